@@ -1,0 +1,16 @@
+"""Errors that carry a one-line, user-facing message naming the file/line or setting at fault."""
+
+
+class PersonahubError(Exception):
+    """Base for errors the CLI reports as one line and a non-zero exit."""
+
+
+class PersonaFileError(PersonahubError):
+    """A persona file cannot be read: the message names the file and line."""
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {reason}")

@@ -1,0 +1,55 @@
+"""The persona record shared by every pipeline stage.
+
+A persona's id is derived from its normalised text, so the same description imported twice
+(from two files, or re-created by an interrupted job) is the same persona: exact duplicates
+collapse for free and re-running a job cannot create twins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def normalize_text(text: str) -> str:
+    """Collapse whitespace so trivially different spellings of one persona share an id."""
+    return " ".join(text.split())
+
+
+def persona_id_for(text: str) -> str:
+    """Stable 16-hex-digit id from the normalised, case-folded persona text."""
+    digest = hashlib.sha1(normalize_text(text).casefold().encode("utf-8")).hexdigest()
+    return "p" + digest[:15]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Persona:
+    """One persona description plus where it came from.
+
+    Attributes:
+        text: the persona description, e.g. "a pediatric nurse who volunteers at a rural clinic".
+        source: where it came from: a file path, ``seed``, ``expand`` or ``text-to-persona``.
+        source_ref: position inside the source (``line 12``, ``row 7``, a text id).
+        attributes: structured fields kept from the source (age, occupation, labels, ...).
+        hop: persona-to-persona distance from an imported persona (0 for imported ones).
+        persona_id: derived from ``text`` when not given.
+    """
+
+    text: str
+    source: str = ""
+    source_ref: str = ""
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    hop: int = 0
+    persona_id: str = ""
+
+    def __post_init__(self) -> None:
+        text = normalize_text(self.text)
+        if not text:
+            raise ValueError("persona text is empty")
+        object.__setattr__(self, "text", text)
+        if not self.persona_id:
+            object.__setattr__(self, "persona_id", persona_id_for(text))
+        if self.hop < 0:
+            raise ValueError(f"hop must be >= 0, got {self.hop}")
