@@ -1,0 +1,272 @@
+"""Deterministic text and value generation for the offline engine.
+
+The offline engine is not a language model. It reads the prompt's sections (persona, world,
+events, messages received), pulls content words out of them, and fills a JSON schema field by
+field with small templates chosen by a seeded RNG. Field names steer what is written, so a
+``function_name`` is an identifier, a ``relation`` is a relation label and an ``instruction`` is
+a request. Different personas give different words; the same (seed, prompt) gives the same answer.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+_STOPWORDS = frozenset(
+    """a an the and or but if of to in on at by for with from into onto over under about after
+    before between through during without within who whom whose which that this these those is
+    are was were be been being am do does did done has have had having it its they them their
+    there here he she his her him you your yours we our ours us i me my mine not no nor so than
+    too very can could should would will shall may might must just also only own same such
+    each every some any all both few more most other what when where why how as up down out off
+    again further then once while because until per via one two three who's it's don't
+    persona personas message messages received event events world step reply answer json schema
+    field fields write writes written someone person people like likes task following give return
+    only valid object""".split()
+)
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
+_SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
+
+RELATIONS = (
+    "colleague", "neighbour", "customer", "supplier", "patient", "student", "mentor", "sibling",
+    "friend", "landlord", "tenant", "teammate", "manager", "apprentice", "rival", "client",
+    "parent", "child", "partner", "volunteer", "competitor", "critic", "fan", "regulator",
+)
+_ROLES = (
+    "retired schoolteacher", "delivery driver", "community nurse", "market stall owner",
+    "graduate student", "plumber", "bus mechanic", "claims adjuster", "youth football coach",
+    "pharmacist", "freelance illustrator", "warehouse supervisor", "beekeeper", "paralegal",
+    "sound engineer", "librarian", "dairy farmer", "translator", "night-shift security guard",
+    "bakery apprentice", "ferry deckhand", "city planner", "hospice chaplain", "data clerk",
+    "tattoo artist", "tax accountant", "river ecologist", "forklift operator", "radio host",
+    "hotel receptionist", "carpenter", "physiotherapist", "game designer", "court interpreter",
+)
+_PLACES = (
+    "a coastal town", "a mountain village", "the old mill district", "a busy ring-road suburb",
+    "a university quarter", "a farming valley", "a port city", "a rust-belt city",
+    "a fast-growing exurb", "an island ferry stop", "a border town", "a historic market town",
+)
+_ACTIVITIES = (
+    "keeps a notebook of", "argues online about", "saves up for", "volunteers at events about",
+    "teaches evening classes on", "collects stories about", "repairs things related to",
+    "writes a small newsletter on", "campaigns on", "quietly worries about", "budgets carefully for",
+    "organises meetups about",
+)
+_REQUESTS = (
+    "Can you help me {verb} {obj}{ctx}?",
+    "Please {verb} {obj}{ctx}, step by step.",
+    "I need to {verb} {obj}{ctx}. Where should I start?",
+    "Draft a short plan to {verb} {obj}{ctx}.",
+    "Explain how I could {verb} {obj}{ctx}, with one concrete example.",
+    "What is the cheapest way to {verb} {obj}{ctx}?",
+    "Give me a checklist to {verb} {obj}{ctx}.",
+    "Compare two options to {verb} {obj}{ctx} and recommend one.",
+)
+_VERBS = (
+    "organise", "explain", "budget for", "compare", "schedule", "track", "improve", "plan",
+    "summarise", "fix", "design", "estimate", "teach", "automate", "document", "negotiate",
+)
+_LINES = (
+    "{greet} {name}, have you heard anything more about {topic}?",
+    "{greet} {name}. I keep thinking about {topic}; {opinion}",
+    "Listen, {name}: {opinion} And {topic} won't sort itself out.",
+    "{greet}! If you see anyone dealing with {topic}, send them my way.",
+    "{name}, about {topic}: {opinion}",
+    "{greet} {name}. Between {topic} and {topic2}, it's been a week.",
+)
+_REPLIES = (
+    "You mentioned {heard}; {opinion}",
+    "About what you said on {heard}: {opinion}",
+    "I've been turning over your point on {heard}. {opinion}",
+)
+_OPINIONS = (
+    "I think we should ask around before deciding.",
+    "honestly, I'm not convinced it helps people like us.",
+    "it could work if someone keeps an eye on the costs.",
+    "I'd rather wait and see what the others say.",
+    "we tried something like it years ago and it went badly.",
+    "it's the best news I've heard in a while.",
+    "I need to see the numbers first.",
+    "my family is split on it.",
+)
+_GREETS = ("Morning", "Hey", "Evening", "Hello", "Well met", "Hi there", "Good day")
+_DEPENDS = (
+    "requests", "pandas", "numpy", "sqlite3", "OpenStreetMap API", "datetime", "matplotlib",
+    "scikit-learn", "a weather API", "a public transit API", "geopy", "beautifulsoup4",
+)
+
+
+@dataclass
+class PromptContext:
+    """Content words pulled from a prompt, by section, in first-seen order."""
+
+    persona: list[str] = field(default_factory=list)
+    world: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    heard: list[str] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+    persona_text: str = ""
+    neighbour_names: list[str] = field(default_factory=list)
+
+    def pool(self) -> list[str]:
+        """Words to draw from, persona first so the persona dominates what is written."""
+        words = self.persona + self.heard + self.events + self.world + self.other
+        return words or ["everyday", "matters"]
+
+
+def keywords(text: str, limit: int = 40) -> list[str]:
+    """Distinct lower-case content words of ``text`` in first-seen order."""
+    seen: dict[str, None] = {}
+    for match in _WORD.finditer(text):
+        word = match.group(0).lower().strip("'-")
+        if len(word) > 3 and word not in _STOPWORDS:
+            seen.setdefault(word, None)
+            if len(seen) >= limit:
+                break
+    return list(seen)
+
+
+def split_sections(text: str) -> dict[str, str]:
+    """Map markdown-style ``## Heading`` sections of a prompt to their bodies (lower-case keys)."""
+    sections: dict[str, str] = {}
+    matches = list(_SECTION.finditer(text))
+    if not matches:
+        return {"": text}
+    sections[""] = text[: matches[0].start()]
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        sections[match.group(1).lower()] = text[match.end() : end]
+    return sections
+
+
+def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
+    """Build a PromptContext from chat messages whose content uses ``## Section`` headings."""
+    ctx = PromptContext()
+    for message in messages:
+        content = message.get("content") or ""
+        if not isinstance(content, str):
+            content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        for heading, body in split_sections(content).items():
+            if heading == "" and message.get("role") == "system":
+                continue  # instructions to the model, not context to write about
+            words = keywords(body)
+            if heading.startswith("persona") or heading == "you":
+                ctx.persona += words
+                ctx.persona_text = ctx.persona_text or " ".join(body.split())
+            elif heading.startswith("world") or heading.startswith("setting"):
+                ctx.world += words
+            elif heading.startswith("event"):
+                ctx.events += words
+            elif heading.startswith(("messages", "inbox", "conversation", "heard")):
+                ctx.heard += words
+            elif heading.startswith(("neighbour", "neighbor", "addressee", "talking to")):
+                ctx.neighbour_names += [w.capitalize() for w in words[:3]]
+            else:
+                ctx.other += words
+    for name in ("persona", "world", "events", "heard", "other"):
+        setattr(ctx, name, list(dict.fromkeys(getattr(ctx, name))))
+    return ctx
+
+
+class TextMaker:
+    """Writes field values from a PromptContext with one seeded RNG."""
+
+    def __init__(self, ctx: PromptContext, rng: random.Random) -> None:
+        self.ctx = ctx
+        self.rng = rng
+
+    def words(self, n: int, pool: list[str] | None = None) -> list[str]:
+        pool = pool or self.ctx.pool()
+        k = min(n, len(pool))
+        head = pool[: max(k * 3, 8)]
+        return self.rng.sample(head, min(k, len(head)))
+
+    def topic(self) -> str:
+        pool = self.ctx.persona or self.ctx.pool()
+        return " ".join(self.words(self.rng.choice((2, 2, 3)), pool))
+
+    def identifier(self) -> str:
+        verb = self.rng.choice(("get", "find", "calc", "plan", "track", "list", "score", "check"))
+        parts = [re.sub(r"[^a-z0-9]", "", w) for w in self.words(2)]
+        ident = "_".join([verb, *[p for p in parts if p]])
+        return ident if ident.isidentifier() else "get_info"
+
+    def title(self) -> str:
+        noun = self.rng.choice(("Planner", "Tracker", "Lookup", "Estimator", "Finder", "Assistant"))
+        return " ".join(w.capitalize() for w in self.words(2)) + " " + noun
+
+    def persona(self, relation: str | None) -> str:
+        relation = relation or self.rng.choice(RELATIONS)
+        role = self.rng.choice(_ROLES)
+        place = self.rng.choice(_PLACES)
+        activity = self.rng.choice(_ACTIVITIES)
+        anchor = " ".join(self.words(2, self.ctx.persona or self.ctx.pool()))
+        interest = " ".join(self.words(2, self.ctx.world + self.ctx.persona or self.ctx.pool()))
+        return (
+            f"A {role} from {place}, the {relation} of someone known for {anchor}, "
+            f"who {activity} {interest}."
+        )
+
+    def request(self) -> str:
+        template = self.rng.choice(_REQUESTS)
+        ctx_words = self.ctx.events or self.ctx.heard or self.ctx.world
+        extra = f" given {' '.join(self.words(2, ctx_words))}" if ctx_words else ""
+        return template.format(verb=self.rng.choice(_VERBS), obj=self.topic(), ctx=extra)
+
+    def spoken_line(self) -> str:
+        name = self.rng.choice(self.ctx.neighbour_names or ["friend", "neighbour"])
+        opinion = self.rng.choice(_OPINIONS)
+        if self.ctx.heard and self.rng.random() < 0.6:
+            heard = " ".join(self.words(2, self.ctx.heard))
+            return self.rng.choice(_REPLIES).format(heard=heard, opinion=opinion)
+        topics = self.ctx.events or self.ctx.world or self.ctx.persona or self.ctx.pool()
+        return self.rng.choice(_LINES).format(
+            greet=self.rng.choice(_GREETS),
+            name=name,
+            topic=" ".join(self.words(2, topics)),
+            topic2=" ".join(self.words(1, self.ctx.persona or topics)),
+            opinion=opinion,
+        )
+
+    def description(self) -> str:
+        subject = self.topic()
+        detail = " ".join(self.words(3))
+        return self.rng.choice(
+            (
+                f"Looks up {subject} and reports {detail} in a short summary.",
+                f"Helps with {subject}, taking {detail} into account.",
+                f"A practical take on {subject}, covering {detail}.",
+                f"Covers {subject} for readers who care about {detail}.",
+            )
+        )
+
+    def sentence(self) -> str:
+        return f"{self.topic().capitalize()}: " + " ".join(self.words(self.rng.randint(4, 8))) + "."
+
+    def string_for(self, name: str, siblings: Mapping[str, Any]) -> str:
+        """A string value for a field called ``name`` (already-filled siblings may steer it)."""
+        key = name.lower()
+        if "function" in key and "name" in key or key in ("identifier", "func", "tool_name"):
+            return self.identifier()
+        if key in ("relation", "relationship", "relation_label", "role_to_them"):
+            return self.rng.choice(RELATIONS)
+        if "persona" in key:
+            return self.persona(siblings.get("relation") or siblings.get("relationship"))
+        if key in ("name", "title", "tool", "label"):
+            return self.title()
+        if key in ("input_args", "args", "arguments", "parameters"):
+            return ", ".join(dict.fromkeys(re.sub(r"[^a-z]", "", w) or "value" for w in self.words(2)))
+        if key in ("return", "returns", "output"):
+            return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
+        if key in ("depend", "depends", "dependencies"):
+            return ", ".join(self.rng.sample(_DEPENDS, 2))
+        if key in ("instruction", "prompt", "question", "request", "query", "user_prompt"):
+            return self.request()
+        if key in ("line", "utterance", "dialogue", "message", "say", "speech", "reply"):
+            return self.spoken_line()
+        if "description" in key or key in ("summary", "text", "content", "body", "reason"):
+            return self.description()
+        return self.sentence()

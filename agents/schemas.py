@@ -1,0 +1,84 @@
+"""Pydantic schemas for everything an agent or pipeline asks a model to produce.
+
+Each emission kind has one schema; the registry ``EMISSION_SCHEMAS`` maps kind names to them so
+scenarios select kinds by name and the run log stores ``kind`` plus the validated JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Instruction(BaseModel):
+    """A prompt this persona would plausibly type to an AI assistant."""
+
+    instruction: str = Field(min_length=8, description="the user prompt, in the persona's voice")
+
+
+class NpcDialogue(BaseModel):
+    """One line of dialogue said to a graph neighbour, delivered to them next step."""
+
+    line: str = Field(min_length=2, description="what the persona says to the neighbour")
+    tone: str = Field(default="neutral", description="one word for the tone, e.g. warm, curt")
+
+
+class ToolSpec(BaseModel):
+    """A function interface in Persona Hub's tool shape (data only: never executed)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(min_length=2)
+    description: str = Field(min_length=8)
+    function_name: str = Field(description="a valid Python identifier")
+    input_args: str = Field(description="comma-separated argument names")
+    return_: str = Field(alias="return", description="what the function returns")
+    depend: str = Field(description="libraries or APIs it would depend on")
+
+    @field_validator("function_name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        value = value.strip()
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"function_name {value!r} is not a valid identifier")
+        return value
+
+
+class RelatedPersona(BaseModel):
+    """Someone in close relationship with a given persona."""
+
+    relation: str = Field(min_length=2, description="how they relate, e.g. patient, supplier")
+    persona: str = Field(min_length=12, description="a one-sentence persona description")
+
+
+EMISSION_SCHEMAS: dict[str, type[BaseModel]] = {
+    "instruction": Instruction,
+    "npc_dialogue": NpcDialogue,
+    "tool_spec": ToolSpec,
+}
+
+
+def emission_text(kind: str, value: BaseModel) -> str:
+    """The text of an emission that near-duplicate detection and search look at."""
+    data = value.model_dump(by_alias=True)
+    if kind == "instruction":
+        return data["instruction"]
+    if kind == "npc_dialogue":
+        return data["line"]
+    return " ".join(str(v) for v in data.values())
+
+
+@lru_cache(maxsize=32)
+def related_personas_schema(count: int) -> type[BaseModel]:
+    """Schema asking for exactly ``count`` related personas (min/max items pin the count)."""
+    if count < 1:
+        raise ValueError("fanout must be >= 1")
+    return create_model(
+        "RelatedPersonas",
+        __doc__="People in close relationship with the given persona.",
+        people=(list[RelatedPersona], Field(min_length=count, max_length=count)),
+    )

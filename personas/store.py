@@ -1,0 +1,154 @@
+"""DuckDB access shared by every layer: open a database, create the schema, batch-insert rows.
+
+Rows are written as Arrow batches (``INSERT ... SELECT`` from a registered table): a per-row
+``INSERT`` in a loop is orders of magnitude slower (see ``bench/bench_runlog_writes.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from personas.errors import PersonahubError
+from personas.record import Persona
+
+DEFAULT_DB = "personahub.duckdb"
+
+
+def schema_sql() -> str:
+    """The DDL of every table (``personas/schema.sql``)."""
+    return resources.files("personas").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (and for writers, create and migrate) the database at ``path``."""
+    path = Path(path)
+    if read_only:
+        if not path.exists():
+            raise PersonahubError(f"--db {path}: no such database (run a scenario first)")
+        try:
+            return duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            raise PersonahubError(f"--db {path}: cannot open read-only ({exc})") from exc
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path))
+    except duckdb.Error as exc:
+        raise PersonahubError(f"--db {path}: cannot open ({str(exc).splitlines()[0]})") from exc
+    con.execute(schema_sql())
+    return con
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All-or-nothing block: commit on success, roll back on any exception."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping | list | tuple) and not isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
+def insert_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    ignore_conflicts: bool = False,
+) -> int:
+    """Insert ``rows`` (dicts with the same keys) into ``table`` as one Arrow batch."""
+    if not rows:
+        return 0
+    columns = list(rows[0].keys())
+    data = {c: [_plain(r.get(c)) for r in rows] for c in columns}
+    batch = pa.table(data)
+    name = f"_batch_{table}"
+    con.register(name, batch)
+    try:
+        verb = "INSERT OR IGNORE INTO" if ignore_conflicts else "INSERT INTO"
+        cols = ", ".join(columns)
+        con.execute(f"{verb} {table} ({cols}) SELECT {cols} FROM {name}")
+    finally:
+        con.unregister(name)
+    return len(rows)
+
+
+def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
+    """Dataclass records as row dicts; float ``*_at`` epoch fields become timestamps."""
+    rows = []
+    for record in records:
+        row = dataclasses.asdict(record)
+        for key, value in row.items():
+            if key.endswith("_at") and isinstance(value, float):
+                row[key] = dt.datetime.fromtimestamp(value, tz=dt.UTC).replace(tzinfo=None)
+        row.update(extra)
+        rows.append(row)
+    return rows
+
+
+def persona_rows(personas: Iterable[Persona]) -> list[dict[str, Any]]:
+    """Rows for the ``personas`` table, one per distinct persona id (first wins)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for p in personas:
+        rows.setdefault(
+            p.persona_id,
+            {
+                "persona_id": p.persona_id,
+                "text": p.text,
+                "source": p.source,
+                "source_ref": p.source_ref,
+                "attributes": dict(p.attributes),
+                "hop": p.hop,
+            },
+        )
+    return list(rows.values())
+
+
+def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona]) -> int:
+    """Insert personas not yet in the hub; returns how many were new."""
+    rows = persona_rows(personas)
+    if not rows:
+        return 0
+    before = con.execute("SELECT count(*) FROM personas").fetchone()[0]
+    insert_rows(con, "personas", rows, ignore_conflicts=True)
+    return con.execute("SELECT count(*) FROM personas").fetchone()[0] - before
+
+
+def fetch_personas(
+    con: duckdb.DuckDBPyConnection, ids: Sequence[str] | None = None
+) -> list[Persona]:
+    """Personas in hub order (``seq``), optionally restricted to ``ids``."""
+    sql = "SELECT persona_id, text, source, source_ref, attributes, hop FROM personas"
+    params: list[Any] = []
+    if ids is not None:
+        con.register("_ids", pa.table({"id": list(ids)}))
+        sql += " WHERE persona_id IN (SELECT id FROM _ids)"
+    sql += " ORDER BY seq"
+    try:
+        rows = con.execute(sql, params).fetchall()
+    finally:
+        if ids is not None:
+            con.unregister("_ids")
+    return [
+        Persona(persona_id=r[0], text=r[1], source=r[2] or "", source_ref=r[3] or "",
+                attributes=json.loads(r[4]) if r[4] else {}, hop=r[5] or 0)
+        for r in rows
+    ]
