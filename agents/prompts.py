@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from personas.prompts import section
+
 AGENT_SYSTEM = (
     "You are role-playing one member of a simulated society. Stay in character as the persona "
     "described below. Answer only with JSON that matches the requested schema."
@@ -31,22 +33,6 @@ KIND_TASKS: dict[str, str] = {
     ),
 }
 
-EXPAND_SYSTEM = (
-    "You generate persona descriptions for synthetic data. A persona is one sentence describing "
-    "a specific person: role, circumstances, interests."
-)
-
-EXPAND_TASK = (
-    "Who is in close relationship with the persona above? Describe {count} different people "
-    "(for example a patient, colleague, supplier, family member, customer, or rival). For each, "
-    "give the relation label and a specific one-sentence persona."
-)
-
-
-def _section(title: str, body: str) -> str:
-    return f"## {title}\n{body.strip()}\n"
-
-
 def agent_messages(
     *,
     persona: str,
@@ -57,21 +43,15 @@ def agent_messages(
     addressee: str | None = None,
 ) -> list[BaseMessage]:
     """Messages for one agent action of ``kind`` (inbox items are (sender persona, text))."""
-    parts = [_section("Persona", persona)]
+    parts = [section("Persona", persona)]
     if world:
-        parts.append(_section("World", world))
+        parts.append(section("World", world))
     if events:
-        parts.append(_section("Events", "\n".join(f"- {e}" for e in events)))
+        parts.append(section("Events", "\n".join(f"- {e}" for e in events)))
     if inbox:
         heard = "\n".join(f"- from {sender[:80]}: {text}" for sender, text in inbox)
-        parts.append(_section("Messages received", heard))
+        parts.append(section("Messages received", heard))
     if addressee:
-        parts.append(_section("Talking to", addressee))
-    parts.append(_section("Task", KIND_TASKS[kind]))
+        parts.append(section("Talking to", addressee))
+    parts.append(section("Task", KIND_TASKS[kind]))
     return [SystemMessage(AGENT_SYSTEM), HumanMessage("\n".join(parts))]
-
-
-def expand_messages(persona: str, count: int) -> list[BaseMessage]:
-    """Persona-to-persona prompt: who is in close relationship with ``persona``."""
-    body = _section("Persona", persona) + "\n" + _section("Task", EXPAND_TASK.format(count=count))
-    return [SystemMessage(EXPAND_SYSTEM), HumanMessage(body)]

@@ -7,9 +7,7 @@ scenarios select kinds by name and the run log stores ``kind`` plus the validate
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -48,13 +46,6 @@ class ToolSpec(BaseModel):
         return value
 
 
-class RelatedPersona(BaseModel):
-    """Someone in close relationship with a given persona."""
-
-    relation: str = Field(min_length=2, description="how they relate, e.g. patient, supplier")
-    persona: str = Field(min_length=12, description="a one-sentence persona description")
-
-
 EMISSION_SCHEMAS: dict[str, type[BaseModel]] = {
     "instruction": Instruction,
     "npc_dialogue": NpcDialogue,
@@ -70,15 +61,3 @@ def emission_text(kind: str, value: BaseModel) -> str:
     if kind == "npc_dialogue":
         return data["line"]
     return " ".join(str(v) for v in data.values())
-
-
-@lru_cache(maxsize=32)
-def related_personas_schema(count: int) -> type[BaseModel]:
-    """Schema asking for exactly ``count`` related personas (min/max items pin the count)."""
-    if count < 1:
-        raise ValueError("fanout must be >= 1")
-    return create_model(
-        "RelatedPersonas",
-        __doc__="People in close relationship with the given persona.",
-        people=(list[RelatedPersona], Field(min_length=count, max_length=count)),
-    )

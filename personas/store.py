@@ -61,6 +61,12 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     con.execute("COMMIT")
 
 
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """First column of the first row (reads the whole result, as DuckDB 2 requires)."""
+    rows = con.execute(sql, list(params)).fetchall()
+    return rows[0][0] if rows else None
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping | list | tuple) and not isinstance(value, str):
         return json.dumps(value, ensure_ascii=False, default=str)
@@ -127,9 +133,9 @@ def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona])
     rows = persona_rows(personas)
     if not rows:
         return 0
-    before = con.execute("SELECT count(*) FROM personas").fetchone()[0]
+    before = scalar(con, "SELECT count(*) FROM personas")
     insert_rows(con, "personas", rows, ignore_conflicts=True)
-    return con.execute("SELECT count(*) FROM personas").fetchone()[0] - before
+    return scalar(con, "SELECT count(*) FROM personas") - before
 
 
 def fetch_personas(
