@@ -238,6 +238,7 @@ class LLMClient:
         self.endpoints = list(endpoints) if endpoints is not None else make_endpoints(settings)
         self._next = 0
         self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore_loop: asyncio.AbstractEventLoop | None = None
         self._records: list[CallRecord] = []
 
     @property
@@ -270,8 +271,11 @@ class LLMClient:
         return endpoint.model.bind(response_format=response_format)
 
     async def _attempt(self, runnable: Any, messages: list[BaseMessage]) -> AIMessage:
-        if self._semaphore is None:
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._semaphore_loop is not loop:
+            # a semaphore belongs to one event loop; each run may bring its own loop
             self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+            self._semaphore_loop = loop
         async with self._semaphore:
             return await asyncio.wait_for(runnable.ainvoke(messages), self.settings.timeout_s)
 
