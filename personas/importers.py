@@ -1,0 +1,527 @@
+"""Streaming importers that turn persona files (Persona Hub, FinePersonas, tables) into Personas.
+
+Files can be far larger than memory, so every reader streams: JSONL and CSV line by line,
+Parquet batch by batch. Problems with the file as a whole (missing, unknown format, no text
+column) raise as soon as ``iter_personas`` is called; problems with one record raise only when
+iteration reaches that record, and can be counted and skipped with ``skip_bad=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from personas.errors import PersonaFileError
+from personas.record import Persona
+
+__all__ = [
+    "FORMATS",
+    "ImportStats",
+    "detect_format",
+    "iter_persona_batches",
+    "iter_personas",
+]
+
+FORMATS: dict[str, str] = {
+    "auto": "guess from the extension and, for JSONL, the keys of the first record",
+    "personahub": 'Persona Hub persona.jsonl: one {"persona": ...} per line',
+    "personahub-synth": 'Persona Hub synthesis file: "input persona" + "description" per line',
+    "finepersonas": "FinePersonas rows: id, persona, labels (list or JSON-encoded list)",
+    "attributes": "Nemotron-style CSV/Parquet table: persona column + typed attribute columns",
+    "jsonl": "JSON Lines with a text field (persona, then text); other fields become attributes",
+    "csv": "CSV with a header and a text column (persona, then text); other cells are attributes",
+    "parquet": "Parquet with a text column (persona, then text); other columns are attributes",
+}
+
+MAX_BAD_EXAMPLES = 5
+_JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_BATCH_ROWS = 1024
+_DETECT_MAX_LINES = 1000
+# Column names that mark a CSV/Parquet table as a Nemotron-style attribute table.
+_DEMOGRAPHIC_COLUMNS = {"age", "sex", "gender", "occupation", "city", "state", "country"}
+# Which record fields may hold the persona text, in order of preference, per format.
+_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "personahub": ("persona",),
+    "personahub-synth": ("input persona",),
+    "finepersonas": ("persona",),
+    "attributes": ("persona",),
+    "jsonl": ("persona", "text"),
+    "csv": ("persona", "text"),
+    "parquet": ("persona", "text"),
+}
+_INT_RE = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_FLOAT_RE = re.compile(r"-?[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?")
+
+Row = dict[str, Any]
+
+
+@dataclass
+class ImportStats:
+    """Counts filled in while iterating, so a CLI can report what an import did and skipped."""
+
+    read: int = 0
+    imported: int = 0
+    bad: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+
+    def note_bad(self, error: PersonaFileError) -> None:
+        """Count a skipped record and keep its message if fewer than five are kept."""
+        self.bad += 1
+        if len(self.bad_examples) < MAX_BAD_EXAMPLES:
+            self.bad_examples.append(str(error))
+
+
+class _BadRecord(Exception):
+    """One record is unusable; the message is the reason shown to the user."""
+
+
+# --------------------------------------------------------------------------- opening files
+
+
+@contextmanager
+def _open_binary(path: Path) -> Iterator[IO[bytes]]:
+    """Open a file for reading, transparently gunzipping it (decided by magic bytes, not name)."""
+    with open(path, "rb") as raw:
+        if raw.peek(2)[:2] == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=raw) as unzipped:
+                yield unzipped
+        else:
+            yield raw
+
+
+@contextmanager
+def _open_text(path: Path) -> Iterator[IO[str]]:
+    """Open as UTF-8 text (BOM tolerated) with newline="" as the csv module requires."""
+    with _open_binary(path) as binary:
+        with io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as text:
+            yield text
+
+
+def _strip_gz(path: Path) -> Path:
+    """Drop a trailing .gz so ``x.jsonl.gz`` is classified like ``x.jsonl``."""
+    return path.with_suffix("") if path.suffix.lower() == ".gz" else path
+
+
+def _container_of(path: Path) -> str | None:
+    """Physical layout implied by the extension: "jsonl", "csv", "parquet", or None."""
+    suffix = _strip_gz(path).suffix.lower()
+    if suffix in _JSONL_SUFFIXES:
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".parquet" and path.suffix.lower() != ".gz":
+        return "parquet"
+    return None
+
+
+def _check_file(path: Path, name: str) -> None:
+    """Fail early, without a line number, when there is no readable file at all."""
+    if not path.exists():
+        raise PersonaFileError(name, None, "file not found")
+    if not path.is_file():
+        raise PersonaFileError(name, None, "not a regular file")
+
+
+# --------------------------------------------------------------------------- record readers
+
+
+def _json_type(value: Any) -> str:
+    """Name a decoded value's type in JSON terms, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _parse_json_line(raw: bytes, line_no: int) -> Row:
+    """Decode one JSONL line into an object, or raise _BadRecord saying precisely why not."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _BadRecord(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if line_no == 1:
+        text = text.removeprefix("\ufeff")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise _BadRecord(f"expected a JSON object, got {_json_type(value)}")
+    return value
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, Row | _BadRecord]]:
+    """Yield (physical line number, object or reason) for every non-blank line."""
+    with _open_binary(path) as f:
+        for line_no, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield line_no, _parse_json_line(raw, line_no)
+            except _BadRecord as bad:
+                yield line_no, bad
+
+
+def _read_csv_header(path: Path, name: str) -> list[str]:
+    """Read only the header row; a table without one cannot be mapped to columns."""
+    with _open_text(path) as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        raise PersonaFileError(name, None, "no header row")
+    duplicates = sorted({col for col in header if header.count(col) > 1})
+    if duplicates:
+        raise PersonaFileError(name, None, f"duplicate column {duplicates[0]!r} in header")
+    return header
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, Row | _BadRecord]]:
+    """Yield (line where the row starts, cells by column or reason) for each data row."""
+    with _open_text(path) as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        next_start = reader.line_num + 1
+        for cells in reader:
+            start, next_start = next_start, reader.line_num + 1
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) != len(header):
+                yield start, _BadRecord(f"expected {len(header)} fields, got {len(cells)}")
+            else:
+                yield start, dict(zip(header, cells, strict=True))
+
+
+def _open_parquet(path: Path, name: str) -> pq.ParquetFile:
+    """Open a Parquet file, turning pyarrow's errors into a one-line file error."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise PersonaFileError(name, None, f"not a readable Parquet file ({exc})") from None
+
+
+def _parquet_records(path: Path, name: str) -> Iterator[tuple[int, Row | _BadRecord]]:
+    """Yield (1-based row number, row) batch by batch, so memory stays bounded."""
+    parquet = _open_parquet(path, name)
+    row_no = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+            for row in batch.to_pylist():
+                row_no += 1
+                yield row_no, row
+    finally:
+        parquet.close()
+
+
+# --------------------------------------------------------------------------- format detection
+
+
+def _first_json_keys(path: Path) -> set[str] | None:
+    """Keys of the first valid JSON object among the first lines, or None if there is none."""
+    records = _jsonl_records(path)
+    try:
+        for _, record in islice(records, _DETECT_MAX_LINES):
+            if isinstance(record, dict):
+                return set(record)
+    finally:
+        records.close()
+    return None
+
+
+def _table_columns(path: Path, name: str, container: str) -> list[str]:
+    """Column names of a CSV header or Parquet schema, read without loading any data."""
+    if container == "csv":
+        return _read_csv_header(path, name)
+    parquet = _open_parquet(path, name)
+    try:
+        return list(parquet.schema_arrow.names)
+    finally:
+        parquet.close()
+
+
+def _format_from_keys(keys: Iterable[str], plain: str) -> str:
+    """Recognise a known dataset from its field names; fall back to the plain container."""
+    keys = set(keys)
+    if "input persona" in keys:
+        return "personahub-synth"
+    if "persona" in keys and "labels" in keys:
+        return "finepersonas"
+    if plain == "jsonl" and keys == {"persona"}:
+        return "personahub"
+    if plain != "jsonl" and "persona" in keys and keys & _DEMOGRAPHIC_COLUMNS:
+        return "attributes"
+    return plain
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format from the extension and field names, so users rarely need ``--format``."""
+    name = str(path)
+    path = Path(path)
+    _check_file(path, name)
+    container = _container_of(path)
+    if container is None:
+        choices = ", ".join(f for f in FORMATS if f != "auto")
+        raise PersonaFileError(
+            name, None, f"cannot tell the format from the extension; choose one of: {choices}"
+        )
+    if container == "jsonl":
+        keys = _first_json_keys(path)
+        return "jsonl" if keys is None else _format_from_keys(keys, "jsonl")
+    return _format_from_keys(_table_columns(path, name, container), container)
+
+
+def _resolve_container(fmt: str, path: Path, name: str) -> str:
+    """Decide how to read the bytes: plain formats are their own layout, others go by extension."""
+    if fmt in ("jsonl", "csv", "parquet"):
+        return fmt
+    container = _container_of(path)
+    if container is not None:
+        return container
+    if fmt == "attributes":
+        raise PersonaFileError(name, None, "format 'attributes' needs a .csv or .parquet file")
+    return "jsonl"
+
+
+# --------------------------------------------------------------------------- record -> Persona
+
+
+def _natural(value: str) -> Any:
+    """Give a CSV cell its natural type: "42" -> 42, "1.5" -> 1.5; "02139" stays a string."""
+    if _INT_RE.fullmatch(value):
+        return int(value)
+    if _FLOAT_RE.fullmatch(value):
+        return float(value)
+    return value
+
+
+def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
+    """Return (field name, text) from the first candidate field present, validating it."""
+    name = next((c for c in candidates if c in row), None)
+    if name is None:
+        alternatives = "".join(f' (or "{c}")' for c in candidates[1:])
+        raise _BadRecord(f'missing field "{candidates[0]}"{alternatives}')
+    value = row[name]
+    if value is None:
+        raise _BadRecord(f'field "{name}" is null')
+    if not isinstance(value, str):
+        raise _BadRecord(f'field "{name}" is {_json_type(value)}, not a string')
+    if not value.strip():
+        raise _BadRecord(f'field "{name}" is empty')
+    return name, value
+
+
+def _other_fields(row: Row, exclude: str, convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """Every non-empty field except the text one, as attributes."""
+    return {
+        key: convert(value)
+        for key, value in row.items()
+        if key != exclude and value is not None and value != ""
+    }
+
+
+def _parse_labels(value: Any) -> list[Any]:
+    """FinePersonas stores labels as a list or as a JSON-encoded list string; accept both."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise _BadRecord('field "labels" is neither a list nor a JSON-encoded list') from None
+    if not isinstance(value, list):
+        raise _BadRecord(f'field "labels" is {_json_type(value)}, not a list')
+    return value
+
+
+def _synth_attributes(row: Row) -> dict[str, Any]:
+    """Keep the synthesis task; the synthesized text is output, not a property of the persona."""
+    task = row.get("description")
+    return {"task": task} if task not in (None, "") else {}
+
+
+def _finepersonas_attributes(row: Row) -> dict[str, Any]:
+    """Keep the dataset's own id and topic labels; drop anything bulky such as embeddings."""
+    attributes: dict[str, Any] = {}
+    if row.get("id") not in (None, ""):
+        attributes["source_id"] = row["id"]
+    if row.get("labels") not in (None, ""):
+        attributes["labels"] = _parse_labels(row["labels"])
+    return attributes
+
+
+def _identity(value: Any) -> Any:
+    """Leave values as decoded (JSON and Parquet already carry types)."""
+    return value
+
+
+def _attribute_builder(fmt: str, container: str) -> Callable[[Row, str], dict[str, Any]]:
+    """Pick how a format turns a record's non-text fields into attributes."""
+    if fmt == "personahub-synth":
+        return lambda row, _text_field: _synth_attributes(row)
+    if fmt == "finepersonas":
+        return lambda row, _text_field: _finepersonas_attributes(row)
+    convert = _natural if fmt == "attributes" and container == "csv" else _identity
+    return lambda row, text_field: _other_fields(row, text_field, convert)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _text_candidates(
+    fmt: str, container: str, text_column: str | None, path: Path, name: str
+) -> tuple[str, ...]:
+    """Fields that may hold the text; for tables, resolved once against the header/schema."""
+    candidates = (text_column,) if text_column else _TEXT_FIELDS[fmt]
+    if container == "jsonl":
+        return candidates
+    columns = _table_columns(path, name, container)
+    found = next((c for c in candidates if c in columns), None)
+    if found is None:
+        wanted = " or ".join(repr(c) for c in candidates)
+        raise PersonaFileError(name, None, f"no column {wanted} (columns: {', '.join(columns)})")
+    if container == "parquet":
+        _check_parquet_text_type(path, name, found)
+    return (found,)
+
+
+def _check_parquet_text_type(path: Path, name: str, column: str) -> None:
+    """Reject a non-string text column up front instead of failing on every row."""
+    parquet = _open_parquet(path, name)
+    try:
+        column_type = parquet.schema_arrow.field(column).type
+    finally:
+        parquet.close()
+    if pa.types.is_dictionary(column_type):
+        column_type = column_type.value_type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise PersonaFileError(name, None, f"column {column!r} has type {column_type}, not string")
+
+
+def _records(container: str, path: Path, name: str) -> Iterator[tuple[int, Row | _BadRecord]]:
+    """The streaming reader for a container."""
+    if container == "jsonl":
+        return _jsonl_records(path)
+    if container == "csv":
+        return _csv_records(path)
+    return _parquet_records(path, name)
+
+
+def iter_personas(
+    path: str | Path,
+    *,
+    fmt: str = "auto",
+    text_column: str | None = None,
+    skip_bad: bool = False,
+    stats: ImportStats | None = None,
+    source: str | None = None,
+) -> Iterator[Persona]:
+    """Stream Personas from a file, with provenance (file and line/row) on each one.
+
+    File-level problems raise ``PersonaFileError`` (without line) right away; a bad record
+    raises ``PersonaFileError`` (with line) when reached, or is counted in ``stats`` and skipped
+    when ``skip_bad`` is true. Repeated texts are yielded too: deduplication happens later.
+    """
+    name = str(path)
+    path = Path(path)
+    _check_file(path, name)
+    if fmt not in FORMATS:
+        raise PersonaFileError(name, None, f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    resolved = detect_format(path) if fmt == "auto" else fmt
+    container = _resolve_container(resolved, path, name)
+    candidates = _text_candidates(resolved, container, text_column, path, name)
+    ref_word = "row" if container == "parquet" else "line"
+    return _generate(
+        records=_records(container, path, name),
+        candidates=candidates,
+        attributes_of=_attribute_builder(resolved, container),
+        name=name,
+        source=name if source is None else source,
+        ref_word=ref_word,
+        skip_bad=skip_bad,
+        stats=ImportStats() if stats is None else stats,
+    )
+
+
+def _generate(
+    *,
+    records: Iterator[tuple[int, Row | _BadRecord]],
+    candidates: tuple[str, ...],
+    attributes_of: Callable[[Row, str], dict[str, Any]],
+    name: str,
+    source: str,
+    ref_word: str,
+    skip_bad: bool,
+    stats: ImportStats,
+) -> Iterator[Persona]:
+    """The lazy part of ``iter_personas``: read, validate, build, count."""
+    with _closing_stream(records, name) as stream:
+        for number, record in stream:
+            stats.read += 1
+            try:
+                if isinstance(record, _BadRecord):
+                    raise record
+                text_field, text = _take_text(record, candidates)
+                attributes = attributes_of(record, text_field)
+            except _BadRecord as bad:
+                error = PersonaFileError(name, number, str(bad))
+                if not skip_bad:
+                    raise error from None
+                stats.note_bad(error)
+                continue
+            stats.imported += 1
+            yield Persona(
+                text=text, source=source, source_ref=f"{ref_word} {number}", attributes=attributes
+            )
+
+
+@contextmanager
+def _closing_stream(
+    records: Iterator[tuple[int, Row | _BadRecord]], name: str
+) -> Iterator[Iterator[tuple[int, Row | _BadRecord]]]:
+    """Close the reader with the generator; report unreadable bytes (bad gzip/CSV) as file errors.
+
+    Such damage breaks the stream itself, so it cannot be skipped like one bad record.
+    """
+    try:
+        yield records
+    except (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError, pa.ArrowException) as exc:
+        raise PersonaFileError(name, None, f"unreadable data ({exc})") from None
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+
+
+def iter_persona_batches(
+    path: str | Path, *, batch_size: int = 10_000, **kwargs: Any
+) -> Iterator[list[Persona]]:
+    """Group ``iter_personas`` output into lists, for bulk inserts into DuckDB and the graph."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    personas = iter_personas(path, **kwargs)
+    return _batched(personas, batch_size)
+
+
+def _batched(personas: Iterator[Persona], batch_size: int) -> Iterator[list[Persona]]:
+    """Yield lists of up to ``batch_size`` items; lazy like the iterator it wraps."""
+    while batch := list(islice(personas, batch_size)):
+        yield batch
