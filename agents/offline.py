@@ -208,6 +208,12 @@ class OfflineChatModel(BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
 
+    async def answer_async(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
+        """The answer message, without LangChain's callback machinery (used by the model seam)."""
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return self._answer(messages, **kwargs).generations[0].message
+
     def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> ChatResult:
         reply = OfflineEngine(self.seed).respond(
             to_openai_dicts(messages),

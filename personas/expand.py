@@ -66,6 +66,7 @@ class ExpandSummary:
     edges: int = 0
     failed_calls: int = 0
     new_ids: tuple[str, ...] = ()
+    reached_ids: tuple[str, ...] = ()
 
 
 def _hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
@@ -96,6 +97,8 @@ async def expand_hub(
     index = _hub_index(con, threshold)
     summary = ExpandSummary()
     new_ids: list[str] = []
+    reached: dict[str, None] = {}
+    visited = set(start_ids)
     frontier = fetch_personas(con, list(start_ids))
     for hop_number in range(1, hops + 1):
         if not frontier:
@@ -135,8 +138,15 @@ async def expand_hub(
         summary.new_personas += len(created)
         summary.edges += len(relations)
         new_ids += [p.persona_id for p in created]
-        frontier = created
+        targets = [r.dst for r in relations]
+        reached.update(dict.fromkeys(targets))
+        # Next round: every persona reached for the first time, new or already in the hub,
+        # so a re-run over an existing hub reaches the same people as the first run did.
+        next_ids = [t for t in dict.fromkeys(targets) if t not in visited]
+        visited.update(next_ids)
+        frontier = fetch_personas(con, next_ids)
         if progress:
             progress(hop_number, hops)
     summary.new_ids = tuple(new_ids)
+    summary.reached_ids = tuple(reached)
     return summary

@@ -9,10 +9,18 @@ near-duplicates point to it.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from datasketch import MinHash, MinHashLSH
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+@lru_cache(maxsize=64)
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """datasketch's optimal (bands, rows) for a threshold; computed once (it integrates, ~50 ms)."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
 
 
 def word_ngrams(text: str, n: int = 1) -> set[str]:
@@ -34,7 +42,7 @@ class NearDuplicateIndex:
         self.num_perm = num_perm
         self.ngram = ngram
         self._template = MinHash(num_perm=num_perm, seed=seed)
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._lsh = MinHashLSH(num_perm=num_perm, params=lsh_params(threshold, num_perm))
         self._signatures: dict[str, MinHash] = {}
         self._order: dict[str, int] = {}
 

@@ -1,0 +1,306 @@
+"""The ``personahub`` command line.
+
+Every command that calls a model takes ``--llm SPEC`` (default: ``PERSONAHUB_LLM`` or
+``offline``). Errors print as one line on stderr with a non-zero exit; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agents.llm import LLMClient, LLMSettings, check_reachable, resolve_spec
+from personas.errors import PersonahubError
+from personas.store import DEFAULT_DB
+
+app = typer.Typer(
+    name="personahub",
+    help="Persona-driven synthetic data and virtual-society simulation (offline by default).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
+app.add_typer(personas_app, name="personas")
+
+console = Console(stderr=True)
+out = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
+                                        help="DuckDB database file.")]
+LlmOption = Annotated[str | None, typer.Option(
+    "--llm", help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
+                  "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
+                  "Env: PERSONAHUB_LLM.")]
+ConcurrencyOption = Annotated[int, typer.Option("--concurrency", min=1,
+                                                help="Model calls in flight at most.")]
+TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1,
+                                              help="Seconds before a model call is abandoned.")]
+
+
+def one_line_errors(func: F) -> F:
+    """Report PersonahubError (and Ctrl-C) as one line and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PersonahubError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def banner(client: LLMClient) -> None:
+    """Say which engine answers, plainly."""
+    if client.is_offline:
+        console.print("engine: [bold]offline[/] — deterministic offline engine; "
+                      "no language model is used.")
+    else:
+        console.print(f"engine: [bold]{client.label}[/] (language model over HTTP)")
+
+
+def make_client(llm: str | None, seed: int, concurrency: int, timeout: float) -> LLMClient:
+    """Build the model client for a command and check the endpoint answers."""
+    client = LLMClient(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
+                                   timeout_s=timeout))
+    check_reachable(client)
+    banner(client)
+    return client
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False,
+                    disable=not console.is_terminal and "PERSONAHUB_PROGRESS" not in os.environ)
+
+
+@app.command()
+@one_line_errors
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario script (a .py file defining SCENARIO).")],
+    db: DbOption = Path(DEFAULT_DB),
+    steps: Annotated[int | None, typer.Option(min=1, help="Override the scenario's steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    llm: LlmOption = None,
+    concurrency: ConcurrencyOption = 16,
+    timeout: TimeoutOption = 60.0,
+) -> None:
+    """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
+    from sim.runner import RunOptions, run_scenario
+    from sim.scenario import load_scenario
+
+    spec = resolve_spec(llm)
+    loaded = load_scenario(scenario)
+    options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,
+                         timeout_s=timeout)
+    run_seed = loaded.seed if seed is None else seed
+    client = make_client(spec, run_seed, concurrency, timeout)
+    console.print(f"scenario: [bold]{loaded.name}[/] ({scenario}) seed={run_seed} db={db}")
+    with _progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def hook(phase: str, done: int, total: int) -> None:
+            label = "expanding graph" if phase == "expand" else "simulating steps"
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=hook,
+                               client=client)
+    print_summary(summary)
+
+
+def print_summary(summary: Any) -> None:
+    """The end-of-run summary: counts, where the data is, and SQL to start from."""
+    table = Table(title=f"run {summary.run_id}", show_header=False)
+    table.add_row("engine", summary.engine + (" (offline engine, not a language model)"
+                                               if summary.offline else ""))
+    table.add_row("agents", f"{summary.agents} (relationship edges: {summary.edges})")
+    table.add_row("steps", str(summary.steps))
+    kinds = ", ".join(f"{k}={v}" for k, v in summary.emissions_by_kind.items()) or "none"
+    table.add_row("emissions", f"{sum(summary.emissions_by_kind.values())} ({kinds})")
+    table.add_row("messages", str(summary.messages))
+    table.add_row("near-duplicates flagged", str(summary.duplicates))
+    calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
+    table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")
+    table.add_row("failed actions", str(summary.failed_actions))
+    table.add_row("wall time", f"{summary.wall_s:.1f} s")
+    table.add_row("database", str(summary.db))
+    out.print(table)
+    db = summary.db
+    out.print("Try:")
+    out.print(f"  personahub sql --db {db} \"select kind, count(*) from emissions group by 1\"",
+              highlight=False, soft_wrap=True)
+    out.print(f"  personahub sql --db {db} \"select step, text from emissions where kind = "
+              f"'npc_dialogue' and run_id = '{summary.run_id}' limit 5\"",
+              highlight=False, soft_wrap=True)
+
+
+@app.command()
+@one_line_errors
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL to run (read-only).")],
+    db: DbOption = Path(DEFAULT_DB),
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    limit: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 200,
+) -> None:
+    """Query the database with SQL over a read-only connection."""
+    import duckdb
+
+    from personas.store import connect
+
+    if fmt not in ("table", "csv", "json"):
+        raise PersonahubError(f"--format {fmt!r}: use table, csv or json")
+    con = connect(db, read_only=True)
+    try:
+        cursor = con.execute(query)
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+    except duckdb.Error as exc:
+        raise PersonahubError(f"sql: {str(exc).splitlines()[0]}") from exc
+    finally:
+        con.close()
+    print_rows(columns, rows, fmt, limit)
+
+
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, limit: int) -> None:
+    """Print a result set as a table, CSV or JSON lines."""
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    if fmt == "json":
+        for row in rows:
+            sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)), default=str) + "\n")
+        return
+    table = Table(*columns)
+    for row in rows[:limit]:
+        table.add_row(*["NULL" if v is None else str(v) for v in row])
+    out.print(table)
+    if len(rows) > limit:
+        out.print(f"({len(rows)} rows, first {limit} shown)")
+
+
+@app.command()
+@one_line_errors
+def serve(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 picks a free one).")] = 8000,
+    host: Annotated[str, typer.Option(help="Loopback address to bind.")] = "127.0.0.1",
+    seed: Annotated[int, typer.Option(help="Offline engine seed.")] = 0,
+    latency: Annotated[float, typer.Option(min=0, help="Seconds added to every answer.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Share of requests answered 429/500.")] = 0.0,
+    malformed_rate: Annotated[float, typer.Option(help="Share answered with broken JSON.")] = 0.0,
+    hang_rate: Annotated[float, typer.Option(help="Share of requests that hang.")] = 0.0,
+    hang_seconds: Annotated[float, typer.Option(min=0, help="How long a hang lasts.")] = 30.0,
+) -> None:
+    """Serve the offline engine as an OpenAI-compatible endpoint on loopback (for dry runs)."""
+    import time
+
+    from agents.server import ServerOptions, start_server
+
+    handle = start_server(ServerOptions(seed=seed, latency_s=latency, error_rate=error_rate,
+                                        malformed_rate=malformed_rate, hang_rate=hang_rate,
+                                        hang_s=hang_seconds), host=host, port=port)
+    console.print(f"offline engine (not a language model) serving OpenAI-compatible API at "
+                  f"{handle.base_url} — use --llm {handle.base_url}; Ctrl-C stops.")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        handle.stop()
+
+
+@personas_app.command("import")
+@one_line_errors
+def personas_import(
+    file: Annotated[Path, typer.Argument(help="Persona file (JSONL, CSV, Parquet; .gz allowed).")],
+    db: DbOption = Path(DEFAULT_DB),
+    fmt: Annotated[str, typer.Option("--format", help="Format name, or auto.")] = "auto",
+    text_column: Annotated[str | None, typer.Option(help="Column holding the persona text.")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Personas per transaction.")] = 50_000,
+) -> None:
+    """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
+    from personas.importers import FORMATS, ImportStats, iter_persona_batches
+    from personas.store import connect, transaction, upsert_personas
+
+    if fmt not in FORMATS:
+        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    stats = ImportStats()
+    batches = iter_persona_batches(file, batch_size=batch_size, fmt=fmt, text_column=text_column,
+                                   skip_bad=skip_bad, stats=stats)
+    first = next(batches, None)  # file-level errors surface before the database is opened
+    con = connect(db)
+    added = 0
+    try:
+        with _progress() as bar:
+            task = bar.add_task(f"importing {file.name}", total=None)
+            with transaction(con):  # the whole file or nothing
+                for batch in ([first] if first else []) + list(_rest(batches)):
+                    added += upsert_personas(con, batch)
+                    bar.update(task, completed=stats.read)
+    finally:
+        con.close()
+    out.print(f"read {stats.read} records: {stats.imported} personas, {added} new in {db}, "
+              f"{stats.bad} bad skipped")
+    for example in stats.bad_examples:
+        out.print(f"  skipped {example}", highlight=False)
+
+
+def _rest(batches: Any) -> Any:
+    yield from batches
+
+
+@personas_app.command("expand")
+@one_line_errors
+def personas_expand(
+    db: DbOption = Path(DEFAULT_DB),
+    hops: Annotated[int, typer.Option(min=0, max=6, help="Rounds of persona-to-persona.")] = 1,
+    fanout: Annotated[int, typer.Option(min=1, max=20, help="Related people per persona.")] = 2,
+    limit: Annotated[int | None, typer.Option(min=1, help="Start from the first N personas.")] = None,
+    llm: LlmOption = None,
+    seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
+    concurrency: ConcurrencyOption = 16,
+    timeout: TimeoutOption = 60.0,
+) -> None:
+    """Grow the hub: ask who is in close relationship with each persona, hop by hop."""
+    from personas.expand import expand_hub
+    from personas.store import connect
+
+    client = make_client(llm, seed, concurrency, timeout)
+    con = connect(db)
+    try:
+        sql_text = "SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
+        start = [r[0] for r in con.execute(sql_text).fetchall()][:limit]
+        if not start:
+            raise PersonahubError(f"--db {db}: the hub has no personas; run 'personahub personas import' first")
+        with _progress() as bar:
+            task = bar.add_task("expanding", total=hops)
+            summary = asyncio.run(expand_hub(
+                con, client, start_ids=start, hops=hops, fanout=fanout,
+                progress=lambda h, n: bar.update(task, completed=h)))
+    finally:
+        con.close()
+    out.print(f"asked {summary.asked} personas over {summary.hops} hop(s): "
+              f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
+              f"existing ones, {summary.edges} relations, {summary.failed_calls} failed calls")

@@ -1,0 +1,86 @@
+"""The run log writer: one DuckDB transaction per simulation step.
+
+A step is the unit of durability: its emissions, messages, model-call records and the ``steps``
+row land together or not at all, so a crash leaves the database at the last complete step.
+Writes are Arrow batches, never per-row statements.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+
+from agents.llm import CallRecord
+from personas.store import insert_rows, record_rows, transaction
+from sim.society import StepResult
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class RunLog:
+    """Writes one run's rows; the connection is owned by the caller."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        self.con = con
+        self.run_id = run_id
+
+    def start(self, *, scenario: str, scenario_path: str, seed: int, llm: str,
+              config: Mapping[str, Any], steps_planned: int) -> None:
+        """Insert the ``runs`` row (status ``running``)."""
+        with transaction(self.con):
+            insert_rows(self.con, "runs", [{
+                "run_id": self.run_id, "scenario": scenario, "scenario_path": scenario_path,
+                "seed": seed, "llm": llm, "config": dict(config), "status": "running",
+                "error": None, "steps_planned": steps_planned, "steps_done": 0,
+                "started_at": _now(), "finished_at": None,
+            }])
+
+    def add_agents(self, persona_ids: Sequence[str], agent_ids: Sequence[int]) -> None:
+        """Record which persona each agent id plays in this run."""
+        with transaction(self.con):
+            insert_rows(self.con, "run_agents", [
+                {"run_id": self.run_id, "agent_id": a, "persona_id": p}
+                for a, p in zip(agent_ids, persona_ids, strict=True)
+            ])
+
+    def write_calls(self, records: Sequence[CallRecord]) -> None:
+        """Write model-call records made outside steps (setup, expansion)."""
+        with transaction(self.con):
+            insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
+
+    def write_step(self, result: StepResult, duplicates: Mapping[str, str | None],
+                   records: Sequence[CallRecord], started_at: dt.datetime, *, model: str) -> None:
+        """Write a step's emissions (with near-duplicate flags), messages and calls atomically."""
+        emissions = [{
+            "emission_id": e.emission_id, "run_id": self.run_id, "step": e.step,
+            "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
+            "content": e.content, "text": e.text, "target_persona_id": e.target_persona_id,
+            "model": model, "is_duplicate": duplicates.get(e.emission_id) is not None,
+            "duplicate_of": duplicates.get(e.emission_id),
+        } for e in result.emissions]
+        messages = [{**vars(m), "run_id": self.run_id} for m in result.messages]
+        step_row = {
+            "run_id": self.run_id, "step": result.step, "n_active": result.n_active,
+            "n_emissions": len(result.emissions), "n_messages": len(result.messages),
+            "n_failed": len(result.failures), "started_at": started_at, "finished_at": _now(),
+        }
+        with transaction(self.con):
+            insert_rows(self.con, "emissions", emissions)
+            insert_rows(self.con, "messages", messages)
+            insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
+            insert_rows(self.con, "steps", [step_row])
+            self.con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?",
+                             [result.step, self.run_id])
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        """Mark the run finished / failed / interrupted."""
+        with transaction(self.con):
+            self.con.execute(
+                "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
+                [status, error, _now(), self.run_id],
+            )
