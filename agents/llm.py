@@ -133,6 +133,16 @@ class Endpoint:
     base_url: str | None = None
 
 
+def _http_client(settings: LLMSettings) -> Any:
+    """A private async HTTP client per endpoint (langchain-openai otherwise shares one per
+    process, whose pooled connections die with the event loop that opened them)."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=settings.concurrency,
+                          max_keepalive_connections=settings.concurrency)
+    return httpx.AsyncClient(limits=limits, timeout=settings.timeout_s)
+
+
 def _openai_compatible(url: str, settings: LLMSettings) -> Endpoint:
     from langchain_openai import ChatOpenAI
 
@@ -150,6 +160,7 @@ def _openai_compatible(url: str, settings: LLMSettings) -> Endpoint:
         timeout=settings.timeout_s,
         max_retries=0,
         temperature=settings.temperature,
+        http_async_client=_http_client(settings),
     )
     return Endpoint(chat, f"{model_name}@{redact_spec(base)}", base)
 
@@ -177,6 +188,7 @@ def make_endpoints(settings: LLMSettings) -> list[Endpoint]:
             max_retries=0,
             temperature=settings.temperature,
             base_url=base,
+            http_async_client=_http_client(settings),
         )
         return [Endpoint(chat, spec, base)]
     if "://" in spec:
@@ -246,7 +258,9 @@ class LLMClient:
 
     def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None) -> None:
         self.settings = settings
+        self._owns_endpoints = endpoints is None
         self.endpoints = list(endpoints) if endpoints is not None else make_endpoints(settings)
+        self._endpoints_loop: asyncio.AbstractEventLoop | None = None
         self._next = 0
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
@@ -268,6 +282,13 @@ class LLMClient:
         return records
 
     def _pick(self) -> tuple[int, Endpoint]:
+        loop = asyncio.get_running_loop()
+        if self._endpoints_loop is not loop:
+            # HTTP clients keep connection pools bound to the loop that opened them; a client
+            # reused under a new event loop gets fresh ones instead of dead connections.
+            if self._owns_endpoints and self._endpoints_loop is not None:
+                self.endpoints = make_endpoints(self.settings)
+            self._endpoints_loop = loop
         index = self._next % len(self.endpoints)
         self._next += 1
         return index, self.endpoints[index]

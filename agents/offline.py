@@ -68,7 +68,10 @@ class SchemaFiller:
         self.maker = maker
         self.root = root
 
-    def fill(self, schema: Mapping[str, Any], name: str = "", siblings: Mapping[str, Any] | None = None) -> Any:
+    def fill(
+        self, schema: Mapping[str, Any], name: str = "", siblings: Mapping[str, Any] | None = None
+    ) -> Any:
+        """A value for ``schema``; ``name`` is the field it fills (steers what is written)."""
         schema = _resolve(schema, self.root)
         rng = self.maker.rng
         if "const" in schema:

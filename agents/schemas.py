@@ -7,6 +7,7 @@ scenarios select kinds by name and the run log stores ``kind`` plus the validate
 from __future__ import annotations
 
 import re
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

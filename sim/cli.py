@@ -293,7 +293,8 @@ def personas_expand(
         sql_text = "SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
         start = [r[0] for r in con.execute(sql_text).fetchall()][:limit]
         if not start:
-            raise PersonahubError(f"--db {db}: the hub has no personas; run 'personahub personas import' first")
+            raise PersonahubError(
+                f"--db {db}: the hub has no personas; run 'personahub personas import' first")
         with _progress() as bar:
             task = bar.add_task("expanding", total=hops)
             summary = asyncio.run(expand_hub(

@@ -1,0 +1,75 @@
+"""Shared fixtures: persona files, scenario files and a loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agents.server import RunningServer, ServerOptions, start_server
+
+ROLES = ["nurse", "baker", "ferry pilot", "librarian", "welder", "beekeeper", "coder", "farmer",
+         "pharmacist", "teacher", "plumber", "florist", "barista", "mechanic", "translator"]
+PLACES = ["Lisbon", "Accra", "Osaka", "Leeds", "Quito", "Tartu", "Perth", "Cork", "Pune", "Oslo"]
+HOBBIES = ["chess", "birdwatching", "sourdough", "cycling", "poetry", "robotics", "gardening",
+           "jazz", "hiking", "pottery", "astronomy"]
+
+
+def persona_texts(n: int) -> list[str]:
+    """``n`` distinct, varied persona descriptions made up by the test suite."""
+    return [
+        f"A {ROLES[i % len(ROLES)]} from {PLACES[(i * 3) % len(PLACES)]} aged {20 + i % 50} "
+        f"who loves {HOBBIES[(i * 7) % len(HOBBIES)]} and {HOBBIES[(i * 5 + 1) % len(HOBBIES)]}."
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def persona_file(tmp_path: Path) -> Callable[[int], Path]:
+    """Write a Persona Hub style ``{"persona": ...}`` JSONL file with ``n`` personas."""
+
+    def write(n: int = 30) -> Path:
+        path = tmp_path / f"personas_{n}.jsonl"
+        path.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(n)))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def scenario_file(tmp_path: Path, persona_file: Callable[[int], Path]) -> Callable[..., Path]:
+    """Write a small scenario script; keyword arguments become Scenario fields."""
+
+    def write(n_personas: int = 30, body: str | None = None, **fields: object) -> Path:
+        people = persona_file(n_personas)
+        defaults = {"name": "'test_town'", "personas": f"PersonaSource(path={str(people)!r})",
+                    "graph": "GraphGrowth(hops=1, fanout=1, acquaintances=4)", "steps": "3",
+                    "world": "'A small river town with a ferry and a market.'", "seed": "11"}
+        defaults.update({k: repr(v) if not isinstance(v, str) else v for k, v in fields.items()})
+        args = ",\n    ".join(f"{k}={v}" for k, v in defaults.items())
+        text = body or (
+            "from sim.scenario import GraphGrowth, PersonaSource, Scenario\n\n"
+            f"SCENARIO = Scenario(\n    {args},\n)\n"
+        )
+        path = tmp_path / "scenario_test.py"
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[..., RunningServer]]:
+    """Start loopback servers on demand; all are stopped after the test."""
+    started: list[RunningServer] = []
+
+    def start(**options: object) -> RunningServer:
+        handle = start_server(ServerOptions(**options))  # type: ignore[arg-type]
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()

@@ -1,0 +1,79 @@
+import asyncio
+
+import networkx as nx
+
+from agents.llm import LLMClient, LLMSettings
+from personas.expand import expand_hub, related_personas_schema
+from personas.graph import Relation, load_graph, save_graph, save_relations, social_view
+from personas.record import Persona
+from personas.store import connect, upsert_personas
+from tests.conftest import persona_texts
+
+
+def hub(tmp_path, n=8):
+    con = connect(tmp_path / "hub.duckdb")
+    people = [Persona(text=t, source="test") for t in persona_texts(n)]
+    upsert_personas(con, people)
+    return con, people
+
+
+def test_graph_round_trips_with_multiple_labels(tmp_path):
+    con, people = hub(tmp_path)
+    a, b, c = (p.persona_id for p in people[:3])
+    save_relations(con, [Relation(a, b, "colleague", 1), Relation(a, b, "neighbour", 1),
+                         Relation(b, c, "supplier", 2)])
+    graph = load_graph(con)
+    other = connect(tmp_path / "copy.duckdb")
+    save_graph(other, graph)
+    again = load_graph(other)
+    assert nx.utils.graphs_equal(graph, again)
+    assert sorted(k for _, _, k in again.edges(keys=True)) == ["colleague", "neighbour", "supplier"]
+    assert again.nodes[a]["text"] == people[0].text
+    assert social_view(again).number_of_edges() == 2
+
+
+class Scripted:
+    """Answers expansion with fixed texts (one of them an existing persona, reworded)."""
+
+    def __init__(self, texts):
+        self.texts = texts
+        self.calls = 0
+
+    async def structured(self, schema, messages, *, purpose, persona_id=None, step=None):
+        self.calls += 1
+        people = [{"relation": "colleague", "persona": t} for t in self.texts]
+        value = schema.model_validate({"people": people})
+
+        class Result:
+            pass
+
+        result = Result()
+        result.value, result.records = value, []
+        return result
+
+    def drain_records(self):
+        return []
+
+
+def test_near_duplicate_becomes_an_edge_not_a_node(tmp_path):
+    con, people = hub(tmp_path, n=2)
+    twin = people[1].text + " "  # same words: a near (here exact) duplicate of persona 2
+    fresh = "A glassblower from Murano who teaches night classes and keeps rescue pigeons."
+    caller = Scripted([twin, fresh])
+    summary = asyncio.run(expand_hub(con, caller, start_ids=[people[0].persona_id], hops=1,
+                                     fanout=2))
+    assert summary.new_personas == 1 and summary.merged_into_existing == 1
+    graph = load_graph(con)
+    assert graph.has_edge(people[0].persona_id, people[1].persona_id)
+    assert graph.number_of_nodes() == 3
+
+
+def test_offline_expansion_hops_and_schema(tmp_path):
+    con, people = hub(tmp_path, n=4)
+    assert related_personas_schema(3).model_json_schema()["properties"]["people"]["minItems"] == 3
+    summary = asyncio.run(expand_hub(con, LLMClient(LLMSettings(seed=4)),
+                                     start_ids=[p.persona_id for p in people], hops=3, fanout=2))
+    assert summary.hops == 3 and summary.asked >= 4 + 8  # 4 seeds, then their 8 relations, ...
+    hops = dict(con.execute("select hop, count(*) from personas group by 1").fetchall())
+    assert hops[0] == 4 and hops[1] > 0 and hops[3] > 0
+    assert con.execute("select count(*) from llm_calls where purpose='expand'").fetchone()[0] == summary.asked

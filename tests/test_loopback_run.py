@@ -1,0 +1,38 @@
+"""A whole scenario through langchain-openai's ChatOpenAI against the loopback server."""
+
+import json
+
+import duckdb
+
+from agents.schemas import EMISSION_SCHEMAS
+from sim.runner import RunOptions, run_scenario
+from sim.scenario import load_scenario
+
+
+def test_run_survives_injected_faults_and_accounts_for_every_call(server, scenario_file, tmp_path):
+    srv = server(error_rate=0.1, malformed_rate=0.1, fault_seed=7)
+    db = tmp_path / "loopback.duckdb"
+    scenario = load_scenario(scenario_file(n_personas=25, steps=3))
+    options = RunOptions(db=db, llm=f"{srv.base_url}?model=offline", concurrency=8,
+                         timeout_s=10)
+    summary = run_scenario(scenario, options)
+    assert summary.engine.startswith("offline@http://127.0.0.1") and not summary.offline
+    con = duckdb.connect(str(db), read_only=True)
+    statuses = dict(con.execute("SELECT status, count(*) FROM llm_calls GROUP BY 1").fetchall())
+    # every request the server saw is exactly one llm_calls row, faults included
+    assert statuses.get("error", 0) == srv.stats.errors > 0
+    assert statuses.get("invalid", 0) == srv.stats.malformed > 0
+    assert statuses["ok"] == srv.stats.answered  # well-formed answers all validate
+    assert sum(statuses.values()) == srv.stats.requests
+    # no emission lost or half-written: each step accounts for every active agent
+    for n_active, n_emissions, n_failed, stored in con.execute("""
+            SELECT s.n_active, s.n_emissions, s.n_failed,
+                   (SELECT count(*) FROM emissions e WHERE e.run_id = s.run_id AND e.step = s.step)
+            FROM steps s ORDER BY s.step""").fetchall():
+        assert n_emissions + n_failed == n_active and stored == n_emissions
+    for kind, content in con.execute("SELECT kind, content FROM emissions").fetchall():
+        EMISSION_SCHEMAS[kind].model_validate(json.loads(content))
+    assert con.execute("SELECT status FROM runs").fetchone()[0] == "finished"
+    config = con.execute("SELECT config FROM runs").fetchone()[0]
+    assert "api_key" not in config.lower() or "***" in config
+    con.close()
