@@ -122,7 +122,8 @@ def item_text(task: str, content: dict[str, Any]) -> str:
     if task == "knowledge_text":
         return f"{content['title']}\n\n{content['text']}"
     if task == "npc":
-        return f"{content['name']} ({content['role']}): {content['description']} \"{content['line']}\""
+        head = f"{content['name']} ({content['role']}): {content['description']}"
+        return f"{head} \"{content['line']}\""
     return json.dumps(content, ensure_ascii=False)
 
 
