@@ -243,6 +243,26 @@ class TextMaker:
             )
         )
 
+    def problem(self) -> str:
+        """A word problem with numbers, set among the prompt's content words."""
+        a, b, c = self.rng.randint(3, 40), self.rng.randint(2, 12), self.rng.randint(5, 95)
+        subject, other = self.topic(), " ".join(self.words(2))
+        return self.rng.choice((
+            f"A project on {subject} needs {a} units of {other}, each costing {b} coins, plus a "
+            f"fixed fee of {c}. If the budget grows by {b}% a year, after how many years does it "
+            "cover the total?",
+            f"Three people share the work on {subject}. The first finishes {a} tasks in {b} hours, "
+            f"the second is twice as fast, the third does {c} tasks a day. Who handles {other}, "
+            "given that no two of them work on the same day?",
+            f"In a study of {subject}, {a}% of {c} cases involve {other}. Of those, {b} are "
+            "excluded. What share of the original cases remains, and is it above one third?",
+        ))
+
+    def solution(self) -> str:
+        """A short worked solution (the offline engine does not actually solve anything)."""
+        return (f"Step 1: list what is known about {self.topic()}. Step 2: set up the relation "
+                f"between {' and '.join(self.words(2))}. Step 3: solve and check the result.")
+
     def sentence(self) -> str:
         return f"{self.topic().capitalize()}: " + " ".join(self.words(self.rng.randint(4, 8))) + "."
 
@@ -263,6 +283,16 @@ class TextMaker:
             return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
         if key in ("depend", "depends", "dependencies"):
             return ", ".join(self.rng.sample(_DEPENDS, 2))
+        if key in ("problem", "puzzle", "exercise"):
+            return self.problem()
+        if key in ("solution", "reasoning", "steps", "worked_solution"):
+            return self.solution()
+        if key in ("answer", "final_answer"):
+            return str(self.rng.randint(2, 500))
+        if key in ("user", "user_turn", "user_message"):
+            return self.request()
+        if key in ("assistant", "assistant_turn", "assistant_reply"):
+            return f"Here is how I would approach it: {self.description()}"
         if key in ("instruction", "prompt", "question", "request", "query", "user_prompt"):
             return self.request()
         if key in ("line", "utterance", "dialogue", "message", "say", "speech", "reply"):

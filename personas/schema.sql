@@ -100,3 +100,31 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     cached     BOOLEAN,
     started_at TIMESTAMP
 );
+
+-- Persona-driven synthesis jobs ---------------------------------------------------------
+CREATE TABLE IF NOT EXISTS synth_jobs (
+    job_id      VARCHAR PRIMARY KEY,
+    task        VARCHAR NOT NULL,
+    prompting   VARCHAR NOT NULL,
+    n           INTEGER,
+    llm         VARCHAR,
+    config      JSON,
+    status      VARCHAR,
+    error       VARCHAR,
+    started_at  TIMESTAMP,
+    finished_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS synth_items (
+    item_id      VARCHAR PRIMARY KEY,
+    job_id       VARCHAR NOT NULL,
+    persona_id   VARCHAR NOT NULL,
+    task         VARCHAR NOT NULL,
+    prompting    VARCHAR NOT NULL,
+    model        VARCHAR,
+    content      JSON NOT NULL,
+    text         VARCHAR NOT NULL,
+    solution     JSON,
+    is_duplicate BOOLEAN DEFAULT false,
+    duplicate_of VARCHAR,
+    created_at   TIMESTAMP DEFAULT current_timestamp
+);

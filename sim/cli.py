@@ -156,25 +156,43 @@ def print_summary(summary: Any) -> None:
 @app.command()
 @one_line_errors
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL to run (read-only).")],
+    query: Annotated[str | None, typer.Argument(
+        help="SQL to run (read-only), or a path ending in .sql.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="File of SQL to run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     limit: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 200,
 ) -> None:
-    """Query the database with SQL over a read-only connection."""
+    """Query the database with SQL over a read-only connection (analysis views included).
+
+    A file may hold several statements; the result of the last one is printed. The views of
+    ``analysis/views.sql`` (v_duplicate_rate, v_run_usage, ...) are installed as TEMP views.
+    """
     import duckdb
 
+    from analysis.views import install_views
     from personas.store import connect
 
     if fmt not in ("table", "csv", "json"):
         raise PersonahubError(f"--format {fmt!r}: use table, csv or json")
+    if file is None and query is not None and query.strip().lower().endswith(".sql"):
+        file = Path(query.strip())
+    if file is not None:
+        try:
+            query = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PersonahubError(f"--file {file}: {exc.strerror or exc}") from exc
+    if not query or not query.strip():
+        raise PersonahubError("sql: give a query, a .sql path or --file FILE")
     con = connect(db, read_only=True)
     try:
+        install_views(con)
         cursor = con.execute(query)
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
     except duckdb.Error as exc:
-        raise PersonahubError(f"sql: {str(exc).splitlines()[0]}") from exc
+        where = f"{file}: " if file is not None else ""
+        raise PersonahubError(f"sql: {where}{str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
     print_rows(columns, rows, fmt, limit)
@@ -305,3 +323,6 @@ def personas_expand(
     out.print(f"asked {summary.asked} personas over {summary.hops} hop(s): "
               f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
               f"existing ones, {summary.edges} relations, {summary.failed_calls} failed calls")
+
+
+import sim.cli_synth  # noqa: E402,F401 - registers synthesize, export, report

@@ -1,0 +1,229 @@
+"""Export synthesized data and simulation emissions to training-data formats.
+
+Formats:
+
+- ``personahub``: Persona Hub's release shape, one ``{"input persona", "synthesized text",
+  "description"}`` per line; a tool's ``synthesized text`` is a JSON string holding the tool
+  object's JSON text (decode twice), exactly as in Persona Hub's tool files;
+- ``chat``: ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}`` per line, roles
+  alternating and starting with the user (tool items also carry an OpenAI ``tools`` list);
+- ``parquet``: one row per item with its persona, task, text and JSON content.
+
+Sources are synthesis jobs (``synth_items``) and simulation runs (``emissions``) alike. Files
+are written to a temporary name and renamed, so a failed export leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from agents.synthesis_schemas import SYNTH_SCHEMAS, chat_turns, tool_to_openai_function
+from personas.errors import PersonahubError
+
+EXPORT_FORMATS = ("personahub", "chat", "parquet")
+# Emission kinds of simulation runs, as synthesis task names.
+KIND_TO_TASK = {"tool_spec": "tool", "instruction": "instruction", "npc_dialogue": "npc_dialogue"}
+DESCRIPTIONS = {
+    "math_problem": "math problem",
+    "reasoning_problem": "logical reasoning problem",
+    "instruction": "instruction",
+    "multi_turn": "multi-turn instruction",
+    "knowledge_text": "knowledge-rich text",
+    "npc": "npc",
+    "tool": "tool development",
+    "npc_dialogue": "npc dialogue",
+}
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    """One exportable item, whichever table it came from."""
+
+    source: str  # job | run
+    source_id: str
+    item_id: str
+    persona_id: str
+    persona: str
+    kind: str  # task name, or the emission kind for runs
+    content: dict[str, Any]
+    text: str
+    solution: dict[str, Any] | None
+    is_duplicate: bool
+
+    @property
+    def task(self) -> str:
+        """The synthesis task this item corresponds to (tool_spec emissions are tools)."""
+        return KIND_TO_TASK.get(self.kind, self.kind)
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
+               run: str | None = None, kind: str | None = None,
+               drop_duplicates: bool = False) -> list[ExportItem]:
+    """Items of one synthesis job or one run (exactly one of ``job`` / ``run``)."""
+    if (job is None) == (run is None):
+        raise PersonahubError("export: give exactly one of --job or --run")
+    if job is not None:
+        sql = ("SELECT 'job', i.job_id, i.item_id, i.persona_id, p.text, i.task, i.content, "
+               "i.text, i.solution, i.is_duplicate FROM synth_items i "
+               "LEFT JOIN personas p USING (persona_id) WHERE i.job_id = ?")
+        exists = "SELECT count(*) FROM synth_jobs WHERE job_id = ?"
+        key, alias, kind_col, order = job, "i", "i.task", "i.created_at, i.item_id"
+    else:
+        sql = ("SELECT 'run', e.run_id, e.emission_id, e.persona_id, p.text, e.kind, e.content, "
+               "e.text, NULL, e.is_duplicate FROM emissions e "
+               "LEFT JOIN personas p USING (persona_id) WHERE e.run_id = ?")
+        exists = "SELECT count(*) FROM runs WHERE run_id = ?"
+        key, alias, kind_col, order = run, "e", "e.kind", "e.step, e.agent_id, e.emission_id"
+    if not con.execute(exists, [key]).fetchall()[0][0]:
+        flag = "--job" if job is not None else "--run"
+        raise PersonahubError(f"{flag} {key}: not found in the database")
+    params: list[Any] = [key]
+    if kind:
+        sql += f" AND {kind_col} = ?"
+        params.append(kind)
+    if drop_duplicates:
+        sql += f" AND NOT coalesce({alias}.is_duplicate, false)"
+    rows = con.execute(f"{sql} ORDER BY {order}", params).fetchall()
+    return [ExportItem(r[0], r[1], r[2], r[3], r[4] or "", r[5], _loads(r[6]), r[7],
+                       _loads(r[8]), bool(r[9])) for r in rows]
+
+
+def personahub_row(item: ExportItem) -> dict[str, str]:
+    """Persona Hub's JSONL shape (a tool is JSON text inside a JSON string, as released)."""
+    if item.task == "tool":
+        synthesized = json.dumps(json.dumps(item.content, ensure_ascii=False, indent=0),
+                                 ensure_ascii=False)
+    else:
+        synthesized = item.text
+    return {"input persona": item.persona, "synthesized text": synthesized,
+            "description": DESCRIPTIONS.get(item.task, item.task.replace("_", " "))}
+
+
+def chat_row(item: ExportItem) -> dict[str, Any]:
+    """Chat-format row: alternating user/assistant messages (assistant only when known)."""
+    if item.task not in SYNTH_SCHEMAS:  # e.g. npc_dialogue lines from a run
+        messages = [{"role": "user", "content": item.text}]
+    else:
+        messages = chat_turns(item.task, item.content, item.solution)
+    row: dict[str, Any] = {"messages": messages}
+    if item.task == "tool":
+        row["tools"] = [tool_to_openai_function(item.content)]
+    return row
+
+
+def parquet_table(items: Sequence[ExportItem]) -> pa.Table:
+    """Items as an Arrow table (content and solution as JSON text)."""
+    return pa.table({
+        "source": [i.source for i in items],
+        "source_id": [i.source_id for i in items],
+        "item_id": [i.item_id for i in items],
+        "persona_id": [i.persona_id for i in items],
+        "input_persona": [i.persona for i in items],
+        "task": [i.task for i in items],
+        "text": [i.text for i in items],
+        "content": [json.dumps(i.content, ensure_ascii=False) for i in items],
+        "solution": [json.dumps(i.solution, ensure_ascii=False) if i.solution else None
+                     for i in items],
+        "is_duplicate": [i.is_duplicate for i in items],
+    }, schema=pa.schema([
+        ("source", pa.string()), ("source_id", pa.string()), ("item_id", pa.string()),
+        ("persona_id", pa.string()), ("input_persona", pa.string()), ("task", pa.string()),
+        ("text", pa.string()), ("content", pa.string()), ("solution", pa.string()),
+        ("is_duplicate", pa.bool_()),
+    ]))
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` then rename tmp onto ``path``; on failure remove tmp."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_export(items: Sequence[ExportItem], path: str | Path, fmt: str) -> int:
+    """Write ``items`` to ``path`` in ``fmt``; returns the number of records written."""
+    if fmt not in EXPORT_FORMATS:
+        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    path = Path(path)
+    if fmt == "parquet":
+        atomic_write(path, lambda tmp: pq.write_table(parquet_table(items), tmp))
+        return len(items)
+    convert = personahub_row if fmt == "personahub" else chat_row
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(convert(item), ensure_ascii=False) + "\n")
+
+    atomic_write(path, write)
+    return len(items)
+
+
+def validate_export(path: str | Path, fmt: str) -> int:
+    """Check an export file reads back; returns its record count, raises PersonahubError."""
+    path = Path(path)
+    if fmt == "parquet":
+        try:
+            con = duckdb.connect()
+            return int(con.execute("SELECT count(*) FROM read_parquet(?)",
+                                   [str(path)]).fetchall()[0][0])
+        except duckdb.Error as exc:
+            raise PersonahubError(f"{path}: not readable as Parquet ({exc})") from exc
+    count = 0
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PersonahubError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            problem = _check_row(row, fmt)
+            if problem:
+                raise PersonahubError(f"{path}:{number}: {problem}")
+            count += 1
+    return count
+
+
+def _check_row(row: Any, fmt: str) -> str | None:
+    if fmt == "personahub":
+        keys = {"input persona", "synthesized text", "description"}
+        if not isinstance(row, dict) or set(row) != keys:
+            return f"expected exactly the keys {sorted(keys)}"
+        return None
+    messages = row.get("messages") if isinstance(row, dict) else None
+    if not isinstance(messages, list) or not messages:
+        return "expected a non-empty 'messages' list"
+    for i, message in enumerate(messages):
+        want = "user" if i % 2 == 0 else "assistant"
+        if not isinstance(message, dict) or message.get("role") != want:
+            return f"message {i} should have role {want!r} (roles must alternate)"
+        if not isinstance(message.get("content"), str):
+            return f"message {i} has no text content"
+    return None
+
+
+def export(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
+           job: str | None = None, run: str | None = None, kind: str | None = None,
+           drop_duplicates: bool = False) -> int:
+    """Load items from a job or run, write them in ``fmt``, and validate the file."""
+    items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
+    written = write_export(items, path, fmt)
+    validate_export(path, fmt)
+    return written

@@ -1,0 +1,66 @@
+"""Install the documented analysis views (``analysis/views.sql``) on a DuckDB connection.
+
+Layering keeps ``personas.store`` and the ``sim`` writers free of analysis code, so views are
+not created when a database is opened for writing. Instead the CLI installs them as TEMP views
+on its own (read-only) connection before running SQL or a report: nothing in the user's
+database changes, and the views always match the installed code. ``temporary=False`` creates
+them persistently on a writable connection, for use from other DuckDB clients.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from personas.store import schema_sql
+
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
+
+VIEW_NAMES = ("v_emissions_by_step", "v_duplicate_rate", "v_run_usage", "v_agent_activity",
+              "v_message_edges", "v_persona_degree", "v_synth_jobs")
+
+
+def views_sql() -> str:
+    """The text of ``analysis/views.sql``."""
+    return resources.files("analysis").joinpath("views.sql").read_text(encoding="utf-8")
+
+
+def view_statements(*, temporary: bool) -> list[str]:
+    """The CREATE VIEW statements, TEMP or persistent."""
+    text = views_sql().replace("{temp}", "TEMP" if temporary else "")
+    return [s.strip() for s in text.split("\n;") if "CREATE" in s]
+
+
+def _stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Empty TEMP copies of schema tables a (read-only, older) database lacks, e.g. synth_*."""
+    present = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables").fetchall()}
+    missing = []
+    for name, body in _TABLE.findall(schema_sql()):
+        if name not in present:
+            columns = re.sub(r"DEFAULT nextval\('\w+'\)", "", body)
+            con.execute(f"CREATE TEMP TABLE {name} ({columns}\n)")
+            missing.append(name)
+    return missing
+
+
+def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = True) -> list[str]:
+    """Create (or replace) every analysis view on ``con``; returns the view names.
+
+    With ``temporary=True`` tables that the database predates (it was written by an older
+    version) are stood in for by empty TEMP tables, so every view exists and reads as empty.
+    """
+    if temporary:
+        _stand_in_missing_tables(con)
+    for statement in view_statements(temporary=temporary):
+        con.execute(statement)
+    return list(VIEW_NAMES)
+
+
+def query_files() -> dict[str, Path]:
+    """Ready-made queries shipped in ``analysis/queries`` by name (file stem)."""
+    folder = Path(str(resources.files("analysis").joinpath("queries")))
+    return {p.stem: p for p in sorted(folder.glob("*.sql"))}

@@ -1,0 +1,181 @@
+"""CLI commands for synthesis, export and reports, registered onto ``sim.cli.app``.
+
+Imported at the end of ``sim/cli.py``; analysis modules are imported lazily inside commands
+(the CLI is the outermost layer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from personas.errors import PersonahubError
+from personas.store import DEFAULT_DB
+from sim.cli import (
+    ConcurrencyOption,
+    DbOption,
+    LlmOption,
+    TimeoutOption,
+    _progress,
+    app,
+    make_client,
+    one_line_errors,
+    out,
+)
+
+
+def _list_templates() -> None:
+    from rich.table import Table
+
+    from agents.synthesis_prompts import PROMPTING_MODES, TEMPLATES
+
+    table = Table("task", "makes", "prompt template", title="synthesis tasks")
+    for template in TEMPLATES.values():
+        extra = " (takes --world)" if template.needs_world else ""
+        extra += " (supports --solve)" if template.solvable else ""
+        table.add_row(template.task, template.summary + extra, template.instruction)
+    out.print(table)
+    out.print(f"prompting modes: {', '.join(PROMPTING_MODES)}")
+
+
+def _job_task(db: Path, job_id: str) -> str:
+    from personas.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        rows = con.execute("SELECT task FROM synth_jobs WHERE job_id = ?", [job_id]).fetchall()
+    except Exception as exc:  # noqa: BLE001 - an old database has no synth_jobs table
+        raise PersonahubError(f"--resume {job_id}: no synthesis jobs in {db}") from exc
+    finally:
+        con.close()
+    if not rows:
+        raise PersonahubError(f"--resume {job_id}: no such synthesis job in {db}")
+    return rows[0][0]
+
+
+@app.command()
+@one_line_errors
+def synthesize(
+    task: Annotated[str | None, typer.Argument(help="Task name (see --list).")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Personas to synthesize from.")] = 10,
+    personas: Annotated[str | None, typer.Option(
+        "--personas", help="SQL WHERE condition over the personas table, e.g. "
+                           "\"text ILIKE '%nurse%'\" (default: all).")] = None,
+    prompting: Annotated[str, typer.Option(
+        help="zero-shot, few-shot or persona-few-shot.")] = "zero-shot",
+    examples: Annotated[Path | None, typer.Option(
+        help="JSONL demonstrations {\"text\": ..., \"persona\"?: ...}.")] = None,
+    world: Annotated[Path | None, typer.Option(
+        help="World/lore file for npc (default: the shipped fantasy village).")] = None,
+    solve: Annotated[bool, typer.Option(
+        help="Second pass: solve math/reasoning problems.")] = False,
+    with_assistant: Annotated[bool, typer.Option(
+        help="multi_turn: ask for assistant turns too.")] = False,
+    resume: Annotated[str | None, typer.Option(help="Resume the job with this id.")] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Also export the job as Persona Hub JSONL to this file.")] = None,
+    list_templates: Annotated[bool, typer.Option("--list", help="List tasks and prompts.")] = False,
+    llm: LlmOption = None,
+    seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
+    concurrency: ConcurrencyOption = 16,
+    timeout: TimeoutOption = 60.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per transaction.")] = 64,
+) -> None:
+    """Synthesize data from personas: one item per persona for TASK, into synth_items."""
+    from agents.llm import resolve_spec
+    from sim.synthesize import SynthOptions, run_synthesis
+
+    if list_templates:
+        _list_templates()
+        return
+    if task is None:
+        if not resume:
+            raise PersonahubError("give a TASK (see --list) or --resume JOB")
+        task = _job_task(db, resume)
+    spec = resolve_spec(llm)
+    options = SynthOptions(
+        task=task, n=n, where=personas, prompting=prompting,
+        examples=str(examples) if examples else None, world=str(world) if world else None,
+        solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
+        concurrency=concurrency, timeout_s=timeout, batch_size=batch_size)
+    client = make_client(spec, seed, concurrency, timeout)
+    with _progress() as bar:
+        handle = bar.add_task(f"synthesizing {task}", total=n)
+        summary = run_synthesis(options, resume=resume, client=client,
+                                progress=lambda done, total: bar.update(handle, completed=done,
+                                                                        total=total))
+    out.print(f"job {summary.job_id}: {summary.written} {task} items written "
+              f"({summary.skipped_done} already done, {summary.failed} failed, "
+              f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",
+              highlight=False)
+    calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
+    out.print(f"model calls: {calls}; engine: {summary.engine}"
+              + (" (offline engine, not a language model)" if summary.offline else ""),
+              highlight=False)
+    if summary.failed:
+        out.print(f"resume to retry the failed personas: personahub synthesize --resume "
+                  f"{summary.job_id} --db {db}", highlight=False)
+    if out_file is not None:
+        _export(db, out_file, "personahub", job=summary.job_id)
+    out.print(f"  personahub export --db {db} --job {summary.job_id} --format chat "
+              f"--out {task}.chat.jsonl", highlight=False, soft_wrap=True)
+
+
+def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
+    from analysis.export import export
+    from personas.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        written = export(con, path, fmt, **kwargs)
+    finally:
+        con.close()
+    out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False)
+    return written
+
+
+@app.command("export")
+@one_line_errors
+def export_cmd(
+    out_file: Annotated[Path, typer.Option("--out", help="Output file.")],
+    job: Annotated[str | None, typer.Option(help="Synthesis job id.")] = None,
+    run: Annotated[str | None, typer.Option(help="Simulation run id.")] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="personahub (JSONL), chat (JSONL) or parquet.")] = "personahub",
+    kind: Annotated[str | None, typer.Option(help="Only this task / emission kind.")] = None,
+    drop_duplicates: Annotated[bool, typer.Option(
+        help="Leave out items flagged as near-duplicates.")] = False,
+    db: DbOption = Path(DEFAULT_DB),
+) -> None:
+    """Export a synthesis job or a simulation run as training data (validated, atomic)."""
+    from analysis.export import EXPORT_FORMATS
+
+    if fmt not in EXPORT_FORMATS:
+        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    if (job is None) == (run is None):
+        raise PersonahubError("export: give exactly one of --job or --run")
+    _export(db, out_file, fmt, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
+
+
+@app.command()
+@one_line_errors
+def report(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for index.html and PNGs.")],
+    run: Annotated[str | None, typer.Option(help="Run id (default: the latest run).")] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    seed: Annotated[int, typer.Option(help="Seed for sampling pairs and nodes.")] = 0,
+) -> None:
+    """Write an HTML report with plots: emissions, duplicates, graph, diversity."""
+    from analysis.report import write_report
+
+    from personas.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        index = write_report(con, out_dir, run_id=run, seed=seed)
+    finally:
+        con.close()
+    out.print(f"report written to {index}", highlight=False)

@@ -1,0 +1,402 @@
+"""Persona-driven synthesis jobs: N personas x one task -> ``synth_items`` rows.
+
+A job picks personas from the hub (all, or those matching an SQL ``WHERE`` filter), asks the
+model for one item per persona (concurrently, bounded by the client's concurrency), optionally
+solves math/reasoning problems in a second call, flags MinHash near-duplicates within the job,
+and writes each batch of results with its ``llm_calls`` rows in one transaction. The job id is
+the resume key: ``resume=JOB`` reloads the stored configuration and skips personas already done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
+from agents.synthesis_prompts import (
+    PROMPTING_MODES,
+    TEMPLATES,
+    solve_messages,
+    synthesis_messages,
+    text_to_persona_messages,
+    world_for_prompt,
+)
+from agents.synthesis_schemas import (
+    SOLVABLE_TASKS,
+    InferredPersona,
+    Solution,
+    content_of,
+    item_text,
+    schema_for,
+)
+from personas.errors import PersonahubError
+from personas.importers import iter_personas
+from personas.near_dup import NearDuplicateIndex
+from personas.record import Persona
+from personas.store import (
+    DEFAULT_DB,
+    connect,
+    fetch_personas,
+    insert_rows,
+    record_rows,
+    scalar,
+    transaction,
+    upsert_personas,
+)
+
+DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
+ProgressHook = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthOptions:
+    """What a synthesis job does; stored (spec redacted) in ``synth_jobs.config``."""
+
+    task: str
+    n: int = 10
+    where: str | None = None
+    prompting: str = "zero-shot"
+    examples: str | None = None
+    world: str | None = None
+    solve: bool = False
+    with_assistant: bool = False
+    db: str = DEFAULT_DB
+    llm: str = "offline"
+    seed: int = 0
+    concurrency: int = 16
+    timeout_s: float = 60.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.task not in TEMPLATES:
+            raise PersonahubError(f"task {self.task!r}: choose one of {', '.join(TEMPLATES)}")
+        if self.prompting not in PROMPTING_MODES:
+            raise PersonahubError(
+                f"--prompting {self.prompting!r}: choose one of {', '.join(PROMPTING_MODES)}")
+        if self.n < 1:
+            raise PersonahubError(f"--n must be >= 1, got {self.n}")
+        if self.batch_size < 1:
+            raise PersonahubError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.prompting != "zero-shot" and not self.examples:
+            raise PersonahubError(f"--prompting {self.prompting} needs --examples FILE (JSONL)")
+        if self.solve and self.task not in SOLVABLE_TASKS:
+            raise PersonahubError(f"--solve applies to {', '.join(sorted(SOLVABLE_TASKS))} only")
+        if self.where is not None and ";" in self.where:
+            raise PersonahubError("--personas: give one WHERE condition, without ';'")
+
+
+@dataclass
+class SynthSummary:
+    """What a job did, for the console and for tests."""
+
+    job_id: str
+    task: str
+    prompting: str
+    engine: str
+    offline: bool
+    selected: int = 0
+    skipped_done: int = 0
+    written: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    solved: int = 0
+    calls: dict[str, int] = field(default_factory=dict)
+    db: str = DEFAULT_DB
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One demonstration: its text and (for persona-few-shot) its persona."""
+
+    text: str
+    persona: str | None = None
+
+
+def new_job_id() -> str:
+    """A fresh job id: ``synth-`` + UTC time + random suffix (sortable, unique)."""
+    return "synth-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def load_examples(path: str | Path) -> list[Demo]:
+    """Demonstrations from JSONL ``{"text": ..., "persona"?: ...}``; errors name file:line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise PersonahubError(f"--examples {path}: {exc.strerror or exc}") from exc
+    demos = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PersonahubError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) \
+                or not record["text"].strip():
+            raise PersonahubError(f"{path}:{number}: expected an object with a non-empty 'text'")
+        persona = record.get("persona")
+        if persona is not None and (not isinstance(persona, str) or not persona.strip()):
+            raise PersonahubError(f"{path}:{number}: 'persona' must be a non-empty string")
+        demos.append(Demo(record["text"].strip(), persona.strip() if persona else None))
+    if not demos:
+        raise PersonahubError(f"--examples {path}: no demonstrations in the file")
+    return demos
+
+
+def load_world(options: SynthOptions) -> str:
+    """The world text for the prompt (npc defaults to the shipped fantasy village)."""
+    if options.world:
+        path = Path(options.world)
+    elif TEMPLATES[options.task].needs_world:
+        path = Path(str(resources.files("scenarios").joinpath(DEFAULT_NPC_WORLD)))
+    else:
+        return ""
+    try:
+        return world_for_prompt(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PersonahubError(f"--world {path}: {exc.strerror or exc}") from exc
+
+
+def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int) -> list[Persona]:
+    """The first ``n`` non-duplicate personas in hub order matching ``where`` (SQL)."""
+    condition = f"AND ({where})" if where else ""
+    sql = (f"SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) {condition} "
+           "ORDER BY seq LIMIT ?")
+    try:
+        ids = [r[0] for r in con.execute(sql, [n]).fetchall()]
+    except duckdb.Error as exc:
+        raise PersonahubError(f"--personas {where!r}: {str(exc).splitlines()[0]}") from exc
+    return fetch_personas(con, ids)
+
+
+def _seed_hub_if_empty(con: duckdb.DuckDBPyConnection) -> int:
+    """Import the shipped seed personas into an empty hub, so a fresh database just works."""
+    if scalar(con, "SELECT count(*) FROM personas"):
+        return 0
+    path = resources.files("personas").joinpath("data/seed_personas.jsonl")
+    with transaction(con):
+        return upsert_personas(con, iter_personas(str(path), source="seed"))
+
+
+def item_id_for(job_id: str, persona_id: str) -> str:
+    """Stable item id per (job, persona), so a retried batch cannot create twins."""
+    return "s" + hashlib.sha1(f"{job_id}\0{persona_id}".encode()).hexdigest()[:15]
+
+
+class SynthesisJob:
+    """One job's state: options, demonstrations, near-duplicate index and the database."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOptions,
+                 job_id: str, world: str, demos: list[Demo]) -> None:
+        self.con = con
+        self.client = client
+        self.options = options
+        self.job_id = job_id
+        self.world = world
+        self.demos = demos
+        self.schema = schema_for(options.task, with_assistant=options.with_assistant)
+        self.index = NearDuplicateIndex()
+
+    async def _one(self, persona: Persona) -> tuple[Persona, dict[str, Any] | None,
+                                                    dict[str, Any] | None]:
+        opts = self.options
+        messages = synthesis_messages(
+            opts.task, persona.text, mode=opts.prompting,
+            examples=[(d.text, d.persona) for d in self.demos], world=self.world,
+            with_assistant=opts.with_assistant)
+        result = await self.client.structured(self.schema, messages, purpose=f"synth:{opts.task}",
+                                              persona_id=persona.persona_id)
+        if result.value is None:
+            return persona, None, None
+        content = content_of(result.value)
+        solution = None
+        if opts.solve:
+            solved = await self.client.structured(
+                Solution, solve_messages(item_text(opts.task, content)),
+                purpose=f"solve:{opts.task}", persona_id=persona.persona_id)
+            solution = solved.value.model_dump() if solved.value is not None else None
+        return persona, content, solution
+
+    async def run_batch(self, batch: Sequence[Persona]) -> list[tuple[
+            Persona, dict[str, Any] | None, dict[str, Any] | None]]:
+        """All of a batch's personas concurrently (the client bounds calls in flight)."""
+        return list(await asyncio.gather(*(self._one(p) for p in batch)))
+
+    def reload_index(self) -> int:
+        """Index the texts of items already written (resume); returns how many are done."""
+        rows = self.con.execute(
+            "SELECT item_id, text FROM synth_items WHERE job_id = ? ORDER BY created_at, item_id",
+            [self.job_id]).fetchall()
+        for item_id, text in rows:
+            self.index.add(item_id, text)
+        return len(rows)
+
+    def write_batch(self, results: Sequence[tuple[Persona, dict[str, Any] | None,
+                                                  dict[str, Any] | None]],
+                    summary: SynthSummary) -> None:
+        """Flag near-duplicates and write the batch's items and call records atomically."""
+        rows = []
+        for persona, content, solution in results:
+            if content is None:
+                summary.failed += 1
+                continue
+            item_id = item_id_for(self.job_id, persona.persona_id)
+            text = item_text(self.options.task, content)
+            original = self.index.check_and_add(item_id, text)
+            summary.duplicates += original is not None
+            summary.solved += solution is not None
+            rows.append({
+                "item_id": item_id, "job_id": self.job_id, "persona_id": persona.persona_id,
+                "task": self.options.task, "prompting": self.options.prompting,
+                "model": self.client.label, "content": content, "text": text,
+                "solution": solution, "is_duplicate": original is not None,
+                "duplicate_of": original, "created_at": _now(),
+            })
+        with transaction(self.con):
+            insert_rows(self.con, "synth_items", rows, ignore_conflicts=True)
+            insert_rows(self.con, "llm_calls",
+                        record_rows(self.client.drain_records(), run_id=self.job_id))
+        summary.written += len(rows)
+
+
+async def infer_personas(client: LLMClient, demos: list[Demo]) -> list[Demo]:
+    """Give every demonstration without a persona one inferred by a text-to-persona call."""
+    async def fill(demo: Demo) -> Demo:
+        if demo.persona:
+            return demo
+        result = await client.structured(InferredPersona, text_to_persona_messages(demo.text),
+                                         purpose="text_to_persona")
+        if result.value is None:
+            raise PersonahubError("--examples: text-to-persona failed for a demonstration "
+                                  f"starting {demo.text[:40]!r}; give it a 'persona'")
+        return replace(demo, persona=result.value.persona)
+
+    return list(await asyncio.gather(*(fill(d) for d in demos)))
+
+
+def _config(options: SynthOptions, demos: list[Demo]) -> dict[str, Any]:
+    config = asdict(options)
+    config["llm"] = redact_spec(options.llm)
+    config["demos"] = [asdict(d) for d in demos]
+    return config
+
+
+def _resume_options(con: duckdb.DuckDBPyConnection, job_id: str,
+                    base: SynthOptions | None) -> tuple[SynthOptions, list[Demo]]:
+    rows = con.execute("SELECT config FROM synth_jobs WHERE job_id = ?", [job_id]).fetchall()
+    if not rows:
+        raise PersonahubError(f"--resume {job_id}: no such synthesis job in the database")
+    config = json.loads(rows[0][0])
+    demos = [Demo(**d) for d in config.pop("demos", [])]
+    if base is not None:  # the caller's engine settings win; what to make stays the job's
+        for key in ("llm", "db", "concurrency", "timeout_s", "batch_size"):
+            config[key] = getattr(base, key)
+    if base is not None and base.task != config["task"]:
+        raise PersonahubError(f"--resume {job_id}: the job's task is {config['task']}, "
+                              f"not {base.task}")
+    known = set(SynthOptions.__dataclass_fields__)
+    return SynthOptions(**{k: v for k, v in config.items() if k in known}), demos
+
+
+def run_synthesis(
+    options: SynthOptions,
+    *,
+    resume: str | None = None,
+    client: LLMClient | None = None,
+    progress: ProgressHook | None = None,
+) -> SynthSummary:
+    """Run (or resume) a synthesis job; returns the summary or raises PersonahubError."""
+    con = connect(options.db)
+    try:
+        if resume:
+            options, demos = _resume_options(con, resume, options)
+        else:
+            demos = load_examples(options.examples) if options.prompting != "zero-shot" else []
+        world = load_world(options)
+        if client is None:
+            client = LLMClient(LLMSettings(spec=options.llm, seed=options.seed,
+                                           concurrency=options.concurrency,
+                                           timeout_s=options.timeout_s))
+            check_reachable(client)
+        if not options.where:
+            _seed_hub_if_empty(con)
+        personas = select_personas(con, options.where, options.n)
+        if not personas:
+            raise PersonahubError(f"--personas {options.where!r}: no personas match"
+                                  if options.where else f"--db {options.db}: the hub is empty")
+        job_id = resume or new_job_id()
+        loop_runner = asyncio.new_event_loop()
+        try:
+            return _run(con, client, options, job_id, world, demos, personas, bool(resume),
+                        loop_runner, progress)
+        finally:
+            loop_runner.close()
+    finally:
+        con.close()
+
+
+def _run(con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOptions, job_id: str,
+         world: str, demos: list[Demo], personas: list[Persona], resuming: bool,
+         loop: asyncio.AbstractEventLoop, progress: ProgressHook | None) -> SynthSummary:
+    if not resuming:
+        if options.prompting == "persona-few-shot":
+            demos = loop.run_until_complete(infer_personas(client, demos))
+        with transaction(con):
+            insert_rows(con, "synth_jobs", [{
+                "job_id": job_id, "task": options.task, "prompting": options.prompting,
+                "n": options.n, "llm": client.label, "config": _config(options, demos),
+                "status": "running", "error": None, "started_at": _now(), "finished_at": None,
+            }])
+            insert_rows(con, "llm_calls", record_rows(client.drain_records(), run_id=job_id))
+    else:
+        con.execute("UPDATE synth_jobs SET status = 'running', error = NULL WHERE job_id = ?",
+                    [job_id])
+    job = SynthesisJob(con, client, options, job_id, world, demos)
+    job.reload_index()
+    done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
+                                      [job_id]).fetchall()}
+    todo = [p for p in personas if p.persona_id not in done]
+    summary = SynthSummary(job_id=job_id, task=options.task, prompting=options.prompting,
+                           engine=client.label, offline=client.is_offline,
+                           selected=len(personas), skipped_done=len(personas) - len(todo),
+                           db=str(options.db))
+    try:
+        for start in range(0, len(todo), options.batch_size):
+            batch = todo[start:start + options.batch_size]
+            results = loop.run_until_complete(job.run_batch(batch))
+            job.write_batch(results, summary)
+            if progress:
+                progress(summary.skipped_done + start + len(batch), len(personas))
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        _finish(con, job_id, status, f"{type(exc).__name__}: {exc}"[:1000])
+        if isinstance(exc, PersonahubError | KeyboardInterrupt):
+            raise
+        raise PersonahubError(f"synthesis job {job_id} failed: {type(exc).__name__}: {exc}; "
+                              f"resume with --resume {job_id}") from exc
+    _finish(con, job_id, "finished" if not summary.failed else "partial", None)
+    rows = con.execute("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 "
+                       "ORDER BY 1", [job_id]).fetchall()
+    summary.calls = {status: n for status, n in rows}
+    return summary
+
+
+def _finish(con: duckdb.DuckDBPyConnection, job_id: str, status: str, error: str | None) -> None:
+    with transaction(con):
+        con.execute("UPDATE synth_jobs SET status = ?, error = ?, finished_at = ? "
+                    "WHERE job_id = ?", [status, error, _now(), job_id])

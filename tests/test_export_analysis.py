@@ -1,0 +1,241 @@
+"""Exports (round trips, validation, atomic writes), analysis views, `sql --file`, reports."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from agents.schemas import ToolSpec
+from analysis.diversity import distinct_n, exact_jaccard, pair_similarities
+from analysis.export import (
+    atomic_write,
+    export,
+    load_items,
+    validate_export,
+    write_export,
+)
+from analysis.report import write_report
+from analysis.views import VIEW_NAMES, install_views, query_files
+from personas.errors import PersonahubError
+from personas.importers import iter_personas
+from sim.cli import app
+from sim.synthesize import SynthOptions, run_synthesis
+from tests.synth_helpers import run_default_scenario
+
+SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/personahub_tool_sample.jsonl"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One database with a short default-scenario run and three synthesis jobs."""
+    db = tmp_path_factory.mktemp("db") / "hub.duckdb"
+    run = run_default_scenario(db, steps=2)
+    tool = run_synthesis(SynthOptions(task="tool", n=12, db=str(db)))
+    math = run_synthesis(SynthOptions(task="math_problem", n=5, solve=True, db=str(db)))
+    chat = run_synthesis(SynthOptions(task="multi_turn", n=5, with_assistant=True, db=str(db)))
+    return {"db": db, "run": run.run_id, "tool": tool.job_id, "math": math.job_id,
+            "chat": chat.job_id}
+
+
+def ro(db: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(db), read_only=True)
+
+
+def test_tool_export_round_trips(data: dict, tmp_path: Path) -> None:
+    con = ro(data["db"])
+    out = tmp_path / "tools.jsonl"
+    assert export(con, out, "personahub", job=data["tool"]) == 12
+    stored = {r[0]: (json.loads(r[1]), r[2]) for r in con.execute(
+        "SELECT i.item_id, i.content, p.text FROM synth_items i JOIN personas p "
+        "USING (persona_id) WHERE job_id = ? ORDER BY i.created_at, item_id",
+        [data["tool"]]).fetchall()}
+    con.close()
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    decoded = [json.loads(json.loads(row["synthesized text"])) for row in lines]
+    assert decoded == [content for content, _ in stored.values()]
+    assert all(row["description"] == "tool development" for row in lines)
+    for tool in decoded:
+        assert ToolSpec.model_validate(tool).model_dump(by_alias=True) == tool
+    personas = [p.text for p in iter_personas(out)]  # auto-detected as personahub-synth
+    assert personas == [persona for _, persona in stored.values()]
+
+
+@pytest.mark.skipif(not SHARED_SAMPLE.exists(), reason="shared Persona Hub sample not present")
+def test_export_encoding_matches_persona_hub_sample(data: dict, tmp_path: Path) -> None:
+    ours = tmp_path / "tools.jsonl"
+    con = ro(data["db"])
+    export(con, ours, "personahub", job=data["tool"])
+    con.close()
+    theirs = json.loads(SHARED_SAMPLE.read_text(encoding="utf-8").splitlines()[0])
+    mine = json.loads(ours.read_text(encoding="utf-8").splitlines()[0])
+    assert set(theirs) == set(mine)
+    for row in (theirs, mine):  # both decode the same way: twice
+        assert set(json.loads(json.loads(row["synthesized text"]))) >= {"name", "function_name"}
+
+
+def test_chat_and_parquet_exports_validate(data: dict, tmp_path: Path) -> None:
+    con = ro(data["db"])
+    for job in ("math", "chat", "tool"):
+        path = tmp_path / f"{job}.chat.jsonl"
+        assert export(con, path, "chat", job=data[job]) > 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            roles = [m["role"] for m in json.loads(line)["messages"]]
+            assert roles[0] == "user" and all(
+                a != b for a, b in zip(roles, roles[1:], strict=False))
+    math_rows = [json.loads(x) for x in (tmp_path / "math.chat.jsonl").read_text().splitlines()]
+    assert all(len(r["messages"]) == 2 for r in math_rows)  # problem + solution
+    parquet = tmp_path / "run.parquet"
+    written = export(con, parquet, "parquet", run=data["run"])
+    n_emissions = con.execute("SELECT count(*) FROM emissions WHERE run_id = ?",
+                              [data["run"]]).fetchall()[0][0]
+    con.close()
+    assert written == n_emissions
+    assert duckdb.connect().execute("SELECT count(*) FROM read_parquet(?)",
+                                    [str(parquet)]).fetchall()[0][0] == written
+
+
+def test_run_export_filters(data: dict, tmp_path: Path) -> None:
+    con = ro(data["db"])
+    all_tools = load_items(con, run=data["run"], kind="tool_spec")
+    kept = load_items(con, run=data["run"], kind="tool_spec", drop_duplicates=True)
+    assert all(i.kind == "tool_spec" for i in all_tools)
+    assert len(kept) == sum(not i.is_duplicate for i in all_tools) < len(all_tools)
+    path = tmp_path / "run_tools.jsonl"
+    assert export(con, path, "personahub", run=data["run"], kind="tool_spec",
+                  drop_duplicates=True) == len(kept)
+    for line in path.read_text().splitlines():
+        ToolSpec.model_validate(json.loads(json.loads(json.loads(line)["synthesized text"])))
+    with pytest.raises(PersonahubError, match="exactly one"):
+        load_items(con, job=data["tool"], run=data["run"])
+    with pytest.raises(PersonahubError, match="--run nope"):
+        load_items(con, run="nope")
+    con.close()
+
+
+def test_validation_and_atomic_writes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.chat.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "a"},
+                                            {"role": "user", "content": "b"}]}) + "\n")
+    with pytest.raises(PersonahubError, match=r"bad.chat.jsonl:1: .*alternate"):
+        validate_export(bad, "chat")
+    bad.write_text('{"input persona": "x"\n')
+    with pytest.raises(PersonahubError, match="not valid JSON"):
+        validate_export(bad, "personahub")
+    target = tmp_path / "out.jsonl"
+    target.write_text("previous complete export\n")
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken)
+    assert target.read_text() == "previous complete export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.chat.jsonl", "out.jsonl"]
+    with pytest.raises(PersonahubError, match="--format"):
+        write_export([], tmp_path / "x", "xml")
+
+
+def test_views_on_read_only_connection(data: dict) -> None:
+    con = ro(data["db"])
+    assert install_views(con) == list(VIEW_NAMES)
+    for view in VIEW_NAMES:
+        con.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()
+    rate = con.execute("SELECT n, n_duplicates FROM v_duplicate_rate WHERE source = 'run' "
+                       "AND kind = 'npc_dialogue'").fetchall()[0]
+    direct = con.execute("SELECT count(*), count(*) FILTER (WHERE is_duplicate) FROM emissions "
+                         "WHERE kind = 'npc_dialogue'").fetchall()[0]
+    assert rate == direct
+    messages, along = con.execute("SELECT messages, along_relations FROM v_message_edges "
+                                  "WHERE run_id = ?", [data["run"]]).fetchall()[0]
+    assert 0 < along <= messages
+    usage = con.execute("SELECT run_id, calls FROM v_run_usage").fetchall()
+    assert {data["run"], data["tool"]} <= {r[0] for r in usage}
+    for name, path in query_files().items():
+        assert con.execute(path.read_text()).fetchall() is not None, name
+    con.close()
+
+
+def test_views_on_database_without_synth_tables(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE personas (persona_id VARCHAR, text VARCHAR)")
+    con.close()
+    con = ro(db)
+    install_views(con)
+    assert con.execute("SELECT count(*) FROM v_duplicate_rate").fetchall() == [(0,)]
+    con.close()
+
+
+def test_sql_command_accepts_files(data: dict, tmp_path: Path) -> None:
+    runner = CliRunner()
+    query = tmp_path / "q.sql"
+    query.write_text("-- two statements; the last one prints\nSELECT 1;\n"
+                     "SELECT kind, n FROM v_duplicate_rate WHERE source = 'job' ORDER BY kind;\n")
+    for args in (["sql", str(query)], ["sql", "--file", str(query)]):
+        result = runner.invoke(app, [*args, "--db", str(data["db"]), "--format", "csv"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines()[0] == "kind,n"
+        assert "math_problem,5" in result.stdout
+    result = runner.invoke(app, ["sql", "--db", str(data["db"]), "--format", "json",
+                                 str(query_files()["synth_jobs"])])
+    assert result.exit_code == 0
+    assert {json.loads(x)["task"] for x in result.stdout.splitlines()} >= {"tool", "multi_turn"}
+    result = runner.invoke(app, ["sql", "--db", str(data["db"]), str(tmp_path / "none.sql")])
+    assert result.exit_code == 1 and "none.sql" in result.output
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def test_report_images_exist_and_are_png(data: dict, tmp_path: Path) -> None:
+    con = ro(data["db"])
+    index = write_report(con, tmp_path / "report", run_id=data["run"])
+    con.close()
+    parser = _Images()
+    parser.feed(index.read_text(encoding="utf-8"))
+    assert {"emissions_over_steps.png", "duplicate_rate.png", "degree_distribution.png",
+            "relationship_graph.png", "diversity.png"} <= set(parser.sources)
+    for source in parser.sources:
+        png = index.parent / source
+        assert png.stat().st_size > 100
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "survey" not in index.read_text().lower()
+
+
+def test_report_cli_and_survey_section(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    run_synthesis(SynthOptions(task="instruction", n=4, db=str(db)))
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE survey_answers (run_id VARCHAR, step INTEGER, answer VARCHAR)")
+    con.execute("INSERT INTO survey_answers VALUES ('r', 1, 'yes'), ('r', 2, 'no')")
+    con.close()
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "Survey answers" in html and (tmp_path / "r" / "survey_answers.png").exists()
+    assert "No emissions for this run." in html
+
+
+def test_diversity_measures() -> None:
+    assert distinct_n(["a b c", "a b d"], 1) == pytest.approx(4 / 6)
+    assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
+    assert distinct_n([], 2) == 0.0
+    personas = ["a nurse in leeds who runs", "a nurse in leeds who swims", "a pilot in oslo"]
+    outputs = ["plan my marathon training week", "plan my swim training week", "fly to bergen"]
+    pairs = pair_similarities(personas, outputs, pairs=10, seed=1)
+    assert len(pairs) == 3
+    exact = sorted(exact_jaccard(personas[a], personas[b]) for a, b in ((0, 1), (0, 2), (1, 2)))
+    assert sorted(p for p, _ in pairs) == pytest.approx(exact, abs=0.15)
