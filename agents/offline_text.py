@@ -13,6 +13,7 @@ import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 _STOPWORDS = frozenset(
@@ -119,6 +120,12 @@ class PromptContext:
 
 def keywords(text: str, limit: int = 40) -> list[str]:
     """Distinct lower-case content words of ``text`` in first-seen order."""
+    return list(_keywords(text, limit))
+
+
+@lru_cache(maxsize=8192)
+def _keywords(text: str, limit: int) -> tuple[str, ...]:
+    # world texts and personas repeat across thousands of prompts: extract once
     seen: dict[str, None] = {}
     for match in _WORD.finditer(text):
         word = match.group(0).lower().strip("'-")
@@ -126,7 +133,7 @@ def keywords(text: str, limit: int = 40) -> list[str]:
             seen.setdefault(word, None)
             if len(seen) >= limit:
                 break
-    return list(seen)
+    return tuple(seen)
 
 
 def split_sections(text: str) -> dict[str, str]:

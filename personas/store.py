@@ -101,7 +101,8 @@ def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
     """Dataclass records as row dicts; float ``*_at`` epoch fields become timestamps."""
     rows = []
     for record in records:
-        row = dataclasses.asdict(record)
+        # shallow: records hold flat values, and asdict's deep copy dominated step writes
+        row = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
         for key, value in row.items():
             if key.endswith("_at") and isinstance(value, float):
                 row[key] = dt.datetime.fromtimestamp(value, tz=dt.UTC).replace(tzinfo=None)

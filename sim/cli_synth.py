@@ -170,7 +170,6 @@ def report(
 ) -> None:
     """Write an HTML report with plots: emissions, duplicates, graph, diversity."""
     from analysis.report import write_report
-
     from personas.store import connect
 
     con = connect(db, read_only=True)

@@ -4,7 +4,6 @@ import httpx
 
 from agents.schemas import ToolSpec
 
-
 _HTTP = httpx.Client(timeout=10)  # one client: building one per request costs ~40 ms
 
 

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from agents.llm import LLMClient, LLMSettings, LLMUnavailable
 from agents.schemas import ToolSpec
+from personas.errors import PersonahubError
 from sim.runner import RunOptions, run_scenario
 from sim.scenario import load_scenario
-from personas.errors import PersonahubError
 from tests.conftest import persona_texts
 
 EMISSION_COLUMNS = "step, agent_id, persona_id, kind, content, text, target_persona_id, is_duplicate"
