@@ -77,14 +77,24 @@ def conversation_turns(content: dict[str, Any], speaker: str, listener: str) -> 
 @lru_cache(maxsize=256)
 def survey_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
                   high: int = 5) -> type[BaseModel]:
-    """The answer schema of a survey: ``choice`` (one of ``options``), ``scale`` or ``text``."""
+    """The answer schema of a survey: ``choice`` (one of ``options``), ``scale`` or ``text``.
+
+    Choice and scale answers are in ``answer``; a free-text answer is in ``reply``.
+    """
+    reason = (str, Field(default="", description="why, in one sentence"))
     if answer == "choice":
-        field_type: Any = Literal[options]  # type: ignore[valid-type]
-        spec = Field(description="exactly one of the options")
-        name = "ChoiceAnswer"
-    elif answer == "scale":
-        field_type, spec, name = int, Field(ge=low, le=high, description=f"{low} to {high}"), "ScaleAnswer"
-    else:
-        field_type, spec, name = str, Field(min_length=1, description="your answer"), "TextAnswer"
-    return create_model(name, __doc__=f"A survey answer ({answer}).", answer=(field_type, spec),
-                        reason=(str, Field(default="", description="why, in one sentence")))
+        choice: Any = Literal[options]  # type: ignore[valid-type]
+        return create_model("ChoiceAnswer", __doc__="A survey answer: one of the options.",
+                            answer=(choice, Field(description="exactly one of the options")),
+                            reason=reason)
+    if answer == "scale":
+        return create_model("ScaleAnswer", __doc__=f"A survey answer on a {low}..{high} scale.",
+                            answer=(int, Field(ge=low, le=high, description=f"{low} to {high}")),
+                            reason=reason)
+    return create_model("TextAnswer", __doc__="A survey answer in the persona's own words.",
+                        reply=(str, Field(min_length=1, description="your answer, in your own words")))
+
+
+def survey_value(content: dict[str, Any]) -> Any:
+    """The answer in a validated survey answer's content."""
+    return content["answer"] if "answer" in content else content["reply"]

@@ -174,10 +174,14 @@ def resume_run(
     *,
     db: Path,
     llm: str | None = None,
+    offline_latency_s: float = 0.0,
     progress: ProgressHook | None = None,
     client: LLMClient | None = None,
 ) -> RunSummary:
-    """Continue run ``run_id`` in ``db`` from its last committed step (see the module doc)."""
+    """Continue run ``run_id`` in ``db`` from its last committed step (see the module doc).
+
+    ``llm`` replaces the recorded (redacted) model spec; the offline latency is not carried over.
+    """
     started = time.perf_counter()
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
@@ -197,7 +201,7 @@ def resume_run(
         scenario = load_scenario(source)
         known = {f.name for f in dataclasses.fields(RunOptions)}
         opts = {k: v for k, v in (config.get("options") or {}).items() if k in known}
-        opts.update(db=Path(db), seed=seed, steps=steps)
+        opts.update(db=Path(db), seed=seed, steps=steps, offline_latency_s=offline_latency_s)
         if llm is not None:
             opts["llm"] = llm
         options = RunOptions(**opts)

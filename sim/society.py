@@ -30,7 +30,7 @@ from mesa.space import NetworkGrid
 
 from agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
 from agents.prompts import survey_messages
-from agents.schemas import ADDRESSED_KINDS, conversation_turns, survey_schema
+from agents.schemas import ADDRESSED_KINDS, conversation_turns, survey_schema, survey_value
 from personas.expand import StructuredCaller
 from personas.record import Persona
 from sim.memory import AgentMemory, Message
@@ -423,7 +423,7 @@ class SocietyModel(mesa.Model):
                 result.failures.append((agent.persona_id, f"survey {survey.id}: {error}"))
                 continue
             content = answer.value.model_dump()
-            value = content["answer"]
+            value = survey_value(content)
             result.answers.append({
                 "step": step, "survey_id": survey.id, "question": survey.question,
                 "persona_id": agent.persona_id, "agent_id": agent.unique_id,
