@@ -1,7 +1,7 @@
 """The persona agent: one compiled LangGraph ``StateGraph`` shared by every agent.
 
     observe ──▶ act ──▶ record
-    (prompts)  (model)  (emission texts, or the failures)
+    (prompts from persona, world, memory, events, inbox)  (model)  (emission texts, or failures)
 
 Per-agent state is plain data (``AgentInput``); the graph holds nothing, so 100,000 agents cost
 one graph. The model is injected through the run context (``AgentContext``), never built inside
@@ -42,6 +42,8 @@ class AgentInput(TypedDict, total=False):
     events: list[str]
     inbox: list[tuple[str, str]]  # (sender persona text, message text)
     addressee: str | None
+    memory: list[str]  # what the agent recalls (summary, earlier events)
+    recent: list[str]  # its own latest emissions
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def observe(state: ChunkState) -> dict[str, Any]:
             events=a.get("events", []),
             inbox=a.get("inbox", []),
             addressee=a.get("addressee"),
+            memory=a.get("memory", []),
+            recent=a.get("recent", []),
         )
         for a in state["agents"]
     ]

@@ -2,7 +2,7 @@
 
 Each task asks the model for one object; ``SYNTH_SCHEMAS`` maps task names to schemas so jobs,
 exports and tests select tasks by name. The tool task reuses Persona Hub's tool shape
-(``agents.schemas.ToolSpec``): a function interface that is data only and never executed.
+(``agents.tool_schema.ToolSpec``): a function interface that is data only and never executed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.schemas import ToolSpec
+from agents.tool_schema import ToolSpec
 
 _ARG = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

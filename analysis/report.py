@@ -206,7 +206,7 @@ def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
 
 
 def _survey(con: duckdb.DuckDBPyConnection, rep: Report) -> Section | None:
-    """Survey answers per step, only when another module has created ``survey_answers``."""
+    """Survey answers per step; no section when there are none (or no ``survey_answers`` table)."""
     columns = {r[0] for r in _rows(con, "SELECT column_name FROM information_schema.columns "
                                         "WHERE table_name = 'survey_answers'")}
     if not columns:
@@ -224,8 +224,7 @@ def _survey(con: duckdb.DuckDBPyConnection, rep: Report) -> Section | None:
         section.note = f"survey_answers could not be read ({str(exc).splitlines()[0]})."
         return section
     if not rows:
-        section.note = "No survey answers."
-        return section
+        return None
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar([r[0] for r in rows], [r[1] for r in rows], color="tab:green")
     ax.set_xlabel("step")

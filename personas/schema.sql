@@ -55,10 +55,12 @@ CREATE TABLE IF NOT EXISTS steps (
     n_emissions INTEGER,
     n_messages  INTEGER,
     n_failed    INTEGER,
+    n_answers   INTEGER,
     started_at  TIMESTAMP,
     finished_at TIMESTAMP,
     PRIMARY KEY (run_id, step)
 );
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS n_answers INTEGER;
 CREATE TABLE IF NOT EXISTS emissions (
     emission_id       VARCHAR PRIMARY KEY,
     run_id            VARCHAR NOT NULL,
@@ -81,7 +83,61 @@ CREATE TABLE IF NOT EXISTS messages (
     receiver_id    VARCHAR NOT NULL,
     text           VARCHAR NOT NULL,
     reply_to       VARCHAR,
-    emission_id    VARCHAR
+    emission_id    VARCHAR,
+    thread_id      VARCHAR
+);
+-- databases created before dialogue threads existed gain the column
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_id VARCHAR;
+CREATE TABLE IF NOT EXISTS run_edges (
+    run_id   VARCHAR NOT NULL,
+    src      VARCHAR NOT NULL,
+    dst      VARCHAR NOT NULL,
+    relation VARCHAR,
+    PRIMARY KEY (run_id, src, dst)
+);
+CREATE TABLE IF NOT EXISTS events (
+    run_id       VARCHAR NOT NULL,
+    step         INTEGER NOT NULL,
+    event_index  INTEGER NOT NULL,
+    text         VARCHAR NOT NULL,
+    audience     VARCHAR NOT NULL,
+    n_recipients INTEGER,
+    recipients   JSON,
+    PRIMARY KEY (run_id, event_index)
+);
+CREATE TABLE IF NOT EXISTS interventions (
+    run_id             VARCHAR NOT NULL,
+    step               INTEGER NOT NULL,
+    intervention_index INTEGER NOT NULL,
+    action             VARCHAR NOT NULL,
+    persona_id         VARCHAR NOT NULL,
+    agent_id           INTEGER,
+    other_persona_id   VARCHAR,
+    text               VARCHAR,
+    relation           VARCHAR,
+    applied            BOOLEAN,
+    PRIMARY KEY (run_id, intervention_index)
+);
+CREATE TABLE IF NOT EXISTS survey_answers (
+    run_id        VARCHAR NOT NULL,
+    step          INTEGER NOT NULL,
+    survey_id     VARCHAR NOT NULL,
+    question      VARCHAR NOT NULL,
+    persona_id    VARCHAR NOT NULL,
+    agent_id      INTEGER NOT NULL,
+    answer_kind   VARCHAR NOT NULL,
+    answer_choice VARCHAR,
+    answer_scale  INTEGER,
+    answer_text   VARCHAR,
+    content       JSON,
+    PRIMARY KEY (run_id, step, survey_id, agent_id)
+);
+CREATE TABLE IF NOT EXISTS agent_states (
+    run_id   VARCHAR NOT NULL,
+    agent_id INTEGER NOT NULL,
+    step     INTEGER NOT NULL,
+    state    JSON NOT NULL,
+    PRIMARY KEY (run_id, agent_id, step)
 );
 CREATE TABLE IF NOT EXISTS llm_calls (
     call_id    VARCHAR PRIMARY KEY,

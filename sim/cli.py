@@ -76,10 +76,11 @@ def banner(client: LLMClient) -> None:
         console.print(f"engine: [bold]{client.label}[/] (language model over HTTP)")
 
 
-def make_client(llm: str | None, seed: int, concurrency: int, timeout: float) -> LLMClient:
+def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
+                offline_latency: float = 0.0) -> LLMClient:
     """Build the model client for a command and check the endpoint answers."""
     client = LLMClient(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
-                                   timeout_s=timeout))
+                                   timeout_s=timeout, offline_latency_s=offline_latency))
     check_reachable(client)
     banner(client)
     return client
@@ -94,37 +95,64 @@ def _progress() -> Progress:
 @app.command()
 @one_line_errors
 def run(
-    scenario: Annotated[Path, typer.Argument(help="Scenario script (a .py file defining SCENARIO).")],
+    scenario: Annotated[Path | None, typer.Argument(
+        help="Scenario script (a .py file defining SCENARIO); omit with --resume.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     steps: Annotated[int | None, typer.Option(min=1, help="Override the scenario's steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     llm: LlmOption = None,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="RUN_ID",
+        help="Continue a stopped run from its last committed step (same seed and options).")] = None,
+    offline_latency: Annotated[float, typer.Option(
+        "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY",
+        help="Seconds the offline engine waits per call (to simulate a slow model).")] = 0.0,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
-    from sim.runner import RunOptions, run_scenario
+    from sim.runner import RunOptions, resume_run, run_scenario
     from sim.scenario import load_scenario
 
+    if resume is not None:
+        if scenario is not None or steps is not None or seed is not None:
+            raise PersonahubError("--resume RUN_ID takes the scenario, steps and seed from the run; "
+                                  "give only --db (and --llm if the endpoint needs credentials)")
+        console.print(f"resuming run [bold]{resume}[/] in {db}")
+        with _progress() as bar:
+            summary = resume_run(resume, db=db, llm=llm, offline_latency_s=offline_latency,
+                                 progress=_hook(bar))
+        print_summary(summary)
+        return
+    if scenario is None:
+        raise PersonahubError("run: give a scenario file, or --resume RUN_ID")
     spec = resolve_spec(llm)
     loaded = load_scenario(scenario)
     options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,
-                         timeout_s=timeout)
+                         timeout_s=timeout, offline_latency_s=offline_latency)
     run_seed = loaded.seed if seed is None else seed
-    client = make_client(spec, run_seed, concurrency, timeout)
+    client = make_client(spec, run_seed, concurrency, timeout, offline_latency)
     console.print(f"scenario: [bold]{loaded.name}[/] ({scenario}) seed={run_seed} db={db}")
     with _progress() as bar:
-        tasks: dict[str, Any] = {}
-
-        def hook(phase: str, done: int, total: int) -> None:
-            label = "expanding graph" if phase == "expand" else "simulating steps"
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(label, total=total)
-            bar.update(tasks[phase], completed=done)
-
-        summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=hook,
+        summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=_hook(bar),
                                client=client)
     print_summary(summary)
+
+
+def _hook(bar: Progress) -> Callable[[str, int, int], None]:
+    """Progress callback: the bar on a terminal, else one ``step N/M committed`` line per step."""
+    tasks: dict[str, Any] = {}
+
+    def hook(phase: str, done: int, total: int) -> None:
+        if phase == "step" and bar.disable:
+            sys.stderr.write(f"step {done}/{total} committed\n")
+            sys.stderr.flush()
+        label = "expanding graph" if phase == "expand" else "simulating steps"
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(label, total=total)
+        bar.update(tasks[phase], completed=done)
+
+    return hook
 
 
 def print_summary(summary: Any) -> None:
@@ -137,6 +165,8 @@ def print_summary(summary: Any) -> None:
     kinds = ", ".join(f"{k}={v}" for k, v in summary.emissions_by_kind.items()) or "none"
     table.add_row("emissions", f"{sum(summary.emissions_by_kind.values())} ({kinds})")
     table.add_row("messages", str(summary.messages))
+    table.add_row("events delivered", str(summary.events))
+    table.add_row("survey answers", str(summary.answers))
     table.add_row("near-duplicates flagged", str(summary.duplicates))
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")

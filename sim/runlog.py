@@ -1,7 +1,9 @@
 """The run log writer: one DuckDB transaction per simulation step.
 
-A step is the unit of durability: its emissions, messages, model-call records and the ``steps``
-row land together or not at all, so a crash leaves the database at the last complete step.
+A step is the unit of durability: its emissions, messages, delivered events, interventions,
+survey answers, model-call records, the checkpoint of changed agent states and the ``steps`` row
+land together or not at all, so a crash leaves the database at the last complete step and a
+resume continues from exactly there.
 Writes are Arrow batches, never per-row statements.
 """
 
@@ -40,12 +42,16 @@ class RunLog:
                 "started_at": _now(), "finished_at": None,
             }])
 
-    def add_agents(self, persona_ids: Sequence[str], agent_ids: Sequence[int]) -> None:
-        """Record which persona each agent id plays in this run."""
+    def add_agents(self, persona_ids: Sequence[str], agent_ids: Sequence[int],
+                   edges: Sequence[tuple[str, str, str | None]] = ()) -> None:
+        """Record which persona each agent id plays and the run's starting social graph."""
         with transaction(self.con):
             insert_rows(self.con, "run_agents", [
                 {"run_id": self.run_id, "agent_id": a, "persona_id": p}
                 for a, p in zip(agent_ids, persona_ids, strict=True)
+            ])
+            insert_rows(self.con, "run_edges", [
+                {"run_id": self.run_id, "src": u, "dst": v, "relation": r} for u, v, r in edges
             ])
 
     def write_calls(self, records: Sequence[CallRecord]) -> None:
@@ -67,11 +73,19 @@ class RunLog:
         step_row = {
             "run_id": self.run_id, "step": result.step, "n_active": result.n_active,
             "n_emissions": len(result.emissions), "n_messages": len(result.messages),
-            "n_failed": len(result.failures), "started_at": started_at, "finished_at": _now(),
+            "n_failed": len(result.failures), "n_answers": len(result.answers),
+            "started_at": started_at, "finished_at": _now(),
         }
+        tagged = {"run_id": self.run_id}
+        states = [{"run_id": self.run_id, "agent_id": a, "step": result.step, "state": state}
+                  for a, state in result.states]
         with transaction(self.con):
             insert_rows(self.con, "emissions", emissions)
             insert_rows(self.con, "messages", messages)
+            insert_rows(self.con, "events", [{**e, **tagged} for e in result.events])
+            insert_rows(self.con, "interventions", [{**x, **tagged} for x in result.interventions])
+            insert_rows(self.con, "survey_answers", [{**a, **tagged} for a in result.answers])
+            insert_rows(self.con, "agent_states", states)
             insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
             insert_rows(self.con, "steps", [step_row])
             self.con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?",

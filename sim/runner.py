@@ -1,19 +1,28 @@
 """Run a scenario end to end: personas → graph → Mesa steps → DuckDB run log.
 
 Order of work, each part committed before the next starts: import the scenario's personas,
-record the run, link acquaintances, expand persona-to-persona, then one transaction per step.
-A failure at any point marks the run ``failed`` (or ``interrupted``) with its error and leaves
-every committed step in place.
+record the run, link acquaintances, expand persona-to-persona, record the agents and the run's
+starting graph, then one transaction per step. A failure at any point marks the run ``failed``
+(or ``interrupted``) with its error and leaves every committed step in place.
+
+``resume_run`` continues a run that stopped (failed, interrupted, or killed outright) from its
+last committed step. Each step's transaction holds a checkpoint of every agent whose state
+changed (``agent_states``), so resuming means: reload the scenario and options from ``runs``,
+rebuild the agents (``run_agents``) and the graph (``run_edges`` plus the edge interventions
+already applied), load each agent's latest checkpoint, rebuild the near-duplicate indexes from
+the run's emissions, set Mesa's step counter, and go on. Everything random derives from
+(seed, step, persona), so the resumed steps equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import itertools
+import json
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +39,7 @@ from personas.near_dup import NearDuplicateIndex
 from personas.record import Persona
 from personas.store import DEFAULT_DB, connect, fetch_personas, transaction, upsert_personas
 from sim.runlog import RunLog
-from sim.scenario import Scenario
+from sim.scenario import Scenario, load_scenario
 from sim.society import SocietyModel, StepResult
 
 
@@ -46,8 +55,11 @@ class RunOptions:
     timeout_s: float = 60.0
     max_retries: int = 3
     chunk_size: int = 128
+    offline_latency_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.offline_latency_s < 0:
+            raise PersonahubError(f"offline latency must be >= 0 s, got {self.offline_latency_s}")
         if self.steps is not None and self.steps < 1:
             raise PersonahubError(f"--steps must be >= 1, got {self.steps}")
         if self.chunk_size < 1:
@@ -69,6 +81,8 @@ class RunSummary:
     emissions_by_kind: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     messages: int = 0
+    answers: int = 0
+    events: int = 0
     calls: dict[str, int] = field(default_factory=dict)
     failed_actions: int = 0
     wall_s: float = 0.0
@@ -104,14 +118,26 @@ def acquaintance_links(ids: list[str], k: int, rewire: float, seed: int,
 
 
 def _config(scenario: Scenario, options: RunOptions, seed: int, steps: int) -> dict[str, Any]:
-    """The run's configuration as stored in ``runs.config``: no secrets, spec redacted."""
-    scenario_fields = asdict(scenario)
-    scenario_fields["base_dir"] = str(scenario.base_dir)
-    scenario_fields["events"] = {str(k): list(v) for k, v in scenario.events.items()}
+    """The run's configuration as stored in ``runs.config``: no secrets, spec redacted.
+
+    ``scenario_file`` (absolute) and ``options`` are what ``resume_run`` reloads.
+    """
+    scenario_fields = json.loads(json.dumps(asdict(scenario), default=str))
     opts = asdict(options)
     opts["db"] = str(options.db)
     opts["llm"] = redact_spec(options.llm)
-    return {"scenario": scenario_fields, "options": opts, "seed": seed, "steps": steps}
+    return {"scenario": scenario_fields, "options": opts, "seed": seed, "steps": steps,
+            "scenario_file": str(scenario.source) if scenario.source else None}
+
+
+def make_client(options: RunOptions, seed: int) -> LLMClient:
+    """The model client a run uses (offline latency applies to the offline engine only)."""
+    client = LLMClient(LLMSettings(spec=options.llm, seed=seed, timeout_s=options.timeout_s,
+                                   concurrency=options.concurrency,
+                                   max_retries=options.max_retries,
+                                   offline_latency_s=options.offline_latency_s))
+    check_reachable(client)
+    return client
 
 
 def run_scenario(
@@ -126,26 +152,83 @@ def run_scenario(
     started = time.perf_counter()
     seed = scenario.seed if options.seed is None else options.seed
     steps = options.steps or scenario.steps
-    if client is None:
-        client = LLMClient(LLMSettings(spec=options.llm, seed=seed, timeout_s=options.timeout_s,
-                                       concurrency=options.concurrency,
-                                       max_retries=options.max_retries))
-        check_reachable(client)
-    world = scenario.world_text()
+    client = client or make_client(options, seed)
     personas = load_scenario_personas(scenario)  # read fully before touching the database
     con = connect(options.db)
     run_id = new_run_id()
     log = RunLog(con, run_id)
-    loop = asyncio.new_event_loop()
     try:
         with transaction(con):
             upsert_personas(con, personas)
-        log.start(scenario=scenario.name, scenario_path=scenario_path, seed=seed,
-                  llm=client.label, config=_config(scenario, options, seed, steps),
+        log.start(scenario=scenario.name, scenario_path=scenario_path or str(scenario.source or ""),
+                  seed=seed, llm=client.label, config=_config(scenario, options, seed, steps),
                   steps_planned=steps)
+        return _drive(con, log, client, scenario, options, seed, steps, progress, started,
+                      personas=personas)
+    finally:
+        con.close()
+
+
+def resume_run(
+    run_id: str,
+    *,
+    db: Path,
+    llm: str | None = None,
+    offline_latency_s: float = 0.0,
+    progress: ProgressHook | None = None,
+    client: LLMClient | None = None,
+) -> RunSummary:
+    """Continue run ``run_id`` in ``db`` from its last committed step (see the module doc).
+
+    ``llm`` replaces the recorded (redacted) model spec; the offline latency is not carried over.
+    """
+    started = time.perf_counter()
+    if not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database")
+    con = connect(db)
+    try:
+        rows = con.execute("SELECT status, seed, steps_planned, config, scenario_path FROM runs "
+                           "WHERE run_id = ?", [run_id]).fetchall()
+        if not rows:
+            raise PersonahubError(f"--resume {run_id}: no such run in {db}")
+        status, seed, steps, config_text, scenario_path = rows[0]
+        if status == "finished":
+            raise PersonahubError(f"--resume {run_id}: the run already finished")
+        config = json.loads(config_text) if config_text else {}
+        source = config.get("scenario_file") or scenario_path
+        if not source:
+            raise PersonahubError(f"--resume {run_id}: the run does not record its scenario file")
+        scenario = load_scenario(source)
+        known = {f.name for f in dataclasses.fields(RunOptions)}
+        opts = {k: v for k, v in (config.get("options") or {}).items() if k in known}
+        opts.update(db=Path(db), seed=seed, steps=steps, offline_latency_s=offline_latency_s)
+        if llm is not None:
+            opts["llm"] = llm
+        options = RunOptions(**opts)
+        client = client or make_client(options, seed)
+        log = RunLog(con, run_id)
+        with transaction(con):
+            con.execute("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL "
+                        "WHERE run_id = ?", [run_id])
+        has_agents = con.execute("SELECT count(*) FROM run_agents WHERE run_id = ?",
+                                 [run_id]).fetchall()[0][0] > 0
+        personas = None if has_agents else load_scenario_personas(scenario)
+        return _drive(con, log, client, scenario, options, seed, steps, progress, started,
+                      personas=personas)
+    finally:
+        con.close()
+
+
+def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options: RunOptions,
+           seed: int, steps: int, progress: ProgressHook | None, started: float, *,
+           personas: list[Persona] | None) -> RunSummary:
+    """Set up (or restore) the society, run the remaining steps, mark the run's outcome."""
+    run_id = log.run_id
+    loop = asyncio.new_event_loop()
+    try:
         try:
-            summary = _simulate(con, log, loop, client, scenario, options, personas, world,
-                                seed, steps, progress)
+            summary = _simulate(con, log, loop, client, scenario, options, personas,
+                                scenario.world_text(), seed, steps, progress)
         except KeyboardInterrupt:
             log.finish("interrupted", "interrupted by the user")
             raise
@@ -160,7 +243,6 @@ def run_scenario(
         return summary
     finally:
         loop.close()
-        con.close()
 
 
 def _steps_done(con: Any, run_id: str) -> int:
@@ -168,9 +250,10 @@ def _steps_done(con: Any, run_id: str) -> int:
     return int(rows[0][0] or 0) if rows else 0
 
 
-def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
-              scenario: Scenario, options: RunOptions, personas: list[Persona], world: str,
-              seed: int, steps: int, progress: ProgressHook | None) -> RunSummary:
+def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
+                   scenario: Scenario, personas: list[Persona], seed: int,
+                   progress: ProgressHook | None) -> tuple[list[Persona], nx.Graph]:
+    """Link acquaintances, expand, and record the agents and the starting graph."""
     start_ids = [p.persona_id for p in personas]
     growth = scenario.graph
     with transaction(con):
@@ -189,33 +272,98 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
     order = {pid: i for i, pid in enumerate(agent_ids)}
     agents.sort(key=lambda p: order[p.persona_id])
     graph = social_view(load_graph(con, agent_ids))
+    edges = [(u, v, d.get("relation")) for u, v, d in graph.edges(data=True)]
+    # agent ids are Mesa's creation order: 1, 2, ... in persona order
+    log.add_agents([p.persona_id for p in agents], list(range(1, len(agents) + 1)), edges)
+    return agents, graph
+
+
+def _restore_society(con: Any, run_id: str) -> tuple[list[Persona], nx.Graph]:
+    """The run's agents (in agent-id order) and its starting graph, as recorded."""
+    ids = [r[0] for r in con.execute("SELECT persona_id FROM run_agents WHERE run_id = ? "
+                                     "ORDER BY agent_id", [run_id]).fetchall()]
+    by_id = {p.persona_id: p for p in fetch_personas(con, ids)}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise PersonahubError(f"run {run_id}: personas {missing[:3]} are missing from the hub")
+    graph = nx.Graph()
+    graph.add_nodes_from(ids)
+    for src, dst, relation in con.execute("SELECT src, dst, relation FROM run_edges WHERE run_id = ? "
+                                          "ORDER BY src, dst", [run_id]).fetchall():
+        graph.add_edge(src, dst, relation=relation)
+    return [by_id[i] for i in ids], graph
+
+
+def _restore_model(con: Any, model: SocietyModel, run_id: str, done: int,
+                   indexes: dict[str, NearDuplicateIndex]) -> None:
+    """Bring a fresh model to the end of committed step ``done``."""
+    edges = con.execute("SELECT action, persona_id, other_persona_id, relation FROM interventions "
+                        "WHERE run_id = ? AND step <= ? AND applied AND action IN "
+                        "('add_edge', 'remove_edge') ORDER BY step, intervention_index",
+                        [run_id, done]).fetchall()
+    for action, a, b, relation in edges:
+        model.change_edge(action, a, b, relation)
+    states = con.execute("SELECT agent_id, arg_max(state, step) FROM agent_states "
+                         "WHERE run_id = ? AND step <= ? GROUP BY agent_id", [run_id, done]).fetchall()
+    model.restore(done, {int(a): json.loads(s) for a, s in states})
+    rows = con.execute("SELECT emission_id, kind, text FROM emissions WHERE run_id = ? AND step <= ? "
+                       "AND NOT is_duplicate ORDER BY step, agent_id", [run_id, done]).fetchall()
+    for emission_id, kind, text in rows:
+        index = indexes.get(kind)
+        if index is None:
+            index = indexes[kind] = NearDuplicateIndex()
+        index.add(emission_id, text)
+
+
+def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
+              scenario: Scenario, options: RunOptions, personas: list[Persona] | None, world: str,
+              seed: int, steps: int, progress: ProgressHook | None) -> RunSummary:
+    run_id = log.run_id
+    if personas is not None:
+        agents, graph = _build_society(con, log, loop, client, scenario, personas, seed, progress)
+        done = 0
+    else:
+        agents, graph = _restore_society(con, run_id)
+        done = _steps_done(con, run_id)
+    edges = graph.number_of_edges()
     model = SocietyModel(scenario=scenario, personas=agents, graph=graph, llm=client,
-                         run_id=log.run_id, seed=seed, runner=loop.run_until_complete,
+                         run_id=run_id, seed=seed, runner=loop.run_until_complete,
                          world=world, chunk_size=options.chunk_size)
-    log.add_agents([a.persona_id for a in model.ordered], [a.unique_id for a in model.ordered])
+    assert [a.unique_id for a in model.ordered] == list(range(1, len(agents) + 1))
     indexes: dict[str, NearDuplicateIndex] = {}
-    summary = RunSummary(run_id=log.run_id, scenario=scenario.name, db=options.db,
-                         engine=client.label, offline=client.is_offline, agents=len(agents),
-                         edges=graph.number_of_edges(), steps=0)
-    kinds: Counter[str] = Counter()
-    for _ in range(steps):
+    if done:
+        _restore_model(con, model, run_id, done, indexes)
+    for _ in range(done, steps):
         step_started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         model.step()
         result = model.last_result
         assert result is not None
         duplicates = _flag_duplicates(result, indexes)
         log.write_step(result, duplicates, client.drain_records(), step_started, model=client.label)
-        kinds.update(e.kind for e in result.emissions)
-        summary.steps = result.step
-        summary.duplicates += sum(v is not None for v in duplicates.values())
-        summary.messages += len(result.messages)
-        summary.failed_actions += len(result.failures)
         if progress:
             progress("step", result.step, steps)
-    summary.emissions_by_kind = dict(sorted(kinds.items()))
-    rows = con.execute("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY 1",
-                       [log.run_id]).fetchall()
-    summary.calls = {status: n for status, n in rows}
+    return _summary(con, run_id, scenario, options, client, len(agents), edges)
+
+
+def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, client: LLMClient,
+             agents: int, edges: int) -> RunSummary:
+    """The run's totals, read back from the database (whole run, resumed or not)."""
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        return con.execute(sql, [run_id]).fetchall()
+
+    kinds = rows("SELECT kind, count(*) FROM emissions WHERE run_id = ? GROUP BY 1 ORDER BY 1")
+    steps, failed = rows("SELECT coalesce(max(step), 0), coalesce(sum(n_failed), 0) FROM steps "
+                         "WHERE run_id = ?")[0]
+    summary = RunSummary(run_id=run_id, scenario=scenario.name, db=options.db, engine=client.label,
+                         offline=client.is_offline, agents=agents, edges=edges, steps=int(steps))
+    summary.emissions_by_kind = {k: int(n) for k, n in kinds}
+    summary.duplicates = int(rows("SELECT count(*) FROM emissions WHERE run_id = ? AND is_duplicate")[0][0])
+    summary.messages = int(rows("SELECT count(*) FROM messages WHERE run_id = ?")[0][0])
+    summary.answers = int(rows("SELECT count(*) FROM survey_answers WHERE run_id = ?")[0][0])
+    summary.events = int(rows("SELECT count(*) FROM events WHERE run_id = ?")[0][0])
+    summary.failed_actions = int(failed)
+    calls = rows("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY 1")
+    summary.calls = {status: n for status, n in calls}
     return summary
 
 

@@ -11,18 +11,24 @@ Run one with ``personahub run FILE`` or ``python FILE`` (which calls ``sim.main(
 from __future__ import annotations
 
 import dataclasses
+import random
 import runpy
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from agents.schemas import EMISSION_SCHEMAS
 from personas.errors import PersonahubError
 from personas.expand import MAX_HOPS
 
 SEED_PERSONAS = "seed"
+ACTIVATION_MODES = ("all", "probability", "count", "function")
+INTERVENTION_ACTIONS = ("set_persona", "add_memory", "forget", "add_edge", "remove_edge")
+ANSWER_KINDS = ("choice", "scale", "text")
+AgentRef = str | int  # a persona id, or an agent id (creation order: 1, 2, ...)
 
 
 class ScenarioError(PersonahubError):
@@ -77,6 +83,212 @@ class GraphGrowth:
         _check(0.0 <= self.rewire <= 1.0, "graph.rewire must be within [0, 1]")
 
 
+@dataclass(frozen=True)
+class AgentInfo:
+    """What activation functions and audience predicates see of an agent (read-only)."""
+
+    agent_id: int
+    persona_id: str
+    persona: str
+    attributes: Mapping[str, Any]
+    neighbours: tuple[str, ...]
+    memory: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activation:
+    """Which agents act in a step (idle agents make no model call).
+
+    Attributes:
+        mode: ``all``; ``probability`` (each agent acts with probability ``p``); ``count``
+            (exactly ``count`` agents, drawn per step); ``function`` (``when(step, info, rng)``
+            decides for each agent, ``info`` an ``AgentInfo``, ``rng`` a derived ``random.Random``).
+        p: the per-agent probability for ``probability``.
+        count: agents per step for ``count`` (all of them when there are fewer).
+        when: the decision function for ``function``.
+    """
+
+    mode: str = "all"
+    p: float = 1.0
+    count: int = 0
+    when: Callable[[int, AgentInfo, random.Random], bool] | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.mode in ACTIVATION_MODES,
+               f"activation.mode must be one of {ACTIVATION_MODES}, got {self.mode!r}")
+        if self.mode == "probability":
+            _check(0.0 < self.p <= 1.0, f"activation.p must be in (0, 1], got {self.p}")
+        if self.mode == "count":
+            _check(self.count >= 1, f"activation.count must be >= 1, got {self.count}")
+        if self.mode == "function":
+            _check(callable(self.when), "activation.when must be a function (step, info, rng) -> bool")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Audience:
+    """Who receives an event or a survey. With no field set: everyone.
+
+    Attributes:
+        personas: these agents only (persona ids, or agent ids as ints).
+        text_contains: agents whose persona text contains any of these (case-insensitive).
+        attributes: agents whose persona attributes have all these values.
+        where: agents for which ``where(info)`` is true (``info`` an ``AgentInfo``).
+        near: agents within ``hops`` of this agent on the relationship graph (itself included).
+        hops: radius for ``near``.
+    Set criteria combine with AND.
+    """
+
+    personas: tuple[AgentRef, ...] = ()
+    text_contains: tuple[str, ...] = ()
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    where: Callable[[AgentInfo], bool] | None = None
+    near: AgentRef | None = None
+    hops: int = 1
+
+    def __post_init__(self) -> None:
+        _check(not isinstance(self.personas, str), "audience.personas must be a tuple of ids")
+        _check(not isinstance(self.text_contains, str),
+               "audience.text_contains must be a tuple of strings")
+        object.__setattr__(self, "personas", tuple(self.personas))
+        object.__setattr__(self, "text_contains", tuple(self.text_contains))
+        _check(self.where is None or callable(self.where), "audience.where must be a function")
+        _check(self.hops >= 0, f"audience.hops must be >= 0, got {self.hops}")
+
+    @property
+    def everyone(self) -> bool:
+        """True when no criterion is set."""
+        return not (self.personas or self.text_contains or self.attributes or self.where
+                    or self.near is not None)
+
+    def describe(self) -> str:
+        """A short description stored with delivered events (``all`` for everyone)."""
+        if self.everyone:
+            return "all"
+        parts = []
+        if self.personas:
+            parts.append("personas=" + ",".join(str(p) for p in self.personas))
+        if self.text_contains:
+            parts.append("text~" + "|".join(self.text_contains))
+        if self.attributes:
+            parts.append("attributes=" + ",".join(f"{k}:{v}" for k, v in sorted(self.attributes.items())))
+        if self.where is not None:
+            parts.append(f"where={getattr(self.where, '__name__', 'function')}")
+        if self.near is not None:
+            parts.append(f"within {self.hops} hops of {self.near}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Something that happens at a step, seen by its audience (it enters their memory)."""
+
+    step: int
+    text: str
+    audience: Audience = field(default_factory=Audience)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.step, int) and self.step >= 1,
+               f"event.step must be an int >= 1, got {self.step!r}")
+        _check(bool(self.text and self.text.strip()), f"event at step {self.step}: text must not be empty")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Intervention:
+    """A change made to the society at the start of a step.
+
+    Attributes:
+        step: when (applied before anyone acts).
+        action: ``set_persona`` (replace the agent's persona text with ``text``), ``add_memory``
+            (the agent remembers ``text``), ``forget`` (clear the agent's memory), ``add_edge`` /
+            ``remove_edge`` (between ``target`` and ``other``, labelled ``relation``).
+        target: the agent changed (persona id, or agent id as an int).
+        other: the other end of an edge.
+        text: the new persona text or the memory.
+        relation: label of an added edge.
+    """
+
+    step: int
+    action: str
+    target: AgentRef
+    other: AgentRef | None = None
+    text: str = ""
+    relation: str = "acquaintance"
+
+    def __post_init__(self) -> None:
+        where = f"intervention at step {self.step}"
+        _check(isinstance(self.step, int) and self.step >= 1, f"{where}: step must be an int >= 1")
+        _check(self.action in INTERVENTION_ACTIONS,
+               f"{where}: action must be one of {INTERVENTION_ACTIONS}, got {self.action!r}")
+        if self.action in ("set_persona", "add_memory"):
+            _check(bool(self.text.strip()), f"{where}: {self.action} needs text")
+        if self.action in ("add_edge", "remove_edge"):
+            _check(self.other is not None and self.other != self.target,
+                   f"{where}: {self.action} needs another agent in 'other'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Survey:
+    """A question asked to (a group of) agents at chosen steps; answers go to ``survey_answers``.
+
+    Attributes:
+        id: short identifier (``survey_id`` in the table).
+        question: the question text.
+        steps: the steps at which it is asked.
+        answer: ``choice`` (one of ``options``), ``scale`` (an integer ``low``..``high``) or ``text``.
+        options: the choices for ``choice``.
+        low, high: the range for ``scale``.
+        audience: who is asked (everyone by default).
+        remember: when true the agent remembers its answer (otherwise surveys leave no trace
+            in the agents' memory).
+    """
+
+    id: str
+    question: str
+    steps: tuple[int, ...]
+    answer: str = "choice"
+    options: tuple[str, ...] = ()
+    low: int = 1
+    high: int = 5
+    audience: Audience = field(default_factory=Audience)
+    remember: bool = False
+
+    def __post_init__(self) -> None:
+        where = f"survey {self.id!r}"
+        _check(bool(self.id and self.id.strip()), "survey.id must not be empty")
+        _check(bool(self.question.strip()), f"{where}: question must not be empty")
+        object.__setattr__(self, "steps", tuple(self.steps) if not isinstance(self.steps, int)
+                           else (self.steps,))
+        _check(bool(self.steps) and all(isinstance(s, int) and s >= 1 for s in self.steps),
+               f"{where}: steps must be ints >= 1")
+        _check(self.answer in ANSWER_KINDS, f"{where}: answer must be one of {ANSWER_KINDS}")
+        object.__setattr__(self, "options", tuple(self.options))
+        if self.answer == "choice":
+            _check(len(self.options) >= 2 and len(set(self.options)) == len(self.options),
+                   f"{where}: a choice survey needs at least two distinct options")
+        if self.answer == "scale":
+            _check(self.low < self.high, f"{where}: scale needs low < high, got {self.low}..{self.high}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Memory:
+    """How much each agent remembers; older items are folded into a bounded keyword summary.
+
+    Attributes:
+        observations: events (and remembered notes) kept verbatim.
+        own: the agent's own latest emissions kept verbatim.
+        summary_terms: keywords kept in the running summary of everything evicted.
+    The messages kept in view are ``Scenario.inbox_size``.
+    """
+
+    observations: int = 6
+    own: int = 3
+    summary_terms: int = 24
+
+    def __post_init__(self) -> None:
+        for name in ("observations", "own", "summary_terms"):
+            _check(getattr(self, name) >= 0, f"memory.{name} must be >= 0")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     """A runnable virtual-society scenario.
@@ -87,14 +299,20 @@ class Scenario:
         personas: where the personas come from.
         graph: how the relationship graph grows before the first step.
         steps: number of simulation steps.
-        kinds: emission kinds agents choose from (instruction, npc_dialogue, tool_spec).
+        kinds: emission kinds agents choose from (instruction, npc_dialogue, tool_spec,
+            conversation, math_problem, reasoning_problem, knowledge_text).
         kind_weights: relative weights for ``kinds`` (uniform when None).
         world: the world text every agent sees.
         world_file: a file holding the world text, relative to the scenario file.
-        events: step number → events broadcast to all agents at that step.
-        activation: probability that an agent acts in a step (idle agents make no model call).
+        events: ``Event`` objects, or a mapping step → texts broadcast to everyone at that step.
+        interventions: ``Intervention`` objects (persona text, memory or edge changes).
+        surveys: ``Survey`` objects.
+        activation: an ``Activation``, or a float: the probability that an agent acts in a step
+            (idle agents make no model call).
+        memory: how much each agent remembers.
         inbox_size: how many received messages an agent keeps in view.
         seed: default seed of the run (``--seed`` overrides).
+        base_dir, source: set by ``load_scenario`` (the file's folder and the file itself).
     """
 
     name: str
@@ -106,11 +324,15 @@ class Scenario:
     kind_weights: tuple[float, ...] | None = None
     world: str = ""
     world_file: str | None = None
-    events: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
-    activation: float = 1.0
+    events: Sequence[Event] | Mapping[int, tuple[str, ...]] = ()
+    interventions: Sequence[Intervention] = ()
+    surveys: Sequence[Survey] = ()
+    activation: Activation | float = field(default_factory=Activation)
+    memory: Memory = field(default_factory=Memory)
     inbox_size: int = 5
     seed: int = 0
     base_dir: Path = field(default=Path("."), compare=False)
+    source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         _check(bool(self.name and self.name.strip()), "scenario.name must not be empty")
@@ -123,13 +345,49 @@ class Scenario:
             _check(len(self.kind_weights) == len(self.kinds) and all(w >= 0 for w in self.kind_weights)
                    and sum(self.kind_weights) > 0,
                    "scenario.kind_weights must be non-negative, one per kind, not all zero")
-        _check(0.0 < self.activation <= 1.0, f"scenario.activation must be in (0, 1], got {self.activation}")
+        if isinstance(self.activation, int | float) and not isinstance(self.activation, bool):
+            _check(0.0 < self.activation <= 1.0,
+                   f"scenario.activation must be in (0, 1], got {self.activation}")
+            activation = (Activation() if self.activation == 1.0
+                          else Activation(mode="probability", p=float(self.activation)))
+            object.__setattr__(self, "activation", activation)
+        _check(isinstance(self.activation, Activation),
+               "scenario.activation must be an Activation(...) or a probability")
+        _check(isinstance(self.memory, Memory), "scenario.memory must be a Memory(...)")
         _check(self.inbox_size >= 0, "scenario.inbox_size must be >= 0")
-        for step, items in self.events.items():
-            _check(isinstance(step, int) and step >= 1, f"scenario.events: step {step!r} must be an int >= 1")
-            _check(not isinstance(items, str), f"scenario.events[{step}] must be a tuple of strings")
-        object.__setattr__(self, "events", {k: tuple(v) for k, v in self.events.items()})
+        events: list[Event] = []
+        if isinstance(self.events, Mapping):
+            for step, items in self.events.items():
+                _check(isinstance(step, int) and step >= 1,
+                       f"scenario.events: step {step!r} must be an int >= 1")
+                _check(not isinstance(items, str), f"scenario.events[{step}] must be a tuple of strings")
+                events += [item if isinstance(item, Event) else Event(step=step, text=str(item))
+                           for item in items]
+        else:
+            events = list(self.events)
+        _check(all(isinstance(e, Event) for e in events), "scenario.events must hold Event(...) objects")
+        object.__setattr__(self, "events", tuple(sorted(events, key=lambda e: e.step)))
+        _check(all(isinstance(i, Intervention) for i in self.interventions),
+               "scenario.interventions must hold Intervention(...) objects")
+        object.__setattr__(self, "interventions", tuple(self.interventions))
+        _check(all(isinstance(s, Survey) for s in self.surveys),
+               "scenario.surveys must hold Survey(...) objects")
+        ids = [s.id for s in self.surveys]
+        _check(len(set(ids)) == len(ids), f"scenario.surveys: duplicate survey ids in {ids}")
+        object.__setattr__(self, "surveys", tuple(self.surveys))
         object.__setattr__(self, "kinds", tuple(self.kinds))
+
+    def events_at(self, step: int) -> list[Event]:
+        """The events scheduled for ``step``, in scenario order."""
+        return [e for e in self.events if e.step == step]
+
+    def interventions_at(self, step: int) -> list[tuple[int, Intervention]]:
+        """(index, intervention) pairs scheduled for ``step``, in scenario order."""
+        return [(i, x) for i, x in enumerate(self.interventions) if x.step == step]
+
+    def surveys_at(self, step: int) -> list[Survey]:
+        """The surveys asked at ``step``."""
+        return [s for s in self.surveys if step in s.steps]
 
     def world_text(self) -> str:
         """The world text: ``world`` plus the contents of ``world_file`` if given."""
@@ -180,4 +438,4 @@ def load_scenario(path: str | Path) -> Scenario:
     scenario = namespace.get("SCENARIO")
     if not isinstance(scenario, Scenario):
         raise ScenarioError(f"{path}: defines no SCENARIO = Scenario(...)")
-    return dataclasses.replace(scenario, base_dir=path.parent)
+    return dataclasses.replace(scenario, base_dir=path.parent, source=path)

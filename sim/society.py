@@ -1,17 +1,25 @@
 """The Mesa model of a persona society on a ``NetworkGrid`` over the relationship graph.
 
-A step is *gather, then apply*: every active agent reads the same frozen snapshot (its inbox
-from the previous step, the step's events, the world), all agents' LangGraph runs go
-concurrently, and results are applied in agent-id order. Random draws come from RNGs derived
-from (run seed, step, persona), never from completion order, so a seeded run is identical
-however the model calls interleave.
+A step is *gather, then apply*:
+
+1. the step's interventions change persona texts, memories or edges;
+2. messages sent last step are delivered; the step's events reach their audiences' memories;
+3. the activation policy picks who acts (idle agents make no model call);
+4. every active agent's LangGraph run and every survey question go concurrently, all reading
+   the same frozen snapshot;
+5. results are applied in agent-id order (emissions, messages, memories, survey answers).
+
+Random draws come from RNGs derived from (run seed, step, persona), never from completion order,
+so a seeded run is identical however the model calls interleave. ``StepResult.states`` carries
+the plain-data state of every agent whose state changed, the checkpoint a resume starts from.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import random
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,24 +29,16 @@ import networkx as nx
 from mesa.space import NetworkGrid
 
 from agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
+from agents.prompts import survey_messages
+from agents.schemas import ADDRESSED_KINDS, conversation_turns, survey_schema, survey_value
 from personas.expand import StructuredCaller
 from personas.record import Persona
-from sim.scenario import Scenario
+from sim.memory import AgentMemory, Message
+from sim.scenario import AgentInfo, AgentRef, Audience, Intervention, Scenario, ScenarioError, Survey
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Message:
-    """A line of dialogue from one persona to a neighbour, delivered the step after."""
-
-    message_id: str
-    step: int
-    sender_id: str
-    receiver_id: str
-    text: str
-    reply_to: str | None = None
-    emission_id: str | None = None
+__all__ = ["AgentInfo", "Emission", "Message", "PersonaAgent", "SocietyModel", "StepResult",
+           "derived_rng"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ class StepResult:
     emissions: list[Emission] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (persona_id, error)
+    events: list[dict[str, Any]] = field(default_factory=list)  # delivered events (rows)
+    interventions: list[dict[str, Any]] = field(default_factory=list)  # applied (rows)
+    answers: list[dict[str, Any]] = field(default_factory=list)  # survey answers (rows)
+    n_asked: int = 0  # survey questions asked
+    states: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # changed agent states
 
 
 def derived_rng(*parts: object) -> random.Random:
@@ -72,13 +77,20 @@ def derived_rng(*parts: object) -> random.Random:
     return random.Random(int.from_bytes(digest, "big"))
 
 
+def _state_key(state: dict[str, Any]) -> str:
+    return json.dumps(state, sort_keys=True, ensure_ascii=False)
+
+
 class PersonaAgent(mesa.Agent):
     """A persona placed on the graph; its LangGraph behaviour is shared, its state is data."""
 
     def __init__(self, model: SocietyModel, persona: Persona, inbox_size: int) -> None:
         super().__init__(model)
         self.persona = persona
-        self.inbox: deque[Message] = deque(maxlen=max(inbox_size, 1))
+        self.persona_text = persona.text  # interventions may change it for this run
+        cfg = model.scenario.memory
+        self.memory = AgentMemory(observations=cfg.observations, messages=inbox_size, own=cfg.own,
+                                  summary_terms=cfg.summary_terms)
         self.pending: list[Message] = []
 
     @property
@@ -86,28 +98,47 @@ class PersonaAgent(mesa.Agent):
         """The hub id of this agent's persona."""
         return self.persona.persona_id
 
+    @property
+    def inbox(self) -> Sequence[Message]:
+        """Messages in view (the memory's bounded inbox)."""
+        return self.memory.inbox
+
     def neighbour_ids(self) -> list[str]:
         """Persona ids adjacent on the relationship graph, sorted for determinism."""
         return sorted(self.model.grid.get_neighborhood(self.persona_id, include_center=False))
 
+    def info(self, step: int) -> AgentInfo:
+        """A read-only view for activation functions and audience predicates."""
+        return AgentInfo(agent_id=self.unique_id, persona_id=self.persona_id,
+                         persona=self.persona_text, attributes=dict(self.persona.attributes),
+                         neighbours=tuple(self.neighbour_ids()),
+                         memory=tuple(self.memory.prompt_lines(step + 1)))
+
     def deliver(self) -> None:
-        """Move messages received last step into view (the oldest fall out of the bounded inbox)."""
-        self.inbox.extend(self.pending)
+        """Move messages received last step into view (the oldest fold into the summary)."""
+        for message in self.pending:
+            self.memory.receive(message)
         self.pending = []
 
     def get_state(self) -> dict[str, Any]:
-        """Plain-data state (inbox and undelivered messages), for checkpoints and replay."""
+        """Plain-data state (persona text, memory, undelivered messages) for checkpoints."""
         return {
             "persona_id": self.persona_id,
-            "inbox": [vars(m).copy() for m in self.inbox],
+            "persona_text": self.persona_text,
+            "memory": self.memory.to_state(),
             "pending": [vars(m).copy() for m in self.pending],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what ``get_state`` returned."""
-        self.inbox.clear()
-        self.inbox.extend(Message(**m) for m in state["inbox"])
+        if state.get("persona_id", self.persona_id) != self.persona_id:
+            raise ValueError(f"state of {state['persona_id']} given to agent {self.persona_id}")
+        self.persona_text = state.get("persona_text", self.persona.text)
+        self.memory.load_state(state["memory"])
         self.pending = [Message(**m) for m in state["pending"]]
+
+
+Plan = tuple[PersonaAgent, str, str | None]
 
 
 class SocietyModel(mesa.Model):
@@ -122,7 +153,7 @@ class SocietyModel(mesa.Model):
         llm: StructuredCaller,
         run_id: str,
         seed: int,
-        runner: Callable[[Awaitable[list[AgentOutcome]]], list[AgentOutcome]],
+        runner: Callable[[Awaitable[Any]], Any],
         world: str = "",
         chunk_size: int = DEFAULT_CHUNK,
     ) -> None:
@@ -142,37 +173,106 @@ class SocietyModel(mesa.Model):
             self.grid.place_agent(agent, persona.persona_id)
             self.by_persona[persona.persona_id] = agent
         self.ordered: list[PersonaAgent] = sorted(self.by_persona.values(), key=lambda a: a.unique_id)
+        self.by_agent_id = {a.unique_id: a for a in self.ordered}
+        self._saved = {a.unique_id: _state_key(a.get_state()) for a in self.ordered}
+        self._check_references()
+
+    # -- references and audiences ----------------------------------------------------------------
+    def agent(self, ref: AgentRef) -> PersonaAgent:
+        """The agent a scenario refers to by persona id or agent id (KeyError if none)."""
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            return self.by_agent_id[ref]
+        return self.by_persona[str(ref)]
+
+    def _check_references(self) -> None:
+        """Fail before step 1 when the scenario names agents that are not in this run."""
+        def check(ref: AgentRef | None, where: str) -> None:
+            if ref is not None and not (ref in self.by_agent_id if isinstance(ref, int)
+                                        else ref in self.by_persona):
+                raise ScenarioError(f"scenario {self.scenario.name}: {where} names {ref!r}, which "
+                                    f"is not an agent of this run (persona id, or agent id "
+                                    f"1..{len(self.ordered)})")
+        audiences = [(f"event at step {e.step}", e.audience) for e in self.scenario.events]
+        audiences += [(f"survey {s.id!r}", s.audience) for s in self.scenario.surveys]
+        for where, audience in audiences:
+            for ref in audience.personas:
+                check(ref, f"{where}: audience.personas")
+            check(audience.near, f"{where}: audience.near")
+        for x in self.scenario.interventions:
+            check(x.target, f"intervention at step {x.step}: target")
+            check(x.other, f"intervention at step {x.step}: other")
+
+    def audience(self, audience: Audience, step: int) -> list[PersonaAgent]:
+        """The agents an audience covers, in agent-id order."""
+        agents = self.ordered
+        if audience.everyone:
+            return list(agents)
+        if audience.personas:
+            wanted = {self.agent(r).unique_id for r in audience.personas}
+            agents = [a for a in agents if a.unique_id in wanted]
+        if audience.text_contains:
+            needles = [t.lower() for t in audience.text_contains]
+            agents = [a for a in agents if any(n in a.persona_text.lower() for n in needles)]
+        if audience.attributes:
+            agents = [a for a in agents
+                      if all(a.persona.attributes.get(k) == v for k, v in audience.attributes.items())]
+        if audience.near is not None:
+            centre = self.agent(audience.near).persona_id
+            within = nx.single_source_shortest_path_length(self.grid.G, centre, cutoff=audience.hops)
+            agents = [a for a in agents if a.persona_id in within]
+        if audience.where is not None:
+            agents = [a for a in agents if audience.where(a.info(step))]
+        return agents
+
+    # -- planning ------------------------------------------------------------------------------
+    def _active(self, step: int) -> list[PersonaAgent]:
+        policy = self.scenario.activation
+        assert not isinstance(policy, float)
+        if policy.mode == "all":
+            return list(self.ordered)
+        if policy.mode == "count":
+            rng = derived_rng(self.run_seed, step, "activation")
+            chosen = set(rng.sample(range(len(self.ordered)), min(policy.count, len(self.ordered))))
+            return [a for i, a in enumerate(self.ordered) if i in chosen]
+        if policy.mode == "probability":
+            return [a for a in self.ordered
+                    if derived_rng(self.run_seed, step, a.persona_id, "active").random() < policy.p]
+        assert policy.when is not None
+        return [a for a in self.ordered
+                if policy.when(step, a.info(step), derived_rng(self.run_seed, step, a.persona_id,
+                                                                "active"))]
 
     def _plan(self, agent: PersonaAgent, step: int) -> tuple[str, str | None] | None:
-        """(kind, addressee persona id) for an active agent, or None when it idles."""
+        """(kind, addressee persona id) for an active agent, or None when it cannot act."""
         rng = derived_rng(self.run_seed, step, agent.persona_id)
-        if self.scenario.activation < 1.0 and rng.random() >= self.scenario.activation:
-            return None
         neighbours = agent.neighbour_ids()
         kinds = list(self.scenario.kinds)
         weights = list(self.scenario.kind_weights or [1.0] * len(kinds))
-        if not neighbours and "npc_dialogue" in kinds:
-            i = kinds.index("npc_dialogue")
-            del kinds[i], weights[i]
+        if not neighbours:
+            keep = [i for i, k in enumerate(kinds) if k not in ADDRESSED_KINDS]
+            kinds, weights = [kinds[i] for i in keep], [weights[i] for i in keep]
         if not kinds or sum(weights) <= 0:
             return None
         kind = rng.choices(kinds, weights)[0]
-        if kind != "npc_dialogue":
+        if kind not in ADDRESSED_KINDS:
             return kind, None
         senders = [m.sender_id for m in agent.inbox if m.sender_id in neighbours]
         if senders and rng.random() < 0.7:
             return kind, senders[-1]  # keep the latest thread going
         return kind, rng.choice(neighbours)
 
+    # -- the step ------------------------------------------------------------------------------
     def step(self) -> None:
-        """Gather every active agent's action on one snapshot, then apply in agent-id order."""
+        """Intervene, deliver, broadcast; gather every action and survey answer; apply in order."""
         step = self.steps  # Mesa increments ``steps`` before calling ``step``
+        result = StepResult(step=step, n_active=0)
+        self._intervene(step, result)
         for agent in self.ordered:
             agent.deliver()
-        events = list(self.scenario.events.get(step, ()))
-        planned: list[tuple[PersonaAgent, str, str | None]] = []
+        seen = self._broadcast(step, result)
+        planned: list[Plan] = []
         inputs: list[AgentInput] = []
-        for agent in self.ordered:
+        for agent in self._active(step):
             plan = self._plan(agent, step)
             if plan is None:
                 continue
@@ -180,38 +280,178 @@ class SocietyModel(mesa.Model):
             planned.append((agent, kind, addressee))
             inputs.append(AgentInput(
                 persona_id=agent.persona_id,
-                persona=agent.persona.text,
+                persona=agent.persona_text,
                 step=step,
                 kind=kind,
                 world=self.world,
-                events=events,
-                inbox=[(self.by_persona[m.sender_id].persona.text, m.text) for m in agent.inbox],
-                addressee=self.by_persona[addressee].persona.text if addressee else None,
+                events=seen.get(agent.unique_id, []),
+                inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
+                addressee=self.by_persona[addressee].persona_text if addressee else None,
+                memory=agent.memory.prompt_lines(step),
+                recent=agent.memory.recent_own(),
             ))
-        outcomes = self._runner(run_agents(inputs, self.llm, chunk_size=self.chunk_size))
-        self.last_result = self._apply(step, planned, outcomes)
+        asked = [(survey, agent) for survey in self.scenario.surveys_at(step)
+                 for agent in self.audience(survey.audience, step)]
+        outcomes, answers = self._runner(self._gather(step, inputs, asked, seen))
+        result.n_active = len(planned)
+        self._apply(step, planned, outcomes, result)
+        self._apply_answers(step, asked, answers, result)
+        result.states = self._changed_states()
+        self.last_result = result
 
-    def _apply(self, step: int, planned: list[tuple[PersonaAgent, str, str | None]],
-               outcomes: list[AgentOutcome]) -> StepResult:
-        result = StepResult(step=step, n_active=len(planned))
+    async def _gather(self, step: int, inputs: list[AgentInput],
+                      asked: list[tuple[Survey, PersonaAgent]],
+                      seen: dict[int, list[str]]) -> tuple[list[AgentOutcome], list[Any]]:
+        actions = run_agents(inputs, self.llm, chunk_size=self.chunk_size)
+        questions = [self._ask(step, survey, agent, seen.get(agent.unique_id, []))
+                     for survey, agent in asked]
+        outcomes, *answers = await asyncio.gather(actions, *questions)
+        return outcomes, answers
+
+    async def _ask(self, step: int, survey: Survey, agent: PersonaAgent, events: list[str]) -> Any:
+        schema = survey_schema(survey.answer, survey.options, survey.low, survey.high)
+        if survey.answer == "choice":
+            hint = "Choose exactly one of: " + " | ".join(survey.options)
+        elif survey.answer == "scale":
+            hint = f"An integer from {survey.low} (lowest) to {survey.high} (highest)."
+        else:
+            hint = "A short answer in your own words."
+        messages = survey_messages(
+            persona=agent.persona_text, question=survey.question, answer_hint=hint,
+            world=self.world, events=events,
+            inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
+            memory=agent.memory.prompt_lines(step),
+        )
+        return await self.llm.structured(schema, messages, purpose="survey",
+                                         persona_id=agent.persona_id, step=step)
+
+    def _intervene(self, step: int, result: StepResult) -> None:
+        for index, x in self.scenario.interventions_at(step):
+            agent = self.agent(x.target)
+            other = self.agent(x.other) if x.other is not None else None
+            applied = self.apply_intervention(x, step)
+            result.interventions.append({
+                "step": step, "intervention_index": index, "action": x.action,
+                "persona_id": agent.persona_id, "agent_id": agent.unique_id,
+                "other_persona_id": other.persona_id if other else None,
+                "text": x.text or None,
+                "relation": x.relation if x.action == "add_edge" else None, "applied": applied,
+            })
+
+    def apply_intervention(self, x: Intervention, step: int) -> bool:
+        """Apply one intervention; False when it changed nothing (edge already there / absent)."""
+        agent = self.agent(x.target)
+        if x.action == "set_persona":
+            agent.persona_text = x.text
+        elif x.action == "add_memory":
+            agent.memory.observe(step, x.text)
+        elif x.action == "forget":
+            agent.memory.forget()
+        else:
+            return self.change_edge(x.action, agent.persona_id, self.agent(x.other or "").persona_id,
+                                    x.relation)
+        return True
+
+    def change_edge(self, action: str, a: str, b: str, relation: str | None = None) -> bool:
+        """Add or remove an edge of the run's social graph (not of the hub's ``relations``)."""
+        graph = self.grid.G
+        if action == "add_edge":
+            if graph.has_edge(a, b):
+                return False
+            graph.add_edge(a, b, relation=relation)
+            return True
+        if not graph.has_edge(a, b):
+            return False
+        graph.remove_edge(a, b)
+        return True
+
+    def _broadcast(self, step: int, result: StepResult) -> dict[int, list[str]]:
+        """Deliver the step's events into their audiences' memories; returns who saw what."""
+        seen: dict[int, list[str]] = {}
+        for index, event in enumerate(self.scenario.events):
+            if event.step != step:
+                continue
+            audience = self.audience(event.audience, step)
+            for agent in audience:
+                seen.setdefault(agent.unique_id, []).append(event.text)
+                agent.memory.observe(step, event.text)
+            result.events.append({
+                "step": step, "event_index": index, "text": event.text,
+                "audience": event.audience.describe(), "n_recipients": len(audience),
+                "recipients": [a.persona_id for a in audience],
+            })
+        return seen
+
+    def _apply(self, step: int, planned: list[Plan], outcomes: list[AgentOutcome],
+               result: StepResult) -> None:
         for (agent, kind, addressee), outcome in zip(planned, outcomes, strict=True):
             if outcome.output is None or outcome.text is None:
                 result.failures.append((agent.persona_id, outcome.error or "failed"))
                 continue
             emission_id = f"{self.run_id}:{step}:{agent.unique_id}"
+            content = outcome.output
+            said = outcome.text
+            if kind == "conversation" and addressee:
+                turns = conversation_turns(content, agent.persona_id, addressee)
+                content = {"turns": turns}
+                said = " / ".join(t["line"] for t in turns if t["speaker"] == agent.persona_id)
             result.emissions.append(Emission(
                 emission_id=emission_id, step=step, agent_id=agent.unique_id,
-                persona_id=agent.persona_id, kind=kind, content=outcome.output,
+                persona_id=agent.persona_id, kind=kind, content=content,
                 text=outcome.text, target_persona_id=addressee,
             ))
-            if kind == "npc_dialogue" and addressee:
-                reply_to = next((m.message_id for m in reversed(agent.inbox)
-                                 if m.sender_id == addressee), None)
+            agent.memory.remember_own(step, kind, outcome.text[:300])
+            if addressee:
+                replied = next((m for m in reversed(agent.inbox) if m.sender_id == addressee), None)
+                message_id = f"{emission_id}:m"
                 message = Message(
-                    message_id=f"{emission_id}:m", step=step, sender_id=agent.persona_id,
-                    receiver_id=addressee, text=outcome.text, reply_to=reply_to,
-                    emission_id=emission_id,
+                    message_id=message_id, step=step, sender_id=agent.persona_id,
+                    receiver_id=addressee, text=said,
+                    reply_to=replied.message_id if replied else None, emission_id=emission_id,
+                    thread_id=(replied.thread_id or replied.message_id) if replied else message_id,
                 )
                 result.messages.append(message)
                 self.by_persona[addressee].pending.append(message)
-        return result
+
+    def _apply_answers(self, step: int, asked: list[tuple[Survey, PersonaAgent]],
+                       answers: list[Any], result: StepResult) -> None:
+        result.n_asked = len(asked)
+        for (survey, agent), answer in zip(asked, answers, strict=True):
+            if answer.value is None:
+                last = answer.records[-1] if answer.records else None
+                error = getattr(last, "error", None) or "no valid answer"
+                result.failures.append((agent.persona_id, f"survey {survey.id}: {error}"))
+                continue
+            content = answer.value.model_dump()
+            value = survey_value(content)
+            result.answers.append({
+                "step": step, "survey_id": survey.id, "question": survey.question,
+                "persona_id": agent.persona_id, "agent_id": agent.unique_id,
+                "answer_kind": survey.answer,
+                "answer_choice": value if survey.answer == "choice" else None,
+                "answer_scale": int(value) if survey.answer == "scale" else None,
+                "answer_text": str(value) if survey.answer == "text" else None,
+                "content": content,
+            })
+            if survey.remember:
+                agent.memory.observe(step, f"Asked '{survey.question}', I answered: {value}")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _changed_states(self) -> list[tuple[int, dict[str, Any]]]:
+        """(agent id, state) of every agent whose state changed since the last checkpoint."""
+        changed = []
+        for agent in self.ordered:
+            state = agent.get_state()
+            key = _state_key(state)
+            if self._saved.get(agent.unique_id) != key:
+                self._saved[agent.unique_id] = key
+                changed.append((agent.unique_id, state))
+        return changed
+
+    def restore(self, steps_done: int, states: dict[int, dict[str, Any]]) -> None:
+        """Put the model where it was after ``steps_done`` (agent states from a checkpoint)."""
+        for agent_id, state in states.items():
+            agent = self.by_agent_id[agent_id]
+            agent.set_state(state)
+            self._saved[agent_id] = _state_key(agent.get_state())
+        self.steps = steps_done

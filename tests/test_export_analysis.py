@@ -35,6 +35,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One database with a short default-scenario run and three synthesis jobs."""
     db = tmp_path_factory.mktemp("db") / "hub.duckdb"
     run = run_default_scenario(db, steps=2)
+    # Agents now see their own recent output, so two steps may flag no near-duplicate tool spec;
+    # flag one by hand so the export filter below has something to drop.
+    con = duckdb.connect(str(db))
+    first, second = con.execute("SELECT emission_id FROM emissions WHERE kind = 'tool_spec' "
+                                "ORDER BY step, agent_id LIMIT 2").fetchall()
+    con.execute("UPDATE emissions SET is_duplicate = true, duplicate_of = ? WHERE emission_id = ?",
+                [first[0], second[0]])
+    con.close()
     tool = run_synthesis(SynthOptions(task="tool", n=12, db=str(db)))
     math = run_synthesis(SynthOptions(task="math_problem", n=5, solve=True, db=str(db)))
     chat = run_synthesis(SynthOptions(task="multi_turn", n=5, with_assistant=True, db=str(db)))
@@ -219,8 +227,9 @@ def test_report_cli_and_survey_section(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     run_synthesis(SynthOptions(task="instruction", n=4, db=str(db)))
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE survey_answers (run_id VARCHAR, step INTEGER, answer VARCHAR)")
-    con.execute("INSERT INTO survey_answers VALUES ('r', 1, 'yes'), ('r', 2, 'no')")
+    con.execute("INSERT INTO survey_answers (run_id, step, survey_id, question, persona_id, agent_id, "
+                "answer_kind, answer_choice) VALUES ('r', 1, 's', 'q?', 'p1', 1, 'choice', 'yes'), "
+                "('r', 2, 's', 'q?', 'p1', 1, 'choice', 'no')")
     con.close()
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output

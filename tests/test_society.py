@@ -1,0 +1,263 @@
+"""The society in depth: memory, dialogue threads, activation, audiences, interventions, surveys."""
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import networkx as nx
+import pytest
+
+from agents.llm import LLMClient, LLMSettings
+from agents.schemas import EMISSION_SCHEMAS
+from personas.record import Persona
+from sim.memory import AgentMemory, Message
+from sim.runner import RunOptions, run_scenario
+from sim.scenario import (
+    Activation,
+    Audience,
+    Event,
+    Intervention,
+    Memory,
+    Scenario,
+    ScenarioError,
+    Survey,
+    load_scenario,
+)
+from sim.society import SocietyModel
+from tests.conftest import persona_texts
+
+
+class CountingClient:
+    """Offline client that counts calls by purpose and the most calls in flight at once."""
+
+    def __init__(self, seed: int = 1, delay: float = 0.0) -> None:
+        self.inner = LLMClient(LLMSettings(seed=seed))
+        self.calls: Counter[str] = Counter()
+        self.by_step: Counter[tuple[int, str]] = Counter()
+        self.prompts: list[tuple[str, str, str]] = []  # (purpose, persona_id, prompt text)
+        self.delay = delay
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def structured(self, schema, messages, *, purpose, persona_id=None, step=None):
+        self.calls[purpose] += 1
+        self.by_step[(step, purpose)] += 1
+        self.prompts.append((purpose, persona_id, messages[-1].content))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return await self.inner.structured(schema, messages, purpose=purpose,
+                                               persona_id=persona_id, step=step)
+        finally:
+            self.in_flight -= 1
+
+    def drain_records(self):
+        return self.inner.drain_records()
+
+    label = "offline"
+    is_offline = True
+
+
+def make_model(scenario: Scenario, n: int = 12, client=None, seed: int = 3) -> SocietyModel:
+    personas = [Persona(text=t) for t in persona_texts(n)]
+    ring = nx.watts_strogatz_graph(n, 4, 0.0, seed=1)
+    graph = nx.relabel_nodes(ring, {i: p.persona_id for i, p in enumerate(personas)})
+    loop = asyncio.new_event_loop()
+    return SocietyModel(scenario=scenario, personas=personas, graph=graph,
+                        llm=client or CountingClient(), run_id="r", seed=seed,
+                        runner=loop.run_until_complete)
+
+
+def test_memory_stays_bounded_and_summarises_what_it_evicts():
+    memory = AgentMemory(observations=3, messages=2, own=2, summary_terms=10)
+    for i in range(500):
+        memory.observe(i, f"event {i} about lanterns harbour weather{i % 7}")
+        memory.receive(Message(f"m{i}", i, "a", "b", f"message about ferries{i % 5} and tides"))
+        memory.remember_own(i, "instruction", f"my own emission about gardening{i % 3}")
+    state = memory.to_state()
+    assert len(state["observations"]) == 3 and len(state["inbox"]) == 2 and len(state["own"]) == 2
+    assert 0 < len(state["summary"]) <= 10
+    assert "lanterns" in memory.summary_text()
+    assert len(json.dumps(state)) < 3000  # bounded whatever the number of steps
+    again = AgentMemory(observations=3, messages=2, own=2, summary_terms=10)
+    again.load_state(json.loads(json.dumps(state)))
+    assert again.to_state() == state
+
+
+def test_every_agent_state_round_trips_through_plain_data():
+    scenario = Scenario(name="rt", kinds=("npc_dialogue", "conversation", "instruction"),
+                        memory=Memory(observations=2, own=1, summary_terms=8), inbox_size=2,
+                        events=(Event(step=1, text="The market hall roof collapsed overnight."),
+                                Event(step=2, text="Volunteers are rebuilding the market hall.")),
+                        surveys=(Survey(id="q", steps=(2,), question="Happy?", answer="scale",
+                                        remember=True),))
+    model = make_model(scenario)
+    for _ in range(4):
+        model.step()
+    fresh = make_model(scenario)
+    for agent in model.ordered:
+        state = json.loads(json.dumps(agent.get_state()))
+        twin = fresh.by_agent_id[agent.unique_id]
+        twin.set_state(state)
+        assert twin.get_state() == agent.get_state()
+    assert any(a.memory.summary for a in model.ordered)  # memory overflowed into summaries
+
+
+@pytest.mark.parametrize("activation, expected", [
+    (Activation(), [12, 12, 12]),
+    (Activation(mode="count", count=5), [5, 5, 5]),
+    (Activation(mode="function", when=lambda step, info, rng: info.agent_id % 3 == step % 3),
+     [4, 4, 4]),
+])
+def test_idle_agents_make_no_model_call(activation, expected):
+    client = CountingClient()
+    model = make_model(Scenario(name="act", kinds=("instruction",), activation=activation), client=client)
+    for _ in range(3):
+        model.step()
+    assert [client.by_step[(s, "instruction")] for s in (1, 2, 3)] == expected
+    assert [model.last_result.n_active] == expected[-1:]
+
+
+def test_probability_activation_is_seeded():
+    counts = []
+    for _ in range(2):
+        client = CountingClient()
+        model = make_model(Scenario(name="p", kinds=("instruction",), activation=0.4), client=client)
+        for _ in range(3):
+            model.step()
+        counts.append(sum(client.calls.values()))
+    assert counts[0] == counts[1] and 0 < counts[0] < 36
+
+
+def test_event_audiences_interventions_and_dialogue_threads():
+    scenario = Scenario(
+        name="aud", kinds=("npc_dialogue",),
+        events=(Event(step=1, text="Near the well a fire broke out.", audience=Audience(near=1, hops=1)),
+                Event(step=1, text="Bakers get a flour delivery.",
+                      audience=Audience(text_contains=("baker",))),
+                Event(step=2, text="A list-only notice.", audience=Audience(personas=(2, 3)))),
+        interventions=(Intervention(step=2, action="add_edge", target=1, other=7),
+                       Intervention(step=2, action="remove_edge", target=1, other=2),
+                       Intervention(step=2, action="set_persona", target=4,
+                                    text="A retired lighthouse keeper who collects sea glass.")),
+    )
+    client = CountingClient()
+    model = make_model(scenario, client=client)
+    first = model.by_agent_id[1].persona_id
+    model.step()
+    near = {r for r in model.last_result.events[0]["recipients"]}
+    ball = nx.single_source_shortest_path_length(model.grid.G, first, cutoff=1)
+    assert near == set(ball) and len(near) == 5
+    bakers = model.last_result.events[1]["recipients"]
+    assert bakers and all("baker" in model.by_persona[p].persona_text for p in bakers)
+    model.step()
+    assert model.last_result.events[0]["recipients"] == [model.by_agent_id[i].persona_id for i in (2, 3)]
+    assert model.grid.G.has_edge(first, model.by_agent_id[7].persona_id)
+    assert not model.grid.G.has_edge(first, model.by_agent_id[2].persona_id)
+    assert [x["applied"] for x in model.last_result.interventions] == [True, True, True]
+    changed = model.by_agent_id[4].persona_id
+    step2 = [p for purpose, pid, p in client.prompts if pid == changed][-1]
+    assert "lighthouse keeper" in step2
+    for _ in range(3):
+        model.step()
+    # threads: a reply inherits the thread of what it answers, across steps
+    messages = [m for a in model.ordered for m in a.memory.inbox]
+    replies = [m for m in messages if m.reply_to]
+    assert replies and all(m.thread_id and m.thread_id != m.message_id for m in replies)
+
+
+def test_surveys_are_concurrent_stay_out_of_memory_and_are_one_query_per_step(scenario_file, tmp_path):
+    path = scenario_file(
+        steps=3, kinds=("instruction",),
+        surveys="(Survey(id='buy', steps=(1, 3), question='Would you buy it?', answer='choice', "
+                "options=('yes', 'no', 'maybe')), Survey(id='mood', steps=(2,), question='Mood?', "
+                "answer='scale', low=1, high=10, audience=Audience(personas=(1, 2, 3))))",
+        body=None)
+    text = path.read_text().replace("import GraphGrowth", "import Audience, GraphGrowth, Survey")
+    path.write_text(text)
+    scenario = load_scenario(path)
+    client = CountingClient(delay=0.002)
+    db = tmp_path / "survey.duckdb"
+    summary = run_scenario(scenario, RunOptions(db=db, steps=3), client=client)
+    con = duckdb.connect(str(db), read_only=True)
+    step3 = con.execute("select answer_choice, count(*) from survey_answers where step = 3 "
+                        "group by 1 order by 1").fetchall()
+    assert {c for c, _ in step3} <= {"yes", "no", "maybe"} and sum(n for _, n in step3) == summary.agents
+    mood = con.execute("select agent_id, answer_scale from survey_answers "
+                       "where survey_id = 'mood'").fetchall()
+    assert sorted(a for a, _ in mood) == [1, 2, 3] and all(1 <= v <= 10 for _, v in mood)
+    assert con.execute("select count(*) from llm_calls where purpose = 'survey'").fetchone()[0] == \
+        2 * summary.agents + 3
+    assert con.execute("select sum(n_answers) from steps").fetchone()[0] == 2 * summary.agents + 3
+    states = [json.loads(s) for (s,) in con.execute("select state from agent_states").fetchall()]
+    assert not any("Would you buy" in json.dumps(s) for s in states)  # not remembered
+    con.close()
+    assert client.max_in_flight > 1
+
+
+def test_new_emission_kinds_validate_and_conversations_alternate(scenario_file, tmp_path):
+    kinds = ("conversation", "math_problem", "reasoning_problem", "knowledge_text")
+    db = tmp_path / "kinds.duckdb"
+    summary = run_scenario(load_scenario(scenario_file(kinds=kinds, steps=2)), RunOptions(db=db))
+    assert set(summary.emissions_by_kind) == set(kinds)
+    con = duckdb.connect(str(db), read_only=True)
+    for kind, content, persona, target in con.execute(
+            "select kind, content, persona_id, target_persona_id from emissions").fetchall():
+        data = json.loads(content)
+        if kind == "conversation":
+            speakers = [t["speaker"] for t in data["turns"]]
+            assert len(speakers) >= 2
+            assert speakers == [persona if i % 2 == 0 else target for i in range(len(speakers))]
+        else:
+            EMISSION_SCHEMAS[kind].model_validate(data)
+    n_conv = con.execute("select count(*) from emissions where kind = 'conversation'").fetchone()[0]
+    assert con.execute("select count(*) from messages").fetchone()[0] == n_conv
+    con.close()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ("surveys=(Survey(id='x', steps=(1,), question='Q?', answer='choice', options=('a',)),)",
+     "at least two distinct options"),
+    ("activation=Activation(mode='count', count=0)", "activation.count must be >= 1"),
+    ("interventions=(Intervention(step=1, action='explode', target=1),)", "action must be one of"),
+    ("events=(Event(step=0, text='x'),)", "event.step must be an int >= 1"),
+    ("surveys=(Survey(id='x', steps=(1,), question='Q?', answer='scale', low=5, high=1),)",
+     "scale needs low < high"),
+])
+def test_bad_scenario_settings_fail_at_load_with_one_line(scenario_file, fields, message):
+    path = scenario_file()
+    text = path.read_text().replace(
+        "import GraphGrowth", "import Activation, Event, GraphGrowth, Intervention, Survey")
+    path.write_text(text.replace("seed=11,", f"seed=11,\n    {fields},"))
+    with pytest.raises(ScenarioError, match=message) as info:
+        load_scenario(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_reference_to_an_agent_not_in_the_run_fails_before_step_one(scenario_file, tmp_path):
+    path = scenario_file(interventions="(Intervention(step=2, action='forget', target=9999),)")
+    path.write_text(path.read_text().replace("import GraphGrowth", "import GraphGrowth, Intervention"))
+    db = tmp_path / "ref.duckdb"
+    with pytest.raises(ScenarioError, match="9999"):
+        run_scenario(load_scenario(path), RunOptions(db=db))
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("select count(*) from steps").fetchone()[0] == 0
+    con.close()
+
+
+def test_existing_database_gains_new_columns(tmp_path):
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE messages (message_id VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, "
+                "step INTEGER NOT NULL, sender_id VARCHAR NOT NULL, receiver_id VARCHAR NOT NULL, "
+                "text VARCHAR NOT NULL, reply_to VARCHAR, emission_id VARCHAR)")
+    con.close()
+    from personas.store import connect
+
+    con = connect(Path(db))
+    assert "thread_id" in [c[0] for c in con.execute("describe messages").fetchall()]
+    con.close()
