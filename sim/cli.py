@@ -13,16 +13,18 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agents.llm import LLMClient, LLMSettings, check_reachable, resolve_spec
 from personas.errors import PersonahubError
 from personas.store import DEFAULT_DB
+
+if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
+    from agents.llm import LLMClient
 
 app = typer.Typer(
     name="personahub",
@@ -79,6 +81,8 @@ def banner(client: LLMClient) -> None:
 def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
                 offline_latency: float = 0.0) -> LLMClient:
     """Build the model client for a command and check the endpoint answers."""
+    from agents.llm import LLMClient, LLMSettings, check_reachable, resolve_spec
+
     client = LLMClient(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
                                    timeout_s=timeout, offline_latency_s=offline_latency))
     check_reachable(client)
@@ -126,6 +130,8 @@ def run(
         return
     if scenario is None:
         raise PersonahubError("run: give a scenario file, or --resume RUN_ID")
+    from agents.llm import resolve_spec
+
     spec = resolve_spec(llm)
     loaded = load_scenario(scenario)
     options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,

@@ -95,6 +95,7 @@ def synthesize(
         if not resume:
             raise PersonahubError("give a TASK (see --list) or --resume JOB")
         task = _job_task(db, resume)
+
     spec = resolve_spec(llm)
     options = SynthOptions(
         task=task, n=n, where=personas, prompting=prompting,
