@@ -37,7 +37,7 @@ def test_interrupted_expansion_resumes_to_the_same_hub(tmp_path, fail_after):
         run(con, FailAfter(client(), fail_after), start)
     unfinished = find_unfinished(con, hops=3, fanout=2)
     assert unfinished is not None and unfinished.status == "running"
-    done_rows = con.execute("select count(*) from expansion_frontier where status = 'done'").fetchone()[0]
+    done_rows = con.execute("select count(*) from expansion_frontier where status = 'done'").fetchall()[0][0]
     assert done_rows <= fail_after and (done_rows > 0) == (fail_after >= 4)  # whole batches only
     resumed = run(con, client(), [], resume=unfinished.expansion_id)
 
@@ -46,7 +46,7 @@ def test_interrupted_expansion_resumes_to_the_same_hub(tmp_path, fail_after):
     assert resumed.reached_ids == full.reached_ids and resumed.new_ids == full.new_ids
     assert (resumed.asked, resumed.edges, resumed.hops) == (full.asked, full.edges, full.hops)
     assert resumed.resumed and find_unfinished(con, hops=3, fanout=2) is None
-    asked = con.execute("select count(*) from llm_calls where purpose = 'expand'").fetchone()[0]
+    asked = con.execute("select count(*) from llm_calls where purpose = 'expand'").fetchall()[0][0]
     assert asked == full.asked  # calls of the lost batch were never written
 
 
