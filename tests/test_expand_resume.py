@@ -80,3 +80,32 @@ def test_resume_checks_settings_and_default_behaviour_is_unchanged(tmp_path):
     assert again.new_personas == 0 and set(again.reached_ids) == set(first.reached_ids)
     assert [e.status for e in list_expansions(con)].count("finished") == 2
     assert run(con, client(), start, hops=0).asked == 0
+
+
+def test_cli_expand_resumes_automatically(tmp_path):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    runner = CliRunner()
+    whole, _ = seeded_hub(tmp_path / "whole.duckdb", n=4)
+    whole.close()
+    args = ["personas", "expand", "--hops", "2", "--fanout", "2", "--batch-size", "3"]
+    result = runner.invoke(app, args + ["--db", str(tmp_path / "whole.duckdb")])
+    assert result.exit_code == 0 and "resum" not in result.output
+
+    con, start = seeded_hub(tmp_path / "cut.duckdb", n=4)
+    offline0 = LLMClient(LLMSettings(seed=0))
+    with pytest.raises(Interrupted):
+        asyncio.run(expand_hub(con, FailAfter(offline0, 7), start_ids=start, hops=2, fanout=2, batch_size=3,
+                               config={"limit": None, "origin": "cli"}))
+    con.close()
+    result = runner.invoke(app, args + ["--db", str(tmp_path / "cut.duckdb")])
+    assert result.exit_code == 0, result.output
+    assert "resuming expansion" in result.output and "(resumed)" in result.output
+    cut, whole = connect(tmp_path / "cut.duckdb"), connect(tmp_path / "whole.duckdb")
+    assert personas_snapshot(cut) == personas_snapshot(whole)
+    assert relations_snapshot(cut) == relations_snapshot(whole)
+    cut.close()
+    fresh = runner.invoke(app, args + ["--db", str(tmp_path / "cut.duckdb"), "--fresh"])
+    assert fresh.exit_code == 0 and "resum" not in fresh.output
