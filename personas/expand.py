@@ -3,28 +3,49 @@
 Breadth-first from a set of personas, ``fanout`` related people per persona per hop (the paper
 goes up to six hops). A new persona that near-duplicates one already in the hub becomes an edge to
 the existing node instead of a new node, so the graph gets cycles and shared neighbours rather
-than being a tree. Each hop is written in one transaction (personas, relations, model calls).
+than being a tree.
+
+Resumable: the breadth-first frontier is persisted (``expansions``, ``expansion_frontier``). Each
+batch of frontier personas is one transaction holding the new personas, relations, model-call
+records and the frontier rows marked done with what their answers did; when a level is finished,
+the next level's frontier is written with the level count. ``expand_hub(..., resume=ID)`` goes
+on from the first pending row, in the same order, with a near-duplicate index rebuilt from the
+hub, so an interrupted expansion finished by a resume gives the same hub as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
+import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
 import duckdb
+import pyarrow as pa
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, Field, create_model
 
+from personas.errors import PersonahubError
 from personas.graph import Relation, save_relations
 from personas.near_dup import NearDuplicateIndex
 from personas.prompts import expand_messages
 from personas.record import Persona
-from personas.store import fetch_personas, insert_rows, record_rows, transaction, upsert_personas
+from personas.store import (
+    fetch_personas,
+    insert_rows,
+    record_rows,
+    scalar,
+    transaction,
+    upsert_personas,
+)
 
 MAX_HOPS = 6
+DEFAULT_BATCH = 256
 
 
 class RelatedPersona(BaseModel):
@@ -67,6 +88,8 @@ class ExpandSummary:
     failed_calls: int = 0
     new_ids: tuple[str, ...] = ()
     reached_ids: tuple[str, ...] = ()
+    expansion_id: str = ""
+    resumed: bool = False
 
 
 def _hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
@@ -79,6 +102,164 @@ def _hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicat
     return index
 
 
+def params_key(start_ids: Sequence[str], hops: int, fanout: int, threshold: float) -> str:
+    """What makes two expansions the same job: start ids (in order), hops, fanout, threshold."""
+    payload = json.dumps([list(start_ids), hops, fanout, threshold])
+    return hashlib.sha1(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ExpansionInfo:
+    """A stored expansion (see the ``expansions`` table)."""
+
+    expansion_id: str
+    params_key: str
+    config: dict[str, Any]
+    status: str
+    hops_done: int
+    pending: int
+
+
+def list_expansions(con: duckdb.DuckDBPyConnection, *, unfinished: bool = False) -> list[ExpansionInfo]:
+    """Stored expansions, newest first (only ``running`` ones with ``unfinished``)."""
+    rows = con.execute(
+        "SELECT e.expansion_id, e.params_key, e.config, e.status, e.hops_done, "
+        "(SELECT count(*) FROM expansion_frontier f WHERE f.expansion_id = e.expansion_id "
+        " AND f.status = 'pending') FROM expansions e"
+        + (" WHERE e.status = 'running'" if unfinished else "")
+        + " ORDER BY e.started_at DESC, e.expansion_id DESC").fetchall()
+    return [ExpansionInfo(r[0], r[1], json.loads(r[2]) if r[2] else {}, r[3], r[4] or 0, r[5])
+            for r in rows]
+
+
+def find_unfinished(con: duckdb.DuckDBPyConnection, **config: Any) -> ExpansionInfo | None:
+    """The newest running expansion whose config has all the given items (e.g. hops, fanout)."""
+    for info in list_expansions(con, unfinished=True):
+        if all(info.config.get(k) == v for k, v in config.items()):
+            return info
+    return None
+
+
+def _new_expansion(con: duckdb.DuckDBPyConnection, start_ids: Sequence[str], key: str,
+                   config: dict[str, Any], run_id: str | None) -> str:
+    now = dt.datetime.now(dt.UTC)
+    expansion_id = f"exp-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    start = fetch_personas(con, list(start_ids))  # hub order, unknown ids dropped (as before)
+    with transaction(con):
+        insert_rows(con, "expansions", [{
+            "expansion_id": expansion_id, "params_key": key, "config": config, "run_id": run_id,
+            "status": "running", "hops_done": 0}])
+        _insert_level(con, expansion_id, 0, [p.persona_id for p in start])
+    return expansion_id
+
+
+def _insert_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
+                  persona_ids: Sequence[str]) -> None:
+    insert_rows(con, "expansion_frontier", [
+        {"expansion_id": expansion_id, "hop": level, "position": i, "persona_id": pid,
+         "status": "pending"}
+        for i, pid in enumerate(persona_ids)
+    ], ignore_conflicts=True)
+
+
+def _level_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[tuple[Any, ...]]:
+    return con.execute(
+        "SELECT persona_id, status, targets FROM expansion_frontier WHERE expansion_id = ? AND hop = ? "
+        "ORDER BY position", [expansion_id, level]).fetchall()
+
+
+def _mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
+               rows: list[dict[str, Any]]) -> None:
+    """Record the answers of a batch of frontier personas (one UPDATE from an Arrow batch)."""
+    data = pa.table({
+        "persona_id": [r["persona_id"] for r in rows],
+        "status": [r["status"] for r in rows],
+        "targets": [json.dumps(r["targets"]) for r in rows],
+        "created": [json.dumps(r["created"]) for r in rows],
+        "merged": pa.array([r["merged"] for r in rows], pa.int32()),
+    })
+    con.register("_frontier_batch", data)
+    try:
+        con.execute(
+            "UPDATE expansion_frontier f SET status = b.status, targets = b.targets, "
+            "created = b.created, merged = b.merged FROM _frontier_batch b "
+            "WHERE f.expansion_id = ? AND f.hop = ? AND f.persona_id = b.persona_id",
+            [expansion_id, level])
+    finally:
+        con.unregister("_frontier_batch")
+
+
+def _summary(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSummary:
+    """The whole expansion's counts, from its frontier rows (so a resumed one reports all of it)."""
+    rows = con.execute(
+        "SELECT status, targets, created, merged FROM expansion_frontier "
+        "WHERE expansion_id = ? AND status <> 'pending' ORDER BY hop, position", [expansion_id]).fetchall()
+    summary = ExpandSummary(expansion_id=expansion_id)
+    summary.hops = scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?",
+                          [expansion_id]) or 0
+    new_ids: list[str] = []
+    reached: dict[str, None] = {}
+    for status, targets, created, merged in rows:
+        summary.asked += 1
+        if status == "failed":
+            summary.failed_calls += 1
+            continue
+        targets = json.loads(targets) if targets else []
+        summary.edges += len(targets)
+        summary.merged_into_existing += merged or 0
+        new_ids += json.loads(created) if created else []
+        reached.update(dict.fromkeys(targets))
+    summary.new_personas = len(new_ids)
+    summary.new_ids = tuple(new_ids)
+    summary.reached_ids = tuple(reached)
+    return summary
+
+
+async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
+                     index: NearDuplicateIndex, expansion_id: str, level: int,
+                     parents: list[Persona], fanout: int, run_id: str | None) -> None:
+    """Ask about one batch of frontier personas and commit everything it produced at once."""
+    schema = related_personas_schema(fanout)
+    results = await asyncio.gather(*[
+        caller.structured(schema, expand_messages(p.text, fanout), purpose="expand",
+                          persona_id=p.persona_id)
+        for p in parents
+    ])
+    round_number = level + 1
+    created: list[Persona] = []
+    relations: list[Relation] = []
+    marks: list[dict[str, Any]] = []
+    for parent, result in zip(parents, results, strict=True):
+        mark: dict[str, Any] = {"persona_id": parent.persona_id, "status": "done", "targets": [],
+                                "created": [], "merged": 0}
+        marks.append(mark)
+        if result.value is None:
+            mark["status"] = "failed"
+            continue
+        for person in result.value.people:
+            label = " ".join(person.relation.lower().split())[:40]
+            child = Persona(text=person.persona, source="expand",
+                            source_ref=f"{parent.persona_id}/{label}",
+                            hop=parent.hop + 1,
+                            attributes={"parent": parent.persona_id, "relation": label})
+            existing = index.check_and_add(child.persona_id, child.text)
+            if existing is not None:
+                mark["merged"] += existing != parent.persona_id
+                target = existing
+            else:
+                created.append(child)
+                mark["created"].append(child.persona_id)
+                target = child.persona_id
+            if target != parent.persona_id:
+                relations.append(Relation(parent.persona_id, target, label, round_number, "expand"))
+                mark["targets"].append(target)
+    with transaction(con):
+        upsert_personas(con, created)
+        save_relations(con, relations)
+        insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
+        _mark_rows(con, expansion_id, level, marks)
+
+
 async def expand_hub(
     con: duckdb.DuckDBPyConnection,
     caller: StructuredCaller,
@@ -89,64 +270,72 @@ async def expand_hub(
     run_id: str | None = None,
     threshold: float = 0.9,
     progress: Callable[[int, int], None] | None = None,
+    resume: str | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    config: dict[str, Any] | None = None,
 ) -> ExpandSummary:
-    """Expand ``hops`` rounds from ``start_ids``; returns counts and the ids of new personas."""
+    """Expand ``hops`` rounds from ``start_ids``; returns counts and the ids of new personas.
+
+    ``resume`` names an unfinished expansion (see ``find_unfinished``) to go on with: its stored
+    start personas are used and ``start_ids`` is ignored; hops, fanout and threshold must match.
+    ``batch_size`` frontier personas are asked and committed together. ``config`` adds items
+    (such as how the start personas were chosen) to the stored config, for ``find_unfinished``.
+    ``progress(h, hops)`` is called when round ``h`` is complete.
+    """
     if not 0 <= hops <= MAX_HOPS:
         raise ValueError(f"--hops must be between 0 and {MAX_HOPS}, got {hops}")
-    schema = related_personas_schema(fanout)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    related_personas_schema(fanout)  # validates fanout
+    if hops == 0 and resume is None:
+        return ExpandSummary()
+    settings = {"hops": hops, "fanout": fanout, "threshold": threshold}
+    if resume is not None:
+        stored = next((e for e in list_expansions(con) if e.expansion_id == resume), None)
+        if stored is None:
+            raise PersonahubError(f"expansion {resume}: not found in the database")
+        different = {k: stored.config.get(k) for k, v in settings.items() if stored.config.get(k) != v}
+        if different:
+            raise PersonahubError(f"expansion {resume} was started with {different}; "
+                                  f"resume it with the same settings")
+        expansion_id = resume
+    else:
+        key = params_key(start_ids, hops, fanout, threshold)
+        stored_config = {**settings, "batch_size": batch_size, "start": len(start_ids),
+                         **(config or {})}
+        expansion_id = _new_expansion(con, start_ids, key, stored_config, run_id)
     index = _hub_index(con, threshold)
-    summary = ExpandSummary()
-    new_ids: list[str] = []
-    reached: dict[str, None] = {}
-    visited = set(start_ids)
-    frontier = fetch_personas(con, list(start_ids))
-    for hop_number in range(1, hops + 1):
-        if not frontier:
+    visited = {r[0] for r in con.execute(
+        "SELECT DISTINCT persona_id FROM expansion_frontier WHERE expansion_id = ?",
+        [expansion_id]).fetchall()} | set(start_ids if resume is None else ())
+    hops_done = scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?", [expansion_id])
+    for level in range(hops_done or 0, hops):
+        rows = _level_rows(con, expansion_id, level)
+        if not rows:
             break
-        results = await asyncio.gather(*[
-            caller.structured(schema, expand_messages(p.text, fanout), purpose="expand",
-                              persona_id=p.persona_id)
-            for p in frontier
-        ])
-        created: list[Persona] = []
-        relations: list[Relation] = []
-        for parent, result in zip(frontier, results, strict=True):
-            summary.asked += 1
-            if result.value is None:
-                summary.failed_calls += 1
-                continue
-            for person in result.value.people:
-                label = " ".join(person.relation.lower().split())[:40]
-                child = Persona(text=person.persona, source="expand",
-                                source_ref=f"{parent.persona_id}/{label}",
-                                hop=parent.hop + 1,
-                                attributes={"parent": parent.persona_id, "relation": label})
-                existing = index.check_and_add(child.persona_id, child.text)
-                if existing is not None:
-                    summary.merged_into_existing += existing != parent.persona_id
-                    target = existing
-                else:
-                    created.append(child)
-                    target = child.persona_id
-                if target != parent.persona_id:
-                    relations.append(Relation(parent.persona_id, target, label, hop_number, "expand"))
-        with transaction(con):
-            upsert_personas(con, created)
-            save_relations(con, relations)
-            insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
-        summary.hops = hop_number
-        summary.new_personas += len(created)
-        summary.edges += len(relations)
-        new_ids += [p.persona_id for p in created]
-        targets = [r.dst for r in relations]
-        reached.update(dict.fromkeys(targets))
-        # Next round: every persona reached for the first time, new or already in the hub,
-        # so a re-run over an existing hub reaches the same people as the first run did.
+        pending = [r[0] for r in rows if r[1] == "pending"]
+        by_id = {p.persona_id: p for p in fetch_personas(con, pending)}
+        queue = [by_id[pid] for pid in pending if pid in by_id]
+        for first in range(0, len(queue), batch_size):
+            await _ask_batch(con, caller, index, expansion_id, level, queue[first:first + batch_size],
+                             fanout, run_id)
+        # Next level: every persona reached for the first time, new or already in the hub, so a
+        # re-run over an existing hub reaches the same people as the first run did (hub order).
+        targets = [t for (t,) in con.execute(
+            "SELECT unnest(CAST(targets AS VARCHAR[])) FROM expansion_frontier "
+            "WHERE expansion_id = ? AND hop = ? AND status = 'done' ORDER BY position",
+            [expansion_id, level]).fetchall()]
         next_ids = [t for t in dict.fromkeys(targets) if t not in visited]
         visited.update(next_ids)
-        frontier = fetch_personas(con, next_ids)
+        next_level = [p.persona_id for p in fetch_personas(con, next_ids)] if level + 1 < hops else []
+        with transaction(con):
+            _insert_level(con, expansion_id, level + 1, next_level)
+            con.execute("UPDATE expansions SET hops_done = ? WHERE expansion_id = ?",
+                        [level + 1, expansion_id])
         if progress:
-            progress(hop_number, hops)
-    summary.new_ids = tuple(new_ids)
-    summary.reached_ids = tuple(reached)
+            progress(level + 1, hops)
+    con.execute("UPDATE expansions SET status = 'finished', finished_at = ? WHERE expansion_id = ?",
+                [dt.datetime.now(dt.UTC).replace(tzinfo=None), expansion_id])
+    summary = _summary(con, expansion_id)
+    summary.resumed = resume is not None
     return summary

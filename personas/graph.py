@@ -6,8 +6,10 @@ labels between two people survive a round trip. Simulations use the undirected s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -45,7 +47,7 @@ def load_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str] | None
         graph.add_node(p.persona_id, text=p.text, hop=p.hop, source=p.source,
                        source_ref=p.source_ref, attributes=dict(p.attributes))
     if not include_duplicates:
-        dups = {r[0] for r in con.execute("SELECT persona_id FROM personas WHERE is_duplicate")}
+        dups = {r[0] for r in con.execute("SELECT persona_id FROM personas WHERE is_duplicate").fetchall()}
         graph.remove_nodes_from(dups)
     rows = con.execute("SELECT src, dst, relation, hop, source FROM relations ORDER BY src, dst, relation")
     for src, dst, relation, hop, source in rows.fetchall():
@@ -88,3 +90,79 @@ def graph_summary(graph: nx.MultiDiGraph) -> dict[str, Any]:
         "edges": graph.number_of_edges(),
         "components": nx.number_weakly_connected_components(graph) if graph else 0,
     }
+
+
+_DEGREE_BINS = ((0, 0), (1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, None))
+
+
+def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, Any]:
+    """Nodes, edges, components, degree distribution, hop counts and relation-label counts.
+
+    Degrees count edges in both directions (a persona's relations plus those pointing to it).
+    """
+    from collections import Counter
+    from statistics import median
+
+    degrees = sorted(d for _, d in graph.degree())
+    histogram: dict[str, int] = {}
+    for low, high in _DEGREE_BINS:
+        label = str(low) if high == low else (f"{low}+" if high is None else f"{low}-{high}")
+        histogram[label] = sum(1 for d in degrees if d >= low and (high is None or d <= high))
+    components = [len(c) for c in nx.weakly_connected_components(graph)] if graph else []
+    labels = Counter(data.get("relation", key) for _, _, key, data in graph.edges(keys=True, data=True))
+    return {
+        "nodes": graph.number_of_nodes(),
+        "edges": graph.number_of_edges(),
+        "components": len(components),
+        "largest_component": max(components, default=0),
+        "isolated": sum(1 for d in degrees if d == 0),
+        "degree": {"min": degrees[0] if degrees else 0, "median": median(degrees) if degrees else 0,
+                   "max": degrees[-1] if degrees else 0,
+                   "mean": round(sum(degrees) / len(degrees), 2) if degrees else 0.0},
+        "degree_histogram": {k: v for k, v in histogram.items() if v},
+        "nodes_by_hop": dict(sorted(Counter(data.get("hop", 0) or 0
+                                            for _, data in graph.nodes(data=True)).items())),
+        "edges_by_hop": dict(sorted(Counter(data.get("hop") if data.get("hop") is not None else -1
+                                            for _, _, data in graph.edges(data=True)).items())),
+        "nodes_by_source": dict(Counter(_source_kind(data.get("source", ""))
+                                        for _, data in graph.nodes(data=True)).most_common()),
+        "relation_labels": dict(labels.most_common(top_labels)),
+        "distinct_labels": len(labels),
+    }
+
+
+def _source_kind(source: str) -> str:
+    """``expand``, ``text-to-persona``, ``seed`` kept; file paths summarised as ``file``."""
+    return source if source in ("expand", "text-to-persona", "seed", "") else (
+        source.split(":", 1)[0] if source.startswith("scenario:") else "file")
+
+
+def write_graphml(graph: nx.MultiDiGraph, path: str | Path) -> None:
+    """Write GraphML (GraphML takes scalars only: ``attributes`` is stored JSON-encoded)."""
+    out = nx.MultiDiGraph()
+    for node, data in graph.nodes(data=True):
+        out.add_node(node, text=data.get("text", ""), hop=int(data.get("hop", 0) or 0),
+                     source=data.get("source", "") or "", source_ref=data.get("source_ref", "") or "",
+                     attributes=json.dumps(data.get("attributes") or {}, ensure_ascii=False,
+                                           sort_keys=True, default=str))
+    for u, v, key, data in graph.edges(keys=True, data=True):
+        extra = {} if data.get("hop") is None else {"hop": int(data["hop"])}
+        out.add_edge(u, v, key=key, relation=data.get("relation", key),
+                     source=data.get("source", "") or "", **extra)
+    nx.write_graphml(out, str(path), encoding="utf-8")
+
+
+def read_graphml(path: str | Path) -> nx.MultiDiGraph:
+    """Read a GraphML file written by ``write_graphml`` back into the hub's graph form."""
+    raw = nx.read_graphml(str(path), force_multigraph=True)
+    graph = nx.MultiDiGraph()
+    for node, data in raw.nodes(data=True):
+        graph.add_node(node, text=data.get("text", ""), hop=int(data.get("hop", 0)),
+                       source=data.get("source", ""), source_ref=data.get("source_ref", ""),
+                       attributes=json.loads(data.get("attributes") or "{}"))
+    for u, v, data in raw.edges(data=True):
+        relation = data.get("relation", "")
+        hop = data.get("hop")
+        graph.add_edge(u, v, key=relation, relation=relation,
+                       hop=None if hop is None else int(hop), source=data.get("source", ""))
+    return graph

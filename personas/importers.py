@@ -30,7 +30,9 @@ from personas.record import Persona
 __all__ = [
     "FORMATS",
     "ImportStats",
+    "container_of",
     "detect_format",
+    "iter_rows",
     "iter_persona_batches",
     "iter_personas",
 ]
@@ -525,3 +527,45 @@ def _batched(personas: Iterator[Persona], batch_size: int) -> Iterator[list[Pers
     """Yield lists of up to ``batch_size`` items; lazy like the iterator it wraps."""
     while batch := list(islice(personas, batch_size)):
         yield batch
+
+
+def container_of(path: str | Path) -> str | None:
+    """Physical layout of a file by its extension (``.gz`` ignored): jsonl, csv, parquet or None."""
+    return _container_of(Path(path))
+
+
+def iter_rows(
+    path: str | Path, *, skip_bad: bool = False, stats: ImportStats | None = None
+) -> Iterator[tuple[int, Row]]:
+    """Stream the raw records of a JSONL/CSV/Parquet file as (line or row number, field dict).
+
+    For corpora that are not persona files (text-to-persona reads texts with them). Streaming,
+    gzip and error reporting are those of ``iter_personas``; a bad record raises
+    ``PersonaFileError`` with its line, or is counted in ``stats`` and skipped with ``skip_bad``.
+    """
+    name = str(path)
+    path = Path(path)
+    _check_file(path, name)
+    container = _container_of(path)
+    if container is None:
+        raise PersonaFileError(name, None, "not a .jsonl, .csv or .parquet file")
+    if container == "csv":
+        _read_csv_header(path, name)
+    return _generate_rows(_records(container, path, name), name, skip_bad,
+                          ImportStats() if stats is None else stats)
+
+
+def _generate_rows(records: Iterator[tuple[int, Row | _BadRecord]], name: str, skip_bad: bool,
+                   stats: ImportStats) -> Iterator[tuple[int, Row]]:
+    """The lazy part of ``iter_rows``."""
+    with _closing_stream(records, name) as stream:
+        for number, record in stream:
+            stats.read += 1
+            if isinstance(record, _BadRecord):
+                error = PersonaFileError(name, number, str(record))
+                if not skip_bad:
+                    raise error from None
+                stats.note_bad(error)
+                continue
+            stats.imported += 1
+            yield number, record

@@ -29,3 +29,29 @@ def expand_messages(persona: str, count: int) -> list[BaseMessage]:
     """Persona-to-persona prompt: who is in close relationship with ``persona``."""
     body = section("Persona", persona) + "\n" + section("Task", EXPAND_TASK.format(count=count))
     return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]
+
+
+# Text-to-persona: "who is likely to <verb> this text?" (Persona Hub, section 2.1).
+TEXT_RELATIONS: dict[str, str] = {
+    "read": "read",
+    "write": "have written",
+    "like": "like",
+    "dislike": "dislike",
+}
+
+TEXT_TO_PERSONA_TASK = (
+    "Who is likely to {verb} the text above? Describe {count_words}, each as one specific "
+    "sentence: role, expertise, circumstances and interests. Be as specific as the text allows: "
+    "a detailed, specialised text (a proof, a clinical note, a tax form) points to a fine-grained "
+    "persona, a general text to a broader one. Do not summarise the text; describe the person."
+)
+
+
+def text_to_persona_messages(text: str, relation: str, count: int) -> list[BaseMessage]:
+    """Text-to-persona prompt: who is likely to ``relation`` (read, write, ...) ``text``."""
+    if relation not in TEXT_RELATIONS:
+        raise ValueError(f"unknown relation {relation!r}; known: {', '.join(TEXT_RELATIONS)}")
+    count_words = "the most likely person" if count == 1 else f"up to {count} different people"
+    task = TEXT_TO_PERSONA_TASK.format(verb=TEXT_RELATIONS[relation], count_words=count_words)
+    body = section("Text", text) + "\n" + section("Task", task)
+    return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]

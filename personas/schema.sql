@@ -27,6 +27,40 @@ CREATE TABLE IF NOT EXISTS relations (
     PRIMARY KEY (src, dst, relation)
 );
 
+-- Text-to-persona progress: one row per (corpus, text, relation) answered, written in the same
+-- transaction as the personas it produced, so an interrupted job resumes without twins.
+CREATE TABLE IF NOT EXISTS text_done (
+    corpus      VARCHAR NOT NULL,
+    text_id     VARCHAR NOT NULL,
+    relation    VARCHAR NOT NULL,
+    persona_ids JSON,
+    done_at     TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (corpus, text_id, relation)
+);
+
+-- Persona-to-persona expansions and their persisted BFS frontier (resumable mid-hop).
+CREATE TABLE IF NOT EXISTS expansions (
+    expansion_id VARCHAR PRIMARY KEY,
+    params_key   VARCHAR NOT NULL,
+    config       JSON,
+    run_id       VARCHAR,
+    status       VARCHAR,
+    hops_done    INTEGER DEFAULT 0,
+    started_at   TIMESTAMP DEFAULT current_timestamp,
+    finished_at  TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS expansion_frontier (
+    expansion_id VARCHAR NOT NULL,
+    hop          INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    persona_id   VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    targets      JSON,
+    created      JSON,
+    merged       INTEGER,
+    PRIMARY KEY (expansion_id, hop, persona_id)
+);
+
 -- Simulation runs -------------------------------------------------------------------------
 CREATE TABLE IF NOT EXISTS runs (
     run_id        VARCHAR PRIMARY KEY,

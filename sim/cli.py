@@ -336,29 +336,34 @@ def personas_expand(
     seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Frontier personas per transaction.")] = 256,
+    fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
+                                              "same --hops/--fanout/--limit exists.")] = False,
 ) -> None:
-    """Grow the hub: ask who is in close relationship with each persona, hop by hop."""
+    """Grow the hub: ask who is in close relationship with each persona, hop by hop.
+
+    An interrupted expansion is resumed automatically: when an unfinished one with the same
+    --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
+    """
     from personas.expand import expand_hub
-    from personas.store import connect
+    from sim.cli_personas import unfinished_expansion
 
     client = make_client(llm, seed, concurrency, timeout)
-    con = connect(db)
+    con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh)
     try:
-        sql_text = "SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
-        start = [r[0] for r in con.execute(sql_text).fetchall()][:limit]
-        if not start:
-            raise PersonahubError(
-                f"--db {db}: the hub has no personas; run 'personahub personas import' first")
         with _progress() as bar:
             task = bar.add_task("expanding", total=hops)
             summary = asyncio.run(expand_hub(
-                con, client, start_ids=start, hops=hops, fanout=fanout,
+                con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
+                batch_size=batch_size, config={"limit": limit, "origin": "cli"},
                 progress=lambda h, n: bar.update(task, completed=h)))
     finally:
         con.close()
-    out.print(f"asked {summary.asked} personas over {summary.hops} hop(s): "
+    out.print(f"expansion {summary.expansion_id}{' (resumed)' if summary.resumed else ''}: "
+              f"asked {summary.asked} personas over {summary.hops} hop(s): "
               f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
               f"existing ones, {summary.edges} relations, {summary.failed_calls} failed calls")
 
 
+import sim.cli_personas  # noqa: E402,F401 - registers personas from-text, sample, stats, export-graph
 import sim.cli_synth  # noqa: E402,F401 - registers synthesize, export, report

@@ -1,0 +1,218 @@
+"""Carving the hub: select personas by attribute, text or graph neighbourhood, then sample.
+
+Selection is SQL over the ``personas`` table (attributes are JSON), so it scales with DuckDB;
+neighbourhoods are breadth-first over ``relations`` in both directions. Flagged near-duplicates
+are excluded unless asked for. Sampling is seeded: uniform, or stratified by an attribute
+(proportional allocation by largest remainder, or an equal share per stratum).
+
+Attribute conditions are ``KEY OP VALUE`` with OP one of ``= != >= <= > < ~`` (``~`` is a regex
+search). Numbers compare numerically; strings compare case-insensitively, and ``=`` on a list
+attribute (FinePersonas labels) means "contains". KEY is an attribute name, or one of the
+columns ``hop``, ``source``, ``source_ref``, ``persona_id``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from personas.record import Persona
+from personas.store import fetch_personas
+
+COLUMNS = ("hop", "source", "source_ref", "persona_id")
+_CONDITION = re.compile(r"^\s*([^<>=!~]+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+MISSING = "(missing)"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One parsed attribute condition such as ``age>=30``."""
+
+    key: str
+    op: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        """Parse ``KEY OP VALUE``; raises ValueError naming the condition."""
+        match = _CONDITION.match(text)
+        if not match or not match.group(3):
+            raise ValueError(f"--where {text!r}: expected KEY OP VALUE, e.g. age>=30 or occupation=nurse")
+        key, op, value = match.groups()
+        return cls(key, "=" if op == "==" else op, value)
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """A SQL predicate over the personas table and its parameters."""
+        if self.key in COLUMNS:
+            value, value_params = f"CAST({self.key} AS VARCHAR)", []
+            items = "[]::VARCHAR[]"
+            item_params: list[Any] = []
+        else:
+            path = '$."' + self.key.replace('"', '\\"') + '"'
+            value, value_params = "json_extract_string(attributes, ?)", [path]
+            items, item_params = "json_extract_string(attributes, ?)", [path + "[*]"]
+        if self.op == "~":
+            return f"coalesce(regexp_matches({value}, ?), false)", [*value_params, self.value]
+        if _NUMBER.match(self.value):
+            return (f"coalesce(TRY_CAST({value} AS DOUBLE) {self.op} ?, false)",
+                    [*value_params, float(self.value)])
+        if self.op in ("=", "!="):
+            test = (f"coalesce(lower({value}) = lower(?), false) "
+                    f"OR list_contains(string_split(lower(array_to_string({items}, chr(31))), chr(31)), "
+                    "lower(?))")
+            params = [*value_params, self.value, *item_params, self.value]
+            return (f"NOT ({test})" if self.op == "!=" else f"({test})"), params
+        return f"coalesce(lower({value}) {self.op} lower(?), false)", [*value_params, self.value]
+
+
+@dataclass
+class Selection:
+    """What to carve out of the hub; empty fields select everything."""
+
+    where: Sequence[str] = ()
+    contains: str | None = None
+    regex: str | None = None
+    ilike: str | None = None
+    near: str | None = None
+    within: int = 1
+    include_duplicates: bool = False
+    sources: Sequence[str] = field(default_factory=tuple)
+
+
+def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) -> set[str]:
+    """Ids within ``hops`` relation edges of ``persona_id`` (either direction), itself included."""
+    if hops < 0:
+        raise ValueError(f"--within must be >= 0, got {hops}")
+    seen = {persona_id}
+    frontier = [persona_id]
+    for _ in range(hops):
+        if not frontier:
+            break
+        con.register("_carve_frontier", pa.table({"id": frontier}))
+        try:
+            rows = con.execute(
+                "SELECT dst FROM relations WHERE src IN (SELECT id FROM _carve_frontier) "
+                "UNION SELECT src FROM relations WHERE dst IN (SELECT id FROM _carve_frontier)"
+            ).fetchall()
+        finally:
+            con.unregister("_carve_frontier")
+        frontier = [r[0] for r in rows if r[0] not in seen]
+        seen.update(frontier)
+    return seen
+
+
+def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = None) -> list[str]:
+    """Ids of the personas matching ``selection``, in hub order."""
+    selection = selection or Selection()
+    clauses: list[str] = []
+    params: list[Any] = []
+    if not selection.include_duplicates:
+        clauses.append("NOT coalesce(is_duplicate, false)")
+    for text in selection.where:
+        sql, args = Condition.parse(text).sql()
+        clauses.append(sql)
+        params += args
+    if selection.contains:
+        clauses.append("contains(lower(text), lower(?))")
+        params.append(selection.contains)
+    if selection.regex:
+        clauses.append("regexp_matches(text, ?)")
+        params.append(selection.regex)
+    if selection.ilike:
+        clauses.append("text ILIKE ?")
+        params.append(selection.ilike)
+    if selection.sources:
+        clauses.append("source IN (SELECT unnest(?))")
+        params.append(list(selection.sources))
+    registered = False
+    if selection.near:
+        ids = neighbourhood(con, selection.near, selection.within)
+        con.register("_carve_near", pa.table({"id": sorted(ids)}))
+        registered = True
+        clauses.append("persona_id IN (SELECT id FROM _carve_near)")
+    sql = "SELECT persona_id FROM personas"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    try:
+        return [r[0] for r in con.execute(sql + " ORDER BY seq", params).fetchall()]
+    except duckdb.Error as exc:
+        raise ValueError(f"selection failed: {str(exc).splitlines()[0]}") from exc
+    finally:
+        if registered:
+            con.unregister("_carve_near")
+
+
+def _allocate(sizes: dict[str, int], k: int, equal: bool) -> dict[str, int]:
+    """How many to draw per stratum: proportional (largest remainder) or equal, capped by size."""
+    total = sum(sizes.values())
+    if k >= total:
+        return dict(sizes)
+    if equal:
+        alloc = dict.fromkeys(sizes, 0)
+        left = k
+        while left:
+            open_ = [s for s in sorted(sizes) if alloc[s] < sizes[s]]
+            for stratum in open_[:left]:
+                alloc[stratum] += 1
+            left -= min(left, len(open_))
+        return alloc
+    quotas = {s: k * n / total for s, n in sizes.items()}
+    alloc = {s: int(q) for s, q in quotas.items()}
+    by_remainder = sorted(sizes, key=lambda s: (-(quotas[s] - alloc[s]), s))
+    for stratum in by_remainder[: k - sum(alloc.values())]:
+        alloc[stratum] += 1
+    return alloc
+
+
+def strata(con: duckdb.DuckDBPyConnection, ids: Sequence[str], attribute: str) -> dict[str, list[str]]:
+    """Group ``ids`` (kept in order) by the value of ``attribute`` (or a column)."""
+    if attribute in COLUMNS:
+        expr, params = f"CAST({attribute} AS VARCHAR)", []
+    else:
+        expr, params = "json_extract_string(attributes, ?)", ['$."' + attribute.replace('"', '\\"') + '"']
+    con.register("_carve_ids", pa.table({"id": list(ids)}))
+    try:
+        values = dict(con.execute(
+            f"SELECT persona_id, {expr} FROM personas WHERE persona_id IN (SELECT id FROM _carve_ids)",
+            params).fetchall())
+    finally:
+        con.unregister("_carve_ids")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for pid in ids:
+        value = values.get(pid)
+        groups[MISSING if value in (None, "") else str(value)].append(pid)
+    return dict(groups)
+
+
+def sample_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str], k: int | None, *, seed: int = 0,
+               stratify: str | None = None, equal: bool = False) -> list[str]:
+    """Draw ``k`` of ``ids`` (all when k is None), uniformly or stratified; result in hub order."""
+    if k is None or k >= len(ids):
+        return list(ids)
+    if k < 0:
+        raise ValueError(f"-k must be >= 0, got {k}")
+    rng = random.Random(seed)
+    if stratify is None:
+        chosen = set(rng.sample(list(ids), k))
+    else:
+        groups = strata(con, ids, stratify)
+        alloc = _allocate({s: len(g) for s, g in groups.items()}, k, equal)
+        chosen = set()
+        for stratum in sorted(groups):
+            chosen.update(rng.sample(groups[stratum], alloc[stratum]))
+    return [pid for pid in ids if pid in chosen]
+
+
+def carve(con: duckdb.DuckDBPyConnection, selection: Selection | None = None, *, k: int | None = None,
+          seed: int = 0, stratify: str | None = None, equal: bool = False) -> list[Persona]:
+    """Select, then sample: the personas themselves, in hub order."""
+    ids = sample_ids(con, select_ids(con, selection), k, seed=seed, stratify=stratify, equal=equal)
+    return fetch_personas(con, ids)

@@ -1,0 +1,263 @@
+"""Text-to-persona: from any text, ask who is likely to read / write / like / dislike it.
+
+Persona Hub's first method (section 2.1): a web text implies the people around it, and a detailed,
+specialised text implies a fine-grained persona. Every text of a corpus is asked once per chosen
+relation, through the model seam (a ``StructuredCaller``), in concurrent batches.
+
+Resumable: each batch is one transaction holding its personas, the model-call records and one
+``text_done`` row per (corpus, text id, relation) answered. A re-run skips what is done, and
+persona ids derive from the text, so an interrupted job finished by a re-run gives the same hub
+as an uninterrupted one.
+
+Corpora: JSONL / CSV / Parquet (one text per record, in ``--text-column``, default ``text``) or
+plain text (any other extension): one text per blank-line-separated paragraph (``split="line"``:
+one per non-blank line). A text's id is the ``--id-column`` value, else ``FILE:LINE`` (``FILE:ROW``
+for Parquet; for paragraphs, the line where the paragraph starts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel, Field, create_model
+
+from personas.errors import PersonaFileError
+from personas.expand import StructuredCaller
+from personas.importers import ImportStats, container_of, iter_rows
+from personas.prompts import TEXT_RELATIONS, text_to_persona_messages
+from personas.record import Persona
+from personas.store import insert_rows, record_rows, transaction, upsert_personas
+
+SOURCE = "text-to-persona"
+RELATIONS: tuple[str, ...] = tuple(TEXT_RELATIONS)
+TEXT_FIELDS = ("text", "content", "body", "document")
+SPLITS = ("paragraph", "line")
+MAX_CHARS = 6000
+
+
+class TextPersona(BaseModel):
+    """One person likely to read / write / like / dislike a text."""
+
+    persona: str = Field(min_length=12, description="a specific one-sentence persona description")
+
+
+@lru_cache(maxsize=32)
+def text_personas_schema(count: int) -> type[BaseModel]:
+    """Schema asking for 1..``count`` personas."""
+    if count < 1:
+        raise ValueError(f"per-text must be >= 1, got {count}")
+    return create_model(
+        "TextPersonas",
+        __doc__="People likely to stand in the given relation to the text.",
+        personas=(list[TextPersona], Field(min_length=1, max_length=count)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SourceText:
+    """One text of a corpus and its id (the resume key, with corpus and relation)."""
+
+    text_id: str
+    text: str
+
+
+@dataclass
+class TextToPersonaSummary:
+    """What a text-to-persona job did (this session)."""
+
+    texts: int = 0
+    already_done: int = 0
+    asked: int = 0
+    failed_calls: int = 0
+    personas: int = 0
+    new_personas: int = 0
+    batches: int = 0
+
+
+def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``"read,like"`` (or a list) as a validated tuple of relations, in the given order."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    relations = tuple(dict.fromkeys(r.strip().lower() for r in items if r.strip()))
+    unknown = [r for r in relations if r not in TEXT_RELATIONS]
+    if unknown or not relations:
+        raise ValueError(f"--relations: unknown {', '.join(unknown) or '(none)'}; "
+                         f"choose from {', '.join(TEXT_RELATIONS)}")
+    return relations
+
+
+# --------------------------------------------------------------------------- reading corpora
+
+
+def iter_texts(
+    path: str | Path,
+    *,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    split: str = "paragraph",
+    name: str | None = None,
+    skip_bad: bool = False,
+    stats: ImportStats | None = None,
+) -> Iterator[SourceText]:
+    """Stream the texts of a corpus file (see the module docstring for formats and ids)."""
+    path = Path(path)
+    label = name or path.name
+    if not path.is_file():
+        raise PersonaFileError(str(path), None, "file not found")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if container_of(path) is None:
+        if id_column:
+            raise PersonaFileError(str(path), None, "--id-column needs a JSONL, CSV or Parquet corpus")
+        return _plain_texts(path, label, split)
+    rows = iter_rows(path, skip_bad=skip_bad, stats=stats)
+    ref = "row" if container_of(path) == "parquet" else "line"
+    return _table_texts(rows, str(path), label, ref, text_column, id_column, skip_bad, stats)
+
+
+def _table_texts(rows: Iterator[tuple[int, dict[str, Any]]], path: str, label: str, ref: str,
+                 text_column: str | None, id_column: str | None, skip_bad: bool,
+                 stats: ImportStats | None) -> Iterator[SourceText]:
+    candidates = (text_column,) if text_column else TEXT_FIELDS
+    for number, row in rows:
+        field = next((c for c in candidates if c in row), None)
+        text = row.get(field) if field else None
+        problem = None
+        if field is None:
+            problem = f"no text field ({' or '.join(candidates)})"
+        elif not isinstance(text, str):
+            problem = f"field {field!r} is not a string"
+        elif id_column and row.get(id_column) in (None, ""):
+            problem = f"id field {id_column!r} is missing"
+        if problem:
+            error = PersonaFileError(path, number, problem)
+            if not skip_bad:
+                raise error
+            if stats is not None:
+                stats.note_bad(error)
+            continue
+        assert isinstance(text, str)
+        if not text.strip():
+            continue
+        text_id = str(row[id_column]) if id_column else f"{label}:{number}"
+        yield SourceText(text_id, text.strip())
+
+
+def _plain_texts(path: Path, label: str, split: str) -> Iterator[SourceText]:
+    """Paragraphs (blank-line separated) or non-blank lines of a UTF-8 text file."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        lines: list[str] = []
+        start = 0
+        for number, line in enumerate(f, 1):
+            if split == "line":
+                if line.strip():
+                    yield SourceText(f"{label}:{number}", line.strip())
+                continue
+            if line.strip():
+                if not lines:
+                    start = number
+                lines.append(line.rstrip("\n"))
+            elif lines:
+                yield SourceText(f"{label}:{start}", "\n".join(lines).strip())
+                lines = []
+        if lines:
+            yield SourceText(f"{label}:{start}", "\n".join(lines).strip())
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str]) -> set[tuple[str, str]]:
+    """(text_id, relation) pairs of ``text_ids`` already answered for ``corpus``."""
+    con.register("_t2p_ids", pa.table({"text_id": text_ids}))
+    try:
+        rows = con.execute(
+            "SELECT text_id, relation FROM text_done WHERE corpus = ? "
+            "AND text_id IN (SELECT text_id FROM _t2p_ids)", [corpus]).fetchall()
+    finally:
+        con.unregister("_t2p_ids")
+    return {(r[0], r[1]) for r in rows}
+
+
+def _batched(items: Iterable[SourceText], size: int) -> Iterator[list[SourceText]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+async def text_to_persona(
+    con: duckdb.DuckDBPyConnection,
+    caller: StructuredCaller,
+    texts: Iterable[SourceText],
+    *,
+    corpus: str,
+    relations: Sequence[str] = RELATIONS,
+    per_text: int = 1,
+    batch_size: int = 64,
+    concurrency: int = 16,
+    max_chars: int = MAX_CHARS,
+    run_id: str | None = None,
+    progress: Callable[[TextToPersonaSummary], None] | None = None,
+) -> TextToPersonaSummary:
+    """Ask, for every text and relation not yet done, who is likely to read/write/like/dislike it.
+
+    Each batch of ``batch_size`` texts is asked concurrently (at most ``concurrency`` calls in
+    flight) and written in one transaction with its ``text_done`` rows; ``progress`` is called
+    after every batch with the running summary.
+    """
+    relations = parse_relations(relations)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    schema = text_personas_schema(per_text)
+    limiter = asyncio.Semaphore(concurrency)
+    summary = TextToPersonaSummary()
+
+    async def ask(text: SourceText, relation: str) -> Any:
+        async with limiter:
+            messages = text_to_persona_messages(text.text[:max_chars], relation, per_text)
+            return await caller.structured(schema, messages, purpose=f"text-to-persona:{relation}")
+
+    for batch in _batched(texts, batch_size):
+        summary.texts += len(batch)
+        done = _done_pairs(con, corpus, list(dict.fromkeys(t.text_id for t in batch)))
+        jobs: dict[tuple[str, str], SourceText] = {}
+        for text in batch:
+            for relation in relations:
+                key = (text.text_id, relation)
+                if key not in done and key not in jobs:
+                    jobs[key] = text
+        summary.already_done += len(batch) * len(relations) - len(jobs)
+        if not jobs:
+            continue
+        results = await asyncio.gather(*[ask(text, rel) for (_, rel), text in jobs.items()])
+        created: list[Persona] = []
+        done_rows: list[dict[str, Any]] = []
+        for ((text_id, relation), _text), result in zip(jobs.items(), results, strict=True):
+            summary.asked += 1
+            if result.value is None:
+                summary.failed_calls += 1
+                continue
+            personas = [
+                Persona(text=item.persona, source=SOURCE, source_ref=text_id,
+                        attributes={"relation": relation, "text_id": text_id, "corpus": corpus})
+                for item in result.value.personas
+            ]
+            created += personas
+            done_rows.append({"corpus": corpus, "text_id": text_id, "relation": relation,
+                              "persona_ids": [p.persona_id for p in personas]})
+        with transaction(con):
+            summary.new_personas += upsert_personas(con, created)
+            insert_rows(con, "text_done", done_rows, ignore_conflicts=True)
+            insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
+        summary.personas += len(created)
+        summary.batches += 1
+        if progress:
+            progress(summary)
+    return summary

@@ -1,0 +1,115 @@
+import json
+from collections import Counter
+
+import pytest
+from typer.testing import CliRunner
+
+from personas.carve import Condition, Selection, carve, neighbourhood, sample_ids, select_ids
+from personas.graph import Relation, save_relations
+from personas.importers import iter_personas
+from personas.record import Persona
+from personas.store import connect, upsert_personas
+from sim.cli import app
+
+JOBS = ["nurse", "baker", "welder", "Nurse", "teacher"]
+
+
+def people(n=40):
+    return [Persona(text=f"Person {i}, a {JOBS[i % 5].lower()} who likes topic {i % 7}.", source="test",
+                    hop=i % 3, attributes={"age": 20 + i, "occupation": JOBS[i % 5],
+                                           "labels": ["Finance", "art"] if i % 4 == 0 else ["sport"]})
+            for i in range(n)]
+
+
+@pytest.fixture
+def hub(tmp_path):
+    con = connect(tmp_path / "carve.duckdb")
+    ps = people()
+    upsert_personas(con, ps)
+    ids = [p.persona_id for p in ps]
+    # a chain 0 - 1 - 2 - 3 and a branch 1 <- 5; persona 4 is flagged as a duplicate of 0
+    save_relations(con, [Relation(ids[0], ids[1], "colleague", 1), Relation(ids[1], ids[2], "friend", 2),
+                         Relation(ids[2], ids[3], "supplier", 3), Relation(ids[5], ids[1], "mentor", 1)])
+    con.execute("update personas set is_duplicate = true, duplicate_of = ? where persona_id = ?",
+                [ids[0], ids[4]])
+    yield con, ids, tmp_path / "carve.duckdb"
+    con.close()
+
+
+def test_attribute_conditions(hub):
+    con, ids, _ = hub
+    older = select_ids(con, Selection(where=["age>=50"]))
+    assert older == [i for n, i in enumerate(ids) if 20 + n >= 50]
+    nurses = select_ids(con, Selection(where=["occupation=nurse"]))
+    assert nurses == [i for n, i in enumerate(ids) if n % 5 in (0, 3) and n != 4]  # case-insensitive
+    both = select_ids(con, Selection(where=["occupation = nurse", "age<30"]))
+    assert both == [ids[0], ids[3], ids[5], ids[8]]
+    assert select_ids(con, Selection(where=["labels=finance"])) == [i for n, i in enumerate(ids) if n % 4 == 0
+                                                                    and n != 4]
+    assert len(select_ids(con, Selection(where=["occupation!=nurse"]))) == 39 - len(nurses)
+    assert select_ids(con, Selection(where=["hop=2", "age<=25"])) == [ids[2], ids[5]]
+    assert select_ids(con, Selection(where=["occupation~^(we|ba)"])) == [i for n, i in enumerate(ids)
+                                                                         if n % 5 in (1, 2)]
+    assert select_ids(con, Selection(where=["missing=x"])) == []
+    with pytest.raises(ValueError, match="KEY OP VALUE"):
+        Condition.parse("age")
+
+
+def test_text_match_and_duplicates(hub):
+    con, ids, _ = hub
+    assert select_ids(con, Selection(contains="TOPIC 6")) == [i for n, i in enumerate(ids) if n % 7 == 6]
+    assert select_ids(con, Selection(regex=r"Person 1\d,")) == ids[10:20]
+    assert select_ids(con, Selection(ilike="person 3_,%")) == ids[30:40]
+    assert ids[4] not in select_ids(con)
+    assert ids[4] in select_ids(con, Selection(include_duplicates=True))
+    with pytest.raises(ValueError, match="selection failed"):
+        select_ids(con, Selection(regex="("))
+
+
+def test_neighbourhood(hub):
+    con, ids, _ = hub
+    assert neighbourhood(con, ids[0], 0) == {ids[0]}
+    assert neighbourhood(con, ids[0], 1) == {ids[0], ids[1]}
+    assert neighbourhood(con, ids[0], 2) == {ids[0], ids[1], ids[2], ids[5]}  # edges in both directions
+    assert set(select_ids(con, Selection(near=ids[3], within=6))) == {ids[0], ids[1], ids[2], ids[3], ids[5]}
+    assert select_ids(con, Selection(near=ids[1], within=1, where=["age>21"])) == [ids[2], ids[5]]
+
+
+def test_sampling_is_seeded_uniform_and_stratified(hub):
+    con, ids, _ = hub
+    pool = select_ids(con)
+    a = sample_ids(con, pool, 10, seed=1)
+    assert a == sample_ids(con, pool, 10, seed=1) and a != sample_ids(con, pool, 10, seed=2)
+    assert len(a) == 10 and a == [i for i in pool if i in set(a)]  # hub order
+    assert sample_ids(con, pool, None) == pool and sample_ids(con, pool, 100) == pool
+    strat = carve(con, k=13, seed=3, stratify="occupation")
+    counts = Counter(p.attributes["occupation"] for p in strat)
+    # proportional: 39 personas = Nurse 8, baker 8, nurse 7, teacher 8, welder 8 -> 13 split ~ 1/3 each
+    assert sum(counts.values()) == 13 and all(2 <= c <= 3 for c in counts.values())
+    equal = carve(con, k=10, seed=3, stratify="occupation", equal=True)
+    assert set(Counter(p.attributes["occupation"] for p in equal).values()) == {2}
+    hops = Counter(p.hop for p in carve(con, k=9, seed=0, stratify="hop"))
+    assert hops == {0: 3, 1: 3, 2: 3}
+
+
+def test_cli_sample_writes_reimportable_jsonl(hub, tmp_path):
+    con, ids, db = hub
+    con.close()
+    out = tmp_path / "sample.jsonl"
+    runner = CliRunner()
+    result = runner.invoke(app, ["personas", "sample", "--db", str(db), "-w", "age>=30", "-k", "5",
+                                 "--seed", "4", "--stratify", "occupation", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 5 and all(set(line) == {"persona"} for line in lines)
+    assert len(list(iter_personas(out))) == 5  # re-importable (PersonaSource(path=...) reads it)
+    ids_out = runner.invoke(app, ["personas", "sample", "--db", str(db), "--near", ids[0], "--within", "1",
+                                  "--format", "ids"])
+    assert ids_out.exit_code == 0 and ids_out.stdout.split() == [ids[0], ids[1]]
+    table = runner.invoke(app, ["personas", "sample", "--db", str(db), "--contains", "topic 3", "-k", "2"])
+    assert table.exit_code == 0 and "2 personas" in table.output
+    attrs = runner.invoke(app, ["personas", "sample", "--db", str(db), "-k", "1", "--format", "jsonl",
+                                "--with-attributes"])
+    assert "occupation" in json.loads(attrs.stdout)
+    bad = runner.invoke(app, ["personas", "sample", "--db", str(db), "-w", "age"])
+    assert bad.exit_code == 1 and "KEY OP VALUE" in bad.output

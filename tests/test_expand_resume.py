@@ -1,0 +1,111 @@
+import asyncio
+
+import pytest
+
+from agents.llm import LLMClient, LLMSettings
+from personas.errors import PersonahubError
+from personas.expand import expand_hub, find_unfinished, list_expansions
+from personas.record import Persona
+from personas.store import connect, upsert_personas
+from tests.conftest import persona_texts
+from tests.pipeline_helpers import FailAfter, Interrupted, personas_snapshot, relations_snapshot
+
+
+def seeded_hub(path, n=5):
+    con = connect(path)
+    upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(n)])
+    return con, [r[0] for r in con.execute("select persona_id from personas order by seq").fetchall()]
+
+
+def run(con, caller, start, **kwargs):
+    options = {"hops": 3, "fanout": 2, "batch_size": 4} | kwargs
+    return asyncio.run(expand_hub(con, caller, start_ids=start, **options))
+
+
+def client(spec="offline"):
+    return LLMClient(LLMSettings(spec=spec, seed=3, max_retries=1, backoff_s=0.01))
+
+
+@pytest.mark.parametrize("fail_after", [3, 9, 25])
+def test_interrupted_expansion_resumes_to_the_same_hub(tmp_path, fail_after):
+    whole, start = seeded_hub(tmp_path / "whole.duckdb")
+    full = run(whole, client(), start)
+
+    con, start2 = seeded_hub(tmp_path / "cut.duckdb")
+    assert start2 == start
+    with pytest.raises(Interrupted):
+        run(con, FailAfter(client(), fail_after), start)
+    unfinished = find_unfinished(con, hops=3, fanout=2)
+    assert unfinished is not None and unfinished.status == "running"
+    done_rows = con.execute("select count(*) from expansion_frontier where status = 'done'").fetchall()[0][0]
+    assert done_rows <= fail_after and (done_rows > 0) == (fail_after >= 4)  # whole batches only
+    resumed = run(con, client(), [], resume=unfinished.expansion_id)
+
+    assert personas_snapshot(con) == personas_snapshot(whole)
+    assert relations_snapshot(con) == relations_snapshot(whole)
+    assert resumed.reached_ids == full.reached_ids and resumed.new_ids == full.new_ids
+    assert (resumed.asked, resumed.edges, resumed.hops) == (full.asked, full.edges, full.hops)
+    assert resumed.resumed and find_unfinished(con, hops=3, fanout=2) is None
+    asked = con.execute("select count(*) from llm_calls where purpose = 'expand'").fetchall()[0][0]
+    assert asked == full.asked  # calls of the lost batch were never written
+
+
+def test_resume_over_the_loopback_server(tmp_path, server):
+    srv = server(seed=2)
+    spec = f"{srv.base_url}?model=offline"
+    whole, start = seeded_hub(tmp_path / "whole.duckdb", n=3)
+    run(whole, client(spec), start, hops=2)
+    con, _ = seeded_hub(tmp_path / "cut.duckdb", n=3)
+    with pytest.raises(Interrupted):
+        run(con, FailAfter(client(spec), 5), start, hops=2)
+    info = find_unfinished(con, hops=2)
+    assert info is not None and info.pending > 0
+    run(con, client(spec), start, hops=2, resume=info.expansion_id)
+    assert personas_snapshot(con) == personas_snapshot(whole)
+    assert relations_snapshot(con) == relations_snapshot(whole)
+
+
+def test_resume_checks_settings_and_default_behaviour_is_unchanged(tmp_path):
+    con, start = seeded_hub(tmp_path / "hub.duckdb", n=3)
+    with pytest.raises(Interrupted):
+        run(con, FailAfter(client(), 2), start)
+    info = find_unfinished(con)
+    with pytest.raises(PersonahubError, match="same settings"):
+        run(con, client(), start, fanout=3, resume=info.expansion_id)
+    with pytest.raises(PersonahubError, match="not found"):
+        run(con, client(), start, resume="exp-nope")
+    # Without resume a new expansion starts (the runner's behaviour): re-running reaches the same people.
+    first = run(con, client(), start)
+    again = run(con, client(), start)
+    assert again.new_personas == 0 and set(again.reached_ids) == set(first.reached_ids)
+    assert [e.status for e in list_expansions(con)].count("finished") == 2
+    assert run(con, client(), start, hops=0).asked == 0
+
+
+def test_cli_expand_resumes_automatically(tmp_path):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    runner = CliRunner()
+    whole, _ = seeded_hub(tmp_path / "whole.duckdb", n=4)
+    whole.close()
+    args = ["personas", "expand", "--hops", "2", "--fanout", "2", "--batch-size", "3"]
+    result = runner.invoke(app, args + ["--db", str(tmp_path / "whole.duckdb")])
+    assert result.exit_code == 0 and "resum" not in result.output
+
+    con, start = seeded_hub(tmp_path / "cut.duckdb", n=4)
+    offline0 = LLMClient(LLMSettings(seed=0))
+    with pytest.raises(Interrupted):
+        asyncio.run(expand_hub(con, FailAfter(offline0, 7), start_ids=start, hops=2, fanout=2, batch_size=3,
+                               config={"limit": None, "origin": "cli"}))
+    con.close()
+    result = runner.invoke(app, args + ["--db", str(tmp_path / "cut.duckdb")])
+    assert result.exit_code == 0, result.output
+    assert "resuming expansion" in result.output and "(resumed)" in result.output
+    cut, whole = connect(tmp_path / "cut.duckdb"), connect(tmp_path / "whole.duckdb")
+    assert personas_snapshot(cut) == personas_snapshot(whole)
+    assert relations_snapshot(cut) == relations_snapshot(whole)
+    cut.close()
+    fresh = runner.invoke(app, args + ["--db", str(tmp_path / "cut.duckdb"), "--fresh"])
+    assert fresh.exit_code == 0 and "resum" not in fresh.output

@@ -1,0 +1,86 @@
+import asyncio
+import json
+
+import networkx as nx
+from typer.testing import CliRunner
+
+from agents.llm import LLMClient, LLMSettings
+from personas.expand import expand_hub
+from personas.graph import Relation, graph_stats, load_graph, read_graphml, save_graph, save_relations
+from personas.record import Persona
+from personas.store import connect, upsert_personas
+from sim.cli import app
+from tests.conftest import persona_texts
+from tests.pipeline_helpers import personas_snapshot, relations_snapshot
+
+
+def small_hub(path):
+    con = connect(path)
+    ps = [Persona(text=t, source="test", attributes={"age": 30 + i, "tags": ["a", "é"]})
+          for i, t in enumerate(persona_texts(5))]
+    upsert_personas(con, ps)
+    a, b, c, d, _ = (p.persona_id for p in ps)
+    save_relations(con, [Relation(a, b, "colleague", 1, "expand"), Relation(a, b, "neighbour", 1, "expand"),
+                         Relation(b, c, "supplier", 2, "expand"), Relation(d, a, "acquaintance", 0,
+                                                                           "scenario:x")])
+    return con, ps
+
+
+def test_stats_counts(tmp_path):
+    con, ps = small_hub(tmp_path / "s.duckdb")
+    stats = graph_stats(load_graph(con))
+    assert (stats["nodes"], stats["edges"], stats["components"], stats["isolated"]) == (5, 4, 2, 1)
+    assert stats["largest_component"] == 4
+    assert stats["degree"] == {"min": 0, "median": 1, "max": 3, "mean": 1.6}
+    assert stats["degree_histogram"] == {"0": 1, "1": 2, "3-4": 2}
+    assert stats["relation_labels"] == {"colleague": 1, "neighbour": 1, "supplier": 1, "acquaintance": 1}
+    assert stats["edges_by_hop"] == {0: 1, 1: 2, 2: 1} and stats["nodes_by_hop"] == {0: 5}
+    assert graph_stats(nx.MultiDiGraph())["nodes"] == 0
+
+
+def test_duckdb_networkx_duckdb_round_trip_is_lossless(tmp_path):
+    con = connect(tmp_path / "a.duckdb")
+    upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(4)])
+    start = [r[0] for r in con.execute("select persona_id from personas order by seq").fetchall()]
+    asyncio.run(expand_hub(con, LLMClient(LLMSettings(seed=2)), start_ids=start, hops=2, fanout=2))
+    copy = connect(tmp_path / "b.duckdb")
+    save_graph(copy, load_graph(con))
+    assert personas_snapshot(copy) == personas_snapshot(con)
+    assert relations_snapshot(copy) == relations_snapshot(con)
+
+
+def test_graphml_round_trip_preserves_nodes_edges_labels(tmp_path):
+    con, ps = small_hub(tmp_path / "s.duckdb")
+    graph = load_graph(con)
+    con.close()
+    runner = CliRunner()
+    out = tmp_path / "g.graphml"
+    result = runner.invoke(app, ["personas", "export-graph", "--db", str(tmp_path / "s.duckdb"), "--out",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    back = read_graphml(out)
+    assert nx.utils.graphs_equal(graph, back)
+    assert sorted(back.edges(keys=True)) == sorted(graph.edges(keys=True))
+    for node, data in graph.nodes(data=True):
+        assert back.nodes[node] == data
+    for u, v, key, data in graph.edges(keys=True, data=True):
+        assert back.edges[u, v, key] == data
+    raw = nx.read_graphml(out)  # any GraphML reader sees scalars
+    assert json.loads(raw.nodes[ps[0].persona_id]["attributes"]) == {"age": 30, "tags": ["a", "é"]}
+    again = connect(tmp_path / "again.duckdb")
+    save_graph(again, back)
+    assert nx.utils.graphs_equal(load_graph(again), graph)
+
+
+def test_stats_cli(tmp_path):
+    con, ps = small_hub(tmp_path / "s.duckdb")
+    con.execute("update personas set is_duplicate = true where persona_id = ?", [ps[4].persona_id])
+    con.close()
+    runner = CliRunner()
+    result = runner.invoke(app, ["personas", "stats", "--db", str(tmp_path / "s.duckdb"), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["nodes"] == 4 and stats["flagged_duplicates"] == 1 and stats["components"] == 1
+    table = runner.invoke(app, ["personas", "stats", "--db", str(tmp_path / "s.duckdb"),
+                                "--include-duplicates"])
+    assert table.exit_code == 0 and "relation labels" in table.output and "supplier" in table.output

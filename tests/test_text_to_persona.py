@@ -1,0 +1,182 @@
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from agents.llm import LLMClient, LLMSettings
+from personas.errors import PersonaFileError
+from personas.prompts import text_to_persona_messages
+from personas.store import connect
+from personas.text_to_persona import iter_texts, parse_relations, text_personas_schema, text_to_persona
+from sim.cli import app
+from tests.pipeline_helpers import FailAfter, Interrupted, personas_snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPICS = ["a proof that every planar graph is five-colourable", "a recipe for rye sourdough",
+          "a clinical note on paediatric asthma dosing", "a guide to Portuguese freelance tax",
+          "a review of a jazz trio's debut album", "an essay on river restoration in Yorkshire",
+          "a forum post about repairing diesel ferry engines", "a syllabus for intro robotics"]
+
+
+def corpus_texts(n):
+    return [f"Text {i}: {TOPICS[i % len(TOPICS)]}, with details number {i * 7}." for i in range(n)]
+
+
+def write_jsonl(path, n, **extra):
+    path.write_text("".join(json.dumps({"id": f"doc-{i}", "text": t, **extra}) + "\n"
+                            for i, t in enumerate(corpus_texts(n))))
+    return path
+
+
+def client(spec="offline", latency=0.0):
+    return LLMClient(LLMSettings(spec=spec, seed=5, offline_latency_s=latency, max_retries=1,
+                                 backoff_s=0.01))
+
+
+def run(con, caller, path, **kwargs):
+    options = {"corpus": "c", "relations": ("read", "dislike"), "per_text": 2, "batch_size": 3} | kwargs
+    return asyncio.run(text_to_persona(con, caller, iter_texts(path, id_column="id"), **options))
+
+
+def test_corpus_formats_and_text_ids(tmp_path):
+    jsonl = write_jsonl(tmp_path / "c.jsonl", 3)
+    assert [t.text_id for t in iter_texts(jsonl)] == ["c.jsonl:1", "c.jsonl:2", "c.jsonl:3"]
+    assert [t.text_id for t in iter_texts(jsonl, id_column="id")] == ["doc-0", "doc-1", "doc-2"]
+    table = pa.table({"body": corpus_texts(2), "key": ["a", "b"]})
+    pq.write_table(table, tmp_path / "c.parquet")
+    texts = list(iter_texts(tmp_path / "c.parquet", text_column="body"))
+    assert [t.text_id for t in texts] == ["c.parquet:1", "c.parquet:2"]
+    assert texts[1].text == corpus_texts(2)[1]
+    plain = tmp_path / "web.txt"
+    plain.write_text("First paragraph\nstill first.\n\n\nSecond one.\n\nThird\n")
+    assert [(t.text_id, t.text) for t in iter_texts(plain)] == [
+        ("web.txt:1", "First paragraph\nstill first."), ("web.txt:5", "Second one."), ("web.txt:7", "Third")]
+    assert [t.text_id for t in iter_texts(plain, split="line")] == ["web.txt:1", "web.txt:2", "web.txt:5",
+                                                                   "web.txt:7"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine text here"}\n{"nope": 1}\n')
+    with pytest.raises(PersonaFileError, match="bad.jsonl:2"):
+        list(iter_texts(bad))
+    assert len(list(iter_texts(bad, skip_bad=True))) == 1
+    with pytest.raises(ValueError, match="unknown"):
+        parse_relations("read,hate")
+
+
+def test_prompt_and_schema():
+    body = text_to_persona_messages("A note on ferries.", "write", 3)[1].content
+    assert "## Text\nA note on ferries." in body and "have written" in body and "up to 3" in body
+    assert text_personas_schema(3).model_json_schema()["properties"]["personas"]["maxItems"] == 3
+
+
+def test_provenance_and_rerun_skips_done(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", 5)
+    con = connect(tmp_path / "hub.duckdb")
+    first = run(con, client(), path)
+    assert first.asked == 10 and first.failed_calls == 0 and first.new_personas > 0
+    rows = con.execute("select source, source_ref, attributes from personas").fetchall()
+    assert all(r[0] == "text-to-persona" for r in rows)
+    attrs = json.loads(rows[0][2])
+    assert attrs["corpus"] == "c" and attrs["relation"] in ("read", "dislike")
+    assert rows[0][1] == attrs["text_id"]
+    assert con.execute("select count(*) from text_done").fetchall()[0][0] == 10
+    again = run(con, client(), path)
+    assert again.asked == 0 and again.already_done == 10 and again.new_personas == 0
+    more = run(con, client(), path, relations=("read", "dislike", "like"))
+    assert more.asked == 5  # only the new relation is asked
+    sql = "select count(*) from llm_calls where purpose like 'text-to-persona:%'"
+    calls = con.execute(sql).fetchall()[0][0]
+    assert calls == 15
+
+
+@pytest.mark.parametrize("fail_after", [1, 7, 16])
+def test_interrupted_job_resumes_to_the_same_hub(tmp_path, fail_after):
+    path = write_jsonl(tmp_path / "c.jsonl", 10)
+    whole = connect(tmp_path / "whole.duckdb")
+    run(whole, client(), path)
+    con = connect(tmp_path / "cut.duckdb")
+    with pytest.raises(Interrupted):
+        run(con, FailAfter(client(), fail_after), path)
+    done = con.execute("select count(*) from text_done").fetchall()[0][0]
+    assert done == (fail_after // 6) * 6  # whole batches (3 texts x 2 relations) only
+    resumed = run(con, client(), path)
+    assert resumed.already_done == done
+    assert personas_snapshot(con) == personas_snapshot(whole)
+    assert con.execute("select count(*) from text_done").fetchall()[0][0] == 20
+
+
+def test_interrupted_job_over_the_loopback_server(tmp_path, server):
+    srv = server(seed=1)
+    spec = f"{srv.base_url}?model=offline"
+    path = write_jsonl(tmp_path / "c.jsonl", 6)
+    whole = connect(tmp_path / "whole.duckdb")
+    run(whole, client(spec), path)
+    con = connect(tmp_path / "cut.duckdb")
+    with pytest.raises(Interrupted):
+        run(con, FailAfter(client(spec), 8), path)
+    run(con, client(spec), path)
+    assert personas_snapshot(con) == personas_snapshot(whole)
+
+
+SCRIPT = """
+import asyncio, sys
+from agents.llm import LLMClient, LLMSettings
+from personas.store import connect
+from personas.text_to_persona import iter_texts, text_to_persona
+con = connect(sys.argv[1])
+client = LLMClient(LLMSettings(seed=5, offline_latency_s=float(sys.argv[3])))
+asyncio.run(text_to_persona(con, client, iter_texts(sys.argv[2], id_column="id"), corpus="c",
+            relations=("read", "dislike"), per_text=2, batch_size=3,
+            progress=lambda s: print("batch", s.batches, flush=True)))
+print("finished", flush=True)
+"""
+
+
+def test_sigkill_midway_then_rerun_gives_the_same_hub(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", 30)
+    db = tmp_path / "killed.duckdb"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(db), str(path), "0.05"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.strip() == "batch 3":
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    con = connect(db)
+    done = con.execute("select count(*) from text_done").fetchall()[0][0]
+    assert 18 <= done < 60 and done % 6 == 0  # whole batches survived the kill, nothing partial
+    resumed = run(con, client(), path)
+    assert resumed.already_done == done
+    whole = connect(tmp_path / "whole.duckdb")
+    run(whole, client(), path)
+    assert personas_snapshot(con) == personas_snapshot(whole)
+
+
+def test_cli_from_text_and_rerun(tmp_path):
+    corpus = tmp_path / "web.txt"
+    corpus.write_text("\n\n".join(corpus_texts(4)) + "\n")
+    db = tmp_path / "cli.duckdb"
+    runner = CliRunner()
+    args = ["personas", "from-text", str(corpus), "--db", str(db), "--relations", "read,like",
+            "--per-text", "2", "--batch-size", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "asked 8" in result.output
+    again = runner.invoke(app, args + ["--limit", "3"])
+    assert again.exit_code == 0 and "6 already done, asked 0" in again.output
+    bad = runner.invoke(app, ["personas", "from-text", str(corpus), "--db", str(db), "--relations", "hate"])
+    assert bad.exit_code == 1 and "unknown hate" in bad.output
+    missing = runner.invoke(app, ["personas", "from-text", str(tmp_path / "nope.txt"), "--db", str(db)])
+    assert missing.exit_code == 1 and "file not found" in missing.output
