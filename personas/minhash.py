@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
 import numpy as np
 
@@ -115,40 +116,66 @@ def _permuted(hashes: np.ndarray, config: MinHashConfig) -> np.ndarray:
     return out
 
 
+class _Ids(dict[str, int]):
+    """Token -> id map that numbers an unseen token on first lookup (no second pass)."""
+
+    def __missing__(self, token: str) -> int:
+        new_id = len(self)
+        self[token] = new_id
+        return new_id
+
+
 class _Vocabulary:
     """Token -> id, with each token's permuted values computed once, on first sight."""
 
     def __init__(self, config: MinHashConfig) -> None:
         self.config = config
         # id 0 is the text separator of a batch; its row is never gathered
-        self.ids: dict[str, int] = {_SEP: 0}
+        self.ids = _Ids({_SEP: 0})
         self.hashes = np.zeros(1, dtype=np.uint64)
         self.table = np.full((1, config.num_perm), _EMPTY, dtype=np.uint32)
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Ids of ``tokens`` (int64), adding unseen tokens to the vocabulary."""
-        ids = self.ids
-        new = [t for t in dict.fromkeys(tokens) if t not in ids]
-        if new:
-            start = len(ids)
-            ids.update(zip(new, range(start, start + len(new)), strict=True))
-            fresh = np.fromiter((_token_hash(t) for t in new), dtype=np.uint64, count=len(new))
+        known = len(self.ids)
+        ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+        if len(self.ids) > known:
+            new = list(islice(self.ids, known, None))
+            fresh = np.fromiter(map(_token_hash, new), dtype=np.uint64, count=len(new))
             self.hashes = np.concatenate([self.hashes, fresh])
             if self.config.ngram == 1:
                 self.table = np.concatenate([self.table, _permuted(fresh, self.config)])
-        return np.fromiter(map(ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+        return ids
+
+
+def _ascii_table() -> bytes:
+    """bytes.translate table: lower-case letters, keep word chars and the separator,
+    blank out every other ASCII char, so ``split()`` yields exactly the ``\\w+`` tokens."""
+    table = bytearray(b" " * 256)
+    for c in range(128):
+        ch = chr(c)
+        if re.match(r"\w", ch) or ch == _SEP:
+            table[c] = ord(ch.lower())
+    return bytes(table)
+
+
+_ASCII_TABLE = _ascii_table()
+_JOIN = f" {_SEP} "
+
+
+def _batch_tokens(texts: Sequence[str]) -> list[str]:
+    """All lower-cased tokens of a batch, texts separated by a ``_SEP`` token."""
+    joined = _JOIN.join(texts)
+    if joined.count(_SEP) != len(texts) - 1:  # a text carries the separator itself
+        joined = _JOIN.join(t.replace(_SEP, " ") for t in texts)
+    if joined.isascii():  # fast path: one C-level byte translation, then split
+        return joined.encode("ascii").translate(_ASCII_TABLE).decode("ascii").split()
+    return _BATCH_RE.findall(joined.lower())
 
 
 def _batch_ids(texts: Sequence[str], vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of a whole batch from one regex pass, plus each text's token count.
-
-    Texts are joined with a separator the tokeniser emits as its own token (id 0), so
-    there is no per-text Python call.
-    """
-    joined = _SEP.join(texts).lower()
-    if joined.count(_SEP) != len(texts) - 1:  # a text carries the separator itself
-        joined = _SEP.join(t.replace(_SEP, " ") for t in texts).lower()
-    ids = vocab.lookup(_BATCH_RE.findall(joined))
+    """Token ids of a whole batch plus each text's token count, without per-text calls."""
+    ids = vocab.lookup(_batch_tokens(texts))
     is_sep = ids == 0
     bounds = np.concatenate([[-1], np.flatnonzero(is_sep), [ids.size]])
     return ids[~is_sep], np.diff(bounds) - 1
@@ -180,24 +207,25 @@ def _ngram_features(
 
 
 def _segment_min(table: np.ndarray, index: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per-text column-wise min of ``table[index]`` over each text's run of features."""
+    """Per-text column-wise min of ``table[index]`` over each text's run of features.
+
+    Texts are visited longest first, so step ``k`` folds the ``k``-th feature of every text
+    that has one into a contiguous prefix of the result: one gather + ``np.minimum`` per
+    step, no padding and no per-text Python work.
+    """
     n = counts.size
-    out = np.full((n, table.shape[1]), _EMPTY, dtype=np.uint32)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    nonempty = np.flatnonzero(counts > 0)
-    lo_text = 0
-    while lo_text < nonempty.size:
-        # take as many whole texts as fit in one gather block
-        first = nonempty[lo_text]
-        limit = starts[first] + _GATHER_ROWS
-        hi_text = int(np.searchsorted(ends[nonempty], limit, side="right"))
-        hi_text = max(hi_text, lo_text + 1)
-        rows = nonempty[lo_text:hi_text]
-        f_lo, f_hi = starts[rows[0]], ends[rows[-1]]
-        block = table[index[f_lo:f_hi]]
-        out[rows] = np.minimum.reduceat(block, starts[rows] - f_lo, axis=0)
-        lo_text = hi_text
+    order = np.argsort(-counts, kind="stable")
+    sorted_counts = counts[order]
+    starts = (np.cumsum(counts) - counts)[order]
+    acc = np.full((n, table.shape[1]), _EMPTY, dtype=np.uint32)
+    longest = int(sorted_counts[0]) if n else 0
+    # number of texts with more than k features, for every k
+    active = np.searchsorted(-sorted_counts, -np.arange(longest), side="left")
+    for k in range(longest):
+        m = int(active[k])
+        np.minimum(acc[:m], table[index[starts[:m] + k]], out=acc[:m])
+    out = np.empty_like(acc)
+    out[order] = acc
     return out
 
 
