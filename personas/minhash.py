@@ -34,7 +34,7 @@ __all__ = [
 
 _TOKEN_RE = re.compile(r"\w+")
 _BATCH_RE = re.compile(r"\w+|\x00")
-_SEP = "\x00"
+TEXT_SEPARATOR = "\x00"
 _U64 = np.uint64
 _MIX1 = _U64(0xFF51AFD7ED558CCD)
 _MIX2 = _U64(0xC4CEB9FE1A85EC53)
@@ -90,7 +90,7 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> _U64(33))
 
 
-def _token_hash(token: str) -> int:
+def token_hash(token: str) -> int:
     """Stable 64-bit token hash (Python's ``hash`` is salted per process, so unusable)."""
     return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
 
@@ -131,7 +131,7 @@ class _Vocabulary:
     def __init__(self, config: MinHashConfig) -> None:
         self.config = config
         # id 0 is the text separator of a batch; its row is never gathered
-        self.ids = _Ids({_SEP: 0})
+        self.ids = _Ids({TEXT_SEPARATOR: 0})
         self.hashes = np.zeros(1, dtype=np.uint64)
         self.table = np.full((1, config.num_perm), _EMPTY, dtype=np.uint32)
 
@@ -141,7 +141,7 @@ class _Vocabulary:
         ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         if len(self.ids) > known:
             new = list(islice(self.ids, known, None))
-            fresh = np.fromiter(map(_token_hash, new), dtype=np.uint64, count=len(new))
+            fresh = np.fromiter(map(token_hash, new), dtype=np.uint64, count=len(new))
             self.hashes = np.concatenate([self.hashes, fresh])
             if self.config.ngram == 1:
                 self.table = np.concatenate([self.table, _permuted(fresh, self.config)])
@@ -154,20 +154,20 @@ def _ascii_table() -> bytes:
     table = bytearray(b" " * 256)
     for c in range(128):
         ch = chr(c)
-        if re.match(r"\w", ch) or ch == _SEP:
+        if re.match(r"\w", ch) or ch == TEXT_SEPARATOR:
             table[c] = ord(ch.lower())
     return bytes(table)
 
 
 _ASCII_TABLE = _ascii_table()
-_JOIN = f" {_SEP} "
+_JOIN = f" {TEXT_SEPARATOR} "
 
 
-def _batch_tokens(texts: Sequence[str]) -> list[str]:
-    """All lower-cased tokens of a batch, texts separated by a ``_SEP`` token."""
+def batch_tokens(texts: Sequence[str]) -> list[str]:
+    """All lower-cased tokens of a batch, texts separated by a ``TEXT_SEPARATOR`` token."""
     joined = _JOIN.join(texts)
-    if joined.count(_SEP) != len(texts) - 1:  # a text carries the separator itself
-        joined = _JOIN.join(t.replace(_SEP, " ") for t in texts)
+    if joined.count(TEXT_SEPARATOR) != len(texts) - 1:  # a text carries the separator itself
+        joined = _JOIN.join(t.replace(TEXT_SEPARATOR, " ") for t in texts)
     if joined.isascii():  # fast path: one C-level byte translation, then split
         return joined.encode("ascii").translate(_ASCII_TABLE).decode("ascii").split()
     return _BATCH_RE.findall(joined.lower())
@@ -175,7 +175,7 @@ def _batch_tokens(texts: Sequence[str]) -> list[str]:
 
 def _batch_ids(texts: Sequence[str], vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of a whole batch plus each text's token count, without per-text calls."""
-    ids = vocab.lookup(_batch_tokens(texts))
+    ids = vocab.lookup(batch_tokens(texts))
     is_sep = ids == 0
     bounds = np.concatenate([[-1], np.flatnonzero(is_sep), [ids.size]])
     return ids[~is_sep], np.diff(bounds) - 1
