@@ -382,6 +382,24 @@ def neighbour_pairs(
     return np.stack([code // n, code % n], axis=1)
 
 
+def _component_roots(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Smallest index of each connected component of the pair graph (min-label propagation
+    with pointer jumping; a few vectorised rounds, no Python loop over pairs)."""
+    labels = np.arange(n)
+    if len(pairs) == 0:
+        return labels
+    a, b = pairs[:, 0], pairs[:, 1]
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        new = labels.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
+        new = new[new]
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
+
+
 def _cosine(x: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x[pairs[:, 0]], x[pairs[:, 1]])
 
@@ -398,9 +416,10 @@ def embedding_duplicates(
     """int64 marks: -1 = kept, else the index of the earlier kept text it duplicates.
 
     Pairs come from an ANN index (k neighbours per text) and are kept when cosine >
-    ``threshold``; the earliest text of each group wins. A text whose neighbours were all
-    themselves removed is re-checked against those neighbours' kept texts, so big groups of
-    copies (more than ``k``) still collapse onto their first member.
+    ``threshold``; the earliest text of each group wins. Each text is also checked against
+    the first text of its connected group, and a text whose neighbours were all removed is
+    re-checked against their kept texts, so groups of more than ``k`` copies still collapse
+    onto their first member.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -409,6 +428,14 @@ def embedding_duplicates(
         return np.empty(0, dtype=np.int64)
     x = embedder.embed(texts) if vectors is None else _normalise(vectors)
     pairs = neighbour_pairs(x, threshold, k=k, index=index)
+    # A group of more than k near-copies is linked only through a few neighbours each; pair
+    # every member with its component's first text too, when it is itself close enough.
+    roots = _component_roots(n, pairs)
+    linked = np.flatnonzero(roots != np.arange(n))
+    to_root = np.stack([roots[linked], linked], axis=1)
+    to_root = to_root[_cosine(x, to_root) > threshold]
+    if to_root.size:
+        pairs = np.unique(np.concatenate([pairs, to_root]), axis=0)
     dup = resolve_first_seen(n, pairs)
     for _ in range(4):  # a few rounds settle it; each only adds verified pairs
         kept_later = dup[pairs[:, 1]] == -1

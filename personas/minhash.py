@@ -26,6 +26,8 @@ import numpy as np
 
 __all__ = [
     "MinHashConfig",
+    "candidate_pairs",
+    "duplicates_from_signatures",
     "lsh_params",
     "minhash_duplicates",
     "signatures",
@@ -363,6 +365,21 @@ def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:
     return dup
 
 
+def duplicates_from_signatures(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
+    """The marks of :func:`minhash_duplicates` from precomputed signatures.
+
+    Lets callers compute signatures batch by batch while streaming rows, keeping only the
+    signatures (``4 * num_perm`` bytes per text) in memory instead of the texts.
+    """
+    n = sigs.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    pairs = candidate_pairs(sigs, config)
+    if len(pairs):
+        pairs = pairs[_estimated_jaccard(sigs, pairs) >= config.threshold]
+    return resolve_first_seen(n, pairs)
+
+
 def minhash_duplicates(
     texts: Sequence[str], config: MinHashConfig = MinHashConfig()
 ) -> np.ndarray:
@@ -371,11 +388,6 @@ def minhash_duplicates(
     The index always points to an earlier text, so feeding texts in creation order keeps
     the first-seen persona of each near-duplicate group. Deterministic for a given config.
     """
-    n = len(texts)
-    if n == 0:
+    if len(texts) == 0:
         return np.empty(0, dtype=np.int64)
-    sigs = signatures(texts, config)
-    pairs = candidate_pairs(sigs, config)
-    if len(pairs):
-        pairs = pairs[_estimated_jaccard(sigs, pairs) >= config.threshold]
-    return resolve_first_seen(n, pairs)
+    return duplicates_from_signatures(signatures(texts, config), config)
