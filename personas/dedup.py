@@ -99,17 +99,17 @@ class DedupSummary:
 
 
 def _count_survivors(con: duckdb.DuckDBPyConnection) -> int:
-    return int(con.execute(f"SELECT count(*) {_SURVIVORS}").fetchone()[0])
+    return int(con.execute(f"SELECT count(*) {_SURVIVORS}").fetchall()[0][0])
 
 
 def _survivor_batches(
     con: duckdb.DuckDBPyConnection, batch_rows: int
 ) -> Iterator[tuple[list[str], list[str]]]:
     """(persona_ids, texts) of non-duplicates in ``seq`` order, streamed in batches."""
-    reader = con.execute(
-        f"SELECT persona_id, text {_SURVIVORS} ORDER BY seq, persona_id"
-    ).fetch_record_batch(batch_rows)
-    for batch in reader:
+    rel = con.sql(f"SELECT persona_id, text {_SURVIVORS} ORDER BY seq, persona_id")
+    # duckdb 2 names it to_arrow_reader, 1.x fetch_arrow_reader
+    to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+    for batch in to_reader(batch_rows):
         yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
 
 
