@@ -19,6 +19,7 @@ Embedders share one tiny protocol (``name`` + ``embed``) and are built from a sp
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,29 +244,38 @@ def make_embedder(spec: str) -> Embedder:
 # Each backend answers the same question: for every row, its k nearest rows by inner product
 # (= cosine, rows are unit length), as (indices, similarities), indices -1 where missing.
 
-KnnFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+KnnFn = Callable[..., tuple[np.ndarray, np.ndarray]]
+Timings = dict[str, float] | None
 
 
-def _knn_faiss(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _knn_faiss(x: np.ndarray, k: int, timings: Timings = None) -> tuple[np.ndarray, np.ndarray]:
     """HNSW graph from faiss-cpu (inner-product metric)."""
     import faiss
 
+    t0 = time.perf_counter()
     index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 80
     index.hnsw.efSearch = max(64, 2 * k)
     index.add(x)
+    t1 = time.perf_counter()
     sims, idx = index.search(x, k)
+    if timings is not None:
+        timings.update(build=t1 - t0, query=time.perf_counter() - t1)
     return idx.astype(np.int64), sims
 
 
-def _knn_usearch(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """HNSW graph from usearch (cosine metric, f32 storage)."""
+def _knn_usearch(x: np.ndarray, k: int, timings: Timings = None) -> tuple[np.ndarray, np.ndarray]:
+    """HNSW graph from usearch (inner-product metric, f32 storage)."""
     from usearch.index import Index
 
+    t0 = time.perf_counter()
     index = Index(ndim=x.shape[1], metric="ip", dtype="f32", connectivity=16)
     keys = np.arange(x.shape[0], dtype=np.uint64)
     index.add(keys, x)
+    t1 = time.perf_counter()
     found = index.search(x, k)
+    if timings is not None:
+        timings.update(build=t1 - t0, query=time.perf_counter() - t1)
     idx = np.asarray(found.keys, dtype=np.int64).reshape(x.shape[0], -1)
     dist = np.asarray(found.distances, dtype=np.float32).reshape(x.shape[0], -1)
     counts = np.asarray(found.counts).reshape(-1)
@@ -288,10 +298,13 @@ def _kmeans(x: np.ndarray, cells: int, rng: np.random.Generator, iters: int = 8)
     return cent
 
 
-def _knn_ivf(x: np.ndarray, k: int, probes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _knn_ivf(
+    x: np.ndarray, k: int, timings: Timings = None, *, probes: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Built-in IVF in numpy: each vector joins its ``probes`` nearest k-means cells and is
     compared only with the members of those cells (about probes^2 * n^1.5 dot products,
     not n^2). Two vectors with cosine > 0.9 almost always share one of their top cells."""
+    t0 = time.perf_counter()
     n = x.shape[0]
     rng = np.random.default_rng(seed)
     cells = max(1, int(np.sqrt(n)))
@@ -306,6 +319,7 @@ def _knn_ivf(x: np.ndarray, k: int, probes: int = 3, seed: int = 0) -> tuple[np.
     order = np.argsort(cell, kind="stable")
     member, cell = member[order], cell[order]
     bounds = np.searchsorted(cell, np.arange(cells + 1))
+    t1 = time.perf_counter()
     best_idx = np.full((n, k), -1, dtype=np.int64)
     best_sim = np.full((n, k), -np.inf, dtype=np.float32)
     for c in range(cells):
@@ -325,6 +339,8 @@ def _knn_ivf(x: np.ndarray, k: int, probes: int = 3, seed: int = 0) -> tuple[np.
         best_idx[ids] = np.take_along_axis(merged_idx, keep, axis=1)
         best_sim[ids] = np.take_along_axis(merged_sim, keep, axis=1)
     best_idx[~np.isfinite(best_sim)] = -1
+    if timings is not None:
+        timings.update(build=t1 - t0, query=time.perf_counter() - t1)
     return best_idx, best_sim
 
 
@@ -364,7 +380,12 @@ def pick_index(index: str) -> str:
 
 
 def neighbour_pairs(
-    vectors: np.ndarray, threshold: float, *, k: int = 16, index: str = "auto"
+    vectors: np.ndarray,
+    threshold: float,
+    *,
+    k: int = 16,
+    index: str = "auto",
+    timings: Timings = None,
 ) -> np.ndarray:
     """Unique (earlier, later) pairs among each row's ``k`` ANN neighbours with cosine >
     ``threshold``, shape (m, 2). Recall is the index's; no all-pairs comparison is made."""
@@ -372,7 +393,7 @@ def neighbour_pairs(
     n = x.shape[0]
     if n < 2:
         return np.empty((0, 2), dtype=np.int64)
-    idx, sims = ANN_BACKENDS[pick_index(index)](x, min(k + 1, n))
+    idx, sims = ANN_BACKENDS[pick_index(index)](x, min(k + 1, n), timings)
     rows = np.repeat(np.arange(n), idx.shape[1])
     cols, s = idx.ravel(), np.asarray(sims).ravel()
     ok = (cols >= 0) & (cols != rows) & (s > threshold)
