@@ -99,16 +99,24 @@ def exact_jaccard(a: str, b: str) -> float:
     return len(sa & sb) / max(1, len(sa | sb))
 
 
-def report_truth(name: str, dup: np.ndarray, texts: list[str], kind: np.ndarray,
-                 src: np.ndarray, threshold: float) -> None:
+def report_truth(
+    name: str,
+    dup: np.ndarray,
+    texts: list[str],
+    kind: np.ndarray,
+    src: np.ndarray,
+    threshold: float,
+) -> None:
     """Against the exact Jaccard of each planted text with its source."""
     planted = np.flatnonzero(kind > 0)
     jac = np.array([exact_jaccard(texts[i], texts[src[i]]) for i in planted])
     hit = dup[planted] >= 0
     above = jac >= threshold
-    print(f"  {name:10s} planted with exact J>=t marked {hit[above].mean():7.2%} "
-          f"(n={above.sum()}), planted with J<t marked {hit[~above].mean():7.2%} "
-          f"(n={(~above).sum()}), unplanted marked {np.mean(dup[kind == 0] >= 0):.4%}")
+    print(
+        f"  {name:10s} planted with exact J>=t marked {hit[above].mean():7.2%} "
+        f"(n={above.sum()}), planted with J<t marked {hit[~above].mean():7.2%} "
+        f"(n={(~above).sum()}), unplanted marked {np.mean(dup[kind == 0] >= 0):.4%}"
+    )
 
 
 def report_agreement(ours: np.ndarray, base: np.ndarray, kind: np.ndarray) -> None:
@@ -139,7 +147,9 @@ def main() -> None:
     cfg = MinHashConfig()
 
     texts, kind, src = make_texts(args.n, args.seed)
-    print(f"n={args.n}: planted kinds {dict(zip(KINDS, np.bincount(kind, minlength=4)))}")
+    print(
+        f"n={args.n}: planted kinds {dict(zip(KINDS, np.bincount(kind, minlength=4), strict=True))}"
+    )
     minhash_duplicates(texts[:1000], cfg)  # warm caches (lsh params), not timed
     ours, t_ours = timed(minhash_duplicates, texts, cfg)
     bn = args.baseline_n or args.n

