@@ -373,9 +373,14 @@ def _available(backend: str) -> bool:
 
 
 def pick_index(index: str) -> str:
-    """Resolve ``auto`` to the best installed backend; validate explicit choices."""
+    """Resolve ``auto`` and validate explicit choices.
+
+    ``auto`` is the built-in IVF: on the 2-core benchmark machine it built+queried 100k
+    512-d vectors faster than faiss or usearch HNSW at the same pair recall (~0.99), and it
+    needs no extra dependency. faiss / usearch stay selectable by name.
+    """
     if index == "auto":
-        return next(b for b in ("faiss", "usearch", "ivf") if _available(b))
+        return "ivf"
     if index not in ANN_BACKENDS:
         raise PersonahubError(f"unknown ANN index {index!r}: use auto, {', '.join(ANN_BACKENDS)}")
     if not _available(index):
