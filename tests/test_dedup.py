@@ -99,8 +99,9 @@ def test_run_dedup_marks_records_stage_and_never_deletes(corpus) -> None:
     # stage 1 on the kinds it is meant for (Jaccard >= ~0.97)
     stage1_kinds = np.isin(kinds, ["swap", "edit1", "variant"])
     dup1 = np.where(stage_of == "minhash", dup, -1)
-    r1, p1 = recall_precision(np.where(stage1_kinds | (truth < 0), dup1, -1),
-                              np.where(stage1_kinds, truth, -1))
+    r1, p1 = recall_precision(
+        np.where(stage1_kinds | (truth < 0), dup1, -1), np.where(stage1_kinds, truth, -1)
+    )
     # stage 2 on what stage 1 left: the 4-word block edits
     block = kinds == "edit_block"
     dup2 = np.where(stage_of == "embedding", dup, -1)
@@ -144,7 +145,10 @@ def test_stages_run_alone(corpus) -> None:
     cfg = DedupConfig(embedder="hash")
     s1 = run_minhash_stage(con, cfg)
     assert s1.marked > 0
-    assert con.execute("SELECT count(*) FROM personas WHERE dup_stage = 'embedding'").fetchall()[0][0] == 0
+    assert (
+        con.execute("SELECT count(*) FROM personas WHERE dup_stage = 'embedding'").fetchall()[0][0]
+        == 0
+    )
     s2 = run_embedding_stage(con, cfg)
     assert s2.input == len(corpus.texts) - s1.marked and s2.marked > 0
     with pytest.raises(PersonahubError):
