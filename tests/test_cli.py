@@ -121,3 +121,27 @@ def test_scenario_script_runs_with_python(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "riverside_town" in done.stderr and "emissions" in done.stdout
     assert (tmp_path / "script.duckdb").exists()
+
+
+def test_personas_dedup_flags_near_duplicates_and_never_deletes(tmp_path):
+    base = ("a retired harbour pilot from Bergen who restores wooden boats and teaches knots "
+            "to children on weekends")
+    texts = [base, base + " too", base.replace("weekends", "weekend"),
+             "a data engineer in Nairobi who builds pipelines for a farm cooperative"]
+    path = tmp_path / "near.jsonl"
+    path.write_text("".join(json.dumps({"persona": t}) + "\n" for t in texts))
+    db = tmp_path / "dedup.duckdb"
+    assert invoke("personas", "import", path, "--db", db).exit_code == 0
+    result = invoke("personas", "dedup", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "minhash" in result.output and "embedding" in result.output
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("select text, is_duplicate, duplicate_of, dup_stage from personas "
+                       "order by seq").fetchall()
+    kept_id = con.execute("select persona_id from personas order by seq limit 1").fetchone()[0]
+    con.close()
+    assert len(rows) == 4  # flagged, not deleted
+    assert [r[1] for r in rows] == [False, True, True, False]
+    assert {r[2] for r in rows if r[1]} == {kept_id}
+    assert {r[3] for r in rows if r[1]} == {"minhash", "embedding"}
+    assert "threshold" in one_line_error(invoke("personas", "dedup", "--db", db, "--threshold", "2"))
