@@ -93,28 +93,48 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
 
 
 def token_hash(token: str) -> int:
-    """Stable 64-bit token hash (Python's ``hash`` is salted per process, so unusable)."""
-    return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
+    """32-bit token hash: the first 4 bytes of SHA-1, little-endian (datasketch's default).
+
+    Using datasketch's hash family makes our signatures bit-identical to
+    ``datasketch.MinHash(num_perm, seed)`` fed the same tokens, so the two methods see the same
+    LSH candidates and differ only where we verify candidates.
+    """
+    return int.from_bytes(hashlib.sha1(token.encode("utf-8")).digest()[:4], "little")
+
+
+def _fmix32(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (wrapping uint32), applied before the permutations."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x85EBCA6B)
+    x = x ^ (x >> np.uint32(13))
+    x = x * np.uint32(0xC2B2AE35)
+    return x ^ (x >> np.uint32(16))
 
 
 @lru_cache(maxsize=16)
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-permutation multiplier (odd) and offset, fixed by the seed."""
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * _U64(2) + _U64(1)
-    b = rng.integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64, endpoint=True)
+    """Affine permutations h -> a*h + b mod 2^32 (``a`` odd), drawn as datasketch's
+    ``affine32`` scheme draws them from ``RandomState(seed)``, so the same seed gives the same
+    permutations in both."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
     return a, b
 
 
 def _permuted(hashes: np.ndarray, config: MinHashConfig) -> np.ndarray:
-    """(len(hashes), num_perm) uint32 permuted values: top 32 bits of fmix64(a*h + b)."""
+    """(len(hashes), num_perm) uint32 permuted values: a * fmix32(h) + b (mod 2^32).
+
+    ``hashes`` are feature hashes; only their low 32 bits are used (token hashes are 32-bit;
+    n-gram features are folded to 32 bits first).
+    """
     a, b = _permutations(config.num_perm, config.seed)
     out = np.empty((hashes.size, config.num_perm), dtype=np.uint32)
     step = max(1, (1 << 22) // config.num_perm)
     with np.errstate(over="ignore"):
         for lo in range(0, hashes.size, step):
-            h = hashes[lo : lo + step, None]
-            out[lo : lo + step] = (_fmix64(h * a + b) >> _U64(32)).astype(np.uint32)
+            h = _fmix32((hashes[lo : lo + step] & _U64(0xFFFFFFFF)).astype(np.uint32))
+            out[lo : lo + step] = h[:, None] * a + b
     return out
 
 

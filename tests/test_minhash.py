@@ -101,3 +101,19 @@ def test_exact_copies_collapse_onto_first() -> None:
 def test_empty_input() -> None:
     assert minhash_duplicates([]).shape == (0,)
     assert signatures([], MinHashConfig()).shape == (0, 128)
+
+
+def test_signatures_are_bit_identical_to_datasketch():
+    import numpy as np
+    from datasketch import MinHash
+
+    from personas.minhash import MinHashConfig, signatures, tokenize
+
+    texts = ["A retired nurse from Leeds who bakes bread on Sundays",
+             "Ein Bäcker aus München, der gerne wandert", "naïve café owner", "x"]
+    for seed in (1, 7):
+        ours = signatures(texts, MinHashConfig(seed=seed))
+        for text, row in zip(texts, ours, strict=True):
+            theirs = MinHash(num_perm=128, seed=seed)
+            theirs.update_batch([t.encode("utf-8") for t in set(tokenize(text))])
+            assert np.array_equal(theirs.hashvalues.astype(np.uint32), row)
