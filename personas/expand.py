@@ -55,6 +55,14 @@ class StructuredCaller(Protocol):
     def drain_records(self) -> list[Any]: ...
 
 
+def _drain_cache_rows(caller: Any) -> list[dict[str, Any]]:
+    """``llm_cache`` rows of answers the caller recorded (none for callers without a cache)."""
+    from agents.cache import cache_rows
+
+    drain = getattr(caller, "drain_cache_entries", None)
+    return cache_rows(drain()) if drain is not None else []
+
+
 @dataclass
 class ExpandSummary:
     """What an expansion did."""
@@ -134,6 +142,7 @@ async def expand_hub(
             upsert_personas(con, created)
             save_relations(con, relations)
             insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
+            insert_rows(con, "llm_cache", _drain_cache_rows(caller), ignore_conflicts=True)
         summary.hops = hop_number
         summary.new_personas += len(created)
         summary.edges += len(relations)

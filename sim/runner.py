@@ -21,6 +21,7 @@ from typing import Any
 
 import networkx as nx
 
+from agents.cache import CACHE_MODES, ResponseCache
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
 from personas.errors import PersonahubError
 from personas.expand import expand_hub
@@ -46,8 +47,18 @@ class RunOptions:
     timeout_s: float = 60.0
     max_retries: int = 3
     chunk_size: int = 128
+    cache: str = "off"  # off | record | replay (agents/cache.py)
+    rps: float | None = None  # model requests per second, all endpoints together
+    price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
+    price_out: float | None = None  # USD per 1M output tokens
 
     def __post_init__(self) -> None:
+        if self.cache not in CACHE_MODES:
+            raise PersonahubError(f"--cache {self.cache!r}: use one of {', '.join(CACHE_MODES)}")
+        for name in ("rps", "price_in", "price_out"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or (name == "rps" and value == 0)):
+                raise PersonahubError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.steps is not None and self.steps < 1:
             raise PersonahubError(f"--steps must be >= 1, got {self.steps}")
         if self.chunk_size < 1:
@@ -129,8 +140,9 @@ def run_scenario(
     if client is None:
         client = LLMClient(LLMSettings(spec=options.llm, seed=seed, timeout_s=options.timeout_s,
                                        concurrency=options.concurrency,
-                                       max_retries=options.max_retries))
-        check_reachable(client)
+                                       max_retries=options.max_retries, rps=options.rps))
+        if options.cache != "replay":  # a replay calls no model
+            check_reachable(client)
     world = scenario.world_text()
     personas = load_scenario_personas(scenario)  # read fully before touching the database
     con = connect(options.db)
@@ -138,6 +150,8 @@ def run_scenario(
     log = RunLog(con, run_id)
     loop = asyncio.new_event_loop()
     try:
+        if options.cache != "off":
+            client.use_cache(ResponseCache.load(con, options.cache, client.cache_model))  # type: ignore[arg-type]
         with transaction(con):
             upsert_personas(con, personas)
         log.start(scenario=scenario.name, scenario_path=scenario_path, seed=seed,
@@ -204,7 +218,8 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
         result = model.last_result
         assert result is not None
         duplicates = _flag_duplicates(result, indexes)
-        log.write_step(result, duplicates, client.drain_records(), step_started, model=client.label)
+        log.write_step(result, duplicates, client.drain_records(), step_started, model=client.label,
+                       cache_entries=getattr(client, "drain_cache_entries", list)())
         kinds.update(e.kind for e in result.emissions)
         summary.steps = result.step
         summary.duplicates += sum(v is not None for v in duplicates.values())
