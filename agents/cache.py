@@ -17,8 +17,10 @@ over with ``drain()`` (``LLMClient.drain_cache_entries()``); the run log writes 
 step's transaction, together with the step's rows and call records.
 
 What is stored is the answer's raw payload (the JSON text, or the tool call's arguments) as the
-seam received it, valid or not, so a replay also repeats repair attempts. Transport failures are
-not stored: a replay has no error rows.
+seam received it, valid or not, so a replay also repeats repair attempts. A call that failed for
+good (transport errors after every retry) is stored as a *failure* under ``failure_key(key)``: a
+replay reproduces the failure (one cached ``error`` row) instead of missing, while ``record``
+ignores failures and asks the model again. Individual retried errors are not stored.
 """
 
 from __future__ import annotations
@@ -52,11 +54,15 @@ class CacheEntry:
     key: str
     model: str
     request: Mapping[str, Any]
-    response: str
+    response: str | None
     tokens_in: int
     tokens_out: int
     sample: int
+    error: str | None = None
     created_at: float = field(default_factory=time.time)
+
+
+Answer = tuple[str | None, int, int, str | None]  # response, tokens in, tokens out, error
 
 
 @lru_cache(maxsize=256)
@@ -89,11 +95,16 @@ def cache_key(base: str, sample: int) -> str:
     return hashlib.sha256(f"{base}:{sample}".encode()).hexdigest()
 
 
+def failure_key(key: str) -> str:
+    """Where a call that failed for good is recorded (replays reproduce the failure)."""
+    return f"{key}:failed"
+
+
 class ResponseCache:
     """Answers by key, the per-run sample counters and the entries not yet written."""
 
     def __init__(self, mode: CacheMode, model: str,
-                 answers: dict[str, tuple[str, int, int]] | None = None) -> None:
+                 answers: dict[str, Answer] | None = None) -> None:
         if mode not in ("record", "replay"):
             raise PersonahubError(f"--cache {mode!r}: a cache is used in 'record' or 'replay' mode")
         self.mode = mode
@@ -105,9 +116,9 @@ class ResponseCache:
     @classmethod
     def load(cls, con: Any, mode: CacheMode, model: str) -> ResponseCache:
         """The cache over the ``llm_cache`` rows of ``model`` in the database ``con``."""
-        rows = con.execute("SELECT key, response, tokens_in, tokens_out FROM llm_cache "
+        rows = con.execute("SELECT key, response, tokens_in, tokens_out, error FROM llm_cache "
                            "WHERE model = ?", [model]).fetchall()
-        return cls(mode, model, {k: (r, int(ti or 0), int(to or 0)) for k, r, ti, to in rows})
+        return cls(mode, model, {k: (r, int(ti or 0), int(to or 0), e) for k, r, ti, to, e in rows})
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -118,13 +129,13 @@ class ResponseCache:
         self._samples[base] = sample + 1
         return sample
 
-    def get(self, key: str) -> tuple[str, int, int] | None:
-        """(raw answer, tokens in, tokens out) recorded under ``key``, or None."""
+    def get(self, key: str) -> Answer | None:
+        """(raw answer, tokens in, tokens out, error) recorded under ``key``, or None."""
         return self._answers.get(key)
 
     def put(self, entry: CacheEntry) -> None:
         """Remember an answer now and buffer it for the next write."""
-        self._answers[entry.key] = (entry.response, entry.tokens_in, entry.tokens_out)
+        self._answers[entry.key] = (entry.response, entry.tokens_in, entry.tokens_out, entry.error)
         self._pending.append(entry)
 
     def drain(self) -> list[CacheEntry]:
@@ -140,5 +151,6 @@ def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:
     return [{
         "key": e.key, "model": e.model, "sample": e.sample, "request": dict(e.request),
         "response": e.response, "tokens_in": e.tokens_in, "tokens_out": e.tokens_out,
+        "error": e.error,
         "created_at": dt.datetime.fromtimestamp(e.created_at, tz=dt.UTC).replace(tzinfo=None),
     } for e in entries]

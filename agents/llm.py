@@ -36,7 +36,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ValidationError
 
-from agents.cache import CacheEntry, CacheMiss, ResponseCache, cache_key, request_hash, request_payload
+from agents.cache import (
+    CacheEntry,
+    CacheMiss,
+    ResponseCache,
+    cache_key,
+    failure_key,
+    request_hash,
+    request_payload,
+)
 from agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel
 from personas.errors import PersonahubError
 
@@ -457,11 +465,21 @@ class LLMClient:
             if cache is not None and slot is None:
                 slot = self._cache_slot(schema, conversation)
             hit = cache.get(slot[0]) if cache is not None and slot is not None else None
+            if cache is not None and slot is not None and hit is None and cache.mode == "replay":
+                failed = cache.get(failure_key(slot[0]))
+                if failed is not None:  # the recorded call failed for good: so does the replay
+                    records.append(replace(
+                        base, model=cache.model, attempt=attempt, endpoint=None, cached=True,
+                        status="error", error=failed[3], call_id=uuid.uuid4().hex[:16],
+                        started_at=time.time()))
+                    self._records.extend(records)
+                    return StructuredResult(None, records, raw)
             if hit is not None:
                 record = replace(base, model=cache.model if cache else "", attempt=attempt,
                                  endpoint=None, cached=True, call_id=uuid.uuid4().hex[:16],
                                  started_at=time.time())
-                raw, record.tokens_in, record.tokens_out = hit
+                raw, record.tokens_in, record.tokens_out, _ = hit
+                assert raw is not None
             else:
                 if cache is not None and cache.mode == "replay":
                     assert slot is not None
@@ -497,6 +515,9 @@ class LLMClient:
                             f"model endpoint {endpoint.label} is unreachable ({description}); "
                             "check --llm / PERSONAHUB_LLM"
                         ) from exc
+                    if cache is not None and slot is not None:
+                        cache.put(CacheEntry(failure_key(slot[0]), cache.model, slot[2], None, 0, 0,
+                                             slot[1], error=description))
                     return StructuredResult(None, records, raw)
                 self._down_until[index] = 0.0
                 record.latency_ms = (time.perf_counter() - started) * 1000

@@ -105,7 +105,8 @@ CREATE TABLE IF NOT EXISTS llm_cache (
     model      VARCHAR NOT NULL,
     sample     INTEGER,
     request    JSON,
-    response   VARCHAR NOT NULL,
+    response   VARCHAR,
+    error      VARCHAR,
     tokens_in  INTEGER,
     tokens_out INTEGER,
     created_at TIMESTAMP
