@@ -6,11 +6,14 @@
 - ``openai:<model>`` — OpenAI (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` honoured);
 - ``http://host:port/v1`` — any OpenAI-compatible server (vLLM, Ollama, llama.cpp); the served
   model name comes from ``?model=NAME`` or ``PERSONAHUB_MODEL``;
-- several URLs separated by commas — used round-robin.
+- several URLs separated by commas — used round-robin; a retry goes to the next endpoint, and
+  an endpoint that refuses connections is skipped for ``DEAD_ENDPOINT_COOLDOWN_S`` seconds.
 
 Around the model, in this one place: an explicit timeout, retries with backoff on 429/5xx/timeouts,
-a concurrency limit, one repair attempt for invalid structured answers, and a ``CallRecord`` for
-every attempt (tokens, latency, status) that the run log writes to ``llm_calls``.
+a concurrency limit, an optional requests-per-second limit (one token bucket shared by all
+endpoints), one repair attempt for invalid structured answers, the record/replay cache
+(``agents.cache``), and a ``CallRecord`` for every attempt (tokens, latency, status, cached) that
+the run log writes to ``llm_calls``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -32,12 +36,29 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ValidationError
 
+from agents.cache import (
+    CacheEntry,
+    CacheMiss,
+    ResponseCache,
+    cache_key,
+    failure_key,
+    request_hash,
+    request_payload,
+)
 from agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel
 from personas.errors import PersonahubError
 
 T = TypeVar("T", bound=BaseModel)
 StructuredMethod = Literal["json_schema", "tools"]
 _SECRET_PARAMS = {"key", "api_key", "apikey", "token", "access_token", "secret", "password"}
+DEAD_ENDPOINT_COOLDOWN_S = 5.0
+# Connections per HTTP client. httpcore re-scans every pooled connection for every waiting
+# request whenever one finishes (O(requests x connections)); at 64 connections on one pool that
+# alone costs milliseconds of CPU per call and caps a 0.5 s-latency server near 40 calls/s on
+# two cores (4 per pool measured best: 87 vs 75 calls/s with 8). An endpoint therefore gets
+# ceil(concurrency / SHARD_CONNECTIONS) clients ("shards")
+# and each call goes to the least busy one.
+SHARD_CONNECTIONS = 4
 
 
 class LLMConfigError(PersonahubError):
@@ -61,8 +82,11 @@ class LLMSettings:
     structured_method: StructuredMethod = "json_schema"
     temperature: float | None = None
     offline_latency_s: float = 0.0
+    rps: float | None = None
 
     def __post_init__(self) -> None:
+        if self.rps is not None and self.rps <= 0:
+            raise LLMConfigError(f"--rps must be > 0 requests per second, got {self.rps}")
         if self.timeout_s <= 0:
             raise LLMConfigError(f"timeout must be > 0 seconds, got {self.timeout_s}")
         if self.concurrency < 1:
@@ -88,7 +112,7 @@ class CallRecord:
     persona_id: str | None = None
     step: int | None = None
     cached: bool = False
-    endpoint: int = 0
+    endpoint: int | None = 0
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     started_at: float = field(default_factory=time.time)
 
@@ -131,6 +155,45 @@ class Endpoint:
     model: BaseChatModel
     label: str
     base_url: str | None = None
+    shards: tuple[BaseChatModel, ...] = ()
+
+    @property
+    def model_name(self) -> str:
+        """The served model's name (what the cache keys on; no URL, no credentials)."""
+        return str(getattr(self.model, "model_name", None) or self.label)
+
+
+class RateLimiter:
+    """Token bucket: ``rate`` requests per second on average, bursts of at most ``burst``.
+
+    Each caller reserves a token (the balance may go negative) and sleeps until its token is
+    due, so waiting callers are served in arrival order without a lock held across awaits.
+    """
+
+    def __init__(self, rate: float, burst: float = 1.0) -> None:
+        if rate <= 0 or burst < 1:
+            raise LLMConfigError(f"rate limit needs rate > 0 and burst >= 1 (got {rate}, {burst})")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._stamp: float | None = None
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take one token; the seconds to wait before using it (0 when one was available)."""
+        with self._lock:
+            now = time.monotonic()
+            if self._stamp is not None:
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    async def acquire(self) -> None:
+        """Wait for a token."""
+        wait = self.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 def _http_client(settings: LLMSettings) -> Any:
@@ -138,9 +201,13 @@ def _http_client(settings: LLMSettings) -> Any:
     process, whose pooled connections die with the event loop that opened them)."""
     import httpx
 
-    limits = httpx.Limits(max_connections=settings.concurrency,
-                          max_keepalive_connections=settings.concurrency)
+    size = min(settings.concurrency, SHARD_CONNECTIONS)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     return httpx.AsyncClient(limits=limits, timeout=settings.timeout_s)
+
+
+def _shard_count(settings: LLMSettings) -> int:
+    return max(1, -(-settings.concurrency // SHARD_CONNECTIONS))
 
 
 def _openai_compatible(url: str, settings: LLMSettings) -> Endpoint:
@@ -153,7 +220,7 @@ def _openai_compatible(url: str, settings: LLMSettings) -> Endpoint:
     model_name = query.pop("model", None) or os.environ.get("PERSONAHUB_MODEL") or "default"
     api_key = query.pop("api_key", None) or os.environ.get("OPENAI_API_KEY") or "not-needed"
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
-    chat = ChatOpenAI(
+    shards = tuple(ChatOpenAI(
         model=model_name,
         base_url=base,
         api_key=api_key,
@@ -161,8 +228,8 @@ def _openai_compatible(url: str, settings: LLMSettings) -> Endpoint:
         max_retries=0,
         temperature=settings.temperature,
         http_async_client=_http_client(settings),
-    )
-    return Endpoint(chat, f"{model_name}@{redact_spec(base)}", base)
+    ) for _ in range(_shard_count(settings)))
+    return Endpoint(shards[0], f"{model_name}@{redact_spec(base)}", base, shards)
 
 
 def make_endpoints(settings: LLMSettings) -> list[Endpoint]:
@@ -182,15 +249,15 @@ def make_endpoints(settings: LLMSettings) -> list[Endpoint]:
         if not os.environ.get("OPENAI_API_KEY"):
             raise LLMConfigError(f"--llm {spec}: OPENAI_API_KEY is not set")
         base = os.environ.get("OPENAI_BASE_URL") or None
-        chat = ChatOpenAI(
+        shards = tuple(ChatOpenAI(
             model=name,
             timeout=settings.timeout_s,
             max_retries=0,
             temperature=settings.temperature,
             base_url=base,
             http_async_client=_http_client(settings),
-        )
-        return [Endpoint(chat, spec, base)]
+        ) for _ in range(_shard_count(settings)))
+        return [Endpoint(shards[0], spec, base, shards)]
     if "://" in spec:
         return [_openai_compatible(url.strip(), settings) for url in spec.split(",") if url.strip()]
     raise LLMConfigError(
@@ -262,9 +329,13 @@ class LLMClient:
         self.endpoints = list(endpoints) if endpoints is not None else make_endpoints(settings)
         self._endpoints_loop: asyncio.AbstractEventLoop | None = None
         self._next = 0
+        self._down_until = [0.0] * len(self.endpoints)
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
+        self._limiter = RateLimiter(settings.rps) if settings.rps else None
         self._records: list[CallRecord] = []
+        self._cache: ResponseCache | None = None
+        self._busy: dict[tuple[int, int], int] = {}  # calls in flight per (endpoint, shard)
 
     @property
     def label(self) -> str:
@@ -276,12 +347,45 @@ class LLMClient:
         """True when the offline engine answers (no language model is used)."""
         return all(isinstance(e.model, OfflineChatModel) for e in self.endpoints)
 
+    @property
+    def cache_model(self) -> str:
+        """The model name cache entries are keyed and stored under (endpoints' names, sorted)."""
+        return ",".join(sorted({e.model_name for e in self.endpoints}))
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The record/replay cache in use, if any."""
+        return self._cache
+
+    def use_cache(self, cache: ResponseCache | None) -> None:
+        """Answer from (and record into) ``cache`` from now on; None turns caching off."""
+        self._cache = cache
+
     def drain_records(self) -> list[CallRecord]:
         """Hand over (and forget) the call records collected since the last drain."""
         records, self._records = self._records, []
         return records
 
-    def _pick(self) -> tuple[int, Endpoint]:
+    def drain_cache_entries(self) -> list[CacheEntry]:
+        """Hand over (and forget) the answers recorded since the last drain (for ``llm_cache``)."""
+        return self._cache.drain() if self._cache is not None else []
+
+
+    def drain_cache_rows(self) -> list[dict[str, Any]]:
+        """``drain_cache_entries`` as ``llm_cache`` rows, for writers below this layer."""
+        from agents.cache import cache_rows
+
+        return cache_rows(self.drain_cache_entries())
+    def mark_down(self, index: int, seconds: float = DEAD_ENDPOINT_COOLDOWN_S) -> None:
+        """Skip endpoint ``index`` in round-robin for ``seconds`` (it refused a connection)."""
+        self._down_until[index] = time.monotonic() + seconds
+
+    def _healthy_other(self, index: int) -> bool:
+        now = time.monotonic()
+        return any(i != index and until <= now for i, until in enumerate(self._down_until))
+
+    def _pick(self, after: int | None = None) -> tuple[int, Endpoint]:
+        """The next endpoint in round-robin (after ``after`` for a retry), skipping dead ones."""
         loop = asyncio.get_running_loop()
         if self._endpoints_loop is not loop:
             # HTTP clients keep connection pools bound to the loop that opened them; a client
@@ -289,8 +393,19 @@ class LLMClient:
             if self._owns_endpoints and self._endpoints_loop is not None:
                 self.endpoints = make_endpoints(self.settings)
             self._endpoints_loop = loop
-        index = self._next % len(self.endpoints)
-        self._next += 1
+        n = len(self.endpoints)
+        if after is None:
+            start = self._next
+            self._next += 1
+        else:
+            start = after + 1
+        if n > 1:
+            now = time.monotonic()
+            for offset in range(n):
+                index = (start + offset) % n
+                if self._down_until[index] <= now:
+                    return index, self.endpoints[index]
+        index = start % n  # all down (or only one): try it anyway
         return index, self.endpoints[index]
 
     def _bind_kwargs(self, schema: type[BaseModel]) -> dict[str, Any]:
@@ -298,25 +413,56 @@ class LLMClient:
             return {"tools": [convert_to_openai_tool(schema)], "tool_choice": schema.__name__}
         return {"response_format": _response_format(schema)}
 
-    def _bound(self, endpoint: Endpoint, schema: type[BaseModel]) -> Any:
+    def _bound(self, model: BaseChatModel, schema: type[BaseModel]) -> Any:
         if self.settings.structured_method == "tools":
-            return endpoint.model.bind_tools([schema], tool_choice=schema.__name__)
-        return endpoint.model.bind(response_format=_response_format(schema))
+            return model.bind_tools([schema], tool_choice=schema.__name__)
+        return model.bind(response_format=_response_format(schema))
+
+    def _shard(self, index: int, endpoint: Endpoint) -> tuple[tuple[int, int], BaseChatModel]:
+        """The endpoint's least busy HTTP client (see ``SHARD_CONNECTIONS``)."""
+        shards = endpoint.shards or (endpoint.model,)
+        best = min(range(len(shards)), key=lambda s: self._busy.get((index, s), 0))
+        return (index, best), shards[best]
 
     async def _attempt(self, endpoint: Endpoint, schema: type[BaseModel],
-                       messages: list[BaseMessage]) -> AIMessage:
+                       messages: list[BaseMessage], index: int = 0) -> AIMessage:
         if isinstance(endpoint.model, OfflineChatModel):
             # In-process engine: skip LangChain's per-call callback machinery (about 1 ms a
             # call), answer exactly what the model class would. No semaphore is needed either.
+            if self._limiter is not None:
+                await self._limiter.acquire()
             return await endpoint.model.answer_async(messages, **self._bind_kwargs(schema))
-        runnable = self._bound(endpoint, schema)
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._semaphore_loop is not loop:
             # a semaphore belongs to one event loop; each run may bring its own loop
             self._semaphore = asyncio.Semaphore(self.settings.concurrency)
             self._semaphore_loop = loop
         async with self._semaphore:
-            return await asyncio.wait_for(runnable.ainvoke(messages), self.settings.timeout_s)
+            if self._limiter is not None:  # the token is taken just before the request goes out
+                await self._limiter.acquire()
+            slot, model = self._shard(index, endpoint)
+            self._busy[slot] = self._busy.get(slot, 0) + 1
+            try:
+                return await asyncio.wait_for(self._bound(model, schema).ainvoke(messages),
+                                              self.settings.timeout_s)
+            finally:
+                self._busy[slot] -= 1
+
+    def _cache_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"method": self.settings.structured_method,
+                                  "temperature": self.settings.temperature}
+        if self.is_offline:
+            params["seed"] = self.settings.seed  # the offline engine's answers depend on it
+        return params
+
+    def _cache_slot(self, schema: type[BaseModel], conversation: list[BaseMessage]
+                    ) -> tuple[str, int, dict[str, Any]]:
+        """(key, sample index, request) for one more asking of ``conversation`` in this run."""
+        assert self._cache is not None
+        request = request_payload(self._cache.model, conversation, schema, self._cache_params())
+        base = request_hash(request)
+        sample = self._cache.next_sample(base)
+        return cache_key(base, sample), sample, request
 
     async def structured(
         self,
@@ -330,7 +476,8 @@ class LLMClient:
         """Ask for an instance of ``schema``; retry transport errors, repair one invalid answer.
 
         Returns ``value=None`` when every attempt failed; the caller goes on. Raises
-        ``LLMUnavailable`` when the endpoint cannot be reached at all.
+        ``LLMUnavailable`` when no endpoint can be reached at all, and ``CacheMiss`` when the
+        cache replays and holds no answer for the request.
         """
         records: list[CallRecord] = []
         base = CallRecord(purpose=purpose, model="", attempt=0, status="", latency_ms=0.0,
@@ -340,34 +487,75 @@ class LLMClient:
         attempt = 0
         transport_failures = 0
         raw: str | None = None
+        slot: tuple[str, int, dict[str, Any]] | None = None  # cache key of ``conversation``
+        previous: int | None = None  # endpoint of the last failed attempt (retry goes on)
+        cache = self._cache
         while True:
             attempt += 1
-            index, endpoint = self._pick()
-            started = time.perf_counter()
-            record = replace(base, model=endpoint.label, attempt=attempt, endpoint=index,
-                             call_id=uuid.uuid4().hex[:16], started_at=time.time())
-            try:
-                message = await self._attempt(endpoint, schema, conversation)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a record
+            if cache is not None and slot is None:
+                slot = self._cache_slot(schema, conversation)
+            hit = cache.get(slot[0]) if cache is not None and slot is not None else None
+            if cache is not None and slot is not None and hit is None and cache.mode == "replay":
+                failed = cache.get(failure_key(slot[0]))
+                if failed is not None:  # the recorded call failed for good: so does the replay
+                    records.append(replace(
+                        base, model=cache.model, attempt=attempt, endpoint=None, cached=True,
+                        status="error", error=failed[3], call_id=uuid.uuid4().hex[:16],
+                        started_at=time.time()))
+                    self._records.extend(records)
+                    return StructuredResult(None, records, raw)
+            if hit is not None:
+                record = replace(base, model=cache.model if cache else "", attempt=attempt,
+                                 endpoint=None, cached=True, call_id=uuid.uuid4().hex[:16],
+                                 started_at=time.time())
+                raw, record.tokens_in, record.tokens_out, _ = hit
+                assert raw is not None
+            else:
+                if cache is not None and cache.mode == "replay":
+                    assert slot is not None
+                    self._records.extend(records)
+                    raise CacheMiss(
+                        f"--cache replay: no recorded answer for the {purpose!r} call "
+                        f"(persona {persona_id}, step {step}, attempt {attempt}, sample {slot[1]}, "
+                        f"model {cache.model!r}, key {slot[0][:16]}); record it with --cache record")
+                index, endpoint = self._pick(previous)
+                started = time.perf_counter()
+                record = replace(base, model=endpoint.label, attempt=attempt, endpoint=index,
+                                 call_id=uuid.uuid4().hex[:16], started_at=time.time())
+                try:
+                    message = await self._attempt(endpoint, schema, conversation, index)
+                except Exception as exc:  # noqa: BLE001 - every failure becomes a record
+                    record.latency_ms = (time.perf_counter() - started) * 1000
+                    description, retryable = _error_kind(exc)
+                    record.status, record.error = "error", description
+                    records.append(record)
+                    transport_failures += 1
+                    unreachable = _is_unreachable(exc)
+                    if unreachable and len(self.endpoints) > 1:
+                        self.mark_down(index)
+                    previous = index
+                    if retryable and transport_failures <= self.settings.max_retries:
+                        if not (unreachable and self._healthy_other(index)):  # else: fail over now
+                            delay = self.settings.backoff_s * 2 ** (transport_failures - 1)
+                            await asyncio.sleep(delay * (0.5 + random.random()))
+                        continue
+                    self._records.extend(records)
+                    if unreachable and not self._healthy_other(index):
+                        raise LLMUnavailable(
+                            f"model endpoint {endpoint.label} is unreachable ({description}); "
+                            "check --llm / PERSONAHUB_LLM"
+                        ) from exc
+                    if cache is not None and slot is not None:
+                        cache.put(CacheEntry(failure_key(slot[0]), cache.model, slot[2], None, 0, 0,
+                                             slot[1], error=description))
+                    return StructuredResult(None, records, raw)
+                self._down_until[index] = 0.0
                 record.latency_ms = (time.perf_counter() - started) * 1000
-                description, retryable = _error_kind(exc)
-                record.status, record.error = "error", description
-                records.append(record)
-                transport_failures += 1
-                if retryable and transport_failures <= self.settings.max_retries:
-                    delay = self.settings.backoff_s * 2 ** (transport_failures - 1)
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    continue
-                self._records.extend(records)
-                if _is_unreachable(exc):
-                    raise LLMUnavailable(
-                        f"model endpoint {endpoint.label} is unreachable ({description}); "
-                        "check --llm / PERSONAHUB_LLM"
-                    ) from exc
-                return StructuredResult(None, records, raw)
-            record.latency_ms = (time.perf_counter() - started) * 1000
-            record.tokens_in, record.tokens_out = _usage(message)
-            raw = _payload(message, self.settings.structured_method)
+                record.tokens_in, record.tokens_out = _usage(message)
+                raw = _payload(message, self.settings.structured_method)
+                if cache is not None and slot is not None:
+                    cache.put(CacheEntry(slot[0], cache.model, slot[2], raw, record.tokens_in,
+                                         record.tokens_out, slot[1]))
             try:
                 value = schema.model_validate_json(raw)
             except ValidationError as exc:
@@ -387,6 +575,7 @@ class LLMClient:
                         "Reply again with only valid JSON for the schema."
                     ),
                 ]
+                slot = None
                 continue
             record.status = "ok"
             records.append(record)
@@ -404,21 +593,30 @@ def resolve_spec(cli_value: str | None) -> str:
     return cli_value or os.environ.get("PERSONAHUB_LLM") or OFFLINE_MODEL_NAME
 
 
-def check_reachable(client: LLMClient, timeout_s: float = 5.0) -> None:
-    """Fail fast with one line when an HTTP endpoint does not answer at all.
+def check_reachable(client: LLMClient, timeout_s: float = 5.0) -> list[str]:
+    """Fail fast with one line when no HTTP endpoint answers at all.
 
     Any HTTP answer (even 401 or 404) counts as reachable; only connection failures do not.
+    With several endpoints, the unreachable ones are marked down (round-robin skips them for a
+    while) and their labels returned; the error is raised only when none is reachable.
     """
     import httpx
 
-    for endpoint in client.endpoints:
+    down: list[str] = []
+    failure: BaseException | None = None
+    for index, endpoint in enumerate(client.endpoints):
         if endpoint.base_url is None and isinstance(endpoint.model, OfflineChatModel):
             continue
         url = (endpoint.base_url or "https://api.openai.com/v1").rstrip("/") + "/models"
         try:
             httpx.get(url, timeout=timeout_s)
         except httpx.HTTPError as exc:
-            raise LLMUnavailable(
-                f"model endpoint {endpoint.label} is unreachable ({type(exc).__name__}); "
-                "check --llm / PERSONAHUB_LLM"
-            ) from exc
+            down.append(endpoint.label)
+            failure = exc
+            client.mark_down(index)
+    if failure is not None and len(down) == len(client.endpoints):
+        raise LLMUnavailable(
+            f"model endpoint {down[0]} is unreachable ({type(failure).__name__}); "
+            "check --llm / PERSONAHUB_LLM"
+        ) from failure
+    return down

@@ -23,7 +23,7 @@ SELECT 'job', job_id, task, count(*), count(*) FILTER (WHERE is_duplicate),
 FROM synth_items GROUP BY ALL
 ;
 -- v_run_usage: model calls and tokens per run or synthesis job (llm_calls.run_id holds both).
--- calls counts attempts; failed = error + invalid attempts. Costs: multiply tokens by a price.
+-- calls counts attempts; failed = error + invalid attempts. Costs: see v_run_cost.
 CREATE OR REPLACE {temp} VIEW v_run_usage AS
 SELECT run_id, count(*) AS calls,
        count(*) FILTER (WHERE status = 'ok') AS ok,
@@ -34,6 +34,43 @@ SELECT run_id, count(*) AS calls,
        round(avg(latency_ms), 2) AS avg_latency_ms,
        min(started_at) AS first_call, max(started_at) AS last_call
 FROM llm_calls GROUP BY run_id
+;
+-- v_run_cost: tokens and cost in USD per run (or synthesis job). Prices are USD per 1M tokens:
+-- the run's own --price-in/--price-out (runs.config) first, else the prices table row for the
+-- call's model name (llm_calls.model without '@URL' or 'openai:'); the offline engine costs 0.
+-- Answers from the record/replay cache (llm_calls.cached) are not billed: their tokens and what
+-- they would have cost are reported apart. cost_usd is NULL when a billed call has no price.
+CREATE OR REPLACE {temp} VIEW v_run_cost AS
+WITH calls AS (
+    SELECT run_id, coalesce(cached, false) AS cached,
+           coalesce(tokens_in, 0) AS tokens_in, coalesce(tokens_out, 0) AS tokens_out,
+           regexp_replace(regexp_replace(coalesce(model, ''), '@.*$', ''), '^openai:', '')
+               AS model_name
+    FROM llm_calls
+), priced AS (
+    SELECT c.*,
+           coalesce(try_cast(json_extract_string(r.config, '$.options.price_in') AS DOUBLE),
+                    p.price_in, CASE WHEN c.model_name = 'offline' THEN 0.0 END) AS price_in,
+           coalesce(try_cast(json_extract_string(r.config, '$.options.price_out') AS DOUBLE),
+                    p.price_out, CASE WHEN c.model_name = 'offline' THEN 0.0 END) AS price_out
+    FROM calls c
+    LEFT JOIN runs r ON r.run_id = c.run_id
+    LEFT JOIN prices p ON p.model = c.model_name
+)
+SELECT run_id,
+       count(*) AS calls,
+       count(*) FILTER (WHERE cached) AS cached_calls,
+       coalesce(sum(tokens_in) FILTER (WHERE NOT cached), 0) AS tokens_in,
+       coalesce(sum(tokens_out) FILTER (WHERE NOT cached), 0) AS tokens_out,
+       coalesce(sum(tokens_in) FILTER (WHERE cached), 0) AS cached_tokens_in,
+       coalesce(sum(tokens_out) FILTER (WHERE cached), 0) AS cached_tokens_out,
+       CASE WHEN count(*) FILTER (WHERE NOT cached AND (price_in IS NULL OR price_out IS NULL)) > 0
+            THEN NULL
+            ELSE round(coalesce(sum((tokens_in * price_in + tokens_out * price_out) / 1e6)
+                                FILTER (WHERE NOT cached), 0), 6) END AS cost_usd,
+       round(sum((tokens_in * price_in + tokens_out * price_out) / 1e6) FILTER (WHERE cached), 6)
+           AS cached_cost_usd
+FROM priced GROUP BY run_id
 ;
 -- v_agent_activity: per run and persona, emissions made and messages sent/received;
 -- order by emissions or messages_sent for the most active agents.

@@ -76,6 +76,11 @@ class StructuredCaller(Protocol):
     def drain_records(self) -> list[Any]: ...
 
 
+def drain_cache_rows(caller: Any) -> list[dict[str, Any]]:
+    """``llm_cache`` rows of answers the caller recorded (none for callers without a cache)."""
+    return getattr(caller, "drain_cache_rows", list)()
+
+
 @dataclass
 class ExpandSummary:
     """What an expansion did."""
@@ -257,6 +262,7 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
         upsert_personas(con, created)
         save_relations(con, relations)
         insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
+        insert_rows(con, "llm_cache", drain_cache_rows(caller), ignore_conflicts=True)
         _mark_rows(con, expansion_id, level, marks)
 
 

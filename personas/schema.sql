@@ -190,6 +190,23 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     cached     BOOLEAN,
     started_at TIMESTAMP
 );
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key        VARCHAR PRIMARY KEY,
+    model      VARCHAR NOT NULL,
+    sample     INTEGER,
+    request    JSON,
+    response   VARCHAR,
+    error      VARCHAR,
+    tokens_in  INTEGER,
+    tokens_out INTEGER,
+    created_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS prices (
+    model      VARCHAR PRIMARY KEY,
+    price_in   DOUBLE NOT NULL,
+    price_out  DOUBLE NOT NULL,
+    updated_at TIMESTAMP DEFAULT current_timestamp
+);
 
 -- Persona-driven synthesis jobs ---------------------------------------------------------
 CREATE TABLE IF NOT EXISTS synth_jobs (

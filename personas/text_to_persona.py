@@ -30,7 +30,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from personas.errors import PersonaFileError
-from personas.expand import StructuredCaller
+from personas.expand import StructuredCaller, drain_cache_rows
 from personas.importers import ImportStats, container_of, iter_rows
 from personas.prompts import TEXT_RELATIONS, text_to_persona_messages
 from personas.record import Persona
@@ -256,6 +256,7 @@ async def text_to_persona(
             summary.new_personas += upsert_personas(con, created)
             insert_rows(con, "text_done", done_rows, ignore_conflicts=True)
             insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
+            insert_rows(con, "llm_cache", drain_cache_rows(caller), ignore_conflicts=True)
         summary.personas += len(created)
         summary.batches += 1
         if progress:

@@ -79,13 +79,18 @@ def banner(client: LLMClient) -> None:
 
 
 def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
-                offline_latency: float = 0.0) -> LLMClient:
-    """Build the model client for a command and check the endpoint answers."""
+                offline_latency: float = 0.0, *, rps: float | None = None,
+                check: bool = True) -> LLMClient:
+    """Build the model client for a command and check the endpoint answers (unless ``check``
+    is off, as for a replay from the cache, which calls no model)."""
     from agents.llm import LLMClient, LLMSettings, check_reachable, resolve_spec
 
     client = LLMClient(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
-                                   timeout_s=timeout, offline_latency_s=offline_latency))
-    check_reachable(client)
+                                   timeout_s=timeout, offline_latency_s=offline_latency, rps=rps))
+    if check:
+        for label in check_reachable(client):
+            console.print(f"[yellow]warning:[/] endpoint {label} is unreachable; using the others",
+                          highlight=False)
     banner(client)
     return client
 
@@ -113,6 +118,15 @@ def run(
     offline_latency: Annotated[float, typer.Option(
         "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY",
         help="Seconds the offline engine waits per call (to simulate a slow model).")] = 0.0,
+    cache: Annotated[str, typer.Option(
+        "--cache", help="Model answer cache: off, record (answer hits from the cache, record "
+                        "misses) or replay (cache only: no model call; a miss is an error).")] = "off",
+    rps: Annotated[float | None, typer.Option(
+        "--rps", min=0.001, help="Model requests per second at most (all endpoints together).")] = None,
+    price_in: Annotated[float | None, typer.Option(
+        "--price-in", min=0, help="USD per 1M input tokens, for v_run_cost.")] = None,
+    price_out: Annotated[float | None, typer.Option(
+        "--price-out", min=0, help="USD per 1M output tokens, for v_run_cost.")] = None,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
     from sim.runner import RunOptions, resume_run, run_scenario
@@ -135,9 +149,11 @@ def run(
     spec = resolve_spec(llm)
     loaded = load_scenario(scenario)
     options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,
-                         timeout_s=timeout, offline_latency_s=offline_latency)
+                         timeout_s=timeout, offline_latency_s=offline_latency, cache=cache,
+                         rps=rps, price_in=price_in, price_out=price_out)
     run_seed = loaded.seed if seed is None else seed
-    client = make_client(spec, run_seed, concurrency, timeout, offline_latency)
+    client = make_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
+                         check=cache != "replay")
     console.print(f"scenario: [bold]{loaded.name}[/] ({scenario}) seed={run_seed} db={db}")
     with _progress() as bar:
         summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=_hook(bar),

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from agents.cache import CacheEntry, cache_rows
 from agents.llm import CallRecord
 from personas.store import insert_rows, record_rows, transaction
 from sim.society import StepResult
@@ -60,8 +61,10 @@ class RunLog:
             insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
 
     def write_step(self, result: StepResult, duplicates: Mapping[str, str | None],
-                   records: Sequence[CallRecord], started_at: dt.datetime, *, model: str) -> None:
-        """Write a step's emissions (with near-duplicate flags), messages and calls atomically."""
+                   records: Sequence[CallRecord], started_at: dt.datetime, *, model: str,
+                   cache_entries: Sequence[CacheEntry] = ()) -> None:
+        """Write a step's emissions (with near-duplicate flags), messages, calls and newly
+        recorded cache answers atomically."""
         emissions = [{
             "emission_id": e.emission_id, "run_id": self.run_id, "step": e.step,
             "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
@@ -87,6 +90,7 @@ class RunLog:
             insert_rows(self.con, "survey_answers", [{**a, **tagged} for a in result.answers])
             insert_rows(self.con, "agent_states", states)
             insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
+            insert_rows(self.con, "llm_cache", cache_rows(cache_entries), ignore_conflicts=True)
             insert_rows(self.con, "steps", [step_row])
             self.con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?",
                              [result.step, self.run_id])

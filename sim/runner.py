@@ -30,6 +30,7 @@ from typing import Any
 
 import networkx as nx
 
+from agents.cache import CACHE_MODES, ResponseCache
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
 from personas.errors import PersonahubError
 from personas.expand import expand_hub
@@ -56,10 +57,20 @@ class RunOptions:
     max_retries: int = 3
     chunk_size: int = 128
     offline_latency_s: float = 0.0
+    cache: str = "off"  # off | record | replay (agents/cache.py)
+    rps: float | None = None  # model requests per second, all endpoints together
+    price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
+    price_out: float | None = None  # USD per 1M output tokens
 
     def __post_init__(self) -> None:
         if self.offline_latency_s < 0:
             raise PersonahubError(f"offline latency must be >= 0 s, got {self.offline_latency_s}")
+        if self.cache not in CACHE_MODES:
+            raise PersonahubError(f"--cache {self.cache!r}: use one of {', '.join(CACHE_MODES)}")
+        for name in ("rps", "price_in", "price_out"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or (name == "rps" and value == 0)):
+                raise PersonahubError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.steps is not None and self.steps < 1:
             raise PersonahubError(f"--steps must be >= 1, got {self.steps}")
         if self.chunk_size < 1:
@@ -135,8 +146,9 @@ def make_client(options: RunOptions, seed: int) -> LLMClient:
     client = LLMClient(LLMSettings(spec=options.llm, seed=seed, timeout_s=options.timeout_s,
                                    concurrency=options.concurrency,
                                    max_retries=options.max_retries,
-                                   offline_latency_s=options.offline_latency_s))
-    check_reachable(client)
+                                   offline_latency_s=options.offline_latency_s, rps=options.rps))
+    if options.cache != "replay":  # a replay calls no model
+        check_reachable(client)
     return client
 
 
@@ -224,6 +236,8 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
            personas: list[Persona] | None) -> RunSummary:
     """Set up (or restore) the society, run the remaining steps, mark the run's outcome."""
     run_id = log.run_id
+    if options.cache != "off":  # record/replay applies to fresh and resumed runs alike
+        client.use_cache(ResponseCache.load(con, options.cache, client.cache_model))  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     try:
         try:
@@ -339,7 +353,8 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
         result = model.last_result
         assert result is not None
         duplicates = _flag_duplicates(result, indexes)
-        log.write_step(result, duplicates, client.drain_records(), step_started, model=client.label)
+        log.write_step(result, duplicates, client.drain_records(), step_started, model=client.label,
+                       cache_entries=getattr(client, "drain_cache_entries", list)())
         if progress:
             progress("step", result.step, steps)
     return _summary(con, run_id, scenario, options, client, len(agents), edges)

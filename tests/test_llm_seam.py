@@ -115,3 +115,114 @@ def test_concurrency_limit_is_respected(server):
     asyncio.run(many())
     elapsed = time.perf_counter() - started
     assert elapsed >= 0.38  # 8 calls, 4 at a time, 0.2 s each: at least two waves
+
+
+def test_rps_limit_is_honoured_across_endpoints(server):
+    import time
+
+    from agents.schemas import Instruction
+
+    a, b = server(), server()
+    client = LLMClient(LLMSettings(spec=f"{a.base_url},{b.base_url}", rps=20, concurrency=32))
+    msgs = agent_messages(persona="A baker", kind="instruction")
+
+    async def many(n):
+        return await asyncio.gather(*[client.structured(Instruction, msgs, purpose="t")
+                                      for _ in range(n)])
+
+    asyncio.run(many(1))  # connections and imports warmed; the bucket is one token short now
+    started = time.perf_counter()
+    results = asyncio.run(many(21))
+    elapsed = time.perf_counter() - started
+    assert all(r.value is not None for r in results)
+    assert a.stats.answered + b.stats.answered == 22 and a.stats.answered == b.stats.answered
+    assert elapsed >= 0.95  # 21 requests at 20/s through one shared bucket: >= 20 intervals
+    assert elapsed < 10  # and it does not crawl
+
+
+def test_rps_limit_applies_to_the_offline_engine_and_validates():
+    import time
+
+    from agents.llm import RateLimiter
+
+    with pytest.raises(LLMConfigError, match="--rps"):
+        LLMSettings(rps=0)
+    limiter = RateLimiter(50.0, burst=5)
+    waits = [limiter.reserve() for _ in range(10)]
+    assert waits[:5] == [0.0] * 5 and waits[5] == pytest.approx(0.02, abs=0.005)
+    assert waits[-1] == pytest.approx(0.1, abs=0.01)
+    client = LLMClient(LLMSettings(rps=40))
+    started = time.perf_counter()
+
+    async def many():
+        return await asyncio.gather(*[client.structured(
+            ToolSpec, agent_messages(persona=f"A welder {i}", kind="tool_spec"), purpose="t")
+            for i in range(21)])
+
+    assert all(r.value is not None for r in asyncio.run(many()))
+    assert time.perf_counter() - started >= 0.45
+
+
+def test_round_robin_with_a_dead_endpoint_fails_over_without_stalling(server):
+    import time
+
+    srv = server()
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    # a long backoff would show: failing over to a live endpoint must not wait for it
+    client = LLMClient(LLMSettings(spec=f"{dead},{srv.base_url}", backoff_s=5.0, max_retries=2))
+
+    async def many():
+        return await asyncio.gather(*[client.structured(
+            ToolSpec, agent_messages(persona=f"A welder {i}", kind="tool_spec"), purpose="t")
+            for i in range(20)])
+
+    started = time.perf_counter()
+    results = asyncio.run(many())
+    assert time.perf_counter() - started < 4.0
+    assert all(r.value is not None for r in results)
+    records = client.drain_records()
+    failed = [r for r in records if r.status == "error"]
+    assert failed and {r.endpoint for r in failed} == {0}
+    assert all(r.attempt == 2 and r.endpoint == 1 for res in results for r in res.records[1:])
+    assert srv.stats.answered == 20
+    # once marked down, the dead endpoint is skipped: later calls go straight to the live one
+    later = asyncio.run(many())
+    assert all(len(r.records) == 1 and r.records[0].endpoint == 1 for r in later)
+
+
+def test_retry_after_a_server_error_moves_to_the_next_endpoint(server):
+    a, b = server(error_rate=1.0), server()
+    client = LLMClient(LLMSettings(spec=f"{a.base_url},{b.base_url}", backoff_s=0.001))
+    result = ask(client)
+    assert result.value is not None
+    assert [(r.endpoint, r.status) for r in result.records] == [(0, "error"), (1, "ok")]
+
+
+def test_check_reachable_tolerates_some_dead_endpoints(server):
+    from agents.llm import check_reachable
+
+    srv = server()
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    client = LLMClient(LLMSettings(spec=f"{srv.base_url},{dead}"))
+    assert check_reachable(client) == [client.endpoints[1].label]
+    with pytest.raises(LLMUnavailable):
+        check_reachable(LLMClient(LLMSettings(spec=f"{dead},{dead}")))
+
+
+def test_a_run_completes_with_one_dead_endpoint(server, scenario_file, tmp_path):
+    import duckdb
+
+    from sim.runner import RunOptions, run_scenario
+    from sim.scenario import load_scenario
+
+    srv = server()
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    db = tmp_path / "dead.duckdb"
+    summary = run_scenario(load_scenario(scenario_file(n_personas=12, steps=2)),
+                           RunOptions(db=db, llm=f"{dead},{srv.base_url}", concurrency=8))
+    assert summary.failed_actions == 0 and summary.steps == 2
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT status FROM runs").fetchone()[0] == "finished"
+    ok_endpoints = con.execute("SELECT DISTINCT endpoint FROM llm_calls WHERE status = 'ok'").fetchall()
+    con.close()
+    assert ok_endpoints == [(1,)]
