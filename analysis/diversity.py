@@ -11,7 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from personas.near_dup import NearDuplicateIndex, word_ngrams
+import numpy as np
+
+from personas.minhash import MinHashConfig, signatures
+from personas.near_dup import word_ngrams
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -31,16 +34,17 @@ def pair_similarities(personas: Sequence[str], outputs: Sequence[str], *, pairs:
     count = len(personas)
     if count < 2:
         return []
-    index = NearDuplicateIndex()
-    persona_sigs = [index.signature(t) for t in personas]
-    output_sigs = [index.signature(t) for t in outputs]
+    config = MinHashConfig()
+    persona_sigs = signatures(list(personas), config)
+    output_sigs = signatures(list(outputs), config)
     rng = random.Random(seed)
     chosen: set[tuple[int, int]] = set()
     limit = min(pairs, count * (count - 1) // 2)
     while len(chosen) < limit:
         a, b = rng.sample(range(count), 2)
         chosen.add((min(a, b), max(a, b)))
-    return [(persona_sigs[a].jaccard(persona_sigs[b]), output_sigs[a].jaccard(output_sigs[b]))
+    return [(float(np.mean(persona_sigs[a] == persona_sigs[b])),
+             float(np.mean(output_sigs[a] == output_sigs[b])))
             for a, b in sorted(chosen)]
 
 

@@ -102,8 +102,7 @@ def _hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicat
     rows = con.execute(
         "SELECT persona_id, text FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
     ).fetchall()
-    for persona_id, text in rows:
-        index.add(persona_id, text)
+    index.add_many(rows)
     return index
 
 

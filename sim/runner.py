@@ -322,11 +322,11 @@ def _restore_model(con: Any, model: SocietyModel, run_id: str, done: int,
     model.restore(done, {int(a): json.loads(s) for a, s in states})
     rows = con.execute("SELECT emission_id, kind, text FROM emissions WHERE run_id = ? AND step <= ? "
                        "AND NOT is_duplicate ORDER BY step, agent_id", [run_id, done]).fetchall()
+    by_kind: dict[str, list[tuple[str, str]]] = {}
     for emission_id, kind, text in rows:
-        index = indexes.get(kind)
-        if index is None:
-            index = indexes[kind] = NearDuplicateIndex()
-        index.add(emission_id, text)
+        by_kind.setdefault(kind, []).append((emission_id, text))
+    for kind, items in by_kind.items():
+        indexes.setdefault(kind, NearDuplicateIndex()).add_many(items)
 
 
 def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
@@ -385,10 +385,13 @@ def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, cli
 def _flag_duplicates(result: StepResult,
                      indexes: dict[str, NearDuplicateIndex]) -> dict[str, str | None]:
     """Per-kind MinHash near-duplicate flags, in agent-id order (earliest emission kept)."""
+    by_kind: dict[str, list[tuple[str, str]]] = {}
+    for emission in result.emissions:  # agent-id order within each kind
+        by_kind.setdefault(emission.kind, []).append((emission.emission_id, emission.text))
     flags: dict[str, str | None] = {}
-    for emission in result.emissions:
-        index = indexes.get(emission.kind)
+    for kind, items in by_kind.items():
+        index = indexes.get(kind)
         if index is None:
-            index = indexes[emission.kind] = NearDuplicateIndex()
-        flags[emission.emission_id] = index.check_and_add(emission.emission_id, emission.text)
+            index = indexes[kind] = NearDuplicateIndex()
+        flags.update(zip((key for key, _ in items), index.check_and_add_many(items), strict=True))
     return flags

@@ -242,8 +242,7 @@ class SynthesisJob:
         rows = self.con.execute(
             "SELECT item_id, text FROM synth_items WHERE job_id = ? ORDER BY created_at, item_id",
             [self.job_id]).fetchall()
-        for item_id, text in rows:
-            self.index.add(item_id, text)
+        self.index.add_many(rows)
         return len(rows)
 
     def write_batch(self, results: Sequence[tuple[Persona, dict[str, Any] | None,
