@@ -34,7 +34,7 @@ from agents.cache import CACHE_MODES, ResponseCache
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
 from personas.errors import PersonahubError
 from personas.expand import expand_hub
-from personas.graph import Relation, load_graph, save_relations, social_view
+from personas.graph import Relation, save_relations, small_world_pairs, social_graph
 from personas.importers import iter_personas
 from personas.near_dup import NearDuplicateIndex
 from personas.record import Persona
@@ -120,12 +120,8 @@ def load_scenario_personas(scenario: Scenario) -> list[Persona]:
 def acquaintance_links(ids: list[str], k: int, rewire: float, seed: int,
                        source: str) -> list[Relation]:
     """Seeded small-world links among ``ids`` (Watts-Strogatz; k neighbours each)."""
-    n = len(ids)
-    if k < 2 or n < 3:
-        return []
-    k = min(k, n - 1)
-    graph = nx.watts_strogatz_graph(n, k, rewire, seed=seed)
-    return [Relation(ids[u], ids[v], "acquaintance", 0, source) for u, v in sorted(graph.edges())]
+    return [Relation(ids[u], ids[v], "acquaintance", 0, source)
+            for u, v in small_world_pairs(len(ids), k, rewire, seed)]
 
 
 def _config(scenario: Scenario, options: RunOptions, seed: int, steps: int) -> dict[str, Any]:
@@ -282,10 +278,11 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
         ))
         reached = expansion.reached_ids
     agent_ids = list(dict.fromkeys([*start_ids, *reached]))
-    agents = fetch_personas(con, agent_ids)
-    order = {pid: i for i, pid in enumerate(agent_ids)}
-    agents.sort(key=lambda p: order[p.persona_id])
-    graph = social_view(load_graph(con, agent_ids))
+    known = set(start_ids)
+    extra = {p.persona_id: p for p in fetch_personas(con, [i for i in agent_ids if i not in known])}
+    by_id = {**{p.persona_id: p for p in personas}, **extra}
+    agents = [by_id[i] for i in agent_ids]
+    graph = social_graph(con, agent_ids)
     edges = [(u, v, d.get("relation")) for u, v, d in graph.edges(data=True)]
     # agent ids are Mesa's creation order: 1, 2, ... in persona order
     log.add_agents([p.persona_id for p in agents], list(range(1, len(agents) + 1)), edges)

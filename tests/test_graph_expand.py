@@ -77,3 +77,30 @@ def test_offline_expansion_hops_and_schema(tmp_path):
     hops = dict(con.execute("select hop, count(*) from personas group by 1").fetchall())
     assert hops[0] == 4 and hops[1] > 0 and hops[3] > 0
     assert con.execute("select count(*) from llm_calls where purpose='expand'").fetchone()[0] == summary.asked
+
+
+def test_social_graph_matches_the_multigraph_view(tmp_path):
+    con, people = hub(tmp_path, n=6)
+    ids = [p.persona_id for p in people]
+    save_relations(con, [Relation(ids[0], ids[1], "colleague", 1), Relation(ids[1], ids[0], "rival", 1),
+                         Relation(ids[2], ids[3], "supplier", 1), Relation(ids[4], ids[5], "parent", 1)])
+    from personas.graph import social_graph
+    subset = ids[:4]
+    direct = social_graph(con, subset)
+    via_multigraph = social_view(load_graph(con, subset))
+    assert list(direct.nodes) == subset
+    assert {frozenset(e) for e in direct.edges} == {frozenset(e) for e in via_multigraph.edges}
+    assert direct.edges[ids[0], ids[1]]["relation"] == "colleague"  # first label alphabetically
+
+
+def test_small_world_pairs_are_seeded_simple_and_keep_the_edge_count():
+    from personas.graph import small_world_pairs
+
+    pairs = small_world_pairs(200, 4, 0.2, seed=3)
+    assert pairs == small_world_pairs(200, 4, 0.2, seed=3)
+    assert pairs != small_world_pairs(200, 4, 0.2, seed=4)
+    assert len(pairs) == len(set(pairs)) == 200 * 2  # n * k / 2 edges, no duplicates
+    assert all(0 <= a < b < 200 for a, b in pairs)  # no self loops, normalised
+    ring = small_world_pairs(10, 4, 0.0, seed=1)
+    assert (0, 1) in ring and (0, 2) in ring and (0, 3) not in ring
+    assert small_world_pairs(2, 4, 0.1, seed=1) == []
