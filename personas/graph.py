@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import networkx as nx
 
-from personas.store import fetch_personas, insert_rows, upsert_personas
+from personas.store import fetch_personas, insert_columns, upsert_personas
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +32,11 @@ class Relation:
 
 def save_relations(con: duckdb.DuckDBPyConnection, relations: Iterable[Relation]) -> int:
     """Insert relations not yet stored; returns how many rows were offered."""
-    rows = [
-        {"src": r.src, "dst": r.dst, "relation": r.relation, "hop": r.hop, "source": r.source}
-        for r in dict.fromkeys(relations)
-        if r.src != r.dst
-    ]
-    return insert_rows(con, "relations", rows, ignore_conflicts=True)
+    unique = [r for r in dict.fromkeys(relations) if r.src != r.dst]
+    return insert_columns(con, "relations", {
+        "src": [r.src for r in unique], "dst": [r.dst for r in unique],
+        "relation": [r.relation for r in unique], "hop": [r.hop for r in unique],
+        "source": [r.source for r in unique]}, ignore_conflicts=True)
 
 
 def load_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str] | None = None,

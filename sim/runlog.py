@@ -17,7 +17,7 @@ import duckdb
 
 from agents.cache import CacheEntry, cache_rows
 from agents.llm import CallRecord
-from personas.store import insert_rows, record_rows, transaction
+from personas.store import insert_columns, insert_rows, record_rows, transaction
 from sim.society import StepResult
 
 
@@ -47,13 +47,12 @@ class RunLog:
                    edges: Sequence[tuple[str, str, str | None]] = ()) -> None:
         """Record which persona each agent id plays and the run's starting social graph."""
         with transaction(self.con):
-            insert_rows(self.con, "run_agents", [
-                {"run_id": self.run_id, "agent_id": a, "persona_id": p}
-                for a, p in zip(agent_ids, persona_ids, strict=True)
-            ])
-            insert_rows(self.con, "run_edges", [
-                {"run_id": self.run_id, "src": u, "dst": v, "relation": r} for u, v, r in edges
-            ])
+            insert_columns(self.con, "run_agents", {
+                "run_id": [self.run_id] * len(agent_ids), "agent_id": list(agent_ids),
+                "persona_id": list(persona_ids)})
+            insert_columns(self.con, "run_edges", {
+                "run_id": [self.run_id] * len(edges), "src": [e[0] for e in edges],
+                "dst": [e[1] for e in edges], "relation": [e[2] for e in edges]})
 
     def write_calls(self, records: Sequence[CallRecord]) -> None:
         """Write model-call records made outside steps (setup, expansion)."""
