@@ -110,8 +110,15 @@ class SchemaFiller:
 
 
 def _digest(seed: int, messages: Sequence[Mapping[str, Any]], extra: Any) -> int:
-    payload = json.dumps([seed, list(messages), extra], sort_keys=True, default=str)
-    return int.from_bytes(hashlib.sha256(payload.encode("utf-8")).digest()[:8], "big")
+    # repr, not json.dumps(sort_keys=True): same determinism (messages and schemas are built in
+    # a fixed order), a third of the cost on the offline hot path
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(repr(seed).encode())
+    for message in messages:
+        digest.update(b"\x1e" + str(message.get("role")).encode() + b"\x1f")
+        digest.update(str(message.get("content")).encode("utf-8", "surrogatepass"))
+    digest.update(b"\x1d" + repr(extra).encode("utf-8", "surrogatepass"))
+    return int.from_bytes(digest.digest(), "big")
 
 
 class OfflineEngine:

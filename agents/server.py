@@ -137,8 +137,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, {"error": {"message": f"injected fault {status}", "type": "injected"}})
             return
         malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
-        self._send(200, _completion(srv.engine, request, malformed))
-        srv.stats.bump("malformed" if malformed else "answered")
+        body = _completion(srv.engine, request, malformed)
+        srv.stats.bump("malformed" if malformed else "answered")  # before the client can see it
+        self._send(200, body)
 
 
 def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def insert_columns(
     for name, values in columns.items():
         # fast path: a column of plain scalars needs no per-value conversion (isinstance against
         # the Mapping ABC cost about a second per 100k-row insert)
-        if all(type(v) in _SCALARS for v in values):
+        if set(map(type, values)) <= _SCALARS:
             data[name] = values
         else:
             data[name] = [_plain(v) for v in values]
