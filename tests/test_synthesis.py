@@ -67,6 +67,33 @@ def test_every_task_and_mode_offline(tmp_path: Path, task: str, mode: str) -> No
     assert status == "finished"
 
 
+@pytest.fixture(scope="module")
+def loopback_url():
+    with running_server(seed=3) as server:
+        yield server.base_url + "?model=offline"
+
+
+@pytest.mark.parametrize("mode", PROMPTING_MODES)
+@pytest.mark.parametrize("task", sorted(TEMPLATES))
+def test_every_task_and_mode_over_http(tmp_path: Path, loopback_url: str, task: str,
+                                       mode: str) -> None:
+    """The same matrix through ChatOpenAI against the loopback OpenAI-compatible server."""
+    db = tmp_path / "h.duckdb"
+    examples = write_examples(tmp_path / "ex.jsonl") if mode != "zero-shot" else None
+    summary = run_synthesis(SynthOptions(task=task, n=2, prompting=mode, db=str(db),
+                                         llm=loopback_url, solve=task in ("math_problem",),
+                                         examples=str(examples) if examples else None))
+    assert summary.written == 2 and summary.failed == 0 and not summary.offline
+    for _, row_task, prompting, content, text, solution, _, _ in items(db, summary.job_id):
+        assert (row_task, prompting) == (task, mode)
+        SYNTH_SCHEMAS[task].model_validate(json.loads(content))
+        assert text.strip()
+        if task == "math_problem":
+            Solution.model_validate(json.loads(solution))
+    models = _col(db, "SELECT DISTINCT model FROM llm_calls")
+    assert models == ["offline@http://127.0.0.1:" + loopback_url.split(":")[2].split("/")[0] + "/v1"]
+
+
 def test_persona_few_shot_infers_missing_personas(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     examples = write_examples(tmp_path / "ex.jsonl", with_personas=False)
