@@ -11,11 +11,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from agents.llm import LLMClient, LLMSettings, LLMUnavailable
 from personas.errors import PersonahubError
 from sim.runner import RunOptions, resume_run, run_scenario
 from sim.scenario import load_scenario
-from tests.conftest import persona_texts
+from tests.conftest import FailsAtStep, persona_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 17
@@ -97,30 +96,12 @@ def uninterrupted(scenario_path: Path, tmp_path: Path) -> dict[str, list]:
     return snapshot(db, summary.run_id)
 
 
-class FailsAtStep:
-    """Offline client whose endpoint becomes unreachable from a given step on."""
-
-    def __init__(self, step: int) -> None:
-        self.inner = LLMClient(LLMSettings(seed=SEED))
-        self.step = step
-
-    async def structured(self, *args, **kwargs):
-        if (kwargs.get("step") or 0) >= self.step:
-            raise LLMUnavailable("model endpoint test is unreachable")
-        return await self.inner.structured(*args, **kwargs)
-
-    def drain_records(self):
-        return self.inner.drain_records()
-
-    label = "offline"
-    is_offline = True
-
-
 @pytest.mark.parametrize("fail_at", [1, 3, 5])
 def test_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path, uninterrupted, fail_at):
     db = tmp_path / "broken.duckdb"
     with pytest.raises(PersonahubError, match="unreachable"):
-        run_scenario(load_scenario(scenario_path), RunOptions(db=db), client=FailsAtStep(fail_at))
+        run_scenario(load_scenario(scenario_path), RunOptions(db=db),
+                     client=FailsAtStep(fail_at, seed=SEED))
     con = duckdb.connect(str(db), read_only=True)
     run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs").fetchone()
     con.close()

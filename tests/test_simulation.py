@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.llm import LLMClient, LLMSettings, LLMUnavailable
+from agents.llm import LLMClient, LLMSettings
 from agents.schemas import ToolSpec
 from personas.errors import PersonahubError
 from sim.runner import RunOptions, run_scenario
 from sim.scenario import load_scenario
-from tests.conftest import persona_texts
+from tests.conftest import FailsAtStep, persona_texts
 
 EMISSION_COLUMNS = "step, agent_id, persona_id, kind, content, text, target_persona_id, is_duplicate"
 
@@ -112,25 +112,6 @@ def test_results_do_not_depend_on_completion_order(order_seed, tmp_path_factory)
                          client=shuffled)
     assert emissions(folder / "base.duckdb", baseline.run_id) == emissions(
         folder / "shuf.duckdb", other.run_id)
-
-
-class FailsAtStep:
-    """Client whose endpoint becomes unreachable from a given step on."""
-
-    def __init__(self, step: int) -> None:
-        self.inner = LLMClient(LLMSettings(seed=1))
-        self.step = step
-
-    async def structured(self, *args, **kwargs):
-        if (kwargs.get("step") or 0) >= self.step:
-            raise LLMUnavailable("model endpoint test is unreachable")
-        return await self.inner.structured(*args, **kwargs)
-
-    def drain_records(self):
-        return self.inner.drain_records()
-
-    label = "offline"
-    is_offline = True
 
 
 def test_failure_mid_run_keeps_committed_steps_and_marks_the_run(scenario_file, tmp_path):
