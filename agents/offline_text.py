@@ -108,6 +108,7 @@ class PromptContext:
     world: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     heard: list[str] = field(default_factory=list)
+    source_text: list[str] = field(default_factory=list)  # a "## Text" section (text-to-persona)
     other: list[str] = field(default_factory=list)
     persona_text: str = ""
     neighbour_names: list[str] = field(default_factory=list)
@@ -167,13 +168,15 @@ def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
                 ctx.world += words
             elif heading.startswith("event"):
                 ctx.events += words
+            elif heading == "text":
+                ctx.source_text += words
             elif heading.startswith(("messages", "inbox", "conversation", "heard")):
                 ctx.heard += words
             elif heading.startswith(("neighbour", "neighbor", "addressee", "talking to")):
                 ctx.neighbour_names += [w.capitalize() for w in words[:3]]
             else:
                 ctx.other += words
-    for name in ("persona", "world", "events", "heard", "other"):
+    for name in ("persona", "world", "events", "heard", "source_text", "other"):
         setattr(ctx, name, list(dict.fromkeys(getattr(ctx, name))))
     return ctx
 
@@ -206,10 +209,15 @@ class TextMaker:
         return " ".join(w.capitalize() for w in self.words(2)) + " " + noun
 
     def persona(self, relation: str | None) -> str:
-        relation = relation or self.rng.choice(RELATIONS)
         role = self.rng.choice(_ROLES)
         place = self.rng.choice(_PLACES)
         activity = self.rng.choice(_ACTIVITIES)
+        if self.ctx.source_text and not self.ctx.persona:
+            # text-to-persona: someone defined by the text's subject, not by another persona
+            subject = " ".join(self.words(3, self.ctx.source_text))
+            detail = " ".join(self.words(2, self.ctx.source_text))
+            return f"A {role} from {place} who {activity} {subject}, especially {detail}."
+        relation = relation or self.rng.choice(RELATIONS)
         anchor = " ".join(self.words(2, self.ctx.persona or self.ctx.pool()))
         interest = " ".join(self.words(2, self.ctx.world + self.ctx.persona or self.ctx.pool()))
         return (

@@ -67,3 +67,14 @@ def test_chat_model_answers_structured_output_and_tool_calls():
     assert message.usage_metadata["input_tokens"] > 0
     plain = model.invoke(messages)
     assert isinstance(plain.content, str) and plain.content
+
+
+def test_text_to_persona_prompts_give_personas_about_the_text():
+    schema = {"type": "object", "properties": {"persona": {"type": "string"}}}
+    text = "A practical guide to repairing vintage mechanical watches: escapement, jewels, balance."
+    messages = [{"role": "user",
+                 "content": f"## Text\n{text}\n## Task\nWho is likely to read the text above?"}]
+    persona = json.loads(OfflineEngine(2).respond(messages, json_schema=schema).content)["persona"]
+    assert "someone known for" not in persona
+    assert any(w in persona.lower() for w in ("watches", "escapement", "jewels", "vintage",
+                                              "mechanical", "repairing", "balance", "practical"))
