@@ -1,6 +1,6 @@
 """The one seam to language models.
 
-``make_llm_client(spec)`` turns a spec string into an ``LLMClient``:
+``LLMClient(LLMSettings(spec=...))`` turns a spec string into a model client:
 
 - ``offline`` — the deterministic offline engine (not a language model);
 - ``openai:<model>`` — OpenAI (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` honoured);
@@ -595,11 +595,6 @@ class LLMClient:
             records.append(record)
             self._records.extend(records)
             return StructuredResult(value, records, raw)
-
-
-def make_llm_client(settings: LLMSettings) -> LLMClient:
-    """Build a client for ``settings.spec`` (raises LLMConfigError on a bad spec)."""
-    return LLMClient(settings)
 
 
 def resolve_spec(cli_value: str | None) -> str:

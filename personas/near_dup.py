@@ -13,20 +13,18 @@ cost per text.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
-from personas.minhash import MinHashConfig, lsh_params, signatures
+from personas.minhash import MinHashConfig, lsh_params, signatures, tokenize
 
-_TOKEN = re.compile(r"\w+", re.UNICODE)
 _EMPTY = np.iinfo(np.uint32).max
 
 
 def word_ngrams(text: str, n: int = 1) -> set[str]:
     """Lower-cased word n-grams of ``text`` (1-grams by default, as in the paper)."""
-    words = _TOKEN.findall(text.lower())
+    words = tokenize(text)
     if n == 1:
         return set(words)
     return {" ".join(words[i : i + n]) for i in range(max(0, len(words) - n + 1))}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import os
 import sys
@@ -326,7 +327,7 @@ def personas_import(
         with _progress() as bar:
             task = bar.add_task(f"importing {file.name}", total=None)
             with transaction(con):  # the whole file or nothing
-                for batch in ([first] if first else []) + list(_rest(batches)):
+                for batch in itertools.chain([first] if first else [], batches):
                     added += upsert_personas(con, batch)
                     bar.update(task, completed=stats.read)
     finally:
@@ -335,10 +336,6 @@ def personas_import(
               f"{stats.bad} bad skipped")
     for example in stats.bad_examples:
         out.print(f"  skipped {example}", highlight=False)
-
-
-def _rest(batches: Any) -> Any:
-    yield from batches
 
 
 @personas_app.command("expand")

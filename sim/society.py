@@ -71,17 +71,20 @@ class StepResult:
     states: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # changed agent states
 
 
+def _derived_seed(parts: tuple[object, ...]) -> int:
+    """64 bits from ``parts`` (run seed, step, persona...), independent of call order."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest(), "big")
+
+
 def derived_rng(*parts: object) -> random.Random:
-    """An RNG seeded from ``parts`` (run seed, step, persona...), independent of call order."""
-    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "big"))
+    """An RNG seeded from ``parts``, independent of call order."""
+    return random.Random(_derived_seed(parts))
 
 
 def derived_uniform(*parts: object) -> float:
-    """A uniform draw in [0, 1) from ``parts``: ``derived_rng(...).random()`` without building
-    an RNG (seeding one costs more than the hash; activation draws one per agent per step)."""
-    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
-    return (int.from_bytes(digest, "big") >> 11) * (1.0 / (1 << 53))
+    """A uniform draw in [0, 1) from ``parts`` without building an RNG (seeding one costs more
+    than the hash; activation draws one per agent per step)."""
+    return (_derived_seed(parts) >> 11) * (1.0 / (1 << 53))
 
 
 def _state_key(state: dict[str, Any]) -> str:
