@@ -6,7 +6,8 @@ use it for dry runs: ``personahub serve`` then ``--llm http://127.0.0.1:PORT/v1`
 
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP 429/500 errors,
 malformed JSON answers, and hangs (the request sleeps ``hang_s`` before answering). ``latency_s``
-delays every answer. Only binds to loopback addresses.
+is the time from a request's arrival to its answer (the answer is computed meanwhile). Only binds
+to loopback addresses.
 """
 
 from __future__ import annotations
@@ -113,7 +114,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
+    def _sleep_until(self, deadline: float) -> None:
+        wait = deadline - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        received = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -129,15 +136,18 @@ class _Handler(BaseHTTPRequestHandler):
         if opts.hang_rate and srv.draw() < opts.hang_rate:
             srv.stats.bump("hangs")
             srv.stopping.wait(opts.hang_s)
-        if opts.latency_s:
-            time.sleep(opts.latency_s)
         if opts.error_rate and srv.draw() < opts.error_rate:
             srv.stats.bump("errors")
             status = 429 if srv.draw() < 0.5 else 500
+            self._sleep_until(received + opts.latency_s)
             self._send(status, {"error": {"message": f"injected fault {status}", "type": "injected"}})
             return
         malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
         body = _completion(srv.engine, request, malformed)
+        # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
+        # request arrived, so the server's own CPU does not pile up on top of the latency when
+        # many requests arrive at once (it would otherwise serialise behind this process's lock)
+        self._sleep_until(received + opts.latency_s)
         srv.stats.bump("malformed" if malformed else "answered")  # before the client can see it
         self._send(200, body)
 
