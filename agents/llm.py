@@ -210,9 +210,21 @@ def _shard_count(settings: LLMSettings) -> int:
     return max(1, -(-settings.concurrency // SHARD_CONNECTIONS))
 
 
-def _openai_compatible(url: str, settings: LLMSettings) -> Endpoint:
+def _chat_openai(model: str, base_url: str | None, api_key: str | None,
+                 settings: LLMSettings) -> BaseChatModel:
+    """One ``ChatOpenAI`` with its own HTTP client, posting through ``PassThroughCompletions``."""
     from langchain_openai import ChatOpenAI
+    from openai import AsyncOpenAI
 
+    from agents.openai_wire import pass_through_clients
+
+    root = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=settings.timeout_s,
+                       max_retries=0, http_client=_http_client(settings))
+    return ChatOpenAI(model=model, base_url=base_url, api_key=api_key, timeout=settings.timeout_s,
+                      max_retries=0, temperature=settings.temperature, **pass_through_clients(root))
+
+
+def _openai_compatible(url: str, settings: LLMSettings) -> Endpoint:
     parsed = urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise LLMConfigError(f"--llm: {redact_spec(url)!r} is not an http(s) URL")
@@ -220,15 +232,8 @@ def _openai_compatible(url: str, settings: LLMSettings) -> Endpoint:
     model_name = query.pop("model", None) or os.environ.get("PERSONAHUB_MODEL") or "default"
     api_key = query.pop("api_key", None) or os.environ.get("OPENAI_API_KEY") or "not-needed"
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
-    shards = tuple(ChatOpenAI(
-        model=model_name,
-        base_url=base,
-        api_key=api_key,
-        timeout=settings.timeout_s,
-        max_retries=0,
-        temperature=settings.temperature,
-        http_async_client=_http_client(settings),
-    ) for _ in range(_shard_count(settings)))
+    shards = tuple(_chat_openai(model_name, base, api_key, settings)
+                   for _ in range(_shard_count(settings)))
     return Endpoint(shards[0], f"{model_name}@{redact_spec(base)}", base, shards)
 
 
@@ -241,22 +246,14 @@ def make_endpoints(settings: LLMSettings) -> list[Endpoint]:
         model = OfflineChatModel(seed=settings.seed, latency_s=settings.offline_latency_s)
         return [Endpoint(model, OFFLINE_MODEL_NAME)]
     if spec.startswith("openai:"):
-        from langchain_openai import ChatOpenAI
-
         name = spec.split(":", 1)[1].strip()
         if not name:
             raise LLMConfigError("--llm openai:<model> needs a model name, e.g. openai:gpt-4o-mini")
         if not os.environ.get("OPENAI_API_KEY"):
             raise LLMConfigError(f"--llm {spec}: OPENAI_API_KEY is not set")
         base = os.environ.get("OPENAI_BASE_URL") or None
-        shards = tuple(ChatOpenAI(
-            model=name,
-            timeout=settings.timeout_s,
-            max_retries=0,
-            temperature=settings.temperature,
-            base_url=base,
-            http_async_client=_http_client(settings),
-        ) for _ in range(_shard_count(settings)))
+        shards = tuple(_chat_openai(name, base, None, settings)
+                       for _ in range(_shard_count(settings)))
         return [Endpoint(shards[0], spec, base, shards)]
     if "://" in spec:
         return [_openai_compatible(url.strip(), settings) for url in spec.split(",") if url.strip()]

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--activation", type=float, default=0.1)
     parser.add_argument("--profile", action="store_true", help="print the top cProfile entries")
+    parser.add_argument("--sort", default="cumulative", help="cProfile sort key with --profile")
     args = parser.parse_args()
     import duckdb
 
@@ -79,7 +80,7 @@ def main() -> None:
     print(f"peak RSS: {peak_rss_mib():,.0f} MiB (before the run: {rss_before:,.0f} MiB; "
           f"goal <= 4,096)")
     if profiler:
-        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats(args.sort).print_stats(45)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Every command that calls a model takes ``--llm SPEC`` (default: ``PERSONAHUB_LLM
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 import json
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agents import run_loop
 from personas.errors import PersonahubError
 from personas.store import DEFAULT_DB
 
@@ -366,7 +366,7 @@ def personas_expand(
     try:
         with _progress() as bar:
             task = bar.add_task("expanding", total=hops)
-            summary = asyncio.run(expand_hub(
+            summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
                 batch_size=batch_size, config={"limit": limit, "origin": "cli"},
                 progress=lambda h, n: bar.update(task, completed=h)))

@@ -6,7 +6,6 @@ resume lookup used by ``personas expand``. Imported at the end of ``sim/cli.py``
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from agents import run_loop
 from personas.errors import PersonahubError
 from personas.store import DEFAULT_DB
 from sim.cli import (
@@ -113,7 +113,7 @@ def personas_from_text(
     try:
         with _progress() as bar:
             task = bar.add_task(f"text-to-persona {name}", total=limit)
-            summary = asyncio.run(text_to_persona(
+            summary = run_loop.run(text_to_persona(
                 con, client, islice(texts, limit), corpus=name, relations=chosen, per_text=per_text,
                 batch_size=batch_size, concurrency=concurrency,
                 progress=lambda s: bar.update(task, completed=s.texts)))

@@ -32,6 +32,7 @@ import networkx as nx
 
 from agents.cache import CACHE_MODES, ResponseCache
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
+from agents.run_loop import new_run_loop
 from personas.errors import PersonahubError
 from personas.expand import expand_hub
 from personas.graph import Relation, save_relations, small_world_pairs, social_graph
@@ -234,7 +235,7 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
     run_id = log.run_id
     if options.cache != "off":  # record/replay applies to fresh and resumed runs alike
         client.use_cache(ResponseCache.load(con, options.cache, client.cache_model))  # type: ignore[arg-type]
-    loop = asyncio.new_event_loop()
+    loop = new_run_loop()
     try:
         try:
             summary = _simulate(con, log, loop, client, scenario, options, personas,

@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
+from agents.run_loop import new_run_loop
 from agents.synthesis_prompts import (
     PROMPTING_MODES,
     TEMPLATES,
@@ -339,7 +340,7 @@ def run_synthesis(
             raise PersonahubError(f"--personas {options.where!r}: no personas match"
                                   if options.where else f"--db {options.db}: the hub is empty")
         job_id = resume or new_job_id()
-        loop_runner = asyncio.new_event_loop()
+        loop_runner = new_run_loop()
         try:
             return _run(con, client, options, job_id, world, demos, personas, bool(resume),
                         loop_runner, progress)

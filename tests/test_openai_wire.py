@@ -1,0 +1,120 @@
+"""The pass-through completions resource sends exactly what the SDK's own ``create`` sends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from typing import Any
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from openai import AsyncOpenAI
+
+from agents.llm import LLMClient, LLMSettings
+from agents.openai_wire import PassThroughCompletions, is_plain
+from agents.run_loop import InlineExecutor, new_run_loop
+from agents.schemas import EMISSION_SCHEMAS
+
+_COMPLETION = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"a\": 1}"},
+                 "finish_reason": "stop", "logprobs": None}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+}
+
+
+def _capture() -> tuple[AsyncOpenAI, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=_COMPLETION)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return AsyncOpenAI(api_key="sk-test", base_url="http://example.test/v1", max_retries=0,
+                       http_client=http), seen
+
+
+PAYLOADS: list[dict[str, Any]] = [
+    {"model": "m", "messages": [{"role": "system", "content": "You are a baker."},
+                                {"role": "user", "content": "Write one line."}], "stream": False},
+    {"model": "m", "temperature": 0.3, "seed": 7, "max_tokens": 50,
+     "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None,
+                  "tool_calls": [{"id": "c1", "type": "function",
+                                  "function": {"name": "f", "arguments": "{}"}}]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "ok"}],
+     "tools": [{"type": "function", "function": {"name": "f", "description": "d",
+                                                 "parameters": {"type": "object", "properties": {
+                                                     "x": {"type": "integer"}}}}}],
+     "tool_choice": {"type": "function", "function": {"name": "f"}}},
+    # not plain (content parts): must go through the SDK's own create
+    {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]},
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+@pytest.mark.parametrize("extra", [{}, {"extra_body": {"response_format": {"type": "json_object"}},
+                                       "extra_headers": {"X-Trace": "1"}, "timeout": 5.0}])
+def test_same_request_on_the_wire(payload: dict[str, Any], extra: dict[str, Any]) -> None:
+    async def both() -> tuple[httpx.Request, httpx.Request, Any, Any]:
+        sdk, sdk_seen = _capture()
+        ours, ours_seen = _capture()
+        expected = await sdk.chat.completions.create(**payload, **extra)
+        got = await PassThroughCompletions(ours).create(**payload, **extra)
+        return sdk_seen[0], ours_seen[0], expected, got
+
+    want, have, expected, got = asyncio.run(both())
+    assert have.url == want.url and have.method == want.method
+    assert json.loads(have.content) == json.loads(want.content)
+    ignore = {"x-stainless-retry-count", "x-stainless-read-timeout"}
+    assert {k: v for k, v in have.headers.items() if k not in ignore} == \
+        {k: v for k, v in want.headers.items() if k not in ignore}
+    assert got.model_dump() == expected.model_dump()
+
+
+def test_only_plain_payloads_take_the_shortcut() -> None:
+    assert is_plain(PAYLOADS[0]) and is_plain(PAYLOADS[1])
+    assert not is_plain(PAYLOADS[2])  # content parts
+    assert not is_plain({**PAYLOADS[0], "stream": True})
+    assert not is_plain({**PAYLOADS[0], "response_format": {"type": "json_object"}})
+    assert not is_plain({**PAYLOADS[0], "audio": {"voice": "alloy", "format": "mp3"}})
+
+
+def test_chat_openai_endpoints_use_the_pass_through(server: Any) -> None:
+    srv = server()
+    client = LLMClient(LLMSettings(spec=f"{srv.base_url}?model=offline", seed=1))
+    model = client.endpoints[0].model
+    assert isinstance(model.async_client, PassThroughCompletions)  # type: ignore[attr-defined]
+    messages = [SystemMessage("You are a baker from Cork."), HumanMessage("Write an instruction.")]
+    loop = new_run_loop()
+    try:
+        result = loop.run_until_complete(client.structured(EMISSION_SCHEMAS["instruction"], messages,
+                                                           purpose="t"))
+    finally:
+        loop.close()
+    assert result.value is not None and srv.stats.answered == 1
+
+
+def test_inline_executor_runs_work_in_the_calling_thread_but_not_dns() -> None:
+    executor = InlineExecutor(max_workers=1)
+    try:
+        assert executor.submit(threading.get_ident).result() == threading.get_ident()
+        failed = executor.submit(int, "x")
+        assert failed.done() and isinstance(failed.exception(), ValueError)
+        resolved = executor.submit(socket.getaddrinfo, "127.0.0.1", 80)
+        assert resolved.result(timeout=10)[0][4][0] == "127.0.0.1"
+        assert executor._threads  # name resolution went to a worker thread
+    finally:
+        executor.shutdown()
+
+    async def where() -> int:
+        return await asyncio.get_running_loop().run_in_executor(None, threading.get_ident)
+
+    loop = new_run_loop()
+    try:
+        assert loop.run_until_complete(where()) == threading.get_ident()
+    finally:
+        loop.close()
