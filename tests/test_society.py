@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import networkx as nx
+import numpy as np
 import pytest
 
 from agents.llm import LLMClient, LLMSettings
@@ -25,7 +26,7 @@ from sim.scenario import (
     Survey,
     load_scenario,
 )
-from sim.society import SocietyModel
+from sim.society import SocietyModel, step_draws
 from tests.conftest import persona_texts
 
 
@@ -131,6 +132,18 @@ def test_probability_activation_is_seeded():
             model.step()
         counts.append(sum(client.calls.values()))
     assert counts[0] == counts[1] and 0 < counts[0] < 36
+
+
+def test_step_draws_are_uniform_seeded_and_fresh_each_step():
+    keys = np.arange(1, 50_001, dtype=np.uint64) * np.uint64(7919)  # correlated keys on purpose
+    one, two = step_draws(keys, 1), step_draws(keys, 2)
+    assert np.array_equal(one, step_draws(keys.copy(), 1))  # a function of (key, step) only
+    assert one.min() >= 0.0 and one.max() < 1.0
+    assert abs((one < 0.1).mean() - 0.1) < 0.006  # 10% activation is about 10%
+    counts, _ = np.histogram(one, bins=10, range=(0, 1))
+    assert counts.min() > 4_600 and counts.max() < 5_400
+    both = ((one < 0.1) & (two < 0.1)).mean()  # steps draw independently: about 1% both times
+    assert abs(both - 0.01) < 0.003
 
 
 def test_event_audiences_interventions_and_dialogue_threads():
