@@ -40,6 +40,7 @@ from personas.importers import iter_personas
 from personas.near_dup import NearDuplicateIndex
 from personas.record import Persona
 from personas.store import DEFAULT_DB, connect, fetch_personas, transaction, upsert_personas
+from sim.heap import RunHeap
 from sim.runlog import RunLog
 from sim.scenario import Scenario, load_scenario
 from sim.society import SocietyModel, StepResult
@@ -162,20 +163,22 @@ def run_scenario(
     seed = scenario.seed if options.seed is None else options.seed
     steps = options.steps or scenario.steps
     client = client or make_client(options, seed)
-    personas = load_scenario_personas(scenario)  # read fully before touching the database
-    con = connect(options.db)
-    run_id = new_run_id()
-    log = RunLog(con, run_id)
-    try:
-        with transaction(con):
-            upsert_personas(con, personas)
-        log.start(scenario=scenario.name, scenario_path=scenario_path or str(scenario.source or ""),
-                  seed=seed, llm=client.label, config=_config(scenario, options, seed, steps),
-                  steps_planned=steps)
-        return _drive(con, log, client, scenario, options, seed, steps, progress, started,
-                      personas=personas)
-    finally:
-        con.close()
+    with RunHeap() as heap:
+        personas = load_scenario_personas(scenario)  # read fully before touching the database
+        con = connect(options.db)
+        run_id = new_run_id()
+        log = RunLog(con, run_id)
+        try:
+            with transaction(con):
+                upsert_personas(con, personas)
+            log.start(scenario=scenario.name,
+                      scenario_path=scenario_path or str(scenario.source or ""), seed=seed,
+                      llm=client.label, config=_config(scenario, options, seed, steps),
+                      steps_planned=steps)
+            return _drive(con, log, client, scenario, options, seed, steps, progress, started,
+                          personas=personas, heap=heap)
+        finally:
+            con.close()
 
 
 def resume_run(
@@ -221,16 +224,17 @@ def resume_run(
                         "WHERE run_id = ?", [run_id])
         has_agents = con.execute("SELECT count(*) FROM run_agents WHERE run_id = ?",
                                  [run_id]).fetchall()[0][0] > 0
-        personas = None if has_agents else load_scenario_personas(scenario)
-        return _drive(con, log, client, scenario, options, seed, steps, progress, started,
-                      personas=personas)
+        with RunHeap() as heap:
+            personas = None if has_agents else load_scenario_personas(scenario)
+            return _drive(con, log, client, scenario, options, seed, steps, progress, started,
+                          personas=personas, heap=heap)
     finally:
         con.close()
 
 
 def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options: RunOptions,
            seed: int, steps: int, progress: ProgressHook | None, started: float, *,
-           personas: list[Persona] | None) -> RunSummary:
+           personas: list[Persona] | None, heap: RunHeap) -> RunSummary:
     """Set up (or restore) the society, run the remaining steps, mark the run's outcome."""
     run_id = log.run_id
     if options.cache != "off":  # record/replay applies to fresh and resumed runs alike
@@ -239,7 +243,7 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
     try:
         try:
             summary = _simulate(con, log, loop, client, scenario, options, personas,
-                                scenario.world_text(), seed, steps, progress)
+                                scenario.world_text(), seed, steps, progress, heap)
         except KeyboardInterrupt:
             log.finish("interrupted", "interrupted by the user")
             raise
@@ -329,7 +333,7 @@ def _restore_model(con: Any, model: SocietyModel, run_id: str, done: int,
 
 def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
               scenario: Scenario, options: RunOptions, personas: list[Persona] | None, world: str,
-              seed: int, steps: int, progress: ProgressHook | None) -> RunSummary:
+              seed: int, steps: int, progress: ProgressHook | None, heap: RunHeap) -> RunSummary:
     run_id = log.run_id
     if personas is not None:
         agents, graph = _build_society(con, log, loop, client, scenario, personas, seed, progress)
@@ -345,6 +349,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
     indexes: dict[str, NearDuplicateIndex] = {}
     if done:
         _restore_model(con, model, run_id, done, indexes)
+    heap.settle()  # the society is built: out of the collector's sight (sim/heap.py)
     for _ in range(done, steps):
         step_started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         model.step()
@@ -353,6 +358,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
         duplicates = _flag_duplicates(result, indexes)
         log.write_step(result, duplicates, client.drain_records(), step_started, model=client.label,
                        cache_entries=getattr(client, "drain_cache_entries", list)())
+        heap.settle()
         if progress:
             progress("step", result.step, steps)
     return _summary(con, run_id, scenario, options, client, len(agents), edges)
