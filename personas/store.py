@@ -128,11 +128,18 @@ def insert_columns(
 def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
     """Dataclass records as row dicts; float ``*_at`` epoch fields become timestamps."""
     rows = []
+    layouts: dict[type, tuple[list[str], list[str]]] = {}  # fields() per record type, not per row
     for record in records:
+        layout = layouts.get(type(record))
+        if layout is None:
+            names = [f.name for f in dataclasses.fields(record)]
+            layout = layouts[type(record)] = (names, [n for n in names if n.endswith("_at")])
+        names, stamps = layout
         # shallow: records hold flat values, and asdict's deep copy dominated step writes
-        row = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
-        for key, value in row.items():
-            if key.endswith("_at") and isinstance(value, float):
+        row = {name: getattr(record, name) for name in names}
+        for key in stamps:
+            value = row[key]
+            if isinstance(value, float):
                 row[key] = dt.datetime.fromtimestamp(value, tz=dt.UTC).replace(tzinfo=None)
         row.update(extra)
         rows.append(row)
