@@ -6,6 +6,8 @@ Writes synthetic Persona Hub JSONL (template-built, seeded) and times, on a fres
 repeat: reading the file (``iter_personas``), the acquaintance pairs (``small_world_pairs``, k=4,
 rewire 0.1), ``upsert_personas``, ``save_relations`` of the acquaintance links and
 ``social_graph`` over all ids. Prints min-max per phase over the repeats (the machine is noisy).
+``sim.runner`` is imported first, as in a run: its modules make the heap the garbage collector
+walks, and pyarrow's first table would otherwise pay for importing pandas inside a phase.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from _synthetic import write_personas
 
+import sim.runner  # noqa: F401  the process a run is set up in: heap (GC) and pandas (pyarrow) loaded
 from personas.graph import Relation, save_relations, small_world_pairs, social_graph
 from personas.importers import iter_personas
 from personas.store import connect, transaction, upsert_personas
