@@ -158,6 +158,29 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+_raw_decode = json.JSONDecoder().raw_decode
+_LINE_ENDS = ("", "\n", "\r\n")
+
+
+def _decode_json(text: str) -> Any:
+    """``json.loads(text)``, minus its per-call checks on the usual line (a value then the newline).
+
+    Anything else (leading or other trailing whitespace, a BOM, bad JSON) goes through
+    ``json.loads`` itself, so values and error messages are exactly its own.
+    """
+    try:
+        value, end = _raw_decode(text)
+    except json.JSONDecodeError:
+        pass
+    else:
+        if text[end:] in _LINE_ENDS:
+            return value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+
+
 def _parse_json_line(raw: bytes, line_no: int) -> Row:
     """Decode one JSONL line into an object, or raise _BadRecord saying precisely why not."""
     try:
@@ -166,10 +189,7 @@ def _parse_json_line(raw: bytes, line_no: int) -> Row:
         raise _BadRecord(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     if line_no == 1:
         text = text.removeprefix("\ufeff")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    value = _decode_json(text)
     if not isinstance(value, dict):
         raise _BadRecord(f"expected a JSON object, got {_json_type(value)}")
     return value
@@ -319,8 +339,10 @@ def _natural(value: str) -> Any:
 
 def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
     """Return (field name, text) from the first candidate field present, validating it."""
-    name = next((c for c in candidates if c in row), None)
-    if name is None:
+    for name in candidates:  # a loop, not next(genexpr): this runs once per record
+        if name in row:
+            break
+    else:
         alternatives = "".join(f' (or "{c}")' for c in candidates[1:])
         raise _BadRecord(f'missing field "{candidates[0]}"{alternatives}')
     value = row[name]
@@ -328,18 +350,27 @@ def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
         raise _BadRecord(f'field "{name}" is null')
     if not isinstance(value, str):
         raise _BadRecord(f'field "{name}" is {_json_type(value)}, not a string')
-    if not value.strip():
+    if not value or value.isspace():  # "only whitespace" without strip()'s copy
         raise _BadRecord(f'field "{name}" is empty')
     return name, value
 
 
-def _other_fields(row: Row, exclude: str, convert: Callable[[Any], Any]) -> dict[str, Any]:
-    """Every non-empty field except the text one, as attributes."""
-    return {
-        key: convert(value)
-        for key, value in row.items()
-        if key != exclude and value is not None and value != ""
-    }
+def _other_fields(row: Row, exclude: str) -> dict[str, Any]:
+    """Every non-empty field except the text one, as attributes, with values as decoded.
+
+    JSON and Parquet already carry types. A row holding only the text (a Persona Hub line)
+    skips the comprehension.
+    """
+    if len(row) == 1 and exclude in row:
+        return {}
+    return {key: value for key, value in row.items()
+            if key != exclude and value is not None and value != ""}
+
+
+def _natural_fields(row: Row, exclude: str) -> dict[str, Any]:
+    """``_other_fields`` for CSV cells, each given its natural type (``_natural``)."""
+    return {key: _natural(value) for key, value in row.items()
+            if key != exclude and value is not None and value != ""}
 
 
 def _parse_labels(value: Any) -> list[Any]:
@@ -370,19 +401,13 @@ def _finepersonas_attributes(row: Row) -> dict[str, Any]:
     return attributes
 
 
-def _identity(value: Any) -> Any:
-    """Leave values as decoded (JSON and Parquet already carry types)."""
-    return value
-
-
 def _attribute_builder(fmt: str, container: str) -> Callable[[Row, str], dict[str, Any]]:
     """Pick how a format turns a record's non-text fields into attributes."""
     if fmt == "personahub-synth":
         return lambda row, _text_field: _synth_attributes(row)
     if fmt == "finepersonas":
         return lambda row, _text_field: _finepersonas_attributes(row)
-    convert = _natural if fmt == "attributes" and container == "csv" else _identity
-    return lambda row, text_field: _other_fields(row, text_field, convert)
+    return _natural_fields if fmt == "attributes" and container == "csv" else _other_fields
 
 
 # --------------------------------------------------------------------------- public API

@@ -20,7 +20,12 @@ def normalize_text(text: str) -> str:
 
 def persona_id_for(text: str) -> str:
     """Stable 16-hex-digit id from the normalised, case-folded persona text."""
-    digest = hashlib.sha1(normalize_text(text).casefold().encode("utf-8")).hexdigest()
+    return _id_of_normalized(normalize_text(text))
+
+
+def _id_of_normalized(text: str) -> str:
+    """``persona_id_for`` of text already normalised: Persona skips normalising it twice."""
+    digest = hashlib.sha1(text.casefold().encode("utf-8")).hexdigest()
     return "p" + digest[:15]
 
 
@@ -50,6 +55,6 @@ class Persona:
             raise ValueError("persona text is empty")
         object.__setattr__(self, "text", text)
         if not self.persona_id:
-            object.__setattr__(self, "persona_id", persona_id_for(text))
+            object.__setattr__(self, "persona_id", _id_of_normalized(text))
         if self.hop < 0:
             raise ValueError(f"hop must be >= 0, got {self.hop}")

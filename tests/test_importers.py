@@ -309,6 +309,37 @@ def test_bad_record_reasons(tmp_path: Path, line: str, reason: str) -> None:
     assert (info.value.line, info.value.reason) == (2, reason)
 
 
+UNUSUAL_LINES = [
+    '{"persona": "A"}\r\n', '{"persona": "A"}  \n', '{"persona": "A"}\t\n', '  {"persona": "A"}\n',
+    '{"persona": "A"} x\n', '{"persona": "A"}{"persona": "B"}\n', '{"persona": "A"},\n',
+    '\ufeff{"persona": "A"}\n', '{"persona": "A"}\r', '{"persona": "A"}\x0b\n', '{"persona": "A"}',
+    '{"persona": "\\u00a0\\u2003"}\n', '{"persona": " A\\u2003B "}\n', '"A"\n', '{"persona": "A"\n',
+]
+
+
+@pytest.mark.parametrize("line", UNUSUAL_LINES)
+def test_unusual_lines_read_as_json_loads_reads_them(tmp_path: Path, line: str) -> None:
+    """The reader's quick path for ordinary lines must not change any other line's outcome."""
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(('{"persona": "first"}\n' + line).encode())
+    try:
+        got = list(iter_personas(path, fmt="jsonl"))[1:]
+    except PersonaFileError as exc:
+        assert exc.line == 2
+        got = exc.reason
+    try:
+        expected = json.loads(line)
+    except json.JSONDecodeError as exc:
+        assert got == f"invalid JSON ({exc.msg} at column {exc.colno})"
+        return
+    if not isinstance(expected, dict):
+        assert got == "expected a JSON object, got string"
+    elif not expected["persona"].strip():
+        assert got == 'field "persona" is empty'
+    else:
+        assert [(p.text, p.source_ref) for p in got] == [(" ".join(expected["persona"].split()), "line 2")]
+
+
 def test_plain_jsonl_missing_field_names_both_candidates(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "p.jsonl", [{"body": "A"}])
     with pytest.raises(PersonaFileError, match=r'missing field "persona" \(or "text"\)'):
