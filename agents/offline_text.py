@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping
+import string
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -28,7 +29,11 @@ _STOPWORDS = frozenset(
     field fields write writes written someone person people like likes task following give return
     only valid object""".split()
 )
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
+# A word is ``[A-Za-z][A-Za-z'\-]{2,}``: a run of letters, apostrophes and hyphens from its first
+# letter on. ``_keywords`` strips apostrophes and hyphens off words, so it splits whole runs.
+_RUN_CHARS = string.ascii_letters + "'-"
+_RUN = re.compile(r"[A-Za-z'\-]+")
+_ASCII_RUNS = bytes(b if chr(b) in _RUN_CHARS else 32 for b in range(256)).lower()  # others: space
 _SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
 
 RELATIONS = (
@@ -119,6 +124,9 @@ class PromptContext:
         return words or ["everyday", "matters"]
 
 
+_WORD_FIELDS = ("persona", "world", "events", "heard", "source_text", "other")  # deduplicated
+
+
 def keywords(text: str, limit: int = 40) -> list[str]:
     """Distinct lower-case content words of ``text`` in first-seen order."""
     return list(_keywords(text, limit))
@@ -126,21 +134,46 @@ def keywords(text: str, limit: int = 40) -> list[str]:
 
 @lru_cache(maxsize=8192)
 def _keywords(text: str, limit: int) -> tuple[str, ...]:
-    # world texts and personas repeat across thousands of prompts: extract once
-    seen: dict[str, None] = {}
-    for match in _WORD.finditer(text):
-        word = match.group(0).lower().strip("'-")
-        if len(word) > 3 and word not in _STOPWORDS:
-            seen.setdefault(word, None)
-            if len(seen) >= limit:
-                break
-    return tuple(seen)
+    # World texts and personas repeat across thousands of prompts: extract once. Runs are cut
+    # in C (a byte table) when the text is ASCII.
+    if text.isascii():
+        runs = text.encode("ascii").translate(_ASCII_RUNS).decode("ascii").split()
+    else:  # lower-casing some non-ASCII letters gives ASCII ones (the Kelvin sign): not first
+        runs = " ".join(_RUN.findall(text)).lower().split()
+    stripped = [run.strip("'-") for run in runs]
+    seen = dict.fromkeys(word for word in stripped if len(word) > 3 and word not in _STOPWORDS)
+    return tuple(seen)[: max(limit, 1)]
+
+
+def _line_hashes(text: str) -> Iterator[int]:
+    """Positions of the ``#`` characters that begin a line of ``text``."""
+    if text.startswith("#"):
+        yield 0
+    found = text.find("\n#")
+    while found != -1:
+        yield found + 1
+        found = text.find("\n#", found + 1)
+
+
+def _section_matches(text: str) -> list[re.Match[str]]:
+    """What ``_SECTION.finditer(text)`` finds, trying only where a heading can start.
+
+    The regex engine would try every position (a leading ``^`` gives it no literal prefix to
+    skip to); resuming after each match's end keeps finditer's non-overlapping matches.
+    """
+    matches: list[re.Match[str]] = []
+    resume = 0
+    for start in _line_hashes(text):
+        if start >= resume and (match := _SECTION.match(text, start)) is not None:
+            matches.append(match)
+            resume = match.end()
+    return matches
 
 
 def split_sections(text: str) -> dict[str, str]:
     """Map markdown-style ``## Heading`` sections of a prompt to their bodies (lower-case keys)."""
     sections: dict[str, str] = {}
-    matches = list(_SECTION.finditer(text))
+    matches = _section_matches(text)
     if not matches:
         return {"": text}
     sections[""] = text[: matches[0].start()]
@@ -150,35 +183,51 @@ def split_sections(text: str) -> dict[str, str]:
     return sections
 
 
+@lru_cache(maxsize=256)
+def _field_for(heading: str) -> str:
+    """The PromptContext field a section feeds (cached: the same few headings come every call)."""
+    if heading.startswith("persona") or heading == "you":
+        return "persona"
+    if heading.startswith("world") or heading.startswith("setting"):
+        return "world"
+    if heading.startswith("event"):
+        return "events"
+    if heading == "text":
+        return "source_text"
+    if heading.startswith(("messages", "inbox", "conversation", "heard")):
+        return "heard"
+    if heading.startswith(("neighbour", "neighbor", "addressee", "talking to")):
+        return "neighbour_names"
+    return "other"
+
+
+def _text_of(content: Any) -> str:
+    """A message's content as text (OpenAI content parts joined)."""
+    if isinstance(content, str):
+        return content
+    return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+
+
 def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
     """Build a PromptContext from chat messages whose content uses ``## Section`` headings."""
-    ctx = PromptContext()
+    found: dict[str, list[str]] = {name: [] for name in _WORD_FIELDS}
+    names: list[str] = []
+    persona_text = ""
     for message in messages:
-        content = message.get("content") or ""
-        if not isinstance(content, str):
-            content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-        for heading, body in split_sections(content).items():
-            if heading == "" and message.get("role") == "system":
+        system = message.get("role") == "system"
+        for heading, body in split_sections(_text_of(message.get("content") or "")).items():
+            if heading == "" and system:
                 continue  # instructions to the model, not context to write about
-            words = keywords(body)
-            if heading.startswith("persona") or heading == "you":
-                ctx.persona += words
-                ctx.persona_text = ctx.persona_text or " ".join(body.split())
-            elif heading.startswith("world") or heading.startswith("setting"):
-                ctx.world += words
-            elif heading.startswith("event"):
-                ctx.events += words
-            elif heading == "text":
-                ctx.source_text += words
-            elif heading.startswith(("messages", "inbox", "conversation", "heard")):
-                ctx.heard += words
-            elif heading.startswith(("neighbour", "neighbor", "addressee", "talking to")):
-                ctx.neighbour_names += [w.capitalize() for w in words[:3]]
-            else:
-                ctx.other += words
-    for name in ("persona", "world", "events", "heard", "source_text", "other"):
-        setattr(ctx, name, list(dict.fromkeys(getattr(ctx, name))))
-    return ctx
+            field_name = _field_for(heading)
+            words = _keywords(body, 40)
+            if field_name == "neighbour_names":
+                names += [w.capitalize() for w in words[:3]]
+                continue
+            found[field_name] += words
+            if field_name == "persona" and not persona_text:
+                persona_text = " ".join(body.split())
+    unique = {name: list(dict.fromkeys(words)) for name, words in found.items()}
+    return PromptContext(**unique, persona_text=persona_text, neighbour_names=names)
 
 
 class TextMaker:
