@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -140,34 +140,29 @@ def _keywords(text: str, limit: int) -> tuple[str, ...]:
         runs = text.encode("ascii").translate(_ASCII_RUNS).decode("ascii").split()
     else:  # lower-casing some non-ASCII letters gives ASCII ones (the Kelvin sign): not first
         runs = " ".join(_RUN.findall(text)).lower().split()
-    stripped = [run.strip("'-") for run in runs]
-    seen = dict.fromkeys(word for word in stripped if len(word) > 3 and word not in _STOPWORDS)
+    stripped = [run.strip("'-") for run in runs if len(run) > 3]
+    seen = dict.fromkeys([word for word in stripped if len(word) > 3 and word not in _STOPWORDS])
     return tuple(seen)[: max(limit, 1)]
-
-
-def _line_hashes(text: str) -> Iterator[int]:
-    """Positions of the ``#`` characters that begin a line of ``text``."""
-    if text.startswith("#"):
-        yield 0
-    found = text.find("\n#")
-    while found != -1:
-        yield found + 1
-        found = text.find("\n#", found + 1)
 
 
 def _section_matches(text: str) -> list[re.Match[str]]:
     """What ``_SECTION.finditer(text)`` finds, trying only where a heading can start.
 
     The regex engine would try every position (a leading ``^`` gives it no literal prefix to
-    skip to); resuming after each match's end keeps finditer's non-overlapping matches.
+    skip to); a heading starts at a ``#`` beginning a line, and resuming after each match's end
+    keeps finditer's non-overlapping matches.
     """
     matches: list[re.Match[str]] = []
     resume = 0
-    for start in _line_hashes(text):
+    start = 0 if text.startswith("#") else -1
+    while True:
         if start >= resume and (match := _SECTION.match(text, start)) is not None:
             matches.append(match)
             resume = match.end()
-    return matches
+        found = text.find("\n#", start + 1)
+        if found == -1:
+            return matches
+        start = found + 1
 
 
 def split_sections(text: str) -> dict[str, str]:
