@@ -298,6 +298,12 @@ def _response_format(schema: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=256)
+def _openai_tools(schema: type[BaseModel]) -> list[dict[str, Any]]:
+    """``schema`` as a one-tool list for tool calling (cached per schema; read, never changed)."""
+    return [convert_to_openai_tool(schema)]
+
+
 def _usage(message: AIMessage) -> tuple[int, int]:
     usage = getattr(message, "usage_metadata", None) or {}
     return int(usage.get("input_tokens", 0) or 0), int(usage.get("output_tokens", 0) or 0)
@@ -406,10 +412,12 @@ class LLMClient:
         index = start % n  # all down (or only one): try it anyway
         return index, self.endpoints[index]
 
-    def _bind_kwargs(self, schema: type[BaseModel]) -> dict[str, Any]:
+    def _offline_kwargs(self, schema: type[BaseModel]) -> dict[str, Any]:
+        """What the offline model is asked with: the schema class itself as ``response_format``
+        (it keeps one engine request per class), or tools converted once per schema."""
         if self.settings.structured_method == "tools":
-            return {"tools": [convert_to_openai_tool(schema)], "tool_choice": schema.__name__}
-        return {"response_format": _response_format(schema)}
+            return {"tools": _openai_tools(schema), "tool_choice": schema.__name__}
+        return {"response_format": schema}
 
     def _bound(self, model: BaseChatModel, schema: type[BaseModel]) -> Any:
         if self.settings.structured_method == "tools":
@@ -442,7 +450,7 @@ class LLMClient:
             # call), answer exactly what the model class would. No semaphore is needed either.
             if self._limiter is not None:
                 await self._limiter.acquire()
-            return await endpoint.model.answer_async(messages, **self._bind_kwargs(schema))
+            return await endpoint.model.answer_async(messages, **self._offline_kwargs(schema))
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._semaphore_loop is not loop:
             # a semaphore belongs to one event loop; each run may bring its own loop
