@@ -32,7 +32,6 @@ _STOPWORDS = frozenset(
 # A word is ``[A-Za-z][A-Za-z'\-]{2,}``: a run of letters, apostrophes and hyphens from its first
 # letter on. ``_keywords`` strips apostrophes and hyphens off words, so it splits whole runs.
 _RUN_CHARS = string.ascii_letters + "'-"
-_RUN = re.compile(r"[A-Za-z'\-]+")
 _ASCII_RUNS = bytes(b if chr(b) in _RUN_CHARS else 32 for b in range(256)).lower()  # others: space
 _SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
 
@@ -135,11 +134,8 @@ def keywords(text: str, limit: int = 40) -> list[str]:
 @lru_cache(maxsize=8192)
 def _keywords(text: str, limit: int) -> tuple[str, ...]:
     # World texts and personas repeat across thousands of prompts: extract once. Runs are cut
-    # in C (a byte table) when the text is ASCII.
-    if text.isascii():
-        runs = text.encode("ascii").translate(_ASCII_RUNS).decode("ascii").split()
-    else:  # lower-casing some non-ASCII letters gives ASCII ones (the Kelvin sign): not first
-        runs = " ".join(_RUN.findall(text)).lower().split()
+    # by a byte table: every non-ASCII character becomes "?", a separator, as for the regex.
+    runs = text.encode("ascii", "replace").translate(_ASCII_RUNS).decode("ascii").split()
     stripped = [run.strip("'-") for run in runs if len(run) > 3]
     seen = dict.fromkeys([word for word in stripped if len(word) > 3 and word not in _STOPWORDS])
     return tuple(seen)[: max(limit, 1)]

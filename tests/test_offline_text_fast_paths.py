@@ -13,7 +13,8 @@ WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
 SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
 
 # characters that matter to the two regexes, plus some that lower-case oddly
-ALPHABET = st.sampled_from(list("#\n \t\r\x0b\x0c\x1c\x85\u2028'-aZkK_9.é") + ["\u212a", "İ", "ß"])
+ALPHABET = st.sampled_from(list("#\n \t\r\x0b\x0c\x1c\x85\u2028'-aZkK_9.é?’")
+                           + ["\u212a", "İ", "ß", "\ud800", "😀"])
 TEXTS = st.one_of(st.text(ALPHABET, max_size=60), st.text(max_size=60))
 WORDY = st.lists(st.one_of(st.sampled_from(sorted(_STOPWORDS)[:40]),
                            st.text(st.sampled_from(list("abcXYZ'- \n\u212a")), max_size=8)),
