@@ -15,6 +15,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 _STOPWORDS = frozenset(
@@ -201,7 +202,7 @@ def _text_of(content: Any) -> str:
 
 def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
     """Build a PromptContext from chat messages whose content uses ``## Section`` headings."""
-    found: dict[str, list[str]] = {name: [] for name in _WORD_FIELDS}
+    found: dict[str, list[tuple[str, ...]]] = {name: [] for name in _WORD_FIELDS}
     names: list[str] = []
     persona_text = ""
     for message in messages:
@@ -214,11 +215,18 @@ def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
             if field_name == "neighbour_names":
                 names += [w.capitalize() for w in words[:3]]
                 continue
-            found[field_name] += words
+            found[field_name].append(words)
             if field_name == "persona" and not persona_text:
                 persona_text = " ".join(body.split())
-    unique = {name: list(dict.fromkeys(words)) for name, words in found.items()}
+    unique = {name: _distinct(parts) for name, parts in found.items()}
     return PromptContext(**unique, persona_text=persona_text, neighbour_names=names)
+
+
+def _distinct(parts: list[tuple[str, ...]]) -> list[str]:
+    """The words of ``parts`` in first-seen order, once each (one part is distinct already)."""
+    if len(parts) == 1:
+        return list(parts[0])
+    return list(dict.fromkeys(chain.from_iterable(parts)))
 
 
 class TextMaker:
