@@ -329,37 +329,64 @@ class TextMaker:
     def sentence(self) -> str:
         return f"{self.topic().capitalize()}: " + " ".join(self.words(self.rng.randint(4, 8))) + "."
 
+    def relation(self) -> str:
+        return self.rng.choice(RELATIONS)
+
+    def arguments(self) -> str:
+        return ", ".join(dict.fromkeys(re.sub(r"[^a-z]", "", w) or "value" for w in self.words(2)))
+
+    def returns(self) -> str:
+        return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
+
+    def dependencies(self) -> str:
+        return ", ".join(self.rng.sample(_DEPENDS, 2))
+
+    def answer(self) -> str:
+        return str(self.rng.randint(2, 500))
+
+    def assistant_reply(self) -> str:
+        return f"Here is how I would approach it: {self.description()}"
+
     def string_for(self, name: str, siblings: Mapping[str, Any]) -> str:
         """A string value for a field called ``name`` (already-filled siblings may steer it)."""
-        key = name.lower()
-        if "function" in key and "name" in key or key in ("identifier", "func", "tool_name"):
-            return self.identifier()
-        if key in ("relation", "relationship", "relation_label", "role_to_them"):
-            return self.rng.choice(RELATIONS)
-        if "persona" in key:
+        writer = _writer_for(name)
+        if writer == "persona":
             return self.persona(siblings.get("relation") or siblings.get("relationship"))
-        if key in ("name", "title", "tool", "label"):
-            return self.title()
-        if key in ("input_args", "args", "arguments", "parameters"):
-            return ", ".join(dict.fromkeys(re.sub(r"[^a-z]", "", w) or "value" for w in self.words(2)))
-        if key in ("return", "returns", "output"):
-            return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
-        if key in ("depend", "depends", "dependencies"):
-            return ", ".join(self.rng.sample(_DEPENDS, 2))
-        if key in ("problem", "puzzle", "exercise"):
-            return self.problem()
-        if key in ("solution", "reasoning", "steps", "worked_solution"):
-            return self.solution()
-        if key in ("answer", "final_answer"):
-            return str(self.rng.randint(2, 500))
-        if key in ("user", "user_turn", "user_message"):
-            return self.request()
-        if key in ("assistant", "assistant_turn", "assistant_reply"):
-            return f"Here is how I would approach it: {self.description()}"
-        if key in ("instruction", "prompt", "question", "request", "query", "user_prompt"):
-            return self.request()
-        if key in ("line", "utterance", "dialogue", "message", "say", "speech", "reply"):
-            return self.spoken_line()
-        if "description" in key or key in ("summary", "text", "content", "body", "reason"):
-            return self.description()
-        return self.sentence()
+        return getattr(self, writer)()
+
+
+@lru_cache(maxsize=1024)
+def _writer_for(name: str) -> str:
+    """The TextMaker method that writes a field called ``name`` (cached: names repeat every call)."""
+    key = name.lower()
+    if "function" in key and "name" in key or key in ("identifier", "func", "tool_name"):
+        return "identifier"
+    if key in ("relation", "relationship", "relation_label", "role_to_them"):
+        return "relation"
+    if "persona" in key:
+        return "persona"
+    if key in ("name", "title", "tool", "label"):
+        return "title"
+    if key in ("input_args", "args", "arguments", "parameters"):
+        return "arguments"
+    if key in ("return", "returns", "output"):
+        return "returns"
+    if key in ("depend", "depends", "dependencies"):
+        return "dependencies"
+    if key in ("problem", "puzzle", "exercise"):
+        return "problem"
+    if key in ("solution", "reasoning", "steps", "worked_solution"):
+        return "solution"
+    if key in ("answer", "final_answer"):
+        return "answer"
+    if key in ("user", "user_turn", "user_message"):
+        return "request"
+    if key in ("assistant", "assistant_turn", "assistant_reply"):
+        return "assistant_reply"
+    if key in ("instruction", "prompt", "question", "request", "query", "user_prompt"):
+        return "request"
+    if key in ("line", "utterance", "dialogue", "message", "say", "speech", "reply"):
+        return "spoken_line"
+    if "description" in key or key in ("summary", "text", "content", "body", "reason"):
+        return "description"
+    return "sentence"
