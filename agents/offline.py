@@ -233,8 +233,8 @@ def _is_model_class(value: Any) -> bool:
 
 @lru_cache(maxsize=256)
 def _model_request(schema: type[BaseModel]) -> EngineRequest:
-    """The request for a pydantic ``response_format``, once per class (as ``_response_format``
-    in ``agents.llm`` keeps its JSON schema): its schema is not rebuilt on every call."""
+    """The request for a pydantic ``response_format``, built once per class: its JSON schema and
+    key are not rebuilt on every call (a class's schema is fixed, as ``agents.llm`` assumes too)."""
     return EngineRequest(schema.model_json_schema())
 
 
