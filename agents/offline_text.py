@@ -35,6 +35,8 @@ _STOPWORDS = frozenset(
 _RUN_CHARS = string.ascii_letters + "'-"
 _ASCII_RUNS = bytes(b if chr(b) in _RUN_CHARS else 32 for b in range(256)).lower()  # others: space
 _SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
+# the same headings without retrying the title one character at a time (see ``_heading_at``)
+_FAST_SECTION = re.compile(r"^#++\s*+(\S(?:[^\n]*\S)?)\s*$", re.MULTILINE)
 
 RELATIONS = (
     "colleague", "neighbour", "customer", "supplier", "patient", "student", "mentor", "sibling",
@@ -137,8 +139,9 @@ def _keywords(text: str, limit: int) -> tuple[str, ...]:
     # World texts and personas repeat across thousands of prompts: extract once. Runs are cut
     # by a byte table: every non-ASCII character becomes "?", a separator, as for the regex.
     runs = text.encode("ascii", "replace").translate(_ASCII_RUNS).decode("ascii").split()
-    stripped = [run.strip("'-") for run in runs if len(run) > 3]
-    seen = dict.fromkeys([word for word in stripped if len(word) > 3 and word not in _STOPWORDS])
+    if "'" in text or "-" in text:  # else no run has an apostrophe or hyphen to strip
+        runs = [run.strip("'-") for run in runs if len(run) > 3]
+    seen = dict.fromkeys([word for word in runs if len(word) > 3 and word not in _STOPWORDS])
     return tuple(seen)[: max(limit, 1)]
 
 
@@ -153,7 +156,7 @@ def _section_matches(text: str) -> list[re.Match[str]]:
     resume = 0
     start = 0 if text.startswith("#") else -1
     while True:
-        if start >= resume and (match := _SECTION.match(text, start)) is not None:
+        if start >= resume and (match := _heading_at(text, start)) is not None:
             matches.append(match)
             resume = match.end()
         found = text.find("\n#", start + 1)
@@ -162,16 +165,23 @@ def _section_matches(text: str) -> list[re.Match[str]]:
         start = found + 1
 
 
+def _heading_at(text: str, start: int) -> re.Match[str] | None:
+    # _FAST_SECTION matches as _SECTION does wherever a non-space follows the '#'s and spaces
+    # (then the title is that line up to its last non-space); only at the end of the text can
+    # it miss, and _SECTION, backtracking into the '#'s and spaces, decides there.
+    return _FAST_SECTION.match(text, start) or _SECTION.match(text, start)
+
+
 def split_sections(text: str) -> dict[str, str]:
     """Map markdown-style ``## Heading`` sections of a prompt to their bodies (lower-case keys)."""
     sections: dict[str, str] = {}
-    matches = _section_matches(text)
-    if not matches:
+    heading, body_start = "", 0  # the text before the first heading is keyed ""
+    for match in _section_matches(text):
+        sections[heading] = text[body_start : match.start()]
+        heading, body_start = match.group(1).lower(), match.end()
+    if not sections:
         return {"": text}
-    sections[""] = text[: matches[0].start()]
-    for i, match in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        sections[match.group(1).lower()] = text[match.end() : end]
+    sections[heading] = text[body_start:]
     return sections
 
 

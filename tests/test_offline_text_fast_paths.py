@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.offline_text import _STOPWORDS, _keywords, split_sections
+from agents.offline_text import _STOPWORDS, _heading_at, _keywords, split_sections
 
 WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
 SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
@@ -49,9 +49,23 @@ def test_keywords_match_the_regex_definition(text, limit):
     assert _keywords.__wrapped__(text, limit) == reference_keywords(text, limit)
 
 
+HEADINGS = st.lists(st.sampled_from(["## A", "#", "##  B  ", "\n", "\n\n", " x", "#C\n", "\u2028", "\x85#",
+                                      "\t", "\u3000", "é"]), max_size=12).map("".join)
+
+
 @settings(max_examples=800, deadline=None)
-@given(st.one_of(TEXTS, st.lists(st.sampled_from(["## A", "#", "##  B  ", "\n", "\n\n", " x", "#C\n",
-                                                  "\u2028", "\x85#", "\t"]), max_size=12).map("".join)))
+@given(st.one_of(TEXTS, HEADINGS))
+def test_headings_match_the_regex_definition(text):
+    for start in [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]:
+        expected, got = SECTION.match(text, start), _heading_at(text, start)
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert (got.start(), got.group(1), got.end()) == (expected.start(), expected.group(1),
+                                                             expected.end())
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.one_of(TEXTS, HEADINGS))
 def test_sections_match_the_regex_definition(text):
     assert split_sections(text) == reference_sections(text)
     assert list(split_sections(text)) == list(reference_sections(text))
