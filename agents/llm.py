@@ -24,10 +24,9 @@ import os
 import random
 import threading
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -97,6 +96,11 @@ class LLMSettings:
             raise LLMConfigError(f"unknown structured method {self.structured_method!r}")
 
 
+def _new_call_id() -> str:
+    """16 random hex digits (a uuid4 costs several times more, and only half of it was kept)."""
+    return os.urandom(8).hex()
+
+
 @dataclass
 class CallRecord:
     """One attempt at one model call, as written to ``llm_calls``."""
@@ -113,7 +117,7 @@ class CallRecord:
     step: int | None = None
     cached: bool = False
     endpoint: int | None = 0
-    call_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    call_id: str = field(default_factory=_new_call_id)
     started_at: float = field(default_factory=time.time)
 
 
@@ -298,6 +302,12 @@ def _response_format(schema: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=256)
+def _openai_tools(schema: type[BaseModel]) -> list[dict[str, Any]]:
+    """``schema`` as a one-tool list for tool calling (cached per schema; read, never changed)."""
+    return [convert_to_openai_tool(schema)]
+
+
 def _usage(message: AIMessage) -> tuple[int, int]:
     usage = getattr(message, "usage_metadata", None) or {}
     return int(usage.get("input_tokens", 0) or 0), int(usage.get("output_tokens", 0) or 0)
@@ -406,10 +416,12 @@ class LLMClient:
         index = start % n  # all down (or only one): try it anyway
         return index, self.endpoints[index]
 
-    def _bind_kwargs(self, schema: type[BaseModel]) -> dict[str, Any]:
+    def _offline_kwargs(self, schema: type[BaseModel]) -> dict[str, Any]:
+        """What the offline model is asked with: the schema class itself as ``response_format``
+        (it keeps one engine request per class), or tools converted once per schema."""
         if self.settings.structured_method == "tools":
-            return {"tools": [convert_to_openai_tool(schema)], "tool_choice": schema.__name__}
-        return {"response_format": _response_format(schema)}
+            return {"tools": _openai_tools(schema), "tool_choice": schema.__name__}
+        return {"response_format": schema}
 
     def _bound(self, model: BaseChatModel, schema: type[BaseModel]) -> Any:
         if self.settings.structured_method == "tools":
@@ -442,7 +454,7 @@ class LLMClient:
             # call), answer exactly what the model class would. No semaphore is needed either.
             if self._limiter is not None:
                 await self._limiter.acquire()
-            return await endpoint.model.answer_async(messages, **self._bind_kwargs(schema))
+            return await endpoint.model.answer_async(messages, **self._offline_kwargs(schema))
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._semaphore_loop is not loop:
             # a semaphore belongs to one event loop; each run may bring its own loop
@@ -491,8 +503,9 @@ class LLMClient:
         cache replays and holds no answer for the request.
         """
         records: list[CallRecord] = []
-        base = CallRecord(purpose=purpose, model="", attempt=0, status="", latency_ms=0.0,
-                          persona_id=persona_id, step=step)
+        # a fresh record per attempt (partial, not dataclasses.replace: that costs microseconds)
+        new_record = partial(CallRecord, purpose=purpose, status="", latency_ms=0.0,
+                             persona_id=persona_id, step=step)
         conversation = list(messages)
         repaired = False
         attempt = 0
@@ -509,16 +522,13 @@ class LLMClient:
             if cache is not None and slot is not None and hit is None and cache.mode == "replay":
                 failed = cache.get(failure_key(slot[0]))
                 if failed is not None:  # the recorded call failed for good: so does the replay
-                    records.append(replace(
-                        base, model=cache.model, attempt=attempt, endpoint=None, cached=True,
-                        status="error", error=failed[3], call_id=uuid.uuid4().hex[:16],
-                        started_at=time.time()))
+                    records.append(new_record(model=cache.model, attempt=attempt, endpoint=None,
+                                              cached=True, status="error", error=failed[3]))
                     self._records.extend(records)
                     return StructuredResult(None, records, raw)
             if hit is not None:
-                record = replace(base, model=cache.model if cache else "", attempt=attempt,
-                                 endpoint=None, cached=True, call_id=uuid.uuid4().hex[:16],
-                                 started_at=time.time())
+                record = new_record(model=cache.model if cache else "", attempt=attempt,
+                                    endpoint=None, cached=True)
                 raw, record.tokens_in, record.tokens_out, _ = hit
                 assert raw is not None
             else:
@@ -531,8 +541,7 @@ class LLMClient:
                         f"model {cache.model!r}, key {slot[0][:16]}); record it with --cache record")
                 index, endpoint = self._pick(previous)
                 started = time.perf_counter()
-                record = replace(base, model=endpoint.label, attempt=attempt, endpoint=index,
-                                 call_id=uuid.uuid4().hex[:16], started_at=time.time())
+                record = new_record(model=endpoint.label, attempt=attempt, endpoint=index)
                 try:
                     message = await self._attempt(endpoint, schema, conversation, index)
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a record

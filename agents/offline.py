@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -109,16 +110,36 @@ class SchemaFiller:
         return text[: int(max_len)] if max_len else text
 
 
-def _digest(seed: int, messages: Sequence[Mapping[str, Any]], extra: Any) -> int:
-    # repr, not json.dumps(sort_keys=True): same determinism (messages and schemas are built in
-    # a fixed order), a third of the cost on the offline hot path
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(repr(seed).encode())
+@dataclass(frozen=True)
+class EngineRequest:
+    """What a request asks for besides its messages: a JSON schema, tools to call, or neither.
+
+    ``key`` (its part of the answer's seed) is serialised once: a request made once per schema
+    class and reused (``OfflineChatModel``) is not serialised again on every call.
+    """
+
+    json_schema: Mapping[str, Any] | None = None
+    tools: Sequence[Mapping[str, Any]] | None = None
+    tool_choice: Any = None
+    key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # repr, not json.dumps(sort_keys=True): same determinism (schemas are built in a fixed
+        # order), a fraction of the cost
+        extra = repr([self.json_schema, self.tools, self.tool_choice])
+        object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
+
+
+def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes) -> int:
+    parts = [repr(seed).encode()]
     for message in messages:
-        digest.update(b"\x1e" + str(message.get("role")).encode() + b"\x1f")
-        digest.update(str(message.get("content")).encode("utf-8", "surrogatepass"))
-    digest.update(b"\x1d" + repr(extra).encode("utf-8", "surrogatepass"))
-    return int.from_bytes(digest.digest(), "big")
+        parts.append(b"\x1e" + str(message.get("role")).encode() + b"\x1f")
+        parts.append(str(message.get("content")).encode("utf-8", "surrogatepass"))
+    parts.append(key)
+    return int.from_bytes(hashlib.blake2b(b"".join(parts), digest_size=8).digest(), "big")
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
 
 
 class OfflineEngine:
@@ -136,12 +157,16 @@ class OfflineEngine:
         tool_choice: Any = None,
     ) -> EngineReply:
         """Answer with a tool call when tools are given, JSON when a schema is, else plain text."""
-        rng = random.Random(_digest(self.seed, messages, [json_schema, tools, tool_choice]))
+        return self.answer(messages, EngineRequest(json_schema, tools, tool_choice))
+
+    def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest) -> EngineReply:
+        """``respond`` for a prepared request (one that can be reused across calls)."""
+        rng = random.Random(_digest(self.seed, messages, request.key))
         maker = TextMaker(read_context(list(messages)), rng)
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
         tokens_in = approx_tokens(prompt_text)
-        if tools:
-            tool = _pick_tool(tools, tool_choice)
+        if request.tools:
+            tool = _pick_tool(request.tools, request.tool_choice)
             params = tool.get("parameters") or {"type": "object", "properties": {}}
             args = SchemaFiller(maker, params).fill(params)
             call_id = f"call_{rng.getrandbits(48):012x}"
@@ -152,8 +177,9 @@ class OfflineEngine:
                 tokens_in=tokens_in,
                 tokens_out=approx_tokens(arguments),
             )
-        if json_schema is not None:
-            content = json.dumps(SchemaFiller(maker, json_schema).fill(json_schema), ensure_ascii=False)
+        if request.json_schema is not None:
+            schema = request.json_schema
+            content = _JSON.encode(SchemaFiller(maker, schema).fill(schema))
         else:
             content = maker.sentence()
         return EngineReply(content=content, tokens_in=tokens_in, tokens_out=approx_tokens(content))
@@ -176,7 +202,7 @@ def response_format_schema(response_format: Any) -> dict[str, Any] | None:
     """The JSON schema inside an OpenAI ``response_format`` (dict or pydantic class), if any."""
     if response_format is None:
         return None
-    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
+    if _is_model_class(response_format):
         return response_format.model_json_schema()
     if isinstance(response_format, Mapping):
         if response_format.get("type") == "json_schema":
@@ -190,6 +216,26 @@ def to_openai_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """LangChain messages as plain role/content dicts (the form the engine hashes)."""
     roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
     return [{"role": roles.get(m.type, m.type), "content": m.content} for m in messages]
+
+
+def _request_of(kwargs: Mapping[str, Any]) -> EngineRequest:
+    """The engine request of a chat model call's ``response_format`` / ``tools`` arguments."""
+    response_format = kwargs.get("response_format")
+    tools, tool_choice = kwargs.get("tools"), kwargs.get("tool_choice")
+    if _is_model_class(response_format) and tools is None and tool_choice is None:
+        return _model_request(response_format)
+    return EngineRequest(response_format_schema(response_format), tools, tool_choice)
+
+
+def _is_model_class(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+@lru_cache(maxsize=256)
+def _model_request(schema: type[BaseModel]) -> EngineRequest:
+    """The request for a pydantic ``response_format``, built once per class: its JSON schema and
+    key are not rebuilt on every call (a class's schema is fixed, as ``agents.llm`` assumes too)."""
+    return EngineRequest(schema.model_json_schema())
 
 
 class OfflineChatModel(BaseChatModel):
@@ -222,27 +268,24 @@ class OfflineChatModel(BaseChatModel):
         """The answer message, without LangChain's callback machinery (used by the model seam)."""
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        return self._answer(messages, **kwargs).generations[0].message
+        return self._reply_message(messages, kwargs)
 
     def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> ChatResult:
-        reply = OfflineEngine(self.seed).respond(
-            to_openai_dicts(messages),
-            json_schema=response_format_schema(kwargs.get("response_format")),
-            tools=kwargs.get("tools"),
-            tool_choice=kwargs.get("tool_choice"),
-        )
+        return ChatResult(generations=[ChatGeneration(message=self._reply_message(messages, kwargs))])
+
+    def _reply_message(self, messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> AIMessage:
+        reply = OfflineEngine(self.seed).answer(to_openai_dicts(messages), _request_of(kwargs))
         usage = {
             "input_tokens": reply.tokens_in,
             "output_tokens": reply.tokens_out,
             "total_tokens": reply.tokens_in + reply.tokens_out,
         }
-        message = AIMessage(
+        return AIMessage(
             content=reply.content,
             tool_calls=[{**call, "type": "tool_call"} for call in reply.tool_calls],
             usage_metadata=usage,
             response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
         )
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
         self,

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import random
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 _STOPWORDS = frozenset(
@@ -28,8 +30,13 @@ _STOPWORDS = frozenset(
     field fields write writes written someone person people like likes task following give return
     only valid object""".split()
 )
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
+# A word is ``[A-Za-z][A-Za-z'\-]{2,}``: a run of letters, apostrophes and hyphens from its first
+# letter on. ``_keywords`` strips apostrophes and hyphens off words, so it splits whole runs.
+_RUN_CHARS = string.ascii_letters + "'-"
+_ASCII_RUNS = bytes(b if chr(b) in _RUN_CHARS else 32 for b in range(256)).lower()  # others: space
 _SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
+# the same headings without retrying the title one character at a time (see ``_heading_at``)
+_FAST_SECTION = re.compile(r"^#++\s*+(\S(?:[^\n]*\S)?)\s*$", re.MULTILINE)
 
 RELATIONS = (
     "colleague", "neighbour", "customer", "supplier", "patient", "student", "mentor", "sibling",
@@ -119,6 +126,9 @@ class PromptContext:
         return words or ["everyday", "matters"]
 
 
+_WORD_FIELDS = ("persona", "world", "events", "heard", "source_text", "other")  # deduplicated
+
+
 def keywords(text: str, limit: int = 40) -> list[str]:
     """Distinct lower-case content words of ``text`` in first-seen order."""
     return list(_keywords(text, limit))
@@ -126,59 +136,107 @@ def keywords(text: str, limit: int = 40) -> list[str]:
 
 @lru_cache(maxsize=8192)
 def _keywords(text: str, limit: int) -> tuple[str, ...]:
-    # world texts and personas repeat across thousands of prompts: extract once
-    seen: dict[str, None] = {}
-    for match in _WORD.finditer(text):
-        word = match.group(0).lower().strip("'-")
-        if len(word) > 3 and word not in _STOPWORDS:
-            seen.setdefault(word, None)
-            if len(seen) >= limit:
-                break
-    return tuple(seen)
+    # World texts and personas repeat across thousands of prompts: extract once. Runs are cut
+    # by a byte table: every non-ASCII character becomes "?", a separator, as for the regex.
+    runs = text.encode("ascii", "replace").translate(_ASCII_RUNS).decode("ascii").split()
+    if "'" in text or "-" in text:  # else no run has an apostrophe or hyphen to strip
+        runs = [run.strip("'-") for run in runs if len(run) > 3]
+    seen = dict.fromkeys([word for word in runs if len(word) > 3 and word not in _STOPWORDS])
+    return tuple(seen)[: max(limit, 1)]
+
+
+def _section_matches(text: str) -> list[re.Match[str]]:
+    """What ``_SECTION.finditer(text)`` finds, trying only where a heading can start.
+
+    The regex engine would try every position (a leading ``^`` gives it no literal prefix to
+    skip to); a heading starts at a ``#`` beginning a line, and resuming after each match's end
+    keeps finditer's non-overlapping matches.
+    """
+    matches: list[re.Match[str]] = []
+    resume = 0
+    start = 0 if text.startswith("#") else -1
+    while True:
+        if start >= resume and (match := _heading_at(text, start)) is not None:
+            matches.append(match)
+            resume = match.end()
+        found = text.find("\n#", start + 1)
+        if found == -1:
+            return matches
+        start = found + 1
+
+
+def _heading_at(text: str, start: int) -> re.Match[str] | None:
+    # _FAST_SECTION matches as _SECTION does wherever a non-space follows the '#'s and spaces
+    # (then the title is that line up to its last non-space); only at the end of the text can
+    # it miss, and _SECTION, backtracking into the '#'s and spaces, decides there.
+    return _FAST_SECTION.match(text, start) or _SECTION.match(text, start)
 
 
 def split_sections(text: str) -> dict[str, str]:
     """Map markdown-style ``## Heading`` sections of a prompt to their bodies (lower-case keys)."""
     sections: dict[str, str] = {}
-    matches = list(_SECTION.finditer(text))
-    if not matches:
+    heading, body_start = "", 0  # the text before the first heading is keyed ""
+    for match in _section_matches(text):
+        sections[heading] = text[body_start : match.start()]
+        heading, body_start = match.group(1).lower(), match.end()
+    if not sections:
         return {"": text}
-    sections[""] = text[: matches[0].start()]
-    for i, match in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        sections[match.group(1).lower()] = text[match.end() : end]
+    sections[heading] = text[body_start:]
     return sections
+
+
+@lru_cache(maxsize=256)
+def _field_for(heading: str) -> str:
+    """The PromptContext field a section feeds (cached: the same few headings come every call)."""
+    if heading.startswith("persona") or heading == "you":
+        return "persona"
+    if heading.startswith("world") or heading.startswith("setting"):
+        return "world"
+    if heading.startswith("event"):
+        return "events"
+    if heading == "text":
+        return "source_text"
+    if heading.startswith(("messages", "inbox", "conversation", "heard")):
+        return "heard"
+    if heading.startswith(("neighbour", "neighbor", "addressee", "talking to")):
+        return "neighbour_names"
+    return "other"
+
+
+def _text_of(content: Any) -> str:
+    """A message's content as text (OpenAI content parts joined)."""
+    if isinstance(content, str):
+        return content
+    return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
 
 
 def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
     """Build a PromptContext from chat messages whose content uses ``## Section`` headings."""
-    ctx = PromptContext()
+    found: dict[str, list[tuple[str, ...]]] = {name: [] for name in _WORD_FIELDS}
+    names: list[str] = []
+    persona_text = ""
     for message in messages:
-        content = message.get("content") or ""
-        if not isinstance(content, str):
-            content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-        for heading, body in split_sections(content).items():
-            if heading == "" and message.get("role") == "system":
+        system = message.get("role") == "system"
+        for heading, body in split_sections(_text_of(message.get("content") or "")).items():
+            if heading == "" and system:
                 continue  # instructions to the model, not context to write about
-            words = keywords(body)
-            if heading.startswith("persona") or heading == "you":
-                ctx.persona += words
-                ctx.persona_text = ctx.persona_text or " ".join(body.split())
-            elif heading.startswith("world") or heading.startswith("setting"):
-                ctx.world += words
-            elif heading.startswith("event"):
-                ctx.events += words
-            elif heading == "text":
-                ctx.source_text += words
-            elif heading.startswith(("messages", "inbox", "conversation", "heard")):
-                ctx.heard += words
-            elif heading.startswith(("neighbour", "neighbor", "addressee", "talking to")):
-                ctx.neighbour_names += [w.capitalize() for w in words[:3]]
-            else:
-                ctx.other += words
-    for name in ("persona", "world", "events", "heard", "source_text", "other"):
-        setattr(ctx, name, list(dict.fromkeys(getattr(ctx, name))))
-    return ctx
+            field_name = _field_for(heading)
+            words = _keywords(body, 40)
+            if field_name == "neighbour_names":
+                names += [w.capitalize() for w in words[:3]]
+                continue
+            found[field_name].append(words)
+            if field_name == "persona" and not persona_text:
+                persona_text = " ".join(body.split())
+    unique = {name: _distinct(parts) for name, parts in found.items()}
+    return PromptContext(**unique, persona_text=persona_text, neighbour_names=names)
+
+
+def _distinct(parts: list[tuple[str, ...]]) -> list[str]:
+    """The words of ``parts`` in first-seen order, once each (one part is distinct already)."""
+    if len(parts) == 1:
+        return list(parts[0])
+    return list(dict.fromkeys(chain.from_iterable(parts)))
 
 
 class TextMaker:
@@ -281,37 +339,64 @@ class TextMaker:
     def sentence(self) -> str:
         return f"{self.topic().capitalize()}: " + " ".join(self.words(self.rng.randint(4, 8))) + "."
 
+    def relation(self) -> str:
+        return self.rng.choice(RELATIONS)
+
+    def arguments(self) -> str:
+        return ", ".join(dict.fromkeys(re.sub(r"[^a-z]", "", w) or "value" for w in self.words(2)))
+
+    def returns(self) -> str:
+        return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
+
+    def dependencies(self) -> str:
+        return ", ".join(self.rng.sample(_DEPENDS, 2))
+
+    def answer(self) -> str:
+        return str(self.rng.randint(2, 500))
+
+    def assistant_reply(self) -> str:
+        return f"Here is how I would approach it: {self.description()}"
+
     def string_for(self, name: str, siblings: Mapping[str, Any]) -> str:
         """A string value for a field called ``name`` (already-filled siblings may steer it)."""
-        key = name.lower()
-        if "function" in key and "name" in key or key in ("identifier", "func", "tool_name"):
-            return self.identifier()
-        if key in ("relation", "relationship", "relation_label", "role_to_them"):
-            return self.rng.choice(RELATIONS)
-        if "persona" in key:
+        writer = _writer_for(name)
+        if writer == "persona":
             return self.persona(siblings.get("relation") or siblings.get("relationship"))
-        if key in ("name", "title", "tool", "label"):
-            return self.title()
-        if key in ("input_args", "args", "arguments", "parameters"):
-            return ", ".join(dict.fromkeys(re.sub(r"[^a-z]", "", w) or "value" for w in self.words(2)))
-        if key in ("return", "returns", "output"):
-            return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
-        if key in ("depend", "depends", "dependencies"):
-            return ", ".join(self.rng.sample(_DEPENDS, 2))
-        if key in ("problem", "puzzle", "exercise"):
-            return self.problem()
-        if key in ("solution", "reasoning", "steps", "worked_solution"):
-            return self.solution()
-        if key in ("answer", "final_answer"):
-            return str(self.rng.randint(2, 500))
-        if key in ("user", "user_turn", "user_message"):
-            return self.request()
-        if key in ("assistant", "assistant_turn", "assistant_reply"):
-            return f"Here is how I would approach it: {self.description()}"
-        if key in ("instruction", "prompt", "question", "request", "query", "user_prompt"):
-            return self.request()
-        if key in ("line", "utterance", "dialogue", "message", "say", "speech", "reply"):
-            return self.spoken_line()
-        if "description" in key or key in ("summary", "text", "content", "body", "reason"):
-            return self.description()
-        return self.sentence()
+        return getattr(self, writer)()
+
+
+@lru_cache(maxsize=1024)
+def _writer_for(name: str) -> str:
+    """The TextMaker method that writes a field called ``name`` (cached: names repeat every call)."""
+    key = name.lower()
+    if "function" in key and "name" in key or key in ("identifier", "func", "tool_name"):
+        return "identifier"
+    if key in ("relation", "relationship", "relation_label", "role_to_them"):
+        return "relation"
+    if "persona" in key:
+        return "persona"
+    if key in ("name", "title", "tool", "label"):
+        return "title"
+    if key in ("input_args", "args", "arguments", "parameters"):
+        return "arguments"
+    if key in ("return", "returns", "output"):
+        return "returns"
+    if key in ("depend", "depends", "dependencies"):
+        return "dependencies"
+    if key in ("problem", "puzzle", "exercise"):
+        return "problem"
+    if key in ("solution", "reasoning", "steps", "worked_solution"):
+        return "solution"
+    if key in ("answer", "final_answer"):
+        return "answer"
+    if key in ("user", "user_turn", "user_message"):
+        return "request"
+    if key in ("assistant", "assistant_turn", "assistant_reply"):
+        return "assistant_reply"
+    if key in ("instruction", "prompt", "question", "request", "query", "user_prompt"):
+        return "request"
+    if key in ("line", "utterance", "dialogue", "message", "say", "speech", "reply"):
+        return "spoken_line"
+    if "description" in key or key in ("summary", "text", "content", "body", "reason"):
+        return "description"
+    return "sentence"

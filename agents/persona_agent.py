@@ -23,6 +23,7 @@ from typing import Any, TypedDict
 from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from pydantic import BaseModel
 
 from agents.prompts import agent_messages
 from agents.schemas import EMISSION_SCHEMAS, emission_text
@@ -61,6 +62,7 @@ class ChunkState(TypedDict, total=False):
     agents: list[AgentInput]
     prompts: list[list[BaseMessage]]
     outputs: list[dict[str, Any] | None]
+    values: list[BaseModel | None]  # the validated answers behind ``outputs``
     errors: list[str | None]
     outcomes: list[AgentOutcome]
 
@@ -108,17 +110,16 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
         else:
             outputs.append(result.value.model_dump(by_alias=True))
             errors.append(None)
-    return {"outputs": outputs, "errors": errors}
+    return {"outputs": outputs, "values": [r.value for r in results], "errors": errors}
 
 
 def record(state: ChunkState) -> dict[str, Any]:
     """Derive each emission's searchable text (None where the call failed)."""
     outcomes = []
-    for agent, output, error in zip(state["agents"], state["outputs"], state["errors"], strict=True):
-        text = None
-        if output is not None:
-            schema = EMISSION_SCHEMAS[agent["kind"]]
-            text = emission_text(agent["kind"], schema.model_validate(output))
+    rows = zip(state["agents"], state["outputs"], state["values"], state["errors"], strict=True)
+    for agent, output, value, error in rows:
+        # the seam validated ``value`` already: no second validation of ``output``
+        text = None if value is None else emission_text(agent["kind"], value)
         outcomes.append(AgentOutcome(output, text, error))
     return {"outcomes": outcomes}
 
