@@ -54,3 +54,24 @@ def test_bad_json_body_is_a_400(server):
     response = httpx.post(f"{srv.base_url}/chat/completions", content=b"{nope",
                           headers={"Content-Type": "application/json"})
     assert response.status_code == 400
+
+
+def test_latency_runs_from_arrival_and_requests_wait_it_out_together(server):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = server(latency_s=0.4)
+
+    def timed(_: int) -> float:
+        with httpx.Client(timeout=10) as http:
+            started = time.perf_counter()
+            reply = http.post(f"{srv.base_url}/chat/completions", json={
+                "model": "offline", "messages": [{"role": "user", "content": "## Persona\nA potter"}]})
+            assert reply.status_code == 200
+            return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        took = list(pool.map(timed, range(8)))
+    assert min(took) >= 0.4  # nobody is answered before the latency is over
+    assert time.perf_counter() - started < 0.4 * 2.5  # eight at once wait once, not eight times
