@@ -61,8 +61,7 @@ class ChunkState(TypedDict, total=False):
 
     agents: list[AgentInput]
     prompts: list[list[BaseMessage]]
-    outputs: list[dict[str, Any] | None]
-    values: list[BaseModel | None]  # the validated answers behind ``outputs``
+    values: list[BaseModel | None]  # the validated answers (None where the call failed)
     errors: list[str | None]
     outcomes: list[AgentOutcome]
 
@@ -100,27 +99,23 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
                        persona_id=a["persona_id"], step=a.get("step"))
         for a, prompt in zip(state["agents"], state["prompts"], strict=True)
     ])
-    outputs: list[dict[str, Any] | None] = []
     errors: list[str | None] = []
     for result in results:
-        if result.value is None:
-            last = result.records[-1] if result.records else None
-            outputs.append(None)
-            errors.append(getattr(last, "error", None) or "no valid answer")
-        else:
-            outputs.append(result.value.model_dump(by_alias=True))
-            errors.append(None)
-    return {"outputs": outputs, "values": [r.value for r in results], "errors": errors}
+        last = result.records[-1] if result.records else None
+        errors.append(None if result.value is not None
+                      else getattr(last, "error", None) or "no valid answer")
+    return {"values": [r.value for r in results], "errors": errors}
 
 
 def record(state: ChunkState) -> dict[str, Any]:
-    """Derive each emission's searchable text (None where the call failed)."""
+    """Each emission as stored (the validated answer's fields) and its searchable text."""
     outcomes = []
-    rows = zip(state["agents"], state["outputs"], state["values"], state["errors"], strict=True)
-    for agent, output, value, error in rows:
-        # the seam validated ``value`` already: no second validation of ``output``
-        text = None if value is None else emission_text(agent["kind"], value)
-        outcomes.append(AgentOutcome(output, text, error))
+    for agent, value, error in zip(state["agents"], state["values"], state["errors"], strict=True):
+        if value is None:
+            outcomes.append(AgentOutcome(None, None, error))
+        else:
+            outcomes.append(AgentOutcome(value.model_dump(by_alias=True),
+                                         emission_text(agent["kind"], value), error))
     return {"outcomes": outcomes}
 
 

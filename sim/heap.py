@@ -26,12 +26,14 @@ FULL_PASS_EVERY = 100
 class RunHeap:
     """Context manager: collector paused on entry; ``settle()`` freezes and resumes it."""
 
+    _was_enabled: bool
+    _thresholds: tuple[int, int, int]
+
     def __init__(self) -> None:
-        self._was_enabled = gc.isenabled()
-        self._thresholds = gc.get_threshold()
         self._frozen = False
 
     def __enter__(self) -> RunHeap:
+        # the collector's settings as found on entry, to put back on exit
         self._was_enabled = gc.isenabled()
         self._thresholds = gc.get_threshold()
         gc.disable()
