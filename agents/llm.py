@@ -9,31 +9,38 @@
 - several URLs separated by commas — used round-robin; a retry goes to the next endpoint, and
   an endpoint that refuses connections is skipped for ``DEAD_ENDPOINT_COOLDOWN_S`` seconds.
 
-Around the model, in this one place: an explicit timeout, retries with backoff on 429/5xx/timeouts,
-a concurrency limit, an optional requests-per-second limit (one token bucket shared by all
-endpoints), one repair attempt for invalid structured answers, the record/replay cache
-(``agents.cache``), and a ``CallRecord`` for every attempt (tokens, latency, status, cached) that
-the run log writes to ``llm_calls``.
+Credentials stay with their endpoint: ``OPENAI_API_KEY`` goes only to OpenAI (or to the
+``OPENAI_BASE_URL`` set with it); another server gets a key only when its URL names the variable
+holding it (``?api_key_env=NAME``), and never over plain http to a non-loopback host unless the URL
+says ``allow_http_key=1``. Other query parameters are forwarded to the server; every query value
+but ``model`` is redacted wherever a spec is stored or printed.
+
+Around the model, in this one place: an explicit timeout; ``max_tokens`` on every call
+(``agents.generation``); structured output negotiated per endpoint (``agents.structured``);
+retries only for what can succeed on retry, honouring ``Retry-After``, and a fast stop when an
+endpoint rejects every request (``agents.failures``); a concurrency limit and an optional
+requests-per-second limit (one token bucket shared by all endpoints); local repair of invalid
+answers before the one paid repair attempt (``agents.repair``); the record/replay cache
+(``agents.cache``); and a ``CallRecord`` for every attempt (tokens, latency, status, mode, finish
+reason, cached) that the run log writes to ``llm_calls``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
-from typing import Any, Generic, Literal, TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from agents.cache import (
     CacheEntry,
@@ -44,12 +51,33 @@ from agents.cache import (
     request_hash,
     request_payload,
 )
+from agents.failures import FailFast, classify
+from agents.generation import Generation
 from agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel
+from agents.repair import check_answer
+from agents.structured import (
+    STRUCTURED_SETTINGS,
+    ModeBook,
+    StructuredMode,
+    StructuredSetting,
+    answer_text,
+    names_mode,
+    openai_tools,
+    prepare_messages,
+    response_format,
+    tool_choice,
+)
 from personas.errors import PersonahubError
 
 T = TypeVar("T", bound=BaseModel)
-StructuredMethod = Literal["json_schema", "tools"]
-_SECRET_PARAMS = {"key", "api_key", "apikey", "token", "access_token", "secret", "password"}
+# query parameters of a --llm URL that personahub reads itself (never forwarded to the server)
+_OWN_PARAMS = frozenset({"model", "api_key", "api_key_env", "allow_http_key"})
+# query parameters whose values are shown and stored as they are; every other value is redacted
+_PUBLIC_PARAMS = frozenset({"model", "api_key_env", "allow_http_key"})
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+OPENAI_API_BASE = "https://api.openai.com/v1"
+# marks a cached answer the server cut off at max_tokens (``llm_cache.error``)
+CUT_OFF = "finish_reason=length"
 DEAD_ENDPOINT_COOLDOWN_S = 5.0
 # Connections per HTTP client. httpcore re-scans every pooled connection for every waiting
 # request whenever one finishes (O(requests x connections)); at 64 connections on one pool that
@@ -78,8 +106,10 @@ class LLMSettings:
     max_retries: int = 3
     backoff_s: float = 0.5
     concurrency: int = 16
-    structured_method: StructuredMethod = "json_schema"
+    structured: StructuredSetting = "auto"
+    max_tokens: int | None = None  # None: per output kind (agents.generation)
     temperature: float | None = None
+    top_p: float | None = None
     offline_latency_s: float = 0.0
     rps: float | None = None
 
@@ -92,8 +122,15 @@ class LLMSettings:
             raise LLMConfigError(f"--concurrency must be >= 1, got {self.concurrency}")
         if self.max_retries < 0:
             raise LLMConfigError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.structured_method not in ("json_schema", "tools"):
-            raise LLMConfigError(f"unknown structured method {self.structured_method!r}")
+        if self.structured not in STRUCTURED_SETTINGS:
+            raise LLMConfigError(f"--structured {self.structured!r}: use one of "
+                                 f"{', '.join(STRUCTURED_SETTINGS)}")
+        self.generation  # noqa: B018 - validates max_tokens, temperature and top_p
+
+    @property
+    def generation(self) -> Generation:
+        """Output limit and sampling settings of every call."""
+        return Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
 
 
 def _new_call_id() -> str:
@@ -117,6 +154,10 @@ class CallRecord:
     step: int | None = None
     cached: bool = False
     endpoint: int | None = 0
+    structured_mode: str | None = None
+    max_tokens: int | None = None
+    finish_reason: str | None = None
+    repaired: bool = False  # valid only after local repair (agents.repair)
     call_id: str = field(default_factory=_new_call_id)
     started_at: float = field(default_factory=time.time)
 
@@ -131,7 +172,8 @@ class StructuredResult(Generic[T]):
 
 
 def redact_spec(spec: str) -> str:
-    """The spec with credentials in URLs (user:password@, ?key=...) replaced by ``***``."""
+    """The spec with credentials in URLs (user:password@) and every query value but ``model``
+    replaced by ``***`` (a server's extra parameters may be signatures or keys)."""
     parts = []
     for item in spec.split(","):
         item = item.strip()
@@ -140,15 +182,18 @@ def redact_spec(spec: str) -> str:
             continue
         url = urlsplit(item)
         netloc = url.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
         if url.port:
             netloc += f":{url.port}"
         if url.username or url.password:
             netloc = "***@" + netloc
         query = urlencode(
-            [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in parse_qsl(url.query)],
+            [(k, v if k in _PUBLIC_PARAMS else "***")
+             for k, v in parse_qsl(url.query, keep_blank_values=True)],
             safe="*",
         )
-        parts.append(urlunsplit((url.scheme, netloc, url.path, query, url.fragment)))
+        parts.append(urlunsplit((url.scheme, netloc, url.path, query, "")))
     return ",".join(parts)
 
 
@@ -160,6 +205,9 @@ class Endpoint:
     label: str
     base_url: str | None = None
     shards: tuple[BaseChatModel, ...] = ()
+    # OpenAI's own API takes ``max_completion_tokens``; OpenAI-compatible servers ``max_tokens``
+    # (llama-cpp-python knows only that one)
+    max_tokens_param: str = "max_tokens"
 
     @property
     def model_name(self) -> str:
@@ -214,31 +262,73 @@ def _shard_count(settings: LLMSettings) -> int:
     return max(1, -(-settings.concurrency // SHARD_CONNECTIONS))
 
 
-def _chat_openai(model: str, base_url: str | None, api_key: str | None,
-                 settings: LLMSettings) -> BaseChatModel:
-    """One ``ChatOpenAI`` with its own HTTP client, posting through ``PassThroughCompletions``."""
+def _chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSettings,
+                 query: dict[str, str] | None = None) -> BaseChatModel:
+    """One ``ChatOpenAI`` with its own HTTP client, posting through ``PassThroughCompletions``.
+
+    ``api_key`` is always given: with None, both the openai SDK and ``ChatOpenAI`` would read
+    ``OPENAI_API_KEY`` from the environment and send it to whatever server this is.
+    """
     from langchain_openai import ChatOpenAI
     from openai import AsyncOpenAI
 
     from agents.openai_wire import pass_through_clients
 
     root = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=settings.timeout_s,
-                       max_retries=0, http_client=_http_client(settings))
+                       max_retries=0, http_client=_http_client(settings), default_query=query or None)
     return ChatOpenAI(model=model, base_url=base_url, api_key=api_key, timeout=settings.timeout_s,
-                      max_retries=0, temperature=settings.temperature, **pass_through_clients(root))
+                      max_retries=0, temperature=settings.temperature, top_p=settings.top_p,
+                      **pass_through_clients(root))
+
+
+def _is_loopback(host: str | None) -> bool:
+    return bool(host) and (host in _LOOPBACK_HOSTS or str(host).startswith("127."))
+
+
+def _same_base(a: str, b: str) -> bool:
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+def _endpoint_key(url: str, parsed: Any, query: dict[str, str]) -> str | None:
+    """The API key an OpenAI-compatible URL may be sent (see the module doc), or None."""
+    base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
+    key_env = query.get("api_key_env")
+    if key_env:
+        key = os.environ.get(key_env)
+        if not key:
+            raise LLMConfigError(f"--llm {redact_spec(url)}: api_key_env={key_env} names a variable "
+                                 "that is not set")
+    elif query.get("api_key"):
+        key = query["api_key"]
+    elif os.environ.get("OPENAI_API_KEY") and (
+            _same_base(base, OPENAI_API_BASE)
+            or _same_base(base, os.environ.get("OPENAI_BASE_URL") or OPENAI_API_BASE)):
+        key = os.environ["OPENAI_API_KEY"]  # the endpoint the key was set for
+    else:
+        return None
+    if (parsed.scheme == "http" and not _is_loopback(parsed.hostname)
+            and query.get("allow_http_key", "").lower() not in ("1", "true", "yes")):
+        raise LLMConfigError(
+            f"--llm {redact_spec(url)}: refusing to send an API key over plain http to "
+            f"{parsed.hostname}; use https, or add allow_http_key=1 to the URL on a trusted network")
+    return key
 
 
 def _openai_compatible(url: str, settings: LLMSettings) -> Endpoint:
     parsed = urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise LLMConfigError(f"--llm: {redact_spec(url)!r} is not an http(s) URL")
-    query = dict(parse_qsl(parsed.query))
-    model_name = query.pop("model", None) or os.environ.get("PERSONAHUB_MODEL") or "default"
-    api_key = query.pop("api_key", None) or os.environ.get("OPENAI_API_KEY") or "not-needed"
+    pairs = parse_qsl(parsed.query, keep_blank_values=True)
+    query = dict(pairs)
+    model_name = query.get("model") or os.environ.get("PERSONAHUB_MODEL") or "default"
+    api_key = _endpoint_key(url, parsed, query) or "not-needed"
+    forward = {k: v for k, v in pairs if k not in _OWN_PARAMS}  # e.g. api-version
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
-    shards = tuple(_chat_openai(model_name, base, api_key, settings)
+    shards = tuple(_chat_openai(model_name, base, api_key, settings, forward)
                    for _ in range(_shard_count(settings)))
-    return Endpoint(shards[0], f"{model_name}@{redact_spec(base)}", base, shards)
+    official = _same_base(base, OPENAI_API_BASE)
+    return Endpoint(shards[0], f"{model_name}@{redact_spec(base)}", base, shards,
+                    "max_completion_tokens" if official else "max_tokens")
 
 
 def make_endpoints(settings: LLMSettings) -> list[Endpoint]:
@@ -253,12 +343,14 @@ def make_endpoints(settings: LLMSettings) -> list[Endpoint]:
         name = spec.split(":", 1)[1].strip()
         if not name:
             raise LLMConfigError("--llm openai:<model> needs a model name, e.g. openai:gpt-4o-mini")
-        if not os.environ.get("OPENAI_API_KEY"):
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key:
             raise LLMConfigError(f"--llm {spec}: OPENAI_API_KEY is not set")
         base = os.environ.get("OPENAI_BASE_URL") or None
-        shards = tuple(_chat_openai(name, base, None, settings)
+        shards = tuple(_chat_openai(name, base, key, settings)
                        for _ in range(_shard_count(settings)))
-        return [Endpoint(shards[0], spec, base, shards)]
+        param = "max_tokens" if base and not _same_base(base, OPENAI_API_BASE) else "max_completion_tokens"
+        return [Endpoint(shards[0], spec, base, shards, param)]
     if "://" in spec:
         return [_openai_compatible(url.strip(), settings) for url in spec.split(",") if url.strip()]
     raise LLMConfigError(
@@ -266,65 +358,9 @@ def make_endpoints(settings: LLMSettings) -> list[Endpoint]:
     )
 
 
-def _error_kind(exc: BaseException) -> tuple[str, bool]:
-    """(short description, retryable?) for an exception raised by a model call."""
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "timeout", True
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - langchain-openai depends on openai
-        openai = None
-    if openai is not None:
-        if isinstance(exc, openai.APITimeoutError):
-            return "timeout", True
-        if isinstance(exc, openai.APIConnectionError):
-            return f"connection error: {exc}", True
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            return f"HTTP {status}: {str(exc)[:200]}", status == 429 or status >= 500
-    return f"{type(exc).__name__}: {str(exc)[:200]}", False
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    try:
-        import openai
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
-
-
-@lru_cache(maxsize=256)
-def _response_format(schema: type[BaseModel]) -> dict[str, Any]:
-    """OpenAI ``response_format`` asking for JSON matching ``schema`` (cached per schema)."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
-    }
-
-
-@lru_cache(maxsize=256)
-def _openai_tools(schema: type[BaseModel]) -> list[dict[str, Any]]:
-    """``schema`` as a one-tool list for tool calling (cached per schema; read, never changed)."""
-    return [convert_to_openai_tool(schema)]
-
-
 def _usage(message: AIMessage) -> tuple[int, int]:
     usage = getattr(message, "usage_metadata", None) or {}
     return int(usage.get("input_tokens", 0) or 0), int(usage.get("output_tokens", 0) or 0)
-
-
-def _payload(message: AIMessage, method: StructuredMethod) -> str:
-    """The JSON text of an answer: the tool call's arguments or the message content."""
-    if method == "tools":
-        if message.tool_calls:
-            return json.dumps(message.tool_calls[0]["args"])
-        invalid = getattr(message, "invalid_tool_calls", None)
-        if invalid:
-            return str(invalid[0].get("args") or "")
-    content = message.content
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return str(content)
 
 
 class LLMClient:
@@ -344,6 +380,10 @@ class LLMClient:
         self._records: list[CallRecord] = []
         self._cache: ResponseCache | None = None
         self._busy: dict[tuple[int, int], int] = {}  # calls in flight per (endpoint, shard)
+        self.modes = ModeBook(settings.structured, len(self.endpoints))
+        self._fail_fast = FailFast(len(self.endpoints))
+        self.generation = settings.generation
+        self.stats = CallStats()
 
     @property
     def label(self) -> str:
@@ -416,29 +456,49 @@ class LLMClient:
         index = start % n  # all down (or only one): try it anyway
         return index, self.endpoints[index]
 
-    def _offline_kwargs(self, schema: type[BaseModel]) -> dict[str, Any]:
+    def structured_modes(self) -> dict[str, str]:
+        """The structured-output mode each endpoint uses now (for the run's config)."""
+        if self.is_offline:
+            return {e.label: "tools" if self.settings.structured == "tools" else "json_schema"
+                    for e in self.endpoints}
+        return {e.label: m for e, m in zip(self.endpoints, self.modes.modes(), strict=False)}
+
+    def _mode(self, index: int, endpoint: Endpoint) -> StructuredMode:
+        if isinstance(endpoint.model, OfflineChatModel):
+            # the in-process engine takes the schema itself (or a tool): nothing to negotiate
+            return "tools" if self.settings.structured == "tools" else "json_schema"
+        return self.modes.mode(index)
+
+    def _offline_kwargs(self, schema: type[BaseModel], mode: StructuredMode) -> dict[str, Any]:
         """What the offline model is asked with: the schema class itself as ``response_format``
         (it keeps one engine request per class), or tools converted once per schema."""
-        if self.settings.structured_method == "tools":
-            return {"tools": _openai_tools(schema), "tool_choice": schema.__name__}
+        if mode == "tools":
+            return {"tools": openai_tools(schema), "tool_choice": schema.__name__}
         return {"response_format": schema}
 
-    def _bound(self, model: BaseChatModel, schema: type[BaseModel]) -> Any:
-        if self.settings.structured_method == "tools":
-            return model.bind_tools([schema], tool_choice=schema.__name__)
-        if isinstance(model, OfflineChatModel):
-            return model.bind(response_format=_response_format(schema))
-        # The same ``response_format`` on the wire, but passed as ``extra_body``: as a typed
-        # parameter the openai SDK walks the whole JSON schema on every request (about 8 ms of
-        # CPU a call here, most of a client's time at high concurrency).
-        return model.bind(extra_body={"response_format": _response_format(schema)})
+    def _bound(self, model: BaseChatModel, schema: type[BaseModel], mode: StructuredMode,
+               max_tokens: int, max_tokens_param: str) -> Any:
+        # The response format and the output limit travel in ``extra_body``: as typed
+        # parameters the openai SDK walks the whole JSON schema on every request (about 8 ms of
+        # CPU a call here), and langchain-openai renames ``max_tokens`` to
+        # ``max_completion_tokens``, which llama-cpp-python ignores.
+        body: dict[str, Any] = {max_tokens_param: max_tokens}
+        fmt = response_format(schema, mode)
+        if fmt is not None:
+            body["response_format"] = fmt
+        if mode == "tools":
+            return model.bind(tools=openai_tools(schema), tool_choice=tool_choice(schema),
+                              extra_body=body)
+        return model.bind(extra_body=body)
 
-    def _bound_cached(self, model: BaseChatModel, schema: type[BaseModel]) -> Any:
-        """``_bound`` once per (HTTP client, schema): building the binding costs on every call."""
-        key = (id(model), schema)
+    def _bound_cached(self, model: BaseChatModel, schema: type[BaseModel], mode: StructuredMode,
+                      max_tokens: int, max_tokens_param: str) -> Any:
+        """``_bound`` once per (HTTP client, schema, mode, limit): building it costs every call."""
+        key = (id(model), schema, mode, max_tokens)
         bound = self._bindings.get(key)
         if bound is None or bound[0] is not model:
-            bound = self._bindings[key] = (model, self._bound(model, schema))
+            bound = self._bindings[key] = (model, self._bound(model, schema, mode, max_tokens,
+                                                              max_tokens_param))
         return bound[1]
 
     def _shard(self, index: int, endpoint: Endpoint) -> tuple[tuple[int, int], BaseChatModel]:
@@ -448,18 +508,20 @@ class LLMClient:
         return (index, best), shards[best]
 
     async def _attempt(self, endpoint: Endpoint, schema: type[BaseModel],
-                       messages: list[BaseMessage], index: int = 0) -> AIMessage:
+                       messages: list[BaseMessage], index: int, mode: StructuredMode,
+                       max_tokens: int) -> AIMessage:
         if isinstance(endpoint.model, OfflineChatModel):
             # In-process engine: skip LangChain's per-call callback machinery (about 1 ms a
             # call), answer exactly what the model class would. No semaphore is needed either.
             if self._limiter is not None:
                 await self._limiter.acquire()
-            return await endpoint.model.answer_async(messages, **self._offline_kwargs(schema))
+            return await endpoint.model.answer_async(messages, **self._offline_kwargs(schema, mode))
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._semaphore_loop is not loop:
             # a semaphore belongs to one event loop; each run may bring its own loop
             self._semaphore = asyncio.Semaphore(self.settings.concurrency)
             self._semaphore_loop = loop
+        sent = prepare_messages(mode, schema, messages)
         async with self._semaphore:
             if self._limiter is not None:  # the token is taken just before the request goes out
                 await self._limiter.acquire()
@@ -467,25 +529,35 @@ class LLMClient:
             self._busy[slot] = self._busy.get(slot, 0) + 1
             try:
                 async with asyncio.timeout(self.settings.timeout_s):  # no extra task per call
-                    return await self._bound_cached(model, schema).ainvoke(messages)
+                    bound = self._bound_cached(model, schema, mode, max_tokens,
+                                               endpoint.max_tokens_param)
+                    return await bound.ainvoke(sent)
             finally:
                 self._busy[slot] -= 1
 
-    def _cache_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"method": self.settings.structured_method,
-                                  "temperature": self.settings.temperature}
+    def _cache_params(self, max_tokens: int) -> dict[str, Any]:
+        """What besides the conversation decides an answer (the cache key's ``params``)."""
+        params: dict[str, Any] = {"structured": self.settings.structured, "max_tokens": max_tokens,
+                                  "temperature": self.settings.temperature,
+                                  "top_p": self.settings.top_p}
         if self.is_offline:
             params["seed"] = self.settings.seed  # the offline engine's answers depend on it
         return params
 
-    def _cache_slot(self, schema: type[BaseModel], conversation: list[BaseMessage]
-                    ) -> tuple[str, int, dict[str, Any]]:
+    def _cache_slot(self, schema: type[BaseModel], conversation: list[BaseMessage],
+                    max_tokens: int) -> tuple[str, int, dict[str, Any]]:
         """(key, sample index, request) for one more asking of ``conversation`` in this run."""
         assert self._cache is not None
-        request = request_payload(self._cache.model, conversation, schema, self._cache_params())
+        request = request_payload(self._cache.model, conversation, schema,
+                                  self._cache_params(max_tokens))
         base = request_hash(request)
         sample = self._cache.next_sample(base)
         return cache_key(base, sample), sample, request
+
+    def _keep(self, records: list[CallRecord]) -> None:
+        """Hand ``records`` to the collector and count them for progress displays."""
+        self._records.extend(records)
+        self.stats.add(records)
 
     async def structured(
         self,
@@ -496,16 +568,19 @@ class LLMClient:
         persona_id: str | None = None,
         step: int | None = None,
     ) -> StructuredResult[T]:
-        """Ask for an instance of ``schema``; retry transport errors, repair one invalid answer.
+        """Ask for an instance of ``schema``; returns ``value=None`` when every attempt failed.
 
-        Returns ``value=None`` when every attempt failed; the caller goes on. Raises
-        ``LLMUnavailable`` when no endpoint can be reached at all, and ``CacheMiss`` when the
-        cache replays and holds no answer for the request.
+        Transport failures that can pass are retried (``agents.failures``); a structured mode
+        the server refuses is replaced per ``--structured auto`` and the request sent again; an
+        invalid answer is repaired locally, then once by the model. Raises ``LLMUnavailable``
+        when no endpoint can be reached, ``ModelRejected`` when an endpoint rejects every
+        request for one reason, and ``CacheMiss`` when a replay holds no answer.
         """
         records: list[CallRecord] = []
+        max_tokens = self.generation.max_tokens_for(purpose)
         # a fresh record per attempt (partial, not dataclasses.replace: that costs microseconds)
         new_record = partial(CallRecord, purpose=purpose, status="", latency_ms=0.0,
-                             persona_id=persona_id, step=step)
+                             persona_id=persona_id, step=step, max_tokens=max_tokens)
         conversation = list(messages)
         repaired = False
         attempt = 0
@@ -517,90 +592,150 @@ class LLMClient:
         while True:
             attempt += 1
             if cache is not None and slot is None:
-                slot = self._cache_slot(schema, conversation)
+                slot = self._cache_slot(schema, conversation, max_tokens)
             hit = cache.get(slot[0]) if cache is not None and slot is not None else None
             if cache is not None and slot is not None and hit is None and cache.mode == "replay":
                 failed = cache.get(failure_key(slot[0]))
                 if failed is not None:  # the recorded call failed for good: so does the replay
                     records.append(new_record(model=cache.model, attempt=attempt, endpoint=None,
                                               cached=True, status="error", error=failed[3]))
-                    self._records.extend(records)
+                    self._keep(records)
                     return StructuredResult(None, records, raw)
+            index: int | None = None
+            mode: StructuredMode | None = None
             if hit is not None:
                 record = new_record(model=cache.model if cache else "", attempt=attempt,
                                     endpoint=None, cached=True)
-                raw, record.tokens_in, record.tokens_out, _ = hit
+                raw, record.tokens_in, record.tokens_out, note = hit
+                truncated = note == CUT_OFF
+                record.finish_reason = "length" if truncated else None
                 assert raw is not None
             else:
                 if cache is not None and cache.mode == "replay":
                     assert slot is not None
-                    self._records.extend(records)
+                    self._keep(records)
                     raise CacheMiss(
                         f"--cache replay: no recorded answer for the {purpose!r} call "
                         f"(persona {persona_id}, step {step}, attempt {attempt}, sample {slot[1]}, "
-                        f"model {cache.model!r}, key {slot[0][:16]}); record it with --cache record")
+                        f"model {cache.model!r}, key {slot[0][:16]}); record it with --cache record, "
+                        "or replay with the --llm, --structured and --max-tokens it was recorded with")
                 index, endpoint = self._pick(previous)
+                mode = self._mode(index, endpoint)
                 started = time.perf_counter()
-                record = new_record(model=endpoint.label, attempt=attempt, endpoint=index)
+                record = new_record(model=endpoint.label, attempt=attempt, endpoint=index,
+                                    structured_mode=mode)
                 try:
-                    message = await self._attempt(endpoint, schema, conversation, index)
+                    message = await self._attempt(endpoint, schema, conversation, index, mode,
+                                                  max_tokens)
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a record
                     record.latency_ms = (time.perf_counter() - started) * 1000
-                    description, retryable = _error_kind(exc)
-                    record.status, record.error = "error", description
+                    failure = classify(exc)
+                    record.status, record.error = "error", failure.description
                     records.append(record)
-                    transport_failures += 1
-                    unreachable = _is_unreachable(exc)
-                    if unreachable and len(self.endpoints) > 1:
-                        self.mark_down(index)
                     previous = index
-                    if retryable and transport_failures <= self.settings.max_retries:
-                        if not (unreachable and self._healthy_other(index)):  # else: fail over now
+                    if not failure.retryable and names_mode(mode, failure.status, failure.body):
+                        following = self.modes.step_down(index, mode)
+                        if following is not None:  # --structured auto: ask again in that mode
+                            record.error = f"{mode} refused: {failure.description}"[:400]
+                            continue
+                    if not failure.retryable:
+                        self._keep(records)
+                        self._fail_fast.failed(index, failure, endpoint.label, mode,
+                                               self.settings.structured)
+                        self._remember_failure(slot, failure.description)
+                        return StructuredResult(None, records, raw)
+                    transport_failures += 1
+                    if failure.unreachable and len(self.endpoints) > 1:
+                        self.mark_down(index)
+                    if transport_failures <= self.settings.max_retries:
+                        if not (failure.unreachable and self._healthy_other(index)):
                             delay = self.settings.backoff_s * 2 ** (transport_failures - 1)
-                            await asyncio.sleep(delay * (0.5 + random.random()))
-                        continue
-                    self._records.extend(records)
-                    if unreachable and not self._healthy_other(index):
+                            delay *= 0.5 + random.random()
+                            if failure.retry_after_s is not None:  # the server says when
+                                delay = max(delay, failure.retry_after_s)
+                            await asyncio.sleep(delay)
+                        continue  # else: fail over to the other endpoint now
+                    self._keep(records)
+                    if failure.unreachable and not self._healthy_other(index):
                         raise LLMUnavailable(
-                            f"model endpoint {endpoint.label} is unreachable ({description}); "
+                            f"model endpoint {endpoint.label} is unreachable ({failure.description}); "
                             "check --llm / PERSONAHUB_LLM"
                         ) from exc
-                    if cache is not None and slot is not None:
-                        cache.put(CacheEntry(failure_key(slot[0]), cache.model, slot[2], None, 0, 0,
-                                             slot[1], error=description))
+                    self._remember_failure(slot, failure.description)
                     return StructuredResult(None, records, raw)
                 self._down_until[index] = 0.0
                 record.latency_ms = (time.perf_counter() - started) * 1000
                 record.tokens_in, record.tokens_out = _usage(message)
-                raw = _payload(message, self.settings.structured_method)
+                raw = answer_text(message, mode)
+                record.finish_reason = (message.response_metadata or {}).get("finish_reason")
+                truncated = record.finish_reason == "length"
                 if cache is not None and slot is not None:
                     cache.put(CacheEntry(slot[0], cache.model, slot[2], raw, record.tokens_in,
-                                         record.tokens_out, slot[1]))
-            try:
-                value = schema.model_validate_json(raw)
-            except ValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {"msg": str(exc)}
-                where = ".".join(str(p) for p in first.get("loc", ())) or "answer"
-                record.status, record.error = "invalid", f"{where}: {first.get('msg')}"[:300]
+                                         record.tokens_out, slot[1],
+                                         error=CUT_OFF if truncated else None))
+            checked = check_answer(schema, raw, truncated=truncated)
+            switched: StructuredMode | None = None
+            if index is not None and mode is not None:
+                self._fail_fast.succeeded(index)  # the server answered: it accepts the request
+                switched = self.modes.answered(index, mode, checked.has_json)
+            if checked.value is not None:
+                record.status, record.repaired = "ok", checked.repaired
                 records.append(record)
-                if repaired:
-                    self._records.extend(records)
-                    return StructuredResult(None, records, raw)
-                repaired = True
-                conversation = [
-                    *messages,
-                    AIMessage(raw[:4000]),
-                    HumanMessage(
-                        f"That answer is not valid for the schema ({record.error}). "
-                        "Reply again with only valid JSON for the schema."
-                    ),
-                ]
+                self._keep(records)
+                return StructuredResult(checked.value, records, raw)
+            record.status, record.error = "invalid", checked.error
+            records.append(record)
+            if switched is not None:  # the server ignores this mode: ask again in the next one
+                record.error = f"{mode} ignored by the server: {checked.error}"[:400]
                 slot = None
                 continue
-            record.status = "ok"
-            records.append(record)
-            self._records.extend(records)
-            return StructuredResult(value, records, raw)
+            if repaired:
+                self._keep(records)
+                return StructuredResult(None, records, raw)
+            repaired = True
+            problem = ("It was cut off: give a shorter answer." if truncated
+                       else f"That answer is not valid for the schema ({record.error}).")
+            conversation = [
+                *messages,
+                AIMessage(raw[:4000]),
+                HumanMessage(f"{problem} Reply again with only valid JSON for the schema."),
+            ]
+            slot = None
+
+    def _remember_failure(self, slot: tuple[str, int, dict[str, Any]] | None, error: str) -> None:
+        """Record a call that failed for good, so that a replay fails it the same way."""
+        cache = self._cache
+        if cache is not None and slot is not None:
+            cache.put(CacheEntry(failure_key(slot[0]), cache.model, slot[2], None, 0, 0, slot[1],
+                                 error=error))
+
+
+@dataclass
+class CallStats:
+    """Running totals of the attempts a client made (what progress displays show)."""
+
+    attempts: int = 0
+    ok: int = 0
+    failed: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, records: Sequence[CallRecord]) -> None:
+        """Count ``records`` (a finished call's attempts)."""
+        for record in records:
+            self.attempts += 1
+            self.tokens_in += record.tokens_in
+            self.tokens_out += record.tokens_out
+        if records:
+            if records[-1].status == "ok":
+                self.ok += 1
+            else:
+                self.failed += 1
+
+    def rate(self) -> float:
+        """Attempts per second since the client was made."""
+        return self.attempts / max(1e-9, time.monotonic() - self.started)
 
 
 def resolve_spec(cli_value: str | None) -> str:

@@ -189,8 +189,17 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     tokens_out INTEGER,
     latency_ms DOUBLE,
     cached     BOOLEAN,
-    started_at TIMESTAMP
+    started_at TIMESTAMP,
+    structured_mode VARCHAR,
+    max_tokens INTEGER,
+    finish_reason VARCHAR,
+    repaired   BOOLEAN
 );
+-- columns added after the table first shipped (older databases gain them on open)
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS structured_mode VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS max_tokens INTEGER;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS finish_reason VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS repaired BOOLEAN;
 CREATE TABLE IF NOT EXISTS llm_cache (
     key        VARCHAR PRIMARY KEY,
     model      VARCHAR NOT NULL,

@@ -48,8 +48,8 @@ def test_round_robin_over_several_endpoints(server):
 def test_structured_output_over_http_matches_the_offline_engine(server, method):
     srv = server(seed=9)
     remote = LLMClient(LLMSettings(spec=f"{srv.base_url}?model=offline", seed=9,
-                                   structured_method=method))
-    local = LLMClient(LLMSettings(seed=9, structured_method=method))
+                                   structured=method))
+    local = LLMClient(LLMSettings(seed=9, structured=method))
     got = ask(remote)
     assert got.value is not None and got.records[-1].status == "ok"
     assert got.records[-1].tokens_in > 0 and got.records[-1].tokens_out > 0

@@ -307,7 +307,7 @@ def result_row(result: Any) -> list[Any]:
 async def client_results() -> list[Any]:
     """LLMClient.structured for both structured methods, several seeds, and a failing schema."""
     rows = []
-    clients = {(seed, method): LLMClient(LLMSettings(spec="offline", seed=seed, structured_method=method))
+    clients = {(seed, method): LLMClient(LLMSettings(spec="offline", seed=seed, structured=method))
                for seed in SEEDS for method in ("json_schema", "tools")}
     keys = list(clients)
     calls = []
