@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from personas.errors import PersonahubError
 
@@ -145,3 +148,28 @@ class FailFast:
             raise ModelRejected(
                 f"model endpoint {label} rejected the first {count} requests "
                 f"({failure.description[:160]}); {hint(failure, mode, setting)}")
+
+
+# A step (or batch) in which more than this share of actions failed, and at least
+# ``BATCH_FAIL_MIN`` of them, stops the job: going on would spend calls to fail the same way.
+BATCH_FAIL_SHARE = 0.5
+BATCH_FAIL_MIN = 3
+
+
+def most_common_error(records: Sequence[Any]) -> str | None:
+    """The most frequent ``error`` among failed attempts (None when none failed)."""
+    errors = Counter(r.error for r in records if r.status != "ok" and r.error)
+    return errors.most_common(1)[0][0] if errors else None
+
+
+def batch_failure(what: str, actions: int, failed: int, records: Sequence[Any]) -> str | None:
+    """A one-line reason to stop when most of a step's or batch's actions failed, else None."""
+    if failed < BATCH_FAIL_MIN or failed <= actions * BATCH_FAIL_SHARE:
+        return None
+    error = most_common_error(records) or "the answers failed the quality checks"
+    if error.startswith("HTTP") or "timeout" in error or "connection" in error:
+        fix = "check the --llm server (its log says more)"
+    else:
+        fix = ("the model's answers do not fit the schemas: try --structured json_object "
+               "(grammar-constrained on llama.cpp servers), a larger --max-tokens, or a larger model")
+    return f"{failed} of {actions} actions failed in {what} (most often: {error[:160]}); {fix}"

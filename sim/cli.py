@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -51,6 +52,31 @@ ConcurrencyOption = Annotated[int, typer.Option("--concurrency", min=1,
                                                 help="Model calls in flight at most.")]
 TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1,
                                               help="Seconds before a model call is abandoned.")]
+StructuredOption = Annotated[str, typer.Option(
+    "--structured", help="How the JSON schema is asked for: auto (learn per endpoint from the "
+                         "first refusal), json_schema, json_object, tools or prompt.")]
+MaxTokensOption = Annotated[int | None, typer.Option(
+    "--max-tokens", min=1, help="Output tokens per model call at most (default: per output "
+                                "kind, 160-700).")]
+TemperatureOption = Annotated[float | None, typer.Option(
+    "--temperature", min=0, max=2, help="Sampling temperature (default: the server's).")]
+TopPOption = Annotated[float | None, typer.Option(
+    "--top-p", min=0, max=1, help="Nucleus sampling top_p (default: the server's).")]
+
+
+@dataclass(frozen=True)
+class ModelFlags:
+    """The generation flags every model-calling command takes."""
+
+    structured: str = "auto"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """As ``LLMSettings`` / job option keyword arguments."""
+        return {"structured": self.structured, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "top_p": self.top_p}
 
 
 def one_line_errors(func: F) -> F:
@@ -81,13 +107,14 @@ def banner(client: LLMClient) -> None:
 
 def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
                 offline_latency: float = 0.0, *, rps: float | None = None,
-                check: bool = True) -> LLMClient:
+                check: bool = True, flags: ModelFlags | None = None) -> LLMClient:
     """Build the model client for a command and check the endpoint answers (unless ``check``
     is off, as for a replay from the cache, which calls no model)."""
     from agents.llm import LLMClient, LLMSettings, check_reachable, resolve_spec
 
     client = LLMClient(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
-                                   timeout_s=timeout, offline_latency_s=offline_latency, rps=rps))
+                                   timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
+                                   **(flags or ModelFlags()).settings()))
     if check:
         for label in check_reachable(client):
             console.print(f"[yellow]warning:[/] endpoint {label} is unreachable; using the others",
@@ -128,6 +155,10 @@ def run(
         "--price-in", min=0, help="USD per 1M input tokens, for v_run_cost.")] = None,
     price_out: Annotated[float | None, typer.Option(
         "--price-out", min=0, help="USD per 1M output tokens, for v_run_cost.")] = None,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
     from sim.runner import RunOptions, resume_run, run_scenario
@@ -149,12 +180,13 @@ def run(
 
     spec = resolve_spec(llm)
     loaded = load_scenario(scenario)
+    flags = ModelFlags(structured, max_tokens, temperature, top_p)
     options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,
                          timeout_s=timeout, offline_latency_s=offline_latency, cache=cache,
-                         rps=rps, price_in=price_in, price_out=price_out)
+                         rps=rps, price_in=price_in, price_out=price_out, **flags.settings())
     run_seed = loaded.seed if seed is None else seed
     client = make_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
-                         check=cache != "replay")
+                         check=cache != "replay", flags=flags)
     console.print(f"scenario: [bold]{loaded.name}[/] ({scenario}) seed={run_seed} db={db}")
     with _progress() as bar:
         summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=_hook(bar),
@@ -353,6 +385,10 @@ def personas_expand(
     batch_size: Annotated[int, typer.Option(min=1, help="Frontier personas per transaction.")] = 256,
     fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
                                               "same --hops/--fanout/--limit exists.")] = False,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
 
@@ -362,14 +398,15 @@ def personas_expand(
     from personas.expand import expand_hub
     from sim.cli_personas import unfinished_expansion
 
-    client = make_client(llm, seed, concurrency, timeout)
+    flags = ModelFlags(structured, max_tokens, temperature, top_p)
+    client = make_client(llm, seed, concurrency, timeout, flags=flags)
     con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh)
     try:
         with _progress() as bar:
             task = bar.add_task("expanding", total=hops)
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
-                batch_size=batch_size, config={"limit": limit, "origin": "cli"},
+                batch_size=batch_size, config={"limit": limit, "origin": "cli", **flags.settings()},
                 progress=lambda h, n: bar.update(task, completed=h)))
     finally:
         con.close()

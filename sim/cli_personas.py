@@ -21,7 +21,12 @@ from sim.cli import (
     ConcurrencyOption,
     DbOption,
     LlmOption,
+    MaxTokensOption,
+    ModelFlags,
+    StructuredOption,
+    TemperatureOption,
     TimeoutOption,
+    TopPOption,
     _progress,
     console,
     make_client,
@@ -88,6 +93,10 @@ def personas_from_text(
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per transaction.")] = 64,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
 ) -> None:
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
 
@@ -108,7 +117,8 @@ def personas_from_text(
     except ValueError as exc:
         raise PersonahubError(str(exc)) from None
     name = corpus_name or corpus.name
-    client = make_client(llm, seed, concurrency, timeout)
+    client = make_client(llm, seed, concurrency, timeout,
+                         flags=ModelFlags(structured, max_tokens, temperature, top_p))
     con = connect(db)
     try:
         with _progress() as bar:

@@ -17,7 +17,12 @@ from sim.cli import (
     ConcurrencyOption,
     DbOption,
     LlmOption,
+    MaxTokensOption,
+    ModelFlags,
+    StructuredOption,
+    TemperatureOption,
     TimeoutOption,
+    TopPOption,
     _progress,
     app,
     make_client,
@@ -83,6 +88,10 @@ def synthesize(
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Items per transaction.")] = 64,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items."""
     from agents.llm import resolve_spec
@@ -97,12 +106,13 @@ def synthesize(
         task = _job_task(db, resume)
 
     spec = resolve_spec(llm)
+    flags = ModelFlags(structured, max_tokens, temperature, top_p)
     options = SynthOptions(
         task=task, n=n, where=personas, prompting=prompting,
         examples=str(examples) if examples else None, world=str(world) if world else None,
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
-        concurrency=concurrency, timeout_s=timeout, batch_size=batch_size)
-    client = make_client(spec, seed, concurrency, timeout)
+        concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, **flags.settings())
+    client = make_client(spec, seed, concurrency, timeout, flags=flags)
     with _progress() as bar:
         handle = bar.add_task(f"synthesizing {task}", total=n)
         summary = run_synthesis(options, resume=resume, client=client,

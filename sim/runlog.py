@@ -10,6 +10,7 @@ Writes are Arrow batches, never per-row statements.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -93,6 +94,12 @@ class RunLog:
             insert_rows(self.con, "steps", [step_row])
             self.con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?",
                              [result.step, self.run_id])
+
+    def merge_config(self, items: Mapping[str, Any]) -> None:
+        """Add what was learned while running (e.g. structured-output modes) to ``runs.config``."""
+        with transaction(self.con):
+            self.con.execute("UPDATE runs SET config = json_merge_patch(coalesce(config, '{}'), ?) "
+                             "WHERE run_id = ?", [json.dumps(dict(items)), self.run_id])
 
     def finish(self, status: str, error: str | None = None) -> None:
         """Mark the run finished / failed / interrupted."""

@@ -31,8 +31,11 @@ from typing import Any
 import networkx as nx
 
 from agents.cache import CACHE_MODES, ResponseCache
+from agents.failures import ModelRejected, batch_failure
+from agents.generation import Generation
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
 from agents.run_loop import new_run_loop
+from agents.structured import check_setting
 from personas.errors import PersonahubError
 from personas.expand import expand_hub
 from personas.graph import Relation, save_relations, small_world_pairs, social_graph
@@ -63,8 +66,14 @@ class RunOptions:
     rps: float | None = None  # model requests per second, all endpoints together
     price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
     price_out: float | None = None  # USD per 1M output tokens
+    structured: str = "auto"  # how the schema is asked for (agents/structured.py)
+    max_tokens: int | None = None  # None: per output kind (agents/generation.py)
+    temperature: float | None = None
+    top_p: float | None = None
 
     def __post_init__(self) -> None:
+        check_setting(self.structured)
+        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         if self.offline_latency_s < 0:
             raise PersonahubError(f"offline latency must be >= 0 s, got {self.offline_latency_s}")
         if self.cache not in CACHE_MODES:
@@ -144,7 +153,10 @@ def make_client(options: RunOptions, seed: int) -> LLMClient:
     client = LLMClient(LLMSettings(spec=options.llm, seed=seed, timeout_s=options.timeout_s,
                                    concurrency=options.concurrency,
                                    max_retries=options.max_retries,
-                                   offline_latency_s=options.offline_latency_s, rps=options.rps))
+                                   offline_latency_s=options.offline_latency_s, rps=options.rps,
+                                   structured=options.structured,  # type: ignore[arg-type]
+                                   max_tokens=options.max_tokens,
+                                   temperature=options.temperature, top_p=options.top_p))
     if options.cache != "replay":  # a replay calls no model
         check_reachable(client)
     return client
@@ -242,8 +254,13 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
     loop = new_run_loop()
     try:
         try:
-            summary = _simulate(con, log, loop, client, scenario, options, personas,
-                                scenario.world_text(), seed, steps, progress, heap)
+            try:
+                summary = _simulate(con, log, loop, client, scenario, options, personas,
+                                    scenario.world_text(), seed, steps, progress, heap)
+            finally:
+                modes = getattr(client, "structured_modes", None)  # test doubles may lack it
+                if modes is not None:
+                    log.merge_config({"structured_modes": modes()})
         except KeyboardInterrupt:
             log.finish("interrupted", "interrupted by the user")
             raise
@@ -356,12 +373,21 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
         result = model.last_result
         assert result is not None
         duplicates = _flag_duplicates(result, indexes)
-        log.write_step(result, duplicates, client.drain_records(), step_started, model=client.label,
+        records = client.drain_records()
+        log.write_step(result, duplicates, records, step_started, model=client.label,
                        cache_entries=getattr(client, "drain_cache_entries", list)())
         heap.settle()
         if progress:
             progress("step", result.step, steps)
-    return _summary(con, run_id, scenario, options, client, len(agents), edges)
+        reason = batch_failure(f"step {result.step}", result.n_active, len(result.failures), records)
+        if reason is not None:  # the step is committed: the run stops resumable
+            raise ModelRejected(f"run {run_id} stopped: {reason}; resume with "
+                                f"personahub run --resume {run_id}")
+    summary = _summary(con, run_id, scenario, options, client, len(agents), edges)
+    if summary.failed_actions and not summary.emissions_by_kind and not summary.answers:
+        raise ModelRejected(f"run {run_id}: every one of its {summary.failed_actions} actions failed "
+                            f"(most often: {most_common_error_in(con, run_id)})")
+    return summary
 
 
 def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, client: LLMClient,
@@ -384,6 +410,14 @@ def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, cli
     calls = rows("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY 1")
     summary.calls = {status: n for status, n in calls}
     return summary
+
+
+def most_common_error_in(con: Any, run_id: str) -> str:
+    """The most frequent error of a run's failed model calls (for the one-line stop message)."""
+    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
+                       "AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
+                       [run_id]).fetchall()
+    return str(rows[0][0])[:160] if rows else "no model call succeeded"
 
 
 def _flag_duplicates(result: StepResult,

@@ -22,8 +22,10 @@ from typing import Any
 
 import duckdb
 
+from agents.generation import Generation
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
 from agents.run_loop import new_run_loop
+from agents.structured import check_setting
 from agents.synthesis_prompts import (
     PROMPTING_MODES,
     TEMPLATES,
@@ -77,8 +79,14 @@ class SynthOptions:
     concurrency: int = 16
     timeout_s: float = 60.0
     batch_size: int = 64
+    structured: str = "auto"  # how the schema is asked for (agents/structured.py)
+    max_tokens: int | None = None  # None: per output kind (agents/generation.py)
+    temperature: float | None = None
+    top_p: float | None = None
 
     def __post_init__(self) -> None:
+        check_setting(self.structured)
+        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         if self.task not in TEMPLATES:
             raise PersonahubError(f"task {self.task!r}: choose one of {', '.join(TEMPLATES)}")
         if self.prompting not in PROMPTING_MODES:
@@ -331,7 +339,10 @@ def run_synthesis(
         if client is None:
             client = LLMClient(LLMSettings(spec=options.llm, seed=options.seed,
                                            concurrency=options.concurrency,
-                                           timeout_s=options.timeout_s))
+                                           timeout_s=options.timeout_s,
+                                           structured=options.structured,  # type: ignore[arg-type]
+                                           max_tokens=options.max_tokens,
+                                           temperature=options.temperature, top_p=options.top_p))
             check_reachable(client)
         if not options.where:
             _seed_hub_if_empty(con)
