@@ -10,14 +10,15 @@ Formats:
 - ``parquet``: one row per item with its persona, task, text and JSON content.
 
 Sources are synthesis jobs (``synth_items``) and simulation runs (``emissions``) alike. Files
-are written to a temporary name and renamed, so a failed export leaves no half-written output.
+are written through ``personas.outputs.atomic_file`` (a random, exclusively created temporary
+name, renamed on success), so a failed export leaves no half-written output and an existing file
+is only replaced when asked.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 
 from agents.synthesis_schemas import SYNTH_SCHEMAS, chat_turns, tool_to_openai_function
 from personas.errors import PersonahubError
+from personas.outputs import atomic_file
 
 EXPORT_FORMATS = ("personahub", "chat", "parquet")
 # Emission kinds of simulation runs, as synthesis task names.
@@ -146,34 +148,22 @@ def parquet_table(items: Sequence[ExportItem]) -> pa.Table:
     ]))
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename tmp onto ``path``; on failure remove tmp."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def write_export(items: Sequence[ExportItem], path: str | Path, fmt: str, *,
+                 overwrite: bool = False) -> int:
+    """Write ``items`` to ``path`` in ``fmt``; returns the number of records written.
 
-
-def write_export(items: Sequence[ExportItem], path: str | Path, fmt: str) -> int:
-    """Write ``items`` to ``path`` in ``fmt``; returns the number of records written."""
+    An existing ``path`` is replaced only with ``overwrite`` (the CLI's ``--force``).
+    """
     if fmt not in EXPORT_FORMATS:
         raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
-    path = Path(path)
     if fmt == "parquet":
-        atomic_write(path, lambda tmp: pq.write_table(parquet_table(items), tmp))
+        with atomic_file(path, overwrite=overwrite, binary=True) as f:
+            pq.write_table(parquet_table(items), f)
         return len(items)
     convert = personahub_row if fmt == "personahub" else chat_row
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for item in items:
-                f.write(json.dumps(convert(item), ensure_ascii=False) + "\n")
-
-    atomic_write(path, write)
+    with atomic_file(path, overwrite=overwrite) as f:
+        for item in items:
+            f.write(json.dumps(convert(item), ensure_ascii=False) + "\n")
     return len(items)
 
 
@@ -221,9 +211,9 @@ def _check_row(row: Any, fmt: str) -> str | None:
 
 def export(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
            job: str | None = None, run: str | None = None, kind: str | None = None,
-           drop_duplicates: bool = False) -> int:
+           drop_duplicates: bool = False, overwrite: bool = False) -> int:
     """Load items from a job or run, write them in ``fmt``, and validate the file."""
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
-    written = write_export(items, path, fmt)
+    written = write_export(items, path, fmt, overwrite=overwrite)
     validate_export(path, fmt)
     return written

@@ -24,10 +24,14 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import networkx as nx  # noqa: E402
 
 from analysis.diversity import distinct_n, pair_similarities  # noqa: E402
-from analysis.export import atomic_write  # noqa: E402
 from analysis.views import install_views  # noqa: E402
+from personas.outputs import atomic_file  # noqa: E402
 
 MAX_DRAWN_NODES = 300
+# Every file a report may write into its folder (checked up front so --force means something).
+REPORT_FILES = ("index.html", "emissions_over_steps.png", "duplicate_rate.png",
+                "degree_distribution.png", "relationship_graph.png", "diversity.png",
+                "survey_answers.png")
 
 
 @dataclass
@@ -47,13 +51,18 @@ class Report:
     out_dir: Path
     run_id: str | None
     seed: int = 0
+    overwrite: bool = False
     sections: list[Section] = field(default_factory=list)
 
     def save(self, fig: Any, name: str) -> str:
         """Write a figure as PNG (atomically) and close it; returns the file name."""
+        assert name in REPORT_FILES, name  # a new plot must be listed for the up-front check
         fig.tight_layout()
-        atomic_write(self.out_dir / name, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-        plt.close(fig)
+        try:
+            with atomic_file(self.out_dir / name, overwrite=self.overwrite, binary=True) as f:
+                fig.savefig(f, format="png", dpi=90)
+        finally:
+            plt.close(fig)
         return name
 
 
@@ -258,15 +267,19 @@ def _html(rep: Report) -> str:
 
 
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
-                 run_id: str | None = None, seed: int = 0) -> Path:
-    """Write ``index.html`` and its PNGs into ``out_dir``; returns the index path."""
+                 run_id: str | None = None, seed: int = 0, overwrite: bool = False) -> Path:
+    """Write ``index.html`` and its PNGs into ``out_dir``; returns the index path.
+
+    ``out_dir`` is created if missing (not its parents); files already in it are replaced only
+    with ``overwrite``.
+    """
     from personas.errors import PersonahubError
 
     install_views(con)
     if run_id is not None and not _rows(con, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
         raise PersonahubError(f"--run {run_id}: not found in the database")
-    rep = Report(Path(out_dir), run_id or _latest_run(con), seed)
-    rep.out_dir.mkdir(parents=True, exist_ok=True)
+    rep = Report(Path(out_dir), run_id or _latest_run(con), seed, overwrite)
+    rep.out_dir.mkdir(exist_ok=True)
     graph = _graph(con, rep)
     rep.sections += [_emissions_over_steps(con, rep), _duplicate_rate(con, rep),
                      _degree_distribution(graph, rep), _graph_drawing(graph, rep),
@@ -276,5 +289,6 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
         rep.sections.append(survey)
     index = rep.out_dir / "index.html"
     text = _html(rep)
-    atomic_write(index, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    with atomic_file(index, overwrite=overwrite) as f:
+        f.write(text)
     return index

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import networkx as nx
@@ -253,8 +253,9 @@ def _source_kind(source: str) -> str:
         source.split(":", 1)[0] if source.startswith("scenario:") else "file")
 
 
-def write_graphml(graph: nx.MultiDiGraph, path: str | Path) -> None:
-    """Write GraphML (GraphML takes scalars only: ``attributes`` is stored JSON-encoded)."""
+def write_graphml(graph: nx.MultiDiGraph, path: str | Path | BinaryIO) -> None:
+    """Write GraphML to a path or binary file (GraphML takes scalars only: ``attributes`` is
+    stored JSON-encoded)."""
     out = nx.MultiDiGraph()
     for node, data in graph.nodes(data=True):
         out.add_node(node, text=data.get("text", ""), hop=int(data.get("hop", 0) or 0),
@@ -265,7 +266,7 @@ def write_graphml(graph: nx.MultiDiGraph, path: str | Path) -> None:
         extra = {} if data.get("hop") is None else {"hop": int(data["hop"])}
         out.add_edge(u, v, key=key, relation=data.get("relation", key),
                      source=data.get("source", "") or "", **extra)
-    nx.write_graphml(out, str(path), encoding="utf-8")
+    nx.write_graphml(out, str(path) if isinstance(path, (str, Path)) else path, encoding="utf-8")
 
 
 def read_graphml(path: str | Path) -> nx.MultiDiGraph:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from agents import run_loop
 from personas.errors import PersonahubError
+from personas.outputs import FORCE_HELP, atomic_file, check_output
 from personas.store import DEFAULT_DB
 from sim.cli import (
     ConcurrencyOption,
@@ -160,6 +161,7 @@ def personas_sample(
     equal: Annotated[bool, typer.Option(help="Equal share per stratum (default proportional).")] = False,
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write JSONL "
                                                 '({"persona": ...} per line) here.')] = None,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     with_attributes: Annotated[bool, typer.Option(help="JSONL: add the attributes as fields.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="Printed: table, jsonl or ids.")] = "table",
     show: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 50,
@@ -170,6 +172,8 @@ def personas_sample(
 
     if fmt not in ("table", "jsonl", "ids"):
         raise PersonahubError(f"--format {fmt!r}: use table, jsonl or ids")
+    if output is not None:
+        check_output(output, db=db, force=force)
     selection = Selection(where=where or (), contains=contains, regex=regex, ilike=ilike, near=near,
                           within=within, include_duplicates=include_duplicates, sources=source or ())
     con = connect(db, read_only=True)
@@ -181,8 +185,8 @@ def personas_sample(
         con.close()
     lines = [_jsonl_line(p, with_attributes) for p in personas]
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        with atomic_file(output, overwrite=force) as f:
+            f.write("".join(line + "\n" for line in lines))
         console.print(f"wrote {len(personas)} personas to {output}")
         return
     if fmt == "ids":
@@ -248,18 +252,20 @@ def personas_export_graph(
     output: Annotated[Path, typer.Option("--out", "-o", help="GraphML file to write.")],
     db: DbOption = Path(DEFAULT_DB),
     include_duplicates: Annotated[bool, typer.Option(help="Export flagged near-duplicates too.")] = False,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Export the persona graph as GraphML (attributes JSON-encoded; relations as edge keys)."""
     from personas.graph import load_graph, write_graphml
     from personas.store import connect
 
+    check_output(output, db=db, force=force)
     con = connect(db, read_only=True)
     try:
         graph = load_graph(con, include_duplicates=include_duplicates)
     finally:
         con.close()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_graphml(graph, output)
+    with atomic_file(output, overwrite=force, binary=True) as f:
+        write_graphml(graph, f)
     out.print(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output}")
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from personas.errors import PersonahubError
+from personas.outputs import FORCE_HELP, check_output
 from personas.store import DEFAULT_DB
 from sim.cli import (
     ConcurrencyOption,
@@ -82,6 +83,7 @@ def synthesize(
     db: DbOption = Path(DEFAULT_DB),
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="Also export the job as Persona Hub JSONL to this file.")] = None,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     list_templates: Annotated[bool, typer.Option("--list", help="List tasks and prompts.")] = False,
     llm: LlmOption = None,
     seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
@@ -104,6 +106,8 @@ def synthesize(
         if not resume:
             raise PersonahubError("give a TASK (see --list) or --resume JOB")
         task = _job_task(db, resume)
+    if out_file is not None:  # refuse before synthesizing, not after
+        check_output(out_file, db=db, force=force)
 
     spec = resolve_spec(llm)
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
@@ -130,7 +134,7 @@ def synthesize(
         out.print(f"resume to retry the failed personas: personahub synthesize --resume "
                   f"{summary.job_id} --db {db}", highlight=False)
     if out_file is not None:
-        _export(db, out_file, "personahub", job=summary.job_id)
+        _export(db, out_file, "personahub", job=summary.job_id, overwrite=force)
     out.print(f"  personahub export --db {db} --job {summary.job_id} --format chat "
               f"--out {task}.chat.jsonl", highlight=False, soft_wrap=True)
 
@@ -160,6 +164,7 @@ def export_cmd(
     drop_duplicates: Annotated[bool, typer.Option(
         help="Leave out items flagged as near-duplicates.")] = False,
     db: DbOption = Path(DEFAULT_DB),
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Export a synthesis job or a simulation run as training data (validated, atomic)."""
     from analysis.export import EXPORT_FORMATS
@@ -168,7 +173,9 @@ def export_cmd(
         raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if (job is None) == (run is None):
         raise PersonahubError("export: give exactly one of --job or --run")
-    _export(db, out_file, fmt, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
+    check_output(out_file, db=db, force=force)
+    _export(db, out_file, fmt, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+            overwrite=force)
 
 
 @app.command()
@@ -178,14 +185,16 @@ def report(
     run: Annotated[str | None, typer.Option(help="Run id (default: the latest run).")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(help="Seed for sampling pairs and nodes.")] = 0,
+    force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report with plots: emissions, duplicates, graph, diversity."""
-    from analysis.report import write_report
+    from analysis.report import REPORT_FILES, write_report
     from personas.store import connect
 
+    check_output(out_dir, db=db, force=force, kind="dir", names=REPORT_FILES)
     con = connect(db, read_only=True)
     try:
-        index = write_report(con, out_dir, run_id=run, seed=seed)
+        index = write_report(con, out_dir, run_id=run, seed=seed, overwrite=force)
     finally:
         con.close()
     out.print(f"report written to {index}", highlight=False)
