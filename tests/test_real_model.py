@@ -1,0 +1,130 @@
+"""Every pipeline against a real model: llama-cpp-python's server with SmolLM2-135M-Instruct.
+
+Marked ``real_model``; they need the ``[llamacpp]`` extra and skip with the reason when it is
+missing (CI sets ``PERSONAHUB_REQUIRE_REAL_MODEL=1`` so that a missing extra fails instead).
+The model is tiny and writes poor text: what must hold is that every command runs with nothing
+but ``--llm URL``, most attempts succeed, every failure is a row with a reason, no call goes out
+without ``max_tokens``, and the quality gate sees every persona and item.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from agents.llamacpp import LlamaServer, local_llama_server, missing_extra
+from agents.synthesis_prompts import TEMPLATES
+from sim.cli import app
+from tests.conftest import persona_texts
+
+pytestmark = pytest.mark.real_model
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def llama() -> Iterator[LlamaServer]:
+    reason = missing_extra()
+    if reason:
+        if os.environ.get("PERSONAHUB_REQUIRE_REAL_MODEL"):
+            pytest.fail(f"PERSONAHUB_REQUIRE_REAL_MODEL is set but {reason}")
+        pytest.skip(reason)
+    with local_llama_server() as server:
+        yield server
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def calls(db: Path, where: str = "true") -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT status, error, structured_mode, max_tokens, purpose "
+                           f"FROM llm_calls WHERE {where}").fetchall()
+    finally:
+        con.close()
+
+
+def assert_accounted(db: Path, where: str = "true") -> list[tuple]:
+    """Most attempts succeed; every failed attempt says why; every request carried max_tokens."""
+    rows = calls(db, where)
+    assert rows, "no model call was recorded"
+    ok = sum(r[0] == "ok" for r in rows)
+    assert ok / len(rows) >= 0.5, rows
+    assert all(r[1] for r in rows if r[0] != "ok"), [r for r in rows if r[0] != "ok" and not r[1]]
+    assert all(r[3] and r[3] > 0 for r in rows)
+    return rows
+
+
+def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: Path) -> None:
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(3)))
+    scenario = tmp_path / "tiny.py"
+    scenario.write_text(
+        "from sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+        f"SCENARIO = Scenario(name='tiny_real', personas=PersonaSource(path={str(people)!r}),\n"
+        "    graph=GraphGrowth(hops=1, fanout=1, acquaintances=2), steps=1,\n"
+        "    kinds=('instruction', 'npc_dialogue', 'tool_spec'),\n"
+        "    world='A river town with a ferry and a market.',\n"
+        "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?', steps=(1,),\n"
+        "                    options=('yes', 'no', 'unsure')),), seed=3)\n")
+    db = tmp_path / "real.duckdb"
+    code, output = invoke("run", str(scenario), "--db", str(db), "--llm", llama.spec,
+                          "--concurrency", "2", "--timeout", "120")
+    assert code == 0, output
+    rows = assert_accounted(db)
+    purposes = {r[4] for r in rows}
+    assert {"expand", "survey"} <= purposes, purposes
+    # llama-cpp-python refuses json_schema; auto settled on json_object and said so
+    assert {r[2] for r in rows if r[0] == "ok"} == {"json_object"}
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        modes = json.loads(con.execute("SELECT config FROM runs").fetchall()[0][0])["structured_modes"]
+        run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
+        emissions = con.execute("SELECT count(*) FROM emissions").fetchall()[0][0]
+    finally:
+        con.close()
+    assert set(modes.values()) == {"json_object"}
+    assert emissions > 0
+    out = tmp_path / "run.jsonl"
+    code, output = invoke("export", "--db", str(db), "--run", run_id, "--out", str(out))
+    assert code == 0, output
+    assert len(out.read_text().splitlines()) == emissions
+
+
+def test_text_to_persona_and_one_expansion_hop(llama: LlamaServer, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        "Tide tables for the estuary: high water at 06:12 and 18:40; the ferry runs only within "
+        "two hours of high water during spring tides.\n\n"
+        "Our bakery's sourdough starter is fed twice a day with rye flour; customers can bring "
+        "a jar and take some home on Saturdays.\n")
+    db = tmp_path / "hub.duckdb"
+    code, output = invoke("personas", "from-text", str(corpus), "--db", str(db), "--llm",
+                          llama.spec, "--relations", "read", "--concurrency", "2", "--timeout", "120")
+    assert code == 0, output
+    assert_accounted(db, "purpose LIKE 'text-to-persona%'")
+    code, output = invoke("personas", "expand", "--db", str(db), "--llm", llama.spec, "--hops", "1",
+                          "--fanout", "1", "--concurrency", "2", "--timeout", "120")
+    assert code == 0, output
+    assert_accounted(db, "purpose = 'expand'")
+
+
+@pytest.mark.parametrize("task", sorted(TEMPLATES))
+def test_synthesize_each_task(llama: LlamaServer, tmp_path: Path, task: str) -> None:
+    db = tmp_path / f"{task}.duckdb"
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))
+    code, output = invoke("personas", "import", str(people), "--db", str(db))
+    assert code == 0, output
+    code, output = invoke("synthesize", task, "--n", "2", "--db", str(db), "--llm", llama.spec,
+                          "--concurrency", "2", "--timeout", "120")
+    assert code == 0, output
+    assert_accounted(db)
