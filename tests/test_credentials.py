@@ -1,0 +1,127 @@
+"""Credentials stay with their endpoint; query values are redacted; other parameters forwarded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from agents.llm import LLMClient, LLMConfigError, LLMSettings, redact_spec
+from agents.prompts import agent_messages
+from agents.schemas import Instruction
+
+SECRET = "sk-test-very-secret-value"
+
+
+class _Capture(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list[dict[str, Any]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append({"headers": dict(self.headers), "path": self.path, "body": body})
+        answer = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                             "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                 "role": "assistant",
+                                 "content": json.dumps({"instruction": "How do tides work here?"})}}],
+                             "usage": {"prompt_tokens": 5, "completion_tokens": 5,
+                                       "total_tokens": 10}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+@pytest.fixture
+def capture() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+    handler = type("Handler", (_Capture,), {"seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def call(spec: str) -> None:
+    client = LLMClient(LLMSettings(spec=spec, structured="json_schema"))
+    result = asyncio.run(client.structured(
+        Instruction, agent_messages(persona="A ferry pilot", kind="instruction"), purpose="instruction"))
+    assert result.value is not None
+
+
+def auth(seen: list[dict[str, Any]]) -> str:
+    headers = {k.lower(): v for k, v in seen[-1]["headers"].items()}
+    return headers.get("authorization", "")
+
+
+def test_openai_key_is_not_sent_to_another_endpoint(capture, monkeypatch) -> None:
+    url, seen = capture
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    call(f"{url}?model=m")
+    assert SECRET not in auth(seen)
+    assert SECRET not in json.dumps(seen)
+
+
+def test_openai_key_goes_to_the_base_url_it_was_set_with(capture, monkeypatch) -> None:
+    url, seen = capture
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    call(f"{url}?model=m")
+    assert auth(seen) == f"Bearer {SECRET}"
+
+
+def test_named_key_variable_is_sent(capture, monkeypatch) -> None:
+    url, seen = capture
+    monkeypatch.setenv("MY_SERVER_KEY", "local-key-123")
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    call(f"{url}?model=m&api_key_env=MY_SERVER_KEY")
+    assert auth(seen) == "Bearer local-key-123"
+
+
+def test_unset_key_variable_is_a_config_error(monkeypatch) -> None:
+    monkeypatch.delenv("NOPE_KEY", raising=False)
+    with pytest.raises(LLMConfigError, match="api_key_env=NOPE_KEY names a variable that is not set"):
+        LLMClient(LLMSettings(spec="http://127.0.0.1:9/v1?model=m&api_key_env=NOPE_KEY"))
+
+
+def test_no_key_over_plain_http_to_a_remote_host(monkeypatch) -> None:
+    monkeypatch.setenv("MY_SERVER_KEY", "k")
+    with pytest.raises(LLMConfigError, match="refusing to send an API key over plain http"):
+        LLMClient(LLMSettings(spec="http://models.example.org/v1?model=m&api_key_env=MY_SERVER_KEY"))
+    # explicit consent, or https, is accepted
+    LLMClient(LLMSettings(spec="http://models.example.org/v1?model=m&api_key_env=MY_SERVER_KEY"
+                               "&allow_http_key=1"))
+    LLMClient(LLMSettings(spec="https://models.example.org/v1?model=m&api_key_env=MY_SERVER_KEY"))
+
+
+def test_other_query_parameters_are_forwarded_and_redacted(capture) -> None:
+    url, seen = capture
+    call(f"{url}?model=m&api-version=2024-06-01&sig=abc123")
+    path = seen[-1]["path"]
+    assert "api-version=2024-06-01" in path and "sig=abc123" in path
+    assert "model=" not in path  # personahub's own parameters stay here
+    redacted = redact_spec(f"{url}?model=m&api-version=2024-06-01&sig=abc123&api_key=zzz")
+    assert "model=m" in redacted
+    assert "abc123" not in redacted and "zzz" not in redacted and "2024-06-01" not in redacted
+
+
+def test_every_request_carries_max_tokens(capture) -> None:
+    url, seen = capture
+    call(f"{url}?model=m")
+    body = seen[-1]["body"]
+    assert body["max_tokens"] == 256  # the instruction kind's default
+    assert "max_completion_tokens" not in body
