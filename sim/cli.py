@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from agents import run_loop
@@ -123,10 +122,11 @@ def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
     return client
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False,
-                    disable=not console.is_terminal and "PERSONAHUB_PROGRESS" not in os.environ)
+def _progress(client: LLMClient | None = None) -> Progress:
+    """A progress display (with the client's call counts when it calls a model)."""
+    from sim.progress import JobProgress
+
+    return JobProgress(console, client.stats if client is not None else None)
 
 
 @app.command()
@@ -169,7 +169,7 @@ def run(
             raise PersonahubError("--resume RUN_ID takes the scenario, steps and seed from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials)")
         console.print(f"resuming run [bold]{resume}[/] in {db}")
-        with _progress() as bar:
+        with _progress() as bar:  # the client is built inside resume_run
             summary = resume_run(resume, db=db, llm=llm, offline_latency_s=offline_latency,
                                  progress=_hook(bar))
         print_summary(summary)
@@ -188,7 +188,7 @@ def run(
     client = make_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=flags)
     console.print(f"scenario: [bold]{loaded.name}[/] ({scenario}) seed={run_seed} db={db}")
-    with _progress() as bar:
+    with _progress(client) as bar:
         summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=_hook(bar),
                                client=client)
     print_summary(summary)
@@ -402,8 +402,8 @@ def personas_expand(
     client = make_client(llm, seed, concurrency, timeout, flags=flags)
     con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh)
     try:
-        with _progress() as bar:
-            task = bar.add_task("expanding", total=hops)
+        with _progress(client) as bar:
+            task = bar.add_task("expanding (hops)", total=hops)
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
                 batch_size=batch_size, config={"limit": limit, "origin": "cli", **flags.settings()},

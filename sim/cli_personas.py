@@ -122,8 +122,8 @@ def personas_from_text(
                          flags=ModelFlags(structured, max_tokens, temperature, top_p))
     con = connect(db)
     try:
-        with _progress() as bar:
-            task = bar.add_task(f"text-to-persona {name}", total=limit)
+        with _progress(client) as bar:
+            task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
             summary = run_loop.run(text_to_persona(
                 con, client, islice(texts, limit), corpus=name, relations=chosen, per_text=per_text,
                 batch_size=batch_size, concurrency=concurrency,

@@ -117,7 +117,7 @@ def synthesize(
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
         concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, **flags.settings())
     client = make_client(spec, seed, concurrency, timeout, flags=flags)
-    with _progress() as bar:
+    with _progress(client) as bar:
         handle = bar.add_task(f"synthesizing {task}", total=n)
         summary = run_synthesis(options, resume=resume, client=client,
                                 progress=lambda done, total: bar.update(handle, completed=done,

@@ -1,0 +1,112 @@
+"""Progress of long model-calling work: a live bar on a terminal, a plain line every few seconds
+otherwise (logs, CI, pipes), both with calls/s, tokens, failures and ETA."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+LINE_EVERY_S = 5.0
+
+
+class CallCounts(Protocol):
+    """What a model client counts (``agents.llm.CallStats``)."""
+
+    attempts: int
+    ok: int
+    failed: int
+    tokens_in: int
+    tokens_out: int
+
+    def rate(self) -> float: ...
+
+
+def calls_text(stats: CallCounts) -> str:
+    """One short phrase: attempts, rate, tokens and failed calls so far."""
+    return (f"{stats.attempts} calls ({stats.rate():.1f}/s), {stats.tokens_in:,} tokens in, "
+            f"{stats.tokens_out:,} out, {stats.failed} failed")
+
+
+def _eta(task: Task) -> str:
+    remaining = task.time_remaining
+    if remaining is None or task.total is None:
+        return ""
+    minutes, seconds = divmod(int(remaining), 60)
+    return f", ETA {minutes}:{seconds:02d}"
+
+
+class _CallsColumn(ProgressColumn):
+    def __init__(self, stats: CallCounts) -> None:
+        super().__init__()
+        self.stats = stats
+
+    def render(self, task: Task) -> Text:
+        return Text(calls_text(self.stats), style="dim")
+
+
+class JobProgress(Progress):
+    """``rich`` progress with model-call counts; without a terminal, a line every ``every_s``."""
+
+    def __init__(self, console: Console, stats: CallCounts | None = None, *,
+                 every_s: float | None = None) -> None:
+        columns: list[str | ProgressColumn] = [TextColumn("{task.description}"), BarColumn(),
+                                               MofNCompleteColumn(), TimeElapsedColumn(),
+                                               TimeRemainingColumn()]
+        if stats is not None:
+            columns.append(_CallsColumn(stats))
+        plain = not console.is_terminal and "PERSONAHUB_PROGRESS" not in os.environ
+        super().__init__(*columns, console=console, transient=False, disable=plain)
+        self.stats = stats
+        self.every_s = every_s if every_s is not None else float(
+            os.environ.get("PERSONAHUB_PROGRESS_EVERY", LINE_EVERY_S))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last = ""
+
+    def line(self) -> str:
+        """The plain progress line: each phase's count and ETA, then the call counts."""
+        parts = []
+        for task in self.tasks:
+            total = f"/{int(task.total)}" if task.total is not None else ""
+            parts.append(f"{task.description} {int(task.completed)}{total}{_eta(task)}")
+        if self.stats is not None:
+            parts.append(calls_text(self.stats))
+        return "; ".join(parts)
+
+    def _report(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._print_line()
+
+    def _print_line(self) -> None:
+        text = self.line()
+        if text and text != self._last:
+            self._last = text
+            self.console.print(f"progress: {text}", highlight=False, markup=False, soft_wrap=True)
+
+    def __enter__(self) -> JobProgress:
+        super().__enter__()
+        if self.disable and self.every_s > 0:
+            self._thread = threading.Thread(target=self._report, name="progress-lines", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+            self._print_line()  # where it ended, once
+        super().__exit__(*exc)
