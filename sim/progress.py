@@ -108,5 +108,6 @@ class JobProgress(Progress):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=1)
-            self._print_line()  # where it ended, once
+            if exc[0] is None:  # where it ended, once (an error says so itself, in one line)
+                self._print_line()
         super().__exit__(*exc)
