@@ -89,7 +89,10 @@ def survey_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
                             reason=reason)
     if answer == "scale":
         return create_model("ScaleAnswer", __doc__=f"A survey answer on a {low}..{high} scale.",
-                            answer=(int, Field(ge=low, le=high, description=f"{low} to {high}")),
+                            # the enum lets grammar-constrained servers (llama.cpp) keep to the range
+                            answer=(int, Field(ge=low, le=high, description=f"{low} to {high}",
+                                               json_schema_extra={"enum": list(range(low, high + 1))}
+                                               if high - low <= 20 else None)),
                             reason=reason)
     return create_model("TextAnswer", __doc__="A survey answer in the persona's own words.",
                         reply=(str, Field(min_length=1, description="your answer, in your own words")))

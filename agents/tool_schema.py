@@ -20,7 +20,9 @@ class ToolSpec(BaseModel):
 
     name: str = Field(min_length=2)
     description: str = Field(min_length=8)
-    function_name: str = Field(description="a valid Python identifier")
+    # the pattern is in the JSON schema so that grammar-constrained servers (llama.cpp) keep to it
+    function_name: str = Field(description="a valid Python identifier",
+                               pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     input_args: str = Field(description="comma-separated argument names")
     return_: str = Field(alias="return", description="what the function returns")
     depend: str = Field(description="libraries or APIs it would depend on")

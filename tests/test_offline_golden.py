@@ -43,11 +43,11 @@ from personas.prompts import text_to_persona_messages as corpus_text_messages
 from personas.text_to_persona import text_personas_schema
 
 EXPECTED = {
-    "engine": "050448cb0e19a4f3c02bac28fbc5ef8bf9a8f44e6b16e096a2fa8e09bc361996",
-    "chat_model": "9f15b72690969904f7fcef86ef5d29f2eab62aa3d63f2363af86c6a75854b40a",
-    "client": "0eb06da4b33923bdacc63eb014e0fbc17a71dd0455041fc0596e7b4caa9d8865",
-    "agents": "704f7c1f1f1970d34a8dd334e5ac43b6f23ad1802b196724321db797ba961d6c",
-    "server": "a4dc2401014efbdf18ea974e5b9cce2700630e00e0a319a77d87453f725abde2",
+    "engine": "c1b65e364fa836c50b427ff6404c04a70c87c4231c5cdf89a93b7434a3e24fdf",
+    "chat_model": "2931d496c402ab204be59c80b8c9798d8bab7ebc3996beb62f79d9cc8fabd518",
+    "client": "bd34165aa889638246b55af796dc64e2bb299c07e6fe2732edd9623cf5fce4a9",
+    "agents": "c393e0987baac162e70ec3805ed0c5aa09c28193321a7fa1bec2d68f6ce7f9ae",
+    "server": "4e60b8d7e565b688b0816d76f3104d194a231152f7647d44a262ac990fa4d8f2",
 }
 
 SEEDS = (0, 1, 7, 12345)
