@@ -389,3 +389,13 @@ def test_odd_request_shapes_get_an_error_not_a_dropped_connection(server, dialec
     response = chat(srv.base_url, tools=["not a tool"], tool_choice="required")
     assert response.status_code in (400, 500)
     assert error_of(response, dialect)["message"]
+
+
+def test_serve_refuses_an_unknown_dialect_in_one_line():
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "--dialect", "tgi"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: --dialect 'tgi': choose one of openai")
