@@ -219,12 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, request: dict[str, Any], received: float) -> None:
         """Refuse ``request`` as the dialect would, inject faults, or answer it."""
         srv, opts, dialect = self.server, self.server.options, self.server.dialect
-        raw_messages = request.get("messages")
-        messages = [{"role": m.get("role", "user"), "content": message_text(m.get("content"))}
-                    for m in raw_messages if isinstance(m, dict)] if isinstance(
-                        raw_messages, list) else []
-        prompt_tokens = approx_tokens(" ".join(m["content"] for m in messages))
-        plan = dialect.plan(request, prompt_tokens)
+        messages = _plain_messages(request)
+        plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
         if isinstance(plan, Refusal):
             srv.stats.bump("refused")
             self._refuse(plan)
@@ -241,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, fault.body, _retry_after(status, opts.retry_after_s))
             return
         malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
-        body, cut = _completion(srv.engine, dialect, request, messages, plan, malformed)
+        body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed)
         # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
         # request arrived, so the server's own CPU does not pile up on top of the latency when
         # many requests arrive at once (it would otherwise serialise behind this process's lock)
@@ -271,9 +267,30 @@ def _retry_after(status: int, seconds: float | None) -> dict[str, str]:
     return {"Retry-After": str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"}
 
 
-def _completion(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, Any],
-                messages: list[dict[str, Any]], plan: Plan,
-                malformed: bool) -> tuple[dict[str, Any], bool]:
+def _plain_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The request's messages as role and text (the form the engine hashes)."""
+    raw = request.get("messages")
+    if not isinstance(raw, list):
+        return []
+    return [{"role": m.get("role", "user"), "content": message_text(m.get("content"))}
+            for m in raw if isinstance(m, dict)]
+
+
+def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool = False,
+                dialect: Dialect | None = None) -> dict[str, Any]:
+    """The body answering ``request`` in ``dialect`` (``openai`` by default): a chat.completion,
+    or the refusal's body (no faults injected)."""
+    dialect = dialect or make_dialect("openai")
+    messages = _plain_messages(request)
+    plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
+    if isinstance(plan, Refusal):
+        return {"status": plan.status, "body": plan.body}
+    return _answer_body(engine, dialect, request, messages, plan, malformed)[0]
+
+
+def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, Any],
+                 messages: list[dict[str, Any]], plan: Plan,
+                 malformed: bool) -> tuple[dict[str, Any], bool]:
     """An OpenAI chat.completion body answering ``request`` as ``plan`` says, and whether the
     answer was cut at the token limit."""
     schema = plan.json_schema
