@@ -167,8 +167,10 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(wait)
 
     def _read_body(self) -> bytes:
-        """The body, as long as Content-Length says; a bad or unmet length closes the connection
-        afterwards (the next request's start would be unknown)."""
+        """The body, as long as Content-Length says (or chunked); a bad or unmet length closes
+        the connection afterwards (the next request's start would be unknown)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
         declared = self.headers.get("Content-Length")
         try:
             length = int(declared) if declared is not None else 0
@@ -191,6 +193,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise _BadBody(f"the body ended before its Content-Length ({length} bytes)")
         return raw
+
+    def _read_chunked(self) -> bytes:
+        """A chunked body (clients that stream their upload send one)."""
+        self.connection.settimeout(_BODY_TIMEOUT_S)
+        parts: list[bytes] = []
+        try:
+            while True:
+                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"x", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                if size < 0 or sum(map(len, parts)) + size > _MAX_BODY:
+                    raise ValueError(size)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+        except (TimeoutError, ValueError) as exc:
+            self.close_connection = True
+            raise _BadBody(f"bad chunked body ({exc})") from exc
+        finally:
+            self.connection.settimeout(None)
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         received = time.monotonic()

@@ -399,3 +399,12 @@ def test_serve_refuses_an_unknown_dialect_in_one_line():
     result = CliRunner().invoke(app, ["serve", "--port", "0", "--dialect", "tgi"])
     assert result.exit_code == 1
     assert result.stderr.strip().startswith("error: --dialect 'tgi': choose one of openai")
+
+
+def test_chunked_bodies_are_read(server):
+    srv = server()
+    body = json.dumps({"model": "m", "messages": [USER], "response_format": JSON_SCHEMA}).encode()
+    chunks = iter([body[:10], body[10:]])  # a generator body makes httpx send it chunked
+    response = _HTTP.post(f"{srv.base_url}/chat/completions", content=chunks,
+                          headers={"Content-Type": "application/json"})
+    assert ToolSpec.model_validate_json(choice(response)["message"]["content"])
