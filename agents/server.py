@@ -4,10 +4,19 @@ Tests and benchmarks point the real ``langchain-openai`` client at it, so the HT
 schema response formats, tool calls, usage, errors) is exercised without any model. Users can
 use it for dry runs: ``personahub serve`` then ``--llm http://127.0.0.1:PORT/v1``.
 
-Fault injection (each a probability per request, drawn from a seeded RNG): HTTP 429/500 errors,
-malformed JSON answers, and hangs (the request sleeps ``hang_s`` before answering). ``latency_s``
-is the time from a request's arrival to its answer (the answer is computed meanwhile). Only binds
-to loopback addresses.
+``dialect`` makes it answer as vLLM, llama-cpp-python, Ollama or a tools-only server do: what
+each accepts, how it refuses, how answers end (``agents.dialects`` has the rules and their
+sources). Every dialect honours its token limit (cut answers end with ``length``), and answers
+requests that want JSON without a schema from the schema written in the prompt
+(``agents.prompt_schema``). A body that is not a JSON object gets the dialect's error, never a
+dropped connection.
+
+Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
+(``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
+when ``retry_after_s`` is set), malformed JSON answers, and hangs (the request sleeps ``hang_s`` before answering).
+``latency_s`` is the time from a request's arrival to its answer (the answer is computed
+meanwhile); refusals are answered at once, as real servers check requests before generating.
+Only binds to loopback addresses.
 """
 
 from __future__ import annotations
@@ -17,21 +26,26 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agents.offline import OfflineEngine, response_format_schema
+from agents.dialects import DIALECTS, LLAMA_CPP_N_CTX, Dialect, Plan, Refusal, make_dialect
+from agents.offline import OfflineEngine, approx_tokens
+from agents.prompt_schema import find_prompt_schema, message_text
 from personas.errors import PersonahubError
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
+_BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
+_MAX_BODY = 64 * 1024 * 1024
 
 
 @dataclass(kw_only=True)
 class ServerOptions:
-    """Behaviour of the loopback server (latency and injected faults)."""
+    """Behaviour of the loopback server (dialect, latency and injected faults)."""
 
     seed: int = 0
     latency_s: float = 0.0
@@ -40,6 +54,10 @@ class ServerOptions:
     hang_rate: float = 0.0
     hang_s: float = 30.0
     fault_seed: int = 1234
+    dialect: str = "openai"
+    retry_after_s: float | None = None
+    error_statuses: tuple[int, ...] = (429, 503)
+    context_tokens: int = LLAMA_CPP_N_CTX  # the llama-cpp-python dialect's n_ctx
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "malformed_rate", "hang_rate"):
@@ -48,17 +66,32 @@ class ServerOptions:
                 raise PersonahubError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
         if self.latency_s < 0 or self.hang_s < 0:
             raise PersonahubError("latency and hang times must be >= 0")
+        if self.dialect not in DIALECTS:
+            raise PersonahubError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
+        if self.retry_after_s is not None and self.retry_after_s < 0:
+            raise PersonahubError(f"--retry-after must be >= 0, got {self.retry_after_s}")
+        if not self.error_statuses or any(not 400 <= s <= 599 for s in self.error_statuses):
+            raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
+        if self.context_tokens < 1:
+            raise PersonahubError(f"context_tokens must be >= 1, got {self.context_tokens}")
 
 
 @dataclass
 class ServerStats:
-    """Counts of what the server did, for tests and benchmarks."""
+    """Counts of what the server did, for tests and benchmarks.
+
+    ``refused``: requests the dialect refused; ``truncated``: answers cut at the token limit;
+    ``bad_bodies``: bodies that were not a JSON object (or had a bad Content-Length).
+    """
 
     requests: int = 0
     answered: int = 0
     errors: int = 0
     malformed: int = 0
     hangs: int = 0
+    refused: int = 0
+    truncated: int = 0
+    bad_bodies: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def bump(self, name: str) -> None:
@@ -74,6 +107,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], options: ServerOptions) -> None:
         super().__init__(address, _Handler)
         self.options = options
+        self.dialect = make_dialect(options.dialect, context_tokens=options.context_tokens)
         self.engine = OfflineEngine(options.seed)
         self.stats = ServerStats()
         self.fault_rng = random.Random(options.fault_seed)
@@ -92,6 +126,10 @@ class _Server(ThreadingHTTPServer):
             return self.fault_rng.random()
 
 
+class _BadBody(Exception):
+    """The request body could not be read as its headers describe it."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as separate writes
@@ -100,13 +138,22 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silence per-request logging (tests and benchmarks make many requests)."""
 
-    def _send(self, status: int, body: dict[str, Any] | str) -> None:
+    def _send(self, status: int, body: dict[str, Any] | str,
+              headers: Mapping[str, str] | None = None, *, plain: bool = False) -> None:
         data = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain; charset=utf-8" if plain else "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
+
+    def _refuse(self, refusal: Refusal) -> None:
+        body = refusal.body
+        self._send(refusal.status, body, refusal.headers, plain=isinstance(body, str))
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         if self.path.rstrip("/").endswith("/models"):
@@ -119,78 +166,196 @@ class _Handler(BaseHTTPRequestHandler):
         if wait > 0:
             time.sleep(wait)
 
+    def _read_body(self) -> bytes:
+        """The body, as long as Content-Length says (or chunked); a bad or unmet length closes
+        the connection afterwards (the next request's start would be unknown)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        declared = self.headers.get("Content-Length")
+        try:
+            length = int(declared) if declared is not None else 0
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_BODY:
+            self.close_connection = True
+            raise _BadBody(f"bad Content-Length {declared!r}")
+        if not length:
+            return b""
+        self.connection.settimeout(_BODY_TIMEOUT_S)
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError as exc:
+            self.close_connection = True
+            raise _BadBody(f"the body ended before its Content-Length ({length} bytes)") from exc
+        finally:
+            self.connection.settimeout(None)
+        if len(raw) < length:
+            self.close_connection = True
+            raise _BadBody(f"the body ended before its Content-Length ({length} bytes)")
+        return raw
+
+    def _read_chunked(self) -> bytes:
+        """A chunked body (clients that stream their upload send one)."""
+        self.connection.settimeout(_BODY_TIMEOUT_S)
+        parts: list[bytes] = []
+        try:
+            while True:
+                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"x", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                if size < 0 or sum(map(len, parts)) + size > _MAX_BODY:
+                    raise ValueError(size)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+        except (TimeoutError, ValueError) as exc:
+            self.close_connection = True
+            raise _BadBody(f"bad chunked body ({exc})") from exc
+        finally:
+            self.connection.settimeout(None)
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         received = time.monotonic()
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
+        srv, dialect = self.server, self.server.dialect
+        problem = ""
+        try:
+            raw = self._read_body()
+        except _BadBody as exc:
+            raw, problem = None, str(exc)
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
             return
-        srv, opts = self.server, self.server.options
         srv.stats.bump("requests")
+        request = _parse(raw, dialect) if raw is not None else dialect.bad_body(problem, parsed=False)
+        if isinstance(request, Refusal):
+            srv.stats.bump("bad_bodies")
+            self._refuse(request)
+            return
         try:
-            request = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            self._send(400, {"error": {"message": f"invalid JSON body: {exc}"}})
+            self._answer(request, received)
+        except OSError:  # the client hung up
+            raise
+        except Exception as exc:  # a request shape nobody checked: answer, never drop it
+            self._refuse(dialect.error(500, f"offline server error: {type(exc).__name__}: {exc}"))
+
+    def _answer(self, request: dict[str, Any], received: float) -> None:
+        """Refuse ``request`` as the dialect would, inject faults, or answer it."""
+        srv, opts, dialect = self.server, self.server.options, self.server.dialect
+        messages = _plain_messages(request)
+        plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
+        if isinstance(plan, Refusal):
+            srv.stats.bump("refused")
+            self._refuse(plan)
             return
         if opts.hang_rate and srv.draw() < opts.hang_rate:
             srv.stats.bump("hangs")
             srv.stopping.wait(opts.hang_s)
         if opts.error_rate and srv.draw() < opts.error_rate:
             srv.stats.bump("errors")
-            status = 429 if srv.draw() < 0.5 else 500
+            statuses = opts.error_statuses
+            status = statuses[min(int(srv.draw() * len(statuses)), len(statuses) - 1)]
+            fault = dialect.error(status, f"injected fault {status}")
             self._sleep_until(received + opts.latency_s)
-            self._send(status, {"error": {"message": f"injected fault {status}", "type": "injected"}})
+            self._send(status, fault.body, _retry_after(status, opts.retry_after_s))
             return
         malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
-        body = _completion(srv.engine, request, malformed)
+        body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed)
         # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
         # request arrived, so the server's own CPU does not pile up on top of the latency when
         # many requests arrive at once (it would otherwise serialise behind this process's lock)
         self._sleep_until(received + opts.latency_s)
+        if cut:
+            srv.stats.bump("truncated")
         srv.stats.bump("malformed" if malformed else "answered")  # before the client can see it
         self._send(200, body)
 
 
-def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool) -> dict[str, Any]:
-    """An OpenAI chat.completion body answering ``request``."""
-    messages = [
-        {"role": m.get("role", "user"), "content": m.get("content") or ""}
-        for m in request.get("messages", [])
-    ]
-    reply = engine.respond(
-        messages,
-        json_schema=response_format_schema(request.get("response_format")),
-        tools=request.get("tools"),
-        tool_choice=request.get("tool_choice"),
-    )
-    message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
-    finish = "stop"
+def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
+    """The request object in ``raw``, or the dialect's answer to a body that is not one."""
+    try:
+        request = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return dialect.bad_body(str(exc), parsed=False)
+    if not isinstance(request, dict):
+        return dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
+                                parsed=True, value=request)
+    return request
+
+
+def _retry_after(status: int, seconds: float | None) -> dict[str, str]:
+    """The Retry-After header of an answer with ``status`` (429 and 503 only)."""
+    if seconds is None or status not in (429, 503):
+        return {}
+    return {"Retry-After": str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"}
+
+
+def _plain_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The request's messages as role and text (the form the engine hashes)."""
+    raw = request.get("messages")
+    if not isinstance(raw, list):
+        return []
+    return [{"role": m.get("role", "user"), "content": message_text(m.get("content"))}
+            for m in raw if isinstance(m, dict)]
+
+
+def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool = False,
+                dialect: Dialect | None = None) -> dict[str, Any]:
+    """The body answering ``request`` in ``dialect`` (``openai`` by default): a chat.completion,
+    or the refusal's body (no faults injected)."""
+    dialect = dialect or make_dialect("openai")
+    messages = _plain_messages(request)
+    plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
+    if isinstance(plan, Refusal):
+        return {"status": plan.status, "body": plan.body}
+    return _answer_body(engine, dialect, request, messages, plan, malformed)[0]
+
+
+def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, Any],
+                 messages: list[dict[str, Any]], plan: Plan,
+                 malformed: bool) -> tuple[dict[str, Any], bool]:
+    """An OpenAI chat.completion body answering ``request`` as ``plan`` says, and whether the
+    answer was cut at the token limit."""
+    schema = plan.json_schema
+    if schema is None and plan.prompt_schema and not plan.tools:
+        schema = find_prompt_schema(messages)
+    if schema is None and plan.wants_json:
+        schema = _ANY_OBJECT
+    reply = engine.respond(messages, json_schema=schema, tools=plan.tools,
+                           tool_choice=plan.tool_choice)
+    limit = plan.max_tokens
+    cut = limit is not None and reply.tokens_out > limit
+    keep = (limit or 0) * 4
     if reply.tool_calls:
         calls = []
         for call in reply.tool_calls:
             arguments = json.dumps(call["args"])
+            arguments = arguments[:keep] if cut else arguments
             if malformed:
                 arguments = arguments[: len(arguments) // 2]
-            calls.append({"id": call["id"], "type": "function",
-                          "function": {"name": call["name"], "arguments": arguments}})
-        message["tool_calls"] = calls
-        finish = "tool_calls"
-    elif malformed and reply.content:
-        message["content"] = reply.content[: len(reply.content) // 2]
-    return {
+            calls.append({"id": call["id"], "name": call["name"], "arguments": arguments})
+        shaped = dialect.tool_answer(plan, calls, cut)
+    else:
+        content = reply.content[:keep] if cut else reply.content
+        if malformed and content:
+            content = content[: len(content) // 2]
+        shaped = dialect.text_answer(content, cut)
+    tokens_out = min(reply.tokens_out, limit) if cut and limit is not None else reply.tokens_out
+    body = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.get("model", "offline"),
         "system_fingerprint": "personahub-offline",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "choices": [{"index": 0, "message": shaped.message, "finish_reason": shaped.finish_reason,
+                     "logprobs": None}],
         "usage": {
             "prompt_tokens": reply.tokens_in,
-            "completion_tokens": reply.tokens_out,
-            "total_tokens": reply.tokens_in + reply.tokens_out,
+            "completion_tokens": tokens_out,
+            "total_tokens": reply.tokens_in + tokens_out,
         },
     }
+    return body, cut
 
 
 @dataclass

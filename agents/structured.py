@@ -27,6 +27,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
+from agents.prompt_schema import render_schema_block
+
 StructuredMode = Literal["json_schema", "json_object", "tools", "prompt"]
 StructuredSetting = Literal["auto", "json_schema", "json_object", "tools", "prompt"]
 STRUCTURED_SETTINGS: tuple[str, ...] = ("auto", "json_schema", "json_object", "tools", "prompt")
@@ -43,7 +45,7 @@ _MODE_WORDS: dict[str, tuple[str, ...]] = {
 }
 REFUSAL_STATUSES = frozenset({400, 422, 500})
 # The line that introduces the schema in ``prompt`` mode; the loopback server finds the fenced
-# JSON block after it (agents/server.py reads the same convention).
+# JSON block after it (agents/prompt_schema.py holds the convention).
 SCHEMA_PROMPT_LEAD = "Reply with only one JSON object that matches this JSON schema:"
 
 
@@ -60,11 +62,6 @@ def check_setting(value: str) -> StructuredSetting:
 def schema_json(schema: type[BaseModel]) -> dict[str, Any]:
     """The class's JSON schema (cached per class: building it costs on every call)."""
     return schema.model_json_schema()
-
-
-@lru_cache(maxsize=256)
-def _compact_schema_text(schema: type[BaseModel]) -> str:
-    return json.dumps(schema_json(schema), separators=(",", ":"), ensure_ascii=False)
 
 
 @lru_cache(maxsize=512)
@@ -89,9 +86,10 @@ def tool_choice(schema: type[BaseModel]) -> dict[str, Any]:
     return {"type": "function", "function": {"name": openai_tools(schema)[0]["function"]["name"]}}
 
 
+@lru_cache(maxsize=256)
 def schema_instruction(schema: type[BaseModel]) -> str:
-    """The text ``prompt`` mode adds to the last user message."""
-    return f"{SCHEMA_PROMPT_LEAD}\n```json\n{_compact_schema_text(schema)}\n```"
+    """The text ``prompt`` mode adds to the last user message (``agents.prompt_schema``'s form)."""
+    return render_schema_block(schema_json(schema), intro=SCHEMA_PROMPT_LEAD)
 
 
 def prepare_messages(mode: StructuredMode, schema: type[BaseModel],

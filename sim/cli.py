@@ -316,6 +316,10 @@ def serve(
     malformed_rate: Annotated[float, typer.Option(help="Share answered with broken JSON.")] = 0.0,
     hang_rate: Annotated[float, typer.Option(help="Share of requests that hang.")] = 0.0,
     hang_seconds: Annotated[float, typer.Option(min=0, help="How long a hang lasts.")] = 30.0,
+    dialect: Annotated[str, typer.Option(
+        help="Answer as: openai, vllm, vllm-legacy, llama-cpp-python, ollama, tools-only.")] = "openai",
+    retry_after: Annotated[float | None, typer.Option(
+        min=0, help="Seconds sent as Retry-After on 429/503 answers.")] = None,
 ) -> None:
     """Serve the offline engine as an OpenAI-compatible endpoint on loopback (for dry runs)."""
     import time
@@ -324,8 +328,9 @@ def serve(
 
     handle = start_server(ServerOptions(seed=seed, latency_s=latency, error_rate=error_rate,
                                         malformed_rate=malformed_rate, hang_rate=hang_rate,
-                                        hang_s=hang_seconds), host=host, port=port)
-    console.print(f"offline engine (not a language model) serving OpenAI-compatible API at "
+                                        hang_s=hang_seconds, dialect=dialect,
+                                        retry_after_s=retry_after), host=host, port=port)
+    console.print(f"offline engine (not a language model) serving OpenAI-compatible API ({dialect}) at "
                   f"{handle.base_url} — use --llm {handle.base_url}; Ctrl-C stops.")
     try:
         while True:

@@ -1,0 +1,129 @@
+"""How a prompt carries a JSON schema when the request has none (the client's ``prompt`` mode).
+
+Servers without a usable ``response_format`` (or with plain ``{"type": "json_object"}``) are asked
+for JSON by writing the schema into the prompt. The loopback server must answer such requests with
+JSON that fits, so it reads the schema back out of the messages. The convention, which
+``render_schema_block`` writes and ``find_prompt_schema`` reads:
+
+- the schema sits in the system message or in the last user message;
+- it follows a line that names "JSON schema" (any case; "json_schema" and "JSON-schema" count);
+- it is a fenced block (three backticks, optionally tagged ``json``) holding the schema as JSON.
+
+Reading is tolerant, so small variations in the client's prompt still work:
+
+- messages are searched in this order: the last user message, the system messages (newest
+  first), then every other message (newest first); the first schema found wins;
+- within a message: a fenced block after the "JSON schema" line, then any fenced block, then the
+  first JSON object written after that line without a fence;
+- the fence's language tag is free, text around the JSON inside the fence is skipped;
+- a candidate counts only if it is a JSON object that looks like a schema (``properties``,
+  ``type`` object or array, ``$ref``, ``$defs``, ``anyOf``/``oneOf``/``allOf``); the wrappers
+  ``{"name": ..., "schema": {...}}`` (the ``json_schema`` response format's shape) and
+  ``{"json_schema": {...}}`` are unwrapped;
+- message content may be a string or a list of ``{"type": "text", "text": ...}`` parts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+SCHEMA_MARKER = "JSON schema"
+
+_MARKER = re.compile(r"json[\s_-]*schema", re.IGNORECASE)
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
+_SCHEMA_KEYS = ("properties", "$ref", "$defs", "definitions", "anyOf", "oneOf", "allOf")
+_DECODER = json.JSONDecoder()
+
+
+def render_schema_block(schema: Mapping[str, Any],
+                        intro: str = "Answer with one JSON object that fits this JSON schema:") -> str:
+    """The prompt text that carries ``schema`` by the convention above (``intro`` must keep the
+    words "JSON schema")."""
+    if not _MARKER.search(intro):
+        raise ValueError(f"the intro must name {SCHEMA_MARKER!r}: {intro!r}")
+    text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))  # compact: fewer tokens
+    return f"{intro}\n```json\n{text}\n```"
+
+
+def message_text(content: Any) -> str:
+    """A message's text: the string itself, or its text parts joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "\n".join(str(part.get("text") or "") for part in content
+                         if isinstance(part, Mapping) and part.get("type") == "text")
+    return ""
+
+
+def find_prompt_schema(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The JSON schema the messages carry by the convention above, or None (do not mutate it)."""
+    for text in _search_order(messages):
+        schema = schema_in_text(text)
+        if schema is not None:
+            return schema
+    return None
+
+
+def _search_order(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Message texts in the order they are searched: last user, systems, then the rest."""
+    indexed = list(enumerate(messages))
+    users = [i for i, m in indexed if m.get("role") == "user"]
+    first = users[-1:]
+    systems = [i for i, m in reversed(indexed) if m.get("role") in ("system", "developer")]
+    rest = [i for i, _ in reversed(indexed) if i not in first and i not in systems]
+    return [message_text(messages[i].get("content")) for i in first + systems + rest]
+
+
+@lru_cache(maxsize=1024)
+def schema_in_text(text: str) -> dict[str, Any] | None:
+    """The schema one message text carries, or None (cached: prompts repeat across calls)."""
+    if "{" not in text:
+        return None
+    marker = _MARKER.search(text)
+    after = marker.end() if marker else None
+    fences = [(m.start(), m.group(1)) for m in _FENCE.finditer(text)]
+    ordered = ([body for start, body in fences if start >= after] if after is not None else [])
+    ordered += [body for start, body in fences if after is None or start < after]
+    for body in ordered:
+        schema = _first_schema(body, whole=True)
+        if schema is not None:
+            return schema
+    if after is not None:
+        return _first_schema(text[after:], whole=False)
+    return None
+
+
+def _first_schema(text: str, *, whole: bool) -> dict[str, Any] | None:
+    """The first JSON object in ``text`` that looks like a schema (``whole``: only the first
+    object is tried, as a fenced block holds one)."""
+    start = text.find("{")
+    while start != -1:
+        try:
+            value, _ = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError:
+            value = None
+        schema = _as_schema(value)
+        if schema is not None:
+            return schema
+        if whole and value is not None:
+            return None
+        start = text.find("{", start + 1)
+    return None
+
+
+def _as_schema(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    for wrapper in ("json_schema", "schema"):
+        inner = value.get(wrapper)
+        if isinstance(inner, dict) and not _looks_like_schema(value):
+            return _as_schema(inner)
+    return value if _looks_like_schema(value) else None
+
+
+def _looks_like_schema(value: Mapping[str, Any]) -> bool:
+    return any(key in value for key in _SCHEMA_KEYS) or value.get("type") in ("object", "array")
