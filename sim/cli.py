@@ -339,6 +339,11 @@ def personas_import(
         out.print(f"  skipped {example}", highlight=False)
 
 
+LanguageOption = Annotated[str | None, typer.Option(
+    help="Ask for personas in this language (en, fr, zh, ... or a name); the quality gate rejects "
+         "answers in another script.")]
+
+
 @personas_app.command("expand")
 @one_line_errors
 def personas_expand(
@@ -353,6 +358,7 @@ def personas_expand(
     batch_size: Annotated[int, typer.Option(min=1, help="Frontier personas per transaction.")] = 256,
     fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
                                               "same --hops/--fanout/--limit exists.")] = False,
+    language: LanguageOption = None,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
 
@@ -360,16 +366,23 @@ def personas_expand(
     --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
     """
     from personas.expand import expand_hub
+    from personas.quality import language_scripts, rejection_line
     from sim.cli_personas import unfinished_expansion
 
+    try:
+        if language is not None:
+            language_scripts(language)
+    except ValueError as exc:
+        raise PersonahubError(str(exc)) from None
     client = make_client(llm, seed, concurrency, timeout)
-    con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh)
+    con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
+                                              language=language)
     try:
         with _progress() as bar:
             task = bar.add_task("expanding", total=hops)
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
-                batch_size=batch_size, config={"limit": limit, "origin": "cli"},
+                batch_size=batch_size, config={"limit": limit, "origin": "cli"}, language=language,
                 progress=lambda h, n: bar.update(task, completed=h)))
     finally:
         con.close()
@@ -377,6 +390,7 @@ def personas_expand(
               f"asked {summary.asked} personas over {summary.hops} hop(s): "
               f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
               f"existing ones, {summary.edges} relations, {summary.failed_calls} failed calls")
+    out.print(rejection_line(summary.rejected), highlight=False)
 
 
 import sim.cli_personas  # noqa: E402,F401 - registers personas from-text, sample, stats, export-graph
