@@ -180,6 +180,8 @@ def _hook(bar: Progress) -> Callable[[str, int, int], None]:
 
 def print_summary(summary: Any) -> None:
     """The end-of-run summary: counts, where the data is, and SQL to start from."""
+    from personas.quality import rejection_text
+
     table = Table(title=f"run {summary.run_id}", show_header=False)
     table.add_row("engine", summary.engine + (" (offline engine, not a language model)"
                                                if summary.offline else ""))
@@ -194,6 +196,7 @@ def print_summary(summary: Any) -> None:
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")
     table.add_row("failed actions", str(summary.failed_actions))
+    table.add_row("rejected by the quality gate", rejection_text(summary.rejected))
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     table.add_row("database", str(summary.db))
     out.print(table)
