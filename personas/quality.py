@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,9 +92,9 @@ _NUMBER_WORDS = frozenset(
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
     "hundred".split())
-_DANGLING = frozenset({"a", "an", "the", "of", "to", "and", "or", "who", "whose", "with", "for",
-                       "in", "at", "on", "by", "from", "as", "is", "are", "am", "was", "his", "her",
-                       "their", "my", "that", "which", "but", "whom"})
+# words a text cannot end on without a final stop (prepositions can: "logged on")
+_DANGLING = frozenset({"a", "an", "the", "of", "and", "or", "who", "whose", "whom", "which",
+                       "that", "is", "are", "am", "was", "his", "their", "my", "but"})
 _SMALL_WORDS = frozenset({"the", "a", "an", "and", "of", "in", "on", "at", "to", "for", "my",
                           "this", "that", "it", "is", "i", "we", "you"})
 
@@ -156,7 +156,9 @@ _PERSON_CUES = re.compile(
     r"|\b(?:interested in|fascinated by|passionate about|obsessed with|devoted to|dedicated to"
     r"|speciali[sz](?:ed|ing) in|working (?:as|at|in|on)|living (?:in|on|with)|studying"
     r"|raised (?:in|on|by)|born (?:in|on|into)|grew up|retired|aspiring|self-taught|avid|budding"
-    r"|lifelong|seasoned|former|married|divorced|widowed|pregnant|unemployed|homeschooling)\b",
+    r"|lifelong|seasoned|former|married|divorced|widowed|pregnant|unemployed|homeschooling"
+    r"|young|elderly|middle-aged|teenage|learning to|trying to|hoping to|struggling to|juggling"
+    r"|raising|caring for|looking for|preparing for)\b",
     re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 
@@ -309,11 +311,88 @@ def _has_role(text: str, words: list[str]) -> bool:
 def _judges_roles(text: str, language: str | None) -> bool:
     """The role rule knows English words only: it applies to English or unspecified requests
     answered in Latin script, and is skipped otherwise."""
-    if language is not None and language_scripts(language) != _LATIN:
-        return False
     if language is not None and language_name(language) != "English":
         return False
     return script_share(text, _LATIN) >= MIN_SCRIPT_SHARE
+
+
+Rule = Callable[[str, str | None], QualityIssue | None]
+
+
+def _placeholder(text: str, language: str | None) -> QualityIssue | None:
+    if text.lower().strip(" .!") in _PLACEHOLDERS:
+        return QualityIssue("placeholder", f"{text!r} is a placeholder, not a persona")
+    return None
+
+
+def _meta(text: str, language: str | None) -> QualityIssue | None:
+    if _META.search(text):
+        return QualityIssue("meta", "model chatter or markup, not a persona description")
+    return None
+
+
+def _mostly_digits(text: str, language: str | None) -> QualityIssue | None:
+    if digit_share(text) > MAX_DIGIT_SHARE:
+        return QualityIssue("mostly_digits", f"more than {MAX_DIGIT_SHARE:.0%} of its letters and "
+                                             "digits are digits")
+    return None
+
+
+def _name_only(text: str, language: str | None) -> QualityIssue | None:
+    if _bare_name(text.split()):
+        return QualityIssue("bare_name", f"{text!r} is a name, not a description of a person")
+    return None
+
+
+def _age_alone(text: str, language: str | None) -> QualityIssue | None:
+    if _age_only(text):
+        return QualityIssue("age_only", f"{text!r} gives an age and nothing else")
+    return None
+
+
+def _length(text: str, language: str | None) -> QualityIssue | None:
+    length, n_words = text_length(text), word_count(text)
+    if length < MIN_CHARS or n_words < MIN_WORDS:
+        return QualityIssue("too_short", f"under {MIN_CHARS} characters or {MIN_WORDS} words")
+    if length > MAX_CHARS or n_words > MAX_WORDS:
+        return QualityIssue("too_long", f"over {MAX_CHARS} characters or {MAX_WORDS} words")
+    return None
+
+
+def _letters(text: str, language: str | None) -> QualityIssue | None:
+    if letter_share(text) < MIN_LETTER_SHARE:
+        return QualityIssue("few_letters", f"under {MIN_LETTER_SHARE:.0%} of its characters are "
+                                           "letters")
+    return None
+
+
+def _language(text: str, language: str | None) -> QualityIssue | None:
+    if language is None:
+        return None
+    scripts = language_scripts(language)
+    if script_share(text, scripts) < MIN_SCRIPT_SHARE:
+        names = "/".join(_SCRIPT_NAMES.get(s, s.title()) for s in scripts)
+        return QualityIssue("wrong_language", f"{language_name(language)} was asked for; under "
+                                              f"{MIN_SCRIPT_SHARE:.0%} of the letters are {names}")
+    return None
+
+
+def _unfinished(text: str, language: str | None) -> QualityIssue | None:
+    if _fragment(text):
+        return QualityIssue("fragment", "ends mid-sentence")
+    return None
+
+
+def _role(text: str, language: str | None) -> QualityIssue | None:
+    if _judges_roles(text, language) and not _has_role(text, _WORD.findall(text)):
+        return QualityIssue("no_role", "names no role, occupation or situation of a person")
+    return None
+
+
+# The rules in the order they run: specific junk shapes first (so "42" is mostly_digits, not
+# too_short), the role rule last (it is the loosest).
+PERSONA_RULES: tuple[Rule, ...] = (_placeholder, _meta, _mostly_digits, _name_only, _age_alone,
+                                   _length, _letters, _language, _unfinished, _role)
 
 
 def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | None:
@@ -325,37 +404,10 @@ def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | 
     text = " ".join(text.split())
     if not text:
         return QualityIssue("empty", "the persona is empty")
-    low = text.lower().strip(" .!")
-    if low in _PLACEHOLDERS:
-        return QualityIssue("placeholder", f"{text!r} is a placeholder, not a persona")
-    if _META.search(text):
-        return QualityIssue("meta", "model chatter or markup, not a persona description")
-    if digit_share(text) > MAX_DIGIT_SHARE:
-        return QualityIssue("mostly_digits", f"more than {MAX_DIGIT_SHARE:.0%} of its letters and "
-                                             "digits are digits")
-    tokens = text.split()
-    if _bare_name(tokens):
-        return QualityIssue("bare_name", f"{text!r} is a name, not a description of a person")
-    if _age_only(text):
-        return QualityIssue("age_only", f"{text!r} gives an age and nothing else")
-    length, n_words = text_length(text), word_count(text)
-    if length < MIN_CHARS or n_words < MIN_WORDS:
-        return QualityIssue("too_short", f"under {MIN_CHARS} characters or {MIN_WORDS} words")
-    if length > MAX_CHARS or n_words > MAX_WORDS:
-        return QualityIssue("too_long", f"over {MAX_CHARS} characters or {MAX_WORDS} words")
-    if letter_share(text) < MIN_LETTER_SHARE:
-        return QualityIssue("few_letters", f"under {MIN_LETTER_SHARE:.0%} of its characters are "
-                                           "letters")
-    if language is not None:
-        scripts = language_scripts(language)
-        if script_share(text, scripts) < MIN_SCRIPT_SHARE:
-            names = "/".join(_SCRIPT_NAMES.get(s, s.title()) for s in scripts)
-            return QualityIssue("wrong_language", f"{language_name(language)} was asked for; under "
-                                                  f"{MIN_SCRIPT_SHARE:.0%} of the letters are {names}")
-    if _fragment(text):
-        return QualityIssue("fragment", "ends mid-sentence")
-    if _judges_roles(text, language) and not _has_role(text, _WORD.findall(text)):
-        return QualityIssue("no_role", "names no role, occupation or situation of a person")
+    for rule in PERSONA_RULES:
+        issue = rule(text, language)
+        if issue is not None:
+            return issue
     return None
 
 

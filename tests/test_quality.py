@@ -103,6 +103,9 @@ PERSONA_CASES = [
     ("She runs a bakery in Lyon and dreams of opening a second one.", None),
     ("A computer-science undergraduate in Seoul preparing her first pull request.", None),
     ("A lock-keeper in his late seventies who reads the river level every morning.", None),
+    ("A young Nigerian learning to code", None),
+    ("A middle-aged Texan trying to start a podcast", None),
+    ("A gamer from Manila always logged on", None),
     ("一位在东京工作的护士，喜欢园艺和摄影。", None),  # no language asked: the role rule is English-only
 ]
 
