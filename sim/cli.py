@@ -354,6 +354,7 @@ def personas_expand(
     hops: Annotated[int, typer.Option(min=0, max=6, help="Rounds of persona-to-persona.")] = 1,
     fanout: Annotated[int, typer.Option(min=1, max=20, help="Related people per persona.")] = 2,
     limit: Annotated[int | None, typer.Option(min=1, help="Start from the first N personas.")] = None,
+    language: LanguageOption = None,
     llm: LlmOption = None,
     seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
     concurrency: ConcurrencyOption = 16,
@@ -361,7 +362,6 @@ def personas_expand(
     batch_size: Annotated[int, typer.Option(min=1, help="Frontier personas per transaction.")] = 256,
     fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
                                               "same --hops/--fanout/--limit exists.")] = False,
-    language: LanguageOption = None,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
 
