@@ -369,14 +369,9 @@ def personas_expand(
     --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
     """
     from personas.expand import expand_hub
-    from personas.quality import language_scripts, rejection_line
+    from personas.quality import rejection_line
     from sim.cli_personas import unfinished_expansion
 
-    try:
-        if language is not None:
-            language_scripts(language)
-    except ValueError as exc:
-        raise PersonahubError(str(exc)) from None
     client = make_client(llm, seed, concurrency, timeout)
     con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
                                               language=language)

@@ -36,12 +36,19 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
                          fresh: bool, language: str | None = None) -> tuple[Any, list[str], str | None]:
     """Open the hub for ``personas expand``: (connection, start ids, expansion id to resume).
 
-    An unfinished CLI expansion with the same hops, fanout and limit is resumed (its own start
-    personas are kept: the hub has grown since); ``fresh`` marks it superseded and starts anew.
+    An unfinished CLI expansion with the same hops, fanout, limit and language is resumed (its
+    own start personas are kept: the hub has grown since); ``fresh`` marks it superseded and
+    starts anew. An unknown ``language`` is an error before the database is opened.
     """
     from personas.expand import find_unfinished
+    from personas.quality import language_scripts
     from personas.store import connect
 
+    try:
+        if language is not None:
+            language_scripts(language)
+    except ValueError as exc:
+        raise PersonahubError(str(exc)) from None
     con = connect(db)
     try:
         info = find_unfinished(con, hops=hops, fanout=fanout, limit=limit, origin="cli",

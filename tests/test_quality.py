@@ -487,6 +487,21 @@ def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest
     assert bad.exit_code != 0 and "language 'klingon': unknown" in bad.output
 
 
+def test_expand_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sim.cli
+
+    con, _ = _hub(tmp_path)
+    con.close()
+    monkeypatch.setattr(sim.cli, "make_client", lambda *a, **k: Scripted(["Lilith Maddox", GOOD]))
+    db = str(tmp_path / "hub.duckdb")
+    result = CliRunner().invoke(app, ["personas", "expand", "--db", db, "--hops", "1",
+                                      "--fanout", "2", "--language", "en"])
+    assert result.exit_code == 0, result.output
+    assert "rejected by the quality gate: 2 (top reasons: bare_name 2)" in result.output
+    bad = CliRunner().invoke(app, ["personas", "expand", "--db", db, "--language", "klingon"])
+    assert bad.exit_code != 0 and "language 'klingon': unknown" in bad.output
+
+
 class BadTools:
     """Offline answers, except tool specs: a broken identifier, then a Python keyword."""
 
