@@ -25,6 +25,7 @@ from agents.validators import (
     MIN_INSTRUCTION_CHARS,
     MIN_INSTRUCTION_WORDS,
     MIN_PROBLEM_WORDS,
+    MIN_TITLE_CHARS,
     MIN_TURNS,
     TASK_VALIDATORS,
     args_issue,
@@ -39,6 +40,7 @@ from personas.prompts import expand_messages, text_to_persona_messages
 from personas.quality import (
     MAX_CHARS,
     MAX_DIGIT_SHARE,
+    MAX_NAME_TOKENS,
     MAX_WORDS,
     MIN_CHARS,
     MIN_LETTER_SHARE,
@@ -174,6 +176,9 @@ def test_length_thresholds_at_their_edges() -> None:
     assert _code(" ".join(["midwife"] * (MIN_WORDS - 1))) == "too_short"
     assert _code("A nurse who" + " hums" * (MAX_WORDS - 3)) is None
     assert _code("A nurse who" + " hums" * (MAX_WORDS - 2)) == "too_long"
+    name = ["Prof.", "Maria", "de", "la", "Cruz", "Lopez", "Vidal"]
+    assert _code(" ".join(name[:MAX_NAME_TOKENS])) == "bare_name"
+    assert _code(" ".join(name[:MAX_NAME_TOKENS + 1])) == "no_role"  # longer: not taken for a name
 
 
 def test_share_thresholds_at_their_edges() -> None:
@@ -353,6 +358,9 @@ def test_validator_thresholds_at_their_edges() -> None:
     assert len(short_words) == MIN_BODY_CHARS
     assert code("knowledge_text", {"title": "Tides", "text": short_words}) is None
     assert code("knowledge_text", {"title": "Tides", "text": short_words[:-1]}) == "too_short"
+    title = "T" * MIN_TITLE_CHARS
+    assert code("knowledge_text", {"title": title, "text": body}) is None
+    assert code("knowledge_text", {"title": title[:-1], "text": body}) == "no_title"
     turns = [{"line": f"line {i}"} for i in range(MIN_TURNS)]
     assert code("conversation", {"turns": turns}) is None
     assert code("conversation", {"turns": turns[:-1]}) == "too_few_turns"
