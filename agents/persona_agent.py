@@ -1,7 +1,8 @@
 """The persona agent: one compiled LangGraph ``StateGraph`` shared by every agent.
 
     observe ──▶ act ──▶ record
-    (prompts from persona, world, memory, events, inbox)  (model)  (emission texts, or failures)
+    (prompts from persona, world, memory, events, inbox)  (model)  (emission texts, or failures;
+                                                                    the quality gate's verdict)
 
 Per-agent state is plain data (``AgentInput``); the graph holds nothing, so 100,000 agents cost
 one graph. The model is injected through the run context (``AgentContext``), never built inside
@@ -27,7 +28,9 @@ from pydantic import BaseModel
 
 from agents.prompts import agent_messages
 from agents.schemas import EMISSION_SCHEMAS, emission_text
+from agents.validators import check_emission
 from personas.expand import StructuredCaller
+from personas.quality import QualityIssue
 
 DEFAULT_CHUNK = 128
 
@@ -49,11 +52,16 @@ class AgentInput(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class AgentOutcome:
-    """What one agent produced: the validated output, its text, or the failure."""
+    """What one agent produced: the validated output, its text, or the failure.
+
+    ``rejected`` is set when the output passed its schema but failed the kind's semantic check
+    (``agents.validators``): the output is kept for the ``rejected`` table, not emitted.
+    """
 
     output: dict[str, Any] | None
     text: str | None
     error: str | None
+    rejected: QualityIssue | None = None
 
 
 class ChunkState(TypedDict, total=False):
@@ -108,14 +116,16 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
 
 
 def record(state: ChunkState) -> dict[str, Any]:
-    """Each emission as stored (the validated answer's fields) and its searchable text."""
+    """Each emission as stored (the validated answer's fields), its searchable text, and the
+    quality gate's verdict on it."""
     outcomes = []
     for agent, value, error in zip(state["agents"], state["values"], state["errors"], strict=True):
         if value is None:
             outcomes.append(AgentOutcome(None, None, error))
         else:
-            outcomes.append(AgentOutcome(value.model_dump(by_alias=True),
-                                         emission_text(agent["kind"], value), error))
+            content = value.model_dump(by_alias=True)
+            outcomes.append(AgentOutcome(content, emission_text(agent["kind"], value), error,
+                                         check_emission(agent["kind"], content)))
     return {"outcomes": outcomes}
 
 

@@ -13,7 +13,8 @@ dropped connection.
 
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
-when ``retry_after_s`` is set), malformed JSON answers, and hangs (the request sleeps ``hang_s`` before answering).
+when ``retry_after_s`` is set), malformed JSON answers, and hangs (the request sleeps
+``hang_s`` before answering).
 ``latency_s`` is the time from a request's arrival to its answer (the answer is computed
 meanwhile); refusals are answered at once, as real servers check requests before generating.
 Only binds to loopback addresses.

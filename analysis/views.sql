@@ -120,3 +120,11 @@ SELECT j.job_id, j.task, j.prompting, j.n, j.status, j.llm, j.started_at, j.fini
        count(i.solution) AS solved
 FROM synth_jobs j LEFT JOIN synth_items i USING (job_id) GROUP BY ALL
 ;
+-- v_rejected: what the quality gate refused, by source (text_to_persona, expand, emission,
+-- synthesis), run or job, kind and reason, with one example message and when it happened.
+CREATE OR REPLACE {temp} VIEW v_rejected AS
+SELECT source, run_id, job_id, kind, reason, count(*) AS n,
+       min(message) AS example_message,
+       min(created_at) AS first_at, max(created_at) AS last_at
+FROM rejected GROUP BY ALL
+;

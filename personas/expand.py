@@ -3,14 +3,16 @@
 Breadth-first from a set of personas, ``fanout`` related people per persona per hop (the paper
 goes up to six hops). A new persona that near-duplicates one already in the hub becomes an edge to
 the existing node instead of a new node, so the graph gets cycles and shared neighbours rather
-than being a tree.
+than being a tree. Every answered persona passes the quality gate (``personas.quality``) before
+that: one that fails is kept in ``rejected`` with its reason and becomes neither node nor edge.
 
 Resumable: the breadth-first frontier is persisted (``expansions``, ``expansion_frontier``). Each
-batch of frontier personas is one transaction holding the new personas, relations, model-call
-records and the frontier rows marked done with what their answers did; when a level is finished,
-the next level's frontier is written with the level count. ``expand_hub(..., resume=ID)`` goes
-on from the first pending row, in the same order, with a near-duplicate index rebuilt from the
-hub, so an interrupted expansion finished by a resume gives the same hub as an uninterrupted one.
+batch of frontier personas is one transaction holding the new personas, relations, rejected
+personas, model-call records and the frontier rows marked done with what their answers did; when
+a level is finished, the next level's frontier is written with the level count.
+``expand_hub(..., resume=ID)`` goes on from the first pending row, in the same order, with a
+near-duplicate index rebuilt from the hub, so an interrupted expansion finished by a resume gives
+the same hub as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -34,6 +36,7 @@ from personas.errors import PersonahubError
 from personas.graph import Relation, save_relations
 from personas.near_dup import NearDuplicateIndex
 from personas.prompts import expand_messages
+from personas.quality import gate_persona, language_scripts, rejected_counts, rejected_row
 from personas.record import Persona
 from personas.store import (
     fetch_personas,
@@ -95,6 +98,7 @@ class ExpandSummary:
     reached_ids: tuple[str, ...] = ()
     expansion_id: str = ""
     resumed: bool = False
+    rejected: dict[str, int] = field(default_factory=dict)  # by reason (the quality gate)
 
 
 def _hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
@@ -216,22 +220,25 @@ def _summary(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSummary
     summary.new_personas = len(new_ids)
     summary.new_ids = tuple(new_ids)
     summary.reached_ids = tuple(reached)
+    summary.rejected = rejected_counts(con, source="expand", job_id=expansion_id)
     return summary
 
 
 async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                      index: NearDuplicateIndex, expansion_id: str, level: int,
-                     parents: list[Persona], fanout: int, run_id: str | None) -> None:
+                     parents: list[Persona], fanout: int, run_id: str | None,
+                     language: str | None = None) -> None:
     """Ask about one batch of frontier personas and commit everything it produced at once."""
     schema = related_personas_schema(fanout)
     results = await asyncio.gather(*[
-        caller.structured(schema, expand_messages(p.text, fanout), purpose="expand",
-                          persona_id=p.persona_id)
+        caller.structured(schema, expand_messages(p.text, fanout, language=language),
+                          purpose="expand", persona_id=p.persona_id)
         for p in parents
     ])
     round_number = level + 1
     created: list[Persona] = []
     relations: list[Relation] = []
+    rejected: list[dict[str, Any]] = []
     marks: list[dict[str, Any]] = []
     for parent, result in zip(parents, results, strict=True):
         mark: dict[str, Any] = {"persona_id": parent.persona_id, "status": "done", "targets": [],
@@ -240,9 +247,17 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
         if result.value is None:
             mark["status"] = "failed"
             continue
-        for person in result.value.people:
+        for position, person in enumerate(result.value.people):
             label = " ".join(person.relation.lower().split())[:40]
-            child = Persona(text=person.persona, source="expand",
+            text, issue = gate_persona(person.persona, language=language)
+            if issue is not None:
+                rejected.append(rejected_row(
+                    "expand", issue, {"persona": person.persona, "relation": label,
+                                      "hop": parent.hop + 1},
+                    key=f"{expansion_id}\0{parent.persona_id}\0{position}", run_id=run_id,
+                    job_id=expansion_id, persona_id=parent.persona_id, kind="persona"))
+                continue
+            child = Persona(text=text, source="expand",
                             source_ref=f"{parent.persona_id}/{label}",
                             hop=parent.hop + 1,
                             attributes={"parent": parent.persona_id, "relation": label})
@@ -260,6 +275,7 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     with transaction(con):
         upsert_personas(con, created)
         save_relations(con, relations)
+        insert_rows(con, "rejected", rejected, ignore_conflicts=True)
         insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
         insert_rows(con, "llm_cache", drain_cache_rows(caller), ignore_conflicts=True)
         _mark_rows(con, expansion_id, level, marks)
@@ -278,6 +294,7 @@ async def expand_hub(
     resume: str | None = None,
     batch_size: int = DEFAULT_BATCH,
     config: dict[str, Any] | None = None,
+    language: str | None = None,
 ) -> ExpandSummary:
     """Expand ``hops`` rounds from ``start_ids``; returns counts and the ids of new personas.
 
@@ -285,16 +302,19 @@ async def expand_hub(
     start personas are used and ``start_ids`` is ignored; hops, fanout and threshold must match.
     ``batch_size`` frontier personas are asked and committed together. ``config`` adds items
     (such as how the start personas were chosen) to the stored config, for ``find_unfinished``.
-    ``progress(h, hops)`` is called when round ``h`` is complete.
+    ``progress(h, hops)`` is called when round ``h`` is complete. ``language`` (a code or name)
+    asks for personas in that language; the quality gate rejects answers in another script.
     """
     if not 0 <= hops <= MAX_HOPS:
         raise ValueError(f"--hops must be between 0 and {MAX_HOPS}, got {hops}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     related_personas_schema(fanout)  # validates fanout
+    if language is not None:
+        language_scripts(language)  # unknown languages fail before any call
     if hops == 0 and resume is None:
         return ExpandSummary()
-    settings = {"hops": hops, "fanout": fanout, "threshold": threshold}
+    settings = {"hops": hops, "fanout": fanout, "threshold": threshold, "language": language}
     if resume is not None:
         stored = next((e for e in list_expansions(con) if e.expansion_id == resume), None)
         if stored is None:
@@ -323,7 +343,7 @@ async def expand_hub(
         queue = [by_id[pid] for pid in pending if pid in by_id]
         for first in range(0, len(queue), batch_size):
             await _ask_batch(con, caller, index, expansion_id, level, queue[first:first + batch_size],
-                             fanout, run_id)
+                             fanout, run_id, language)
         # Next level: every persona reached for the first time, new or already in the hub, so a
         # re-run over an existing hub reaches the same people as the first run did (hub order).
         targets = [t for (t,) in con.execute(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from personas.quality import language_name
+
 PERSONA_SYSTEM = (
     "You write persona descriptions for synthetic data. A persona is one sentence describing a "
     "specific person: their role, circumstances and interests. Answer only with JSON that "
@@ -25,9 +27,15 @@ def section(title: str, body: str) -> str:
     return f"## {title}\n{body.strip()}\n"
 
 
-def expand_messages(persona: str, count: int) -> list[BaseMessage]:
+def language_clause(language: str | None) -> str:
+    """The sentence asking for a language ("" when none is asked for: prompts stay unchanged)."""
+    return f" Write the personas in {language_name(language)}." if language else ""
+
+
+def expand_messages(persona: str, count: int, *, language: str | None = None) -> list[BaseMessage]:
     """Persona-to-persona prompt: who is in close relationship with ``persona``."""
-    body = section("Persona", persona) + "\n" + section("Task", EXPAND_TASK.format(count=count))
+    task = EXPAND_TASK.format(count=count) + language_clause(language)
+    body = section("Persona", persona) + "\n" + section("Task", task)
     return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]
 
 
@@ -47,11 +55,13 @@ TEXT_TO_PERSONA_TASK = (
 )
 
 
-def text_to_persona_messages(text: str, relation: str, count: int) -> list[BaseMessage]:
+def text_to_persona_messages(text: str, relation: str, count: int, *,
+                             language: str | None = None) -> list[BaseMessage]:
     """Text-to-persona prompt: who is likely to ``relation`` (read, write, ...) ``text``."""
     if relation not in TEXT_RELATIONS:
         raise ValueError(f"unknown relation {relation!r}; known: {', '.join(TEXT_RELATIONS)}")
     count_words = "the most likely person" if count == 1 else f"up to {count} different people"
     task = TEXT_TO_PERSONA_TASK.format(verb=TEXT_RELATIONS[relation], count_words=count_words)
+    task += language_clause(language)
     body = section("Text", text) + "\n" + section("Task", task)
     return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]

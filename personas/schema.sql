@@ -245,3 +245,20 @@ CREATE TABLE IF NOT EXISTS synth_items (
     duplicate_of VARCHAR,
     created_at   TIMESTAMP DEFAULT current_timestamp
 );
+
+-- The quality gate (personas/quality.py, agents/validators.py) ------------------------------
+-- Generated personas and items that failed a rule: kept with the reason, never in personas,
+-- emissions or synth_items. Written in the same transaction as the batch or step they came from.
+CREATE TABLE IF NOT EXISTS rejected (
+    rejected_id VARCHAR PRIMARY KEY,
+    source      VARCHAR NOT NULL,
+    run_id      VARCHAR,
+    job_id      VARCHAR,
+    step        INTEGER,
+    persona_id  VARCHAR,
+    kind        VARCHAR,
+    reason      VARCHAR NOT NULL,
+    message     VARCHAR,
+    payload     JSON,
+    created_at  TIMESTAMP DEFAULT current_timestamp
+);

@@ -4,8 +4,11 @@ Persona Hub's first method (section 2.1): a web text implies the people around i
 specialised text implies a fine-grained persona. Every text of a corpus is asked once per chosen
 relation, through the model seam (a ``StructuredCaller``), in concurrent batches.
 
-Resumable: each batch is one transaction holding its personas, the model-call records and one
-``text_done`` row per (corpus, text id, relation) answered. A re-run skips what is done, and
+Every answered persona passes the quality gate (``personas.quality``) first; one that fails is
+kept in ``rejected`` with its reason instead of entering the hub.
+
+Resumable: each batch is one transaction holding its personas, its rejected rows, the model-call
+records and one ``text_done`` row per (corpus, text id, relation) answered. A re-run skips what is done, and
 persona ids derive from the text, so an interrupted job finished by a re-run gives the same hub
 as an uninterrupted one.
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
@@ -33,6 +36,7 @@ from personas.errors import PersonaFileError
 from personas.expand import StructuredCaller, drain_cache_rows
 from personas.importers import ImportStats, container_of, iter_rows
 from personas.prompts import TEXT_RELATIONS, text_to_persona_messages
+from personas.quality import gate_persona, language_scripts, rejected_row, tally
 from personas.record import Persona
 from personas.store import insert_rows, record_rows, transaction, upsert_personas
 
@@ -80,6 +84,7 @@ class TextToPersonaSummary:
     personas: int = 0
     new_personas: int = 0
     batches: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # by reason (the quality gate)
 
 
 def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -204,24 +209,29 @@ async def text_to_persona(
     concurrency: int = 16,
     max_chars: int = MAX_CHARS,
     run_id: str | None = None,
+    language: str | None = None,
     progress: Callable[[TextToPersonaSummary], None] | None = None,
 ) -> TextToPersonaSummary:
     """Ask, for every text and relation not yet done, who is likely to read/write/like/dislike it.
 
     Each batch of ``batch_size`` texts is asked concurrently (at most ``concurrency`` calls in
-    flight) and written in one transaction with its ``text_done`` rows; ``progress`` is called
-    after every batch with the running summary.
+    flight) and written in one transaction with its ``text_done`` and ``rejected`` rows;
+    ``progress`` is called after every batch with the running summary. ``language`` (a code or
+    name) asks for personas in that language, and the gate rejects answers in another script.
     """
     relations = parse_relations(relations)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if language is not None:
+        language_scripts(language)  # unknown languages fail before any call
     schema = text_personas_schema(per_text)
     limiter = asyncio.Semaphore(concurrency)
     summary = TextToPersonaSummary()
 
     async def ask(text: SourceText, relation: str) -> Any:
         async with limiter:
-            messages = text_to_persona_messages(text.text[:max_chars], relation, per_text)
+            messages = text_to_persona_messages(text.text[:max_chars], relation, per_text,
+                                                language=language)
             return await caller.structured(schema, messages, purpose=f"text-to-persona:{relation}")
 
     for batch in _batched(texts, batch_size):
@@ -238,27 +248,48 @@ async def text_to_persona(
             continue
         results = await asyncio.gather(*[ask(text, rel) for (_, rel), text in jobs.items()])
         created: list[Persona] = []
+        rejected: list[dict[str, Any]] = []
         done_rows: list[dict[str, Any]] = []
         for ((text_id, relation), _text), result in zip(jobs.items(), results, strict=True):
             summary.asked += 1
             if result.value is None:
                 summary.failed_calls += 1
                 continue
-            personas = [
-                Persona(text=item.persona, source=SOURCE, source_ref=text_id,
-                        attributes={"relation": relation, "text_id": text_id, "corpus": corpus})
-                for item in result.value.personas
-            ]
+            personas, refused = _screen(result.value.personas, corpus, text_id, relation,
+                                        language, run_id)
             created += personas
+            rejected += refused
             done_rows.append({"corpus": corpus, "text_id": text_id, "relation": relation,
                               "persona_ids": [p.persona_id for p in personas]})
         with transaction(con):
             summary.new_personas += upsert_personas(con, created)
+            insert_rows(con, "rejected", rejected, ignore_conflicts=True)
             insert_rows(con, "text_done", done_rows, ignore_conflicts=True)
             insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
             insert_rows(con, "llm_cache", drain_cache_rows(caller), ignore_conflicts=True)
         summary.personas += len(created)
+        summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
         summary.batches += 1
         if progress:
             progress(summary)
     return summary
+
+
+def _screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
+            run_id: str | None) -> tuple[list[Persona], list[dict[str, Any]]]:
+    """The answered personas that pass the quality gate, and ``rejected`` rows for the others."""
+    kept: list[Persona] = []
+    refused: list[dict[str, Any]] = []
+    for position, item in enumerate(items):
+        text, issue = gate_persona(item.persona, language=language)
+        if issue is None:
+            kept.append(Persona(text=text, source=SOURCE, source_ref=text_id,
+                                attributes={"relation": relation, "text_id": text_id,
+                                            "corpus": corpus}))
+            continue
+        refused.append(rejected_row(
+            "text_to_persona", issue,
+            {"persona": item.persona, "corpus": corpus, "text_id": text_id, "relation": relation},
+            key=f"{corpus}\0{text_id}\0{relation}\0{position}", run_id=run_id, job_id=corpus,
+            kind="persona"))
+    return kept, refused

@@ -126,7 +126,7 @@ def _progress(client: LLMClient | None = None) -> Progress:
     """A progress display (with the client's call counts when it calls a model)."""
     from sim.progress import JobProgress
 
-    return JobProgress(console, client.stats if client is not None else None)
+    return JobProgress(console, getattr(client, "stats", None))  # test doubles may count nothing
 
 
 @app.command()
@@ -212,6 +212,8 @@ def _hook(bar: Progress) -> Callable[[str, int, int], None]:
 
 def print_summary(summary: Any) -> None:
     """The end-of-run summary: counts, where the data is, and SQL to start from."""
+    from personas.quality import rejection_text
+
     table = Table(title=f"run {summary.run_id}", show_header=False)
     table.add_row("engine", summary.engine + (" (offline engine, not a language model)"
                                                if summary.offline else ""))
@@ -226,6 +228,7 @@ def print_summary(summary: Any) -> None:
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")
     table.add_row("failed actions", str(summary.failed_actions))
+    table.add_row("rejected by the quality gate", rejection_text(summary.rejected))
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     table.add_row("database", str(summary.db))
     out.print(table)
@@ -376,6 +379,11 @@ def personas_import(
         out.print(f"  skipped {example}", highlight=False)
 
 
+LanguageOption = Annotated[str | None, typer.Option(
+    help="Ask for personas in this language (en, fr, zh, ... or a name); the quality gate rejects "
+         "answers in another script.")]
+
+
 @personas_app.command("expand")
 @one_line_errors
 def personas_expand(
@@ -383,6 +391,7 @@ def personas_expand(
     hops: Annotated[int, typer.Option(min=0, max=6, help="Rounds of persona-to-persona.")] = 1,
     fanout: Annotated[int, typer.Option(min=1, max=20, help="Related people per persona.")] = 2,
     limit: Annotated[int | None, typer.Option(min=1, help="Start from the first N personas.")] = None,
+    language: LanguageOption = None,
     llm: LlmOption = None,
     seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
     concurrency: ConcurrencyOption = 16,
@@ -401,17 +410,20 @@ def personas_expand(
     --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
     """
     from personas.expand import expand_hub
+    from personas.quality import rejection_line
     from sim.cli_personas import unfinished_expansion
 
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
     client = make_client(llm, seed, concurrency, timeout, flags=flags)
-    con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh)
+    con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
+                                              language=language)
     try:
         with _progress(client) as bar:
             task = bar.add_task("expanding (hops)", total=hops)
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
                 batch_size=batch_size, config={"limit": limit, "origin": "cli", **flags.settings()},
+                language=language,
                 progress=lambda h, n: bar.update(task, completed=h)))
     finally:
         con.close()
@@ -419,6 +431,7 @@ def personas_expand(
               f"asked {summary.asked} personas over {summary.hops} hop(s): "
               f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
               f"existing ones, {summary.edges} relations, {summary.failed_calls} failed calls")
+    out.print(rejection_line(summary.rejected), highlight=False)
 
 
 import sim.cli_personas  # noqa: E402,F401 - registers personas from-text, sample, stats, export-graph

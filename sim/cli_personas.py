@@ -21,6 +21,7 @@ from personas.store import DEFAULT_DB
 from sim.cli import (
     ConcurrencyOption,
     DbOption,
+    LanguageOption,
     LlmOption,
     MaxTokensOption,
     ModelFlags,
@@ -38,18 +39,26 @@ from sim.cli import (
 
 
 def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
-                         fresh: bool) -> tuple[Any, list[str], str | None]:
+                         fresh: bool, language: str | None = None) -> tuple[Any, list[str], str | None]:
     """Open the hub for ``personas expand``: (connection, start ids, expansion id to resume).
 
-    An unfinished CLI expansion with the same hops, fanout and limit is resumed (its own start
-    personas are kept: the hub has grown since); ``fresh`` marks it superseded and starts anew.
+    An unfinished CLI expansion with the same hops, fanout, limit and language is resumed (its
+    own start personas are kept: the hub has grown since); ``fresh`` marks it superseded and
+    starts anew. An unknown ``language`` is an error before the database is opened.
     """
     from personas.expand import find_unfinished
+    from personas.quality import language_scripts
     from personas.store import connect
 
+    try:
+        if language is not None:
+            language_scripts(language)
+    except ValueError as exc:
+        raise PersonahubError(str(exc)) from None
     con = connect(db)
     try:
-        info = find_unfinished(con, hops=hops, fanout=fanout, limit=limit, origin="cli")
+        info = find_unfinished(con, hops=hops, fanout=fanout, limit=limit, origin="cli",
+                               language=language)
         if info is not None and fresh:
             con.execute("UPDATE expansions SET status = 'superseded' WHERE expansion_id = ?",
                         [info.expansion_id])
@@ -89,6 +98,7 @@ def personas_from_text(
     corpus_name: Annotated[str | None, typer.Option("--corpus", help="Corpus name for provenance and "
                                                     "resume (default: the file name).")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
+    language: LanguageOption = None,
     llm: LlmOption = None,
     seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per transaction.")] = 64,
@@ -107,6 +117,7 @@ def personas_from_text(
     from itertools import islice
 
     from personas.importers import ImportStats
+    from personas.quality import language_scripts, rejection_line
     from personas.store import connect
     from personas.text_to_persona import iter_texts, parse_relations, text_to_persona
 
@@ -115,6 +126,8 @@ def personas_from_text(
         stats = ImportStats()
         texts = iter_texts(corpus, text_column=text_column, id_column=id_column, split=split,
                            name=corpus_name, skip_bad=skip_bad, stats=stats)
+        if language is not None:
+            language_scripts(language)
     except ValueError as exc:
         raise PersonahubError(str(exc)) from None
     name = corpus_name or corpus.name
@@ -126,13 +139,14 @@ def personas_from_text(
             task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
             summary = run_loop.run(text_to_persona(
                 con, client, islice(texts, limit), corpus=name, relations=chosen, per_text=per_text,
-                batch_size=batch_size, concurrency=concurrency,
+                batch_size=batch_size, concurrency=concurrency, language=language,
                 progress=lambda s: bar.update(task, completed=s.texts)))
     finally:
         con.close()
     out.print(f"{summary.texts} texts × {len(chosen)} relation(s): {summary.already_done} already done, "
               f"asked {summary.asked}, {summary.failed_calls} failed (re-run to retry); "
               f"{summary.personas} personas, {summary.new_personas} new in {db}")
+    out.print(rejection_line(summary.rejected), highlight=False)
     if stats.bad:
         out.print(f"{stats.bad} bad records skipped")
         for example in stats.bad_examples:

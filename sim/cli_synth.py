@@ -97,6 +97,7 @@ def synthesize(
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items."""
     from agents.llm import resolve_spec
+    from personas.quality import rejection_line
     from sim.synthesize import SynthOptions, run_synthesis
 
     if list_templates:
@@ -126,6 +127,7 @@ def synthesize(
               f"({summary.skipped_done} already done, {summary.failed} failed, "
               f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",
               highlight=False)
+    out.print(rejection_line(summary.rejected), highlight=False)
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     out.print(f"model calls: {calls}; engine: {summary.engine}"
               + (" (offline engine, not a language model)" if summary.offline else ""),

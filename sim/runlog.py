@@ -1,9 +1,9 @@
 """The run log writer: one DuckDB transaction per simulation step.
 
 A step is the unit of durability: its emissions, messages, delivered events, interventions,
-survey answers, model-call records, the checkpoint of changed agent states and the ``steps`` row
-land together or not at all, so a crash leaves the database at the last complete step and a
-resume continues from exactly there.
+survey answers, emissions rejected by the quality gate, model-call records, the checkpoint of
+changed agent states and the ``steps`` row land together or not at all, so a crash leaves the
+database at the last complete step and a resume continues from exactly there.
 Writes are Arrow batches, never per-row statements.
 """
 
@@ -88,6 +88,7 @@ class RunLog:
             insert_rows(self.con, "events", [{**e, **tagged} for e in result.events])
             insert_rows(self.con, "interventions", [{**x, **tagged} for x in result.interventions])
             insert_rows(self.con, "survey_answers", [{**a, **tagged} for a in result.answers])
+            insert_rows(self.con, "rejected", result.rejected, ignore_conflicts=True)
             insert_rows(self.con, "agent_states", states)
             insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
             insert_rows(self.con, "llm_cache", cache_rows(cache_entries), ignore_conflicts=True)

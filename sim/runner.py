@@ -41,6 +41,7 @@ from personas.expand import expand_hub
 from personas.graph import Relation, save_relations, small_world_pairs, social_graph
 from personas.importers import iter_personas
 from personas.near_dup import NearDuplicateIndex
+from personas.quality import rejected_counts
 from personas.record import Persona
 from personas.store import DEFAULT_DB, connect, fetch_personas, transaction, upsert_personas
 from sim.heap import RunHeap
@@ -106,7 +107,9 @@ class RunSummary:
     answers: int = 0
     events: int = 0
     calls: dict[str, int] = field(default_factory=dict)
-    failed_actions: int = 0
+    failed_actions: int = 0  # includes emissions rejected by the quality gate
+    # quality-gate rejects by reason: the run's emissions and the personas its expansion refused
+    rejected: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
 
 
@@ -407,6 +410,7 @@ def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, cli
     summary.answers = int(rows("SELECT count(*) FROM survey_answers WHERE run_id = ?")[0][0])
     summary.events = int(rows("SELECT count(*) FROM events WHERE run_id = ?")[0][0])
     summary.failed_actions = int(failed)
+    summary.rejected = rejected_counts(con, run_id=run_id)
     calls = rows("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY 1")
     summary.calls = {status: n for status, n in calls}
     return summary

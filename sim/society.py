@@ -33,6 +33,7 @@ from agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_ag
 from agents.prompts import survey_messages
 from agents.schemas import ADDRESSED_KINDS, conversation_turns, survey_schema, survey_value
 from personas.expand import StructuredCaller
+from personas.quality import rejected_row
 from personas.record import Persona
 from sim.memory import AgentMemory, Message
 from sim.scenario import AgentInfo, AgentRef, Audience, Intervention, Scenario, ScenarioError, Survey
@@ -70,6 +71,7 @@ class StepResult:
     answers: list[dict[str, Any]] = field(default_factory=list)  # survey answers (rows)
     n_asked: int = 0  # survey questions asked
     states: list[tuple[int, str]] = field(default_factory=list)  # touched agents' states (JSON)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # quality-gate rejects (rows)
 
 
 def _derived_seed(parts: tuple[object, ...]) -> int:
@@ -432,6 +434,12 @@ class SocietyModel(mesa.Model):
                 result.failures.append((agent.persona_id, outcome.error or "failed"))
                 continue
             emission_id = f"{self.run_id}:{step}:{agent.unique_id}"
+            if outcome.rejected is not None:  # a failed action, kept with its reason
+                result.failures.append((agent.persona_id, f"quality gate: {outcome.rejected}"))
+                result.rejected.append(rejected_row(
+                    "emission", outcome.rejected, outcome.output, key=emission_id,
+                    run_id=self.run_id, step=step, persona_id=agent.persona_id, kind=kind))
+                continue
             content = outcome.output
             said = outcome.text
             if kind == "conversation" and addressee:

@@ -5,6 +5,10 @@ model for one item per persona (concurrently, bounded by the client's concurrenc
 solves math/reasoning problems in a second call, flags MinHash near-duplicates within the job,
 and writes each batch of results with its ``llm_calls`` rows in one transaction. The job id is
 the resume key: ``resume=JOB`` reloads the stored configuration and skips personas already done.
+
+An answer that fails its task's semantic check (``agents.validators``) is not solved and not
+written as an item: it goes to ``rejected`` with its reason, in the same transaction, and counts
+as failed (a resume asks that persona again).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -42,9 +46,11 @@ from agents.synthesis_schemas import (
     item_text,
     schema_for,
 )
+from agents.validators import check_item
 from personas.errors import PersonahubError
 from personas.importers import iter_personas
 from personas.near_dup import NearDuplicateIndex
+from personas.quality import QualityIssue, rejected_row, tally
 from personas.record import Persona
 from personas.store import (
     DEFAULT_DB,
@@ -117,10 +123,21 @@ class SynthSummary:
     skipped_done: int = 0
     written: int = 0
     duplicates: int = 0
-    failed: int = 0
+    failed: int = 0  # includes items rejected by the quality gate
     solved: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # quality-gate rejects by reason
     calls: dict[str, int] = field(default_factory=dict)
     db: str = DEFAULT_DB
+
+
+class Answer(NamedTuple):
+    """One persona's answer: its content (None if the call failed), solution, and the quality
+    gate's verdict (set when the content was rejected)."""
+
+    persona: Persona
+    content: dict[str, Any] | None
+    solution: dict[str, Any] | None = None
+    rejected: QualityIssue | None = None
 
 
 @dataclass(frozen=True)
@@ -221,8 +238,7 @@ class SynthesisJob:
         self.schema = schema_for(options.task, with_assistant=options.with_assistant)
         self.index = NearDuplicateIndex()
 
-    async def _one(self, persona: Persona) -> tuple[Persona, dict[str, Any] | None,
-                                                    dict[str, Any] | None]:
+    async def _one(self, persona: Persona) -> Answer:
         opts = self.options
         messages = synthesis_messages(
             opts.task, persona.text, mode=opts.prompting,
@@ -231,18 +247,20 @@ class SynthesisJob:
         result = await self.client.structured(self.schema, messages, purpose=f"synth:{opts.task}",
                                               persona_id=persona.persona_id)
         if result.value is None:
-            return persona, None, None
+            return Answer(persona, None)
         content = content_of(result.value)
+        issue = check_item(opts.task, content)
+        if issue is not None:  # no solving junk
+            return Answer(persona, content, rejected=issue)
         solution = None
         if opts.solve:
             solved = await self.client.structured(
                 Solution, solve_messages(item_text(opts.task, content)),
                 purpose=f"solve:{opts.task}", persona_id=persona.persona_id)
             solution = solved.value.model_dump() if solved.value is not None else None
-        return persona, content, solution
+        return Answer(persona, content, solution)
 
-    async def run_batch(self, batch: Sequence[Persona]) -> list[tuple[
-            Persona, dict[str, Any] | None, dict[str, Any] | None]]:
+    async def run_batch(self, batch: Sequence[Persona]) -> list[Answer]:
         """All of a batch's personas concurrently (the client bounds calls in flight)."""
         return list(await asyncio.gather(*(self._one(p) for p in batch)))
 
@@ -254,16 +272,22 @@ class SynthesisJob:
         self.index.add_many(rows)
         return len(rows)
 
-    def write_batch(self, results: Sequence[tuple[Persona, dict[str, Any] | None,
-                                                  dict[str, Any] | None]],
-                    summary: SynthSummary) -> None:
-        """Flag near-duplicates and write the batch's items and call records atomically."""
+    def write_batch(self, results: Sequence[Answer], summary: SynthSummary) -> None:
+        """Flag near-duplicates and write the batch's items, rejected answers and call records
+        atomically."""
         rows = []
-        for persona, content, solution in results:
+        rejected = []
+        for persona, content, solution, issue in results:
             if content is None:
                 summary.failed += 1
                 continue
             item_id = item_id_for(self.job_id, persona.persona_id)
+            if issue is not None:
+                summary.failed += 1
+                rejected.append(rejected_row("synthesis", issue, content, key=item_id,
+                                             job_id=self.job_id, persona_id=persona.persona_id,
+                                             kind=self.options.task))
+                continue
             text = item_text(self.options.task, content)
             original = self.index.check_and_add(item_id, text)
             summary.duplicates += original is not None
@@ -277,9 +301,11 @@ class SynthesisJob:
             })
         with transaction(self.con):
             insert_rows(self.con, "synth_items", rows, ignore_conflicts=True)
+            insert_rows(self.con, "rejected", rejected, ignore_conflicts=True)
             insert_rows(self.con, "llm_calls",
                         record_rows(self.client.drain_records(), run_id=self.job_id))
         summary.written += len(rows)
+        summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
 
 
 async def infer_personas(client: LLMClient, demos: list[Demo]) -> list[Demo]:

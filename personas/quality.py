@@ -1,0 +1,472 @@
+"""The quality gate for generated personas, and the ``rejected`` rows every gate writes.
+
+A small model asked for "a persona" may answer with a bare name ("Lilith Maddox"), an age
+("1.5 years old"), a heading ("1234567890 Patients") or chatter ("Sure! Here is a persona:").
+Personas made by text-to-persona and persona-to-persona pass ``screen_persona`` before they enter
+the hub; a rejected one is kept in ``rejected`` with its reason, never in ``personas``.
+
+The rules run in a fixed order and the first that fails names the reason (a short stable code
+plus a message); the thresholds are the constants below. Before the rules, only obviously safe
+cleaning is done (``clean_persona_text``): surrounding whitespace and quotes and a leading
+``Persona:`` label are stripped. Nothing here calls a model or a heavy library: the language
+rule looks at Unicode scripts only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+# --------------------------------------------------------------------------- thresholds
+MIN_CHARS = 15  # "A local historian" (17) passes; "I am a" does not
+MIN_WORDS = 3
+MAX_CHARS = 600  # a persona is a sentence or two; Persona Hub's run far below this
+MAX_WORDS = 100
+MIN_LETTER_SHARE = 0.7  # letters among the non-space characters
+MAX_DIGIT_SHARE = 0.25  # digits among letters and digits ("1234567890 Patients": 0.56)
+MIN_SCRIPT_SHARE = 0.75  # letters in the requested language's script, among all letters
+MAX_NAME_TOKENS = 5  # "Dr. Maria de la Cruz" is a bare name; longer runs are something else
+TOP_REASONS = 3  # reasons named in a summary line
+
+# --------------------------------------------------------------------------- reasons
+
+
+@dataclass(frozen=True, slots=True)
+class QualityIssue:
+    """Why a generated persona or item was rejected: a stable code and a human message."""
+
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+# --------------------------------------------------------------------------- cleaning
+
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
+_LABEL = re.compile(r"^\s*(?:\*\*)?persona(?:\s*\d+)?(?:\*\*)?\s*[:：]\s*(?:\*\*)?", re.IGNORECASE)
+
+
+def clean_persona_text(text: str) -> str:
+    """Strip surrounding whitespace and quotes and a leading ``Persona:`` label (nothing else)."""
+    previous = None
+    text = text.strip()
+    while text != previous:
+        previous = text
+        text = _LABEL.sub("", text, count=1).strip()
+        closing = _QUOTES.get(text[:1])
+        if closing and len(text) >= 2 and text[-1] == closing and closing not in text[1:-1]:
+            text = text[1:-1].strip()
+    return text
+
+
+# --------------------------------------------------------------------------- word lists
+
+_PLACEHOLDERS = frozenset({
+    "n/a", "na", "none", "null", "nil", "unknown", "tbd", "todo", "-", "...", "persona",
+    "a persona", "the persona", "person", "a person", "someone", "anyone", "no one", "nobody",
+    "lorem ipsum", "not applicable", "not available", "same as above", "example", "placeholder",
+})
+_META = re.compile(
+    r"^(?:sure|certainly|of course|okay|ok|absolutely|great question)\b"
+    r"|^(?:here(?:'s|’s| is| are)|below is|the following)\b"
+    r"|^(?:i'm|i’m|i am) (?:sorry|unable|not able)|^i can(?:not|'t|’t)\b"
+    r"|\bas an ai\b|\blanguage model\b|^(?:output|answer|response|json)\s*:|^[{\[`<]",
+    re.IGNORECASE)
+_TITLES = frozenset({"dr", "mr", "mrs", "ms", "miss", "mx", "prof", "professor", "sir", "dame",
+                     "lady", "lord", "rev", "fr", "st", "capt", "captain", "madam", "señor", "sr"})
+_NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "md", "phd", "esq"})
+_PARTICLES = frozenset({"de", "da", "del", "della", "der", "di", "van", "von", "la", "le", "du",
+                        "bin", "al", "el", "ibn", "y", "dos", "das", "ten", "ter"})
+_AGE_WORDS = frozenset({"a", "an", "age", "aged", "is", "year", "years", "yr", "yrs", "y/o", "yo",
+                        "old", "month", "months", "week", "weeks", "day", "days", "and", "half"})
+_NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
+    "hundred".split())
+# words a text cannot end on without a final stop (prepositions can: "logged on")
+_DANGLING = frozenset({"a", "an", "the", "of", "and", "or", "who", "whose", "whom", "which",
+                       "that", "is", "are", "am", "was", "his", "their", "my", "but"})
+_SMALL_WORDS = frozenset({"the", "a", "an", "and", "of", "in", "on", "at", "to", "for", "my",
+                          "this", "that", "it", "is", "i", "we", "you"})
+
+# Nouns that name a person by role, relation or situation (singular; plurals are folded).
+ROLE_WORDS = frozenset("""
+person people man woman men women someone somebody individual guy lady gentleman boy girl kid
+child children teen teenager adolescent toddler baby infant adult senior elder retiree pensioner
+mother father mom mum dad parent grandparent grandmother grandfather grandma grandpa son daughter
+sister brother sibling wife husband spouse partner widow widower aunt uncle cousin nephew niece
+twin friend neighbour neighbor resident citizen local native immigrant migrant refugee expat
+expatriate newcomer tourist traveler traveller commuter visitor guest fan enthusiast lover hobbyist
+amateur beginner novice expert veteran professional freelancer graduate alumnus alumna student
+pupil learner apprentice intern trainee volunteer advocate member leader owner founder
+cofounder employee worker staffer colleague boss client customer patient tenant landlord landlady
+homeowner renter voter taxpayer user player gamer reader writer viewer listener follower supporter
+critic skeptic sceptic believer survivor caregiver carer outsider insider loner newlywed
+nurse doctor physician surgeon dentist midwife paramedic therapist psychologist psychiatrist
+counsellor counselor teacher professor lecturer tutor instructor coach trainer principal
+headteacher librarian archivist curator researcher scientist engineer developer programmer coder
+designer architect artist painter sculptor illustrator photographer filmmaker director producer
+actor actress musician singer composer drummer dancer poet novelist author journalist reporter
+editor blogger podcaster influencer streamer chef cook baker butcher brewer barista bartender
+waiter waitress farmer rancher fisherman fisher gardener florist shepherd forester ranger miner
+welder plumber electrician carpenter mason stonemason builder mechanic technician machinist
+operator driver pilot captain sailor skipper deckhand navigator conductor porter courier postman
+clerk cashier accountant auditor banker broker trader investor economist analyst consultant
+manager executive entrepreneur businessman businesswoman shopkeeper merchant vendor seller
+salesperson salesman saleswoman retailer lawyer attorney solicitor barrister judge paralegal
+notary officer policeman policewoman detective inspector guard soldier sergeant lieutenant
+colonel firefighter diplomat politician mayor councillor councilor senator minister official
+bureaucrat administrator secretary assistant aide receptionist cleaner janitor caretaker
+housekeeper nanny babysitter tailor seamstress cobbler jeweller jeweler potter weaver translator
+interpreter historian philosopher theologian priest pastor vicar rabbi imam monk nun chaplain
+missionary mathematician statistician physicist chemist biologist astronomer veterinarian vet
+surveyor planner warden steward stewardess hairdresser barber beautician model athlete runner
+swimmer climber footballer referee umpire jockey boxer wrestler hacker sysadmin campaigner
+organiser organizer host hostess homemaker housewife househusband dropout heir heiress chief
+ceo cto cfo president chair chairperson director supervisor foreman apprentice bookkeeper
+cartographer surveyor pharmacist optician dietitian nutritionist hygienist radiologist
+sommelier innkeeper publican landowner smallholder crofter labourer laborer handyman contractor
+auctioneer collector dealer coordinator specialist strategist commander undergraduate
+postgraduate postdoc fresher freshman sophomore schoolchild schoolboy schoolgirl householder
+""".split())
+_ROLE_SUFFIXES = ("ist", "ician", "eer", "keeper", "maker", "monger", "smith", "wright",
+                  "grapher", "worker", "owner", "holder", "seller", "driver", "writer", "player",
+                  "builder", "grower", "farmer", "hunter", "fighter", "trainer", "teacher",
+                  "manager", "leader", "person", "woman", "man", "mason", "herd", "ologist")
+_NOT_ROLES = frozenset({"list", "mist", "twist", "exist", "assist", "resist", "insist", "consist",
+                        "persist", "wrist", "fist", "gist", "enlist", "playlist", "checklist",
+                        "wishlist", "shortlist", "blacklist", "whitelist", "waitlist", "tracklist",
+                        "setlist", "amidst", "midst", "whilst", "against", "human", "german",
+                        "roman", "ottoman", "inhuman", "superhuman", "career", "veneer",
+                        "desist", "subsist"})
+_PERSON_CUES = re.compile(
+    r"\b(?:who|whose|whom)\b"
+    r"|^(?:i|i'm|i’m|she|he|they|we)\b|\b(?:her|his|herself|himself)\b"
+    r"|\b\d{1,3}[- ]?(?:year|yr)s?[- ]old\b|\baged \d|\bin (?:his|her|their) (?:early |mid |mid-"
+    r"|late )?(?:teens|twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties|\d0s)\b"
+    r"|\b(?:interested in|fascinated by|passionate about|obsessed with|devoted to|dedicated to"
+    r"|speciali[sz](?:ed|ing) in|working (?:as|at|in|on)|living (?:in|on|with)|studying"
+    r"|raised (?:in|on|by)|born (?:in|on|into)|grew up|retired|aspiring|self-taught|avid|budding"
+    r"|lifelong|seasoned|former|married|divorced|widowed|pregnant|unemployed|homeschooling"
+    r"|young|elderly|middle-aged|teenage|learning to|trying to|hoping to|struggling to|juggling"
+    r"|raising|caring for|looking for|preparing for)\b",
+    re.IGNORECASE)
+_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+
+# Languages the script rule knows: code or English name -> the Unicode script(s) they are
+# written in (the first word of a character's Unicode name). Latin-script languages are not
+# told apart: the rule catches an answer in the wrong script, not French for Spanish.
+_LATIN = ("LATIN",)
+_LANGUAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    *((code, name, _LATIN) for code, name in (
+        ("en", "English"), ("fr", "French"), ("de", "German"), ("es", "Spanish"),
+        ("pt", "Portuguese"), ("it", "Italian"), ("nl", "Dutch"), ("sv", "Swedish"),
+        ("da", "Danish"), ("no", "Norwegian"), ("fi", "Finnish"), ("pl", "Polish"),
+        ("cs", "Czech"), ("tr", "Turkish"), ("id", "Indonesian"), ("vi", "Vietnamese"),
+        ("ro", "Romanian"), ("hu", "Hungarian"), ("sw", "Swahili"), ("et", "Estonian"))),
+    *((code, name, ("CYRILLIC",)) for code, name in (
+        ("ru", "Russian"), ("uk", "Ukrainian"), ("bg", "Bulgarian"), ("sr", "Serbian"))),
+    ("zh", "Chinese", ("CJK",)),
+    ("ja", "Japanese", ("CJK", "HIRAGANA", "KATAKANA")),
+    ("ko", "Korean", ("HANGUL", "CJK")),
+    *((code, name, ("ARABIC",)) for code, name in (
+        ("ar", "Arabic"), ("fa", "Persian"), ("ur", "Urdu"))),
+    ("he", "Hebrew", ("HEBREW",)),
+    ("el", "Greek", ("GREEK",)),
+    *((code, name, ("DEVANAGARI",)) for code, name in (
+        ("hi", "Hindi"), ("mr", "Marathi"), ("ne", "Nepali"))),
+    ("th", "Thai", ("THAI",)),
+)
+_SCRIPT_NAMES = {"CJK": "Han"}
+LANGUAGE_SCRIPTS: dict[str, tuple[str, ...]] = {
+    key: scripts for code, name, scripts in _LANGUAGES for key in (code, name.lower())}
+LANGUAGE_NAMES: dict[str, str] = {
+    key: name for code, name, _ in _LANGUAGES for key in (code, name.lower())}
+
+
+def _language_key(language: str) -> str:
+    key = language.strip().lower().replace("_", "-").split("-")[0]
+    if key not in LANGUAGE_SCRIPTS:
+        raise ValueError(f"language {language!r}: unknown; use one of "
+                         f"{', '.join(code for code, _, _ in _LANGUAGES)} (or its English name)")
+    return key
+
+
+def language_name(language: str) -> str:
+    """The English name of ``language`` (a code such as ``en`` or a name), for prompts."""
+    return LANGUAGE_NAMES[_language_key(language)]
+
+
+def language_scripts(language: str) -> tuple[str, ...]:
+    """The scripts of ``language`` (a code such as ``en`` or a name such as ``English``)."""
+    return LANGUAGE_SCRIPTS[_language_key(language)]
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def letter_share(text: str) -> float:
+    """Letters among the non-space characters (1.0 for an empty text)."""
+    chars = [c for c in text if not c.isspace()]
+    return sum(c.isalpha() for c in chars) / len(chars) if chars else 1.0
+
+
+def digit_share(text: str) -> float:
+    """Digits among the letters and digits (0.0 when there are none)."""
+    alnum = [c for c in text if c.isalnum()]
+    return sum(c.isdigit() for c in alnum) / len(alnum) if alnum else 0.0
+
+
+def script_share(text: str, scripts: tuple[str, ...]) -> float:
+    """Letters written in one of ``scripts`` among all letters (1.0 when there are none)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 1.0
+    return sum(unicodedata.name(c, "?").split(" ")[0] in scripts for c in letters) / len(letters)
+
+
+def _wide(text: str) -> int:
+    """Letters of scripts written without spaces and twice as wide (Han, kana, Hangul)."""
+    return sum(unicodedata.east_asian_width(c) in "WF" and c.isalpha() for c in text)
+
+
+def text_length(text: str) -> int:
+    """Characters, a wide (CJK) letter counting twice: it carries about two Latin letters' worth."""
+    return len(text) + _wide(text)
+
+
+def word_count(text: str) -> int:
+    """Whitespace-separated words, plus one per two wide letters (CJK text has no spaces)."""
+    return len(text.split()) + _wide(text) // 2
+
+
+def is_role_word(word: str) -> bool:
+    """True for a noun naming a person by role or situation (plurals and compounds folded)."""
+    word = word.lower().strip("'’")
+    parts = {word, word.split("-")[-1]}
+    for part in list(parts):
+        if part.endswith("ies"):
+            parts.add(part[:-3] + "y")
+        if part.endswith("es"):
+            parts.add(part[:-2])
+        if part.endswith("s"):
+            parts.add(part[:-1])
+    for part in parts:
+        if part in ROLE_WORDS:
+            return True
+        if part not in _NOT_ROLES and len(part) >= 6 and part.endswith(_ROLE_SUFFIXES):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def _is_name_token(token: str) -> bool:
+    bare = token.strip(".,;")
+    if not bare:
+        return True  # a stray comma or dot between name parts
+    low = bare.lower()
+    if low in _TITLES or low in _NAME_SUFFIXES or low in _PARTICLES:
+        return True
+    if len(bare) <= 2 and bare[0].isupper() and token.endswith("."):
+        return True  # an initial: "J."
+    if low in _SMALL_WORDS or is_role_word(low):
+        return False
+    return bare[0].isupper() and bool(_WORD.fullmatch(bare))
+
+
+def _bare_name(tokens: list[str]) -> bool:
+    names = [t for t in tokens if t.strip(".,;").lower() not in _TITLES | _NAME_SUFFIXES | _PARTICLES]
+    return (0 < len(tokens) <= MAX_NAME_TOKENS and bool(names)
+            and all(_is_name_token(t) for t in tokens))
+
+
+def _age_only(text: str) -> bool:
+    tokens = re.findall(r"\d+(?:[.,]\d+)?|[^\W\d_]+(?:/[^\W\d_]+)?", text.lower())
+    numbers = [t for t in tokens if t[0].isdigit() or t in _NUMBER_WORDS]
+    return bool(numbers) and all(t in _AGE_WORDS or t in numbers for t in tokens)
+
+
+def _fragment(text: str) -> bool:
+    if text[-1] in ":;,-–—(/&":
+        return True
+    words = _WORD.findall(text)
+    return bool(words) and words[-1].lower() in _DANGLING and text[-1].isalpha()
+
+
+def _has_role(text: str, words: list[str]) -> bool:
+    return bool(_PERSON_CUES.search(text)) or any(is_role_word(w) for w in words)
+
+
+def _judges_roles(text: str, language: str | None) -> bool:
+    """The role rule knows English words only: it applies to English or unspecified requests
+    answered in Latin script, and is skipped otherwise."""
+    if language is not None and language_name(language) != "English":
+        return False
+    return script_share(text, _LATIN) >= MIN_SCRIPT_SHARE
+
+
+Rule = Callable[[str, str | None], QualityIssue | None]
+
+
+def _placeholder(text: str, language: str | None) -> QualityIssue | None:
+    if text.lower().strip(" .!") in _PLACEHOLDERS:
+        return QualityIssue("placeholder", f"{text!r} is a placeholder, not a persona")
+    return None
+
+
+def _meta(text: str, language: str | None) -> QualityIssue | None:
+    if _META.search(text):
+        return QualityIssue("meta", "model chatter or markup, not a persona description")
+    return None
+
+
+def _mostly_digits(text: str, language: str | None) -> QualityIssue | None:
+    if digit_share(text) > MAX_DIGIT_SHARE:
+        return QualityIssue("mostly_digits", f"more than {MAX_DIGIT_SHARE:.0%} of its letters and "
+                                             "digits are digits")
+    return None
+
+
+def _name_only(text: str, language: str | None) -> QualityIssue | None:
+    if _bare_name(text.split()):
+        return QualityIssue("bare_name", f"{text!r} is a name, not a description of a person")
+    return None
+
+
+def _age_alone(text: str, language: str | None) -> QualityIssue | None:
+    if _age_only(text):
+        return QualityIssue("age_only", f"{text!r} gives an age and nothing else")
+    return None
+
+
+def _length(text: str, language: str | None) -> QualityIssue | None:
+    length, n_words = text_length(text), word_count(text)
+    if length < MIN_CHARS or n_words < MIN_WORDS:
+        return QualityIssue("too_short", f"under {MIN_CHARS} characters or {MIN_WORDS} words")
+    if length > MAX_CHARS or n_words > MAX_WORDS:
+        return QualityIssue("too_long", f"over {MAX_CHARS} characters or {MAX_WORDS} words")
+    return None
+
+
+def _letters(text: str, language: str | None) -> QualityIssue | None:
+    if letter_share(text) < MIN_LETTER_SHARE:
+        return QualityIssue("few_letters", f"under {MIN_LETTER_SHARE:.0%} of its characters are "
+                                           "letters")
+    return None
+
+
+def _language(text: str, language: str | None) -> QualityIssue | None:
+    if language is None:
+        return None
+    scripts = language_scripts(language)
+    if script_share(text, scripts) < MIN_SCRIPT_SHARE:
+        names = "/".join(_SCRIPT_NAMES.get(s, s.title()) for s in scripts)
+        return QualityIssue("wrong_language", f"{language_name(language)} was asked for; under "
+                                              f"{MIN_SCRIPT_SHARE:.0%} of the letters are {names}")
+    return None
+
+
+def _unfinished(text: str, language: str | None) -> QualityIssue | None:
+    if _fragment(text):
+        return QualityIssue("fragment", "ends mid-sentence")
+    return None
+
+
+def _role(text: str, language: str | None) -> QualityIssue | None:
+    if _judges_roles(text, language) and not _has_role(text, _WORD.findall(text)):
+        return QualityIssue("no_role", "names no role, occupation or situation of a person")
+    return None
+
+
+# The rules in the order they run: specific junk shapes first (so "42" is mostly_digits, not
+# too_short), the role rule last (it is the loosest).
+PERSONA_RULES: tuple[Rule, ...] = (_placeholder, _meta, _mostly_digits, _name_only, _age_alone,
+                                   _length, _letters, _language, _unfinished, _role)
+
+
+def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | None:
+    """The first persona rule ``text`` fails (see the module doc), or None when it passes.
+
+    ``text`` should be cleaned first (``clean_persona_text``); ``language`` (a code or name)
+    adds the script check when the persona was asked for in a given language.
+    """
+    text = " ".join(text.split())
+    if not text:
+        return QualityIssue("empty", "the persona is empty")
+    for rule in PERSONA_RULES:
+        issue = rule(text, language)
+        if issue is not None:
+            return issue
+    return None
+
+
+def gate_persona(text: str, *, language: str | None = None) -> tuple[str, QualityIssue | None]:
+    """``text`` cleaned (``clean_persona_text``) and the first rule it fails, if any."""
+    cleaned = clean_persona_text(text)
+    return cleaned, screen_persona(cleaned, language=language)
+
+
+# --------------------------------------------------------------------------- rejected rows
+
+SOURCES = ("text_to_persona", "expand", "emission", "synthesis")
+
+
+def rejected_row(source: str, issue: QualityIssue, payload: Any, *, key: str,
+                 run_id: str | None = None, job_id: str | None = None, step: int | None = None,
+                 persona_id: str | None = None, kind: str | None = None) -> dict[str, Any]:
+    """A ``rejected`` table row; ``key`` (unique within ``source``) makes the id stable.
+
+    Stable ids let a retried batch or a resumed job rewrite the same row instead of a twin.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"rejected source {source!r}: use one of {', '.join(SOURCES)}")
+    digest = hashlib.sha1(f"{source}\0{key}".encode()).hexdigest()[:15]
+    return {"rejected_id": "r" + digest, "source": source, "run_id": run_id, "job_id": job_id,
+            "step": step, "persona_id": persona_id, "kind": kind, "reason": issue.code,
+            "message": issue.message,
+            "payload": json.dumps(payload, ensure_ascii=False, default=str)}
+
+
+def rejected_counts(con: duckdb.DuckDBPyConnection, *, source: str | None = None,
+                    run_id: str | None = None, job_id: str | None = None) -> dict[str, int]:
+    """Rejected rows by reason (most frequent first) for the given source / run / job."""
+    where = {"source": source, "run_id": run_id, "job_id": job_id}
+    given = {k: v for k, v in where.items() if v is not None}
+    sql = "SELECT reason, count(*) FROM rejected"
+    if given:
+        sql += " WHERE " + " AND ".join(f"{k} = ?" for k in given)
+    rows = con.execute(sql + " GROUP BY 1 ORDER BY 2 DESC, 1", list(given.values())).fetchall()
+    return {reason: int(n) for reason, n in rows}
+
+
+def tally(counts: Mapping[str, int], reasons: Iterable[str] = ()) -> dict[str, int]:
+    """``counts`` (reason -> n) plus one per reason in ``reasons``, most frequent first."""
+    merged = dict(counts)
+    for reason in reasons:
+        merged[reason] = merged.get(reason, 0) + 1
+    return dict(sorted(merged.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def rejection_text(counts: Mapping[str, int]) -> str:
+    """``N (top reasons: a 2, b 1)``: the count and its most frequent reasons."""
+    total = sum(counts.values())
+    if not total:
+        return "0"
+    top = list(tally(counts).items())[:TOP_REASONS]
+    return f"{total} (top reasons: {', '.join(f'{r} {n}' for r, n in top)})"
+
+
+def rejection_line(counts: Mapping[str, int]) -> str:
+    """The summary line every command prints: ``rejected by the quality gate: N (...)``."""
+    return f"rejected by the quality gate: {rejection_text(counts)}"
