@@ -167,9 +167,14 @@ def batch_failure(what: str, actions: int, failed: int, records: Sequence[Any]) 
     if failed < BATCH_FAIL_MIN or failed <= actions * BATCH_FAIL_SHARE:
         return None
     error = most_common_error(records) or "the answers failed the quality checks"
+    modes = {getattr(r, "structured_mode", None) for r in records} - {None}
     if error.startswith("HTTP") or "timeout" in error or "connection" in error:
         fix = "check the --llm server (its log says more)"
+    elif "max_tokens" in error:
+        fix = "the answers run past max_tokens: raise --max-tokens, or use a model that keeps to the task"
+    elif modes and modes <= {"json_object", "json_schema"}:
+        fix = "the model's answers do not fit the task: use a larger model"
     else:
         fix = ("the model's answers do not fit the schemas: try --structured json_object "
-               "(grammar-constrained on llama.cpp servers), a larger --max-tokens, or a larger model")
+               "(grammar-constrained on llama.cpp servers), or a larger model")
     return f"{failed} of {actions} actions failed in {what} (most often: {error[:160]}); {fix}"
