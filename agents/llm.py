@@ -381,6 +381,8 @@ class LLMClient:
         self._cache: ResponseCache | None = None
         self._busy: dict[tuple[int, int], int] = {}  # calls in flight per (endpoint, shard)
         self.modes = ModeBook(settings.structured, len(self.endpoints))
+        self._probe_locks: dict[int, asyncio.Lock] = {}
+        self._probe_loop: asyncio.AbstractEventLoop | None = None
         self._fail_fast = FailFast(len(self.endpoints))
         self.generation = settings.generation
         self.stats = CallStats()
@@ -620,24 +622,35 @@ class LLMClient:
                         f"model {cache.model!r}, key {slot[0][:16]}); record it with --cache record, "
                         "or replay with the --llm, --structured and --max-tokens it was recorded with")
                 index, endpoint = self._pick(previous)
-                mode = self._mode(index, endpoint)
-                started = time.perf_counter()
-                record = new_record(model=endpoint.label, attempt=attempt, endpoint=index,
-                                    structured_mode=mode)
+                probe = await self._probe(index, endpoint)
                 try:
-                    message = await self._attempt(endpoint, schema, conversation, index, mode,
-                                                  max_tokens)
-                except Exception as exc:  # noqa: BLE001 - every failure becomes a record
-                    record.latency_ms = (time.perf_counter() - started) * 1000
-                    failure = classify(exc)
-                    record.status, record.error = "error", failure.description
+                    mode = self._mode(index, endpoint)
+                    started = time.perf_counter()
+                    record = new_record(model=endpoint.label, attempt=attempt, endpoint=index,
+                                        structured_mode=mode)
+                    error: Exception | None = None
+                    refused = False
+                    try:
+                        message = await self._attempt(endpoint, schema, conversation, index, mode,
+                                                      max_tokens)
+                    except Exception as exc:  # noqa: BLE001 - every failure becomes a record
+                        error = exc
+                        record.latency_ms = (time.perf_counter() - started) * 1000
+                        failure = classify(exc)
+                        record.status, record.error = "error", failure.description
+                        # --structured auto: a refused mode moves the endpoint to the next one
+                        refused = (not failure.retryable
+                                   and names_mode(mode, failure.status, failure.body)
+                                   and self.modes.step_down(index, mode) is not None)
+                finally:
+                    if probe is not None:
+                        probe.release()
+                if error is not None:
                     records.append(record)
                     previous = index
-                    if not failure.retryable and names_mode(mode, failure.status, failure.body):
-                        following = self.modes.step_down(index, mode)
-                        if following is not None:  # --structured auto: ask again in that mode
-                            record.error = f"{mode} refused: {failure.description}"[:400]
-                            continue
+                    if refused:  # ask again in the endpoint's new mode, at once
+                        record.error = f"{mode} refused: {failure.description}"[:400]
+                        continue
                     if not failure.retryable:
                         self._keep(records)
                         self._fail_fast.failed(index, failure, endpoint.label, mode,
@@ -660,7 +673,7 @@ class LLMClient:
                         raise LLMUnavailable(
                             f"model endpoint {endpoint.label} is unreachable ({failure.description}); "
                             "check --llm / PERSONAHUB_LLM"
-                        ) from exc
+                        ) from error
                     self._remember_failure(slot, failure.description)
                     return StructuredResult(None, records, raw)
                 self._down_until[index] = 0.0
@@ -701,6 +714,23 @@ class LLMClient:
                 HumanMessage(f"{problem} Reply again with only valid JSON for the schema."),
             ]
             slot = None
+
+    async def _probe(self, index: int, endpoint: Endpoint) -> asyncio.Lock | None:
+        """While ``auto`` has not settled an endpoint's mode, one request at a time goes to it:
+        the first refusal then moves every waiting call to the next mode, instead of each of
+        ``--concurrency`` calls being refused once. Returns the held lock (or None)."""
+        if (not self.modes.adaptive or self.modes.settled(index)
+                or isinstance(endpoint.model, OfflineChatModel)):
+            return None
+        loop = asyncio.get_running_loop()
+        if self._probe_loop is not loop:  # a lock belongs to one event loop
+            self._probe_locks, self._probe_loop = {}, loop
+        lock = self._probe_locks.setdefault(index, asyncio.Lock())
+        await lock.acquire()
+        if self.modes.settled(index):  # settled while this call waited
+            lock.release()
+            return None
+        return lock
 
     def _remember_failure(self, slot: tuple[str, int, dict[str, Any]] | None, error: str) -> None:
         """Record a call that failed for good, so that a replay fails it the same way."""

@@ -155,6 +155,10 @@ class ModeBook:
         """True for ``auto``."""
         return self.setting == "auto"
 
+    def settled(self, endpoint: int) -> bool:
+        """True once ``endpoint``'s mode is known to work (or was fixed by the setting)."""
+        return self._settled[endpoint]
+
     def mode(self, endpoint: int) -> StructuredMode:
         """The mode to ask ``endpoint`` in now."""
         return self._modes[endpoint]
