@@ -128,3 +128,51 @@ def test_synthesize_each_task(llama: LlamaServer, tmp_path: Path, task: str) -> 
                           "--concurrency", "2", "--timeout", "120")
     assert code == 0, output
     assert_accounted(db)
+
+
+def _probes() -> list[tuple[str, dict]]:
+    """Requests whose handling the llama-cpp-python dialect claims to copy from the real server."""
+    schema = {"type": "object", "properties": {"line": {"type": "string"}}, "required": ["line"]}
+    tool = {"type": "function", "function": {"name": "say", "parameters": schema}}
+    base = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Greet a neighbour."}]}
+    return [
+        ("json_schema refused", {**base, "max_tokens": 32, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "X", "schema": schema}}}),
+        ("json_object with schema", {**base, "max_tokens": 64,
+                                     "response_format": {"type": "json_object", "schema": schema}}),
+        ("named tool", {**base, "max_tokens": 64, "tools": [tool],
+                        "tool_choice": {"type": "function", "function": {"name": "say"}}}),
+        ("cut at max_tokens", {**base, "max_tokens": 2}),
+    ]
+
+
+def _shape(response) -> tuple:
+    """What a client can rely on: status, whether the error names response_format, finish reason,
+    whether the content parses as a JSON object with the schema's key, whether a tool was called."""
+    import httpx  # noqa: F401 - response is an httpx.Response
+
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") \
+        else {}
+    if response.status_code != 200:
+        message = json.dumps(body)
+        return (response.status_code, "response_format" in message)
+    choice = body["choices"][0]
+    content = choice["message"].get("content") or ""
+    try:
+        parsed = json.loads(content)
+        keyed = isinstance(parsed, dict) and "line" in parsed
+    except ValueError:
+        keyed = False
+    return (200, choice["finish_reason"], keyed, bool(choice["message"].get("tool_calls")))
+
+
+def test_the_llama_cpp_python_dialect_answers_as_the_real_server(llama: LlamaServer) -> None:
+    import httpx
+
+    from agents.server import ServerOptions, running_server
+
+    with running_server(ServerOptions(dialect="llama-cpp-python")) as emulated:
+        for name, body in _probes():
+            real = httpx.post(f"{llama.base_url}/chat/completions", json=body, timeout=120)
+            fake = httpx.post(f"{emulated.base_url}/chat/completions", json=body, timeout=30)
+            assert _shape(real) == _shape(fake), name
