@@ -53,6 +53,7 @@ from agents.cache import (
 )
 from agents.failures import FailFast, classify
 from agents.generation import Generation
+from agents.limits import ConcurrencyLimit
 from agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel
 from agents.repair import check_answer
 from agents.structured import (
@@ -373,7 +374,7 @@ class LLMClient:
         self._endpoints_loop: asyncio.AbstractEventLoop | None = None
         self._next = 0
         self._down_until = [0.0] * len(self.endpoints)
-        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore: ConcurrencyLimit | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
         self._bindings: dict[tuple[int, type[BaseModel]], tuple[BaseChatModel, Any]] = {}
         self._limiter = RateLimiter(settings.rps) if settings.rps else None
@@ -521,7 +522,7 @@ class LLMClient:
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._semaphore_loop is not loop:
             # a semaphore belongs to one event loop; each run may bring its own loop
-            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+            self._semaphore = ConcurrencyLimit(self.settings.concurrency)
             self._semaphore_loop = loop
         sent = prepare_messages(mode, schema, messages)
         async with self._semaphore:
@@ -658,6 +659,11 @@ class LLMClient:
                         self._remember_failure(slot, failure.description)
                         return StructuredResult(None, records, raw)
                     transport_failures += 1
+                    if failure.description == "timeout" and self._semaphore is not None \
+                            and self._semaphore.active > 1 and not self.is_offline:
+                        # the server queues what it cannot serve: send no more than it answers
+                        lowered = self._semaphore.lower()
+                        record.error = f"timeout (concurrency lowered to {lowered})"
                     if failure.unreachable and len(self.endpoints) > 1:
                         self.mark_down(index)
                     if transport_failures <= self.settings.max_retries:

@@ -226,3 +226,20 @@ def test_a_run_completes_with_one_dead_endpoint(server, scenario_file, tmp_path)
     ok_endpoints = con.execute("SELECT DISTINCT endpoint FROM llm_calls WHERE status = 'ok'").fetchall()
     con.close()
     assert ok_endpoints == [(1,)]
+
+
+def test_timeouts_with_many_in_flight_lower_the_concurrency(server):
+    srv = server(hang_rate=1.0, hang_s=5.0)
+    client = LLMClient(LLMSettings(spec=srv.base_url, timeout_s=0.3, max_retries=1,
+                                   backoff_s=0.001, concurrency=8))
+
+    async def many():
+        return await asyncio.gather(*[
+            client.structured(NpcDialogue, agent_messages(persona=f"A person number {i}",
+                                                          kind="npc_dialogue"), purpose="t")
+            for i in range(8)])
+
+    results = asyncio.run(many())
+    errors = [r.error for res in results for r in res.records]
+    assert any(e and e.startswith("timeout (concurrency lowered to") for e in errors)
+    assert client._semaphore is not None and client._semaphore.limit < 8

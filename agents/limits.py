@@ -1,0 +1,55 @@
+"""A concurrency limit that can be lowered while calls wait on it.
+
+Servers that answer one request at a time (llama.cpp, a small vLLM) queue the rest: with many
+calls in flight, the last ones wait out their timeout in the server's queue, are retried, and
+queue again. On a timeout the client lowers its limit to half the calls then in flight (at least
+one), so the requests that remain fit the server. ``asyncio.Semaphore`` cannot be resized, hence
+this small class; its uncontended path is a counter, as the semaphore's is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` holders at once, served in arrival order; ``lower`` shrinks the limit."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self.limit = limit
+        self.active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def __aenter__(self) -> None:
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release()  # the slot was handed over just as the caller was cancelled
+            else:
+                self._waiters.remove(future)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        self.active -= 1
+        while self._waiters and self.active < self.limit:
+            future = self._waiters.popleft()
+            if not future.done():
+                self.active += 1
+                future.set_result(None)
+
+    def lower(self) -> int:
+        """Halve the limit to the calls in flight (at least 1); returns the new limit."""
+        self.limit = max(1, min(self.limit, self.active) // 2)
+        return self.limit
