@@ -109,16 +109,21 @@ def main() -> None:
     from agents.llamacpp import local_llama_server
 
     requests = _requests(args.requests)
+    plain_wall = ours_wall = 0.0
+    plain_tokens = ours_tokens = 0
     with local_llama_server() as server:
-        # plain first: the server's prompt cache then favours neither side for long
-        plain_wall, plain_tokens, plain_prompts = asyncio.run(
-            _plain(server.base_url, server.model, requests, args.concurrency))
-        ours_wall, ours_tokens, ours_prompts = asyncio.run(
-            _personahub(server.spec, requests, args.concurrency))
+        asyncio.run(_plain(server.base_url, server.model, requests[:1], 1))  # warm the server up
+        for _ in range(2):  # alternate, so that neither side always follows the other
+            wall, tokens, ours_prompts = asyncio.run(
+                _personahub(server.spec, requests, args.concurrency))
+            ours_wall, ours_tokens = ours_wall + wall, ours_tokens + tokens
+            wall, tokens, plain_prompts = asyncio.run(
+                _plain(server.base_url, server.model, requests, args.concurrency))
+            plain_wall, plain_tokens = plain_wall + wall, plain_tokens + tokens
         paper = asyncio.run(_paper_prompt_tokens(server.base_url, server.model,
                                                  [r[3] for r in requests]))
-    n = len(requests)
-    print(f"{n} requests, concurrency {args.concurrency}, SmolLM2-135M-Instruct Q4_1, 1 thread")
+    n = 2 * len(requests)
+    print(f"{n} requests (two rounds), concurrency {args.concurrency}, SmolLM2-135M-Instruct Q4_1, 1 thread")
     print(f"plain openai client: {n / plain_wall:.3f} calls/s, {plain_tokens / plain_wall:.1f} "
           f"completion tokens/s ({plain_wall:.1f} s)")
     print(f"personahub:          {n / ours_wall:.3f} calls/s, {ours_tokens / ours_wall:.1f} "

@@ -230,8 +230,9 @@ def test_a_run_completes_with_one_dead_endpoint(server, scenario_file, tmp_path)
 
 def test_timeouts_with_many_in_flight_lower_the_concurrency(server):
     srv = server(hang_rate=1.0, hang_s=5.0)
+    # a fixed mode: ``auto`` would probe the unsettled endpoint one call at a time
     client = LLMClient(LLMSettings(spec=srv.base_url, timeout_s=0.3, max_retries=1,
-                                   backoff_s=0.001, concurrency=8))
+                                   backoff_s=0.001, concurrency=8, structured="json_schema"))
 
     async def many():
         return await asyncio.gather(*[
