@@ -56,8 +56,10 @@ def assert_accounted(db: Path, where: str = "true") -> list[tuple]:
     """Most attempts succeed; every failed attempt says why; every request carried max_tokens."""
     rows = calls(db, where)
     assert rows, "no model call was recorded"
-    ok = sum(r[0] == "ok" for r in rows)
-    assert ok / len(rows) >= 0.5, rows
+    # the refused json_schema probe is an attempt too, and says so; the rest mostly succeed
+    asked = [r for r in rows if not (r[1] or "").startswith("json_schema refused")]
+    ok = sum(r[0] == "ok" for r in asked)
+    assert ok / len(asked) >= 0.5, rows
     assert all(r[1] for r in rows if r[0] != "ok"), [r for r in rows if r[0] != "ok" and not r[1]]
     assert all(r[3] and r[3] > 0 for r in rows)
     return rows
@@ -121,10 +123,10 @@ def test_text_to_persona_and_one_expansion_hop(llama: LlamaServer, tmp_path: Pat
 def test_synthesize_each_task(llama: LlamaServer, tmp_path: Path, task: str) -> None:
     db = tmp_path / f"{task}.duckdb"
     people = tmp_path / "people.jsonl"
-    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(4)))
     code, output = invoke("personas", "import", str(people), "--db", str(db))
     assert code == 0, output
-    code, output = invoke("synthesize", task, "--n", "2", "--db", str(db), "--llm", llama.spec,
+    code, output = invoke("synthesize", task, "--n", "4", "--db", str(db), "--llm", llama.spec,
                           "--concurrency", "2", "--timeout", "120")
     assert code == 0, output
     assert_accounted(db)
