@@ -252,7 +252,7 @@ def sql(
     limit: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 200,
     allow_files: Annotated[bool, typer.Option(
         "--allow-files", help="Let the SQL read and write files (read_csv, read_parquet, glob, "
-                              "COPY ... TO/FROM, EXPORT DATABASE, ATTACH read-only). Off by "
+                              "COPY ... TO, EXPORT DATABASE, ATTACH read-only). Off by "
                               "default; the database stays read-only either way.")] = False,
 ) -> None:
     """Query the database with SQL over a read-only connection (analysis views included).
