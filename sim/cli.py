@@ -250,16 +250,22 @@ def sql(
     db: DbOption = Path(DEFAULT_DB),
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     limit: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 200,
+    allow_files: Annotated[bool, typer.Option(
+        "--allow-files", help="Let the SQL read and write files (read_csv, read_parquet, glob, "
+                              "COPY ... TO, EXPORT DATABASE, ATTACH read-only). Off by "
+                              "default; the database stays read-only either way.")] = False,
 ) -> None:
     """Query the database with SQL over a read-only connection (analysis views included).
 
     A file may hold several statements; the result of the last one is printed. The views of
     ``analysis/views.sql`` (v_duplicate_rate, v_run_usage, ...) are installed as TEMP views.
+    The SQL cannot touch other files (unless --allow-files), install or load extensions, or
+    change settings (SET, RESET, PRAGMA).
     """
     import duckdb
 
     from analysis.views import install_views
-    from personas.store import connect
+    from personas.store import connect, has_extension_statement, lock_down
 
     if fmt not in ("table", "csv", "json"):
         raise PersonahubError(f"--format {fmt!r}: use table, csv or json")
@@ -272,18 +278,37 @@ def sql(
             raise PersonahubError(f"--file {file}: {exc.strerror or exc}") from exc
     if not query or not query.strip():
         raise PersonahubError("sql: give a query, a .sql path or --file FILE")
+    where = f"{file}: " if file is not None else ""
     con = connect(db, read_only=True)
     try:
         install_views(con)
+        lock_down(con, allow_files=allow_files)
+        if has_extension_statement(con, query):
+            raise PersonahubError(f"sql: {where}installing, loading or updating extensions is disabled")
         cursor = con.execute(query)
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
     except duckdb.Error as exc:
-        where = f"{file}: " if file is not None else ""
-        raise PersonahubError(f"sql: {where}{str(exc).splitlines()[0]}") from exc
+        raise PersonahubError(f"sql: {where}{sql_refusal(exc, allow_files)}") from exc
     finally:
         con.close()
     print_rows(columns, rows, fmt, limit)
+
+
+def sql_refusal(exc: Exception, allow_files: bool) -> str:
+    """One line for a failed ``sql`` statement, naming the way out when the sandbox refused it."""
+    import re
+
+    import duckdb
+
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, duckdb.PermissionException) and not allow_files:
+        return "file access is disabled; use --allow-files to read or write files"
+    if "configuration has been locked" in text:
+        name = re.search(r'option "+([^"]+)"+', text)
+        what = f"setting {name.group(1)!r}" if name else "settings"
+        return f"{what} cannot be changed here (SET, RESET and PRAGMA settings are locked)"
+    return text
 
 
 def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, limit: int) -> None:
