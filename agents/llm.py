@@ -159,6 +159,7 @@ class CallRecord:
     max_tokens: int | None = None
     finish_reason: str | None = None
     repaired: bool = False  # valid only after local repair (agents.repair)
+    queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
     call_id: str = field(default_factory=_new_call_id)
     started_at: float = field(default_factory=time.time)
 
@@ -512,12 +513,15 @@ class LLMClient:
 
     async def _attempt(self, endpoint: Endpoint, schema: type[BaseModel],
                        messages: list[BaseMessage], index: int, mode: StructuredMode,
-                       max_tokens: int) -> AIMessage:
+                       max_tokens: int, record: CallRecord) -> AIMessage:
+        """One request; ``record.queue_ms`` gets the time spent waiting for a slot or token."""
         if isinstance(endpoint.model, OfflineChatModel):
             # In-process engine: skip LangChain's per-call callback machinery (about 1 ms a
             # call), answer exactly what the model class would. No semaphore is needed either.
             if self._limiter is not None:
+                waited = time.perf_counter()
                 await self._limiter.acquire()
+                record.queue_ms = (time.perf_counter() - waited) * 1000
             return await endpoint.model.answer_async(messages, **self._offline_kwargs(schema, mode))
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._semaphore_loop is not loop:
@@ -525,9 +529,11 @@ class LLMClient:
             self._semaphore = ConcurrencyLimit(self.settings.concurrency)
             self._semaphore_loop = loop
         sent = prepare_messages(mode, schema, messages)
+        waited = time.perf_counter()
         async with self._semaphore:
             if self._limiter is not None:  # the token is taken just before the request goes out
                 await self._limiter.acquire()
+            record.queue_ms = (time.perf_counter() - waited) * 1000
             slot, model = self._shard(index, endpoint)
             self._busy[slot] = self._busy.get(slot, 0) + 1
             try:
@@ -585,7 +591,7 @@ class LLMClient:
         new_record = partial(CallRecord, purpose=purpose, status="", latency_ms=0.0,
                              persona_id=persona_id, step=step, max_tokens=max_tokens)
         conversation = list(messages)
-        repaired = False
+        repaired = resent = False
         attempt = 0
         transport_failures = 0
         raw: str | None = None
@@ -633,10 +639,10 @@ class LLMClient:
                     refused = False
                     try:
                         message = await self._attempt(endpoint, schema, conversation, index, mode,
-                                                      max_tokens)
+                                                      max_tokens, record)
                     except Exception as exc:  # noqa: BLE001 - every failure becomes a record
                         error = exc
-                        record.latency_ms = (time.perf_counter() - started) * 1000
+                        record.latency_ms = (time.perf_counter() - started) * 1000 - record.queue_ms
                         failure = classify(exc)
                         record.status, record.error = "error", failure.description
                         # --structured auto: a refused mode moves the endpoint to the next one
@@ -683,7 +689,7 @@ class LLMClient:
                     self._remember_failure(slot, failure.description)
                     return StructuredResult(None, records, raw)
                 self._down_until[index] = 0.0
-                record.latency_ms = (time.perf_counter() - started) * 1000
+                record.latency_ms = (time.perf_counter() - started) * 1000 - record.queue_ms
                 record.tokens_in, record.tokens_out = _usage(message)
                 raw = answer_text(message, mode)
                 record.finish_reason = (message.response_metadata or {}).get("finish_reason")
@@ -706,6 +712,12 @@ class LLMClient:
             records.append(record)
             if switched is not None:  # the server ignores this mode: ask again in the next one
                 record.error = f"{mode} ignored by the server: {checked.error}"[:400]
+                slot = None
+                continue
+            if not resent and not truncated and not self.is_offline:
+                # a glitch costs one identical request and changes nothing; the repair prompt
+                # (another conversation, so another answer) is for a failure that repeats
+                resent = True
                 slot = None
                 continue
             if repaired:

@@ -193,13 +193,15 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     structured_mode VARCHAR,
     max_tokens INTEGER,
     finish_reason VARCHAR,
-    repaired   BOOLEAN
+    repaired   BOOLEAN,
+    queue_ms   DOUBLE
 );
 -- columns added after the table first shipped (older databases gain them on open)
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS structured_mode VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS max_tokens INTEGER;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS finish_reason VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS repaired BOOLEAN;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS queue_ms DOUBLE;
 CREATE TABLE IF NOT EXISTS llm_cache (
     key        VARCHAR PRIMARY KEY,
     model      VARCHAR NOT NULL,
