@@ -9,6 +9,9 @@ an optimisation that changes any content, tool call or token count fails here.
 
 The expected digests were computed with the engine as it was before any speed work; if a change
 to the engine's *behaviour* is intended, recompute them with ``python tests/test_offline_golden.py``.
+Agent and survey prompts come from frozen templates (``tests/_golden_prompts.py``), except in the
+agent-graph section, which builds today's prompts (``agents/prompts.py``, default prompt budget):
+it pins prompt construction as well, and moves when the prompts change on purpose.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from pydantic import BaseModel, Field
 from agents.llm import LLMClient, LLMSettings
 from agents.offline import OfflineChatModel, OfflineEngine, response_format_schema, to_openai_dicts
 from agents.persona_agent import run_agents
-from agents.prompts import agent_messages, survey_messages
 from agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS, survey_schema
 from agents.server import _completion
 from agents.synthesis_prompts import (
@@ -41,12 +43,13 @@ from personas.expand import related_personas_schema
 from personas.prompts import expand_messages
 from personas.prompts import text_to_persona_messages as corpus_text_messages
 from personas.text_to_persona import text_personas_schema
+from tests._golden_prompts import agent_messages, survey_messages
 
 EXPECTED = {
     "engine": "050448cb0e19a4f3c02bac28fbc5ef8bf9a8f44e6b16e096a2fa8e09bc361996",
     "chat_model": "9f15b72690969904f7fcef86ef5d29f2eab62aa3d63f2363af86c6a75854b40a",
     "client": "0eb06da4b33923bdacc63eb014e0fbc17a71dd0455041fc0596e7b4caa9d8865",
-    "agents": "704f7c1f1f1970d34a8dd334e5ac43b6f23ad1802b196724321db797ba961d6c",
+    "agents": "1a6c13d3d76bb8d5580e5eb4b717852453fd6b658162053f64cb9bf7f65cb178",
     "server": "a4dc2401014efbdf18ea974e5b9cce2700630e00e0a319a77d87453f725abde2",
 }
 
