@@ -98,6 +98,7 @@ class RunSummary:
     events: int = 0
     calls: dict[str, int] = field(default_factory=dict)
     failed_actions: int = 0
+    prompt_tokens_per_action: float | None = None  # mean tokens_in of answered step calls
     wall_s: float = 0.0
 
 
@@ -383,7 +384,20 @@ def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, cli
     summary.failed_actions = int(failed)
     calls = rows("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY 1")
     summary.calls = {status: n for status, n in calls}
+    summary.prompt_tokens_per_action = _prompt_tokens_per_action(con, run_id)
     return summary
+
+
+def _prompt_tokens_per_action(con: Any, run_id: str) -> float | None:
+    """Mean prompt tokens of the run's answered actions and survey questions (None if unknown).
+
+    One ``ok`` attempt answers each action (a repaired answer's ``ok`` attempt carries the
+    repair prompt); calls outside steps (persona expansion) are left out. Offline runs count
+    4 characters a token, as the offline engine does.
+    """
+    mean = con.execute("SELECT avg(tokens_in) FROM llm_calls WHERE run_id = ? AND status = 'ok' "
+                       "AND step IS NOT NULL", [run_id]).fetchall()[0][0]
+    return None if mean is None else float(mean)
 
 
 def _flag_duplicates(result: StepResult,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,8 @@ from agents.prompt_budget import (
     world_units,
 )
 from agents.prompts import KIND_TASKS, agent_messages, survey_messages
-from sim.scenario import Event, Scenario, ScenarioError, Survey, load_scenario
+from sim.runner import RunOptions, run_scenario
+from sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
 from tests.test_society import CountingClient, make_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,6 +185,21 @@ def test_a_scenarios_budget_reaches_agent_and_survey_prompts():
         assert "## World" not in text
         assert part_tokens(text) <= 260
     assert all("Named places" in text for _, _, text in prompts["open"])
+
+
+def test_the_run_summary_reports_prompt_tokens_per_action(tmp_path):
+    means = {}
+    for name, budget in (("default", PromptBudget()), ("open", PromptBudget.unlimited())):
+        scenario = Scenario(name=name, personas=PersonaSource(limit=12), world=WORLD, steps=2,
+                            prompt_budget=budget, seed=5)
+        db = tmp_path / f"{name}.duckdb"
+        summary = run_scenario(scenario, RunOptions(db=db))
+        with duckdb.connect(str(db), read_only=True) as con:
+            expected = con.execute("select avg(tokens_in) from llm_calls where status = 'ok' "
+                                   "and step is not null").fetchone()[0]
+        assert summary.prompt_tokens_per_action == pytest.approx(expected)
+        means[name] = summary.prompt_tokens_per_action
+    assert means["default"] <= 400 < means["open"]
 
 
 @pytest.mark.parametrize("kwargs, field", [
