@@ -1,8 +1,8 @@
 """The persona agent: one compiled LangGraph ``StateGraph`` shared by every agent.
 
     observe ──▶ act ──▶ record
-    (prompts from persona, world, memory, events, inbox)  (model)  (emission texts, or failures;
-                                                                    the quality gate's verdict)
+    (prompts from persona, world, memory, events, inbox, within the run's prompt budget)
+                 (model)  (emission texts, or failures; the quality gate's verdict)
 
 Per-agent state is plain data (``AgentInput``); the graph holds nothing, so 100,000 agents cost
 one graph. The model is injected through the run context (``AgentContext``), never built inside
@@ -26,6 +26,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel
 
+from agents.prompt_budget import DEFAULT_BUDGET, PromptBudget
 from agents.prompts import agent_messages
 from agents.schemas import EMISSION_SCHEMAS, emission_text
 from agents.validators import check_emission
@@ -76,13 +77,15 @@ class ChunkState(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class AgentContext:
-    """Run-scoped dependencies injected into the graph (the model seam)."""
+    """Run-scoped dependencies injected into the graph (the model seam, the prompt budget)."""
 
     llm: StructuredCaller
+    budget: PromptBudget = DEFAULT_BUDGET
 
 
-def observe(state: ChunkState) -> dict[str, Any]:
+def observe(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Turn each agent's snapshot (persona, world, events, inbox, addressee) into its prompt."""
+    budget = runtime.context.budget
     prompts = [
         agent_messages(
             persona=a["persona"],
@@ -93,6 +96,7 @@ def observe(state: ChunkState) -> dict[str, Any]:
             addressee=a.get("addressee"),
             memory=a.get("memory", []),
             recent=a.get("recent", []),
+            budget=budget,
         )
         for a in state["agents"]
     ]
@@ -146,11 +150,12 @@ AGENT_GRAPH = build_agent_graph()
 
 
 async def run_agents(agents: Sequence[AgentInput], llm: StructuredCaller, *,
-                     chunk_size: int = DEFAULT_CHUNK) -> list[AgentOutcome]:
+                     chunk_size: int = DEFAULT_CHUNK,
+                     budget: PromptBudget = DEFAULT_BUDGET) -> list[AgentOutcome]:
     """Run the agent graph for every input (chunks in parallel); outcomes in input order."""
     if not agents:
         return []
-    context = AgentContext(llm=llm)
+    context = AgentContext(llm=llm, budget=budget)
     chunks = [list(agents[i : i + chunk_size]) for i in range(0, len(agents), chunk_size)]
     states = await asyncio.gather(*[
         AGENT_GRAPH.ainvoke({"agents": chunk}, context=context) for chunk in chunks

@@ -1,7 +1,11 @@
 """Prompt templates, kept as plain data in one module.
 
-Prompts use ``## Section`` headings (Persona, World, Events, Messages received, Task). A real model
-reads them as ordinary structure; the offline engine uses the same headings to find its context.
+Prompts use ``## Section`` headings (World, Events, Persona, Memory, Messages received, Task). A
+real model reads them as ordinary structure; the offline engine uses the same headings to find its
+context. Sections run from the most shared to the most specific (world, events, then persona,
+memory, messages, task), so a server's prefix cache holds the world once for many agents.
+Texts are short and plain, for small instruction models; a ``PromptBudget`` trims the variable
+parts (``agents/prompt_budget.py``).
 """
 
 from __future__ import annotations
@@ -10,50 +14,34 @@ from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from agents.prompt_budget import DEFAULT_BUDGET, Context, PromptBudget, clip_text, fit_context, part_tokens
 from personas.prompts import section
 
-AGENT_SYSTEM = (
-    "You are role-playing one member of a simulated society. Stay in character as the persona "
-    "described below. Answer only with JSON that matches the requested schema."
-)
+AGENT_SYSTEM = ("You are the person described under Persona. Stay in character. "
+                "Answer only with JSON that matches the schema.")
 
 KIND_TASKS: dict[str, str] = {
-    "instruction": (
-        "Write one prompt that this persona would plausibly type to an AI assistant today, "
-        "in their own voice, shaped by their situation and what they heard."
-    ),
-    "npc_dialogue": (
-        "Say one line of dialogue to the neighbour named below, in character. React to what "
-        "they or others said if anything was said."
-    ),
-    "tool_spec": (
-        "Design one software tool (a function interface) this persona would find useful. Give "
-        "name, description, function_name (a valid Python identifier), input_args, return, "
-        "depend. Do not write the implementation."
-    ),
-    "conversation": (
-        "Write a short conversation (2 to 6 lines) between this persona and the neighbour named "
-        "below. Lines alternate: this persona speaks first, then the neighbour, and so on. Pick up "
-        "what was said before if anything was."
-    ),
-    "math_problem": (
-        "Write one challenging math word problem this persona would pose or meet in their life, "
-        "set in their world. Give only the problem, no solution."
-    ),
-    "reasoning_problem": (
-        "Write one logical reasoning problem (a puzzle or deduction) shaped by this persona's "
-        "situation. Give only the problem, no solution."
-    ),
-    "knowledge_text": (
-        "Write a short knowledge-rich text (an explainer) that this persona would write or want "
-        "to read, with a title."
-    ),
+    "instruction": "Write one request this person would type to an AI assistant today, in their "
+                   "own words.",
+    "npc_dialogue": "Say one line to the neighbour under Talking to, in character. If they said "
+                    "something, reply to it.",
+    "tool_spec": "Describe one software tool this person would find useful: name, description, "
+                 "function_name (a Python identifier), input_args, return, depend. No code.",
+    "conversation": "Write a short talk (2 to 6 lines) between this person and the neighbour "
+                    "under Talking to. Take turns, this person first. Continue what was said.",
+    "math_problem": "Write one hard math word problem from this person's life. Only the "
+                    "problem, no solution.",
+    "reasoning_problem": "Write one logic puzzle shaped by this person's life. Only the puzzle, "
+                         "no solution.",
+    "knowledge_text": "Write a short explainer with a title that this person would write or "
+                      "want to read.",
 }
 
-SURVEY_SYSTEM = (
-    "You are answering a survey in character as the persona described below. Answer honestly "
-    "from their point of view, only with JSON that matches the requested schema."
-)
+SURVEY_SYSTEM = ("You are the person described under Persona, answering a survey honestly. "
+                 "Answer only with JSON that matches the schema.")
+
+ADDRESSEE_CHARS = 120  # who the agent talks to: a name tag, not a second persona to read
+
 
 def agent_messages(
     *,
@@ -65,17 +53,20 @@ def agent_messages(
     addressee: str | None = None,
     memory: Sequence[str] = (),
     recent: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
     """Messages for one agent action of ``kind`` (inbox items are (sender persona, text)).
 
     ``memory`` holds what the agent remembers (summary of older things, earlier events), and
-    ``recent`` its own latest emissions, so it does not repeat itself.
+    ``recent`` its own latest emissions, so it does not repeat itself; all lists oldest first.
+    ``budget`` trims world, events, inbox and memory (the world by relevance to the task and
+    events, memory by relevance to the events, messages and task).
     """
-    parts = _context(persona, world, events, inbox, memory, recent)
-    if addressee:
-        parts.append(section("Talking to", addressee))
-    parts.append(section("Task", KIND_TASKS[kind]))
-    return [SystemMessage(AGENT_SYSTEM), HumanMessage("\n".join(parts))]
+    task = KIND_TASKS[kind]
+    tail = [section("Talking to", clip_text(addressee, ADDRESSEE_CHARS))] if addressee else []
+    tail.append(section("Task", task))
+    context = Context(world, events, inbox, memory, recent)
+    return _messages(AGENT_SYSTEM, persona, tail, context, budget, task)
 
 
 def survey_messages(
@@ -87,26 +78,26 @@ def survey_messages(
     events: Sequence[str] = (),
     inbox: Sequence[tuple[str, str]] = (),
     memory: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
     """Messages asking one agent a survey question (``answer_hint`` says the answer format)."""
-    parts = _context(persona, world, events, inbox, memory, ())
-    parts.append(section("Question", question))
-    parts.append(section("Answer format", answer_hint))
-    return [SystemMessage(SURVEY_SYSTEM), HumanMessage("\n".join(parts))]
+    tail = [section("Question", question), section("Answer format", answer_hint)]
+    return _messages(SURVEY_SYSTEM, persona, tail, Context(world, events, inbox, memory), budget,
+                     question)
 
 
-def _context(persona: str, world: str, events: Sequence[str], inbox: Sequence[tuple[str, str]],
-             memory: Sequence[str], recent: Sequence[str]) -> list[str]:
-    parts = [section("Persona", persona)]
-    if world:
-        parts.append(section("World", world))
-    if memory:
-        parts.append(section("Memory", "\n".join(f"- {m}" for m in memory)))
-    if events:
-        parts.append(section("Events", "\n".join(f"- {e}" for e in events)))
-    if inbox:
-        heard = "\n".join(f"- from {sender[:80]}: {text}" for sender, text in inbox)
-        parts.append(section("Messages received", heard))
-    if recent:
-        parts.append(section("Your recent output", "\n".join(f"- {r[:200]}" for r in recent)))
-    return parts
+def _messages(system: str, persona: str, tail: list[str], context: Context, budget: PromptBudget,
+              focus: str) -> list[BaseMessage]:
+    """System and user messages: shared parts, persona, specific parts, then ``tail``.
+
+    ``focus`` (the task or question) steers which world paragraphs are kept, with the events;
+    memory is ranked against the events, the messages received and ``focus``.
+    """
+    head = section("Persona", persona)
+    fixed = part_tokens(system) + sum(part_tokens(p) for p in (head, *tail))
+    events = "\n".join(context.events)
+    heard = "\n".join(text for _, text in context.inbox)
+    parts = fit_context(context, budget, fixed=fixed, world_query=f"{focus}\n{events}",
+                        memory_query=f"{events}\n{heard}\n{focus}")
+    body = [parts["world"], parts["events"], head, parts["memory"], parts["inbox"], *tail]
+    return [SystemMessage(system), HumanMessage("\n".join(p for p in body if p))]

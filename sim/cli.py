@@ -229,6 +229,7 @@ def print_summary(summary: Any) -> None:
     table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")
     table.add_row("failed actions", str(summary.failed_actions))
     table.add_row("rejected by the quality gate", rejection_text(summary.rejected))
+    table.add_row("prompt tokens per action", _tokens_per_action(summary))
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     table.add_row("database", str(summary.db))
     out.print(table)
@@ -239,6 +240,15 @@ def print_summary(summary: Any) -> None:
     out.print(f"  personahub sql --db {db} \"select step, text from emissions where kind = "
               f"'npc_dialogue' and run_id = '{summary.run_id}' limit 5\"",
               highlight=False, soft_wrap=True)
+
+
+def _tokens_per_action(summary: Any) -> str:
+    """Mean prompt tokens per answered action, saying how they were counted."""
+    tokens = summary.prompt_tokens_per_action
+    if tokens is None:
+        return "unknown (no answered call reported its tokens)"
+    how = "approximate, 4 characters a token" if summary.offline else "as the server reported"
+    return f"{tokens:,.0f} (mean, {how})"
 
 
 @app.command()

@@ -110,6 +110,8 @@ class RunSummary:
     failed_actions: int = 0  # includes emissions rejected by the quality gate
     # quality-gate rejects by reason: the run's emissions and the personas its expansion refused
     rejected: dict[str, int] = field(default_factory=dict)
+    failed_actions: int = 0
+    prompt_tokens_per_action: float | None = None  # mean tokens_in of answered step calls
     wall_s: float = 0.0
 
 
@@ -413,6 +415,7 @@ def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, cli
     summary.rejected = rejected_counts(con, run_id=run_id)
     calls = rows("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY 1")
     summary.calls = {status: n for status, n in calls}
+    summary.prompt_tokens_per_action = _prompt_tokens_per_action(con, run_id)
     return summary
 
 
@@ -422,6 +425,18 @@ def most_common_error_in(con: Any, run_id: str) -> str:
                        "AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
                        [run_id]).fetchall()
     return str(rows[0][0])[:160] if rows else "no model call succeeded"
+
+
+def _prompt_tokens_per_action(con: Any, run_id: str) -> float | None:
+    """Mean prompt tokens of the run's answered actions and survey questions (None if unknown).
+
+    One ``ok`` attempt answers each action (a repaired answer's ``ok`` attempt carries the
+    repair prompt); calls outside steps (persona expansion) are left out. Offline runs count
+    4 characters a token, as the offline engine does.
+    """
+    mean = con.execute("SELECT avg(tokens_in) FROM llm_calls WHERE run_id = ? AND status = 'ok' "
+                       "AND step IS NOT NULL", [run_id]).fetchall()[0][0]
+    return None if mean is None else float(mean)
 
 
 def _flag_duplicates(result: StepResult,

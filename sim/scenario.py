@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from agents.prompt_budget import PromptBudget
 from agents.schemas import EMISSION_SCHEMAS
 from personas.errors import PersonahubError
 from personas.expand import MAX_HOPS
@@ -311,6 +312,8 @@ class Scenario:
             (idle agents make no model call).
         memory: how much each agent remembers.
         inbox_size: how many received messages an agent keeps in view.
+        prompt_budget: approximate tokens an agent prompt may spend, in all and per part
+            (world, events, inbox, memory); ``PromptBudget.unlimited()`` shows everything.
         seed: default seed of the run (``--seed`` overrides).
         base_dir, source: set by ``load_scenario`` (the file's folder and the file itself).
     """
@@ -330,6 +333,7 @@ class Scenario:
     activation: Activation | float = field(default_factory=Activation)
     memory: Memory = field(default_factory=Memory)
     inbox_size: int = 5
+    prompt_budget: PromptBudget = field(default_factory=PromptBudget)
     seed: int = 0
     base_dir: Path = field(default=Path("."), compare=False)
     source: Path | None = field(default=None, compare=False)
@@ -355,6 +359,8 @@ class Scenario:
                "scenario.activation must be an Activation(...) or a probability")
         _check(isinstance(self.memory, Memory), "scenario.memory must be a Memory(...)")
         _check(self.inbox_size >= 0, "scenario.inbox_size must be >= 0")
+        _check(isinstance(self.prompt_budget, PromptBudget),
+               "scenario.prompt_budget must be a PromptBudget(...)")
         events: list[Event] = []
         if isinstance(self.events, Mapping):
             for step, items in self.events.items():

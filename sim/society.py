@@ -345,7 +345,8 @@ class SocietyModel(mesa.Model):
     async def _gather(self, step: int, inputs: list[AgentInput],
                       asked: list[tuple[Survey, PersonaAgent]],
                       seen: dict[int, list[str]]) -> tuple[list[AgentOutcome], list[Any]]:
-        actions = run_agents(inputs, self.llm, chunk_size=self.chunk_size)
+        actions = run_agents(inputs, self.llm, chunk_size=self.chunk_size,
+                             budget=self.scenario.prompt_budget)
         questions = [self._ask(step, survey, agent, seen.get(agent.unique_id, []))
                      for survey, agent in asked]
         outcomes, *answers = await asyncio.gather(actions, *questions)
@@ -363,7 +364,7 @@ class SocietyModel(mesa.Model):
             persona=agent.persona_text, question=survey.question, answer_hint=hint,
             world=self.world, events=events,
             inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
-            memory=agent.memory.prompt_lines(step),
+            memory=agent.memory.prompt_lines(step), budget=self.scenario.prompt_budget,
         )
         return await self.llm.structured(schema, messages, purpose="survey",
                                          persona_id=agent.persona_id, step=step)

@@ -40,7 +40,7 @@ def test_run_then_sql(scenario_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert "no language model is used" in result.stderr
     for word in ("agents", "emissions", "near-duplicates flagged", "LLM calls", "wall time",
-                 str(db), "personahub sql"):
+                 "prompt tokens per action", str(db), "personahub sql"):
         assert word in result.output
     query = invoke("sql", "--db", db, "--format", "json",
                    "select kind, count(*) as n from emissions group by 1 order by 1")

@@ -9,6 +9,9 @@ an optimisation that changes any content, tool call or token count fails here.
 
 The expected digests were computed with the engine as it was before any speed work; if a change
 to the engine's *behaviour* is intended, recompute them with ``python tests/test_offline_golden.py``.
+Agent and survey prompts come from frozen templates (``tests/_golden_prompts.py``), except in the
+agent-graph section, which builds today's prompts (``agents/prompts.py``, default prompt budget):
+it pins prompt construction as well, and moves when the prompts change on purpose.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from pydantic import BaseModel, Field
 from agents.llm import LLMClient, LLMSettings
 from agents.offline import OfflineChatModel, OfflineEngine, response_format_schema, to_openai_dicts
 from agents.persona_agent import run_agents
-from agents.prompts import agent_messages, survey_messages
 from agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS, survey_schema
 from agents.server import _completion
 from agents.synthesis_prompts import (
@@ -41,12 +43,13 @@ from personas.expand import related_personas_schema
 from personas.prompts import expand_messages
 from personas.prompts import text_to_persona_messages as corpus_text_messages
 from personas.text_to_persona import text_personas_schema
+from tests._golden_prompts import agent_messages, survey_messages
 
 EXPECTED = {
     "engine": "c1b65e364fa836c50b427ff6404c04a70c87c4231c5cdf89a93b7434a3e24fdf",
     "chat_model": "2931d496c402ab204be59c80b8c9798d8bab7ebc3996beb62f79d9cc8fabd518",
     "client": "bd34165aa889638246b55af796dc64e2bb299c07e6fe2732edd9623cf5fce4a9",
-    "agents": "c393e0987baac162e70ec3805ed0c5aa09c28193321a7fa1bec2d68f6ce7f9ae",
+    "agents": "7a4370e8795664f1b88303f17d2701f808a309b31048c421d18f16a7e44b6ba4",
     "server": "4e60b8d7e565b688b0816d76f3104d194a231152f7647d44a262ac990fa4d8f2",
 }
 
