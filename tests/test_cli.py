@@ -9,22 +9,12 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from sim.cli import app
+from tests.cli_helpers import invoke, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:")
-    return lines[0]
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["sql"], ["serve"], ["personas"],

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import personas.outputs as outputs
 from personas.errors import PersonahubError
 from personas.outputs import atomic_file, check_output
-from sim.cli import app
+from tests.cli_helpers import invoke, one_line_error
 from tests.synth_helpers import run_default_scenario
 
 runner = CliRunner()
@@ -40,16 +40,6 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:")
-    return lines[0]
 
 
 # Each command that writes an --out, as argv for (db, run id, out).

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from analysis.views import VIEW_NAMES, query_files
-from sim.cli import app
+from tests.cli_helpers import invoke, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -24,16 +24,6 @@ EXTENSIONS = "sql: installing, loading or updating extensions is disabled"
 LOCKED = "cannot be changed here (SET, RESET and PRAGMA settings are locked)"
 
 
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:")
-    return lines[0]
 
 
 def digest(path: Path) -> str:
