@@ -191,9 +191,10 @@ def run_scenario(
 ) -> RunSummary:
     """Run ``scenario`` with ``options``; returns the summary or raises PersonahubError.
 
-    Everything that can be checked without a model is checked before the database is opened
-    for writing (persona file, references, world file, the cache of a replay); ``on_ready`` is
-    called then, so a command announces a run only once its input is known to be good.
+    Everything that can be checked without a model is checked before anything is written
+    (persona file, references, world file, the cache of a replay, then the database file
+    itself); ``on_ready`` is called then, so a command announces a run only once its input is
+    known to be good.
     """
     started = time.perf_counter()
     seed = scenario.seed if options.seed is None else options.seed
@@ -206,12 +207,12 @@ def run_scenario(
         scenario.world_text()  # a missing world file fails here, not after setup
         if options.cache == "replay":
             check_replay_cache(options.db, client.cache_model)
-        if on_ready is not None:
-            on_ready()
-        con = connect(options.db)
+        con = connect(options.db)  # a damaged or foreign file is refused here, unchanged
         run_id = new_run_id()
         log = RunLog(con, run_id)
         try:
+            if on_ready is not None:
+                on_ready()
             with transaction(con):
                 upsert_personas(con, personas)
             log.start(scenario=scenario.name,
