@@ -83,30 +83,35 @@ def format_is_known(path: Path) -> bool:
     return stored == computed
 
 
-def _blocks(path: Path, block_size: int) -> Iterator[tuple[int, memoryview]]:
-    """(block number, bytes) of every block after the headers, read a few MiB at a time."""
+def _chunks(path: Path, block_size: int) -> Iterator[tuple[int, bytes]]:
+    """(number of the first block, bytes) of the blocks after the headers, 16 MiB at a time."""
     with open(path, "rb") as f:
         f.seek(HEADER_SIZE * HEADERS)
         number = 0
         while chunk := f.read(block_size * _BLOCKS_PER_READ):
-            view = memoryview(chunk)
-            for start in range(0, len(view), block_size):
-                yield number, view[start:start + block_size]
-                number += 1
+            yield number, chunk
+            number += len(chunk) // block_size
 
 
 def check_blocks(path: Path, block_size: int) -> None:
     """Refuse a file any block of which fails its checksum (or that ends inside a block).
 
     All-zero blocks are skipped: DuckDB punches holes where it frees blocks, and they read
-    as zeros (a block it wrote never does: its checksum is not zero).
+    as zeros (a block it wrote never does: its checksum is not zero). Blocks are checked a
+    chunk at a time with numpy (about a second per GiB).
     """
-    for number, block in _blocks(path, block_size):
-        if len(block) < block_size:
-            raise _fail(path, f"the database file is damaged (it ends inside block {number}: "
-                              "truncated?); nothing was written to it")
-        stored, computed = _stored_and_computed(block)
-        if stored != computed and (stored or np.frombuffer(block, dtype="<u8").any()):
+    words_per_block = block_size // 8
+    for first, chunk in _chunks(path, block_size):
+        whole = len(chunk) // block_size
+        if len(chunk) % block_size:
+            raise _fail(path, f"the database file is damaged (it ends inside block "
+                              f"{first + whole}: truncated?); nothing was written to it")
+        blocks = np.frombuffer(chunk, dtype="<u8").reshape(whole, words_per_block)
+        with np.errstate(over="ignore"):
+            computed = np.bitwise_xor.reduce(blocks[:, 1:] * _MULTIPLIER, axis=1) ^ np.uint64(_SEED)
+        bad = [int(i) for i in np.flatnonzero(blocks[:, 0] != computed) if blocks[i].any()]
+        if bad:
+            number = first + bad[0]
             offset = HEADER_SIZE * HEADERS + number * block_size
             raise _fail(path, f"the database file is damaged (block {number} at byte {offset} "
                               "fails its checksum); nothing was written to it - restore it from a "
