@@ -22,8 +22,10 @@ Only binds to loopback addresses.
 
 from __future__ import annotations
 
+import errno
 import json
 import random
+import socket
 import threading
 import time
 import uuid
@@ -374,16 +376,33 @@ class RunningServer:
         self._server.server_close()
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def start_server(options: ServerOptions | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> RunningServer:
-    """Start the server on a loopback address in a daemon thread (port 0 picks a free port)."""
+    """Start the server on a loopback address in a daemon thread (port 0 picks a free port).
+
+    ``::1`` binds IPv6 loopback. A port in use (or an address this machine cannot bind) is a
+    one-line PersonahubError naming the setting.
+    """
     if host not in _LOOPBACK:
         raise PersonahubError(f"--host {host!r}: the offline server only binds to loopback")
-    server = _Server((host, port), options or ServerOptions())
+    ipv6 = ":" in host
+    try:
+        server = (_Server6 if ipv6 else _Server)((host, port), options or ServerOptions())
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PersonahubError(f"--port {port}: {host} port {port} is already in use; choose "
+                                  "another --port (0 picks a free one)") from None
+        raise PersonahubError(f"--host {host} --port {port}: cannot listen there "
+                              f"({exc.strerror or exc})") from None
     thread = threading.Thread(target=server.serve_forever, name="offline-openai", daemon=True)
     thread.start()
     bound_port = server.server_address[1]
-    return RunningServer(f"http://{host}:{bound_port}/v1", server.stats, server)
+    netloc = f"[{host}]" if ipv6 else host
+    return RunningServer(f"http://{netloc}:{bound_port}/v1", server.stats, server)
 
 
 @contextmanager

@@ -82,18 +82,25 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
                "i.text, i.solution, i.is_duplicate FROM synth_items i "
                "LEFT JOIN personas p USING (persona_id) WHERE i.job_id = ?")
         exists = "SELECT count(*) FROM synth_jobs WHERE job_id = ?"
+        kinds_sql = "SELECT DISTINCT task FROM synth_items WHERE job_id = ? ORDER BY 1"
         key, alias, kind_col, order = job, "i", "i.task", "i.created_at, i.item_id"
     else:
         sql = ("SELECT 'run', e.run_id, e.emission_id, e.persona_id, p.text, e.kind, e.content, "
                "e.text, NULL, e.is_duplicate FROM emissions e "
                "LEFT JOIN personas p USING (persona_id) WHERE e.run_id = ?")
         exists = "SELECT count(*) FROM runs WHERE run_id = ?"
+        kinds_sql = "SELECT DISTINCT kind FROM emissions WHERE run_id = ? ORDER BY 1"
         key, alias, kind_col, order = run, "e", "e.kind", "e.step, e.agent_id, e.emission_id"
     if not con.execute(exists, [key]).fetchall()[0][0]:
         flag = "--job" if job is not None else "--run"
         raise PersonahubError(f"{flag} {key}: not found in the database")
     params: list[Any] = [key]
     if kind:
+        kinds = [r[0] for r in con.execute(kinds_sql, [key]).fetchall()]
+        if kind not in kinds:  # an empty export file would look like a successful one
+            what = "job" if job is not None else "run"
+            raise PersonahubError(f"--kind {kind!r}: {what} {key} has no such items "
+                                  f"(it has: {', '.join(kinds) or 'none'})")
         sql += f" AND {kind_col} = ?"
         params.append(kind)
     if drop_duplicates:

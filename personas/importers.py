@@ -220,12 +220,25 @@ def _read_csv_header(path: Path, name: str) -> list[str]:
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, Row | _BadRecord]]:
-    """Yield (line where the row starts, cells by column or reason) for each data row."""
+    """Yield (line where the row starts, cells by column or reason) for each data row.
+
+    The reader is strict about quotes: a lenient one silently glues the rows after a stray or
+    unbalanced quote into one field (two personas become one, exit 0). A quoted field may still
+    span lines, as CSV allows.
+    """
     with _open_text(path) as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, strict=True)
         header = next(reader)
         next_start = reader.line_num + 1
-        for cells in reader:
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                start, next_start = next_start, reader.line_num + 1
+                yield start, _BadRecord(_quoting_problem(str(exc), start, reader.line_num))
+                continue
             start, next_start = next_start, reader.line_num + 1
             if not any(cell.strip() for cell in cells):
                 continue
@@ -233,6 +246,14 @@ def _csv_records(path: Path) -> Iterator[tuple[int, Row | _BadRecord]]:
                 yield start, _BadRecord(f"expected {len(header)} fields, got {len(cells)}")
             else:
                 yield start, dict(zip(header, cells, strict=True))
+
+
+def _quoting_problem(reason: str, start: int, end: int) -> str:
+    """The reason shown for a row the strict CSV reader refused (it names where it ran to)."""
+    if reason == "unexpected end of data":
+        return "bad quoting: a quote opened here is never closed (it runs to the end of the file)"
+    span = f" (the quoted field runs on to line {end})" if end > start else ""
+    return f"bad quoting: {reason}{span}"
 
 
 def _open_parquet(path: Path, name: str) -> pq.ParquetFile:

@@ -6,6 +6,7 @@ Rows are written as Arrow batches (``INSERT ... SELECT`` from a registered table
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -18,6 +19,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from personas.dbcheck import (
+    DatabaseFileError,
+    check_blocks,
+    check_header,
+    check_shape,
+    first_line,
+    format_is_known,
+    read_back,
+)
 from personas.errors import PersonahubError
 from personas.record import Persona
 
@@ -29,23 +39,63 @@ def schema_sql() -> str:
     return resources.files("personas").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
-def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (and for writers, create and migrate) the database at ``path``."""
-    path = Path(path)
-    if read_only:
-        if not path.exists():
-            raise PersonahubError(f"--db {path}: no such database (run a scenario first)")
-        try:
-            return duckdb.connect(str(path), read_only=True)
-        except duckdb.Error as exc:
-            raise PersonahubError(f"--db {path}: cannot open read-only ({exc})") from exc
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
-        con = duckdb.connect(str(path))
+        return duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as exc:
-        raise PersonahubError(f"--db {path}: cannot open ({str(exc).splitlines()[0]})") from exc
-    con.execute(schema_sql())
+        if is_damage(exc):
+            raise DatabaseFileError(f"--db {path}: the database file is damaged "
+                                    f"({first_line(exc)}); nothing was written to it") from None
+        how = "read-only " if read_only else ""
+        raise DatabaseFileError(f"--db {path}: cannot open {how}({first_line(exc)})") from None
+
+
+def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (and for writers, create and migrate) the database at ``path``.
+
+    An existing file is checked before anything is written to it (``personas/dbcheck.py``):
+    a file that is not DuckDB, a DuckDB file of another program, or (for writers) a file with a
+    damaged block is refused with one line naming it, and left byte for byte as it was.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DatabaseFileError(f"--db {path}: is a folder; give a database file")
+    exists = path.exists()
+    if read_only and not exists:
+        raise PersonahubError(f"--db {path}: no such database (run a scenario first)")
+    if exists:
+        check_header(path)
+        probe = _open(path, read_only=True)  # read-only: looking cannot change the file
+        try:
+            check_shape(probe, path)
+            if not read_only:
+                block_size = int(probe.execute("SELECT block_size FROM pragma_database_size() "
+                                               "WHERE database_name = current_database()"
+                                               ).fetchall()[0][0])
+                if format_is_known(path):
+                    check_blocks(path, block_size)
+                else:
+                    read_back(probe, path)
+        except BaseException as exc:
+            probe.close()
+            if isinstance(exc, duckdb.Error):
+                raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
+            raise
+        if read_only:
+            return probe
+        probe.close()
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PersonahubError(f"--db {path}: cannot create its folder "
+                                  f"({exc.strerror or exc})") from None
+    con = _open(path, read_only=False)
+    try:
+        con.execute(schema_sql())
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -94,10 +144,33 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
-    except BaseException:
-        con.execute("ROLLBACK")
+    except BaseException as exc:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:  # the connection itself is broken: the error that broke it counts
+            pass
+        if isinstance(exc, duckdb.Error) and is_damage(exc):
+            raise DatabaseFileError(f"--db {database_path(con)}: the database file is damaged "
+                                    f"({first_line(exc)}); this transaction was rolled back"
+                                    ) from None
         raise
     con.execute("COMMIT")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True for DuckDB's errors about a damaged file (a block that fails its checksum, ...)."""
+    text = str(exc)
+    return "Corrupt database file" in text or "not a valid DuckDB database file" in text
+
+
+def database_path(con: duckdb.DuckDBPyConnection) -> str:
+    """The file behind a connection (for messages)."""
+    try:
+        rows = con.execute("SELECT path FROM duckdb_databases() "
+                           "WHERE database_name = current_database()").fetchall()
+    except duckdb.Error:
+        return "?"
+    return str(rows[0][0]) if rows and rows[0][0] else "?"
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -155,12 +228,16 @@ def insert_columns(
         return 0
     view = f"_batch_{table}"
     con.register(view, batch)
+    verb = "INSERT OR IGNORE INTO" if ignore_conflicts else "INSERT INTO"
+    cols = ", ".join(data)
     try:
-        verb = "INSERT OR IGNORE INTO" if ignore_conflicts else "INSERT INTO"
-        cols = ", ".join(data)
         con.execute(f"{verb} {table} ({cols}) SELECT {cols} FROM {view}")
-    finally:
-        con.unregister(view)
+    except BaseException:
+        # in an aborted transaction unregistering fails too; the insert's error is the one to see
+        with contextlib.suppress(duckdb.Error):
+            con.unregister(view)
+        raise
+    con.unregister(view)
     return count
 
 

@@ -10,24 +10,64 @@ import functools
 import itertools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import duckdb
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from typer.core import TyperGroup
 
 from agents import run_loop
+from personas.dbcheck import first_line
 from personas.errors import PersonahubError
-from personas.store import DEFAULT_DB
+from personas.store import DEFAULT_DB, is_damage
 
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
     from agents.llm import LLMClient
 
+try:  # typer >= 0.22 ships its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+
+class OneLineGroup(TyperGroup):
+    """The root command: a usage error (bad flag or value, missing argument, unknown command)
+    is one ``error:`` line naming where help is, not click's usage block; help is unchanged."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exceptions.NoArgsIsHelpError as exc:  # typer has printed the help already
+            if exc.format_message().strip():
+                exc.show()
+            sys.exit(exc.exit_code)
+        except click_exceptions.UsageError as exc:
+            where = exc.ctx.command_path.split()[1:] if exc.ctx is not None else []
+            message = exc.format_message().rstrip(".")
+            error_line(f"{message} (see {' '.join(['personahub', *where])} --help)")
+            sys.exit(exc.exit_code)
+        except click_exceptions.ClickException as exc:
+            error_line(exc.format_message())
+            sys.exit(exc.exit_code)
+        except typer.Abort:  # click's own Abort in older typer
+            error_line("aborted")
+            sys.exit(1)
+        # non-standalone main returns the exit code of a typer.Exit, else the command's result
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineGroup,
     name="personahub",
     help="Persona-driven synthetic data and virtual-society simulation (offline by default).",
     no_args_is_help=True,
@@ -78,25 +118,54 @@ class ModelFlags:
                 "temperature": self.temperature, "top_p": self.top_p}
 
 
+def error_line(message: str) -> None:
+    """Print ``error: MESSAGE`` as one line on stderr (never wrapped, markup not interpreted)."""
+    first = " ".join(str(message).split()) or "unknown error"
+    console.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
+
+
 def one_line_errors(func: F) -> F:
-    """Report PersonahubError (and Ctrl-C) as one line and a non-zero exit."""
+    """Report PersonahubError (and Ctrl-C) as one line and a non-zero exit.
+
+    ``sys.exit`` and other BaseExceptions raised by scenario code become one line too, naming
+    the scenario's file and line: they are not this program's way out, so they must not end it
+    silently (loading and running a scenario already turn them into errors; this is the net).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except PersonahubError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            error_line(str(exc))
+            raise typer.Exit(1) from None
+        except duckdb.Error as exc:
+            if not is_damage(exc):
+                raise
+            error_line(f"--db {kwargs.get('db', '?')}: the database file is damaged "
+                       f"({first_line(exc)})")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
+        except Exception:
+            raise  # a bug: its traceback is what to report
+        except BaseException as exc:  # sys.exit or a BaseException subclass
+            from sim.scenario import raised_text, scenario_frame
+
+            where = scenario_frame(exc)
+            if where is None:  # ours (rich exits quietly on a closed pipe, for one)
+                raise
+            error_line(f"{where}: scenario code {raised_text(exc)}")
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def banner(client: LLMClient) -> None:
-    """Say which engine answers, plainly."""
+    """Say which engine answers, plainly (test doubles without a label are not announced)."""
+    if not hasattr(client, "label"):
+        return
     if client.is_offline:
         console.print("engine: [bold]offline[/] — deterministic offline engine; "
                       "no language model is used.")
@@ -106,9 +175,11 @@ def banner(client: LLMClient) -> None:
 
 def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
                 offline_latency: float = 0.0, *, rps: float | None = None,
-                check: bool = True, flags: ModelFlags | None = None) -> LLMClient:
+                check: bool = True, flags: ModelFlags | None = None,
+                announce: bool = True) -> LLMClient:
     """Build the model client for a command and check the endpoint answers (unless ``check``
-    is off, as for a replay from the cache, which calls no model)."""
+    is off, as for a replay from the cache, which calls no model). ``announce=False`` leaves
+    the banner to the caller, once its input is checked (a bad input then prints one line)."""
     from agents.llm import LLMClient, LLMSettings, check_reachable, resolve_spec
 
     client = LLMClient(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
@@ -118,7 +189,8 @@ def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
         for label in check_reachable(client):
             console.print(f"[yellow]warning:[/] endpoint {label} is unreachable; using the others",
                           highlight=False)
-    banner(client)
+    if announce:
+        banner(client)
     return client
 
 
@@ -168,10 +240,10 @@ def run(
         if scenario is not None or steps is not None or seed is not None:
             raise PersonahubError("--resume RUN_ID takes the scenario, steps and seed from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials)")
-        console.print(f"resuming run [bold]{resume}[/] in {db}")
         with _progress() as bar:  # the client is built inside resume_run
             summary = resume_run(resume, db=db, llm=llm, offline_latency_s=offline_latency,
-                                 progress=_hook(bar))
+                                 progress=_hook(bar), on_ready=lambda: console.print(
+                                     f"resuming run [bold]{escape(resume)}[/] in {escape(str(db))}"))
         print_summary(summary)
         return
     if scenario is None:
@@ -186,11 +258,16 @@ def run(
                          rps=rps, price_in=price_in, price_out=price_out, **flags.settings())
     run_seed = loaded.seed if seed is None else seed
     client = make_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
-                         check=cache != "replay", flags=flags)
-    console.print(f"scenario: [bold]{loaded.name}[/] ({scenario}) seed={run_seed} db={db}")
+                         check=cache != "replay", flags=flags, announce=False)
+
+    def ready() -> None:  # the input is checked and nothing is written yet
+        banner(client)
+        console.print(f"scenario: [bold]{escape(loaded.name)}[/] ({escape(str(scenario))}) "
+                      f"seed={run_seed} db={escape(str(db))}")
+
     with _progress(client) as bar:
         summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=_hook(bar),
-                               client=client)
+                               client=client, on_ready=ready)
     print_summary(summary)
 
 
@@ -397,6 +474,8 @@ def personas_import(
     batches = iter_persona_batches(file, batch_size=batch_size, fmt=fmt, text_column=text_column,
                                    skip_bad=skip_bad, stats=stats)
     first = next(batches, None)  # file-level errors surface before the database is opened
+    if first is None and not stats.read:
+        raise PersonahubError(f"{file}: no persona records (the file is empty)")
     con = connect(db)
     added = 0
     try:
@@ -449,9 +528,10 @@ def personas_expand(
     from sim.cli_personas import unfinished_expansion
 
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
-    client = make_client(llm, seed, concurrency, timeout, flags=flags)
+    client = make_client(llm, seed, concurrency, timeout, flags=flags, announce=False)
     con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
                                               language=language)
+    banner(client)
     try:
         with _progress(client) as bar:
             task = bar.add_task("expanding (hops)", total=hops)

@@ -55,6 +55,8 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
             language_scripts(language)
     except ValueError as exc:
         raise PersonahubError(str(exc)) from None
+    if not Path(db).exists():  # do not leave an empty database behind
+        raise PersonahubError(f"--db {db}: no such database; run 'personahub personas import' first")
     con = connect(db)
     try:
         info = find_unfinished(con, hops=hops, fanout=fanout, limit=limit, origin="cli",

@@ -26,6 +26,7 @@ from sim.cli import (
     TopPOption,
     _progress,
     app,
+    banner,
     make_client,
     one_line_errors,
     out,
@@ -117,12 +118,13 @@ def synthesize(
         examples=str(examples) if examples else None, world=str(world) if world else None,
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
         concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, **flags.settings())
-    client = make_client(spec, seed, concurrency, timeout, flags=flags)
+    client = make_client(spec, seed, concurrency, timeout, flags=flags, announce=False)
     with _progress(client) as bar:
         handle = bar.add_task(f"synthesizing {task}", total=n)
         summary = run_synthesis(options, resume=resume, client=client,
                                 progress=lambda done, total: bar.update(handle, completed=done,
-                                                                        total=total))
+                                                                        total=total),
+                                on_ready=lambda: banner(client))
     out.print(f"job {summary.job_id}: {summary.written} {task} items written "
               f"({summary.skipped_done} already done, {summary.failed} failed, "
               f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import networkx as nx
 
 from agents.cache import CACHE_MODES, ResponseCache
@@ -43,10 +44,24 @@ from personas.importers import iter_personas
 from personas.near_dup import NearDuplicateIndex
 from personas.quality import rejected_counts
 from personas.record import Persona
-from personas.store import DEFAULT_DB, connect, fetch_personas, transaction, upsert_personas
+from personas.store import (
+    DEFAULT_DB,
+    connect,
+    fetch_personas,
+    scalar,
+    transaction,
+    upsert_personas,
+)
 from sim.heap import RunHeap
 from sim.runlog import RunLog
-from sim.scenario import Scenario, load_scenario
+from sim.scenario import (
+    Scenario,
+    check_references,
+    check_steps,
+    load_scenario,
+    raised_text,
+    scenario_frame,
+)
 from sim.society import SocietyModel, StepResult
 
 
@@ -174,18 +189,32 @@ def run_scenario(
     scenario_path: str = "",
     progress: ProgressHook | None = None,
     client: LLMClient | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> RunSummary:
-    """Run ``scenario`` with ``options``; returns the summary or raises PersonahubError."""
+    """Run ``scenario`` with ``options``; returns the summary or raises PersonahubError.
+
+    Everything that can be checked without a model is checked before anything is written
+    (persona file, references, world file, the cache of a replay, then the database file
+    itself); ``on_ready`` is called then, so a command announces a run only once its input is
+    known to be good.
+    """
     started = time.perf_counter()
     seed = scenario.seed if options.seed is None else options.seed
     steps = options.steps or scenario.steps
     client = client or make_client(options, seed)
     with RunHeap() as heap:
         personas = load_scenario_personas(scenario)  # read fully before touching the database
-        con = connect(options.db)
+        check_steps(scenario)  # load_scenario checks it too; a Scenario built in code may not
+        check_references(scenario, personas)
+        scenario.world_text()  # a missing world file fails here, not after setup
+        if options.cache == "replay":
+            check_replay_cache(options.db, client.cache_model)
+        con = connect(options.db)  # a damaged or foreign file is refused here, unchanged
         run_id = new_run_id()
         log = RunLog(con, run_id)
         try:
+            if on_ready is not None:
+                on_ready()
             with transaction(con):
                 upsert_personas(con, personas)
             log.start(scenario=scenario.name,
@@ -198,6 +227,24 @@ def run_scenario(
             con.close()
 
 
+def check_replay_cache(db: Path, model: str) -> None:
+    """Refuse a replay that has nothing recorded to replay (it would fail at its first call,
+    leaving a failed run and an unfinished expansion behind)."""
+    if not Path(db).is_file():
+        raise PersonahubError(f"--cache replay: {db} does not exist, so no answer is recorded; "
+                              "record them first with --cache record")
+    con = connect(db, read_only=True)
+    try:
+        recorded = scalar(con, "SELECT count(*) FROM llm_cache WHERE model = ?", [model])
+    except duckdb.CatalogException:  # a database from before the cache existed
+        recorded = 0
+    finally:
+        con.close()
+    if not recorded:
+        raise PersonahubError(f"--cache replay: {db} holds no recorded answer of model {model!r}; "
+                              "record them first with --cache record (same --llm)")
+
+
 def resume_run(
     run_id: str,
     *,
@@ -206,10 +253,13 @@ def resume_run(
     offline_latency_s: float = 0.0,
     progress: ProgressHook | None = None,
     client: LLMClient | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Continue run ``run_id`` in ``db`` from its last committed step (see the module doc).
 
     ``llm`` replaces the recorded (redacted) model spec; the offline latency is not carried over.
+    ``on_ready`` is called once the run, its scenario and the model are found good, before the
+    run is marked running again.
     """
     started = time.perf_counter()
     if not Path(db).exists():
@@ -235,6 +285,8 @@ def resume_run(
             opts["llm"] = llm
         options = RunOptions(**opts)
         client = client or make_client(options, seed)
+        if on_ready is not None:
+            on_ready()
         log = RunLog(con, run_id)
         with transaction(con):
             con.execute("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL "
@@ -269,12 +321,15 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
         except KeyboardInterrupt:
             log.finish("interrupted", "interrupted by the user")
             raise
-        except Exception as exc:
+        except BaseException as exc:  # noqa: BLE001 - also sys.exit in scenario functions
             log.finish("failed", f"{type(exc).__name__}: {exc}"[:1000])
             if isinstance(exc, PersonahubError):
                 raise
+            where = scenario_frame(exc)
+            what = (f"{where}: scenario code {raised_text(exc)}" if where
+                    else f"{type(exc).__name__}: {exc}")
             raise PersonahubError(f"run {run_id} failed at step "
-                                  f"{_steps_done(con, run_id) + 1}: {type(exc).__name__}: {exc}") from exc
+                                  f"{_steps_done(con, run_id) + 1}: {what}") from exc
         log.finish("finished")
         summary.wall_s = time.perf_counter() - started
         return summary

@@ -24,12 +24,15 @@ from agents.prompt_budget import PromptBudget
 from agents.schemas import EMISSION_SCHEMAS
 from personas.errors import PersonahubError
 from personas.expand import MAX_HOPS
+from personas.record import Persona
 
 SEED_PERSONAS = "seed"
 ACTIVATION_MODES = ("all", "probability", "count", "function")
 INTERVENTION_ACTIONS = ("set_persona", "add_memory", "forget", "add_edge", "remove_edge")
 ANSWER_KINDS = ("choice", "scale", "text")
-AgentRef = str | int  # a persona id, or an agent id (creation order: 1, 2, ...)
+# One of the scenario's own personas: a persona id, or an agent id (file order: 1, 2, ...).
+# Personas an expansion adds cannot be named (check_references).
+AgentRef = str | int
 
 
 class ScenarioError(PersonahubError):
@@ -418,9 +421,28 @@ class Scenario:
         return self.resolve(self.personas.path)
 
 
-def _raising_line(exc: BaseException, path: Path) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
-    return f"{path}:{frames[-1].lineno}" if frames else str(path)
+SCENARIO_MODULE = "__personahub_scenario__"  # the module name a scenario file runs under
+
+
+def scenario_frame(exc: BaseException) -> str | None:
+    """``FILE:LINE`` of the innermost scenario-file code in ``exc``'s traceback, if any.
+
+    Scenario code is recognised by its module name, so an activation or audience function
+    that raises mid-run is found as well as the file's top level.
+    """
+    where = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        if frame.f_globals.get("__name__") == SCENARIO_MODULE:
+            where = f"{frame.f_code.co_filename}:{line}"
+    return where
+
+
+def raised_text(exc: BaseException) -> str:
+    """What user code did, in words: a ``sys.exit`` is not an error it raised."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    text = str(exc).strip().splitlines()
+    return f"raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -431,17 +453,84 @@ def load_scenario(path: str | Path) -> Scenario:
     """
     path = Path(path).resolve()
     if not path.is_file():
-        raise ScenarioError(f"scenario file not found: {path}")
+        what = "is a folder, not a scenario file" if path.is_dir() else "not found"
+        raise ScenarioError(f"scenario file {what}: {path}")
     try:
-        namespace = runpy.run_path(str(path), run_name="__personahub_scenario__")
+        namespace = runpy.run_path(str(path), run_name=SCENARIO_MODULE)
     except ScenarioError as exc:
         raise ScenarioError(f"{path}: {exc}") from exc
     except SyntaxError as exc:
         raise ScenarioError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
-    except Exception as exc:  # noqa: BLE001 - report any failure of user code as one line
-        raise ScenarioError(f"{_raising_line(exc, path)}: scenario raised "
-                            f"{type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:  # noqa: BLE001 - user code: sys.exit, Ctrl-C raised by hand, ...
+        raise ScenarioError(f"{scenario_frame(exc) or path}: scenario {raised_text(exc)}") from None
     scenario = namespace.get("SCENARIO")
     if not isinstance(scenario, Scenario):
         raise ScenarioError(f"{path}: defines no SCENARIO = Scenario(...)")
+    try:
+        check_steps(scenario)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
     return dataclasses.replace(scenario, base_dir=path.parent, source=path)
+
+
+def check_steps(scenario: Scenario) -> None:
+    """Fail when an event, intervention or survey is scheduled after the scenario's last step.
+
+    It would never happen (a shorter ``--steps`` still leaves later ones out on purpose).
+    """
+    last = scenario.steps
+
+    def late(what: str, step: int) -> None:
+        _check(step <= last, f"{what} is scheduled at step {step}, after the last step "
+                             f"(steps={last}); it would never happen")
+
+    for event in scenario.events:
+        late(f"event {event.text[:40]!r}", event.step)
+    for x in scenario.interventions:
+        late(f"intervention {x.action} of {x.target!r}", x.step)
+    for survey in scenario.surveys:
+        for step in survey.steps:
+            late(f"survey {survey.id!r}", step)
+
+
+# keys persona-to-persona expansion gives the personas it adds (personas/expand.py)
+EXPANDED_ATTRIBUTES = frozenset({"parent", "relation"})
+
+
+def check_references(scenario: Scenario, personas: Sequence[Persona]) -> None:
+    """Fail, naming the field, when the scenario names agents or attributes its personas lack.
+
+    Called before a run writes anything. A scenario refers to agents among its own
+    ``personas`` (``Persona`` objects, in agent-id order): by persona id, or by agent id
+    1..len(personas). The personas an expansion adds are written by a model, so they cannot be
+    named in advance (their agent ids follow, but which persona gets which is not known).
+    """
+    ids = {p.persona_id for p in personas}
+    count = len(personas)
+    prefix = str(scenario.source) if scenario.source else f"scenario {scenario.name}"
+
+    def check(ref: AgentRef | None, where: str) -> None:
+        if ref is None:
+            return
+        known = (1 <= ref <= count) if isinstance(ref, int) and not isinstance(ref, bool) \
+            else str(ref) in ids
+        _check(known, f"{prefix}: {where} names {ref!r}, which is none of the scenario's "
+                      f"{count} personas (a persona id from its persona file, or agent id 1..{count})")
+
+    keys = {k for p in personas for k in p.attributes}
+    if scenario.graph.hops:
+        keys |= EXPANDED_ATTRIBUTES
+    audiences = [(f"event at step {e.step}", e.audience) for e in scenario.events]
+    audiences += [(f"survey {s.id!r}", s.audience) for s in scenario.surveys]
+    for where, audience in audiences:
+        for ref in audience.personas:
+            check(ref, f"{where}: audience.personas")
+        check(audience.near, f"{where}: audience.near")
+        unknown = sorted(set(audience.attributes) - keys)
+        if unknown:
+            raise ScenarioError(f"{prefix}: {where}: audience.attributes names {unknown[0]!r}, "
+                                f"an attribute none of its personas has (they have: "
+                                f"{', '.join(sorted(keys)) or 'none'})")
+    for x in scenario.interventions:
+        check(x.target, f"intervention at step {x.step}: target")
+        check(x.other, f"intervention at step {x.step}: other")

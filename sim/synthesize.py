@@ -353,8 +353,13 @@ def run_synthesis(
     resume: str | None = None,
     client: LLMClient | None = None,
     progress: ProgressHook | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> SynthSummary:
-    """Run (or resume) a synthesis job; returns the summary or raises PersonahubError."""
+    """Run (or resume) a synthesis job; returns the summary or raises PersonahubError.
+
+    ``on_ready`` is called once the options, examples, world and persona selection are found
+    good, before the job is recorded (a command announces the job only then).
+    """
     con = connect(options.db)
     try:
         if resume:
@@ -376,6 +381,8 @@ def run_synthesis(
         if not personas:
             raise PersonahubError(f"--personas {options.where!r}: no personas match"
                                   if options.where else f"--db {options.db}: the hub is empty")
+        if on_ready is not None:
+            on_ready()
         job_id = resume or new_job_id()
         loop_runner = new_run_loop()
         try:

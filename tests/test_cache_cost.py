@@ -112,17 +112,18 @@ def test_replay_offline_counts_zero_engine_calls(scenario_file, tmp_path, monkey
 def test_replay_miss_is_an_error_naming_the_call(scenario_file, tmp_path):
     db = tmp_path / "miss.duckdb"
     scenario = load_scenario(scenario_file(n_personas=10, steps=1))
-    with pytest.raises(CacheMiss, match=r"no recorded answer for the 'expand' call \(persona p"):
+    # nothing recorded at all: refused before anything is written
+    with pytest.raises(PersonahubError, match="does not exist, so no answer is recorded"):
         run_scenario(scenario, RunOptions(db=db, cache="replay"))
-    con = duckdb.connect(str(db), read_only=True)
-    status, error = con.execute("SELECT status, error FROM runs").fetchone()
-    assert status == "failed" and "--cache record" in error
-    assert con.execute("SELECT count(*) FROM llm_calls").fetchone()[0] == 0
-    con.close()
-    # a different seed changes the prompts the offline engine is keyed on: misses again
+    assert not db.exists()
     run_scenario(scenario, RunOptions(db=db, cache="record", seed=1))
-    with pytest.raises(PersonahubError, match="no recorded answer"):
+    # a different seed changes the prompts the offline engine is keyed on: misses
+    with pytest.raises(CacheMiss, match=r"no recorded answer for the 'expand' call \(persona p"):
         run_scenario(scenario, RunOptions(db=db, cache="replay", seed=2))
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT status, error FROM runs WHERE status <> 'finished'").fetchall()
+    assert len(rows) == 1 and rows[0][0] == "failed" and "--cache record" in rows[0][1]
+    con.close()
 
 
 class Answer(BaseModel):

@@ -1,0 +1,567 @@
+"""Every bad input is answered in one line (issue 15, item 4).
+
+One table: each row builds its bad input (files, a database), runs the CLI on it and expects
+exactly one non-empty stderr line starting with ``error:`` that holds the row's fragment, the
+row's non-zero exit code, no traceback, and no half-written data: the named tables of ``--db``
+hold the same rows as before (a database that did not exist still does not), and the named
+files (a damaged database among them) keep their bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from agents.server import running_server, start_server
+from sim.cli import app
+from sim.runner import RunOptions, run_scenario
+from sim.scenario import load_scenario
+from tests.conftest import persona_texts
+
+HUB = ("personas", "relations")
+RUN = (*HUB, "runs", "run_agents", "run_edges", "expansions", "steps", "emissions", "llm_calls",
+       "llm_cache")
+SYNTH = ("personas", "synth_jobs", "synth_items")
+ROOT = Path(__file__).resolve().parents[1]
+HEADERS = 3 * 4096  # DuckDB's main and database headers precede the first block
+
+
+@dataclass
+class Ctx:
+    """What a row's setup works with; ``values`` fill the ``{...}`` fields of its arguments."""
+
+    tmp: Path
+    template: Path
+    stack: contextlib.ExitStack
+    values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db(self) -> Path:
+        return self.tmp / "hub.duckdb"
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.tmp / name
+        path.write_text(text)
+        return path
+
+    def hub(self) -> Path:
+        """A copy of a database holding personas and one finished run."""
+        shutil.copyfile(self.template, self.db)
+        return self.db
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    setup: Callable[[Ctx], Any]
+    args: tuple[str, ...]
+    fragment: str
+    exit_code: int = 1
+    tables: tuple[str, ...] = ()  # tables of {db} whose rows must not change
+    untouched: tuple[str, ...] = ()  # files (under tmp) whose bytes must not change
+    invoke: Callable[[Ctx], tuple[int, str]] | None = None  # (exit code, stderr) another way
+
+
+# --------------------------------------------------------------------------- setups
+
+
+def scenario(ctx: Ctx, name: str = "scenario.py", *, steps: int = 2, hops: int = 0,
+             extra: str = "", personas: str = "people.jsonl") -> Path:
+    """A scenario over the 12 personas of ``people.jsonl`` with ``extra`` Scenario fields."""
+    return ctx.write(name, textwrap.dedent(f"""\
+        from sim.scenario import (Activation, Audience, Event, GraphGrowth, Intervention,
+                                  PersonaSource, Scenario, Survey)
+
+        SCENARIO = Scenario(
+            name="bad_input",
+            personas=PersonaSource(path={personas!r}),
+            graph=GraphGrowth(hops={hops}, fanout=1, acquaintances=2),
+            steps={steps},
+            seed=3,
+            {extra}
+        )
+        """))
+
+
+def people(ctx: Ctx) -> None:
+    ctx.write("people.jsonl", "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(12)))
+
+
+def hub_and_people(ctx: Ctx) -> None:
+    ctx.hub()
+    people(ctx)
+
+
+def hub_and(*files: tuple[str, str | bytes]) -> Callable[[Ctx], None]:
+    """Setup: the hub copy, people.jsonl and these (name, content) files."""
+    def setup(ctx: Ctx) -> None:
+        hub_and_people(ctx)
+        for name, content in files:
+            path = ctx.tmp / name
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+    return setup
+
+
+def hub_and_scenario(**kwargs: Any) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        hub_and_people(ctx)
+        scenario(ctx, **kwargs)
+    return setup
+
+
+def truncated_gz(ctx: Ctx) -> None:
+    ctx.hub()
+    data = gzip.compress("".join(json.dumps({"persona": t}) + "\n"
+                                 for t in persona_texts(400)).encode())
+    (ctx.tmp / "trunc.jsonl.gz").write_bytes(data[: len(data) // 2])
+
+
+def db_bytes(content: bytes) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        people(ctx)
+        ctx.db.write_bytes(content)
+    return setup
+
+
+def foreign_db(ddl: str) -> Callable[[Ctx], None]:
+    """A DuckDB file made by another program (and people.jsonl, scenario.py to feed it)."""
+    def setup(ctx: Ctx) -> None:
+        people(ctx)
+        scenario(ctx)
+        con = duckdb.connect(str(ctx.db))
+        con.execute(ddl)
+        con.close()
+    return setup
+
+
+def flip(path: Path, offset: int, length: int = 2000) -> None:
+    """Damage ``length`` bytes from ``offset`` (every 7th byte inverted)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = bytearray(f.read(length))
+        for i in range(0, len(data), 7):
+            data[i] ^= 0xFF
+        f.seek(offset)
+        f.write(data)
+
+
+def damaged_block(which: str) -> Callable[[Ctx], None]:
+    """The hub copy with one block damaged: the personas table's data, or the file's last block
+    (not a table's data: an index or metadata block, which an insert need not read)."""
+    def setup(ctx: Ctx) -> None:
+        people(ctx)
+        ctx.write("new.jsonl", json.dumps({"persona": "A ferry pilot from Cork who paints."}) + "\n")
+        db = ctx.hub()
+        con = duckdb.connect(str(db), read_only=True)
+        size = con.execute("SELECT block_size, total_blocks FROM pragma_database_size()").fetchone()
+        data = con.execute("SELECT min(block_id) FROM pragma_storage_info('personas') "
+                           "WHERE block_id >= 0").fetchone()[0]
+        con.close()
+        block = data if which == "data" else size[1] - 1
+        flip(db, HEADERS + block * size[0] + 64)
+    return setup
+
+
+def listening_port(ctx: Ctx) -> None:
+    """A port something already listens on."""
+    sock = ctx.stack.enter_context(socket.socket())
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    ctx.values["port"] = str(sock.getsockname()[1])
+
+
+def refused_port(ctx: Ctx) -> None:
+    """The hub, people.jsonl, a scenario and a port nothing listens on (connections refused)."""
+    hub_and_people(ctx)
+    scenario(ctx)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        ctx.values["port"] = str(sock.getsockname()[1])
+
+
+def report_onto_file(ctx: Ctx) -> None:
+    ctx.hub()
+    ctx.write("afile", "keep me\n")
+
+
+def export_into_folder(ctx: Ctx) -> None:
+    ctx.hub()
+    (ctx.tmp / "outdir").mkdir()
+
+
+def folder(name: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        people(ctx)
+        (ctx.tmp / name).mkdir()
+    return setup
+
+
+def nothing(ctx: Ctx) -> None:
+    people(ctx)
+
+
+def post_list_body(ctx: Ctx) -> tuple[int, str]:
+    """POST a JSON list to the loopback server: its status stands for the exit code and its
+    JSON error message for the error line."""
+    with running_server() as server:
+        reply = httpx.post(f"{server.base_url}/chat/completions", content=b"[1,2,3]",
+                           headers={"Content-Type": "application/json"}, timeout=10)
+    return reply.status_code, "error: " + reply.json()["error"]["message"]
+
+
+def post_bad_length(ctx: Ctx) -> tuple[int, str]:
+    """A Content-Length that is not a number (sent raw: HTTP clients refuse to)."""
+    with running_server() as server:
+        port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: nope\r\n\r\n{}")
+            answer = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after answering
+                answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), "error: " + json.loads(body)["error"]["message"]
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+SURVEY = "surveys=(Survey(id='q', question='Q?', steps=(1,), options=('a', 'b'), audience={}),)"
+
+CASES = [
+    # persona files
+    Case("csv with an unclosed quote", hub_and(("bad.csv", 'text\n"A nurse from Lisbon\nA baker '
+                                                           'from Leeds\n')),
+         ("personas", "import", "{tmp}/bad.csv", "--db", "{db}"),
+         "bad.csv:2: bad quoting: a quote opened here is never closed", tables=HUB),
+    Case("csv with a stray quote merging rows",
+         hub_and(("bad.csv", 'text,age\nA nurse,30\n"A baker,40\nA welder,50\n'
+                             'A florist "the best",60\n')),
+         ("personas", "import", "{tmp}/bad.csv", "--db", "{db}"),
+         "bad.csv:3: bad quoting", tables=HUB),
+    Case("csv row with a missing field", hub_and(("bad.csv", "text,age\nA nurse,30\nA baker\n")),
+         ("personas", "import", "{tmp}/bad.csv", "--db", "{db}"),
+         "bad.csv:3: expected 2 fields, got 1", tables=HUB),
+    Case("truncated jsonl.gz", truncated_gz,
+         ("personas", "import", "{tmp}/trunc.jsonl.gz", "--db", "{db}"),
+         "trunc.jsonl.gz: unreadable data", tables=HUB),
+    Case("jsonl line that is not JSON",
+         hub_and(("bad.jsonl", '{"persona": "A nurse from Lisbon."}\n{"persona": \n')),
+         ("personas", "import", "{tmp}/bad.jsonl", "--db", "{db}"), "bad.jsonl:2:", tables=HUB),
+    Case("binary file named .jsonl", hub_and(("pic.jsonl", PNG)),
+         ("personas", "import", "{tmp}/pic.jsonl", "--db", "{db}"),
+         "pic.jsonl:1: not valid UTF-8", tables=HUB),
+    Case("empty persona file", hub_and(("empty.jsonl", "")),
+         ("personas", "import", "{tmp}/empty.jsonl", "--db", "{db}"),
+         "empty.jsonl: no persona records", tables=HUB),
+    Case("--format naming another file type, no database yet", nothing,
+         ("personas", "import", "{tmp}/people.jsonl", "--db", "{db}", "--format", "parquet"),
+         "people.jsonl: not a readable Parquet file"),
+    Case("missing persona file", hub_and_people,
+         ("personas", "import", "{tmp}/missing.jsonl", "--db", "{db}"),
+         "missing.jsonl: file not found", tables=HUB),
+    Case("unknown extension", hub_and(("notes.txt", "A nurse.\n")),
+         ("personas", "import", "{tmp}/notes.txt", "--db", "{db}"),
+         "notes.txt: cannot tell the format", tables=HUB),
+    Case("unknown --format", hub_and_people,
+         ("personas", "import", "{tmp}/people.jsonl", "--db", "{db}", "--format", "bogus"),
+         "--format 'bogus'", tables=HUB),
+    # databases
+    Case("--db is a folder", folder("hub.duckdb"),
+         ("personas", "import", "{tmp}/people.jsonl", "--db", "{db}"), "is a folder"),
+    Case("--db of random bytes", db_bytes(bytes(range(256)) * 100),
+         ("personas", "import", "{tmp}/people.jsonl", "--db", "{db}"),
+         "not a DuckDB database file", untouched=("hub.duckdb",)),
+    Case("--db an empty file", db_bytes(b""),
+         ("personas", "import", "{tmp}/people.jsonl", "--db", "{db}"),
+         "the file is empty", untouched=("hub.duckdb",)),
+    Case("--db with a foreign personas table", foreign_db(
+        "CREATE TABLE personas (a INTEGER, b INTEGER); INSERT INTO personas VALUES (1, 2)"),
+         ("personas", "import", "{tmp}/people.jsonl", "--db", "{db}"),
+         "not a personahub database, or one damaged: its table personas lacks",
+         untouched=("hub.duckdb",)),
+    Case("--db of another program", foreign_db("CREATE TABLE sales (id INTEGER)"),
+         ("run", "{tmp}/scenario.py", "--db", "{db}"),
+         "not a personahub database (it holds other tables: sales)",
+         untouched=("hub.duckdb",)),
+    Case("--db with a damaged data block", damaged_block("data"),
+         ("personas", "import", "{tmp}/new.jsonl", "--db", "{db}"),
+         "the database file is damaged", untouched=("hub.duckdb",)),
+    Case("--db with a damaged last block", damaged_block("last"),
+         ("personas", "import", "{tmp}/new.jsonl", "--db", "{db}"),
+         "the database file is damaged", untouched=("hub.duckdb",)),
+    Case("sql on a missing database", nothing, ("sql", "--db", "{db}", "select 1"),
+         "no such database"),
+    Case("sql on random bytes", db_bytes(b"not a database at all" * 100),
+         ("sql", "--db", "{db}", "select 1"), "not a DuckDB database file",
+         untouched=("hub.duckdb",)),
+    # scenario files
+    Case("scenario with a syntax error", hub_and(("broken.py", "x = 1\n\ndef f(:\n")),
+         ("run", "{tmp}/broken.py", "--db", "{db}"), "broken.py:3: syntax error", tables=RUN),
+    Case("scenario without SCENARIO", hub_and(("empty.py", "x = 1\n")),
+         ("run", "{tmp}/empty.py", "--db", "{db}"), "defines no SCENARIO", tables=RUN),
+    Case("scenario calling sys.exit", hub_and(("exits.py", "import sys\nsys.exit(3)\n")),
+         ("run", "{tmp}/exits.py", "--db", "{db}"), "exits.py:2: scenario called sys.exit(3)",
+         tables=RUN),
+    Case("scenario raising KeyboardInterrupt", hub_and(("kbd.py", "raise KeyboardInterrupt\n")),
+         ("run", "{tmp}/kbd.py", "--db", "{db}"), "kbd.py:1: scenario raised KeyboardInterrupt",
+         tables=RUN),
+    Case("scenario raising a BaseException",
+         hub_and(("boom.py", "class Boom(BaseException):\n    pass\n\nraise Boom('boom')\n")),
+         ("run", "{tmp}/boom.py", "--db", "{db}"), "boom.py:4: scenario raised Boom: boom",
+         tables=RUN),
+    Case("scenario raising ValueError",
+         hub_and(("raises.py", "import os\nraise ValueError('bad world')\n")),
+         ("run", "{tmp}/raises.py", "--db", "{db}"), "raises.py:2: scenario raised ValueError",
+         tables=RUN),
+    Case("missing scenario file", hub_and_people, ("run", "{tmp}/nope.py", "--db", "{db}"),
+         "scenario file not found", tables=RUN),
+    Case("scenario path is a folder", folder("scenarios"),
+         ("run", "{tmp}/scenarios", "--db", "{db}"), "is a folder, not a scenario file"),
+    Case("scenario with a bad field", hub_and_scenario(steps=0),
+         ("run", "{tmp}/scenario.py", "--db", "{db}"), "scenario.steps must be >= 1", tables=RUN),
+    Case("event after the last step",
+         hub_and_scenario(extra="events=(Event(step=5, text='Late news.'),),"),
+         ("run", "{tmp}/scenario.py", "--db", "{db}"),
+         "scheduled at step 5, after the last step (steps=2)", tables=RUN),
+    Case("survey audience naming an unknown group",
+         hub_and_scenario(hops=1, extra=SURVEY.format("Audience(personas=('engineers',))")),
+         ("run", "{tmp}/scenario.py", "--db", "{db}"),
+         "survey 'q': audience.personas names 'engineers'", tables=RUN),
+    Case("survey audience naming an unknown attribute",
+         hub_and_scenario(hops=1, extra=SURVEY.format("Audience(attributes={'group': 'x'})")),
+         ("run", "{tmp}/scenario.py", "--db", "{db}"),
+         "audience.attributes names 'group'", tables=RUN),
+    Case("intervention naming a persona not in the run",
+         hub_and_scenario(hops=1, extra="interventions=(Intervention(step=1, action='forget', "
+                                        "target='pnobody'),),"),
+         ("run", "{tmp}/scenario.py", "--db", "{db}"),
+         "intervention at step 1: target names 'pnobody'", tables=RUN),
+    Case("intervention naming an agent id beyond the personas",
+         hub_and_scenario(hops=1, extra="interventions=(Intervention(step=2, action='add_edge', "
+                                        "target=1, other=99),),"),
+         ("run", "{tmp}/scenario.py", "--db", "{db}"),
+         "intervention at step 2: other names 99", tables=RUN),
+    Case("missing world file", hub_and_scenario(extra="world_file='worlds/none.md',"),
+         ("run", "{tmp}/scenario.py", "--db", "{db}"), "world_file", tables=RUN),
+    Case("scenario persona file missing", hub_and_scenario(personas="gone.jsonl"),
+         ("run", "{tmp}/scenario.py", "--db", "{db}"), "gone.jsonl: file not found", tables=RUN),
+    # run flags and endpoints
+    Case("--cache replay with nothing recorded", hub_and_scenario(hops=1),
+         ("run", "{tmp}/scenario.py", "--db", "{db}", "--cache", "replay"),
+         "holds no recorded answer of model 'offline'", tables=RUN),
+    Case("--cache replay without a database", hub_and_scenario(hops=1),
+         ("run", "{tmp}/scenario.py", "--db", "{tmp}/none.duckdb", "--cache", "replay"),
+         "does not exist, so no answer is recorded", tables=RUN),
+    Case("--cache bogus", hub_and_scenario(),
+         ("run", "{tmp}/scenario.py", "--db", "{db}", "--cache", "bogus"), "--cache 'bogus'",
+         tables=RUN),
+    Case("bad --llm spec", hub_and_scenario(),
+         ("run", "{tmp}/scenario.py", "--db", "{db}", "--llm", "bogus"),
+         "--llm 'bogus' is not understood", tables=RUN),
+    Case("endpoint refusing connections", refused_port,
+         ("run", "{tmp}/scenario.py", "--db", "{db}", "--llm", "http://127.0.0.1:{port}/v1"),
+         "unreachable", tables=RUN),
+    Case("unknown flag", hub_and_scenario(), ("run", "{tmp}/scenario.py", "--bogus"),
+         "No such option: --bogus (see personahub run --help)", exit_code=2, tables=RUN),
+    Case("bad flag value", hub_and_scenario(),
+         ("run", "{tmp}/scenario.py", "--db", "{db}", "--steps", "0"),
+         "Invalid value for '--steps'", exit_code=2, tables=RUN),
+    Case("unknown command", nothing, ("bogus",), "No such command 'bogus'", exit_code=2),
+    Case("missing argument", nothing, ("personas", "import"),
+         "Missing argument 'file' (see personahub personas import --help)", exit_code=2),
+    Case("--resume with a scenario", hub_and_scenario(),
+         ("run", "{tmp}/scenario.py", "--db", "{db}", "--resume", "x"),
+         "--resume RUN_ID takes the scenario", tables=RUN),
+    Case("--resume of an unknown run", hub_and_people, ("run", "--resume", "nosuch", "--db", "{db}"),
+         "--resume nosuch: no such run", tables=RUN),
+    # other commands
+    Case("export --kind bogus", lambda ctx: ctx.hub(),
+         ("export", "--db", "{db}", "--run", "{run}", "--kind", "bogus", "--out", "{tmp}/x.jsonl"),
+         "--kind 'bogus': run", tables=RUN),
+    Case("export --out a folder", export_into_folder,
+         ("export", "--db", "{db}", "--run", "{run}", "--out", "{tmp}/outdir"),
+         "is a folder; give a file name", tables=RUN),
+    Case("export --format bogus", lambda ctx: ctx.hub(),
+         ("export", "--db", "{db}", "--run", "{run}", "--format", "bogus", "--out", "{tmp}/x.x"),
+         "--format 'bogus'", tables=RUN),
+    Case("export of an unknown run", lambda ctx: ctx.hub(),
+         ("export", "--db", "{db}", "--run", "nosuch", "--out", "{tmp}/x.jsonl"),
+         "--run nosuch: not found", tables=RUN),
+    Case("report --out a file", report_onto_file, ("report", "--db", "{db}", "--out", "{tmp}/afile"),
+         "is a file; give a folder", tables=RUN, untouched=("afile",)),
+    Case("personas expand without a database", nothing, ("personas", "expand", "--db", "{db}"),
+         "no such database"),
+    Case("synthesize an unknown task", lambda ctx: ctx.hub(),
+         ("synthesize", "bogus", "--db", "{db}"), "task 'bogus'", tables=SYNTH),
+    Case("synthesize with a broken --personas condition", lambda ctx: ctx.hub(),
+         ("synthesize", "instruction", "--db", "{db}", "--personas", "text ILIKE ("),
+         "--personas 'text ILIKE ('", tables=SYNTH),
+    # the loopback server
+    Case("serve on a busy port", listening_port, ("serve", "--port", "{port}"),
+         "already in use; choose another --port"),
+    Case("serve on a non-loopback host", nothing, ("serve", "--host", "0.0.0.0", "--port", "0"),
+         "only binds to loopback"),
+    Case("POST a JSON list to the server", nothing, (), "the body is a JSON list, not an object",
+         exit_code=400, invoke=post_list_body),
+    Case("POST with a bad Content-Length", nothing, (), "Content-Length", exit_code=400,
+         invoke=post_bad_length),
+]
+
+
+# --------------------------------------------------------------------------- the test
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A database with personas and one finished run (copied for each row), and the run's id."""
+    folder = tmp_path_factory.mktemp("template")
+    ctx = Ctx(folder, folder / "unused", contextlib.ExitStack())
+    people(ctx)
+    path = scenario(ctx, hops=1)
+    db = folder / "template.duckdb"
+    summary = run_scenario(load_scenario(path), RunOptions(db=db))
+    assert not db.with_name(db.name + ".wal").exists()
+    return db, summary.run_id
+
+
+def snapshot(db: Path, tables: tuple[str, ...]) -> dict[str, list[tuple[Any, ...]]] | None:
+    """The rows of ``tables`` (None when there is no database)."""
+    if not db.is_file():
+        return None
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    finally:
+        con.close()
+
+
+def files(tmp: Path, names: tuple[str, ...]) -> dict[str, bytes | None]:
+    return {n: (tmp / n).read_bytes() if (tmp / n).is_file() else None for n in names}
+
+
+@contextlib.contextmanager
+def row_context(tmp: Path, template: Path) -> Iterator[Ctx]:
+    with contextlib.ExitStack() as stack:
+        yield Ctx(tmp, template, stack)
+
+
+def test_cases_are_named_uniquely():
+    names = [c.name for c in CASES]
+    assert len(names) == len(set(names))
+    assert len(CASES) >= 35
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line(case: Case, tmp_path: Path, template: tuple[Path, str]) -> None:
+    with row_context(tmp_path, template[0]) as ctx:
+        ctx.values.update(tmp=str(tmp_path), db=str(ctx.db), run=template[1])
+        case.setup(ctx)
+        had_db = ctx.db.is_file()
+        before = snapshot(ctx.db, case.tables) if case.tables else None
+        kept = files(tmp_path, case.untouched)
+        if case.invoke is not None:
+            exit_code, stderr = case.invoke(ctx)
+            stdout = ""
+        else:
+            args = [a.format(**ctx.values) for a in case.args]
+            result = CliRunner().invoke(app, args)
+            assert result.exception is None or isinstance(result.exception, SystemExit), \
+                repr(result.exception)
+            exit_code, stderr, stdout = result.exit_code, result.stderr, result.stdout
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert exit_code == case.exit_code != 0, stderr
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error:"), lines[0]
+    assert case.fragment in lines[0], lines[0]
+    assert "Traceback" not in stderr + stdout
+    if not had_db:  # a bad input never leaves a database behind
+        assert not ctx.db.exists() or ctx.db.is_dir()
+    if case.tables:
+        assert snapshot(ctx.db, case.tables) == before
+    assert files(tmp_path, case.untouched) == kept
+    for name in case.untouched:
+        assert not (tmp_path / f"{name}.wal").exists()
+
+
+# --------------------------------------------------------------------------- beyond the table
+
+
+def test_a_real_process_exits_with_the_codes(tmp_path: Path) -> None:
+    """The exit codes above hold for the installed entry point too, not only under CliRunner."""
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    code = "from sim.cli import app; app(prog_name='personahub')"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout, not an installed copy
+    for args, expected in ((["run", str(tmp_path / "exits.py")], 1), (["run", "--bogus"], 2)):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=120)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == expected and len(lines) == 1, proc.stderr
+        assert lines[0].startswith("error:")
+
+
+def test_help_is_unchanged_by_one_line_errors() -> None:
+    result = CliRunner().invoke(app, ["run", "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output and "--cache" in result.output
+    bare = CliRunner().invoke(app, [])
+    assert "Commands" in bare.output and "error:" not in bare.output
+
+
+def test_sys_exit_in_a_scenario_function_fails_the_run_naming_the_line(tmp_path: Path) -> None:
+    ctx = Ctx(tmp_path, tmp_path / "unused", contextlib.ExitStack())
+    people(ctx)
+    ctx.write("acting.py", textwrap.dedent("""\
+        import sys
+
+        from sim.scenario import Activation, GraphGrowth, PersonaSource, Scenario
+
+
+        def when(step, info, rng):
+            sys.exit(4)
+
+
+        SCENARIO = Scenario(name="acting", personas=PersonaSource(path="people.jsonl"),
+                            graph=GraphGrowth(hops=0), steps=2,
+                            activation=Activation(mode="function", when=when))
+        """))
+    db = tmp_path / "acting.duckdb"
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "acting.py"), "--db", str(db)])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.stderr
+    assert "acting.py:7: scenario code called sys.exit(4)" in errors[0]
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT status FROM runs").fetchall() == [("failed",)]
+    con.close()
+
+
+def test_serve_binds_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    handle = start_server(host="::1", port=0)
+    try:
+        assert handle.base_url.startswith("http://[::1]:")
+        assert httpx.get(f"{handle.base_url}/models", timeout=10).status_code == 200
+    finally:
+        handle.stop()
