@@ -99,16 +99,17 @@ async def plain(url: str, calls: int, concurrency: int) -> float:
     import httpx
     from langchain_openai import ChatOpenAI
 
-    from agents.llm import _response_format
     from agents.prompts import agent_messages
     from agents.schemas import EMISSION_SCHEMAS
+    from agents.structured import response_format
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
         chat = ChatOpenAI(model="offline", base_url=url, api_key="not-needed", max_retries=0,
                           timeout=60, http_async_client=http)
         kinds = list(EMISSION_SCHEMAS)
-        bound = {k: chat.bind(response_format=_response_format(EMISSION_SCHEMAS[k])) for k in kinds}
+        bound = {k: chat.bind(response_format=response_format(EMISSION_SCHEMAS[k], "json_schema"))
+                 for k in kinds}
         semaphore = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
