@@ -5,6 +5,11 @@ record the run, link acquaintances, expand persona-to-persona, record the agents
 starting graph, then one transaction per step. A failure at any point marks the run ``failed``
 (or ``interrupted``) with its error and leaves every committed step in place.
 
+Setup is a committed phase too: the expansion is recorded under the run (``expansions.run_id``)
+batch by batch, so a resume before the agents are recorded continues that expansion from its
+frontier instead of starting another, and a frontier persona whose call failed twice stops the
+setup (resumable) rather than leaving the society smaller than the scenario asks.
+
 ``resume_run`` continues a run that stopped (failed, interrupted, or killed outright) from its
 last committed step. Each step's transaction holds a checkpoint of every agent whose state
 changed (``agent_states``), so resuming means: reload the scenario and options from ``runs``,
@@ -37,13 +42,13 @@ from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
 from agents.run_loop import new_run_loop
 from agents.structured import check_setting
 from personas.errors import PersonahubError
-from personas.expand import expand_hub
+from personas.expand import ExpansionIncomplete, expand_hub
 from personas.graph import Relation, save_relations, small_world_pairs, social_graph
 from personas.importers import iter_personas
 from personas.near_dup import NearDuplicateIndex
 from personas.quality import rejected_counts
 from personas.record import Persona
-from personas.store import DEFAULT_DB, connect, fetch_personas, transaction, upsert_personas
+from personas.store import DEFAULT_DB, connect, fetch_personas, scalar, transaction, upsert_personas
 from sim.heap import RunHeap
 from sim.runlog import RunLog
 from sim.scenario import Scenario, load_scenario
@@ -289,7 +294,7 @@ def _steps_done(con: Any, run_id: str) -> int:
 
 def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
                    scenario: Scenario, personas: list[Persona], seed: int,
-                   progress: ProgressHook | None) -> tuple[list[Persona], nx.Graph]:
+                   progress: ProgressHook | None, db: Path) -> tuple[list[Persona], nx.Graph]:
     """Link acquaintances, expand, and record the agents and the starting graph."""
     start_ids = [p.persona_id for p in personas]
     growth = scenario.graph
@@ -298,11 +303,20 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
                                                seed, f"scenario:{scenario.name}"))
     reached: tuple[str, ...] = ()
     if growth.hops:
-        expansion = loop.run_until_complete(expand_hub(
-            con, client, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,
-            run_id=log.run_id,
-            progress=(lambda h, n: progress("expand", h, n)) if progress else None,
-        ))
+        # a resume goes on with the expansion this run started (there is one at most)
+        previous = scalar(con, "SELECT expansion_id FROM expansions WHERE run_id = ? "
+                          "ORDER BY started_at DESC, expansion_id DESC LIMIT 1", [log.run_id])
+        try:
+            expansion = loop.run_until_complete(expand_hub(
+                con, client, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,
+                run_id=log.run_id, resume=previous, stop_on_failure=True,
+                progress=(lambda h, n: progress("expand", h, n)) if progress else None,
+            ))
+        except ExpansionIncomplete as exc:
+            raise PersonahubError(
+                f"setup: {exc.failed} of {exc.asked} expansion calls failed (most often: "
+                f"{most_common_error_in(con, log.run_id, purpose='expand')}); resume with "
+                f"personahub run --resume {log.run_id} --db {db}") from None
         reached = expansion.reached_ids
     agent_ids = list(dict.fromkeys([*start_ids, *reached]))
     known = set(start_ids)
@@ -358,7 +372,8 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
               seed: int, steps: int, progress: ProgressHook | None, heap: RunHeap) -> RunSummary:
     run_id = log.run_id
     if personas is not None:
-        agents, graph = _build_society(con, log, loop, client, scenario, personas, seed, progress)
+        agents, graph = _build_society(con, log, loop, client, scenario, personas, seed, progress,
+                                       options.db)
         done = 0
     else:
         agents, graph = _restore_society(con, run_id)
@@ -419,11 +434,13 @@ def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, cli
     return summary
 
 
-def most_common_error_in(con: Any, run_id: str) -> str:
-    """The most frequent error of a run's failed model calls (for the one-line stop message)."""
+def most_common_error_in(con: Any, run_id: str, *, purpose: str | None = None) -> str:
+    """The most frequent error of a run's failed model calls (for the one-line stop message),
+    of calls for ``purpose`` only when given."""
     rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
-                       "AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
-                       [run_id]).fetchall()
+                       "AND error IS NOT NULL AND (? IS NULL OR purpose = ?) "
+                       "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
+                       [run_id, purpose, purpose]).fetchall()
     return str(rows[0][0])[:160] if rows else "no model call succeeded"
 
 
