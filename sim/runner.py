@@ -12,11 +12,13 @@ setup (resumable) rather than leaving the society smaller than the scenario asks
 
 ``resume_run`` continues a run that stopped (failed, interrupted, or killed outright) from its
 last committed step. Each step's transaction holds a checkpoint of every agent whose state
-changed (``agent_states``), so resuming means: reload the scenario and options from ``runs``,
-rebuild the agents (``run_agents``) and the graph (``run_edges`` plus the edge interventions
-already applied), load each agent's latest checkpoint, rebuild the near-duplicate indexes from
-the run's emissions, set Mesa's step counter, and go on. Everything random derives from
-(seed, step, persona), so the resumed steps equal those of an uninterrupted run.
+changed (``agent_states``), so resuming means: check the scenario file's SHA-256 against the
+one recorded at the start (a changed or missing file is refused before it is executed), reload
+the scenario and options from ``runs``, rebuild the agents (``run_agents``) and the graph
+(``run_edges`` plus the edge interventions already applied), load each agent's latest
+checkpoint, rebuild the near-duplicate indexes from the run's emissions, set Mesa's step
+counter, and go on. Everything random derives from (seed, step, persona), so the resumed steps
+equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import itertools
 import json
 import time
@@ -148,14 +151,48 @@ def acquaintance_links(ids: list[str], k: int, rewire: float, seed: int,
 def _config(scenario: Scenario, options: RunOptions, seed: int, steps: int) -> dict[str, Any]:
     """The run's configuration as stored in ``runs.config``: no secrets, spec redacted.
 
-    ``scenario_file`` (absolute) and ``options`` are what ``resume_run`` reloads.
+    ``scenario_file`` (absolute) and ``options`` are what ``resume_run`` reloads;
+    ``scenario_sha256`` is what it checks the file against before executing it again.
     """
     scenario_fields = json.loads(json.dumps(asdict(scenario), default=str))
     opts = asdict(options)
     opts["db"] = str(options.db)
     opts["llm"] = redact_spec(options.llm)
     return {"scenario": scenario_fields, "options": opts, "seed": seed, "steps": steps,
-            "scenario_file": str(scenario.source) if scenario.source else None}
+            "scenario_file": str(scenario.source) if scenario.source else None,
+            "scenario_sha256": scenario_digest(scenario.source) if scenario.source else None}
+
+
+def scenario_digest(path: str | Path) -> str:
+    """SHA-256 (hex) of a scenario file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verified_scenario_file(run_id: str, config: dict[str, Any], scenario_path: str | None) -> Path:
+    """The run's scenario file, if its bytes are the ones the run started with.
+
+    Checked before the file is executed: resuming with an edited scenario would mix two versions
+    in one run (the events of the new text, the config of the old), and a ``runs`` row alone is
+    no reason to run whatever file it names.
+    """
+    source = config.get("scenario_file") or scenario_path
+    if not source:
+        raise PersonahubError(f"--resume {run_id}: the run does not record its scenario file")
+    recorded = config.get("scenario_sha256")
+    if not recorded:
+        raise PersonahubError(f"--resume {run_id}: the run does not record the sha256 of its scenario "
+                              f"file {source} (started by an older personahub), so the file cannot "
+                              "be checked; start a new run")
+    path = Path(source)
+    try:
+        current = scenario_digest(path)
+    except OSError:
+        raise PersonahubError(f"scenario file {path} is missing since run {run_id} started "
+                              f"(sha256 {recorded[:12]}); restore it or start a new run") from None
+    if current != recorded:
+        raise PersonahubError(f"scenario file {path} changed since run {run_id} started (sha256 "
+                              f"{recorded[:12]}, now {current[:12]}); restore it or start a new run")
+    return path
 
 
 def make_client(options: RunOptions, seed: int) -> LLMClient:
@@ -229,10 +266,7 @@ def resume_run(
         if status == "finished":
             raise PersonahubError(f"--resume {run_id}: the run already finished")
         config = json.loads(config_text) if config_text else {}
-        source = config.get("scenario_file") or scenario_path
-        if not source:
-            raise PersonahubError(f"--resume {run_id}: the run does not record its scenario file")
-        scenario = load_scenario(source)
+        scenario = load_scenario(verified_scenario_file(run_id, config, scenario_path))
         known = {f.name for f in dataclasses.fields(RunOptions)}
         opts = {k: v for k, v in (config.get("options") or {}).items() if k in known}
         opts.update(db=Path(db), seed=seed, steps=steps, offline_latency_s=offline_latency_s)

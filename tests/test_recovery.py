@@ -10,9 +10,11 @@ from typing import Any
 
 import duckdb
 import pytest
+from typer.testing import CliRunner
 
 from agents.llm import CallRecord, LLMClient, LLMSettings, StructuredResult
 from personas.errors import PersonahubError
+from sim.cli import app
 from sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
 from sim.scenario import load_scenario
 from tests.test_resume import snapshot
@@ -177,3 +179,53 @@ def test_a_resume_continues_the_interrupted_expansion_instead_of_redoing_it(scen
     resume_run(run_id, db=db)
     assert snapshot(db, run_id) == whole  # llm_calls included: round 1 was not asked again
     assert rows(db, "SELECT count(*), min(status) FROM expansions") == [(1, "finished")]
+
+
+# -- item 3: the scenario file is checked before it is executed -------------------------------------
+
+def stopped_run(scenario: Path, tmp_path: Path) -> tuple[Path, str]:
+    from tests.conftest import FailsAtStep
+
+    db = tmp_path / "stopped.duckdb"
+    with pytest.raises(PersonahubError):
+        run_scenario(load_scenario(scenario), RunOptions(db=db), client=FailsAtStep(2, seed=SEED))
+    return db, rows(db, "SELECT run_id FROM runs")[0][0]
+
+
+def test_resume_refuses_an_edited_scenario_without_executing_it(scenario, tmp_path):
+    db, run_id = stopped_run(scenario, tmp_path)
+    original = scenario.read_text()
+    marker = tmp_path / "executed"
+    scenario.write_text(original + f"\nopen({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(PersonahubError) as refused:
+        resume_run(run_id, db=db)
+    message = str(refused.value)
+    assert message.startswith(f"scenario file {scenario} changed since run {run_id} started (sha256 ")
+    assert message.endswith("; restore it or start a new run") and "\n" not in message
+    assert not marker.exists()  # refused before the file ran
+    assert rows(db, "SELECT status FROM runs") == [("failed",)]
+
+    scenario.unlink()
+    with pytest.raises(PersonahubError, match=f"scenario file {scenario} is missing since run {run_id}"):
+        resume_run(run_id, db=db)
+
+    scenario.write_text(original)
+    assert resume_run(run_id, db=db).steps == 2
+
+
+def test_resume_refuses_a_run_that_recorded_no_scenario_hash(scenario, tmp_path):
+    db, run_id = stopped_run(scenario, tmp_path)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET config = json_merge_patch(config, '{\"scenario_sha256\": null}')")
+    con.close()
+    with pytest.raises(PersonahubError, match="does not record the sha256 of its scenario file"):
+        resume_run(run_id, db=db)
+
+
+def test_cli_resume_of_an_edited_scenario_is_one_line(scenario, tmp_path):
+    db, run_id = stopped_run(scenario, tmp_path)
+    scenario.write_text(scenario.read_text() + "\n# edited\n")
+    result = CliRunner().invoke(app, ["run", "--resume", run_id, "--db", str(db)])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "changed since run" in errors[0] and "restore it" in errors[0]
