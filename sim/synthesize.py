@@ -4,7 +4,11 @@ A job picks personas from the hub (all, or those matching an SQL ``WHERE`` filte
 model for one item per persona (concurrently, bounded by the client's concurrency), optionally
 solves math/reasoning problems in a second call, flags MinHash near-duplicates within the job,
 and writes each batch of results with its ``llm_calls`` rows in one transaction. The job id is
-the resume key: ``resume=JOB`` reloads the stored configuration and skips personas already done.
+the resume key: ``resume=JOB`` reloads the stored configuration (seed and generation settings
+included) and skips personas already done; its near-duplicate index is rebuilt from the items
+the job kept, in selection order, so a resumed job flags exactly what an uninterrupted one does.
+Starting a job whose settings match an unfinished one is refused (it would be a second copy);
+``fresh=True`` marks the old one ``superseded`` and starts anew.
 
 An answer that fails its task's semantic check (``agents.validators``) is not solved and not
 written as an item: it goes to ``rejected`` with its reason, in the same transaction, and counts
@@ -18,7 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -65,6 +69,11 @@ from personas.store import (
 
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 ProgressHook = Callable[[int, int], None]
+# What a job makes (as stored in ``synth_jobs.config``): two jobs alike in these are one job.
+# The engine settings a resume may change (db, concurrency, timeout, batch size) are not in it.
+JOB_IDENTITY = ("task", "n", "where", "prompting", "examples", "world", "solve", "with_assistant",
+                "llm", "seed", "structured", "max_tokens", "temperature", "top_p")
+UNFINISHED = ("running", "interrupted", "failed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,12 +273,20 @@ class SynthesisJob:
         """All of a batch's personas concurrently (the client bounds calls in flight)."""
         return list(await asyncio.gather(*(self._one(p) for p in batch)))
 
-    def reload_index(self) -> int:
-        """Index the texts of items already written (resume); returns how many are done."""
+    def reload_index(self, personas: Iterable[Persona] = ()) -> int:
+        """Index the items a resumed job already kept; returns how many items are written.
+
+        Only kept items: an uninterrupted job never indexes an item it flagged, so neither may
+        a resume (a later item close to a flagged one but not to its original would be flagged
+        only after a resume). In the order the job asked its ``personas``, which is the order an
+        uninterrupted job indexed them in; items of personas no longer selected go last.
+        """
         rows = self.con.execute(
-            "SELECT item_id, text FROM synth_items WHERE job_id = ? ORDER BY created_at, item_id",
-            [self.job_id]).fetchall()
-        self.index.add_many(rows)
+            "SELECT item_id, persona_id, text, is_duplicate FROM synth_items WHERE job_id = ? "
+            "ORDER BY created_at, item_id", [self.job_id]).fetchall()
+        position = {p.persona_id: i for i, p in enumerate(personas)}
+        kept = sorted((r for r in rows if not r[3]), key=lambda r: position.get(r[1], len(position)))
+        self.index.add_many([(item_id, text) for item_id, _, text, _ in kept])
         return len(rows)
 
     def write_batch(self, results: Sequence[Answer], summary: SynthSummary) -> None:
@@ -347,19 +364,51 @@ def _resume_options(con: duckdb.DuckDBPyConnection, job_id: str,
     return SynthOptions(**{k: v for k, v in config.items() if k in known}), demos
 
 
+def job_options(db: str | Path, job_id: str) -> SynthOptions:
+    """The options job ``job_id`` was started with (seed and generation settings included),
+    so a resume builds its model client as the job did."""
+    con = connect(db, read_only=True)
+    try:
+        return _resume_options(con, job_id, None)[0]
+    finally:
+        con.close()
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: config.get(key) for key in JOB_IDENTITY}
+
+
+def unfinished_twins(con: duckdb.DuckDBPyConnection, options: SynthOptions) -> list[str]:
+    """Unfinished jobs (running, interrupted, failed) started with the same settings, newest first."""
+    mine = _identity(_config(options, []))
+    rows = con.execute("SELECT job_id, config FROM synth_jobs WHERE status IN (?, ?, ?) "
+                       "ORDER BY started_at DESC, job_id DESC", list(UNFINISHED)).fetchall()
+    return [job_id for job_id, config in rows if _identity(json.loads(config or "{}")) == mine]
+
+
 def run_synthesis(
     options: SynthOptions,
     *,
     resume: str | None = None,
     client: LLMClient | None = None,
     progress: ProgressHook | None = None,
+    fresh: bool = False,
 ) -> SynthSummary:
-    """Run (or resume) a synthesis job; returns the summary or raises PersonahubError."""
+    """Run (or resume) a synthesis job; returns the summary or raises PersonahubError.
+
+    A new job whose settings match an unfinished one is refused with the way to resume it;
+    ``fresh`` marks such jobs ``superseded`` and starts anew.
+    """
     con = connect(options.db)
     try:
         if resume:
             options, demos = _resume_options(con, resume, options)
         else:
+            twins = unfinished_twins(con, options)
+            if twins and not fresh:
+                raise PersonahubError(f"job {twins[0]} with the same settings is unfinished: resume it "
+                                      f"with personahub synthesize --resume {twins[0]} --db "
+                                      f"{options.db}, or pass --fresh")
             demos = load_examples(options.examples) if options.prompting != "zero-shot" else []
         world = load_world(options)
         if client is None:
@@ -377,6 +426,11 @@ def run_synthesis(
             raise PersonahubError(f"--personas {options.where!r}: no personas match"
                                   if options.where else f"--db {options.db}: the hub is empty")
         job_id = resume or new_job_id()
+        if not resume and fresh:
+            twins = unfinished_twins(con, options)
+            if twins:
+                con.execute(f"UPDATE synth_jobs SET status = 'superseded', finished_at = ? WHERE "
+                            f"job_id IN ({', '.join('?' * len(twins))})", [_now(), *twins])
         loop_runner = new_run_loop()
         try:
             return _run(con, client, options, job_id, world, demos, personas, bool(resume),
@@ -404,7 +458,7 @@ def _run(con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOption
         con.execute("UPDATE synth_jobs SET status = 'running', error = NULL WHERE job_id = ?",
                     [job_id])
     job = SynthesisJob(con, client, options, job_id, world, demos)
-    job.reload_index()
+    job.reload_index(personas)
     done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
                                       [job_id]).fetchall()}
     todo = [p for p in personas if p.persona_id not in done]

@@ -14,9 +14,13 @@ from typer.testing import CliRunner
 
 from agents.llm import CallRecord, LLMClient, LLMSettings, StructuredResult
 from personas.errors import PersonahubError
+from personas.record import Persona
+from personas.store import connect, upsert_personas
 from sim.cli import app
 from sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
 from sim.scenario import load_scenario
+from sim.synthesize import SynthOptions, run_synthesis
+from tests.conftest import persona_texts
 from tests.test_resume import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,3 +233,113 @@ def test_cli_resume_of_an_edited_scenario_is_one_line(scenario, tmp_path):
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "changed since run" in errors[0] and "restore it" in errors[0]
+
+
+# -- item 4: synthesis resume ----------------------------------------------------------------------
+
+WORDS = ("ferry harbour market bridge river lantern baker nurse welder pilot chess jazz pottery "
+         "garden orchard mill tower clock square fountain chapel tavern forge stable meadow hill "
+         "valley creek cottage granary kiln loom").split()
+A = " ".join(WORDS)
+B = A + " extra0 extra1"  # a near-duplicate of A
+C = " ".join(WORDS[2:]) + " extra0 extra1"  # a near-duplicate of B, but not of A
+
+
+class ChainClient(Wrapped):
+    """Instructions A, B, C for the first three personas (B ~ A, C ~ B, C !~ A), distinct ones
+    for the rest; raises on the persona ``crash_at`` (a crash mid-job)."""
+
+    def __init__(self, order: list[str], crash_at: int | None = None) -> None:
+        super().__init__()
+        self.order = {pid: i for i, pid in enumerate(order)}
+        self.crash_at = crash_at
+
+    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+        i = self.order[kwargs["persona_id"]]
+        if i == self.crash_at:
+            raise RuntimeError("simulated crash")
+        text = [A, B, C][i] if i < 3 else f"Describe topic{i} alpha{i} beta{i} gamma{i} delta{i} please."
+        return StructuredResult(schema(instruction=text), [])
+
+
+def hub(db: Path, n: int = 6) -> list[str]:
+    con = connect(db)
+    upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(n)])
+    ids = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
+    con.close()
+    return ids
+
+
+def flags(db: Path, job_id: str) -> list[tuple]:
+    """(persona, is_duplicate, persona of the item it duplicates) per item."""
+    return rows(db, "SELECT i.persona_id, i.is_duplicate, o.persona_id FROM synth_items i LEFT JOIN "
+                    "synth_items o ON o.item_id = i.duplicate_of WHERE i.job_id = ? ORDER BY 1", [job_id])
+
+
+def test_a_resumed_job_flags_exactly_what_the_uninterrupted_job_flags(tmp_path):
+    whole_db, cut_db = tmp_path / "whole.duckdb", tmp_path / "cut.duckdb"
+    order = hub(whole_db)
+    assert hub(cut_db) == order
+    options = {"task": "instruction", "n": 6, "batch_size": 2}
+    whole = run_synthesis(SynthOptions(**options, db=str(whole_db)), client=ChainClient(order))
+    assert whole.duplicates == 1  # B; C is close to B, which is flagged, but not to A
+
+    with pytest.raises(PersonahubError, match="simulated crash"):
+        run_synthesis(SynthOptions(**options, db=str(cut_db)), client=ChainClient(order, crash_at=2))
+    (job_id,), = rows(cut_db, "SELECT job_id FROM synth_jobs")
+    run_synthesis(SynthOptions(**options, db=str(cut_db)), resume=job_id, client=ChainClient(order))
+    assert flags(cut_db, job_id) == flags(whole_db, whole.job_id)
+
+
+def test_cli_resume_uses_the_jobs_seed_not_the_cli_default(tmp_path):
+    whole_db, cut_db = tmp_path / "whole.duckdb", tmp_path / "cut.duckdb"
+    args = ["synthesize", "instruction", "--n", "12", "--seed", "7", "--batch-size", "4"]
+    assert CliRunner().invoke(app, [*args, "--db", str(whole_db)]).exit_code == 0
+    (whole_job,), = rows(whole_db, "SELECT job_id FROM synth_jobs")
+
+    class CrashOnNinth(Wrapped):
+        calls = 0
+
+        async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls == 9:
+                raise RuntimeError("simulated crash")
+            return await super().structured(schema, messages, **kwargs)
+
+    with pytest.raises(PersonahubError):
+        run_synthesis(SynthOptions(task="instruction", n=12, seed=7, batch_size=4, db=str(cut_db)),
+                      client=CrashOnNinth(seed=7))
+    (job_id,), = rows(cut_db, "SELECT job_id FROM synth_jobs")
+    resumed = CliRunner().invoke(app, ["synthesize", "--resume", job_id, "--db", str(cut_db)])
+    assert resumed.exit_code == 0, resumed.output
+    sql = "SELECT persona_id, text FROM synth_items WHERE job_id = ? ORDER BY 1"
+    assert rows(cut_db, sql, [job_id]) == rows(whole_db, sql, [whole_job])
+
+
+def test_the_same_command_again_offers_the_resume_instead_of_a_second_job(tmp_path):
+    db = tmp_path / "s.duckdb"
+    args = ["synthesize", "instruction", "--n", "6", "--seed", "3", "--db", str(db)]
+    with pytest.raises(PersonahubError):
+        run_synthesis(SynthOptions(task="instruction", n=6, seed=3, db=str(db)),
+                      client=Crashing(seed=3))
+    (job_id,), = rows(db, "SELECT job_id FROM synth_jobs")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1
+    errors = [line for line in again.output.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: job {job_id} with the same settings is unfinished: resume it with "
+                      f"personahub synthesize --resume {job_id} --db {db}, or pass --fresh"]
+    assert rows(db, "SELECT count(*) FROM synth_jobs") == [(1,)]
+
+    other = CliRunner().invoke(app, [*args[:-4], "--seed", "4", "--db", str(db)])  # not the same job
+    assert other.exit_code == 0, other.output
+    fresh = CliRunner().invoke(app, [*args, "--fresh"])
+    assert fresh.exit_code == 0, fresh.output
+    statuses = dict(rows(db, "SELECT job_id, status FROM synth_jobs"))
+    assert statuses.pop(job_id) == "superseded" and set(statuses.values()) == {"finished"}
+
+
+class Crashing(Wrapped):
+    """Every call crashes: the job fails before it writes an item."""
+
+    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated crash")
