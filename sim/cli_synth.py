@@ -20,15 +20,18 @@ from sim.cli import (
     LlmOption,
     MaxTokensOption,
     ModelFlags,
+    OfflineLatencyOption,
     StructuredOption,
     TemperatureOption,
     TimeoutOption,
     TopPOption,
     _progress,
     app,
+    console,
     make_client,
     one_line_errors,
     out,
+    started,
 )
 
 
@@ -90,6 +93,7 @@ def synthesize(
     seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
+    offline_latency: OfflineLatencyOption = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Items per transaction.")] = 64,
     structured: StructuredOption = "auto",
     max_tokens: MaxTokensOption = None,
@@ -122,10 +126,18 @@ def synthesize(
         examples=str(examples) if examples else None, world=str(world) if world else None,
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
         concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, **flags.settings())
-    client = make_client(spec, seed, concurrency, timeout, flags=flags)
+    client = make_client(spec, seed, concurrency, timeout, offline_latency, flags=flags)
+
+    def on_start(job_id: str) -> None:
+        if resume:
+            console.print(f"resuming job [bold]{job_id}[/] in {db}", highlight=False)
+        else:
+            started("job", job_id, db)
+
     with _progress(client) as bar:
         handle = bar.add_task(f"synthesizing {task}", total=n)
         summary = run_synthesis(options, resume=resume, client=client, fresh=fresh,
+                                on_start=on_start,
                                 progress=lambda done, total: bar.update(handle, completed=done,
                                                                         total=total))
     out.print(f"job {summary.job_id}: {summary.written} {task} items written "

@@ -42,7 +42,7 @@ from agents.cache import CACHE_MODES, ResponseCache
 from agents.failures import ModelRejected, batch_failure
 from agents.generation import Generation
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
-from agents.run_loop import new_run_loop
+from agents.run_loop import close_quietly, new_run_loop
 from agents.structured import check_setting
 from personas.errors import PersonahubError
 from personas.expand import ExpansionIncomplete, expand_hub
@@ -53,6 +53,7 @@ from personas.quality import rejected_counts
 from personas.record import Persona
 from personas.store import DEFAULT_DB, connect, fetch_personas, scalar, transaction, upsert_personas
 from sim.heap import RunHeap
+from sim.interrupts import Stopped, signal_name
 from sim.runlog import RunLog
 from sim.scenario import Scenario, load_scenario
 from sim.society import SocietyModel, StepResult
@@ -124,6 +125,7 @@ class RunSummary:
 
 
 ProgressHook = Callable[[str, int, int], None]
+StartHook = Callable[[str], None]
 
 
 def new_run_id() -> str:
@@ -216,8 +218,13 @@ def run_scenario(
     scenario_path: str = "",
     progress: ProgressHook | None = None,
     client: LLMClient | None = None,
+    on_start: StartHook | None = None,
 ) -> RunSummary:
-    """Run ``scenario`` with ``options``; returns the summary or raises PersonahubError."""
+    """Run ``scenario`` with ``options``; returns the summary or raises PersonahubError.
+
+    ``on_start(run_id)`` is called once the run is recorded, so a command can name the run
+    before anything else happens (it is the key to resume it).
+    """
     started = time.perf_counter()
     seed = scenario.seed if options.seed is None else options.seed
     steps = options.steps or scenario.steps
@@ -235,7 +242,7 @@ def run_scenario(
                       llm=client.label, config=_config(scenario, options, seed, steps),
                       steps_planned=steps)
             return _drive(con, log, client, scenario, options, seed, steps, progress, started,
-                          personas=personas, heap=heap)
+                          personas=personas, heap=heap, on_start=on_start)
         finally:
             con.close()
 
@@ -290,24 +297,35 @@ def resume_run(
 
 def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options: RunOptions,
            seed: int, steps: int, progress: ProgressHook | None, started: float, *,
-           personas: list[Persona] | None, heap: RunHeap) -> RunSummary:
-    """Set up (or restore) the society, run the remaining steps, mark the run's outcome."""
+           personas: list[Persona] | None, heap: RunHeap,
+           on_start: StartHook | None = None) -> RunSummary:
+    """Set up (or restore) the society, run the remaining steps, mark the run's outcome.
+
+    An interrupt (Ctrl-C, or SIGTERM via ``sim.interrupts``) marks the run ``interrupted`` and
+    becomes ``Stopped``, whose message names the run and how to resume it.
+    """
     run_id = log.run_id
-    if options.cache != "off":  # record/replay applies to fresh and resumed runs alike
-        client.use_cache(ResponseCache.load(con, options.cache, client.cache_model))  # type: ignore[arg-type]
     loop = new_run_loop()
     try:
         try:
             try:
+                if on_start is not None:
+                    on_start(run_id)
+                if options.cache != "off":  # record/replay applies to fresh and resumed runs alike
+                    client.use_cache(ResponseCache.load(con, options.cache,  # type: ignore[arg-type]
+                                                        client.cache_model))
                 summary = _simulate(con, log, loop, client, scenario, options, personas,
                                     scenario.world_text(), seed, steps, progress, heap)
             finally:
                 modes = getattr(client, "structured_modes", None)  # test doubles may lack it
                 if modes is not None:
                     log.merge_config({"structured_modes": modes()})
-        except KeyboardInterrupt:
-            log.finish("interrupted", "interrupted by the user")
-            raise
+        except KeyboardInterrupt as exc:
+            how = signal_name(exc)
+            log.finish("interrupted", f"interrupted by {how}")
+            raise Stopped(f"run {run_id} interrupted by {how} after step {_steps_done(con, run_id)}; "
+                          f"resume with personahub run --resume {run_id} --db {options.db}",
+                          exc) from None
         except Exception as exc:
             log.finish("failed", f"{type(exc).__name__}: {exc}"[:1000])
             if isinstance(exc, PersonahubError):
@@ -318,7 +336,7 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
         summary.wall_s = time.perf_counter() - started
         return summary
     finally:
-        loop.close()
+        close_quietly(loop)
 
 
 def _steps_done(con: Any, run_id: str) -> int:

@@ -32,7 +32,7 @@ import duckdb
 
 from agents.generation import Generation
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
-from agents.run_loop import new_run_loop
+from agents.run_loop import close_quietly, new_run_loop
 from agents.structured import check_setting
 from agents.synthesis_prompts import (
     PROMPTING_MODES,
@@ -66,6 +66,7 @@ from personas.store import (
     transaction,
     upsert_personas,
 )
+from sim.interrupts import Stopped, signal_name
 
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 ProgressHook = Callable[[int, int], None]
@@ -393,11 +394,13 @@ def run_synthesis(
     client: LLMClient | None = None,
     progress: ProgressHook | None = None,
     fresh: bool = False,
+    on_start: Callable[[str], None] | None = None,
 ) -> SynthSummary:
     """Run (or resume) a synthesis job; returns the summary or raises PersonahubError.
 
     A new job whose settings match an unfinished one is refused with the way to resume it;
-    ``fresh`` marks such jobs ``superseded`` and starts anew.
+    ``fresh`` marks such jobs ``superseded`` and starts anew. ``on_start(job_id)`` is called once
+    the job is recorded (or marked running again), before its first model call.
     """
     con = connect(options.db)
     try:
@@ -434,16 +437,17 @@ def run_synthesis(
         loop_runner = new_run_loop()
         try:
             return _run(con, client, options, job_id, world, demos, personas, bool(resume),
-                        loop_runner, progress)
+                        loop_runner, progress, on_start)
         finally:
-            loop_runner.close()
+            close_quietly(loop_runner)
     finally:
         con.close()
 
 
 def _run(con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOptions, job_id: str,
          world: str, demos: list[Demo], personas: list[Persona], resuming: bool,
-         loop: asyncio.AbstractEventLoop, progress: ProgressHook | None) -> SynthSummary:
+         loop: asyncio.AbstractEventLoop, progress: ProgressHook | None,
+         on_start: Callable[[str], None] | None = None) -> SynthSummary:
     if not resuming:
         if options.prompting == "persona-few-shot":
             demos = loop.run_until_complete(infer_personas(client, demos))
@@ -457,26 +461,33 @@ def _run(con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOption
     else:
         con.execute("UPDATE synth_jobs SET status = 'running', error = NULL WHERE job_id = ?",
                     [job_id])
-    job = SynthesisJob(con, client, options, job_id, world, demos)
-    job.reload_index(personas)
-    done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
-                                      [job_id]).fetchall()}
-    todo = [p for p in personas if p.persona_id not in done]
     summary = SynthSummary(job_id=job_id, task=options.task, prompting=options.prompting,
                            engine=client.label, offline=client.is_offline,
-                           selected=len(personas), skipped_done=len(personas) - len(todo),
-                           db=str(options.db))
+                           selected=len(personas), db=str(options.db))
     try:
+        if on_start is not None:
+            on_start(job_id)
+        job = SynthesisJob(con, client, options, job_id, world, demos)
+        job.reload_index(personas)
+        done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
+                                          [job_id]).fetchall()}
+        todo = [p for p in personas if p.persona_id not in done]
+        summary.skipped_done = len(personas) - len(todo)
         for start in range(0, len(todo), options.batch_size):
             batch = todo[start:start + options.batch_size]
             results = loop.run_until_complete(job.run_batch(batch))
             job.write_batch(results, summary)
             if progress:
                 progress(summary.skipped_done + start + len(batch), len(personas))
+    except KeyboardInterrupt as exc:
+        how = signal_name(exc)
+        _finish(con, job_id, "interrupted", f"interrupted by {how}")
+        raise Stopped(f"job {job_id} interrupted by {how} ({summary.skipped_done + summary.written} "
+                      f"of {len(personas)} items written); resume with personahub synthesize "
+                      f"--resume {job_id} --db {options.db}", exc) from None
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        _finish(con, job_id, status, f"{type(exc).__name__}: {exc}"[:1000])
-        if isinstance(exc, PersonahubError | KeyboardInterrupt):
+        _finish(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+        if isinstance(exc, PersonahubError):
             raise
         raise PersonahubError(f"synthesis job {job_id} failed: {type(exc).__name__}: {exc}; "
                               f"resume with --resume {job_id}") from exc

@@ -4,6 +4,12 @@ uninterrupted one flags, and Ctrl-C / SIGTERM mark the job interrupted in one li
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -343,3 +349,77 @@ class Crashing(Wrapped):
 
     async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
         raise RuntimeError("simulated crash")
+
+
+# -- item 5: Ctrl-C and SIGTERM ----------------------------------------------------------------------
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from sim.cli import app; app()", *args]
+
+
+def env() -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}
+    return {**clean, "PYTHONPATH": str(ROOT)}
+
+
+def signal_after_start(args: list[str], sig: int, delay: float) -> tuple[int, list[str], str]:
+    """Start the CLI, wait for its "... started in" line, wait ``delay``, send ``sig``;
+    returns (exit code, stderr lines, the started job's id)."""
+    proc = subprocess.Popen(cli(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines, key = [], ""
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if " started in " in line:
+                key = line.split()[1]
+                break
+        time.sleep(delay)
+        proc.send_signal(sig)
+        lines += proc.stderr.readlines()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, [line.rstrip("\n") for line in lines if line.strip()], key
+
+
+# 5 steps, each answered after 0.3 s of offline latency (>= 1.5 s): the signal, 0.2 s after the
+# start, finds the run going
+SLOW = """
+from sim.scenario import GraphGrowth, PersonaSource, Scenario
+
+SCENARIO = Scenario(name="slow", personas=PersonaSource(path="people.jsonl"),
+                    graph=GraphGrowth(hops=0, acquaintances=2), steps=5, activation=1.0,
+                    kinds=("npc_dialogue",), seed=3)
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"),
+                                                  (signal.SIGINT, 130, "Ctrl-C")])
+def test_a_signal_marks_the_run_interrupted_in_one_line(tmp_path, sig, code, name):
+    (tmp_path / "people.jsonl").write_text(
+        "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(4)))
+    (tmp_path / "slow.py").write_text(SLOW)
+    db = tmp_path / "sig.duckdb"
+    returncode, lines, run_id = signal_after_start(
+        ["run", str(tmp_path / "slow.py"), "--db", str(db), "--offline-latency", "0.3"], sig, 0.2)
+    assert returncode == code, lines
+    assert not any("Traceback" in line or "Task" in line for line in lines), lines
+    assert lines[-1].startswith(f"run {run_id} interrupted by {name} after step ")
+    assert lines[-1].endswith(f"resume with personahub run --resume {run_id} --db {db}")
+    assert rows(db, "SELECT run_id, status, error FROM runs") == [(run_id, "interrupted",
+                                                                   f"interrupted by {name}")]
+
+
+def test_sigterm_marks_a_synthesis_job_interrupted(tmp_path):
+    db = tmp_path / "synth.duckdb"
+    # 40 items in batches of 4, each answered after 0.3 s (>= 3 s); the signal comes after 0.2 s
+    returncode, lines, job_id = signal_after_start(
+        ["synthesize", "instruction", "--n", "40", "--batch-size", "4", "--offline-latency", "0.3",
+         "--db", str(db)], signal.SIGTERM, 0.2)
+    assert returncode == 143, lines
+    assert not any("Traceback" in line for line in lines), lines
+    assert lines[-1].startswith(f"job {job_id} interrupted by SIGTERM (")
+    assert rows(db, "SELECT status FROM synth_jobs") == [("interrupted",)]
