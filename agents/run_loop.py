@@ -6,6 +6,10 @@ in flight the hops cost more than the work (lock hand-offs, wake-ups of the loop
 about 1 ms of a call's client time here. ``InlineExecutor`` runs such work in the calling thread
 and returns a finished future. Name resolution (``socket.getaddrinfo`` / ``getnameinfo``) still
 goes to worker threads, since it can block on the network.
+
+An interrupt (Ctrl-C, or SIGTERM turned into one by the CLI) leaves model calls in flight;
+``close_quietly`` cancels them and closes the loop without asyncio's "Task was destroyed but
+it is pending" and "exception was never retrieved" reports, one traceback per call.
 """
 
 from __future__ import annotations
@@ -42,7 +46,37 @@ def new_run_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Drop what an interrupt leaves behind (cancelled or interrupted tasks); report the rest."""
+    exc = context.get("exception")
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        return
+    if "was destroyed but it is pending" in str(context.get("message", "")):
+        return
+    loop.default_exception_handler(context)
+
+
+def close_quietly(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the loop's pending tasks, let them unwind, and close it (after an interrupt too)."""
+    if loop.is_closed():
+        return
+    loop.set_exception_handler(_quiet)
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on a loop from ``new_run_loop``."""
+    """``asyncio.run`` on a loop from ``new_run_loop``, closed quietly after an interrupt."""
     with asyncio.Runner(loop_factory=new_run_loop) as runner:
-        return runner.run(coro)
+        try:
+            return runner.run(coro)
+        except KeyboardInterrupt:
+            runner.get_loop().set_exception_handler(_quiet)
+            raise

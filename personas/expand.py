@@ -13,6 +13,12 @@ a level is finished, the next level's frontier is written with the level count.
 ``expand_hub(..., resume=ID)`` goes on from the first pending row, in the same order, with a
 near-duplicate index rebuilt from the hub, so an interrupted expansion finished by a resume gives
 the same hub as an uninterrupted one.
+
+A frontier persona whose call failed (after the model seam's own retries and re-asks) is asked
+once more in a second round over its level (``attempts`` counts the asks, so a resume knows
+which round it was in). With ``stop_on_failure`` (a run's setup) personas still failing stop the
+expansion before the next level instead of silently shrinking it: it stays ``running``, and a
+resume asks them again; otherwise they stay ``failed`` and the expansion goes on without them.
 """
 
 from __future__ import annotations
@@ -49,6 +55,23 @@ from personas.store import (
 
 MAX_HOPS = 6
 DEFAULT_BATCH = 256
+ASKS_PER_ROUND = 2  # a failed frontier persona is asked once more, in a second round
+
+
+class ExpansionIncomplete(PersonahubError):
+    """Frontier personas of a level still failed after their second round (``stop_on_failure``).
+
+    The expansion stays ``running`` at that level, so a resume asks them again; nothing of the
+    next level has been written.
+    """
+
+    def __init__(self, expansion_id: str, failed: int, asked: int, level: int) -> None:
+        super().__init__(f"expansion {expansion_id}: {failed} of {asked} calls failed in round "
+                         f"{level + 1}; resume it to ask them again")
+        self.expansion_id = expansion_id
+        self.failed = failed
+        self.asked = asked
+        self.level = level
 
 
 class RelatedPersona(BaseModel):
@@ -171,9 +194,17 @@ def _insert_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
 
 
 def _level_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[tuple[Any, ...]]:
+    """(persona id, status, asks so far) of a level's frontier rows, in frontier order."""
     return con.execute(
-        "SELECT persona_id, status, targets FROM expansion_frontier WHERE expansion_id = ? AND hop = ? "
-        "ORDER BY position", [expansion_id, level]).fetchall()
+        "SELECT persona_id, status, coalesce(attempts, 0) FROM expansion_frontier "
+        "WHERE expansion_id = ? AND hop = ? ORDER BY position", [expansion_id, level]).fetchall()
+
+
+def _to_ask(rows: list[tuple[Any, ...]], round_: int) -> list[str]:
+    """Who a level's round asks: the pending personas first, then those that failed once."""
+    if round_ == 0:
+        return [pid for pid, status, _ in rows if status == "pending"]
+    return [pid for pid, status, asks in rows if status == "failed" and asks < ASKS_PER_ROUND]
 
 
 def _mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
@@ -190,7 +221,8 @@ def _mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
     try:
         con.execute(
             "UPDATE expansion_frontier f SET status = b.status, targets = b.targets, "
-            "created = b.created, merged = b.merged FROM _frontier_batch b "
+            "created = b.created, merged = b.merged, attempts = coalesce(f.attempts, 0) + 1 "
+            "FROM _frontier_batch b "
             "WHERE f.expansion_id = ? AND f.hop = ? AND f.persona_id = b.persona_id",
             [expansion_id, level])
     finally:
@@ -295,6 +327,8 @@ async def expand_hub(
     batch_size: int = DEFAULT_BATCH,
     config: dict[str, Any] | None = None,
     language: str | None = None,
+    stop_on_failure: bool = False,
+    on_start: Callable[[str], None] | None = None,
 ) -> ExpandSummary:
     """Expand ``hops`` rounds from ``start_ids``; returns counts and the ids of new personas.
 
@@ -304,6 +338,9 @@ async def expand_hub(
     (such as how the start personas were chosen) to the stored config, for ``find_unfinished``.
     ``progress(h, hops)`` is called when round ``h`` is complete. ``language`` (a code or name)
     asks for personas in that language; the quality gate rejects answers in another script.
+    ``stop_on_failure`` raises ``ExpansionIncomplete`` when personas of a level still fail after
+    their second round (see the module doc); a resume of such an expansion asks them again.
+    ``on_start(expansion_id)`` is called once the expansion is recorded (or found, to resume).
     """
     if not 0 <= hops <= MAX_HOPS:
         raise ValueError(f"--hops must be between 0 and {MAX_HOPS}, got {hops}")
@@ -329,21 +366,34 @@ async def expand_hub(
         stored_config = {**settings, "batch_size": batch_size, "start": len(start_ids),
                          **(config or {})}
         expansion_id = _new_expansion(con, start_ids, key, stored_config, run_id)
+    if on_start is not None:
+        on_start(expansion_id)
     index = _hub_index(con, threshold)
     visited = {r[0] for r in con.execute(
         "SELECT DISTINCT persona_id FROM expansion_frontier WHERE expansion_id = ?",
         [expansion_id]).fetchall()} | set(start_ids if resume is None else ())
     hops_done = scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?", [expansion_id])
+    if resume is not None and stop_on_failure:  # the level that stopped: ask its failures again
+        con.execute("UPDATE expansion_frontier SET status = 'pending', attempts = 0 "
+                    "WHERE expansion_id = ? AND hop = ? AND status = 'failed'",
+                    [expansion_id, hops_done or 0])
     for level in range(hops_done or 0, hops):
         rows = _level_rows(con, expansion_id, level)
         if not rows:
             break
-        pending = [r[0] for r in rows if r[1] == "pending"]
-        by_id = {p.persona_id: p for p in fetch_personas(con, pending)}
-        queue = [by_id[pid] for pid in pending if pid in by_id]
-        for first in range(0, len(queue), batch_size):
-            await _ask_batch(con, caller, index, expansion_id, level, queue[first:first + batch_size],
-                             fanout, run_id, language)
+        for round_ in range(ASKS_PER_ROUND):
+            todo = _to_ask(_level_rows(con, expansion_id, level), round_)
+            by_id = {p.persona_id: p for p in fetch_personas(con, todo)}
+            queue = [by_id[pid] for pid in todo if pid in by_id]
+            for first in range(0, len(queue), batch_size):
+                await _ask_batch(con, caller, index, expansion_id, level,
+                                 queue[first:first + batch_size], fanout, run_id, language)
+        failed = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
+                        "AND hop = ? AND status = 'failed'", [expansion_id, level])
+        if failed and stop_on_failure:
+            asked = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
+                           "AND status <> 'pending'", [expansion_id])
+            raise ExpansionIncomplete(expansion_id, int(failed), int(asked), level)
         # Next level: every persona reached for the first time, new or already in the hub, so a
         # re-run over an existing hub reaches the same people as the first run did (hub order).
         targets = [t for (t,) in con.execute(

@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS expansion_frontier (
     merged       INTEGER,
     PRIMARY KEY (expansion_id, hop, persona_id)
 );
+ALTER TABLE expansion_frontier ADD COLUMN IF NOT EXISTS attempts INTEGER;
 
 -- Simulation runs -------------------------------------------------------------------------
 CREATE TABLE IF NOT EXISTS runs (

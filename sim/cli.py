@@ -2,6 +2,8 @@
 
 Every command that calls a model takes ``--llm SPEC`` (default: ``PERSONAHUB_LLM`` or
 ``offline``). Errors print as one line on stderr with a non-zero exit; nothing is half-written.
+Ctrl-C and SIGTERM print one line too (the interrupted job and how to resume it) and exit 130
+and 143; a job names itself on stderr when it starts.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from agents import run_loop
 from personas.dbcheck import first_line
 from personas.errors import PersonahubError
 from personas.store import DEFAULT_DB, is_damage
+from sim.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
     from agents.llm import LLMClient
@@ -101,6 +104,9 @@ TemperatureOption = Annotated[float | None, typer.Option(
     "--temperature", min=0, max=2, help="Sampling temperature (default: the server's).")]
 TopPOption = Annotated[float | None, typer.Option(
     "--top-p", min=0, max=1, help="Nucleus sampling top_p (default: the server's).")]
+OfflineLatencyOption = Annotated[float, typer.Option(
+    "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY",
+    help="Seconds the offline engine waits per call (to simulate a slow model).")]
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,10 @@ def error_line(message: str) -> None:
 
 
 def one_line_errors(func: F) -> F:
-    """Report PersonahubError (and Ctrl-C) as one line and a non-zero exit.
+    """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit.
 
+    SIGTERM is turned into an interrupt for the command's duration (``sim.interrupts``), so a
+    run or job it stops is marked ``interrupted`` as after Ctrl-C; the exit is 143, not 130.
     ``sys.exit`` and other BaseExceptions raised by scenario code become one line too, naming
     the scenario's file and line: they are not this program's way out, so they must not end it
     silently (loading and running a scenario already turn them into errors; this is the net).
@@ -135,7 +143,8 @@ def one_line_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return func(*args, **kwargs)
         except PersonahubError as exc:
             error_line(str(exc))
             raise typer.Exit(1) from None
@@ -145,9 +154,10 @@ def one_line_errors(func: F) -> F:
             error_line(f"--db {kwargs.get('db', '?')}: the database file is damaged "
                        f"({first_line(exc)})")
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            console.print("[bold red]interrupted[/]")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            line = str(exc) if isinstance(exc, Stopped) else f"interrupted by {signal_name(exc)}"
+            console.print(f"[bold red]{escape(line)}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(exit_code(exc)) from None
         except Exception:
             raise  # a bug: its traceback is what to report
         except BaseException as exc:  # sys.exit or a BaseException subclass
@@ -215,9 +225,7 @@ def run(
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="RUN_ID",
         help="Continue a stopped run from its last committed step (same seed and options).")] = None,
-    offline_latency: Annotated[float, typer.Option(
-        "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY",
-        help="Seconds the offline engine waits per call (to simulate a slow model).")] = 0.0,
+    offline_latency: OfflineLatencyOption = 0.0,
     cache: Annotated[str, typer.Option(
         "--cache", help="Model answer cache: off, record (answer hits from the cache, record "
                         "misses) or replay (cache only: no model call; a miss is an error).")] = "off",
@@ -267,8 +275,15 @@ def run(
 
     with _progress(client) as bar:
         summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=_hook(bar),
-                               client=client, on_ready=ready)
+                               client=client, on_ready=ready,
+                               on_start=lambda run_id: started("run", run_id, db))
     print_summary(summary)
+
+
+def started(what: str, key: str, db: Path) -> None:
+    """Name a job on stderr as it starts: its id is what resumes it if it stops."""
+    console.print(f"{what} [bold]{escape(key)}[/] started in {escape(str(db))}", highlight=False,
+                  soft_wrap=True)
 
 
 def _hook(bar: Progress) -> Callable[[str, int, int], None]:
@@ -510,6 +525,7 @@ def personas_expand(
     seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
+    offline_latency: OfflineLatencyOption = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Frontier personas per transaction.")] = 256,
     fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
                                               "same --hops/--fanout/--limit exists.")] = False,
@@ -528,18 +544,31 @@ def personas_expand(
     from sim.cli_personas import unfinished_expansion
 
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
-    client = make_client(llm, seed, concurrency, timeout, flags=flags, announce=False)
+    client = make_client(llm, seed, concurrency, timeout, offline_latency, flags=flags,
+                         announce=False)
     con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
                                               language=language)
     banner(client)
+    expansion: list[str] = []
+
+    def on_start(expansion_id: str) -> None:
+        expansion.append(expansion_id)
+        if resume is None:  # a resumed one was announced by unfinished_expansion
+            started("expansion", expansion_id, db)
+
     try:
         with _progress(client) as bar:
             task = bar.add_task("expanding (hops)", total=hops)
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
                 batch_size=batch_size, config={"limit": limit, "origin": "cli", **flags.settings()},
-                language=language,
+                language=language, on_start=on_start,
                 progress=lambda h, n: bar.update(task, completed=h)))
+    except KeyboardInterrupt as exc:
+        if not expansion:
+            raise
+        raise Stopped(f"expansion {expansion[0]} interrupted by {signal_name(exc)}; run the same "
+                      "command to resume it", exc) from None
     finally:
         con.close()
     out.print(f"expansion {summary.expansion_id}{' (resumed)' if summary.resumed else ''}: "

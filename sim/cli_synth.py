@@ -20,6 +20,7 @@ from sim.cli import (
     LlmOption,
     MaxTokensOption,
     ModelFlags,
+    OfflineLatencyOption,
     StructuredOption,
     TemperatureOption,
     TimeoutOption,
@@ -27,9 +28,11 @@ from sim.cli import (
     _progress,
     app,
     banner,
+    console,
     make_client,
     one_line_errors,
     out,
+    started,
 )
 
 
@@ -47,19 +50,16 @@ def _list_templates() -> None:
     out.print(f"prompting modes: {', '.join(PROMPTING_MODES)}")
 
 
-def _job_task(db: Path, job_id: str) -> str:
-    from personas.store import connect
+def _job_options(db: Path, job_id: str) -> Any:
+    """The stored options of job ``job_id``: a resume asks with its seed and generation settings."""
+    import duckdb
 
-    con = connect(db, read_only=True)
+    from sim.synthesize import job_options
+
     try:
-        rows = con.execute("SELECT task FROM synth_jobs WHERE job_id = ?", [job_id]).fetchall()
-    except Exception as exc:  # noqa: BLE001 - an old database has no synth_jobs table
+        return job_options(db, job_id)
+    except duckdb.CatalogException as exc:  # an old database has no synth_jobs table
         raise PersonahubError(f"--resume {job_id}: no synthesis jobs in {db}") from exc
-    finally:
-        con.close()
-    if not rows:
-        raise PersonahubError(f"--resume {job_id}: no such synthesis job in {db}")
-    return rows[0][0]
 
 
 @app.command()
@@ -80,7 +80,11 @@ def synthesize(
         help="Second pass: solve math/reasoning problems.")] = False,
     with_assistant: Annotated[bool, typer.Option(
         help="multi_turn: ask for assistant turns too.")] = False,
-    resume: Annotated[str | None, typer.Option(help="Resume the job with this id.")] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Resume the job with this id (with its task, seed and generation settings).")] = None,
+    fresh: Annotated[bool, typer.Option(
+        help="Start a new job even if an unfinished one has the same settings (it is marked "
+             "superseded).")] = False,
     db: DbOption = Path(DEFAULT_DB),
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="Also export the job as Persona Hub JSONL to this file.")] = None,
@@ -90,6 +94,7 @@ def synthesize(
     seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
+    offline_latency: OfflineLatencyOption = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Items per transaction.")] = 64,
     structured: StructuredOption = "auto",
     max_tokens: MaxTokensOption = None,
@@ -104,24 +109,37 @@ def synthesize(
     if list_templates:
         _list_templates()
         return
-    if task is None:
-        if not resume:
-            raise PersonahubError("give a TASK (see --list) or --resume JOB")
-        task = _job_task(db, resume)
+    if task is None and not resume:
+        raise PersonahubError("give a TASK (see --list) or --resume JOB")
+    flags = ModelFlags(structured, max_tokens, temperature, top_p)
+    if resume:  # the client answers as it did for the job: its seed, its generation settings
+        stored = _job_options(db, resume)
+        task = task or stored.task
+        seed = stored.seed
+        flags = ModelFlags(stored.structured, stored.max_tokens, stored.temperature, stored.top_p)
+    assert task is not None
     if out_file is not None:  # refuse before synthesizing, not after
         check_output(out_file, db=db, force=force)
 
     spec = resolve_spec(llm)
-    flags = ModelFlags(structured, max_tokens, temperature, top_p)
     options = SynthOptions(
         task=task, n=n, where=personas, prompting=prompting,
         examples=str(examples) if examples else None, world=str(world) if world else None,
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
         concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, **flags.settings())
-    client = make_client(spec, seed, concurrency, timeout, flags=flags, announce=False)
+    client = make_client(spec, seed, concurrency, timeout, offline_latency, flags=flags,
+                         announce=False)
+
+    def on_start(job_id: str) -> None:
+        if resume:
+            console.print(f"resuming job [bold]{job_id}[/] in {db}", highlight=False)
+        else:
+            started("job", job_id, db)
+
     with _progress(client) as bar:
         handle = bar.add_task(f"synthesizing {task}", total=n)
-        summary = run_synthesis(options, resume=resume, client=client,
+        summary = run_synthesis(options, resume=resume, client=client, fresh=fresh,
+                                on_start=on_start,
                                 progress=lambda done, total: bar.update(handle, completed=done,
                                                                         total=total),
                                 on_ready=lambda: banner(client))

@@ -5,13 +5,20 @@ record the run, link acquaintances, expand persona-to-persona, record the agents
 starting graph, then one transaction per step. A failure at any point marks the run ``failed``
 (or ``interrupted``) with its error and leaves every committed step in place.
 
+Setup is a committed phase too: the expansion is recorded under the run (``expansions.run_id``)
+batch by batch, so a resume before the agents are recorded continues that expansion from its
+frontier instead of starting another, and a frontier persona whose call failed twice stops the
+setup (resumable) rather than leaving the society smaller than the scenario asks.
+
 ``resume_run`` continues a run that stopped (failed, interrupted, or killed outright) from its
 last committed step. Each step's transaction holds a checkpoint of every agent whose state
-changed (``agent_states``), so resuming means: reload the scenario and options from ``runs``,
-rebuild the agents (``run_agents``) and the graph (``run_edges`` plus the edge interventions
-already applied), load each agent's latest checkpoint, rebuild the near-duplicate indexes from
-the run's emissions, set Mesa's step counter, and go on. Everything random derives from
-(seed, step, persona), so the resumed steps equal those of an uninterrupted run.
+changed (``agent_states``), so resuming means: check the scenario file's SHA-256 against the
+one recorded at the start (a changed or missing file is refused before it is executed), reload
+the scenario and options from ``runs``, rebuild the agents (``run_agents``) and the graph
+(``run_edges`` plus the edge interventions already applied), load each agent's latest
+checkpoint, rebuild the near-duplicate indexes from the run's emissions, set Mesa's step
+counter, and go on. Everything random derives from (seed, step, persona), so the resumed steps
+equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import itertools
 import json
 import time
@@ -35,10 +43,10 @@ from agents.cache import CACHE_MODES, ResponseCache
 from agents.failures import ModelRejected, batch_failure
 from agents.generation import Generation
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
-from agents.run_loop import new_run_loop
+from agents.run_loop import close_quietly, new_run_loop
 from agents.structured import check_setting
 from personas.errors import PersonahubError
-from personas.expand import expand_hub
+from personas.expand import ExpansionIncomplete, expand_hub
 from personas.graph import Relation, save_relations, small_world_pairs, social_graph
 from personas.importers import iter_personas
 from personas.near_dup import NearDuplicateIndex
@@ -53,6 +61,7 @@ from personas.store import (
     upsert_personas,
 )
 from sim.heap import RunHeap
+from sim.interrupts import Stopped, signal_name
 from sim.runlog import RunLog
 from sim.scenario import (
     Scenario,
@@ -131,6 +140,7 @@ class RunSummary:
 
 
 ProgressHook = Callable[[str, int, int], None]
+StartHook = Callable[[str], None]
 
 
 def new_run_id() -> str:
@@ -158,14 +168,48 @@ def acquaintance_links(ids: list[str], k: int, rewire: float, seed: int,
 def _config(scenario: Scenario, options: RunOptions, seed: int, steps: int) -> dict[str, Any]:
     """The run's configuration as stored in ``runs.config``: no secrets, spec redacted.
 
-    ``scenario_file`` (absolute) and ``options`` are what ``resume_run`` reloads.
+    ``scenario_file`` (absolute) and ``options`` are what ``resume_run`` reloads;
+    ``scenario_sha256`` is what it checks the file against before executing it again.
     """
     scenario_fields = json.loads(json.dumps(asdict(scenario), default=str))
     opts = asdict(options)
     opts["db"] = str(options.db)
     opts["llm"] = redact_spec(options.llm)
     return {"scenario": scenario_fields, "options": opts, "seed": seed, "steps": steps,
-            "scenario_file": str(scenario.source) if scenario.source else None}
+            "scenario_file": str(scenario.source) if scenario.source else None,
+            "scenario_sha256": scenario_digest(scenario.source) if scenario.source else None}
+
+
+def scenario_digest(path: str | Path) -> str:
+    """SHA-256 (hex) of a scenario file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verified_scenario_file(run_id: str, config: dict[str, Any], scenario_path: str | None) -> Path:
+    """The run's scenario file, if its bytes are the ones the run started with.
+
+    Checked before the file is executed: resuming with an edited scenario would mix two versions
+    in one run (the events of the new text, the config of the old), and a ``runs`` row alone is
+    no reason to run whatever file it names.
+    """
+    source = config.get("scenario_file") or scenario_path
+    if not source:
+        raise PersonahubError(f"--resume {run_id}: the run does not record its scenario file")
+    recorded = config.get("scenario_sha256")
+    if not recorded:
+        raise PersonahubError(f"--resume {run_id}: the run does not record the sha256 of its scenario "
+                              f"file {source} (started by an older personahub), so the file cannot "
+                              "be checked; start a new run")
+    path = Path(source)
+    try:
+        current = scenario_digest(path)
+    except OSError:
+        raise PersonahubError(f"scenario file {path} is missing since run {run_id} started "
+                              f"(sha256 {recorded[:12]}); restore it or start a new run") from None
+    if current != recorded:
+        raise PersonahubError(f"scenario file {path} changed since run {run_id} started (sha256 "
+                              f"{recorded[:12]}, now {current[:12]}); restore it or start a new run")
+    return path
 
 
 def make_client(options: RunOptions, seed: int) -> LLMClient:
@@ -190,13 +234,15 @@ def run_scenario(
     progress: ProgressHook | None = None,
     client: LLMClient | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_start: StartHook | None = None,
 ) -> RunSummary:
     """Run ``scenario`` with ``options``; returns the summary or raises PersonahubError.
 
     Everything that can be checked without a model is checked before anything is written
     (persona file, references, world file, the cache of a replay, then the database file
     itself); ``on_ready`` is called then, so a command announces a run only once its input is
-    known to be good.
+    known to be good. ``on_start(run_id)`` is called once the run is recorded, so a command can
+    name the run before anything else happens (it is the key to resume it).
     """
     started = time.perf_counter()
     seed = scenario.seed if options.seed is None else options.seed
@@ -222,7 +268,7 @@ def run_scenario(
                       llm=client.label, config=_config(scenario, options, seed, steps),
                       steps_planned=steps)
             return _drive(con, log, client, scenario, options, seed, steps, progress, started,
-                          personas=personas, heap=heap)
+                          personas=personas, heap=heap, on_start=on_start)
         finally:
             con.close()
 
@@ -274,10 +320,7 @@ def resume_run(
         if status == "finished":
             raise PersonahubError(f"--resume {run_id}: the run already finished")
         config = json.loads(config_text) if config_text else {}
-        source = config.get("scenario_file") or scenario_path
-        if not source:
-            raise PersonahubError(f"--resume {run_id}: the run does not record its scenario file")
-        scenario = load_scenario(source)
+        scenario = load_scenario(verified_scenario_file(run_id, config, scenario_path))
         known = {f.name for f in dataclasses.fields(RunOptions)}
         opts = {k: v for k, v in (config.get("options") or {}).items() if k in known}
         opts.update(db=Path(db), seed=seed, steps=steps, offline_latency_s=offline_latency_s)
@@ -303,24 +346,35 @@ def resume_run(
 
 def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options: RunOptions,
            seed: int, steps: int, progress: ProgressHook | None, started: float, *,
-           personas: list[Persona] | None, heap: RunHeap) -> RunSummary:
-    """Set up (or restore) the society, run the remaining steps, mark the run's outcome."""
+           personas: list[Persona] | None, heap: RunHeap,
+           on_start: StartHook | None = None) -> RunSummary:
+    """Set up (or restore) the society, run the remaining steps, mark the run's outcome.
+
+    An interrupt (Ctrl-C, or SIGTERM via ``sim.interrupts``) marks the run ``interrupted`` and
+    becomes ``Stopped``, whose message names the run and how to resume it.
+    """
     run_id = log.run_id
-    if options.cache != "off":  # record/replay applies to fresh and resumed runs alike
-        client.use_cache(ResponseCache.load(con, options.cache, client.cache_model))  # type: ignore[arg-type]
     loop = new_run_loop()
     try:
         try:
             try:
+                if on_start is not None:
+                    on_start(run_id)
+                if options.cache != "off":  # record/replay applies to fresh and resumed runs alike
+                    client.use_cache(ResponseCache.load(con, options.cache,  # type: ignore[arg-type]
+                                                        client.cache_model))
                 summary = _simulate(con, log, loop, client, scenario, options, personas,
                                     scenario.world_text(), seed, steps, progress, heap)
             finally:
                 modes = getattr(client, "structured_modes", None)  # test doubles may lack it
                 if modes is not None:
                     log.merge_config({"structured_modes": modes()})
-        except KeyboardInterrupt:
-            log.finish("interrupted", "interrupted by the user")
-            raise
+        except KeyboardInterrupt as exc:
+            how = signal_name(exc)
+            log.finish("interrupted", f"interrupted by {how}")
+            raise Stopped(f"run {run_id} interrupted by {how} after step {_steps_done(con, run_id)}; "
+                          f"resume with personahub run --resume {run_id} --db {options.db}",
+                          exc) from None
         except BaseException as exc:  # noqa: BLE001 - also sys.exit in scenario functions
             log.finish("failed", f"{type(exc).__name__}: {exc}"[:1000])
             if isinstance(exc, PersonahubError):
@@ -334,7 +388,7 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
         summary.wall_s = time.perf_counter() - started
         return summary
     finally:
-        loop.close()
+        close_quietly(loop)
 
 
 def _steps_done(con: Any, run_id: str) -> int:
@@ -344,7 +398,7 @@ def _steps_done(con: Any, run_id: str) -> int:
 
 def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
                    scenario: Scenario, personas: list[Persona], seed: int,
-                   progress: ProgressHook | None) -> tuple[list[Persona], nx.Graph]:
+                   progress: ProgressHook | None, db: Path) -> tuple[list[Persona], nx.Graph]:
     """Link acquaintances, expand, and record the agents and the starting graph."""
     start_ids = [p.persona_id for p in personas]
     growth = scenario.graph
@@ -353,11 +407,20 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
                                                seed, f"scenario:{scenario.name}"))
     reached: tuple[str, ...] = ()
     if growth.hops:
-        expansion = loop.run_until_complete(expand_hub(
-            con, client, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,
-            run_id=log.run_id,
-            progress=(lambda h, n: progress("expand", h, n)) if progress else None,
-        ))
+        # a resume goes on with the expansion this run started (there is one at most)
+        previous = scalar(con, "SELECT expansion_id FROM expansions WHERE run_id = ? "
+                          "ORDER BY started_at DESC, expansion_id DESC LIMIT 1", [log.run_id])
+        try:
+            expansion = loop.run_until_complete(expand_hub(
+                con, client, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,
+                run_id=log.run_id, resume=previous, stop_on_failure=True,
+                progress=(lambda h, n: progress("expand", h, n)) if progress else None,
+            ))
+        except ExpansionIncomplete as exc:
+            raise PersonahubError(
+                f"setup: {exc.failed} of {exc.asked} expansion calls failed (most often: "
+                f"{most_common_error_in(con, log.run_id, purpose='expand')}); resume with "
+                f"personahub run --resume {log.run_id} --db {db}") from None
         reached = expansion.reached_ids
     agent_ids = list(dict.fromkeys([*start_ids, *reached]))
     known = set(start_ids)
@@ -413,7 +476,8 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
               seed: int, steps: int, progress: ProgressHook | None, heap: RunHeap) -> RunSummary:
     run_id = log.run_id
     if personas is not None:
-        agents, graph = _build_society(con, log, loop, client, scenario, personas, seed, progress)
+        agents, graph = _build_society(con, log, loop, client, scenario, personas, seed, progress,
+                                       options.db)
         done = 0
     else:
         agents, graph = _restore_society(con, run_id)
@@ -474,11 +538,13 @@ def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, cli
     return summary
 
 
-def most_common_error_in(con: Any, run_id: str) -> str:
-    """The most frequent error of a run's failed model calls (for the one-line stop message)."""
+def most_common_error_in(con: Any, run_id: str, *, purpose: str | None = None) -> str:
+    """The most frequent error of a run's failed model calls (for the one-line stop message),
+    of calls for ``purpose`` only when given."""
     rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
-                       "AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
-                       [run_id]).fetchall()
+                       "AND error IS NOT NULL AND (? IS NULL OR purpose = ?) "
+                       "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
+                       [run_id, purpose, purpose]).fetchall()
     return str(rows[0][0])[:160] if rows else "no model call succeeded"
 
 

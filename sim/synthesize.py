@@ -4,7 +4,11 @@ A job picks personas from the hub (all, or those matching an SQL ``WHERE`` filte
 model for one item per persona (concurrently, bounded by the client's concurrency), optionally
 solves math/reasoning problems in a second call, flags MinHash near-duplicates within the job,
 and writes each batch of results with its ``llm_calls`` rows in one transaction. The job id is
-the resume key: ``resume=JOB`` reloads the stored configuration and skips personas already done.
+the resume key: ``resume=JOB`` reloads the stored configuration (seed and generation settings
+included) and skips personas already done; its near-duplicate index is rebuilt from the items
+the job kept, in selection order, so a resumed job flags exactly what an uninterrupted one does.
+Starting a job whose settings match an unfinished one is refused (it would be a second copy);
+``fresh=True`` marks the old one ``superseded`` and starts anew.
 
 An answer that fails its task's semantic check (``agents.validators``) is not solved and not
 written as an item: it goes to ``rejected`` with its reason, in the same transaction, and counts
@@ -18,7 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -28,7 +32,7 @@ import duckdb
 
 from agents.generation import Generation
 from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
-from agents.run_loop import new_run_loop
+from agents.run_loop import close_quietly, new_run_loop
 from agents.structured import check_setting
 from agents.synthesis_prompts import (
     PROMPTING_MODES,
@@ -62,9 +66,15 @@ from personas.store import (
     transaction,
     upsert_personas,
 )
+from sim.interrupts import Stopped, signal_name
 
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 ProgressHook = Callable[[int, int], None]
+# What a job makes (as stored in ``synth_jobs.config``): two jobs alike in these are one job.
+# The engine settings a resume may change (db, concurrency, timeout, batch size) are not in it.
+JOB_IDENTITY = ("task", "n", "where", "prompting", "examples", "world", "solve", "with_assistant",
+                "llm", "seed", "structured", "max_tokens", "temperature", "top_p")
+UNFINISHED = ("running", "interrupted", "failed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,12 +274,20 @@ class SynthesisJob:
         """All of a batch's personas concurrently (the client bounds calls in flight)."""
         return list(await asyncio.gather(*(self._one(p) for p in batch)))
 
-    def reload_index(self) -> int:
-        """Index the texts of items already written (resume); returns how many are done."""
+    def reload_index(self, personas: Iterable[Persona] = ()) -> int:
+        """Index the items a resumed job already kept; returns how many items are written.
+
+        Only kept items: an uninterrupted job never indexes an item it flagged, so neither may
+        a resume (a later item close to a flagged one but not to its original would be flagged
+        only after a resume). In the order the job asked its ``personas``, which is the order an
+        uninterrupted job indexed them in; items of personas no longer selected go last.
+        """
         rows = self.con.execute(
-            "SELECT item_id, text FROM synth_items WHERE job_id = ? ORDER BY created_at, item_id",
-            [self.job_id]).fetchall()
-        self.index.add_many(rows)
+            "SELECT item_id, persona_id, text, is_duplicate FROM synth_items WHERE job_id = ? "
+            "ORDER BY created_at, item_id", [self.job_id]).fetchall()
+        position = {p.persona_id: i for i, p in enumerate(personas)}
+        kept = sorted((r for r in rows if not r[3]), key=lambda r: position.get(r[1], len(position)))
+        self.index.add_many([(item_id, text) for item_id, _, text, _ in kept])
         return len(rows)
 
     def write_batch(self, results: Sequence[Answer], summary: SynthSummary) -> None:
@@ -347,6 +365,28 @@ def _resume_options(con: duckdb.DuckDBPyConnection, job_id: str,
     return SynthOptions(**{k: v for k, v in config.items() if k in known}), demos
 
 
+def job_options(db: str | Path, job_id: str) -> SynthOptions:
+    """The options job ``job_id`` was started with (seed and generation settings included),
+    so a resume builds its model client as the job did."""
+    con = connect(db, read_only=True)
+    try:
+        return _resume_options(con, job_id, None)[0]
+    finally:
+        con.close()
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: config.get(key) for key in JOB_IDENTITY}
+
+
+def unfinished_twins(con: duckdb.DuckDBPyConnection, options: SynthOptions) -> list[str]:
+    """Unfinished jobs (running, interrupted, failed) started with the same settings, newest first."""
+    mine = _identity(_config(options, []))
+    rows = con.execute("SELECT job_id, config FROM synth_jobs WHERE status IN (?, ?, ?) "
+                       "ORDER BY started_at DESC, job_id DESC", list(UNFINISHED)).fetchall()
+    return [job_id for job_id, config in rows if _identity(json.loads(config or "{}")) == mine]
+
+
 def run_synthesis(
     options: SynthOptions,
     *,
@@ -354,17 +394,27 @@ def run_synthesis(
     client: LLMClient | None = None,
     progress: ProgressHook | None = None,
     on_ready: Callable[[], None] | None = None,
+    fresh: bool = False,
+    on_start: Callable[[str], None] | None = None,
 ) -> SynthSummary:
     """Run (or resume) a synthesis job; returns the summary or raises PersonahubError.
 
     ``on_ready`` is called once the options, examples, world and persona selection are found
-    good, before the job is recorded (a command announces the job only then).
+    good, before the job is recorded (a command announces the job only then). A new job whose
+    settings match an unfinished one is refused with the way to resume it; ``fresh`` marks such
+    jobs ``superseded`` and starts anew. ``on_start(job_id)`` is called once the job is recorded
+    (or marked running again), before its first model call.
     """
     con = connect(options.db)
     try:
         if resume:
             options, demos = _resume_options(con, resume, options)
         else:
+            twins = unfinished_twins(con, options)
+            if twins and not fresh:
+                raise PersonahubError(f"job {twins[0]} with the same settings is unfinished: resume it "
+                                      f"with personahub synthesize --resume {twins[0]} --db "
+                                      f"{options.db}, or pass --fresh")
             demos = load_examples(options.examples) if options.prompting != "zero-shot" else []
         world = load_world(options)
         if client is None:
@@ -384,19 +434,25 @@ def run_synthesis(
         if on_ready is not None:
             on_ready()
         job_id = resume or new_job_id()
+        if not resume and fresh:
+            twins = unfinished_twins(con, options)
+            if twins:
+                con.execute(f"UPDATE synth_jobs SET status = 'superseded', finished_at = ? WHERE "
+                            f"job_id IN ({', '.join('?' * len(twins))})", [_now(), *twins])
         loop_runner = new_run_loop()
         try:
             return _run(con, client, options, job_id, world, demos, personas, bool(resume),
-                        loop_runner, progress)
+                        loop_runner, progress, on_start)
         finally:
-            loop_runner.close()
+            close_quietly(loop_runner)
     finally:
         con.close()
 
 
 def _run(con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOptions, job_id: str,
          world: str, demos: list[Demo], personas: list[Persona], resuming: bool,
-         loop: asyncio.AbstractEventLoop, progress: ProgressHook | None) -> SynthSummary:
+         loop: asyncio.AbstractEventLoop, progress: ProgressHook | None,
+         on_start: Callable[[str], None] | None = None) -> SynthSummary:
     if not resuming:
         if options.prompting == "persona-few-shot":
             demos = loop.run_until_complete(infer_personas(client, demos))
@@ -410,26 +466,33 @@ def _run(con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOption
     else:
         con.execute("UPDATE synth_jobs SET status = 'running', error = NULL WHERE job_id = ?",
                     [job_id])
-    job = SynthesisJob(con, client, options, job_id, world, demos)
-    job.reload_index()
-    done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
-                                      [job_id]).fetchall()}
-    todo = [p for p in personas if p.persona_id not in done]
     summary = SynthSummary(job_id=job_id, task=options.task, prompting=options.prompting,
                            engine=client.label, offline=client.is_offline,
-                           selected=len(personas), skipped_done=len(personas) - len(todo),
-                           db=str(options.db))
+                           selected=len(personas), db=str(options.db))
     try:
+        if on_start is not None:
+            on_start(job_id)
+        job = SynthesisJob(con, client, options, job_id, world, demos)
+        job.reload_index(personas)
+        done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
+                                          [job_id]).fetchall()}
+        todo = [p for p in personas if p.persona_id not in done]
+        summary.skipped_done = len(personas) - len(todo)
         for start in range(0, len(todo), options.batch_size):
             batch = todo[start:start + options.batch_size]
             results = loop.run_until_complete(job.run_batch(batch))
             job.write_batch(results, summary)
             if progress:
                 progress(summary.skipped_done + start + len(batch), len(personas))
+    except KeyboardInterrupt as exc:
+        how = signal_name(exc)
+        _finish(con, job_id, "interrupted", f"interrupted by {how}")
+        raise Stopped(f"job {job_id} interrupted by {how} ({summary.skipped_done + summary.written} "
+                      f"of {len(personas)} items written); resume with personahub synthesize "
+                      f"--resume {job_id} --db {options.db}", exc) from None
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        _finish(con, job_id, status, f"{type(exc).__name__}: {exc}"[:1000])
-        if isinstance(exc, PersonahubError | KeyboardInterrupt):
+        _finish(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+        if isinstance(exc, PersonahubError):
             raise
         raise PersonahubError(f"synthesis job {job_id} failed: {type(exc).__name__}: {exc}; "
                               f"resume with --resume {job_id}") from exc

@@ -92,7 +92,8 @@ def test_cli_expand_resumes_automatically(tmp_path):
     whole.close()
     args = ["personas", "expand", "--hops", "2", "--fanout", "2", "--batch-size", "3"]
     result = runner.invoke(app, args + ["--db", str(tmp_path / "whole.duckdb")])
-    assert result.exit_code == 0 and "resum" not in result.output
+    assert result.exit_code == 0 and "resuming" not in result.output  # (the tmp path says "resumes")
+    assert "expansion exp-" in result.output and " started in " in result.output
 
     con, start = seeded_hub(tmp_path / "cut.duckdb", n=4)
     offline0 = LLMClient(LLMSettings(seed=0))
@@ -108,4 +109,4 @@ def test_cli_expand_resumes_automatically(tmp_path):
     assert relations_snapshot(cut) == relations_snapshot(whole)
     cut.close()
     fresh = runner.invoke(app, args + ["--db", str(tmp_path / "cut.duckdb"), "--fresh"])
-    assert fresh.exit_code == 0 and "resum" not in fresh.output
+    assert fresh.exit_code == 0 and "resuming" not in fresh.output

@@ -1,0 +1,425 @@
+"""Faithful recovery (issue 15): setup failures stop instead of shrinking the society, setup is
+never redone by a resume, an edited scenario is refused, a resumed synthesis job flags what an
+uninterrupted one flags, and Ctrl-C / SIGTERM mark the job interrupted in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from agents.llm import CallRecord, LLMClient, LLMSettings, StructuredResult
+from personas.errors import PersonahubError
+from personas.record import Persona
+from personas.store import connect, upsert_personas
+from sim.cli import app
+from sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
+from sim.scenario import load_scenario
+from sim.synthesize import SynthOptions, run_synthesis
+from tests.conftest import persona_texts
+from tests.test_resume import snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 11  # the scenario_file fixture's seed
+
+
+class Wrapped:
+    """A model client passing everything to an offline ``LLMClient`` unless overridden."""
+
+    def __init__(self, seed: int = SEED) -> None:
+        self.inner = LLMClient(LLMSettings(seed=seed))
+        self.extra: list[CallRecord] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+        return await self.inner.structured(schema, messages, **kwargs)
+
+    def drain_records(self) -> list[CallRecord]:
+        records, self.extra = self.inner.drain_records() + self.extra, []
+        return records
+
+
+class FailingExpansion(Wrapped):
+    """Expansion calls about the given personas fail (as after the seam's own retries)
+    ``times`` times each; everything else is answered by the offline engine."""
+
+    def __init__(self, persona_ids: list[str], times: int) -> None:
+        super().__init__()
+        self.left = dict.fromkeys(persona_ids, times)
+
+    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+        pid = kwargs.get("persona_id")
+        if kwargs.get("purpose") == "expand" and self.left.get(pid, 0) > 0:
+            self.left[pid] -= 1
+            record = CallRecord(purpose="expand", model="offline", attempt=1, status="error",
+                                latency_ms=1.0, error="HTTP 503: overloaded", persona_id=pid)
+            self.extra.append(record)
+            return StructuredResult(None, [record])
+        return await super().structured(schema, messages, **kwargs)
+
+
+class CrashAfterExpandCalls(Wrapped):
+    """Raises (like a crash) on expansion call number ``n + 1``."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+        if kwargs.get("purpose") == "expand":
+            self.n -= 1
+            if self.n < 0:
+                raise RuntimeError("simulated crash in the middle of setup")
+        return await super().structured(schema, messages, **kwargs)
+
+
+class BareNameAnswers(Wrapped):
+    """The first related person of every expansion answer is a bare name (the quality gate's)."""
+
+    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+        result = await super().structured(schema, messages, **kwargs)
+        if kwargs.get("purpose") == "expand" and result.value is not None:
+            result.value.people[0].persona = "Lilith Maddox Carter"
+        return result
+
+
+@pytest.fixture
+def scenario(scenario_file):
+    return scenario_file(n_personas=6, steps=2, body=None,
+                         graph="GraphGrowth(hops=2, fanout=2, acquaintances=2)")
+
+
+def start_ids(path: Path) -> list[str]:
+    return [p.persona_id for p in load_scenario_personas(load_scenario(path))]
+
+
+def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def whole_run(scenario: Path, tmp_path: Path) -> dict[str, list]:
+    db = tmp_path / "whole.duckdb"
+    summary = run_scenario(load_scenario(scenario), RunOptions(db=db))
+    return snapshot(db, summary.run_id)
+
+
+# -- item 1: failed setup calls ---------------------------------------------------------------------
+
+def test_an_expansion_call_that_failed_is_asked_again_in_a_second_round(scenario, tmp_path):
+    whole = whole_run(scenario, tmp_path)
+    flaky = start_ids(scenario)[2]
+    db = tmp_path / "flaky.duckdb"
+    summary = run_scenario(load_scenario(scenario), RunOptions(db=db),
+                           client=FailingExpansion([flaky], times=1))
+    snap = snapshot(db, summary.run_id)
+    assert snap["runs"][0][0] == "finished"
+    assert len(snap["run_agents"]) == len(whole["run_agents"])  # the society did not shrink
+    assert {p for _, p in snap["run_agents"]} == {p for _, p in whole["run_agents"]}
+    assert rows(db, "SELECT status, attempts FROM expansion_frontier WHERE persona_id = ? AND hop = 0",
+                [flaky]) == [("done", 2)]
+
+
+def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(scenario, tmp_path):
+    whole = whole_run(scenario, tmp_path)
+    broken = start_ids(scenario)[1:3]
+    db = tmp_path / "stopped.duckdb"
+    with pytest.raises(PersonahubError) as stop:
+        run_scenario(load_scenario(scenario), RunOptions(db=db),
+                     client=FailingExpansion(broken, times=2))
+    (run_id, status), = rows(db, "SELECT run_id, status FROM runs")
+    assert str(stop.value) == (f"setup: 2 of 6 expansion calls failed (most often: HTTP 503: "
+                               f"overloaded); resume with personahub run --resume {run_id} --db {db}")
+    assert status == "failed"
+    assert rows(db, "SELECT count(*) FROM run_agents")[0][0] == 0  # no smaller society
+    assert rows(db, "SELECT status, hops_done FROM expansions") == [("running", 0)]
+
+    resume_run(run_id, db=db)
+    resumed = snapshot(db, run_id)
+    # The society of the uninterrupted run: the same agents, graph and frontier answers. (Agent
+    # ids may differ: the retried personas' people joined the hub later, and a level is listed
+    # in hub order.)
+    assert sorted(p for _, p in resumed["run_agents"]) == sorted(p for _, p in whole["run_agents"])
+    assert resumed["run_edges"] == whole["run_edges"]
+    frontier = "SELECT hop, persona_id, status, targets FROM expansion_frontier ORDER BY ALL"
+    assert rows(db, frontier) == rows(tmp_path / "whole.duckdb", frontier)
+    assert resumed["runs"] == whole["runs"]
+    assert rows(db, "SELECT status FROM expansions WHERE run_id = ?", [run_id]) == [("finished",)]
+    ok = Counter(p for p, s in rows(db, "SELECT persona_id, status FROM llm_calls WHERE purpose = "
+                                        "'expand' AND status = 'ok'"))
+    assert set(ok.values()) == {1}  # every persona answered once; nothing was asked twice
+
+
+def test_personas_the_quality_gate_rejects_are_not_failures(scenario, tmp_path):
+    db = tmp_path / "gate.duckdb"
+    summary = run_scenario(load_scenario(scenario), RunOptions(db=db), client=BareNameAnswers())
+    assert rows(db, "SELECT status FROM runs") == [("finished",)]
+    rejected = rows(db, "SELECT count(*), min(reason) FROM rejected WHERE source = 'expand' AND run_id = ?",
+                    [summary.run_id])
+    assert rejected[0][0] > 0 and rejected[0][1] == "bare_name"
+    names = rows(db, "SELECT count(*) FROM personas WHERE text = 'Lilith Maddox Carter'")
+    assert names == [(0,)] and summary.rejected.get("bare_name") == rejected[0][0]
+
+
+# -- item 2: setup is a committed phase ---------------------------------------------------------------
+
+def test_a_resume_continues_the_interrupted_expansion_instead_of_redoing_it(scenario, tmp_path):
+    whole = whole_run(scenario, tmp_path)
+    db = tmp_path / "crashed.duckdb"
+    with pytest.raises(PersonahubError, match="simulated crash"):
+        run_scenario(load_scenario(scenario), RunOptions(db=db), client=CrashAfterExpandCalls(8))
+    (run_id,), = rows(db, "SELECT run_id FROM runs")
+    assert rows(db, "SELECT hops_done FROM expansions") == [(1,)]  # round 1 is committed
+    assert rows(db, "SELECT count(*) FROM llm_calls WHERE purpose = 'expand'") == [(6,)]
+    resume_run(run_id, db=db)
+    assert snapshot(db, run_id) == whole  # llm_calls included: round 1 was not asked again
+    assert rows(db, "SELECT count(*), min(status) FROM expansions") == [(1, "finished")]
+
+
+# -- item 3: the scenario file is checked before it is executed -------------------------------------
+
+def stopped_run(scenario: Path, tmp_path: Path) -> tuple[Path, str]:
+    from tests.conftest import FailsAtStep
+
+    db = tmp_path / "stopped.duckdb"
+    with pytest.raises(PersonahubError):
+        run_scenario(load_scenario(scenario), RunOptions(db=db), client=FailsAtStep(2, seed=SEED))
+    return db, rows(db, "SELECT run_id FROM runs")[0][0]
+
+
+def test_resume_refuses_an_edited_scenario_without_executing_it(scenario, tmp_path):
+    db, run_id = stopped_run(scenario, tmp_path)
+    original = scenario.read_text()
+    marker = tmp_path / "executed"
+    scenario.write_text(original + f"\nopen({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(PersonahubError) as refused:
+        resume_run(run_id, db=db)
+    message = str(refused.value)
+    assert message.startswith(f"scenario file {scenario} changed since run {run_id} started (sha256 ")
+    assert message.endswith("; restore it or start a new run") and "\n" not in message
+    assert not marker.exists()  # refused before the file ran
+    assert rows(db, "SELECT status FROM runs") == [("failed",)]
+
+    scenario.unlink()
+    with pytest.raises(PersonahubError, match=f"scenario file {scenario} is missing since run {run_id}"):
+        resume_run(run_id, db=db)
+
+    scenario.write_text(original)
+    assert resume_run(run_id, db=db).steps == 2
+
+
+def test_resume_refuses_a_run_that_recorded_no_scenario_hash(scenario, tmp_path):
+    db, run_id = stopped_run(scenario, tmp_path)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET config = json_merge_patch(config, '{\"scenario_sha256\": null}')")
+    con.close()
+    with pytest.raises(PersonahubError, match="does not record the sha256 of its scenario file"):
+        resume_run(run_id, db=db)
+
+
+def test_cli_resume_of_an_edited_scenario_is_one_line(scenario, tmp_path):
+    db, run_id = stopped_run(scenario, tmp_path)
+    scenario.write_text(scenario.read_text() + "\n# edited\n")
+    result = CliRunner().invoke(app, ["run", "--resume", run_id, "--db", str(db)])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "changed since run" in errors[0] and "restore it" in errors[0]
+
+
+# -- item 4: synthesis resume ----------------------------------------------------------------------
+
+WORDS = ("ferry harbour market bridge river lantern baker nurse welder pilot chess jazz pottery "
+         "garden orchard mill tower clock square fountain chapel tavern forge stable meadow hill "
+         "valley creek cottage granary kiln loom").split()
+A = " ".join(WORDS)
+B = A + " extra0 extra1"  # a near-duplicate of A
+C = " ".join(WORDS[2:]) + " extra0 extra1"  # a near-duplicate of B, but not of A
+
+
+class ChainClient(Wrapped):
+    """Instructions A, B, C for the first three personas (B ~ A, C ~ B, C !~ A), distinct ones
+    for the rest; raises on the persona ``crash_at`` (a crash mid-job)."""
+
+    def __init__(self, order: list[str], crash_at: int | None = None) -> None:
+        super().__init__()
+        self.order = {pid: i for i, pid in enumerate(order)}
+        self.crash_at = crash_at
+
+    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+        i = self.order[kwargs["persona_id"]]
+        if i == self.crash_at:
+            raise RuntimeError("simulated crash")
+        text = [A, B, C][i] if i < 3 else f"Describe topic{i} alpha{i} beta{i} gamma{i} delta{i} please."
+        return StructuredResult(schema(instruction=text), [])
+
+
+def hub(db: Path, n: int = 6) -> list[str]:
+    con = connect(db)
+    upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(n)])
+    ids = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
+    con.close()
+    return ids
+
+
+def flags(db: Path, job_id: str) -> list[tuple]:
+    """(persona, is_duplicate, persona of the item it duplicates) per item."""
+    return rows(db, "SELECT i.persona_id, i.is_duplicate, o.persona_id FROM synth_items i LEFT JOIN "
+                    "synth_items o ON o.item_id = i.duplicate_of WHERE i.job_id = ? ORDER BY 1", [job_id])
+
+
+def test_a_resumed_job_flags_exactly_what_the_uninterrupted_job_flags(tmp_path):
+    whole_db, cut_db = tmp_path / "whole.duckdb", tmp_path / "cut.duckdb"
+    order = hub(whole_db)
+    assert hub(cut_db) == order
+    options = {"task": "instruction", "n": 6, "batch_size": 2}
+    whole = run_synthesis(SynthOptions(**options, db=str(whole_db)), client=ChainClient(order))
+    assert whole.duplicates == 1  # B; C is close to B, which is flagged, but not to A
+
+    with pytest.raises(PersonahubError, match="simulated crash"):
+        run_synthesis(SynthOptions(**options, db=str(cut_db)), client=ChainClient(order, crash_at=2))
+    (job_id,), = rows(cut_db, "SELECT job_id FROM synth_jobs")
+    run_synthesis(SynthOptions(**options, db=str(cut_db)), resume=job_id, client=ChainClient(order))
+    assert flags(cut_db, job_id) == flags(whole_db, whole.job_id)
+
+
+def test_cli_resume_uses_the_jobs_seed_not_the_cli_default(tmp_path):
+    whole_db, cut_db = tmp_path / "whole.duckdb", tmp_path / "cut.duckdb"
+    args = ["synthesize", "instruction", "--n", "12", "--seed", "7", "--batch-size", "4"]
+    assert CliRunner().invoke(app, [*args, "--db", str(whole_db)]).exit_code == 0
+    (whole_job,), = rows(whole_db, "SELECT job_id FROM synth_jobs")
+
+    class CrashOnNinth(Wrapped):
+        calls = 0
+
+        async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls == 9:
+                raise RuntimeError("simulated crash")
+            return await super().structured(schema, messages, **kwargs)
+
+    with pytest.raises(PersonahubError):
+        run_synthesis(SynthOptions(task="instruction", n=12, seed=7, batch_size=4, db=str(cut_db)),
+                      client=CrashOnNinth(seed=7))
+    (job_id,), = rows(cut_db, "SELECT job_id FROM synth_jobs")
+    resumed = CliRunner().invoke(app, ["synthesize", "--resume", job_id, "--db", str(cut_db)])
+    assert resumed.exit_code == 0, resumed.output
+    sql = "SELECT persona_id, text FROM synth_items WHERE job_id = ? ORDER BY 1"
+    assert rows(cut_db, sql, [job_id]) == rows(whole_db, sql, [whole_job])
+
+
+def test_the_same_command_again_offers_the_resume_instead_of_a_second_job(tmp_path):
+    db = tmp_path / "s.duckdb"
+    args = ["synthesize", "instruction", "--n", "6", "--seed", "3", "--db", str(db)]
+    with pytest.raises(PersonahubError):
+        run_synthesis(SynthOptions(task="instruction", n=6, seed=3, db=str(db)),
+                      client=Crashing(seed=3))
+    (job_id,), = rows(db, "SELECT job_id FROM synth_jobs")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1
+    errors = [line for line in again.output.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: job {job_id} with the same settings is unfinished: resume it with "
+                      f"personahub synthesize --resume {job_id} --db {db}, or pass --fresh"]
+    assert rows(db, "SELECT count(*) FROM synth_jobs") == [(1,)]
+
+    other = CliRunner().invoke(app, [*args[:-4], "--seed", "4", "--db", str(db)])  # not the same job
+    assert other.exit_code == 0, other.output
+    fresh = CliRunner().invoke(app, [*args, "--fresh"])
+    assert fresh.exit_code == 0, fresh.output
+    statuses = dict(rows(db, "SELECT job_id, status FROM synth_jobs"))
+    assert statuses.pop(job_id) == "superseded" and set(statuses.values()) == {"finished"}
+
+
+class Crashing(Wrapped):
+    """Every call crashes: the job fails before it writes an item."""
+
+    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated crash")
+
+
+# -- item 5: Ctrl-C and SIGTERM ----------------------------------------------------------------------
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from sim.cli import app; app()", *args]
+
+
+def env() -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}
+    return {**clean, "PYTHONPATH": str(ROOT)}
+
+
+def signal_after_start(args: list[str], sig: int, delay: float) -> tuple[int, list[str], str]:
+    """Start the CLI, wait for its "... started in" line, wait ``delay``, send ``sig``;
+    returns (exit code, stderr lines, the started job's id)."""
+    proc = subprocess.Popen(cli(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines, key = [], ""
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if " started in " in line:
+                key = line.split()[1]
+                break
+        time.sleep(delay)
+        proc.send_signal(sig)
+        lines += proc.stderr.readlines()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, [line.rstrip("\n") for line in lines if line.strip()], key
+
+
+# 5 steps, each answered after 0.3 s of offline latency (>= 1.5 s): the signal, 0.2 s after the
+# start, finds the run going
+SLOW = """
+from sim.scenario import GraphGrowth, PersonaSource, Scenario
+
+SCENARIO = Scenario(name="slow", personas=PersonaSource(path="people.jsonl"),
+                    graph=GraphGrowth(hops=0, acquaintances=2), steps=5, activation=1.0,
+                    kinds=("npc_dialogue",), seed=3)
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"),
+                                                  (signal.SIGINT, 130, "Ctrl-C")])
+def test_a_signal_marks_the_run_interrupted_in_one_line(tmp_path, sig, code, name):
+    (tmp_path / "people.jsonl").write_text(
+        "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(4)))
+    (tmp_path / "slow.py").write_text(SLOW)
+    db = tmp_path / "sig.duckdb"
+    returncode, lines, run_id = signal_after_start(
+        ["run", str(tmp_path / "slow.py"), "--db", str(db), "--offline-latency", "0.3"], sig, 0.2)
+    assert returncode == code, lines
+    assert not any("Traceback" in line or "Task" in line for line in lines), lines
+    assert lines[-1].startswith(f"run {run_id} interrupted by {name} after step ")
+    assert lines[-1].endswith(f"resume with personahub run --resume {run_id} --db {db}")
+    assert rows(db, "SELECT run_id, status, error FROM runs") == [(run_id, "interrupted",
+                                                                   f"interrupted by {name}")]
+
+
+def test_sigterm_marks_a_synthesis_job_interrupted(tmp_path):
+    db = tmp_path / "synth.duckdb"
+    # 40 items in batches of 4, each answered after 0.3 s (>= 3 s); the signal comes after 0.2 s
+    returncode, lines, job_id = signal_after_start(
+        ["synthesize", "instruction", "--n", "40", "--batch-size", "4", "--offline-latency", "0.3",
+         "--db", str(db)], signal.SIGTERM, 0.2)
+    assert returncode == 143, lines
+    assert not any("Traceback" in line for line in lines), lines
+    assert lines[-1].startswith(f"job {job_id} interrupted by SIGTERM (")
+    assert rows(db, "SELECT status FROM synth_jobs") == [("interrupted",)]

@@ -1,0 +1,252 @@
+"""Soak tests (issue 15, item 7): ``kill -9`` at several points of ``run`` (setup included),
+``synthesize`` and ``personas expand``, then resume: the tables equal an uninterrupted job's.
+
+Each kill comes a fixed time after the command prints its id. The offline engine answers all
+calls of a batch or step together, after ``--offline-latency``: with the latencies below every
+command takes longer than its latest kill (the lower bounds are in the comments), so each kill
+finds the job unfinished; where in the job it lands varies from run to
+run, which is the point. The figures (where each kill landed, calls before and after) are printed
+with ``-s``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from personas.record import Persona
+from personas.store import connect, upsert_personas
+from sim.cli import app
+from sim.runner import RunOptions, run_scenario
+from sim.scenario import load_scenario
+from sim.synthesize import SynthOptions, run_synthesis
+from tests.conftest import persona_texts
+from tests.pipeline_helpers import personas_snapshot, relations_snapshot
+from tests.test_resume import snapshot
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+# Setup: two expansion rounds (one batch each) of 0.5 s: >= 1 s; then 4 steps of 0.5 s: >= 2 s.
+# Kills come by 1.5 s.
+SCENARIO = """
+from sim.scenario import Audience, Event, GraphGrowth, PersonaSource, Scenario, Survey
+
+SCENARIO = Scenario(
+    name="soak",
+    personas=PersonaSource(path="people.jsonl"),
+    graph=GraphGrowth(hops=2, fanout=2, acquaintances=2),
+    steps=4,
+    kinds=("npc_dialogue", "conversation", "instruction"),
+    activation=0.5,
+    events=(Event(step=2, text="The ferry is cancelled until spring."),),
+    surveys=(Survey(id="ferry", steps=(3,), question="Should the ferry run all winter?",
+                    answer="choice", options=("yes", "no"), audience=Audience(personas=(1, 2, 3))),),
+    seed=5,
+)
+"""
+RUN_FLAGS = ["--offline-latency", "0.5"]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from sim.cli import app; app()", *args]
+
+
+def env() -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}
+    return {**clean, "PYTHONPATH": str(ROOT)}
+
+
+def kill_after_start(args: list[str], delay: float) -> str:
+    """Start the CLI, wait for its "<what> ID started in" line, ``kill -9`` it ``delay`` s
+    later; returns the id."""
+    proc = subprocess.Popen(cli(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    key = ""
+    try:
+        for line in proc.stderr:
+            if " started in " in line:
+                key = line.split()[1]
+                break
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert key and proc.returncode == -signal.SIGKILL
+    return key
+
+
+def finish(args: list[str]) -> None:
+    done = subprocess.run(cli(*args), cwd=ROOT, env=env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def hub_tables(db: Path) -> dict[str, list]:
+    """The hub and the expansion's answers (ids of expansions left out)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {"personas": personas_snapshot(con), "relations": relations_snapshot(con),
+                "frontier": con.execute("SELECT hop, position, persona_id, status, targets, created, "
+                                        "merged FROM expansion_frontier ORDER BY ALL").fetchall(),
+                "rejected": con.execute("SELECT source, persona_id, kind, reason, payload FROM "
+                                        "rejected ORDER BY ALL").fetchall(),
+                "expansions": con.execute("SELECT status, hops_done FROM expansions").fetchall()}
+    finally:
+        con.close()
+
+
+# -- run --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("soak")
+    (folder / "people.jsonl").write_text(
+        "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(12)))
+    path = folder / "soak.py"
+    path.write_text(SCENARIO)
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(scenario: Path) -> tuple[dict, dict]:
+    db = scenario.parent / "whole.duckdb"
+    summary = run_scenario(load_scenario(scenario), RunOptions(db=db))  # no latency: same tables
+    return snapshot(db, summary.run_id), hub_tables(db)
+
+
+def where_run_stopped(db: Path, run_id: str) -> str:
+    (done,), = rows(db, "SELECT steps_done FROM runs")
+    agents = rows(db, "SELECT count(*) FROM run_agents")[0][0]
+    hops = rows(db, "SELECT coalesce(max(hops_done), 0) FROM expansions")[0][0]
+    calls = rows(db, "SELECT count(*) FROM llm_calls WHERE run_id = ?", [run_id])[0][0]
+    phase = f"step {done + 1}" if agents else f"setup (expansion round {hops + 1})"
+    return f"killed in {phase}, {calls} calls committed"
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.5, 1.0, 1.5])
+def test_kill_run_then_resume(scenario, uninterrupted_run, tmp_path, delay):
+    db = tmp_path / "killed.duckdb"
+    run_id = kill_after_start(["run", str(scenario), "--db", str(db), *RUN_FLAGS], delay)
+    assert rows(db, "SELECT status FROM runs") == [("running",)]  # killed: nobody marked it
+    landed = where_run_stopped(db, run_id)
+    finish(["run", "--resume", run_id, "--db", str(db)])
+    whole, hub = uninterrupted_run
+    assert snapshot(db, run_id) == whole  # llm_calls included: nothing was asked twice
+    assert hub_tables(db) == hub  # one expansion, finished; no stale rows
+    total = rows(db, "SELECT count(*) FROM llm_calls")[0][0]
+    print(f"\nrun, kill -9 {delay} s after start: {landed}; {total} calls after resume")
+
+
+def test_kill_the_run_and_its_resume_then_resume_again(scenario, uninterrupted_run, tmp_path):
+    db = tmp_path / "twice.duckdb"
+    run_id = kill_after_start(["run", str(scenario), "--db", str(db), *RUN_FLAGS], 0.7)
+    first = where_run_stopped(db, run_id)
+    proc = subprocess.Popen(cli("run", "--resume", run_id, "--db", str(db), *RUN_FLAGS), cwd=ROOT,
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("resuming run"):
+            break
+    time.sleep(1.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    second = where_run_stopped(db, run_id)
+    finish(["run", "--resume", run_id, "--db", str(db)])
+    whole, hub = uninterrupted_run
+    assert snapshot(db, run_id) == whole
+    assert hub_tables(db) == hub
+    print(f"\nrun killed twice: {first}; then {second}")
+
+
+# -- synthesize -------------------------------------------------------------------------------------
+
+# 80 items in batches of 8, 0.3 s a batch: >= 3 s. Kills come by 1.5 s. A non-default seed: the
+# resume must use the job's.
+SYNTH = ["synthesize", "instruction", "--n", "80", "--seed", "7", "--batch-size", "8"]
+
+
+def items(db: Path, job_id: str) -> list[tuple]:
+    return rows(db, "SELECT i.persona_id, i.content, i.text, i.is_duplicate, o.persona_id "
+                    "FROM synth_items i LEFT JOIN synth_items o ON o.item_id = i.duplicate_of "
+                    "WHERE i.job_id = ? ORDER BY 1", [job_id])
+
+
+def calls(db: Path, job_id: str) -> list[tuple]:
+    return rows(db, "SELECT purpose, status, count(*) FROM llm_calls WHERE run_id = ? "
+                    "GROUP BY ALL ORDER BY ALL", [job_id])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, list]:
+    db = tmp_path_factory.mktemp("synth") / "whole.duckdb"
+    summary = run_synthesis(SynthOptions(task="instruction", n=80, seed=7, batch_size=8, db=str(db)))
+    return items(db, summary.job_id), calls(db, summary.job_id)
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.9, 1.5])
+def test_kill_synthesize_then_resume(uninterrupted_job, tmp_path, delay):
+    db = tmp_path / "killed.duckdb"
+    job_id = kill_after_start([*SYNTH, "--db", str(db), "--offline-latency", "0.3"], delay)
+    assert rows(db, "SELECT status FROM synth_jobs") == [("running",)]
+    written = rows(db, "SELECT count(*) FROM synth_items")[0][0]
+    finish(["synthesize", "--resume", job_id, "--db", str(db)])
+    assert (items(db, job_id), calls(db, job_id)) == uninterrupted_job
+    assert rows(db, "SELECT status FROM synth_jobs") == [("finished",)]
+    print(f"\nsynthesize, kill -9 {delay} s after start: {written} of 80 items committed")
+
+
+# -- personas expand --------------------------------------------------------------------------------
+
+# 12 + 24 + 48 calls in batches of 4, 0.1 s per batch: >= 2.1 s. Kills come by 1.2 s.
+EXPAND = ["personas", "expand", "--hops", "3", "--fanout", "2", "--batch-size", "4"]
+
+
+def seeded(db: Path) -> Path:
+    con = connect(db)
+    upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(12)])
+    con.close()
+    return db
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_expansion(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, int]:
+    db = seeded(tmp_path_factory.mktemp("expand") / "whole.duckdb")
+    result = CliRunner().invoke(app, [*EXPAND, "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    return hub_tables(db), rows(db, "SELECT count(*) FROM llm_calls")[0][0]
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
+def test_kill_personas_expand_then_run_it_again(uninterrupted_expansion, tmp_path, delay):
+    db = seeded(tmp_path / "killed.duckdb")
+    kill_after_start([*EXPAND, "--db", str(db), "--offline-latency", "0.1"], delay)
+    (status, hops), = rows(db, "SELECT status, hops_done FROM expansions")
+    assert status == "running"
+    asked = rows(db, "SELECT count(*) FROM expansion_frontier WHERE status <> 'pending'")[0][0]
+    finish([*EXPAND, "--db", str(db)])  # the same command resumes it
+    hub, n_calls = uninterrupted_expansion
+    assert hub_tables(db) == hub
+    assert rows(db, "SELECT count(*) FROM llm_calls")[0][0] == n_calls
+    print(f"\npersonas expand, kill -9 {delay} s after start: {hops} of 3 rounds done, "
+          f"{asked} of {len(hub['frontier'])} frontier personas asked")
