@@ -250,3 +250,46 @@ def test_kill_personas_expand_then_run_it_again(uninterrupted_expansion, tmp_pat
     assert rows(db, "SELECT count(*) FROM llm_calls")[0][0] == n_calls
     print(f"\npersonas expand, kill -9 {delay} s after start: {hops} of 3 rounds done, "
           f"{asked} of {len(hub['frontier'])} frontier personas asked")
+
+
+def _emissions(db: Path) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT step, persona_id, kind, text FROM emissions "
+                           "ORDER BY step, persona_id, kind").fetchall()
+    finally:
+        con.close()
+
+
+def _first_repaired_step(db: Path) -> int | None:
+    """The first step with a call that needed the repair prompt (two invalid answers in a row)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT min(step) FROM (SELECT step, persona_id, purpose, count(*) AS n FROM llm_calls "
+            "WHERE status = 'invalid' AND step IS NOT NULL GROUP BY ALL) WHERE n >= 2").fetchall()
+    finally:
+        con.close()
+    return rows[0][0]
+
+
+def test_mixed_faults_change_nothing_that_retries_recover(server, scenario_file, tmp_path: Path):
+    """20% mixed faults (malformed answers, 429s and 503s): every emission a retry could recover
+    equals the fault-free run's. A malformed answer is asked again unchanged; only a second one in
+    a row earns the repair prompt, whose different answer may then spread through the society, so
+    the comparison stops before the first step that needed one."""
+    scenario = load_scenario(scenario_file(n_personas=20, steps=3))
+    clean_db, faulty_db = tmp_path / "clean.duckdb", tmp_path / "faulty.duckdb"
+    clean = server()
+    run_scenario(scenario, RunOptions(db=clean_db, llm=f"{clean.base_url}?model=m",
+                                      structured="json_schema"))
+    faulty = server(malformed_rate=0.1, error_rate=0.1, fault_seed=5)
+    run_scenario(scenario, RunOptions(db=faulty_db, llm=f"{faulty.base_url}?model=m",
+                                      structured="json_schema", max_retries=6))
+    assert faulty.stats.malformed > 0 and faulty.stats.errors > 0
+    stop = _first_repaired_step(faulty_db)
+    print(f"faults: {faulty.stats.malformed} malformed, {faulty.stats.errors} errors; "
+          f"first step needing a repair prompt: {stop}")
+    keep = (lambda rows: [r for r in rows if stop is None or r[0] < stop])
+    assert keep(_emissions(faulty_db)) == keep(_emissions(clean_db))
+    assert keep(_emissions(clean_db)), "nothing left to compare"
