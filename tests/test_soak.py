@@ -290,6 +290,9 @@ def test_mixed_faults_change_nothing_that_retries_recover(server, scenario_file,
     stop = _first_repaired_step(faulty_db)
     print(f"faults: {faulty.stats.malformed} malformed, {faulty.stats.errors} errors; "
           f"first step needing a repair prompt: {stop}")
-    keep = (lambda rows: [r for r in rows if stop is None or r[0] < stop])
+
+    def keep(rows: list[tuple]) -> list[tuple]:
+        return [r for r in rows if stop is None or r[0] < stop]
+
     assert keep(_emissions(faulty_db)) == keep(_emissions(clean_db))
     assert keep(_emissions(clean_db)), "nothing left to compare"
