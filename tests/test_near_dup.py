@@ -1,0 +1,112 @@
+"""The compact near-duplicate index flags exactly what the dict-of-buckets index flagged."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import personas.near_dup as near_dup
+from personas.minhash import MinHashConfig, lsh_params, signatures
+from personas.near_dup import IndexesByKind, NearDuplicateIndex
+from tests._dict_index import DictNearDuplicateIndex
+from tests._planted import planted_corpus
+
+
+def _stream(seed: int) -> list[tuple[str, str]]:
+    """Planted near-duplicates shuffled among their sources, plus empty texts and exact copies."""
+    rng = random.Random(seed)
+    texts = planted_corpus(250, 250, seed=seed, length=(8, 30)).texts
+    rng.shuffle(texts)
+    texts += ["", "!!!", ""] + texts[:40]
+    return [(f"k{i}", text) for i, text in enumerate(texts)]
+
+
+def _windowed_flags(items: list[tuple[str, str]], window: int) -> list[str | None]:
+    """Brute force: the earliest of the latest ``window`` kept texts sharing a band exactly and
+    whose estimated Jaccard reaches the threshold."""
+    cfg = MinHashConfig()
+    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    sigs = signatures([t for _, t in items], cfg)
+    kept: list[int] = []
+    flags: list[str | None] = []
+    for i, sig in enumerate(sigs):
+        match = None
+        if not (sig == np.iinfo(np.uint32).max).all():
+            for j in kept[-window:]:
+                shares = any(np.array_equal(sigs[j][b * rows:(b + 1) * rows], sig[b * rows:(b + 1) * rows])
+                             for b in range(bands))
+                if shares and float(np.mean(sigs[j] == sig)) >= cfg.threshold:
+                    match = j
+                    break
+        if match is None:
+            kept.append(i)
+        flags.append(None if match is None else items[match][0])
+    return flags
+
+
+def _in_batches(index: object, items: list[tuple[str, str]], seed: int) -> list[str | None]:
+    """Bulk-load a prefix, then check the rest in batches of varied size (single items too)."""
+    rng = random.Random(seed)
+    pre = rng.randint(0, 120)
+    index.add_many(items[:pre])  # type: ignore[attr-defined]
+    flags: list[str | None] = [None] * pre
+    i = pre
+    while i < len(items):
+        batch = items[i : i + rng.choice([1, 1, 3, 17, 64, 150])]
+        flags += index.check_and_add_many(batch)  # type: ignore[attr-defined]
+        i += len(batch)
+    return flags
+
+
+# small blocks and merges so that a short stream crosses every boundary many times
+SIZES = [(1024, 2048, 65_536), (4, 8, 16), (2, 3, 5), (64, 16, 100)]
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_flags_equal_the_dict_index(monkeypatch: pytest.MonkeyPatch, sizes: tuple[int, int, int],
+                                    seed: int) -> None:
+    monkeypatch.setattr(near_dup, "BLOCK", sizes[0])
+    monkeypatch.setattr(near_dup, "MERGE", sizes[1])
+    monkeypatch.setattr(near_dup, "BULK", sizes[2])
+    items = _stream(seed)
+    compact, reference = NearDuplicateIndex(), DictNearDuplicateIndex()
+    flags = _in_batches(compact, items, seed)
+    assert flags == _in_batches(reference, items, seed)
+    assert sum(f is not None for f in flags) > 100  # the stream does hold near-duplicates
+    assert len(compact) == len(reference)
+    for _, text in items[::25]:
+        assert compact.find(text) == reference.find(text)
+
+
+@pytest.mark.parametrize("window", [1, 7, 40, 300])
+def test_max_items_matches_only_the_latest_kept_texts(monkeypatch: pytest.MonkeyPatch,
+                                                      window: int) -> None:
+    monkeypatch.setattr(near_dup, "BLOCK", 8)
+    monkeypatch.setattr(near_dup, "MERGE", 5)
+    monkeypatch.setattr(near_dup, "BULK", 16)
+    items = _stream(4)
+    index = NearDuplicateIndex(max_items=window)
+    flags = [flag for i in range(0, len(items), 13) for flag in index.check_and_add_many(items[i : i + 13])]
+    assert flags == _windowed_flags(items, window)
+    assert len(index) == window
+    assert len(index._blocks) <= window // 8 + 2  # older signatures are let go
+
+
+def test_max_items_beyond_the_stream_changes_nothing() -> None:
+    items = _stream(5)
+    index = NearDuplicateIndex(max_items=len(items))
+    assert index.check_and_add_many(items) == DictNearDuplicateIndex().check_and_add_many(items)
+
+
+def test_max_items_validation() -> None:
+    with pytest.raises(ValueError):
+        NearDuplicateIndex(max_items=0)
+
+
+def test_indexes_by_kind_share_settings() -> None:
+    indexes = IndexesByKind(max_items=3)
+    assert indexes["a"] is indexes["a"] and indexes["a"].max_items == 3
+    assert sorted(indexes) == ["a"]
