@@ -18,7 +18,7 @@ import duckdb
 
 from agents.cache import CacheEntry, cache_rows
 from agents.llm import CallRecord
-from personas.store import insert_columns, insert_rows, record_rows, transaction
+from personas.store import insert_columns, insert_rows, record_rows, release_cached_blocks, transaction
 from sim.society import StepResult
 
 
@@ -95,6 +95,7 @@ class RunLog:
             insert_rows(self.con, "steps", [step_row])
             self.con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?",
                              [result.step, self.run_id])
+        release_cached_blocks(self.con)  # the run log is on disk: memory stays flat over steps
 
     def merge_config(self, items: Mapping[str, Any]) -> None:
         """Add what was learned while running (e.g. structured-output modes) to ``runs.config``."""
