@@ -11,24 +11,28 @@ so the flags equal those of ``datasketch.MinHashLSH`` plus verification, at a fr
 cost per text.
 
 Memory. A run indexes every kept emission of every kind for the whole run, so what the index
-holds per text decides how memory grows with run length. It holds the signature as one row of
-a uint32 block (needed: verification compares all 128 values), one 64-bit hash per LSH band in
-two sorted numpy arrays, and the key, packed into one string per block. Python objects per
-text and band (a bytes key, a bucket list, an int, an array header each) cost several times
-the signature itself and are gone. The newest texts wait in a small dict until enough of them
-are merged into the sorted arrays at once (one merge per text would copy the arrays each
-time). A band hash only proposes a candidate: it counts when its band's values equal the
-query's, so candidates, and flags, are exactly those of exact band buckets.
+holds per text decides how memory grows with run length (bench/bench_memory.py). Per text it
+holds one 64-bit hash per LSH band, in two sorted numpy arrays, and its key, packed into one
+string per block of keys: no Python object per text and band (a bytes key, a bucket list, an
+int), which is what cost the most. The newest texts wait in a small dict until enough of them
+are merged into the sorted arrays at once (one merge per text would copy the arrays each time).
+A band hash only proposes a candidate: it counts when its band's values equal the query's, so
+the candidates, and the flags, are exactly those of exact band buckets.
+
+Verifying a candidate needs its whole signature (the estimated Jaccard compares all 128
+values), which would be most of what is left per text. Where the texts are kept anyway, as a
+run keeps its emissions in DuckDB, a ``texts`` reader lets the index keep none: each call reads
+back the few texts its band hashes propose and recomputes their signatures (deterministic, so
+the flags do not change). Without a reader (persona expansion, synthesis jobs) signatures are
+kept as rows of uint32 blocks.
 
 Evicting old texts would bound memory outright but changes flags (a text could no longer match
-one from long ago), so it is opt-in: ``max_items`` matches against the latest texts only, never
-by default. Spilling signatures to DuckDB would tie the index to a connection and cost a query
-per batch to verify candidates whose signatures fit in memory compactly.
+one from long ago), so it is opt-in: ``max_items`` matches against the latest texts only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,6 +46,8 @@ _GOLDEN = _U64(0x9E3779B97F4A7C15)
 BLOCK = 1024  # texts per signature block: the unit of growth and of eviction
 MERGE = 2048  # texts kept in the dict of newest texts before a merge into the sorted arrays
 BULK = 65_536  # texts per chunk of a bulk load
+
+TextReader = Callable[[Sequence[str]], Sequence[str]]
 
 
 def word_ngrams(text: str, n: int = 1) -> set[str]:
@@ -101,11 +107,14 @@ class NearDuplicateIndex:
     """MinHash LSH over the texts seen so far; ``check_and_add`` flags and indexes in one go.
 
     ``max_items`` (None: no limit) makes a text match only the latest ``max_items`` texts indexed
-    before it and lets older ones go, bounding memory; see the module docstring.
+    before it and lets older ones go, bounding memory. ``texts`` reads back the texts of keys
+    indexed by earlier calls, in order (a run reads its emissions table); given it, the index
+    keeps no signatures between calls and re-derives those a call needs. See the module doc.
     """
 
     def __init__(self, *, threshold: float = 0.9, num_perm: int = 128, ngram: int = 1,
-                 seed: int = 1, max_items: int | None = None) -> None:
+                 seed: int = 1, max_items: int | None = None,
+                 texts: TextReader | None = None) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if max_items is not None and max_items < 1:
@@ -117,6 +126,8 @@ class NearDuplicateIndex:
         self._count = 0  # texts ever indexed: a text's number is its position in that order
         self._first = 0  # number of the first text still stored (a multiple of BLOCK)
         self._blocks: list[np.ndarray] = []  # signatures, BLOCK rows each (the last may be short)
+        self._reader = texts
+        self._held: dict[int, np.ndarray] = {}  # with a reader: signatures this call needs
         self._keys = _Keys()
         self._hashes = np.empty(0, dtype=np.uint64)  # band hashes, sorted ...
         self._numbers = np.empty(0, dtype=np.int64)  # ... and the text each belongs to
@@ -132,6 +143,8 @@ class NearDuplicateIndex:
         return 0 if self.max_items is None else max(0, self._count - self.max_items)
 
     def _signature(self, number: int) -> np.ndarray:
+        if self._reader is not None:
+            return self._held[number]
         block, row = divmod(number - self._first, BLOCK)
         return self._blocks[block][row]
 
@@ -151,6 +164,23 @@ class NearDuplicateIndex:
             row, band = divmod(pos, self.bands)
             hits[row].append((band, self._numbers[lo[pos] : hi[pos]]))
         return hits
+
+    def _read_back(self, sigs: np.ndarray, hashes: np.ndarray,
+                   hits: list[list[tuple[int, np.ndarray]]]) -> None:
+        """With a reader: the signatures of every earlier text the call's band hashes propose."""
+        if self._reader is None:
+            return
+        wanted: set[int] = set()
+        for i in np.flatnonzero((sigs != _EMPTY).any(axis=1)).tolist():  # empty texts match nothing
+            for _, numbers in hits[i]:
+                wanted.update(numbers.tolist())
+            for value in hashes[i].tolist():
+                wanted.update(self._new.get(value, ()))
+        start = self._start()
+        numbers = sorted(number for number in wanted if number >= start)
+        if numbers:
+            texts = list(self._reader([self._key(number) for number in numbers]))
+            self._held.update(zip(numbers, signatures(texts, self.config), strict=True))
 
     def _find(self, sig: np.ndarray, hashes: np.ndarray,
               hits: list[tuple[int, np.ndarray]]) -> int | None:
@@ -178,6 +208,11 @@ class NearDuplicateIndex:
     def _store(self, key: str, sig: np.ndarray) -> int:
         """Keep a text's signature and key; returns its number."""
         number = self._count
+        self._keys.append(key)
+        self._count += 1
+        if self._reader is not None:  # read back when needed: kept only for this call
+            self._held[number] = sig
+            return number
         block, row = divmod(number - self._first, BLOCK)
         if block == len(self._blocks):
             self._blocks.append(np.empty((min(BLOCK, 64), sig.size), dtype=np.uint32))
@@ -186,8 +221,6 @@ class NearDuplicateIndex:
             grown[:row] = self._blocks[block]
             self._blocks[block] = grown
         self._blocks[block][row] = sig
-        self._keys.append(key)
-        self._count += 1
         return number
 
     def _insert(self, key: str, sig: np.ndarray, hashes: np.ndarray) -> None:
@@ -199,6 +232,7 @@ class NearDuplicateIndex:
 
     def _settle(self) -> None:
         """Between batches: let texts out of reach go; merge the newest texts when enough wait."""
+        self._held = {}
         if self.max_items is not None:
             stale = (self._start() - self._first) // BLOCK
             if stale:
@@ -233,6 +267,7 @@ class NearDuplicateIndex:
         sigs = signatures([text for _, text in items], self.config)
         hashes = band_hashes(sigs, self.bands, self.rows)
         hits = self._merged_hits(hashes)  # the sorted arrays do not change during the batch
+        self._read_back(sigs, hashes, hits)
         flags: list[str | None] = []
         for i, (key, _) in enumerate(items):
             original = self._find(sigs[i], hashes[i], hits[i])
@@ -265,7 +300,10 @@ class NearDuplicateIndex:
         """Key of the earliest indexed text whose estimated Jaccard is >= threshold, if any."""
         sig = signatures([text], self.config)
         hashes = band_hashes(sig, self.bands, self.rows)
-        number = self._find(sig[0], hashes[0], self._merged_hits(hashes)[0])
+        hits = self._merged_hits(hashes)
+        self._read_back(sig, hashes, hits)
+        number = self._find(sig[0], hashes[0], hits[0])
+        self._held = {}
         return None if number is None else self._key(number)
 
     def add(self, key: str, text: str) -> None:
@@ -278,12 +316,13 @@ class NearDuplicateIndex:
 
 
 class IndexesByKind(dict[str, NearDuplicateIndex]):
-    """One index per emission kind, each made on first use with the same ``max_items``."""
+    """One index per emission kind, each made on first use with the same settings."""
 
-    def __init__(self, *, max_items: int | None = None) -> None:
+    def __init__(self, *, max_items: int | None = None, texts: TextReader | None = None) -> None:
         super().__init__()
         self.max_items = max_items
+        self.texts = texts
 
     def __missing__(self, kind: str) -> NearDuplicateIndex:
-        index = self[kind] = NearDuplicateIndex(max_items=self.max_items)
+        index = self[kind] = NearDuplicateIndex(max_items=self.max_items, texts=self.texts)
         return index

@@ -23,7 +23,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,7 +372,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
                          run_id=run_id, seed=seed, runner=loop.run_until_complete,
                          world=world, chunk_size=options.chunk_size)
     assert [a.unique_id for a in model.ordered] == list(range(1, len(agents) + 1))
-    indexes = IndexesByKind(max_items=scenario.duplicate_window)
+    indexes = IndexesByKind(max_items=scenario.duplicate_window, texts=_emission_texts(con))
     if done:
         _restore_model(con, model, run_id, done, indexes)
     heap.settle()  # the society is built: out of the collector's sight (sim/heap.py)
@@ -441,6 +441,16 @@ def _prompt_tokens_per_action(con: Any, run_id: str) -> float | None:
     mean = con.execute("SELECT avg(tokens_in) FROM llm_calls WHERE run_id = ? AND status = 'ok' "
                        "AND step IS NOT NULL", [run_id]).fetchall()[0][0]
     return None if mean is None else float(mean)
+
+
+def _emission_texts(con: Any) -> Callable[[Sequence[str]], list[str]]:
+    """Committed emissions' texts by id: what the indexes read back instead of keeping
+    every signature (personas/near_dup.py)."""
+    def read(ids: Sequence[str]) -> list[str]:
+        found = dict(con.execute("SELECT emission_id, text FROM emissions WHERE emission_id IN "
+                                 "(SELECT unnest(?))", [list(ids)]).fetchall())
+        return [found[i] for i in ids]
+    return read
 
 
 def _flag_duplicates(result: StepResult, indexes: IndexesByKind) -> dict[str, str | None]:

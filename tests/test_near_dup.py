@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -46,53 +47,82 @@ def _windowed_flags(items: list[tuple[str, str]], window: int) -> list[str | Non
     return flags
 
 
-def _in_batches(index: object, items: list[tuple[str, str]], seed: int) -> list[str | None]:
-    """Bulk-load a prefix, then check the rest in batches of varied size (single items too)."""
+def _in_batches(index: object, items: list[tuple[str, str]], seed: int,
+                log: dict[str, str] | None = None) -> list[str | None]:
+    """Bulk-load a prefix, then check the rest in batches of varied size (single items too).
+
+    ``log`` gets each call's texts after the call, as a run's emissions table gets a step's.
+    """
     rng = random.Random(seed)
     pre = rng.randint(0, 120)
     index.add_many(items[:pre])  # type: ignore[attr-defined]
     flags: list[str | None] = [None] * pre
     i = pre
     while i < len(items):
+        if log is not None:
+            log.update(items[:i])
         batch = items[i : i + rng.choice([1, 1, 3, 17, 64, 150])]
         flags += index.check_and_add_many(batch)  # type: ignore[attr-defined]
         i += len(batch)
     return flags
 
 
+class _Log(dict[str, str]):
+    """Texts by key, read back by the index; counts what it reads."""
+
+    reads = 0
+
+    def read(self, keys: Sequence[str]) -> list[str]:
+        self.reads += len(keys)
+        return [self[k] for k in keys]
+
+
 # small blocks and merges so that a short stream crosses every boundary many times
 SIZES = [(1024, 2048, 65_536), (4, 8, 16), (2, 3, 5), (64, 16, 100)]
 
 
+@pytest.mark.parametrize("read_back", [False, True])
 @pytest.mark.parametrize("sizes", SIZES)
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_flags_equal_the_dict_index(monkeypatch: pytest.MonkeyPatch, sizes: tuple[int, int, int],
-                                    seed: int) -> None:
+                                    seed: int, read_back: bool) -> None:
     monkeypatch.setattr(near_dup, "BLOCK", sizes[0])
     monkeypatch.setattr(near_dup, "MERGE", sizes[1])
     monkeypatch.setattr(near_dup, "BULK", sizes[2])
     items = _stream(seed)
-    compact, reference = NearDuplicateIndex(), DictNearDuplicateIndex()
-    flags = _in_batches(compact, items, seed)
+    log = _Log()
+    compact = NearDuplicateIndex(texts=log.read if read_back else None)
+    reference = DictNearDuplicateIndex()
+    flags = _in_batches(compact, items, seed, log)
     assert flags == _in_batches(reference, items, seed)
     assert sum(f is not None for f in flags) > 100  # the stream does hold near-duplicates
     assert len(compact) == len(reference)
+    log.update(items)
     for _, text in items[::25]:
         assert compact.find(text) == reference.find(text)
+    if read_back:
+        assert compact._blocks == [] and compact._held == {}  # no signature stays
+        assert 0 < log.reads < len(items) * 5
 
 
+@pytest.mark.parametrize("read_back", [False, True])
 @pytest.mark.parametrize("window", [1, 7, 40, 300])
 def test_max_items_matches_only_the_latest_kept_texts(monkeypatch: pytest.MonkeyPatch,
-                                                      window: int) -> None:
+                                                      window: int, read_back: bool) -> None:
     monkeypatch.setattr(near_dup, "BLOCK", 8)
     monkeypatch.setattr(near_dup, "MERGE", 5)
     monkeypatch.setattr(near_dup, "BULK", 16)
     items = _stream(4)
-    index = NearDuplicateIndex(max_items=window)
-    flags = [flag for i in range(0, len(items), 13) for flag in index.check_and_add_many(items[i : i + 13])]
+    log = _Log()
+    index = NearDuplicateIndex(max_items=window, texts=log.read if read_back else None)
+    flags = []
+    for i in range(0, len(items), 13):
+        flags += index.check_and_add_many(items[i : i + 13])
+        log.update(items[i : i + 13])
     assert flags == _windowed_flags(items, window)
     assert len(index) == window
     assert len(index._blocks) <= window // 8 + 2  # older signatures are let go
+    assert len(index._keys._packed) <= window // 8 + 2
 
 
 def test_max_items_beyond_the_stream_changes_nothing() -> None:
