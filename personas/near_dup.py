@@ -14,8 +14,9 @@ Memory. A run indexes every kept emission of every kind for the whole run, so wh
 holds per text decides how memory grows with run length (bench/bench_memory.py). Per text it
 holds one 64-bit hash per LSH band, in two sorted numpy arrays, and its key, packed into one
 string per block of keys: no Python object per text and band (a bytes key, a bucket list, an
-int), which is what cost the most. The newest texts wait in a small dict until enough of them
-are merged into the sorted arrays at once (one merge per text would copy the arrays each time).
+int), which is what cost the most. The newest texts go to a small second pair of arrays that
+joins the large one when enough have gathered (merging each call into the large pair would
+copy it every time).
 A band hash only proposes a candidate: it counts when its band's values equal the query's, so
 the candidates, and the flags, are exactly those of exact band buckets.
 
@@ -44,7 +45,7 @@ _MIX1 = _U64(0xFF51AFD7ED558CCD)
 _MIX2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 BLOCK = 1024  # texts per signature block: the unit of growth and of eviction
-MERGE = 2048  # texts kept in the dict of newest texts before a merge into the sorted arrays
+MERGE = 2048  # texts in the small sorted level of newest texts before it joins the large one
 BULK = 65_536  # texts per chunk of a bulk load
 
 TextReader = Callable[[Sequence[str]], Sequence[str]]
@@ -103,6 +104,31 @@ class _Keys:
         del self._packed[:blocks]
 
 
+class _Sorted:
+    """Band hashes, sorted, and the number of the text each belongs to."""
+
+    def __init__(self) -> None:
+        self.hashes = np.empty(0, dtype=np.uint64)
+        self.numbers = np.empty(0, dtype=np.int64)
+
+    def add(self, hashes: np.ndarray, numbers: np.ndarray, first: int) -> None:
+        """Merge flat ``hashes`` of ``numbers``, dropping texts numbered below ``first``."""
+        keep = self.numbers >= first
+        old_hashes, old_numbers = self.hashes[keep], self.numbers[keep]
+        order = np.argsort(hashes, kind="stable")
+        at = np.searchsorted(old_hashes, hashes[order], side="right")
+        self.hashes = np.insert(old_hashes, at, hashes[order])
+        self.numbers = np.insert(old_numbers, at, numbers[order])
+
+    def hits(self, flat: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(position in ``flat``, numbers with that hash) for every hash of ``flat`` found."""
+        if self.hashes.size == 0 or flat.size == 0:
+            return []
+        lo = np.searchsorted(self.hashes, flat, side="left")
+        hi = np.searchsorted(self.hashes, flat, side="right")
+        return [(pos, self.numbers[lo[pos] : hi[pos]]) for pos in np.flatnonzero(hi > lo).tolist()]
+
+
 class NearDuplicateIndex:
     """MinHash LSH over the texts seen so far; ``check_and_add`` flags and indexes in one go.
 
@@ -129,11 +155,8 @@ class NearDuplicateIndex:
         self._reader = texts
         self._held: dict[int, np.ndarray] = {}  # with a reader: signatures this call needs
         self._keys = _Keys()
-        self._hashes = np.empty(0, dtype=np.uint64)  # band hashes, sorted ...
-        self._numbers = np.empty(0, dtype=np.int64)  # ... and the text each belongs to
-        self._new: dict[int, list[int]] = {}  # band hash -> numbers, not merged yet
-        self._new_hashes: list[np.ndarray] = []
-        self._new_numbers: list[int] = []
+        self._merged = _Sorted()  # most texts' band hashes ...
+        self._recent = _Sorted()  # ... and the newest texts', merged in when MERGE wait
 
     def __len__(self) -> int:
         return self._count - self._start()
@@ -152,46 +175,31 @@ class NearDuplicateIndex:
         return self._keys.get(*divmod(number - self._first, BLOCK))
 
     # -- lookup --------------------------------------------------------------------------------
-    def _merged_hits(self, hashes: np.ndarray) -> list[list[tuple[int, np.ndarray]]]:
-        """For each row of ``hashes``: (band, numbers) found in the sorted arrays."""
-        hits: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(hashes.shape[0])]
-        if self._hashes.size == 0 or hashes.size == 0:
-            return hits
+    def _proposed(self, hashes: np.ndarray) -> dict[int, list[tuple[int, list[int]]]]:
+        """Row -> (band, numbers) of indexed texts sharing a band hash with the row."""
         flat = hashes.ravel()
-        lo = np.searchsorted(self._hashes, flat, side="left")
-        hi = np.searchsorted(self._hashes, flat, side="right")
-        for pos in np.flatnonzero(hi > lo).tolist():
-            row, band = divmod(pos, self.bands)
-            hits[row].append((band, self._numbers[lo[pos] : hi[pos]]))
-        return hits
+        found: dict[int, list[tuple[int, list[int]]]] = {}
+        for level in (self._merged, self._recent):
+            for pos, numbers in level.hits(flat):
+                row, band = divmod(pos, self.bands)
+                found.setdefault(row, []).append((band, numbers.tolist()))
+        return found
 
-    def _read_back(self, sigs: np.ndarray, hashes: np.ndarray,
-                   hits: list[list[tuple[int, np.ndarray]]]) -> None:
+    def _read_back(self, proposed: dict[int, list[tuple[int, list[int]]]]) -> None:
         """With a reader: the signatures of every earlier text the call's band hashes propose."""
         if self._reader is None:
             return
-        wanted: set[int] = set()
-        for i in np.flatnonzero((sigs != _EMPTY).any(axis=1)).tolist():  # empty texts match nothing
-            for _, numbers in hits[i]:
-                wanted.update(numbers.tolist())
-            for value in hashes[i].tolist():
-                wanted.update(self._new.get(value, ()))
         start = self._start()
-        numbers = sorted(number for number in wanted if number >= start)
-        if numbers:
-            texts = list(self._reader([self._key(number) for number in numbers]))
-            self._held.update(zip(numbers, signatures(texts, self.config), strict=True))
+        wanted = sorted({number for found in proposed.values() for _, numbers in found
+                         for number in numbers if number >= start})
+        if wanted:
+            texts = list(self._reader([self._key(number) for number in wanted]))
+            self._held.update(zip(wanted, signatures(texts, self.config), strict=True))
 
-    def _find(self, sig: np.ndarray, hashes: np.ndarray,
-              hits: list[tuple[int, np.ndarray]]) -> int | None:
-        if sig[0] == _EMPTY and (sig == _EMPTY).all():
-            return None  # a text without words matches nothing
+    def _verify(self, sig: np.ndarray, proposed: list[tuple[int, list[int]]]) -> int | None:
+        """The earliest proposed text whose band values equal the query's and whose estimated
+        Jaccard reaches the threshold."""
         start, r = self._start(), self.rows
-        proposed = [(band, numbers.tolist()) for band, numbers in hits]
-        for band, value in enumerate(hashes.tolist()):
-            numbers = self._new.get(value)
-            if numbers:
-                proposed.append((band, numbers))
         candidates: set[int] = set()
         for band, numbers in proposed:
             lo, hi = band * r, (band + 1) * r
@@ -206,7 +214,7 @@ class NearDuplicateIndex:
 
     # -- storage -------------------------------------------------------------------------------
     def _store(self, key: str, sig: np.ndarray) -> int:
-        """Keep a text's signature and key; returns its number."""
+        """Keep a text's key (and signature, without a reader); returns its number."""
         number = self._count
         self._keys.append(key)
         self._count += 1
@@ -223,15 +231,8 @@ class NearDuplicateIndex:
         self._blocks[block][row] = sig
         return number
 
-    def _insert(self, key: str, sig: np.ndarray, hashes: np.ndarray) -> None:
-        number = self._store(key, sig)
-        for value in hashes.tolist():
-            self._new.setdefault(value, []).append(number)
-        self._new_hashes.append(hashes)
-        self._new_numbers.append(number)
-
-    def _settle(self) -> None:
-        """Between batches: let texts out of reach go; merge the newest texts when enough wait."""
+    def _settle(self, hashes: np.ndarray, numbers: list[int]) -> None:
+        """End of a call: index the hashes of its new texts; let texts out of reach go."""
         self._held = {}
         if self.max_items is not None:
             stale = (self._start() - self._first) // BLOCK
@@ -239,70 +240,67 @@ class NearDuplicateIndex:
                 del self._blocks[:stale]
                 self._keys.drop(stale)
                 self._first += stale * BLOCK
-        if len(self._new_numbers) >= MERGE:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Merge every text waiting in the dict into the sorted arrays."""
-        if self._new_numbers:
-            self._merge(np.stack(self._new_hashes), np.asarray(self._new_numbers, dtype=np.int64))
-        self._new.clear()
-        self._new_hashes = []
-        self._new_numbers = []
-
-    def _merge(self, hashes: np.ndarray, numbers: np.ndarray) -> None:
-        """Merge (n, bands) hashes of texts ``numbers`` into the sorted arrays."""
-        keep = self._numbers >= self._first
-        old_hashes, old_numbers = self._hashes[keep], self._numbers[keep]
-        flat = hashes.ravel()
-        order = np.argsort(flat, kind="stable")
-        new_hashes, new_numbers = flat[order], np.repeat(numbers, self.bands)[order]
-        at = np.searchsorted(old_hashes, new_hashes, side="right")
-        self._hashes = np.insert(old_hashes, at, new_hashes)
-        self._numbers = np.insert(old_numbers, at, new_numbers)
+        if numbers:
+            flat = hashes.ravel()
+            repeated = np.repeat(np.asarray(numbers, dtype=np.int64), self.bands)
+            if len(numbers) >= MERGE:  # a bulk load: straight into the merged level
+                self._merged.add(flat, repeated, self._first)
+            else:
+                self._recent.add(flat, repeated, self._first)
+        if self._recent.hashes.size >= MERGE * self.bands:
+            self._merged.add(self._recent.hashes, self._recent.numbers, self._first)
+            self._recent = _Sorted()
 
     # -- public --------------------------------------------------------------------------------
     def check_and_add_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
         """For each (key, text) in order: the key it duplicates, or None after indexing it."""
         sigs = signatures([text for _, text in items], self.config)
         hashes = band_hashes(sigs, self.bands, self.rows)
-        hits = self._merged_hits(hashes)  # the sorted arrays do not change during the batch
-        self._read_back(sigs, hashes, hits)
+        words = (sigs != _EMPTY).any(axis=1).tolist()  # a text without words matches nothing
+        # the sorted levels do not change during the call
+        proposed = {i: found for i, found in self._proposed(hashes).items() if words[i]}
+        self._read_back(proposed)
+        # a band hash another text of this call has too: the earlier one may be a candidate
+        _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        shared = (counts[inverse.reshape(hashes.shape)] > 1).any(axis=1).tolist()
+        in_call: dict[int, list[int]] = {}
+        kept: list[int] = []
         flags: list[str | None] = []
         for i, (key, _) in enumerate(items):
-            original = self._find(sigs[i], hashes[i], hits[i])
-            if original is None:
-                self._insert(key, sigs[i], hashes[i])
-                flags.append(None)
-            else:
+            found = proposed.get(i, [])
+            values = hashes[i].tolist() if shared[i] else []
+            for band, value in enumerate(values):
+                numbers = in_call.get(value)
+                if numbers:
+                    found = [*found, (band, numbers)]
+            original = self._verify(sigs[i], found) if found and words[i] else None
+            if original is not None:
                 flags.append(self._key(original))
-        self._settle()
+                continue
+            number = self._store(key, sigs[i])
+            for value in values:
+                in_call.setdefault(value, []).append(number)
+            kept.append(i)
+            flags.append(None)
+        self._settle(hashes[kept], list(range(self._count - len(kept), self._count)))
         return flags
 
     def add_many(self, items: Sequence[tuple[str, str]]) -> None:
         """Index every (key, text) without checking (keys must be unique)."""
-        if len(items) < MERGE:
-            sigs = signatures([text for _, text in items], self.config)
-            hashes = band_hashes(sigs, self.bands, self.rows)
-            for i, (key, _) in enumerate(items):
-                self._insert(key, sigs[i], hashes[i])
-            self._settle()
-            return
-        for lo in range(0, len(items), BULK):  # a bulk load (a resume, a hub): straight into
-            chunk = items[lo : lo + BULK]      # the sorted arrays, a bounded chunk at a time
+        for lo in range(0, len(items), BULK):  # a bulk load (a resume, a hub) a chunk at a time
+            chunk = items[lo : lo + BULK]
             sigs = signatures([text for _, text in chunk], self.config)
-            numbers = np.fromiter((self._store(key, sig) for (key, _), sig
-                                   in zip(chunk, sigs, strict=True)), dtype=np.int64, count=len(chunk))
-            self._merge(band_hashes(sigs, self.bands, self.rows), numbers)
-            self._settle()
+            numbers = [self._store(key, sig) for (key, _), sig in zip(chunk, sigs, strict=True)]
+            self._settle(band_hashes(sigs, self.bands, self.rows), numbers)
 
     def find(self, text: str) -> str | None:
         """Key of the earliest indexed text whose estimated Jaccard is >= threshold, if any."""
         sig = signatures([text], self.config)
-        hashes = band_hashes(sig, self.bands, self.rows)
-        hits = self._merged_hits(hashes)
-        self._read_back(sig, hashes, hits)
-        number = self._find(sig[0], hashes[0], hits[0])
+        if not (sig[0] != _EMPTY).any():
+            return None
+        proposed = self._proposed(band_hashes(sig, self.bands, self.rows))
+        self._read_back(proposed)
+        number = self._verify(sig[0], proposed.get(0, []))
         self._held = {}
         return None if number is None else self._key(number)
 
