@@ -7,7 +7,8 @@ from pathlib import Path
 
 import duckdb
 
-from personas.store import connect, lock_down, release_cached_blocks, scalar
+from personas.store import connect, lock_down, scalar
+from sim.runlog import release_cached_blocks
 
 
 def _table_bytes(con: duckdb.DuckDBPyConnection) -> int:
