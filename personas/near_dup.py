@@ -24,8 +24,9 @@ Verifying a candidate needs its whole signature (the estimated Jaccard compares 
 values), which would be most of what is left per text. Where the texts are kept anyway, as a
 run keeps its emissions in DuckDB, a ``texts`` reader lets the index keep none: each call reads
 back the few texts its band hashes propose and recomputes their signatures (deterministic, so
-the flags do not change). Without a reader (persona expansion, synthesis jobs) signatures are
-kept as rows of uint32 blocks.
+the flags do not change). The latest ``READ_CACHE`` signatures read back stay, since the
+texts of a templated kind are proposed step after step. Without a reader (persona expansion,
+synthesis jobs) signatures are kept as rows of uint32 blocks.
 
 Evicting old texts would bound memory outright but changes flags (a text could no longer match
 one from long ago), so it is opt-in: ``max_items`` matches against the latest texts only.
@@ -33,6 +34,7 @@ one from long ago), so it is opt-in: ``max_items`` matches against the latest te
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -47,6 +49,7 @@ _GOLDEN = _U64(0x9E3779B97F4A7C15)
 BLOCK = 1024  # texts per signature block: the unit of growth and of eviction
 MERGE = 2048  # texts in the small sorted level of newest texts before it joins the large one
 BULK = 65_536  # texts per chunk of a bulk load
+READ_CACHE = 4096  # signatures read back and kept for later calls (the most recently used)
 
 TextReader = Callable[[Sequence[str]], Sequence[str]]
 
@@ -154,6 +157,7 @@ class NearDuplicateIndex:
         self._blocks: list[np.ndarray] = []  # signatures, BLOCK rows each (the last may be short)
         self._reader = texts
         self._held: dict[int, np.ndarray] = {}  # with a reader: signatures this call needs
+        self._read: OrderedDict[int, np.ndarray] = OrderedDict()  # read back lately (LRU)
         self._keys = _Keys()
         self._merged = _Sorted()  # most texts' band hashes ...
         self._recent = _Sorted()  # ... and the newest texts', merged in when MERGE wait
@@ -192,9 +196,20 @@ class NearDuplicateIndex:
         start = self._start()
         wanted = sorted({number for found in proposed.values() for _, numbers in found
                          for number in numbers if number >= start})
-        if wanted:
-            texts = list(self._reader([self._key(number) for number in wanted]))
-            self._held.update(zip(wanted, signatures(texts, self.config), strict=True))
+        missing = []
+        for number in wanted:  # texts of templated kinds are proposed step after step
+            sig = self._read.get(number)
+            if sig is None:
+                missing.append(number)
+            else:
+                self._read.move_to_end(number)
+                self._held[number] = sig
+        if missing:
+            texts = list(self._reader([self._key(number) for number in missing]))
+            for number, sig in zip(missing, signatures(texts, self.config), strict=True):
+                self._held[number] = self._read[number] = sig
+            while len(self._read) > READ_CACHE:
+                self._read.popitem(last=False)
 
     def _verify(self, sig: np.ndarray, proposed: list[tuple[int, list[int]]]) -> int | None:
         """The earliest proposed text whose band values equal the query's and whose estimated

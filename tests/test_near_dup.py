@@ -77,18 +77,18 @@ class _Log(dict[str, str]):
         return [self[k] for k in keys]
 
 
-# small blocks and merges so that a short stream crosses every boundary many times
-SIZES = [(1024, 2048, 65_536), (4, 8, 16), (2, 3, 5), (64, 16, 100)]
+# (BLOCK, MERGE, BULK, READ_CACHE): small ones make a short stream cross every boundary often
+SIZES = [(1024, 2048, 65_536, 4096), (4, 8, 16, 3), (2, 3, 5, 1), (64, 16, 100, 40)]
 
 
 @pytest.mark.parametrize("read_back", [False, True])
 @pytest.mark.parametrize("sizes", SIZES)
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_flags_equal_the_dict_index(monkeypatch: pytest.MonkeyPatch, sizes: tuple[int, int, int],
-                                    seed: int, read_back: bool) -> None:
-    monkeypatch.setattr(near_dup, "BLOCK", sizes[0])
-    monkeypatch.setattr(near_dup, "MERGE", sizes[1])
-    monkeypatch.setattr(near_dup, "BULK", sizes[2])
+def test_flags_equal_the_dict_index(monkeypatch: pytest.MonkeyPatch,
+                                    sizes: tuple[int, int, int, int], seed: int,
+                                    read_back: bool) -> None:
+    for name, size in zip(("BLOCK", "MERGE", "BULK", "READ_CACHE"), sizes, strict=True):
+        monkeypatch.setattr(near_dup, name, size)
     items = _stream(seed)
     log = _Log()
     compact = NearDuplicateIndex(texts=log.read if read_back else None)
@@ -101,7 +101,8 @@ def test_flags_equal_the_dict_index(monkeypatch: pytest.MonkeyPatch, sizes: tupl
     for _, text in items[::25]:
         assert compact.find(text) == reference.find(text)
     if read_back:
-        assert compact._blocks == [] and compact._held == {}  # no signature stays
+        assert compact._blocks == [] and compact._held == {}  # no signature stays ...
+        assert len(compact._read) <= sizes[3]  # ... but the latest read back
         assert 0 < log.reads < len(items) * 5
 
 
