@@ -21,12 +21,14 @@ A band hash only proposes a candidate: it counts when its band's values equal th
 the candidates, and the flags, are exactly those of exact band buckets.
 
 Verifying a candidate needs its whole signature (the estimated Jaccard compares all 128
-values), which would be most of what is left per text. Where the texts are kept anyway, as a
-run keeps its emissions in DuckDB, a ``texts`` reader lets the index keep none: each call reads
-back the few texts its band hashes propose and recomputes their signatures (deterministic, so
-the flags do not change). The latest ``READ_CACHE`` signatures read back stay, since the
-texts of a templated kind are proposed step after step. Without a reader (persona expansion,
-synthesis jobs) signatures are kept as rows of uint32 blocks.
+values), which would be most of what is left per text. Without a reader (persona expansion,
+synthesis jobs) signatures are kept as rows of uint32 blocks. Where the texts are kept anyway,
+as a run keeps its emissions in DuckDB, a ``texts`` reader lets the index keep only the newest
+``HOT`` signatures: a call reads back the older texts its band hashes propose and recomputes
+their signatures (deterministic, so the flags do not change), and the latest ``READ_CACHE`` of
+those stay, since the texts of a templated kind are proposed step after step. Reading back
+costs a query per call that proposes an older text, so the hot signatures spare the common
+case of a text near one of the last few steps.
 
 Evicting old texts would bound memory outright but changes flags (a text could no longer match
 one from long ago), so it is opt-in: ``max_items`` matches against the latest texts only.
@@ -49,7 +51,8 @@ _GOLDEN = _U64(0x9E3779B97F4A7C15)
 BLOCK = 1024  # texts per signature block: the unit of growth and of eviction
 MERGE = 2048  # texts in the small sorted level of newest texts before it joins the large one
 BULK = 65_536  # texts per chunk of a bulk load
-READ_CACHE = 4096  # signatures read back and kept for later calls (the most recently used)
+HOT = 4096  # with a reader: signatures of the newest texts kept, older ones read back
+READ_CACHE = 4096  # older signatures read back and kept for later calls (the most recently used)
 
 TextReader = Callable[[Sequence[str]], Sequence[str]]
 
@@ -153,10 +156,11 @@ class NearDuplicateIndex:
         self.max_items = max_items
         self.bands, self.rows = lsh_params(threshold, num_perm)
         self._count = 0  # texts ever indexed: a text's number is its position in that order
-        self._first = 0  # number of the first text still stored (a multiple of BLOCK)
+        self._first = 0  # number of the first text whose key is kept (a multiple of BLOCK)
+        self._hot = 0  # ... and of the first whose signature is (a multiple of BLOCK)
         self._blocks: list[np.ndarray] = []  # signatures, BLOCK rows each (the last may be short)
         self._reader = texts
-        self._held: dict[int, np.ndarray] = {}  # with a reader: signatures this call needs
+        self._held: dict[int, np.ndarray] = {}  # signatures read back for this call
         self._read: OrderedDict[int, np.ndarray] = OrderedDict()  # read back lately (LRU)
         self._keys = _Keys()
         self._merged = _Sorted()  # most texts' band hashes ...
@@ -170,9 +174,9 @@ class NearDuplicateIndex:
         return 0 if self.max_items is None else max(0, self._count - self.max_items)
 
     def _signature(self, number: int) -> np.ndarray:
-        if self._reader is not None:
+        if number < self._hot:
             return self._held[number]
-        block, row = divmod(number - self._first, BLOCK)
+        block, row = divmod(number - self._hot, BLOCK)
         return self._blocks[block][row]
 
     def _key(self, number: int) -> str:
@@ -190,12 +194,12 @@ class NearDuplicateIndex:
         return found
 
     def _read_back(self, proposed: dict[int, list[tuple[int, list[int]]]]) -> None:
-        """With a reader: the signatures of every earlier text the call's band hashes propose."""
+        """With a reader: the signatures of the older texts the call's band hashes propose."""
         if self._reader is None:
             return
-        start = self._start()
+        start, hot = self._start(), self._hot
         wanted = sorted({number for found in proposed.values() for _, numbers in found
-                         for number in numbers if number >= start})
+                         for number in numbers if start <= number < hot})
         missing = []
         for number in wanted:  # texts of templated kinds are proposed step after step
             sig = self._read.get(number)
@@ -207,7 +211,7 @@ class NearDuplicateIndex:
         if missing:
             texts = list(self._reader([self._key(number) for number in missing]))
             for number, sig in zip(missing, signatures(texts, self.config), strict=True):
-                self._held[number] = self._read[number] = sig
+                self._held[number] = self._read[number] = sig.copy()  # not a view of them all
             while len(self._read) > READ_CACHE:
                 self._read.popitem(last=False)
 
@@ -229,14 +233,11 @@ class NearDuplicateIndex:
 
     # -- storage -------------------------------------------------------------------------------
     def _store(self, key: str, sig: np.ndarray) -> int:
-        """Keep a text's key (and signature, without a reader); returns its number."""
+        """Keep a text's key and signature; returns its number."""
         number = self._count
         self._keys.append(key)
         self._count += 1
-        if self._reader is not None:  # read back when needed: kept only for this call
-            self._held[number] = sig
-            return number
-        block, row = divmod(number - self._first, BLOCK)
+        block, row = divmod(number - self._hot, BLOCK)
         if block == len(self._blocks):
             self._blocks.append(np.empty((min(BLOCK, 64), sig.size), dtype=np.uint32))
         elif row == len(self._blocks[block]):  # the last block grows by doubling up to BLOCK
@@ -249,12 +250,16 @@ class NearDuplicateIndex:
     def _settle(self, hashes: np.ndarray, numbers: list[int]) -> None:
         """End of a call: index the hashes of its new texts; let texts out of reach go."""
         self._held = {}
-        if self.max_items is not None:
-            stale = (self._start() - self._first) // BLOCK
-            if stale:
-                del self._blocks[:stale]
-                self._keys.drop(stale)
-                self._first += stale * BLOCK
+        start = self._start()
+        stale = (start - self._first) // BLOCK  # out of the window: neither key nor signature
+        if stale:
+            self._keys.drop(stale)
+            self._first += stale * BLOCK
+        hot = start if self._reader is None else max(start, self._count - HOT)
+        cold = (hot - self._hot) // BLOCK  # signatures to read back from now on, or let go
+        if cold:
+            del self._blocks[:cold]
+            self._hot += cold * BLOCK
         if numbers:
             flat = hashes.ravel()
             repeated = np.repeat(np.asarray(numbers, dtype=np.int64), self.bands)

@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import pytest
 
+import personas.near_dup as near_dup
 from agents.llm import LLMClient, LLMSettings, LLMUnavailable
 from agents.schemas import Instruction
 from personas.errors import PersonahubError
@@ -100,9 +101,13 @@ def _without_run_id(flags: dict[str, list[str | None]]) -> dict[str, list[str | 
             for kind, column in flags.items()}
 
 
-@pytest.mark.parametrize("window", [None, 1_000_000, 12])
-def test_run_flags_equal_the_reference_uninterrupted_and_resumed(tmp_path: Path,
-                                                                 window: int | None) -> None:
+@pytest.mark.parametrize(("window", "hot"), [(None, None), (1_000_000, None), (1_000_000, 4),
+                                             (12, None), (12, 4)])
+def test_run_flags_equal_the_reference_uninterrupted_and_resumed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None, hot: int | None) -> None:
+    if hot is not None:  # most signatures read back from the emissions table
+        monkeypatch.setattr(near_dup, "BLOCK", hot)
+        monkeypatch.setattr(near_dup, "HOT", hot)
     scenario = load_scenario(_scenario(tmp_path, window))
     whole = tmp_path / "whole.duckdb"
     run_scenario(scenario, RunOptions(db=whole), client=PlantedClient())  # type: ignore[arg-type]
