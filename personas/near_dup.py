@@ -9,17 +9,52 @@ Signatures come from ``personas.minhash.signatures`` (vectorised, bit-identical 
 ``MinHash``), banded with datasketch's optimal (bands, rows) and verified by estimated Jaccard,
 so the flags equal those of ``datasketch.MinHashLSH`` plus verification, at a fraction of the
 cost per text.
+
+Memory. A run indexes every kept emission of every kind for the whole run, so what the index
+holds per text decides how memory grows with run length (bench/bench_memory.py). Per text it
+holds one 64-bit hash per LSH band, in two sorted numpy arrays, and its key, packed into one
+string per block of keys: no Python object per text and band (a bytes key, a bucket list, an
+int), which is what cost the most. The newest texts go to a small second pair of arrays that
+joins the large one when enough have gathered (merging each call into the large pair would
+copy it every time).
+A band hash only proposes a candidate: it counts when its band's values equal the query's, so
+the candidates, and the flags, are exactly those of exact band buckets.
+
+Verifying a candidate needs its whole signature (the estimated Jaccard compares all 128
+values), which would be most of what is left per text. Without a reader (persona expansion,
+synthesis jobs) signatures are kept as rows of uint32 blocks. Where the texts are kept anyway,
+as a run keeps its emissions in DuckDB, a ``texts`` reader lets the index keep only the newest
+``HOT`` signatures: a call reads back the older texts its band hashes propose and recomputes
+their signatures (deterministic, so the flags do not change), and the latest ``READ_CACHE`` of
+those stay, since the texts of a templated kind are proposed step after step. Reading back
+costs a query per call that proposes an older text, so the hot signatures spare the common
+case of a text near one of the last few steps.
+
+Evicting old texts would bound memory outright but changes flags (a text could no longer match
+one from long ago), so it is opt-in: ``max_items`` matches against the latest texts only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from personas.minhash import MinHashConfig, lsh_params, signatures, tokenize
 
 _EMPTY = np.iinfo(np.uint32).max
+_U64 = np.uint64
+_MIX1 = _U64(0xFF51AFD7ED558CCD)
+_MIX2 = _U64(0xC4CEB9FE1A85EC53)
+_GOLDEN = _U64(0x9E3779B97F4A7C15)
+BLOCK = 1024  # texts per signature block: the unit of growth and of eviction
+MERGE = 2048  # texts in the small sorted level of newest texts before it joins the large one
+BULK = 65_536  # texts per chunk of a bulk load
+HOT = 4096  # with a reader: signatures of the newest texts kept, older ones read back
+READ_CACHE = 4096  # older signatures read back and kept for later calls (the most recently used)
+
+TextReader = Callable[[Sequence[str]], Sequence[str]]
 
 
 def word_ngrams(text: str, n: int = 1) -> set[str]:
@@ -30,70 +65,264 @@ def word_ngrams(text: str, n: int = 1) -> set[str]:
     return {" ".join(words[i : i + n]) for i in range(max(0, len(words) - n + 1))}
 
 
+def _fmix64(x: np.ndarray) -> np.ndarray:
+    """Murmur3's 64-bit finaliser (wrapping uint64)."""
+    x = x ^ (x >> _U64(33))
+    x = x * _MIX1
+    x = x ^ (x >> _U64(33))
+    x = x * _MIX2
+    return x ^ (x >> _U64(33))
+
+
+def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint64: one hash per LSH band of each signature, the band number mixed in."""
+    out = np.empty((sigs.shape[0], bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for b in range(bands):
+            key = np.full(sigs.shape[0], _fmix64(_GOLDEN * _U64(b + 1)), dtype=np.uint64)
+            for col in range(b * rows, (b + 1) * rows):
+                key = _fmix64(key ^ sigs[:, col].astype(np.uint64))
+            out[:, b] = key
+    return out
+
+
+class _Keys:
+    """Keys by text number, a full block packed into one string plus offsets."""
+
+    def __init__(self) -> None:
+        self._packed: list[tuple[str, np.ndarray]] = []
+        self._open: list[str] = []
+
+    def append(self, key: str) -> None:
+        self._open.append(key)
+        if len(self._open) == BLOCK:
+            ends = np.cumsum([len(k) for k in self._open], dtype=np.int64)
+            self._packed.append(("".join(self._open), ends))
+            self._open = []
+
+    def get(self, block: int, row: int) -> str:
+        if block == len(self._packed):
+            return self._open[row]
+        text, ends = self._packed[block]
+        return text[int(ends[row - 1]) if row else 0 : int(ends[row])]
+
+    def drop(self, blocks: int) -> None:
+        del self._packed[:blocks]
+
+
+class _Sorted:
+    """Band hashes, sorted, and the number of the text each belongs to."""
+
+    def __init__(self) -> None:
+        self.hashes = np.empty(0, dtype=np.uint64)
+        self.numbers = np.empty(0, dtype=np.int64)
+
+    def add(self, hashes: np.ndarray, numbers: np.ndarray, first: int) -> None:
+        """Merge flat ``hashes`` of ``numbers``, dropping texts numbered below ``first``."""
+        keep = self.numbers >= first
+        old_hashes, old_numbers = self.hashes[keep], self.numbers[keep]
+        order = np.argsort(hashes, kind="stable")
+        at = np.searchsorted(old_hashes, hashes[order], side="right")
+        self.hashes = np.insert(old_hashes, at, hashes[order])
+        self.numbers = np.insert(old_numbers, at, numbers[order])
+
+    def hits(self, flat: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(position in ``flat``, numbers with that hash) for every hash of ``flat`` found."""
+        if self.hashes.size == 0 or flat.size == 0:
+            return []
+        lo = np.searchsorted(self.hashes, flat, side="left")
+        hi = np.searchsorted(self.hashes, flat, side="right")
+        return [(pos, self.numbers[lo[pos] : hi[pos]]) for pos in np.flatnonzero(hi > lo).tolist()]
+
+
 class NearDuplicateIndex:
-    """MinHash LSH over the texts seen so far; ``check_and_add`` flags and indexes in one go."""
+    """MinHash LSH over the texts seen so far; ``check_and_add`` flags and indexes in one go.
+
+    ``max_items`` (None: no limit) makes a text match only the latest ``max_items`` texts indexed
+    before it and lets older ones go, bounding memory. ``texts`` reads back the texts of keys
+    indexed by earlier calls, in order (a run reads its emissions table); given it, the index
+    keeps no signatures between calls and re-derives those a call needs. See the module doc.
+    """
 
     def __init__(self, *, threshold: float = 0.9, num_perm: int = 128, ngram: int = 1,
-                 seed: int = 1) -> None:
+                 seed: int = 1, max_items: int | None = None,
+                 texts: TextReader | None = None) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if max_items is not None and max_items < 1:
+            raise ValueError(f"max_items must be >= 1 or None, got {max_items}")
         self.config = MinHashConfig(num_perm=num_perm, threshold=threshold, ngram=ngram, seed=seed)
         self.threshold = threshold
+        self.max_items = max_items
         self.bands, self.rows = lsh_params(threshold, num_perm)
-        self._buckets: list[dict[bytes, list[int]]] = [{} for _ in range(self.bands)]
-        self._keys: list[str] = []
-        self._signatures: list[np.ndarray] = []
+        self._count = 0  # texts ever indexed: a text's number is its position in that order
+        self._first = 0  # number of the first text whose key is kept (a multiple of BLOCK)
+        self._hot = 0  # ... and of the first whose signature is (a multiple of BLOCK)
+        self._blocks: list[np.ndarray] = []  # signatures, BLOCK rows each (the last may be short)
+        self._reader = texts
+        self._held: dict[int, np.ndarray] = {}  # signatures read back for this call
+        self._read: OrderedDict[int, np.ndarray] = OrderedDict()  # read back lately (LRU)
+        self._keys = _Keys()
+        self._merged = _Sorted()  # most texts' band hashes ...
+        self._recent = _Sorted()  # ... and the newest texts', merged in when MERGE wait
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._count - self._start()
 
-    def _band_keys(self, sig: np.ndarray) -> list[bytes]:
-        r = self.rows
-        return [sig[b * r : (b + 1) * r].tobytes() for b in range(self.bands)]
+    def _start(self) -> int:
+        """Number of the oldest text a new text may match."""
+        return 0 if self.max_items is None else max(0, self._count - self.max_items)
 
-    def _find(self, sig: np.ndarray, bands: list[bytes]) -> int | None:
-        if sig[0] == _EMPTY and (sig == _EMPTY).all():
-            return None  # a text without words matches nothing
+    def _signature(self, number: int) -> np.ndarray:
+        if number < self._hot:
+            return self._held[number]
+        block, row = divmod(number - self._hot, BLOCK)
+        return self._blocks[block][row]
+
+    def _key(self, number: int) -> str:
+        return self._keys.get(*divmod(number - self._first, BLOCK))
+
+    # -- lookup --------------------------------------------------------------------------------
+    def _proposed(self, hashes: np.ndarray) -> dict[int, list[tuple[int, list[int]]]]:
+        """Row -> (band, numbers) of indexed texts sharing a band hash with the row."""
+        flat = hashes.ravel()
+        found: dict[int, list[tuple[int, list[int]]]] = {}
+        for level in (self._merged, self._recent):
+            for pos, numbers in level.hits(flat):
+                row, band = divmod(pos, self.bands)
+                found.setdefault(row, []).append((band, numbers.tolist()))
+        return found
+
+    def _read_back(self, proposed: dict[int, list[tuple[int, list[int]]]]) -> None:
+        """With a reader: the signatures of the older texts the call's band hashes propose."""
+        if self._reader is None:
+            return
+        start, hot = self._start(), self._hot
+        wanted = sorted({number for found in proposed.values() for _, numbers in found
+                         for number in numbers if start <= number < hot})
+        missing = []
+        for number in wanted:  # texts of templated kinds are proposed step after step
+            sig = self._read.get(number)
+            if sig is None:
+                missing.append(number)
+            else:
+                self._read.move_to_end(number)
+                self._held[number] = sig
+        if missing:
+            texts = list(self._reader([self._key(number) for number in missing]))
+            for number, sig in zip(missing, signatures(texts, self.config), strict=True):
+                self._held[number] = self._read[number] = sig.copy()  # not a view of them all
+            while len(self._read) > READ_CACHE:
+                self._read.popitem(last=False)
+
+    def _verify(self, sig: np.ndarray, proposed: list[tuple[int, list[int]]]) -> int | None:
+        """The earliest proposed text whose band values equal the query's and whose estimated
+        Jaccard reaches the threshold."""
+        start, r = self._start(), self.rows
         candidates: set[int] = set()
-        for bucket, key in zip(self._buckets, bands, strict=True):
-            candidates.update(bucket.get(key, ()))
-        for index in sorted(candidates):  # earliest first
-            if float(np.mean(self._signatures[index] == sig)) >= self.threshold:
-                return index
+        for band, numbers in proposed:
+            lo, hi = band * r, (band + 1) * r
+            for number in numbers:
+                if number >= start and number not in candidates \
+                        and np.array_equal(self._signature(number)[lo:hi], sig[lo:hi]):
+                    candidates.add(number)
+        for number in sorted(candidates):  # earliest first
+            if float(np.mean(self._signature(number) == sig)) >= self.threshold:
+                return number
         return None
 
-    def _insert(self, key: str, sig: np.ndarray, bands: list[bytes]) -> None:
-        index = len(self._keys)
+    # -- storage -------------------------------------------------------------------------------
+    def _store(self, key: str, sig: np.ndarray) -> int:
+        """Keep a text's key and signature; returns its number."""
+        number = self._count
         self._keys.append(key)
-        self._signatures.append(sig)
-        for bucket, band in zip(self._buckets, bands, strict=True):
-            bucket.setdefault(band, []).append(index)
+        self._count += 1
+        block, row = divmod(number - self._hot, BLOCK)
+        if block == len(self._blocks):
+            self._blocks.append(np.empty((min(BLOCK, 64), sig.size), dtype=np.uint32))
+        elif row == len(self._blocks[block]):  # the last block grows by doubling up to BLOCK
+            grown = np.empty((min(BLOCK, 2 * row), sig.size), dtype=np.uint32)
+            grown[:row] = self._blocks[block]
+            self._blocks[block] = grown
+        self._blocks[block][row] = sig
+        return number
 
+    def _settle(self, hashes: np.ndarray, numbers: list[int]) -> None:
+        """End of a call: index the hashes of its new texts; let texts out of reach go."""
+        self._held = {}
+        start = self._start()
+        stale = (start - self._first) // BLOCK  # out of the window: neither key nor signature
+        if stale:
+            self._keys.drop(stale)
+            self._first += stale * BLOCK
+        hot = start if self._reader is None else max(start, self._count - HOT)
+        cold = (hot - self._hot) // BLOCK  # signatures to read back from now on, or let go
+        if cold:
+            del self._blocks[:cold]
+            self._hot += cold * BLOCK
+        if numbers:
+            flat = hashes.ravel()
+            repeated = np.repeat(np.asarray(numbers, dtype=np.int64), self.bands)
+            if len(numbers) >= MERGE:  # a bulk load: straight into the merged level
+                self._merged.add(flat, repeated, self._first)
+            else:
+                self._recent.add(flat, repeated, self._first)
+        if self._recent.hashes.size >= MERGE * self.bands:
+            self._merged.add(self._recent.hashes, self._recent.numbers, self._first)
+            self._recent = _Sorted()
+
+    # -- public --------------------------------------------------------------------------------
     def check_and_add_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
         """For each (key, text) in order: the key it duplicates, or None after indexing it."""
         sigs = signatures([text for _, text in items], self.config)
+        hashes = band_hashes(sigs, self.bands, self.rows)
+        words = (sigs != _EMPTY).any(axis=1).tolist()  # a text without words matches nothing
+        # the sorted levels do not change during the call
+        proposed = {i: found for i, found in self._proposed(hashes).items() if words[i]}
+        self._read_back(proposed)
+        # a band hash another text of this call has too: the earlier one may be a candidate
+        _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        shared = (counts[inverse.reshape(hashes.shape)] > 1).any(axis=1).tolist()
+        in_call: dict[int, list[int]] = {}
+        kept: list[int] = []
         flags: list[str | None] = []
-        for (key, _), sig in zip(items, sigs, strict=True):
-            bands = self._band_keys(sig)
-            original = self._find(sig, bands)
-            if original is None:
-                self._insert(key, sig, bands)
-                flags.append(None)
-            else:
-                flags.append(self._keys[original])
+        for i, (key, _) in enumerate(items):
+            found = proposed.get(i, [])
+            values = hashes[i].tolist() if shared[i] else []
+            for band, value in enumerate(values):
+                numbers = in_call.get(value)
+                if numbers:
+                    found = [*found, (band, numbers)]
+            original = self._verify(sigs[i], found) if found and words[i] else None
+            if original is not None:
+                flags.append(self._key(original))
+                continue
+            number = self._store(key, sigs[i])
+            for value in values:
+                in_call.setdefault(value, []).append(number)
+            kept.append(i)
+            flags.append(None)
+        self._settle(hashes[kept], list(range(self._count - len(kept), self._count)))
         return flags
 
     def add_many(self, items: Sequence[tuple[str, str]]) -> None:
         """Index every (key, text) without checking (keys must be unique)."""
-        sigs = signatures([text for _, text in items], self.config)
-        for (key, _), sig in zip(items, sigs, strict=True):
-            self._insert(key, sig, self._band_keys(sig))
+        for lo in range(0, len(items), BULK):  # a bulk load (a resume, a hub) a chunk at a time
+            chunk = items[lo : lo + BULK]
+            sigs = signatures([text for _, text in chunk], self.config)
+            numbers = [self._store(key, sig) for (key, _), sig in zip(chunk, sigs, strict=True)]
+            self._settle(band_hashes(sigs, self.bands, self.rows), numbers)
 
     def find(self, text: str) -> str | None:
         """Key of the earliest indexed text whose estimated Jaccard is >= threshold, if any."""
-        sig = signatures([text], self.config)[0]
-        index = self._find(sig, self._band_keys(sig))
-        return None if index is None else self._keys[index]
+        sig = signatures([text], self.config)
+        if not (sig[0] != _EMPTY).any():
+            return None
+        proposed = self._proposed(band_hashes(sig, self.bands, self.rows))
+        self._read_back(proposed)
+        number = self._verify(sig[0], proposed.get(0, []))
+        self._held = {}
+        return None if number is None else self._key(number)
 
     def add(self, key: str, text: str) -> None:
         """Index ``text`` under ``key`` (keys must be unique)."""
@@ -102,3 +331,16 @@ class NearDuplicateIndex:
     def check_and_add(self, key: str, text: str) -> str | None:
         """Return the key ``text`` duplicates, or index it under ``key`` and return None."""
         return self.check_and_add_many([(key, text)])[0]
+
+
+class IndexesByKind(dict[str, NearDuplicateIndex]):
+    """One index per emission kind, each made on first use with the same settings."""
+
+    def __init__(self, *, max_items: int | None = None, texts: TextReader | None = None) -> None:
+        super().__init__()
+        self.max_items = max_items
+        self.texts = texts
+
+    def __missing__(self, kind: str) -> NearDuplicateIndex:
+        index = self[kind] = NearDuplicateIndex(max_items=self.max_items, texts=self.texts)
+        return index

@@ -18,8 +18,28 @@ import duckdb
 
 from agents.cache import CacheEntry, cache_rows
 from agents.llm import CallRecord
-from personas.store import insert_columns, insert_rows, record_rows, transaction
+from personas.store import insert_columns, insert_rows, record_rows, scalar, transaction
 from sim.society import StepResult
+
+
+def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20) -> None:
+    """Let DuckDB's buffer pool drop its copies of table blocks that are already on disk.
+
+    The pool keeps every block it wrote or read until its memory limit (80% of RAM by default)
+    forces blocks out, so a long-running writer holds all it wrote in memory. Lowering the
+    limit to what the other buffers (unwritten rows, indexes) use, plus ``slack``, evicts those
+    blocks, which costs no write since they are on disk. The limit then goes back to DuckDB's
+    default (connections here never set another; the one shown, '18.8 GiB', is rounded, so it
+    could not be set back exactly). When the pool cannot shrink that far, or settings are
+    locked, nothing changes.
+    """
+    others = scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                         "WHERE tag <> 'BASE_TABLE'")
+    try:
+        con.execute(f"SET memory_limit = '{int(others) + slack}B'")
+    except duckdb.Error:
+        return
+    con.execute("RESET memory_limit")
 
 
 def _now() -> dt.datetime:
@@ -95,6 +115,7 @@ class RunLog:
             insert_rows(self.con, "steps", [step_row])
             self.con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?",
                              [result.step, self.run_id])
+        release_cached_blocks(self.con)  # the run log is on disk: memory stays flat over steps
 
     def merge_config(self, items: Mapping[str, Any]) -> None:
         """Add what was learned while running (e.g. structured-output modes) to ``runs.config``."""

@@ -31,7 +31,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from personas.errors import PersonahubError
 from personas.expand import ExpansionIncomplete, expand_hub
 from personas.graph import Relation, save_relations, small_world_pairs, social_graph
 from personas.importers import iter_personas
-from personas.near_dup import NearDuplicateIndex
+from personas.near_dup import IndexesByKind
 from personas.quality import rejected_counts
 from personas.record import Persona
 from personas.store import (
@@ -450,8 +450,11 @@ def _restore_society(con: Any, run_id: str) -> tuple[list[Persona], nx.Graph]:
     return [by_id[i] for i in ids], graph
 
 
+_RESTORE_CHUNK = 100_000  # emissions read at a time while the near-duplicate indexes are rebuilt
+
+
 def _restore_model(con: Any, model: SocietyModel, run_id: str, done: int,
-                   indexes: dict[str, NearDuplicateIndex]) -> None:
+                   indexes: IndexesByKind) -> None:
     """Bring a fresh model to the end of committed step ``done``."""
     edges = con.execute("SELECT action, persona_id, other_persona_id, relation FROM interventions "
                         "WHERE run_id = ? AND step <= ? AND applied AND action IN "
@@ -462,13 +465,14 @@ def _restore_model(con: Any, model: SocietyModel, run_id: str, done: int,
     states = con.execute("SELECT agent_id, arg_max(state, step) FROM agent_states "
                          "WHERE run_id = ? AND step <= ? GROUP BY agent_id", [run_id, done]).fetchall()
     model.restore(done, {int(a): json.loads(s) for a, s in states})
-    rows = con.execute("SELECT emission_id, kind, text FROM emissions WHERE run_id = ? AND step <= ? "
-                       "AND NOT is_duplicate ORDER BY step, agent_id", [run_id, done]).fetchall()
-    by_kind: dict[str, list[tuple[str, str]]] = {}
-    for emission_id, kind, text in rows:
-        by_kind.setdefault(kind, []).append((emission_id, text))
-    for kind, items in by_kind.items():
-        indexes.setdefault(kind, NearDuplicateIndex()).add_many(items)
+    result = con.execute("SELECT emission_id, kind, text FROM emissions WHERE run_id = ? "
+                         "AND step <= ? AND NOT is_duplicate ORDER BY step, agent_id", [run_id, done])
+    while rows := result.fetchmany(_RESTORE_CHUNK):  # kept emissions, in the order they were indexed
+        by_kind: dict[str, list[tuple[str, str]]] = {}
+        for emission_id, kind, text in rows:
+            by_kind.setdefault(kind, []).append((emission_id, text))
+        for kind, items in by_kind.items():
+            indexes[kind].add_many(items)
 
 
 def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
@@ -487,7 +491,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
                          run_id=run_id, seed=seed, runner=loop.run_until_complete,
                          world=world, chunk_size=options.chunk_size)
     assert [a.unique_id for a in model.ordered] == list(range(1, len(agents) + 1))
-    indexes: dict[str, NearDuplicateIndex] = {}
+    indexes = IndexesByKind(max_items=scenario.duplicate_window, texts=_emission_texts(con))
     if done:
         _restore_model(con, model, run_id, done, indexes)
     heap.settle()  # the society is built: out of the collector's sight (sim/heap.py)
@@ -560,16 +564,26 @@ def _prompt_tokens_per_action(con: Any, run_id: str) -> float | None:
     return None if mean is None else float(mean)
 
 
-def _flag_duplicates(result: StepResult,
-                     indexes: dict[str, NearDuplicateIndex]) -> dict[str, str | None]:
+def _emission_texts(con: Any) -> Callable[[Sequence[str]], list[str]]:
+    """Committed emissions' texts by id: what the indexes read back instead of keeping
+    every signature (personas/near_dup.py)."""
+    def read(ids: Sequence[str]) -> list[str]:
+        found: dict[str, str] = {}
+        for lo in range(0, len(ids), 1000):  # constants: a filter in the scan, not a join
+            part = list(ids[lo : lo + 1000])
+            found.update(con.execute("SELECT emission_id, text FROM emissions WHERE emission_id "
+                                     f"IN ({', '.join('?' * len(part))})", part).fetchall())
+        return [found[i] for i in ids]
+    return read
+
+
+def _flag_duplicates(result: StepResult, indexes: IndexesByKind) -> dict[str, str | None]:
     """Per-kind MinHash near-duplicate flags, in agent-id order (earliest emission kept)."""
     by_kind: dict[str, list[tuple[str, str]]] = {}
     for emission in result.emissions:  # agent-id order within each kind
         by_kind.setdefault(emission.kind, []).append((emission.emission_id, emission.text))
     flags: dict[str, str | None] = {}
     for kind, items in by_kind.items():
-        index = indexes.get(kind)
-        if index is None:
-            index = indexes[kind] = NearDuplicateIndex()
-        flags.update(zip((key for key, _ in items), index.check_and_add_many(items), strict=True))
+        flags.update(zip((key for key, _ in items), indexes[kind].check_and_add_many(items),
+                         strict=True))
     return flags

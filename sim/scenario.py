@@ -318,6 +318,10 @@ class Scenario:
         prompt_budget: approximate tokens an agent prompt may spend, in all and per part
             (world, events, inbox, memory); ``PromptBudget.unlimited()`` shows everything.
         seed: default seed of the run (``--seed`` overrides).
+        duplicate_window: an emission is checked for near-duplicates against the latest this
+            many kept emissions of its kind (None: all of them), which bounds the index's memory
+            in very long runs; the default is far above what runs of realistic size keep, so
+            their flags are those of an unbounded index.
         base_dir, source: set by ``load_scenario`` (the file's folder and the file itself).
     """
 
@@ -338,6 +342,7 @@ class Scenario:
     inbox_size: int = 5
     prompt_budget: PromptBudget = field(default_factory=PromptBudget)
     seed: int = 0
+    duplicate_window: int | None = 1_000_000
     base_dir: Path = field(default=Path("."), compare=False)
     source: Path | None = field(default=None, compare=False)
 
@@ -364,6 +369,9 @@ class Scenario:
         _check(self.inbox_size >= 0, "scenario.inbox_size must be >= 0")
         _check(isinstance(self.prompt_budget, PromptBudget),
                "scenario.prompt_budget must be a PromptBudget(...)")
+        _check(self.duplicate_window is None or (isinstance(self.duplicate_window, int)
+                                                 and self.duplicate_window >= 1),
+               f"scenario.duplicate_window must be an int >= 1 or None, got {self.duplicate_window!r}")
         events: list[Event] = []
         if isinstance(self.events, Mapping):
             for step, items in self.events.items():

@@ -1,0 +1,139 @@
+"""A run's near-duplicate flags, with planted near-duplicate emissions, equal those of the
+dict-of-buckets index, also after ``run --resume`` and with a ``duplicate_window``."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+import personas.near_dup as near_dup
+from agents.llm import LLMClient, LLMSettings, LLMUnavailable
+from agents.schemas import Instruction
+from personas.errors import PersonahubError
+from sim.runner import RunOptions, resume_run, run_scenario
+from sim.scenario import Scenario, ScenarioError, load_scenario
+from tests._dict_index import DictNearDuplicateIndex
+from tests._planted import planted_corpus
+from tests.conftest import persona_texts
+from tests.test_near_dup import _windowed_flags
+
+SCENARIO = """
+from sim.scenario import GraphGrowth, PersonaSource, Scenario
+
+SCENARIO = Scenario(name="planted", personas=PersonaSource(path="people.jsonl"),
+                    graph=GraphGrowth(hops=0, acquaintances=4), steps=6,
+                    kinds=("instruction", "npc_dialogue"), seed=5, duplicate_window={window})
+"""
+
+# sources and their near-duplicates (a word swapped or replaced, case and punctuation changed)
+TEXTS = planted_corpus(30, 60, seed=9, length=(12, 24)).texts
+
+
+class PlantedClient:
+    """Offline client whose instructions are planted texts, picked by (persona, step) so a
+    resumed run gets the same ones; unreachable from step ``fail_at`` on."""
+
+    label = "offline"
+    is_offline = True
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.inner = LLMClient(LLMSettings(seed=5))
+        self.fail_at = fail_at
+
+    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+        step = kwargs.get("step") or 0
+        if self.fail_at is not None and step >= self.fail_at:
+            raise LLMUnavailable("model endpoint test is unreachable")
+        result = await self.inner.structured(schema, messages, **kwargs)
+        if schema is Instruction and result.value is not None:
+            pick = zlib.crc32(f"{kwargs.get('persona_id')}:{step}".encode()) % len(TEXTS)
+            result.value = Instruction(instruction=TEXTS[pick])
+        return result
+
+    def drain_records(self) -> Any:
+        return self.inner.drain_records()
+
+
+def _scenario(tmp_path: Path, window: int | None) -> Path:
+    (tmp_path / "people.jsonl").write_text(
+        "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(40)))
+    path = tmp_path / "planted.py"
+    path.write_text(SCENARIO.format(window=window))
+    return path
+
+
+def _emissions(db: Path) -> dict[str, list[tuple[str, str, str | None]]]:
+    """Per kind, in the order the run indexed them: (emission_id, text, duplicate_of)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("SELECT kind, emission_id, text, duplicate_of FROM emissions "
+                           "ORDER BY step, agent_id").fetchall()
+    finally:
+        con.close()
+    by_kind: dict[str, list[tuple[str, str, str | None]]] = {}
+    for kind, emission_id, text, duplicate_of in rows:
+        by_kind.setdefault(kind, []).append((emission_id, text, duplicate_of))
+    return by_kind
+
+
+def _reference(by_kind: dict[str, list[tuple[str, str, str | None]]],
+               window: int | None) -> dict[str, list[str | None]]:
+    out = {}
+    for kind, rows in by_kind.items():
+        items = [(emission_id, text) for emission_id, text, _ in rows]
+        out[kind] = (DictNearDuplicateIndex().check_and_add_many(items) if window is None
+                     else _windowed_flags(items, window))
+    return out
+
+
+def _flags(by_kind: dict[str, list[tuple[str, str, str | None]]]) -> dict[str, list[str | None]]:
+    return {kind: [duplicate_of for *_, duplicate_of in rows] for kind, rows in by_kind.items()}
+
+
+def _without_run_id(flags: dict[str, list[str | None]]) -> dict[str, list[str | None]]:
+    """Flags as 'step:agent' (emission ids start with the run id, which differs between runs)."""
+    return {kind: [None if f is None else f.split(":", 1)[1] for f in column]
+            for kind, column in flags.items()}
+
+
+@pytest.mark.parametrize(("window", "hot"), [(None, None), (1_000_000, None), (1_000_000, 4),
+                                             (12, None), (12, 4)])
+def test_run_flags_equal_the_reference_uninterrupted_and_resumed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None, hot: int | None) -> None:
+    if hot is not None:  # most signatures read back from the emissions table
+        monkeypatch.setattr(near_dup, "BLOCK", hot)
+        monkeypatch.setattr(near_dup, "HOT", hot)
+    scenario = load_scenario(_scenario(tmp_path, window))
+    whole = tmp_path / "whole.duckdb"
+    run_scenario(scenario, RunOptions(db=whole), client=PlantedClient())  # type: ignore[arg-type]
+    by_kind = _emissions(whole)
+    flags = _flags(by_kind)
+    assert flags == _reference(by_kind, window)
+    if window is None or window > len(by_kind["instruction"]):
+        planted = [f for f in flags["instruction"] if f is not None]
+        assert len(planted) > 50  # the planted texts do repeat, exactly and nearly
+    else:
+        assert flags != _reference(by_kind, None)  # the window is narrow enough to matter
+
+    broken = tmp_path / "broken.duckdb"
+    with pytest.raises(PersonahubError, match="unreachable"):
+        run_scenario(scenario, RunOptions(db=broken), client=PlantedClient(fail_at=4))  # type: ignore[arg-type]
+    con = duckdb.connect(str(broken), read_only=True)
+    run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]  # type: ignore[index]
+    con.close()
+    resume_run(run_id, db=broken, client=PlantedClient())  # type: ignore[arg-type]
+    resumed = _emissions(broken)
+    assert _flags(resumed) == _reference(resumed, window)
+    assert _without_run_id(_flags(resumed)) == _without_run_id(flags)
+
+
+def test_duplicate_window_validation() -> None:
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ScenarioError, match="duplicate_window"):
+            Scenario(name="x", duplicate_window=bad)  # type: ignore[arg-type]
+    assert Scenario(name="x", duplicate_window=None).duplicate_window is None
