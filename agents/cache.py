@@ -34,10 +34,9 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage
+from personahub.agents.offline import to_openai_dicts
+from personahub.personas.errors import PersonahubError
 from pydantic import BaseModel
-
-from agents.offline import to_openai_dicts
-from personas.errors import PersonahubError
 
 CacheMode = Literal["off", "record", "replay"]
 CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")

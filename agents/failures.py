@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from personas.errors import PersonahubError
+from personahub.personas.errors import PersonahubError
 
 RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
 # Attempts that fail the same non-transient way, with no success before, after which a job stops.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from personas.errors import PersonahubError
+from personahub.personas.errors import PersonahubError
 
 # Output tokens per call by purpose (the part of the purpose before ':'); sized for the JSON of
 # each kind with room to spare, small enough that a runaway generation ends soon.

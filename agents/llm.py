@@ -40,9 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from pydantic import BaseModel
-
-from agents.cache import (
+from personahub.agents.cache import (
     CacheEntry,
     CacheMiss,
     ResponseCache,
@@ -51,12 +49,12 @@ from agents.cache import (
     request_hash,
     request_payload,
 )
-from agents.failures import FailFast, classify
-from agents.generation import Generation
-from agents.limits import ConcurrencyLimit
-from agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel
-from agents.repair import check_answer
-from agents.structured import (
+from personahub.agents.failures import FailFast, classify
+from personahub.agents.generation import Generation
+from personahub.agents.limits import ConcurrencyLimit
+from personahub.agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel
+from personahub.agents.repair import check_answer
+from personahub.agents.structured import (
     STRUCTURED_SETTINGS,
     ModeBook,
     StructuredMode,
@@ -68,7 +66,8 @@ from agents.structured import (
     response_format,
     tool_choice,
 )
-from personas.errors import PersonahubError
+from personahub.personas.errors import PersonahubError
+from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 # query parameters of a --llm URL that personahub reads itself (never forwarded to the server)
@@ -273,8 +272,7 @@ def _chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSe
     """
     from langchain_openai import ChatOpenAI
     from openai import AsyncOpenAI
-
-    from agents.openai_wire import pass_through_clients
+    from personahub.agents.openai_wire import pass_through_clients
 
     root = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=settings.timeout_s,
                        max_retries=0, http_client=_http_client(settings), default_query=query or None)
@@ -425,7 +423,7 @@ class LLMClient:
 
     def drain_cache_rows(self) -> list[dict[str, Any]]:
         """``drain_cache_entries`` as ``llm_cache`` rows, for writers below this layer."""
-        from agents.cache import cache_rows
+        from personahub.agents.cache import cache_rows
 
         return cache_rows(self.drain_cache_entries())
     def mark_down(self, index: int, seconds: float = DEAD_ENDPOINT_COOLDOWN_S) -> None:

@@ -23,9 +23,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from personahub.agents.offline_text import TextMaker, read_context
 from pydantic import BaseModel
-
-from agents.offline_text import TextMaker, read_context
 
 OFFLINE_MODEL_NAME = "offline"
 

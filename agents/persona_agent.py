@@ -24,14 +24,13 @@ from typing import Any, TypedDict
 from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from personahub.agents.prompt_budget import DEFAULT_BUDGET, PromptBudget
+from personahub.agents.prompts import agent_messages
+from personahub.agents.schemas import EMISSION_SCHEMAS, emission_text
+from personahub.agents.validators import check_emission
+from personahub.personas.expand import StructuredCaller
+from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel
-
-from agents.prompt_budget import DEFAULT_BUDGET, PromptBudget
-from agents.prompts import agent_messages
-from agents.schemas import EMISSION_SCHEMAS, emission_text
-from agents.validators import check_emission
-from personas.expand import StructuredCaller
-from personas.quality import QualityIssue
 
 DEFAULT_CHUNK = 128
 

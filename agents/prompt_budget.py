@@ -20,10 +20,10 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from agents.offline import approx_tokens
-from agents.offline_text import keywords
-from personas.errors import PersonahubError
-from personas.prompts import section
+from personahub.agents.offline import approx_tokens
+from personahub.agents.offline_text import keywords
+from personahub.personas.errors import PersonahubError
+from personahub.personas.prompts import section
 
 PARTS = ("world", "events", "inbox", "memory")
 STEM = 5  # words compare by their first letters: flood, floods, flooding

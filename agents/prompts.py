@@ -13,9 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-
-from agents.prompt_budget import DEFAULT_BUDGET, Context, PromptBudget, clip_text, fit_context, part_tokens
-from personas.prompts import section
+from personahub.agents.prompt_budget import (
+    DEFAULT_BUDGET,
+    Context,
+    PromptBudget,
+    clip_text,
+    fit_context,
+    part_tokens,
+)
+from personahub.personas.prompts import section
 
 AGENT_SYSTEM = ("You are the person described under Persona. Stay in character. "
                 "Answer only with JSON that matches the schema.")

@@ -9,10 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
+from personahub.agents.synthesis_schemas import KnowledgeText, MathProblem, ReasoningProblem, item_text
+from personahub.agents.tool_schema import ToolSpec
 from pydantic import BaseModel, Field, create_model
-
-from agents.synthesis_schemas import KnowledgeText, MathProblem, ReasoningProblem, item_text
-from agents.tool_schema import ToolSpec
 
 
 class Instruction(BaseModel):

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agents.dialects import DIALECTS, LLAMA_CPP_N_CTX, Dialect, Plan, Refusal, make_dialect
-from agents.offline import OfflineEngine, approx_tokens
-from agents.prompt_schema import find_prompt_schema, message_text
-from personas.errors import PersonahubError
+from personahub.agents.dialects import DIALECTS, LLAMA_CPP_N_CTX, Dialect, Plan, Refusal, make_dialect
+from personahub.agents.offline import OfflineEngine, approx_tokens
+from personahub.agents.prompt_schema import find_prompt_schema, message_text
+from personahub.personas.errors import PersonahubError
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}

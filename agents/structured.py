@@ -25,9 +25,8 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from personahub.agents.prompt_schema import render_schema_block
 from pydantic import BaseModel
-
-from agents.prompt_schema import render_schema_block
 
 StructuredMode = Literal["json_schema", "json_object", "tools", "prompt"]
 StructuredSetting = Literal["auto", "json_schema", "json_object", "tools", "prompt"]
@@ -51,7 +50,7 @@ SCHEMA_PROMPT_LEAD = "Reply with only one JSON object that matches this JSON sch
 
 def check_setting(value: str) -> StructuredSetting:
     """``value`` if it names a structured-output setting, else a one-line error."""
-    from personas.errors import PersonahubError
+    from personahub.personas.errors import PersonahubError
 
     if value not in STRUCTURED_SETTINGS:
         raise PersonahubError(f"--structured {value!r}: use one of {', '.join(STRUCTURED_SETTINGS)}")

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-
-from personas.prompts import section
+from personahub.personas.prompts import section
 
 PROMPTING_MODES = ("zero-shot", "few-shot", "persona-few-shot")
 

@@ -11,9 +11,8 @@ import json
 import re
 from typing import Any
 
+from personahub.agents.tool_schema import ToolSpec
 from pydantic import BaseModel, Field
-
-from agents.tool_schema import ToolSpec
 
 _ARG = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from personas.quality import QualityIssue, letter_share, word_count
+from personahub.personas.quality import QualityIssue, letter_share, word_count
 
 MIN_INSTRUCTION_CHARS = 15
 MIN_INSTRUCTION_WORDS = 3

@@ -12,9 +12,8 @@ import random
 from collections.abc import Sequence
 
 import numpy as np
-
-from personas.minhash import MinHashConfig, signatures
-from personas.near_dup import word_ngrams
+from personahub.personas.minhash import MinHashConfig, signatures
+from personahub.personas.near_dup import word_ngrams
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:

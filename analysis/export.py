@@ -26,10 +26,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from agents.synthesis_schemas import SYNTH_SCHEMAS, chat_turns, tool_to_openai_function
-from personas.errors import PersonahubError
-from personas.outputs import atomic_file
+from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, chat_turns, tool_to_openai_function
+from personahub.personas.errors import PersonahubError
+from personahub.personas.outputs import atomic_file
 
 EXPORT_FORMATS = ("personahub", "chat", "parquet")
 # Emission kinds of simulation runs, as synthesis task names.

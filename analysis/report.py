@@ -22,10 +22,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import networkx as nx  # noqa: E402
-
-from analysis.diversity import distinct_n, pair_similarities  # noqa: E402
-from analysis.views import install_views  # noqa: E402
-from personas.outputs import atomic_file  # noqa: E402
+from personahub.analysis.diversity import distinct_n, pair_similarities  # noqa: E402
+from personahub.analysis.views import install_views  # noqa: E402
+from personahub.personas.outputs import atomic_file  # noqa: E402
 
 MAX_DRAWN_NODES = 300
 # Every file a report may write into its folder (checked up front so --force means something).
@@ -273,7 +272,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
     ``out_dir`` is created if missing (not its parents); files already in it are replaced only
     with ``overwrite``.
     """
-    from personas.errors import PersonahubError
+    from personahub.personas.errors import PersonahubError
 
     install_views(con)
     if run_id is not None and not _rows(con, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]):

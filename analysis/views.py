@@ -14,8 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import duckdb
-
-from personas.store import schema_sql
+from personahub.personas.store import schema_sql
 
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
 
@@ -26,7 +25,7 @@ VIEW_NAMES = ("v_emissions_by_step", "v_duplicate_rate", "v_run_usage", "v_run_c
 
 def views_sql() -> str:
     """The text of ``analysis/views.sql``."""
-    return resources.files("analysis").joinpath("views.sql").read_text(encoding="utf-8")
+    return resources.files("personahub.analysis").joinpath("views.sql").read_text(encoding="utf-8")
 
 
 def view_statements(*, temporary: bool) -> list[str]:
@@ -63,5 +62,5 @@ def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = True) -> 
 
 def query_files() -> dict[str, Path]:
     """Ready-made queries shipped in ``analysis/queries`` by name (file stem)."""
-    folder = Path(str(resources.files("analysis").joinpath("queries")))
+    folder = Path(str(resources.files("personahub.analysis").joinpath("queries")))
     return {p.stem: p for p in sorted(folder.glob("*.sql"))}

@@ -37,7 +37,7 @@ def write_scenario(path: Path, personas: Path, *, steps: int, activation: float 
                    name: str = "bench", seed: int = 1) -> Path:
     """A scenario script over ``personas`` with no expansion (``hops=0``) and 4 acquaintances."""
     path.write_text(
-        "from sim.scenario import GraphGrowth, PersonaSource, Scenario\n\n"
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n\n"
         f"SCENARIO = Scenario(name={name!r}, personas=PersonaSource(path={str(personas)!r}),\n"
         "    graph=GraphGrowth(hops=0, acquaintances=4), "
         f"steps={steps}, activation={activation}, seed={seed},\n"

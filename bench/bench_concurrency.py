@@ -31,7 +31,7 @@ from _synthetic import write_personas, write_scenario
 
 
 def _serve(latency: float, urls: mp.Queue, stop: mp.Event, lifetime: float) -> None:
-    from agents.server import ServerOptions, start_server
+    from personahub.agents.server import ServerOptions, start_server
 
     handle = start_server(ServerOptions(latency_s=latency))
     urls.put(handle.base_url)
@@ -45,7 +45,7 @@ class Server:
     def __init__(self, latency: float, mode: str, lifetime: float) -> None:
         self.mode = mode
         if mode == "thread":
-            from agents.server import ServerOptions, start_server
+            from personahub.agents.server import ServerOptions, start_server
 
             self._handle = start_server(ServerOptions(latency_s=latency))
             self.url = self._handle.base_url
@@ -72,9 +72,8 @@ class Server:
 def simulate(url: str, agents: int, steps: int, concurrency: int) -> tuple[int, float, float]:
     """(model calls, seconds of the steps phase, seconds of the whole run) of one run."""
     import duckdb
-
-    from sim.runner import RunOptions, run_scenario
-    from sim.scenario import load_scenario
+    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.sim.scenario import load_scenario
 
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
@@ -98,10 +97,9 @@ async def plain(url: str, calls: int, concurrency: int) -> float:
     """Seconds for ``calls`` ChatOpenAI.ainvoke calls gathered under a semaphore."""
     import httpx
     from langchain_openai import ChatOpenAI
-
-    from agents.prompts import agent_messages
-    from agents.schemas import EMISSION_SCHEMAS
-    from agents.structured import response_format
+    from personahub.agents.prompts import agent_messages
+    from personahub.agents.schemas import EMISSION_SCHEMAS
+    from personahub.agents.structured import response_format
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:

@@ -45,8 +45,8 @@ def rss_mib() -> float:
 
 def _configure(variant: str) -> None:
     """Swap in the parts a variant runs with (in this process only)."""
-    import personas.near_dup as near_dup
-    import sim.runlog as runlog
+    import personahub.personas.near_dup as near_dup
+    import personahub.sim.runlog as runlog
 
     if variant in ("before", "no-release"):
         runlog.release_cached_blocks = lambda con, **_: None  # type: ignore[assignment]
@@ -65,8 +65,8 @@ def _configure(variant: str) -> None:
 
 def child(args: argparse.Namespace) -> None:
     """Run one variant and print its figures as one JSON line."""
-    from sim.runner import RunOptions, run_scenario
-    from sim.scenario import load_scenario
+    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.sim.scenario import load_scenario
 
     _configure(args.child)
     marks: dict[int, float] = {}

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from personas.minhash import MinHashConfig, minhash_duplicates, tokenize  # noqa: E402
+from personahub.personas.minhash import MinHashConfig, minhash_duplicates, tokenize  # noqa: E402
 
 KINDS = ("distinct", "variant", "swap", "edit1")
 

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import duckdb
-
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import GraphGrowth, PersonaSource, Scenario
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 
 def main() -> None:

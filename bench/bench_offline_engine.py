@@ -25,12 +25,11 @@ from collections.abc import Callable
 from typing import Any
 
 from _synthetic import HOBBIES, PLACES, ROLES, TRAITS
-
-from agents.llm import LLMClient, LLMSettings
-from agents.offline import OfflineEngine, to_openai_dicts
-from agents.persona_agent import DEFAULT_CHUNK, AgentInput, run_agents
-from agents.prompts import agent_messages
-from agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.offline import OfflineEngine, to_openai_dicts
+from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, run_agents
+from personahub.agents.prompts import agent_messages
+from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
 
 WORLD = "A river town with a ferry, a market and a library."
 EVENTS = ("The ferry fare doubled overnight.", "A flood warning was issued for the lower bank.",

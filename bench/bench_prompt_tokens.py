@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from agents.offline_text import split_sections
-from agents.prompt_budget import PromptBudget, count_prompt_tokens, count_tokens
-from agents.schemas import EMISSION_SCHEMAS
-from sim.runner import RunOptions, make_client, run_scenario
-from sim.scenario import Scenario, load_scenario
+from personahub.agents.offline_text import split_sections
+from personahub.agents.prompt_budget import PromptBudget, count_prompt_tokens, count_tokens
+from personahub.agents.schemas import EMISSION_SCHEMAS
+from personahub.sim.runner import RunOptions, make_client, run_scenario
+from personahub.sim.scenario import Scenario, load_scenario
 
 PERSONA_HUB = "Create a math problem with the following persona: {persona}"
 Prompt = tuple[int, str, list[Any]]  # (step, persona text, messages)

@@ -32,10 +32,10 @@ from langchain_core.messages import BaseMessage
 
 def _requests(n: int) -> list[tuple[str, type, list[BaseMessage], str]]:
     """(kind, schema, messages, persona) for ``n`` agent actions of the default scenario."""
-    from agents.prompts import agent_messages
-    from agents.schemas import EMISSION_SCHEMAS
-    from personas.importers import iter_personas
-    from sim.scenario import load_scenario
+    from personahub.agents.prompts import agent_messages
+    from personahub.agents.schemas import EMISSION_SCHEMAS
+    from personahub.personas.importers import iter_personas
+    from personahub.sim.scenario import load_scenario
 
     scenario = load_scenario("scenarios/riverside_town.py")
     people = [p.text for p, _ in zip(iter_personas(scenario.persona_path()), range(n), strict=False)]
@@ -51,7 +51,7 @@ def _requests(n: int) -> list[tuple[str, type, list[BaseMessage], str]]:
 
 
 async def _personahub(spec: str, requests: list, concurrency: int) -> tuple[float, int, list[int]]:
-    from agents.llm import LLMClient, LLMSettings
+    from personahub.agents.llm import LLMClient, LLMSettings
 
     client = LLMClient(LLMSettings(spec=spec, concurrency=concurrency, temperature=0.0,
                                    timeout_s=600))
@@ -67,8 +67,7 @@ async def _personahub(spec: str, requests: list, concurrency: int) -> tuple[floa
 async def _plain(base: str, model: str, requests: list, concurrency: int) -> tuple[float, int, list[int]]:
     from langchain_core.messages import convert_to_openai_messages
     from openai import AsyncOpenAI
-
-    from agents.generation import default_max_tokens
+    from personahub.agents.generation import default_max_tokens
 
     client = AsyncOpenAI(base_url=base, api_key="not-needed", timeout=600, max_retries=0)
     gate = asyncio.Semaphore(concurrency)
@@ -108,7 +107,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
 
-    from agents.llamacpp import local_llama_server
+    from personahub.agents.llamacpp import local_llama_server
 
     requests = _requests(args.requests)
     plain_wall = ours_wall = 0.0

@@ -37,9 +37,8 @@ def main() -> None:
     parser.add_argument("--sort", default="cumulative", help="cProfile sort key with --profile")
     args = parser.parse_args()
     import duckdb
-
-    from sim.runner import RunOptions, run_scenario
-    from sim.scenario import load_scenario
+    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.sim.scenario import load_scenario
 
     phases: dict[str, float] = {}
     last = [time.perf_counter()]

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-
-from personas.errors import PersonahubError
+from personahub.personas.errors import PersonahubError
 
 MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB file, after the main header's checksum
 HEADER_SIZE = 4096  # the main header and two database headers precede the first block
@@ -155,7 +154,7 @@ def expected_tables() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     Read from ``schema.sql`` itself (built in memory), so it never drifts from the schema;
     columns the schema adds with ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` may be missing.
     """
-    sql = resources.files("personas").joinpath("schema.sql").read_text(encoding="utf-8")
+    sql = resources.files("personahub.personas").joinpath("schema.sql").read_text(encoding="utf-8")
     con = duckdb.connect(":memory:")
     try:
         con.execute(sql)

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pyarrow as pa
-
-from personas.embedding import embedding_duplicates, make_embedder
-from personas.errors import PersonahubError
-from personas.minhash import MinHashConfig, duplicates_from_signatures, signatures
+from personahub.personas.embedding import embedding_duplicates, make_embedder
+from personahub.personas.errors import PersonahubError
+from personahub.personas.minhash import MinHashConfig, duplicates_from_signatures, signatures
 
 __all__ = [
     "DedupConfig",

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-
-from personas.errors import PersonahubError
-from personas.minhash import TEXT_SEPARATOR, batch_tokens, resolve_first_seen, token_hash
+from personahub.personas.errors import PersonahubError
+from personahub.personas.minhash import TEXT_SEPARATOR, batch_tokens, resolve_first_seen, token_hash
 
 __all__ = [
     "ANN_BACKENDS",

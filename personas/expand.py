@@ -36,15 +36,13 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 from langchain_core.messages import BaseMessage
-from pydantic import BaseModel, Field, create_model
-
-from personas.errors import PersonahubError
-from personas.graph import Relation, save_relations
-from personas.near_dup import NearDuplicateIndex
-from personas.prompts import expand_messages
-from personas.quality import gate_persona, language_scripts, rejected_counts, rejected_row
-from personas.record import Persona
-from personas.store import (
+from personahub.personas.errors import PersonahubError
+from personahub.personas.graph import Relation, save_relations
+from personahub.personas.near_dup import NearDuplicateIndex
+from personahub.personas.prompts import expand_messages
+from personahub.personas.quality import gate_persona, language_scripts, rejected_counts, rejected_row
+from personahub.personas.record import Persona
+from personahub.personas.store import (
     fetch_personas,
     insert_rows,
     record_rows,
@@ -52,6 +50,7 @@ from personas.store import (
     transaction,
     upsert_personas,
 )
+from pydantic import BaseModel, Field, create_model
 
 MAX_HOPS = 6
 DEFAULT_BATCH = 256

@@ -15,8 +15,7 @@ from typing import Any, BinaryIO
 import duckdb
 import networkx as nx
 import numpy as np
-
-from personas.store import fetch_personas, insert_columns, upsert_personas
+from personahub.personas.store import fetch_personas, insert_columns, upsert_personas
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +57,7 @@ def load_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str] | None
 
 def save_graph(con: duckdb.DuckDBPyConnection, graph: nx.MultiDiGraph) -> None:
     """Write a graph's nodes (as personas) and edges (as relations) to the hub."""
-    from personas.record import Persona
+    from personahub.personas.record import Persona
 
     personas = [
         Persona(persona_id=node, text=data["text"], source=data.get("source", ""),

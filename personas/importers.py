@@ -23,9 +23,8 @@ from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from personas.errors import PersonaFileError
-from personas.record import Persona
+from personahub.personas.errors import PersonaFileError
+from personahub.personas.record import Persona
 
 __all__ = [
     "FORMATS",

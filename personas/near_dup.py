@@ -40,8 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
-
-from personas.minhash import MinHashConfig, lsh_params, signatures, tokenize
+from personahub.personas.minhash import MinHashConfig, lsh_params, signatures, tokenize
 
 _EMPTY = np.iinfo(np.uint32).max
 _U64 = np.uint64

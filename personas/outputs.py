@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Literal
 
-from personas.errors import PersonahubError
+from personahub.personas.errors import PersonahubError
 
 OutputKind = Literal["file", "dir"]
 FORCE_HELP = "Overwrite an existing --out file."

@@ -6,8 +6,7 @@ Prompts use ``## Section`` headings; the offline engine finds its context by the
 from __future__ import annotations
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-
-from personas.quality import language_name
+from personahub.personas.quality import language_name
 
 PERSONA_SYSTEM = (
     "You write persona descriptions for synthetic data. A persona is one sentence describing a "

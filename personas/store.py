@@ -18,8 +18,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-
-from personas.dbcheck import (
+from personahub.personas.dbcheck import (
     DatabaseFileError,
     check_blocks,
     check_header,
@@ -28,15 +27,15 @@ from personas.dbcheck import (
     format_is_known,
     read_back,
 )
-from personas.errors import PersonahubError
-from personas.record import Persona
+from personahub.personas.errors import PersonahubError
+from personahub.personas.record import Persona
 
 DEFAULT_DB = "personahub.duckdb"
 
 
 def schema_sql() -> str:
     """The DDL of every table (``personas/schema.sql``)."""
-    return resources.files("personas").joinpath("schema.sql").read_text(encoding="utf-8")
+    return resources.files("personahub.personas").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:

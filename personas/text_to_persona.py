@@ -30,15 +30,14 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from personahub.personas.errors import PersonaFileError
+from personahub.personas.expand import StructuredCaller, drain_cache_rows
+from personahub.personas.importers import ImportStats, container_of, iter_rows
+from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
+from personahub.personas.quality import gate_persona, language_scripts, rejected_row, tally
+from personahub.personas.record import Persona
+from personahub.personas.store import insert_rows, record_rows, transaction, upsert_personas
 from pydantic import BaseModel, Field, create_model
-
-from personas.errors import PersonaFileError
-from personas.expand import StructuredCaller, drain_cache_rows
-from personas.importers import ImportStats, container_of, iter_rows
-from personas.prompts import TEXT_RELATIONS, text_to_persona_messages
-from personas.quality import gate_persona, language_scripts, rejected_row, tally
-from personas.record import Persona
-from personas.store import insert_rows, record_rows, transaction, upsert_personas
 
 SOURCE = "text-to-persona"
 RELATIONS: tuple[str, ...] = tuple(TEXT_RELATIONS)

@@ -9,8 +9,8 @@ step 3, a reviewer is linked to the maintainer and a long-idle link is dropped; 
 coders and engineers are asked, in free text, what should be fixed first.
 """
 
-from sim import main
-from sim.scenario import (
+from personahub.sim import main
+from personahub.sim.scenario import (
     Activation,
     Audience,
     Event,

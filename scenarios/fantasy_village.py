@@ -13,8 +13,8 @@ Run it with ``personahub run scenarios/fantasy_village.py``; then for instance
 
 import random
 
-from sim import main
-from sim.scenario import (
+from personahub.sim import main
+from personahub.sim.scenario import (
     Activation,
     AgentInfo,
     Audience,

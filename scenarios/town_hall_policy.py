@@ -14,8 +14,8 @@ Compare before and after with::
                     where survey_id = 'support' group by all order by all"
 """
 
-from sim import main
-from sim.scenario import (
+from personahub.sim import main
+from personahub.sim.scenario import (
     Audience,
     Event,
     GraphGrowth,

@@ -19,20 +19,19 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import duckdb
 import typer
+from personahub.agents import run_loop
+from personahub.personas.dbcheck import first_line
+from personahub.personas.errors import PersonahubError
+from personahub.personas.store import DEFAULT_DB, is_damage
+from personahub.sim.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 from typer.core import TyperGroup
 
-from agents import run_loop
-from personas.dbcheck import first_line
-from personas.errors import PersonahubError
-from personas.store import DEFAULT_DB, is_damage
-from sim.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
-
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
-    from agents.llm import LLMClient
+    from personahub.agents.llm import LLMClient
 
 try:  # typer >= 0.22 ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -79,6 +78,21 @@ app = typer.Typer(
 )
 personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from personahub import __version__
+
+        print(f"personahub {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the installed version and exit.")] = False) -> None:
+    """Persona-driven synthetic data and virtual-society simulation (offline by default)."""
 
 console = Console(stderr=True)
 out = Console()
@@ -161,7 +175,7 @@ def one_line_errors(func: F) -> F:
         except Exception:
             raise  # a bug: its traceback is what to report
         except BaseException as exc:  # sys.exit or a BaseException subclass
-            from sim.scenario import raised_text, scenario_frame
+            from personahub.sim.scenario import raised_text, scenario_frame
 
             where = scenario_frame(exc)
             if where is None:  # ours (rich exits quietly on a closed pipe, for one)
@@ -190,7 +204,7 @@ def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
     """Build the model client for a command and check the endpoint answers (unless ``check``
     is off, as for a replay from the cache, which calls no model). ``announce=False`` leaves
     the banner to the caller, once its input is checked (a bad input then prints one line)."""
-    from agents.llm import LLMClient, LLMSettings, check_reachable, resolve_spec
+    from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, resolve_spec
 
     client = LLMClient(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
                                    timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
@@ -206,7 +220,7 @@ def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
 
 def _progress(client: LLMClient | None = None) -> Progress:
     """A progress display (with the client's call counts when it calls a model)."""
-    from sim.progress import JobProgress
+    from personahub.sim.progress import JobProgress
 
     return JobProgress(console, getattr(client, "stats", None))  # test doubles may count nothing
 
@@ -241,8 +255,8 @@ def run(
     top_p: TopPOption = None,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
-    from sim.runner import RunOptions, resume_run, run_scenario
-    from sim.scenario import load_scenario
+    from personahub.sim.runner import RunOptions, resume_run, run_scenario
+    from personahub.sim.scenario import load_scenario
 
     if resume is not None:
         if scenario is not None or steps is not None or seed is not None:
@@ -256,7 +270,7 @@ def run(
         return
     if scenario is None:
         raise PersonahubError("run: give a scenario file, or --resume RUN_ID")
-    from agents.llm import resolve_spec
+    from personahub.agents.llm import resolve_spec
 
     spec = resolve_spec(llm)
     loaded = load_scenario(scenario)
@@ -304,7 +318,7 @@ def _hook(bar: Progress) -> Callable[[str, int, int], None]:
 
 def print_summary(summary: Any) -> None:
     """The end-of-run summary: counts, where the data is, and SQL to start from."""
-    from personas.quality import rejection_text
+    from personahub.personas.quality import rejection_text
 
     table = Table(title=f"run {summary.run_id}", show_header=False)
     table.add_row("engine", summary.engine + (" (offline engine, not a language model)"
@@ -365,9 +379,8 @@ def sql(
     change settings (SET, RESET, PRAGMA).
     """
     import duckdb
-
-    from analysis.views import install_views
-    from personas.store import connect, has_extension_statement, lock_down
+    from personahub.analysis.views import install_views
+    from personahub.personas.store import connect, has_extension_statement, lock_down
 
     if fmt not in ("table", "csv", "json"):
         raise PersonahubError(f"--format {fmt!r}: use table, csv or json")
@@ -454,7 +467,7 @@ def serve(
     """Serve the offline engine as an OpenAI-compatible endpoint on loopback (for dry runs)."""
     import time
 
-    from agents.server import ServerOptions, start_server
+    from personahub.agents.server import ServerOptions, start_server
 
     handle = start_server(ServerOptions(seed=seed, latency_s=latency, error_rate=error_rate,
                                         malformed_rate=malformed_rate, hang_rate=hang_rate,
@@ -480,8 +493,8 @@ def personas_import(
     batch_size: Annotated[int, typer.Option(min=1, help="Personas per transaction.")] = 50_000,
 ) -> None:
     """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
-    from personas.importers import FORMATS, ImportStats, iter_persona_batches
-    from personas.store import connect, transaction, upsert_personas
+    from personahub.personas.importers import FORMATS, ImportStats, iter_persona_batches
+    from personahub.personas.store import connect, transaction, upsert_personas
 
     if fmt not in FORMATS:
         raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -539,9 +552,9 @@ def personas_expand(
     An interrupted expansion is resumed automatically: when an unfinished one with the same
     --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
     """
-    from personas.expand import expand_hub
-    from personas.quality import rejection_line
-    from sim.cli_personas import unfinished_expansion
+    from personahub.personas.expand import expand_hub
+    from personahub.personas.quality import rejection_line
+    from personahub.sim.cli_personas import unfinished_expansion
 
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
     client = make_client(llm, seed, concurrency, timeout, offline_latency, flags=flags,
@@ -578,5 +591,5 @@ def personas_expand(
     out.print(rejection_line(summary.rejected), highlight=False)
 
 
-import sim.cli_personas  # noqa: E402,F401 - registers personas from-text, sample, stats, export-graph
-import sim.cli_synth  # noqa: E402,F401 - registers synthesize, export, report
+import personahub.sim.cli_personas  # noqa: E402,F401 - registers personas from-text, sample, stats, export-graph
+import personahub.sim.cli_synth  # noqa: E402,F401 - registers synthesize, export, report

@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-
-from agents import run_loop
-from personas.errors import PersonahubError
-from personas.outputs import FORCE_HELP, atomic_file, check_output
-from personas.store import DEFAULT_DB
-from sim.cli import (
+from personahub.agents import run_loop
+from personahub.personas.errors import PersonahubError
+from personahub.personas.outputs import FORCE_HELP, atomic_file, check_output
+from personahub.personas.store import DEFAULT_DB
+from personahub.sim.cli import (
     ConcurrencyOption,
     DbOption,
     LanguageOption,
@@ -36,6 +34,7 @@ from sim.cli import (
     out,
     personas_app,
 )
+from rich.table import Table
 
 
 def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
@@ -46,9 +45,9 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
     own start personas are kept: the hub has grown since); ``fresh`` marks it superseded and
     starts anew. An unknown ``language`` is an error before the database is opened.
     """
-    from personas.expand import find_unfinished
-    from personas.quality import language_scripts
-    from personas.store import connect
+    from personahub.personas.expand import find_unfinished
+    from personahub.personas.quality import language_scripts
+    from personahub.personas.store import connect
 
     try:
         if language is not None:
@@ -118,10 +117,10 @@ def personas_from_text(
     """
     from itertools import islice
 
-    from personas.importers import ImportStats
-    from personas.quality import language_scripts, rejection_line
-    from personas.store import connect
-    from personas.text_to_persona import iter_texts, parse_relations, text_to_persona
+    from personahub.personas.importers import ImportStats
+    from personahub.personas.quality import language_scripts, rejection_line
+    from personahub.personas.store import connect
+    from personahub.personas.text_to_persona import iter_texts, parse_relations, text_to_persona
 
     try:
         chosen = parse_relations(relations)
@@ -183,8 +182,8 @@ def personas_sample(
     show: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 50,
 ) -> None:
     """Carve the hub: select by attribute, text or neighbourhood, then sample (seeded)."""
-    from personas.carve import Selection, carve
-    from personas.store import connect
+    from personahub.personas.carve import Selection, carve
+    from personahub.personas.store import connect
 
     if fmt not in ("table", "jsonl", "ids"):
         raise PersonahubError(f"--format {fmt!r}: use table, jsonl or ids")
@@ -231,8 +230,8 @@ def personas_stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Graph statistics: nodes, edges, components, degrees, hops, relation labels."""
-    from personas.graph import graph_stats, load_graph
-    from personas.store import connect, scalar
+    from personahub.personas.graph import graph_stats, load_graph
+    from personahub.personas.store import connect, scalar
 
     con = connect(db, read_only=True)
     try:
@@ -271,8 +270,8 @@ def personas_export_graph(
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Export the persona graph as GraphML (attributes JSON-encoded; relations as edge keys)."""
-    from personas.graph import load_graph, write_graphml
-    from personas.store import connect
+    from personahub.personas.graph import load_graph, write_graphml
+    from personahub.personas.store import connect
 
     check_output(output, db=db, force=force)
     con = connect(db, read_only=True)
@@ -300,9 +299,9 @@ def personas_dedup(
     ann: Annotated[str, typer.Option(help="Stage 2 index: auto, ivf, faiss, usearch.")] = "auto",
 ) -> None:
     """Flag near-duplicate personas: MinHash LSH, then embedding similarity (never deletes)."""
-    from personas.dedup import DedupConfig, run_dedup
-    from personas.minhash import MinHashConfig
-    from personas.store import connect
+    from personahub.personas.dedup import DedupConfig, run_dedup
+    from personahub.personas.minhash import MinHashConfig
+    from personahub.personas.store import connect
 
     try:
         config = DedupConfig(

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from personas.errors import PersonahubError
-from personas.outputs import FORCE_HELP, check_output
-from personas.store import DEFAULT_DB
-from sim.cli import (
+from personahub.personas.errors import PersonahubError
+from personahub.personas.outputs import FORCE_HELP, check_output
+from personahub.personas.store import DEFAULT_DB
+from personahub.sim.cli import (
     ConcurrencyOption,
     DbOption,
     LlmOption,
@@ -37,9 +36,8 @@ from sim.cli import (
 
 
 def _list_templates() -> None:
+    from personahub.agents.synthesis_prompts import PROMPTING_MODES, TEMPLATES
     from rich.table import Table
-
-    from agents.synthesis_prompts import PROMPTING_MODES, TEMPLATES
 
     table = Table("task", "makes", "prompt template", title="synthesis tasks")
     for template in TEMPLATES.values():
@@ -53,8 +51,7 @@ def _list_templates() -> None:
 def _job_options(db: Path, job_id: str) -> Any:
     """The stored options of job ``job_id``: a resume asks with its seed and generation settings."""
     import duckdb
-
-    from sim.synthesize import job_options
+    from personahub.sim.synthesize import job_options
 
     try:
         return job_options(db, job_id)
@@ -102,9 +99,9 @@ def synthesize(
     top_p: TopPOption = None,
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items."""
-    from agents.llm import resolve_spec
-    from personas.quality import rejection_line
-    from sim.synthesize import SynthOptions, run_synthesis
+    from personahub.agents.llm import resolve_spec
+    from personahub.personas.quality import rejection_line
+    from personahub.sim.synthesize import SynthOptions, run_synthesis
 
     if list_templates:
         _list_templates()
@@ -162,8 +159,8 @@ def synthesize(
 
 
 def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
-    from analysis.export import export
-    from personas.store import connect
+    from personahub.analysis.export import export
+    from personahub.personas.store import connect
 
     con = connect(db, read_only=True)
     try:
@@ -189,7 +186,7 @@ def export_cmd(
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Export a synthesis job or a simulation run as training data (validated, atomic)."""
-    from analysis.export import EXPORT_FORMATS
+    from personahub.analysis.export import EXPORT_FORMATS
 
     if fmt not in EXPORT_FORMATS:
         raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
@@ -210,8 +207,8 @@ def report(
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report with plots: emissions, duplicates, graph, diversity."""
-    from analysis.report import REPORT_FILES, write_report
-    from personas.store import connect
+    from personahub.analysis.report import REPORT_FILES, write_report
+    from personahub.personas.store import connect
 
     check_output(out_dir, db=db, force=force, kind="dir", names=REPORT_FILES)
     con = connect(db, read_only=True)

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from agents.offline_text import keywords
+from personahub.agents.offline_text import keywords
 
 DECAY = 0.8  # weight kept by older summary terms at each eviction
 TERMS_PER_ITEM = 8

@@ -15,11 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
-
-from agents.cache import CacheEntry, cache_rows
-from agents.llm import CallRecord
-from personas.store import insert_columns, insert_rows, record_rows, scalar, transaction
-from sim.society import StepResult
+from personahub.agents.cache import CacheEntry, cache_rows
+from personahub.agents.llm import CallRecord
+from personahub.personas.store import insert_columns, insert_rows, record_rows, scalar, transaction
+from personahub.sim.society import StepResult
 
 
 def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20) -> None:

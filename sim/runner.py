@@ -38,21 +38,20 @@ from typing import Any
 
 import duckdb
 import networkx as nx
-
-from agents.cache import CACHE_MODES, ResponseCache
-from agents.failures import ModelRejected, batch_failure
-from agents.generation import Generation
-from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
-from agents.run_loop import close_quietly, new_run_loop
-from agents.structured import check_setting
-from personas.errors import PersonahubError
-from personas.expand import ExpansionIncomplete, expand_hub
-from personas.graph import Relation, save_relations, small_world_pairs, social_graph
-from personas.importers import iter_personas
-from personas.near_dup import IndexesByKind
-from personas.quality import rejected_counts
-from personas.record import Persona
-from personas.store import (
+from personahub.agents.cache import CACHE_MODES, ResponseCache
+from personahub.agents.failures import ModelRejected, batch_failure
+from personahub.agents.generation import Generation
+from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
+from personahub.agents.run_loop import close_quietly, new_run_loop
+from personahub.agents.structured import check_setting
+from personahub.personas.errors import PersonahubError
+from personahub.personas.expand import ExpansionIncomplete, expand_hub
+from personahub.personas.graph import Relation, save_relations, small_world_pairs, social_graph
+from personahub.personas.importers import iter_personas
+from personahub.personas.near_dup import IndexesByKind
+from personahub.personas.quality import rejected_counts
+from personahub.personas.record import Persona
+from personahub.personas.store import (
     DEFAULT_DB,
     connect,
     fetch_personas,
@@ -60,10 +59,10 @@ from personas.store import (
     transaction,
     upsert_personas,
 )
-from sim.heap import RunHeap
-from sim.interrupts import Stopped, signal_name
-from sim.runlog import RunLog
-from sim.scenario import (
+from personahub.sim.heap import RunHeap
+from personahub.sim.interrupts import Stopped, signal_name
+from personahub.sim.runlog import RunLog
+from personahub.sim.scenario import (
     Scenario,
     check_references,
     check_steps,
@@ -71,7 +70,7 @@ from sim.scenario import (
     raised_text,
     scenario_frame,
 )
-from sim.society import SocietyModel, StepResult
+from personahub.sim.society import SocietyModel, StepResult
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,11 +20,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from agents.prompt_budget import PromptBudget
-from agents.schemas import EMISSION_SCHEMAS
-from personas.errors import PersonahubError
-from personas.expand import MAX_HOPS
-from personas.record import Persona
+from personahub.agents.prompt_budget import PromptBudget
+from personahub.agents.schemas import EMISSION_SCHEMAS
+from personahub.personas.errors import PersonahubError
+from personahub.personas.expand import MAX_HOPS
+from personahub.personas.record import Persona
 
 SEED_PERSONAS = "seed"
 ACTIVATION_MODES = ("all", "probability", "count", "function")
@@ -425,7 +425,7 @@ class Scenario:
     def persona_path(self) -> Path:
         """The persona file to import (the shipped seed set by default)."""
         if self.personas.path == SEED_PERSONAS:
-            return Path(str(resources.files("personas").joinpath("data/seed_personas.jsonl")))
+            return Path(str(resources.files("personahub.personas").joinpath("data/seed_personas.jsonl")))
         return self.resolve(self.personas.path)
 
 

@@ -28,15 +28,22 @@ import mesa
 import networkx as nx
 import numpy as np
 from mesa.space import NetworkGrid
-
-from agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
-from agents.prompts import survey_messages
-from agents.schemas import ADDRESSED_KINDS, conversation_turns, survey_schema, survey_value
-from personas.expand import StructuredCaller
-from personas.quality import rejected_row
-from personas.record import Persona
-from sim.memory import AgentMemory, Message
-from sim.scenario import AgentInfo, AgentRef, Audience, Intervention, Scenario, ScenarioError, Survey
+from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
+from personahub.agents.prompts import survey_messages
+from personahub.agents.schemas import ADDRESSED_KINDS, conversation_turns, survey_schema, survey_value
+from personahub.personas.expand import StructuredCaller
+from personahub.personas.quality import rejected_row
+from personahub.personas.record import Persona
+from personahub.sim.memory import AgentMemory, Message
+from personahub.sim.scenario import (
+    AgentInfo,
+    AgentRef,
+    Audience,
+    Intervention,
+    Scenario,
+    ScenarioError,
+    Survey,
+)
 
 T = TypeVar("T")
 __all__ = ["AgentInfo", "Emission", "Message", "PersonaAgent", "SocietyModel", "StepResult",

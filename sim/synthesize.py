@@ -29,12 +29,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
-
-from agents.generation import Generation
-from agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
-from agents.run_loop import close_quietly, new_run_loop
-from agents.structured import check_setting
-from agents.synthesis_prompts import (
+from personahub.agents.generation import Generation
+from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
+from personahub.agents.run_loop import close_quietly, new_run_loop
+from personahub.agents.structured import check_setting
+from personahub.agents.synthesis_prompts import (
     PROMPTING_MODES,
     TEMPLATES,
     solve_messages,
@@ -42,7 +41,7 @@ from agents.synthesis_prompts import (
     text_to_persona_messages,
     world_for_prompt,
 )
-from agents.synthesis_schemas import (
+from personahub.agents.synthesis_schemas import (
     SOLVABLE_TASKS,
     InferredPersona,
     Solution,
@@ -50,13 +49,13 @@ from agents.synthesis_schemas import (
     item_text,
     schema_for,
 )
-from agents.validators import check_item
-from personas.errors import PersonahubError
-from personas.importers import iter_personas
-from personas.near_dup import NearDuplicateIndex
-from personas.quality import QualityIssue, rejected_row, tally
-from personas.record import Persona
-from personas.store import (
+from personahub.agents.validators import check_item
+from personahub.personas.errors import PersonahubError
+from personahub.personas.importers import iter_personas
+from personahub.personas.near_dup import NearDuplicateIndex
+from personahub.personas.quality import QualityIssue, rejected_row, tally
+from personahub.personas.record import Persona
+from personahub.personas.store import (
     DEFAULT_DB,
     connect,
     fetch_personas,
@@ -66,7 +65,7 @@ from personas.store import (
     transaction,
     upsert_personas,
 )
-from sim.interrupts import Stopped, signal_name
+from personahub.sim.interrupts import Stopped, signal_name
 
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 ProgressHook = Callable[[int, int], None]
@@ -199,7 +198,7 @@ def load_world(options: SynthOptions) -> str:
     if options.world:
         path = Path(options.world)
     elif TEMPLATES[options.task].needs_world:
-        path = Path(str(resources.files("scenarios").joinpath(DEFAULT_NPC_WORLD)))
+        path = Path(str(resources.files("personahub.scenarios").joinpath(DEFAULT_NPC_WORLD)))
     else:
         return ""
     try:
@@ -224,7 +223,7 @@ def _seed_hub_if_empty(con: duckdb.DuckDBPyConnection) -> int:
     """Import the shipped seed personas into an empty hub, so a fresh database just works."""
     if scalar(con, "SELECT count(*) FROM personas"):
         return 0
-    path = resources.files("personas").joinpath("data/seed_personas.jsonl")
+    path = resources.files("personahub.personas").joinpath("data/seed_personas.jsonl")
     with transaction(con):
         return upsert_personas(con, iter_personas(str(path), source="seed"))
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-
-from personas.prompts import section
+from personahub.personas.prompts import section
 
 AGENT_SYSTEM = (
     "You are role-playing one member of a simulated society. Stay in character as the persona "

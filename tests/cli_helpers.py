@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from personahub.sim.cli import app
 from typer.testing import CliRunner, Result
-
-from sim.cli import app
 
 runner = CliRunner()
 

@@ -7,9 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from agents.llm import LLMClient, LLMSettings, LLMUnavailable
-from agents.server import RunningServer, ServerOptions, start_server
+from personahub.agents.llm import LLMClient, LLMSettings, LLMUnavailable
+from personahub.agents.server import RunningServer, ServerOptions, start_server
 
 ROLES = ["nurse", "baker", "ferry pilot", "librarian", "welder", "beekeeper", "coder", "farmer",
          "pharmacist", "teacher", "plumber", "florist", "barista", "mechanic", "translator"]
@@ -51,7 +50,7 @@ def scenario_file(tmp_path: Path, persona_file: Callable[[int], Path]) -> Callab
         defaults.update({k: repr(v) if not isinstance(v, str) else v for k, v in fields.items()})
         args = ",\n    ".join(f"{k}={v}" for k, v in defaults.items())
         text = body or (
-            "from sim.scenario import GraphGrowth, PersonaSource, Scenario\n\n"
+            "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n\n"
             f"SCENARIO = Scenario(\n    {args},\n)\n"
         )
         path = tmp_path / "scenario_test.py"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sim.runner import RunOptions, RunSummary, run_scenario
-from sim.scenario import load_scenario
+from personahub.sim.runner import RunOptions, RunSummary, run_scenario
+from personahub.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,17 +6,16 @@ import json
 import duckdb
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
+from personahub.agents.cache import CacheMiss, ResponseCache
+from personahub.agents.llm import Endpoint, LLMClient, LLMSettings
+from personahub.agents.offline import OfflineChatModel
+from personahub.analysis.views import install_views, query_files
+from personahub.personas.errors import PersonahubError
+from personahub.personas.store import connect, insert_rows, transaction
+from personahub.sim.cli import app
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
 from pydantic import BaseModel
-
-from agents.cache import CacheMiss, ResponseCache
-from agents.llm import Endpoint, LLMClient, LLMSettings
-from agents.offline import OfflineChatModel
-from analysis.views import install_views, query_files
-from personas.errors import PersonahubError
-from personas.store import connect, insert_rows, transaction
-from sim.cli import app
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import load_scenario
 
 
 def run_content(db, run_id):
@@ -158,7 +157,7 @@ def test_sample_index_keeps_repeated_identical_requests_apart(tmp_path):
 
         values = [r.value.text for r in asyncio.run(three())]
         with transaction(con):
-            from agents.cache import cache_rows
+            from personahub.agents.cache import cache_rows
             insert_rows(con, "llm_cache", cache_rows(client.drain_cache_entries()))
         return values, client.drain_records()
 

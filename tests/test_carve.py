@@ -2,14 +2,13 @@ import json
 from collections import Counter
 
 import pytest
+from personahub.personas.carve import Condition, Selection, carve, neighbourhood, sample_ids, select_ids
+from personahub.personas.graph import Relation, save_relations
+from personahub.personas.importers import iter_personas
+from personahub.personas.record import Persona
+from personahub.personas.store import connect, upsert_personas
+from personahub.sim.cli import app
 from typer.testing import CliRunner
-
-from personas.carve import Condition, Selection, carve, neighbourhood, sample_ids, select_ids
-from personas.graph import Relation, save_relations
-from personas.importers import iter_personas
-from personas.record import Persona
-from personas.store import connect, upsert_personas
-from sim.cli import app
 
 JOBS = ["nurse", "baker", "welder", "Nurse", "teacher"]
 

@@ -10,10 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-
-from agents.llm import LLMClient, LLMConfigError, LLMSettings, redact_spec
-from agents.prompts import agent_messages
-from agents.schemas import Instruction
+from personahub.agents.llm import LLMClient, LLMConfigError, LLMSettings, redact_spec
+from personahub.agents.prompts import agent_messages
+from personahub.agents.schemas import Instruction
 
 SECRET = "sk-test-very-secret-value"
 

@@ -4,17 +4,17 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from personas.dedup import (
+from personahub.personas.dedup import (
     DedupConfig,
     DedupSummary,
     run_dedup,
     run_embedding_stage,
     run_minhash_stage,
 )
-from personas.errors import PersonahubError
-from personas.minhash import MinHashConfig
-from personas.record import persona_id_for
+from personahub.personas.errors import PersonahubError
+from personahub.personas.minhash import MinHashConfig
+from personahub.personas.record import persona_id_for
+
 from tests._planted import planted_corpus, recall_precision
 
 DDL = """

@@ -7,16 +7,15 @@ import json
 from pathlib import Path
 
 import duckdb
+import personahub.agents.llm as llm_module
 import pytest
+from personahub.agents.dialects import DIALECTS
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.prompts import agent_messages
+from personahub.agents.schemas import NpcDialogue
+from personahub.agents.server import ServerOptions, running_server
+from personahub.sim.cli import app
 from typer.testing import CliRunner
-
-import agents.llm as llm_module
-from agents.dialects import DIALECTS
-from agents.llm import LLMClient, LLMSettings
-from agents.prompts import agent_messages
-from agents.schemas import NpcDialogue
-from agents.server import ServerOptions, running_server
-from sim.cli import app
 
 runner = CliRunner()
 # what --structured auto settles on, per dialect

@@ -4,8 +4,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-
-from personas.embedding import (
+from personahub.personas.embedding import (
     Embedder,
     HashEmbedder,
     LocalEmbedder,
@@ -15,7 +14,8 @@ from personas.embedding import (
     neighbour_pairs,
     pick_index,
 )
-from personas.errors import PersonahubError
+from personahub.personas.errors import PersonahubError
+
 from tests._planted import planted_corpus, recall_precision
 
 

@@ -1,12 +1,12 @@
 import asyncio
 
 import pytest
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.personas.errors import PersonahubError
+from personahub.personas.expand import expand_hub, find_unfinished, list_expansions
+from personahub.personas.record import Persona
+from personahub.personas.store import connect, upsert_personas
 
-from agents.llm import LLMClient, LLMSettings
-from personas.errors import PersonahubError
-from personas.expand import expand_hub, find_unfinished, list_expansions
-from personas.record import Persona
-from personas.store import connect, upsert_personas
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import FailAfter, Interrupted, personas_snapshot, relations_snapshot
 
@@ -83,9 +83,8 @@ def test_resume_checks_settings_and_default_behaviour_is_unchanged(tmp_path):
 
 
 def test_cli_expand_resumes_automatically(tmp_path):
+    from personahub.sim.cli import app
     from typer.testing import CliRunner
-
-    from sim.cli import app
 
     runner = CliRunner()
     whole, _ = seeded_hub(tmp_path / "whole.duckdb", n=4)

@@ -8,22 +8,22 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
-
-from agents.schemas import ToolSpec
-from analysis.diversity import distinct_n, exact_jaccard, pair_similarities
-from analysis.export import (
+from personahub.agents.schemas import ToolSpec
+from personahub.analysis.diversity import distinct_n, exact_jaccard, pair_similarities
+from personahub.analysis.export import (
     export,
     load_items,
     validate_export,
     write_export,
 )
-from analysis.report import write_report
-from analysis.views import VIEW_NAMES, install_views, query_files
-from personas.errors import PersonahubError
-from personas.importers import iter_personas
-from sim.cli import app
-from sim.synthesize import SynthOptions, run_synthesis
+from personahub.analysis.report import write_report
+from personahub.analysis.views import VIEW_NAMES, install_views, query_files
+from personahub.personas.errors import PersonahubError
+from personahub.personas.importers import iter_personas
+from personahub.sim.cli import app
+from personahub.sim.synthesize import SynthOptions, run_synthesis
+from typer.testing import CliRunner
+
 from tests.synth_helpers import run_default_scenario
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/personahub_tool_sample.jsonl"

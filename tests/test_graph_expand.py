@@ -1,12 +1,12 @@
 import asyncio
 
 import networkx as nx
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.personas.expand import expand_hub, related_personas_schema
+from personahub.personas.graph import Relation, load_graph, save_graph, save_relations, social_view
+from personahub.personas.record import Persona
+from personahub.personas.store import connect, upsert_personas
 
-from agents.llm import LLMClient, LLMSettings
-from personas.expand import expand_hub, related_personas_schema
-from personas.graph import Relation, load_graph, save_graph, save_relations, social_view
-from personas.record import Persona
-from personas.store import connect, upsert_personas
 from tests.conftest import persona_texts
 
 
@@ -84,7 +84,7 @@ def test_social_graph_matches_the_multigraph_view(tmp_path):
     ids = [p.persona_id for p in people]
     save_relations(con, [Relation(ids[0], ids[1], "colleague", 1), Relation(ids[1], ids[0], "rival", 1),
                          Relation(ids[2], ids[3], "supplier", 1), Relation(ids[4], ids[5], "parent", 1)])
-    from personas.graph import social_graph
+    from personahub.personas.graph import social_graph
     subset = ids[:4]
     direct = social_graph(con, subset)
     via_multigraph = social_view(load_graph(con, subset))
@@ -94,7 +94,7 @@ def test_social_graph_matches_the_multigraph_view(tmp_path):
 
 
 def test_small_world_pairs_are_seeded_simple_and_keep_the_edge_count():
-    from personas.graph import small_world_pairs
+    from personahub.personas.graph import small_world_pairs
 
     pairs = small_world_pairs(200, 4, 0.2, seed=3)
     assert pairs == small_world_pairs(200, 4, 0.2, seed=3)

@@ -2,14 +2,21 @@ import asyncio
 import json
 
 import networkx as nx
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.personas.expand import expand_hub
+from personahub.personas.graph import (
+    Relation,
+    graph_stats,
+    load_graph,
+    read_graphml,
+    save_graph,
+    save_relations,
+)
+from personahub.personas.record import Persona
+from personahub.personas.store import connect, upsert_personas
+from personahub.sim.cli import app
 from typer.testing import CliRunner
 
-from agents.llm import LLMClient, LLMSettings
-from personas.expand import expand_hub
-from personas.graph import Relation, graph_stats, load_graph, read_graphml, save_graph, save_relations
-from personas.record import Persona
-from personas.store import connect, upsert_personas
-from sim.cli import app
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 

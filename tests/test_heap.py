@@ -5,10 +5,9 @@ from __future__ import annotations
 import gc
 
 import pytest
-
-from sim.heap import FULL_PASS_EVERY, RunHeap
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import load_scenario
+from personahub.sim.heap import FULL_PASS_EVERY, RunHeap
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
 
 
 def test_paused_during_setup_frozen_after_settle_and_restored_on_exit():

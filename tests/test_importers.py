@@ -11,10 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from personas import importers
-from personas.errors import PersonaFileError
-from personas.importers import (
+from personahub.personas import importers
+from personahub.personas.errors import PersonaFileError
+from personahub.personas.importers import (
     FORMATS,
     ImportStats,
     detect_format,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from agents.limits import ConcurrencyLimit
+from personahub.agents.limits import ConcurrencyLimit
 
 
 def test_never_more_than_the_limit_and_lowering_takes_effect() -> None:

@@ -2,10 +2,9 @@ import asyncio
 import socket
 
 import pytest
-
-from agents.llm import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
-from agents.prompts import agent_messages
-from agents.schemas import NpcDialogue, ToolSpec
+from personahub.agents.llm import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
+from personahub.agents.prompts import agent_messages
+from personahub.agents.schemas import NpcDialogue, ToolSpec
 
 
 def ask(client: LLMClient, schema=ToolSpec, persona: str = "A welder in Tartu"):
@@ -120,7 +119,7 @@ def test_concurrency_limit_is_respected(server):
 
     async def many():
         msgs = agent_messages(persona="A baker", kind="instruction")
-        from agents.schemas import Instruction
+        from personahub.agents.schemas import Instruction
         return await asyncio.gather(*[client.structured(Instruction, msgs, purpose="t")
                                       for _ in range(8)])
 
@@ -135,7 +134,7 @@ def test_concurrency_limit_is_respected(server):
 def test_rps_limit_is_honoured_across_endpoints(server):
     import time
 
-    from agents.schemas import Instruction
+    from personahub.agents.schemas import Instruction
 
     a, b = server(), server()
     client = LLMClient(LLMSettings(spec=f"{a.base_url},{b.base_url}", rps=20, concurrency=32))
@@ -158,7 +157,7 @@ def test_rps_limit_is_honoured_across_endpoints(server):
 def test_rps_limit_applies_to_the_offline_engine_and_validates():
     import time
 
-    from agents.llm import RateLimiter
+    from personahub.agents.llm import RateLimiter
 
     with pytest.raises(LLMConfigError, match="--rps"):
         LLMSettings(rps=0)
@@ -214,7 +213,7 @@ def test_retry_after_a_server_error_moves_to_the_next_endpoint(server):
 
 
 def test_check_reachable_tolerates_some_dead_endpoints(server):
-    from agents.llm import check_reachable
+    from personahub.agents.llm import check_reachable
 
     srv = server()
     dead = f"http://127.0.0.1:{free_port()}/v1"
@@ -226,9 +225,8 @@ def test_check_reachable_tolerates_some_dead_endpoints(server):
 
 def test_a_run_completes_with_one_dead_endpoint(server, scenario_file, tmp_path):
     import duckdb
-
-    from sim.runner import RunOptions, run_scenario
-    from sim.scenario import load_scenario
+    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.sim.scenario import load_scenario
 
     srv = server()
     dead = f"http://127.0.0.1:{free_port()}/v1"

@@ -3,10 +3,9 @@
 import json
 
 import duckdb
-
-from agents.schemas import EMISSION_SCHEMAS
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import load_scenario
+from personahub.agents.schemas import EMISSION_SCHEMAS
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
 
 
 def test_run_survives_injected_faults_and_accounts_for_every_call(server, scenario_file, tmp_path):

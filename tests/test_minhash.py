@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from personas.minhash import (
+from personahub.personas.minhash import (
     MinHashConfig,
     lsh_params,
     minhash_duplicates,
     signatures,
     tokenize,
 )
+
 from tests._planted import planted_corpus, recall_precision
 
 
@@ -106,8 +106,7 @@ def test_empty_input() -> None:
 def test_signatures_are_bit_identical_to_datasketch():
     import numpy as np
     from datasketch import MinHash
-
-    from personas.minhash import MinHashConfig, signatures, tokenize
+    from personahub.personas.minhash import MinHashConfig, signatures, tokenize
 
     texts = ["A retired nurse from Leeds who bakes bread on Sundays",
              "Ein Bäcker aus München, der gerne wandert", "naïve café owner", "x"]

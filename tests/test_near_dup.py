@@ -6,11 +6,11 @@ import random
 from collections.abc import Sequence
 
 import numpy as np
+import personahub.personas.near_dup as near_dup
 import pytest
+from personahub.personas.minhash import MinHashConfig, lsh_params, signatures
+from personahub.personas.near_dup import IndexesByKind, NearDuplicateIndex
 
-import personas.near_dup as near_dup
-from personas.minhash import MinHashConfig, lsh_params, signatures
-from personas.near_dup import IndexesByKind, NearDuplicateIndex
 from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus
 

@@ -1,10 +1,9 @@
 import json
 
 from langchain_core.messages import HumanMessage, SystemMessage
+from personahub.agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel, OfflineEngine
+from personahub.agents.schemas import ToolSpec
 from pydantic import BaseModel, Field
-
-from agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel, OfflineEngine
-from agents.schemas import ToolSpec
 
 
 def prompt(persona: str, task: str = "Write something.") -> list[dict[str, str]]:

@@ -25,24 +25,24 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, Field
-
-from agents.llm import LLMClient, LLMSettings
-from agents.offline import OfflineChatModel, OfflineEngine, response_format_schema, to_openai_dicts
-from agents.persona_agent import run_agents
-from agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS, survey_schema
-from agents.server import _completion
-from agents.synthesis_prompts import (
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.offline import OfflineChatModel, OfflineEngine, response_format_schema, to_openai_dicts
+from personahub.agents.persona_agent import run_agents
+from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS, survey_schema
+from personahub.agents.server import _completion
+from personahub.agents.synthesis_prompts import (
     solve_messages,
     synthesis_messages,
     text_to_persona_messages,
     world_for_prompt,
 )
-from agents.synthesis_schemas import SYNTH_SCHEMAS, InferredPersona, Solution, schema_for
-from personas.expand import related_personas_schema
-from personas.prompts import expand_messages
-from personas.prompts import text_to_persona_messages as corpus_text_messages
-from personas.text_to_persona import text_personas_schema
+from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, InferredPersona, Solution, schema_for
+from personahub.personas.expand import related_personas_schema
+from personahub.personas.prompts import expand_messages
+from personahub.personas.prompts import text_to_persona_messages as corpus_text_messages
+from personahub.personas.text_to_persona import text_personas_schema
+from pydantic import BaseModel, Field
+
 from tests._golden_prompts import agent_messages, survey_messages
 
 EXPECTED = {

@@ -12,11 +12,10 @@ import httpx
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from openai import AsyncOpenAI
-
-from agents.llm import LLMClient, LLMSettings
-from agents.openai_wire import PassThroughCompletions, is_plain
-from agents.run_loop import InlineExecutor, new_run_loop
-from agents.schemas import EMISSION_SCHEMAS
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.openai_wire import PassThroughCompletions, is_plain
+from personahub.agents.run_loop import InlineExecutor, new_run_loop
+from personahub.agents.schemas import EMISSION_SCHEMAS
 
 _COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 
+from personahub.agents.llm import CallRecord, CallStats
+from personahub.sim.progress import JobProgress
 from rich.console import Console
-
-from agents.llm import CallRecord, CallStats
-from sim.progress import JobProgress
 
 
 def test_plain_progress_line_has_counts_tokens_failures() -> None:

@@ -12,10 +12,9 @@ import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from agents.offline import OfflineEngine, to_openai_dicts
-from agents.offline_text import split_sections
-from agents.prompt_budget import (
+from personahub.agents.offline import OfflineEngine, to_openai_dicts
+from personahub.agents.offline_text import split_sections
+from personahub.agents.prompt_budget import (
     Context,
     PromptBudget,
     PromptBudgetError,
@@ -24,9 +23,10 @@ from agents.prompt_budget import (
     part_tokens,
     world_units,
 )
-from agents.prompts import KIND_TASKS, agent_messages, survey_messages
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
+from personahub.agents.prompts import KIND_TASKS, agent_messages, survey_messages
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
+
 from tests.test_society import CountingClient, make_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,7 +217,7 @@ def test_invalid_budget_values_are_one_line_errors_naming_the_field(kwargs, fiel
 
 def test_a_scenario_file_with_a_bad_budget_names_the_field(tmp_path):
     path = tmp_path / "bad_budget.py"
-    path.write_text("from sim.scenario import PromptBudget, Scenario\n\n"
+    path.write_text("from personahub.sim.scenario import PromptBudget, Scenario\n\n"
                     "SCENARIO = Scenario(name='x', prompt_budget=PromptBudget(world=-5))\n")
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)

@@ -1,9 +1,8 @@
 import json
 
 import pytest
-
-from agents.prompt_schema import find_prompt_schema, render_schema_block, schema_in_text
-from agents.schemas import ToolSpec
+from personahub.agents.prompt_schema import find_prompt_schema, render_schema_block, schema_in_text
+from personahub.agents.schemas import ToolSpec
 
 SCHEMA = ToolSpec.model_json_schema()
 

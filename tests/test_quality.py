@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
-
-from agents.llm import LLMClient, LLMSettings, StructuredResult
-from agents.prompts import agent_messages
-from agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
-from agents.synthesis_prompts import synthesis_messages
-from agents.synthesis_schemas import SYNTH_SCHEMAS, MathProblem, Solution, content_of, schema_for
-from agents.tool_schema import ToolSpec
-from agents.validators import (
+from personahub.agents.llm import LLMClient, LLMSettings, StructuredResult
+from personahub.agents.prompts import agent_messages
+from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
+from personahub.agents.synthesis_prompts import synthesis_messages
+from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, MathProblem, Solution, content_of, schema_for
+from personahub.agents.tool_schema import ToolSpec
+from personahub.agents.validators import (
     EMISSION_VALIDATORS,
     MIN_BODY_CHARS,
     MIN_BODY_WORDS,
@@ -32,12 +30,12 @@ from agents.validators import (
     check_emission,
     check_item,
 )
-from analysis.views import install_views
-from personas import quality
-from personas.expand import expand_hub, related_personas_schema
-from personas.importers import iter_personas
-from personas.prompts import expand_messages, text_to_persona_messages
-from personas.quality import (
+from personahub.analysis.views import install_views
+from personahub.personas import quality
+from personahub.personas.expand import expand_hub, related_personas_schema
+from personahub.personas.importers import iter_personas
+from personahub.personas.prompts import expand_messages, text_to_persona_messages
+from personahub.personas.quality import (
     MAX_CHARS,
     MAX_DIGIT_SHARE,
     MAX_NAME_TOKENS,
@@ -51,13 +49,15 @@ from personas.quality import (
     rejection_line,
     screen_persona,
 )
-from personas.record import Persona
-from personas.store import connect, upsert_personas
-from personas.text_to_persona import SourceText, text_personas_schema, text_to_persona
-from sim.cli import app, print_summary
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import load_scenario
-from sim.synthesize import SynthOptions, run_synthesis
+from personahub.personas.record import Persona
+from personahub.personas.store import connect, upsert_personas
+from personahub.personas.text_to_persona import SourceText, text_personas_schema, text_to_persona
+from personahub.sim.cli import app, print_summary
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
+from personahub.sim.synthesize import SynthOptions, run_synthesis
+from typer.testing import CliRunner
+
 from tests.conftest import persona_texts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -479,11 +479,11 @@ def test_text_to_persona_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
 
 
 def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sim.cli_personas
+    import personahub.sim.cli_personas as cli_personas
 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps({"text": "A guide to Portuguese freelance tax."}) + "\n")
-    monkeypatch.setattr(sim.cli_personas, "make_client",
+    monkeypatch.setattr(cli_personas, "make_client",
                         lambda *a, **k: Scripted(["Lilith Maddox", GOOD]))
     result = CliRunner().invoke(app, ["personas", "from-text", str(corpus), "--db",
                                       str(tmp_path / "h.duckdb"), "--relations", "read",
@@ -496,11 +496,11 @@ def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest
 
 
 def test_expand_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sim.cli
+    import personahub.sim.cli as cli
 
     con, _ = _hub(tmp_path)
     con.close()
-    monkeypatch.setattr(sim.cli, "make_client", lambda *a, **k: Scripted(["Lilith Maddox", GOOD]))
+    monkeypatch.setattr(cli, "make_client", lambda *a, **k: Scripted(["Lilith Maddox", GOOD]))
     db = str(tmp_path / "hub.duckdb")
     result = CliRunner().invoke(app, ["personas", "expand", "--db", db, "--hops", "1",
                                       "--fanout", "2", "--language", "en"])
@@ -591,7 +591,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     db = tmp_path / "s.duckdb"
     client = NoQuestion()
     con = connect(db)
-    from sim.synthesize import _seed_hub_if_empty, select_personas
+    from personahub.sim.synthesize import _seed_hub_if_empty, select_personas
 
     _seed_hub_if_empty(con)
     client.lucky = select_personas(con, None, 1)[0].persona_id
@@ -606,7 +606,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     rows = con.execute("select source, job_id, kind, reason from rejected").fetchall()
     assert rows == [("synthesis", summary.job_id, "math_problem", "not_a_question")] * 3
     con.close()
-    from analysis.export import export
+    from personahub.analysis.export import export
 
     out = tmp_path / "items.jsonl"
     con = connect(db, read_only=True)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from personahub.agents.llamacpp import LlamaServer, local_llama_server, missing_extra
+from personahub.agents.synthesis_prompts import TEMPLATES
+from personahub.sim.cli import app
 from typer.testing import CliRunner
 
-from agents.llamacpp import LlamaServer, local_llama_server, missing_extra
-from agents.synthesis_prompts import TEMPLATES
-from sim.cli import app
 from tests.conftest import persona_texts
 
 pytestmark = pytest.mark.real_model
@@ -70,7 +70,7 @@ def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: P
     people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(3)))
     scenario = tmp_path / "tiny.py"
     scenario.write_text(
-        "from sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
         f"SCENARIO = Scenario(name='tiny_real', personas=PersonaSource(path={str(people)!r}),\n"
         "    graph=GraphGrowth(hops=1, fanout=1, acquaintances=2), steps=1,\n"
         "    kinds=('instruction', 'npc_dialogue', 'tool_spec'),\n"
@@ -170,8 +170,7 @@ def _shape(response) -> tuple:
 
 def test_the_llama_cpp_python_dialect_answers_as_the_real_server(llama: LlamaServer) -> None:
     import httpx
-
-    from agents.server import ServerOptions, running_server
+    from personahub.agents.server import ServerOptions, running_server
 
     with running_server(ServerOptions(dialect="llama-cpp-python")) as emulated:
         for name, body in _probes():

@@ -16,16 +16,16 @@ from typing import Any
 
 import duckdb
 import pytest
+from personahub.agents.llm import CallRecord, LLMClient, LLMSettings, StructuredResult
+from personahub.personas.errors import PersonahubError
+from personahub.personas.record import Persona
+from personahub.personas.store import connect, upsert_personas
+from personahub.sim.cli import app
+from personahub.sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
+from personahub.sim.scenario import load_scenario
+from personahub.sim.synthesize import SynthOptions, run_synthesis
 from typer.testing import CliRunner
 
-from agents.llm import CallRecord, LLMClient, LLMSettings, StructuredResult
-from personas.errors import PersonahubError
-from personas.record import Persona
-from personas.store import connect, upsert_personas
-from sim.cli import app
-from sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
-from sim.scenario import load_scenario
-from sim.synthesize import SynthOptions, run_synthesis
 from tests.conftest import persona_texts
 from tests.test_resume import snapshot
 
@@ -354,7 +354,7 @@ class Crashing(Wrapped):
 # -- item 5: Ctrl-C and SIGTERM ----------------------------------------------------------------------
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from sim.cli import app; app()", *args]
+    return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
 
 
 def env() -> dict[str, str]:
@@ -388,7 +388,7 @@ def signal_after_start(args: list[str], sig: int, delay: float) -> tuple[int, li
 # 5 steps, each answered after 0.3 s of offline latency (>= 1.5 s): the signal, 0.2 s after the
 # start, finds the run going
 SLOW = """
-from sim.scenario import GraphGrowth, PersonaSource, Scenario
+from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="slow", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=2), steps=5, activation=1.0,

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-
-from personas.store import connect, lock_down, scalar
-from sim.runlog import release_cached_blocks
+from personahub.personas.store import connect, lock_down, scalar
+from personahub.sim.runlog import release_cached_blocks
 
 
 def _table_bytes(con: duckdb.DuckDBPyConnection) -> int:

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from personahub.personas.errors import PersonahubError
+from personahub.sim.runner import RunOptions, resume_run, run_scenario
+from personahub.sim.scenario import load_scenario
 
-from personas.errors import PersonahubError
-from sim.runner import RunOptions, resume_run, run_scenario
-from sim.scenario import load_scenario
 from tests.conftest import FailsAtStep, persona_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 17
 
 SCENARIO = f"""
-from sim.scenario import (Audience, Event, GraphGrowth, Intervention, Memory, PersonaSource,
+from personahub.sim.scenario import (Audience, Event, GraphGrowth, Intervention, Memory, PersonaSource,
                           Scenario, Survey)
 
 SCENARIO = Scenario(
@@ -121,7 +121,7 @@ def test_resume_refuses_finished_and_unknown_runs(scenario_path, tmp_path):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from sim.cli import app; app()", *args]
+    return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
 
 
 def test_kill_dash_nine_then_resume_equals_an_uninterrupted_run(scenario_path, tmp_path, uninterrupted):

@@ -9,21 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import personahub.personas.near_dup as near_dup
 import pytest
+from personahub.agents.llm import LLMClient, LLMSettings, LLMUnavailable
+from personahub.agents.schemas import Instruction
+from personahub.personas.errors import PersonahubError
+from personahub.sim.runner import RunOptions, resume_run, run_scenario
+from personahub.sim.scenario import Scenario, ScenarioError, load_scenario
 
-import personas.near_dup as near_dup
-from agents.llm import LLMClient, LLMSettings, LLMUnavailable
-from agents.schemas import Instruction
-from personas.errors import PersonahubError
-from sim.runner import RunOptions, resume_run, run_scenario
-from sim.scenario import Scenario, ScenarioError, load_scenario
 from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus
 from tests.conftest import persona_texts
 from tests.test_near_dup import _windowed_flags
 
 SCENARIO = """
-from sim.scenario import GraphGrowth, PersonaSource, Scenario
+from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="planted", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=4), steps=6,

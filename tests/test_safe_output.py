@@ -10,12 +10,12 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import personahub.personas.outputs as outputs
 import pytest
+from personahub.personas.errors import PersonahubError
+from personahub.personas.outputs import atomic_file, check_output
 from typer.testing import CliRunner
 
-import personas.outputs as outputs
-from personas.errors import PersonahubError
-from personas.outputs import atomic_file, check_output
 from tests.cli_helpers import invoke, one_line_error
 from tests.synth_helpers import run_default_scenario
 

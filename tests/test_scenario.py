@@ -1,6 +1,5 @@
 import pytest
-
-from sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError, load_scenario
+from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError, load_scenario
 
 
 def test_loads_a_valid_scenario_and_resolves_paths(scenario_file):

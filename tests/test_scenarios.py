@@ -5,9 +5,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import load_scenario
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from personas.store import connect
+from personahub.personas.store import connect
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
 

@@ -1,8 +1,7 @@
 import json
 
 import httpx
-
-from agents.schemas import ToolSpec
+from personahub.agents.schemas import ToolSpec
 
 _HTTP = httpx.Client(timeout=10)  # one client: building one per request costs ~40 ms
 

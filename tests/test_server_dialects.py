@@ -6,12 +6,11 @@ import socket
 import httpx
 import openai
 import pytest
-
-from agents import server as server_module
-from agents.prompt_schema import render_schema_block
-from agents.schemas import ToolSpec
-from agents.server import ServerOptions
-from personas.errors import PersonahubError
+from personahub.agents import server as server_module
+from personahub.agents.prompt_schema import render_schema_block
+from personahub.agents.schemas import ToolSpec
+from personahub.agents.server import ServerOptions
+from personahub.personas.errors import PersonahubError
 
 _HTTP = httpx.Client(timeout=10)
 SCHEMA = ToolSpec.model_json_schema()
@@ -392,9 +391,8 @@ def test_odd_request_shapes_get_an_error_not_a_dropped_connection(server, dialec
 
 
 def test_serve_refuses_an_unknown_dialect_in_one_line():
+    from personahub.sim.cli import app
     from typer.testing import CliRunner
-
-    from sim.cli import app
 
     result = CliRunner().invoke(app, ["serve", "--port", "0", "--dialect", "tgi"])
     assert result.exit_code == 1

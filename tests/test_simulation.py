@@ -7,12 +7,12 @@ import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.schemas import ToolSpec
+from personahub.personas.errors import PersonahubError
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
 
-from agents.llm import LLMClient, LLMSettings
-from agents.schemas import ToolSpec
-from personas.errors import PersonahubError
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import load_scenario
 from tests.conftest import FailsAtStep, persona_texts
 
 EMISSION_COLUMNS = "step, agent_id, persona_id, kind, content, text, target_persona_id, is_duplicate"
@@ -102,7 +102,7 @@ def test_results_do_not_depend_on_completion_order(order_seed, tmp_path_factory)
     people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(12)))
     path = folder / "s.py"
     path.write_text(
-        "from sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
         f"SCENARIO = Scenario(name='order', personas=PersonaSource(path={str(people)!r}),"
         " graph=GraphGrowth(hops=0, acquaintances=4), steps=2, seed=3)\n")
     scenario = load_scenario(path)

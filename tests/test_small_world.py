@@ -7,8 +7,7 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from personas.graph import small_world_pairs
+from personahub.personas.graph import small_world_pairs
 
 
 def ring(n: int, half: int) -> set[tuple[int, int]]:

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from personahub.personas.record import Persona
+from personahub.personas.store import connect, upsert_personas
+from personahub.sim.cli import app
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
+from personahub.sim.synthesize import SynthOptions, run_synthesis
 from typer.testing import CliRunner
 
-from personas.record import Persona
-from personas.store import connect, upsert_personas
-from sim.cli import app
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import load_scenario
-from sim.synthesize import SynthOptions, run_synthesis
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 from tests.test_resume import snapshot
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Setup: two expansion rounds (one batch each) of 0.5 s: >= 1 s; then 4 steps of 0.5 s: >= 2 s.
 # Kills come by 1.5 s.
 SCENARIO = """
-from sim.scenario import Audience, Event, GraphGrowth, PersonaSource, Scenario, Survey
+from personahub.sim.scenario import Audience, Event, GraphGrowth, PersonaSource, Scenario, Survey
 
 SCENARIO = Scenario(
     name="soak",
@@ -58,7 +58,7 @@ RUN_FLAGS = ["--offline-latency", "0.5"]
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from sim.cli import app; app()", *args]
+    return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
 
 
 def env() -> dict[str, str]:

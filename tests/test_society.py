@@ -9,13 +9,12 @@ import duckdb
 import networkx as nx
 import numpy as np
 import pytest
-
-from agents.llm import LLMClient, LLMSettings
-from agents.schemas import EMISSION_SCHEMAS
-from personas.record import Persona
-from sim.memory import AgentMemory, Message
-from sim.runner import RunOptions, run_scenario
-from sim.scenario import (
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.schemas import EMISSION_SCHEMAS
+from personahub.personas.record import Persona
+from personahub.sim.memory import AgentMemory, Message
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import (
     Activation,
     Audience,
     Event,
@@ -26,7 +25,8 @@ from sim.scenario import (
     Survey,
     load_scenario,
 )
-from sim.society import SocietyModel, step_draws
+from personahub.sim.society import SocietyModel, step_draws
+
 from tests.conftest import persona_texts
 
 
@@ -268,7 +268,7 @@ def test_existing_database_gains_new_columns(tmp_path):
                 "step INTEGER NOT NULL, sender_id VARCHAR NOT NULL, receiver_id VARCHAR NOT NULL, "
                 "text VARCHAR NOT NULL, reply_to VARCHAR, emission_id VARCHAR)")
     con.close()
-    from personas.store import connect
+    from personahub.personas.store import connect
 
     con = connect(Path(db))
     assert "thread_id" in [c[0] for c in con.execute("describe messages").fetchall()]

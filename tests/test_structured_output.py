@@ -6,19 +6,18 @@ import httpx
 import openai
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
-from pydantic import BaseModel, Field
-
-from agents.failures import FailFast, ModelRejected, batch_failure, classify
-from agents.generation import Generation, default_max_tokens
-from agents.repair import check_answer
-from agents.structured import (
+from personahub.agents.failures import FailFast, ModelRejected, batch_failure, classify
+from personahub.agents.generation import Generation, default_max_tokens
+from personahub.agents.repair import check_answer
+from personahub.agents.structured import (
     SCHEMA_PROMPT_LEAD,
     ModeBook,
     names_mode,
     prepare_messages,
     response_format,
 )
-from personas.errors import PersonahubError
+from personahub.personas.errors import PersonahubError
+from pydantic import BaseModel, Field
 
 
 class Item(BaseModel):

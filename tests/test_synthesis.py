@@ -7,12 +7,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from agents.llm import LLMClient, LLMSettings
-from agents.schemas import ToolSpec
-from agents.server import running_server
-from agents.synthesis_prompts import PROMPTING_MODES, TEMPLATES
-from agents.synthesis_schemas import (
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.schemas import ToolSpec
+from personahub.agents.server import running_server
+from personahub.agents.synthesis_prompts import PROMPTING_MODES, TEMPLATES
+from personahub.agents.synthesis_schemas import (
     SYNTH_SCHEMAS,
     Conversation,
     Solution,
@@ -20,9 +19,10 @@ from agents.synthesis_schemas import (
     schema_for,
     tool_to_openai_function,
 )
-from personas.errors import PersonahubError
-from sim import synthesize
-from sim.synthesize import SynthOptions, load_examples, run_synthesis
+from personahub.personas.errors import PersonahubError
+from personahub.sim import synthesize
+from personahub.sim.synthesize import SynthOptions, load_examples, run_synthesis
+
 from tests.synth_helpers import write_examples
 
 
@@ -106,7 +106,7 @@ def test_persona_few_shot_infers_missing_personas(tmp_path: Path) -> None:
 
 
 def test_prompt_modes_differ_and_pair_personas() -> None:
-    from agents.synthesis_prompts import synthesis_messages
+    from personahub.agents.synthesis_prompts import synthesis_messages
 
     demos = [("Example problem text", "A chemist")]
     zero = synthesis_messages("math_problem", "A nurse")[1].content
@@ -215,7 +215,7 @@ class SameAnswerClient:
     is_offline = True
 
     async def structured(self, schema, messages, **kwargs):  # noqa: ANN001, ANN003
-        from agents.llm import StructuredResult
+        from personahub.agents.llm import StructuredResult
 
         return StructuredResult(schema(instruction="Plan my week of ferry crossings please"), [])
 

@@ -9,14 +9,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.personas.errors import PersonaFileError
+from personahub.personas.prompts import text_to_persona_messages
+from personahub.personas.store import connect
+from personahub.personas.text_to_persona import (
+    iter_texts,
+    parse_relations,
+    text_personas_schema,
+    text_to_persona,
+)
+from personahub.sim.cli import app
 from typer.testing import CliRunner
 
-from agents.llm import LLMClient, LLMSettings
-from personas.errors import PersonaFileError
-from personas.prompts import text_to_persona_messages
-from personas.store import connect
-from personas.text_to_persona import iter_texts, parse_relations, text_personas_schema, text_to_persona
-from sim.cli import app
 from tests.pipeline_helpers import FailAfter, Interrupted, personas_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,9 +132,9 @@ def test_interrupted_job_over_the_loopback_server(tmp_path, server):
 
 SCRIPT = """
 import asyncio, sys
-from agents.llm import LLMClient, LLMSettings
-from personas.store import connect
-from personas.text_to_persona import iter_texts, text_to_persona
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.personas.store import connect
+from personahub.personas.text_to_persona import iter_texts, text_to_persona
 con = connect(sys.argv[1])
 client = LLMClient(LLMSettings(seed=5, offline_latency_s=float(sys.argv[3])))
 asyncio.run(text_to_persona(con, client, iter_texts(sys.argv[2], id_column="id"), corpus="c",

@@ -1,0 +1,60 @@
+"""personahub: persona-driven synthetic data and virtual-society simulation.
+
+The project's folders (``sim/``, ``agents/``, ``personas/``, ``analysis/``, ``scenarios/``) live at
+the repository root but are installed and imported as ``personahub.sim``, ``personahub.agents``, …
+so nothing generic (``agents`` is also the OpenAI Agents SDK) is installed at top level.
+
+The public API is imported lazily, so ``import personahub`` stays cheap::
+
+    import personahub
+    scenario = personahub.load_scenario("scenarios/riverside_town.py")
+    summary = personahub.run_scenario(scenario, personahub.RunOptions(db="society.duckdb"))
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+try:
+    __version__ = version("personahub")
+except PackageNotFoundError:  # a source checkout that was never installed
+    __version__ = "0+unknown"
+
+_checkout = Path(__file__).resolve().parent.parent
+if not (Path(__file__).parent / "sim").is_dir() and (_checkout / "sim" / "__init__.py").is_file():
+    # Imported from a source checkout (the repository root on sys.path): the subpackages are the
+    # root folders. Installed copies hold them inside this folder and never take this branch.
+    __path__.append(str(_checkout))
+
+#: name -> module that defines it; resolved on first attribute access.
+_PUBLIC = {
+    "Persona": "personahub.personas.record",
+    "Scenario": "personahub.sim.scenario",
+    "load_scenario": "personahub.sim.scenario",
+    "RunOptions": "personahub.sim.runner",
+    "RunSummary": "personahub.sim.runner",
+    "run_scenario": "personahub.sim.runner",
+    "resume_run": "personahub.sim.runner",
+    "SynthOptions": "personahub.sim.synthesize",
+    "run_synthesis": "personahub.sim.synthesize",
+    "connect": "personahub.personas.store",
+    "fetch_personas": "personahub.personas.store",
+    "PersonahubError": "personahub.personas.errors",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'personahub' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

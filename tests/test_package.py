@@ -1,0 +1,64 @@
+"""The installed package: one ``personahub`` namespace, nothing generic at top level."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+import personahub
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDERS = ("agents", "sim", "personas", "analysis", "scenarios")
+
+
+def test_version_and_public_api_resolve() -> None:
+    assert personahub.__version__ == version("personahub")
+    for name in personahub.__all__:
+        assert getattr(personahub, name) is not None, name
+    with pytest.raises(AttributeError):
+        personahub.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_root_folders_are_not_top_level_packages(folder: str) -> None:
+    """From the repository root (on sys.path) a bare ``import agents`` must not load this project."""
+    done = subprocess.run([sys.executable, "-c", f"import {folder}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert f"ModuleNotFoundError: No module named '{folder}'" in done.stderr
+
+
+def test_python_m_personahub_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "personahub", "--version"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"personahub {version('personahub')}"
+
+
+@pytest.mark.slow
+def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
+    """A regular (non-editable) build holds one top-level package and its data files."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("personahub-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"personahub"}
+    for data in ("personahub/personas/schema.sql", "personahub/analysis/views.sql",
+                 "personahub/personas/data/seed_personas.jsonl", "personahub/sim/cli.py",
+                 "personahub/scenarios/riverside_town.py"):
+        assert data in names, data
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True)
+    probe = ("import personahub.personas.store as s, personahub.analysis.views as v;"
+             "print(len(s.schema_sql()) > 0, s.__file__)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("True " + str(site))
