@@ -30,7 +30,8 @@ import numpy as np
 from mesa.space import NetworkGrid
 from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
 from personahub.agents.prompts import survey_messages
-from personahub.agents.schemas import ADDRESSED_KINDS, conversation_turns, survey_schema, survey_value
+from personahub.agents.tasks import addressed_kinds, emission_task
+from personahub.agents.tasks.survey import survey_schema, survey_value
 from personahub.personas.expand import StructuredCaller
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
@@ -298,13 +299,14 @@ class SocietyModel(mesa.Model):
         neighbours = agent.neighbour_ids()
         kinds = list(self.scenario.kinds)
         weights = list(self.scenario.kind_weights or [1.0] * len(kinds))
+        addressed = addressed_kinds()
         if not neighbours:
-            keep = [i for i, k in enumerate(kinds) if k not in ADDRESSED_KINDS]
+            keep = [i for i, k in enumerate(kinds) if k not in addressed]
             kinds, weights = [kinds[i] for i in keep], [weights[i] for i in keep]
         if not kinds or sum(weights) <= 0:
             return None
         kind = rng.choices(kinds, weights)[0]
-        if kind not in ADDRESSED_KINDS:
+        if kind not in addressed:
             return kind, None
         senders = [m.sender_id for m in agent.inbox if m.sender_id in neighbours]
         if senders and rng.random() < 0.7:
@@ -448,12 +450,10 @@ class SocietyModel(mesa.Model):
                     "emission", outcome.rejected, outcome.output, key=emission_id,
                     run_id=self.run_id, step=step, persona_id=agent.persona_id, kind=kind))
                 continue
-            content = outcome.output
-            said = outcome.text
-            if kind == "conversation" and addressee:
-                turns = conversation_turns(content, agent.persona_id, addressee)
-                content = {"turns": turns}
-                said = " / ".join(t["line"] for t in turns if t["speaker"] == agent.persona_id)
+            content, said = outcome.output, outcome.text
+            if addressee:
+                content, said = emission_task(kind).addressed_content(
+                    content, said, agent.persona_id, addressee)
             result.emissions.append(Emission(
                 emission_id=emission_id, step=step, agent_id=agent.unique_id,
                 persona_id=agent.persona_id, kind=kind, content=content,
