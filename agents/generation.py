@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from personahub.agents.tasks import stored_task
 from personahub.personas.errors import PersonahubError
 
-# Output tokens per call by purpose (the part of the purpose before ':'); sized for the JSON of
-# each kind with room to spare, small enough that a runaway generation ends soon.
+# Output tokens per call by purpose (the part of the purpose before ':'), for calls that are not
+# an output kind's; each kind's limits are in its task (``agents/tasks/``). Sized for the JSON
+# with room to spare, small enough that a runaway generation ends soon.
 DEFAULT_MAX_TOKENS: dict[str, int] = {
-    "instruction": 256,
-    "npc_dialogue": 200,
-    "tool_spec": 400,
-    "conversation": 450,
-    "math_problem": 320,
-    "reasoning_problem": 320,
-    "knowledge_text": 600,
     "survey": 160,
     "expand": 400,
     "text-to-persona": 200,
@@ -29,7 +24,6 @@ DEFAULT_MAX_TOKENS: dict[str, int] = {
     "solve": 600,
 }
 FALLBACK_MAX_TOKENS = 512
-SYNTH_MAX_TOKENS: dict[str, int] = {"multi_turn": 600, "npc": 400, "knowledge_text": 700, "tool": 450}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,8 +50,20 @@ class Generation:
 
 
 def default_max_tokens(purpose: str) -> int:
-    """The default output limit for a call made for ``purpose`` (e.g. ``synth:math``)."""
+    """The default output limit for a call made for ``purpose`` (e.g. ``synth:math_problem``).
+
+    An emission kind's call (purpose: the kind) takes its task's limit; a synthesis call
+    (``synth:TASK``) the task's synthesis limit, else its emission limit.
+    """
     head, _, rest = purpose.partition(":")
     if head == "synth":
-        return SYNTH_MAX_TOKENS.get(rest, DEFAULT_MAX_TOKENS.get(rest, FALLBACK_MAX_TOKENS))
+        task = stored_task(rest, emission=False)
+        if task is not None and task.synthesis and task.synthesis.max_tokens:
+            return task.synthesis.max_tokens
+        if task is not None and task.emission and task.emission.max_tokens:
+            return task.emission.max_tokens
+        return DEFAULT_MAX_TOKENS.get(rest, FALLBACK_MAX_TOKENS)
+    task = stored_task(head, emission=True)
+    if task is not None and task.emission and task.emission.max_tokens:
+        return task.emission.max_tokens
     return DEFAULT_MAX_TOKENS.get(head, FALLBACK_MAX_TOKENS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
@@ -360,15 +360,47 @@ class TextMaker:
     def string_for(self, name: str, siblings: Mapping[str, Any]) -> str:
         """A string value for a field called ``name`` (already-filled siblings may steer it)."""
         writer = _writer_for(name)
+        if writer.__class__ is not str:  # a task's own writer (``add_field_writer``)
+            return writer(self)  # type: ignore[operator]
         if writer == "persona":
             return self.persona(siblings.get("relation") or siblings.get("relationship"))
         return getattr(self, writer)()
 
 
+# Writers that output kinds added for their own field names (``agents.tasks`` registers them):
+# a TextMaker method name or a function of the TextMaker. The built-in rules below stay as they are.
+_ADDED_WRITERS: dict[str, str | Callable[[TextMaker], str]] = {}
+
+
+def add_field_writer(name: str, writer: str | Callable[[TextMaker], str]) -> bool:
+    """Write fields called ``name`` with ``writer``; False when the built-in rules already do.
+
+    The engine sees field names only, so a writer applies to that field in every schema: a
+    writer that would change how an existing field name is written raises ``ValueError``.
+    """
+    current = _writer_for(name)
+    if current == writer:
+        return False
+    if name.lower() in _ADDED_WRITERS or current != "sentence":
+        raise ValueError(f"offline engine: field {name!r} is already written by {current!r}")
+    _ADDED_WRITERS[name.lower()] = writer
+    _writer_for.cache_clear()
+    return True
+
+
+def remove_field_writer(name: str) -> None:
+    """Forget the writer ``add_field_writer`` stored for ``name``: the built-in rules apply again."""
+    if _ADDED_WRITERS.pop(name.lower(), None) is not None:
+        _writer_for.cache_clear()
+
+
 @lru_cache(maxsize=1024)
-def _writer_for(name: str) -> str:
+def _writer_for(name: str) -> str | Callable[[TextMaker], str]:
     """The TextMaker method that writes a field called ``name`` (cached: names repeat every call)."""
     key = name.lower()
+    added = _ADDED_WRITERS.get(key)
+    if added is not None:
+        return added
     if "function" in key and "name" in key or key in ("identifier", "func", "tool_name"):
         return "identifier"
     if key in ("relation", "relationship", "relation_label", "role_to_them"):

@@ -26,8 +26,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from personahub.agents.prompt_budget import DEFAULT_BUDGET, PromptBudget
 from personahub.agents.prompts import agent_messages
-from personahub.agents.schemas import EMISSION_SCHEMAS, emission_text
-from personahub.agents.validators import check_emission
+from personahub.agents.tasks import emission_task
 from personahub.personas.expand import StructuredCaller
 from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel
@@ -106,7 +105,7 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
     """Ask the model for each agent's structured emission, concurrently."""
     llm = runtime.context.llm
     results = await asyncio.gather(*[
-        llm.structured(EMISSION_SCHEMAS[a["kind"]], prompt, purpose=a["kind"],
+        llm.structured(emission_task(a["kind"]).schema, prompt, purpose=a["kind"],
                        persona_id=a["persona_id"], step=a.get("step"))
         for a, prompt in zip(state["agents"], state["prompts"], strict=True)
     ])
@@ -126,9 +125,10 @@ def record(state: ChunkState) -> dict[str, Any]:
         if value is None:
             outcomes.append(AgentOutcome(None, None, error))
         else:
+            task = emission_task(agent["kind"])
             content = value.model_dump(by_alias=True)
-            outcomes.append(AgentOutcome(content, emission_text(agent["kind"], value), error,
-                                         check_emission(agent["kind"], content)))
+            outcomes.append(AgentOutcome(content, task.emission_text(content), error,
+                                         task.check(content)))
     return {"outcomes": outcomes}
 
 

@@ -5,7 +5,7 @@ real model reads them as ordinary structure; the offline engine uses the same he
 context. Sections run from the most shared to the most specific (world, events, then persona,
 memory, messages, task), so a server's prefix cache holds the world once for many agents.
 Texts are short and plain, for small instruction models; a ``PromptBudget`` trims the variable
-parts (``agents/prompt_budget.py``).
+parts (``agents/prompt_budget.py``). Each kind's task text is in its module under ``agents/tasks/``.
 """
 
 from __future__ import annotations
@@ -21,30 +21,12 @@ from personahub.agents.prompt_budget import (
     fit_context,
     part_tokens,
 )
+from personahub.agents.tasks import emission_task
+from personahub.agents.tasks.survey import SURVEY_SYSTEM
 from personahub.personas.prompts import section
 
 AGENT_SYSTEM = ("You are the person described under Persona. Stay in character. "
                 "Answer only with JSON that matches the schema.")
-
-KIND_TASKS: dict[str, str] = {
-    "instruction": "Write one request this person would type to an AI assistant today, in their "
-                   "own words.",
-    "npc_dialogue": "Say one line to the neighbour under Talking to, in character. If they said "
-                    "something, reply to it.",
-    "tool_spec": "Describe one software tool this person would find useful: name, description, "
-                 "function_name (a Python identifier), input_args, return, depend. No code.",
-    "conversation": "Write a short talk (2 to 6 lines) between this person and the neighbour "
-                    "under Talking to. Take turns, this person first. Continue what was said.",
-    "math_problem": "Write one hard math word problem from this person's life. Only the "
-                    "problem, no solution.",
-    "reasoning_problem": "Write one logic puzzle shaped by this person's life. Only the puzzle, "
-                         "no solution.",
-    "knowledge_text": "Write a short explainer with a title that this person would write or "
-                      "want to read.",
-}
-
-SURVEY_SYSTEM = ("You are the person described under Persona, answering a survey honestly. "
-                 "Answer only with JSON that matches the schema.")
 
 ADDRESSEE_CHARS = 120  # who the agent talks to: a name tag, not a second persona to read
 
@@ -68,7 +50,7 @@ def agent_messages(
     ``budget`` trims world, events, inbox and memory (the world by relevance to the task and
     events, memory by relevance to the events, messages and task).
     """
-    task = KIND_TASKS[kind]
+    task = emission_task(kind).agent_prompt()
     tail = [section("Talking to", clip_text(addressee, ADDRESSEE_CHARS))] if addressee else []
     tail.append(section("Task", task))
     context = Context(world, events, inbox, memory, recent)

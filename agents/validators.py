@@ -1,14 +1,11 @@
-"""Semantic checks of generated items, one small validator per emission kind and synthesis task.
+"""Building blocks of the semantic checks of generated items (each kind's check is in its task).
 
-The model seam already validates every answer against its Pydantic schema; these run after it
-and catch what a schema cannot: a tool whose ``function_name`` is a keyword, a "math problem"
-that asks nothing, a conversation of one real turn. A validator takes the stored content (the
-schema's ``model_dump(by_alias=True)``) and returns the first ``QualityIssue`` or None.
-Generated code and tool specs are data: nothing here executes or imports what they name.
-
-``EMISSION_VALIDATORS`` (simulation kinds) and ``TASK_VALIDATORS`` (synthesis tasks) map names to
-validators; ``check_emission`` / ``check_item`` look them up. The thresholds are the constants
-below.
+The model seam already validates every answer against its Pydantic schema; the checks run after
+it and catch what a schema cannot: a tool whose ``function_name`` is a keyword, a "math problem"
+that asks nothing, a conversation of one real turn. A check takes the stored content (the
+schema's ``model_dump(by_alias=True)``) and returns the first ``QualityIssue`` or None; each
+kind's check lives in its module under ``agents/tasks/``. Generated code and tool specs are
+data: nothing here executes or imports what they name. The thresholds are the constants below.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from __future__ import annotations
 import json
 import keyword
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from personahub.personas.quality import QualityIssue, letter_share, word_count
@@ -31,9 +28,8 @@ MIN_BODY_WORDS = 8
 MIN_BODY_CHARS = 40
 
 Content = Mapping[str, Any]
-Validator = Callable[[Content], QualityIssue | None]
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # one argument: NAME, NAME: TYPE, NAME (TYPE ...), NAME = DEFAULT, NAME: TYPE = DEFAULT
 _ARG = re.compile(r"\*{0,2}(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?:(?::|\()\s*\S.*|=\s*\S.*)?",
                   re.DOTALL)
@@ -50,72 +46,23 @@ _QUANTITY = re.compile(
     r"many|much)\b", re.IGNORECASE)
 
 
-def _text(value: Any) -> str:
+def squash(value: Any) -> str:
+    """A field's value as text with runs of whitespace made single spaces."""
     return " ".join(str(value or "").split())
 
 
-def _has_letters(value: Any) -> bool:
+def has_letters(value: Any) -> bool:
+    """Whether a field's value says anything (has a letter)."""
     return any(c.isalpha() for c in str(value or ""))
 
 
-def _free_text_issue(text: str, what: str, min_chars: int, min_words: int) -> QualityIssue | None:
+def free_text_issue(text: str, what: str, min_chars: int, min_words: int) -> QualityIssue | None:
     """Length and letters of a free text (an instruction, a problem statement)."""
     if len(text) < min_chars or word_count(text) < min_words:
         return QualityIssue("too_short", f"the {what} is under {min_chars} characters or "
                                          f"{min_words} words")
     if letter_share(text) < MIN_LETTER_SHARE:
         return QualityIssue("few_letters", f"under {MIN_LETTER_SHARE:.0%} of the {what} is letters")
-    return None
-
-
-# --------------------------------------------------------------------------- instruction
-
-
-def check_instruction(content: Content) -> QualityIssue | None:
-    """An instruction (emission or synthesis item) of non-trivial length."""
-    return _free_text_issue(_text(content.get("instruction")), "instruction",
-                            MIN_INSTRUCTION_CHARS, MIN_INSTRUCTION_WORDS)
-
-
-# --------------------------------------------------------------------------- dialogue
-
-
-def check_npc_line(content: Content) -> QualityIssue | None:
-    """An NPC dialogue emission: the speaker is the agent; its line must say something."""
-    if not _has_letters(content.get("line")):
-        return QualityIssue("empty_line", "the dialogue line is empty")
-    return None
-
-
-def check_npc_profile(content: Content) -> QualityIssue | None:
-    """A synthesized NPC: a name and a non-empty line."""
-    if not _has_letters(content.get("name")):
-        return QualityIssue("no_name", "the NPC has no name")
-    if not _has_letters(content.get("line")):
-        return QualityIssue("empty_line", "the NPC's line is empty")
-    return None
-
-
-def check_neighbour_conversation(content: Content) -> QualityIssue | None:
-    """A conversation emission: at least ``MIN_TURNS`` turns that say something."""
-    turns = [t for t in content.get("turns") or [] if _has_letters(t.get("line"))]
-    if len(turns) < MIN_TURNS:
-        return QualityIssue("too_few_turns", f"under {MIN_TURNS} non-empty turns")
-    return None
-
-
-def check_multi_turn(content: Content) -> QualityIssue | None:
-    """A synthesized conversation: user turns only, or user/assistant pairs, at least two."""
-    if "turns" in content:
-        pairs = content.get("turns") or []
-        said = [t for t in pairs if _has_letters(t.get("user")) and _has_letters(t.get("assistant"))]
-        if len(said) < len(pairs):
-            return QualityIssue("empty_turn", "a turn has an empty user or assistant message")
-        count = len(said)
-    else:
-        count = sum(_has_letters(t) for t in content.get("user_turns") or [])
-    if count < MIN_TURNS:
-        return QualityIssue("too_few_turns", f"under {MIN_TURNS} non-empty turns")
     return None
 
 
@@ -151,7 +98,7 @@ def _json_args_issue(text: str) -> str | None:
         names = [d.get("name") if isinstance(d, dict) else d for d in data]
     else:
         return "input_args JSON is neither an object nor a list"
-    bad = [n for n in names if not isinstance(n, str) or not _IDENTIFIER.fullmatch(n)
+    bad = [n for n in names if not isinstance(n, str) or not IDENTIFIER.fullmatch(n)
            or keyword.iskeyword(n)]
     return f"argument names {bad[:3]} are not identifiers" if bad else None
 
@@ -174,29 +121,13 @@ def args_issue(value: Any) -> str | None:
     return None
 
 
-def check_tool_spec(content: Content) -> QualityIssue | None:
-    """A tool spec: identifier function name (not a keyword), name, description, typed args."""
-    function = str(content.get("function_name") or "").strip()
-    if not _IDENTIFIER.fullmatch(function):
-        return QualityIssue("bad_identifier", f"function_name {function!r} is not a Python identifier")
-    if keyword.iskeyword(function):
-        return QualityIssue("keyword_identifier", f"function_name {function!r} is a Python keyword")
-    if not _has_letters(content.get("name")):
-        return QualityIssue("no_name", "the tool has no name")
-    if not _has_letters(content.get("description")):
-        return QualityIssue("no_description", "the tool has no description")
-    problem = args_issue(content.get("input_args"))
-    if problem:
-        return QualityIssue("bad_args", problem)
-    return None
-
-
 # --------------------------------------------------------------------------- problems
 
 
-def _problem_issue(content: Content, *, needs_quantity: bool) -> QualityIssue | None:
-    text = _text(content.get("problem"))
-    issue = _free_text_issue(text, "problem", 0, MIN_PROBLEM_WORDS)
+def problem_issue(content: Content, *, needs_quantity: bool) -> QualityIssue | None:
+    """A problem statement that can be answered: long enough, a question, a quantity if asked."""
+    text = squash(content.get("problem"))
+    issue = free_text_issue(text, "problem", 0, MIN_PROBLEM_WORDS)
     if issue:
         return issue
     if not text.rstrip(" \"'’”)]").endswith("?") and not _ASKS.search(text):
@@ -205,56 +136,3 @@ def _problem_issue(content: Content, *, needs_quantity: bool) -> QualityIssue | 
     if needs_quantity and not _QUANTITY.search(text):
         return QualityIssue("no_quantity", "a math problem without a number or a quantity")
     return None
-
-
-def check_math_problem(content: Content) -> QualityIssue | None:
-    """A math problem that can be answered: a question, long enough, with a quantity."""
-    return _problem_issue(content, needs_quantity=True)
-
-
-def check_reasoning_problem(content: Content) -> QualityIssue | None:
-    """A reasoning problem that can be answered: a question, long enough."""
-    return _problem_issue(content, needs_quantity=False)
-
-
-# --------------------------------------------------------------------------- knowledge text
-
-
-def check_knowledge_text(content: Content) -> QualityIssue | None:
-    """A knowledge text: a title and a body of some length."""
-    title = _text(content.get("title"))
-    if len(title) < MIN_TITLE_CHARS or not _has_letters(title):
-        return QualityIssue("no_title", f"the title is under {MIN_TITLE_CHARS} characters")
-    return _free_text_issue(_text(content.get("text")), "body", MIN_BODY_CHARS, MIN_BODY_WORDS)
-
-
-# --------------------------------------------------------------------------- registries
-
-EMISSION_VALIDATORS: dict[str, Validator] = {
-    "instruction": check_instruction,
-    "npc_dialogue": check_npc_line,
-    "tool_spec": check_tool_spec,
-    "conversation": check_neighbour_conversation,
-    "math_problem": check_math_problem,
-    "reasoning_problem": check_reasoning_problem,
-    "knowledge_text": check_knowledge_text,
-}
-TASK_VALIDATORS: dict[str, Validator] = {
-    "math_problem": check_math_problem,
-    "reasoning_problem": check_reasoning_problem,
-    "instruction": check_instruction,
-    "multi_turn": check_multi_turn,
-    "knowledge_text": check_knowledge_text,
-    "npc": check_npc_profile,
-    "tool": check_tool_spec,
-}
-
-
-def check_emission(kind: str, content: Content) -> QualityIssue | None:
-    """The first problem of a simulation emission of ``kind`` (KeyError for an unknown kind)."""
-    return EMISSION_VALIDATORS[kind](content)
-
-
-def check_item(task: str, content: Content) -> QualityIssue | None:
-    """The first problem of a synthesis item of ``task`` (KeyError for an unknown task)."""
-    return TASK_VALIDATORS[task](content)

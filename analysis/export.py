@@ -26,23 +26,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, chat_turns, tool_to_openai_function
+from personahub.agents.tasks import Task, stored_task
 from personahub.personas.errors import PersonahubError
 from personahub.personas.outputs import atomic_file
 
 EXPORT_FORMATS = ("personahub", "chat", "parquet")
-# Emission kinds of simulation runs, as synthesis task names.
-KIND_TO_TASK = {"tool_spec": "tool", "instruction": "instruction", "npc_dialogue": "npc_dialogue"}
-DESCRIPTIONS = {
-    "math_problem": "math problem",
-    "reasoning_problem": "logical reasoning problem",
-    "instruction": "instruction",
-    "multi_turn": "multi-turn instruction",
-    "knowledge_text": "knowledge-rich text",
-    "npc": "npc",
-    "tool": "tool development",
-    "npc_dialogue": "npc dialogue",
-}
 
 
 @dataclass(frozen=True)
@@ -61,9 +49,15 @@ class ExportItem:
     is_duplicate: bool
 
     @property
+    def output_task(self) -> Task | None:
+        """The registered task of the item (None for a kind no longer registered)."""
+        return stored_task(self.kind, emission=self.source == "run")
+
+    @property
     def task(self) -> str:
-        """The synthesis task this item corresponds to (tool_spec emissions are tools)."""
-        return KIND_TO_TASK.get(self.kind, self.kind)
+        """The task name this item corresponds to (``tool_spec`` emissions are ``tool``s)."""
+        task = self.output_task
+        return task.name if task is not None else self.kind
 
 
 def _loads(value: Any) -> Any:
@@ -111,24 +105,24 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
 
 def personahub_row(item: ExportItem) -> dict[str, str]:
     """Persona Hub's JSONL shape (a tool is JSON text inside a JSON string, as released)."""
-    if item.task == "tool":
-        synthesized = json.dumps(json.dumps(item.content, ensure_ascii=False, indent=0),
-                                 ensure_ascii=False)
-    else:
-        synthesized = item.text
-    return {"input persona": item.persona, "synthesized text": synthesized,
-            "description": DESCRIPTIONS.get(item.task, item.task.replace("_", " "))}
+    task = item.output_task
+    if task is None:
+        return {"input persona": item.persona, "synthesized text": item.text,
+                "description": item.kind.replace("_", " ")}
+    return {"input persona": item.persona,
+            "synthesized text": task.personahub_text(item.content, item.text),
+            "description": task.export_description}
 
 
 def chat_row(item: ExportItem) -> dict[str, Any]:
     """Chat-format row: alternating user/assistant messages (assistant only when known)."""
-    if item.task not in SYNTH_SCHEMAS:  # e.g. npc_dialogue lines from a run
-        messages = [{"role": "user", "content": item.text}]
-    else:
-        messages = chat_turns(item.task, item.content, item.solution)
-    row: dict[str, Any] = {"messages": messages}
-    if item.task == "tool":
-        row["tools"] = [tool_to_openai_function(item.content)]
+    task = item.output_task
+    if task is None:
+        return {"messages": [{"role": "user", "content": item.text}]}
+    row: dict[str, Any] = {"messages": task.chat_messages(item.content, item.solution)}
+    tools = task.chat_tools(item.content)
+    if tools is not None:
+        row["tools"] = tools
     return row
 
 

@@ -36,14 +36,16 @@ from personahub.sim.cli import (
 
 
 def _list_templates() -> None:
-    from personahub.agents.synthesis_prompts import PROMPTING_MODES, TEMPLATES
+    from personahub.agents.tasks import synthesis_names, synthesis_task
+    from personahub.agents.tasks.prompting import PROMPTING_MODES
     from rich.table import Table
 
     table = Table("task", "makes", "prompt template", title="synthesis tasks")
-    for template in TEMPLATES.values():
-        extra = " (takes --world)" if template.needs_world else ""
-        extra += " (supports --solve)" if template.solvable else ""
-        table.add_row(template.task, template.summary + extra, template.instruction)
+    for name in synthesis_names():
+        spec = synthesis_task(name).synthesis_spec()
+        extra = " (takes --world)" if spec.needs_world else ""
+        extra += " (supports --solve)" if spec.solvable else ""
+        table.add_row(name, spec.summary + extra, spec.instruction)
     out.print(table)
     out.print(f"prompting modes: {', '.join(PROMPTING_MODES)}")
 

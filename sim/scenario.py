@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from personahub.agents.prompt_budget import PromptBudget
-from personahub.agents.schemas import EMISSION_SCHEMAS
+from personahub.agents.tasks import emission_kinds
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import MAX_HOPS
 from personahub.personas.record import Persona
@@ -304,7 +304,8 @@ class Scenario:
         graph: how the relationship graph grows before the first step.
         steps: number of simulation steps.
         kinds: emission kinds agents choose from (instruction, npc_dialogue, tool_spec,
-            conversation, math_problem, reasoning_problem, knowledge_text).
+            conversation, math_problem, reasoning_problem, knowledge_text, or any kind
+            registered in ``agents.tasks``).
         kind_weights: relative weights for ``kinds`` (uniform when None).
         world: the world text every agent sees.
         world_file: a file holding the world text, relative to the scenario file.
@@ -350,9 +351,9 @@ class Scenario:
         _check(bool(self.name and self.name.strip()), "scenario.name must not be empty")
         _check(self.steps >= 1, f"scenario.steps must be >= 1, got {self.steps}")
         _check(len(self.kinds) > 0, "scenario.kinds must name at least one emission kind")
-        unknown = [k for k in self.kinds if k not in EMISSION_SCHEMAS]
-        _check(not unknown, f"scenario.kinds: unknown kind(s) {unknown}; "
-                            f"known: {sorted(EMISSION_SCHEMAS)}")
+        known = emission_kinds()
+        unknown = [k for k in self.kinds if k not in known]
+        _check(not unknown, f"scenario.kinds: unknown kind(s) {unknown}; known: {sorted(known)}")
         if self.kind_weights is not None:
             _check(len(self.kind_weights) == len(self.kinds) and all(w >= 0 for w in self.kind_weights)
                    and sum(self.kind_weights) > 0,

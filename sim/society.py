@@ -30,7 +30,8 @@ import numpy as np
 from mesa.space import NetworkGrid
 from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
 from personahub.agents.prompts import survey_messages
-from personahub.agents.schemas import ADDRESSED_KINDS, conversation_turns, survey_schema, survey_value
+from personahub.agents.tasks import addressed_kinds, emission_task
+from personahub.agents.tasks.survey import survey_schema, survey_value
 from personahub.personas.expand import StructuredCaller
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
@@ -46,7 +47,7 @@ from personahub.sim.scenario import (
 )
 
 T = TypeVar("T")
-__all__ = ["AgentInfo", "Emission", "Message", "PersonaAgent", "SocietyModel", "StepResult",
+__all__ = ["AgentInfo", "Emission", "Message", "SocietyAgent", "SocietyModel", "StepResult",
            "derived_rng"]
 
 
@@ -109,7 +110,7 @@ def step_draws(keys: np.ndarray, step: int) -> np.ndarray:
     return (_mix64(keys ^ salt) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-class PersonaAgent(mesa.Agent):
+class SocietyAgent(mesa.Agent):
     """A persona placed on the graph; its LangGraph behaviour is shared, its state is data."""
 
     def __init__(self, model: SocietyModel, persona: Persona, inbox_size: int) -> None:
@@ -181,7 +182,7 @@ class PersonaAgent(mesa.Agent):
         self.pending = [Message(**m) for m in state["pending"]]
 
 
-Plan = tuple[PersonaAgent, str, str | None]
+Plan = tuple[SocietyAgent, str, str | None]
 
 
 class SocietyModel(mesa.Model):
@@ -210,12 +211,12 @@ class SocietyModel(mesa.Model):
         self._runner = runner
         self.last_result: StepResult | None = None
         self.grid = NetworkGrid(graph)
-        self.by_persona: dict[str, PersonaAgent] = {}
+        self.by_persona: dict[str, SocietyAgent] = {}
         for persona in personas:  # creation order fixes agent ids
-            agent = PersonaAgent(self, persona, scenario.inbox_size)
+            agent = SocietyAgent(self, persona, scenario.inbox_size)
             self.grid.place_agent(agent, persona.persona_id)
             self.by_persona[persona.persona_id] = agent
-        self.ordered: list[PersonaAgent] = sorted(self.by_persona.values(), key=lambda a: a.unique_id)
+        self.ordered: list[SocietyAgent] = sorted(self.by_persona.values(), key=lambda a: a.unique_id)
         self.by_agent_id = {a.unique_id: a for a in self.ordered}
         # agents whose state changed this step: only they are checkpointed (a fresh agent's
         # state follows from its persona)
@@ -224,7 +225,7 @@ class SocietyModel(mesa.Model):
         self._check_references()
 
     # -- references and audiences ----------------------------------------------------------------
-    def agent(self, ref: AgentRef) -> PersonaAgent:
+    def agent(self, ref: AgentRef) -> SocietyAgent:
         """The agent a scenario refers to by persona id or agent id (KeyError if none)."""
         if isinstance(ref, int) and not isinstance(ref, bool):
             return self.by_agent_id[ref]
@@ -248,7 +249,7 @@ class SocietyModel(mesa.Model):
             check(x.target, f"intervention at step {x.step}: target")
             check(x.other, f"intervention at step {x.step}: other")
 
-    def audience(self, audience: Audience, step: int) -> list[PersonaAgent]:
+    def audience(self, audience: Audience, step: int) -> list[SocietyAgent]:
         """The agents an audience covers, in agent-id order."""
         agents = self.ordered
         if audience.everyone:
@@ -271,7 +272,7 @@ class SocietyModel(mesa.Model):
         return agents
 
     # -- planning ------------------------------------------------------------------------------
-    def _active(self, step: int) -> list[PersonaAgent]:
+    def _active(self, step: int) -> list[SocietyAgent]:
         policy = self.scenario.activation
         assert not isinstance(policy, float)
         if policy.mode == "all":
@@ -292,19 +293,20 @@ class SocietyModel(mesa.Model):
                 if policy.when(step, a.info(step), derived_rng(self.run_seed, step, a.persona_id,
                                                                 "active"))]
 
-    def _plan(self, agent: PersonaAgent, step: int) -> tuple[str, str | None] | None:
+    def _plan(self, agent: SocietyAgent, step: int) -> tuple[str, str | None] | None:
         """(kind, addressee persona id) for an active agent, or None when it cannot act."""
         rng = derived_rng(self.run_seed, step, agent.persona_id)
         neighbours = agent.neighbour_ids()
         kinds = list(self.scenario.kinds)
         weights = list(self.scenario.kind_weights or [1.0] * len(kinds))
+        addressed = addressed_kinds()
         if not neighbours:
-            keep = [i for i, k in enumerate(kinds) if k not in ADDRESSED_KINDS]
+            keep = [i for i, k in enumerate(kinds) if k not in addressed]
             kinds, weights = [kinds[i] for i in keep], [weights[i] for i in keep]
         if not kinds or sum(weights) <= 0:
             return None
         kind = rng.choices(kinds, weights)[0]
-        if kind not in ADDRESSED_KINDS:
+        if kind not in addressed:
             return kind, None
         senders = [m.sender_id for m in agent.inbox if m.sender_id in neighbours]
         if senders and rng.random() < 0.7:
@@ -350,7 +352,7 @@ class SocietyModel(mesa.Model):
         self.last_result = result
 
     async def _gather(self, step: int, inputs: list[AgentInput],
-                      asked: list[tuple[Survey, PersonaAgent]],
+                      asked: list[tuple[Survey, SocietyAgent]],
                       seen: dict[int, list[str]]) -> tuple[list[AgentOutcome], list[Any]]:
         actions = run_agents(inputs, self.llm, chunk_size=self.chunk_size,
                              budget=self.scenario.prompt_budget)
@@ -359,7 +361,7 @@ class SocietyModel(mesa.Model):
         outcomes, *answers = await asyncio.gather(actions, *questions)
         return outcomes, answers
 
-    async def _ask(self, step: int, survey: Survey, agent: PersonaAgent, events: list[str]) -> Any:
+    async def _ask(self, step: int, survey: Survey, agent: SocietyAgent, events: list[str]) -> Any:
         schema = survey_schema(survey.answer, survey.options, survey.low, survey.high)
         if survey.answer == "choice":
             hint = "Choose exactly one of: " + " | ".join(survey.options)
@@ -448,12 +450,10 @@ class SocietyModel(mesa.Model):
                     "emission", outcome.rejected, outcome.output, key=emission_id,
                     run_id=self.run_id, step=step, persona_id=agent.persona_id, kind=kind))
                 continue
-            content = outcome.output
-            said = outcome.text
-            if kind == "conversation" and addressee:
-                turns = conversation_turns(content, agent.persona_id, addressee)
-                content = {"turns": turns}
-                said = " / ".join(t["line"] for t in turns if t["speaker"] == agent.persona_id)
+            content, said = outcome.output, outcome.text
+            if addressee:
+                content, said = emission_task(kind).addressed_content(
+                    content, said, agent.persona_id, addressee)
             result.emissions.append(Emission(
                 emission_id=emission_id, step=step, agent_id=agent.unique_id,
                 persona_id=agent.persona_id, kind=kind, content=content,
@@ -475,7 +475,7 @@ class SocietyModel(mesa.Model):
                 receiver.pending.append(message)
                 receiver.touch()
 
-    def _apply_answers(self, step: int, asked: list[tuple[Survey, PersonaAgent]],
+    def _apply_answers(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
                        answers: list[Any], result: StepResult) -> None:
         result.n_asked = len(asked)
         for (survey, agent), answer in zip(asked, answers, strict=True):

@@ -35,21 +35,13 @@ from personahub.agents.run_loop import close_quietly, new_run_loop
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import (
     PROMPTING_MODES,
-    TEMPLATES,
+    demo_persona_messages,
     solve_messages,
     synthesis_messages,
-    text_to_persona_messages,
     world_for_prompt,
 )
-from personahub.agents.synthesis_schemas import (
-    SOLVABLE_TASKS,
-    InferredPersona,
-    Solution,
-    content_of,
-    item_text,
-    schema_for,
-)
-from personahub.agents.validators import check_item
+from personahub.agents.synthesis_schemas import InferredPersona, Solution, content_of
+from personahub.agents.tasks import synthesis_task, tasks
 from personahub.personas.errors import PersonahubError
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import NearDuplicateIndex
@@ -102,8 +94,7 @@ class SynthOptions:
     def __post_init__(self) -> None:
         check_setting(self.structured)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        if self.task not in TEMPLATES:
-            raise PersonahubError(f"task {self.task!r}: choose one of {', '.join(TEMPLATES)}")
+        task = synthesis_task(self.task)  # PersonahubError naming the tasks when unknown
         if self.prompting not in PROMPTING_MODES:
             raise PersonahubError(
                 f"--prompting {self.prompting!r}: choose one of {', '.join(PROMPTING_MODES)}")
@@ -113,8 +104,9 @@ class SynthOptions:
             raise PersonahubError(f"batch size must be >= 1, got {self.batch_size}")
         if self.prompting != "zero-shot" and not self.examples:
             raise PersonahubError(f"--prompting {self.prompting} needs --examples FILE (JSONL)")
-        if self.solve and self.task not in SOLVABLE_TASKS:
-            raise PersonahubError(f"--solve applies to {', '.join(sorted(SOLVABLE_TASKS))} only")
+        if self.solve and not task.synthesis_spec().solvable:
+            solvable = sorted(t.name for t in tasks() if t.synthesis and t.synthesis.solvable)
+            raise PersonahubError(f"--solve applies to {', '.join(solvable)} only")
         if self.where is not None and ";" in self.where:
             raise PersonahubError("--personas: give one WHERE condition, without ';'")
 
@@ -197,7 +189,7 @@ def load_world(options: SynthOptions) -> str:
     """The world text for the prompt (npc defaults to the shipped fantasy village)."""
     if options.world:
         path = Path(options.world)
-    elif TEMPLATES[options.task].needs_world:
+    elif synthesis_task(options.task).synthesis_spec().needs_world:
         path = Path(str(resources.files("personahub.scenarios").joinpath(DEFAULT_NPC_WORLD)))
     else:
         return ""
@@ -244,7 +236,8 @@ class SynthesisJob:
         self.job_id = job_id
         self.world = world
         self.demos = demos
-        self.schema = schema_for(options.task, with_assistant=options.with_assistant)
+        self.task = synthesis_task(options.task)
+        self.schema = self.task.synthesis_schema(with_assistant=options.with_assistant)
         self.index = NearDuplicateIndex()
 
     async def _one(self, persona: Persona) -> Answer:
@@ -258,13 +251,13 @@ class SynthesisJob:
         if result.value is None:
             return Answer(persona, None)
         content = content_of(result.value)
-        issue = check_item(opts.task, content)
+        issue = self.task.check(content)
         if issue is not None:  # no solving junk
             return Answer(persona, content, rejected=issue)
         solution = None
         if opts.solve:
             solved = await self.client.structured(
-                Solution, solve_messages(item_text(opts.task, content)),
+                Solution, solve_messages(self.task.text(content)),
                 purpose=f"solve:{opts.task}", persona_id=persona.persona_id)
             solution = solved.value.model_dump() if solved.value is not None else None
         return Answer(persona, content, solution)
@@ -305,7 +298,7 @@ class SynthesisJob:
                                              job_id=self.job_id, persona_id=persona.persona_id,
                                              kind=self.options.task))
                 continue
-            text = item_text(self.options.task, content)
+            text = self.task.text(content)
             original = self.index.check_and_add(item_id, text)
             summary.duplicates += original is not None
             summary.solved += solution is not None
@@ -330,7 +323,7 @@ async def infer_personas(client: LLMClient, demos: list[Demo]) -> list[Demo]:
     async def fill(demo: Demo) -> Demo:
         if demo.persona:
             return demo
-        result = await client.structured(InferredPersona, text_to_persona_messages(demo.text),
+        result = await client.structured(InferredPersona, demo_persona_messages(demo.text),
                                          purpose="text_to_persona")
         if result.value is None:
             raise PersonahubError("--examples: text-to-persona failed for a demonstration "

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from personahub.agents.llm import LLMClient, LLMConfigError, LLMSettings, redact_spec
 from personahub.agents.prompts import agent_messages
-from personahub.agents.schemas import Instruction
+from personahub.agents.tasks.instruction import Instruction
 
 SECRET = "sk-test-very-secret-value"
 

@@ -12,8 +12,8 @@ import pytest
 from personahub.agents.dialects import DIALECTS
 from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.prompts import agent_messages
-from personahub.agents.schemas import NpcDialogue
 from personahub.agents.server import ServerOptions, running_server
+from personahub.agents.tasks.npc_dialogue import NpcDialogue
 from personahub.sim.cli import app
 from typer.testing import CliRunner
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.agents.schemas import ToolSpec
+from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.analysis.diversity import distinct_n, exact_jaccard, pair_similarities
 from personahub.analysis.export import (
     export,

@@ -4,7 +4,8 @@ import socket
 import pytest
 from personahub.agents.llm import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
 from personahub.agents.prompts import agent_messages
-from personahub.agents.schemas import NpcDialogue, ToolSpec
+from personahub.agents.tasks.npc_dialogue import NpcDialogue
+from personahub.agents.tasks.tool_spec import ToolSpec
 
 
 def ask(client: LLMClient, schema=ToolSpec, persona: str = "A welder in Tartu"):
@@ -119,7 +120,7 @@ def test_concurrency_limit_is_respected(server):
 
     async def many():
         msgs = agent_messages(persona="A baker", kind="instruction")
-        from personahub.agents.schemas import Instruction
+        from personahub.agents.tasks.instruction import Instruction
         return await asyncio.gather(*[client.structured(Instruction, msgs, purpose="t")
                                       for _ in range(8)])
 
@@ -134,7 +135,7 @@ def test_concurrency_limit_is_respected(server):
 def test_rps_limit_is_honoured_across_endpoints(server):
     import time
 
-    from personahub.agents.schemas import Instruction
+    from personahub.agents.tasks.instruction import Instruction
 
     a, b = server(), server()
     client = LLMClient(LLMSettings(spec=f"{a.base_url},{b.base_url}", rps=20, concurrency=32))

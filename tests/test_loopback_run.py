@@ -3,7 +3,7 @@
 import json
 
 import duckdb
-from personahub.agents.schemas import EMISSION_SCHEMAS
+from personahub.agents.tasks import emission_task
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 
@@ -30,7 +30,7 @@ def test_run_survives_injected_faults_and_accounts_for_every_call(server, scenar
             FROM steps s ORDER BY s.step""").fetchall():
         assert n_emissions + n_failed == n_active and stored == n_emissions
     for kind, content in con.execute("SELECT kind, content FROM emissions").fetchall():
-        EMISSION_SCHEMAS[kind].model_validate(json.loads(content))
+        emission_task(kind).schema.model_validate(json.loads(content))
     assert con.execute("SELECT status FROM runs").fetchone()[0] == "finished"
     config = con.execute("SELECT config FROM runs").fetchone()[0]
     assert "api_key" not in config.lower() or "***" in config

@@ -2,7 +2,7 @@ import json
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from personahub.agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel, OfflineEngine
-from personahub.agents.schemas import ToolSpec
+from personahub.agents.tasks.tool_spec import ToolSpec
 from pydantic import BaseModel, Field
 
 

@@ -15,7 +15,7 @@ from openai import AsyncOpenAI
 from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.openai_wire import PassThroughCompletions, is_plain
 from personahub.agents.run_loop import InlineExecutor, new_run_loop
-from personahub.agents.schemas import EMISSION_SCHEMAS
+from personahub.agents.tasks import emission_task
 
 _COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
@@ -90,7 +90,7 @@ def test_chat_openai_endpoints_use_the_pass_through(server: Any) -> None:
     messages = [SystemMessage("You are a baker from Cork."), HumanMessage("Write an instruction.")]
     loop = new_run_loop()
     try:
-        result = loop.run_until_complete(client.structured(EMISSION_SCHEMAS["instruction"], messages,
+        result = loop.run_until_complete(client.structured(emission_task("instruction").schema, messages,
                                                            purpose="t"))
     finally:
         loop.close()

@@ -23,7 +23,8 @@ from personahub.agents.prompt_budget import (
     part_tokens,
     world_units,
 )
-from personahub.agents.prompts import KIND_TASKS, agent_messages, survey_messages
+from personahub.agents.prompts import agent_messages, survey_messages
+from personahub.agents.tasks import emission_kinds, emission_task
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
 
@@ -45,7 +46,7 @@ def human(messages) -> dict[str, str]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(total=st.integers(200, 900), world=caps, events=caps, inbox=caps, memory=caps,
-       kind=st.sampled_from(sorted(KIND_TASKS)),
+       kind=st.sampled_from(sorted(emission_kinds())),
        paragraphs=st.lists(sentences, max_size=12), event_texts=st.lists(sentences, max_size=8),
        heard=st.lists(st.tuples(sentences, sentences), max_size=12),
        remembered=st.lists(sentences, max_size=12), recent=st.lists(sentences, max_size=4),
@@ -59,7 +60,7 @@ def test_agent_prompts_stay_within_their_budget(total, world, events, inbox, mem
                               memory=remembered, recent=recent, budget=budget)
     assert count_prompt_tokens(messages) <= total
     parts = fit_context(Context("\n\n".join(paragraphs), event_texts, heard, remembered, recent),
-                        budget, fixed=0, world_query=KIND_TASKS[kind], memory_query="")
+                        budget, fixed=0, world_query=emission_task(kind).agent_prompt(), memory_query="")
     for name, text in parts.items():
         cap = budget.cap(name)
         assert cap is None or part_tokens(text) <= cap, name

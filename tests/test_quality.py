@@ -14,10 +14,12 @@ from personahub.agents.llm import LLMClient, LLMSettings, StructuredResult
 from personahub.agents.prompts import agent_messages
 from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
 from personahub.agents.synthesis_prompts import synthesis_messages
-from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, MathProblem, Solution, content_of, schema_for
-from personahub.agents.tool_schema import ToolSpec
+from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
+from personahub.agents.tasks import emission_kinds, emission_task, synthesis_names, synthesis_task, tasks
+from personahub.agents.tasks.base import Content
+from personahub.agents.tasks.math_problem import MathProblem
+from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.agents.validators import (
-    EMISSION_VALIDATORS,
     MIN_BODY_CHARS,
     MIN_BODY_WORDS,
     MIN_INSTRUCTION_CHARS,
@@ -25,10 +27,7 @@ from personahub.agents.validators import (
     MIN_PROBLEM_WORDS,
     MIN_TITLE_CHARS,
     MIN_TURNS,
-    TASK_VALIDATORS,
     args_issue,
-    check_emission,
-    check_item,
 )
 from personahub.analysis.views import install_views
 from personahub.personas import quality
@@ -110,6 +109,16 @@ PERSONA_CASES = [
     ("A gamer from Manila always logged on", None),
     ("一位在东京工作的护士，喜欢园艺和摄影。", None),  # no language asked: the role rule is English-only
 ]
+
+
+def check_emission(kind: str, content: Content) -> quality.QualityIssue | None:
+    """The first problem of a simulation emission of ``kind``."""
+    return emission_task(kind).check(content)
+
+
+def check_item(task: str, content: Content) -> quality.QualityIssue | None:
+    """The first problem of a synthesis item of ``task``."""
+    return synthesis_task(task).check(content)
 
 
 @pytest.mark.parametrize(("text", "code"), PERSONA_CASES)
@@ -325,8 +334,10 @@ def test_task_validators(task: str, content: dict[str, Any], code: str | None) -
 
 
 def test_every_kind_and_task_has_a_validator() -> None:
-    assert set(EMISSION_VALIDATORS) == set(EMISSION_SCHEMAS)
-    assert set(TASK_VALIDATORS) == set(SYNTH_SCHEMAS)
+    assert set(EMISSION_SCHEMAS) <= set(emission_kinds())
+    assert set(SYNTH_SCHEMAS) <= set(synthesis_names())
+    assert all(callable(task.check) for task in tasks())
+    assert check_emission("tool_spec", tool(function_name="import")).code == "keyword_identifier"
 
 
 def _words(n: int) -> str:

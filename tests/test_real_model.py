@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from personahub.agents.llamacpp import LlamaServer, local_llama_server, missing_extra
-from personahub.agents.synthesis_prompts import TEMPLATES
+from personahub.agents.tasks import synthesis_names
 from personahub.sim.cli import app
 from typer.testing import CliRunner
 
@@ -119,7 +119,7 @@ def test_text_to_persona_and_one_expansion_hop(llama: LlamaServer, tmp_path: Pat
     assert_accounted(db, "purpose = 'expand'")
 
 
-@pytest.mark.parametrize("task", sorted(TEMPLATES))
+@pytest.mark.parametrize("task", sorted(synthesis_names()))
 def test_synthesize_each_task(llama: LlamaServer, tmp_path: Path, task: str) -> None:
     db = tmp_path / f"{task}.duckdb"
     people = tmp_path / "people.jsonl"

@@ -12,7 +12,7 @@ import duckdb
 import personahub.personas.near_dup as near_dup
 import pytest
 from personahub.agents.llm import LLMClient, LLMSettings, LLMUnavailable
-from personahub.agents.schemas import Instruction
+from personahub.agents.tasks.instruction import Instruction
 from personahub.personas.errors import PersonahubError
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import Scenario, ScenarioError, load_scenario

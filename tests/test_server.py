@@ -1,7 +1,7 @@
 import json
 
 import httpx
-from personahub.agents.schemas import ToolSpec
+from personahub.agents.tasks.tool_spec import ToolSpec
 
 _HTTP = httpx.Client(timeout=10)  # one client: building one per request costs ~40 ms
 

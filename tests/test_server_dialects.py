@@ -8,8 +8,8 @@ import openai
 import pytest
 from personahub.agents import server as server_module
 from personahub.agents.prompt_schema import render_schema_block
-from personahub.agents.schemas import ToolSpec
 from personahub.agents.server import ServerOptions
+from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.personas.errors import PersonahubError
 
 _HTTP = httpx.Client(timeout=10)

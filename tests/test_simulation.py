@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.schemas import ToolSpec
+from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.personas.errors import PersonahubError
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario

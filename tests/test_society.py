@@ -10,7 +10,7 @@ import networkx as nx
 import numpy as np
 import pytest
 from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.schemas import EMISSION_SCHEMAS
+from personahub.agents.tasks import emission_task
 from personahub.personas.record import Persona
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.runner import RunOptions, run_scenario
@@ -226,7 +226,7 @@ def test_new_emission_kinds_validate_and_conversations_alternate(scenario_file, 
             assert len(speakers) >= 2
             assert speakers == [persona if i % 2 == 0 else target for i in range(len(speakers))]
         else:
-            EMISSION_SCHEMAS[kind].model_validate(data)
+            emission_task(kind).schema.model_validate(data)
     n_conv = con.execute("select count(*) from emissions where kind = 'conversation'").fetchone()[0]
     assert con.execute("select count(*) from messages").fetchone()[0] == n_conv
     con.close()

@@ -8,17 +8,12 @@ from pathlib import Path
 import duckdb
 import pytest
 from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.schemas import ToolSpec
 from personahub.agents.server import running_server
-from personahub.agents.synthesis_prompts import PROMPTING_MODES, TEMPLATES
-from personahub.agents.synthesis_schemas import (
-    SYNTH_SCHEMAS,
-    Conversation,
-    Solution,
-    chat_turns,
-    schema_for,
-    tool_to_openai_function,
-)
+from personahub.agents.synthesis_prompts import PROMPTING_MODES
+from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, Solution, schema_for
+from personahub.agents.tasks import synthesis_names, synthesis_task
+from personahub.agents.tasks.multi_turn import Conversation
+from personahub.agents.tasks.tool_spec import ToolSpec, tool_to_openai_function
 from personahub.personas.errors import PersonahubError
 from personahub.sim import synthesize
 from personahub.sim.synthesize import SynthOptions, load_examples, run_synthesis
@@ -45,7 +40,7 @@ def scalar(db: Path, sql: str, params: list | None = None):
 
 
 @pytest.mark.parametrize("mode", PROMPTING_MODES)
-@pytest.mark.parametrize("task", sorted(TEMPLATES))
+@pytest.mark.parametrize("task", sorted(synthesis_names()))
 def test_every_task_and_mode_offline(tmp_path: Path, task: str, mode: str) -> None:
     db = tmp_path / "s.duckdb"
     examples = write_examples(tmp_path / "ex.jsonl") if mode != "zero-shot" else None
@@ -74,7 +69,7 @@ def loopback_url():
 
 
 @pytest.mark.parametrize("mode", PROMPTING_MODES)
-@pytest.mark.parametrize("task", sorted(TEMPLATES))
+@pytest.mark.parametrize("task", sorted(synthesis_names()))
 def test_every_task_and_mode_over_http(tmp_path: Path, loopback_url: str, task: str,
                                        mode: str) -> None:
     """The same matrix through ChatOpenAI against the loopback OpenAI-compatible server."""
@@ -128,7 +123,7 @@ def test_solve_and_multi_turn_with_assistant(tmp_path: Path) -> None:
     for row in items(db, chat.job_id):
         content = json.loads(row[3])
         Conversation.model_validate(content)
-        roles = [m["role"] for m in chat_turns("multi_turn", content)]
+        roles = [m["role"] for m in synthesis_task("multi_turn").chat_messages(content)]
         assert roles == ["user", "assistant"] * (len(roles) // 2) and len(roles) >= 4
 
 

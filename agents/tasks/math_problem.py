@@ -1,0 +1,39 @@
+"""Math problem: a challenging word problem set in the persona's world, no solution (emission and
+synthesis; ``--solve`` adds a worked solution)."""
+
+from __future__ import annotations
+
+from personahub.agents.tasks.base import Content, EmissionSpec, SynthesisSpec, Task
+from personahub.agents.validators import problem_issue
+from personahub.personas.quality import QualityIssue
+from pydantic import BaseModel, Field
+
+
+class MathProblem(BaseModel):
+    """A challenging math word problem set in the persona's world (no solution)."""
+
+    problem: str = Field(min_length=8, description="the full problem statement")
+
+
+def check_math_problem(content: Content) -> QualityIssue | None:
+    """A math problem that can be answered: a question, long enough, with a quantity."""
+    return problem_issue(content, needs_quantity=True)
+
+
+TASK = Task(
+    name="math_problem",
+    schema=MathProblem,
+    check=check_math_problem,
+    describe=lambda content: content["problem"],
+    description="math problem",
+    emission=EmissionSpec(
+        kind="math_problem", max_tokens=320,
+        prompt="Write one hard math word problem from this person's life. Only the problem, no "
+               "solution."),
+    synthesis=SynthesisSpec(
+        summary="a challenging math word problem", solvable=True,
+        instruction="Create a challenging math problem that this persona would meet in their work "
+                    "or life. It needs advanced skills to solve, and its numbers and setting come "
+                    "from the persona's world. Write only the problem, not the solution."),
+    offline_writers={"problem": "problem"},
+)

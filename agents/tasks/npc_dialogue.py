@@ -1,0 +1,36 @@
+"""NPC dialogue: one line said to a graph neighbour, delivered to them next step (emission)."""
+
+from __future__ import annotations
+
+from personahub.agents.tasks.base import Content, EmissionSpec, Task
+from personahub.agents.validators import has_letters
+from personahub.personas.quality import QualityIssue
+from pydantic import BaseModel, Field
+
+
+class NpcDialogue(BaseModel):
+    """One line of dialogue said to a graph neighbour, delivered to them next step."""
+
+    line: str = Field(min_length=2, description="what the persona says to the neighbour")
+    tone: str = Field(default="neutral", description="one word for the tone, e.g. warm, curt")
+
+
+def check_npc_line(content: Content) -> QualityIssue | None:
+    """An NPC dialogue emission: the speaker is the agent; its line must say something."""
+    if not has_letters(content.get("line")):
+        return QualityIssue("empty_line", "the dialogue line is empty")
+    return None
+
+
+TASK = Task(
+    name="npc_dialogue",
+    schema=NpcDialogue,
+    check=check_npc_line,
+    describe=lambda content: content["line"],
+    description="npc dialogue",
+    emission=EmissionSpec(
+        kind="npc_dialogue", addressed=True, max_tokens=200,
+        prompt="Say one line to the neighbour under Talking to, in character. If they said "
+               "something, reply to it."),
+    offline_writers={"line": "spoken_line", "tone": "sentence"},
+)

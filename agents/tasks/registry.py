@@ -1,0 +1,114 @@
+"""The task registry: every output kind, looked up by its task name or its emission kind.
+
+Simulation (scenario validation, the agent graph, the society), synthesis and export all ask
+here, so a kind registered once is usable everywhere. Registration also tells the offline engine
+how to write the kind's fields (``Task.offline_writers``).
+"""
+
+from __future__ import annotations
+
+from personahub.agents import offline_text
+from personahub.agents.tasks.base import Task
+from personahub.personas.errors import PersonahubError
+
+
+class UnknownTaskError(PersonahubError, KeyError):
+    """No task of that name (a ``KeyError`` too, as a missing registry key always was)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+_TASKS: dict[str, Task] = {}  # by task name, in registration order
+_EMISSIONS: dict[str, Task] = {}  # by emission kind
+_WRITERS_ADDED: dict[str, list[str]] = {}  # field writers each task added to the offline engine
+_addressed: frozenset[str] = frozenset()  # kinds said to a neighbour (asked per agent and step)
+
+
+def register(task: Task) -> Task:
+    """Add ``task`` (its name and emission kind must be new); returns it."""
+    if task.name in _TASKS:
+        raise ValueError(f"task {task.name!r} is already registered")
+    kind = task.emission.kind if task.emission else None
+    if kind is not None and kind in _EMISSIONS:
+        raise ValueError(f"emission kind {kind!r} is already registered")
+    added: list[str] = []
+    try:
+        for field_name, writer in task.offline_writers.items():
+            if offline_text.add_field_writer(field_name, writer):
+                added.append(field_name)
+    except ValueError:
+        for field_name in added:
+            offline_text.remove_field_writer(field_name)
+        raise
+    _TASKS[task.name] = task
+    _WRITERS_ADDED[task.name] = added
+    if kind is not None:
+        _EMISSIONS[kind] = task
+    _update_addressed()
+    return task
+
+
+def unregister(name: str) -> None:
+    """Remove a task and the offline writers it added (tests register toy kinds and clean up)."""
+    task = _TASKS.pop(name)
+    if task.emission is not None:
+        _EMISSIONS.pop(task.emission.kind, None)
+    _update_addressed()
+    for field_name in _WRITERS_ADDED.pop(name, []):
+        offline_text.remove_field_writer(field_name)
+
+
+def get(name: str) -> Task:
+    """The task called ``name``."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise UnknownTaskError(f"unknown task {name!r}; known: {', '.join(_TASKS)}") from None
+
+
+def emission_task(kind: str) -> Task:
+    """The task agents emit as ``kind`` in scenario runs."""
+    try:
+        return _EMISSIONS[kind]
+    except KeyError:
+        raise UnknownTaskError(f"unknown emission kind {kind!r}; known: "
+                               f"{', '.join(_EMISSIONS)}") from None
+
+
+def synthesis_task(name: str) -> Task:
+    """The task ``synthesize --task name`` makes."""
+    task = _TASKS.get(name)
+    if task is None or task.synthesis is None:
+        raise UnknownTaskError(f"task {name!r}: choose one of {', '.join(synthesis_names())}")
+    return task
+
+
+def stored_task(kind: str, *, emission: bool) -> Task | None:
+    """The task of a stored item (an emission's kind or a synthesis item's task), if known."""
+    return (_EMISSIONS if emission else _TASKS).get(kind)
+
+
+def tasks() -> tuple[Task, ...]:
+    """Every registered task, in registration order."""
+    return tuple(_TASKS.values())
+
+
+def emission_kinds() -> tuple[str, ...]:
+    """Emission kinds, in registration order."""
+    return tuple(_EMISSIONS)
+
+
+def addressed_kinds() -> frozenset[str]:
+    """Emission kinds said to a graph neighbour."""
+    return _addressed
+
+
+def _update_addressed() -> None:
+    global _addressed
+    _addressed = frozenset(k for k, t in _EMISSIONS.items() if t.emission and t.emission.addressed)
+
+
+def synthesis_names() -> tuple[str, ...]:
+    """Synthesis task names, in registration order."""
+    return tuple(name for name, task in _TASKS.items() if task.synthesis is not None)

@@ -1,0 +1,44 @@
+"""Survey answers: what an agent answers when a scenario's survey asks it a question.
+
+Not a registered task: a survey's answer schema is built from the survey itself (choice, scale or
+free text), not chosen by name, and answers go to ``survey_answers``, not to emissions or items.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, create_model
+
+SURVEY_SYSTEM = ("You are the person described under Persona, answering a survey honestly. "
+                 "Answer only with JSON that matches the schema.")
+
+
+@lru_cache(maxsize=256)
+def survey_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
+                  high: int = 5) -> type[BaseModel]:
+    """The answer schema of a survey: ``choice`` (one of ``options``), ``scale`` or ``text``.
+
+    Choice and scale answers are in ``answer``; a free-text answer is in ``reply``.
+    """
+    reason = (str, Field(default="", description="why, in one sentence"))
+    if answer == "choice":
+        choice: Any = Literal[options]  # type: ignore[valid-type]
+        return create_model("ChoiceAnswer", __doc__="A survey answer: one of the options.",
+                            answer=(choice, Field(description="exactly one of the options")),
+                            reason=reason)
+    if answer == "scale":
+        return create_model("ScaleAnswer", __doc__=f"A survey answer on a {low}..{high} scale.",
+                            # the enum lets grammar-constrained servers (llama.cpp) keep to the range
+                            answer=(int, Field(ge=low, le=high, description=f"{low} to {high}",
+                                               json_schema_extra={"enum": list(range(low, high + 1))}
+                                               if high - low <= 20 else None)),
+                            reason=reason)
+    return create_model("TextAnswer", __doc__="A survey answer in the persona's own words.",
+                        reply=(str, Field(min_length=1, description="your answer, in your own words")))
+
+
+def survey_value(content: dict[str, Any]) -> Any:
+    """The answer in a validated survey answer's content."""
+    return content["answer"] if "answer" in content else content["reply"]
