@@ -121,6 +121,11 @@ TopPOption = Annotated[float | None, typer.Option(
 OfflineLatencyOption = Annotated[float, typer.Option(
     "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY",
     help="Seconds the offline engine waits per call (to simulate a slow model).")]
+CacheOption = Annotated[str, typer.Option(
+    "--cache", help="Model answer cache: off, record (answer hits from the cache, record "
+                    "misses) or replay (cache only: no model call; a miss is an error).")]
+RpsOption = Annotated[float | None, typer.Option(
+    "--rps", min=0.001, help="Model requests per second at most (all endpoints together).")]
 
 
 @dataclass(frozen=True)
@@ -240,11 +245,8 @@ def run(
         "--resume", metavar="RUN_ID",
         help="Continue a stopped run from its last committed step (same seed and options).")] = None,
     offline_latency: OfflineLatencyOption = 0.0,
-    cache: Annotated[str, typer.Option(
-        "--cache", help="Model answer cache: off, record (answer hits from the cache, record "
-                        "misses) or replay (cache only: no model call; a miss is an error).")] = "off",
-    rps: Annotated[float | None, typer.Option(
-        "--rps", min=0.001, help="Model requests per second at most (all endpoints together).")] = None,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
     price_in: Annotated[float | None, typer.Option(
         "--price-in", min=0, help="USD per 1M input tokens, for v_run_cost.")] = None,
     price_out: Annotated[float | None, typer.Option(

@@ -17,7 +17,8 @@ from typing import Any
 import duckdb
 from personahub.agents.cache import CacheEntry, cache_rows
 from personahub.agents.llm import CallRecord
-from personahub.personas.store import insert_columns, insert_rows, record_rows, scalar, transaction
+from personahub.personas.store import insert_columns, insert_rows, scalar, transaction
+from personahub.sim.jobs import JobRef, call_rows
 from personahub.sim.society import StepResult
 
 
@@ -48,9 +49,11 @@ def _now() -> dt.datetime:
 class RunLog:
     """Writes one run's rows; the connection is owned by the caller."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str, client: Any = None) -> None:
         self.con = con
         self.run_id = run_id
+        self.client = client  # names the served model of each call record (sim.jobs.call_rows)
+        self.job = JobRef("run", run_id, run_id=run_id)
 
     def start(self, *, scenario: str, scenario_path: str, seed: int, llm: str,
               config: Mapping[str, Any], steps_planned: int) -> None:
@@ -77,7 +80,7 @@ class RunLog:
     def write_calls(self, records: Sequence[CallRecord]) -> None:
         """Write model-call records made outside steps (setup, expansion)."""
         with transaction(self.con):
-            insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
+            insert_rows(self.con, "llm_calls", call_rows(self.client, records, self.job))
 
     def write_step(self, result: StepResult, duplicates: Mapping[str, str | None],
                    records: Sequence[CallRecord], started_at: dt.datetime, *, model: str,
@@ -109,7 +112,7 @@ class RunLog:
             insert_rows(self.con, "survey_answers", [{**a, **tagged} for a in result.answers])
             insert_rows(self.con, "rejected", result.rejected, ignore_conflicts=True)
             insert_rows(self.con, "agent_states", states)
-            insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
+            insert_rows(self.con, "llm_calls", call_rows(self.client, records, self.job))
             insert_rows(self.con, "llm_cache", cache_rows(cache_entries), ignore_conflicts=True)
             insert_rows(self.con, "steps", [step_row])
             self.con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?",
