@@ -92,9 +92,10 @@ def new_cache_rows(client: Any) -> list[dict[str, Any]]:
 
 def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Any,
                  rows: Mapping[str, Sequence[Mapping[str, Any]]], records: Sequence[Any], *,
-                 then: Callable[[], None] | None = None) -> None:
+                 then: Callable[[], T] | None = None) -> T | None:
     """Write a batch's rows (by table, in order), its call records and new cache answers in one
-    transaction; ``then`` runs inside it last (e.g. to mark frontier rows done)."""
+    transaction; ``then`` runs inside it last (writes that are not plain rows, such as persona
+    upserts) and what it returns is returned."""
     calls = call_rows(client, records, job)
     cached = new_cache_rows(client)
     with transaction(con):
@@ -102,8 +103,7 @@ def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Any
             insert_rows(con, table, table_rows, ignore_conflicts=table in IDEMPOTENT_TABLES)
         insert_rows(con, "llm_calls", calls)
         insert_rows(con, "llm_cache", cached, ignore_conflicts=True)
-        if then is not None:
-            then()
+        return then() if then is not None else None
 
 
 def check_cache_mode(mode: str) -> None:

@@ -390,7 +390,7 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
             expansion = loop.run_until_complete(expand_hub(
                 con, client, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,
                 run_id=log.run_id, resume=previous, stop_on_failure=True,
-                progress=(lambda h, n: progress("expand", h, n)) if progress else None,
+                progress=progress,
             ))
         except ExpansionIncomplete as exc:
             raise PersonahubError(
