@@ -133,7 +133,6 @@ def personas_from_text(
     from personahub.sim.jobs import (
         attach_cache,
         check_cache_mode,
-        check_replay_cache,
         finish_text_job,
         job_loop,
         start_text_job,
@@ -160,12 +159,9 @@ def personas_from_text(
             flags = ModelFlags(*(stored.get(k, getattr(flags, k)) for k in
                                  ("structured", "max_tokens", "temperature", "top_p")))
         spec = resolve_spec(llm)
-        if cache == "replay":
-            check_replay_cache(db, make_client(spec, seed, concurrency, timeout, flags=flags,
-                                               check=False, announce=False).cache_model)
         client = make_client(spec, seed, concurrency, timeout, rps=rps, check=cache != "replay",
                              flags=flags)
-        attach_cache(con, client, cache)
+        attach_cache(con, client, cache)  # a replay with nothing recorded stops here
         start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),
                                    "relations": list(chosen), "per_text": per_text,
                                    "language": language})

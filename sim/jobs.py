@@ -25,7 +25,14 @@ import duckdb
 from personahub.agents.cache import CACHE_MODES, ResponseCache
 from personahub.agents.run_loop import close_quietly, new_run_loop
 from personahub.personas.errors import PersonahubError
-from personahub.personas.store import connect, insert_rows, record_rows, scalar, transaction
+from personahub.personas.store import (
+    connect,
+    database_path,
+    insert_rows,
+    record_rows,
+    scalar,
+    transaction,
+)
 
 T = TypeVar("T")
 JobKind = Literal["run", "synthesis", "expansion", "text_to_persona"]
@@ -120,19 +127,27 @@ def check_replay_cache(db: str | Path, model: str) -> None:
                               "record them first with --cache record")
     con = connect(db, read_only=True)
     try:
+        _check_recorded(con, db, model)
+    finally:
+        con.close()
+
+
+def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) -> None:
+    try:
         recorded = scalar(con, "SELECT count(*) FROM llm_cache WHERE model = ?", [model])
     except duckdb.CatalogException:  # a database from before the cache existed
         recorded = 0
-    finally:
-        con.close()
     if not recorded:
         raise PersonahubError(f"--cache replay: {db} holds no recorded answer of model {model!r}; "
                               "record them first with --cache record (same --llm)")
 
 
 def attach_cache(con: duckdb.DuckDBPyConnection, client: Any, mode: str) -> None:
-    """Answer the job's calls from (and record into) the ``llm_cache`` table; ``off`` does nothing."""
+    """Answer the job's calls from (and record into) the ``llm_cache`` table; ``off`` does nothing.
+    A replay with nothing recorded for the client's model is refused before any call."""
     check_cache_mode(mode)
+    if mode == "replay":
+        _check_recorded(con, database_path(con), client.cache_model)
     if mode != "off":
         client.use_cache(ResponseCache.load(con, mode, client.cache_model))  # type: ignore[arg-type]
 

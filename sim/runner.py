@@ -478,8 +478,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
         assert result is not None
         duplicates = _flag_duplicates(result, indexes)
         records = client.drain_records()
-        log.write_step(result, duplicates, records, step_started, model=client.label,
-                       cache_entries=getattr(client, "drain_cache_entries", list)())
+        log.write_step(result, duplicates, records, step_started, model=client.label)
         heap.settle()
         if progress:
             progress("step", result.step, steps)

@@ -69,7 +69,6 @@ from personahub.sim.jobs import (
     ProgressHook,
     attach_cache,
     check_cache_mode,
-    check_replay_cache,
     commit_batch,
     forget_buffered_records,
     job_loop,
@@ -440,8 +439,6 @@ def run_synthesis(
                                            rps=options.rps))
             if options.cache != "replay":  # a replay calls no model
                 check_reachable(client)
-        if options.cache == "replay":
-            check_replay_cache(options.db, client.cache_model)
         if not options.where:
             _seed_hub_if_empty(con)
         personas = select_personas(con, options.where, options.n)
