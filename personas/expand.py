@@ -38,6 +38,7 @@ import pyarrow as pa
 from langchain_core.messages import BaseMessage
 from personahub.personas.errors import PersonahubError
 from personahub.personas.graph import Relation, save_relations
+from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.prompts import expand_messages
 from personahub.personas.quality import gate_persona, language_scripts, rejected_counts, rejected_row
@@ -49,7 +50,6 @@ from personahub.personas.store import (
     transaction,
     upsert_personas,
 )
-from personahub.sim.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
 from pydantic import BaseModel, Field, create_model
 
 MAX_HOPS = 6

@@ -33,11 +33,11 @@ import pyarrow as pa
 from personahub.personas.errors import PersonaFileError
 from personahub.personas.expand import StructuredCaller
 from personahub.personas.importers import ImportStats, container_of, iter_rows
+from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
 from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
 from personahub.personas.quality import gate_persona, language_scripts, rejected_row, tally
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
-from personahub.sim.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
 from pydantic import BaseModel, Field, create_model
 
 SOURCE = "text-to-persona"

@@ -14,8 +14,8 @@ from pathlib import Path
 import duckdb
 import pytest
 from personahub.agents import llm as llm_module
+from personahub.personas import jobs
 from personahub.personas.store import connect
-from personahub.sim import jobs
 
 from tests.cli_helpers import invoke
 
