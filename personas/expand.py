@@ -38,6 +38,7 @@ import pyarrow as pa
 from langchain_core.messages import BaseMessage
 from personahub.personas.errors import PersonahubError
 from personahub.personas.graph import Relation, save_relations
+from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.prompts import expand_messages
 from personahub.personas.quality import gate_persona, language_scripts, rejected_counts, rejected_row
@@ -45,7 +46,6 @@ from personahub.personas.record import Persona
 from personahub.personas.store import (
     fetch_personas,
     insert_rows,
-    record_rows,
     scalar,
     transaction,
     upsert_personas,
@@ -101,9 +101,6 @@ class StructuredCaller(Protocol):
     def drain_records(self) -> list[Any]: ...
 
 
-def drain_cache_rows(caller: Any) -> list[dict[str, Any]]:
-    """``llm_cache`` rows of answers the caller recorded (none for callers without a cache)."""
-    return getattr(caller, "drain_cache_rows", list)()
 
 
 @dataclass
@@ -303,13 +300,14 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
             if target != parent.persona_id:
                 relations.append(Relation(parent.persona_id, target, label, round_number, "expand"))
                 mark["targets"].append(target)
-    with transaction(con):
+    def write_graph_and_marks() -> None:
         upsert_personas(con, created)
         save_relations(con, relations)
-        insert_rows(con, "rejected", rejected, ignore_conflicts=True)
-        insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
-        insert_rows(con, "llm_cache", drain_cache_rows(caller), ignore_conflicts=True)
         _mark_rows(con, expansion_id, level, marks)
+
+    forget_buffered_records(caller)
+    commit_batch(con, JobRef("expansion", expansion_id, run_id=run_id), caller,
+                 {"rejected": rejected}, records_of(results), then=write_graph_and_marks)
 
 
 async def expand_hub(
@@ -321,7 +319,7 @@ async def expand_hub(
     fanout: int,
     run_id: str | None = None,
     threshold: float = 0.9,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressHook | None = None,
     resume: str | None = None,
     batch_size: int = DEFAULT_BATCH,
     config: dict[str, Any] | None = None,
@@ -335,7 +333,7 @@ async def expand_hub(
     start personas are used and ``start_ids`` is ignored; hops, fanout and threshold must match.
     ``batch_size`` frontier personas are asked and committed together. ``config`` adds items
     (such as how the start personas were chosen) to the stored config, for ``find_unfinished``.
-    ``progress(h, hops)`` is called when round ``h`` is complete. ``language`` (a code or name)
+    ``progress("expand", h, hops)`` is called when round ``h`` is complete. ``language`` (a code or name)
     asks for personas in that language; the quality gate rejects answers in another script.
     ``stop_on_failure`` raises ``ExpansionIncomplete`` when personas of a level still fail after
     their second round (see the module doc); a resume of such an expansion asks them again.
@@ -407,7 +405,7 @@ async def expand_hub(
             con.execute("UPDATE expansions SET hops_done = ? WHERE expansion_id = ?",
                         [level + 1, expansion_id])
         if progress:
-            progress(level + 1, hops)
+            progress("expand", level + 1, hops)
     con.execute("UPDATE expansions SET status = 'finished', finished_at = ? WHERE expansion_id = ?",
                 [dt.datetime.now(dt.UTC).replace(tzinfo=None), expansion_id])
     summary = _summary(con, expansion_id)

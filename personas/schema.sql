@@ -37,6 +37,16 @@ CREATE TABLE IF NOT EXISTS text_done (
     done_at     TIMESTAMP DEFAULT current_timestamp,
     PRIMARY KEY (corpus, text_id, relation)
 );
+-- A text-to-persona job per corpus: its stored configuration (seed, generation settings) is what
+-- a re-run resumes with.
+CREATE TABLE IF NOT EXISTS text_jobs (
+    corpus      VARCHAR PRIMARY KEY,
+    config      JSON,
+    status      VARCHAR,
+    error       VARCHAR,
+    started_at  TIMESTAMP,
+    finished_at TIMESTAMP
+);
 
 -- Persona-to-persona expansions and their persisted BFS frontier (resumable mid-hop).
 CREATE TABLE IF NOT EXISTS expansions (
@@ -203,6 +213,10 @@ ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS max_tokens INTEGER;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS finish_reason VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS repaired BOOLEAN;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS queue_ms DOUBLE;
+-- the job kernel (sim/jobs.py): which job a call belongs to, and the served model's name
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_kind VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_id VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS model_name VARCHAR;
 CREATE TABLE IF NOT EXISTS llm_cache (
     key        VARCHAR PRIMARY KEY,
     model      VARCHAR NOT NULL,

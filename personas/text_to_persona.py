@@ -21,9 +21,9 @@ for Parquet; for paragraphs, the line where the paragraph starts).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from personahub.personas.errors import PersonaFileError
-from personahub.personas.expand import StructuredCaller, drain_cache_rows
+from personahub.personas.expand import StructuredCaller
 from personahub.personas.importers import ImportStats, container_of, iter_rows
+from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
 from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
 from personahub.personas.quality import gate_persona, language_scripts, rejected_row, tally
 from personahub.personas.record import Persona
-from personahub.personas.store import insert_rows, record_rows, transaction, upsert_personas
+from personahub.personas.store import upsert_personas
 from pydantic import BaseModel, Field, create_model
 
 SOURCE = "text-to-persona"
@@ -209,13 +210,13 @@ async def text_to_persona(
     max_chars: int = MAX_CHARS,
     run_id: str | None = None,
     language: str | None = None,
-    progress: Callable[[TextToPersonaSummary], None] | None = None,
+    progress: ProgressHook | None = None,
 ) -> TextToPersonaSummary:
     """Ask, for every text and relation not yet done, who is likely to read/write/like/dislike it.
 
     Each batch of ``batch_size`` texts is asked concurrently (at most ``concurrency`` calls in
     flight) and written in one transaction with its ``text_done`` and ``rejected`` rows;
-    ``progress`` is called after every batch with the running summary. ``language`` (a code or
+    ``progress("texts", texts read, None)`` is called after every batch. ``language`` (a code or
     name) asks for personas in that language, and the gate rejects answers in another script.
     """
     relations = parse_relations(relations)
@@ -260,17 +261,16 @@ async def text_to_persona(
             rejected += refused
             done_rows.append({"corpus": corpus, "text_id": text_id, "relation": relation,
                               "persona_ids": [p.persona_id for p in personas]})
-        with transaction(con):
-            summary.new_personas += upsert_personas(con, created)
-            insert_rows(con, "rejected", rejected, ignore_conflicts=True)
-            insert_rows(con, "text_done", done_rows, ignore_conflicts=True)
-            insert_rows(con, "llm_calls", record_rows(caller.drain_records(), run_id=run_id))
-            insert_rows(con, "llm_cache", drain_cache_rows(caller), ignore_conflicts=True)
+        forget_buffered_records(caller)
+        summary.new_personas += commit_batch(
+            con, JobRef("text_to_persona", corpus, run_id=run_id), caller,
+            {"rejected": rejected, "text_done": done_rows}, records_of(results),
+            then=partial(upsert_personas, con, created)) or 0
         summary.personas += len(created)
         summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
         summary.batches += 1
         if progress:
-            progress(summary)
+            progress("texts", summary.texts, None)
     return summary
 
 

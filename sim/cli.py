@@ -121,6 +121,11 @@ TopPOption = Annotated[float | None, typer.Option(
 OfflineLatencyOption = Annotated[float, typer.Option(
     "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY",
     help="Seconds the offline engine waits per call (to simulate a slow model).")]
+CacheOption = Annotated[str, typer.Option(
+    "--cache", help="Model answer cache: off, record (answer hits from the cache, record "
+                    "misses) or replay (cache only: no model call; a miss is an error).")]
+RpsOption = Annotated[float | None, typer.Option(
+    "--rps", min=0.001, help="Model requests per second at most (all endpoints together).")]
 
 
 @dataclass(frozen=True)
@@ -240,11 +245,8 @@ def run(
         "--resume", metavar="RUN_ID",
         help="Continue a stopped run from its last committed step (same seed and options).")] = None,
     offline_latency: OfflineLatencyOption = 0.0,
-    cache: Annotated[str, typer.Option(
-        "--cache", help="Model answer cache: off, record (answer hits from the cache, record "
-                        "misses) or replay (cache only: no model call; a miss is an error).")] = "off",
-    rps: Annotated[float | None, typer.Option(
-        "--rps", min=0.001, help="Model requests per second at most (all endpoints together).")] = None,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
     price_in: Annotated[float | None, typer.Option(
         "--price-in", min=0, help="USD per 1M input tokens, for v_run_cost.")] = None,
     price_out: Annotated[float | None, typer.Option(
@@ -535,10 +537,13 @@ def personas_expand(
     limit: Annotated[int | None, typer.Option(min=1, help="Start from the first N personas.")] = None,
     language: LanguageOption = None,
     llm: LlmOption = None,
-    seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed (offline engine; default: a resumed expansion's own seed, else 0).")] = None,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     offline_latency: OfflineLatencyOption = 0.0,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Frontier personas per transaction.")] = 256,
     fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
                                               "same --hops/--fanout/--limit exists.")] = False,
@@ -552,15 +557,37 @@ def personas_expand(
     An interrupted expansion is resumed automatically: when an unfinished one with the same
     --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
     """
+    from personahub.agents.llm import resolve_spec
     from personahub.personas.expand import expand_hub
     from personahub.personas.quality import rejection_line
     from personahub.sim.cli_personas import unfinished_expansion
+    from personahub.sim.jobs import attach_cache, check_cache_mode, check_replay_cache
 
-    flags = ModelFlags(structured, max_tokens, temperature, top_p)
-    client = make_client(llm, seed, concurrency, timeout, offline_latency, flags=flags,
-                         announce=False)
-    con, start, resume = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
-                                              language=language)
+    check_cache_mode(cache)
+    given = ModelFlags(structured, max_tokens, temperature, top_p)
+    spec = resolve_spec(llm)
+    # the endpoint is checked (or the replay's cache found) before the database is touched
+    probe_seed = seed or 0
+    client = make_client(spec, probe_seed, concurrency, timeout, offline_latency, rps=rps,
+                         check=cache != "replay", flags=given, announce=False)
+    if cache == "replay":
+        check_replay_cache(db, client.cache_model)
+    con, start, resume, stored = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit,
+                                                      fresh=fresh, language=language)
+    try:  # a resumed expansion answers as it started: its seed and generation settings
+        flags = given
+        if resume is not None and given == ModelFlags():
+            flags = ModelFlags(*(stored.get(k, getattr(given, k)) for k in
+                                 ("structured", "max_tokens", "temperature", "top_p")))
+        if seed is None:
+            seed = int(stored.get("seed", 0))
+        if seed != probe_seed or flags != given:  # the stored settings differ: build it so
+            client = make_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
+                                 check=False, flags=flags, announce=False)
+        attach_cache(con, client, cache)
+    except BaseException:
+        con.close()
+        raise
     banner(client)
     expansion: list[str] = []
 
@@ -574,9 +601,10 @@ def personas_expand(
             task = bar.add_task("expanding (hops)", total=hops)
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
-                batch_size=batch_size, config={"limit": limit, "origin": "cli", **flags.settings()},
+                batch_size=batch_size,
+                config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings()},
                 language=language, on_start=on_start,
-                progress=lambda h, n: bar.update(task, completed=h)))
+                progress=lambda _, h, n: bar.update(task, completed=h)))
     except KeyboardInterrupt as exc:
         if not expansion:
             raise

@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from personahub.agents import run_loop
 from personahub.personas.errors import PersonahubError
 from personahub.personas.outputs import FORCE_HELP, atomic_file, check_output
 from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli import (
+    CacheOption,
     ConcurrencyOption,
     DbOption,
     LanguageOption,
     LlmOption,
     MaxTokensOption,
     ModelFlags,
+    RpsOption,
     StructuredOption,
     TemperatureOption,
     TimeoutOption,
@@ -34,12 +35,15 @@ from personahub.sim.cli import (
     out,
     personas_app,
 )
+from personahub.sim.interrupts import signal_name
 from rich.table import Table
 
 
 def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
-                         fresh: bool, language: str | None = None) -> tuple[Any, list[str], str | None]:
-    """Open the hub for ``personas expand``: (connection, start ids, expansion id to resume).
+                         fresh: bool, language: str | None = None
+                         ) -> tuple[Any, list[str], str | None, dict[str, Any]]:
+    """Open the hub for ``personas expand``: (connection, start ids, expansion id to resume, its
+    stored config — empty for a new expansion).
 
     An unfinished CLI expansion with the same hops, fanout, limit and language is resumed (its
     own start personas are kept: the hub has grown since); ``fresh`` marks it superseded and
@@ -67,13 +71,13 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
         if info is not None:
             console.print(f"resuming expansion {info.expansion_id}: {info.hops_done} of {hops} hop(s) "
                           f"done, {info.pending} frontier persona(s) pending (--fresh starts anew)")
-            return con, [], info.expansion_id
+            return con, [], info.expansion_id, dict(info.config)
         sql_text = "SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
         start = [r[0] for r in con.execute(sql_text).fetchall()][:limit]
         if not start:
             raise PersonahubError(
                 f"--db {db}: the hub has no personas; run 'personahub personas import' first")
-        return con, start, None
+        return con, start, None, {}
     except BaseException:
         con.close()
         raise
@@ -101,10 +105,13 @@ def personas_from_text(
     skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
     language: LanguageOption = None,
     llm: LlmOption = None,
-    seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per transaction.")] = 64,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
     structured: StructuredOption = "auto",
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
@@ -113,14 +120,24 @@ def personas_from_text(
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
 
     Resumable: texts already answered for a relation (table text_done) are skipped, so re-run
-    the same command after an interruption.
+    the same command after an interruption (with the job's stored seed and generation settings
+    unless given again).
     """
     from itertools import islice
 
+    from personahub.agents.llm import redact_spec, resolve_spec
     from personahub.personas.importers import ImportStats
     from personahub.personas.quality import language_scripts, rejection_line
     from personahub.personas.store import connect
     from personahub.personas.text_to_persona import iter_texts, parse_relations, text_to_persona
+    from personahub.sim.jobs import (
+        attach_cache,
+        check_cache_mode,
+        finish_text_job,
+        job_loop,
+        start_text_job,
+        text_job_config,
+    )
 
     try:
         chosen = parse_relations(relations)
@@ -131,17 +148,38 @@ def personas_from_text(
             language_scripts(language)
     except ValueError as exc:
         raise PersonahubError(str(exc)) from None
+    check_cache_mode(cache)
     name = corpus_name or corpus.name
-    client = make_client(llm, seed, concurrency, timeout,
-                         flags=ModelFlags(structured, max_tokens, temperature, top_p))
+    flags = ModelFlags(structured, max_tokens, temperature, top_p)
     con = connect(db)
     try:
-        with _progress(client) as bar:
-            task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
-            summary = run_loop.run(text_to_persona(
-                con, client, islice(texts, limit), corpus=name, relations=chosen, per_text=per_text,
-                batch_size=batch_size, concurrency=concurrency, language=language,
-                progress=lambda s: bar.update(task, completed=s.texts)))
+        stored = text_job_config(con, name) or {}  # read before the client is built from it
+        seed = seed if seed is not None else int(stored.get("seed", 0))
+        if flags == ModelFlags() and stored:  # no generation flag given: the job's own
+            flags = ModelFlags(*(stored.get(k, getattr(flags, k)) for k in
+                                 ("structured", "max_tokens", "temperature", "top_p")))
+        spec = resolve_spec(llm)
+        client = make_client(spec, seed, concurrency, timeout, rps=rps, check=cache != "replay",
+                             flags=flags)
+        attach_cache(con, client, cache)  # a replay with nothing recorded stops here
+        start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),
+                                   "relations": list(chosen), "per_text": per_text,
+                                   "language": language})
+        try:
+            with _progress(client) as bar, job_loop() as loop:
+                task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
+                summary = loop.run(text_to_persona(
+                    con, client, islice(texts, limit), corpus=name, relations=chosen,
+                    per_text=per_text, batch_size=batch_size, concurrency=concurrency,
+                    language=language,
+                    progress=lambda _, done, __: bar.update(task, completed=done)))
+        except KeyboardInterrupt as exc:
+            finish_text_job(con, name, "interrupted", f"interrupted by {signal_name(exc)}")
+            raise
+        except BaseException as exc:
+            finish_text_job(con, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+        finish_text_job(con, name, "finished")
     finally:
         con.close()
     out.print(f"{summary.texts} texts × {len(chosen)} relation(s): {summary.already_done} already done, "

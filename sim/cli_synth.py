@@ -14,12 +14,14 @@ from personahub.personas.errors import PersonahubError
 from personahub.personas.outputs import FORCE_HELP, check_output
 from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli import (
+    CacheOption,
     ConcurrencyOption,
     DbOption,
     LlmOption,
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    RpsOption,
     StructuredOption,
     TemperatureOption,
     TimeoutOption,
@@ -95,6 +97,8 @@ def synthesize(
     timeout: TimeoutOption = 60.0,
     offline_latency: OfflineLatencyOption = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Items per transaction.")] = 64,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
     structured: StructuredOption = "auto",
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
@@ -125,9 +129,10 @@ def synthesize(
         task=task, n=n, where=personas, prompting=prompting,
         examples=str(examples) if examples else None, world=str(world) if world else None,
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
-        concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, **flags.settings())
-    client = make_client(spec, seed, concurrency, timeout, offline_latency, flags=flags,
-                         announce=False)
+        concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, cache=cache, rps=rps,
+        **flags.settings())
+    client = make_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
+                         check=cache != "replay", flags=flags, announce=False)
 
     def on_start(job_id: str) -> None:
         if resume:
@@ -139,8 +144,8 @@ def synthesize(
         handle = bar.add_task(f"synthesizing {task}", total=n)
         summary = run_synthesis(options, resume=resume, client=client, fresh=fresh,
                                 on_start=on_start,
-                                progress=lambda done, total: bar.update(handle, completed=done,
-                                                                        total=total),
+                                progress=lambda _, done, total: bar.update(
+                                    handle, completed=done, total=total),
                                 on_ready=lambda: banner(client))
     out.print(f"job {summary.job_id}: {summary.written} {task} items written "
               f"({summary.skipped_done} already done, {summary.failed} failed, "

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
-from personahub.agents.cache import CacheEntry, cache_rows
 from personahub.agents.llm import CallRecord
-from personahub.personas.store import insert_columns, insert_rows, record_rows, scalar, transaction
+from personahub.personas.store import insert_columns, insert_rows, scalar, transaction
+from personahub.sim.jobs import JobRef, call_rows, commit_batch
 from personahub.sim.society import StepResult
 
 
@@ -48,9 +48,11 @@ def _now() -> dt.datetime:
 class RunLog:
     """Writes one run's rows; the connection is owned by the caller."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str, client: Any = None) -> None:
         self.con = con
         self.run_id = run_id
+        self.client = client  # names the served model of each call record (sim.jobs.call_rows)
+        self.job = JobRef("run", run_id, run_id=run_id)
 
     def start(self, *, scenario: str, scenario_path: str, seed: int, llm: str,
               config: Mapping[str, Any], steps_planned: int) -> None:
@@ -77,13 +79,12 @@ class RunLog:
     def write_calls(self, records: Sequence[CallRecord]) -> None:
         """Write model-call records made outside steps (setup, expansion)."""
         with transaction(self.con):
-            insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
+            insert_rows(self.con, "llm_calls", call_rows(self.client, records, self.job))
 
     def write_step(self, result: StepResult, duplicates: Mapping[str, str | None],
-                   records: Sequence[CallRecord], started_at: dt.datetime, *, model: str,
-                   cache_entries: Sequence[CacheEntry] = ()) -> None:
+                   records: Sequence[CallRecord], started_at: dt.datetime, *, model: str) -> None:
         """Write a step's emissions (with near-duplicate flags), messages, calls and newly
-        recorded cache answers atomically."""
+        recorded cache answers atomically (one kernel batch, ``sim.jobs.commit_batch``)."""
         emissions = [{
             "emission_id": e.emission_id, "run_id": self.run_id, "step": e.step,
             "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
@@ -101,19 +102,17 @@ class RunLog:
         tagged = {"run_id": self.run_id}
         states = [{"run_id": self.run_id, "agent_id": a, "step": result.step, "state": state}
                   for a, state in result.states]
-        with transaction(self.con):
-            insert_rows(self.con, "emissions", emissions)
-            insert_rows(self.con, "messages", messages)
-            insert_rows(self.con, "events", [{**e, **tagged} for e in result.events])
-            insert_rows(self.con, "interventions", [{**x, **tagged} for x in result.interventions])
-            insert_rows(self.con, "survey_answers", [{**a, **tagged} for a in result.answers])
-            insert_rows(self.con, "rejected", result.rejected, ignore_conflicts=True)
-            insert_rows(self.con, "agent_states", states)
-            insert_rows(self.con, "llm_calls", record_rows(records, run_id=self.run_id))
-            insert_rows(self.con, "llm_cache", cache_rows(cache_entries), ignore_conflicts=True)
-            insert_rows(self.con, "steps", [step_row])
-            self.con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?",
-                             [result.step, self.run_id])
+        commit_batch(self.con, self.job, self.client, {
+            "emissions": emissions,
+            "messages": messages,
+            "events": [{**e, **tagged} for e in result.events],
+            "interventions": [{**x, **tagged} for x in result.interventions],
+            "survey_answers": [{**a, **tagged} for a in result.answers],
+            "rejected": result.rejected,
+            "agent_states": states,
+            "steps": [step_row],
+        }, records, then=lambda: self.con.execute(
+            "UPDATE runs SET steps_done = ? WHERE run_id = ?", [result.step, self.run_id]))
         release_cached_blocks(self.con)  # the run log is on disk: memory stays flat over steps
 
     def merge_config(self, items: Mapping[str, Any]) -> None:

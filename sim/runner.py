@@ -36,13 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import networkx as nx
-from personahub.agents.cache import CACHE_MODES, ResponseCache
 from personahub.agents.failures import ModelRejected, batch_failure
 from personahub.agents.generation import Generation
 from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
-from personahub.agents.run_loop import close_quietly, new_run_loop
 from personahub.agents.structured import check_setting
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
@@ -61,6 +58,7 @@ from personahub.personas.store import (
 )
 from personahub.sim.heap import RunHeap
 from personahub.sim.interrupts import Stopped, signal_name
+from personahub.sim.jobs import JobLoop, ProgressHook, attach_cache, check_cache_mode, check_replay_cache
 from personahub.sim.runlog import RunLog
 from personahub.sim.scenario import (
     Scenario,
@@ -100,8 +98,7 @@ class RunOptions:
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         if self.offline_latency_s < 0:
             raise PersonahubError(f"offline latency must be >= 0 s, got {self.offline_latency_s}")
-        if self.cache not in CACHE_MODES:
-            raise PersonahubError(f"--cache {self.cache!r}: use one of {', '.join(CACHE_MODES)}")
+        check_cache_mode(self.cache)
         for name in ("rps", "price_in", "price_out"):
             value = getattr(self, name)
             if value is not None and (value < 0 or (name == "rps" and value == 0)):
@@ -138,7 +135,6 @@ class RunSummary:
     wall_s: float = 0.0
 
 
-ProgressHook = Callable[[str, int, int], None]
 StartHook = Callable[[str], None]
 
 
@@ -256,7 +252,7 @@ def run_scenario(
             check_replay_cache(options.db, client.cache_model)
         con = connect(options.db)  # a damaged or foreign file is refused here, unchanged
         run_id = new_run_id()
-        log = RunLog(con, run_id)
+        log = RunLog(con, run_id, client)
         try:
             if on_ready is not None:
                 on_ready()
@@ -270,24 +266,6 @@ def run_scenario(
                           personas=personas, heap=heap, on_start=on_start)
         finally:
             con.close()
-
-
-def check_replay_cache(db: Path, model: str) -> None:
-    """Refuse a replay that has nothing recorded to replay (it would fail at its first call,
-    leaving a failed run and an unfinished expansion behind)."""
-    if not Path(db).is_file():
-        raise PersonahubError(f"--cache replay: {db} does not exist, so no answer is recorded; "
-                              "record them first with --cache record")
-    con = connect(db, read_only=True)
-    try:
-        recorded = scalar(con, "SELECT count(*) FROM llm_cache WHERE model = ?", [model])
-    except duckdb.CatalogException:  # a database from before the cache existed
-        recorded = 0
-    finally:
-        con.close()
-    if not recorded:
-        raise PersonahubError(f"--cache replay: {db} holds no recorded answer of model {model!r}; "
-                              "record them first with --cache record (same --llm)")
 
 
 def resume_run(
@@ -329,7 +307,7 @@ def resume_run(
         client = client or make_client(options, seed)
         if on_ready is not None:
             on_ready()
-        log = RunLog(con, run_id)
+        log = RunLog(con, run_id, client)
         with transaction(con):
             con.execute("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL "
                         "WHERE run_id = ?", [run_id])
@@ -353,15 +331,14 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
     becomes ``Stopped``, whose message names the run and how to resume it.
     """
     run_id = log.run_id
-    loop = new_run_loop()
+    job_loop = JobLoop()  # the one event loop of the run's setup and steps
+    loop = job_loop.loop
     try:
         try:
             try:
                 if on_start is not None:
                     on_start(run_id)
-                if options.cache != "off":  # record/replay applies to fresh and resumed runs alike
-                    client.use_cache(ResponseCache.load(con, options.cache,  # type: ignore[arg-type]
-                                                        client.cache_model))
+                attach_cache(con, client, options.cache)  # fresh and resumed runs alike
                 summary = _simulate(con, log, loop, client, scenario, options, personas,
                                     scenario.world_text(), seed, steps, progress, heap)
             finally:
@@ -387,7 +364,7 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
         summary.wall_s = time.perf_counter() - started
         return summary
     finally:
-        close_quietly(loop)
+        job_loop.close()
 
 
 def _steps_done(con: Any, run_id: str) -> int:
@@ -413,7 +390,7 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
             expansion = loop.run_until_complete(expand_hub(
                 con, client, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,
                 run_id=log.run_id, resume=previous, stop_on_failure=True,
-                progress=(lambda h, n: progress("expand", h, n)) if progress else None,
+                progress=progress,
             ))
         except ExpansionIncomplete as exc:
             raise PersonahubError(
@@ -501,8 +478,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
         assert result is not None
         duplicates = _flag_duplicates(result, indexes)
         records = client.drain_records()
-        log.write_step(result, duplicates, records, step_started, model=client.label,
-                       cache_entries=getattr(client, "drain_cache_entries", list)())
+        log.write_step(result, duplicates, records, step_started, model=client.label)
         heap.settle()
         if progress:
             progress("step", result.step, steps)

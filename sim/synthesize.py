@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 import duckdb
 from personahub.agents.generation import Generation
 from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
-from personahub.agents.run_loop import close_quietly, new_run_loop
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import (
     PROMPTING_MODES,
@@ -51,16 +50,24 @@ from personahub.personas.store import (
     DEFAULT_DB,
     connect,
     fetch_personas,
-    insert_rows,
-    record_rows,
     scalar,
     transaction,
     upsert_personas,
 )
 from personahub.sim.interrupts import Stopped, signal_name
+from personahub.sim.jobs import (
+    JobLoop,
+    JobRef,
+    ProgressHook,
+    attach_cache,
+    check_cache_mode,
+    commit_batch,
+    forget_buffered_records,
+    job_loop,
+    records_of,
+)
 
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
-ProgressHook = Callable[[int, int], None]
 # What a job makes (as stored in ``synth_jobs.config``): two jobs alike in these are one job.
 # The engine settings a resume may change (db, concurrency, timeout, batch size) are not in it.
 JOB_IDENTITY = ("task", "n", "where", "prompting", "examples", "world", "solve", "with_assistant",
@@ -90,9 +97,14 @@ class SynthOptions:
     max_tokens: int | None = None  # None: per output kind (agents/generation.py)
     temperature: float | None = None
     top_p: float | None = None
+    cache: str = "off"  # off | record | replay (agents/cache.py); the caller's, not the job's
+    rps: float | None = None  # model requests per second at most; the caller's, not the job's
 
     def __post_init__(self) -> None:
         check_setting(self.structured)
+        check_cache_mode(self.cache)
+        if self.rps is not None and self.rps <= 0:
+            raise PersonahubError(f"--rps must be > 0, got {self.rps}")
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         task = synthesis_task(self.task)  # PersonahubError naming the tasks when unknown
         if self.prompting not in PROMPTING_MODES:
@@ -139,6 +151,7 @@ class Answer(NamedTuple):
     content: dict[str, Any] | None
     solution: dict[str, Any] | None = None
     rejected: QualityIssue | None = None
+    records: tuple[Any, ...] = ()  # the call records of this persona's calls (agents.llm)
 
 
 @dataclass(frozen=True)
@@ -248,19 +261,21 @@ class SynthesisJob:
             with_assistant=opts.with_assistant)
         result = await self.client.structured(self.schema, messages, purpose=f"synth:{opts.task}",
                                               persona_id=persona.persona_id)
+        records = tuple(result.records)
         if result.value is None:
-            return Answer(persona, None)
+            return Answer(persona, None, records=records)
         content = content_of(result.value)
         issue = self.task.check(content)
         if issue is not None:  # no solving junk
-            return Answer(persona, content, rejected=issue)
+            return Answer(persona, content, rejected=issue, records=records)
         solution = None
         if opts.solve:
             solved = await self.client.structured(
                 Solution, solve_messages(self.task.text(content)),
                 purpose=f"solve:{opts.task}", persona_id=persona.persona_id)
             solution = solved.value.model_dump() if solved.value is not None else None
-        return Answer(persona, content, solution)
+            records += tuple(solved.records)
+        return Answer(persona, content, solution, records=records)
 
     async def run_batch(self, batch: Sequence[Persona]) -> list[Answer]:
         """All of a batch's personas concurrently (the client bounds calls in flight)."""
@@ -287,7 +302,7 @@ class SynthesisJob:
         atomically."""
         rows = []
         rejected = []
-        for persona, content, solution, issue in results:
+        for persona, content, solution, issue, _ in results:
             if content is None:
                 summary.failed += 1
                 continue
@@ -309,11 +324,9 @@ class SynthesisJob:
                 "solution": solution, "is_duplicate": original is not None,
                 "duplicate_of": original, "created_at": _now(),
             })
-        with transaction(self.con):
-            insert_rows(self.con, "synth_items", rows, ignore_conflicts=True)
-            insert_rows(self.con, "rejected", rejected, ignore_conflicts=True)
-            insert_rows(self.con, "llm_calls",
-                        record_rows(self.client.drain_records(), run_id=self.job_id))
+        forget_buffered_records(self.client)
+        commit_batch(self.con, JobRef("synthesis", self.job_id, run_id=self.job_id), self.client,
+                     {"synth_items": rows, "rejected": rejected}, records_of(results))
         summary.written += len(rows)
         summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
 
@@ -348,7 +361,7 @@ def _resume_options(con: duckdb.DuckDBPyConnection, job_id: str,
     config = json.loads(rows[0][0])
     demos = [Demo(**d) for d in config.pop("demos", [])]
     if base is not None:  # the caller's engine settings win; what to make stays the job's
-        for key in ("llm", "db", "concurrency", "timeout_s", "batch_size"):
+        for key in ("llm", "db", "concurrency", "timeout_s", "batch_size", "cache", "rps"):
             config[key] = getattr(base, key)
     if base is not None and base.task != config["task"]:
         raise PersonahubError(f"--resume {job_id}: the job's task is {config['task']}, "
@@ -415,8 +428,10 @@ def run_synthesis(
                                            timeout_s=options.timeout_s,
                                            structured=options.structured,  # type: ignore[arg-type]
                                            max_tokens=options.max_tokens,
-                                           temperature=options.temperature, top_p=options.top_p))
-            check_reachable(client)
+                                           temperature=options.temperature, top_p=options.top_p,
+                                           rps=options.rps))
+            if options.cache != "replay":  # a replay calls no model
+                check_reachable(client)
         if not options.where:
             _seed_hub_if_empty(con)
         personas = select_personas(con, options.where, options.n)
@@ -431,30 +446,26 @@ def run_synthesis(
             if twins:
                 con.execute(f"UPDATE synth_jobs SET status = 'superseded', finished_at = ? WHERE "
                             f"job_id IN ({', '.join('?' * len(twins))})", [_now(), *twins])
-        loop_runner = new_run_loop()
-        try:
+        attach_cache(con, client, options.cache)
+        with job_loop() as loop:
             return _run(con, client, options, job_id, world, demos, personas, bool(resume),
-                        loop_runner, progress, on_start)
-        finally:
-            close_quietly(loop_runner)
+                        loop, progress, on_start)
     finally:
         con.close()
 
 
 def _run(con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOptions, job_id: str,
          world: str, demos: list[Demo], personas: list[Persona], resuming: bool,
-         loop: asyncio.AbstractEventLoop, progress: ProgressHook | None,
+         loop: JobLoop, progress: ProgressHook | None,
          on_start: Callable[[str], None] | None = None) -> SynthSummary:
     if not resuming:
         if options.prompting == "persona-few-shot":
-            demos = loop.run_until_complete(infer_personas(client, demos))
-        with transaction(con):
-            insert_rows(con, "synth_jobs", [{
-                "job_id": job_id, "task": options.task, "prompting": options.prompting,
-                "n": options.n, "llm": client.label, "config": _config(options, demos),
-                "status": "running", "error": None, "started_at": _now(), "finished_at": None,
-            }])
-            insert_rows(con, "llm_calls", record_rows(client.drain_records(), run_id=job_id))
+            demos = loop.run(infer_personas(client, demos))
+        commit_batch(con, JobRef("synthesis", job_id, run_id=job_id), client, {"synth_jobs": [{
+            "job_id": job_id, "task": options.task, "prompting": options.prompting,
+            "n": options.n, "llm": client.label, "config": _config(options, demos),
+            "status": "running", "error": None, "started_at": _now(), "finished_at": None,
+        }]}, client.drain_records())  # demonstrations' inferred personas (results not kept)
     else:
         con.execute("UPDATE synth_jobs SET status = 'running', error = NULL WHERE job_id = ?",
                     [job_id])
@@ -472,10 +483,10 @@ def _run(con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOption
         summary.skipped_done = len(personas) - len(todo)
         for start in range(0, len(todo), options.batch_size):
             batch = todo[start:start + options.batch_size]
-            results = loop.run_until_complete(job.run_batch(batch))
+            results = loop.run(job.run_batch(batch))
             job.write_batch(results, summary)
             if progress:
-                progress(summary.skipped_done + start + len(batch), len(personas))
+                progress("synthesis", summary.skipped_done + start + len(batch), len(personas))
     except KeyboardInterrupt as exc:
         how = signal_name(exc)
         _finish(con, job_id, "interrupted", f"interrupted by {how}")

@@ -139,7 +139,7 @@ con = connect(sys.argv[1])
 client = LLMClient(LLMSettings(seed=5, offline_latency_s=float(sys.argv[3])))
 asyncio.run(text_to_persona(con, client, iter_texts(sys.argv[2], id_column="id"), corpus="c",
             relations=("read", "dislike"), per_text=2, batch_size=3,
-            progress=lambda s: print("batch", s.batches, flush=True)))
+            progress=lambda _, texts, __: print("texts", texts, flush=True)))
 print("finished", flush=True)
 """
 
@@ -152,7 +152,7 @@ def test_sigkill_midway_then_rerun_gives_the_same_hub(tmp_path):
                             stdout=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:
-            if line.strip() == "batch 3":
+            if line.strip() == "texts 9":  # three batches of 3 texts committed
                 os.kill(proc.pid, signal.SIGKILL)
                 break
     finally:
