@@ -120,7 +120,7 @@ class PersonaAgent(FixedAgent):
 
     def __init__(self, model: SocietyModel, persona: Persona, inbox_size: int) -> None:
         super().__init__(model)
-        self.cell = model.network[persona.persona_id]  # type: ignore[index]  # node ids are persona ids
+        self.cell = model.network[persona.persona_id]  # node ids are persona ids
         self.persona = persona
         self.persona_text = persona.text  # interventions may change it for this run
         self._inbox_size = inbox_size
@@ -151,7 +151,7 @@ class PersonaAgent(FixedAgent):
 
         A cell's connections are keyed by the neighbour's node id, which is its persona id.
         """
-        return sorted(self.cell.connections)  # type: ignore[union-attr]
+        return sorted(self.cell.connections)
 
     def info(self, step: int) -> AgentInfo:
         """A read-only view for activation functions and audience predicates."""
@@ -433,12 +433,12 @@ class SocietyModel(mesa.Model):
         if action == "add_edge":
             if linked:
                 return False
-            network.add_connection(network[a], network[b])  # type: ignore[index]  # both cells and G
+            network.add_connection(network[a], network[b])  # both cells and G
             network.G.edges[a, b]["relation"] = relation
             return True
         if not linked:
             return False
-        network.remove_connection(network[a], network[b])  # type: ignore[index]
+        network.remove_connection(network[a], network[b])
         return True
 
     def _broadcast(self, step: int, result: StepResult) -> dict[int, list[str]]:
