@@ -1,4 +1,5 @@
-"""The compact near-duplicate index flags exactly what the dict-of-buckets index flagged."""
+"""The compact near-duplicate index flags exactly what the dict-of-buckets index flagged, and what
+datasketch's ``MinHashLSH`` over the same signatures (as ``LeanMinHash``) flags."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from personahub.personas.minhash import MinHashConfig, lsh_params, signatures
 from personahub.personas.near_dup import IndexesByKind, NearDuplicateIndex
 
+from tests._datasketch_index import DatasketchNearDuplicateIndex
 from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus
 
@@ -108,6 +110,23 @@ def test_flags_equal_the_dict_index(monkeypatch: pytest.MonkeyPatch,
         assert (log.reads > 0) == (hot < len(items)) and log.reads < len(items) * 5
     else:
         assert sum(map(len, compact._blocks)) >= len(compact)
+
+
+@pytest.mark.parametrize("read_back", [False, True])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_flags_equal_datasketch_minhashlsh(seed: int, read_back: bool) -> None:
+    """The claim of ``personas/near_dup.py``: the flags of ``MinHashLSH`` plus verification."""
+    items = _stream(seed)
+    log = _Log()
+    compact = NearDuplicateIndex(texts=log.read if read_back else None)
+    lsh = DatasketchNearDuplicateIndex()
+    flags = _in_batches(compact, items, seed, log)
+    assert flags == _in_batches(lsh, items, seed)
+    assert sum(f is not None for f in flags) > 100
+    assert len(compact) == len(lsh)
+    log.update(items)
+    for _, text in items[::25]:
+        assert compact.find(text) == lsh.find(text)
 
 
 @pytest.mark.parametrize("read_back", [False, True])
