@@ -4,6 +4,8 @@ datasketch's ``MinHashLSH`` over the same signatures (as ``LeanMinHash``) flags.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -164,3 +166,21 @@ def test_indexes_by_kind_share_settings() -> None:
     indexes = IndexesByKind(max_items=3)
     assert indexes["a"] is indexes["a"] and indexes["a"].max_items == 3
     assert sorted(indexes) == ["a"]
+
+
+def test_runtime_code_imports_and_flags_without_datasketch() -> None:
+    """datasketch is a dev dependency only: every runtime module imports, and the index flags,
+    with ``import datasketch`` failing."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "sys.modules['datasketch'] = None  # any import of it raises ImportError\n"
+        "for folder in ('personas', 'agents', 'sim', 'analysis'):\n"
+        "    package = importlib.import_module('personahub.' + folder)\n"
+        "    for module in pkgutil.iter_modules(package.__path__):\n"
+        "        importlib.import_module(f'personahub.{folder}.{module.name}')\n"
+        "from personahub.personas.near_dup import NearDuplicateIndex\n"
+        "print(NearDuplicateIndex().check_and_add_many(\n"
+        "    [('a', 'a baker from Leeds who rows'), ('b', 'A baker from Leeds, who rows!')]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[None, 'a']"
