@@ -17,6 +17,8 @@ Variants:
               released every step
   blocks      as shipped, but every signature kept in memory (the index without a reader)
   no-release  as shipped, but DuckDB keeps its blocks (what the index alone does)
+  datasketch  as shipped, but the index is datasketch's ``MinHashLSH`` over the same signatures
+              as ``LeanMinHash`` (``tests/_datasketch_index.py``)
 Every variant flags the same emissions: the duplicates column must agree.
 """
 
@@ -34,7 +36,7 @@ from typing import Any
 
 from _synthetic import ROOT, write_personas, write_scenario
 
-VARIANTS = ("before", "after", "blocks", "no-release")
+VARIANTS = ("before", "after", "blocks", "no-release", "datasketch")
 
 
 def rss_mib() -> float:
@@ -54,6 +56,10 @@ def _configure(variant: str) -> None:
         from tests._dict_index import DictNearDuplicateIndex
 
         near_dup.NearDuplicateIndex = lambda **_: DictNearDuplicateIndex()  # type: ignore[assignment,misc]
+    if variant == "datasketch":
+        from tests._datasketch_index import DatasketchNearDuplicateIndex
+
+        near_dup.NearDuplicateIndex = lambda **_: DatasketchNearDuplicateIndex()  # type: ignore[assignment,misc]
     if variant == "blocks":
         real = near_dup.NearDuplicateIndex
 

@@ -1,4 +1,8 @@
-"""The Mesa model of a persona society on a ``NetworkGrid`` over the relationship graph.
+"""The Mesa model of a persona society on a ``mesa.discrete_space.Network`` of its relationships.
+
+Each persona is a ``FixedAgent`` on the cell of its persona id (a cell's connections are its
+acquaintances); the model's ``AgentSet`` (``model.agents``, agent-id order) is what audiences
+and activation select from.
 
 A step is *gather, then apply*:
 
@@ -27,7 +31,7 @@ from typing import Any, TypeVar
 import mesa
 import networkx as nx
 import numpy as np
-from mesa.space import NetworkGrid
+from mesa.discrete_space import FixedAgent, Network
 from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
 from personahub.agents.prompts import survey_messages
 from personahub.agents.tasks import addressed_kinds, emission_task
@@ -110,11 +114,14 @@ def step_draws(keys: np.ndarray, step: int) -> np.ndarray:
     return (_mix64(keys ^ salt) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-class SocietyAgent(mesa.Agent):
-    """A persona placed on the graph; its LangGraph behaviour is shared, its state is data."""
+class SocietyAgent(FixedAgent):
+    """A persona fixed to its cell of the graph; its LangGraph behaviour is shared, its state is data."""
+
+    model: SocietyModel
 
     def __init__(self, model: SocietyModel, persona: Persona, inbox_size: int) -> None:
         super().__init__(model)
+        self.cell = model.network[persona.persona_id]  # node ids are persona ids
         self.persona = persona
         self.persona_text = persona.text  # interventions may change it for this run
         self._inbox_size = inbox_size
@@ -141,8 +148,11 @@ class SocietyAgent(mesa.Agent):
         return self._memory.inbox if self._memory is not None else ()
 
     def neighbour_ids(self) -> list[str]:
-        """Persona ids adjacent on the relationship graph, sorted for determinism."""
-        return sorted(self.model.grid.get_neighborhood(self.persona_id, include_center=False))
+        """Persona ids adjacent on the relationship graph, sorted for determinism.
+
+        A cell's connections are keyed by the neighbour's node id, which is its persona id.
+        """
+        return sorted(self.cell.connections)
 
     def info(self, step: int) -> AgentInfo:
         """A read-only view for activation functions and audience predicates."""
@@ -210,19 +220,21 @@ class SocietyModel(mesa.Model):
         self.chunk_size = chunk_size
         self._runner = runner
         self.last_result: StepResult | None = None
-        self.grid = NetworkGrid(graph)
-        self.by_persona: dict[str, SocietyAgent] = {}
-        for persona in personas:  # creation order fixes agent ids
-            agent = SocietyAgent(self, persona, scenario.inbox_size)
-            self.grid.place_agent(agent, persona.persona_id)
-            self.by_persona[persona.persona_id] = agent
-        self.ordered: list[SocietyAgent] = sorted(self.by_persona.values(), key=lambda a: a.unique_id)
-        self.by_agent_id = {a.unique_id: a for a in self.ordered}
+        self.network = Network(graph, random=self.random)  # one cell per persona id
+        # creation order fixes agent ids (1, 2, ...) and the order of ``self.agents``
+        self.by_persona: dict[str, SocietyAgent] = {
+            persona.persona_id: SocietyAgent(self, persona, scenario.inbox_size) for persona in personas}
+        self.by_agent_id: dict[int, SocietyAgent] = {a.unique_id: a for a in self.agents}
         # agents whose state changed this step: only they are checkpointed (a fresh agent's
         # state follows from its persona)
         self.touched: set[int] = set()
         self._activation_keys: np.ndarray | None = None  # per-agent seeds of activation draws
         self._check_references()
+
+    @property
+    def ordered(self) -> list[SocietyAgent]:
+        """The agents in agent-id order, as a list (``self.agents`` holds them in that order)."""
+        return list(self.agents)
 
     # -- references and audiences ----------------------------------------------------------------
     def agent(self, ref: AgentRef) -> SocietyAgent:
@@ -238,7 +250,7 @@ class SocietyModel(mesa.Model):
                                         else ref in self.by_persona):
                 raise ScenarioError(f"scenario {self.scenario.name}: {where} names {ref!r}, which "
                                     f"is not an agent of this run (persona id, or agent id "
-                                    f"1..{len(self.ordered)})")
+                                    f"1..{len(self.agents)})")
         audiences = [(f"event at step {e.step}", e.audience) for e in self.scenario.events]
         audiences += [(f"survey {s.id!r}", s.audience) for s in self.scenario.surveys]
         for where, audience in audiences:
@@ -250,48 +262,57 @@ class SocietyModel(mesa.Model):
             check(x.other, f"intervention at step {x.step}: other")
 
     def audience(self, audience: Audience, step: int) -> list[SocietyAgent]:
-        """The agents an audience covers, in agent-id order."""
-        agents = self.ordered
-        if audience.everyone:
-            return list(agents)
+        """The agents an audience covers, in agent-id order (each filter an ``AgentSet.select``)."""
+        agents = self.agents
         if audience.personas:
             wanted = {self.agent(r).unique_id for r in audience.personas}
-            agents = [a for a in agents if a.unique_id in wanted]
+            agents = agents.select(lambda a: a.unique_id in wanted)
         if audience.text_contains:
             needles = [t.lower() for t in audience.text_contains]
-            agents = [a for a in agents if any(n in a.persona_text.lower() for n in needles)]
+            agents = agents.select(lambda a: any(n in a.persona_text.lower() for n in needles))
         if audience.attributes:
-            agents = [a for a in agents
-                      if all(a.persona.attributes.get(k) == v for k, v in audience.attributes.items())]
+            wanted_attributes = audience.attributes.items()
+            agents = agents.select(
+                lambda a: all(a.persona.attributes.get(k) == v for k, v in wanted_attributes))
         if audience.near is not None:
+            # networkx's ball, not ``cell.get_neighborhood(radius)``: Mesa caches those and does
+            # not clear radius > 1 when an intervention adds or removes an edge
             centre = self.agent(audience.near).persona_id
-            within = nx.single_source_shortest_path_length(self.grid.G, centre, cutoff=audience.hops)
-            agents = [a for a in agents if a.persona_id in within]
+            within = nx.single_source_shortest_path_length(self.network.G, centre,
+                                                           cutoff=audience.hops)
+            agents = agents.select(lambda a: a.persona_id in within)
         if audience.where is not None:
-            agents = [a for a in agents if audience.where(a.info(step))]
-        return agents
+            where = audience.where
+            agents = agents.select(lambda a: where(a.info(step)))
+        return list(agents)
 
     # -- planning ------------------------------------------------------------------------------
     def _active(self, step: int) -> list[SocietyAgent]:
+        """Who acts this step, in agent-id order: the activation policy as an ``AgentSet.select``.
+
+        Draws come from RNGs derived from (run seed, step[, persona]), not from ``self.random``,
+        so a resumed run draws what the uninterrupted one drew.
+        """
         policy = self.scenario.activation
         assert not isinstance(policy, float)
+        n = len(self.agents)
         if policy.mode == "all":
-            return list(self.ordered)
-        if policy.mode == "count":
+            return list(self.agents)
+        if policy.mode == "count":  # agent ids are 1..n: position i is agent id i + 1
             rng = derived_rng(self.run_seed, step, "activation")
-            chosen = set(rng.sample(range(len(self.ordered)), min(policy.count, len(self.ordered))))
-            return [a for i, a in enumerate(self.ordered) if i in chosen]
+            chosen = {i + 1 for i in rng.sample(range(n), min(policy.count, n))}
+            return list(self.agents.select(lambda a: a.unique_id in chosen))
         if policy.mode == "probability":
             if self._activation_keys is None:
                 self._activation_keys = np.array(
-                    [_derived_seed((self.run_seed, a.persona_id, "active")) for a in self.ordered],
+                    [_derived_seed((self.run_seed, pid, "active")) for pid in self.agents.get("persona_id")],
                     dtype=np.uint64)
-            chosen = np.flatnonzero(step_draws(self._activation_keys, step) < policy.p)
-            return [self.ordered[i] for i in chosen]
-        assert policy.when is not None
-        return [a for a in self.ordered
-                if policy.when(step, a.info(step), derived_rng(self.run_seed, step, a.persona_id,
-                                                                "active"))]
+            drawn = (step_draws(self._activation_keys, step) < policy.p).tolist()  # by position
+            return list(self.agents.select(lambda a: drawn[a.unique_id - 1]))
+        when = policy.when
+        assert when is not None
+        return list(self.agents.select(
+            lambda a: when(step, a.info(step), derived_rng(self.run_seed, step, a.persona_id, "active"))))
 
     def _plan(self, agent: SocietyAgent, step: int) -> tuple[str, str | None] | None:
         """(kind, addressee persona id) for an active agent, or None when it cannot act."""
@@ -319,8 +340,9 @@ class SocietyModel(mesa.Model):
         step = self.steps  # Mesa increments ``steps`` before calling ``step``
         result = StepResult(step=step, n_active=0)
         self._intervene(step, result)
-        for agent in self.ordered:
-            agent.deliver()
+        # in agent-id order, not ``shuffle_do``: delivery touches only the agent's own memory, and
+        # a shuffle would draw from ``self.random`` for nothing
+        self.agents.do("deliver")
         seen = self._broadcast(step, result)
         planned: list[Plan] = []
         inputs: list[AgentInput] = []
@@ -408,15 +430,17 @@ class SocietyModel(mesa.Model):
 
     def change_edge(self, action: str, a: str, b: str, relation: str | None = None) -> bool:
         """Add or remove an edge of the run's social graph (not of the hub's ``relations``)."""
-        graph = self.grid.G
+        network = self.network
+        linked = network.G.has_edge(a, b)
         if action == "add_edge":
-            if graph.has_edge(a, b):
+            if linked:
                 return False
-            graph.add_edge(a, b, relation=relation)
+            network.add_connection(network[a], network[b])  # both cells and G
+            network.G.edges[a, b]["relation"] = relation
             return True
-        if not graph.has_edge(a, b):
+        if not linked:
             return False
-        graph.remove_edge(a, b)
+        network.remove_connection(network[a], network[b])
         return True
 
     def _broadcast(self, step: int, result: StepResult) -> dict[int, list[str]]:

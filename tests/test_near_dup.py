@@ -1,8 +1,11 @@
-"""The compact near-duplicate index flags exactly what the dict-of-buckets index flagged."""
+"""The compact near-duplicate index flags exactly what the dict-of-buckets index flagged, and what
+datasketch's ``MinHashLSH`` over the same signatures (as ``LeanMinHash``) flags."""
 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 from personahub.personas.minhash import MinHashConfig, lsh_params, signatures
 from personahub.personas.near_dup import IndexesByKind, NearDuplicateIndex
 
+from tests._datasketch_index import DatasketchNearDuplicateIndex
 from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus
 
@@ -111,6 +115,23 @@ def test_flags_equal_the_dict_index(monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.parametrize("read_back", [False, True])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_flags_equal_datasketch_minhashlsh(seed: int, read_back: bool) -> None:
+    """The claim of ``personas/near_dup.py``: the flags of ``MinHashLSH`` plus verification."""
+    items = _stream(seed)
+    log = _Log()
+    compact = NearDuplicateIndex(texts=log.read if read_back else None)
+    lsh = DatasketchNearDuplicateIndex()
+    flags = _in_batches(compact, items, seed, log)
+    assert flags == _in_batches(lsh, items, seed)
+    assert sum(f is not None for f in flags) > 100
+    assert len(compact) == len(lsh)
+    log.update(items)
+    for _, text in items[::25]:
+        assert compact.find(text) == lsh.find(text)
+
+
+@pytest.mark.parametrize("read_back", [False, True])
 @pytest.mark.parametrize("window", [1, 7, 40, 300])
 def test_max_items_matches_only_the_latest_kept_texts(monkeypatch: pytest.MonkeyPatch,
                                                       window: int, read_back: bool) -> None:
@@ -145,3 +166,21 @@ def test_indexes_by_kind_share_settings() -> None:
     indexes = IndexesByKind(max_items=3)
     assert indexes["a"] is indexes["a"] and indexes["a"].max_items == 3
     assert sorted(indexes) == ["a"]
+
+
+def test_runtime_code_imports_and_flags_without_datasketch() -> None:
+    """datasketch is a dev dependency only: every runtime module imports, and the index flags,
+    with ``import datasketch`` failing."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "sys.modules['datasketch'] = None  # any import of it raises ImportError\n"
+        "for folder in ('personas', 'agents', 'sim', 'analysis'):\n"
+        "    package = importlib.import_module('personahub.' + folder)\n"
+        "    for module in pkgutil.iter_modules(package.__path__):\n"
+        "        importlib.import_module(f'personahub.{folder}.{module.name}')\n"
+        "from personahub.personas.near_dup import NearDuplicateIndex\n"
+        "print(NearDuplicateIndex().check_and_add_many(\n"
+        "    [('a', 'a baker from Leeds who rows'), ('b', 'A baker from Leeds, who rows!')]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[None, 'a']"

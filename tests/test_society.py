@@ -9,6 +9,7 @@ import duckdb
 import networkx as nx
 import numpy as np
 import pytest
+from mesa.discrete_space import Network
 from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.tasks import emission_task
 from personahub.personas.record import Persona
@@ -25,7 +26,7 @@ from personahub.sim.scenario import (
     Survey,
     load_scenario,
 )
-from personahub.sim.society import SocietyModel, step_draws
+from personahub.sim.society import SocietyModel, _derived_seed, derived_rng, step_draws
 
 from tests.conftest import persona_texts
 
@@ -134,6 +135,60 @@ def test_probability_activation_is_seeded():
     assert counts[0] == counts[1] and 0 < counts[0] < 36
 
 
+def test_activation_picks_the_agents_its_seeded_draws_name_in_agent_id_order():
+    """Each policy, as an ``AgentSet.select``, chooses exactly the agents its draws name."""
+    seed, n = 3, 12
+    for activation in (Activation(mode="count", count=5), Activation(mode="probability", p=0.4),
+                       Activation(mode="function",
+                                  when=lambda step, info, rng: rng.random() < 0.5 and info.agent_id > 2)):
+        model = make_model(Scenario(name="act", kinds=("instruction",), activation=activation), seed=seed)
+        ids = [a.persona_id for a in model.ordered]
+        keys = np.array([_derived_seed((seed, pid, "active")) for pid in ids], dtype=np.uint64)
+        for step in (1, 2, 3):
+            if activation.mode == "count":
+                expected = sorted(i + 1 for i in derived_rng(seed, step, "activation").sample(range(n), 5))
+            elif activation.mode == "probability":
+                expected = (np.flatnonzero(step_draws(keys, step) < 0.4) + 1).tolist()
+            else:
+                expected = [i + 1 for i, pid in enumerate(ids)
+                            if derived_rng(seed, step, pid, "active").random() < 0.5 and i + 1 > 2]
+            assert expected  # each policy picks someone in these steps
+            assert [a.unique_id for a in model._active(step)] == expected
+
+
+def test_agents_are_fixed_to_the_cells_of_their_personas_on_a_mesa_network():
+    model = make_model(Scenario(name="mesa", kinds=("instruction",)))
+    assert isinstance(model.network, Network) and model.network.G.number_of_nodes() == 12
+    assert [a.unique_id for a in model.agents] == list(range(1, 13))  # the AgentSet is in id order
+    for agent in model.agents:
+        assert agent.cell is model.network[agent.persona_id]
+        assert agent.cell.agents == [agent]
+        assert agent.neighbour_ids() == sorted(model.network.G.neighbors(agent.persona_id))
+    with pytest.raises(ValueError, match="Cannot move"):
+        model.by_agent_id[1].cell = model.network[model.by_agent_id[2].persona_id]
+
+
+def test_near_audience_follows_edges_changed_by_interventions():
+    """Two hops out, after edges of the centre were removed in the same step (before broadcast)."""
+    scenario = Scenario(
+        name="near", kinds=("instruction",),
+        events=tuple(Event(step=s, text=f"Smoke seen, step {s}.", audience=Audience(near=1, hops=2))
+                     for s in (1, 2)),
+        interventions=(Intervention(step=2, action="remove_edge", target=1, other=2),
+                       Intervention(step=2, action="remove_edge", target=1, other=3)),
+    )
+    model = make_model(scenario)
+    first = model.by_agent_id[1].persona_id
+    before = set(nx.single_source_shortest_path_length(model.network.G, first, cutoff=2))
+    model.step()
+    assert set(model.last_result.events[0]["recipients"]) == before
+    model.step()
+    after = set(nx.single_source_shortest_path_length(model.network.G, first, cutoff=2))
+    assert after != before
+    assert model.last_result.events[0]["recipients"] == [a.persona_id for a in model.ordered
+                                                         if a.persona_id in after]
+
+
 def test_step_draws_are_uniform_seeded_and_fresh_each_step():
     keys = np.arange(1, 50_001, dtype=np.uint64) * np.uint64(7919)  # correlated keys on purpose
     one, two = step_draws(keys, 1), step_draws(keys, 2)
@@ -163,14 +218,20 @@ def test_event_audiences_interventions_and_dialogue_threads():
     first = model.by_agent_id[1].persona_id
     model.step()
     near = {r for r in model.last_result.events[0]["recipients"]}
-    ball = nx.single_source_shortest_path_length(model.grid.G, first, cutoff=1)
+    ball = nx.single_source_shortest_path_length(model.network.G, first, cutoff=1)
     assert near == set(ball) and len(near) == 5
     bakers = model.last_result.events[1]["recipients"]
     assert bakers and all("baker" in model.by_persona[p].persona_text for p in bakers)
     model.step()
     assert model.last_result.events[0]["recipients"] == [model.by_agent_id[i].persona_id for i in (2, 3)]
-    assert model.grid.G.has_edge(first, model.by_agent_id[7].persona_id)
-    assert not model.grid.G.has_edge(first, model.by_agent_id[2].persona_id)
+    seventh, second = model.by_agent_id[7].persona_id, model.by_agent_id[2].persona_id
+    assert model.network.G.has_edge(first, seventh)
+    assert not model.network.G.has_edge(first, second)
+    assert model.network.G.edges[first, seventh]["relation"] == scenario.interventions[0].relation
+    # the cells follow the graph: neighbours (and so addressees) come from cell connections
+    assert seventh in model.by_agent_id[1].neighbour_ids()
+    assert second not in model.by_agent_id[1].neighbour_ids()
+    assert first in model.by_agent_id[7].neighbour_ids()
     assert [x["applied"] for x in model.last_result.interventions] == [True, True, True]
     changed = model.by_agent_id[4].persona_id
     step2 = [p for purpose, pid, p in client.prompts if pid == changed][-1]
