@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage
+from personahub.agents.contracts import CacheEntry
 from personahub.agents.offline import to_openai_dicts
 from personahub.personas.errors import PersonahubError
 from pydantic import BaseModel
@@ -44,21 +43,6 @@ CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 class CacheMiss(PersonahubError):
     """``--cache replay`` met a request the cache holds no answer for."""
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One recorded answer, as written to ``llm_cache``."""
-
-    key: str
-    model: str
-    request: Mapping[str, Any]
-    response: str | None
-    tokens_in: int
-    tokens_out: int
-    sample: int
-    error: str | None = None
-    created_at: float = field(default_factory=time.time)
 
 
 Answer = tuple[str | None, int, int, str | None]  # response, tokens in, tokens out, error
