@@ -30,8 +30,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from personahub.agents.contracts import StructuredCaller
 from personahub.personas.errors import PersonaFileError
-from personahub.personas.expand import StructuredCaller, drain_cache_rows
+from personahub.personas.expand import drain_cache_rows
 from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
 from personahub.personas.quality import gate_persona, language_scripts, rejected_row, tally

@@ -28,10 +28,10 @@ import mesa
 import networkx as nx
 import numpy as np
 from mesa.space import NetworkGrid
+from personahub.agents.contracts import StructuredCaller
 from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
 from personahub.agents.prompts import survey_messages
 from personahub.agents.schemas import ADDRESSED_KINDS, conversation_turns, survey_schema, survey_value
-from personahub.personas.expand import StructuredCaller
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
 from personahub.sim.memory import AgentMemory, Message
