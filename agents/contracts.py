@@ -103,9 +103,11 @@ class CallRequest:
 
     def record(self, **fields: Any) -> CallRecord:
         """A fresh record of one attempt at this request."""
-        return CallRecord(purpose=self.purpose, attempt=self.attempt, persona_id=self.persona_id,
-                          step=self.step, max_tokens=self.max_tokens,
-                          **{"status": "", "latency_ms": 0.0, **fields})
+        values: dict[str, Any] = {"purpose": self.purpose, "attempt": self.attempt,
+                                  "persona_id": self.persona_id, "step": self.step,
+                                  "max_tokens": self.max_tokens, "status": "", "latency_ms": 0.0}
+        values.update(fields)
+        return CallRecord(**values)
 
 
 @dataclass
