@@ -12,9 +12,10 @@ Modes (``--cache``):
 - ``replay`` — only the cache answers; a miss raises ``CacheMiss`` naming the call. No model is
   called, so a replay of a recorded run reproduces its emissions exactly.
 
-The cache never writes to the database itself. New entries are buffered in the client and handed
-over with ``drain()`` (``LLMClient.drain_cache_entries()``); the run log writes them in the
-step's transaction, together with the step's rows and call records.
+The cache never writes to the database itself. New entries come back with each call's result
+(``StructuredResult.cache_entries``, from ``agents.seam_cache``) and, transitionally, are also
+buffered here and handed over with ``drain()`` (``LLMClient.drain_cache_entries()``); the run log
+writes them in the step's transaction, together with the step's rows and call records.
 
 What is stored is the answer's raw payload (the JSON text, or the tool call's arguments) as the
 seam received it, valid or not, so a replay also repeats repair attempts. A call that failed for
