@@ -164,12 +164,16 @@ class ModelEndpoint(Protocol):
         ...
 
 
-class EndpointInfo(Protocol):
-    """The endpoint-only part: the model's name and what the endpoint can do."""
+class Endpoint(ModelEndpoint, Protocol):
+    """The stack's bottom: an endpoint proper, with what it serves and what it can do."""
 
-    label: str
     model_name: str
+    base_url: str | None
     capabilities: Capabilities
+
+    def current_mode(self) -> str:
+        """The structured-output mode it is asked in now (for the run's config)."""
+        ...
 
 
 class StructuredCaller(Protocol):

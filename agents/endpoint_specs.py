@@ -20,11 +20,13 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from personahub.agents.contracts import Endpoint
 from personahub.agents.endpoint_http import SHARD_CONNECTIONS, HttpEndpoint, shard_count
 from personahub.agents.endpoint_offline import OfflineEndpoint
 from personahub.agents.llm_settings import LLMConfigError, LLMSettings
 from personahub.agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel
 from personahub.agents.structured import ModeBook
+from pydantic import SecretStr
 
 # query parameters of a --llm URL that personahub reads itself (never forwarded to the server)
 _OWN_PARAMS = frozenset({"model", "api_key", "api_key_env", "allow_http_key"})
@@ -32,7 +34,6 @@ _OWN_PARAMS = frozenset({"model", "api_key", "api_key_env", "allow_http_key"})
 _PUBLIC_PARAMS = frozenset({"model", "api_key_env", "allow_http_key"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 OPENAI_API_BASE = "https://api.openai.com/v1"
-Endpoint = HttpEndpoint | OfflineEndpoint
 
 
 def _redact_one(item: str) -> str:
@@ -79,7 +80,7 @@ def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSet
 
     root = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=settings.timeout_s,
                        max_retries=0, http_client=_http_client(settings), default_query=query or None)
-    return ChatOpenAI(model=model, base_url=base_url, api_key=api_key, timeout=settings.timeout_s,
+    return ChatOpenAI(model=model, base_url=base_url, api_key=SecretStr(api_key), timeout=settings.timeout_s,
                       max_retries=0, temperature=settings.temperature, top_p=settings.top_p,
                       **pass_through_clients(root))
 

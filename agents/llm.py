@@ -29,9 +29,10 @@ from personahub.agents.contracts import (
     CacheEntry,
     CallRecord,
     CallRequest,
+    Endpoint,
     StructuredResult,
 )
-from personahub.agents.endpoint_specs import Endpoint, make_endpoints, redact_spec, spec_size
+from personahub.agents.endpoint_specs import make_endpoints, redact_spec, spec_size
 from personahub.agents.failures import FailFast
 from personahub.agents.llm_settings import LLMConfigError, LLMSettings, LLMUnavailable
 from personahub.agents.offline import OFFLINE_MODEL_NAME
@@ -77,7 +78,8 @@ class LLMClient:
                          modes=self.modes, fail_fast=FailFast(len(self.endpoints)),
                          on_timeout=self._limits.lower_on_timeout if self._limits else None)
         self._cached = Cached(retry, params=self._cache_params)
-        validated = Validated(self._cached, modes=self.modes,
+        negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned
+        validated = Validated(self._cached, modes=self.modes if negotiated else None,
                               resend=not all(c.deterministic for c in caps))
         self._top = Accounted(validated)
         self.stats = self._top.stats

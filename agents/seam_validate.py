@@ -40,9 +40,11 @@ class _Progress:
 
 
 class Validated:
-    """Returns a validated value, or None once the second chances are spent."""
+    """Returns a validated value, or None once the second chances are spent; ``modes`` is None
+    when no endpoint negotiates a structured mode (all take the schema natively)."""
 
-    def __init__(self, inner: ModelEndpoint, *, modes: ModeBook, resend: bool = True) -> None:
+    def __init__(self, inner: ModelEndpoint, *, modes: ModeBook | None,
+                 resend: bool = True) -> None:
         self.inner, self.modes, self.resend = inner, modes, resend
 
     @property
@@ -77,7 +79,8 @@ class Validated:
         record, raw = result.last, result.raw or ""
         checked = check_answer(request.schema, raw, truncated=result.truncated)
         switched = None
-        if not record.cached and record.endpoint is not None and record.structured_mode:
+        if (self.modes is not None and not record.cached and record.endpoint is not None
+                and record.structured_mode):
             switched = self.modes.answered(record.endpoint, record.structured_mode,  # type: ignore[arg-type]
                                            checked.has_json)
         if checked.value is not None:

@@ -48,6 +48,7 @@ class FakeEndpoint:
     index: int = 0
     label: str = "fake"
     model_name: str = "fake-model"
+    base_url: str | None = None
     mode: str = "json_schema"
     capabilities: Capabilities = field(default_factory=Capabilities)
     asked: list[CallRequest] = field(default_factory=list)
@@ -92,6 +93,16 @@ def retrying(inner: ModelEndpoint, *, retries: int = 2, modes: ModeBook | None =
 
 def test_fake_endpoint_has_the_endpoint_interface() -> None:
     assert isinstance(FakeEndpoint([]), ModelEndpoint)
+
+
+def test_the_offline_engine_declares_what_it_does_and_needs_no_negotiation() -> None:
+    client = LLMClient(LLMSettings(structured="auto"))
+    caps = client.endpoints[0].capabilities
+    assert caps.native_schemas and caps.in_process and caps.deterministic and client.is_offline
+    result = asyncio.run(client.structured(Answer, [HumanMessage("hi")], purpose="t"))
+    assert result.value is not None and len(result.records) == 1
+    assert client._semaphore is None and not client.modes.settled(0)  # nothing was negotiated
+    assert client.structured_modes() == {"offline": "json_schema"}
 
 
 # --- failover -----------------------------------------------------------------------------------
@@ -254,7 +265,7 @@ def test_accounting_counts_every_attempt_even_of_a_call_that_raised() -> None:
 # --- the whole stack ----------------------------------------------------------------------------
 def test_the_client_stacks_the_layers_over_given_endpoints() -> None:
     fake = FakeEndpoint([TRANSIENT, '{"wrong": 1}', '{"text": "ok"}'])
-    client = LLMClient(LLMSettings(backoff_s=0.0), endpoints=[fake])  # type: ignore[list-item]
+    client = LLMClient(LLMSettings(backoff_s=0.0), endpoints=[fake])
     client.use_cache(ResponseCache("record", client.cache_model))
     result = asyncio.run(client.structured(Answer, [HumanMessage("hi")], purpose="instruction"))
     assert result.value == Answer(text="ok")
