@@ -208,8 +208,8 @@ def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
     from personahub.agents.llm import make_client as make_llm_client
 
     client = make_llm_client(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
-                                   timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
-                                   **(flags or ModelFlags()).settings()))
+                                         timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
+                                         **(flags or ModelFlags()).settings()))
     if check:
         for label in check_reachable(client):
             console.print(f"[yellow]warning:[/] endpoint {label} is unreachable; using the others",

@@ -216,12 +216,12 @@ def make_client(options: RunOptions, seed: int) -> LLMClient:
     """The model client a run uses (offline latency applies to the offline engine only); a thin
     shim over ``agents.llm.make_client``, the project's one client factory."""
     client = make_llm_client(LLMSettings(spec=options.llm, seed=seed, timeout_s=options.timeout_s,
-                                   concurrency=options.concurrency,
-                                   max_retries=options.max_retries,
-                                   offline_latency_s=options.offline_latency_s, rps=options.rps,
-                                   structured=options.structured,  # type: ignore[arg-type]
-                                   max_tokens=options.max_tokens,
-                                   temperature=options.temperature, top_p=options.top_p))
+                                         concurrency=options.concurrency,
+                                         max_retries=options.max_retries,
+                                         offline_latency_s=options.offline_latency_s, rps=options.rps,
+                                         structured=options.structured,  # type: ignore[arg-type]
+                                         max_tokens=options.max_tokens,
+                                         temperature=options.temperature, top_p=options.top_p))
     if options.cache != "replay":  # a replay calls no model
         check_reachable(client)
     return client

@@ -418,11 +418,11 @@ def run_synthesis(
         world = load_world(options)
         if client is None:
             client = make_client(LLMSettings(spec=options.llm, seed=options.seed,
-                                           concurrency=options.concurrency,
-                                           timeout_s=options.timeout_s,
-                                           structured=options.structured,  # type: ignore[arg-type]
-                                           max_tokens=options.max_tokens,
-                                           temperature=options.temperature, top_p=options.top_p))
+                                             concurrency=options.concurrency,
+                                             timeout_s=options.timeout_s,
+                                             structured=options.structured,  # type: ignore[arg-type]
+                                             max_tokens=options.max_tokens,
+                                             temperature=options.temperature, top_p=options.top_p))
             check_reachable(client)
         if not options.where:
             _seed_hub_if_empty(con)
