@@ -12,9 +12,10 @@ Modes (``--cache``):
 - ``replay`` — only the cache answers; a miss raises ``CacheMiss`` naming the call. No model is
   called, so a replay of a recorded run reproduces its emissions exactly.
 
-The cache never writes to the database itself. New entries are buffered in the client and handed
-over with ``drain()`` (``LLMClient.drain_cache_entries()``); the run log writes them in the
-step's transaction, together with the step's rows and call records.
+The cache never writes to the database itself. New entries come back with each call's result
+(``StructuredResult.cache_entries``, from ``agents.seam_cache``) and, transitionally, are also
+buffered here and handed over with ``drain()`` (``LLMClient.drain_cache_entries()``); the run log
+writes them in the step's transaction, together with the step's rows and call records.
 
 What is stored is the answer's raw payload (the JSON text, or the tool call's arguments) as the
 seam received it, valid or not, so a replay also repeats repair attempts. A call that failed for
@@ -27,13 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage
+from personahub.agents.contracts import CacheEntry
 from personahub.agents.offline import to_openai_dicts
 from personahub.personas.errors import PersonahubError
 from pydantic import BaseModel
@@ -44,21 +44,6 @@ CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 class CacheMiss(PersonahubError):
     """``--cache replay`` met a request the cache holds no answer for."""
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One recorded answer, as written to ``llm_cache``."""
-
-    key: str
-    model: str
-    request: Mapping[str, Any]
-    response: str | None
-    tokens_in: int
-    tokens_out: int
-    sample: int
-    error: str | None = None
-    created_at: float = field(default_factory=time.time)
 
 
 Answer = tuple[str | None, int, int, str | None]  # response, tokens in, tokens out, error

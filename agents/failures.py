@@ -13,9 +13,9 @@ import email.utils
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from personahub.agents.contracts import Failure
 from personahub.personas.errors import PersonahubError
 
 RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
@@ -26,23 +26,6 @@ MAX_RETRY_AFTER_S = 120.0
 
 class ModelRejected(PersonahubError):
     """The endpoint rejects every request for one reason: the job stops (resumable)."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A failed attempt, described for ``llm_calls.error`` and for what happens next."""
-
-    description: str
-    retryable: bool
-    status: int | None = None
-    body: str = ""
-    retry_after_s: float | None = None
-    unreachable: bool = False
-
-    @property
-    def reason_key(self) -> str:
-        """What makes two failures 'the same reason' (status and the message's start)."""
-        return f"{self.status}:{self.body[:80]}"
 
 
 def _retry_after(headers: object) -> float | None:

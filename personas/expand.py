@@ -31,11 +31,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import pyarrow as pa
-from langchain_core.messages import BaseMessage
+from personahub.agents.contracts import StructuredCaller
 from personahub.personas.errors import PersonahubError
 from personahub.personas.graph import Relation, save_relations
 from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
@@ -90,17 +90,6 @@ def related_personas_schema(count: int) -> type[BaseModel]:
         __doc__="People in close relationship with the given persona.",
         people=(list[RelatedPersona], Field(min_length=count, max_length=count)),
     )
-
-
-class StructuredCaller(Protocol):
-    """The part of the model seam the persona pipeline needs (``agents.llm.LLMClient``)."""
-
-    async def structured(self, schema: Any, messages: list[BaseMessage], *, purpose: str,
-                         persona_id: str | None = None, step: int | None = None) -> Any: ...
-
-    def drain_records(self) -> list[Any]: ...
-
-
 
 
 @dataclass

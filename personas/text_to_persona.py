@@ -30,8 +30,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from personahub.agents.contracts import StructuredCaller
 from personahub.personas.errors import PersonaFileError
-from personahub.personas.expand import StructuredCaller
 from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
 from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages

@@ -209,11 +209,12 @@ def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
     """Build the model client for a command and check the endpoint answers (unless ``check``
     is off, as for a replay from the cache, which calls no model). ``announce=False`` leaves
     the banner to the caller, once its input is checked (a bad input then prints one line)."""
-    from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, resolve_spec
+    from personahub.agents.llm import LLMSettings, check_reachable, resolve_spec
+    from personahub.agents.llm import make_client as make_llm_client
 
-    client = LLMClient(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
-                                   timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
-                                   **(flags or ModelFlags()).settings()))
+    client = make_llm_client(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
+                                         timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
+                                         **(flags or ModelFlags()).settings()))
     if check:
         for label in check_reachable(client):
             console.print(f"[yellow]warning:[/] endpoint {label} is unreachable; using the others",

@@ -40,6 +40,7 @@ import networkx as nx
 from personahub.agents.failures import ModelRejected, batch_failure
 from personahub.agents.generation import Generation
 from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
+from personahub.agents.llm import make_client as make_llm_client
 from personahub.agents.structured import check_setting
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
@@ -208,14 +209,15 @@ def verified_scenario_file(run_id: str, config: dict[str, Any], scenario_path: s
 
 
 def make_client(options: RunOptions, seed: int) -> LLMClient:
-    """The model client a run uses (offline latency applies to the offline engine only)."""
-    client = LLMClient(LLMSettings(spec=options.llm, seed=seed, timeout_s=options.timeout_s,
-                                   concurrency=options.concurrency,
-                                   max_retries=options.max_retries,
-                                   offline_latency_s=options.offline_latency_s, rps=options.rps,
-                                   structured=options.structured,  # type: ignore[arg-type]
-                                   max_tokens=options.max_tokens,
-                                   temperature=options.temperature, top_p=options.top_p))
+    """The model client a run uses (offline latency applies to the offline engine only); a thin
+    shim over ``agents.llm.make_client``, the project's one client factory."""
+    client = make_llm_client(LLMSettings(spec=options.llm, seed=seed, timeout_s=options.timeout_s,
+                                         concurrency=options.concurrency,
+                                         max_retries=options.max_retries,
+                                         offline_latency_s=options.offline_latency_s, rps=options.rps,
+                                         structured=options.structured,  # type: ignore[arg-type]
+                                         max_tokens=options.max_tokens,
+                                         temperature=options.temperature, top_p=options.top_p))
     if options.cache != "replay":  # a replay calls no model
         check_reachable(client)
     return client

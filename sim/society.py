@@ -32,11 +32,11 @@ import mesa
 import networkx as nx
 import numpy as np
 from mesa.discrete_space import FixedAgent, Network
+from personahub.agents.contracts import StructuredCaller
 from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
 from personahub.agents.prompts import survey_messages
 from personahub.agents.tasks import addressed_kinds, emission_task
 from personahub.agents.tasks.survey import survey_schema, survey_value
-from personahub.personas.expand import StructuredCaller
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
 from personahub.sim.memory import AgentMemory, Message

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 from personahub.agents.generation import Generation
-from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
+from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, make_client, redact_spec
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import (
     PROMPTING_MODES,
@@ -423,13 +423,13 @@ def run_synthesis(
             demos = load_examples(options.examples) if options.prompting != "zero-shot" else []
         world = load_world(options)
         if client is None:
-            client = LLMClient(LLMSettings(spec=options.llm, seed=options.seed,
-                                           concurrency=options.concurrency,
-                                           timeout_s=options.timeout_s,
-                                           structured=options.structured,  # type: ignore[arg-type]
-                                           max_tokens=options.max_tokens,
-                                           temperature=options.temperature, top_p=options.top_p,
-                                           rps=options.rps))
+            client = make_client(LLMSettings(spec=options.llm, seed=options.seed,
+                                             concurrency=options.concurrency,
+                                             timeout_s=options.timeout_s,
+                                             structured=options.structured,  # type: ignore[arg-type]
+                                             max_tokens=options.max_tokens,
+                                             temperature=options.temperature, top_p=options.top_p,
+                                             rps=options.rps))
             if options.cache != "replay":  # a replay calls no model
                 check_reachable(client)
         if not options.where:

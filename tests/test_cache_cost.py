@@ -7,7 +7,8 @@ import duckdb
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from personahub.agents.cache import CacheMiss, ResponseCache
-from personahub.agents.llm import Endpoint, LLMClient, LLMSettings
+from personahub.agents.endpoint_offline import OfflineEndpoint
+from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.offline import OfflineChatModel
 from personahub.analysis.views import install_views, query_files
 from personahub.personas.errors import PersonahubError
@@ -149,7 +150,7 @@ def test_sample_index_keeps_repeated_identical_requests_apart(tmp_path):
     prompt = [HumanMessage("Say something.")]
 
     def session(mode):
-        client = LLMClient(LLMSettings(), endpoints=[Endpoint(CountingModel(), "counting")])
+        client = LLMClient(LLMSettings(), endpoints=[OfflineEndpoint(CountingModel(), "counting")])
         client.use_cache(ResponseCache.load(con, mode, client.cache_model))
 
         async def three():

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import duckdb
-import personahub.agents.llm as llm_module
+import personahub.agents.seam_retry as retry_module
 import pytest
 from personahub.agents.dialects import DIALECTS
 from personahub.agents.llm import LLMClient, LLMSettings
@@ -116,7 +116,7 @@ def test_retry_after_is_honoured(monkeypatch) -> None:
         waits.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr(llm_module.asyncio, "sleep", sleep)
+    monkeypatch.setattr(retry_module.asyncio, "sleep", sleep)
     with running_server(ServerOptions(error_rate=1.0, error_statuses=(429,), retry_after_s=7)) as srv:
         client = LLMClient(LLMSettings(spec=f"{srv.base_url}?model=m", max_retries=2,
                                        backoff_s=0.01))

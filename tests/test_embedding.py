@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,3 +104,79 @@ def test_local_minilm_embedder_if_installed() -> None:
     assert v[0] @ v[1] > 0.9 and v[0] @ v[2] < 0.5
     dup = embedding_duplicates(texts, emb, 0.9, index="ivf")
     assert dup.tolist() == [-1, 0, -1]
+
+
+def _embedding_client(handler: Any, **settings: Any) -> Any:
+    """An ``EmbeddingClient`` whose ``AsyncOpenAI`` posts to ``handler`` (no network)."""
+    import httpx
+    from openai import AsyncOpenAI
+    from personahub.agents.endpoint_embeddings import EmbeddingClient, EmbeddingEndpoint
+    from personahub.agents.llm_settings import LLMSettings
+
+    def make() -> Any:
+        transport = httpx.MockTransport(handler)
+        return AsyncOpenAI(api_key="test", base_url="http://embed.test/v1", max_retries=0,
+                           http_client=httpx.AsyncClient(transport=transport))
+
+    config = LLMSettings(backoff_s=0.0, **settings)
+    endpoint = EmbeddingEndpoint(model_name="emb", base_url="http://embed.test/v1",
+                                 make_client=make, timeout_s=config.timeout_s)
+    return EmbeddingClient(endpoint, config)
+
+
+def _vectors_body(texts: list[str]) -> dict[str, Any]:
+    data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]}
+            for i, t in reversed(list(enumerate(texts)))]  # out of order: the client sorts
+    return {"object": "list", "data": data, "model": "emb",
+            "usage": {"prompt_tokens": 7, "total_tokens": 7}}
+
+
+def test_openai_embeddings_retry_and_record_every_attempt() -> None:
+    import asyncio
+    import json as json_module
+
+    import httpx
+
+    statuses = iter([503, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(statuses)
+        if status != 200:
+            return httpx.Response(status, headers={"retry-after": "0"},
+                                  json={"error": {"message": "busy"}})
+        return httpx.Response(200, json=_vectors_body(json_module.loads(request.content)["input"]))
+
+    client = _embedding_client(handler)
+    vectors, records = asyncio.run(client.embed(["ab", "abcd"]))
+    assert vectors == [[2.0, 1.0], [4.0, 1.0]]
+    assert [(r.purpose, r.status, r.attempt) for r in records] == [("embed", "error", 1),
+                                                                  ("embed", "ok", 2)]
+    assert records[0].error.startswith("HTTP 503") and records[1].tokens_in == 7
+    assert client.drain_records() == records and client.stats.ok == 1
+
+
+def test_openai_embeddings_time_out_and_give_up() -> None:
+    import asyncio
+
+    import httpx
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, json=_vectors_body(["x"]))
+
+    client = _embedding_client(hang, timeout_s=0.05, max_retries=1)
+    vectors, records = asyncio.run(client.embed(["x"]))
+    assert vectors is None and [r.error for r in records] == ["timeout", "timeout"]
+
+
+def test_openai_embedder_raises_when_the_batch_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    def reject(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": {"message": "bad key"}})
+
+    embedder = OpenAIEmbedder("emb", max_retries=0)
+    embedder._client = _embedding_client(reject, max_retries=0)
+    with pytest.raises(PersonahubError, match="embedding failed .*HTTP 401"):
+        embedder.embed(["a persona"])
+    assert [r.status for r in embedder.drain_records()] == ["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -43,8 +44,11 @@ def test_python_m_personahub_version() -> None:
 @pytest.mark.slow
 def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
     """A regular (non-editable) build holds one top-level package and its data files."""
+    source = tmp_path / "source"  # setuptools writes build/ beside the sources: build from a copy
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", "*.duckdb*", ".*_cache", ".typecheck"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("personahub-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}

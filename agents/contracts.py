@@ -1,0 +1,205 @@
+"""The contracts of the model seam: what a call asks, what it returns, and what answers it.
+
+Kept to a few imports (no LangChain, no HTTP client) so that callers, test doubles and the job
+loops can type against the seam without loading it. Every layer of the seam (an endpoint, or a
+wrapper around one: failover, limits, retry, cache, validation, accounting) is a
+``ModelEndpoint``: it takes a ``CallRequest`` and returns a ``StructuredResult`` whose records
+and cache entries travel with it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel
+
+T = TypeVar("T", bound=BaseModel)
+T_co = TypeVar("T_co", bound=BaseModel, covariant=True)
+
+
+def new_call_id() -> str:
+    """16 random hex digits (a uuid4 costs several times more, and only half of it was kept)."""
+    return os.urandom(8).hex()
+
+
+@dataclass
+class CallRecord:
+    """One attempt at one model call, as written to ``llm_calls``."""
+
+    purpose: str
+    model: str
+    attempt: int
+    status: str  # ok | error | invalid
+    latency_ms: float
+    tokens_in: int = 0
+    tokens_out: int = 0
+    error: str | None = None
+    persona_id: str | None = None
+    step: int | None = None
+    cached: bool = False
+    endpoint: int | None = 0
+    structured_mode: str | None = None
+    max_tokens: int | None = None
+    finish_reason: str | None = None
+    repaired: bool = False  # valid only after local repair (agents.repair)
+    queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
+    call_id: str = field(default_factory=new_call_id)
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One recorded answer, as written to ``llm_cache``."""
+
+    key: str
+    model: str
+    request: Mapping[str, Any]
+    response: str | None
+    tokens_in: int
+    tokens_out: int
+    sample: int
+    error: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt, described for ``llm_calls.error`` and for what happens next."""
+
+    description: str
+    retryable: bool
+    status: int | None = None
+    body: str = ""
+    retry_after_s: float | None = None
+    unreachable: bool = False
+    other_endpoint_up: bool = False  # set by failover: another endpoint may answer at once
+
+    @property
+    def reason_key(self) -> str:
+        """What makes two failures 'the same reason' (status and the message's start)."""
+        return f"{self.status}:{self.body[:80]}"
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """One structured call as it travels down the stack.
+
+    ``attempt`` numbers the next attempt (layers that ask again raise it); ``after`` is the
+    endpoint whose attempt just failed, so that a retry goes on to the next one.
+    """
+
+    schema: type[BaseModel]
+    messages: Sequence[Any]  # langchain_core BaseMessage
+    purpose: str
+    max_tokens: int
+    persona_id: str | None = None
+    step: int | None = None
+    attempt: int = 1
+    after: int | None = None
+
+    def record(self, **fields: Any) -> CallRecord:
+        """A fresh record of one attempt at this request."""
+        values: dict[str, Any] = {"purpose": self.purpose, "attempt": self.attempt,
+                                  "persona_id": self.persona_id, "step": self.step,
+                                  "max_tokens": self.max_tokens, "status": "", "latency_ms": 0.0}
+        values.update(fields)
+        return CallRecord(**values)
+
+
+@dataclass
+class StructuredResult(Generic[T]):
+    """A validated answer (or None), the attempts it took, and the cache entries they made.
+
+    Below the validating layer ``value`` stays None and ``raw`` is the answer text; ``failure``
+    describes the last attempt when it failed in transport (None after an answer).
+    """
+
+    value: T | None
+    records: list[CallRecord]
+    raw: str | None = None
+    cache_entries: list[CacheEntry] = field(default_factory=list)
+    failure: Failure | None = None
+
+    @property
+    def last(self) -> CallRecord:
+        """The last attempt's record."""
+        return self.records[-1]
+
+    @property
+    def truncated(self) -> bool:
+        """True when the server cut the answer off at ``max_tokens``."""
+        return bool(self.records) and self.records[-1].finish_reason == "length"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an endpoint can do, declared by the endpoint (so no layer asks what class it is).
+
+    ``native_schemas``: takes the schema itself, no structured-mode negotiation;
+    ``in_process``: answers in this process (no connection pool, no concurrency limit);
+    ``deterministic``: the same request always gets the same answer (a resend is useless,
+    and the seed is part of the cache key).
+    """
+
+    native_schemas: bool = False
+    in_process: bool = False
+    deterministic: bool = False
+
+
+@runtime_checkable
+class ModelEndpoint(Protocol):
+    """An endpoint, or a wrapper with the endpoint's interface."""
+
+    @property
+    def label(self) -> str:
+        """What logs call it (no credentials)."""
+        ...
+
+    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+        """Make the call; transport failures come back in ``failure``, never raised."""
+        ...
+
+
+class Endpoint(ModelEndpoint, Protocol):
+    """The stack's bottom: an endpoint proper, with what it serves and what it can do."""
+
+    model_name: str
+    base_url: str | None
+    capabilities: Capabilities
+
+    def current_mode(self) -> str:
+        """The structured-output mode it is asked in now (for the run's config)."""
+        ...
+
+
+class StructuredCaller(Protocol):
+    """The client façade the job loops and agents call (``agents.llm.LLMClient``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def is_offline(self) -> bool: ...
+
+    async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
+                         persona_id: str | None = None,
+                         step: int | None = None) -> StructuredResult[T]: ...
+
+    def drain_records(self) -> list[CallRecord]: ...
+
+    def drain_cache_rows(self) -> list[dict[str, Any]]: ...
+
+
+def carry_records(exc: BaseException, earlier: Sequence[CallRecord]) -> None:
+    """Put ``earlier`` attempts in front of those an exception that ends a call carries, so the
+    accounting layer still counts every attempt of a call that raised."""
+    exc.seam_records = [*earlier, *getattr(exc, "seam_records", [])]  # type: ignore[attr-defined]
+
+
+def carried_records(exc: BaseException) -> list[CallRecord]:
+    """The attempts an exception that ended a call carries (see ``carry_records``)."""
+    return list(getattr(exc, "seam_records", []))

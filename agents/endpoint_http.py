@@ -1,0 +1,146 @@
+"""An OpenAI-compatible HTTP server (or OpenAI itself) as an endpoint, through ``ChatOpenAI``.
+
+Server kinds differ in the output-limit parameter (OpenAI's own API takes
+``max_completion_tokens``, compatible servers ``max_tokens``) and in the structured modes they
+accept, which ``agents.structured.ModeBook`` learns per endpoint. While ``auto`` has not settled
+an endpoint's mode, one request at a time goes to it (a probe): the first refusal then moves every
+waiting call to the next mode, instead of each of ``--concurrency`` calls being refused once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from personahub.agents.attempts import answered, failed
+from personahub.agents.contracts import CallRequest, Capabilities, StructuredResult
+from personahub.agents.structured import (
+    ModeBook,
+    StructuredMode,
+    openai_tools,
+    prepare_messages,
+    response_format,
+    tool_choice,
+)
+from pydantic import BaseModel
+
+HTTP_CAPABILITIES = Capabilities()
+# Connections per HTTP client. httpcore re-scans every pooled connection for every waiting
+# request whenever one finishes (O(requests x connections)); at 64 connections on one pool that
+# alone costs milliseconds of CPU per call and caps a 0.5 s-latency server near 40 calls/s on
+# two cores (4 per pool measured best: 87 vs 75 calls/s with 8). An endpoint therefore gets
+# ceil(concurrency / SHARD_CONNECTIONS) clients ("shards") and each call goes to the least busy.
+SHARD_CONNECTIONS = 4
+
+
+def shard_count(concurrency: int) -> int:
+    """How many HTTP clients an endpoint gets for ``concurrency`` calls in flight."""
+    return max(1, -(-concurrency // SHARD_CONNECTIONS))
+
+
+def bind_request(model: Any, schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
+                 max_tokens_param: str) -> Any:
+    """``model`` bound to ask for ``schema`` in ``mode`` with an output limit.
+
+    The response format and the limit travel in ``extra_body``: as typed parameters the openai
+    SDK walks the whole JSON schema on every request (about 8 ms of CPU a call here), and
+    langchain-openai renames ``max_tokens`` to ``max_completion_tokens``, which
+    llama-cpp-python ignores.
+    """
+    body: dict[str, Any] = {max_tokens_param: max_tokens}
+    fmt = response_format(schema, mode)
+    if fmt is not None:
+        body["response_format"] = fmt
+    if mode == "tools":
+        return model.bind(tools=openai_tools(schema), tool_choice=tool_choice(schema),
+                          extra_body=body)
+    return model.bind(extra_body=body)
+
+
+class HttpEndpoint:
+    """One server: its HTTP clients (shards), its structured mode, and a timeout per request."""
+
+    capabilities = HTTP_CAPABILITIES
+
+    def __init__(self, *, label: str, model_name: str, base_url: str | None,
+                 make_shard: Callable[[], Any], shards: int, timeout_s: float, modes: ModeBook,
+                 index: int = 0, max_tokens_param: str = "max_tokens") -> None:
+        self.label, self.model_name, self.base_url = label, model_name, base_url
+        self.index, self.modes, self.timeout_s = index, modes, timeout_s
+        self.max_tokens_param = max_tokens_param
+        self._make_shard, self._shard_count = make_shard, shards
+        self._shards = [make_shard() for _ in range(shards)]
+        self._busy = [0] * shards
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bindings: dict[tuple[int, type[BaseModel], str, int], Any] = {}
+        self._probe_locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+
+    @property
+    def model(self) -> Any:
+        """The first HTTP client's chat model (what tests and diagnostics look at)."""
+        return self._shards[0]
+
+    def current_mode(self) -> str:
+        """The structured mode this endpoint is asked in now."""
+        return self.modes.mode(self.index)
+
+    def _on_loop(self) -> None:
+        """HTTP clients keep connection pools bound to the loop that opened them: under a new
+        event loop the endpoint gets fresh clients instead of dead connections."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                self._shards = [self._make_shard() for _ in range(self._shard_count)]
+                self._bindings.clear()
+            self._loop = loop
+
+    def _bound(self, shard: int, request: CallRequest, mode: StructuredMode) -> Any:
+        """The shard's chat model bound for this schema, mode and limit (built once: it costs)."""
+        key = (shard, request.schema, mode, request.max_tokens)
+        bound = self._bindings.get(key)
+        if bound is None:
+            bound = self._bindings[key] = bind_request(self._shards[shard], request.schema, mode,
+                                                       request.max_tokens, self.max_tokens_param)
+        return bound
+
+    async def _probe(self) -> asyncio.Lock | None:
+        """The held probe lock while ``auto`` has not settled this endpoint's mode, else None."""
+        if not self.modes.adaptive or self.modes.settled(self.index):
+            return None
+        loop = asyncio.get_running_loop()
+        if self._probe_locks is None or self._probe_locks[0] is not loop:
+            self._probe_locks = (loop, asyncio.Lock())  # a lock belongs to one event loop
+        lock = self._probe_locks[1]
+        await lock.acquire()
+        if self.modes.settled(self.index):  # settled while this call waited
+            lock.release()
+            return None
+        return lock
+
+    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+        """One request (under the probe while the mode is being learned)."""
+        self._on_loop()
+        probe = await self._probe()
+        try:
+            return await self._send(request)
+        finally:
+            if probe is not None:
+                probe.release()
+
+    async def _send(self, request: CallRequest) -> StructuredResult[Any]:
+        mode = self.modes.mode(self.index)
+        record = request.record(model=self.label, endpoint=self.index, structured_mode=mode)
+        shard = min(range(len(self._busy)), key=self._busy.__getitem__)  # the least busy client
+        self._busy[shard] += 1
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout_s):  # no extra task per call
+                message = await self._bound(shard, request, mode).ainvoke(
+                    prepare_messages(mode, request.schema, request.messages))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a record
+            return failed(record, exc, started)
+        finally:
+            self._busy[shard] -= 1
+        return answered(record, message, mode, started)
