@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.agents import llm as llm_module
+from personahub.agents import seam_limits
 from personahub.personas import jobs
 from personahub.personas.store import connect
 
@@ -203,7 +203,7 @@ def test_rps_reaches_the_client_rate_limiter(tmp_path, monkeypatch, command):
     limits: list[float] = []
     acquired: list[float] = []
 
-    class Recording(llm_module.RateLimiter):
+    class Recording(seam_limits.RateLimiter):
         def __init__(self, rate: float, burst: float = 1.0) -> None:
             super().__init__(rate, burst)
             limits.append(rate)
@@ -212,7 +212,7 @@ def test_rps_reaches_the_client_rate_limiter(tmp_path, monkeypatch, command):
             acquired.append(1)
             await super().acquire()
 
-    monkeypatch.setattr(llm_module, "RateLimiter", Recording)
+    monkeypatch.setattr(seam_limits, "RateLimiter", Recording)
     db = tmp_path / "hub.duckdb"
     finished(db, command, "--rps", 500)
     assert limits and set(limits) == {500.0}
