@@ -19,14 +19,9 @@ from typing import Annotated, Any
 
 import typer
 from personahub.sim import cli_hub, cli_personas, cli_run, cli_serve, cli_sql, cli_synth
-from personahub.sim.cli_common import error_line
+from personahub.sim.cli_common import click_exceptions, error_line
 from personahub.sim.cli_run import print_summary
 from typer.core import TyperGroup
-
-try:  # typer >= 0.22 ships its own copy of click
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover - older typer runs on click itself
-    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 __all__ = ["app", "print_summary"]
 

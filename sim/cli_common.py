@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import duckdb
 import typer
@@ -22,6 +22,11 @@ from personahub.sim.interrupts import Stopped, exit_code, signal_name, sigterm_a
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
+
+try:  # typer >= 0.22 ships its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
     from personahub.agents.llm import LLMClient
@@ -181,21 +186,18 @@ def stored_flags(stored: Mapping[str, Any], default: ModelFlags) -> ModelFlags:
 
 def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]:
     """Which of the parameters ``names`` the user gave (on the command line or in the
-    environment), as ``--flag`` spellings: a resume refuses those its job already fixes."""
-    from click.core import ParameterSource
-
+    environment), as ``--flag`` spellings: a resume refuses those its job already fixes.
+    (Sources compare by name: typer may run on its own copy of click.)"""
     chosen = []
     for name in names:
         source = ctx.get_parameter_source(name)
-        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
             chosen.append("--" + name.replace("_", "-"))
     return chosen
 
 
-def missing_argument(ctx: typer.Context, name: str) -> typer.Exit:
+def missing_argument(ctx: typer.Context, name: str) -> NoReturn:
     """Click's own "Missing argument" usage error, for an argument that is optional only
     alongside ``--resume`` (same message and exit code as when it was required)."""
-    from click.exceptions import MissingParameter
-
     param = next(p for p in ctx.command.params if p.name == name)
-    raise MissingParameter(ctx=ctx, param=param)
+    raise click_exceptions.MissingParameter(ctx=ctx, param=param)
