@@ -156,6 +156,16 @@ def find_unfinished(con: duckdb.DuckDBPyConnection, **config: Any) -> ExpansionI
     return None
 
 
+def find_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpansionInfo | None:
+    """The stored expansion ``expansion_id`` (any status), or None."""
+    return next((e for e in list_expansions(con) if e.expansion_id == expansion_id), None)
+
+
+def supersede_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> None:
+    """Mark an unfinished expansion ``superseded``: it is never resumed automatically again."""
+    con.execute("UPDATE expansions SET status = 'superseded' WHERE expansion_id = ?", [expansion_id])
+
+
 def _new_expansion(con: duckdb.DuckDBPyConnection, start_ids: Sequence[str], key: str,
                    config: dict[str, Any], run_id: str | None) -> str:
     now = dt.datetime.now(dt.UTC)
@@ -339,7 +349,7 @@ async def expand_hub(
         return ExpandSummary()
     settings = {"hops": hops, "fanout": fanout, "threshold": threshold, "language": language}
     if resume is not None:
-        stored = next((e for e in list_expansions(con) if e.expansion_id == resume), None)
+        stored = find_expansion(con, resume)
         if stored is None:
             raise PersonahubError(f"expansion {resume}: not found in the database")
         different = {k: stored.config.get(k) for k, v in settings.items() if stored.config.get(k) != v}

@@ -308,3 +308,15 @@ def fetch_personas(
                 attributes=json.loads(r[4]) if r[4] else {}, hop=r[5] or 0)
         for r in rows
     ]
+
+
+def flagged_duplicate_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many personas the dedup stages flagged as near-duplicates."""
+    return int(scalar(con, "SELECT count(*) FROM personas WHERE is_duplicate"))
+
+
+def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
+    """Ids of the personas not flagged as duplicates, in hub order (the first ``limit``)."""
+    rows = con.execute("SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) "
+                       "ORDER BY seq").fetchall()
+    return [r[0] for r in rows][:limit]

@@ -1,8 +1,5 @@
-"""CLI commands for synthesis, export and reports, registered onto ``sim.cli.app``.
-
-Imported at the end of ``sim/cli.py``; analysis modules are imported lazily inside commands
-(the CLI is the outermost layer).
-"""
+"""CLI commands for synthesis, export and reports (registered by ``sim/cli.py``). Analysis
+modules are imported lazily inside commands (the CLI is the outermost layer)."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ import typer
 from personahub.personas.errors import PersonahubError
 from personahub.personas.outputs import FORCE_HELP, check_output
 from personahub.personas.store import DEFAULT_DB
-from personahub.sim.cli import (
+from personahub.sim.cli_common import (
     CacheOption,
     ConcurrencyOption,
     DbOption,
@@ -26,10 +23,9 @@ from personahub.sim.cli import (
     TemperatureOption,
     TimeoutOption,
     TopPOption,
-    _progress,
-    app,
     banner,
     console,
+    job_progress,
     make_client,
     one_line_errors,
     out,
@@ -52,18 +48,6 @@ def _list_templates() -> None:
     out.print(f"prompting modes: {', '.join(PROMPTING_MODES)}")
 
 
-def _job_options(db: Path, job_id: str) -> Any:
-    """The stored options of job ``job_id``: a resume asks with its seed and generation settings."""
-    import duckdb
-    from personahub.sim.synthesize import job_options
-
-    try:
-        return job_options(db, job_id)
-    except duckdb.CatalogException as exc:  # an old database has no synth_jobs table
-        raise PersonahubError(f"--resume {job_id}: no synthesis jobs in {db}") from exc
-
-
-@app.command()
 @one_line_errors
 def synthesize(
     task: Annotated[str | None, typer.Argument(help="Task name (see --list).")] = None,
@@ -107,7 +91,7 @@ def synthesize(
     """Synthesize data from personas: one item per persona for TASK, into synth_items."""
     from personahub.agents.llm import resolve_spec
     from personahub.personas.quality import rejection_line
-    from personahub.sim.synthesize import SynthOptions, run_synthesis
+    from personahub.sim.synthesize import SynthOptions, job_options, run_synthesis
 
     if list_templates:
         _list_templates()
@@ -116,7 +100,7 @@ def synthesize(
         raise PersonahubError("give a TASK (see --list) or --resume JOB")
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
     if resume:  # the client answers as it did for the job: its seed, its generation settings
-        stored = _job_options(db, resume)
+        stored = job_options(db, resume)
         task = task or stored.task
         seed = stored.seed
         flags = ModelFlags(stored.structured, stored.max_tokens, stored.temperature, stored.top_p)
@@ -140,7 +124,7 @@ def synthesize(
         else:
             started("job", job_id, db)
 
-    with _progress(client) as bar:
+    with job_progress(client) as bar:
         handle = bar.add_task(f"synthesizing {task}", total=n)
         summary = run_synthesis(options, resume=resume, client=client, fresh=fresh,
                                 on_start=on_start,
@@ -178,7 +162,6 @@ def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
     return written
 
 
-@app.command("export")
 @one_line_errors
 def export_cmd(
     out_file: Annotated[Path, typer.Option("--out", help="Output file.")],
@@ -204,7 +187,6 @@ def export_cmd(
             overwrite=force)
 
 
-@app.command()
 @one_line_errors
 def report(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for index.html and PNGs.")],

@@ -376,6 +376,8 @@ def job_options(db: str | Path, job_id: str) -> SynthOptions:
     con = connect(db, read_only=True)
     try:
         return _resume_options(con, job_id, None)[0]
+    except duckdb.CatalogException as exc:  # an old database has no synth_jobs table
+        raise PersonahubError(f"--resume {job_id}: no synthesis jobs in {db}") from exc
     finally:
         con.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -101,6 +101,15 @@ COMMANDS = [
             "SELECT step, agent_id, persona_id, kind, content, text FROM emissions ORDER BY ALL"),
 ]
 IDS = [c.name for c in COMMANDS]
+# The same jobs resumed explicitly by id: --resume EXPANSION_ID, --resume CORPUS (no corpus file,
+# relations or reading options given again: the job stored them).
+RESUMED_BY_ID = [
+    replace(COMMANDS[1], name="personas expand --resume", resume=lambda db: [
+        "personas", "expand", "--resume", rows(db, "SELECT expansion_id FROM expansions")[0][0],
+        "--batch-size", 2, "--db", db]),
+    replace(COMMANDS[2], name="personas from-text --resume", resume=lambda db: [
+        "personas", "from-text", "--resume", "corpus.txt", "--batch-size", 2, "--db", db]),
+]
 
 
 def interrupt_at_commit(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
@@ -123,7 +132,8 @@ def finished(db: Path, command: Command, *extra: object) -> None:
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=IDS)
+@pytest.mark.parametrize("command", COMMANDS + RESUMED_BY_ID,
+                         ids=IDS + [c.name for c in RESUMED_BY_ID])
 def test_resume_without_seed_equals_the_uninterrupted_job(tmp_path, monkeypatch, command):
     whole = tmp_path / "whole" / "hub.duckdb"
     whole.parent.mkdir()
@@ -225,4 +235,42 @@ def test_text_job_stores_its_config(tmp_path):
     (config,) = rows(db, "SELECT config FROM text_jobs")[0]
     stored = json.loads(config)
     assert (stored["seed"], stored["temperature"], stored["relations"]) == (9, 0.5, ["read", "like"])
+    assert rows(db, "SELECT status FROM text_jobs") == [("finished",)]
+
+
+def interrupted(db: Path, command: Command, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``command``'s job in ``db``, stopped by Ctrl-C after its first batch."""
+    command.prepare(db)
+    with monkeypatch.context() as patch:
+        interrupt_at_commit(patch, command.commits_before_batches + 2)
+        assert invoke(*command.start(db), "--seed", 5).exit_code == 130
+
+
+def test_expand_resume_by_id_refuses_what_the_expansion_fixes(tmp_path, monkeypatch):
+    db = tmp_path / "hub.duckdb"
+    interrupted(db, COMMANDS[1], monkeypatch)
+    (expansion,) = rows(db, "SELECT expansion_id FROM expansions")[0]
+    changed = invoke("personas", "expand", "--resume", expansion, "--hops", 3, "--db", db)
+    assert changed.exit_code == 1 and "leave out --hops" in changed.output
+    unknown = invoke("personas", "expand", "--resume", "exp-nope", "--db", db)
+    assert unknown.exit_code == 1 and "--resume exp-nope: no such expansion" in unknown.output
+    assert invoke("personas", "expand", "--resume", expansion, "--db", db).exit_code == 0
+    again = invoke("personas", "expand", "--resume", expansion, "--db", db)
+    assert again.exit_code == 1 and "the expansion is finished" in again.output
+
+
+def test_from_text_resume_by_corpus_name(tmp_path, monkeypatch):
+    db = tmp_path / "hub.duckdb"
+    interrupted(db, COMMANDS[2], monkeypatch)
+    changed = invoke("personas", "from-text", "--resume", "corpus.txt", "--relations", "read",
+                     "--db", db)
+    assert changed.exit_code == 1 and "leave out --relations" in changed.output
+    unknown = invoke("personas", "from-text", "--resume", "other", "--db", db)
+    assert unknown.exit_code == 1 and "no text-to-persona job over corpus 'other'" in unknown.output
+    neither = invoke("personas", "from-text", "--db", db)
+    assert neither.exit_code == 2 and "Missing argument" in neither.output
+    stored = json.loads(rows(db, "SELECT config FROM text_jobs")[0][0])
+    assert stored["path"] == str(_corpus(db).resolve()) and stored["split"] == "paragraph"
+    assert rows(db, "SELECT status FROM text_jobs") == [("interrupted",)]
+    assert invoke("personas", "from-text", "--resume", "corpus.txt", "--db", db).exit_code == 0
     assert rows(db, "SELECT status FROM text_jobs") == [("finished",)]

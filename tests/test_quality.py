@@ -507,7 +507,7 @@ def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest
 
 
 def test_expand_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import personahub.sim.cli as cli
+    import personahub.sim.cli_personas as cli  # the module holding personas expand
 
     con, _ = _hub(tmp_path)
     con.close()

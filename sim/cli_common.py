@@ -1,0 +1,204 @@
+"""What every CLI command module shares: the consoles, the option types, the generation flags,
+one-line error handling, the model client and its banner, the progress display, job announcements.
+
+Command modules (``sim/cli_*.py``) import this module and nothing of each other; ``sim/cli.py``
+assembles them into the ``personahub`` app. Nothing here imports a command module.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import duckdb
+import typer
+from personahub.personas.dbcheck import first_line
+from personahub.personas.errors import PersonahubError
+from personahub.personas.store import is_damage
+from personahub.sim.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+
+try:  # typer >= 0.22 ships its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
+    from personahub.agents.llm import LLMClient
+
+console = Console(stderr=True)
+out = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
+                                        help="DuckDB database file.")]
+LlmOption = Annotated[str | None, typer.Option(
+    "--llm", help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
+                  "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
+                  "Env: PERSONAHUB_LLM.")]
+ConcurrencyOption = Annotated[int, typer.Option("--concurrency", min=1,
+                                                help="Model calls in flight at most.")]
+TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1,
+                                              help="Seconds before a model call is abandoned.")]
+StructuredOption = Annotated[str, typer.Option(
+    "--structured", help="How the JSON schema is asked for: auto (learn per endpoint from the "
+                         "first refusal), json_schema, json_object, tools or prompt.")]
+MaxTokensOption = Annotated[int | None, typer.Option(
+    "--max-tokens", min=1, help="Output tokens per model call at most (default: per output "
+                                "kind, 160-700).")]
+TemperatureOption = Annotated[float | None, typer.Option(
+    "--temperature", min=0, max=2, help="Sampling temperature (default: the server's).")]
+TopPOption = Annotated[float | None, typer.Option(
+    "--top-p", min=0, max=1, help="Nucleus sampling top_p (default: the server's).")]
+OfflineLatencyOption = Annotated[float, typer.Option(
+    "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY",
+    help="Seconds the offline engine waits per call (to simulate a slow model).")]
+CacheOption = Annotated[str, typer.Option(
+    "--cache", help="Model answer cache: off, record (answer hits from the cache, record "
+                    "misses) or replay (cache only: no model call; a miss is an error).")]
+RpsOption = Annotated[float | None, typer.Option(
+    "--rps", min=0.001, help="Model requests per second at most (all endpoints together).")]
+
+
+LanguageOption = Annotated[str | None, typer.Option(
+    help="Ask for personas in this language (en, fr, zh, ... or a name); the quality gate rejects "
+         "answers in another script.")]
+
+
+@dataclass(frozen=True)
+class ModelFlags:
+    """The generation flags every model-calling command takes."""
+
+    structured: str = "auto"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """As ``LLMSettings`` / job option keyword arguments."""
+        return {"structured": self.structured, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "top_p": self.top_p}
+
+
+def error_line(message: str) -> None:
+    """Print ``error: MESSAGE`` as one line on stderr (never wrapped, markup not interpreted)."""
+    first = " ".join(str(message).split()) or "unknown error"
+    console.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
+
+
+def one_line_errors(func: F) -> F:
+    """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit.
+
+    SIGTERM is turned into an interrupt for the command's duration (``sim.interrupts``), so a
+    run or job it stops is marked ``interrupted`` as after Ctrl-C; the exit is 143, not 130.
+    ``sys.exit`` and other BaseExceptions raised by scenario code become one line too, naming
+    the scenario's file and line: they are not this program's way out, so they must not end it
+    silently (loading and running a scenario already turn them into errors; this is the net).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with sigterm_as_interrupt():
+                return func(*args, **kwargs)
+        except PersonahubError as exc:
+            error_line(str(exc))
+            raise typer.Exit(1) from None
+        except duckdb.Error as exc:
+            if not is_damage(exc):
+                raise
+            error_line(f"--db {kwargs.get('db', '?')}: the database file is damaged "
+                       f"({first_line(exc)})")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt as exc:
+            line = str(exc) if isinstance(exc, Stopped) else f"interrupted by {signal_name(exc)}"
+            console.print(f"[bold red]{escape(line)}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(exit_code(exc)) from None
+        except Exception:
+            raise  # a bug: its traceback is what to report
+        except BaseException as exc:  # sys.exit or a BaseException subclass
+            from personahub.sim.scenario import raised_text, scenario_frame
+
+            where = scenario_frame(exc)
+            if where is None:  # ours (rich exits quietly on a closed pipe, for one)
+                raise
+            error_line(f"{where}: scenario code {raised_text(exc)}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def banner(client: LLMClient) -> None:
+    """Say which engine answers, plainly (test doubles without a label are not announced)."""
+    if not hasattr(client, "label"):
+        return
+    if client.is_offline:
+        console.print("engine: [bold]offline[/] — deterministic offline engine; "
+                      "no language model is used.")
+    else:
+        console.print(f"engine: [bold]{client.label}[/] (language model over HTTP)")
+
+
+def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
+                offline_latency: float = 0.0, *, rps: float | None = None,
+                check: bool = True, flags: ModelFlags | None = None,
+                announce: bool = True) -> LLMClient:
+    """Build the model client for a command and check the endpoint answers (unless ``check``
+    is off, as for a replay from the cache, which calls no model). ``announce=False`` leaves
+    the banner to the caller, once its input is checked (a bad input then prints one line)."""
+    from personahub.agents.llm import LLMSettings, check_reachable, resolve_spec
+    from personahub.agents.llm import make_client as make_llm_client
+
+    client = make_llm_client(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
+                                         timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
+                                         **(flags or ModelFlags()).settings()))
+    if check:
+        for label in check_reachable(client):
+            console.print(f"[yellow]warning:[/] endpoint {label} is unreachable; using the others",
+                          highlight=False)
+    if announce:
+        banner(client)
+    return client
+
+
+def job_progress(client: LLMClient | None = None) -> Progress:
+    """A progress display (with the client's call counts when it calls a model)."""
+    from personahub.sim.progress import JobProgress
+
+    return JobProgress(console, getattr(client, "stats", None))  # test doubles may count nothing
+
+
+def started(what: str, key: str, db: Path) -> None:
+    """Name a job on stderr as it starts: its id is what resumes it if it stops."""
+    console.print(f"{what} [bold]{escape(key)}[/] started in {escape(str(db))}", highlight=False,
+                  soft_wrap=True)
+
+
+def stored_flags(stored: Mapping[str, Any], default: ModelFlags) -> ModelFlags:
+    """The generation flags a job was started with (``default`` for each one it did not store)."""
+    return ModelFlags(*(stored.get(k, getattr(default, k)) for k in
+                        ("structured", "max_tokens", "temperature", "top_p")))
+
+
+def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]:
+    """Which of the parameters ``names`` the user gave (on the command line or in the
+    environment), as ``--flag`` spellings: a resume refuses those its job already fixes.
+    (Sources compare by name: typer may run on its own copy of click.)"""
+    chosen = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            chosen.append("--" + name.replace("_", "-"))
+    return chosen
+
+
+def missing_argument(ctx: typer.Context, name: str) -> NoReturn:
+    """Click's own "Missing argument" usage error, for an argument that is optional only
+    alongside ``--resume`` (same message and exit code as when it was required)."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    raise click_exceptions.MissingParameter(ctx=ctx, param=param)

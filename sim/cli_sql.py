@@ -1,0 +1,74 @@
+"""``personahub sql``: read a query (argument or file), run it through ``analysis.user_sql``
+and print the result as a table, CSV or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from personahub.personas.errors import PersonahubError
+from personahub.personas.store import DEFAULT_DB
+from personahub.sim.cli_common import DbOption, one_line_errors, out
+from rich.table import Table
+
+
+@one_line_errors
+def sql(
+    query: Annotated[str | None, typer.Argument(
+        help="SQL to run (read-only), or a path ending in .sql.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="File of SQL to run.")] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    limit: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 200,
+    allow_files: Annotated[bool, typer.Option(
+        "--allow-files", help="Let the SQL read and write files (read_csv, read_parquet, glob, "
+                              "COPY ... TO, EXPORT DATABASE, ATTACH read-only). Off by "
+                              "default; the database stays read-only either way.")] = False,
+) -> None:
+    """Query the database with SQL over a read-only connection (analysis views included).
+
+    A file may hold several statements; the result of the last one is printed. The views of
+    ``analysis/views.sql`` (v_duplicate_rate, v_run_usage, ...) are installed as TEMP views.
+    The SQL cannot touch other files (unless --allow-files), install or load extensions, or
+    change settings (SET, RESET, PRAGMA).
+    """
+    from personahub.analysis.user_sql import run_user_query
+
+    if fmt not in ("table", "csv", "json"):
+        raise PersonahubError(f"--format {fmt!r}: use table, csv or json")
+    if file is None and query is not None and query.strip().lower().endswith(".sql"):
+        file = Path(query.strip())
+    if file is not None:
+        try:
+            query = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PersonahubError(f"--file {file}: {exc.strerror or exc}") from exc
+    if not query or not query.strip():
+        raise PersonahubError("sql: give a query, a .sql path or --file FILE")
+    where = f"{file}: " if file is not None else ""
+    columns, rows = run_user_query(db, query, allow_files=allow_files, where=where)
+    print_rows(columns, rows, fmt, limit)
+
+
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, limit: int) -> None:
+    """Print a result set as a table, CSV or JSON lines."""
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    if fmt == "json":
+        for row in rows:
+            sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)), default=str) + "\n")
+        return
+    table = Table(*columns)
+    for row in rows[:limit]:
+        table.add_row(*["NULL" if v is None else str(v) for v in row])
+    out.print(table)
+    if len(rows) > limit:
+        out.print(f"({len(rows)} rows, first {limit} shown)")
