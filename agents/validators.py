@@ -124,7 +124,9 @@ def check_multi_turn(content: Content) -> QualityIssue | None:
 
 def _split_args(text: str) -> list[str]:
     """Top-level comma-separated entries (commas inside brackets belong to a type)."""
-    entries, depth, current = [], 0, []
+    entries: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char in "([{":
             depth += 1
