@@ -50,6 +50,7 @@ def test_interrupted_expansion_resumes_to_the_same_hub(tmp_path, fail_after):
     assert asked == full.asked  # calls of the lost batch were never written
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_resume_over_the_loopback_server(tmp_path, server):
     srv = server(seed=2)
     spec = f"{srv.base_url}?model=offline"
@@ -82,6 +83,7 @@ def test_resume_checks_settings_and_default_behaviour_is_unchanged(tmp_path):
     assert run(con, client(), start, hops=0).asked == 0
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_cli_expand_resumes_automatically(tmp_path):
     from personahub.sim.cli import app
     from typer.testing import CliRunner

@@ -132,6 +132,7 @@ def test_sections_run_from_shared_to_specific_and_keep_their_headings():
     assert "Answer only with JSON" in messages[0].content
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_trimming_is_the_same_in_every_process():
     """Set iteration order changes with the hash seed; the prompts must not."""
     script = ("import hashlib, sys; sys.path.insert(0, '.'); "

@@ -124,6 +124,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_kill_dash_nine_then_resume_equals_an_uninterrupted_run(scenario_path, tmp_path, uninterrupted):
     db = tmp_path / "killed.duckdb"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}

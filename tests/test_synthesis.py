@@ -73,7 +73,9 @@ def loopback_url():
         yield server.base_url + "?model=offline"
 
 
-@pytest.mark.parametrize("mode", PROMPTING_MODES)
+# every mode of every task runs offline above; over HTTP the fast subset keeps zero-shot
+@pytest.mark.parametrize("mode", [m if m == "zero-shot" else pytest.param(m, marks=pytest.mark.slow)
+                                  for m in PROMPTING_MODES])
 @pytest.mark.parametrize("task", sorted(TEMPLATES))
 def test_every_task_and_mode_over_http(tmp_path: Path, loopback_url: str, task: str,
                                        mode: str) -> None:
@@ -146,6 +148,7 @@ def test_tool_shape_and_openai_function() -> None:
     assert schema_for("multi_turn", with_assistant=True) is Conversation
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_loopback_server_with_faults(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     with running_server(error_rate=0.25, malformed_rate=0.25) as server:

@@ -144,6 +144,7 @@ print("finished", flush=True)
 """
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_sigkill_midway_then_rerun_gives_the_same_hub(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", 30)
     db = tmp_path / "killed.duckdb"
