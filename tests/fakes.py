@@ -2,7 +2,7 @@
 
 Tests used to hand-write a stand-in client each (scripted answers, crashes, failing endpoints,
 edited answers); every one re-implemented ``structured`` and ``drain_records``. ``FakeClient`` is
-that stand-in once: an offline ``LLMClient`` underneath, with three optional hooks —
+that stand-in once: a real client underneath (offline unless given), with three optional hooks —
 
 - ``answer(call)``: answer a call yourself (a pydantic value or a ``StructuredResult``), raise to
   simulate a crash or an unreachable endpoint, or return ``None`` to let the offline engine answer;
@@ -53,19 +53,22 @@ Edit = Callable[[Call, StructuredResult], StructuredResult]
 
 @dataclass
 class FakeClient:
-    """A model client for tests: the offline engine, unless a hook says otherwise.
+    """A model client for tests: ``inner`` (an offline ``LLMClient`` unless given), unless a hook
+    says otherwise.
 
     Counts what it is asked (``calls``, ``by_purpose``, ``by_step``, ``prompts``) and the most
     calls in flight at once. Records of scripted answers are drained like the real client's.
-    Attributes it does not define (``endpoints``, ``model_name``, …) come from the offline client.
+    ``label`` and ``is_offline`` are ``inner``'s unless ``name``/``offline`` override them; other
+    attributes (``endpoints``, ``model_name``, …) come from ``inner``.
     """
 
     answer: Answer | None = None
     edit: Edit | None = None
     delay: Callable[[Call], float] | None = None
+    inner: Any = None
     seed: int = 1
-    label: str = "offline"
-    is_offline: bool = True
+    name: str | None = None
+    offline: bool | None = None
     calls: int = 0
     by_purpose: Counter[str] = field(default_factory=Counter)
     by_step: Counter[tuple[int, str]] = field(default_factory=Counter)
@@ -73,19 +76,25 @@ class FakeClient:
     max_in_flight: int = 0
     _in_flight: int = 0
     _records: list[CallRecord] = field(default_factory=list)
-    _inner: LLMClient | None = None
+
+    def client(self) -> Any:
+        """The client underneath, built on first use (scripted fakes never need one)."""
+        if self.inner is None:
+            self.inner = LLMClient(LLMSettings(seed=self.seed))
+        return self.inner
 
     @property
-    def inner(self) -> LLMClient:
-        """The offline client underneath, built on first use (scripted fakes never need it)."""
-        if self._inner is None:
-            self._inner = LLMClient(LLMSettings(seed=self.seed))
-        return self._inner
+    def label(self) -> str:
+        return self.name if self.name is not None else self.client().label
+
+    @property
+    def is_offline(self) -> bool:
+        return self.offline if self.offline is not None else self.client().is_offline
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        if name.startswith("_") or name in ("inner", "answer", "edit", "delay"):
             raise AttributeError(name)
-        return getattr(self.inner, name)
+        return getattr(self.client(), name)
 
     async def structured(self, schema: type[BaseModel], messages: Any, **kwargs: Any) -> StructuredResult:
         self.calls += 1
@@ -108,14 +117,14 @@ class FakeClient:
     async def _answer(self, call: Call) -> StructuredResult:
         scripted = self.answer(call) if self.answer is not None else None
         if scripted is None:
-            return await self.inner.structured(call.schema, call.messages, **call.kwargs)
+            return await self.client().structured(call.schema, call.messages, **call.kwargs)
         if not isinstance(scripted, StructuredResult):
             scripted = StructuredResult(scripted, [])
         self._records.extend(scripted.records)
         return scripted
 
     def drain_records(self) -> list[CallRecord]:
-        records = self._inner.drain_records() if self._inner is not None else []
+        records = self.inner.drain_records() if self.inner is not None else []
         records, self._records = records + self._records, []
         return records
 
