@@ -102,8 +102,7 @@ class FakeClient:
         self.by_purpose[call.purpose or ""] += 1
         self.by_step[(call.step, call.purpose or "")] += 1
         last = messages[-1]
-        self.prompts.append((call.purpose or "", call.persona_id or "",
-                             getattr(last, "content", None) or str(last)))
+        self.prompts.append((call.purpose or "", call.persona_id or "", getattr(last, "content", last)))
         self._in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:

@@ -22,7 +22,9 @@ from personahub.agents.synthesis_schemas import (
 from personahub.personas.errors import PersonahubError
 from personahub.sim import synthesize
 from personahub.sim.synthesize import SynthOptions, load_examples, run_synthesis
+from pydantic import BaseModel
 
+from tests.fakes import Call, FakeClient
 from tests.synth_helpers import write_examples
 
 
@@ -211,25 +213,15 @@ def test_resume_skips_done_personas(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert again.written == 0 and again.skipped_done == 7
 
 
-class SameAnswerClient:
-    """A stand-in model client that answers every persona with the same instruction."""
-
-    label = "same-answer"
-    is_offline = True
-
-    async def structured(self, schema, messages, **kwargs):  # noqa: ANN001, ANN003
-        from personahub.agents.llm import StructuredResult
-
-        return StructuredResult(schema(instruction="Plan my week of ferry crossings please"), [])
-
-    def drain_records(self) -> list:
-        return []
+def same_instruction(call: Call) -> BaseModel:
+    """Every persona gets the same instruction."""
+    return call.schema(instruction="Plan my week of ferry crossings please")
 
 
 def test_near_duplicates_flagged_within_job(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     summary = run_synthesis(SynthOptions(task="instruction", n=3, db=str(db)),
-                            client=SameAnswerClient())
+                            client=FakeClient(same_instruction, name="same-answer", offline=True))
     rows = items(db, summary.job_id)
     originals = [r for r in rows if not r[6]]
     assert summary.duplicates == 2 and len(originals) == 1
