@@ -348,9 +348,9 @@ SCENARIO = Scenario(name="slow", personas=PersonaSource(path="people.jsonl"),
 """
 
 
+@pytest.mark.slow  # a real process per signal; the fast subset keeps the synthesis job's SIGTERM
 @pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"),
-                                                  pytest.param(signal.SIGINT, 130, "Ctrl-C",
-                                                               marks=pytest.mark.slow)])
+                                                  (signal.SIGINT, 130, "Ctrl-C")])
 def test_a_signal_marks_the_run_interrupted_in_one_line(tmp_path, sig, code, name):
     (tmp_path / "people.jsonl").write_text(
         "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(4)))
