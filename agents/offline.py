@@ -99,9 +99,9 @@ class SchemaFiller:
             high = int(schema.get("maximum", low + 9))
             return rng.randint(low, high)
         if kind == "number":
-            low = float(schema.get("minimum", 0.0))
-            high = float(schema.get("maximum", low + 10.0))
-            return round(rng.uniform(low, high), 2)
+            floor = float(schema.get("minimum", 0.0))
+            ceiling = float(schema.get("maximum", floor + 10.0))
+            return round(rng.uniform(floor, ceiling), 2)
         if kind == "boolean":
             return rng.random() < 0.5
         text = self.maker.string_for(name or "text", siblings or {})

@@ -52,7 +52,7 @@ def is_plain(params: dict[str, Any]) -> bool:
 class PassThroughCompletions(AsyncCompletions):
     """``chat.completions`` of an ``AsyncOpenAI`` client, minus the per-request payload walk."""
 
-    async def create(self, *, extra_headers: Any = None, extra_query: Any = None,  # type: ignore[override]
+    async def create(self, *, extra_headers: Any = None, extra_query: Any = None,
                      extra_body: Any = None, timeout: Any = NOT_GIVEN, **params: Any) -> Any:
         """Post ``params`` as the body when they are plain; otherwise the SDK's ``create``."""
         params = {k: v for k, v in params.items() if _given(v)}

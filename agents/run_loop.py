@@ -27,7 +27,7 @@ _BLOCKING = (socket.getaddrinfo, socket.getnameinfo)
 class InlineExecutor(ThreadPoolExecutor):
     """Runs submitted work at once in the caller's thread, except name resolution."""
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:  # type: ignore[override]
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """A finished future holding ``fn(*args, **kwargs)`` (or a thread's, for DNS)."""
         if fn in _BLOCKING:
             return super().submit(fn, *args, **kwargs)

@@ -376,6 +376,11 @@ class RunningServer:
         self._server.server_close()
 
 
+#: How often the serving loop checks for ``stop()``: socketserver's default (0.5 s) made every
+#: stop wait half a second, most of a short test's time.
+_POLL_S = 0.02
+
+
 class _Server6(_Server):
     address_family = socket.AF_INET6
 
@@ -398,7 +403,8 @@ def start_server(options: ServerOptions | None = None, host: str = "127.0.0.1",
                                   "another --port (0 picks a free one)") from None
         raise PersonahubError(f"--host {host} --port {port}: cannot listen there "
                               f"({exc.strerror or exc})") from None
-    thread = threading.Thread(target=server.serve_forever, name="offline-openai", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(_POLL_S,), name="offline-openai",
+                              daemon=True)
     thread.start()
     bound_port = server.server_address[1]
     netloc = f"[{host}]" if ipv6 else host

@@ -143,7 +143,7 @@ class ModeBook:
 
     def __init__(self, setting: StructuredSetting, endpoints: int) -> None:
         self.setting = setting
-        first: StructuredMode = AUTO_ORDER[0] if setting == "auto" else setting  # type: ignore[assignment]
+        first: StructuredMode = AUTO_ORDER[0] if setting == "auto" else setting
         self._modes: list[StructuredMode] = [first] * max(1, endpoints)
         self._ignored = [0] * max(1, endpoints)
         self._settled = [setting != "auto"] * max(1, endpoints)

@@ -71,7 +71,9 @@ def free_text_issue(text: str, what: str, min_chars: int, min_words: int) -> Qua
 
 def _split_args(text: str) -> list[str]:
     """Top-level comma-separated entries (commas inside brackets belong to a type)."""
-    entries, depth, current = [], 0, []
+    entries: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char in "([{":
             depth += 1

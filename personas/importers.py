@@ -14,7 +14,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -94,7 +94,7 @@ class _BadRecord(Exception):
 
 
 @contextmanager
-def _open_binary(path: Path) -> Iterator[IO[bytes]]:
+def _open_binary(path: Path) -> Iterator[io.BufferedReader | gzip.GzipFile]:
     """Open a file for reading, transparently gunzipping it (decided by magic bytes, not name)."""
     with open(path, "rb") as raw:
         if raw.peek(2)[:2] == _GZIP_MAGIC:
@@ -194,7 +194,7 @@ def _parse_json_line(raw: bytes, line_no: int) -> Row:
     return value
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, Row | _BadRecord]]:
+def _jsonl_records(path: Path) -> Generator[tuple[int, Row | _BadRecord]]:
     """Yield (physical line number, object or reason) for every non-blank line."""
     with _open_binary(path) as f:
         for line_no, raw in enumerate(f, 1):

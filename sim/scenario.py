@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from personahub.agents.prompt_budget import PromptBudget
 from personahub.agents.tasks import emission_kinds
@@ -395,9 +395,18 @@ class Scenario:
         object.__setattr__(self, "surveys", tuple(self.surveys))
         object.__setattr__(self, "kinds", tuple(self.kinds))
 
+    @property
+    def scheduled_events(self) -> tuple[Event, ...]:
+        """``events`` as ``__post_init__`` leaves it: ``Event`` objects sorted by step.
+
+        The field also accepts a step -> texts mapping, so its declared type is wider than what it
+        holds after construction; read it through here to get the narrow type.
+        """
+        return cast(tuple[Event, ...], self.events)
+
     def events_at(self, step: int) -> list[Event]:
         """The events scheduled for ``step``, in scenario order."""
-        return [e for e in self.events if e.step == step]
+        return [e for e in self.scheduled_events if e.step == step]
 
     def interventions_at(self, step: int) -> list[tuple[int, Intervention]]:
         """(index, intervention) pairs scheduled for ``step``, in scenario order."""
@@ -493,7 +502,7 @@ def check_steps(scenario: Scenario) -> None:
         _check(step <= last, f"{what} is scheduled at step {step}, after the last step "
                              f"(steps={last}); it would never happen")
 
-    for event in scenario.events:
+    for event in scenario.scheduled_events:
         late(f"event {event.text[:40]!r}", event.step)
     for x in scenario.interventions:
         late(f"intervention {x.action} of {x.target!r}", x.step)
@@ -529,7 +538,7 @@ def check_references(scenario: Scenario, personas: Sequence[Persona]) -> None:
     keys = {k for p in personas for k in p.attributes}
     if scenario.graph.hops:
         keys |= EXPANDED_ATTRIBUTES
-    audiences = [(f"event at step {e.step}", e.audience) for e in scenario.events]
+    audiences = [(f"event at step {e.step}", e.audience) for e in scenario.scheduled_events]
     audiences += [(f"survey {s.id!r}", s.audience) for s in scenario.surveys]
     for where, audience in audiences:
         for ref in audience.personas:

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from personahub.agents.llm import LLMClient, LLMSettings, LLMUnavailable
 from personahub.agents.server import RunningServer, ServerOptions, start_server
 
 ROLES = ["nurse", "baker", "ferry pilot", "librarian", "welder", "beekeeper", "coder", "farmer",
@@ -74,21 +73,3 @@ def server() -> Iterator[Callable[..., RunningServer]]:
     for handle in started:
         handle.stop()
 
-
-class FailsAtStep:
-    """Offline client whose endpoint becomes unreachable from a given step on."""
-
-    label = "offline"
-    is_offline = True
-
-    def __init__(self, step: int, seed: int = 1) -> None:
-        self.inner = LLMClient(LLMSettings(seed=seed))
-        self.step = step
-
-    async def structured(self, *args, **kwargs):
-        if (kwargs.get("step") or 0) >= self.step:
-            raise LLMUnavailable("model endpoint test is unreachable")
-        return await self.inner.structured(*args, **kwargs)
-
-    def drain_records(self):
-        return self.inner.drain_records()

@@ -1,30 +1,6 @@
-"""Helpers shared by the persona-pipeline tests: an interrupting caller and hub snapshots."""
+"""Helpers shared by the persona-pipeline tests: hub snapshots."""
 
 from __future__ import annotations
-
-from typing import Any
-
-
-class Interrupted(RuntimeError):
-    """Raised by FailAfter to simulate a crash in the middle of a job."""
-
-
-class FailAfter:
-    """Wrap a StructuredCaller and raise on call number ``n + 1`` (the first ``n`` succeed)."""
-
-    def __init__(self, inner: Any, n: int) -> None:
-        self.inner = inner
-        self.n = n
-        self.calls = 0
-
-    async def structured(self, schema, messages, **kwargs):
-        self.calls += 1
-        if self.calls > self.n:
-            raise Interrupted(f"simulated crash at call {self.calls}")
-        return await self.inner.structured(schema, messages, **kwargs)
-
-    def drain_records(self):
-        return self.inner.drain_records()
 
 
 def personas_snapshot(con) -> list[tuple]:

@@ -504,6 +504,7 @@ def test_bad_input_is_one_line(case: Case, tmp_path: Path, template: tuple[Path,
 # --------------------------------------------------------------------------- beyond the table
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_a_real_process_exits_with_the_codes(tmp_path: Path) -> None:
     """The exit codes above hold for the installed entry point too, not only under CliRunner."""
     (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")

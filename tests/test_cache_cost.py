@@ -50,6 +50,7 @@ def calls(db, run_id):
     return rows
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_record_then_replay_over_http_makes_no_request_and_reproduces_every_table(
         server, scenario_file, tmp_path):
     srv = server(error_rate=0.08, malformed_rate=0.1, fault_seed=5)

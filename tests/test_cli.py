@@ -104,6 +104,7 @@ def test_import_then_expand(persona_file, tmp_path):
     con.close()
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_scenario_script_runs_with_python(tmp_path):
     env = {**os.environ, "PERSONAHUB_DB": str(tmp_path / "script.duckdb")}
     done = subprocess.run([sys.executable, str(ROOT / "scenarios" / "riverside_town.py"),

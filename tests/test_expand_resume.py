@@ -8,7 +8,8 @@ from personahub.personas.record import Persona
 from personahub.personas.store import connect, upsert_personas
 
 from tests.conftest import persona_texts
-from tests.pipeline_helpers import FailAfter, Interrupted, personas_snapshot, relations_snapshot
+from tests.fakes import FakeClient, Interrupted, crash_after
+from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 
 
 def seeded_hub(path, n=5):
@@ -34,7 +35,7 @@ def test_interrupted_expansion_resumes_to_the_same_hub(tmp_path, fail_after):
     con, start2 = seeded_hub(tmp_path / "cut.duckdb")
     assert start2 == start
     with pytest.raises(Interrupted):
-        run(con, FailAfter(client(), fail_after), start)
+        run(con, FakeClient(crash_after(fail_after), inner=client()), start)
     unfinished = find_unfinished(con, hops=3, fanout=2)
     assert unfinished is not None and unfinished.status == "running"
     done_rows = con.execute("select count(*) from expansion_frontier where status = 'done'").fetchall()[0][0]
@@ -50,6 +51,7 @@ def test_interrupted_expansion_resumes_to_the_same_hub(tmp_path, fail_after):
     assert asked == full.asked  # calls of the lost batch were never written
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_resume_over_the_loopback_server(tmp_path, server):
     srv = server(seed=2)
     spec = f"{srv.base_url}?model=offline"
@@ -57,7 +59,7 @@ def test_resume_over_the_loopback_server(tmp_path, server):
     run(whole, client(spec), start, hops=2)
     con, _ = seeded_hub(tmp_path / "cut.duckdb", n=3)
     with pytest.raises(Interrupted):
-        run(con, FailAfter(client(spec), 5), start, hops=2)
+        run(con, FakeClient(crash_after(5), inner=client(spec)), start, hops=2)
     info = find_unfinished(con, hops=2)
     assert info is not None and info.pending > 0
     run(con, client(spec), start, hops=2, resume=info.expansion_id)
@@ -68,7 +70,7 @@ def test_resume_over_the_loopback_server(tmp_path, server):
 def test_resume_checks_settings_and_default_behaviour_is_unchanged(tmp_path):
     con, start = seeded_hub(tmp_path / "hub.duckdb", n=3)
     with pytest.raises(Interrupted):
-        run(con, FailAfter(client(), 2), start)
+        run(con, FakeClient(crash_after(2), inner=client()), start)
     info = find_unfinished(con)
     with pytest.raises(PersonahubError, match="same settings"):
         run(con, client(), start, fanout=3, resume=info.expansion_id)
@@ -82,6 +84,7 @@ def test_resume_checks_settings_and_default_behaviour_is_unchanged(tmp_path):
     assert run(con, client(), start, hops=0).asked == 0
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_cli_expand_resumes_automatically(tmp_path):
     from personahub.sim.cli import app
     from typer.testing import CliRunner
@@ -97,7 +100,8 @@ def test_cli_expand_resumes_automatically(tmp_path):
     con, start = seeded_hub(tmp_path / "cut.duckdb", n=4)
     offline0 = LLMClient(LLMSettings(seed=0))
     with pytest.raises(Interrupted):
-        asyncio.run(expand_hub(con, FailAfter(offline0, 7), start_ids=start, hops=2, fanout=2, batch_size=3,
+        crashing = FakeClient(crash_after(7), inner=offline0)
+        asyncio.run(expand_hub(con, crashing, start_ids=start, hops=2, fanout=2, batch_size=3,
                                config={"limit": None, "origin": "cli"}))
     con.close()
     result = runner.invoke(app, args + ["--db", str(tmp_path / "cut.duckdb")])

@@ -8,6 +8,7 @@ from personahub.personas.record import Persona
 from personahub.personas.store import connect, upsert_personas
 
 from tests.conftest import persona_texts
+from tests.fakes import FakeClient, people_answers
 
 
 def hub(tmp_path, n=8):
@@ -32,34 +33,11 @@ def test_graph_round_trips_with_multiple_labels(tmp_path):
     assert social_view(again).number_of_edges() == 2
 
 
-class Scripted:
-    """Answers expansion with fixed texts (one of them an existing persona, reworded)."""
-
-    def __init__(self, texts):
-        self.texts = texts
-        self.calls = 0
-
-    async def structured(self, schema, messages, *, purpose, persona_id=None, step=None):
-        self.calls += 1
-        people = [{"relation": "colleague", "persona": t} for t in self.texts]
-        value = schema.model_validate({"people": people})
-
-        class Result:
-            pass
-
-        result = Result()
-        result.value, result.records = value, []
-        return result
-
-    def drain_records(self):
-        return []
-
-
 def test_near_duplicate_becomes_an_edge_not_a_node(tmp_path):
     con, people = hub(tmp_path, n=2)
     twin = people[1].text + " "  # same words: a near (here exact) duplicate of persona 2
     fresh = "A glassblower from Murano who teaches night classes and keeps rescue pigeons."
-    caller = Scripted([twin, fresh])
+    caller = FakeClient(people_answers([twin, fresh]))
     summary = asyncio.run(expand_hub(con, caller, start_ids=[people[0].persona_id], hops=1,
                                      fanout=2))
     assert summary.new_personas == 1 and summary.merged_into_existing == 1

@@ -152,7 +152,6 @@ def test_rps_limit_is_honoured_across_endpoints(server):
     assert all(r.value is not None for r in results)
     assert a.stats.answered + b.stats.answered == 22 and a.stats.answered == b.stats.answered
     assert elapsed >= 0.95  # 21 requests at 20/s through one shared bucket: >= 20 intervals
-    assert elapsed < 10  # and it does not crawl
 
 
 def test_rps_limit_applies_to_the_offline_engine_and_validates():
@@ -178,9 +177,7 @@ def test_rps_limit_applies_to_the_offline_engine_and_validates():
     assert time.perf_counter() - started >= 0.45
 
 
-def test_round_robin_with_a_dead_endpoint_fails_over_without_stalling(server):
-    import time
-
+def test_round_robin_with_a_dead_endpoint_fails_over_without_stalling(server, monkeypatch):
     srv = server()
     dead = f"http://127.0.0.1:{free_port()}/v1"
     # a long backoff would show: failing over to a live endpoint must not wait for it
@@ -191,9 +188,16 @@ def test_round_robin_with_a_dead_endpoint_fails_over_without_stalling(server):
             ToolSpec, agent_messages(persona=f"A welder {i}", kind="tool_spec"), purpose="t")
             for i in range(20)])
 
-    started = time.perf_counter()
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def noted_sleep(delay, *args, **kwargs):
+        waits.append(delay)
+        return await real_sleep(delay, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "sleep", noted_sleep)
     results = asyncio.run(many())
-    assert time.perf_counter() - started < 4.0
+    assert not [w for w in waits if w >= 1.0]  # no backoff (>= 2.5 s here) before failing over
     assert all(r.value is not None for r in results)
     records = client.drain_records()
     failed = [r for r in records if r.status == "error"]

@@ -3,11 +3,13 @@
 import json
 
 import duckdb
+import pytest
 from personahub.agents.tasks import emission_task
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 
 
+@pytest.mark.slow  # end to end; a run over HTTP stays fast in test_llm_seam (one dead endpoint)
 def test_run_survives_injected_faults_and_accounts_for_every_call(server, scenario_file, tmp_path):
     srv = server(error_rate=0.1, malformed_rate=0.1, fault_seed=7)
     db = tmp_path / "loopback.duckdb"

@@ -132,7 +132,7 @@ def test_flags_equal_datasketch_minhashlsh(seed: int, read_back: bool) -> None:
 
 
 @pytest.mark.parametrize("read_back", [False, True])
-@pytest.mark.parametrize("window", [1, 7, 40, 300])
+@pytest.mark.parametrize("window", [1, 7, 40, pytest.param(300, marks=pytest.mark.slow)])
 def test_max_items_matches_only_the_latest_kept_texts(monkeypatch: pytest.MonkeyPatch,
                                                       window: int, read_back: bool) -> None:
     monkeypatch.setattr(near_dup, "BLOCK", 8)

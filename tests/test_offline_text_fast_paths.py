@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from personahub.agents.offline_text import _STOPWORDS, _heading_at, _keywords, split_sections
@@ -18,6 +19,10 @@ TEXTS = st.one_of(st.text(ALPHABET, max_size=60), st.text(max_size=60))
 WORDY = st.lists(st.one_of(st.sampled_from(sorted(_STOPWORDS)[:40]),
                            st.text(st.sampled_from(list("abcXYZ'- \n\u212a")), max_size=8)),
                  max_size=30).map(" ".join)
+
+
+# examples per property: a few in the fast subset, the full search in the slow one
+EXAMPLES = [150, pytest.param(800, marks=pytest.mark.slow)]
 
 
 def reference_keywords(text: str, limit: int) -> tuple[str, ...]:
@@ -42,29 +47,41 @@ def reference_sections(text: str) -> dict[str, str]:
     return sections
 
 
-@settings(max_examples=800, deadline=None)
-@given(st.one_of(TEXTS, WORDY), st.integers(-1, 6))
-def test_keywords_match_the_regex_definition(text, limit):
-    assert _keywords.__wrapped__(text, limit) == reference_keywords(text, limit)
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_keywords_match_the_regex_definition(examples):
+    @settings(max_examples=examples, deadline=None)
+    @given(st.one_of(TEXTS, WORDY), st.integers(-1, 6))
+    def check(text, limit):
+        assert _keywords.__wrapped__(text, limit) == reference_keywords(text, limit)
+
+    check()
 
 
 HEADINGS = st.lists(st.sampled_from(["## A", "#", "##  B  ", "\n", "\n\n", " x", "#C\n", "\u2028", "\x85#",
                                       "\t", "\u3000", "é"]), max_size=12).map("".join)
 
 
-@settings(max_examples=800, deadline=None)
-@given(st.one_of(TEXTS, HEADINGS))
-def test_headings_match_the_regex_definition(text):
-    for start in [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]:
-        expected, got = SECTION.match(text, start), _heading_at(text, start)
-        assert (got is None) == (expected is None)
-        if got is not None:
-            assert (got.start(), got.group(1), got.end()) == (expected.start(), expected.group(1),
-                                                             expected.end())
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_headings_match_the_regex_definition(examples):
+    @settings(max_examples=examples, deadline=None)
+    @given(st.one_of(TEXTS, HEADINGS))
+    def check(text):
+        for start in [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]:
+            expected, got = SECTION.match(text, start), _heading_at(text, start)
+            assert (got is None) == (expected is None)
+            if got is not None:
+                assert (got.start(), got.group(1), got.end()) == (expected.start(), expected.group(1),
+                                                                 expected.end())
+
+    check()
 
 
-@settings(max_examples=800, deadline=None)
-@given(st.one_of(TEXTS, HEADINGS))
-def test_sections_match_the_regex_definition(text):
-    assert split_sections(text) == reference_sections(text)
-    assert list(split_sections(text)) == list(reference_sections(text))
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_sections_match_the_regex_definition(examples):
+    @settings(max_examples=examples, deadline=None)
+    @given(st.one_of(TEXTS, HEADINGS))
+    def check(text):
+        assert split_sections(text) == reference_sections(text)
+        assert list(split_sections(text)) == list(reference_sections(text))
+
+    check()

@@ -66,3 +66,20 @@ def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("True " + str(site))
+
+
+def test_type_checker_tree_mirrors_the_package_dir_mapping() -> None:
+    """mypy reads the package through .typecheck/personahub/ (symlinks): it must match pyproject's
+    package-dir mapping, or a folder would silently go unchecked."""
+    import tomllib
+
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    tree = ROOT / ".typecheck"
+    assert (tree / "personahub" / "__init__.py").resolve() == ROOT / "personahub" / "__init__.py"
+    for package, folder in mapping.items():
+        if package == "personahub":
+            continue
+        linked = tree.joinpath(*package.split("."))
+        assert linked.is_symlink() and linked.resolve() == (ROOT / folder).resolve(), package
+    linked_names = {p.name for p in (tree / "personahub").iterdir() if p.is_dir()}
+    assert linked_names == {package.split(".")[1] for package in mapping if package != "personahub"}

@@ -28,7 +28,8 @@ from personahub.agents.tasks import emission_kinds, emission_task
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
 
-from tests.test_society import CountingClient, make_model
+from tests.fakes import FakeClient
+from tests.test_society import make_model
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = (ROOT / "scenarios" / "worlds" / "riverside_town.md").read_text(encoding="utf-8")
@@ -44,26 +45,31 @@ def human(messages) -> dict[str, str]:
     return split_sections(messages[-1].content)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(total=st.integers(200, 900), world=caps, events=caps, inbox=caps, memory=caps,
-       kind=st.sampled_from(sorted(emission_kinds())),
-       paragraphs=st.lists(sentences, max_size=12), event_texts=st.lists(sentences, max_size=8),
-       heard=st.lists(st.tuples(sentences, sentences), max_size=12),
-       remembered=st.lists(sentences, max_size=12), recent=st.lists(sentences, max_size=4),
-       addressee=st.one_of(st.none(), sentences))
-def test_agent_prompts_stay_within_their_budget(total, world, events, inbox, memory, kind,
-                                                paragraphs, event_texts, heard, remembered,
-                                                recent, addressee):
-    budget = PromptBudget(total=total, world=world, events=events, inbox=inbox, memory=memory)
-    messages = agent_messages(persona=PERSONA, kind=kind, world="\n\n".join(paragraphs),
-                              events=event_texts, inbox=heard, addressee=addressee,
-                              memory=remembered, recent=recent, budget=budget)
-    assert count_prompt_tokens(messages) <= total
-    parts = fit_context(Context("\n\n".join(paragraphs), event_texts, heard, remembered, recent),
-                        budget, fixed=0, world_query=emission_task(kind).agent_prompt(), memory_query="")
-    for name, text in parts.items():
-        cap = budget.cap(name)
-        assert cap is None or part_tokens(text) <= cap, name
+@pytest.mark.parametrize("examples", [40, pytest.param(150, marks=pytest.mark.slow)])
+def test_agent_prompts_stay_within_their_budget(examples):
+    """A few examples in the fast subset, the full search in the slow one."""
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(total=st.integers(200, 900), world=caps, events=caps, inbox=caps, memory=caps,
+           kind=st.sampled_from(sorted(emission_kinds())),
+           paragraphs=st.lists(sentences, max_size=12), event_texts=st.lists(sentences, max_size=8),
+           heard=st.lists(st.tuples(sentences, sentences), max_size=12),
+           remembered=st.lists(sentences, max_size=12), recent=st.lists(sentences, max_size=4),
+           addressee=st.one_of(st.none(), sentences))
+    def check(total, world, events, inbox, memory, kind, paragraphs, event_texts, heard, remembered,
+              recent, addressee):
+        budget = PromptBudget(total=total, world=world, events=events, inbox=inbox, memory=memory)
+        messages = agent_messages(persona=PERSONA, kind=kind, world="\n\n".join(paragraphs),
+                                  events=event_texts, inbox=heard, addressee=addressee,
+                                  memory=remembered, recent=recent, budget=budget)
+        assert count_prompt_tokens(messages) <= total
+        parts = fit_context(Context("\n\n".join(paragraphs), event_texts, heard, remembered, recent),
+                            budget, fixed=0, world_query=emission_task(kind).agent_prompt(), memory_query="")
+        for name, text in parts.items():
+            cap = budget.cap(name)
+            assert cap is None or part_tokens(text) <= cap, name
+
+    check()
 
 
 @settings(max_examples=60, deadline=None)
@@ -133,6 +139,7 @@ def test_sections_run_from_shared_to_specific_and_keep_their_headings():
     assert "Answer only with JSON" in messages[0].content
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_trimming_is_the_same_in_every_process():
     """Set iteration order changes with the hash seed; the prompts must not."""
     script = ("import hashlib, sys; sys.path.insert(0, '.'); "
@@ -173,7 +180,7 @@ def test_a_scenarios_budget_reaches_agent_and_survey_prompts():
     prompts = {}
     for name, budget in (("tight", PromptBudget(total=260, world=0)),
                          ("open", PromptBudget.unlimited())):
-        client = CountingClient()
+        client = FakeClient()
         model = make_model(Scenario(name=name, kinds=("npc_dialogue", "instruction"),
                                     events=events, surveys=(survey,), prompt_budget=budget),
                            client=client)

@@ -55,9 +55,11 @@ from personahub.sim.cli import app, print_summary
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 from personahub.sim.synthesize import SynthOptions, run_synthesis
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from tests.conftest import persona_texts
+from tests.fakes import Answer, Call, Edit, FakeClient, people_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_FILE = ROOT / "personas" / "data" / "seed_personas.jsonl"
@@ -420,23 +422,6 @@ def test_offline_emissions_and_items_all_pass() -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-class Scripted:
-    """A StructuredCaller answering every persona-pipeline call with fixed persona texts."""
-
-    def __init__(self, texts: list[str]) -> None:
-        self.texts = texts
-
-    async def structured(self, schema, messages, *, purpose, persona_id=None, step=None):
-        if "people" in schema.model_fields:
-            data = {"people": [{"relation": "colleague", "persona": t} for t in self.texts]}
-        else:
-            data = {"personas": [{"persona": t} for t in self.texts]}
-        return StructuredResult(schema.model_validate(data), [])
-
-    def drain_records(self) -> list:
-        return []
-
-
 JUNK = ["1.5 years old", "Lilith Maddox", "1234567890 Patients"]
 GOOD = "A pediatric nurse in Lagos who volunteers at a free clinic on weekends."
 
@@ -450,7 +435,7 @@ def _hub(tmp_path: Path, n: int = 2):
 
 def test_expansion_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
     con, people = _hub(tmp_path)
-    caller = Scripted([*JUNK, f'Persona: "{GOOD}"'])
+    caller = FakeClient(people_answers([*JUNK, f'Persona: "{GOOD}"']))
     summary = asyncio.run(expand_hub(con, caller, start_ids=[people[0].persona_id], hops=1,
                                      fanout=4))
     texts = {t for (t,) in con.execute("select text from personas").fetchall()}
@@ -472,7 +457,7 @@ def test_text_to_persona_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
     con = connect(tmp_path / "hub.duckdb")
     texts = [SourceText("doc-1", "A clinical note on paediatric asthma dosing."),
              SourceText("doc-2", "A review of a jazz trio's debut album.")]
-    caller = Scripted(["Lilith Maddox", GOOD, "1.5 years old"])
+    caller = FakeClient(people_answers(["Lilith Maddox", GOOD, "1.5 years old"]))
     summary = asyncio.run(text_to_persona(con, caller, texts, corpus="c", relations=("read",),
                                           per_text=3))
     assert summary.personas == 2 and summary.new_personas == 1  # the same good text twice
@@ -495,7 +480,7 @@ def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps({"text": "A guide to Portuguese freelance tax."}) + "\n")
     monkeypatch.setattr(cli_personas, "make_client",
-                        lambda *a, **k: Scripted(["Lilith Maddox", GOOD]))
+                        lambda *a, **k: FakeClient(people_answers(["Lilith Maddox", GOOD])))
     result = CliRunner().invoke(app, ["personas", "from-text", str(corpus), "--db",
                                       str(tmp_path / "h.duckdb"), "--relations", "read",
                                       "--per-text", "2"])
@@ -511,7 +496,8 @@ def test_expand_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.Mo
 
     con, _ = _hub(tmp_path)
     con.close()
-    monkeypatch.setattr(cli, "make_client", lambda *a, **k: Scripted(["Lilith Maddox", GOOD]))
+    monkeypatch.setattr(cli, "make_client",
+                        lambda *a, **k: FakeClient(people_answers(["Lilith Maddox", GOOD])))
     db = str(tmp_path / "hub.duckdb")
     result = CliRunner().invoke(app, ["personas", "expand", "--db", db, "--hops", "1",
                                       "--fanout", "2", "--language", "en"])
@@ -521,30 +507,22 @@ def test_expand_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.Mo
     assert bad.exit_code != 0 and "language 'klingon': unknown" in bad.output
 
 
-class BadTools:
-    """Offline answers, except tool specs: a broken identifier, then a Python keyword."""
+def breaking_tool_specs(broken: list[str]) -> Edit:
+    """Offline answers, except tool specs: a broken identifier, then a Python keyword (each
+    broken name is noted in ``broken``)."""
 
-    label = "offline"
-    is_offline = True
+    def edit(call: Call, result: StructuredResult) -> StructuredResult:
+        if call.schema is not ToolSpec or result.value is None:
+            return result
+        data = result.value.model_dump(by_alias=True)
+        if len(broken) % 2 == 0:  # what a seam without the schema's identifier check would pass
+            value = ToolSpec.model_construct(**{**data, "function_name": "1 bad name"})
+        else:  # passes the schema: only the gate knows 'class' cannot be a function name
+            value = ToolSpec.model_validate({**data, "function_name": "class"})
+        broken.append(value.function_name)
+        return StructuredResult(value, result.records, result.raw)
 
-    def __init__(self) -> None:
-        self.inner = LLMClient(LLMSettings(seed=3))
-        self.tools = 0
-
-    async def structured(self, schema, messages, **kwargs):
-        result = await self.inner.structured(schema, messages, **kwargs)
-        if schema is ToolSpec and result.value is not None:
-            self.tools += 1
-            data = result.value.model_dump(by_alias=True)
-            if self.tools % 2:  # what a seam without the schema's identifier check would pass
-                value = ToolSpec.model_construct(**{**data, "function_name": "1 bad name"})
-            else:  # passes the schema: only the gate knows 'class' cannot be a function name
-                value = ToolSpec.model_validate({**data, "function_name": "class"})
-            return StructuredResult(value, result.records, result.raw)
-        return result
-
-    def drain_records(self):
-        return self.inner.drain_records()
+    return edit
 
 
 def test_simulation_rejects_bad_tool_specs_as_failed_actions(scenario_file, tmp_path: Path,
@@ -552,60 +530,55 @@ def test_simulation_rejects_bad_tool_specs_as_failed_actions(scenario_file, tmp_
     # instructions outweigh tool specs: a step where most actions fail would stop the run
     path = scenario_file(n_personas=8, kinds=["tool_spec", "instruction"], steps=2,
                          kind_weights=(1.0, 3.0), graph="GraphGrowth(hops=0, acquaintances=2)")
-    client = BadTools()
+    broken: list[str] = []
+    client = FakeClient(edit=breaking_tool_specs(broken), seed=3)
     db = tmp_path / "run.duckdb"
     summary = run_scenario(load_scenario(path), RunOptions(db=db), client=client)
     con = connect(db)
     rows = con.execute("select source, run_id, step, persona_id, kind, reason, payload "
                        "from rejected order by step, persona_id").fetchall()
-    assert client.tools >= 2 and len(rows) == client.tools
+    assert len(broken) >= 2 and len(rows) == len(broken)
     assert {r[:2] for r in rows} == {("emission", summary.run_id)}
     assert {r[4] for r in rows} == {"tool_spec"}
-    assert Counter(r[5] for r in rows) == {"bad_identifier": (client.tools + 1) // 2,
-                                           "keyword_identifier": client.tools // 2}
+    assert Counter(r[5] for r in rows) == {"bad_identifier": (len(broken) + 1) // 2,
+                                           "keyword_identifier": len(broken) // 2}
     assert {json.loads(r[6])["function_name"] for r in rows} == {"1 bad name", "class"}
     assert con.execute("select count(*) from emissions where kind = 'tool_spec'").fetchall() \
         == [(0,)]
-    assert summary.emissions_by_kind == {"instruction": 16 - client.tools}
-    assert summary.failed_actions == client.tools
-    assert con.execute("select sum(n_failed) from steps").fetchall() == [(client.tools,)]
+    assert summary.emissions_by_kind == {"instruction": 16 - len(broken)}
+    assert summary.failed_actions == len(broken)
+    assert con.execute("select sum(n_failed) from steps").fetchall() == [(len(broken),)]
     assert summary.rejected == quality.tally({}, (r[5] for r in rows))
     install_views(con)
     assert con.execute("select source, kind, sum(n) from v_rejected group by all").fetchall() == [
-        ("emission", "tool_spec", client.tools)]
+        ("emission", "tool_spec", len(broken))]
     print_summary(summary)
     assert "rejected by the quality gate" in capsys.readouterr().out
 
 
-class NoQuestion:
-    """Math problems that ask nothing, except for the ``lucky`` persona (whose gets solved)."""
+def math_without_questions(lucky: set[str]) -> Answer:
+    """Math problems that ask nothing, except for the ``lucky`` personas (whose get solved)."""
 
-    label = "no-question"
-    is_offline = True
-
-    def __init__(self) -> None:
-        self.lucky: str | None = None
-
-    async def structured(self, schema, messages, *, persona_id=None, **kwargs):
-        if schema is Solution:
-            return StructuredResult(Solution(solution="40 * 9 * 7", answer="2520"), [])
+    def answer(call: Call) -> BaseModel:
+        if call.schema is Solution:
+            return Solution(solution="40 * 9 * 7", answer="2520")
         text = "A ferry carries 40 cars per trip and makes 9 trips a day, every day."
-        if persona_id == self.lucky:
+        if call.persona_id in lucky:
             text += " How many cars does it carry in a week?"
-        return StructuredResult(MathProblem(problem=text), [])
+        return MathProblem(problem=text)
 
-    def drain_records(self) -> list:
-        return []
+    return answer
 
 
 def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
-    client = NoQuestion()
+    lucky: set[str] = set()
+    client = FakeClient(math_without_questions(lucky), name="no-question", offline=True)
     con = connect(db)
     from personahub.sim.synthesize import _seed_hub_if_empty, select_personas
 
     _seed_hub_if_empty(con)
-    client.lucky = select_personas(con, None, 1)[0].persona_id
+    lucky.add(select_personas(con, None, 1)[0].persona_id)
     con.close()
     summary = run_synthesis(SynthOptions(task="math_problem", n=4, db=str(db), solve=True),
                             client=client)

@@ -12,11 +12,10 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
-from personahub.agents.llm import CallRecord, LLMClient, LLMSettings, StructuredResult
+from personahub.agents.llm import CallRecord, StructuredResult
 from personahub.personas.errors import PersonahubError
 from personahub.personas.record import Persona
 from personahub.personas.store import connect, upsert_personas
@@ -24,75 +23,44 @@ from personahub.sim.cli import app
 from personahub.sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
 from personahub.sim.scenario import load_scenario
 from personahub.sim.synthesize import SynthOptions, run_synthesis
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from tests.conftest import persona_texts
+from tests.fakes import Answer, Call, FakeClient, crash_after, unreachable_from_step
 from tests.test_resume import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 11  # the scenario_file fixture's seed
 
 
-class Wrapped:
-    """A model client passing everything to an offline ``LLMClient`` unless overridden."""
-
-    def __init__(self, seed: int = SEED) -> None:
-        self.inner = LLMClient(LLMSettings(seed=seed))
-        self.extra: list[CallRecord] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
-        return await self.inner.structured(schema, messages, **kwargs)
-
-    def drain_records(self) -> list[CallRecord]:
-        records, self.extra = self.inner.drain_records() + self.extra, []
-        return records
+def wrapped(answer=None, edit=None, seed: int = SEED) -> FakeClient:
+    """The offline client with the scenario_file fixture's seed, and the given hooks."""
+    return FakeClient(answer, edit, seed=seed)
 
 
-class FailingExpansion(Wrapped):
+def failing_expansion(persona_ids: list[str], times: int) -> Answer:
     """Expansion calls about the given personas fail (as after the seam's own retries)
     ``times`` times each; everything else is answered by the offline engine."""
+    left = dict.fromkeys(persona_ids, times)
 
-    def __init__(self, persona_ids: list[str], times: int) -> None:
-        super().__init__()
-        self.left = dict.fromkeys(persona_ids, times)
-
-    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
-        pid = kwargs.get("persona_id")
-        if kwargs.get("purpose") == "expand" and self.left.get(pid, 0) > 0:
-            self.left[pid] -= 1
+    def answer(call: Call) -> StructuredResult | None:
+        pid = call.persona_id
+        if call.purpose == "expand" and left.get(pid, 0) > 0:
+            left[pid] -= 1
             record = CallRecord(purpose="expand", model="offline", attempt=1, status="error",
                                 latency_ms=1.0, error="HTTP 503: overloaded", persona_id=pid)
-            self.extra.append(record)
             return StructuredResult(None, [record])
-        return await super().structured(schema, messages, **kwargs)
+        return None
+
+    return answer
 
 
-class CrashAfterExpandCalls(Wrapped):
-    """Raises (like a crash) on expansion call number ``n + 1``."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-
-    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
-        if kwargs.get("purpose") == "expand":
-            self.n -= 1
-            if self.n < 0:
-                raise RuntimeError("simulated crash in the middle of setup")
-        return await super().structured(schema, messages, **kwargs)
-
-
-class BareNameAnswers(Wrapped):
+def bare_name_first(call: Call, result: StructuredResult) -> StructuredResult:
     """The first related person of every expansion answer is a bare name (the quality gate's)."""
-
-    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
-        result = await super().structured(schema, messages, **kwargs)
-        if kwargs.get("purpose") == "expand" and result.value is not None:
-            result.value.people[0].persona = "Lilith Maddox Carter"
-        return result
+    if call.purpose == "expand" and result.value is not None:
+        result.value.people[0].persona = "Lilith Maddox Carter"
+    return result
 
 
 @pytest.fixture
@@ -126,7 +94,7 @@ def test_an_expansion_call_that_failed_is_asked_again_in_a_second_round(scenario
     flaky = start_ids(scenario)[2]
     db = tmp_path / "flaky.duckdb"
     summary = run_scenario(load_scenario(scenario), RunOptions(db=db),
-                           client=FailingExpansion([flaky], times=1))
+                           client=wrapped(failing_expansion([flaky], times=1)))
     snap = snapshot(db, summary.run_id)
     assert snap["runs"][0][0] == "finished"
     assert len(snap["run_agents"]) == len(whole["run_agents"])  # the society did not shrink
@@ -141,7 +109,7 @@ def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(
     db = tmp_path / "stopped.duckdb"
     with pytest.raises(PersonahubError) as stop:
         run_scenario(load_scenario(scenario), RunOptions(db=db),
-                     client=FailingExpansion(broken, times=2))
+                     client=wrapped(failing_expansion(broken, times=2)))
     (run_id, status), = rows(db, "SELECT run_id, status FROM runs")
     assert str(stop.value) == (f"setup: 2 of 6 expansion calls failed (most often: HTTP 503: "
                                f"overloaded); resume with personahub run --resume {run_id} --db {db}")
@@ -167,7 +135,7 @@ def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(
 
 def test_personas_the_quality_gate_rejects_are_not_failures(scenario, tmp_path):
     db = tmp_path / "gate.duckdb"
-    summary = run_scenario(load_scenario(scenario), RunOptions(db=db), client=BareNameAnswers())
+    summary = run_scenario(load_scenario(scenario), RunOptions(db=db), client=wrapped(edit=bare_name_first))
     assert rows(db, "SELECT status FROM runs") == [("finished",)]
     rejected = rows(db, "SELECT count(*), min(reason) FROM rejected WHERE source = 'expand' AND run_id = ?",
                     [summary.run_id])
@@ -182,7 +150,8 @@ def test_a_resume_continues_the_interrupted_expansion_instead_of_redoing_it(scen
     whole = whole_run(scenario, tmp_path)
     db = tmp_path / "crashed.duckdb"
     with pytest.raises(PersonahubError, match="simulated crash"):
-        run_scenario(load_scenario(scenario), RunOptions(db=db), client=CrashAfterExpandCalls(8))
+        run_scenario(load_scenario(scenario), RunOptions(db=db),
+                     client=wrapped(crash_after(8, "expand", RuntimeError)))
     (run_id,), = rows(db, "SELECT run_id FROM runs")
     assert rows(db, "SELECT hops_done FROM expansions") == [(1,)]  # round 1 is committed
     assert rows(db, "SELECT count(*) FROM llm_calls WHERE purpose = 'expand'") == [(6,)]
@@ -194,11 +163,10 @@ def test_a_resume_continues_the_interrupted_expansion_instead_of_redoing_it(scen
 # -- item 3: the scenario file is checked before it is executed -------------------------------------
 
 def stopped_run(scenario: Path, tmp_path: Path) -> tuple[Path, str]:
-    from tests.conftest import FailsAtStep
 
     db = tmp_path / "stopped.duckdb"
     with pytest.raises(PersonahubError):
-        run_scenario(load_scenario(scenario), RunOptions(db=db), client=FailsAtStep(2, seed=SEED))
+        run_scenario(load_scenario(scenario), RunOptions(db=db), client=wrapped(unreachable_from_step(2)))
     return db, rows(db, "SELECT run_id FROM runs")[0][0]
 
 
@@ -251,21 +219,19 @@ B = A + " extra0 extra1"  # a near-duplicate of A
 C = " ".join(WORDS[2:]) + " extra0 extra1"  # a near-duplicate of B, but not of A
 
 
-class ChainClient(Wrapped):
+def chain_answers(order: list[str], crash_at: int | None = None) -> Answer:
     """Instructions A, B, C for the first three personas (B ~ A, C ~ B, C !~ A), distinct ones
     for the rest; raises on the persona ``crash_at`` (a crash mid-job)."""
+    position = {pid: i for i, pid in enumerate(order)}
 
-    def __init__(self, order: list[str], crash_at: int | None = None) -> None:
-        super().__init__()
-        self.order = {pid: i for i, pid in enumerate(order)}
-        self.crash_at = crash_at
-
-    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
-        i = self.order[kwargs["persona_id"]]
-        if i == self.crash_at:
+    def answer(call: Call) -> BaseModel:
+        i = position[call.persona_id]
+        if i == crash_at:
             raise RuntimeError("simulated crash")
         text = [A, B, C][i] if i < 3 else f"Describe topic{i} alpha{i} beta{i} gamma{i} delta{i} please."
-        return StructuredResult(schema(instruction=text), [])
+        return call.schema(instruction=text)
+
+    return answer
 
 
 def hub(db: Path, n: int = 6) -> list[str]:
@@ -287,13 +253,15 @@ def test_a_resumed_job_flags_exactly_what_the_uninterrupted_job_flags(tmp_path):
     order = hub(whole_db)
     assert hub(cut_db) == order
     options = {"task": "instruction", "n": 6, "batch_size": 2}
-    whole = run_synthesis(SynthOptions(**options, db=str(whole_db)), client=ChainClient(order))
+    whole = run_synthesis(SynthOptions(**options, db=str(whole_db)), client=wrapped(chain_answers(order)))
     assert whole.duplicates == 1  # B; C is close to B, which is flagged, but not to A
 
     with pytest.raises(PersonahubError, match="simulated crash"):
-        run_synthesis(SynthOptions(**options, db=str(cut_db)), client=ChainClient(order, crash_at=2))
+        run_synthesis(SynthOptions(**options, db=str(cut_db)),
+                      client=wrapped(chain_answers(order, crash_at=2)))
     (job_id,), = rows(cut_db, "SELECT job_id FROM synth_jobs")
-    run_synthesis(SynthOptions(**options, db=str(cut_db)), resume=job_id, client=ChainClient(order))
+    run_synthesis(SynthOptions(**options, db=str(cut_db)), resume=job_id,
+                  client=wrapped(chain_answers(order)))
     assert flags(cut_db, job_id) == flags(whole_db, whole.job_id)
 
 
@@ -303,18 +271,9 @@ def test_cli_resume_uses_the_jobs_seed_not_the_cli_default(tmp_path):
     assert CliRunner().invoke(app, [*args, "--db", str(whole_db)]).exit_code == 0
     (whole_job,), = rows(whole_db, "SELECT job_id FROM synth_jobs")
 
-    class CrashOnNinth(Wrapped):
-        calls = 0
-
-        async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            if self.calls == 9:
-                raise RuntimeError("simulated crash")
-            return await super().structured(schema, messages, **kwargs)
-
     with pytest.raises(PersonahubError):
         run_synthesis(SynthOptions(task="instruction", n=12, seed=7, batch_size=4, db=str(cut_db)),
-                      client=CrashOnNinth(seed=7))
+                      client=wrapped(crash_after(8, error=RuntimeError), seed=7))
     (job_id,), = rows(cut_db, "SELECT job_id FROM synth_jobs")
     resumed = CliRunner().invoke(app, ["synthesize", "--resume", job_id, "--db", str(cut_db)])
     assert resumed.exit_code == 0, resumed.output
@@ -327,7 +286,7 @@ def test_the_same_command_again_offers_the_resume_instead_of_a_second_job(tmp_pa
     args = ["synthesize", "instruction", "--n", "6", "--seed", "3", "--db", str(db)]
     with pytest.raises(PersonahubError):
         run_synthesis(SynthOptions(task="instruction", n=6, seed=3, db=str(db)),
-                      client=Crashing(seed=3))
+                      client=wrapped(crash_after(0, error=RuntimeError), seed=3))
     (job_id,), = rows(db, "SELECT job_id FROM synth_jobs")
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 1
@@ -342,13 +301,6 @@ def test_the_same_command_again_offers_the_resume_instead_of_a_second_job(tmp_pa
     assert fresh.exit_code == 0, fresh.output
     statuses = dict(rows(db, "SELECT job_id, status FROM synth_jobs"))
     assert statuses.pop(job_id) == "superseded" and set(statuses.values()) == {"finished"}
-
-
-class Crashing(Wrapped):
-    """Every call crashes: the job fails before it writes an item."""
-
-    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("simulated crash")
 
 
 # -- item 5: Ctrl-C and SIGTERM ----------------------------------------------------------------------
@@ -396,6 +348,7 @@ SCENARIO = Scenario(name="slow", personas=PersonaSource(path="people.jsonl"),
 """
 
 
+@pytest.mark.slow  # a real process per signal; the fast subset keeps the synthesis job's SIGTERM
 @pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"),
                                                   (signal.SIGINT, 130, "Ctrl-C")])
 def test_a_signal_marks_the_run_interrupted_in_one_line(tmp_path, sig, code, name):

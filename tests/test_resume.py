@@ -14,7 +14,8 @@ from personahub.personas.errors import PersonahubError
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import load_scenario
 
-from tests.conftest import FailsAtStep, persona_texts
+from tests.conftest import persona_texts
+from tests.fakes import FakeClient, unreachable_from_step
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 17
@@ -101,7 +102,7 @@ def test_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path,
     db = tmp_path / "broken.duckdb"
     with pytest.raises(PersonahubError, match="unreachable"):
         run_scenario(load_scenario(scenario_path), RunOptions(db=db),
-                     client=FailsAtStep(fail_at, seed=SEED))
+                     client=FakeClient(unreachable_from_step(fail_at), seed=SEED))
     con = duckdb.connect(str(db), read_only=True)
     run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs").fetchone()
     con.close()
@@ -124,6 +125,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_kill_dash_nine_then_resume_equals_an_uninterrupted_run(scenario_path, tmp_path, uninterrupted):
     db = tmp_path / "killed.duckdb"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import zlib
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import personahub.personas.near_dup as near_dup
 import pytest
-from personahub.agents.llm import LLMClient, LLMSettings, LLMUnavailable
+from personahub.agents.llm import StructuredResult
 from personahub.agents.tasks.instruction import Instruction
 from personahub.personas.errors import PersonahubError
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
@@ -20,6 +19,7 @@ from personahub.sim.scenario import Scenario, ScenarioError, load_scenario
 from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus
 from tests.conftest import persona_texts
+from tests.fakes import Call, FakeClient, unreachable_from_step
 from tests.test_near_dup import _windowed_flags
 
 SCENARIO = """
@@ -34,29 +34,19 @@ SCENARIO = Scenario(name="planted", personas=PersonaSource(path="people.jsonl"),
 TEXTS = planted_corpus(30, 60, seed=9, length=(12, 24)).texts
 
 
-class PlantedClient:
-    """Offline client whose instructions are planted texts, picked by (persona, step) so a
-    resumed run gets the same ones; unreachable from step ``fail_at`` on."""
+def planted_instructions(call: Call, result: StructuredResult) -> StructuredResult:
+    """Instructions become planted texts, picked by (persona, step) so a resumed run gets the
+    same ones."""
+    if call.schema is Instruction and result.value is not None:
+        pick = zlib.crc32(f"{call.persona_id}:{call.step}".encode()) % len(TEXTS)
+        result.value = Instruction(instruction=TEXTS[pick])
+    return result
 
-    label = "offline"
-    is_offline = True
 
-    def __init__(self, fail_at: int | None = None) -> None:
-        self.inner = LLMClient(LLMSettings(seed=5))
-        self.fail_at = fail_at
-
-    async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
-        step = kwargs.get("step") or 0
-        if self.fail_at is not None and step >= self.fail_at:
-            raise LLMUnavailable("model endpoint test is unreachable")
-        result = await self.inner.structured(schema, messages, **kwargs)
-        if schema is Instruction and result.value is not None:
-            pick = zlib.crc32(f"{kwargs.get('persona_id')}:{step}".encode()) % len(TEXTS)
-            result.value = Instruction(instruction=TEXTS[pick])
-        return result
-
-    def drain_records(self) -> Any:
-        return self.inner.drain_records()
+def planted_client(fail_at: int | None = None) -> FakeClient:
+    """The offline client with planted instructions, unreachable from step ``fail_at`` on."""
+    answer = unreachable_from_step(fail_at) if fail_at is not None else None
+    return FakeClient(answer, planted_instructions, seed=5)
 
 
 def _scenario(tmp_path: Path, window: int | None) -> Path:
@@ -101,8 +91,10 @@ def _without_run_id(flags: dict[str, list[str | None]]) -> dict[str, list[str | 
             for kind, column in flags.items()}
 
 
-@pytest.mark.parametrize(("window", "hot"), [(None, None), (1_000_000, None), (1_000_000, 4),
-                                             (12, None), (12, 4)])
+# (the default window beyond the stream flags as no window does: that row is in the slow run only)
+@pytest.mark.parametrize(("window", "hot"), [(None, None),
+                                             pytest.param(1_000_000, None, marks=pytest.mark.slow),
+                                             (1_000_000, 4), (12, None), (12, 4)])
 def test_run_flags_equal_the_reference_uninterrupted_and_resumed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None, hot: int | None) -> None:
     if hot is not None:  # most signatures read back from the emissions table
@@ -110,7 +102,7 @@ def test_run_flags_equal_the_reference_uninterrupted_and_resumed(
         monkeypatch.setattr(near_dup, "HOT", hot)
     scenario = load_scenario(_scenario(tmp_path, window))
     whole = tmp_path / "whole.duckdb"
-    run_scenario(scenario, RunOptions(db=whole), client=PlantedClient())  # type: ignore[arg-type]
+    run_scenario(scenario, RunOptions(db=whole), client=planted_client())
     by_kind = _emissions(whole)
     flags = _flags(by_kind)
     assert flags == _reference(by_kind, window)
@@ -122,11 +114,11 @@ def test_run_flags_equal_the_reference_uninterrupted_and_resumed(
 
     broken = tmp_path / "broken.duckdb"
     with pytest.raises(PersonahubError, match="unreachable"):
-        run_scenario(scenario, RunOptions(db=broken), client=PlantedClient(fail_at=4))  # type: ignore[arg-type]
+        run_scenario(scenario, RunOptions(db=broken), client=planted_client(fail_at=4))
     con = duckdb.connect(str(broken), read_only=True)
     run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]  # type: ignore[index]
     con.close()
-    resume_run(run_id, db=broken, client=PlantedClient())  # type: ignore[arg-type]
+    resume_run(run_id, db=broken, client=planted_client())
     resumed = _emissions(broken)
     assert _flags(resumed) == _reference(resumed, window)
     assert _without_run_id(_flags(resumed)) == _without_run_id(flags)

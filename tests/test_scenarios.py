@@ -74,9 +74,12 @@ def test_scenario_runs_offline_and_shows_its_point(name, tmp_path):
     db = tmp_path / f"{name}.duckdb"
     summary = run_scenario(scenario, RunOptions(db=db))
     assert summary.steps == scenario.steps and summary.failed_actions == 0
-    assert summary.wall_s < 60
     con = duckdb.connect(str(db), read_only=True)
-    try:
+    try:  # the summary reports what the database holds (speed is bench/'s business, not a test's)
+        assert con.execute("select count(*) from steps where run_id = ?",
+                           [summary.run_id]).fetchone()[0] == scenario.steps
+        assert con.execute("select count(*) from emissions where run_id = ?",
+                           [summary.run_id]).fetchone()[0] == sum(summary.emissions_by_kind.values())
         CHECKS[name](con, summary.run_id)
     finally:
         con.close()

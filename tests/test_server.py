@@ -55,22 +55,46 @@ def test_bad_json_body_is_a_400(server):
     assert response.status_code == 400
 
 
-def test_latency_runs_from_arrival_and_requests_wait_it_out_together(server):
-    import time
+def test_latency_runs_from_arrival_and_requests_wait_it_out_together(server, monkeypatch):
+    """Each answer waits until its own arrival + latency, and eight requests wait at the same time.
+
+    Checked on the server's side (no wall-clock bound that load could break): every handler sleeps
+    until exactly ``received + latency_s``, and all eight meet inside that wait (a barrier that a
+    server answering one request at a time could never fill).
+    """
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    srv = server(latency_s=0.4)
+    from personahub.agents.server import _Handler
 
-    def timed(_: int) -> float:
-        with httpx.Client(timeout=10) as http:
-            started = time.perf_counter()
-            reply = http.post(f"{srv.base_url}/chat/completions", json={
-                "model": "offline", "messages": [{"role": "user", "content": "## Persona\nA potter"}]})
-            assert reply.status_code == 200
-            return time.perf_counter() - started
+    latency = 0.4
+    arrival = threading.local()
+    deadlines: list[tuple[float, float]] = []
+    all_waiting = threading.Barrier(8, timeout=20)
+    answer, sleep_until = _Handler._answer, _Handler._sleep_until
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
-        took = list(pool.map(timed, range(8)))
-    assert min(took) >= 0.4  # nobody is answered before the latency is over
-    assert time.perf_counter() - started < 0.4 * 2.5  # eight at once wait once, not eight times
+    def answer_noting_arrival(self, request, received):
+        arrival.received = received
+        return answer(self, request, received)
+
+    def sleep_together(self, deadline):
+        deadlines.append((arrival.received, deadline))
+        all_waiting.wait()  # BrokenBarrierError (a 500, then a failed assert) if they queue up
+        return sleep_until(self, deadline)
+
+    monkeypatch.setattr(_Handler, "_answer", answer_noting_arrival)
+    monkeypatch.setattr(_Handler, "_sleep_until", sleep_together)
+    srv = server(latency_s=latency)
+    clients = [httpx.Client(timeout=30) for _ in range(8)]  # built before anything is sent
+    body = {"model": "offline", "messages": [{"role": "user", "content": "## Persona\nA potter"}]}
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda http: http.post(f"{srv.base_url}/chat/completions",
+                                                           json=body), clients))
+    finally:
+        for http in clients:
+            http.close()
+    assert [r.status_code for r in replies] == [200] * 8
+    assert len(deadlines) == 8 and not all_waiting.broken
+    assert all(deadline == received + latency for received, deadline in deadlines)
+    assert all(r.elapsed.total_seconds() >= latency for r in replies)  # nobody answered early

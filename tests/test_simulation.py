@@ -1,19 +1,17 @@
-import asyncio
 import json
-import random
 from pathlib import Path
 
 import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.personas.errors import PersonahubError
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 
-from tests.conftest import FailsAtStep, persona_texts
+from tests.conftest import persona_texts
+from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
 
 EMISSION_COLUMNS = "step, agent_id, persona_id, kind, content, text, target_persona_id, is_duplicate"
 
@@ -76,24 +74,6 @@ def test_rerun_in_the_same_database_reaches_the_same_society(scenario_file, tmp_
     assert emissions(db, first.run_id) == emissions(db, second.run_id)
 
 
-class ShuffledCompletion:
-    """Wraps a client so calls complete in a random order (random sleeps)."""
-
-    def __init__(self, inner: LLMClient, seed: int) -> None:
-        self.inner = inner
-        self.rng = random.Random(seed)
-
-    async def structured(self, *args, **kwargs):
-        await asyncio.sleep(self.rng.random() * 0.003)
-        return await self.inner.structured(*args, **kwargs)
-
-    def drain_records(self):
-        return self.inner.drain_records()
-
-    label = "offline"
-    is_offline = True
-
-
 @settings(max_examples=4, deadline=None)
 @given(order_seed=st.integers(0, 10_000))
 def test_results_do_not_depend_on_completion_order(order_seed, tmp_path_factory):
@@ -107,7 +87,7 @@ def test_results_do_not_depend_on_completion_order(order_seed, tmp_path_factory)
         " graph=GraphGrowth(hops=0, acquaintances=4), steps=2, seed=3)\n")
     scenario = load_scenario(path)
     baseline = run_scenario(scenario, RunOptions(db=folder / "base.duckdb", chunk_size=3))
-    shuffled = ShuffledCompletion(LLMClient(LLMSettings(seed=3)), order_seed)
+    shuffled = FakeClient(delay=shuffled_completion(order_seed), seed=3)
     other = run_scenario(scenario, RunOptions(db=folder / "shuf.duckdb", chunk_size=3),
                          client=shuffled)
     assert emissions(folder / "base.duckdb", baseline.run_id) == emissions(
@@ -118,7 +98,7 @@ def test_failure_mid_run_keeps_committed_steps_and_marks_the_run(scenario_file, 
     db = tmp_path / "fail.duckdb"
     scenario = load_scenario(scenario_file(steps=4))
     with pytest.raises(PersonahubError, match="unreachable"):
-        run_scenario(scenario, RunOptions(db=db), client=FailsAtStep(3))
+        run_scenario(scenario, RunOptions(db=db), client=FakeClient(unreachable_from_step(3)))
     con = duckdb.connect(str(db), read_only=True)
     status, done, error = con.execute("SELECT status, steps_done, error FROM runs").fetchone()
     assert status == "failed" and done == 2 and "unreachable" in error

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -10,7 +9,6 @@ import networkx as nx
 import numpy as np
 import pytest
 from mesa.discrete_space import Network
-from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.tasks import emission_task
 from personahub.personas.record import Persona
 from personahub.sim.memory import AgentMemory, Message
@@ -29,39 +27,7 @@ from personahub.sim.scenario import (
 from personahub.sim.society import SocietyModel, _derived_seed, derived_rng, step_draws
 
 from tests.conftest import persona_texts
-
-
-class CountingClient:
-    """Offline client that counts calls by purpose and the most calls in flight at once."""
-
-    def __init__(self, seed: int = 1, delay: float = 0.0) -> None:
-        self.inner = LLMClient(LLMSettings(seed=seed))
-        self.calls: Counter[str] = Counter()
-        self.by_step: Counter[tuple[int, str]] = Counter()
-        self.prompts: list[tuple[str, str, str]] = []  # (purpose, persona_id, prompt text)
-        self.delay = delay
-        self.in_flight = 0
-        self.max_in_flight = 0
-
-    async def structured(self, schema, messages, *, purpose, persona_id=None, step=None):
-        self.calls[purpose] += 1
-        self.by_step[(step, purpose)] += 1
-        self.prompts.append((purpose, persona_id, messages[-1].content))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            return await self.inner.structured(schema, messages, purpose=purpose,
-                                               persona_id=persona_id, step=step)
-        finally:
-            self.in_flight -= 1
-
-    def drain_records(self):
-        return self.inner.drain_records()
-
-    label = "offline"
-    is_offline = True
+from tests.fakes import FakeClient
 
 
 def make_model(scenario: Scenario, n: int = 12, client=None, seed: int = 3) -> SocietyModel:
@@ -70,7 +36,7 @@ def make_model(scenario: Scenario, n: int = 12, client=None, seed: int = 3) -> S
     graph = nx.relabel_nodes(ring, {i: p.persona_id for i, p in enumerate(personas)})
     loop = asyncio.new_event_loop()
     return SocietyModel(scenario=scenario, personas=personas, graph=graph,
-                        llm=client or CountingClient(), run_id="r", seed=seed,
+                        llm=client or FakeClient(), run_id="r", seed=seed,
                         runner=loop.run_until_complete)
 
 
@@ -116,7 +82,7 @@ def test_every_agent_state_round_trips_through_plain_data():
      [4, 4, 4]),
 ])
 def test_idle_agents_make_no_model_call(activation, expected):
-    client = CountingClient()
+    client = FakeClient()
     model = make_model(Scenario(name="act", kinds=("instruction",), activation=activation), client=client)
     for _ in range(3):
         model.step()
@@ -127,11 +93,11 @@ def test_idle_agents_make_no_model_call(activation, expected):
 def test_probability_activation_is_seeded():
     counts = []
     for _ in range(2):
-        client = CountingClient()
+        client = FakeClient()
         model = make_model(Scenario(name="p", kinds=("instruction",), activation=0.4), client=client)
         for _ in range(3):
             model.step()
-        counts.append(sum(client.calls.values()))
+        counts.append(client.calls)
     assert counts[0] == counts[1] and 0 < counts[0] < 36
 
 
@@ -213,7 +179,7 @@ def test_event_audiences_interventions_and_dialogue_threads():
                        Intervention(step=2, action="set_persona", target=4,
                                     text="A retired lighthouse keeper who collects sea glass.")),
     )
-    client = CountingClient()
+    client = FakeClient()
     model = make_model(scenario, client=client)
     first = model.by_agent_id[1].persona_id
     model.step()
@@ -254,7 +220,7 @@ def test_surveys_are_concurrent_stay_out_of_memory_and_are_one_query_per_step(sc
     text = path.read_text().replace("import GraphGrowth", "import Audience, GraphGrowth, Survey")
     path.write_text(text)
     scenario = load_scenario(path)
-    client = CountingClient(delay=0.002)
+    client = FakeClient(delay=lambda call: 0.002)
     db = tmp_path / "survey.duckdb"
     summary = run_scenario(scenario, RunOptions(db=db, steps=3), client=client)
     con = duckdb.connect(str(db), read_only=True)

@@ -17,7 +17,9 @@ from personahub.agents.tasks.tool_spec import ToolSpec, tool_to_openai_function
 from personahub.personas.errors import PersonahubError
 from personahub.sim import synthesize
 from personahub.sim.synthesize import SynthOptions, load_examples, run_synthesis
+from pydantic import BaseModel
 
+from tests.fakes import Call, FakeClient
 from tests.synth_helpers import write_examples
 
 
@@ -68,7 +70,9 @@ def loopback_url():
         yield server.base_url + "?model=offline"
 
 
-@pytest.mark.parametrize("mode", PROMPTING_MODES)
+# every mode of every task runs offline above; over HTTP the fast subset keeps zero-shot
+@pytest.mark.parametrize("mode", [m if m == "zero-shot" else pytest.param(m, marks=pytest.mark.slow)
+                                  for m in PROMPTING_MODES])
 @pytest.mark.parametrize("task", sorted(synthesis_names()))
 def test_every_task_and_mode_over_http(tmp_path: Path, loopback_url: str, task: str,
                                        mode: str) -> None:
@@ -141,6 +145,7 @@ def test_tool_shape_and_openai_function() -> None:
     assert schema_for("multi_turn", with_assistant=True) is Conversation
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_loopback_server_with_faults(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     with running_server(error_rate=0.25, malformed_rate=0.25) as server:
@@ -203,25 +208,15 @@ def test_resume_skips_done_personas(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert again.written == 0 and again.skipped_done == 7
 
 
-class SameAnswerClient:
-    """A stand-in model client that answers every persona with the same instruction."""
-
-    label = "same-answer"
-    is_offline = True
-
-    async def structured(self, schema, messages, **kwargs):  # noqa: ANN001, ANN003
-        from personahub.agents.llm import StructuredResult
-
-        return StructuredResult(schema(instruction="Plan my week of ferry crossings please"), [])
-
-    def drain_records(self) -> list:
-        return []
+def same_instruction(call: Call) -> BaseModel:
+    """Every persona gets the same instruction."""
+    return call.schema(instruction="Plan my week of ferry crossings please")
 
 
 def test_near_duplicates_flagged_within_job(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     summary = run_synthesis(SynthOptions(task="instruction", n=3, db=str(db)),
-                            client=SameAnswerClient())
+                            client=FakeClient(same_instruction, name="same-answer", offline=True))
     rows = items(db, summary.job_id)
     originals = [r for r in rows if not r[6]]
     assert summary.duplicates == 2 and len(originals) == 1

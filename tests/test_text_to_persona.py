@@ -22,7 +22,8 @@ from personahub.personas.text_to_persona import (
 from personahub.sim.cli import app
 from typer.testing import CliRunner
 
-from tests.pipeline_helpers import FailAfter, Interrupted, personas_snapshot
+from tests.fakes import FakeClient, Interrupted, crash_after
+from tests.pipeline_helpers import personas_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = ["a proof that every planar graph is five-colourable", "a recipe for rye sourdough",
@@ -108,7 +109,7 @@ def test_interrupted_job_resumes_to_the_same_hub(tmp_path, fail_after):
     run(whole, client(), path)
     con = connect(tmp_path / "cut.duckdb")
     with pytest.raises(Interrupted):
-        run(con, FailAfter(client(), fail_after), path)
+        run(con, FakeClient(crash_after(fail_after), inner=client()), path)
     done = con.execute("select count(*) from text_done").fetchall()[0][0]
     assert done == (fail_after // 6) * 6  # whole batches (3 texts x 2 relations) only
     resumed = run(con, client(), path)
@@ -125,7 +126,7 @@ def test_interrupted_job_over_the_loopback_server(tmp_path, server):
     run(whole, client(spec), path)
     con = connect(tmp_path / "cut.duckdb")
     with pytest.raises(Interrupted):
-        run(con, FailAfter(client(spec), 8), path)
+        run(con, FakeClient(crash_after(8), inner=client(spec)), path)
     run(con, client(spec), path)
     assert personas_snapshot(con) == personas_snapshot(whole)
 
@@ -144,6 +145,7 @@ print("finished", flush=True)
 """
 
 
+@pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_sigkill_midway_then_rerun_gives_the_same_hub(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", 30)
     db = tmp_path / "killed.duckdb"

@@ -1,0 +1,1 @@
+../../personahub/__init__.py

@@ -1,0 +1,181 @@
+"""The one fake model client of the test suite.
+
+Tests used to hand-write a stand-in client each (scripted answers, crashes, failing endpoints,
+edited answers); every one re-implemented ``structured`` and ``drain_records``. ``FakeClient`` is
+that stand-in once: a real client underneath (offline unless given), with three optional hooks —
+
+- ``answer(call)``: answer a call yourself (a pydantic value or a ``StructuredResult``), raise to
+  simulate a crash or an unreachable endpoint, or return ``None`` to let the offline engine answer;
+- ``edit(call, result)``: change what came back (a broken tool spec, a planted text);
+- ``delay(call)``: seconds to sleep before answering (calls completing out of order).
+
+Small factories below build the behaviours several test files share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from personahub.agents.llm import CallRecord, LLMClient, LLMSettings, LLMUnavailable, StructuredResult
+from pydantic import BaseModel
+
+
+@dataclass
+class Call:
+    """One ``structured`` call as the fake saw it (``number`` counts from 1 over all calls)."""
+
+    schema: type[BaseModel]
+    messages: Any
+    kwargs: dict[str, Any]
+    number: int
+
+    @property
+    def purpose(self) -> str | None:
+        return self.kwargs.get("purpose")
+
+    @property
+    def persona_id(self) -> str | None:
+        return self.kwargs.get("persona_id")
+
+    @property
+    def step(self) -> int:
+        return self.kwargs.get("step") or 0
+
+
+Answer = Callable[[Call], "BaseModel | StructuredResult | None"]
+Edit = Callable[[Call, StructuredResult], StructuredResult]
+
+
+@dataclass
+class FakeClient:
+    """A model client for tests: ``inner`` (an offline ``LLMClient`` unless given), unless a hook
+    says otherwise.
+
+    Counts what it is asked (``calls``, ``by_purpose``, ``by_step``, ``prompts``) and the most
+    calls in flight at once. Records of scripted answers are drained like the real client's.
+    ``label`` and ``is_offline`` are ``inner``'s unless ``name``/``offline`` override them; other
+    attributes (``endpoints``, ``model_name``, …) come from ``inner``.
+    """
+
+    answer: Answer | None = None
+    edit: Edit | None = None
+    delay: Callable[[Call], float] | None = None
+    inner: Any = None
+    seed: int = 1
+    name: str | None = None
+    offline: bool | None = None
+    calls: int = 0
+    by_purpose: Counter[str] = field(default_factory=Counter)
+    by_step: Counter[tuple[int, str]] = field(default_factory=Counter)
+    prompts: list[tuple[str, str, str]] = field(default_factory=list)  # purpose, persona, last message
+    max_in_flight: int = 0
+    _in_flight: int = 0
+    _records: list[CallRecord] = field(default_factory=list)
+
+    def client(self) -> Any:
+        """The client underneath, built on first use (scripted fakes never need one)."""
+        if self.inner is None:
+            self.inner = LLMClient(LLMSettings(seed=self.seed))
+        return self.inner
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else self.client().label
+
+    @property
+    def is_offline(self) -> bool:
+        return self.offline if self.offline is not None else self.client().is_offline
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("inner", "answer", "edit", "delay"):
+            raise AttributeError(name)
+        return getattr(self.client(), name)
+
+    async def structured(self, schema: type[BaseModel], messages: Any, **kwargs: Any) -> StructuredResult:
+        self.calls += 1
+        call = Call(schema, messages, kwargs, self.calls)
+        self.by_purpose[call.purpose or ""] += 1
+        self.by_step[(call.step, call.purpose or "")] += 1
+        last = messages[-1]
+        self.prompts.append((call.purpose or "", call.persona_id or "", getattr(last, "content", last)))
+        self._in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if self.delay is not None:
+                await asyncio.sleep(self.delay(call))
+            result = await self._answer(call)
+        finally:
+            self._in_flight -= 1
+        return self.edit(call, result) if self.edit is not None else result
+
+    async def _answer(self, call: Call) -> StructuredResult:
+        scripted = self.answer(call) if self.answer is not None else None
+        if scripted is None:
+            return await self.client().structured(call.schema, call.messages, **call.kwargs)
+        if not isinstance(scripted, StructuredResult):
+            scripted = StructuredResult(scripted, [])
+        self._records.extend(scripted.records)
+        return scripted
+
+    def drain_records(self) -> list[CallRecord]:
+        records = self.inner.drain_records() if self.inner is not None else []
+        records, self._records = records + self._records, []
+        return records
+
+
+# --------------------------------------------------------------------------- shared behaviours
+
+
+class Interrupted(RuntimeError):
+    """A simulated crash in the middle of a job (raised by ``crash_after``)."""
+
+
+def crash_after(n: int, purpose: str | None = None,
+                error: Callable[[str], BaseException] = Interrupted) -> Answer:
+    """Answer (offline) the first ``n`` calls (of ``purpose``, if given), then raise on each."""
+    seen = Counter[str | None]()
+
+    def answer(call: Call) -> None:
+        if purpose is None or call.purpose == purpose:
+            seen[purpose] += 1
+            if seen[purpose] > n:
+                raise error(f"simulated crash at call {seen[purpose]}")
+        return None
+
+    return answer
+
+
+def unreachable_from_step(step: int) -> Answer:
+    """The endpoint goes away from ``step`` on (a run that fails mid-way and can be resumed)."""
+
+    def answer(call: Call) -> None:
+        if call.step >= step:
+            raise LLMUnavailable("model endpoint test is unreachable")
+        return None
+
+    return answer
+
+
+def people_answers(texts: Iterable[str]) -> Answer:
+    """Every persona-pipeline call (expansion or text-to-persona) answered with ``texts``."""
+    texts = list(texts)
+
+    def answer(call: Call) -> BaseModel:
+        if "people" in call.schema.model_fields:
+            data: dict[str, Any] = {"people": [{"relation": "colleague", "persona": t} for t in texts]}
+        else:
+            data = {"personas": [{"persona": t} for t in texts]}
+        return call.schema.model_validate(data)
+
+    return answer
+
+
+def shuffled_completion(seed: int, most_s: float = 0.003) -> Callable[[Call], float]:
+    """A ``delay`` making concurrent calls complete in a seeded random order."""
+    rng = random.Random(seed)
+    return lambda call: rng.random() * most_s
