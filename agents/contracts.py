@@ -167,7 +167,11 @@ class ModelEndpoint(Protocol):
 class Endpoint(ModelEndpoint, Protocol):
     """The stack's bottom: an endpoint proper, with what it serves and what it can do."""
 
-    model_name: str
+    @property
+    def model_name(self) -> str:
+        """The served model's name (what the cache keys on; no URL, no credentials)."""
+        ...
+
     base_url: str | None
     capabilities: Capabilities
 

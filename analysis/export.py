@@ -70,6 +70,7 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
     """Items of one synthesis job or one run (exactly one of ``job`` / ``run``)."""
     if (job is None) == (run is None):
         raise PersonahubError("export: give exactly one of --job or --run")
+    key: str | None
     if job is not None:
         sql = ("SELECT 'job', i.job_id, i.item_id, i.persona_id, p.text, i.task, i.content, "
                "i.text, i.solution, i.is_duplicate FROM synth_items i "
@@ -84,6 +85,7 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
         exists = "SELECT count(*) FROM runs WHERE run_id = ?"
         kinds_sql = "SELECT DISTINCT kind FROM emissions WHERE run_id = ? ORDER BY 1"
         key, alias, kind_col, order = run, "e", "e.kind", "e.step, e.agent_id, e.emission_id"
+    assert key is not None  # exactly one of job / run, checked above
     if not con.execute(exists, [key]).fetchall()[0][0]:
         flag = "--job" if job is not None else "--run"
         raise PersonahubError(f"{flag} {key}: not found in the database")

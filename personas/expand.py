@@ -274,7 +274,8 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
         if result.value is None:
             mark["status"] = "failed"
             continue
-        for position, person in enumerate(result.value.people):
+        people: list[RelatedPersona] = getattr(result.value, "people")  # noqa: B009 - a schema built per fanout
+        for position, person in enumerate(people):
             label = " ".join(person.relation.lower().split())[:40]
             text, issue = gate_persona(person.persona, language=language)
             if issue is not None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 from personahub.personas.minhash import MinHashConfig, lsh_params, signatures, tokenize
@@ -65,7 +66,7 @@ def word_ngrams(text: str, n: int = 1) -> set[str]:
     return {" ".join(words[i : i + n]) for i in range(max(0, len(words) - n + 1))}
 
 
-def _fmix64(x: np.ndarray) -> np.ndarray:
+def _fmix64(x: Any) -> Any:  # a uint64 array or scalar, same kind back
     """Murmur3's 64-bit finaliser (wrapping uint64)."""
     x = x ^ (x >> _U64(33))
     x = x * _MIX1
@@ -282,7 +283,7 @@ class NearDuplicateIndex:
         self._read_back(proposed)
         # a band hash another text of this call has too: the earlier one may be a candidate
         _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
-        shared = (counts[inverse.reshape(hashes.shape)] > 1).any(axis=1).tolist()
+        shared = cast(list[bool], (counts[inverse.reshape(hashes.shape)] > 1).any(axis=1).tolist())
         in_call: dict[int, list[int]] = {}
         kept: list[int] = []
         flags: list[str | None] = []

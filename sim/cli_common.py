@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import duckdb
 import typer
@@ -201,4 +201,4 @@ def missing_argument(ctx: typer.Context, name: str) -> NoReturn:
     """Click's own "Missing argument" usage error, for an argument that is optional only
     alongside ``--resume`` (same message and exit code as when it was required)."""
     param = next(p for p in ctx.command.params if p.name == name)
-    raise click_exceptions.MissingParameter(ctx=ctx, param=param)
+    raise click_exceptions.MissingParameter(ctx=ctx, param=cast(Any, param))  # typer's click copy

@@ -7,7 +7,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO, cast
 
 import typer
 from personahub.personas.errors import PersonahubError
@@ -178,7 +178,7 @@ def personas_export_graph(
     finally:
         con.close()
     with atomic_file(output, overwrite=force, binary=True) as f:
-        write_graphml(graph, f)
+        write_graphml(graph, cast(BinaryIO, f))  # opened binary=True
     out.print(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output}")
 
 

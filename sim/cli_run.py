@@ -101,11 +101,11 @@ def run(
     print_summary(summary)
 
 
-def step_progress(bar: Progress) -> Callable[[str, int, int], None]:
+def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
     """Progress callback: the bar on a terminal, else one ``step N/M committed`` line per step."""
     tasks: dict[str, Any] = {}
 
-    def hook(phase: str, done: int, total: int) -> None:
+    def hook(phase: str, done: int, total: int | None) -> None:
         if phase == "step" and bar.disable:
             sys.stderr.write(f"step {done}/{total} committed\n")
             sys.stderr.flush()

@@ -131,7 +131,6 @@ class RunSummary:
     failed_actions: int = 0  # includes emissions rejected by the quality gate
     # quality-gate rejects by reason: the run's emissions and the personas its expansion refused
     rejected: dict[str, int] = field(default_factory=dict)
-    failed_actions: int = 0
     prompt_tokens_per_action: float | None = None  # mean tokens_in of answered step calls
     wall_s: float = 0.0
 

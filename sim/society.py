@@ -251,7 +251,7 @@ class SocietyModel(mesa.Model):
                 raise ScenarioError(f"scenario {self.scenario.name}: {where} names {ref!r}, which "
                                     f"is not an agent of this run (persona id, or agent id "
                                     f"1..{len(self.agents)})")
-        audiences = [(f"event at step {e.step}", e.audience) for e in self.scenario.events]
+        audiences = [(f"event at step {e.step}", e.audience) for e in self.scenario.scheduled_events]
         audiences += [(f"survey {s.id!r}", s.audience) for s in self.scenario.surveys]
         for where, audience in audiences:
             for ref in audience.personas:
@@ -446,7 +446,7 @@ class SocietyModel(mesa.Model):
     def _broadcast(self, step: int, result: StepResult) -> dict[int, list[str]]:
         """Deliver the step's events into their audiences' memories; returns who saw what."""
         seen: dict[int, list[str]] = {}
-        for index, event in enumerate(self.scenario.events):
+        for index, event in enumerate(self.scenario.scheduled_events):
             if event.step != step:
                 continue
             audience = self.audience(event.audience, step)

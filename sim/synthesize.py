@@ -422,7 +422,9 @@ def run_synthesis(
                 raise PersonahubError(f"job {twins[0]} with the same settings is unfinished: resume it "
                                       f"with personahub synthesize --resume {twins[0]} --db "
                                       f"{options.db}, or pass --fresh")
-            demos = load_examples(options.examples) if options.prompting != "zero-shot" else []
+            # __post_init__ refuses a few-shot mode without --examples
+            few_shot = options.examples and options.prompting != "zero-shot"
+            demos = load_examples(options.examples) if few_shot else []
         world = load_world(options)
         if client is None:
             client = make_client(LLMSettings(spec=options.llm, seed=options.seed,

@@ -24,7 +24,7 @@ def survey_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
     """
     reason = (str, Field(default="", description="why, in one sentence"))
     if answer == "choice":
-        choice: Any = Literal[options]  # type: ignore[valid-type]
+        choice: Any = Literal[options]
         return create_model("ChoiceAnswer", __doc__="A survey answer: one of the options.",
                             answer=(choice, Field(description="exactly one of the options")),
                             reason=reason)
