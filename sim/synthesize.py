@@ -423,8 +423,8 @@ def run_synthesis(
                                       f"with personahub synthesize --resume {twins[0]} --db "
                                       f"{options.db}, or pass --fresh")
             # __post_init__ refuses a few-shot mode without --examples
-            few_shot = options.prompting != "zero-shot" and options.examples is not None
-            demos = load_examples(options.examples) if options.examples and few_shot else []
+            demos = (load_examples(options.examples)
+                     if options.examples and options.prompting != "zero-shot" else [])
         world = load_world(options)
         if client is None:
             client = make_client(LLMSettings(spec=options.llm, seed=options.seed,
