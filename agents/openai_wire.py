@@ -11,7 +11,7 @@ the SDK's own request path (headers, auth, retries, response parsing unchanged).
 It takes that shortcut only for payloads whose bytes provably do not change: the keys in
 ``PLAIN_KEYS`` and messages whose content is a string. Anything else (streaming, typed response
 formats, multimodal content, unknown parameters) goes through the SDK's ``create`` unchanged.
-``tests/test_openai_wire.py`` checks that both paths send the same JSON body (keys may come in
+``tests/agents/test_openai_wire.py`` checks that both paths send the same JSON body (keys may come in
 another order) and the same headers.
 """
 

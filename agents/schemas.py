@@ -1,7 +1,7 @@
 """The emission kinds under the names used before the task registry (``agents.tasks``).
 
 Code looks kinds up in ``agents.tasks``; these read-only views of the built-in kinds, in the
-order they were always listed, stay for the frozen golden data (``tests/test_offline_golden.py``
+order they were always listed, stay for the frozen golden data (``tests/agents/test_offline_golden.py``
 draws kinds by position).
 """
 

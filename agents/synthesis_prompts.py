@@ -70,5 +70,5 @@ def world_for_prompt(markdown: str) -> str:
 
 
 # the name this function had before it was told apart from the corpus text-to-persona prompt;
-# kept for the frozen golden data (tests/test_offline_golden.py), not used by the project
+# kept for the frozen golden data (tests/agents/test_offline_golden.py), not used by the project
 text_to_persona_messages = demo_persona_messages

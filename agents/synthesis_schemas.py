@@ -2,7 +2,7 @@
 
 Each output kind's schema is in its module under ``agents/tasks/``; ``SYNTH_SCHEMAS`` and
 ``schema_for`` are views of the built-in tasks under the names used before the task registry,
-kept for the frozen golden data (``tests/test_offline_golden.py``).
+kept for the frozen golden data (``tests/agents/test_offline_golden.py``).
 """
 
 from __future__ import annotations

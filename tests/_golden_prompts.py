@@ -1,6 +1,6 @@
 """The agent and survey prompts as they were when the offline goldens were pinned (frozen).
 
-``tests/test_offline_golden.py`` pins the offline engine's answers to fixed messages. Its engine,
+``tests/agents/test_offline_golden.py`` pins the offline engine's answers to fixed messages. Its engine,
 chat model, client and server sections build those messages with these frozen templates, so
 that changing today's prompts (``agents/prompts.py``: shorter texts, section order, budgets)
 leaves the engine's goldens alone; the agent-graph section runs today's prompts and pins them.

@@ -17,7 +17,7 @@ from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, unreachable_from_step
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED = 17
 
 SCENARIO = f"""

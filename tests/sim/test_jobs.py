@@ -19,7 +19,7 @@ from personahub.personas.store import connect
 
 from tests.cli_helpers import invoke
 
-SEED_PERSONAS = Path(__file__).resolve().parents[1] / "personas" / "data" / "seed_personas.jsonl"
+SEED_PERSONAS = Path(__file__).resolve().parents[2] / "personas" / "data" / "seed_personas.jsonl"
 SCENARIO = """
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 

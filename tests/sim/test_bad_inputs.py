@@ -38,7 +38,7 @@ HUB = ("personas", "relations")
 RUN = (*HUB, "runs", "run_agents", "run_edges", "expansions", "steps", "emissions", "llm_calls",
        "llm_cache")
 SYNTH = ("personas", "synth_jobs", "synth_items")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEADERS = 3 * 4096  # DuckDB's main and database headers precede the first block
 
 

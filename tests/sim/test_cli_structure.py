@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SIM = Path(__file__).resolve().parents[1] / "sim"
+SIM = Path(__file__).resolve().parents[2] / "sim"
 CLI_MODULES = sorted(p.stem for p in SIM.glob("cli*.py"))
 ASSEMBLER, COMMON = "cli", "cli_common"
 SQL_START = re.compile(r"^\s*(select|insert|update|delete|create|drop|alter)\s", re.IGNORECASE)

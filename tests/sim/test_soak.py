@@ -31,10 +31,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
-from tests.test_resume import snapshot
+from tests.sim.test_resume import snapshot
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Setup: two expansion rounds (one batch each) of 0.5 s: >= 1 s; then 4 steps of 0.5 s: >= 2 s.
 # Kills come by 1.5 s.

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from personahub.personas.store import connect
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 
 
 def documented() -> dict[str, str]:

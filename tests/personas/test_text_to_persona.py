@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from tests.fakes import FakeClient, Interrupted, crash_after
 from tests.pipeline_helpers import personas_snapshot
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOPICS = ["a proof that every planar graph is five-colourable", "a recipe for rye sourdough",
           "a clinical note on paediatric asthma dosing", "a guide to Portuguese freelance tax",
           "a review of a jazz trio's debut album", "an essay on river restoration in Yorkshire",

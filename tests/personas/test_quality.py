@@ -61,7 +61,7 @@ from typer.testing import CliRunner
 from tests.conftest import persona_texts
 from tests.fakes import Answer, Call, Edit, FakeClient, people_answers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED_FILE = ROOT / "personas" / "data" / "seed_personas.jsonl"
 
 # --------------------------------------------------------------------------- persona rules

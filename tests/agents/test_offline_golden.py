@@ -10,7 +10,7 @@ that changes any content, tool call or token count fails here, showing the rows 
 
 The golden files were written with the engine as it was before any speed work (each file's
 SHA-256 is the digest this test used to pin); if a change to the engine's *behaviour* is intended,
-rewrite them with ``python tests/test_offline_golden.py`` and review the diff.
+rewrite them with ``python tests/agents/test_offline_golden.py`` and review the diff.
 Agent and survey prompts come from frozen templates (``tests/_golden_prompts.py``), except in the
 agent-graph section, which builds today's prompts (``agents/prompts.py``, default prompt budget):
 it pins prompt construction as well, and moves when the prompts change on purpose.
@@ -49,7 +49,7 @@ from pydantic import BaseModel, Field
 
 from tests._golden_prompts import agent_messages, survey_messages
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 SEEDS = (0, 1, 7, 12345)
 ROLES = ("nurse", "ferry pilot", "tax accountant", "beekeeper", "data engineer", "midwife",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-AGENTS = Path(__file__).resolve().parent.parent / "agents"
+AGENTS = Path(__file__).resolve().parents[2] / "agents"
 SEAM_MODULES = sorted(
     [AGENTS / name for name in ("contracts.py", "llm.py", "llm_settings.py", "attempts.py")]
     + list(AGENTS.glob("endpoint_*.py")) + list(AGENTS.glob("seam_*.py")))

@@ -20,7 +20,7 @@ from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus
 from tests.conftest import persona_texts
 from tests.fakes import Call, FakeClient, unreachable_from_step
-from tests.test_near_dup import _windowed_flags
+from tests.personas.test_near_dup import _windowed_flags
 
 SCENARIO = """
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario

@@ -29,9 +29,9 @@ from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
 
 from tests.fakes import FakeClient
-from tests.test_society import make_model
+from tests.sim.test_society import make_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORLD = (ROOT / "scenarios" / "worlds" / "riverside_town.md").read_text(encoding="utf-8")
 PERSONA = "A ferry skipper from Millbrook who knows every passenger's business."
 
@@ -143,7 +143,7 @@ def test_sections_run_from_shared_to_specific_and_keep_their_headings():
 def test_trimming_is_the_same_in_every_process():
     """Set iteration order changes with the hash seed; the prompts must not."""
     script = ("import hashlib, sys; sys.path.insert(0, '.'); "
-              "from tests.test_prompt_budget import sample_prompt; "
+              "from tests.agents.test_prompt_budget import sample_prompt; "
               "print(hashlib.sha256(sample_prompt().encode()).hexdigest())")
     digests = {subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                               text=True, check=True,

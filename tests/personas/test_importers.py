@@ -21,7 +21,7 @@ from personahub.personas.importers import (
     iter_personas,
 )
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/personahub_tool_sample.jsonl"
+SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_tool_sample.jsonl"
 
 
 def write_lines(path: Path, lines: list[str | dict]) -> Path:

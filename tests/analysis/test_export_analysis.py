@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from tests.synth_helpers import run_default_scenario
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/personahub_tool_sample.jsonl"
+SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_tool_sample.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def test_failure_mid_run_keeps_committed_steps_and_marks_the_run(scenario_file, 
 
 
 def test_default_scenario_smoke(tmp_path):
-    scenario = load_scenario(Path(__file__).parents[1] / "scenarios" / "riverside_town.py")
+    scenario = load_scenario(Path(__file__).parents[2] / "scenarios" / "riverside_town.py")
     summary = run_scenario(scenario, RunOptions(db=tmp_path / "default.duckdb"))
     assert summary.agents >= 100 and summary.steps >= 5
     assert set(summary.emissions_by_kind) == {"instruction", "npc_dialogue", "tool_spec"}

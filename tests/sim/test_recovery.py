@@ -28,9 +28,9 @@ from typer.testing import CliRunner
 
 from tests.conftest import persona_texts
 from tests.fakes import Answer, Call, FakeClient, crash_after, unreachable_from_step
-from tests.test_resume import snapshot
+from tests.sim.test_resume import snapshot
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED = 11  # the scenario_file fixture's seed
 
 

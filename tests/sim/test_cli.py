@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tests.cli_helpers import invoke, one_line_error
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
