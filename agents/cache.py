@@ -13,9 +13,8 @@ Modes (``--cache``):
   called, so a replay of a recorded run reproduces its emissions exactly.
 
 The cache never writes to the database itself. New entries come back with each call's result
-(``StructuredResult.cache_entries``, from ``agents.seam_cache``) and, transitionally, are also
-buffered here and handed over with ``drain()`` (``LLMClient.drain_cache_entries()``); the run log
-writes them in the step's transaction, together with the step's rows and call records.
+(``StructuredResult.cache_entries``, from ``agents.seam_cache``) and nowhere else; the job kernel
+writes a batch's entries in the batch's transaction, together with its rows and call records.
 
 What is stored is the answer's raw payload (the JSON text, or the tool call's arguments) as the
 seam received it, valid or not, so a replay also repeats repair attempts. A call that failed for
@@ -36,6 +35,7 @@ from langchain_core.messages import BaseMessage
 from personahub.agents.contracts import CacheEntry
 from personahub.agents.offline import to_openai_dicts
 from personahub.personas.errors import PersonahubError
+from personahub.personas.store import record_rows
 from pydantic import BaseModel
 
 CacheMode = Literal["off", "record", "replay"]
@@ -85,7 +85,7 @@ def failure_key(key: str) -> str:
 
 
 class ResponseCache:
-    """Answers by key, the per-run sample counters and the entries not yet written."""
+    """Answers by key and the per-run sample counters."""
 
     def __init__(self, mode: CacheMode, model: str,
                  answers: dict[str, Answer] | None = None) -> None:
@@ -95,7 +95,6 @@ class ResponseCache:
         self.model = model
         self._answers = answers or {}
         self._samples: dict[str, int] = {}
-        self._pending: list[CacheEntry] = []
 
     @classmethod
     def load(cls, con: Any, mode: CacheMode, model: str) -> ResponseCache:
@@ -118,23 +117,11 @@ class ResponseCache:
         return self._answers.get(key)
 
     def put(self, entry: CacheEntry) -> None:
-        """Remember an answer now and buffer it for the next write."""
+        """Remember an answer (later samples of this run may hit it); writing it is the job's."""
         self._answers[entry.key] = (entry.response, entry.tokens_in, entry.tokens_out, entry.error)
-        self._pending.append(entry)
-
-    def drain(self) -> list[CacheEntry]:
-        """Hand over (and forget) the entries recorded since the last drain."""
-        pending, self._pending = self._pending, []
-        return pending
 
 
 def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:
-    """Rows for ``llm_cache`` (``created_at`` as a naive UTC timestamp)."""
-    import datetime as dt
-
-    return [{
-        "key": e.key, "model": e.model, "sample": e.sample, "request": dict(e.request),
-        "response": e.response, "tokens_in": e.tokens_in, "tokens_out": e.tokens_out,
-        "error": e.error,
-        "created_at": dt.datetime.fromtimestamp(e.created_at, tz=dt.UTC).replace(tzinfo=None),
-    } for e in entries]
+    """Rows for ``llm_cache`` (``created_at`` as a naive UTC timestamp), as the job kernel writes
+    them (``personas.jobs.cache_rows_of``)."""
+    return record_rows(entries)

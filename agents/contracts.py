@@ -135,6 +135,34 @@ class StructuredResult(Generic[T]):
         return bool(self.records) and self.records[-1].finish_reason == "length"
 
 
+@dataclass
+class CallStats:
+    """Running totals of the attempts a client made (what progress displays show)."""
+
+    attempts: int = 0
+    ok: int = 0
+    failed: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, records: Sequence[CallRecord]) -> None:
+        """Count ``records`` (a finished call's attempts)."""
+        for record in records:
+            self.attempts += 1
+            self.tokens_in += record.tokens_in
+            self.tokens_out += record.tokens_out
+        if records:
+            if records[-1].status == "ok":
+                self.ok += 1
+            else:
+                self.failed += 1
+
+    def rate(self) -> float:
+        """Attempts per second since the client was made."""
+        return self.attempts / max(1e-9, time.monotonic() - self.started)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an endpoint can do, declared by the endpoint (so no layer asks what class it is).
@@ -180,8 +208,28 @@ class Endpoint(ModelEndpoint, Protocol):
         ...
 
 
-class StructuredCaller(Protocol):
-    """The client façade the job loops and agents call (``agents.llm.LLMClient``)."""
+class CarriesCalls(Protocol):
+    """Anything that carries the call records and new cache entries of the calls that made it
+    (a ``StructuredResult``, an agent's outcome, a step's result): what a batch commit writes."""
+
+    @property
+    def records(self) -> Sequence[CallRecord]: ...
+
+    @property
+    def cache_entries(self) -> Sequence[CacheEntry]: ...
+
+
+class ServesModels(Protocol):
+    """A client as the batch commit sees it: its endpoints name the model of each call record
+    (by ``CallRecord.endpoint``)."""
+
+    @property
+    def endpoints(self) -> Sequence[Endpoint]: ...
+
+
+class StructuredCaller(ServesModels, Protocol):
+    """The client façade the job loops and agents call (``agents.llm.LLMClient``; the tests'
+    ``FakeClient``). Call records and cache entries come back with each result, nowhere else."""
 
     @property
     def label(self) -> str: ...
@@ -189,13 +237,28 @@ class StructuredCaller(Protocol):
     @property
     def is_offline(self) -> bool: ...
 
+    @property
+    def cache_model(self) -> str:
+        """The model name cache entries are keyed and stored under."""
+        ...
+
+    @property
+    def stats(self) -> CallStats:
+        """Running totals of the attempts made (what progress displays show)."""
+        ...
+
+    def use_cache(self, cache: Any) -> None:
+        """Answer from (and record into) ``cache`` (an ``agents.cache.ResponseCache``; None
+        turns caching off)."""
+        ...
+
+    def structured_modes(self) -> dict[str, str]:
+        """The structured-output mode each endpoint uses now (for the run's config)."""
+        ...
+
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None,
                          step: int | None = None) -> StructuredResult[T]: ...
-
-    def drain_records(self) -> list[CallRecord]: ...
-
-    def drain_cache_rows(self) -> list[dict[str, Any]]: ...
 
 
 def carry_records(exc: BaseException, earlier: Sequence[CallRecord]) -> None:

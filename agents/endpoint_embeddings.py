@@ -16,7 +16,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from personahub.agents.attempts import failed
-from personahub.agents.contracts import CallRecord, CallRequest, Capabilities, StructuredResult
+from personahub.agents.contracts import (
+    CallRecord,
+    CallRequest,
+    Capabilities,
+    StructuredResult,
+    carried_records,
+)
 from personahub.agents.failures import FailFast
 from personahub.agents.llm_settings import LLMConfigError, LLMSettings
 from personahub.agents.seam_accounting import Accounted
@@ -101,14 +107,22 @@ class EmbeddingClient:
                                        backoff_s=settings.backoff_s, modes=ModeBook("prompt", 1),
                                        fail_fast=FailFast(1), on_timeout=limited.lower_on_timeout))
         self.stats = self._top.stats
+        self._handed: list[CallRecord] = []  # for ``drain_records`` until dedup is a kernel job
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]] | None, list[CallRecord]]:
         """(vectors, the attempts' records); vectors None when every attempt failed."""
         request = CallRequest(EmbeddingVectors, list(texts), EMBED_PURPOSE, 0)
-        result = await self._top.call(request)
+        try:
+            result = await self._top.call(request)
+        except Exception as exc:
+            self._handed.extend(carried_records(exc))
+            raise
+        self._handed.extend(result.records)
         value = result.value
         return (value.vectors if value is not None else None), result.records
 
     def drain_records(self) -> list[CallRecord]:
-        """Transitional: the records of every batch since the last drain."""
-        return self._top.drain_records()
+        """Transitional (``embed`` returns them): the records of every batch since the last
+        drain, for ``OpenAIEmbedder.drain_records`` until dedup runs on the job kernel."""
+        records, self._handed = self._handed, []
+        return records

@@ -24,9 +24,8 @@ import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from personahub.agents.cache import ResponseCache, cache_rows
+from personahub.agents.cache import ResponseCache
 from personahub.agents.contracts import (
-    CacheEntry,
     CallRecord,
     CallRequest,
     Endpoint,
@@ -52,8 +51,9 @@ __all__ = ["CUT_OFF", "DEAD_ENDPOINT_COOLDOWN_S", "CallRecord", "CallStats", "LL
 
 
 class LLMClient:
-    """The stack's top for callers: validated structured answers, plus what the job loops ask of
-    the client (label, cache, records, modes). ``endpoints`` replaces the spec's (tests)."""
+    """The stack's top for callers: validated structured answers (each with its call records
+    and new cache entries), plus what the job loops ask of the client (label, cache, modes,
+    running totals): a ``contracts.StructuredCaller``. ``endpoints`` replaces the spec's (tests)."""
 
     def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None) -> None:
         self.settings = settings
@@ -121,18 +121,6 @@ class LLMClient:
         if self.is_offline:
             params["seed"] = settings.seed  # the offline engine's answers depend on it
         return params
-
-    def drain_records(self) -> list[CallRecord]:
-        """Transitional (results carry their records): the records since the last drain."""
-        return self._top.drain_records()
-
-    def drain_cache_entries(self) -> list[CacheEntry]:
-        """Transitional (results carry their entries): the answers recorded since the last drain."""
-        return self.cache.drain() if self.cache is not None else []
-
-    def drain_cache_rows(self) -> list[dict[str, Any]]:
-        """Transitional: ``drain_cache_entries`` as ``llm_cache`` rows, for writers below this layer."""
-        return cache_rows(self.drain_cache_entries())
 
     def mark_down(self, index: int, seconds: float = DEAD_ENDPOINT_COOLDOWN_S) -> None:
         """Skip endpoint ``index`` in round-robin for ``seconds`` (it refused a connection)."""

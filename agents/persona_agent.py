@@ -24,7 +24,7 @@ from typing import Any, TypedDict
 from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from personahub.agents.contracts import StructuredCaller
+from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.agents.prompt_budget import DEFAULT_BUDGET, PromptBudget
 from personahub.agents.prompts import agent_messages
 from personahub.agents.tasks import emission_task
@@ -55,12 +55,15 @@ class AgentOutcome:
 
     ``rejected`` is set when the output passed its schema but failed the kind's semantic check
     (``agents.validators``): the output is kept for the ``rejected`` table, not emitted.
+    ``records`` and ``cache_entries`` are those of the agent's model call, for the step's commit.
     """
 
     output: dict[str, Any] | None
     text: str | None
     error: str | None
     rejected: QualityIssue | None = None
+    records: Sequence[CallRecord] = ()
+    cache_entries: Sequence[CacheEntry] = ()
 
 
 class ChunkState(TypedDict, total=False):
@@ -70,6 +73,7 @@ class ChunkState(TypedDict, total=False):
     prompts: list[list[BaseMessage]]
     values: list[BaseModel | None]  # the validated answers (None where the call failed)
     errors: list[str | None]
+    calls: list[StructuredResult[Any]]  # each agent's call, with its records and cache entries
     outcomes: list[AgentOutcome]
 
 
@@ -114,21 +118,23 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
         last = result.records[-1] if result.records else None
         errors.append(None if result.value is not None
                       else getattr(last, "error", None) or "no valid answer")
-    return {"values": [r.value for r in results], "errors": errors}
+    return {"values": [r.value for r in results], "errors": errors, "calls": results}
 
 
 def record(state: ChunkState) -> dict[str, Any]:
     """Each emission as stored (the validated answer's fields), its searchable text, and the
     quality gate's verdict on it."""
     outcomes = []
-    for agent, value, error in zip(state["agents"], state["values"], state["errors"], strict=True):
+    for agent, value, error, call in zip(state["agents"], state["values"], state["errors"],
+                                         state["calls"], strict=True):
         if value is None:
-            outcomes.append(AgentOutcome(None, None, error))
+            outcomes.append(AgentOutcome(None, None, error, records=call.records,
+                                         cache_entries=call.cache_entries))
         else:
             task = emission_task(agent["kind"])
             content = value.model_dump(by_alias=True)
             outcomes.append(AgentOutcome(content, task.emission_text(content), error,
-                                         task.check(content)))
+                                         task.check(content), call.records, call.cache_entries))
     return {"outcomes": outcomes}
 
 

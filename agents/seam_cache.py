@@ -4,7 +4,7 @@ Each call takes the next sample of its request (asking the same thing twice reco
 answers). A hit comes back as a ``cached`` record with the stored raw answer, valid or not, so
 that a replay repeats repair attempts; a call that failed for good is stored as a failure and a
 replay fails it the same way; a replay that misses raises ``CacheMiss``. The entries a call
-writes come back in ``StructuredResult.cache_entries`` (and, for now, in the cache's buffer).
+writes come back in ``StructuredResult.cache_entries`` (and nowhere else).
 """
 
 from __future__ import annotations

@@ -80,7 +80,6 @@ async def structured_all(inputs: list[AgentInput], prompts: list[Any]) -> int:
             client.structured(EMISSION_SCHEMAS[inputs[i]["kind"]], prompts[i], purpose=inputs[i]["kind"],
                               persona_id=inputs[i]["persona_id"], step=2) for i in chunk])
         ok += sum(r.value is not None for r in results)
-        client.drain_records()
     return ok
 
 

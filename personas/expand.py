@@ -38,7 +38,7 @@ import pyarrow as pa
 from personahub.agents.contracts import StructuredCaller
 from personahub.personas.errors import PersonahubError
 from personahub.personas.graph import Relation, save_relations
-from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
+from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.prompts import expand_messages
 from personahub.personas.quality import gate_persona, language_scripts, rejected_counts, rejected_row
@@ -305,9 +305,8 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
         save_relations(con, relations)
         _mark_rows(con, expansion_id, level, marks)
 
-    forget_buffered_records(caller)
     commit_batch(con, JobRef("expansion", expansion_id, run_id=run_id), caller,
-                 {"rejected": rejected}, records_of(results), then=write_graph_and_marks)
+                 {"rejected": rejected}, results, then=write_graph_and_marks)
 
 
 async def expand_hub(

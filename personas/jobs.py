@@ -2,7 +2,8 @@
 text-to-persona): which job a model call belongs to, the one batch commit (a batch's rows with its
 call records and newly recorded cache answers in one transaction), the one progress-hook
 signature, and the ``text_jobs`` record. The event loop and the cache switch are in ``sim.jobs``;
-this half imports nothing above ``personas`` (the clients it is handed are duck-typed).
+this half imports nothing above ``personas`` but the seam's contracts (``agents.contracts``, which
+import nothing of the project): the clients it is handed and the results it writes are typed there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import duckdb
+from personahub.agents.contracts import CallRecord, CarriesCalls, ServesModels
 from personahub.personas.store import insert_rows, record_rows, transaction
 
 T = TypeVar("T")
@@ -38,13 +40,13 @@ class JobRef:
     run_id: str | None = None
 
 
-def model_names(client: Any) -> dict[int, str]:
+def model_names(client: ServesModels) -> dict[int, str]:
     """The served model's name per endpoint index (no URL, no credentials: nothing to parse)."""
-    return {i: str(getattr(e, "model_name", "") or getattr(e, "label", ""))
-            for i, e in enumerate(getattr(client, "endpoints", ()))}
+    return {i: e.model_name or e.label for i, e in enumerate(client.endpoints)}
 
 
-def call_rows(client: Any, records: Iterable[Any], job: JobRef | None) -> list[dict[str, Any]]:
+def call_rows(client: ServesModels, records: Iterable[CallRecord],
+              job: JobRef | None) -> list[dict[str, Any]]:
     """``llm_calls`` rows for ``records``, tagged with the job and the model name.
 
     A record answered from the cache has no endpoint; its ``model`` is then the cache's model
@@ -60,33 +62,27 @@ def call_rows(client: Any, records: Iterable[Any], job: JobRef | None) -> list[d
     return rows
 
 
-def records_of(results: Iterable[Any]) -> list[Any]:
-    """The call records the batch's results carry (a result of ``None`` carries none)."""
-    return [record for result in results for record in (getattr(result, "records", None) or ())]
+def records_of(results: Iterable[CarriesCalls]) -> list[CallRecord]:
+    """The call records the batch's results carry, in the results' order."""
+    return [record for result in results for record in result.records]
 
 
-def forget_buffered_records(client: Any) -> None:
-    """Drop the client's side buffer of call records: the kernel writes the records that came
-    with the results, and the buffer would otherwise grow for the whole job. (The buffer is
-    going away; until then this is the one place that empties it for kernel-written jobs.)"""
-    drain = getattr(client, "drain_records", None)
-    if drain is not None:
-        drain()
+def cache_rows_of(results: Iterable[CarriesCalls]) -> list[dict[str, Any]]:
+    """``llm_cache`` rows of the answers the batch's results recorded (none without a cache)."""
+    return record_rows(entry for result in results for entry in result.cache_entries)
 
 
-def new_cache_rows(client: Any) -> list[dict[str, Any]]:
-    """``llm_cache`` rows of answers recorded since the last batch (none without a cache)."""
-    return getattr(client, "drain_cache_rows", list)()
+def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: ServesModels,
+                 rows: Mapping[str, Sequence[Mapping[str, Any]]], results: Sequence[CarriesCalls],
+                 *, then: Callable[[], T] | None = None) -> T | None:
+    """Write a batch's rows (by table, in order) with the call records and new cache answers its
+    ``results`` carry, in one transaction; ``then`` runs inside it last (writes that are not
+    plain rows, such as persona upserts) and what it returns is returned.
 
-
-def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Any,
-                 rows: Mapping[str, Sequence[Mapping[str, Any]]], records: Sequence[Any], *,
-                 then: Callable[[], T] | None = None) -> T | None:
-    """Write a batch's rows (by table, in order), its call records and new cache answers in one
-    transaction; ``then`` runs inside it last (writes that are not plain rows, such as persona
-    upserts) and what it returns is returned."""
-    calls = call_rows(client, records, job)
-    cached = new_cache_rows(client)
+    Records and cache entries come from the batch's own results, never from the client: two
+    jobs sharing one client write only their own calls."""
+    calls = call_rows(client, records_of(results), job)
+    cached = cache_rows_of(results)
     with transaction(con):
         for table, table_rows in rows.items():
             insert_rows(con, table, table_rows, ignore_conflicts=table in IDEMPOTENT_TABLES)

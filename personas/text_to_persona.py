@@ -33,7 +33,7 @@ import pyarrow as pa
 from personahub.agents.contracts import StructuredCaller
 from personahub.personas.errors import PersonaFileError
 from personahub.personas.importers import ImportStats, container_of, iter_rows
-from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, forget_buffered_records, records_of
+from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
 from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
 from personahub.personas.quality import gate_persona, language_scripts, rejected_row, tally
 from personahub.personas.record import Persona
@@ -261,10 +261,9 @@ async def text_to_persona(
             rejected += refused
             done_rows.append({"corpus": corpus, "text_id": text_id, "relation": relation,
                               "persona_ids": [p.persona_id for p in personas]})
-        forget_buffered_records(caller)
         summary.new_personas += commit_batch(
             con, JobRef("text_to_persona", corpus, run_id=run_id), caller,
-            {"rejected": rejected, "text_done": done_rows}, records_of(results),
+            {"rejected": rejected, "text_done": done_rows}, results,
             then=partial(upsert_personas, con, created)) or 0
         summary.personas += len(created)
         summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - older typer runs on click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
+    from personahub.agents.contracts import StructuredCaller
     from personahub.agents.llm import LLMClient
 
 console = Console(stderr=True)
@@ -133,10 +134,8 @@ def one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def banner(client: LLMClient) -> None:
-    """Say which engine answers, plainly (test doubles without a label are not announced)."""
-    if not hasattr(client, "label"):
-        return
+def banner(client: StructuredCaller) -> None:
+    """Say which engine answers, plainly."""
     if client.is_offline:
         console.print("engine: [bold]offline[/] — deterministic offline engine; "
                       "no language model is used.")
@@ -166,11 +165,11 @@ def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
     return client
 
 
-def job_progress(client: LLMClient | None = None) -> Progress:
+def job_progress(client: StructuredCaller | None = None) -> Progress:
     """A progress display (with the client's call counts when it calls a model)."""
     from personahub.sim.progress import JobProgress
 
-    return JobProgress(console, getattr(client, "stats", None))  # test doubles may count nothing
+    return JobProgress(console, client.stats if client is not None else None)
 
 
 def started(what: str, key: str, db: Path) -> None:

@@ -3,8 +3,8 @@
 A job is opened (new, or an existing one whose stored configuration is read before anything is
 built from it: the model client is made with the job's seed and generation settings), runs its
 batches on one event loop it owns (``JobLoop``), commits each batch's rows together with the
-batch's model-call records and newly recorded cache answers in one transaction
-(``personas.jobs.commit_batch``), and finishes with a status.
+model-call records and newly recorded cache answers that the batch's results carry, in one
+transaction (``personas.jobs.commit_batch``), and finishes with a status.
 
 What each job keeps stays in its own documented tables (``runs``, ``synth_jobs``, ``expansions``,
 ``text_jobs``); the kernel gives them one way to tag ``llm_calls`` (``job_kind``, ``job_id``,
@@ -21,16 +21,17 @@ from typing import Any, TypeVar
 
 import duckdb
 from personahub.agents.cache import CACHE_MODES, ResponseCache
+from personahub.agents.contracts import StructuredCaller
 from personahub.agents.run_loop import close_quietly, new_run_loop
 from personahub.personas.errors import PersonahubError
 from personahub.personas.jobs import (  # noqa: F401 - the kernel's public names, in one place
     JobKind,
     JobRef,
     ProgressHook,
+    cache_rows_of,
     call_rows,
     commit_batch,
     finish_text_job,
-    forget_buffered_records,
     records_of,
     start_text_job,
     text_job_config,
@@ -69,7 +70,7 @@ def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) 
                               "record them first with --cache record (same --llm)")
 
 
-def attach_cache(con: duckdb.DuckDBPyConnection, client: Any, mode: str) -> None:
+def attach_cache(con: duckdb.DuckDBPyConnection, client: StructuredCaller, mode: str) -> None:
     """Answer the job's calls from (and record into) the ``llm_cache`` table; ``off`` does nothing.
     A replay with nothing recorded for the client's model is refused before any call."""
     check_cache_mode(mode)

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
-from personahub.agents.llm import CallRecord
+from personahub.agents.contracts import ServesModels
 from personahub.personas.store import insert_columns, insert_rows, scalar, transaction
-from personahub.sim.jobs import JobRef, call_rows, commit_batch
+from personahub.sim.jobs import JobRef, commit_batch
 from personahub.sim.society import StepResult
 
 
@@ -48,7 +48,7 @@ def _now() -> dt.datetime:
 class RunLog:
     """Writes one run's rows; the connection is owned by the caller."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str, client: Any = None) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str, client: ServesModels) -> None:
         self.con = con
         self.run_id = run_id
         self.client = client  # names the served model of each call record (sim.jobs.call_rows)
@@ -76,15 +76,11 @@ class RunLog:
                 "run_id": [self.run_id] * len(edges), "src": [e[0] for e in edges],
                 "dst": [e[1] for e in edges], "relation": [e[2] for e in edges]})
 
-    def write_calls(self, records: Sequence[CallRecord]) -> None:
-        """Write model-call records made outside steps (setup, expansion)."""
-        with transaction(self.con):
-            insert_rows(self.con, "llm_calls", call_rows(self.client, records, self.job))
-
     def write_step(self, result: StepResult, duplicates: Mapping[str, str | None],
-                   records: Sequence[CallRecord], started_at: dt.datetime, *, model: str) -> None:
-        """Write a step's emissions (with near-duplicate flags), messages, calls and newly
-        recorded cache answers atomically (one kernel batch, ``sim.jobs.commit_batch``)."""
+                   started_at: dt.datetime, *, model: str) -> None:
+        """Write a step's emissions (with near-duplicate flags), messages, and the call records
+        and newly recorded cache answers the step's result carries, atomically (one kernel
+        batch, ``sim.jobs.commit_batch``)."""
         emissions = [{
             "emission_id": e.emission_id, "run_id": self.run_id, "step": e.step,
             "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
@@ -111,7 +107,7 @@ class RunLog:
             "rejected": result.rejected,
             "agent_states": states,
             "steps": [step_row],
-        }, records, then=lambda: self.con.execute(
+        }, [result], then=lambda: self.con.execute(
             "UPDATE runs SET steps_done = ? WHERE run_id = ?", [result.step, self.run_id]))
         release_cached_blocks(self.con)  # the run log is on disk: memory stays flat over steps
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from personahub.agents.contracts import StructuredCaller
 from personahub.agents.failures import ModelRejected, batch_failure
 from personahub.agents.generation import Generation
 from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
@@ -228,7 +229,7 @@ def run_scenario(
     *,
     scenario_path: str = "",
     progress: ProgressHook | None = None,
-    client: LLMClient | None = None,
+    client: StructuredCaller | None = None,
     on_ready: Callable[[], None] | None = None,
     on_start: StartHook | None = None,
 ) -> RunSummary:
@@ -276,7 +277,7 @@ def resume_run(
     llm: str | None = None,
     offline_latency_s: float = 0.0,
     progress: ProgressHook | None = None,
-    client: LLMClient | None = None,
+    client: StructuredCaller | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Continue run ``run_id`` in ``db`` from its last committed step (see the module doc).
@@ -322,7 +323,7 @@ def resume_run(
         con.close()
 
 
-def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options: RunOptions,
+def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, options: RunOptions,
            seed: int, steps: int, progress: ProgressHook | None, started: float, *,
            personas: list[Persona] | None, heap: RunHeap,
            on_start: StartHook | None = None) -> RunSummary:
@@ -343,9 +344,7 @@ def _drive(con: Any, log: RunLog, client: LLMClient, scenario: Scenario, options
                 summary = _simulate(con, log, loop, client, scenario, options, personas,
                                     scenario.world_text(), seed, steps, progress, heap)
             finally:
-                modes = getattr(client, "structured_modes", None)  # test doubles may lack it
-                if modes is not None:
-                    log.merge_config({"structured_modes": modes()})
+                log.merge_config({"structured_modes": client.structured_modes()})
         except KeyboardInterrupt as exc:
             how = signal_name(exc)
             log.finish("interrupted", f"interrupted by {how}")
@@ -373,7 +372,7 @@ def _steps_done(con: Any, run_id: str) -> int:
     return int(rows[0][0] or 0) if rows else 0
 
 
-def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
+def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: StructuredCaller,
                    scenario: Scenario, personas: list[Persona], seed: int,
                    progress: ProgressHook | None, db: Path) -> tuple[list[Persona], nx.Graph]:
     """Link acquaintances, expand, and record the agents and the starting graph."""
@@ -452,7 +451,7 @@ def _restore_model(con: Any, model: SocietyModel, run_id: str, done: int,
             indexes[kind].add_many(items)
 
 
-def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LLMClient,
+def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: StructuredCaller,
               scenario: Scenario, options: RunOptions, personas: list[Persona] | None, world: str,
               seed: int, steps: int, progress: ProgressHook | None, heap: RunHeap) -> RunSummary:
     run_id = log.run_id
@@ -478,12 +477,12 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
         result = model.last_result
         assert result is not None
         duplicates = _flag_duplicates(result, indexes)
-        records = client.drain_records()
-        log.write_step(result, duplicates, records, step_started, model=client.label)
+        log.write_step(result, duplicates, step_started, model=client.label)
         heap.settle()
         if progress:
             progress("step", result.step, steps)
-        reason = batch_failure(f"step {result.step}", result.n_active, len(result.failures), records)
+        reason = batch_failure(f"step {result.step}", result.n_active, len(result.failures),
+                               result.records)
         if reason is not None:  # the step is committed: the run stops resumable
             raise ModelRejected(f"run {run_id} stopped: {reason}; resume with "
                                 f"personahub run --resume {run_id}")
@@ -494,7 +493,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: LL
     return summary
 
 
-def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, client: LLMClient,
+def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, client: StructuredCaller,
              agents: int, edges: int) -> RunSummary:
     """The run's totals, read back from the database (whole run, resumed or not)."""
     def rows(sql: str) -> list[tuple[Any, ...]]:

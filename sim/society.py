@@ -32,7 +32,7 @@ import mesa
 import networkx as nx
 import numpy as np
 from mesa.discrete_space import FixedAgent, Network
-from personahub.agents.contracts import StructuredCaller
+from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
 from personahub.agents.prompts import survey_messages
 from personahub.agents.tasks import addressed_kinds, emission_task
@@ -84,6 +84,8 @@ class StepResult:
     n_asked: int = 0  # survey questions asked
     states: list[tuple[int, str]] = field(default_factory=list)  # touched agents' states (JSON)
     rejected: list[dict[str, Any]] = field(default_factory=list)  # quality-gate rejects (rows)
+    records: list[CallRecord] = field(default_factory=list)  # the step's model calls' attempts
+    cache_entries: list[CacheEntry] = field(default_factory=list)  # answers the calls recorded
 
 
 def _derived_seed(parts: tuple[object, ...]) -> int:
@@ -370,12 +372,16 @@ class SocietyModel(mesa.Model):
         result.n_active = len(planned)
         self._apply(step, planned, outcomes, result)
         self._apply_answers(step, asked, answers, result)
+        for call in [*outcomes, *answers]:  # agents in id order, then survey answers as asked
+            result.records.extend(call.records)
+            result.cache_entries.extend(call.cache_entries)
         result.states = self._changed_states()
         self.last_result = result
 
     async def _gather(self, step: int, inputs: list[AgentInput],
                       asked: list[tuple[Survey, SocietyAgent]],
-                      seen: dict[int, list[str]]) -> tuple[list[AgentOutcome], list[Any]]:
+                      seen: dict[int, list[str]]
+                      ) -> tuple[list[AgentOutcome], list[StructuredResult[Any]]]:
         actions = run_agents(inputs, self.llm, chunk_size=self.chunk_size,
                              budget=self.scenario.prompt_budget)
         questions = [self._ask(step, survey, agent, seen.get(agent.unique_id, []))
@@ -383,7 +389,8 @@ class SocietyModel(mesa.Model):
         outcomes, *answers = await asyncio.gather(actions, *questions)
         return outcomes, answers
 
-    async def _ask(self, step: int, survey: Survey, agent: SocietyAgent, events: list[str]) -> Any:
+    async def _ask(self, step: int, survey: Survey, agent: SocietyAgent,
+                   events: list[str]) -> StructuredResult[Any]:
         schema = survey_schema(survey.answer, survey.options, survey.low, survey.high)
         if survey.answer == "choice":
             hint = "Choose exactly one of: " + " | ".join(survey.options)

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
+from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.agents.generation import Generation
-from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, make_client, redact_spec
+from personahub.agents.llm import LLMSettings, check_reachable, make_client, redact_spec
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import (
     PROMPTING_MODES,
@@ -62,7 +63,6 @@ from personahub.sim.jobs import (
     attach_cache,
     check_cache_mode,
     commit_batch,
-    forget_buffered_records,
     job_loop,
     records_of,
 )
@@ -144,14 +144,25 @@ class SynthSummary:
 
 
 class Answer(NamedTuple):
-    """One persona's answer: its content (None if the call failed), solution, and the quality
-    gate's verdict (set when the content was rejected)."""
+    """One persona's answer: its content (None if the call failed), solution, the quality
+    gate's verdict (set when the content was rejected), and the results of the calls it took
+    (whose records and cache entries the batch commit writes)."""
 
     persona: Persona
     content: dict[str, Any] | None
     solution: dict[str, Any] | None = None
     rejected: QualityIssue | None = None
-    records: tuple[Any, ...] = ()  # the call records of this persona's calls (agents.llm)
+    calls: tuple[StructuredResult[Any], ...] = ()
+
+    @property
+    def records(self) -> list[CallRecord]:
+        """The call records of this persona's calls."""
+        return records_of(self.calls)
+
+    @property
+    def cache_entries(self) -> list[CacheEntry]:
+        """The cache entries this persona's calls recorded."""
+        return [entry for call in self.calls for entry in call.cache_entries]
 
 
 @dataclass(frozen=True)
@@ -241,7 +252,7 @@ def item_id_for(job_id: str, persona_id: str) -> str:
 class SynthesisJob:
     """One job's state: options, demonstrations, near-duplicate index and the database."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOptions,
+    def __init__(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: SynthOptions,
                  job_id: str, world: str, demos: list[Demo]) -> None:
         self.con = con
         self.client = client
@@ -261,21 +272,20 @@ class SynthesisJob:
             with_assistant=opts.with_assistant)
         result = await self.client.structured(self.schema, messages, purpose=f"synth:{opts.task}",
                                               persona_id=persona.persona_id)
-        records = tuple(result.records)
         if result.value is None:
-            return Answer(persona, None, records=records)
+            return Answer(persona, None, calls=(result,))
         content = content_of(result.value)
         issue = self.task.check(content)
         if issue is not None:  # no solving junk
-            return Answer(persona, content, rejected=issue, records=records)
+            return Answer(persona, content, rejected=issue, calls=(result,))
         solution = None
         if opts.solve:
             solved = await self.client.structured(
                 Solution, solve_messages(self.task.text(content)),
                 purpose=f"solve:{opts.task}", persona_id=persona.persona_id)
             solution = solved.value.model_dump() if solved.value is not None else None
-            records += tuple(solved.records)
-        return Answer(persona, content, solution, records=records)
+            return Answer(persona, content, solution, calls=(result, solved))
+        return Answer(persona, content, calls=(result,))
 
     async def run_batch(self, batch: Sequence[Persona]) -> list[Answer]:
         """All of a batch's personas concurrently (the client bounds calls in flight)."""
@@ -324,26 +334,28 @@ class SynthesisJob:
                 "solution": solution, "is_duplicate": original is not None,
                 "duplicate_of": original, "created_at": _now(),
             })
-        forget_buffered_records(self.client)
         commit_batch(self.con, JobRef("synthesis", self.job_id, run_id=self.job_id), self.client,
-                     {"synth_items": rows, "rejected": rejected}, records_of(results))
+                     {"synth_items": rows, "rejected": rejected}, results)
         summary.written += len(rows)
         summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
 
 
-async def infer_personas(client: LLMClient, demos: list[Demo]) -> list[Demo]:
-    """Give every demonstration without a persona one inferred by a text-to-persona call."""
-    async def fill(demo: Demo) -> Demo:
+async def infer_personas(client: StructuredCaller,
+                         demos: list[Demo]) -> tuple[list[Demo], list[StructuredResult[Any]]]:
+    """Give every demonstration without a persona one inferred by a text-to-persona call;
+    returns the demonstrations and the calls' results (their records are the job's)."""
+    async def fill(demo: Demo) -> tuple[Demo, StructuredResult[Any] | None]:
         if demo.persona:
-            return demo
+            return demo, None
         result = await client.structured(InferredPersona, demo_persona_messages(demo.text),
                                          purpose="text_to_persona")
         if result.value is None:
             raise PersonahubError("--examples: text-to-persona failed for a demonstration "
                                   f"starting {demo.text[:40]!r}; give it a 'persona'")
-        return replace(demo, persona=result.value.persona)
+        return replace(demo, persona=result.value.persona), result
 
-    return list(await asyncio.gather(*(fill(d) for d in demos)))
+    filled = await asyncio.gather(*(fill(d) for d in demos))
+    return [demo for demo, _ in filled], [result for _, result in filled if result is not None]
 
 
 def _config(options: SynthOptions, demos: list[Demo]) -> dict[str, Any]:
@@ -398,7 +410,7 @@ def run_synthesis(
     options: SynthOptions,
     *,
     resume: str | None = None,
-    client: LLMClient | None = None,
+    client: StructuredCaller | None = None,
     progress: ProgressHook | None = None,
     on_ready: Callable[[], None] | None = None,
     fresh: bool = False,
@@ -427,15 +439,16 @@ def run_synthesis(
                      if options.examples and options.prompting != "zero-shot" else [])
         world = load_world(options)
         if client is None:
-            client = make_client(LLMSettings(spec=options.llm, seed=options.seed,
-                                             concurrency=options.concurrency,
-                                             timeout_s=options.timeout_s,
-                                             structured=options.structured,  # type: ignore[arg-type]
-                                             max_tokens=options.max_tokens,
-                                             temperature=options.temperature, top_p=options.top_p,
-                                             rps=options.rps))
+            built = make_client(LLMSettings(spec=options.llm, seed=options.seed,
+                                            concurrency=options.concurrency,
+                                            timeout_s=options.timeout_s,
+                                            structured=options.structured,  # type: ignore[arg-type]
+                                            max_tokens=options.max_tokens,
+                                            temperature=options.temperature, top_p=options.top_p,
+                                            rps=options.rps))
             if options.cache != "replay":  # a replay calls no model
-                check_reachable(client)
+                check_reachable(built)
+            client = built
         if not options.where:
             _seed_hub_if_empty(con)
         personas = select_personas(con, options.where, options.n)
@@ -458,18 +471,19 @@ def run_synthesis(
         con.close()
 
 
-def _run(con: duckdb.DuckDBPyConnection, client: LLMClient, options: SynthOptions, job_id: str,
+def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: SynthOptions, job_id: str,
          world: str, demos: list[Demo], personas: list[Persona], resuming: bool,
          loop: JobLoop, progress: ProgressHook | None,
          on_start: Callable[[str], None] | None = None) -> SynthSummary:
     if not resuming:
+        inferred: list[StructuredResult[Any]] = []
         if options.prompting == "persona-few-shot":
-            demos = loop.run(infer_personas(client, demos))
+            demos, inferred = loop.run(infer_personas(client, demos))
         commit_batch(con, JobRef("synthesis", job_id, run_id=job_id), client, {"synth_jobs": [{
             "job_id": job_id, "task": options.task, "prompting": options.prompting,
             "n": options.n, "llm": client.label, "config": _config(options, demos),
             "status": "running", "error": None, "started_at": _now(), "finished_at": None,
-        }]}, client.drain_records())  # demonstrations' inferred personas (results not kept)
+        }]}, inferred)  # the demonstrations' inferred personas
     else:
         con.execute("UPDATE synth_jobs SET status = 'running', error = NULL WHERE job_id = ?",
                     [job_id])

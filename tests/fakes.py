@@ -1,8 +1,9 @@
 """The one fake model client of the test suite.
 
 Tests used to hand-write a stand-in client each (scripted answers, crashes, failing endpoints,
-edited answers); every one re-implemented ``structured`` and ``drain_records``. ``FakeClient`` is
-that stand-in once: a real client underneath (offline unless given), with three optional hooks —
+edited answers); every one re-implemented ``structured``. ``FakeClient`` is that stand-in once,
+a ``contracts.StructuredCaller`` like the real client: a real client underneath (offline unless
+given), with three optional hooks —
 
 - ``answer(call)``: answer a call yourself (a pydantic value or a ``StructuredResult``), raise to
   simulate a crash or an unreachable endpoint, or return ``None`` to let the offline engine answer;
@@ -17,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from personahub.agents.llm import CallRecord, LLMClient, LLMSettings, LLMUnavailable, StructuredResult
+from personahub.agents.contracts import CallStats, Endpoint
+from personahub.agents.llm import LLMClient, LLMSettings, LLMUnavailable, StructuredResult
 from pydantic import BaseModel
 
 
@@ -56,10 +58,11 @@ class FakeClient:
     """A model client for tests: ``inner`` (an offline ``LLMClient`` unless given), unless a hook
     says otherwise.
 
-    Counts what it is asked (``calls``, ``by_purpose``, ``by_step``, ``prompts``) and the most
-    calls in flight at once. Records of scripted answers are drained like the real client's.
-    ``label`` and ``is_offline`` are ``inner``'s unless ``name``/``offline`` override them; other
-    attributes (``endpoints``, ``model_name``, …) come from ``inner``.
+    Counts what it is asked (``calls``, ``by_purpose``, ``by_step``, ``prompts``), the most
+    calls in flight at once, and every answer's attempts (``stats``, scripted ones included).
+    Records and cache entries come back with each result only, as from the real client.
+    ``label`` and ``is_offline`` are ``inner``'s unless ``name``/``offline`` override them; the
+    endpoints, cache and modes are ``inner``'s.
     """
 
     answer: Answer | None = None
@@ -74,8 +77,8 @@ class FakeClient:
     by_step: Counter[tuple[int, str]] = field(default_factory=Counter)
     prompts: list[tuple[str, str, str]] = field(default_factory=list)  # purpose, persona, last message
     max_in_flight: int = 0
+    stats: CallStats = field(default_factory=CallStats)
     _in_flight: int = 0
-    _records: list[CallRecord] = field(default_factory=list)
 
     def client(self) -> Any:
         """The client underneath, built on first use (scripted fakes never need one)."""
@@ -91,10 +94,19 @@ class FakeClient:
     def is_offline(self) -> bool:
         return self.offline if self.offline is not None else self.client().is_offline
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("inner", "answer", "edit", "delay"):
-            raise AttributeError(name)
-        return getattr(self.client(), name)
+    @property
+    def endpoints(self) -> Sequence[Endpoint]:
+        return self.client().endpoints
+
+    @property
+    def cache_model(self) -> str:
+        return self.client().cache_model
+
+    def use_cache(self, cache: Any) -> None:
+        self.client().use_cache(cache)
+
+    def structured_modes(self) -> dict[str, str]:
+        return self.client().structured_modes()
 
     async def structured(self, schema: type[BaseModel], messages: Any, **kwargs: Any) -> StructuredResult:
         self.calls += 1
@@ -111,7 +123,10 @@ class FakeClient:
             result = await self._answer(call)
         finally:
             self._in_flight -= 1
-        return self.edit(call, result) if self.edit is not None else result
+        if self.edit is not None:
+            result = self.edit(call, result)
+        self.stats.add(result.records)
+        return result
 
     async def _answer(self, call: Call) -> StructuredResult:
         scripted = self.answer(call) if self.answer is not None else None
@@ -119,13 +134,7 @@ class FakeClient:
             return await self.client().structured(call.schema, call.messages, **call.kwargs)
         if not isinstance(scripted, StructuredResult):
             scripted = StructuredResult(scripted, [])
-        self._records.extend(scripted.records)
         return scripted
-
-    def drain_records(self) -> list[CallRecord]:
-        records = self.inner.drain_records() if self.inner is not None else []
-        records, self._records = records + self._records, []
-        return records
 
 
 # --------------------------------------------------------------------------- shared behaviours

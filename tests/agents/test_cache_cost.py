@@ -12,6 +12,7 @@ from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.offline import OfflineChatModel
 from personahub.analysis.views import install_views, query_files
 from personahub.personas.errors import PersonahubError
+from personahub.personas.jobs import cache_rows_of, records_of
 from personahub.personas.store import connect, insert_rows, transaction
 from personahub.sim.cli import app
 from personahub.sim.runner import RunOptions, run_scenario
@@ -157,11 +158,10 @@ def test_sample_index_keeps_repeated_identical_requests_apart(tmp_path):
         async def three():
             return [await client.structured(Answer, prompt, purpose="t") for _ in range(3)]
 
-        values = [r.value.text for r in asyncio.run(three())]
+        results = asyncio.run(three())
         with transaction(con):
-            from personahub.agents.cache import cache_rows
-            insert_rows(con, "llm_cache", cache_rows(client.drain_cache_entries()))
-        return values, client.drain_records()
+            insert_rows(con, "llm_cache", cache_rows_of(results))
+        return [r.value.text for r in results], records_of(results)
 
     recorded, _ = session("record")
     assert recorded == ["answer 1", "answer 2", "answer 3"] and len(COUNTER) == 3

@@ -2,6 +2,7 @@ import asyncio
 import socket
 
 import pytest
+from personahub.agents.contracts import carried_records
 from personahub.agents.llm import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
 from personahub.agents.prompts import agent_messages
 from personahub.agents.tasks.npc_dialogue import NpcDialogue
@@ -38,10 +39,10 @@ def test_redaction_removes_credentials():
 def test_round_robin_over_several_endpoints(server):
     a, b = server(), server()
     client = LLMClient(LLMSettings(spec=f"{a.base_url}?model=m1,{b.base_url}?model=m2"))
-    for _ in range(4):
-        assert ask(client).value is not None
+    results = [ask(client) for _ in range(4)]
+    assert all(r.value is not None for r in results)
     assert a.stats.answered == 2 and b.stats.answered == 2
-    assert {r.endpoint for r in client.drain_records()} == {0, 1}
+    assert {r.endpoint for res in results for r in res.records} == {0, 1}
 
 
 @pytest.mark.parametrize("method", ["json_schema", "tools"])
@@ -109,9 +110,11 @@ def test_hang_hits_the_timeout_and_is_recorded(server):
 def test_unreachable_endpoint_raises_llm_unavailable():
     url = f"http://127.0.0.1:{free_port()}/v1"
     client = LLMClient(LLMSettings(spec=url, max_retries=1, backoff_s=0.001))
-    with pytest.raises(LLMUnavailable, match="unreachable"):
+    with pytest.raises(LLMUnavailable, match="unreachable") as raised:
         ask(client)
-    assert all(r.status == "error" for r in client.drain_records())
+    records = carried_records(raised.value)  # the call's attempts travel with the exception
+    assert len(records) == 2 and all(r.status == "error" for r in records)
+    assert client.stats.attempts == 2 and client.stats.failed == 1
 
 
 def test_concurrency_limit_is_respected(server):
@@ -199,7 +202,7 @@ def test_round_robin_with_a_dead_endpoint_fails_over_without_stalling(server, mo
     results = asyncio.run(many())
     assert not [w for w in waits if w >= 1.0]  # no backoff (>= 2.5 s here) before failing over
     assert all(r.value is not None for r in results)
-    records = client.drain_records()
+    records = [r for res in results for r in res.records]
     failed = [r for r in records if r.status == "error"]
     assert failed and {r.endpoint for r in failed} == {0}
     assert all(r.attempt == 2 and r.endpoint == 1 for res in results for r in res.records[1:])

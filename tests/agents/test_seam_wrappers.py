@@ -16,6 +16,7 @@ from personahub.agents.contracts import (
     Failure,
     ModelEndpoint,
     StructuredResult,
+    carried_records,
 )
 from personahub.agents.failures import FailFast, ModelRejected
 from personahub.agents.llm import LLMClient, LLMSettings
@@ -256,10 +257,11 @@ def test_accounting_counts_every_attempt_even_of_a_call_that_raised() -> None:
     run(layer)
     assert layer.stats.attempts == 2 and layer.stats.ok == 1
     failing = Accounted(retrying(Failover([FakeEndpoint([UNREACHABLE] * 2)]), retries=1))
-    with pytest.raises(LLMUnavailable):
+    with pytest.raises(LLMUnavailable) as raised:
         run(failing)
-    assert [r.status for r in failing.drain_records()] == ["error", "error"]
-    assert failing.stats.failed == 1 and failing.drain_records() == []
+    assert [r.status for r in carried_records(raised.value)] == ["error", "error"]
+    assert failing.stats.attempts == 2 and failing.stats.failed == 1
+    assert not hasattr(failing, "drain_records")  # counted, never kept: results carry records
 
 
 # --- the whole stack ----------------------------------------------------------------------------
@@ -270,6 +272,7 @@ def test_the_client_stacks_the_layers_over_given_endpoints() -> None:
     result = asyncio.run(client.structured(Answer, [HumanMessage("hi")], purpose="instruction"))
     assert result.value == Answer(text="ok")
     assert [r.status for r in result.records] == ["error", "invalid", "ok"]
-    assert len(result.cache_entries) == 2 and client.drain_records() == result.records
+    assert len(result.cache_entries) == 2 and client.stats.attempts == len(result.records) == 3
+    assert not any(hasattr(client, f"drain_{x}") for x in ("records", "cache_entries", "cache_rows"))
     assert not client.is_offline and client.structured_modes() == {"fake": "json_schema"}
     assert fake.asked[0].max_tokens == 256  # the purpose's default output limit

@@ -115,15 +115,15 @@ RESUMED_BY_ID = [
 def interrupt_at_commit(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
     """Ctrl-C as the kernel begins its ``number``-th batch commit (earlier ones are written)."""
     seen = []
-    real = jobs.new_cache_rows
+    real = jobs.cache_rows_of
 
-    def counting(client):
+    def counting(results):
         seen.append(1)
         if len(seen) == number:
             raise KeyboardInterrupt
-        return real(client)
+        return real(results)
 
-    monkeypatch.setattr(jobs, "new_cache_rows", counting)
+    monkeypatch.setattr(jobs, "cache_rows_of", counting)
 
 
 def finished(db: Path, command: Command, *extra: object) -> None:
