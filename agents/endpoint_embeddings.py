@@ -3,8 +3,10 @@
 The endpoint answers a ``CallRequest`` whose ``messages`` are the texts and whose purpose is
 ``embed``; its value is the vectors. It sits under the same layers as chat calls
 (``Failover``, ``Limited``, ``Retrying``, ``Accounted``): an explicit timeout, retries of what can
-pass with ``Retry-After`` honoured, a fast stop on a repeated rejection, and a ``CallRecord`` per
-attempt (tokens in, latency, status).
+pass with ``Retry-After`` honoured, ``--rps``, a fast stop on a repeated rejection, and a
+``CallRecord`` per attempt (tokens in, latency, status). Record / replay is per text
+(``agents.seam_embed_cache``); the client answers what the job kernel asks of a model client
+(``endpoints``, ``cache_model``, ``use_cache``, ``drain_cache_rows``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from personahub.agents.attempts import failed
+from personahub.agents.cache import ResponseCache, cache_rows
 from personahub.agents.contracts import CallRecord, CallRequest, Capabilities, StructuredResult
 from personahub.agents.failures import FailFast
 from personahub.agents.llm_settings import LLMConfigError, LLMSettings
 from personahub.agents.seam_accounting import Accounted
+from personahub.agents.seam_embed_cache import EmbeddingCached
 from personahub.agents.seam_failover import Failover
 from personahub.agents.seam_limits import Limited
 from personahub.agents.seam_retry import Retrying
@@ -96,11 +100,29 @@ class EmbeddingClient:
 
     def __init__(self, endpoint: EmbeddingEndpoint, settings: LLMSettings) -> None:
         self.endpoint = endpoint
+        self.endpoints = [endpoint]
         limited = Limited(Failover([endpoint]), concurrency=settings.concurrency, rps=settings.rps)
-        self._top = Accounted(Retrying(limited, max_retries=settings.max_retries,
-                                       backoff_s=settings.backoff_s, modes=ModeBook("prompt", 1),
-                                       fail_fast=FailFast(1), on_timeout=limited.lower_on_timeout))
+        retry = Retrying(limited, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
+                         modes=ModeBook("prompt", 1), fail_fast=FailFast(1),
+                         on_timeout=limited.lower_on_timeout)
+        self._cached = EmbeddingCached(retry, make_value=lambda v: EmbeddingVectors.model_construct(
+            vectors=v))
+        self._top = Accounted(self._cached)
         self.stats = self._top.stats
+
+    @property
+    def cache_model(self) -> str:
+        """The model name cached vectors are keyed and stored under."""
+        return self.endpoint.model_name
+
+    def use_cache(self, cache: ResponseCache | None) -> None:
+        """Answer from (and record into) ``cache`` from now on; None turns caching off."""
+        self._cached.cache = cache
+
+    def drain_cache_rows(self) -> list[dict[str, Any]]:
+        """``llm_cache`` rows of the vectors recorded since the last drain (the batch commit's)."""
+        cache = self._cached.cache
+        return cache_rows(cache.drain()) if cache is not None else []
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]] | None, list[CallRecord]]:
         """(vectors, the attempts' records); vectors None when every attempt failed."""

@@ -1,8 +1,9 @@
 """What a job writes, shared by every model-calling job (runs, synthesis, expansion,
-text-to-persona): which job a model call belongs to, the one batch commit (a batch's rows with its
-call records and newly recorded cache answers in one transaction), the one progress-hook
-signature, and the ``text_jobs`` record. The event loop and the cache switch are in ``sim.jobs``;
-this half imports nothing above ``personas`` (the clients it is handed are duck-typed).
+text-to-persona, the dedup embedding stage): which job a model call belongs to, the one batch
+commit (a batch's rows with its call records and newly recorded cache answers in one
+transaction), the one progress-hook signature, and the ``text_jobs`` record. The event loop and
+the cache switch are in ``sim.jobs``; this half imports nothing above ``personas`` (the clients it
+is handed are duck-typed).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import duckdb
 from personahub.personas.store import insert_rows, record_rows, transaction
 
 T = TypeVar("T")
-JobKind = Literal["run", "synthesis", "expansion", "text_to_persona"]
+JobKind = Literal["run", "synthesis", "expansion", "text_to_persona", "dedup"]
 # One progress signature for every job: (phase, done, total or None when unknown).
 ProgressHook = Callable[[str, int, "int | None"], None]
 # Tables whose batch rows may repeat after a retried batch (their keys are stable ids).
