@@ -61,6 +61,13 @@ class EmbeddingEndpoint:
             self._client = (loop, self._make_client())
         return self._client[1]
 
+    async def aclose(self) -> None:
+        """Close the HTTP client of the running loop (before the loop closes, so that its
+        connections are not closed later on a dead loop)."""
+        held, self._client = self._client, None
+        if held is not None and held[0] is asyncio.get_running_loop():
+            await held[1].close()
+
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
         """The vectors of ``request.messages`` (the texts)."""
         record = request.record(model=self.label, endpoint=self.index, max_tokens=None)
@@ -101,7 +108,8 @@ class EmbeddingClient:
     def __init__(self, endpoint: EmbeddingEndpoint, settings: LLMSettings) -> None:
         self.endpoint = endpoint
         self.endpoints = [endpoint]
-        limited = Limited(Failover([endpoint]), concurrency=settings.concurrency, rps=settings.rps)
+        self._failover = Failover([endpoint])
+        limited = Limited(self._failover, concurrency=settings.concurrency, rps=settings.rps)
         retry = Retrying(limited, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
                          modes=ModeBook("prompt", 1), fail_fast=FailFast(1),
                          on_timeout=limited.lower_on_timeout)
@@ -118,6 +126,14 @@ class EmbeddingClient:
     def use_cache(self, cache: ResponseCache | None) -> None:
         """Answer from (and record into) ``cache`` from now on; None turns caching off."""
         self._cached.cache = cache
+
+    def mark_down(self, index: int, seconds: float | None = None) -> None:
+        """Skip endpoint ``index`` for a while (``agents.llm.check_reachable`` found it down)."""
+        self._failover.mark_down(index, seconds)
+
+    async def aclose(self) -> None:
+        """Close the endpoint's HTTP client (call on the loop that used it)."""
+        await self.endpoint.aclose()
 
     def drain_cache_rows(self) -> list[dict[str, Any]]:
         """``llm_cache`` rows of the vectors recorded since the last drain (the batch commit's)."""

@@ -290,7 +290,17 @@ async def dedup_job(
     """``run_dedup`` as a resumable kernel job: each stage is noted in ``dedup_jobs`` with its
     marks, a stage noted before is not run again, and stage 2 keeps its vectors batch by batch
     (``persona_embeddings``), so a resumed job embeds only what is missing."""
-    done = dict(stages_done or {})
+    try:
+        return await _dedup_stages(con, config, embedder, job, dict(stages_done or {}), progress)
+    finally:  # a model embedder's connections close on the loop that opened them
+        close = getattr(embedder, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _dedup_stages(con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder,
+                        job: JobRef, done: dict[str, Mapping[str, int]],
+                        progress: Progress | None) -> DedupSummary:
     stages: list[StageSummary] = []
     for name in ("minhash", "embedding"):
         if name in done:

@@ -164,7 +164,19 @@ class OpenAIEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed via the API in batches (from synchronous code); re-normalised locally."""
-        return asyncio.run(self.embed_with_records(list(texts)))[0]
+
+        async def once() -> tuple[np.ndarray, list[Any]]:
+            try:
+                return await self.embed_with_records(list(texts))
+            finally:
+                await self.aclose()
+
+        return asyncio.run(once())[0]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client on the loop that used it (before that loop closes)."""
+        if self._client is not None:
+            await self._client.aclose()
 
     def drain_records(self) -> list[Any]:
         """Transitional: the call records (``llm_calls`` rows) since the last drain."""
@@ -188,6 +200,10 @@ class OpenAIEmbedder:
     def use_cache(self, cache: Any) -> None:
         """Answer from (and record into) a ``ResponseCache`` of vectors."""
         self._get_client().use_cache(cache)
+
+    def mark_down(self, index: int, seconds: float | None = None) -> None:
+        """Skip endpoint ``index`` for a while (a reachability check found it down)."""
+        self._get_client().mark_down(index, seconds)
 
     def drain_cache_rows(self) -> list[dict[str, Any]]:
         """``llm_cache`` rows recorded since the last batch commit."""

@@ -154,18 +154,32 @@ def _progress_hook(bar: Any) -> Any:
     return hook
 
 
+def _check_reachable(embedder: Any) -> None:
+    """One error line, before the job is recorded, when the embedding endpoint does not answer."""
+    from personahub.agents.llm import LLMUnavailable, check_reachable
+
+    try:
+        check_reachable(embedder)
+    except LLMUnavailable as exc:
+        raise PersonahubError(f"--embedder {embedder.name}: the embedding endpoint "
+                              f"{embedder.endpoints[0].base_url or 'https://api.openai.com/v1'} "
+                              f"is unreachable ({type(exc.__cause__).__name__}); check "
+                              "OPENAI_BASE_URL") from None
+
+
 def _dedup_job(con: Any, db: Path, config: Any, job: Any, cache: str, rps: float | None) -> Any:
     """Run (or resume) the dedup job on the kernel's loop and record how it ended."""
     from personahub.personas.dedup import dedup_job
     from personahub.personas.dedup_jobs import JOB_KIND, finish_dedup_job, start_dedup_job
+    from personahub.personas.embedding import ModelEmbedder
     from personahub.personas.embedding_store import stored_vector_count
-    from personahub.sim.jobs import JobRef, attach_cache, check_replay_cache, job_loop
+    from personahub.sim.jobs import JobRef, attach_cache, job_loop
 
     embedder = _model_embedder(config.embedder, cache, rps)
-    if cache == "replay":  # refused before the job is recorded
-        check_replay_cache(db, embedder.cache_model)
-    if cache != "off":
+    if cache != "off":  # a replay with nothing recorded is refused before the job is recorded
         attach_cache(con, embedder, cache)
+    if cache != "replay" and isinstance(embedder, ModelEmbedder):
+        _check_reachable(embedder)
     job_id = start_dedup_job(con, job.config, job.job_id or None)
     if job.job_id:
         console.print(f"resuming dedup job {job_id}: stages done: {', '.join(job.stages) or 'none'}; "
