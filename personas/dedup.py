@@ -5,6 +5,11 @@ decides which are near-duplicates of an earlier kept persona, and marks them
 (``is_duplicate``, ``duplicate_of``, ``dup_stage``) in one transaction with one batched
 UPDATE. Nothing is deleted, so a wrong threshold can be undone with a single UPDATE, and
 an interrupted stage leaves the table as it was: run it again.
+
+``dedup_job`` is the same pipeline as a resumable job on the job kernel (``personas dedup``):
+stages already done are noted in ``dedup_jobs``, and stage 2 keeps each batch's vectors in
+``persona_embeddings`` with the batch's call records and cache entries
+(``personas.jobs.commit_batch``), so an interrupted job embeds only what is missing.
 """
 
 from __future__ import annotations
