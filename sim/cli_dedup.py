@@ -113,7 +113,7 @@ def personas_dedup(
         fixed = given_on_command_line(ctx, DEDUP_FIXED)
         if fixed:
             raise PersonahubError(f"--resume {resume} takes {', '.join(DEDUP_FIXED)} from the "
-                                  f"dedup job; leave out {', '.join('--' + f[2:] for f in fixed)}")
+                                  f"dedup job; leave out {', '.join(fixed)}")
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database (import personas first)")
     settings = {"threshold": threshold, "num_perm": num_perm, "ngram": ngram,
