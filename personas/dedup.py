@@ -206,18 +206,13 @@ async def _kept_vectors(con: duckdb.DuckDBPyConnection, embedder: Embedder, batc
     their call records and cache entries) in one transaction."""
     missing = batch.missing
     if not missing:
-        return np.stack(batch.stored)  # type: ignore[arg-type]
+        return batch.stored
     new, records = await _embed(embedder, [batch.texts[i] for i in missing])
     ids = [batch.ids[i] for i in missing]
     commit_batch(con, job, embedder, {}, records,
                  then=lambda: write_vectors(con, ids, embedder.name, new, job.job_id if job else None))
     forget_buffered_records(embedder)
-    if len(missing) == len(batch.ids):
-        return new
-    rows = list(batch.stored)
-    for j, i in enumerate(missing):
-        rows[i] = new[j]
-    return np.stack(rows)  # type: ignore[arg-type]
+    return batch.with_new(new)
 
 
 async def _survivor_vectors(con: duckdb.DuckDBPyConnection, embedder: Embedder, config: DedupConfig,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _SURVIVORS_WITH_VECTORS = """
 SELECT p.persona_id, p.text, e.vector
@@ -33,18 +34,33 @@ class SurvivorBatch:
 
     ids: list[str]
     texts: list[str]
-    stored: list[np.ndarray | None]  # None where the persona has no vector yet
+    has_vector: np.ndarray  # bool per persona
+    stored: np.ndarray  # (has_vector.sum(), dim) float32, in batch order
 
     @property
     def missing(self) -> list[int]:
         """Positions of the personas still to embed."""
-        return [i for i, v in enumerate(self.stored) if v is None]
+        return np.flatnonzero(~self.has_vector).tolist()
+
+    def with_new(self, new: np.ndarray) -> np.ndarray:
+        """All the batch's vectors: the stored ones and ``new`` (one per missing persona)."""
+        if not self.has_vector.any():
+            return new
+        out = np.empty((len(self.ids), self.stored.shape[1]), dtype=np.float32)
+        out[self.has_vector] = self.stored
+        if len(new):
+            out[~self.has_vector] = new
+        return out
 
 
-def _vectors(column: pa.Array) -> list[np.ndarray | None]:
-    """Each row of a ``list<float>`` column as float32, None where null."""
-    return [None if value is None else np.asarray(value, dtype=np.float32)
-            for value in column.to_numpy(zero_copy_only=False)]
+def _batch(ids: list[str], texts: list[str], column: pa.Array) -> SurvivorBatch:
+    """One batch from its ``list<float>`` vector column (null where no vector is stored)."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    has = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    present = column.filter(pa.array(has))
+    flat = pc.list_flatten(present).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    dim = flat.size // max(1, len(present))
+    return SurvivorBatch(ids, texts, has, flat.reshape(len(present), dim))
 
 
 def survivor_batches(con: duckdb.DuckDBPyConnection, model: str,
@@ -59,8 +75,7 @@ def survivor_batches(con: duckdb.DuckDBPyConnection, model: str,
         rel = reader_con.sql(_SURVIVORS_WITH_VECTORS, params=[model])
         to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
         for batch in to_reader(batch_rows):
-            yield SurvivorBatch(batch.column(0).to_pylist(), batch.column(1).to_pylist(),
-                                _vectors(batch.column(2)))
+            yield _batch(batch.column(0).to_pylist(), batch.column(1).to_pylist(), batch.column(2))
     finally:
         reader_con.close()
 
