@@ -3,8 +3,11 @@
 The endpoint answers a ``CallRequest`` whose ``messages`` are the texts and whose purpose is
 ``embed``; its value is the vectors. It sits under the same layers as chat calls
 (``Failover``, ``Limited``, ``Retrying``, ``Accounted``): an explicit timeout, retries of what can
-pass with ``Retry-After`` honoured, a fast stop on a repeated rejection, and a ``CallRecord`` per
-attempt (tokens in, latency, status).
+pass with ``Retry-After`` honoured, ``--rps``, a fast stop on a repeated rejection, and a
+``CallRecord`` per attempt (tokens in, latency, status). Record / replay is per text
+(``agents.seam_embed_cache``); the client answers what the job kernel asks of a model client
+(``endpoints``, ``cache_model``, ``use_cache``); each batch's records and cache entries come
+back on its result.
 """
 
 from __future__ import annotations
@@ -16,16 +19,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from personahub.agents.attempts import failed
+from personahub.agents.cache import ResponseCache
 from personahub.agents.contracts import (
-    CallRecord,
     CallRequest,
     Capabilities,
     StructuredResult,
-    carried_records,
 )
 from personahub.agents.failures import FailFast
 from personahub.agents.llm_settings import LLMConfigError, LLMSettings
 from personahub.agents.seam_accounting import Accounted
+from personahub.agents.seam_embed_cache import EmbeddingCached
 from personahub.agents.seam_failover import Failover
 from personahub.agents.seam_limits import Limited
 from personahub.agents.seam_retry import Retrying
@@ -62,6 +65,13 @@ class EmbeddingEndpoint:
         if self._client is None or self._client[0] is not loop:  # pools belong to one loop
             self._client = (loop, self._make_client())
         return self._client[1]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client of the running loop (before the loop closes, so that its
+        connections are not closed later on a dead loop)."""
+        held, self._client = self._client, None
+        if held is not None and held[0] is asyncio.get_running_loop():
+            await held[1].close()
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
         """The vectors of ``request.messages`` (the texts)."""
@@ -102,27 +112,38 @@ class EmbeddingClient:
 
     def __init__(self, endpoint: EmbeddingEndpoint, settings: LLMSettings) -> None:
         self.endpoint = endpoint
-        limited = Limited(Failover([endpoint]), concurrency=settings.concurrency, rps=settings.rps)
-        self._top = Accounted(Retrying(limited, max_retries=settings.max_retries,
-                                       backoff_s=settings.backoff_s, modes=ModeBook("prompt", 1),
-                                       fail_fast=FailFast(1), on_timeout=limited.lower_on_timeout))
+        self.endpoints = [endpoint]
+        self._failover = Failover([endpoint])
+        limited = Limited(self._failover, concurrency=settings.concurrency, rps=settings.rps)
+        retry = Retrying(limited, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
+                         modes=ModeBook("prompt", 1), fail_fast=FailFast(1),
+                         on_timeout=limited.lower_on_timeout)
+        self._cached = EmbeddingCached(retry, make_value=lambda v: EmbeddingVectors.model_construct(
+            vectors=v))
+        self._top = Accounted(self._cached)
         self.stats = self._top.stats
-        self._handed: list[CallRecord] = []  # for ``drain_records`` until dedup is a kernel job
 
-    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]] | None, list[CallRecord]]:
-        """(vectors, the attempts' records); vectors None when every attempt failed."""
+    @property
+    def cache_model(self) -> str:
+        """The model name cached vectors are keyed and stored under."""
+        return self.endpoint.model_name
+
+    def use_cache(self, cache: ResponseCache | None) -> None:
+        """Answer from (and record into) ``cache`` from now on; None turns caching off."""
+        self._cached.cache = cache
+
+    def mark_down(self, index: int, seconds: float | None = None) -> None:
+        """Skip endpoint ``index`` for a while (``agents.llm.check_reachable`` found it down)."""
+        self._failover.mark_down(index, seconds)
+
+    async def aclose(self) -> None:
+        """Close the endpoint's HTTP client (call on the loop that used it)."""
+        await self.endpoint.aclose()
+
+    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]] | None, StructuredResult[Any]]:
+        """(vectors, the result carrying the attempts' records and new cache entries); vectors
+        None when every attempt failed. A call that raises carries its records on the exception."""
         request = CallRequest(EmbeddingVectors, list(texts), EMBED_PURPOSE, 0)
-        try:
-            result = await self._top.call(request)
-        except Exception as exc:
-            self._handed.extend(carried_records(exc))
-            raise
-        self._handed.extend(result.records)
+        result = await self._top.call(request)
         value = result.value
-        return (value.vectors if value is not None else None), result.records
-
-    def drain_records(self) -> list[CallRecord]:
-        """Transitional (``embed`` returns them): the records of every batch since the last
-        drain, for ``OpenAIEmbedder.drain_records`` until dedup runs on the job kernel."""
-        records, self._handed = self._handed, []
-        return records
+        return (value.vectors if value is not None else None), result

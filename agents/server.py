@@ -1,7 +1,9 @@
 """A loopback OpenAI-compatible server that answers from the offline engine.
 
 Tests and benchmarks point the real ``langchain-openai`` client at it, so the HTTP path (JSON
-schema response formats, tool calls, usage, errors) is exercised without any model. Users can
+schema response formats, tool calls, usage, errors) is exercised without any model. It also
+serves ``/embeddings`` (deterministic word-hashing vectors, 64 dimensions unless the request
+asks for ``dimensions``) for the dedup embedding stage. Users can
 use it for dry runs: ``personahub serve`` then ``--llm http://127.0.0.1:PORT/v1``.
 
 ``dialect`` makes it answer as vLLM, llama-cpp-python, Ollama or a tools-only server do: what
@@ -226,7 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self._read_body()
         except _BadBody as exc:
             raw, problem = None, str(exc)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        embeddings = self.path.rstrip("/").endswith("/embeddings")
+        if not embeddings and not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
             return
         srv.stats.bump("requests")
@@ -236,21 +239,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(request)
             return
         try:
-            self._answer(request, received)
+            if embeddings:
+                self._embed(request, received)
+            else:
+                self._answer(request, received)
         except OSError:  # the client hung up
             raise
         except Exception as exc:  # a request shape nobody checked: answer, never drop it
             self._refuse(dialect.error(500, f"offline server error: {type(exc).__name__}: {exc}"))
 
-    def _answer(self, request: dict[str, Any], received: float) -> None:
-        """Refuse ``request`` as the dialect would, inject faults, or answer it."""
+    def _fault(self, received: float) -> bool:
+        """Inject a hang and/or an HTTP error as the options say; True when one was sent."""
         srv, opts, dialect = self.server, self.server.options, self.server.dialect
-        messages = _plain_messages(request)
-        plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
-        if isinstance(plan, Refusal):
-            srv.stats.bump("refused")
-            self._refuse(plan)
-            return
         if opts.hang_rate and srv.draw() < opts.hang_rate:
             srv.stats.bump("hangs")
             srv.stopping.wait(opts.hang_s)
@@ -261,6 +261,28 @@ class _Handler(BaseHTTPRequestHandler):
             fault = dialect.error(status, f"injected fault {status}")
             self._sleep_until(received + opts.latency_s)
             self._send(status, fault.body, _retry_after(status, opts.retry_after_s))
+            return True
+        return False
+
+    def _embed(self, request: dict[str, Any], received: float) -> None:
+        """``/embeddings``: deterministic word-hashing vectors (``personas.embedding``'s
+        ``HashEmbedder``), with the same latency and faults as chat answers."""
+        if self._fault(received):
+            return
+        self._sleep_until(received + self.server.options.latency_s)
+        self.server.stats.bump("answered")
+        self._send(200, _embedding_body(request))
+
+    def _answer(self, request: dict[str, Any], received: float) -> None:
+        """Refuse ``request`` as the dialect would, inject faults, or answer it."""
+        srv, opts, dialect = self.server, self.server.options, self.server.dialect
+        messages = _plain_messages(request)
+        plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
+        if isinstance(plan, Refusal):
+            srv.stats.bump("refused")
+            self._refuse(plan)
+            return
+        if self._fault(received):
             return
         malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
         body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed)
@@ -284,6 +306,21 @@ def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
         return dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
                                 parsed=True, value=request)
     return request
+
+
+def _embedding_body(request: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI ``/embeddings`` answer: one hashed vector per input text, in order."""
+    from personahub.personas.embedding import HashEmbedder
+
+    texts = request.get("input")
+    texts = [texts] if isinstance(texts, str) else [str(t) for t in texts or []]
+    dim = int(request.get("dimensions") or 64)
+    vectors = HashEmbedder(dim=dim).embed(texts)
+    tokens = sum(approx_tokens(t) for t in texts)
+    return {"object": "list", "model": request.get("model", "offline"),
+            "data": [{"object": "embedding", "index": i, "embedding": v.tolist()}
+                     for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def _retry_after(status: int, seconds: float | None) -> dict[str, str]:

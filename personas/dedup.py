@@ -5,31 +5,46 @@ decides which are near-duplicates of an earlier kept persona, and marks them
 (``is_duplicate``, ``duplicate_of``, ``dup_stage``) in one transaction with one batched
 UPDATE. Nothing is deleted, so a wrong threshold can be undone with a single UPDATE, and
 an interrupted stage leaves the table as it was: run it again.
+
+``dedup_job`` is the same pipeline as a resumable job on the job kernel (``personas dedup``):
+stages already done are noted in ``dedup_jobs``, and stage 2 keeps each batch's vectors in
+``persona_embeddings`` with the batch's call records and cache entries
+(``personas.jobs.commit_batch``), so an interrupted job embeds only what is missing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-from personahub.personas.embedding import embedding_duplicates, make_embedder
+from personahub.agents.contracts import ServesModels
+from personahub.personas.dedup_jobs import record_stage
+from personahub.personas.embedding import Embedder, ModelEmbedder, embedding_duplicates, make_embedder
+from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.errors import PersonahubError
+from personahub.personas.jobs import JobRef, commit_batch
 from personahub.personas.minhash import MinHashConfig, duplicates_from_signatures, signatures
+from personahub.personas.store import transaction
 
 __all__ = [
     "DedupConfig",
     "DedupSummary",
     "StageSummary",
+    "dedup_job",
+    "embedding_stage",
     "run_dedup",
     "run_embedding_stage",
     "run_minhash_stage",
 ]
 
 Progress = Callable[[str, int, int], None]
+StageDone = Callable[[int, int], None]  # (input, marked), run in the transaction of the marks
 
 _SURVIVORS = "FROM personas WHERE NOT coalesce(is_duplicate, false)"
 
@@ -112,13 +127,18 @@ def _survivor_batches(
         yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
 
 
-def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str) -> int:
+def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str,
+          then: Callable[[int], None] | None = None) -> int:
     """Mark ``ids[j]`` as a duplicate of ``ids[dup[j]]`` for every ``dup[j] >= 0``.
 
-    One transaction, one UPDATE joined against a registered Arrow table.
+    One transaction, one UPDATE joined against a registered Arrow table; ``then(marked)`` runs
+    inside it last (a job notes the stage as done in the same commit as its marks).
     """
     rows = np.flatnonzero(dup >= 0)
     if rows.size == 0:
+        if then is not None:
+            with transaction(con):
+                then(0)
         return 0
     marks = pa.table(
         {
@@ -129,8 +149,7 @@ def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stag
     view = f"_dedup_marks_{stage}"
     con.register(view, marks)
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(
                 f"""
                 UPDATE personas
@@ -141,19 +160,19 @@ def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stag
                 """,
                 [stage],
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            if then is not None:
+                then(int(rows.size))
     finally:
         con.unregister(view)
     return int(rows.size)
 
 
 def run_minhash_stage(
-    con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None
+    con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
+    *, done: StageDone | None = None,
 ) -> StageSummary:
-    """Stage 1 alone: MinHash-LSH over the current non-duplicates."""
+    """Stage 1 alone: MinHash-LSH over the current non-duplicates (``done(input, marked)`` runs
+    in the transaction of its marks)."""
     t0 = time.perf_counter()
     total = _count_survivors(con)
     ids: list[str] = []
@@ -164,36 +183,92 @@ def run_minhash_stage(
         if progress:
             progress("minhash", len(ids), total)
     if not ids:
+        _mark(con, np.empty(0, dtype=object), np.empty(0, dtype=np.int64), "minhash", _bind(done, 0))
         return StageSummary("minhash", 0, 0, time.perf_counter() - t0)
     dup = duplicates_from_signatures(np.concatenate(sig_parts), config.minhash)
-    marked = _mark(con, np.asarray(ids, dtype=object), dup, "minhash")
+    marked = _mark(con, np.asarray(ids, dtype=object), dup, "minhash", _bind(done, len(ids)))
     return StageSummary("minhash", len(ids), marked, time.perf_counter() - t0)
+
+
+def _bind(done: StageDone | None, input_rows: int) -> Callable[[int], None] | None:
+    return None if done is None else (lambda marked: done(input_rows, marked))
+
+
+async def _embed(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, list[Any]]:
+    """(vectors, results): a model embedder's calls come back on results with its vectors."""
+    if isinstance(embedder, ModelEmbedder):
+        return await embedder.embed_with_results(texts)
+    return embedder.embed(texts), []
+
+
+async def _kept_vectors(con: duckdb.DuckDBPyConnection, embedder: Embedder, batch: SurvivorBatch,
+                        job: JobRef | None) -> np.ndarray:
+    """The batch's vectors: those stored, and the missing ones embedded and committed (with
+    their call records and cache entries) in one transaction."""
+    missing = batch.missing
+    if not missing:
+        return batch.stored
+    new, results = await _embed(embedder, [batch.texts[i] for i in missing])
+    ids = [batch.ids[i] for i in missing]
+    # a local embedder brings no results, so its (absent) endpoints are never asked
+    commit_batch(con, job, cast(ServesModels, embedder), {}, results,
+                 then=lambda: write_vectors(con, ids, embedder.name, new, job.job_id if job else None))
+    return batch.with_new(new)
+
+
+async def _survivor_vectors(con: duckdb.DuckDBPyConnection, embedder: Embedder, config: DedupConfig,
+                            job: JobRef | None, keep: bool,
+                            progress: Progress | None) -> tuple[list[str], list[np.ndarray]]:
+    """Ids and vectors of the current non-duplicates, in ``seq`` order (``keep``: read from and
+    written to ``persona_embeddings``, batch by batch)."""
+    total = _count_survivors(con)
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    if keep:
+        for batch in survivor_batches(con, embedder.name, config.batch_rows):
+            parts.append(await _kept_vectors(con, embedder, batch, job))
+            ids.extend(batch.ids)
+            if progress:
+                progress("embedding", len(ids), total)
+        return ids, parts
+    for batch_ids, texts in _survivor_batches(con, config.batch_rows):
+        parts.append((await _embed(embedder, texts))[0])
+        ids.extend(batch_ids)
+        if progress:
+            progress("embedding", len(ids), total)
+    return ids, parts
+
+
+async def embedding_stage(
+    con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder, *,
+    job: JobRef | None = None, keep_vectors: bool = False, progress: Progress | None = None,
+    done: StageDone | None = None,
+) -> StageSummary:
+    """Stage 2: embed the current non-duplicates, then mark ANN pairs above threshold once all
+    vectors are in. ``keep_vectors`` stores each batch's vectors (with its call records, tagged
+    with ``job``) and reuses stored ones, so an interrupted stage goes on where it stopped;
+    ``done(input, marked)`` runs in the transaction of the marks."""
+    t0 = time.perf_counter()
+    ids, parts = await _survivor_vectors(con, embedder, config, job, keep_vectors, progress)
+    if not ids:
+        _mark(con, np.empty(0, dtype=object), np.empty(0, dtype=np.int64), "embedding", _bind(done, 0))
+        return StageSummary("embedding", 0, 0, time.perf_counter() - t0)
+    dup = embedding_duplicates(
+        ids, embedder, config.embed_threshold, index=config.ann_index, vectors=np.concatenate(parts)
+    )
+    marked = _mark(con, np.asarray(ids, dtype=object), dup, "embedding", _bind(done, len(ids)))
+    return StageSummary("embedding", len(ids), marked, time.perf_counter() - t0)
 
 
 def run_embedding_stage(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None
 ) -> StageSummary:
-    """Stage 2 alone: embed the current non-duplicates, mark ANN pairs above threshold."""
+    """Stage 2 alone, vectors in memory only (``embedding_stage`` with ``keep_vectors`` is the
+    resumable job's)."""
     if config.embedder is None:
         raise PersonahubError("embedding stage needs DedupConfig.embedder (e.g. 'hash')")
-    t0 = time.perf_counter()
     embedder = make_embedder(config.embedder)
-    total = _count_survivors(con)
-    ids: list[str] = []
-    parts: list[np.ndarray] = []
-    for batch_ids, texts in _survivor_batches(con, config.batch_rows):
-        ids.extend(batch_ids)
-        parts.append(embedder.embed(texts))
-        if progress:
-            progress("embedding", len(ids), total)
-    if not ids:
-        return StageSummary("embedding", 0, 0, time.perf_counter() - t0)
-    vectors = np.concatenate(parts)
-    dup = embedding_duplicates(
-        ids, embedder, config.embed_threshold, index=config.ann_index, vectors=vectors
-    )
-    marked = _mark(con, np.asarray(ids, dtype=object), dup, "embedding")
-    return StageSummary("embedding", len(ids), marked, time.perf_counter() - t0)
+    return asyncio.run(embedding_stage(con, config, embedder, progress=progress))
 
 
 def run_dedup(
@@ -206,4 +281,39 @@ def run_dedup(
     stages = [run_minhash_stage(con, config, progress)]
     if config.embedder is not None:
         stages.append(run_embedding_stage(con, config, progress))
+    return DedupSummary(tuple(stages))
+
+
+async def dedup_job(
+    con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder, job: JobRef, *,
+    stages_done: Mapping[str, Mapping[str, int]] | None = None, progress: Progress | None = None,
+) -> DedupSummary:
+    """``run_dedup`` as a resumable kernel job: each stage is noted in ``dedup_jobs`` with its
+    marks, a stage noted before is not run again, and stage 2 keeps its vectors batch by batch
+    (``persona_embeddings``), so a resumed job embeds only what is missing."""
+    try:
+        return await _dedup_stages(con, config, embedder, job, dict(stages_done or {}), progress)
+    finally:  # a model embedder's connections close on the loop that opened them
+        close = getattr(embedder, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _dedup_stages(con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder,
+                        job: JobRef, done: dict[str, Mapping[str, int]],
+                        progress: Progress | None) -> DedupSummary:
+    stages: list[StageSummary] = []
+    for name in ("minhash", "embedding"):
+        if name in done:
+            stages.append(StageSummary(name, int(done[name]["input"]), int(done[name]["marked"]), 0.0))
+            continue
+
+        def note(input_rows: int, marked: int, stage: str = name) -> None:
+            record_stage(con, job.job_id, stage, input_rows, marked)
+
+        if name == "minhash":
+            stages.append(run_minhash_stage(con, config, progress, done=note))
+        else:
+            stages.append(await embedding_stage(con, config, embedder, job=job, keep_vectors=True,
+                                                progress=progress, done=note))
     return DedupSummary(tuple(stages))

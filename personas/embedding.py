@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from personahub.agents.contracts import carry_records
 from personahub.personas.errors import PersonahubError
 from personahub.personas.minhash import TEXT_SEPARATOR, batch_tokens, resolve_first_seen, token_hash
 
@@ -35,6 +36,7 @@ __all__ = [
     "Embedder",
     "HashEmbedder",
     "LocalEmbedder",
+    "ModelEmbedder",
     "OpenAIEmbedder",
     "embedding_duplicates",
     "make_embedder",
@@ -120,12 +122,16 @@ class HashEmbedder:
 @dataclass
 class OpenAIEmbedder:
     """OpenAI (or compatible) ``/embeddings`` through the model seam's policy: an explicit
-    timeout, retries of what can pass, and a call record (purpose ``embed``) per attempt."""
+    timeout, retries of what can pass, ``rps``, record / replay per text, and a call record
+    (purpose ``embed``) per attempt, which :meth:`embed_with_results` hands back with the vectors.
+    It is the model client of a dedup job (``endpoints``, ``cache_model``, ``use_cache`` are the
+    job kernel's questions, answered by the seam's client)."""
 
     model: str
     batch_size: int = 256
     timeout_s: float = 60.0
     max_retries: int = 3
+    rps: float | None = None
     name: str = field(init=False)
     _client: Any = field(default=None, init=False, repr=False)
 
@@ -137,30 +143,76 @@ class OpenAIEmbedder:
             from personahub.agents.endpoint_embeddings import EmbeddingClient, openai_embedding_endpoint
             from personahub.agents.llm_settings import LLMSettings
 
-            settings = LLMSettings(timeout_s=self.timeout_s, max_retries=self.max_retries)
+            settings = LLMSettings(timeout_s=self.timeout_s, max_retries=self.max_retries, rps=self.rps)
             self._client = EmbeddingClient(openai_embedding_endpoint(self.model, settings), settings)
         return self._client
 
-    async def _embed_batches(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
+        """(normalised vectors, the requests' results, which carry call records and cache
+        entries) of ``texts``, asked in requests of ``batch_size``; a request that fails for good
+        raises, its attempts' records on the exception (``agents.contracts.carried_records``)."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32), []
         client = self._get_client()
         out: list[list[float]] = []
+        results: list[Any] = []
         for lo in range(0, len(texts), self.batch_size):
-            vectors, records = await client.embed(texts[lo : lo + self.batch_size])
+            vectors, result = await client.embed(texts[lo : lo + self.batch_size])
+            results.append(result)
             if vectors is None:
-                raise PersonahubError(f"{self.name}: embedding failed ({records[-1].error})")
+                error = PersonahubError(f"{self.name}: embedding failed ({result.records[-1].error})")
+                carry_records(error, [r for done in results for r in done.records])
+                raise error
             out.extend(vectors)
-        return out
+        return _normalise(np.asarray(out, dtype=np.float32)), results
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed via the API in batches (from synchronous code); re-normalised locally."""
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
-        out = asyncio.run(self._embed_batches(list(texts)))
-        return _normalise(np.asarray(out, dtype=np.float32))
 
-    def drain_records(self) -> list[Any]:
-        """Transitional: the call records (``llm_calls`` rows) since the last drain."""
-        return self._client.drain_records() if self._client is not None else []
+        async def once() -> tuple[np.ndarray, list[Any]]:
+            try:
+                return await self.embed_with_results(list(texts))
+            finally:
+                await self.aclose()
+
+        return asyncio.run(once())[0]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client on the loop that used it (before that loop closes)."""
+        if self._client is not None:
+            await self._client.aclose()
+
+    @property
+    def endpoints(self) -> list[Any]:
+        """The seam's endpoint (its ``model_name`` tags ``llm_calls``)."""
+        return self._get_client().endpoints
+
+    @property
+    def cache_model(self) -> str:
+        """The name cached vectors are stored under: the embedding model's."""
+        return self.model
+
+    @property
+    def stats(self) -> Any:
+        """Running call counts (for progress displays)."""
+        return self._get_client().stats
+
+    def use_cache(self, cache: Any) -> None:
+        """Answer from (and record into) a ``ResponseCache`` of vectors."""
+        self._get_client().use_cache(cache)
+
+    def mark_down(self, index: int, seconds: float | None = None) -> None:
+        """Skip endpoint ``index`` for a while (a reachability check found it down)."""
+        self._get_client().mark_down(index, seconds)
+
+
+@runtime_checkable
+class ModelEmbedder(Embedder, Protocol):
+    """An embedder that calls a model: its calls come back on results, for ``llm_calls``."""
+
+    async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
+        """(vectors, the results carrying call records and cache entries) of ``texts``."""
+        ...
 
 
 _MINILM_ALIASES = {"", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
@@ -224,8 +276,9 @@ class LocalEmbedder:
         return _normalise(vectors)
 
 
-def make_embedder(spec: str) -> Embedder:
-    """Build an embedder from ``hash``, ``hash:<dim>``, ``openai:<model>``, ``local[:<m>]``."""
+def make_embedder(spec: str, *, rps: float | None = None) -> Embedder:
+    """Build an embedder from ``hash``, ``hash:<dim>``, ``openai:<model>``, ``local[:<m>]``;
+    ``rps`` caps a model embedder's requests per second."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "hash":
@@ -239,7 +292,7 @@ def make_embedder(spec: str) -> Embedder:
             raise PersonahubError(
                 "embedder 'openai' needs a model, e.g. openai:text-embedding-3-small"
             )
-        return OpenAIEmbedder(model=arg)
+        return OpenAIEmbedder(model=arg, rps=rps)
     if kind == "local":
         return LocalEmbedder(model=arg)
     raise PersonahubError(

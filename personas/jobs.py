@@ -1,6 +1,6 @@
-"""What a job writes, shared by every model-calling job (runs, synthesis, expansion,
-text-to-persona): which job a model call belongs to, the one batch commit (a batch's rows with its
-call records and newly recorded cache answers in one transaction), the one progress-hook
+"""What a job writes, shared by every model-calling job (runs, synthesis, expansion, text-to-persona,
+the dedup embedding stage): which job a model call belongs to, the one batch commit (a batch's rows
+with its call records and newly recorded cache answers in one transaction), the one progress-hook
 signature, and the ``text_jobs`` record. The event loop and the cache switch are in ``sim.jobs``;
 this half imports nothing above ``personas`` but the seam's contracts (``agents.contracts``, which
 import nothing of the project): the clients it is handed and the results it writes are typed there.
@@ -19,7 +19,7 @@ from personahub.agents.contracts import CallRecord, CarriesCalls, ServesModels
 from personahub.personas.store import insert_rows, record_rows, transaction
 
 T = TypeVar("T")
-JobKind = Literal["run", "synthesis", "expansion", "text_to_persona"]
+JobKind = Literal["run", "synthesis", "expansion", "text_to_persona", "dedup"]
 # One progress signature for every job: (phase, done, total or None when unknown).
 ProgressHook = Callable[[str, int, "int | None"], None]
 # Tables whose batch rows may repeat after a retried batch (their keys are stable ids).

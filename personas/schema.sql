@@ -48,6 +48,29 @@ CREATE TABLE IF NOT EXISTS text_jobs (
     finished_at TIMESTAMP
 );
 
+-- Dedup jobs (``personas dedup`` on the job kernel): the stored configuration a re-run or
+-- --resume goes on with, the stages already done, and how the job ended.
+CREATE TABLE IF NOT EXISTS dedup_jobs (
+    job_id      VARCHAR PRIMARY KEY,
+    config      JSON,
+    status      VARCHAR,
+    stages      JSON,
+    error       VARCHAR,
+    started_at  TIMESTAMP,
+    finished_at TIMESTAMP
+);
+-- Dedup stage-2 vectors, one per persona and embedder, written with the batch's model calls and
+-- cache entries: a resumed or repeated dedup embeds only what is missing.
+CREATE TABLE IF NOT EXISTS persona_embeddings (
+    persona_id VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    dim        INTEGER NOT NULL,
+    vector     FLOAT[] NOT NULL,
+    job_id     VARCHAR,
+    created_at TIMESTAMP,
+    PRIMARY KEY (persona_id, model)
+);
+
 -- Persona-to-persona expansions and their persisted BFS frontier (resumable mid-hop).
 CREATE TABLE IF NOT EXISTS expansions (
     expansion_id VARCHAR PRIMARY KEY,

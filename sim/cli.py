@@ -8,7 +8,8 @@ and 143; a job names itself on stderr when it starts.
 Layout (the CLI is the outermost layer; no command module imports another, nor this one):
 ``cli_common`` (options, consoles, errors, client, progress), ``cli_run`` (run), ``cli_sql``,
 ``cli_serve``, ``cli_synth`` (synthesize, export, report), ``cli_hub`` (personas import, sample,
-stats, export-graph, dedup) and ``cli_personas`` (personas expand, from-text).
+stats, export-graph), ``cli_dedup`` (personas dedup) and ``cli_personas`` (personas expand,
+from-text).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from personahub.sim import cli_hub, cli_personas, cli_run, cli_serve, cli_sql, cli_synth
+from personahub.sim import cli_dedup, cli_hub, cli_personas, cli_run, cli_serve, cli_sql, cli_synth
 from personahub.sim.cli_common import click_exceptions, error_line
 from personahub.sim.cli_run import print_summary
 from typer.core import TyperGroup
@@ -98,4 +99,4 @@ personas_app.command("from-text")(cli_personas.personas_from_text)
 personas_app.command("sample")(cli_hub.personas_sample)
 personas_app.command("stats")(cli_hub.personas_stats)
 personas_app.command("export-graph")(cli_hub.personas_export_graph)
-personas_app.command("dedup")(cli_hub.personas_dedup)
+personas_app.command("dedup")(cli_dedup.personas_dedup)

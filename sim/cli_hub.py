@@ -1,5 +1,5 @@
-"""``personahub personas`` commands that call no model: import, sample (carving), stats,
-export-graph and dedup."""
+"""``personahub personas`` commands that call no model: import, sample (carving), stats and
+export-graph (``dedup`` is a job of its own: ``sim.cli_dedup``)."""
 
 from __future__ import annotations
 
@@ -180,51 +180,3 @@ def personas_export_graph(
     with atomic_file(output, overwrite=force, binary=True) as f:
         write_graphml(graph, cast(BinaryIO, f))  # opened binary=True
     out.print(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output}")
-
-
-@one_line_errors
-def personas_dedup(
-    db: DbOption = Path(DEFAULT_DB),
-    threshold: Annotated[float, typer.Option(help="Stage 1: MinHash Jaccard threshold.")] = 0.9,
-    num_perm: Annotated[int, typer.Option(help="Stage 1: MinHash permutations.")] = 128,
-    ngram: Annotated[int, typer.Option(min=1, help="Stage 1: word n-gram size.")] = 1,
-    embedder: Annotated[str, typer.Option(
-        help="Stage 2 embedder: 'hash' (feature hashing, not a neural model), 'local' "
-             "(all-MiniLM-L6-v2, needs personahub[embed]), 'openai:text-embedding-3-small', "
-             "or 'none' to skip stage 2.")] = "hash",
-    embed_threshold: Annotated[float, typer.Option(help="Stage 2: cosine threshold.")] = 0.9,
-    ann: Annotated[str, typer.Option(help="Stage 2 index: auto, ivf, faiss, usearch.")] = "auto",
-) -> None:
-    """Flag near-duplicate personas: MinHash LSH, then embedding similarity (never deletes)."""
-    from personahub.personas.dedup import DedupConfig, run_dedup
-    from personahub.personas.minhash import MinHashConfig
-    from personahub.personas.store import connect
-
-    try:
-        config = DedupConfig(
-            minhash=MinHashConfig(num_perm=num_perm, threshold=threshold, ngram=ngram),
-            embed_threshold=embed_threshold,
-            embedder=None if embedder.lower() == "none" else embedder,
-            ann_index=ann,
-        )
-    except ValueError as exc:
-        raise PersonahubError(f"personas dedup: {exc}") from exc
-    if not Path(db).exists():
-        raise PersonahubError(f"--db {db}: no such database (import personas first)")
-    con = connect(db)
-    try:
-        with job_progress() as bar:
-            tasks: dict[str, Any] = {}
-
-            def hook(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(f"dedup: {stage}", total=total)
-                bar.update(tasks[stage], completed=done)
-
-            summary = run_dedup(con, config, progress=hook)
-    finally:
-        con.close()
-    if config.embedder == "hash":
-        console.print("stage 2 used the 'hash' embedder (feature hashing, not a neural model); "
-                      "--embedder local or openai:<model> gives the paper's semantic stage.")
-    out.print(str(summary), highlight=False)

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from personahub.agents.contracts import carried_records
 from personahub.personas.embedding import (
     Embedder,
     HashEmbedder,
@@ -147,12 +148,13 @@ def test_openai_embeddings_retry_and_record_every_attempt() -> None:
         return httpx.Response(200, json=_vectors_body(json_module.loads(request.content)["input"]))
 
     client = _embedding_client(handler)
-    vectors, records = asyncio.run(client.embed(["ab", "abcd"]))
+    vectors, result = asyncio.run(client.embed(["ab", "abcd"]))
+    records = result.records
     assert vectors == [[2.0, 1.0], [4.0, 1.0]]
     assert [(r.purpose, r.status, r.attempt) for r in records] == [("embed", "error", 1),
                                                                   ("embed", "ok", 2)]
     assert records[0].error.startswith("HTTP 503") and records[1].tokens_in == 7
-    assert client.drain_records() == records and client.stats.ok == 1
+    assert not hasattr(client, "drain_records") and client.stats.ok == 1  # results carry them
 
 
 def test_openai_embeddings_time_out_and_give_up() -> None:
@@ -165,8 +167,8 @@ def test_openai_embeddings_time_out_and_give_up() -> None:
         return httpx.Response(200, json=_vectors_body(["x"]))
 
     client = _embedding_client(hang, timeout_s=0.05, max_retries=1)
-    vectors, records = asyncio.run(client.embed(["x"]))
-    assert vectors is None and [r.error for r in records] == ["timeout", "timeout"]
+    vectors, result = asyncio.run(client.embed(["x"]))
+    assert vectors is None and [r.error for r in result.records] == ["timeout", "timeout"]
 
 
 def test_openai_embedder_raises_when_the_batch_fails(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,6 +179,6 @@ def test_openai_embedder_raises_when_the_batch_fails(monkeypatch: pytest.MonkeyP
 
     embedder = OpenAIEmbedder("emb", max_retries=0)
     embedder._client = _embedding_client(reject, max_retries=0)
-    with pytest.raises(PersonahubError, match="embedding failed .*HTTP 401"):
+    with pytest.raises(PersonahubError, match="embedding failed .*HTTP 401") as failed:
         embedder.embed(["a persona"])
-    assert [r.status for r in embedder.drain_records()] == ["error"]
+    assert [r.status for r in carried_records(failed.value)] == ["error"]
