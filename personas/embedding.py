@@ -214,6 +214,11 @@ class ModelEmbedder(Embedder, Protocol):
         """(vectors, the results carrying call records and cache entries) of ``texts``."""
         ...
 
+    @property
+    def stats(self) -> Any:
+        """Running call counts (for progress displays)."""
+        ...
+
 
 _MINILM_ALIASES = {"", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 

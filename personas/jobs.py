@@ -52,7 +52,8 @@ def call_rows(client: ServesModels, records: Iterable[CallRecord],
     A record answered from the cache has no endpoint; its ``model`` is then the cache's model
     name already. ``job=None`` writes untagged rows (calls outside any job, as in tests).
     """
-    names = model_names(client)
+    records = list(records)
+    names = model_names(client) if records else {}  # a batch without calls asks nothing of it
     rows = record_rows(records, run_id=job.run_id if job else None,
                        job_kind=job.kind if job else None, job_id=job.job_id if job else None)
     for row in rows:

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar, cast
 
 import duckdb
 import typer
@@ -35,6 +35,13 @@ if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call 
 console = Console(stderr=True)
 out = Console()
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CountsCalls(Protocol):
+    """What a progress display reads of a model client: its running call counts."""
+
+    @property
+    def stats(self) -> Any: ...
 
 DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
                                         help="DuckDB database file.")]
@@ -165,7 +172,7 @@ def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
     return client
 
 
-def job_progress(client: StructuredCaller | None = None) -> Progress:
+def job_progress(client: CountsCalls | None = None) -> Progress:
     """A progress display (with the client's call counts when it calls a model)."""
     from personahub.sim.progress import JobProgress
 

@@ -187,7 +187,8 @@ def _dedup_job(con: Any, db: Path, config: Any, job: Any, cache: str, rps: float
     else:
         started("dedup job", job_id, db)
     try:
-        with job_progress(embedder) as bar, job_loop() as loop:
+        counted = embedder if isinstance(embedder, ModelEmbedder) else None  # local: no calls
+        with job_progress(counted) as bar, job_loop() as loop:
             summary = loop.run(dedup_job(con, config, embedder, JobRef(JOB_KIND, job_id),
                                          stages_done=job.stages, progress=_progress_hook(bar)))
     except KeyboardInterrupt as exc:

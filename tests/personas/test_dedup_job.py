@@ -66,15 +66,15 @@ VECTORS = "SELECT persona_id, model, dim, vector FROM persona_embeddings ORDER B
 def interrupt_at_commit(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
     """Ctrl-C as the kernel begins its ``number``-th batch commit (earlier ones are written)."""
     seen: list[int] = []
-    real = jobs.new_cache_rows
+    real = jobs.cache_rows_of
 
-    def counting(client: object) -> list[dict]:
+    def counting(results: object) -> list[dict]:
         seen.append(1)
         if len(seen) == number:
             raise KeyboardInterrupt
-        return real(client)
+        return real(results)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(jobs, "new_cache_rows", counting)
+    monkeypatch.setattr(jobs, "cache_rows_of", counting)
 
 
 def uncached_calls(db: Path) -> int:
