@@ -162,8 +162,11 @@ def test_every_view_runs(hub: dict, view: str) -> None:
     assert result.stdout.splitlines()[0]  # the header row
 
 
-@pytest.mark.parametrize("name", sorted(query_files()))
-@pytest.mark.parametrize("how", ["--file", "path"])
+# every query both ways in the full suite; the fast subset passes all by --file and one as a path
+@pytest.mark.parametrize(("name", "how"), [
+    pytest.param(name, how, id=f"{how}-{name}",
+                 marks=pytest.mark.slow if how == "path" and i else ())
+    for how in ("--file", "path") for i, name in enumerate(sorted(query_files()))])
 def test_ready_queries_run(hub: dict, name: str, how: str) -> None:
     path = query_files()[name]
     args = ["--file", path] if how == "--file" else [path]

@@ -81,8 +81,12 @@ def uncached_calls(db: Path) -> int:
     return rows(db, "SELECT count(*) FROM llm_calls WHERE NOT cached")[0][0]
 
 
-@pytest.mark.parametrize("by_id", [False, True], ids=["same command", "--resume JOB_ID"])
-@pytest.mark.parametrize("embedder", EMBEDDERS)
+# the fast subset keeps two of the four (each embedder once, each way of resuming once)
+@pytest.mark.parametrize(("embedder", "by_id"), [
+    pytest.param(EMBEDDERS[0], False, id="hash-same command"),
+    pytest.param(EMBEDDERS[0], True, id="hash---resume JOB_ID", marks=pytest.mark.slow),
+    pytest.param(EMBEDDERS[1], False, id="openai-same command", marks=pytest.mark.slow),
+    pytest.param(EMBEDDERS[1], True, id="openai---resume JOB_ID")])
 def test_resumed_after_first_batch_equals_uninterrupted(tmp_path, monkeypatch, openai_env,
                                                         embedder, by_id):
     whole = hub(tmp_path / "whole" / "hub.duckdb")

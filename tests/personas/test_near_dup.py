@@ -168,6 +168,7 @@ def test_indexes_by_kind_share_settings() -> None:
     assert sorted(indexes) == ["a"]
 
 
+@pytest.mark.slow  # imports every runtime module in a fresh interpreter
 def test_runtime_code_imports_and_flags_without_datasketch() -> None:
     """datasketch is a dev dependency only: every runtime module imports, and the index flags,
     with ``import datasketch`` failing."""

@@ -112,6 +112,13 @@ RESUMED_BY_ID = [
 ]
 
 
+def fast(commands: list[Command], *keep: str) -> list[object]:
+    """``commands`` as parameters; those not named in ``keep`` run in the full suite only
+    (marked slow), so the fast subset keeps one or two per test."""
+    return [pytest.param(c, id=c.name, marks=() if c.name in keep else pytest.mark.slow)
+            for c in commands]
+
+
 def interrupt_at_commit(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
     """Ctrl-C as the kernel begins its ``number``-th batch commit (earlier ones are written)."""
     seen = []
@@ -132,8 +139,7 @@ def finished(db: Path, command: Command, *extra: object) -> None:
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("command", COMMANDS + RESUMED_BY_ID,
-                         ids=IDS + [c.name for c in RESUMED_BY_ID])
+@pytest.mark.parametrize("command", fast(COMMANDS + RESUMED_BY_ID, "run", "personas from-text"))
 def test_resume_without_seed_equals_the_uninterrupted_job(tmp_path, monkeypatch, command):
     whole = tmp_path / "whole" / "hub.duckdb"
     whole.parent.mkdir()
@@ -177,7 +183,7 @@ def test_calls_name_their_job_and_model(tmp_path, command):
     assert ids == {r[0] for r in rows(db, own)}
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=IDS)
+@pytest.mark.parametrize("command", fast(COMMANDS, "run"))
 def test_cache_record_then_replay_gives_the_same_rows(tmp_path, command):
     recorded = tmp_path / "rec" / "hub.duckdb"
     recorded.parent.mkdir()
@@ -208,7 +214,7 @@ def test_replay_without_recorded_answers_is_one_error(tmp_path, command):
     assert "--cache replay" in result.stderr and "record them first" in result.stderr
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=IDS)
+@pytest.mark.parametrize("command", fast(COMMANDS, "run", "personas dedup", "synthesize"))
 def test_rps_reaches_the_client_rate_limiter(tmp_path, monkeypatch, command):
     limits: list[float] = []
     acquired: list[float] = []

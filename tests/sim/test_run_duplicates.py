@@ -94,7 +94,8 @@ def _without_run_id(flags: dict[str, list[str | None]]) -> dict[str, list[str | 
 # (the default window beyond the stream flags as no window does: that row is in the slow run only)
 @pytest.mark.parametrize(("window", "hot"), [(None, None),
                                              pytest.param(1_000_000, None, marks=pytest.mark.slow),
-                                             (1_000_000, 4), (12, None), (12, 4)])
+                                             pytest.param(1_000_000, 4, marks=pytest.mark.slow),
+                                             pytest.param(12, None, marks=pytest.mark.slow), (12, 4)])
 def test_run_flags_equal_the_reference_uninterrupted_and_resumed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None, hot: int | None) -> None:
     if hot is not None:  # most signatures read back from the emissions table
