@@ -27,7 +27,7 @@ import numpy as np
 from personahub.agents.offline_text import split_sections
 from personahub.agents.prompt_budget import PromptBudget, count_prompt_tokens, count_tokens
 from personahub.agents.schemas import EMISSION_SCHEMAS
-from personahub.sim.runner import RunOptions, make_client, run_scenario
+from personahub.sim.runner import RunOptions, client_for_run, run_scenario
 from personahub.sim.scenario import Scenario, load_scenario
 
 PERSONA_HUB = "Create a math problem with the following persona: {persona}"
@@ -38,7 +38,7 @@ def record_prompts(scenario: Scenario, steps: int) -> list[Prompt]:
     """Run ``scenario`` offline and keep every prompt made during the steps."""
     with tempfile.TemporaryDirectory() as folder:
         options = RunOptions(db=Path(folder) / "bench.duckdb", steps=steps)
-        client = make_client(options, scenario.seed)
+        client = client_for_run(options, scenario.seed)
         prompts: list[Prompt] = []
         structured = client.structured
 

@@ -150,7 +150,7 @@ def banner(client: StructuredCaller) -> None:
         console.print(f"engine: [bold]{client.label}[/] (language model over HTTP)")
 
 
-def make_client(llm: str | None, seed: int, concurrency: int, timeout: float,
+def command_client(llm: str | None, seed: int, concurrency: int, timeout: float,
                 offline_latency: float = 0.0, *, rps: float | None = None,
                 check: bool = True, flags: ModelFlags | None = None,
                 announce: bool = True) -> LLMClient:

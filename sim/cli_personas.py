@@ -26,10 +26,10 @@ from personahub.sim.cli_common import (
     TimeoutOption,
     TopPOption,
     banner,
+    command_client,
     console,
     given_on_command_line,
     job_progress,
-    make_client,
     missing_argument,
     one_line_errors,
     out,
@@ -161,7 +161,7 @@ def personas_expand(
     spec = resolve_spec(llm)
     # the endpoint is checked (or the replay's cache found) before the database is touched
     probe_seed = seed or 0
-    client = make_client(spec, probe_seed, concurrency, timeout, offline_latency, rps=rps,
+    client = command_client(spec, probe_seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=given, announce=False)
     if cache == "replay":
         check_replay_cache(db, client.cache_model)
@@ -178,7 +178,7 @@ def personas_expand(
         if seed is None:
             seed = int(stored.get("seed", 0))
         if seed != probe_seed or flags != given:  # the stored settings differ: build it so
-            client = make_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
+            client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
                                  check=False, flags=flags, announce=False)
         attach_cache(con, client, cache)
     except BaseException:
@@ -324,7 +324,7 @@ def personas_from_text(
         if flags == ModelFlags() and stored:  # no generation flag given: the job's own
             flags = stored_flags(stored, flags)
         spec = resolve_spec(llm)
-        client = make_client(spec, seed, concurrency, timeout, rps=rps, check=cache != "replay",
+        client = command_client(spec, seed, concurrency, timeout, rps=rps, check=cache != "replay",
                              flags=flags)
         attach_cache(con, client, cache)  # a replay with nothing recorded stops here
         start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),

@@ -24,9 +24,9 @@ from personahub.sim.cli_common import (
     TimeoutOption,
     TopPOption,
     banner,
+    command_client,
     console,
     job_progress,
-    make_client,
     one_line_errors,
     out,
     started,
@@ -86,7 +86,7 @@ def run(
                          timeout_s=timeout, offline_latency_s=offline_latency, cache=cache,
                          rps=rps, price_in=price_in, price_out=price_out, **flags.settings())
     run_seed = loaded.seed if seed is None else seed
-    client = make_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
+    client = command_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=flags, announce=False)
 
     def ready() -> None:  # the input is checked and nothing is written yet

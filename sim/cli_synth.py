@@ -24,9 +24,9 @@ from personahub.sim.cli_common import (
     TimeoutOption,
     TopPOption,
     banner,
+    command_client,
     console,
     job_progress,
-    make_client,
     one_line_errors,
     out,
     started,
@@ -115,7 +115,7 @@ def synthesize(
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
         concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, cache=cache, rps=rps,
         **flags.settings())
-    client = make_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
+    client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=flags, announce=False)
 
     def on_start(job_id: str) -> None:

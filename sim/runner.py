@@ -208,7 +208,7 @@ def verified_scenario_file(run_id: str, config: dict[str, Any], scenario_path: s
     return path
 
 
-def make_client(options: RunOptions, seed: int) -> LLMClient:
+def client_for_run(options: RunOptions, seed: int) -> LLMClient:
     """The model client a run uses (offline latency applies to the offline engine only); a thin
     shim over ``agents.llm.make_client``, the project's one client factory."""
     client = make_llm_client(LLMSettings(spec=options.llm, seed=seed, timeout_s=options.timeout_s,
@@ -244,7 +244,7 @@ def run_scenario(
     started = time.perf_counter()
     seed = scenario.seed if options.seed is None else options.seed
     steps = options.steps or scenario.steps
-    client = client or make_client(options, seed)
+    client = client or client_for_run(options, seed)
     with RunHeap() as heap:
         personas = load_scenario_personas(scenario)  # read fully before touching the database
         check_steps(scenario)  # load_scenario checks it too; a Scenario built in code may not
@@ -306,7 +306,7 @@ def resume_run(
         if llm is not None:
             opts["llm"] = llm
         options = RunOptions(**opts)
-        client = client or make_client(options, seed)
+        client = client or client_for_run(options, seed)
         if on_ready is not None:
             on_ready()
         log = RunLog(con, run_id, client)

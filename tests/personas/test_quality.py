@@ -479,7 +479,7 @@ def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest
 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps({"text": "A guide to Portuguese freelance tax."}) + "\n")
-    monkeypatch.setattr(cli_personas, "make_client",
+    monkeypatch.setattr(cli_personas, "command_client",
                         lambda *a, **k: FakeClient(people_answers(["Lilith Maddox", GOOD])))
     result = CliRunner().invoke(app, ["personas", "from-text", str(corpus), "--db",
                                       str(tmp_path / "h.duckdb"), "--relations", "read",
@@ -496,7 +496,7 @@ def test_expand_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.Mo
 
     con, _ = _hub(tmp_path)
     con.close()
-    monkeypatch.setattr(cli, "make_client",
+    monkeypatch.setattr(cli, "command_client",
                         lambda *a, **k: FakeClient(people_answers(["Lilith Maddox", GOOD])))
     db = str(tmp_path / "hub.duckdb")
     result = CliRunner().invoke(app, ["personas", "expand", "--db", db, "--hops", "1",
