@@ -10,6 +10,10 @@ an interrupted stage leaves the table as it was: run it again.
 stages already done are noted in ``dedup_jobs``, and stage 2 keeps each batch's vectors in
 ``persona_embeddings`` with the batch's call records and cache entries
 (``personas.jobs.commit_batch``), so an interrupted job embeds only what is missing.
+
+Stage 2 judges only texts in the scripts its embedder was trained on (``dedup_languages``): an
+English-only model leaves Chinese or Thai personas to stage 1, and ``dedup_judged`` records, per
+persona and embedder, whether it was judged.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ import numpy as np
 import pyarrow as pa
 from personahub.agents.contracts import ServesModels
 from personahub.personas.dedup_jobs import record_stage
-from personahub.personas.embedding import Embedder, ModelEmbedder, embedding_duplicates, make_embedder
+from personahub.personas.dedup_languages import JudgedLog, split_by_script, write_judged
+from personahub.personas.embedding import (
+    Embedder,
+    ModelEmbedder,
+    embedder_scripts,
+    embedding_duplicates,
+    make_embedder,
+)
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.errors import PersonahubError
 from personahub.personas.jobs import JobRef, commit_batch
@@ -44,7 +55,8 @@ __all__ = [
 ]
 
 Progress = Callable[[str, int, int], None]
-StageDone = Callable[[int, int], None]  # (input, marked), run in the transaction of the marks
+# (input, marked, skipped for language), run in the transaction of the marks
+StageDone = Callable[[int, int, int], None]
 
 _SURVIVORS = "FROM personas WHERE NOT coalesce(is_duplicate, false)"
 
@@ -77,18 +89,25 @@ class DedupConfig:
 
 @dataclass(frozen=True)
 class StageSummary:
-    """What one stage saw and did."""
+    """What one stage saw and did (``skipped``: kept without being judged, the embedder was not
+    trained on their script; ``skipped_scripts``: how many of each script, when known)."""
 
     stage: str
     input: int
     marked: int
     seconds: float
+    skipped: int = 0
+    skipped_scripts: tuple[tuple[str, int], ...] = ()
 
     def __str__(self) -> str:
-        return (
+        line = (
             f"{self.stage:9s} input {self.input:>10,}  marked {self.marked:>9,}  "
             f"kept {self.input - self.marked:>10,}  ({self.seconds:.1f}s)"
         )
+        if self.skipped:
+            by = ", ".join(f"{script} {n:,}" for script, n in self.skipped_scripts)
+            line += f"\n            skipped for language {self.skipped:,}" + (f" ({by})" if by else "")
+        return line
 
 
 @dataclass(frozen=True)
@@ -190,8 +209,8 @@ def run_minhash_stage(
     return StageSummary("minhash", len(ids), marked, time.perf_counter() - t0)
 
 
-def _bind(done: StageDone | None, input_rows: int) -> Callable[[int], None] | None:
-    return None if done is None else (lambda marked: done(input_rows, marked))
+def _bind(done: StageDone | None, input_rows: int, skipped: int = 0) -> Callable[[int], None] | None:
+    return None if done is None else (lambda marked: done(input_rows, marked, skipped))
 
 
 async def _embed(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, list[Any]]:
@@ -217,25 +236,35 @@ async def _kept_vectors(con: duckdb.DuckDBPyConnection, embedder: Embedder, batc
 
 
 async def _survivor_vectors(con: duckdb.DuckDBPyConnection, embedder: Embedder, config: DedupConfig,
-                            job: JobRef | None, keep: bool,
-                            progress: Progress | None) -> tuple[list[str], list[np.ndarray]]:
-    """Ids and vectors of the current non-duplicates, in ``seq`` order (``keep``: read from and
-    written to ``persona_embeddings``, batch by batch)."""
+                            job: JobRef | None, keep: bool, progress: Progress | None,
+                            log: JudgedLog) -> tuple[list[str], list[np.ndarray]]:
+    """Ids and vectors of the current non-duplicates the embedder judges, in ``seq`` order
+    (``keep``: read from and written to ``persona_embeddings``, batch by batch); every survivor's
+    script and whether it is judged go to ``log``."""
     total = _count_survivors(con)
+    scripts = embedder_scripts(embedder)
     ids: list[str] = []
     parts: list[np.ndarray] = []
     if keep:
         for batch in survivor_batches(con, embedder.name, config.batch_rows):
-            parts.append(await _kept_vectors(con, embedder, batch, job))
-            ids.extend(batch.ids)
+            judged, batch_scripts = split_by_script(batch.texts, scripts)
+            log.add(batch.ids, judged, batch_scripts)
+            mine = batch.select(judged)
+            if mine.ids:
+                parts.append(await _kept_vectors(con, embedder, mine, job))
+                ids.extend(mine.ids)
             if progress:
-                progress("embedding", len(ids), total)
+                progress("embedding", len(log.ids), total)
         return ids, parts
     for batch_ids, texts in _survivor_batches(con, config.batch_rows):
-        parts.append((await _embed(embedder, texts))[0])
-        ids.extend(batch_ids)
+        judged, batch_scripts = split_by_script(texts, scripts)
+        log.add(batch_ids, judged, batch_scripts)
+        if judged.any():
+            picked = np.flatnonzero(judged).tolist()
+            parts.append((await _embed(embedder, [texts[i] for i in picked]))[0])
+            ids.extend(batch_ids[i] for i in picked)
         if progress:
-            progress("embedding", len(ids), total)
+            progress("embedding", len(log.ids), total)
     return ids, parts
 
 
@@ -246,18 +275,31 @@ async def embedding_stage(
 ) -> StageSummary:
     """Stage 2: embed the current non-duplicates, then mark ANN pairs above threshold once all
     vectors are in. ``keep_vectors`` stores each batch's vectors (with its call records, tagged
-    with ``job``) and reuses stored ones, so an interrupted stage goes on where it stopped;
-    ``done(input, marked)`` runs in the transaction of the marks."""
+    with ``job``) and reuses stored ones, so an interrupted stage goes on where it stopped, and
+    records which texts were judged (``dedup_judged``); texts outside the embedder's scripts are
+    not embedded nor judged; ``done(input, marked, skipped)`` runs in the transaction of the marks."""
     t0 = time.perf_counter()
-    ids, parts = await _survivor_vectors(con, embedder, config, job, keep_vectors, progress)
+    log = JudgedLog()
+    ids, parts = await _survivor_vectors(con, embedder, config, job, keep_vectors, progress, log)
+    seen, skipped = len(log.ids), log.skipped
+    bound = _bind(done, seen, skipped)
+
+    def then(marked: int) -> None:  # in the transaction of the marks
+        if keep_vectors:  # the stored record goes with the stored vectors
+            write_judged(con, log, embedder.name, job.job_id if job else None)
+        if bound is not None:
+            bound(marked)
+
     if not ids:
-        _mark(con, np.empty(0, dtype=object), np.empty(0, dtype=np.int64), "embedding", _bind(done, 0))
-        return StageSummary("embedding", 0, 0, time.perf_counter() - t0)
-    dup = embedding_duplicates(
-        ids, embedder, config.embed_threshold, index=config.ann_index, vectors=np.concatenate(parts)
-    )
-    marked = _mark(con, np.asarray(ids, dtype=object), dup, "embedding", _bind(done, len(ids)))
-    return StageSummary("embedding", len(ids), marked, time.perf_counter() - t0)
+        _mark(con, np.empty(0, dtype=object), np.empty(0, dtype=np.int64), "embedding", then)
+        marked = 0
+    else:
+        dup = embedding_duplicates(
+            ids, embedder, config.embed_threshold, index=config.ann_index, vectors=np.concatenate(parts)
+        )
+        marked = _mark(con, np.asarray(ids, dtype=object), dup, "embedding", then)
+    return StageSummary("embedding", seen, marked, time.perf_counter() - t0, skipped,
+                        log.skipped_by_script())
 
 
 def run_embedding_stage(
@@ -305,11 +347,13 @@ async def _dedup_stages(con: duckdb.DuckDBPyConnection, config: DedupConfig, emb
     stages: list[StageSummary] = []
     for name in ("minhash", "embedding"):
         if name in done:
-            stages.append(StageSummary(name, int(done[name]["input"]), int(done[name]["marked"]), 0.0))
+            stages.append(StageSummary(name, int(done[name]["input"]), int(done[name]["marked"]), 0.0,
+                                       int(done[name].get("skipped_language", 0))))
             continue
 
-        def note(input_rows: int, marked: int, stage: str = name) -> None:
-            record_stage(con, job.job_id, stage, input_rows, marked)
+        def note(input_rows: int, marked: int, skipped: int, stage: str = name) -> None:
+            record_stage(con, job.job_id, stage, input_rows, marked,
+                         skipped if stage == "embedding" else None)
 
         if name == "minhash":
             stages.append(run_minhash_stage(con, config, progress, done=note))

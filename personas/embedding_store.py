@@ -42,6 +42,15 @@ class SurvivorBatch:
         """Positions of the personas still to embed."""
         return np.flatnonzero(~self.has_vector).tolist()
 
+    def select(self, keep: np.ndarray) -> SurvivorBatch:
+        """The personas where ``keep`` (bool per persona) is true, with their stored vectors."""
+        if keep.all():
+            return self
+        stored = self.stored[keep[self.has_vector]]
+        return SurvivorBatch([i for i, k in zip(self.ids, keep, strict=True) if k],
+                             [t for t, k in zip(self.texts, keep, strict=True) if k],
+                             self.has_vector[keep], stored)
+
     def with_new(self, new: np.ndarray) -> np.ndarray:
         """All the batch's vectors: the stored ones and ``new`` (one per missing persona)."""
         if not self.has_vector.any():

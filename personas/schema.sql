@@ -70,6 +70,17 @@ CREATE TABLE IF NOT EXISTS persona_embeddings (
     created_at TIMESTAMP,
     PRIMARY KEY (persona_id, model)
 );
+-- Which texts dedup stage 2 judged with which embedder: texts outside the scripts the embedder was
+-- trained on (e.g. CJK or Thai for all-MiniLM-L6-v2) are left to MinHash.
+CREATE TABLE IF NOT EXISTS dedup_judged (
+    persona_id VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    script     VARCHAR,
+    judged     BOOLEAN NOT NULL,
+    job_id     VARCHAR,
+    judged_at  TIMESTAMP,
+    PRIMARY KEY (persona_id, model)
+);
 
 -- Persona-to-persona expansions and their persisted BFS frontier (resumable mid-hop).
 CREATE TABLE IF NOT EXISTS expansions (

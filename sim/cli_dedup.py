@@ -4,7 +4,8 @@ With an embedder (``hash`` by default) the command is a ``dedup`` job: its confi
 (``dedup_jobs``), each batch's vectors are committed with that batch's model-call records and
 cache entries, and the ANN marking runs once every vector is in. Re-running the same command, or
 ``--resume JOB_ID``, goes on from the stored vectors. ``--cache`` and ``--rps`` apply to model
-embedders (``openai:<model>``); ``hash`` and ``local`` call no model.
+embedders (``openai:<model>``); ``hash`` and ``local`` call no model. Stage 2 judges only texts
+in the scripts its embedder was trained on; the summary counts the others ("skipped for language").
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def personas_dedup(
         help="Stage 2 embedder: 'hash' (feature hashing, not a neural model), 'local' "
              "(all-MiniLM-L6-v2, needs personahub[embed]), 'openai:text-embedding-3-small' "
              "(OPENAI_API_KEY; OPENAI_BASE_URL for a compatible server), or 'none' to skip "
-             "stage 2.")] = "hash",
+             "stage 2. An embedder judges only texts in the scripts it was trained on (local "
+             "MiniLM: Latin); the others are left to stage 1.")] = "hash",
     embed_threshold: Annotated[float, typer.Option(help="Stage 2: cosine threshold.")] = 0.9,
     ann: Annotated[str, typer.Option(help="Stage 2 index: auto, ivf, faiss, usearch.")] = "auto",
     batch_size: Annotated[int, typer.Option(
