@@ -94,6 +94,11 @@ def _json_args_issue(text: str) -> str | None:
         data = json.loads(text)
     except json.JSONDecodeError:
         return "input_args looks like JSON but does not parse"
+    return _structured_args_issue(data)
+
+
+def _structured_args_issue(data: Any) -> str | None:
+    """Arguments as a JSON value (Persona Hub's release has objects and lists as well as text)."""
     if isinstance(data, dict):
         names = list(data.get("properties", data))
     elif isinstance(data, list):
@@ -107,6 +112,8 @@ def _json_args_issue(text: str) -> str | None:
 
 def args_issue(value: Any) -> str | None:
     """Why ``input_args`` does not read as ``name: type`` entries (or JSON), or None."""
+    if isinstance(value, dict | list) and value:
+        return _structured_args_issue(value)
     text = str(value or "").strip()
     if text.lower() in _NO_ARGS:
         return None  # a function without arguments

@@ -9,7 +9,9 @@ Formats:
   alternating and starting with the user (tool items also carry an OpenAI ``tools`` list);
 - ``parquet``: one row per item with its persona, task, text and JSON content.
 
-Sources are synthesis jobs (``synth_items``) and simulation runs (``emissions``) alike. Files
+Sources are synthesis jobs (``synth_items``) and simulation runs (``emissions``) alike; an
+imported Persona Hub synthesis file (``persona_texts``) goes back out row for row, as read
+(``export_source_file``, format ``personahub`` only). Files
 are written through ``personas.outputs.atomic_file`` (a random, exclusively created temporary
 name, renamed on success), so a failed export leaves no half-written output and an existing file
 is only replaced when asked.
@@ -29,6 +31,7 @@ import pyarrow.parquet as pq
 from personahub.agents.tasks import Task, stored_task
 from personahub.personas.errors import PersonahubError
 from personahub.personas.outputs import atomic_file
+from personahub.personas.persona_texts import iter_source_rows, resolve_source
 
 EXPORT_FORMATS = ("personahub", "chat", "parquet")
 
@@ -218,4 +221,26 @@ def export(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
     written = write_export(items, path, fmt, overwrite=overwrite)
     validate_export(path, fmt)
+    return written
+
+
+def export_source_file(con: duckdb.DuckDBPyConnection, path: str | Path, source: str, *,
+                       fmt: str = "personahub", overwrite: bool = False) -> int:
+    """Write an imported Persona Hub synthesis file back, row for row and value-equal.
+
+    The rows are the ones ``personas import`` kept whole (``persona_texts``); duplicates of a
+    persona are rows of their own, so the file comes back with every line it had.
+    """
+    if fmt != "personahub":
+        raise PersonahubError(f"--source-file exports the file's own rows: use --format "
+                              f"personahub, not {fmt!r}")
+    stored = resolve_source(con, source)
+    written = 0
+    with atomic_file(path, overwrite=overwrite) as f:
+        for row in iter_source_rows(con, stored):
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written += 1
+    with open(path, encoding="utf-8") as f:  # reads back: one JSON object per line
+        if sum(1 for line in f if isinstance(json.loads(line), dict)) != written:
+            raise PersonahubError(f"{path}: export did not read back")
     return written

@@ -29,6 +29,7 @@ from personahub.personas.record import Persona
 __all__ = [
     "FORMATS",
     "ImportStats",
+    "KeptRow",
     "container_of",
     "detect_format",
     "iter_rows",
@@ -68,6 +69,8 @@ _INT_RE = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _FLOAT_RE = re.compile(r"-?[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?")
 
 Row = dict[str, Any]
+# (line or row number, the record as read, the persona it became): a synthesis file's row, whole.
+KeptRow = tuple[int, Row, Persona]
 
 
 @dataclass
@@ -480,8 +483,12 @@ def iter_personas(
     skip_bad: bool = False,
     stats: ImportStats | None = None,
     source: str | None = None,
+    synth_rows: list[KeptRow] | None = None,
 ) -> Iterator[Persona]:
     """Stream Personas from a file, with provenance (file and line/row) on each one.
+
+    For a Persona Hub synthesis file, ``synth_rows`` (when given) receives each imported record
+    whole, as it is yielded: its synthesized text is data the persona alone does not carry.
 
     File-level problems raise ``PersonaFileError`` (without line) right away; a bad record
     raises ``PersonaFileError`` (with line) when reached, or is counted in ``stats`` and skipped
@@ -505,6 +512,7 @@ def iter_personas(
         ref_word=ref_word,
         skip_bad=skip_bad,
         stats=ImportStats() if stats is None else stats,
+        kept=synth_rows if resolved == "personahub-synth" else None,
     )
 
 
@@ -518,6 +526,7 @@ def _generate(
     ref_word: str,
     skip_bad: bool,
     stats: ImportStats,
+    kept: list[KeptRow] | None = None,
 ) -> Iterator[Persona]:
     """The lazy part of ``iter_personas``: read, validate, build, count."""
     with _closing_stream(records, name) as stream:
@@ -535,9 +544,13 @@ def _generate(
                 stats.note_bad(error)
                 continue
             stats.imported += 1
-            yield Persona(
+            persona = Persona(
                 text=text, source=source, source_ref=f"{ref_word} {number}", attributes=attributes
             )
+            if kept is not None:
+                assert isinstance(record, dict)  # a _BadRecord was raised above
+                kept.append((number, record, persona))
+            yield persona
 
 
 @contextmanager

@@ -27,6 +27,19 @@ CREATE TABLE IF NOT EXISTS relations (
     PRIMARY KEY (src, dst, relation)
 );
 
+-- What an imported Persona Hub synthesis row held besides its persona ("synthesized text",
+-- "description" and the whole raw row), so `export --source-file` can reproduce the file.
+CREATE TABLE IF NOT EXISTS persona_texts (
+    source           VARCHAR NOT NULL,
+    row_no           BIGINT NOT NULL,
+    persona_id       VARCHAR NOT NULL,
+    synthesized_text VARCHAR,
+    description      VARCHAR,
+    raw              VARCHAR NOT NULL,
+    created_at       TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (source, row_no)
+);
+
 -- Text-to-persona progress: one row per (corpus, text, relation) answered, written in the same
 -- transaction as the personas it produced, so an interrupted job resumes without twins.
 CREATE TABLE IF NOT EXISTS text_done (

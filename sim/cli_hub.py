@@ -27,30 +27,38 @@ def personas_import(
     batch_size: Annotated[int, typer.Option(min=1, help="Personas per transaction.")] = 50_000,
 ) -> None:
     """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
-    from personahub.personas.importers import FORMATS, ImportStats, iter_persona_batches
+    from personahub.personas.importers import FORMATS, ImportStats, KeptRow, iter_persona_batches
+    from personahub.personas.persona_texts import SourceText, insert_source_texts
     from personahub.personas.store import connect, transaction, upsert_personas
 
     if fmt not in FORMATS:
         raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     stats = ImportStats()
+    kept: list[KeptRow] = []  # a synthesis file's rows, whole (persona_texts)
     batches = iter_persona_batches(file, batch_size=batch_size, fmt=fmt, text_column=text_column,
-                                   skip_bad=skip_bad, stats=stats)
+                                   skip_bad=skip_bad, stats=stats, synth_rows=kept)
     first = next(batches, None)  # file-level errors surface before the database is opened
     if first is None and not stats.read:
         raise PersonahubError(f"{file}: no persona records (the file is empty)")
     con = connect(db)
-    added = 0
+    added = texts = 0
     try:
         with job_progress() as bar:
             task = bar.add_task(f"importing {file.name}", total=None)
             with transaction(con):  # the whole file or nothing
                 for batch in itertools.chain([first] if first else [], batches):
                     added += upsert_personas(con, batch)
+                    texts += insert_source_texts(con, [
+                        SourceText.of(p.source, n, p.persona_id, row) for n, row, p in kept])
+                    kept.clear()
                     bar.update(task, completed=stats.read)
     finally:
         con.close()
     out.print(f"read {stats.read} records: {stats.imported} personas, {added} new in {db}, "
               f"{stats.bad} bad skipped")
+    if texts:
+        out.print(f"kept {texts} synthesized texts (personahub export --source-file {file})",
+                  highlight=False, soft_wrap=True)
     for example in stats.bad_examples:
         out.print(f"  skipped {example}", highlight=False)
 

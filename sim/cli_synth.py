@@ -162,6 +162,18 @@ def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
     return written
 
 
+def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bool) -> None:
+    from personahub.analysis.export import export_source_file
+    from personahub.personas.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        written = export_source_file(con, path, source, fmt=fmt, overwrite=overwrite)
+    finally:
+        con.close()
+    out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False)
+
+
 @one_line_errors
 def export_cmd(
     out_file: Annotated[Path, typer.Option("--out", help="Output file.")],
@@ -170,19 +182,26 @@ def export_cmd(
     fmt: Annotated[str, typer.Option(
         "--format", help="personahub (JSONL), chat (JSONL) or parquet.")] = "personahub",
     kind: Annotated[str | None, typer.Option(help="Only this task / emission kind.")] = None,
+    source_file: Annotated[str | None, typer.Option(
+        help="An imported Persona Hub synthesis file (path or file name): write its rows back "
+             "as read.")] = None,
     drop_duplicates: Annotated[bool, typer.Option(
         help="Leave out items flagged as near-duplicates.")] = False,
     db: DbOption = Path(DEFAULT_DB),
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
-    """Export a synthesis job or a simulation run as training data (validated, atomic)."""
+    """Export a synthesis job, a simulation run or an imported Persona Hub file (validated,
+    atomic)."""
     from personahub.analysis.export import EXPORT_FORMATS
 
     if fmt not in EXPORT_FORMATS:
         raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
-    if (job is None) == (run is None):
-        raise PersonahubError("export: give exactly one of --job or --run")
+    if sum(x is not None for x in (job, run, source_file)) != 1:
+        raise PersonahubError("export: give exactly one of --job, --run or --source-file")
     check_output(out_file, db=db, force=force)
+    if source_file is not None:
+        _export_source(db, out_file, source_file, fmt, overwrite=force)
+        return
     _export(db, out_file, fmt, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
             overwrite=force)
 

@@ -183,7 +183,9 @@ def _now() -> dt.datetime:
 
 
 def load_examples(path: str | Path) -> list[Demo]:
-    """Demonstrations from JSONL ``{"text": ..., "persona"?: ...}``; errors name file:line."""
+    """Demonstrations from JSONL ``{"text": ..., "persona"?: ...}`` or a Persona Hub synthesis
+    file (``input persona`` + ``synthesized text``: persona-enhanced demonstrations); errors
+    name file:line."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -197,9 +199,12 @@ def load_examples(path: str | Path) -> list[Demo]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise PersonahubError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if isinstance(record, dict) and "synthesized text" in record:
+            record = _personahub_demo(record)
         if not isinstance(record, dict) or not isinstance(record.get("text"), str) \
                 or not record["text"].strip():
-            raise PersonahubError(f"{path}:{number}: expected an object with a non-empty 'text'")
+            raise PersonahubError(f"{path}:{number}: expected an object with a non-empty 'text' "
+                                  "(or a Persona Hub row with 'synthesized text')")
         persona = record.get("persona")
         if persona is not None and (not isinstance(persona, str) or not persona.strip()):
             raise PersonahubError(f"{path}:{number}: 'persona' must be a non-empty string")
@@ -207,6 +212,20 @@ def load_examples(path: str | Path) -> list[Demo]:
     if not demos:
         raise PersonahubError(f"--examples {path}: no demonstrations in the file")
     return demos
+
+
+def _personahub_demo(row: dict[str, Any]) -> dict[str, Any]:
+    """A Persona Hub row as ``{"text", "persona"}``: a tool's text is JSON text inside a JSON
+    string (as released), so that one string layer comes off and the demo shows the tool."""
+    text = row.get("synthesized text")
+    if isinstance(text, str) and text.startswith('"'):
+        try:
+            inner = json.loads(text)
+        except json.JSONDecodeError:
+            inner = None
+        if isinstance(inner, str):
+            text = inner
+    return {"text": text, "persona": row.get("input persona")}
 
 
 def load_world(options: SynthOptions) -> str:

@@ -1,5 +1,11 @@
 """Tool: a function interface in Persona Hub's tool shape, data only and never executed (emitted
-as ``tool_spec`` in runs, made as ``tool`` by synthesis; exported with an OpenAI tools list)."""
+as ``tool_spec`` in runs, made as ``tool`` by synthesis; exported with an OpenAI tools list).
+
+Two schemas: ``ToolSpec`` is what models are asked for (text fields, so the offline engine and
+grammar-constrained servers keep their answers); ``ReleasedToolSpec`` is what Persona Hub
+released, where ``input_args``, ``return`` and ``depend`` may be any JSON value (an object, a
+list or a string). Validation, import and export accept the released shapes.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,20 @@ from typing import Any
 from personahub.agents.tasks.base import Content, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import IDENTIFIER, args_issue, has_letters
 from personahub.personas.quality import QualityIssue
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _ARG = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# JSON schema types for the type names tools write ("int", "List[str]", "string", ...).
+_JSON_TYPES = {"str": "string", "string": "string", "text": "string", "int": "integer",
+               "integer": "integer", "float": "number", "number": "number", "double": "number",
+               "bool": "boolean", "boolean": "boolean", "list": "array", "array": "array",
+               "tuple": "array", "dict": "object", "object": "object"}
+JsonValue = str | list[Any] | dict[str, Any]
+_RELEASED_KEYS = ("name", "description", "function_name", "input_args", "return", "depend")
 
 
-class ToolSpec(BaseModel):
-    """A function interface in Persona Hub's tool shape (data only: never executed)."""
+class _ToolIdentity(BaseModel):
+    """The fields both tool schemas share: what the tool is called and what it does."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -26,9 +39,6 @@ class ToolSpec(BaseModel):
     # the pattern is in the JSON schema so that grammar-constrained servers (llama.cpp) keep to it
     function_name: str = Field(description="a valid Python identifier",
                                pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    input_args: str = Field(description="comma-separated argument names")
-    return_: str = Field(alias="return", description="what the function returns")
-    depend: str = Field(description="libraries or APIs it would depend on")
 
     @field_validator("function_name")
     @classmethod
@@ -37,6 +47,44 @@ class ToolSpec(BaseModel):
         if not IDENTIFIER.fullmatch(value):
             raise ValueError(f"function_name {value!r} is not a valid identifier")
         return value
+
+
+class ToolSpec(_ToolIdentity):
+    """A function interface in Persona Hub's tool shape (data only: never executed)."""
+
+    input_args: str = Field(description="comma-separated argument names")
+    return_: str = Field(alias="return", description="what the function returns")
+    depend: str = Field(description="libraries or APIs it would depend on")
+
+
+class ReleasedToolSpec(_ToolIdentity):
+    """Persona Hub's released tool shape: ``input_args``, ``return``, ``depend`` are JSON values.
+
+    In the release ``input_args`` is a list or an object in most rows, ``depend`` often a list,
+    ``return`` sometimes an object; they are kept as they are, value for value.
+    """
+
+    input_args: JsonValue = Field(description="argument names: text, a list or an object")
+    return_: JsonValue = Field(alias="return", description="what the function returns")
+    depend: JsonValue = Field(description="libraries or APIs it would depend on")
+
+
+def released_tool(text: str) -> dict[str, Any] | None:
+    """A Persona Hub ``synthesized text`` as tool content (JSON text inside a JSON string, or
+    plain JSON text), or None when it does not parse into the released tool shape."""
+    try:
+        value: Any = json.loads(text)
+        if isinstance(value, str):
+            value = json.loads(value)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or set(value) != set(_RELEASED_KEYS):
+        return None
+    try:
+        ReleasedToolSpec.model_validate(value)
+    except ValidationError:
+        return None
+    return value
 
 
 def check_tool_spec(content: Content) -> QualityIssue | None:
@@ -56,21 +104,65 @@ def check_tool_spec(content: Content) -> QualityIssue | None:
     return None
 
 
-def tool_to_openai_function(tool: ToolSpec | Content) -> dict[str, Any]:
-    """Persona Hub's tool shape as an OpenAI function-calling tool (a description, not code).
-
-    ``input_args`` is free text ("city, date" or "year: int"); each identifier before an optional
-    ``:`` type becomes a required string parameter.
-    """
-    data = tool.model_dump(by_alias=True) if isinstance(tool, ToolSpec) else dict(tool)
+def _text_params(text: str) -> dict[str, Any]:
+    """Free-text arguments ("city, date" or "year: int"): each identifier before an optional
+    ``:`` type becomes a string parameter described by its chunk."""
     params: dict[str, Any] = {}
-    for chunk in str(data.get("input_args", "")).split(","):
+    for chunk in text.split(","):
         match = _ARG.search(chunk.split(":")[0])
         if match and match.group(0) not in params:
             params[match.group(0)] = {"type": "string", "description": chunk.strip()}
+    return params
+
+
+def _json_type(name: Any) -> str | None:
+    """The JSON schema type a written type name means ("List[str]" -> array), or None."""
+    return _JSON_TYPES.get(str(name).split("[")[0].strip().lower())
+
+
+def _param(spec: Any) -> dict[str, Any]:
+    """One argument's JSON schema from what a released tool says of it (a type name, a
+    description, or an object with ``type`` / ``description``)."""
+    if isinstance(spec, dict):
+        param: dict[str, Any] = {"type": _json_type(spec.get("type", "")) or "string"}
+        if spec.get("description") is not None:
+            param["description"] = str(spec["description"])
+        return param
+    text = spec if isinstance(spec, str) else json.dumps(spec, ensure_ascii=False)
+    named = _json_type(text)
+    return {"type": named} if named else {"type": "string", "description": text}
+
+
+def _structured_params(args: dict[str, Any] | list[Any]) -> dict[str, Any]:
+    """Released ``input_args`` as parameters: ``{"name": spec}``, a JSON schema's
+    ``properties``, ``["name", ...]`` or ``[{"name": ..., "type": ...}, ...]``."""
+    params: dict[str, Any] = {}
+    if isinstance(args, dict):
+        fields = args.get("properties", args)
+        pairs = list(fields.items()) if isinstance(fields, dict) else []
+    else:
+        pairs = [(a.get("name"), a) if isinstance(a, dict) else (a, None) for a in args]
+    for name, spec in pairs:
+        if isinstance(name, str) and name.strip() and name not in params:
+            params[name] = _param(spec) if spec is not None else {"type": "string"}
+    return params
+
+
+def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
+    """Persona Hub's tool shape as an OpenAI function-calling tool (a description, not code).
+
+    ``input_args`` may be free text, an object or a list (as in the release); every argument
+    becomes a required parameter. A ``return`` that is not text is described as JSON.
+    """
+    data = tool.model_dump(by_alias=True) if isinstance(tool, _ToolIdentity) else dict(tool)
+    args = data.get("input_args", "")
+    params = _structured_params(args) if isinstance(args, dict | list) \
+        else _text_params(str(args))
     description = str(data.get("description", ""))
-    if data.get("return"):
-        description += f" Returns: {data['return']}"
+    returns = data.get("return")
+    if returns:
+        shown = returns if isinstance(returns, str) else json.dumps(returns, ensure_ascii=False)
+        description += f" Returns: {shown}"
     return {
         "type": "function",
         "function": {

@@ -20,6 +20,7 @@ from personahub.sim.synthesize import SynthOptions, load_examples, run_synthesis
 from pydantic import BaseModel
 
 from tests.fakes import Call, FakeClient
+from tests.official_sample import sample_rows
 from tests.synth_helpers import write_examples
 
 
@@ -102,6 +103,27 @@ def test_persona_few_shot_infers_missing_personas(tmp_path: Path) -> None:
                                [summary.job_id]))
     assert all(d["persona"] for d in config["demos"]) and len(config["demos"]) == 2
     assert scalar(db, "SELECT count(*) FROM llm_calls WHERE purpose = 'text_to_persona'") == 2
+
+
+def test_persona_hub_rows_are_persona_enhanced_demonstrations(tmp_path: Path) -> None:
+    """A few rows of the released tool sample serve as --examples as they are: persona and text
+    pair up, the tool's JSON-in-a-string loses its outer layer, and no persona is inferred."""
+    rows = sample_rows(3)
+    examples = tmp_path / "official.jsonl"
+    examples.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    demos = load_examples(examples)
+    assert [d.persona for d in demos] == [r["input persona"] for r in rows]
+    assert [json.loads(d.text) for d in demos] == [json.loads(json.loads(r["synthesized text"]))
+                                                   for r in rows]
+    db = tmp_path / "s.duckdb"
+    summary = run_synthesis(SynthOptions(task="tool", n=2, prompting="persona-few-shot",
+                                         examples=str(examples), db=str(db)))
+    assert summary.written == 2 and summary.failed == 0
+    assert scalar(db, "SELECT count(*) FROM llm_calls WHERE purpose = 'text_to_persona'") == 0
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"input persona": "A nurse", "synthesized text": "Triage.",
+                                 "description": "instruction"}) + "\n", encoding="utf-8")
+    assert load_examples(plain)[0].text == "Triage."
 
 
 def test_prompt_modes_differ_and_pair_personas() -> None:
