@@ -13,6 +13,12 @@ requests that want JSON without a schema from the schema written in the prompt
 (``agents.prompt_schema``). A body that is not a JSON object gets the dialect's error, never a
 dropped connection.
 
+``stream=True`` is answered as the OpenAI API streams (``agents.server_stream``: SSE chunks of
+the same answer, ``data: [DONE]`` last); ``n`` gives that many choices, the first the one-choice
+answer, the others seeded by their index. ``ServerOptions.models`` names the models served:
+``/models`` lists them and other names get the dialect's 404 (none named: any name is answered
+and ``/models`` lists ``offline``).
+
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, and hangs (the request sleeps
