@@ -66,6 +66,12 @@ client that negotiates structured output per server. The rules, as read in each 
     ``openai``, but any ``response_format`` other than ``text`` is a 400 naming
     ``response_format``; tools work.
 
+``n`` (choices): ``openai``, ``vllm`` and ``tools-only`` answer ``n`` choices (1 to 128);
+llama-cpp-python lists ``n`` among the fields it ignores and Ollama's request has none, so both
+answer one. A model the server is not configured with (``ServerOptions.models``) is a 404 in the
+dialect's words (OpenAI's ``model_not_found``, vLLM's ``does not exist``, Ollama's ``try pulling
+it first``); a server configured with no names answers any.
+
 All dialects cut an answer longer than the limit to about ``limit * 4`` characters (the offline
 engine counts 4 characters a token) and report ``length`` (except as noted). Requests without a
 schema in ``response_format`` that want JSON (plain ``json_object``, or none at all) are answered
@@ -85,6 +91,7 @@ DIALECTS: tuple[str, ...] = ("openai", "vllm", "vllm-legacy", "llama-cpp-python"
                              "tools-only")
 _FORMAT_TYPES = ("text", "json_object", "json_schema")
 LLAMA_CPP_N_CTX = 2048  # llama_cpp/server/settings.py default
+MAX_CHOICES = 128  # the OpenAI API's bound on ``n``
 _NOT_AN_OBJECT = "Input should be a valid dictionary or object to extract fields from"
 
 
@@ -201,6 +208,21 @@ class Dialect:
             return {}
         return {"tools": tools, "tool_choice": choice}
 
+    def choices(self, request: Mapping[str, Any]) -> int | Refusal:
+        """How many choices to answer with: ``n`` (1 to 128, as the OpenAI API allows)."""
+        value = request.get("n")
+        if value is None:
+            return 1
+        if not _is_int(value) or not 1 <= value <= MAX_CHOICES:
+            return self.error(400, f"Invalid 'n': expected an integer from 1 to {MAX_CHOICES}, "
+                              f"got {value!r}.", param="n", code="invalid_value")
+        return int(value)
+
+    def model_not_found(self, model: Any) -> Refusal:
+        """The answer to a request for a model the server does not serve."""
+        return self.error(404, f"The model `{model}` does not exist or you do not have access "
+                          "to it.", param="model", code="model_not_found")
+
     # -- answers --------------------------------------------------------------------------
     def text_answer(self, content: str, cut: bool) -> Shaped:
         """A text (or JSON) answer."""
@@ -224,6 +246,9 @@ class VllmDialect(Dialect):
         kind = kind or kinds.get(status, "InternalServerError")
         return Refusal(status, {"error": {"message": message, "type": kind, "param": param,
                                           "code": status}})
+
+    def model_not_found(self, model: Any) -> Refusal:
+        return self.error(404, f"The model `{model}` does not exist.", param="model")
 
     def invalid(self, *errors: dict[str, Any]) -> Refusal:
         """A FastAPI RequestValidationError as vllm's handler answers it: 400 ``Bad Request``,
@@ -409,6 +434,9 @@ class LlamaCppDialect(Dialect):
             return Plan(tools=[tool], tool_choice=choice, max_tokens=limit)
         return Plan(**formats, max_tokens=limit)
 
+    def choices(self, request: Mapping[str, Any]) -> int | Refusal:
+        return 1  # ``n`` is among the request fields the server ignores
+
     def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
         call = calls[0]
         function = {"name": call["name"], "arguments": call["arguments"]}
@@ -469,6 +497,12 @@ class OllamaDialect(Dialect):
     def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
         tools = request.get("tools")
         return {"tools": tools, "tool_choice": None} if tools else {}
+
+    def choices(self, request: Mapping[str, Any]) -> int | Refusal:
+        return 1  # the request type has no ``n``: one choice whatever is asked
+
+    def model_not_found(self, model: Any) -> Refusal:
+        return self.error(404, f'model "{model}" not found, try pulling it first')
 
     def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
         if cut:  # the arguments never parsed: no tool call, the text stays content

@@ -13,6 +13,12 @@ requests that want JSON without a schema from the schema written in the prompt
 (``agents.prompt_schema``). A body that is not a JSON object gets the dialect's error, never a
 dropped connection.
 
+``stream=True`` is answered as the OpenAI API streams (``agents.server_stream``: SSE chunks of
+the same answer, ``data: [DONE]`` last); ``n`` gives that many choices, the first the one-choice
+answer, the others seeded by their index. ``ServerOptions.models`` names the models served:
+``/models`` lists them and other names get the dialect's 404 (none named: any name is answered
+and ``/models`` lists ``offline``).
+
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, and hangs (the request sleeps
@@ -24,7 +30,9 @@ Only binds to loopback addresses.
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import json
 import random
 import socket
@@ -36,10 +44,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
-from personahub.agents.dialects import DIALECTS, LLAMA_CPP_N_CTX, Dialect, Plan, Refusal, make_dialect
+from personahub.agents.dialects import DIALECTS, LLAMA_CPP_N_CTX, Dialect, Plan, Refusal, Shaped, make_dialect
 from personahub.agents.offline import OfflineEngine, approx_tokens
 from personahub.agents.prompt_schema import find_prompt_schema, message_text
+from personahub.agents.server_stream import include_usage, sse_events, wants_stream
 from personahub.personas.errors import PersonahubError
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -63,6 +73,9 @@ class ServerOptions:
     retry_after_s: float | None = None
     error_statuses: tuple[int, ...] = (429, 503)
     context_tokens: int = LLAMA_CPP_N_CTX  # the llama-cpp-python dialect's n_ctx
+    #: Model names served (``/models`` lists them; others are a 404). Empty: any name is
+    #: answered, and ``/models`` lists ``offline``.
+    models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "malformed_rate", "hang_rate"):
@@ -79,6 +92,8 @@ class ServerOptions:
             raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
         if self.context_tokens < 1:
             raise PersonahubError(f"context_tokens must be >= 1, got {self.context_tokens}")
+        if any(not isinstance(m, str) or not m.strip() for m in self.models):
+            raise PersonahubError(f"--model names must be non-empty, got {list(self.models)}")
 
 
 @dataclass
@@ -161,8 +176,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(refusal.status, body, refusal.headers, plain=isinstance(body, str))
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        if self.path.rstrip("/").endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": "offline", "object": "model"}]})
+        path = self.path.split("?")[0].rstrip("/")
+        names = self.server.options.models or ("offline",)
+        if path.endswith("/models"):
+            self._send(200, {"object": "list", "data": [_model_entry(n) for n in names]})
+        elif "/models/" in path:  # retrieve one model (the id may hold slashes)
+            name = unquote(path.split("/models/", 1)[1])
+            if self.server.options.models and name not in names:
+                self._refuse(self.server.dialect.model_not_found(name))
+            else:
+                self._send(200, _model_entry(name))
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -238,6 +261,11 @@ class _Handler(BaseHTTPRequestHandler):
             srv.stats.bump("bad_bodies")
             self._refuse(request)
             return
+        served = srv.options.models
+        if served and request.get("model") not in served:
+            srv.stats.bump("refused")  # checked first, as servers route by model
+            self._refuse(dialect.model_not_found(request.get("model")))
+            return
         try:
             if embeddings:
                 self._embed(request, received)
@@ -282,10 +310,15 @@ class _Handler(BaseHTTPRequestHandler):
             srv.stats.bump("refused")
             self._refuse(plan)
             return
+        choices = dialect.choices(request)
+        if isinstance(choices, Refusal):
+            srv.stats.bump("refused")
+            self._refuse(choices)
+            return
         if self._fault(received):
             return
         malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
-        body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed)
+        body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed, choices)
         # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
         # request arrived, so the server's own CPU does not pile up on top of the latency when
         # many requests arrive at once (it would otherwise serialise behind this process's lock)
@@ -293,7 +326,24 @@ class _Handler(BaseHTTPRequestHandler):
         if cut:
             srv.stats.bump("truncated")
         srv.stats.bump("malformed" if malformed else "answered")  # before the client can see it
-        self._send(200, body)
+        if wants_stream(request):
+            self._send_stream(sse_events(body, include_usage=include_usage(request)))
+        else:
+            self._send(200, body)
+
+    def _send_stream(self, events: Iterator[bytes]) -> None:
+        """A 200 ``text/event-stream`` answer, each event its own HTTP chunk (as servers flush
+        each token), so the connection stays open for the next request."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        self.wfile.write(b"0\r\n\r\n")
 
 
 def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
@@ -309,7 +359,8 @@ def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
 
 
 def _embedding_body(request: Mapping[str, Any]) -> dict[str, Any]:
-    """An OpenAI ``/embeddings`` answer: one hashed vector per input text, in order."""
+    """An OpenAI ``/embeddings`` answer: one hashed vector per input text, in order (as floats,
+    or base64 when ``encoding_format`` asks, which the openai SDK decodes)."""
     from personahub.personas.embedding import HashEmbedder
 
     texts = request.get("input")
@@ -317,10 +368,18 @@ def _embedding_body(request: Mapping[str, Any]) -> dict[str, Any]:
     dim = int(request.get("dimensions") or 64)
     vectors = HashEmbedder(dim=dim).embed(texts)
     tokens = sum(approx_tokens(t) for t in texts)
+    as_base64 = request.get("encoding_format") == "base64"  # little-endian float32, as the API
     return {"object": "list", "model": request.get("model", "offline"),
-            "data": [{"object": "embedding", "index": i, "embedding": v.tolist()}
+            "data": [{"object": "embedding", "index": i,
+                      "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")
+                                    if as_base64 else v.tolist())}
                      for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _model_entry(name: str) -> dict[str, Any]:
+    """A ``/models`` entry as the OpenAI API lists one."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "personahub-offline"}
 
 
 def _retry_after(status: int, seconds: float | None) -> dict[str, str]:
@@ -353,14 +412,48 @@ def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool 
 
 def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, Any],
                  messages: list[dict[str, Any]], plan: Plan,
-                 malformed: bool) -> tuple[dict[str, Any], bool]:
-    """An OpenAI chat.completion body answering ``request`` as ``plan`` says, and whether the
-    answer was cut at the token limit."""
+                 malformed: bool, choices: int = 1) -> tuple[dict[str, Any], bool]:
+    """An OpenAI chat.completion body answering ``request`` as ``plan`` says with ``choices``
+    choices, and whether an answer was cut at the token limit."""
     schema = plan.json_schema
     if schema is None and plan.prompt_schema and not plan.tools:
         schema = find_prompt_schema(messages)
     if schema is None and plan.wants_json:
         schema = _ANY_OBJECT
+    answers = [_choice(choice_engine(engine, i), dialect, messages, plan, schema, malformed)
+               for i in range(choices)]
+    tokens_in = answers[0][2]
+    tokens_out = sum(a[3] for a in answers)
+    body = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "offline"),
+        "system_fingerprint": "personahub-offline",
+        "choices": [{"index": i, "message": shaped.message, "finish_reason": shaped.finish_reason,
+                     "logprobs": None} for i, (shaped, *_) in enumerate(answers)],
+        "usage": {
+            "prompt_tokens": tokens_in,
+            "completion_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        },
+    }
+    return body, any(a[1] for a in answers)
+
+
+def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
+    """The engine answering choice ``index``: the server's own for the first (so one-choice
+    answers stay as they were), one seeded from (seed, index) for the others, so each choice is
+    deterministic and differs from the rest wherever the engine has a choice to make."""
+    if index == 0:
+        return engine
+    digest = hashlib.blake2b(f"{engine.seed}/choice/{index}".encode(), digest_size=8).digest()
+    return OfflineEngine(int.from_bytes(digest, "big"))
+
+
+def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[dict[str, Any]], plan: Plan,
+            schema: Mapping[str, Any] | None, malformed: bool) -> tuple[Shaped, bool, int, int]:
+    """One choice: its shaped message, whether it was cut, and its tokens in and out."""
     reply = engine.respond(messages, json_schema=schema, tools=plan.tools,
                            tool_choice=plan.tool_choice)
     limit = plan.max_tokens
@@ -381,21 +474,7 @@ def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, 
             content = content[: len(content) // 2]
         shaped = dialect.text_answer(content, cut)
     tokens_out = min(reply.tokens_out, limit) if cut and limit is not None else reply.tokens_out
-    body = {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": request.get("model", "offline"),
-        "system_fingerprint": "personahub-offline",
-        "choices": [{"index": 0, "message": shaped.message, "finish_reason": shaped.finish_reason,
-                     "logprobs": None}],
-        "usage": {
-            "prompt_tokens": reply.tokens_in,
-            "completion_tokens": tokens_out,
-            "total_tokens": reply.tokens_in + tokens_out,
-        },
-    }
-    return body, cut
+    return shaped, cut, reply.tokens_in, tokens_out
 
 
 @dataclass

@@ -23,6 +23,9 @@ def serve(
         help="Answer as: openai, vllm, vllm-legacy, llama-cpp-python, ollama, tools-only.")] = "openai",
     retry_after: Annotated[float | None, typer.Option(
         min=0, help="Seconds sent as Retry-After on 429/503 answers.")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        help="Model name to serve (repeatable); /v1/models lists them and other names get a 404 "
+             "model_not_found. Default: any name is answered.")] = None,
 ) -> None:
     """Serve the offline engine as an OpenAI-compatible endpoint on loopback (for dry runs)."""
     import time
@@ -32,7 +35,8 @@ def serve(
     handle = start_server(ServerOptions(seed=seed, latency_s=latency, error_rate=error_rate,
                                         malformed_rate=malformed_rate, hang_rate=hang_rate,
                                         hang_s=hang_seconds, dialect=dialect,
-                                        retry_after_s=retry_after), host=host, port=port)
+                                        retry_after_s=retry_after, models=tuple(model or ())),
+                          host=host, port=port)
     console.print(f"offline engine (not a language model) serving OpenAI-compatible API ({dialect}) at "
                   f"{handle.base_url} — use --llm {handle.base_url}; Ctrl-C stops.")
     try:

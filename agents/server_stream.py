@@ -1,0 +1,76 @@
+"""A finished chat.completion body as the OpenAI API streams it (``stream=True``).
+
+The loopback server computes an answer whole, then sends it as server-sent events the way the
+OpenAI API does, so streaming clients (the openai SDK's ``Stream``/``AsyncStream``, LangChain's
+``stream``) see the same text a plain call returns: per choice a first chunk with the role, then
+content deltas (or, for tool calls, the call's id and name and then its arguments in pieces),
+then a chunk with the ``finish_reason``; with ``stream_options.include_usage`` a last chunk with
+no choices carries the usage; ``data: [DONE]`` ends the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+#: Characters per content delta: the offline engine has no tokens, so answers are cut in pieces
+#: about as long as a few tokens (4 characters a token), enough for a client to see many deltas.
+PIECE_CHARS = 16
+
+
+def wants_stream(request: Mapping[str, Any]) -> bool:
+    """True when the request asked for a stream."""
+    return request.get("stream") is True
+
+
+def completion_chunks(body: Mapping[str, Any], *, include_usage: bool = False,
+                      piece_chars: int = PIECE_CHARS) -> Iterator[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects that stream ``body`` (a chat.completion)."""
+    head = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
+            "model": body["model"], "system_fingerprint": body.get("system_fingerprint")}
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        extra = {"usage": None} if include_usage else {}
+        return {**head, "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                     "finish_reason": finish}], **extra}
+
+    for choice in body["choices"]:
+        index, message = choice["index"], choice["message"]
+        calls = message.get("tool_calls") or []
+        content = message.get("content")
+        if calls:
+            yield chunk(index, {"role": "assistant", "content": content or None, "refusal": None})
+            for position, call in enumerate(calls):
+                function = call["function"]
+                yield chunk(index, {"tool_calls": [{
+                    "index": position, "id": call["id"], "type": "function",
+                    "function": {"name": function["name"], "arguments": ""}}]})
+                for piece in _pieces(function["arguments"], piece_chars):
+                    yield chunk(index, {"tool_calls": [{"index": position,
+                                                        "function": {"arguments": piece}}]})
+        else:
+            yield chunk(index, {"role": "assistant", "content": "", "refusal": None})
+            for piece in _pieces(content or "", piece_chars):
+                yield chunk(index, {"content": piece})
+        yield chunk(index, {}, choice["finish_reason"])
+    if include_usage:
+        yield {**head, "choices": [], "usage": body.get("usage")}
+
+
+def sse_events(body: Mapping[str, Any], *, include_usage: bool = False) -> Iterator[bytes]:
+    """The stream of ``body`` as server-sent event lines, ``data: [DONE]`` last."""
+    for item in completion_chunks(body, include_usage=include_usage):
+        yield b"data: " + json.dumps(item, ensure_ascii=False).encode("utf-8") + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+def include_usage(request: Mapping[str, Any]) -> bool:
+    """Whether the request's ``stream_options`` ask for a usage chunk."""
+    options = request.get("stream_options")
+    return isinstance(options, Mapping) and options.get("include_usage") is True
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    for start in range(0, len(text), size):
+        yield text[start:start + size]

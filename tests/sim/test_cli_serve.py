@@ -1,0 +1,24 @@
+"""``personahub serve`` passes its options to the loopback server."""
+
+import pytest
+from personahub.agents import server as server_module
+from personahub.sim.cli import app
+from typer.testing import CliRunner
+
+
+class _Stop(Exception):
+    """Raised in place of starting the server: the options are all the test needs."""
+
+
+def test_serve_model_options_become_the_served_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def capture(options, host, port):
+        seen.append(options)
+        raise _Stop
+
+    monkeypatch.setattr(server_module, "start_server", capture)
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "--model", "qwen2.5",
+                                      "--model", "org/served"])
+    assert isinstance(result.exception, _Stop)
+    assert seen[0].models == ("qwen2.5", "org/served")
