@@ -228,7 +228,8 @@ def _mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
     try:
         con.execute(
             "UPDATE expansion_frontier f SET status = b.status, targets = b.targets, "
-            "created = b.created, merged = b.merged, linked = b.linked, attempts = coalesce(f.attempts, 0) + 1 "
+            "created = b.created, merged = b.merged, linked = b.linked, "
+            "attempts = coalesce(f.attempts, 0) + 1 "
             "FROM _frontier_batch b "
             "WHERE f.expansion_id = ? AND f.hop = ? AND f.persona_id = b.persona_id",
             [expansion_id, level])
