@@ -37,8 +37,17 @@ import duckdb
 import pyarrow as pa
 from personahub.agents.contracts import StructuredCaller
 from personahub.personas.errors import PersonahubError
-from personahub.personas.graph import Relation, save_relations
+from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
 from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
+from personahub.personas.linking import (
+    LINK_PURPOSE,
+    hub_neighbours,
+    link_messages,
+    link_relations,
+    link_schema,
+    pick_candidates,
+    texts_of,
+)
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.prompts import expand_messages
 from personahub.personas.quality import gate_persona, language_scripts, rejected_counts, rejected_row
@@ -101,12 +110,14 @@ class ExpandSummary:
     new_personas: int = 0
     merged_into_existing: int = 0
     edges: int = 0
+    linked: int = 0  # edges added by triangle closing (``personas.linking``), not in ``edges``
     failed_calls: int = 0
     new_ids: tuple[str, ...] = ()
     reached_ids: tuple[str, ...] = ()
     expansion_id: str = ""
     resumed: bool = False
     rejected: dict[str, int] = field(default_factory=dict)  # by reason (the quality gate)
+    graph: dict[str, Any] = field(default_factory=dict)  # expansion_graph_stats of its personas
 
 
 def _hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
@@ -211,12 +222,14 @@ def _mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
         "targets": [json.dumps(r["targets"]) for r in rows],
         "created": [json.dumps(r["created"]) for r in rows],
         "merged": pa.array([r["merged"] for r in rows], pa.int32()),
+        "linked": pa.array([r["linked"] for r in rows], pa.int32()),
     })
     con.register("_frontier_batch", data)
     try:
         con.execute(
             "UPDATE expansion_frontier f SET status = b.status, targets = b.targets, "
-            "created = b.created, merged = b.merged, attempts = coalesce(f.attempts, 0) + 1 "
+            "created = b.created, merged = b.merged, linked = b.linked, "
+            "attempts = coalesce(f.attempts, 0) + 1 "
             "FROM _frontier_batch b "
             "WHERE f.expansion_id = ? AND f.hop = ? AND f.persona_id = b.persona_id",
             [expansion_id, level])
@@ -227,14 +240,14 @@ def _mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
 def _summary(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSummary:
     """The whole expansion's counts, from its frontier rows (so a resumed one reports all of it)."""
     rows = con.execute(
-        "SELECT status, targets, created, merged FROM expansion_frontier "
+        "SELECT status, targets, created, merged, coalesce(linked, 0) FROM expansion_frontier "
         "WHERE expansion_id = ? AND status <> 'pending' ORDER BY hop, position", [expansion_id]).fetchall()
     summary = ExpandSummary(expansion_id=expansion_id)
     summary.hops = scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?",
                           [expansion_id]) or 0
     new_ids: list[str] = []
     reached: dict[str, None] = {}
-    for status, targets, created, merged in rows:
+    for status, targets, created, merged, linked in rows:
         summary.asked += 1
         if status == "failed":
             summary.failed_calls += 1
@@ -242,19 +255,40 @@ def _summary(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSummary
         targets = json.loads(targets) if targets else []
         summary.edges += len(targets)
         summary.merged_into_existing += merged or 0
+        summary.linked += linked
         new_ids += json.loads(created) if created else []
         reached.update(dict.fromkeys(targets))
     summary.new_personas = len(new_ids)
     summary.new_ids = tuple(new_ids)
     summary.reached_ids = tuple(reached)
     summary.rejected = rejected_counts(con, source="expand", job_id=expansion_id)
+    summary.graph = expansion_graph_stats(con, expansion_id)
     return summary
+
+
+def expansion_personas(con: duckdb.DuckDBPyConnection, expansion_id: str) -> list[str]:
+    """Every persona an expansion asked about, reached or created, in first-seen order."""
+    rows = con.execute(
+        "SELECT persona_id, targets, created FROM expansion_frontier WHERE expansion_id = ? "
+        "ORDER BY hop, position", [expansion_id]).fetchall()
+    ids: dict[str, None] = {}
+    for pid, targets, created in rows:
+        ids.setdefault(pid)
+        ids.update(dict.fromkeys(json.loads(targets) if targets else []))
+        ids.update(dict.fromkeys(json.loads(created) if created else []))
+    return list(ids)
+
+
+def expansion_graph_stats(con: duckdb.DuckDBPyConnection, expansion_id: str) -> dict[str, Any]:
+    """``shape_stats`` (nodes, edges, components, cycles, clustering, degrees) of the social
+    graph among an expansion's personas: a tree-growing expansion has 0 cycles and clustering."""
+    return shape_stats(social_graph(con, expansion_personas(con, expansion_id)))
 
 
 async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                      index: NearDuplicateIndex, expansion_id: str, level: int,
                      parents: list[Persona], fanout: int, run_id: str | None,
-                     language: str | None = None) -> None:
+                     language: str | None = None, link_candidates: int = 0) -> None:
     """Ask about one batch of frontier personas and commit everything it produced at once."""
     schema = related_personas_schema(fanout)
     results = await asyncio.gather(*[
@@ -269,7 +303,7 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     marks: list[dict[str, Any]] = []
     for parent, result in zip(parents, results, strict=True):
         mark: dict[str, Any] = {"persona_id": parent.persona_id, "status": "done", "targets": [],
-                                "created": [], "merged": 0}
+                                "created": [], "merged": 0, "linked": 0}
         marks.append(mark)
         if result.value is None:
             mark["status"] = "failed"
@@ -300,13 +334,56 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
             if target != parent.persona_id:
                 relations.append(Relation(parent.persona_id, target, label, round_number, "expand"))
                 mark["targets"].append(target)
+    link_results: list[Any] = []
+    if link_candidates > 0 and created:
+        link_edges, link_results = await _close_triangles(
+            con, caller, parents, created, marks, link_candidates, round_number)
+        relations += link_edges
+
     def write_graph_and_marks() -> None:
         upsert_personas(con, created)
         save_relations(con, relations)
         _mark_rows(con, expansion_id, level, marks)
 
     commit_batch(con, JobRef("expansion", expansion_id, run_id=run_id), caller,
-                 {"rejected": rejected}, results, then=write_graph_and_marks)
+                 {"rejected": rejected}, [*results, *link_results], then=write_graph_and_marks)
+
+
+async def _close_triangles(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
+                           parents: list[Persona], created: list[Persona],
+                           marks: list[dict[str, Any]], limit: int, round_number: int
+                           ) -> tuple[list[Relation], list[Any]]:
+    """Ask, for each new persona of the batch, which candidates near its source it knows
+    (``personas.linking``); returns the edges and the call results (for the batch's commit).
+    Each frontier row's ``linked`` counts its new personas' link edges. A failed link call adds
+    no edge: the persona stays linked to its source only."""
+    by_id = {p.persona_id: p for p in created}
+    neighbours = hub_neighbours(con, [p.persona_id for p in parents])
+    order: list[tuple[dict[str, Any], Persona, Persona, list[str]]] = []
+    for parent, mark in zip(parents, marks, strict=True):
+        for child_id in mark["created"]:
+            candidates = pick_candidates(child_id, parent.persona_id, mark["targets"],
+                                         neighbours.get(parent.persona_id, []), limit)
+            if candidates:
+                order.append((mark, parent, by_id[child_id], candidates))
+    texts = texts_of(con, sorted({c for *_, cs in order for c in cs}),
+                     {pid: p.text for pid, p in by_id.items()})
+    asks = [caller.structured(
+        link_schema(len(candidates)),
+        link_messages(child.text, str(child.attributes.get("relation", "")), parent.text,
+                      [texts[c] for c in candidates]),
+        purpose=LINK_PURPOSE, persona_id=child.persona_id)
+        for _, parent, child, candidates in order]
+    results = await asyncio.gather(*asks)
+    edges: list[Relation] = []
+    for (mark, _, child, candidates), result in zip(order, results, strict=True):
+        if result.value is None:
+            continue
+        found = link_relations(child.persona_id, candidates, getattr(result.value, "links"),  # noqa: B009
+                               round_number)
+        mark["linked"] += len(found)
+        edges += found
+    return edges, list(results)
 
 
 async def expand_hub(
@@ -325,6 +402,7 @@ async def expand_hub(
     language: str | None = None,
     stop_on_failure: bool = False,
     on_start: Callable[[str], None] | None = None,
+    link_candidates: int = 0,
 ) -> ExpandSummary:
     """Expand ``hops`` rounds from ``start_ids``; returns counts and the ids of new personas.
 
@@ -337,6 +415,8 @@ async def expand_hub(
     ``stop_on_failure`` raises ``ExpansionIncomplete`` when personas of a level still fail after
     their second round (see the module doc); a resume of such an expansion asks them again.
     ``on_start(expansion_id)`` is called once the expansion is recorded (or found, to resume).
+    ``link_candidates`` > 0 closes triangles: each new persona is asked which of up to that many
+    people near its source it knows (``personas.linking``); 0 grows trees, as before.
     """
     if not 0 <= hops <= MAX_HOPS:
         raise ValueError(f"--hops must be between 0 and {MAX_HOPS}, got {hops}")
@@ -345,14 +425,19 @@ async def expand_hub(
     related_personas_schema(fanout)  # validates fanout
     if language is not None:
         language_scripts(language)  # unknown languages fail before any call
+    if link_candidates < 0:
+        raise ValueError(f"link candidates must be >= 0, got {link_candidates}")
     if hops == 0 and resume is None:
         return ExpandSummary()
-    settings = {"hops": hops, "fanout": fanout, "threshold": threshold, "language": language}
+    settings = {"hops": hops, "fanout": fanout, "threshold": threshold, "language": language,
+                "link_candidates": link_candidates}
     if resume is not None:
         stored = find_expansion(con, resume)
         if stored is None:
             raise PersonahubError(f"expansion {resume}: not found in the database")
-        different = {k: stored.config.get(k) for k, v in settings.items() if stored.config.get(k) != v}
+        before = {"link_candidates": 0}  # expansions stored before linking existed grew trees
+        different = {k: stored.config.get(k, before.get(k)) for k, v in settings.items()
+                     if stored.config.get(k, before.get(k)) != v}
         if different:
             raise PersonahubError(f"expansion {resume} was started with {different}; "
                                   f"resume it with the same settings")
@@ -383,7 +468,8 @@ async def expand_hub(
             queue = [by_id[pid] for pid in todo if pid in by_id]
             for first in range(0, len(queue), batch_size):
                 await _ask_batch(con, caller, index, expansion_id, level,
-                                 queue[first:first + batch_size], fanout, run_id, language)
+                                 queue[first:first + batch_size], fanout, run_id, language,
+                                 link_candidates)
         failed = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                         "AND hop = ? AND status = 'failed'", [expansion_id, level])
         if failed and stop_on_failure:

@@ -210,8 +210,30 @@ def graph_summary(graph: nx.MultiDiGraph) -> dict[str, Any]:
 _DEGREE_BINS = ((0, 0), (1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, None))
 
 
+def degree_histogram(degrees: Sequence[int]) -> dict[str, int]:
+    """Degrees binned as 0, 1, 2, 3-4, 5-8, ... 33+ (empty bins left out)."""
+    histogram: dict[str, int] = {}
+    for low, high in _DEGREE_BINS:
+        label = str(low) if high == low else (f"{low}+" if high is None else f"{low}-{high}")
+        histogram[label] = sum(1 for d in degrees if d >= low and (high is None or d <= high))
+    return {k: v for k, v in histogram.items() if v}
+
+
+def shape_stats(graph: nx.Graph) -> dict[str, Any]:
+    """How social a simple undirected graph is: nodes, edges, components, independent cycles
+    (edges − nodes + components: 0 for a forest), average clustering coefficient (0 for a
+    forest; closed triangles raise it) and the degree histogram."""
+    nodes, edges = graph.number_of_nodes(), graph.number_of_edges()
+    components = nx.number_connected_components(graph) if nodes else 0
+    return {"nodes": nodes, "edges": edges, "components": components,
+            "cycles": edges - nodes + components,
+            "clustering": round(nx.average_clustering(graph), 4) if nodes else 0.0,
+            "degree_histogram": degree_histogram([d for _, d in graph.degree()])}
+
+
 def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, Any]:
-    """Nodes, edges, components, degree distribution, hop counts and relation-label counts.
+    """Nodes, edges, components, degree distribution, hop counts and relation-label counts,
+    plus cycles and the clustering coefficient of the undirected simple view (``shape_stats``).
 
     Degrees count edges in both directions (a persona's relations plus those pointing to it).
     """
@@ -219,10 +241,7 @@ def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, An
     from statistics import median
 
     degrees = sorted(d for _, d in graph.degree())
-    histogram: dict[str, int] = {}
-    for low, high in _DEGREE_BINS:
-        label = str(low) if high == low else (f"{low}+" if high is None else f"{low}-{high}")
-        histogram[label] = sum(1 for d in degrees if d >= low and (high is None or d <= high))
+    shape = shape_stats(social_view(graph))
     components = [len(c) for c in nx.weakly_connected_components(graph)] if graph else []
     labels = Counter(data.get("relation", key) for _, _, key, data in graph.edges(keys=True, data=True))
     return {
@@ -234,7 +253,9 @@ def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, An
         "degree": {"min": degrees[0] if degrees else 0, "median": median(degrees) if degrees else 0,
                    "max": degrees[-1] if degrees else 0,
                    "mean": round(sum(degrees) / len(degrees), 2) if degrees else 0.0},
-        "degree_histogram": {k: v for k, v in histogram.items() if v},
+        "degree_histogram": degree_histogram(degrees),
+        "cycles": shape["cycles"],
+        "clustering": shape["clustering"],
         "nodes_by_hop": dict(sorted(Counter(data.get("hop", 0) or 0
                                             for _, data in graph.nodes(data=True)).items())),
         "edges_by_hop": dict(sorted(Counter(data.get("hop") if data.get("hop") is not None else -1

@@ -118,6 +118,7 @@ CREATE TABLE IF NOT EXISTS expansion_frontier (
     PRIMARY KEY (expansion_id, hop, persona_id)
 );
 ALTER TABLE expansion_frontier ADD COLUMN IF NOT EXISTS attempts INTEGER;
+ALTER TABLE expansion_frontier ADD COLUMN IF NOT EXISTS linked INTEGER;
 
 -- Simulation runs -------------------------------------------------------------------------
 CREATE TABLE IF NOT EXISTS runs (

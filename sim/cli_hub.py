@@ -136,7 +136,9 @@ def personas_stats(
     include_duplicates: Annotated[bool, typer.Option(help="Count flagged near-duplicates too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Graph statistics: nodes, edges, components, degrees, hops, relation labels."""
+    """Graph statistics: nodes, edges, components, cycles, clustering, degrees, hops, relation
+    labels, and the same shape figures per expansion (newest ten)."""
+    from personahub.personas.expand import expansion_graph_stats, list_expansions
     from personahub.personas.graph import graph_stats, load_graph
     from personahub.personas.store import connect, flagged_duplicate_count
 
@@ -144,6 +146,8 @@ def personas_stats(
     try:
         stats = graph_stats(load_graph(con, include_duplicates=include_duplicates))
         stats["flagged_duplicates"] = flagged_duplicate_count(con)
+        stats["expansions"] = {e.expansion_id: expansion_graph_stats(con, e.expansion_id)
+                               for e in list_expansions(con)[:10]}
     finally:
         con.close()
     if as_json:
@@ -151,8 +155,8 @@ def personas_stats(
         return
     table = Table(show_header=False, title="persona graph" + (" (duplicates included)"
                                                              if include_duplicates else ""))
-    for key in ("nodes", "edges", "components", "largest_component", "isolated", "flagged_duplicates",
-                "distinct_labels"):
+    for key in ("nodes", "edges", "components", "largest_component", "isolated", "cycles",
+                "clustering", "flagged_duplicates", "distinct_labels"):
         table.add_row(key.replace("_", " "), str(stats[key]))
     degree = stats["degree"]
     table.add_row("degree min/median/max", f"{degree['min']} / {degree['median']} / {degree['max']} "
@@ -166,6 +170,14 @@ def personas_stats(
         for value, count in stats[key].items():
             counts.add_row(str(value), f"{count} {'█' * max(1, round(20 * count / top))}")
         out.print(counts)
+    if stats["expansions"]:
+        shapes = Table("expansion", "nodes", "edges", "components", "cycles", "clustering",
+                       "degrees", title="expansions (newest first)")
+        for expansion_id, shape in stats["expansions"].items():
+            shapes.add_row(expansion_id, *(str(shape[k]) for k in (
+                "nodes", "edges", "components", "cycles", "clustering")),
+                ", ".join(f"{k}: {v}" for k, v in shape["degree_histogram"].items()))
+        out.print(shapes)
 
 
 @one_line_errors

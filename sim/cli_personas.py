@@ -134,6 +134,9 @@ def personas_expand(
     cache: CacheOption = "off",
     rps: RpsOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Frontier personas per transaction.")] = 256,
+    link_candidates: Annotated[int, typer.Option(
+        min=0, max=20, help="Close triangles: ask whether each new persona knows up to this many "
+                            "people near its source (0: grow trees, no link calls).")] = 4,
     fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
                                               "same --hops/--fanout/--limit exists.")] = False,
     resume: Annotated[str | None, typer.Option(
@@ -175,6 +178,8 @@ def personas_expand(
         if resume is not None:  # what the expansion is, from the expansion
             hops, fanout = int(stored.get("hops", hops)), int(stored.get("fanout", fanout))
             limit, language = stored.get("limit"), stored.get("language")
+        if resumed is not None:  # a resumed expansion links as it started
+            link_candidates = int(stored.get("link_candidates", 0))
         if seed is None:
             seed = int(stored.get("seed", 0))
         if seed != probe_seed or flags != given:  # the stored settings differ: build it so
@@ -186,13 +191,13 @@ def personas_expand(
         raise
     banner(client)
     _expand(con, client, db, start=start, hops=hops, fanout=fanout, resume=resumed,
-            batch_size=batch_size, language=language,
+            batch_size=batch_size, language=language, link_candidates=link_candidates,
             config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings()})
 
 
 def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fanout: int,
             resume: str | None, batch_size: int, language: str | None,
-            config: dict[str, Any]) -> None:
+            config: dict[str, Any], link_candidates: int = 0) -> None:
     """Run the expansion job on ``con`` (closed at the end) and print its summary."""
     from personahub.agents import run_loop
     from personahub.personas.expand import expand_hub
@@ -211,6 +216,7 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
                 batch_size=batch_size, config=config, language=language, on_start=on_start,
+                link_candidates=link_candidates,
                 progress=lambda _, h, n: bar.update(task, completed=h)))
     except KeyboardInterrupt as exc:
         if not expansion:
@@ -222,7 +228,13 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
     out.print(f"expansion {summary.expansion_id}{' (resumed)' if summary.resumed else ''}: "
               f"asked {summary.asked} personas over {summary.hops} hop(s): "
               f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
-              f"existing ones, {summary.edges} relations, {summary.failed_calls} failed calls")
+              f"existing ones, {summary.edges} relations, {summary.linked} closing triangles, "
+              f"{summary.failed_calls} failed calls")
+    shape = summary.graph
+    if shape:
+        out.print(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges, "
+                  f"{shape['components']} components, {shape['cycles']} cycles, clustering "
+                  f"{shape['clustering']}, degrees {shape['degree_histogram']}", highlight=False)
     out.print(rejection_line(summary.rejected), highlight=False)
 
 

@@ -1,0 +1,113 @@
+"""Triangle closing for persona-to-persona: does a new persona know people already near it?
+
+Expansion alone grows trees: each new persona links only to the persona it was asked about.
+Real social graphs close triangles (a nurse's patient's daughter is also the nurse's
+neighbour), so after a new persona is made, the model is shown a few candidates from its
+source's neighbourhood (the source's relations in the hub, and the other people the same answer
+described) and says which of them the new persona knows and how. Its yes-answers become
+``relations`` rows with source ``expand:link``.
+
+The schema asks for one entry per candidate, in order, each a yes/no and a relation label: a
+fixed-length list of booleans, which the offline engine fills deterministically from its seed
+and the messages, so offline expansions close some triangles too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import duckdb
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from personahub.personas.graph import Relation
+from personahub.personas.prompts import PERSONA_SYSTEM, section
+from pydantic import BaseModel, Field, create_model
+
+LINK_SOURCE = "expand:link"
+LINK_PURPOSE = "expand:link"
+DEFAULT_LINK_CANDIDATES = 4
+FALLBACK_LABEL = "acquaintance"
+
+LINK_TASK = (
+    "The new persona above was just described as someone in close relationship with the source "
+    "persona. Below are people already in the source persona's circle. For each candidate, in "
+    "the order given, say whether the new persona plausibly knows them personally, and if so how "
+    "(a relation label of one or two words, e.g. neighbour, colleague, cousin). Answer with one "
+    "entry per candidate."
+)
+
+
+class CandidateLink(BaseModel):
+    """Whether the new persona knows one candidate, and how."""
+
+    knows: bool = Field(description="true if the new persona plausibly knows this candidate")
+    relation: str = Field(default="", description="how they relate, e.g. neighbour, colleague")
+
+
+@lru_cache(maxsize=32)
+def link_schema(count: int) -> type[BaseModel]:
+    """Schema with exactly ``count`` entries, one per candidate in order (min/max items pin it)."""
+    if count < 1:
+        raise ValueError("a link question needs at least one candidate")
+    return create_model(
+        "CandidateLinks",
+        __doc__="For each candidate, in order: does the new persona know them, and how.",
+        links=(list[CandidateLink], Field(min_length=count, max_length=count)),
+    )
+
+
+def link_messages(new_persona: str, relation: str, source_persona: str,
+                  candidates: Sequence[str]) -> list[BaseMessage]:
+    """The triangle-closing prompt: a new persona, its source, and numbered candidates."""
+    listed = "\n".join(f"{i}. {text}" for i, text in enumerate(candidates, 1))
+    body = (section("Persona", new_persona)
+            + "\n" + section("Source persona", f"{source_persona} (the new persona is their "
+                                                f"{relation})")
+            + "\n" + section("Candidates", listed) + "\n" + section("Task", LINK_TASK))
+    return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]
+
+
+def hub_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]
+                   ) -> dict[str, list[str]]:
+    """Each persona's stored relations in either direction, sorted by id (deterministic)."""
+    if not persona_ids:
+        return {}
+    rows = con.execute(
+        "SELECT p, list(DISTINCT q ORDER BY q) FROM ("
+        " SELECT src AS p, dst AS q FROM relations WHERE src IN (SELECT unnest(?))"
+        " UNION SELECT dst AS p, src AS q FROM relations WHERE dst IN (SELECT unnest(?)))"
+        " WHERE p <> q GROUP BY p", [list(persona_ids), list(persona_ids)]).fetchall()
+    return {p: list(qs) for p, qs in rows}
+
+
+def pick_candidates(child: str, source: str, siblings: Sequence[str], neighbours: Sequence[str],
+                    limit: int) -> list[str]:
+    """Up to ``limit`` candidates for ``child``: the people described alongside it first (they
+    share its source, so each yes closes a triangle), then the source's stored neighbours."""
+    seen: dict[str, None] = {}
+    for pid in (*siblings, *neighbours):
+        if pid not in (child, source):
+            seen.setdefault(pid)
+    return list(seen)[:limit]
+
+
+def link_relations(child: str, candidates: Sequence[str], links: Sequence[CandidateLink],
+                   hop: int) -> list[Relation]:
+    """The edges a link answer adds: child → candidate for each yes, labelled and trimmed."""
+    out: list[Relation] = []
+    for candidate, link in zip(candidates, links, strict=False):
+        if link.knows:
+            label = " ".join(link.relation.lower().split())[:40] or FALLBACK_LABEL
+            out.append(Relation(child, candidate, label, hop, LINK_SOURCE))
+    return out
+
+
+def texts_of(con: duckdb.DuckDBPyConnection, ids: Sequence[str],
+             known: Mapping[str, str]) -> dict[str, str]:
+    """Persona texts of ``ids``: from ``known`` (this batch's new personas), else the hub."""
+    missing = [i for i in ids if i not in known]
+    found = dict(known)
+    if missing:
+        found.update(con.execute("SELECT persona_id, text FROM personas WHERE persona_id IN "
+                                 "(SELECT unnest(?))", [missing]).fetchall())
+    return found
