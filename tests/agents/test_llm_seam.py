@@ -149,7 +149,8 @@ def test_concurrency_limit_is_respected(server, monkeypatch):
 
 def _frozen_rate_limiter(monkeypatch) -> list[float]:
     """The seconds each reservation must wait, on a clock that never moves: the bucket's own
-    arithmetic, whatever the machine's load (the limiter sleeps exactly these)."""
+    arithmetic, whatever the machine's load (``RateLimiter.acquire`` sleeps exactly these; here
+    nothing sleeps)."""
     from types import SimpleNamespace
 
     from personahub.agents import seam_limits
@@ -161,6 +162,9 @@ def _frozen_rate_limiter(monkeypatch) -> list[float]:
             wait = super().reserve()
             waits.append(wait)
             return wait
+
+        async def acquire(self) -> None:  # the bucket's arithmetic is the subject: no real sleep
+            self.reserve()
 
     monkeypatch.setattr(seam_limits, "RateLimiter", Recording)
     monkeypatch.setattr(seam_limits, "time", SimpleNamespace(monotonic=lambda: 0.0,

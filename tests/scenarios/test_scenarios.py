@@ -68,7 +68,10 @@ CHECKS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CHECKS))
+# all four in the full suite; the fast subset keeps two of them
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=() if name in ("fantasy_village", "town_hall_policy") else pytest.mark.slow)
+    for name in sorted(CHECKS)])
 def test_scenario_runs_offline_and_shows_its_point(name, tmp_path):
     scenario = load_scenario(SCENARIOS / f"{name}.py")
     db = tmp_path / f"{name}.duckdb"

@@ -469,7 +469,9 @@ def test_cases_are_named_uniquely():
     assert len(CASES) >= 35
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+# every case in the full suite; the fast subset takes every other one (each group keeps rows)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=() if i % 2 == 0 else pytest.mark.slow)
+                                  for i, c in enumerate(CASES)])
 def test_bad_input_is_one_line(case: Case, tmp_path: Path, template: tuple[Path, str]) -> None:
     with row_context(tmp_path, template[0]) as ctx:
         ctx.values.update(tmp=str(tmp_path), db=str(ctx.db), run=template[1])

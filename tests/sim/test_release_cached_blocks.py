@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pytest
 from personahub.personas.store import connect, lock_down, scalar
 from personahub.sim.runlog import release_cached_blocks
 
@@ -36,6 +37,7 @@ def test_blocks_on_disk_leave_the_pool_and_the_limit_stays(tmp_path: Path) -> No
     con.close()
 
 
+@pytest.mark.slow  # test_blocks_on_disk_leave_the_pool_and_the_limit_stays keeps the module fast
 def test_locked_settings_change_nothing(tmp_path: Path) -> None:
     con = _filled(tmp_path)
     before = _table_bytes(con)
