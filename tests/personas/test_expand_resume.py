@@ -4,6 +4,7 @@ import pytest
 from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import expand_hub, find_unfinished, list_expansions
+from personahub.personas.linking import DEFAULT_LINK_CANDIDATES
 from personahub.personas.record import Persona
 from personahub.personas.store import connect, upsert_personas
 
@@ -101,8 +102,10 @@ def test_cli_expand_resumes_automatically(tmp_path):
     offline0 = LLMClient(LLMSettings(seed=0))
     with pytest.raises(Interrupted):
         crashing = FakeClient(crash_after(7), inner=offline0)
+        # started as the CLI starts it: with the CLI's default triangle closing
         asyncio.run(expand_hub(con, crashing, start_ids=start, hops=2, fanout=2, batch_size=3,
-                               config={"limit": None, "origin": "cli"}))
+                               config={"limit": None, "origin": "cli"},
+                               link_candidates=DEFAULT_LINK_CANDIDATES))
     con.close()
     result = runner.invoke(app, args + ["--db", str(tmp_path / "cut.duckdb")])
     assert result.exit_code == 0, result.output
