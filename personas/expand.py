@@ -36,9 +36,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from personahub.agents.contracts import StructuredCaller
+from personahub.personas.embedding import Embedder
 from personahub.personas.errors import PersonahubError
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
 from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
+from personahub.personas.link_merge import apply_merges, load_aliases, merge_rows, resolve, save_merges
+from personahub.personas.link_nearest import NearestPool, load_pool, pool_embedder
 from personahub.personas.linking import (
     LINK_PURPOSE,
     hub_neighbours,
@@ -46,6 +49,7 @@ from personahub.personas.linking import (
     link_relations,
     link_schema,
     pick_candidates,
+    same_person,
     texts_of,
 )
 from personahub.personas.near_dup import NearDuplicateIndex
@@ -285,11 +289,23 @@ def expansion_graph_stats(con: duckdb.DuckDBPyConnection, expansion_id: str) -> 
     return shape_stats(social_graph(con, expansion_personas(con, expansion_id)))
 
 
+@dataclass
+class _Linking:
+    """How an expansion closes triangles and merges the same person (``personas.linking``,
+    ``personas.link_nearest``, ``personas.link_merge``)."""
+
+    candidates: int = 0  # link candidates per new persona; 0 asks no link question
+    pool: NearestPool | None = None  # committed personas by embedding; None: no embedder
+    aliases: dict[str, str] = field(default_factory=dict)  # merged id -> the person it is
+    threshold: float = 0.9
+
+
 async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                      index: NearDuplicateIndex, expansion_id: str, level: int,
                      parents: list[Persona], fanout: int, run_id: str | None,
-                     language: str | None = None, link_candidates: int = 0) -> None:
+                     language: str | None = None, linking: _Linking | None = None) -> None:
     """Ask about one batch of frontier personas and commit everything it produced at once."""
+    linking = linking or _Linking()
     schema = related_personas_schema(fanout)
     results = await asyncio.gather(*[
         caller.structured(schema, expand_messages(p.text, fanout, language=language),
@@ -297,73 +313,115 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
         for p in parents
     ])
     round_number = level + 1
+    answers = [(parent, position, person, *gate_persona(person.persona, language=language))
+               for parent, result in zip(parents, results, strict=True) if result.value is not None
+               for position, person in enumerate(getattr(result.value, "people"))]  # noqa: B009
+    near = _nearest(linking, [(text, parent.persona_id) for parent, _, _, text, issue in answers
+                              if issue is None])
     created: list[Persona] = []
     relations: list[Relation] = []
     rejected: list[dict[str, Any]] = []
     marks: list[dict[str, Any]] = []
+    merges: list[tuple[Persona, str, str, float | None]] = []
+    nearest_of: dict[str, list[str]] = {}
+    by_parent: dict[str, dict[str, Any]] = {
+        p.persona_id: {"persona_id": p.persona_id, "status": "done", "targets": [],
+                       "created": [], "merged": 0, "linked": 0} for p in parents}
     for parent, result in zip(parents, results, strict=True):
-        mark: dict[str, Any] = {"persona_id": parent.persona_id, "status": "done", "targets": [],
-                                "created": [], "merged": 0, "linked": 0}
-        marks.append(mark)
+        marks.append(by_parent[parent.persona_id])
         if result.value is None:
-            mark["status"] = "failed"
+            by_parent[parent.persona_id]["status"] = "failed"
+    accepted = 0
+    for parent, position, person, text, issue in answers:
+        mark = by_parent[parent.persona_id]
+        label = " ".join(person.relation.lower().split())[:40]
+        if issue is not None:
+            rejected.append(rejected_row(
+                "expand", issue, {"persona": person.persona, "relation": label,
+                                  "hop": parent.hop + 1},
+                key=f"{expansion_id}\0{parent.persona_id}\0{position}", run_id=run_id,
+                job_id=expansion_id, persona_id=parent.persona_id, kind="persona"))
             continue
-        people: list[RelatedPersona] = getattr(result.value, "people")  # noqa: B009 - a schema built per fanout
-        for position, person in enumerate(people):
-            label = " ".join(person.relation.lower().split())[:40]
-            text, issue = gate_persona(person.persona, language=language)
-            if issue is not None:
-                rejected.append(rejected_row(
-                    "expand", issue, {"persona": person.persona, "relation": label,
-                                      "hop": parent.hop + 1},
-                    key=f"{expansion_id}\0{parent.persona_id}\0{position}", run_id=run_id,
-                    job_id=expansion_id, persona_id=parent.persona_id, kind="persona"))
-                continue
-            child = Persona(text=text, source="expand",
-                            source_ref=f"{parent.persona_id}/{label}",
-                            hop=parent.hop + 1,
-                            attributes={"parent": parent.persona_id, "relation": label})
-            existing = index.check_and_add(child.persona_id, child.text)
-            if existing is not None:
-                mark["merged"] += existing != parent.persona_id
-                target = existing
-            else:
-                created.append(child)
-                mark["created"].append(child.persona_id)
-                target = child.persona_id
-            if target != parent.persona_id:
-                relations.append(Relation(parent.persona_id, target, label, round_number, "expand"))
-                mark["targets"].append(target)
+        nearest, accepted = near[accepted], accepted + 1
+        child = Persona(text=text, source="expand",
+                        source_ref=f"{parent.persona_id}/{label}",
+                        hop=parent.hop + 1,
+                        attributes={"parent": parent.persona_id, "relation": label})
+        existing = index.check_and_add(child.persona_id, child.text)
+        if existing is not None:
+            existing = resolve(linking.aliases, existing)
+        elif nearest and nearest[0][1] >= linking.threshold:  # the same person, in other words
+            existing = nearest[0][0]
+            linking.aliases[child.persona_id] = existing
+            merges.append((child, existing, "embedding", nearest[0][1]))
+        if existing is not None:
+            mark["merged"] += existing != parent.persona_id
+            target = existing
+        else:
+            created.append(child)
+            mark["created"].append(child.persona_id)
+            nearest_of[child.persona_id] = [pid for pid, _ in nearest]
+            target = child.persona_id
+        if target != parent.persona_id:
+            relations.append(Relation(parent.persona_id, target, label, round_number, "expand"))
+            mark["targets"].append(target)
     link_results: list[Any] = []
-    if link_candidates > 0 and created:
-        link_edges, link_results = await _close_triangles(
-            con, caller, parents, created, marks, link_candidates, round_number)
+    if linking.candidates > 0 and created:
+        link_edges, link_results, said_same = await _close_triangles(
+            con, caller, parents, created, marks, linking.candidates, round_number, nearest_of)
         relations += link_edges
+        by_id = {p.persona_id: p for p in created}
+        for child_id, into in said_same.items():
+            linking.aliases[child_id] = into
+            merges.append((by_id[child_id], into, "model", None))
+        created, relations = apply_merges(said_same, created, relations, marks)
+    merge_table = merge_rows(expansion_id, len(linking.aliases) - len(merges), round_number, merges)
 
     def write_graph_and_marks() -> None:
         upsert_personas(con, created)
         save_relations(con, relations)
+        save_merges(con, merge_table)
         _mark_rows(con, expansion_id, level, marks)
 
     commit_batch(con, JobRef("expansion", expansion_id, run_id=run_id), caller,
                  {"rejected": rejected}, [*results, *link_results], then=write_graph_and_marks)
+    if linking.pool is not None:  # committed: later batches may propose or merge into them
+        linking.pool.add([(p.persona_id, p.text) for p in created])
+
+
+def link_embedder_of(spec: str | None) -> Embedder | None:
+    """The pool's embedder for ``--link-embedder`` (None: no pool)."""
+    return None if spec is None else pool_embedder(spec)
+
+
+def _nearest(linking: _Linking, asks: list[tuple[str, str]]) -> list[list[tuple[str, float]]]:
+    """For each ``(text, source id)``, the pool's nearest people (none without an embedder):
+    enough to fill the link candidates and to tell whether the nearest is the same person."""
+    if linking.pool is None:
+        return [[] for _ in asks]
+    k = max(linking.candidates, 1)
+    return linking.pool.nearest([text for text, _ in asks], k + 1, [set() for _ in asks])
 
 
 async def _close_triangles(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                            parents: list[Persona], created: list[Persona],
-                           marks: list[dict[str, Any]], limit: int, round_number: int
-                           ) -> tuple[list[Relation], list[Any]]:
-    """Ask, for each new persona of the batch, which candidates near its source it knows
-    (``personas.linking``); returns the edges and the call results (for the batch's commit).
+                           marks: list[dict[str, Any]], limit: int, round_number: int,
+                           nearest_of: dict[str, list[str]] | None = None,
+                           ) -> tuple[list[Relation], list[Any], dict[str, str]]:
+    """Ask, for each new persona of the batch, which candidates near it it knows
+    (``personas.linking``); returns the edges, the call results (for the batch's commit) and
+    the new personas the answers called someone already known (id -> that person).
     Each frontier row's ``linked`` counts its new personas' link edges. A failed link call adds
     no edge: the persona stays linked to its source only."""
+    nearest_of = nearest_of or {}
     by_id = {p.persona_id: p for p in created}
     neighbours = hub_neighbours(con, [p.persona_id for p in parents])
     order: list[tuple[dict[str, Any], Persona, Persona, list[str]]] = []
     for parent, mark in zip(parents, marks, strict=True):
         for child_id in mark["created"]:
             candidates = pick_candidates(child_id, parent.persona_id, mark["targets"],
-                                         neighbours.get(parent.persona_id, []), limit)
+                                         neighbours.get(parent.persona_id, []), limit,
+                                         nearest_of.get(child_id, ()))
             if candidates:
                 order.append((mark, parent, by_id[child_id], candidates))
     texts = texts_of(con, sorted({c for *_, cs in order for c in cs}),
@@ -376,14 +434,19 @@ async def _close_triangles(con: duckdb.DuckDBPyConnection, caller: StructuredCal
         for _, parent, child, candidates in order]
     results = await asyncio.gather(*asks)
     edges: list[Relation] = []
+    said_same: dict[str, str] = {}
     for (mark, _, child, candidates), result in zip(order, results, strict=True):
         if result.value is None:
             continue
-        found = link_relations(child.persona_id, candidates, getattr(result.value, "links"),  # noqa: B009
-                               round_number)
+        links = getattr(result.value, "links")  # noqa: B009
+        same = same_person(candidates, links)
+        if same is not None and resolve(said_same, same) != child.persona_id:
+            said_same[child.persona_id] = same
+            continue
+        found = link_relations(child.persona_id, candidates, links, round_number)
         mark["linked"] += len(found)
         edges += found
-    return edges, list(results)
+    return edges, list(results), said_same
 
 
 async def expand_hub(
@@ -403,6 +466,7 @@ async def expand_hub(
     stop_on_failure: bool = False,
     on_start: Callable[[str], None] | None = None,
     link_candidates: int = 0,
+    link_embedder: str | None = None,
 ) -> ExpandSummary:
     """Expand ``hops`` rounds from ``start_ids``; returns counts and the ids of new personas.
 
@@ -417,6 +481,9 @@ async def expand_hub(
     ``on_start(expansion_id)`` is called once the expansion is recorded (or found, to resume).
     ``link_candidates`` > 0 closes triangles: each new persona is asked which of up to that many
     people near its source it knows (``personas.linking``); 0 grows trees, as before.
+    ``link_embedder`` (``hash`` or ``local[:model]``) adds the nearest people of the whole
+    expansion as candidates and merges a new persona at cosine >= ``threshold`` with its nearest
+    one (``personas.link_nearest``); the model's ``same person`` answers merge too.
     """
     if not 0 <= hops <= MAX_HOPS:
         raise ValueError(f"--hops must be between 0 and {MAX_HOPS}, got {hops}")
@@ -427,15 +494,17 @@ async def expand_hub(
         language_scripts(language)  # unknown languages fail before any call
     if link_candidates < 0:
         raise ValueError(f"link candidates must be >= 0, got {link_candidates}")
+    embedder = link_embedder_of(link_embedder)
     if hops == 0 and resume is None:
         return ExpandSummary()
     settings = {"hops": hops, "fanout": fanout, "threshold": threshold, "language": language,
-                "link_candidates": link_candidates}
+                "link_candidates": link_candidates, "link_embedder": link_embedder}
     if resume is not None:
         stored = find_expansion(con, resume)
         if stored is None:
             raise PersonahubError(f"expansion {resume}: not found in the database")
-        before = {"link_candidates": 0}  # expansions stored before linking existed grew trees
+        # expansions stored before linking existed grew trees
+        before: dict[str, Any] = {"link_candidates": 0, "link_embedder": None}
         different = {k: stored.config.get(k, before.get(k)) for k, v in settings.items()
                      if stored.config.get(k, before.get(k)) != v}
         if different:
@@ -450,6 +519,10 @@ async def expand_hub(
     if on_start is not None:
         on_start(expansion_id)
     index = _hub_index(con, threshold)
+    linking = _Linking(candidates=link_candidates, aliases=load_aliases(con, expansion_id, index),
+                       threshold=threshold,
+                       pool=load_pool(con, embedder, expansion_personas(con, expansion_id))
+                       if embedder is not None else None)
     visited = {r[0] for r in con.execute(
         "SELECT DISTINCT persona_id FROM expansion_frontier WHERE expansion_id = ?",
         [expansion_id]).fetchall()} | set(start_ids if resume is None else ())
@@ -469,7 +542,7 @@ async def expand_hub(
             for first in range(0, len(queue), batch_size):
                 await _ask_batch(con, caller, index, expansion_id, level,
                                  queue[first:first + batch_size], fanout, run_id, language,
-                                 link_candidates)
+                                 linking)
         failed = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                         "AND hop = ? AND status = 'failed'", [expansion_id, level])
         if failed and stop_on_failure:

@@ -4,8 +4,10 @@ Expansion alone grows trees: each new persona links only to the persona it was a
 Real social graphs close triangles (a nurse's patient's daughter is also the nurse's
 neighbour), so after a new persona is made, the model is shown a few candidates from its
 source's neighbourhood (the source's relations in the hub, and the other people the same answer
-described) and says which of them the new persona knows and how. Its yes-answers become
-``relations`` rows with source ``expand:link``.
+described, and with an embedder the nearest people of the whole expansion, see
+``personas.link_nearest``) and says which of them the new persona knows and how. Its yes-answers
+become ``relations`` rows with source ``expand:link``; a candidate labelled ``same person`` means
+the new persona is someone already in the hub, and it is merged into them instead.
 
 The schema asks for one entry per candidate, in order, each a yes/no and a relation label: a
 fixed-length list of booleans, which the offline engine fills deterministically from its seed
@@ -27,13 +29,15 @@ LINK_SOURCE = "expand:link"
 LINK_PURPOSE = "expand:link"
 DEFAULT_LINK_CANDIDATES = 4
 FALLBACK_LABEL = "acquaintance"
+SAME_PERSON = "same person"
 
 LINK_TASK = (
     "The new persona above was just described as someone in close relationship with the source "
     "persona. Below are people already in the source persona's circle. For each candidate, in "
     "the order given, say whether the new persona plausibly knows them personally, and if so how "
-    "(a relation label of one or two words, e.g. neighbour, colleague, cousin). Answer with one "
-    "entry per candidate."
+    "(a relation label of one or two words, e.g. neighbour, colleague, cousin). If a candidate "
+    "is the new persona themself, described differently, answer knows with relation 'same "
+    "person'. Answer with one entry per candidate."
 )
 
 
@@ -81,14 +85,19 @@ def hub_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]
 
 
 def pick_candidates(child: str, source: str, siblings: Sequence[str], neighbours: Sequence[str],
-                    limit: int) -> list[str]:
-    """Up to ``limit`` candidates for ``child``: the people described alongside it first (they
-    share its source, so each yes closes a triangle), then the source's stored neighbours."""
-    seen: dict[str, None] = {}
-    for pid in (*siblings, *neighbours):
-        if pid not in (child, source):
-            seen.setdefault(pid)
-    return list(seen)[:limit]
+                    limit: int, nearest: Sequence[str] = ()) -> list[str]:
+    """Up to ``limit`` candidates for ``child``, taken in turn from its source's circle (the
+    people described alongside it first: they share its source, so each yes closes a triangle;
+    then the source's stored neighbours) and from the people nearest to it by embedding (who
+    may sit in another seed's tree)."""
+    circle = [pid for pid in dict.fromkeys((*siblings, *neighbours)) if pid not in (child, source)]
+    near = [pid for pid in dict.fromkeys(nearest) if pid not in (child, source)]
+    picked: dict[str, None] = {}
+    for position in range(max(len(circle), len(near))):
+        for group in (circle, near):
+            if position < len(group):
+                picked.setdefault(group[position])
+    return list(picked)[:limit]
 
 
 def link_relations(child: str, candidates: Sequence[str], links: Sequence[CandidateLink],
@@ -96,10 +105,26 @@ def link_relations(child: str, candidates: Sequence[str], links: Sequence[Candid
     """The edges a link answer adds: child → candidate for each yes, labelled and trimmed."""
     out: list[Relation] = []
     for candidate, link in zip(candidates, links, strict=False):
-        if link.knows:
-            label = " ".join(link.relation.lower().split())[:40] or FALLBACK_LABEL
+        label = _label(link)
+        if link.knows and label != SAME_PERSON:
             out.append(Relation(child, candidate, label, hop, LINK_SOURCE))
     return out
+
+
+def same_person(candidates: Sequence[str], links: Sequence[CandidateLink]) -> str | None:
+    """The first candidate the answer calls the new persona themself, if any."""
+    for candidate, link in zip(candidates, links, strict=False):
+        if link.knows and _label(link) == SAME_PERSON:
+            return candidate
+    return None
+
+
+def _label(link: CandidateLink) -> str:
+    label = " ".join(link.relation.lower().split())[:40]
+    if " ".join(label.replace("-", " ").split()) in {"same person", "the same person", "self",
+                                                      "themself", "same"}:
+        return SAME_PERSON
+    return label or FALLBACK_LABEL
 
 
 def texts_of(con: duckdb.DuckDBPyConnection, ids: Sequence[str],

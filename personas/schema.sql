@@ -95,6 +95,20 @@ CREATE TABLE IF NOT EXISTS dedup_judged (
     PRIMARY KEY (persona_id, model)
 );
 
+-- Personas an expansion did not add because they are someone already known: same person by
+-- embedding (cosine >= threshold) or by the model's answer to the link question.
+CREATE TABLE IF NOT EXISTS persona_merges (
+    expansion_id VARCHAR NOT NULL,
+    position     INTEGER NOT NULL,
+    persona_id   VARCHAR NOT NULL,
+    text         VARCHAR NOT NULL,
+    merged_into  VARCHAR NOT NULL,
+    method       VARCHAR NOT NULL,
+    score        DOUBLE,
+    hop          INTEGER,
+    PRIMARY KEY (expansion_id, position)
+);
+
 -- Persona-to-persona expansions and their persisted BFS frontier (resumable mid-hop).
 CREATE TABLE IF NOT EXISTS expansions (
     expansion_id VARCHAR PRIMARY KEY,

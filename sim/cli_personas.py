@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from personahub.personas.errors import PersonahubError
+from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
 from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli_common import (
     CacheOption,
@@ -137,6 +138,10 @@ def personas_expand(
     link_candidates: Annotated[int, typer.Option(
         min=0, max=20, help="Close triangles: ask whether each new persona knows up to this many "
                             "people near its source (0: grow trees, no link calls).")] = 4,
+    link_embedder: Annotated[str, typer.Option(
+        help="Offline embedder (hash, lexical; or local[:model]) proposing the nearest people "
+             "of the whole expansion as link candidates and merging a new persona at cosine "
+             ">= 0.9 with its nearest; 'none' turns both off.")] = DEFAULT_LINK_EMBEDDER,
     fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
                                               "same --hops/--fanout/--limit exists.")] = False,
     resume: Annotated[str | None, typer.Option(
@@ -155,11 +160,14 @@ def personas_expand(
     --resume EXPANSION_ID resumes that expansion by its id.
     """
     from personahub.agents.llm import resolve_spec
+    from personahub.personas.expand import link_embedder_of
     from personahub.sim.jobs import attach_cache, check_cache_mode, check_replay_cache
 
     if resume is not None:
         _refuse_fixed(ctx, "expansion", resume, EXPANSION_FIXED)
     check_cache_mode(cache)
+    if link_embedder.lower() != "none":
+        link_embedder_of(link_embedder)  # a bad spec fails before the database is touched
     given = ModelFlags(structured, max_tokens, temperature, top_p)
     spec = resolve_spec(llm)
     # the endpoint is checked (or the replay's cache found) before the database is touched
@@ -180,6 +188,7 @@ def personas_expand(
             limit, language = stored.get("limit"), stored.get("language")
         if resumed is not None:  # a resumed expansion links as it started
             link_candidates = int(stored.get("link_candidates", 0))
+            link_embedder = stored.get("link_embedder") or "none"
         if seed is None:
             seed = int(stored.get("seed", 0))
         if seed != probe_seed or flags != given:  # the stored settings differ: build it so
@@ -192,12 +201,14 @@ def personas_expand(
     banner(client)
     _expand(con, client, db, start=start, hops=hops, fanout=fanout, resume=resumed,
             batch_size=batch_size, language=language, link_candidates=link_candidates,
+            link_embedder=None if link_embedder.lower() == "none" else link_embedder,
             config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings()})
 
 
 def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fanout: int,
             resume: str | None, batch_size: int, language: str | None,
-            config: dict[str, Any], link_candidates: int = 0) -> None:
+            config: dict[str, Any], link_candidates: int = 0,
+            link_embedder: str | None = None) -> None:
     """Run the expansion job on ``con`` (closed at the end) and print its summary."""
     from personahub.agents import run_loop
     from personahub.personas.expand import expand_hub
@@ -216,7 +227,7 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
                 batch_size=batch_size, config=config, language=language, on_start=on_start,
-                link_candidates=link_candidates,
+                link_candidates=link_candidates, link_embedder=link_embedder,
                 progress=lambda _, h, n: bar.update(task, completed=h)))
     except KeyboardInterrupt as exc:
         if not expansion:

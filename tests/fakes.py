@@ -171,10 +171,13 @@ def unreachable_from_step(step: int) -> Answer:
 
 
 def people_answers(texts: Iterable[str]) -> Answer:
-    """Every persona-pipeline call (expansion or text-to-persona) answered with ``texts``."""
+    """Every persona-pipeline call (expansion or text-to-persona) answered with ``texts``; other
+    calls (an expansion's link questions) go to the offline engine."""
     texts = list(texts)
 
-    def answer(call: Call) -> BaseModel:
+    def answer(call: Call) -> BaseModel | None:
+        if "links" in call.schema.model_fields:
+            return None
         if "people" in call.schema.model_fields:
             data: dict[str, Any] = {"people": [{"relation": "colleague", "persona": t} for t in texts]}
         else:
@@ -188,3 +191,17 @@ def shuffled_completion(seed: int, most_s: float = 0.003) -> Callable[[Call], fl
     """A ``delay`` making concurrent calls complete in a seeded random order."""
     rng = random.Random(seed)
     return lambda call: rng.random() * most_s
+
+
+def same_person_links(every: int = 3) -> Answer:
+    """Answer the link question of every ``every``-th new persona (chosen by its id, so an
+    interrupted and a resumed expansion answer alike) with 'same person' for its first candidate."""
+
+    def answer(call: Call) -> BaseModel | None:
+        if call.purpose != "expand:link" or int(str(call.persona_id)[-2:], 16) % every:
+            return None
+        count = call.schema.model_json_schema()["properties"]["links"]["minItems"]
+        links = [{"knows": True, "relation": "Same person"}] + [{"knows": False}] * (count - 1)
+        return call.schema(links=links)
+
+    return answer

@@ -4,12 +4,13 @@ import pytest
 from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import expand_hub, find_unfinished, list_expansions
+from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
 from personahub.personas.linking import DEFAULT_LINK_CANDIDATES
 from personahub.personas.record import Persona
 from personahub.personas.store import connect, upsert_personas
 
 from tests.conftest import persona_texts
-from tests.fakes import FakeClient, Interrupted, crash_after
+from tests.fakes import FakeClient, Interrupted, crash_after, same_person_links
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 
 
@@ -105,7 +106,8 @@ def test_cli_expand_resumes_automatically(tmp_path):
         # started as the CLI starts it: with the CLI's default triangle closing
         asyncio.run(expand_hub(con, crashing, start_ids=start, hops=2, fanout=2, batch_size=3,
                                config={"limit": None, "origin": "cli"},
-                               link_candidates=DEFAULT_LINK_CANDIDATES))
+                               link_candidates=DEFAULT_LINK_CANDIDATES,
+                               link_embedder=DEFAULT_LINK_EMBEDDER))
     con.close()
     result = runner.invoke(app, args + ["--db", str(tmp_path / "cut.duckdb")])
     assert result.exit_code == 0, result.output
@@ -116,3 +118,32 @@ def test_cli_expand_resumes_automatically(tmp_path):
     cut.close()
     fresh = runner.invoke(app, args + ["--db", str(tmp_path / "cut.duckdb"), "--fresh"])
     assert fresh.exit_code == 0 and "resuming" not in fresh.output
+
+
+@pytest.mark.parametrize("fail_after", [5, 21])
+def test_a_linking_expansion_with_merges_resumes_to_the_same_hub(tmp_path, fail_after):
+    """Embedding candidates and same-person merges depend on what earlier batches committed:
+    the pool and the merge aliases are rebuilt from the database on resume."""
+    options = {"link_candidates": 3, "link_embedder": "hash"}
+    same_person = same_person_links()
+    whole, start = seeded_hub(tmp_path / "whole.duckdb")
+    run(whole, FakeClient(same_person, inner=client()), start, **options)
+    con, _ = seeded_hub(tmp_path / "cut.duckdb")
+    crash, same_person = crash_after(fail_after), same_person_links()
+
+    def crash_or_merge(call):
+        return crash(call) or same_person(call)
+
+    with pytest.raises(Interrupted):
+        run(con, FakeClient(crash_or_merge, inner=client()), start, **options)
+    unfinished = find_unfinished(con, hops=3, fanout=2)
+    assert unfinished is not None
+    run(con, FakeClient(same_person, inner=client()), [], resume=unfinished.expansion_id,
+        **options)
+    assert personas_snapshot(con) == personas_snapshot(whole)
+    assert relations_snapshot(con) == relations_snapshot(whole)
+    merges = "select persona_id, merged_into, method from persona_merges order by position"
+    assert con.execute(merges).fetchall() == whole.execute(merges).fetchall()
+    assert whole.execute(merges).fetchall()
+    with pytest.raises(PersonahubError, match="link_embedder"):
+        run(con, client(), [], resume=unfinished.expansion_id, link_candidates=3)

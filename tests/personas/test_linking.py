@@ -5,7 +5,7 @@ import asyncio
 import networkx as nx
 import pytest
 from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.personas.expand import expand_hub, expansion_graph_stats
+from personahub.personas.expand import expand_hub, expansion_graph_stats, related_personas_schema
 from personahub.personas.graph import graph_stats, load_graph, shape_stats, social_view
 from personahub.personas.linking import (
     LINK_SOURCE,
@@ -18,6 +18,7 @@ from personahub.personas.record import Persona
 from personahub.personas.store import connect, upsert_personas
 
 from tests.conftest import persona_texts
+from tests.fakes import FakeClient, same_person_links
 
 
 def _hub(tmp_path, n=4):
@@ -91,3 +92,61 @@ def test_shape_stats_of_a_tree_and_a_triangle():
     assert triangle["cycles"] == 1 and triangle["clustering"] == 1.0
     assert triangle["degree_histogram"] == {"2": 3}
     assert social_view(nx.MultiDiGraph()).number_of_nodes() == 0
+
+
+def test_a_link_embedder_joins_the_seeds_trees(tmp_path):
+    """Candidates from the source's circle never leave its seed's tree; the nearest people of
+    the whole expansion do, so the graph becomes one society instead of one per seed."""
+    con, ids = _hub(tmp_path / "a", n=6)
+    alone = _expand(con, ids, links=4)
+    other, _ = _hub(tmp_path / "b", n=6)
+    joined = asyncio.run(expand_hub(other, LLMClient(LLMSettings(seed=4)), start_ids=ids, hops=3,
+                                    fanout=2, link_candidates=4, link_embedder="hash"))
+    assert alone.graph["components"] == 6
+    assert joined.graph["components"] < alone.graph["components"]
+    assert joined.graph["cycles"] > 0 and joined.graph["clustering"] > 0.1
+    config = other.execute("SELECT config FROM expansions").fetchone()[0]
+    assert '"link_embedder": "hash"' in config
+
+
+def test_the_model_saying_same_person_merges_instead_of_adding(tmp_path):
+    con, ids = _hub(tmp_path)
+    fake = FakeClient(same_person_links(), inner=LLMClient(LLMSettings(seed=4)))
+    summary = asyncio.run(expand_hub(con, fake, start_ids=ids, hops=2, fanout=2, link_candidates=3))
+    merges = con.execute("SELECT persona_id, merged_into, method FROM persona_merges").fetchall()
+    assert merges and {m for *_, m in merges} == {"model"}
+    gone = [pid for pid, *_ in merges]
+    assert con.execute("SELECT count(*) FROM personas WHERE persona_id IN (SELECT unnest(?))",
+                       [gone]).fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM relations WHERE src IN (SELECT unnest(?)) "
+                       "OR dst IN (SELECT unnest(?))", [gone, gone]).fetchone()[0] == 0
+    known = {r[0] for r in con.execute("SELECT persona_id FROM personas").fetchall()}
+    assert {into for _, into, _ in merges} <= known
+    assert summary.merged_into_existing >= len(merges)
+    assert not set(gone) & set(summary.new_ids)
+
+
+def test_a_persona_close_to_a_known_one_by_embedding_is_merged(tmp_path):
+    """Reworded (four words added to twenty): MinHash at 0.9 lets it through, cosine does not."""
+    long = [f"{t[:-1]} on weekends and teaches evening classes at the community centre downtown."
+            for t in persona_texts(3)]
+    con = connect(tmp_path / "hub.duckdb")
+    people = [Persona(text=t, source="test") for t in long]
+    upsert_personas(con, people)
+    reworded = long[1][:-1] + " with great patience every week."
+    related = related_personas_schema(1)
+
+    def answer(call):
+        if call.purpose == "expand" and call.persona_id == people[0].persona_id:
+            return related(people=[{"relation": "cousin", "persona": reworded}])
+        return None
+
+    fake = FakeClient(answer, inner=LLMClient(LLMSettings(seed=4)))
+    asyncio.run(expand_hub(con, fake, start_ids=[p.persona_id for p in people], hops=1, fanout=1,
+                           link_embedder="hash"))
+    [(into, method, score)] = con.execute(
+        "SELECT merged_into, method, score FROM persona_merges").fetchall()
+    assert (into, method) == (people[1].persona_id, "embedding") and 0.9 <= score < 1
+    assert con.execute("SELECT count(*) FROM relations WHERE src = ? AND dst = ?",
+                       [people[0].persona_id, people[1].persona_id]).fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM personas WHERE text = ?", [reworded]).fetchone()[0] == 0

@@ -1,0 +1,78 @@
+"""Same-person merges during expansion: a new persona that is someone already known.
+
+MinHash catches a new persona written almost word for word like an old one. The same person can
+also come back described in other words; the embedding pool (cosine >= the threshold) or the
+link question (a candidate labelled ``same person``) says so. Such a persona is not added: its
+edges go to the person it is, and a ``persona_merges`` row keeps its text and why. Its text also
+stays in the expansion's MinHash index under its own id, and the merge row maps that id to the
+person, so a later near-copy of it lands on the same person after a resume as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import duckdb
+from personahub.personas.graph import Relation
+from personahub.personas.near_dup import NearDuplicateIndex
+from personahub.personas.record import Persona
+from personahub.personas.store import insert_rows
+
+
+def resolve(aliases: Mapping[str, str], persona_id: str) -> str:
+    """Follow merges to the person an id stands for (cycles stop where they close)."""
+    seen = {persona_id}
+    while persona_id in aliases and aliases[persona_id] not in seen:
+        persona_id = aliases[persona_id]
+        seen.add(persona_id)
+    return persona_id
+
+
+def apply_merges(merges: Mapping[str, str], created: list[Persona], relations: list[Relation],
+                 marks: list[dict[str, Any]]) -> tuple[list[Persona], list[Relation]]:
+    """A batch after its model-said merges: merged personas dropped, every edge touching one moved
+    to the person it is (self-loops and repeats dropped), frontier marks counted again."""
+    if not merges:
+        return created, relations
+    moved: list[Relation] = []
+    seen: set[tuple[str, str]] = set()
+    for rel in relations:
+        src, dst = resolve(merges, rel.src), resolve(merges, rel.dst)
+        if src != dst and (src, dst) not in seen:
+            seen.add((src, dst))
+            moved.append(replace(rel, src=src, dst=dst))
+    for mark in marks:
+        gone = [pid for pid in mark["created"] if pid in merges]
+        if not gone:
+            continue
+        mark["created"] = [pid for pid in mark["created"] if pid not in merges]
+        mark["merged"] += len(gone)
+        targets = (resolve(merges, t) for t in mark["targets"])
+        mark["targets"] = [t for t in dict.fromkeys(targets) if t != mark["persona_id"]]
+    return [p for p in created if p.persona_id not in merges], moved
+
+
+def load_aliases(con: duckdb.DuckDBPyConnection, expansion_id: str,
+                 index: NearDuplicateIndex) -> dict[str, str]:
+    """An expansion's merges so far (id → person), their texts put back into ``index``."""
+    rows = con.execute("SELECT persona_id, text, merged_into FROM persona_merges "
+                       "WHERE expansion_id = ? ORDER BY position", [expansion_id]).fetchall()
+    index.add_many([(pid, text) for pid, text, _ in rows])
+    return {pid: into for pid, _, into in rows}
+
+
+def merge_rows(expansion_id: str, first_position: int, hop: int,
+               merges: Sequence[tuple[Persona, str, str, float | None]]) -> list[dict[str, Any]]:
+    """``persona_merges`` rows for ``(persona, merged into, method, score)`` in order."""
+    return [{"expansion_id": expansion_id, "position": first_position + i,
+             "persona_id": person.persona_id, "text": person.text, "merged_into": into,
+             "method": method, "score": score, "hop": hop}
+            for i, (person, into, method, score) in enumerate(merges)]
+
+
+def save_merges(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert merge rows (inside the batch's transaction)."""
+    if rows:
+        insert_rows(con, "persona_merges", rows, ignore_conflicts=True)

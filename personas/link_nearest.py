@@ -1,0 +1,94 @@
+"""Nearest people by embedding, for triangle closing and same-person merges during expansion.
+
+The source's neighbourhood only ever proposes people in the same tree; people who are alike but
+reached from different seeds never meet. A pool of the expansion's personas embedded with an
+offline embedder (``hash``, lexical, or ``local``: no model calls, so nothing to account) proposes
+the nearest ones as link candidates, and a new persona at cosine >= the expansion's threshold is
+taken to be the same person as its nearest one (the embedding stage of dedup, applied as it is
+made).
+
+The pool holds only committed personas (the start set and every earlier batch's new ones) and
+ranks by (rounded cosine, id), so an interrupted expansion resumed from the database proposes
+the same people as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+import numpy as np
+from personahub.personas.embedding import Embedder, embedder_scripts, make_embedder
+from personahub.personas.errors import PersonahubError
+from personahub.personas.scripts import covered
+
+OFFLINE_EMBEDDERS = ("hash", "local")
+DEFAULT_LINK_EMBEDDER = "hash"  # what `personas expand` uses unless told otherwise
+_DECIMALS = 5  # ranks ties (and float noise between runs) by id, not by bit patterns
+
+
+def pool_embedder(spec: str) -> Embedder:
+    """An embedder for the pool: only offline ones (``hash[:dim]``, ``local[:model]``), since
+    pool embeddings are not model calls on the job kernel."""
+    if spec.strip().partition(":")[0].lower() not in OFFLINE_EMBEDDERS:
+        raise PersonahubError(f"--link-embedder {spec!r}: use hash or local[:model] "
+                              "(embeddings made during expansion are not accounted calls)")
+    return make_embedder(spec)
+
+
+class NearestPool:
+    """Unit vectors of the personas seen so far, searchable by cosine."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self._scripts = embedder_scripts(embedder)
+        self._ids: list[str] = []
+        self._known: set[str] = set()
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def judges(self, text: str) -> bool:
+        """Whether the embedder was trained on ``text``'s script (else it proposes nobody)."""
+        return covered(text, self._scripts)
+
+    def add(self, people: Sequence[tuple[str, str]]) -> None:
+        """Add ``(persona_id, text)`` pairs not yet in the pool (texts it cannot judge are left out)."""
+        fresh = [(pid, text) for pid, text in dict(people).items()
+                 if pid not in self._known and self.judges(text)]
+        if not fresh:
+            return
+        vectors = np.asarray(self.embedder.embed([t for _, t in fresh]), dtype=np.float32)
+        self._vectors = vectors if not self._ids else np.vstack([self._vectors, vectors])
+        self._ids += [pid for pid, _ in fresh]
+        self._known.update(pid for pid, _ in fresh)
+
+    def nearest(self, texts: Sequence[str], k: int, exclude: Sequence[set[str]]
+                ) -> list[list[tuple[str, float]]]:
+        """For each text, up to ``k`` ``(persona_id, cosine)`` best first, skipping ``exclude[i]``."""
+        out: list[list[tuple[str, float]]] = [[] for _ in texts]
+        judged = [i for i, text in enumerate(texts) if self.judges(text)]
+        if not self._ids or not judged or k < 1:
+            return out
+        queries = np.asarray(self.embedder.embed([texts[i] for i in judged]), dtype=np.float32)
+        scores = np.round(queries @ self._vectors.T, _DECIMALS)
+        for row, i in enumerate(judged):
+            take = min(len(self._ids), k + len(exclude[i]))
+            # everyone tied with the take-th best too, so the pool's order never decides
+            bound = np.partition(-scores[row], take - 1)[take - 1]
+            top = np.flatnonzero(-scores[row] <= bound)
+            ranked = sorted((-float(scores[row, j]), self._ids[j]) for j in top)
+            out[i] = [(pid, -neg) for neg, pid in ranked if pid not in exclude[i]][:k]
+        return out
+
+
+def load_pool(con: duckdb.DuckDBPyConnection, embedder: Embedder, persona_ids: Sequence[str]
+              ) -> NearestPool:
+    """A pool of ``persona_ids`` (an expansion's committed personas) with their hub texts."""
+    pool = NearestPool(embedder)
+    if persona_ids:
+        rows = dict(con.execute("SELECT persona_id, text FROM personas WHERE persona_id IN "
+                                "(SELECT unnest(?))", [list(persona_ids)]).fetchall())
+        pool.add([(pid, rows[pid]) for pid in persona_ids if pid in rows])
+    return pool
