@@ -2,9 +2,10 @@
 
 Sections: emissions over steps by kind, near-duplicate rates, the relationship graph's degree
 distribution and a drawing of it (a node sample when it is large), the paper's diversity
-analysis (persona similarity vs output similarity on sampled pairs, distinct-1/2 and
-near-duplicate rate per kind/task), and survey answers over time when a ``survey_answers``
-table exists. Sections without data say so instead of failing.
+analysis (embedding similarity of persona pairs vs that of their outputs on sampled pairs, with
+the summary figures, distinct-1/2 and near-duplicate rate per kind/task; ``analysis.diversity``),
+and survey answers over time when a ``survey_answers`` table exists.
+Sections without data say so instead of failing.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import networkx as nx  # noqa: E402
-from personahub.analysis.diversity import distinct_n, pair_similarities  # noqa: E402
+from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row  # noqa: E402
+from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table  # noqa: E402
 from personahub.analysis.views import install_views  # noqa: E402
+from personahub.personas.embedding import Embedder, HashEmbedder, make_embedder  # noqa: E402
 from personahub.personas.outputs import atomic_file  # noqa: E402
 
 MAX_DRAWN_NODES = 300
@@ -51,6 +54,7 @@ class Report:
     run_id: str | None
     seed: int = 0
     overwrite: bool = False
+    embedder: Embedder = field(default_factory=HashEmbedder)
     sections: list[Section] = field(default_factory=list)
 
     def save(self, fig: Any, name: str) -> str:
@@ -167,49 +171,37 @@ def _graph_drawing(graph: nx.Graph, rep: Report) -> Section:
     return section
 
 
-def _items(con: duckdb.DuckDBPyConnection, rep: Report) -> dict[str, list[tuple[str, str, bool]]]:
-    """(persona text, output text, is_duplicate) grouped by 'run kind' / 'job task'."""
-    groups: dict[str, list[tuple[str, str, bool]]] = defaultdict(list)
-    rows = _rows(con, "SELECT 'synth ' || i.task, p.text, i.text, i.is_duplicate "
-                      "FROM synth_items i JOIN personas p USING (persona_id) "
-                      "ORDER BY i.job_id, i.item_id")
-    if rep.run_id:
-        rows += _rows(con, "SELECT 'run ' || e.kind, p.text, e.text, e.is_duplicate "
-                           "FROM emissions e JOIN personas p USING (persona_id) "
-                           "WHERE e.run_id = ? ORDER BY e.emission_id", [rep.run_id])
-    for group, persona, text, dup in rows:
-        groups[group].append((persona or "", text, bool(dup)))
-    return groups
-
-
 def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
-    section = Section("Diversity: persona similarity vs output similarity")
-    groups = _items(con, rep)
-    if not groups:
+    label = embedder_label(rep.embedder)
+    section = Section(f"Diversity: persona similarity vs output similarity ({label})")
+    results = diversity_table(con, rep.embedder, run_id=rep.run_id, seed=rep.seed)
+    if not results:
         section.note = "No items to analyse."
         return section
     table = []
     fig, ax = plt.subplots(figsize=(7, 5))
-    for i, (group, items) in enumerate(sorted(groups.items())):
-        personas = [p for p, _, _ in items]
-        outputs = [t for _, t, _ in items]
-        pairs = pair_similarities(personas, outputs, pairs=300, seed=rep.seed + i)
-        if pairs:
-            ax.scatter([p for p, _ in pairs], [o for _, o in pairs], s=8, alpha=0.5, label=group)
-        mean_out = sum(o for _, o in pairs) / len(pairs) if pairs else 0.0
-        table.append((group, len(items), round(distinct_n(outputs, 1), 4),
-                      round(distinct_n(outputs, 2), 4),
-                      round(sum(d for _, _, d in items) / len(items), 4), round(mean_out, 4)))
+    for group, result in results.items():
+        if len(result.pairs.persona):
+            ax.scatter(result.pairs.persona, result.pairs.output, s=8, alpha=0.5, label=group)
+        dup_rate = sum(it.is_duplicate for it in result.items) / len(result.items)
+        table.append((*summary_row(result.summary), round(dup_rate, 4)))
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
-    ax.set_xlabel("persona similarity (MinHash Jaccard estimate)")
-    ax.set_ylabel("output similarity (MinHash Jaccard estimate)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.set_xlabel(f"persona similarity (cosine, {label})")
+    ax.set_ylabel(f"output similarity (cosine, {label})")
+    ax.set_xlim(min(0.0, ax.get_xlim()[0]), 1)
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1)
+    if any(len(r.pairs.persona) for r in results.values()):
+        ax.legend(fontsize=8)
     section.image = rep.save(fig, "diversity.png")
-    section.table = (["kind/task", "items", "distinct-1", "distinct-2", "near-dup rate",
-                      "mean output similarity"], table)
-    section.note = "Random pairs within each kind/task; word 1-gram MinHash, 128 permutations."
+    section.table = ([*SUMMARY_HEADER, "near-dup rate"], table)
+    lexical = (" The hash embedder hashes words and word pairs: its similarity is lexical "
+               "(shared words), not meaning; pass --embedder local or openai:<model> for the "
+               "paper's embedding analysis." if isinstance(rep.embedder, HashEmbedder) else "")
+    skipped = sum(r.summary.skipped for r in results.values())
+    scripts = (f" {skipped} sampled pairs had a text in a script {rep.embedder.name} was not "
+               "trained on and were skipped." if skipped else "")
+    section.note = (f"Up to {DEFAULT_PAIRS} random pairs within each kind/task, cosine of "
+                    f"{label} embeddings.{lexical}{scripts}")
     return section
 
 
@@ -266,18 +258,22 @@ def _html(rep: Report) -> str:
 
 
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
-                 run_id: str | None = None, seed: int = 0, overwrite: bool = False) -> Path:
+                 run_id: str | None = None, seed: int = 0, overwrite: bool = False,
+                 embedder: Embedder | str = "hash") -> Path:
     """Write ``index.html`` and its PNGs into ``out_dir``; returns the index path.
 
     ``out_dir`` is created if missing (not its parents); files already in it are replaced only
-    with ``overwrite``.
+    with ``overwrite``. ``embedder`` (a spec for ``make_embedder`` or an embedder) judges the
+    diversity section's pairs; the default ``hash`` is labelled lexical.
     """
     from personahub.personas.errors import PersonahubError
 
     install_views(con)
     if run_id is not None and not _rows(con, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
         raise PersonahubError(f"--run {run_id}: not found in the database")
-    rep = Report(Path(out_dir), run_id or _latest_run(con), seed, overwrite)
+    if isinstance(embedder, str):
+        embedder = make_embedder(embedder)
+    rep = Report(Path(out_dir), run_id or _latest_run(con), seed, overwrite, embedder)
     rep.out_dir.mkdir(exist_ok=True)
     graph = _graph(con, rep)
     rep.sections += [_emissions_over_steps(con, rep), _duplicate_rate(con, rep),

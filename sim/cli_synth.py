@@ -1,5 +1,6 @@
-"""CLI commands for synthesis, export and reports (registered by ``sim/cli.py``). Analysis
-modules are imported lazily inside commands (the CLI is the outermost layer)."""
+"""CLI commands for synthesis, export, reports and the diversity table (registered by
+``sim/cli.py``). Analysis modules are imported lazily inside commands (the CLI is the outermost
+layer)."""
 
 from __future__ import annotations
 
@@ -206,22 +207,73 @@ def export_cmd(
             overwrite=force)
 
 
+EMBEDDER_HELP = ("Embedder judging persona and output pairs: 'hash' (feature hashing of words: "
+                 "figures labelled lexical), 'local[:model]' (sentence-transformers, the [embed] "
+                 "extra) or 'openai:<model>'. Pairs with texts in scripts the model was not "
+                 "trained on are skipped and counted.")
+
+
 @one_line_errors
 def report(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for index.html and PNGs.")],
     run: Annotated[str | None, typer.Option(help="Run id (default: the latest run).")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(help="Seed for sampling pairs and nodes.")] = 0,
+    embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report with plots: emissions, duplicates, graph, diversity."""
     from personahub.analysis.report import REPORT_FILES, write_report
+    from personahub.personas.embedding import make_embedder
     from personahub.personas.store import connect
 
+    model = make_embedder(embedder)
     check_output(out_dir, db=db, force=force, kind="dir", names=REPORT_FILES)
     con = connect(db, read_only=True)
     try:
-        index = write_report(con, out_dir, run_id=run, seed=seed, overwrite=force)
+        index = write_report(con, out_dir, run_id=run, seed=seed, overwrite=force, embedder=model)
     finally:
         con.close()
     out.print(f"report written to {index}", highlight=False)
+
+
+@one_line_errors
+def diversity(
+    db: DbOption = Path(DEFAULT_DB),
+    job: Annotated[str | None, typer.Option(help="Only this synthesis job.")] = None,
+    run: Annotated[str | None, typer.Option(help="Only this simulation run's emissions.")] = None,
+    embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
+    pairs: Annotated[int, typer.Option(min=1, help="Pairs sampled per kind/task.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed for sampling pairs.")] = 0,
+) -> None:
+    """Print the paper's diversity table: persona-pair vs output-pair similarity per kind/task
+    (default: every synthesis job and the latest run)."""
+    from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row
+    from personahub.analysis.diversity_table import diversity_table, latest_run
+    from personahub.personas.embedding import make_embedder
+    from personahub.personas.store import connect
+    from rich.table import Table
+
+    model = make_embedder(embedder)
+    con = connect(db, read_only=True)
+    try:
+        scoped = job is not None or run is not None
+        results = diversity_table(con, model, job_id=job, all_jobs=not scoped, pairs=pairs,
+                                  seed=seed, run_id=run if scoped else latest_run(con))
+    finally:
+        con.close()
+    label = embedder_label(model)
+    if not results:
+        out.print(f"no items to analyse ({label})", highlight=False)
+        return
+    # one column per kind/task: twelve figures side by side do not fit a terminal
+    rows = [summary_row(result.summary) for result in results.values()]
+    table = Table(SUMMARY_HEADER[0], *(str(r[0]) for r in rows),
+                  title=f"diversity: cosine similarity, {label}")
+    for i, name in enumerate(SUMMARY_HEADER[1:], start=1):
+        table.add_row(name, *(str(r[i]) for r in rows))
+    out.print(table)
+    reused = sum(result.pairs.reused for result in results.values())
+    if reused:
+        out.print(f"{reused} persona vectors read from persona_embeddings (not embedded again)",
+                  highlight=False)

@@ -1,0 +1,122 @@
+"""The paper's diversity analysis over a database: items grouped by kind/task, pairs judged by an
+embedder, one :class:`~personahub.analysis.diversity.DiversitySummary` per group.
+
+Items are synthesis items (grouped ``synth <task>``) and a run's emissions (``run <kind>``).
+Persona vectors that dedup already stored for this embedder (``persona_embeddings``, keyed by
+persona and embedder name) are read instead of embedded again; nothing is written, so a
+read-only connection is enough.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+from personahub.analysis.diversity import (
+    DiversitySummary,
+    EmbeddingPairs,
+    StoredVectors,
+    embedding_pairs,
+    summarise,
+)
+from personahub.personas.embedding import Embedder
+from personahub.personas.errors import PersonahubError
+
+DEFAULT_PAIRS = 300
+
+
+@dataclass(frozen=True)
+class Item:
+    """One output with the persona that produced it."""
+
+    persona_id: str
+    persona: str
+    text: str
+    is_duplicate: bool
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """A kind/task's items, its judged pairs and its summary."""
+
+    items: list[Item]
+    pairs: EmbeddingPairs
+    summary: DiversitySummary
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Any]:
+    return con.execute(sql, params).fetchall()
+
+
+def load_groups(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
+                job_id: str | None = None, all_jobs: bool = True) -> dict[str, list[Item]]:
+    """Items by 'synth <task>' / 'run <kind>': job ``job_id``'s (or every job's with
+    ``all_jobs``) and run ``run_id``'s emissions, each in the order they were written."""
+    rows: list[Any] = []
+    if job_id is not None or all_jobs:
+        where = "WHERE i.job_id = ?" if job_id is not None else ""
+        rows += _rows(con, "SELECT 'synth ' || i.task, p.persona_id, p.text, i.text, "
+                           "i.is_duplicate FROM synth_items i JOIN personas p USING (persona_id) "
+                           f"{where} ORDER BY i.job_id, i.item_id",
+                      [job_id] if job_id is not None else [])
+    if run_id is not None:
+        rows += _rows(con, "SELECT 'run ' || e.kind, p.persona_id, p.text, e.text, e.is_duplicate "
+                           "FROM emissions e JOIN personas p USING (persona_id) "
+                           "WHERE e.run_id = ? ORDER BY e.emission_id", [run_id])
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for group, persona_id, persona, text, dup in rows:
+        groups[group].append(Item(persona_id, persona or "", text or "", bool(dup)))
+    return dict(groups)
+
+
+def latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The most recently started run, if any."""
+    rows = _rows(con, "SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT 1", [])
+    return rows[0][0] if rows else None
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(_rows(con, "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [name]))
+
+
+def stored_vectors(con: duckdb.DuckDBPyConnection, model: str,
+                   ids_by_text: dict[str, str]) -> StoredVectors:
+    """A lookup of the ``model`` vectors stored for persona texts (none when the table is
+    missing, as in databases from before dedup stored vectors)."""
+
+    def lookup(texts: list[str]) -> dict[str, np.ndarray]:
+        if not _has_table(con, "persona_embeddings"):
+            return {}
+        ids = [ids_by_text[t] for t in texts if t in ids_by_text]
+        rows = _rows(con, "SELECT persona_id, vector FROM persona_embeddings "
+                          "WHERE model = ? AND list_contains(?, persona_id)", [model, ids])
+        text_of = {ids_by_text[t]: t for t in texts if t in ids_by_text}
+        return {text_of[pid]: np.asarray(vector, dtype=np.float32) for pid, vector in rows}
+
+    return lookup
+
+
+def diversity_table(con: duckdb.DuckDBPyConnection, embedder: Embedder, *,
+                    run_id: str | None = None, job_id: str | None = None, all_jobs: bool = True,
+                    pairs: int = DEFAULT_PAIRS, seed: int = 0) -> dict[str, GroupResult]:
+    """Per kind/task (sorted; the i-th sampled with ``seed + i``): pairs judged by ``embedder``
+    and the summary figures."""
+    if pairs < 1:
+        raise PersonahubError(f"--pairs {pairs}: must be at least 1")
+    if job_id is not None and not _rows(con, "SELECT 1 FROM synth_jobs WHERE job_id = ?", [job_id]):
+        raise PersonahubError(f"--job {job_id}: not found in the database")
+    if run_id is not None and not _rows(con, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
+        raise PersonahubError(f"--run {run_id}: not found in the database")
+    out: dict[str, GroupResult] = {}
+    groups = load_groups(con, run_id=run_id, job_id=job_id, all_jobs=all_jobs)
+    for i, (group, items) in enumerate(sorted(groups.items())):
+        personas = [it.persona for it in items]
+        outputs = [it.text for it in items]
+        lookup = stored_vectors(con, embedder.name, {it.persona: it.persona_id for it in items})
+        sims = embedding_pairs(personas, outputs, embedder, pairs=pairs, seed=seed + i,
+                               stored=lookup)
+        out[group] = GroupResult(items, sims, summarise(group, outputs, sims))
+    return out
