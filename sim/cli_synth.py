@@ -58,7 +58,8 @@ def synthesize(
     prompting: Annotated[str, typer.Option(
         help="zero-shot, few-shot or persona-few-shot.")] = "zero-shot",
     examples: Annotated[Path | None, typer.Option(
-        help="JSONL demonstrations {\"text\": ..., \"persona\"?: ...}.")] = None,
+        help="JSONL demonstrations {\"text\": ..., \"persona\"?: ...} or a Persona Hub "
+             "file (default for the few-shot modes: the task's shipped ones, builtin:TASK).")] = None,
     world: Annotated[Path | None, typer.Option(
         help="World/lore file for npc (default: the shipped fantasy village).")] = None,
     solve: Annotated[bool, typer.Option(
