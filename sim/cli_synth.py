@@ -45,7 +45,8 @@ def _list_templates() -> None:
         extra += " (supports --solve)" if spec.solvable else ""
         table.add_row(name, spec.summary + extra, spec.instruction)
     out.print(table)
-    out.print(f"prompting modes: {', '.join(PROMPTING_MODES)}")
+    out.print(f"prompting modes: {', '.join(PROMPTING_MODES)} (without --examples the few-shot "
+              "modes use the task's shipped demonstrations, builtin:TASK)")
 
 
 @one_line_errors
