@@ -46,7 +46,8 @@ def _list_templates() -> None:
         extra += " (supports --solve)" if spec.solvable else ""
         table.add_row(name, spec.summary + extra, spec.instruction)
     out.print(table)
-    out.print(f"prompting modes: {', '.join(PROMPTING_MODES)}")
+    out.print(f"prompting modes: {', '.join(PROMPTING_MODES)} (without --examples the few-shot "
+              "modes use the task's shipped demonstrations, builtin:TASK)")
 
 
 @one_line_errors
@@ -59,7 +60,8 @@ def synthesize(
     prompting: Annotated[str, typer.Option(
         help="zero-shot, few-shot or persona-few-shot.")] = "zero-shot",
     examples: Annotated[Path | None, typer.Option(
-        help="JSONL demonstrations {\"text\": ..., \"persona\"?: ...}.")] = None,
+        help="JSONL demonstrations {\"text\": ..., \"persona\"?: ...} or a Persona Hub "
+             "file (default for the few-shot modes: the task's shipped ones, builtin:TASK).")] = None,
     world: Annotated[Path | None, typer.Option(
         help="World/lore file for npc (default: the shipped fantasy village).")] = None,
     solve: Annotated[bool, typer.Option(

@@ -42,6 +42,7 @@ from personahub.agents.synthesis_prompts import (
 )
 from personahub.agents.synthesis_schemas import InferredPersona, Solution, content_of
 from personahub.agents.tasks import synthesis_task, tasks
+from personahub.agents.tasks.shipped_demos import builtin_name, builtin_text, is_builtin
 from personahub.personas.errors import PersonahubError
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import NearDuplicateIndex
@@ -114,8 +115,8 @@ class SynthOptions:
             raise PersonahubError(f"--n must be >= 1, got {self.n}")
         if self.batch_size < 1:
             raise PersonahubError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.prompting != "zero-shot" and not self.examples:
-            raise PersonahubError(f"--prompting {self.prompting} needs --examples FILE (JSONL)")
+        if self.prompting != "zero-shot" and not self.examples:  # the shipped demonstrations
+            object.__setattr__(self, "examples", builtin_name(self.task))
         if self.solve and not task.synthesis_spec().solvable:
             solvable = sorted(t.name for t in tasks() if t.synthesis and t.synthesis.solvable)
             raise PersonahubError(f"--solve applies to {', '.join(solvable)} only")
@@ -184,13 +185,20 @@ def _now() -> dt.datetime:
 
 def load_examples(path: str | Path) -> list[Demo]:
     """Demonstrations from JSONL ``{"text": ..., "persona"?: ...}`` or a Persona Hub synthesis
-    file (``input persona`` + ``synthesized text``: persona-enhanced demonstrations); errors
-    name file:line."""
+    file (``input persona`` + ``synthesized text``: persona-enhanced demonstrations), or the
+    shipped ones when ``path`` is ``builtin:<task>``; errors name file:line."""
+    if isinstance(path, str) and is_builtin(path):
+        return _parse_examples(builtin_text(path).splitlines(), path)
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise PersonahubError(f"--examples {path}: {exc.strerror or exc}") from exc
+    return _parse_examples(lines, path)
+
+
+def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
+    """The demonstrations of a file's lines (``path`` names the file in errors)."""
     demos = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -453,7 +461,7 @@ def run_synthesis(
                 raise PersonahubError(f"job {twins[0]} with the same settings is unfinished: resume it "
                                       f"with personahub synthesize --resume {twins[0]} --db "
                                       f"{options.db}, or pass --fresh")
-            # __post_init__ refuses a few-shot mode without --examples
+            # a few-shot mode without --examples has builtin:<task> (__post_init__)
             demos = (load_examples(options.examples)
                      if options.examples and options.prompting != "zero-shot" else [])
         world = load_world(options)

@@ -10,6 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from personahub.agents.tasks import synthesis_names
 
 import personahub
 
@@ -55,13 +56,15 @@ def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
     assert tops == {"personahub"}
     for data in ("personahub/personas/schema.sql", "personahub/analysis/views.sql",
                  "personahub/personas/data/seed_personas.jsonl", "personahub/sim/cli.py",
-                 "personahub/scenarios/riverside_town.py"):
+                 "personahub/scenarios/riverside_town.py", "personahub/agents/tasks/registry.py",
+                 *(f"personahub/agents/tasks/demos/{task}.jsonl" for task in synthesis_names())):
         assert data in names, data
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                     str(wheel)], check=True, capture_output=True)
     probe = ("import personahub.personas.store as s, personahub.analysis.views as v;"
-             "print(len(s.schema_sql()) > 0, s.__file__)")
+             "from personahub.sim.synthesize import load_examples as e;"
+             "print(len(s.schema_sql()) > 0 and len(e('builtin:tool')) > 0, s.__file__)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr

@@ -259,8 +259,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     bad.write_text('{"text": "ok"}\n{"txt": "x"}\n', encoding="utf-8")
     with pytest.raises(PersonahubError, match=r"bad.jsonl:2: expected an object"):
         load_examples(bad)
-    with pytest.raises(PersonahubError, match="--examples"):
-        SynthOptions(task="instruction", prompting="few-shot")
+    with pytest.raises(PersonahubError, match="--examples builtin:poem: no shipped"):
+        load_examples("builtin:poem")
     with pytest.raises(PersonahubError, match="--prompting"):
         SynthOptions(task="instruction", prompting="two-shot")
     with pytest.raises(PersonahubError, match="task 'poem'"):
