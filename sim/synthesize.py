@@ -6,8 +6,9 @@ model for one item per persona (concurrently, bounded by the client's concurrenc
 solves math/reasoning problems in a second call, flags MinHash near-duplicates within the job,
 and writes each batch of results with its ``llm_calls`` rows in one transaction. The job id is
 the resume key: ``resume=JOB`` reloads the stored configuration (seed and generation settings
-included) and the personas the job drew (``synth_job_personas``), and skips those already done; its near-duplicate index is rebuilt from the items
-the job kept, in selection order, so a resumed job flags exactly what an uninterrupted one does.
+included) and the personas the job drew (``synth_job_personas``), skipping those done; its
+near-duplicate index is rebuilt from the items the job kept, in selection order, so a resumed
+job flags exactly what an uninterrupted one does.
 Starting a job whose settings match an unfinished one is refused (it would be a second copy);
 ``fresh=True`` marks the old one ``superseded`` and starts anew.
 
@@ -73,8 +74,8 @@ from personahub.sim.jobs import (
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 # What a job makes (as stored in ``synth_jobs.config``): two jobs alike in these are one job.
 # The engine settings a resume may change (db, concurrency, timeout, batch size) are not in it.
-JOB_IDENTITY = ("task", "n", "where", "carve", "sample", "prompting", "examples", "world", "solve", "with_assistant",
-                "llm", "seed", "structured", "max_tokens", "temperature", "top_p")
+JOB_IDENTITY = ("task", "n", "where", "carve", "sample", "prompting", "examples", "world", "solve",
+                "with_assistant", "llm", "seed", "structured", "max_tokens", "temperature", "top_p")
 UNFINISHED = ("running", "interrupted", "failed")
 
 
