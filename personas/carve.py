@@ -40,11 +40,11 @@ class Condition:
     value: str
 
     @classmethod
-    def parse(cls, text: str) -> Condition:
-        """Parse ``KEY OP VALUE``; raises ValueError naming the condition."""
+    def parse(cls, text: str, *, flag: str = "--where") -> Condition:
+        """Parse ``KEY OP VALUE``; raises ValueError naming ``flag`` and the condition."""
         match = _CONDITION.match(text)
         if not match or not match.group(3):
-            raise ValueError(f"--where {text!r}: expected KEY OP VALUE, e.g. age>=30 or occupation=nurse")
+            raise ValueError(f"{flag} {text!r}: expected KEY OP VALUE, e.g. age>=30 or occupation=nurse")
         key, op, value = match.groups()
         return cls(key, "=" if op == "==" else op, value)
 

@@ -310,6 +310,14 @@ CREATE TABLE IF NOT EXISTS synth_jobs (
     started_at  TIMESTAMP,
     finished_at TIMESTAMP
 );
+-- The personas a job drew (its seeded sample), in order: what a resume asks, whatever the hub
+-- gained since. Written with the job's synth_jobs row.
+CREATE TABLE IF NOT EXISTS synth_job_personas (
+    job_id      VARCHAR NOT NULL,
+    position    INTEGER NOT NULL,
+    persona_id  VARCHAR NOT NULL,
+    PRIMARY KEY (job_id, position)
+);
 CREATE TABLE IF NOT EXISTS synth_items (
     item_id      VARCHAR PRIMARY KEY,
     job_id       VARCHAR NOT NULL,

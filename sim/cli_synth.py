@@ -53,10 +53,18 @@ def _list_templates() -> None:
 @one_line_errors
 def synthesize(
     task: Annotated[str | None, typer.Argument(help="Task name (see --list).")] = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Personas to synthesize from.")] = 10,
+    n: Annotated[int, typer.Option("--n", min=1, help="Personas to synthesize from: a uniform "
+                                   "sample of the matching ones, seeded by --seed.")] = 10,
     personas: Annotated[str | None, typer.Option(
         "--personas", help="SQL WHERE condition over the personas table, e.g. "
                            "\"text ILIKE '%nurse%'\" (default: all).")] = None,
+    carve: Annotated[list[str] | None, typer.Option(
+        "--carve", help="Carve condition KEY OP VALUE as in personas sample -w (OP one of "
+                        "= != >= <= > < ~), e.g. \"age>30\" or \"occupation~nurse\"; repeat "
+                        "to require several; combines with --personas.")] = None,
+    sample: Annotated[str, typer.Option(
+        help="uniform: a seeded uniform sample of --n; head: the first --n in hub order.")
+    ] = "uniform",
     prompting: Annotated[str, typer.Option(
         help="zero-shot, few-shot or persona-few-shot.")] = "zero-shot",
     examples: Annotated[Path | None, typer.Option(
@@ -79,7 +87,7 @@ def synthesize(
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     list_templates: Annotated[bool, typer.Option("--list", help="List tasks and prompts.")] = False,
     llm: LlmOption = None,
-    seed: Annotated[int, typer.Option(help="Seed (offline engine).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed: the persona sample and the offline engine.")] = 0,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     offline_latency: OfflineLatencyOption = 0.0,
@@ -113,7 +121,7 @@ def synthesize(
 
     spec = resolve_spec(llm)
     options = SynthOptions(
-        task=task, n=n, where=personas, prompting=prompting,
+        task=task, n=n, where=personas, carve=tuple(carve or ()), sample=sample, prompting=prompting,
         examples=str(examples) if examples else None, world=str(world) if world else None,
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
         concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, cache=cache, rps=rps,

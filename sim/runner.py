@@ -50,6 +50,7 @@ from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
+from personahub.personas.sampling import draw
 from personahub.personas.store import (
     DEFAULT_DB,
     connect,
@@ -144,14 +145,42 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def load_scenario_personas(scenario: Scenario) -> list[Persona]:
-    """The scenario's personas from its source file (at most ``limit``), in file order."""
+def load_scenario_personas(scenario: Scenario, db: Path | str | None = None,
+                           con: Any = None) -> list[Persona]:
+    """The scenario's personas: from its source file (at most ``limit``, in file order), or a
+    seeded sample of the hub (``PersonaSource(path="hub")``: the run's database ``db``, read
+    through ``con`` when the run has it open; ``hub=FILE``: that database)."""
+    if scenario.personas.from_hub:
+        return _hub_personas(scenario, db, con)
     stream = iter_personas(scenario.persona_path(), fmt=scenario.personas.fmt)
     personas = list(itertools.islice(stream, scenario.personas.limit))
     unique = list({p.persona_id: p for p in reversed(personas)}.values())[::-1]
     if not unique:
         raise PersonahubError(f"scenario {scenario.name}: no personas in {scenario.persona_path()}")
     return unique
+
+
+def _hub_personas(scenario: Scenario, db: Path | str | None, con: Any) -> list[Persona]:
+    source = scenario.personas
+    prefix = f"scenario {scenario.name}: personas"
+    path = scenario.resolve(source.hub) if source.hub else (Path(db) if db is not None else None)
+    if path is None:
+        raise PersonahubError(f"{prefix}.path='hub' samples the run's database; give --db")
+    if con is not None and db is not None and path.resolve() != Path(db).resolve():
+        con = None  # another database than the open one
+    if con is None and not path.exists():
+        field_name = "hub" if source.hub else "path='hub'"
+        raise PersonahubError(f"{prefix}.{field_name}: no database at {path} (import personas "
+                              "into it first: personahub personas import FILE --db ...)")
+    own = con is None
+    hub = connect(path, read_only=True) if own else con
+    try:
+        return draw(hub, source.query(), source.limit, seed=source.seed)
+    except PersonahubError as exc:
+        raise PersonahubError(f"{prefix} from {path}: {exc}") from None
+    finally:
+        if own:
+            hub.close()
 
 
 def acquaintance_links(ids: list[str], k: int, rewire: float, seed: int,
@@ -246,7 +275,7 @@ def run_scenario(
     steps = options.steps or scenario.steps
     client = client or client_for_run(options, seed)
     with RunHeap() as heap:
-        personas = load_scenario_personas(scenario)  # read fully before touching the database
+        personas = load_scenario_personas(scenario, options.db)  # read before writing the db
         check_steps(scenario)  # load_scenario checks it too; a Scenario built in code may not
         check_references(scenario, personas)
         scenario.world_text()  # a missing world file fails here, not after setup
@@ -316,7 +345,7 @@ def resume_run(
         has_agents = con.execute("SELECT count(*) FROM run_agents WHERE run_id = ?",
                                  [run_id]).fetchall()[0][0] > 0
         with RunHeap() as heap:
-            personas = None if has_agents else load_scenario_personas(scenario)
+            personas = None if has_agents else load_scenario_personas(scenario, db, con)
             return _drive(con, log, client, scenario, options, seed, steps, progress, started,
                           personas=personas, heap=heap)
     finally:

@@ -25,8 +25,10 @@ from personahub.agents.tasks import emission_kinds
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import MAX_HOPS
 from personahub.personas.record import Persona
+from personahub.personas.sampling import HubQuery
 
 SEED_PERSONAS = "seed"
+HUB = "hub"  # PersonaSource(path="hub"): sample the run's own database
 ACTIVATION_MODES = ("all", "probability", "count", "function")
 INTERVENTION_ACTIONS = ("set_persona", "add_memory", "forget", "add_edge", "remove_edge")
 ANSWER_KINDS = ("choice", "scale", "text")
@@ -46,21 +48,61 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class PersonaSource:
-    """Where the scenario's personas come from.
+    """Where the scenario's personas come from: a file (the default), or the hub.
 
     Attributes:
         path: a persona file (any importer format), relative to the scenario file; ``seed``
-            (default) is the shipped set of original personas.
-        limit: take at most this many, in file order.
-        fmt: importer format name (``auto`` detects it).
+            (default) is the shipped set of original personas; ``hub`` samples the run's own
+            database (``--db``).
+        limit: take at most this many: in file order from a file; a seeded uniform sample
+            from the hub (all matching personas when None).
+        fmt: importer format name (``auto`` detects it); files only.
+        hub: sample from this database file (relative to the scenario file) instead of a file.
+        where: hub only: one SQL condition over the ``personas`` table.
+        carve: hub only: carve conditions ``KEY OP VALUE`` (as ``personas sample -w``), all
+            must hold, e.g. ``("age>30", "occupation~nurse")``.
+        seed: hub only: the sampling seed (the same seed and hub give the same personas).
     """
 
     path: str = SEED_PERSONAS
     limit: int | None = None
     fmt: str = "auto"
+    hub: str | None = None
+    where: str | None = None
+    carve: Sequence[str] = ()
+    seed: int = 0
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, f"personas.limit must be >= 1, got {self.limit}")
+        if isinstance(self.carve, str):  # one condition given bare
+            object.__setattr__(self, "carve", (self.carve,))
+        _check(isinstance(self.carve, Sequence) and all(isinstance(c, str) for c in self.carve),
+               "personas.carve must be a list of strings KEY OP VALUE, e.g. [\"age>30\"]")
+        object.__setattr__(self, "carve", tuple(self.carve))
+        _check(self.hub is None or (isinstance(self.hub, str) and bool(self.hub.strip())),
+               f"personas.hub must be a database file path, got {self.hub!r}")
+        _check(self.hub is None or self.path in (SEED_PERSONAS, HUB),
+               f"personas.hub={self.hub!r} and personas.path={self.path!r}: give one source")
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool),
+               f"personas.seed must be an integer, got {self.seed!r}")
+        if not self.from_hub:
+            _check(self.where is None and not self.carve,
+                   "personas.where and personas.carve select from the hub: set personas.path="
+                   "'hub' (the run's database) or personas.hub=FILE")
+        try:
+            self.query().conditions()
+        except PersonahubError as exc:
+            raise ScenarioError(str(exc)) from None
+
+    @property
+    def from_hub(self) -> bool:
+        """Whether the personas are sampled from a database rather than read from a file."""
+        return self.hub is not None or self.path == HUB
+
+    def query(self) -> HubQuery:
+        """The hub query, with this dataclass's field names in its errors."""
+        return HubQuery(where=self.where, carve=tuple(self.carve), where_label="personas.where",
+                        carve_label="personas.carve")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,12 +1,14 @@
 """Persona-driven synthesis jobs: N personas x one task -> ``synth_items`` rows.
 
-A job picks personas from the hub (all, or those matching an SQL ``WHERE`` filter), asks the
+A job draws a seeded uniform sample of N personas from the hub (all non-duplicates, or those
+matching an SQL ``WHERE`` filter and/or carve conditions; ``personas/sampling.py``), asks the
 model for one item per persona (concurrently, bounded by the client's concurrency), optionally
 solves math/reasoning problems in a second call, flags MinHash near-duplicates within the job,
 and writes each batch of results with its ``llm_calls`` rows in one transaction. The job id is
 the resume key: ``resume=JOB`` reloads the stored configuration (seed and generation settings
-included) and skips personas already done; its near-duplicate index is rebuilt from the items
-the job kept, in selection order, so a resumed job flags exactly what an uninterrupted one does.
+included) and the personas the job drew (``synth_job_personas``), skipping those done; its
+near-duplicate index is rebuilt from the items the job kept, in selection order, so a resumed
+job flags exactly what an uninterrupted one does.
 Starting a job whose settings match an unfinished one is refused (it would be a second copy);
 ``fresh=True`` marks the old one ``superseded`` and starts anew.
 
@@ -48,10 +50,12 @@ from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import QualityIssue, rejected_row, tally
 from personahub.personas.record import Persona
+from personahub.personas.sampling import SAMPLE_MODES, HubQuery, draw
 from personahub.personas.store import (
     DEFAULT_DB,
     connect,
     fetch_personas,
+    insert_columns,
     scalar,
     transaction,
     upsert_personas,
@@ -71,8 +75,8 @@ from personahub.sim.jobs import (
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 # What a job makes (as stored in ``synth_jobs.config``): two jobs alike in these are one job.
 # The engine settings a resume may change (db, concurrency, timeout, batch size) are not in it.
-JOB_IDENTITY = ("task", "n", "where", "prompting", "examples", "world", "solve", "with_assistant",
-                "llm", "seed", "structured", "max_tokens", "temperature", "top_p")
+JOB_IDENTITY = ("task", "n", "where", "carve", "sample", "prompting", "examples", "world", "solve",
+                "with_assistant", "llm", "seed", "structured", "max_tokens", "temperature", "top_p")
 UNFINISHED = ("running", "interrupted", "failed")
 
 
@@ -82,7 +86,9 @@ class SynthOptions:
 
     task: str
     n: int = 10
-    where: str | None = None
+    where: str | None = None  # one SQL condition (--personas)
+    carve: tuple[str, ...] = ()  # carve conditions KEY OP VALUE, all must hold (--carve)
+    sample: str = "uniform"  # uniform (seeded by ``seed``) or head (hub order, as jobs did before)
     prompting: str = "zero-shot"
     examples: str | None = None
     world: str | None = None
@@ -120,8 +126,13 @@ class SynthOptions:
         if self.solve and not task.synthesis_spec().solvable:
             solvable = sorted(t.name for t in tasks() if t.synthesis and t.synthesis.solvable)
             raise PersonahubError(f"--solve applies to {', '.join(solvable)} only")
-        if self.where is not None and ";" in self.where:
-            raise PersonahubError("--personas: give one WHERE condition, without ';'")
+        if self.sample not in SAMPLE_MODES:
+            raise PersonahubError(f"--sample {self.sample!r}: choose one of {', '.join(SAMPLE_MODES)}")
+        self.query().conditions()  # one line naming --personas or --carve and the bad part
+
+    def query(self) -> HubQuery:
+        """Which personas the job may draw from."""
+        return HubQuery(where=self.where or None, carve=tuple(self.carve))
 
 
 @dataclass
@@ -250,16 +261,27 @@ def load_world(options: SynthOptions) -> str:
         raise PersonahubError(f"--world {path}: {exc.strerror or exc}") from exc
 
 
-def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int) -> list[Persona]:
-    """The first ``n`` non-duplicate personas in hub order matching ``where`` (SQL)."""
-    condition = f"AND ({where})" if where else ""
-    sql = (f"SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) {condition} "
-           "ORDER BY seq LIMIT ?")
-    try:
-        ids = [r[0] for r in con.execute(sql, [n]).fetchall()]
-    except duckdb.Error as exc:
-        raise PersonahubError(f"--personas {where!r}: {str(exc).splitlines()[0]}") from exc
-    return fetch_personas(con, ids)
+def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int, *,
+                    carve: Sequence[str] = (), seed: int = 0, sample: str = "uniform") -> list[Persona]:
+    """``n`` non-duplicate personas matching ``where`` (SQL) and ``carve``: a seeded uniform
+    sample in sample-key order (``head``: the first in hub order). None matching is an error."""
+    return draw(con, HubQuery(where=where or None, carve=tuple(carve)), n, seed=seed, mode=sample)
+
+
+def job_personas(con: duckdb.DuckDBPyConnection, job_id: str) -> list[Persona] | None:
+    """The personas job ``job_id`` drew, in its order (None for a job that stored none)."""
+    ids = [r[0] for r in con.execute("SELECT persona_id FROM synth_job_personas WHERE job_id = ? "
+                                     "ORDER BY position", [job_id]).fetchall()]
+    if not ids:
+        return None
+    found = {p.persona_id: p for p in fetch_personas(con, ids)}
+    return [found[i] for i in ids if i in found]
+
+
+def _store_selection(con: duckdb.DuckDBPyConnection, job_id: str, personas: Sequence[Persona]) -> None:
+    insert_columns(con, "synth_job_personas", {
+        "job_id": [job_id] * len(personas), "position": list(range(len(personas))),
+        "persona_id": [p.persona_id for p in personas]})
 
 
 def _seed_hub_if_empty(con: duckdb.DuckDBPyConnection) -> int:
@@ -399,6 +421,8 @@ def _resume_options(con: duckdb.DuckDBPyConnection, job_id: str,
         raise PersonahubError(f"--resume {job_id}: no such synthesis job in the database")
     config = json.loads(rows[0][0])
     demos = [Demo(**d) for d in config.pop("demos", [])]
+    config.setdefault("sample", "head")  # a job from before sampling took the hub's first N
+    config["carve"] = tuple(config.get("carve") or ())
     if base is not None:  # the caller's engine settings win; what to make stays the job's
         for key in ("llm", "db", "concurrency", "timeout_s", "batch_size", "cache", "rps"):
             config[key] = getattr(base, key)
@@ -427,7 +451,7 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def unfinished_twins(con: duckdb.DuckDBPyConnection, options: SynthOptions) -> list[str]:
     """Unfinished jobs (running, interrupted, failed) started with the same settings, newest first."""
-    mine = _identity(_config(options, []))
+    mine = _identity(json.loads(json.dumps(_config(options, []))))  # as stored: tuples are lists
     rows = con.execute("SELECT job_id, config FROM synth_jobs WHERE status IN (?, ?, ?) "
                        "ORDER BY started_at DESC, job_id DESC", list(UNFINISHED)).fetchall()
     return [job_id for job_id, config in rows if _identity(json.loads(config or "{}")) == mine]
@@ -476,12 +500,17 @@ def run_synthesis(
             if options.cache != "replay":  # a replay calls no model
                 check_reachable(built)
             client = built
-        if not options.where:
-            _seed_hub_if_empty(con)
-        personas = select_personas(con, options.where, options.n)
+        stored = job_personas(con, resume) if resume else None
+        if stored is not None:
+            personas = stored  # what the job drew, whatever the hub gained or flagged since
+        else:
+            if not options.where and not options.carve:
+                _seed_hub_if_empty(con)
+            personas = select_personas(con, options.where, options.n, carve=options.carve,
+                                       seed=options.seed, sample=options.sample)
         if not personas:
-            raise PersonahubError(f"--personas {options.where!r}: no personas match"
-                                  if options.where else f"--db {options.db}: the hub is empty")
+            raise PersonahubError(f"--resume {resume}: the personas the job drew are gone from "
+                                  f"--db {options.db}")
         if on_ready is not None:
             on_ready()
         job_id = resume or new_job_id()
@@ -510,7 +539,8 @@ def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: Synt
             "job_id": job_id, "task": options.task, "prompting": options.prompting,
             "n": options.n, "llm": client.label, "config": _config(options, demos),
             "status": "running", "error": None, "started_at": _now(), "finished_at": None,
-        }]}, inferred)  # the demonstrations' inferred personas
+        }]}, inferred,  # the demonstrations' inferred personas
+            then=lambda: _store_selection(con, job_id, personas))
     else:
         con.execute("UPDATE synth_jobs SET status = 'running', error = NULL WHERE job_id = ?",
                     [job_id])

@@ -22,7 +22,7 @@ from personahub.personas.store import connect, upsert_personas
 from personahub.sim.cli import app
 from personahub.sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
 from personahub.sim.scenario import load_scenario
-from personahub.sim.synthesize import SynthOptions, run_synthesis
+from personahub.sim.synthesize import SynthOptions, run_synthesis, select_personas
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
@@ -235,9 +235,10 @@ def chain_answers(order: list[str], crash_at: int | None = None) -> Answer:
 
 
 def hub(db: Path, n: int = 6) -> list[str]:
+    """Fill ``db``; returns the order a job with seed 0 asks the personas in (its sample order)."""
     con = connect(db)
     upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(n)])
-    ids = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
+    ids = [p.persona_id for p in select_personas(con, None, n, seed=0)]
     con.close()
     return ids
 

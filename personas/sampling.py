@@ -1,0 +1,113 @@
+"""Seeded samples of the hub, drawn in SQL: who a synthesis job or a scenario takes.
+
+A query is an SQL ``WHERE`` condition and/or carve conditions (``KEY OP VALUE``, as in
+``personas sample -w``), over the non-duplicate personas. A uniform sample orders the matching
+personas by ``md5(seed:persona_id)`` and takes the first ``n``: a seeded random permutation
+computed by DuckDB, so only the ``n`` chosen ids leave the database however large the hub is.
+The key depends on the seed and the persona id alone, so the same seed and the same personas
+give the same sample in the same order whatever the import order, and the sample of ``n`` is
+the head of the sample of ``n + 1``. ``head`` keeps the old order (hub order, ``seq``).
+
+Errors are one line naming the flag (or scenario field) and the bad part; a query that
+matches nothing is an error, never an empty sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+from personahub.personas.carve import Condition
+from personahub.personas.errors import PersonahubError
+from personahub.personas.record import Persona
+from personahub.personas.store import fetch_personas
+
+SAMPLE_MODES = ("uniform", "head")
+
+
+@dataclass(frozen=True)
+class HubQuery:
+    """Which personas: an SQL condition and carve conditions (all must hold), and the names the
+    caller gives them in errors (CLI flags or scenario fields)."""
+
+    where: str | None = None
+    carve: Sequence[str] = ()
+    where_label: str = "--personas"
+    carve_label: str = "--carve"
+
+    def conditions(self) -> list[tuple[str, str, list[Any]]]:
+        """``(label, sql, params)`` per condition; raises PersonahubError naming a bad one."""
+        parts: list[tuple[str, str, list[Any]]] = []
+        if self.where is not None:
+            if not self.where.strip():
+                raise PersonahubError(f"{self.where_label}: give an SQL condition, not an empty string")
+            if ";" in self.where:
+                raise PersonahubError(f"{self.where_label}: give one WHERE condition, without ';'")
+            parts.append((f"{self.where_label} {self.where!r}", f"({self.where})", []))
+        for text in self.carve:
+            label = f"{self.carve_label} {text!r}"
+            try:
+                sql, params = Condition.parse(text, flag=self.carve_label).sql()
+            except ValueError as exc:
+                raise PersonahubError(str(exc)) from None
+            parts.append((label, sql, params))
+        return parts
+
+    def describe(self) -> str:
+        """The query as the user wrote it, for messages."""
+        return "; ".join(label for label, _, _ in self.conditions()) or "all personas"
+
+
+def check_query(query: HubQuery) -> None:
+    """Parse-level checks (no database): carve syntax, one SQL condition."""
+    query.conditions()
+
+
+def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,
+             mode: str = "uniform") -> list[str]:
+    """Ids of ``n`` (all when None) non-duplicate personas matching ``query``: a seeded uniform
+    sample in key order, or the first in hub order (``head``). Empty result is an error."""
+    if mode not in SAMPLE_MODES:
+        raise PersonahubError(f"sample mode {mode!r}: choose one of {', '.join(SAMPLE_MODES)}")
+    parts = query.conditions()
+    clauses = ["NOT coalesce(is_duplicate, false)", *(sql for _, sql, _ in parts)]
+    params: list[Any] = [p for _, _, ps in parts for p in ps]
+    if mode == "uniform":
+        order, order_params = "md5(? || ':' || persona_id), persona_id", [str(seed)]
+    else:
+        order, order_params = "seq, persona_id", []
+    sql = f"SELECT persona_id FROM personas WHERE {' AND '.join(clauses)} ORDER BY {order}"
+    args = [*params, *order_params]
+    if n is not None:
+        sql += " LIMIT ?"
+        args.append(n)
+    try:
+        ids = [r[0] for r in con.execute(sql, args).fetchall()]
+    except duckdb.Error as exc:
+        raise PersonahubError(_culprit(con, parts, exc)) from None
+    if not ids:
+        if parts:
+            raise PersonahubError(f"{query.describe()}: no personas match")
+        raise PersonahubError("the hub has no personas (none, or all flagged near-duplicates)")
+    return ids
+
+
+def _culprit(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str, list[Any]]],
+             exc: duckdb.Error) -> str:
+    """One line naming the condition that fails on its own (the first), with DuckDB's reason."""
+    for label, sql, params in parts:
+        try:
+            con.execute(f"SELECT persona_id FROM personas WHERE {sql} LIMIT 0", params).fetchall()
+        except duckdb.Error as own:
+            return f"{label}: {str(own).splitlines()[0]}"
+    return f"selection failed: {str(exc).splitlines()[0]}"
+
+
+def draw(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,
+         mode: str = "uniform") -> list[Persona]:
+    """The personas ``draw_ids`` picks, in its order (not hub order)."""
+    ids = draw_ids(con, query, n, seed=seed, mode=mode)
+    found = {p.persona_id: p for p in fetch_personas(con, ids)}
+    return [found[i] for i in ids]
