@@ -7,14 +7,16 @@ prompt and each variable part (world, events, inbox, memory); the system text, t
 the task or question are never cut (nor is an addressee, shown by its first words anyway).
 
 Trimming keeps what matters for this step: the newest events and messages; the memory items that
-share most words with this step's events and messages, then the newest; the world's first
-paragraph plus the paragraphs that share most words with the task and events. It is a pure
+share most words with this step's events and messages, then the newest; for the world, a summary
+(its opening paragraph, then each section's lead sentences, breadth first) that is the same for
+every agent, task and step, so the prompts of a run share it as a cacheable prefix. It is a pure
 function of its inputs (no RNG, no clock, and the same approximate counter on every machine, never
 a tokenizer that may or may not be installed), so seeded runs stay identical.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
@@ -41,11 +43,12 @@ class PromptBudget:
 
     Attributes:
         total: the whole prompt (system and user text; a schema a server needs comes on top).
-        world: the world text (its first paragraph, then the most relevant ones).
+        world: the world text (whole if it fits, else its summary: the opening paragraph,
+            then each section's first sentences).
         events: this step's events (newest first).
         inbox: messages received (newest first).
         memory: what the agent remembers and its own recent output (most relevant, then newest).
-    The defaults fit small instruction models: about 220 tokens at step 1 of the default
+    The defaults fit small instruction models: about 270 tokens at step 1 of the default
     scenario, at most 400 once memory and messages fill.
     """
 
@@ -259,23 +262,103 @@ def _list_items(lines: list[str]) -> list[str]:
     return items
 
 
-def world_part(world: str, query: str) -> Part:
-    """The world as a part: its first unit, then the units sharing words with ``query``.
-
-    Units sharing no word with the query are not used to fill a cap (a small model reads them
-    as noise); only an unlimited cap shows the whole world.
-    """
+def world_part(world: str) -> Part:
+    """The world as a part: every unit, in its own order (what an unlimited cap shows)."""
     units = world_units(world)
-    wanted = stems(query)
-    shared = {i: len(stems(units[i]) & wanted) for i in range(1, len(units))}
-    rest = sorted((i for i, n in shared.items() if n), key=lambda i: (-shared[i], i))
-    return Part(tuple(Item("World", u) for u in units), (0, *rest) if units else (), sep="\n\n")
+    return Part(tuple(Item("World", u) for u in units), tuple(range(len(units))), sep="\n\n")
 
 
-@lru_cache(maxsize=512)
-def fit_world(world: str, query: str, cap: int | None) -> str:
-    """The ``## World`` section within ``cap`` (cached: every agent of a step shares it)."""
-    return fit(world_part(world, query), cap) if world.strip() else ""
+@lru_cache(maxsize=64)
+def fit_world(world: str, cap: int | None) -> str:
+    """The ``## World`` section within ``cap``: the whole world when it fits, else its summary.
+
+    It depends on the world and the cap only (never on the agent, its task or the step), so
+    every prompt of a run carries the same world text right after the system message and a
+    server's prefix cache holds it once.
+    """
+    if not world.strip():
+        return ""
+    whole = fit(world_part(world), None)
+    if cap is None or part_tokens(whole) <= cap:
+        return whole
+    return world_summary(world, cap)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(£$€])")
+SHORT_SENTENCE = 4  # words: a lead-in such as "The mill." joins the sentence after it
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` as sentences (markdown emphasis dropped; lead-ins joined to what follows)."""
+    flat = " ".join(text.replace("**", "").replace("__", "").split())
+    out: list[str] = []
+    carry = ""
+    for piece in _SENTENCE_END.split(flat):
+        piece = f"{carry} {piece}".strip() if carry else piece
+        carry = piece if len(piece.split()) < SHORT_SENTENCE else ""
+        if not carry:
+            out.append(piece)
+    if carry:
+        out.append(carry)
+    return out
+
+
+class _Piece(NamedTuple):
+    level: int
+    unit: int
+    nth: int  # the sentence's place in its unit
+    text: str
+
+
+def _summary_pieces(world: str) -> list[_Piece]:
+    """Every sentence of the world with the level it enters a summary at (lower first).
+
+    The opening unit (the world file's own summary) comes whole at level 0; then, breadth
+    first, each section's first sentence (under its title), the first sentence of each
+    section's second unit (a list item or paragraph), then of its third unit or the second
+    sentence of its first, and so on (level ``1 + unit in section + 2 * sentence``), in the
+    file's order within a level: a tight cap keeps the outline of every section, a looser one
+    fills in details.
+    """
+    pieces = []
+    in_section = 0
+    for u, unit in enumerate(world_units(world)):
+        title, body = ("", unit)
+        first_line, _, rest = unit.partition("\n")
+        if first_line.endswith(":") and rest:
+            listed = rest.lstrip().startswith(("- ", "* "))
+            title, body = first_line + ("\n" if listed else " "), rest
+            in_section = 0
+        for j, sentence in enumerate(sentences(body)):
+            level = 0 if u == 0 else 1 + in_section + 2 * j
+            pieces.append(_Piece(level, u, j, (title if j == 0 else "") + sentence))
+        in_section += 1
+    return pieces
+
+
+@lru_cache(maxsize=64)
+def world_summary(world: str, cap: int) -> str:
+    """The ``## World`` section summarised within ``cap`` tokens.
+
+    Sentences enter by level (``_summary_pieces``), one unit's sentences in their order; a
+    sentence that does not fit is skipped and a shorter one later may still fit. Units are
+    shown one a line, in the file's order.
+    """
+    chosen: dict[int, list[str]] = {}
+    for piece in sorted(_summary_pieces(world)):
+        have = chosen.get(piece.unit, [])
+        if len(have) != piece.nth:
+            continue  # the sentence before it in its unit was left out
+        trial = {**chosen, piece.unit: [*have, piece.text]}
+        if part_tokens(_render_summary(trial)) <= cap:
+            chosen = trial
+    if not chosen:  # not one sentence fits: the opening's head, cut at a word
+        return fit(world_part(world), cap)
+    return _render_summary(chosen)
+
+
+def _render_summary(chosen: Mapping[int, list[str]]) -> str:
+    return section("World", "\n".join(" ".join(chosen[u]) for u in sorted(chosen)))
 
 
 # -- the whole context -----------------------------------------------------------------------
@@ -312,21 +395,22 @@ def context_parts(ctx: Context, memory_query: str) -> dict[str, Part]:
     }
 
 
-def fit_context(ctx: Context, budget: PromptBudget, *, fixed: int, world_query: str,
+def fit_context(ctx: Context, budget: PromptBudget, *, fixed: int,
                 memory_query: str) -> dict[str, str]:
     """Each part's text (``world``, ``events``, ``inbox``, ``memory``; '' when empty).
 
     ``fixed`` is what the prompt spends whatever happens (system, persona, task). The shared
-    parts come first so that every agent of a step gets the same world (a server's prefix cache
-    holds it once): events, then the world, each within its cap; inbox and memory then share
-    what is left evenly, each within its cap.
+    parts come first, the most shared first, so that every agent of a run gets the same world
+    and every agent of a step the same events (a server's prefix cache holds them once): the
+    world, then the events, each within its cap; inbox and memory then share what is left
+    evenly, each within its cap.
     """
     parts = context_parts(ctx, memory_query)
     room = None if budget.total is None else budget.total - fixed
-    texts = {"events": fit(parts["events"], _least(budget.events, room))}
-    room = _spend(room, texts["events"])
-    texts["world"] = fit_world(ctx.world, world_query, _least(budget.world, room))
+    texts = {"world": fit_world(ctx.world, _least(budget.world, room))}
     room = _spend(room, texts["world"])
+    texts["events"] = fit(parts["events"], _least(budget.events, room))
+    room = _spend(room, texts["events"])
     wants = {name: fit(parts[name], budget.cap(name)) for name in ("inbox", "memory")}
     if room is None:
         return {**texts, **wants}

@@ -2,8 +2,10 @@
 
 Prompts use ``## Section`` headings (World, Events, Persona, Memory, Messages received, Task). A
 real model reads them as ordinary structure; the offline engine uses the same headings to find its
-context. Sections run from the most shared to the most specific (world, events, then persona,
-memory, messages, task), so a server's prefix cache holds the world once for many agents.
+context. Sections run from the most shared to the most specific: the system text, the world
+(the same summary for every agent of a run), the step's events, then persona, memory, messages
+and task, so a server's prefix cache holds the world once for a whole run
+(``agents/prompt_prefix.py`` measures how much of a run's prompts such a cache could reuse).
 Texts are short and plain, for small instruction models; a ``PromptBudget`` trims the variable
 parts (``agents/prompt_budget.py``). Each kind's task text is in its module under ``agents/tasks/``.
 """
@@ -47,8 +49,8 @@ def agent_messages(
 
     ``memory`` holds what the agent remembers (summary of older things, earlier events), and
     ``recent`` its own latest emissions, so it does not repeat itself; all lists oldest first.
-    ``budget`` trims world, events, inbox and memory (the world by relevance to the task and
-    events, memory by relevance to the events, messages and task).
+    ``budget`` trims world, events, inbox and memory (the world to a summary shared by every
+    agent, memory by relevance to the events, messages and task).
     """
     task = emission_task(kind).agent_prompt()
     tail = [section("Talking to", clip_text(addressee, ADDRESSEE_CHARS))] if addressee else []
@@ -78,14 +80,13 @@ def _messages(system: str, persona: str, tail: list[str], context: Context, budg
               focus: str) -> list[BaseMessage]:
     """System and user messages: shared parts, persona, specific parts, then ``tail``.
 
-    ``focus`` (the task or question) steers which world paragraphs are kept, with the events;
-    memory is ranked against the events, the messages received and ``focus``.
+    Memory is ranked against the events, the messages received and ``focus`` (the task or
+    question); the world does not depend on them, so that it stays a shared prefix.
     """
     head = section("Persona", persona)
     fixed = part_tokens(system) + sum(part_tokens(p) for p in (head, *tail))
     events = "\n".join(context.events)
     heard = "\n".join(text for _, text in context.inbox)
-    parts = fit_context(context, budget, fixed=fixed, world_query=f"{focus}\n{events}",
-                        memory_query=f"{events}\n{heard}\n{focus}")
+    parts = fit_context(context, budget, fixed=fixed, memory_query=f"{events}\n{heard}\n{focus}")
     body = [parts["world"], parts["events"], head, parts["memory"], parts["inbox"], *tail]
     return [SystemMessage(system), HumanMessage("\n".join(p for p in body if p))]

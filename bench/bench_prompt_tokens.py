@@ -11,6 +11,13 @@ are available. Prints mean, p50 and p95 at step 1 and at the last step, the mean
 the ratio to a one-line Persona Hub prompt ("Create a math problem with the following persona:
 {persona}") over the same personas, and the JSON schema tokens an endpoint without native
 structured output adds on top.
+
+It also measures what a server's prefix cache could reuse: each prompt's longest common prefix
+with any earlier prompt of the run, in the same approximate tokens
+(``agents.prompt_prefix.SharedPrefixMeter``, prompts in the order the run made them, messages laid
+out as role and content as a chat template does). The last line is
+``RESULT median_tokens=<p50 per action, default budget> p90_tokens=<p90> shared_prefix=<share>``
+(issue 16's goal: median <= 400, shared prefix >= 0.6).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 import numpy as np
 from personahub.agents.offline_text import split_sections
 from personahub.agents.prompt_budget import PromptBudget, count_prompt_tokens, count_tokens
+from personahub.agents.prompt_prefix import SharedPrefixMeter
 from personahub.agents.schemas import EMISSION_SCHEMAS
 from personahub.sim.runner import RunOptions, client_for_run, run_scenario
 from personahub.sim.scenario import Scenario, load_scenario
@@ -54,10 +62,19 @@ def record_prompts(scenario: Scenario, steps: int) -> list[Prompt]:
 
 
 def stats(values: list[int]) -> str:
-    """Mean, p50 and p95 of token counts."""
+    """Mean, p50, p90 and p95 of token counts."""
     array = np.array(values, dtype=float)
     return (f"mean {array.mean():7.1f}  p50 {np.percentile(array, 50):6.0f}  "
-            f"p95 {np.percentile(array, 95):6.0f}  (n={len(values)})")
+            f"p90 {np.percentile(array, 90):6.0f}  p95 {np.percentile(array, 95):6.0f}  "
+            f"(n={len(values)})")
+
+
+def shared_prefix(prompts: list[Prompt]) -> float:
+    """The share of prompt tokens in a prefix shared with an earlier prompt of the run."""
+    meter = SharedPrefixMeter()
+    for _, _, messages in prompts:
+        meter.add(messages)
+    return meter.share
 
 
 def report(label: str, prompts: list[Prompt], counter: Callable[[list[Any]], int],
@@ -110,6 +127,12 @@ def main() -> None:
     schemas = {kind: count_tokens(json.dumps(schema.model_json_schema()))
                for kind, schema in EMISSION_SCHEMAS.items() if kind in scenario.kinds}
     print(f"JSON schema tokens, added when an endpoint needs the schema in the prompt: {schemas}")
+    shares = {name: shared_prefix(prompts) for name, prompts in runs.items()}
+    print("shared prefix (share of prompt tokens a prefix cache could reuse): "
+          + "  ".join(f"{name} {share:.2f}" for name, share in shares.items()))
+    counts = [count_prompt_tokens(messages) for _, _, messages in runs["budget"]]
+    print(f"RESULT median_tokens={np.percentile(counts, 50):.0f} "
+          f"p90_tokens={np.percentile(counts, 90):.0f} shared_prefix={shares['budget']:.2f}")
 
 
 @dataclasses.dataclass(frozen=True)

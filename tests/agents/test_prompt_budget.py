@@ -19,12 +19,17 @@ from personahub.agents.prompt_budget import (
     PromptBudget,
     PromptBudgetError,
     count_prompt_tokens,
+    count_tokens,
     fit_context,
+    fit_world,
     part_tokens,
     world_units,
 )
+from personahub.agents.prompt_budget import sentences as split_sentences
+from personahub.agents.prompt_prefix import SharedPrefixMeter, common_prefix, prompt_text
 from personahub.agents.prompts import agent_messages, survey_messages
 from personahub.agents.tasks import emission_kinds, emission_task
+from personahub.personas.prompts import section
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
 
@@ -64,7 +69,7 @@ def test_agent_prompts_stay_within_their_budget(examples):
                                   memory=remembered, recent=recent, budget=budget)
         assert count_prompt_tokens(messages) <= total
         parts = fit_context(Context("\n\n".join(paragraphs), event_texts, heard, remembered, recent),
-                            budget, fixed=0, world_query=emission_task(kind).agent_prompt(), memory_query="")
+                            budget, fixed=0, memory_query=emission_task(kind).agent_prompt())
         for name, text in parts.items():
             cap = budget.cap(name)
             assert cap is None or part_tokens(text) <= cap, name
@@ -113,20 +118,53 @@ def test_memory_keeps_what_this_step_is_about_then_the_newest():
     assert "painted the benches" in human(plain)["memory"]  # nothing relevant: the newest
 
 
-def test_world_keeps_its_first_paragraph_and_the_relevant_ones():
+def test_world_is_summarised_by_its_opening_then_each_sections_lead():
     units = world_units(WORLD)
     assert units[0].startswith("Millbrook-on-Vale:\nMillbrook-on-Vale is a river town")
     assert all("#" not in u for u in units)  # headings stay inside the World section
     messages = agent_messages(persona=PERSONA, kind="instruction", world=WORLD,
                               events=["Heavy rain: the ferry may stop running tomorrow."])
     world = human(messages)["world"]
-    assert "Millbrook-on-Vale is a river town" in world
-    assert "The Marigold" in world  # the chain ferry's entry matches the event
-    assert "Named places" not in world and "The Vale Courier" not in world
+    assert "Most quarrels end up in the council chamber." in world  # the opening, whole
+    assert "Geography: The town sits on the west bank" in world  # a section's first sentence
+    assert "- The Marigold: a chain ferry" in world and "**" not in world
+    assert "Upper Town" not in world and "The Vale Courier" not in world  # details wait
+    assert part_tokens(section("World", world)) <= PromptBudget().world
     assert not {"geography", "institutions"} & set(human(messages))
+    looser = fit_world(WORLD, 240)
+    assert world.strip() in looser.replace("Vale.\n", "Vale. ") or len(looser) > len(world)
+    assert "Named places: Ferry Steps" in looser
     full = agent_messages(persona=PERSONA, kind="instruction", world=WORLD,
                           budget=PromptBudget.unlimited())
     assert all(unit.split("\n")[-1] in human(full)["world"] for unit in units)
+
+
+def test_a_world_that_fits_is_shown_whole_and_a_summary_keeps_sentences_whole():
+    small = "# Eldermoor\nA misty fen village.\n## Factions\nThe Reed Guild trades eels."
+    assert fit_world(small, 160) == fit_world(small, None)
+    assert "The Reed Guild trades eels." in fit_world(small, 160)
+    assert split_sentences("**The mill.** It shuts in March. The fire is 6 a.m. to 10 p.m. daily.") == \
+        ["The mill. It shuts in March.", "The fire is 6 a.m. to 10 p.m. daily."]
+    for cap in (20, 40, 60, 100):
+        text = fit_world(WORLD, cap)
+        assert 0 < part_tokens(text) <= cap
+        if cap >= 100:
+            assert text.rstrip().endswith(".")  # whole sentences, no cut
+
+
+def test_every_agent_of_a_run_shares_the_world_right_after_the_system_message():
+    """The world depends on neither the task, the persona nor the events: one cached prefix."""
+    prompts = [agent_messages(persona=f"Resident {i}, {PERSONA}", kind=kind, world=WORLD,
+                              events=events, memory=["(step 1) Rain."] * (i % 2))
+               for i, (kind, events) in enumerate([("instruction", []), ("tool_spec", ["Flood."]),
+                                                   ("npc_dialogue", ["The mill closes."])])]
+    heads = {m[0].content + m[1].content.split("## Events")[0].split("## Persona")[0]
+             for m in prompts}
+    assert len(heads) == 1 and "## World" in heads.pop()
+    meter = SharedPrefixMeter()
+    shared = [meter.add(m) for m in prompts]
+    assert shared[0] == 0 and min(shared[1:]) >= part_tokens(fit_world(WORLD, 160))
+    assert 0.4 < meter.share < 1
 
 
 def test_sections_run_from_shared_to_specific_and_keep_their_headings():
@@ -233,3 +271,15 @@ def test_a_scenario_file_with_a_bad_budget_names_the_field(tmp_path):
     with pytest.raises(ScenarioError, match="scenario.prompt_budget must be a PromptBudget"):
         Scenario(name="x", prompt_budget=400)  # type: ignore[arg-type]
 
+
+
+def test_the_shared_prefix_meter_counts_the_longest_prefix_with_any_earlier_prompt():
+    assert common_prefix("abcdef", "abcxyz") == 3 and common_prefix("", "abc") == 0
+    meter = SharedPrefixMeter()
+    first = [{"role": "system", "content": "S" * 40}, {"role": "user", "content": "A" * 40}]
+    other = [{"role": "system", "content": "S" * 40}, {"role": "user", "content": "B" * 40}]
+    assert meter.add(first) == 0
+    shared = meter.add(other)
+    assert shared == count_tokens(prompt_text(first)[: prompt_text(first).index("A")])
+    assert meter.add(first) * 4 >= len(prompt_text(first)) - 4  # seen before: all of it
+    assert 0 < meter.share < 1
