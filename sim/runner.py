@@ -45,7 +45,13 @@ from personahub.agents.llm import make_client as make_llm_client
 from personahub.agents.structured import check_setting
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
-from personahub.personas.graph import Relation, save_relations, small_world_pairs, social_graph
+from personahub.personas.graph import (
+    Relation,
+    SocialEdges,
+    save_relations,
+    small_world_pairs,
+    social_edges,
+)
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
@@ -374,7 +380,7 @@ def _steps_done(con: Any, run_id: str) -> int:
 
 def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: StructuredCaller,
                    scenario: Scenario, personas: list[Persona], seed: int,
-                   progress: ProgressHook | None, db: Path) -> tuple[list[Persona], nx.Graph]:
+                   progress: ProgressHook | None, db: Path) -> tuple[list[Persona], SocialEdges]:
     """Link acquaintances, expand, and record the agents and the starting graph."""
     start_ids = [p.persona_id for p in personas]
     growth = scenario.graph
@@ -403,10 +409,9 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
     extra = {p.persona_id: p for p in fetch_personas(con, [i for i in agent_ids if i not in known])}
     by_id = {**{p.persona_id: p for p in personas}, **extra}
     agents = [by_id[i] for i in agent_ids]
-    graph = social_graph(con, agent_ids)
-    edges = [(u, v, d.get("relation")) for u, v, d in graph.edges(data=True)]
+    graph = social_edges(con, agent_ids)
     # agent ids are Mesa's creation order: 1, 2, ... in persona order
-    log.add_agents([p.persona_id for p in agents], list(range(1, len(agents) + 1)), edges)
+    log.add_agents([p.persona_id for p in agents], list(range(1, len(agents) + 1)), graph.rows())
     return agents, graph
 
 
@@ -462,7 +467,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: St
     else:
         agents, graph = _restore_society(con, run_id)
         done = _steps_done(con, run_id)
-    edges = graph.number_of_edges()
+    edges = len(graph) if isinstance(graph, SocialEdges) else graph.number_of_edges()
     model = SocietyModel(scenario=scenario, personas=agents, graph=graph, llm=client,
                          run_id=run_id, seed=seed, runner=loop.run_until_complete,
                          world=world, chunk_size=options.chunk_size)

@@ -37,9 +37,11 @@ from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutc
 from personahub.agents.prompts import survey_messages
 from personahub.agents.tasks import addressed_kinds, emission_task
 from personahub.agents.tasks.survey import survey_schema, survey_value
+from personahub.personas.graph import SocialEdges
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
 from personahub.sim.memory import AgentMemory, Message
+from personahub.sim.network import SocialNetwork
 from personahub.sim.scenario import (
     AgentInfo,
     AgentRef,
@@ -205,7 +207,7 @@ class SocietyModel(mesa.Model):
         *,
         scenario: Scenario,
         personas: Sequence[Persona],
-        graph: nx.Graph,
+        graph: nx.Graph | SocialEdges,
         llm: StructuredCaller,
         run_id: str,
         seed: int,
@@ -222,7 +224,9 @@ class SocietyModel(mesa.Model):
         self.chunk_size = chunk_size
         self._runner = runner
         self.last_result: StepResult | None = None
-        self.network = Network(graph, random=self.random)  # one cell per persona id
+        # one cell per persona id; from arrays, networkx is built only if something walks it
+        self.network = (Network(graph, random=self.random) if isinstance(graph, nx.Graph)
+                        else SocialNetwork(graph, random=self.random))
         # creation order fixes agent ids (1, 2, ...) and the order of ``self.agents``
         self.by_persona: dict[str, SocietyAgent] = {
             persona.persona_id: SocietyAgent(self, persona, scenario.inbox_size) for persona in personas}
