@@ -37,8 +37,7 @@ def peak_rss_mib() -> float:
 SETUP_STEPS = (
     ("personahub.sim.runner", "", "load_scenario_personas", "read personas"),
     ("personahub.sim.runner", "", "upsert_personas", "insert personas"),
-    ("personahub.sim.runner", "", "acquaintance_links", "acquaintance links"),
-    ("personahub.sim.runner", "", "save_relations", "insert relations"),
+    ("personahub.sim.runner", "", "save_acquaintances", "acquaintance links"),
     ("personahub.sim.runner", "", "social_edges", "social graph"),
     ("personahub.sim.runlog", "RunLog", "add_agents", "insert run agents/edges"),
     ("personahub.sim.society", "SocietyModel", "__init__", "Mesa model and agents"),

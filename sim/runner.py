@@ -45,13 +45,7 @@ from personahub.agents.llm import make_client as make_llm_client
 from personahub.agents.structured import check_setting
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
-from personahub.personas.graph import (
-    Relation,
-    SocialEdges,
-    save_relations,
-    small_world_pairs,
-    social_edges,
-)
+from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
@@ -160,11 +154,12 @@ def load_scenario_personas(scenario: Scenario) -> list[Persona]:
     return unique
 
 
-def acquaintance_links(ids: list[str], k: int, rewire: float, seed: int,
-                       source: str) -> list[Relation]:
-    """Seeded small-world links among ``ids`` (Watts-Strogatz; k neighbours each)."""
-    return [Relation(ids[u], ids[v], "acquaintance", 0, source)
-            for u, v in small_world_pairs(len(ids), k, rewire, seed)]
+def save_acquaintances(con: Any, ids: list[str], k: int, rewire: float, seed: int,
+                       source: str) -> int:
+    """Store seeded small-world links among ``ids`` (Watts-Strogatz; k neighbours each) as
+    ``acquaintance`` relations; returns how many were offered."""
+    near, far = small_world_arrays(len(ids), k, rewire, seed)
+    return save_links(con, ids, near, far, relation="acquaintance", hop=0, source=source)
 
 
 def _config(scenario: Scenario, options: RunOptions, seed: int, steps: int) -> dict[str, Any]:
@@ -385,8 +380,8 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
     start_ids = [p.persona_id for p in personas]
     growth = scenario.graph
     with transaction(con):
-        save_relations(con, acquaintance_links(start_ids, growth.acquaintances, growth.rewire,
-                                               seed, f"scenario:{scenario.name}"))
+        save_acquaintances(con, start_ids, growth.acquaintances, growth.rewire, seed,
+                           f"scenario:{scenario.name}")
     reached: tuple[str, ...] = ()
     if growth.hops:
         # a resume goes on with the expansion this run started (there is one at most)
