@@ -88,6 +88,17 @@ class SocialEdges:
     relation: list[str | None]
     added: np.ndarray  # rank of each edge in the (least id, greatest id) order networkx adds them
 
+    @classmethod
+    def from_positions(cls, ids: list[str], a: np.ndarray, b: np.ndarray,
+                       relation: list[str | None]) -> SocialEdges:
+        """Edges ``ids[a[i]] -- ids[b[i]]`` given in the order networkx would add them."""
+        a, b = a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)
+        added = np.arange(a.size, dtype=np.int64)
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        order = np.lexsort((added, lo))  # networkx lists a node's edges in the order they were added
+        return cls(ids=ids, lo=lo[order], hi=hi[order],
+                   relation=[relation[i] for i in order.tolist()], added=added[order])
+
     def __len__(self) -> int:
         return int(self.lo.size)
 
@@ -144,14 +155,8 @@ def social_edges(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
             ORDER BY pairs.a, pairs.b""").to_arrow_table()
     finally:
         con.unregister("_social_ids")
-    a = found.column("pa").to_numpy().astype(np.int64, copy=False)
-    b = found.column("pb").to_numpy().astype(np.int64, copy=False)
-    added = np.arange(a.size, dtype=np.int64)
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    order = np.lexsort((added, lo))  # networkx lists a node's edges in the order they were added
-    labels = found.column("r").to_pylist()
-    relation = [labels[i] for i in order.tolist()]
-    return SocialEdges(ids=ids, lo=lo[order], hi=hi[order], relation=relation, added=added[order])
+    return SocialEdges.from_positions(ids, found.column("pa").to_numpy(),
+                                      found.column("pb").to_numpy(), found.column("r").to_pylist())
 
 
 def social_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> nx.Graph:

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
+import numpy as np
 from personahub.agents.contracts import StructuredCaller
 from personahub.agents.failures import ModelRejected, batch_failure
 from personahub.agents.generation import Generation
@@ -410,7 +410,7 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
     return agents, graph
 
 
-def _restore_society(con: Any, run_id: str) -> tuple[list[Persona], nx.Graph]:
+def _restore_society(con: Any, run_id: str) -> tuple[list[Persona], SocialEdges]:
     """The run's agents (in agent-id order) and its starting graph, as recorded."""
     ids = [r[0] for r in con.execute("SELECT persona_id FROM run_agents WHERE run_id = ? "
                                      "ORDER BY agent_id", [run_id]).fetchall()]
@@ -418,12 +418,15 @@ def _restore_society(con: Any, run_id: str) -> tuple[list[Persona], nx.Graph]:
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise PersonahubError(f"run {run_id}: personas {missing[:3]} are missing from the hub")
-    graph = nx.Graph()
-    graph.add_nodes_from(ids)
-    for src, dst, relation in con.execute("SELECT src, dst, relation FROM run_edges WHERE run_id = ? "
-                                          "ORDER BY src, dst", [run_id]).fetchall():
-        graph.add_edge(src, dst, relation=relation)
-    return [by_id[i] for i in ids], graph
+    # agent ids are 1..n in persona order, so agent_id - 1 is a persona's position in ``ids``
+    found = con.execute("""
+        SELECT a.agent_id - 1 AS pa, b.agent_id - 1 AS pb, e.relation AS r FROM run_edges e
+        JOIN run_agents a ON a.run_id = e.run_id AND a.persona_id = e.src
+        JOIN run_agents b ON b.run_id = e.run_id AND b.persona_id = e.dst
+        WHERE e.run_id = ? ORDER BY e.src, e.dst""", [run_id]).fetchnumpy()
+    edges = SocialEdges.from_positions(ids, np.asarray(found["pa"]), np.asarray(found["pb"]),
+                                       [None if r is None else str(r) for r in found["r"].tolist()])
+    return [by_id[i] for i in ids], edges
 
 
 _RESTORE_CHUNK = 100_000  # emissions read at a time while the near-duplicate indexes are rebuilt
@@ -462,7 +465,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: St
     else:
         agents, graph = _restore_society(con, run_id)
         done = _steps_done(con, run_id)
-    edges = len(graph) if isinstance(graph, SocialEdges) else graph.number_of_edges()
+    edges = len(graph)
     model = SocietyModel(scenario=scenario, personas=agents, graph=graph, llm=client,
                          run_id=run_id, seed=seed, runner=loop.run_until_complete,
                          world=world, chunk_size=options.chunk_size)
