@@ -72,29 +72,96 @@ def save_graph(con: duckdb.DuckDBPyConnection, graph: nx.MultiDiGraph) -> None:
     ])
 
 
-def social_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> nx.Graph:
+@dataclass(frozen=True)
+class SocialEdges:
+    """The undirected simple social graph among ``ids`` as arrays (no networkx).
+
+    Edge ``i`` joins positions ``lo[i] < hi[i]`` of ``ids`` with label ``relation[i]``; edges
+    are in the order networkx would list them for ``to_networkx()`` (``Graph.edges()``: by the
+    earlier persona, then by when the pair was added), so rows written from either agree.
+    A million-persona graph as networkx took about 17 s; these arrays take a fraction of that.
+    """
+
+    ids: list[str]
+    lo: np.ndarray  # int64 positions in ``ids``
+    hi: np.ndarray
+    relation: list[str | None]
+    added: np.ndarray  # rank of each edge in the (least id, greatest id) order networkx adds them
+
+    @classmethod
+    def from_positions(cls, ids: list[str], a: np.ndarray, b: np.ndarray,
+                       relation: list[str | None]) -> SocialEdges:
+        """Edges ``ids[a[i]] -- ids[b[i]]`` given in the order networkx would add them."""
+        a, b = a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)
+        added = np.arange(a.size, dtype=np.int64)
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        order = np.lexsort((added, lo))  # networkx lists a node's edges in the order they were added
+        return cls(ids=ids, lo=lo[order], hi=hi[order],
+                   relation=[relation[i] for i in order.tolist()], added=added[order])
+
+    def __len__(self) -> int:
+        return int(self.lo.size)
+
+    def rows(self) -> tuple[list[str], list[str], list[str | None]]:
+        """(src, dst, relation) columns: src is the pair's persona that comes first in ``ids``."""
+        ids = np.asarray(self.ids, dtype=object)
+        return ids[self.lo].tolist(), ids[self.hi].tolist(), list(self.relation)
+
+    def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR adjacency ``(starts, targets)``: the neighbours of position ``i`` are
+        ``targets[starts[i]:starts[i + 1]]``, in the order networkx's adjacency holds them."""
+        rank = np.concatenate([self.added, self.added])
+        source = np.concatenate([self.lo, self.hi])
+        target = np.concatenate([self.hi, self.lo])
+        order = np.lexsort((rank, source))
+        starts = np.zeros(len(self.ids) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(source, minlength=len(self.ids)), out=starts[1:])
+        return starts, target[order]
+
+    def to_networkx(self) -> nx.Graph:
+        """The same graph in networkx (nodes in ``ids`` order, relation as edge data)."""
+        graph = nx.Graph()
+        graph.add_nodes_from(self.ids)
+        ids, by_added = self.ids, np.argsort(self.added, kind="stable")
+        lo, hi = self.lo[by_added].tolist(), self.hi[by_added].tolist()
+        relation = [self.relation[i] for i in by_added.tolist()]
+        # networkx added each pair as (least id, greatest id)
+        graph.add_edges_from((min(ids[a], ids[b]), max(ids[a], ids[b]), {"relation": r})
+                             for a, b, r in zip(lo, hi, relation, strict=True))
+        return graph
+
+
+def social_edges(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> SocialEdges:
     """Undirected simple graph among ``persona_ids`` straight from the ``relations`` table.
 
-    What ``social_view(load_graph(con, ids))`` gives, without building the multigraph and its
-    persona attributes first (seconds at 100,000 personas): nodes in the given order, one edge
-    per related pair, labelled with the pair's alphabetically first relation.
+    What ``social_view(load_graph(con, ids))`` gives, as arrays: one edge per related pair,
+    labelled with the pair's alphabetically first relation. Positions are joined in SQL, so no
+    Python object is made per edge.
     """
     import pyarrow as pa
 
-    graph = nx.Graph()
-    graph.add_nodes_from(persona_ids)
-    con.register("_social_ids", pa.table({"id": list(persona_ids)}))
+    ids = list(dict.fromkeys(persona_ids))
+    con.register("_social_ids", pa.table({"id": ids, "pos": np.arange(len(ids), dtype=np.int64)}))
     try:
-        rows = con.execute("""
-            SELECT least(src, dst), greatest(src, dst), min(relation)
-            FROM relations
-            WHERE src <> dst AND src IN (SELECT id FROM _social_ids)
-              AND dst IN (SELECT id FROM _social_ids)
-            GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
+        found = con.sql("""
+            WITH pairs AS (
+                SELECT least(src, dst) AS a, greatest(src, dst) AS b, min(relation) AS r
+                FROM relations
+                WHERE src <> dst AND src IN (SELECT id FROM _social_ids)
+                  AND dst IN (SELECT id FROM _social_ids)
+                GROUP BY 1, 2)
+            SELECT pa.pos AS pa, pb.pos AS pb, pairs.r AS r
+            FROM pairs JOIN _social_ids pa ON pa.id = pairs.a JOIN _social_ids pb ON pb.id = pairs.b
+            ORDER BY pairs.a, pairs.b""").to_arrow_table()
     finally:
         con.unregister("_social_ids")
-    graph.add_edges_from((a, b, {"relation": r}) for a, b, r in rows)
-    return graph
+    return SocialEdges.from_positions(ids, found.column("pa").to_numpy(),
+                                      found.column("pb").to_numpy(), found.column("r").to_pylist())
+
+
+def social_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> nx.Graph:
+    """``social_edges`` as a networkx graph (nodes in the given order), for callers that walk it."""
+    return social_edges(con, persona_ids).to_networkx()
 
 
 def small_world_pairs(n: int, k: int, rewire: float, seed: int) -> list[tuple[int, int]]:
@@ -102,12 +169,21 @@ def small_world_pairs(n: int, k: int, rewire: float, seed: int) -> list[tuple[in
     then each lattice edge's far end moves to a random node with probability ``rewire``.
 
     Returned sorted as (u, v) with u < v: ``n * (k // 2)`` distinct edges, no self loops.
+    ``small_world_arrays`` gives the same pairs as two arrays.
+    """
+    near, far = small_world_arrays(n, k, rewire, seed)
+    return list(zip(near.tolist(), far.tolist(), strict=True))
+
+
+def small_world_arrays(n: int, k: int, rewire: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``small_world_pairs`` as parallel int64 arrays (u, v), sorted, u < v.
+
     Vectorised over index arrays: a Python loop over pairs took about a second at 100,000
     personas. Seeded through PCG64, whose stream is the same on every platform, so a run's
     links are reproducible.
     """
     if n < 3 or k < 2:
-        return []
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     half = min(k, n - 1) // 2
     near, far = _ring_lattice(n, half)
     keys = _pair_keys(near, far, n)
@@ -115,7 +191,21 @@ def small_world_pairs(n: int, k: int, rewire: float, seed: int) -> list[tuple[in
         rng = np.random.Generator(np.random.PCG64(seed))
         keys = _rewired(keys, near, n, rewire, rng)
     keys.sort()
-    return list(zip((keys // n).tolist(), (keys % n).tolist(), strict=True))
+    return keys // n, keys % n
+
+
+def save_links(con: duckdb.DuckDBPyConnection, ids: Sequence[str], near: np.ndarray,
+               far: np.ndarray, *, relation: str, hop: int | None, source: str) -> int:
+    """Insert relations ``ids[near[i]] -> ids[far[i]]`` not yet stored, as columns.
+
+    ``save_relations`` for links between positions that are distinct pairs already (as
+    ``small_world_arrays`` gives): no ``Relation`` object per link. Returns how many were offered.
+    """
+    names = np.asarray(ids, dtype=object)
+    count = int(near.size)
+    return insert_columns(con, "relations", {
+        "src": names[near].tolist(), "dst": names[far].tolist(), "relation": [relation] * count,
+        "hop": [hop] * count, "source": [source] * count}, ignore_conflicts=True)
 
 
 # Rounds of redrawing a rewired edge's new end before it stays on its lattice place. Far more

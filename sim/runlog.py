@@ -66,15 +66,17 @@ class RunLog:
             }])
 
     def add_agents(self, persona_ids: Sequence[str], agent_ids: Sequence[int],
-                   edges: Sequence[tuple[str, str, str | None]] = ()) -> None:
-        """Record which persona each agent id plays and the run's starting social graph."""
+                   edges: tuple[Sequence[str], Sequence[str], Sequence[str | None]] = ((), (), ())
+                   ) -> None:
+        """Record which persona each agent id plays and the run's starting social graph
+        (``edges`` as columns: src, dst, relation)."""
+        src, dst, relation = edges
         with transaction(self.con):
             insert_columns(self.con, "run_agents", {
                 "run_id": [self.run_id] * len(agent_ids), "agent_id": list(agent_ids),
                 "persona_id": list(persona_ids)})
             insert_columns(self.con, "run_edges", {
-                "run_id": [self.run_id] * len(edges), "src": [e[0] for e in edges],
-                "dst": [e[1] for e in edges], "relation": [e[2] for e in edges]})
+                "run_id": [self.run_id] * len(src), "src": src, "dst": dst, "relation": relation})
 
     def write_step(self, result: StepResult, duplicates: Mapping[str, str | None],
                    started_at: dt.datetime, *, model: str) -> None:

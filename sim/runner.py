@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
+import numpy as np
 from personahub.agents.contracts import StructuredCaller
 from personahub.agents.failures import ModelRejected, batch_failure
 from personahub.agents.generation import Generation
@@ -45,7 +45,7 @@ from personahub.agents.llm import make_client as make_llm_client
 from personahub.agents.structured import check_setting
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
-from personahub.personas.graph import Relation, save_relations, small_world_pairs, social_graph
+from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
@@ -183,11 +183,12 @@ def _hub_personas(scenario: Scenario, db: Path | str | None, con: Any) -> list[P
             hub.close()
 
 
-def acquaintance_links(ids: list[str], k: int, rewire: float, seed: int,
-                       source: str) -> list[Relation]:
-    """Seeded small-world links among ``ids`` (Watts-Strogatz; k neighbours each)."""
-    return [Relation(ids[u], ids[v], "acquaintance", 0, source)
-            for u, v in small_world_pairs(len(ids), k, rewire, seed)]
+def save_acquaintances(con: Any, ids: list[str], k: int, rewire: float, seed: int,
+                       source: str) -> int:
+    """Store seeded small-world links among ``ids`` (Watts-Strogatz; k neighbours each) as
+    ``acquaintance`` relations; returns how many were offered."""
+    near, far = small_world_arrays(len(ids), k, rewire, seed)
+    return save_links(con, ids, near, far, relation="acquaintance", hop=0, source=source)
 
 
 def _config(scenario: Scenario, options: RunOptions, seed: int, steps: int) -> dict[str, Any]:
@@ -403,13 +404,13 @@ def _steps_done(con: Any, run_id: str) -> int:
 
 def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: StructuredCaller,
                    scenario: Scenario, personas: list[Persona], seed: int,
-                   progress: ProgressHook | None, db: Path) -> tuple[list[Persona], nx.Graph]:
+                   progress: ProgressHook | None, db: Path) -> tuple[list[Persona], SocialEdges]:
     """Link acquaintances, expand, and record the agents and the starting graph."""
     start_ids = [p.persona_id for p in personas]
     growth = scenario.graph
     with transaction(con):
-        save_relations(con, acquaintance_links(start_ids, growth.acquaintances, growth.rewire,
-                                               seed, f"scenario:{scenario.name}"))
+        save_acquaintances(con, start_ids, growth.acquaintances, growth.rewire, seed,
+                           f"scenario:{scenario.name}")
     reached: tuple[str, ...] = ()
     if growth.hops:
         # a resume goes on with the expansion this run started (there is one at most)
@@ -432,14 +433,13 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
     extra = {p.persona_id: p for p in fetch_personas(con, [i for i in agent_ids if i not in known])}
     by_id = {**{p.persona_id: p for p in personas}, **extra}
     agents = [by_id[i] for i in agent_ids]
-    graph = social_graph(con, agent_ids)
-    edges = [(u, v, d.get("relation")) for u, v, d in graph.edges(data=True)]
+    graph = social_edges(con, agent_ids)
     # agent ids are Mesa's creation order: 1, 2, ... in persona order
-    log.add_agents([p.persona_id for p in agents], list(range(1, len(agents) + 1)), edges)
+    log.add_agents([p.persona_id for p in agents], list(range(1, len(agents) + 1)), graph.rows())
     return agents, graph
 
 
-def _restore_society(con: Any, run_id: str) -> tuple[list[Persona], nx.Graph]:
+def _restore_society(con: Any, run_id: str) -> tuple[list[Persona], SocialEdges]:
     """The run's agents (in agent-id order) and its starting graph, as recorded."""
     ids = [r[0] for r in con.execute("SELECT persona_id FROM run_agents WHERE run_id = ? "
                                      "ORDER BY agent_id", [run_id]).fetchall()]
@@ -447,12 +447,15 @@ def _restore_society(con: Any, run_id: str) -> tuple[list[Persona], nx.Graph]:
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise PersonahubError(f"run {run_id}: personas {missing[:3]} are missing from the hub")
-    graph = nx.Graph()
-    graph.add_nodes_from(ids)
-    for src, dst, relation in con.execute("SELECT src, dst, relation FROM run_edges WHERE run_id = ? "
-                                          "ORDER BY src, dst", [run_id]).fetchall():
-        graph.add_edge(src, dst, relation=relation)
-    return [by_id[i] for i in ids], graph
+    # agent ids are 1..n in persona order, so agent_id - 1 is a persona's position in ``ids``
+    found = con.execute("""
+        SELECT a.agent_id - 1 AS pa, b.agent_id - 1 AS pb, e.relation AS r FROM run_edges e
+        JOIN run_agents a ON a.run_id = e.run_id AND a.persona_id = e.src
+        JOIN run_agents b ON b.run_id = e.run_id AND b.persona_id = e.dst
+        WHERE e.run_id = ? ORDER BY e.src, e.dst""", [run_id]).fetchnumpy()
+    edges = SocialEdges.from_positions(ids, np.asarray(found["pa"]), np.asarray(found["pb"]),
+                                       [None if r is None else str(r) for r in found["r"].tolist()])
+    return [by_id[i] for i in ids], edges
 
 
 _RESTORE_CHUNK = 100_000  # emissions read at a time while the near-duplicate indexes are rebuilt
@@ -491,7 +494,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: St
     else:
         agents, graph = _restore_society(con, run_id)
         done = _steps_done(con, run_id)
-    edges = graph.number_of_edges()
+    edges = len(graph)
     model = SocietyModel(scenario=scenario, personas=agents, graph=graph, llm=client,
                          run_id=run_id, seed=seed, runner=loop.run_until_complete,
                          world=world, chunk_size=options.chunk_size)
