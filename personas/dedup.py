@@ -40,7 +40,12 @@ from personahub.personas.embedding import (
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.errors import PersonahubError
 from personahub.personas.jobs import JobRef, commit_batch
-from personahub.personas.minhash import MinHashConfig, duplicates_from_signatures, signatures
+from personahub.personas.minhash import (
+    FeatureSets,
+    MinHashConfig,
+    duplicates_from_signatures,
+    sketch,
+)
 from personahub.personas.store import transaction
 
 __all__ = [
@@ -196,15 +201,19 @@ def run_minhash_stage(
     total = _count_survivors(con)
     ids: list[str] = []
     sig_parts: list[np.ndarray] = []
+    feature_parts: list[FeatureSets] = []  # for exact-Jaccard verification (~4 bytes a word)
     for batch_ids, texts in _survivor_batches(con, config.batch_rows):
         ids.extend(batch_ids)
-        sig_parts.append(signatures(texts, config.minhash))
+        sigs, features = sketch(texts, config.minhash)
+        sig_parts.append(sigs)
+        feature_parts.append(features)
         if progress:
             progress("minhash", len(ids), total)
     if not ids:
         _mark(con, np.empty(0, dtype=object), np.empty(0, dtype=np.int64), "minhash", _bind(done, 0))
         return StageSummary("minhash", 0, 0, time.perf_counter() - t0)
-    dup = duplicates_from_signatures(np.concatenate(sig_parts), config.minhash)
+    dup = duplicates_from_signatures(np.concatenate(sig_parts), config.minhash,
+                                     FeatureSets.concat(feature_parts))
     marked = _mark(con, np.asarray(ids, dtype=object), dup, "minhash", _bind(done, len(ids)))
     return StageSummary("minhash", len(ids), marked, time.perf_counter() - t0)
 
