@@ -83,7 +83,8 @@ def _http_client(settings: LLMSettings) -> Any:
 
     size = settings.concurrency
     options = {"limits": _sdk_httpx().Limits(max_connections=size, max_keepalive_connections=size),
-               "timeout": settings.timeout_s, "verify": _ssl_context()}
+               "timeout": settings.timeout_s, "verify": _ssl_context(),
+               "follow_redirects": False}  # as before: a key never follows a redirect
     try:
         return DefaultAioHttpClient(**options)
     except RuntimeError:  # the aiohttp extra is not installed

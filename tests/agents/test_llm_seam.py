@@ -309,8 +309,24 @@ def test_an_endpoint_has_one_http_client_sized_to_the_concurrency_closed_with_it
     first = endpoint.model.root_async_client
     assert isinstance(first._client, DefaultAioHttpClient)  # the SDK's aiohttp transport
     assert first._client._transport.limits.max_connections == 256
+    assert not first._client.follow_redirects  # a key never follows a redirect
     assert ask(client).value is not None
     assert first.is_closed()  # closed when asyncio.run shut its loop down
     assert ask(client).value is not None  # a new loop gets a new client
     assert endpoint.model.root_async_client is not first
     assert srv.stats.answered == 2
+
+
+def test_without_aiohttp_an_endpoint_uses_the_sdks_httpx_client(server, monkeypatch):
+    import openai
+
+    class Missing:
+        def __init__(self, **_options):
+            raise RuntimeError("To use the aiohttp client you must install the aiohttp extra")
+
+    monkeypatch.setattr(openai, "DefaultAioHttpClient", Missing)
+    srv = server()
+    client = LLMClient(LLMSettings(spec=f"{srv.base_url}?model=offline", concurrency=8))
+    assert isinstance(client.endpoints[0].model.root_async_client._client,
+                      openai.DefaultAsyncHttpxClient)
+    assert ask(client).value is not None
