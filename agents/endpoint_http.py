@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from personahub.agents.attempts import answered, failed
@@ -27,17 +27,10 @@ from personahub.agents.structured import (
 from pydantic import BaseModel
 
 HTTP_CAPABILITIES = Capabilities()
-# Connections per HTTP client. httpcore re-scans every pooled connection for every waiting
-# request whenever one finishes (O(requests x connections)); at 64 connections on one pool that
-# alone costs milliseconds of CPU per call and caps a 0.5 s-latency server near 40 calls/s on
-# two cores (4 per pool measured best: 87 vs 75 calls/s with 8). An endpoint therefore gets
-# ceil(concurrency / SHARD_CONNECTIONS) clients ("shards") and each call goes to the least busy.
-SHARD_CONNECTIONS = 4
-
-
-def shard_count(concurrency: int) -> int:
-    """How many HTTP clients an endpoint gets for ``concurrency`` calls in flight."""
-    return max(1, -(-concurrency // SHARD_CONNECTIONS))
+# One HTTP client per endpoint (and event loop), its pool sized to --concurrency: over the openai
+# SDK's aiohttp transport a single pool of 256 connections costs well under a millisecond of CPU
+# per call. (httpcore's pool re-scans every connection for every waiting request, which is why
+# an endpoint once had one client per 4 connections: 64 clients and 7-9 s of setup at 256.)
 
 
 def bind_request(model: Any, schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
@@ -59,49 +52,58 @@ def bind_request(model: Any, schema: type[BaseModel], mode: StructuredMode, max_
     return model.bind(extra_body=body)
 
 
+async def _close_at_shutdown(model: Any) -> AsyncGenerator[None, None]:
+    """Suspended for the life of the event loop; the loop's ``shutdown_asyncgens`` (run by
+    ``asyncio.run`` and ``run_loop.close_quietly``) resumes it to close ``model``'s client."""
+    try:
+        yield
+    finally:
+        root = getattr(model, "root_async_client", None)
+        if root is not None:
+            await root.close()
+
+
 class HttpEndpoint:
-    """One server: its HTTP clients (shards), its structured mode, and a timeout per request."""
+    """One server: its chat model (one HTTP client), its structured mode, a timeout per request."""
 
     capabilities = HTTP_CAPABILITIES
 
     def __init__(self, *, label: str, model_name: str, base_url: str | None,
-                 make_shard: Callable[[], Any], shards: int, timeout_s: float, modes: ModeBook,
+                 make_model: Callable[[], Any], timeout_s: float, modes: ModeBook,
                  index: int = 0, max_tokens_param: str = "max_tokens") -> None:
         self.label, self.model_name, self.base_url = label, model_name, base_url
         self.index, self.modes, self.timeout_s = index, modes, timeout_s
         self.max_tokens_param = max_tokens_param
-        self._make_shard, self._shard_count = make_shard, shards
-        self._shards = [make_shard() for _ in range(shards)]
-        self._busy = [0] * shards
+        self._make_model = make_model
+        self.model: Any = make_model()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._bindings: dict[tuple[int, type[BaseModel], str, int], Any] = {}
+        self._bindings: dict[tuple[type[BaseModel], str, int], Any] = {}
         self._probe_locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
-
-    @property
-    def model(self) -> Any:
-        """The first HTTP client's chat model (what tests and diagnostics look at)."""
-        return self._shards[0]
+        self._closer: AsyncGenerator[None, None] | None = None
 
     def current_mode(self) -> str:
         """The structured mode this endpoint is asked in now."""
         return self.modes.mode(self.index)
 
-    def _on_loop(self) -> None:
+    async def _on_loop(self) -> None:
         """HTTP clients keep connection pools bound to the loop that opened them: under a new
-        event loop the endpoint gets fresh clients instead of dead connections."""
+        event loop the endpoint gets a fresh client instead of dead connections, and the client
+        is closed when its loop shuts down (aiohttp warns about sessions left open)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._loop is not None:
-                self._shards = [self._make_shard() for _ in range(self._shard_count)]
+                self.model = self._make_model()
                 self._bindings.clear()
             self._loop = loop
+            self._closer = _close_at_shutdown(self.model)
+            await anext(self._closer)
 
-    def _bound(self, shard: int, request: CallRequest, mode: StructuredMode) -> Any:
-        """The shard's chat model bound for this schema, mode and limit (built once: it costs)."""
-        key = (shard, request.schema, mode, request.max_tokens)
+    def _bound(self, request: CallRequest, mode: StructuredMode) -> Any:
+        """The chat model bound for this schema, mode and limit (built once: it costs)."""
+        key = (request.schema, mode, request.max_tokens)
         bound = self._bindings.get(key)
         if bound is None:
-            bound = self._bindings[key] = bind_request(self._shards[shard], request.schema, mode,
+            bound = self._bindings[key] = bind_request(self.model, request.schema, mode,
                                                        request.max_tokens, self.max_tokens_param)
         return bound
 
@@ -121,7 +123,8 @@ class HttpEndpoint:
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
         """One request (under the probe while the mode is being learned)."""
-        self._on_loop()
+        if self._loop is not asyncio.get_running_loop():
+            await self._on_loop()
         probe = await self._probe()
         try:
             return await self._send(request)
@@ -132,15 +135,11 @@ class HttpEndpoint:
     async def _send(self, request: CallRequest) -> StructuredResult[Any]:
         mode = self.modes.mode(self.index)
         record = request.record(model=self.label, endpoint=self.index, structured_mode=mode)
-        shard = min(range(len(self._busy)), key=self._busy.__getitem__)  # the least busy client
-        self._busy[shard] += 1
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task per call
-                message = await self._bound(shard, request, mode).ainvoke(
+                message = await self._bound(request, mode).ainvoke(
                     prepare_messages(mode, request.schema, request.messages))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             return failed(record, exc, started)
-        finally:
-            self._busy[shard] -= 1
         return answered(record, message, mode, started)

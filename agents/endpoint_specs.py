@@ -16,12 +16,12 @@ spec is stored or printed.
 from __future__ import annotations
 
 import os
-from functools import partial
+from functools import cache, partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from personahub.agents.contracts import Endpoint
-from personahub.agents.endpoint_http import SHARD_CONNECTIONS, HttpEndpoint, shard_count
+from personahub.agents.endpoint_http import HttpEndpoint
 from personahub.agents.endpoint_offline import OfflineEndpoint
 from personahub.agents.llm_settings import LLMConfigError, LLMSettings
 from personahub.agents.offline import OFFLINE_MODEL_NAME, OfflineChatModel
@@ -57,19 +57,43 @@ def redact_spec(spec: str) -> str:
                     for item in spec.split(","))
 
 
-def _http_client(settings: LLMSettings) -> Any:
-    """A private async HTTP client per shard (langchain-openai otherwise shares one per
-    process, whose pooled connections die with the event loop that opened them)."""
-    import httpx
+def _sdk_httpx() -> Any:
+    """The httpx the installed openai SDK is built on (``httpx2`` from openai 3, else ``httpx``)."""
+    from openai import _base_client
 
-    size = min(settings.concurrency, SHARD_CONNECTIONS)
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    return httpx.AsyncClient(limits=limits, timeout=settings.timeout_s)
+    return getattr(_base_client, "httpx2", None) or getattr(_base_client, "httpx")  # noqa: B009
+
+
+@cache
+def _ssl_context() -> Any:
+    """One TLS context for every client of the process (loading the CA bundle costs ~10 ms)."""
+    return _sdk_httpx().create_ssl_context()
+
+
+def _http_client(settings: LLMSettings) -> Any:
+    """The endpoint's one async HTTP client, its pool sized to ``--concurrency``.
+
+    The openai SDK's aiohttp transport (``DefaultAioHttpClient``, the ``openai[aiohttp]`` extra,
+    which the SDK's README recommends for concurrency) costs a fraction of httpx's pool in CPU per
+    call; without aiohttp the SDK's default httpx client is used. A private client (not
+    langchain-openai's per-process one), because pooled connections die with the event loop that
+    opened them.
+    """
+    from openai import DefaultAioHttpClient, DefaultAsyncHttpxClient
+
+    size = settings.concurrency
+    options = {"limits": _sdk_httpx().Limits(max_connections=size, max_keepalive_connections=size),
+               "timeout": settings.timeout_s, "verify": _ssl_context(),
+               "follow_redirects": False}  # as before: a key never follows a redirect
+    try:
+        return DefaultAioHttpClient(**options)
+    except RuntimeError:  # the aiohttp extra is not installed
+        return DefaultAsyncHttpxClient(**options)
 
 
 def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSettings,
                 query: dict[str, str] | None = None) -> Any:
-    """One ``ChatOpenAI`` with its own HTTP client, posting through ``PassThroughCompletions``.
+    """One ``ChatOpenAI`` with the endpoint's HTTP client, posting through ``PassThroughCompletions``.
 
     ``api_key`` is always given: with None, both the openai SDK and ``ChatOpenAI`` would read
     ``OPENAI_API_KEY`` from the environment and send it to whatever server this is.
@@ -126,8 +150,8 @@ def _endpoint_key(url: str, parsed: Any, query: dict[str, str]) -> str | None:
 def _http(settings: LLMSettings, modes: ModeBook, index: int, *, label: str, name: str,
           base: str | None, key: str, param: str, query: dict[str, str] | None = None) -> HttpEndpoint:
     return HttpEndpoint(label=label, model_name=name, base_url=base,
-                        make_shard=partial(chat_openai, name, base, key, settings, query),
-                        shards=shard_count(settings.concurrency), timeout_s=settings.timeout_s,
+                        make_model=partial(chat_openai, name, base, key, settings, query),
+                        timeout_s=settings.timeout_s,
                         modes=modes, index=index, max_tokens_param=param)
 
 

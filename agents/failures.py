@@ -68,13 +68,26 @@ def _body_message(exc: BaseException) -> str:
     return str(message or exc)
 
 
+def _refused(exc: BaseException) -> bool:
+    """True when a "timeout" was a failed connection: the openai SDK's aiohttp adapter reports
+    a refused connection (aiohttp's ``ClientConnectorError``) as httpx's ``ConnectTimeout``."""
+    cause = exc.__cause__
+    for _ in range(4):
+        if cause is None:
+            return False
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def classify(exc: BaseException) -> Failure:
     """Describe ``exc`` raised by a model call (see the module doc for what is retried)."""
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Failure("timeout", True)
     import openai
 
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
         return Failure("timeout", True)
     if isinstance(exc, openai.APIConnectionError):
         return Failure(f"connection error: {exc}", True, unreachable=True)
@@ -115,6 +128,14 @@ class FailFast:
         self.limit = limit
         self._ok = [False] * max(1, endpoints)
         self._streak: list[tuple[str, int]] = [("", 0)] * max(1, endpoints)
+        self.stopped: str | None = None  # the reason, once a job has been stopped
+
+    def check(self) -> None:
+        """Raise ``ModelRejected`` again once the job is stopped: a call that was waiting for a
+        slot when the streak ended is not sent (a fast transport would send it before the job
+        has unwound)."""
+        if self.stopped is not None:
+            raise ModelRejected(self.stopped)
 
     def succeeded(self, endpoint: int) -> None:
         """Note an answer from ``endpoint``: from now on its failures are the model's or luck's."""
@@ -128,9 +149,9 @@ class FailFast:
         count = count + 1 if key == failure.reason_key else 1
         self._streak[endpoint] = (failure.reason_key, count)
         if count >= self.limit:
-            raise ModelRejected(
-                f"model endpoint {label} rejected the first {count} requests "
-                f"({failure.description[:160]}); {hint(failure, mode, setting)}")
+            self.stopped = (f"model endpoint {label} rejected the first {count} requests "
+                            f"({failure.description[:160]}); {hint(failure, mode, setting)}")
+            raise ModelRejected(self.stopped)
 
 
 # A step (or batch) in which more than this share of actions failed, and at least

@@ -67,7 +67,8 @@ class LLMClient:
     def _build(self) -> None:
         """Stack the layers (see the module doc) over ``self.endpoints``."""
         settings, caps = self.settings, [e.capabilities for e in self.endpoints]
-        self._failover = Failover(self.endpoints)
+        fail_fast = FailFast(len(self.endpoints))
+        self._failover = Failover(self.endpoints, fail_fast=fail_fast)
         below: Any = self._failover
         self._limits: Limited | None = None
         in_process = all(c.in_process for c in caps)
@@ -75,7 +76,7 @@ class LLMClient:
             below = self._limits = Limited(below, rps=settings.rps,
                                            concurrency=None if in_process else settings.concurrency)
         retry = Retrying(below, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
-                         modes=self.modes, fail_fast=FailFast(len(self.endpoints)),
+                         modes=self.modes, fail_fast=fail_fast,
                          on_timeout=self._limits.lower_on_timeout if self._limits else None)
         self._cached = Cached(retry, params=self._cache_params)
         negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned

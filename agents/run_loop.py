@@ -7,6 +7,11 @@ about 1 ms of a call's client time here. ``InlineExecutor`` runs such work in th
 and returns a finished future. Name resolution (``socket.getaddrinfo`` / ``getnameinfo``) still
 goes to worker threads, since it can block on the network.
 
+While model calls run, ``steady_gc`` keeps the garbage collector off the heap built before them
+(``gc.freeze``) and collects the youngest generation every 10,000 allocations instead of 700:
+with hundreds of calls in flight each young collection re-scans every live request, and a full
+one the whole heap of imported modules (about 0.3-0.5 ms of CPU per call at concurrency 256).
+
 An interrupt (Ctrl-C, or SIGTERM turned into one by the CLI) leaves model calls in flight;
 ``close_quietly`` cancels them and closes the loop without asyncio's "Task was destroyed but
 it is pending" and "exception was never retrieved" reports, one traceback per call.
@@ -15,6 +20,7 @@ it is pending" and "exception was never retrieved" reports, one traceback per ca
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +43,30 @@ class InlineExecutor(ThreadPoolExecutor):
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
             future.set_exception(exc)
         return future
+
+
+YOUNG_GC_THRESHOLD = 10_000
+_steady_depth = 0
+_saved_threshold: tuple[int, ...] = ()
+
+
+def steady_gc_start() -> None:
+    """Freeze the heap built so far and collect the young generation less often (re-entrant)."""
+    global _steady_depth, _saved_threshold
+    _steady_depth += 1
+    if _steady_depth == 1:
+        _saved_threshold = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(max(YOUNG_GC_THRESHOLD, _saved_threshold[0]), *_saved_threshold[1:])
+
+
+def steady_gc_stop() -> None:
+    """Undo the outermost ``steady_gc_start``: thresholds back, frozen objects collectable."""
+    global _steady_depth
+    _steady_depth = max(0, _steady_depth - 1)
+    if _steady_depth == 0 and _saved_threshold:
+        gc.set_threshold(*_saved_threshold)
+        gc.unfreeze()
 
 
 def new_run_loop() -> asyncio.AbstractEventLoop:
@@ -74,9 +104,13 @@ def close_quietly(loop: asyncio.AbstractEventLoop) -> None:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on a loop from ``new_run_loop``, closed quietly after an interrupt."""
-    with asyncio.Runner(loop_factory=new_run_loop) as runner:
-        try:
-            return runner.run(coro)
-        except KeyboardInterrupt:
-            runner.get_loop().set_exception_handler(_quiet)
-            raise
+    steady_gc_start()
+    try:
+        with asyncio.Runner(loop_factory=new_run_loop) as runner:
+            try:
+                return runner.run(coro)
+            except KeyboardInterrupt:
+                runner.get_loop().set_exception_handler(_quiet)
+                raise
+    finally:
+        steady_gc_stop()

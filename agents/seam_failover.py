@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from personahub.agents.contracts import CallRequest, ModelEndpoint, StructuredResult
+from personahub.agents.failures import FailFast
 
 DEAD_ENDPOINT_COOLDOWN_S = 5.0
 
@@ -17,11 +18,13 @@ class Failover:
     """Sends each call to the next endpoint in turn (after ``request.after`` for a retry)."""
 
     def __init__(self, endpoints: Sequence[ModelEndpoint],
-                 cooldown_s: float = DEAD_ENDPOINT_COOLDOWN_S) -> None:
+                 cooldown_s: float = DEAD_ENDPOINT_COOLDOWN_S,
+                 fail_fast: FailFast | None = None) -> None:
         if not endpoints:
             raise ValueError("failover needs at least one endpoint")
         self.endpoints = list(endpoints)
         self.cooldown_s = cooldown_s
+        self.fail_fast = fail_fast
         self._next = 0
         self._down_until = [0.0] * len(self.endpoints)
 
@@ -55,7 +58,10 @@ class Failover:
         return start % n  # all down (or only one): try it anyway
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The call on the picked endpoint; an unreachable one is marked down."""
+        """The call on the picked endpoint; an unreachable one is marked down. Nothing is sent
+        once ``fail_fast`` has stopped the job."""
+        if self.fail_fast is not None:
+            self.fail_fast.check()
         index = self.pick(request.after)
         result = await self.endpoints[index].call(request)
         failure = result.failure

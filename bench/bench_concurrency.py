@@ -1,31 +1,39 @@
-"""Model-call throughput of the simulation against a slow OpenAI-compatible server.
+"""Model-call throughput and client CPU against a slow OpenAI-compatible server, with fair peers.
 
-    python bench/bench_concurrency.py [--agents 1000] [--steps 3] [--latency 0.5]
-                                      [--concurrency 64] [--server process|thread]
+    python bench/bench_concurrency.py [--concurrency 64 256] [--rounds 8] [--latency 0.5]
+                                      [--simulation] [--server process|thread]
 
-One loopback server (``agents/server.py``) answers every request after ``--latency`` seconds.
-Against it, in one process run:
+One loopback server (``agents/server.py``) answers every request after ``--latency`` seconds; it
+runs in a child process, so its CPU is not counted as the client's. At each concurrency ``c``,
+``c x --rounds`` calls with the same structured-output schemas and agent prompts, each client in
+its own event loop, gathered under a semaphore of ``c``:
 
-1. the simulation: ``run_scenario`` with ``--llm`` the server URL, ``agents x steps`` model calls
-   (activation 1, no expansion) — calls/s over the steps phase (from the ``steps`` table);
-2. the plain client: ``ChatOpenAI.ainvoke`` gathered under a semaphore of ``--concurrency`` over
-   the same number of calls with the same schema and prompts of the same kind;
-3. the bound: concurrency / latency (128 calls/s for 64 and 0.5 s).
+1. the bound: ``c / latency`` calls/s (no client can beat it);
+2. ``aiohttp``: a raw aiohttp gather, one ``ClientSession`` with ``c`` connections (the wire);
+3. ``openai-sdk``: ``AsyncOpenAI(http_client=DefaultAioHttpClient())`` and
+   ``chat.completions.create`` — the SDK as its README recommends for concurrency;
+4. ``personahub``: ``make_client(...).structured(...)`` — the whole model seam (validation,
+   cache, retries, limits, failover, accounting) over langchain-openai and the openai SDK.
 
-Prints calls/s of each and the ratios simulation/plain (goal >= 0.9) and simulation/bound (goal
->= 0.8). By default the server runs in a child process (a real model server is another process;
-in a thread it would share this interpreter's lock with the client being measured). The child
-stops itself after ``--server-lifetime`` seconds at the latest.
+For each: calls/s, the fraction of the bound, client setup seconds, and client CPU ms per call
+(process CPU time over setup and calls / calls). ``--simulation`` adds ``run_scenario`` runs
+(calls/s over the steps phase). The last line is
+``RESULT c64=<personahub / bound> c256=<personahub / bound> cpu_ms=<personahub CPU ms per call>``
+(cpu_ms: the largest concurrency's).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing as mp
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _synthetic import write_personas, write_scenario
 
@@ -69,8 +77,156 @@ class Server:
             self._process.terminate()
 
 
-def simulate(url: str, agents: int, steps: int, concurrency: int) -> tuple[int, float, float]:
-    """(model calls, seconds of the steps phase, seconds of the whole run) of one run."""
+@dataclass
+class Figures:
+    """One client's run at one concurrency."""
+
+    name: str
+    calls: int
+    wall_s: float
+    setup_s: float
+    cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.wall_s
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu_s / self.calls
+
+
+def _workload(calls: int) -> list[tuple[str, list[dict[str, str]]]]:
+    """(kind, wire messages) per call: agent prompts of every emission kind."""
+    from personahub.agents.prompts import agent_messages
+
+    kinds = _kinds()
+    out = []
+    for i in range(calls):
+        kind = kinds[i % len(kinds)]
+        messages = agent_messages(persona=f"A patient baker number {i} from Cork", kind=kind,
+                                  world="A river town with a ferry.")
+        out.append((kind, [{"role": _role(m), "content": str(m.content)} for m in messages]))
+    return out
+
+
+def _kinds() -> list[str]:
+    from personahub.agents.schemas import EMISSION_SCHEMAS
+
+    return list(EMISSION_SCHEMAS)
+
+
+def _role(message: Any) -> str:
+    return {"system": "system", "human": "user", "ai": "assistant"}[message.type]
+
+
+def _bodies(model: str) -> dict[str, dict[str, Any]]:
+    """The request body (minus messages) per kind, as the seam sends it in json_schema mode."""
+    from personahub.agents.generation import default_max_tokens
+    from personahub.agents.schemas import EMISSION_SCHEMAS
+    from personahub.agents.structured import response_format
+
+    return {k: {"model": model, "max_tokens": default_max_tokens(k),
+                "response_format": response_format(s, "json_schema")}
+            for k, s in EMISSION_SCHEMAS.items()}
+
+
+async def _gather(concurrency: int, work: list[Any], one: Callable[[Any], Awaitable[None]]) -> float:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def limited(item: Any) -> None:
+        async with semaphore:
+            await one(item)
+
+    started = time.perf_counter()
+    await asyncio.gather(*[limited(item) for item in work])
+    return time.perf_counter() - started
+
+
+def _measure(name: str, url: str, concurrency: int, work: list[Any]) -> Figures:
+    cpu = time.process_time()
+    setup_s, wall_s = CLIENTS[name](url, concurrency, work)
+    return Figures(name, len(work), wall_s, setup_s, time.process_time() - cpu)
+
+
+def raw_aiohttp(url: str, concurrency: int, work: list[Any]) -> tuple[float, float]:
+    """One aiohttp session with ``concurrency`` connections posting the JSON bodies."""
+    import aiohttp
+
+    bodies = _bodies("offline")
+
+    async def main() -> tuple[float, float]:
+        started = time.perf_counter()
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            setup_s = time.perf_counter() - started
+
+            async def one(item: Any) -> None:
+                kind, messages = item
+                async with session.post(f"{url}/chat/completions",
+                                        json={**bodies[kind], "messages": messages}) as response:
+                    response.raise_for_status()
+                    json.loads(await response.read())
+
+            return setup_s, await _gather(concurrency, work, one)
+
+    return asyncio.run(main())
+
+
+def openai_sdk(url: str, concurrency: int, work: list[Any]) -> tuple[float, float]:
+    """``AsyncOpenAI`` over ``DefaultAioHttpClient`` (the SDK README's advice for concurrency)."""
+    from openai import AsyncOpenAI, DefaultAioHttpClient
+
+    bodies = _bodies("offline")
+
+    async def main() -> tuple[float, float]:
+        started = time.perf_counter()
+        async with AsyncOpenAI(base_url=url, api_key="not-needed", max_retries=0,
+                               http_client=DefaultAioHttpClient()) as client:
+            setup_s = time.perf_counter() - started
+
+            async def one(item: Any) -> None:
+                kind, messages = item
+                body = bodies[kind]
+                await client.chat.completions.create(
+                    model=body["model"], messages=messages, max_tokens=body["max_tokens"],
+                    response_format=body["response_format"])
+
+            return setup_s, await _gather(concurrency, work, one)
+
+    return asyncio.run(main())
+
+
+def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, float]:
+    """The project's model seam: ``make_client`` and ``structured`` (json_schema mode)."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from personahub.agents.llm import LLMSettings, make_client
+    from personahub.agents.run_loop import run
+    from personahub.agents.schemas import EMISSION_SCHEMAS
+
+    types = {"system": SystemMessage, "user": HumanMessage}
+    converted = [(kind, [types[m["role"]](m["content"]) for m in messages])
+                 for kind, messages in work]
+
+    async def main() -> tuple[float, float]:
+        started = time.perf_counter()
+        client = make_client(LLMSettings(spec=f"{url}?model=offline", concurrency=concurrency,
+                                         structured="json_schema", max_retries=0))
+        setup_s = time.perf_counter() - started
+
+        async def one(item: Any) -> None:
+            kind, messages = item
+            result = await client.structured(EMISSION_SCHEMAS[kind], messages, purpose=kind)
+            assert result.value is not None, result
+
+        # the seam applies ``concurrency`` itself; the outer semaphore only mirrors the others
+        return setup_s, await _gather(concurrency, converted, one)
+
+    return run(main())
+
+
+def simulate(url: str, agents: int, steps: int, concurrency: int) -> tuple[int, float]:
+    """(model calls, seconds of the steps phase) of one ``run_scenario`` run."""
     import duckdb
     from personahub.sim.runner import RunOptions, run_scenario
     from personahub.sim.scenario import load_scenario
@@ -81,74 +237,69 @@ def simulate(url: str, agents: int, steps: int, concurrency: int) -> tuple[int, 
         scenario = load_scenario(write_scenario(base / "conc.py", people, steps=steps,
                                                 name="concurrency"))
         db = base / "conc.duckdb"
-        started = time.perf_counter()
         summary = run_scenario(scenario, RunOptions(db=db, llm=f"{url}?model=offline",
                                                     concurrency=concurrency, timeout_s=60))
-        total_s = time.perf_counter() - started
         con = duckdb.connect(str(db), read_only=True)
         calls = con.execute("select count(*) from llm_calls").fetchone()[0]
         first, last = con.execute("select min(started_at), max(finished_at) from steps").fetchone()
         con.close()
     assert summary.failed_actions == 0, summary
-    return calls, (last - first).total_seconds(), total_s
+    return calls, (last - first).total_seconds()
 
 
-async def plain(url: str, calls: int, concurrency: int) -> float:
-    """Seconds for ``calls`` ChatOpenAI.ainvoke calls gathered under a semaphore."""
-    import httpx
-    from langchain_openai import ChatOpenAI
-    from personahub.agents.prompts import agent_messages
-    from personahub.agents.schemas import EMISSION_SCHEMAS
-    from personahub.agents.structured import response_format
+def _import_all() -> None:
+    import aiohttp  # noqa: F401
+    import langchain_openai  # noqa: F401
+    import openai  # noqa: F401
+    from openai import DefaultAioHttpClient  # noqa: F401
+    from personahub.agents import endpoint_specs, llm, openai_wire  # noqa: F401
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        chat = ChatOpenAI(model="offline", base_url=url, api_key="not-needed", max_retries=0,
-                          timeout=60, http_async_client=http)
-        kinds = list(EMISSION_SCHEMAS)
-        bound = {k: chat.bind(response_format=response_format(EMISSION_SCHEMAS[k], "json_schema"))
-                 for k in kinds}
-        semaphore = asyncio.Semaphore(concurrency)
 
-        async def one(i: int) -> None:
-            kind = kinds[i % len(kinds)]
-            messages = agent_messages(persona=f"A patient baker number {i} from Cork", kind=kind,
-                                      world="A river town with a ferry.")
-            async with semaphore:
-                await bound[kind].ainvoke(messages)
-
-        started = time.perf_counter()
-        await asyncio.gather(*[one(i) for i in range(calls)])
-        return time.perf_counter() - started
+CLIENTS: dict[str, Callable[[str, int, list[Any]], tuple[float, float]]] = {
+    "aiohttp": raw_aiohttp, "openai-sdk": openai_sdk, "personahub": personahub}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--rounds", type=int, default=8, help="calls = concurrency x rounds")
     parser.add_argument("--latency", type=float, default=0.5)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--clients", nargs="+", choices=list(CLIENTS), default=list(CLIENTS))
+    parser.add_argument("--simulation", action="store_true",
+                        help="also run the simulation (run_scenario) at each concurrency")
+    parser.add_argument("--agents", type=int, default=1000, help="simulation agents")
+    parser.add_argument("--steps", type=int, default=3, help="simulation steps")
     parser.add_argument("--server", choices=("process", "thread"), default="process")
     parser.add_argument("--server-lifetime", type=float, default=900.0)
     args = parser.parse_args()
+    _import_all()  # imports are not a client's per-call CPU
     server = Server(args.latency, args.server, args.server_lifetime)
+    fractions: dict[int, float] = {}
+    cpu_ms = float("nan")
     try:
-        calls, steps_s, total_s = simulate(server.url, args.agents, args.steps, args.concurrency)
-        plain_s = asyncio.run(plain(server.url, calls, args.concurrency))
+        print(f"server: {args.server}, latency {args.latency} s; client CPU = this process's")
+        for concurrency in args.concurrency:
+            bound = concurrency / args.latency
+            calls = concurrency * args.rounds
+            work = _workload(calls)
+            print(f"\nconcurrency {concurrency}: {calls:,} calls, bound {bound:.0f} calls/s")
+            print(f"  {'client':<12} {'calls/s':>8} {'of bound':>9} {'setup s':>8} "
+                  f"{'CPU ms/call':>12}")
+            for name in args.clients:
+                figures = _measure(name, server.url, concurrency, work)
+                print(f"  {name:<12} {figures.rate:8.1f} {figures.rate / bound:9.3f} "
+                      f"{figures.setup_s:8.3f} {figures.cpu_ms:12.2f}")
+                if name == "personahub":
+                    fractions[concurrency], cpu_ms = figures.rate / bound, figures.cpu_ms
+            if args.simulation:
+                sim_calls, steps_s = simulate(server.url, args.agents, args.steps, concurrency)
+                rate = sim_calls / steps_s
+                print(f"  {'simulation':<12} {rate:8.1f} {rate / bound:9.3f} "
+                      f"({sim_calls:,} calls, {args.agents:,} agents x {args.steps} steps)")
     finally:
         server.close()
-    bound = args.concurrency / args.latency
-    sim_rate, plain_rate = calls / steps_s, calls / plain_s
-    print(f"server: {args.server}, latency {args.latency} s, concurrency {args.concurrency}")
-    print(f"simulation: {calls:,} calls ({args.agents:,} agents x {args.steps} steps) in "
-          f"{steps_s:.2f} s of steps = {sim_rate:.1f} calls/s (whole run incl. setup "
-          f"{total_s:.2f} s = {calls / total_s:.1f} calls/s)")
-    print(f"plain ChatOpenAI.ainvoke gather: {calls:,} calls in {plain_s:.2f} s = "
-          f"{plain_rate:.1f} calls/s")
-    print(f"bound: concurrency / latency = {bound:.1f} calls/s")
-    print(f"ratios: simulation / plain = {sim_rate / plain_rate:.3f} (goal >= 0.9); "
-          f"simulation / bound = {sim_rate / bound:.3f} (goal >= 0.8); "
-          f"plain / bound = {plain_rate / bound:.3f}")
+    print("RESULT " + " ".join(f"c{c}={f:.3f}" for c, f in fractions.items())
+          + f" cpu_ms={cpu_ms:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import duckdb
 from personahub.agents.cache import CACHE_MODES, ResponseCache
 from personahub.agents.contracts import StructuredCaller
-from personahub.agents.run_loop import close_quietly, new_run_loop
+from personahub.agents.run_loop import close_quietly, new_run_loop, steady_gc_start, steady_gc_stop
 from personahub.personas.errors import PersonahubError
 from personahub.personas.jobs import (  # noqa: F401 - the kernel's public names, in one place
     JobKind,
@@ -85,13 +85,20 @@ class JobLoop:
 
     def __init__(self) -> None:
         self.loop = new_run_loop()
+        steady_gc_start()  # see agents.run_loop
+        self._steady = True
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one batch (or setup) coroutine to completion on the job's loop."""
         return self.loop.run_until_complete(coro)
 
     def close(self) -> None:
-        close_quietly(self.loop)
+        try:
+            close_quietly(self.loop)
+        finally:
+            if self._steady:
+                self._steady = False
+                steady_gc_stop()
 
 
 @contextmanager

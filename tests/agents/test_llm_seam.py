@@ -298,3 +298,35 @@ def test_timeouts_with_many_in_flight_lower_the_concurrency(server):
     errors = [r.error for res in results for r in res.records]
     assert any(e and e.startswith("timeout (concurrency lowered to") for e in errors)
     assert client._semaphore is not None and client._semaphore.limit < 8
+
+
+def test_an_endpoint_has_one_http_client_sized_to_the_concurrency_closed_with_its_loop(server):
+    from openai import DefaultAioHttpClient
+
+    srv = server()
+    client = LLMClient(LLMSettings(spec=f"{srv.base_url}?model=offline", concurrency=256))
+    endpoint = client.endpoints[0]
+    first = endpoint.model.root_async_client
+    assert isinstance(first._client, DefaultAioHttpClient)  # the SDK's aiohttp transport
+    assert first._client._transport.limits.max_connections == 256
+    assert not first._client.follow_redirects  # a key never follows a redirect
+    assert ask(client).value is not None
+    assert first.is_closed()  # closed when asyncio.run shut its loop down
+    assert ask(client).value is not None  # a new loop gets a new client
+    assert endpoint.model.root_async_client is not first
+    assert srv.stats.answered == 2
+
+
+def test_without_aiohttp_an_endpoint_uses_the_sdks_httpx_client(server, monkeypatch):
+    import openai
+
+    class Missing:
+        def __init__(self, **_options):
+            raise RuntimeError("To use the aiohttp client you must install the aiohttp extra")
+
+    monkeypatch.setattr(openai, "DefaultAioHttpClient", Missing)
+    srv = server()
+    client = LLMClient(LLMSettings(spec=f"{srv.base_url}?model=offline", concurrency=8))
+    assert isinstance(client.endpoints[0].model.root_async_client._client,
+                      openai.DefaultAsyncHttpxClient)
+    assert ask(client).value is not None

@@ -14,7 +14,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from openai import AsyncOpenAI
 from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.openai_wire import PassThroughCompletions, is_plain
-from personahub.agents.run_loop import InlineExecutor, new_run_loop
+from personahub.agents.run_loop import InlineExecutor, close_quietly, new_run_loop
 from personahub.agents.tasks import emission_task
 
 _COMPLETION = {
@@ -93,7 +93,7 @@ def test_chat_openai_endpoints_use_the_pass_through(server: Any) -> None:
         result = loop.run_until_complete(client.structured(emission_task("instruction").schema, messages,
                                                            purpose="t"))
     finally:
-        loop.close()
+        close_quietly(loop)  # shuts the loop's async generators down: the HTTP client is closed
     assert result.value is not None and srv.stats.answered == 1
 
 

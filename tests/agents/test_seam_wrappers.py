@@ -126,6 +126,16 @@ def test_failover_marks_an_unreachable_endpoint_down_and_says_whether_another_is
     assert failure is not None and not failure.other_endpoint_up
 
 
+def test_failover_sends_nothing_once_fail_fast_stopped_the_job() -> None:
+    endpoint, watch = FakeEndpoint([]), FailFast(1, limit=1)
+    failover = Failover([endpoint], fail_fast=watch)
+    with pytest.raises(ModelRejected):
+        watch.failed(0, REJECTED, "fake", "json_schema", "auto")
+    with pytest.raises(ModelRejected):
+        run(failover)
+    assert endpoint.asked == []
+
+
 # --- retry --------------------------------------------------------------------------------------
 def test_retry_retries_transient_failures_and_numbers_the_attempts() -> None:
     fake = FakeEndpoint([TRANSIENT, TRANSIENT, '{"text": "ok"}'])

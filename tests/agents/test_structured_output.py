@@ -146,6 +146,29 @@ def test_fail_fast_stops_on_the_same_rejection_with_a_hint() -> None:
         watch.failed(0, refusal, "m@u", "json_schema", "json_schema")
 
 
+def test_a_refused_connection_reported_as_a_connect_timeout_is_unreachable() -> None:
+    # the openai SDK's aiohttp adapter maps a refused connection to httpx's ConnectTimeout
+    request = httpx.Request("POST", "http://127.0.0.1/v1")
+    timeout = openai.APITimeoutError(request)
+    timeout.__cause__ = httpx.ConnectTimeout("cannot connect")
+    timeout.__cause__.__cause__ = ConnectionRefusedError(111, "Connect call failed")
+    refused = classify(timeout)
+    assert refused.retryable and refused.unreachable and "connection error" in refused.description
+    slow = openai.APITimeoutError(request)
+    slow.__cause__ = httpx.ReadTimeout("slow")
+    slow.__cause__.__cause__ = TimeoutError()
+    assert classify(slow).description == "timeout"
+
+
+def test_once_fail_fast_stops_a_job_no_call_is_sent() -> None:
+    watch = FailFast(1, limit=1)
+    watch.check()  # nothing stopped yet
+    with pytest.raises(ModelRejected):
+        watch.failed(0, classify(_status_error(400, "bad")), "m", "json_schema", "auto")
+    with pytest.raises(ModelRejected, match="rejected the first 1 requests"):
+        watch.check()
+
+
 def test_fail_fast_needs_one_reason_and_no_success() -> None:
     watch = FailFast(1, limit=2)
     watch.failed(0, classify(_status_error(400, "a")), "m", "json_schema", "auto")
