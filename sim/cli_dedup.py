@@ -27,7 +27,7 @@ from personahub.sim.cli_common import (
     out,
     started,
 )
-from personahub.sim.interrupts import Stopped, signal_name
+from personahub.sim.interrupts import Stopped, interrupts_from_queries, signal_name
 
 # What a resumed dedup job takes from its stored configuration (giving them again is an error).
 DEDUP_FIXED = ("threshold", "num_perm", "ngram", "embedder", "embed_threshold", "ann")
@@ -190,7 +190,7 @@ def _dedup_job(con: Any, db: Path, config: Any, job: Any, cache: str, rps: float
         started("dedup job", job_id, db)
     try:
         counted = embedder if isinstance(embedder, ModelEmbedder) else None  # local: no calls
-        with job_progress(counted) as bar, job_loop() as loop:
+        with job_progress(counted) as bar, job_loop() as loop, interrupts_from_queries():
             summary = loop.run(dedup_job(con, config, embedder, JobRef(JOB_KIND, job_id),
                                          stages_done=job.stages, progress=_progress_hook(bar)))
     except KeyboardInterrupt as exc:

@@ -37,7 +37,7 @@ from personahub.sim.cli_common import (
     started,
     stored_flags,
 )
-from personahub.sim.interrupts import Stopped, signal_name
+from personahub.sim.interrupts import Stopped, interrupts_from_queries, signal_name
 
 # What a resumed job takes from its stored configuration (giving them with --resume is an error).
 EXPANSION_FIXED = ("hops", "fanout", "limit", "language", "seed", "fresh")
@@ -222,7 +222,7 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
             started("expansion", expansion_id, db)
 
     try:
-        with job_progress(client) as bar:
+        with job_progress(client) as bar, interrupts_from_queries():
             task = bar.add_task("expanding (hops)", total=hops)
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
@@ -381,7 +381,7 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, name: str, relations:
     from personahub.sim.jobs import finish_text_job, job_loop
 
     try:
-        with job_progress(client) as bar, job_loop() as loop:
+        with job_progress(client) as bar, job_loop() as loop, interrupts_from_queries():
             task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
             summary = loop.run(text_to_persona(
                 con, client, islice(texts, limit), corpus=name, relations=relations,

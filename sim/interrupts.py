@@ -5,6 +5,12 @@ leave a run or synthesis job ``running`` forever. ``sigterm_as_interrupt`` makes
 ``Terminated``, a ``KeyboardInterrupt``, so every ``except KeyboardInterrupt`` that marks a job
 runs for both. A job that has been marked raises ``Stopped`` with the line to print (its id and
 how to resume); the CLI prints it and exits 130 (Ctrl-C) or 143 (SIGTERM), as shells do.
+
+A signal that lands while DuckDB runs a query does not come out as the interrupt: DuckDB stops
+the query and raises ``RuntimeError("Query interrupted")`` in its place, with no link to the
+signal. The handlers installed here remember the interrupt they raised, and
+``interrupts_from_queries`` turns DuckDB's error back into it, so the job is marked
+``interrupted`` (and resumable) rather than ``failed``.
 """
 
 from __future__ import annotations
@@ -15,9 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+import duckdb
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered as an interrupt."""
+
+
+_raised: list[KeyboardInterrupt] = []  # interrupts the handlers raised, newest last
 
 
 class Stopped(KeyboardInterrupt):
@@ -40,7 +51,34 @@ def exit_code(exc: BaseException) -> int:
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+    _raised.append(Terminated())
+    raise _raised[-1]
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    _raised.append(KeyboardInterrupt())
+    raise _raised[-1]
+
+
+def interrupt_of(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt ``exc`` stands for: itself, or the signal DuckDB's "Query interrupted" hid."""
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
+    if _raised and isinstance(exc, RuntimeError | duckdb.Error) and "interrupted" in str(exc).lower():
+        return _raised[-1]
+    return None
+
+
+@contextmanager
+def interrupts_from_queries() -> Iterator[None]:
+    """Within the block, DuckDB's "Query interrupted" is re-raised as the signal's interrupt."""
+    try:
+        yield
+    except (RuntimeError, duckdb.Error) as exc:
+        stop = interrupt_of(exc)
+        if stop is None:
+            raise
+        raise stop from None
 
 
 @contextmanager
@@ -49,8 +87,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _raised.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:  # leave a caller's own handler alone
+        signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)

@@ -60,7 +60,7 @@ from personahub.personas.store import (
     upsert_personas,
 )
 from personahub.sim.heap import RunHeap
-from personahub.sim.interrupts import Stopped, signal_name
+from personahub.sim.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.sim.jobs import JobLoop, ProgressHook, attach_cache, check_cache_mode, check_replay_cache
 from personahub.sim.runlog import RunLog
 from personahub.sim.scenario import (
@@ -368,11 +368,12 @@ def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, 
     try:
         try:
             try:
-                if on_start is not None:
-                    on_start(run_id)
-                attach_cache(con, client, options.cache)  # fresh and resumed runs alike
-                summary = _simulate(con, log, loop, client, scenario, options, personas,
-                                    scenario.world_text(), seed, steps, progress, heap)
+                with interrupts_from_queries():
+                    if on_start is not None:
+                        on_start(run_id)
+                    attach_cache(con, client, options.cache)  # fresh and resumed runs alike
+                    summary = _simulate(con, log, loop, client, scenario, options, personas,
+                                        scenario.world_text(), seed, steps, progress, heap)
             finally:
                 log.merge_config({"structured_modes": client.structured_modes()})
         except KeyboardInterrupt as exc:

@@ -60,7 +60,7 @@ from personahub.personas.store import (
     transaction,
     upsert_personas,
 )
-from personahub.sim.interrupts import Stopped, signal_name
+from personahub.sim.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.sim.jobs import (
     JobLoop,
     JobRef,
@@ -548,20 +548,21 @@ def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: Synt
                            engine=client.label, offline=client.is_offline,
                            selected=len(personas), db=str(options.db))
     try:
-        if on_start is not None:
-            on_start(job_id)
-        job = SynthesisJob(con, client, options, job_id, world, demos)
-        job.reload_index(personas)
-        done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
-                                          [job_id]).fetchall()}
-        todo = [p for p in personas if p.persona_id not in done]
-        summary.skipped_done = len(personas) - len(todo)
-        for start in range(0, len(todo), options.batch_size):
-            batch = todo[start:start + options.batch_size]
-            results = loop.run(job.run_batch(batch))
-            job.write_batch(results, summary)
-            if progress:
-                progress("synthesis", summary.skipped_done + start + len(batch), len(personas))
+        with interrupts_from_queries():
+            if on_start is not None:
+                on_start(job_id)
+            job = SynthesisJob(con, client, options, job_id, world, demos)
+            job.reload_index(personas)
+            done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
+                                              [job_id]).fetchall()}
+            todo = [p for p in personas if p.persona_id not in done]
+            summary.skipped_done = len(personas) - len(todo)
+            for start in range(0, len(todo), options.batch_size):
+                batch = todo[start:start + options.batch_size]
+                results = loop.run(job.run_batch(batch))
+                job.write_batch(results, summary)
+                if progress:
+                    progress("synthesis", summary.skipped_done + start + len(batch), len(personas))
     except KeyboardInterrupt as exc:
         how = signal_name(exc)
         _finish(con, job_id, "interrupted", f"interrupted by {how}")
