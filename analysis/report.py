@@ -229,7 +229,7 @@ def _graph_drawing(con: duckdb.DuckDBPyConnection, graph: nx.Graph, rep: Report)
             nx.draw_networkx_nodes(drawn, layout, nodelist=members, ax=ax, node_color=[colours[role]],
                                    node_size=[18 + 6 * drawn.degree(n) for n in members],
                                    edgecolors="white", linewidths=0.4,
-                                   label=f"{role} ({counts[role]})")
+                                   label=f"{role if rep.run_id else 'persona'} ({counts[role]})")
     ax.legend(title="what the agent did most" if rep.run_id else None, fontsize=8,
               title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.set_axis_off()
