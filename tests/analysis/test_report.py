@@ -1,0 +1,92 @@
+"""`personahub report`: a run's and a job's report, read as a person would (headless Chromium)."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import duckdb
+import pytest
+from personahub.analysis.report import write_report
+from personahub.personas.errors import PersonahubError
+from personahub.sim.cli import app
+from typer.testing import CliRunner
+
+from tests.optional import CHROMIUM, CHROMIUM_ARGS, need_browser
+
+
+def ro(db: object) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(db), read_only=True)
+
+
+def test_run_report_opens_with_its_facts(launch_db: dict, tmp_path: Path) -> None:
+    con = ro(launch_db["db"])
+    index = write_report(con, tmp_path / "r", run_id=launch_db["run"])
+    con.close()
+    page = index.read_text(encoding="utf-8")
+    head = page[:page.index("<h2>")]  # the facts come before any section
+    for fact in ("product_launch", "<th>seed</th><td>21</td>", "offline engine — not a language model",
+                 "<th>model calls</th>", "<th>failed calls</th>", "<th>tokens</th>", "<th>cost</th>"):
+        assert fact in head, fact
+    assert "shares per step" in page and "E1 step 2" in page
+    assert "purchase_intent" in page and "definitely" in page
+
+
+def test_job_report(launch_db: dict, tmp_path: Path) -> None:
+    out = tmp_path / "job"
+    result = CliRunner().invoke(app, ["report", "--db", str(launch_db["db"]), "--out", str(out),
+                                      "--job", launch_db["job"]])
+    assert result.exit_code == 0, result.output
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert f"synthesis job {launch_db['job']}" in page
+    for section in ("Items per task", "Failures", "Near-duplicate rate", "Diversity"):
+        assert f"<h2>{section}" in page, section
+    assert "Emissions over steps" not in page and "Relationship graph" not in page
+    assert "offline engine — not a language model" in page
+    assert {p.name for p in out.iterdir()} == {"index.html", "duplicate_rate.png", "diversity.png"}
+
+
+def test_report_refuses_run_and_job_together(launch_db: dict, tmp_path: Path) -> None:
+    con = ro(launch_db["db"])
+    with pytest.raises(PersonahubError, match="give one"):
+        write_report(con, tmp_path / "x", run_id=launch_db["run"], job_id=launch_db["job"])
+    with pytest.raises(PersonahubError, match="--job nope: not found"):
+        write_report(con, tmp_path / "y", job_id="nope")
+    con.close()
+
+
+def _non_blank(png: bytes) -> bool:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("L")
+    low, high = image.getextrema()
+    return high - low > 64 and sum(image.histogram()[:200]) > 500  # dark pixels: drawn
+
+
+def test_report_renders_in_chromium(launch_db: dict, tmp_path: Path) -> None:
+    need_browser()
+    from playwright.sync_api import sync_playwright
+
+    con = ro(launch_db["db"])
+    index = write_report(con, tmp_path / "r", run_id=launch_db["run"])
+    con.close()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(index.as_uri())
+            page.wait_for_load_state("load")
+            text = page.inner_text("body")
+            for fact in ("product_launch", "offline engine — not a language model", "seed\t21",
+                         "model calls", "failed calls", "tokens", "cost"):
+                assert fact in text, fact
+            assert re.search(r"dates\t\d{4}-\d\d-\d\d", text)
+            images = page.query_selector_all("img")
+            assert len(images) >= 6
+            for image in images:
+                assert image.evaluate("i => i.complete && i.naturalWidth > 0"), image.get_attribute("src")
+                assert _non_blank(image.screenshot()), image.get_attribute("src")
+            assert _non_blank(page.screenshot(full_page=True))
+        finally:
+            browser.close()
