@@ -44,8 +44,8 @@ def view(
     except DatabaseFileError as exc:
         if "lock" not in str(exc).lower():
             raise
-        raise PersonahubError(f"--db {db}: another process is writing it (DuckDB allows one writer "
-                              "and no reader beside it); watch a run while it runs with "
+        raise PersonahubError(f"--db {db}: another process holds it (DuckDB lets no other process "
+                              "open a file being written); watch a run while it runs with "
                               "personahub run SCENARIO --view") from None
     if run is not None and resolve_run(con, run) is None:
         con.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -146,3 +148,17 @@ def test_run_view_refuses_a_taken_port_before_writing(tmp_path):
     finally:
         taken.close()
     assert "already in use" in line and not db.exists()
+
+
+def test_view_refuses_a_database_another_process_holds(tmp_path):
+    db = tmp_path / "held.duckdb"
+    connect(db).close()
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); sys.stdin.read()", str(db)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = one_line_error(invoke("view", "--db", db, "--port", 0))
+    finally:
+        holder.communicate("", timeout=30)
+    assert "another process holds it" in line and "run SCENARIO --view" in line
