@@ -60,8 +60,32 @@ def run(
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
+    view: Annotated[bool, typer.Option(
+        "--view", help="Serve the live view of this run on 127.0.0.1 while it runs, and after it "
+                       "until Ctrl-C (personahub view shows a run no process is writing).")] = False,
+    view_port: Annotated[int, typer.Option(
+        "--view-port", min=0, max=65535, help="Port of --view (0 picks a free one).")] = 8765,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
+    from personahub.analysis.live_view import RunView
+
+    watcher = RunView(db, view_port, say) if view else None  # the port is taken now, or refused
+    try:
+        _run(scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
+             price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher)
+    except BaseException:
+        if watcher is not None:
+            watcher.stop()
+        raise
+    if watcher is not None:
+        watcher.linger()
+
+
+def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
+         concurrency: int, timeout: float, resume: str | None, offline_latency: float, cache: str,
+         rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
+         watcher: Any) -> None:
+    """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known."""
     from personahub.sim.runner import RunOptions, resume_run, run_scenario
     from personahub.sim.scenario import load_scenario
 
@@ -69,10 +93,15 @@ def run(
         if scenario is not None or steps is not None or seed is not None:
             raise PersonahubError("--resume RUN_ID takes the scenario, steps and seed from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials)")
+
+        def resuming() -> None:
+            console.print(f"resuming run [bold]{escape(resume)}[/] in {escape(str(db))}")
+            if watcher is not None:
+                watcher.start(resume)
+
         with job_progress() as bar:  # the client is built inside resume_run
             summary = resume_run(resume, db=db, llm=llm, offline_latency_s=offline_latency,
-                                 progress=step_progress(bar), on_ready=lambda: console.print(
-                                     f"resuming run [bold]{escape(resume)}[/] in {escape(str(db))}"))
+                                 progress=step_progress(bar), on_ready=resuming)
         print_summary(summary)
         return
     if scenario is None:
@@ -81,7 +110,6 @@ def run(
 
     spec = resolve_spec(llm)
     loaded = load_scenario(scenario)
-    flags = ModelFlags(structured, max_tokens, temperature, top_p)
     options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,
                          timeout_s=timeout, offline_latency_s=offline_latency, cache=cache,
                          rps=rps, price_in=price_in, price_out=price_out, **flags.settings())
@@ -94,11 +122,21 @@ def run(
         console.print(f"scenario: [bold]{escape(loaded.name)}[/] ({escape(str(scenario))}) "
                       f"seed={run_seed} db={escape(str(db))}")
 
+    def on_start(run_id: str) -> None:
+        started("run", run_id, db)
+        if watcher is not None:
+            watcher.start(run_id)
+
     with job_progress(client) as bar:
         summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=step_progress(bar),
                                client=client, on_ready=ready,
-                               on_start=lambda run_id: started("run", run_id, db))
+                               on_start=lambda run_id: on_start(run_id))
     print_summary(summary)
+
+
+def say(line: str) -> None:
+    """One plain line on stderr (no markup: URLs and ids print verbatim)."""
+    console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:

@@ -57,6 +57,7 @@ def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
     for data in ("personahub/personas/schema.sql", "personahub/analysis/views.sql",
                  "personahub/personas/data/seed_personas.jsonl", "personahub/sim/cli.py",
                  "personahub/scenarios/riverside_town.py", "personahub/agents/tasks/registry.py",
+                 *(f"personahub/analysis/view/{f}" for f in ("index.html", "view.js", "view.css")),
                  *(f"personahub/agents/tasks/demos/{task}.jsonl" for task in synthesis_names())):
         assert data in names, data
     site = tmp_path / "site"

@@ -1,0 +1,236 @@
+"""What the live view (``personahub view``, ``run --view``) shows, as JSON-ready dicts.
+
+Every function takes a DuckDB connection (a cursor of its own per request: connections are not
+thread-safe) and reads only committed rows, so a view served from a running process sees each
+step once its transaction commits. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from typing import Any
+
+import networkx as nx
+
+#: Nodes the graph drawing keeps: a neighbourhood sample of a larger society.
+MAX_GRAPH_NODES = 150
+#: Emissions and messages the stream returns (newest first).
+STREAM_LIMIT = 40
+#: Seconds of the most recent calls that ``calls_per_s_recent`` is measured over.
+RECENT_S = 10.0
+
+
+def rows(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Rows of ``sql`` as dicts keyed by column name."""
+    cursor = con.execute(sql, params or [])
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def list_runs(con: Any) -> list[dict[str, Any]]:
+    """Every run, newest first (id, scenario, status, steps)."""
+    return [_jsonable(r) for r in rows(
+        con, "SELECT run_id, scenario, status, steps_done, steps_planned, started_at FROM runs "
+             "ORDER BY started_at DESC NULLS LAST, run_id DESC")]
+
+
+def resolve_run(con: Any, run_id: str | None) -> str | None:
+    """``run_id`` when it exists, else None; without one, the newest run (None if none)."""
+    if run_id:
+        found = con.execute("SELECT run_id FROM runs WHERE run_id = ?", [run_id]).fetchall()
+        return found[0][0] if found else None
+    newest = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST, run_id DESC "
+                         "LIMIT 1").fetchall()
+    return newest[0][0] if newest else None
+
+
+def overview(con: Any, run_id: str) -> dict[str, Any]:
+    """The run's header and its running totals: calls, calls/s, tokens, failures, duplicates."""
+    run = rows(con, "SELECT run_id, scenario, seed, llm, status, error, steps_planned, steps_done, "
+                    "started_at, finished_at FROM runs WHERE run_id = ?", [run_id])[0]
+    calls = rows(con, """
+        SELECT count(*) AS calls,
+               count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
+               coalesce(sum(tokens_in), 0) AS tokens_in,
+               coalesce(sum(tokens_out), 0) AS tokens_out,
+               count(*) FILTER (WHERE cached) AS cached,
+               epoch(max(started_at)) - epoch(min(started_at)) AS span_s,
+               epoch(max(started_at)) AS last_s
+        FROM llm_calls WHERE run_id = ?""", [run_id])[0]
+    recent = 0
+    if calls["last_s"] is not None:
+        recent = con.execute(
+            "SELECT count(*) FROM llm_calls WHERE run_id = ? AND epoch(started_at) > ?",
+            [run_id, calls["last_s"] - RECENT_S]).fetchall()[0][0]
+    span = calls.pop("span_s") or 0.0
+    calls.pop("last_s")
+    emitted = rows(con, """
+        SELECT count(*) AS emissions, count(*) FILTER (WHERE is_duplicate) AS duplicates
+        FROM emissions WHERE run_id = ?""", [run_id])[0]
+    counts = rows(con, """
+        SELECT coalesce(sum(n_failed), 0) AS failed_actions, coalesce(sum(n_messages), 0) AS messages,
+               coalesce(sum(n_answers), 0) AS answers
+        FROM steps WHERE run_id = ?""", [run_id])[0]
+    agents = con.execute("SELECT count(*) FROM run_agents WHERE run_id = ?", [run_id]).fetchall()[0][0]
+    offline = str(run["llm"] or "").startswith("offline")
+    return _jsonable({
+        **run, **calls, **emitted, **counts, "agents": agents,
+        "engine": (run["llm"] or "") + (" (offline engine, not a language model)" if offline else ""),
+        "offline": offline,
+        "calls_per_s": round(calls["calls"] / span, 2) if span > 0 else None,
+        "calls_per_s_recent": round(recent / RECENT_S, 2),
+        "duplicate_rate": emitted["duplicates"] / emitted["emissions"] if emitted["emissions"] else 0.0,
+    })
+
+
+def step_rows(con: Any, run_id: str) -> list[dict[str, Any]]:
+    """One row per committed step: actions, emissions, messages, failures, answers, duplicates,
+    calls and tokens."""
+    return [_jsonable(r) for r in rows(con, """
+        SELECT s.step, s.n_active, s.n_emissions, s.n_messages, s.n_failed, s.n_answers,
+               coalesce(d.duplicates, 0) AS duplicates, coalesce(c.calls, 0) AS calls,
+               coalesce(c.tokens, 0) AS tokens,
+               epoch(s.finished_at) - epoch(s.started_at) AS seconds
+        FROM steps s
+        LEFT JOIN (SELECT step, count(*) FILTER (WHERE is_duplicate) AS duplicates
+                   FROM emissions WHERE run_id = ? GROUP BY step) d USING (step)
+        LEFT JOIN (SELECT step, count(*) AS calls,
+                          coalesce(sum(tokens_in), 0) + coalesce(sum(tokens_out), 0) AS tokens
+                   FROM llm_calls WHERE run_id = ? GROUP BY step) c USING (step)
+        WHERE s.run_id = ? ORDER BY s.step""", [run_id, run_id, run_id])]
+
+
+def events(con: Any, run_id: str) -> list[dict[str, Any]]:
+    """Events delivered so far (step, text, audience, recipients), in order."""
+    return [_jsonable(r) for r in rows(
+        con, "SELECT step, text, audience, n_recipients FROM events WHERE run_id = ? "
+             "ORDER BY step, event_index", [run_id])]
+
+
+def surveys(con: Any, run_id: str) -> list[dict[str, Any]]:
+    """Per survey: its question, answer options in the scenario's order, and the count of each
+    answer per step answered so far (free-text answers are counted, not shown)."""
+    planned = _planned_surveys(con, run_id)
+    found = rows(con, """
+        SELECT survey_id, any_value(question) AS question, any_value(answer_kind) AS kind, step,
+               coalesce(answer_choice, CAST(answer_scale AS VARCHAR), '(text)') AS answer,
+               count(*) AS n
+        FROM survey_answers WHERE run_id = ? GROUP BY survey_id, step, answer
+        ORDER BY survey_id, step, answer""", [run_id])
+    out: dict[str, dict[str, Any]] = {}
+    for sid, spec in planned.items():
+        out[sid] = {"id": sid, "question": spec.get("question", ""), "kind": spec.get("answer"),
+                    "steps_planned": spec.get("steps", []), "options": _options(spec), "steps": {}}
+    for row in found:
+        survey = out.setdefault(row["survey_id"], {
+            "id": row["survey_id"], "question": row["question"], "kind": row["kind"],
+            "steps_planned": [], "options": [], "steps": {}})
+        if row["answer"] not in survey["options"]:
+            survey["options"].append(row["answer"])
+        survey["steps"].setdefault(str(row["step"]), {})[row["answer"]] = row["n"]
+    return list(out.values())
+
+
+def stream(con: Any, run_id: str, limit: int = STREAM_LIMIT) -> list[dict[str, Any]]:
+    """The newest emissions (with whether each is a near-duplicate) and the messages they sent."""
+    found = rows(con, """
+        SELECT e.step, e.agent_id, e.kind, e.text, e.is_duplicate,
+               t.agent_id AS to_agent
+        FROM emissions e
+        LEFT JOIN run_agents t ON t.run_id = e.run_id AND t.persona_id = e.target_persona_id
+        WHERE e.run_id = ?
+        ORDER BY e.step DESC, e.agent_id DESC LIMIT ?""", [run_id, limit])
+    return [_jsonable(r) for r in found]
+
+
+def graph(con: Any, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, Any]:
+    """The run's relationship graph, sampled by neighbourhood when it is large, with a seeded
+    layout, each node coloured (by the page) by the kind its agent emitted most.
+
+    The sample grows breadth-first from the best-connected agent, so what is drawn is a real
+    neighbourhood (edges among kept nodes are all kept), not a scatter of unrelated dots.
+    """
+    agents = dict(con.execute("SELECT persona_id, agent_id FROM run_agents WHERE run_id = ?",
+                              [run_id]).fetchall())
+    g = nx.Graph()
+    g.add_nodes_from(agents.values())
+    for src, dst in con.execute("SELECT src, dst FROM run_edges WHERE run_id = ?", [run_id]).fetchall():
+        if src in agents and dst in agents and src != dst:
+            g.add_edge(agents[src], agents[dst])
+    total_nodes, total_edges = g.number_of_nodes(), g.number_of_edges()
+    if total_nodes > max_nodes:
+        g = g.subgraph(_neighbourhood(g, max_nodes)).copy()
+    kinds: dict[int, Counter[str]] = {}
+    for agent, kind, n in con.execute("SELECT agent_id, kind, count(*) FROM emissions WHERE run_id = ? "
+                                      "GROUP BY ALL", [run_id]).fetchall():
+        kinds.setdefault(agent, Counter())[kind] = n
+    pos = _layout(run_id, g)
+    nodes = [{"id": int(n), "x": round(float(pos[n][0]), 4), "y": round(float(pos[n][1]), 4),
+              "kind": kinds[n].most_common(1)[0][0] if n in kinds else "idle",
+              "emissions": sum(kinds[n].values()) if n in kinds else 0}
+             for n in sorted(g.nodes)]
+    return {"nodes": nodes, "edges": [[int(a), int(b)] for a, b in g.edges],
+            "total_nodes": total_nodes, "total_edges": total_edges,
+            "sampled": total_nodes > max_nodes}
+
+
+def state(con: Any, run_id: str) -> dict[str, Any]:
+    """Everything the page polls each second, in one answer (the graph comes separately)."""
+    return {"run": overview(con, run_id), "steps": step_rows(con, run_id),
+            "events": events(con, run_id), "surveys": surveys(con, run_id),
+            "stream": stream(con, run_id)}
+
+
+#: Layouts already computed, by (run, nodes, edges): the graph of a run changes rarely (edge
+#: interventions), while the page asks for it every few seconds.
+_LAYOUTS: dict[tuple[str, int, int, int], dict[Any, Any]] = {}
+
+
+def _layout(run_id: str, g: nx.Graph) -> dict[Any, Any]:
+    """A seeded spring layout of ``g``, computed once per shape of the run's graph."""
+    if not g.number_of_nodes():
+        return {}
+    key = (run_id, g.number_of_nodes(), g.number_of_edges(), hash(tuple(sorted(g.edges))))
+    if key not in _LAYOUTS:
+        if len(_LAYOUTS) > 16:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = nx.spring_layout(g, seed=7, iterations=60)
+    return _LAYOUTS[key]
+
+
+def _neighbourhood(g: nx.Graph, max_nodes: int) -> list[int]:
+    """Up to ``max_nodes`` nodes breadth-first from the highest-degree node (ties: lowest id)."""
+    start = min(g.nodes, key=lambda n: (-g.degree[n], n))
+    seen = {start}
+    queue = deque([start])
+    while queue and len(seen) < max_nodes:
+        for nxt in sorted(g.neighbors(queue.popleft())):
+            if nxt not in seen and len(seen) < max_nodes:
+                seen.add(nxt)
+                queue.append(nxt)
+    return sorted(seen)
+
+
+def _planned_surveys(con: Any, run_id: str) -> dict[str, dict[str, Any]]:
+    """The scenario's surveys as stored in ``runs.config`` (empty if absent)."""
+    found = con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    try:
+        config = json.loads(found[0][0]) if found and found[0][0] else {}
+    except ValueError:
+        return {}
+    return {s["id"]: s for s in (config.get("scenario") or {}).get("surveys") or [] if "id" in s}
+
+
+def _options(spec: dict[str, Any]) -> list[str]:
+    """A survey's possible answers in order: its options, or the scale's points."""
+    if spec.get("answer") == "choice":
+        return [str(o) for o in spec.get("options") or []]
+    if spec.get("answer") == "scale":
+        return [str(v) for v in range(int(spec.get("low", 1)), int(spec.get("high", 5)) + 1)]
+    return []
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """Timestamps as ISO text; everything else as it is."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

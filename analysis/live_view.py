@@ -1,0 +1,211 @@
+"""The live view's web app: a small static page and the JSON it polls (Starlette + uvicorn).
+
+Where the data comes from is the one design question. A DuckDB file held by a writing process
+cannot be opened by any other process, so a run is watched *from its own process*:
+``personahub run … --view`` opens a second connection to the same database instance once the
+runner has opened the file (DuckDB shares one instance per file within a process, and a
+connection sees what other connections have committed), and each request reads through a cursor
+of its own. ``personahub view --db`` opens a file no process is writing, read-only, for a
+finished (or stopped) run. Either way the page only ever sees committed steps.
+
+The server binds 127.0.0.1 only and runs in a daemon thread; ``stop()`` ends it.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from personahub.analysis import live_queries
+from personahub.personas.errors import PersonahubError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+_STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; charset=utf-8"}
+
+
+class ViewSource:
+    """Cursors over one open connection; ``run_id`` (when set) is the run the page follows by
+    default. A cursor is a connection of its own, so each request gets one."""
+
+    def __init__(self, connect: Callable[[], Any], run_id: str | None = None) -> None:
+        self._connect = connect
+        self._con: Any = None
+        self._lock = threading.Lock()
+        self.run_id = run_id
+
+    def open(self) -> None:
+        """Open the connection now (``run --view`` must do it while the runner holds the file)."""
+        with self._lock:
+            if self._con is None:
+                self._con = self._connect()
+
+    def cursor(self) -> Any:
+        self.open()
+        with self._lock:
+            return self._con.cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+
+def make_app(source: ViewSource) -> Starlette:
+    """The page (``/``), its script and style, and the JSON endpoints:
+    ``/api/runs``, ``/api/state?run=ID`` (header, steps, events, surveys, stream) and
+    ``/api/graph?run=ID``. Without ``run`` the source's run, else the newest, is shown."""
+
+    def read(request: Request, what: Callable[[Any, str], Any]) -> Response:
+        cursor = source.cursor()
+        try:
+            run_id = live_queries.resolve_run(cursor, request.query_params.get("run") or source.run_id)
+            if run_id is None:
+                asked = request.query_params.get("run")
+                return JSONResponse({"run_id": None, "waiting": True,
+                                     "error": f"no run {asked}" if asked else "no run yet"},
+                                    status_code=404 if asked else 200)
+            return JSONResponse({"run_id": run_id, **what(cursor, run_id)})
+        finally:
+            cursor.close()
+
+    def page(request: Request) -> Response:
+        return HTMLResponse(_asset("index.html"))
+
+    def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _STATIC:
+            return Response("not found", status_code=404)
+        return Response(_asset(name), media_type=_STATIC[name],
+                        headers={"Cache-Control": "no-cache"})
+
+    def runs(request: Request) -> Response:
+        cursor = source.cursor()
+        try:
+            return JSONResponse({"runs": live_queries.list_runs(cursor), "default": source.run_id})
+        finally:
+            cursor.close()
+
+    def state(request: Request) -> Response:
+        return read(request, live_queries.state)
+
+    def graph(request: Request) -> Response:
+        return read(request, lambda con, run_id: {"graph": live_queries.graph(con, run_id)})
+
+    return Starlette(routes=[
+        Route("/", page), Route("/static/{name}", static), Route("/api/runs", runs),
+        Route("/api/state", state), Route("/api/graph", graph)])
+
+
+def _asset(name: str) -> str:
+    return resources.files("personahub.analysis").joinpath("view", name).read_text(encoding="utf-8")
+
+
+@dataclass
+class RunningView:
+    """A view being served: its address, and how to stop it."""
+
+    url: str
+    server: Any
+    thread: threading.Thread
+    source: ViewSource
+
+    def stop(self) -> None:
+        """Stop serving and close the view's connection."""
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.source.close()
+
+
+def bind(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
+    """A listening socket on loopback (port 0 picks a free one); a port in use is a one-line
+    PersonahubError. Binding before a run starts refuses a taken port before anything is written."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise PersonahubError(f"--host {host!r}: the view only binds to loopback")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PersonahubError(f"--port {port}: {host} port {port} is already in use; choose "
+                                  "another (0 picks a free one)") from None
+        raise PersonahubError(f"--port {port}: cannot listen on {host} ({exc.strerror or exc})") from None
+    sock.listen(64)
+    return sock
+
+
+def start_view(source: ViewSource, port: int = 0, host: str = "127.0.0.1",
+               sock: socket.socket | None = None) -> RunningView:
+    """Serve the view in a daemon thread on ``sock`` (else on a new loopback socket at ``port``)."""
+    import uvicorn
+
+    sock = sock or bind(port, host)
+    address = sock.getsockname()
+    config = uvicorn.Config(make_app(source), log_level="warning", lifespan="off", access_log=False,
+                            timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="personahub-view",
+                              daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    netloc = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
+    return RunningView(f"http://{netloc}:{address[1]}/", server, thread, source)
+
+
+class RunView:
+    """The view a ``run --view`` serves from its own process: the port is taken when the command
+    starts (a taken port is refused before anything is written), the server starts once the
+    runner holds the database (a second connection to the same DuckDB instance), and it stays up
+    after the run ends until ``linger`` is interrupted."""
+
+    def __init__(self, db: Path, port: int, say: Callable[[str], None]) -> None:
+        self.db = db
+        self.say = say
+        self.sock: socket.socket | None = bind(port)
+        self.handle: RunningView | None = None
+
+    def start(self, run_id: str) -> None:
+        """Start serving ``run_id`` (call it while the runner's connection is open)."""
+        import duckdb
+
+        if self.handle is not None or self.sock is None:
+            return
+        source = ViewSource(lambda: duckdb.connect(str(self.db)), run_id)
+        source.open()  # now, while the runner holds the file: same instance, same settings
+        self.handle, self.sock = start_view(source, sock=self.sock), None
+        self.say(f"view: {self.handle.url} (follows run {run_id})")
+
+    def linger(self) -> None:
+        """Keep serving the finished run until Ctrl-C or SIGTERM (an interrupt ends it quietly)."""
+        if self.handle is None:
+            return
+        self.say("the run is over; the view stays up until Ctrl-C")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (or give the reserved port back)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.handle is not None:
+            self.handle.stop()
+            self.handle = None
