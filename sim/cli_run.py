@@ -25,13 +25,12 @@ from personahub.sim.cli_common import (
     TopPOption,
     banner,
     command_client,
-    console,
     job_progress,
     one_line_errors,
     out,
+    say,
     started,
 )
-from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -71,8 +70,8 @@ def run(
                                   "give only --db (and --llm if the endpoint needs credentials)")
         with job_progress() as bar:  # the client is built inside resume_run
             summary = resume_run(resume, db=db, llm=llm, offline_latency_s=offline_latency,
-                                 progress=step_progress(bar), on_ready=lambda: console.print(
-                                     f"resuming run [bold]{escape(resume)}[/] in {escape(str(db))}"))
+                                 progress=step_progress(bar), on_ready=lambda: say(
+                                     "resuming run ", (resume, "bold"), f" in {db}"))
         print_summary(summary)
         return
     if scenario is None:
@@ -91,8 +90,7 @@ def run(
 
     def ready() -> None:  # the input is checked and nothing is written yet
         banner(client)
-        console.print(f"scenario: [bold]{escape(loaded.name)}[/] ({escape(str(scenario))}) "
-                      f"seed={run_seed} db={escape(str(db))}")
+        say("scenario: ", (loaded.name, "bold"), f" ({scenario}) seed={run_seed} db={db}")
 
     with job_progress(client) as bar:
         summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=step_progress(bar),
@@ -141,7 +139,7 @@ def print_summary(summary: Any) -> None:
     table.add_row("database", str(summary.db))
     out.print(table)
     db = summary.db
-    out.print("Try:")
+    out.print("Try:", soft_wrap=True)
     out.print(f"  personahub sql --db {db} \"select kind, count(*) from emissions group by 1\"",
               highlight=False, soft_wrap=True)
     out.print(f"  personahub sql --db {db} \"select step, text from emissions where kind = "

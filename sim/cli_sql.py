@@ -23,7 +23,8 @@ def sql(
         help="SQL to run (read-only), or a path ending in .sql.")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="File of SQL to run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
-    fmt: Annotated[str, typer.Option("--format", help="table, csv, json (one array) or jsonl (JSON Lines).")] = "table",
+    fmt: Annotated[str, typer.Option(
+        "--format", help="table, csv, json (one array) or jsonl (JSON Lines).")] = "table",
     limit: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 200,
     allow_files: Annotated[bool, typer.Option(
         "--allow-files", help="Let the SQL read and write files (read_csv, read_parquet, glob, "
@@ -86,4 +87,4 @@ def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, limit:
         table.add_row(*["NULL" if v is None else str(v) for v in row])
     out.print(table)
     if len(rows) > limit:
-        out.print(f"({len(rows)} rows, first {limit} shown)")
+        out.print(f"({len(rows)} rows, first {limit} shown)", soft_wrap=True)
