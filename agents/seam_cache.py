@@ -77,8 +77,8 @@ class Cached:
             raise CacheMiss(
                 f"--cache replay: no recorded answer for the {request.purpose!r} call (persona "
                 f"{request.persona_id}, step {request.step}, attempt {request.attempt}, sample "
-                f"{slot[1]}, model {cache.model!r}, key {slot[0][:16]}); record it with --cache "
-                "record, or replay with the --llm, --structured and --max-tokens it was recorded with")
+                f"{slot[1]}, model {cache.model!r}, key {slot[0][:16]}); use the same --llm, --structured "
+                "and --max-tokens it was recorded with, or record it with --cache record")
         # the recorded call failed for good: so does the replay
         record = request.record(model=cache.model, endpoint=None, cached=True, status="error",
                                 error=failed[3])

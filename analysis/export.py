@@ -6,7 +6,10 @@ Formats:
   "description"}`` per line; a tool's ``synthesized text`` is a JSON string holding the tool
   object's JSON text (decode twice), exactly as in Persona Hub's tool files;
 - ``chat``: ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}`` per line, roles
-  alternating and starting with the user (tool items also carry an OpenAI ``tools`` list);
+  alternating and starting with the user (tool items also carry an OpenAI ``tools`` list). Kinds
+  whose item answers a request (npc_dialogue, tool) are the assistant's turn after that request
+  to the persona; kinds whose item is the user's turn (instruction, problems) have an assistant
+  turn only when one is known (``--solve``, ``--with-assistant``);
 - ``parquet``: one row per item with its persona, task, text and JSON content.
 
 Sources are synthesis jobs (``synth_items``) and simulation runs (``emissions``) alike; an
@@ -124,7 +127,8 @@ def chat_row(item: ExportItem) -> dict[str, Any]:
     task = item.output_task
     if task is None:
         return {"messages": [{"role": "user", "content": item.text}]}
-    row: dict[str, Any] = {"messages": task.chat_messages(item.content, item.solution)}
+    row: dict[str, Any] = {"messages": task.chat_messages(item.content, item.solution,
+                                                          persona=item.persona)}
     tools = task.chat_tools(item.content)
     if tools is not None:
         row["tools"] = tools

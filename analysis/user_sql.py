@@ -4,6 +4,7 @@ analysis views installed. Kept out of the CLI so the command only parses and pri
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,27 @@ from personahub.personas.errors import PersonahubError
 from personahub.personas.store import connect, has_extension_statement, lock_down
 
 
+@dataclass(frozen=True)
+class QueryResult:
+    """A result set with its DuckDB column types (JSON columns come back as text: the type
+    says which to decode so an export holds values, not JSON encoded twice)."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+
+
 def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
                    where: str = "") -> tuple[list[str], list[tuple[Any, ...]]]:
     """(column names, rows) of the last statement of ``query``; any refusal or SQL error is one
     ``PersonahubError`` line starting ``sql: {where}`` (``where`` names a file, or is empty)."""
+    result = user_query_result(db, query, allow_files=allow_files, where=where)
+    return result.columns, result.rows
+
+
+def user_query_result(db: str | Path, query: str, *, allow_files: bool = False,
+                      where: str = "") -> QueryResult:
+    """``run_user_query`` with the column types."""
     con = connect(db, read_only=True)
     try:
         install_views(con)
@@ -24,8 +42,9 @@ def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
         if has_extension_statement(con, query):
             raise PersonahubError(f"sql: {where}installing, loading or updating extensions is disabled")
         cursor = con.execute(query)
-        columns = [d[0] for d in cursor.description or []]
-        return columns, cursor.fetchall()
+        description = cursor.description or []
+        return QueryResult([d[0] for d in description], [str(d[1]) for d in description],
+                           cursor.fetchall())
     except duckdb.Error as exc:
         raise PersonahubError(f"sql: {where}{sql_refusal(exc, allow_files)}") from exc
     finally:

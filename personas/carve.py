@@ -46,6 +46,9 @@ class Condition:
         if not match or not match.group(3):
             raise ValueError(f"{flag} {text!r}: expected KEY OP VALUE, e.g. age>=30 or occupation=nurse")
         key, op, value = match.groups()
+        if op != "~" and value[0] in "<>=!":  # "age>>3", "age=>3": a typo, not a value to match
+            raise ValueError(f"{flag} {text!r}: the value starts with {value[0]!r}; "
+                             f"use one operator of = != >= <= > < ~, e.g. age>=30")
         return cls(key, "=" if op == "==" else op, value)
 
     def sql(self) -> tuple[str, list[Any]]:
@@ -87,9 +90,12 @@ class Selection:
 
 
 def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) -> set[str]:
-    """Ids within ``hops`` relation edges of ``persona_id`` (either direction), itself included."""
+    """Ids within ``hops`` relation edges of ``persona_id`` (either direction), itself included.
+    An id the hub does not hold is an error (a typo must not read as an empty neighbourhood)."""
     if hops < 0:
         raise ValueError(f"--within must be >= 0, got {hops}")
+    if not con.execute("SELECT 1 FROM personas WHERE persona_id = ?", [persona_id]).fetchall():
+        raise ValueError(f"--near {persona_id!r}: no such persona id in the hub")
     seen = {persona_id}
     frontier = [persona_id]
     for _ in range(hops):

@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 EMBED_EXTRA_HINT = "pip install 'personahub[embed]'"
+ANN_EXTRA_HINT = "pip install 'personahub[ann]'"  # faiss-cpu and usearch
 _U64 = np.uint64
 
 
@@ -468,7 +469,7 @@ def pick_index(index: str) -> str:
     if index not in ANN_BACKENDS:
         raise PersonahubError(f"unknown ANN index {index!r}: use auto, {', '.join(ANN_BACKENDS)}")
     if not _available(index):
-        raise PersonahubError(f"ANN index {index!r} is not installed: {EMBED_EXTRA_HINT}")
+        raise PersonahubError(f"ANN index {index!r} is not installed: {ANN_EXTRA_HINT}")
     return index
 
 

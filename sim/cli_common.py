@@ -20,8 +20,8 @@ from personahub.personas.errors import PersonahubError
 from personahub.personas.store import is_damage
 from personahub.sim.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import Progress
+from rich.text import Text
 
 try:  # typer >= 0.22 ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -32,8 +32,11 @@ if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call 
     from personahub.agents.contracts import StructuredCaller
     from personahub.agents.llm import LLMClient
 
-console = Console(stderr=True)
-out = Console()
+# Markup is off on both consoles: messages, file names, hints and table cells hold user and data
+# text (``pip install 'personahub[embed]'``, a path with ``[/]``) that must print verbatim. Our own
+# emphasis goes through ``say`` as styled ``Text`` pieces, never through markup.
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -49,8 +52,12 @@ LlmOption = Annotated[str | None, typer.Option(
     "--llm", help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
                   "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
                   "Env: PERSONAHUB_LLM.")]
-ConcurrencyOption = Annotated[int, typer.Option("--concurrency", min=1,
-                                                help="Model calls in flight at most.")]
+# The offline engine ignores --concurrency on purpose: it answers in this process, with no server
+# or connection pool to protect, so a limit would only queue calls; with --offline-latency it
+# stands for a model whose every call waits that long at once (timed tests rely on that).
+ConcurrencyOption = Annotated[int, typer.Option(
+    "--concurrency", min=1, help="Model calls in flight at most, per HTTP endpoint set (the "
+                                 "offline engine answers in process and ignores it).")]
 TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1,
                                               help="Seconds before a model call is abandoned.")]
 StructuredOption = Annotated[str, typer.Option(
@@ -93,10 +100,16 @@ class ModelFlags:
                 "temperature": self.temperature, "top_p": self.top_p}
 
 
+def say(*parts: str | tuple[str, str], to: Console | None = None) -> None:
+    """Print one line from plain strings and ``(text, style)`` pairs, every character verbatim
+    (no markup, no highlighting, not wrapped); on stderr unless ``to`` names another console."""
+    (to or console).print(Text.assemble(*parts), highlight=False, soft_wrap=True)
+
+
 def error_line(message: str) -> None:
     """Print ``error: MESSAGE`` as one line on stderr (never wrapped, markup not interpreted)."""
     first = " ".join(str(message).split()) or "unknown error"
-    console.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
+    say(("error:", "bold red"), " ", first)
 
 
 def one_line_errors(func: F) -> F:
@@ -125,7 +138,7 @@ def one_line_errors(func: F) -> F:
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             line = str(exc) if isinstance(exc, Stopped) else f"interrupted by {signal_name(exc)}"
-            console.print(f"[bold red]{escape(line)}[/]", highlight=False, soft_wrap=True)
+            say((line, "bold red"))
             raise typer.Exit(exit_code(exc)) from None
         except Exception:
             raise  # a bug: its traceback is what to report
@@ -144,10 +157,10 @@ def one_line_errors(func: F) -> F:
 def banner(client: StructuredCaller) -> None:
     """Say which engine answers, plainly."""
     if client.is_offline:
-        console.print("engine: [bold]offline[/] — deterministic offline engine; "
-                      "no language model is used.")
+        say("engine: ", ("offline", "bold"), " — deterministic offline engine; "
+            "no language model is used.")
     else:
-        console.print(f"engine: [bold]{client.label}[/] (language model over HTTP)")
+        say("engine: ", (client.label, "bold"), " (language model over HTTP)")
 
 
 def command_client(llm: str | None, seed: int, concurrency: int, timeout: float,
@@ -165,8 +178,7 @@ def command_client(llm: str | None, seed: int, concurrency: int, timeout: float,
                                          **(flags or ModelFlags()).settings()))
     if check:
         for label in check_reachable(client):
-            console.print(f"[yellow]warning:[/] endpoint {label} is unreachable; using the others",
-                          highlight=False)
+            say(("warning:", "yellow"), f" endpoint {label} is unreachable; using the others")
     if announce:
         banner(client)
     return client
@@ -181,8 +193,7 @@ def job_progress(client: CountsCalls | None = None) -> Progress:
 
 def started(what: str, key: str, db: Path) -> None:
     """Name a job on stderr as it starts: its id is what resumes it if it stops."""
-    console.print(f"{what} [bold]{escape(key)}[/] started in {escape(str(db))}", highlight=False,
-                  soft_wrap=True)
+    say(f"{what} ", (key, "bold"), f" started in {db}")
 
 
 def stored_flags(stored: Mapping[str, Any], default: ModelFlags) -> ModelFlags:

@@ -133,8 +133,8 @@ def personas_dedup(
         con.close()
     if config.embedder == "hash":
         console.print("stage 2 used the 'hash' embedder (feature hashing, not a neural model); "
-                      "--embedder local or openai:<model> gives the paper's semantic stage.")
-    out.print(str(summary), highlight=False)
+                      "--embedder local or openai:<model> gives the paper's semantic stage.", soft_wrap=True)
+    out.print(str(summary), highlight=False, soft_wrap=True)
 
 
 def _minhash_only(con: Any, config: Any) -> Any:
@@ -185,7 +185,8 @@ def _dedup_job(con: Any, db: Path, config: Any, job: Any, cache: str, rps: float
     job_id = start_dedup_job(con, job.config, job.job_id or None)
     if job.job_id:
         console.print(f"resuming dedup job {job_id}: stages done: {', '.join(job.stages) or 'none'}; "
-                      f"{stored_vector_count(con, embedder.name)} vectors stored", highlight=False)
+                      f"{stored_vector_count(con, embedder.name)} vectors stored", highlight=False,
+                      soft_wrap=True)
     else:
         started("dedup job", job_id, db)
     try:

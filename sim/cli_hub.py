@@ -55,12 +55,12 @@ def personas_import(
     finally:
         con.close()
     out.print(f"read {stats.read} records: {stats.imported} personas, {added} new in {db}, "
-              f"{stats.bad} bad skipped")
+              f"{stats.bad} bad skipped", soft_wrap=True)
     if texts:
         out.print(f"kept {texts} synthesized texts (personahub export --source-file {file})",
                   highlight=False, soft_wrap=True)
     for example in stats.bad_examples:
-        out.print(f"  skipped {example}", highlight=False)
+        out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
 
 
 @one_line_errors
@@ -110,7 +110,7 @@ def personas_sample(
     if output is not None:
         with atomic_file(output, overwrite=force) as f:
             f.write("".join(line + "\n" for line in lines))
-        console.print(f"wrote {len(personas)} personas to {output}")
+        console.print(f"wrote {len(personas)} personas to {output}", soft_wrap=True)
         return
     if fmt == "ids":
         sys.stdout.write("".join(p.persona_id + "\n" for p in personas))
@@ -199,4 +199,5 @@ def personas_export_graph(
         con.close()
     with atomic_file(output, overwrite=force, binary=True) as f:
         write_graphml(graph, cast(BinaryIO, f))  # opened binary=True
-    out.print(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output}")
+    out.print(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output}",
+              soft_wrap=True)

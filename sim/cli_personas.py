@@ -106,7 +106,8 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
         if info is not None:
             total = info.config.get("hops", hops)
             console.print(f"resuming expansion {info.expansion_id}: {info.hops_done} of {total} hop(s) "
-                          f"done, {info.pending} frontier persona(s) pending (--fresh starts anew)")
+                          f"done, {info.pending} frontier persona(s) pending (--fresh starts anew)",
+                          soft_wrap=True)
             return con, [], info.expansion_id, dict(info.config)
         start = live_persona_ids(con, limit)
         if not start:
@@ -240,13 +241,14 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
               f"asked {summary.asked} personas over {summary.hops} hop(s): "
               f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
               f"existing ones, {summary.edges} relations, {summary.linked} closing triangles, "
-              f"{summary.failed_calls} failed calls")
+              f"{summary.failed_calls} failed calls", soft_wrap=True)
     shape = summary.graph
     if shape:
         out.print(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges, "
                   f"{shape['components']} components, {shape['cycles']} cycles, clustering "
-                  f"{shape['clustering']}, degrees {shape['degree_histogram']}", highlight=False)
-    out.print(rejection_line(summary.rejected), highlight=False)
+                  f"{shape['clustering']}, degrees {shape['degree_histogram']}", highlight=False,
+                  soft_wrap=True)
+    out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
 
 
 def _text_job(con: Any, db: Path, resume: str, corpus: Path | None) -> tuple[dict[str, Any], Path]:
@@ -363,12 +365,12 @@ def personas_from_text(
             con.close()
     out.print(f"{summary.texts} texts × {len(chosen)} relation(s): {summary.already_done} already done, "
               f"asked {summary.asked}, {summary.failed_calls} failed (re-run to retry); "
-              f"{summary.personas} personas, {summary.new_personas} new in {db}")
-    out.print(rejection_line(summary.rejected), highlight=False)
+              f"{summary.personas} personas, {summary.new_personas} new in {db}", soft_wrap=True)
+    out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
     if stats.bad:
-        out.print(f"{stats.bad} bad records skipped")
+        out.print(f"{stats.bad} bad records skipped", soft_wrap=True)
         for example in stats.bad_examples:
-            out.print(f"  skipped {example}", highlight=False)
+            out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
 
 
 def _text_to_persona(con: Any, client: Any, texts: Any, *, name: str, relations: Any,

@@ -25,13 +25,12 @@ from personahub.sim.cli_common import (
     TopPOption,
     banner,
     command_client,
-    console,
     job_progress,
     one_line_errors,
     out,
+    say,
     started,
 )
-from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -95,7 +94,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
                                   "give only --db (and --llm if the endpoint needs credentials)")
 
         def resuming() -> None:
-            console.print(f"resuming run [bold]{escape(resume)}[/] in {escape(str(db))}")
+            say("resuming run ", (resume, "bold"), f" in {db}")
             if watcher is not None:
                 watcher.start(resume)
 
@@ -119,8 +118,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
 
     def ready() -> None:  # the input is checked and nothing is written yet
         banner(client)
-        console.print(f"scenario: [bold]{escape(loaded.name)}[/] ({escape(str(scenario))}) "
-                      f"seed={run_seed} db={escape(str(db))}")
+        say("scenario: ", (loaded.name, "bold"), f" ({scenario}) seed={run_seed} db={db}")
 
     def on_start(run_id: str) -> None:
         started("run", run_id, db)
@@ -132,11 +130,6 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
                                client=client, on_ready=ready,
                                on_start=lambda run_id: on_start(run_id))
     print_summary(summary)
-
-
-def say(line: str) -> None:
-    """One plain line on stderr (no markup: URLs and ids print verbatim)."""
-    console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
@@ -179,7 +172,7 @@ def print_summary(summary: Any) -> None:
     table.add_row("database", str(summary.db))
     out.print(table)
     db = summary.db
-    out.print("Try:")
+    out.print("Try:", soft_wrap=True)
     out.print(f"  personahub sql --db {db} \"select kind, count(*) from emissions group by 1\"",
               highlight=False, soft_wrap=True)
     out.print(f"  personahub sql --db {db} \"select step, text from emissions where kind = "

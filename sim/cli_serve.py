@@ -38,7 +38,7 @@ def serve(
                                         retry_after_s=retry_after, models=tuple(model or ())),
                           host=host, port=port)
     console.print(f"offline engine (not a language model) serving OpenAI-compatible API ({dialect}) at "
-                  f"{handle.base_url} — use --llm {handle.base_url}; Ctrl-C stops.")
+                  f"{handle.base_url} — use --llm {handle.base_url}; Ctrl-C stops.", soft_wrap=True)
     try:
         while True:
             time.sleep(3600)

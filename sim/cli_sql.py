@@ -1,5 +1,5 @@
 """``personahub sql``: read a query (argument or file), run it through ``analysis.user_sql``
-and print the result as a table, CSV or JSON lines."""
+and print the result as a table, CSV (``\n`` line ends), JSON (one array) or JSON Lines."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli_common import DbOption, one_line_errors, out
 from rich.table import Table
 
+FORMATS = ("table", "csv", "json", "jsonl")
+
 
 @one_line_errors
 def sql(
@@ -21,7 +23,8 @@ def sql(
         help="SQL to run (read-only), or a path ending in .sql.")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="File of SQL to run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
-    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    fmt: Annotated[str, typer.Option(
+        "--format", help="table, csv, json (one array) or jsonl (JSON Lines).")] = "table",
     limit: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 200,
     allow_files: Annotated[bool, typer.Option(
         "--allow-files", help="Let the SQL read and write files (read_csv, read_parquet, glob, "
@@ -35,10 +38,10 @@ def sql(
     The SQL cannot touch other files (unless --allow-files), install or load extensions, or
     change settings (SET, RESET, PRAGMA).
     """
-    from personahub.analysis.user_sql import run_user_query
+    from personahub.analysis.user_sql import user_query_result
 
-    if fmt not in ("table", "csv", "json"):
-        raise PersonahubError(f"--format {fmt!r}: use table, csv or json")
+    if fmt not in FORMATS:
+        raise PersonahubError(f"--format {fmt!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
     if file is None and query is not None and query.strip().lower().endswith(".sql"):
         file = Path(query.strip())
     if file is not None:
@@ -49,26 +52,39 @@ def sql(
     if not query or not query.strip():
         raise PersonahubError("sql: give a query, a .sql path or --file FILE")
     where = f"{file}: " if file is not None else ""
-    columns, rows = run_user_query(db, query, allow_files=allow_files, where=where)
-    print_rows(columns, rows, fmt, limit)
+    result = user_query_result(db, query, allow_files=allow_files, where=where)
+    print_rows(result.columns, result.rows, fmt, limit, types=result.types)
 
 
-def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, limit: int) -> None:
-    """Print a result set as a table, CSV or JSON lines."""
+def json_records(columns: list[str], rows: list[tuple[Any, ...]],
+                 types: list[str] | None = None) -> list[str]:
+    """Each row as one JSON object; a JSON-typed column holds its value, not its text."""
+    decode = [t == "JSON" for t in types] if types else [False] * len(columns)
+    return [json.dumps({c: json.loads(v) if d and isinstance(v, str) else v
+                        for c, v, d in zip(columns, row, decode, strict=True)}, default=str)
+            for row in rows]
+
+
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, limit: int,
+               types: list[str] | None = None) -> None:
+    """Print a result set as a table, CSV, a JSON array or JSON Lines."""
     if fmt == "csv":
         import csv
 
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # CRLF breaks $(... | tail -1)
         writer.writerow(columns)
         writer.writerows(rows)
         return
-    if fmt == "json":
-        for row in rows:
-            sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)), default=str) + "\n")
+    if fmt in ("json", "jsonl"):
+        records = json_records(columns, rows, types)
+        if fmt == "jsonl":
+            sys.stdout.write("".join(r + "\n" for r in records))
+        else:
+            sys.stdout.write("[" + ",\n ".join(records) + "]\n")
         return
     table = Table(*columns)
     for row in rows[:limit]:
         table.add_row(*["NULL" if v is None else str(v) for v in row])
     out.print(table)
     if len(rows) > limit:
-        out.print(f"({len(rows)} rows, first {limit} shown)")
+        out.print(f"({len(rows)} rows, first {limit} shown)", soft_wrap=True)

@@ -26,10 +26,10 @@ from personahub.sim.cli_common import (
     TopPOption,
     banner,
     command_client,
-    console,
     job_progress,
     one_line_errors,
     out,
+    say,
     started,
 )
 
@@ -47,7 +47,7 @@ def _list_templates() -> None:
         table.add_row(name, spec.summary + extra, spec.instruction)
     out.print(table)
     out.print(f"prompting modes: {', '.join(PROMPTING_MODES)} (without --examples the few-shot "
-              "modes use the task's shipped demonstrations, builtin:TASK)")
+              "modes use the task's shipped demonstrations, builtin:TASK)", soft_wrap=True)
 
 
 @one_line_errors
@@ -131,7 +131,7 @@ def synthesize(
 
     def on_start(job_id: str) -> None:
         if resume:
-            console.print(f"resuming job [bold]{job_id}[/] in {db}", highlight=False)
+            say("resuming job ", (job_id, "bold"), f" in {db}")
         else:
             started("job", job_id, db)
 
@@ -145,15 +145,15 @@ def synthesize(
     out.print(f"job {summary.job_id}: {summary.written} {task} items written "
               f"({summary.skipped_done} already done, {summary.failed} failed, "
               f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",
-              highlight=False)
-    out.print(rejection_line(summary.rejected), highlight=False)
+              highlight=False, soft_wrap=True)
+    out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     out.print(f"model calls: {calls}; engine: {summary.engine}"
               + (" (offline engine, not a language model)" if summary.offline else ""),
-              highlight=False)
+              highlight=False, soft_wrap=True)
     if summary.failed:
         out.print(f"resume to retry the failed personas: personahub synthesize --resume "
-                  f"{summary.job_id} --db {db}", highlight=False)
+                  f"{summary.job_id} --db {db}", highlight=False, soft_wrap=True)
     if out_file is not None:
         _export(db, out_file, "personahub", job=summary.job_id, overwrite=force)
     out.print(f"  personahub export --db {db} --job {summary.job_id} --format chat "
@@ -169,7 +169,7 @@ def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
         written = export(con, path, fmt, **kwargs)
     finally:
         con.close()
-    out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False)
+    out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False, soft_wrap=True)
     return written
 
 
@@ -182,7 +182,7 @@ def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bo
         written = export_source_file(con, path, source, fmt=fmt, overwrite=overwrite)
     finally:
         con.close()
-    out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False)
+    out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False, soft_wrap=True)
 
 
 @one_line_errors
@@ -248,7 +248,7 @@ def report(
                              embedder=model)
     finally:
         con.close()
-    out.print(f"report written to {index}", highlight=False)
+    out.print(f"report written to {index}", highlight=False, soft_wrap=True)
 
 
 @one_line_errors
@@ -278,7 +278,7 @@ def diversity(
         con.close()
     label = embedder_label(model)
     if not results:
-        out.print(f"no items to analyse ({label})", highlight=False)
+        out.print(f"no items to analyse ({label})", highlight=False, soft_wrap=True)
         return
     # one column per kind/task: twelve figures side by side do not fit a terminal
     rows = [summary_row(result.summary) for result in results.values()]
@@ -290,4 +290,4 @@ def diversity(
     reused = sum(result.pairs.reused for result in results.values())
     if reused:
         out.print(f"{reused} persona vectors read from persona_embeddings (not embedded again)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)

@@ -15,8 +15,7 @@ import typer
 from personahub.personas.dbcheck import DatabaseFileError
 from personahub.personas.errors import PersonahubError
 from personahub.personas.store import DEFAULT_DB
-from personahub.sim.cli_common import DbOption, console, one_line_errors
-from rich.markup import escape
+from personahub.sim.cli_common import DbOption, one_line_errors, say
 
 DEFAULT_VIEW_PORT = 8765
 ViewPortOption = Annotated[int, typer.Option(
@@ -51,8 +50,7 @@ def view(
         con.close()
         raise PersonahubError(f"--run {run}: no such run in {db}")
     handle = start_view(ViewSource(lambda: con, run), port=port)
-    console.print(f"view: {handle.url} ({escape(str(db))}, read-only); Ctrl-C stops.",
-                  highlight=False, soft_wrap=True)
+    say(f"view: {handle.url} ({db}, read-only); Ctrl-C stops.")
     try:
         while True:
             time.sleep(3600)

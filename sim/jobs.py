@@ -66,6 +66,13 @@ def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) 
     except duckdb.CatalogException:  # a database from before the cache existed
         recorded = 0
     if not recorded:
+        others = [r[0] for r in con.execute(
+            "SELECT DISTINCT model FROM llm_cache ORDER BY 1 LIMIT 4").fetchall()]
+        if others:  # answers of another model: the --llm is what differs
+            raise PersonahubError(
+                f"--cache replay: {db} holds no recorded answer of model {model!r}, only of "
+                f"{', '.join(repr(m) for m in others)}; use the same --llm they were recorded with "
+                "(or record this one with --cache record)")
         raise PersonahubError(f"--cache replay: {db} holds no recorded answer of model {model!r}; "
                               "record them first with --cache record (same --llm)")
 

@@ -63,7 +63,7 @@ class JobProgress(Progress):
 
     def __init__(self, console: Console, stats: CallCounts | None = None, *,
                  every_s: float | None = None) -> None:
-        columns: list[str | ProgressColumn] = [TextColumn("{task.description}"), BarColumn(),
+        columns: list[str | ProgressColumn] = [TextColumn("{task.description}", markup=False), BarColumn(),
                                                MofNCompleteColumn(), TimeElapsedColumn(),
                                                TimeRemainingColumn()]
         if stats is not None:

@@ -87,3 +87,13 @@ def test_type_checker_tree_mirrors_the_package_dir_mapping() -> None:
         assert linked.is_symlink() and linked.resolve() == (ROOT / folder).resolve(), package
     linked_names = {p.name for p in (tree / "personahub").iterdir() if p.is_dir()}
     assert linked_names == {package.split(".")[1] for package in mapping if package != "personahub"}
+
+
+def test_the_licence_pyproject_names_ships() -> None:
+    import tomllib
+
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    assert declared == "Apache-2.0"
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence
+    assert "END OF TERMS AND CONDITIONS" in licence

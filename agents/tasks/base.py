@@ -65,6 +65,10 @@ class Task:
     emission: EmissionSpec | None = None
     synthesis: SynthesisSpec | None = None
     offline_writers: Mapping[str, OfflineWriter] = field(default_factory=dict)
+    # What the persona was asked, for kinds whose item is an answer (a line said, a tool designed):
+    # chat exports then hold that request as the user turn and the item as the assistant's.
+    # None for kinds whose item is itself the user's turn (an instruction, a problem).
+    chat_request: str | None = None
 
     # -- text ----------------------------------------------------------------------------------
     def text(self, content: Content) -> str:
@@ -110,9 +114,15 @@ class Task:
         """Persona Hub's ``description`` field of an exported item."""
         return self.description or self.name.replace("_", " ")
 
-    def chat_messages(self, content: Content,
-                      solution: Mapping[str, Any] | None = None) -> list[dict[str, str]]:
-        """Chat messages (user first, roles alternating); the assistant only when known."""
+    def chat_messages(self, content: Content, solution: Mapping[str, Any] | None = None, *,
+                      persona: str = "") -> list[dict[str, str]]:
+        """Chat messages (user first, roles alternating); the assistant only when known: the
+        item itself when it answers ``chat_request`` (asked of ``persona``), else a solution."""
+        if self.chat_request is not None:
+            ask = f"You are this person: {persona.strip()}\n\n{self.chat_request}" \
+                if persona.strip() else self.chat_request
+            return [{"role": "user", "content": ask},
+                    {"role": "assistant", "content": self.text(content)}]
         messages = [{"role": "user", "content": self.text(content)}]
         if solution:
             messages.append({"role": "assistant",

@@ -66,8 +66,8 @@ class MultiTurnTask(Task):
         instruction = super().synthesis_instruction()
         return f"{instruction} {ASSISTANT_TURNS_NOTE}" if with_assistant else instruction
 
-    def chat_messages(self, content: Content,
-                      solution: Mapping[str, Any] | None = None) -> list[dict[str, str]]:
+    def chat_messages(self, content: Content, solution: Mapping[str, Any] | None = None, *,
+                      persona: str = "") -> list[dict[str, str]]:
         if "turns" in content:
             messages = []
             for turn in content["turns"]:

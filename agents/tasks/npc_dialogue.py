@@ -33,4 +33,5 @@ TASK = Task(
         prompt="Say one line to the neighbour under Talking to, in character. If they said "
                "something, reply to it."),
     offline_writers={"line": "spoken_line", "tone": "sentence"},
+    chat_request="Say one line to a neighbour, in character.",
 )

@@ -207,4 +207,6 @@ TASK = ToolTask(
     offline_writers={"name": "title", "description": "description",
                      "function_name": "identifier", "input_args": "arguments",
                      "return": "returns", "depend": "dependencies"},
+    chat_request="Design one tool (a function interface) you would need: name, description, "
+                 "function_name, input_args, return, depend, as JSON.",
 )

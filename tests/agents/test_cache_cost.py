@@ -223,7 +223,7 @@ def test_cost_of_a_run_through_the_cli(scenario_file, tmp_path):
     replay = runner.invoke(app, ["run", str(path), "--db", str(db), "--cache", "replay",
                                  "--price-in", "3", "--price-out", "15"], catch_exceptions=False)
     assert replay.exit_code == 0, replay.output
-    query = runner.invoke(app, ["sql", "--db", str(db), "--format", "json",
+    query = runner.invoke(app, ["sql", "--db", str(db), "--format", "jsonl",
                                 str(query_files()["cost_per_run"])], catch_exceptions=False)
     rows = sorted((json.loads(line) for line in query.output.splitlines()),
                   key=lambda r: r["cached_calls"])

@@ -106,6 +106,33 @@ def test_chat_and_parquet_exports_validate(data: dict, tmp_path: Path) -> None:
                                     [str(parquet)]).fetchall()[0][0] == written
 
 
+def test_chat_rows_carry_the_assistant_turn_where_the_kind_has_one(data: dict, tmp_path: Path) -> None:
+    """A line said or a tool designed is the assistant's answer to a request to the persona; an
+    instruction is the user's turn and has no answer to export (issue 12, item 5)."""
+    con = ro(data["db"])
+    rows = {}
+    for kind in ("npc_dialogue", "tool_spec", "instruction"):
+        path = tmp_path / f"{kind}.chat.jsonl"
+        assert export(con, path, "chat", run=data["run"], kind=kind) > 0
+        rows[kind] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    path = tmp_path / "tool_job.chat.jsonl"
+    export(con, path, "chat", job=data["tool"])
+    rows["tool"] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    items = {i.item_id: i for i in load_items(con, run=data["run"], kind="npc_dialogue")}
+    con.close()
+    for kind in ("npc_dialogue", "tool_spec", "tool"):
+        for row in rows[kind]:
+            user, assistant = row["messages"]
+            assert (user["role"], assistant["role"]) == ("user", "assistant")
+            assert user["content"].startswith("You are this person: ") and assistant["content"]
+    first = next(iter(items.values()))
+    assert rows["npc_dialogue"][0]["messages"][1]["content"] == first.content["line"]
+    assert first.persona in rows["npc_dialogue"][0]["messages"][0]["content"]
+    tool = json.loads(rows["tool"][0]["messages"][1]["content"])
+    assert tool["function_name"] == rows["tool"][0]["tools"][0]["function"]["name"]
+    assert all([m["role"] for m in r["messages"]] == ["user"] for r in rows["instruction"])
+
+
 def test_run_export_filters(data: dict, tmp_path: Path) -> None:
     con = ro(data["db"])
     all_tools = load_items(con, run=data["run"], kind="tool_spec")
@@ -196,7 +223,7 @@ def test_sql_command_accepts_files(data: dict, tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert result.stdout.splitlines()[0] == "kind,n"
         assert "math_problem,5" in result.stdout
-    result = runner.invoke(app, ["sql", "--db", str(data["db"]), "--format", "json",
+    result = runner.invoke(app, ["sql", "--db", str(data["db"]), "--format", "jsonl",
                                  str(query_files()["synth_jobs"])])
     assert result.exit_code == 0
     assert {json.loads(x)["task"] for x in result.stdout.splitlines()} >= {"tool", "multi_turn"}

@@ -151,7 +151,7 @@ WORKS = [
 @pytest.mark.parametrize(("sql", "check"), [(s, c) for _, s, c in WORKS],
                          ids=[case for case, _, _ in WORKS])
 def test_plain_queries_work(hub: dict, sql: str, check) -> None:
-    got = rows(invoke("sql", "--db", hub["db"], "--format", "json", sql))
+    got = rows(invoke("sql", "--db", hub["db"], "--format", "jsonl", sql))
     assert check(got), got
 
 
@@ -176,7 +176,7 @@ def test_ready_queries_run(hub: dict, name: str, how: str) -> None:
 
 
 def test_allow_files_reads_a_csv(hub: dict, files: Path) -> None:
-    got = rows(invoke("sql", "--db", hub["db"], "--allow-files", "--format", "json",
+    got = rows(invoke("sql", "--db", hub["db"], "--allow-files", "--format", "jsonl",
                       f"SELECT name, n FROM read_csv('{files}/in.csv') ORDER BY n"))
     assert got == [{"name": "ferry", "n": 3}, {"name": "market", "n": 5}]
 
@@ -192,7 +192,7 @@ def test_allow_files_copies_to_a_file(hub: dict, files: Path) -> None:
 
 def test_allow_files_joins_a_csv_with_a_view(hub: dict, files: Path) -> None:
     (files / "kinds.csv").write_text("kind\nnpc_dialogue\n", encoding="utf-8")
-    got = rows(invoke("sql", "--db", hub["db"], "--allow-files", "--format", "json",
+    got = rows(invoke("sql", "--db", hub["db"], "--allow-files", "--format", "jsonl",
                       f"SELECT k.kind, sum(v.n) > 0 AS seen FROM read_csv('{files}/kinds.csv') k "
                       "JOIN v_duplicate_rate v USING (kind) GROUP BY 1"))
     assert got == [{"kind": "npc_dialogue", "seen": True}]

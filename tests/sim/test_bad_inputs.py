@@ -108,6 +108,14 @@ def hub_and_people(ctx: Ctx) -> None:
     people(ctx)
 
 
+def recorded_offline(ctx: Ctx) -> None:
+    """The hub, a scenario, and the offline engine's answers recorded in ``llm_cache``."""
+    hub_and_people(ctx)
+    path = scenario(ctx, steps=1)
+    done = CliRunner().invoke(app, ["run", str(path), "--db", str(ctx.db), "--cache", "record"])
+    assert done.exit_code == 0, done.output
+
+
 def hub_and(*files: tuple[str, str | bytes]) -> Callable[[Ctx], None]:
     """Setup: the hub copy, people.jsonl and these (name, content) files."""
     def setup(ctx: Ctx) -> None:
@@ -367,6 +375,10 @@ CASES = [
     Case("--cache replay with nothing recorded", hub_and_scenario(hops=1),
          ("run", "{tmp}/scenario.py", "--db", "{db}", "--cache", "replay"),
          "holds no recorded answer of model 'offline'", tables=RUN),
+    Case("--cache replay with another --llm", recorded_offline,
+         ("run", "{tmp}/scenario.py", "--db", "{db}", "--cache", "replay",
+          "--llm", "http://127.0.0.1:9/v1?model=other"),
+         "use the same --llm they were recorded with", tables=RUN),
     Case("--cache replay without a database", hub_and_scenario(hops=1),
          ("run", "{tmp}/scenario.py", "--db", "{tmp}/none.duckdb", "--cache", "replay"),
          "does not exist, so no answer is recorded", tables=RUN),
@@ -392,6 +404,13 @@ CASES = [
          "--resume RUN_ID takes the scenario", tables=RUN),
     Case("--resume of an unknown run", hub_and_people, ("run", "--resume", "nosuch", "--db", "{db}"),
          "--resume nosuch: no such run", tables=RUN),
+    # other commands
+    Case("personas sample -w with a doubled operator", lambda ctx: ctx.hub(),
+         ("personas", "sample", "--db", "{db}", "-w", "age>>3"),
+         "--where 'age>>3': the value starts with '>'", tables=HUB),
+    Case("personas sample --near an unknown id", lambda ctx: ctx.hub(),
+         ("personas", "sample", "--db", "{db}", "--near", "nosuch"),
+         "--near 'nosuch': no such persona id", tables=HUB),
     # other commands
     Case("export --kind bogus", lambda ctx: ctx.hub(),
          ("export", "--db", "{db}", "--run", "{run}", "--kind", "bogus", "--out", "{tmp}/x.jsonl"),

@@ -32,7 +32,7 @@ def test_run_then_sql(scenario_file, tmp_path):
     for word in ("agents", "emissions", "near-duplicates flagged", "LLM calls", "wall time",
                  "prompt tokens per action", str(db), "personahub sql"):
         assert word in result.output
-    query = invoke("sql", "--db", db, "--format", "json",
+    query = invoke("sql", "--db", db, "--format", "jsonl",
                    "select kind, count(*) as n from emissions group by 1 order by 1")
     rows = [json.loads(line) for line in query.output.splitlines()]
     assert [r["kind"] for r in rows] == ["instruction", "npc_dialogue", "tool_spec"]
