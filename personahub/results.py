@@ -75,6 +75,32 @@ class Job:
         """The job's model calls (``llm_calls``)."""
         return self.sql("SELECT * FROM llm_calls WHERE job_id = ? ORDER BY started_at", [self.job_id])
 
+    def export(self, path: str | Path, fmt: str = "chat", *, kind: str | None = None,
+               drop_duplicates: bool = False, overwrite: bool = False) -> int:
+        """Write a run's or synthesis job's items as ``personahub export`` does: ``fmt`` is
+        personahub, chat, parquet (a file) or hf (a datasets folder with its card); returns
+        the number of records."""
+        from personahub.analysis.export import export
+        from personahub.personas.errors import PersonahubError
+        from personahub.personas.outputs import check_output
+        from personahub.personas.store import connect
+
+        if self.kind not in ("run", "synthesis"):
+            raise PersonahubError(f"export: a {self.kind} job has no items to export; use .items()")
+        which = {"run": self.job_id} if self.kind == "run" else {"job": self.job_id}
+        con = connect(self.db, read_only=True)
+        try:
+            if fmt == "hf":
+                from personahub.analysis.export_hf import HF_FILES, export_hf
+
+                check_output(path, db=self.db, force=overwrite, kind="dir", names=HF_FILES)
+                return export_hf(con, path, kind=kind, drop_duplicates=drop_duplicates, **which)
+            check_output(path, db=self.db, force=overwrite)
+            return export(con, path, fmt, kind=kind, drop_duplicates=drop_duplicates,
+                          overwrite=overwrite, **which)
+        finally:
+            con.close()
+
     def items(self) -> pd.DataFrame:
         """What the job made: synthesized items, or the personas a persona job produced
         (for ``dedup``: the personas flagged as duplicates)."""
