@@ -65,9 +65,18 @@ def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) ->
             "llm": llm, "prompting": "agent prompts of the scenario's output kinds (simulation)"}
 
 
+def _size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` value for ``rows``."""
+    bounds = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+              (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"))
+    return next((label for bound, label in bounds if rows < bound), "10M<n<100M")
+
+
 def _persona_sources(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem]) -> list[tuple[str, int]]:
+    """(source, personas) of the items' personas; a file source by its name only, so a card
+    published on the Hub does not carry the exporting machine's paths."""
     ids = sorted({item.persona_id for item in items})
-    return [(str(s), int(n)) for s, n in con.execute(
+    return [(Path(str(s)).name if "/" in str(s) else str(s), int(n)) for s, n in con.execute(
         "SELECT coalesce(source, 'unknown'), count(*) FROM personas WHERE list_contains(?, persona_id) "
         "GROUP BY 1 ORDER BY 2 DESC, 1", [ids]).fetchall()]
 
@@ -87,7 +96,7 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
     duplicates = sum(item.is_duplicate for item in items)
     lines = [
         "---", "license: other", "language:", "- en", "tags:", "- synthetic", "- personahub",
-        "- persona-hub", "size_categories:", f"- {'n<1K' if len(items) < 1000 else '1K<n<10K'}",
+        "- persona-hub", "size_categories:", f"- {_size_category(len(items))}",
         "configs:", "- config_name: default", "  data_files:", "  - split: train",
         f"    path: {HUB_DATA}", "---", "",
         f"# personahub {source['kind']} {source['id']}", "",

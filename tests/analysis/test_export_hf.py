@@ -40,6 +40,7 @@ def test_job_export_loads_with_load_from_disk(tmp_path: Path) -> None:
     for said in (job.job_id, "task `math_problem`", "offline engine", "not a language model",
                  "**Prompting:** zero-shot", "**Persona source:**", "CC BY-NC-SA 4.0"):
         assert said in card, said
+    assert "  - `seed`: 5 personas" in card
     # an existing export is not replaced without --force, and is with it
     again = invoke("export", "--db", db, "--job", job.job_id, "--format", "hf", "--out", out)
     assert "--force" in one_line_error(again)
@@ -59,7 +60,10 @@ def test_run_export_and_hub_layout(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     dataset = datasets.load_from_disk(str(out))
     assert dataset.num_rows == summary.emissions_by_kind["instruction"]
-    assert "scenario `riverside_town`" in (out / "README.md").read_text(encoding="utf-8")
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "scenario `riverside_town`" in card
+    sources = card.split("**Persona source:**")[1].split("- **Near")[0]
+    assert ".jsonl`" in sources and "/" not in sources  # file names, not this machine's paths
     repo = hub_folder(out, tmp_path / "repo")  # what push_to_hub uploads
     assert (repo / HUB_DATA).is_file() and (repo / "README.md").is_file()
     as_hub = datasets.load_dataset(str(repo), split="train", cache_dir=str(tmp_path / "cache"))
