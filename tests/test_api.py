@@ -47,6 +47,8 @@ async def test_sync_form_inside_a_running_loop(tmp_path: Path) -> None:
     plain = await asyncio.to_thread(personahub.run_scenario, LAUNCH, db=tmp_path / "t.duckdb", steps=1)
     texts = run.emissions()["text"].tolist()
     assert texts == plain.emissions()["text"].tolist()
+    with pytest.raises(PersonahubError, match="no_such"):  # errors cross the worker thread as raised
+        personahub.run_scenario(LAUNCH, db=db, no_such=1)
 
 
 def test_positional_run_options_still_work(tmp_path: Path) -> None:
