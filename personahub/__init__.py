@@ -7,8 +7,11 @@ so nothing generic (``agents`` is also the OpenAI Agents SDK) is installed at to
 The public API is imported lazily, so ``import personahub`` stays cheap::
 
     import personahub
-    scenario = personahub.load_scenario("scenarios/riverside_town.py")
-    summary = personahub.run_scenario(scenario, personahub.RunOptions(db="society.duckdb"))
+    run = personahub.run_scenario("scenarios/riverside_town.py", db="society.duckdb", steps=2)
+    run.emissions()  # a pandas DataFrame; run.survey_answers(), run.items(), run.sql("...")
+
+Each job has a sync form, safe inside a running event loop (Jupyter), and an ``_async`` twin
+(``personahub.api``, documented in docs/api.md).
 """
 
 from __future__ import annotations
@@ -36,7 +39,18 @@ _PUBLIC = {
     "load_scenario": "personahub.sim.scenario",
     "RunOptions": "personahub.sim.runner",
     "RunSummary": "personahub.sim.runner",
-    "run_scenario": "personahub.sim.runner",
+    "run_scenario": "personahub.api",
+    "run_scenario_async": "personahub.api",
+    "synthesize": "personahub.api",
+    "synthesize_async": "personahub.api",
+    "text_to_persona": "personahub.api",
+    "text_to_persona_async": "personahub.api",
+    "expand": "personahub.api",
+    "expand_async": "personahub.api",
+    "dedup": "personahub.api",
+    "dedup_async": "personahub.api",
+    "Run": "personahub.results",
+    "Job": "personahub.results",
     "resume_run": "personahub.sim.runner",
     "SynthOptions": "personahub.sim.synthesize",
     "run_synthesis": "personahub.sim.synthesize",

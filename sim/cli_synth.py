@@ -185,13 +185,32 @@ def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bo
     out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False, soft_wrap=True)
 
 
+def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
+               **which: Any) -> None:
+    """``--format hf``: a ``save_to_disk`` folder and its card (``analysis.export_hf``)."""
+    from personahub.analysis.export_hf import HF_FILES, export_hf
+    from personahub.personas.store import connect
+
+    if source_file is not None or (which["job"] is None) == (which["run"] is None):
+        raise PersonahubError("export --format hf: give exactly one of --job or --run")
+    check_output(out_dir, db=db, force=force, kind="dir", names=HF_FILES)
+    con = connect(db, read_only=True)
+    try:
+        written = export_hf(con, out_dir, **which)
+    finally:
+        con.close()
+    out.print(f"wrote {written} records (hf dataset with README.md card) to {out_dir}; load it "
+              "with datasets.load_from_disk", highlight=False)
+
+
 @one_line_errors
 def export_cmd(
     out_file: Annotated[Path, typer.Option("--out", help="Output file.")],
     job: Annotated[str | None, typer.Option(help="Synthesis job id.")] = None,
     run: Annotated[str | None, typer.Option(help="Simulation run id.")] = None,
     fmt: Annotated[str, typer.Option(
-        "--format", help="personahub (JSONL), chat (JSONL) or parquet.")] = "personahub",
+        "--format", help="personahub (JSONL), chat (JSONL), parquet, or hf (a Hugging Face "
+                         "datasets folder with a dataset card; the [hf] extra).")] = "personahub",
     kind: Annotated[str | None, typer.Option(help="Only this task / emission kind.")] = None,
     source_file: Annotated[str | None, typer.Option(
         help="An imported Persona Hub synthesis file (path or file name): write its rows back "
@@ -205,6 +224,10 @@ def export_cmd(
     atomic)."""
     from personahub.analysis.export import EXPORT_FORMATS
 
+    if fmt == "hf":  # a folder, not a file: analysis/export_hf.py
+        _export_hf(db, out_file, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+                   force=force, source_file=source_file)
+        return
     if fmt not in EXPORT_FORMATS:
         raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if sum(x is not None for x in (job, run, source_file)) != 1:

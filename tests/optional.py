@@ -1,8 +1,9 @@
 """Optional extras in tests: skip when absent, unless CI says the extra must be there.
 
 CI installs ``[embed]`` and sets ``PERSONAHUB_REQUIRE_EMBED=1`` (Chromium and playwright with
-``PERSONAHUB_REQUIRE_BROWSER=1``), so a broken install fails the run instead of quietly skipping
-the tests that need the local model or the browser.
+``PERSONAHUB_REQUIRE_BROWSER=1``, ``[hf]`` with ``PERSONAHUB_REQUIRE_HF=1``), so a broken install
+fails the run instead of quietly skipping the tests that need the local model, the browser or
+datasets.
 """
 
 from __future__ import annotations
@@ -42,4 +43,14 @@ def need_browser() -> None:
     reason = f"{', '.join(missing)} not installed (apt-get install chromium; pip install playwright)"
     if os.environ.get("PERSONAHUB_REQUIRE_BROWSER"):
         pytest.fail(f"PERSONAHUB_REQUIRE_BROWSER is set but {reason}")
+    pytest.skip(reason)
+
+
+def need_hf() -> None:
+    """Skip (or, with ``PERSONAHUB_REQUIRE_HF`` set, fail) without the ``[hf]`` extra's datasets."""
+    if importlib.util.find_spec("datasets") is not None:
+        return
+    reason = "datasets not installed (pip install -e '.[hf]')"
+    if os.environ.get("PERSONAHUB_REQUIRE_HF"):
+        pytest.fail(f"PERSONAHUB_REQUIRE_HF is set but {reason}")
     pytest.skip(reason)

@@ -85,6 +85,9 @@ def test_type_checker_tree_mirrors_the_package_dir_mapping() -> None:
             continue
         linked = tree.joinpath(*package.split("."))
         assert linked.is_symlink() and linked.resolve() == (ROOT / folder).resolve(), package
+    # the package root's own modules (the Python API) are linked one by one
+    assert ({p.name for p in (tree / "personahub").glob("*.py")}
+            == {p.name for p in (ROOT / "personahub").glob("*.py")})
     linked_names = {p.name for p in (tree / "personahub").iterdir() if p.is_dir()}
     assert linked_names == {package.split(".")[1] for package in mapping if package != "personahub"}
 

@@ -1,0 +1,1 @@
+../../personahub/__main__.py

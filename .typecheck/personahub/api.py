@@ -1,0 +1,1 @@
+../../personahub/api.py

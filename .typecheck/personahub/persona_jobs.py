@@ -1,0 +1,1 @@
+../../personahub/persona_jobs.py

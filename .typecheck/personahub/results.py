@@ -1,0 +1,1 @@
+../../personahub/results.py

@@ -1,0 +1,199 @@
+"""The Python API: each job as a plain call and an ``async`` twin, returning a handle whose tables
+read as pandas DataFrames (``personahub.results``).
+
+Thin wrappers over the job functions the CLI runs (``sim.runner``, ``sim.synthesize`` and the
+persona jobs), so a notebook and a command do the same work. A job owns an event loop for its
+model calls, so the sync form runs it in a worker thread when called inside a running loop
+(Jupyter) and the ``_async`` form always does (``personahub.bridge``)::
+
+    import personahub
+    run = personahub.run_scenario("scenarios/riverside_town.py", db="society.duckdb", steps=2)
+    run.survey_answers().groupby("step").size()
+    job = await personahub.synthesize_async("math_problem", db="society.duckdb", n=20)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from personahub.bridge import call_blocking, call_in_thread
+from personahub.results import Job, Run
+
+if TYPE_CHECKING:
+    from personahub.sim.runner import RunOptions
+    from personahub.sim.scenario import Scenario
+
+DEFAULT_DB = "personahub.duckdb"  # = personas.store.DEFAULT_DB, without importing the store
+
+
+def _refuse_unknown(what: str, given: dict[str, Any], known: set[str]) -> None:
+    from personahub.personas.errors import PersonahubError
+
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise PersonahubError(f"{what}: unknown option(s) {', '.join(unknown)}; "
+                              f"choose from {', '.join(sorted(known))}")
+
+
+def _scenario_run(scenario_or_path: Scenario | str | Path, run_options: RunOptions | None,
+                  overrides: dict[str, Any]) -> Run:
+    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.sim.scenario import load_scenario
+
+    if isinstance(scenario_or_path, str | Path):
+        scenario, path = load_scenario(scenario_or_path), str(scenario_or_path)
+    else:
+        scenario, path = scenario_or_path, ""
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    _refuse_unknown("run_scenario", overrides, known)
+    given: dict[str, Any] = {k: (Path(v) if k == "db" else v) for k, v in overrides.items() if v is not None}
+    options = dataclasses.replace(run_options or RunOptions(), **given)
+    summary = run_scenario(scenario, options, scenario_path=path)
+    return Run(job_id=summary.run_id, db=Path(options.db), summary=summary)
+
+
+def _scenario_call(scenario_or_path: Scenario | str | Path, run_options: RunOptions | None,
+                   db: str | Path | None, llm: str | None, seed: int | None, steps: int | None,
+                   options: dict[str, Any]) -> Callable[[], Run]:
+    return partial(_scenario_run, scenario_or_path, run_options,
+                   {"db": db, "llm": llm, "seed": seed, "steps": steps, **options})
+
+
+def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunOptions | None = None, /,
+                 *, db: str | Path | None = None, llm: str | None = None, seed: int | None = None,
+                 steps: int | None = None, **options: Any) -> Run:
+    """Run a scenario (a ``Scenario`` or its file) and return its ``Run``.
+
+    ``options`` are ``RunOptions`` fields (``concurrency``, ``cache``, ``temperature``, …);
+    ``run_options`` (positional, as in earlier releases) is the base they override. None keeps
+    the scenario's seed and steps and the offline engine. Safe inside a running event loop.
+    """
+    return call_blocking(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps, options))
+
+
+async def run_scenario_async(scenario_or_path: Scenario | str | Path,
+                             run_options: RunOptions | None = None, /, *,
+                             db: str | Path | None = None, llm: str | None = None,
+                             seed: int | None = None, steps: int | None = None,
+                             **options: Any) -> Run:
+    """``run_scenario`` for ``await``: the run goes on in a worker thread with its own loop."""
+    return await call_in_thread(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
+                                               options))
+
+
+def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: dict[str, Any]) -> Job:
+    from personahub.sim.synthesize import SynthOptions, run_synthesis
+
+    _refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthOptions)})
+    summary = run_synthesis(SynthOptions(task=task, db=str(db), llm=llm, seed=seed, n=n, **options))
+    return Job(kind="synthesis", job_id=summary.job_id, db=Path(db), summary=summary)
+
+
+def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
+               n: int = 10, **options: Any) -> Job:
+    """Run a synthesis job (``task``: math_problem, instruction, …) and return its ``Job``.
+
+    ``options`` are ``SynthOptions`` fields (``prompting``, ``examples``, ``carve``, ``solve``…).
+    """
+    return call_blocking(partial(_synthesis, task, db, llm, seed, n, options))
+
+
+async def synthesize_async(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
+                           seed: int = 0, n: int = 10, **options: Any) -> Job:
+    """``synthesize`` for ``await``."""
+    return await call_in_thread(partial(_synthesis, task, db, llm, seed, n, options))
+
+
+_TEXT_DEFAULTS: dict[str, Any] = {
+    "relations": "read,write,like,dislike", "per_text": 1, "limit": None, "corpus_name": None,
+    "text_column": None, "id_column": None, "split": "paragraph", "batch_size": 64,
+    "concurrency": 16, "language": None, "cache": "off"}
+_EXPAND_DEFAULTS: dict[str, Any] = {
+    "hops": 1, "fanout": 2, "limit": None, "start_ids": None, "batch_size": 256, "concurrency": 16,
+    "language": None, "link_candidates": 4, "link_embedder": "hash", "cache": "off"}
+_DEDUP_DEFAULTS: dict[str, Any] = {
+    "embedder": "hash", "threshold": 0.9, "num_perm": 128, "ngram": 1, "embed_threshold": 0.9,
+    "ann": "auto", "batch_size": 50_000}
+_MODEL_FLAGS = {"structured", "max_tokens", "temperature", "top_p", "timeout_s", "rps"}
+
+
+def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str | Path,
+                 options: dict[str, Any], **fixed: Any) -> Job:
+    """Run one of ``personahub.persona_jobs`` with ``defaults`` overridden by ``options``."""
+    from personahub import persona_jobs
+
+    _refuse_unknown(kind, options, set(defaults) | flags)
+    jobs: dict[str, Callable[..., tuple[str, Any]]] = {
+        "text_to_persona": persona_jobs.text_to_persona_job, "expand": persona_jobs.expand_job,
+        "dedup": persona_jobs.dedup_job_run}
+    run = jobs[kind]
+    job_id, summary = run(db=Path(db), **fixed, **{**defaults, **options})
+    return Job(kind=kind, job_id=job_id, db=Path(db), summary=summary)
+
+
+def _text_call(corpus: str | Path, db: str | Path, llm: str, seed: int,
+               options: dict[str, Any]) -> Callable[[], Job]:
+    return partial(_persona_job, "text_to_persona", _TEXT_DEFAULTS, _MODEL_FLAGS, db, options,
+                   corpus=Path(corpus), llm=llm, seed=seed)
+
+
+def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
+                    seed: int = 0, **options: Any) -> Job:
+    """Text-to-persona over a corpus file: who is likely to read/write/like/dislike each text.
+
+    ``options``: relations, per_text, limit, corpus_name, text_column, id_column, split,
+    batch_size, concurrency, language, cache, and the model flags (structured, max_tokens,
+    temperature, top_p, timeout_s, rps). Re-running over the same corpus name skips done texts.
+    """
+    return call_blocking(_text_call(corpus, db, llm, seed, options))
+
+
+async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_DB,
+                                llm: str = "offline", seed: int = 0, **options: Any) -> Job:
+    """``text_to_persona`` for ``await``."""
+    return await call_in_thread(_text_call(corpus, db, llm, seed, options))
+
+
+def _expand_call(db: str | Path, llm: str, seed: int, options: dict[str, Any]) -> Callable[[], Job]:
+    return partial(_persona_job, "expand", _EXPAND_DEFAULTS, _MODEL_FLAGS, db, options,
+                   llm=llm, seed=seed)
+
+
+def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
+           **options: Any) -> Job:
+    """Persona-to-persona: grow the hub in ``db`` by ``hops`` rounds of related people.
+
+    ``options``: hops, fanout, limit (start from the first N personas) or start_ids, batch_size,
+    concurrency, language, link_candidates, link_embedder (None: no nearest-people links), cache,
+    and the model flags. The ``Job``'s id is the expansion id.
+    """
+    return call_blocking(_expand_call(db, llm, seed, options))
+
+
+async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
+                       **options: Any) -> Job:
+    """``expand`` for ``await``."""
+    return await call_in_thread(_expand_call(db, llm, seed, options))
+
+
+def _dedup_call(db: str | Path, options: dict[str, Any]) -> Callable[[], Job]:
+    return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, set(), db, options)
+
+
+def dedup(*, db: str | Path = DEFAULT_DB, **options: Any) -> Job:
+    """Flag near-duplicate personas in ``db``: MinHash, then embeddings (never deletes).
+
+    ``options``: embedder (``hash``, ``local``, ``openai:<model>``, None for MinHash only),
+    threshold, num_perm, ngram, embed_threshold, ann, batch_size. ``items()`` are the flagged
+    personas; an unfinished job with the same settings is resumed.
+    """
+    return call_blocking(_dedup_call(db, options))
+
+
+async def dedup_async(*, db: str | Path = DEFAULT_DB, **options: Any) -> Job:
+    """``dedup`` for ``await``."""
+    return await call_in_thread(_dedup_call(db, options))

@@ -1,0 +1,92 @@
+"""The Python API (``personahub.api``): sync and async forms, inside and outside a running loop,
+returning handles whose tables read as DataFrames."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from personahub.personas.errors import PersonahubError
+from personahub.sim.runner import RunOptions
+from personahub.sim.scenario import load_scenario
+
+import personahub
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH = ROOT / "scenarios" / "product_launch.py"
+
+
+def _check_run(run: personahub.Run, db: Path) -> None:
+    assert run.db == db and run.run_id.startswith("20")
+    emissions = run.emissions()
+    assert isinstance(emissions, pd.DataFrame) and len(emissions) == sum(run.emissions_by_kind.values()) > 0
+    assert set(emissions["run_id"]) == {run.run_id}
+    answers = run.survey_answers()
+    assert isinstance(answers, pd.DataFrame)
+    assert set(answers["survey_id"]) == {"purchase_intent"} and len(answers) == run.answers > 0
+    assert len(run.items()) == len(emissions)
+
+
+def test_async_form_under_asyncio_run(tmp_path: Path) -> None:
+    """Done-when: ``asyncio.run`` around the async form runs a scenario and gives DataFrames."""
+    db = tmp_path / "a.duckdb"
+    run = asyncio.run(personahub.run_scenario_async(LAUNCH, db=db, steps=1))
+    _check_run(run, db)
+
+
+async def test_sync_form_inside_a_running_loop(tmp_path: Path) -> None:
+    """Done-when: the sync form called inside a running loop (a Jupyter cell) works, and the run
+    answers as one started from a script does."""
+    db = tmp_path / "s.duckdb"
+    asyncio.get_running_loop()  # this test body runs inside the loop
+    run = personahub.run_scenario(str(LAUNCH), db=db, steps=1)
+    _check_run(run, db)
+    plain = await asyncio.to_thread(personahub.run_scenario, LAUNCH, db=tmp_path / "t.duckdb", steps=1)
+    texts = run.emissions()["text"].tolist()
+    assert texts == plain.emissions()["text"].tolist()
+    with pytest.raises(PersonahubError, match="no_such"):  # errors cross the worker thread as raised
+        personahub.run_scenario(LAUNCH, db=db, no_such=1)
+
+
+def test_positional_run_options_still_work(tmp_path: Path) -> None:
+    """``run_scenario(scenario, RunOptions(...))`` as documented before keeps working; the
+    handle reads the summary's fields."""
+    db = tmp_path / "b.duckdb"
+    run = personahub.run_scenario(load_scenario(LAUNCH), RunOptions(db=db, steps=1), seed=3)
+    assert run.summary.steps == 1 and run.agents > 0 and run.offline
+    assert run.sql("SELECT seed FROM runs")["seed"].tolist() == [3]
+
+
+def test_sql_is_read_only_and_options_are_checked(tmp_path: Path) -> None:
+    db = tmp_path / "c.duckdb"
+    run = personahub.run_scenario(LAUNCH, db=db, steps=1)
+    with pytest.raises(duckdb.Error):
+        run.sql("CREATE TABLE scratch (a INT)")
+    assert run.sql("SELECT count(*) AS n FROM v_run_cost")["n"].tolist() == [1]  # views installed
+    with pytest.raises(PersonahubError, match="unknown option.*no_such"):
+        personahub.run_scenario(LAUNCH, db=db, no_such=1)
+    with pytest.raises(PersonahubError, match="unknown option"):
+        personahub.synthesize("math_problem", db=db, colour="red")
+
+
+async def test_persona_jobs_sync_and_async(tmp_path: Path) -> None:
+    """synthesize, text_to_persona, expand and dedup: both forms, items as DataFrames."""
+    db = tmp_path / "hub.duckdb"
+    job = personahub.synthesize("math_problem", db=db, n=4, seed=1)
+    items = job.items()
+    assert job.kind == "synthesis" and len(items) == 4 == job.written
+    assert set(items["task"]) == {"math_problem"}
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("The river flooded the bakery.\n\nA new bus line opens in May.\n", encoding="utf-8")
+    texts = await personahub.text_to_persona_async(corpus, db=db, relations="read,write")
+    assert texts.job_id == "notes.txt" and texts.asked == 4
+    assert len(texts.items()) == texts.personas > 0
+    assert len(texts.calls()) == 4
+    grown = personahub.expand(db=db, hops=1, fanout=2, limit=2)
+    assert grown.job_id.startswith("exp-") and len(grown.items()) >= 2
+    flagged = await personahub.dedup_async(db=db, embedder=None)
+    assert flagged.stage("minhash") is not None
+    assert list(flagged.items().columns[:2]) == ["persona_id", "seq"]
