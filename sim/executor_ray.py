@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,6 +41,7 @@ from personahub.agents.contracts import StructuredCaller, StructuredResult
 from personahub.agents.llm import LLMSettings, make_client, redact_spec
 from personahub.personas.errors import PersonahubError
 from personahub.personas.record import Persona
+from personahub.sim.executors import in_batch_order
 from personahub.sim.jobs import JobLoop
 from personahub.sim.synthesize import Answer, SynthesisAsker, SynthesisJob
 
@@ -104,23 +105,6 @@ class _SynthActor:
         blobs = np.empty(len(answers), dtype=object)
         blobs[:] = [pickle.dumps(_portable(a)) for a in answers]
         return {"index": np.asarray(rows["index"]), "answer": blobs}
-
-
-def in_batch_order(pieces: Iterable[Mapping[str, Any]], sizes: Sequence[int]) -> Iterator[list[Any]]:
-    """Answers (``index``, pickled ``answer`` columns, any order) regrouped into the batches of
-    ``sizes``, each yielded once it and every batch before it are complete."""
-    pending: dict[int, Any] = {}
-    start = 0
-    batch = 0
-    for piece in pieces:
-        for index, blob in zip(piece["index"], piece["answer"], strict=True):
-            pending[int(index)] = blob
-        while batch < len(sizes) and all(i in pending for i in range(start, start + sizes[batch])):
-            yield [pickle.loads(pending.pop(i)) for i in range(start, start + sizes[batch])]
-            start += sizes[batch]
-            batch += 1
-    if batch < len(sizes):
-        raise PersonahubError(f"Ray returned no answer for batch {batch + 1} of {len(sizes)}")
 
 
 def synthesis_answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]]) -> Iterator[list[Answer]]:

@@ -10,6 +10,9 @@ them. This module imports no Ray: the local path does not pay for the extra.
 from __future__ import annotations
 
 import importlib.util
+import pickle
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from personahub.personas.errors import PersonahubError
 
@@ -34,3 +37,22 @@ def check_executor(name: str, *, cache: str = "off", workers: int | None = None)
                               "database's cache yet; use --cache off (or --executor local)")
     if importlib.util.find_spec("ray") is None:
         raise PersonahubError(RAY_MISSING)
+
+
+def in_batch_order(pieces: Iterable[Mapping[str, Any]], sizes: Sequence[int]) -> Iterator[list[Any]]:
+    """Answers (``index``, pickled ``answer`` columns, any order) regrouped into the batches of
+    ``sizes``, each yielded once it and every batch before it are complete. An answer given
+    twice (a retried task) counts once; one arriving after its batch was yielded is dropped."""
+    pending: dict[int, Any] = {}
+    start = 0
+    batch = 0
+    for piece in pieces:
+        for index, blob in zip(piece["index"], piece["answer"], strict=True):
+            if int(index) >= start:
+                pending[int(index)] = blob
+        while batch < len(sizes) and all(i in pending for i in range(start, start + sizes[batch])):
+            yield [pickle.loads(pending.pop(i)) for i in range(start, start + sizes[batch])]
+            start += sizes[batch]
+            batch += 1
+    if batch < len(sizes):
+        raise PersonahubError(f"the executor returned no answer for batch {batch + 1} of {len(sizes)}")

@@ -1,0 +1,133 @@
+"""synthesize --executor ray: the same rows and llm_calls accounting as the local executor, offline
+and over HTTP, whatever the number of workers; a failed Ray job resumed loses and doubles nothing.
+
+Each module starts its own local Ray on 127.0.0.1 (two CPUs, no dashboard) and shuts it down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.server import running_server
+from personahub.personas.errors import PersonahubError
+from personahub.sim import synthesize
+from personahub.sim.synthesize import SynthOptions, run_synthesis
+
+from tests.cli_helpers import invoke
+from tests.optional import need_ray
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    need_ray()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def rows(db: Path, job_id: str) -> list[tuple]:
+    """What a job made, without what differs by job (item id, time): in persona order."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT persona_id, task, prompting, model, content, text, solution, "
+                           "is_duplicate, duplicate_of IS NOT NULL FROM synth_items WHERE job_id = ? "
+                           "ORDER BY persona_id", [job_id]).fetchall()
+    finally:
+        con.close()
+
+
+def accounting(db: Path, job_id: str) -> list[tuple]:
+    """The job's llm_calls by purpose, status, attempt and model, with their tokens."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT purpose, status, attempt, model_name, count(*), sum(tokens_in), "
+                           "sum(tokens_out) FROM llm_calls WHERE job_id = ? GROUP BY ALL "
+                           "ORDER BY ALL", [job_id]).fetchall()
+    finally:
+        con.close()
+
+
+def synth(db: Path, **kwargs: Any) -> synthesize.SynthSummary:
+    defaults: dict[str, Any] = {"task": "math_problem", "n": 23, "batch_size": 5, "solve": True,
+                                "db": str(db)}
+    return run_synthesis(SynthOptions(**{**defaults, **kwargs}))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_offline_rows_and_calls_match_the_local_executor(local_ray: None, tmp_path: Path,
+                                                         workers: int) -> None:
+    local = synth(tmp_path / "local.duckdb")
+    remote = synth(tmp_path / "ray.duckdb", executor="ray", ray_workers=workers)
+    assert remote.written == local.written == 23 and remote.calls == local.calls
+    assert remote.duplicates == local.duplicates and remote.solved == local.solved == 23
+    assert rows(tmp_path / "ray.duckdb", remote.job_id) == rows(tmp_path / "local.duckdb", local.job_id)
+    assert accounting(tmp_path / "ray.duckdb", remote.job_id) \
+        == accounting(tmp_path / "local.duckdb", local.job_id)
+
+
+def test_persona_few_shot_over_the_loopback_server(local_ray: None, tmp_path: Path) -> None:
+    """Over HTTP (ChatOpenAI on every worker) with the demonstrations' personas inferred on the
+    driver: the same rows and accounting as a local job against the same server."""
+    with running_server(seed=3) as server:
+        llm = server.base_url + "?model=offline"
+        kwargs: dict[str, Any] = {"task": "instruction", "prompting": "persona-few-shot", "llm": llm,
+                                  "solve": False, "n": 12, "batch_size": 4}
+        local = synth(tmp_path / "local.duckdb", **kwargs)
+        remote = synth(tmp_path / "ray.duckdb", executor="ray", ray_workers=2, **kwargs)
+    assert not remote.offline and remote.written == local.written == 12
+    assert rows(tmp_path / "ray.duckdb", remote.job_id) == rows(tmp_path / "local.duckdb", local.job_id)
+    assert accounting(tmp_path / "ray.duckdb", remote.job_id) \
+        == accounting(tmp_path / "local.duckdb", local.job_id)
+
+
+def test_a_failed_ray_job_resumed_loses_and_doubles_nothing(local_ray: None, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real = synthesize.SynthesisJob.write_batch
+    seen = {"batches": 0}
+
+    def dies_at_the_third(self: synthesize.SynthesisJob, results: Any, summary: Any) -> None:
+        seen["batches"] += 1
+        if seen["batches"] == 3:  # the driver dies with batches in flight on the workers
+            raise RuntimeError("driver lost")
+        real(self, results, summary)
+
+    db = tmp_path / "ray.duckdb"
+    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", dies_at_the_third)
+    with pytest.raises(PersonahubError, match="--resume"):
+        synth(db, executor="ray", ray_workers=2)
+    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", real)
+    job_id = duckdb.connect(str(db), read_only=True).execute(
+        "SELECT job_id FROM synth_jobs").fetchall()[0][0]
+    assert len(rows(db, job_id)) == 10  # two batches committed, the third rolled back
+    resumed = run_synthesis(
+        SynthOptions(task="math_problem", db=str(db), executor="ray", ray_workers=2), resume=job_id)
+    assert resumed.skipped_done == 10 and resumed.written == 13
+    local = synth(tmp_path / "local.duckdb")
+    assert rows(db, job_id) == rows(tmp_path / "local.duckdb", local.job_id)
+    assert accounting(db, job_id) == accounting(tmp_path / "local.duckdb", local.job_id)
+
+
+def test_the_cli_runs_on_ray(local_ray: None, tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+    result = invoke("synthesize", "instruction", "--n", 6, "--db", db, "--batch-size", 2,
+                    "--executor", "ray", "--ray-workers", 2)
+    assert "6 instruction items written" in result.output
+
+
+def test_a_spec_carrying_a_secret_is_refused(tmp_path: Path) -> None:
+    need_ray()
+    from personahub.sim.executor_ray import check_ray_client
+
+    client = LLMClient(LLMSettings(spec="http://127.0.0.1:9/v1?model=m&api_key=sk-test"))
+    with pytest.raises(PersonahubError, match="api_key_env"):
+        check_ray_client(client)
