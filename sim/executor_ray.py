@@ -21,6 +21,11 @@ the batches before it are committed, so the same seed gives the same rows whatev
 workers or the order they finish in. Every answer carries its calls' records and new cache
 entries (``Answer.calls``), which the batch commit writes.
 
+``personas dedup --executor ray`` runs stage 1's MinHash signatures (the same function as the
+local stage, so bit-identical) in Ray Data ``map_batches`` tasks over blocks of texts; they come
+back to the driver, which does the banding, candidate verification and marking as a local run
+does, so the flags are the local stage's. Stage 2 (embeddings) runs on the driver either way.
+
 No secret travels through Ray: a spec carrying one (``user:password@`` or a query value other
 than ``model``) is refused; keys are read on the worker from its environment
 (``OPENAI_API_KEY``, or the variable ``?api_key_env=NAME`` names), as on the driver.
@@ -36,10 +41,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import ray
 from personahub.agents.contracts import StructuredCaller, StructuredResult
 from personahub.agents.llm import LLMSettings, make_client, redact_spec
+from personahub.personas.dedup import Signer
 from personahub.personas.errors import PersonahubError
+from personahub.personas.minhash import MinHashConfig, signatures
 from personahub.personas.record import Persona
 from personahub.sim.executors import in_batch_order
 from personahub.sim.jobs import JobLoop
@@ -126,3 +134,42 @@ def synthesis_answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]]) -
                                      fn_constructor_kwargs={"context": context})
         yield from in_batch_order(answered.iter_batches(batch_size=None, batch_format="numpy"),
                                   [len(batch) for batch in batches])
+
+
+def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:
+    """One block's signatures (the same function as the local stage: bit-identical)."""
+    return {"index": np.asarray(rows["index"]), "sig": signatures(list(rows["text"]), config)}
+
+
+def minhash_signer(address: str | None = None, workers: int | None = None) -> Signer:
+    """Stage 1's ``Signer`` on Ray: the texts go to Ray Data ``map_batches`` tasks in blocks,
+    their signatures come back to the driver, which does the banding and verification
+    (``personas.minhash.duplicates_from_signatures``): the flags are the local stage's."""
+
+    def sign(texts: Iterator[list[str]], config: MinHashConfig) -> Iterator[np.ndarray]:
+        batches = list(texts)
+        flat = [text for batch in batches for text in batch]
+        if not flat:
+            return
+        out = np.empty((len(flat), config.num_perm), dtype=np.uint32)
+        seen = np.zeros(len(flat), dtype=bool)
+        with ray_session(address):
+            _quiet_data()
+            size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            table = pa.table({"index": pa.array(np.arange(len(flat))), "text": flat})
+            blocks = max(1, min(len(flat) // 1000, size * 4))
+            step = -(-len(flat) // blocks)
+            items = ray.data.from_arrow([table.slice(lo, step) for lo in range(0, len(flat), step)])
+            signed = items.map_batches(_sign, batch_size=None, fn_kwargs={"config": config},
+                                       concurrency=size)
+            for piece in signed.iter_batches(batch_size=None, batch_format="numpy"):
+                out[piece["index"]] = piece["sig"]
+                seen[piece["index"]] = True
+        if not seen.all():
+            raise PersonahubError(f"minhash on Ray: {int((~seen).sum())} texts came back unsigned")
+        start = 0
+        for batch in batches:
+            yield out[start:start + len(batch)]
+            start += len(batch)
+
+    return sign

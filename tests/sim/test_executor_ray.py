@@ -1,5 +1,6 @@
-"""synthesize --executor ray: the same rows and llm_calls accounting as the local executor, offline
-and over HTTP, whatever the number of workers; a failed Ray job resumed loses and doubles nothing.
+"""--executor ray: synthesize gives the same rows and llm_calls accounting as the local executor,
+offline and over HTTP, whatever the number of workers, and a failed Ray job resumed loses and
+doubles nothing; personas dedup gives the same flags with its signatures computed on Ray.
 
 Each module starts its own local Ray on 127.0.0.1 (two CPUs, no dashboard) and shuts it down."""
 
@@ -13,12 +14,16 @@ import duckdb
 import pytest
 from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.server import running_server
+from personahub.personas.dedup import DedupConfig, run_dedup
 from personahub.personas.errors import PersonahubError
+from personahub.personas.minhash import MinHashConfig
 from personahub.sim import synthesize
 from personahub.sim.synthesize import SynthOptions, run_synthesis
 
+from tests._planted import planted_corpus
 from tests.cli_helpers import invoke
 from tests.optional import need_ray
+from tests.personas.test_dedup import hub, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +136,32 @@ def test_a_spec_carrying_a_secret_is_refused(tmp_path: Path) -> None:
     client = LLMClient(LLMSettings(spec="http://127.0.0.1:9/v1?model=m&api_key=sk-test"))
     with pytest.raises(PersonahubError, match="api_key_env"):
         check_ray_client(client)
+
+
+def test_minhash_flags_match_the_local_stage(local_ray: None) -> None:
+    from personahub.sim.executor_ray import minhash_signer
+
+    texts = planted_corpus(300, 200, length=(40, 60), kinds=("swap", "edit1", "variant"), seed=5).texts
+    config = DedupConfig(minhash=MinHashConfig(num_perm=64, threshold=0.8), batch_rows=97)
+    local, remote = hub(texts), hub(texts)
+    marked_here = run_dedup(local, config).marked
+    marked_there = run_dedup(remote, config, sign=minhash_signer(workers=2)).marked
+    assert marked_there == marked_here > 100
+    assert snapshot(remote) == snapshot(local)
+
+
+def test_personas_dedup_cli_on_ray_flags_what_local_flags(local_ray: None, tmp_path: Path) -> None:
+    people = tmp_path / "people.jsonl"
+    texts = planted_corpus(150, 100, length=(30, 40), kinds=("swap", "edit1"), seed=9).texts
+    people.write_text("".join(f'{{"persona": "{t}"}}\n' for t in texts))
+    flags = []
+    for executor in ("local", "ray"):
+        db = tmp_path / f"{executor}.duckdb"
+        assert invoke("personas", "import", people, "--db", db).exit_code == 0
+        result = invoke("personas", "dedup", "--db", db, "--executor", executor, "--ray-workers", 2)
+        assert result.exit_code == 0, result.output
+        con = duckdb.connect(str(db), read_only=True)
+        flags.append(con.execute("SELECT persona_id, is_duplicate, duplicate_of, dup_stage "
+                                 "FROM personas ORDER BY seq").fetchall())
+        con.close()
+    assert flags[0] == flags[1] and sum(1 for f in flags[0] if f[1]) > 50
