@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,8 +50,11 @@ from personahub.personas.errors import PersonahubError
 from personahub.personas.minhash import MinHashConfig, signatures
 from personahub.personas.record import Persona
 from personahub.sim.executors import in_batch_order
-from personahub.sim.jobs import JobLoop
 from personahub.sim.synthesize import Answer, SynthesisAsker, SynthesisJob
+
+# blocks of work items per worker: a block's batches run concurrently on its actor (Ray Data
+# runs up to 4 of an async actor's batches at once), and more blocks balance the workers
+BLOCKS_PER_WORKER = 4
 
 
 def check_ray_client(client: StructuredCaller) -> LLMSettings:
@@ -100,19 +103,20 @@ def _portable(answer: Answer) -> Answer:
 
 
 class _SynthActor:
-    """One Ray worker: a model client and an event loop, answering batches of personas."""
+    """One Ray worker: a model client answering batches of personas. ``__call__`` is an async
+    generator, so Ray Data runs several batches at once on the actor's one event loop (the
+    client's ``--concurrency`` bounds the calls in flight), as a model endpoint's latency wants."""
 
     def __init__(self, context: bytes) -> None:
         settings, options, job_id, world, demos = pickle.loads(context)
         self.asker = SynthesisAsker(make_client(settings), options, job_id, world, demos)
-        self.loop = JobLoop()
 
-    def __call__(self, rows: Mapping[str, Any]) -> dict[str, Any]:
+    async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
         personas: list[Persona] = [pickle.loads(blob) for blob in rows["persona"]]
-        answers = self.loop.run(self.asker.run_batch(personas))
+        answers = await self.asker.run_batch(personas)
         blobs = np.empty(len(answers), dtype=object)
         blobs[:] = [pickle.dumps(_portable(a)) for a in answers]
-        return {"index": np.asarray(rows["index"]), "answer": blobs}
+        yield {"index": np.asarray(rows["index"]), "answer": blobs}
 
 
 def synthesis_answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]]) -> Iterator[list[Answer]]:
@@ -128,7 +132,7 @@ def synthesis_answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]]) -
         workers = options.ray_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         items = ray.data.from_items([{"index": i, "persona": pickle.dumps(p)}
                                      for i, p in enumerate(personas)],
-                                    override_num_blocks=len(batches))
+                                    override_num_blocks=min(len(batches), workers * BLOCKS_PER_WORKER))
         answered = items.map_batches(_SynthActor, batch_size=options.batch_size,
                                      compute=ray.data.ActorPoolStrategy(size=workers),
                                      fn_constructor_kwargs={"context": context})

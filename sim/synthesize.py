@@ -353,7 +353,7 @@ class SynthesisJob(SynthesisAsker):
     def write_batch(self, results: Sequence[Answer], summary: SynthSummary) -> None:
         """Flag near-duplicates and write the batch's items, rejected answers and call records
         atomically."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         rejected = []
         for persona, content, solution, issue, _ in results:
             if content is None:
@@ -366,17 +366,20 @@ class SynthesisJob(SynthesisAsker):
                                              job_id=self.job_id, persona_id=persona.persona_id,
                                              kind=self.options.task))
                 continue
-            text = self.task.text(content)
-            original = self.index.check_and_add(item_id, text)
-            summary.duplicates += original is not None
             summary.solved += solution is not None
             rows.append({
                 "item_id": item_id, "job_id": self.job_id, "persona_id": persona.persona_id,
                 "task": self.options.task, "prompting": self.options.prompting,
-                "model": self.client.label, "content": content, "text": text,
-                "solution": solution, "is_duplicate": original is not None,
-                "duplicate_of": original, "created_at": _now(),
+                "model": self.client.label, "content": content, "text": self.task.text(content),
+                "solution": solution, "created_at": _now(),
             })
+        # one index call for the batch: it checks the items in order, each against the ones
+        # before it too, so the flags are those of one call per item (which cost the driver
+        # most of its time per batch)
+        originals = self.index.check_and_add_many([(r["item_id"], r["text"]) for r in rows])
+        for row, original in zip(rows, originals, strict=True):
+            row["is_duplicate"], row["duplicate_of"] = original is not None, original
+        summary.duplicates += sum(original is not None for original in originals)
         commit_batch(self.con, JobRef("synthesis", self.job_id, run_id=self.job_id), self.client,
                      {"synth_items": rows, "rejected": rejected}, results)
         summary.written += len(rows)
