@@ -7,7 +7,7 @@ uses the offline engine with --latency seconds per call (a model endpoint's wait
 overhead alone); ``--concurrency`` holds per worker, as it does on Ray. Rows and flags are
 checked equal to the local run's before any figure is printed.
 
-    python bench/bench_ray.py [--n 2000] [--latency 0.1] [--dedup-n 200000]
+    python bench/bench_ray.py [--n 2000] [--latency 0.5] [--dedup-n 1000000]   # about 4 minutes
 """
 
 from __future__ import annotations
@@ -107,10 +107,10 @@ def time_dedup(texts: list[str], workers: int | None) -> tuple[float, list[tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="personas in the synthesis job")
-    parser.add_argument("--latency", type=float, default=0.1, help="seconds per offline call")
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds per offline call")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dedup-n", type=int, default=200_000, help="personas to dedup (0: skip)")
+    parser.add_argument("--dedup-n", type=int, default=1_000_000, help="personas to dedup (0: skip)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     args = parser.parse_args()
 
