@@ -6,6 +6,8 @@ Each module starts its own local Ray on 127.0.0.1 (two CPUs, no dashboard) and s
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,60 @@ def test_a_failed_ray_job_resumed_loses_and_doubles_nothing(local_ray: None, tmp
         SynthOptions(task="math_problem", db=str(db), executor="ray", ray_workers=2), resume=job_id)
     assert resumed.skipped_done == 10 and resumed.written == 13
     local = synth(tmp_path / "local.duckdb")
+    assert rows(db, job_id) == rows(tmp_path / "local.duckdb", local.job_id)
+    assert accounting(db, job_id) == accounting(tmp_path / "local.duckdb", local.job_id)
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Command lines of the processes under ``root`` (this test's Ray: started by this process)."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    mine = {}
+    for pid, command in commands.items():
+        up = pid
+        while up in parents and up != root:
+            up = parents[up]
+        if up == root and pid != root:
+            mine[pid] = command
+    return mine
+
+
+def test_a_worker_killed_mid_job_loses_and_doubles_nothing(local_ray: None, tmp_path: Path) -> None:
+    """SIGKILL one actor after the first batch is committed: Ray Data restarts it and asks its
+    batches again (or the job fails and is resumed); either way the rows and the accounting are
+    the local job's."""
+    killed: list[int] = []
+
+    def kill_one_worker(_: str, done: int, total: int | None) -> None:
+        if killed:
+            return
+        workers = [pid for pid, command in _descendants(os.getpid()).items()
+                   if "_SynthActor" in command]
+        assert workers, "no Ray worker found"
+        os.kill(workers[0], signal.SIGKILL)
+        killed.append(workers[0])
+
+    db = tmp_path / "ray.duckdb"
+    options = SynthOptions(task="math_problem", n=23, batch_size=2, solve=True, db=str(db),
+                           executor="ray", ray_workers=2)
+    try:
+        summary = run_synthesis(options, progress=kill_one_worker)
+        job_id = summary.job_id
+    except PersonahubError:
+        job_id = duckdb.connect(str(db), read_only=True).execute(
+            "SELECT job_id FROM synth_jobs").fetchall()[0][0]
+        run_synthesis(options, resume=job_id)
+    assert killed
+    local = synth(tmp_path / "local.duckdb", batch_size=2)
     assert rows(db, job_id) == rows(tmp_path / "local.duckdb", local.job_id)
     assert accounting(db, job_id) == accounting(tmp_path / "local.duckdb", local.job_id)
 
