@@ -40,3 +40,14 @@ def test_refused_before_anything_is_opened(kwargs: dict, message: str) -> None:
 def test_local_is_the_default_and_needs_no_ray() -> None:
     check_executor("local")
     assert SynthOptions(task="instruction").executor == "local"
+
+
+def test_the_local_path_imports_no_ray() -> None:
+    """Ray is imported only by sim/executor_ray.py, when a command asks for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, personahub.sim.cli, personahub.sim.synthesize, personahub.sim.cli_dedup; "
+            "print('ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
