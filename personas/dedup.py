@@ -60,6 +60,9 @@ __all__ = [
 ]
 
 Progress = Callable[[str, int, int], None]
+# Stage 1's signatures of each batch of texts, in order: ``local_signatures`` here, or on Ray
+# workers (``sim.executor_ray.minhash_signer``); the banding and verification stay here.
+Signer = Callable[[Iterator[list[str]], MinHashConfig], Iterator[tuple[np.ndarray, FeatureSets]]]
 # (input, marked, skipped for language), run in the transaction of the marks
 StageDone = Callable[[int, int, int], None]
 
@@ -191,24 +194,39 @@ def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stag
     return int(rows.size)
 
 
+def local_signatures(texts: Iterator[list[str]], config: MinHashConfig
+                     ) -> Iterator[tuple[np.ndarray, FeatureSets]]:
+    """Each batch's signatures and feature sets (for exact verification), computed in this
+    process (the default ``Signer``)."""
+    return (sketch(batch, config) for batch in texts)
+
+
 def run_minhash_stage(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
-    *, done: StageDone | None = None,
+    *, done: StageDone | None = None, sign: Signer = local_signatures,
 ) -> StageSummary:
     """Stage 1 alone: MinHash-LSH over the current non-duplicates (``done(input, marked)`` runs
-    in the transaction of its marks)."""
+    in the transaction of its marks; ``sign`` computes the signatures, here or elsewhere)."""
     t0 = time.perf_counter()
     total = _count_survivors(con)
     ids: list[str] = []
     sig_parts: list[np.ndarray] = []
     feature_parts: list[FeatureSets] = []  # for exact-Jaccard verification (~4 bytes a word)
-    for batch_ids, texts in _survivor_batches(con, config.batch_rows):
-        ids.extend(batch_ids)
-        sigs, features = sketch(texts, config.minhash)
+
+    def texts() -> Iterator[list[str]]:
+        for batch_ids, batch_texts in _survivor_batches(con, config.batch_rows):
+            ids.extend(batch_ids)
+            yield batch_texts
+
+    signed = 0
+    for sigs, features in sign(texts(), config.minhash):
         sig_parts.append(sigs)
         feature_parts.append(features)
+        signed += len(sigs)
         if progress:
-            progress("minhash", len(ids), total)
+            progress("minhash", signed, total)
+    if signed != len(ids):
+        raise PersonahubError(f"minhash: {signed} signatures for {len(ids)} personas")
     if not ids:
         _mark(con, np.empty(0, dtype=object), np.empty(0, dtype=np.int64), "minhash", _bind(done, 0))
         return StageSummary("minhash", 0, 0, time.perf_counter() - t0)
@@ -327,9 +345,10 @@ def run_dedup(
     config: DedupConfig,
     *,
     progress: Progress | None = None,
+    sign: Signer = local_signatures,
 ) -> DedupSummary:
     """Stage 1, then stage 2 on its survivors (if ``config.embedder``); idempotent."""
-    stages = [run_minhash_stage(con, config, progress)]
+    stages = [run_minhash_stage(con, config, progress, sign=sign)]
     if config.embedder is not None:
         stages.append(run_embedding_stage(con, config, progress))
     return DedupSummary(tuple(stages))
@@ -338,12 +357,14 @@ def run_dedup(
 async def dedup_job(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder, job: JobRef, *,
     stages_done: Mapping[str, Mapping[str, int]] | None = None, progress: Progress | None = None,
+    sign: Signer = local_signatures,
 ) -> DedupSummary:
     """``run_dedup`` as a resumable kernel job: each stage is noted in ``dedup_jobs`` with its
     marks, a stage noted before is not run again, and stage 2 keeps its vectors batch by batch
     (``persona_embeddings``), so a resumed job embeds only what is missing."""
     try:
-        return await _dedup_stages(con, config, embedder, job, dict(stages_done or {}), progress)
+        return await _dedup_stages(con, config, embedder, job, dict(stages_done or {}), progress,
+                                   sign)
     finally:  # a model embedder's connections close on the loop that opened them
         close = getattr(embedder, "aclose", None)
         if close is not None:
@@ -352,7 +373,7 @@ async def dedup_job(
 
 async def _dedup_stages(con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder,
                         job: JobRef, done: dict[str, Mapping[str, int]],
-                        progress: Progress | None) -> DedupSummary:
+                        progress: Progress | None, sign: Signer) -> DedupSummary:
     stages: list[StageSummary] = []
     for name in ("minhash", "embedding"):
         if name in done:
@@ -365,7 +386,7 @@ async def _dedup_stages(con: duckdb.DuckDBPyConnection, config: DedupConfig, emb
                          skipped if stage == "embedding" else None)
 
         if name == "minhash":
-            stages.append(run_minhash_stage(con, config, progress, done=note))
+            stages.append(run_minhash_stage(con, config, progress, done=note, sign=sign))
         else:
             stages.append(await embedding_stage(con, config, embedder, job=job, keep_vectors=True,
                                                 progress=progress, done=note))

@@ -78,6 +78,15 @@ CacheOption = Annotated[str, typer.Option(
                     "misses) or replay (cache only: no model call; a miss is an error).")]
 RpsOption = Annotated[float | None, typer.Option(
     "--rps", min=0.001, help="Model requests per second at most (all endpoints together).")]
+ExecutorOption = Annotated[str, typer.Option(
+    "--executor", help="Where the model calls run: local (this process) or ray (Ray Data workers; "
+                       "the [ray] extra). The rows are the same either way.")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    "--ray-address", envvar="RAY_ADDRESS",
+    help="Ray cluster to use with --executor ray (default: a local Ray started for the job).")]
+RayWorkersOption = Annotated[int | None, typer.Option(
+    "--ray-workers", min=1, help="Ray workers asking the model, each with its own --concurrency "
+                                 "and --rps (default: one per CPU of the cluster).")]
 
 
 LanguageOption = Annotated[str | None, typer.Option(

@@ -19,6 +19,9 @@ from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli_common import (
     CacheOption,
     DbOption,
+    ExecutorOption,
+    RayAddressOption,
+    RayWorkersOption,
     RpsOption,
     console,
     given_on_command_line,
@@ -103,6 +106,9 @@ def personas_dedup(
         "--resume", metavar="JOB_ID",
         help="Continue this dedup job from its stored vectors (with its thresholds, embedder "
              "and index).")] = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Flag near-duplicate personas: MinHash LSH, then embedding similarity (never deletes).
 
@@ -118,6 +124,7 @@ def personas_dedup(
                                   f"dedup job; leave out {', '.join(fixed)}")
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database (import personas first)")
+    sign = _signer(executor, ray_address, ray_workers)
     settings: dict[str, Any] = {"threshold": threshold, "num_perm": num_perm, "ngram": ngram,
                 "embedder": embedder, "embed_threshold": embed_threshold, "ann": ann}
     con = connect(db)
@@ -126,9 +133,9 @@ def personas_dedup(
         settings = dict(job.config)  # a resumed job's own (read before anything is built)
         config = _config(**settings, batch_size=batch_size)
         if config.embedder is None:
-            summary = _minhash_only(con, config)
+            summary = _minhash_only(con, config, sign)
         else:
-            summary = _dedup_job(con, db, config, job, cache, rps)
+            summary = _dedup_job(con, db, config, job, cache, rps, sign)
     finally:
         con.close()
     if config.embedder == "hash":
@@ -137,12 +144,26 @@ def personas_dedup(
     out.print(str(summary), highlight=False, soft_wrap=True)
 
 
-def _minhash_only(con: Any, config: Any) -> Any:
+def _signer(executor: str, address: str | None, workers: int | None) -> Any:
+    """Where stage 1's signatures are computed: here, or on Ray (the banding stays here; stage 2
+    runs here either way)."""
+    from personahub.personas.dedup import local_signatures
+    from personahub.sim.executors import check_executor
+
+    check_executor(executor, workers=workers)
+    if executor == "local":
+        return local_signatures
+    from personahub.sim.executor_ray import minhash_signer
+
+    return minhash_signer(address, workers)
+
+
+def _minhash_only(con: Any, config: Any, sign: Any) -> Any:
     """``--embedder none``: stage 1 alone (no model, nothing to resume)."""
     from personahub.personas.dedup import run_dedup
 
     with job_progress() as bar:
-        return run_dedup(con, config, progress=_progress_hook(bar))
+        return run_dedup(con, config, progress=_progress_hook(bar), sign=sign)
 
 
 def _progress_hook(bar: Any) -> Any:
@@ -169,7 +190,8 @@ def _check_reachable(embedder: Any) -> None:
                               "OPENAI_BASE_URL") from None
 
 
-def _dedup_job(con: Any, db: Path, config: Any, job: Any, cache: str, rps: float | None) -> Any:
+def _dedup_job(con: Any, db: Path, config: Any, job: Any, cache: str, rps: float | None,
+               sign: Any) -> Any:
     """Run (or resume) the dedup job on the kernel's loop and record how it ended."""
     from personahub.personas.dedup import dedup_job
     from personahub.personas.dedup_jobs import JOB_KIND, finish_dedup_job, start_dedup_job
@@ -193,7 +215,8 @@ def _dedup_job(con: Any, db: Path, config: Any, job: Any, cache: str, rps: float
         counted = embedder if isinstance(embedder, ModelEmbedder) else None  # local: no calls
         with job_progress(counted) as bar, job_loop() as loop, interrupts_from_queries():
             summary = loop.run(dedup_job(con, config, embedder, JobRef(JOB_KIND, job_id),
-                                         stages_done=job.stages, progress=_progress_hook(bar)))
+                                         stages_done=job.stages, progress=_progress_hook(bar),
+                                         sign=sign))
     except KeyboardInterrupt as exc:
         finish_dedup_job(con, job_id, "interrupted", f"interrupted by {signal_name(exc)}")
         raise Stopped(f"dedup job {job_id} interrupted by {signal_name(exc)}; run the same "

@@ -15,10 +15,13 @@ from personahub.sim.cli_common import (
     CacheOption,
     ConcurrencyOption,
     DbOption,
+    ExecutorOption,
     LlmOption,
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    RayAddressOption,
+    RayWorkersOption,
     RpsOption,
     StructuredOption,
     TemperatureOption,
@@ -98,6 +101,9 @@ def synthesize(
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items."""
     from personahub.agents.llm import resolve_spec
@@ -125,7 +131,7 @@ def synthesize(
         examples=str(examples) if examples else None, world=str(world) if world else None,
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
         concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, cache=cache, rps=rps,
-        **flags.settings())
+        executor=executor, ray_address=ray_address, ray_workers=ray_workers, **flags.settings())
     client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=flags, announce=False)
 

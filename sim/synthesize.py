@@ -24,7 +24,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -60,6 +60,7 @@ from personahub.personas.store import (
     transaction,
     upsert_personas,
 )
+from personahub.sim.executors import check_executor
 from personahub.sim.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.sim.jobs import (
     JobLoop,
@@ -106,10 +107,16 @@ class SynthOptions:
     top_p: float | None = None
     cache: str = "off"  # off | record | replay (agents/cache.py); the caller's, not the job's
     rps: float | None = None  # model requests per second at most; the caller's, not the job's
+    # where the model calls run (sim/executors.py); the caller's, not the job's: the rows are
+    # the same whichever runs them
+    executor: str = "local"
+    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started for the job
+    ray_workers: int | None = None  # Ray actors asking the model; None: one per cluster CPU
 
     def __post_init__(self) -> None:
         check_setting(self.structured)
         check_cache_mode(self.cache)
+        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
         if self.rps is not None and self.rps <= 0:
             raise PersonahubError(f"--rps must be > 0, got {self.rps}")
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
@@ -298,12 +305,12 @@ def item_id_for(job_id: str, persona_id: str) -> str:
     return "s" + hashlib.sha1(f"{job_id}\0{persona_id}".encode()).hexdigest()[:15]
 
 
-class SynthesisJob:
-    """One job's state: options, demonstrations, near-duplicate index and the database."""
+class SynthesisAsker:
+    """What asking the model for a batch needs (options, demonstrations, world, client) and
+    nothing of the database: the part of a job a Ray worker rebuilds (``sim.executor_ray``)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: SynthOptions,
-                 job_id: str, world: str, demos: list[Demo]) -> None:
-        self.con = con
+    def __init__(self, client: StructuredCaller, options: SynthOptions, job_id: str, world: str,
+                 demos: list[Demo]) -> None:
         self.client = client
         self.options = options
         self.job_id = job_id
@@ -311,7 +318,6 @@ class SynthesisJob:
         self.demos = demos
         self.task = synthesis_task(options.task)
         self.schema = self.task.synthesis_schema(with_assistant=options.with_assistant)
-        self.index = NearDuplicateIndex()
 
     async def _one(self, persona: Persona) -> Answer:
         opts = self.options
@@ -340,6 +346,16 @@ class SynthesisJob:
         """All of a batch's personas concurrently (the client bounds calls in flight)."""
         return list(await asyncio.gather(*(self._one(p) for p in batch)))
 
+
+class SynthesisJob(SynthesisAsker):
+    """One job's state: the asker, the near-duplicate index and the database it commits to."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: SynthOptions,
+                 job_id: str, world: str, demos: list[Demo]) -> None:
+        super().__init__(client, options, job_id, world, demos)
+        self.con = con
+        self.index = NearDuplicateIndex()
+
     def reload_index(self, personas: Iterable[Persona] = ()) -> int:
         """Index the items a resumed job already kept; returns how many items are written.
 
@@ -359,7 +375,7 @@ class SynthesisJob:
     def write_batch(self, results: Sequence[Answer], summary: SynthSummary) -> None:
         """Flag near-duplicates and write the batch's items, rejected answers and call records
         atomically."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         rejected = []
         for persona, content, solution, issue, _ in results:
             if content is None:
@@ -372,17 +388,20 @@ class SynthesisJob:
                                              job_id=self.job_id, persona_id=persona.persona_id,
                                              kind=self.options.task))
                 continue
-            text = self.task.text(content)
-            original = self.index.check_and_add(item_id, text)
-            summary.duplicates += original is not None
             summary.solved += solution is not None
             rows.append({
                 "item_id": item_id, "job_id": self.job_id, "persona_id": persona.persona_id,
                 "task": self.options.task, "prompting": self.options.prompting,
-                "model": self.client.label, "content": content, "text": text,
-                "solution": solution, "is_duplicate": original is not None,
-                "duplicate_of": original, "created_at": _now(),
+                "model": self.client.label, "content": content, "text": self.task.text(content),
+                "solution": solution, "created_at": _now(),
             })
+        # one index call for the batch: it checks the items in order, each against the ones
+        # before it too, so the flags are those of one call per item (which cost the driver
+        # most of its time per batch)
+        originals = self.index.check_and_add_many([(r["item_id"], r["text"]) for r in rows])
+        for row, original in zip(rows, originals, strict=True):
+            row["is_duplicate"], row["duplicate_of"] = original is not None, original
+        summary.duplicates += sum(original is not None for original in originals)
         commit_batch(self.con, JobRef("synthesis", self.job_id, run_id=self.job_id), self.client,
                      {"synth_items": rows, "rejected": rejected}, results)
         summary.written += len(rows)
@@ -424,7 +443,8 @@ def _resume_options(con: duckdb.DuckDBPyConnection, job_id: str,
     config.setdefault("sample", "head")  # a job from before sampling took the hub's first N
     config["carve"] = tuple(config.get("carve") or ())
     if base is not None:  # the caller's engine settings win; what to make stays the job's
-        for key in ("llm", "db", "concurrency", "timeout_s", "batch_size", "cache", "rps"):
+        for key in ("llm", "db", "concurrency", "timeout_s", "batch_size", "cache", "rps",
+                    "executor", "ray_address", "ray_workers"):
             config[key] = getattr(base, key)
     if base is not None and base.task != config["task"]:
         raise PersonahubError(f"--resume {job_id}: the job's task is {config['task']}, "
@@ -511,6 +531,10 @@ def run_synthesis(
         if not personas:
             raise PersonahubError(f"--resume {resume}: the personas the job drew are gone from "
                                   f"--db {options.db}")
+        if options.executor == "ray":  # before the job is recorded: a refusal leaves nothing
+            from personahub.sim.executor_ray import check_ray_client
+
+            check_ray_client(client)
         if on_ready is not None:
             on_ready()
         job_id = resume or new_job_id()
@@ -557,12 +581,16 @@ def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: Synt
                                               [job_id]).fetchall()}
             todo = [p for p in personas if p.persona_id not in done]
             summary.skipped_done = len(personas) - len(todo)
-            for start in range(0, len(todo), options.batch_size):
-                batch = todo[start:start + options.batch_size]
-                results = loop.run(job.run_batch(batch))
+            batches = [todo[start:start + options.batch_size]
+                       for start in range(0, len(todo), options.batch_size)]
+            asked = summary.skipped_done
+            # in batch order whatever runs the calls: the commit (and the near-duplicate index) sees
+            # the same batches in the same order as a local job
+            for batch, results in zip(batches, _answers(job, batches, loop), strict=True):
                 job.write_batch(results, summary)
+                asked += len(batch)
                 if progress:
-                    progress("synthesis", summary.skipped_done + start + len(batch), len(personas))
+                    progress("synthesis", asked, len(personas))
     except KeyboardInterrupt as exc:
         how = signal_name(exc)
         _finish(con, job_id, "interrupted", f"interrupted by {how}")
@@ -580,6 +608,18 @@ def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: Synt
                        "ORDER BY 1", [job_id]).fetchall()
     summary.calls = {status: n for status, n in rows}
     return summary
+
+
+def _answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]],
+             loop: JobLoop) -> Iterator[list[Answer]]:
+    """Each batch's answers, in batch order: on the job's loop, or on Ray workers."""
+    if job.options.executor == "ray":
+        from personahub.sim.executor_ray import synthesis_answers
+
+        yield from synthesis_answers(job, batches)
+        return
+    for batch in batches:
+        yield loop.run(job.run_batch(batch))
 
 
 def _finish(con: duckdb.DuckDBPyConnection, job_id: str, status: str, error: str | None) -> None:

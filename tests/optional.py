@@ -1,9 +1,9 @@
 """Optional extras in tests: skip when absent, unless CI says the extra must be there.
 
 CI installs ``[embed]`` and sets ``PERSONAHUB_REQUIRE_EMBED=1`` (Chromium and playwright with
-``PERSONAHUB_REQUIRE_BROWSER=1``, ``[hf]`` with ``PERSONAHUB_REQUIRE_HF=1``), so a broken install
-fails the run instead of quietly skipping the tests that need the local model, the browser or
-datasets.
+``PERSONAHUB_REQUIRE_BROWSER=1``, ``[hf]`` with ``PERSONAHUB_REQUIRE_HF=1``, ``[ray]`` with
+``PERSONAHUB_REQUIRE_RAY=1``), so a broken install fails the run instead of quietly skipping the
+tests that need the local model, the browser, datasets or Ray.
 """
 
 from __future__ import annotations
@@ -53,4 +53,14 @@ def need_hf() -> None:
     reason = "datasets not installed (pip install -e '.[hf]')"
     if os.environ.get("PERSONAHUB_REQUIRE_HF"):
         pytest.fail(f"PERSONAHUB_REQUIRE_HF is set but {reason}")
+    pytest.skip(reason)
+
+
+def need_ray() -> None:
+    """Skip (or, with ``PERSONAHUB_REQUIRE_RAY`` set, fail) without Ray Data (the [ray] extra)."""
+    if importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.data") is not None:
+        return
+    reason = "ray[data] not installed (pip install -e '.[ray]')"
+    if os.environ.get("PERSONAHUB_REQUIRE_RAY"):
+        pytest.fail(f"PERSONAHUB_REQUIRE_RAY is set but {reason}")
     pytest.skip(reason)

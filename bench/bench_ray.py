@@ -1,0 +1,150 @@
+"""Ray executor vs local: one synthesis job and one MinHash dedup stage, local then Ray with 1
+and 2 workers, in the same run (speedup = local seconds / Ray seconds; > 1 is faster).
+
+Needs the [ray] extra. Starts its own local Ray (127.0.0.1, no dashboard, --cpus CPUs) and
+reports its start-up separately: a job pays it once per cluster, not per batch. The synthesis job
+uses the offline engine with --latency seconds per call (a model endpoint's wait; 0 measures the
+overhead alone); ``--concurrency`` holds per worker, as it does on Ray. Rows and flags are
+checked equal to the local run's before any figure is printed.
+
+    python bench/bench_ray.py [--n 2000] [--latency 0.5] [--dedup-n 1000000]   # about 4 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import _synthetic  # noqa: F401 - puts this checkout first on sys.path
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+
+def synth_db(path: Path, n: int) -> Path:
+    from personahub.personas.importers import iter_personas
+    from personahub.personas.store import connect, transaction, upsert_personas
+
+    people = _synthetic.write_personas(path.with_suffix(".jsonl"), n)
+    con = connect(path)
+    with transaction(con):
+        upsert_personas(con, iter_personas(str(people), source="bench"))
+    con.close()
+    return path
+
+
+def synth_rows(db: Path, job_id: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT persona_id, content, solution, is_duplicate FROM synth_items "
+                       "WHERE job_id = ? ORDER BY persona_id", [job_id]).fetchall()
+    con.close()
+    return rows
+
+
+def time_synthesis(tmp: Path, args: argparse.Namespace, executor: str,
+                   workers: int | None) -> tuple[float, list[tuple]]:
+    from personahub.agents.llm import LLMSettings, make_client
+    from personahub.sim.synthesize import SynthOptions, run_synthesis
+
+    db = synth_db(tmp / f"synth-{executor}-{workers}.duckdb", args.n)
+    client = make_client(LLMSettings(concurrency=args.concurrency, offline_latency_s=args.latency))
+    options = SynthOptions(task="math_problem", n=args.n, solve=True, db=str(db),
+                           batch_size=args.batch_size, concurrency=args.concurrency,
+                           executor=executor, ray_workers=workers)
+    t0 = time.perf_counter()
+    summary = run_synthesis(options, client=client)
+    return time.perf_counter() - t0, synth_rows(db, summary.job_id)
+
+
+def dedup_texts(n: int, seed: int = 3) -> list[str]:
+    """Template personas, one in ten an earlier one with two words swapped (dedup has work)."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for i in range(n):
+        if texts and rng.random() < 0.1:
+            words = rng.choice(texts).split()
+            a, b = rng.sample(range(len(words)), 2)
+            words[a], words[b] = words[b], words[a]
+            texts.append(" ".join(words))
+            continue
+        texts.append(f"A {rng.choice(_synthetic.TRAITS)} {rng.choice(_synthetic.ROLES)} from "
+                     f"{rng.choice(_synthetic.PLACES)}, aged {rng.randint(19, 80)}, who spends "
+                     f"weekends on {rng.choice(_synthetic.HOBBIES)} and "
+                     f"{rng.choice(_synthetic.HOBBIES)}, resident no. {i}.")
+    return texts
+
+
+def dedup_hub(texts: list[str]) -> duckdb.DuckDBPyConnection:
+    from personahub.personas.store import connect
+
+    con = connect(":memory:")
+    ids = [f"p{i:09d}" for i in range(len(texts))]
+    con.register("incoming", pa.table({"persona_id": ids, "text": texts, "pos": np.arange(len(texts))}))
+    con.execute("INSERT INTO personas (persona_id, text, source) SELECT persona_id, text, 'bench' "
+                "FROM incoming ORDER BY pos")
+    con.unregister("incoming")
+    return con
+
+
+def time_dedup(texts: list[str], workers: int | None) -> tuple[float, list[tuple]]:
+    from personahub.personas.dedup import DedupConfig, local_signatures, run_minhash_stage
+    from personahub.sim.executor_ray import minhash_signer
+
+    con = dedup_hub(texts)
+    sign = local_signatures if workers is None else minhash_signer(workers=workers)
+    t0 = time.perf_counter()
+    run_minhash_stage(con, DedupConfig(), sign=sign)
+    seconds = time.perf_counter() - t0
+    flags = con.execute("SELECT persona_id, duplicate_of FROM personas WHERE is_duplicate "
+                        "ORDER BY persona_id").fetchall()
+    con.close()
+    return seconds, flags
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="personas in the synthesis job")
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds per offline call")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dedup-n", type=int, default=1_000_000, help="personas to dedup (0: skip)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
+    args = parser.parse_args()
+
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=args.cpus, include_dashboard=False, address="local", log_to_driver=False)
+    ray_init = time.perf_counter() - t0
+    print(f"local Ray start-up: {ray_init:.1f}s (once per cluster)")
+    figures = {"ray_init_s": f"{ray_init:.1f}"}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local, rows = time_synthesis(Path(tmp), args, "local", None)
+            print(f"synthesis {args.n} x math_problem --solve, {args.latency}s/call: local {local:.2f}s")
+            figures["synth_local_s"] = f"{local:.2f}"
+            for workers in (1, 2):
+                seconds, got = time_synthesis(Path(tmp), args, "ray", workers)
+                assert got == rows, "Ray synthesis rows differ from the local run's"
+                print(f"  ray {workers} worker(s): {seconds:.2f}s, speedup {local / seconds:.2f}")
+                figures[f"synth_ray{workers}_speedup"] = f"{local / seconds:.2f}"
+        if args.dedup_n:
+            texts = dedup_texts(args.dedup_n)
+            local, flags = time_dedup(texts, None)
+            print(f"minhash stage, {args.dedup_n:,} personas ({len(flags):,} flagged): local {local:.2f}s")
+            figures["dedup_local_s"] = f"{local:.2f}"
+            for workers in (1, 2):
+                seconds, got = time_dedup(texts, workers)
+                assert got == flags, "Ray dedup flags differ from the local stage's"
+                print(f"  ray {workers} worker(s): {seconds:.2f}s, speedup {local / seconds:.2f}")
+                figures[f"dedup_ray{workers}_speedup"] = f"{local / seconds:.2f}"
+    finally:
+        ray.shutdown()
+    print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()

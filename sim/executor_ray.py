@@ -1,0 +1,192 @@
+"""The Ray executor (the ``[ray]`` extra): a job's batches of model calls run on Ray Data workers.
+
+Only WHERE the calls run changes. The driver keeps the job kernel: it picks the personas, opens
+the job, and commits each batch (rows, ``llm_calls``, near-duplicate flags) through the same
+``SynthesisJob.write_batch`` as a local job, in batch order. The work items go to Ray Data
+``map_batches`` with an actor class (``_SynthActor``); each actor builds its own model client
+from the driver client's ``LLMSettings`` and runs a batch's calls on its own event loop, bounded by
+the same ``--concurrency`` (so ``--concurrency`` and ``--rps`` hold per worker).
+
+Results are shipped back to the driver, not written as Parquet shards under a job folder. Why:
+the batch commit is already the completion marker a resume reads (``synth_items`` per persona,
+keyed by a stable item id), and it has to run on the driver anyway (DuckDB has one writer, and
+the near-duplicate index must see items in the job's order). Shards would be a second copy of
+every row with a second marker to keep consistent with the first, for items of a few KB. The
+cost: answers computed but not yet committed when the driver dies are asked again on resume,
+exactly as in a local job (their calls were never written either, so nothing is doubled). For
+outputs too big to hold until their batch's turn, shards are the next step (docs/scale.md).
+
+Answers come back in any order; ``in_batch_order`` holds them until their batch is complete and
+the batches before it are committed, so the same seed gives the same rows whatever the number of
+workers or the order they finish in. Every answer carries its calls' records and new cache
+entries (``Answer.calls``), which the batch commit writes.
+
+``personas dedup --executor ray`` runs stage 1's MinHash signatures (the same function as the
+local stage, so bit-identical) in Ray Data ``map_batches`` tasks over blocks of texts; they come
+back to the driver, which does the banding, candidate verification and marking as a local run
+does, so the flags are the local stage's. Stage 2 (embeddings) runs on the driver either way.
+
+No secret travels through Ray: a spec carrying one (``user:password@`` or a query value other
+than ``model``) is refused; keys are read on the worker from its environment
+(``OPENAI_API_KEY``, or the variable ``?api_key_env=NAME`` names), as on the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+from personahub.agents.contracts import StructuredCaller, StructuredResult
+from personahub.agents.llm import LLMSettings, make_client, redact_spec
+from personahub.personas.dedup import Signer
+from personahub.personas.errors import PersonahubError
+from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
+from personahub.personas.record import Persona
+from personahub.sim.executors import in_batch_order
+from personahub.sim.synthesize import Answer, SynthesisAsker, SynthesisJob
+
+# blocks of work items per worker: a block's batches run concurrently on its actor (Ray Data
+# runs up to 4 of an async actor's batches at once), and more blocks balance the workers
+BLOCKS_PER_WORKER = 4
+
+
+def check_ray_client(client: StructuredCaller) -> LLMSettings:
+    """The settings a worker rebuilds ``client`` from; refuses a client that has none (a test
+    double) or whose spec carries a secret (it would sit in Ray's object store and logs)."""
+    settings = getattr(client, "settings", None)
+    if not isinstance(settings, LLMSettings):
+        raise PersonahubError("--executor ray: the model client must be built from --llm "
+                              "(a worker rebuilds it from the same settings)")
+    if redact_spec(settings.spec) != settings.spec:
+        raise PersonahubError(f"--executor ray: --llm {redact_spec(settings.spec)} carries a "
+                              "credential; name the variable holding it (?api_key_env=NAME) and "
+                              "set it on the workers, so no secret passes through Ray")
+    return settings
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Use the Ray this process is connected to, else connect to ``address`` (None: the
+    ``RAY_ADDRESS`` variable, else a local Ray for this job, shut down after it)."""
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _quiet_data() -> None:
+    """No Ray Data progress bars: the command draws its own."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+def _portable(answer: Answer) -> Answer:
+    """The answer without its validated pydantic values (classes built at run time): the
+    content is a plain dict already, and the calls keep only what the commit writes."""
+    calls: tuple[StructuredResult[Any], ...] = tuple(
+        StructuredResult(None, list(call.records), cache_entries=list(call.cache_entries))
+        for call in answer.calls)
+    return answer._replace(calls=calls)
+
+
+class _SynthActor:
+    """One Ray worker: a model client answering batches of personas. ``__call__`` is an async
+    generator, so Ray Data runs several batches at once on the actor's one event loop (the
+    client's ``--concurrency`` bounds the calls in flight), as a model endpoint's latency wants."""
+
+    def __init__(self, context: bytes) -> None:
+        settings, options, job_id, world, demos = pickle.loads(context)
+        self.asker = SynthesisAsker(make_client(settings), options, job_id, world, demos)
+
+    async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        personas: list[Persona] = [pickle.loads(blob) for blob in rows["persona"]]
+        answers = await self.asker.run_batch(personas)
+        blobs = np.empty(len(answers), dtype=object)
+        blobs[:] = [pickle.dumps(_portable(a)) for a in answers]
+        yield {"index": np.asarray(rows["index"]), "answer": blobs}
+
+
+def synthesis_answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]]) -> Iterator[list[Answer]]:
+    """Each batch's answers, asked on Ray workers, yielded in batch order."""
+    settings = check_ray_client(job.client)
+    personas = [p for batch in batches for p in batch]
+    if not personas:
+        return
+    options = job.options
+    context = pickle.dumps((settings, options, job.job_id, job.world, job.demos))
+    with ray_session(options.ray_address):
+        _quiet_data()
+        workers = options.ray_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        items = ray.data.from_items([{"index": i, "persona": pickle.dumps(p)}
+                                     for i, p in enumerate(personas)],
+                                    override_num_blocks=min(len(batches), workers * BLOCKS_PER_WORKER))
+        answered = items.map_batches(_SynthActor, batch_size=options.batch_size,
+                                     compute=ray.data.ActorPoolStrategy(size=workers),
+                                     fn_constructor_kwargs={"context": context})
+        yield from in_batch_order(answered.iter_batches(batch_size=None, batch_format="numpy"),
+                                  [len(batch) for batch in batches])
+
+
+def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:
+    """One block's signatures and feature sets (the same function as the local stage:
+    bit-identical); each row's features travel as a variable-length column."""
+    sigs, features = sketch(list(rows["text"]), config)
+    bounds = features.offsets
+    feats = np.empty(len(features), dtype=object)
+    for i in range(len(features)):
+        feats[i] = features.values[bounds[i]:bounds[i + 1]]
+    return {"index": np.asarray(rows["index"]), "sig": sigs, "feat": feats}
+
+
+def minhash_signer(address: str | None = None, workers: int | None = None) -> Signer:
+    """Stage 1's ``Signer`` on Ray: the texts go to Ray Data ``map_batches`` tasks in blocks,
+    their signatures come back to the driver, which does the banding and verification
+    (``personas.minhash.duplicates_from_signatures``): the flags are the local stage's."""
+
+    def sign(texts: Iterator[list[str]], config: MinHashConfig
+             ) -> Iterator[tuple[np.ndarray, FeatureSets]]:
+        batches = list(texts)
+        flat = [text for batch in batches for text in batch]
+        if not flat:
+            return
+        out = np.empty((len(flat), config.num_perm), dtype=np.uint32)
+        feats: list[np.ndarray] = [np.empty(0, dtype=np.uint32)] * len(flat)
+        seen = np.zeros(len(flat), dtype=bool)
+        with ray_session(address):
+            _quiet_data()
+            size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            table = pa.table({"index": pa.array(np.arange(len(flat))), "text": flat})
+            blocks = max(1, min(len(flat) // 1000, size * 4))
+            step = -(-len(flat) // blocks)
+            items = ray.data.from_arrow([table.slice(lo, step) for lo in range(0, len(flat), step)])
+            signed = items.map_batches(_sign, batch_size=None, fn_kwargs={"config": config},
+                                       concurrency=size)
+            for piece in signed.iter_batches(batch_size=None, batch_format="numpy"):
+                out[piece["index"]] = piece["sig"]
+                seen[piece["index"]] = True
+                for index, values in zip(piece["index"], piece["feat"], strict=True):
+                    feats[int(index)] = np.asarray(values, dtype=np.uint32)
+        if not seen.all():
+            raise PersonahubError(f"minhash on Ray: {int((~seen).sum())} texts came back unsigned")
+        start = 0
+        for batch in batches:
+            part = feats[start:start + len(batch)]
+            counts = np.array([len(v) for v in part], dtype=np.int64)
+            values = np.concatenate(part) if part else np.empty(0, dtype=np.uint32)
+            yield out[start:start + len(batch)], FeatureSets.from_counts(values, counts)
+            start += len(batch)
+
+    return sign
