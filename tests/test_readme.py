@@ -27,7 +27,8 @@ NEEDS_A_MODEL = {
     'personahub run scenarios/first_real_run.py --concurrency 2 --llm '
     '"http://127.0.0.1:8812/v1?model=smollm2-135m"':
         "needs the llama-cpp-python server of the block above it (a model over HTTP)",
-    "personahub synthesize math_problem --n 200 --executor ray --ray-address auto --ray-workers 8":
+    "personahub synthesize math_problem --n 200 --executor ray --ray-address auto --ray-workers 8"
+    "   # on a cluster node":
         "needs a running Ray cluster (--ray-address auto joins one)",
 }
 
