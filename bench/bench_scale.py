@@ -66,6 +66,23 @@ def time_setup_steps(phases: dict[str, float]) -> None:
         setattr(owner, name, functools.wraps(original)(timed))
 
 
+def mark_first_step() -> list[float]:
+    """Wrap ``SocietyModel.step`` so the returned list holds when the first step started: setup
+    is everything before it (the step times in ``steps`` start later, after their own work)."""
+    from personahub.sim.society import SocietyModel
+
+    mark: list[float] = []
+    original = SocietyModel.step
+
+    def step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not mark:
+            mark.append(time.perf_counter())
+        return original(self, *args, **kwargs)
+
+    SocietyModel.step = functools.wraps(original)(step)  # type: ignore[method-assign]
+    return mark
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=100_000)
@@ -81,6 +98,7 @@ def main() -> None:
     phases: dict[str, float] = {}
     setup: dict[str, float] = {}
     time_setup_steps(setup)
+    first_step = mark_first_step()
     last = [time.perf_counter()]
 
     def progress(phase: str, done: int, total: int) -> None:
@@ -110,10 +128,10 @@ def main() -> None:
     print(f"agents={summary.agents:,} edges={summary.edges:,} steps={summary.steps} "
           f"actions={actions:,} emissions={sum(summary.emissions_by_kind.values()):,} "
           f"messages={summary.messages:,} failed={summary.failed_actions}")
-    setup_s = phases.get("step 1", 0) - steps_s / max(summary.steps, 1)
+    setup_s = first_step[0] - started if first_step else phases.get("step 1", 0)
     print("setup phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in setup.items())
           + f"; other {setup_s - sum(setup.values()):.2f} s")
-    print(f"setup (until step 1 starts, approx.): {setup_s:.2f} s; "
+    print(f"setup (until step 1 starts): {setup_s:.2f} s; "
           + ", ".join(f"{k}: {v:.1f} s" for k, v in phases.items()))
     print(f"steps phase: {steps_s:.2f} s = {actions / steps_s:,.0f} agent-actions/s")
     print(f"end to end: {total_s:.2f} s = {actions / total_s:,.0f} agent-actions/s "

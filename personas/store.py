@@ -204,20 +204,21 @@ def insert_rows(
 def insert_columns(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    columns: Mapping[str, Sequence[Any]],
+    columns: Mapping[str, Sequence[Any] | pa.Array | pa.ChunkedArray],
     *,
     ignore_conflicts: bool = False,
 ) -> int:
-    """Insert column lists (all the same length) into ``table`` as one Arrow batch.
+    """Insert column lists or Arrow arrays (all the same length) into ``table`` as one Arrow batch.
 
     Bulk writers (personas, relations, run agents) build columns directly: going through one
     dict per row cost seconds per 100,000 rows. Mappings and lists become JSON text.
     """
-    data: dict[str, Sequence[Any]] = {}
+    data: dict[str, Sequence[Any] | pa.Array | pa.ChunkedArray] = {}
     for name, values in columns.items():
+        # Arrow columns go as they are: bulk writers build them without a Python object per row
         # fast path: a column of plain scalars needs no per-value conversion (isinstance against
         # the Mapping ABC cost about a second per 100k-row insert)
-        if set(map(type, values)) <= _SCALARS:
+        if isinstance(values, pa.Array | pa.ChunkedArray) or set(map(type, values)) <= _SCALARS:
             data[name] = values
         else:
             data[name] = [_plain(v) for v in values]
