@@ -128,7 +128,8 @@ class SocialEdges:
         rank = np.concatenate([self.added, self.added])
         source = np.concatenate([self.lo, self.hi])
         target = np.concatenate([self.hi, self.lo])
-        order = np.lexsort((rank, source))
+        # by source, then rank: one sort of a combined key (ranks are distinct, < len(self))
+        order = np.argsort(source * max(len(self), 1) + rank)
         starts = np.zeros(len(self.ids) + 1, dtype=np.int64)
         np.cumsum(np.bincount(source, minlength=len(self.ids)), out=starts[1:])
         return starts, target[order]
@@ -214,15 +215,19 @@ def save_links(con: duckdb.DuckDBPyConnection, ids: Sequence[str], near: np.ndar
     """Insert relations ``ids[near[i]] -> ids[far[i]]`` not yet stored, as columns.
 
     ``save_relations`` for links between positions that are distinct pairs already (as
-    ``small_world_arrays`` gives): no ``Relation`` object per link. Returns how many were offered.
+    ``small_world_arrays`` gives): no ``Relation`` object per link, and with distinct ``ids``
+    only links not stored yet are inserted (no conflict check per row). Returns how many were
+    offered.
     """
     names = pa.array(ids, type=pa.string())
     count = int(near.size)
+    distinct = len(set(ids)) == len(ids)  # then the pairs' keys are distinct too
     return insert_columns(con, "relations", {
         "src": names.take(pa.array(near)), "dst": names.take(pa.array(far)),
         "relation": pa.repeat(pa.scalar(relation, pa.string()), count),
         "hop": pa.repeat(pa.scalar(hop, pa.int32()), count),
-        "source": pa.repeat(pa.scalar(source, pa.string()), count)}, ignore_conflicts=True)
+        "source": pa.repeat(pa.scalar(source, pa.string()), count)}, ignore_conflicts=True,
+        new_by=("src", "dst", "relation") if distinct else ())
 
 
 # Rounds of redrawing a rewired edge's new end before it stays on its lattice place. Far more
