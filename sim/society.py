@@ -252,13 +252,14 @@ class SocietyModel(mesa.Model):
         self.network = (Network(graph, random=self.random) if isinstance(graph, nx.Graph)
                         else SocialNetwork(graph, random=self.random))
         # creation order fixes agent ids (1, 2, ...) and the order of ``self.agents``
-        self.by_persona: dict[str, SocietyAgent] = {
-            agent.persona_id: agent
-            for agent in SocietyAgent.create_many(self, personas, scenario.inbox_size)}
-        self.by_agent_id: dict[int, SocietyAgent] = {a.unique_id: a for a in self.agents}
-        # agents by position (agent id - 1): per-step passes index this list instead of running
-        # an ``AgentSet`` filter over every agent (seconds per step at a million agents)
-        self._positions: list[SocietyAgent] = list(self.agents)
+        created = SocietyAgent.create_many(self, personas, scenario.inbox_size)
+        self.by_persona: dict[str, SocietyAgent] = dict(
+            zip([p.persona_id for p in personas], created, strict=True))
+        self.by_agent_id: dict[int, SocietyAgent] = {a.unique_id: a for a in created}
+        # agents by position (agent id - 1), as ``self.agents`` holds them: per-step passes index
+        # this list instead of running an ``AgentSet`` filter over every agent (seconds per step
+        # at a million agents)
+        self._positions: list[SocietyAgent] = created
         # agents whose state changed this step: only they are checkpointed (a fresh agent's
         # state follows from its persona)
         self.touched: set[int] = set()
