@@ -41,7 +41,38 @@ SETUP_STEPS = (
     ("personahub.sim.runner", "", "social_edges", "social graph"),
     ("personahub.sim.runlog", "RunLog", "add_agents", "insert run agents/edges"),
     ("personahub.sim.society", "SocietyModel", "__init__", "Mesa model and agents"),
+    # the smaller parts of what used to be "other"
+    ("personahub.sim.runner", "", "client_for_run", "model client"),
+    ("personahub.sim.runner", "", "connect", "open database"),
+    ("personahub.sim.runner", "", "check_references", "check references"),
+    ("personahub.sim.runlog", "RunLog", "start", "runs row"),
 )
+
+
+def time_commits(phases: dict[str, float], label: str = "commits (personas, links)") -> None:
+    """Time the commits of the runner's own transactions (persona insert, links): the context
+    manager's exit, where DuckDB writes what the transaction inserted."""
+    import contextlib
+
+    from personahub.sim import runner
+
+    original = runner.transaction
+
+    @contextlib.contextmanager
+    def timed(con: Any) -> Any:
+        manager = original(con)
+        value = manager.__enter__()
+        try:
+            yield value
+        except BaseException as exc:
+            if not manager.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            started = time.perf_counter()
+            manager.__exit__(None, None, None)
+            phases[label] = phases.get(label, 0.0) + time.perf_counter() - started
+
+    runner.transaction = timed  # type: ignore[assignment]
 
 
 def time_setup_steps(phases: dict[str, float]) -> None:
@@ -66,6 +97,23 @@ def time_setup_steps(phases: dict[str, float]) -> None:
         setattr(owner, name, functools.wraps(original)(timed))
 
 
+def mark_first_step() -> list[float]:
+    """Wrap ``SocietyModel.step`` so the returned list holds when the first step started: setup
+    is everything before it (the step times in ``steps`` start later, after their own work)."""
+    from personahub.sim.society import SocietyModel
+
+    mark: list[float] = []
+    original = SocietyModel.step
+
+    def step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not mark:
+            mark.append(time.perf_counter())
+        return original(self, *args, **kwargs)
+
+    SocietyModel.step = functools.wraps(original)(step)  # type: ignore[method-assign]
+    return mark
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=100_000)
@@ -81,6 +129,8 @@ def main() -> None:
     phases: dict[str, float] = {}
     setup: dict[str, float] = {}
     time_setup_steps(setup)
+    time_commits(setup)
+    first_step = mark_first_step()
     last = [time.perf_counter()]
 
     def progress(phase: str, done: int, total: int) -> None:
@@ -110,10 +160,10 @@ def main() -> None:
     print(f"agents={summary.agents:,} edges={summary.edges:,} steps={summary.steps} "
           f"actions={actions:,} emissions={sum(summary.emissions_by_kind.values()):,} "
           f"messages={summary.messages:,} failed={summary.failed_actions}")
-    setup_s = phases.get("step 1", 0) - steps_s / max(summary.steps, 1)
+    setup_s = first_step[0] - started if first_step else phases.get("step 1", 0)
     print("setup phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in setup.items())
           + f"; other {setup_s - sum(setup.values()):.2f} s")
-    print(f"setup (until step 1 starts, approx.): {setup_s:.2f} s; "
+    print(f"setup (until step 1 starts): {setup_s:.2f} s; "
           + ", ".join(f"{k}: {v:.1f} s" for k, v in phases.items()))
     print(f"steps phase: {steps_s:.2f} s = {actions / steps_s:,.0f} agent-actions/s")
     print(f"end to end: {total_s:.2f} s = {actions / total_s:,.0f} agent-actions/s "

@@ -204,20 +204,27 @@ def insert_rows(
 def insert_columns(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    columns: Mapping[str, Sequence[Any]],
+    columns: Mapping[str, Sequence[Any] | pa.Array | pa.ChunkedArray],
     *,
     ignore_conflicts: bool = False,
+    new_by: Sequence[str] = (),
 ) -> int:
-    """Insert column lists (all the same length) into ``table`` as one Arrow batch.
+    """Insert column lists or Arrow arrays (all the same length) into ``table`` as one Arrow batch.
+
+    ``new_by`` (the table's key columns, when the batch holds each key once) inserts only the
+    rows whose key is not stored yet, by an anti-join and a plain insert: what
+    ``ignore_conflicts`` gives such a batch, without a conflict check per row (a quarter faster
+    at a million personas).
 
     Bulk writers (personas, relations, run agents) build columns directly: going through one
     dict per row cost seconds per 100,000 rows. Mappings and lists become JSON text.
     """
-    data: dict[str, Sequence[Any]] = {}
+    data: dict[str, Sequence[Any] | pa.Array | pa.ChunkedArray] = {}
     for name, values in columns.items():
+        # Arrow columns go as they are: bulk writers build them without a Python object per row
         # fast path: a column of plain scalars needs no per-value conversion (isinstance against
         # the Mapping ABC cost about a second per 100k-row insert)
-        if set(map(type, values)) <= _SCALARS:
+        if isinstance(values, pa.Array | pa.ChunkedArray) or set(map(type, values)) <= _SCALARS:
             data[name] = values
         else:
             data[name] = [_plain(v) for v in values]
@@ -227,10 +234,14 @@ def insert_columns(
         return 0
     view = f"_batch_{table}"
     con.register(view, batch)
-    verb = "INSERT OR IGNORE INTO" if ignore_conflicts else "INSERT INTO"
+    verb = "INSERT OR IGNORE INTO" if ignore_conflicts and not new_by else "INSERT INTO"
     cols = ", ".join(data)
+    where = ""
+    if new_by:
+        match = " AND ".join(f"t.{k} = b.{k}" for k in new_by)
+        where = f" b WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
     try:
-        con.execute(f"{verb} {table} ({cols}) SELECT {cols} FROM {view}")
+        con.execute(f"{verb} {table} ({cols}) SELECT {cols} FROM {view}{where}")
     except BaseException:
         # in an aborted transaction unregistering fails too; the insert's error is the one to see
         with contextlib.suppress(duckdb.Error):
@@ -263,12 +274,16 @@ def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
 
 def persona_columns(personas: Iterable[Persona]) -> dict[str, list[Any]]:
     """Columns for the ``personas`` table, one row per distinct persona id (first wins)."""
-    first: dict[str, Persona] = {}
-    for p in personas:
-        first.setdefault(p.persona_id, p)
-    people = list(first.values())
+    people = list(personas)
+    ids = [p.persona_id for p in people]
+    if len(set(ids)) < len(ids):  # repeats: keep each id's first persona
+        first: dict[str, Persona] = {}
+        for p in people:
+            first.setdefault(p.persona_id, p)
+        people = list(first.values())
+        ids = [p.persona_id for p in people]
     return {
-        "persona_id": [p.persona_id for p in people],
+        "persona_id": ids,
         "text": [p.text for p in people],
         "source": [p.source for p in people],
         "source_ref": [p.source_ref for p in people],
@@ -278,13 +293,19 @@ def persona_columns(personas: Iterable[Persona]) -> dict[str, list[Any]]:
     }
 
 
+def _persona_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
+    """``persona_columns`` as typed Arrow arrays (every value is a str, or an int for hop)."""
+    return {name: pa.array(values, type=pa.int32() if name == "hop" else pa.string())
+            for name, values in columns.items()}
+
+
 def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona]) -> int:
     """Insert personas not yet in the hub; returns how many were new."""
     columns = persona_columns(personas)
     if not columns["persona_id"]:
         return 0
     before = scalar(con, "SELECT count(*) FROM personas")
-    insert_columns(con, "personas", columns, ignore_conflicts=True)
+    insert_columns(con, "personas", _persona_arrays(columns), new_by=("persona_id",))  # distinct ids
     return scalar(con, "SELECT count(*) FROM personas") - before
 
 

@@ -2,19 +2,43 @@
 
 Mesa's ``Network`` wants a networkx graph and connects its cells one ``connect`` call per edge
 end; at a million personas the graph alone took 17 s and the cells another 9 s. This subclass
-takes ``SocialEdges`` (CSR adjacency), fills each cell's connections in one dict, and builds
-``G`` only when something asks for it (a ``near`` audience, an edge intervention). Cells,
-connections and ``G`` are what ``Network(social_edges.to_networkx())`` would hold.
+takes ``SocialEdges`` (CSR adjacency), makes each cell's connections the first time they are
+read (most agents never act, so most cells never need them), and builds ``G`` only when
+something asks for it (a ``near`` audience, an edge intervention). Cells, connections and ``G``
+are what ``Network(social_edges.to_networkx())`` would hold.
 """
 
 from __future__ import annotations
 
 from random import Random
+from typing import Any
 
 import networkx as nx
 from mesa.discrete_space import Cell, Network
 from mesa.discrete_space.discrete_space import DiscreteSpace
 from personahub.personas.graph import SocialEdges
+
+_CONNECTIONS: Any = Cell.connections  # the slot a Cell keeps its connections in
+
+
+class SocialCell(Cell):
+    """A Mesa ``Cell`` whose connections come from the network's CSR arrays when first read."""
+
+    __slots__ = ("_network", "_position")
+
+    @property
+    def connections(self) -> dict[Any, Cell]:
+        """Neighbour cells by node id (persona id), in networkx's adjacency order."""
+        try:
+            return _CONNECTIONS.__get__(self)
+        except AttributeError:
+            value = self._network.connections_of(self._position)
+            _CONNECTIONS.__set__(self, value)
+            return value
+
+    @connections.setter
+    def connections(self, value: dict[Any, Cell]) -> None:
+        _CONNECTIONS.__set__(self, value)
 
 
 class SocialNetwork(Network):
@@ -24,15 +48,25 @@ class SocialNetwork(Network):
         DiscreteSpace.__init__(self, capacity=None, random=random, cell_klass=Cell)
         self._edges = edges
         self._graph: nx.Graph | None = None
-        ids = edges.ids
-        cells = [Cell(node_id, None, random=self.random) for node_id in ids]
+        self._ids = ids = edges.ids
+        self._starts, self._targets = edges.neighbours()
+        self._cell_list = cells = [self._new_cell(node_id, position)
+                                   for position, node_id in enumerate(ids)]
         self._cells = dict(zip(ids, cells, strict=True))
-        starts, targets = edges.neighbours()
-        bounds, order = starts.tolist(), targets.tolist()
-        for position, cell in enumerate(cells):
-            lo, hi = bounds[position], bounds[position + 1]
-            if lo != hi:
-                cell.connections = {ids[t]: cells[t] for t in order[lo:hi]}
+
+    def _new_cell(self, node_id: str, position: int) -> SocialCell:
+        """What ``Cell(node_id, None, random=self.random)`` makes, connections left to be read."""
+        cell = SocialCell.__new__(SocialCell)
+        cell.coordinate, cell._agents, cell.capacity = node_id, [], None
+        cell.properties, cell.random = {}, self.random
+        cell._network, cell._position = self, position
+        return cell
+
+    def connections_of(self, position: int) -> dict[Any, Cell]:
+        """The connections of the cell at ``position`` in ``ids`` order, from the CSR arrays."""
+        lo, hi = int(self._starts[position]), int(self._starts[position + 1])
+        ids, cells = self._ids, self._cell_list
+        return {ids[t]: cells[t] for t in self._targets[lo:hi].tolist()}
 
     @property
     def G(self) -> nx.Graph:  # noqa: N802 - Mesa's name
@@ -42,4 +76,7 @@ class SocialNetwork(Network):
         return self._graph
 
     def _connect_cells(self) -> None:
-        """Connections come from the arrays (``__init__``), not from walking ``G``."""
+        """Connections come from the arrays when first read, not from walking ``G``."""
+
+
+__all__ = ["SocialCell", "SocialNetwork"]

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 from personahub.agents.contracts import ServesModels
 from personahub.personas.store import insert_columns, insert_rows, scalar, transaction
 from personahub.sim.jobs import JobRef, commit_batch
@@ -65,18 +67,19 @@ class RunLog:
                 "started_at": _now(), "finished_at": None,
             }])
 
-    def add_agents(self, persona_ids: Sequence[str], agent_ids: Sequence[int],
-                   edges: tuple[Sequence[str], Sequence[str], Sequence[str | None]] = ((), (), ())
-                   ) -> None:
+    def add_agents(self, persona_ids: Sequence[str], agent_ids: Sequence[int] | np.ndarray,
+                   edges: tuple[Any, Any, Any] = ((), (), ())) -> None:
         """Record which persona each agent id plays and the run's starting social graph
-        (``edges`` as columns: src, dst, relation)."""
+        (``edges`` as columns: src, dst, relation; lists or Arrow arrays)."""
         src, dst, relation = edges
+        run = pa.scalar(self.run_id, pa.string())
         with transaction(self.con):
             insert_columns(self.con, "run_agents", {
-                "run_id": [self.run_id] * len(agent_ids), "agent_id": list(agent_ids),
-                "persona_id": list(persona_ids)})
+                "run_id": pa.repeat(run, len(agent_ids)),
+                "agent_id": pa.array(np.asarray(agent_ids, dtype=np.int32)),
+                "persona_id": pa.array(persona_ids, type=pa.string())})
             insert_columns(self.con, "run_edges", {
-                "run_id": [self.run_id] * len(src), "src": src, "dst": dst, "relation": relation})
+                "run_id": pa.repeat(run, len(src)), "src": src, "dst": dst, "relation": relation})
 
     def write_step(self, result: StepResult, duplicates: Mapping[str, str | None],
                    started_at: dt.datetime, *, model: str) -> None:

@@ -430,13 +430,17 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
                 f"personahub run --resume {log.run_id} --db {db}") from None
         reached = expansion.reached_ids
     agent_ids = list(dict.fromkeys([*start_ids, *reached]))
-    known = set(start_ids)
-    extra = {p.persona_id: p for p in fetch_personas(con, [i for i in agent_ids if i not in known])}
-    by_id = {**{p.persona_id: p for p in personas}, **extra}
-    agents = [by_id[i] for i in agent_ids]
+    if len(agent_ids) == len(personas):  # no one reached: the agents are the personas, in order
+        agents = list(personas)
+    else:
+        known = set(start_ids)
+        extra = {p.persona_id: p
+                 for p in fetch_personas(con, [i for i in agent_ids if i not in known])}
+        by_id = {**{p.persona_id: p for p in personas}, **extra}
+        agents = [by_id[i] for i in agent_ids]
     graph = social_edges(con, agent_ids)
     # agent ids are Mesa's creation order: 1, 2, ... in persona order
-    log.add_agents([p.persona_id for p in agents], list(range(1, len(agents) + 1)), graph.rows())
+    log.add_agents(graph.ids, np.arange(1, len(agents) + 1), graph.columns())
     return agents, graph
 
 

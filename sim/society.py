@@ -252,10 +252,14 @@ class SocietyModel(mesa.Model):
         self.network = (Network(graph, random=self.random) if isinstance(graph, nx.Graph)
                         else SocialNetwork(graph, random=self.random))
         # creation order fixes agent ids (1, 2, ...) and the order of ``self.agents``
-        self.by_persona: dict[str, SocietyAgent] = {
-            agent.persona_id: agent
-            for agent in SocietyAgent.create_many(self, personas, scenario.inbox_size)}
-        self.by_agent_id: dict[int, SocietyAgent] = {a.unique_id: a for a in self.agents}
+        created = SocietyAgent.create_many(self, personas, scenario.inbox_size)
+        self.by_persona: dict[str, SocietyAgent] = dict(
+            zip([p.persona_id for p in personas], created, strict=True))
+        self.by_agent_id: dict[int, SocietyAgent] = {a.unique_id: a for a in created}
+        # agents by position (agent id - 1), as ``self.agents`` holds them: per-step passes index
+        # this list instead of running an ``AgentSet`` filter over every agent (seconds per step
+        # at a million agents)
+        self._positions: list[SocietyAgent] = created
         # agents whose state changed this step: only they are checkpointed (a fresh agent's
         # state follows from its persona)
         self.touched: set[int] = set()
@@ -319,7 +323,7 @@ class SocietyModel(mesa.Model):
 
     # -- planning ------------------------------------------------------------------------------
     def _active(self, step: int) -> list[SocietyAgent]:
-        """Who acts this step, in agent-id order: the activation policy as an ``AgentSet.select``.
+        """Who acts this step, in agent-id order (positions drawn, or a policy function's select).
 
         Draws come from RNGs derived from (run seed, step[, persona]), not from ``self.random``,
         so a resumed run draws what the uninterrupted one drew.
@@ -331,15 +335,15 @@ class SocietyModel(mesa.Model):
             return list(self.agents)
         if policy.mode == "count":  # agent ids are 1..n: position i is agent id i + 1
             rng = derived_rng(self.run_seed, step, "activation")
-            chosen = {i + 1 for i in rng.sample(range(n), min(policy.count, n))}
-            return list(self.agents.select(lambda a: a.unique_id in chosen))
+            chosen = sorted(rng.sample(range(n), min(policy.count, n)))
+            return [self._positions[i] for i in chosen]
         if policy.mode == "probability":
             if self._activation_keys is None:
                 self._activation_keys = np.array(
                     [_derived_seed((self.run_seed, pid, "active")) for pid in self.agents.get("persona_id")],
                     dtype=np.uint64)
-            drawn = (step_draws(self._activation_keys, step) < policy.p).tolist()  # by position
-            return list(self.agents.select(lambda a: drawn[a.unique_id - 1]))
+            drawn = np.flatnonzero(step_draws(self._activation_keys, step) < policy.p)  # positions
+            return [self._positions[i] for i in drawn.tolist()]
         when = policy.when
         assert when is not None
         return list(self.agents.select(
@@ -373,7 +377,9 @@ class SocietyModel(mesa.Model):
         self._intervene(step, result)
         # in agent-id order, not ``shuffle_do``: delivery touches only the agent's own memory, and
         # a shuffle would draw from ``self.random`` for nothing
-        self.agents.do("deliver")
+        for agent in self._positions:
+            if agent.pending:  # ``deliver`` does nothing to the others
+                agent.deliver()
         seen = self._broadcast(step, result)
         planned: list[Plan] = []
         inputs: list[AgentInput] = []

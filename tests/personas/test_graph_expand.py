@@ -82,3 +82,32 @@ def test_small_world_pairs_are_seeded_simple_and_keep_the_edge_count():
     ring = small_world_pairs(10, 4, 0.0, seed=1)
     assert (0, 1) in ring and (0, 2) in ring and (0, 3) not in ring
     assert small_world_pairs(2, 4, 0.1, seed=1) == []
+
+
+def test_social_edges_group_and_order_pairs_by_their_ids(tmp_path):
+    """Pairs grouped by the unordered (id, id), first label alphabetically, listed by the lesser
+    id then the greater: what the string-keyed query gave, whatever the persona order."""
+    import random
+
+    from personahub.personas.graph import social_edges
+
+    con, people = hub(tmp_path, n=30)
+    ids = [p.persona_id for p in people]
+    rng = random.Random(5)
+    relations = {Relation(rng.choice(ids), rng.choice(ids), rng.choice(["a", "b", "c"]), 1)
+                 for _ in range(120)}
+    save_relations(con, relations)
+    subset = rng.sample(ids, 25)
+    best: dict[tuple[str, str], str] = {}
+    for r in relations:
+        if r.src != r.dst and r.src in subset and r.dst in subset:
+            key = (min(r.src, r.dst), max(r.src, r.dst))
+            best[key] = min(best.get(key, r.relation), r.relation)
+    pos = {pid: i for i, pid in enumerate(subset)}
+    want = [(a, b, best[a, b]) for a, b in sorted(best)]  # the order pairs were added in
+    edges = social_edges(con, subset)
+    order = sorted(range(len(edges)), key=lambda i: int(edges.added[i]))
+    src, dst, rel = edges.rows()
+    got = [(min(src[i], dst[i]), max(src[i], dst[i]), rel[i]) for i in order]
+    assert got == want
+    assert all(pos[s] < pos[d] for s, d in zip(src, dst, strict=True))

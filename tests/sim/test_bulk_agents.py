@@ -82,3 +82,31 @@ def test_bulk_registration_equals_creating_agents_one_by_one(monkeypatch, bulk):
     with pytest.raises(ValueError, match="Cannot move"):
         model.by_agent_id[1].cell = model.network[model.by_agent_id[2].persona_id]
     assert bulk_agents.next_unique_ids(model, 1) == [11]  # Mesa's own counter went on
+
+
+def test_cells_make_their_connections_when_first_read():
+    personas = _personas(12)
+    graph, edges = _edges(personas)
+    plain = Network(graph, random=random.Random(0))
+    built = SocialNetwork(edges, random=plain.random)
+    for pid in graph:
+        a, b = built[pid], plain[pid]
+        assert (a.coordinate, a.capacity, a.properties, a.agents, a.random) == (
+            b.coordinate, b.capacity, b.properties, b.agents, b.random)
+    first = built[personas[0].persona_id]
+    assert not _has_connections(first)
+    assert list(first.connections) == list(plain[personas[0].persona_id].connections)
+    assert _has_connections(first)
+    other = built[personas[5].persona_id]
+    built.add_connection(first, other)  # Mesa's own way of linking cells still works
+    assert first.connections[other.coordinate] is other
+
+
+def _has_connections(cell: object) -> bool:
+    from mesa.discrete_space import Cell
+
+    try:
+        Cell.connections.__get__(cell)  # type: ignore[attr-defined]
+    except AttributeError:
+        return False
+    return True
