@@ -151,11 +151,13 @@ def graph(con: Any, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, 
     The sample grows breadth-first from the best-connected agent, so what is drawn is a real
     neighbourhood (edges among kept nodes are all kept), not a scatter of unrelated dots.
     """
-    agents = dict(con.execute("SELECT persona_id, agent_id FROM run_agents WHERE run_id = ?",
-                              [run_id]).fetchall())
+    # every read in a fixed order: the layout depends on the order nodes and edges are added
+    agents = dict(con.execute("SELECT persona_id, agent_id FROM run_agents WHERE run_id = ? "
+                              "ORDER BY agent_id", [run_id]).fetchall())
     g = nx.Graph()
     g.add_nodes_from(agents.values())
-    for src, dst in con.execute("SELECT src, dst FROM run_edges WHERE run_id = ?", [run_id]).fetchall():
+    for src, dst in con.execute("SELECT src, dst FROM run_edges WHERE run_id = ? ORDER BY src, dst",
+                                [run_id]).fetchall():
         if src in agents and dst in agents and src != dst:
             g.add_edge(agents[src], agents[dst])
     total_nodes, total_edges = g.number_of_nodes(), g.number_of_edges()
@@ -163,11 +165,11 @@ def graph(con: Any, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, 
         g = g.subgraph(_neighbourhood(g, max_nodes)).copy()
     kinds: dict[int, Counter[str]] = {}
     for agent, kind, n in con.execute("SELECT agent_id, kind, count(*) FROM emissions WHERE run_id = ? "
-                                      "GROUP BY ALL", [run_id]).fetchall():
+                                      "GROUP BY ALL ORDER BY ALL", [run_id]).fetchall():
         kinds.setdefault(agent, Counter())[kind] = n
     pos = _layout(run_id, g)
     nodes = [{"id": int(n), "x": round(float(pos[n][0]), 4), "y": round(float(pos[n][1]), 4),
-              "kind": kinds[n].most_common(1)[0][0] if n in kinds else "idle",
+              "kind": min(kinds[n].items(), key=lambda kv: (-kv[1], kv[0]))[0] if n in kinds else "idle",
               "emissions": sum(kinds[n].values()) if n in kinds else 0}
              for n in sorted(g.nodes)]
     return {"nodes": nodes, "edges": [[int(a), int(b)] for a, b in g.edges],
