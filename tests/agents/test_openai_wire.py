@@ -153,3 +153,24 @@ def test_inline_executor_runs_work_in_the_calling_thread_but_not_dns() -> None:
         assert loop.run_until_complete(where()) == threading.get_ident()
     finally:
         loop.close()
+
+
+def test_plain_http_endpoints_skip_the_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA bundle is setup work an http:// server never needs; https keeps it."""
+    import ssl
+
+    from personahub.agents import endpoint_specs
+
+    loaded: list[int] = []
+
+    def context() -> ssl.SSLContext:
+        loaded.append(1)
+        return ssl.create_default_context()
+
+    monkeypatch.setattr(endpoint_specs, "_ssl_context", context)
+    settings = LLMSettings(spec="offline")
+    endpoint_specs._http_client(settings, "http://127.0.0.1:8000/v1")
+    assert loaded == []
+    endpoint_specs._http_client(settings, "https://api.example.test/v1")
+    endpoint_specs._http_client(settings, None)  # OpenAI itself
+    assert loaded == [1, 1]
