@@ -107,7 +107,8 @@ def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSet
     from personahub.agents.openai_wire import pass_through_clients
 
     root = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=settings.timeout_s,
-                       max_retries=0, http_client=_http_client(settings, base_url), default_query=query or None)
+                       max_retries=0, http_client=_http_client(settings, base_url),
+                       default_query=query or None)
     return ChatOpenAI(model=model, base_url=base_url, api_key=SecretStr(api_key), timeout=settings.timeout_s,
                       max_retries=0, temperature=settings.temperature, top_p=settings.top_p,
                       **pass_through_clients(root))

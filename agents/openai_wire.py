@@ -28,7 +28,7 @@ from openai import AsyncOpenAI, AsyncStream, BaseModel
 from openai._base_client import make_request_options
 from openai._types import NOT_GIVEN, NotGiven, Omit
 from openai.resources.chat.completions import AsyncCompletions
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletionChunk
 
 # parameters whose values the SDK's transform leaves as they are (no aliases, no formats)
 PLAIN_KEYS = frozenset({

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
-from openai import AsyncOpenAI
-from personahub.agents.llm import LLMClient, LLMSettings
 from langchain_openai import ChatOpenAI
+from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
+from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.openai_wire import PassThroughCompletions, is_plain, pass_through_clients
 from personahub.agents.run_loop import InlineExecutor, close_quietly, new_run_loop
 from personahub.agents.tasks import emission_task
