@@ -13,8 +13,8 @@ Generative Agents (Park et al. 2023):
 
 * **Retrieval.** What leaves the verbatim deques goes to a bounded *store* first (and only what
   leaves the store is folded into the summary). A prompt gets the ``top_k`` items of
-  observations and store with the best score: recency + importance + relevance, each min-max
-  normalised over the candidates, as in Generative Agents. Recency decays by ``RECENCY_DECAY``
+  observations and store with the best score: recency + importance + relevance, as in
+  Generative Agents (``AgentMemory.retrieved`` says how each is scaled). Recency decays by ``RECENCY_DECAY``
   a step; importance is fixed by where an item came from (``IMPORTANCE``); relevance is keyword
   overlap (stems, as the prompt budget ranks memory) with this step's events and inbox.
 * **Reflection.** A model call (``sim/reflection.py``) writes a short summary in the agent's
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from personahub.agents.offline_text import keywords
-from personahub.agents.prompt_budget import clip_text, stems
+from personahub.agents.prompt_budget import RELEVANCE_WEIGHT, clip_text, stems
 
 DECAY = 0.8  # weight kept by older summary terms at each eviction
 TERMS_PER_ITEM = 8
@@ -203,25 +203,28 @@ class AgentMemory:
         return [item for item in (*self.store, *seen) if item[0] < before_step]
 
     def retrieved(self, before_step: int) -> list[Recollection]:
-        """The ``top_k`` candidates by recency + importance + relevance (each min-max normalised
-        over the candidates, equal weights, as Generative Agents scores), shown oldest first.
+        """The ``top_k`` candidates by recency + importance + relevance, shown oldest first.
 
-        Relevance is the cosine of stem sets (``prompt_budget.stems``) with the query, this
-        step's events and the messages in view: cheap, deterministic, no model or embedder.
-        Ties go to the newer item.
+        As Generative Agents scores: recency and relevance are min-max normalised over the
+        candidates; importance is already on a fixed 0..1 scale (``IMPORTANCE``) and is kept
+        there, so that an all-messages memory does not rank its messages as events. Relevance
+        weighs ``RELEVANCE_WEIGHT`` (2, as the prompt budget ranks memory): an old item about
+        this step's events beats the newest unrelated one. Relevance is the cosine of stem sets
+        (``prompt_budget.stems``) with the query, this step's events and the messages in view:
+        cheap, deterministic, no model or embedder. Ties go to the item kept later.
         """
         items = self.candidates(before_step)
         if len(items) <= self.top_k:
-            return items
+            return sorted(items, key=lambda item: item[0])  # stable: by step, then as kept
         query = stems("\n".join([t for s, t in self.observations if s >= before_step]
                                  + [m.text for m in self.inbox]))
         recency = [RECENCY_DECAY ** max(before_step - 1 - s, 0) for s, _, _ in items]
         importance = [IMPORTANCE.get(src, 0.5) for _, src, _ in items]
         relevance = [_overlap(stems(text), query) for _, _, text in items]
-        score = [sum(parts) for parts in zip(_minmax(recency), _minmax(importance),
-                                             _minmax(relevance), strict=True)]
+        score = [r + i + RELEVANCE_WEIGHT * v for r, i, v in zip(
+            _minmax(recency), importance, _minmax(relevance), strict=True)]
         best = sorted(range(len(items)), key=lambda i: (-round(score[i], 9), -i))[: self.top_k]
-        return [items[i] for i in sorted(best)]
+        return [items[i] for i in sorted(best, key=lambda i: (items[i][0], i))]
 
     def current_events(self, step: int) -> list[str]:
         """Observations made at ``step`` (this step's events)."""
