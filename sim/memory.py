@@ -42,9 +42,10 @@ RECENCY_DECAY = 0.9  # weight an item keeps per step of age (Generative Agents: 
 # what someone said *to* the agent comes next; its own survey answers and emissions it already
 # knows, so they matter least when choosing what to remind it of.
 IMPORTANCE: dict[str, float] = {"event": 1.0, "message": 0.6, "answer": 0.4, "own": 0.3}
-REFLECTION_CHARS = 600  # a reflection kept longer than this is cut at a word
+REFLECTION_CHARS = 280  # a reflection kept longer is cut at a word (~70 tokens, a memory cap)
 UNREFLECTED_KEEP = 12  # evicted items kept for the next reflection (at least)
-LABELS = {"event": "", "message": "heard: ", "answer": "", "own": "I wrote: "}
+LABELS = {"event": "", "message": "heard: ", "answer": "", "own": "I wrote: ",
+          "reflection": "In my own words: "}
 
 
 @dataclass(frozen=True)
@@ -187,15 +188,22 @@ class AgentMemory:
         return lines + ([self.summary_text()] if self.summary else [])
 
     def prompt_lines(self, before_step: int) -> list[str]:
-        """What the agent recalls for a prompt: the summary, then observations before a step
-        (with retrieval: the ``top_k`` best-scored items of observations and store, oldest first)."""
+        """What the agent recalls for a prompt, oldest first: the keyword summary, then
+        observations before a step (with retrieval: the ``top_k`` best-scored items of
+        observations and store), the latest reflection among them at the step it was written
+        (so the prompt budget, which favours newer lines, weighs it as of its step)."""
+        lines = [self.summary_text()] if self.summary else []
+        recalled = self.recalled(before_step)
+        if self.reflection:
+            at = sum(1 for s, _, _ in recalled if s <= self.reflected_at)
+            recalled.insert(at, (self.reflected_at, "reflection", self.reflection))
+        return lines + [_line(item) for item in recalled]
+
+    def recalled(self, before_step: int) -> list[Recollection]:
+        """The items a prompt shows before ``before_step``, oldest first (without summaries)."""
         if self.retrieve:
-            chosen = self.retrieved(before_step)
-            return self.summary_lines() + [f"(step {s}) {LABELS.get(src, '')}{text}"
-                                           for s, src, text in chosen]
-        lines = self.summary_lines()
-        lines += [f"(step {s}) {text}" for s, text in self.observations if s < before_step]
-        return lines
+            return self.retrieved(before_step)
+        return [(s, "event", text) for s, text in self.observations if s < before_step]
 
     def candidates(self, before_step: int) -> list[Recollection]:
         """Retrievable items from before ``before_step``, oldest first (store, then observations)."""
@@ -248,9 +256,9 @@ class AgentMemory:
     def reflection_material(self, before_step: int) -> list[str]:
         """What a reflection looks back on, oldest first: what left memory since the last one,
         then what is still in view (retrieved items, or observations), then own recent output."""
-        gone = [f"(step {s}) {LABELS.get(src, '')}{t}" for s, src, t in self.unreflected]
-        held = self.prompt_lines(before_step)[len(self.summary_lines()):]
-        mine = [f"(step {s}) I wrote: {t}" for s, _, t in self.own if s < before_step]
+        gone = [_line(item) for item in self.unreflected]
+        held = [_line(item) for item in self.recalled(before_step)]
+        mine = [_line((s, "own", t)) for s, _, t in self.own if s < before_step]
         return gone + held + mine
 
     def reflected(self, step: int, text: str) -> None:
@@ -301,6 +309,12 @@ class AgentMemory:
         self.unreflected.clear()
         self.unreflected.extend((int(s), str(src), str(t))
                                 for s, src, t in state.get("unreflected", []))
+
+
+def _line(item: Recollection) -> str:
+    """A remembered item as a prompt line: ``(step N) [label]text``."""
+    step, source, text = item
+    return f"(step {step}) {LABELS.get(source, '')}{text}"
 
 
 def _minmax(values: list[float]) -> list[float]:

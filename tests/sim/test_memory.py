@@ -125,7 +125,7 @@ def test_retrieving_memory_stays_bounded_and_round_trips():
             memory.reflected(i, "I keep thinking about the harbour. " * 40)
     state = memory.to_state()
     assert len(state["store"]) == 8 and len(state["unreflected"]) <= 12
-    assert len(state["reflection"]) <= 600
+    assert len(state["reflection"]) <= 280
     assert len(json.dumps(state)) < 5000
     again = retrieving(reflect=True, reflect_overflow=3)
     again.load_state(json.loads(json.dumps(state)))
@@ -145,9 +145,11 @@ def test_reflection_is_due_periodically_when_something_is_new_or_on_overflow():
     assert memory.reflection_due(4, None)
     memory.reflected(4, "Ferries worry me.")
     assert not memory.reflection_due(6, 3) and not memory.reflection_due(5, None)
-    assert memory.summary == {} and memory.prompt_lines(9)[0] == "In my own words: Ferries worry me."
+    assert memory.summary == {} and memory.prompt_lines(9) == [
+        "(step 3) The ferry was raised.", "(step 4) In my own words: Ferries worry me."]
     memory.observe(5, "Fishing boats went out.")
-    assert memory.prompt_lines(9)[1].startswith("Since then, things about: ")
+    assert memory.prompt_lines(9)[0].startswith("Since then, things about: ")
+    assert memory.summary_lines()[0] == "In my own words: Ferries worry me."
 
 
 def test_reflections_are_model_calls_applied_in_agent_id_order_and_seeded():
@@ -195,7 +197,10 @@ def test_reflections_receive_the_summary_and_what_left_memory():
         model.step()
     prompts = [p for purpose, _, p in client.prompts if purpose == "reflection"]
     assert prompts and all("## Your summary so far" in p and "## Task" in p for p in prompts)
-    assert any("In my own words:" in p for p in prompts)  # a later one sees the earlier one
+    assert any("In my own words:" in p.split("## Your summary so far")[1]
+               for p in prompts)  # a later one sees the earlier one
+    acting = [p for purpose, _, p in client.prompts if purpose not in ("reflection", "survey")]
+    assert any("In my own words:" in p for p in acting[-6:])  # and the prompts show it
 
 
 def test_memory_stays_bounded_over_hundreds_of_steps():
