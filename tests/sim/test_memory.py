@@ -311,3 +311,55 @@ def test_kill_dash_nine_then_resume_equals_an_uninterrupted_run(scenario_path, t
 
 def test_reflection_schema_is_small():
     assert list(Reflection.model_fields) == ["summary"]
+
+
+# -- against a real model -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def llama():
+    from personahub.agents.llamacpp import local_llama_server, missing_extra
+
+    reason = missing_extra()
+    if reason:
+        if os.environ.get("PERSONAHUB_REQUIRE_REAL_MODEL"):
+            pytest.fail(f"PERSONAHUB_REQUIRE_REAL_MODEL is set but {reason}")
+        pytest.skip(reason)
+    with local_llama_server() as server:
+        yield server
+
+
+@pytest.mark.real_model
+def test_a_reflection_against_the_loopback_llama_server(llama, tmp_path):
+    """Two agents, two steps, reflect_every=1: reflections go to the model and every call,
+    failed or not, is a row of ``llm_calls`` with max_tokens; the run finishes."""
+    from personahub.sim.cli import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "people.jsonl").write_text(
+        "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))
+    scenario = tmp_path / "reflect_real.py"
+    scenario.write_text(
+        "from personahub.sim.scenario import Event, GraphGrowth, Memory, PersonaSource, Scenario\n"
+        "SCENARIO = Scenario(name='reflect_real', personas=PersonaSource(path='people.jsonl'),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=1), steps=2, kinds=('instruction',),\n"
+        "    events=(Event(step=1, text='The ferry is cancelled for a week.'),),\n"
+        "    memory=Memory(retrieve=True, reflect_every=1), seed=3)\n")
+    db = tmp_path / "real.duckdb"
+    result = CliRunner().invoke(app, ["run", str(scenario), "--db", str(db), "--llm", llama.spec,
+                                      "--concurrency", "2", "--timeout", "120"])
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("SELECT status, error, max_tokens, purpose, step FROM llm_calls "
+                           "WHERE purpose = 'reflection'").fetchall()
+        n_failed = con.execute("SELECT sum(n_failed) FROM steps").fetchone()[0]
+        states = [json.loads(s) for (s,) in con.execute("SELECT state FROM agent_states").fetchall()]
+    finally:
+        con.close()
+    assert {r[4] for r in rows} == {1, 2}  # both steps reflected (each agent had something new)
+    assert all(r[2] and r[2] > 0 for r in rows)
+    assert all(r[1] for r in rows if r[0] != "ok")  # every failed attempt says why
+    asked = [r for r in rows if not (r[1] or "").startswith("json_schema refused")]  # the probe
+    assert sum(r[0] == "ok" for r in asked) / len(asked) >= 0.5, rows
+    reflected = [s for s in states if s["memory"].get("reflection")]
+    # each agent-step's reflection either took (a summary in memory) or is a counted failure
+    assert reflected or n_failed
