@@ -135,13 +135,28 @@ def test_a_run_that_lost_its_workers_resumes_to_the_local_tables(
     assert resumed == local
 
 
-def test_the_cli_runs_and_resumes_on_ray(local_ray: None, scenario_path: Path,
+def test_the_cli_and_the_python_api_run_on_ray(local_ray: None, scenario_path: Path,
                                          tmp_path: Path) -> None:
     db = tmp_path / "cli.duckdb"
     result = invoke("run", scenario_path, "--db", db, "--steps", 2, "--executor", "ray",
                     "--ray-workers", 2)
     assert result.exit_code == 0, result.output
     assert "survey answers" in result.output
+    import personahub
+
+    api = personahub.run_scenario(scenario_path, db=tmp_path / "api.duckdb", steps=2,
+                                  executor="ray", ray_workers=1)
+    assert snapshot(api.db, api.job_id)["steps"] == snapshot(db, _only_run(db))["steps"]
+
+
+def _only_run(db: Path) -> str:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return str(con.execute("SELECT run_id FROM runs").fetchall()[0][0])
+    finally:
+        con.close()
 
 
 def test_a_client_the_workers_cannot_rebuild_is_refused_before_the_run(
