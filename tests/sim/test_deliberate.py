@@ -15,6 +15,7 @@ import pytest
 from personahub.agents.contracts import StructuredResult
 from personahub.agents.decide import NOBODY, NOTHING
 from personahub.personas.errors import PersonahubError
+from personahub.results import Run
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import ScenarioError, load_scenario
 
@@ -111,8 +112,10 @@ def test_every_active_agent_step_has_one_stored_decision(scenario_path, tmp_path
         kinds = [k for s, a, _, k, *_ in tables["emissions"] if (s, a) == (step, agent)]
         assert kinds == ([] if action == NOTHING else [action])
     with duckdb.connect(str(tmp_path / "whole.duckdb"), read_only=True) as con:
-        policy = con.execute("SELECT config->>'$.scenario.policy' FROM runs").fetchone()[0]
+        policy, run_id = con.execute("SELECT config->>'$.scenario.policy', run_id FROM runs").fetchone()
     assert policy == "deliberate"
+    frame = Run(job_id=run_id, db=tmp_path / "whole.duckdb").decisions()  # the Python API
+    assert len(frame) == len(tables["decisions"]) and "reason" in frame.columns
 
 
 def test_addressees_are_the_labelled_neighbours_the_model_chose(scenario_path, tmp_path):
