@@ -15,10 +15,10 @@ import pytest
 from personahub.agents.contracts import StructuredResult
 from personahub.agents.decide import NOBODY, NOTHING
 from personahub.personas.errors import PersonahubError
-from personahub.results import Run
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import ScenarioError, load_scenario
 
+from personahub.results import Run
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
 
