@@ -21,6 +21,7 @@ Mapping the answer back (``resolve``), decided once here:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -37,6 +38,30 @@ MAX_PEOPLE = 6  # people shown to a deliberating agent: enough to choose, short 
 def label(index: int) -> str:
     """The label of the ``index``-th person shown (``P1`` for index 0)."""
     return f"P{index + 1}"
+
+
+def choices(kinds: Sequence[str], weights: Sequence[float] | None, neighbours: Sequence[str],
+            senders: Sequence[str], addressed: frozenset[str],
+            draw: Callable[[list[str], int], list[str]]) -> tuple[list[str], list[str]]:
+    """(kinds, people) a deliberating agent chooses from this step.
+
+    Kinds: those with a positive weight; those said to someone only when someone is near.
+    People: the latest senders still in its inbox first (``senders``, newest first) among its
+    ``neighbours``, then the other neighbours, at most ``MAX_PEOPLE``; when more neighbours
+    remain than fit, ``draw(rest, k)`` picks ``k`` of them (a seeded sample, so a resumed run
+    shows the same people), kept in neighbour order.
+    """
+    near = set(neighbours)
+    first = list(dict.fromkeys(s for s in senders if s in near))[:MAX_PEOPLE]
+    rest = [n for n in neighbours if n not in set(first)]
+    room = MAX_PEOPLE - len(first)
+    if len(rest) > room:
+        picked = set(draw(rest, room))
+        rest = [n for n in rest if n in picked]
+    people = [*first, *rest]
+    options = [k for k, w in zip(kinds, weights or [1.0] * len(kinds), strict=True)
+               if w > 0 and (people or k not in addressed)]
+    return options, people
 
 
 @lru_cache(maxsize=256)

@@ -34,7 +34,7 @@ import networkx as nx
 import numpy as np
 from mesa.discrete_space import FixedAgent, Network
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.agents.decide import MAX_PEOPLE, Decision
+from personahub.agents.decide import Decision, choices
 from personahub.agents.persona_agent import (
     DEFAULT_CHUNK,
     DELIBERATE,
@@ -379,25 +379,13 @@ class SocietyModel(mesa.Model):
         return kind, rng.choice(neighbours)
 
     def _deliberate_input(self, agent: SocietyAgent, step: int) -> AgentInput | None:
-        """The deliberate policy's options for an active agent: the kinds it may emit (positive
-        weight; those said to someone only when someone is near) and the people it may address
-        (the latest senders still in its inbox first, then neighbours, at most ``MAX_PEOPLE``,
-        the neighbours beyond that drawn from an RNG derived from (seed, step, persona)).
+        """The deliberate policy's options for an active agent (``agents.decide.choices``; the
+        neighbours beyond what fits drawn from an RNG derived from (seed, step, persona)), or
         None when it has nothing to choose from."""
-        neighbours = agent.neighbour_ids()
-        near = set(neighbours)
-        senders = list(dict.fromkeys(m.sender_id for m in reversed(agent.inbox)
-                                     if m.sender_id in near))[:MAX_PEOPLE]
-        rest = [n for n in neighbours if n not in set(senders)]
-        room = MAX_PEOPLE - len(senders)
-        if len(rest) > room:
-            picked = set(derived_rng(self.run_seed, step, agent.persona_id, "people").sample(rest, room))
-            rest = [n for n in rest if n in picked]
-        people = [*senders, *rest]
-        weights = self.scenario.kind_weights or [1.0] * len(self.scenario.kinds)
-        addressed = addressed_kinds()
-        options = [k for k, w in zip(self.scenario.kinds, weights, strict=True)
-                   if w > 0 and (people or k not in addressed)]
+        rng = derived_rng(self.run_seed, step, agent.persona_id, "people")
+        options, people = choices(
+            self.scenario.kinds, self.scenario.kind_weights, agent.neighbour_ids(),
+            [m.sender_id for m in reversed(agent.inbox)], addressed_kinds(), rng.sample)
         if not options:
             return None
         return AgentInput(policy=DELIBERATE, options=options,

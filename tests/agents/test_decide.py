@@ -4,7 +4,15 @@ import asyncio
 
 import pytest
 from personahub.agents.contracts import StructuredResult
-from personahub.agents.decide import NOBODY, NOTHING, Decision, decision_schema, resolve
+from personahub.agents.decide import (
+    MAX_PEOPLE,
+    NOBODY,
+    NOTHING,
+    Decision,
+    choices,
+    decision_schema,
+    resolve,
+)
 from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.persona_agent import AGENT_GRAPH, AgentInput, run_agents
 from personahub.agents.prompts import decision_messages
@@ -119,3 +127,20 @@ def test_offline_engine_decides_deterministically_and_records_every_call():
     assert NOTHING in actions and actions & set(OPTIONS)
     # one decide call each, one act call for each that acted
     assert all(n == (2 if d.acts else 1) for d, _, n in first)
+
+
+def test_choices_list_senders_first_cap_the_people_and_drop_unreachable_kinds():
+    neighbours = [f"n{i}" for i in range(10)]
+    drawn = []
+
+    def draw(rest, k):
+        drawn.append((list(rest), k))
+        return rest[-k:]
+
+    options, people = choices(["npc_dialogue", "instruction", "math_problem"], [1.0, 1.0, 0.0],
+                              neighbours, ["n7", "gone", "n2", "n7"], ADDRESSED, draw)
+    assert options == ["npc_dialogue", "instruction"]  # weight 0: never an option
+    assert people == ["n7", "n2", "n5", "n6", "n8", "n9"]
+    assert len(people) == MAX_PEOPLE and drawn == [([n for n in neighbours if n not in ("n7", "n2")], 4)]
+    alone = choices(["npc_dialogue", "instruction"], None, [], ["x"], ADDRESSED, draw)
+    assert alone == (["instruction"], [])  # nobody near: nothing said to someone
