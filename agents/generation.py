@@ -19,6 +19,7 @@ from personahub.personas.errors import PersonahubError
 DEFAULT_MAX_TOKENS: dict[str, int] = {
     "survey": 160,
     "reflection": 200,
+    "decide": 120,
     "expand": 400,
     "text-to-persona": 200,
     "text_to_persona": 200,

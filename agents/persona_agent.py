@@ -1,8 +1,15 @@
 """The persona agent: one compiled LangGraph ``StateGraph`` shared by every agent.
 
-    observe ──▶ act ──▶ record
-    (prompts from persona, world, memory, events, inbox, within the run's prompt budget)
-                 (model)  (emission texts, or failures; the quality gate's verdict)
+    START ─┬──────────────▶ observe ──▶ act ──▶ record
+           └─▶ decide ──────┘
+    decide: deliberate agents only (a structured call: which kind, to whom, or nothing)
+    observe: prompts from persona, world, memory, events, inbox, within the run's prompt budget
+    act: the model; record: emission texts, or failures; the quality gate's verdict
+
+A chunk with no deliberate agent (``policy`` absent or ``scripted``: the scenario drew the kind)
+goes straight to ``observe``, so the scripted path is the same graph walk as before policies
+existed. In a chunk that goes through ``decide``, scripted agents pass through it untouched, and
+agents that decided ``nothing`` (or whose decision failed) make no act call.
 
 Per-agent state is plain data (``AgentInput``); the graph holds nothing, so 100,000 agents cost
 one graph. The model is injected through the run context (``AgentContext``), never built inside
@@ -25,9 +32,10 @@ from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.agents.decide import DECIDE_PURPOSE, Decision, decision_schema, resolve
 from personahub.agents.prompt_budget import DEFAULT_BUDGET, PromptBudget
-from personahub.agents.prompts import agent_messages
-from personahub.agents.tasks import emission_task
+from personahub.agents.prompts import agent_messages, decision_messages
+from personahub.agents.tasks import addressed_kinds, emission_task
 from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel
 
@@ -47,6 +55,19 @@ class AgentInput(TypedDict, total=False):
     addressee: str | None
     memory: list[str]  # what the agent recalls (summary, earlier events)
     recent: list[str]  # its own latest emissions
+    # the deliberate policy (absent: scripted, ``kind`` and ``addressee`` given)
+    policy: str  # "scripted" or "deliberate"
+    options: list[str]  # kinds a deliberating agent may emit
+    people: list[tuple[str, str]]  # (persona id, persona text) it may address, label order
+    addressee_id: str | None  # set by ``decide``: whom the chosen kind is said to
+
+
+DELIBERATE = "deliberate"
+
+
+def deliberates(agent: AgentInput) -> bool:
+    """Whether this input decides before it acts (the deliberate policy)."""
+    return agent.get("policy") == DELIBERATE
 
 
 @dataclass(frozen=True)
@@ -55,7 +76,10 @@ class AgentOutcome:
 
     ``rejected`` is set when the output passed its schema but failed the kind's semantic check
     (``agents.validators``): the output is kept for the ``rejected`` table, not emitted.
-    ``records`` and ``cache_entries`` are those of the agent's model call, for the step's commit.
+    ``records`` and ``cache_entries`` are those of the agent's model calls (the decision's
+    first, for a deliberating agent), for the step's commit. ``decision`` is set for deliberate
+    inputs: what the agent chose; when it chose ``nothing`` or the decision failed there is no
+    output (and ``error`` is the decision's error, or None for ``nothing``).
     """
 
     output: dict[str, Any] | None
@@ -64,6 +88,7 @@ class AgentOutcome:
     rejected: QualityIssue | None = None
     records: Sequence[CallRecord] = ()
     cache_entries: Sequence[CacheEntry] = ()
+    decision: Decision | None = None
 
 
 class ChunkState(TypedDict, total=False):
@@ -73,7 +98,9 @@ class ChunkState(TypedDict, total=False):
     prompts: list[list[BaseMessage]]
     values: list[BaseModel | None]  # the validated answers (None where the call failed)
     errors: list[str | None]
-    calls: list[StructuredResult[Any]]  # each agent's call, with its records and cache entries
+    calls: list[StructuredResult[Any] | None]  # each agent's call (None: it did not act)
+    decisions: list[Decision | None]  # deliberate agents' decisions (None: scripted)
+    decide_calls: list[StructuredResult[Any] | None]  # their decision calls
     outcomes: list[AgentOutcome]
 
 
@@ -85,11 +112,63 @@ class AgentContext:
     budget: PromptBudget = DEFAULT_BUDGET
 
 
+def route(state: ChunkState) -> str:
+    """``decide`` when any agent of the chunk deliberates, else straight to ``observe``."""
+    return "decide" if any(deliberates(a) for a in state["agents"]) else "observe"
+
+
+async def decide(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Ask each deliberating agent what it does this step, concurrently; set its kind and
+    addressee from the answer (``agents/decide.py``), or leave it without a kind (no act)."""
+    llm, budget = runtime.context.llm, runtime.context.budget
+    agents = state["agents"]
+    deliberating = [i for i, a in enumerate(agents) if deliberates(a)]
+
+    async def ask(a: AgentInput) -> StructuredResult[Any]:
+        options, people = a.get("options", []), a.get("people", [])
+        messages = decision_messages(
+            persona=a["persona"], options=options, people=[text for _, text in people],
+            world=a.get("world", ""), events=a.get("events", []), inbox=a.get("inbox", []),
+            memory=a.get("memory", []), recent=a.get("recent", []), budget=budget)
+        return await llm.structured(decision_schema(tuple(options), len(people)), messages,
+                                    purpose=DECIDE_PURPOSE, persona_id=a["persona_id"],
+                                    step=a.get("step"))
+
+    answers = await asyncio.gather(*[ask(agents[i]) for i in deliberating])
+    updated = list(agents)
+    decisions: list[Decision | None] = [None] * len(agents)
+    calls: list[StructuredResult[Any] | None] = [None] * len(agents)
+    addressed = addressed_kinds()
+    for i, result in zip(deliberating, answers, strict=True):
+        a = agents[i]
+        people = a.get("people", [])
+        decision = resolve(result.value, _error_of(result), a.get("options", []), people, addressed)
+        decisions[i], calls[i] = decision, result
+        chosen = dict(a)
+        chosen.pop("kind", None)
+        if decision.acts:
+            texts = dict(people)
+            chosen["kind"] = str(decision.action)
+            chosen["addressee_id"] = decision.addressee_id
+            chosen["addressee"] = texts[decision.addressee_id] if decision.addressee_id else None
+        updated[i] = AgentInput(**chosen)  # type: ignore[typeddict-item]
+    return {"agents": updated, "decisions": decisions, "decide_calls": calls}
+
+
+def _error_of(result: StructuredResult[Any]) -> str | None:
+    """Why a call has no value (its last attempt's error), or None when it has one."""
+    if result.value is not None:
+        return None
+    last = result.records[-1] if result.records else None
+    return getattr(last, "error", None) or "no valid answer"
+
+
 def observe(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Turn each agent's snapshot (persona, world, events, inbox, addressee) into its prompt."""
+    """Turn each agent's snapshot (persona, world, events, inbox, addressee) into its prompt
+    (none for an agent that has no kind: it decided not to act)."""
     budget = runtime.context.budget
     prompts = [
-        agent_messages(
+        [] if "kind" not in a else agent_messages(
             persona=a["persona"],
             kind=a["kind"],
             world=a.get("world", ""),
@@ -106,45 +185,60 @@ def observe(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]
 
 
 async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Ask the model for each agent's structured emission, concurrently."""
+    """Ask the model for each acting agent's structured emission, concurrently."""
     llm = runtime.context.llm
-    results = await asyncio.gather(*[
+    acting = [(i, a, prompt) for i, (a, prompt) in enumerate(zip(state["agents"], state["prompts"],
+                                                                 strict=True)) if "kind" in a]
+    done = await asyncio.gather(*[
         llm.structured(emission_task(a["kind"]).schema, prompt, purpose=a["kind"],
                        persona_id=a["persona_id"], step=a.get("step"))
-        for a, prompt in zip(state["agents"], state["prompts"], strict=True)
+        for _, a, prompt in acting
     ])
-    errors: list[str | None] = []
-    for result in results:
-        last = result.records[-1] if result.records else None
-        errors.append(None if result.value is not None
-                      else getattr(last, "error", None) or "no valid answer")
-    return {"values": [r.value for r in results], "errors": errors, "calls": results}
+    results: list[StructuredResult[Any] | None] = [None] * len(state["agents"])
+    for (i, _, _), result in zip(acting, done, strict=True):
+        results[i] = result
+    return {"values": [r.value if r is not None else None for r in results],
+            "errors": [_error_of(r) if r is not None else None for r in results], "calls": results}
 
 
 def record(state: ChunkState) -> dict[str, Any]:
     """Each emission as stored (the validated answer's fields), its searchable text, and the
     quality gate's verdict on it."""
     outcomes = []
-    for agent, value, error, call in zip(state["agents"], state["values"], state["errors"],
-                                         state["calls"], strict=True):
-        if value is None:
-            outcomes.append(AgentOutcome(None, None, error, records=call.records,
-                                         cache_entries=call.cache_entries))
+    n = len(state["agents"])
+    decisions = state.get("decisions") or [None] * n
+    decide_calls = state.get("decide_calls") or [None] * n
+    for agent, value, error, call, decision, asked in zip(
+            state["agents"], state["values"], state["errors"], state["calls"], decisions,
+            decide_calls, strict=True):
+        if asked is None and call is not None:  # scripted: the act call's, as they are
+            records, cached = call.records, call.cache_entries
+        else:
+            records = [*(asked.records if asked else ()), *(call.records if call else ())]
+            cached = [*(asked.cache_entries if asked else ()), *(call.cache_entries if call else ())]
+        if call is None:  # decided nothing, or the decision failed
+            outcomes.append(AgentOutcome(None, None, decision.error if decision else error,
+                                         records=records, cache_entries=cached, decision=decision))
+        elif value is None:
+            outcomes.append(AgentOutcome(None, None, error, records=records, cache_entries=cached,
+                                         decision=decision))
         else:
             task = emission_task(agent["kind"])
             content = value.model_dump(by_alias=True)
             outcomes.append(AgentOutcome(content, task.emission_text(content), error,
-                                         task.check(content), call.records, call.cache_entries))
+                                         task.check(content), records, cached, decision))
     return {"outcomes": outcomes}
 
 
 def build_agent_graph() -> Any:
-    """Wire observe → act → record and compile (done once, at import)."""
+    """Wire (decide →) observe → act → record and compile (done once, at import)."""
     graph = StateGraph(ChunkState, context_schema=AgentContext)
+    graph.add_node("decide", decide)
     graph.add_node("observe", observe)
     graph.add_node("act", act)
     graph.add_node("record", record)
-    graph.add_edge(START, "observe")
+    graph.add_conditional_edges(START, route, ["decide", "observe"])
+    graph.add_edge("decide", "observe")
     graph.add_edge("observe", "act")
     graph.add_edge("act", "record")
     graph.add_edge("record", END)

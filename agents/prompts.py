@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from personahub.agents.decide import NOBODY, NOTHING, label
 from personahub.agents.prompt_budget import (
     DEFAULT_BUDGET,
     Context,
@@ -59,6 +60,51 @@ def agent_messages(
     tail.append(section("Task", task))
     context = Context(world, events, inbox, memory, recent)
     return _messages(AGENT_SYSTEM, persona, tail, context, budget, task)
+
+
+DECIDE_SYSTEM = ("You are the person described under Persona. Decide what you do now. "
+                 "Answer only with JSON that matches the schema.")
+
+
+def decision_messages(
+    *,
+    persona: str,
+    options: Sequence[str],
+    people: Sequence[str],
+    world: str = "",
+    events: Sequence[str] = (),
+    inbox: Sequence[tuple[str, str]] = (),
+    memory: Sequence[str] = (),
+    recent: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
+) -> list[BaseMessage]:
+    """Messages asking a deliberating agent what to do this step (``agents/decide.py``).
+
+    ``options`` are the kinds it may emit (each shown with its task's first sentence) and
+    ``people`` the persona texts of those it may address, shown as ``P1``, ``P2``, ... in order
+    (those who wrote to it marked, so it can answer them).
+    """
+    lines = [f"- {kind}: {_first_sentence(emission_task(kind).agent_prompt())}".replace(
+        "the neighbour under Talking to", "one of the People") for kind in options]
+    lines.append(f"- {NOTHING}: do nothing this step.")
+    tail = [section("Actions", "\n".join(lines))]
+    senders = {sender for sender, _ in inbox}
+    if people:
+        tail.append(section("People", "\n".join(
+            f"{label(i)}: {clip_text(text, ADDRESSEE_CHARS)}"
+            + (" (wrote to you)" if text in senders else "") for i, text in enumerate(people))))
+    task = ("Choose one action. If it is said to someone, choose the label of that person, "
+            f"else {NOBODY}. Give a short reason.")
+    tail.append(section("Task", task))
+    return _messages(DECIDE_SYSTEM, persona, tail, Context(world, events, inbox, memory, recent),
+                     budget, task)
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a task prompt: what the action is, not how to write it."""
+    head = text.strip().split("\n", 1)[0]
+    cut = head.find(". ")
+    return head[: cut + 1] if cut >= 0 else head
 
 
 def survey_messages(

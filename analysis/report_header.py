@@ -93,7 +93,26 @@ def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
         ("agents", f"{agents:,}"),
         ("failed actions", f"{failed:,} (after retries and repair, or refused by the quality gate)"),
     ]
-    return facts + usage_facts(con, run_id, llm == "offline")
+    return facts + decision_facts(con, run_id) + usage_facts(con, run_id, llm == "offline")
+
+
+def decision_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
+    """Deliberate runs' decisions per step (none for scripted runs, or a database from before
+    the ``decisions`` table)."""
+    there = _one(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = "
+                      "'decisions'", [])
+    if not there or not there[0]:
+        return []
+    per_step = con.execute("SELECT step, count(*), count(*) FILTER (WHERE action = 'nothing'), "
+                           "count(*) FILTER (WHERE fallback IS NOT NULL), "
+                           "count(*) FILTER (WHERE action IS NULL) FROM decisions "
+                           "WHERE run_id = ? GROUP BY step ORDER BY step", [run_id]).fetchall()
+    if not per_step:
+        return []
+    total, nothing, fallback, failed = (sum(row[i] for row in per_step) for i in range(1, 5))
+    steps = ", ".join(f"{n:,}" for _, n, *_ in per_step)
+    return [("decisions", f"{total:,} (per step: {steps}); {nothing:,} chose nothing, "
+                          f"{fallback:,} addressee fallbacks, {failed:,} failed")]
 
 
 def job_facts(con: duckdb.DuckDBPyConnection, job_id: str) -> Facts:

@@ -150,3 +150,8 @@ class Run(Job):
     def messages(self) -> pd.DataFrame:
         """Rows of ``messages`` for this run."""
         return self.sql("SELECT * FROM messages WHERE run_id = ? ORDER BY step", [self.job_id])
+
+    def decisions(self) -> pd.DataFrame:
+        """Rows of ``decisions`` for this run (deliberate policy; empty for scripted runs)."""
+        return self.sql("SELECT * FROM decisions WHERE run_id = ? ORDER BY step, agent_id",
+                        [self.job_id])

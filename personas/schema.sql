@@ -247,6 +247,19 @@ CREATE TABLE IF NOT EXISTS agent_states (
     state    JSON NOT NULL,
     PRIMARY KEY (run_id, agent_id, step)
 );
+CREATE TABLE IF NOT EXISTS decisions (
+    run_id          VARCHAR NOT NULL,
+    step            INTEGER NOT NULL,
+    agent_id        INTEGER NOT NULL,
+    persona_id      VARCHAR NOT NULL,
+    action          VARCHAR,
+    addressee_id    VARCHAR,
+    addressee_label VARCHAR,
+    fallback        VARCHAR,
+    reason          VARCHAR,
+    error           VARCHAR,
+    PRIMARY KEY (run_id, step, agent_id)
+);
 CREATE TABLE IF NOT EXISTS llm_calls (
     call_id    VARCHAR PRIMARY KEY,
     run_id     VARCHAR,

@@ -1,9 +1,10 @@
 """The run log writer: one DuckDB transaction per simulation step.
 
 A step is the unit of durability: its emissions, messages, delivered events, interventions,
-survey answers, emissions rejected by the quality gate, model-call records, the checkpoint of
-changed agent states and the ``steps`` row land together or not at all, so a crash leaves the
-database at the last complete step and a resume continues from exactly there.
+survey answers, emissions rejected by the quality gate, deliberate agents' decisions, model-call
+records, the checkpoint of changed agent states and the ``steps`` row land together or not at
+all, so a crash leaves the database at the last complete step and a resume continues from
+exactly there.
 Writes are Arrow batches, never per-row statements.
 """
 
@@ -110,6 +111,7 @@ class RunLog:
             "interventions": [{**x, **tagged} for x in result.interventions],
             "survey_answers": [{**a, **tagged} for a in result.answers],
             "rejected": result.rejected,
+            "decisions": [{**d, **tagged} for d in result.decisions],
             "agent_states": states,
             "steps": [step_row],
         }, [result], then=lambda: self.con.execute(

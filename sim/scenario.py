@@ -32,6 +32,7 @@ HUB = "hub"  # PersonaSource(path="hub"): sample the run's own database
 ACTIVATION_MODES = ("all", "probability", "count", "function")
 INTERVENTION_ACTIONS = ("set_persona", "add_memory", "forget", "add_edge", "remove_edge")
 ANSWER_KINDS = ("choice", "scale", "text")
+POLICIES = ("scripted", "deliberate")  # how an active agent chooses what it does (Scenario.policy)
 # One of the scenario's own personas: a persona id, or an agent id (file order: 1, 2, ...).
 # Personas an expansion adds cannot be named (check_references).
 AgentRef = str | int
@@ -382,6 +383,11 @@ class Scenario:
             conversation, math_problem, reasoning_problem, knowledge_text, or any kind
             registered in ``agents.tasks``).
         kind_weights: relative weights for ``kinds`` (uniform when None).
+        policy: how an active agent chooses what it does. ``scripted`` (default, one model call):
+            the kind is drawn from ``kind_weights`` and the addressee from its neighbours.
+            ``deliberate``: the agent first decides with a structured call (purpose ``decide``)
+            which of the kinds (those with a positive weight) to emit, whom to address, or
+            nothing, then acts; each decision is stored in ``decisions``.
         world: the world text every agent sees.
         world_file: a file holding the world text, relative to the scenario file.
         events: ``Event`` objects, or a mapping step → texts broadcast to everyone at that step.
@@ -408,6 +414,7 @@ class Scenario:
     steps: int = 5
     kinds: tuple[str, ...] = ("instruction", "npc_dialogue", "tool_spec")
     kind_weights: tuple[float, ...] | None = None
+    policy: str = "scripted"
     world: str = ""
     world_file: str | None = None
     events: Sequence[Event] | Mapping[int, tuple[str, ...]] = ()
@@ -433,6 +440,8 @@ class Scenario:
             _check(len(self.kind_weights) == len(self.kinds) and all(w >= 0 for w in self.kind_weights)
                    and sum(self.kind_weights) > 0,
                    "scenario.kind_weights must be non-negative, one per kind, not all zero")
+        _check(self.policy in POLICIES,
+               f"scenario.policy must be one of {POLICIES}, got {self.policy!r}")
         if isinstance(self.activation, int | float) and not isinstance(self.activation, bool):
             _check(0.0 < self.activation <= 1.0,
                    f"scenario.activation must be in (0, 1], got {self.activation}")

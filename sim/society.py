@@ -9,10 +9,11 @@ A step is *gather, then apply*:
 1. the step's interventions change persona texts, memories or edges;
 2. messages sent last step are delivered; the step's events reach their audiences' memories;
 3. the activation policy picks who acts (idle agents make no model call);
-4. every active agent's LangGraph run, every survey question and every due reflection
-   (``sim/reflection.py``) go concurrently, all reading the same frozen snapshot;
-5. results are applied in agent-id order (reflections, then emissions, messages, memories,
-   survey answers).
+4. every active agent's LangGraph run (a deliberating agent's decision, then its action), every
+   survey question and every due reflection (``sim/reflection.py``) go concurrently, all reading
+   the same frozen snapshot;
+5. results are applied in agent-id order (reflections, then decisions, emissions, messages,
+   memories, survey answers).
 
 Random draws come from RNGs derived from (run seed, step, persona), never from completion order,
 so a seeded run is identical however the model calls interleave. ``StepResult.states`` carries
@@ -34,7 +35,14 @@ import networkx as nx
 import numpy as np
 from mesa.discrete_space import FixedAgent, Network
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, AgentOutcome, run_agents
+from personahub.agents.decide import Decision, choices
+from personahub.agents.persona_agent import (
+    DEFAULT_CHUNK,
+    DELIBERATE,
+    AgentInput,
+    AgentOutcome,
+    run_agents,
+)
 from personahub.agents.prompts import survey_messages
 from personahub.agents.tasks import addressed_kinds, emission_task
 from personahub.agents.tasks.survey import survey_schema, survey_value
@@ -89,6 +97,7 @@ class StepResult:
     n_asked: int = 0  # survey questions asked
     states: list[tuple[int, str]] = field(default_factory=list)  # touched agents' states (JSON)
     rejected: list[dict[str, Any]] = field(default_factory=list)  # quality-gate rejects (rows)
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # deliberate decisions (rows)
     records: list[CallRecord] = field(default_factory=list)  # the step's model calls' attempts
     cache_entries: list[CacheEntry] = field(default_factory=list)  # answers the calls recorded
 
@@ -373,6 +382,19 @@ class SocietyModel(mesa.Model):
             return kind, senders[-1]  # keep the latest thread going
         return kind, rng.choice(neighbours)
 
+    def _deliberate_input(self, agent: SocietyAgent, step: int) -> AgentInput | None:
+        """The deliberate policy's options for an active agent (``agents.decide.choices``; the
+        neighbours beyond what fits drawn from an RNG derived from (seed, step, persona)), or
+        None when it has nothing to choose from."""
+        rng = derived_rng(self.run_seed, step, agent.persona_id, "people")
+        options, people = choices(
+            self.scenario.kinds, self.scenario.kind_weights, agent.neighbour_ids(),
+            [m.sender_id for m in reversed(agent.inbox)], addressed_kinds(), rng.sample)
+        if not options:
+            return None
+        return AgentInput(policy=DELIBERATE, options=options,
+                          people=[(p, self.by_persona[p].persona_text) for p in people])
+
     # -- the step ------------------------------------------------------------------------------
     def step(self) -> None:
         """Intervene, deliver, broadcast; gather every action and survey answer; apply in order."""
@@ -387,23 +409,26 @@ class SocietyModel(mesa.Model):
         seen = self._broadcast(step, result)
         planned: list[Plan] = []
         inputs: list[AgentInput] = []
+        deliberate = self.scenario.policy == DELIBERATE
         for agent in self._active(step):
-            plan = self._plan(agent, step)
-            if plan is None:
+            choice = self._deliberate_input(agent, step) if deliberate else None
+            plan = self._plan(agent, step) if not deliberate else None
+            if choice is None and plan is None:
                 continue
-            kind, addressee = plan
+            kind, addressee = plan or ("", None)  # a deliberating agent's come from its decision
             planned.append((agent, kind, addressee))
             inputs.append(AgentInput(
                 persona_id=agent.persona_id,
                 persona=agent.persona_text,
                 step=step,
-                kind=kind,
+                **({"kind": kind} if plan else {}),
                 world=self.world,
                 events=seen.get(agent.unique_id, []),
                 inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
                 addressee=self.by_persona[addressee].persona_text if addressee else None,
                 memory=agent.memory.prompt_lines(step),
                 recent=agent.memory.recent_own(),
+                **(choice or {}),
             ))
         asked = [(survey, agent) for survey in self.scenario.surveys_at(step)
                  for agent in self.audience(survey.audience, step)]
@@ -537,6 +562,14 @@ class SocietyModel(mesa.Model):
     def _apply(self, step: int, planned: list[Plan], outcomes: list[AgentOutcome],
                result: StepResult) -> None:
         for (agent, kind, addressee), outcome in zip(planned, outcomes, strict=True):
+            if outcome.decision is not None:
+                decision = outcome.decision
+                result.decisions.append(self._decision_row(step, agent, decision))
+                if not decision.acts:  # nothing, or a failed decision (a failed action)
+                    if decision.error is not None:
+                        result.failures.append((agent.persona_id, decision.error))
+                    continue
+                kind, addressee = str(decision.action), decision.addressee_id
             if outcome.output is None or outcome.text is None:
                 result.failures.append((agent.persona_id, outcome.error or "failed"))
                 continue
@@ -571,6 +604,14 @@ class SocietyModel(mesa.Model):
                 receiver = self.by_persona[addressee]
                 receiver.pending.append(message)
                 receiver.touch()
+
+    @staticmethod
+    def _decision_row(step: int, agent: SocietyAgent, decision: Decision) -> dict[str, Any]:
+        """A ``decisions`` row (without run id) for one deliberating agent's step."""
+        return {"step": step, "agent_id": agent.unique_id, "persona_id": agent.persona_id,
+                "action": decision.action, "addressee_id": decision.addressee_id,
+                "addressee_label": decision.label, "fallback": decision.fallback,
+                "reason": decision.reason, "error": decision.error}
 
     def _apply_answers(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
                        answers: list[Any], result: StepResult) -> None:

@@ -101,6 +101,45 @@ def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: P
     assert len(out.read_text().splitlines()) == emissions
 
 
+def test_deliberate_agents_decide_then_act(llama: LlamaServer, tmp_path: Path) -> None:
+    """The decide → act path on a real model: two personas, one step. The model may decide
+    poorly; every agent-step has a decision row (an action, nothing, or an error), every call
+    is accounted, and the run finishes or fails in one clear line."""
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))
+    scenario = tmp_path / "deliberate.py"
+    scenario.write_text(
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
+        f"SCENARIO = Scenario(name='deliberate_real', personas=PersonaSource(path={str(people)!r}),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, policy='deliberate',\n"
+        "    kinds=('instruction', 'npc_dialogue'),\n"
+        "    world='A river town with a ferry and a market.', seed=3)\n")
+    db = tmp_path / "deliberate.duckdb"
+    code, output = invoke("run", str(scenario), "--db", str(db), "--llm", llama.spec,
+                          "--concurrency", "2", "--timeout", "120")
+    rows = calls(db)
+    assert rows and all(r[1] for r in rows if r[0] != "ok")  # every failed attempt says why
+    assert all(r[3] and r[3] > 0 for r in rows)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        status, error = con.execute("SELECT status, error FROM runs").fetchone()
+        decided = con.execute("SELECT persona_id, action, error FROM decisions").fetchall()
+        asked = con.execute("SELECT count(DISTINCT persona_id) FROM llm_calls "
+                            "WHERE purpose = 'decide'").fetchone()[0]
+        acted = con.execute("SELECT count(DISTINCT persona_id) FROM llm_calls WHERE purpose "
+                            "IN ('instruction', 'npc_dialogue')").fetchone()[0]
+        emitted = con.execute("SELECT kind FROM emissions").fetchall()
+    finally:
+        con.close()
+    if code != 0:  # failed clearly: one line, the run marked
+        assert status == "failed" and error and len(output.strip().splitlines()) <= 3, output
+        return
+    assert status == "finished" and asked == len(decided) == 2, (decided, output)
+    assert all((action is None) == (err is not None) for _, action, err in decided)
+    assert acted == sum(1 for _, action, _ in decided if action not in (None, "nothing"))
+    assert len(emitted) <= acted
+
+
 def test_text_to_persona_and_one_expansion_hop(llama: LlamaServer, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(

@@ -42,3 +42,31 @@ def test_job_facts(launch_db: dict) -> None:
     assert facts["engine"].endswith("(offline engine — not a language model)")
     assert facts["items"].startswith("6 of 6 personas")
     assert facts["model calls"].startswith("6 attempts")
+
+
+def test_decision_facts_count_a_deliberate_runs_decisions_per_step(launch_db: dict, tmp_path) -> None:
+    import json
+
+    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.sim.scenario import load_scenario
+
+    from tests.conftest import persona_texts
+
+    (tmp_path / "people.jsonl").write_text(
+        "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(8)))
+    path = tmp_path / "deliberate.py"
+    path.write_text("from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
+                    "SCENARIO = Scenario(name='d', personas=PersonaSource(path='people.jsonl'), "
+                    "graph=GraphGrowth(hops=0), steps=2, policy='deliberate', seed=2)\n")
+    db = tmp_path / "d.duckdb"
+    run = run_scenario(load_scenario(path), RunOptions(db=db)).run_id
+    con = duckdb.connect(str(db), read_only=True)
+    install_views(con)
+    facts = dict(run_facts(con, run))
+    nothing = con.execute("SELECT count(*) FROM decisions WHERE action = 'nothing'").fetchone()[0]
+    con.close()
+    assert facts["decisions"].startswith(f"16 (per step: 8, 8); {nothing} chose nothing, ")
+    con = duckdb.connect(str(launch_db["db"]), read_only=True)
+    install_views(con)
+    assert "decisions" not in dict(run_facts(con, launch_db["run"]))  # scripted: no such fact
+    con.close()

@@ -60,17 +60,36 @@ def check_town_hall_policy(con, run_id):
         "npc_dialogue", "conversation", "instruction", "math_problem"}
 
 
+def check_town_hall_deliberate(con, run_id):
+    check_town_hall_policy(con, run_id)  # the same town hall, surveys and kinds
+    per_step = con.execute("select s.step, s.n_active, count(d.agent_id), count(*) filter "
+                           "(where d.action = 'nothing') from steps s left join decisions d "
+                           "using (run_id, step) group by all order by 1").fetchall()
+    assert all(active == decided for _, active, decided, _ in per_step)  # one decision each
+    nothing = sum(n for *_, n in per_step)
+    emitted = con.execute("select count(*) from emissions").fetchone()[0]
+    assert 0 < nothing and emitted == sum(a for _, a, _, _ in per_step) - nothing
+    assert con.execute("select count(*) from llm_calls where purpose = 'decide'").fetchone()[0] \
+        == sum(a for _, a, _, _ in per_step)
+    # every addressed emission went to the persona its decision named
+    assert con.execute("select count(*) from emissions e join decisions d using (run_id, step, "
+                       "agent_id) where e.target_persona_id is distinct from d.addressee_id "
+                       "or e.kind <> d.action").fetchone()[0] == 0
+
+
 CHECKS = {
     "fantasy_village": check_fantasy_village,
     "product_launch": check_product_launch,
     "developer_community": check_developer_community,
     "town_hall_policy": check_town_hall_policy,
+    "town_hall_deliberate": check_town_hall_deliberate,
 }
 
 
-# all four in the full suite; the fast subset keeps two of them
+# all five in the full suite; the fast subset keeps three of them
 @pytest.mark.parametrize("name", [
-    pytest.param(name, marks=() if name in ("fantasy_village", "town_hall_policy") else pytest.mark.slow)
+    pytest.param(name, marks=() if name in ("fantasy_village", "town_hall_policy", "town_hall_deliberate")
+            else pytest.mark.slow)
     for name in sorted(CHECKS)])
 def test_scenario_runs_offline_and_shows_its_point(name, tmp_path):
     scenario = load_scenario(SCENARIOS / f"{name}.py")
