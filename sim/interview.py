@@ -223,12 +223,12 @@ def _persona_texts(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[s
                             [list(dict.fromkeys(ids))]).fetchall())
 
 
-def prompt_for(con: duckdb.DuckDBPyConnection, facts: RunFacts, agent: AgentAt, step: int,
-               question: str) -> list[Any]:
+def prompt_for(facts: RunFacts, agent: AgentAt, step: int, question: str,
+               senders: dict[str, str]) -> list[Any]:
     """The interview prompt: the run's world, the step's events, the agent's persona, memory,
-    messages in view and own latest output, then the question (the run's prompt budget)."""
+    messages in view (``senders``: persona text by id) and own latest output, then the question,
+    within the run's prompt budget."""
     inbox: list[Message] = list(agent.memory.inbox)
-    senders = _persona_texts(con, [m.sender_id for m in inbox])
     return interview_messages(
         persona=agent.persona_text, question=question, world=facts.world,
         events=agent.memory.current_events(step),
@@ -256,7 +256,8 @@ def prepare(db: Path | str, request: InterviewRequest) -> Prepared:
         step = check_step(facts, request.step)
         chosen = select_agents(con, request)
         agents = agents_at(con, facts, chosen, step)
-        prompts = [prompt_for(con, facts, a, step, request.question) for a in agents]
+        senders = _persona_texts(con, [m.sender_id for a in agents for m in a.memory.inbox])
+        prompts = [prompt_for(facts, a, step, request.question, senders) for a in agents]
     finally:
         con.close()
     return Prepared(request, facts, step, agents, prompts)
