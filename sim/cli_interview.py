@@ -4,6 +4,7 @@ answered in character from its stored state at a step; the run's own tables stay
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,7 +89,7 @@ def interview(
         results = loop.run(ask(client, prepared))
     result = write(db, client, prepared, results)
     if output == "json":
-        out.print_json(json.dumps(as_json(result), ensure_ascii=False, default=str))
+        sys.stdout.write(json.dumps(as_json(result), ensure_ascii=False, default=str, indent=2) + "\n")
     else:
         _table(result)
     if result.failed:
