@@ -20,6 +20,7 @@ DEFAULT_MAX_TOKENS: dict[str, int] = {
     "survey": 160,
     "reflection": 200,
     "decide": 120,
+    "interview": 240,
     "expand": 400,
     "text-to-persona": 200,
     "text_to_persona": 200,

@@ -26,6 +26,7 @@ from personahub.agents.prompt_budget import (
     part_tokens,
 )
 from personahub.agents.tasks import emission_task
+from personahub.agents.tasks.interview import INTERVIEW_SYSTEM
 from personahub.agents.tasks.reflection import REFLECTION_SYSTEM, REFLECTION_TASK
 from personahub.agents.tasks.survey import SURVEY_SYSTEM
 from personahub.personas.prompts import section
@@ -142,6 +143,22 @@ def reflection_messages(
                     total=None if budget.total is None or cap is None else budget.total + 2 * cap)
     return _messages(REFLECTION_SYSTEM, persona, tail, Context(memory=memory), wider,
                      REFLECTION_TASK)
+def interview_messages(
+    *,
+    persona: str,
+    question: str,
+    world: str = "",
+    events: Sequence[str] = (),
+    inbox: Sequence[tuple[str, str]] = (),
+    memory: Sequence[str] = (),
+    recent: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
+) -> list[BaseMessage]:
+    """Messages putting a user's question to one agent, from its state at a step: the step's
+    events, messages in view, what it remembers and its own latest output (all oldest first)."""
+    tail = [section("Interview question", question)]
+    return _messages(INTERVIEW_SYSTEM, persona, tail, Context(world, events, inbox, memory, recent),
+                     budget, question)
 
 
 def _messages(system: str, persona: str, tail: list[str], context: Context, budget: PromptBudget,

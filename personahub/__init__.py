@@ -49,6 +49,8 @@ _PUBLIC = {
     "expand_async": "personahub.api",
     "dedup": "personahub.api",
     "dedup_async": "personahub.api",
+    "interview": "personahub.api",
+    "interview_async": "personahub.api",
     "Run": "personahub.results",
     "Job": "personahub.results",
     "resume_run": "personahub.sim.runner",

@@ -197,3 +197,55 @@ def dedup(*, db: str | Path = DEFAULT_DB, **options: Any) -> Job:
 async def dedup_async(*, db: str | Path = DEFAULT_DB, **options: Any) -> Job:
     """``dedup`` for ``await``."""
     return await call_in_thread(_dedup_call(db, options))
+
+
+def _interview(question: str, db: str | Path, run: str, llm: str, options: dict[str, Any]) -> Any:
+    """Ask, store, and return the answers as a DataFrame (one row per agent asked)."""
+    import pandas as pd
+
+    from personahub.agents.llm import LLMSettings, check_reachable, make_client, resolve_spec
+    from personahub.sim.interview import InterviewRequest, ask, prepare, write
+    from personahub.sim.jobs import job_loop
+
+    asks = {"agent", "where", "carve", "step", "limit"}
+    _refuse_unknown("interview", options, asks | _MODEL_FLAGS | {"concurrency"})
+    who: dict[str, Any] = {k: v for k, v in options.items() if k in asks}
+    if "carve" in who:
+        who["carve"] = (who["carve"],) if isinstance(who["carve"], str) else tuple(who["carve"])
+    request = InterviewRequest(run_id=run, question=question, **who)
+    prepared = prepare(db, request)  # checked before any client is built or anything written
+    settings = {k: v for k, v in options.items() if k not in asks}
+    client = make_client(LLMSettings(spec=resolve_spec(llm), seed=prepared.facts.seed, **settings))
+    check_reachable(client)
+    with job_loop() as loop:
+        results = loop.run(ask(client, prepared))
+    result = write(db, client, prepared, results)
+    frame = pd.DataFrame(result.rows).drop(columns=["content"])
+    frame.attrs["offline"] = result.offline  # the offline engine answered (not a language model)
+    return frame
+
+
+def _interview_call(question: str, db: str | Path, run: str, llm: str,
+                    options: dict[str, Any]) -> Callable[[], Any]:
+    return partial(_interview, question, db, run, llm, options)
+
+
+def interview(question: str, *, run: str, db: str | Path = DEFAULT_DB, llm: str = "offline",
+              **options: Any) -> Any:
+    """Ask a run's agents ``question``; returns a pandas DataFrame, one row per agent asked
+    (``interview_id``, ``batch_id``, ``agent_id``, ``persona_id``, ``step``, ``answer``,
+    ``status``, ``error``, ``model``; ``model == 'offline'`` is the offline engine, not a
+    language model). The answers are stored in ``interviews``; the run is not changed.
+
+    ``options``: ``agent`` (a persona id or agent id) for one agent, or ``carve`` (conditions
+    ``KEY OP VALUE``) and/or ``where`` (SQL over ``personas``) for a group of the run's agents,
+    ``limit``, ``step`` (default: the run's last), and the model flags (concurrency, structured,
+    max_tokens, temperature, top_p, timeout_s, rps).
+    """
+    return call_blocking(_interview_call(question, db, run, llm, options))
+
+
+async def interview_async(question: str, *, run: str, db: str | Path = DEFAULT_DB,
+                          llm: str = "offline", **options: Any) -> Any:
+    """``interview`` for ``await``."""
+    return await call_in_thread(_interview_call(question, db, run, llm, options))

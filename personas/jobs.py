@@ -19,7 +19,7 @@ from personahub.agents.contracts import CallRecord, CarriesCalls, ServesModels
 from personahub.personas.store import insert_rows, record_rows, transaction
 
 T = TypeVar("T")
-JobKind = Literal["run", "synthesis", "expansion", "text_to_persona", "dedup"]
+JobKind = Literal["run", "synthesis", "expansion", "text_to_persona", "dedup", "interview"]
 # One progress signature for every job: (phase, done, total or None when unknown).
 ProgressHook = Callable[[str, int, "int | None"], None]
 # Tables whose batch rows may repeat after a retried batch (their keys are stable ids).

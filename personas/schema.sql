@@ -260,6 +260,23 @@ CREATE TABLE IF NOT EXISTS decisions (
     error           VARCHAR,
     PRIMARY KEY (run_id, step, agent_id)
 );
+-- Interviews (sim/interview.py): questions put to a run's agents afterwards, answered from an
+-- agent's stored state at a step; they never change the run's own tables
+CREATE TABLE IF NOT EXISTS interviews (
+    interview_id VARCHAR PRIMARY KEY,
+    batch_id     VARCHAR NOT NULL,
+    run_id       VARCHAR NOT NULL,
+    agent_id     INTEGER NOT NULL,
+    persona_id   VARCHAR NOT NULL,
+    step         INTEGER NOT NULL,
+    question     VARCHAR NOT NULL,
+    answer       VARCHAR,
+    status       VARCHAR NOT NULL,
+    error        VARCHAR,
+    content      JSON,
+    model        VARCHAR,
+    created_at   TIMESTAMP
+);
 CREATE TABLE IF NOT EXISTS llm_calls (
     call_id    VARCHAR PRIMARY KEY,
     run_id     VARCHAR,

@@ -26,6 +26,7 @@ from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import MAX_HOPS
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery
+from personahub.sim.memory import AgentMemory
 
 SEED_PERSONAS = "seed"
 HUB = "hub"  # PersonaSource(path="hub"): sample the run's own database
@@ -367,6 +368,14 @@ class Memory:
     def reflects(self) -> bool:
         """Whether agents reflect at all (periodically or on overflow)."""
         return self.reflect_every is not None or self.reflect_overflow is not None
+
+    def new_agent_memory(self, inbox_size: int) -> AgentMemory:
+        """An empty memory of these sizes: the society's agents and interviews build theirs
+        here, so a memory restored from a checkpoint is configured as the run's was."""
+        return AgentMemory(observations=self.observations, messages=inbox_size, own=self.own,
+                           summary_terms=self.summary_terms, retrieve=self.retrieve,
+                           store=self.store, top_k=self.top_k, reflect=self.reflects,
+                           reflect_overflow=self.reflect_overflow)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -171,11 +171,7 @@ class SocietyAgent(FixedAgent):
     def memory(self) -> AgentMemory:
         """The agent's bounded memory, made on first use (most of 100,000 agents stay idle)."""
         if self._memory is None:
-            cfg = self.model.scenario.memory
-            self._memory = AgentMemory(observations=cfg.observations, messages=self._inbox_size,
-                                       own=cfg.own, summary_terms=cfg.summary_terms,
-                                       retrieve=cfg.retrieve, store=cfg.store, top_k=cfg.top_k,
-                                       reflect=cfg.reflects, reflect_overflow=cfg.reflect_overflow)
+            self._memory = self.model.scenario.memory.new_agent_memory(self._inbox_size)
         return self._memory
 
     @property

@@ -90,3 +90,24 @@ async def test_persona_jobs_sync_and_async(tmp_path: Path) -> None:
     flagged = await personahub.dedup_async(db=db, embedder=None)
     assert flagged.stage("minhash") is not None
     assert list(flagged.items().columns[:2]) == ["persona_id", "seq"]
+
+
+async def test_interview_sync_async_and_from_the_run_handle(tmp_path: Path) -> None:
+    """Issue 13 item 3: ``personahub.interview`` (one agent or a carved group) returns a
+    DataFrame, in both forms and inside a running loop; ``Run.interview`` asks its own run."""
+    db = tmp_path / "i.duckdb"
+    run = await personahub.run_scenario_async(LAUNCH, db=db, steps=2)
+    one = personahub.interview("Would you buy it?", db=db, run=run.run_id, agent="1")
+    assert isinstance(one, pd.DataFrame) and one["agent_id"].tolist() == [1]
+    assert one["status"].tolist() == ["ok"] and one["model"].tolist() == ["offline"]
+    assert one.attrs["offline"] is True and one["step"].tolist() == [2]
+    group = await personahub.interview_async("Would you buy it?", db=db, run=run.run_id,
+                                             carve="hop=0", step=1, limit=4)
+    assert group["agent_id"].tolist() == [1, 2, 3, 4] and set(group["step"]) == {1}
+    again = run.interview("Would you buy it?", agent="1")
+    assert again["answer"].tolist() == one["answer"].tolist()  # offline: deterministic
+    assert len(await run.interview_async("Why?", where="hop = 0", limit=2)) == 2
+    stored = run.sql("SELECT count(*) AS n FROM interviews")["n"].tolist()
+    assert stored == [1 + 4 + 1 + 2]
+    with pytest.raises(PersonahubError, match="unknown option"):
+        run.interview("Why?", agent="1", colour="red")

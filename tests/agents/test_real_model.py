@@ -216,3 +216,39 @@ def test_the_llama_cpp_python_dialect_answers_as_the_real_server(llama: LlamaSer
             real = httpx.post(f"{llama.base_url}/chat/completions", json=body, timeout=120)
             fake = httpx.post(f"{emulated.base_url}/chat/completions", json=body, timeout=30)
             assert _shape(real) == _shape(fake), name
+
+
+def test_interview_one_agent_accounted(llama: LlamaServer, tmp_path: Path) -> None:
+    """Issue 13 item 3: a run made offline, then one agent interviewed by the real model; the
+    answer (or its failure, with a reason) is stored and every attempt is an llm_calls row."""
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))
+    scenario = tmp_path / "tiny.py"
+    scenario.write_text(
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
+        f"SCENARIO = Scenario(name='tiny_interview', personas=PersonaSource(path={str(people)!r}),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=('npc_dialogue',),\n"
+        "    world='A river town with a ferry and a market.', seed=3)\n")
+    db = tmp_path / "interview.duckdb"
+    code, output = invoke("run", str(scenario), "--db", str(db))
+    assert code == 0, output
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
+    finally:
+        con.close()
+    code, output = invoke("interview", "--db", str(db), "--run", run_id, "--agent", "1",
+                          "--llm", llama.spec, "--timeout", "120", "--format", "json",
+                          "What do you like about the town?")
+    rows = assert_accounted(db, "purpose = 'interview'")
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        (status, answer, error, model), = con.execute(
+            "SELECT status, answer, error, model FROM interviews").fetchall()
+        tagged = con.execute("SELECT DISTINCT run_id, job_kind FROM llm_calls WHERE purpose = "
+                             "'interview'").fetchall()
+    finally:
+        con.close()
+    assert tagged == [(run_id, "interview")] and model != "offline"
+    assert code == (0 if status == "ok" else 1), output
+    assert (answer if status == "ok" else error), (status, answer, error, rows)
