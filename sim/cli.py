@@ -8,8 +8,8 @@ and 143; a job names itself on stderr when it starts.
 Layout (the CLI is the outermost layer; no command module imports another, nor this one):
 ``cli_common`` (options, consoles, errors, client, progress), ``cli_run`` (run), ``cli_sql``,
 ``cli_serve``, ``cli_view`` (view), ``cli_synth`` (synthesize, export, report, diversity),
-``cli_hub`` (personas import, sample, stats, export-graph), ``cli_dedup`` (personas dedup) and
-``cli_personas`` (personas expand, from-text).
+``cli_judge`` (judge), ``cli_hub`` (personas import, sample, stats, export-graph), ``cli_dedup``
+(personas dedup) and ``cli_personas`` (personas expand, from-text).
 """
 
 from __future__ import annotations
@@ -19,7 +19,17 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from personahub.sim import cli_dedup, cli_hub, cli_personas, cli_run, cli_serve, cli_sql, cli_synth, cli_view
+from personahub.sim import (
+    cli_dedup,
+    cli_hub,
+    cli_judge,
+    cli_personas,
+    cli_run,
+    cli_serve,
+    cli_sql,
+    cli_synth,
+    cli_view,
+)
 from personahub.sim.cli_common import click_exceptions, error_line
 from personahub.sim.cli_run import print_summary
 from typer.core import TyperGroup
@@ -91,6 +101,7 @@ app.command()(cli_synth.synthesize)
 app.command("export")(cli_synth.export_cmd)
 app.command()(cli_synth.report)
 app.command()(cli_synth.diversity)
+app.command()(cli_judge.judge)
 app.command()(cli_view.view)
 
 personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
