@@ -21,6 +21,7 @@ from personahub.sim.cli_common import (
     TemperatureOption,
     TimeoutOption,
     TopPOption,
+    banner,
     command_client,
     job_progress,
     one_line_errors,
@@ -54,19 +55,25 @@ def judge(
     from personahub.agents.llm import resolve_spec
     from personahub.analysis.judgments import validity, validity_lines
     from personahub.personas.store import connect
-    from personahub.sim.judge import JudgeOptions, judge_id_for, run_judge
+    from personahub.sim.judge import JudgeOptions, run_judge
 
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
     spec = resolve_spec(llm)
     options = JudgeOptions(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),
                            llm=spec, concurrency=concurrency, timeout_s=timeout,
                            batch_size=batch_size, rps=rps, **flags.settings())
-    client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps, flags=flags)
-    started("judge", judge_id_for(options), db)
+    client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps, flags=flags,
+                            announce=False)
+
+    def on_ready(judge_id: str) -> None:
+        banner(client)
+        started("judge", judge_id, db)
+
     with job_progress(client) as bar:
         handle = bar.add_task("judging", total=sample)
-        summary = run_judge(options, client=client, progress=lambda _, done, total: bar.update(
-            handle, completed=done, total=total))
+        summary = run_judge(options, client=client, on_ready=on_ready,
+                            progress=lambda _, done, total: bar.update(
+                                handle, completed=done, total=total))
     con = connect(db, read_only=True)
     try:
         figures = validity(con, summary.judge_id)

@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -260,10 +260,13 @@ class Judge:
 
 
 def run_judge(options: JudgeOptions, *, client: StructuredCaller | None = None,
-              progress: ProgressHook | None = None) -> JudgeSummary:
+              progress: ProgressHook | None = None,
+              on_ready: Callable[[str], None] | None = None) -> JudgeSummary:
     """Judge the target's items (skipping those this judge rated before); returns the summary.
 
-    Raises PersonahubError when the target or its items are missing, or when every call failed.
+    ``on_ready(judge_id)`` is called once the target and its items are found, before the first
+    call (a command announces the judge only then, so a bad target prints one line). Raises
+    PersonahubError when the target or its items are missing, or when every call failed.
     """
     con = connect(options.db)
     try:
@@ -278,6 +281,8 @@ def run_judge(options: JudgeOptions, *, client: StructuredCaller | None = None,
             check_reachable(built)
             client = built
         judge_id = judge_id_for(options)
+        if on_ready is not None:
+            on_ready(judge_id)
         what, target = options.target
         summary = JudgeSummary(judge_id=judge_id, target_kind=what, target_id=target,
                                engine=client.label, offline=client.is_offline,
