@@ -70,3 +70,9 @@ def verdicts(answer: BaseModel, criteria: Sequence[Criterion]) -> dict[str, dict
         out[criterion.name] = {"yes": bool(verdict.yes),
                                "reason": str(verdict.reason)[:MAX_REASON_CHARS]}
     return out
+
+
+def overall(answer: BaseModel) -> tuple[bool, str]:
+    """The answer's overall ``valid`` flag and its reason (cut to ``MAX_REASON_CHARS``)."""
+    fields = answer.model_dump()  # a schema made by ``judge_schema``: it has both
+    return bool(fields["valid"]), str(fields.get("reason") or "")[:MAX_REASON_CHARS]

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.agents.judging import JUDGE_PURPOSE, judge_messages, judge_schema, verdicts
+from personahub.agents.judging import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.llm import LLMSettings, check_reachable, make_client, redact_spec
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import world_for_prompt
@@ -116,7 +116,7 @@ class JudgeSummary:
     db: str = DEFAULT_DB
 
 
-class Verdict(NamedTuple):
+class Judgment(NamedTuple):
     """One item's judgment (None when its call failed) and the call's result."""
 
     item: Item
@@ -227,27 +227,27 @@ class Judge:
         task = task_of(item.kind, emission=self.options.run is not None)
         return task, task.criteria_for(has_solution=bool(item.solution))
 
-    async def _one(self, item: Item) -> Verdict:
+    async def _one(self, item: Item) -> Judgment:
         task, criteria = self._criteria(item)
         schema = judge_schema(tuple(c.name for c in criteria))
         messages = judge_messages(task, item.text, criteria, persona=item.persona,
                                   solution=item.solution, world=self.world)
         result = await self.client.structured(schema, messages, purpose=JUDGE_PURPOSE)
         if result.value is None:
-            return Verdict(item, None, result)
+            return Judgment(item, None, result)
         what, target = self.options.target
-        return Verdict(item, {
+        valid, reason = overall(result.value)
+        return Judgment(item, {
             "judge_id": self.judge_id, "target_kind": what, "target_id": target,
             "item_id": item.item_id, "kind": item.kind,
-            "criteria": verdicts(result.value, criteria), "valid": bool(result.value.valid),
-            "reason": str(result.value.reason)[:400], "model": self.client.label,
-            "config": self.config, "created_at": _now()}, result)
+            "criteria": verdicts(result.value, criteria), "valid": valid, "reason": reason,
+            "model": self.client.label, "config": self.config, "created_at": _now()}, result)
 
-    async def run_batch(self, items: Sequence[Item]) -> list[Verdict]:
+    async def run_batch(self, items: Sequence[Item]) -> list[Judgment]:
         """Judge a batch concurrently (the client bounds how many calls are in flight)."""
         return list(await asyncio.gather(*(self._one(item) for item in items)))
 
-    def write_batch(self, results: Sequence[Verdict], summary: JudgeSummary) -> None:
+    def write_batch(self, results: Sequence[Judgment], summary: JudgeSummary) -> None:
         """The batch's judgments and call records in one transaction."""
         rows = [r.row for r in results if r.row is not None]
         for result in results:

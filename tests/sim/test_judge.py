@@ -171,3 +171,13 @@ def test_a_run_is_judged_with_each_kind_own_criteria(tmp_path):
     calls = _rows(db, "SELECT count(*) FROM llm_calls WHERE run_id = ? AND job_kind = 'judge'",
                   [run.run_id])
     assert calls[0][0] == 15
+
+
+def test_npc_items_are_judged_against_the_jobs_world(tmp_path):
+    db = tmp_path / "npc.duckdb"
+    job = run_synthesis(SynthOptions(task="npc", n=2, db=str(db))).job_id
+    fake = FakeClient(seed=0)
+    run_judge(JudgeOptions(job=job, db=str(db)), client=fake)
+    assert len(fake.prompts) == 2
+    for purpose, _, prompt in fake.prompts:
+        assert purpose == "judge" and "## World" in prompt and "consistent_with_world" in prompt
