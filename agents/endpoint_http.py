@@ -33,9 +33,11 @@ HTTP_CAPABILITIES = Capabilities()
 # an endpoint once had one client per 4 connections: 64 clients and 7-9 s of setup at 256.)
 
 
-def bind_request(model: Any, schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
-                 max_tokens_param: str) -> Any:
-    """``model`` bound to ask for ``schema`` in ``mode`` with an output limit.
+def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
+                   max_tokens_param: str) -> dict[str, Any]:
+    """The ``ainvoke`` keyword arguments that ask for ``schema`` in ``mode`` with an output
+    limit (passed to the model's ``ainvoke`` directly: a ``.bind()`` wrapper would merge configs
+    on every call for nothing).
 
     The response format and the limit travel in ``extra_body``: as typed parameters the openai
     SDK walks the whole JSON schema on every request (about 8 ms of CPU a call here), and
@@ -47,9 +49,8 @@ def bind_request(model: Any, schema: type[BaseModel], mode: StructuredMode, max_
     if fmt is not None:
         body["response_format"] = fmt
     if mode == "tools":
-        return model.bind(tools=openai_tools(schema), tool_choice=tool_choice(schema),
-                          extra_body=body)
-    return model.bind(extra_body=body)
+        return {"tools": openai_tools(schema), "tool_choice": tool_choice(schema), "extra_body": body}
+    return {"extra_body": body}
 
 
 async def _close_at_shutdown(model: Any) -> AsyncGenerator[None, None]:
@@ -77,7 +78,7 @@ class HttpEndpoint:
         self._make_model = make_model
         self.model: Any = make_model()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._bindings: dict[tuple[type[BaseModel], str, int], Any] = {}
+        self._kwargs: dict[tuple[type[BaseModel], str, int], dict[str, Any]] = {}
         self._probe_locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._closer: AsyncGenerator[None, None] | None = None
 
@@ -93,19 +94,19 @@ class HttpEndpoint:
         if self._loop is not loop:
             if self._loop is not None:
                 self.model = self._make_model()
-                self._bindings.clear()
+                self._kwargs.clear()
             self._loop = loop
             self._closer = _close_at_shutdown(self.model)
             await anext(self._closer)
 
-    def _bound(self, request: CallRequest, mode: StructuredMode) -> Any:
-        """The chat model bound for this schema, mode and limit (built once: it costs)."""
+    def _request_kwargs(self, request: CallRequest, mode: StructuredMode) -> dict[str, Any]:
+        """``ainvoke`` arguments for this schema, mode and limit (built once: they cost)."""
         key = (request.schema, mode, request.max_tokens)
-        bound = self._bindings.get(key)
-        if bound is None:
-            bound = self._bindings[key] = bind_request(self.model, request.schema, mode,
-                                                       request.max_tokens, self.max_tokens_param)
-        return bound
+        kwargs = self._kwargs.get(key)
+        if kwargs is None:
+            kwargs = self._kwargs[key] = request_kwargs(request.schema, mode, request.max_tokens,
+                                                        self.max_tokens_param)
+        return kwargs
 
     async def _probe(self) -> asyncio.Lock | None:
         """The held probe lock while ``auto`` has not settled this endpoint's mode, else None."""
@@ -138,8 +139,9 @@ class HttpEndpoint:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task per call
-                message = await self._bound(request, mode).ainvoke(
-                    prepare_messages(mode, request.schema, request.messages))
+                message = await self.model.ainvoke(
+                    prepare_messages(mode, request.schema, request.messages),
+                    **self._request_kwargs(request, mode))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             return failed(record, exc, started)
         return answered(record, message, mode, started)

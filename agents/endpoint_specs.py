@@ -70,8 +70,11 @@ def _ssl_context() -> Any:
     return _sdk_httpx().create_ssl_context()
 
 
-def _http_client(settings: LLMSettings) -> Any:
+def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
     """The endpoint's one async HTTP client, its pool sized to ``--concurrency``.
+
+    A plain ``http://`` endpoint (a local llama.cpp or vLLM server) has no certificate to check
+    and the client never follows a redirect to one that has, so it skips loading the CA bundle.
 
     The openai SDK's aiohttp transport (``DefaultAioHttpClient``, the ``openai[aiohttp]`` extra,
     which the SDK's README recommends for concurrency) costs a fraction of httpx's pool in CPU per
@@ -83,7 +86,8 @@ def _http_client(settings: LLMSettings) -> Any:
 
     size = settings.concurrency
     options = {"limits": _sdk_httpx().Limits(max_connections=size, max_keepalive_connections=size),
-               "timeout": settings.timeout_s, "verify": _ssl_context(),
+               "timeout": settings.timeout_s,
+               "verify": False if _is_plain_http(base_url) else _ssl_context(),
                "follow_redirects": False}  # as before: a key never follows a redirect
     try:
         return DefaultAioHttpClient(**options)
@@ -103,10 +107,15 @@ def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSet
     from personahub.agents.openai_wire import pass_through_clients
 
     root = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=settings.timeout_s,
-                       max_retries=0, http_client=_http_client(settings), default_query=query or None)
+                       max_retries=0, http_client=_http_client(settings, base_url),
+                       default_query=query or None)
     return ChatOpenAI(model=model, base_url=base_url, api_key=SecretStr(api_key), timeout=settings.timeout_s,
                       max_retries=0, temperature=settings.temperature, top_p=settings.top_p,
                       **pass_through_clients(root))
+
+
+def _is_plain_http(base_url: str | None) -> bool:
+    return bool(base_url) and urlsplit(str(base_url)).scheme.lower() == "http"
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -18,6 +18,7 @@ from personahub.personas.errors import PersonahubError
 # with room to spare, small enough that a runaway generation ends soon.
 DEFAULT_MAX_TOKENS: dict[str, int] = {
     "survey": 160,
+    "reflection": 200,
     "expand": 400,
     "text-to-persona": 200,
     "text_to_persona": 200,

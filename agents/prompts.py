@@ -13,6 +13,7 @@ parts (``agents/prompt_budget.py``). Each kind's task text is in its module unde
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from personahub.agents.prompt_budget import (
@@ -24,6 +25,7 @@ from personahub.agents.prompt_budget import (
     part_tokens,
 )
 from personahub.agents.tasks import emission_task
+from personahub.agents.tasks.reflection import REFLECTION_SYSTEM, REFLECTION_TASK
 from personahub.agents.tasks.survey import SURVEY_SYSTEM
 from personahub.personas.prompts import section
 
@@ -74,6 +76,26 @@ def survey_messages(
     tail = [section("Question", question), section("Answer format", answer_hint)]
     return _messages(SURVEY_SYSTEM, persona, tail, Context(world, events, inbox, memory), budget,
                      question)
+
+
+def reflection_messages(
+    *,
+    persona: str,
+    summary: Sequence[str] = (),
+    memory: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
+) -> list[BaseMessage]:
+    """Messages asking one agent to reflect: its summary so far and what it remembers (oldest
+    first). The memory part may take three times the budget's memory cap: a reflection looks
+    back on more than one action's prompt recalls, and it is asked only every few steps.
+    """
+    tail = [section("Your summary so far", "\n".join(summary) or "(nothing yet)"),
+            section("Task", REFLECTION_TASK)]
+    cap = budget.memory
+    wider = replace(budget, memory=None if cap is None else 3 * cap,
+                    total=None if budget.total is None or cap is None else budget.total + 2 * cap)
+    return _messages(REFLECTION_SYSTEM, persona, tail, Context(memory=memory), wider,
+                     REFLECTION_TASK)
 
 
 def _messages(system: str, persona: str, tail: list[str], context: Context, budget: PromptBudget,

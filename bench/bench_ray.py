@@ -1,13 +1,18 @@
-"""Ray executor vs local: one synthesis job and one MinHash dedup stage, local then Ray with 1
-and 2 workers, in the same run (speedup = local seconds / Ray seconds; > 1 is faster).
+"""Ray executor vs local: one synthesis job, one scenario run and one MinHash dedup stage, local
+then Ray with 1 and 2 workers, in the same run (speedup = local seconds / Ray seconds; > 1 is
+faster).
 
 Needs the [ray] extra. Starts its own local Ray (127.0.0.1, no dashboard, --cpus CPUs) and
 reports its start-up separately: a job pays it once per cluster, not per batch. The synthesis job
 uses the offline engine with --latency seconds per call (a model endpoint's wait; 0 measures the
 overhead alone); ``--concurrency`` holds per worker, as it does on Ray. Rows and flags are
-checked equal to the local run's before any figure is printed.
+checked equal to the local run's before any figure is printed. The scenario run
+(--run-agents agents, every one acting each of --run-steps steps) uses the offline engine with
+--run-latency seconds per call; the offline engine has no concurrency limit, so a step's calls
+all wait at once and the figure is mostly the per-call work (prompts, answers, validation,
+commits) and what shipping calls to actors costs. Its tables are checked equal too.
 
-    python bench/bench_ray.py [--n 2000] [--latency 0.5] [--dedup-n 1000000]   # about 4 minutes
+    python bench/bench_ray.py [--n 2000] [--latency 0.5] [--run-agents 2000] [--dedup-n 1000000]
 """
 
 from __future__ import annotations
@@ -59,6 +64,34 @@ def time_synthesis(tmp: Path, args: argparse.Namespace, executor: str,
     return time.perf_counter() - t0, synth_rows(db, summary.job_id)
 
 
+def run_tables(db: Path, run_id: str) -> list[tuple]:
+    """A run's emissions and agent states (run ids masked: two runs compare)."""
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT step, agent_id, kind, content, text, is_duplicate FROM emissions "
+                       "WHERE run_id = ? ORDER BY step, agent_id", [run_id]).fetchall()
+    rows += [(step, state.replace(run_id, "RUN")) for step, state in con.execute(
+        "SELECT step, state FROM agent_states WHERE run_id = ? ORDER BY step, agent_id",
+        [run_id]).fetchall()]
+    con.close()
+    return rows
+
+
+def time_run(tmp: Path, args: argparse.Namespace, executor: str,
+             workers: int | None) -> tuple[float, list[tuple]]:
+    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.sim.scenario import load_scenario
+
+    people = _synthetic.write_personas(tmp / "run-people.jsonl", args.run_agents)
+    scenario = load_scenario(_synthetic.write_scenario(tmp / "run_bench.py", people,
+                                                       steps=args.run_steps))
+    db = tmp / f"run-{executor}-{workers}.duckdb"
+    options = RunOptions(db=db, offline_latency_s=args.run_latency, executor=executor,
+                         ray_workers=workers)
+    t0 = time.perf_counter()
+    summary = run_scenario(scenario, options)
+    return time.perf_counter() - t0, run_tables(db, summary.run_id)
+
+
 def dedup_texts(n: int, seed: int = 3) -> list[str]:
     """Template personas, one in ten an earlier one with two words swapped (dedup has work)."""
     rng = random.Random(seed)
@@ -106,10 +139,14 @@ def time_dedup(texts: list[str], workers: int | None) -> tuple[float, list[tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000, help="personas in the synthesis job")
+    parser.add_argument("--n", type=int, default=2000, help="personas in the synthesis job (0: skip)")
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per offline call")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--run-agents", type=int, default=2000,
+                        help="agents of the scenario run (0: skip)")
+    parser.add_argument("--run-steps", type=int, default=3)
+    parser.add_argument("--run-latency", type=float, default=0.0, help="seconds per offline call")
     parser.add_argument("--dedup-n", type=int, default=1_000_000, help="personas to dedup (0: skip)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     args = parser.parse_args()
@@ -123,14 +160,28 @@ def main() -> None:
     figures = {"ray_init_s": f"{ray_init:.1f}"}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local, rows = time_synthesis(Path(tmp), args, "local", None)
-            print(f"synthesis {args.n} x math_problem --solve, {args.latency}s/call: local {local:.2f}s")
-            figures["synth_local_s"] = f"{local:.2f}"
-            for workers in (1, 2):
-                seconds, got = time_synthesis(Path(tmp), args, "ray", workers)
-                assert got == rows, "Ray synthesis rows differ from the local run's"
-                print(f"  ray {workers} worker(s): {seconds:.2f}s, speedup {local / seconds:.2f}")
-                figures[f"synth_ray{workers}_speedup"] = f"{local / seconds:.2f}"
+            if not args.n:
+                rows = []
+            else:
+                local, rows = time_synthesis(Path(tmp), args, "local", None)
+                print(f"synthesis {args.n} x math_problem --solve, {args.latency}s/call: local {local:.2f}s")
+                figures["synth_local_s"] = f"{local:.2f}"
+                for workers in (1, 2):
+                    seconds, got = time_synthesis(Path(tmp), args, "ray", workers)
+                    assert got == rows, "Ray synthesis rows differ from the local run's"
+                    print(f"  ray {workers} worker(s): {seconds:.2f}s, speedup {local / seconds:.2f}")
+                    figures[f"synth_ray{workers}_speedup"] = f"{local / seconds:.2f}"
+        if args.run_agents:
+            with tempfile.TemporaryDirectory() as tmp:
+                local, tables = time_run(Path(tmp), args, "local", None)
+                print(f"scenario run, {args.run_agents} agents x {args.run_steps} steps, "
+                      f"{args.run_latency}s/call: local {local:.2f}s")
+                figures["run_local_s"] = f"{local:.2f}"
+                for workers in (1, 2):
+                    seconds, got = time_run(Path(tmp), args, "ray", workers)
+                    assert got == tables, "Ray run tables differ from the local run's"
+                    print(f"  ray {workers} worker(s): {seconds:.2f}s, speedup {local / seconds:.2f}")
+                    figures[f"run_ray{workers}_speedup"] = f"{local / seconds:.2f}"
         if args.dedup_n:
             texts = dedup_texts(args.dedup_n)
             local, flags = time_dedup(texts, None)

@@ -53,7 +53,7 @@ _MIX1 = _U64(0xFF51AFD7ED558CCD)
 _MIX2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 _EMPTY = np.iinfo(np.uint32).max
-_BATCH_TEXTS = 50_000
+_BATCH_TEXTS = 16_384
 _GATHER_ROWS = 1 << 17
 
 
@@ -159,25 +159,48 @@ class _Ids(dict[str, int]):
 
 
 class _Vocabulary:
-    """Token -> id, with each token's permuted values computed once, on first sight."""
+    """Token -> id, with each token's permuted values computed once, on first sight.
+
+    The arrays grow by doubling their capacity, so a stream of batches copies the vocabulary
+    O(log V) times rather than once per batch.
+    """
 
     def __init__(self, config: MinHashConfig) -> None:
         self.config = config
         # id 0 is the text separator of a batch; its row is never gathered
         self.ids = _Ids({TEXT_SEPARATOR: 0})
-        self.hashes = np.zeros(1, dtype=np.uint64)
-        self.table = np.full((1, config.num_perm), _EMPTY, dtype=np.uint32)
+        self._hashes = np.zeros(1024, dtype=np.uint64)
+        self._table = np.full((1024 if config.ngram == 1 else 1, config.num_perm), _EMPTY,
+                              dtype=np.uint32)
+        self.size = 1
+
+    @property
+    def hashes(self) -> np.ndarray:
+        return self._hashes[: self.size]
+
+    @property
+    def table(self) -> np.ndarray:
+        return self._table[: self.size] if self.config.ngram == 1 else self._table
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Ids of ``tokens`` (int64), adding unseen tokens to the vocabulary."""
-        known = len(self.ids)
+        known = self.size
         ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
-        if len(self.ids) > known:
+        total = len(self.ids)
+        if total > known:
             new = list(islice(self.ids, known, None))
+            if total > self._hashes.size:
+                capacity = max(total, 2 * self._hashes.size)
+                self._hashes = np.resize(self._hashes, capacity)
+                if self.config.ngram == 1:
+                    grown = np.empty((capacity, self.config.num_perm), dtype=np.uint32)
+                    grown[:known] = self._table[:known]
+                    self._table = grown
             fresh = np.fromiter(map(token_hash, new), dtype=np.uint64, count=len(new))
-            self.hashes = np.concatenate([self.hashes, fresh])
+            self._hashes[known:total] = fresh
             if self.config.ngram == 1:
-                self.table = np.concatenate([self.table, _permuted(fresh, self.config)])
+                self._table[known:total] = _permuted(fresh, self.config)
+            self.size = total
         return ids
 
 
@@ -384,25 +407,39 @@ def recall_lsh_params(threshold: float, num_perm: int, miss: float = 1e-3) -> tu
     return num_perm, 1
 
 
-def _band_keys(band: np.ndarray) -> np.ndarray:
-    """One uint64 key per row of a (n, rows) uint32 band; equal rows give equal keys.
+def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint64 keys, one per text and band; equal bands give equal keys.
 
-    Two 32-bit values are mixed in per round (one 64-bit word), halving the rounds; a key
-    collision only proposes a candidate, which verification then judges.
+    Two 32-bit slots are mixed in per round (one 64-bit word), halving the rounds, and every
+    band is keyed in the same vectorised rounds; a key collision only proposes a candidate,
+    which verification then judges.
     """
-    key = np.full(band.shape[0], _GOLDEN, dtype=np.uint64)
+    n = sigs.shape[0]
+    used = sigs[:, : bands * rows].reshape(n, bands, rows)
+    key = np.full((n, bands), _GOLDEN, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for col in range(0, band.shape[1], 2):
-            word = band[:, col].astype(np.uint64)
-            if col + 1 < band.shape[1]:
-                word |= band[:, col + 1].astype(np.uint64) << _U64(32)
+        for col in range(0, rows, 2):
+            word = used[:, :, col].astype(np.uint64)
+            if col + 1 < rows:
+                word |= used[:, :, col + 1].astype(np.uint64) << _U64(32)
             key = _fmix64(key ^ word)
     return key
+
+
+def _shared_keys(keys: np.ndarray) -> np.ndarray:
+    """Mask of keys that may occur more than once: a counting pass over the keys' low bits
+    (a superset of the true repeats) so only those few need sorting."""
+    slots = 1 << max(10, (4 * keys.size).bit_length())
+    low = (keys & _U64(slots - 1)).astype(np.intp)
+    counts = np.bincount(low, minlength=slots)
+    return counts[low] > 1
 
 
 def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
     """(earlier, later) index pairs of texts sharing a key: each later text is paired
     with up to ``max_pairs`` of the earliest texts of its bucket."""
+    maybe = _shared_keys(keys)
+    keys, members = keys[maybe], members[maybe]
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     idx = members[order]  # ascending within each bucket (stable sort of ascending members)
@@ -474,10 +511,9 @@ def candidate_pairs(
     n = sigs.shape[0]
     bands, rows = params or recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY) if n else np.empty(0, dtype=np.int64)
-    found = []
-    for band in range(bands):
-        keys = _band_keys(sigs[members, band * rows : (band + 1) * rows])
-        found.append(_bucket_pairs(keys, members, config.max_bucket_pairs))
+    keys = _band_keys(sigs[members] if members.size < n else sigs, bands, rows)
+    found = [_bucket_pairs(keys[:, band], members, config.max_bucket_pairs)
+             for band in range(bands)]
     pairs = np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
     if pairs.size == 0:
         return pairs

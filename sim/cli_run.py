@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from personahub.personas.errors import PersonahubError
@@ -14,10 +14,13 @@ from personahub.sim.cli_common import (
     CacheOption,
     ConcurrencyOption,
     DbOption,
+    ExecutorOption,
     LlmOption,
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    RayAddressOption,
+    RayWorkersOption,
     RpsOption,
     StructuredOption,
     TemperatureOption,
@@ -33,6 +36,14 @@ from personahub.sim.cli_common import (
 )
 from rich.progress import Progress
 from rich.table import Table
+
+
+class Where(NamedTuple):
+    """Where a run's model calls run (``RunOptions`` / ``resume_run`` arguments)."""
+
+    executor: str
+    ray_address: str | None
+    ray_workers: int | None
 
 
 @one_line_errors
@@ -64,6 +75,9 @@ def run(
                        "until Ctrl-C (personahub view shows a run no process is writing).")] = False,
     view_port: Annotated[int, typer.Option(
         "--view-port", min=0, max=65535, help="Port of --view (0 picks a free one).")] = 8765,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
     from personahub.analysis.live_view import RunView
@@ -71,7 +85,8 @@ def run(
     watcher = RunView(db, view_port, say) if view else None  # the port is taken now, or refused
     try:
         _run(scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
-             price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher)
+             price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
+             Where(executor, ray_address, ray_workers))
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -83,7 +98,7 @@ def run(
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
          concurrency: int, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
-         watcher: Any) -> None:
+         watcher: Any, where: Where) -> None:
     """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known."""
     from personahub.sim.runner import RunOptions, resume_run, run_scenario
     from personahub.sim.scenario import load_scenario
@@ -91,7 +106,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
     if resume is not None:
         if scenario is not None or steps is not None or seed is not None:
             raise PersonahubError("--resume RUN_ID takes the scenario, steps and seed from the run; "
-                                  "give only --db (and --llm if the endpoint needs credentials)")
+                                  "give only --db (and --llm if the endpoint needs credentials,"
+                                  " --executor for where its calls run)")
 
         def resuming() -> None:
             say("resuming run ", (resume, "bold"), f" in {db}")
@@ -100,7 +116,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
 
         with job_progress() as bar:  # the client is built inside resume_run
             summary = resume_run(resume, db=db, llm=llm, offline_latency_s=offline_latency,
-                                 progress=step_progress(bar), on_ready=resuming)
+                                 progress=step_progress(bar), on_ready=resuming,
+                                 **where._asdict())
         print_summary(summary)
         return
     if scenario is None:
@@ -111,7 +128,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
     loaded = load_scenario(scenario)
     options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,
                          timeout_s=timeout, offline_latency_s=offline_latency, cache=cache,
-                         rps=rps, price_in=price_in, price_out=price_out, **flags.settings())
+                         rps=rps, price_in=price_in, price_out=price_out, **where._asdict(),
+                         **flags.settings())
     run_seed = loaded.seed if seed is None else seed
     client = command_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=flags, announce=False)

@@ -5,9 +5,24 @@ keywords with decaying weights (the offline engine's keyword extractor, no model
 summary keeps at most ``summary_terms`` words. So memory stays bounded however many steps run,
 costs nothing per step, is identical on every machine and survives a resume byte for byte.
 A model-written summary would read better but would add a model call per overflow and make the
-memory depend on the engine; the keyword summary is what an offline, replayable run needs.
+memory depend on the engine; the keyword summary is what an offline, replayable run needs, and
+it stays the default.
 
-All state is plain data (``to_state`` / ``from_state``) for checkpoints.
+Two opt-in additions (``Memory(retrieve=..., reflect_every=..., reflect_overflow=...)``) follow
+Generative Agents (Park et al. 2023):
+
+* **Retrieval.** What leaves the verbatim deques goes to a bounded *store* first (and only what
+  leaves the store is folded into the summary). A prompt gets the ``top_k`` items of
+  observations and store with the best score: recency + importance + relevance, as in
+  Generative Agents (``AgentMemory.retrieved`` says how each is scaled). Recency decays by ``RECENCY_DECAY``
+  a step; importance is fixed by where an item came from (``IMPORTANCE``); relevance is keyword
+  overlap (stems, as the prompt budget ranks memory) with this step's events and inbox.
+* **Reflection.** A model call (``sim/reflection.py``) writes a short summary in the agent's
+  voice from the old summary and what was evicted since; it replaces the keyword summary.
+  What it has not seen yet is kept (bounded) for the next one.
+
+All state is plain data (``to_state`` / ``from_state``) for checkpoints; a default memory's
+state is exactly what it was before these additions.
 """
 
 from __future__ import annotations
@@ -17,9 +32,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from personahub.agents.offline_text import keywords
+from personahub.agents.prompt_budget import RELEVANCE_WEIGHT, clip_text, stems
 
 DECAY = 0.8  # weight kept by older summary terms at each eviction
 TERMS_PER_ITEM = 8
+RECENCY_DECAY = 0.9  # weight an item keeps per step of age (Generative Agents: 0.995 per hour)
+# Importance by source, cheap and deterministic (no model call to rate each memory, as the paper
+# does): what happened in the world (events, interventions' notes) shapes an agent's situation most;
+# what someone said *to* the agent comes next; its own survey answers and emissions it already
+# knows, so they matter least when choosing what to remind it of.
+IMPORTANCE: dict[str, float] = {"event": 1.0, "message": 0.6, "answer": 0.4, "own": 0.3}
+REFLECTION_CHARS = 280  # a reflection kept longer is cut at a word (~70 tokens, a memory cap)
+UNREFLECTED_KEEP = 12  # evicted items kept for the next reflection (at least)
+LABELS = {"event": "", "message": "heard: ", "answer": "", "own": "I wrote: ",
+          "reflection": "In my own words: "}
 
 
 @dataclass(frozen=True)
@@ -40,28 +66,57 @@ class Message:
     thread_id: str | None = None
 
 
-class AgentMemory:
-    """One agent's memory; every part is bounded."""
+Recollection = tuple[int, str, str]  # (step, source, text): an item of the store
 
-    def __init__(self, *, observations: int, messages: int, own: int, summary_terms: int) -> None:
+
+class AgentMemory:
+    """One agent's memory; every part is bounded.
+
+    ``retrieve`` turns retrieval on (``top_k`` items a prompt, from observations and a ``store``
+    of what left view); ``reflect`` keeps what is evicted for a reflection, which
+    ``reflect_overflow`` evictions make due.
+    """
+
+    def __init__(self, *, observations: int, messages: int, own: int, summary_terms: int,
+                 retrieve: bool = False, store: int = 0, top_k: int = 6, reflect: bool = False,
+                 reflect_overflow: int | None = None) -> None:
         self.observations: deque[tuple[int, str]] = deque(maxlen=observations)
         self.inbox: deque[Message] = deque(maxlen=max(messages, 1))
         self.own: deque[tuple[int, str, str]] = deque(maxlen=own)
         self.summary_terms = summary_terms
         self.summary: dict[str, float] = {}
+        self.retrieve = retrieve
+        self.top_k = top_k
+        self.store: deque[Recollection] = deque(maxlen=store if retrieve else 0)
+        self.sources: deque[str] = deque(maxlen=observations)  # each observation's source
+        self.reflect = reflect
+        self.reflect_overflow = reflect_overflow
+        self.reflection = ""  # the latest reflection ('' before the first)
+        self.reflected_at = 0  # step of the latest reflection
+        self.fresh = 0  # items remembered since the latest reflection (capped)
+        self.unreflected: deque[Recollection] = deque(
+            maxlen=max(reflect_overflow or 0, UNREFLECTED_KEEP) if reflect else 0)
 
     # -- adding things -------------------------------------------------------------------------
-    def observe(self, step: int, text: str) -> None:
-        """Remember an event seen (or a note) at ``step``."""
-        self._push(self.observations, (step, text), text)
+    def observe(self, step: int, text: str, source: str = "event") -> None:
+        """Remember an event seen (or a note, or an answer: ``source``) at ``step``."""
+        if self.retrieve and self.observations.maxlen:
+            if len(self.observations) == self.observations.maxlen:
+                (old_step, old_text), old_source = self.observations[0], self.sources[0]
+                self._retire((old_step, old_source, old_text))
+            self.observations.append((step, text))
+            self.sources.append(source)
+            self._count()
+            return
+        self._push(self.observations, (step, text), text, (step, source, text))
 
     def receive(self, message: Message) -> None:
         """Bring a delivered message into view."""
-        self._push(self.inbox, message, message.text)
+        self._push(self.inbox, message, message.text, (message.step, "message", message.text))
 
     def remember_own(self, step: int, kind: str, text: str) -> None:
         """Remember one of the agent's own emissions."""
-        self._push(self.own, (step, kind, text), text)
+        self._push(self.own, (step, kind, text), text, (step, "own", text))
 
     def forget(self) -> None:
         """Clear everything (an intervention)."""
@@ -69,15 +124,45 @@ class AgentMemory:
         self.inbox.clear()
         self.own.clear()
         self.summary.clear()
+        self.sources.clear()
+        self.store.clear()
+        self.unreflected.clear()
+        self.reflection = ""
+        self.fresh = 0
 
-    def _push(self, queue: deque[Any], item: Any, text: str) -> None:
+    def _push(self, queue: deque[Any], item: Any, text: str, recollection: Recollection) -> None:
+        self._count()
         if queue.maxlen == 0:
-            self._fold(text)
+            self._retire(recollection)
             return
         if len(queue) == queue.maxlen:
             evicted = queue[0]
-            self._fold(evicted.text if isinstance(evicted, Message) else evicted[-1])
+            if isinstance(evicted, Message):
+                self._retire((evicted.step, "message", evicted.text))
+            elif len(evicted) == 3:  # own: (step, kind, text)
+                self._retire((evicted[0], "own", evicted[2]))
+            else:
+                self._retire((evicted[0], "event", evicted[1]))
         queue.append(item)
+
+    def _count(self) -> None:
+        if self.reflect:
+            self.fresh = min(self.fresh + 1, 1_000_000)
+
+    def _retire(self, item: Recollection) -> None:
+        """An item leaves view: into the store (retrieval), else folded into the summary."""
+        if self.store.maxlen:
+            if len(self.store) == self.store.maxlen:
+                self._evict(self.store[0])
+            self.store.append(item)
+            return
+        self._evict(item)
+
+    def _evict(self, item: Recollection) -> None:
+        """An item leaves memory: its keywords fold into the summary, and a reflection sees it."""
+        self._fold(item[2])
+        if self.unreflected.maxlen:
+            self.unreflected.append(item)
 
     def _fold(self, text: str) -> None:
         """Fold an evicted item's keywords into the summary (older terms decay)."""
@@ -92,13 +177,62 @@ class AgentMemory:
     # -- reading -------------------------------------------------------------------------------
     def summary_text(self) -> str:
         """The running summary, strongest terms first ('' when nothing was evicted)."""
-        return ("Earlier, things about: " + ", ".join(self.summary)) if self.summary else ""
+        if not self.summary:
+            return ""
+        return ("Since then, things about: " if self.reflection else "Earlier, things about: ") + \
+            ", ".join(self.summary)
+
+    def summary_lines(self) -> list[str]:
+        """The reflection (if any), then the keyword summary of what it has not seen (if any)."""
+        lines = [f"In my own words: {self.reflection}"] if self.reflection else []
+        return lines + ([self.summary_text()] if self.summary else [])
 
     def prompt_lines(self, before_step: int) -> list[str]:
-        """What the agent recalls for a prompt: the summary, then observations before a step."""
+        """What the agent recalls for a prompt, oldest first: the keyword summary, then
+        observations before a step (with retrieval: the ``top_k`` best-scored items of
+        observations and store), the latest reflection among them at the step it was written
+        (so the prompt budget, which favours newer lines, weighs it as of its step)."""
         lines = [self.summary_text()] if self.summary else []
-        lines += [f"(step {s}) {text}" for s, text in self.observations if s < before_step]
-        return lines
+        recalled = self.recalled(before_step)
+        if self.reflection:
+            at = sum(1 for s, _, _ in recalled if s <= self.reflected_at)
+            recalled.insert(at, (self.reflected_at, "reflection", self.reflection))
+        return lines + [_line(item) for item in recalled]
+
+    def recalled(self, before_step: int) -> list[Recollection]:
+        """The items a prompt shows before ``before_step``, oldest first (without summaries)."""
+        if self.retrieve:
+            return self.retrieved(before_step)
+        return [(s, "event", text) for s, text in self.observations if s < before_step]
+
+    def candidates(self, before_step: int) -> list[Recollection]:
+        """Retrievable items from before ``before_step``, oldest first (store, then observations)."""
+        seen = [(s, src, t) for (s, t), src in zip(self.observations, self.sources, strict=True)]
+        return [item for item in (*self.store, *seen) if item[0] < before_step]
+
+    def retrieved(self, before_step: int) -> list[Recollection]:
+        """The ``top_k`` candidates by recency + importance + relevance, shown oldest first.
+
+        As Generative Agents scores: recency and relevance are min-max normalised over the
+        candidates; importance is already on a fixed 0..1 scale (``IMPORTANCE``) and is kept
+        there, so that an all-messages memory does not rank its messages as events. Relevance
+        weighs ``RELEVANCE_WEIGHT`` (2, as the prompt budget ranks memory): an old item about
+        this step's events beats the newest unrelated one. Relevance is the cosine of stem sets
+        (``prompt_budget.stems``) with the query, this step's events and the messages in view:
+        cheap, deterministic, no model or embedder. Ties go to the item kept later.
+        """
+        items = self.candidates(before_step)
+        if len(items) <= self.top_k:
+            return sorted(items, key=lambda item: item[0])  # stable: by step, then as kept
+        query = stems("\n".join([t for s, t in self.observations if s >= before_step]
+                                 + [m.text for m in self.inbox]))
+        recency = [RECENCY_DECAY ** max(before_step - 1 - s, 0) for s, _, _ in items]
+        importance = [IMPORTANCE.get(src, 0.5) for _, src, _ in items]
+        relevance = [_overlap(stems(text), query) for _, _, text in items]
+        score = [r + i + RELEVANCE_WEIGHT * v for r, i, v in zip(
+            _minmax(recency), importance, _minmax(relevance), strict=True)]
+        best = sorted(range(len(items)), key=lambda i: (-round(score[i], 9), -i))[: self.top_k]
+        return [items[i] for i in sorted(best, key=lambda i: (items[i][0], i))]
 
     def current_events(self, step: int) -> list[str]:
         """Observations made at ``step`` (this step's events)."""
@@ -108,15 +242,51 @@ class AgentMemory:
         """The agent's own latest emissions (texts)."""
         return [text for _, _, text in self.own]
 
+    # -- reflection ----------------------------------------------------------------------------
+    def reflection_due(self, step: int, every: int | None) -> bool:
+        """Whether this agent reflects at ``step``: every ``every`` steps when something was
+        remembered since its last reflection, or once ``reflect_overflow`` items were evicted
+        unreflected."""
+        if not self.reflect:
+            return False
+        if self.reflect_overflow and len(self.unreflected) >= self.reflect_overflow:
+            return True
+        return every is not None and step % every == 0 and self.fresh > 0
+
+    def reflection_material(self, before_step: int) -> list[str]:
+        """What a reflection looks back on, oldest first: what left memory since the last one,
+        then what is still in view (retrieved items, or observations), then own recent output."""
+        gone = [_line(item) for item in self.unreflected]
+        held = [_line(item) for item in self.recalled(before_step)]
+        mine = [_line((s, "own", t)) for s, _, t in self.own if s < before_step]
+        return gone + held + mine
+
+    def reflected(self, step: int, text: str) -> None:
+        """Apply a reflection written at ``step``: it replaces the summary and what it saw."""
+        self.reflection = clip_text(text, REFLECTION_CHARS)
+        self.reflected_at = step
+        self.summary = {}
+        self.unreflected.clear()
+        self.fresh = 0
+
     # -- plain data ----------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
-        """Plain-data state (JSON-able)."""
-        return {
+        """Plain-data state (JSON-able); retrieval and reflection parts only when switched on."""
+        state: dict[str, Any] = {
             "observations": [[s, t] for s, t in self.observations],
             "inbox": [vars(m).copy() for m in self.inbox],
             "own": [[s, k, t] for s, k, t in self.own],
             "summary": [[w, v] for w, v in self.summary.items()],
         }
+        if self.retrieve:
+            state["sources"] = list(self.sources)
+            state["store"] = [list(item) for item in self.store]
+        if self.reflect:
+            state["reflection"] = self.reflection
+            state["reflected_at"] = self.reflected_at
+            state["fresh"] = self.fresh
+            state["unreflected"] = [list(item) for item in self.unreflected]
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what ``to_state`` returned."""
@@ -127,3 +297,36 @@ class AgentMemory:
         self.own.clear()
         self.own.extend((int(s), str(k), str(t)) for s, k, t in state.get("own", []))
         self.summary = {str(w): float(v) for w, v in state.get("summary", [])}
+        self.sources.clear()
+        if self.retrieve:
+            sources = [str(x) for x in state.get("sources", [])]
+            self.sources.extend(sources + ["event"] * (len(self.observations) - len(sources)))
+        self.store.clear()
+        self.store.extend((int(s), str(src), str(t)) for s, src, t in state.get("store", []))
+        self.reflection = str(state.get("reflection", ""))
+        self.reflected_at = int(state.get("reflected_at", 0))
+        self.fresh = int(state.get("fresh", 0))
+        self.unreflected.clear()
+        self.unreflected.extend((int(s), str(src), str(t))
+                                for s, src, t in state.get("unreflected", []))
+
+
+def _line(item: Recollection) -> str:
+    """A remembered item as a prompt line: ``(step N) [label]text``."""
+    step, source, text = item
+    return f"(step {step}) {LABELS.get(source, '')}{text}"
+
+
+def _minmax(values: list[float]) -> list[float]:
+    """``values`` scaled to 0..1 (all 0 when they are all equal: the part does not discriminate)."""
+    low, high = min(values), max(values)
+    if high - low <= 1e-12:
+        return [0.0] * len(values)
+    return [(v - low) / (high - low) for v in values]
+
+
+def _overlap(words: frozenset[str], query: frozenset[str]) -> float:
+    """Cosine of two word sets (0 when either is empty)."""
+    if not words or not query:
+        return 0.0
+    return len(words & query) / (len(words) * len(query)) ** 0.5

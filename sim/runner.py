@@ -32,6 +32,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from personahub.personas.store import (
     transaction,
     upsert_personas,
 )
+from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
 from personahub.sim.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.sim.jobs import JobLoop, ProgressHook, attach_cache, check_cache_mode, check_replay_cache
@@ -95,8 +97,14 @@ class RunOptions:
     max_tokens: int | None = None  # None: per output kind (agents/generation.py)
     temperature: float | None = None
     top_p: float | None = None
+    # where the model calls run (sim/executors.py): the caller's choice, not the run's (a
+    # resume does not inherit it); the tables are the same either way
+    executor: str = "local"
+    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started for the run
+    ray_workers: int | None = None  # Ray actors asking the model; None: one per cluster CPU
 
     def __post_init__(self) -> None:
+        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
         check_setting(self.structured)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         if self.offline_latency_s < 0:
@@ -191,6 +199,11 @@ def save_acquaintances(con: Any, ids: list[str], k: int, rewire: float, seed: in
     return save_links(con, ids, near, far, relation="acquaintance", hop=0, source=source)
 
 
+# options that say where this process runs the calls, not what the run is: not stored, so a
+# resume takes its own (``resume_run``'s arguments)
+RUN_LOCAL_OPTIONS = ("executor", "ray_address", "ray_workers")
+
+
 def _config(scenario: Scenario, options: RunOptions, seed: int, steps: int) -> dict[str, Any]:
     """The run's configuration as stored in ``runs.config``: no secrets, spec redacted.
 
@@ -198,7 +211,7 @@ def _config(scenario: Scenario, options: RunOptions, seed: int, steps: int) -> d
     ``scenario_sha256`` is what it checks the file against before executing it again.
     """
     scenario_fields = json.loads(json.dumps(asdict(scenario), default=str))
-    opts = asdict(options)
+    opts = {k: v for k, v in asdict(options).items() if k not in RUN_LOCAL_OPTIONS}
     opts["db"] = str(options.db)
     opts["llm"] = redact_spec(options.llm)
     return {"scenario": scenario_fields, "options": opts, "seed": seed, "steps": steps,
@@ -275,6 +288,7 @@ def run_scenario(
     seed = scenario.seed if options.seed is None else options.seed
     steps = options.steps or scenario.steps
     client = client or client_for_run(options, seed)
+    _check_executor_client(options, client)
     with RunHeap() as heap:
         personas = load_scenario_personas(scenario, options.db)  # read before writing the db
         check_steps(scenario)  # load_scenario checks it too; a Scenario built in code may not
@@ -309,10 +323,14 @@ def resume_run(
     progress: ProgressHook | None = None,
     client: StructuredCaller | None = None,
     on_ready: Callable[[], None] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
 ) -> RunSummary:
     """Continue run ``run_id`` in ``db`` from its last committed step (see the module doc).
 
-    ``llm`` replaces the recorded (redacted) model spec; the offline latency is not carried over.
+    ``llm`` replaces the recorded (redacted) model spec; the offline latency is not carried over,
+    nor is where the calls ran (``executor``, ``ray_address``, ``ray_workers``: this call's).
     ``on_ready`` is called once the run, its scenario and the model are found good, before the
     run is marked running again.
     """
@@ -332,11 +350,13 @@ def resume_run(
         scenario = load_scenario(verified_scenario_file(run_id, config, scenario_path))
         known = {f.name for f in dataclasses.fields(RunOptions)}
         opts = {k: v for k, v in (config.get("options") or {}).items() if k in known}
-        opts.update(db=Path(db), seed=seed, steps=steps, offline_latency_s=offline_latency_s)
+        opts.update(db=Path(db), seed=seed, steps=steps, offline_latency_s=offline_latency_s,
+                    executor=executor, ray_address=ray_address, ray_workers=ray_workers)
         if llm is not None:
             opts["llm"] = llm
         options = RunOptions(**opts)
         client = client or client_for_run(options, seed)
+        _check_executor_client(options, client)
         if on_ready is not None:
             on_ready()
         log = RunLog(con, run_id, client)
@@ -368,11 +388,11 @@ def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, 
     try:
         try:
             try:
-                with interrupts_from_queries():
+                with interrupts_from_queries(), _calls_on(client, options, run_id) as caller:
                     if on_start is not None:
                         on_start(run_id)
-                    attach_cache(con, client, options.cache)  # fresh and resumed runs alike
-                    summary = _simulate(con, log, loop, client, scenario, options, personas,
+                    attach_cache(con, caller, options.cache)  # fresh and resumed runs alike
+                    summary = _simulate(con, log, loop, caller, scenario, options, personas,
                                         scenario.world_text(), seed, steps, progress, heap)
             finally:
                 log.merge_config({"structured_modes": client.structured_modes()})
@@ -396,6 +416,26 @@ def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, 
         return summary
     finally:
         job_loop.close()
+
+
+def _check_executor_client(options: RunOptions, client: StructuredCaller) -> None:
+    """Refuse, before the run is recorded, a client Ray workers cannot rebuild."""
+    if options.executor == "ray":
+        from personahub.sim.executor_ray_run import check_run_client
+
+        check_run_client(client)
+
+
+def _calls_on(client: StructuredCaller, options: RunOptions,
+              run_id: str) -> AbstractContextManager[StructuredCaller]:
+    """The caller the run's steps use: ``client`` itself, or a pool of Ray actors built from it
+    (``sim.executor_ray_run``) for as long as the run lasts."""
+    if options.executor != "ray":
+        return nullcontext(client)
+    from personahub.sim.executor_ray_run import ray_caller
+
+    return ray_caller(client, address=options.ray_address, workers=options.ray_workers,
+                      run_id=run_id)
 
 
 def _steps_done(con: Any, run_id: str) -> int:

@@ -323,16 +323,49 @@ class Memory:
         observations: events (and remembered notes) kept verbatim.
         own: the agent's own latest emissions kept verbatim.
         summary_terms: keywords kept in the running summary of everything evicted.
-    The messages kept in view are ``Scenario.inbox_size``.
+        retrieve: retrieval (Generative Agents): what leaves view goes to a store of ``store``
+            items, and a prompt gets the ``top_k`` items of observations and store that score
+            best on recency + importance + relevance to the step's events and messages.
+        store: items kept for retrieval besides the verbatim ones (with ``retrieve``).
+        top_k: items a prompt recalls (with ``retrieve``; the prompt budget still applies).
+        reflect_every: every this many steps, an agent that remembered something new since its
+            last reflection reflects: a model call (purpose ``reflection``) writes a short
+            summary in its voice that replaces the keyword summary. None: no periodic reflection.
+        reflect_overflow: an agent also reflects as soon as this many items have left its
+            memory since its last reflection. None: not on overflow.
+    The messages kept in view are ``Scenario.inbox_size``. The defaults are the keyword memory
+    (no retrieval, no reflection, no extra model call); ``Memory(retrieve=True, reflect_every=3)``
+    switches both on.
     """
 
     observations: int = 6
     own: int = 3
     summary_terms: int = 24
+    retrieve: bool = False
+    store: int = 24
+    top_k: int = 6
+    reflect_every: int | None = None
+    reflect_overflow: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("observations", "own", "summary_terms"):
-            _check(getattr(self, name) >= 0, f"memory.{name} must be >= 0")
+        for name in ("observations", "own", "summary_terms", "store", "top_k"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool),
+                   f"memory.{name} must be an int, got {value!r}")
+            _check(value >= 0, f"memory.{name} must be >= 0")
+        _check(isinstance(self.retrieve, bool), f"memory.retrieve must be True or False, "
+                                                f"got {self.retrieve!r}")
+        _check(self.top_k >= 1, "memory.top_k must be >= 1")
+        for name in ("reflect_every", "reflect_overflow"):
+            value = getattr(self, name)
+            _check(value is None or (isinstance(value, int) and not isinstance(value, bool)
+                                     and value >= 1),
+                   f"memory.{name} must be an int >= 1 or None, got {value!r}")
+
+    @property
+    def reflects(self) -> bool:
+        """Whether agents reflect at all (periodically or on overflow)."""
+        return self.reflect_every is not None or self.reflect_overflow is not None
 
 
 @dataclass(frozen=True, kw_only=True)

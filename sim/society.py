@@ -9,9 +9,10 @@ A step is *gather, then apply*:
 1. the step's interventions change persona texts, memories or edges;
 2. messages sent last step are delivered; the step's events reach their audiences' memories;
 3. the activation policy picks who acts (idle agents make no model call);
-4. every active agent's LangGraph run and every survey question go concurrently, all reading
-   the same frozen snapshot;
-5. results are applied in agent-id order (emissions, messages, memories, survey answers).
+4. every active agent's LangGraph run, every survey question and every due reflection
+   (``sim/reflection.py``) go concurrently, all reading the same frozen snapshot;
+5. results are applied in agent-id order (reflections, then emissions, messages, memories,
+   survey answers).
 
 Random draws come from RNGs derived from (run seed, step, persona), never from completion order,
 so a seeded run is identical however the model calls interleave. ``StepResult.states`` carries
@@ -43,6 +44,7 @@ from personahub.personas.record import Persona
 from personahub.sim import bulk_agents
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.network import SocialNetwork
+from personahub.sim.reflection import apply_reflection, reflect
 from personahub.sim.scenario import (
     AgentInfo,
     AgentRef,
@@ -162,7 +164,9 @@ class SocietyAgent(FixedAgent):
         if self._memory is None:
             cfg = self.model.scenario.memory
             self._memory = AgentMemory(observations=cfg.observations, messages=self._inbox_size,
-                                       own=cfg.own, summary_terms=cfg.summary_terms)
+                                       own=cfg.own, summary_terms=cfg.summary_terms,
+                                       retrieve=cfg.retrieve, store=cfg.store, top_k=cfg.top_k,
+                                       reflect=cfg.reflects, reflect_overflow=cfg.reflect_overflow)
         return self._memory
 
     @property
@@ -403,11 +407,15 @@ class SocietyModel(mesa.Model):
             ))
         asked = [(survey, agent) for survey in self.scenario.surveys_at(step)
                  for agent in self.audience(survey.audience, step)]
-        outcomes, answers = self._runner(self._gather(step, inputs, asked, seen))
+        reflecting = self._reflecting(step)
+        outcomes, answers, reflections = self._runner(
+            self._gather(step, inputs, asked, seen, reflecting))
         result.n_active = len(planned)
+        self._apply_reflections(step, reflecting, reflections, result)
         self._apply(step, planned, outcomes, result)
         self._apply_answers(step, asked, answers, result)
-        for call in [*outcomes, *answers]:  # agents in id order, then survey answers as asked
+        # agents in id order, then survey answers as asked, then reflections in agent-id order
+        for call in [*outcomes, *answers, *reflections]:
             result.records.extend(call.records)
             result.cache_entries.extend(call.cache_entries)
         result.states = self._changed_states()
@@ -415,14 +423,37 @@ class SocietyModel(mesa.Model):
 
     async def _gather(self, step: int, inputs: list[AgentInput],
                       asked: list[tuple[Survey, SocietyAgent]],
-                      seen: dict[int, list[str]]
-                      ) -> tuple[list[AgentOutcome], list[StructuredResult[Any]]]:
+                      seen: dict[int, list[str]], reflecting: Sequence[SocietyAgent] = (),
+                      ) -> tuple[list[AgentOutcome], list[StructuredResult[Any]],
+                                 list[StructuredResult[Any]]]:
         actions = run_agents(inputs, self.llm, chunk_size=self.chunk_size,
                              budget=self.scenario.prompt_budget)
         questions = [self._ask(step, survey, agent, seen.get(agent.unique_id, []))
                      for survey, agent in asked]
-        outcomes, *answers = await asyncio.gather(actions, *questions)
-        return outcomes, answers
+        thoughts = [reflect(self.llm, agent.memory, persona=agent.persona_text,
+                            persona_id=agent.persona_id, step=step,
+                            budget=self.scenario.prompt_budget) for agent in reflecting]
+        outcomes, *rest = await asyncio.gather(actions, *questions, *thoughts)
+        return outcomes, rest[: len(questions)], rest[len(questions):]
+
+    def _reflecting(self, step: int) -> list[SocietyAgent]:
+        """Agents due to reflect at ``step``, in agent-id order (none unless the scenario's
+        memory reflects; agents that never remembered anything have no memory to reflect on)."""
+        cfg = self.scenario.memory
+        if not cfg.reflects:
+            return []
+        return [agent for agent in self._positions if agent._memory is not None
+                and agent._memory.reflection_due(step, cfg.reflect_every)]
+
+    def _apply_reflections(self, step: int, reflecting: list[SocietyAgent],
+                           reflections: list[StructuredResult[Any]], result: StepResult) -> None:
+        """Each reflection replaces its agent's summary; a failed one changes nothing."""
+        for agent, reflection in zip(reflecting, reflections, strict=True):
+            error = apply_reflection(agent.memory, step, reflection)
+            if error is not None:
+                result.failures.append((agent.persona_id, f"reflection: {error}"))
+                continue
+            agent.touch()
 
     async def _ask(self, step: int, survey: Survey, agent: SocietyAgent,
                    events: list[str]) -> StructuredResult[Any]:
@@ -562,7 +593,8 @@ class SocietyModel(mesa.Model):
                 "content": content,
             })
             if survey.remember:
-                agent.memory.observe(step, f"Asked '{survey.question}', I answered: {value}")
+                agent.memory.observe(step, f"Asked '{survey.question}', I answered: {value}",
+                                     source="answer")
                 agent.touch()
 
     # -- checkpoints ---------------------------------------------------------------------------

@@ -11,9 +11,11 @@ from typing import Any
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.openai_wire import PassThroughCompletions, is_plain
+from personahub.agents.openai_wire import PassThroughCompletions, is_plain, pass_through_clients
 from personahub.agents.run_loop import InlineExecutor, close_quietly, new_run_loop
 from personahub.agents.tasks import emission_task
 
@@ -71,7 +73,41 @@ def test_same_request_on_the_wire(payload: dict[str, Any], extra: dict[str, Any]
     ignore = {"x-stainless-retry-count", "x-stainless-read-timeout"}
     assert {k: v for k, v in have.headers.items() if k not in ignore} == \
         {k: v for k, v in want.headers.items() if k not in ignore}
-    assert got.model_dump() == expected.model_dump()
+    assert isinstance(got, dict) == is_plain(payload)
+    if isinstance(got, dict):  # the pass-through answers with the JSON itself
+        assert got == _COMPLETION
+        assert ChatCompletion.model_validate(got).model_dump() == expected.model_dump()
+    else:
+        assert got.model_dump() == expected.model_dump()
+
+
+def test_chat_openai_reads_the_json_answer_as_it_reads_the_typed_one() -> None:
+    """ChatOpenAI builds the same message from the pass-through's dict as from the SDK's
+    ChatCompletion: content, token usage and response metadata."""
+    messages = [SystemMessage("You are a baker."), HumanMessage("Write one line.")]
+
+    async def both() -> tuple[Any, Any]:
+        sdk, _ = _capture()
+        ours, _ = _capture()
+        plain = ChatOpenAI(model="m", api_key="sk-test", root_async_client=sdk,
+                           async_client=sdk.chat.completions, max_retries=0)
+        fast = ChatOpenAI(model="m", api_key="sk-test", max_retries=0, **pass_through_clients(ours))
+        return await plain.ainvoke(messages), await fast.ainvoke(messages)
+
+    want, have = asyncio.run(both())
+    assert have.content == want.content == '{"a": 1}'
+    assert have.usage_metadata == want.usage_metadata and have.usage_metadata["total_tokens"] == 5
+    assert _metadata(have) == _metadata(want)
+    assert have.response_metadata["finish_reason"] == "stop"
+
+
+def _metadata(message: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Response metadata and token usage, less the fields the server did not send (the typed
+    model fills them with None; the JSON leaves them out, or '' for the fingerprint)."""
+    meta = dict(message.response_metadata)
+    usage = {k: v for k, v in meta.pop("token_usage").items() if v is not None}
+    assert meta.pop("system_fingerprint") in ("", None)
+    return meta, usage
 
 
 def test_only_plain_payloads_take_the_shortcut() -> None:
@@ -117,3 +153,24 @@ def test_inline_executor_runs_work_in_the_calling_thread_but_not_dns() -> None:
         assert loop.run_until_complete(where()) == threading.get_ident()
     finally:
         loop.close()
+
+
+def test_plain_http_endpoints_skip_the_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA bundle is setup work an http:// server never needs; https keeps it."""
+    import ssl
+
+    from personahub.agents import endpoint_specs
+
+    loaded: list[int] = []
+
+    def context() -> ssl.SSLContext:
+        loaded.append(1)
+        return ssl.create_default_context()
+
+    monkeypatch.setattr(endpoint_specs, "_ssl_context", context)
+    settings = LLMSettings(spec="offline")
+    endpoint_specs._http_client(settings, "http://127.0.0.1:8000/v1")
+    assert loaded == []
+    endpoint_specs._http_client(settings, "https://api.example.test/v1")
+    endpoint_specs._http_client(settings, None)  # OpenAI itself
+    assert loaded == [1, 1]

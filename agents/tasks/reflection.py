@@ -1,0 +1,20 @@
+"""Reflections: a short summary an agent writes, in its own voice, of what it remembers.
+
+Not a registered task (like surveys): a reflection is not an emission; it replaces the keyword
+summary in the agent's memory (``sim/memory.py``), asked by ``sim/reflection.py``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+REFLECTION_SYSTEM = ("You are the person described under Persona, thinking back on what you "
+                     "remember. Answer only with JSON that matches the schema.")
+REFLECTION_TASK = ("In two or three sentences, in the first person, sum up what matters to you "
+                   "in all this: what happened, who said what, what you think now.")
+
+
+class Reflection(BaseModel):
+    """A reflection: what the agent keeps of its memories, in its own words."""
+
+    summary: str = Field(min_length=1, description="two or three sentences, first person")

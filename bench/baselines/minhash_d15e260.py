@@ -1,0 +1,417 @@
+# Timing baseline only: personas/minhash.py as it stood when issue 16 was filed (commit
+# d15e260), kept verbatim so bench_minhash.py can time today's stage against the stage the
+# issue measured ("at no more than today's time") after shared code has been made faster.
+# Nothing in the package imports it.
+# ruff: noqa
+# mypy: ignore-errors
+"""Stage 1 of persona dedup: vectorised MinHash + LSH over word n-grams.
+
+Persona Hub drops near-duplicate personas with MinHash on 1-gram features, 128 permutations
+and a 0.9 threshold. Doing that one text at a time (one ``MinHash`` object per persona,
+128 hash evaluations per token) does not scale to a billion personas, so this module works on
+whole batches:
+
+* each distinct feature is hashed once (a vocabulary caches token hashes and their 128
+  permuted values), so a text's signature is a gather + segmented ``min`` in numpy;
+* LSH bands are bucketed by sorting band keys, not by Python dicts per band per item;
+* candidate pairs are verified by their estimated Jaccard similarity before anything is
+  marked, and duplicates are resolved first-seen, so a duplicate always points to an earlier
+  text that is itself kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import islice
+
+import numpy as np
+
+__all__ = [
+    "MinHashConfig",
+    "candidate_pairs",
+    "duplicates_from_signatures",
+    "lsh_params",
+    "minhash_duplicates",
+    "signatures",
+    "tokenize",
+]
+
+_TOKEN_RE = re.compile(r"\w+")
+_BATCH_RE = re.compile(r"\w+|\x00")
+TEXT_SEPARATOR = "\x00"
+_U64 = np.uint64
+_MIX1 = _U64(0xFF51AFD7ED558CCD)
+_MIX2 = _U64(0xC4CEB9FE1A85EC53)
+_GOLDEN = _U64(0x9E3779B97F4A7C15)
+_EMPTY = np.iinfo(np.uint32).max
+_BATCH_TEXTS = 50_000
+_GATHER_ROWS = 1 << 17
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinHashConfig:
+    """Settings of stage 1; the defaults are the Persona Hub paper's.
+
+    Attributes:
+        num_perm: number of hash permutations (signature length).
+        threshold: Jaccard similarity at or above which two texts are duplicates.
+        ngram: word n-gram size of the features (1 = bag of words, as in the paper).
+        seed: seeds the permutations; the same seed gives the same signatures everywhere.
+        max_bucket_pairs: each text in an LSH bucket is compared with at most this many
+            earlier texts of the bucket, which bounds the work on huge buckets of copies.
+    """
+
+    num_perm: int = 128
+    threshold: float = 0.9
+    ngram: int = 1
+    seed: int = 1
+    max_bucket_pairs: int = 32
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_perm, int) or not 16 <= self.num_perm <= 1024:
+            raise ValueError(f"num_perm must be an int in [16, 1024], got {self.num_perm!r}")
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
+        if not isinstance(self.ngram, int) or not 1 <= self.ngram <= 8:
+            raise ValueError(f"ngram must be an int in [1, 8], got {self.ngram!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        if not isinstance(self.max_bucket_pairs, int) or self.max_bucket_pairs < 1:
+            raise ValueError(f"max_bucket_pairs must be >= 1, got {self.max_bucket_pairs!r}")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens; punctuation and whitespace only separate words."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+def _fmix64(x: np.ndarray) -> np.ndarray:
+    """Murmur3's 64-bit finaliser: spreads every input bit over the output (wrapping uint64)."""
+    x = x ^ (x >> _U64(33))
+    x = x * _MIX1
+    x = x ^ (x >> _U64(33))
+    x = x * _MIX2
+    return x ^ (x >> _U64(33))
+
+
+def token_hash(token: str) -> int:
+    """32-bit token hash: the first 4 bytes of SHA-1, little-endian (datasketch's default).
+
+    Using datasketch's hash family makes our signatures bit-identical to
+    ``datasketch.MinHash(num_perm, seed)`` fed the same tokens, so the two methods see the same
+    LSH candidates and differ only where we verify candidates.
+    """
+    return int.from_bytes(hashlib.sha1(token.encode("utf-8")).digest()[:4], "little")
+
+
+def _fmix32(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (wrapping uint32), applied before the permutations."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x85EBCA6B)
+    x = x ^ (x >> np.uint32(13))
+    x = x * np.uint32(0xC2B2AE35)
+    return x ^ (x >> np.uint32(16))
+
+
+@lru_cache(maxsize=16)
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Affine permutations h -> a*h + b mod 2^32 (``a`` odd), drawn as datasketch's
+    ``affine32`` scheme draws them from ``RandomState(seed)``, so the same seed gives the same
+    permutations in both."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def _permuted(hashes: np.ndarray, config: MinHashConfig) -> np.ndarray:
+    """(len(hashes), num_perm) uint32 permuted values: a * fmix32(h) + b (mod 2^32).
+
+    ``hashes`` are feature hashes; only their low 32 bits are used (token hashes are 32-bit;
+    n-gram features are folded to 32 bits first).
+    """
+    a, b = _permutations(config.num_perm, config.seed)
+    out = np.empty((hashes.size, config.num_perm), dtype=np.uint32)
+    step = max(1, (1 << 22) // config.num_perm)
+    with np.errstate(over="ignore"):
+        for lo in range(0, hashes.size, step):
+            h = _fmix32((hashes[lo : lo + step] & _U64(0xFFFFFFFF)).astype(np.uint32))
+            out[lo : lo + step] = h[:, None] * a + b
+    return out
+
+
+class _Ids(dict[str, int]):
+    """Token -> id map that numbers an unseen token on first lookup (no second pass)."""
+
+    def __missing__(self, token: str) -> int:
+        new_id = len(self)
+        self[token] = new_id
+        return new_id
+
+
+class _Vocabulary:
+    """Token -> id, with each token's permuted values computed once, on first sight."""
+
+    def __init__(self, config: MinHashConfig) -> None:
+        self.config = config
+        # id 0 is the text separator of a batch; its row is never gathered
+        self.ids = _Ids({TEXT_SEPARATOR: 0})
+        self.hashes = np.zeros(1, dtype=np.uint64)
+        self.table = np.full((1, config.num_perm), _EMPTY, dtype=np.uint32)
+
+    def lookup(self, tokens: list[str]) -> np.ndarray:
+        """Ids of ``tokens`` (int64), adding unseen tokens to the vocabulary."""
+        known = len(self.ids)
+        ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+        if len(self.ids) > known:
+            new = list(islice(self.ids, known, None))
+            fresh = np.fromiter(map(token_hash, new), dtype=np.uint64, count=len(new))
+            self.hashes = np.concatenate([self.hashes, fresh])
+            if self.config.ngram == 1:
+                self.table = np.concatenate([self.table, _permuted(fresh, self.config)])
+        return ids
+
+
+def _ascii_table() -> bytes:
+    """bytes.translate table: lower-case letters, keep word chars and the separator,
+    blank out every other ASCII char, so ``split()`` yields exactly the ``\\w+`` tokens."""
+    table = bytearray(b" " * 256)
+    for c in range(128):
+        ch = chr(c)
+        if re.match(r"\w", ch) or ch == TEXT_SEPARATOR:
+            table[c] = ord(ch.lower())
+    return bytes(table)
+
+
+_ASCII_TABLE = _ascii_table()
+_JOIN = f" {TEXT_SEPARATOR} "
+
+
+def batch_tokens(texts: Sequence[str]) -> list[str]:
+    """All lower-cased tokens of a batch, texts separated by a ``TEXT_SEPARATOR`` token."""
+    joined = _JOIN.join(texts)
+    if joined.count(TEXT_SEPARATOR) != len(texts) - 1:  # a text carries the separator itself
+        joined = _JOIN.join(t.replace(TEXT_SEPARATOR, " ") for t in texts)
+    if joined.isascii():  # fast path: one C-level byte translation, then split
+        return joined.encode("ascii").translate(_ASCII_TABLE).decode("ascii").split()
+    return _BATCH_RE.findall(joined.lower())
+
+
+def _batch_ids(texts: Sequence[str], vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of a whole batch plus each text's token count, without per-text calls."""
+    ids = vocab.lookup(batch_tokens(texts))
+    is_sep = ids == 0
+    bounds = np.concatenate([[-1], np.flatnonzero(is_sep), [ids.size]])
+    return ids[~is_sep], np.diff(bounds) - 1
+
+
+def _ngram_features(
+    token_hashes: np.ndarray, counts: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of word n-grams inside each text, and the per-text feature count.
+
+    A text shorter than ``n`` words contributes one feature made of all its words, so short
+    texts still get a signature.
+    """
+    total = token_hashes.size
+    starts = np.cumsum(counts) - counts
+    text_of = np.repeat(np.arange(counts.size), counts)
+    pos_in_text = np.arange(total) - starts[text_of]
+    remaining = counts[text_of] - pos_in_text  # tokens from here to the text's end
+    combined = token_hashes.copy()
+    with np.errstate(over="ignore"):
+        for k in range(1, n):
+            nxt = np.zeros(total, dtype=np.uint64)
+            nxt[:-k] = token_hashes[k:]
+            use = remaining > k
+            combined = np.where(use, _fmix64(combined * _GOLDEN + nxt), combined)
+    keep = (remaining >= n) | ((counts[text_of] < n) & (pos_in_text == 0))
+    feat_counts = np.bincount(text_of[keep], minlength=counts.size)
+    return combined[keep], feat_counts
+
+
+def _segment_min(table: np.ndarray, index: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per-text column-wise min of ``table[index]`` over each text's run of features.
+
+    Texts are visited longest first, so step ``k`` folds the ``k``-th feature of every text
+    that has one into a contiguous prefix of the result: one gather + ``np.minimum`` per
+    step, no padding and no per-text Python work.
+    """
+    n = counts.size
+    order = np.argsort(-counts, kind="stable")
+    sorted_counts = counts[order]
+    starts = (np.cumsum(counts) - counts)[order]
+    acc = np.full((n, table.shape[1]), _EMPTY, dtype=np.uint32)
+    longest = int(sorted_counts[0]) if n else 0
+    # number of texts with more than k features, for every k
+    active = np.searchsorted(-sorted_counts, -np.arange(longest), side="left")
+    for k in range(longest):
+        m = int(active[k])
+        np.minimum(acc[:m], table[index[starts[:m] + k]], out=acc[:m])
+    out = np.empty_like(acc)
+    out[order] = acc
+    return out
+
+
+def signatures(texts: Sequence[str], config: MinHashConfig) -> np.ndarray:
+    """MinHash signatures of ``texts`` as an ``(n, num_perm)`` uint32 array.
+
+    A text without any word has an all-``0xFFFFFFFF`` signature and is never matched.
+    """
+    n = len(texts)
+    out = np.empty((n, config.num_perm), dtype=np.uint32)
+    vocab = _Vocabulary(config)
+    for lo in range(0, n, _BATCH_TEXTS):
+        batch = texts[lo : lo + _BATCH_TEXTS]
+        ids, counts = _batch_ids(batch, vocab)
+        if config.ngram == 1:
+            out[lo : lo + len(batch)] = _segment_min(vocab.table, ids, counts)
+            continue
+        feats, feat_counts = _ngram_features(vocab.hashes[ids], counts, config.ngram)
+        uniq, inverse = np.unique(feats, return_inverse=True)
+        table = _permuted(uniq, config)
+        out[lo : lo + len(batch)] = _segment_min(table, inverse.ravel(), feat_counts)
+    return out
+
+
+def _false_positive_area(threshold: float, bands: int, rows: int, grid: np.ndarray) -> float:
+    s = grid[grid <= threshold]
+    return float(np.trapezoid(1 - (1 - s**rows) ** bands, s))
+
+
+def _false_negative_area(threshold: float, bands: int, rows: int, grid: np.ndarray) -> float:
+    s = grid[grid >= threshold]
+    return float(np.trapezoid((1 - s**rows) ** bands, s))
+
+
+@lru_cache(maxsize=64)
+def lsh_params(
+    threshold: float,
+    num_perm: int,
+    false_positive_weight: float = 0.5,
+    false_negative_weight: float = 0.5,
+) -> tuple[int, int]:
+    """(bands, rows) minimising the weighted false-positive + false-negative areas.
+
+    Same criterion as datasketch's ``MinHashLSH`` so the two bucket texts alike:
+    the integral of the S-curve below the threshold (false positives) and of its
+    complement above it (false negatives).
+    """
+    grid = np.unique(np.concatenate([np.linspace(0.0, 1.0, 2001), [threshold]]))
+    best, best_err = (1, 1), float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            err = false_positive_weight * _false_positive_area(
+                threshold, bands, rows, grid
+            ) + false_negative_weight * _false_negative_area(threshold, bands, rows, grid)
+            if err < best_err:
+                best, best_err = (bands, rows), err
+    return best
+
+
+def _band_keys(band: np.ndarray) -> np.ndarray:
+    """One uint64 key per row of a (n, rows) uint32 band; equal rows give equal keys."""
+    key = np.full(band.shape[0], _GOLDEN, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for col in range(band.shape[1]):
+            key = _fmix64(key ^ band[:, col].astype(np.uint64))
+    return key
+
+
+def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
+    """(earlier, later) index pairs of texts sharing a key: each later text is paired
+    with up to ``max_pairs`` of the earliest texts of its bucket."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    idx = members[order]  # ascending within each bucket (stable sort of ascending members)
+    new_group = np.ones(idx.size, dtype=bool)
+    new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(idx.size), 0))
+    rank = np.arange(idx.size) - group_start
+    take = np.minimum(rank, max_pairs)
+    total = int(take.sum())
+    if total == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    later = np.repeat(np.arange(idx.size), take)
+    offset = np.arange(total) - np.repeat(np.cumsum(take) - take, take)
+    earlier = group_start[later] + offset
+    return np.stack([idx[earlier], idx[later]], axis=1)
+
+
+def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Fraction of equal signature slots for each pair, computed in bounded chunks."""
+    out = np.empty(len(pairs), dtype=np.float64)
+    step = 1 << 18
+    for lo in range(0, len(pairs), step):
+        p = pairs[lo : lo + step]
+        out[lo : lo + step] = (sigs[p[:, 0]] == sigs[p[:, 1]]).mean(axis=1)
+    return out
+
+
+def candidate_pairs(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
+    """Unique (earlier, later) pairs sharing at least one LSH band bucket, shape (m, 2)."""
+    n = sigs.shape[0]
+    bands, rows = lsh_params(float(config.threshold), config.num_perm)
+    members = np.flatnonzero(sigs[:, 0] != _EMPTY) if n else np.empty(0, dtype=np.int64)
+    found = []
+    for band in range(bands):
+        keys = _band_keys(sigs[members, band * rows : (band + 1) * rows])
+        found.append(_bucket_pairs(keys, members, config.max_bucket_pairs))
+    pairs = np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
+    if pairs.size == 0:
+        return pairs
+    code = np.unique(pairs[:, 0].astype(np.int64) * n + pairs[:, 1])
+    return np.stack([code // n, code % n], axis=1)
+
+
+def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:
+    """-1 for kept texts, else the earliest *kept* earlier text a text is paired with.
+
+    Walking texts in order means a text matched only to an already-removed duplicate stays
+    kept, so kept texts never point anywhere and chains never form.
+    """
+    if len(pairs) == 0:
+        return np.full(n, -1, dtype=np.int64)
+    order = np.lexsort((pairs[:, 0], pairs[:, 1]))  # by later, then earlier
+    earlier = pairs[order, 0].tolist()
+    later = pairs[order, 1].tolist()
+    marks: dict[int, int] = {}  # only texts in some pair; Python ints keep the loop cheap
+    for i, j in zip(earlier, later, strict=True):
+        if j not in marks and i not in marks:
+            marks[j] = i
+    dup = np.full(n, -1, dtype=np.int64)
+    if marks:
+        dup[np.fromiter(marks.keys(), np.int64, len(marks))] = np.fromiter(
+            marks.values(), np.int64, len(marks)
+        )
+    return dup
+
+
+def duplicates_from_signatures(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
+    """The marks of :func:`minhash_duplicates` from precomputed signatures.
+
+    Lets callers compute signatures batch by batch while streaming rows, keeping only the
+    signatures (``4 * num_perm`` bytes per text) in memory instead of the texts.
+    """
+    n = sigs.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    pairs = candidate_pairs(sigs, config)
+    if len(pairs):
+        pairs = pairs[_estimated_jaccard(sigs, pairs) >= config.threshold]
+    return resolve_first_seen(n, pairs)
+
+
+def minhash_duplicates(texts: Sequence[str], config: MinHashConfig = MinHashConfig()) -> np.ndarray:
+    """Near-duplicate marks for ``texts``: int64, -1 = kept, else index of the kept text.
+
+    The index always points to an earlier text, so feeding texts in creation order keeps
+    the first-seen persona of each near-duplicate group. Deterministic for a given config.
+    """
+    if len(texts) == 0:
+        return np.empty(0, dtype=np.int64)
+    return duplicates_from_signatures(signatures(texts, config), config)

@@ -1,0 +1,39 @@
+"""Agent reflections: which agents reflect at a step, and the model call that writes one.
+
+A reflection (Generative Agents' term) is a short summary in the agent's voice of its summary so
+far and what it remembers; applied, it replaces the keyword summary (``AgentMemory.reflected``).
+Who reflects and what they are shown depend only on the step's frozen snapshot, and results are
+applied in agent-id order, so seeded runs stay identical whatever order the calls complete in. A
+failed reflection changes nothing (the old summary stays, nothing evicted is dropped) and is
+recorded as a failure of the step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from personahub.agents.contracts import StructuredCaller, StructuredResult
+from personahub.agents.prompt_budget import PromptBudget
+from personahub.agents.prompts import reflection_messages
+from personahub.agents.tasks.reflection import Reflection
+from personahub.sim.memory import AgentMemory
+
+PURPOSE = "reflection"
+
+
+async def reflect(llm: StructuredCaller, memory: AgentMemory, *, persona: str, persona_id: str,
+                  step: int, budget: PromptBudget) -> StructuredResult[Any]:
+    """Ask the model for one agent's reflection at ``step`` (memory is only read)."""
+    messages = reflection_messages(persona=persona, summary=memory.summary_lines(),
+                                   memory=memory.reflection_material(step + 1), budget=budget)
+    return await llm.structured(Reflection, messages, purpose=PURPOSE, persona_id=persona_id,
+                                step=step)
+
+
+def apply_reflection(memory: AgentMemory, step: int, result: StructuredResult[Any]) -> str | None:
+    """Apply a reflection's result; the error (memory unchanged) when it has no valid value."""
+    if result.value is None:
+        last = result.records[-1] if result.records else None
+        return getattr(last, "error", None) or "no valid reflection"
+    memory.reflected(step, result.value.summary)
+    return None

@@ -1,0 +1,171 @@
+"""personahub run --executor ray: the step's model calls on Ray actors give every run table of a
+local run with the same seed (offline and over HTTP, with 1 or 2 workers), a killed actor loses
+and doubles nothing, and a run that lost its workers stops resumable.
+
+The module starts its own local Ray on 127.0.0.1 (two CPUs, no dashboard) and shuts it down."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from personahub.personas.errors import PersonahubError
+from personahub.sim import executor_ray_run
+from personahub.sim.runner import RunOptions, resume_run, run_scenario
+from personahub.sim.scenario import load_scenario
+
+from tests.cli_helpers import invoke
+from tests.conftest import persona_texts
+from tests.optional import need_ray
+from tests.sim.test_resume import SCENARIO, snapshot
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    need_ray()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def scenario_path(tmp_path: Path) -> Path:
+    """test_resume's scenario (events, interventions, a choice survey), 16 personas."""
+    (tmp_path / "people.jsonl").write_text(
+        "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(16)))
+    path = tmp_path / "resumable.py"
+    path.write_text(SCENARIO)
+    return path
+
+
+def run(path: Path, db: Path, **options: Any) -> dict[str, list]:
+    summary = run_scenario(load_scenario(path), RunOptions(db=db, **options))
+    return snapshot(db, summary.run_id)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_offline_run_on_ray_gives_the_local_tables(local_ray: None, scenario_path: Path,
+                                                    tmp_path: Path, workers: int) -> None:
+    local = run(scenario_path, tmp_path / "local.duckdb")
+    remote = run(scenario_path, tmp_path / "ray.duckdb", executor="ray", ray_workers=workers)
+    assert remote == local
+    assert local["survey_answers"] and local["messages"] and local["emissions"]
+
+
+def test_loopback_server_run_on_ray_gives_the_local_tables(local_ray: None, scenario_path: Path,
+                                                            tmp_path: Path, server: Any) -> None:
+    """Over HTTP: ChatOpenAI on each worker, the same server, the same tables and accounting."""
+    handle = server(seed=3)
+    llm = handle.base_url + "?model=offline"
+    local = run(scenario_path, tmp_path / "local.duckdb", llm=llm)
+    remote = run(scenario_path, tmp_path / "ray.duckdb", llm=llm, executor="ray", ray_workers=2)
+    assert remote == local and local["emissions"]
+
+
+def _kill_first_actor(no_restart: bool) -> None:
+    import ray
+
+    names = sorted(n["name"] for n in ray.util.list_named_actors(all_namespaces=True)
+                   if n["name"].startswith(executor_ray_run.ACTOR_PREFIX))
+    assert names, "no run actor found"
+    ray.kill(ray.get_actor(names[0]), no_restart=no_restart)
+
+
+def test_an_actor_killed_mid_run_loses_and_doubles_nothing(local_ray: None, scenario_path: Path,
+                                                            tmp_path: Path) -> None:
+    """ray.kill an actor while step 2's calls are in flight (each offline call waits 0.2 s): Ray
+    restarts it and asks its batch again; the tables and llm_calls are the local run's."""
+    committed: list[int] = [0]
+    killed_after: list[int] = []
+
+    def kill() -> None:
+        _kill_first_actor(False)
+        killed_after.append(committed[-1])
+
+    def kill_during_next_step(phase: str, done: int, total: int | None) -> None:
+        if phase == "step":
+            committed.append(done)
+            if done == 1:
+                threading.Timer(0.1, kill).start()
+
+    local = run(scenario_path, tmp_path / "local.duckdb", offline_latency_s=0.2)
+    db = tmp_path / "ray.duckdb"
+    summary = run_scenario(load_scenario(scenario_path),
+                           RunOptions(db=db, executor="ray", ray_workers=2, offline_latency_s=0.2),
+                           progress=kill_during_next_step)
+    assert killed_after == [1]  # killed before step 2 was committed: its calls were in flight
+    assert snapshot(db, summary.run_id) == local
+
+
+def test_a_run_that_lost_its_workers_resumes_to_the_local_tables(
+        local_ray: None, scenario_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no restarts left, a killed actor fails the step: the run stops after its last
+    committed step, and --resume (on Ray again) ends with the local run's tables."""
+    local = run(scenario_path, tmp_path / "local.duckdb")
+    monkeypatch.setattr(executor_ray_run, "ACTOR_RESTARTS", 0)
+
+    def kill_after_step_two(phase: str, done: int, total: int | None) -> None:
+        if phase == "step" and done == 2:
+            _kill_first_actor(True)
+
+    db = tmp_path / "ray.duckdb"
+    with pytest.raises(PersonahubError, match="lost .* resume with personahub run --resume"):
+        run_scenario(load_scenario(scenario_path), RunOptions(db=db, executor="ray", ray_workers=2),
+                     progress=kill_after_step_two)
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs").fetchall()[0]
+    con.close()
+    assert (status, done) == ("failed", 2)
+    monkeypatch.setattr(executor_ray_run, "ACTOR_RESTARTS", 3)
+    resume_run(run_id, db=db, executor="ray", ray_workers=2)
+    resumed = snapshot(db, run_id)
+    # the failed step's calls that did answer were never committed: llm_calls equals the local run's
+    assert resumed == local
+
+
+def test_the_cli_and_the_python_api_run_on_ray(local_ray: None, scenario_path: Path,
+                                         tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+    result = invoke("run", scenario_path, "--db", db, "--steps", 2, "--executor", "ray",
+                    "--ray-workers", 2)
+    assert result.exit_code == 0, result.output
+    assert "survey answers" in result.output
+    import personahub
+
+    api = personahub.run_scenario(scenario_path, db=tmp_path / "api.duckdb", steps=2,
+                                  executor="ray", ray_workers=1)
+    assert snapshot(api.db, api.job_id)["steps"] == snapshot(db, _only_run(db))["steps"]
+
+
+def _only_run(db: Path) -> str:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return str(con.execute("SELECT run_id FROM runs").fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def test_a_client_the_workers_cannot_rebuild_is_refused_before_the_run(
+        scenario_path: Path, tmp_path: Path) -> None:
+    need_ray()
+    from tests.fakes import FakeClient
+
+    db = tmp_path / "refused.duckdb"
+    with pytest.raises(PersonahubError, match="built from --llm"):
+        run_scenario(load_scenario(scenario_path), RunOptions(db=db, executor="ray"),
+                     client=FakeClient())
+    assert not db.exists()
