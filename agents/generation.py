@@ -25,6 +25,7 @@ DEFAULT_MAX_TOKENS: dict[str, int] = {
     "text-to-persona": 200,
     "text_to_persona": 200,
     "solve": 600,
+    "judge": 400,  # a verdict and a one-sentence reason per criterion (agents/judging.py)
 }
 FALLBACK_MAX_TOKENS = 512
 

@@ -177,11 +177,20 @@ def graph(con: Any, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, 
             "sampled": total_nodes > max_nodes}
 
 
+def validity(con: Any, run_id: str) -> dict[str, Any] | None:
+    """The latest judge's validity rate of the run's emissions (``personahub judge``) with its
+    95% interval, overall and per criterion; None while the run has no judgments."""
+    from personahub.analysis.judgments import latest_validity
+
+    figures = latest_validity(con, run_id)
+    return figures.as_dict() if figures is not None else None
+
+
 def state(con: Any, run_id: str) -> dict[str, Any]:
     """Everything the page polls each second, in one answer (the graph comes separately)."""
     return {"run": overview(con, run_id), "steps": step_rows(con, run_id),
             "events": events(con, run_id), "surveys": surveys(con, run_id),
-            "stream": stream(con, run_id)}
+            "stream": stream(con, run_id), "validity": validity(con, run_id)}
 
 
 #: Layouts already computed, by (run, nodes, edges): the graph of a run changes rarely (edge

@@ -7,8 +7,10 @@ relationship graph's degree distribution and a drawing of a neighbourhood of it 
 agents did, and the paper's diversity analysis (embedding similarity of persona pairs vs that of
 their outputs on sampled pairs, with the summary figures, distinct-1/2 and near-duplicate rate per
 kind/task; ``analysis.diversity``). A job's report (``job_id``) has its facts, items per task,
-failures, duplicates and diversity. Sections without data say so instead of failing; the data
-behind the charts is computed in ``report_data`` so tests can check it.
+failures, duplicates and diversity. A run or job that was judged (``personahub judge``) shows the
+latest judge's validity rate and per-criterion rates with their 95% intervals. Sections without
+data say so instead of failing; the data behind the charts is computed in ``report_data`` so tests
+can check it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import networkx as nx  # noqa: E402
 from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row  # noqa: E402
 from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table  # noqa: E402
+from personahub.analysis.judgments import OFFLINE_NOTE, latest_validity  # noqa: E402
 from personahub.analysis.report_data import (  # noqa: E402
     NO_EMISSION,
     Event,
@@ -380,6 +383,25 @@ def _items_per_task(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     return section
 
 
+def _validity(con: duckdb.DuckDBPyConnection, owner_id: str | None) -> Section | None:
+    """The latest judge's validity rate and per-criterion rates (``personahub judge``), if any."""
+    figures = latest_validity(con, owner_id) if owner_id else None
+    if figures is None:
+        return None
+    section = Section("Validity (personahub judge)")
+    section.note = (f"judge {figures.judge_id}, model {figures.model}: 95% Wilson intervals."
+                    + (f" Note: {OFFLINE_NOTE}." if figures.offline else ""))
+    low, high = figures.valid.interval
+    rows = [("valid", figures.valid.yes, figures.valid.n, f"{100 * figures.valid.value:.1f}%",
+             f"{100 * low:.1f}–{100 * high:.1f}%")]
+    for name, rate in figures.criteria.items():
+        low, high = rate.interval
+        rows.append((name, rate.yes, rate.n, f"{100 * rate.value:.1f}%",
+                     f"{100 * low:.1f}–{100 * high:.1f}%"))
+    section.table = (["criterion", "yes", "judged", "rate", "95% interval"], rows)
+    return section
+
+
 def _header_html(rep: Report) -> list[str]:
     esc = html.escape
     if not rep.facts:
@@ -444,15 +466,18 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
     rep.out_dir.mkdir(exist_ok=True)
     if job_id is not None:
         rep.facts = job_facts(con, job_id)
-        rep.sections += [_items_per_task(con, rep), _failures(con, rep),
-                         _duplicate_rate(con, rep), _diversity(con, rep)]
+        validity = _validity(con, job_id)
+        rep.sections += [_items_per_task(con, rep), *([validity] if validity else []),
+                         _failures(con, rep), _duplicate_rate(con, rep), _diversity(con, rep)]
     else:
         if run is not None:
             rep.facts = run_facts(con, run)
             rep.events = run_events(con, run)
         survey = _survey(con, rep)
         graph = _graph(con, rep)
+        validity = _validity(con, run)
         rep.sections += [*([survey] if survey is not None else []),
+                         *([validity] if validity is not None else []),
                          _emissions_over_steps(con, rep),
                          *([_failures(con, rep)] if run is not None else []),
                          _duplicate_rate(con, rep), _degree_distribution(graph, rep),

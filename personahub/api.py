@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personahub.bridge import call_blocking, call_in_thread
-from personahub.results import Job, Run
+from personahub.results import Job, Judged, Run
 
 if TYPE_CHECKING:
     from personahub.sim.runner import RunOptions
@@ -249,3 +249,30 @@ async def interview_async(question: str, *, run: str, db: str | Path = DEFAULT_D
                           llm: str = "offline", **options: Any) -> Any:
     """``interview`` for ``await``."""
     return await call_in_thread(_interview_call(question, db, run, llm, options))
+def _judging(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
+             options: dict[str, Any]) -> Judged:
+    from personahub.sim.judge import JudgeOptions, run_judge
+
+    known = {f.name for f in dataclasses.fields(JudgeOptions)} - {"job", "run", "db", "llm", "seed"}
+    _refuse_unknown("judge", options, known)
+    summary = run_judge(JudgeOptions(job=job, run=run, db=str(db), llm=llm, seed=seed, **options))
+    return Judged(job_id=summary.judge_id, db=Path(db), summary=summary)
+
+
+def judge(*, job: str | None = None, run: str | None = None, db: str | Path = DEFAULT_DB,
+          llm: str = "offline", seed: int = 0, **options: Any) -> Judged:
+    """Judge a synthesis job's items (``job``) or a run's emissions (``run``) against their
+    kind's criteria; returns a ``Judged`` handle (``.items()``, ``.validity()``).
+
+    ``options`` are ``JudgeOptions`` fields: ``kind``, ``sample``, ``concurrency``,
+    ``timeout_s``, ``batch_size``, ``rps`` and the model flags. The same settings are the same
+    judge: calling again skips the items it has rated.
+    """
+    return call_blocking(partial(_judging, job, run, db, llm, seed, options))
+
+
+async def judge_async(*, job: str | None = None, run: str | None = None,
+                      db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
+                      **options: Any) -> Judged:
+    """``judge`` for ``await``."""
+    return await call_in_thread(partial(_judging, job, run, db, llm, seed, options))

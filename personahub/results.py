@@ -55,7 +55,7 @@ class Job:
     """A finished (or stopped) job: ``kind``, ``job_id``, ``db`` and what the job function
     returned (``summary``); attributes the handle lacks are read from the summary."""
 
-    kind: str  # synthesis | text_to_persona | expand | dedup | run
+    kind: str  # synthesis | text_to_persona | expand | dedup | run | judge
     job_id: str
     db: Path
     summary: Any = None
@@ -169,3 +169,30 @@ class Run(Job):
         from personahub.api import interview_async
 
         return await interview_async(question, run=self.job_id, db=self.db, llm=llm, **options)
+
+@dataclass(frozen=True, kw_only=True)
+class Judged(Job):
+    """A judge (``personahub.judge``): ``judge_id``, ``db``, the ``JudgeSummary``, its
+    judgments as a DataFrame and its validity figures."""
+
+    kind: str = "judge"
+
+    @property
+    def judge_id(self) -> str:
+        return self.job_id
+
+    def items(self) -> pd.DataFrame:
+        """The judge's rows of ``judgments`` (criteria as JSON text), by item id."""
+        return self.sql("SELECT * FROM judgments WHERE judge_id = ? ORDER BY item_id", [self.job_id])
+
+    def validity(self) -> Any:
+        """The validity rate and per-criterion rates with 95% Wilson intervals
+        (``analysis.judgments.Validity``; ``.valid.text()``, ``.as_dict()``)."""
+        from personahub.analysis.judgments import validity
+        from personahub.personas.store import connect
+
+        con = connect(self.db, read_only=True)
+        try:
+            return validity(con, self.job_id)
+        finally:
+            con.close()

@@ -19,11 +19,12 @@ from personahub.agents.contracts import CallRecord, CarriesCalls, ServesModels
 from personahub.personas.store import insert_rows, record_rows, transaction
 
 T = TypeVar("T")
-JobKind = Literal["run", "synthesis", "expansion", "text_to_persona", "dedup", "interview"]
+JobKind = Literal["run", "synthesis", "expansion", "text_to_persona", "dedup", "interview",
+                  "judge"]
 # One progress signature for every job: (phase, done, total or None when unknown).
 ProgressHook = Callable[[str, int, "int | None"], None]
 # Tables whose batch rows may repeat after a retried batch (their keys are stable ids).
-IDEMPOTENT_TABLES = frozenset({"synth_items", "rejected", "text_done", "llm_cache"})
+IDEMPOTENT_TABLES = frozenset({"synth_items", "rejected", "text_done", "llm_cache", "judgments"})
 
 
 def _now() -> dt.datetime:

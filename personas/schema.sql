@@ -379,3 +379,22 @@ CREATE TABLE IF NOT EXISTS rejected (
     payload     JSON,
     created_at  TIMESTAMP DEFAULT current_timestamp
 );
+
+-- The judge (personahub judge, sim/judge.py) ---------------------------------------------------
+-- One row per item a judge rated against its kind's criteria (agents/tasks/: Task.judge_criteria).
+-- Written batch by batch with the calls' llm_calls rows; a judge's id is derived from its
+-- settings, so re-running the same judge skips the items it has rated.
+CREATE TABLE IF NOT EXISTS judgments (
+    judge_id    VARCHAR NOT NULL,
+    target_kind VARCHAR NOT NULL,
+    target_id   VARCHAR NOT NULL,
+    item_id     VARCHAR NOT NULL,
+    kind        VARCHAR NOT NULL,
+    criteria    JSON NOT NULL,
+    valid       BOOLEAN NOT NULL,
+    reason      VARCHAR,
+    model       VARCHAR,
+    config      JSON,
+    created_at  TIMESTAMP,
+    PRIMARY KEY (judge_id, item_id)
+);

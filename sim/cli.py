@@ -8,8 +8,9 @@ and 143; a job names itself on stderr when it starts.
 Layout (the CLI is the outermost layer; no command module imports another, nor this one):
 ``cli_common`` (options, consoles, errors, client, progress), ``cli_run`` (run), ``cli_sql``,
 ``cli_serve``, ``cli_view`` (view), ``cli_synth`` (synthesize, export, report, diversity),
-``cli_interview`` (interview), ``cli_hub`` (personas import, sample, stats, export-graph),
-``cli_dedup`` (personas dedup) and ``cli_personas`` (personas expand, from-text).
+``cli_interview`` (interview), ``cli_judge`` (judge), ``cli_hub`` (personas import, sample,
+stats, export-graph), ``cli_dedup`` (personas dedup) and ``cli_personas`` (personas expand,
+from-text).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from personahub.sim import (
     cli_dedup,
     cli_hub,
     cli_interview,
+    cli_judge,
     cli_personas,
     cli_run,
     cli_serve,
@@ -101,6 +103,7 @@ app.command()(cli_synth.synthesize)
 app.command("export")(cli_synth.export_cmd)
 app.command()(cli_synth.report)
 app.command()(cli_synth.diversity)
+app.command()(cli_judge.judge)
 app.command()(cli_view.view)
 app.command()(cli_interview.interview)
 

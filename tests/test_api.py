@@ -111,3 +111,19 @@ async def test_interview_sync_async_and_from_the_run_handle(tmp_path: Path) -> N
     assert stored == [1 + 4 + 1 + 2]
     with pytest.raises(PersonahubError, match="unknown option"):
         run.interview("Why?", agent="1", colour="red")
+async def test_judge_sync_and_async(tmp_path: Path) -> None:
+    """``personahub.judge``: a handle whose items are the judgments and whose validity has an
+    interval; the async twin is the same judge, so it skips what was rated."""
+    db = tmp_path / "judge.duckdb"
+    job = personahub.synthesize("math_problem", db=db, n=5, seed=1)
+    judged = personahub.judge(job=job.job_id, db=db, sample=4)
+    rows = judged.items()
+    assert judged.kind == "judge" and judged.judge_id.startswith("judge-")
+    assert isinstance(rows, pd.DataFrame) and len(rows) == 4 == judged.judged
+    figures = judged.validity()
+    assert figures.valid.n == 4 and 0 <= figures.valid.interval[0] <= figures.valid.interval[1] <= 1
+    assert len(judged.calls()) == 4 and set(judged.calls()["purpose"]) == {"judge"}
+    again = await personahub.judge_async(job=job.job_id, db=db, sample=4)
+    assert again.judge_id == judged.judge_id and again.skipped_done == 4 and again.judged == 0
+    with pytest.raises(PersonahubError, match="unknown option.*colour"):
+        personahub.judge(job=job.job_id, db=db, colour="red")

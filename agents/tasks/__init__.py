@@ -19,7 +19,7 @@ from personahub.agents.tasks import (
     reasoning_problem,
     tool_spec,
 )
-from personahub.agents.tasks.base import Content, EmissionSpec, SynthesisSpec, Task
+from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.tasks.registry import (
     UnknownTaskError,
     addressed_kinds,
@@ -44,6 +44,6 @@ register(tool_spec.TASK)
 register(npc_dialogue.TASK)
 register(conversation.TASK)
 
-__all__ = ["Content", "EmissionSpec", "SynthesisSpec", "Task", "UnknownTaskError",
+__all__ = ["Content", "Criterion", "EmissionSpec", "SynthesisSpec", "Task", "UnknownTaskError",
            "addressed_kinds", "emission_kinds", "emission_task", "get", "register", "stored_task",
            "synthesis_names", "synthesis_task", "tasks", "unregister"]

@@ -49,6 +49,36 @@ class SynthesisSpec:
     schema: type[BaseModel] | None = None  # None: the task's schema
 
 
+@dataclass(frozen=True)
+class Criterion:
+    """One yes/no question the judge (``personahub judge``) answers about an item of a kind.
+
+    ``name`` is the answer's field and the key in ``judgments.criteria``; ``needs_solution``
+    criteria are asked only of items that carry a solution (``synthesize --solve``).
+    """
+
+    name: str
+    question: str
+    needs_solution: bool = False
+
+
+# What the judge asks of a kind that states no criteria of its own.
+DEFAULT_CRITERIA: tuple[Criterion, ...] = (
+    Criterion("coherent", "The item is coherent, complete and makes sense on its own."),
+    Criterion("fits_kind", "The item is what its kind asks for, not something else."),
+)
+
+# What the paper measured of its math problems (96.5% of 200 valid), for problem kinds.
+PROBLEM_CRITERIA: tuple[Criterion, ...] = (
+    Criterion("well_posed", "The problem is stated completely and unambiguously: everything it "
+                            "needs is given and the question is clear."),
+    Criterion("solvable", "The problem has a definite answer that can be worked out from what it "
+                          "states."),
+    Criterion("solution_correct", "The given solution is correct and reaches the right answer.",
+              needs_solution=True),
+)
+
+
 def _joined_values(content: Content) -> str:
     return " ".join(str(v) for v in content.values())
 
@@ -69,6 +99,12 @@ class Task:
     # chat exports then hold that request as the user turn and the item as the assistant's.
     # None for kinds whose item is itself the user's turn (an instruction, a problem).
     chat_request: str | None = None
+    # What ``personahub judge`` asks of an item of this kind (each answered yes/no with a reason).
+    judge_criteria: tuple[Criterion, ...] = DEFAULT_CRITERIA
+
+    def criteria_for(self, *, has_solution: bool) -> tuple[Criterion, ...]:
+        """The judge's criteria for one item (solution criteria only when it has a solution)."""
+        return tuple(c for c in self.judge_criteria if has_solution or not c.needs_solution)
 
     # -- text ----------------------------------------------------------------------------------
     def text(self, content: Content) -> str:

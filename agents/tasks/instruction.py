@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from personahub.agents.tasks.base import Content, EmissionSpec, SynthesisSpec, Task
+from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import (
     MIN_INSTRUCTION_CHARS,
     MIN_INSTRUCTION_WORDS,
@@ -45,4 +45,8 @@ TASK = Task(
         instruction="Guess one prompt (instruction) this persona would type to an AI assistant. "
                     "Write it in their voice, as they would actually type it."),
     offline_writers={"instruction": "request"},
+    judge_criteria=(
+        Criterion("clear", "The instruction is clear: a reader knows what is being asked."),
+        Criterion("answerable", "An assistant could answer it well from the instruction alone."),
+    ),
 )

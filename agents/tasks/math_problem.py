@@ -3,7 +3,7 @@ synthesis; ``--solve`` adds a worked solution)."""
 
 from __future__ import annotations
 
-from personahub.agents.tasks.base import Content, EmissionSpec, SynthesisSpec, Task
+from personahub.agents.tasks.base import PROBLEM_CRITERIA, Content, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import problem_issue
 from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel, Field
@@ -36,4 +36,5 @@ TASK = Task(
                     "or life. It needs advanced skills to solve, and its numbers and setting come "
                     "from the persona's world. Write only the problem, not the solution."),
     offline_writers={"problem": "problem"},
+    judge_criteria=PROBLEM_CRITERIA,
 )

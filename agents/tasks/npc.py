@@ -3,7 +3,7 @@ comes from ``--world``, by default the shipped fantasy village)."""
 
 from __future__ import annotations
 
-from personahub.agents.tasks.base import Content, SynthesisSpec, Task
+from personahub.agents.tasks.base import Content, Criterion, SynthesisSpec, Task
 from personahub.agents.validators import has_letters
 from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel, Field
@@ -46,4 +46,10 @@ TASK = Task(
                     "the line they say on meeting the player."),
     offline_writers={"name": "title", "role": "sentence", "description": "description",
                      "line": "spoken_line"},
+    judge_criteria=(
+        Criterion("consistent_with_world", "It is consistent with the world described under "
+                                           "World (its places, people and rules); with no world "
+                                           "given, with the persona."),
+        Criterion("in_character", "It reads as something this character would say or be."),
+    ),
 )

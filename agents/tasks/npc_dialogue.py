@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from personahub.agents.tasks.base import Content, EmissionSpec, Task
+from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, Task
 from personahub.agents.validators import has_letters
 from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel, Field
@@ -34,4 +34,10 @@ TASK = Task(
                "something, reply to it."),
     offline_writers={"line": "spoken_line", "tone": "sentence"},
     chat_request="Say one line to a neighbour, in character.",
+    judge_criteria=(
+        Criterion("consistent_with_world", "It is consistent with the world described under "
+                                           "World (its places, people and rules); with no world "
+                                           "given, with the persona."),
+        Criterion("in_character", "It reads as something this character would say or be."),
+    ),
 )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from personahub.agents.tasks.base import Content, EmissionSpec, SynthesisSpec, Task
+from personahub.agents.tasks.base import PROBLEM_CRITERIA, Content, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import problem_issue
 from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel, Field
@@ -37,4 +37,5 @@ TASK = Task(
                     "correct answer that follows from the stated facts. Write only the problem, "
                     "not the solution."),
     offline_writers={"problem": "problem"},
+    judge_criteria=PROBLEM_CRITERIA,
 )

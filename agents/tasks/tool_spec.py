@@ -14,7 +14,7 @@ import keyword
 import re
 from typing import Any
 
-from personahub.agents.tasks.base import Content, EmissionSpec, SynthesisSpec, Task
+from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import IDENTIFIER, args_issue, has_letters
 from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -209,4 +209,10 @@ TASK = ToolTask(
                      "return": "returns", "depend": "dependencies"},
     chat_request="Design one tool (a function interface) you would need: name, description, "
                  "function_name, input_args, return, depend, as JSON.",
+    judge_criteria=(
+        Criterion("coherent", "The name, description, function name, arguments and return value "
+                              "describe one coherent capability."),
+        Criterion("arguments_sufficient", "The input arguments are enough to do what the "
+                                          "description promises."),
+    ),
 )

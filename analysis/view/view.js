@@ -80,6 +80,20 @@ function renderMetrics(run) {
   document.body.dataset.status = run.status;
 }
 
+function renderValidity(validity) {
+  // the latest judge's validity rate (personahub judge), shown only once the run was judged
+  const box = document.getElementById("m-validity-box");
+  box.hidden = !validity;
+  if (!validity) return;
+  const v = validity.valid, pct = (x) => `${(100 * x).toFixed(1)}%`;
+  document.getElementById("m-validity").textContent =
+    `${pct(v.rate)} of ${fmt(v.n)} (${pct(v.low)}–${pct(v.high)})`;
+  document.getElementById("m-validity-k").textContent =
+    `valid (judge ${validity.model}${validity.offline ? ", offline: not a judge of quality" : ""}, 95% CI)`;
+  box.title = Object.entries(validity.criteria)
+    .map(([name, c]) => `${name}: ${pct(c.rate)} (${pct(c.low)}–${pct(c.high)})`).join("\n");
+}
+
 function optionColour(survey, i, n) {
   if (i >= n) return "#999";
   const t = n > 1 ? i / (n - 1) : 0;
@@ -255,6 +269,7 @@ async function tick() {
     conn.textContent = `updated ${new Date().toLocaleTimeString()}`;
     if (state.run_id) {
       renderMetrics(state.run);
+      renderValidity(state.validity);
       renderSurveys(state);
       renderActivity(state.steps, state.run.steps_planned);
       renderStream(state);

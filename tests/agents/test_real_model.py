@@ -252,3 +252,26 @@ def test_interview_one_agent_accounted(llama: LlamaServer, tmp_path: Path) -> No
     assert tagged == [(run_id, "interview")] and model != "offline"
     assert code == (0 if status == "ok" else 1), output
     assert (answer if status == "ok" else error), (status, answer, error, rows)
+def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
+    """``personahub judge`` on a real model: offline-made math problems, three judged; every
+    judge call is accounted to the job, and each ok call wrote one judgment."""
+    db = tmp_path / "judge.duckdb"
+    code, output = invoke("synthesize", "math_problem", "--n", "4", "--db", str(db))
+    assert code == 0, output
+    con = duckdb.connect(str(db), read_only=True)
+    job = con.execute("SELECT job_id FROM synth_jobs").fetchall()[0][0]
+    con.close()
+    code, output = invoke("judge", "--db", str(db), "--job", job, "--sample", "3", "--llm",
+                          llama.spec, "--concurrency", "2", "--timeout", "120")
+    assert code == 0, output
+    assert "valid: " in output and "95% CI" in output and "not a judge of quality" not in output
+    rows = assert_accounted(db, f"job_kind = 'judge' AND run_id = '{job}'")
+    assert {r[4] for r in rows} == {"judge"}
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        judged = con.execute("SELECT count(*) FROM judgments WHERE target_id = ?", [job]).fetchall()
+        ok = con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'judge' AND status = 'ok'"
+                         ).fetchall()
+    finally:
+        con.close()
+    assert judged == ok and 1 <= judged[0][0] <= 3

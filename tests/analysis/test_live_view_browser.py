@@ -146,3 +146,33 @@ def test_follows_a_running_run(browser, tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, log.read_text(errors="replace")
+
+
+def test_a_judged_run_shows_its_validity_rate(finished, browser, tmp_path):
+    """Hidden until the run is judged; then the latest judge's rate and interval, labelled offline.
+    (Judged through the Python API: it moves the job to a worker thread, as Playwright's sync API
+    runs an event loop in this one.)"""
+    import personahub
+
+    db = tmp_path / "judged.duckdb"
+    db.write_bytes(finished[0].read_bytes())
+    handle = start_view(ViewSource(lambda: connect(db, read_only=True)), port=0)
+    page = browser.new_page()
+    try:
+        page.goto(handle.url)
+        page.wait_for_function("document.body.dataset.stepsDone === '5'", timeout=30_000)
+        assert page.locator("#m-validity-box").is_hidden()
+    finally:
+        page.close()
+        handle.stop()
+    assert personahub.judge(run=finished[1], db=db, sample=10).judged == 10
+    handle = start_view(ViewSource(lambda: connect(db, read_only=True)), port=0)
+    page = browser.new_page()
+    try:
+        page.goto(handle.url)
+        page.wait_for_function("!document.getElementById('m-validity-box').hidden", timeout=30_000)
+        assert re.fullmatch(r"\d+\.\d% of 10 \(\d+\.\d%–\d+\.\d%\)", text(page, "#m-validity"))
+        assert "not a judge of quality" in text(page, "#m-validity-k")
+    finally:
+        page.close()
+        handle.stop()

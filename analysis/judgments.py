@@ -1,0 +1,121 @@
+"""Validity rates from ``judgments``: overall and per criterion, each with a 95% Wilson interval.
+
+Why Wilson: the paper's figure (96.5% of 200) sits near 100%, where the normal approximation's
+interval spills past 1 and is too narrow; Wilson's score interval stays inside [0, 1] and keeps
+its coverage for small samples. The judge (``personahub judge``), the report and the live view
+all read the latest judge of a run or job through ``latest_validity``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` ((0, 1) when ``n`` is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``yes`` of ``n`` with its 95% Wilson interval."""
+
+    yes: int
+    n: int
+
+    @property
+    def value(self) -> float:
+        return self.yes / self.n if self.n else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.yes, self.n)
+
+    def text(self) -> str:
+        """``96.5% (193/200; 95% CI 93.0–98.3%)``."""
+        low, high = self.interval
+        return (f"{100 * self.value:.1f}% ({self.yes}/{self.n}; 95% CI "
+                f"{100 * low:.1f}–{100 * high:.1f}%)")
+
+    def as_dict(self) -> dict[str, Any]:
+        low, high = self.interval
+        return {"yes": self.yes, "n": self.n, "rate": self.value, "low": low, "high": high}
+
+
+@dataclass
+class Validity:
+    """One judge's figures: valid items, and each criterion's yes-rate."""
+
+    judge_id: str
+    model: str
+    valid: Rate
+    criteria: dict[str, Rate] = field(default_factory=dict)
+
+    @property
+    def offline(self) -> bool:
+        return "offline" in [part.strip() for part in self.model.split(",")]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (what the live view sends)."""
+        return {"judge_id": self.judge_id, "model": self.model, "offline": self.offline,
+                "valid": self.valid.as_dict(),
+                "criteria": {name: rate.as_dict() for name, rate in self.criteria.items()}}
+
+
+def validity(con: Any, judge_id: str) -> Validity | None:
+    """The figures of judge ``judge_id`` (None when it has no judgments)."""
+    found = con.execute("SELECT valid, criteria, model FROM judgments WHERE judge_id = ? "
+                        "ORDER BY item_id", [judge_id]).fetchall()
+    if not found:
+        return None
+    yes: dict[str, int] = {}
+    asked: dict[str, int] = {}
+    for _, criteria, _ in found:
+        for name, verdict in json.loads(criteria).items():
+            asked[name] = asked.get(name, 0) + 1
+            yes[name] = yes.get(name, 0) + bool(verdict.get("yes"))
+    return Validity(judge_id, str(found[0][2] or ""), Rate(sum(bool(r[0]) for r in found), len(found)),
+                    {name: Rate(yes[name], asked[name]) for name in asked})
+
+
+def latest_judge(con: Any, target_id: str) -> str | None:
+    """The judge that last wrote judgments of run or job ``target_id`` (None if none did; an
+    older database without the table has none)."""
+    try:
+        found = con.execute("SELECT judge_id FROM judgments WHERE target_id = ? GROUP BY judge_id "
+                            "ORDER BY max(created_at) DESC, judge_id LIMIT 1", [target_id]).fetchall()
+    except duckdb.CatalogException:  # a database from before the judge, opened read-only
+        return None
+    return found[0][0] if found else None
+
+
+def latest_validity(con: Any, target_id: str) -> Validity | None:
+    """The latest judge's figures for run or job ``target_id``, if it was judged."""
+    judge_id = latest_judge(con, target_id)
+    return validity(con, judge_id) if judge_id is not None else None
+
+
+OFFLINE_NOTE = ("the offline engine is not a judge of quality: its verdicts are deterministic "
+                "stand-ins that test the pipeline, not a measurement")
+
+
+def validity_lines(figures: Validity) -> list[str]:
+    """The figures as lines of text (the CLI prints them; the report shows them)."""
+    lines = [f"valid: {figures.valid.text()}  [judge {figures.judge_id}, model {figures.model}]"]
+    lines += [f"  {name}: {rate.text()}" for name, rate in figures.criteria.items()]
+    if figures.offline:
+        lines.append(f"note: {OFFLINE_NOTE}")
+    return lines
