@@ -170,6 +170,7 @@ class Run(Job):
 
         return await interview_async(question, run=self.job_id, db=self.db, llm=llm, **options)
 
+
 @dataclass(frozen=True, kw_only=True)
 class Judged(Job):
     """A judge (``personahub.judge``): ``judge_id``, ``db``, the ``JudgeSummary``, its
