@@ -137,7 +137,13 @@ def _stream(actor: type, context: bytes, items: Sequence[Any], sizes: Sequence[i
         answered = rows.map_batches(actor, batch_size=batch_size,
                                     compute=ray.data.ActorPoolStrategy(size=size),
                                     fn_constructor_kwargs={"context": context})
-        yield from in_batch_order(answered.iter_batches(batch_size=None, batch_format="numpy"), sizes)
+        pieces = iter(answered.iter_batches(batch_size=None, batch_format="numpy"))
+        try:
+            yield from in_batch_order(pieces, sizes)
+        finally:  # a job stopped mid-stream releases its actors now, not when garbage is collected
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
 
 
 def _blobs(values: Sequence[Any]) -> np.ndarray:
@@ -204,7 +210,11 @@ def ray_asks(client: StructuredCaller, target: RayTarget, batch_size: int) -> As
         with ray_session(target.address):  # one batch: spread over every worker's blocks
             size = target.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
             per_block = max(1, min(batch_size, -(-len(asks) // (size * BLOCKS_PER_WORKER))))
-            return next(iter(ask_batches(client, [asks], target, per_block)))
+            # no more actors than blocks: a batch of three link questions starts no idle worker
+            pool = RayTarget(target.address, min(size, -(-len(asks) // per_block)))
+            # to the end: the pass finishes and frees its actors before the next batch's pass asks
+            # for them (an abandoned pass would hold the cluster's CPUs until garbage collection)
+            return [r for batch in ask_batches(client, [asks], pool, per_block) for r in batch]
 
     return run
 

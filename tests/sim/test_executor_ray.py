@@ -262,8 +262,8 @@ def hub_tables(db: Path, kind: str) -> dict[str, list[tuple]]:
                                   "FROM persona_merges ORDER BY ALL").fetchall(),
             "text_done": con.execute("SELECT corpus, text_id, relation, persona_ids FROM text_done "
                                      "ORDER BY ALL").fetchall(),
-            "rejected": con.execute("SELECT source, reason, persona_id, kind, CAST(payload AS VARCHAR) FROM rejected "
-                                    "ORDER BY ALL").fetchall(),
+            "rejected": con.execute("SELECT source, reason, persona_id, kind, CAST(payload AS "
+                                    "VARCHAR) FROM rejected ORDER BY ALL").fetchall(),
             "calls": con.execute(
                 "SELECT purpose, status, attempt, model_name, persona_id, count(*), sum(tokens_in), "
                 "sum(tokens_out) FROM llm_calls WHERE job_kind = ? GROUP BY ALL ORDER BY ALL",
@@ -316,6 +316,7 @@ def expansion(db: Path, workers: int | None, *, asks: Any = None, resume: str | 
     from personahub.personas.record import Persona
     from personahub.personas.store import connect, upsert_personas
     from personahub.sim.executor_ray import RayTarget, ray_asks
+
     from tests.conftest import persona_texts
 
     caller = LLMClient(LLMSettings(spec="offline", seed=3, max_retries=1, backoff_s=0.01))
@@ -348,6 +349,7 @@ def test_expand_on_ray_makes_the_local_hub(local_ray: None, tmp_path: Path, work
 def test_an_interrupted_ray_expansion_resumed_is_the_uninterrupted_one(local_ray: None,
                                                                        tmp_path: Path) -> None:
     from personahub.sim.executor_ray import RayTarget, ray_asks
+
     from tests.fakes import Interrupted
 
     whole = expansion(tmp_path / "whole.duckdb", 2)
