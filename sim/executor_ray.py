@@ -7,6 +7,13 @@ the job, and commits each batch (rows, ``llm_calls``, near-duplicate flags) thro
 from the driver client's ``LLMSettings`` and runs a batch's calls on its own event loop, bounded by
 the same ``--concurrency`` (so ``--concurrency`` and ``--rps`` hold per worker).
 
+Every job takes the one path ``_stream``: synthesis ships personas to ``_SynthActor`` (a persona's
+item and solution are asked on the same worker); ``personas from-text`` and ``personas expand``
+ship their calls as ``personas.asks.Ask`` to ``_AskActor`` — all of a from-text job's batches in
+one pass (``ask_batches``), each of an expansion's sets of calls in one pass (``ray_asks``: a
+batch's link questions depend on the commit of the batch before). Their results are committed by
+the jobs' own code on the driver, in batch order, exactly as a local job commits them.
+
 Results are shipped back to the driver, not written as Parquet shards under a job folder. Why:
 the batch commit is already the completion marker a resume reads (``synth_items`` per persona,
 keyed by a stable item id), and it has to run on the driver anyway (DuckDB has one writer, and
