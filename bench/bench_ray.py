@@ -1,18 +1,20 @@
-"""Ray executor vs local: one synthesis job, one scenario run and one MinHash dedup stage, local
-then Ray with 1 and 2 workers, in the same run (speedup = local seconds / Ray seconds; > 1 is
-faster).
+"""Ray executor vs local: one synthesis job, one text-to-persona job, one expansion, one scenario
+run and one MinHash dedup stage, local then Ray with 1 and 2 workers, in the same run (speedup =
+local seconds / Ray seconds; > 1 is faster), with each job's model calls per second (the
+per-call figure docs/scale.md projects a million items from).
 
 Needs the [ray] extra. Starts its own local Ray (127.0.0.1, no dashboard, --cpus CPUs) and
 reports its start-up separately: a job pays it once per cluster, not per batch. The synthesis job
 uses the offline engine with --latency seconds per call (a model endpoint's wait; 0 measures the
-overhead alone); ``--concurrency`` holds per worker, as it does on Ray. Rows and flags are
+overhead alone); ``--concurrency`` holds per worker, as it does on Ray. Rows, hubs and flags are
 checked equal to the local run's before any figure is printed. The scenario run
 (--run-agents agents, every one acting each of --run-steps steps) uses the offline engine with
 --run-latency seconds per call; the offline engine has no concurrency limit, so a step's calls
 all wait at once and the figure is mostly the per-call work (prompts, answers, validation,
 commits) and what shipping calls to actors costs. Its tables are checked equal too.
 
-    python bench/bench_ray.py [--n 2000] [--latency 0.5] [--run-agents 2000] [--dedup-n 1000000]
+    python bench/bench_ray.py                      # the default figures (dedup of 100,000)
+    python bench/bench_ray.py --dedup-n 1000000    # the 1M-persona dedup figure
 """
 
 from __future__ import annotations
@@ -92,6 +94,63 @@ def time_run(tmp: Path, args: argparse.Namespace, executor: str,
     return time.perf_counter() - t0, run_tables(db, summary.run_id)
 
 
+def persona_db(path: Path, n: int, texts: Path | None = None) -> Path:
+    """A hub of ``n`` personas (the expansion's start) and a corpus of ``n`` texts."""
+    db = synth_db(path, n)
+    if texts is not None:
+        texts.write_text("".join(f'{{"id": "t{i}", "text": "Text {i}: a note by a '
+                                 f'{_synthetic.ROLES[i % len(_synthetic.ROLES)]} about '
+                                 f'{_synthetic.HOBBIES[i % len(_synthetic.HOBBIES)]}, detail '
+                                 f'{i * 7}."}}\n' for i in range(n)))
+    return db
+
+
+def hub_of(db: Path) -> tuple[list[tuple], int]:
+    """The hub (personas, relations) a persona job left, and the model calls it made."""
+    con = duckdb.connect(str(db), read_only=True)
+    hub = con.execute("SELECT persona_id, text FROM personas ORDER BY ALL").fetchall() \
+        + con.execute("SELECT src, dst, relation FROM relations ORDER BY ALL").fetchall()
+    calls = con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0]
+    con.close()
+    return hub, calls
+
+
+def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
+                     workers: int | None) -> tuple[float, list[tuple], int]:
+    """``from-text`` over ``--persona-n`` texts (read, like) or ``expand`` (1 hop, fanout 2,
+    closing triangles) from ``--persona-n`` personas, local or on Ray with ``workers``."""
+    from personahub.agents.llm import LLMSettings, make_client
+    from personahub.personas.expand import expand_hub
+    from personahub.personas.store import connect
+    from personahub.personas.text_to_persona import iter_texts, text_to_persona
+    from personahub.sim.executor_ray import RayTarget, ask_batches, ray_asks
+    from personahub.sim.jobs import job_loop
+
+    corpus = tmp / f"{job}-{workers}.jsonl"
+    db = persona_db(tmp / f"{job}-{workers}.duckdb", args.persona_n, corpus)
+    client = make_client(LLMSettings(concurrency=args.concurrency, offline_latency_s=args.latency))
+    target = RayTarget(workers=workers)
+    con = connect(db)
+    t0 = time.perf_counter()
+    with job_loop() as loop:
+        if job == "from-text":
+            remote = None if workers is None else (
+                lambda batches: ask_batches(client, batches, target, args.batch_size * 2))
+            loop.run(text_to_persona(con, client, iter_texts(corpus, id_column="id"), corpus="c",
+                                     relations=("read", "like"), batch_size=args.batch_size,
+                                     concurrency=args.concurrency, remote=remote))
+        else:
+            start = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
+            loop.run(expand_hub(con, client, start_ids=start, hops=1, fanout=2,
+                                batch_size=args.batch_size * 4, link_candidates=2,
+                                asks=None if workers is None else ray_asks(client, target,
+                                                                           args.batch_size)))
+    seconds = time.perf_counter() - t0
+    con.close()
+    hub, calls = hub_of(db)
+    return seconds, hub, calls
+
+
 def dedup_texts(n: int, seed: int = 3) -> list[str]:
     """Template personas, one in ten an earlier one with two words swapped (dedup has work)."""
     rng = random.Random(seed)
@@ -143,11 +202,14 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per offline call")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--persona-n", type=int, default=400,
+                        help="texts for from-text and start personas for expand (0: skip both)")
     parser.add_argument("--run-agents", type=int, default=2000,
                         help="agents of the scenario run (0: skip)")
     parser.add_argument("--run-steps", type=int, default=3)
     parser.add_argument("--run-latency", type=float, default=0.0, help="seconds per offline call")
-    parser.add_argument("--dedup-n", type=int, default=1_000_000, help="personas to dedup (0: skip)")
+    parser.add_argument("--dedup-n", type=int, default=100_000,
+                        help="personas to dedup (0: skip; 1000000 for the figure in docs/scale.md)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     args = parser.parse_args()
 
@@ -160,17 +222,33 @@ def main() -> None:
     figures = {"ray_init_s": f"{ray_init:.1f}"}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            if not args.n:
-                rows = []
-            else:
+            if args.n:
                 local, rows = time_synthesis(Path(tmp), args, "local", None)
-                print(f"synthesis {args.n} x math_problem --solve, {args.latency}s/call: local {local:.2f}s")
+                calls = 2 * args.n
+                print(f"synthesis {args.n} x math_problem --solve, {args.latency}s/call: local {local:.2f}s "
+                      f"({calls / local:.0f} calls/s)")
                 figures["synth_local_s"] = f"{local:.2f}"
+                figures["synth_local_calls_per_s"] = f"{calls / local:.0f}"
                 for workers in (1, 2):
                     seconds, got = time_synthesis(Path(tmp), args, "ray", workers)
                     assert got == rows, "Ray synthesis rows differ from the local run's"
-                    print(f"  ray {workers} worker(s): {seconds:.2f}s, speedup {local / seconds:.2f}")
+                    print(f"  ray {workers} worker(s): {seconds:.2f}s ({calls / seconds:.0f} calls/s), "
+                          f"speedup {local / seconds:.2f}")
                     figures[f"synth_ray{workers}_speedup"] = f"{local / seconds:.2f}"
+                    figures[f"synth_ray{workers}_calls_per_s"] = f"{calls / seconds:.0f}"
+            for job in ("from-text", "expand") if args.persona_n else ():
+                local, hub, calls = time_persona_job(Path(tmp), args, job, None)
+                key = job.replace("-", "_")
+                what = "texts x 2 relations" if job == "from-text" else "personas, 1 hop"
+                print(f"{job}, {args.persona_n} {what} ({calls} calls): local {local:.2f}s "
+                      f"({calls / local:.0f} calls/s)")
+                figures[f"{key}_local_s"] = f"{local:.2f}"
+                for workers in (1, 2):
+                    seconds, got, asked = time_persona_job(Path(tmp), args, job, workers)
+                    assert (got, asked) == (hub, calls), f"Ray {job} hub differs from the local one"
+                    print(f"  ray {workers} worker(s): {seconds:.2f}s ({calls / seconds:.0f} calls/s), "
+                          f"speedup {local / seconds:.2f}")
+                    figures[f"{key}_ray{workers}_speedup"] = f"{local / seconds:.2f}"
         if args.run_agents:
             with tempfile.TemporaryDirectory() as tmp:
                 local, tables = time_run(Path(tmp), args, "local", None)
@@ -192,6 +270,9 @@ def main() -> None:
                 assert got == flags, "Ray dedup flags differ from the local stage's"
                 print(f"  ray {workers} worker(s): {seconds:.2f}s, speedup {local / seconds:.2f}")
                 figures[f"dedup_ray{workers}_speedup"] = f"{local / seconds:.2f}"
+            if args.dedup_n < 1_000_000:
+                print("  the 1M-persona figure: python bench/bench_ray.py --persona-n 0 --n 200 "
+                      "--dedup-n 1000000")
     finally:
         ray.shutdown()
     print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))

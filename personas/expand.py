@@ -23,7 +23,6 @@ resume asks them again; otherwise they stay ``failed`` and the expansion goes on
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -36,6 +35,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from personahub.agents.contracts import StructuredCaller
+from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.embedding import Embedder
 from personahub.personas.errors import PersonahubError
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
@@ -303,15 +303,15 @@ class _Linking:
 async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                      index: NearDuplicateIndex, expansion_id: str, level: int,
                      parents: list[Persona], fanout: int, run_id: str | None,
-                     language: str | None = None, linking: _Linking | None = None) -> None:
-    """Ask about one batch of frontier personas and commit everything it produced at once."""
+                     language: str | None = None, linking: _Linking | None = None,
+                     asks: Asks | None = None) -> None:
+    """Ask about one batch of frontier personas and commit everything it produced at once.
+    ``asks`` runs the batch's calls (default: on this loop, through ``caller``)."""
     linking = linking or _Linking()
-    schema = related_personas_schema(fanout)
-    results = await asyncio.gather(*[
-        caller.structured(schema, expand_messages(p.text, fanout, language=language),
-                          purpose="expand", persona_id=p.persona_id)
-        for p in parents
-    ])
+    asks = asks or local_asks(caller)
+    results = await asks([Ask(related_personas_schema, (fanout,),
+                              expand_messages(p.text, fanout, language=language),
+                              purpose="expand", persona_id=p.persona_id) for p in parents])
     round_number = level + 1
     answers = [(parent, position, person, *gate_persona(person.persona, language=language))
                for parent, result in zip(parents, results, strict=True) if result.value is not None
@@ -368,7 +368,7 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     link_results: list[Any] = []
     if linking.candidates > 0 and created:
         link_edges, link_results, said_same = await _close_triangles(
-            con, caller, parents, created, marks, linking.candidates, round_number, nearest_of)
+            con, asks, parents, created, marks, linking.candidates, round_number, nearest_of)
         relations += link_edges
         by_id = {p.persona_id: p for p in created}
         for child_id, into in said_same.items():
@@ -403,7 +403,7 @@ def _nearest(linking: _Linking, asks: list[tuple[str, str]]) -> list[list[tuple[
     return linking.pool.nearest([text for text, _ in asks], k + 1, [set() for _ in asks])
 
 
-async def _close_triangles(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
+async def _close_triangles(con: duckdb.DuckDBPyConnection, asks: Asks,
                            parents: list[Persona], created: list[Persona],
                            marks: list[dict[str, Any]], limit: int, round_number: int,
                            nearest_of: dict[str, list[str]] | None = None,
@@ -426,13 +426,12 @@ async def _close_triangles(con: duckdb.DuckDBPyConnection, caller: StructuredCal
                 order.append((mark, parent, by_id[child_id], candidates))
     texts = texts_of(con, sorted({c for *_, cs in order for c in cs}),
                      {pid: p.text for pid, p in by_id.items()})
-    asks = [caller.structured(
-        link_schema(len(candidates)),
+    results = await asks([Ask(
+        link_schema, (len(candidates),),
         link_messages(child.text, str(child.attributes.get("relation", "")), parent.text,
                       [texts[c] for c in candidates]),
         purpose=LINK_PURPOSE, persona_id=child.persona_id)
-        for _, parent, child, candidates in order]
-    results = await asyncio.gather(*asks)
+        for _, parent, child, candidates in order]) if order else []
     edges: list[Relation] = []
     said_same: dict[str, str] = {}
     for (mark, _, child, candidates), result in zip(order, results, strict=True):
@@ -467,6 +466,7 @@ async def expand_hub(
     on_start: Callable[[str], None] | None = None,
     link_candidates: int = 0,
     link_embedder: str | None = None,
+    asks: Asks | None = None,
 ) -> ExpandSummary:
     """Expand ``hops`` rounds from ``start_ids``; returns counts and the ids of new personas.
 
@@ -481,6 +481,8 @@ async def expand_hub(
     ``on_start(expansion_id)`` is called once the expansion is recorded (or found, to resume).
     ``link_candidates`` > 0 closes triangles: each new persona is asked which of up to that many
     people near its source it knows (``personas.linking``); 0 grows trees, as before.
+    ``asks`` runs each batch's calls (default: on this loop; Ray workers:
+    ``sim.executor_ray.ray_asks``); the batches are committed here, in order, either way.
     ``link_embedder`` (``hash`` or ``local[:model]``) adds the nearest people of the whole
     expansion as candidates and merges a new persona at cosine >= ``threshold`` with its nearest
     one (``personas.link_nearest``); the model's ``same person`` answers merge too.
@@ -542,7 +544,7 @@ async def expand_hub(
             for first in range(0, len(queue), batch_size):
                 await _ask_batch(con, caller, index, expansion_id, level,
                                  queue[first:first + batch_size], fanout, run_id, language,
-                                 linking)
+                                 linking, asks)
         failed = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                         "AND hop = ? AND status = 'failed'", [expansion_id, level])
         if failed and stop_on_failure:

@@ -31,6 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from personahub.agents.contracts import StructuredCaller
+from personahub.personas.asks import Ask, RemoteBatches, ask_one
 from personahub.personas.errors import PersonaFileError
 from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
@@ -197,6 +198,34 @@ def _batched(items: Iterable[SourceText], size: int) -> Iterator[list[SourceText
         yield batch
 
 
+@dataclass
+class _Planned:
+    """One batch of texts: how many, how many (text, relation) pairs were done already, and the
+    pairs to ask (in text, then relation order)."""
+
+    texts: int
+    already_done: int
+    jobs: dict[tuple[str, str], SourceText]
+
+
+def _plan(con: duckdb.DuckDBPyConnection, texts: Iterable[SourceText], corpus: str,
+          relations: Sequence[str], batch_size: int,
+          planned: set[tuple[str, str]] | None = None) -> Iterator[_Planned]:
+    """The batches of a job, each planned when it is reached (a pair committed by an earlier
+    batch is done). ``planned`` plans ahead: pairs an earlier batch will ask count as done."""
+    for batch in _batched(texts, batch_size):
+        done = _done_pairs(con, corpus, list(dict.fromkeys(t.text_id for t in batch)))
+        jobs: dict[tuple[str, str], SourceText] = {}
+        for text in batch:
+            for relation in relations:
+                key = (text.text_id, relation)
+                if key not in done and key not in jobs and (planned is None or key not in planned):
+                    jobs[key] = text
+        if planned is not None:
+            planned.update(jobs)
+        yield _Planned(len(batch), len(batch) * len(relations) - len(jobs), jobs)
+
+
 async def text_to_persona(
     con: duckdb.DuckDBPyConnection,
     caller: StructuredCaller,
@@ -211,6 +240,7 @@ async def text_to_persona(
     run_id: str | None = None,
     language: str | None = None,
     progress: ProgressHook | None = None,
+    remote: RemoteBatches | None = None,
 ) -> TextToPersonaSummary:
     """Ask, for every text and relation not yet done, who is likely to read/write/like/dislike it.
 
@@ -218,59 +248,74 @@ async def text_to_persona(
     flight) and written in one transaction with its ``text_done`` and ``rejected`` rows;
     ``progress("texts", texts read, None)`` is called after every batch. ``language`` (a code or
     name) asks for personas in that language, and the gate rejects answers in another script.
+    ``remote`` asks the batches' calls elsewhere (Ray workers: ``sim.executor_ray.ask_batches``)
+    and returns their results batch by batch, in order; the texts are then planned ahead (a text
+    id repeated in a later batch is not asked again, even when its first call failed).
     """
     relations = parse_relations(relations)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if language is not None:
         language_scripts(language)  # unknown languages fail before any call
-    schema = text_personas_schema(per_text)
+    text_personas_schema(per_text)  # a bad count fails before any call
     limiter = asyncio.Semaphore(concurrency)
     summary = TextToPersonaSummary()
 
-    async def ask(text: SourceText, relation: str) -> Any:
-        async with limiter:
-            messages = text_to_persona_messages(text.text[:max_chars], relation, per_text,
-                                                language=language)
-            return await caller.structured(schema, messages, purpose=f"text-to-persona:{relation}")
+    def asks_of(jobs: dict[tuple[str, str], SourceText]) -> list[Ask]:
+        return [Ask(text_personas_schema, (per_text,),
+                    text_to_persona_messages(text.text[:max_chars], relation, per_text,
+                                             language=language),
+                    purpose=f"text-to-persona:{relation}") for (_, relation), text in jobs.items()]
 
-    for batch in _batched(texts, batch_size):
-        summary.texts += len(batch)
-        done = _done_pairs(con, corpus, list(dict.fromkeys(t.text_id for t in batch)))
-        jobs: dict[tuple[str, str], SourceText] = {}
-        for text in batch:
-            for relation in relations:
-                key = (text.text_id, relation)
-                if key not in done and key not in jobs:
-                    jobs[key] = text
-        summary.already_done += len(batch) * len(relations) - len(jobs)
-        if not jobs:
+    async def ask(one: Ask) -> Any:
+        async with limiter:
+            return await ask_one(caller, one)
+
+    batches: Iterable[_Planned] = _plan(con, texts, corpus, relations, batch_size)
+    answers: Iterator[list[Any]] | None = None
+    if remote is not None:
+        batches = list(_plan(con, texts, corpus, relations, batch_size, planned=set()))
+        answers = remote([asks_of(b.jobs) for b in batches if b.jobs])
+    for planned in batches:
+        summary.texts += planned.texts
+        summary.already_done += planned.already_done
+        if not planned.jobs:
             continue
-        results = await asyncio.gather(*[ask(text, rel) for (_, rel), text in jobs.items()])
-        created: list[Persona] = []
-        rejected: list[dict[str, Any]] = []
-        done_rows: list[dict[str, Any]] = []
-        for ((text_id, relation), _text), result in zip(jobs.items(), results, strict=True):
-            summary.asked += 1
-            if result.value is None:
-                summary.failed_calls += 1
-                continue
-            personas, refused = _screen(result.value.personas, corpus, text_id, relation,
-                                        language, run_id)
-            created += personas
-            rejected += refused
-            done_rows.append({"corpus": corpus, "text_id": text_id, "relation": relation,
-                              "persona_ids": [p.persona_id for p in personas]})
-        summary.new_personas += commit_batch(
-            con, JobRef("text_to_persona", corpus, run_id=run_id), caller,
-            {"rejected": rejected, "text_done": done_rows}, results,
-            then=partial(upsert_personas, con, created)) or 0
-        summary.personas += len(created)
-        summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
-        summary.batches += 1
+        if answers is not None:
+            results = next(answers)
+        else:
+            results = list(await asyncio.gather(*[ask(a) for a in asks_of(planned.jobs)]))
+        _commit(con, caller, corpus, planned.jobs, results, language, run_id, summary)
         if progress:
             progress("texts", summary.texts, None)
     return summary
+
+
+def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, corpus: str,
+            jobs: dict[tuple[str, str], SourceText], results: Sequence[Any], language: str | None,
+            run_id: str | None, summary: TextToPersonaSummary) -> None:
+    """One batch's personas, rejected answers, ``text_done`` rows and call records, at once."""
+    created: list[Persona] = []
+    rejected: list[dict[str, Any]] = []
+    done_rows: list[dict[str, Any]] = []
+    for (text_id, relation), result in zip(jobs, results, strict=True):
+        summary.asked += 1
+        if result.value is None:
+            summary.failed_calls += 1
+            continue
+        personas, refused = _screen(result.value.personas, corpus, text_id, relation,
+                                    language, run_id)
+        created += personas
+        rejected += refused
+        done_rows.append({"corpus": corpus, "text_id": text_id, "relation": relation,
+                          "persona_ids": [p.persona_id for p in personas]})
+    summary.new_personas += commit_batch(
+        con, JobRef("text_to_persona", corpus, run_id=run_id), caller,
+        {"rejected": rejected, "text_done": done_rows}, results,
+        then=partial(upsert_personas, con, created)) or 0
+    summary.personas += len(created)
+    summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
+    summary.batches += 1
 
 
 def _screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,

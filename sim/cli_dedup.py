@@ -132,6 +132,7 @@ def personas_dedup(
         job = _open_job(con, db, settings, resume)
         settings = dict(job.config)  # a resumed job's own (read before anything is built)
         config = _config(**settings, batch_size=batch_size)
+        _check_stage2_executor(executor, config.embedder)
         if config.embedder is None:
             summary = _minhash_only(con, config, sign)
         else:
@@ -142,6 +143,23 @@ def personas_dedup(
         console.print("stage 2 used the 'hash' embedder (feature hashing, not a neural model); "
                       "--embedder local or openai:<model> gives the paper's semantic stage.", soft_wrap=True)
     out.print(str(summary), highlight=False, soft_wrap=True)
+
+
+# stage-2 embedders that compute no model's vectors: cheap enough for the driver on any executor
+DRIVER_EMBEDDERS = ("hash",)
+
+
+def _check_stage2_executor(executor: str, embedder: str | None) -> None:
+    """Refuse a model embedder with ``--executor ray``: stage 2 does not run on Ray yet (its
+    vectors are computed and searched on the driver; docs/scale.md says what the sharded stage
+    will be), and a user asking for Ray must not get a driver-bound run without being told."""
+    if executor != "ray" or embedder is None:
+        return
+    if embedder.strip().lower().partition(":")[0] in DRIVER_EMBEDDERS:
+        return
+    raise PersonahubError(f"--executor ray with --embedder {embedder}: stage 2's embeddings do not "
+                          "run on Ray yet (docs/scale.md); use --embedder hash or none with "
+                          "--executor ray, or --executor local for a model embedder")
 
 
 def _signer(executor: str, address: str | None, workers: int | None) -> Any:

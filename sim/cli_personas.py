@@ -16,11 +16,14 @@ from personahub.sim.cli_common import (
     CacheOption,
     ConcurrencyOption,
     DbOption,
+    ExecutorOption,
     LanguageOption,
     LlmOption,
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    RayAddressOption,
+    RayWorkersOption,
     RpsOption,
     StructuredOption,
     TemperatureOption,
@@ -37,6 +40,7 @@ from personahub.sim.cli_common import (
     started,
     stored_flags,
 )
+from personahub.sim.executors import check_executor, executor_session
 from personahub.sim.interrupts import Stopped, interrupts_from_queries, signal_name
 
 # What a resumed job takes from its stored configuration (giving them with --resume is an error).
@@ -119,6 +123,37 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
         raise
 
 
+def ray_target(executor: str, client: Any, address: str | None, workers: int | None) -> Any:
+    """The ``RayTarget`` a job's calls go to (None: ``local``), once the client is found fit
+    for Ray workers (built from --llm, no credential in it)."""
+    if executor != "ray":
+        return None
+    from personahub.sim.executor_ray import RayTarget, check_ray_client
+
+    check_ray_client(client)
+    return RayTarget(address, workers)
+
+
+def _ray_asks(client: Any, target: Any, batch_size: int) -> Any:
+    """Each expansion batch's calls as one Ray pass (None: on the job's loop)."""
+    if target is None:
+        return None
+    from personahub.sim.executor_ray import ray_asks
+
+    return ray_asks(client, target, batch_size)
+
+
+def _ray_batches(client: Any, target: Any, batch_size: int) -> Any:
+    """A text job's batches of calls in one Ray pass, answered in batch order (None: local)."""
+    if target is None:
+        return None
+    from functools import partial
+
+    from personahub.sim.executor_ray import ask_batches
+
+    return partial(ask_batches, client, target=target, batch_size=batch_size)
+
+
 @one_line_errors
 def personas_expand(
     ctx: typer.Context,
@@ -153,6 +188,9 @@ def personas_expand(
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
 
@@ -167,6 +205,7 @@ def personas_expand(
     if resume is not None:
         _refuse_fixed(ctx, "expansion", resume, EXPANSION_FIXED)
     check_cache_mode(cache)
+    check_executor(executor, cache=cache, workers=ray_workers)
     if link_embedder.lower() != "none":
         link_embedder_of(link_embedder)  # a bad spec fails before the database is touched
     given = ModelFlags(structured, max_tokens, temperature, top_p)
@@ -177,6 +216,7 @@ def personas_expand(
                          check=cache != "replay", flags=given, announce=False)
     if cache == "replay":
         check_replay_cache(db, client.cache_model)
+    target = ray_target(executor, client, ray_address, ray_workers)
     con, start, resumed, stored = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit,
                                                        fresh=fresh, language=language,
                                                        resume=resume)
@@ -203,14 +243,16 @@ def personas_expand(
     _expand(con, client, db, start=start, hops=hops, fanout=fanout, resume=resumed,
             batch_size=batch_size, language=language, link_candidates=link_candidates,
             link_embedder=None if link_embedder.lower() == "none" else link_embedder,
-            config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings()})
+            config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings()},
+            target=target)
 
 
 def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fanout: int,
             resume: str | None, batch_size: int, language: str | None,
             config: dict[str, Any], link_candidates: int = 0,
-            link_embedder: str | None = None) -> None:
-    """Run the expansion job on ``con`` (closed at the end) and print its summary."""
+            link_embedder: str | None = None, target: Any = None) -> None:
+    """Run the expansion job on ``con`` (closed at the end) and print its summary; ``target``
+    (a ``RayTarget``) asks each batch's calls on Ray workers."""
     from personahub.agents import run_loop
     from personahub.personas.expand import expand_hub
     from personahub.personas.quality import rejection_line
@@ -223,13 +265,15 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
             started("expansion", expansion_id, db)
 
     try:
-        with job_progress(client) as bar, interrupts_from_queries():
+        with job_progress(client) as bar, interrupts_from_queries(), \
+                executor_session("ray" if target else "local", target and target.address):
             task = bar.add_task("expanding (hops)", total=hops)
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
                 batch_size=batch_size, config=config, language=language, on_start=on_start,
                 link_candidates=link_candidates, link_embedder=link_embedder,
-                progress=lambda _, h, n: bar.update(task, completed=h)))
+                progress=lambda _, h, n: bar.update(task, completed=h),
+                asks=_ray_asks(client, target, batch_size)))
     except KeyboardInterrupt as exc:
         if not expansion:
             raise
@@ -304,6 +348,9 @@ def personas_from_text(
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
 
@@ -322,6 +369,7 @@ def personas_from_text(
         _refuse_fixed(ctx, "job", resume, TEXT_JOB_FIXED)
     elif corpus is None:
         missing_argument(ctx, "corpus")
+    check_executor(executor, cache=cache, workers=ray_workers)
     con = _open_hub(db) if resume is not None else None
     try:
         if con is not None and resume is not None:  # what the job is, from the job
@@ -351,6 +399,7 @@ def personas_from_text(
         spec = resolve_spec(llm)
         client = command_client(spec, seed, concurrency, timeout, rps=rps, check=cache != "replay",
                              flags=flags)
+        target = ray_target(executor, client, ray_address, ray_workers)  # before the job is recorded
         attach_cache(con, client, cache)  # a replay with nothing recorded stops here
         start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),
                                    "relations": list(chosen), "per_text": per_text,
@@ -359,7 +408,7 @@ def personas_from_text(
                                    "split": split, "limit": limit, "skip_bad": skip_bad})
         summary = _text_to_persona(con, client, texts, name=name, relations=chosen,
                                    per_text=per_text, limit=limit, batch_size=batch_size,
-                                   concurrency=concurrency, language=language)
+                                   concurrency=concurrency, language=language, target=target)
     finally:
         if con is not None:
             con.close()
@@ -375,20 +424,23 @@ def personas_from_text(
 
 def _text_to_persona(con: Any, client: Any, texts: Any, *, name: str, relations: Any,
                      per_text: int, limit: int | None, batch_size: int, concurrency: int,
-                     language: str | None) -> Any:
-    """Run the text job over ``texts`` on the kernel's loop and record how it ended."""
+                     language: str | None, target: Any = None) -> Any:
+    """Run the text job over ``texts`` on the kernel's loop and record how it ended;
+    ``target`` (a ``RayTarget``) asks the batches' calls on Ray workers."""
     from itertools import islice
 
     from personahub.personas.text_to_persona import text_to_persona
     from personahub.sim.jobs import finish_text_job, job_loop
 
     try:
-        with job_progress(client) as bar, job_loop() as loop, interrupts_from_queries():
+        with job_progress(client) as bar, job_loop() as loop, interrupts_from_queries(), \
+                executor_session("ray" if target else "local", target and target.address):
             task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
             summary = loop.run(text_to_persona(
                 con, client, islice(texts, limit), corpus=name, relations=relations,
                 per_text=per_text, batch_size=batch_size, concurrency=concurrency,
-                language=language, progress=lambda _, done, __: bar.update(task, completed=done)))
+                language=language, progress=lambda _, done, __: bar.update(task, completed=done),
+                remote=_ray_batches(client, target, batch_size * len(relations))))
     except KeyboardInterrupt as exc:
         finish_text_job(con, name, "interrupted", f"interrupted by {signal_name(exc)}")
         raise

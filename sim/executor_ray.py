@@ -7,6 +7,13 @@ the job, and commits each batch (rows, ``llm_calls``, near-duplicate flags) thro
 from the driver client's ``LLMSettings`` and runs a batch's calls on its own event loop, bounded by
 the same ``--concurrency`` (so ``--concurrency`` and ``--rps`` hold per worker).
 
+Every job takes the one path ``_stream``: synthesis ships personas to ``_SynthActor`` (a persona's
+item and solution are asked on the same worker); ``personas from-text`` and ``personas expand``
+ship their calls as ``personas.asks.Ask`` to ``_AskActor`` — all of a from-text job's batches in
+one pass (``ask_batches``), each of an expansion's sets of calls in one pass (``ray_asks``: a
+batch's link questions depend on the commit of the batch before). Their results are committed by
+the jobs' own code on the driver, in batch order, exactly as a local job commits them.
+
 Results are shipped back to the driver, not written as Parquet shards under a job folder. Why:
 the batch commit is already the completion marker a resume reads (``synth_items`` per persona,
 keyed by a stable item id), and it has to run on the driver anyway (DuckDB has one writer, and
@@ -33,11 +40,13 @@ than ``model``) is refused; keys are read on the worker from its environment
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pickle
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +54,7 @@ import pyarrow as pa
 import ray
 from personahub.agents.contracts import StructuredCaller, StructuredResult
 from personahub.agents.llm import LLMSettings, make_client, redact_spec
+from personahub.personas.asks import Ask, Asks, ask_one, portable, restored
 from personahub.personas.dedup import Signer
 from personahub.personas.errors import PersonahubError
 from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
@@ -112,32 +122,108 @@ class _SynthActor:
         self.asker = SynthesisAsker(make_client(settings), options, job_id, world, demos)
 
     async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        personas: list[Persona] = [pickle.loads(blob) for blob in rows["persona"]]
+        personas: list[Persona] = [pickle.loads(blob) for blob in rows["item"]]
         answers = await self.asker.run_batch(personas)
-        blobs = np.empty(len(answers), dtype=object)
-        blobs[:] = [pickle.dumps(_portable(a)) for a in answers]
-        yield {"index": np.asarray(rows["index"]), "answer": blobs}
+        yield {"index": np.asarray(rows["index"]), "answer": _blobs([_portable(a) for a in answers])}
+
+
+def _stream(actor: type, context: bytes, items: Sequence[Any], sizes: Sequence[int], *,
+            batch_size: int, address: str | None, workers: int | None) -> Iterator[list[Any]]:
+    """The answers to ``items`` (the job's batches of ``sizes``, flattened), asked by a pool of
+    ``actor(context)`` through Ray Data ``map_batches`` and yielded batch by batch, in batch
+    order: the one path every job's model calls take on Ray."""
+    if not items:
+        return
+    with ray_session(address):
+        _quiet_data()
+        size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        rows = ray.data.from_items([{"index": i, "item": pickle.dumps(item)}
+                                    for i, item in enumerate(items)],
+                                   override_num_blocks=min(max(len(sizes), -(-len(items) // batch_size)),
+                                                           size * BLOCKS_PER_WORKER))
+        answered = rows.map_batches(actor, batch_size=batch_size,
+                                    compute=ray.data.ActorPoolStrategy(size=size),
+                                    fn_constructor_kwargs={"context": context})
+        pieces = iter(answered.iter_batches(batch_size=None, batch_format="numpy"))
+        try:
+            yield from in_batch_order(pieces, sizes)
+        finally:  # a job stopped mid-stream releases its actors now, not when garbage is collected
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+
+
+def _blobs(values: Sequence[Any]) -> np.ndarray:
+    blobs = np.empty(len(values), dtype=object)
+    blobs[:] = [pickle.dumps(v) for v in values]
+    return blobs
 
 
 def synthesis_answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]]) -> Iterator[list[Answer]]:
     """Each batch's answers, asked on Ray workers, yielded in batch order."""
     settings = check_ray_client(job.client)
-    personas = [p for batch in batches for p in batch]
-    if not personas:
-        return
     options = job.options
     context = pickle.dumps((settings, options, job.job_id, job.world, job.demos))
-    with ray_session(options.ray_address):
-        _quiet_data()
-        workers = options.ray_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        items = ray.data.from_items([{"index": i, "persona": pickle.dumps(p)}
-                                     for i, p in enumerate(personas)],
-                                    override_num_blocks=min(len(batches), workers * BLOCKS_PER_WORKER))
-        answered = items.map_batches(_SynthActor, batch_size=options.batch_size,
-                                     compute=ray.data.ActorPoolStrategy(size=workers),
-                                     fn_constructor_kwargs={"context": context})
-        yield from in_batch_order(answered.iter_batches(batch_size=None, batch_format="numpy"),
-                                  [len(batch) for batch in batches])
+    yield from _stream(_SynthActor, context, [p for batch in batches for p in batch],
+                       [len(batch) for batch in batches], batch_size=options.batch_size,
+                       address=options.ray_address, workers=options.ray_workers)
+
+
+class _AskActor:
+    """One Ray worker answering ``Ask``s (any job kernel job's calls) with its own model client,
+    several batches at once on its event loop, as ``_SynthActor`` does."""
+
+    def __init__(self, context: bytes) -> None:
+        self.client = make_client(pickle.loads(context))
+
+    async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        asks: list[Ask] = [pickle.loads(blob) for blob in rows["item"]]
+        results = await asyncio.gather(*(ask_one(self.client, a) for a in asks))
+        yield {"index": np.asarray(rows["index"]), "answer": _blobs([portable(r) for r in results])}
+
+
+@dataclass(frozen=True)
+class RayTarget:
+    """Where a job's calls go on Ray: the cluster (None: ``RAY_ADDRESS``, else a local Ray) and
+    how many workers (None: one per cluster CPU)."""
+
+    address: str | None = None
+    workers: int | None = None
+
+
+def ask_batches(client: StructuredCaller, batches: Sequence[Sequence[Ask]], target: RayTarget,
+                batch_size: int) -> Iterator[list[StructuredResult[Any]]]:
+    """Each batch's results, its calls asked on Ray workers (one Ray Data pass for all the
+    batches, ``batch_size`` calls a block), yielded in batch order as the local calls return them."""
+    context = pickle.dumps(check_ray_client(client))
+    flat = [a for batch in batches for a in batch]
+    if not flat:  # nothing to ask: no Ray pass
+        yield from ([] for _ in batches)
+        return
+    answers = _stream(_AskActor, context, flat, [len(b) for b in batches], batch_size=batch_size,
+                      address=target.address, workers=target.workers)
+    for batch, results in zip(batches, answers, strict=True):
+        yield [restored(a, r) for a, r in zip(batch, results, strict=True)]
+
+
+def ray_asks(client: StructuredCaller, target: RayTarget, batch_size: int) -> Asks:
+    """``Asks`` whose every batch is one Ray Data pass (for a job whose calls depend on the
+    batch before's commit, as an expansion's do)."""
+    check_ray_client(client)
+
+    async def run(asks: Sequence[Ask]) -> list[StructuredResult[Any]]:
+        if not asks:
+            return []
+        with ray_session(target.address):  # one batch: spread over every worker's blocks
+            size = target.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            per_block = max(1, min(batch_size, -(-len(asks) // (size * BLOCKS_PER_WORKER))))
+            # no more actors than blocks: a batch of three link questions starts no idle worker
+            pool = RayTarget(target.address, min(size, -(-len(asks) // per_block)))
+            # to the end: the pass finishes and frees its actors before the next batch's pass asks
+            # for them (an abandoned pass would hold the cluster's CPUs until garbage collection)
+            return [r for batch in ask_batches(client, [asks], pool, per_block) for r in batch]
+
+    return run
 
 
 def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:

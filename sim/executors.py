@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import pickle
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from personahub.personas.errors import PersonahubError
@@ -56,3 +57,16 @@ def in_batch_order(pieces: Iterable[Mapping[str, Any]], sizes: Sequence[int]) ->
             batch += 1
     if batch < len(sizes):
         raise PersonahubError(f"the executor returned no answer for batch {batch + 1} of {len(sizes)}")
+
+
+@contextmanager
+def executor_session(name: str, address: str | None) -> Iterator[None]:
+    """One Ray connection for a whole job on ``ray`` (a job asking many passes, as an expansion
+    does, must not start a Ray per batch); nothing for ``local``."""
+    if name != "ray":
+        yield
+        return
+    from personahub.sim.executor_ray import ray_session
+
+    with ray_session(address):
+        yield

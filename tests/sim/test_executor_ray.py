@@ -26,6 +26,7 @@ from tests._planted import planted_corpus
 from tests.cli_helpers import invoke
 from tests.optional import need_ray
 from tests.personas.test_dedup import hub, snapshot
+from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -221,3 +222,172 @@ def test_personas_dedup_cli_on_ray_flags_what_local_flags(local_ray: None, tmp_p
                                  "FROM personas ORDER BY seq").fetchall())
         con.close()
     assert flags[0] == flags[1] and sum(1 for f in flags[0] if f[1]) > 50
+
+
+# --- personas from-text and personas expand on Ray (issue 11 item 1) -----------------------------
+
+def t2p_client(spec: str = "offline") -> LLMClient:
+    return LLMClient(LLMSettings(spec=spec, seed=5, max_retries=1, backoff_s=0.01))
+
+
+def t2p(db: Path, corpus: Path, workers: int | None, spec: str = "offline") -> Any:
+    """A text-to-persona job over ``corpus`` (on Ray with ``workers``, else local)."""
+    import asyncio
+    from functools import partial
+
+    from personahub.personas.store import connect
+    from personahub.personas.text_to_persona import iter_texts, text_to_persona
+    from personahub.sim.executor_ray import RayTarget, ask_batches
+
+    caller = t2p_client(spec)
+    remote = None if workers is None else partial(
+        ask_batches, caller, target=RayTarget(workers=workers), batch_size=6)
+    con = connect(db)
+    try:
+        return asyncio.run(text_to_persona(
+            con, caller, iter_texts(corpus, id_column="id"), corpus="c", relations=("read", "like"),
+            per_text=2, batch_size=3, remote=remote))
+    finally:
+        con.close()
+
+
+def hub_tables(db: Path, kind: str) -> dict[str, list[tuple]]:
+    """What a persona job made: personas, relations, merges, text_done, rejected, and its calls
+    (by purpose, status, attempt, model, tokens), without job ids and times."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {
+            "personas": personas_snapshot(con), "relations": relations_snapshot(con),
+            "merges": con.execute("SELECT position, persona_id, merged_into, method, score, hop "
+                                  "FROM persona_merges ORDER BY ALL").fetchall(),
+            "text_done": con.execute("SELECT corpus, text_id, relation, persona_ids FROM text_done "
+                                     "ORDER BY ALL").fetchall(),
+            "rejected": con.execute("SELECT source, reason, persona_id, kind, CAST(payload AS "
+                                    "VARCHAR) FROM rejected ORDER BY ALL").fetchall(),
+            "calls": con.execute(
+                "SELECT purpose, status, attempt, model_name, persona_id, count(*), sum(tokens_in), "
+                "sum(tokens_out) FROM llm_calls WHERE job_kind = ? GROUP BY ALL ORDER BY ALL",
+                [kind]).fetchall(),
+        }
+    finally:
+        con.close()
+
+
+def text_corpus(path: Path, n: int = 11) -> Path:
+    topics = ["a proof about planar graphs", "a recipe for rye sourdough", "a note on asthma dosing",
+              "a guide to freelance tax", "a review of a jazz trio's album"]
+    path.write_text("".join(f'{{"id": "doc-{i}", "text": "Text {i}: {topics[i % 5]}, detail '
+                            f'{i * 7}."}}\n' for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_from_text_on_ray_makes_the_local_hub(local_ray: None, tmp_path: Path, workers: int) -> None:
+    corpus = text_corpus(tmp_path / "c.jsonl")
+    local = t2p(tmp_path / "local.duckdb", corpus, None)
+    remote = t2p(tmp_path / "ray.duckdb", corpus, workers)
+    assert (remote.asked, remote.personas, remote.batches) == (local.asked, local.personas, 4)
+    assert local.asked == 22 and local.personas > 20
+    tables = hub_tables(tmp_path / "ray.duckdb", "text_to_persona")
+    assert tables == hub_tables(tmp_path / "local.duckdb", "text_to_persona")
+    assert len(tables["calls"]) > 1 and tables["text_done"]
+    again = t2p(tmp_path / "ray.duckdb", corpus, workers)  # a re-run on Ray asks nothing
+    assert again.asked == 0 and again.already_done == 22
+
+
+def test_from_text_on_ray_over_the_loopback_server(local_ray: None, tmp_path: Path) -> None:
+    corpus = text_corpus(tmp_path / "c.jsonl", 7)
+    with running_server(seed=4) as server:
+        spec = server.base_url + "?model=offline"
+        t2p(tmp_path / "local.duckdb", corpus, None, spec)
+        t2p(tmp_path / "ray.duckdb", corpus, 2, spec)
+    tables = hub_tables(tmp_path / "ray.duckdb", "text_to_persona")
+    assert tables == hub_tables(tmp_path / "local.duckdb", "text_to_persona")
+    assert tables["personas"] and tables["calls"]
+
+
+def expansion(db: Path, workers: int | None, *, asks: Any = None, resume: str | None = None) -> Any:
+    """Two hops from five personas, closing triangles (link calls) with the default embedder,
+    its batches' calls on Ray with ``workers`` (else local)."""
+    import asyncio
+
+    from personahub.personas.expand import expand_hub
+    from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
+    from personahub.personas.record import Persona
+    from personahub.personas.store import connect, upsert_personas
+    from personahub.sim.executor_ray import RayTarget, ray_asks
+
+    from tests.conftest import persona_texts
+
+    caller = LLMClient(LLMSettings(spec="offline", seed=3, max_retries=1, backoff_s=0.01))
+    if asks is None and workers is not None:
+        asks = ray_asks(caller, RayTarget(workers=workers), 4)
+    con = connect(db)
+    try:
+        if resume is None:
+            upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(5)])
+        start = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
+        return asyncio.run(expand_hub(con, caller, start_ids=start if resume is None else [],
+                                      hops=2, fanout=2, batch_size=4, link_candidates=3,
+                                      link_embedder=DEFAULT_LINK_EMBEDDER, resume=resume,
+                                      asks=asks))
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_expand_on_ray_makes_the_local_hub(local_ray: None, tmp_path: Path, workers: int) -> None:
+    local = expansion(tmp_path / "local.duckdb", None)
+    remote = expansion(tmp_path / "ray.duckdb", workers)
+    assert (remote.asked, remote.new_ids, remote.edges, remote.linked) \
+        == (local.asked, local.new_ids, local.edges, local.linked)
+    tables = hub_tables(tmp_path / "ray.duckdb", "expansion")
+    assert tables == hub_tables(tmp_path / "local.duckdb", "expansion")
+    assert any(purpose == "expand:link" for purpose, *_ in tables["calls"])
+
+
+def test_an_interrupted_ray_expansion_resumed_is_the_uninterrupted_one(local_ray: None,
+                                                                       tmp_path: Path) -> None:
+    from personahub.sim.executor_ray import RayTarget, ray_asks
+
+    from tests.fakes import Interrupted
+
+    whole = expansion(tmp_path / "whole.duckdb", 2)
+    caller = LLMClient(LLMSettings(spec="offline", seed=3, max_retries=1, backoff_s=0.01))
+    real = ray_asks(caller, RayTarget(workers=2), 4)
+    passes = {"n": 0}
+
+    async def dies_at_the_fourth(asks: Any) -> Any:
+        passes["n"] += 1
+        if passes["n"] == 4:  # the driver dies with a batch's answers in hand, uncommitted
+            raise Interrupted("driver lost")
+        return await real(asks)
+
+    db = tmp_path / "cut.duckdb"
+    with pytest.raises(Interrupted):
+        expansion(db, 2, asks=dies_at_the_fourth)
+    con = duckdb.connect(str(db), read_only=True)
+    expansion_id = con.execute("SELECT expansion_id FROM expansions").fetchall()[0][0]
+    assert 0 < con.execute("SELECT count(*) FROM expansion_frontier WHERE status = 'done'"
+                           ).fetchall()[0][0] < whole.asked
+    con.close()
+    resumed = expansion(db, 2, resume=expansion_id)
+    assert resumed.new_ids == whole.new_ids and resumed.asked == whole.asked
+    assert hub_tables(db, "expansion") == hub_tables(tmp_path / "whole.duckdb", "expansion")
+
+
+def test_the_persona_commands_run_on_ray(local_ray: None, tmp_path: Path) -> None:
+    corpus = text_corpus(tmp_path / "c.jsonl", 5)
+    for executor in ("local", "ray"):
+        db = tmp_path / f"{executor}.duckdb"
+        made = invoke("personas", "from-text", corpus, "--db", db, "--id-column", "id",
+                      "--relations", "read,like", "--batch-size", 2, "--executor", executor,
+                      "--ray-workers", 2)
+        assert made.exit_code == 0 and "asked 10" in made.output, made.output
+        grown = invoke("personas", "expand", "--db", db, "--hops", 1, "--limit", 4, "--batch-size",
+                       2, "--executor", executor, "--ray-workers", 2)
+        assert grown.exit_code == 0 and "asked 4 personas" in grown.output, grown.output
+    assert hub_tables(tmp_path / "ray.duckdb", "expansion") \
+        == hub_tables(tmp_path / "local.duckdb", "expansion")
+    assert hub_tables(tmp_path / "ray.duckdb", "text_to_persona") \
+        == hub_tables(tmp_path / "local.duckdb", "text_to_persona")

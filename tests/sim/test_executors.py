@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 from personahub.personas.errors import PersonahubError
 from personahub.sim.executors import check_executor, in_batch_order
 from personahub.sim.synthesize import SynthOptions
+
+from tests.cli_helpers import invoke
 
 
 def piece(*indices: int) -> dict[str, list]:
@@ -47,7 +50,38 @@ def test_the_local_path_imports_no_ray() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, personahub.sim.cli, personahub.sim.synthesize, personahub.sim.cli_dedup; "
+    code = ("import sys, personahub.sim.cli, personahub.sim.synthesize, personahub.sim.cli_dedup, "
+            "personahub.sim.cli_personas, personahub.personas.asks; "
             "print('ray' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("command", [["personas", "expand"], ["personas", "from-text", "CORPUS"]])
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--executor", "ray", "--cache", "record"], "--cache off"),
+    (["--executor", "dask"], "--executor 'dask'"),
+])
+def test_persona_commands_refuse_what_cannot_run_on_ray(tmp_path: Path, command: list[str],
+                                                         flags: list[str], message: str) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("A text about sourdough.\n")
+    args = [corpus if a == "CORPUS" else a for a in command]
+    result = invoke(*args, "--db", tmp_path / "hub.duckdb", *flags)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not (tmp_path / "hub.duckdb").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize(("executor", "embedder", "refused"), [
+    ("ray", "local", True), ("ray", "openai:text-embedding-3-small", True), ("ray", "hash", False),
+    ("ray", "hash:256", False), ("ray", None, False), ("local", "local", False),
+])
+def test_dedup_refuses_a_model_embedder_on_ray(executor: str, embedder: str | None,
+                                               refused: bool) -> None:
+    from personahub.sim.cli_dedup import _check_stage2_executor
+
+    if refused:
+        with pytest.raises(PersonahubError, match="do not run on Ray yet"):
+            _check_stage2_executor(executor, embedder)
+    else:
+        _check_stage2_executor(executor, embedder)
