@@ -407,23 +407,51 @@ def recall_lsh_params(threshold: float, num_perm: int, miss: float = 1e-3) -> tu
     return num_perm, 1
 
 
+# odd 64-bit multipliers: a band's words are combined as sum(word_j * K_j) before one fmix64
+_WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                              0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
+                              0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
+_KEY_ROWS = 1 << 16  # texts keyed per chunk: the temporaries stay in cache
+
+
+def _band_words(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands, ceil(rows / 2)) uint64: each band's slots, two 32-bit slots per word.
+
+    With an even ``rows`` the words are a view of the signatures themselves (little-endian:
+    slot ``2j`` low, ``2j + 1`` high); otherwise they are built band by band, the last word
+    of a band holding its odd slot alone.
+    """
+    n = sigs.shape[0]
+    per = (rows + 1) // 2
+    if rows % 2 == 0 and sigs.dtype == np.uint32 and sigs.strides[1] == 4 and \
+            sigs.dtype.byteorder in ("=", "<") and np.little_endian:
+        return sigs.view(np.uint64)[:, : bands * per].reshape(n, bands, per)
+    words = np.zeros((n, bands, per), dtype=np.uint64)
+    used = sigs[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    words[:, :, :] = used[:, :, 0::2]
+    words[:, :, : rows // 2] |= used[:, :, 1::2] << _U64(32)
+    return words
+
+
 def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n, bands) uint64 keys, one per text and band; equal bands give equal keys.
 
-    Two 32-bit slots are mixed in per round (one 64-bit word), halving the rounds, and every
-    band is keyed in the same vectorised rounds; a key collision only proposes a candidate,
-    which verification then judges.
+    A band's words (two slots each) are combined by a multiply-add with fixed odd constants and
+    mixed once by fmix64, chunk by chunk; a key collision only proposes a candidate, which
+    verification then judges.
     """
     n = sigs.shape[0]
-    used = sigs[:, : bands * rows].reshape(n, bands, rows)
-    key = np.full((n, bands), _GOLDEN, dtype=np.uint64)
+    words = _band_words(sigs, bands, rows)
+    per = words.shape[2]
+    out = np.empty((n, bands), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for col in range(0, rows, 2):
-            word = used[:, :, col].astype(np.uint64)
-            if col + 1 < rows:
-                word |= used[:, :, col + 1].astype(np.uint64) << _U64(32)
-            key = _fmix64(key ^ word)
-    return key
+        for lo in range(0, n, _KEY_ROWS):
+            chunk = words[lo : lo + _KEY_ROWS]
+            key = chunk[:, :, 0] * _WORD_MULTIPLIERS[0]
+            for j in range(1, per):
+                key += chunk[:, :, j] * _WORD_MULTIPLIERS[j % _WORD_MULTIPLIERS.size]
+            out[lo : lo + _KEY_ROWS] = _fmix64(key)
+    return out
 
 
 def _shared_keys(keys: np.ndarray) -> np.ndarray:
