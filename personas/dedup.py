@@ -64,7 +64,7 @@ __all__ = [
 
 Progress = Callable[[str, int, int], None]
 # Stage 1's signatures of each batch of texts, in order: ``local_signatures`` here, or on Ray
-# workers (``sim.executor_ray.minhash_signer``); the banding and verification stay here.
+# workers (``sim.executor_ray.minhash_signer``); the banding and verification then run here.
 Signer = Callable[[Iterator[list[str]], MinHashConfig], Iterator[tuple[np.ndarray, FeatureSets]]]
 
 
