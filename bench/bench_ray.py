@@ -183,10 +183,10 @@ def dedup_hub(texts: list[str]) -> duckdb.DuckDBPyConnection:
 
 def time_dedup(texts: list[str], workers: int | None) -> tuple[float, list[tuple]]:
     from personahub.personas.dedup import DedupConfig, local_signatures, run_minhash_stage
-    from personahub.sim.executor_ray import minhash_signer
+    from personahub.sim.executor_ray_minhash import minhash_pair_finder
 
     con = dedup_hub(texts)
-    sign = local_signatures if workers is None else minhash_signer(workers=workers)
+    sign = local_signatures if workers is None else minhash_pair_finder(workers=workers)
     t0 = time.perf_counter()
     run_minhash_stage(con, DedupConfig(), sign=sign)
     seconds = time.perf_counter() - t0

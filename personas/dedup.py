@@ -44,6 +44,7 @@ from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
     duplicates_from_signatures,
+    resolve_first_seen,
     sketch,
 )
 from personahub.personas.store import transaction
@@ -51,6 +52,8 @@ from personahub.personas.store import transaction
 __all__ = [
     "DedupConfig",
     "DedupSummary",
+    "MinHashSource",
+    "PairFinder",
     "StageSummary",
     "dedup_job",
     "embedding_stage",
@@ -61,8 +64,25 @@ __all__ = [
 
 Progress = Callable[[str, int, int], None]
 # Stage 1's signatures of each batch of texts, in order: ``local_signatures`` here, or on Ray
-# workers (``sim.executor_ray.minhash_signer``); the banding and verification stay here.
+# workers (``sim.executor_ray.minhash_signer``); the banding and verification then run here.
 Signer = Callable[[Iterator[list[str]], MinHashConfig], Iterator[tuple[np.ndarray, FeatureSets]]]
+
+
+@dataclass(frozen=True)
+class PairFinder:
+    """Stage 1 done elsewhere up to its verified pairs (``sim.executor_ray.minhash_pair_finder``:
+    band buckets through a Ray shuffle), so no signature comes to this process.
+
+    ``find(texts, config)`` consumes every batch of ``texts`` and returns ``(n, pairs)``: how many
+    texts it saw and the unique (earlier, later) indices whose exact Jaccard reaches the
+    threshold, as ``duplicates_from_signatures`` verifies them; the marks are resolved here.
+    """
+
+    find: Callable[[Iterator[list[str]], MinHashConfig], tuple[int, np.ndarray]]
+
+
+# where stage 1's work runs: signatures (banded here) or verified pairs (banded elsewhere)
+MinHashSource = Signer | PairFinder
 # (input, marked, skipped for language), run in the transaction of the marks
 StageDone = Callable[[int, int, int], None]
 
@@ -203,10 +223,11 @@ def local_signatures(texts: Iterator[list[str]], config: MinHashConfig
 
 def run_minhash_stage(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
-    *, done: StageDone | None = None, sign: Signer = local_signatures,
+    *, done: StageDone | None = None, sign: MinHashSource = local_signatures,
 ) -> StageSummary:
     """Stage 1 alone: MinHash-LSH over the current non-duplicates (``done(input, marked)`` runs
-    in the transaction of its marks; ``sign`` computes the signatures, here or elsewhere)."""
+    in the transaction of its marks; ``sign`` computes the signatures, here or elsewhere, or is
+    a ``PairFinder`` that returns the verified pairs, so only they come back here)."""
     t0 = time.perf_counter()
     total = _count_survivors(con)
     ids: list[str] = []
@@ -218,6 +239,8 @@ def run_minhash_stage(
             ids.extend(batch_ids)
             yield batch_texts
 
+    if isinstance(sign, PairFinder):
+        return _stage_from_pairs(con, config, sign, texts(), ids, total, progress, done, t0)
     signed = 0
     for sigs, features in sign(texts(), config.minhash):
         sig_parts.append(sigs)
@@ -234,6 +257,20 @@ def run_minhash_stage(
                                      FeatureSets.concat(feature_parts))
     marked = _mark(con, np.asarray(ids, dtype=object), dup, "minhash", _bind(done, len(ids)))
     return StageSummary("minhash", len(ids), marked, time.perf_counter() - t0)
+
+
+def _stage_from_pairs(con: duckdb.DuckDBPyConnection, config: DedupConfig, finder: PairFinder,
+                      texts: Iterator[list[str]], ids: list[str], total: int,
+                      progress: Progress | None, done: StageDone | None, t0: float) -> StageSummary:
+    """Stage 1's marks from a ``PairFinder``'s verified pairs (``ids`` fills as it reads)."""
+    n, pairs = finder.find(texts, config.minhash)
+    if n != len(ids):
+        raise PersonahubError(f"minhash: the pair finder saw {n} texts of {len(ids)} personas")
+    if progress:
+        progress("minhash", n, total)
+    dup = resolve_first_seen(n, pairs)
+    marked = _mark(con, np.asarray(ids, dtype=object), dup, "minhash", _bind(done, n))
+    return StageSummary("minhash", n, marked, time.perf_counter() - t0)
 
 
 def _bind(done: StageDone | None, input_rows: int, skipped: int = 0) -> Callable[[int], None] | None:
@@ -345,7 +382,7 @@ def run_dedup(
     config: DedupConfig,
     *,
     progress: Progress | None = None,
-    sign: Signer = local_signatures,
+    sign: MinHashSource = local_signatures,
 ) -> DedupSummary:
     """Stage 1, then stage 2 on its survivors (if ``config.embedder``); idempotent."""
     stages = [run_minhash_stage(con, config, progress, sign=sign)]
@@ -357,7 +394,7 @@ def run_dedup(
 async def dedup_job(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder, job: JobRef, *,
     stages_done: Mapping[str, Mapping[str, int]] | None = None, progress: Progress | None = None,
-    sign: Signer = local_signatures,
+    sign: MinHashSource = local_signatures,
 ) -> DedupSummary:
     """``run_dedup`` as a resumable kernel job: each stage is noted in ``dedup_jobs`` with its
     marks, a stage noted before is not run again, and stage 2 keeps its vectors batch by batch
@@ -373,7 +410,7 @@ async def dedup_job(
 
 async def _dedup_stages(con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder,
                         job: JobRef, done: dict[str, Mapping[str, int]],
-                        progress: Progress | None, sign: Signer) -> DedupSummary:
+                        progress: Progress | None, sign: MinHashSource) -> DedupSummary:
     stages: list[StageSummary] = []
     for name in ("minhash", "embedding"):
         if name in done:

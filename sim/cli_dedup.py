@@ -163,17 +163,17 @@ def _check_stage2_executor(executor: str, embedder: str | None) -> None:
 
 
 def _signer(executor: str, address: str | None, workers: int | None) -> Any:
-    """Where stage 1's signatures are computed: here, or on Ray (the banding stays here; stage 2
-    runs here either way)."""
+    """Where stage 1 runs: here, or on Ray up to its verified pairs (band buckets through a
+    shuffle, so no signature comes here); stage 2 runs here either way."""
     from personahub.personas.dedup import local_signatures
     from personahub.sim.executors import check_executor
 
     check_executor(executor, workers=workers)
     if executor == "local":
         return local_signatures
-    from personahub.sim.executor_ray import minhash_signer
+    from personahub.sim.executor_ray_minhash import minhash_pair_finder
 
-    return minhash_signer(address, workers)
+    return minhash_pair_finder(address, workers)
 
 
 def _minhash_only(con: Any, config: Any, sign: Any) -> Any:

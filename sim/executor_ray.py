@@ -28,10 +28,11 @@ the batches before it are committed, so the same seed gives the same rows whatev
 workers or the order they finish in. Every answer carries its calls' records and new cache
 entries (``Answer.calls``), which the batch commit writes.
 
-``personas dedup --executor ray`` runs stage 1's MinHash signatures (the same function as the
-local stage, so bit-identical) in Ray Data ``map_batches`` tasks over blocks of texts; they come
-back to the driver, which does the banding, candidate verification and marking as a local run
-does, so the flags are the local stage's. Stage 2 (embeddings) runs on the driver either way.
+``minhash_signer`` computes stage 1's MinHash signatures (the same function as the local
+stage, so bit-identical) in Ray Data ``map_batches`` tasks over blocks of texts; they come back
+to the driver, which bands, verifies and marks. ``personas dedup --executor ray`` goes further
+(``executor_ray_minhash``: band buckets through a shuffle, only verified pairs come back).
+Stage 2 (embeddings) runs on the driver either way.
 
 No secret travels through Ray: a spec carrying one (``user:password@`` or a query value other
 than ``model``) is refused; keys are read on the worker from its environment

@@ -1,6 +1,7 @@
 """--executor ray: synthesize gives the same rows and llm_calls accounting as the local executor,
 offline and over HTTP, whatever the number of workers, and a failed Ray job resumed loses and
-doubles nothing; personas dedup gives the same flags with its signatures computed on Ray.
+doubles nothing; personas dedup gives the same flags with its signatures computed on Ray, and
+with its band buckets shuffled on Ray (only verified pairs back on the driver).
 
 Each module starts its own local Ray on 127.0.0.1 (two CPUs, no dashboard) and shuts it down."""
 
@@ -205,6 +206,42 @@ def test_minhash_flags_match_the_local_stage(local_ray: None) -> None:
     marked_there = run_dedup(remote, config, sign=minhash_signer(workers=2)).marked
     assert marked_there == marked_here > 100
     assert snapshot(remote) == snapshot(local)
+
+
+def _copies_and_wordless(texts: list[str]) -> list[str]:
+    """``texts`` with big buckets of near copies (one extra word each) interleaved, and texts
+    without words (the planted corpus's rare exact repeat dropped: the hub refuses it)."""
+    out = list(dict.fromkeys(texts))
+    for k, base in enumerate(texts[:4]):
+        for c in range(60):
+            out.insert(37 * k + c * 5, f"{base} copy{k}x{c}")
+    for at, wordless in ((0, ""), (11, " ... !! "), (250, "?"), (len(out), "-- --")):
+        out.insert(at, wordless)
+    return out
+
+
+@pytest.mark.parametrize("max_bucket_pairs", [32, 3])
+def test_minhash_shuffle_flags_match_the_local_stage(local_ray: None, max_bucket_pairs: int) -> None:
+    """Band buckets through a Ray shuffle (only verified pairs reach the driver) flag what the
+    local stage flags, big buckets of copies with a small max_bucket_pairs and wordless texts too."""
+    from personahub.sim.executor_ray_minhash import minhash_pair_finder
+
+    texts = _copies_and_wordless(
+        planted_corpus(800, 600, length=(30, 50), kinds=("swap", "edit1", "variant"), seed=7).texts)
+    config = DedupConfig(minhash=MinHashConfig(num_perm=64, threshold=0.8,
+                                               max_bucket_pairs=max_bucket_pairs), batch_rows=301)
+    local, remote = hub(texts), hub(texts)
+    marked_here = run_dedup(local, config).marked
+    marked_there = run_dedup(remote, config, sign=minhash_pair_finder(workers=2)).marked
+    assert marked_there == marked_here > 700
+    assert snapshot(remote) == snapshot(local)
+
+
+def test_minhash_shuffle_of_nothing_marks_nothing(local_ray: None) -> None:
+    from personahub.sim.executor_ray_minhash import minhash_pair_finder
+
+    remote = hub(["", "!!", "a b c d"])
+    assert run_dedup(remote, DedupConfig(), sign=minhash_pair_finder(workers=2)).marked == 0
 
 
 def test_personas_dedup_cli_on_ray_flags_what_local_flags(local_ray: None, tmp_path: Path) -> None:
