@@ -148,6 +148,12 @@ def test_text_to_persona_and_one_expansion_hop(llama: LlamaServer, tmp_path: Pat
         "Our bakery's sourdough starter is fed twice a day with rye flour; customers can bring "
         "a jar and take some home on Saturdays.\n")
     db = tmp_path / "hub.duckdb"
+    # two imported personas, so the expansion has a start even when the small model's personas
+    # from the corpus are all refused by the quality gate (it happens: its output varies)
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))
+    code, output = invoke("personas", "import", str(people), "--db", str(db))
+    assert code == 0, output
     code, output = invoke("personas", "from-text", str(corpus), "--db", str(db), "--llm",
                           llama.spec, "--relations", "read", "--concurrency", "2", "--timeout", "120")
     assert code == 0, output
