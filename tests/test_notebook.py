@@ -30,6 +30,7 @@ async def run_cells(cells: list[str], namespace: dict[str, Any]) -> None:
             await result
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")

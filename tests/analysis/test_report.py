@@ -64,6 +64,7 @@ def _non_blank(png: bytes) -> bool:
     return high - low > 64 and sum(image.histogram()[:200]) > 500  # dark pixels: drawn
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(launch_db: dict, tmp_path: Path) -> None:
     need_browser()
     from playwright.sync_api import sync_playwright

@@ -128,6 +128,7 @@ def test_cli_summary_says_how_many_were_skipped(tmp_path: Path, monkeypatch: pyt
 SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_tool_sample.jsonl"
 
 
+@pytest.mark.slow
 def test_sample_cjk_and_thai_personas_get_no_embedding_duplicate_with_minilm(tmp_path: Path) -> None:
     """The issue's false pairs (a Chinese basketball commentator and a trending-topic producer, a
     Thai developer and an icon designer) came from all-MiniLM-L6-v2 judging scripts it never saw."""

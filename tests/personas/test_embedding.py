@@ -92,6 +92,7 @@ def test_neighbour_pairs_are_ordered_and_unique() -> None:
     assert pairs.tolist() == [[0, 1], [3, 4]]
 
 
+@pytest.mark.slow
 def test_local_minilm_embedder_if_installed() -> None:
     need_local_model()
     emb = make_embedder("local")

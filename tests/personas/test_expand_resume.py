@@ -30,6 +30,7 @@ def client(spec="offline"):
 
 
 @pytest.mark.parametrize("fail_after", [3, 9, 25])
+@pytest.mark.slow
 def test_interrupted_expansion_resumes_to_the_same_hub(tmp_path, fail_after):
     whole, start = seeded_hub(tmp_path / "whole.duckdb")
     full = run(whole, client(), start)
@@ -121,6 +122,7 @@ def test_cli_expand_resumes_automatically(tmp_path):
 
 
 @pytest.mark.parametrize("fail_after", [5, 21])
+@pytest.mark.slow
 def test_a_linking_expansion_with_merges_resumes_to_the_same_hub(tmp_path, fail_after):
     """Embedding candidates and same-person merges depend on what earlier batches committed:
     the pool and the merge aliases are rebuilt from the database on resume."""

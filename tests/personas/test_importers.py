@@ -502,6 +502,7 @@ def test_batches_are_lazy(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+@pytest.mark.slow
 def test_memory_stays_flat_while_streaming(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"big.{suffix}"
     padding = "x" * 200

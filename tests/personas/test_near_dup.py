@@ -89,6 +89,7 @@ SIZES = [(1024, 2048, 65_536, 4096, 16_384), (4, 8, 16, 3, 8), (2, 3, 5, 1, 2),
 @pytest.mark.parametrize("read_back", [False, True])
 @pytest.mark.parametrize("sizes", SIZES)
 @pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.slow
 def test_flags_equal_the_dict_index(monkeypatch: pytest.MonkeyPatch,
                                     sizes: tuple[int, int, int, int, int], seed: int,
                                     read_back: bool) -> None:

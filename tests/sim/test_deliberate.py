@@ -189,6 +189,7 @@ def test_seeded_runs_are_identical_whatever_the_completion_order(scenario_path, 
 
 
 @pytest.mark.parametrize("fail_at", [2, 4])
+@pytest.mark.slow
 def test_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path, uninterrupted,
                                                         fail_at):
     db = tmp_path / "broken.duckdb"

@@ -140,6 +140,7 @@ def finished(db: Path, command: Command, *extra: object) -> None:
 
 
 @pytest.mark.parametrize("command", fast(COMMANDS + RESUMED_BY_ID, "run", "personas from-text"))
+@pytest.mark.slow
 def test_resume_without_seed_equals_the_uninterrupted_job(tmp_path, monkeypatch, command):
     whole = tmp_path / "whole" / "hub.duckdb"
     whole.parent.mkdir()

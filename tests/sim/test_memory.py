@@ -261,6 +261,7 @@ def test_reflections_are_accounted_in_llm_calls(uninterrupted):
 
 
 @pytest.mark.parametrize("fail_at", [2, 4])
+@pytest.mark.slow
 def test_a_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path, uninterrupted,
                                                           fail_at):
     db = tmp_path / "broken.duckdb"

@@ -367,6 +367,7 @@ def test_a_signal_marks_the_run_interrupted_in_one_line(tmp_path, sig, code, nam
                                                                    f"interrupted by {name}")]
 
 
+@pytest.mark.slow
 def test_sigterm_marks_a_synthesis_job_interrupted(tmp_path):
     db = tmp_path / "synth.duckdb"
     # 40 items in batches of 4, each answered after 0.3 s (>= 3 s); the signal comes after 0.2 s

@@ -98,6 +98,7 @@ def uninterrupted(scenario_path: Path, tmp_path: Path) -> dict[str, list]:
 
 
 @pytest.mark.parametrize("fail_at", [1, 3, 5])
+@pytest.mark.slow
 def test_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path, uninterrupted, fail_at):
     db = tmp_path / "broken.duckdb"
     with pytest.raises(PersonahubError, match="unreachable"):
