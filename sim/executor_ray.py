@@ -14,19 +14,28 @@ one pass (``ask_batches``), each of an expansion's sets of calls in one pass (``
 batch's link questions depend on the commit of the batch before). Their results are committed by
 the jobs' own code on the driver, in batch order, exactly as a local job commits them.
 
-Results are shipped back to the driver, not written as Parquet shards under a job folder. Why:
-the batch commit is already the completion marker a resume reads (``synth_items`` per persona,
-keyed by a stable item id), and it has to run on the driver anyway (DuckDB has one writer, and
-the near-duplicate index must see items in the job's order). Shards would be a second copy of
-every row with a second marker to keep consistent with the first, for items of a few KB. The
-cost: answers computed but not yet committed when the driver dies are asked again on resume,
-exactly as in a local job (their calls were never written either, so nothing is doubled). For
-outputs too big to hold until their batch's turn, shards are the next step (docs/scale.md).
+Synthesis and from-text answers come back as Parquet shards under a job folder next to the
+database (``<db>.jobs/<job>/``, ``sim.shards``), not through the driver's memory. Each worker writes
+each finished Ray Data batch as one shard (a temporary name, then a rename: the completion
+marker) and returns only the shard's name; the driver reads each job batch's answers from the
+shards once it and every batch before it are answered, commits it through the job's own code,
+and deletes a shard once every answer in it is committed. Why: answers a worker finished used to
+wait in the driver's memory until their batch's turn, so a driver that died lost them all (paid
+calls, asked again on resume), and a slow early batch made the driver hold everything after
+it. Now a resume commits the answers the shards hold without asking the model (a temporary or
+unreadable file is ignored: its answers are asked again), and what waits for its turn waits on
+disk. The batch commit stays the resume's record of what is done (``synth_items``,
+``text_done``): an answer is in the database or in a shard, and a shard row whose item is
+committed is never read again, so nothing is lost or doubled. On a cluster the database's folder
+must be on a filesystem every worker mounts at the same path (a worker that cannot see the job
+folder refuses to start). An expansion (``ray_asks``) still ships its answers back: its batches
+are passes of their own, each committed before the next is asked.
 
-Answers come back in any order; ``in_batch_order`` holds them until their batch is complete and
-the batches before it are committed, so the same seed gives the same rows whatever the number of
-workers or the order they finish in. Every answer carries its calls' records and new cache
-entries (``Answer.calls``), which the batch commit writes.
+Answers come back in any order; the driver (``in_batch_order``, ``sim.shards.batches_from_shards``)
+holds each batch until it is complete and the batches before it are committed, so the same seed
+gives the same rows whatever the number of workers or the order they finish in. Every answer
+carries its calls' records and new cache entries (``Answer.calls``; a shard's ``calls`` column),
+which the batch commit writes.
 
 ``minhash_signer`` computes stage 1's MinHash signatures (the same function as the local
 stage, so bit-identical) in Ray Data ``map_batches`` tasks over blocks of texts; they come back
