@@ -11,6 +11,9 @@ against the same schema on the driver, so the job sees what a local call would h
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +36,7 @@ class Ask:
     messages: list[Any]
     purpose: str
     persona_id: str | None = None
+    key: str | None = None  # what the call is for, stable across resumes (a text id and relation)
 
     def model(self) -> type[BaseModel]:
         """The answer's class."""
@@ -67,3 +71,20 @@ def restored(ask: Ask, result: StructuredResult[Any]) -> StructuredResult[Any]:
         return result
     return StructuredResult(ask.model().model_validate(result.value), result.records,
                             cache_entries=result.cache_entries)
+
+
+def ask_keys(asks: Sequence[Ask]) -> list[str]:
+    """A stable key per ask, the same in a resumed job's pass: its ``key`` (when the job gave
+    one), purpose, schema and messages hashed, so an answer left on disk is only taken for the
+    same question; two asks alike in all of that are told apart by their order."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for ask in asks:
+        what = json.dumps([ask.key, ask.purpose, ask.persona_id, getattr(ask.schema, "__qualname__", ""),
+                           repr(ask.args),
+                           [[getattr(m, "type", ""), getattr(m, "content", m)] for m in ask.messages]],
+                          default=str, ensure_ascii=False)
+        digest = hashlib.sha1(what.encode()).hexdigest()
+        keys.append(f"{digest}:{seen[digest]}")
+        seen[digest] += 1
+    return keys

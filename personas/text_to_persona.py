@@ -265,7 +265,8 @@ async def text_to_persona(
         return [Ask(text_personas_schema, (per_text,),
                     text_to_persona_messages(text.text[:max_chars], relation, per_text,
                                              language=language),
-                    purpose=f"text-to-persona:{relation}") for (_, relation), text in jobs.items()]
+                    purpose=f"text-to-persona:{relation}", key=f"{text_id}\0{relation}")
+                for (text_id, relation), text in jobs.items()]
 
     async def ask(one: Ask) -> Any:
         async with limiter:
@@ -288,6 +289,8 @@ async def text_to_persona(
         _commit(con, caller, corpus, planned.jobs, results, language, run_id, summary)
         if progress:
             progress("texts", summary.texts, None)
+    if answers is not None:  # the last batch is committed: the remote may let its results go
+        next(answers, None)
     return summary
 
 

@@ -143,15 +143,16 @@ def _ray_asks(client: Any, target: Any, batch_size: int) -> Any:
     return ray_asks(client, target, batch_size)
 
 
-def _ray_batches(client: Any, target: Any, batch_size: int) -> Any:
-    """A text job's batches of calls in one Ray pass, answered in batch order (None: local)."""
+def _ray_batches(client: Any, target: Any, batch_size: int, folder: Path) -> Any:
+    """A text job's batches of calls in one Ray pass, answered in batch order as Parquet shards
+    under the job's ``folder`` (None: local)."""
     if target is None:
         return None
     from functools import partial
 
     from personahub.sim.executor_ray import ask_batches
 
-    return partial(ask_batches, client, target=target, batch_size=batch_size)
+    return partial(ask_batches, client, target=target, batch_size=batch_size, folder=folder)
 
 
 @one_line_errors
@@ -406,7 +407,7 @@ def personas_from_text(
                                    "language": language, "path": str(corpus.resolve()),
                                    "text_column": text_column, "id_column": id_column,
                                    "split": split, "limit": limit, "skip_bad": skip_bad})
-        summary = _text_to_persona(con, client, texts, name=name, relations=chosen,
+        summary = _text_to_persona(con, client, texts, db=db, name=name, relations=chosen,
                                    per_text=per_text, limit=limit, batch_size=batch_size,
                                    concurrency=concurrency, language=language, target=target)
     finally:
@@ -422,7 +423,7 @@ def personas_from_text(
             out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
 
 
-def _text_to_persona(con: Any, client: Any, texts: Any, *, name: str, relations: Any,
+def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, relations: Any,
                      per_text: int, limit: int | None, batch_size: int, concurrency: int,
                      language: str | None, target: Any = None) -> Any:
     """Run the text job over ``texts`` on the kernel's loop and record how it ended;
@@ -431,6 +432,7 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, name: str, relations:
 
     from personahub.personas.text_to_persona import text_to_persona
     from personahub.sim.jobs import finish_text_job, job_loop
+    from personahub.sim.shards import clear_job_folder, job_folder
 
     try:
         with job_progress(client) as bar, job_loop() as loop, interrupts_from_queries(), \
@@ -440,7 +442,8 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, name: str, relations:
                 con, client, islice(texts, limit), corpus=name, relations=relations,
                 per_text=per_text, batch_size=batch_size, concurrency=concurrency,
                 language=language, progress=lambda _, done, __: bar.update(task, completed=done),
-                remote=_ray_batches(client, target, batch_size * len(relations))))
+                remote=_ray_batches(client, target, batch_size * len(relations),
+                                    job_folder(db, name))))
     except KeyboardInterrupt as exc:
         finish_text_job(con, name, "interrupted", f"interrupted by {signal_name(exc)}")
         raise
@@ -448,4 +451,5 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, name: str, relations:
         finish_text_job(con, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
         raise
     finish_text_job(con, name, "finished")
+    clear_job_folder(db, name)  # every answer is committed (a Ray attempt's leftovers too)
     return summary

@@ -14,19 +14,28 @@ one pass (``ask_batches``), each of an expansion's sets of calls in one pass (``
 batch's link questions depend on the commit of the batch before). Their results are committed by
 the jobs' own code on the driver, in batch order, exactly as a local job commits them.
 
-Results are shipped back to the driver, not written as Parquet shards under a job folder. Why:
-the batch commit is already the completion marker a resume reads (``synth_items`` per persona,
-keyed by a stable item id), and it has to run on the driver anyway (DuckDB has one writer, and
-the near-duplicate index must see items in the job's order). Shards would be a second copy of
-every row with a second marker to keep consistent with the first, for items of a few KB. The
-cost: answers computed but not yet committed when the driver dies are asked again on resume,
-exactly as in a local job (their calls were never written either, so nothing is doubled). For
-outputs too big to hold until their batch's turn, shards are the next step (docs/scale.md).
+Synthesis and from-text answers come back as Parquet shards under a job folder next to the
+database (``<db>.jobs/<job>/``, ``sim.shards``), not through the driver's memory. Each worker writes
+each finished Ray Data batch as one shard (a temporary name, then a rename: the completion
+marker) and returns only the shard's name; the driver reads each job batch's answers from the
+shards once it and every batch before it are answered, commits it through the job's own code,
+and deletes a shard once every answer in it is committed. Why: answers a worker finished used to
+wait in the driver's memory until their batch's turn, so a driver that died lost them all (paid
+calls, asked again on resume), and a slow early batch made the driver hold everything after
+it. Now a resume commits the answers the shards hold without asking the model (a temporary or
+unreadable file is ignored: its answers are asked again), and what waits for its turn waits on
+disk. The batch commit stays the resume's record of what is done (``synth_items``,
+``text_done``): an answer is in the database or in a shard, and a shard row whose item is
+committed is never read again, so nothing is lost or doubled. On a cluster the database's folder
+must be on a filesystem every worker mounts at the same path (a worker that cannot see the job
+folder refuses to start). An expansion (``ray_asks``) still ships its answers back: its batches
+are passes of their own, each committed before the next is asked.
 
-Answers come back in any order; ``in_batch_order`` holds them until their batch is complete and
-the batches before it are committed, so the same seed gives the same rows whatever the number of
-workers or the order they finish in. Every answer carries its calls' records and new cache
-entries (``Answer.calls``), which the batch commit writes.
+Answers come back in any order; the driver (``in_batch_order``, ``sim.shards.batches_from_shards``)
+holds each batch until it is complete and the batches before it are committed, so the same seed
+gives the same rows whatever the number of workers or the order they finish in. Every answer
+carries its calls' records and new cache entries (``Answer.calls``; a shard's ``calls`` column),
+which the batch commit writes.
 
 ``minhash_signer`` computes stage 1's MinHash signatures (the same function as the local
 stage, so bit-identical) in Ray Data ``map_batches`` tasks over blocks of texts; they come back
@@ -42,12 +51,14 @@ than ``model``) is refused; keys are read on the worker from its environment
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import pickle
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,12 +66,22 @@ import pyarrow as pa
 import ray
 from personahub.agents.contracts import StructuredCaller, StructuredResult
 from personahub.agents.llm import LLMSettings, make_client, redact_spec
-from personahub.personas.asks import Ask, Asks, ask_one, portable, restored
+from personahub.personas.asks import Ask, Asks, ask_keys, ask_one, portable, restored
 from personahub.personas.dedup import Signer
 from personahub.personas.errors import PersonahubError
 from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
+from personahub.personas.quality import QualityIssue
 from personahub.personas.record import Persona
 from personahub.sim.executors import in_batch_order
+from personahub.sim.shards import (
+    ShardStore,
+    batches_from_shards,
+    calls_json,
+    calls_of,
+    check_folder,
+    job_folder,
+    write_shard,
+)
 from personahub.sim.synthesize import Answer, SynthesisAsker, SynthesisJob
 
 # blocks of work items per worker: a block's batches run concurrently on its actor (Ray Data
@@ -116,38 +137,86 @@ def _portable(answer: Answer) -> Answer:
 class _SynthActor:
     """One Ray worker: a model client answering batches of personas. ``__call__`` is an async
     generator, so Ray Data runs several batches at once on the actor's one event loop (the
-    client's ``--concurrency`` bounds the calls in flight), as a model endpoint's latency wants."""
+    client's ``--concurrency`` bounds the calls in flight), as a model endpoint's latency wants.
+    With a job ``folder`` each batch's answers are written there as one shard and only the
+    shard's name comes back."""
 
-    def __init__(self, context: bytes) -> None:
+    def __init__(self, context: bytes, folder: str | None = None) -> None:
         settings, options, job_id, world, demos = pickle.loads(context)
+        if folder is not None:
+            check_folder(folder)
+        self.folder = folder
         self.asker = SynthesisAsker(make_client(settings), options, job_id, world, demos)
 
     async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
         personas: list[Persona] = [pickle.loads(blob) for blob in rows["item"]]
         answers = await self.asker.run_batch(personas)
-        yield {"index": np.asarray(rows["index"]), "answer": _blobs([_portable(a) for a in answers])}
+        if self.folder is None:
+            yield {"index": np.asarray(rows["index"]),
+                   "answer": _blobs([_portable(a) for a in answers])}
+            return
+        shard = write_shard(self.folder, [str(k) for k in rows["key"]],
+                            [_answer_value(a) for a in answers], [calls_json(a.calls) for a in answers])
+        yield {"index": np.asarray(rows["index"]), "answer": _names(shard, len(answers))}
+
+
+def _answer_value(answer: Answer) -> str:
+    """What a shard keeps of a synthesis answer besides its calls, as JSON text."""
+    issue = answer.rejected
+    return json.dumps({"content": answer.content, "solution": answer.solution,
+                       "rejected": None if issue is None else [issue.code, issue.message]})
+
+
+def _answer_of(persona: Persona, row: Mapping[str, Any]) -> Answer:
+    """A shard's row as the answer the worker computed for ``persona``."""
+    value = json.loads(row["value"])
+    issue = value["rejected"]
+    return Answer(persona, value["content"], value["solution"],
+                  None if issue is None else QualityIssue(*issue), tuple(calls_of(row["calls"])))
+
+
+def _names(shard: str, count: int) -> np.ndarray:
+    names = np.empty(count, dtype=object)
+    names[:] = [shard] * count
+    return names
 
 
 def _stream(actor: type, context: bytes, items: Sequence[Any], sizes: Sequence[int], *,
-            batch_size: int, address: str | None, workers: int | None) -> Iterator[list[Any]]:
+            batch_size: int, address: str | None, workers: int | None,
+            store: ShardStore | None = None, keys: Sequence[str] = ()) -> Iterator[list[Any]]:
     """The answers to ``items`` (the job's batches of ``sizes``, flattened), asked by a pool of
     ``actor(context)`` through Ray Data ``map_batches`` and yielded batch by batch, in batch
-    order: the one path every job's model calls take on Ray."""
+    order: the one path every job's model calls take on Ray.
+
+    With a ``store`` (the job folder; ``keys``: each item's stable key) the workers write their
+    answers as shards and what is yielded are the shards' rows: an item an earlier pass left an
+    answer for is not asked again, and each batch's shards go once the caller has committed it
+    (it asks for the next batch)."""
     if not items:
         return
+    send = list(range(len(items)))
+    if store is not None:
+        store.open(keys)
+        send = [i for i, key in enumerate(keys) if key not in store.ready]
+        if not send:  # every answer is in a shard already: no Ray pass
+            yield from batches_from_shards((), sizes, store, keys)
+            return
+    rows = [{"index": i, "key": keys[i] if store is not None else "", "item": pickle.dumps(items[i])}
+            for i in send]
     with ray_session(address):
         _quiet_data()
         size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        rows = ray.data.from_items([{"index": i, "item": pickle.dumps(item)}
-                                    for i, item in enumerate(items)],
-                                   override_num_blocks=min(max(len(sizes), -(-len(items) // batch_size)),
-                                                           size * BLOCKS_PER_WORKER))
-        answered = rows.map_batches(actor, batch_size=batch_size,
-                                    compute=ray.data.ActorPoolStrategy(size=size),
-                                    fn_constructor_kwargs={"context": context})
+        blocks = min(max(len(sizes), -(-len(rows) // batch_size)), size * BLOCKS_PER_WORKER)
+        answered = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+            actor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=size),
+            fn_constructor_kwargs={"context": context,
+                                   "folder": None if store is None else str(store.folder)})
         pieces = iter(answered.iter_batches(batch_size=None, batch_format="numpy"))
         try:
-            yield from in_batch_order(pieces, sizes)
+            if store is None:
+                yield from in_batch_order(pieces, sizes)
+            else:
+                yield from batches_from_shards(pieces, sizes, store, keys)
         finally:  # a job stopped mid-stream releases its actors now, not when garbage is collected
             close = getattr(pieces, "close", None)
             if close is not None:
@@ -161,26 +230,52 @@ def _blobs(values: Sequence[Any]) -> np.ndarray:
 
 
 def synthesis_answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]]) -> Iterator[list[Answer]]:
-    """Each batch's answers, asked on Ray workers, yielded in batch order."""
+    """Each batch's answers, asked on Ray workers (their shards under the job's folder next to
+    the database), yielded in batch order."""
     settings = check_ray_client(job.client)
     options = job.options
     context = pickle.dumps((settings, options, job.job_id, job.world, job.demos))
-    yield from _stream(_SynthActor, context, [p for batch in batches for p in batch],
-                       [len(batch) for batch in batches], batch_size=options.batch_size,
-                       address=options.ray_address, workers=options.ray_workers)
+    personas = [p for batch in batches for p in batch]
+    store = ShardStore(job_folder(options.db, job.job_id))
+    answers = _stream(_SynthActor, context, personas, [len(batch) for batch in batches],
+                      batch_size=options.batch_size, address=options.ray_address,
+                      workers=options.ray_workers, store=store,
+                      keys=[p.persona_id for p in personas])
+    start = 0
+    for rows in answers:
+        yield [_answer_of(p, row) for p, row in zip(personas[start:start + len(rows)], rows,
+                                                    strict=True)]
+        start += len(rows)
 
 
 class _AskActor:
     """One Ray worker answering ``Ask``s (any job kernel job's calls) with its own model client,
-    several batches at once on its event loop, as ``_SynthActor`` does."""
+    several batches at once on its event loop, as ``_SynthActor`` does (and, with a job
+    ``folder``, writing each batch's answers there as one shard)."""
 
-    def __init__(self, context: bytes) -> None:
+    def __init__(self, context: bytes, folder: str | None = None) -> None:
+        if folder is not None:
+            check_folder(folder)
+        self.folder = folder
         self.client = make_client(pickle.loads(context))
 
     async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
         asks: list[Ask] = [pickle.loads(blob) for blob in rows["item"]]
-        results = await asyncio.gather(*(ask_one(self.client, a) for a in asks))
-        yield {"index": np.asarray(rows["index"]), "answer": _blobs([portable(r) for r in results])}
+        results = [portable(r) for r in
+                   await asyncio.gather(*(ask_one(self.client, a) for a in asks))]
+        if self.folder is None:
+            yield {"index": np.asarray(rows["index"]), "answer": _blobs(results)}
+            return
+        shard = write_shard(self.folder, [str(k) for k in rows["key"]],
+                            [json.dumps(r.value) for r in results], [calls_json([r]) for r in results])
+        yield {"index": np.asarray(rows["index"]), "answer": _names(shard, len(results))}
+
+
+def _result_of(row: Mapping[str, Any]) -> StructuredResult[Any]:
+    """A shard's row as the worker's ``portable`` result."""
+    call = calls_of(row["calls"])[0]
+    return StructuredResult(json.loads(row["value"]), call.records,
+                            cache_entries=call.cache_entries)
 
 
 @dataclass(frozen=True)
@@ -193,17 +288,24 @@ class RayTarget:
 
 
 def ask_batches(client: StructuredCaller, batches: Sequence[Sequence[Ask]], target: RayTarget,
-                batch_size: int) -> Iterator[list[StructuredResult[Any]]]:
+                batch_size: int, folder: str | Path | None = None
+                ) -> Iterator[list[StructuredResult[Any]]]:
     """Each batch's results, its calls asked on Ray workers (one Ray Data pass for all the
-    batches, ``batch_size`` calls a block), yielded in batch order as the local calls return them."""
+    batches, ``batch_size`` calls a block), yielded in batch order as the local calls return them.
+    With a job ``folder`` the answers travel as shards there (``sim.shards``): a resumed job
+    commits those an earlier pass left without asking again."""
     context = pickle.dumps(check_ray_client(client))
     flat = [a for batch in batches for a in batch]
     if not flat:  # nothing to ask: no Ray pass
         yield from ([] for _ in batches)
         return
+    store = None if folder is None else ShardStore(folder)
     answers = _stream(_AskActor, context, flat, [len(b) for b in batches], batch_size=batch_size,
-                      address=target.address, workers=target.workers)
+                      address=target.address, workers=target.workers, store=store,
+                      keys=ask_keys(flat) if store is not None else ())
     for batch, results in zip(batches, answers, strict=True):
+        if store is not None:
+            results = [_result_of(row) for row in results]
         yield [restored(a, r) for a, r in zip(batch, results, strict=True)]
 
 

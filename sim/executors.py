@@ -2,7 +2,8 @@
 (Ray Data workers, the ``[ray]`` extra; ``sim.executor_ray``).
 
 The executor changes only where a batch's calls are made. The job kernel stays the one place
-rows are committed: each batch's answers come back to the driver and are committed in batch
+rows are committed: each batch's answers reach the driver (on Ray, synthesis and from-text
+answers as Parquet shards under the job's folder: ``sim.shards``) and are committed in batch
 order, so the same seed gives the same rows whichever executor (and however many workers) ran
 them. This module imports no Ray: the local path does not pay for the extra.
 """

@@ -72,6 +72,7 @@ from personahub.sim.jobs import (
     job_loop,
     records_of,
 )
+from personahub.sim.shards import clear_job_folder
 
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 # What a job makes (as stored in ``synth_jobs.config``): two jobs alike in these are one job.
@@ -604,6 +605,7 @@ def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: Synt
         raise PersonahubError(f"synthesis job {job_id} failed: {type(exc).__name__}: {exc}; "
                               f"resume with --resume {job_id}") from exc
     _finish(con, job_id, "finished" if not summary.failed else "partial", None)
+    clear_job_folder(options.db, job_id)  # every answer is committed (a Ray attempt's leftovers too)
     rows = con.execute("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 "
                        "ORDER BY 1", [job_id]).fetchall()
     summary.calls = {status: n for status, n in rows}

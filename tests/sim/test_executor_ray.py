@@ -428,3 +428,133 @@ def test_the_persona_commands_run_on_ray(local_ray: None, tmp_path: Path) -> Non
         == hub_tables(tmp_path / "local.duckdb", "expansion")
     assert hub_tables(tmp_path / "ray.duckdb", "text_to_persona") \
         == hub_tables(tmp_path / "local.duckdb", "text_to_persona")
+
+
+# --- Parquet shards under the job folder: a dead driver's answers are committed on resume -------
+
+SHARD_KEY = "sk-shard-test-0123456789"  # a made-up key the workers send: it must not reach a shard
+
+KILLED_DRIVER = """
+import os, signal, sys, time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import ray
+from personahub.sim import synthesize
+from personahub.sim.synthesize import SynthOptions, run_synthesis
+
+db, llm, address = sys.argv[1:4]
+ray.init(address=address, log_to_driver=False,
+         runtime_env={"env_vars": {"PH_SHARD_KEY": os.environ["PH_SHARD_KEY"]}})
+real = synthesize.SynthesisJob.write_batch
+seen = [0]
+
+def dies_at_the_third(self, results, summary):
+    seen[0] += 1
+    if seen[0] == 3:  # two batches committed; wait until every other answer is in a shard
+        folder = Path(db + ".jobs") / self.job_id
+        for _ in range(600):
+            done = {r[0] for r in self.con.execute(
+                "SELECT persona_id FROM synth_items WHERE job_id = ?", [self.job_id]).fetchall()}
+            keys = set()
+            for path in folder.glob("*.parquet"):
+                keys.update(pq.read_table(path, columns=["key"]).column("key").to_pylist())
+            if len(done | keys) == 23:
+                os.kill(os.getpid(), signal.SIGKILL)  # before this batch is committed
+            time.sleep(0.1)
+        sys.exit(3)
+    real(self, results, summary)
+
+synthesize.SynthesisJob.write_batch = dies_at_the_third
+run_synthesis(SynthOptions(task="math_problem", n=23, batch_size=5, db=db, llm=llm,
+                           executor="ray", ray_workers=2))
+sys.exit(4)
+"""
+
+
+def _job_id(db: Path) -> str:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT job_id FROM synth_jobs").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def _shard_keys(folder: Path) -> dict[str, set[str]]:
+    import pyarrow.parquet as pq
+
+    return {p.name: set(pq.read_table(p, columns=["key"]).column("key").to_pylist())
+            for p in folder.glob("*.parquet")}
+
+
+def test_a_killed_driver_resumed_commits_the_shards_without_asking_again(
+        local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 the driver (a subprocess on this test's Ray) after every answer is in a shard but
+    only two batches are committed: the resume commits the other three from the shards with no
+    model call, and the job is the uninterrupted one, its folder gone."""
+    import subprocess
+    import sys
+
+    import ray
+
+    monkeypatch.setenv("PH_SHARD_KEY", SHARD_KEY)
+    db = tmp_path / "ray.duckdb"
+    with running_server(seed=3) as server:
+        llm = server.base_url + "?model=offline&api_key_env=PH_SHARD_KEY"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        died = subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(db), llm,
+                               ray.get_runtime_context().gcs_address], env=env, timeout=600,
+                              capture_output=True, text=True)
+        assert died.returncode == -signal.SIGKILL, died.stderr[-2000:]
+        job_id = _job_id(db)
+        folder = db.parent / f"{db.name}.jobs" / job_id
+        assert len(rows(db, job_id)) == 10 and len(set().union(*_shard_keys(folder).values())) >= 13
+        assert not any(SHARD_KEY.encode() in p.read_bytes() for p in folder.iterdir())
+        asked = server.stats.requests
+        resumed = run_synthesis(SynthOptions(task="math_problem", db=str(db), llm=llm,
+                                             executor="ray", ray_workers=2), resume=job_id)
+        assert server.stats.requests == asked  # every answer came from a shard
+        assert resumed.skipped_done == 10 and resumed.written == 13
+        local = synth(tmp_path / "local.duckdb", llm=llm, solve=False)
+    assert rows(db, job_id) == rows(tmp_path / "local.duckdb", local.job_id)
+    assert accounting(db, job_id) == accounting(tmp_path / "local.duckdb", local.job_id)
+    assert not folder.exists() and not folder.parent.exists()
+
+
+def test_a_corrupt_or_partial_shard_is_ignored_and_its_answers_asked_again(
+        local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = synthesize.SynthesisJob.write_batch
+    seen = {"batches": 0}
+
+    def dies_at_the_third(self: synthesize.SynthesisJob, results: Any, summary: Any) -> None:
+        seen["batches"] += 1
+        if seen["batches"] == 3:
+            raise RuntimeError("driver lost")
+        real(self, results, summary)
+
+    db = tmp_path / "ray.duckdb"
+    with running_server(seed=3) as server:
+        llm = server.base_url + "?model=offline"
+        monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", dies_at_the_third)
+        with pytest.raises(PersonahubError, match="--resume"):
+            synth(db, llm=llm, solve=False, executor="ray", ray_workers=2)
+        monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", real)
+        job_id = _job_id(db)
+        con = duckdb.connect(str(db), read_only=True)
+        done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items").fetchall()}
+        con.close()
+        folder = db.parent / f"{db.name}.jobs" / job_id
+        shards = {name: keys - done for name, keys in _shard_keys(folder).items()}
+        broken = next(name for name, keys in shards.items() if keys)
+        (folder / broken).write_bytes((folder / broken).read_bytes()[:40])  # cut short
+        (folder / ".0123.part").write_bytes(b"PAR1")  # a write that never finished
+        ready = set().union(*(keys for name, keys in shards.items() if name != broken))
+        asked = server.stats.requests
+        resumed = run_synthesis(SynthOptions(task="math_problem", db=str(db), llm=llm,
+                                             executor="ray", ray_workers=2), resume=job_id)
+        assert server.stats.requests - asked == 13 - len(ready) > 0
+        assert resumed.written == 13
+        local = synth(tmp_path / "local.duckdb", llm=llm, solve=False)
+    assert rows(db, job_id) == rows(tmp_path / "local.duckdb", local.job_id)
+    assert accounting(db, job_id) == accounting(tmp_path / "local.duckdb", local.job_id)
+    assert not folder.exists()
