@@ -7,12 +7,13 @@ the job, and commits each batch (rows, ``llm_calls``, near-duplicate flags) thro
 from the driver client's ``LLMSettings`` and runs a batch's calls on its own event loop, bounded by
 the same ``--concurrency`` (so ``--concurrency`` and ``--rps`` hold per worker).
 
-Every job takes the one path ``_stream``: synthesis ships personas to ``_SynthActor`` (a persona's
-item and solution are asked on the same worker); ``personas from-text`` and ``personas expand``
-ship their calls as ``personas.asks.Ask`` to ``_AskActor`` — all of a from-text job's batches in
-one pass (``ask_batches``), each of an expansion's sets of calls in one pass (``ray_asks``: a
-batch's link questions depend on the commit of the batch before). Their results are committed by
-the jobs' own code on the driver, in batch order, exactly as a local job commits them.
+Every job whose batches are planned ahead takes the one path ``_stream``: synthesis ships personas
+to ``_SynthActor`` (a persona's item and solution are asked on the same worker); ``personas
+from-text`` ships its calls as ``personas.asks.Ask`` to ``_AskActor``, all of a job's batches in
+one pass (``ask_batches``). Their results are committed by the jobs' own code on the driver, in
+batch order, exactly as a local job commits them. ``personas expand`` cannot plan ahead (a
+batch's link questions depend on the commit of the batch before), so it asks each batch of a
+job-long actor pool instead (``executor_ray_run.ray_asks``): a round trip, not a Ray Data pass.
 
 Results are shipped back to the driver, not written as Parquet shards under a job folder. Why:
 the batch commit is already the completion marker a resume reads (``synth_items`` per persona,
@@ -55,7 +56,7 @@ import pyarrow as pa
 import ray
 from personahub.agents.contracts import StructuredCaller, StructuredResult
 from personahub.agents.llm import LLMSettings, make_client, redact_spec
-from personahub.personas.asks import Ask, Asks, ask_one, portable, restored
+from personahub.personas.asks import Ask, ask_one, portable, restored
 from personahub.personas.dedup import Signer
 from personahub.personas.errors import PersonahubError
 from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
@@ -205,26 +206,6 @@ def ask_batches(client: StructuredCaller, batches: Sequence[Sequence[Ask]], targ
                       address=target.address, workers=target.workers)
     for batch, results in zip(batches, answers, strict=True):
         yield [restored(a, r) for a, r in zip(batch, results, strict=True)]
-
-
-def ray_asks(client: StructuredCaller, target: RayTarget, batch_size: int) -> Asks:
-    """``Asks`` whose every batch is one Ray Data pass (for a job whose calls depend on the
-    batch before's commit, as an expansion's do)."""
-    check_ray_client(client)
-
-    async def run(asks: Sequence[Ask]) -> list[StructuredResult[Any]]:
-        if not asks:
-            return []
-        with ray_session(target.address):  # one batch: spread over every worker's blocks
-            size = target.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            per_block = max(1, min(batch_size, -(-len(asks) // (size * BLOCKS_PER_WORKER))))
-            # no more actors than blocks: a batch of three link questions starts no idle worker
-            pool = RayTarget(target.address, min(size, -(-len(asks) // per_block)))
-            # to the end: the pass finishes and frees its actors before the next batch's pass asks
-            # for them (an abandoned pass would hold the cluster's CPUs until garbage collection)
-            return [r for batch in ask_batches(client, [asks], pool, per_block) for r in batch]
-
-    return run
 
 
 def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:

@@ -49,8 +49,9 @@ from personahub.agents.contracts import (
     carry_records,
 )
 from personahub.agents.llm import LLMSettings, make_client
+from personahub.personas.asks import Asks, local_asks
 from personahub.personas.errors import PersonahubError
-from personahub.sim.executor_ray import check_ray_client, ray_session
+from personahub.sim.executor_ray import RayTarget, check_ray_client, ray_session
 from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
@@ -106,9 +107,13 @@ class RayCaller:
     the run log names call records' models by its endpoints, and progress reads its totals.
     """
 
-    def __init__(self, inner: StructuredCaller, actors: Sequence[Any], run_id: str = "") -> None:
+    def __init__(self, inner: StructuredCaller, actors: Sequence[Any], run_id: str = "",
+                 lost: str | None = None) -> None:
         self.inner = inner
         self.run_id = run_id
+        # what a lost worker's error tells the user to do (default: resume the run)
+        self.lost = lost or (f"run {run_id} stopped after its last committed step: resume with "
+                             f"personahub run --resume {run_id}")
         self.actors = list(actors)
         self._outstanding = [0] * len(self.actors)
         self._pending: list[tuple[Call, asyncio.Future[tuple[Any, ...]]]] = []
@@ -190,8 +195,7 @@ class RayCaller:
         except Exception as exc:  # noqa: BLE001 - a lost actor fails these calls, not the loop
             failure = PersonahubError(
                 f"Ray worker {index + 1} was lost with {len(batch)} model calls in flight "
-                f"({type(exc).__name__}); run {self.run_id} stopped after its last committed "
-                f"step: resume with personahub run --resume {self.run_id}")
+                f"({type(exc).__name__}); {self.lost}")
             for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)
@@ -205,10 +209,10 @@ class RayCaller:
 
 @contextmanager
 def ray_caller(client: StructuredCaller, *, address: str | None, workers: int | None,
-               run_id: str) -> Iterator[RayCaller]:
+               run_id: str, lost: str | None = None) -> Iterator[RayCaller]:
     """A ``RayCaller`` over ``workers`` actors (None: one per cluster CPU) built from
     ``client``'s settings, on the Ray at ``address`` (see ``executor_ray.ray_session``);
-    the actors are ended when the run is."""
+    the actors are ended when the job is. ``lost`` says how to go on when a worker is lost."""
     settings = check_ray_client(client)
     with ray_session(address):
         cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
@@ -219,10 +223,21 @@ def ray_caller(client: StructuredCaller, *, address: str | None, workers: int | 
         actors = [actor_class.options(name=f"{tag}-{n}").remote(settings)
                   for n in range(1, size + 1)]
         try:
-            yield RayCaller(client, actors, run_id)
+            yield RayCaller(client, actors, run_id, lost)
         finally:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
+
+
+@contextmanager
+def ray_asks(client: StructuredCaller, target: RayTarget, job: str = "expand") -> Iterator[Asks]:
+    """``Asks`` for a whole job whose calls depend on the commit of the batch before (as an
+    expansion's link questions do): one pool of actors for the job, so each batch's calls cost
+    a round trip to the actors, not a Ray Data pass (actors started and ended per batch)."""
+    with ray_caller(client, address=target.address, workers=target.workers, run_id=job,
+                    lost=f"the {job} job stopped after its last committed batch: run the same "
+                         "command to resume it") as caller:
+        yield local_asks(caller)
 
 
 def check_run_client(client: StructuredCaller) -> None:
