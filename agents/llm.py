@@ -29,6 +29,7 @@ from personahub.agents.contracts import (
     CallRecord,
     CallRequest,
     Endpoint,
+    ModelEndpoint,
     StructuredResult,
 )
 from personahub.agents.endpoint_specs import make_endpoints, redact_spec, spec_size
@@ -78,6 +79,7 @@ class LLMClient:
         retry = Retrying(below, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
                          modes=self.modes, fail_fast=fail_fast,
                          on_timeout=self._limits.lower_on_timeout if self._limits else None)
+        self._retry = retry
         self._cached = Cached(retry, params=self._cache_params)
         negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned
         validated = Validated(self._cached, modes=self.modes if negotiated else None,
@@ -113,6 +115,17 @@ class LLMClient:
     def use_cache(self, cache: ResponseCache | None) -> None:
         """Answer from (and record into) ``cache`` from now on; None turns caching off."""
         self._cached.cache = cache
+
+    @property
+    def uncached(self) -> ModelEndpoint:
+        """The layers below the cache (retries, limits, endpoints): what answers a cache miss."""
+        return self._retry
+
+    def answer_misses_with(self, below: ModelEndpoint | None) -> None:
+        """Send the attempts the cache does not answer to ``below`` (None: this client's own
+        retries and endpoints again). A Ray run keeps the cache here, on the driver that holds
+        the database, and sends only the misses to a worker's ``uncached`` layers."""
+        self._cached.inner = below if below is not None else self._retry
 
     def _cache_params(self, max_tokens: int) -> dict[str, Any]:
         """What besides the conversation decides an answer (the cache key's ``params``)."""

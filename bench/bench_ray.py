@@ -23,6 +23,7 @@ import argparse
 import random
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import _synthetic  # noqa: F401 - puts this checkout first on sys.path
@@ -123,7 +124,8 @@ def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
     from personahub.personas.expand import expand_hub
     from personahub.personas.store import connect
     from personahub.personas.text_to_persona import iter_texts, text_to_persona
-    from personahub.sim.executor_ray import RayTarget, ask_batches, ray_asks
+    from personahub.sim.executor_ray import RayTarget, ask_batches
+    from personahub.sim.executor_ray_run import ray_asks
     from personahub.sim.jobs import job_loop
 
     corpus = tmp / f"{job}-{workers}.jsonl"
@@ -141,10 +143,10 @@ def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
                                      concurrency=args.concurrency, remote=remote))
         else:
             start = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
-            loop.run(expand_hub(con, client, start_ids=start, hops=1, fanout=2,
-                                batch_size=args.batch_size * 4, link_candidates=2,
-                                asks=None if workers is None else ray_asks(client, target,
-                                                                           args.batch_size)))
+            with ExitStack() as stack:  # one actor pool for the whole expansion
+                asks = None if workers is None else stack.enter_context(ray_asks(client, target))
+                loop.run(expand_hub(con, client, start_ids=start, hops=1, fanout=2,
+                                    batch_size=args.batch_size * 4, link_candidates=2, asks=asks))
     seconds = time.perf_counter() - t0
     con.close()
     hub, calls = hub_of(db)

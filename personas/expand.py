@@ -482,7 +482,7 @@ async def expand_hub(
     ``link_candidates`` > 0 closes triangles: each new persona is asked which of up to that many
     people near its source it knows (``personas.linking``); 0 grows trees, as before.
     ``asks`` runs each batch's calls (default: on this loop; Ray workers:
-    ``sim.executor_ray.ray_asks``); the batches are committed here, in order, either way.
+    ``sim.executor_ray_run.ray_asks``); the batches are committed here, in order, either way.
     ``link_embedder`` (``hash`` or ``local[:model]``) adds the nearest people of the whole
     expansion as candidates and merges a new persona at cosine >= ``threshold`` with its nearest
     one (``personas.link_nearest``); the model's ``same person`` answers merge too.

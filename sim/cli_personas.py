@@ -5,6 +5,8 @@ explicitly with ``--resume`` and the job's id (an expansion id; a text job's cor
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,13 +136,16 @@ def ray_target(executor: str, client: Any, address: str | None, workers: int | N
     return RayTarget(address, workers)
 
 
-def _ray_asks(client: Any, target: Any, batch_size: int) -> Any:
-    """Each expansion batch's calls as one Ray pass (None: on the job's loop)."""
+@contextmanager
+def _ray_asks(client: Any, target: Any) -> Iterator[Any]:
+    """An expansion's calls on one pool of Ray actors for the whole job (None: on its loop)."""
     if target is None:
-        return None
-    from personahub.sim.executor_ray import ray_asks
+        yield None
+        return
+    from personahub.sim.executor_ray_run import ray_asks
 
-    return ray_asks(client, target, batch_size)
+    with ray_asks(client, target, "expansion") as asks:
+        yield asks
 
 
 def _ray_batches(client: Any, target: Any, batch_size: int, folder: Path) -> Any:
@@ -267,14 +272,15 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
 
     try:
         with job_progress(client) as bar, interrupts_from_queries(), \
-                executor_session("ray" if target else "local", target and target.address):
+                executor_session("ray" if target else "local", target and target.address), \
+                _ray_asks(client, target) as asks:
             task = bar.add_task("expanding (hops)", total=hops)
             summary = run_loop.run(expand_hub(
                 con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
                 batch_size=batch_size, config=config, language=language, on_start=on_start,
                 link_candidates=link_candidates, link_embedder=link_embedder,
                 progress=lambda _, h, n: bar.update(task, completed=h),
-                asks=_ray_asks(client, target, batch_size)))
+                asks=asks))
     except KeyboardInterrupt as exc:
         if not expansion:
             raise

@@ -7,12 +7,13 @@ the job, and commits each batch (rows, ``llm_calls``, near-duplicate flags) thro
 from the driver client's ``LLMSettings`` and runs a batch's calls on its own event loop, bounded by
 the same ``--concurrency`` (so ``--concurrency`` and ``--rps`` hold per worker).
 
-Every job takes the one path ``_stream``: synthesis ships personas to ``_SynthActor`` (a persona's
-item and solution are asked on the same worker); ``personas from-text`` and ``personas expand``
-ship their calls as ``personas.asks.Ask`` to ``_AskActor`` — all of a from-text job's batches in
-one pass (``ask_batches``), each of an expansion's sets of calls in one pass (``ray_asks``: a
-batch's link questions depend on the commit of the batch before). Their results are committed by
-the jobs' own code on the driver, in batch order, exactly as a local job commits them.
+Every job whose batches are planned ahead takes the one path ``_stream``: synthesis ships personas
+to ``_SynthActor`` (a persona's item and solution are asked on the same worker); ``personas
+from-text`` ships its calls as ``personas.asks.Ask`` to ``_AskActor``, all of a job's batches in
+one pass (``ask_batches``). Their results are committed by the jobs' own code on the driver, in
+batch order, exactly as a local job commits them. ``personas expand`` cannot plan ahead (a
+batch's link questions depend on the commit of the batch before), so it asks each batch of a
+job-long actor pool instead (``executor_ray_run.ray_asks``): a round trip, not a Ray Data pass.
 
 Synthesis and from-text answers come back as Parquet shards under a job folder next to the
 database (``<db>.jobs/<job>/``, ``sim.shards``), not through the driver's memory. Each worker writes
@@ -28,8 +29,8 @@ disk. The batch commit stays the resume's record of what is done (``synth_items`
 ``text_done``): an answer is in the database or in a shard, and a shard row whose item is
 committed is never read again, so nothing is lost or doubled. On a cluster the database's folder
 must be on a filesystem every worker mounts at the same path (a worker that cannot see the job
-folder refuses to start). An expansion (``ray_asks``) still ships its answers back: its batches
-are passes of their own, each committed before the next is asked.
+folder refuses to start). An expansion (``executor_ray_run.ray_asks``) still gets its answers
+back through the actor pool: each batch is committed before the next is asked.
 
 Answers come back in any order; the driver (``in_batch_order``, ``sim.shards.batches_from_shards``)
 holds each batch until it is complete and the batches before it are committed, so the same seed
@@ -66,7 +67,7 @@ import pyarrow as pa
 import ray
 from personahub.agents.contracts import StructuredCaller, StructuredResult
 from personahub.agents.llm import LLMSettings, make_client, redact_spec
-from personahub.personas.asks import Ask, Asks, ask_keys, ask_one, portable, restored
+from personahub.personas.asks import Ask, ask_keys, ask_one, portable, restored
 from personahub.personas.dedup import Signer
 from personahub.personas.errors import PersonahubError
 from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
@@ -307,26 +308,6 @@ def ask_batches(client: StructuredCaller, batches: Sequence[Sequence[Ask]], targ
         if store is not None:
             results = [_result_of(row) for row in results]
         yield [restored(a, r) for a, r in zip(batch, results, strict=True)]
-
-
-def ray_asks(client: StructuredCaller, target: RayTarget, batch_size: int) -> Asks:
-    """``Asks`` whose every batch is one Ray Data pass (for a job whose calls depend on the
-    batch before's commit, as an expansion's do)."""
-    check_ray_client(client)
-
-    async def run(asks: Sequence[Ask]) -> list[StructuredResult[Any]]:
-        if not asks:
-            return []
-        with ray_session(target.address):  # one batch: spread over every worker's blocks
-            size = target.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            per_block = max(1, min(batch_size, -(-len(asks) // (size * BLOCKS_PER_WORKER))))
-            # no more actors than blocks: a batch of three link questions starts no idle worker
-            pool = RayTarget(target.address, min(size, -(-len(asks) // per_block)))
-            # to the end: the pass finishes and frees its actors before the next batch's pass asks
-            # for them (an abandoned pass would hold the cluster's CPUs until garbage collection)
-            return [r for batch in ask_batches(client, [asks], pool, per_block) for r in batch]
-
-    return run
 
 
 def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:

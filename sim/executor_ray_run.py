@@ -24,9 +24,17 @@ actor that cannot come back fails the step's calls: the run stops after its last
 and ``--resume`` continues it (on Ray or locally), as after any failed step.
 
 No secret travels through Ray: ``executor_ray.check_ray_client`` refuses a spec that carries one;
-keys are read on the worker from its environment. ``--cache`` stays ``off`` on Ray (workers have
-no database; ``executors.check_executor``). Structured-output modes learned on the workers are
-not reported back: ``runs.config.structured_modes`` holds the driver's.
+keys are read on the worker from its environment. Structured-output modes learned on the
+workers are not reported back: ``runs.config.structured_modes`` holds the driver's.
+
+``--cache record|replay``: workers have no database, so the cache stays on the driver. With a
+cache, ``structured`` runs on the driver client itself, whose cache layer keys, looks up and
+stores every attempt exactly as in a local run; its misses go to the actors (``_Misses``), which
+answer them with the layers below their client's cache (retries, limits, endpoints). Validation
+and repair run on the driver then; an actor still learns the modes its endpoints ignore.
+
+``ray_asks`` lends the same pool to a job kernel job whose calls depend on the batch before's
+commit (``personas expand``): one pool for the whole job, a round trip per set of calls.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from typing import Any, TypeVar
 
 import ray
 from personahub.agents.contracts import (
+    CallRequest,
     CallStats,
     Endpoint,
     StructuredCaller,
@@ -49,8 +58,10 @@ from personahub.agents.contracts import (
     carry_records,
 )
 from personahub.agents.llm import LLMSettings, make_client
+from personahub.agents.repair import check_answer
+from personahub.personas.asks import Asks, local_asks
 from personahub.personas.errors import PersonahubError
-from personahub.sim.executor_ray import check_ray_client, ray_session
+from personahub.sim.executor_ray import RayTarget, check_ray_client, ray_session
 from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
@@ -78,11 +89,30 @@ class _CallActor:
 
     def __init__(self, settings: LLMSettings) -> None:
         self.client = make_client(settings)
+        # as the client's own validating layer: a worker learns the modes its endpoints ignore
+        self.negotiates = not all(e.capabilities.native_schemas for e in self.client.endpoints)
 
-    async def answer(self, calls: Sequence[Call]) -> list[tuple[Any, ...]]:
+    async def answer(self, calls: Sequence[Call | CallRequest]) -> list[tuple[Any, ...]]:
         """Per call: ``("ok", value fields or None, result without its value)`` or
-        ``("raised", exception)``, in the order asked."""
-        return list(await asyncio.gather(*[self._one(*call) for call in calls]))
+        ``("raised", exception)``, in the order asked. A ``CallRequest`` is one attempt the
+        driver's cache missed, answered by the layers below the cache (no value: the driver
+        validates it)."""
+        return list(await asyncio.gather(*[
+            self._attempt(call) if isinstance(call, CallRequest) else self._one(*call)
+            for call in calls]))
+
+    async def _attempt(self, request: CallRequest) -> tuple[Any, ...]:
+        try:
+            result = await self.client.uncached.call(request)
+        except Exception as exc:  # noqa: BLE001 - raised again on the driver
+            return ("raised", _portable_error(exc))
+        record = result.records[-1] if result.records else None
+        if (self.negotiates and result.failure is None and result.raw is not None
+                and record is not None and record.endpoint is not None and record.structured_mode):
+            has_json = check_answer(request.schema, result.raw, truncated=result.truncated).has_json
+            self.client.modes.answered(record.endpoint, record.structured_mode,  # type: ignore[arg-type]
+                                       has_json)
+        return ("ok", None, result)
 
     async def _one(self, schema: type[BaseModel], messages: list[Any], purpose: str,
                    persona_id: str | None, step: int | None) -> tuple[Any, ...]:
@@ -106,12 +136,17 @@ class RayCaller:
     the run log names call records' models by its endpoints, and progress reads its totals.
     """
 
-    def __init__(self, inner: StructuredCaller, actors: Sequence[Any], run_id: str = "") -> None:
+    def __init__(self, inner: StructuredCaller, actors: Sequence[Any], run_id: str = "",
+                 lost: str | None = None) -> None:
         self.inner = inner
         self.run_id = run_id
+        # what a lost worker's error tells the user to do (default: resume the run)
+        self.lost = lost or (f"run {run_id} stopped after its last committed step: resume with "
+                             f"personahub run --resume {run_id}")
         self.actors = list(actors)
         self._outstanding = [0] * len(self.actors)
-        self._pending: list[tuple[Call, asyncio.Future[tuple[Any, ...]]]] = []
+        self._pending: list[tuple[Call | CallRequest, asyncio.Future[tuple[Any, ...]]]] = []
+        self.cached = False  # see use_cache
         self._flush_scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -145,22 +180,27 @@ class RayCaller:
         return self.inner.structured_modes()
 
     def use_cache(self, cache: Any) -> None:
-        if cache is not None:
-            raise PersonahubError("--executor ray: Ray workers cannot reach the database's cache; "
-                                  "use --cache off")
+        """Answer from (and record into) ``cache`` on the driver: the driver client's own cache
+        layer keys, looks up and stores every attempt as a local run does, and only its misses
+        go to the actors (``_Misses``), so the cache never leaves the database's process."""
+        route = getattr(self.inner, "answer_misses_with", None)
+        if route is None:
+            raise PersonahubError("--executor ray with --cache: the model client must be built "
+                                  "from --llm")
+        self.inner.use_cache(cache)
+        route(_Misses(self) if cache is not None else None)
+        self.cached = cache is not None
 
     # -- the calls ------------------------------------------------------------------------------
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None,
                          step: int | None = None) -> StructuredResult[T]:
-        """Ask on an actor; the result is the one a local client would have returned."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[Any, ...]] = loop.create_future()
-        self._pending.append(((schema, list(messages), purpose, persona_id, step), future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        answer = await future
+        """Ask on an actor; the result is the one a local client would have returned. With a
+        cache, the driver client answers (its cache layer sends the misses to the actors)."""
+        if self.cached:
+            return await self.inner.structured(schema, messages, purpose=purpose,
+                                               persona_id=persona_id, step=step)
+        answer = await self.ask((schema, list(messages), purpose, persona_id, step))
         if answer[0] == "raised":
             error: Exception = answer[1]
             self.stats.add(carried_records(error))
@@ -169,6 +209,16 @@ class RayCaller:
         self.stats.add(bare.records)
         value = None if fields is None else schema.model_validate(fields)
         return StructuredResult(value, bare.records, bare.raw, bare.cache_entries, bare.failure)
+
+    async def ask(self, call: Call | CallRequest) -> tuple[Any, ...]:
+        """An actor's answer to ``call``, sent with the calls asked in the same turn of the loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Any, ...]] = loop.create_future()
+        self._pending.append((call, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
 
     def _flush(self) -> None:
         """Send what this turn of the loop asked, in batches spread over the actors."""
@@ -182,16 +232,15 @@ class RayCaller:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, index: int, batch: list[tuple[Call, asyncio.Future[tuple[Any, ...]]]]
-                    ) -> None:
+    async def _send(self, index: int,
+                    batch: list[tuple[Call | CallRequest, asyncio.Future[tuple[Any, ...]]]]) -> None:
         self._outstanding[index] += len(batch)
         try:
             answers = await self.actors[index].answer.remote([call for call, _ in batch])
         except Exception as exc:  # noqa: BLE001 - a lost actor fails these calls, not the loop
             failure = PersonahubError(
                 f"Ray worker {index + 1} was lost with {len(batch)} model calls in flight "
-                f"({type(exc).__name__}); run {self.run_id} stopped after its last committed "
-                f"step: resume with personahub run --resume {self.run_id}")
+                f"({type(exc).__name__}); {self.lost}")
             for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)
@@ -203,12 +252,32 @@ class RayCaller:
                 future.set_result(answer)
 
 
+class _Misses:
+    """The layer a cached Ray run puts under the driver client's cache: each attempt the cache
+    does not answer goes to an actor's layers below its (absent) cache, micro-batched with the
+    others; the driver's cache layer then stores what comes back, as a local run's does."""
+
+    def __init__(self, caller: RayCaller) -> None:
+        self.caller = caller
+
+    @property
+    def label(self) -> str:
+        return self.caller.label
+
+    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+        answer = await self.caller.ask(request)
+        if answer[0] == "raised":
+            raise answer[1]
+        result: StructuredResult[Any] = answer[2]
+        return result
+
+
 @contextmanager
 def ray_caller(client: StructuredCaller, *, address: str | None, workers: int | None,
-               run_id: str) -> Iterator[RayCaller]:
+               run_id: str, lost: str | None = None) -> Iterator[RayCaller]:
     """A ``RayCaller`` over ``workers`` actors (None: one per cluster CPU) built from
     ``client``'s settings, on the Ray at ``address`` (see ``executor_ray.ray_session``);
-    the actors are ended when the run is."""
+    the actors are ended when the job is. ``lost`` says how to go on when a worker is lost."""
     settings = check_ray_client(client)
     with ray_session(address):
         cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
@@ -218,11 +287,27 @@ def ray_caller(client: StructuredCaller, *, address: str | None, workers: int | 
         tag = f"{ACTOR_PREFIX}{run_id}-{uuid.uuid4().hex[:6]}"
         actors = [actor_class.options(name=f"{tag}-{n}").remote(settings)
                   for n in range(1, size + 1)]
+        caller = RayCaller(client, actors, run_id, lost)
         try:
-            yield RayCaller(client, actors, run_id)
+            if getattr(client, "cache", None) is not None:  # attached before the pool started
+                caller.use_cache(client.cache)  # type: ignore[attr-defined]
+            yield caller
         finally:
+            if caller.cached:  # the driver client answers from its own endpoints again
+                client.answer_misses_with(None)  # type: ignore[attr-defined]
             for actor in actors:
                 ray.kill(actor, no_restart=True)
+
+
+@contextmanager
+def ray_asks(client: StructuredCaller, target: RayTarget, job: str = "expand") -> Iterator[Asks]:
+    """``Asks`` for a whole job whose calls depend on the commit of the batch before (as an
+    expansion's link questions do): one pool of actors for the job, so each batch's calls cost
+    a round trip to the actors, not a Ray Data pass (actors started and ended per batch)."""
+    with ray_caller(client, address=target.address, workers=target.workers, run_id=job,
+                    lost=f"the {job} job stopped after its last committed batch: run the same "
+                         "command to resume it") as caller:
+        yield local_asks(caller)
 
 
 def check_run_client(client: StructuredCaller) -> None:

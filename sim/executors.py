@@ -22,11 +22,14 @@ EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the [ray] extra: pip install 'personahub[ray]' (ray[data]>=2.40)"
 
 
-def check_executor(name: str, *, cache: str = "off", workers: int | None = None) -> None:
+def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
+                   cache_on_driver: bool = False) -> None:
     """Refuse an unknown executor, or a Ray run it cannot do yet, before anything is opened.
 
     A Ray worker has no database connection, so it cannot answer from (or record into) the
-    ``llm_cache`` table: ``--cache`` must stay ``off`` on Ray for now.
+    ``llm_cache`` table. A job whose calls go through ``executor_ray_run.RayCaller``
+    (``cache_on_driver``: ``run``, ``personas expand``) keeps the cache on the driver and sends
+    only its misses to the workers; the others must keep ``--cache off`` on Ray for now.
     """
     if name not in EXECUTORS:
         raise PersonahubError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
@@ -34,7 +37,7 @@ def check_executor(name: str, *, cache: str = "off", workers: int | None = None)
         raise PersonahubError(f"--ray-workers must be >= 1, got {workers}")
     if name != "ray":
         return
-    if cache != "off":
+    if cache != "off" and not cache_on_driver:
         raise PersonahubError(f"--executor ray with --cache {cache}: Ray workers cannot reach the "
                               "database's cache yet; use --cache off (or --executor local)")
     if importlib.util.find_spec("ray") is None:

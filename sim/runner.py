@@ -104,7 +104,8 @@ class RunOptions:
     ray_workers: int | None = None  # Ray actors asking the model; None: one per cluster CPU
 
     def __post_init__(self) -> None:
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
+        check_executor(self.executor, cache=self.cache, workers=self.ray_workers,
+                       cache_on_driver=True)
         check_setting(self.structured)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         if self.offline_latency_s < 0:

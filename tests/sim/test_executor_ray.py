@@ -343,31 +343,36 @@ def test_from_text_on_ray_over_the_loopback_server(local_ray: None, tmp_path: Pa
     assert tables["personas"] and tables["calls"]
 
 
-def expansion(db: Path, workers: int | None, *, asks: Any = None, resume: str | None = None) -> Any:
+def expansion(db: Path, workers: int | None, *, asks: Any = None, resume: str | None = None,
+              spec: str = "offline") -> Any:
     """Two hops from five personas, closing triangles (link calls) with the default embedder,
-    its batches' calls on Ray with ``workers`` (else local)."""
+    its batches' calls on a job-long pool of ``workers`` Ray actors (else local)."""
     import asyncio
+    from contextlib import ExitStack
 
     from personahub.personas.expand import expand_hub
     from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
     from personahub.personas.record import Persona
     from personahub.personas.store import connect, upsert_personas
-    from personahub.sim.executor_ray import RayTarget, ray_asks
+    from personahub.sim.executor_ray import RayTarget
+    from personahub.sim.executor_ray_run import ray_asks
 
     from tests.conftest import persona_texts
 
-    caller = LLMClient(LLMSettings(spec="offline", seed=3, max_retries=1, backoff_s=0.01))
-    if asks is None and workers is not None:
-        asks = ray_asks(caller, RayTarget(workers=workers), 4)
+    caller = LLMClient(LLMSettings(spec=spec, seed=3, max_retries=1, backoff_s=0.01))
     con = connect(db)
     try:
-        if resume is None:
-            upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(5)])
-        start = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
-        return asyncio.run(expand_hub(con, caller, start_ids=start if resume is None else [],
-                                      hops=2, fanout=2, batch_size=4, link_candidates=3,
-                                      link_embedder=DEFAULT_LINK_EMBEDDER, resume=resume,
-                                      asks=asks))
+        with ExitStack() as stack:
+            if asks is None and workers is not None:
+                asks = stack.enter_context(ray_asks(caller, RayTarget(workers=workers)))
+            if resume is None:
+                upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(5)])
+            start = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq"
+                                               ).fetchall()]
+            return asyncio.run(expand_hub(con, caller, start_ids=start if resume is None else [],
+                                          hops=2, fanout=2, batch_size=4, link_candidates=3,
+                                          link_embedder=DEFAULT_LINK_EMBEDDER, resume=resume,
+                                          asks=asks))
     finally:
         con.close()
 
@@ -385,24 +390,25 @@ def test_expand_on_ray_makes_the_local_hub(local_ray: None, tmp_path: Path, work
 
 def test_an_interrupted_ray_expansion_resumed_is_the_uninterrupted_one(local_ray: None,
                                                                        tmp_path: Path) -> None:
-    from personahub.sim.executor_ray import RayTarget, ray_asks
+    from personahub.sim.executor_ray import RayTarget
+    from personahub.sim.executor_ray_run import ray_asks
 
     from tests.fakes import Interrupted
 
     whole = expansion(tmp_path / "whole.duckdb", 2)
     caller = LLMClient(LLMSettings(spec="offline", seed=3, max_retries=1, backoff_s=0.01))
-    real = ray_asks(caller, RayTarget(workers=2), 4)
     passes = {"n": 0}
-
-    async def dies_at_the_fourth(asks: Any) -> Any:
-        passes["n"] += 1
-        if passes["n"] == 4:  # the driver dies with a batch's answers in hand, uncommitted
-            raise Interrupted("driver lost")
-        return await real(asks)
-
     db = tmp_path / "cut.duckdb"
-    with pytest.raises(Interrupted):
-        expansion(db, 2, asks=dies_at_the_fourth)
+    with ray_asks(caller, RayTarget(workers=2)) as real:
+
+        async def dies_at_the_fourth(asks: Any) -> Any:
+            passes["n"] += 1
+            if passes["n"] == 4:  # the driver dies with a batch's answers in hand, uncommitted
+                raise Interrupted("driver lost")
+            return await real(asks)
+
+        with pytest.raises(Interrupted):
+            expansion(db, 2, asks=dies_at_the_fourth)
     con = duckdb.connect(str(db), read_only=True)
     expansion_id = con.execute("SELECT expansion_id FROM expansions").fetchall()[0][0]
     assert 0 < con.execute("SELECT count(*) FROM expansion_frontier WHERE status = 'done'"
@@ -558,3 +564,25 @@ def test_a_corrupt_or_partial_shard_is_ignored_and_its_answers_asked_again(
     assert rows(db, job_id) == rows(tmp_path / "local.duckdb", local.job_id)
     assert accounting(db, job_id) == accounting(tmp_path / "local.duckdb", local.job_id)
     assert not folder.exists()
+def test_expand_command_on_ray_over_the_loopback_server(local_ray: None, tmp_path: Path,
+                                                         server: Any) -> None:
+    """personas expand --executor ray over HTTP (a client on each actor, the same server): the
+    local executor's hub, and its llm_calls accounting, call for call."""
+    from personahub.personas.record import Persona
+    from personahub.personas.store import connect, upsert_personas
+
+    from tests.conftest import persona_texts
+
+    llm = server(seed=4).base_url + "?model=offline"
+    for executor in ("local", "ray"):
+        db = tmp_path / f"{executor}.duckdb"
+        con = connect(db)
+        upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(5)])
+        con.close()
+        grown = invoke("personas", "expand", "--db", db, "--llm", llm, "--hops", 2, "--fanout", 2,
+                       "--batch-size", 2, "--link-candidates", 3, "--executor", executor,
+                       "--ray-workers", 2)
+        assert grown.exit_code == 0 and "asked " in grown.output, grown.output
+    tables = hub_tables(tmp_path / "ray.duckdb", "expansion")
+    assert tables == hub_tables(tmp_path / "local.duckdb", "expansion")
+    assert tables["personas"] and any(p == "expand:link" for p, *_ in tables["calls"])

@@ -72,6 +72,62 @@ def test_loopback_server_run_on_ray_gives_the_local_tables(local_ray: None, scen
     assert remote == local and local["emissions"]
 
 
+def cache_of(db: Path, run_id: str) -> dict[str, list]:
+    """The run's calls by whether the cache answered them, and every stored cache entry."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {
+            "calls": con.execute("SELECT purpose, status, cached, attempt, count(*) FROM llm_calls "
+                                 "WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [run_id]).fetchall(),
+            "entries": con.execute("SELECT key, model, sample, CAST(request AS VARCHAR), response, "
+                                   "error, tokens_in, tokens_out FROM llm_cache ORDER BY key"
+                                   ).fetchall()}
+    finally:
+        con.close()
+
+
+def test_a_cached_run_on_ray_answers_from_the_drivers_cache(
+        local_ray: None, scenario_path: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--cache record on Ray: the driver looks every call up in the database's cache and sends
+    only the misses to the actors, storing the entries they bring back; run twice, the second
+    run is answered from the cache, and both runs' tables and entries are a local cached run's.
+    A replay on Ray (no model called) gives the same tables again."""
+    sent: list[str] = []  # the misses the driver sent to an actor, by purpose
+    send = executor_ray_run._Misses.call
+
+    async def counted(self: Any, request: Any) -> Any:
+        sent.append(request.purpose)
+        return await send(self, request)
+
+    monkeypatch.setattr(executor_ray_run._Misses, "call", counted)
+
+    def twice(db: Path, **options: Any) -> list[tuple[dict[str, list], dict[str, list]]]:
+        made = []
+        for _ in range(2):
+            summary = run_scenario(load_scenario(scenario_path),
+                                   RunOptions(db=db, cache="record", **options))
+            made.append((snapshot(db, summary.run_id), cache_of(db, summary.run_id)))
+            sent.append("--")
+        return made
+
+    local = twice(tmp_path / "local.duckdb")
+    remote = twice(tmp_path / "ray.duckdb", executor="ray", ray_workers=2)
+    assert remote == local
+    assert sent[:2] == ["--", "--"] and len(sent) > 4 and sent[-1] == sent[-2] == "--"
+    assert len(sent) - 4 == sum(c[-1] for c in remote[0][1]["calls"])  # every call of the first
+    (first, first_cache), (second, second_cache) = remote
+    assert second == first and first["emissions"]
+    assert {c[2] for c in first_cache["calls"]} == {False}  # the first run asked the actors
+    assert {c[2] for c in second_cache["calls"]} == {True}  # the second, the cache alone
+    assert second_cache["entries"] == first_cache["entries"] and first_cache["entries"]
+    replay = run_scenario(load_scenario(scenario_path), RunOptions(
+        db=tmp_path / "ray.duckdb", cache="replay", executor="ray", ray_workers=1))
+    assert snapshot(tmp_path / "ray.duckdb", replay.run_id) == first
+
+
 def _kill_first_actor(no_restart: bool) -> None:
     import ray
 
