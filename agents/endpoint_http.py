@@ -35,9 +35,9 @@ HTTP_CAPABILITIES = Capabilities()
 
 def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
                    max_tokens_param: str) -> dict[str, Any]:
-    """The ``ainvoke`` keyword arguments that ask for ``schema`` in ``mode`` with an output
-    limit (passed to the model's ``ainvoke`` directly: a ``.bind()`` wrapper would merge configs
-    on every call for nothing).
+    """The call's keyword arguments (``generate``) that ask for ``schema`` in ``mode`` with an output
+    limit (passed to the model directly: a ``.bind()`` wrapper would merge configs on every call
+    for nothing).
 
     The response format and the limit travel in ``extra_body``: as typed parameters the openai
     SDK walks the whole JSON schema on every request (about 8 ms of CPU a call here), and
@@ -51,6 +51,47 @@ def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: in
     if mode == "tools":
         return {"tools": openai_tools(schema), "tool_choice": tool_choice(schema), "extra_body": body}
     return {"extra_body": body}
+
+
+def _callbacks_configured() -> bool:
+    """Whether LangChain would hand a chat model call to callbacks: tracing (LangSmith) or
+    handlers registered through the environment. Asked once per endpoint and event loop."""
+    from langchain_core.callbacks.manager import AsyncCallbackManager
+
+    manager = AsyncCallbackManager.configure()
+    return bool(manager.handlers or manager.inheritable_handlers)
+
+
+def _parent_callbacks() -> bool:
+    """Whether the caller runs inside a LangChain run that passes callbacks down (a traced
+    LangGraph node): its model calls must then show up in that run."""
+    from langchain_core.runnables.config import var_child_runnable_config
+
+    config = var_child_runnable_config.get()
+    return bool(config and config.get("callbacks"))
+
+
+async def generate(model: Any, messages: list[Any], kwargs: dict[str, Any],
+                   callbacks: bool) -> Any:
+    """The chat model's answer to ``messages`` as an ``AIMessage``.
+
+    With callbacks to serve, through ``ainvoke``. Without, through the model's own
+    ``_agenerate`` (the method every LangChain chat model implements and ``ainvoke`` ends in):
+    ``ainvoke`` would open a callback run with no handler in it (a run id, a run manager, a task
+    gathering one generation, a shielded task for ``on_llm_end``), about a fifth of the client's
+    CPU per call and a dozen extra turns of the event loop, each one a wait behind every other
+    answer when hundreds are in flight (``bench/bench_concurrency.py``). The message is the one
+    ``ainvoke`` returns: the generation's info and the model's output merged into its
+    ``response_metadata`` as ``BaseChatModel`` does.
+    """
+    if callbacks or _parent_callbacks():
+        return await model.ainvoke(messages, **kwargs)
+    result = await model._agenerate(messages, **kwargs)
+    generation = result.generations[0]
+    message = generation.message
+    message.response_metadata = {**(result.llm_output or {}), **(generation.generation_info or {}),
+                                 **message.response_metadata}
+    return message
 
 
 async def _close_at_shutdown(model: Any) -> AsyncGenerator[None, None]:
@@ -81,6 +122,7 @@ class HttpEndpoint:
         self._kwargs: dict[tuple[type[BaseModel], str, int], dict[str, Any]] = {}
         self._probe_locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._closer: AsyncGenerator[None, None] | None = None
+        self._callbacks = False
 
     def current_mode(self) -> str:
         """The structured mode this endpoint is asked in now."""
@@ -96,11 +138,12 @@ class HttpEndpoint:
                 self.model = self._make_model()
                 self._kwargs.clear()
             self._loop = loop
+            self._callbacks = _callbacks_configured()
             self._closer = _close_at_shutdown(self.model)
             await anext(self._closer)
 
     def _request_kwargs(self, request: CallRequest, mode: StructuredMode) -> dict[str, Any]:
-        """``ainvoke`` arguments for this schema, mode and limit (built once: they cost)."""
+        """The call's arguments for this schema, mode and limit (built once: they cost)."""
         key = (request.schema, mode, request.max_tokens)
         kwargs = self._kwargs.get(key)
         if kwargs is None:
@@ -139,9 +182,9 @@ class HttpEndpoint:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task per call
-                message = await self.model.ainvoke(
-                    prepare_messages(mode, request.schema, request.messages),
-                    **self._request_kwargs(request, mode))
+                message = await generate(
+                    self.model, prepare_messages(mode, request.schema, request.messages),
+                    self._request_kwargs(request, mode), self._callbacks)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             return failed(record, exc, started)
         return answered(record, message, mode, started)

@@ -155,6 +155,26 @@ def test_inline_executor_runs_work_in_the_calling_thread_but_not_dns() -> None:
         loop.close()
 
 
+def test_the_run_loop_answers_default_executor_work_with_a_finished_asyncio_future() -> None:
+    """No concurrent future, so nothing is handed back through the loop's self-pipe; errors
+    reach the awaiting coroutine; name resolution still runs in a worker thread."""
+    async def check() -> tuple[Any, ...]:
+        loop = asyncio.get_running_loop()
+        inline = loop.run_in_executor(None, threading.get_ident)
+        assert isinstance(inline, asyncio.Future) and inline.done()
+        failed = loop.run_in_executor(None, int, "x")
+        with pytest.raises(ValueError):
+            await failed
+        resolved = await loop.getaddrinfo("127.0.0.1", 80)
+        return await inline, resolved[0][4][0]
+
+    loop = new_run_loop()
+    try:
+        assert loop.run_until_complete(check()) == (threading.get_ident(), "127.0.0.1")
+    finally:
+        loop.close()
+
+
 def test_plain_http_endpoints_skip_the_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading the CA bundle is setup work an http:// server never needs; https keeps it."""
     import ssl
