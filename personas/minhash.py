@@ -514,8 +514,60 @@ def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return out
 
 
+_ROW_FEATURES = 48  # pairs whose sets both fit are checked row-wise (persona texts do)
+_ROW_PAD = _U64(1 << 40)
+
+
 def exact_jaccard(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
     """Exact Jaccard of the feature sets of each (i, j) pair, vectorised in bounded chunks.
+
+    Pairs of short texts (both at most ``_ROW_FEATURES`` features, persona-length) are checked
+    row by row: each pair's values of both sides in one padded row, sorted along the row (a
+    short sort per pair instead of one global sort: ~2x faster); the rest as before.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    out = np.empty(len(pairs), dtype=np.float64)
+    lens = np.diff(features.offsets)
+    short = (lens[pairs[:, 0]] <= _ROW_FEATURES) & (lens[pairs[:, 1]] <= _ROW_FEATURES)
+    if short.any():
+        out[short] = _exact_jaccard_rows(features, pairs[short])
+    if not short.all():
+        out[~short] = _exact_jaccard_sorted(features, pairs[~short])
+    return out
+
+
+def _exact_jaccard_rows(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
+    """Row-wise exact Jaccard: each row holds ``value << 1 | side`` of both sets, padded; after
+    a sort along the row, an entry equal to its left neighbour is a repeat within a side, and
+    neighbours equal but for the side bit are a shared value."""
+    out = np.empty(len(pairs), dtype=np.float64)
+    lens = np.diff(features.offsets)
+    step = 1 << 14
+    for lo in range(0, len(pairs), step):
+        chunk = pairs[lo : lo + step]
+        n_feat = lens[chunk]
+        width = max(1, int(n_feat.max()))
+        cols = np.arange(width)
+        rows = np.empty((len(chunk), 2 * width), dtype=np.uint64)
+        for side in (0, 1):
+            valid = cols < n_feat[:, side, None]
+            at = np.where(valid, features.offsets[chunk[:, side], None] + cols, 0)
+            values = (features.values[at].astype(np.uint64) << _U64(1)) | _U64(side)
+            rows[:, side * width : (side + 1) * width] = np.where(valid, values, _ROW_PAD)
+        rows.sort(axis=1)
+        real = rows < _ROW_PAD
+        repeat = rows[:, 1:] == rows[:, :-1]
+        sizes = real.sum(axis=1) - (repeat & real[:, 1:]).sum(axis=1)  # |A| + |B|
+        shared = ((rows[:, 1:] >> _U64(1)) == (rows[:, :-1] >> _U64(1))) & ~repeat & real[:, 1:]
+        inter = shared.sum(axis=1)
+        union = sizes - inter
+        out[lo : lo + len(chunk)] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    return out
+
+
+def _exact_jaccard_sorted(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the feature sets of each (i, j) pair, vectorised in bounded chunks
+    (any set sizes).
 
     Every value of both sides is keyed ``pair << 33 | value << 1 | side`` and the keys sorted
     once: equal neighbours are a repeat within a side (dropped), neighbours equal but for the
