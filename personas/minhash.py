@@ -85,8 +85,9 @@ class MinHashConfig:
         seed: seeds the permutations; the same seed gives the same signatures everywhere.
         max_bucket_pairs: each text in an LSH bucket is compared with at most this many of the
             earliest texts of the bucket, which bounds the work on huge buckets (copies, or
-            templated texts); 2 keeps >= 99.8% recall on templated personas without an id word
-            (1 keeps 99.1%), texts with identical signatures are paired apart from the buckets.
+            templated texts). On templated personas without an id word, bands alone found
+            99.86% of the planted copies at 2 (99.1% at 1, all at 4); texts with identical
+            signatures are also paired apart from the buckets, which finds them all.
     """
 
     num_perm: int = 128
