@@ -245,3 +245,85 @@ def test_candidate_pairs_equal_plain_band_buckets() -> None:
     for bands, rows, cap in ((16, 8, 32), (5, 25, 2), (64, 2, 4)):
         got = candidate_pairs(sigs, MinHashConfig(max_bucket_pairs=cap), (bands, rows))
         assert {tuple(p) for p in got.tolist()} == _naive_candidates(sigs, bands, rows, cap)
+
+
+def test_prefilter_floor_is_the_binomial_tail() -> None:
+    """The floor rejects a pair at the threshold with probability <= 1e-5, one more slot would not."""
+    from math import comb
+
+    from personahub.personas.minhash import prefilter_floor
+
+    def below(m: int, n: int, p: float) -> float:
+        return sum(comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(m))
+
+    for threshold, num_perm in ((0.9, 128), (0.8, 64), (0.5, 256)):
+        floor = prefilter_floor(threshold, num_perm)
+        assert below(floor, num_perm, threshold) <= 1e-5 < below(floor + 1, num_perm, threshold)
+
+
+def test_prefilter_keeps_every_pair_the_exact_check_keeps() -> None:
+    """Pairs built right at and above the threshold (J = 0.9 .. 1 on 20-60 word sets) and just
+    below it: the marks with the pre-filter are those of band candidates checked exactly."""
+    from personahub.personas.minhash import (
+        _bucket_pairs,
+        _equal_slots,
+        _slot_bytes,
+        prefilter_floor,
+        resolve_first_seen,
+        verified_pairs,
+    )
+
+    rng = np.random.default_rng(5)
+    texts: list[str] = []
+    for size in range(20, 61):
+        for _ in range(6):
+            base = [f"w{v}" for v in rng.choice(1_000_000, size, replace=False)]
+            texts.append(" ".join(base))
+            for keep in range(size, size - 4, -1):  # J = keep / size (drop words)
+                texts.append(" ".join(rng.permutation(base[:keep])))
+    config = MinHashConfig(max_bucket_pairs=64)
+    sigs, feats = sketch(texts, config)
+    got = verified_pairs(sigs, feats, config)
+    cand = candidate_pairs(sigs, config)
+    exact = exact_jaccard(feats, cand)
+    want = cand[exact >= 0.9]
+    assert want.size and (exact >= 0.9).sum() >= 300
+    assert {tuple(p) for p in want} <= {tuple(p) for p in got}
+    assert (exact_jaccard(feats, got) >= 0.9).all()
+    n = len(texts)
+    assert (resolve_first_seen(n, got) == resolve_first_seen(n, want)).all()
+    # the pre-filter on its own: no pair at J >= 0.9 falls under the floor
+    low = _slot_bytes(sigs)
+    floor = prefilter_floor(0.9, 128)
+    assert (_equal_slots(low, want, 128) >= floor).all()
+    equal = (sigs[want[:, 0]] == sigs[want[:, 1]]).sum(axis=1)
+    assert (_equal_slots(low, want, 128) >= equal).all()  # low bytes only add chance matches
+    assert _bucket_pairs(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), 2).shape == (0, 2)
+
+
+def test_templated_texts_keep_their_copies() -> None:
+    """Templated personas (shared words, no id word): each copy with two words swapped is
+    marked, and nothing is marked below the threshold."""
+    rng = np.random.default_rng(9)
+    roles = ["nurse", "baker", "welder", "farmer", "teacher", "plumber", "florist", "barista"]
+    places = ["Lisbon", "Accra", "Osaka", "Leeds", "Quito", "Tartu", "Perth", "Cork"]
+    hobbies = ["chess", "poetry", "rowing", "jazz", "hiking", "pottery", "cycling", "knitting"]
+    texts: list[str] = []
+    copies: list[int] = []
+    for i in range(4000):
+        if texts and rng.random() < 0.1:
+            words = texts[int(rng.integers(0, len(texts)))].split()
+            a, b = rng.choice(len(words), 2, replace=False)
+            words[a], words[b] = words[b], words[a]
+            copies.append(i)
+            texts.append(" ".join(words))
+            continue
+        texts.append(f"A {rng.choice(roles)} from {rng.choice(places)}, aged "
+                     f"{rng.integers(19, 80)}, who likes {rng.choice(hobbies)} and "
+                     f"{rng.choice(hobbies)}.")
+    dup = minhash_duplicates(texts)
+    assert (dup[copies] >= 0).mean() >= 0.99
+    marked = np.flatnonzero(dup >= 0)
+    sets = [set(tokenize(t)) for t in texts]
+    assert all(len(sets[i] & sets[dup[i]]) / len(sets[i] | sets[dup[i]]) >= 0.9 for i in marked)
+    assert (dup[marked] < marked).all()
