@@ -37,6 +37,7 @@ def test_async_form_under_asyncio_run(tmp_path: Path) -> None:
     _check_run(run, db)
 
 
+@pytest.mark.slow
 async def test_sync_form_inside_a_running_loop(tmp_path: Path) -> None:
     """Done-when: the sync form called inside a running loop (a Jupyter cell) works, and the run
     answers as one started from a script does."""
@@ -72,6 +73,7 @@ def test_sql_is_read_only_and_options_are_checked(tmp_path: Path) -> None:
         personahub.synthesize("math_problem", db=db, colour="red")
 
 
+@pytest.mark.slow
 async def test_persona_jobs_sync_and_async(tmp_path: Path) -> None:
     """synthesize, text_to_persona, expand and dedup: both forms, items as DataFrames."""
     db = tmp_path / "hub.duckdb"
@@ -92,6 +94,7 @@ async def test_persona_jobs_sync_and_async(tmp_path: Path) -> None:
     assert list(flagged.items().columns[:2]) == ["persona_id", "seq"]
 
 
+@pytest.mark.slow
 async def test_interview_sync_async_and_from_the_run_handle(tmp_path: Path) -> None:
     """Issue 13 item 3: ``personahub.interview`` (one agent or a carved group) returns a
     DataFrame, in both forms and inside a running loop; ``Run.interview`` asks its own run."""

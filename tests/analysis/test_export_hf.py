@@ -20,6 +20,7 @@ def _hf() -> None:
     need_hf()
 
 
+@pytest.mark.slow
 def test_job_export_loads_with_load_from_disk(tmp_path: Path) -> None:
     import datasets
 
@@ -49,6 +50,7 @@ def test_job_export_loads_with_load_from_disk(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+@pytest.mark.slow
 def test_run_export_and_hub_layout(tmp_path: Path) -> None:
     import datasets
 

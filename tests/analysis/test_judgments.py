@@ -87,6 +87,7 @@ def test_an_old_database_without_the_table_has_no_judge(tmp_path: Path):
     con.close()
 
 
+@pytest.mark.slow
 def test_report_and_live_view_show_the_validity(launch_db, tmp_path: Path):
     from personahub.analysis.report import write_report
     from personahub.sim.judge import JudgeOptions, run_judge

@@ -20,6 +20,7 @@ def ro(db: object) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(db), read_only=True)
 
 
+@pytest.mark.slow
 def test_run_report_opens_with_its_facts(launch_db: dict, tmp_path: Path) -> None:
     con = ro(launch_db["db"])
     index = write_report(con, tmp_path / "r", run_id=launch_db["run"])

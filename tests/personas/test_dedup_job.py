@@ -87,6 +87,7 @@ def uncached_calls(db: Path) -> int:
     pytest.param(EMBEDDERS[0], True, id="hash---resume JOB_ID", marks=pytest.mark.slow),
     pytest.param(EMBEDDERS[1], False, id="openai-same command", marks=pytest.mark.slow),
     pytest.param(EMBEDDERS[1], True, id="openai---resume JOB_ID")])
+@pytest.mark.slow
 def test_resumed_after_first_batch_equals_uninterrupted(tmp_path, monkeypatch, openai_env,
                                                         embedder, by_id):
     whole = hub(tmp_path / "whole" / "hub.duckdb")
@@ -214,6 +215,7 @@ def test_cache_and_rps_need_a_model_embedder(tmp_path):
     assert "--rps" in one_line_error(dedup(db, "--rps", 5))
 
 
+@pytest.mark.slow
 def test_resume_refuses_what_the_job_fixes(tmp_path, monkeypatch):
     db = hub(tmp_path / "hub.duckdb")
     with monkeypatch.context() as patch:

@@ -48,6 +48,7 @@ def test_three_offline_hops_with_linking_close_triangles(tmp_path):
     assert stats["cycles"] > 0 and stats["clustering"] > 0.1
 
 
+@pytest.mark.slow
 def test_linking_off_grows_the_same_forest_as_before(tmp_path):
     con, ids = _hub(tmp_path)
     summary = _expand(con, ids, links=0)
@@ -60,6 +61,7 @@ def test_linking_off_grows_the_same_forest_as_before(tmp_path):
     assert linked.new_personas == summary.new_personas and linked.edges == summary.edges
 
 
+@pytest.mark.slow
 def test_offline_linking_is_deterministic(tmp_path):
     first, ids = _hub(tmp_path / "a")
     second, _ = _hub(tmp_path / "b")
@@ -94,6 +96,7 @@ def test_shape_stats_of_a_tree_and_a_triangle():
     assert social_view(nx.MultiDiGraph()).number_of_nodes() == 0
 
 
+@pytest.mark.slow
 def test_a_link_embedder_joins_the_seeds_trees(tmp_path):
     """Candidates from the source's circle never leave its seed's tree; the nearest people of
     the whole expansion do, so the graph becomes one society instead of one per seed."""

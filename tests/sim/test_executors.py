@@ -45,6 +45,7 @@ def test_local_is_the_default_and_needs_no_ray() -> None:
     assert SynthOptions(task="instruction").executor == "local"
 
 
+@pytest.mark.slow
 def test_the_local_path_imports_no_ray() -> None:
     """Ray is imported only by sim/executor_ray.py, when a command asks for it."""
     import subprocess

@@ -173,6 +173,7 @@ def test_a_failed_answer_is_stored_failed_and_accounted(db_copy):
 
 # -- offline, deterministic, and said so -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_offline_answers_are_deterministic_and_labelled(db_copy):
     db, run_id = db_copy
     args = ("interview", "--db", db, "--run", run_id, "--agent", "3", "--format", "json",

@@ -184,6 +184,7 @@ def test_calls_name_their_job_and_model(tmp_path, command):
     assert ids == {r[0] for r in rows(db, own)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", fast(COMMANDS, "run"))
 def test_cache_record_then_replay_gives_the_same_rows(tmp_path, command):
     recorded = tmp_path / "rec" / "hub.duckdb"
@@ -253,6 +254,7 @@ def interrupted(db: Path, command: Command, monkeypatch: pytest.MonkeyPatch) -> 
         assert invoke(*command.start(db), "--seed", 5).exit_code == 130
 
 
+@pytest.mark.slow
 def test_expand_resume_by_id_refuses_what_the_expansion_fixes(tmp_path, monkeypatch):
     db = tmp_path / "hub.duckdb"
     interrupted(db, COMMANDS[1], monkeypatch)

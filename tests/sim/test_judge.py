@@ -155,6 +155,7 @@ def test_judge_id_follows_the_settings():
     assert judge_id_for(base) != judge_id_for(JudgeOptions(run="j", sample=5))
 
 
+@pytest.mark.slow
 def test_a_run_is_judged_with_each_kind_own_criteria(tmp_path):
     from tests.synth_helpers import run_default_scenario
 

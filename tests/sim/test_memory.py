@@ -203,6 +203,7 @@ def test_reflections_receive_the_summary_and_what_left_memory():
     assert any("In my own words:" in p for p in acting[-6:])  # and the prompts show it
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_over_hundreds_of_steps():
     model = make_model(harbour_scenario(steps=300), n=2)
     sizes = {}

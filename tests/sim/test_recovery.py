@@ -89,6 +89,7 @@ def whole_run(scenario: Path, tmp_path: Path) -> dict[str, list]:
 
 # -- item 1: failed setup calls ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_expansion_call_that_failed_is_asked_again_in_a_second_round(scenario, tmp_path):
     whole = whole_run(scenario, tmp_path)
     flaky = start_ids(scenario)[2]
@@ -103,6 +104,7 @@ def test_an_expansion_call_that_failed_is_asked_again_in_a_second_round(scenario
                 [flaky]) == [("done", 2)]
 
 
+@pytest.mark.slow
 def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(scenario, tmp_path):
     whole = whole_run(scenario, tmp_path)
     broken = start_ids(scenario)[1:3]
@@ -146,6 +148,7 @@ def test_personas_the_quality_gate_rejects_are_not_failures(scenario, tmp_path):
 
 # -- item 2: setup is a committed phase ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_resume_continues_the_interrupted_expansion_instead_of_redoing_it(scenario, tmp_path):
     whole = whole_run(scenario, tmp_path)
     db = tmp_path / "crashed.duckdb"
@@ -170,6 +173,7 @@ def stopped_run(scenario: Path, tmp_path: Path) -> tuple[Path, str]:
     return db, rows(db, "SELECT run_id FROM runs")[0][0]
 
 
+@pytest.mark.slow
 def test_resume_refuses_an_edited_scenario_without_executing_it(scenario, tmp_path):
     db, run_id = stopped_run(scenario, tmp_path)
     original = scenario.read_text()

@@ -25,6 +25,7 @@ def _filled(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+@pytest.mark.slow
 def test_blocks_on_disk_leave_the_pool_and_the_limit_stays(tmp_path: Path) -> None:
     con = _filled(tmp_path)
     limit = scalar(con, "SELECT current_setting('memory_limit')")

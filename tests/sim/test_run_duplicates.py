@@ -96,6 +96,7 @@ def _without_run_id(flags: dict[str, list[str | None]]) -> dict[str, list[str | 
                                              pytest.param(1_000_000, None, marks=pytest.mark.slow),
                                              pytest.param(1_000_000, 4, marks=pytest.mark.slow),
                                              pytest.param(12, None, marks=pytest.mark.slow), (12, 4)])
+@pytest.mark.slow
 def test_run_flags_equal_the_reference_uninterrupted_and_resumed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None, hot: int | None) -> None:
     if hot is not None:  # most signatures read back from the emissions table

@@ -55,6 +55,7 @@ def test_run_writes_all_kinds_messages_and_flags(scenario_file, tmp_path):
     con.close()
 
 
+@pytest.mark.slow
 def test_same_seed_same_emissions_other_seed_differs(scenario_file, tmp_path):
     scenario = load_scenario(scenario_file())
     a = run_scenario(scenario, RunOptions(db=tmp_path / "a.duckdb", seed=5))
@@ -65,6 +66,7 @@ def test_same_seed_same_emissions_other_seed_differs(scenario_file, tmp_path):
     assert rows_a != emissions(tmp_path / "c.duckdb", c.run_id)
 
 
+@pytest.mark.slow
 def test_rerun_in_the_same_database_reaches_the_same_society(scenario_file, tmp_path):
     scenario = load_scenario(scenario_file())
     db = tmp_path / "same.duckdb"
@@ -74,6 +76,7 @@ def test_rerun_in_the_same_database_reaches_the_same_society(scenario_file, tmp_
     assert emissions(db, first.run_id) == emissions(db, second.run_id)
 
 
+@pytest.mark.slow
 @settings(max_examples=4, deadline=None)
 @given(order_seed=st.integers(0, 10_000))
 def test_results_do_not_depend_on_completion_order(order_seed, tmp_path_factory):
@@ -107,6 +110,7 @@ def test_failure_mid_run_keeps_committed_steps_and_marks_the_run(scenario_file, 
     con.close()
 
 
+@pytest.mark.slow
 def test_default_scenario_smoke(tmp_path):
     scenario = load_scenario(Path(__file__).parents[2] / "scenarios" / "riverside_town.py")
     summary = run_scenario(scenario, RunOptions(db=tmp_path / "default.duckdb"))

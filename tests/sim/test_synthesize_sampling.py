@@ -40,6 +40,7 @@ def asked(db: Path, job_id: str) -> set[str]:
     return {r[0] for r in rows(db, "SELECT persona_id FROM synth_items WHERE job_id = ?", [job_id])}
 
 
+@pytest.mark.slow
 def test_n_is_a_seeded_uniform_sample(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     hub(db)
@@ -57,6 +58,7 @@ def test_n_is_a_seeded_uniform_sample(tmp_path: Path) -> None:
     assert asked(db, head.job_id) == first_five  # the old order, on request
 
 
+@pytest.mark.slow
 def test_resume_asks_the_drawn_personas_after_the_hub_grew(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "s.duckdb"
