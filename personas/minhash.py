@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
@@ -48,6 +48,8 @@ import numpy as np
 __all__ = [
     "FeatureSets",
     "MinHashConfig",
+    "band_keys",
+    "bucket_pairs",
     "candidate_pairs",
     "duplicates_from_signatures",
     "exact_jaccard",
@@ -58,6 +60,8 @@ __all__ = [
     "signature_keys",
     "signatures",
     "sketch",
+    "slot_low_bytes",
+    "slot_prefilter",
     "tokenize",
     "verified_pairs",
 ]
@@ -694,6 +698,46 @@ def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 
     return fields - (fields - slots) - out
 
 
+def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndarray], np.ndarray]:
+    """The band pairs' pre-filter of :func:`verified_pairs`: ``keep(pairs)`` returns the (i, j)
+    row-index pairs of ``sigs`` with enough equal slot low bits (:func:`prefilter_floor`).
+
+    ``sigs`` may be the signatures or only their low bytes (:func:`slot_low_bytes`, what the
+    Ray shuffle ships): the filter reads nothing else, so both give the same pairs.
+    """
+    low = _slot_bytes(sigs)
+    floor = prefilter_floor(float(config.threshold), config.num_perm)
+    # a first look at the low 4 bits of 64 slots (a quarter of the bytes) drops most pairs
+    # far below the threshold; chance matches (1/16) only let more through
+    head_slots = min(config.num_perm, 64)
+    head = _slot_bytes(sigs, head_slots, bits=4)
+    head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
+
+    def keep(pairs: np.ndarray) -> np.ndarray:
+        pairs = pairs[_equal_slots(head, pairs, head_slots, bits=4) >= head_floor]
+        return pairs[_equal_slots(low, pairs, config.num_perm) >= floor]
+
+    return keep
+
+
+def slot_low_bytes(sigs: np.ndarray) -> np.ndarray:
+    """(n, num_perm) uint8: the low byte of every slot, all :func:`slot_prefilter` needs."""
+    return sigs.astype(np.uint8)
+
+
+def bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
+    """(earlier, later) pairs of ``members`` (ascending) sharing a key, each later one with up
+    to ``max_pairs`` of the earliest of its bucket: the rule of :func:`verified_pairs`' bands
+    (``max_pairs=1`` on :func:`signature_keys` pairs identical signatures)."""
+    return _bucket_pairs(keys, members, max_pairs)
+
+
+def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
+    """(n, bands) uint64 band keys of ``sigs`` under :func:`recall_lsh_params`, as
+    :func:`verified_pairs` buckets them."""
+    return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
+
+
 def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
     """(earlier, later) pairs with exact Jaccard >= threshold, found as the batch stage finds
     them: band buckets (:func:`recall_lsh_params`, each later text with the earliest
@@ -705,18 +749,10 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
     used = sigs[members] if members.size < n else sigs
     keys = _band_keys(used, bands, rows)
-    low = _slot_bytes(sigs)
-    floor = prefilter_floor(float(config.threshold), config.num_perm)
-    # a first look at the low 4 bits of 64 slots (a quarter of the bytes) drops most pairs
-    # far below the threshold; chance matches (1/16) only let more through
-    head_slots = min(config.num_perm, 64)
-    head = _slot_bytes(sigs, head_slots, bits=4)
-    head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
+    prefilter = slot_prefilter(sigs, config)
     found = [_bucket_pairs(signature_keys(keys), members, 1)]
     for band in range(bands):
-        pairs = _bucket_pairs(keys[:, band], members, config.max_bucket_pairs)
-        pairs = pairs[_equal_slots(head, pairs, head_slots, bits=4) >= head_floor]
-        found.append(pairs[_equal_slots(low, pairs, config.num_perm) >= floor])
+        found.append(prefilter(_bucket_pairs(keys[:, band], members, config.max_bucket_pairs)))
     pairs = _unique_pairs(found, n)
     if len(pairs):
         pairs = pairs[exact_jaccard(features, pairs) >= config.threshold]

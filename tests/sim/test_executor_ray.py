@@ -8,6 +8,7 @@ Each module starts its own local Ray on 127.0.0.1 (two CPUs, no dashboard) and s
 from __future__ import annotations
 
 import os
+import random
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,6 +236,89 @@ def test_minhash_shuffle_flags_match_the_local_stage(local_ray: None, max_bucket
     marked_there = run_dedup(remote, config, sign=minhash_pair_finder(workers=2)).marked
     assert marked_there == marked_here > 700
     assert snapshot(remote) == snapshot(local)
+
+
+_TRAITS = ["patient", "curious", "blunt", "meticulous", "cheerful", "stubborn", "shy"]
+_ROLES = ["nurse", "baker", "ferry pilot", "librarian", "welder", "beekeeper", "data engineer"]
+_PLACES = ["Lisbon", "Accra", "Osaka", "Leeds", "Quito", "Tartu", "Perth", "Cork"]
+_HOBBIES = ["chess", "birdwatching", "sourdough", "cycling", "poetry", "robotics", "gardening"]
+
+
+def templated(n: int, seed: int) -> list[str]:
+    """bench_ray's dedup corpus in small: template personas, one in ten an earlier one with two
+    words swapped."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for i in range(n):
+        if texts and rng.random() < 0.1:
+            words = rng.choice(texts).split()
+            a, b = rng.sample(range(len(words)), 2)
+            words[a], words[b] = words[b], words[a]
+            texts.append(" ".join(words))
+            continue
+        texts.append(f"A {rng.choice(_TRAITS)} {rng.choice(_ROLES)} from {rng.choice(_PLACES)}, "
+                     f"aged {rng.randint(19, 80)}, who spends weekends on {rng.choice(_HOBBIES)} "
+                     f"and {rng.choice(_HOBBIES)}, resident no. {i}.")
+    return list(dict.fromkeys(texts))  # the hub refuses an exact repeat
+
+
+def test_minhash_shuffle_flags_match_the_local_stage_on_templated_personas(local_ray: None) -> None:
+    """bench_ray's templated corpus, default settings (max_bucket_pairs 2, 16 x 8 bands, the slot
+    pre-filter): the shuffle flags exactly what the local stage flags."""
+    from personahub.sim.executor_ray_minhash import minhash_pair_finder
+
+    texts = templated(3000, seed=11)
+    config = DedupConfig(batch_rows=701)
+    local, remote = hub(texts), hub(texts)
+    marked_here = run_dedup(local, config).marked
+    marked_there = run_dedup(remote, config, sign=minhash_pair_finder(workers=2)).marked
+    assert marked_there == marked_here > 200
+    assert snapshot(remote) == snapshot(local)
+
+
+def _buried(texts: list[str], copies: dict[int, int], config: MinHashConfig) -> int:
+    """How many copies' sources are past the earliest ``max_bucket_pairs`` of every band bucket
+    the copy is in (bands alone would not pair them)."""
+    from personahub.personas.minhash import band_keys, sketch
+
+    keys = band_keys(sketch(texts, config)[0], config)
+    buried = 0
+    for copy, source in copies.items():
+        ranks = [int((keys[:source, b] == keys[copy, b]).sum()) for b in range(keys.shape[1])]
+        buried += min(ranks) >= config.max_bucket_pairs
+    return buried
+
+
+def buried_copies(seed: int = 5) -> tuple[list[str], dict[int, int]]:
+    """600 templates that differ in two of 18 words (Jaccard 0.8-0.89: none a duplicate), then
+    copies of later ones (same words, other case and punctuation: identical signatures), as
+    {copy index: source index}. Every band bucket of a template holds dozens of earlier ones."""
+    rng = random.Random(seed)
+    body = "a retired ferry pilot from the old harbour town who keeps bees and writes letters to"
+    combos = [(a, b) for a in range(25) for b in range(25)]
+    rng.shuffle(combos)
+    texts = [f"{body} topic{a} theme{b}" for a, b in combos[:600]]
+    copies: dict[int, int] = {}
+    for source in range(599, 200, -5):
+        copies[len(texts)] = source
+        texts.append(texts[source].upper().replace(" TO ", ", to: "))
+    return texts, copies
+
+
+def test_minhash_shuffle_pairs_copies_whose_buckets_are_full_of_templates(local_ray: None) -> None:
+    """Copies of late templates, some past the earliest ``max_bucket_pairs`` of every band bucket
+    they are in: the identical-signature pairing finds them all, on Ray as locally."""
+    from personahub.sim.executor_ray_minhash import minhash_pair_finder
+
+    texts, copies = buried_copies()
+    config = DedupConfig(batch_rows=97)
+    assert _buried(texts, copies, config.minhash) > 5
+    local, remote = hub(texts), hub(texts)
+    assert run_dedup(local, config).marked == len(copies)
+    assert run_dedup(remote, config, sign=minhash_pair_finder(workers=2)).marked == len(copies)
+    assert snapshot(remote) == snapshot(local)
+    rows = snapshot(local)  # in seq order: the texts' order
+    assert all(rows[copy][4] == rows[source][0] for copy, source in copies.items())
 
 
 def test_minhash_shuffle_of_nothing_marks_nothing(local_ray: None) -> None:
