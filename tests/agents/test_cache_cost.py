@@ -90,6 +90,7 @@ def test_record_then_replay_over_http_makes_no_request_and_reproduces_every_tabl
     con.close()
 
 
+@pytest.mark.slow
 def test_replay_offline_counts_zero_engine_calls(scenario_file, tmp_path, monkeypatch):
     db = tmp_path / "offline.duckdb"
     scenario = load_scenario(scenario_file(n_personas=15, steps=2))
@@ -211,6 +212,7 @@ def test_cost_per_run_from_known_token_counts(tmp_path):
     con.close()
 
 
+@pytest.mark.slow
 def test_cost_of_a_run_through_the_cli(scenario_file, tmp_path):
     from typer.testing import CliRunner
 

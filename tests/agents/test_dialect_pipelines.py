@@ -76,6 +76,7 @@ def test_every_pipeline_in_every_dialect(dialect: str, scenario_file, persona_fi
     assert query(db, "SELECT count(*) FROM synth_items")[0][0] > 0
 
 
+@pytest.mark.slow
 def test_a_server_that_rejects_everything_stops_the_run_resumable(scenario_file,
                                                                    tmp_path: Path) -> None:
     db = tmp_path / "run.duckdb"

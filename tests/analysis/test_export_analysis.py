@@ -241,6 +241,7 @@ class _Images(HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
+@pytest.mark.slow
 def test_report_images_exist_and_are_png(data: dict, tmp_path: Path) -> None:
     con = ro(data["db"])
     index = write_report(con, tmp_path / "report", run_id=data["run"])

@@ -116,6 +116,7 @@ def test_resumed_after_first_batch_equals_uninterrupted(tmp_path, monkeypatch, o
     assert uncached_calls(cut) == uncached_calls(whole)  # nothing was embedded twice
 
 
+@pytest.mark.slow
 def test_rerun_embeds_nothing_again(tmp_path, openai_env):
     db = hub(tmp_path / "hub.duckdb")
     assert dedup(db, embedder=MODEL).exit_code == 0
@@ -136,6 +137,7 @@ def test_calls_name_their_job_model_and_purpose(tmp_path, openai_env):
     assert rows(db, "SELECT DISTINCT job_id, model FROM persona_embeddings") == [(job_id, MODEL)]
 
 
+@pytest.mark.slow
 def test_cache_record_then_replay_gives_the_same_flags(tmp_path, monkeypatch, openai_env):
     recorded = hub(tmp_path / "rec" / "hub.duckdb")
     assert dedup(recorded, "--cache", "record", embedder=MODEL).exit_code == 0

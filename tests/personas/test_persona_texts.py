@@ -81,6 +81,7 @@ def test_source_file_errors_are_one_line(tmp_path: Path) -> None:
     con.close()
 
 
+@pytest.mark.slow
 def test_official_sample_round_trips_row_for_row(tmp_path: Path) -> None:
     sample = require_sample()
     local = tmp_path / sample.name

@@ -136,6 +136,7 @@ def _existing(tmp: Path, command: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_existing_output_needs_force(hub, tmp_path, command) -> None:
     db, run = hub
@@ -152,6 +153,7 @@ def test_existing_output_needs_force(hub, tmp_path, command) -> None:
     assert not [p.name for p in precious.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_new_output_is_written_without_force(hub, tmp_path, command) -> None:
     db, run = hub
@@ -267,6 +269,7 @@ def test_output_mode_follows_the_umask(tmp_path) -> None:
     assert (tmp_path / "out.parquet").stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.slow
 def test_report_refuses_only_files_it_would_write(hub, tmp_path) -> None:
     db, run = hub
     folder = tmp_path / "report"
