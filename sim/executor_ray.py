@@ -343,7 +343,7 @@ def minhash_signer(address: str | None = None, workers: int | None = None) -> Si
             step = -(-len(flat) // blocks)
             items = ray.data.from_arrow([table.slice(lo, step) for lo in range(0, len(flat), step)])
             signed = items.map_batches(_sign, batch_size=None, fn_kwargs={"config": config},
-                                       concurrency=size)
+                                       compute=ray.data.TaskPoolStrategy(size=size))
             for piece in signed.iter_batches(batch_size=None, batch_format="numpy"):
                 out[piece["index"]] = piece["sig"]
                 seen[piece["index"]] = True

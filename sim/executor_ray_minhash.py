@@ -155,7 +155,7 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
             items = ray.data.from_arrow([table.slice(lo, step) for lo in range(0, n, step)])
             banded = items.map_batches(band_rows, batch_size=None, batch_format="pyarrow",
                                        fn_kwargs={"config": config, "partitions": partitions},
-                                       concurrency=size)
+                                       compute=ray.data.TaskPoolStrategy(size=size))
             pairs = banded.groupby("part", num_partitions=partitions).map_groups(
                 partition_verified_pairs, batch_format="pyarrow", fn_kwargs={"config": config})
             for piece in pairs.iter_batches(batch_size=None, batch_format="numpy"):
