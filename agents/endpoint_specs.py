@@ -83,6 +83,7 @@ def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
     opened them.
     """
     from openai import DefaultAioHttpClient, DefaultAsyncHttpxClient
+    from personahub.agents.openai_wire import merging_urls_once
 
     size = settings.concurrency
     options = {"limits": _sdk_httpx().Limits(max_connections=size, max_keepalive_connections=size),
@@ -90,9 +91,9 @@ def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
                "verify": False if _is_plain_http(base_url) else _ssl_context(),
                "follow_redirects": False}  # as before: a key never follows a redirect
     try:
-        return DefaultAioHttpClient(**options)
+        return merging_urls_once(DefaultAioHttpClient)(**options)
     except RuntimeError:  # the aiohttp extra is not installed
-        return DefaultAsyncHttpxClient(**options)
+        return merging_urls_once(DefaultAsyncHttpxClient)(**options)
 
 
 def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSettings,
@@ -103,10 +104,9 @@ def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSet
     ``OPENAI_API_KEY`` from the environment and send it to whatever server this is.
     """
     from langchain_openai import ChatOpenAI
-    from openai import AsyncOpenAI
-    from personahub.agents.openai_wire import pass_through_clients
+    from personahub.agents.openai_wire import PassThroughOpenAI, pass_through_clients
 
-    root = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=settings.timeout_s,
+    root = PassThroughOpenAI(api_key=api_key, base_url=base_url, timeout=settings.timeout_s,
                        max_retries=0, http_client=_http_client(settings, base_url),
                        default_query=query or None)
     return ChatOpenAI(model=model, base_url=base_url, api_key=SecretStr(api_key), timeout=settings.timeout_s,

@@ -17,15 +17,25 @@ It takes that shortcut only for payloads whose bytes provably do not change: the
 formats, multimodal content, unknown parameters) goes through the SDK's ``create`` unchanged.
 ``tests/agents/test_openai_wire.py`` checks that both paths send the same JSON body (keys may come in
 another order) and the same headers.
+
+Three answers the SDK works out afresh on every request never change for a client, so they are
+worked out once (``bench/bench_concurrency.py``: together about a tenth of the client's CPU per
+call at concurrency 256, paid on the event loop while hundreds of answers wait): the request
+options' fixed part (``FinalRequestOptions.construct`` walks every field; a copy with this call's
+body and extras is the same object), the request URL merged from the base URL and the path
+(``PassThroughOpenAI``), and httpx's parse of that URL's string (``MergedURLs``). The SDK's
+request path itself (headers, auth, retries, errors, the transport) runs unchanged.
 """
 
 from __future__ import annotations
 
 import inspect
+from functools import cache
 from typing import Any
 
 from openai import AsyncOpenAI, AsyncStream, BaseModel
 from openai._base_client import make_request_options
+from openai._models import FinalRequestOptions
 from openai._types import NOT_GIVEN, NotGiven, Omit
 from openai.resources.chat.completions import AsyncCompletions
 from openai.types.chat import ChatCompletionChunk
@@ -37,6 +47,11 @@ PLAIN_KEYS = frozenset({
     "user", "tools", "tool_choice", "parallel_tool_calls",
 })
 _TAKES_SECURITY = "security" in inspect.signature(make_request_options).parameters
+_PATH = "/chat/completions"
+# what ``AsyncAPIClient.post`` constructs before adding the call's body and options
+_POST_OPTIONS = FinalRequestOptions.construct(method="post", url=_PATH, json_data=None, content=None,
+                                              files=None)
+_MAX_CACHED_URLS = 64  # a client asks for one or two paths; the bound only keeps a leak impossible
 
 
 class CompletionJSON(BaseModel):
@@ -74,13 +89,64 @@ class PassThroughCompletions(AsyncCompletions):
             return await super().create(extra_headers=extra_headers, extra_query=extra_query,
                                         extra_body=extra_body, timeout=timeout, **params)
         params["messages"] = list(params["messages"])
-        options: dict[str, Any] = {"extra_headers": extra_headers, "extra_query": extra_query,
-                                   "extra_body": extra_body, "timeout": timeout}
-        if _TAKES_SECURITY:
-            options["security"] = {"bearer_auth": True}
-        return await self._post("/chat/completions", body=params,
-                                options=make_request_options(**options), cast_to=CompletionJSON,
-                                stream=False, stream_cls=AsyncStream[ChatCompletionChunk])
+        return await self._client.request(
+            CompletionJSON, post_options(params, extra_headers=extra_headers,
+                                         extra_query=extra_query, extra_body=extra_body,
+                                         timeout=timeout),
+            stream=False, stream_cls=AsyncStream[ChatCompletionChunk])
+
+
+def post_options(body: dict[str, Any], **extras: Any) -> FinalRequestOptions:
+    """The options ``AsyncAPIClient.post`` would construct for ``body`` and ``extras``
+    (``make_request_options``' keywords), as a copy of their fixed part."""
+    if _TAKES_SECURITY:
+        extras["security"] = {"bearer_auth": True}
+    return _POST_OPTIONS.model_copy(update={**make_request_options(**extras), "json_data": body})
+
+
+def _cached_url(cache: dict[str, Any], url: str, merge: Any) -> Any:
+    hit = cache.get(url)
+    if hit is None:
+        hit = merge(url)
+        if len(cache) < _MAX_CACHED_URLS:
+            cache[url] = hit
+    return hit
+
+
+class PassThroughOpenAI(AsyncOpenAI):
+    """``AsyncOpenAI`` that merges its base URL with a request path once per path and base URL
+    (both are strings in, an immutable URL out)."""
+
+    @property
+    def user_agent(self) -> str:
+        """The SDK's own (it names the client's class): a server sees an ``AsyncOpenAI``."""
+        return f"{AsyncOpenAI.__name__}/Python {self._version}"
+
+    def _prepare_url(self, url: str) -> Any:
+        base = self._base_url
+        cache: dict[str, Any] | None = self.__dict__.get("_prepared_urls")
+        if cache is None or self.__dict__.get("_prepared_base") is not base:
+            cache = self.__dict__["_prepared_urls"] = {}
+            self.__dict__["_prepared_base"] = base
+        return _cached_url(cache, url, super()._prepare_url)
+
+
+class MergedURLs:
+    """Mixin for an httpx client class: the URL of an absolute URL string is parsed once (the
+    openai SDK hands ``build_request`` the string of a URL it has just built)."""
+
+    def _merge_url(self, url: Any) -> Any:
+        merge = super()._merge_url  # type: ignore[misc]
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return merge(url)  # relative: the answer depends on the client's base URL
+        cache: dict[str, Any] = self.__dict__.setdefault("_merged_urls", {})
+        return _cached_url(cache, url, merge)
+
+
+@cache
+def merging_urls_once(client_class: type) -> type:
+    """``client_class`` (an httpx client class) with ``MergedURLs`` mixed in."""
+    return type(client_class.__name__, (MergedURLs, client_class), {})
 
 
 def pass_through_clients(client: AsyncOpenAI) -> dict[str, Any]:

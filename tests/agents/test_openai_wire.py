@@ -13,9 +13,19 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
+from openai._base_client import make_request_options
+from openai._models import FinalRequestOptions
+from openai._types import NotGiven
 from openai.types.chat import ChatCompletion
 from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.openai_wire import PassThroughCompletions, is_plain, pass_through_clients
+from personahub.agents.openai_wire import (
+    PassThroughCompletions,
+    PassThroughOpenAI,
+    is_plain,
+    merging_urls_once,
+    pass_through_clients,
+    post_options,
+)
 from personahub.agents.run_loop import InlineExecutor, close_quietly, new_run_loop
 from personahub.agents.tasks import emission_task
 
@@ -27,16 +37,18 @@ _COMPLETION = {
 }
 
 
-def _capture() -> tuple[AsyncOpenAI, list[httpx.Request]]:
+def _capture(client_class: type[AsyncOpenAI] = AsyncOpenAI,
+             ) -> tuple[AsyncOpenAI, list[httpx.Request]]:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return httpx.Response(200, json=_COMPLETION)
 
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return AsyncOpenAI(api_key="sk-test", base_url="http://example.test/v1", max_retries=0,
-                       http_client=http), seen
+    http = merging_urls_once(httpx.AsyncClient)(transport=httpx.MockTransport(handler)) \
+        if client_class is PassThroughOpenAI else httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return client_class(api_key="sk-test", base_url="http://example.test/v1", max_retries=0,
+                        http_client=http), seen
 
 
 PAYLOADS: list[dict[str, Any]] = [
@@ -59,13 +71,16 @@ PAYLOADS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("payload", PAYLOADS)
 @pytest.mark.parametrize("extra", [{}, {"extra_body": {"response_format": {"type": "json_object"}},
                                        "extra_headers": {"X-Trace": "1"}, "timeout": 5.0}])
-def test_same_request_on_the_wire(payload: dict[str, Any], extra: dict[str, Any]) -> None:
+@pytest.mark.parametrize("client_class", [AsyncOpenAI, PassThroughOpenAI])
+def test_same_request_on_the_wire(payload: dict[str, Any], extra: dict[str, Any],
+                                  client_class: type[AsyncOpenAI]) -> None:
     async def both() -> tuple[httpx.Request, httpx.Request, Any, Any]:
         sdk, sdk_seen = _capture()
-        ours, ours_seen = _capture()
+        ours, ours_seen = _capture(client_class)
         expected = await sdk.chat.completions.create(**payload, **extra)
-        got = await PassThroughCompletions(ours).create(**payload, **extra)
-        return sdk_seen[0], ours_seen[0], expected, got
+        for _ in range(2):  # the second request reads what the first one cached
+            got = await PassThroughCompletions(ours).create(**payload, **extra)
+        return sdk_seen[0], ours_seen[-1], expected, got
 
     want, have, expected, got = asyncio.run(both())
     assert have.url == want.url and have.method == want.method
@@ -108,6 +123,49 @@ def _metadata(message: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     usage = {k: v for k, v in meta.pop("token_usage").items() if v is not None}
     assert meta.pop("system_fingerprint") in ("", None)
     return meta, usage
+
+
+@pytest.mark.parametrize("extras", [
+    {}, {"extra_body": {"max_tokens": 9}}, {"extra_headers": {"X-Trace": "1"}, "timeout": 5.0},
+    {"extra_query": {"api-version": "1"}, "extra_body": {"response_format": {"type": "json_object"}}}])
+def test_post_options_are_what_the_sdk_constructs(extras: dict[str, Any]) -> None:
+    """The copied options equal the ones ``AsyncAPIClient.post`` constructs, field for field,
+    including which fields count as set; and a copy never shares what the next call changes."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    sdk_extras = dict(extras)
+    if "security" in make_request_options.__code__.co_varnames:
+        sdk_extras["security"] = {"bearer_auth": True}
+    want = FinalRequestOptions.construct(method="post", url="/chat/completions", json_data=body,
+                                         content=None, files=None,
+                                         **make_request_options(**sdk_extras))
+    have = post_options(body, **extras)
+
+    def fields(options: FinalRequestOptions) -> dict[str, Any]:  # NotGiven() equals no other
+        return {k: "NOT_GIVEN" if isinstance(v, NotGiven) else v for k, v in options.__dict__.items()}
+
+    assert fields(have) == fields(want) and "NOT_GIVEN" in fields(have).values()
+    assert have.model_fields_set == want.model_fields_set
+    other = post_options({"model": "n", "messages": []}, **extras)
+    assert have.json_data is body and other.json_data is not body
+
+
+def test_urls_are_merged_once_per_base_url() -> None:
+    """The cached URLs are the SDK's and httpx's own, follow a changed base URL, and leave
+    relative URLs to the client's base URL."""
+    plain = AsyncOpenAI(api_key="sk-test", base_url="http://example.test/v1")
+    ours = PassThroughOpenAI(api_key="sk-test", base_url="http://example.test/v1")
+    for _ in range(2):
+        assert ours._prepare_url("/chat/completions") == plain._prepare_url("/chat/completions")
+    ours.base_url = plain.base_url = "http://other.test/v2"  # type: ignore[assignment]
+    assert str(ours._prepare_url("/chat/completions")) == "http://other.test/v2/chat/completions"
+    assert ours._prepare_url("/chat/completions") == plain._prepare_url("/chat/completions")
+    client = merging_urls_once(httpx.AsyncClient)(base_url="http://base.test/api")
+    assert merging_urls_once(httpx.AsyncClient) is type(client)  # one class per client class
+    for url in ("http://a.test/x", "http://a.test/x", "/rel", "https://b.test/y?q=1"):
+        assert client.build_request("POST", url).url == httpx.AsyncClient(
+            base_url="http://base.test/api").build_request("POST", url).url
+    client.base_url = "http://moved.test/api"  # type: ignore[assignment]
+    assert str(client.build_request("POST", "/rel").url) == "http://moved.test/api/rel"
 
 
 def test_only_plain_payloads_take_the_shortcut() -> None:
