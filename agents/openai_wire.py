@@ -18,13 +18,14 @@ formats, multimodal content, unknown parameters) goes through the SDK's ``create
 ``tests/agents/test_openai_wire.py`` checks that both paths send the same JSON body (keys may come in
 another order) and the same headers.
 
-Three answers the SDK works out afresh on every request never change for a client, so they are
-worked out once (``bench/bench_concurrency.py``: together about a tenth of the client's CPU per
-call at concurrency 256, paid on the event loop while hundreds of answers wait): the request
-options' fixed part (``FinalRequestOptions.construct`` walks every field; a copy with this call's
-body and extras is the same object), the request URL merged from the base URL and the path
-(``PassThroughOpenAI``), and httpx's parse of that URL's string (``MergedURLs``). The SDK's
-request path itself (headers, auth, retries, errors, the transport) runs unchanged.
+Four answers the SDK and httpx work out afresh on every request never change for a client, so
+they are worked out once (``bench/bench_concurrency.py``: together about a sixth of the client's
+CPU per call at concurrency 256, paid on the event loop while hundreds of answers wait): the
+request options' fixed part (``FinalRequestOptions.construct`` walks every field; a copy with
+this call's body and extras is the same object), the request URL merged from the base URL and the
+path (``PassThroughOpenAI``), httpx's parse of that URL's string and its merge of the request's
+headers with the client's (``MergedOnce``). The SDK's request path itself (headers, auth,
+retries, errors, the transport) runs unchanged.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ _PATH = "/chat/completions"
 # what ``AsyncAPIClient.post`` constructs before adding the call's body and options
 _POST_OPTIONS = FinalRequestOptions.construct(method="post", url=_PATH, json_data=None, content=None,
                                               files=None)
-_MAX_CACHED_URLS = 64  # a client asks for one or two paths; the bound only keeps a leak impossible
+_MAX_CACHED = 64  # a client sends one or two kinds of request; the bound keeps a leak impossible
 
 
 class CompletionJSON(BaseModel):
@@ -104,12 +105,12 @@ def post_options(body: dict[str, Any], **extras: Any) -> FinalRequestOptions:
     return _POST_OPTIONS.model_copy(update={**make_request_options(**extras), "json_data": body})
 
 
-def _cached_url(cache: dict[str, Any], url: str, merge: Any) -> Any:
-    hit = cache.get(url)
+def _cached(cache: dict[Any, Any], key: Any, merge: Any) -> Any:
+    hit = cache.get(key)
     if hit is None:
-        hit = merge(url)
-        if len(cache) < _MAX_CACHED_URLS:
-            cache[url] = hit
+        hit = merge(key)
+        if len(cache) < _MAX_CACHED:
+            cache[key] = hit
     return hit
 
 
@@ -128,25 +129,40 @@ class PassThroughOpenAI(AsyncOpenAI):
         if cache is None or self.__dict__.get("_prepared_base") is not base:
             cache = self.__dict__["_prepared_urls"] = {}
             self.__dict__["_prepared_base"] = base
-        return _cached_url(cache, url, super()._prepare_url)
+        return _cached(cache, url, super()._prepare_url)
 
 
-class MergedURLs:
-    """Mixin for an httpx client class: the URL of an absolute URL string is parsed once (the
-    openai SDK hands ``build_request`` the string of a URL it has just built)."""
+class MergedOnce:
+    """Mixin for an httpx client class: what ``build_request`` merges from the client's settings
+    and a request's arguments is worked out once per distinct input. The openai SDK hands it the
+    string of a URL it has just built and the same header list on every request of a kind;
+    httpx would parse the one and re-normalise and merge the other every time. ``Request``
+    copies the headers it is given, so a merged result is never changed by a request."""
 
     def _merge_url(self, url: Any) -> Any:
         merge = super()._merge_url  # type: ignore[misc]
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             return merge(url)  # relative: the answer depends on the client's base URL
-        cache: dict[str, Any] = self.__dict__.setdefault("_merged_urls", {})
-        return _cached_url(cache, url, merge)
+        cache: dict[Any, Any] = self.__dict__.setdefault("_merged_urls", {})
+        return _cached(cache, url, merge)
+
+    def _merge_headers(self, headers: Any = None) -> Any:
+        merge = super()._merge_headers  # type: ignore[misc]
+        if not isinstance(headers, list):
+            return merge(headers)
+        try:  # the client's own headers are part of the answer (and may change in place)
+            key = (tuple(self.headers.raw), tuple(headers))  # type: ignore[attr-defined]
+            hash(key)
+        except TypeError:  # a header given in an unhashable form
+            return merge(headers)
+        cache: dict[Any, Any] = self.__dict__.setdefault("_merged_headers", {})
+        return _cached(cache, key, lambda _: merge(headers))
 
 
 @cache
 def merging_urls_once(client_class: type) -> type:
-    """``client_class`` (an httpx client class) with ``MergedURLs`` mixed in."""
-    return type(client_class.__name__, (MergedURLs, client_class), {})
+    """``client_class`` (an httpx client class) with ``MergedOnce`` mixed in."""
+    return type(client_class.__name__, (MergedOnce, client_class), {})
 
 
 def pass_through_clients(client: AsyncOpenAI) -> dict[str, Any]:

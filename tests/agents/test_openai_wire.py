@@ -168,6 +168,32 @@ def test_urls_are_merged_once_per_base_url() -> None:
     assert str(client.build_request("POST", "/rel").url) == "http://moved.test/api/rel"
 
 
+def test_headers_are_merged_once_per_header_list() -> None:
+    """The merged headers are httpx's own, follow the client's headers when they change (even in
+    place), and a request's changes to its headers reach no other request."""
+    plain = httpx.AsyncClient(headers={"X-Client": "1"})
+    ours = merging_urls_once(httpx.AsyncClient)(headers={"X-Client": "1"})
+    sent = [("Authorization", "Bearer k"), ("X-Client", "2"), ("Content-Type", "application/json")]
+
+    def same() -> httpx.Request:
+        want = plain.build_request("POST", "http://a.test/x", headers=list(sent))
+        have = ours.build_request("POST", "http://a.test/x", headers=list(sent))
+        assert have.headers.multi_items() == want.headers.multi_items()
+        return have
+
+    first = same()
+    first.headers["X-Changed"] = "yes"
+    assert "x-changed" not in same().headers
+    ours.headers["X-Extra"] = plain.headers["X-Extra"] = "3"  # in place
+    assert same().headers["x-extra"] == "3"
+    ours.headers = plain.headers = {"X-Other": "4"}  # type: ignore[assignment]
+    assert "x-extra" not in same().headers and same().headers["x-other"] == "4"
+    assert len(ours.__dict__["_merged_headers"]) == 3
+    for headers in (None, {"A": "1"}):  # other forms: httpx's own merge, nothing cached
+        assert ours._merge_headers(headers).multi_items() == plain._merge_headers(headers).multi_items()
+    assert len(ours.__dict__["_merged_headers"]) == 3
+
+
 def test_only_plain_payloads_take_the_shortcut() -> None:
     assert is_plain(PAYLOADS[0]) and is_plain(PAYLOADS[1])
     assert not is_plain(PAYLOADS[2])  # content parts
