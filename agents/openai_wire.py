@@ -134,10 +134,19 @@ class PassThroughOpenAI(AsyncOpenAI):
 
 class MergedOnce:
     """Mixin for an httpx client class: what ``build_request`` merges from the client's settings
-    and a request's arguments is worked out once per distinct input. The openai SDK hands it the
+    and a request's arguments is worked out once per distinct input (and an empty query is not
+    merged at all). The openai SDK hands it the
     string of a URL it has just built and the same header list on every request of a kind;
     httpx would parse the one and re-normalise and merge the other every time. ``Request``
     copies the headers it is given, so a merged result is never changed by a request."""
+
+    def build_request(self, method: str, url: Any, *, params: Any = None, **kwargs: Any) -> Any:
+        """httpx's own, but an empty query (the SDK always passes one) on a URL without a query
+        is passed as none: ``URL(url, params={})`` rebuilds the URL to the same thing."""
+        if params is not None and not params and isinstance(url, str) and "?" not in url \
+                and not self.params:  # type: ignore[attr-defined]
+            params = None
+        return super().build_request(method, url, params=params, **kwargs)  # type: ignore[misc]
 
     def _merge_url(self, url: Any) -> Any:
         merge = super()._merge_url  # type: ignore[misc]

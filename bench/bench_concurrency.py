@@ -1,7 +1,7 @@
 """Model-call throughput and client CPU against a slow OpenAI-compatible server, with fair peers.
 
     python bench/bench_concurrency.py [--concurrency 64 256] [--rounds 8] [--latency 0.5]
-                                      [--simulation] [--server process|thread]
+                                      [--repeat 3] [--simulation] [--server process|thread]
 
 One loopback server (``agents/server.py``) answers every request after ``--latency`` seconds; it
 runs in a child process, so its CPU is not counted as the client's. At each concurrency ``c``,
@@ -16,10 +16,12 @@ its own event loop, gathered under a semaphore of ``c``:
    cache, retries, limits, failover, accounting) over langchain-openai and the openai SDK.
 
 For each: calls/s, the fraction of the bound, client setup seconds, and client CPU ms per call
-(process CPU time over setup and calls / calls). ``--simulation`` adds ``run_scenario`` runs
-(calls/s over the steps phase). The last line is
+(process CPU time over setup and calls / calls). Each client runs ``--repeat`` times, the clients
+interleaved, and the run of median rate is printed per client after the single runs: with all
+calls starting together, a run's fraction moves by about a hundredth with the machine's noise.
+``--simulation`` adds ``run_scenario`` runs (calls/s over the steps phase). The last line is
 ``RESULT c64=<personahub / bound> c256=<personahub / bound> cpu_ms=<personahub CPU ms per call>``
-(cpu_ms: the largest concurrency's).
+from our median runs (cpu_ms: the largest concurrency's).
 """
 
 from __future__ import annotations
@@ -259,6 +261,16 @@ CLIENTS: dict[str, Callable[[str, int, list[Any]], tuple[float, float]]] = {
     "aiohttp": raw_aiohttp, "openai-sdk": openai_sdk, "personahub": personahub}
 
 
+def _row(name: str, figures: Figures, bound: float) -> None:
+    print(f"  {name:<12} {figures.rate:8.1f} {figures.rate / bound:9.3f} "
+          f"{figures.setup_s:8.3f} {figures.cpu_ms:12.2f}")
+
+
+def _median(runs: list[Figures]) -> Figures:
+    """The run of median rate (its own CPU and setup figures, not a mix of runs)."""
+    return sorted(runs, key=lambda f: f.rate)[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
@@ -271,6 +283,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="simulation steps")
     parser.add_argument("--server", choices=("process", "thread"), default="process")
     parser.add_argument("--server-lifetime", type=float, default=900.0)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per client, interleaved; RESULT takes the median of ours")
     args = parser.parse_args()
     _import_all()  # imports are not a client's per-call CPU
     server = Server(args.latency, args.server, args.server_lifetime)
@@ -285,12 +299,19 @@ def main() -> None:
             print(f"\nconcurrency {concurrency}: {calls:,} calls, bound {bound:.0f} calls/s")
             print(f"  {'client':<12} {'calls/s':>8} {'of bound':>9} {'setup s':>8} "
                   f"{'CPU ms/call':>12}")
-            for name in args.clients:
-                figures = _measure(name, server.url, concurrency, work)
-                print(f"  {name:<12} {figures.rate:8.1f} {figures.rate / bound:9.3f} "
-                      f"{figures.setup_s:8.3f} {figures.cpu_ms:12.2f}")
-                if name == "personahub":
-                    fractions[concurrency], cpu_ms = figures.rate / bound, figures.cpu_ms
+            runs: dict[str, list[Figures]] = {name: [] for name in args.clients}
+            for _ in range(args.repeat):  # interleaved: a noisy spell hits every client alike
+                for name in args.clients:
+                    figures = _measure(name, server.url, concurrency, work)
+                    runs[name].append(figures)
+                    _row(name, figures, bound)
+            if args.repeat > 1:
+                print(f"  median of {args.repeat}:")
+                for name, figures_list in runs.items():
+                    _row(name, _median(figures_list), bound)
+            if "personahub" in runs:
+                ours = _median(runs["personahub"])
+                fractions[concurrency], cpu_ms = ours.rate / bound, ours.cpu_ms
             if args.simulation:
                 sim_calls, steps_s = simulate(server.url, args.agents, args.steps, concurrency)
                 rate = sim_calls / steps_s

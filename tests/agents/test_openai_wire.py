@@ -161,11 +161,17 @@ def test_urls_are_merged_once_per_base_url() -> None:
     assert ours._prepare_url("/chat/completions") == plain._prepare_url("/chat/completions")
     client = merging_urls_once(httpx.AsyncClient)(base_url="http://base.test/api")
     assert merging_urls_once(httpx.AsyncClient) is type(client)  # one class per client class
-    for url in ("http://a.test/x", "http://a.test/x", "/rel", "https://b.test/y?q=1"):
-        assert client.build_request("POST", url).url == httpx.AsyncClient(
-            base_url="http://base.test/api").build_request("POST", url).url
+    plain = httpx.AsyncClient(base_url="http://base.test/api")
+    for url in ("http://a.test/x", "http://a.test/x", "/rel", "https://b.test/y?q=1",
+                "http://a.test/x#f"):
+        for params in (None, {}, {"v": "1"}):  # an empty query strips the URL's: kept so
+            assert client.build_request("POST", url, params=params).url == \
+                plain.build_request("POST", url, params=params).url
     client.base_url = "http://moved.test/api"  # type: ignore[assignment]
     assert str(client.build_request("POST", "/rel").url) == "http://moved.test/api/rel"
+    client.params = plain.params = {"k": "2"}  # type: ignore[assignment]
+    assert client.build_request("POST", "http://a.test/x", params={}).url == \
+        plain.build_request("POST", "http://a.test/x", params={}).url
 
 
 def test_headers_are_merged_once_per_header_list() -> None:
