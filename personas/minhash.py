@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
+from operator import itemgetter
 
 import numpy as np
 
@@ -209,7 +210,11 @@ class _Vocabulary:
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Ids of ``tokens`` (int64), adding unseen tokens to the vocabulary."""
         known = self.size
-        ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+        if len(tokens) > 1:  # one C-level call for all lookups: ~20% faster than map()
+            ids = np.array(itemgetter(*tokens)(self.ids), dtype=np.int64)
+        else:
+            ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64,
+                              count=len(tokens))
         total = len(self.ids)
         if total > known:
             new = list(islice(self.ids, known, None))
@@ -286,26 +291,47 @@ def _ngram_features(
     return combined[keep], feat_counts
 
 
-def _segment_min(table: np.ndarray, index: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per-text column-wise min of ``table[index]`` over each text's run of features.
+_SEGMENT_ROWS = 2048  # texts folded at a time: their rows and one gather stay in cache
 
-    Texts are visited longest first, so step ``k`` folds the ``k``-th feature of every text
-    that has one into a contiguous prefix of the result: one gather + ``np.minimum`` per
-    step, no padding and no per-text Python work.
+
+def _segment_min(
+    table: np.ndarray, index: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-text column-wise min of ``table[index]`` over each text's run of features, written
+    to ``out`` (allocated when not given).
+
+    Texts are visited longest first, ``_SEGMENT_ROWS`` at a time, so step ``k`` folds the
+    ``k``-th feature of every text of the chunk that has one into a contiguous prefix of the
+    chunk's rows: one gather + ``np.minimum`` per step into buffers reused across steps, no
+    padding and no per-text Python work. Chunks that fit in cache and no fresh temporaries
+    make this ~1.8x faster than folding a whole batch at once.
     """
     n = counts.size
+    width = table.shape[1]
+    if out is None:
+        out = np.empty((n, width), dtype=np.uint32)
+    if n == 0:
+        return out
     order = np.argsort(-counts, kind="stable")
     sorted_counts = counts[order]
     starts = (np.cumsum(counts) - counts)[order]
-    acc = np.full((n, table.shape[1]), _EMPTY, dtype=np.uint32)
-    longest = int(sorted_counts[0]) if n else 0
-    # number of texts with more than k features, for every k
-    active = np.searchsorted(-sorted_counts, -np.arange(longest), side="left")
-    for k in range(longest):
-        m = int(active[k])
-        np.minimum(acc[:m], table[index[starts[:m] + k]], out=acc[:m])
-    out = np.empty_like(acc)
-    out[order] = acc
+    acc = np.empty((min(n, _SEGMENT_ROWS), width), dtype=np.uint32)
+    buf = np.empty_like(acc)
+    for lo in range(0, n, _SEGMENT_ROWS):
+        hi = min(n, lo + _SEGMENT_ROWS)
+        chunk_counts, chunk_starts, rows = sorted_counts[lo:hi], starts[lo:hi], acc[: hi - lo]
+        longest = int(chunk_counts[0])
+        # number of texts of the chunk with more than k features, for every k
+        active = np.searchsorted(-chunk_counts, -np.arange(max(longest, 1)), side="left")
+        have = int(active[0]) if longest else 0
+        rows[have:] = _EMPTY  # texts without a feature
+        if have:
+            np.take(table, index[chunk_starts[:have]], axis=0, out=rows[:have])
+        for k in range(1, longest):
+            m = int(active[k])
+            np.take(table, index[chunk_starts[:m] + k], axis=0, out=buf[:m])
+            np.minimum(rows[:m], buf[:m], out=rows[:m])
+        out[order[lo:hi]] = rows
     return out
 
 
@@ -366,14 +392,14 @@ def _sketch(
         batch = texts[lo : lo + _BATCH_TEXTS]
         ids, counts = _batch_ids(batch, vocab)
         if config.ngram == 1:
-            out[lo : lo + len(batch)] = _segment_min(vocab.table, ids, counts)
+            _segment_min(vocab.table, ids, counts, out[lo : lo + len(batch)])
             if with_features:  # token hashes are 32-bit: the values MinHash permutes
                 parts.append(FeatureSets.from_counts(vocab.hashes[ids], counts))
             continue
         feats, feat_counts = _ngram_features(vocab.hashes[ids], counts, config.ngram)
         uniq, inverse = np.unique(feats, return_inverse=True)
         table = _permuted(uniq, config)
-        out[lo : lo + len(batch)] = _segment_min(table, inverse.ravel(), feat_counts)
+        _segment_min(table, inverse.ravel(), feat_counts, out[lo : lo + len(batch)])
         if with_features:  # MinHash permutes the low 32 bits of an n-gram's hash
             parts.append(FeatureSets.from_counts(feats & _U64(0xFFFFFFFF), feat_counts))
     return out, (FeatureSets.concat(parts) if with_features else None)
@@ -436,6 +462,7 @@ _WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B1
                               0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
                               0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
 _KEY_ROWS = 1 << 16  # texts keyed per chunk: the temporaries stay in cache
+_KEY_CHUNK = 1 << 14  # texts per chunk of _keys_by_band: its transpose stays in cache
 
 
 def _band_words(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -476,6 +503,24 @@ def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
                 key += chunk[:, :, j] * _WORD_MULTIPLIERS[j % _WORD_MULTIPLIERS.size]
             out[lo : lo + _KEY_ROWS] = _fmix64(key)
     return out
+
+
+def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bands, n) band keys (the transpose of :func:`_band_keys`) and the (n,)
+    :func:`signature_keys`, computed ``_KEY_CHUNK`` texts at a time: one pass over the
+    signatures, each band's keys contiguous for its bucketing (reading one band a time from
+    the signatures is ~4x slower, a strided column of the (n, bands) keys ~2x)."""
+    n = sigs.shape[0]
+    keys = np.empty((bands, n), dtype=np.uint64)
+    signature = np.empty(n, dtype=np.uint64)
+    weights = _signature_weights(bands)
+    with np.errstate(over="ignore"):
+        for lo in range(0, n, _KEY_CHUNK):
+            chunk = _band_keys(sigs[lo : lo + _KEY_CHUNK], bands, rows)
+            keys[:, lo : lo + _KEY_CHUNK] = chunk.T
+            signature[lo : lo + _KEY_CHUNK] = _fmix64((chunk * weights).sum(axis=1,
+                                                                           dtype=np.uint64))
+    return keys, signature
 
 
 def _shared_keys(keys: np.ndarray) -> np.ndarray:
@@ -638,10 +683,15 @@ def signature_keys(band_keys: np.ndarray) -> np.ndarray:
     """One uint64 per text from its (n, bands) band keys, equal for equal banded signatures:
     the keys weighted by odd constants, summed (wrapping) and mixed once. A collision only
     proposes a candidate, which the exact check judges."""
-    weights = _WORD_MULTIPLIERS[np.arange(band_keys.shape[1]) % _WORD_MULTIPLIERS.size]
-    weights = weights + _U64(2) * np.arange(band_keys.shape[1], dtype=np.uint64)  # stay odd
+    weights = _signature_weights(band_keys.shape[1])
     with np.errstate(over="ignore"):
         return _fmix64((band_keys * weights).sum(axis=1, dtype=np.uint64))
+
+
+def _signature_weights(bands: int) -> np.ndarray:
+    """The odd weight of each band's key in :func:`signature_keys`."""
+    weights = _WORD_MULTIPLIERS[np.arange(bands) % _WORD_MULTIPLIERS.size]
+    return weights + _U64(2) * np.arange(bands, dtype=np.uint64)  # stay odd
 
 
 def prefilter_floor(threshold: float, num_perm: int, miss: float = 1e-5) -> int:
@@ -703,21 +753,45 @@ def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndar
     row-index pairs of ``sigs`` with enough equal slot low bits (:func:`prefilter_floor`).
 
     ``sigs`` may be the signatures or only their low bytes (:func:`slot_low_bytes`, what the
-    Ray shuffle ships): the filter reads nothing else, so both give the same pairs.
+    Ray shuffle ships): the filter reads nothing else, so both give the same pairs. A call
+    with fewer pairs than texts compares the pairs' rows directly; the packed low bits of
+    every text (a few word operations a pair) are built on the first call with more, so a
+    corpus whose bands propose few pairs never pays for packing all its texts.
     """
-    low = _slot_bytes(sigs)
     floor = prefilter_floor(float(config.threshold), config.num_perm)
     # a first look at the low 4 bits of 64 slots (a quarter of the bytes) drops most pairs
     # far below the threshold; chance matches (1/16) only let more through
     head_slots = min(config.num_perm, 64)
-    head = _slot_bytes(sigs, head_slots, bits=4)
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
+    packed: list[np.ndarray] = []
 
     def keep(pairs: np.ndarray) -> np.ndarray:
+        if len(pairs) <= sigs.shape[0] and not packed:
+            return pairs[_equal_low_bits(sigs, pairs, head_slots, head_floor, floor)]
+        if not packed:
+            packed[:] = [_slot_bytes(sigs, head_slots, bits=4), _slot_bytes(sigs)]
+        head, low = packed
         pairs = pairs[_equal_slots(head, pairs, head_slots, bits=4) >= head_floor]
         return pairs[_equal_slots(low, pairs, config.num_perm) >= floor]
 
     return keep
+
+
+def _equal_low_bits(
+    sigs: np.ndarray, pairs: np.ndarray, head_slots: int, head_floor: int, floor: int
+) -> np.ndarray:
+    """Mask of the pairs :func:`slot_prefilter`'s packed test keeps, from the pairs' rows:
+    at least ``head_floor`` of the first ``head_slots`` slots equal in their low 4 bits and
+    at least ``floor`` slots equal in their low byte."""
+    out = np.empty(len(pairs), dtype=bool)
+    step = 1 << 13
+    for lo in range(0, len(pairs), step):
+        p = pairs[lo : lo + step]
+        x = sigs[p[:, 0]] ^ sigs[p[:, 1]]
+        head = np.count_nonzero((x[:, :head_slots] & 15) == 0, axis=1)
+        full = np.count_nonzero((x & 255) == 0, axis=1)
+        out[lo : lo + step] = (head >= head_floor) & (full >= floor)
+    return out
 
 
 def slot_low_bytes(sigs: np.ndarray) -> np.ndarray:
@@ -738,21 +812,33 @@ def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
+# band pairs held before they are deduplicated and pre-filtered: the bands of a near-duplicate
+# propose it up to 16 times, so deduplicating first spares the pre-filter most of its gathers,
+# while the bound keeps templated text (millions of junk band pairs) in memory
+_PENDING_PAIRS = 1 << 22
+
+
 def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
     """(earlier, later) pairs with exact Jaccard >= threshold, found as the batch stage finds
     them: band buckets (:func:`recall_lsh_params`, each later text with the earliest
     ``max_bucket_pairs`` of a bucket) plus groups of identical signatures (each text with its
-    group's first), every band's pairs pre-filtered (:func:`prefilter_floor`) before the
-    global dedup and the exact check, so junk pairs of templated text never pile up."""
+    group's first), the band pairs deduplicated and pre-filtered (:func:`prefilter_floor`)
+    whenever ``_PENDING_PAIRS`` pile up and at the end, then the exact check."""
     n = sigs.shape[0]
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
     used = sigs[members] if members.size < n else sigs
-    keys = _band_keys(used, bands, rows)
+    keys, signature = _keys_by_band(used, bands, rows)
     prefilter = slot_prefilter(sigs, config)
-    found = [_bucket_pairs(signature_keys(keys), members, 1)]
+    band_found: list[np.ndarray] = []
+    pending = 0
     for band in range(bands):
-        found.append(prefilter(_bucket_pairs(keys[:, band], members, config.max_bucket_pairs)))
+        band_found.append(_bucket_pairs(keys[band], members, config.max_bucket_pairs))
+        pending += len(band_found[-1])
+        if pending > _PENDING_PAIRS:  # templated text: compact before junk pairs pile up
+            band_found = [prefilter(_unique_pairs(band_found, n))]
+            pending = len(band_found[0])
+    found = [_bucket_pairs(signature, members, 1), prefilter(_unique_pairs(band_found, n))]
     pairs = _unique_pairs(found, n)
     if len(pairs):
         pairs = pairs[exact_jaccard(features, pairs) >= config.threshold]
