@@ -42,7 +42,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
-from operator import itemgetter
 
 import numpy as np
 
@@ -210,11 +209,7 @@ class _Vocabulary:
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Ids of ``tokens`` (int64), adding unseen tokens to the vocabulary."""
         known = self.size
-        if len(tokens) > 1:  # one C-level call for all lookups: ~20% faster than map()
-            ids = np.array(itemgetter(*tokens)(self.ids), dtype=np.int64)
-        else:
-            ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64,
-                              count=len(tokens))
+        ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         total = len(self.ids)
         if total > known:
             new = list(islice(self.ids, known, None))
@@ -525,11 +520,23 @@ def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, 
 
 def _shared_keys(keys: np.ndarray) -> np.ndarray:
     """Mask of keys that may occur more than once: a counting pass over the keys' low bits
-    (a superset of the true repeats) so only those few need sorting."""
-    slots = 1 << max(10, (4 * keys.size).bit_length())
-    low = (keys & _U64(slots - 1)).astype(np.intp)
-    counts = np.bincount(low, minlength=slots)
-    return counts[low] > 1
+    (a superset of the true repeats), then, when it kept under half, one over the high bits
+    of the keys it kept (a fifth of them on varied text: halves what the sort gets), so only
+    those few need sorting."""
+    maybe = _repeated_bits(keys, high=False)
+    kept = np.flatnonzero(maybe)
+    if 2 * kept.size < keys.size:  # templated text: most keys repeat, a second pass is waste
+        maybe[kept[~_repeated_bits(keys[kept], high=True)]] = False
+    return maybe
+
+
+def _repeated_bits(keys: np.ndarray, *, high: bool) -> np.ndarray:
+    """Mask of keys whose low (or high) bits, 4x as many slots as keys, repeat."""
+    bits = max(10, (4 * keys.size).bit_length())
+    shift = _U64(64 - bits if high else 0)
+    slot = ((keys >> shift) & _U64((1 << bits) - 1)).astype(np.intp)
+    counts = np.bincount(slot, minlength=1 << bits)
+    return counts[slot] > 1
 
 
 def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
@@ -754,9 +761,9 @@ def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndar
 
     ``sigs`` may be the signatures or only their low bytes (:func:`slot_low_bytes`, what the
     Ray shuffle ships): the filter reads nothing else, so both give the same pairs. A call
-    with fewer pairs than texts compares the pairs' rows directly; the packed low bits of
-    every text (a few word operations a pair) are built on the first call with more, so a
-    corpus whose bands propose few pairs never pays for packing all its texts.
+    with fewer pairs than a quarter of the texts compares the pairs' rows directly; the
+    packed low bits of every text (a few word operations a pair) are built on the first call
+    with more, so a corpus whose bands propose few pairs never pays for packing its texts.
     """
     floor = prefilter_floor(float(config.threshold), config.num_perm)
     # a first look at the low 4 bits of 64 slots (a quarter of the bytes) drops most pairs
@@ -766,7 +773,7 @@ def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndar
     packed: list[np.ndarray] = []
 
     def keep(pairs: np.ndarray) -> np.ndarray:
-        if len(pairs) <= sigs.shape[0] and not packed:
+        if len(pairs) * 4 <= sigs.shape[0] and not packed:
             return pairs[_equal_low_bits(sigs, pairs, head_slots, head_floor, floor)]
         if not packed:
             packed[:] = [_slot_bytes(sigs, head_slots, bits=4), _slot_bytes(sigs)]
@@ -812,9 +819,12 @@ def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
-# band pairs held before they are deduplicated and pre-filtered: the bands of a near-duplicate
-# propose it up to 16 times, so deduplicating first spares the pre-filter most of its gathers,
-# while the bound keeps templated text (millions of junk band pairs) in memory
+# The bands of a near-duplicate propose it up to 16 times, so on varied text (a band's pairs
+# a few % of the texts) band pairs are held, deduplicated and pre-filtered once: that spares
+# the pre-filter most of its gathers. On templated text a band proposes about one junk pair
+# (J 0.4-0.8) a text, nearly all distinct: a band with more than n / _JUNK_BAND pairs is
+# pre-filtered at once, and at most _PENDING_PAIRS are held either way.
+_JUNK_BAND = 8
 _PENDING_PAIRS = 1 << 22
 
 
@@ -833,9 +843,12 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     band_found: list[np.ndarray] = []
     pending = 0
     for band in range(bands):
-        band_found.append(_bucket_pairs(keys[band], members, config.max_bucket_pairs))
-        pending += len(band_found[-1])
-        if pending > _PENDING_PAIRS:  # templated text: compact before junk pairs pile up
+        pairs = _bucket_pairs(keys[band], members, config.max_bucket_pairs)
+        if len(pairs) * _JUNK_BAND > n:  # templated text: mostly junk, filter it at once
+            pairs = prefilter(pairs)
+        band_found.append(pairs)
+        pending += len(pairs)
+        if pending > _PENDING_PAIRS:  # compact before pairs pile up
             band_found = [prefilter(_unique_pairs(band_found, n))]
             pending = len(band_found[0])
     found = [_bucket_pairs(signature, members, 1), prefilter(_unique_pairs(band_found, n))]
