@@ -299,7 +299,7 @@ def _segment_min(
     ``k``-th feature of every text of the chunk that has one into a contiguous prefix of the
     chunk's rows: one gather + ``np.minimum`` per step into buffers reused across steps, no
     padding and no per-text Python work. Chunks that fit in cache and no fresh temporaries
-    make this ~1.8x faster than folding a whole batch at once.
+    make this ~1.7x faster than folding a whole batch at once (1M texts).
     """
     n = counts.size
     width = table.shape[1]
@@ -320,11 +320,12 @@ def _segment_min(
         active = np.searchsorted(-chunk_counts, -np.arange(max(longest, 1)), side="left")
         have = int(active[0]) if longest else 0
         rows[have:] = _EMPTY  # texts without a feature
+        # mode="clip": the ids are in range, and mode="raise" copies ``out`` through a buffer
         if have:
-            np.take(table, index[chunk_starts[:have]], axis=0, out=rows[:have])
+            np.take(table, index[chunk_starts[:have]], axis=0, out=rows[:have], mode="clip")
         for k in range(1, longest):
             m = int(active[k])
-            np.take(table, index[chunk_starts[:m] + k], axis=0, out=buf[:m])
+            np.take(table, index[chunk_starts[:m] + k], axis=0, out=buf[:m], mode="clip")
             np.minimum(rows[:m], buf[:m], out=rows[:m])
         out[order[lo:hi]] = rows
     return out
