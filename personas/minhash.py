@@ -41,7 +41,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import islice
 
 import numpy as np
 
@@ -174,19 +173,35 @@ def _permuted(hashes: np.ndarray, config: MinHashConfig) -> np.ndarray:
 
 
 class _Ids(dict[str, int]):
-    """Token -> id map that numbers an unseen token on first lookup (no second pass)."""
+    """Token -> id map that numbers an unseen token on first lookup (no second pass) and
+    lists the tokens it numbered since :meth:`take_new`."""
+
+    def __init__(self, first: dict[str, int]) -> None:
+        super().__init__(first)
+        self._new: list[str] = []
 
     def __missing__(self, token: str) -> int:
         new_id = len(self)
         self[token] = new_id
+        self._new.append(token)
         return new_id
+
+    def take_new(self) -> list[str]:
+        """Tokens numbered since the last call, in id order. Slicing the dict from the old
+        size instead walks it from its start: quadratic on templated text, where each
+        persona's number is a new token (1.7 s at 1M)."""
+        new, self._new = self._new, []
+        return new
 
 
 class _Vocabulary:
-    """Token -> id, with each token's permuted values computed once, on first sight.
+    """Token -> id, with each token's permuted values computed once, on first sight, for the
+    first ``_TABLE_ROWS`` tokens (:meth:`tail_rows` computes the rest's per batch).
 
     The arrays grow by doubling their capacity, so a stream of batches copies the vocabulary
-    O(log V) times rather than once per batch.
+    O(log V) times rather than once per batch. The cap keeps the table at 64 MiB: templated
+    personas bring a new token each ("resident no. 123456"), 900k at 1M texts, whose rows
+    (460 MiB, each used once) cost more to store and grow than to compute again.
     """
 
     def __init__(self, config: MinHashConfig) -> None:
@@ -204,7 +219,12 @@ class _Vocabulary:
 
     @property
     def table(self) -> np.ndarray:
-        return self._table[: self.size] if self.config.ngram == 1 else self._table
+        """Permuted rows of ids below ``table_rows`` (n-grams: unused, one row)."""
+        return self._table[: self.table_rows] if self.config.ngram == 1 else self._table
+
+    @property
+    def table_rows(self) -> int:
+        return min(self.size, _TABLE_ROWS)
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Ids of ``tokens`` (int64), adding unseen tokens to the vocabulary."""
@@ -212,18 +232,20 @@ class _Vocabulary:
         ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         total = len(self.ids)
         if total > known:
-            new = list(islice(self.ids, known, None))
+            new = self.ids.take_new()
             if total > self._hashes.size:
                 capacity = max(total, 2 * self._hashes.size)
                 self._hashes = np.resize(self._hashes, capacity)
-                if self.config.ngram == 1:
+            fresh = np.fromiter(map(token_hash, new), dtype=np.uint64, count=len(new))
+            self._hashes[known:total] = fresh
+            rows = min(total, _TABLE_ROWS)
+            if self.config.ngram == 1 and rows > known:
+                if rows > self._table.shape[0]:
+                    capacity = min(_TABLE_ROWS, max(rows, 2 * self._table.shape[0]))
                     grown = np.empty((capacity, self.config.num_perm), dtype=np.uint32)
                     grown[:known] = self._table[:known]
                     self._table = grown
-            fresh = np.fromiter(map(token_hash, new), dtype=np.uint64, count=len(new))
-            self._hashes[known:total] = fresh
-            if self.config.ngram == 1:
-                self._table[known:total] = _permuted(fresh, self.config)
+                self._table[known:rows] = _permuted(fresh[: rows - known], self.config)
             self.size = total
         return ids
 
@@ -287,6 +309,7 @@ def _ngram_features(
 
 
 _SEGMENT_ROWS = 2048  # texts folded at a time: their rows and one gather stay in cache
+_TABLE_ROWS = 1 << 17  # tokens whose permuted rows the vocabulary keeps (64 MiB at 128 perms)
 
 
 def _segment_min(
@@ -362,6 +385,26 @@ class FeatureSets:
         return FeatureSets.from_counts(np.concatenate([p.values for p in parts]), counts)
 
 
+def _signatures_of_ids(
+    vocab: _Vocabulary, ids: np.ndarray, counts: np.ndarray, out: np.ndarray
+) -> None:
+    """Signatures of a batch of 1-gram texts into ``out``: the segment min over the
+    vocabulary's table, and for ids past it (a large vocabulary's tail) over rows computed
+    for this batch's distinct tail ids, the two folded by ``np.minimum`` (min is associative,
+    so the signatures are the same)."""
+    tail = ids >= vocab.table_rows
+    if not tail.any():
+        _segment_min(vocab.table, ids, counts, out)
+        return
+    text_of = np.repeat(np.arange(counts.size), counts)
+    _segment_min(vocab.table, ids[~tail], np.bincount(text_of[~tail], minlength=counts.size),
+                 out)
+    uniq, inverse = np.unique(ids[tail], return_inverse=True)
+    rows = _permuted(vocab.hashes[uniq], vocab.config)
+    folded = _segment_min(rows, inverse.ravel(), np.bincount(text_of[tail], minlength=counts.size))
+    np.minimum(out, folded, out=out)
+
+
 def sketch(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, FeatureSets]:
     """Signatures of ``texts`` (as :func:`signatures`) and their feature sets, in one pass."""
     sigs, feats = _sketch(texts, config, with_features=True)
@@ -388,7 +431,7 @@ def _sketch(
         batch = texts[lo : lo + _BATCH_TEXTS]
         ids, counts = _batch_ids(batch, vocab)
         if config.ngram == 1:
-            _segment_min(vocab.table, ids, counts, out[lo : lo + len(batch)])
+            _signatures_of_ids(vocab, ids, counts, out[lo : lo + len(batch)])
             if with_features:  # token hashes are 32-bit: the values MinHash permutes
                 parts.append(FeatureSets.from_counts(vocab.hashes[ids], counts))
             continue

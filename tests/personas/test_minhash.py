@@ -413,3 +413,20 @@ def test_verified_pairs_do_not_depend_on_when_band_pairs_are_filtered(
     assert len(results[0]) > 100
     for other in results[1:]:
         assert np.array_equal(other, results[0])
+
+
+def test_signatures_past_the_vocabulary_table_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens past the vocabulary's table (a templated corpus's numbers) get their rows per
+    batch; the signatures and feature sets stay bit for bit what a whole table gives."""
+    from personahub.personas import minhash
+
+    corpus = planted_corpus(200, 30, length=(5, 15))
+    texts = [*corpus.texts, "", "only words seen before", *(f"resident no {i}" for i in range(50))]
+    config = MinHashConfig()
+    want_sigs, want_feats = sketch(texts, config)
+    monkeypatch.setattr(minhash, "_TABLE_ROWS", 40)
+    monkeypatch.setattr(minhash, "_BATCH_TEXTS", 23)
+    sigs, feats = sketch(texts, config)
+    assert np.array_equal(sigs, want_sigs)
+    assert np.array_equal(feats.values, want_feats.values)
+    assert np.array_equal(feats.offsets, want_feats.offsets)
