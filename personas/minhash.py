@@ -5,8 +5,10 @@ and a 0.9 threshold. Doing that one text at a time (one ``MinHash`` object per p
 128 hash evaluations per token) does not scale to a billion personas, so this module works on
 whole batches:
 
-* each distinct feature is hashed once (a vocabulary caches token hashes and their 128
-  permuted values), so a text's signature is a gather + segmented ``min`` in numpy;
+* each distinct feature is hashed once (a vocabulary caches token hashes and, for its first
+  2^17 tokens, their 128 permuted values), so a text's signature is a gather + segmented
+  ``min`` in numpy, folded 2048 texts at a time into reused buffers (``np.take(mode="clip")``:
+  the default mode copies its output through a buffer);
 * LSH bands are bucketed by sorting band keys, not by Python dicts per band per item;
 * bands are chosen for recall (:func:`recall_lsh_params`: 16 x 8 at 0.9 proposes 99.99% of
   the pairs at J = 0.9; datasketch's optimum, 5 x 25, proposes 31%), and candidate pairs are
@@ -26,6 +28,10 @@ whole batches:
   check. Measured on bench_ray's templated 100k: cap 32 -> 2 cuts band pairs 12.7M -> 1.5M,
   the pre-filter leaves 45k for the exact check (12k true). ``np.unique`` is avoided: a sort
   and a neighbour mask are an order of magnitude faster on millions of pairs with numpy 2;
+* on varied text the bands propose each near-duplicate up to 16 times and little else, so
+  band pairs are deduplicated before the pre-filter, which then compares the few pairs' rows
+  directly; a band with more than n/8 pairs (templated text) is pre-filtered at once on packed
+  low bits. Either way the verified pairs are the same (the filter and the dedup commute);
 * duplicates are resolved first-seen, so a duplicate always points to an earlier text that is
   itself kept.
 
