@@ -79,7 +79,7 @@ _MIX1 = _U64(0xFF51AFD7ED558CCD)
 _MIX2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 _EMPTY = np.iinfo(np.uint32).max
-_BATCH_TEXTS = 16_384
+_BATCH_TEXTS = 50_000  # texts tokenised at a time (the fold chunks them further for the cache)
 _GATHER_ROWS = 1 << 17
 
 
@@ -162,19 +162,25 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _permuted(hashes: np.ndarray, config: MinHashConfig) -> np.ndarray:
-    """(len(hashes), num_perm) uint32 permuted values: a * fmix32(h) + b (mod 2^32).
+def _permuted(
+    hashes: np.ndarray, config: MinHashConfig, out: np.ndarray | None = None
+) -> np.ndarray:
+    """(len(hashes), num_perm) uint32 permuted values: a * fmix32(h) + b (mod 2^32), written
+    in place into ``out`` when given (the vocabulary's table: no temporary to copy).
 
     ``hashes`` are feature hashes; only their low 32 bits are used (token hashes are 32-bit;
     n-gram features are folded to 32 bits first).
     """
     a, b = _permutations(config.num_perm, config.seed)
-    out = np.empty((hashes.size, config.num_perm), dtype=np.uint32)
+    if out is None:
+        out = np.empty((hashes.size, config.num_perm), dtype=np.uint32)
     step = max(1, (1 << 22) // config.num_perm)
     with np.errstate(over="ignore"):
         for lo in range(0, hashes.size, step):
             h = _fmix32((hashes[lo : lo + step] & _U64(0xFFFFFFFF)).astype(np.uint32))
-            out[lo : lo + step] = h[:, None] * a + b
+            rows = out[lo : lo + step]
+            np.multiply(h[:, None], a, out=rows)
+            np.add(rows, b, out=rows)
     return out
 
 
@@ -251,7 +257,7 @@ class _Vocabulary:
                     grown = np.empty((capacity, self.config.num_perm), dtype=np.uint32)
                     grown[:known] = self._table[:known]
                     self._table = grown
-                self._table[known:rows] = _permuted(fresh[: rows - known], self.config)
+                _permuted(fresh[: rows - known], self.config, self._table[known:rows])
             self.size = total
         return ids
 
