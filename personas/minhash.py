@@ -605,16 +605,27 @@ def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.n
     idx = members[order]  # ascending within each bucket (stable sort of ascending members)
     new_group = np.ones(idx.size, dtype=bool)
     new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    group_start = np.maximum.accumulate(np.where(new_group, np.arange(idx.size), 0))
-    rank = np.arange(idx.size) - group_start
-    take = np.minimum(rank, max_pairs)
-    total = int(take.sum())
-    if total == 0:
+    positions = np.arange(idx.size)
+    group_start = np.maximum.accumulate(np.where(new_group, positions, 0))
+    rank = positions - group_start
+    # the j-th earliest of each bucket with every later member past it: one masked pass per
+    # j (max_pairs is small) instead of repeating each member by its pair count
+    earlier: list[np.ndarray] = []
+    later: list[np.ndarray] = []
+    at = np.flatnonzero(rank > 0)
+    for j in range(max_pairs):
+        if j:
+            at = at[rank[at] > j]
+        if at.size == 0:
+            break
+        earlier.append(idx[group_start[at] + j])
+        later.append(idx[at])
+    if not later:
         return np.empty((0, 2), dtype=np.int64)
-    later = np.repeat(np.arange(idx.size), take)
-    offset = np.arange(total) - np.repeat(np.cumsum(take) - take, take)
-    earlier = group_start[later] + offset
-    return np.stack([idx[earlier], idx[later]], axis=1)
+    out = np.empty((sum(map(len, later)), 2), dtype=np.int64)
+    out[:, 0] = np.concatenate(earlier)
+    out[:, 1] = np.concatenate(later)
+    return out
 
 
 def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -813,7 +824,11 @@ def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 
             np.right_shift(a, _U64(shift), out=b)
             np.bitwise_or(a, b, out=a)
         np.bitwise_and(a, mask, out=a)
-        out[lo : lo + step] = np.bitwise_count(a).sum(axis=1, dtype=np.int64)
+        counts = np.bitwise_count(a)  # uint8, one column per word
+        total = counts[:, 0].astype(np.uint16)  # <= 1024 slots: no overflow
+        for col in range(1, counts.shape[1]):  # ~10x faster than .sum(axis=1) on 4 columns
+            total += counts[:, col]
+        out[lo : lo + step] = total
     return slots - out
 
 
