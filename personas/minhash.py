@@ -5,8 +5,10 @@ and a 0.9 threshold. Doing that one text at a time (one ``MinHash`` object per p
 128 hash evaluations per token) does not scale to a billion personas, so this module works on
 whole batches:
 
-* each distinct feature is hashed once (a vocabulary caches token hashes and their 128
-  permuted values), so a text's signature is a gather + segmented ``min`` in numpy;
+* each distinct feature is hashed once (a vocabulary caches token hashes and, for its first
+  2^17 tokens, their 128 permuted values), so a text's signature is a gather + segmented
+  ``min`` in numpy, folded 2048 texts at a time into reused buffers (``np.take(mode="clip")``:
+  the default mode copies its output through a buffer);
 * LSH bands are bucketed by sorting band keys, not by Python dicts per band per item;
 * bands are chosen for recall (:func:`recall_lsh_params`: 16 x 8 at 0.9 proposes 99.99% of
   the pairs at J = 0.9; datasketch's optimum, 5 x 25, proposes 31%), and candidate pairs are
@@ -26,6 +28,10 @@ whole batches:
   check. Measured on bench_ray's templated 100k: cap 32 -> 2 cuts band pairs 12.7M -> 1.5M,
   the pre-filter leaves 45k for the exact check (12k true). ``np.unique`` is avoided: a sort
   and a neighbour mask are an order of magnitude faster on millions of pairs with numpy 2;
+* on varied text the bands propose each near-duplicate up to 16 times and little else, so
+  band pairs are deduplicated before the pre-filter, which then compares the few pairs' rows
+  directly; a band with more than n/8 pairs (templated text) is pre-filtered at once on packed
+  low bits. Either way the verified pairs are the same (the filter and the dedup commute);
 * duplicates are resolved first-seen, so a duplicate always points to an earlier text that is
   itself kept.
 
@@ -41,7 +47,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import islice
 
 import numpy as np
 
@@ -74,7 +79,7 @@ _MIX1 = _U64(0xFF51AFD7ED558CCD)
 _MIX2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 _EMPTY = np.iinfo(np.uint32).max
-_BATCH_TEXTS = 16_384
+_BATCH_TEXTS = 50_000  # texts tokenised at a time (the fold chunks them further for the cache)
 _GATHER_ROWS = 1 << 17
 
 
@@ -157,36 +162,58 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _permuted(hashes: np.ndarray, config: MinHashConfig) -> np.ndarray:
-    """(len(hashes), num_perm) uint32 permuted values: a * fmix32(h) + b (mod 2^32).
+def _permuted(
+    hashes: np.ndarray, config: MinHashConfig, out: np.ndarray | None = None
+) -> np.ndarray:
+    """(len(hashes), num_perm) uint32 permuted values: a * fmix32(h) + b (mod 2^32), written
+    in place into ``out`` when given (the vocabulary's table: no temporary to copy).
 
     ``hashes`` are feature hashes; only their low 32 bits are used (token hashes are 32-bit;
     n-gram features are folded to 32 bits first).
     """
     a, b = _permutations(config.num_perm, config.seed)
-    out = np.empty((hashes.size, config.num_perm), dtype=np.uint32)
+    if out is None:
+        out = np.empty((hashes.size, config.num_perm), dtype=np.uint32)
     step = max(1, (1 << 22) // config.num_perm)
     with np.errstate(over="ignore"):
         for lo in range(0, hashes.size, step):
             h = _fmix32((hashes[lo : lo + step] & _U64(0xFFFFFFFF)).astype(np.uint32))
-            out[lo : lo + step] = h[:, None] * a + b
+            rows = out[lo : lo + step]
+            np.multiply(h[:, None], a, out=rows)
+            np.add(rows, b, out=rows)
     return out
 
 
 class _Ids(dict[str, int]):
-    """Token -> id map that numbers an unseen token on first lookup (no second pass)."""
+    """Token -> id map that numbers an unseen token on first lookup (no second pass) and
+    lists the tokens it numbered since :meth:`take_new`."""
+
+    def __init__(self, first: dict[str, int]) -> None:
+        super().__init__(first)
+        self._new: list[str] = []
 
     def __missing__(self, token: str) -> int:
         new_id = len(self)
         self[token] = new_id
+        self._new.append(token)
         return new_id
+
+    def take_new(self) -> list[str]:
+        """Tokens numbered since the last call, in id order. Slicing the dict from the old
+        size instead walks it from its start: quadratic on templated text, where each
+        persona's number is a new token (1.7 s at 1M)."""
+        new, self._new = self._new, []
+        return new
 
 
 class _Vocabulary:
-    """Token -> id, with each token's permuted values computed once, on first sight.
+    """Token -> id, with each token's permuted values computed once, on first sight, for the
+    first ``_TABLE_ROWS`` tokens (:meth:`tail_rows` computes the rest's per batch).
 
     The arrays grow by doubling their capacity, so a stream of batches copies the vocabulary
-    O(log V) times rather than once per batch.
+    O(log V) times rather than once per batch. The cap keeps the table at 64 MiB: templated
+    personas bring a new token each ("resident no. 123456"), 900k at 1M texts, whose rows
+    (460 MiB, each used once) cost more to store and grow than to compute again.
     """
 
     def __init__(self, config: MinHashConfig) -> None:
@@ -204,7 +231,12 @@ class _Vocabulary:
 
     @property
     def table(self) -> np.ndarray:
-        return self._table[: self.size] if self.config.ngram == 1 else self._table
+        """Permuted rows of ids below ``table_rows`` (n-grams: unused, one row)."""
+        return self._table[: self.table_rows] if self.config.ngram == 1 else self._table
+
+    @property
+    def table_rows(self) -> int:
+        return min(self.size, _TABLE_ROWS)
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Ids of ``tokens`` (int64), adding unseen tokens to the vocabulary."""
@@ -212,18 +244,20 @@ class _Vocabulary:
         ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         total = len(self.ids)
         if total > known:
-            new = list(islice(self.ids, known, None))
+            new = self.ids.take_new()
             if total > self._hashes.size:
                 capacity = max(total, 2 * self._hashes.size)
                 self._hashes = np.resize(self._hashes, capacity)
-                if self.config.ngram == 1:
+            fresh = np.fromiter(map(token_hash, new), dtype=np.uint64, count=len(new))
+            self._hashes[known:total] = fresh
+            rows = min(total, _TABLE_ROWS)
+            if self.config.ngram == 1 and rows > known:
+                if rows > self._table.shape[0]:
+                    capacity = min(_TABLE_ROWS, max(rows, 2 * self._table.shape[0]))
                     grown = np.empty((capacity, self.config.num_perm), dtype=np.uint32)
                     grown[:known] = self._table[:known]
                     self._table = grown
-            fresh = np.fromiter(map(token_hash, new), dtype=np.uint64, count=len(new))
-            self._hashes[known:total] = fresh
-            if self.config.ngram == 1:
-                self._table[known:total] = _permuted(fresh, self.config)
+                _permuted(fresh[: rows - known], self.config, self._table[known:rows])
             self.size = total
         return ids
 
@@ -286,26 +320,49 @@ def _ngram_features(
     return combined[keep], feat_counts
 
 
-def _segment_min(table: np.ndarray, index: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per-text column-wise min of ``table[index]`` over each text's run of features.
+_SEGMENT_ROWS = 2048  # texts folded at a time: their rows and one gather stay in cache
+_TABLE_ROWS = 1 << 17  # tokens whose permuted rows the vocabulary keeps (64 MiB at 128 perms)
 
-    Texts are visited longest first, so step ``k`` folds the ``k``-th feature of every text
-    that has one into a contiguous prefix of the result: one gather + ``np.minimum`` per
-    step, no padding and no per-text Python work.
+
+def _segment_min(
+    table: np.ndarray, index: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-text column-wise min of ``table[index]`` over each text's run of features, written
+    to ``out`` (allocated when not given).
+
+    Texts are visited longest first, ``_SEGMENT_ROWS`` at a time, so step ``k`` folds the
+    ``k``-th feature of every text of the chunk that has one into a contiguous prefix of the
+    chunk's rows: one gather + ``np.minimum`` per step into buffers reused across steps, no
+    padding and no per-text Python work. Chunks that fit in cache and no fresh temporaries
+    make this ~1.7x faster than folding a whole batch at once (1M texts).
     """
     n = counts.size
+    width = table.shape[1]
+    if out is None:
+        out = np.empty((n, width), dtype=np.uint32)
+    if n == 0:
+        return out
     order = np.argsort(-counts, kind="stable")
     sorted_counts = counts[order]
     starts = (np.cumsum(counts) - counts)[order]
-    acc = np.full((n, table.shape[1]), _EMPTY, dtype=np.uint32)
-    longest = int(sorted_counts[0]) if n else 0
-    # number of texts with more than k features, for every k
-    active = np.searchsorted(-sorted_counts, -np.arange(longest), side="left")
-    for k in range(longest):
-        m = int(active[k])
-        np.minimum(acc[:m], table[index[starts[:m] + k]], out=acc[:m])
-    out = np.empty_like(acc)
-    out[order] = acc
+    acc = np.empty((min(n, _SEGMENT_ROWS), width), dtype=np.uint32)
+    buf = np.empty_like(acc)
+    for lo in range(0, n, _SEGMENT_ROWS):
+        hi = min(n, lo + _SEGMENT_ROWS)
+        chunk_counts, chunk_starts, rows = sorted_counts[lo:hi], starts[lo:hi], acc[: hi - lo]
+        longest = int(chunk_counts[0])
+        # number of texts of the chunk with more than k features, for every k
+        active = np.searchsorted(-chunk_counts, -np.arange(max(longest, 1)), side="left")
+        have = int(active[0]) if longest else 0
+        rows[have:] = _EMPTY  # texts without a feature
+        # mode="clip": the ids are in range, and mode="raise" copies ``out`` through a buffer
+        if have:
+            np.take(table, index[chunk_starts[:have]], axis=0, out=rows[:have], mode="clip")
+        for k in range(1, longest):
+            m = int(active[k])
+            np.take(table, index[chunk_starts[:m] + k], axis=0, out=buf[:m], mode="clip")
+            np.minimum(rows[:m], buf[:m], out=rows[:m])
+        out[order[lo:hi]] = rows
     return out
 
 
@@ -340,6 +397,26 @@ class FeatureSets:
         return FeatureSets.from_counts(np.concatenate([p.values for p in parts]), counts)
 
 
+def _signatures_of_ids(
+    vocab: _Vocabulary, ids: np.ndarray, counts: np.ndarray, out: np.ndarray
+) -> None:
+    """Signatures of a batch of 1-gram texts into ``out``: the segment min over the
+    vocabulary's table, and for ids past it (a large vocabulary's tail) over rows computed
+    for this batch's distinct tail ids, the two folded by ``np.minimum`` (min is associative,
+    so the signatures are the same)."""
+    tail = ids >= vocab.table_rows
+    if not tail.any():
+        _segment_min(vocab.table, ids, counts, out)
+        return
+    text_of = np.repeat(np.arange(counts.size), counts)
+    _segment_min(vocab.table, ids[~tail], np.bincount(text_of[~tail], minlength=counts.size),
+                 out)
+    uniq, inverse = np.unique(ids[tail], return_inverse=True)
+    rows = _permuted(vocab.hashes[uniq], vocab.config)
+    folded = _segment_min(rows, inverse.ravel(), np.bincount(text_of[tail], minlength=counts.size))
+    np.minimum(out, folded, out=out)
+
+
 def sketch(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, FeatureSets]:
     """Signatures of ``texts`` (as :func:`signatures`) and their feature sets, in one pass."""
     sigs, feats = _sketch(texts, config, with_features=True)
@@ -366,14 +443,14 @@ def _sketch(
         batch = texts[lo : lo + _BATCH_TEXTS]
         ids, counts = _batch_ids(batch, vocab)
         if config.ngram == 1:
-            out[lo : lo + len(batch)] = _segment_min(vocab.table, ids, counts)
+            _signatures_of_ids(vocab, ids, counts, out[lo : lo + len(batch)])
             if with_features:  # token hashes are 32-bit: the values MinHash permutes
                 parts.append(FeatureSets.from_counts(vocab.hashes[ids], counts))
             continue
         feats, feat_counts = _ngram_features(vocab.hashes[ids], counts, config.ngram)
         uniq, inverse = np.unique(feats, return_inverse=True)
         table = _permuted(uniq, config)
-        out[lo : lo + len(batch)] = _segment_min(table, inverse.ravel(), feat_counts)
+        _segment_min(table, inverse.ravel(), feat_counts, out[lo : lo + len(batch)])
         if with_features:  # MinHash permutes the low 32 bits of an n-gram's hash
             parts.append(FeatureSets.from_counts(feats & _U64(0xFFFFFFFF), feat_counts))
     return out, (FeatureSets.concat(parts) if with_features else None)
@@ -436,6 +513,7 @@ _WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B1
                               0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
                               0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
 _KEY_ROWS = 1 << 16  # texts keyed per chunk: the temporaries stay in cache
+_KEY_CHUNK = 1 << 14  # texts per chunk of _keys_by_band: its transpose stays in cache
 
 
 def _band_words(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -478,13 +556,43 @@ def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return out
 
 
+def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bands, n) band keys (the transpose of :func:`_band_keys`) and the (n,)
+    :func:`signature_keys`, computed ``_KEY_CHUNK`` texts at a time: one pass over the
+    signatures, each band's keys contiguous for its bucketing (reading one band a time from
+    the signatures is ~4x slower, a strided column of the (n, bands) keys ~2x)."""
+    n = sigs.shape[0]
+    keys = np.empty((bands, n), dtype=np.uint64)
+    signature = np.empty(n, dtype=np.uint64)
+    weights = _signature_weights(bands)
+    with np.errstate(over="ignore"):
+        for lo in range(0, n, _KEY_CHUNK):
+            chunk = _band_keys(sigs[lo : lo + _KEY_CHUNK], bands, rows)
+            keys[:, lo : lo + _KEY_CHUNK] = chunk.T
+            signature[lo : lo + _KEY_CHUNK] = _fmix64((chunk * weights).sum(axis=1,
+                                                                           dtype=np.uint64))
+    return keys, signature
+
+
 def _shared_keys(keys: np.ndarray) -> np.ndarray:
     """Mask of keys that may occur more than once: a counting pass over the keys' low bits
-    (a superset of the true repeats) so only those few need sorting."""
-    slots = 1 << max(10, (4 * keys.size).bit_length())
-    low = (keys & _U64(slots - 1)).astype(np.intp)
-    counts = np.bincount(low, minlength=slots)
-    return counts[low] > 1
+    (a superset of the true repeats), then, when it kept under half, one over the high bits
+    of the keys it kept (a fifth of them on varied text: halves what the sort gets), so only
+    those few need sorting."""
+    maybe = _repeated_bits(keys, high=False)
+    kept = np.flatnonzero(maybe)
+    if 2 * kept.size < keys.size:  # templated text: most keys repeat, a second pass is waste
+        maybe[kept[~_repeated_bits(keys[kept], high=True)]] = False
+    return maybe
+
+
+def _repeated_bits(keys: np.ndarray, *, high: bool) -> np.ndarray:
+    """Mask of keys whose low (or high) bits, 4x as many slots as keys, repeat."""
+    bits = max(10, (4 * keys.size).bit_length())
+    shift = _U64(64 - bits if high else 0)
+    slot = ((keys >> shift) & _U64((1 << bits) - 1)).astype(np.intp)
+    counts = np.bincount(slot, minlength=1 << bits)
+    return counts[slot] > 1
 
 
 def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
@@ -497,16 +605,27 @@ def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.n
     idx = members[order]  # ascending within each bucket (stable sort of ascending members)
     new_group = np.ones(idx.size, dtype=bool)
     new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    group_start = np.maximum.accumulate(np.where(new_group, np.arange(idx.size), 0))
-    rank = np.arange(idx.size) - group_start
-    take = np.minimum(rank, max_pairs)
-    total = int(take.sum())
-    if total == 0:
+    positions = np.arange(idx.size)
+    group_start = np.maximum.accumulate(np.where(new_group, positions, 0))
+    rank = positions - group_start
+    # the j-th earliest of each bucket with every later member past it: one masked pass per
+    # j (max_pairs is small) instead of repeating each member by its pair count
+    earlier: list[np.ndarray] = []
+    later: list[np.ndarray] = []
+    at = np.flatnonzero(rank > 0)
+    for j in range(max_pairs):
+        if j:
+            at = at[rank[at] > j]
+        if at.size == 0:
+            break
+        earlier.append(idx[group_start[at] + j])
+        later.append(idx[at])
+    if not later:
         return np.empty((0, 2), dtype=np.int64)
-    later = np.repeat(np.arange(idx.size), take)
-    offset = np.arange(total) - np.repeat(np.cumsum(take) - take, take)
-    earlier = group_start[later] + offset
-    return np.stack([idx[earlier], idx[later]], axis=1)
+    out = np.empty((sum(map(len, later)), 2), dtype=np.int64)
+    out[:, 0] = np.concatenate(earlier)
+    out[:, 1] = np.concatenate(later)
+    return out
 
 
 def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -638,10 +757,15 @@ def signature_keys(band_keys: np.ndarray) -> np.ndarray:
     """One uint64 per text from its (n, bands) band keys, equal for equal banded signatures:
     the keys weighted by odd constants, summed (wrapping) and mixed once. A collision only
     proposes a candidate, which the exact check judges."""
-    weights = _WORD_MULTIPLIERS[np.arange(band_keys.shape[1]) % _WORD_MULTIPLIERS.size]
-    weights = weights + _U64(2) * np.arange(band_keys.shape[1], dtype=np.uint64)  # stay odd
+    weights = _signature_weights(band_keys.shape[1])
     with np.errstate(over="ignore"):
         return _fmix64((band_keys * weights).sum(axis=1, dtype=np.uint64))
+
+
+def _signature_weights(bands: int) -> np.ndarray:
+    """The odd weight of each band's key in :func:`signature_keys`."""
+    weights = _WORD_MULTIPLIERS[np.arange(bands) % _WORD_MULTIPLIERS.size]
+    return weights + _U64(2) * np.arange(bands, dtype=np.uint64)  # stay odd
 
 
 def prefilter_floor(threshold: float, num_perm: int, miss: float = 1e-5) -> int:
@@ -683,19 +807,29 @@ _FOLD = {8: ((4, 2, 1), _U64(0x0101010101010101)), 4: ((2, 1), _U64(0x1111111111
 
 def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 8) -> np.ndarray:
     """Slots whose packed low bits are equal, per pair: XOR, fold each field to its low bit,
-    count the unequal fields (a few word operations instead of ``slots`` compares)."""
+    count the unequal fields (a few word operations instead of ``slots`` compares), in two
+    buffers reused chunk after chunk (fresh temporaries made this twice as slow)."""
     shifts, mask = _FOLD[bits]
     out = np.empty(len(pairs), dtype=np.int64)
-    fields = packed.shape[1] * (64 // bits)
-    step = 1 << 14
+    step = 1 << 13
+    x = np.empty((min(step, len(pairs)), packed.shape[1]), dtype=np.uint64)
+    y = np.empty_like(x)
     for lo in range(0, len(pairs), step):
         p = pairs[lo : lo + step]
-        x = packed[p[:, 0]] ^ packed[p[:, 1]]
+        a, b = x[: len(p)], y[: len(p)]
+        np.take(packed, p[:, 0], axis=0, out=a, mode="clip")  # indices are in range
+        np.take(packed, p[:, 1], axis=0, out=b, mode="clip")
+        np.bitwise_xor(a, b, out=a)
         for shift in shifts:
-            x |= x >> _U64(shift)
-        x &= mask
-        out[lo : lo + step] = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
-    return fields - (fields - slots) - out
+            np.right_shift(a, _U64(shift), out=b)
+            np.bitwise_or(a, b, out=a)
+        np.bitwise_and(a, mask, out=a)
+        counts = np.bitwise_count(a)  # uint8, one column per word
+        total = counts[:, 0].astype(np.uint16)  # <= 1024 slots: no overflow
+        for col in range(1, counts.shape[1]):  # ~10x faster than .sum(axis=1) on 4 columns
+            total += counts[:, col]
+        out[lo : lo + step] = total
+    return slots - out
 
 
 def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndarray], np.ndarray]:
@@ -703,21 +837,45 @@ def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndar
     row-index pairs of ``sigs`` with enough equal slot low bits (:func:`prefilter_floor`).
 
     ``sigs`` may be the signatures or only their low bytes (:func:`slot_low_bytes`, what the
-    Ray shuffle ships): the filter reads nothing else, so both give the same pairs.
+    Ray shuffle ships): the filter reads nothing else, so both give the same pairs. A call
+    with fewer pairs than a quarter of the texts compares the pairs' rows directly; the
+    packed low bits of every text (a few word operations a pair) are built on the first call
+    with more, so a corpus whose bands propose few pairs never pays for packing its texts.
     """
-    low = _slot_bytes(sigs)
     floor = prefilter_floor(float(config.threshold), config.num_perm)
     # a first look at the low 4 bits of 64 slots (a quarter of the bytes) drops most pairs
     # far below the threshold; chance matches (1/16) only let more through
     head_slots = min(config.num_perm, 64)
-    head = _slot_bytes(sigs, head_slots, bits=4)
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
+    packed: list[np.ndarray] = []
 
     def keep(pairs: np.ndarray) -> np.ndarray:
+        if len(pairs) * 4 <= sigs.shape[0] and not packed:
+            return pairs[_equal_low_bits(sigs, pairs, head_slots, head_floor, floor)]
+        if not packed:
+            packed[:] = [_slot_bytes(sigs, head_slots, bits=4), _slot_bytes(sigs)]
+        head, low = packed
         pairs = pairs[_equal_slots(head, pairs, head_slots, bits=4) >= head_floor]
         return pairs[_equal_slots(low, pairs, config.num_perm) >= floor]
 
     return keep
+
+
+def _equal_low_bits(
+    sigs: np.ndarray, pairs: np.ndarray, head_slots: int, head_floor: int, floor: int
+) -> np.ndarray:
+    """Mask of the pairs :func:`slot_prefilter`'s packed test keeps, from the pairs' rows:
+    at least ``head_floor`` of the first ``head_slots`` slots equal in their low 4 bits and
+    at least ``floor`` slots equal in their low byte."""
+    out = np.empty(len(pairs), dtype=bool)
+    step = 1 << 13
+    for lo in range(0, len(pairs), step):
+        p = pairs[lo : lo + step]
+        x = sigs[p[:, 0]] ^ sigs[p[:, 1]]
+        head = np.count_nonzero((x[:, :head_slots] & 15) == 0, axis=1)
+        full = np.count_nonzero((x & 255) == 0, axis=1)
+        out[lo : lo + step] = (head >= head_floor) & (full >= floor)
+    return out
 
 
 def slot_low_bytes(sigs: np.ndarray) -> np.ndarray:
@@ -738,21 +896,39 @@ def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
+# The bands of a near-duplicate propose it up to 16 times, so on varied text (a band's pairs
+# a few % of the texts) band pairs are held, deduplicated and pre-filtered once: that spares
+# the pre-filter most of its gathers. On templated text a band proposes about one junk pair
+# (J 0.4-0.8) a text, nearly all distinct: a band with more than n / _JUNK_BAND pairs is
+# pre-filtered at once, and at most _PENDING_PAIRS are held either way.
+_JUNK_BAND = 8
+_PENDING_PAIRS = 1 << 22
+
+
 def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
     """(earlier, later) pairs with exact Jaccard >= threshold, found as the batch stage finds
     them: band buckets (:func:`recall_lsh_params`, each later text with the earliest
     ``max_bucket_pairs`` of a bucket) plus groups of identical signatures (each text with its
-    group's first), every band's pairs pre-filtered (:func:`prefilter_floor`) before the
-    global dedup and the exact check, so junk pairs of templated text never pile up."""
+    group's first), the band pairs deduplicated and pre-filtered (:func:`prefilter_floor`)
+    whenever ``_PENDING_PAIRS`` pile up and at the end, then the exact check."""
     n = sigs.shape[0]
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
     used = sigs[members] if members.size < n else sigs
-    keys = _band_keys(used, bands, rows)
+    keys, signature = _keys_by_band(used, bands, rows)
     prefilter = slot_prefilter(sigs, config)
-    found = [_bucket_pairs(signature_keys(keys), members, 1)]
+    band_found: list[np.ndarray] = []
+    pending = 0
     for band in range(bands):
-        found.append(prefilter(_bucket_pairs(keys[:, band], members, config.max_bucket_pairs)))
+        pairs = _bucket_pairs(keys[band], members, config.max_bucket_pairs)
+        if len(pairs) * _JUNK_BAND > n:  # templated text: mostly junk, filter it at once
+            pairs = prefilter(pairs)
+        band_found.append(pairs)
+        pending += len(pairs)
+        if pending > _PENDING_PAIRS:  # compact before pairs pile up
+            band_found = [prefilter(_unique_pairs(band_found, n))]
+            pending = len(band_found[0])
+    found = [_bucket_pairs(signature, members, 1), prefilter(_unique_pairs(band_found, n))]
     pairs = _unique_pairs(found, n)
     if len(pairs):
         pairs = pairs[exact_jaccard(features, pairs) >= config.threshold]

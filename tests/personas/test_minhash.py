@@ -327,3 +327,106 @@ def test_templated_texts_keep_their_copies() -> None:
     sets = [set(tokenize(t)) for t in texts]
     assert all(len(sets[i] & sets[dup[i]]) / len(sets[i] | sets[dup[i]]) >= 0.9 for i in marked)
     assert (dup[marked] < marked).all()
+
+
+def test_segment_min_equals_the_min_of_each_texts_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunked fold (texts longest first, buffers reused) is each text's column-wise min
+    over its features' rows, texts without features all-max, whatever the chunk size."""
+    from personahub.personas import minhash
+
+    rng = np.random.default_rng(11)
+    table = rng.integers(0, 2**32, size=(50, 16), dtype=np.uint32)
+    counts = rng.integers(0, 9, size=300)
+    counts[[0, 7, 299]] = 0
+    index = rng.integers(0, 50, size=int(counts.sum()))
+    starts = np.cumsum(counts) - counts
+    want = np.full((300, 16), np.iinfo(np.uint32).max, dtype=np.uint32)
+    for i in range(300):
+        if counts[i]:
+            want[i] = table[index[starts[i] : starts[i] + counts[i]]].min(axis=0)
+    for rows in (1, 7, 64, 4096):
+        monkeypatch.setattr(minhash, "_SEGMENT_ROWS", rows)
+        assert np.array_equal(minhash._segment_min(table, index, counts), want)
+        out = np.zeros((300, 16), dtype=np.uint32)
+        minhash._segment_min(table, index, counts, out)
+        assert np.array_equal(out, want)
+
+
+@pytest.mark.parametrize(("bands", "rows"), [(16, 8), (14, 9), (5, 25)])
+def test_keys_by_band_are_band_keys_and_signature_keys(bands: int, rows: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """verified_pairs' keys, laid out by band chunk by chunk, are the public band keys and
+    signature keys the Ray shuffle computes."""
+    from personahub.personas import minhash
+
+    monkeypatch.setattr(minhash, "_KEY_CHUNK", 37)
+    sigs = np.random.default_rng(2).integers(0, 2**32, size=(200, 128), dtype=np.uint32)
+    keys, signature = minhash._keys_by_band(sigs, bands, rows)
+    full = minhash._band_keys(sigs, bands, rows)
+    assert np.array_equal(keys, full.T)
+    assert np.array_equal(signature, minhash.signature_keys(full))
+
+
+def test_slot_prefilter_compares_rows_or_packed_bits_alike() -> None:
+    """Few pairs are compared from the signatures' rows, many from packed low bits; both keep
+    the same pairs, on signatures and on their low bytes alike."""
+    from personahub.personas.minhash import slot_low_bytes, slot_prefilter
+
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 2**32, size=(40, 128), dtype=np.uint32)
+    sigs = np.repeat(base, 10, axis=0)
+    change = rng.random(sigs.shape) < rng.uniform(0.0, 0.5, size=(400, 1))  # J from ~1 to ~0.5
+    sigs[change] = rng.integers(0, 2**32, size=int(change.sum()), dtype=np.uint32)
+    sigs[::3, :5] ^= np.uint32(1 << 20)  # unequal slots with equal low bytes
+    pairs = np.array([(i, j) for i in range(400) for j in range(i + 1, min(400, i + 12))])
+    config = MinHashConfig()
+    packed = slot_prefilter(sigs, config)(pairs)  # more pairs than texts: packed bits
+    rows = np.concatenate([slot_prefilter(sigs, config)(pairs[lo : lo + 50])
+                           for lo in range(0, len(pairs), 50)])  # few pairs a call: rows
+    assert 0 < len(packed) < len(pairs)
+    assert np.array_equal(packed, rows)
+    for few in (pairs[:50], pairs):
+        assert np.array_equal(slot_prefilter(slot_low_bytes(sigs), config)(few),
+                              slot_prefilter(sigs, config)(few))
+
+
+def test_verified_pairs_do_not_depend_on_when_band_pairs_are_filtered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Band pairs filtered band by band, held to the end, or compacted every band: the same
+    verified pairs (the pre-filter and the dedup commute)."""
+    from personahub.personas import minhash
+
+    rng = np.random.default_rng(8)
+    texts = [f"A {rng.choice(['nurse', 'baker', 'welder'])} from {rng.choice(['Oslo', 'Lima'])} "
+             f"who likes {rng.choice(['chess', 'jazz', 'rowing'])} and {rng.choice(['tea', 'art'])}"
+             for _ in range(1500)]
+    corpus = planted_corpus(300, 60, length=(10, 20))
+    texts += corpus.texts
+    config = MinHashConfig()
+    sigs, feats = sketch(texts, config)
+    results = []
+    for junk, pending in ((8, 1 << 22), (10**9, 1 << 22), (1, 1 << 22), (10**9, 1), (1, 1)):
+        monkeypatch.setattr(minhash, "_JUNK_BAND", junk)
+        monkeypatch.setattr(minhash, "_PENDING_PAIRS", pending)
+        results.append(minhash.verified_pairs(sigs, feats, config))
+    assert len(results[0]) > 100
+    for other in results[1:]:
+        assert np.array_equal(other, results[0])
+
+
+def test_signatures_past_the_vocabulary_table_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens past the vocabulary's table (a templated corpus's numbers) get their rows per
+    batch; the signatures and feature sets stay bit for bit what a whole table gives."""
+    from personahub.personas import minhash
+
+    corpus = planted_corpus(200, 30, length=(5, 15))
+    texts = [*corpus.texts, "", "only words seen before", *(f"resident no {i}" for i in range(50))]
+    config = MinHashConfig()
+    want_sigs, want_feats = sketch(texts, config)
+    monkeypatch.setattr(minhash, "_TABLE_ROWS", 40)
+    monkeypatch.setattr(minhash, "_BATCH_TEXTS", 23)
+    sigs, feats = sketch(texts, config)
+    assert np.array_equal(sigs, want_sigs)
+    assert np.array_equal(feats.values, want_feats.values)
+    assert np.array_equal(feats.offsets, want_feats.offsets)
