@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
+from functools import cache
 from typing import Any
 
 from personahub.agents.attempts import answered, failed
@@ -62,12 +63,19 @@ def _callbacks_configured() -> bool:
     return bool(manager.handlers or manager.inheritable_handlers)
 
 
+@cache
+def _child_config() -> Any:
+    """LangChain's context variable holding a running run's config for its children (imported
+    once, on the first call, not with this module)."""
+    from langchain_core.runnables.config import var_child_runnable_config
+
+    return var_child_runnable_config
+
+
 def _parent_callbacks() -> bool:
     """Whether the caller runs inside a LangChain run that passes callbacks down (a traced
     LangGraph node): its model calls must then show up in that run."""
-    from langchain_core.runnables.config import var_child_runnable_config
-
-    config = var_child_runnable_config.get()
+    config = _child_config().get()
     return bool(config and config.get("callbacks"))
 
 
