@@ -64,7 +64,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import ray
 from personahub.agents.contracts import StructuredCaller, StructuredResult
 from personahub.agents.llm import LLMSettings, make_client, redact_spec
 from personahub.personas.asks import Ask, ask_keys, ask_one, portable, restored
@@ -74,6 +73,7 @@ from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
 from personahub.personas.quality import QualityIssue
 from personahub.personas.record import Persona
 from personahub.sim.executors import in_batch_order
+from personahub.sim.optional import ray
 from personahub.sim.shards import (
     ShardStore,
     batches_from_shards,

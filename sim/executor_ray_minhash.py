@@ -35,7 +35,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-import ray
 from personahub.personas.dedup import PairFinder
 from personahub.personas.minhash import (
     FeatureSets,
@@ -50,6 +49,7 @@ from personahub.personas.minhash import (
     slot_prefilter,
 )
 from personahub.sim.executor_ray import _quiet_data, ray_session
+from personahub.sim.optional import ray
 
 _EMPTY = np.iinfo(np.uint32).max  # the signature slot of a text without words
 _PAIR_SCHEMA = pa.schema([("earlier", pa.int64()), ("later", pa.int64())])

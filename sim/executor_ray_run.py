@@ -47,7 +47,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import ray
 from personahub.agents.contracts import (
     CallRequest,
     CallStats,
@@ -62,6 +61,7 @@ from personahub.agents.repair import check_answer
 from personahub.personas.asks import Asks, local_asks
 from personahub.personas.errors import PersonahubError
 from personahub.sim.executor_ray import RayTarget, check_ray_client, ray_session
+from personahub.sim.optional import ray
 from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)

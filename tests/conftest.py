@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,3 +76,27 @@ def server() -> Iterator[Callable[..., RunningServer]]:
     for handle in started:
         handle.stop()
 
+
+
+# A test needs an optional extra when it, or a fixture it uses, calls one of tests/optional.py's
+# need_* functions; such tests get the ``extra`` mark, so that CI's second step (with the extras
+# installed and PERSONAHUB_REQUIRE_* set) runs exactly them: ``pytest -m "extra or real_model"``.
+_NEEDS_EXTRA = re.compile(r"\bneed_(?:ray|hf|local_model|browser)\(")
+
+
+@functools.cache
+def _calls_need(func: Callable[..., object]) -> bool:
+    try:
+        return bool(_NEEDS_EXTRA.search(inspect.getsource(func)))
+    except (OSError, TypeError):
+        return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        info = getattr(item, "_fixtureinfo", None)
+        fixtures = [d.func for defs in (info.name2fixturedefs.values() if info else ())
+                    for d in defs]
+        if any(_calls_need(f) for f in ([function] if function else []) + fixtures):
+            item.add_marker(pytest.mark.extra)
