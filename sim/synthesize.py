@@ -327,7 +327,7 @@ class SynthesisAsker:
             examples=[(d.text, d.persona) for d in self.demos], world=self.world,
             with_assistant=opts.with_assistant)
         result = await self.client.structured(self.schema, messages, purpose=f"synth:{opts.task}",
-                                              persona_id=persona.persona_id)
+                                              persona_id=persona.persona_id, check=self.task.gate)
         if result.value is None:
             return Answer(persona, None, calls=(result,))
         content = content_of(result.value)
