@@ -80,7 +80,8 @@ def kept_shares(con: Any, *, run_id: str | None = None, job_kind: str | None = N
     rows = con.execute(_LAST_ATTEMPTS.format(where=where), params).fetchall()
     shares: dict[str, KeptShare] = {}
     for purpose, status, error, n in rows:
-        share = shares.setdefault(str(purpose), KeptShare(str(purpose)))
+        kind = str(purpose).removeprefix("synth:")  # a synthesis call is its task's
+        share = shares.setdefault(kind, KeptShare(kind))
         share.asked += int(n)
         if status == "ok":
             share.kept += int(n)
