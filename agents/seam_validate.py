@@ -5,8 +5,8 @@ is not valid JSON for the schema after a local repair (``agents.repair``), was c
 ``max_tokens``, or that the job's ``check`` (quality gate, validator) rejects, earns exactly one
 more attempt, a *fresh sample* (``CallRequest.sample``): not a cache hit, not the same request.
 An invalid answer's second attempt is the repair prompt (the answer shown back with what is
-wrong with it); a cut-off or rejected answer's is the original request sampled again (showing a
-runaway back would only make the prompt longer). The offline engine answers a fresh sample
+wrong with it: another request); a cut-off or rejected answer's is the original request with
+``sample`` + 1, sampled again (showing a runaway back would only make the prompt longer). The offline engine answers a fresh sample
 deterministically from (seed, prompt, sample). After the second failure the call ends: every
 attempt is a record with its reason, and the job counts the item as failed and goes on.
 With ``--structured auto``, answers with no JSON at all tell ``ModeBook`` that the server ignores
@@ -115,8 +115,9 @@ class Validated:
     @staticmethod
     def _repair_request(request: CallRequest, raw: str, error: str | None) -> CallRequest:
         """The second attempt at an invalid answer: the answer shown back with what is wrong
-        with it, sampled afresh."""
+        with it (another request already, so its ``sample`` stays: the offline engine answers
+        it as it always did)."""
         messages = [*request.messages, AIMessage(raw[:4000]),
                     HumanMessage(f"That answer is not valid for the schema ({error}). "
                                  "Reply again with only valid JSON for the schema.")]
-        return replace(request, messages=messages, sample=request.sample + 1)
+        return replace(request, messages=messages)

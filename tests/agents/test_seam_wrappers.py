@@ -234,12 +234,12 @@ def test_validate_repairs_locally_without_another_call() -> None:
     assert result.value == Answer(text="fixed") and result.last.repaired and len(fake.asked) == 1
 
 
-def test_an_invalid_answer_gets_one_repair_as_a_fresh_sample() -> None:
+def test_an_invalid_answer_gets_one_repair_prompt() -> None:
     fake = FakeEndpoint(['{"wrong": 1}', '{"text": "repaired"}'])
     result = run(Validated(fake, modes=ModeBook("auto", 1)))
     assert [r.status for r in result.records] == ["invalid", "ok"]
     assert "not valid for the schema" in fake.asked[1].messages[-1].content
-    assert [r.sample for r in fake.asked] == [0, 1]  # not the same request: a fresh sample
+    assert fake.asked[1].messages != fake.asked[0].messages  # not the same request
     assert [r.attempt for r in result.records] == [1, 2]
 
 
