@@ -6,9 +6,10 @@ is not valid JSON for the schema after a local repair (``agents.repair``), was c
 more attempt, a *fresh sample* (``CallRequest.sample``): not a cache hit, not the same request.
 An invalid answer's second attempt is the repair prompt (the answer shown back with what is
 wrong with it: another request); a cut-off or rejected answer's is the original request with
-``sample`` + 1, sampled again (showing a runaway back would only make the prompt longer). The offline engine answers a fresh sample
-deterministically from (seed, prompt, sample). After the second failure the call ends: every
-attempt is a record with its reason, and the job counts the item as failed and goes on.
+``sample`` + 1, sampled again (showing a runaway back would only make the prompt longer). The
+offline engine answers a fresh sample deterministically from (seed, prompt, sample). After the
+second failure the call ends: every attempt is a record with its reason, and the job counts the
+item as failed and goes on.
 With ``--structured auto``, answers with no JSON at all tell ``ModeBook`` that the server ignores
 the mode: the endpoint steps down and the call is asked again in the next mode (that re-ask is
 the endpoint's, and spends no second chance).

@@ -73,6 +73,7 @@ def kept_shares(con: Any, *, run_id: str | None = None, job_kind: str | None = N
                 job_id: str | None = None) -> list[KeptShare]:
     """Each purpose's kept share among the calls of a run (``run_id``) or a job
     (``job_kind`` and ``job_id``), by purpose name."""
+    params: list[Any]
     if run_id is not None:
         where, params = "run_id = ?", [run_id]
     else:

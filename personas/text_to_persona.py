@@ -31,11 +31,6 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from personahub.agents.contracts import StructuredCaller
-from personahub.personas.asks import Ask, RemoteBatches, ask_one
-from personahub.personas.errors import PersonaFileError
-from personahub.personas.importers import ImportStats, container_of, iter_rows
-from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
-from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
 from personahub.agents.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
@@ -43,6 +38,11 @@ from personahub.agents.failures import (
     call_error,
     check_max_failed_share,
 )
+from personahub.personas.asks import Ask, RemoteBatches, ask_one
+from personahub.personas.errors import PersonaFileError
+from personahub.personas.importers import ImportStats, container_of, iter_rows
+from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
+from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
 from personahub.personas.quality import (
     gate_answer,
     gate_persona,

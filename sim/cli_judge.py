@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli_common import (
     ConcurrencyOption,
@@ -64,8 +65,8 @@ def judge(
     options = JudgeOptions(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),
                            llm=spec, concurrency=concurrency, timeout_s=timeout,
                            batch_size=batch_size, rps=rps, **flags.settings(),
-                           **({} if max_failed_share is None else
-                              {"max_failed_share": max_failed_share}))
+                           max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
+                                             else max_failed_share))
     client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps, flags=flags,
                             announce=False)
 

@@ -462,9 +462,9 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     ``target`` (a ``RayTarget``) asks the batches' calls on Ray workers."""
     from itertools import islice
 
-    from personahub.personas.text_to_persona import text_to_persona
     from personahub.agents.failures import ModelRejected
     from personahub.personas.jobs import most_common_job_error
+    from personahub.personas.text_to_persona import text_to_persona
     from personahub.sim.jobs import finish_text_job, job_loop
     from personahub.sim.shards import clear_job_folder, job_folder
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
+from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.personas.errors import PersonahubError
 from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli_common import (
@@ -132,8 +133,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
                          timeout_s=timeout, offline_latency_s=offline_latency, cache=cache,
                          rps=rps, price_in=price_in, price_out=price_out, **where._asdict(),
                          **flags.settings(),
-                         **({} if max_failed_share is None else
-                            {"max_failed_share": max_failed_share}))
+                         max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
+                                           else max_failed_share))
     run_seed = loaded.seed if seed is None else seed
     client = command_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=flags, announce=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.personas.errors import PersonahubError
 from personahub.personas.outputs import FORCE_HELP, check_output
 from personahub.personas.store import DEFAULT_DB
@@ -136,7 +137,7 @@ def synthesize(
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
         concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, cache=cache, rps=rps,
         executor=executor, ray_address=ray_address, ray_workers=ray_workers, **flags.settings(),
-        **({} if max_failed_share is None else {"max_failed_share": max_failed_share}))
+        max_failed_share=DEFAULT_MAX_FAILED_SHARE if max_failed_share is None else max_failed_share)
     client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=flags, announce=False)
 

@@ -46,10 +46,10 @@ from personahub.agents.failures import (
     check_max_failed_share,
 )
 from personahub.agents.generation import Generation
-from personahub.analysis.kept import kept_lines
 from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
 from personahub.agents.llm import make_client as make_llm_client
 from personahub.agents.structured import check_setting
+from personahub.analysis.kept import kept_lines
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
 from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges

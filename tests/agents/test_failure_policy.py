@@ -88,3 +88,16 @@ def test_max_failed_share_is_checked(value: float) -> None:
     with pytest.raises(PersonahubError, match="--max-failed-share"):
         check_max_failed_share(value)
     assert check_max_failed_share(1) == 1.0 and check_max_failed_share(0.05) == 0.05
+
+
+def test_the_offline_engine_answers_a_fresh_sample_deterministically() -> None:
+    from personahub.agents.offline import EngineRequest, OfflineEngine
+
+    request = EngineRequest({"type": "object", "properties": {"text": {"type": "string"}},
+                             "required": ["text"]})
+    messages = [{"role": "user", "content": "## Persona\nA ferry pilot.\n## Task\nSay a line."}]
+    engine = OfflineEngine(5)
+    first, again = engine.answer(messages, request), engine.answer(messages, request, 0)
+    fresh, fresh_again = engine.answer(messages, request, 1), OfflineEngine(5).answer(messages, request, 1)
+    assert first == again  # sample 0 is the answer it always was
+    assert fresh == fresh_again and fresh.content != first.content

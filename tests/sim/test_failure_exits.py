@@ -7,6 +7,7 @@ seam retries with backoff before the policy stops the job) or ``--malformed-rate
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,26 @@ def test_quality_failures_past_the_share_stop_the_job(server, tmp_path):
     assert "resume with personahub synthesize --resume" in line
     assert _status(db, "SELECT count(*) FROM llm_calls") == [(12,)]  # two attempts each
     assert _status(db, "SELECT status FROM synth_jobs") == [("failed",)]
+
+
+def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(server, scenario_file,
+                                                                           tmp_path):
+    """Malformed answers only: the default share stops the run after step 1 (every action
+    failed, each after one fresh sample); ``--max-failed-share 1`` never stops for quality, is
+    stored in the run's config, and a run whose every action failed still exits 1."""
+    srv = server(malformed_rate=1.0)
+    scenario = scenario_file(n_personas=6, graph="GraphGrowth(hops=0, acquaintances=2)", steps=2)
+    db = tmp_path / "q.duckdb"
+    line = one_line_error(invoke("run", scenario, "--db", db, "--llm", srv.base_url,
+                                 "--structured", "json_schema"))
+    assert "in step 1, over --max-failed-share 0.8" in line and "run --resume" in line
+    assert _status(db, "SELECT steps_done, status FROM runs") == [(1, "failed")]
+    attempts = _status(db, "SELECT max(attempt) FROM llm_calls")[0][0]
+    assert attempts == 2  # one fresh sample (a repair prompt) per weak answer, no more
+    lenient = tmp_path / "l.duckdb"
+    line = one_line_error(invoke("run", scenario, "--db", lenient, "--llm", srv.base_url,
+                                 "--structured", "json_schema", "--max-failed-share", "1"))
+    assert "every one of its" in line and "run --resume" in line
+    assert _status(lenient, "SELECT steps_done FROM runs") == [(2,)]  # no stop for quality
+    config = _status(lenient, "SELECT config FROM runs")[0][0]
+    assert json.loads(config)["options"]["max_failed_share"] == 1.0  # what --resume reads
