@@ -63,7 +63,7 @@ def kept_line(kind: str, asked: int, kept: int, reasons: Counter[str] | dict[str
     line = f"{kind}: {kept} of {asked} kept ({share})"
     failed = asked - kept
     if failed > 0:
-        top = Counter(reasons).most_common(TOP_REASONS)
+        top = sorted(Counter(reasons).items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]
         named = ", ".join(f"{reason} ×{n}" for reason, n in top)
         line += f"; {failed} failed" + (f": {named}" if named else "")
     return line
