@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -33,7 +33,7 @@ class CallRecord:
     purpose: str
     model: str
     attempt: int
-    status: str  # ok | error | invalid
+    status: str  # ok | error (endpoint) | invalid (cut off, not JSON, or rejected by a check)
     latency_ms: float
     tokens_in: int = 0
     tokens_out: int = 0
@@ -89,7 +89,11 @@ class CallRequest:
     """One structured call as it travels down the stack.
 
     ``attempt`` numbers the next attempt (layers that ask again raise it); ``after`` is the
-    endpoint whose attempt just failed, so that a retry goes on to the next one.
+    endpoint whose attempt just failed, so that a retry goes on to the next one. ``sample``
+    is 0 for a first answer and 1 for the fresh sample a weak answer earns (``seam_validate``):
+    it is part of the cache key and reaches the endpoint (an HTTP ``seed``; the offline engine's
+    digest), so the second attempt is neither a cache hit nor the same request. ``check`` is
+    the job's quality check of a valid answer (the reason it rejects it, or None).
     """
 
     schema: type[BaseModel]
@@ -100,6 +104,8 @@ class CallRequest:
     step: int | None = None
     attempt: int = 1
     after: int | None = None
+    sample: int = 0
+    check: Callable[[Any], str | None] | None = None
 
     def record(self, **fields: Any) -> CallRecord:
         """A fresh record of one attempt at this request."""
@@ -257,8 +263,9 @@ class StructuredCaller(ServesModels, Protocol):
         ...
 
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
-                         persona_id: str | None = None,
-                         step: int | None = None) -> StructuredResult[T]: ...
+                         persona_id: str | None = None, step: int | None = None,
+                         check: Callable[[T], str | None] | None = None,
+                         ) -> StructuredResult[T]: ...
 
 
 def carry_records(exc: BaseException, earlier: Sequence[CallRecord]) -> None:

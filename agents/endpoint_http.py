@@ -34,8 +34,16 @@ HTTP_CAPABILITIES = Capabilities()
 # an endpoint once had one client per 4 connections: 64 clients and 7-9 s of setup at 256.)
 
 
+# A fresh sample (``CallRequest.sample``) carries ``seed`` = this + sample, so that a server that
+# seeds its sampler (llama.cpp, vLLM, OpenAI) draws another answer, and, when the job asked for
+# greedy decoding (temperature 0), a temperature that lets it differ at all.
+FRESH_SEED_BASE = 7919
+FRESH_TEMPERATURE = 0.7
+
+
 def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
-                   max_tokens_param: str) -> dict[str, Any]:
+                   max_tokens_param: str, sample: int = 0,
+                   greedy: bool = False) -> dict[str, Any]:
     """The call's keyword arguments (``generate``) that ask for ``schema`` in ``mode`` with an output
     limit (passed to the model directly: a ``.bind()`` wrapper would merge configs on every call
     for nothing).
@@ -46,6 +54,10 @@ def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: in
     llama-cpp-python ignores.
     """
     body: dict[str, Any] = {max_tokens_param: max_tokens}
+    if sample:
+        body["seed"] = FRESH_SEED_BASE + sample
+        if greedy:
+            body["temperature"] = FRESH_TEMPERATURE
     fmt = response_format(schema, mode)
     if fmt is not None:
         body["response_format"] = fmt
@@ -127,7 +139,7 @@ class HttpEndpoint:
         self._make_model = make_model
         self.model: Any = make_model()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._kwargs: dict[tuple[type[BaseModel], str, int], dict[str, Any]] = {}
+        self._kwargs: dict[tuple[type[BaseModel], str, int, int], dict[str, Any]] = {}
         self._probe_locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._closer: AsyncGenerator[None, None] | None = None
         self._callbacks = False
@@ -151,12 +163,14 @@ class HttpEndpoint:
             await anext(self._closer)
 
     def _request_kwargs(self, request: CallRequest, mode: StructuredMode) -> dict[str, Any]:
-        """The call's arguments for this schema, mode and limit (built once: they cost)."""
-        key = (request.schema, mode, request.max_tokens)
+        """The call's arguments for this schema, mode, limit and sample (built once: they cost)."""
+        key = (request.schema, mode, request.max_tokens, request.sample)
         kwargs = self._kwargs.get(key)
         if kwargs is None:
+            greedy = getattr(self.model, "temperature", None) == 0
             kwargs = self._kwargs[key] = request_kwargs(request.schema, mode, request.max_tokens,
-                                                        self.max_tokens_param)
+                                                        self.max_tokens_param, request.sample,
+                                                        greedy)
         return kwargs
 
     async def _probe(self) -> asyncio.Lock | None:

@@ -1,8 +1,8 @@
 """The offline engine as an endpoint: in process, deterministic, and given the schema itself.
 
 It declares what it can do (``Capabilities``), so no layer of the seam needs to know its class:
-no structured-mode negotiation, no connection pool or concurrency limit, and no resend of an
-invalid answer (the same request would get the same answer).
+no structured-mode negotiation, no connection pool or concurrency limit. A fresh sample
+(``CallRequest.sample``) is answered deterministically from (seed, prompt, sample).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class OfflineEndpoint:
         record = request.record(model=self.label, endpoint=self.index, structured_mode=self.mode)
         started = time.perf_counter()
         try:
-            message = await self.model.answer_async(list(request.messages), **self._kwargs(request))
+            message = await self.model.answer_async(list(request.messages), sample=request.sample,
+                                                    **self._kwargs(request))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             return failed(record, exc, started)
         return answered(record, message, self.mode, started)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -154,10 +155,64 @@ class FailFast:
             raise ModelRejected(self.stopped)
 
 
-# A step (or batch) in which more than this share of actions failed, and at least
-# ``BATCH_FAIL_MIN`` of them, stops the job: going on would spend calls to fail the same way.
-BATCH_FAIL_SHARE = 0.5
-BATCH_FAIL_MIN = 3
+# The failure policy of a step or batch (its quality half in ``agents.seam_validate``):
+# - endpoint failures (HTTP errors, timeouts, dropped connections) stop a job fast: ``FailFast``
+#   on an endpoint's first attempts, and a step or batch in which more than half of the actions
+#   (at least ``ENDPOINT_FAIL_MIN``) failed at the endpoint;
+# - model-quality failures (invalid JSON, cut off at max_tokens, rejected by a gate or a check)
+#   were given a fresh sample by the seam and are counted: they stop a job only when a step's or
+#   batch's failed share passes ``--max-failed-share`` with at least ``QUALITY_FAIL_MIN_ACTIONS``.
+ENDPOINT_FAIL_SHARE = 0.5
+ENDPOINT_FAIL_MIN = 3
+DEFAULT_MAX_FAILED_SHARE = 0.8
+QUALITY_FAIL_MIN_ACTIONS = 5
+# how an endpoint failure reads in llm_calls.error (``classify``), after a job's "what: " prefix
+_ENDPOINT_ERROR = re.compile(r"(?:^|: )(?:HTTP \d{3}\b|timeout\b|connection error\b)")
+
+
+def endpoint_error(error: str | None) -> bool:
+    """Whether a failed action's error is the endpoint's (not the model's answer)."""
+    return bool(error) and _ENDPOINT_ERROR.search(str(error)) is not None
+
+
+def check_max_failed_share(value: float) -> float:
+    """``--max-failed-share`` (a share in (0, 1]) or PersonahubError naming the flag."""
+    if not 0 < value <= 1:
+        raise PersonahubError(f"--max-failed-share must be > 0 and <= 1, got {value}")
+    return float(value)
+
+
+def plain_reason(error: str | None) -> str:
+    """A failed attempt's ``llm_calls.error`` in a few plain words (for summaries and reports)."""
+    text = str(error or "")
+    if not text:
+        return "no valid answer"
+    http = re.search(r"HTTP (\d{3})", text)
+    if http:
+        return f"endpoint error (HTTP {http.group(1)})"
+    if re.search(r"(?:^|: )timeout\b", text):
+        return "timed out"
+    if re.search(r"(?:^|: )connection error\b", text):
+        return "connection failed"
+    if "max_tokens" in text or "finish_reason=length" in text:
+        return "cut off at max_tokens"
+    rejected = re.match(r"(?:rejected|quality gate): ([\w-]+)", text)
+    if rejected:
+        return f"rejected by the gate ({rejected.group(1)})"
+    if "ignored by the server" in text:
+        return "structured mode ignored by the server"
+    if text.startswith("no JSON object"):
+        return "no JSON in the answer"
+    return "invalid JSON for the schema"
+
+
+def call_error(result: Any) -> str | None:
+    """Why a call (a ``StructuredResult``) has no value: its last attempt's error; None when
+    it has one."""
+    if getattr(result, "value", None) is not None:
+        return None
+    records = getattr(result, "records", None) or ()
+    return (getattr(records[-1], "error", None) if records else None) or "no valid answer"
 
 
 def most_common_error(records: Sequence[Any]) -> str | None:
@@ -166,19 +221,37 @@ def most_common_error(records: Sequence[Any]) -> str | None:
     return errors.most_common(1)[0][0] if errors else None
 
 
-def batch_failure(what: str, actions: int, failed: int, records: Sequence[Any]) -> str | None:
-    """A one-line reason to stop when most of a step's or batch's actions failed, else None."""
-    if failed < BATCH_FAIL_MIN or failed <= actions * BATCH_FAIL_SHARE:
-        return None
-    error = most_common_error(records) or "the answers failed the quality checks"
+def _fix(error: str, records: Sequence[Any]) -> str:
+    """A likely fix for the most common error of a stopped step or batch."""
     modes = {getattr(r, "structured_mode", None) for r in records} - {None}
-    if error.startswith("HTTP") or "timeout" in error or "connection" in error:
-        fix = "check the --llm server (its log says more)"
-    elif "max_tokens" in error:
-        fix = "the answers run past max_tokens: raise --max-tokens, or use a model that keeps to the task"
-    elif modes and modes <= {"json_object", "json_schema"}:
-        fix = "the model's answers do not fit the task: use a larger model"
-    else:
-        fix = ("the model's answers do not fit the schemas: try --structured json_object "
-               "(grammar-constrained on llama.cpp servers), or a larger model")
-    return f"{failed} of {actions} actions failed in {what} (most often: {error[:160]}); {fix}"
+    if endpoint_error(error):
+        return "check the --llm server (its log says more)"
+    if "max_tokens" in error:
+        return "the answers run past max_tokens: raise --max-tokens, or use a model that keeps to the task"
+    if error.startswith("rejected") or "quality gate" in error:
+        return ("the model's answers fail the quality checks: use a larger model, or raise "
+                "--max-failed-share to keep going")
+    if modes and modes <= {"json_object", "json_schema"}:
+        return "the model's answers do not fit the task: use a larger model"
+    return ("the model's answers do not fit the schemas: try --structured json_object "
+            "(grammar-constrained on llama.cpp servers), or a larger model")
+
+
+def batch_failure(what: str, actions: int, errors: Sequence[str | None], records: Sequence[Any],
+                  max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> str | None:
+    """A one-line reason to stop after a step or batch of ``actions`` whose failed actions
+    failed with ``errors``, else None (see the policy above)."""
+    failed = len(errors)
+    endpoint = sum(endpoint_error(e) for e in errors)
+    if endpoint >= ENDPOINT_FAIL_MIN and endpoint > actions * ENDPOINT_FAIL_SHARE:
+        ended = [e for e in errors if endpoint_error(e)]
+        error = str(Counter(ended).most_common(1)[0][0])
+        return (f"{endpoint} of {actions} actions failed at the endpoint in {what} (most often: "
+                f"{error[:160]}); {_fix(error, records)}")
+    if actions < QUALITY_FAIL_MIN_ACTIONS or failed <= actions * max_failed_share:
+        return None
+    named = Counter(e for e in errors if e).most_common(1)
+    error = (most_common_error(records) or (named[0][0] if named else None)
+             or "the answers failed the quality checks")
+    return (f"{failed} of {actions} actions failed in {what}, over --max-failed-share "
+            f"{max_failed_share:g} (most often: {error[:160]}); {_fix(error, records)}")

@@ -4,7 +4,7 @@ The client is a stack of small layers with one interface (``agents.contracts.Mod
 outermost first::
 
     Accounted        running totals (agents.seam_accounting)
-    Validated        validate, repair, resend; learn ignored modes (agents.seam_validate)
+    Validated        validate, check, one fresh sample; learn ignored modes (agents.seam_validate)
     Cached           record / replay (agents.seam_cache)
     Retrying         retries, refused-mode step-down, fail fast (agents.seam_retry)
     Limited          concurrency and --rps limits (agents.seam_limits; left out when unneeded)
@@ -21,7 +21,7 @@ loops call; which engine answers is declared by the endpoints' ``Capabilities``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from personahub.agents.cache import ResponseCache
@@ -82,8 +82,7 @@ class LLMClient:
         self._retry = retry
         self._cached = Cached(retry, params=self._cache_params)
         negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned
-        validated = Validated(self._cached, modes=self.modes if negotiated else None,
-                              resend=not all(c.deterministic for c in caps))
+        validated = Validated(self._cached, modes=self.modes if negotiated else None)
         self._top = Accounted(validated)
         self.stats = self._top.stats
 
@@ -145,16 +144,19 @@ class LLMClient:
         return {e.label: e.current_mode() for e in self.endpoints}
 
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
-                         persona_id: str | None = None,
-                         step: int | None = None) -> StructuredResult[T]:
+                         persona_id: str | None = None, step: int | None = None,
+                         check: Callable[[T], str | None] | None = None,
+                         ) -> StructuredResult[T]:
         """Ask for an instance of ``schema``; returns ``value=None`` when every attempt failed.
+        ``check`` is the job's quality check of a valid answer: a rejected one earns the one
+        fresh sample (``agents.seam_validate``), and comes back with its reason if that fails too.
 
         Raises ``LLMUnavailable`` when no endpoint can be reached, ``ModelRejected`` when an
         endpoint rejects every request for one reason, and ``CacheMiss`` when a replay holds no
         answer; the attempts made before are counted either way.
         """
         request = CallRequest(schema, messages, purpose, self.generation.max_tokens_for(purpose),
-                              persona_id, step)
+                              persona_id, step, check=check)
         return await self._top.call(request)
 
 

@@ -129,8 +129,9 @@ class EngineRequest:
         object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
 
 
-def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes) -> int:
-    parts = [repr(seed).encode()]
+def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes, sample: int = 0) -> int:
+    # sample 0 (a first answer) hashes as it always did: seeded runs keep their answers
+    parts = [repr(seed).encode() if not sample else repr((seed, sample)).encode()]
     for message in messages:
         parts.append(b"\x1e" + str(message.get("role")).encode() + b"\x1f")
         parts.append(str(message.get("content")).encode("utf-8", "surrogatepass"))
@@ -158,9 +159,11 @@ class OfflineEngine:
         """Answer with a tool call when tools are given, JSON when a schema is, else plain text."""
         return self.answer(messages, EngineRequest(json_schema, tools, tool_choice))
 
-    def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest) -> EngineReply:
-        """``respond`` for a prepared request (one that can be reused across calls)."""
-        rng = random.Random(_digest(self.seed, messages, request.key))
+    def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest,
+               sample: int = 0) -> EngineReply:
+        """``respond`` for a prepared request (one that can be reused across calls); ``sample``
+        > 0 asks for another answer to the same request (still a function of its inputs)."""
+        rng = random.Random(_digest(self.seed, messages, request.key, sample))
         maker = TextMaker(read_context(list(messages)), rng)
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
         tokens_in = approx_tokens(prompt_text)
@@ -273,7 +276,8 @@ class OfflineChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=self._reply_message(messages, kwargs))])
 
     def _reply_message(self, messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> AIMessage:
-        reply = OfflineEngine(self.seed).answer(to_openai_dicts(messages), _request_of(kwargs))
+        reply = OfflineEngine(self.seed).answer(to_openai_dicts(messages), _request_of(kwargs),
+                                                int(kwargs.get("sample") or 0))
         usage = {
             "input_tokens": reply.tokens_in,
             "output_tokens": reply.tokens_out,

@@ -191,7 +191,8 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
                                                                  strict=True)) if "kind" in a]
     done = await asyncio.gather(*[
         llm.structured(emission_task(a["kind"]).schema, prompt, purpose=a["kind"],
-                       persona_id=a["persona_id"], step=a.get("step"))
+                       persona_id=a["persona_id"], step=a.get("step"),
+                       check=emission_task(a["kind"]).gate)
         for _, a, prompt in acting
     ])
     results: list[StructuredResult[Any] | None] = [None] * len(state["agents"])

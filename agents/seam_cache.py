@@ -42,8 +42,10 @@ class Cached:
         return self.inner.label
 
     def _slot(self, cache: ResponseCache, request: CallRequest) -> Slot:
-        payload = request_payload(cache.model, request.messages, request.schema,
-                                  self.params(request.max_tokens))
+        params = self.params(request.max_tokens)
+        if request.sample:  # a fresh sample is another request (seam_validate)
+            params = {**params, "sample": request.sample}
+        payload = request_payload(cache.model, request.messages, request.schema, params)
         base = request_hash(payload)
         sample = cache.next_sample(base)
         return cache_key(base, sample), sample, payload

@@ -1,10 +1,18 @@
-"""Validate each answer against its schema, repair it, and learn what the server ignores.
+"""Validate each answer against its schema and the job's check; give a weak answer one more try.
 
-An invalid answer is first repaired locally (``agents.repair``); if it stays invalid, the same
-request is sent once more (a glitch costs one identical call and changes nothing; skipped for a
-deterministic endpoint, which would answer the same), then the model gets one repair prompt.
+The failure policy's quality half (its endpoint half is ``agents.failures``): an answer that
+is not valid JSON for the schema after a local repair (``agents.repair``), was cut off at
+``max_tokens``, or that the job's ``check`` (quality gate, validator) rejects, earns exactly one
+more attempt, a *fresh sample* (``CallRequest.sample``): not a cache hit, not the same request.
+An invalid answer's second attempt is the repair prompt (the answer shown back with what is
+wrong with it: another request); a cut-off or rejected answer's is the original request with
+``sample`` + 1, sampled again (showing a runaway back would only make the prompt longer). The
+offline engine answers a fresh sample deterministically from (seed, prompt, sample). After the
+second failure the call ends: every attempt is a record with its reason, and the job counts the
+item as failed and goes on.
 With ``--structured auto``, answers with no JSON at all tell ``ModeBook`` that the server ignores
-the mode: the endpoint steps down and the call is asked again in the next mode.
+the mode: the endpoint steps down and the call is asked again in the next mode (that re-ask is
+the endpoint's, and spends no second chance).
 """
 
 from __future__ import annotations
@@ -32,20 +40,20 @@ class _Progress:
     records: list[CallRecord]
     entries: list[CacheEntry]
     raw: str | None = None
-    resent: bool = False
-    repaired: bool = False
+    retried: bool = False  # the one fresh sample is spent
 
     def result(self, value: Any = None, failure: Any = None) -> StructuredResult[Any]:
         return StructuredResult(value, self.records, self.raw, self.entries, failure)
 
 
 class Validated:
-    """Returns a validated value, or None once the second chances are spent; ``modes`` is None
-    when no endpoint negotiates a structured mode (all take the schema natively)."""
+    """Returns a validated value, or None once the second chance is spent; ``modes`` is None
+    when no endpoint negotiates a structured mode (all take the schema natively). A value the
+    job's check rejects twice is returned all the same (its last record says why): the job
+    records the rejected item with its reason."""
 
-    def __init__(self, inner: ModelEndpoint, *, modes: ModeBook | None,
-                 resend: bool = True) -> None:
-        self.inner, self.modes, self.resend = inner, modes, resend
+    def __init__(self, inner: ModelEndpoint, *, modes: ModeBook | None) -> None:
+        self.inner, self.modes = inner, modes
 
     @property
     def label(self) -> str:
@@ -75,7 +83,8 @@ class Validated:
     def _judge(self, request: CallRequest, asked: CallRequest, result: StructuredResult[Any],
                done: _Progress) -> tuple[Any, CallRequest | None]:
         """(value, None) when the call ends here, else (None, the request to ask next):
-        ``asked`` again, or a repair prompt built on the original ``request``."""
+        ``asked`` again in another mode, or the one fresh sample built on the original
+        ``request``."""
         record, raw = result.last, result.raw or ""
         checked = check_answer(request.schema, raw, truncated=result.truncated)
         switched = None
@@ -84,26 +93,32 @@ class Validated:
             switched = self.modes.answered(record.endpoint, record.structured_mode,  # type: ignore[arg-type]
                                            checked.has_json)
         if checked.value is not None:
+            rejected = request.check(checked.value) if request.check is not None else None
             record.status, record.repaired = "ok", checked.repaired
-            return checked.value, None
+            if rejected is None:
+                return checked.value, None
+            record.status, record.error = "invalid", f"rejected: {rejected}"[:400]
+            if done.retried:
+                return checked.value, None
+            done.retried = True
+            return None, replace(request, sample=request.sample + 1)
         record.status, record.error = "invalid", checked.error
         if switched is not None:  # the server ignores this mode: ask again in the next one
             record.error = f"{record.structured_mode} ignored by the server: {checked.error}"[:400]
             return None, asked
-        if self.resend and not done.resent and not result.truncated:
-            done.resent = True
-            return None, asked
-        if done.repaired:
+        if done.retried:
             return None, None
-        done.repaired = True
-        return None, self._repair_request(request, raw, result.truncated, record.error)
+        done.retried = True
+        if result.truncated:
+            return None, replace(request, sample=request.sample + 1)
+        return None, self._repair_request(request, raw, record.error)
 
     @staticmethod
-    def _repair_request(request: CallRequest, raw: str, truncated: bool,
-                        error: str | None) -> CallRequest:
-        """The one paid repair: the answer shown back with what is wrong with it."""
-        problem = ("It was cut off: give a shorter answer." if truncated
-                   else f"That answer is not valid for the schema ({error}).")
+    def _repair_request(request: CallRequest, raw: str, error: str | None) -> CallRequest:
+        """The second attempt at an invalid answer: the answer shown back with what is wrong
+        with it (another request already, so its ``sample`` stays: the offline engine answers
+        it as it always did)."""
         messages = [*request.messages, AIMessage(raw[:4000]),
-                    HumanMessage(f"{problem} Reply again with only valid JSON for the schema.")]
+                    HumanMessage(f"That answer is not valid for the schema ({error}). "
+                                 "Reply again with only valid JSON for the schema.")]
         return replace(request, messages=messages)

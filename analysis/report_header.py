@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+from personahub.analysis.kept import kept_lines
 
 OFFLINE_ENGINE = "offline engine — not a language model"
 
@@ -46,7 +47,8 @@ def _dates(started: datetime | None, finished: datetime | None) -> str:
 
 
 def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) -> Facts:
-    """Calls, failures, tokens and cost of a run or job (``llm_calls.run_id`` holds both)."""
+    """Calls, failures, the kept share per kind (``analysis.kept``), tokens and cost of a run or
+    job (``llm_calls.run_id`` holds both)."""
     calls = _one(con, "SELECT count(*), count(*) FILTER (WHERE status = 'ok'), "
                       "count(*) FILTER (WHERE status = 'error'), "
                       "count(*) FILTER (WHERE status = 'invalid'), "
@@ -64,9 +66,12 @@ def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) ->
         money = "$0 (the offline engine costs nothing)"
     else:
         money = f"${cost_usd:,.6f}"
+    kept = [("kept" if i == 0 else "", line)
+            for i, line in enumerate(kept_lines(con, run_id=owner_id))]
     return [
         ("model calls", f"{n:,} attempts, {ok:,} ok{cached_note}"),
         ("failed calls", f"{errors + invalid:,} ({errors:,} errors, {invalid:,} invalid answers)"),
+        *kept,
         ("tokens", f"{tokens_in:,} in, {tokens_out:,} out{how}"),
         ("cost", money),
     ]

@@ -37,6 +37,9 @@ class Ask:
     purpose: str
     persona_id: str | None = None
     key: str | None = None  # what the call is for, stable across resumes (a text id and relation)
+    # the job's quality check of a valid answer (a module-level function or a partial of one,
+    # so that it pickles): a rejected answer earns the seam's one fresh sample
+    check: Callable[[Any], str | None] | None = None
 
     def model(self) -> type[BaseModel]:
         """The answer's class."""
@@ -46,7 +49,7 @@ class Ask:
 async def ask_one(caller: StructuredCaller, ask: Ask) -> StructuredResult[Any]:
     """``ask`` through ``caller``."""
     return await caller.structured(ask.model(), ask.messages, purpose=ask.purpose,
-                                   persona_id=ask.persona_id)
+                                   persona_id=ask.persona_id, check=ask.check)
 
 
 def local_asks(caller: StructuredCaller) -> Asks:

@@ -29,17 +29,24 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 from personahub.agents.contracts import StructuredCaller
+from personahub.agents.failures import (
+    DEFAULT_MAX_FAILED_SHARE,
+    ModelRejected,
+    batch_failure,
+    call_error,
+    check_max_failed_share,
+)
 from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.embedding import Embedder
 from personahub.personas.errors import PersonahubError
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
-from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
+from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, most_common_job_error
 from personahub.personas.link_merge import apply_merges, load_aliases, merge_rows, resolve, save_merges
 from personahub.personas.link_nearest import NearestPool, load_pool, pool_embedder
 from personahub.personas.linking import (
@@ -54,7 +61,13 @@ from personahub.personas.linking import (
 )
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.prompts import expand_messages
-from personahub.personas.quality import gate_persona, language_scripts, rejected_counts, rejected_row
+from personahub.personas.quality import (
+    gate_answer,
+    gate_persona,
+    language_scripts,
+    rejected_counts,
+    rejected_row,
+)
 from personahub.personas.record import Persona
 from personahub.personas.store import (
     fetch_personas,
@@ -116,6 +129,7 @@ class ExpandSummary:
     edges: int = 0
     linked: int = 0  # edges added by triangle closing (``personas.linking``), not in ``edges``
     failed_calls: int = 0
+    kept: int = 0  # frontier personas whose answer yielded someone (the rest failed or were gated)
     new_ids: tuple[str, ...] = ()
     reached_ids: tuple[str, ...] = ()
     expansion_id: str = ""
@@ -157,7 +171,7 @@ def list_expansions(con: duckdb.DuckDBPyConnection, *, unfinished: bool = False)
         "SELECT e.expansion_id, e.params_key, e.config, e.status, e.hops_done, "
         "(SELECT count(*) FROM expansion_frontier f WHERE f.expansion_id = e.expansion_id "
         " AND f.status = 'pending') FROM expansions e"
-        + (" WHERE e.status = 'running'" if unfinished else "")
+        + (" WHERE e.status IN ('running', 'failed')" if unfinished else "")
         + " ORDER BY e.started_at DESC, e.expansion_id DESC").fetchall()
     return [ExpansionInfo(r[0], r[1], json.loads(r[2]) if r[2] else {}, r[3], r[4] or 0, r[5])
             for r in rows]
@@ -257,6 +271,7 @@ def _summary(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSummary
             summary.failed_calls += 1
             continue
         targets = json.loads(targets) if targets else []
+        summary.kept += bool(targets)
         summary.edges += len(targets)
         summary.merged_into_existing += merged or 0
         summary.linked += linked
@@ -304,14 +319,17 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                      index: NearDuplicateIndex, expansion_id: str, level: int,
                      parents: list[Persona], fanout: int, run_id: str | None,
                      language: str | None = None, linking: _Linking | None = None,
-                     asks: Asks | None = None) -> None:
+                     asks: Asks | None = None) -> tuple[list[str | None], list[Any]]:
     """Ask about one batch of frontier personas and commit everything it produced at once.
-    ``asks`` runs the batch's calls (default: on this loop, through ``caller``)."""
+    ``asks`` runs the batch's calls (default: on this loop, through ``caller``). Returns the
+    error of each frontier persona that yielded no one (its call failed, or the gate kept none
+    of its answer) and the calls' records, for the failure policy."""
     linking = linking or _Linking()
     asks = asks or local_asks(caller)
     results = await asks([Ask(related_personas_schema, (fanout,),
                               expand_messages(p.text, fanout, language=language),
-                              purpose="expand", persona_id=p.persona_id) for p in parents])
+                              purpose="expand", persona_id=p.persona_id,
+                              check=partial(gate_answer, "people", language)) for p in parents])
     round_number = level + 1
     answers = [(parent, position, person, *gate_persona(person.persona, language=language))
                for parent, result in zip(parents, results, strict=True) if result.value is not None
@@ -387,6 +405,14 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                  {"rejected": rejected}, [*results, *link_results], then=write_graph_and_marks)
     if linking.pool is not None:  # committed: later batches may propose or merge into them
         linking.pool.add([(p.persona_id, p.text) for p in created])
+    passed = {parent.persona_id for parent, _, _, _, issue in answers if issue is None}
+    gated = {parent.persona_id: str(issue) for parent, _, _, _, issue in reversed(answers)
+             if issue is not None}
+    errors = [call_error(result) if result.value is None
+              else f"quality gate: {gated.get(parent.persona_id, 'no one proposed')}"
+              for parent, result in zip(parents, results, strict=True)
+              if parent.persona_id not in passed]
+    return errors, [record for result in results for record in result.records]
 
 
 def link_embedder_of(spec: str | None) -> Embedder | None:
@@ -467,6 +493,7 @@ async def expand_hub(
     link_candidates: int = 0,
     link_embedder: str | None = None,
     asks: Asks | None = None,
+    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE,
 ) -> ExpandSummary:
     """Expand ``hops`` rounds from ``start_ids``; returns counts and the ids of new personas.
 
@@ -486,7 +513,11 @@ async def expand_hub(
     ``link_embedder`` (``hash`` or ``local[:model]``) adds the nearest people of the whole
     expansion as candidates and merges a new persona at cosine >= ``threshold`` with its nearest
     one (``personas.link_nearest``); the model's ``same person`` answers merge too.
+    The failure policy (``agents.failures.batch_failure``, with ``max_failed_share``) stops the
+    expansion after a committed batch, marked ``failed`` and resumable; a standalone expansion
+    (no ``run_id``) that asked and kept no one fails the same way.
     """
+    check_max_failed_share(max_failed_share)
     if not 0 <= hops <= MAX_HOPS:
         raise ValueError(f"--hops must be between 0 and {MAX_HOPS}, got {hops}")
     if batch_size < 1:
@@ -501,6 +532,7 @@ async def expand_hub(
         return ExpandSummary()
     settings = {"hops": hops, "fanout": fanout, "threshold": threshold, "language": language,
                 "link_candidates": link_candidates, "link_embedder": link_embedder}
+    was_failed = False
     if resume is not None:
         stored = find_expansion(con, resume)
         if stored is None:
@@ -513,6 +545,7 @@ async def expand_hub(
             raise PersonahubError(f"expansion {resume} was started with {different}; "
                                   f"resume it with the same settings")
         expansion_id = resume
+        was_failed = stored.status == "failed"
     else:
         key = params_key(start_ids, hops, fanout, threshold)
         stored_config = {**settings, "batch_size": batch_size, "start": len(start_ids),
@@ -529,11 +562,41 @@ async def expand_hub(
         "SELECT DISTINCT persona_id FROM expansion_frontier WHERE expansion_id = ?",
         [expansion_id]).fetchall()} | set(start_ids if resume is None else ())
     hops_done = scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?", [expansion_id])
-    if resume is not None and stop_on_failure:  # the level that stopped: ask its failures again
+    if resume is not None:
+        with transaction(con):
+            con.execute("UPDATE expansions SET status = 'running', finished_at = NULL "
+                        "WHERE expansion_id = ?", [expansion_id])
+    if resume is not None and (stop_on_failure or was_failed):
+        # the level that stopped: ask its failures again
         con.execute("UPDATE expansion_frontier SET status = 'pending', attempts = 0 "
                     "WHERE expansion_id = ? AND hop = ? AND status = 'failed'",
                     [expansion_id, hops_done or 0])
-    for level in range(hops_done or 0, hops):
+    try:
+        await _levels(con, caller, index, expansion_id, hops_done or 0, hops, fanout, run_id,
+                      language, linking, asks, batch_size, visited, stop_on_failure,
+                      max_failed_share, progress)
+    except PersonahubError as exc:  # the endpoint or the failure policy stopped it: resumable
+        _mark_failed(con, expansion_id, str(exc))
+        raise
+    con.execute("UPDATE expansions SET status = 'finished', finished_at = ? WHERE expansion_id = ?",
+                [dt.datetime.now(dt.UTC).replace(tzinfo=None), expansion_id])
+    summary = _summary(con, expansion_id)
+    summary.resumed = resume is not None
+    if run_id is None and summary.asked and not summary.kept:
+        error = most_common_job_error(con, "expansion", expansion_id)
+        _mark_failed(con, expansion_id, f"kept no one of {summary.asked} asked: {error}")
+        raise PersonahubError(f"expansion {expansion_id}: none of its {summary.asked} calls "
+                              f"yielded a persona (most often: {error}); start again with --fresh")
+    return summary
+
+
+async def _levels(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
+                  index: NearDuplicateIndex, expansion_id: str, first_level: int, hops: int,
+                  fanout: int, run_id: str | None, language: str | None, linking: _Linking,
+                  asks: Asks | None, batch_size: int, visited: set[str], stop_on_failure: bool,
+                  max_failed_share: float, progress: ProgressHook | None) -> None:
+    """Ask level by level from ``first_level`` (see ``expand_hub``)."""
+    for level in range(first_level, hops):
         rows = _level_rows(con, expansion_id, level)
         if not rows:
             break
@@ -542,9 +605,14 @@ async def expand_hub(
             by_id = {p.persona_id: p for p in fetch_personas(con, todo)}
             queue = [by_id[pid] for pid in todo if pid in by_id]
             for first in range(0, len(queue), batch_size):
-                await _ask_batch(con, caller, index, expansion_id, level,
-                                 queue[first:first + batch_size], fanout, run_id, language,
-                                 linking, asks)
+                batch = queue[first:first + batch_size]
+                errors, records = await _ask_batch(con, caller, index, expansion_id, level,
+                                                   batch, fanout, run_id, language, linking, asks)
+                reason = batch_failure(f"a batch of hop {level + 1}", len(batch), errors, records,
+                                       max_failed_share)
+                if reason is not None:
+                    _mark_failed(con, expansion_id, reason)
+                    raise ModelRejected(f"expansion {expansion_id} stopped: {reason}")
         failed = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                         "AND hop = ? AND status = 'failed'", [expansion_id, level])
         if failed and stop_on_failure:
@@ -566,8 +634,11 @@ async def expand_hub(
                         [level + 1, expansion_id])
         if progress:
             progress("expand", level + 1, hops)
-    con.execute("UPDATE expansions SET status = 'finished', finished_at = ? WHERE expansion_id = ?",
-                [dt.datetime.now(dt.UTC).replace(tzinfo=None), expansion_id])
-    summary = _summary(con, expansion_id)
-    summary.resumed = resume is not None
-    return summary
+
+
+def _mark_failed(con: duckdb.DuckDBPyConnection, expansion_id: str, error: str) -> None:
+    """Mark an expansion the failure policy stopped ``failed`` (a resume goes on with it)."""
+    with transaction(con):
+        con.execute("UPDATE expansions SET status = 'failed', finished_at = ? "
+                    "WHERE expansion_id = ?",
+                    [dt.datetime.now(dt.UTC).replace(tzinfo=None), expansion_id])

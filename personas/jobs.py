@@ -115,3 +115,11 @@ def finish_text_job(con: duckdb.DuckDBPyConnection, corpus: str, status: str,
     with transaction(con):
         con.execute("UPDATE text_jobs SET status = ?, error = ?, finished_at = ? WHERE corpus = ?",
                     [status, error, _now(), corpus])
+
+
+def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str) -> str:
+    """The most frequent error of a job's failed attempts, for the one line that stops it."""
+    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE job_kind = ? AND job_id = ? "
+                       "AND status <> 'ok' AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 "
+                       "LIMIT 1", [kind, job_id]).fetchall()
+    return " ".join(str(rows[0][0]).split())[:160] if rows else "no model call answered"

@@ -417,6 +417,17 @@ def gate_persona(text: str, *, language: str | None = None) -> tuple[str, Qualit
     return cleaned, screen_persona(cleaned, language=language)
 
 
+def gate_answer(field: str, language: str | None, value: Any) -> str | None:
+    """The model seam's check of an answer listing personas (``value.<field>``, each with a
+    ``persona``): the first rejection when the gate keeps none of them, else None. A module-level
+    function (``functools.partial`` it), so that the check pickles to a Ray worker."""
+    issues = [gate_persona(str(getattr(item, "persona", "")), language=language)[1]
+              for item in getattr(value, field, None) or ()]
+    if not issues or any(issue is None for issue in issues):
+        return None
+    return str(issues[0])
+
+
 # --------------------------------------------------------------------------- rejected rows
 
 SOURCES = ("text_to_persona", "expand", "emission", "synthesis")

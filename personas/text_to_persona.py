@@ -31,12 +31,25 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from personahub.agents.contracts import StructuredCaller
+from personahub.agents.failures import (
+    DEFAULT_MAX_FAILED_SHARE,
+    ModelRejected,
+    batch_failure,
+    call_error,
+    check_max_failed_share,
+)
 from personahub.personas.asks import Ask, RemoteBatches, ask_one
 from personahub.personas.errors import PersonaFileError
 from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
 from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
-from personahub.personas.quality import gate_persona, language_scripts, rejected_row, tally
+from personahub.personas.quality import (
+    gate_answer,
+    gate_persona,
+    language_scripts,
+    rejected_row,
+    tally,
+)
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from pydantic import BaseModel, Field, create_model
@@ -82,6 +95,7 @@ class TextToPersonaSummary:
     already_done: int = 0
     asked: int = 0
     failed_calls: int = 0
+    rejected_answers: int = 0  # answered, but the gate kept none of the answer's personas
     personas: int = 0
     new_personas: int = 0
     batches: int = 0
@@ -241,6 +255,7 @@ async def text_to_persona(
     language: str | None = None,
     progress: ProgressHook | None = None,
     remote: RemoteBatches | None = None,
+    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE,
 ) -> TextToPersonaSummary:
     """Ask, for every text and relation not yet done, who is likely to read/write/like/dislike it.
 
@@ -251,7 +266,11 @@ async def text_to_persona(
     ``remote`` asks the batches' calls elsewhere (Ray workers: ``sim.executor_ray.ask_batches``)
     and returns their results batch by batch, in order; the texts are then planned ahead (a text
     id repeated in a later batch is not asked again, even when its first call failed).
+    A batch in which most calls failed at the endpoint, or more than ``max_failed_share`` of
+    the asks (at least 5) kept no persona, raises ``ModelRejected`` once it is committed
+    (``agents.failures.batch_failure``): the job stops, resumable.
     """
+    check_max_failed_share(max_failed_share)
     relations = parse_relations(relations)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -265,7 +284,8 @@ async def text_to_persona(
         return [Ask(text_personas_schema, (per_text,),
                     text_to_persona_messages(text.text[:max_chars], relation, per_text,
                                              language=language),
-                    purpose=f"text-to-persona:{relation}", key=f"{text_id}\0{relation}")
+                    purpose=f"text-to-persona:{relation}", key=f"{text_id}\0{relation}",
+                    check=partial(gate_answer, "personas", language))
                 for (text_id, relation), text in jobs.items()]
 
     async def ask(one: Ask) -> Any:
@@ -286,7 +306,11 @@ async def text_to_persona(
             results = next(answers)
         else:
             results = list(await asyncio.gather(*[ask(a) for a in asks_of(planned.jobs)]))
-        _commit(con, caller, corpus, planned.jobs, results, language, run_id, summary)
+        errors = _commit(con, caller, corpus, planned.jobs, results, language, run_id, summary)
+        reason = batch_failure(f"batch {summary.batches}", len(results), errors,
+                               [r for result in results for r in result.records], max_failed_share)
+        if reason is not None:
+            raise ModelRejected(reason)
         if progress:
             progress("texts", summary.texts, None)
     if answers is not None:  # the last batch is committed: the remote may let its results go
@@ -296,8 +320,10 @@ async def text_to_persona(
 
 def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, corpus: str,
             jobs: dict[tuple[str, str], SourceText], results: Sequence[Any], language: str | None,
-            run_id: str | None, summary: TextToPersonaSummary) -> None:
-    """One batch's personas, rejected answers, ``text_done`` rows and call records, at once."""
+            run_id: str | None, summary: TextToPersonaSummary) -> list[str | None]:
+    """One batch's personas, rejected answers, ``text_done`` rows and call records, at once;
+    returns the error of each ask that kept no persona."""
+    errors: list[str | None] = []
     created: list[Persona] = []
     rejected: list[dict[str, Any]] = []
     done_rows: list[dict[str, Any]] = []
@@ -305,9 +331,13 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, corpus: st
         summary.asked += 1
         if result.value is None:
             summary.failed_calls += 1
+            errors.append(call_error(result))
             continue
         personas, refused = _screen(result.value.personas, corpus, text_id, relation,
                                     language, run_id)
+        if not personas:
+            summary.rejected_answers += 1
+            errors.append(f"quality gate: {refused[0]['reason']}" if refused else "no persona")
         created += personas
         rejected += refused
         done_rows.append({"corpus": corpus, "text_id": text_id, "relation": relation,
@@ -319,6 +349,7 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, corpus: st
     summary.personas += len(created)
     summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
     summary.batches += 1
+    return errors
 
 
 def _screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,

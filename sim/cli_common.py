@@ -89,6 +89,21 @@ RayWorkersOption = Annotated[int | None, typer.Option(
                                  "and --rps (default: one per CPU of the cluster).")]
 
 
+def _failed_share(value: float | None) -> float | None:
+    """``--max-failed-share`` in (0, 1], else a usage error (exit 2) naming the flag."""
+    if value is not None and not 0 < value <= 1:
+        raise typer.BadParameter(f"must be > 0 and <= 1, got {value:g}")
+    return value
+
+
+MaxFailedShareOption = Annotated[float | None, typer.Option(
+    "--max-failed-share", callback=_failed_share,
+    help="Stop when more than this share of a step's (or batch's) actions fail for the model's "
+         "answers (invalid JSON, cut off at max_tokens, rejected by a check) after their one "
+         "fresh sample; steps of fewer than 5 actions never stop for that. Endpoint failures "
+         "stop at once whatever it says. Default 0.8; a resume keeps the job's.")]
+
+
 LanguageOption = Annotated[str | None, typer.Option(
     help="Ask for personas in this language (en, fr, zh, ... or a name); the quality gate rejects "
          "answers in another script.")]

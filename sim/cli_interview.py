@@ -15,6 +15,7 @@ from personahub.sim.cli_common import (
     ConcurrencyOption,
     DbOption,
     LlmOption,
+    MaxFailedShareOption,
     MaxTokensOption,
     ModelFlags,
     RpsOption,
@@ -69,6 +70,7 @@ def interview(
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
+    max_failed_share: MaxFailedShareOption = None,
 ) -> None:
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
     from each agent's stored state at a step and go to the interviews table (the run itself is
@@ -92,10 +94,26 @@ def interview(
         sys.stdout.write(json.dumps(as_json(result), ensure_ascii=False, default=str, indent=2) + "\n")
     else:
         _table(result)
-    if result.failed:
-        what = next(r["error"] for r in result.rows if r["status"] != "ok")
-        raise PersonahubError(f"interview {result.batch_id}: {result.failed} of {len(result.rows)} "
-                              f"answers failed (first: {str(what)[:160]})")
+    _account(result, results, max_failed_share)
+
+
+def _account(result: InterviewResult, results: list[Any], max_failed_share: float | None) -> None:
+    """The failure policy over the interview's one batch (``agents.failures``): every answer
+    failed, or the endpoint failed most of them, or more than ``--max-failed-share`` of them
+    failed (at least 5 asked): one line and a non-zero exit. Otherwise the kept share is said."""
+    from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE, batch_failure, most_common_error
+
+    errors = [r["error"] for r in result.rows if r["status"] != "ok"]
+    records = [record for call in results for record in call.records]
+    again = "; ask again with the same command"
+    if result.rows and len(errors) == len(result.rows):
+        error = most_common_error(records) or errors[0]
+        raise PersonahubError(f"interview {result.batch_id}: every one of its {len(errors)} "
+                              f"answers failed (most often: {str(error)[:160]}){again}")
+    share = DEFAULT_MAX_FAILED_SHARE if max_failed_share is None else max_failed_share
+    reason = batch_failure(f"interview {result.batch_id}", len(result.rows), errors, records, share)
+    if reason is not None:
+        raise PersonahubError(reason + again)
 
 
 def as_json(result: InterviewResult) -> dict[str, Any]:
@@ -122,5 +140,12 @@ def _table(result: InterviewResult) -> None:
         answer = row["answer"] if row["status"] == "ok" else f"(failed: {row['error']})"
         table.add_row(str(row["agent_id"]), row["persona_id"], answer)
     out.print(table)
-    say(f"interview {result.batch_id}: {len(result.rows) - result.failed} answered, "
-        f"{result.failed} failed; stored in interviews")
+    from collections import Counter
+
+    from personahub.agents.failures import plain_reason
+    from personahub.analysis.kept import kept_line
+
+    reasons = Counter(plain_reason(r["error"]) for r in result.rows if r["status"] != "ok")
+    kept = kept_line(f"interview {result.batch_id}", len(result.rows),
+                     len(result.rows) - result.failed, reasons)
+    say(f"{kept}; stored in interviews")

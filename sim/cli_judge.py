@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli_common import (
     ConcurrencyOption,
     DbOption,
     LlmOption,
+    MaxFailedShareOption,
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
@@ -49,6 +51,7 @@ def judge(
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
+    max_failed_share: MaxFailedShareOption = None,
 ) -> None:
     """Ask a model whether each item meets its kind's criteria; print the validity rate with a
     95% interval. Re-running the same judge skips the items it has rated."""
@@ -61,7 +64,9 @@ def judge(
     spec = resolve_spec(llm)
     options = JudgeOptions(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),
                            llm=spec, concurrency=concurrency, timeout_s=timeout,
-                           batch_size=batch_size, rps=rps, **flags.settings())
+                           batch_size=batch_size, rps=rps, **flags.settings(),
+                           max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
+                                             else max_failed_share))
     client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps, flags=flags,
                             announce=False)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.personas.errors import PersonahubError
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
 from personahub.personas.store import DEFAULT_DB
@@ -21,6 +22,7 @@ from personahub.sim.cli_common import (
     ExecutorOption,
     LanguageOption,
     LlmOption,
+    MaxFailedShareOption,
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
@@ -100,7 +102,7 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
             info = find_expansion(con, resume)
             if info is None:
                 raise PersonahubError(f"--resume {resume}: no such expansion in {db}")
-            if info.status != "running":
+            if info.status not in ("running", "failed"):
                 raise PersonahubError(f"--resume {resume}: the expansion is {info.status}; "
                                       "there is nothing to resume")
         else:
@@ -197,6 +199,7 @@ def personas_expand(
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
 
@@ -238,6 +241,8 @@ def personas_expand(
             link_embedder = stored.get("link_embedder") or "none"
         if seed is None:
             seed = int(stored.get("seed", 0))
+        if max_failed_share is None:
+            max_failed_share = float(stored.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE))
         if seed != probe_seed or flags != given:  # the stored settings differ: build it so
             client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
                                  check=False, flags=flags, announce=False)
@@ -249,17 +254,20 @@ def personas_expand(
     _expand(con, client, db, start=start, hops=hops, fanout=fanout, resume=resumed,
             batch_size=batch_size, language=language, link_candidates=link_candidates,
             link_embedder=None if link_embedder.lower() == "none" else link_embedder,
-            config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings()},
-            target=target)
+            config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings(),
+                    "max_failed_share": max_failed_share},
+            target=target, max_failed_share=max_failed_share)
 
 
 def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fanout: int,
             resume: str | None, batch_size: int, language: str | None,
             config: dict[str, Any], link_candidates: int = 0,
-            link_embedder: str | None = None, target: Any = None) -> None:
+            link_embedder: str | None = None, target: Any = None,
+            max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> None:
     """Run the expansion job on ``con`` (closed at the end) and print its summary; ``target``
     (a ``RayTarget``) asks each batch's calls on Ray workers."""
     from personahub.agents import run_loop
+    from personahub.analysis.kept import kept_lines
     from personahub.personas.expand import expand_hub
     from personahub.personas.quality import rejection_line
 
@@ -280,12 +288,18 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
                 batch_size=batch_size, config=config, language=language, on_start=on_start,
                 link_candidates=link_candidates, link_embedder=link_embedder,
                 progress=lambda _, h, n: bar.update(task, completed=h),
-                asks=asks))
+                asks=asks, max_failed_share=max_failed_share))
+        kept = kept_lines(con, job_kind="expansion", job_id=summary.expansion_id)
     except KeyboardInterrupt as exc:
         if not expansion:
             raise
         raise Stopped(f"expansion {expansion[0]} interrupted by {signal_name(exc)}; run the same "
                       "command to resume it", exc) from None
+    except PersonahubError as exc:
+        if not expansion or "start again with --fresh" in str(exc):
+            raise
+        raise PersonahubError(f"{exc}; resume with personahub personas expand --resume "
+                              f"{expansion[0]} --db {db}") from None
     finally:
         con.close()
     out.print(f"expansion {summary.expansion_id}{' (resumed)' if summary.resumed else ''}: "
@@ -300,6 +314,8 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
                   f"{shape['clustering']}, degrees {shape['degree_histogram']}", highlight=False,
                   soft_wrap=True)
     out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
+    for line in kept:
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 def _text_job(con: Any, db: Path, resume: str, corpus: Path | None) -> tuple[dict[str, Any], Path]:
@@ -358,6 +374,7 @@ def personas_from_text(
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
 ) -> None:
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
 
@@ -366,6 +383,7 @@ def personas_from_text(
     unless given again), or give --resume CORPUS.
     """
     from personahub.agents.llm import redact_spec, resolve_spec
+    from personahub.analysis.kept import kept_lines
     from personahub.personas.importers import ImportStats
     from personahub.personas.quality import rejection_line
     from personahub.personas.store import connect
@@ -403,6 +421,8 @@ def personas_from_text(
         seed = seed if seed is not None else int(stored.get("seed", 0))
         if flags == ModelFlags() and stored:  # no generation flag given: the job's own
             flags = stored_flags(stored, flags)
+        share = (max_failed_share if max_failed_share is not None
+                 else float(stored.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE)))
         spec = resolve_spec(llm)
         client = command_client(spec, seed, concurrency, timeout, rps=rps, check=cache != "replay",
                              flags=flags)
@@ -412,16 +432,21 @@ def personas_from_text(
                                    "relations": list(chosen), "per_text": per_text,
                                    "language": language, "path": str(corpus.resolve()),
                                    "text_column": text_column, "id_column": id_column,
-                                   "split": split, "limit": limit, "skip_bad": skip_bad})
+                                   "split": split, "limit": limit, "skip_bad": skip_bad,
+                                   "max_failed_share": share})
         summary = _text_to_persona(con, client, texts, db=db, name=name, relations=chosen,
                                    per_text=per_text, limit=limit, batch_size=batch_size,
-                                   concurrency=concurrency, language=language, target=target)
+                                   concurrency=concurrency, language=language, target=target,
+                                   max_failed_share=share)
+        kept = kept_lines(con, job_kind="text_to_persona", job_id=name)
     finally:
         if con is not None:
             con.close()
     out.print(f"{summary.texts} texts × {len(chosen)} relation(s): {summary.already_done} already done, "
               f"asked {summary.asked}, {summary.failed_calls} failed (re-run to retry); "
               f"{summary.personas} personas, {summary.new_personas} new in {db}", soft_wrap=True)
+    for line in kept:
+        out.print(line, highlight=False, soft_wrap=True)
     out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
     if stats.bad:
         out.print(f"{stats.bad} bad records skipped", soft_wrap=True)
@@ -431,11 +456,14 @@ def personas_from_text(
 
 def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, relations: Any,
                      per_text: int, limit: int | None, batch_size: int, concurrency: int,
-                     language: str | None, target: Any = None) -> Any:
+                     language: str | None, target: Any = None,
+                     max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> Any:
     """Run the text job over ``texts`` on the kernel's loop and record how it ended;
     ``target`` (a ``RayTarget``) asks the batches' calls on Ray workers."""
     from itertools import islice
 
+    from personahub.agents.failures import ModelRejected
+    from personahub.personas.jobs import most_common_job_error
     from personahub.personas.text_to_persona import text_to_persona
     from personahub.sim.jobs import finish_text_job, job_loop
     from personahub.sim.shards import clear_job_folder, job_folder
@@ -449,13 +477,24 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
                 per_text=per_text, batch_size=batch_size, concurrency=concurrency,
                 language=language, progress=lambda _, done, __: bar.update(task, completed=done),
                 remote=_ray_batches(client, target, batch_size * len(relations),
-                                    job_folder(db, name))))
+                                    job_folder(db, name)), max_failed_share=max_failed_share))
     except KeyboardInterrupt as exc:
         finish_text_job(con, name, "interrupted", f"interrupted by {signal_name(exc)}")
         raise
+    except ModelRejected as exc:
+        finish_text_job(con, name, "failed", str(exc)[:1000])
+        raise PersonahubError(f"text-to-persona job {name} stopped: {exc}; resume with "
+                              f"personahub personas from-text --resume {name} --db {db}") from None
     except BaseException as exc:
         finish_text_job(con, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
         raise
+    kept = summary.asked - summary.failed_calls - summary.rejected_answers
+    if summary.asked and not kept:  # every call failed, or the gate kept nothing
+        error = most_common_job_error(con, "text_to_persona", name)
+        finish_text_job(con, name, "failed", f"kept none of {summary.asked} answers: {error}")
+        raise PersonahubError(f"text-to-persona job {name}: kept none of its {summary.asked} "
+                              f"answers (most often: {error}); resume with personahub personas "
+                              f"from-text --resume {name} --db {db}")
     finish_text_job(con, name, "finished")
     clear_job_folder(db, name)  # every answer is committed (a Ray attempt's leftovers too)
     return summary

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
+from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.personas.errors import PersonahubError
 from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli_common import (
@@ -16,6 +17,7 @@ from personahub.sim.cli_common import (
     DbOption,
     ExecutorOption,
     LlmOption,
+    MaxFailedShareOption,
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
@@ -78,6 +80,7 @@ def run(
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
     from personahub.analysis.live_view import RunView
@@ -86,7 +89,7 @@ def run(
     try:
         _run(scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
              price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
-             Where(executor, ray_address, ray_workers))
+             Where(executor, ray_address, ray_workers), max_failed_share)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -98,7 +101,7 @@ def run(
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
          concurrency: int, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
-         watcher: Any, where: Where) -> None:
+         watcher: Any, where: Where, max_failed_share: float | None = None) -> None:
     """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known."""
     from personahub.sim.runner import RunOptions, resume_run, run_scenario
     from personahub.sim.scenario import load_scenario
@@ -117,7 +120,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
         with job_progress() as bar:  # the client is built inside resume_run
             summary = resume_run(resume, db=db, llm=llm, offline_latency_s=offline_latency,
                                  progress=step_progress(bar), on_ready=resuming,
-                                 **where._asdict())
+                                 max_failed_share=max_failed_share, **where._asdict())
         print_summary(summary)
         return
     if scenario is None:
@@ -129,7 +132,9 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
     options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,
                          timeout_s=timeout, offline_latency_s=offline_latency, cache=cache,
                          rps=rps, price_in=price_in, price_out=price_out, **where._asdict(),
-                         **flags.settings())
+                         **flags.settings(),
+                         max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
+                                           else max_failed_share))
     run_seed = loaded.seed if seed is None else seed
     client = command_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=flags, announce=False)
@@ -185,6 +190,7 @@ def print_summary(summary: Any) -> None:
     table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")
     table.add_row("failed actions", str(summary.failed_actions))
     table.add_row("rejected by the quality gate", rejection_text(summary.rejected))
+    table.add_row("kept per kind", "\n".join(summary.kept) or "no model call")
     table.add_row("prompt tokens per action", _tokens_per_action(summary))
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     table.add_row("database", str(summary.db))

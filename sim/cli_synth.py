@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.personas.errors import PersonahubError
 from personahub.personas.outputs import FORCE_HELP, check_output
 from personahub.personas.store import DEFAULT_DB
@@ -17,6 +18,7 @@ from personahub.sim.cli_common import (
     DbOption,
     ExecutorOption,
     LlmOption,
+    MaxFailedShareOption,
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
@@ -104,6 +106,7 @@ def synthesize(
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items."""
     from personahub.agents.llm import resolve_spec
@@ -121,6 +124,8 @@ def synthesize(
         task = task or stored.task
         seed = stored.seed
         flags = ModelFlags(stored.structured, stored.max_tokens, stored.temperature, stored.top_p)
+        if max_failed_share is None:
+            max_failed_share = stored.max_failed_share
     assert task is not None
     if out_file is not None:  # refuse before synthesizing, not after
         check_output(out_file, db=db, force=force)
@@ -131,7 +136,8 @@ def synthesize(
         examples=str(examples) if examples else None, world=str(world) if world else None,
         solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
         concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, cache=cache, rps=rps,
-        executor=executor, ray_address=ray_address, ray_workers=ray_workers, **flags.settings())
+        executor=executor, ray_address=ray_address, ray_workers=ray_workers, **flags.settings(),
+        max_failed_share=DEFAULT_MAX_FAILED_SHARE if max_failed_share is None else max_failed_share)
     client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
                          check=cache != "replay", flags=flags, announce=False)
 
@@ -153,6 +159,8 @@ def synthesize(
               f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",
               highlight=False, soft_wrap=True)
     out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
+    for line in summary.kept:
+        out.print(line, highlight=False, soft_wrap=True)
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     out.print(f"model calls: {calls}; engine: {summary.engine}"
               + (" (offline engine, not a language model)" if summary.offline else ""),

@@ -43,7 +43,7 @@ import asyncio
 import math
 import pickle
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -69,7 +69,7 @@ MAX_BATCH = 64  # calls per actor task: large enough to amortise a task, small e
 ACTOR_RESTARTS = 3  # restarts of a dead actor (and retries of the batch it held) before failing
 ACTOR_PREFIX = "personahub-run-"  # actors are named ACTOR_PREFIX + <run id>-<n> (tests find them)
 
-Call = tuple[type[BaseModel], list[Any], str, str | None, int | None]
+Call = tuple[type[BaseModel], list[Any], str, str | None, int | None, Any]
 
 
 def _portable_error(exc: Exception) -> Exception:
@@ -115,10 +115,11 @@ class _CallActor:
         return ("ok", None, result)
 
     async def _one(self, schema: type[BaseModel], messages: list[Any], purpose: str,
-                   persona_id: str | None, step: int | None) -> tuple[Any, ...]:
+                   persona_id: str | None, step: int | None,
+                   check: Callable[[Any], str | None] | None = None) -> tuple[Any, ...]:
         try:
             result = await self.client.structured(schema, messages, purpose=purpose,
-                                                  persona_id=persona_id, step=step)
+                                                  persona_id=persona_id, step=step, check=check)
         except Exception as exc:  # noqa: BLE001 - raised again on the driver
             return ("raised", _portable_error(exc))
         fields = None if result.value is None else result.value.model_dump(by_alias=True)
@@ -193,14 +194,15 @@ class RayCaller:
 
     # -- the calls ------------------------------------------------------------------------------
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
-                         persona_id: str | None = None,
-                         step: int | None = None) -> StructuredResult[T]:
+                         persona_id: str | None = None, step: int | None = None,
+                         check: Callable[[T], str | None] | None = None,
+                         ) -> StructuredResult[T]:
         """Ask on an actor; the result is the one a local client would have returned. With a
         cache, the driver client answers (its cache layer sends the misses to the actors)."""
         if self.cached:
             return await self.inner.structured(schema, messages, purpose=purpose,
-                                               persona_id=persona_id, step=step)
-        answer = await self.ask((schema, list(messages), purpose, persona_id, step))
+                                               persona_id=persona_id, step=step, check=check)
+        answer = await self.ask((schema, list(messages), purpose, persona_id, step, check))
         if answer[0] == "raised":
             error: Exception = answer[1]
             self.stats.add(carried_records(error))

@@ -32,6 +32,7 @@ from personahub.personas.jobs import (  # noqa: F401 - the kernel's public names
     call_rows,
     commit_batch,
     finish_text_job,
+    most_common_job_error,
     records_of,
     start_text_job,
     text_job_config,

@@ -25,6 +25,13 @@ from typing import Any, NamedTuple
 
 import duckdb
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.agents.failures import (
+    DEFAULT_MAX_FAILED_SHARE,
+    ModelRejected,
+    batch_failure,
+    call_error,
+    check_max_failed_share,
+)
 from personahub.agents.judging import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.llm import LLMSettings, check_reachable, make_client, redact_spec
 from personahub.agents.structured import check_setting
@@ -59,8 +66,12 @@ class JudgeOptions:
     temperature: float | None = None
     top_p: float | None = None
     rps: float | None = None
+    # a batch whose failed share passes this (and has >= 5 items) stops the judge
+    # (agents.failures); not part of the judge's identity: it does not change the verdicts
+    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE
 
     def __post_init__(self) -> None:
+        check_max_failed_share(self.max_failed_share)
         if (self.job is None) == (self.run is None):
             raise PersonahubError("judge: give exactly one of --job or --run")
         if self.sample is not None and self.sample < 1:
@@ -247,16 +258,20 @@ class Judge:
         """Judge a batch concurrently (the client bounds how many calls are in flight)."""
         return list(await asyncio.gather(*(self._one(item) for item in items)))
 
-    def write_batch(self, results: Sequence[Judgment], summary: JudgeSummary) -> None:
-        """The batch's judgments and call records in one transaction."""
+    def write_batch(self, results: Sequence[Judgment], summary: JudgeSummary) -> list[str | None]:
+        """The batch's judgments and call records in one transaction; returns the error of
+        each item left unjudged (for the failure policy)."""
         rows = [r.row for r in results if r.row is not None]
+        errors: list[str | None] = []
         for result in results:
             if result.row is None:
                 summary.failed += 1
                 summary.last_error = result.call.last.error if result.call.records else None
+                errors.append(call_error(result.call))
         commit_batch(self.con, JobRef("judge", self.judge_id, run_id=self.options.target[1]),
                      self.client, {"judgments": rows}, results)
         summary.judged += len(rows)
+        return errors
 
 
 def run_judge(options: JudgeOptions, *, client: StructuredCaller | None = None,
@@ -295,9 +310,18 @@ def run_judge(options: JudgeOptions, *, client: StructuredCaller | None = None,
         with job_loop() as loop:
             for start in range(0, len(todo), options.batch_size):
                 batch = todo[start:start + options.batch_size]
-                judge.write_batch(loop.run(judge.run_batch(batch)), summary)
+                results = loop.run(judge.run_batch(batch))
+                errors = judge.write_batch(results, summary)
                 if progress is not None:
                     progress("judge", summary.skipped_done + start + len(batch), len(items))
+                reason = batch_failure(f"batch {start // options.batch_size + 1}", len(batch),
+                                       errors, [r for j in results for r in j.call.records],
+                                       options.max_failed_share)
+                if reason is not None and summary.judged:  # committed: a re-run goes on
+                    raise ModelRejected(f"judge {judge_id} stopped: {reason}; re-run the same "
+                                        "command to go on")
+                if reason is not None:  # nothing judged yet: said below as every call failing
+                    break
         summary.calls = dict(con.execute(
             "SELECT status, count(*) FROM llm_calls WHERE job_id = ? GROUP BY 1 ORDER BY 1",
             [judge_id]).fetchall())
@@ -305,6 +329,7 @@ def run_judge(options: JudgeOptions, *, client: StructuredCaller | None = None,
         con.close()
     if todo and summary.judged == 0:
         raise PersonahubError(f"judge {judge_id}: every model call failed ({summary.failed} items; "
-                              f"last error: {summary.last_error or 'no valid answer'})")
+                              f"last error: {summary.last_error or 'no valid answer'}); re-run "
+                              "the same command to go on")
     return summary
 

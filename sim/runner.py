@@ -39,11 +39,17 @@ from typing import Any
 
 import numpy as np
 from personahub.agents.contracts import StructuredCaller
-from personahub.agents.failures import ModelRejected, batch_failure
+from personahub.agents.failures import (
+    DEFAULT_MAX_FAILED_SHARE,
+    ModelRejected,
+    batch_failure,
+    check_max_failed_share,
+)
 from personahub.agents.generation import Generation
 from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
 from personahub.agents.llm import make_client as make_llm_client
 from personahub.agents.structured import check_setting
+from personahub.analysis.kept import kept_lines
 from personahub.personas.errors import PersonahubError
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
 from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
@@ -102,10 +108,13 @@ class RunOptions:
     executor: str = "local"
     ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started for the run
     ray_workers: int | None = None  # Ray actors asking the model; None: one per cluster CPU
+    # a step whose failed share passes this (and has >= 5 actions) stops the run (agents.failures)
+    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE
 
     def __post_init__(self) -> None:
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers,
                        cache_on_driver=True)
+        check_max_failed_share(self.max_failed_share)
         check_setting(self.structured)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         if self.offline_latency_s < 0:
@@ -144,6 +153,7 @@ class RunSummary:
     rejected: dict[str, int] = field(default_factory=dict)
     prompt_tokens_per_action: float | None = None  # mean tokens_in of answered step calls
     wall_s: float = 0.0
+    kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
 
 
 StartHook = Callable[[str], None]
@@ -327,8 +337,10 @@ def resume_run(
     executor: str = "local",
     ray_address: str | None = None,
     ray_workers: int | None = None,
+    max_failed_share: float | None = None,
 ) -> RunSummary:
     """Continue run ``run_id`` in ``db`` from its last committed step (see the module doc).
+    ``max_failed_share`` replaces the run's stored one (None keeps it).
 
     ``llm`` replaces the recorded (redacted) model spec; the offline latency is not carried over,
     nor is where the calls ran (``executor``, ``ray_address``, ``ray_workers``: this call's).
@@ -355,6 +367,8 @@ def resume_run(
                     executor=executor, ray_address=ray_address, ray_workers=ray_workers)
         if llm is not None:
             opts["llm"] = llm
+        if max_failed_share is not None:
+            opts["max_failed_share"] = max_failed_share
         options = RunOptions(**opts)
         client = client or client_for_run(options, seed)
         _check_executor_client(options, client)
@@ -446,7 +460,9 @@ def _steps_done(con: Any, run_id: str) -> int:
 
 def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: StructuredCaller,
                    scenario: Scenario, personas: list[Persona], seed: int,
-                   progress: ProgressHook | None, db: Path) -> tuple[list[Persona], SocialEdges]:
+                   progress: ProgressHook | None, db: Path,
+                   max_failed_share: float = DEFAULT_MAX_FAILED_SHARE,
+                   ) -> tuple[list[Persona], SocialEdges]:
     """Link acquaintances, expand, and record the agents and the starting graph."""
     start_ids = [p.persona_id for p in personas]
     growth = scenario.graph
@@ -462,7 +478,7 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
             expansion = loop.run_until_complete(expand_hub(
                 con, client, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,
                 run_id=log.run_id, resume=previous, stop_on_failure=True,
-                progress=progress,
+                progress=progress, max_failed_share=max_failed_share,
             ))
         except ExpansionIncomplete as exc:
             raise PersonahubError(
@@ -535,7 +551,7 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: St
     run_id = log.run_id
     if personas is not None:
         agents, graph = _build_society(con, log, loop, client, scenario, personas, seed, progress,
-                                       options.db)
+                                       options.db, options.max_failed_share)
         done = 0
     else:
         agents, graph = _restore_society(con, run_id)
@@ -559,15 +575,17 @@ def _simulate(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, client: St
         heap.settle()
         if progress:
             progress("step", result.step, steps)
-        reason = batch_failure(f"step {result.step}", result.n_active, len(result.failures),
-                               result.records)
+        reason = batch_failure(f"step {result.step}", result.n_active,
+                               [error for _, error in result.failures], result.records,
+                               options.max_failed_share)
         if reason is not None:  # the step is committed: the run stops resumable
             raise ModelRejected(f"run {run_id} stopped: {reason}; resume with "
-                                f"personahub run --resume {run_id}")
+                                f"personahub run --resume {run_id} --db {options.db}")
     summary = _summary(con, run_id, scenario, options, client, len(agents), edges)
     if summary.failed_actions and not summary.emissions_by_kind and not summary.answers:
         raise ModelRejected(f"run {run_id}: every one of its {summary.failed_actions} actions failed "
-                            f"(most often: {most_common_error_in(con, run_id)})")
+                            f"(most often: {most_common_error_in(con, run_id)}); resume with "
+                            f"personahub run --resume {run_id} --db {options.db}")
     return summary
 
 
@@ -592,6 +610,7 @@ def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, cli
     calls = rows("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY 1")
     summary.calls = {status: n for status, n in calls}
     summary.prompt_tokens_per_action = _prompt_tokens_per_action(con, run_id)
+    summary.kept = kept_lines(con, run_id=run_id)
     return summary
 
 

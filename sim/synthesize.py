@@ -32,8 +32,21 @@ from typing import Any, NamedTuple
 
 import duckdb
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.agents.failures import (
+    DEFAULT_MAX_FAILED_SHARE,
+    ModelRejected,
+    batch_failure,
+    call_error,
+    check_max_failed_share,
+)
 from personahub.agents.generation import Generation
-from personahub.agents.llm import LLMSettings, check_reachable, make_client, redact_spec
+from personahub.agents.llm import (
+    LLMSettings,
+    LLMUnavailable,
+    check_reachable,
+    make_client,
+    redact_spec,
+)
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import (
     PROMPTING_MODES,
@@ -45,6 +58,7 @@ from personahub.agents.synthesis_prompts import (
 from personahub.agents.synthesis_schemas import InferredPersona, Solution, content_of
 from personahub.agents.tasks import synthesis_task, tasks
 from personahub.agents.tasks.shipped_demos import builtin_name, builtin_text, is_builtin
+from personahub.analysis.kept import kept_lines
 from personahub.personas.errors import PersonahubError
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import NearDuplicateIndex
@@ -70,6 +84,7 @@ from personahub.sim.jobs import (
     check_cache_mode,
     commit_batch,
     job_loop,
+    most_common_job_error,
     records_of,
 )
 from personahub.sim.shards import clear_job_folder
@@ -113,9 +128,12 @@ class SynthOptions:
     executor: str = "local"
     ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started for the job
     ray_workers: int | None = None  # Ray actors asking the model; None: one per cluster CPU
+    # a batch whose failed share passes this (and has >= 5 items) stops the job (agents.failures)
+    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE
 
     def __post_init__(self) -> None:
         check_setting(self.structured)
+        check_max_failed_share(self.max_failed_share)
         check_cache_mode(self.cache)
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
         if self.rps is not None and self.rps <= 0:
@@ -161,6 +179,7 @@ class SynthSummary:
     rejected: dict[str, int] = field(default_factory=dict)  # quality-gate rejects by reason
     calls: dict[str, int] = field(default_factory=dict)
     db: str = DEFAULT_DB
+    kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
 
 
 class Answer(NamedTuple):
@@ -327,7 +346,7 @@ class SynthesisAsker:
             examples=[(d.text, d.persona) for d in self.demos], world=self.world,
             with_assistant=opts.with_assistant)
         result = await self.client.structured(self.schema, messages, purpose=f"synth:{opts.task}",
-                                              persona_id=persona.persona_id)
+                                              persona_id=persona.persona_id, check=self.task.gate)
         if result.value is None:
             return Answer(persona, None, calls=(result,))
         content = content_of(result.value)
@@ -373,18 +392,21 @@ class SynthesisJob(SynthesisAsker):
         self.index.add_many([(item_id, text) for item_id, _, text, _ in kept])
         return len(rows)
 
-    def write_batch(self, results: Sequence[Answer], summary: SynthSummary) -> None:
+    def write_batch(self, results: Sequence[Answer], summary: SynthSummary) -> list[str | None]:
         """Flag near-duplicates and write the batch's items, rejected answers and call records
-        atomically."""
+        atomically; returns the error of each failed item (for the failure policy)."""
         rows: list[dict[str, Any]] = []
         rejected = []
-        for persona, content, solution, issue, _ in results:
+        errors: list[str | None] = []
+        for persona, content, solution, issue, calls in results:
             if content is None:
                 summary.failed += 1
+                errors.append(call_error(calls[0]) if calls else "no valid answer")
                 continue
             item_id = item_id_for(self.job_id, persona.persona_id)
             if issue is not None:
                 summary.failed += 1
+                errors.append(f"quality gate: {issue}")
                 rejected.append(rejected_row("synthesis", issue, content, key=item_id,
                                              job_id=self.job_id, persona_id=persona.persona_id,
                                              kind=self.options.task))
@@ -407,6 +429,7 @@ class SynthesisJob(SynthesisAsker):
                      {"synth_items": rows, "rejected": rejected}, results)
         summary.written += len(rows)
         summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
+        return errors
 
 
 async def infer_personas(client: StructuredCaller,
@@ -445,7 +468,7 @@ def _resume_options(con: duckdb.DuckDBPyConnection, job_id: str,
     config["carve"] = tuple(config.get("carve") or ())
     if base is not None:  # the caller's engine settings win; what to make stays the job's
         for key in ("llm", "db", "concurrency", "timeout_s", "batch_size", "cache", "rps",
-                    "executor", "ray_address", "ray_workers"):
+                    "executor", "ray_address", "ray_workers", "max_failed_share"):
             config[key] = getattr(base, key)
     if base is not None and base.task != config["task"]:
         raise PersonahubError(f"--resume {job_id}: the job's task is {config['task']}, "
@@ -587,11 +610,18 @@ def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: Synt
             asked = summary.skipped_done
             # in batch order whatever runs the calls: the commit (and the near-duplicate index) sees
             # the same batches in the same order as a local job
-            for batch, results in zip(batches, _answers(job, batches, loop), strict=True):
-                job.write_batch(results, summary)
+            for number, (batch, results) in enumerate(
+                    zip(batches, _answers(job, batches, loop), strict=True), 1):
+                errors = job.write_batch(results, summary)
                 asked += len(batch)
                 if progress:
                     progress("synthesis", asked, len(personas))
+                reason = batch_failure(f"batch {number}", len(batch), errors,
+                                       [r for answer in results for r in answer.records],
+                                       options.max_failed_share)
+                if reason is not None:  # the batch is committed: the job stops resumable
+                    raise ModelRejected(f"synthesis job {job_id} stopped: {reason}; resume with "
+                                        f"personahub synthesize --resume {job_id} --db {options.db}")
     except KeyboardInterrupt as exc:
         how = signal_name(exc)
         _finish(con, job_id, "interrupted", f"interrupted by {how}")
@@ -600,15 +630,26 @@ def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: Synt
                       f"--resume {job_id} --db {options.db}", exc) from None
     except BaseException as exc:
         _finish(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+        if isinstance(exc, ModelRejected | LLMUnavailable) and "--resume" not in str(exc):
+            raise PersonahubError(f"synthesis job {job_id} stopped: {exc}; resume with personahub "
+                                  f"synthesize --resume {job_id} --db {options.db}") from None
         if isinstance(exc, PersonahubError):
             raise
         raise PersonahubError(f"synthesis job {job_id} failed: {type(exc).__name__}: {exc}; "
                               f"resume with --resume {job_id}") from exc
+    asked = summary.selected - summary.skipped_done
+    if asked and not summary.written and not summary.skipped_done:  # nothing kept, ever
+        error = most_common_job_error(con, "synthesis", job_id)
+        _finish(con, job_id, "failed", f"kept none of {asked} items: {error}"[:1000])
+        raise PersonahubError(f"synthesis job {job_id}: kept none of its {asked} items (most "
+                              f"often: {error}); resume with personahub synthesize --resume "
+                              f"{job_id} --db {options.db}")
     _finish(con, job_id, "finished" if not summary.failed else "partial", None)
     clear_job_folder(options.db, job_id)  # every answer is committed (a Ray attempt's leftovers too)
     rows = con.execute("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 "
                        "ORDER BY 1", [job_id]).fetchall()
     summary.calls = {status: n for status, n in rows}
+    summary.kept = kept_lines(con, run_id=job_id)
     return summary
 
 

@@ -106,6 +106,12 @@ class Task:
         """The judge's criteria for one item (solution criteria only when it has a solution)."""
         return tuple(c for c in self.judge_criteria if has_solution or not c.needs_solution)
 
+    def gate(self, value: BaseModel) -> str | None:
+        """The check of a valid answer as the model seam takes it (``structured(check=...)``):
+        a rejected answer earns one fresh sample before the job records it as rejected."""
+        issue = self.check(value.model_dump(by_alias=True))
+        return None if issue is None else str(issue)
+
     # -- text ----------------------------------------------------------------------------------
     def text(self, content: Content) -> str:
         """The text near-duplicate detection, diversity and exports look at."""

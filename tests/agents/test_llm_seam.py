@@ -77,26 +77,26 @@ def test_retries_and_repair_are_recorded(server):
     assert srv.stats.errors > 0 and srv.stats.malformed > 0
 
 
-def test_invalid_three_times_gives_up_without_raising(server):
+def test_invalid_twice_gives_up_without_raising(server):
     srv = server(malformed_rate=1.0)
     result = ask(LLMClient(LLMSettings(spec=srv.base_url)))
     assert result.value is None
-    # the answer, the identical request again, then the one repair prompt
-    assert [r.status for r in result.records] == ["invalid", "invalid", "invalid"]
-    assert srv.stats.requests == 3
+    # the answer, then its one second chance (the repair prompt, sampled afresh): then recorded
+    assert [r.status for r in result.records] == ["invalid", "invalid"]
+    assert all("Invalid JSON" in (r.error or "") for r in result.records)
+    assert srv.stats.requests == 2
 
 
-def test_a_malformed_answer_is_first_asked_again_unchanged(server):
-    """A glitch costs one identical call and changes nothing: the value equals the clean one."""
-    clean = ask(LLMClient(LLMSettings(spec=server().base_url, structured="json_schema")))
-    faulty = server(malformed_rate=0.5, fault_seed=2)
+def test_a_malformed_answer_gets_one_fresh_sample_and_a_repeat_is_recorded(server):
+    """Each weak answer costs one more call at most; one that fails twice is recorded, not raised."""
+    faulty = server(malformed_rate=0.5, fault_seed=1)
     client = LLMClient(LLMSettings(spec=faulty.base_url, structured="json_schema"))
     results = [ask(client) for _ in range(6)]
-    once = [r for r in results if [a.status for a in r.records] == ["invalid", "ok"]]
-    assert once, "the fault seed gave no single glitch"
-    assert all(r.value == clean.value for r in once)
-    twice = [r for r in results if [a.status for a in r.records][:2] == ["invalid", "invalid"]]
-    assert all(len(r.records) == 3 for r in twice)  # only a repeated failure earns the repair
+    shapes = [[a.status for a in r.records] for r in results]
+    assert ["invalid", "ok"] in shapes and ["invalid", "invalid"] in shapes
+    assert all(len(s) <= 2 for s in shapes)
+    assert all((r.value is not None) == (s[-1] == "ok") for r, s in zip(results, shapes, strict=True))
+    assert faulty.stats.requests == sum(len(s) for s in shapes)
 
 
 def test_hang_hits_the_timeout_and_is_recorded(server):

@@ -234,22 +234,46 @@ def test_validate_repairs_locally_without_another_call() -> None:
     assert result.value == Answer(text="fixed") and result.last.repaired and len(fake.asked) == 1
 
 
-def test_validate_resends_once_then_asks_for_a_repair() -> None:
-    fake = FakeEndpoint(['{"wrong": 1}', '{"wrong": 2}', '{"text": "repaired"}'])
+def test_an_invalid_answer_gets_one_repair_prompt() -> None:
+    fake = FakeEndpoint(['{"wrong": 1}', '{"text": "repaired"}'])
     result = run(Validated(fake, modes=ModeBook("auto", 1)))
-    assert [r.status for r in result.records] == ["invalid", "invalid", "ok"]
-    assert fake.asked[1].messages == fake.asked[0].messages  # the same request again
-    assert "not valid for the schema" in fake.asked[2].messages[-1].content
-    assert [r.attempt for r in result.records] == [1, 2, 3]
+    assert [r.status for r in result.records] == ["invalid", "ok"]
+    assert "not valid for the schema" in fake.asked[1].messages[-1].content
+    assert fake.asked[1].messages != fake.asked[0].messages  # not the same request
+    assert [r.attempt for r in result.records] == [1, 2]
 
 
-def test_validate_does_not_resend_to_a_deterministic_endpoint_nor_repair_a_cut_off_twice() -> None:
-    fake = FakeEndpoint(['{"wrong": 1}', '{"wrong": 2}'])
-    result = run(Validated(fake, modes=ModeBook("auto", 1), resend=False))
+def test_a_weak_answer_is_retried_once_then_recorded_with_its_reason() -> None:
+    fake = FakeEndpoint(['{"wrong": 1}', '{"wrong": 2}', '{"text": "never asked"}'])
+    result = run(Validated(fake, modes=ModeBook("auto", 1)))
     assert result.value is None and len(fake.asked) == 2
+    assert [r.status for r in result.records] == ["invalid", "invalid"]
+    assert all(r.error for r in result.records)
     cut = FakeEndpoint([('{"text": "lo', "length"), ('{"text": "lon', "length")])
     result = run(Validated(cut, modes=ModeBook("auto", 1)))
-    assert result.value is None and "cut off" in cut.asked[1].messages[-1].content
+    assert result.value is None and len(cut.asked) == 2
+    # a cut-off answer is sampled again from the same prompt, not shown back to the model
+    assert cut.asked[1].messages == cut.asked[0].messages and cut.asked[1].sample == 1
+    assert all("max_tokens" in (r.error or "") for r in result.records)
+
+
+def test_an_answer_the_check_rejects_gets_one_fresh_sample() -> None:
+    def check(value: Answer) -> str | None:
+        return "too_short: the text is short" if value.text == "no" else None
+
+    fake = FakeEndpoint(['{"text": "no"}', '{"text": "a proper answer"}'])
+    result = run(Validated(fake, modes=None), CallRequest(Answer, [HumanMessage("hi")], "t", 64,
+                                                           check=check))
+    assert result.value == Answer(text="a proper answer")
+    assert [r.status for r in result.records] == ["invalid", "ok"]
+    assert result.records[0].error == "rejected: too_short: the text is short"
+    assert fake.asked[1].sample == 1 and fake.asked[1].messages == fake.asked[0].messages
+    twice = FakeEndpoint(['{"text": "no"}', '{"text": "no"}', '{"text": "not asked"}'])
+    result = run(Validated(twice, modes=None), CallRequest(Answer, [HumanMessage("hi")], "t", 64,
+                                                            check=check))
+    # rejected twice: the value comes back (the job records the rejected item), both attempts say why
+    assert result.value == Answer(text="no") and len(twice.asked) == 2
+    assert [r.status for r in result.records] == ["invalid", "invalid"]
 
 
 def test_validate_moves_on_from_a_mode_the_server_ignores() -> None:

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
-from personahub.agents.failures import FailFast, ModelRejected, batch_failure, classify
+from personahub.agents.failures import FailFast, ModelRejected, classify
 from personahub.agents.generation import Generation, default_max_tokens
 from personahub.agents.repair import check_answer
 from personahub.agents.structured import (
@@ -184,18 +184,6 @@ def test_fail_fast_hints() -> None:
         watch = FailFast(1, limit=1)
         with pytest.raises(ModelRejected, match=needle):
             watch.failed(0, classify(_status_error(status, "nope")), "m", "json_schema", "auto")
-
-
-def test_batch_failure_needs_a_majority_and_a_minimum() -> None:
-    class R:
-        def __init__(self, status: str, error: str | None) -> None:
-            self.status, self.error = status, error
-
-    records = [R("invalid", "instruction: too short")] * 3 + [R("ok", None)]
-    assert batch_failure("step 1", 4, 3, records) is not None
-    assert "too short" in (batch_failure("step 1", 4, 3, records) or "")
-    assert batch_failure("step 1", 6, 3, records) is None  # half is not most
-    assert batch_failure("step 1", 2, 2, records) is None  # too few to judge
 
 
 def test_generation_limits() -> None:

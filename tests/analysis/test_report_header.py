@@ -42,6 +42,33 @@ def test_job_facts(launch_db: dict) -> None:
     assert facts["engine"].endswith("(offline engine — not a language model)")
     assert facts["items"].startswith("6 of 6 personas")
     assert facts["model calls"].startswith("6 attempts")
+    assert facts["kept"] == "math_problem: 6 of 6 kept (100%)"
+
+
+def test_the_kept_share_names_each_failure_plainly(tmp_path) -> None:
+    """Calls are told apart by their attempts: a call kept on its fresh sample counts kept; one
+    that failed twice counts under its last attempt's reason."""
+    from personahub.analysis.report_header import usage_facts
+    from personahub.personas.store import connect
+
+    con = connect(tmp_path / "k.duckdb")
+    install_views(con)
+    rows = [("c1", "p1", 1, "invalid", "answer cut off at max_tokens (finish_reason=length)", 1),
+            ("c2", "p1", 2, "ok", None, 2),
+            ("c3", "p2", 1, "invalid", "text: Field required", 3),
+            ("c4", "p2", 2, "invalid", "rejected: too_short: the instruction is short", 4),
+            ("c5", "p3", 1, "error", "HTTP 503: busy", 5),
+            ("c6", "p4", 1, "ok", None, 6)]
+    for call_id, persona, attempt, status, error, second in rows:
+        con.execute("INSERT INTO llm_calls (call_id, run_id, persona_id, purpose, attempt, status, "
+                    "error, started_at) VALUES (?, 'j', ?, 'synth:instruction', ?, ?, ?, "
+                    "TIMESTAMP '2026-01-01' + to_seconds(?))",
+                    [call_id, persona, attempt, status, error, second])
+    facts = usage_facts(con, "j", offline=False)
+    con.close()
+    kept = [value for label, value in facts if label in ("kept", "")]
+    assert kept == ["instruction: 2 of 4 kept (50%); 2 failed: endpoint error (HTTP 503) ×1, "
+                    "rejected by the gate (too_short) ×1"]
 
 
 def test_decision_facts_count_a_deliberate_runs_decisions_per_step(launch_db: dict, tmp_path) -> None:

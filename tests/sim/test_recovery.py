@@ -117,7 +117,8 @@ def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(
                                f"overloaded); resume with personahub run --resume {run_id} --db {db}")
     assert status == "failed"
     assert rows(db, "SELECT count(*) FROM run_agents")[0][0] == 0  # no smaller society
-    assert rows(db, "SELECT status, hops_done FROM expansions") == [("running", 0)]
+    # the stopped expansion is marked failed (resumable: the run's resume goes on with it)
+    assert rows(db, "SELECT status, hops_done FROM expansions") == [("failed", 0)]
 
     resume_run(run_id, db=db)
     resumed = snapshot(db, run_id)

@@ -1,0 +1,96 @@
+"""The kept share per kind of call, in plain words, for summaries and the report.
+
+A *call* is one question to the model (its attempts share a purpose, persona and step, and
+number 1, 2, ... from its first); it is *kept* when its last attempt is ``ok``. A call whose
+last attempt failed counts under that attempt's reason, said plainly (``agents.failures.
+plain_reason``): "instruction: 18 of 20 kept (90%); 2 failed: cut off at max_tokens ×1,
+rejected by the gate ×1". Read from ``llm_calls``, so a resumed job counts its whole history.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from personahub.agents.failures import plain_reason
+
+TOP_REASONS = 3  # reasons named per kind
+
+# each call's attempts in order: a call starts at attempt 1 (or at the first row of its group)
+_LAST_ATTEMPTS = """
+WITH calls AS (
+    SELECT purpose, status, error, attempt, started_at, call_id,
+           coalesce(job_id, run_id, '') AS job, coalesce(persona_id, '') AS who,
+           coalesce(step, -1) AS at_step
+    FROM llm_calls WHERE {where}
+), numbered AS (
+    SELECT *, sum(CASE WHEN attempt <= 1 THEN 1 ELSE 0 END) OVER (
+        PARTITION BY job, purpose, who, at_step ORDER BY started_at, attempt, call_id
+        ROWS UNBOUNDED PRECEDING) AS call_no
+    FROM calls
+), last AS (
+    SELECT purpose, status, error, row_number() OVER (
+        PARTITION BY job, purpose, who, at_step, call_no ORDER BY started_at DESC, attempt DESC,
+        call_id DESC) AS back
+    FROM numbered
+)
+SELECT purpose, status, error, count(*) FROM last WHERE back = 1 GROUP BY 1, 2, 3
+"""
+
+
+@dataclass
+class KeptShare:
+    """One kind's calls: how many were asked, how many kept, and why the others failed."""
+
+    kind: str
+    asked: int = 0
+    kept: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def failed(self) -> int:
+        return self.asked - self.kept
+
+    def line(self) -> str:
+        """The kind's share in plain words."""
+        return kept_line(self.kind, self.asked, self.kept, self.reasons)
+
+
+def kept_line(kind: str, asked: int, kept: int, reasons: Counter[str] | dict[str, int]) -> str:
+    """"KIND: K of N kept (P%); F failed: REASON ×n, ..." (the reasons most frequent first)."""
+    share = f"{kept / asked:.0%}" if asked else "-"
+    line = f"{kind}: {kept} of {asked} kept ({share})"
+    failed = asked - kept
+    if failed > 0:
+        top = sorted(Counter(reasons).items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]
+        named = ", ".join(f"{reason} ×{n}" for reason, n in top)
+        line += f"; {failed} failed" + (f": {named}" if named else "")
+    return line
+
+
+def kept_shares(con: Any, *, run_id: str | None = None, job_kind: str | None = None,
+                job_id: str | None = None) -> list[KeptShare]:
+    """Each purpose's kept share among the calls of a run (``run_id``) or a job
+    (``job_kind`` and ``job_id``), by purpose name."""
+    params: list[Any]
+    if run_id is not None:
+        where, params = "run_id = ?", [run_id]
+    else:
+        where, params = "job_kind = ? AND job_id = ?", [job_kind, job_id]
+    rows = con.execute(_LAST_ATTEMPTS.format(where=where), params).fetchall()
+    shares: dict[str, KeptShare] = {}
+    for purpose, status, error, n in rows:
+        kind = str(purpose).removeprefix("synth:")  # a synthesis call is its task's
+        share = shares.setdefault(kind, KeptShare(kind))
+        share.asked += int(n)
+        if status == "ok":
+            share.kept += int(n)
+        else:
+            share.reasons[plain_reason(error)] += int(n)
+    return [shares[k] for k in sorted(shares)]
+
+
+def kept_lines(con: Any, **job: Any) -> list[str]:
+    """``kept_shares`` as lines (none when the job made no call)."""
+    return [share.line() for share in kept_shares(con, **job)]
