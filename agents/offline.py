@@ -39,6 +39,9 @@ class EngineReply:
     tokens_out: int = 0
 
 
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a field with this pattern gets an identifier
+
+
 def approx_tokens(text: str) -> int:
     """Rough token count (4 characters a token), used for accounting of offline calls."""
     return max(1, (len(text) + 3) // 4)
@@ -105,8 +108,24 @@ class SchemaFiller:
         if kind == "boolean":
             return rng.random() < 0.5
         text = self.maker.string_for(name or "text", siblings or {})
+        if schema.get("pattern") == _IDENTIFIER and not text.isidentifier():
+            text = self.maker.argument_name()  # e.g. a tool argument's name
         max_len = schema.get("maxLength")
-        return text[: int(max_len)] if max_len else text
+        return clip(text, int(max_len), int(schema.get("minLength", 0))) if max_len else text
+
+
+def clip(text: str, max_len: int, min_len: int = 0) -> str:
+    """``text`` cut to ``max_len`` characters at a word boundary (a hard cut when the boundary
+    would leave less than ``min_len`` characters, or less than half of ``max_len``)."""
+    if len(text) <= max_len:
+        return text
+    cut = text[:max_len]
+    if text[max_len].isspace():
+        return cut.rstrip()
+    boundary = cut.rstrip().rfind(" ")
+    if boundary >= max(min_len, max_len // 2, 1):
+        return cut[:boundary].rstrip(" ,;:-")
+    return cut
 
 
 @dataclass(frozen=True)
@@ -120,12 +139,14 @@ class EngineRequest:
     json_schema: Mapping[str, Any] | None = None
     tools: Sequence[Mapping[str, Any]] | None = None
     tool_choice: Any = None
+    key_schema: Mapping[str, Any] | None = None  # seeds instead of ``json_schema`` when given
     key: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # repr, not json.dumps(sort_keys=True): same determinism (schemas are built in a fixed
         # order), a fraction of the cost
-        extra = repr([self.json_schema, self.tools, self.tool_choice])
+        seeded = self.json_schema if self.key_schema is None else self.key_schema
+        extra = repr([seeded, self.tools, self.tool_choice])
         object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
 
 
@@ -233,8 +254,14 @@ def _is_model_class(value: Any) -> bool:
 @lru_cache(maxsize=256)
 def _model_request(schema: type[BaseModel]) -> EngineRequest:
     """The request for a pydantic ``response_format``, built once per class: its JSON schema and
-    key are not rebuilt on every call (a class's schema is fixed, as ``agents.llm`` assumes too)."""
-    return EngineRequest(schema.model_json_schema())
+    key are not rebuilt on every call (a class's schema is fixed, as ``agents.llm`` assumes too).
+    A bounded class (``agents.bounds``) is seeded as the class it bounds: its bounds clip the
+    answer and change nothing else."""
+    from personahub.agents.bounds import origin
+
+    base = origin(schema)
+    return EngineRequest(schema.model_json_schema(),
+                         key_schema=None if base is schema else base.model_json_schema())
 
 
 class OfflineChatModel(BaseChatModel):
