@@ -80,28 +80,42 @@ class Plan:
 def estimate_tokens(value: Any) -> int:
     """Tokens an answer is counted at: string content at ``CHARS_PER_TOKEN``, the JSON around
     it at ``JSON_CHARS_PER_TOKEN`` (what ``bounded`` assumes)."""
-    content, structure = _chars(value, key=False)
+    content, structure = json_chars(value)
     return math.ceil(content / CHARS_PER_TOKEN + structure / JSON_CHARS_PER_TOKEN)
 
 
-def _chars(value: Any, *, key: bool) -> tuple[int, int]:
+def json_chars(value: Any, *, key: bool = False) -> tuple[int, int]:
     """(string content characters, structure characters) of ``value`` as compact JSON."""
     if isinstance(value, str):
         return (0, len(value) + 3) if key else (len(value), 2)  # a key: quotes and the colon
     if isinstance(value, dict):
         content, structure = 0, 2 + max(0, len(value) - 1)
         for name, item in value.items():
-            _, key_chars = _chars(str(name), key=True)
-            inner = _chars(item, key=False)
+            _, key_chars = json_chars(str(name), key=True)
+            inner = json_chars(item)
             content, structure = content + inner[0], structure + key_chars + inner[1]
         return content, structure
     if isinstance(value, list):
         content, structure = 0, 2 + max(0, len(value) - 1)
         for item in value:
-            inner = _chars(item, key=False)
+            inner = json_chars(item)
             content, structure = content + inner[0], structure + inner[1]
         return content, structure
     return 0, len("null" if value is None else str(value).lower())
+
+
+def clip(text: str, max_len: int, min_len: int = 0) -> str:
+    """``text`` cut to ``max_len`` characters at a word boundary (a hard cut when the boundary
+    would leave less than ``min_len`` characters, or less than half of ``max_len``)."""
+    if len(text) <= max_len:
+        return text
+    cut = text[:max_len]
+    if text[max_len].isspace():
+        return cut.rstrip()
+    boundary = cut.rstrip().rfind(" ")
+    if boundary >= max(min_len, max_len // 2, 1):
+        return cut[:boundary].rstrip(" ,;:-")
+    return cut
 
 
 # -- annotations ------------------------------------------------------------------------------

@@ -171,7 +171,8 @@ def batch_failure(what: str, actions: int, failed: int, records: Sequence[Any]) 
     if failed < BATCH_FAIL_MIN or failed <= actions * BATCH_FAIL_SHARE:
         return None
     error = most_common_error(records) or "the answers failed the quality checks"
-    modes = {getattr(r, "structured_mode", None) for r in records} - {None}
+    modes = {str(r.structured_mode).split(" without ")[0] for r in records
+             if getattr(r, "structured_mode", None)}
     if error.startswith("HTTP") or "timeout" in error or "connection" in error:
         fix = "check the --llm server (its log says more)"
     elif "max_tokens" in error:

@@ -23,6 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from personahub.agents.bounds import clip
 from personahub.agents.offline_text import TextMaker, read_context
 from pydantic import BaseModel
 
@@ -62,6 +63,12 @@ def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str,
             merged.update(_resolve(non_null[0], defs))
             return merged
     return schema
+
+
+def resolve_node(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``schema`` with its ``$ref`` (into ``root``) and ``anyOf``/``oneOf``/``allOf`` resolved
+    to the first non-null option."""
+    return _resolve(schema, root)
 
 
 class SchemaFiller:
@@ -112,20 +119,6 @@ class SchemaFiller:
             text = self.maker.argument_name()  # e.g. a tool argument's name
         max_len = schema.get("maxLength")
         return clip(text, int(max_len), int(schema.get("minLength", 0))) if max_len else text
-
-
-def clip(text: str, max_len: int, min_len: int = 0) -> str:
-    """``text`` cut to ``max_len`` characters at a word boundary (a hard cut when the boundary
-    would leave less than ``min_len`` characters, or less than half of ``max_len``)."""
-    if len(text) <= max_len:
-        return text
-    cut = text[:max_len]
-    if text[max_len].isspace():
-        return cut.rstrip()
-    boundary = cut.rstrip().rfind(" ")
-    if boundary >= max(min_len, max_len // 2, 1):
-        return cut[:boundary].rstrip(" ,;:-")
-    return cut
 
 
 @dataclass(frozen=True)
@@ -186,7 +179,7 @@ class OfflineEngine:
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
         tokens_in = approx_tokens(prompt_text)
         if request.tools:
-            tool = _pick_tool(request.tools, request.tool_choice)
+            tool = pick_tool(request.tools, request.tool_choice)
             params = tool.get("parameters") or {"type": "object", "properties": {}}
             args = SchemaFiller(maker, params).fill(params)
             call_id = f"call_{rng.getrandbits(48):012x}"
@@ -205,7 +198,7 @@ class OfflineEngine:
         return EngineReply(content=content, tokens_in=tokens_in, tokens_out=approx_tokens(content))
 
 
-def _pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: Any) -> Mapping[str, Any]:
+def pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: Any) -> Mapping[str, Any]:
     specs = [t.get("function", t) for t in tools]
     wanted = None
     if isinstance(tool_choice, str) and tool_choice not in ("auto", "any", "required", "none"):
