@@ -229,7 +229,7 @@ def _bound_type(annotation: Any, metadata: list[Any], per_slot: int) -> tuple[An
         inner, inner_bound = _bound_type(item, item_meta, per_slot)
         extra = [Field(max_length=inner_bound)] if inner_bound is not None else []
         if item_meta or extra:  # the item's own constraints kept, the bound added
-            inner = Annotated[(inner, *item_meta, *extra)]  # type: ignore[valid-type]
+            inner = Annotated[(inner, *item_meta, *extra)]
         if item_optional:
             inner = inner | None
         out, bound = list[inner], _max_items(metadata)  # type: ignore[valid-type]
@@ -255,9 +255,6 @@ def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
                         __doc__=model.__doc__, **fields)
 
 
-_ORIGINS: dict[type[BaseModel], type[BaseModel]] = {}  # bounded class -> the class it bounds
-
-
 @lru_cache(maxsize=1024)
 def bounded(schema: type[M], max_tokens: int) -> type[M]:
     """``schema`` bounded for ``max_tokens`` (cached per class and budget; see the module doc).
@@ -265,17 +262,7 @@ def bounded(schema: type[M], max_tokens: int) -> type[M]:
     The class returned is a subclass of ``schema`` with the same name, so its JSON schema and
     the answers it validates keep their shape; it is ``schema`` itself when nothing is free.
     """
-    out = _bounded_model(schema, plan(schema, max_tokens).per_slot)
-    if out is not schema:
-        _ORIGINS[out] = schema
-    return out  # type: ignore[return-value]
-
-
-def origin(schema: type[BaseModel]) -> type[BaseModel]:
-    """The class ``schema`` bounds (``schema`` itself when it is not a bounded class). The
-    offline engine seeds its answers from it, so that a bound clips what the engine writes
-    and changes nothing else."""
-    return _ORIGINS.get(schema, schema)
+    return _bounded_model(schema, plan(schema, max_tokens).per_slot)  # type: ignore[return-value]
 
 
 def unbounded(value: BaseModel, schema: type[M]) -> M:
@@ -283,5 +270,5 @@ def unbounded(value: BaseModel, schema: type[M]) -> M:
     so callers keep the class they asked for (bounded classes are made at run time and do not
     pickle by name)."""
     if type(value) is schema:
-        return value  # type: ignore[return-value]
+        return value
     return schema.model_validate(value.model_dump(by_alias=True))

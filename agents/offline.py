@@ -25,6 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from personahub.agents.bounds import clip
 from personahub.agents.offline_text import TextMaker, read_context
+from personahub.agents.structured import strip_keywords
 from pydantic import BaseModel
 
 OFFLINE_MODEL_NAME = "offline"
@@ -132,14 +133,14 @@ class EngineRequest:
     json_schema: Mapping[str, Any] | None = None
     tools: Sequence[Mapping[str, Any]] | None = None
     tool_choice: Any = None
-    key_schema: Mapping[str, Any] | None = None  # seeds instead of ``json_schema`` when given
     key: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # repr, not json.dumps(sort_keys=True): same determinism (schemas are built in a fixed
-        # order), a fraction of the cost
-        seeded = self.json_schema if self.key_schema is None else self.key_schema
-        extra = repr([seeded, self.tools, self.tool_choice])
+        # order), a fraction of the cost. Bounds are left out: they clip what is written and
+        # change nothing else, in process and over HTTP alike (agents.bounds).
+        tools = [_unbounded_tool(t) for t in self.tools] if self.tools else self.tools
+        extra = repr([_unbounded(self.json_schema), tools, self.tool_choice])
         object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
 
 
@@ -150,6 +151,25 @@ def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes) -> int
         parts.append(str(message.get("content")).encode("utf-8", "surrogatepass"))
     parts.append(key)
     return int.from_bytes(hashlib.blake2b(b"".join(parts), digest_size=8).digest(), "big")
+
+
+_BOUNDS = frozenset({"maxLength", "maxItems"})
+
+
+def _unbounded(schema: Any) -> Any:
+    """A JSON schema without its bounds (what seeds an answer)."""
+    return strip_keywords(schema, _BOUNDS, describe=False) if schema else schema
+
+
+def _unbounded_tool(tool: Any) -> Any:
+    """A tool with its parameters' bounds left out (what seeds a tool call)."""
+    if not isinstance(tool, Mapping):
+        return tool
+    function = tool.get("function", tool)
+    if not isinstance(function, Mapping) or "parameters" not in function:
+        return tool
+    unbounded = {**function, "parameters": _unbounded(function["parameters"])}
+    return {**tool, "function": unbounded} if "function" in tool else unbounded
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
@@ -247,14 +267,8 @@ def _is_model_class(value: Any) -> bool:
 @lru_cache(maxsize=256)
 def _model_request(schema: type[BaseModel]) -> EngineRequest:
     """The request for a pydantic ``response_format``, built once per class: its JSON schema and
-    key are not rebuilt on every call (a class's schema is fixed, as ``agents.llm`` assumes too).
-    A bounded class (``agents.bounds``) is seeded as the class it bounds: its bounds clip the
-    answer and change nothing else."""
-    from personahub.agents.bounds import origin
-
-    base = origin(schema)
-    return EngineRequest(schema.model_json_schema(),
-                         key_schema=None if base is schema else base.model_json_schema())
+    key are not rebuilt on every call (a class's schema is fixed, as ``agents.llm`` assumes too)."""
+    return EngineRequest(schema.model_json_schema())
 
 
 class OfflineChatModel(BaseChatModel):

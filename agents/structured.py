@@ -99,9 +99,9 @@ def schema_json(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS)
     return strip_keywords(built, stripped) if stripped else built
 
 
-def strip_keywords(node: Any, keywords: frozenset[str]) -> Any:
+def strip_keywords(node: Any, keywords: frozenset[str], *, describe: bool = True) -> Any:
     """A JSON schema without ``keywords`` (property names are kept, whatever they are called);
-    a stripped ``maxLength``/``maxItems`` goes into the description."""
+    a stripped ``maxLength``/``maxItems`` goes into the description (unless not ``describe``)."""
     if not isinstance(node, Mapping):
         return node
     out: dict[str, Any] = {}
@@ -109,16 +109,17 @@ def strip_keywords(node: Any, keywords: frozenset[str]) -> Any:
         if key in keywords:
             continue
         if key in _SCHEMA_MAPS and isinstance(value, Mapping):
-            out[key] = {name: strip_keywords(sub, keywords) for name, sub in value.items()}
+            out[key] = {name: strip_keywords(sub, keywords, describe=describe)
+                        for name, sub in value.items()}
         elif key in _SCHEMA_LISTS and isinstance(value, list):
-            out[key] = [strip_keywords(sub, keywords) for sub in value]
+            out[key] = [strip_keywords(sub, keywords, describe=describe) for sub in value]
         elif key in ("items", "additionalProperties", "not") and isinstance(value, Mapping):
-            out[key] = strip_keywords(value, keywords)
+            out[key] = strip_keywords(value, keywords, describe=describe)
         else:
             out[key] = value
     limits = [f"at most {node[k]} {unit}" for k, unit in (("maxLength", "characters"),
                                                           ("maxItems", "items"))
-              if k in keywords and isinstance(node.get(k), int)]
+              if describe and k in keywords and isinstance(node.get(k), int)]
     if limits:
         said = str(node.get("description") or "").strip()
         out["description"] = f"{said} ({', '.join(limits)})" if said else ", ".join(limits)

@@ -32,7 +32,7 @@ _JSON_TYPES = {"str": "string", "string": "string", "text": "string", "int": "in
 JsonValue = str | list[Any] | dict[str, Any]
 JsonTypeName = Literal["string", "integer", "number", "boolean", "array", "object"]
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-MAX_TOOL_ARGS = 3  # input_args entries a tool may list (maxItems)
+MAX_TOOL_ARGS = 4  # input_args entries a tool may list (maxItems)
 MAX_TOOL_DEPENDS = 3  # depend entries (maxItems)
 _RELEASED_KEYS = ("name", "description", "function_name", "input_args", "return", "depend")
 
