@@ -35,10 +35,10 @@ class Runaway:
 
 def _last_string(value: Any, schema: Mapping[str, Any] | None,
                  root: Mapping[str, Any]) -> tuple[list[Any], Mapping[str, Any]] | None:
-    """The path to the last string in ``value`` (document order) and its schema node."""
+    """The path to the last free string in ``value`` (document order) and its schema node."""
     node = resolve_node(schema, root) if schema else {}
-    if isinstance(value, str):
-        return [], node
+    if isinstance(value, str):  # a choice (enum, const) cannot run on: the grammar ends it
+        return None if "enum" in node or "const" in node else ([], node)
     found = None
     if isinstance(value, dict):
         props = node.get("properties") or {}

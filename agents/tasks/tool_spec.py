@@ -174,11 +174,17 @@ def _structured_params(args: dict[str, Any] | list[Any]) -> dict[str, Any]:
     return params
 
 
+def _shown(value: Any) -> str:
+    """A released value as text: strings as they are, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
     """Persona Hub's tool shape as an OpenAI function-calling tool (a description, not code).
 
     ``input_args`` may be free text, an object or a list (as in the release); every argument
-    becomes a required parameter. A ``return`` that is not text is described as JSON.
+    becomes a required parameter. A ``{type, description}`` return is described in words, any
+    other ``return`` that is not text as JSON.
     """
     data = tool.model_dump(by_alias=True) if isinstance(tool, _ToolIdentity) else dict(tool)
     args = data.get("input_args", "")
@@ -186,9 +192,10 @@ def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
         else _text_params(str(args))
     description = str(data.get("description", ""))
     returns = data.get("return")
-    if returns:
-        shown = returns if isinstance(returns, str) else json.dumps(returns, ensure_ascii=False)
-        description += f" Returns: {shown}"
+    if isinstance(returns, dict) and set(returns) == {"type", "description"}:
+        description += f" Returns ({returns['type']}): {returns['description']}"
+    elif returns:
+        description += f" Returns: {_shown(returns)}"
     return {
         "type": "function",
         "function": {
@@ -197,11 +204,6 @@ def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
             "parameters": {"type": "object", "properties": params, "required": list(params)},
         },
     }
-
-
-def _shown(value: Any) -> str:
-    """A released value as text: strings as they are, anything else as compact JSON."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def tool_text(content: Content) -> str:
