@@ -62,6 +62,19 @@ client that negotiates structured output per server. The rules, as read in each 
     refused. Errors are ``{"error": {"message", "type", "param": null, "code": null}}`` with
     type ``invalid_request_error`` (400), ``not_found_error`` (404) or ``api_error``.
 
+``openai-strict`` (OpenAI's strict structured outputs, as its guide documents the supported
+schemas)
+    ``openai``, but a schema (``response_format.json_schema.schema``, or a tool's
+    ``parameters``) may only use the keywords OpenAI lists as supported: ``type``,
+    ``properties``, ``required``, ``additionalProperties``, ``items``, ``enum``, ``const``,
+    ``anyOf``, ``$ref``, ``$defs``, ``description``, ``title``; ``pattern`` and ``format`` on
+    strings; ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``,
+    ``multipleOf`` on numbers; ``minItems``, ``maxItems`` on arrays. The first other keyword
+    (``minLength``, ``maxLength``, ``default``...) is a 400 worded as OpenAI words it:
+    ``Invalid schema for response_format 'NAME': In context=('properties', 'x'), 'maxLength' is
+    not permitted.`` Only keywords are checked (strict mode's other rules, every property
+    required and ``additionalProperties: false``, are not).
+
 ``tools-only`` (made up, for clients' fallback paths)
     ``openai``, but any ``response_format`` other than ``text`` is a 400 naming
     ``response_format``; tools work.
@@ -87,8 +100,13 @@ from typing import Any, Literal, NotRequired
 from pydantic import BaseModel, ValidationError
 from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
-DIALECTS: tuple[str, ...] = ("openai", "vllm", "vllm-legacy", "llama-cpp-python", "ollama",
-                             "tools-only")
+DIALECTS: tuple[str, ...] = ("openai", "openai-strict", "vllm", "vllm-legacy", "llama-cpp-python",
+                             "ollama", "tools-only")
+# The schema keywords OpenAI's strict structured outputs document as supported.
+STRICT_KEYWORDS = frozenset({
+    "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf",
+    "$ref", "$defs", "definitions", "description", "title", "pattern", "format", "minimum",
+    "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems"})
 _FORMAT_TYPES = ("text", "json_object", "json_schema")
 LLAMA_CPP_N_CTX = 2048  # llama_cpp/server/settings.py default
 MAX_CHOICES = 128  # the OpenAI API's bound on ``n``
@@ -511,6 +529,62 @@ class OllamaDialect(Dialect):
         return Shaped({"role": "assistant", "content": "", "tool_calls": wire}, "tool_calls")
 
 
+class OpenAIStrictDialect(Dialect):
+    """OpenAI with strict structured outputs: unsupported schema keywords are refused."""
+
+    name = "openai-strict"
+
+    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+        planned = super().response_format(response_format)
+        if isinstance(planned, Refusal) or not isinstance(response_format, Mapping):
+            return planned
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        name = spec.get("name") if isinstance(spec, Mapping) else None
+        return self._check(schema, f"response_format {name!r}", "response_format") or planned
+
+    def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+        for tool in request.get("tools") or []:
+            function = tool.get("function") if isinstance(tool, Mapping) else None
+            if isinstance(function, Mapping):
+                refusal = self._check(function.get("parameters"),
+                                      f"function {function.get('name')!r}", "tools")
+                if refusal is not None:
+                    return refusal
+        return super().tools(request)
+
+    def _check(self, schema: Any, what: str, param: str) -> Refusal | None:
+        found = _unsupported_keyword(schema, ())
+        if found is None:
+            return None
+        context, keyword = found
+        return self.error(400, f"Invalid schema for {what}: In context={context!r}, {keyword!r} "
+                          "is not permitted.", param=param, code="invalid_json_schema")
+
+
+def _unsupported_keyword(node: Any, context: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
+    """The first keyword of a schema outside ``STRICT_KEYWORDS`` and where it is, or None."""
+    if not isinstance(node, Mapping):
+        return None
+    for key, value in node.items():
+        if key not in STRICT_KEYWORDS:
+            return context, key
+        if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
+            children: list[tuple[tuple[str, ...], Any]] = [
+                ((*context, key, name), sub) for name, sub in value.items()]
+        elif key == "anyOf" and isinstance(value, list):
+            children = [((*context, key, str(i)), sub) for i, sub in enumerate(value)]
+        elif key in ("items", "additionalProperties") and isinstance(value, Mapping):
+            children = [((*context, key), value)]
+        else:
+            children = []
+        for where, sub in children:
+            found = _unsupported_keyword(sub, where)
+            if found is not None:
+                return found
+    return None
+
+
 class ToolsOnlyDialect(Dialect):
     """A server that has tools but no ``response_format`` beyond ``text``."""
 
@@ -528,8 +602,8 @@ class ToolsOnlyDialect(Dialect):
 def make_dialect(name: str, *, context_tokens: int = LLAMA_CPP_N_CTX) -> Dialect:
     """The dialect called ``name`` (one of ``DIALECTS``)."""
     kinds: dict[str, type[Dialect]] = {
-        "openai": Dialect, "vllm": VllmDialect, "vllm-legacy": VllmLegacyDialect,
-        "ollama": OllamaDialect, "tools-only": ToolsOnlyDialect}
+        "openai": Dialect, "openai-strict": OpenAIStrictDialect, "vllm": VllmDialect,
+        "vllm-legacy": VllmLegacyDialect, "ollama": OllamaDialect, "tools-only": ToolsOnlyDialect}
     if name == "llama-cpp-python":
         return LlamaCppDialect(context_tokens)
     if name not in kinds:

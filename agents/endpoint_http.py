@@ -18,11 +18,13 @@ from typing import Any
 from personahub.agents.attempts import answered, failed
 from personahub.agents.contracts import CallRequest, Capabilities, StructuredResult
 from personahub.agents.structured import (
+    NO_KEYWORDS,
     ModeBook,
     StructuredMode,
     openai_tools,
     prepare_messages,
     response_format,
+    sent_mode,
     tool_choice,
 )
 from pydantic import BaseModel
@@ -42,8 +44,8 @@ FRESH_TEMPERATURE = 0.7
 
 
 def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
-                   max_tokens_param: str, sample: int = 0,
-                   greedy: bool = False) -> dict[str, Any]:
+                   max_tokens_param: str, sample: int = 0, greedy: bool = False,
+                   stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any]:
     """The call's keyword arguments (``generate``) that ask for ``schema`` in ``mode`` with an output
     limit (passed to the model directly: a ``.bind()`` wrapper would merge configs on every call
     for nothing).
@@ -51,18 +53,19 @@ def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: in
     The response format and the limit travel in ``extra_body``: as typed parameters the openai
     SDK walks the whole JSON schema on every request (about 8 ms of CPU a call here), and
     langchain-openai renames ``max_tokens`` to ``max_completion_tokens``, which
-    llama-cpp-python ignores.
+    llama-cpp-python ignores. ``stripped``: schema keywords the endpoint refused.
     """
     body: dict[str, Any] = {max_tokens_param: max_tokens}
     if sample:
         body["seed"] = FRESH_SEED_BASE + sample
         if greedy:
             body["temperature"] = FRESH_TEMPERATURE
-    fmt = response_format(schema, mode)
+    fmt = response_format(schema, mode, stripped)
     if fmt is not None:
         body["response_format"] = fmt
     if mode == "tools":
-        return {"tools": openai_tools(schema), "tool_choice": tool_choice(schema), "extra_body": body}
+        return {"tools": openai_tools(schema, stripped), "tool_choice": tool_choice(schema),
+                "extra_body": body}
     return {"extra_body": body}
 
 
@@ -139,14 +142,16 @@ class HttpEndpoint:
         self._make_model = make_model
         self.model: Any = make_model()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._kwargs: dict[tuple[type[BaseModel], str, int, int], dict[str, Any]] = {}
+        self._kwargs: dict[tuple[type[BaseModel], str, int, int, frozenset[str]],
+                           dict[str, Any]] = {}
         self._probe_locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._closer: AsyncGenerator[None, None] | None = None
         self._callbacks = False
 
     def current_mode(self) -> str:
-        """The structured mode this endpoint is asked in now."""
-        return self.modes.mode(self.index)
+        """The structured mode this endpoint is asked in now, and the schema keywords it is sent
+        without (``json_schema without maxLength``), as ``runs.config.structured_modes`` says."""
+        return sent_mode(self.modes.mode(self.index), self.modes.stripped(self.index))
 
     async def _on_loop(self) -> None:
         """HTTP clients keep connection pools bound to the loop that opened them: under a new
@@ -162,15 +167,17 @@ class HttpEndpoint:
             self._closer = _close_at_shutdown(self.model)
             await anext(self._closer)
 
-    def _request_kwargs(self, request: CallRequest, mode: StructuredMode) -> dict[str, Any]:
-        """The call's arguments for this schema, mode, limit and sample (built once: they cost)."""
-        key = (request.schema, mode, request.max_tokens, request.sample)
+    def _request_kwargs(self, request: CallRequest, mode: StructuredMode,
+                        stripped: frozenset[str]) -> dict[str, Any]:
+        """The call's arguments for this schema, mode, limit, sample and stripped keywords
+        (built once: they cost)."""
+        key = (request.schema, mode, request.max_tokens, request.sample, stripped)
         kwargs = self._kwargs.get(key)
         if kwargs is None:
             greedy = getattr(self.model, "temperature", None) == 0
             kwargs = self._kwargs[key] = request_kwargs(request.schema, mode, request.max_tokens,
                                                         self.max_tokens_param, request.sample,
-                                                        greedy)
+                                                        greedy, stripped)
         return kwargs
 
     async def _probe(self) -> asyncio.Lock | None:
@@ -199,14 +206,15 @@ class HttpEndpoint:
                 probe.release()
 
     async def _send(self, request: CallRequest) -> StructuredResult[Any]:
-        mode = self.modes.mode(self.index)
-        record = request.record(model=self.label, endpoint=self.index, structured_mode=mode)
+        mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
+        record = request.record(model=self.label, endpoint=self.index,
+                                structured_mode=sent_mode(mode, stripped))
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task per call
                 message = await generate(
-                    self.model, prepare_messages(mode, request.schema, request.messages),
-                    self._request_kwargs(request, mode), self._callbacks)
+                    self.model, prepare_messages(mode, request.schema, request.messages, stripped),
+                    self._request_kwargs(request, mode, stripped), self._callbacks)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             return failed(record, exc, started)
         return answered(record, message, mode, started)

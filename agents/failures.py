@@ -223,7 +223,8 @@ def most_common_error(records: Sequence[Any]) -> str | None:
 
 def _fix(error: str, records: Sequence[Any]) -> str:
     """A likely fix for the most common error of a stopped step or batch."""
-    modes = {getattr(r, "structured_mode", None) for r in records} - {None}
+    modes = {str(r.structured_mode).split(" without ")[0] for r in records
+             if getattr(r, "structured_mode", None)}
     if endpoint_error(error):
         return "check the --llm server (its log says more)"
     if "max_tokens" in error:

@@ -12,7 +12,8 @@ outermost first::
     endpoints        the offline engine or HTTP servers (agents.endpoint_*, from the --llm spec
                      by agents.endpoint_specs)
 
-Every call carries ``max_tokens`` (``agents.generation``) and an explicit timeout; every attempt
+Every call carries ``max_tokens`` (``agents.generation``), a schema bounded for it
+(``agents.bounds``) and an explicit timeout; every attempt
 gets a ``CallRecord`` (tokens, latency, status, mode, finish reason, cached) that comes back with
 the result and that the run log writes to ``llm_calls``. ``LLMClient`` is the façade the job
 loops call; which engine answers is declared by the endpoints' ``Capabilities``.
@@ -24,6 +25,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from personahub.agents.bounds import bounded, unbounded
 from personahub.agents.cache import ResponseCache
 from personahub.agents.contracts import (
     CallRecord,
@@ -155,9 +157,15 @@ class LLMClient:
         endpoint rejects every request for one reason, and ``CacheMiss`` when a replay holds no
         answer; the attempts made before are counted either way.
         """
-        request = CallRequest(schema, messages, purpose, self.generation.max_tokens_for(purpose),
+        max_tokens = self.generation.max_tokens_for(purpose)
+        # the schema asked for carries bounds sized for this call's budget (agents.bounds), so a
+        # grammar-constrained server closes the JSON in time and validation agrees with them
+        request = CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
                               persona_id, step, check=check)
-        return await self._top.call(request)
+        result = await self._top.call(request)
+        if result.value is not None:
+            result.value = unbounded(result.value, schema)
+        return result
 
 
 def make_client(settings: LLMSettings) -> LLMClient:

@@ -23,7 +23,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from personahub.agents.bounds import clip
 from personahub.agents.offline_text import TextMaker, read_context
+from personahub.agents.structured import strip_keywords
 from pydantic import BaseModel
 
 OFFLINE_MODEL_NAME = "offline"
@@ -37,6 +39,9 @@ class EngineReply:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tokens_in: int = 0
     tokens_out: int = 0
+
+
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a field with this pattern gets an identifier
 
 
 def approx_tokens(text: str) -> int:
@@ -59,6 +64,12 @@ def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str,
             merged.update(_resolve(non_null[0], defs))
             return merged
     return schema
+
+
+def resolve_node(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``schema`` with its ``$ref`` (into ``root``) and ``anyOf``/``oneOf``/``allOf`` resolved
+    to the first non-null option."""
+    return _resolve(schema, root)
 
 
 class SchemaFiller:
@@ -105,8 +116,10 @@ class SchemaFiller:
         if kind == "boolean":
             return rng.random() < 0.5
         text = self.maker.string_for(name or "text", siblings or {})
+        if schema.get("pattern") == _IDENTIFIER and not text.isidentifier():
+            text = self.maker.argument_name()  # e.g. a tool argument's name
         max_len = schema.get("maxLength")
-        return text[: int(max_len)] if max_len else text
+        return clip(text, int(max_len), int(schema.get("minLength", 0))) if max_len else text
 
 
 @dataclass(frozen=True)
@@ -124,8 +137,10 @@ class EngineRequest:
 
     def __post_init__(self) -> None:
         # repr, not json.dumps(sort_keys=True): same determinism (schemas are built in a fixed
-        # order), a fraction of the cost
-        extra = repr([self.json_schema, self.tools, self.tool_choice])
+        # order), a fraction of the cost. Bounds are left out: they clip what is written and
+        # change nothing else, in process and over HTTP alike (agents.bounds).
+        tools = [_unbounded_tool(t) for t in self.tools] if self.tools else self.tools
+        extra = repr([_unbounded(self.json_schema), tools, self.tool_choice])
         object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
 
 
@@ -137,6 +152,25 @@ def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes, sample
         parts.append(str(message.get("content")).encode("utf-8", "surrogatepass"))
     parts.append(key)
     return int.from_bytes(hashlib.blake2b(b"".join(parts), digest_size=8).digest(), "big")
+
+
+_BOUNDS = frozenset({"maxLength", "maxItems"})
+
+
+def _unbounded(schema: Any) -> Any:
+    """A JSON schema without its bounds (what seeds an answer)."""
+    return strip_keywords(schema, _BOUNDS, describe=False) if schema else schema
+
+
+def _unbounded_tool(tool: Any) -> Any:
+    """A tool with its parameters' bounds left out (what seeds a tool call)."""
+    if not isinstance(tool, Mapping):
+        return tool
+    function = tool.get("function", tool)
+    if not isinstance(function, Mapping) or "parameters" not in function:
+        return tool
+    unbounded = {**function, "parameters": _unbounded(function["parameters"])}
+    return {**tool, "function": unbounded} if "function" in tool else unbounded
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
@@ -168,7 +202,7 @@ class OfflineEngine:
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
         tokens_in = approx_tokens(prompt_text)
         if request.tools:
-            tool = _pick_tool(request.tools, request.tool_choice)
+            tool = pick_tool(request.tools, request.tool_choice)
             params = tool.get("parameters") or {"type": "object", "properties": {}}
             args = SchemaFiller(maker, params).fill(params)
             call_id = f"call_{rng.getrandbits(48):012x}"
@@ -187,7 +221,7 @@ class OfflineEngine:
         return EngineReply(content=content, tokens_in=tokens_in, tokens_out=approx_tokens(content))
 
 
-def _pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: Any) -> Mapping[str, Any]:
+def pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: Any) -> Mapping[str, Any]:
     specs = [t.get("function", t) for t in tools]
     wanted = None
     if isinstance(tool_choice, str) and tool_choice not in ("auto", "any", "required", "none"):

@@ -349,7 +349,11 @@ class TextMaker:
         return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
 
     def dependencies(self) -> str:
-        return ", ".join(self.rng.sample(_DEPENDS, 2))
+        return self.rng.choice(_DEPENDS)  # one library or API (``depend`` lists them)
+
+    def argument_name(self) -> str:
+        """A lower-case identifier from the prompt's content words (a tool argument's name)."""
+        return re.sub(r"[^a-z]", "", self.words(1)[0].lower()) or "value"
 
     def answer(self) -> str:
         return str(self.rng.randint(2, 500))

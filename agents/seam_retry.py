@@ -2,8 +2,9 @@
 
 Policy from ``agents.failures``: transient failures (429, 5xx gateways, timeouts, dropped
 connections) are retried with jittered exponential backoff, honouring ``Retry-After``; a refusal
-that names the structured mode moves the endpoint to the next mode (``ModeBook``) and asks again at
-once; any other rejection ends the call, and ``FailFast`` stops the job when an endpoint's first
+that names schema keywords strips them for that endpoint (``ModeBook.strip``) and asks again at
+once; one that names the structured mode moves the endpoint to the next mode (``ModeBook``) and
+asks again at once; any other rejection ends the call, and ``FailFast`` stops the job when an endpoint's first
 attempts all fail for one reason. A call whose only endpoints are unreachable raises
 ``LLMUnavailable``. Every attempt's record comes back with the result (or with the exception).
 """
@@ -26,7 +27,7 @@ from personahub.agents.contracts import (
 )
 from personahub.agents.failures import FailFast
 from personahub.agents.llm_settings import LLMUnavailable
-from personahub.agents.structured import ModeBook, names_mode
+from personahub.agents.structured import ModeBook, mode_of, names_mode, refused_keywords, stripped_of
 
 
 class Retrying:
@@ -66,16 +67,31 @@ class Retrying:
             request = replace(request, attempt=request.attempt + len(result.records),
                               after=record.endpoint)
 
+    def _refused_keywords(self, failure: Failure, record: CallRecord) -> frozenset[str]:
+        """The schema keywords the failure refuses that the call still sent (now stripped for
+        its endpoint), or none."""
+        sent, index = record.structured_mode, record.endpoint
+        if failure.retryable or sent is None or index is None or mode_of(sent) == "prompt":
+            return frozenset()
+        refused = refused_keywords(failure.status, failure.body)
+        return refused if self.modes.strip(index, refused, stripped_of(sent)) else frozenset()
+
     def _refused_mode(self, failure: Failure, record: CallRecord) -> bool:
         """True when the failure refuses the structured mode and ``auto`` has another to try."""
-        mode, index = record.structured_mode, record.endpoint
-        if failure.retryable or mode is None or index is None:
+        sent, index = record.structured_mode, record.endpoint
+        if failure.retryable or sent is None or index is None:
             return False
-        return (names_mode(mode, failure.status, failure.body)  # type: ignore[arg-type]
-                and self.modes.step_down(index, mode) is not None)  # type: ignore[arg-type]
+        mode = mode_of(sent)
+        return (names_mode(mode, failure.status, failure.body)
+                and self.modes.step_down(index, mode) is not None)
 
     async def _after_failure(self, failure: Failure, record: CallRecord, transient: int) -> int:
         """The transient-failure count to go on with (after any backoff), or -1 to give up."""
+        keywords = self._refused_keywords(failure, record)
+        if keywords:  # ask again without them, at once
+            record.error = (f"schema keywords {', '.join(sorted(keywords))} refused (stripped for "
+                            f"this endpoint): {failure.description}")[:400]
+            return transient
         if self._refused_mode(failure, record):  # ask again in the endpoint's new mode, at once
             record.error = f"{record.structured_mode} refused: {failure.description}"[:400]
             return transient

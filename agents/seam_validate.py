@@ -30,7 +30,7 @@ from personahub.agents.contracts import (
     carry_records,
 )
 from personahub.agents.repair import check_answer
-from personahub.agents.structured import ModeBook
+from personahub.agents.structured import ModeBook, mode_of
 
 
 @dataclass
@@ -90,7 +90,7 @@ class Validated:
         switched = None
         if (self.modes is not None and not record.cached and record.endpoint is not None
                 and record.structured_mode):
-            switched = self.modes.answered(record.endpoint, record.structured_mode,  # type: ignore[arg-type]
+            switched = self.modes.answered(record.endpoint, mode_of(record.structured_mode),
                                            checked.has_json)
         if checked.value is not None:
             rejected = request.check(checked.value) if request.check is not None else None

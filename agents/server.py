@@ -21,8 +21,9 @@ and ``/models`` lists ``offline``).
 
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
-when ``retry_after_s`` is set), malformed JSON answers, and hangs (the request sleeps
-``hang_s`` before answering).
+when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
+``hang_s`` before answering), and runaway answers (``agents.server_runaway``: the last string
+repeats until ``max_tokens`` unless the schema bounds it with ``maxLength``).
 ``latency_s`` is the time from a request's arrival to its answer (the answer is computed
 meanwhile); refusals are answered at once, as real servers check requests before generating.
 Only binds to loopback addresses.
@@ -47,8 +48,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from personahub.agents.dialects import DIALECTS, LLAMA_CPP_N_CTX, Dialect, Plan, Refusal, Shaped, make_dialect
-from personahub.agents.offline import OfflineEngine, approx_tokens
+from personahub.agents.offline import EngineReply, OfflineEngine, approx_tokens, pick_tool
 from personahub.agents.prompt_schema import find_prompt_schema, message_text
+from personahub.agents.server_runaway import Runaway, run_away
 from personahub.agents.server_stream import include_usage, sse_events, wants_stream
 from personahub.personas.errors import PersonahubError
 
@@ -68,6 +70,7 @@ class ServerOptions:
     malformed_rate: float = 0.0
     hang_rate: float = 0.0
     hang_s: float = 30.0
+    runaway_rate: float = 0.0
     fault_seed: int = 1234
     dialect: str = "openai"
     retry_after_s: float | None = None
@@ -78,7 +81,7 @@ class ServerOptions:
     models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "malformed_rate", "hang_rate"):
+        for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise PersonahubError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
@@ -109,6 +112,7 @@ class ServerStats:
     errors: int = 0
     malformed: int = 0
     hangs: int = 0
+    runaways: int = 0
     refused: int = 0
     truncated: int = 0
     bad_bodies: int = 0
@@ -318,7 +322,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self._fault(received):
             return
         malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
-        body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed, choices)
+        runaway = bool(opts.runaway_rate and srv.draw() < opts.runaway_rate)
+        if runaway:
+            srv.stats.bump("runaways")
+        body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed, choices,
+                                 runaway=runaway)
         # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
         # request arrived, so the server's own CPU does not pile up on top of the latency when
         # many requests arrive at once (it would otherwise serialise behind this process's lock)
@@ -412,7 +420,8 @@ def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool 
 
 def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, Any],
                  messages: list[dict[str, Any]], plan: Plan,
-                 malformed: bool, choices: int = 1) -> tuple[dict[str, Any], bool]:
+                 malformed: bool, choices: int = 1, *,
+                 runaway: bool = False) -> tuple[dict[str, Any], bool]:
     """An OpenAI chat.completion body answering ``request`` as ``plan`` says with ``choices``
     choices, and whether an answer was cut at the token limit."""
     schema = plan.json_schema
@@ -420,8 +429,8 @@ def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, 
         schema = find_prompt_schema(messages)
     if schema is None and plan.wants_json:
         schema = _ANY_OBJECT
-    answers = [_choice(choice_engine(engine, i), dialect, messages, plan, schema, malformed)
-               for i in range(choices)]
+    answers = [_choice(choice_engine(engine, i), dialect, messages, plan, schema, malformed,
+                       runaway) for i in range(choices)]
     tokens_in = answers[0][2]
     tokens_out = sum(a[3] for a in answers)
     body = {
@@ -452,11 +461,16 @@ def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
 
 
 def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[dict[str, Any]], plan: Plan,
-            schema: Mapping[str, Any] | None, malformed: bool) -> tuple[Shaped, bool, int, int]:
+            schema: Mapping[str, Any] | None, malformed: bool,
+            runaway: bool = False) -> tuple[Shaped, bool, int, int]:
     """One choice: its shaped message, whether it was cut, and its tokens in and out."""
     reply = engine.respond(messages, json_schema=schema, tools=plan.tools,
                            tool_choice=plan.tool_choice)
     limit = plan.max_tokens
+    if runaway:
+        ran = _run_away(reply, plan, schema)
+        if ran is not None:
+            return _runaway_choice(dialect, plan, reply, ran, malformed)
     cut = limit is not None and reply.tokens_out > limit
     keep = (limit or 0) * 4
     if reply.tool_calls:
@@ -475,6 +489,31 @@ def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[dict[str, An
         shaped = dialect.text_answer(content, cut)
     tokens_out = min(reply.tokens_out, limit) if cut and limit is not None else reply.tokens_out
     return shaped, cut, reply.tokens_in, tokens_out
+
+
+def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, Any] | None) -> Runaway | None:
+    """The reply's JSON (its content, or its first tool call's arguments) run away."""
+    if reply.tool_calls:
+        tool = pick_tool(plan.tools, plan.tool_choice) if plan.tools else {}
+        return run_away(reply.tool_calls[0]["args"], tool.get("parameters"), plan.max_tokens)
+    try:
+        value = json.loads(reply.content)
+    except json.JSONDecodeError:
+        return None
+    return run_away(value, schema, plan.max_tokens)
+
+
+def _runaway_choice(dialect: Dialect, plan: Plan, reply: EngineReply, ran: Runaway,
+                    malformed: bool) -> tuple[Shaped, bool, int, int]:
+    """The choice of a runaway answer (see ``agents.server_runaway``)."""
+    text = ran.text[: len(ran.text) // 2] if malformed else ran.text
+    if reply.tool_calls:
+        call = reply.tool_calls[0]
+        shaped = dialect.tool_answer(plan, [{"id": call["id"], "name": call["name"],
+                                             "arguments": text}], ran.cut)
+    else:
+        shaped = dialect.text_answer(text, ran.cut)
+    return shaped, ran.cut, reply.tokens_in, ran.tokens
 
 
 @dataclass

@@ -13,13 +13,30 @@ OpenAI-compatible servers differ in what they accept for structured output:
 ``auto`` starts with ``json_schema`` and steps down ``AUTO_ORDER`` on an endpoint when the server
 refuses the mode (an HTTP 400/422/500 whose message names it) or when its answers ignore the
 format (no JSON at all); the mode learned is kept per endpoint for the client's life (one run).
+
+Schema keywords are negotiated too, per endpoint and whatever the setting: a refusal (400/422/500)
+whose message names JSON Schema keywords (``maxLength``, ``pattern``, ``minItems``, ``format``,
+``default``...) strips them from every schema sent to that endpoint from then on, and the call is
+asked again at once. A stripped ``maxLength``/``maxItems`` is written into the field's
+description instead ("at most N characters"), and validation still holds answers to it. What was
+sent is recorded: ``llm_calls.structured_mode`` reads ``json_schema without default, maxLength``,
+and so does each endpoint's entry in the run's config (``runs.config.structured_modes``).
+
+OpenAI's strict structured outputs (the ``openai-strict`` loopback dialect copies it) document
+these keywords as supported: ``type``, ``properties``, ``required``, ``additionalProperties``,
+``items``, ``enum``, ``const``, ``anyOf``, ``$ref``/``$defs``, ``description``, ``title``;
+strings ``pattern`` and ``format``; numbers ``minimum``, ``maximum``, ``exclusiveMinimum``,
+``exclusiveMaximum``, ``multipleOf``; arrays ``minItems``, ``maxItems``. ``minLength``,
+``maxLength`` and ``default`` are not among them (and fine-tuned models refuse the string and
+number constraints too), so strict mode strips them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -48,6 +65,20 @@ REFUSAL_STATUSES = frozenset({400, 422, 500})
 SCHEMA_PROMPT_LEAD = "Reply with only one JSON object that matches this JSON schema:"
 
 
+# JSON Schema keywords a server may refuse by name, quoted ('maxLength', "pattern", `format`),
+# as OpenAI words it: "'maxLength' is not permitted". Only constraints and annotations a schema
+# works without (never type, properties, items, required...).
+SCHEMA_KEYWORDS: tuple[str, ...] = (
+    "minLength", "maxLength", "pattern", "format", "minItems", "maxItems", "uniqueItems",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "default",
+    "minProperties", "maxProperties", "patternProperties", "propertyNames", "examples",
+    "discriminator")
+_KEYWORD = re.compile(r"""['"`](""" + "|".join(SCHEMA_KEYWORDS) + r""")['"`]""")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_WITHOUT = " without "  # joins a mode and the keywords it was sent without
+
+
 def check_setting(value: str) -> StructuredSetting:
     """``value`` if it names a structured-output setting, else a one-line error."""
     from personahub.personas.errors import PersonahubError
@@ -57,27 +88,89 @@ def check_setting(value: str) -> StructuredSetting:
     return value  # type: ignore[return-value]
 
 
+NO_KEYWORDS: frozenset[str] = frozenset()
+
+
 @lru_cache(maxsize=256)
-def schema_json(schema: type[BaseModel]) -> dict[str, Any]:
-    """The class's JSON schema (cached per class: building it costs on every call)."""
-    return schema.model_json_schema()
+def schema_json(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any]:
+    """The class's JSON schema without the ``stripped`` keywords (cached per class and set:
+    building it costs on every call)."""
+    built = schema.model_json_schema()
+    return strip_keywords(built, stripped) if stripped else built
+
+
+def strip_keywords(node: Any, keywords: frozenset[str], *, describe: bool = True) -> Any:
+    """A JSON schema without ``keywords`` (property names are kept, whatever they are called);
+    a stripped ``maxLength``/``maxItems`` goes into the description (unless not ``describe``)."""
+    if not isinstance(node, Mapping):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in keywords:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+            out[key] = {name: strip_keywords(sub, keywords, describe=describe)
+                        for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [strip_keywords(sub, keywords, describe=describe) for sub in value]
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, Mapping):
+            out[key] = strip_keywords(value, keywords, describe=describe)
+        else:
+            out[key] = value
+    limits = [f"at most {node[k]} {unit}" for k, unit in (("maxLength", "characters"),
+                                                          ("maxItems", "items"))
+              if describe and k in keywords and isinstance(node.get(k), int)]
+    if limits:
+        said = str(node.get("description") or "").strip()
+        out["description"] = f"{said} ({', '.join(limits)})" if said else ", ".join(limits)
+    return out
+
+
+def refused_keywords(status: int | None, text: str) -> frozenset[str]:
+    """The JSON Schema keywords a refusal's message names (none when it is no refusal)."""
+    if status not in REFUSAL_STATUSES:
+        return NO_KEYWORDS
+    return frozenset(_KEYWORD.findall(text))
+
+
+def sent_mode(mode: StructuredMode, stripped: frozenset[str]) -> str:
+    """What ``llm_calls.structured_mode`` records: the mode, and the keywords it went without."""
+    return f"{mode}{_WITHOUT}{', '.join(sorted(stripped))}" if stripped else mode
+
+
+def mode_of(recorded: str) -> StructuredMode:
+    """The mode of a recorded ``structured_mode`` (``sent_mode``'s first part)."""
+    return recorded.split(_WITHOUT, 1)[0]  # type: ignore[return-value]
+
+
+def stripped_of(recorded: str) -> frozenset[str]:
+    """The keywords a recorded ``structured_mode`` was sent without."""
+    _, _, keywords = recorded.partition(_WITHOUT)
+    return frozenset(k.strip() for k in keywords.split(",") if k.strip())
 
 
 @lru_cache(maxsize=512)
-def response_format(schema: type[BaseModel], mode: StructuredMode) -> dict[str, Any] | None:
+def response_format(schema: type[BaseModel], mode: StructuredMode,
+                    stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any] | None:
     """The ``response_format`` body value for ``mode`` (None when the mode sends none)."""
     if mode == "json_schema":
         return {"type": "json_schema",
-                "json_schema": {"name": schema.__name__, "schema": schema_json(schema)}}
+                "json_schema": {"name": schema.__name__, "schema": schema_json(schema, stripped)}}
     if mode == "json_object":
-        return {"type": "json_object", "schema": schema_json(schema)}
+        return {"type": "json_object", "schema": schema_json(schema, stripped)}
     return None
 
 
 @lru_cache(maxsize=256)
-def openai_tools(schema: type[BaseModel]) -> list[dict[str, Any]]:
+def openai_tools(schema: type[BaseModel],
+                 stripped: frozenset[str] = NO_KEYWORDS) -> list[dict[str, Any]]:
     """``schema`` as a one-tool list for tool calling (cached; read, never changed)."""
-    return [convert_to_openai_tool(schema)]
+    tool = convert_to_openai_tool(schema)
+    if stripped:
+        function = tool["function"]
+        tool = {**tool, "function": {**function, "parameters": strip_keywords(
+            function.get("parameters", {}), stripped)}}
+    return [tool]
 
 
 def tool_choice(schema: type[BaseModel]) -> dict[str, Any]:
@@ -86,18 +179,19 @@ def tool_choice(schema: type[BaseModel]) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=256)
-def schema_instruction(schema: type[BaseModel]) -> str:
+def schema_instruction(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> str:
     """The text ``prompt`` mode adds to the last user message (``agents.prompt_schema``'s form)."""
-    return render_schema_block(schema_json(schema), intro=SCHEMA_PROMPT_LEAD)
+    return render_schema_block(schema_json(schema, stripped), intro=SCHEMA_PROMPT_LEAD)
 
 
 def prepare_messages(mode: StructuredMode, schema: type[BaseModel],
-                     messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+                     messages: Sequence[BaseMessage],
+                     stripped: frozenset[str] = NO_KEYWORDS) -> list[BaseMessage]:
     """The conversation as sent in ``mode``: ``prompt`` appends the schema to the last user turn."""
     if mode != "prompt":
         return list(messages)
     out = list(messages)
-    instruction = schema_instruction(schema)
+    instruction = schema_instruction(schema, stripped)
     if out and isinstance(out[-1], HumanMessage) and isinstance(out[-1].content, str):
         out[-1] = HumanMessage(f"{out[-1].content}\n\n{instruction}")
     else:
@@ -147,6 +241,7 @@ class ModeBook:
         self._modes: list[StructuredMode] = [first] * max(1, endpoints)
         self._ignored = [0] * max(1, endpoints)
         self._settled = [setting != "auto"] * max(1, endpoints)
+        self._stripped: list[frozenset[str]] = [NO_KEYWORDS] * max(1, endpoints)
         self._lock = threading.Lock()
 
     @property
@@ -165,6 +260,19 @@ class ModeBook:
     def modes(self) -> list[str]:
         """Every endpoint's current mode (for the run's config)."""
         return list(self._modes)
+
+    def stripped(self, endpoint: int) -> frozenset[str]:
+        """The schema keywords ``endpoint`` refused (left out of what is sent to it)."""
+        return self._stripped[endpoint]
+
+    def strip(self, endpoint: int, refused: frozenset[str], sent: frozenset[str]) -> bool:
+        """``endpoint`` refused a schema sent without ``sent`` for naming ``refused``: True when
+        leaving the refused keywords out too makes a different request (ask again at once)."""
+        if not refused or refused <= sent:
+            return False  # already left out when it was refused: not what the server objects to
+        with self._lock:
+            self._stripped[endpoint] = self._stripped[endpoint] | refused
+        return True
 
     def step_down(self, endpoint: int, refused: StructuredMode) -> StructuredMode | None:
         """``refused`` failed on ``endpoint``: the mode to use now, or None when none is left.

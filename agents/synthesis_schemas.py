@@ -8,8 +8,9 @@ kept for the frozen golden data (``tests/agents/test_offline_golden.py``).
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 
+from personahub.agents.bounds import SHORT
 from personahub.agents.tasks import synthesis_task
 from pydantic import BaseModel, Field
 
@@ -18,7 +19,7 @@ class Solution(BaseModel):
     """A worked solution to a synthesized problem (second pass, ``--solve``)."""
 
     solution: str = Field(min_length=2, description="the reasoning, step by step")
-    answer: str = Field(min_length=1, description="the final answer, short")
+    answer: Annotated[str, SHORT] = Field(min_length=1, description="the final answer, short")
 
 
 class InferredPersona(BaseModel):

@@ -30,10 +30,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Any
+from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
+from personahub.agents.bounds import SHORT
 from personahub.agents.contracts import StructuredCaller
 from personahub.agents.failures import (
     DEFAULT_MAX_FAILED_SHARE,
@@ -102,7 +103,8 @@ class ExpansionIncomplete(PersonahubError):
 class RelatedPersona(BaseModel):
     """Someone in close relationship with a given persona."""
 
-    relation: str = Field(min_length=2, description="how they relate, e.g. patient, supplier")
+    relation: Annotated[str, SHORT] = Field(min_length=2,
+                                            description="how they relate, e.g. patient, supplier")
     persona: str = Field(min_length=12, description="a one-sentence persona description")
 
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Annotated
 
 import duckdb
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from personahub.agents.bounds import SHORT
 from personahub.personas.graph import Relation
 from personahub.personas.prompts import PERSONA_SYSTEM, section
 from pydantic import BaseModel, Field, create_model
@@ -45,7 +47,8 @@ class CandidateLink(BaseModel):
     """Whether the new persona knows one candidate, and how."""
 
     knows: bool = Field(description="true if the new persona plausibly knows this candidate")
-    relation: str = Field(default="", description="how they relate, e.g. neighbour, colleague")
+    relation: Annotated[str, SHORT] = Field(default="",
+                                            description="how they relate, e.g. neighbour, colleague")
 
 
 @lru_cache(maxsize=32)

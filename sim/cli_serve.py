@@ -19,8 +19,13 @@ def serve(
     malformed_rate: Annotated[float, typer.Option(help="Share answered with broken JSON.")] = 0.0,
     hang_rate: Annotated[float, typer.Option(help="Share of requests that hang.")] = 0.0,
     hang_seconds: Annotated[float, typer.Option(min=0, help="How long a hang lasts.")] = 30.0,
+    runaway_rate: Annotated[float, typer.Option(
+        help="Share of answers whose last string repeats until max_tokens (cut off), unless the "
+             "request's schema bounds it with maxLength (then the JSON closes), as "
+             "grammar-constrained servers do with small models.")] = 0.0,
     dialect: Annotated[str, typer.Option(
-        help="Answer as: openai, vllm, vllm-legacy, llama-cpp-python, ollama, tools-only.")] = "openai",
+        help="Answer as: openai, openai-strict, vllm, vllm-legacy, llama-cpp-python, ollama, "
+             "tools-only.")] = "openai",
     retry_after: Annotated[float | None, typer.Option(
         min=0, help="Seconds sent as Retry-After on 429/503 answers.")] = None,
     model: Annotated[list[str] | None, typer.Option(
@@ -34,7 +39,8 @@ def serve(
 
     handle = start_server(ServerOptions(seed=seed, latency_s=latency, error_rate=error_rate,
                                         malformed_rate=malformed_rate, hang_rate=hang_rate,
-                                        hang_s=hang_seconds, dialect=dialect,
+                                        hang_s=hang_seconds, runaway_rate=runaway_rate,
+                                        dialect=dialect,
                                         retry_after_s=retry_after, models=tuple(model or ())),
                           host=host, port=port)
     console.print(f"offline engine (not a language model) serving OpenAI-compatible API ({dialect}) at "

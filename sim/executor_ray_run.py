@@ -58,6 +58,7 @@ from personahub.agents.contracts import (
 )
 from personahub.agents.llm import LLMSettings, make_client
 from personahub.agents.repair import check_answer
+from personahub.agents.structured import mode_of
 from personahub.personas.asks import Asks, local_asks
 from personahub.personas.errors import PersonahubError
 from personahub.sim.executor_ray import RayTarget, check_ray_client, ray_session
@@ -110,8 +111,7 @@ class _CallActor:
         if (self.negotiates and result.failure is None and result.raw is not None
                 and record is not None and record.endpoint is not None and record.structured_mode):
             has_json = check_answer(request.schema, result.raw, truncated=result.truncated).has_json
-            self.client.modes.answered(record.endpoint, record.structured_mode,  # type: ignore[arg-type]
-                                       has_json)
+            self.client.modes.answered(record.endpoint, mode_of(record.structured_mode), has_json)
         return ("ok", None, result)
 
     async def _one(self, schema: type[BaseModel], messages: list[Any], purpose: str,

@@ -3,6 +3,9 @@ synthesis)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from personahub.agents.bounds import SHORT
 from personahub.agents.tasks.base import Content, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import (
     MIN_BODY_CHARS,
@@ -19,7 +22,7 @@ from pydantic import BaseModel, Field
 class KnowledgeText(BaseModel):
     """A knowledge-rich text (an explainer or article) the persona would write or want."""
 
-    title: str = Field(min_length=2)
+    title: Annotated[str, SHORT] = Field(min_length=2)
     text: str = Field(min_length=8, description="the body of the text")
 
 

@@ -3,6 +3,9 @@ comes from ``--world``, by default the shipped fantasy village)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from personahub.agents.bounds import SHORT
 from personahub.agents.tasks.base import Content, Criterion, SynthesisSpec, Task
 from personahub.agents.validators import has_letters
 from personahub.personas.quality import QualityIssue
@@ -12,7 +15,7 @@ from pydantic import BaseModel, Field
 class NpcProfile(BaseModel):
     """A game non-player character: the persona projected into the given game world."""
 
-    name: str = Field(min_length=2, description="the character's name in the world")
+    name: Annotated[str, SHORT] = Field(min_length=2, description="the character's name in the world")
     role: str = Field(min_length=2, description="their place in the world (faction, trade)")
     description: str = Field(min_length=8, description="background and motivations")
     line: str = Field(min_length=2, description="what they say when the player meets them")

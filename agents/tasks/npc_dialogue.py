@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, Task
 from personahub.agents.validators import has_letters
 from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel, Field
+
+# A tone is a choice, not free text: small models fill an enum reliably (issue 26).
+Tone = Literal["neutral", "warm", "friendly", "curt", "worried", "angry", "excited", "formal",
+               "playful", "sad"]
 
 
 class NpcDialogue(BaseModel):
     """One line of dialogue said to a graph neighbour, delivered to them next step."""
 
     line: str = Field(min_length=2, description="what the persona says to the neighbour")
-    tone: str = Field(default="neutral", description="one word for the tone, e.g. warm, curt")
+    tone: Tone = Field(default="neutral", description="the tone of the line")
 
 
 def check_npc_line(content: Content) -> QualityIssue | None:

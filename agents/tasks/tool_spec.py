@@ -1,10 +1,13 @@
 """Tool: a function interface in Persona Hub's tool shape, data only and never executed (emitted
 as ``tool_spec`` in runs, made as ``tool`` by synthesis; exported with an OpenAI tools list).
 
-Two schemas: ``ToolSpec`` is what models are asked for (text fields, so the offline engine and
-grammar-constrained servers keep their answers); ``ReleasedToolSpec`` is what Persona Hub
-released, where ``input_args``, ``return`` and ``depend`` may be any JSON value (an object, a
-list or a string). Validation, import and export accept the released shapes.
+Two schemas: ``ToolSpec`` is what models are asked for, in shapes Persona Hub released that a
+small model can fill: ``input_args`` a list of ``{name, type, description}`` (the name a Python
+identifier, the type one of the JSON types), ``return`` an object ``{type, description}``,
+``depend`` a list of library or API names (a free string invited "python 3.7 (latest)"). Lists
+and strings are bounded for the call's budget by ``agents.bounds``. ``ReleasedToolSpec`` is what
+Persona Hub released, where ``input_args``, ``return`` and ``depend`` may be any JSON value (an
+object, a list or a string). Validation, import and export accept the released shapes.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import json
 import keyword
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from personahub.agents.bounds import SHORT
 from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import IDENTIFIER, args_issue, has_letters
 from personahub.personas.quality import QualityIssue
@@ -26,6 +30,10 @@ _JSON_TYPES = {"str": "string", "string": "string", "text": "string", "int": "in
                "bool": "boolean", "boolean": "boolean", "list": "array", "array": "array",
                "tuple": "array", "dict": "object", "object": "object"}
 JsonValue = str | list[Any] | dict[str, Any]
+JsonTypeName = Literal["string", "integer", "number", "boolean", "array", "object"]
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_TOOL_ARGS = 4  # input_args entries a tool may list (maxItems)
+MAX_TOOL_DEPENDS = 3  # depend entries (maxItems)
 _RELEASED_KEYS = ("name", "description", "function_name", "input_args", "return", "depend")
 
 
@@ -34,11 +42,11 @@ class _ToolIdentity(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    name: str = Field(min_length=2)
+    name: Annotated[str, SHORT] = Field(min_length=2)
     description: str = Field(min_length=8)
     # the pattern is in the JSON schema so that grammar-constrained servers (llama.cpp) keep to it
-    function_name: str = Field(description="a valid Python identifier",
-                               pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    function_name: Annotated[str, SHORT] = Field(description="a valid Python identifier",
+                                                 pattern=IDENTIFIER_PATTERN)
 
     @field_validator("function_name")
     @classmethod
@@ -49,12 +57,30 @@ class _ToolIdentity(BaseModel):
         return value
 
 
+class ToolArg(BaseModel):
+    """One argument of a tool: ``{name, type, description}`` as in Persona Hub's release."""
+
+    name: Annotated[str, SHORT] = Field(min_length=1, pattern=IDENTIFIER_PATTERN,
+                                        description="the argument's name, a Python identifier")
+    type: JsonTypeName = Field(description="its JSON type")
+    description: Annotated[str, SHORT] = Field(min_length=2, description="what the argument is")
+
+
+class ToolReturn(BaseModel):
+    """What a tool returns: ``{type, description}``."""
+
+    type: JsonTypeName = Field(description="the JSON type of the result")
+    description: str = Field(min_length=2, description="what the result holds")
+
+
 class ToolSpec(_ToolIdentity):
     """A function interface in Persona Hub's tool shape (data only: never executed)."""
 
-    input_args: str = Field(description="comma-separated argument names")
-    return_: str = Field(alias="return", description="what the function returns")
-    depend: str = Field(description="libraries or APIs it would depend on")
+    input_args: list[ToolArg] = Field(max_length=MAX_TOOL_ARGS,
+                                      description="the function's arguments")
+    return_: ToolReturn = Field(alias="return", description="what the function returns")
+    depend: list[Annotated[str, SHORT]] = Field(max_length=MAX_TOOL_DEPENDS,
+                              description="names of libraries or APIs it would depend on")
 
 
 class ReleasedToolSpec(_ToolIdentity):
@@ -148,11 +174,17 @@ def _structured_params(args: dict[str, Any] | list[Any]) -> dict[str, Any]:
     return params
 
 
+def _shown(value: Any) -> str:
+    """A released value as text: strings as they are, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
     """Persona Hub's tool shape as an OpenAI function-calling tool (a description, not code).
 
     ``input_args`` may be free text, an object or a list (as in the release); every argument
-    becomes a required parameter. A ``return`` that is not text is described as JSON.
+    becomes a required parameter. A ``{type, description}`` return is described in words, any
+    other ``return`` that is not text as JSON.
     """
     data = tool.model_dump(by_alias=True) if isinstance(tool, _ToolIdentity) else dict(tool)
     args = data.get("input_args", "")
@@ -160,9 +192,10 @@ def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
         else _text_params(str(args))
     description = str(data.get("description", ""))
     returns = data.get("return")
-    if returns:
-        shown = returns if isinstance(returns, str) else json.dumps(returns, ensure_ascii=False)
-        description += f" Returns: {shown}"
+    if isinstance(returns, dict) and set(returns) == {"type", "description"}:
+        description += f" Returns ({returns['type']}): {returns['description']}"
+    elif returns:
+        description += f" Returns: {_shown(returns)}"
     return {
         "type": "function",
         "function": {
@@ -173,11 +206,32 @@ def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
     }
 
 
+def tool_text(content: Content) -> str:
+    """A tool as one readable line: ``name: description function(arg: type, ...) -> type:
+    what it returns. Depends on: ...`` (lists of ``{name, type}`` and ``{type, description}``
+    objects are spelled out; other released shapes shown as JSON)."""
+    args = content.get("input_args")
+    if isinstance(args, list) and all(isinstance(a, dict) for a in args):
+        signature = ", ".join(f"{a.get('name')}: {a.get('type')}" for a in args)
+    else:
+        signature = _shown(args or "")
+    returns = content.get("return")
+    if isinstance(returns, dict) and set(returns) <= {"type", "description"}:
+        shown_return = f"{returns.get('type')}: {returns.get('description')}"
+    else:
+        shown_return = _shown(returns or "")
+    depend = content.get("depend")
+    depends = ", ".join(map(str, depend)) if isinstance(depend, list) else _shown(depend or "")
+    text = (f"{content.get('name', '')}: {content.get('description', '')} "
+            f"{content.get('function_name', '')}({signature}) -> {shown_return}.")
+    return f"{text} Depends on: {depends}." if depends else text
+
+
 class ToolTask(Task):
-    """Runs store a tool's values joined by spaces; jobs and exports use its JSON."""
+    """Runs store a tool as one readable line; jobs and exports use its JSON."""
 
     def emission_text(self, content: Content) -> str:
-        return " ".join(str(v) for v in content.values())
+        return tool_text(content)
 
     def chat_tools(self, content: Content) -> list[dict[str, Any]] | None:
         return [tool_to_openai_function(content)]
@@ -197,16 +251,18 @@ TASK = ToolTask(
     emission=EmissionSpec(
         kind="tool_spec", max_tokens=400,
         prompt="Describe one software tool this person would find useful: name, description, "
-               "function_name (a Python identifier), input_args, return, depend. No code."),
+               "function_name (a Python identifier), input_args (each a name, a JSON type and a "
+               "description), return (a JSON type and a description), depend (library or API "
+               "names). No code."),
     synthesis=SynthesisSpec(
         summary="a tool interface (Persona Hub tool shape; never executed)", max_tokens=450,
         instruction="Design one tool (a function interface) that this persona would need, in the "
                     "form name, description, function_name (a valid Python identifier), "
-                    "input_args, return, depend. Describe the interface only; do not write an "
-                    "implementation."),
+                    "input_args (each with a name, a JSON type and a description), return (a "
+                    "JSON type and a description), depend (names of libraries or APIs). Describe "
+                    "the interface only; do not write an implementation."),
     offline_writers={"name": "title", "description": "description",
-                     "function_name": "identifier", "input_args": "arguments",
-                     "return": "returns", "depend": "dependencies"},
+                     "function_name": "identifier", "depend": "dependencies"},
     chat_request="Design one tool (a function interface) you would need: name, description, "
                  "function_name, input_args, return, depend, as JSON.",
     judge_criteria=(

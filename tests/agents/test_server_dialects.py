@@ -9,6 +9,7 @@ import pytest
 from personahub.agents import server as server_module
 from personahub.agents.prompt_schema import render_schema_block
 from personahub.agents.server import ServerOptions
+from personahub.agents.structured import strip_keywords
 from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.personas.errors import PersonahubError
 
@@ -22,7 +23,8 @@ NAMED = {"type": "function", "function": {"name": "ToolSpec"}}
 JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "ToolSpec", "schema": SCHEMA}}
 JSON_OBJECT = {"type": "json_object"}
 JSON_OBJECT_SCHEMA = {"type": "json_object", "schema": SCHEMA}
-DIALECTS = ["openai", "vllm", "vllm-legacy", "llama-cpp-python", "ollama", "tools-only"]
+DIALECTS = ["openai", "openai-strict", "vllm", "vllm-legacy", "llama-cpp-python", "ollama",
+            "tools-only"]
 OPENAI_ERROR = {"message", "type", "param", "code"}
 
 
@@ -59,6 +61,7 @@ def error_of(response: httpx.Response, dialect: str) -> dict:
 
 ACCEPTS = {  # dialect -> statuses for json_schema, json_object, json_object+schema, named tool
     "openai": (200, 200, 200, 200),
+    "openai-strict": (400, 200, 200, 400),  # ToolSpec's schema has minLength, unsupported there
     "vllm": (200, 200, 200, 200),
     "vllm-legacy": (200, 200, 200, 200),
     "llama-cpp-python": (500, 200, 200, 200),
@@ -239,6 +242,8 @@ def test_tools_only_names_response_format_in_its_400(server):
 
 LIMITED = {  # a request each dialect answers, and its token limit parameter
     "openai": {"response_format": JSON_SCHEMA},
+    "openai-strict": {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "ToolSpec", "schema": strip_keywords(SCHEMA, frozenset({"minLength"}))}}},
     "vllm": {"response_format": JSON_SCHEMA},
     "vllm-legacy": {"response_format": JSON_SCHEMA},
     "llama-cpp-python": {"response_format": JSON_OBJECT_SCHEMA},
@@ -333,6 +338,19 @@ def test_plain_json_object_uses_the_prompt_schema_or_any_object(server, dialect)
     assert ToolSpec.model_validate_json(answer["message"]["content"])
     anything = choice(chat(srv.base_url, response_format=JSON_OBJECT))
     assert isinstance(json.loads(anything["message"]["content"]), dict)
+
+
+def test_openai_strict_names_the_first_unsupported_keyword_as_openai_does(server):
+    srv = server(dialect="openai-strict")
+    refused = chat(srv.base_url, response_format=JSON_SCHEMA)
+    message = error_of(refused, "openai-strict")["message"]
+    assert refused.status_code == 400 and "'minLength' is not permitted" in message
+    assert message.startswith("Invalid schema for response_format 'ToolSpec': In context=(")
+    tool = chat(srv.base_url, tools=[TOOL], tool_choice=NAMED)
+    assert "Invalid schema for function 'ToolSpec'" in error_of(tool, "openai-strict")["message"]
+    supported = strip_keywords(SCHEMA, frozenset({"minLength"}))
+    assert choice(chat(srv.base_url, tools=[{**TOOL, "function": {
+        "name": "ToolSpec", "parameters": supported}}], tool_choice=NAMED))
 
 
 # -- faults ----------------------------------------------------------------------------------

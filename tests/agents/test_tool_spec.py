@@ -3,17 +3,21 @@ accepted, exported value for value, and turned into OpenAI function-calling tool
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import duckdb
 import pytest
+from langchain_core.messages import HumanMessage
+from personahub.agents.llm import LLMClient, LLMSettings
 from personahub.agents.tasks.tool_spec import (
     TASK,
     ReleasedToolSpec,
     ToolSpec,
     check_tool_spec,
     released_tool,
+    tool_text,
     tool_to_openai_function,
 )
 from pydantic import ValidationError
@@ -30,10 +34,52 @@ def tool(**fields: object) -> dict:
             **fields}
 
 
-def test_emitted_schema_keeps_text_fields_and_released_schema_takes_json_values() -> None:
+STRUCTURED = {**BASE, "input_args": [{"name": "harbour", "type": "string",
+                                       "description": "the harbour's name"},
+                                      {"name": "days", "type": "integer", "description": "how many"}],
+              "return": {"type": "array", "description": "high and low tide times"},
+              "depend": ["requests", "NOAA tides API"]}
+
+
+def test_models_are_asked_for_structured_fields_in_a_released_shape() -> None:
+    value = ToolSpec.model_validate(STRUCTURED)
+    assert value.model_dump(by_alias=True) == STRUCTURED
+    assert ReleasedToolSpec.model_validate(STRUCTURED).model_dump(by_alias=True) == STRUCTURED
+    with pytest.raises(ValidationError):
+        ToolSpec.model_validate(tool())  # the free strings ("python 3.7 (latest)") are gone
+    for bad in ({"input_args": [{"name": "not a name", "type": "string", "description": "x y"}]},
+                {"input_args": [{"name": "days", "type": "int", "description": "how many"}]},
+                {"return": "times"}, {"depend": "NOAA API"}):
+        with pytest.raises(ValidationError):
+            ToolSpec.model_validate({**STRUCTURED, **bad})
+    assert check_tool_spec(STRUCTURED) is None
+    function = tool_to_openai_function(STRUCTURED)["function"]
+    assert function["parameters"]["properties"] == {
+        "harbour": {"type": "string", "description": "the harbour's name"},
+        "days": {"type": "integer", "description": "how many"}}
+    assert function["description"].endswith("Returns (array): high and low tide times")
+    assert tool_text(STRUCTURED) == (
+        "Tide table lookup: Tide times for a harbour on a date. get_tides(harbour: string, days: "
+        "integer) -> array: high and low tide times. Depends on: requests, NOAA tides API.")
+    exported = TASK.personahub_text(STRUCTURED, "")
+    assert json.loads(json.loads(exported)) == STRUCTURED  # the release's JSON-in-a-string
+
+
+def test_offline_engine_fills_the_structured_shape_validly() -> None:
+    messages = [HumanMessage("## Persona\nA harbour master in Cork who plans tide tables")]
+    for seed in range(5):
+        result = asyncio.run(LLMClient(LLMSettings(seed=seed)).structured(
+            ToolSpec, messages, purpose="synth:tool"))
+        value = result.value
+        assert value is not None and 1 <= len(value.input_args) <= 4 and value.depend
+        assert all(a.name.isidentifier() for a in value.input_args)
+        assert check_tool_spec(value.model_dump(by_alias=True)) is None
+
+
+def test_emitted_schema_is_structured_and_released_schema_takes_json_values() -> None:
     shaped = tool(input_args={"harbour": "str"}, depend=["requests"], **{"return": {"a": "b"}})
     with pytest.raises(ValidationError):
-        ToolSpec.model_validate(shaped)  # what models are asked for stays text
+        ToolSpec.model_validate(shaped)  # an object of arguments is released, not asked for
     assert ReleasedToolSpec.model_validate(shaped).model_dump(by_alias=True) == shaped
     with pytest.raises(ValidationError):
         ReleasedToolSpec.model_validate(tool(input_args=3))

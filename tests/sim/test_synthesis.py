@@ -158,8 +158,10 @@ def test_solve_and_multi_turn_with_assistant(tmp_path: Path) -> None:
 def test_tool_shape_and_openai_function() -> None:
     tool = ToolSpec.model_validate({
         "name": "Ferry Times", "description": "Looks up ferry departure times.",
-        "function_name": "get_ferry_times", "input_args": "stop: str, date",
-        "return": "list of times", "depend": "transit API"})
+        "function_name": "get_ferry_times",
+        "input_args": [{"name": "stop", "type": "string", "description": "the ferry stop"},
+                       {"name": "date", "type": "string", "description": "the day, ISO"}],
+        "return": {"type": "array", "description": "list of times"}, "depend": ["transit API"]})
     fn = tool_to_openai_function(tool)
     assert fn["type"] == "function" and fn["function"]["name"] == "get_ferry_times"
     assert list(fn["function"]["parameters"]["properties"]) == ["stop", "date"]

@@ -1,0 +1,138 @@
+"""Bounded by construction (issue 26): every string a model fills has maxLength, every array
+maxItems, and a whole answer at its bounds fits in the call's max_tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+from personahub.agents.bounds import (
+    MIN_STRING_CHARS,
+    bounded,
+    clip,
+    estimate_tokens,
+    plan,
+    unbounded,
+)
+from personahub.agents.decide import decision_schema
+from personahub.agents.generation import DEFAULT_MAX_TOKENS, default_max_tokens
+from personahub.agents.judging import judge_schema
+from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.offline import resolve_node
+from personahub.agents.synthesis_schemas import InferredPersona, Solution
+from personahub.agents.tasks import tasks
+from personahub.agents.tasks.interview import InterviewAnswer
+from personahub.agents.tasks.reflection import Reflection
+from personahub.agents.tasks.survey import survey_schema
+from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.personas.expand import related_personas_schema
+from personahub.personas.linking import link_schema
+from personahub.personas.text_to_persona import text_personas_schema
+from pydantic import BaseModel, ValidationError
+
+
+def _asked_schemas() -> list[tuple[str, type[BaseModel], int]]:
+    """Every schema a model is asked to fill, with its default budget."""
+    out: list[tuple[str, type[BaseModel], int]] = []
+    for task in tasks():
+        if task.emission is not None:
+            out.append((task.name, task.schema, default_max_tokens(task.emission.kind)))
+        if task.synthesis is not None:
+            budget = default_max_tokens(f"synth:{task.name}")
+            out.append((f"synth:{task.name}", task.synthesis_schema(), budget))
+            out.append((f"synth:{task.name}+", task.synthesis_schema(with_assistant=True), budget))
+    out += [
+        ("solve", Solution, DEFAULT_MAX_TOKENS["solve"]),
+        ("interview", InterviewAnswer, DEFAULT_MAX_TOKENS["interview"]),
+        ("reflection", Reflection, DEFAULT_MAX_TOKENS["reflection"]),
+        ("text-to-persona", InferredPersona, DEFAULT_MAX_TOKENS["text-to-persona"]),
+        ("from-text", text_personas_schema(3), DEFAULT_MAX_TOKENS["text-to-persona"]),
+        ("expand", related_personas_schema(5), DEFAULT_MAX_TOKENS["expand"]),
+        ("link", link_schema(4), DEFAULT_MAX_TOKENS["expand"]),
+        ("judge", judge_schema(("coherent", "persona_fit", "answerable")), DEFAULT_MAX_TOKENS["judge"]),
+        ("decide", decision_schema(("post", "reply to a message"), 3), DEFAULT_MAX_TOKENS["decide"]),
+        ("survey-text", survey_schema("text"), DEFAULT_MAX_TOKENS["survey"]),
+        ("survey-choice", survey_schema("choice", ("yes", "no", "unsure")), DEFAULT_MAX_TOKENS["survey"]),
+    ]
+    return out
+
+
+ASKED = _asked_schemas()
+
+
+def _fullest(node: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    """The largest answer a schema allows: every string at maxLength, every list at maxItems,
+    the longest enum value (fails the test if any string or list is unbounded)."""
+    node = resolve_node(node, root)
+    if node.get("enum"):
+        return max(node["enum"], key=lambda v: len(json.dumps(v)))
+    kind = node.get("type")
+    if kind == "object" or "properties" in node:
+        return {k: _fullest(v, root) for k, v in node["properties"].items()}
+    if kind == "array":
+        assert "maxItems" in node, f"unbounded array: {node}"
+        return [_fullest(node["items"], root) for _ in range(node["maxItems"])]
+    if kind == "string":
+        assert "maxLength" in node, f"unbounded string: {node}"
+        return "x" * node["maxLength"]
+    if kind == "boolean":
+        return False
+    return 10**7  # a number: eight characters, as the plan counts them
+
+
+@pytest.mark.parametrize("name, schema, budget", ASKED, ids=[a[0] for a in ASKED])
+def test_every_asked_schema_is_bounded_and_its_fullest_answer_fits(
+        name: str, schema: type[BaseModel], budget: int) -> None:
+    for max_tokens in (budget, 64, 2000):
+        json_schema = bounded(schema, max_tokens).model_json_schema()
+        fullest = _fullest(json_schema, json_schema)
+        if plan(schema, max_tokens).per_slot >= 4 * MIN_STRING_CHARS:  # not floored by a minimum
+            assert estimate_tokens(fullest) <= max_tokens, (name, max_tokens)
+
+
+def test_bounds_follow_the_budget_and_validation_agrees() -> None:
+    small, large = bounded(ToolSpec, 320), bounded(ToolSpec, 800)
+    assert bounded(ToolSpec, 320) is small  # cached per (class, budget)
+    assert issubclass(small, ToolSpec) and small.__name__ == "ToolSpec"
+    props = lambda s: s.model_json_schema()["properties"]  # noqa: E731
+    assert props(small)["description"]["maxLength"] < props(large)["description"]["maxLength"]
+    # a name takes a quarter of a description's share (Annotated[str, SHORT])
+    assert props(large)["name"]["maxLength"] * 4 == pytest.approx(
+        props(large)["description"]["maxLength"], abs=4)
+    bound = props(small)["description"]["maxLength"]
+    good = {"name": "Tides", "description": "d" * bound, "function_name": "get_tides",
+            "input_args": [{"name": "day", "type": "string", "description": "the day"}],
+            "return": {"type": "object", "description": "high and low tides"},
+            "depend": ["requests"]}
+    value = small.model_validate(good)
+    assert type(unbounded(value, ToolSpec)) is ToolSpec
+    with pytest.raises(ValidationError, match="at most"):
+        small.model_validate({**good, "description": "d" * (bound + 1)})
+    with pytest.raises(ValidationError, match="at most 3 items"):
+        small.model_validate({**good, "depend": ["a", "b", "c", "d"]})
+
+
+def test_clip_cuts_at_a_word_boundary() -> None:
+    assert clip("the tide is high", 100) == "the tide is high"
+    assert clip("the tide is high", 13) == "the tide is"
+    assert clip("the tide is high", 11) == "the tide is"
+    assert clip("abcdefghijkl", 5) == "abcde"  # no boundary: a hard cut
+    assert clip("a bcdefghijkl", 6, min_len=3) == "a bcde"  # the boundary would leave too little
+
+
+def test_client_asks_with_the_effective_max_tokens() -> None:
+    """--max-tokens changes the bounds of every call; the offline engine keeps to them."""
+    seen: dict[int, Any] = {}
+    for max_tokens in (None, 90):
+        client = LLMClient(LLMSettings(spec="offline", max_tokens=max_tokens))
+        result = asyncio.run(client.structured(ToolSpec, [HumanMessage("A harbour master")],
+                                               purpose="synth:tool"))
+        assert result.value is not None and type(result.value) is ToolSpec
+        seen[result.records[-1].max_tokens] = result.value
+    assert set(seen) == {default_max_tokens("synth:tool"), 90}
+    limit = bounded(ToolSpec, 90).model_json_schema()["properties"]["description"]["maxLength"]
+    assert len(seen[90].description) <= limit < len(seen[default_max_tokens("synth:tool")].description)
