@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Build llama.cpp's llama-server once per machine, from the vendor/llama.cpp folder of
 # llama-cpp-python's PyPI sdist (the same llama.cpp the [llamacpp] extra compiles), into
-# ~/.cache/personahub/llama-server-<version>/ (outside the clone: CI on the same machine reuses it).
+# ~/.cache/personahub/llama-server-<tag>/ (outside the clone: CI on the same machine reuses it),
+# with the portable CPU flags of .ci/llama_cpp_flags.sh.
 # Prints the binary's path. About 8 minutes on 2 cores; nothing is downloaded but the sdist.
 set -euo pipefail
-version=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/personahub
-target=$cache/llama-server-$version/llama-server
+# shellcheck source=/dev/null
+source "$(dirname "$0")/llama_cpp_flags.sh"
+version=$LLAMA_CPP_PYTHON_VERSION
+target=$LLAMA_CPP_CACHE/llama-server-$LLAMA_CPP_BUILD_TAG/llama-server
 if [ -x "$target" ]; then
   echo "$target"
   exit 0
@@ -20,7 +22,7 @@ source_dir=$work/llama_cpp_python-$version/vendor/llama.cpp
 # stands alone once the build folder is gone
 cmake -S "$source_dir" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF \
-  -DLLAMA_USE_PREBUILT_UI=OFF >&2
+  -DLLAMA_USE_PREBUILT_UI=OFF $LLAMA_CPP_CMAKE_FLAGS >&2
 cmake --build "$work/build" --target llama-server -j "$(nproc)" >&2
 mkdir -p "$(dirname "$target")"
 cp "$work/build/bin/llama-server" "$target.tmp"

@@ -63,6 +63,7 @@ from personahub.personas.linking import (
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.prompts import expand_messages
 from personahub.personas.quality import (
+    PERSONA_MAX_CHARS,
     gate_answer,
     gate_persona,
     language_scripts,
@@ -105,7 +106,9 @@ class RelatedPersona(BaseModel):
 
     relation: Annotated[str, SHORT] = Field(min_length=2,
                                             description="how they relate, e.g. patient, supplier")
-    persona: str = Field(min_length=12, description="a one-sentence persona description")
+    # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
+    # that runs to its maxLength is still a persona the gate can keep
+    persona: str = Field(min_length=12, max_length=PERSONA_MAX_CHARS, description="a one-sentence persona description")
 
 
 @lru_cache(maxsize=32)

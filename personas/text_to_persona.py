@@ -44,6 +44,7 @@ from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
 from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
 from personahub.personas.quality import (
+    PERSONA_MAX_CHARS,
     gate_answer,
     gate_persona,
     language_scripts,
@@ -64,7 +65,9 @@ MAX_CHARS = 6000
 class TextPersona(BaseModel):
     """One person likely to read / write / like / dislike a text."""
 
-    persona: str = Field(min_length=12, description="a specific one-sentence persona description")
+    # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
+    # that runs to its maxLength is still a persona the gate can keep
+    persona: str = Field(min_length=12, max_length=PERSONA_MAX_CHARS, description="a specific one-sentence persona description")
 
 
 @lru_cache(maxsize=32)
