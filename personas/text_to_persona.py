@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from personahub.agents.adaptive_limit import Concurrency, concurrency_bound
 from personahub.agents.contracts import StructuredCaller
 from personahub.personas.asks import Ask, RemoteBatches, ask_one
 from personahub.personas.errors import PersonaFileError
@@ -235,7 +236,7 @@ async def text_to_persona(
     relations: Sequence[str] = RELATIONS,
     per_text: int = 1,
     batch_size: int = 64,
-    concurrency: int = 16,
+    concurrency: Concurrency = 16,
     max_chars: int = MAX_CHARS,
     run_id: str | None = None,
     language: str | None = None,
@@ -258,7 +259,7 @@ async def text_to_persona(
     if language is not None:
         language_scripts(language)  # unknown languages fail before any call
     text_personas_schema(per_text)  # a bad count fails before any call
-    limiter = asyncio.Semaphore(concurrency)
+    limiter = asyncio.Semaphore(concurrency_bound(concurrency))  # auto: the client adapts below
     summary = TextToPersonaSummary()
 
     def asks_of(jobs: dict[tuple[str, str], SourceText]) -> list[Ask]:

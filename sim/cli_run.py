@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
+from personahub.agents.adaptive_limit import Concurrency
 from personahub.personas.errors import PersonahubError
 from personahub.personas.store import DEFAULT_DB
 from personahub.sim.cli_common import (
@@ -96,7 +97,7 @@ def run(
 
 
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
-         concurrency: int, timeout: float, resume: str | None, offline_latency: float, cache: str,
+         concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
          watcher: Any, where: Where) -> None:
     """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known."""

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
+from personahub.agents.adaptive_limit import Concurrency
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.agents.judging import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.llm import LLMSettings, check_reachable, make_client, redact_spec
+from personahub.agents.llm_settings import parse_concurrency
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import world_for_prompt
 from personahub.agents.tasks import Criterion, Task, stored_task
@@ -51,7 +53,7 @@ class JudgeOptions:
     seed: int = 0
     db: str = DEFAULT_DB
     llm: str = "offline"
-    concurrency: int = 16
+    concurrency: Concurrency = 16
     timeout_s: float = 60.0
     batch_size: int = 32
     structured: str = "auto"
@@ -61,6 +63,7 @@ class JudgeOptions:
     rps: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if (self.job is None) == (self.run is None):
             raise PersonahubError("judge: give exactly one of --job or --run")
         if self.sample is not None and self.sample < 1:

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
+from personahub.agents.adaptive_limit import Concurrency
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.agents.generation import Generation
 from personahub.agents.llm import LLMSettings, check_reachable, make_client, redact_spec
+from personahub.agents.llm_settings import parse_concurrency
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import (
     PROMPTING_MODES,
@@ -99,7 +101,7 @@ class SynthOptions:
     db: str = DEFAULT_DB
     llm: str = "offline"
     seed: int = 0
-    concurrency: int = 16
+    concurrency: Concurrency = 16
     timeout_s: float = 60.0
     batch_size: int = 64
     structured: str = "auto"  # how the schema is asked for (agents/structured.py)
@@ -115,6 +117,7 @@ class SynthOptions:
     ray_workers: int | None = None  # Ray actors asking the model; None: one per cluster CPU
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         check_setting(self.structured)
         check_cache_mode(self.cache)
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
