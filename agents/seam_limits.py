@@ -19,7 +19,6 @@ from personahub.agents.contracts import CallRequest, ModelEndpoint, StructuredRe
 from personahub.agents.limits import ConcurrencyLimit
 from personahub.agents.llm_settings import LLMConfigError
 
-
 # What an answer's fixed costs (prompt, connection) weigh in output tokens, when an adaptive
 # limit compares latencies: answers of one purpose vary in length, and a short one is not slow.
 FIXED_TOKENS = 32
