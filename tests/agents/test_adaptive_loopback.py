@@ -6,11 +6,14 @@ import asyncio
 import json
 
 import duckdb
+import pytest
 from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.personas.errors import PersonahubError
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 from pydantic import BaseModel
 
+import personahub
 from tests.cli_helpers import invoke
 
 
@@ -79,3 +82,20 @@ def test_every_command_with_concurrency_takes_auto_and_refuses_nonsense(tmp_path
         assert bad.exit_code == 2 and "--concurrency" in bad.stderr, (command, bad.stderr)
         zero = invoke(*command, "--concurrency", "0")
         assert zero.exit_code == 2, command
+
+
+def test_the_python_api_takes_auto(server, scenario_file, tmp_path) -> None:
+    srv = server()
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("The river flooded the bakery.\n\nA new bus line opens in May.\n",
+                      encoding="utf-8")
+    job = personahub.text_to_persona(corpus, db=tmp_path / "t.duckdb",
+                                     llm=f"{srv.base_url}?model=offline", concurrency="auto",
+                                     relations="read,write")
+    assert job.summary.texts == 2 and srv.stats.answered >= 4
+    run = personahub.run_scenario(scenario_file(n_personas=6, steps=1), db=tmp_path / "r.duckdb",
+                                  concurrency="auto")  # the offline engine: no limit to adapt
+    assert run.summary.steps == 1
+    with pytest.raises(PersonahubError, match="--concurrency"):
+        personahub.run_scenario(scenario_file(n_personas=6, steps=1), db=tmp_path / "x.duckdb",
+                                concurrency="lots")
