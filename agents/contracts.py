@@ -262,6 +262,10 @@ class StructuredCaller(ServesModels, Protocol):
         """The structured-output mode each endpoint uses now (for the run's config)."""
         ...
 
+    def concurrency_report(self) -> dict[str, Any]:
+        """``--concurrency`` and the limit it came to (for the run's config)."""
+        ...
+
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None,

@@ -71,7 +71,7 @@ def _ssl_context() -> Any:
 
 
 def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
-    """The endpoint's one async HTTP client, its pool sized to ``--concurrency``.
+    """The endpoint's one async HTTP client, its pool sized to ``--concurrency`` (its ceiling for ``auto``).
 
     A plain ``http://`` endpoint (a local llama.cpp or vLLM server) has no certificate to check
     and the client never follows a redirect to one that has, so it skips loading the CA bundle.
@@ -85,7 +85,7 @@ def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
     from openai import DefaultAioHttpClient, DefaultAsyncHttpxClient
     from personahub.agents.openai_wire import merging_urls_once
 
-    size = settings.concurrency
+    size = settings.max_in_flight
     options = {"limits": _sdk_httpx().Limits(max_connections=size, max_keepalive_connections=size),
                "timeout": settings.timeout_s,
                "verify": False if _is_plain_http(base_url) else _ssl_context(),

@@ -145,6 +145,13 @@ class LLMClient:
         """The structured-output mode each endpoint uses now (for the run's config)."""
         return {e.label: e.current_mode() for e in self.endpoints}
 
+    def concurrency_report(self) -> dict[str, Any]:
+        """``--concurrency`` and the limit it came to: final and peak, and for ``auto`` why it
+        was cut (for the run's config). An in-process engine has no limit (``final`` None)."""
+        if self._limits is None or self._limits.concurrency is None:
+            return {"setting": self.settings.concurrency, "final": None, "peak": None}
+        return self._limits.report()
+
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None,

@@ -7,7 +7,9 @@ seam (``agents.contracts``) is built from one of these by ``agents.llm.make_clie
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from personahub.agents.adaptive_limit import Concurrency, concurrency_bound
 from personahub.agents.generation import Generation
 from personahub.agents.offline import OFFLINE_MODEL_NAME
 from personahub.agents.structured import STRUCTURED_SETTINGS, StructuredSetting
@@ -31,7 +33,7 @@ class LLMSettings:
     timeout_s: float = 60.0
     max_retries: int = 3
     backoff_s: float = 0.5
-    concurrency: int = 16
+    concurrency: Concurrency = 16
     structured: StructuredSetting = "auto"
     max_tokens: int | None = None  # None: per output kind (agents.generation)
     temperature: float | None = None
@@ -44,8 +46,7 @@ class LLMSettings:
             raise LLMConfigError(f"--rps must be > 0 requests per second, got {self.rps}")
         if self.timeout_s <= 0:
             raise LLMConfigError(f"timeout must be > 0 seconds, got {self.timeout_s}")
-        if self.concurrency < 1:
-            raise LLMConfigError(f"--concurrency must be >= 1, got {self.concurrency}")
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if self.max_retries < 0:
             raise LLMConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.structured not in STRUCTURED_SETTINGS:
@@ -54,6 +55,26 @@ class LLMSettings:
         self.generation  # noqa: B018 - validates max_tokens, temperature and top_p
 
     @property
+    def max_in_flight(self) -> int:
+        """The most calls in flight this setting allows (an HTTP pool's size)."""
+        return concurrency_bound(self.concurrency)
+
+    @property
     def generation(self) -> Generation:
         """Output limit and sampling settings of every call."""
         return Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+
+
+def parse_concurrency(value: Any) -> Concurrency:
+    """``value`` as a concurrency setting: an integer >= 1 or ``auto`` (a one-line error else)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            value = int(text)
+        except ValueError:
+            raise LLMConfigError(f"--concurrency {value!r}: give a number >= 1 or 'auto'") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LLMConfigError(f"--concurrency must be >= 1 or 'auto', got {value!r}")
+    return value

@@ -1,8 +1,10 @@
 """Rate and concurrency limits around the layer below.
 
 The rate limit is one token bucket shared by every endpoint (``--rps``); the concurrency limit
-(``agents.limits.ConcurrencyLimit``) is skipped for endpoints that answer in process. The time
-spent waiting for either goes into the attempt's ``queue_ms``, not its latency.
+(``agents.limits.ConcurrencyLimit``, or ``agents.adaptive_limit.AdaptiveLimit`` for
+``--concurrency auto``, which this layer tells how each call went) is skipped for endpoints that
+answer in process. The time spent waiting for either goes into the attempt's ``queue_ms``, not
+its latency.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ import threading
 import time
 from typing import Any
 
+from personahub.agents.adaptive_limit import AUTO_CEILING, AdaptiveLimit, Concurrency, overload_reason
 from personahub.agents.contracts import CallRequest, ModelEndpoint, StructuredResult
 from personahub.agents.limits import ConcurrencyLimit
 from personahub.agents.llm_settings import LLMConfigError
+
+# What an answer's fixed costs (prompt, connection) weigh in output tokens, when an adaptive
+# limit compares latencies: answers of one purpose vary in length, and a short one is not slow.
+FIXED_TOKENS = 32
 
 
 class RateLimiter:
@@ -51,12 +58,14 @@ class RateLimiter:
 
 
 class Limited:
-    """At most ``concurrency`` calls in flight (None: no limit) and at most ``rps`` a second."""
+    """At most ``concurrency`` calls in flight (None: no limit; ``auto``: as many as the server
+    takes, up to ``ceiling``) and at most ``rps`` a second."""
 
-    def __init__(self, inner: ModelEndpoint, *, concurrency: int | None,
-                 rps: float | None = None) -> None:
+    def __init__(self, inner: ModelEndpoint, *, concurrency: Concurrency | None,
+                 rps: float | None = None, ceiling: int = AUTO_CEILING) -> None:
         self.inner = inner
         self.concurrency = concurrency
+        self.ceiling = ceiling
         self.limiter = RateLimiter(rps) if rps else None
         self._slots: ConcurrencyLimit | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
@@ -76,15 +85,34 @@ class Limited:
         if self._slots is None or self._slots_loop is not loop:
             # a limit belongs to one event loop; each run may bring its own loop
             assert self.concurrency is not None
-            self._slots, self._slots_loop = ConcurrencyLimit(self.concurrency), loop
+            slots: ConcurrencyLimit
+            if self.concurrency == "auto":
+                slots = AdaptiveLimit(ceiling=self.ceiling)
+                if isinstance(self._slots, AdaptiveLimit):  # go on from what was learned
+                    slots.carry_from(self._slots)
+            else:
+                slots = ConcurrencyLimit(self.concurrency)
+            self._slots, self._slots_loop = slots, loop
         return self._slots
 
     def lower_on_timeout(self) -> int | None:
         """Halve the limit to the calls in flight after a timeout (the server queues what it
-        cannot serve); the new limit, or None when nothing was lowered."""
-        if self._slots is None or self._slots.active <= 1:
+        cannot serve); the new limit, or None when nothing was lowered (an adaptive limit has
+        cut itself already, in ``call``)."""
+        if self._slots is None or self._slots.active <= 1 or isinstance(self._slots, AdaptiveLimit):
             return None
         return self._slots.lower()
+
+    def report(self) -> dict[str, Any]:
+        """The concurrency setting and the limit it came to (for the run's config)."""
+        slots = self._slots
+        if isinstance(slots, AdaptiveLimit):
+            return slots.report()
+        if self.concurrency == "auto":  # no call was made
+            return {"setting": "auto", "start": None, "ceiling": self.ceiling, "final": None,
+                    "peak": None, "cuts": {}}
+        final = slots.limit if slots is not None else self.concurrency
+        return {"setting": self.concurrency, "final": final, "peak": self.concurrency}
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
         """The call once a slot and a rate token are held; waiting goes into ``queue_ms``."""
@@ -95,10 +123,27 @@ class Limited:
             queue_ms = (time.perf_counter() - waited) * 1000
             result = await self.inner.call(request)
         else:
-            async with self._limit():
+            slots = self._limit()
+            async with slots:
+                epoch = slots.epoch if isinstance(slots, AdaptiveLimit) else 0
                 if self.limiter is not None:  # the token is taken just before the request goes out
                     await self.limiter.acquire()
                 queue_ms = (time.perf_counter() - waited) * 1000
                 result = await self.inner.call(request)
+                if isinstance(slots, AdaptiveLimit):  # before the slot is released
+                    _tell(slots, request, result, epoch)
         result.records[-1].queue_ms = queue_ms
         return result
+
+
+def _tell(slots: AdaptiveLimit, request: CallRequest, result: StructuredResult[Any],
+          epoch: int) -> None:
+    """How the call went, for an adaptive limit: overload, or the latency per output token."""
+    if result.failure is not None:
+        reason = overload_reason(result.failure)
+        if reason is not None:
+            slots.overloaded(reason, epoch)
+        return
+    record = result.records[-1]
+    slots.succeeded(request.purpose, record.latency_ms / 1000 / (record.tokens_out + FIXED_TOKENS),
+                    epoch)

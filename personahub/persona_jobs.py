@@ -11,13 +11,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from personahub.agents.adaptive_limit import Concurrency
 from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, make_client, redact_spec
 from personahub.personas.errors import PersonahubError
 from personahub.personas.store import connect, live_persona_ids
 from personahub.sim.jobs import attach_cache, job_loop
 
 
-def _client(llm: str, seed: int, concurrency: int, cache: str, **settings: Any) -> LLMClient:
+def _client(llm: str, seed: int, concurrency: Concurrency, cache: str, **settings: Any) -> LLMClient:
     client = make_client(LLMSettings(spec=llm, seed=seed, concurrency=concurrency, **settings))
     if cache != "replay":  # a replay calls no model
         check_reachable(client)
@@ -32,7 +33,7 @@ def _existing(db: Path) -> None:
 def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relations: str,
                         per_text: int, limit: int | None, corpus_name: str | None,
                         text_column: str | None, id_column: str | None, split: str,
-                        batch_size: int, concurrency: int, language: str | None,
+                        batch_size: int, concurrency: Concurrency, language: str | None,
                         cache: str, **settings: Any) -> tuple[str, Any]:
     """(corpus name, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text."""
     from personahub.personas.jobs import finish_text_job, start_text_job
@@ -70,7 +71,7 @@ def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relation
 
 
 def expand_job(*, db: Path, llm: str, seed: int, hops: int, fanout: int, limit: int | None,
-               start_ids: list[str] | None, batch_size: int, concurrency: int,
+               start_ids: list[str] | None, batch_size: int, concurrency: Concurrency,
                language: str | None, link_candidates: int, link_embedder: str | None,
                cache: str, **settings: Any) -> tuple[str, Any]:
     """(expansion id, ``ExpandSummary``): grow the hub hop by hop from its first personas."""

@@ -108,7 +108,8 @@ class RelatedPersona(BaseModel):
                                             description="how they relate, e.g. patient, supplier")
     # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
     # that runs to its maxLength is still a persona the gate can keep
-    persona: str = Field(min_length=12, max_length=PERSONA_MAX_CHARS, description="a one-sentence persona description")
+    persona: str = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
+                         description="a one-sentence persona description")
 
 
 @lru_cache(maxsize=32)

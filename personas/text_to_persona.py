@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from personahub.agents.adaptive_limit import Concurrency, concurrency_bound
 from personahub.agents.contracts import StructuredCaller
 from personahub.agents.failures import (
     DEFAULT_MAX_FAILED_SHARE,
@@ -67,7 +68,8 @@ class TextPersona(BaseModel):
 
     # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
     # that runs to its maxLength is still a persona the gate can keep
-    persona: str = Field(min_length=12, max_length=PERSONA_MAX_CHARS, description="a specific one-sentence persona description")
+    persona: str = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
+                         description="a specific one-sentence persona description")
 
 
 @lru_cache(maxsize=32)
@@ -252,7 +254,7 @@ async def text_to_persona(
     relations: Sequence[str] = RELATIONS,
     per_text: int = 1,
     batch_size: int = 64,
-    concurrency: int = 16,
+    concurrency: Concurrency = 16,
     max_chars: int = MAX_CHARS,
     run_id: str | None = None,
     language: str | None = None,
@@ -280,7 +282,7 @@ async def text_to_persona(
     if language is not None:
         language_scripts(language)  # unknown languages fail before any call
     text_personas_schema(per_text)  # a bad count fails before any call
-    limiter = asyncio.Semaphore(concurrency)
+    limiter = asyncio.Semaphore(concurrency_bound(concurrency))  # auto: the client adapts below
     summary = TextToPersonaSummary()
 
     def asks_of(jobs: dict[tuple[str, str], SourceText]) -> list[Ask]:

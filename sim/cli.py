@@ -8,9 +8,9 @@ and 143; a job names itself on stderr when it starts.
 Layout (the CLI is the outermost layer; no command module imports another, nor this one):
 ``cli_common`` (options, consoles, errors, client, progress), ``cli_run`` (run), ``cli_sql``,
 ``cli_serve``, ``cli_view`` (view), ``cli_synth`` (synthesize, export, report, diversity),
-``cli_interview`` (interview), ``cli_judge`` (judge), ``cli_hub`` (personas import, sample,
-stats, export-graph), ``cli_dedup`` (personas dedup) and ``cli_personas`` (personas expand,
-from-text).
+``cli_interview`` (interview), ``cli_judge`` (judge), ``cli_doctor`` (doctor), ``cli_hub``
+(personas import, sample, stats, export-graph), ``cli_dedup`` (personas dedup) and
+``cli_personas`` (personas expand, from-text).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 from personahub.sim import (
     cli_dedup,
+    cli_doctor,
     cli_hub,
     cli_interview,
     cli_judge,
@@ -106,6 +107,7 @@ app.command()(cli_synth.diversity)
 app.command()(cli_judge.judge)
 app.command()(cli_view.view)
 app.command()(cli_interview.interview)
+app.command()(cli_doctor.doctor)
 
 personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
 app.add_typer(personas_app, name="personas")

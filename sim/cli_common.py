@@ -29,8 +29,11 @@ except ImportError:  # pragma: no cover - older typer runs on click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
+    from personahub.agents.adaptive_limit import Concurrency as _ConcurrencyValue
     from personahub.agents.contracts import StructuredCaller
     from personahub.agents.llm import LLMClient
+else:  # typer reads annotations at run time and takes no Union: the parser gives the value
+    _ConcurrencyValue = Any
 
 # Markup is off on both consoles: messages, file names, hints and table cells hold user and data
 # text (``pip install 'personahub[embed]'``, a path with ``[/]``) that must print verbatim. Our own
@@ -55,9 +58,25 @@ LlmOption = Annotated[str | None, typer.Option(
 # The offline engine ignores --concurrency on purpose: it answers in this process, with no server
 # or connection pool to protect, so a limit would only queue calls; with --offline-latency it
 # stands for a model whose every call waits that long at once (timed tests rely on that).
-ConcurrencyOption = Annotated[int, typer.Option(
-    "--concurrency", min=1, help="Model calls in flight at most, per HTTP endpoint set (the "
-                                 "offline engine answers in process and ignores it).")]
+
+
+def parse_concurrency(value: Any) -> Any:
+    """``--concurrency``: a number >= 1, or ``auto`` (a usage error else)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"{value!r} is not a number >= 1 nor 'auto'")
+    return int(text)
+
+
+ConcurrencyOption = Annotated[_ConcurrencyValue, typer.Option(
+    "--concurrency", parser=parse_concurrency, metavar="N|auto",
+    help="Model calls in flight at most, per HTTP endpoint set, or 'auto': start at 2, grow "
+         "while the server keeps up, halve on 429/503, timeouts or queueing (at most 64). The "
+         "offline engine answers in process and ignores it.")]
 TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1,
                                               help="Seconds before a model call is abandoned.")]
 StructuredOption = Annotated[str, typer.Option(
@@ -187,7 +206,7 @@ def banner(client: StructuredCaller) -> None:
         say("engine: ", (client.label, "bold"), " (language model over HTTP)")
 
 
-def command_client(llm: str | None, seed: int, concurrency: int, timeout: float,
+def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, timeout: float,
                 offline_latency: float = 0.0, *, rps: float | None = None,
                 check: bool = True, flags: ModelFlags | None = None,
                 announce: bool = True) -> LLMClient:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from personahub.agents.adaptive_limit import Concurrency
 from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.personas.errors import PersonahubError
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
@@ -455,7 +456,7 @@ def personas_from_text(
 
 
 def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, relations: Any,
-                     per_text: int, limit: int | None, batch_size: int, concurrency: int,
+                     per_text: int, limit: int | None, batch_size: int, concurrency: Concurrency,
                      language: str | None, target: Any = None,
                      max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> Any:
     """Run the text job over ``texts`` on the kernel's loop and record how it ended;

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
+from personahub.agents.adaptive_limit import Concurrency
 from personahub.agents.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.personas.errors import PersonahubError
 from personahub.personas.store import DEFAULT_DB
@@ -99,7 +100,7 @@ def run(
 
 
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
-         concurrency: int, timeout: float, resume: str | None, offline_latency: float, cache: str,
+         concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
          watcher: Any, where: Where, max_failed_share: float | None = None) -> None:
     """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known."""

@@ -180,6 +180,10 @@ class RayCaller:
     def structured_modes(self) -> dict[str, str]:
         return self.inner.structured_modes()
 
+    def concurrency_report(self) -> dict[str, Any]:
+        """The driver's (each worker has its own limit, ``auto`` or fixed)."""
+        return {**self.inner.concurrency_report(), "per_worker": True}
+
     def use_cache(self, cache: Any) -> None:
         """Answer from (and record into) ``cache`` on the driver: the driver client's own cache
         layer keys, looks up and stores every attempt as a local run does, and only its misses

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
+from personahub.agents.adaptive_limit import Concurrency
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.agents.failures import (
     DEFAULT_MAX_FAILED_SHARE,
@@ -34,6 +35,7 @@ from personahub.agents.failures import (
 )
 from personahub.agents.judging import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.llm import LLMSettings, check_reachable, make_client, redact_spec
+from personahub.agents.llm_settings import parse_concurrency
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import world_for_prompt
 from personahub.agents.tasks import Criterion, Task, stored_task
@@ -58,7 +60,7 @@ class JudgeOptions:
     seed: int = 0
     db: str = DEFAULT_DB
     llm: str = "offline"
-    concurrency: int = 16
+    concurrency: Concurrency = 16
     timeout_s: float = 60.0
     batch_size: int = 32
     structured: str = "auto"
@@ -72,6 +74,7 @@ class JudgeOptions:
 
     def __post_init__(self) -> None:
         check_max_failed_share(self.max_failed_share)
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if (self.job is None) == (self.run is None):
             raise PersonahubError("judge: give exactly one of --job or --run")
         if self.sample is not None and self.sample < 1:

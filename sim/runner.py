@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from personahub.agents.adaptive_limit import Concurrency
 from personahub.agents.contracts import StructuredCaller
 from personahub.agents.failures import (
     DEFAULT_MAX_FAILED_SHARE,
@@ -48,6 +49,7 @@ from personahub.agents.failures import (
 from personahub.agents.generation import Generation
 from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
 from personahub.agents.llm import make_client as make_llm_client
+from personahub.agents.llm_settings import parse_concurrency
 from personahub.agents.structured import check_setting
 from personahub.analysis.kept import kept_lines
 from personahub.personas.errors import PersonahubError
@@ -90,7 +92,7 @@ class RunOptions:
     steps: int | None = None
     seed: int | None = None
     llm: str = "offline"
-    concurrency: int = 16
+    concurrency: Concurrency = 16
     timeout_s: float = 60.0
     max_retries: int = 3
     chunk_size: int = 128
@@ -115,6 +117,7 @@ class RunOptions:
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers,
                        cache_on_driver=True)
         check_max_failed_share(self.max_failed_share)
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         check_setting(self.structured)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         if self.offline_latency_s < 0:
@@ -410,7 +413,8 @@ def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, 
                     summary = _simulate(con, log, loop, caller, scenario, options, personas,
                                         scenario.world_text(), seed, steps, progress, heap)
             finally:
-                log.merge_config({"structured_modes": client.structured_modes()})
+                log.merge_config({"structured_modes": client.structured_modes(),
+                                  "concurrency_limit": client.concurrency_report()})
         except KeyboardInterrupt as exc:
             how = signal_name(exc)
             log.finish("interrupted", f"interrupted by {how}")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
+from personahub.agents.adaptive_limit import Concurrency
 from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.agents.failures import (
     DEFAULT_MAX_FAILED_SHARE,
@@ -47,6 +48,7 @@ from personahub.agents.llm import (
     make_client,
     redact_spec,
 )
+from personahub.agents.llm_settings import parse_concurrency
 from personahub.agents.structured import check_setting
 from personahub.agents.synthesis_prompts import (
     PROMPTING_MODES,
@@ -114,7 +116,7 @@ class SynthOptions:
     db: str = DEFAULT_DB
     llm: str = "offline"
     seed: int = 0
-    concurrency: int = 16
+    concurrency: Concurrency = 16
     timeout_s: float = 60.0
     batch_size: int = 64
     structured: str = "auto"  # how the schema is asked for (agents/structured.py)
@@ -132,6 +134,7 @@ class SynthOptions:
     max_failed_share: float = DEFAULT_MAX_FAILED_SHARE
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         check_setting(self.structured)
         check_max_failed_share(self.max_failed_share)
         check_cache_mode(self.cache)

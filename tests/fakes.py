@@ -108,6 +108,9 @@ class FakeClient:
     def structured_modes(self) -> dict[str, str]:
         return self.client().structured_modes()
 
+    def concurrency_report(self) -> dict[str, Any]:
+        return self.client().concurrency_report()
+
     async def structured(self, schema: type[BaseModel], messages: Any, **kwargs: Any) -> StructuredResult:
         self.calls += 1
         call = Call(schema, messages, kwargs, self.calls)
