@@ -23,6 +23,12 @@ Fault injection (each a probability per request, drawn from a seeded RNG): HTTP 
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, and hangs (the request sleeps
 ``hang_s`` before answering).
+Prefix cache: the server remembers its last ``PREFIX_CACHE_PROMPTS`` prompts (contents joined as
+the engine counts them) and, in dialects that report it, answers
+``usage.prompt_tokens_details.cached_tokens`` with the longest prefix a new prompt shares with
+one of them, in its own 4-character tokens (whole tokens, never the whole prompt: the last token
+is always computed, as real servers do), so the client's ``llm_calls.cached_prompt_tokens`` can
+be tested without a model.
 ``latency_s`` is the time from a request's arrival to its answer (the answer is computed
 meanwhile); refusals are answered at once, as real servers check requests before generating.
 Only binds to loopback addresses.
@@ -48,6 +54,7 @@ from urllib.parse import unquote
 
 from personahub.agents.dialects import DIALECTS, LLAMA_CPP_N_CTX, Dialect, Plan, Refusal, Shaped, make_dialect
 from personahub.agents.offline import OfflineEngine, approx_tokens
+from personahub.agents.prompt_prefix import PrefixWindow
 from personahub.agents.prompt_schema import find_prompt_schema, message_text
 from personahub.agents.server_stream import include_usage, sse_events, wants_stream
 from personahub.personas.errors import PersonahubError
@@ -56,6 +63,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
 _BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
 _MAX_BODY = 64 * 1024 * 1024
+PREFIX_CACHE_PROMPTS = 64  # prompts the emulated prefix cache remembers
 
 
 @dataclass(kw_only=True)
@@ -133,6 +141,8 @@ class _Server(ThreadingHTTPServer):
         self.fault_rng = random.Random(options.fault_seed)
         self.fault_lock = threading.Lock()
         self.stopping = threading.Event()
+        self.prefixes = PrefixWindow(PREFIX_CACHE_PROMPTS)
+        self.prefix_lock = threading.Lock()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore clients that hang up (timeouts in tests do that on purpose)."""
@@ -144,6 +154,13 @@ class _Server(ThreadingHTTPServer):
     def draw(self) -> float:
         with self.fault_lock:
             return self.fault_rng.random()
+
+    def cached_tokens(self, messages: list[dict[str, Any]], prompt_tokens: int) -> int:
+        """Tokens of the prompt's longest prefix shared with a recent prompt (then remembered)."""
+        text = " ".join(str(m.get("content") or "") for m in messages)
+        with self.prefix_lock:
+            shared = self.prefixes.match(text)
+        return max(0, min(shared // 4, prompt_tokens - 1))
 
 
 class _BadBody(Exception):
@@ -319,6 +336,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
         body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed, choices)
+        if dialect.reports_cached_tokens:
+            usage = body["usage"]
+            usage["prompt_tokens_details"] = {
+                "cached_tokens": srv.cached_tokens(messages, usage["prompt_tokens"])}
         # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
         # request arrived, so the server's own CPU does not pile up on top of the latency when
         # many requests arrive at once (it would otherwise serialise behind this process's lock)
