@@ -40,11 +40,13 @@ LLAMA_SERVER_ENV = "PERSONAHUB_LLAMA_SERVER"
 
 @dataclass(frozen=True)
 class LlamaServer:
-    """A running llama-cpp-python server."""
+    """A running server: llama-cpp-python's (``server="llama-cpp-python"``) or llama.cpp's own
+    (``server="llama-server"``)."""
 
     base_url: str
     model: str
     log_path: Path
+    server: str = "llama-cpp-python"
 
     @property
     def spec(self) -> str:
@@ -123,7 +125,8 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 @contextlib.contextmanager
-def _serving(name: str, command: list[str], port: int, alias: str, log: Path) -> Iterator[LlamaServer]:
+def _serving(name: str, command: list[str], port: int, alias: str, log: Path,
+             kind: str) -> Iterator[LlamaServer]:
     """Start ``command`` (a server on ``port``), wait until ``/v1/models`` answers, stop it after."""
     with open(log, "wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
@@ -140,7 +143,7 @@ def _serving(name: str, command: list[str], port: int, alias: str, log: Path) ->
             if time.monotonic() > deadline:
                 raise PersonahubError(f"{name} did not answer in {START_TIMEOUT_S:.0f} s: {_tail(log)}")
             time.sleep(0.25)
-        yield LlamaServer(base, alias, log)
+        yield LlamaServer(base, alias, log, kind)
     finally:
         process.terminate()
         try:
@@ -167,7 +170,7 @@ def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads:
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
                "--model_alias", alias]
-    with _serving("llama_cpp.server", command, port, alias, log) as server:
+    with _serving("llama_cpp.server", command, port, alias, log, "llama-cpp-python") as server:
         yield server
 
 
@@ -193,5 +196,5 @@ def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
                "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel),
                "--threads", str(threads), "--threads-batch", str(threads), "--alias", alias,
                "--no-webui"]
-    with _serving("llama-server", command, port, alias, log) as server:
+    with _serving("llama-server", command, port, alias, log, "llama-server") as server:
         yield server
