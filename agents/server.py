@@ -23,7 +23,7 @@ Fault injection (each a probability per request, drawn from a seeded RNG): HTTP 
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, and hangs (the request sleeps
 ``hang_s`` before answering).
-Prefix cache: the server remembers its last ``PREFIX_CACHE_PROMPTS`` prompts (contents joined as
+Prefix cache: the server remembers its last ``prefix_cache_prompts`` prompts (contents joined as
 the engine counts them) and, in dialects that report it, answers
 ``usage.prompt_tokens_details.cached_tokens`` with the longest prefix a new prompt shares with
 one of them, in its own 4-character tokens (whole tokens, never the whole prompt: the last token
@@ -81,6 +81,8 @@ class ServerOptions:
     retry_after_s: float | None = None
     error_statuses: tuple[int, ...] = (429, 503)
     context_tokens: int = LLAMA_CPP_N_CTX  # the llama-cpp-python dialect's n_ctx
+    #: prompts the emulated prefix cache remembers (1: a server with one slot and no prompt cache)
+    prefix_cache_prompts: int = PREFIX_CACHE_PROMPTS
     #: Model names served (``/models`` lists them; others are a 404). Empty: any name is
     #: answered, and ``/models`` lists ``offline``.
     models: tuple[str, ...] = ()
@@ -98,6 +100,8 @@ class ServerOptions:
             raise PersonahubError(f"--retry-after must be >= 0, got {self.retry_after_s}")
         if not self.error_statuses or any(not 400 <= s <= 599 for s in self.error_statuses):
             raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
+        if self.prefix_cache_prompts < 1:
+            raise PersonahubError(f"prefix_cache_prompts must be >= 1, got {self.prefix_cache_prompts}")
         if self.context_tokens < 1:
             raise PersonahubError(f"context_tokens must be >= 1, got {self.context_tokens}")
         if any(not isinstance(m, str) or not m.strip() for m in self.models):
@@ -141,7 +145,7 @@ class _Server(ThreadingHTTPServer):
         self.fault_rng = random.Random(options.fault_seed)
         self.fault_lock = threading.Lock()
         self.stopping = threading.Event()
-        self.prefixes = PrefixWindow(PREFIX_CACHE_PROMPTS)
+        self.prefixes = PrefixWindow(options.prefix_cache_prompts)
         self.prefix_lock = threading.Lock()
 
     def handle_error(self, request: Any, client_address: Any) -> None:

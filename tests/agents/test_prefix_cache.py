@@ -168,3 +168,56 @@ def test_an_older_database_gains_the_column(tmp_path: Path) -> None:
             ("c1", None)]
     finally:
         con.close()
+
+
+def test_prefix_order_groups_equal_keys_first_seen_first_and_unorder_restores() -> None:
+    from personahub.sim.society import prefix_order, unorder
+
+    keys = [("a",), ("b",), ("a",), (), ("b",), ("a",)]
+    order = prefix_order(keys)
+    assert order == [0, 2, 5, 1, 4, 3]
+    assert unorder([keys[i] for i in order], order) == keys
+
+
+def _halves(persona_file, tmp_path: Path) -> Path:
+    """Eight agents; half of them hear one event, half another (agents interleaved by id)."""
+    people = persona_file(8)
+    path = tmp_path / "halves.py"
+    path.write_text(
+        "from personahub.sim.scenario import Audience, Event, GraphGrowth, PersonaSource, Scenario\n"
+        f"SCENARIO = Scenario(name='halves', personas=PersonaSource(path={str(people)!r}),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, seed=7,\n"
+        "    world='A river town with a ferry, a market and a school on the west bank.',\n"
+        "    events=(Event(step=1, text='Heavy rain is forecast for the east bank; the ferry may '\n"
+        "                  'stop running and the market moves indoors to the old grain hall.',\n"
+        "                  audience=Audience(where=lambda info: info.agent_id % 2 == 0)),\n"
+        "            Event(step=1, text='The west bank school opens its new library on Saturday; '\n"
+        "                  'volunteers are asked to bring shelves, paint and books.',\n"
+        "                  audience=Audience(where=lambda info: info.agent_id % 2 == 1))))\n")
+    return path
+
+
+def test_a_step_sends_agents_that_heard_the_same_events_together(server, persona_file, tmp_path,
+                                                                  monkeypatch) -> None:
+    """With a cache of one prompt (one slot, no prompt cache), agents interleaved by what they
+    heard lose the events' prefix at every request; grouped, only the first of each group does."""
+    import personahub.sim.society as society
+
+    scenario = load_scenario(_halves(persona_file, tmp_path))
+    shares = {}
+    for grouped in (True, False):
+        if not grouped:
+            monkeypatch.setattr(society, "prefix_order", lambda keys: list(range(len(keys))))
+        srv = server(prefix_cache_prompts=1)
+        summary = run_scenario(scenario, RunOptions(db=tmp_path / f"{grouped}.duckdb", concurrency=1,
+                                                    llm=f"{srv.base_url}?model=offline"))
+        cached, prompt = summary.prefix_reused
+        shares[grouped] = cached / prompt
+        con = duckdb.connect(str(tmp_path / f"{grouped}.duckdb"), read_only=True)
+        try:  # the same emissions either way: only the order of the requests changed
+            shares[grouped, "emissions"] = con.execute(
+                "SELECT persona_id, kind, text FROM emissions ORDER BY 1").fetchall()
+        finally:
+            con.close()
+    assert shares[True] > shares[False]
+    assert shares[True, "emissions"] == shares[False, "emissions"]
