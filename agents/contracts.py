@@ -47,6 +47,8 @@ class CallRecord:
     finish_reason: str | None = None
     repaired: bool = False  # valid only after local repair (agents.repair)
     queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
+    # prompt tokens the server's prefix cache reused, as it reports them (None: not reported)
+    cached_prompt_tokens: int | None = None
     call_id: str = field(default_factory=new_call_id)
     started_at: float = field(default_factory=time.time)
 

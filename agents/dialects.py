@@ -85,6 +85,11 @@ answer one. A model the server is not configured with (``ServerOptions.models``)
 dialect's words (OpenAI's ``model_not_found``, vLLM's ``does not exist``, Ollama's ``try pulling
 it first``); a server configured with no names answers any.
 
+Prefix-cache reuse: ``openai``, ``vllm`` and ``tools-only`` report the prompt tokens a prefix
+cache reused as ``usage.prompt_tokens_details.cached_tokens`` (vLLM does when run with
+``--enable-prompt-tokens-details``); llama-cpp-python and Ollama report none
+(``reports_cached_tokens``). The server counts them itself (``agents.server``).
+
 All dialects cut an answer longer than the limit to about ``limit * 4`` characters (the offline
 engine counts 4 characters a token) and report ``length`` (except as noted). Requests without a
 schema in ``response_format`` that want JSON (plain ``json_object``, or none at all) are answered
@@ -152,6 +157,8 @@ class Dialect:
     """The ``openai`` dialect; the others override parts of it."""
 
     name = "openai"
+    #: whether answers carry ``usage.prompt_tokens_details.cached_tokens``
+    reports_cached_tokens = True
 
     # -- errors ---------------------------------------------------------------------------
     def error(self, status: int, message: str, *, param: str | None = None,
@@ -403,6 +410,7 @@ class LlamaCppDialect(Dialect):
     """llama-cpp-python's server with a GGUF's own chat template (see the module docstring)."""
 
     name = "llama-cpp-python"
+    reports_cached_tokens = False
 
     def __init__(self, context_tokens: int = LLAMA_CPP_N_CTX) -> None:
         self.context_tokens = context_tokens
@@ -468,6 +476,7 @@ class OllamaDialect(Dialect):
     """Ollama's OpenAI-compatible endpoint (see the module docstring)."""
 
     name = "ollama"
+    reports_cached_tokens = False
 
     def error(self, status: int, message: str, *, param: str | None = None,
               code: str | None = None) -> Refusal:

@@ -5,6 +5,10 @@ Server kinds differ in the output-limit parameter (OpenAI's own API takes
 accept, which ``agents.structured.ModeBook`` learns per endpoint. While ``auto`` has not settled
 an endpoint's mode, one request at a time goes to it (a probe): the first refusal then moves every
 waiting call to the next mode, instead of each of ``--concurrency`` calls being refused once.
+
+Each endpoint also estimates what the server's prefix cache could reuse of the prompts it sends
+(``prompt_prefix``, a ``SharedPrefixMeter`` over its last ``PREFIX_WINDOW`` prompts): the run
+summary prints it next to the reuse the server reports (``llm_calls.cached_prompt_tokens``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from personahub.agents.attempts import answered, failed
 from personahub.agents.contracts import CallRequest, Capabilities, StructuredResult
+from personahub.agents.prompt_prefix import SharedPrefixMeter
 from personahub.agents.structured import (
     NO_KEYWORDS,
     ModeBook,
@@ -30,6 +35,7 @@ from personahub.agents.structured import (
 from pydantic import BaseModel
 
 HTTP_CAPABILITIES = Capabilities()
+PREFIX_WINDOW = 1024  # prompts the shared-prefix estimate compares a new prompt with
 # One HTTP client per endpoint (and event loop), its pool sized to --concurrency: over the openai
 # SDK's aiohttp transport a single pool of 256 connections costs well under a millisecond of CPU
 # per call. (httpcore's pool re-scans every connection for every waiting request, which is why
@@ -147,6 +153,7 @@ class HttpEndpoint:
         self._probe_locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._closer: AsyncGenerator[None, None] | None = None
         self._callbacks = False
+        self.prompt_prefix = SharedPrefixMeter(PREFIX_WINDOW)
 
     def current_mode(self) -> str:
         """The structured mode this endpoint is asked in now, and the schema keywords it is sent
@@ -209,12 +216,14 @@ class HttpEndpoint:
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         record = request.record(model=self.label, endpoint=self.index,
                                 structured_mode=sent_mode(mode, stripped))
+        messages = prepare_messages(mode, request.schema, request.messages, stripped)
+        self.prompt_prefix.add(messages)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task per call
-                message = await generate(
-                    self.model, prepare_messages(mode, request.schema, request.messages, stripped),
-                    self._request_kwargs(request, mode, stripped), self._callbacks)
+                message = await generate(self.model, messages,
+                                         self._request_kwargs(request, mode, stripped),
+                                         self._callbacks)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             return failed(record, exc, started)
         return answered(record, message, mode, started)

@@ -40,11 +40,13 @@ LLAMA_SERVER_ENV = "PERSONAHUB_LLAMA_SERVER"
 
 @dataclass(frozen=True)
 class LlamaServer:
-    """A running llama-cpp-python server."""
+    """A running server: llama-cpp-python's (``server="llama-cpp-python"``) or llama.cpp's own
+    (``server="llama-server"``)."""
 
     base_url: str
     model: str
     log_path: Path
+    server: str = "llama-cpp-python"
 
     @property
     def spec(self) -> str:
@@ -123,7 +125,8 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 @contextlib.contextmanager
-def _serving(name: str, command: list[str], port: int, alias: str, log: Path) -> Iterator[LlamaServer]:
+def _serving(name: str, command: list[str], port: int, alias: str, log: Path,
+             kind: str) -> Iterator[LlamaServer]:
     """Start ``command`` (a server on ``port``), wait until ``/v1/models`` answers, stop it after."""
     with open(log, "wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
@@ -140,7 +143,7 @@ def _serving(name: str, command: list[str], port: int, alias: str, log: Path) ->
             if time.monotonic() > deadline:
                 raise PersonahubError(f"{name} did not answer in {START_TIMEOUT_S:.0f} s: {_tail(log)}")
             time.sleep(0.25)
-        yield LlamaServer(base, alias, log)
+        yield LlamaServer(base, alias, log, kind)
     finally:
         process.terminate()
         try:
@@ -150,12 +153,32 @@ def _serving(name: str, command: list[str], port: int, alias: str, log: Path) ->
             process.wait()
 
 
+# ``python -m llama_cpp.server`` with llama.cpp's extra weight buffer types off (the server has no
+# setting for it). A native build on a CPU that reports AMX compiles llama.cpp's AMX kernels, and
+# in a VM that does not enable AMX for guests (Firecracker here) their first ``ldtilecfg`` is a
+# general-protection fault: the server dies on the first prompt longer than one token. Without the
+# extra buffer types the weights stay in plain CPU buffers and the AMX path is never taken; the
+# tiny model loses nothing measurable. ``llama-server`` has ``--no-repack`` for the same.
+_SERVER_WITHOUT_EXTRA_BUFFERS = """
+import runpy
+import llama_cpp.llama_cpp as lib
+_defaults = lib.llama_model_default_params
+def _plain_buffers():
+    params = _defaults()
+    params.use_extra_bufts = False
+    return params
+lib.llama_model_default_params = _plain_buffers
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 @contextlib.contextmanager
 def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads: int = 1,
                        alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
     """Run ``python -m llama_cpp.server`` on 127.0.0.1 for the ``with`` block.
 
-    One thread: the server's OpenMP threads spin against other work on a 2-core machine.
+    One thread: the server's OpenMP threads spin against other work on a 2-core machine. Extra
+    weight buffer types off (see ``_SERVER_WITHOUT_EXTRA_BUFFERS``).
     """
     reason = missing_extra() if model is None else None
     if reason:
@@ -164,10 +187,10 @@ def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads:
     assert path is not None
     port = _free_port()
     log = Path(tempfile.mkstemp(prefix="llama-cpp-python-", suffix=".log")[1])
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
-               "--model_alias", alias]
-    with _serving("llama_cpp.server", command, port, alias, log) as server:
+    command = [sys.executable, "-c", _SERVER_WITHOUT_EXTRA_BUFFERS, "--model", str(path),
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+               "--n_threads", str(threads), "--model_alias", alias]
+    with _serving("llama_cpp.server", command, port, alias, log, "llama-cpp-python") as server:
         yield server
 
 
@@ -177,7 +200,8 @@ def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
     """Run llama.cpp's ``llama-server`` on 127.0.0.1 for the ``with`` block.
 
     ``parallel`` slots share one continuous batch, each with ``n_ctx`` tokens of context (the
-    server splits ``-c`` between its slots). One thread, as above; no web UI.
+    server splits ``-c`` between its slots). One thread, as above; no web UI; ``--no-repack``
+    (no extra weight buffer types: see ``_SERVER_WITHOUT_EXTRA_BUFFERS``).
     """
     reason = missing_llama_server() if model is None else None
     if reason:
@@ -192,6 +216,6 @@ def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
     command = [str(binary), "--model", str(path), "--host", "127.0.0.1", "--port", str(port),
                "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel),
                "--threads", str(threads), "--threads-batch", str(threads), "--alias", alias,
-               "--no-webui"]
-    with _serving("llama-server", command, port, alias, log) as server:
+               "--no-webui", "--no-repack"]
+    with _serving("llama-server", command, port, alias, log, "llama-server") as server:
         yield server

@@ -11,6 +11,7 @@ are laid out as role and content, one after the other, as chat templates do.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,24 +47,52 @@ def common_prefix(a: str, b: str) -> int:
 
 
 @dataclass
-class SharedPrefixMeter:
-    """Prompt tokens seen, and those in a prefix shared with an earlier prompt.
+class PrefixWindow:
+    """The last ``capacity`` prompts (all of them when None), kept sorted: ``match`` finds the
+    longest prefix a new prompt shares with any of them.
 
-    The earlier prompt sharing the longest prefix with a new one is a neighbour of it in sorted
-    order, so each prompt costs a binary search and two comparisons.
+    The remembered prompt sharing the longest prefix with a new one is a neighbour of it in
+    sorted order, so each prompt costs a binary search and two comparisons; a bounded window
+    forgets its oldest prompt as a server's cache evicts (and stays small at a million calls).
     """
 
-    seen: list[str] = field(default_factory=list)
+    capacity: int | None = None
+    _sorted: list[str] = field(default_factory=list)
+    _order: deque[str] = field(default_factory=deque)
+
+    def match(self, text: str) -> int:
+        """Characters ``text`` shares from its start with a remembered prompt; then remembers it."""
+        at = bisect.bisect_left(self._sorted, text)
+        shared = max((common_prefix(self._sorted[i], text) for i in (at - 1, at)
+                      if 0 <= i < len(self._sorted)), default=0)
+        self._sorted.insert(at, text)
+        if self.capacity is not None:
+            self._order.append(text)
+            if len(self._order) > self.capacity:
+                oldest = self._order.popleft()
+                del self._sorted[bisect.bisect_left(self._sorted, oldest)]
+        return shared
+
+
+@dataclass
+class SharedPrefixMeter:
+    """Prompt tokens seen, and those in a prefix shared with an earlier prompt (of the last
+    ``capacity`` prompts; all of them when None)."""
+
+    capacity: int | None = None
     total_tokens: int = 0
     shared_tokens: int = 0
+    _window: PrefixWindow | None = field(default=None, repr=False)
 
     def add(self, messages: Sequence[Any]) -> int:
         """Count one prompt; returns its tokens in a shared prefix."""
-        text = prompt_text(messages)
-        at = bisect.bisect_left(self.seen, text)
-        shared = max((common_prefix(self.seen[i], text) for i in (at - 1, at)
-                      if 0 <= i < len(self.seen)), default=0)
-        self.seen.insert(at, text)
+        return self.add_text(prompt_text(messages))
+
+    def add_text(self, text: str) -> int:
+        """Count one prompt already laid out as text; returns its tokens in a shared prefix."""
+        if self._window is None:
+            self._window = PrefixWindow(self.capacity)
+        shared = self._window.match(text)
         tokens = count_tokens(text[:shared])
         self.total_tokens += count_tokens(text)
         self.shared_tokens += tokens

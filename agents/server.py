@@ -24,6 +24,12 @@ Fault injection (each a probability per request, drawn from a seeded RNG): HTTP 
 when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
 ``hang_s`` before answering), and runaway answers (``agents.server_runaway``: the last string
 repeats until ``max_tokens`` unless the schema bounds it with ``maxLength``).
+Prefix cache: the server remembers its last ``prefix_cache_prompts`` prompts (contents joined as
+the engine counts them) and, in dialects that report it, answers
+``usage.prompt_tokens_details.cached_tokens`` with the longest prefix a new prompt shares with
+one of them, in its own 4-character tokens (whole tokens, never the whole prompt: the last token
+is always computed, as real servers do), so the client's ``llm_calls.cached_prompt_tokens`` can
+be tested without a model.
 ``latency_s`` is the time from a request's arrival to its answer (the answer is computed
 meanwhile); refusals are answered at once, as real servers check requests before generating.
 Only binds to loopback addresses.
@@ -49,6 +55,7 @@ from urllib.parse import unquote
 
 from personahub.agents.dialects import DIALECTS, LLAMA_CPP_N_CTX, Dialect, Plan, Refusal, Shaped, make_dialect
 from personahub.agents.offline import EngineReply, OfflineEngine, approx_tokens, pick_tool
+from personahub.agents.prompt_prefix import PrefixWindow
 from personahub.agents.prompt_schema import find_prompt_schema, message_text
 from personahub.agents.server_runaway import Runaway, run_away
 from personahub.agents.server_stream import include_usage, sse_events, wants_stream
@@ -58,6 +65,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
 _BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
 _MAX_BODY = 64 * 1024 * 1024
+PREFIX_CACHE_PROMPTS = 64  # prompts the emulated prefix cache remembers
 
 
 @dataclass(kw_only=True)
@@ -76,6 +84,8 @@ class ServerOptions:
     retry_after_s: float | None = None
     error_statuses: tuple[int, ...] = (429, 503)
     context_tokens: int = LLAMA_CPP_N_CTX  # the llama-cpp-python dialect's n_ctx
+    #: prompts the emulated prefix cache remembers (1: a server with one slot and no prompt cache)
+    prefix_cache_prompts: int = PREFIX_CACHE_PROMPTS
     #: Model names served (``/models`` lists them; others are a 404). Empty: any name is
     #: answered, and ``/models`` lists ``offline``.
     models: tuple[str, ...] = ()
@@ -93,6 +103,8 @@ class ServerOptions:
             raise PersonahubError(f"--retry-after must be >= 0, got {self.retry_after_s}")
         if not self.error_statuses or any(not 400 <= s <= 599 for s in self.error_statuses):
             raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
+        if self.prefix_cache_prompts < 1:
+            raise PersonahubError(f"prefix_cache_prompts must be >= 1, got {self.prefix_cache_prompts}")
         if self.context_tokens < 1:
             raise PersonahubError(f"context_tokens must be >= 1, got {self.context_tokens}")
         if any(not isinstance(m, str) or not m.strip() for m in self.models):
@@ -137,6 +149,8 @@ class _Server(ThreadingHTTPServer):
         self.fault_rng = random.Random(options.fault_seed)
         self.fault_lock = threading.Lock()
         self.stopping = threading.Event()
+        self.prefixes = PrefixWindow(options.prefix_cache_prompts)
+        self.prefix_lock = threading.Lock()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore clients that hang up (timeouts in tests do that on purpose)."""
@@ -148,6 +162,13 @@ class _Server(ThreadingHTTPServer):
     def draw(self) -> float:
         with self.fault_lock:
             return self.fault_rng.random()
+
+    def cached_tokens(self, messages: list[dict[str, Any]], prompt_tokens: int) -> int:
+        """Tokens of the prompt's longest prefix shared with a recent prompt (then remembered)."""
+        text = " ".join(str(m.get("content") or "") for m in messages)
+        with self.prefix_lock:
+            shared = self.prefixes.match(text)
+        return max(0, min(shared // 4, prompt_tokens - 1))
 
 
 class _BadBody(Exception):
@@ -327,6 +348,10 @@ class _Handler(BaseHTTPRequestHandler):
             srv.stats.bump("runaways")
         body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed, choices,
                                  runaway=runaway)
+        if dialect.reports_cached_tokens:
+            usage = body["usage"]
+            usage["prompt_tokens_details"] = {
+                "cached_tokens": srv.cached_tokens(messages, usage["prompt_tokens"])}
         # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
         # request arrived, so the server's own CPU does not pile up on top of the latency when
         # many requests arrive at once (it would otherwise serialise behind this process's lock)

@@ -309,6 +309,8 @@ ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS queue_ms DOUBLE;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_kind VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_id VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS model_name VARCHAR;
+-- prompt tokens the server's prefix cache reused (issue 26)
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cached_prompt_tokens INTEGER;
 CREATE TABLE IF NOT EXISTS llm_cache (
     key        VARCHAR PRIMARY KEY,
     model      VARCHAR NOT NULL,

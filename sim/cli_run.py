@@ -193,6 +193,7 @@ def print_summary(summary: Any) -> None:
     table.add_row("rejected by the quality gate", rejection_text(summary.rejected))
     table.add_row("kept per kind", "\n".join(summary.kept) or "no model call")
     table.add_row("prompt tokens per action", _tokens_per_action(summary))
+    table.add_row("prefix cache", prefix_cache_text(summary))
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     table.add_row("database", str(summary.db))
     out.print(table)
@@ -203,6 +204,24 @@ def print_summary(summary: Any) -> None:
     out.print(f"  personahub sql --db {db} \"select step, text from emissions where kind = "
               f"'npc_dialogue' and run_id = '{summary.run_id}' limit 5\"",
               highlight=False, soft_wrap=True)
+
+
+def prefix_cache_text(summary: Any) -> str:
+    """The prompt tokens the server's prefix cache reused (as it reported them) next to the share
+    of prompt tokens in a prefix shared with a recent prompt (estimated by the client)."""
+    if summary.offline:
+        return "none (offline engine)"
+    reused = summary.prefix_reused
+    if reused is None or not reused[1]:
+        measured = "not reported by the server"
+    else:
+        cached, prompt = reused
+        measured = f"{cached / prompt:.0%} of prompt tokens reused ({cached:,} of {prompt:,}, " \
+                   "as the server reported)"
+    estimated = summary.prefix_estimated
+    if estimated is None:
+        return measured
+    return f"{measured}; estimated shared prefix {estimated:.0%} of this invocation's prompts"
 
 
 def _tokens_per_action(summary: Any) -> str:

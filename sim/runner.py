@@ -155,6 +155,10 @@ class RunSummary:
     # quality-gate rejects by reason: the run's emissions and the personas its expansion refused
     rejected: dict[str, int] = field(default_factory=dict)
     prompt_tokens_per_action: float | None = None  # mean tokens_in of answered step calls
+    # prefix cache: (cached, prompt) tokens of the attempts whose server reported reuse (None: no
+    # attempt did), and the share of this invocation's prompts in a shared prefix (estimated)
+    prefix_reused: tuple[int, int] | None = None
+    prefix_estimated: float | None = None
     wall_s: float = 0.0
     kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
 
@@ -615,7 +619,20 @@ def _summary(con: Any, run_id: str, scenario: Scenario, options: RunOptions, cli
     summary.calls = {status: n for status, n in calls}
     summary.prompt_tokens_per_action = _prompt_tokens_per_action(con, run_id)
     summary.kept = kept_lines(con, run_id=run_id)
+    summary.prefix_reused = prefix_reused(con, run_id)
+    summary.prefix_estimated = estimated_prefix_share(client.endpoints)
     return summary
+
+
+def prefix_reused(con: Any, run_id: str) -> tuple[int, int] | None:
+    """(cached, prompt) tokens over the run's own attempts (its steps and its persona expansion,
+    not a later judge or interview) whose server reported prefix-cache reuse
+    (``llm_calls.cached_prompt_tokens``); None when none did."""
+    cached, prompt = con.execute(
+        "SELECT sum(cached_prompt_tokens), sum(tokens_in) FROM llm_calls WHERE run_id = ? AND "
+        "cached_prompt_tokens IS NOT NULL AND coalesce(job_kind, 'run') IN ('run', 'expansion')",
+        [run_id]).fetchall()[0]
+    return None if prompt is None else (int(cached), int(prompt))
 
 
 def most_common_error_in(con: Any, run_id: str, *, purpose: str | None = None) -> str:
@@ -626,6 +643,14 @@ def most_common_error_in(con: Any, run_id: str, *, purpose: str | None = None) -
                        "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
                        [run_id, purpose, purpose]).fetchall()
     return str(rows[0][0])[:160] if rows else "no model call succeeded"
+
+
+def estimated_prefix_share(endpoints: Sequence[Any]) -> float | None:
+    """The share of prompt tokens the endpoints sent in a prefix shared with a recent prompt
+    (``HttpEndpoint.prompt_prefix``); None for endpoints that do not estimate it (offline)."""
+    meters = [m for m in (getattr(e, "prompt_prefix", None) for e in endpoints) if m is not None]
+    total = sum(m.total_tokens for m in meters)
+    return sum(m.shared_tokens for m in meters) / total if total else None
 
 
 def _prompt_tokens_per_action(con: Any, run_id: str) -> float | None:

@@ -447,15 +447,18 @@ class SocietyModel(mesa.Model):
                       seen: dict[int, list[str]], reflecting: Sequence[SocietyAgent] = (),
                       ) -> tuple[list[AgentOutcome], list[StructuredResult[Any]],
                                  list[StructuredResult[Any]]]:
-        actions = run_agents(inputs, self.llm, chunk_size=self.chunk_size,
+        order = prefix_order([tuple(i.get("events", ())) for i in inputs])
+        actions = run_agents([inputs[i] for i in order], self.llm, chunk_size=self.chunk_size,
                              budget=self.scenario.prompt_budget)
+        asked_order = prefix_order([tuple(seen.get(agent.unique_id, [])) for _, agent in asked])
         questions = [self._ask(step, survey, agent, seen.get(agent.unique_id, []))
-                     for survey, agent in asked]
+                     for survey, agent in (asked[i] for i in asked_order)]
         thoughts = [reflect(self.llm, agent.memory, persona=agent.persona_text,
                             persona_id=agent.persona_id, step=step,
                             budget=self.scenario.prompt_budget) for agent in reflecting]
-        outcomes, *rest = await asyncio.gather(actions, *questions, *thoughts)
-        return outcomes, rest[: len(questions)], rest[len(questions):]
+        sent, *rest = await asyncio.gather(actions, *questions, *thoughts)
+        return (unorder(sent, order), unorder(rest[: len(questions)], asked_order),
+                rest[len(questions):])
 
     def _reflecting(self, step: int) -> list[SocietyAgent]:
         """Agents due to reflect at ``step``, in agent-id order (none unless the scenario's
@@ -650,3 +653,25 @@ class SocietyModel(mesa.Model):
         for agent_id, state in states.items():
             self.by_agent_id[agent_id].set_state(state)
         self.steps = steps_done
+
+
+T_ = TypeVar("T_")
+
+
+def prefix_order(keys: Sequence[tuple[str, ...]]) -> list[int]:
+    """Positions in the order a step's requests are sent: those whose prompts share a prefix
+    after the system and world text (the same events) next to each other, first-seen group
+    first, agent-id order within a group. A server's prefix cache then finds the group's
+    prefix in the prompt it has just seen."""
+    first: dict[tuple[str, ...], int] = {}
+    for key in keys:
+        first.setdefault(key, len(first))
+    return sorted(range(len(keys)), key=lambda i: first[keys[i]])
+
+
+def unorder(items: Sequence[T_], order: Sequence[int]) -> list[T_]:
+    """``items`` (in ``order``) put back in their original positions."""
+    out: list[Any] = [None] * len(items)
+    for item, position in zip(items, order, strict=True):
+        out[position] = item
+    return out

