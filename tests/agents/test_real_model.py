@@ -154,7 +154,7 @@ def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: P
         "                    options=('yes', 'no', 'unsure')),), seed=3)\n")
     db = tmp_path / "real.duckdb"
     code, output = invoke("run", str(scenario), "--db", str(db), "--llm", llama.spec,
-                          "--concurrency", "2", "--timeout", "120")
+                          "--concurrency", "auto", "--timeout", "120")
     assert code == 0, output
     rows = assert_accounted(db, llama)
     purposes = {r[4] for r in rows}
@@ -198,7 +198,7 @@ def test_deliberate_agents_decide_then_act(llama: LlamaServer, tmp_path: Path) -
         "    world='A river town with a ferry and a market.', seed=3)\n")
     db = tmp_path / "deliberate.duckdb"
     code, output = invoke("run", str(scenario), "--db", str(db), "--llm", llama.spec,
-                          "--concurrency", "2", "--timeout", "120")
+                          "--concurrency", "auto", "--timeout", "120")
     rows = calls(db)
     assert rows and all(r[1] for r in rows if r[0] != "ok")  # every failed attempt says why
     record_kept(db, llama)
@@ -238,11 +238,11 @@ def test_text_to_persona_and_one_expansion_hop(llama: LlamaServer, tmp_path: Pat
     code, output = invoke("personas", "import", str(people), "--db", str(db))
     assert code == 0, output
     code, output = invoke("personas", "from-text", str(corpus), "--db", str(db), "--llm",
-                          llama.spec, "--relations", "read", "--concurrency", "2", "--timeout", "120")
+                          llama.spec, "--relations", "read", "--concurrency", "auto", "--timeout", "120")
     assert code == 0, output
     assert_accounted(db, llama, "purpose LIKE 'text-to-persona%'")
     code, output = invoke("personas", "expand", "--db", str(db), "--llm", llama.spec, "--hops", "1",
-                          "--fanout", "1", "--concurrency", "2", "--timeout", "120")
+                          "--fanout", "1", "--concurrency", "auto", "--timeout", "120")
     assert code == 0, output
     assert_accounted(db, llama, "purpose = 'expand'")
 
@@ -255,7 +255,7 @@ def test_synthesize_each_task(llama: LlamaServer, tmp_path: Path, task: str) -> 
     code, output = invoke("personas", "import", str(people), "--db", str(db))
     assert code == 0, output
     code, output = invoke("synthesize", task, "--n", "4", "--db", str(db), "--llm", llama.spec,
-                          "--concurrency", "2", "--timeout", "120")
+                          "--concurrency", "auto", "--timeout", "120")
     assert code == 0, output
     assert_accounted(db, llama)
 
@@ -353,7 +353,7 @@ def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     job = con.execute("SELECT job_id FROM synth_jobs").fetchall()[0][0]
     con.close()
     code, output = invoke("judge", "--db", str(db), "--job", job, "--sample", "3", "--llm",
-                          llama.spec, "--concurrency", "2", "--timeout", "120")
+                          llama.spec, "--concurrency", "auto", "--timeout", "120")
     assert code == 0, output
     assert "valid: " in output and "95% CI" in output and "not a judge of quality" not in output
     rows = assert_accounted(db, llama, f"job_kind = 'judge' AND run_id = '{job}'")
