@@ -25,6 +25,8 @@ def prompt_text(messages: Sequence[Any]) -> str:
     for message in messages:
         if isinstance(message, Mapping):
             role, content = str(message.get("role", "")), message.get("content")
+        elif isinstance(message, tuple) and len(message) == 2:  # LangChain's ("user", "text") form
+            role, content = str(message[0]), message[1]
         else:
             role, content = str(getattr(message, "type", "")), message.content
         if isinstance(content, list):  # OpenAI content parts
