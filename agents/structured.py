@@ -157,8 +157,32 @@ def response_format(schema: type[BaseModel], mode: StructuredMode,
         return {"type": "json_schema",
                 "json_schema": {"name": schema.__name__, "schema": schema_json(schema, stripped)}}
     if mode == "json_object":
-        return {"type": "json_object", "schema": schema_json(schema, stripped)}
+        return {"type": "json_object", "schema": grammar_safe(schema_json(schema, stripped))}
     return None
+
+
+# ``json_object`` with a schema is llama-cpp-python's mode: its Python schema-to-grammar converter
+# writes ``maxLength: N`` as N nested optional groups, and llama.cpp's grammar parser fails on
+# a string of ~1,500 (a knowledge text's bound; 369 parsed), after which the server segfaults on
+# the request. So in this mode no string bound goes above ``GRAMMAR_SAFE_MAX_LENGTH``: a lower
+# bound only ends the string sooner, so the answer still closes within ``max_tokens``.
+GRAMMAR_SAFE_MAX_LENGTH = 360
+
+
+def grammar_safe(node: Any) -> Any:
+    """``node`` with every ``maxLength`` at most ``GRAMMAR_SAFE_MAX_LENGTH`` (a copy when any
+    changes)."""
+    if isinstance(node, list):
+        return [grammar_safe(item) for item in node]
+    if not isinstance(node, Mapping):
+        return node
+    out = {key: grammar_safe(value) for key, value in node.items()}
+    if isinstance(out.get("maxLength"), int) and out["maxLength"] > GRAMMAR_SAFE_MAX_LENGTH:
+        out["maxLength"] = GRAMMAR_SAFE_MAX_LENGTH
+        low = out.get("minLength")
+        if isinstance(low, int) and low > GRAMMAR_SAFE_MAX_LENGTH:
+            out["minLength"] = GRAMMAR_SAFE_MAX_LENGTH
+    return out
 
 
 @lru_cache(maxsize=256)

@@ -136,3 +136,25 @@ def test_client_asks_with_the_effective_max_tokens() -> None:
     assert set(seen) == {default_max_tokens("synth:tool"), 90}
     limit = bounded(ToolSpec, 90).model_json_schema()["properties"]["description"]["maxLength"]
     assert len(seen[90].description) <= limit < len(seen[default_max_tokens("synth:tool")].description)
+
+
+def test_json_object_mode_keeps_string_bounds_within_what_llama_cpp_python_can_parse() -> None:
+    """llama-cpp-python turns ``maxLength: N`` into N nested groups and its grammar parser fails
+    on a knowledge text's bound (~1,500), killing the server: json_object never sends more."""
+    from personahub.agents.structured import GRAMMAR_SAFE_MAX_LENGTH, response_format
+    from personahub.agents.tasks import synthesis_task
+
+    schema = bounded(synthesis_task("knowledge_text").synthesis_schema(), 700)
+    lengths = _max_lengths(response_format(schema, "json_schema")["json_schema"]["schema"])
+    assert max(lengths) > GRAMMAR_SAFE_MAX_LENGTH  # the full bound goes where a server copes
+    safe = _max_lengths(response_format(schema, "json_object")["schema"])
+    assert safe and max(safe) == GRAMMAR_SAFE_MAX_LENGTH
+
+
+def _max_lengths(node: object) -> list[int]:
+    if isinstance(node, dict):
+        own = [node["maxLength"]] if isinstance(node.get("maxLength"), int) else []
+        return own + [n for value in node.values() for n in _max_lengths(value)]
+    if isinstance(node, list):
+        return [n for value in node for n in _max_lengths(value)]
+    return []
