@@ -31,13 +31,14 @@ from typing import Any, TypedDict
 from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.agents.decide import DECIDE_PURPOSE, Decision, decision_schema, resolve
-from personahub.agents.prompt_budget import DEFAULT_BUDGET, PromptBudget
-from personahub.agents.prompts import agent_messages, decision_messages
-from personahub.agents.tasks import addressed_kinds, emission_task
-from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel
+
+from personahub.agents.decide import DECIDE_PURPOSE, Decision, decision_schema, resolve
+from personahub.agents.prompts.agent import agent_messages, decision_messages
+from personahub.agents.prompts.budget import DEFAULT_BUDGET, PromptBudget
+from personahub.agents.tasks import addressed_kinds, emission_task
+from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.personas.quality import QualityIssue
 
 DEFAULT_CHUNK = 128
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Annotated, Any
 
-from personahub.agents.bounds import SHORT
-from personahub.agents.tasks import synthesis_task
 from pydantic import BaseModel, Field
+
+from personahub.agents.llm.bounds import SHORT
+from personahub.agents.tasks import synthesis_task
 
 
 class Solution(BaseModel):

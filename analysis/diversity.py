@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from personahub.personas.embedding import Embedder, HashEmbedder, embedder_scripts
 from personahub.personas.minhash import MinHashConfig, signatures
 from personahub.personas.near_dup import word_ngrams

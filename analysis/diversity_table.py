@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+
 from personahub.analysis.diversity import (
     DiversitySummary,
     EmbeddingPairs,
@@ -22,8 +23,8 @@ from personahub.analysis.diversity import (
     embedding_pairs,
     summarise,
 )
+from personahub.core.errors import PersonahubError
 from personahub.personas.embedding import Embedder
-from personahub.personas.errors import PersonahubError
 
 DEFAULT_PAIRS = 300
 

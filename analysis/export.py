@@ -31,9 +31,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from personahub.agents.tasks import Task, stored_task
-from personahub.personas.errors import PersonahubError
-from personahub.personas.outputs import atomic_file
+from personahub.core.errors import PersonahubError
+from personahub.core.outputs import atomic_file
 from personahub.personas.persona_texts import iter_source_rows, resolve_source
 
 EXPORT_FORMATS = ("personahub", "chat", "parquet")

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+
 from personahub.analysis.export import ExportItem, chat_row, load_items, parquet_table
-from personahub.personas.errors import PersonahubError
+from personahub.core.errors import PersonahubError
 
 if TYPE_CHECKING:
     import datasets

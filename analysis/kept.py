@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from personahub.agents.failures import plain_reason
+from personahub.agents.llm.failures import plain_reason
 
 TOP_REASONS = 3  # reasons named per kind
 

@@ -23,12 +23,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from personahub.analysis import live_queries
-from personahub.personas.errors import PersonahubError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+
+from personahub.analysis import live_queries
+from personahub.core.errors import PersonahubError
 
 _STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; charset=utf-8"}
 

@@ -28,6 +28,7 @@ import matplotlib.ticker as mticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import networkx as nx  # noqa: E402
+
 from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row  # noqa: E402
 from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table  # noqa: E402
 from personahub.analysis.judgments import OFFLINE_NOTE, latest_validity  # noqa: E402
@@ -43,8 +44,8 @@ from personahub.analysis.report_data import (  # noqa: E402
 )
 from personahub.analysis.report_header import Facts, job_facts, run_facts  # noqa: E402
 from personahub.analysis.views import install_views  # noqa: E402
+from personahub.core.outputs import atomic_file  # noqa: E402
 from personahub.personas.embedding import Embedder, HashEmbedder, make_embedder  # noqa: E402
-from personahub.personas.outputs import atomic_file  # noqa: E402
 
 MAX_DRAWN_NODES = 300
 # Every file a report may write into its folder (checked up front so --force means something).
@@ -450,7 +451,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
     with ``overwrite``. ``embedder`` (a spec for ``make_embedder`` or an embedder) judges the
     diversity section's pairs; the default ``hash`` is labelled lexical.
     """
-    from personahub.personas.errors import PersonahubError
+    from personahub.core.errors import PersonahubError
 
     install_views(con)
     if run_id is not None and job_id is not None:

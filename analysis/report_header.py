@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+
 from personahub.analysis.kept import kept_lines
 
 OFFLINE_ENGINE = "offline engine — not a language model"

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
 from personahub.analysis.views import install_views
-from personahub.personas.errors import PersonahubError
-from personahub.personas.store import connect, has_extension_statement, lock_down
+from personahub.core.errors import PersonahubError
+from personahub.core.store import connect, has_extension_statement, lock_down
 
 
 @dataclass(frozen=True)

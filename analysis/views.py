@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 import duckdb
-from personahub.personas.store import schema_sql
+
+from personahub.core.store import schema_sql
 
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
 

@@ -3,7 +3,7 @@
     python bench/bench_concurrency.py [--concurrency 64 256] [--rounds 8] [--latency 0.5]
                                       [--repeat 3] [--simulation] [--server process|thread]
 
-One loopback server (``agents/server.py``) answers every request after ``--latency`` seconds; it
+One loopback server (``agents/loopback/server.py``) answers every request after ``--latency`` seconds; it
 runs in a child process, so its CPU is not counted as the client's. At each concurrency ``c``,
 ``c x --rounds`` calls with the same structured-output schemas and agent prompts, each client in
 its own event loop, gathered under a semaphore of ``c``:
@@ -41,7 +41,7 @@ from _synthetic import write_personas, write_scenario
 
 
 def _serve(latency: float, urls: mp.Queue, stop: mp.Event, lifetime: float) -> None:
-    from personahub.agents.server import ServerOptions, start_server
+    from personahub.agents.loopback.server import ServerOptions, start_server
 
     handle = start_server(ServerOptions(latency_s=latency))
     urls.put(handle.base_url)
@@ -55,7 +55,7 @@ class Server:
     def __init__(self, latency: float, mode: str, lifetime: float) -> None:
         self.mode = mode
         if mode == "thread":
-            from personahub.agents.server import ServerOptions, start_server
+            from personahub.agents.loopback.server import ServerOptions, start_server
 
             self._handle = start_server(ServerOptions(latency_s=latency))
             self.url = self._handle.base_url
@@ -100,7 +100,7 @@ class Figures:
 
 def _workload(calls: int) -> list[tuple[str, list[dict[str, str]]]]:
     """(kind, wire messages) per call: agent prompts of every emission kind."""
-    from personahub.agents.prompts import agent_messages
+    from personahub.agents.prompts.agent import agent_messages
 
     kinds = _kinds()
     out = []
@@ -124,9 +124,9 @@ def _role(message: Any) -> str:
 
 def _bodies(model: str) -> dict[str, dict[str, Any]]:
     """The request body (minus messages) per kind, as the seam sends it in json_schema mode."""
-    from personahub.agents.generation import default_max_tokens
+    from personahub.agents.llm.generation import default_max_tokens
+    from personahub.agents.llm.structured import response_format
     from personahub.agents.schemas import EMISSION_SCHEMAS
-    from personahub.agents.structured import response_format
 
     return {k: {"model": model, "max_tokens": default_max_tokens(k),
                 "response_format": response_format(s, "json_schema")}
@@ -202,9 +202,10 @@ def openai_sdk(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
 def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, float]:
     """The project's model seam: ``make_client`` and ``structured`` (json_schema mode)."""
     from langchain_core.messages import HumanMessage, SystemMessage
-    from personahub.agents.llm import LLMSettings, make_client
-    from personahub.agents.run_loop import run
+
+    from personahub.agents.llm.client import LLMSettings, make_client
     from personahub.agents.schemas import EMISSION_SCHEMAS
+    from personahub.core.loop import run
 
     types = {"system": SystemMessage, "user": HumanMessage}
     converted = [(kind, [types[m["role"]](m["content"]) for m in messages])
@@ -230,6 +231,7 @@ def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
 def simulate(url: str, agents: int, steps: int, concurrency: int) -> tuple[int, float]:
     """(model calls, seconds of the steps phase) of one ``run_scenario`` run."""
     import duckdb
+
     from personahub.sim.runner import RunOptions, run_scenario
     from personahub.sim.scenario import load_scenario
 
@@ -254,7 +256,8 @@ def _import_all() -> None:
     import langchain_openai  # noqa: F401
     import openai  # noqa: F401
     from openai import DefaultAioHttpClient  # noqa: F401
-    from personahub.agents import endpoint_specs, llm, openai_wire  # noqa: F401
+
+    from personahub.agents.llm import endpoint_specs, llm, openai_wire  # noqa: F401
 
 
 CLIENTS: dict[str, Callable[[str, int, list[Any]], tuple[float, float]]] = {

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_minhash import make_texts  # noqa: E402
+
 from personahub.personas.embedding import (  # noqa: E402
     ANN_BACKENDS,
     make_embedder,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import duckdb
+
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 

@@ -25,10 +25,11 @@ from collections.abc import Callable
 from typing import Any
 
 from _synthetic import HOBBIES, PLACES, ROLES, TRAITS
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.offline import OfflineEngine, to_openai_dicts
+
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.llm.offline import OfflineEngine, to_openai_dicts
 from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, run_agents
-from personahub.agents.prompts import agent_messages
+from personahub.agents.prompts.agent import agent_messages
 from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
 
 WORLD = "A river town with a ferry, a market and a library."

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from personahub.agents.offline_text import split_sections
-from personahub.agents.prompt_budget import PromptBudget, count_prompt_tokens, count_tokens
-from personahub.agents.prompt_prefix import SharedPrefixMeter
+
+from personahub.agents.llm.offline_text import split_sections
+from personahub.agents.llm.prompt_prefix import SharedPrefixMeter
+from personahub.agents.prompts.budget import PromptBudget, count_prompt_tokens, count_tokens
 from personahub.agents.schemas import EMISSION_SCHEMAS
 from personahub.sim.runner import RunOptions, client_for_run, run_scenario
 from personahub.sim.scenario import Scenario, load_scenario

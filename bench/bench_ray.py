@@ -33,8 +33,8 @@ import pyarrow as pa
 
 
 def synth_db(path: Path, n: int) -> Path:
+    from personahub.core.store import connect, transaction, upsert_personas
     from personahub.personas.importers import iter_personas
-    from personahub.personas.store import connect, transaction, upsert_personas
 
     people = _synthetic.write_personas(path.with_suffix(".jsonl"), n)
     con = connect(path)
@@ -54,8 +54,8 @@ def synth_rows(db: Path, job_id: str) -> list[tuple]:
 
 def time_synthesis(tmp: Path, args: argparse.Namespace, executor: str,
                    workers: int | None) -> tuple[float, list[tuple]]:
-    from personahub.agents.llm import LLMSettings, make_client
-    from personahub.sim.synthesize import SynthOptions, run_synthesis
+    from personahub.agents.llm.client import LLMSettings, make_client
+    from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 
     db = synth_db(tmp / f"synth-{executor}-{workers}.duckdb", args.n)
     client = make_client(LLMSettings(concurrency=args.concurrency, offline_latency_s=args.latency))
@@ -120,13 +120,13 @@ def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
                      workers: int | None) -> tuple[float, list[tuple], int]:
     """``from-text`` over ``--persona-n`` texts (read, like) or ``expand`` (1 hop, fanout 2,
     closing triangles) from ``--persona-n`` personas, local or on Ray with ``workers``."""
-    from personahub.agents.llm import LLMSettings, make_client
+    from personahub.agents.llm.client import LLMSettings, make_client
+    from personahub.core.jobs import job_loop
+    from personahub.core.store import connect
     from personahub.personas.expand import expand_hub
-    from personahub.personas.store import connect
     from personahub.personas.text_to_persona import iter_texts, text_to_persona
-    from personahub.sim.executor_ray import RayTarget, ask_batches
-    from personahub.sim.executor_ray_run import ray_asks
-    from personahub.sim.jobs import job_loop
+    from personahub.sim.executors.ray_actors import ray_asks
+    from personahub.sim.executors.ray_batches import RayTarget, ask_batches
 
     corpus = tmp / f"{job}-{workers}.jsonl"
     db = persona_db(tmp / f"{job}-{workers}.duckdb", args.persona_n, corpus)
@@ -172,7 +172,7 @@ def dedup_texts(n: int, seed: int = 3) -> list[str]:
 
 
 def dedup_hub(texts: list[str]) -> duckdb.DuckDBPyConnection:
-    from personahub.personas.store import connect
+    from personahub.core.store import connect
 
     con = connect(":memory:")
     ids = [f"p{i:09d}" for i in range(len(texts))]
@@ -185,7 +185,7 @@ def dedup_hub(texts: list[str]) -> duckdb.DuckDBPyConnection:
 
 def time_dedup(texts: list[str], workers: int | None) -> tuple[float, list[tuple]]:
     from personahub.personas.dedup import DedupConfig, local_signatures, run_minhash_stage
-    from personahub.sim.executor_ray_minhash import minhash_pair_finder
+    from personahub.sim.executors.ray_minhash import minhash_pair_finder
 
     con = dedup_hub(texts)
     sign = local_signatures if workers is None else minhash_pair_finder(workers=workers)

@@ -42,7 +42,7 @@ FIXED = (1, 2, 8)
 
 
 def _requests(n: int) -> list[list[Any]]:
-    from personahub.agents.doctor import _messages
+    from personahub.agents.llm.doctor import _messages
 
     return [_messages(i) for i in range(n)]
 
@@ -53,8 +53,8 @@ MODE = "json_schema"  # --structured: json_object for llama-cpp-python's server
 async def _personahub(spec: str, requests: list[list[Any]], concurrency: Any,
                       max_tokens: int) -> tuple[float, int, int, dict[str, Any]]:
     """(wall s, answered, completion tokens, concurrency report) of one job."""
-    from personahub.agents.doctor import CityProbe
-    from personahub.agents.llm import LLMClient, LLMSettings
+    from personahub.agents.llm.client import LLMClient, LLMSettings
+    from personahub.agents.llm.doctor import CityProbe
 
     client = LLMClient(LLMSettings(spec=spec, concurrency=concurrency, structured=MODE,
                                    temperature=0.0, max_tokens=max_tokens, timeout_s=600))
@@ -71,8 +71,9 @@ async def _plain(base: str, model: str, requests: list[list[Any]], concurrency: 
                  max_tokens: int) -> tuple[float, int, int, dict[str, Any]]:
     from langchain_core.messages import convert_to_openai_messages
     from openai import AsyncOpenAI
-    from personahub.agents.doctor import CityProbe
-    from personahub.agents.structured import response_format
+
+    from personahub.agents.llm.doctor import CityProbe
+    from personahub.agents.llm.structured import response_format
 
     client = AsyncOpenAI(base_url=base, api_key="not-needed", timeout=600, max_retries=0)
     gate = asyncio.Semaphore(concurrency)
@@ -95,14 +96,14 @@ async def _plain(base: str, model: str, requests: list[list[Any]], concurrency: 
 def _server(parallel: int, llm: str | None) -> Iterator[Any]:
     """llama-server with ``parallel`` slots, or the running server ``llm`` names."""
     if llm is None:
-        from personahub.agents.llamacpp import local_llama_cpp_server
+        from personahub.agents.llm.llamacpp import local_llama_cpp_server
 
         with local_llama_cpp_server(parallel=parallel) as server:
             yield server
         return
     from urllib.parse import parse_qs, urlsplit
 
-    from personahub.agents.llamacpp import LlamaServer
+    from personahub.agents.llm.llamacpp import LlamaServer
 
     url = urlsplit(llm)
     model = (parse_qs(url.query).get("model") or ["default"])[0]

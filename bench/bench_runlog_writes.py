@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from personahub.personas.store import connect, insert_rows, transaction
+from personahub.core.store import connect, insert_rows, transaction
 
 
 def rows(n: int, offset: int = 0) -> list[dict]:

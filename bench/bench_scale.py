@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--sort", default="cumulative", help="cProfile sort key with --profile")
     args = parser.parse_args()
     import duckdb
+
     from personahub.sim.runner import RunOptions, run_scenario
     from personahub.sim.scenario import load_scenario
 

@@ -1,8 +1,9 @@
 """personahub: persona-driven synthetic data and virtual-society simulation.
 
-The project's folders (``sim/``, ``agents/``, ``personas/``, ``analysis/``, ``scenarios/``) live at
-the repository root but are installed and imported as ``personahub.sim``, ``personahub.agents``, …
-so nothing generic (``agents`` is also the OpenAI Agents SDK) is installed at top level.
+The project's folders (``sim/``, ``agents/``, ``personas/``, ``pipelines/``, ``analysis/``,
+``scenarios/``) live at the repository root; this folder links to each, so they are imported as
+``personahub.sim``, ``personahub.agents``, … and nothing generic (``agents`` is also the OpenAI
+Agents SDK) is installed at top level.
 
 The public API is imported lazily, so ``import personahub`` stays cheap::
 
@@ -18,19 +19,12 @@ from __future__ import annotations
 
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 try:
     __version__ = version("personahub")
 except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0+unknown"
-
-_checkout = Path(__file__).resolve().parent.parent
-if not (Path(__file__).parent / "sim").is_dir() and (_checkout / "sim" / "__init__.py").is_file():
-    # Imported from a source checkout (the repository root on sys.path): the subpackages are the
-    # root folders. Installed copies hold them inside this folder and never take this branch.
-    __path__.append(str(_checkout))
 
 #: name -> module that defines it; resolved on first attribute access.
 _PUBLIC = {
@@ -57,11 +51,11 @@ _PUBLIC = {
     "Run": "personahub.results",
     "Job": "personahub.results",
     "resume_run": "personahub.sim.runner",
-    "SynthOptions": "personahub.sim.synthesize",
-    "run_synthesis": "personahub.sim.synthesize",
-    "connect": "personahub.personas.store",
-    "fetch_personas": "personahub.personas.store",
-    "PersonahubError": "personahub.personas.errors",
+    "SynthOptions": "personahub.pipelines.synthesize",
+    "run_synthesis": "personahub.pipelines.synthesize",
+    "connect": "personahub.core.store",
+    "fetch_personas": "personahub.core.store",
+    "PersonahubError": "personahub.core.errors",
 }
 
 __all__ = ["__version__", *_PUBLIC]

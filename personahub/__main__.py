@@ -1,5 +1,5 @@
 """``python -m personahub``: the same as the ``personahub`` command."""
 
-from personahub.sim.cli import app
+from personahub.cli.app import app
 
 app(prog_name="personahub")

@@ -31,7 +31,7 @@ DEFAULT_DB = "personahub.duckdb"  # = personas.store.DEFAULT_DB, without importi
 
 
 def _refuse_unknown(what: str, given: dict[str, Any], known: set[str]) -> None:
-    from personahub.personas.errors import PersonahubError
+    from personahub.core.errors import PersonahubError
 
     unknown = sorted(set(given) - known)
     if unknown:
@@ -86,7 +86,7 @@ async def run_scenario_async(scenario_or_path: Scenario | str | Path,
 
 
 def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: dict[str, Any]) -> Job:
-    from personahub.sim.synthesize import SynthOptions, run_synthesis
+    from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 
     _refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthOptions)})
     summary = run_synthesis(SynthOptions(task=task, db=str(db), llm=llm, seed=seed, n=n, **options))
@@ -203,9 +203,9 @@ def _interview(question: str, db: str | Path, run: str, llm: str, options: dict[
     """Ask, store, and return the answers as a DataFrame (one row per agent asked)."""
     import pandas as pd
 
-    from personahub.agents.llm import LLMSettings, check_reachable, make_client, resolve_spec
-    from personahub.sim.interview import InterviewRequest, ask, prepare, write
-    from personahub.sim.jobs import job_loop
+    from personahub.agents.llm.client import LLMSettings, check_reachable, make_client, resolve_spec
+    from personahub.core.jobs import job_loop
+    from personahub.pipelines.interview import InterviewRequest, ask, prepare, write
 
     asks = {"agent", "where", "carve", "step", "limit"}
     _refuse_unknown("interview", options, asks | _MODEL_FLAGS | {"concurrency"})
@@ -251,7 +251,7 @@ async def interview_async(question: str, *, run: str, db: str | Path = DEFAULT_D
     return await call_in_thread(_interview_call(question, db, run, llm, options))
 def _judging(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
              options: dict[str, Any]) -> Judged:
-    from personahub.sim.judge import JudgeOptions, run_judge
+    from personahub.pipelines.judge import JudgeOptions, run_judge
 
     known = {f.name for f in dataclasses.fields(JudgeOptions)} - {"job", "run", "db", "llm", "seed"}
     _refuse_unknown("judge", options, known)

@@ -11,11 +11,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from personahub.agents.adaptive_limit import Concurrency
-from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, make_client, redact_spec
-from personahub.personas.errors import PersonahubError
-from personahub.personas.store import connect, live_persona_ids
-from personahub.sim.jobs import attach_cache, job_loop
+from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, make_client, redact_spec
+from personahub.core.errors import PersonahubError
+from personahub.core.jobs import attach_cache, job_loop
+from personahub.core.store import connect, live_persona_ids
 
 
 def _client(llm: str, seed: int, concurrency: Concurrency, cache: str, **settings: Any) -> LLMClient:
@@ -36,7 +36,7 @@ def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relation
                         batch_size: int, concurrency: Concurrency, language: str | None,
                         cache: str, **settings: Any) -> tuple[str, Any]:
     """(corpus name, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text."""
-    from personahub.personas.jobs import finish_text_job, start_text_job
+    from personahub.core.job_records import finish_text_job, start_text_job
     from personahub.personas.text_to_persona import iter_texts, parse_relations, text_to_persona
 
     try:
@@ -98,6 +98,7 @@ def expand_job(*, db: Path, llm: str, seed: int, hops: int, fanout: int, limit: 
 def dedup_job_run(*, db: Path, embedder: str | None, threshold: float, num_perm: int, ngram: int,
                   embed_threshold: float, ann: str, batch_size: int) -> tuple[str, Any]:
     """(job id, ``DedupSummary``): MinHash, then embeddings (unless ``embedder`` is None)."""
+    from personahub.core.job_records import JobRef
     from personahub.personas.dedup import DedupConfig, dedup_job, run_dedup
     from personahub.personas.dedup_jobs import (
         JOB_KIND,
@@ -106,7 +107,6 @@ def dedup_job_run(*, db: Path, embedder: str | None, threshold: float, num_perm:
         start_dedup_job,
     )
     from personahub.personas.embedding import make_embedder
-    from personahub.personas.jobs import JobRef
     from personahub.personas.minhash import MinHashConfig
 
     _existing(db)

@@ -28,7 +28,7 @@ _PERSONAS_OF = {
 def _read(db: Path, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
     """``query`` on a read-only connection (with the analysis views), closed before returning."""
     from personahub.analysis.views import install_views
-    from personahub.personas.store import connect
+    from personahub.core.store import connect
 
     con = connect(db, read_only=True)
     try:
@@ -41,7 +41,7 @@ def _read(db: Path, query: str, params: Sequence[Any] | None = None) -> pd.DataF
 def _items_frame(db: Path, *, job: str | None = None, run: str | None = None) -> pd.DataFrame:
     """A run's or synthesis job's items in the export's column layout (``analysis.export``)."""
     from personahub.analysis.export import load_items, parquet_table
-    from personahub.personas.store import connect
+    from personahub.core.store import connect
 
     con = connect(db, read_only=True)
     try:
@@ -81,9 +81,9 @@ class Job:
         personahub, chat, parquet (a file) or hf (a datasets folder with its card); returns
         the number of records."""
         from personahub.analysis.export import export
-        from personahub.personas.errors import PersonahubError
-        from personahub.personas.outputs import check_output
-        from personahub.personas.store import connect
+        from personahub.core.errors import PersonahubError
+        from personahub.core.outputs import check_output
+        from personahub.core.store import connect
 
         if self.kind not in ("run", "synthesis"):
             raise PersonahubError(f"export: a {self.kind} job has no items to export; use .items()")
@@ -111,8 +111,8 @@ class Job:
         return self.sql(_PERSONAS_OF[self.kind], [self.job_id])
 
     def _expansion_personas(self) -> pd.DataFrame:
+        from personahub.core.store import connect
         from personahub.personas.expand import expansion_personas
-        from personahub.personas.store import connect
 
         con: duckdb.DuckDBPyConnection = connect(self.db, read_only=True)
         try:
@@ -190,7 +190,7 @@ class Judged(Job):
         """The validity rate and per-criterion rates with 95% Wilson intervals
         (``analysis.judgments.Validity``; ``.valid.text()``, ``.as_dict()``)."""
         from personahub.analysis.judgments import validity
-        from personahub.personas.store import connect
+        from personahub.core.store import connect
 
         con = connect(self.db, read_only=True)
         try:

@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from personahub.agents.contracts import StructuredCaller, StructuredResult
 from pydantic import BaseModel
+
+from personahub.core.contracts import StructuredCaller, StructuredResult
 
 # a batch's calls in, their results out, in the same order
 Asks = Callable[[Sequence["Ask"]], Awaitable[list[StructuredResult[Any]]]]

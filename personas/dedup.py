@@ -27,7 +27,11 @@ from typing import Any, cast
 import duckdb
 import numpy as np
 import pyarrow as pa
-from personahub.agents.contracts import ServesModels
+
+from personahub.core.contracts import ServesModels
+from personahub.core.errors import PersonahubError
+from personahub.core.job_records import JobRef, commit_batch
+from personahub.core.store import transaction
 from personahub.personas.dedup_jobs import record_stage
 from personahub.personas.dedup_languages import JudgedLog, split_by_script, write_judged
 from personahub.personas.embedding import (
@@ -38,8 +42,6 @@ from personahub.personas.embedding import (
     make_embedder,
 )
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
-from personahub.personas.errors import PersonahubError
-from personahub.personas.jobs import JobRef, commit_batch
 from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
@@ -47,7 +49,6 @@ from personahub.personas.minhash import (
     resolve_first_seen,
     sketch,
 )
-from personahub.personas.store import transaction
 
 __all__ = [
     "DedupConfig",

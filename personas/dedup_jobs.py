@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import duckdb
-from personahub.personas.store import transaction
+
+from personahub.core.store import transaction
 
 JOB_KIND: Final = "dedup"
 

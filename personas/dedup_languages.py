@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pyarrow as pa
+
 from personahub.personas.scripts import covered, dominant_script
 
 __all__ = ["JudgedLog", "split_by_script", "write_judged"]

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from personahub.agents.contracts import carry_records
-from personahub.personas.errors import PersonahubError
+
+from personahub.core.contracts import carry_records
+from personahub.core.errors import PersonahubError
 from personahub.personas.minhash import TEXT_SEPARATOR, batch_tokens, resolve_first_seen, token_hash
 from personahub.personas.scripts import ANY_SCRIPT, LATIN
 
@@ -156,8 +157,8 @@ class OpenAIEmbedder:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            from personahub.agents.endpoint_embeddings import EmbeddingClient, openai_embedding_endpoint
-            from personahub.agents.llm_settings import LLMSettings
+            from personahub.agents.llm.endpoint_embeddings import EmbeddingClient, openai_embedding_endpoint
+            from personahub.agents.llm.settings import LLMSettings
 
             settings = LLMSettings(timeout_s=self.timeout_s, max_retries=self.max_retries, rps=self.rps)
             self._client = EmbeddingClient(openai_embedding_endpoint(self.model, settings), settings)

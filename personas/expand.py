@@ -34,20 +34,30 @@ from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
-from personahub.agents.bounds import SHORT
-from personahub.agents.contracts import StructuredCaller
-from personahub.agents.failures import (
+from pydantic import BaseModel, Field, create_model
+
+from personahub.agents.llm.bounds import SHORT
+from personahub.agents.llm.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
     call_error,
     check_max_failed_share,
 )
+from personahub.agents.prompts.personas import expand_messages
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonahubError
+from personahub.core.job_records import JobRef, ProgressHook, commit_batch, most_common_job_error
+from personahub.core.store import (
+    fetch_personas,
+    insert_rows,
+    scalar,
+    transaction,
+    upsert_personas,
+)
 from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.embedding import Embedder
-from personahub.personas.errors import PersonahubError
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
-from personahub.personas.jobs import JobRef, ProgressHook, commit_batch, most_common_job_error
 from personahub.personas.link_merge import apply_merges, load_aliases, merge_rows, resolve, save_merges
 from personahub.personas.link_nearest import NearestPool, load_pool, pool_embedder
 from personahub.personas.linking import (
@@ -61,7 +71,6 @@ from personahub.personas.linking import (
     texts_of,
 )
 from personahub.personas.near_dup import NearDuplicateIndex
-from personahub.personas.prompts import expand_messages
 from personahub.personas.quality import (
     PERSONA_MAX_CHARS,
     gate_answer,
@@ -71,14 +80,6 @@ from personahub.personas.quality import (
     rejected_row,
 )
 from personahub.personas.record import Persona
-from personahub.personas.store import (
-    fetch_personas,
-    insert_rows,
-    scalar,
-    transaction,
-    upsert_personas,
-)
-from pydantic import BaseModel, Field, create_model
 
 MAX_HOPS = 6
 DEFAULT_BATCH = 256

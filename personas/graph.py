@@ -16,7 +16,8 @@ import duckdb
 import networkx as nx
 import numpy as np
 import pyarrow as pa
-from personahub.personas.store import fetch_personas, insert_columns, upsert_personas
+
+from personahub.core.store import fetch_personas, insert_columns, upsert_personas
 
 
 @dataclass(frozen=True, slots=True)

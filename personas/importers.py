@@ -23,7 +23,8 @@ from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from personahub.personas.errors import PersonaFileError
+
+from personahub.core.errors import PersonaFileError
 from personahub.personas.record import Persona
 
 __all__ = [

@@ -15,10 +15,11 @@ from dataclasses import replace
 from typing import Any
 
 import duckdb
+
+from personahub.core.store import insert_rows
 from personahub.personas.graph import Relation
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.record import Persona
-from personahub.personas.store import insert_rows
 
 
 def resolve(aliases: Mapping[str, str], persona_id: str) -> str:

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import duckdb
 import numpy as np
+
+from personahub.core.errors import PersonahubError
 from personahub.personas.embedding import Embedder, embedder_scripts, make_embedder
-from personahub.personas.errors import PersonahubError
 from personahub.personas.scripts import covered
 
 OFFLINE_EMBEDDERS = ("hash", "local")

@@ -22,10 +22,11 @@ from typing import Annotated
 
 import duckdb
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from personahub.agents.bounds import SHORT
-from personahub.personas.graph import Relation
-from personahub.personas.prompts import PERSONA_SYSTEM, section
 from pydantic import BaseModel, Field, create_model
+
+from personahub.agents.llm.bounds import SHORT
+from personahub.agents.prompts.personas import PERSONA_SYSTEM, section
+from personahub.personas.graph import Relation
 
 LINK_SOURCE = "expand:link"
 LINK_PURPOSE = "expand:link"

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
+
 from personahub.personas.minhash import MinHashConfig, lsh_params, signatures, tokenize
 
 _EMPTY = np.iinfo(np.uint32).max

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from personahub.personas.errors import PersonahubError
-from personahub.personas.store import insert_columns
+
+from personahub.core.errors import PersonahubError
+from personahub.core.store import insert_columns
 
 __all__ = ["SourceText", "insert_source_texts", "iter_source_rows", "resolve_source"]
 

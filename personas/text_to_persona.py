@@ -30,20 +30,23 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from personahub.agents.adaptive_limit import Concurrency, concurrency_bound
-from personahub.agents.contracts import StructuredCaller
-from personahub.agents.failures import (
+from pydantic import BaseModel, Field, create_model
+
+from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
+from personahub.agents.llm.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
     call_error,
     check_max_failed_share,
 )
+from personahub.agents.prompts.personas import TEXT_RELATIONS, text_to_persona_messages
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonaFileError
+from personahub.core.job_records import JobRef, ProgressHook, commit_batch
+from personahub.core.store import upsert_personas
 from personahub.personas.asks import Ask, RemoteBatches, ask_one
-from personahub.personas.errors import PersonaFileError
 from personahub.personas.importers import ImportStats, container_of, iter_rows
-from personahub.personas.jobs import JobRef, ProgressHook, commit_batch
-from personahub.personas.prompts import TEXT_RELATIONS, text_to_persona_messages
 from personahub.personas.quality import (
     PERSONA_MAX_CHARS,
     gate_answer,
@@ -53,8 +56,6 @@ from personahub.personas.quality import (
     tally,
 )
 from personahub.personas.record import Persona
-from personahub.personas.store import upsert_personas
-from pydantic import BaseModel, Field, create_model
 
 SOURCE = "text-to-persona"
 RELATIONS: tuple[str, ...] = tuple(TEXT_RELATIONS)

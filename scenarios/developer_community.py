@@ -9,7 +9,7 @@ step 3, a reviewer is linked to the maintainer and a long-idle link is dropped; 
 coders and engineers are asked, in free text, what should be fixed first.
 """
 
-from personahub.sim import main
+from personahub.cli import main
 from personahub.sim.scenario import (
     Activation,
     Audience,

@@ -13,7 +13,7 @@ Run it with ``personahub run scenarios/fantasy_village.py``; then for instance
 
 import random
 
-from personahub.sim import main
+from personahub.cli import main
 from personahub.sim.scenario import (
     Activation,
     AgentInfo,

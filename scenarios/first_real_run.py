@@ -4,7 +4,7 @@ Small on purpose: a local model answering one request at a time finishes it in a
 ``personahub run scenarios/first_real_run.py --llm "http://127.0.0.1:8812/v1?model=NAME"``.
 """
 
-from personahub.sim import main
+from personahub.cli import main
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey
 
 SCENARIO = Scenario(

@@ -11,7 +11,7 @@ at step 5 a price-fairness scale. Read the answers with one query per step, e.g.
                     where survey_id = 'purchase_intent' group by all order by all"
 """
 
-from personahub.sim import main
+from personahub.cli import main
 from personahub.sim.scenario import Activation, Audience, Event, GraphGrowth, PersonaSource, Scenario, Survey
 
 INTENT = ("definitely", "probably", "unsure", "probably not", "definitely not")

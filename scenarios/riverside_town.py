@@ -6,7 +6,7 @@ writes a prompt for an AI assistant, says a line to a neighbour, or sketches a s
 Run it with ``personahub run scenarios/riverside_town.py`` or ``python scenarios/riverside_town.py``.
 """
 
-from personahub.sim import main
+from personahub.cli import main
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(

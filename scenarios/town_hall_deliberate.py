@@ -34,7 +34,7 @@ With a real model, compare the two files' trajectories with::
     personahub sql "select step, action, count(*) from decisions group by all order by all"
 """
 
-from personahub.sim import main
+from personahub.cli import main
 from personahub.sim.scenario import (
     Audience,
     Event,

@@ -14,7 +14,7 @@ Compare before and after with::
                     where survey_id = 'support' group by all order by all"
 """
 
-from personahub.sim import main
+from personahub.cli import main
 from personahub.sim.scenario import (
     Audience,
     Event,

@@ -16,6 +16,7 @@ from typing import Any
 import networkx as nx
 from mesa.discrete_space import Cell, Network
 from mesa.discrete_space.discrete_space import DiscreteSpace
+
 from personahub.personas.graph import SocialEdges
 
 _CONNECTIONS: Any = Cell.connections  # the slot a Cell keeps its connections in

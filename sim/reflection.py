@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from personahub.agents.contracts import StructuredCaller, StructuredResult
-from personahub.agents.prompt_budget import PromptBudget
-from personahub.agents.prompts import reflection_messages
+from personahub.agents.prompts.agent import reflection_messages
+from personahub.agents.prompts.budget import PromptBudget
 from personahub.agents.tasks.reflection import Reflection
+from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.sim.memory import AgentMemory
 
 PURPOSE = "reflection"

@@ -18,9 +18,10 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-from personahub.agents.contracts import ServesModels
-from personahub.personas.store import insert_columns, insert_rows, scalar, transaction
-from personahub.sim.jobs import JobRef, commit_batch
+
+from personahub.core.contracts import ServesModels
+from personahub.core.jobs import JobRef, commit_batch
+from personahub.core.store import insert_columns, insert_rows, scalar, transaction
 from personahub.sim.society import StepResult
 
 

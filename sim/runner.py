@@ -38,29 +38,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from personahub.agents.adaptive_limit import Concurrency
-from personahub.agents.contracts import StructuredCaller
-from personahub.agents.failures import (
+
+from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, redact_spec
+from personahub.agents.llm.client import make_client as make_llm_client
+from personahub.agents.llm.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
     check_max_failed_share,
 )
-from personahub.agents.generation import Generation
-from personahub.agents.llm import LLMClient, LLMSettings, check_reachable, redact_spec
-from personahub.agents.llm import make_client as make_llm_client
-from personahub.agents.llm_settings import parse_concurrency
-from personahub.agents.structured import check_setting
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import parse_concurrency
+from personahub.agents.llm.structured import check_setting
 from personahub.analysis.kept import kept_lines
-from personahub.personas.errors import PersonahubError
-from personahub.personas.expand import ExpansionIncomplete, expand_hub
-from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
-from personahub.personas.importers import iter_personas
-from personahub.personas.near_dup import IndexesByKind
-from personahub.personas.quality import rejected_counts
-from personahub.personas.record import Persona
-from personahub.personas.sampling import draw
-from personahub.personas.store import (
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonahubError
+from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
+from personahub.core.jobs import JobLoop, ProgressHook, attach_cache, check_cache_mode, check_replay_cache
+from personahub.core.store import (
     DEFAULT_DB,
     connect,
     fetch_personas,
@@ -68,10 +64,15 @@ from personahub.personas.store import (
     transaction,
     upsert_personas,
 )
+from personahub.personas.expand import ExpansionIncomplete, expand_hub
+from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
+from personahub.personas.importers import iter_personas
+from personahub.personas.near_dup import IndexesByKind
+from personahub.personas.quality import rejected_counts
+from personahub.personas.record import Persona
+from personahub.personas.sampling import draw
 from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
-from personahub.sim.interrupts import Stopped, interrupts_from_queries, signal_name
-from personahub.sim.jobs import JobLoop, ProgressHook, attach_cache, check_cache_mode, check_replay_cache
 from personahub.sim.runlog import RunLog
 from personahub.sim.scenario import (
     Scenario,
@@ -97,15 +98,15 @@ class RunOptions:
     max_retries: int = 3
     chunk_size: int = 128
     offline_latency_s: float = 0.0
-    cache: str = "off"  # off | record | replay (agents/cache.py)
+    cache: str = "off"  # off | record | replay (agents/llm/cache.py)
     rps: float | None = None  # model requests per second, all endpoints together
     price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
     price_out: float | None = None  # USD per 1M output tokens
-    structured: str = "auto"  # how the schema is asked for (agents/structured.py)
-    max_tokens: int | None = None  # None: per output kind (agents/generation.py)
+    structured: str = "auto"  # how the schema is asked for (agents/llm/structured.py)
+    max_tokens: int | None = None  # None: per output kind (agents/llm/generation.py)
     temperature: float | None = None
     top_p: float | None = None
-    # where the model calls run (sim/executors.py): the caller's choice, not the run's (a
+    # where the model calls run (sim/executors/__init__.py): the caller's choice, not the run's (a
     # resume does not inherit it); the tables are the same either way
     executor: str = "local"
     ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started for the run
@@ -444,7 +445,7 @@ def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, 
 def _check_executor_client(options: RunOptions, client: StructuredCaller) -> None:
     """Refuse, before the run is recorded, a client Ray workers cannot rebuild."""
     if options.executor == "ray":
-        from personahub.sim.executor_ray_run import check_run_client
+        from personahub.sim.executors.ray_actors import check_run_client
 
         check_run_client(client)
 
@@ -455,7 +456,7 @@ def _calls_on(client: StructuredCaller, options: RunOptions,
     (``sim.executor_ray_run``) for as long as the run lasts."""
     if options.executor != "ray":
         return nullcontext(client)
-    from personahub.sim.executor_ray_run import ray_caller
+    from personahub.sim.executors.ray_actors import ray_caller
 
     return ray_caller(client, address=options.ray_address, workers=options.ray_workers,
                       run_id=run_id)

@@ -5,7 +5,7 @@ emission kinds agents produce, the world text and scheduled events. Everything i
 keyword-only dataclass validated on construction, so a broken scenario fails at load time with
 the field at fault, before any database is touched.
 
-Run one with ``personahub run FILE`` or ``python FILE`` (which calls ``sim.main(__file__)``).
+Run one with ``personahub run FILE`` or ``python FILE`` (which calls ``personahub.cli.main(__file__)``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
-from personahub.agents.prompt_budget import PromptBudget
+from personahub.agents.prompts.budget import PromptBudget
 from personahub.agents.tasks import emission_kinds
-from personahub.personas.errors import PersonahubError
+from personahub.core.errors import PersonahubError
 from personahub.personas.expand import MAX_HOPS
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery

@@ -34,7 +34,7 @@ import mesa
 import networkx as nx
 import numpy as np
 from mesa.discrete_space import FixedAgent, Network
-from personahub.agents.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+
 from personahub.agents.decide import Decision, choices
 from personahub.agents.persona_agent import (
     DEFAULT_CHUNK,
@@ -43,9 +43,10 @@ from personahub.agents.persona_agent import (
     AgentOutcome,
     run_agents,
 )
-from personahub.agents.prompts import survey_messages
+from personahub.agents.prompts.agent import survey_messages
 from personahub.agents.tasks import addressed_kinds, emission_task
 from personahub.agents.tasks.survey import survey_schema, survey_value
+from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.personas.graph import SocialEdges
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona

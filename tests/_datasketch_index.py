@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
+
 from personahub.personas.minhash import MinHashConfig, lsh_params, signatures
 
 _EMPTY = np.iinfo(np.uint32).max

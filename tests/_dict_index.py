@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from personahub.personas.minhash import MinHashConfig, lsh_params, signatures
 
 _EMPTY = np.iinfo(np.uint32).max

@@ -2,9 +2,9 @@
 
 ``tests/agents/test_offline_golden.py`` pins the offline engine's answers to fixed messages. Its engine,
 chat model, client and server sections build those messages with these frozen templates, so
-that changing today's prompts (``agents/prompts.py``: shorter texts, section order, budgets)
+that changing today's prompts (``agents/prompts/agent.py``: shorter texts, section order, budgets)
 leaves the engine's goldens alone; the agent-graph section runs today's prompts and pins them.
-A verbatim copy of ``agents/prompts.py`` at commit aafc1e7; do not edit.
+A verbatim copy of ``agents/prompts/agent.py`` at commit aafc1e7; do not edit.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from personahub.personas.prompts import section
+
+from personahub.agents.prompts.personas import section
 
 AGENT_SYSTEM = (
     "You are role-playing one member of a simulated society. Stay in character as the persona "

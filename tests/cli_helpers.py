@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from personahub.sim.cli import app
 from typer.testing import CliRunner, Result
+
+from personahub.cli.app import app
 
 runner = CliRunner()
 

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from personahub.agents.server import RunningServer, ServerOptions, start_server
+
+from personahub.agents.loopback.server import RunningServer, ServerOptions, start_server
 
 ROLES = ["nurse", "baker", "ferry pilot", "librarian", "welder", "beekeeper", "coder", "farmer",
          "pharmacist", "teacher", "plumber", "florist", "barista", "mechanic", "translator"]

@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from personahub.agents.contracts import CallStats, Endpoint
-from personahub.agents.llm import LLMClient, LLMSettings, LLMUnavailable, StructuredResult
 from pydantic import BaseModel
+
+from personahub.agents.llm.client import LLMClient, LLMSettings, LLMUnavailable, StructuredResult
+from personahub.core.contracts import CallStats, Endpoint
 
 
 @dataclass

@@ -9,11 +9,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from personahub.personas.errors import PersonahubError
-from personahub.sim.runner import RunOptions
-from personahub.sim.scenario import load_scenario
 
 import personahub
+from personahub.core.errors import PersonahubError
+from personahub.sim.runner import RunOptions
+from personahub.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "scenarios" / "product_launch.py"

@@ -2,15 +2,15 @@
 
 The extras (``[ray]``, ``[hf]``, ``[embed]``, ``[ann]``, ``[llamacpp]``, the browser tests'
 playwright) are imported inside the functions that need them, or through
-``personahub.sim.optional``; a module-level import would break ``pip install -e '.[dev]' &&
+``personahub.core.optional``; a module-level import would break ``pip install -e '.[dev]' &&
 pytest`` on a fresh machine. A subprocess blocks those packages and imports every module.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -39,22 +39,21 @@ print(",".join(loaded))
 
 
 def package_modules() -> list[str]:
-    """Every module the wheel installs, by its ``personahub.*`` name (pyproject's package-dir)."""
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = config["package-dir"]
+    """Every module the wheel installs, by its ``personahub.*`` name: the files under
+    ``personahub/``, whose links lead into the root folders."""
     modules = []
-    for package in config["packages"]:
-        top = package.split(".")[:2]
-        folder = ROOT / folders[".".join(top)]
-        folder = folder.joinpath(*package.split(".")[2:])
-        modules += [f"{package}.{path.stem}" if path.stem != "__init__" else package
-                    for path in sorted(folder.glob("*.py")) if path.stem != "__main__"]
+    for folder, _, files in os.walk(ROOT / "personahub", followlinks=True):
+        package = ".".join(Path(folder).relative_to(ROOT).parts)
+        if "__init__.py" not in files or "__pycache__" in package:
+            continue
+        modules += [package if name == "__init__.py" else f"{package}.{name[:-3]}"
+                    for name in sorted(files) if name.endswith(".py") and name != "__main__.py"]
     return modules
 
 
 def test_the_module_list_covers_the_ray_executor() -> None:
     modules = package_modules()
-    assert "personahub.sim.executor_ray_run" in modules
+    assert "personahub.sim.executors.ray_actors" in modules
     assert "personahub.analysis.export_hf" in modules
     assert len(modules) > 140
 
@@ -69,8 +68,8 @@ def test_every_module_imports_without_the_optional_extras() -> None:
 
 def test_the_ray_proxy_names_the_extra_when_ray_is_missing() -> None:
     code = ("import sys; sys.modules['ray'] = None\n"
-            "from personahub.sim.optional import ray\n"
-            "from personahub.personas.errors import PersonahubError\n"
+            "from personahub.core.optional import ray\n"
+            "from personahub.core.errors import PersonahubError\n"
             "try:\n    ray.init\nexcept PersonahubError as exc:\n    print(exc)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           check=True)

@@ -10,12 +10,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from personahub.agents.tasks import synthesis_names
 
 import personahub
+from personahub.agents.tasks import synthesis_names
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = ("agents", "sim", "personas", "analysis", "scenarios")
+FOLDERS = ("agents", "sim", "personas", "pipelines", "analysis", "scenarios")
 
 
 def test_version_and_public_api_resolve() -> None:
@@ -54,8 +54,8 @@ def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"personahub"}
-    for data in ("personahub/personas/schema.sql", "personahub/analysis/views.sql",
-                 "personahub/personas/data/seed_personas.jsonl", "personahub/sim/cli.py",
+    for data in ("personahub/core/schema.sql", "personahub/analysis/views.sql",
+                 "personahub/personas/data/seed_personas.jsonl", "personahub/cli/app.py",
                  "personahub/scenarios/riverside_town.py", "personahub/agents/tasks/registry.py",
                  *(f"personahub/analysis/view/{f}" for f in ("index.html", "view.js", "view.css")),
                  *(f"personahub/agents/tasks/demos/{task}.jsonl" for task in synthesis_names())):
@@ -63,8 +63,8 @@ def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                     str(wheel)], check=True, capture_output=True)
-    probe = ("import personahub.personas.store as s, personahub.analysis.views as v;"
-             "from personahub.sim.synthesize import load_examples as e;"
+    probe = ("import personahub.core.store as s, personahub.analysis.views as v;"
+             "from personahub.pipelines.synthesize import load_examples as e;"
              "print(len(s.schema_sql()) > 0 and len(e('builtin:tool')) > 0, s.__file__)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
@@ -72,24 +72,19 @@ def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
     assert done.stdout.startswith("True " + str(site))
 
 
-def test_type_checker_tree_mirrors_the_package_dir_mapping() -> None:
-    """mypy reads the package through .typecheck/personahub/ (symlinks): it must match pyproject's
-    package-dir mapping, or a folder would silently go unchecked."""
+def test_each_root_folder_is_where_its_import_path_says() -> None:
+    """personahub/<folder> is a relative link to the root folder, so a module is found at the
+    path its import name says (mypy, an IDE, grep), and pyproject maps no folder elsewhere."""
     import tomllib
 
-    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    tree = ROOT / ".typecheck"
-    assert (tree / "personahub" / "__init__.py").resolve() == ROOT / "personahub" / "__init__.py"
-    for package, folder in mapping.items():
-        if package == "personahub":
-            continue
-        linked = tree.joinpath(*package.split("."))
-        assert linked.is_symlink() and linked.resolve() == (ROOT / folder).resolve(), package
-    # the package root's own modules (the Python API) are linked one by one
-    assert ({p.name for p in (tree / "personahub").glob("*.py")}
-            == {p.name for p in (ROOT / "personahub").glob("*.py")})
-    linked_names = {p.name for p in (tree / "personahub").iterdir() if p.is_dir()}
-    assert linked_names == {package.split(".")[1] for package in mapping if package != "personahub"}
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "package-dir" not in setuptools
+    for folder in FOLDERS:
+        linked = ROOT / "personahub" / folder
+        assert linked.is_symlink() and linked.readlink() == Path("..") / folder, folder
+        assert (linked / "__init__.py").resolve() == ROOT / folder / "__init__.py"
+    links = {p.name for p in (ROOT / "personahub").iterdir() if p.is_symlink()}
+    assert links == set(FOLDERS)
 
 
 def test_the_licence_pyproject_names_ships() -> None:

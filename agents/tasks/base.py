@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from personahub.personas.quality import QualityIssue
 from pydantic import BaseModel
+
+from personahub.personas.quality import QualityIssue
 
 Content = Mapping[str, Any]
 Validator = Callable[[Content], QualityIssue | None]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from personahub.agents.tasks.base import Content, EmissionSpec, Task
 from personahub.agents.validators import MIN_TURNS, has_letters
 from personahub.personas.quality import QualityIssue
-from pydantic import BaseModel, Field
 
 
 class DialogueLine(BaseModel):

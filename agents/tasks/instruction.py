@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, Field, create_model
+
 from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import (
     MIN_INSTRUCTION_CHARS,
@@ -10,7 +12,6 @@ from personahub.agents.validators import (
     squash,
 )
 from personahub.personas.quality import QualityIssue
-from pydantic import BaseModel, Field, create_model
 
 
 class Instruction(BaseModel):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from personahub.agents.bounds import SHORT
+from pydantic import BaseModel, Field
+
+from personahub.agents.llm.bounds import SHORT
 from personahub.agents.tasks.base import Content, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import (
     MIN_BODY_CHARS,
@@ -16,7 +18,6 @@ from personahub.agents.validators import (
     squash,
 )
 from personahub.personas.quality import QualityIssue
-from pydantic import BaseModel, Field
 
 
 class KnowledgeText(BaseModel):

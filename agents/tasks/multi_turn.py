@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from personahub.agents.tasks.base import Content, SynthesisSpec, Task
 from personahub.agents.validators import MIN_TURNS, has_letters
 from personahub.personas.quality import QualityIssue
-from pydantic import BaseModel, Field
 
 ASSISTANT_TURNS_NOTE = "Include the assistant's reply after every user turn."
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from personahub.agents.bounds import SHORT
+from pydantic import BaseModel, Field
+
+from personahub.agents.llm.bounds import SHORT
 from personahub.agents.tasks.base import Content, Criterion, SynthesisSpec, Task
 from personahub.agents.validators import has_letters
 from personahub.personas.quality import QualityIssue
-from pydantic import BaseModel, Field
 
 
 class NpcProfile(BaseModel):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import BaseModel, Field
+
 from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, Task
 from personahub.agents.validators import has_letters
 from personahub.personas.quality import QualityIssue
-from pydantic import BaseModel, Field
 
 # A tone is a choice, not free text: small models fill an enum reliably (issue 26).
 Tone = Literal["neutral", "warm", "friendly", "curt", "worried", "angry", "excited", "formal",

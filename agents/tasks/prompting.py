@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from personahub.personas.prompts import section
+
+from personahub.agents.prompts.personas import section
 
 PROMPTING_MODES = ("zero-shot", "few-shot", "persona-few-shot")
 

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, Field
+
 from personahub.agents.tasks.base import PROBLEM_CRITERIA, Content, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import problem_issue
 from personahub.personas.quality import QualityIssue
-from pydantic import BaseModel, Field
 
 
 class ReasoningProblem(BaseModel):

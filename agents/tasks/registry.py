@@ -7,9 +7,9 @@ how to write the kind's fields (``Task.offline_writers``).
 
 from __future__ import annotations
 
-from personahub.agents import offline_text
+from personahub.agents.llm import offline_text
 from personahub.agents.tasks.base import Task
-from personahub.personas.errors import PersonahubError
+from personahub.core.errors import PersonahubError
 
 
 class UnknownTaskError(PersonahubError, KeyError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from personahub.personas.errors import PersonahubError
+from personahub.core.errors import PersonahubError
 
 BUILTIN_PREFIX = "builtin:"
 

@@ -17,11 +17,12 @@ import keyword
 import re
 from typing import Annotated, Any, Literal
 
-from personahub.agents.bounds import SHORT
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from personahub.agents.llm.bounds import SHORT
 from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.validators import IDENTIFIER, args_issue, has_letters
 from personahub.personas.quality import QualityIssue
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _ARG = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # JSON schema types for the type names tools write ("int", "List[str]", "string", ...).

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from personahub.agents.adaptive_limit import AUTO_CEILING, AdaptiveLimit, concurrency_bound
-from personahub.agents.contracts import CallRequest, Failure, StructuredResult
-from personahub.agents.llm_settings import LLMConfigError, LLMSettings, parse_concurrency
-from personahub.agents.seam_limits import Limited
 from pydantic import BaseModel
+
+from personahub.agents.llm.adaptive_limit import AUTO_CEILING, AdaptiveLimit, concurrency_bound
+from personahub.agents.llm.seam_limits import Limited
+from personahub.agents.llm.settings import LLMConfigError, LLMSettings, parse_concurrency
+from personahub.core.contracts import CallRequest, Failure, StructuredResult
 
 
 class _Answer(BaseModel):

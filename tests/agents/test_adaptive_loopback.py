@@ -7,13 +7,13 @@ import json
 
 import duckdb
 import pytest
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.personas.errors import PersonahubError
-from personahub.sim.runner import RunOptions, run_scenario
-from personahub.sim.scenario import load_scenario
 from pydantic import BaseModel
 
 import personahub
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.core.errors import PersonahubError
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke
 
 

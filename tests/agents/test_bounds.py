@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
-from personahub.agents.bounds import (
+from pydantic import BaseModel, ValidationError
+
+from personahub.agents.decide import decision_schema
+from personahub.agents.llm.bounds import (
     MIN_STRING_CHARS,
     bounded,
     clip,
@@ -18,11 +21,10 @@ from personahub.agents.bounds import (
     plan,
     unbounded,
 )
-from personahub.agents.decide import decision_schema
-from personahub.agents.generation import DEFAULT_MAX_TOKENS, default_max_tokens
-from personahub.agents.judging import judge_schema
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.offline import resolve_node
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.llm.generation import DEFAULT_MAX_TOKENS, default_max_tokens
+from personahub.agents.llm.offline import resolve_node
+from personahub.agents.prompts.judge import judge_schema
 from personahub.agents.synthesis_schemas import InferredPersona, Solution
 from personahub.agents.tasks import tasks
 from personahub.agents.tasks.interview import InterviewAnswer
@@ -32,7 +34,6 @@ from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.personas.expand import related_personas_schema
 from personahub.personas.linking import link_schema
 from personahub.personas.text_to_persona import text_personas_schema
-from pydantic import BaseModel, ValidationError
 
 
 def _asked_schemas() -> list[tuple[str, type[BaseModel], int]]:
@@ -141,7 +142,7 @@ def test_client_asks_with_the_effective_max_tokens() -> None:
 def test_json_object_mode_keeps_string_bounds_within_what_llama_cpp_python_can_parse() -> None:
     """llama-cpp-python turns ``maxLength: N`` into N nested groups and its grammar parser fails
     on a knowledge text's bound (~1,500), killing the server: json_object never sends more."""
-    from personahub.agents.structured import GRAMMAR_SAFE_MAX_LENGTH, response_format
+    from personahub.agents.llm.structured import GRAMMAR_SAFE_MAX_LENGTH, response_format
     from personahub.agents.tasks import synthesis_task
 
     schema = bounded(synthesis_task("knowledge_text").synthesis_schema(), 700)

@@ -6,18 +6,19 @@ import json
 import duckdb
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
-from personahub.agents.cache import CacheMiss, ResponseCache
-from personahub.agents.endpoint_offline import OfflineEndpoint
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.offline import OfflineChatModel
+from pydantic import BaseModel
+
+from personahub.agents.llm.cache import CacheMiss, ResponseCache
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.llm.endpoint_offline import OfflineEndpoint
+from personahub.agents.llm.offline import OfflineChatModel
 from personahub.analysis.views import install_views, query_files
-from personahub.personas.errors import PersonahubError
-from personahub.personas.jobs import cache_rows_of, records_of
-from personahub.personas.store import connect, insert_rows, transaction
-from personahub.sim.cli import app
+from personahub.cli.app import app
+from personahub.core.errors import PersonahubError
+from personahub.core.job_records import cache_rows_of, records_of
+from personahub.core.store import connect, insert_rows, transaction
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
-from pydantic import BaseModel
 
 
 def run_content(db, run_id):

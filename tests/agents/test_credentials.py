@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from personahub.agents.llm import LLMClient, LLMConfigError, LLMSettings, redact_spec
-from personahub.agents.prompts import agent_messages
+
+from personahub.agents.llm.client import LLMClient, LLMConfigError, LLMSettings, redact_spec
+from personahub.agents.prompts.agent import agent_messages
 from personahub.agents.tasks.instruction import Instruction
 
 SECRET = "sk-test-very-secret-value"

@@ -3,7 +3,8 @@
 import asyncio
 
 import pytest
-from personahub.agents.contracts import StructuredResult
+from pydantic import ValidationError
+
 from personahub.agents.decide import (
     MAX_PEOPLE,
     NOBODY,
@@ -13,11 +14,10 @@ from personahub.agents.decide import (
     decision_schema,
     resolve,
 )
-from personahub.agents.llm import LLMClient, LLMSettings
+from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.persona_agent import AGENT_GRAPH, AgentInput, run_agents
-from personahub.agents.prompts import decision_messages
-from pydantic import ValidationError
-
+from personahub.agents.prompts.agent import decision_messages
+from personahub.core.contracts import StructuredResult
 from tests.fakes import FakeClient
 
 ADDRESSED = frozenset({"npc_dialogue", "conversation"})

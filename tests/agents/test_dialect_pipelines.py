@@ -7,16 +7,17 @@ import json
 from pathlib import Path
 
 import duckdb
-import personahub.agents.seam_retry as retry_module
 import pytest
-from personahub.agents.dialects import DIALECTS
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.prompts import agent_messages
-from personahub.agents.server import ServerOptions, running_server
-from personahub.agents.structured import mode_of
-from personahub.agents.tasks.npc_dialogue import NpcDialogue
-from personahub.sim.cli import app
 from typer.testing import CliRunner
+
+import personahub.agents.llm.seam_retry as retry_module
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.llm.structured import mode_of
+from personahub.agents.loopback.dialects import DIALECTS
+from personahub.agents.loopback.server import ServerOptions, running_server
+from personahub.agents.prompts.agent import agent_messages
+from personahub.agents.tasks.npc_dialogue import NpcDialogue
+from personahub.cli.app import app
 
 runner = CliRunner()
 # what --structured auto settles on, per dialect

@@ -13,9 +13,10 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
-from personahub.agents import endpoint_http
-from personahub.agents.endpoint_http import generate
-from personahub.agents.openai_wire import pass_through_clients
+
+from personahub.agents.llm import endpoint_http
+from personahub.agents.llm.endpoint_http import generate
+from personahub.agents.llm.openai_wire import pass_through_clients
 
 _COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",

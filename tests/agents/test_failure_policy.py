@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from personahub.agents.failures import (
+
+from personahub.agents.llm.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     batch_failure,
     check_max_failed_share,
@@ -14,7 +15,7 @@ from personahub.agents.failures import (
     plain_reason,
 )
 from personahub.analysis.kept import kept_line
-from personahub.personas.errors import PersonahubError
+from personahub.core.errors import PersonahubError
 
 CUT = "answer cut off at max_tokens (finish_reason=length)"
 
@@ -91,7 +92,7 @@ def test_max_failed_share_is_checked(value: float) -> None:
 
 
 def test_the_offline_engine_answers_a_fresh_sample_deterministically() -> None:
-    from personahub.agents.offline import EngineRequest, OfflineEngine
+    from personahub.agents.llm.offline import EngineRequest, OfflineEngine
 
     request = EngineRequest({"type": "object", "properties": {"text": {"type": "string"}},
                              "required": ["text"]})

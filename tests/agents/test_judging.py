@@ -1,4 +1,4 @@
-"""The judge's call (agents/judging.py) and the criteria each kind states (agents/tasks/)."""
+"""The judge's call (agents/prompts/judge.py) and the criteria each kind states (agents/tasks/)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import asyncio
 import json
 
 import pytest
-from personahub.agents.judging import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
-from personahub.agents.llm import LLMSettings, make_client
+from pydantic import BaseModel
+
+from personahub.agents.llm.client import LLMSettings, make_client
+from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.tasks import Criterion, Task, get, register, tasks, unregister
 from personahub.agents.tasks.base import DEFAULT_CRITERIA
-from pydantic import BaseModel
 
 
 def test_every_kind_states_usable_criteria():

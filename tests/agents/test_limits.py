@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from personahub.agents.limits import ConcurrencyLimit
+
+from personahub.agents.llm.limits import ConcurrencyLimit
 
 
 def test_never_more_than_the_limit_and_lowering_takes_effect() -> None:

@@ -3,11 +3,12 @@ import socket
 import time as time_module
 
 import pytest
-from personahub.agents.contracts import carried_records
-from personahub.agents.llm import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
-from personahub.agents.prompts import agent_messages
+
+from personahub.agents.llm.client import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
+from personahub.agents.prompts.agent import agent_messages
 from personahub.agents.tasks.npc_dialogue import NpcDialogue
 from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.core.contracts import carried_records
 
 
 def ask(client: LLMClient, schema=ToolSpec, persona: str = "A welder in Tartu"):
@@ -119,7 +120,7 @@ def test_unreachable_endpoint_raises_llm_unavailable():
 
 
 def test_concurrency_limit_is_respected(server, monkeypatch):
-    from personahub.agents.endpoint_http import HttpEndpoint
+    from personahub.agents.llm.endpoint_http import HttpEndpoint
     from personahub.agents.tasks.instruction import Instruction
 
     live = peak = 0
@@ -153,7 +154,7 @@ def _frozen_rate_limiter(monkeypatch) -> list[float]:
     nothing sleeps)."""
     from types import SimpleNamespace
 
-    from personahub.agents import seam_limits
+    from personahub.agents.llm import seam_limits
 
     waits: list[float] = []
 
@@ -192,7 +193,7 @@ def test_rps_limit_is_honoured_across_endpoints(server, monkeypatch):
 
 
 def test_rps_limit_applies_to_the_offline_engine_and_validates(monkeypatch):
-    from personahub.agents.llm import RateLimiter
+    from personahub.agents.llm.client import RateLimiter
 
     with pytest.raises(LLMConfigError, match="--rps"):
         LLMSettings(rps=0)
@@ -253,7 +254,7 @@ def test_retry_after_a_server_error_moves_to_the_next_endpoint(server):
 
 
 def test_check_reachable_tolerates_some_dead_endpoints(server):
-    from personahub.agents.llm import check_reachable
+    from personahub.agents.llm.client import check_reachable
 
     srv = server()
     dead = f"http://127.0.0.1:{free_port()}/v1"
@@ -265,6 +266,7 @@ def test_check_reachable_tolerates_some_dead_endpoints(server):
 
 def test_a_run_completes_with_one_dead_endpoint(server, scenario_file, tmp_path):
     import duckdb
+
     from personahub.sim.runner import RunOptions, run_scenario
     from personahub.sim.scenario import load_scenario
 

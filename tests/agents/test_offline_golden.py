@@ -12,7 +12,7 @@ The golden files were written with the engine as it was before any speed work (e
 SHA-256 is the digest this test used to pin); if a change to the engine's *behaviour* is intended,
 rewrite them with ``python tests/agents/test_offline_golden.py`` and review the diff.
 Agent and survey prompts come from frozen templates (``tests/_golden_prompts.py``), except in the
-agent-graph section, which builds today's prompts (``agents/prompts.py``, default prompt budget):
+agent-graph section, which builds today's prompts (``agents/prompts/agent.py``, default prompt budget):
 it pins prompt construction as well, and moves when the prompts change on purpose.
 """
 
@@ -29,24 +29,29 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.offline import OfflineChatModel, OfflineEngine, response_format_schema, to_openai_dicts
+from pydantic import BaseModel, Field
+
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.llm.offline import (
+    OfflineChatModel,
+    OfflineEngine,
+    response_format_schema,
+    to_openai_dicts,
+)
+from personahub.agents.loopback.server import _completion
 from personahub.agents.persona_agent import run_agents
-from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS, survey_schema
-from personahub.agents.server import _completion
-from personahub.agents.synthesis_prompts import (
+from personahub.agents.prompts.personas import expand_messages
+from personahub.agents.prompts.personas import text_to_persona_messages as corpus_text_messages
+from personahub.agents.prompts.synthesis import (
     solve_messages,
     synthesis_messages,
     text_to_persona_messages,
     world_for_prompt,
 )
+from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS, survey_schema
 from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, InferredPersona, Solution, schema_for
 from personahub.personas.expand import related_personas_schema
-from personahub.personas.prompts import expand_messages
-from personahub.personas.prompts import text_to_persona_messages as corpus_text_messages
 from personahub.personas.text_to_persona import text_personas_schema
-from pydantic import BaseModel, Field
-
 from tests._golden_prompts import agent_messages, survey_messages
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

@@ -17,8 +17,9 @@ from openai._base_client import make_request_options
 from openai._models import FinalRequestOptions
 from openai._types import NotGiven
 from openai.types.chat import ChatCompletion
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.openai_wire import (
+
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.llm.openai_wire import (
     PassThroughCompletions,
     PassThroughOpenAI,
     is_plain,
@@ -26,8 +27,8 @@ from personahub.agents.openai_wire import (
     pass_through_clients,
     post_options,
 )
-from personahub.agents.run_loop import InlineExecutor, close_quietly, new_run_loop
 from personahub.agents.tasks import emission_task
+from personahub.core.loop import InlineExecutor, close_quietly, new_run_loop
 
 _COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
@@ -269,7 +270,7 @@ def test_plain_http_endpoints_skip_the_ca_bundle(monkeypatch: pytest.MonkeyPatch
     """Loading the CA bundle is setup work an http:// server never needs; https keeps it."""
     import ssl
 
-    from personahub.agents import endpoint_specs
+    from personahub.agents.llm import endpoint_specs
 
     loaded: list[int] = []
 

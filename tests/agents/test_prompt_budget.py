@@ -12,9 +12,12 @@ import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from personahub.agents.offline import OfflineEngine, to_openai_dicts
-from personahub.agents.offline_text import split_sections
-from personahub.agents.prompt_budget import (
+
+from personahub.agents.llm.offline import OfflineEngine, to_openai_dicts
+from personahub.agents.llm.offline_text import split_sections
+from personahub.agents.llm.prompt_prefix import SharedPrefixMeter, common_prefix, prompt_text
+from personahub.agents.prompts.agent import agent_messages, survey_messages
+from personahub.agents.prompts.budget import (
     Context,
     PromptBudget,
     PromptBudgetError,
@@ -25,14 +28,11 @@ from personahub.agents.prompt_budget import (
     part_tokens,
     world_units,
 )
-from personahub.agents.prompt_budget import sentences as split_sentences
-from personahub.agents.prompt_prefix import SharedPrefixMeter, common_prefix, prompt_text
-from personahub.agents.prompts import agent_messages, survey_messages
+from personahub.agents.prompts.budget import sentences as split_sentences
+from personahub.agents.prompts.personas import section
 from personahub.agents.tasks import emission_kinds, emission_task
-from personahub.personas.prompts import section
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
-
 from tests.fakes import FakeClient
 from tests.sim.test_society import make_model
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.agents.llamacpp import (
+from typer.testing import CliRunner
+
+from personahub.agents.llm.llamacpp import (
     LlamaServer,
     local_llama_cpp_server,
     local_llama_server,
@@ -28,9 +30,7 @@ from personahub.agents.llamacpp import (
     missing_llama_server,
 )
 from personahub.agents.tasks import synthesis_names
-from personahub.sim.cli import app
-from typer.testing import CliRunner
-
+from personahub.cli.app import app
 from tests.conftest import persona_texts
 
 pytestmark = pytest.mark.real_model
@@ -318,7 +318,7 @@ def test_the_llama_cpp_python_dialect_answers_as_the_real_server(llama: LlamaSer
     import httpx
     if llama.server != "llama-cpp-python":
         pytest.skip("the loopback server's llama-cpp-python dialect copies llama-cpp-python only")
-    from personahub.agents.server import ServerOptions, running_server
+    from personahub.agents.loopback.server import ServerOptions, running_server
 
     with running_server(ServerOptions(dialect="llama-cpp-python")) as emulated:
         for name, body in _probes():

@@ -12,22 +12,22 @@ import duckdb
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage
-from personahub.agents.bounds import bounded, estimate_tokens
-from personahub.agents.contracts import CallRequest
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.repair import check_answer
-from personahub.agents.server import ServerOptions, running_server
-from personahub.agents.structured import (
+from typer.testing import CliRunner
+
+from personahub.agents.llm.bounds import bounded, estimate_tokens
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.llm.repair import check_answer
+from personahub.agents.llm.structured import (
     mode_of,
     refused_keywords,
     sent_mode,
     strip_keywords,
     stripped_of,
 )
+from personahub.agents.loopback.server import ServerOptions, running_server
 from personahub.agents.tasks.tool_spec import ToolSpec
-from personahub.sim.cli import app
-from typer.testing import CliRunner
-
+from personahub.cli.app import app
+from personahub.core.contracts import CallRequest
 from tests.synth_helpers import run_default_scenario
 
 USER = {"role": "user", "content": "## Persona\nA harbour master in Cork\n## Task\nGo"}

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-AGENTS = Path(__file__).resolve().parents[2] / "agents"
+ROOT = Path(__file__).resolve().parents[2]
+LLM = ROOT / "agents" / "llm"
+CONTRACTS = ROOT / "personahub" / "core" / "contracts.py"
 SEAM_MODULES = sorted(
-    [AGENTS / name for name in ("contracts.py", "llm.py", "llm_settings.py", "attempts.py")]
-    + list(AGENTS.glob("endpoint_*.py")) + list(AGENTS.glob("seam_*.py")))
+    [CONTRACTS, *(LLM / name for name in ("client.py", "settings.py", "attempts.py"))]
+    + list(LLM.glob("endpoint_*.py")) + list(LLM.glob("seam_*.py")))
 MAX_FUNCTION_LINES = 40
 
 
@@ -37,7 +39,7 @@ def offline_class_checks(source: str) -> list[int]:
 
 def test_the_seam_modules_are_found() -> None:
     names = {p.name for p in SEAM_MODULES}
-    assert {"contracts.py", "llm.py", "endpoint_offline.py", "endpoint_http.py", "seam_retry.py",
+    assert {"contracts.py", "client.py", "endpoint_offline.py", "endpoint_http.py", "seam_retry.py",
             "seam_cache.py", "seam_validate.py", "seam_failover.py", "seam_limits.py",
             "seam_accounting.py"} <= names
 
@@ -59,7 +61,7 @@ def test_the_checks_catch_what_they_forbid() -> None:
 
 
 def test_the_contracts_module_imports_little() -> None:
-    tree = ast.parse((AGENTS / "contracts.py").read_text())
+    tree = ast.parse(CONTRACTS.read_text())
     imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any(m.startswith(("langchain", "openai", "httpx", "personahub")) for m in imported)

@@ -9,8 +9,20 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
-from personahub.agents.cache import CacheMiss, ResponseCache
-from personahub.agents.contracts import (
+from pydantic import BaseModel
+
+from personahub.agents.llm.cache import CacheMiss, ResponseCache
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.llm.failures import FailFast, ModelRejected
+from personahub.agents.llm.seam_accounting import Accounted
+from personahub.agents.llm.seam_cache import CUT_OFF, Cached
+from personahub.agents.llm.seam_failover import Failover
+from personahub.agents.llm.seam_limits import Limited
+from personahub.agents.llm.seam_retry import Retrying
+from personahub.agents.llm.seam_validate import Validated
+from personahub.agents.llm.settings import LLMUnavailable
+from personahub.agents.llm.structured import ModeBook
+from personahub.core.contracts import (
     CallRequest,
     Capabilities,
     Failure,
@@ -18,17 +30,6 @@ from personahub.agents.contracts import (
     StructuredResult,
     carried_records,
 )
-from personahub.agents.failures import FailFast, ModelRejected
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.llm_settings import LLMUnavailable
-from personahub.agents.seam_accounting import Accounted
-from personahub.agents.seam_cache import CUT_OFF, Cached
-from personahub.agents.seam_failover import Failover
-from personahub.agents.seam_limits import Limited
-from personahub.agents.seam_retry import Retrying
-from personahub.agents.seam_validate import Validated
-from personahub.agents.structured import ModeBook
-from pydantic import BaseModel
 
 TRANSIENT = Failure("HTTP 503: busy", True, 503)
 UNREACHABLE = Failure("connection error: refused", True, unreachable=True)

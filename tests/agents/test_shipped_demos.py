@@ -8,11 +8,11 @@ import re
 from importlib import resources
 
 import pytest
+
 from personahub.agents.tasks import synthesis_names, synthesis_task
 from personahub.agents.tasks.shipped_demos import builtin_name, builtin_text, shipped_tasks
-from personahub.personas.errors import PersonahubError
-from personahub.sim.synthesize import DEFAULT_NPC_WORLD, load_examples
-
+from personahub.core.errors import PersonahubError
+from personahub.pipelines.synthesize import DEFAULT_NPC_WORLD, load_examples
 from tests.official_sample import sample_path
 
 TOOL_KEYS = ["name", "description", "function_name", "input_args", "return", "depend"]

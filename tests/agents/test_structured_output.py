@@ -6,18 +6,19 @@ import httpx
 import openai
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
-from personahub.agents.failures import FailFast, ModelRejected, classify
-from personahub.agents.generation import Generation, default_max_tokens
-from personahub.agents.repair import check_answer
-from personahub.agents.structured import (
+from pydantic import BaseModel, Field
+
+from personahub.agents.llm.failures import FailFast, ModelRejected, classify
+from personahub.agents.llm.generation import Generation, default_max_tokens
+from personahub.agents.llm.repair import check_answer
+from personahub.agents.llm.structured import (
     SCHEMA_PROMPT_LEAD,
     ModeBook,
     names_mode,
     prepare_messages,
     response_format,
 )
-from personahub.personas.errors import PersonahubError
-from pydantic import BaseModel, Field
+from personahub.core.errors import PersonahubError
 
 
 class Item(BaseModel):

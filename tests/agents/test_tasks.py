@@ -13,8 +13,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.agents import offline_text
-from personahub.agents.generation import default_max_tokens
+from pydantic import BaseModel, Field
+
+from personahub.agents.llm import offline_text
+from personahub.agents.llm.generation import default_max_tokens
 from personahub.agents.tasks import (
     EmissionSpec,
     SynthesisSpec,
@@ -33,12 +35,11 @@ from personahub.agents.tasks import (
 from personahub.agents.tasks.base import Content
 from personahub.agents.tasks.instruction import Instruction, InstructionItem
 from personahub.analysis.export import export, load_items
-from personahub.personas.errors import PersonahubError
+from personahub.core.errors import PersonahubError
 from personahub.personas.quality import QualityIssue
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError
-from personahub.sim.synthesize import SynthOptions, run_synthesis
-from pydantic import BaseModel, Field
 
 
 class Haiku(BaseModel):

@@ -10,7 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 from langchain_core.messages import HumanMessage
-from personahub.agents.llm import LLMClient, LLMSettings
+from pydantic import ValidationError
+
+from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.tasks.tool_spec import (
     TASK,
     ReleasedToolSpec,
@@ -20,8 +22,6 @@ from personahub.agents.tasks.tool_spec import (
     tool_text,
     tool_to_openai_function,
 )
-from pydantic import ValidationError
-
 from tests.cli_helpers import invoke
 from tests.official_sample import require_sample
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
-from personahub.sim.synthesize import SynthOptions, run_synthesis
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+
 from personahub.analysis.diversity import (
     SUMMARY_HEADER,
     embedder_label,
@@ -23,8 +24,7 @@ from personahub.analysis.report import write_report
 from personahub.personas.embedding import HashEmbedder, make_embedder
 from personahub.personas.embedding_store import write_vectors
 from personahub.personas.scripts import LATIN, covered
-from personahub.sim.synthesize import SynthOptions, run_synthesis
-
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 from tests.cli_helpers import invoke, one_line_error
 from tests.optional import need_local_model
 

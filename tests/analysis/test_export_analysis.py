@@ -8,6 +8,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from typer.testing import CliRunner
+
 from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.analysis.diversity import distinct_n, exact_jaccard, pair_similarities
 from personahub.analysis.export import (
@@ -18,12 +20,10 @@ from personahub.analysis.export import (
 )
 from personahub.analysis.report import write_report
 from personahub.analysis.views import VIEW_NAMES, install_views, query_files
-from personahub.personas.errors import PersonahubError
+from personahub.cli.app import app
+from personahub.core.errors import PersonahubError
 from personahub.personas.importers import iter_personas
-from personahub.sim.cli import app
-from personahub.sim.synthesize import SynthOptions, run_synthesis
-from typer.testing import CliRunner
-
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 from tests.synth_helpers import run_default_scenario
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_tool_sample.jsonl"

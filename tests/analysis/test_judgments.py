@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from personahub.analysis import live_queries
 from personahub.analysis.judgments import (
     OFFLINE_NOTE,
@@ -17,7 +18,7 @@ from personahub.analysis.judgments import (
     validity_lines,
     wilson,
 )
-from personahub.personas.store import connect
+from personahub.core.store import connect
 
 
 @pytest.mark.parametrize(("k", "n", "low", "high"), [
@@ -90,7 +91,7 @@ def test_an_old_database_without_the_table_has_no_judge(tmp_path: Path):
 @pytest.mark.slow
 def test_report_and_live_view_show_the_validity(launch_db, tmp_path: Path):
     from personahub.analysis.report import write_report
-    from personahub.sim.judge import JudgeOptions, run_judge
+    from personahub.pipelines.judge import JudgeOptions, run_judge
 
     db = tmp_path / "judged.duckdb"
     db.write_bytes(Path(launch_db["db"]).read_bytes())

@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import networkx as nx
 import pytest
+
 from personahub.analysis import live_queries as q
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.analysis.live_view import RunView, ViewSource, bind, make_app, start_view
-from personahub.personas.errors import PersonahubError
-from personahub.personas.store import connect
-from personahub.sim.runner import RunOptions, run_scenario
-from personahub.sim.scenario import load_scenario
 from starlette.testclient import TestClient
 
+from personahub.analysis.live_view import RunView, ViewSource, bind, make_app, start_view
+from personahub.core.errors import PersonahubError
+from personahub.core.store import connect
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke, one_line_error
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"

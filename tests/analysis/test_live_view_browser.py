@@ -16,11 +16,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+
 from personahub.analysis.live_view import ViewSource, start_view
-from personahub.personas.store import connect
+from personahub.core.store import connect
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
-
 from tests.optional import CHROMIUM, CHROMIUM_ARGS, need_browser
 
 pytestmark = pytest.mark.slow

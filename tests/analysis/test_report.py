@@ -8,11 +8,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.analysis.report import write_report
-from personahub.personas.errors import PersonahubError
-from personahub.sim.cli import app
 from typer.testing import CliRunner
 
+from personahub.analysis.report import write_report
+from personahub.cli.app import app
+from personahub.core.errors import PersonahubError
 from tests.optional import CHROMIUM, CHROMIUM_ARGS, need_browser
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import networkx as nx
 import pytest
+
 from personahub.analysis.report import duplicate_axis_limit
 from personahub.analysis.report_data import (
     NO_EMISSION,
@@ -16,7 +17,7 @@ from personahub.analysis.report_data import (
     run_events,
     survey_shares,
 )
-from personahub.personas.store import connect
+from personahub.core.store import connect
 
 INTENT = ["definitely", "probably", "unsure", "probably not", "definitely not"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import duckdb
+
 from personahub.analysis.report_header import OFFLINE_ENGINE, engine_text, job_facts, run_facts
 from personahub.analysis.views import install_views
 
@@ -49,7 +50,7 @@ def test_the_kept_share_names_each_failure_plainly(tmp_path) -> None:
     """Calls are told apart by their attempts: a call kept on its fresh sample counts kept; one
     that failed twice counts under its last attempt's reason."""
     from personahub.analysis.report_header import usage_facts
-    from personahub.personas.store import connect
+    from personahub.core.store import connect
 
     con = connect(tmp_path / "k.duckdb")
     install_views(con)
@@ -76,7 +77,6 @@ def test_decision_facts_count_a_deliberate_runs_decisions_per_step(launch_db: di
 
     from personahub.sim.runner import RunOptions, run_scenario
     from personahub.sim.scenario import load_scenario
-
     from tests.conftest import persona_texts
 
     (tmp_path / "people.jsonl").write_text(

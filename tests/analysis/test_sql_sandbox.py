@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-from personahub.analysis.views import VIEW_NAMES, query_files
 from typer.testing import CliRunner
 
+from personahub.analysis.views import VIEW_NAMES, query_files
 from tests.cli_helpers import invoke, one_line_error
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,6 +4,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+
+from personahub.core.errors import PersonahubError
 from personahub.personas.dedup import (
     DedupConfig,
     DedupSummary,
@@ -11,10 +13,8 @@ from personahub.personas.dedup import (
     run_embedding_stage,
     run_minhash_stage,
 )
-from personahub.personas.errors import PersonahubError
 from personahub.personas.minhash import MinHashConfig
 from personahub.personas.record import persona_id_for
-
 from tests._planted import planted_corpus, recall_precision
 
 DDL = """

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.agents import seam_limits
-from personahub.agents.server import ServerOptions, running_server
-from personahub.personas import jobs
 
+from personahub.agents.llm import seam_limits
+from personahub.agents.loopback.server import ServerOptions, running_server
+from personahub.core import job_records as jobs
 from tests._planted import planted_corpus
 from tests.cli_helpers import invoke, one_line_error
 

@@ -5,7 +5,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from personahub.agents.contracts import carried_records
+
+from personahub.core.contracts import carried_records
+from personahub.core.errors import PersonahubError
 from personahub.personas.embedding import (
     Embedder,
     HashEmbedder,
@@ -16,8 +18,6 @@ from personahub.personas.embedding import (
     neighbour_pairs,
     pick_index,
 )
-from personahub.personas.errors import PersonahubError
-
 from tests._planted import planted_corpus, recall_precision
 from tests.optional import need_local_model
 
@@ -112,8 +112,9 @@ def _embedding_client(handler: Any, **settings: Any) -> Any:
     """An ``EmbeddingClient`` whose ``AsyncOpenAI`` posts to ``handler`` (no network)."""
     import httpx
     from openai import AsyncOpenAI
-    from personahub.agents.endpoint_embeddings import EmbeddingClient, EmbeddingEndpoint
-    from personahub.agents.llm_settings import LLMSettings
+
+    from personahub.agents.llm.endpoint_embeddings import EmbeddingClient, EmbeddingEndpoint
+    from personahub.agents.llm.settings import LLMSettings
 
     def make() -> Any:
         transport = httpx.MockTransport(handler)

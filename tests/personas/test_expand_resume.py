@@ -1,14 +1,14 @@
 import asyncio
 
 import pytest
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.personas.errors import PersonahubError
+
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.core.errors import PersonahubError
+from personahub.core.store import connect, upsert_personas
 from personahub.personas.expand import expand_hub, find_unfinished, list_expansions
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
 from personahub.personas.linking import DEFAULT_LINK_CANDIDATES
 from personahub.personas.record import Persona
-from personahub.personas.store import connect, upsert_personas
-
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, Interrupted, crash_after, same_person_links
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
@@ -89,8 +89,9 @@ def test_resume_checks_settings_and_default_behaviour_is_unchanged(tmp_path):
 
 @pytest.mark.slow  # end to end; the module is covered by the fast tests here
 def test_cli_expand_resumes_automatically(tmp_path):
-    from personahub.sim.cli import app
     from typer.testing import CliRunner
+
+    from personahub.cli.app import app
 
     runner = CliRunner()
     whole, _ = seeded_hub(tmp_path / "whole.duckdb", n=4)

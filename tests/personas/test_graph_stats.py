@@ -2,7 +2,11 @@ import asyncio
 import json
 
 import networkx as nx
-from personahub.agents.llm import LLMClient, LLMSettings
+from typer.testing import CliRunner
+
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.cli.app import app
+from personahub.core.store import connect, upsert_personas
 from personahub.personas.expand import expand_hub
 from personahub.personas.graph import (
     Relation,
@@ -13,10 +17,6 @@ from personahub.personas.graph import (
     save_relations,
 )
 from personahub.personas.record import Persona
-from personahub.personas.store import connect, upsert_personas
-from personahub.sim.cli import app
-from typer.testing import CliRunner
-
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from personahub.core.errors import PersonaFileError
 from personahub.personas import importers
-from personahub.personas.errors import PersonaFileError
 from personahub.personas.importers import (
     FORMATS,
     ImportStats,

@@ -4,7 +4,9 @@ import asyncio
 
 import networkx as nx
 import pytest
-from personahub.agents.llm import LLMClient, LLMSettings
+
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.core.store import connect, upsert_personas
 from personahub.personas.expand import expand_hub, expansion_graph_stats, related_personas_schema
 from personahub.personas.graph import graph_stats, load_graph, shape_stats, social_view
 from personahub.personas.linking import (
@@ -15,8 +17,6 @@ from personahub.personas.linking import (
     pick_candidates,
 )
 from personahub.personas.record import Persona
-from personahub.personas.store import connect, upsert_personas
-
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, same_person_links
 

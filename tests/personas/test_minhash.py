@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
@@ -14,7 +15,6 @@ from personahub.personas.minhash import (
     sketch,
     tokenize,
 )
-
 from tests._planted import planted_corpus, recall_precision
 
 
@@ -111,6 +111,7 @@ def test_empty_input() -> None:
 def test_signatures_are_bit_identical_to_datasketch():
     import numpy as np
     from datasketch import MinHash
+
     from personahub.personas.minhash import MinHashConfig, signatures, tokenize
 
     texts = ["A retired nurse from Leeds who bakes bread on Sundays",

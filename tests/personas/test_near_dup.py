@@ -9,11 +9,11 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
-import personahub.personas.near_dup as near_dup
 import pytest
+
+import personahub.personas.near_dup as near_dup
 from personahub.personas.minhash import MinHashConfig, lsh_params, signatures
 from personahub.personas.near_dup import IndexesByKind, NearDuplicateIndex
-
 from tests._datasketch_index import DatasketchNearDuplicateIndex
 from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus

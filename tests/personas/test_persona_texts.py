@@ -7,10 +7,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.analysis.export import export_source_file
-from personahub.personas.errors import PersonahubError
-from personahub.personas.importers import KeptRow, iter_personas
 
+from personahub.analysis.export import export_source_file
+from personahub.core.errors import PersonahubError
+from personahub.personas.importers import KeptRow, iter_personas
 from tests.cli_helpers import invoke, one_line_error
 from tests.official_sample import require_sample
 

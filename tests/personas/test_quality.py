@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from personahub.agents.llm import LLMClient, LLMSettings, StructuredResult
-from personahub.agents.prompts import agent_messages
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from personahub.agents.llm.client import LLMClient, LLMSettings, StructuredResult
+from personahub.agents.prompts.agent import agent_messages
+from personahub.agents.prompts.personas import expand_messages, text_to_persona_messages
+from personahub.agents.prompts.synthesis import synthesis_messages
 from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
-from personahub.agents.synthesis_prompts import synthesis_messages
 from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
 from personahub.agents.tasks import emission_kinds, emission_task, synthesis_names, synthesis_task, tasks
 from personahub.agents.tasks.base import Content
@@ -30,10 +34,11 @@ from personahub.agents.validators import (
     args_issue,
 )
 from personahub.analysis.views import install_views
+from personahub.cli.app import app, print_summary
+from personahub.core.store import connect, upsert_personas
 from personahub.personas import quality
 from personahub.personas.expand import expand_hub, related_personas_schema
 from personahub.personas.importers import iter_personas
-from personahub.personas.prompts import expand_messages, text_to_persona_messages
 from personahub.personas.quality import (
     MAX_CHARS,
     MAX_DIGIT_SHARE,
@@ -49,15 +54,10 @@ from personahub.personas.quality import (
     screen_persona,
 )
 from personahub.personas.record import Persona
-from personahub.personas.store import connect, upsert_personas
 from personahub.personas.text_to_persona import SourceText, text_personas_schema, text_to_persona
-from personahub.sim.cli import app, print_summary
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
-from personahub.sim.synthesize import SynthOptions, run_synthesis
-from pydantic import BaseModel
-from typer.testing import CliRunner
-
 from tests.conftest import persona_texts
 from tests.fakes import Answer, Call, Edit, FakeClient, people_answers
 
@@ -475,7 +475,7 @@ def test_text_to_persona_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
 
 
 def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import personahub.sim.cli_personas as cli_personas
+    import personahub.cli.personas as cli_personas
 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps({"text": "A guide to Portuguese freelance tax."}) + "\n")
@@ -492,7 +492,7 @@ def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest
 
 
 def test_expand_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import personahub.sim.cli_personas as cli  # the module holding personas expand
+    import personahub.cli.personas as cli  # the module holding personas expand
 
     con, _ = _hub(tmp_path)
     con.close()
@@ -575,7 +575,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     lucky: set[str] = set()
     client = FakeClient(math_without_questions(lucky), name="no-question", offline=True)
     con = connect(db)
-    from personahub.sim.synthesize import _seed_hub_if_empty, select_personas
+    from personahub.pipelines.synthesize import _seed_hub_if_empty, select_personas
 
     _seed_hub_if_empty(con)
     lucky.add(select_personas(con, None, 1)[0].persona_id)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.personas.errors import PersonahubError
+
+from personahub.core.errors import PersonahubError
+from personahub.core.store import connect, upsert_personas
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw, draw_ids
-from personahub.personas.store import connect, upsert_personas
 
 JOBS = ["nurse", "baker", "welder", "teacher"]
 

@@ -9,19 +9,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.personas.errors import PersonaFileError
-from personahub.personas.prompts import text_to_persona_messages
-from personahub.personas.store import connect
+from typer.testing import CliRunner
+
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.prompts.personas import text_to_persona_messages
+from personahub.cli.app import app
+from personahub.core.errors import PersonaFileError
+from personahub.core.store import connect
 from personahub.personas.text_to_persona import (
     iter_texts,
     parse_relations,
     text_personas_schema,
     text_to_persona,
 )
-from personahub.sim.cli import app
-from typer.testing import CliRunner
-
 from tests.fakes import FakeClient, Interrupted, crash_after
 from tests.pipeline_helpers import personas_snapshot
 
@@ -133,8 +133,8 @@ def test_interrupted_job_over_the_loopback_server(tmp_path, server):
 
 SCRIPT = """
 import asyncio, sys
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.personas.store import connect
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.core.store import connect
 from personahub.personas.text_to_persona import iter_texts, text_to_persona
 con = connect(sys.argv[1])
 client = LLMClient(LLMSettings(seed=5, offline_latency_s=float(sys.argv[3])))

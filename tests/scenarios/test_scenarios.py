@@ -5,6 +5,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 

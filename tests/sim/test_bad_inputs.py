@@ -26,12 +26,12 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-from personahub.agents.server import running_server, start_server
-from personahub.sim.cli import app
-from personahub.sim.runner import RunOptions, run_scenario
-from personahub.sim.scenario import load_scenario
 from typer.testing import CliRunner
 
+from personahub.agents.loopback.server import running_server, start_server
+from personahub.cli.app import app
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 
 HUB = ("personas", "relations")
@@ -529,7 +529,7 @@ def test_bad_input_is_one_line(case: Case, tmp_path: Path, template: tuple[Path,
 def test_a_real_process_exits_with_the_codes(tmp_path: Path) -> None:
     """The exit codes above hold for the installed entry point too, not only under CliRunner."""
     (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
-    code = "from personahub.sim.cli import app; app(prog_name='personahub')"
+    code = "from personahub.cli.app import app; app(prog_name='personahub')"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout, not an installed copy
     for args, expected in ((["run", str(tmp_path / "exits.py")], 1), (["run", "--bogus"], 2)):
         proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,

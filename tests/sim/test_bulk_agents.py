@@ -7,13 +7,13 @@ import networkx as nx
 import numpy as np
 import pytest
 from mesa.discrete_space import Network
+
 from personahub.personas.graph import SocialEdges
 from personahub.personas.record import Persona
 from personahub.sim import bulk_agents
 from personahub.sim.network import SocialNetwork
 from personahub.sim.scenario import Scenario
 from personahub.sim.society import SocietyAgent, SocietyModel
-
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.agents.contracts import StructuredResult
+
 from personahub.agents.decide import NOBODY, NOTHING
-from personahub.personas.errors import PersonahubError
+from personahub.core.contracts import StructuredResult
+from personahub.core.errors import PersonahubError
+from personahub.results import Run
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import ScenarioError, load_scenario
-
-from personahub.results import Run
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
 
@@ -205,7 +205,7 @@ def test_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path,
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
+    return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
 
 
 @pytest.mark.slow  # end to end, as tests/sim/test_resume.py's kill -9 test

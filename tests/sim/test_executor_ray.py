@@ -16,14 +16,14 @@ from typing import Any
 
 import duckdb
 import pytest
-from personahub.agents.llm import LLMClient, LLMSettings
-from personahub.agents.server import running_server
-from personahub.personas.dedup import DedupConfig, run_dedup
-from personahub.personas.errors import PersonahubError
-from personahub.personas.minhash import MinHashConfig
-from personahub.sim import synthesize
-from personahub.sim.synthesize import SynthOptions, run_synthesis
 
+from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.loopback.server import running_server
+from personahub.core.errors import PersonahubError
+from personahub.personas.dedup import DedupConfig, run_dedup
+from personahub.personas.minhash import MinHashConfig
+from personahub.pipelines import synthesize
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 from tests._planted import planted_corpus
 from tests.cli_helpers import invoke
 from tests.optional import need_ray
@@ -194,7 +194,7 @@ def test_the_cli_runs_on_ray(local_ray: None, tmp_path: Path) -> None:
 
 def test_a_spec_carrying_a_secret_is_refused(tmp_path: Path) -> None:
     need_ray()
-    from personahub.sim.executor_ray import check_ray_client
+    from personahub.sim.executors.ray_batches import check_ray_client
 
     client = LLMClient(LLMSettings(spec="http://127.0.0.1:9/v1?model=m&api_key=sk-test"))
     with pytest.raises(PersonahubError, match="api_key_env"):
@@ -202,7 +202,7 @@ def test_a_spec_carrying_a_secret_is_refused(tmp_path: Path) -> None:
 
 
 def test_minhash_flags_match_the_local_stage(local_ray: None) -> None:
-    from personahub.sim.executor_ray import minhash_signer
+    from personahub.sim.executors.ray_batches import minhash_signer
 
     texts = planted_corpus(300, 200, length=(40, 60), kinds=("swap", "edit1", "variant"), seed=5).texts
     config = DedupConfig(minhash=MinHashConfig(num_perm=64, threshold=0.8), batch_rows=97)
@@ -229,7 +229,7 @@ def _copies_and_wordless(texts: list[str]) -> list[str]:
 def test_minhash_shuffle_flags_match_the_local_stage(local_ray: None, max_bucket_pairs: int) -> None:
     """Band buckets through a Ray shuffle (only verified pairs reach the driver) flag what the
     local stage flags, big buckets of copies with a small max_bucket_pairs and wordless texts too."""
-    from personahub.sim.executor_ray_minhash import minhash_pair_finder
+    from personahub.sim.executors.ray_minhash import minhash_pair_finder
 
     texts = _copies_and_wordless(
         planted_corpus(800, 600, length=(30, 50), kinds=("swap", "edit1", "variant"), seed=7).texts)
@@ -269,7 +269,7 @@ def templated(n: int, seed: int) -> list[str]:
 def test_minhash_shuffle_flags_match_the_local_stage_on_templated_personas(local_ray: None) -> None:
     """bench_ray's templated corpus, default settings (max_bucket_pairs 2, 16 x 8 bands, the slot
     pre-filter): the shuffle flags exactly what the local stage flags."""
-    from personahub.sim.executor_ray_minhash import minhash_pair_finder
+    from personahub.sim.executors.ray_minhash import minhash_pair_finder
 
     texts = templated(3000, seed=11)
     config = DedupConfig(batch_rows=701)
@@ -312,7 +312,7 @@ def buried_copies(seed: int = 5) -> tuple[list[str], dict[int, int]]:
 def test_minhash_shuffle_pairs_copies_whose_buckets_are_full_of_templates(local_ray: None) -> None:
     """Copies of late templates, some past the earliest ``max_bucket_pairs`` of every band bucket
     they are in: the identical-signature pairing finds them all, on Ray as locally."""
-    from personahub.sim.executor_ray_minhash import minhash_pair_finder
+    from personahub.sim.executors.ray_minhash import minhash_pair_finder
 
     texts, copies = buried_copies()
     config = DedupConfig(batch_rows=97)
@@ -326,7 +326,7 @@ def test_minhash_shuffle_pairs_copies_whose_buckets_are_full_of_templates(local_
 
 
 def test_minhash_shuffle_of_nothing_marks_nothing(local_ray: None) -> None:
-    from personahub.sim.executor_ray_minhash import minhash_pair_finder
+    from personahub.sim.executors.ray_minhash import minhash_pair_finder
 
     remote = hub(["", "!!", "a b c d"])
     assert run_dedup(remote, DedupConfig(), sign=minhash_pair_finder(workers=2)).marked == 0
@@ -360,9 +360,9 @@ def t2p(db: Path, corpus: Path, workers: int | None, spec: str = "offline") -> A
     import asyncio
     from functools import partial
 
-    from personahub.personas.store import connect
+    from personahub.core.store import connect
     from personahub.personas.text_to_persona import iter_texts, text_to_persona
-    from personahub.sim.executor_ray import RayTarget, ask_batches
+    from personahub.sim.executors.ray_batches import RayTarget, ask_batches
 
     caller = t2p_client(spec)
     remote = None if workers is None else partial(
@@ -438,13 +438,12 @@ def expansion(db: Path, workers: int | None, *, asks: Any = None, resume: str | 
     import asyncio
     from contextlib import ExitStack
 
+    from personahub.core.store import connect, upsert_personas
     from personahub.personas.expand import expand_hub
     from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
     from personahub.personas.record import Persona
-    from personahub.personas.store import connect, upsert_personas
-    from personahub.sim.executor_ray import RayTarget
-    from personahub.sim.executor_ray_run import ray_asks
-
+    from personahub.sim.executors.ray_actors import ray_asks
+    from personahub.sim.executors.ray_batches import RayTarget
     from tests.conftest import persona_texts
 
     caller = LLMClient(LLMSettings(spec=spec, seed=3, max_retries=1, backoff_s=0.01))
@@ -478,9 +477,8 @@ def test_expand_on_ray_makes_the_local_hub(local_ray: None, tmp_path: Path, work
 
 def test_an_interrupted_ray_expansion_resumed_is_the_uninterrupted_one(local_ray: None,
                                                                        tmp_path: Path) -> None:
-    from personahub.sim.executor_ray import RayTarget
-    from personahub.sim.executor_ray_run import ray_asks
-
+    from personahub.sim.executors.ray_actors import ray_asks
+    from personahub.sim.executors.ray_batches import RayTarget
     from tests.fakes import Interrupted
 
     whole = expansion(tmp_path / "whole.duckdb", 2)
@@ -534,8 +532,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import ray
-from personahub.sim import synthesize
-from personahub.sim.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines import synthesize
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 
 db, llm, address = sys.argv[1:4]
 ray.init(address=address, log_to_driver=False,
@@ -658,9 +656,8 @@ def test_expand_command_on_ray_over_the_loopback_server(local_ray: None, tmp_pat
                                                          server: Any) -> None:
     """personas expand --executor ray over HTTP (a client on each actor, the same server): the
     local executor's hub, and its llm_calls accounting, call for call."""
+    from personahub.core.store import connect, upsert_personas
     from personahub.personas.record import Persona
-    from personahub.personas.store import connect, upsert_personas
-
     from tests.conftest import persona_texts
 
     llm = server(seed=4).base_url + "?model=offline"

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from personahub.personas.errors import PersonahubError
-from personahub.sim import executor_ray_run
+
+from personahub.core.errors import PersonahubError
+from personahub.sim.executors import ray_actors as executor_ray_run
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import load_scenario
-
 from tests.cli_helpers import invoke
 from tests.conftest import persona_texts
 from tests.optional import need_ray

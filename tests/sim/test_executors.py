@@ -6,10 +6,10 @@ import pickle
 from pathlib import Path
 
 import pytest
-from personahub.personas.errors import PersonahubError
-from personahub.sim.executors import check_executor, in_batch_order
-from personahub.sim.synthesize import SynthOptions
 
+from personahub.core.errors import PersonahubError
+from personahub.pipelines.synthesize import SynthOptions
+from personahub.sim.executors import check_executor, in_batch_order
 from tests.cli_helpers import invoke
 
 
@@ -47,12 +47,12 @@ def test_local_is_the_default_and_needs_no_ray() -> None:
 
 @pytest.mark.slow
 def test_the_local_path_imports_no_ray() -> None:
-    """Ray is imported only by sim/executor_ray.py, when a command asks for it."""
+    """Ray is imported only by sim/executors/ray_batches.py, when a command asks for it."""
     import subprocess
     import sys
 
-    code = ("import sys, personahub.sim.cli, personahub.sim.synthesize, personahub.sim.cli_dedup, "
-            "personahub.sim.cli_personas, personahub.personas.asks; "
+    code = ("import sys, personahub.cli.app, personahub.pipelines.synthesize, personahub.cli.dedup, "
+            "personahub.cli.personas, personahub.personas.asks; "
             "print('ray' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
@@ -79,7 +79,7 @@ def test_persona_commands_refuse_what_cannot_run_on_ray(tmp_path: Path, command:
 ])
 def test_dedup_refuses_a_model_embedder_on_ray(executor: str, embedder: str | None,
                                                refused: bool) -> None:
-    from personahub.sim.cli_dedup import _check_stage2_executor
+    from personahub.cli.dedup import _check_stage2_executor
 
     if refused:
         with pytest.raises(PersonahubError, match="do not run on Ray yet"):

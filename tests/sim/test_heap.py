@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 
 import pytest
+
 from personahub.sim.heap import FULL_PASS_EVERY, RunHeap
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario

@@ -4,6 +4,7 @@ import json
 
 import duckdb
 import pytest
+
 from personahub.agents.tasks import emission_task
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario

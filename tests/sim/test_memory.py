@@ -19,15 +19,15 @@ from pathlib import Path
 import duckdb
 import networkx as nx
 import pytest
-from personahub.agents.contracts import StructuredResult
+
 from personahub.agents.tasks.reflection import Reflection
-from personahub.personas.errors import PersonahubError
+from personahub.core.contracts import StructuredResult
+from personahub.core.errors import PersonahubError
 from personahub.personas.record import Persona
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import Event, Memory, Scenario, ScenarioError, load_scenario
 from personahub.sim.society import SocietyModel
-
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
 from tests.sim.test_resume import snapshot
@@ -282,7 +282,7 @@ def test_kill_dash_nine_then_resume_equals_an_uninterrupted_run(scenario_path, t
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}
 
     def cli(*args: str) -> list[str]:
-        return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
+        return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
 
     proc = subprocess.Popen(cli("run", str(scenario_path), "--db", str(db), "--offline-latency", "0.3"),
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -318,7 +318,7 @@ def test_reflection_schema_is_small():
 # -- against a real model -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def llama():
-    from personahub.agents.llamacpp import local_llama_server, missing_extra
+    from personahub.agents.llm.llamacpp import local_llama_server, missing_extra
 
     reason = missing_extra()
     if reason:
@@ -333,8 +333,9 @@ def llama():
 def test_a_reflection_against_the_loopback_llama_server(llama, tmp_path):
     """Two agents, two steps, reflect_every=1: reflections go to the model and every call,
     failed or not, is a row of ``llm_calls`` with max_tokens; the run finishes."""
-    from personahub.sim.cli import app
     from typer.testing import CliRunner
+
+    from personahub.cli.app import app
 
     (tmp_path / "people.jsonl").write_text(
         "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))

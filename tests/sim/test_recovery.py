@@ -15,17 +15,17 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.agents.llm import CallRecord, StructuredResult
-from personahub.personas.errors import PersonahubError
-from personahub.personas.record import Persona
-from personahub.personas.store import connect, upsert_personas
-from personahub.sim.cli import app
-from personahub.sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
-from personahub.sim.scenario import load_scenario
-from personahub.sim.synthesize import SynthOptions, run_synthesis, select_personas
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
+from personahub.agents.llm.client import CallRecord, StructuredResult
+from personahub.cli.app import app
+from personahub.core.errors import PersonahubError
+from personahub.core.store import connect, upsert_personas
+from personahub.personas.record import Persona
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis, select_personas
+from personahub.sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
+from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.fakes import Answer, Call, FakeClient, crash_after, unreachable_from_step
 from tests.sim.test_resume import snapshot
@@ -312,7 +312,7 @@ def test_the_same_command_again_offers_the_resume_instead_of_a_second_job(tmp_pa
 # -- item 5: Ctrl-C and SIGTERM ----------------------------------------------------------------------
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
+    return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
 
 
 def env() -> dict[str, str]:

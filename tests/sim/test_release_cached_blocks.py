@@ -7,7 +7,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.personas.store import connect, lock_down, scalar
+
+from personahub.core.store import connect, lock_down, scalar
 from personahub.sim.runlog import release_cached_blocks
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.personas.errors import PersonahubError
+
+from personahub.core.errors import PersonahubError
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import load_scenario
-
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, unreachable_from_step
 
@@ -123,7 +123,7 @@ def test_resume_refuses_finished_and_unknown_runs(scenario_path, tmp_path):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
+    return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
 
 
 @pytest.mark.slow  # end to end; the module is covered by the fast tests here

@@ -8,14 +8,14 @@ import zlib
 from pathlib import Path
 
 import duckdb
-import personahub.personas.near_dup as near_dup
 import pytest
-from personahub.agents.llm import StructuredResult
+
+import personahub.personas.near_dup as near_dup
+from personahub.agents.llm.client import StructuredResult
 from personahub.agents.tasks.instruction import Instruction
-from personahub.personas.errors import PersonahubError
+from personahub.core.errors import PersonahubError
 from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import Scenario, ScenarioError, load_scenario
-
 from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus
 from tests.conftest import persona_texts

@@ -1,4 +1,5 @@
 import pytest
+
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError, load_scenario
 
 

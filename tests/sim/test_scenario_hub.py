@@ -7,10 +7,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.personas.errors import PersonahubError
+
+from personahub.core.errors import PersonahubError
+from personahub.core.store import connect, transaction, upsert_personas
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw_ids
-from personahub.personas.store import connect, transaction, upsert_personas
 from personahub.sim.runner import RunOptions, load_scenario_personas, run_scenario
 from personahub.sim.scenario import PersonaSource, ScenarioError, load_scenario
 

@@ -1,4 +1,4 @@
-"""Parquet shards of a Ray job's answers (sim/shards.py): complete or ignored, committed in batch
+"""Parquet shards of a Ray job's answers (sim/executors/shards.py): complete or ignored, committed in batch
 order, released once committed, plain columns, and no folder for a local job."""
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from personahub.agents.contracts import CacheEntry, CallRecord, StructuredResult
-from personahub.personas.errors import PersonahubError
-from personahub.sim.shards import (
+
+from personahub.core.contracts import CacheEntry, CallRecord, StructuredResult
+from personahub.core.errors import PersonahubError
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.sim.executors.shards import (
     ShardStore,
     batches_from_shards,
     calls_json,
@@ -20,7 +22,6 @@ from personahub.sim.shards import (
     jobs_root,
     write_shard,
 )
-from personahub.sim.synthesize import SynthOptions, run_synthesis
 
 
 def shard(folder: Path, keys: list[str]) -> str:

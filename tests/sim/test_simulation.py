@@ -5,11 +5,11 @@ import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from personahub.agents.tasks.tool_spec import ToolSpec
-from personahub.personas.errors import PersonahubError
+from personahub.core.errors import PersonahubError
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
-
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
 

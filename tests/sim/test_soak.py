@@ -21,14 +21,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from personahub.personas.record import Persona
-from personahub.personas.store import connect, upsert_personas
-from personahub.sim.cli import app
-from personahub.sim.runner import RunOptions, run_scenario
-from personahub.sim.scenario import load_scenario
-from personahub.sim.synthesize import SynthOptions, run_synthesis
 from typer.testing import CliRunner
 
+from personahub.cli.app import app
+from personahub.core.store import connect, upsert_personas
+from personahub.personas.record import Persona
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.sim.runner import RunOptions, run_scenario
+from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 from tests.sim.test_resume import snapshot
@@ -58,7 +58,7 @@ RUN_FLAGS = ["--offline-latency", "0.5"]
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from personahub.sim.cli import app; app()", *args]
+    return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
 
 
 def env() -> dict[str, str]:

@@ -9,6 +9,7 @@ import networkx as nx
 import numpy as np
 import pytest
 from mesa.discrete_space import Network
+
 from personahub.agents.tasks import emission_task
 from personahub.personas.record import Persona
 from personahub.sim.memory import AgentMemory, Message
@@ -25,7 +26,6 @@ from personahub.sim.scenario import (
     load_scenario,
 )
 from personahub.sim.society import SocietyModel, _derived_seed, derived_rng, step_draws
-
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient
 
@@ -295,7 +295,7 @@ def test_existing_database_gains_new_columns(tmp_path):
                 "step INTEGER NOT NULL, sender_id VARCHAR NOT NULL, receiver_id VARCHAR NOT NULL, "
                 "text VARCHAR NOT NULL, reply_to VARCHAR, emission_id VARCHAR)")
     con.close()
-    from personahub.personas.store import connect
+    from personahub.core.store import connect
 
     con = connect(Path(db))
     assert "thread_id" in [c[0] for c in con.execute("describe messages").fetchall()]

@@ -1,1 +1,0 @@
-../../personahub/__init__.py

@@ -1,1 +1,0 @@
-../../personahub/__main__.py

@@ -1,1 +1,0 @@
-../../personahub/persona_jobs.py

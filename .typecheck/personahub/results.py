@@ -1,1 +1,0 @@
-../../personahub/results.py

@@ -1,0 +1,213 @@
+"""The one seam to language models: ``make_client(settings)`` and the client it returns.
+
+The client is a stack of small layers with one interface (``agents.contracts.ModelEndpoint``),
+outermost first::
+
+    Accounted        running totals (agents.seam_accounting)
+    Validated        validate, check, one fresh sample; learn ignored modes (agents.seam_validate)
+    Cached           record / replay (agents.seam_cache)
+    Retrying         retries, refused-mode step-down, fail fast (agents.seam_retry)
+    Limited          concurrency and --rps limits (agents.seam_limits; left out when unneeded)
+    Failover         round-robin over endpoints, skipping dead ones (agents.seam_failover)
+    endpoints        the offline engine or HTTP servers (agents.endpoint_*, from the --llm spec
+                     by agents.endpoint_specs)
+
+Every call carries ``max_tokens`` (``agents.generation``), a schema bounded for it
+(``agents.bounds``) and an explicit timeout; every attempt
+gets a ``CallRecord`` (tokens, latency, status, mode, finish reason, cached) that comes back with
+the result and that the run log writes to ``llm_calls``. ``LLMClient`` is the façade the job
+loops call; which engine answers is declared by the endpoints' ``Capabilities``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from personahub.agents.llm.bounds import bounded, unbounded
+from personahub.agents.llm.cache import ResponseCache
+from personahub.agents.llm.endpoint_specs import make_endpoints, redact_spec, spec_size
+from personahub.agents.llm.failures import FailFast
+from personahub.agents.llm.offline import OFFLINE_MODEL_NAME
+from personahub.agents.llm.seam_accounting import Accounted, CallStats
+from personahub.agents.llm.seam_cache import CUT_OFF, Cached
+from personahub.agents.llm.seam_failover import DEAD_ENDPOINT_COOLDOWN_S, Failover
+from personahub.agents.llm.seam_limits import Limited, RateLimiter
+from personahub.agents.llm.seam_retry import Retrying
+from personahub.agents.llm.seam_validate import Validated
+from personahub.agents.llm.settings import LLMConfigError, LLMSettings, LLMUnavailable
+from personahub.agents.llm.structured import ModeBook
+from personahub.core.contracts import (
+    CallRecord,
+    CallRequest,
+    Endpoint,
+    ModelEndpoint,
+    StructuredResult,
+)
+
+T = TypeVar("T", bound=BaseModel)
+__all__ = ["CUT_OFF", "DEAD_ENDPOINT_COOLDOWN_S", "CallRecord", "CallStats", "LLMClient",
+           "LLMConfigError", "LLMSettings", "LLMUnavailable", "RateLimiter", "StructuredResult",
+           "check_reachable", "make_client", "redact_spec", "resolve_spec"]
+
+
+class LLMClient:
+    """The stack's top for callers: validated structured answers (each with its call records
+    and new cache entries), plus what the job loops ask of the client (label, cache, modes,
+    running totals): a ``contracts.StructuredCaller``. ``endpoints`` replaces the spec's (tests)."""
+
+    def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None) -> None:
+        self.settings = settings
+        self.generation = settings.generation
+        self.modes = ModeBook(settings.structured,
+                              len(endpoints) if endpoints is not None else spec_size(settings.spec))
+        self.endpoints = list(endpoints) if endpoints is not None else make_endpoints(settings,
+                                                                                        self.modes)
+        self._build()
+
+    def _build(self) -> None:
+        """Stack the layers (see the module doc) over ``self.endpoints``."""
+        settings, caps = self.settings, [e.capabilities for e in self.endpoints]
+        fail_fast = FailFast(len(self.endpoints))
+        self._failover = Failover(self.endpoints, fail_fast=fail_fast)
+        below: Any = self._failover
+        self._limits: Limited | None = None
+        in_process = all(c.in_process for c in caps)
+        if settings.rps or not in_process:
+            below = self._limits = Limited(below, rps=settings.rps,
+                                           concurrency=None if in_process else settings.concurrency)
+        retry = Retrying(below, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
+                         modes=self.modes, fail_fast=fail_fast,
+                         on_timeout=self._limits.lower_on_timeout if self._limits else None)
+        self._retry = retry
+        self._cached = Cached(retry, params=self._cache_params)
+        negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned
+        validated = Validated(self._cached, modes=self.modes if negotiated else None)
+        self._top = Accounted(validated)
+        self.stats = self._top.stats
+
+    @property
+    def label(self) -> str:
+        """What the console banner and the run log call this engine."""
+        return self._failover.label
+
+    @property
+    def is_offline(self) -> bool:
+        """True when the offline engine answers (no language model is used)."""
+        return all(e.capabilities.deterministic for e in self.endpoints)
+
+    @property
+    def cache_model(self) -> str:
+        """The model name cache entries are keyed and stored under (endpoints' names, sorted)."""
+        return ",".join(sorted({e.model_name for e in self.endpoints}))
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The record/replay cache in use, if any."""
+        return self._cached.cache
+
+    @property
+    def _semaphore(self) -> Any:
+        """The concurrency limit of the current event loop (None for in-process engines)."""
+        return self._limits.slots if self._limits is not None else None
+
+    def use_cache(self, cache: ResponseCache | None) -> None:
+        """Answer from (and record into) ``cache`` from now on; None turns caching off."""
+        self._cached.cache = cache
+
+    @property
+    def uncached(self) -> ModelEndpoint:
+        """The layers below the cache (retries, limits, endpoints): what answers a cache miss."""
+        return self._retry
+
+    def answer_misses_with(self, below: ModelEndpoint | None) -> None:
+        """Send the attempts the cache does not answer to ``below`` (None: this client's own
+        retries and endpoints again). A Ray run keeps the cache here, on the driver that holds
+        the database, and sends only the misses to a worker's ``uncached`` layers."""
+        self._cached.inner = below if below is not None else self._retry
+
+    def _cache_params(self, max_tokens: int) -> dict[str, Any]:
+        """What besides the conversation decides an answer (the cache key's ``params``)."""
+        settings = self.settings
+        params: dict[str, Any] = {"structured": settings.structured, "max_tokens": max_tokens,
+                                  "temperature": settings.temperature, "top_p": settings.top_p}
+        if self.is_offline:
+            params["seed"] = settings.seed  # the offline engine's answers depend on it
+        return params
+
+    def mark_down(self, index: int, seconds: float = DEAD_ENDPOINT_COOLDOWN_S) -> None:
+        """Skip endpoint ``index`` in round-robin for ``seconds`` (it refused a connection)."""
+        self._failover.mark_down(index, seconds)
+
+    def structured_modes(self) -> dict[str, str]:
+        """The structured-output mode each endpoint uses now (for the run's config)."""
+        return {e.label: e.current_mode() for e in self.endpoints}
+
+    def concurrency_report(self) -> dict[str, Any]:
+        """``--concurrency`` and the limit it came to: final and peak, and for ``auto`` why it
+        was cut (for the run's config). An in-process engine has no limit (``final`` None)."""
+        if self._limits is None or self._limits.concurrency is None:
+            return {"setting": self.settings.concurrency, "final": None, "peak": None}
+        return self._limits.report()
+
+    async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
+                         persona_id: str | None = None, step: int | None = None,
+                         check: Callable[[T], str | None] | None = None,
+                         ) -> StructuredResult[T]:
+        """Ask for an instance of ``schema``; returns ``value=None`` when every attempt failed.
+        ``check`` is the job's quality check of a valid answer: a rejected one earns the one
+        fresh sample (``agents.seam_validate``), and comes back with its reason if that fails too.
+
+        Raises ``LLMUnavailable`` when no endpoint can be reached, ``ModelRejected`` when an
+        endpoint rejects every request for one reason, and ``CacheMiss`` when a replay holds no
+        answer; the attempts made before are counted either way.
+        """
+        max_tokens = self.generation.max_tokens_for(purpose)
+        # the schema asked for carries bounds sized for this call's budget (agents.bounds), so a
+        # grammar-constrained server closes the JSON in time and validation agrees with them
+        request = CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
+                              persona_id, step, check=check)
+        result = await self._top.call(request)
+        if result.value is not None:
+            result.value = unbounded(result.value, schema)
+        return result
+
+
+def make_client(settings: LLMSettings) -> LLMClient:
+    """The project's one client factory: the stack for ``settings``."""
+    return LLMClient(settings)
+
+
+def resolve_spec(cli_value: str | None) -> str:
+    """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``."""
+    return cli_value or os.environ.get("PERSONAHUB_LLM") or OFFLINE_MODEL_NAME
+
+
+def check_reachable(client: LLMClient, timeout_s: float = 5.0) -> list[str]:
+    """Fail fast with one line when no HTTP endpoint answers at all.
+
+    Any HTTP answer (even 401 or 404) counts as reachable; only connection failures do not.
+    With several endpoints, the unreachable ones are marked down (round-robin skips them for a
+    while) and their labels returned; the error is raised only when none is reachable.
+    """
+    import httpx
+
+    down: list[str] = []
+    failure: BaseException | None = None
+    for index, endpoint in enumerate(client.endpoints):
+        if endpoint.capabilities.in_process:
+            continue
+        url = (endpoint.base_url or "https://api.openai.com/v1").rstrip("/") + "/models"
+        try:
+            httpx.get(url, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            down.append(endpoint.label)
+            failure = exc
+            client.mark_down(index)
+    if failure is not None and len(down) == len(client.endpoints):
+        raise LLMUnavailable(f"model endpoint {down[0]} is unreachable ({type(failure).__name__}); "
+                             "check --llm / PERSONAHUB_LLM") from failure
+    return down

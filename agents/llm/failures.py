@@ -1,0 +1,258 @@
+"""What a failed model call means: retry it, try another structured mode, or stop the job.
+
+Only what can succeed on a retry is retried: 429, 502/503/504, timeouts and dropped connections
+(``Retry-After`` is honoured). A request the server rejected as malformed (400, 401, 403, 404,
+422, 500 with a message) fails the same way every time, so it is not retried. ``FailFast``
+stops a job with one line when an endpoint's first attempts all fail for the same such reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from personahub.core.contracts import Failure
+from personahub.core.errors import PersonahubError
+
+RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
+# Attempts that fail the same non-transient way, with no success before, after which a job stops.
+FAIL_FAST_ATTEMPTS = 3
+MAX_RETRY_AFTER_S = 120.0
+
+
+class ModelRejected(PersonahubError):
+    """The endpoint rejects every request for one reason: the job stops (resumable)."""
+
+
+def _retry_after(headers: object) -> float | None:
+    """Seconds from a ``Retry-After`` (or ``retry-after-ms``) header, if any."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    millis = get("retry-after-ms")
+    if millis:
+        try:
+            return min(MAX_RETRY_AFTER_S, max(0.0, float(millis) / 1000))
+        except ValueError:
+            pass
+    value = get("retry-after")
+    if not value:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return min(MAX_RETRY_AFTER_S, max(0.0, parsed.timestamp() - time.time()))
+
+
+def _body_message(exc: BaseException) -> str:
+    """The server's own message from an error body (OpenAI, vLLM, Ollama or FastAPI shapes)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            message = inner.get("message") or inner.get("detail") or body.get("detail")
+        else:
+            message = inner
+        if message:
+            return str(message)
+        if body.get("detail") is not None:
+            return str(body["detail"])
+    message = getattr(exc, "message", None)
+    return str(message or exc)
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when a "timeout" was a failed connection: the openai SDK's aiohttp adapter reports
+    a refused connection (aiohttp's ``ClientConnectorError``) as httpx's ``ConnectTimeout``."""
+    cause = exc.__cause__
+    for _ in range(4):
+        if cause is None:
+            return False
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def classify(exc: BaseException) -> Failure:
+    """Describe ``exc`` raised by a model call (see the module doc for what is retried)."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return Failure("timeout", True)
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
+        return Failure("timeout", True)
+    if isinstance(exc, openai.APIConnectionError):
+        return Failure(f"connection error: {exc}", True, unreachable=True)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        message = " ".join(_body_message(exc).split())[:300]
+        return Failure(f"HTTP {status}: {message}", status in RETRYABLE_STATUSES, status, message,
+                       _retry_after(exc.response.headers))
+    return Failure(f"{type(exc).__name__}: {str(exc)[:200]}", False)
+
+
+def hint(failure: Failure, mode: str, setting: str) -> str:
+    """A likely fix for a failure that stops a job."""
+    status, body = failure.status, failure.body.lower()
+    if status in (401, 403):
+        return ("the server refuses the credentials: name the key's variable with "
+                "?api_key_env=NAME in the --llm URL (OPENAI_API_KEY goes only to OpenAI)")
+    if status == 404:
+        if "model" in body:
+            return "the server does not know the model: check ?model=NAME in the --llm URL"
+        return "check the --llm base URL (it usually ends in /v1)"
+    if "response_format" in body or "json_schema" in body or "response format" in body:
+        others = {"json_schema": "json_object", "json_object": "prompt", "tools": "prompt"}
+        if setting == "auto":
+            return "no structured-output mode worked; try --structured prompt"
+        return f"the server rejects response_format {mode}; try --structured {others.get(mode, 'auto')}"
+    if "tool" in body:
+        return "the server rejects tool calls; try --structured json_object or prompt"
+    if "max_tokens" in body or "context" in body:
+        return "the request does not fit the model's context: lower --max-tokens or the prompt budget"
+    return "check the --llm endpoint and its server log"
+
+
+class FailFast:
+    """Stops a job when an endpoint's first attempts all fail for one non-transient reason."""
+
+    def __init__(self, endpoints: int, limit: int = FAIL_FAST_ATTEMPTS) -> None:
+        self.limit = limit
+        self._ok = [False] * max(1, endpoints)
+        self._streak: list[tuple[str, int]] = [("", 0)] * max(1, endpoints)
+        self.stopped: str | None = None  # the reason, once a job has been stopped
+
+    def check(self) -> None:
+        """Raise ``ModelRejected`` again once the job is stopped: a call that was waiting for a
+        slot when the streak ended is not sent (a fast transport would send it before the job
+        has unwound)."""
+        if self.stopped is not None:
+            raise ModelRejected(self.stopped)
+
+    def succeeded(self, endpoint: int) -> None:
+        """Note an answer from ``endpoint``: from now on its failures are the model's or luck's."""
+        self._ok[endpoint] = True
+
+    def failed(self, endpoint: int, failure: Failure, label: str, mode: str, setting: str) -> None:
+        """Note a non-transient failure; raises ``ModelRejected`` once the streak is long enough."""
+        if self._ok[endpoint] or failure.retryable:
+            return
+        key, count = self._streak[endpoint]
+        count = count + 1 if key == failure.reason_key else 1
+        self._streak[endpoint] = (failure.reason_key, count)
+        if count >= self.limit:
+            self.stopped = (f"model endpoint {label} rejected the first {count} requests "
+                            f"({failure.description[:160]}); {hint(failure, mode, setting)}")
+            raise ModelRejected(self.stopped)
+
+
+# The failure policy of a step or batch (its quality half in ``agents.seam_validate``):
+# - endpoint failures (HTTP errors, timeouts, dropped connections) stop a job fast: ``FailFast``
+#   on an endpoint's first attempts, and a step or batch in which more than half of the actions
+#   (at least ``ENDPOINT_FAIL_MIN``) failed at the endpoint;
+# - model-quality failures (invalid JSON, cut off at max_tokens, rejected by a gate or a check)
+#   were given a fresh sample by the seam and are counted: they stop a job only when a step's or
+#   batch's failed share passes ``--max-failed-share`` with at least ``QUALITY_FAIL_MIN_ACTIONS``.
+ENDPOINT_FAIL_SHARE = 0.5
+ENDPOINT_FAIL_MIN = 3
+DEFAULT_MAX_FAILED_SHARE = 0.8
+QUALITY_FAIL_MIN_ACTIONS = 5
+# how an endpoint failure reads in llm_calls.error (``classify``), after a job's "what: " prefix
+_ENDPOINT_ERROR = re.compile(r"(?:^|: )(?:HTTP \d{3}\b|timeout\b|connection error\b)")
+
+
+def endpoint_error(error: str | None) -> bool:
+    """Whether a failed action's error is the endpoint's (not the model's answer)."""
+    return bool(error) and _ENDPOINT_ERROR.search(str(error)) is not None
+
+
+def check_max_failed_share(value: float) -> float:
+    """``--max-failed-share`` (a share in (0, 1]) or PersonahubError naming the flag."""
+    if not 0 < value <= 1:
+        raise PersonahubError(f"--max-failed-share must be > 0 and <= 1, got {value}")
+    return float(value)
+
+
+def plain_reason(error: str | None) -> str:
+    """A failed attempt's ``llm_calls.error`` in a few plain words (for summaries and reports)."""
+    text = str(error or "")
+    if not text:
+        return "no valid answer"
+    http = re.search(r"HTTP (\d{3})", text)
+    if http:
+        return f"endpoint error (HTTP {http.group(1)})"
+    if re.search(r"(?:^|: )timeout\b", text):
+        return "timed out"
+    if re.search(r"(?:^|: )connection error\b", text):
+        return "connection failed"
+    if "max_tokens" in text or "finish_reason=length" in text:
+        return "cut off at max_tokens"
+    rejected = re.match(r"(?:rejected|quality gate): ([\w-]+)", text)
+    if rejected:
+        return f"rejected by the gate ({rejected.group(1)})"
+    if "ignored by the server" in text:
+        return "structured mode ignored by the server"
+    if text.startswith("no JSON object"):
+        return "no JSON in the answer"
+    return "invalid JSON for the schema"
+
+
+def call_error(result: Any) -> str | None:
+    """Why a call (a ``StructuredResult``) has no value: its last attempt's error; None when
+    it has one."""
+    if getattr(result, "value", None) is not None:
+        return None
+    records = getattr(result, "records", None) or ()
+    return (getattr(records[-1], "error", None) if records else None) or "no valid answer"
+
+
+def most_common_error(records: Sequence[Any]) -> str | None:
+    """The most frequent ``error`` among failed attempts (None when none failed)."""
+    errors = Counter(r.error for r in records if r.status != "ok" and r.error)
+    return errors.most_common(1)[0][0] if errors else None
+
+
+def _fix(error: str, records: Sequence[Any]) -> str:
+    """A likely fix for the most common error of a stopped step or batch."""
+    modes = {str(r.structured_mode).split(" without ")[0] for r in records
+             if getattr(r, "structured_mode", None)}
+    if endpoint_error(error):
+        return "check the --llm server (its log says more)"
+    if "max_tokens" in error:
+        return "the answers run past max_tokens: raise --max-tokens, or use a model that keeps to the task"
+    if error.startswith("rejected") or "quality gate" in error:
+        return ("the model's answers fail the quality checks: use a larger model, or raise "
+                "--max-failed-share to keep going")
+    if modes and modes <= {"json_object", "json_schema"}:
+        return "the model's answers do not fit the task: use a larger model"
+    return ("the model's answers do not fit the schemas: try --structured json_object "
+            "(grammar-constrained on llama.cpp servers), or a larger model")
+
+
+def batch_failure(what: str, actions: int, errors: Sequence[str | None], records: Sequence[Any],
+                  max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> str | None:
+    """A one-line reason to stop after a step or batch of ``actions`` whose failed actions
+    failed with ``errors``, else None (see the policy above)."""
+    failed = len(errors)
+    endpoint = sum(endpoint_error(e) for e in errors)
+    if endpoint >= ENDPOINT_FAIL_MIN and endpoint > actions * ENDPOINT_FAIL_SHARE:
+        ended = [e for e in errors if endpoint_error(e)]
+        error = str(Counter(ended).most_common(1)[0][0])
+        return (f"{endpoint} of {actions} actions failed at the endpoint in {what} (most often: "
+                f"{error[:160]}); {_fix(error, records)}")
+    if actions < QUALITY_FAIL_MIN_ACTIONS or failed <= actions * max_failed_share:
+        return None
+    named = Counter(e for e in errors if e).most_common(1)
+    error = (most_common_error(records) or (named[0][0] if named else None)
+             or "the answers failed the quality checks")
+    return (f"{failed} of {actions} actions failed in {what}, over --max-failed-share "
+            f"{max_failed_share:g} (most often: {error[:160]}); {_fix(error, records)}")

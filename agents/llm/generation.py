@@ -1,0 +1,73 @@
+"""Generation limits: every model call carries ``max_tokens``; sampling settings are explicit.
+
+A request without ``max_tokens`` may generate until the server's context is full (llama.cpp
+servers do exactly that), so each output kind has a default sized for its schema, and
+``--max-tokens`` overrides them all. These settings are part of the cache key and of a job's
+stored config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from personahub.agents.tasks import stored_task
+from personahub.core.errors import PersonahubError
+
+# Output tokens per call by purpose (the part of the purpose before ':'), for calls that are not
+# an output kind's; each kind's limits are in its task (``agents/tasks/``). Sized for the JSON
+# with room to spare, small enough that a runaway generation ends soon.
+DEFAULT_MAX_TOKENS: dict[str, int] = {
+    "survey": 160,
+    "reflection": 200,
+    "decide": 120,
+    "interview": 240,
+    "expand": 400,
+    "text-to-persona": 200,
+    "text_to_persona": 200,
+    "solve": 600,
+    "judge": 400,  # a verdict and a one-sentence reason per criterion (agents/prompts/judge.py)
+}
+FALLBACK_MAX_TOKENS = 512
+
+
+@dataclass(frozen=True, kw_only=True)
+class Generation:
+    """``max_tokens`` (None: per-purpose default), ``temperature`` and ``top_p`` for every call."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise PersonahubError(f"--max-tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            raise PersonahubError(f"--temperature must be within [0, 2], got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise PersonahubError(f"--top-p must be within (0, 1], got {self.top_p}")
+
+    def max_tokens_for(self, purpose: str) -> int:
+        """The ``max_tokens`` a call for ``purpose`` carries."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        return default_max_tokens(purpose)
+
+
+def default_max_tokens(purpose: str) -> int:
+    """The default output limit for a call made for ``purpose`` (e.g. ``synth:math_problem``).
+
+    An emission kind's call (purpose: the kind) takes its task's limit; a synthesis call
+    (``synth:TASK``) the task's synthesis limit, else its emission limit.
+    """
+    head, _, rest = purpose.partition(":")
+    if head == "synth":
+        task = stored_task(rest, emission=False)
+        if task is not None and task.synthesis and task.synthesis.max_tokens:
+            return task.synthesis.max_tokens
+        if task is not None and task.emission and task.emission.max_tokens:
+            return task.emission.max_tokens
+        return DEFAULT_MAX_TOKENS.get(rest, FALLBACK_MAX_TOKENS)
+    task = stored_task(head, emission=True)
+    if task is not None and task.emission and task.emission.max_tokens:
+        return task.emission.max_tokens
+    return DEFAULT_MAX_TOKENS.get(head, FALLBACK_MAX_TOKENS)

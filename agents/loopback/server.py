@@ -1,0 +1,609 @@
+"""A loopback OpenAI-compatible server that answers from the offline engine.
+
+Tests and benchmarks point the real ``langchain-openai`` client at it, so the HTTP path (JSON
+schema response formats, tool calls, usage, errors) is exercised without any model. It also
+serves ``/embeddings`` (deterministic word-hashing vectors, 64 dimensions unless the request
+asks for ``dimensions``) for the dedup embedding stage. Users can
+use it for dry runs: ``personahub serve`` then ``--llm http://127.0.0.1:PORT/v1``.
+
+``dialect`` makes it answer as vLLM, llama-cpp-python, Ollama or a tools-only server do: what
+each accepts, how it refuses, how answers end (``agents.dialects`` has the rules and their
+sources). Every dialect honours its token limit (cut answers end with ``length``), and answers
+requests that want JSON without a schema from the schema written in the prompt
+(``agents.prompt_schema``). A body that is not a JSON object gets the dialect's error, never a
+dropped connection.
+
+``stream=True`` is answered as the OpenAI API streams (``agents.server_stream``: SSE chunks of
+the same answer, ``data: [DONE]`` last); ``n`` gives that many choices, the first the one-choice
+answer, the others seeded by their index. ``ServerOptions.models`` names the models served:
+``/models`` lists them and other names get the dialect's 404 (none named: any name is answered
+and ``/models`` lists ``offline``).
+
+Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
+(``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
+when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
+``hang_s`` before answering), and runaway answers (``agents.server_runaway``: the last string
+repeats until ``max_tokens`` unless the schema bounds it with ``maxLength``).
+Prefix cache: the server remembers its last ``prefix_cache_prompts`` prompts (contents joined as
+the engine counts them) and, in dialects that report it, answers
+``usage.prompt_tokens_details.cached_tokens`` with the longest prefix a new prompt shares with
+one of them, in its own 4-character tokens (whole tokens, never the whole prompt: the last token
+is always computed, as real servers do), so the client's ``llm_calls.cached_prompt_tokens`` can
+be tested without a model.
+``latency_s`` is the time from a request's arrival to its answer (the answer is computed
+meanwhile); refusals are answered at once, as real servers check requests before generating.
+Only binds to loopback addresses.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import json
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from personahub.agents.llm.offline import EngineReply, OfflineEngine, approx_tokens, pick_tool
+from personahub.agents.llm.prompt_prefix import PrefixWindow
+from personahub.agents.llm.prompt_schema import find_prompt_schema, message_text
+from personahub.agents.loopback.dialects import (
+    DIALECTS,
+    LLAMA_CPP_N_CTX,
+    Dialect,
+    Plan,
+    Refusal,
+    Shaped,
+    make_dialect,
+)
+from personahub.agents.loopback.runaway import Runaway, run_away
+from personahub.agents.loopback.stream import include_usage, sse_events, wants_stream
+from personahub.core.errors import PersonahubError
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
+_BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
+_MAX_BODY = 64 * 1024 * 1024
+PREFIX_CACHE_PROMPTS = 64  # prompts the emulated prefix cache remembers
+
+
+@dataclass(kw_only=True)
+class ServerOptions:
+    """Behaviour of the loopback server (dialect, latency and injected faults)."""
+
+    seed: int = 0
+    latency_s: float = 0.0
+    error_rate: float = 0.0
+    malformed_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_s: float = 30.0
+    runaway_rate: float = 0.0
+    fault_seed: int = 1234
+    dialect: str = "openai"
+    retry_after_s: float | None = None
+    error_statuses: tuple[int, ...] = (429, 503)
+    context_tokens: int = LLAMA_CPP_N_CTX  # the llama-cpp-python dialect's n_ctx
+    #: prompts the emulated prefix cache remembers (1: a server with one slot and no prompt cache)
+    prefix_cache_prompts: int = PREFIX_CACHE_PROMPTS
+    #: Model names served (``/models`` lists them; others are a 404). Empty: any name is
+    #: answered, and ``/models`` lists ``offline``.
+    models: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise PersonahubError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
+        if self.latency_s < 0 or self.hang_s < 0:
+            raise PersonahubError("latency and hang times must be >= 0")
+        if self.dialect not in DIALECTS:
+            raise PersonahubError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
+        if self.retry_after_s is not None and self.retry_after_s < 0:
+            raise PersonahubError(f"--retry-after must be >= 0, got {self.retry_after_s}")
+        if not self.error_statuses or any(not 400 <= s <= 599 for s in self.error_statuses):
+            raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
+        if self.prefix_cache_prompts < 1:
+            raise PersonahubError(f"prefix_cache_prompts must be >= 1, got {self.prefix_cache_prompts}")
+        if self.context_tokens < 1:
+            raise PersonahubError(f"context_tokens must be >= 1, got {self.context_tokens}")
+        if any(not isinstance(m, str) or not m.strip() for m in self.models):
+            raise PersonahubError(f"--model names must be non-empty, got {list(self.models)}")
+
+
+@dataclass
+class ServerStats:
+    """Counts of what the server did, for tests and benchmarks.
+
+    ``refused``: requests the dialect refused; ``truncated``: answers cut at the token limit;
+    ``bad_bodies``: bodies that were not a JSON object (or had a bad Content-Length).
+    """
+
+    requests: int = 0
+    answered: int = 0
+    errors: int = 0
+    malformed: int = 0
+    hangs: int = 0
+    runaways: int = 0
+    refused: int = 0
+    truncated: int = 0
+    bad_bodies: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def bump(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], options: ServerOptions) -> None:
+        super().__init__(address, _Handler)
+        self.options = options
+        self.dialect = make_dialect(options.dialect, context_tokens=options.context_tokens)
+        self.engine = OfflineEngine(options.seed)
+        self.stats = ServerStats()
+        self.fault_rng = random.Random(options.fault_seed)
+        self.fault_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.prefixes = PrefixWindow(options.prefix_cache_prompts)
+        self.prefix_lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore clients that hang up (timeouts in tests do that on purpose)."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+    def draw(self) -> float:
+        with self.fault_lock:
+            return self.fault_rng.random()
+
+    def cached_tokens(self, messages: list[dict[str, Any]], prompt_tokens: int) -> int:
+        """Tokens of the prompt's longest prefix shared with a recent prompt (then remembered)."""
+        text = " ".join(str(m.get("content") or "") for m in messages)
+        with self.prefix_lock:
+            shared = self.prefixes.match(text)
+        return max(0, min(shared // 4, prompt_tokens - 1))
+
+
+class _BadBody(Exception):
+    """The request body could not be read as its headers describe it."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Silence per-request logging (tests and benchmarks make many requests)."""
+
+    def _send(self, status: int, body: dict[str, Any] | str,
+              headers: Mapping[str, str] | None = None, *, plain: bool = False) -> None:
+        data = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8" if plain else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _refuse(self, refusal: Refusal) -> None:
+        body = refusal.body
+        self._send(refusal.status, body, refusal.headers, plain=isinstance(body, str))
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        path = self.path.split("?")[0].rstrip("/")
+        names = self.server.options.models or ("offline",)
+        if path.endswith("/models"):
+            self._send(200, {"object": "list", "data": [_model_entry(n) for n in names]})
+        elif "/models/" in path:  # retrieve one model (the id may hold slashes)
+            name = unquote(path.split("/models/", 1)[1])
+            if self.server.options.models and name not in names:
+                self._refuse(self.server.dialect.model_not_found(name))
+            else:
+                self._send(200, _model_entry(name))
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def _sleep_until(self, deadline: float) -> None:
+        wait = deadline - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    def _read_body(self) -> bytes:
+        """The body, as long as Content-Length says (or chunked); a bad or unmet length closes
+        the connection afterwards (the next request's start would be unknown)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        declared = self.headers.get("Content-Length")
+        try:
+            length = int(declared) if declared is not None else 0
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_BODY:
+            self.close_connection = True
+            raise _BadBody(f"bad Content-Length {declared!r}")
+        if not length:
+            return b""
+        self.connection.settimeout(_BODY_TIMEOUT_S)
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError as exc:
+            self.close_connection = True
+            raise _BadBody(f"the body ended before its Content-Length ({length} bytes)") from exc
+        finally:
+            self.connection.settimeout(None)
+        if len(raw) < length:
+            self.close_connection = True
+            raise _BadBody(f"the body ended before its Content-Length ({length} bytes)")
+        return raw
+
+    def _read_chunked(self) -> bytes:
+        """A chunked body (clients that stream their upload send one)."""
+        self.connection.settimeout(_BODY_TIMEOUT_S)
+        parts: list[bytes] = []
+        try:
+            while True:
+                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"x", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                if size < 0 or sum(map(len, parts)) + size > _MAX_BODY:
+                    raise ValueError(size)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+        except (TimeoutError, ValueError) as exc:
+            self.close_connection = True
+            raise _BadBody(f"bad chunked body ({exc})") from exc
+        finally:
+            self.connection.settimeout(None)
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        received = time.monotonic()
+        srv, dialect = self.server, self.server.dialect
+        problem = ""
+        try:
+            raw = self._read_body()
+        except _BadBody as exc:
+            raw, problem = None, str(exc)
+        embeddings = self.path.rstrip("/").endswith("/embeddings")
+        if not embeddings and not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        srv.stats.bump("requests")
+        request = _parse(raw, dialect) if raw is not None else dialect.bad_body(problem, parsed=False)
+        if isinstance(request, Refusal):
+            srv.stats.bump("bad_bodies")
+            self._refuse(request)
+            return
+        served = srv.options.models
+        if served and request.get("model") not in served:
+            srv.stats.bump("refused")  # checked first, as servers route by model
+            self._refuse(dialect.model_not_found(request.get("model")))
+            return
+        try:
+            if embeddings:
+                self._embed(request, received)
+            else:
+                self._answer(request, received)
+        except OSError:  # the client hung up
+            raise
+        except Exception as exc:  # a request shape nobody checked: answer, never drop it
+            self._refuse(dialect.error(500, f"offline server error: {type(exc).__name__}: {exc}"))
+
+    def _fault(self, received: float) -> bool:
+        """Inject a hang and/or an HTTP error as the options say; True when one was sent."""
+        srv, opts, dialect = self.server, self.server.options, self.server.dialect
+        if opts.hang_rate and srv.draw() < opts.hang_rate:
+            srv.stats.bump("hangs")
+            srv.stopping.wait(opts.hang_s)
+        if opts.error_rate and srv.draw() < opts.error_rate:
+            srv.stats.bump("errors")
+            statuses = opts.error_statuses
+            status = statuses[min(int(srv.draw() * len(statuses)), len(statuses) - 1)]
+            fault = dialect.error(status, f"injected fault {status}")
+            self._sleep_until(received + opts.latency_s)
+            self._send(status, fault.body, _retry_after(status, opts.retry_after_s))
+            return True
+        return False
+
+    def _embed(self, request: dict[str, Any], received: float) -> None:
+        """``/embeddings``: deterministic word-hashing vectors (``personas.embedding``'s
+        ``HashEmbedder``), with the same latency and faults as chat answers."""
+        if self._fault(received):
+            return
+        self._sleep_until(received + self.server.options.latency_s)
+        self.server.stats.bump("answered")
+        self._send(200, _embedding_body(request))
+
+    def _answer(self, request: dict[str, Any], received: float) -> None:
+        """Refuse ``request`` as the dialect would, inject faults, or answer it."""
+        srv, opts, dialect = self.server, self.server.options, self.server.dialect
+        messages = _plain_messages(request)
+        plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
+        if isinstance(plan, Refusal):
+            srv.stats.bump("refused")
+            self._refuse(plan)
+            return
+        choices = dialect.choices(request)
+        if isinstance(choices, Refusal):
+            srv.stats.bump("refused")
+            self._refuse(choices)
+            return
+        if self._fault(received):
+            return
+        malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
+        runaway = bool(opts.runaway_rate and srv.draw() < opts.runaway_rate)
+        if runaway:
+            srv.stats.bump("runaways")
+        body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed, choices,
+                                 runaway=runaway)
+        if dialect.reports_cached_tokens:
+            usage = body["usage"]
+            usage["prompt_tokens_details"] = {
+                "cached_tokens": srv.cached_tokens(messages, usage["prompt_tokens"])}
+        # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
+        # request arrived, so the server's own CPU does not pile up on top of the latency when
+        # many requests arrive at once (it would otherwise serialise behind this process's lock)
+        self._sleep_until(received + opts.latency_s)
+        if cut:
+            srv.stats.bump("truncated")
+        srv.stats.bump("malformed" if malformed else "answered")  # before the client can see it
+        if wants_stream(request):
+            self._send_stream(sse_events(body, include_usage=include_usage(request)))
+        else:
+            self._send(200, body)
+
+    def _send_stream(self, events: Iterator[bytes]) -> None:
+        """A 200 ``text/event-stream`` answer, each event its own HTTP chunk (as servers flush
+        each token), so the connection stays open for the next request."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        self.wfile.write(b"0\r\n\r\n")
+
+
+def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
+    """The request object in ``raw``, or the dialect's answer to a body that is not one."""
+    try:
+        request = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return dialect.bad_body(str(exc), parsed=False)
+    if not isinstance(request, dict):
+        return dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
+                                parsed=True, value=request)
+    return request
+
+
+def _embedding_body(request: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI ``/embeddings`` answer: one hashed vector per input text, in order (as floats,
+    or base64 when ``encoding_format`` asks, which the openai SDK decodes)."""
+    from personahub.personas.embedding import HashEmbedder
+
+    texts = request.get("input")
+    texts = [texts] if isinstance(texts, str) else [str(t) for t in texts or []]
+    dim = int(request.get("dimensions") or 64)
+    vectors = HashEmbedder(dim=dim).embed(texts)
+    tokens = sum(approx_tokens(t) for t in texts)
+    as_base64 = request.get("encoding_format") == "base64"  # little-endian float32, as the API
+    return {"object": "list", "model": request.get("model", "offline"),
+            "data": [{"object": "embedding", "index": i,
+                      "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")
+                                    if as_base64 else v.tolist())}
+                     for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _model_entry(name: str) -> dict[str, Any]:
+    """A ``/models`` entry as the OpenAI API lists one."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "personahub-offline"}
+
+
+def _retry_after(status: int, seconds: float | None) -> dict[str, str]:
+    """The Retry-After header of an answer with ``status`` (429 and 503 only)."""
+    if seconds is None or status not in (429, 503):
+        return {}
+    return {"Retry-After": str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"}
+
+
+def _plain_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The request's messages as role and text (the form the engine hashes)."""
+    raw = request.get("messages")
+    if not isinstance(raw, list):
+        return []
+    return [{"role": m.get("role", "user"), "content": message_text(m.get("content"))}
+            for m in raw if isinstance(m, dict)]
+
+
+def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool = False,
+                dialect: Dialect | None = None) -> dict[str, Any]:
+    """The body answering ``request`` in ``dialect`` (``openai`` by default): a chat.completion,
+    or the refusal's body (no faults injected)."""
+    dialect = dialect or make_dialect("openai")
+    messages = _plain_messages(request)
+    plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
+    if isinstance(plan, Refusal):
+        return {"status": plan.status, "body": plan.body}
+    return _answer_body(engine, dialect, request, messages, plan, malformed)[0]
+
+
+def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, Any],
+                 messages: list[dict[str, Any]], plan: Plan,
+                 malformed: bool, choices: int = 1, *,
+                 runaway: bool = False) -> tuple[dict[str, Any], bool]:
+    """An OpenAI chat.completion body answering ``request`` as ``plan`` says with ``choices``
+    choices, and whether an answer was cut at the token limit."""
+    schema = plan.json_schema
+    if schema is None and plan.prompt_schema and not plan.tools:
+        schema = find_prompt_schema(messages)
+    if schema is None and plan.wants_json:
+        schema = _ANY_OBJECT
+    answers = [_choice(choice_engine(engine, i), dialect, messages, plan, schema, malformed,
+                       runaway) for i in range(choices)]
+    tokens_in = answers[0][2]
+    tokens_out = sum(a[3] for a in answers)
+    body = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "offline"),
+        "system_fingerprint": "personahub-offline",
+        "choices": [{"index": i, "message": shaped.message, "finish_reason": shaped.finish_reason,
+                     "logprobs": None} for i, (shaped, *_) in enumerate(answers)],
+        "usage": {
+            "prompt_tokens": tokens_in,
+            "completion_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        },
+    }
+    return body, any(a[1] for a in answers)
+
+
+def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
+    """The engine answering choice ``index``: the server's own for the first (so one-choice
+    answers stay as they were), one seeded from (seed, index) for the others, so each choice is
+    deterministic and differs from the rest wherever the engine has a choice to make."""
+    if index == 0:
+        return engine
+    digest = hashlib.blake2b(f"{engine.seed}/choice/{index}".encode(), digest_size=8).digest()
+    return OfflineEngine(int.from_bytes(digest, "big"))
+
+
+def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[dict[str, Any]], plan: Plan,
+            schema: Mapping[str, Any] | None, malformed: bool,
+            runaway: bool = False) -> tuple[Shaped, bool, int, int]:
+    """One choice: its shaped message, whether it was cut, and its tokens in and out."""
+    reply = engine.respond(messages, json_schema=schema, tools=plan.tools,
+                           tool_choice=plan.tool_choice)
+    limit = plan.max_tokens
+    if runaway:
+        ran = _run_away(reply, plan, schema)
+        if ran is not None:
+            return _runaway_choice(dialect, plan, reply, ran, malformed)
+    cut = limit is not None and reply.tokens_out > limit
+    keep = (limit or 0) * 4
+    if reply.tool_calls:
+        calls = []
+        for call in reply.tool_calls:
+            arguments = json.dumps(call["args"])
+            arguments = arguments[:keep] if cut else arguments
+            if malformed:
+                arguments = arguments[: len(arguments) // 2]
+            calls.append({"id": call["id"], "name": call["name"], "arguments": arguments})
+        shaped = dialect.tool_answer(plan, calls, cut)
+    else:
+        content = reply.content[:keep] if cut else reply.content
+        if malformed and content:
+            content = content[: len(content) // 2]
+        shaped = dialect.text_answer(content, cut)
+    tokens_out = min(reply.tokens_out, limit) if cut and limit is not None else reply.tokens_out
+    return shaped, cut, reply.tokens_in, tokens_out
+
+
+def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, Any] | None) -> Runaway | None:
+    """The reply's JSON (its content, or its first tool call's arguments) run away."""
+    if reply.tool_calls:
+        tool = pick_tool(plan.tools, plan.tool_choice) if plan.tools else {}
+        return run_away(reply.tool_calls[0]["args"], tool.get("parameters"), plan.max_tokens)
+    try:
+        value = json.loads(reply.content)
+    except json.JSONDecodeError:
+        return None
+    return run_away(value, schema, plan.max_tokens)
+
+
+def _runaway_choice(dialect: Dialect, plan: Plan, reply: EngineReply, ran: Runaway,
+                    malformed: bool) -> tuple[Shaped, bool, int, int]:
+    """The choice of a runaway answer (see ``agents.server_runaway``)."""
+    text = ran.text[: len(ran.text) // 2] if malformed else ran.text
+    if reply.tool_calls:
+        call = reply.tool_calls[0]
+        shaped = dialect.tool_answer(plan, [{"id": call["id"], "name": call["name"],
+                                             "arguments": text}], ran.cut)
+    else:
+        shaped = dialect.text_answer(text, ran.cut)
+    return shaped, ran.cut, reply.tokens_in, ran.tokens
+
+
+@dataclass
+class RunningServer:
+    """Handle of a server running in a background thread."""
+
+    base_url: str
+    stats: ServerStats
+    _server: _Server
+
+    def stop(self) -> None:
+        """Stop serving, end hanging requests, and close the socket."""
+        self._server.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+#: How often the serving loop checks for ``stop()``: socketserver's default (0.5 s) made every
+#: stop wait half a second, most of a short test's time.
+_POLL_S = 0.02
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def start_server(options: ServerOptions | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> RunningServer:
+    """Start the server on a loopback address in a daemon thread (port 0 picks a free port).
+
+    ``::1`` binds IPv6 loopback. A port in use (or an address this machine cannot bind) is a
+    one-line PersonahubError naming the setting.
+    """
+    if host not in _LOOPBACK:
+        raise PersonahubError(f"--host {host!r}: the offline server only binds to loopback")
+    ipv6 = ":" in host
+    try:
+        server = (_Server6 if ipv6 else _Server)((host, port), options or ServerOptions())
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PersonahubError(f"--port {port}: {host} port {port} is already in use; choose "
+                                  "another --port (0 picks a free one)") from None
+        raise PersonahubError(f"--host {host} --port {port}: cannot listen there "
+                              f"({exc.strerror or exc})") from None
+    thread = threading.Thread(target=server.serve_forever, args=(_POLL_S,), name="offline-openai",
+                              daemon=True)
+    thread.start()
+    bound_port = server.server_address[1]
+    netloc = f"[{host}]" if ipv6 else host
+    return RunningServer(f"http://{netloc}:{bound_port}/v1", server.stats, server)
+
+
+@contextmanager
+def running_server(options: ServerOptions | None = None, **kwargs: Any) -> Iterator[RunningServer]:
+    """Context manager form of ``start_server`` that always stops the server."""
+    handle = start_server(options or ServerOptions(**kwargs))
+    try:
+        yield handle
+    finally:
+        handle.stop()

@@ -1,0 +1,178 @@
+"""Prompt templates, kept as plain data in one module.
+
+Prompts use ``## Section`` headings (World, Events, Persona, Memory, Messages received, Task). A
+real model reads them as ordinary structure; the offline engine uses the same headings to find its
+context. Sections run from the most shared to the most specific: the system text, the world
+(the same summary for every agent of a run), the step's events, then persona, memory, messages
+and task, so a server's prefix cache holds the world once for a whole run
+(``agents/llm/prompt_prefix.py`` measures how much of a run's prompts such a cache could reuse).
+Texts are short and plain, for small instruction models; a ``PromptBudget`` trims the variable
+parts (``agents/prompts/budget.py``). Each kind's task text is in its module under ``agents/tasks/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from personahub.agents.decide import NOBODY, NOTHING, label
+from personahub.agents.prompts.budget import (
+    DEFAULT_BUDGET,
+    Context,
+    PromptBudget,
+    clip_text,
+    fit_context,
+    part_tokens,
+)
+from personahub.agents.prompts.personas import section
+from personahub.agents.tasks import emission_task
+from personahub.agents.tasks.interview import INTERVIEW_SYSTEM
+from personahub.agents.tasks.reflection import REFLECTION_SYSTEM, REFLECTION_TASK
+from personahub.agents.tasks.survey import SURVEY_SYSTEM
+
+AGENT_SYSTEM = ("You are the person described under Persona. Stay in character. "
+                "Answer only with JSON that matches the schema.")
+
+ADDRESSEE_CHARS = 120  # who the agent talks to: a name tag, not a second persona to read
+
+
+def agent_messages(
+    *,
+    persona: str,
+    kind: str,
+    world: str = "",
+    events: Sequence[str] = (),
+    inbox: Sequence[tuple[str, str]] = (),
+    addressee: str | None = None,
+    memory: Sequence[str] = (),
+    recent: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
+) -> list[BaseMessage]:
+    """Messages for one agent action of ``kind`` (inbox items are (sender persona, text)).
+
+    ``memory`` holds what the agent remembers (summary of older things, earlier events), and
+    ``recent`` its own latest emissions, so it does not repeat itself; all lists oldest first.
+    ``budget`` trims world, events, inbox and memory (the world to a summary shared by every
+    agent, memory by relevance to the events, messages and task).
+    """
+    task = emission_task(kind).agent_prompt()
+    tail = [section("Talking to", clip_text(addressee, ADDRESSEE_CHARS))] if addressee else []
+    tail.append(section("Task", task))
+    context = Context(world, events, inbox, memory, recent)
+    return _messages(AGENT_SYSTEM, persona, tail, context, budget, task)
+
+
+DECIDE_SYSTEM = ("You are the person described under Persona. Decide what you do now. "
+                 "Answer only with JSON that matches the schema.")
+
+
+def decision_messages(
+    *,
+    persona: str,
+    options: Sequence[str],
+    people: Sequence[str],
+    world: str = "",
+    events: Sequence[str] = (),
+    inbox: Sequence[tuple[str, str]] = (),
+    memory: Sequence[str] = (),
+    recent: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
+) -> list[BaseMessage]:
+    """Messages asking a deliberating agent what to do this step (``agents/decide.py``).
+
+    ``options`` are the kinds it may emit (each shown with its task's first sentence) and
+    ``people`` the persona texts of those it may address, shown as ``P1``, ``P2``, ... in order
+    (those who wrote to it marked, so it can answer them).
+    """
+    lines = [f"- {kind}: {_first_sentence(emission_task(kind).agent_prompt())}".replace(
+        "the neighbour under Talking to", "one of the People") for kind in options]
+    lines.append(f"- {NOTHING}: do nothing this step.")
+    tail = [section("Actions", "\n".join(lines))]
+    senders = {sender for sender, _ in inbox}
+    if people:
+        tail.append(section("People", "\n".join(
+            f"{label(i)}: {clip_text(text, ADDRESSEE_CHARS)}"
+            + (" (wrote to you)" if text in senders else "") for i, text in enumerate(people))))
+    task = ("Choose one action. If it is said to someone, choose the label of that person, "
+            f"else {NOBODY}. Give a short reason.")
+    tail.append(section("Task", task))
+    return _messages(DECIDE_SYSTEM, persona, tail, Context(world, events, inbox, memory, recent),
+                     budget, task)
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a task prompt: what the action is, not how to write it."""
+    head = text.strip().split("\n", 1)[0]
+    cut = head.find(". ")
+    return head[: cut + 1] if cut >= 0 else head
+
+
+def survey_messages(
+    *,
+    persona: str,
+    question: str,
+    answer_hint: str,
+    world: str = "",
+    events: Sequence[str] = (),
+    inbox: Sequence[tuple[str, str]] = (),
+    memory: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
+) -> list[BaseMessage]:
+    """Messages asking one agent a survey question (``answer_hint`` says the answer format)."""
+    tail = [section("Question", question), section("Answer format", answer_hint)]
+    return _messages(SURVEY_SYSTEM, persona, tail, Context(world, events, inbox, memory), budget,
+                     question)
+
+
+def reflection_messages(
+    *,
+    persona: str,
+    summary: Sequence[str] = (),
+    memory: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
+) -> list[BaseMessage]:
+    """Messages asking one agent to reflect: its summary so far and what it remembers (oldest
+    first). The memory part may take three times the budget's memory cap: a reflection looks
+    back on more than one action's prompt recalls, and it is asked only every few steps.
+    """
+    tail = [section("Your summary so far", "\n".join(summary) or "(nothing yet)"),
+            section("Task", REFLECTION_TASK)]
+    cap = budget.memory
+    wider = replace(budget, memory=None if cap is None else 3 * cap,
+                    total=None if budget.total is None or cap is None else budget.total + 2 * cap)
+    return _messages(REFLECTION_SYSTEM, persona, tail, Context(memory=memory), wider,
+                     REFLECTION_TASK)
+def interview_messages(
+    *,
+    persona: str,
+    question: str,
+    world: str = "",
+    events: Sequence[str] = (),
+    inbox: Sequence[tuple[str, str]] = (),
+    memory: Sequence[str] = (),
+    recent: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
+) -> list[BaseMessage]:
+    """Messages putting a user's question to one agent, from its state at a step: the step's
+    events, messages in view, what it remembers and its own latest output (all oldest first)."""
+    tail = [section("Interview question", question)]
+    return _messages(INTERVIEW_SYSTEM, persona, tail, Context(world, events, inbox, memory, recent),
+                     budget, question)
+
+
+def _messages(system: str, persona: str, tail: list[str], context: Context, budget: PromptBudget,
+              focus: str) -> list[BaseMessage]:
+    """System and user messages: shared parts, persona, specific parts, then ``tail``.
+
+    Memory is ranked against the events, the messages received and ``focus`` (the task or
+    question); the world does not depend on them, so that it stays a shared prefix.
+    """
+    head = section("Persona", persona)
+    fixed = part_tokens(system) + sum(part_tokens(p) for p in (head, *tail))
+    events = "\n".join(context.events)
+    heard = "\n".join(text for _, text in context.inbox)
+    parts = fit_context(context, budget, fixed=fixed, memory_query=f"{events}\n{heard}\n{focus}")
+    body = [parts["world"], parts["events"], head, parts["memory"], parts["inbox"], *tail]
+    return [SystemMessage(system), HumanMessage("\n".join(p for p in body if p))]

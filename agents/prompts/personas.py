@@ -1,0 +1,67 @@
+"""Prompt templates of the persona pipeline (text-to-persona, persona-to-persona), as plain data.
+
+Prompts use ``## Section`` headings; the offline engine finds its context by the same headings.
+"""
+
+from __future__ import annotations
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from personahub.personas.quality import language_name
+
+PERSONA_SYSTEM = (
+    "You write persona descriptions for synthetic data. A persona is one sentence describing a "
+    "specific person: their role, circumstances and interests. Answer only with JSON that "
+    "matches the requested schema."
+)
+
+EXPAND_TASK = (
+    "Who is in close relationship with the persona above? Describe {count} different people "
+    "(for example a patient, colleague, supplier, family member, customer or rival). For each, "
+    "give the relation label (one or two words) and a specific one-sentence persona."
+)
+
+
+def section(title: str, body: str) -> str:
+    """One ``## Title`` block of a prompt."""
+    return f"## {title}\n{body.strip()}\n"
+
+
+def language_clause(language: str | None) -> str:
+    """The sentence asking for a language ("" when none is asked for: prompts stay unchanged)."""
+    return f" Write the personas in {language_name(language)}." if language else ""
+
+
+def expand_messages(persona: str, count: int, *, language: str | None = None) -> list[BaseMessage]:
+    """Persona-to-persona prompt: who is in close relationship with ``persona``."""
+    task = EXPAND_TASK.format(count=count) + language_clause(language)
+    body = section("Persona", persona) + "\n" + section("Task", task)
+    return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]
+
+
+# Text-to-persona: "who is likely to <verb> this text?" (Persona Hub, section 2.1).
+TEXT_RELATIONS: dict[str, str] = {
+    "read": "read",
+    "write": "have written",
+    "like": "like",
+    "dislike": "dislike",
+}
+
+TEXT_TO_PERSONA_TASK = (
+    "Who is likely to {verb} the text above? Describe {count_words}, each as one specific "
+    "sentence: role, expertise, circumstances and interests. Be as specific as the text allows: "
+    "a detailed, specialised text (a proof, a clinical note, a tax form) points to a fine-grained "
+    "persona, a general text to a broader one. Do not summarise the text; describe the person."
+)
+
+
+def text_to_persona_messages(text: str, relation: str, count: int, *,
+                             language: str | None = None) -> list[BaseMessage]:
+    """Text-to-persona prompt: who is likely to ``relation`` (read, write, ...) ``text``."""
+    if relation not in TEXT_RELATIONS:
+        raise ValueError(f"unknown relation {relation!r}; known: {', '.join(TEXT_RELATIONS)}")
+    count_words = "the most likely person" if count == 1 else f"up to {count} different people"
+    task = TEXT_TO_PERSONA_TASK.format(verb=TEXT_RELATIONS[relation], count_words=count_words)
+    task += language_clause(language)
+    body = section("Text", text) + "\n" + section("Task", task)
+    return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]

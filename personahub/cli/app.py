@@ -1,0 +1,141 @@
+"""The ``personahub`` command line: this module assembles the app from the command modules.
+
+Every command that calls a model takes ``--llm SPEC`` (default: ``PERSONAHUB_LLM`` or
+``offline``). Errors print as one line on stderr with a non-zero exit; nothing is half-written.
+Ctrl-C and SIGTERM print one line too (the interrupted job and how to resume it) and exit 130
+and 143; a job names itself on stderr when it starts.
+
+Layout (the CLI is the outermost layer; no command module imports another, nor this one):
+``cli_common`` (options, consoles, errors, client, progress), ``cli_run`` (run), ``cli_sql``,
+``cli_serve``, ``cli_view`` (view), ``cli_synth`` (synthesize, export, report, diversity),
+``cli_interview`` (interview), ``cli_judge`` (judge), ``cli_doctor`` (doctor), ``cli_hub``
+(personas import, sample, stats, export-graph), ``cli_dedup`` (personas dedup) and
+``cli_personas`` (personas expand, from-text).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from personahub.cli import (
+    dedup as cli_dedup,
+)
+from personahub.cli import (
+    doctor as cli_doctor,
+)
+from personahub.cli import (
+    hub as cli_hub,
+)
+from personahub.cli import (
+    interview as cli_interview,
+)
+from personahub.cli import (
+    judge as cli_judge,
+)
+from personahub.cli import (
+    personas as cli_personas,
+)
+from personahub.cli import (
+    run as cli_run,
+)
+from personahub.cli import (
+    serve as cli_serve,
+)
+from personahub.cli import (
+    sql as cli_sql,
+)
+from personahub.cli import (
+    synth as cli_synth,
+)
+from personahub.cli import (
+    view as cli_view,
+)
+from personahub.cli.common import click_exceptions, error_line
+from personahub.cli.run import print_summary
+
+__all__ = ["app", "print_summary"]
+
+
+class OneLineGroup(TyperGroup):
+    """The root command: a usage error (bad flag or value, missing argument, unknown command)
+    is one ``error:`` line naming where help is, not click's usage block; help is unchanged."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        extra["windows_expand_args"] = windows_expand_args
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exceptions.NoArgsIsHelpError as exc:  # typer has printed the help already
+            if exc.format_message().strip():
+                exc.show()
+            sys.exit(exc.exit_code)
+        except click_exceptions.UsageError as exc:
+            where = exc.ctx.command_path.split()[1:] if exc.ctx is not None else []
+            message = exc.format_message().rstrip(".")
+            error_line(f"{message} (see {' '.join(['personahub', *where])} --help)")
+            sys.exit(exc.exit_code)
+        except click_exceptions.ClickException as exc:
+            error_line(exc.format_message())
+            sys.exit(exc.exit_code)
+        except typer.Abort:  # click's own Abort in older typer
+            error_line("aborted")
+            sys.exit(1)
+        # non-standalone main returns the exit code of a typer.Exit, else the command's result
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=OneLineGroup,
+    name="personahub",
+    help="Persona-driven synthetic data and virtual-society simulation (offline by default).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from personahub import __version__
+
+        print(f"personahub {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the installed version and exit.")] = False) -> None:
+    """Persona-driven synthetic data and virtual-society simulation (offline by default)."""
+
+
+# Commands in the order ``--help`` lists them.
+app.command()(cli_run.run)
+app.command()(cli_sql.sql)
+app.command()(cli_serve.serve)
+app.command()(cli_synth.synthesize)
+app.command("export")(cli_synth.export_cmd)
+app.command()(cli_synth.report)
+app.command()(cli_synth.diversity)
+app.command()(cli_judge.judge)
+app.command()(cli_view.view)
+app.command()(cli_interview.interview)
+app.command()(cli_doctor.doctor)
+
+personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
+app.add_typer(personas_app, name="personas")
+personas_app.command("import")(cli_hub.personas_import)
+personas_app.command("expand")(cli_personas.personas_expand)
+personas_app.command("from-text")(cli_personas.personas_from_text)
+personas_app.command("sample")(cli_hub.personas_sample)
+personas_app.command("stats")(cli_hub.personas_stats)
+personas_app.command("export-graph")(cli_hub.personas_export_graph)
+personas_app.command("dedup")(cli_dedup.personas_dedup)

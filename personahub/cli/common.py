@@ -1,0 +1,265 @@
+"""What every CLI command module shares: the consoles, the option types, the generation flags,
+one-line error handling, the model client and its banner, the progress display, job announcements.
+
+Command modules (``sim/cli_*.py``) import this module and nothing of each other; ``personahub/cli/app.py``
+assembles them into the ``personahub`` app. Nothing here imports a command module.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar, cast
+
+import duckdb
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.text import Text
+
+from personahub.core.dbcheck import first_line
+from personahub.core.errors import PersonahubError
+from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
+from personahub.core.store import is_damage
+
+try:  # typer >= 0.22 ships its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
+    from personahub.agents.llm.adaptive_limit import Concurrency as _ConcurrencyValue
+    from personahub.agents.llm.client import LLMClient
+    from personahub.core.contracts import StructuredCaller
+else:  # typer reads annotations at run time and takes no Union: the parser gives the value
+    _ConcurrencyValue = Any
+
+# Markup is off on both consoles: messages, file names, hints and table cells hold user and data
+# text (``pip install 'personahub[embed]'``, a path with ``[/]``) that must print verbatim. Our own
+# emphasis goes through ``say`` as styled ``Text`` pieces, never through markup.
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CountsCalls(Protocol):
+    """What a progress display reads of a model client: its running call counts."""
+
+    @property
+    def stats(self) -> Any: ...
+
+DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
+                                        help="DuckDB database file.")]
+LlmOption = Annotated[str | None, typer.Option(
+    "--llm", help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
+                  "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
+                  "Env: PERSONAHUB_LLM.")]
+# The offline engine ignores --concurrency on purpose: it answers in this process, with no server
+# or connection pool to protect, so a limit would only queue calls; with --offline-latency it
+# stands for a model whose every call waits that long at once (timed tests rely on that).
+
+
+def parse_concurrency(value: Any) -> Any:
+    """``--concurrency``: a number >= 1, or ``auto`` (a usage error else)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"{value!r} is not a number >= 1 nor 'auto'")
+    return int(text)
+
+
+ConcurrencyOption = Annotated[_ConcurrencyValue, typer.Option(
+    "--concurrency", parser=parse_concurrency, metavar="N|auto",
+    help="Model calls in flight at most, per HTTP endpoint set, or 'auto': start at 2, grow "
+         "while the server keeps up, halve on 429/503, timeouts or queueing (at most 64). The "
+         "offline engine answers in process and ignores it.")]
+TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1,
+                                              help="Seconds before a model call is abandoned.")]
+StructuredOption = Annotated[str, typer.Option(
+    "--structured", help="How the JSON schema is asked for: auto (learn per endpoint from the "
+                         "first refusal), json_schema, json_object, tools or prompt.")]
+MaxTokensOption = Annotated[int | None, typer.Option(
+    "--max-tokens", min=1, help="Output tokens per model call at most (default: per output "
+                                "kind, 160-700).")]
+TemperatureOption = Annotated[float | None, typer.Option(
+    "--temperature", min=0, max=2, help="Sampling temperature (default: the server's).")]
+TopPOption = Annotated[float | None, typer.Option(
+    "--top-p", min=0, max=1, help="Nucleus sampling top_p (default: the server's).")]
+OfflineLatencyOption = Annotated[float, typer.Option(
+    "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY",
+    help="Seconds the offline engine waits per call (to simulate a slow model).")]
+CacheOption = Annotated[str, typer.Option(
+    "--cache", help="Model answer cache: off, record (answer hits from the cache, record "
+                    "misses) or replay (cache only: no model call; a miss is an error).")]
+RpsOption = Annotated[float | None, typer.Option(
+    "--rps", min=0.001, help="Model requests per second at most (all endpoints together).")]
+ExecutorOption = Annotated[str, typer.Option(
+    "--executor", help="Where the model calls run: local (this process) or ray (Ray Data workers; "
+                       "the [ray] extra). The rows are the same either way.")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    "--ray-address", envvar="RAY_ADDRESS",
+    help="Ray cluster to use with --executor ray (default: a local Ray started for the job).")]
+RayWorkersOption = Annotated[int | None, typer.Option(
+    "--ray-workers", min=1, help="Ray workers asking the model, each with its own --concurrency "
+                                 "and --rps (default: one per CPU of the cluster).")]
+
+
+def _failed_share(value: float | None) -> float | None:
+    """``--max-failed-share`` in (0, 1], else a usage error (exit 2) naming the flag."""
+    if value is not None and not 0 < value <= 1:
+        raise typer.BadParameter(f"must be > 0 and <= 1, got {value:g}")
+    return value
+
+
+MaxFailedShareOption = Annotated[float | None, typer.Option(
+    "--max-failed-share", callback=_failed_share,
+    help="Stop when more than this share of a step's (or batch's) actions fail for the model's "
+         "answers (invalid JSON, cut off at max_tokens, rejected by a check) after their one "
+         "fresh sample; steps of fewer than 5 actions never stop for that. Endpoint failures "
+         "stop at once whatever it says. Default 0.8; a resume keeps the job's.")]
+
+
+LanguageOption = Annotated[str | None, typer.Option(
+    help="Ask for personas in this language (en, fr, zh, ... or a name); the quality gate rejects "
+         "answers in another script.")]
+
+
+@dataclass(frozen=True)
+class ModelFlags:
+    """The generation flags every model-calling command takes."""
+
+    structured: str = "auto"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """As ``LLMSettings`` / job option keyword arguments."""
+        return {"structured": self.structured, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "top_p": self.top_p}
+
+
+def say(*parts: str | tuple[str, str], to: Console | None = None) -> None:
+    """Print one line from plain strings and ``(text, style)`` pairs, every character verbatim
+    (no markup, no highlighting, not wrapped); on stderr unless ``to`` names another console."""
+    (to or console).print(Text.assemble(*parts), highlight=False, soft_wrap=True)
+
+
+def error_line(message: str) -> None:
+    """Print ``error: MESSAGE`` as one line on stderr (never wrapped, markup not interpreted)."""
+    first = " ".join(str(message).split()) or "unknown error"
+    say(("error:", "bold red"), " ", first)
+
+
+def one_line_errors(func: F) -> F:
+    """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit.
+
+    SIGTERM is turned into an interrupt for the command's duration (``sim.interrupts``), so a
+    run or job it stops is marked ``interrupted`` as after Ctrl-C; the exit is 143, not 130.
+    ``sys.exit`` and other BaseExceptions raised by scenario code become one line too, naming
+    the scenario's file and line: they are not this program's way out, so they must not end it
+    silently (loading and running a scenario already turn them into errors; this is the net).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with sigterm_as_interrupt():
+                return func(*args, **kwargs)
+        except PersonahubError as exc:
+            error_line(str(exc))
+            raise typer.Exit(1) from None
+        except duckdb.Error as exc:
+            if not is_damage(exc):
+                raise
+            error_line(f"--db {kwargs.get('db', '?')}: the database file is damaged "
+                       f"({first_line(exc)})")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt as exc:
+            line = str(exc) if isinstance(exc, Stopped) else f"interrupted by {signal_name(exc)}"
+            say((line, "bold red"))
+            raise typer.Exit(exit_code(exc)) from None
+        except Exception:
+            raise  # a bug: its traceback is what to report
+        except BaseException as exc:  # sys.exit or a BaseException subclass
+            from personahub.sim.scenario import raised_text, scenario_frame
+
+            where = scenario_frame(exc)
+            if where is None:  # ours (rich exits quietly on a closed pipe, for one)
+                raise
+            error_line(f"{where}: scenario code {raised_text(exc)}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def banner(client: StructuredCaller) -> None:
+    """Say which engine answers, plainly."""
+    if client.is_offline:
+        say("engine: ", ("offline", "bold"), " — deterministic offline engine; "
+            "no language model is used.")
+    else:
+        say("engine: ", (client.label, "bold"), " (language model over HTTP)")
+
+
+def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, timeout: float,
+                offline_latency: float = 0.0, *, rps: float | None = None,
+                check: bool = True, flags: ModelFlags | None = None,
+                announce: bool = True) -> LLMClient:
+    """Build the model client for a command and check the endpoint answers (unless ``check``
+    is off, as for a replay from the cache, which calls no model). ``announce=False`` leaves
+    the banner to the caller, once its input is checked (a bad input then prints one line)."""
+    from personahub.agents.llm.client import LLMSettings, check_reachable, resolve_spec
+    from personahub.agents.llm.client import make_client as make_llm_client
+
+    client = make_llm_client(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
+                                         timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
+                                         **(flags or ModelFlags()).settings()))
+    if check:
+        for label in check_reachable(client):
+            say(("warning:", "yellow"), f" endpoint {label} is unreachable; using the others")
+    if announce:
+        banner(client)
+    return client
+
+
+def job_progress(client: CountsCalls | None = None) -> Progress:
+    """A progress display (with the client's call counts when it calls a model)."""
+    from personahub.cli.progress import JobProgress
+
+    return JobProgress(console, client.stats if client is not None else None)
+
+
+def started(what: str, key: str, db: Path) -> None:
+    """Name a job on stderr as it starts: its id is what resumes it if it stops."""
+    say(f"{what} ", (key, "bold"), f" started in {db}")
+
+
+def stored_flags(stored: Mapping[str, Any], default: ModelFlags) -> ModelFlags:
+    """The generation flags a job was started with (``default`` for each one it did not store)."""
+    return ModelFlags(*(stored.get(k, getattr(default, k)) for k in
+                        ("structured", "max_tokens", "temperature", "top_p")))
+
+
+def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]:
+    """Which of the parameters ``names`` the user gave (on the command line or in the
+    environment), as ``--flag`` spellings: a resume refuses those its job already fixes.
+    (Sources compare by name: typer may run on its own copy of click.)"""
+    chosen = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            chosen.append("--" + name.replace("_", "-"))
+    return chosen
+
+
+def missing_argument(ctx: typer.Context, name: str) -> NoReturn:
+    """Click's own "Missing argument" usage error, for an argument that is optional only
+    alongside ``--resume`` (same message and exit code as when it was required)."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    raise click_exceptions.MissingParameter(ctx=ctx, param=cast(Any, param))  # typer's click copy

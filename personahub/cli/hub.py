@@ -1,0 +1,204 @@
+"""``personahub personas`` commands that call no model: import, sample (carving), stats and
+export-graph (``dedup`` is a job of its own: ``sim.cli_dedup``)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, cast
+
+import typer
+from rich.table import Table
+
+from personahub.cli.common import DbOption, console, job_progress, one_line_errors, out
+from personahub.core.errors import PersonahubError
+from personahub.core.outputs import FORCE_HELP, atomic_file, check_output
+from personahub.core.store import DEFAULT_DB
+
+
+@one_line_errors
+def personas_import(
+    file: Annotated[Path, typer.Argument(help="Persona file (JSONL, CSV, Parquet; .gz allowed).")],
+    db: DbOption = Path(DEFAULT_DB),
+    fmt: Annotated[str, typer.Option("--format", help="Format name, or auto.")] = "auto",
+    text_column: Annotated[str | None, typer.Option(help="Column holding the persona text.")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Personas per transaction.")] = 50_000,
+) -> None:
+    """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
+    from personahub.core.store import connect, transaction, upsert_personas
+    from personahub.personas.importers import FORMATS, ImportStats, KeptRow, iter_persona_batches
+    from personahub.personas.persona_texts import SourceText, insert_source_texts
+
+    if fmt not in FORMATS:
+        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    stats = ImportStats()
+    kept: list[KeptRow] = []  # a synthesis file's rows, whole (persona_texts)
+    batches = iter_persona_batches(file, batch_size=batch_size, fmt=fmt, text_column=text_column,
+                                   skip_bad=skip_bad, stats=stats, synth_rows=kept)
+    first = next(batches, None)  # file-level errors surface before the database is opened
+    if first is None and not stats.read:
+        raise PersonahubError(f"{file}: no persona records (the file is empty)")
+    con = connect(db)
+    added = texts = 0
+    try:
+        with job_progress() as bar:
+            task = bar.add_task(f"importing {file.name}", total=None)
+            with transaction(con):  # the whole file or nothing
+                for batch in itertools.chain([first] if first else [], batches):
+                    added += upsert_personas(con, batch)
+                    texts += insert_source_texts(con, [
+                        SourceText.of(p.source, n, p.persona_id, row) for n, row, p in kept])
+                    kept.clear()
+                    bar.update(task, completed=stats.read)
+    finally:
+        con.close()
+    out.print(f"read {stats.read} records: {stats.imported} personas, {added} new in {db}, "
+              f"{stats.bad} bad skipped", soft_wrap=True)
+    if texts:
+        out.print(f"kept {texts} synthesized texts (personahub export --source-file {file})",
+                  highlight=False, soft_wrap=True)
+    for example in stats.bad_examples:
+        out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
+
+
+@one_line_errors
+def personas_sample(
+    db: DbOption = Path(DEFAULT_DB),
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", "-w", help="Attribute condition KEY OP VALUE (= != >= <= > < ~), repeatable: "
+                              "age>=30, occupation=nurse, labels=finance, hop>=2.")] = None,
+    contains: Annotated[str | None, typer.Option(help="Text contains (case-insensitive).")] = None,
+    regex: Annotated[str | None, typer.Option(help="Text matches this regular expression.")] = None,
+    ilike: Annotated[str | None, typer.Option(help="Text ILIKE pattern (% and _ wildcards).")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="Only this source (expand, "
+                                                          "text-to-persona, a file), repeatable.")] = None,
+    near: Annotated[str | None, typer.Option(help="Only personas within --within hops of this "
+                                                  "persona id (relations, either direction).")] = None,
+    within: Annotated[int, typer.Option(min=0, max=6, help="Hops for --near.")] = 1,
+    include_duplicates: Annotated[bool, typer.Option(help="Keep flagged near-duplicates.")] = False,
+    k: Annotated[int | None, typer.Option("-k", "--k", min=0, help="Sample this many.")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    stratify: Annotated[str | None, typer.Option(help="Stratify the sample by this attribute.")] = None,
+    equal: Annotated[bool, typer.Option(help="Equal share per stratum (default proportional).")] = False,
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Write JSONL "
+                                                '({"persona": ...} per line) here.')] = None,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+    with_attributes: Annotated[bool, typer.Option(help="JSONL: add the attributes as fields.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="Printed: table, jsonl or ids.")] = "table",
+    show: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 50,
+) -> None:
+    """Carve the hub: select by attribute, text or neighbourhood, then sample (seeded)."""
+    from personahub.core.store import connect
+    from personahub.personas.carve import Selection, carve
+
+    if fmt not in ("table", "jsonl", "ids"):
+        raise PersonahubError(f"--format {fmt!r}: use table, jsonl or ids")
+    if output is not None:
+        check_output(output, db=db, force=force)
+    selection = Selection(where=where or (), contains=contains, regex=regex, ilike=ilike, near=near,
+                          within=within, include_duplicates=include_duplicates, sources=source or ())
+    con = connect(db, read_only=True)
+    try:
+        personas = carve(con, selection, k=k, seed=seed, stratify=stratify, equal=equal)
+    except ValueError as exc:
+        raise PersonahubError(str(exc)) from None
+    finally:
+        con.close()
+    lines = [_jsonl_line(p, with_attributes) for p in personas]
+    if output is not None:
+        with atomic_file(output, overwrite=force) as f:
+            f.write("".join(line + "\n" for line in lines))
+        console.print(f"wrote {len(personas)} personas to {output}", soft_wrap=True)
+        return
+    if fmt == "ids":
+        sys.stdout.write("".join(p.persona_id + "\n" for p in personas))
+    elif fmt == "jsonl":
+        sys.stdout.write("".join(line + "\n" for line in lines))
+    else:
+        table = Table("persona_id", "hop", "source", "text", title=f"{len(personas)} personas")
+        for p in personas[:show]:
+            table.add_row(p.persona_id, str(p.hop), p.source, p.text)
+        out.print(table)
+
+
+def _jsonl_line(persona: Any, with_attributes: bool) -> str:
+    record: dict[str, Any] = {"persona": persona.text}
+    if with_attributes:
+        record.update({k: v for k, v in persona.attributes.items() if k != "persona"})
+    return json.dumps(record, ensure_ascii=False, default=str)
+
+
+@one_line_errors
+def personas_stats(
+    db: DbOption = Path(DEFAULT_DB),
+    include_duplicates: Annotated[bool, typer.Option(help="Count flagged near-duplicates too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Graph statistics: nodes, edges, components, cycles, clustering, degrees, hops, relation
+    labels, and the same shape figures per expansion (newest ten)."""
+    from personahub.core.store import connect, flagged_duplicate_count
+    from personahub.personas.expand import expansion_graph_stats, list_expansions
+    from personahub.personas.graph import graph_stats, load_graph
+
+    con = connect(db, read_only=True)
+    try:
+        stats = graph_stats(load_graph(con, include_duplicates=include_duplicates))
+        stats["flagged_duplicates"] = flagged_duplicate_count(con)
+        stats["expansions"] = {e.expansion_id: expansion_graph_stats(con, e.expansion_id)
+                               for e in list_expansions(con)[:10]}
+    finally:
+        con.close()
+    if as_json:
+        sys.stdout.write(json.dumps(stats, default=str) + "\n")
+        return
+    table = Table(show_header=False, title="persona graph" + (" (duplicates included)"
+                                                             if include_duplicates else ""))
+    for key in ("nodes", "edges", "components", "largest_component", "isolated", "cycles",
+                "clustering", "flagged_duplicates", "distinct_labels"):
+        table.add_row(key.replace("_", " "), str(stats[key]))
+    degree = stats["degree"]
+    table.add_row("degree min/median/max", f"{degree['min']} / {degree['median']} / {degree['max']} "
+                                           f"(mean {degree['mean']})")
+    out.print(table)
+    for title, key in (("degree histogram", "degree_histogram"), ("personas by hop", "nodes_by_hop"),
+                       ("relations by hop", "edges_by_hop"), ("personas by source", "nodes_by_source"),
+                       ("relation labels", "relation_labels")):
+        counts = Table(title.split(" by ")[-1] if " by " in title else "value", "count", title=title)
+        top = max(stats[key].values(), default=1)
+        for value, count in stats[key].items():
+            counts.add_row(str(value), f"{count} {'█' * max(1, round(20 * count / top))}")
+        out.print(counts)
+    if stats["expansions"]:
+        shapes = Table("expansion", "nodes", "edges", "components", "cycles", "clustering",
+                       "degrees", title="expansions (newest first)")
+        for expansion_id, shape in stats["expansions"].items():
+            shapes.add_row(expansion_id, *(str(shape[k]) for k in (
+                "nodes", "edges", "components", "cycles", "clustering")),
+                ", ".join(f"{k}: {v}" for k, v in shape["degree_histogram"].items()))
+        out.print(shapes)
+
+
+@one_line_errors
+def personas_export_graph(
+    output: Annotated[Path, typer.Option("--out", "-o", help="GraphML file to write.")],
+    db: DbOption = Path(DEFAULT_DB),
+    include_duplicates: Annotated[bool, typer.Option(help="Export flagged near-duplicates too.")] = False,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+) -> None:
+    """Export the persona graph as GraphML (attributes JSON-encoded; relations as edge keys)."""
+    from personahub.core.store import connect
+    from personahub.personas.graph import load_graph, write_graphml
+
+    check_output(output, db=db, force=force)
+    con = connect(db, read_only=True)
+    try:
+        graph = load_graph(con, include_duplicates=include_duplicates)
+    finally:
+        con.close()
+    with atomic_file(output, overwrite=force, binary=True) as f:
+        write_graphml(graph, cast(BinaryIO, f))  # opened binary=True
+    out.print(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output}",
+              soft_wrap=True)

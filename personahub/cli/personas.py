@@ -1,0 +1,502 @@
+"""``personahub personas`` commands that call a model: ``expand`` (persona-to-persona) and
+``from-text`` (text-to-persona). Both are resumable jobs: by re-running the same command, or
+explicitly with ``--resume`` and the job's id (an expansion id; a text job's corpus name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
+from personahub.cli.common import (
+    CacheOption,
+    ConcurrencyOption,
+    DbOption,
+    ExecutorOption,
+    LanguageOption,
+    LlmOption,
+    MaxFailedShareOption,
+    MaxTokensOption,
+    ModelFlags,
+    OfflineLatencyOption,
+    RayAddressOption,
+    RayWorkersOption,
+    RpsOption,
+    StructuredOption,
+    TemperatureOption,
+    TimeoutOption,
+    TopPOption,
+    banner,
+    command_client,
+    console,
+    given_on_command_line,
+    job_progress,
+    missing_argument,
+    one_line_errors,
+    out,
+    started,
+    stored_flags,
+)
+from personahub.core.errors import PersonahubError
+from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
+from personahub.core.store import DEFAULT_DB
+from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
+from personahub.sim.executors import check_executor, executor_session
+
+# What a resumed job takes from its stored configuration (giving them with --resume is an error).
+EXPANSION_FIXED = ("hops", "fanout", "limit", "language", "seed", "fresh")
+TEXT_JOB_FIXED = ("relations", "text_column", "id_column", "limit", "per_text", "split",
+                  "corpus_name", "skip_bad", "language", "seed")
+
+
+def _refuse_fixed(ctx: typer.Context, job: str, resume: str, names: tuple[str, ...]) -> None:
+    """A resume answers as its job started: options that would change that are refused."""
+    fixed = given_on_command_line(ctx, names)
+    if fixed:
+        raise PersonahubError(f"--resume {resume} takes {', '.join(n for n in names if n != 'fresh')}"
+                              f" from the {job}; leave out {', '.join(fixed)}")
+
+
+def _check_language(language: str | None) -> None:
+    """An unknown ``--language`` is one error line before the database is opened."""
+    from personahub.personas.quality import language_scripts
+
+    try:
+        if language is not None:
+            language_scripts(language)
+    except ValueError as exc:
+        raise PersonahubError(str(exc)) from None
+
+
+def _open_hub(db: Path) -> Any:
+    """The hub's connection (the database must exist: no empty database is left behind)."""
+    from personahub.core.store import connect
+
+    if not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database; run 'personahub personas import' first")
+    return connect(db)
+
+
+def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
+                         fresh: bool, language: str | None = None, resume: str | None = None
+                         ) -> tuple[Any, list[str], str | None, dict[str, Any]]:
+    """Open the hub for ``personas expand``: (connection, start ids, expansion id to resume, its
+    stored config — empty for a new expansion).
+
+    ``resume`` names the expansion to go on with. Without it, an unfinished CLI expansion with
+    the same hops, fanout, limit and language is resumed (its own start personas are kept: the
+    hub has grown since); ``fresh`` marks it superseded and starts anew. An unknown ``language``
+    is an error before the database is opened.
+    """
+    from personahub.core.store import live_persona_ids
+    from personahub.personas.expand import find_expansion, find_unfinished, supersede_expansion
+
+    _check_language(language)
+    con = _open_hub(db)
+    try:
+        if resume is not None:
+            info = find_expansion(con, resume)
+            if info is None:
+                raise PersonahubError(f"--resume {resume}: no such expansion in {db}")
+            if info.status not in ("running", "failed"):
+                raise PersonahubError(f"--resume {resume}: the expansion is {info.status}; "
+                                      "there is nothing to resume")
+        else:
+            info = find_unfinished(con, hops=hops, fanout=fanout, limit=limit, origin="cli",
+                                   language=language)
+            if info is not None and fresh:
+                supersede_expansion(con, info.expansion_id)
+                info = None
+        if info is not None:
+            total = info.config.get("hops", hops)
+            console.print(f"resuming expansion {info.expansion_id}: {info.hops_done} of {total} hop(s) "
+                          f"done, {info.pending} frontier persona(s) pending (--fresh starts anew)",
+                          soft_wrap=True)
+            return con, [], info.expansion_id, dict(info.config)
+        start = live_persona_ids(con, limit)
+        if not start:
+            raise PersonahubError(
+                f"--db {db}: the hub has no personas; run 'personahub personas import' first")
+        return con, start, None, {}
+    except BaseException:
+        con.close()
+        raise
+
+
+def ray_target(executor: str, client: Any, address: str | None, workers: int | None) -> Any:
+    """The ``RayTarget`` a job's calls go to (None: ``local``), once the client is found fit
+    for Ray workers (built from --llm, no credential in it)."""
+    if executor != "ray":
+        return None
+    from personahub.sim.executors.ray_batches import RayTarget, check_ray_client
+
+    check_ray_client(client)
+    return RayTarget(address, workers)
+
+
+@contextmanager
+def _ray_asks(client: Any, target: Any) -> Iterator[Any]:
+    """An expansion's calls on one pool of Ray actors for the whole job (None: on its loop)."""
+    if target is None:
+        yield None
+        return
+    from personahub.sim.executors.ray_actors import ray_asks
+
+    with ray_asks(client, target, "expansion") as asks:
+        yield asks
+
+
+def _ray_batches(client: Any, target: Any, batch_size: int, folder: Path) -> Any:
+    """A text job's batches of calls in one Ray pass, answered in batch order as Parquet shards
+    under the job's ``folder`` (None: local)."""
+    if target is None:
+        return None
+    from functools import partial
+
+    from personahub.sim.executors.ray_batches import ask_batches
+
+    return partial(ask_batches, client, target=target, batch_size=batch_size, folder=folder)
+
+
+@one_line_errors
+def personas_expand(
+    ctx: typer.Context,
+    db: DbOption = Path(DEFAULT_DB),
+    hops: Annotated[int, typer.Option(min=0, max=6, help="Rounds of persona-to-persona.")] = 1,
+    fanout: Annotated[int, typer.Option(min=1, max=20, help="Related people per persona.")] = 2,
+    limit: Annotated[int | None, typer.Option(min=1, help="Start from the first N personas.")] = None,
+    language: LanguageOption = None,
+    llm: LlmOption = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed (offline engine; default: a resumed expansion's own seed, else 0).")] = None,
+    concurrency: ConcurrencyOption = 16,
+    timeout: TimeoutOption = 60.0,
+    offline_latency: OfflineLatencyOption = 0.0,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Frontier personas per transaction.")] = 256,
+    link_candidates: Annotated[int, typer.Option(
+        min=0, max=20, help="Close triangles: ask whether each new persona knows up to this many "
+                            "people near its source (0: grow trees, no link calls).")] = 4,
+    link_embedder: Annotated[str, typer.Option(
+        help="Offline embedder (hash, lexical; or local[:model]) proposing the nearest people "
+             "of the whole expansion as link candidates and merging a new persona at cosine "
+             ">= 0.9 with its nearest; 'none' turns both off.")] = DEFAULT_LINK_EMBEDDER,
+    fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
+                                              "same --hops/--fanout/--limit exists.")] = False,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="EXPANSION_ID",
+        help="Continue this expansion from its stored frontier (with its hops, fanout, limit, "
+             "language, seed and generation settings).")] = None,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
+) -> None:
+    """Grow the hub: ask who is in close relationship with each persona, hop by hop.
+
+    An interrupted expansion is resumed automatically: when an unfinished one with the same
+    --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
+    --resume EXPANSION_ID resumes that expansion by its id.
+    """
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.core.jobs import attach_cache, check_cache_mode, check_replay_cache
+    from personahub.personas.expand import link_embedder_of
+
+    if resume is not None:
+        _refuse_fixed(ctx, "expansion", resume, EXPANSION_FIXED)
+    check_cache_mode(cache)
+    check_executor(executor, cache=cache, workers=ray_workers)
+    if link_embedder.lower() != "none":
+        link_embedder_of(link_embedder)  # a bad spec fails before the database is touched
+    given = ModelFlags(structured, max_tokens, temperature, top_p)
+    spec = resolve_spec(llm)
+    # the endpoint is checked (or the replay's cache found) before the database is touched
+    probe_seed = seed or 0
+    client = command_client(spec, probe_seed, concurrency, timeout, offline_latency, rps=rps,
+                         check=cache != "replay", flags=given, announce=False)
+    if cache == "replay":
+        check_replay_cache(db, client.cache_model)
+    target = ray_target(executor, client, ray_address, ray_workers)
+    con, start, resumed, stored = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit,
+                                                       fresh=fresh, language=language,
+                                                       resume=resume)
+    try:  # a resumed expansion answers as it started: its seed and generation settings
+        flags = given
+        if resumed is not None and given == ModelFlags():
+            flags = stored_flags(stored, given)
+        if resume is not None:  # what the expansion is, from the expansion
+            hops, fanout = int(stored.get("hops", hops)), int(stored.get("fanout", fanout))
+            limit, language = stored.get("limit"), stored.get("language")
+        if resumed is not None:  # a resumed expansion links as it started
+            link_candidates = int(stored.get("link_candidates", 0))
+            link_embedder = stored.get("link_embedder") or "none"
+        if seed is None:
+            seed = int(stored.get("seed", 0))
+        if max_failed_share is None:
+            max_failed_share = float(stored.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE))
+        if seed != probe_seed or flags != given:  # the stored settings differ: build it so
+            client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
+                                 check=False, flags=flags, announce=False)
+        attach_cache(con, client, cache)
+    except BaseException:
+        con.close()
+        raise
+    banner(client)
+    _expand(con, client, db, start=start, hops=hops, fanout=fanout, resume=resumed,
+            batch_size=batch_size, language=language, link_candidates=link_candidates,
+            link_embedder=None if link_embedder.lower() == "none" else link_embedder,
+            config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings(),
+                    "max_failed_share": max_failed_share},
+            target=target, max_failed_share=max_failed_share)
+
+
+def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fanout: int,
+            resume: str | None, batch_size: int, language: str | None,
+            config: dict[str, Any], link_candidates: int = 0,
+            link_embedder: str | None = None, target: Any = None,
+            max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> None:
+    """Run the expansion job on ``con`` (closed at the end) and print its summary; ``target``
+    (a ``RayTarget``) asks each batch's calls on Ray workers."""
+    from personahub.analysis.kept import kept_lines
+    from personahub.core import loop as run_loop
+    from personahub.personas.expand import expand_hub
+    from personahub.personas.quality import rejection_line
+
+    expansion: list[str] = []
+
+    def on_start(expansion_id: str) -> None:
+        expansion.append(expansion_id)
+        if resume is None:  # a resumed one was announced by unfinished_expansion
+            started("expansion", expansion_id, db)
+
+    try:
+        with job_progress(client) as bar, interrupts_from_queries(), \
+                executor_session("ray" if target else "local", target and target.address), \
+                _ray_asks(client, target) as asks:
+            task = bar.add_task("expanding (hops)", total=hops)
+            summary = run_loop.run(expand_hub(
+                con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
+                batch_size=batch_size, config=config, language=language, on_start=on_start,
+                link_candidates=link_candidates, link_embedder=link_embedder,
+                progress=lambda _, h, n: bar.update(task, completed=h),
+                asks=asks, max_failed_share=max_failed_share))
+        kept = kept_lines(con, job_kind="expansion", job_id=summary.expansion_id)
+    except KeyboardInterrupt as exc:
+        if not expansion:
+            raise
+        raise Stopped(f"expansion {expansion[0]} interrupted by {signal_name(exc)}; run the same "
+                      "command to resume it", exc) from None
+    except PersonahubError as exc:
+        if not expansion or "start again with --fresh" in str(exc):
+            raise
+        raise PersonahubError(f"{exc}; resume with personahub personas expand --resume "
+                              f"{expansion[0]} --db {db}") from None
+    finally:
+        con.close()
+    out.print(f"expansion {summary.expansion_id}{' (resumed)' if summary.resumed else ''}: "
+              f"asked {summary.asked} personas over {summary.hops} hop(s): "
+              f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
+              f"existing ones, {summary.edges} relations, {summary.linked} closing triangles, "
+              f"{summary.failed_calls} failed calls", soft_wrap=True)
+    shape = summary.graph
+    if shape:
+        out.print(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges, "
+                  f"{shape['components']} components, {shape['cycles']} cycles, clustering "
+                  f"{shape['clustering']}, degrees {shape['degree_histogram']}", highlight=False,
+                  soft_wrap=True)
+    out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
+    for line in kept:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _text_job(con: Any, db: Path, resume: str, corpus: Path | None) -> tuple[dict[str, Any], Path]:
+    """The stored configuration of the text job ``resume`` and its corpus file (``corpus``
+    when given again, else the file the job was started from)."""
+    from personahub.core.jobs import text_job_config
+
+    stored = text_job_config(con, resume)
+    if stored is None:
+        raise PersonahubError(f"--resume {resume}: no text-to-persona job over corpus {resume!r} "
+                              f"in {db}")
+    if corpus is None and not stored.get("path"):
+        raise PersonahubError(f"--resume {resume}: the job does not record its corpus file; give "
+                              f"it: personahub personas from-text FILE --corpus {resume}")
+    return stored, corpus if corpus is not None else Path(stored["path"])
+
+
+@one_line_errors
+def personas_from_text(
+    ctx: typer.Context,
+    corpus: Annotated[Path | None, typer.Argument(
+        help="Corpus: JSONL, CSV or Parquet (one text per record), or plain text (one text per "
+             "paragraph); omit with --resume.")] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    relations: Annotated[str, typer.Option(help="Comma-separated: who is likely to read, write, "
+                                                "like, dislike the text.")] = "read,write,like,dislike",
+    text_column: Annotated[str | None, typer.Option(help="Field holding the text (default: text, "
+                                                         "content, body, document).")] = None,
+    id_column: Annotated[str | None, typer.Option(help="Field holding the text id "
+                                                       "(default: FILE:LINE).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use the first N texts only.")] = None,
+    per_text: Annotated[int, typer.Option(min=1, max=10, help="Personas per text and relation, "
+                                                              "at most.")] = 1,
+    split: Annotated[str, typer.Option(help="Plain text: 'paragraph' (blank-line separated) "
+                                            "or 'line'.")] = "paragraph",
+    corpus_name: Annotated[str | None, typer.Option("--corpus", help="Corpus name for provenance and "
+                                                    "resume (default: the file name).")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
+    language: LanguageOption = None,
+    llm: LlmOption = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per transaction.")] = 64,
+    concurrency: ConcurrencyOption = 16,
+    timeout: TimeoutOption = 60.0,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="CORPUS",
+        help="Continue the job over this corpus name (with its corpus file, relations, reading "
+             "options, seed and generation settings).")] = None,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
+) -> None:
+    """Text-to-persona: ask who is likely to read / write / like / dislike each text.
+
+    Resumable: texts already answered for a relation (table text_done) are skipped, so re-run
+    the same command after an interruption (with the job's stored seed and generation settings
+    unless given again), or give --resume CORPUS.
+    """
+    from personahub.agents.llm.client import redact_spec, resolve_spec
+    from personahub.analysis.kept import kept_lines
+    from personahub.core.jobs import attach_cache, check_cache_mode, start_text_job, text_job_config
+    from personahub.core.store import connect
+    from personahub.personas.importers import ImportStats
+    from personahub.personas.quality import rejection_line
+    from personahub.personas.text_to_persona import iter_texts, parse_relations
+
+    if resume is not None:
+        _refuse_fixed(ctx, "job", resume, TEXT_JOB_FIXED)
+    elif corpus is None:
+        missing_argument(ctx, "corpus")
+    check_executor(executor, cache=cache, workers=ray_workers)
+    con = _open_hub(db) if resume is not None else None
+    try:
+        if con is not None and resume is not None:  # what the job is, from the job
+            stored, corpus = _text_job(con, db, resume, corpus)
+            relations = ",".join(stored.get("relations", relations.split(",")))
+            text_column, id_column = stored.get("text_column"), stored.get("id_column")
+            limit, per_text = stored.get("limit"), int(stored.get("per_text", per_text))
+            split, skip_bad = stored.get("split", split), bool(stored.get("skip_bad", False))
+            corpus_name, language = resume, stored.get("language")
+        assert corpus is not None
+        try:
+            chosen = parse_relations(relations)
+            stats = ImportStats()
+            texts = iter_texts(corpus, text_column=text_column, id_column=id_column, split=split,
+                               name=corpus_name, skip_bad=skip_bad, stats=stats)
+            _check_language(language)
+        except ValueError as exc:
+            raise PersonahubError(str(exc)) from None
+        check_cache_mode(cache)
+        name = corpus_name or corpus.name
+        flags = ModelFlags(structured, max_tokens, temperature, top_p)
+        con = con or connect(db)
+        stored = text_job_config(con, name) or {}  # read before the client is built from it
+        seed = seed if seed is not None else int(stored.get("seed", 0))
+        if flags == ModelFlags() and stored:  # no generation flag given: the job's own
+            flags = stored_flags(stored, flags)
+        share = (max_failed_share if max_failed_share is not None
+                 else float(stored.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE)))
+        spec = resolve_spec(llm)
+        client = command_client(spec, seed, concurrency, timeout, rps=rps, check=cache != "replay",
+                             flags=flags)
+        target = ray_target(executor, client, ray_address, ray_workers)  # before the job is recorded
+        attach_cache(con, client, cache)  # a replay with nothing recorded stops here
+        start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),
+                                   "relations": list(chosen), "per_text": per_text,
+                                   "language": language, "path": str(corpus.resolve()),
+                                   "text_column": text_column, "id_column": id_column,
+                                   "split": split, "limit": limit, "skip_bad": skip_bad,
+                                   "max_failed_share": share})
+        summary = _text_to_persona(con, client, texts, db=db, name=name, relations=chosen,
+                                   per_text=per_text, limit=limit, batch_size=batch_size,
+                                   concurrency=concurrency, language=language, target=target,
+                                   max_failed_share=share)
+        kept = kept_lines(con, job_kind="text_to_persona", job_id=name)
+    finally:
+        if con is not None:
+            con.close()
+    out.print(f"{summary.texts} texts × {len(chosen)} relation(s): {summary.already_done} already done, "
+              f"asked {summary.asked}, {summary.failed_calls} failed (re-run to retry); "
+              f"{summary.personas} personas, {summary.new_personas} new in {db}", soft_wrap=True)
+    for line in kept:
+        out.print(line, highlight=False, soft_wrap=True)
+    out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
+    if stats.bad:
+        out.print(f"{stats.bad} bad records skipped", soft_wrap=True)
+        for example in stats.bad_examples:
+            out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
+
+
+def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, relations: Any,
+                     per_text: int, limit: int | None, batch_size: int, concurrency: Concurrency,
+                     language: str | None, target: Any = None,
+                     max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> Any:
+    """Run the text job over ``texts`` on the kernel's loop and record how it ended;
+    ``target`` (a ``RayTarget``) asks the batches' calls on Ray workers."""
+    from itertools import islice
+
+    from personahub.agents.llm.failures import ModelRejected
+    from personahub.core.job_records import most_common_job_error
+    from personahub.core.jobs import finish_text_job, job_loop
+    from personahub.personas.text_to_persona import text_to_persona
+    from personahub.sim.executors.shards import clear_job_folder, job_folder
+
+    try:
+        with job_progress(client) as bar, job_loop() as loop, interrupts_from_queries(), \
+                executor_session("ray" if target else "local", target and target.address):
+            task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
+            summary = loop.run(text_to_persona(
+                con, client, islice(texts, limit), corpus=name, relations=relations,
+                per_text=per_text, batch_size=batch_size, concurrency=concurrency,
+                language=language, progress=lambda _, done, __: bar.update(task, completed=done),
+                remote=_ray_batches(client, target, batch_size * len(relations),
+                                    job_folder(db, name)), max_failed_share=max_failed_share))
+    except KeyboardInterrupt as exc:
+        finish_text_job(con, name, "interrupted", f"interrupted by {signal_name(exc)}")
+        raise
+    except ModelRejected as exc:
+        finish_text_job(con, name, "failed", str(exc)[:1000])
+        raise PersonahubError(f"text-to-persona job {name} stopped: {exc}; resume with "
+                              f"personahub personas from-text --resume {name} --db {db}") from None
+    except BaseException as exc:
+        finish_text_job(con, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+        raise
+    kept = summary.asked - summary.failed_calls - summary.rejected_answers
+    if summary.asked and not kept:  # every call failed, or the gate kept nothing
+        error = most_common_job_error(con, "text_to_persona", name)
+        finish_text_job(con, name, "failed", f"kept none of {summary.asked} answers: {error}")
+        raise PersonahubError(f"text-to-persona job {name}: kept none of its {summary.asked} "
+                              f"answers (most often: {error}); resume with personahub personas "
+                              f"from-text --resume {name} --db {db}")
+    finish_text_job(con, name, "finished")
+    clear_job_folder(db, name)  # every answer is committed (a Ray attempt's leftovers too)
+    return summary

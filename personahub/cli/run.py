@@ -1,0 +1,236 @@
+"""``personahub run``: a scenario run (or the resume of a stopped one) and its summary."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NamedTuple
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
+from personahub.cli.common import (
+    CacheOption,
+    ConcurrencyOption,
+    DbOption,
+    ExecutorOption,
+    LlmOption,
+    MaxFailedShareOption,
+    MaxTokensOption,
+    ModelFlags,
+    OfflineLatencyOption,
+    RayAddressOption,
+    RayWorkersOption,
+    RpsOption,
+    StructuredOption,
+    TemperatureOption,
+    TimeoutOption,
+    TopPOption,
+    banner,
+    command_client,
+    job_progress,
+    one_line_errors,
+    out,
+    say,
+    started,
+)
+from personahub.core.errors import PersonahubError
+from personahub.core.store import DEFAULT_DB
+
+
+class Where(NamedTuple):
+    """Where a run's model calls run (``RunOptions`` / ``resume_run`` arguments)."""
+
+    executor: str
+    ray_address: str | None
+    ray_workers: int | None
+
+
+@one_line_errors
+def run(
+    scenario: Annotated[Path | None, typer.Argument(
+        help="Scenario script (a .py file defining SCENARIO); omit with --resume.")] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    steps: Annotated[int | None, typer.Option(min=1, help="Override the scenario's steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    llm: LlmOption = None,
+    concurrency: ConcurrencyOption = 16,
+    timeout: TimeoutOption = 60.0,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="RUN_ID",
+        help="Continue a stopped run from its last committed step (same seed and options).")] = None,
+    offline_latency: OfflineLatencyOption = 0.0,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
+    price_in: Annotated[float | None, typer.Option(
+        "--price-in", min=0, help="USD per 1M input tokens, for v_run_cost.")] = None,
+    price_out: Annotated[float | None, typer.Option(
+        "--price-out", min=0, help="USD per 1M output tokens, for v_run_cost.")] = None,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    view: Annotated[bool, typer.Option(
+        "--view", help="Serve the live view of this run on 127.0.0.1 while it runs, and after it "
+                       "until Ctrl-C (personahub view shows a run no process is writing).")] = False,
+    view_port: Annotated[int, typer.Option(
+        "--view-port", min=0, max=65535, help="Port of --view (0 picks a free one).")] = 8765,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
+) -> None:
+    """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
+    from personahub.analysis.live_view import RunView
+
+    watcher = RunView(db, view_port, say) if view else None  # the port is taken now, or refused
+    try:
+        _run(scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
+             price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
+             Where(executor, ray_address, ray_workers), max_failed_share)
+    except BaseException:
+        if watcher is not None:
+            watcher.stop()
+        raise
+    if watcher is not None:
+        watcher.linger()
+
+
+def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
+         concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
+         rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
+         watcher: Any, where: Where, max_failed_share: float | None = None) -> None:
+    """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known."""
+    from personahub.sim.runner import RunOptions, resume_run, run_scenario
+    from personahub.sim.scenario import load_scenario
+
+    if resume is not None:
+        if scenario is not None or steps is not None or seed is not None:
+            raise PersonahubError("--resume RUN_ID takes the scenario, steps and seed from the run; "
+                                  "give only --db (and --llm if the endpoint needs credentials,"
+                                  " --executor for where its calls run)")
+
+        def resuming() -> None:
+            say("resuming run ", (resume, "bold"), f" in {db}")
+            if watcher is not None:
+                watcher.start(resume)
+
+        with job_progress() as bar:  # the client is built inside resume_run
+            summary = resume_run(resume, db=db, llm=llm, offline_latency_s=offline_latency,
+                                 progress=step_progress(bar), on_ready=resuming,
+                                 max_failed_share=max_failed_share, **where._asdict())
+        print_summary(summary)
+        return
+    if scenario is None:
+        raise PersonahubError("run: give a scenario file, or --resume RUN_ID")
+    from personahub.agents.llm.client import resolve_spec
+
+    spec = resolve_spec(llm)
+    loaded = load_scenario(scenario)
+    options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,
+                         timeout_s=timeout, offline_latency_s=offline_latency, cache=cache,
+                         rps=rps, price_in=price_in, price_out=price_out, **where._asdict(),
+                         **flags.settings(),
+                         max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
+                                           else max_failed_share))
+    run_seed = loaded.seed if seed is None else seed
+    client = command_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
+                         check=cache != "replay", flags=flags, announce=False)
+
+    def ready() -> None:  # the input is checked and nothing is written yet
+        banner(client)
+        say("scenario: ", (loaded.name, "bold"), f" ({scenario}) seed={run_seed} db={db}")
+
+    def on_start(run_id: str) -> None:
+        started("run", run_id, db)
+        if watcher is not None:
+            watcher.start(run_id)
+
+    with job_progress(client) as bar:
+        summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=step_progress(bar),
+                               client=client, on_ready=ready,
+                               on_start=lambda run_id: on_start(run_id))
+    print_summary(summary)
+
+
+def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
+    """Progress callback: the bar on a terminal, else one ``step N/M committed`` line per step."""
+    tasks: dict[str, Any] = {}
+
+    def hook(phase: str, done: int, total: int | None) -> None:
+        if phase == "step" and bar.disable:
+            sys.stderr.write(f"step {done}/{total} committed\n")
+            sys.stderr.flush()
+        label = "expanding graph" if phase == "expand" else "simulating steps"
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(label, total=total)
+        bar.update(tasks[phase], completed=done)
+
+    return hook
+
+
+def print_summary(summary: Any) -> None:
+    """The end-of-run summary: counts, where the data is, and SQL to start from."""
+    from personahub.personas.quality import rejection_text
+
+    table = Table(title=f"run {summary.run_id}", show_header=False)
+    table.add_row("engine", summary.engine + (" (offline engine, not a language model)"
+                                               if summary.offline else ""))
+    table.add_row("agents", f"{summary.agents} (relationship edges: {summary.edges})")
+    table.add_row("steps", str(summary.steps))
+    kinds = ", ".join(f"{k}={v}" for k, v in summary.emissions_by_kind.items()) or "none"
+    table.add_row("emissions", f"{sum(summary.emissions_by_kind.values())} ({kinds})")
+    table.add_row("messages", str(summary.messages))
+    table.add_row("events delivered", str(summary.events))
+    table.add_row("survey answers", str(summary.answers))
+    table.add_row("near-duplicates flagged", str(summary.duplicates))
+    calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
+    table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")
+    table.add_row("failed actions", str(summary.failed_actions))
+    table.add_row("rejected by the quality gate", rejection_text(summary.rejected))
+    table.add_row("kept per kind", "\n".join(summary.kept) or "no model call")
+    table.add_row("prompt tokens per action", _tokens_per_action(summary))
+    table.add_row("prefix cache", prefix_cache_text(summary))
+    table.add_row("wall time", f"{summary.wall_s:.1f} s")
+    table.add_row("database", str(summary.db))
+    out.print(table)
+    db = summary.db
+    out.print("Try:", soft_wrap=True)
+    out.print(f"  personahub sql --db {db} \"select kind, count(*) from emissions group by 1\"",
+              highlight=False, soft_wrap=True)
+    out.print(f"  personahub sql --db {db} \"select step, text from emissions where kind = "
+              f"'npc_dialogue' and run_id = '{summary.run_id}' limit 5\"",
+              highlight=False, soft_wrap=True)
+
+
+def prefix_cache_text(summary: Any) -> str:
+    """The prompt tokens the server's prefix cache reused (as it reported them) next to the share
+    of prompt tokens in a prefix shared with a recent prompt (estimated by the client)."""
+    if summary.offline:
+        return "none (offline engine)"
+    reused = summary.prefix_reused
+    if reused is None or not reused[1]:
+        measured = "not reported by the server"
+    else:
+        cached, prompt = reused
+        measured = f"{cached / prompt:.0%} of prompt tokens reused ({cached:,} of {prompt:,}, " \
+                   "as the server reported)"
+    estimated = summary.prefix_estimated
+    if estimated is None:
+        return measured
+    return f"{measured}; estimated shared prefix {estimated:.0%} of this invocation's prompts"
+
+
+def _tokens_per_action(summary: Any) -> str:
+    """Mean prompt tokens per answered action, saying how they were counted."""
+    tokens = summary.prompt_tokens_per_action
+    if tokens is None:
+        return "unknown (no answered call reported its tokens)"
+    how = "approximate, 4 characters a token" if summary.offline else "as the server reported"
+    return f"{tokens:,.0f} (mean, {how})"
+
+

@@ -1,0 +1,333 @@
+"""CLI commands for synthesis, export, reports and the diversity table (registered by
+``personahub/cli/app.py``). Analysis modules are imported lazily inside commands (the CLI is the outermost
+layer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
+from personahub.cli.common import (
+    CacheOption,
+    ConcurrencyOption,
+    DbOption,
+    ExecutorOption,
+    LlmOption,
+    MaxFailedShareOption,
+    MaxTokensOption,
+    ModelFlags,
+    OfflineLatencyOption,
+    RayAddressOption,
+    RayWorkersOption,
+    RpsOption,
+    StructuredOption,
+    TemperatureOption,
+    TimeoutOption,
+    TopPOption,
+    banner,
+    command_client,
+    job_progress,
+    one_line_errors,
+    out,
+    say,
+    started,
+)
+from personahub.core.errors import PersonahubError
+from personahub.core.outputs import FORCE_HELP, check_output
+from personahub.core.store import DEFAULT_DB
+
+
+def _list_templates() -> None:
+    from rich.table import Table
+
+    from personahub.agents.tasks import synthesis_names, synthesis_task
+    from personahub.agents.tasks.prompting import PROMPTING_MODES
+
+    table = Table("task", "makes", "prompt template", title="synthesis tasks")
+    for name in synthesis_names():
+        spec = synthesis_task(name).synthesis_spec()
+        extra = " (takes --world)" if spec.needs_world else ""
+        extra += " (supports --solve)" if spec.solvable else ""
+        table.add_row(name, spec.summary + extra, spec.instruction)
+    out.print(table)
+    out.print(f"prompting modes: {', '.join(PROMPTING_MODES)} (without --examples the few-shot "
+              "modes use the task's shipped demonstrations, builtin:TASK)", soft_wrap=True)
+
+
+@one_line_errors
+def synthesize(
+    task: Annotated[str | None, typer.Argument(help="Task name (see --list).")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Personas to synthesize from: a uniform "
+                                   "sample of the matching ones, seeded by --seed.")] = 10,
+    personas: Annotated[str | None, typer.Option(
+        "--personas", help="SQL WHERE condition over the personas table, e.g. "
+                           "\"text ILIKE '%nurse%'\" (default: all).")] = None,
+    carve: Annotated[list[str] | None, typer.Option(
+        "--carve", help="Carve condition KEY OP VALUE as in personas sample -w (OP one of "
+                        "= != >= <= > < ~), e.g. \"age>30\" or \"occupation~nurse\"; repeat "
+                        "to require several; combines with --personas.")] = None,
+    sample: Annotated[str, typer.Option(
+        help="uniform: a seeded uniform sample of --n; head: the first --n in hub order.")
+    ] = "uniform",
+    prompting: Annotated[str, typer.Option(
+        help="zero-shot, few-shot or persona-few-shot.")] = "zero-shot",
+    examples: Annotated[Path | None, typer.Option(
+        help="JSONL demonstrations {\"text\": ..., \"persona\"?: ...} or a Persona Hub "
+             "file (default for the few-shot modes: the task's shipped ones, builtin:TASK).")] = None,
+    world: Annotated[Path | None, typer.Option(
+        help="World/lore file for npc (default: the shipped fantasy village).")] = None,
+    solve: Annotated[bool, typer.Option(
+        help="Second pass: solve math/reasoning problems.")] = False,
+    with_assistant: Annotated[bool, typer.Option(
+        help="multi_turn: ask for assistant turns too.")] = False,
+    resume: Annotated[str | None, typer.Option(
+        help="Resume the job with this id (with its task, seed and generation settings).")] = None,
+    fresh: Annotated[bool, typer.Option(
+        help="Start a new job even if an unfinished one has the same settings (it is marked "
+             "superseded).")] = False,
+    db: DbOption = Path(DEFAULT_DB),
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Also export the job as Persona Hub JSONL to this file.")] = None,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+    list_templates: Annotated[bool, typer.Option("--list", help="List tasks and prompts.")] = False,
+    llm: LlmOption = None,
+    seed: Annotated[int, typer.Option(help="Seed: the persona sample and the offline engine.")] = 0,
+    concurrency: ConcurrencyOption = 16,
+    timeout: TimeoutOption = 60.0,
+    offline_latency: OfflineLatencyOption = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per transaction.")] = 64,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
+) -> None:
+    """Synthesize data from personas: one item per persona for TASK, into synth_items."""
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.personas.quality import rejection_line
+    from personahub.pipelines.synthesize import SynthOptions, job_options, run_synthesis
+
+    if list_templates:
+        _list_templates()
+        return
+    if task is None and not resume:
+        raise PersonahubError("give a TASK (see --list) or --resume JOB")
+    flags = ModelFlags(structured, max_tokens, temperature, top_p)
+    if resume:  # the client answers as it did for the job: its seed, its generation settings
+        stored = job_options(db, resume)
+        task = task or stored.task
+        seed = stored.seed
+        flags = ModelFlags(stored.structured, stored.max_tokens, stored.temperature, stored.top_p)
+        if max_failed_share is None:
+            max_failed_share = stored.max_failed_share
+    assert task is not None
+    if out_file is not None:  # refuse before synthesizing, not after
+        check_output(out_file, db=db, force=force)
+
+    spec = resolve_spec(llm)
+    options = SynthOptions(
+        task=task, n=n, where=personas, carve=tuple(carve or ()), sample=sample, prompting=prompting,
+        examples=str(examples) if examples else None, world=str(world) if world else None,
+        solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
+        concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, cache=cache, rps=rps,
+        executor=executor, ray_address=ray_address, ray_workers=ray_workers, **flags.settings(),
+        max_failed_share=DEFAULT_MAX_FAILED_SHARE if max_failed_share is None else max_failed_share)
+    client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
+                         check=cache != "replay", flags=flags, announce=False)
+
+    def on_start(job_id: str) -> None:
+        if resume:
+            say("resuming job ", (job_id, "bold"), f" in {db}")
+        else:
+            started("job", job_id, db)
+
+    with job_progress(client) as bar:
+        handle = bar.add_task(f"synthesizing {task}", total=n)
+        summary = run_synthesis(options, resume=resume, client=client, fresh=fresh,
+                                on_start=on_start,
+                                progress=lambda _, done, total: bar.update(
+                                    handle, completed=done, total=total),
+                                on_ready=lambda: banner(client))
+    out.print(f"job {summary.job_id}: {summary.written} {task} items written "
+              f"({summary.skipped_done} already done, {summary.failed} failed, "
+              f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",
+              highlight=False, soft_wrap=True)
+    out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
+    for line in summary.kept:
+        out.print(line, highlight=False, soft_wrap=True)
+    calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
+    out.print(f"model calls: {calls}; engine: {summary.engine}"
+              + (" (offline engine, not a language model)" if summary.offline else ""),
+              highlight=False, soft_wrap=True)
+    if summary.failed:
+        out.print(f"resume to retry the failed personas: personahub synthesize --resume "
+                  f"{summary.job_id} --db {db}", highlight=False, soft_wrap=True)
+    if out_file is not None:
+        _export(db, out_file, "personahub", job=summary.job_id, overwrite=force)
+    out.print(f"  personahub export --db {db} --job {summary.job_id} --format chat "
+              f"--out {task}.chat.jsonl", highlight=False, soft_wrap=True)
+
+
+def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
+    from personahub.analysis.export import export
+    from personahub.core.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        written = export(con, path, fmt, **kwargs)
+    finally:
+        con.close()
+    out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False, soft_wrap=True)
+    return written
+
+
+def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bool) -> None:
+    from personahub.analysis.export import export_source_file
+    from personahub.core.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        written = export_source_file(con, path, source, fmt=fmt, overwrite=overwrite)
+    finally:
+        con.close()
+    out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False, soft_wrap=True)
+
+
+def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
+               **which: Any) -> None:
+    """``--format hf``: a ``save_to_disk`` folder and its card (``analysis.export_hf``)."""
+    from personahub.analysis.export_hf import HF_FILES, export_hf
+    from personahub.core.store import connect
+
+    if source_file is not None or (which["job"] is None) == (which["run"] is None):
+        raise PersonahubError("export --format hf: give exactly one of --job or --run")
+    check_output(out_dir, db=db, force=force, kind="dir", names=HF_FILES)
+    con = connect(db, read_only=True)
+    try:
+        written = export_hf(con, out_dir, **which)
+    finally:
+        con.close()
+    out.print(f"wrote {written} records (hf dataset with README.md card) to {out_dir}; load it "
+              "with datasets.load_from_disk", highlight=False)
+
+
+@one_line_errors
+def export_cmd(
+    out_file: Annotated[Path, typer.Option("--out", help="Output file.")],
+    job: Annotated[str | None, typer.Option(help="Synthesis job id.")] = None,
+    run: Annotated[str | None, typer.Option(help="Simulation run id.")] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="personahub (JSONL), chat (JSONL), parquet, or hf (a Hugging Face "
+                         "datasets folder with a dataset card; the [hf] extra).")] = "personahub",
+    kind: Annotated[str | None, typer.Option(help="Only this task / emission kind.")] = None,
+    source_file: Annotated[str | None, typer.Option(
+        help="An imported Persona Hub synthesis file (path or file name): write its rows back "
+             "as read.")] = None,
+    drop_duplicates: Annotated[bool, typer.Option(
+        help="Leave out items flagged as near-duplicates.")] = False,
+    db: DbOption = Path(DEFAULT_DB),
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+) -> None:
+    """Export a synthesis job, a simulation run or an imported Persona Hub file (validated,
+    atomic)."""
+    from personahub.analysis.export import EXPORT_FORMATS
+
+    if fmt == "hf":  # a folder, not a file: analysis/export_hf.py
+        _export_hf(db, out_file, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+                   force=force, source_file=source_file)
+        return
+    if fmt not in EXPORT_FORMATS:
+        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    if sum(x is not None for x in (job, run, source_file)) != 1:
+        raise PersonahubError("export: give exactly one of --job, --run or --source-file")
+    check_output(out_file, db=db, force=force)
+    if source_file is not None:
+        _export_source(db, out_file, source_file, fmt, overwrite=force)
+        return
+    _export(db, out_file, fmt, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+            overwrite=force)
+
+
+EMBEDDER_HELP = ("Embedder judging persona and output pairs: 'hash' (feature hashing of words: "
+                 "figures labelled lexical), 'local[:model]' (sentence-transformers, the [embed] "
+                 "extra) or 'openai:<model>'. Pairs with texts in scripts the model was not "
+                 "trained on are skipped and counted.")
+
+
+@one_line_errors
+def report(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for index.html and PNGs.")],
+    run: Annotated[str | None, typer.Option(help="Run id (default: the latest run).")] = None,
+    job: Annotated[str | None, typer.Option(help="Synthesis job id: a report of that job instead "
+                                                 "of a run.")] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    seed: Annotated[int, typer.Option(help="Seed for sampling pairs and nodes.")] = 0,
+    embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
+    force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
+) -> None:
+    """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
+    graph, diversity) or of a synthesis job (--job)."""
+    from personahub.analysis.report import REPORT_FILES, write_report
+    from personahub.core.store import connect
+    from personahub.personas.embedding import make_embedder
+
+    model = make_embedder(embedder)
+    check_output(out_dir, db=db, force=force, kind="dir", names=REPORT_FILES)
+    con = connect(db, read_only=True)
+    try:
+        index = write_report(con, out_dir, run_id=run, job_id=job, seed=seed, overwrite=force,
+                             embedder=model)
+    finally:
+        con.close()
+    out.print(f"report written to {index}", highlight=False, soft_wrap=True)
+
+
+@one_line_errors
+def diversity(
+    db: DbOption = Path(DEFAULT_DB),
+    job: Annotated[str | None, typer.Option(help="Only this synthesis job.")] = None,
+    run: Annotated[str | None, typer.Option(help="Only this simulation run's emissions.")] = None,
+    embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
+    pairs: Annotated[int, typer.Option(min=1, help="Pairs sampled per kind/task.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed for sampling pairs.")] = 0,
+) -> None:
+    """Print the paper's diversity table: persona-pair vs output-pair similarity per kind/task
+    (default: every synthesis job and the latest run)."""
+    from rich.table import Table
+
+    from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row
+    from personahub.analysis.diversity_table import diversity_table, latest_run
+    from personahub.core.store import connect
+    from personahub.personas.embedding import make_embedder
+
+    model = make_embedder(embedder)
+    con = connect(db, read_only=True)
+    try:
+        scoped = job is not None or run is not None
+        results = diversity_table(con, model, job_id=job, all_jobs=not scoped, pairs=pairs,
+                                  seed=seed, run_id=run if scoped else latest_run(con))
+    finally:
+        con.close()
+    label = embedder_label(model)
+    if not results:
+        out.print(f"no items to analyse ({label})", highlight=False, soft_wrap=True)
+        return
+    # one column per kind/task: twelve figures side by side do not fit a terminal
+    rows = [summary_row(result.summary) for result in results.values()]
+    table = Table(SUMMARY_HEADER[0], *(str(r[0]) for r in rows),
+                  title=f"diversity: cosine similarity, {label}")
+    for i, name in enumerate(SUMMARY_HEADER[1:], start=1):
+        table.add_row(name, *(str(r[i]) for r in rows))
+    out.print(table)
+    reused = sum(result.pairs.reused for result in results.values())
+    if reused:
+        out.print(f"{reused} persona vectors read from persona_embeddings (not embedded again)",
+                  highlight=False, soft_wrap=True)

@@ -1,0 +1,402 @@
+-- personahub database schema: the one place where every table is defined.
+-- Column meanings are documented in docs/schema.md (a test checks both stay in step).
+-- Rows are only ever flagged (is_duplicate / duplicate_of), never deleted.
+
+-- The persona hub ------------------------------------------------------------------------
+CREATE SEQUENCE IF NOT EXISTS persona_seq;
+CREATE TABLE IF NOT EXISTS personas (
+    persona_id   VARCHAR PRIMARY KEY,
+    seq          BIGINT DEFAULT nextval('persona_seq'),
+    text         VARCHAR NOT NULL,
+    source       VARCHAR,
+    source_ref   VARCHAR,
+    attributes   JSON,
+    hop          INTEGER DEFAULT 0,
+    created_at   TIMESTAMP DEFAULT current_timestamp,
+    is_duplicate BOOLEAN DEFAULT false,
+    duplicate_of VARCHAR,
+    dup_stage    VARCHAR
+);
+CREATE TABLE IF NOT EXISTS relations (
+    src        VARCHAR NOT NULL,
+    dst        VARCHAR NOT NULL,
+    relation   VARCHAR NOT NULL,
+    hop        INTEGER,
+    source     VARCHAR,
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (src, dst, relation)
+);
+
+-- What an imported Persona Hub synthesis row held besides its persona ("synthesized text",
+-- "description" and the whole raw row), so `export --source-file` can reproduce the file.
+CREATE TABLE IF NOT EXISTS persona_texts (
+    source           VARCHAR NOT NULL,
+    row_no           BIGINT NOT NULL,
+    persona_id       VARCHAR NOT NULL,
+    synthesized_text VARCHAR,
+    description      VARCHAR,
+    raw              VARCHAR NOT NULL,
+    created_at       TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (source, row_no)
+);
+
+-- Text-to-persona progress: one row per (corpus, text, relation) answered, written in the same
+-- transaction as the personas it produced, so an interrupted job resumes without twins.
+CREATE TABLE IF NOT EXISTS text_done (
+    corpus      VARCHAR NOT NULL,
+    text_id     VARCHAR NOT NULL,
+    relation    VARCHAR NOT NULL,
+    persona_ids JSON,
+    done_at     TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (corpus, text_id, relation)
+);
+-- A text-to-persona job per corpus: its stored configuration (seed, generation settings) is what
+-- a re-run resumes with.
+CREATE TABLE IF NOT EXISTS text_jobs (
+    corpus      VARCHAR PRIMARY KEY,
+    config      JSON,
+    status      VARCHAR,
+    error       VARCHAR,
+    started_at  TIMESTAMP,
+    finished_at TIMESTAMP
+);
+
+-- Dedup jobs (``personas dedup`` on the job kernel): the stored configuration a re-run or
+-- --resume goes on with, the stages already done, and how the job ended.
+CREATE TABLE IF NOT EXISTS dedup_jobs (
+    job_id      VARCHAR PRIMARY KEY,
+    config      JSON,
+    status      VARCHAR,
+    stages      JSON,
+    error       VARCHAR,
+    started_at  TIMESTAMP,
+    finished_at TIMESTAMP
+);
+-- Dedup stage-2 vectors, one per persona and embedder, written with the batch's model calls and
+-- cache entries: a resumed or repeated dedup embeds only what is missing.
+CREATE TABLE IF NOT EXISTS persona_embeddings (
+    persona_id VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    dim        INTEGER NOT NULL,
+    vector     FLOAT[] NOT NULL,
+    job_id     VARCHAR,
+    created_at TIMESTAMP,
+    PRIMARY KEY (persona_id, model)
+);
+-- Which texts dedup stage 2 judged with which embedder: texts outside the scripts the embedder was
+-- trained on (e.g. CJK or Thai for all-MiniLM-L6-v2) are left to MinHash.
+CREATE TABLE IF NOT EXISTS dedup_judged (
+    persona_id VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    script     VARCHAR,
+    judged     BOOLEAN NOT NULL,
+    job_id     VARCHAR,
+    judged_at  TIMESTAMP,
+    PRIMARY KEY (persona_id, model)
+);
+
+-- Personas an expansion did not add because they are someone already known: same person by
+-- embedding (cosine >= threshold) or by the model's answer to the link question.
+CREATE TABLE IF NOT EXISTS persona_merges (
+    expansion_id VARCHAR NOT NULL,
+    position     INTEGER NOT NULL,
+    persona_id   VARCHAR NOT NULL,
+    text         VARCHAR NOT NULL,
+    merged_into  VARCHAR NOT NULL,
+    method       VARCHAR NOT NULL,
+    score        DOUBLE,
+    hop          INTEGER,
+    PRIMARY KEY (expansion_id, position)
+);
+
+-- Persona-to-persona expansions and their persisted BFS frontier (resumable mid-hop).
+CREATE TABLE IF NOT EXISTS expansions (
+    expansion_id VARCHAR PRIMARY KEY,
+    params_key   VARCHAR NOT NULL,
+    config       JSON,
+    run_id       VARCHAR,
+    status       VARCHAR,
+    hops_done    INTEGER DEFAULT 0,
+    started_at   TIMESTAMP DEFAULT current_timestamp,
+    finished_at  TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS expansion_frontier (
+    expansion_id VARCHAR NOT NULL,
+    hop          INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    persona_id   VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    targets      JSON,
+    created      JSON,
+    merged       INTEGER,
+    PRIMARY KEY (expansion_id, hop, persona_id)
+);
+ALTER TABLE expansion_frontier ADD COLUMN IF NOT EXISTS attempts INTEGER;
+ALTER TABLE expansion_frontier ADD COLUMN IF NOT EXISTS linked INTEGER;
+
+-- Simulation runs -------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        VARCHAR PRIMARY KEY,
+    scenario      VARCHAR,
+    scenario_path VARCHAR,
+    seed          BIGINT,
+    llm           VARCHAR,
+    config        JSON,
+    status        VARCHAR,
+    error         VARCHAR,
+    steps_planned INTEGER,
+    steps_done    INTEGER DEFAULT 0,
+    started_at    TIMESTAMP,
+    finished_at   TIMESTAMP
+);
+-- run_agents and run_edges are written once per run, in one transaction, from the model and its
+-- graph (unique by construction); no key index: at 100,000 agents and 200,000 edges maintaining
+-- one tripled the cost of recording the society
+CREATE TABLE IF NOT EXISTS run_agents (
+    run_id     VARCHAR NOT NULL,
+    agent_id   INTEGER NOT NULL,
+    persona_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id      VARCHAR NOT NULL,
+    step        INTEGER NOT NULL,
+    n_active    INTEGER,
+    n_emissions INTEGER,
+    n_messages  INTEGER,
+    n_failed    INTEGER,
+    n_answers   INTEGER,
+    started_at  TIMESTAMP,
+    finished_at TIMESTAMP,
+    PRIMARY KEY (run_id, step)
+);
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS n_answers INTEGER;
+CREATE TABLE IF NOT EXISTS emissions (
+    emission_id       VARCHAR PRIMARY KEY,
+    run_id            VARCHAR NOT NULL,
+    step              INTEGER NOT NULL,
+    agent_id          INTEGER NOT NULL,
+    persona_id        VARCHAR NOT NULL,
+    kind              VARCHAR NOT NULL,
+    content           JSON NOT NULL,
+    text              VARCHAR NOT NULL,
+    target_persona_id VARCHAR,
+    model             VARCHAR,
+    is_duplicate      BOOLEAN DEFAULT false,
+    duplicate_of      VARCHAR
+);
+CREATE TABLE IF NOT EXISTS messages (
+    message_id     VARCHAR PRIMARY KEY,
+    run_id         VARCHAR NOT NULL,
+    step           INTEGER NOT NULL,
+    sender_id      VARCHAR NOT NULL,
+    receiver_id    VARCHAR NOT NULL,
+    text           VARCHAR NOT NULL,
+    reply_to       VARCHAR,
+    emission_id    VARCHAR,
+    thread_id      VARCHAR
+);
+-- databases created before dialogue threads existed gain the column
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_id VARCHAR;
+CREATE TABLE IF NOT EXISTS run_edges (
+    run_id   VARCHAR NOT NULL,
+    src      VARCHAR NOT NULL,
+    dst      VARCHAR NOT NULL,
+    relation VARCHAR
+);
+CREATE TABLE IF NOT EXISTS events (
+    run_id       VARCHAR NOT NULL,
+    step         INTEGER NOT NULL,
+    event_index  INTEGER NOT NULL,
+    text         VARCHAR NOT NULL,
+    audience     VARCHAR NOT NULL,
+    n_recipients INTEGER,
+    recipients   JSON,
+    PRIMARY KEY (run_id, event_index)
+);
+CREATE TABLE IF NOT EXISTS interventions (
+    run_id             VARCHAR NOT NULL,
+    step               INTEGER NOT NULL,
+    intervention_index INTEGER NOT NULL,
+    action             VARCHAR NOT NULL,
+    persona_id         VARCHAR NOT NULL,
+    agent_id           INTEGER,
+    other_persona_id   VARCHAR,
+    text               VARCHAR,
+    relation           VARCHAR,
+    applied            BOOLEAN,
+    PRIMARY KEY (run_id, intervention_index)
+);
+CREATE TABLE IF NOT EXISTS survey_answers (
+    run_id        VARCHAR NOT NULL,
+    step          INTEGER NOT NULL,
+    survey_id     VARCHAR NOT NULL,
+    question      VARCHAR NOT NULL,
+    persona_id    VARCHAR NOT NULL,
+    agent_id      INTEGER NOT NULL,
+    answer_kind   VARCHAR NOT NULL,
+    answer_choice VARCHAR,
+    answer_scale  INTEGER,
+    answer_text   VARCHAR,
+    content       JSON,
+    PRIMARY KEY (run_id, step, survey_id, agent_id)
+);
+CREATE TABLE IF NOT EXISTS agent_states (
+    run_id   VARCHAR NOT NULL,
+    agent_id INTEGER NOT NULL,
+    step     INTEGER NOT NULL,
+    state    JSON NOT NULL,
+    PRIMARY KEY (run_id, agent_id, step)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    run_id          VARCHAR NOT NULL,
+    step            INTEGER NOT NULL,
+    agent_id        INTEGER NOT NULL,
+    persona_id      VARCHAR NOT NULL,
+    action          VARCHAR,
+    addressee_id    VARCHAR,
+    addressee_label VARCHAR,
+    fallback        VARCHAR,
+    reason          VARCHAR,
+    error           VARCHAR,
+    PRIMARY KEY (run_id, step, agent_id)
+);
+-- Interviews (pipelines/interview.py): questions put to a run's agents afterwards, answered from an
+-- agent's stored state at a step; they never change the run's own tables
+CREATE TABLE IF NOT EXISTS interviews (
+    interview_id VARCHAR PRIMARY KEY,
+    batch_id     VARCHAR NOT NULL,
+    run_id       VARCHAR NOT NULL,
+    agent_id     INTEGER NOT NULL,
+    persona_id   VARCHAR NOT NULL,
+    step         INTEGER NOT NULL,
+    question     VARCHAR NOT NULL,
+    answer       VARCHAR,
+    status       VARCHAR NOT NULL,
+    error        VARCHAR,
+    content      JSON,
+    model        VARCHAR,
+    created_at   TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    call_id    VARCHAR PRIMARY KEY,
+    run_id     VARCHAR,
+    step       INTEGER,
+    persona_id VARCHAR,
+    purpose    VARCHAR,
+    model      VARCHAR,
+    endpoint   INTEGER,
+    attempt    INTEGER,
+    status     VARCHAR,
+    error      VARCHAR,
+    tokens_in  INTEGER,
+    tokens_out INTEGER,
+    latency_ms DOUBLE,
+    cached     BOOLEAN,
+    started_at TIMESTAMP,
+    structured_mode VARCHAR,
+    max_tokens INTEGER,
+    finish_reason VARCHAR,
+    repaired   BOOLEAN,
+    queue_ms   DOUBLE
+);
+-- columns added after the table first shipped (older databases gain them on open)
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS structured_mode VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS max_tokens INTEGER;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS finish_reason VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS repaired BOOLEAN;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS queue_ms DOUBLE;
+-- the job kernel (personahub/core/jobs.py): which job a call belongs to, and the served model's name
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_kind VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_id VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS model_name VARCHAR;
+-- prompt tokens the server's prefix cache reused (issue 26)
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cached_prompt_tokens INTEGER;
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key        VARCHAR PRIMARY KEY,
+    model      VARCHAR NOT NULL,
+    sample     INTEGER,
+    request    JSON,
+    response   VARCHAR,
+    error      VARCHAR,
+    tokens_in  INTEGER,
+    tokens_out INTEGER,
+    created_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS prices (
+    model      VARCHAR PRIMARY KEY,
+    price_in   DOUBLE NOT NULL,
+    price_out  DOUBLE NOT NULL,
+    updated_at TIMESTAMP DEFAULT current_timestamp
+);
+
+-- Persona-driven synthesis jobs ---------------------------------------------------------
+CREATE TABLE IF NOT EXISTS synth_jobs (
+    job_id      VARCHAR PRIMARY KEY,
+    task        VARCHAR NOT NULL,
+    prompting   VARCHAR NOT NULL,
+    n           INTEGER,
+    llm         VARCHAR,
+    config      JSON,
+    status      VARCHAR,
+    error       VARCHAR,
+    started_at  TIMESTAMP,
+    finished_at TIMESTAMP
+);
+-- The personas a job drew (its seeded sample), in order: what a resume asks, whatever the hub
+-- gained since. Written with the job's synth_jobs row.
+CREATE TABLE IF NOT EXISTS synth_job_personas (
+    job_id      VARCHAR NOT NULL,
+    position    INTEGER NOT NULL,
+    persona_id  VARCHAR NOT NULL,
+    PRIMARY KEY (job_id, position)
+);
+CREATE TABLE IF NOT EXISTS synth_items (
+    item_id      VARCHAR PRIMARY KEY,
+    job_id       VARCHAR NOT NULL,
+    persona_id   VARCHAR NOT NULL,
+    task         VARCHAR NOT NULL,
+    prompting    VARCHAR NOT NULL,
+    model        VARCHAR,
+    content      JSON NOT NULL,
+    text         VARCHAR NOT NULL,
+    solution     JSON,
+    is_duplicate BOOLEAN DEFAULT false,
+    duplicate_of VARCHAR,
+    created_at   TIMESTAMP DEFAULT current_timestamp
+);
+
+-- The quality gate (personas/quality.py, agents/validators.py) ------------------------------
+-- Generated personas and items that failed a rule: kept with the reason, never in personas,
+-- emissions or synth_items. Written in the same transaction as the batch or step they came from.
+CREATE TABLE IF NOT EXISTS rejected (
+    rejected_id VARCHAR PRIMARY KEY,
+    source      VARCHAR NOT NULL,
+    run_id      VARCHAR,
+    job_id      VARCHAR,
+    step        INTEGER,
+    persona_id  VARCHAR,
+    kind        VARCHAR,
+    reason      VARCHAR NOT NULL,
+    message     VARCHAR,
+    payload     JSON,
+    created_at  TIMESTAMP DEFAULT current_timestamp
+);
+
+-- The judge (personahub judge, pipelines/judge.py) ---------------------------------------------------
+-- One row per item a judge rated against its kind's criteria (agents/tasks/: Task.judge_criteria).
+-- Written batch by batch with the calls' llm_calls rows; a judge's id is derived from its
+-- settings, so re-running the same judge skips the items it has rated.
+CREATE TABLE IF NOT EXISTS judgments (
+    judge_id    VARCHAR NOT NULL,
+    target_kind VARCHAR NOT NULL,
+    target_id   VARCHAR NOT NULL,
+    item_id     VARCHAR NOT NULL,
+    kind        VARCHAR NOT NULL,
+    criteria    JSON NOT NULL,
+    valid       BOOLEAN NOT NULL,
+    reason      VARCHAR,
+    model       VARCHAR,
+    config      JSON,
+    created_at  TIMESTAMP,
+    PRIMARY KEY (judge_id, item_id)
+);

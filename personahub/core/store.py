@@ -1,0 +1,344 @@
+"""DuckDB access shared by every layer: open a database, create the schema, batch-insert rows.
+
+Rows are written as Arrow batches (``INSERT ... SELECT`` from a registered table): a per-row
+``INSERT`` in a loop is orders of magnitude slower (see ``bench/bench_runlog_writes.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from personahub.core.dbcheck import (
+    DatabaseFileError,
+    check_blocks,
+    check_header,
+    check_shape,
+    first_line,
+    format_is_known,
+    read_back,
+)
+from personahub.core.errors import PersonahubError
+from personahub.personas.record import Persona
+
+DEFAULT_DB = "personahub.duckdb"
+
+
+def schema_sql() -> str:
+    """The DDL of every table (``personahub/core/schema.sql``)."""
+    return resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as exc:
+        if is_damage(exc):
+            raise DatabaseFileError(f"--db {path}: the database file is damaged "
+                                    f"({first_line(exc)}); nothing was written to it") from None
+        how = "read-only " if read_only else ""
+        raise DatabaseFileError(f"--db {path}: cannot open {how}({first_line(exc)})") from None
+
+
+def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (and for writers, create and migrate) the database at ``path``.
+
+    An existing file is checked before anything is written to it (``personahub/core/dbcheck.py``):
+    a file that is not DuckDB, a DuckDB file of another program, or (for writers) a file with a
+    damaged block is refused with one line naming it, and left byte for byte as it was.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DatabaseFileError(f"--db {path}: is a folder; give a database file")
+    exists = path.exists()
+    if read_only and not exists:
+        raise PersonahubError(f"--db {path}: no such database (run a scenario first)")
+    if exists:
+        check_header(path)
+        probe = _open(path, read_only=True)  # read-only: looking cannot change the file
+        try:
+            check_shape(probe, path)
+            if not read_only:
+                block_size = int(probe.execute("SELECT block_size FROM pragma_database_size() "
+                                               "WHERE database_name = current_database()"
+                                               ).fetchall()[0][0])
+                if format_is_known(path):
+                    check_blocks(path, block_size)
+                else:
+                    read_back(probe, path)
+        except BaseException as exc:
+            probe.close()
+            if isinstance(exc, duckdb.Error):
+                raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
+            raise
+        if read_only:
+            return probe
+        probe.close()
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PersonahubError(f"--db {path}: cannot create its folder "
+                                  f"({exc.strerror or exc})") from None
+    con = _open(path, read_only=False)
+    try:
+        con.execute(schema_sql())
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+# Settings that close a read-only query connection off from the machine. enable_external_access
+# covers every file and network reader/writer (read_csv, read_text, glob, COPY, EXPORT DATABASE,
+# ATTACH, INSTALL, LOAD of extension files, persistent secrets); the others stop a query pulling
+# an extension in by itself. lock_configuration goes last: after it no SET, RESET or PRAGMA can
+# change any of them back (DuckDB only lets enable_external_access go from true to false anyway).
+_LOCKDOWN = (("autoinstall_known_extensions", False), ("autoload_known_extensions", False),
+             ("allow_community_extensions", False))
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, *, allow_files: bool = False) -> None:
+    """Forbid ``con`` file access (unless ``allow_files``), extension auto-install/auto-load and
+    any later configuration change.
+
+    For connections that run SQL a user typed (``personahub sql``): opening the database
+    read-only protects the database, not the machine, since ``COPY ... TO`` and ``read_csv``
+    reach any path. Call it after the TEMP analysis views are installed; they need nothing
+    external.
+    """
+    if not allow_files:
+        con.execute("SET enable_external_access = false")
+    for name, value in _LOCKDOWN:
+        con.execute(f"SET {name} = {str(value).lower()}")
+    con.execute("SET lock_configuration = true")
+
+
+def has_extension_statement(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    """Whether ``sql`` holds INSTALL, LOAD or UPDATE EXTENSIONS (it is parsed, not run).
+
+    With file access allowed no setting stops an explicit ``INSTALL`` downloading code, so these
+    statements are refused by kind. The Python API has no name for UPDATE EXTENSIONS (kind 29 in
+    DuckDB 2.0) and raises ValueError on it: any statement kind it cannot name counts.
+    """
+    try:
+        kinds = [statement.type for statement in con.extract_statements(sql)]
+    except ValueError:
+        return True
+    return duckdb.StatementType.LOAD in kinds
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All-or-nothing block: commit on success, roll back on any exception."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException as exc:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:  # the connection itself is broken: the error that broke it counts
+            pass
+        if isinstance(exc, duckdb.Error) and is_damage(exc):
+            raise DatabaseFileError(f"--db {database_path(con)}: the database file is damaged "
+                                    f"({first_line(exc)}); this transaction was rolled back"
+                                    ) from None
+        raise
+    con.execute("COMMIT")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True for DuckDB's errors about a damaged file (a block that fails its checksum, ...)."""
+    text = str(exc)
+    return "Corrupt database file" in text or "not a valid DuckDB database file" in text
+
+
+def database_path(con: duckdb.DuckDBPyConnection) -> str:
+    """The file behind a connection (for messages)."""
+    try:
+        rows = con.execute("SELECT path FROM duckdb_databases() "
+                           "WHERE database_name = current_database()").fetchall()
+    except duckdb.Error:
+        return "?"
+    return str(rows[0][0]) if rows and rows[0][0] else "?"
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """First column of the first row (reads the whole result, as DuckDB 2 requires)."""
+    rows = con.execute(sql, list(params)).fetchall()
+    return rows[0][0] if rows else None
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None), dt.datetime, dt.date})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping | list | tuple) and not isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
+def insert_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    ignore_conflicts: bool = False,
+) -> int:
+    """Insert ``rows`` (dicts with the same keys) into ``table`` as one Arrow batch."""
+    if not rows:
+        return 0
+    return insert_columns(con, table, {c: [r.get(c) for r in rows] for c in rows[0]},
+                          ignore_conflicts=ignore_conflicts)
+
+
+def insert_columns(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Mapping[str, Sequence[Any] | pa.Array | pa.ChunkedArray],
+    *,
+    ignore_conflicts: bool = False,
+    new_by: Sequence[str] = (),
+) -> int:
+    """Insert column lists or Arrow arrays (all the same length) into ``table`` as one Arrow batch.
+
+    ``new_by`` (the table's key columns, when the batch holds each key once) inserts only the
+    rows whose key is not stored yet, by an anti-join and a plain insert: what
+    ``ignore_conflicts`` gives such a batch, without a conflict check per row (a quarter faster
+    at a million personas).
+
+    Bulk writers (personas, relations, run agents) build columns directly: going through one
+    dict per row cost seconds per 100,000 rows. Mappings and lists become JSON text.
+    """
+    data: dict[str, Sequence[Any] | pa.Array | pa.ChunkedArray] = {}
+    for name, values in columns.items():
+        # Arrow columns go as they are: bulk writers build them without a Python object per row
+        # fast path: a column of plain scalars needs no per-value conversion (isinstance against
+        # the Mapping ABC cost about a second per 100k-row insert)
+        if isinstance(values, pa.Array | pa.ChunkedArray) or set(map(type, values)) <= _SCALARS:
+            data[name] = values
+        else:
+            data[name] = [_plain(v) for v in values]
+    batch = pa.table(data)
+    count = batch.num_rows
+    if not count:
+        return 0
+    view = f"_batch_{table}"
+    con.register(view, batch)
+    verb = "INSERT OR IGNORE INTO" if ignore_conflicts and not new_by else "INSERT INTO"
+    cols = ", ".join(data)
+    where = ""
+    if new_by:
+        match = " AND ".join(f"t.{k} = b.{k}" for k in new_by)
+        where = f" b WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
+    try:
+        con.execute(f"{verb} {table} ({cols}) SELECT {cols} FROM {view}{where}")
+    except BaseException:
+        # in an aborted transaction unregistering fails too; the insert's error is the one to see
+        with contextlib.suppress(duckdb.Error):
+            con.unregister(view)
+        raise
+    con.unregister(view)
+    return count
+
+
+def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
+    """Dataclass records as row dicts; float ``*_at`` epoch fields become timestamps."""
+    rows = []
+    layouts: dict[type, tuple[list[str], list[str]]] = {}  # fields() per record type, not per row
+    for record in records:
+        layout = layouts.get(type(record))
+        if layout is None:
+            names = [f.name for f in dataclasses.fields(record)]
+            layout = layouts[type(record)] = (names, [n for n in names if n.endswith("_at")])
+        names, stamps = layout
+        # shallow: records hold flat values, and asdict's deep copy dominated step writes
+        row = {name: getattr(record, name) for name in names}
+        for key in stamps:
+            value = row[key]
+            if isinstance(value, float):
+                row[key] = dt.datetime.fromtimestamp(value, tz=dt.UTC).replace(tzinfo=None)
+        row.update(extra)
+        rows.append(row)
+    return rows
+
+
+def persona_columns(personas: Iterable[Persona]) -> dict[str, list[Any]]:
+    """Columns for the ``personas`` table, one row per distinct persona id (first wins)."""
+    people = list(personas)
+    ids = [p.persona_id for p in people]
+    if len(set(ids)) < len(ids):  # repeats: keep each id's first persona
+        first: dict[str, Persona] = {}
+        for p in people:
+            first.setdefault(p.persona_id, p)
+        people = list(first.values())
+        ids = [p.persona_id for p in people]
+    return {
+        "persona_id": ids,
+        "text": [p.text for p in people],
+        "source": [p.source for p in people],
+        "source_ref": [p.source_ref for p in people],
+        "attributes": [json.dumps(dict(p.attributes), ensure_ascii=False, default=str)
+                       if p.attributes else "{}" for p in people],
+        "hop": [p.hop for p in people],
+    }
+
+
+def _persona_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
+    """``persona_columns`` as typed Arrow arrays (every value is a str, or an int for hop)."""
+    return {name: pa.array(values, type=pa.int32() if name == "hop" else pa.string())
+            for name, values in columns.items()}
+
+
+def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona]) -> int:
+    """Insert personas not yet in the hub; returns how many were new."""
+    columns = persona_columns(personas)
+    if not columns["persona_id"]:
+        return 0
+    before = scalar(con, "SELECT count(*) FROM personas")
+    insert_columns(con, "personas", _persona_arrays(columns), new_by=("persona_id",))  # distinct ids
+    return scalar(con, "SELECT count(*) FROM personas") - before
+
+
+def fetch_personas(
+    con: duckdb.DuckDBPyConnection, ids: Sequence[str] | None = None
+) -> list[Persona]:
+    """Personas in hub order (``seq``), optionally restricted to ``ids``."""
+    sql = "SELECT persona_id, text, source, source_ref, attributes, hop FROM personas"
+    params: list[Any] = []
+    if ids is not None:
+        con.register("_ids", pa.table({"id": list(ids)}))
+        sql += " WHERE persona_id IN (SELECT id FROM _ids)"
+    sql += " ORDER BY seq"
+    try:
+        rows = con.execute(sql, params).fetchall()
+    finally:
+        if ids is not None:
+            con.unregister("_ids")
+    return [
+        Persona(persona_id=r[0], text=r[1], source=r[2] or "", source_ref=r[3] or "",
+                attributes=json.loads(r[4]) if r[4] else {}, hop=r[5] or 0)
+        for r in rows
+    ]
+
+
+def flagged_duplicate_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many personas the dedup stages flagged as near-duplicates."""
+    return int(scalar(con, "SELECT count(*) FROM personas WHERE is_duplicate"))
+
+
+def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
+    """Ids of the personas not flagged as duplicates, in hub order (the first ``limit``)."""
+    rows = con.execute("SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) "
+                       "ORDER BY seq").fetchall()
+    return [r[0] for r in rows][:limit]

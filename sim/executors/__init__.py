@@ -1,0 +1,76 @@
+"""Where a job's model calls run: ``local`` (the job's own event loop, the default) or ``ray``
+(Ray Data workers, the ``[ray]`` extra; ``sim.executor_ray``).
+
+The executor changes only where a batch's calls are made. The job kernel stays the one place
+rows are committed: each batch's answers reach the driver (on Ray, synthesis and from-text
+answers as Parquet shards under the job's folder: ``sim.shards``) and are committed in batch
+order, so the same seed gives the same rows whichever executor (and however many workers) ran
+them. This module imports no Ray: the local path does not pay for the extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from personahub.core.errors import PersonahubError
+
+EXECUTORS = ("local", "ray")
+RAY_MISSING = "--executor ray needs the [ray] extra: pip install 'personahub[ray]' (ray[data]>=2.40)"
+
+
+def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
+                   cache_on_driver: bool = False) -> None:
+    """Refuse an unknown executor, or a Ray run it cannot do yet, before anything is opened.
+
+    A Ray worker has no database connection, so it cannot answer from (or record into) the
+    ``llm_cache`` table. A job whose calls go through ``executor_ray_run.RayCaller``
+    (``cache_on_driver``: ``run``, ``personas expand``) keeps the cache on the driver and sends
+    only its misses to the workers; the others must keep ``--cache off`` on Ray for now.
+    """
+    if name not in EXECUTORS:
+        raise PersonahubError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise PersonahubError(f"--ray-workers must be >= 1, got {workers}")
+    if name != "ray":
+        return
+    if cache != "off" and not cache_on_driver:
+        raise PersonahubError(f"--executor ray with --cache {cache}: Ray workers cannot reach the "
+                              "database's cache yet; use --cache off (or --executor local)")
+    if importlib.util.find_spec("ray") is None:
+        raise PersonahubError(RAY_MISSING)
+
+
+def in_batch_order(pieces: Iterable[Mapping[str, Any]], sizes: Sequence[int]) -> Iterator[list[Any]]:
+    """Answers (``index``, pickled ``answer`` columns, any order) regrouped into the batches of
+    ``sizes``, each yielded once it and every batch before it are complete. An answer given
+    twice (a retried task) counts once; one arriving after its batch was yielded is dropped."""
+    pending: dict[int, Any] = {}
+    start = 0
+    batch = 0
+    for piece in pieces:
+        for index, blob in zip(piece["index"], piece["answer"], strict=True):
+            if int(index) >= start:
+                pending[int(index)] = blob
+        while batch < len(sizes) and all(i in pending for i in range(start, start + sizes[batch])):
+            yield [pickle.loads(pending.pop(i)) for i in range(start, start + sizes[batch])]
+            start += sizes[batch]
+            batch += 1
+    if batch < len(sizes):
+        raise PersonahubError(f"the executor returned no answer for batch {batch + 1} of {len(sizes)}")
+
+
+@contextmanager
+def executor_session(name: str, address: str | None) -> Iterator[None]:
+    """One Ray connection for a whole job on ``ray`` (a job asking many passes, as an expansion
+    does, must not start a Ray per batch); nothing for ``local``."""
+    if name != "ray":
+        yield
+        return
+    from personahub.sim.executors.ray_batches import ray_session
+
+    with ray_session(address):
+        yield

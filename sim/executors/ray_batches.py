@@ -1,0 +1,363 @@
+"""The Ray executor (the ``[ray]`` extra): a job's batches of model calls run on Ray Data workers.
+
+Only WHERE the calls run changes. The driver keeps the job kernel: it picks the personas, opens
+the job, and commits each batch (rows, ``llm_calls``, near-duplicate flags) through the same
+``SynthesisJob.write_batch`` as a local job, in batch order. The work items go to Ray Data
+``map_batches`` with an actor class (``_SynthActor``); each actor builds its own model client
+from the driver client's ``LLMSettings`` and runs a batch's calls on its own event loop, bounded by
+the same ``--concurrency`` (so ``--concurrency`` and ``--rps`` hold per worker).
+
+Every job whose batches are planned ahead takes the one path ``_stream``: synthesis ships personas
+to ``_SynthActor`` (a persona's item and solution are asked on the same worker); ``personas
+from-text`` ships its calls as ``personas.asks.Ask`` to ``_AskActor``, all of a job's batches in
+one pass (``ask_batches``). Their results are committed by the jobs' own code on the driver, in
+batch order, exactly as a local job commits them. ``personas expand`` cannot plan ahead (a
+batch's link questions depend on the commit of the batch before), so it asks each batch of a
+job-long actor pool instead (``executor_ray_run.ray_asks``): a round trip, not a Ray Data pass.
+
+Synthesis and from-text answers come back as Parquet shards under a job folder next to the
+database (``<db>.jobs/<job>/``, ``sim.shards``), not through the driver's memory. Each worker writes
+each finished Ray Data batch as one shard (a temporary name, then a rename: the completion
+marker) and returns only the shard's name; the driver reads each job batch's answers from the
+shards once it and every batch before it are answered, commits it through the job's own code,
+and deletes a shard once every answer in it is committed. Why: answers a worker finished used to
+wait in the driver's memory until their batch's turn, so a driver that died lost them all (paid
+calls, asked again on resume), and a slow early batch made the driver hold everything after
+it. Now a resume commits the answers the shards hold without asking the model (a temporary or
+unreadable file is ignored: its answers are asked again), and what waits for its turn waits on
+disk. The batch commit stays the resume's record of what is done (``synth_items``,
+``text_done``): an answer is in the database or in a shard, and a shard row whose item is
+committed is never read again, so nothing is lost or doubled. On a cluster the database's folder
+must be on a filesystem every worker mounts at the same path (a worker that cannot see the job
+folder refuses to start). An expansion (``executor_ray_run.ray_asks``) still gets its answers
+back through the actor pool: each batch is committed before the next is asked.
+
+Answers come back in any order; the driver (``in_batch_order``, ``sim.shards.batches_from_shards``)
+holds each batch until it is complete and the batches before it are committed, so the same seed
+gives the same rows whatever the number of workers or the order they finish in. Every answer
+carries its calls' records and new cache entries (``Answer.calls``; a shard's ``calls`` column),
+which the batch commit writes.
+
+``minhash_signer`` computes stage 1's MinHash signatures (the same function as the local
+stage, so bit-identical) in Ray Data ``map_batches`` tasks over blocks of texts; they come back
+to the driver, which bands, verifies and marks. ``personas dedup --executor ray`` goes further
+(``executor_ray_minhash``: band buckets through a shuffle, only verified pairs come back).
+Stage 2 (embeddings) runs on the driver either way.
+
+No secret travels through Ray: a spec carrying one (``user:password@`` or a query value other
+than ``model``) is refused; keys are read on the worker from its environment
+(``OPENAI_API_KEY``, or the variable ``?api_key_env=NAME`` names), as on the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pickle
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from personahub.agents.llm.client import LLMSettings, make_client, redact_spec
+from personahub.core.contracts import StructuredCaller, StructuredResult
+from personahub.core.errors import PersonahubError
+from personahub.core.optional import ray
+from personahub.personas.asks import Ask, ask_keys, ask_one, portable, restored
+from personahub.personas.dedup import Signer
+from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
+from personahub.personas.quality import QualityIssue
+from personahub.personas.record import Persona
+from personahub.pipelines.synthesize import Answer, SynthesisAsker, SynthesisJob
+from personahub.sim.executors import in_batch_order
+from personahub.sim.executors.shards import (
+    ShardStore,
+    batches_from_shards,
+    calls_json,
+    calls_of,
+    check_folder,
+    job_folder,
+    write_shard,
+)
+
+# blocks of work items per worker: a block's batches run concurrently on its actor (Ray Data
+# runs up to 4 of an async actor's batches at once), and more blocks balance the workers
+BLOCKS_PER_WORKER = 4
+
+
+def check_ray_client(client: StructuredCaller) -> LLMSettings:
+    """The settings a worker rebuilds ``client`` from; refuses a client that has none (a test
+    double) or whose spec carries a secret (it would sit in Ray's object store and logs)."""
+    settings = getattr(client, "settings", None)
+    if not isinstance(settings, LLMSettings):
+        raise PersonahubError("--executor ray: the model client must be built from --llm "
+                              "(a worker rebuilds it from the same settings)")
+    if redact_spec(settings.spec) != settings.spec:
+        raise PersonahubError(f"--executor ray: --llm {redact_spec(settings.spec)} carries a "
+                              "credential; name the variable holding it (?api_key_env=NAME) and "
+                              "set it on the workers, so no secret passes through Ray")
+    return settings
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Use the Ray this process is connected to, else connect to ``address`` (None: the
+    ``RAY_ADDRESS`` variable, else a local Ray for this job, shut down after it)."""
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _quiet_data() -> None:
+    """No Ray Data progress bars: the command draws its own."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+def _portable(answer: Answer) -> Answer:
+    """The answer without its validated pydantic values (classes built at run time): the
+    content is a plain dict already, and the calls keep only what the commit writes."""
+    calls: tuple[StructuredResult[Any], ...] = tuple(
+        StructuredResult(None, list(call.records), cache_entries=list(call.cache_entries))
+        for call in answer.calls)
+    return answer._replace(calls=calls)
+
+
+class _SynthActor:
+    """One Ray worker: a model client answering batches of personas. ``__call__`` is an async
+    generator, so Ray Data runs several batches at once on the actor's one event loop (the
+    client's ``--concurrency`` bounds the calls in flight), as a model endpoint's latency wants.
+    With a job ``folder`` each batch's answers are written there as one shard and only the
+    shard's name comes back."""
+
+    def __init__(self, context: bytes, folder: str | None = None) -> None:
+        settings, options, job_id, world, demos = pickle.loads(context)
+        if folder is not None:
+            check_folder(folder)
+        self.folder = folder
+        self.asker = SynthesisAsker(make_client(settings), options, job_id, world, demos)
+
+    async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        personas: list[Persona] = [pickle.loads(blob) for blob in rows["item"]]
+        answers = await self.asker.run_batch(personas)
+        if self.folder is None:
+            yield {"index": np.asarray(rows["index"]),
+                   "answer": _blobs([_portable(a) for a in answers])}
+            return
+        shard = write_shard(self.folder, [str(k) for k in rows["key"]],
+                            [_answer_value(a) for a in answers], [calls_json(a.calls) for a in answers])
+        yield {"index": np.asarray(rows["index"]), "answer": _names(shard, len(answers))}
+
+
+def _answer_value(answer: Answer) -> str:
+    """What a shard keeps of a synthesis answer besides its calls, as JSON text."""
+    issue = answer.rejected
+    return json.dumps({"content": answer.content, "solution": answer.solution,
+                       "rejected": None if issue is None else [issue.code, issue.message]})
+
+
+def _answer_of(persona: Persona, row: Mapping[str, Any]) -> Answer:
+    """A shard's row as the answer the worker computed for ``persona``."""
+    value = json.loads(row["value"])
+    issue = value["rejected"]
+    return Answer(persona, value["content"], value["solution"],
+                  None if issue is None else QualityIssue(*issue), tuple(calls_of(row["calls"])))
+
+
+def _names(shard: str, count: int) -> np.ndarray:
+    names = np.empty(count, dtype=object)
+    names[:] = [shard] * count
+    return names
+
+
+def _stream(actor: type, context: bytes, items: Sequence[Any], sizes: Sequence[int], *,
+            batch_size: int, address: str | None, workers: int | None,
+            store: ShardStore | None = None, keys: Sequence[str] = ()) -> Iterator[list[Any]]:
+    """The answers to ``items`` (the job's batches of ``sizes``, flattened), asked by a pool of
+    ``actor(context)`` through Ray Data ``map_batches`` and yielded batch by batch, in batch
+    order: the one path every job's model calls take on Ray.
+
+    With a ``store`` (the job folder; ``keys``: each item's stable key) the workers write their
+    answers as shards and what is yielded are the shards' rows: an item an earlier pass left an
+    answer for is not asked again, and each batch's shards go once the caller has committed it
+    (it asks for the next batch)."""
+    if not items:
+        return
+    send = list(range(len(items)))
+    if store is not None:
+        store.open(keys)
+        send = [i for i, key in enumerate(keys) if key not in store.ready]
+        if not send:  # every answer is in a shard already: no Ray pass
+            yield from batches_from_shards((), sizes, store, keys)
+            return
+    rows = [{"index": i, "key": keys[i] if store is not None else "", "item": pickle.dumps(items[i])}
+            for i in send]
+    with ray_session(address):
+        _quiet_data()
+        size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        blocks = min(max(len(sizes), -(-len(rows) // batch_size)), size * BLOCKS_PER_WORKER)
+        answered = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+            actor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=size),
+            fn_constructor_kwargs={"context": context,
+                                   "folder": None if store is None else str(store.folder)})
+        pieces = iter(answered.iter_batches(batch_size=None, batch_format="numpy"))
+        try:
+            if store is None:
+                yield from in_batch_order(pieces, sizes)
+            else:
+                yield from batches_from_shards(pieces, sizes, store, keys)
+        finally:  # a job stopped mid-stream releases its actors now, not when garbage is collected
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+
+
+def _blobs(values: Sequence[Any]) -> np.ndarray:
+    blobs = np.empty(len(values), dtype=object)
+    blobs[:] = [pickle.dumps(v) for v in values]
+    return blobs
+
+
+def synthesis_answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]]) -> Iterator[list[Answer]]:
+    """Each batch's answers, asked on Ray workers (their shards under the job's folder next to
+    the database), yielded in batch order."""
+    settings = check_ray_client(job.client)
+    options = job.options
+    context = pickle.dumps((settings, options, job.job_id, job.world, job.demos))
+    personas = [p for batch in batches for p in batch]
+    store = ShardStore(job_folder(options.db, job.job_id))
+    answers = _stream(_SynthActor, context, personas, [len(batch) for batch in batches],
+                      batch_size=options.batch_size, address=options.ray_address,
+                      workers=options.ray_workers, store=store,
+                      keys=[p.persona_id for p in personas])
+    start = 0
+    for rows in answers:
+        yield [_answer_of(p, row) for p, row in zip(personas[start:start + len(rows)], rows,
+                                                    strict=True)]
+        start += len(rows)
+
+
+class _AskActor:
+    """One Ray worker answering ``Ask``s (any job kernel job's calls) with its own model client,
+    several batches at once on its event loop, as ``_SynthActor`` does (and, with a job
+    ``folder``, writing each batch's answers there as one shard)."""
+
+    def __init__(self, context: bytes, folder: str | None = None) -> None:
+        if folder is not None:
+            check_folder(folder)
+        self.folder = folder
+        self.client = make_client(pickle.loads(context))
+
+    async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        asks: list[Ask] = [pickle.loads(blob) for blob in rows["item"]]
+        results = [portable(r) for r in
+                   await asyncio.gather(*(ask_one(self.client, a) for a in asks))]
+        if self.folder is None:
+            yield {"index": np.asarray(rows["index"]), "answer": _blobs(results)}
+            return
+        shard = write_shard(self.folder, [str(k) for k in rows["key"]],
+                            [json.dumps(r.value) for r in results], [calls_json([r]) for r in results])
+        yield {"index": np.asarray(rows["index"]), "answer": _names(shard, len(results))}
+
+
+def _result_of(row: Mapping[str, Any]) -> StructuredResult[Any]:
+    """A shard's row as the worker's ``portable`` result."""
+    call = calls_of(row["calls"])[0]
+    return StructuredResult(json.loads(row["value"]), call.records,
+                            cache_entries=call.cache_entries)
+
+
+@dataclass(frozen=True)
+class RayTarget:
+    """Where a job's calls go on Ray: the cluster (None: ``RAY_ADDRESS``, else a local Ray) and
+    how many workers (None: one per cluster CPU)."""
+
+    address: str | None = None
+    workers: int | None = None
+
+
+def ask_batches(client: StructuredCaller, batches: Sequence[Sequence[Ask]], target: RayTarget,
+                batch_size: int, folder: str | Path | None = None
+                ) -> Iterator[list[StructuredResult[Any]]]:
+    """Each batch's results, its calls asked on Ray workers (one Ray Data pass for all the
+    batches, ``batch_size`` calls a block), yielded in batch order as the local calls return them.
+    With a job ``folder`` the answers travel as shards there (``sim.shards``): a resumed job
+    commits those an earlier pass left without asking again."""
+    context = pickle.dumps(check_ray_client(client))
+    flat = [a for batch in batches for a in batch]
+    if not flat:  # nothing to ask: no Ray pass
+        yield from ([] for _ in batches)
+        return
+    store = None if folder is None else ShardStore(folder)
+    answers = _stream(_AskActor, context, flat, [len(b) for b in batches], batch_size=batch_size,
+                      address=target.address, workers=target.workers, store=store,
+                      keys=ask_keys(flat) if store is not None else ())
+    for batch, results in zip(batches, answers, strict=True):
+        if store is not None:
+            results = [_result_of(row) for row in results]
+        yield [restored(a, r) for a, r in zip(batch, results, strict=True)]
+
+
+def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:
+    """One block's signatures and feature sets (the same function as the local stage:
+    bit-identical); each row's features travel as a variable-length column."""
+    sigs, features = sketch(list(rows["text"]), config)
+    bounds = features.offsets
+    feats = np.empty(len(features), dtype=object)
+    for i in range(len(features)):
+        feats[i] = features.values[bounds[i]:bounds[i + 1]]
+    return {"index": np.asarray(rows["index"]), "sig": sigs, "feat": feats}
+
+
+def minhash_signer(address: str | None = None, workers: int | None = None) -> Signer:
+    """Stage 1's ``Signer`` on Ray: the texts go to Ray Data ``map_batches`` tasks in blocks,
+    their signatures come back to the driver, which does the banding and verification
+    (``personas.minhash.duplicates_from_signatures``): the flags are the local stage's."""
+
+    def sign(texts: Iterator[list[str]], config: MinHashConfig
+             ) -> Iterator[tuple[np.ndarray, FeatureSets]]:
+        batches = list(texts)
+        flat = [text for batch in batches for text in batch]
+        if not flat:
+            return
+        out = np.empty((len(flat), config.num_perm), dtype=np.uint32)
+        feats: list[np.ndarray] = [np.empty(0, dtype=np.uint32)] * len(flat)
+        seen = np.zeros(len(flat), dtype=bool)
+        with ray_session(address):
+            _quiet_data()
+            size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            table = pa.table({"index": pa.array(np.arange(len(flat))), "text": flat})
+            blocks = max(1, min(len(flat) // 1000, size * 4))
+            step = -(-len(flat) // blocks)
+            items = ray.data.from_arrow([table.slice(lo, step) for lo in range(0, len(flat), step)])
+            signed = items.map_batches(_sign, batch_size=None, fn_kwargs={"config": config},
+                                       compute=ray.data.TaskPoolStrategy(size=size))
+            for piece in signed.iter_batches(batch_size=None, batch_format="numpy"):
+                out[piece["index"]] = piece["sig"]
+                seen[piece["index"]] = True
+                for index, values in zip(piece["index"], piece["feat"], strict=True):
+                    feats[int(index)] = np.asarray(values, dtype=np.uint32)
+        if not seen.all():
+            raise PersonahubError(f"minhash on Ray: {int((~seen).sum())} texts came back unsigned")
+        start = 0
+        for batch in batches:
+            part = feats[start:start + len(batch)]
+            counts = np.array([len(v) for v in part], dtype=np.int64)
+            values = np.concatenate(part) if part else np.empty(0, dtype=np.uint32)
+            yield out[start:start + len(batch)], FeatureSets.from_counts(values, counts)
+            start += len(batch)
+
+    return sign

@@ -1,0 +1,48 @@
+"""``personahub judge`` (personahub/cli/judge.py): figures printed, the offline label, one-line errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from personahub.core.store import connect
+from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from tests.cli_helpers import invoke, one_line_error
+
+
+def _job(db: Path) -> str:
+    return run_synthesis(SynthOptions(task="instruction", n=6, db=str(db))).job_id
+
+
+def test_judge_prints_the_rate_with_its_interval_and_says_offline(tmp_path: Path):
+    db = tmp_path / "cli.duckdb"
+    job = _job(db)
+    result = invoke("judge", "--db", db, "--job", job, "--sample", "5", "--seed", "2")
+    assert result.exit_code == 0, result.output
+    assert "no language model is used" in result.stderr
+    assert re.search(r"^valid: \d+\.\d% \(\d/5; 95% CI \d+\.\d–\d+\.\d%\)", result.output, re.M)
+    assert re.search(r"^  clear: .*\n  answerable: ", result.output, re.M)
+    assert "the offline engine is not a judge of quality" in result.output
+    assert "5 items judged (0 already judged, 0 failed)" in result.output
+    again = invoke("judge", "--db", db, "--job", job, "--sample", "5", "--seed", "2")
+    assert "0 items judged (5 already judged, 0 failed)" in again.output
+    con = connect(db, read_only=True)
+    assert con.execute("SELECT count(*) FROM judgments").fetchone() == (5,)
+    con.close()
+
+
+def test_judge_errors_are_one_line(tmp_path: Path):
+    db = tmp_path / "err.duckdb"
+    job = _job(db)
+    assert "exactly one of --job or --run" in one_line_error(invoke("judge", "--db", db))
+    assert "no such run" in one_line_error(invoke("judge", "--db", db, "--run", "nope"))
+    assert "no items of kind 'tool'" in one_line_error(
+        invoke("judge", "--db", db, "--job", job, "--kind", "tool"))
+    line = one_line_error(invoke("judge", "--db", db, "--job", job,
+                                 "--llm", "http://127.0.0.1:9/v1?model=m"))
+    assert "unreachable" in line
+
+
+def test_judge_help_is_listed():
+    result = invoke("judge", "--help")
+    assert result.exit_code == 0 and "--sample" in result.output and "--run" in result.output

@@ -1,0 +1,34 @@
+"""Progress of model-calling work: plain lines without a terminal, with calls, tokens, failures."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from personahub.agents.llm.client import CallRecord, CallStats
+from personahub.cli.progress import JobProgress
+
+
+def test_plain_progress_line_has_counts_tokens_failures() -> None:
+    stats = CallStats()
+    stats.add([CallRecord(purpose="t", model="m", attempt=1, status="ok", latency_ms=1.0,
+                          tokens_in=120, tokens_out=30)])
+    stats.add([CallRecord(purpose="t", model="m", attempt=1, status="error", latency_ms=1.0,
+                          error="HTTP 503"),
+               CallRecord(purpose="t", model="m", attempt=2, status="invalid", latency_ms=1.0)])
+    sink = io.StringIO()
+    console = Console(file=sink, force_terminal=False, width=200)
+    with JobProgress(console, stats, every_s=3600) as bar:
+        task = bar.add_task("synthesizing math_problem", total=10)
+        bar.update(task, completed=4)
+    text = sink.getvalue()
+    assert "progress: synthesizing math_problem 4/10" in text
+    assert "3 calls" in text and "120 tokens in, 30 out" in text and "1 failed" in text
+
+
+def test_no_lines_when_told_not_to() -> None:
+    sink = io.StringIO()
+    with JobProgress(Console(file=sink, force_terminal=False), None, every_s=0) as bar:
+        bar.add_task("x", total=2)
+    assert sink.getvalue() == ""

@@ -1,0 +1,26 @@
+"""docs/schema.md documents every table and column the database has."""
+
+import re
+from pathlib import Path
+
+from personahub.core.store import connect
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
+
+
+def documented() -> dict[str, str]:
+    sections = re.split(r"^### ", DOC.read_text(), flags=re.MULTILINE)[1:]
+    return {s.split("\n", 1)[0].strip(): s for s in sections}
+
+
+def test_every_table_and_column_is_documented(tmp_path):
+    con = connect(tmp_path / "schema.duckdb")
+    tables = {t for (t,) in con.execute(
+        "select table_name from information_schema.tables where table_type = 'BASE TABLE'").fetchall()}
+    docs = documented()
+    assert tables <= set(docs), f"undocumented tables: {tables - set(docs)}"
+    for table in tables:
+        columns = [c for (c,) in con.execute(
+            "select column_name from information_schema.columns where table_name = ?", [table]).fetchall()]
+        missing = [c for c in columns if f"`{c}`" not in docs[table]]
+        assert not missing, f"{table}: undocumented columns {missing}"
