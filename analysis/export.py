@@ -15,7 +15,7 @@ Formats:
 Sources are synthesis jobs (``synth_items``) and simulation runs (``emissions``) alike; an
 imported Persona Hub synthesis file (``persona_texts``) goes back out row for row, as read
 (``export_source_file``, format ``personahub`` only). Files
-are written through ``personas.outputs.atomic_file`` (a random, exclusively created temporary
+are written through ``personahub.core.outputs.atomic_file`` (a random, exclusively created temporary
 name, renamed on success), so a failed export leaves no half-written output and an existing file
 is only replaced when asked.
 """

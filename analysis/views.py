@@ -1,6 +1,6 @@
 """Install the documented analysis views (``analysis/views.sql``) on a DuckDB connection.
 
-Layering keeps ``personas.store`` and the ``sim`` writers free of analysis code, so views are
+Layering keeps ``personahub.core.store`` and the ``sim`` writers free of analysis code, so views are
 not created when a database is opened for writing. Instead the CLI installs them as TEMP views
 on its own (read-only) connection before running SQL or a report: nothing in the user's
 database changes, and the views always match the installed code. ``temporary=False`` creates

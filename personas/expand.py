@@ -516,11 +516,11 @@ async def expand_hub(
     ``link_candidates`` > 0 closes triangles: each new persona is asked which of up to that many
     people near its source it knows (``personas.linking``); 0 grows trees, as before.
     ``asks`` runs each batch's calls (default: on this loop; Ray workers:
-    ``sim.executor_ray_run.ray_asks``); the batches are committed here, in order, either way.
+    ``sim.executors.ray_actors.ray_asks``); the batches are committed here, in order, either way.
     ``link_embedder`` (``hash`` or ``local[:model]``) adds the nearest people of the whole
     expansion as candidates and merges a new persona at cosine >= ``threshold`` with its nearest
     one (``personas.link_nearest``); the model's ``same person`` answers merge too.
-    The failure policy (``agents.failures.batch_failure``, with ``max_failed_share``) stops the
+    The failure policy (``agents.llm.failures.batch_failure``, with ``max_failed_share``) stops the
     expansion after a committed batch, marked ``failed`` and resumable; a standalone expansion
     (no ``run_id``) that asked and kept no one fails the same way.
     """

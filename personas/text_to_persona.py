@@ -269,12 +269,12 @@ async def text_to_persona(
     flight) and written in one transaction with its ``text_done`` and ``rejected`` rows;
     ``progress("texts", texts read, None)`` is called after every batch. ``language`` (a code or
     name) asks for personas in that language, and the gate rejects answers in another script.
-    ``remote`` asks the batches' calls elsewhere (Ray workers: ``sim.executor_ray.ask_batches``)
+    ``remote`` asks the batches' calls elsewhere (Ray workers: ``sim.executors.ray_batches.ask_batches``)
     and returns their results batch by batch, in order; the texts are then planned ahead (a text
     id repeated in a later batch is not asked again, even when its first call failed).
     A batch in which most calls failed at the endpoint, or more than ``max_failed_share`` of
     the asks (at least 5) kept no persona, raises ``ModelRejected`` once it is committed
-    (``agents.failures.batch_failure``): the job stops, resumable.
+    (``agents.llm.failures.batch_failure``): the job stops, resumable.
     """
     check_max_failed_share(max_failed_share)
     relations = parse_relations(relations)

@@ -55,7 +55,8 @@ class RunLog:
     def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str, client: ServesModels) -> None:
         self.con = con
         self.run_id = run_id
-        self.client = client  # names the served model of each call record (sim.jobs.call_rows)
+        # names the served model of each call record (personahub.core.job_records.call_rows)
+        self.client = client
         self.job = JobRef("run", run_id, run_id=run_id)
 
     def start(self, *, scenario: str, scenario_path: str, seed: int, llm: str,
@@ -87,7 +88,7 @@ class RunLog:
                    started_at: dt.datetime, *, model: str) -> None:
         """Write a step's emissions (with near-duplicate flags), messages, and the call records
         and newly recorded cache answers the step's result carries, atomically (one kernel
-        batch, ``sim.jobs.commit_batch``)."""
+        batch, ``personahub.core.job_records.commit_batch``)."""
         emissions = [{
             "emission_id": e.emission_id, "run_id": self.run_id, "step": e.step,
             "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,

@@ -13,7 +13,7 @@ Modes (``--cache``):
   called, so a replay of a recorded run reproduces its emissions exactly.
 
 The cache never writes to the database itself. New entries come back with each call's result
-(``StructuredResult.cache_entries``, from ``agents.seam_cache``) and nowhere else; the job kernel
+(``StructuredResult.cache_entries``, from ``agents.llm.seam_cache``) and nowhere else; the job kernel
 writes a batch's entries in the batch's transaction, together with its rows and call records.
 
 What is stored is the answer's raw payload (the JSON text, or the tool call's arguments) as the
@@ -124,5 +124,5 @@ class ResponseCache:
 
 def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:
     """Rows for ``llm_cache`` (``created_at`` as a naive UTC timestamp), as the job kernel writes
-    them (``personas.jobs.cache_rows_of``)."""
+    them (``personahub.core.job_records.cache_rows_of``)."""
     return record_rows(entries)

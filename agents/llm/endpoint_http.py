@@ -2,7 +2,7 @@
 
 Server kinds differ in the output-limit parameter (OpenAI's own API takes
 ``max_completion_tokens``, compatible servers ``max_tokens``) and in the structured modes they
-accept, which ``agents.structured.ModeBook`` learns per endpoint. While ``auto`` has not settled
+accept, which ``agents.llm.structured.ModeBook`` learns per endpoint. While ``auto`` has not settled
 an endpoint's mode, one request at a time goes to it (a probe): the first refusal then moves every
 waiting call to the next mode, instead of each of ``--concurrency`` calls being refused once.
 
@@ -58,7 +58,7 @@ def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: in
     for nothing).
 
     The response format and the limit travel in ``extra_body``: as typed parameters the openai
-    SDK walks the whole JSON schema on every request (about 8 ms of CPU a call here), and
+    SDK walks the whole JSON schema on every request (more CPU than the rest of the call), and
     langchain-openai renames ``max_tokens`` to ``max_completion_tokens``, which
     llama-cpp-python ignores. ``stripped``: schema keywords the endpoint refused.
     """

@@ -4,7 +4,7 @@
 - ``openai:<model>`` — OpenAI (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` honoured);
 - ``http://host:port/v1`` — any OpenAI-compatible server (vLLM, Ollama, llama.cpp); the served
   model name comes from ``?model=NAME`` or ``PERSONAHUB_MODEL``;
-- several URLs separated by commas — one endpoint each (``agents.seam_failover`` rotates them).
+- several URLs separated by commas — one endpoint each (``agents.llm.seam_failover`` rotates them).
 
 ``OPENAI_API_KEY`` goes only to OpenAI (or to the ``OPENAI_BASE_URL`` set with it); another
 server gets a key only when its URL names the variable holding it (``?api_key_env=NAME``), and
@@ -67,7 +67,7 @@ def _sdk_httpx() -> Any:
 
 @cache
 def _ssl_context() -> Any:
-    """One TLS context for every client of the process (loading the CA bundle costs ~10 ms)."""
+    """One TLS context for every client of the process (loading the CA bundle is slow to repeat)."""
     return _sdk_httpx().create_ssl_context()
 
 

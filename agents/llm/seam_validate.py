@@ -1,7 +1,7 @@
 """Validate each answer against its schema and the job's check; give a weak answer one more try.
 
-The failure policy's quality half (its endpoint half is ``agents.failures``): an answer that
-is not valid JSON for the schema after a local repair (``agents.repair``), was cut off at
+The failure policy's quality half (its endpoint half is ``agents.llm.failures``): an answer that
+is not valid JSON for the schema after a local repair (``agents.llm.repair``), was cut off at
 ``max_tokens``, or that the job's ``check`` (quality gate, validator) rejects, earns exactly one
 more attempt, a *fresh sample* (``CallRequest.sample``): not a cache hit, not the same request.
 An invalid answer's second attempt is the repair prompt (the answer shown back with what is

@@ -1,7 +1,8 @@
 """How the model is reached and called (``LLMSettings``), and the seam's configuration errors.
 
 Plain data, validated on construction, safe to log once the spec is redacted; every layer of the
-seam (``agents.contracts``) is built from one of these by ``agents.llm.make_client``.
+seam (``personahub.core.contracts``) is built from one of these by
+``agents.llm.client.make_client``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LLMSettings:
     backoff_s: float = 0.5
     concurrency: Concurrency = 16
     structured: StructuredSetting = "auto"
-    max_tokens: int | None = None  # None: per output kind (agents.generation)
+    max_tokens: int | None = None  # None: per output kind (agents.llm.generation)
     temperature: float | None = None
     top_p: float | None = None
     offline_latency_s: float = 0.0

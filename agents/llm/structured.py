@@ -205,7 +205,7 @@ def tool_choice(schema: type[BaseModel]) -> dict[str, Any]:
 
 @lru_cache(maxsize=256)
 def schema_instruction(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> str:
-    """The text ``prompt`` mode adds to the last user message (``agents.prompt_schema``'s form)."""
+    """The text ``prompt`` mode adds to the last user message (``agents.llm.prompt_schema``'s form)."""
     return render_schema_block(schema_json(schema, stripped), intro=SCHEMA_PROMPT_LEAD)
 
 

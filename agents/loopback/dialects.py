@@ -88,12 +88,12 @@ it first``); a server configured with no names answers any.
 Prefix-cache reuse: ``openai``, ``vllm`` and ``tools-only`` report the prompt tokens a prefix
 cache reused as ``usage.prompt_tokens_details.cached_tokens`` (vLLM does when run with
 ``--enable-prompt-tokens-details``); llama-cpp-python and Ollama report none
-(``reports_cached_tokens``). The server counts them itself (``agents.server``).
+(``reports_cached_tokens``). The server counts them itself (``agents.loopback.server``).
 
 All dialects cut an answer longer than the limit to about ``limit * 4`` characters (the offline
 engine counts 4 characters a token) and report ``length`` (except as noted). Requests without a
 schema in ``response_format`` that want JSON (plain ``json_object``, or none at all) are answered
-from a schema written in the prompt (see ``agents.prompt_schema``).
+from a schema written in the prompt (see ``agents.llm.prompt_schema``).
 """
 
 from __future__ import annotations

@@ -7,13 +7,13 @@ asks for ``dimensions``) for the dedup embedding stage. Users can
 use it for dry runs: ``personahub serve`` then ``--llm http://127.0.0.1:PORT/v1``.
 
 ``dialect`` makes it answer as vLLM, llama-cpp-python, Ollama or a tools-only server do: what
-each accepts, how it refuses, how answers end (``agents.dialects`` has the rules and their
+each accepts, how it refuses, how answers end (``agents.loopback.dialects`` has the rules and their
 sources). Every dialect honours its token limit (cut answers end with ``length``), and answers
 requests that want JSON without a schema from the schema written in the prompt
-(``agents.prompt_schema``). A body that is not a JSON object gets the dialect's error, never a
+(``agents.llm.prompt_schema``). A body that is not a JSON object gets the dialect's error, never a
 dropped connection.
 
-``stream=True`` is answered as the OpenAI API streams (``agents.server_stream``: SSE chunks of
+``stream=True`` is answered as the OpenAI API streams (``agents.loopback.stream``: SSE chunks of
 the same answer, ``data: [DONE]`` last); ``n`` gives that many choices, the first the one-choice
 answer, the others seeded by their index. ``ServerOptions.models`` names the models served:
 ``/models`` lists them and other names get the dialect's 404 (none named: any name is answered
@@ -22,7 +22,7 @@ and ``/models`` lists ``offline``).
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
-``hang_s`` before answering), and runaway answers (``agents.server_runaway``: the last string
+``hang_s`` before answering), and runaway answers (``agents.loopback.runaway``: the last string
 repeats until ``max_tokens`` unless the schema bounds it with ``maxLength``).
 Prefix cache: the server remembers its last ``prefix_cache_prompts`` prompts (contents joined as
 the engine counts them) and, in dialects that report it, answers
@@ -538,7 +538,7 @@ def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, Any] | None) 
 
 def _runaway_choice(dialect: Dialect, plan: Plan, reply: EngineReply, ran: Runaway,
                     malformed: bool) -> tuple[Shaped, bool, int, int]:
-    """The choice of a runaway answer (see ``agents.server_runaway``)."""
+    """The choice of a runaway answer (see ``agents.loopback.runaway``)."""
     text = ran.text[: len(ran.text) // 2] if malformed else ran.text
     if reply.tool_calls:
         call = reply.tool_calls[0]

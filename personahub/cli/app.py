@@ -5,12 +5,11 @@ Every command that calls a model takes ``--llm SPEC`` (default: ``PERSONAHUB_LLM
 Ctrl-C and SIGTERM print one line too (the interrupted job and how to resume it) and exit 130
 and 143; a job names itself on stderr when it starts.
 
-Layout (the CLI is the outermost layer; no command module imports another, nor this one):
-``cli_common`` (options, consoles, errors, client, progress), ``cli_run`` (run), ``cli_sql``,
-``cli_serve``, ``cli_view`` (view), ``cli_synth`` (synthesize, export, report, diversity),
-``cli_interview`` (interview), ``cli_judge`` (judge), ``cli_doctor`` (doctor), ``cli_hub``
-(personas import, sample, stats, export-graph), ``cli_dedup`` (personas dedup) and
-``cli_personas`` (personas expand, from-text).
+Layout (the CLI is the outermost layer; no command module imports another, nor this one), all
+in ``personahub/cli/``: ``common`` (options, consoles, errors, client, progress), ``run``,
+``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
+``judge``, ``doctor``, ``hub`` (personas import, sample, stats, export-graph), ``dedup``
+(personas dedup) and ``personas`` (personas expand, from-text).
 """
 
 from __future__ import annotations

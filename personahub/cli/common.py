@@ -1,8 +1,8 @@
 """What every CLI command module shares: the consoles, the option types, the generation flags,
 one-line error handling, the model client and its banner, the progress display, job announcements.
 
-Command modules (``sim/cli_*.py``) import this module and nothing of each other; ``personahub/cli/app.py``
-assembles them into the ``personahub`` app. Nothing here imports a command module.
+Command modules (``personahub/cli/*.py``) import this module and nothing of each other;
+``personahub/cli/app.py`` assembles them into the ``personahub`` app. Nothing here imports a command module.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def error_line(message: str) -> None:
 def one_line_errors(func: F) -> F:
     """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit.
 
-    SIGTERM is turned into an interrupt for the command's duration (``sim.interrupts``), so a
+    SIGTERM is turned into an interrupt for the command's duration (``personahub.core.interrupts``), so a
     run or job it stops is marked ``interrupted`` as after Ctrl-C; the exit is 143, not 130.
     ``sys.exit`` and other BaseExceptions raised by scenario code become one line too, naming
     the scenario's file and line: they are not this program's way out, so they must not end it

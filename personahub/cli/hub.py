@@ -1,5 +1,5 @@
 """``personahub personas`` commands that call no model: import, sample (carving), stats and
-export-graph (``dedup`` is a job of its own: ``sim.cli_dedup``)."""
+export-graph (``dedup`` is a job of its own: ``personahub.cli.dedup``)."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ def interview(
 
 
 def _account(result: InterviewResult, results: list[Any], max_failed_share: float | None) -> None:
-    """The failure policy over the interview's one batch (``agents.failures``): every answer
+    """The failure policy over the interview's one batch (``agents.llm.failures``): every answer
     failed, or the endpoint failed most of them, or more than ``--max-failed-share`` of them
     failed (at least 5 asked): one line and a non-zero exit. Otherwise the kept share is said."""
     from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE, batch_failure, most_common_error

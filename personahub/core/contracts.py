@@ -45,7 +45,7 @@ class CallRecord:
     structured_mode: str | None = None
     max_tokens: int | None = None
     finish_reason: str | None = None
-    repaired: bool = False  # valid only after local repair (agents.repair)
+    repaired: bool = False  # valid only after local repair (agents.llm.repair)
     queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
     # prompt tokens the server's prefix cache reused, as it reports them (None: not reported)
     cached_prompt_tokens: int | None = None
@@ -256,7 +256,7 @@ class StructuredCaller(ServesModels, Protocol):
         ...
 
     def use_cache(self, cache: Any) -> None:
-        """Answer from (and record into) ``cache`` (an ``agents.cache.ResponseCache``; None
+        """Answer from (and record into) ``cache`` (an ``agents.llm.cache.ResponseCache``; None
         turns caching off)."""
         ...
 

@@ -1,6 +1,6 @@
 """Recognise a damaged or foreign database file before anything writes to it.
 
-``personas.store.connect`` runs these checks on an existing ``--db`` file, in this order, and
+``personahub.core.store.connect`` runs these checks on an existing ``--db`` file, in this order, and
 each failure is one line naming the file:
 
 - the file is a DuckDB file at all (random bytes, an empty file or an SQLite file are not);

@@ -1,5 +1,5 @@
 -- personahub database schema: the one place where every table is defined.
--- Column meanings are documented in docs/schema.md (a test checks both stay in step).
+-- Column meanings are documented in docs/database.md (a test checks both stay in step).
 -- Rows are only ever flagged (is_duplicate / duplicate_of), never deleted.
 
 -- The persona hub ------------------------------------------------------------------------
