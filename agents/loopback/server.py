@@ -237,7 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Whether the request may be answered: a Host naming this server and no foreign
         Origin (a web page's request, or DNS rebinding, otherwise). A refusal closes the
         connection, since its body (if any) is left unread."""
-        host, port = self.server.server_address[:2]
+        address = self.server.server_address
+        host, port = str(address[0]), int(address[1])
         problem = ""
         if not host_allowed(self.headers.get("Host"), host, port):
             problem = f"Host {self.headers.get('Host')!r} does not name this server"
