@@ -13,7 +13,9 @@ counts along a schema's nesting is the number of values it writes.
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,20 +54,19 @@ class Problem(Exception):
 
 def check_body(value: Any, limits: Limits = LIMITS) -> None:
     """Refuse a parsed body nesting deeper than ``limits.depth`` or holding more than
-    ``limits.nodes`` values."""
+    ``limits.nodes`` values (only containers are walked: a body is mostly strings)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
-    count = 0
+    count = 1
     while stack:
         node, depth = stack.pop()
-        count += 1
+        children = node.values() if type(node) is dict else node
+        count += len(children)
         if count > limits.nodes:
             raise Problem(f"the body holds more than {limits.nodes} JSON values")
-        if depth > limits.depth:
+        inner = [c for c in children if type(c) is dict or type(c) is list]
+        if inner and depth >= limits.depth:
             raise Problem(f"the body nests deeper than {limits.depth} levels")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
+        stack.extend((c, depth + 1) for c in inner)
 
 
 def is_int(value: Any) -> bool:
@@ -189,7 +190,36 @@ def _check_keywords(node: Mapping[str, Any], where: str, limits: Limits) -> None
         raise Problem(f"{where}: 'minimum' is above 'maximum'")
 
 
+_CHECKED: dict[tuple[str, str, Limits], int | Problem] = {}  # schemas repeat across requests
+_CHECKED_SIZE = 256
+_CHECKED_LOCK = threading.Lock()
+
+
 def check_schema(schema: Any, where: str, limits: Limits = LIMITS) -> int:
+    """``walk_schema``, remembered for the last few hundred schemas (a client sends the same
+    few schemas again and again; serialising one costs a tenth of checking it)."""
+    if not isinstance(schema, dict):
+        raise Problem(f"{where}: a schema must be an object")
+    try:
+        key = (json.dumps(schema, separators=(",", ":")), where, limits)
+    except (TypeError, ValueError):  # not JSON data (a caller's own object): check it afresh
+        return walk_schema(schema, where, limits)
+    found = _CHECKED.get(key)
+    if found is None:
+        try:
+            found = walk_schema(schema, where, limits)
+        except Problem as exc:
+            found = exc
+        with _CHECKED_LOCK:  # the server answers requests on threads
+            if len(_CHECKED) >= _CHECKED_SIZE:
+                _CHECKED.pop(next(iter(_CHECKED)), None)
+            _CHECKED[key] = found
+    if isinstance(found, Problem):
+        raise Problem(str(found), found.param)
+    return found
+
+
+def walk_schema(schema: Any, where: str, limits: Limits = LIMITS) -> int:
     """Refuse a schema the engine cannot fill within the bounds; returns how many values an
     answer to it holds at most.
 
