@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from personahub.core.store import fetch_personas
 from personahub.personas.record import Persona
+from personahub.personas.selection_sandbox import persona_sandbox
 
 COLUMNS = ("hop", "source", "source_ref", "persona_id")
 _CONDITION = re.compile(r"^\s*([^<>=!~]+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
@@ -138,22 +139,22 @@ def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = Non
     if selection.sources:
         clauses.append("source IN (SELECT unnest(?))")
         params.append(list(selection.sources))
-    registered = False
-    if selection.near:
-        ids = neighbourhood(con, selection.near, selection.within)
-        con.register("_carve_near", pa.table({"id": sorted(ids)}))
-        registered = True
+    near = sorted(neighbourhood(con, selection.near, selection.within)) if selection.near else None
+    if near is not None:
         clauses.append("persona_id IN (SELECT id FROM _carve_near)")
     sql = "SELECT persona_id FROM personas"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
-    try:
-        return [r[0] for r in con.execute(sql + " ORDER BY seq", params).fetchall()]
-    except duckdb.Error as exc:
-        raise ValueError(f"selection failed: {str(exc).splitlines()[0]}") from exc
-    finally:
-        if registered:
-            con.unregister("_carve_near")
+    # the conditions hold what a user typed: they run in the sandbox, not on ``con``
+    with persona_sandbox(con, clauses) as sandbox:
+        if near is not None:
+            sandbox.register("_carve_near", pa.table({"id": pa.array(near, type=pa.string())}))
+        try:
+            return [r[0] for r in sandbox.execute(sql + " ORDER BY seq", params).fetchall()]
+        except duckdb.PermissionException as exc:
+            raise ValueError("selection failed: conditions cannot read files") from exc
+        except duckdb.Error as exc:
+            raise ValueError(f"selection failed: {str(exc).splitlines()[0]}") from exc
 
 
 def _allocate(sizes: dict[str, int], k: int, equal: bool) -> dict[str, int]:

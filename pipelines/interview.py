@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
@@ -33,7 +34,7 @@ from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.job_records import JobRef, commit_batch
 from personahub.core.store import connect
-from personahub.personas.sampling import HubQuery
+from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
 
@@ -179,17 +180,16 @@ def select_agents(con: duckdb.DuckDBPyConnection, request: InterviewRequest) -> 
                                   f"of the run, or an agent id 1..{n})")
         return [(int(rows[0][0]), str(rows[0][1]))]
     query = HubQuery(where=request.where, carve=request.carve)
-    parts = query.conditions()
-    clauses = " AND ".join(sql for _, sql, _ in parts)
-    params: list[Any] = [run_id, *(p for _, _, ps in parts for p in ps)]
-    sql = ("SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND persona_id IN "
-           f"(SELECT persona_id FROM personas WHERE {clauses}) ORDER BY agent_id")
-    if request.limit is not None:
-        sql += f" LIMIT {int(request.limit)}"
+    ids = matching_ids(con, query)  # user SQL: evaluated in the sandbox, never on ``con``
+    con.register("_interview_ids", pa.table({"id": pa.array(ids, type=pa.string())}))
     try:
-        rows = con.execute(sql, params).fetchall()
-    except duckdb.Error as exc:
-        raise PersonahubError(f"{query.describe()}: {str(exc).splitlines()[0]}") from None
+        sql = ("SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND persona_id IN "
+               "(SELECT id FROM _interview_ids) ORDER BY agent_id")
+        if request.limit is not None:
+            sql += f" LIMIT {int(request.limit)}"
+        rows = con.execute(sql, [run_id]).fetchall()
+    finally:
+        con.unregister("_interview_ids")
     if not rows:
         raise PersonahubError(f"{query.describe()}: no agent of run {run_id} matches")
     return [(int(a), str(p)) for a, p in rows]

@@ -109,6 +109,8 @@ class SchemaFiller:
         if kind == "integer":
             low = int(schema.get("minimum", 1))
             high = int(schema.get("maximum", low + 9))
+            if high < low and "minimum" not in schema:  # only a maximum, below the default 1
+                low = high
             return rng.randint(low, high)
         if kind == "number":
             floor = float(schema.get("minimum", 0.0))

@@ -32,7 +32,12 @@ is always computed, as real servers do), so the client's ``llm_calls.cached_prom
 be tested without a model.
 ``latency_s`` is the time from a request's arrival to its answer (the answer is computed
 meanwhile); refusals are answered at once, as real servers check requests before generating.
-Only binds to loopback addresses.
+Only binds to loopback addresses, and answers only requests a web page cannot forge
+(``personahub.core.loopback``): a ``Host`` naming this server, no foreign ``Origin``, a JSON
+``Content-Type``. What a request may ask is bounded (``agents.loopback.limits``: body size and
+nesting, ``dimensions``, ``n``, ``max_tokens``, schema size, ``minItems``/``maxItems``, ``$ref``
+recursion): beyond a bound it gets a 400 at once. No exception text reaches a client: a request
+that breaks the server is logged here and answered with a plain 500.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import base64
 import errno
 import hashlib
 import json
+import logging
 import random
 import socket
 import threading
@@ -65,14 +71,25 @@ from personahub.agents.loopback.dialects import (
     Shaped,
     make_dialect,
 )
+from personahub.agents.loopback.limits import (
+    LIMITS,
+    Problem,
+    check_answer,
+    check_body,
+    check_chat,
+    check_embeddings,
+)
 from personahub.agents.loopback.runaway import Runaway, run_away
 from personahub.agents.loopback.stream import include_usage, sse_events, wants_stream
 from personahub.core.errors import PersonahubError
+from personahub.core.loopback import host_allowed, origin_allowed
+
+log = logging.getLogger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
 _BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
-_MAX_BODY = 64 * 1024 * 1024
+_MAX_BODY = 8 * 1024 * 1024  # the largest requests personahub sends are well under 1 MB
 PREFIX_CACHE_PROMPTS = 64  # prompts the emulated prefix cache remembers
 
 
@@ -124,7 +141,9 @@ class ServerStats:
     """Counts of what the server did, for tests and benchmarks.
 
     ``refused``: requests the dialect refused; ``truncated``: answers cut at the token limit;
-    ``bad_bodies``: bodies that were not a JSON object (or had a bad Content-Length).
+    ``bad_bodies``: bodies that were not a JSON object (or had a bad Content-Length);
+    ``out_of_bounds``: requests past a bound of ``agents.loopback.limits``; ``forbidden``:
+    requests refused for their Host, Origin or Content-Type.
     """
 
     requests: int = 0
@@ -136,6 +155,8 @@ class ServerStats:
     refused: int = 0
     truncated: int = 0
     bad_bodies: int = 0
+    out_of_bounds: int = 0
+    forbidden: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def bump(self, name: str) -> None:
@@ -183,6 +204,10 @@ class _BadBody(Exception):
     """The request body could not be read as its headers describe it."""
 
 
+class _TooLarge(_BadBody):
+    """The request body is longer than the server takes."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as separate writes
@@ -208,7 +233,47 @@ class _Handler(BaseHTTPRequestHandler):
         body = refusal.body
         self._send(refusal.status, body, refusal.headers, plain=isinstance(body, str))
 
+    def _guard(self) -> bool:
+        """Whether the request may be answered: a Host naming this server and no foreign
+        Origin (a web page's request, or DNS rebinding, otherwise). A refusal closes the
+        connection, since its body (if any) is left unread."""
+        address = self.server.server_address
+        host, port = str(address[0]), int(address[1])
+        problem = ""
+        if not host_allowed(self.headers.get("Host"), host, port):
+            problem = f"Host {self.headers.get('Host')!r} does not name this server"
+        elif not origin_allowed(self.headers.get("Origin"), host, port):
+            problem = f"cross-origin requests are refused (Origin {self.headers.get('Origin')!r})"
+        if not problem:
+            return True
+        self.server.stats.bump("forbidden")
+        self.close_connection = True
+        self._refuse(self.server.dialect.error(403, problem))
+        return False
+
+    def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
+        """A same-origin preflight gets the methods; no CORS header is ever sent, so a browser
+        never lets another site's page make the request."""
+        if not self._guard():
+            return
+        self.send_response(204)
+        self.send_header("Allow", _ALLOW)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _not_allowed(self) -> None:
+        if not self._guard():
+            return
+        self.close_connection = True
+        self._send(405, {"error": {"message": f"{self.command} is not supported; use {_ALLOW}",
+                                   "type": "invalid_request_error", "param": None, "code": None}},
+                   {"Allow": _ALLOW})
+
+    do_PUT = do_PATCH = do_DELETE = _not_allowed  # noqa: N815 - stdlib naming
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        if not self._guard():
+            return
         path = self.path.split("?")[0].rstrip("/")
         names = self.server.options.models or ("offline",)
         if path.endswith("/models"):
@@ -237,7 +302,10 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(declared) if declared is not None else 0
         except ValueError:
             length = -1
-        if not 0 <= length <= _MAX_BODY:
+        if length > _MAX_BODY:
+            self.close_connection = True
+            raise _TooLarge(f"the body is {length} bytes; this server takes {_MAX_BODY} at most")
+        if not 0 <= length:
             self.close_connection = True
             raise _BadBody(f"bad Content-Length {declared!r}")
         if not length:
@@ -266,7 +334,10 @@ class _Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return b"".join(parts)
-                if size < 0 or sum(map(len, parts)) + size > _MAX_BODY:
+                if sum(map(len, parts)) + size > _MAX_BODY:
+                    self.close_connection = True
+                    raise _TooLarge(f"the body is longer than {_MAX_BODY} bytes")
+                if size < 0:
                     raise ValueError(size)
                 parts.append(self.rfile.read(size))
                 self.rfile.readline(1024)
@@ -279,9 +350,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         received = time.monotonic()
         srv, dialect = self.server, self.server.dialect
+        if not self._guard():
+            return
+        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            srv.stats.bump("forbidden")
+            self.close_connection = True
+            self._refuse(dialect.error(415, f"Content-Type {kind or 'missing'!r}: this server "
+                                       "takes application/json only"))
+            return
         problem = ""
         try:
             raw = self._read_body()
+        except _TooLarge as exc:
+            srv.stats.bump("out_of_bounds")
+            self._refuse(dialect.error(413, str(exc)))
+            return
         except _BadBody as exc:
             raw, problem = None, str(exc)
         embeddings = self.path.rstrip("/").endswith("/embeddings")
@@ -300,14 +384,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(dialect.model_not_found(request.get("model")))
             return
         try:
+            check_body(request)
             if embeddings:
-                self._embed(request, received)
+                self._embed(request, check_embeddings(request), received)
             else:
                 self._answer(request, received)
+        except Problem as exc:  # past a bound: answered at once, before any work
+            srv.stats.bump("out_of_bounds")
+            self._refuse(dialect.error(400, str(exc), param=exc.param))
         except OSError:  # the client hung up
             raise
-        except Exception as exc:  # a request shape nobody checked: answer, never drop it
-            self._refuse(dialect.error(500, f"offline server error: {type(exc).__name__}: {exc}"))
+        except Exception:  # a request shape nobody checked: answer, never drop it
+            log.exception("offline server: request to %s failed", self.path)
+            self._refuse(dialect.error(500, "offline server error (the server logged it)"))
 
     def _fault(self, received: float) -> bool:
         """Inject a hang and/or an HTTP error as the options say; True when one was sent."""
@@ -325,14 +414,14 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return False
 
-    def _embed(self, request: dict[str, Any], received: float) -> None:
+    def _embed(self, request: dict[str, Any], texts: list[str], received: float) -> None:
         """``/embeddings``: deterministic word-hashing vectors (``personas.embedding``'s
         ``HashEmbedder``), with the same latency and faults as chat answers."""
         if self._fault(received):
             return
         self._sleep_until(received + self.server.options.latency_s)
         self.server.stats.bump("answered")
-        self._send(200, _embedding_body(request))
+        self._send(200, _embedding_body(request, texts))
 
     def _answer(self, request: dict[str, Any], received: float) -> None:
         """Refuse ``request`` as the dialect would, inject faults, or answer it."""
@@ -348,6 +437,11 @@ class _Handler(BaseHTTPRequestHandler):
             srv.stats.bump("refused")
             self._refuse(choices)
             return
+        check_chat(plan.max_tokens, choices, plan.tools)
+        schema = _answer_schema(plan, messages)
+        check_answer([(schema, "response_format"), *(
+            ((t.get("function", t) or {}).get("parameters"), "tools") for t in plan.tools or ())],
+            choices)
         if self._fault(received):
             return
         malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
@@ -355,7 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
         if runaway:
             srv.stats.bump("runaways")
         body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed, choices,
-                                 runaway=runaway)
+                                 runaway=runaway, schema=schema)
         if dialect.reports_cached_tokens:
             usage = body["usage"]
             usage["prompt_tokens_details"] = {
@@ -391,21 +485,22 @@ def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
     """The request object in ``raw``, or the dialect's answer to a body that is not one."""
     try:
         request = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return dialect.bad_body(str(exc), parsed=False)
+    except RecursionError:
+        return dialect.bad_body(f"the body nests deeper than {LIMITS.depth} levels", parsed=False)
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer of thousands of digits
+        return dialect.bad_body(str(exc).splitlines()[0], parsed=False)
     if not isinstance(request, dict):
         return dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
                                 parsed=True, value=request)
     return request
 
 
-def _embedding_body(request: Mapping[str, Any]) -> dict[str, Any]:
-    """An OpenAI ``/embeddings`` answer: one hashed vector per input text, in order (as floats,
-    or base64 when ``encoding_format`` asks, which the openai SDK decodes)."""
+def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, Any]:
+    """An OpenAI ``/embeddings`` answer: one hashed vector per input text (``texts``, checked
+    by ``limits.check_embeddings``), in order (as floats, or base64 when ``encoding_format``
+    asks, which the openai SDK decodes)."""
     from personahub.personas.embedding import HashEmbedder
 
-    texts = request.get("input")
-    texts = [texts] if isinstance(texts, str) else [str(t) for t in texts or []]
     dim = int(request.get("dimensions") or 64)
     vectors = HashEmbedder(dim=dim).embed(texts)
     tokens = sum(approx_tokens(t) for t in texts)
@@ -451,17 +546,31 @@ def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool 
     return _answer_body(engine, dialect, request, messages, plan, malformed)[0]
 
 
+def _answer_schema(plan: Plan, messages: list[dict[str, Any]]) -> Mapping[str, Any] | None:
+    """The schema an answer fills: the plan's, else one written in the prompt (when the plan
+    looks there), else any object when JSON is due, else none."""
+    schema = plan.json_schema
+    if schema is None and plan.prompt_schema and not plan.tools:
+        try:
+            schema = find_prompt_schema(messages)
+        except RecursionError:
+            raise Problem(f"the schema in the prompt nests deeper than {LIMITS.depth} levels",
+                          "messages") from None
+    if schema is None and plan.wants_json:
+        schema = _ANY_OBJECT
+    return schema
+
+
 def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, Any],
                  messages: list[dict[str, Any]], plan: Plan,
                  malformed: bool, choices: int = 1, *,
-                 runaway: bool = False) -> tuple[dict[str, Any], bool]:
+                 runaway: bool = False,
+                 schema: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
     """An OpenAI chat.completion body answering ``request`` as ``plan`` says with ``choices``
-    choices, and whether an answer was cut at the token limit."""
-    schema = plan.json_schema
-    if schema is None and plan.prompt_schema and not plan.tools:
-        schema = find_prompt_schema(messages)
-    if schema is None and plan.wants_json:
-        schema = _ANY_OBJECT
+    choices, and whether an answer was cut at the token limit (``schema``: what
+    ``_answer_schema`` found, when the caller has it)."""
+    if schema is None:
+        schema = _answer_schema(plan, messages)
     answers = [_choice(choice_engine(engine, i), dialect, messages, plan, schema, malformed,
                        runaway) for i in range(choices)]
     tokens_in = answers[0][2]
@@ -563,6 +672,8 @@ class RunningServer:
         self._server.shutdown()
         self._server.server_close()
 
+
+_ALLOW = "GET, POST, OPTIONS"
 
 #: How often the serving loop checks for ``stop()``: socketserver's default (0.5 s) made every
 #: stop wait half a second, most of a short test's time.

@@ -99,45 +99,6 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     return con
 
 
-# Settings that close a read-only query connection off from the machine. enable_external_access
-# covers every file and network reader/writer (read_csv, read_text, glob, COPY, EXPORT DATABASE,
-# ATTACH, INSTALL, LOAD of extension files, persistent secrets); the others stop a query pulling
-# an extension in by itself. lock_configuration goes last: after it no SET, RESET or PRAGMA can
-# change any of them back (DuckDB only lets enable_external_access go from true to false anyway).
-_LOCKDOWN = (("autoinstall_known_extensions", False), ("autoload_known_extensions", False),
-             ("allow_community_extensions", False))
-
-
-def lock_down(con: duckdb.DuckDBPyConnection, *, allow_files: bool = False) -> None:
-    """Forbid ``con`` file access (unless ``allow_files``), extension auto-install/auto-load and
-    any later configuration change.
-
-    For connections that run SQL a user typed (``personahub sql``): opening the database
-    read-only protects the database, not the machine, since ``COPY ... TO`` and ``read_csv``
-    reach any path. Call it after the TEMP analysis views are installed; they need nothing
-    external.
-    """
-    if not allow_files:
-        con.execute("SET enable_external_access = false")
-    for name, value in _LOCKDOWN:
-        con.execute(f"SET {name} = {str(value).lower()}")
-    con.execute("SET lock_configuration = true")
-
-
-def has_extension_statement(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
-    """Whether ``sql`` holds INSTALL, LOAD or UPDATE EXTENSIONS (it is parsed, not run).
-
-    With file access allowed no setting stops an explicit ``INSTALL`` downloading code, so these
-    statements are refused by kind. The Python API has no name for UPDATE EXTENSIONS (kind 29 in
-    DuckDB 2.0) and raises ValueError on it: any statement kind it cannot name counts.
-    """
-    try:
-        kinds = [statement.type for statement in con.extract_statements(sql)]
-    except ValueError:
-        return True
-    return duckdb.StatementType.LOAD in kinds
-
-
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """All-or-nothing block: commit on success, roll back on any exception."""
