@@ -9,8 +9,9 @@ Layout (the CLI is the outermost layer; no command module imports another, nor t
 ``cli_common`` (options, consoles, errors, client, progress), ``cli_run`` (run), ``cli_sql``,
 ``cli_serve``, ``cli_view`` (view), ``cli_synth`` (synthesize, export, report, diversity),
 ``cli_interview`` (interview), ``cli_judge`` (judge), ``cli_doctor`` (doctor), ``cli_hub``
-(personas import, sample, stats, export-graph), ``cli_dedup`` (personas dedup) and
-``cli_personas`` (personas expand, from-text).
+(personas import, sample, stats, export-graph), ``cli_population`` (personas
+sample-population), ``cli_dedup`` (personas dedup) and ``cli_personas`` (personas expand,
+from-text).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from personahub.cli import (
 )
 from personahub.cli import (
     personas as cli_personas,
+)
+from personahub.cli import (
+    population as cli_population,
 )
 from personahub.cli import (
     run as cli_run,
@@ -136,6 +140,7 @@ personas_app.command("import")(cli_hub.personas_import)
 personas_app.command("expand")(cli_personas.personas_expand)
 personas_app.command("from-text")(cli_personas.personas_from_text)
 personas_app.command("sample")(cli_hub.personas_sample)
+personas_app.command("sample-population")(cli_population.personas_sample_population)
 personas_app.command("stats")(cli_hub.personas_stats)
 personas_app.command("export-graph")(cli_hub.personas_export_graph)
 personas_app.command("dedup")(cli_dedup.personas_dedup)
