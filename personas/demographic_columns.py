@@ -20,6 +20,7 @@ order that maps wins.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from personahub.personas.demographics import (
@@ -119,8 +120,29 @@ def parse(key: str, raw: object) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1 << 16)
+def _parse_cached(key: str, raw: str | int | float) -> str | None:
+    return parse(key, raw)
+
+
+def _parse_value(key: str, raw: Any) -> str | None:
+    """``parse``, remembered: a table repeats its demographic values on every row (two sexes,
+    seven education levels, fifty states), and an import runs this per value. Measured on a
+    200,000-row Nemotron-shaped CSV (shared 2-core machine): uncached, normalising took about
+    30% of the attributes import's rate (21,000 -> 15,000 rows/s); cached, best of four runs,
+    18,800 rows/s with it and 18,600 without (within noise)."""
+    if isinstance(raw, str | int | float) and not isinstance(raw, bool):
+        return _parse_cached(key, raw)
+    return parse(key, raw)
+
+
 def _present(value: Any) -> bool:
     return value is not None and value != ""
+
+
+# the keys a column feeds, for skipping rows (and keys) no demographic column touches
+_FEEDS: dict[str, str] = {**{k: k for k in KEYS},
+                          **{c: k for k, columns in SOURCES.items() for c in columns}}
 
 
 def normalise_row(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -128,9 +150,12 @@ def normalise_row(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]
     value mapped to nothing (``DemographicProblem`` for a canonical column's unknown value)."""
     out = dict(fields)
     unmapped: list[str] = []
+    touched = {_FEEDS[c] for c in fields if c in _FEEDS}
     for key in KEYS:
+        if key not in touched:
+            continue
         if _present(fields.get(key)):
-            slug = parse(key, fields[key])
+            slug = _parse_value(key, fields[key])
             if slug is None:
                 raise DemographicProblem(
                     f'column "{key}" holds {fields[key]!r}, not one of {", ".join(values_of(key))}'
@@ -139,7 +164,7 @@ def normalise_row(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]
             continue
         for column in SOURCES[key]:
             if _present(fields.get(column)):
-                slug = parse(key, fields[column])
+                slug = _parse_value(key, fields[column])
                 if slug is not None:
                     out[key] = slug
                     break
