@@ -95,6 +95,11 @@ class Survey:
         """The canonical ``(key, slug)`` pairs a group stands for (empty: none)."""
         return group_conditions(attribute, group)
 
+    def carve(self, attribute: str, group: tuple[str, ...]) -> tuple[str, ...]:
+        """The group as carve conditions (``personas.carve``: ``("party=democrat",
+        "race_ethnicity=black")``), the personas that answer for it; empty: none can."""
+        return tuple(f"{key}={slug}" for key, slug in self.conditions(attribute, group))
+
     def overall(self, qid: str) -> np.ndarray:
         """Everyone's counts for a question (see the module docstring)."""
         groups = self.counts.get(qid, {})

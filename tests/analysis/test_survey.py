@@ -52,6 +52,9 @@ def test_counts_groups_and_conditions() -> None:
     assert survey.conditions("POLPARTY_RACE", ("Republican", "White")) == (
         ("party", "republican"), ("race_ethnicity", "white"))
     assert survey.conditions("AGE", ("Refused",)) == ()  # read, matched to no persona
+    assert survey.carve("POLPARTY_RACE", ("Republican", "White")) == (
+        "party=republican", "race_ethnicity=white")
+    assert survey.carve("AGE", ("Refused",)) == ()
     assert survey.conditions("POLPARTY_RACE", ("Democrat", "Mixed Race")) == ()
 
 
@@ -188,3 +191,35 @@ def test_groups_yield_count_vectors() -> None:
     groups = {(a, g): c for a, g, c in survey.groups("WORLD_W1")}
     np.testing.assert_array_equal(groups[("SEX", ("Male",))], [25, 50, 25, 4])
     assert survey.attributes() == ["SEX", "AGE", "POLPARTY_RACE"]
+
+
+def test_survey_groups_carve_the_personas_of_a_drawn_population(tmp_path: Path) -> None:
+    from personahub.core.store import connect, upsert_personas
+    from personahub.personas.carve import Selection, carve
+    from personahub.personas.population import draw_population, template_personas
+    from personahub.personas.population_files import Marginals
+
+    marginals = Marginals({"party": {"democrat": .5, "republican": .5},
+                           "race_ethnicity": {"black": .2, "white": .8},
+                           "sex": {"female": .5, "male": .5}, "age_group": {"65+": 1.0}})
+    population = draw_population(200, seed=2, marginals=marginals)
+    con = connect(tmp_path / "hub.duckdb")
+    try:
+        upsert_personas(con, template_personas(population))
+        survey = read_opinionqa(WAVE)
+        matched = {}
+        for attribute, group, _ in survey.groups("SAFE_W1"):
+            where = survey.carve(attribute, group)
+            if where:
+                matched[(attribute, group)] = carve(con, Selection(where=where))
+    finally:
+        con.close()
+    assert len(matched[("SEX", ("Female",))]) == 100
+    assert len(matched[("AGE", ("65+",))]) == 200 and len(matched[("AGE", ("18-29",))]) == 0
+    black_democrats = matched[("POLPARTY_RACE", ("Democrat", "Black"))]
+    assert black_democrats and all(p.attributes["party"] == "democrat"
+                                   and p.attributes["race_ethnicity"] == "black"
+                                   for p in black_democrats)
+    expected = sum(p["party"] == "democrat" and p["race_ethnicity"] == "black"
+                   for p in population.people)
+    assert len(black_democrats) == expected
