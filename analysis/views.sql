@@ -128,3 +128,22 @@ SELECT source, run_id, job_id, kind, reason, count(*) AS n,
        min(created_at) AS first_at, max(created_at) AS last_at
 FROM rejected GROUP BY ALL
 ;
+-- v_persona_demographics: the canonical demographic keys of each persona's attributes as
+-- columns (NULL where a persona has none), for carving, counting and matching to survey
+-- groups; text_origin is 'template' for personas sample-population wrote without a model.
+-- The keys and their values are in docs/personas.md (personas/demographics.py).
+CREATE OR REPLACE {temp} VIEW v_persona_demographics AS
+SELECT persona_id, source, is_duplicate,
+       json_extract_string(attributes, '$.age_group') AS age_group,
+       json_extract_string(attributes, '$.sex') AS sex,
+       json_extract_string(attributes, '$.race_ethnicity') AS race_ethnicity,
+       json_extract_string(attributes, '$.region') AS region,
+       json_extract_string(attributes, '$.education') AS education,
+       json_extract_string(attributes, '$.income') AS income,
+       json_extract_string(attributes, '$.party') AS party,
+       json_extract_string(attributes, '$.ideology') AS ideology,
+       json_extract_string(attributes, '$.marital_status') AS marital_status,
+       json_extract_string(attributes, '$.population') AS population,
+       json_extract_string(attributes, '$.text_origin') AS text_origin
+FROM personas
+;

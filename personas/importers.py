@@ -14,6 +14,7 @@ import io
 import json
 import re
 import zlib
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from personahub.core.errors import PersonaFileError
+from personahub.personas.demographic_columns import TABLE_COLUMNS, DemographicProblem, normalise_row
 from personahub.personas.record import Persona
 
 __all__ = [
@@ -43,7 +45,8 @@ FORMATS: dict[str, str] = {
     "personahub": 'Persona Hub persona.jsonl: one {"persona": ...} per line',
     "personahub-synth": 'Persona Hub synthesis file: "input persona" + "description" per line',
     "finepersonas": "FinePersonas rows: id, persona, labels (list or JSON-encoded list)",
-    "attributes": "Nemotron-style CSV/Parquet table: persona column + typed attribute columns",
+    "attributes": "Nemotron-style CSV/Parquet table: persona column + typed attribute columns; "
+                  "demographic columns are normalised (age -> age_group, state -> region, ...)",
     "jsonl": "JSON Lines with a text field (persona, then text); other fields become attributes",
     "csv": "CSV with a header and a text column (persona, then text); other cells are attributes",
     "parquet": "Parquet with a text column (persona, then text); other columns are attributes",
@@ -54,8 +57,6 @@ _JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_BATCH_ROWS = 1024
 _DETECT_MAX_LINES = 1000
-# Column names that mark a CSV/Parquet table as a Nemotron-style attribute table.
-_DEMOGRAPHIC_COLUMNS = {"age", "sex", "gender", "occupation", "city", "state", "country"}
 # Which record fields may hold the persona text, in order of preference, per format.
 _TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "personahub": ("persona",),
@@ -82,6 +83,8 @@ class ImportStats:
     imported: int = 0
     bad: int = 0
     bad_examples: list[str] = field(default_factory=list)
+    # attribute tables: derivable demographic columns whose value mapped to no canonical value
+    unmapped: Counter[str] = field(default_factory=Counter)
 
     def note_bad(self, error: PersonaFileError) -> None:
         """Count a skipped record and keep its message if fewer than five are kept."""
@@ -315,7 +318,7 @@ def _format_from_keys(keys: Iterable[str], plain: str) -> str:
         return "finepersonas"
     if plain == "jsonl" and keys == {"persona"}:
         return "personahub"
-    if plain != "jsonl" and "persona" in keys and keys & _DEMOGRAPHIC_COLUMNS:
+    if plain != "jsonl" and "persona" in keys and keys & TABLE_COLUMNS:
         return "attributes"
     return plain
 
@@ -425,13 +428,28 @@ def _finepersonas_attributes(row: Row) -> dict[str, Any]:
     return attributes
 
 
-def _attribute_builder(fmt: str, container: str) -> Callable[[Row, str], dict[str, Any]]:
+def _attribute_builder(fmt: str, container: str,
+                       stats: ImportStats) -> Callable[[Row, str], dict[str, Any]]:
     """Pick how a format turns a record's non-text fields into attributes."""
     if fmt == "personahub-synth":
         return lambda row, _text_field: _synth_attributes(row)
     if fmt == "finepersonas":
         return lambda row, _text_field: _finepersonas_attributes(row)
-    return _natural_fields if fmt == "attributes" and container == "csv" else _other_fields
+    if fmt == "attributes":
+        fields = _natural_fields if container == "csv" else _other_fields
+        return lambda row, text_field: _demographics(fields(row, text_field), stats)
+    return _other_fields
+
+
+def _demographics(fields: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
+    """An attribute table's fields with the canonical demographic keys normalised or derived
+    (``personas.demographic_columns``); what did not map is counted in ``stats.unmapped``."""
+    try:
+        attributes, unmapped = normalise_row(fields)
+    except DemographicProblem as exc:
+        raise _BadRecord(str(exc)) from None
+    stats.unmapped.update(unmapped)
+    return attributes
 
 
 # --------------------------------------------------------------------------- public API
@@ -504,15 +522,16 @@ def iter_personas(
     container = _resolve_container(resolved, path, name)
     candidates = _text_candidates(resolved, container, text_column, path, name)
     ref_word = "row" if container == "parquet" else "line"
+    stats = ImportStats() if stats is None else stats
     return _generate(
         records=_records(container, path, name),
         candidates=candidates,
-        attributes_of=_attribute_builder(resolved, container),
+        attributes_of=_attribute_builder(resolved, container, stats),
         name=name,
         source=name if source is None else source,
         ref_word=ref_word,
         skip_bad=skip_bad,
-        stats=ImportStats() if stats is None else stats,
+        stats=stats,
         kept=synth_rows if resolved == "personahub-synth" else None,
     )
 

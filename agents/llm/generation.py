@@ -24,6 +24,7 @@ DEFAULT_MAX_TOKENS: dict[str, int] = {
     "expand": 400,
     "text-to-persona": 200,
     "text_to_persona": 200,
+    "write_persona": 240,  # two or three sentences about one person (agents/prompts/population.py)
     "solve": 600,
     "judge": 400,  # a verdict and a one-sentence reason per criterion (agents/prompts/judge.py)
 }

@@ -8,7 +8,8 @@ and 143; a job names itself on stderr when it starts.
 Layout (the CLI is the outermost layer; no command module imports another, nor this one), all
 in ``personahub/cli/``: ``common`` (options, consoles, errors, client, progress), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``doctor``, ``hub`` (personas import, sample, stats, export-graph), ``dedup``
+``judge``, ``doctor``, ``hub`` (personas import, sample, stats, export-graph), ``population`` (personas
+sample-population), ``dedup``
 (personas dedup) and ``personas`` (personas expand, from-text).
 """
 
@@ -38,6 +39,9 @@ from personahub.cli import (
 )
 from personahub.cli import (
     personas as cli_personas,
+)
+from personahub.cli import (
+    population as cli_population,
 )
 from personahub.cli import (
     run as cli_run,
@@ -135,6 +139,7 @@ personas_app.command("import")(cli_hub.personas_import)
 personas_app.command("expand")(cli_personas.personas_expand)
 personas_app.command("from-text")(cli_personas.personas_from_text)
 personas_app.command("sample")(cli_hub.personas_sample)
+personas_app.command("sample-population")(cli_population.personas_sample_population)
 personas_app.command("stats")(cli_hub.personas_stats)
 personas_app.command("export-graph")(cli_hub.personas_export_graph)
 personas_app.command("dedup")(cli_dedup.personas_dedup)

@@ -60,6 +60,11 @@ def personas_import(
     if texts:
         out.print(f"kept {texts} synthesized texts (personahub export --source-file {file})",
                   highlight=False, soft_wrap=True)
+    if stats.unmapped:
+        columns = ", ".join(f"{column} {n}" for column, n in stats.unmapped.most_common())
+        out.print(f"demographics: values outside the vocabulary left unmapped ({columns}); the "
+                  "rows are imported without that key (docs/personas.md)", highlight=False,
+                  soft_wrap=True)
     for example in stats.bad_examples:
         out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
 
@@ -68,8 +73,10 @@ def personas_import(
 def personas_sample(
     db: DbOption = Path(DEFAULT_DB),
     where: Annotated[list[str] | None, typer.Option(
-        "--where", "-w", help="Attribute condition KEY OP VALUE (= != >= <= > < ~), repeatable: "
-                              "age>=30, occupation=nurse, labels=finance, hop>=2.")] = None,
+        "--where", "-w", "--carve",
+        help="Attribute condition KEY OP VALUE (= != >= <= > < ~), repeatable: age>=30, "
+             "occupation=nurse, labels=finance, hop>=2, age_group=30-49, party=Democrat "
+             "(demographic keys take any known spelling of a value; docs/personas.md).")] = None,
     contains: Annotated[str | None, typer.Option(help="Text contains (case-insensitive).")] = None,
     regex: Annotated[str | None, typer.Option(help="Text matches this regular expression.")] = None,
     ilike: Annotated[str | None, typer.Option(help="Text ILIKE pattern (% and _ wildcards).")] = None,

@@ -205,7 +205,9 @@ def test_views_on_read_only_connection(data: dict) -> None:
 def test_views_on_database_without_synth_tables(tmp_path: Path) -> None:
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE personas (persona_id VARCHAR, text VARCHAR)")
+    # the personas columns every released schema has had (v_persona_demographics reads them)
+    con.execute("CREATE TABLE personas (persona_id VARCHAR, text VARCHAR, source VARCHAR, "
+                "attributes JSON, is_duplicate BOOLEAN)")
     con.close()
     con = ro(db)
     install_views(con)
