@@ -20,7 +20,7 @@ from rich.progress import Progress
 from rich.text import Text
 
 from personahub.core.dbcheck import first_line
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 from personahub.core.store import is_damage
 
@@ -157,7 +157,8 @@ def error_line(message: str) -> None:
 
 
 def one_line_errors(func: F) -> F:
-    """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit.
+    """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit (2 for a
+    UsageError: a flag or scenario value, as for a flag click refuses).
 
     SIGTERM is turned into an interrupt for the command's duration (``sim.interrupts``), so a
     run or job it stops is marked ``interrupted`` as after Ctrl-C; the exit is 143, not 130.
@@ -173,7 +174,7 @@ def one_line_errors(func: F) -> F:
                 return func(*args, **kwargs)
         except PersonahubError as exc:
             error_line(str(exc))
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
         except duckdb.Error as exc:
             if not is_damage(exc):
                 raise

@@ -203,7 +203,7 @@ def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bo
 
 def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
                **which: Any) -> None:
-    """``--format hf``: a ``save_to_disk`` folder and its card (``analysis.export_hf``)."""
+    """``--format hf``: the Hub's layout, data/*.parquet and a card (``analysis.export_hf``)."""
     from personahub.analysis.export_hf import HF_FILES, export_hf
     from personahub.core.store import connect
 
@@ -212,11 +212,12 @@ def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
     check_output(out_dir, db=db, force=force, kind="dir", names=HF_FILES)
     con = connect(db, read_only=True)
     try:
-        written = export_hf(con, out_dir, **which)
+        written = export_hf(con, out_dir, overwrite=force, **which)
     finally:
         con.close()
-    out.print(f"wrote {written} records (hf dataset with README.md card) to {out_dir}; load it "
-              "with datasets.load_from_disk", highlight=False)
+    out.print(f"wrote {written} records (hf dataset: {out_dir}/data/*.parquet and README.md card) "
+              f"to {out_dir}; load it with datasets.load_dataset({str(out_dir)!r})",
+              highlight=False, soft_wrap=True)
 
 
 @one_line_errors
@@ -225,8 +226,10 @@ def export_cmd(
     job: Annotated[str | None, typer.Option(help="Synthesis job id.")] = None,
     run: Annotated[str | None, typer.Option(help="Simulation run id.")] = None,
     fmt: Annotated[str, typer.Option(
-        "--format", help="personahub (JSONL), chat (JSONL), parquet, or hf (a Hugging Face "
-                         "datasets folder with a dataset card; the [hf] extra).")] = "personahub",
+        "--format", help="personahub (JSONL), chat (JSONL), parquet (content and solution as "
+                         "structs), or hf (a folder in the Hugging Face Hub's layout: "
+                         "data/*.parquet and a dataset card that datasets.load_dataset reads; "
+                         "the [hf] extra).")] = "personahub",
     kind: Annotated[str | None, typer.Option(help="Only this task / emission kind.")] = None,
     source_file: Annotated[str | None, typer.Option(
         help="An imported Persona Hub synthesis file (path or file name): write its rows back "

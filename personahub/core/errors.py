@@ -14,3 +14,7 @@ class PersonaFileError(PersonahubError):
         self.reason = reason
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {reason}")
+
+
+class UsageError(PersonahubError):
+    """A flag, option or scenario value is unusable: the CLI exits 2, as for a bad flag."""
