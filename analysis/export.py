@@ -43,7 +43,7 @@ from personahub.analysis.export_arrow import (
     model_type,
     task_models,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import atomic_file
 from personahub.personas.persona_texts import iter_source_rows, resolve_source
 
@@ -86,7 +86,7 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
                drop_duplicates: bool = False) -> list[ExportItem]:
     """Items of one synthesis job or one run (exactly one of ``job`` / ``run``)."""
     if (job is None) == (run is None):
-        raise PersonahubError("export: give exactly one of --job or --run")
+        raise UsageError("export: give exactly one of --job or --run")
     key: str | None
     if job is not None:
         sql = ("SELECT 'job', i.job_id, i.item_id, i.persona_id, p.text, i.task, i.content, "
@@ -181,7 +181,7 @@ def write_export(items: Sequence[ExportItem], path: str | Path, fmt: str, *,
     An existing ``path`` is replaced only with ``overwrite`` (the CLI's ``--force``).
     """
     if fmt not in EXPORT_FORMATS:
-        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "parquet":
         with atomic_file(path, overwrite=overwrite, binary=True) as f:
             pq.write_table(parquet_table(items), f)

@@ -23,6 +23,7 @@ from personahub.core.dbcheck import first_line
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 from personahub.core.store import is_damage
+from personahub.core.validate import MAX_TOKENS
 
 try:  # typer >= 0.22 ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -84,7 +85,7 @@ StructuredOption = Annotated[str, typer.Option(
     "--structured", help="How the JSON schema is asked for: auto (learn per endpoint from the "
                          "first refusal), json_schema, json_object, tools or prompt.")]
 MaxTokensOption = Annotated[int | None, typer.Option(
-    "--max-tokens", min=1, help="Output tokens per model call at most (default: per output "
+    "--max-tokens", min=1, max=MAX_TOKENS, help="Output tokens per model call at most (default: per output "
                                 "kind, 160-700).")]
 TemperatureOption = Annotated[float | None, typer.Option(
     "--temperature", min=0, max=2, help="Sampling temperature (default: the server's).")]

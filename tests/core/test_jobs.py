@@ -273,7 +273,7 @@ def test_from_text_resume_by_corpus_name(tmp_path, monkeypatch):
     interrupted(db, COMMANDS[2], monkeypatch)
     changed = invoke("personas", "from-text", "--resume", "corpus.txt", "--relations", "read",
                      "--db", db)
-    assert changed.exit_code == 1 and "leave out --relations" in changed.output
+    assert changed.exit_code == 2 and "leave out --relations" in changed.output  # a usage error
     unknown = invoke("personas", "from-text", "--resume", "other", "--db", db)
     assert unknown.exit_code == 1 and "no text-to-persona job over corpus 'other'" in unknown.output
     neither = invoke("personas", "from-text", "--db", db)
