@@ -56,7 +56,7 @@ EVENT_COLOUR = "tab:purple"
 # Every text reaches matplotlib as written: survey options, questions, kinds, persona texts are
 # user text, and mathtext would turn "$5 to $10" into an italic "5to10" and fail on "$\\x$".
 # This is the one place text styling is set: write_report draws every chart inside it.
-LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
+LITERAL_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}
 
 
 @dataclass

@@ -124,7 +124,11 @@ def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
 
 
 def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
-    """Why ``value`` nests too deeply to keep, or None."""
+    """Why ``value`` nests too deeply to keep, or None (a flat list or object, the usual
+    attribute, costs one pass over its items)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    if not any(isinstance(item, dict | list) for item in items):
+        return None
     if json_depth(value, limit) > limit:
         return f"nested deeper than {limit} levels"
     return None
