@@ -129,11 +129,12 @@ def _probe_folder(folder: Path, path: Path, flag: str) -> None:
 def check_output(path: str | Path, *, db: str | Path | None, force: bool,
                  kind: OutputKind = "file", names: Sequence[str] = (),
                  flag: str = "--out") -> Path:
-    """Refuse an output that would destroy the database or, without ``force``, an existing file.
+    """Refuse an output that would destroy the database, an existing file without ``force``,
+    anything but a regular file (or a symlink) even with it, or a folder that takes no file.
 
     ``kind="dir"`` is a folder the command fills with ``names`` (created if missing, its parent
     must exist); each of those files is checked like a file output. Returns ``path`` as a Path.
-    Raises PersonahubError with a one-line message naming ``flag`` and the path.
+    Raises UsageError (the CLI exits 2) with a one-line message naming ``flag`` and the path.
     """
     path = Path(path)
     db_path = Path(db) if db is not None else None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import invoke, one_line_error, usage_error
+from tests.cli_helpers import invoke, usage_error
 
 QUERY = ("select * from (values (1, 'a,b', '{\"k\": [1, 2]}'::JSON), (2, 'c', 'null'::JSON)) "
          "t(n, s, j) order by n")

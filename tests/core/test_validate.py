@@ -121,7 +121,7 @@ def test_check_text_file_finds_the_line_across_chunks(tmp_path: Path, monkeypatc
         check_text_file(path, "corpus")
     path.write_bytes("ééé\nüüü\n".encode())
     check_text_file(path, "corpus")  # split characters are not errors
-    path.write_bytes("ok\n".encode() + "é".encode()[:1])
+    path.write_bytes(b"ok\n" + "é".encode()[:1])
     with pytest.raises(PersonahubError, match="ends inside a character"):
         check_text_file(path, "corpus")
     check_text_file(path, "corpus", strict_utf8=False)  # --skip-bad: records decide

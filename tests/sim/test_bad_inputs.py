@@ -758,3 +758,20 @@ def test_serve_binds_ipv6_loopback() -> None:
         assert httpx.get(f"{handle.base_url}/models", timeout=10).status_code == 200
     finally:
         handle.stop()
+
+
+def test_an_end_of_data_escaping_a_command_is_named(tmp_path: Path, monkeypatch) -> None:
+    """click turns an EOFError into its Abort; the line names the cause, not only "aborted"."""
+    import personahub.personas.importers as importers
+
+    def truncated(*args: Any, **kwargs: Any) -> Any:
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(importers, "iter_persona_batches", truncated)
+    (tmp_path / "p.jsonl").write_text('{"persona": "A nurse from Lisbon."}\n')
+    result = CliRunner().invoke(app, ["personas", "import", str(tmp_path / "p.jsonl"),
+                                      "--db", str(tmp_path / "h.duckdb")])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.stderr
+    assert lines[0] == ("error: aborted: unexpected end of data (EOFError: Compressed file ended "
+                        "before the end-of-stream marker was reached)")
