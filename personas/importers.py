@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from personahub.core.errors import PersonaFileError
 from personahub.personas.demographic_columns import TABLE_COLUMNS, DemographicProblem, normalise_row
+from personahub.core.validate import MAX_JSON_DEPTH, persona_text_problem, too_deep
 from personahub.personas.record import Persona
 
 __all__ = [
@@ -176,7 +177,7 @@ def _decode_json(text: str) -> Any:
     """
     try:
         value, end = _raw_decode(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     else:
         if text[end:] in _LINE_ENDS:
@@ -185,6 +186,8 @@ def _decode_json(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise _BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:  # json's parser gives up near 1,000 nested levels
+        raise _BadRecord(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
 
 
 def _parse_json_line(raw: bytes, line_no: int) -> Row:
@@ -198,6 +201,13 @@ def _parse_json_line(raw: bytes, line_no: int) -> Row:
     value = _decode_json(text)
     if not isinstance(value, dict):
         raise _BadRecord(f"expected a JSON object, got {_json_type(value)}")
+    # nesting is bounded (no dataset nests more than a few levels); counting brackets costs a
+    # C-level pass over the line, so only a line with that many is measured
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        for key, field in value.items():
+            problem = too_deep(field)
+            if problem is not None:
+                raise _BadRecord(f'field "{key}" is {problem}')
     return value
 
 
@@ -379,6 +389,9 @@ def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
         raise _BadRecord(f'field "{name}" is {_json_type(value)}, not a string')
     if not value or value.isspace():  # "only whitespace" without strip()'s copy
         raise _BadRecord(f'field "{name}" is empty')
+    problem = persona_text_problem(value)  # its size, or a NUL (core.validate)
+    if problem is not None:
+        raise _BadRecord(f'field "{name}": {problem}')
     return name, value
 
 
@@ -518,9 +531,10 @@ def iter_personas(
     _check_file(path, name)
     if fmt not in FORMATS:
         raise PersonaFileError(name, None, f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    resolved = detect_format(path) if fmt == "auto" else fmt
-    container = _resolve_container(resolved, path, name)
-    candidates = _text_candidates(resolved, container, text_column, path, name)
+    with _unreadable_as_file_error(name):  # a gzip stream damaged in its first bytes
+        resolved = detect_format(path) if fmt == "auto" else fmt
+        container = _resolve_container(resolved, path, name)
+        candidates = _text_candidates(resolved, container, text_column, path, name)
     ref_word = "row" if container == "parquet" else "line"
     stats = ImportStats() if stats is None else stats
     return _generate(
@@ -573,6 +587,19 @@ def _generate(
             yield persona
 
 
+_UNREADABLE = (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError, pa.ArrowException)
+
+
+@contextmanager
+def _unreadable_as_file_error(name: str) -> Iterator[None]:
+    """Bytes that cannot be read (bad gzip, CSV or UTF-8) as a one-line file error: an
+    EOFError from a truncated gzip would otherwise reach the CLI as "aborted"."""
+    try:
+        yield
+    except _UNREADABLE as exc:
+        raise PersonaFileError(name, None, f"unreadable data ({exc})") from None
+
+
 @contextmanager
 def _closing_stream(
     records: Iterator[tuple[int, Row | _BadRecord]], name: str
@@ -583,7 +610,7 @@ def _closing_stream(
     """
     try:
         yield records
-    except (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError, pa.ArrowException) as exc:
+    except _UNREADABLE as exc:
         raise PersonaFileError(name, None, f"unreadable data ({exc})") from None
     finally:
         close = getattr(records, "close", None)
@@ -628,7 +655,8 @@ def iter_rows(
     if container is None:
         raise PersonaFileError(name, None, "not a .jsonl, .csv or .parquet file")
     if container == "csv":
-        _read_csv_header(path, name)
+        with _unreadable_as_file_error(name):
+            _read_csv_header(path, name)
     return _generate_rows(_records(container, path, name), name, skip_bad,
                           ImportStats() if stats is None else stats)
 

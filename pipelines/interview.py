@@ -147,7 +147,7 @@ def _world(scenario: dict[str, Any]) -> str:
             path = Path(scenario.get("base_dir") or ".") / path
         try:
             parts.append(path.read_text(encoding="utf-8").strip())
-        except OSError:
+        except (OSError, ValueError):  # gone, or no longer UTF-8 text
             pass
     return "\n\n".join(p for p in parts if p)
 

@@ -213,7 +213,7 @@ def target_world(con: duckdb.DuckDBPyConnection, options: JudgeOptions) -> str:
         path = Path(config["scenario_file"]).parent / scenario["world_file"]
         try:
             parts.append(path.read_text(encoding="utf-8"))
-        except OSError:
+        except (OSError, ValueError):  # gone, or no longer UTF-8 text
             pass
     text = "\n".join(p for p in parts if p)
     return world_for_prompt(text) if text else ""

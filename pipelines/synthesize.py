@@ -62,7 +62,7 @@ from personahub.agents.tasks import synthesis_task, tasks
 from personahub.agents.tasks.shipped_demos import builtin_name, builtin_text, is_builtin
 from personahub.analysis.kept import kept_lines
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.jobs import (
     JobLoop,
@@ -83,6 +83,13 @@ from personahub.core.store import (
     scalar,
     transaction,
     upsert_personas,
+)
+from personahub.core.validate import (
+    check_int,
+    check_number,
+    check_optional_number,
+    check_seed,
+    read_text_file,
 )
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import NearDuplicateIndex
@@ -140,24 +147,23 @@ class SynthOptions:
         check_max_failed_share(self.max_failed_share)
         check_cache_mode(self.cache)
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
-        if self.rps is not None and self.rps <= 0:
-            raise PersonahubError(f"--rps must be > 0, got {self.rps}")
+        check_optional_number(self.rps, "--rps", above=0)
+        check_number(self.timeout_s, "--timeout", above=0)
+        check_seed(self.seed)
+        check_int(self.n, "--n", low=1)
+        check_int(self.batch_size, "batch size", low=1)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         task = synthesis_task(self.task)  # PersonahubError naming the tasks when unknown
         if self.prompting not in PROMPTING_MODES:
-            raise PersonahubError(
+            raise UsageError(
                 f"--prompting {self.prompting!r}: choose one of {', '.join(PROMPTING_MODES)}")
-        if self.n < 1:
-            raise PersonahubError(f"--n must be >= 1, got {self.n}")
-        if self.batch_size < 1:
-            raise PersonahubError(f"batch size must be >= 1, got {self.batch_size}")
         if self.prompting != "zero-shot" and not self.examples:  # the shipped demonstrations
             object.__setattr__(self, "examples", builtin_name(self.task))
         if self.solve and not task.synthesis_spec().solvable:
             solvable = sorted(t.name for t in tasks() if t.synthesis and t.synthesis.solvable)
-            raise PersonahubError(f"--solve applies to {', '.join(solvable)} only")
+            raise UsageError(f"--solve applies to {', '.join(solvable)} only")
         if self.sample not in SAMPLE_MODES:
-            raise PersonahubError(f"--sample {self.sample!r}: choose one of {', '.join(SAMPLE_MODES)}")
+            raise UsageError(f"--sample {self.sample!r}: choose one of {', '.join(SAMPLE_MODES)}")
         self.query().conditions()  # one line naming --personas or --carve and the bad part
 
     def query(self) -> HubQuery:
@@ -232,11 +238,7 @@ def load_examples(path: str | Path) -> list[Demo]:
     if isinstance(path, str) and is_builtin(path):
         return _parse_examples(builtin_text(path).splitlines(), path)
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise PersonahubError(f"--examples {path}: {exc.strerror or exc}") from exc
-    return _parse_examples(lines, path)
+    return _parse_examples(read_text_file(path, "--examples").splitlines(), path)
 
 
 def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
@@ -249,6 +251,8 @@ def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise PersonahubError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        except RecursionError:  # json's parser gives up near 1,000 nested levels
+            raise PersonahubError(f"{path}:{number}: JSON nested too deeply") from None
         if isinstance(record, dict) and "synthesized text" in record:
             record = _personahub_demo(record)
         if not isinstance(record, dict) or not isinstance(record.get("text"), str) \
@@ -286,10 +290,7 @@ def load_world(options: SynthOptions) -> str:
         path = Path(str(resources.files("personahub.scenarios").joinpath(DEFAULT_NPC_WORLD)))
     else:
         return ""
-    try:
-        return world_for_prompt(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PersonahubError(f"--world {path}: {exc.strerror or exc}") from exc
+    return world_for_prompt(read_text_file(path, "--world"))
 
 
 def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int, *,

@@ -64,6 +64,12 @@ from personahub.core.store import (
     transaction,
     upsert_personas,
 )
+from personahub.core.validate import (
+    check_int,
+    check_number,
+    check_optional_number,
+    check_seed,
+)
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
 from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
 from personahub.personas.importers import iter_personas
@@ -121,17 +127,18 @@ class RunOptions:
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         check_setting(self.structured)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        if self.offline_latency_s < 0:
-            raise PersonahubError(f"offline latency must be >= 0 s, got {self.offline_latency_s}")
+        check_number(self.offline_latency_s, "--offline-latency", low=0)
+        check_number(self.timeout_s, "--timeout", above=0)
         check_cache_mode(self.cache)
-        for name in ("rps", "price_in", "price_out"):
-            value = getattr(self, name)
-            if value is not None and (value < 0 or (name == "rps" and value == 0)):
-                raise PersonahubError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if self.steps is not None and self.steps < 1:
-            raise PersonahubError(f"--steps must be >= 1, got {self.steps}")
-        if self.chunk_size < 1:
-            raise PersonahubError(f"chunk size must be >= 1, got {self.chunk_size}")
+        check_optional_number(self.rps, "--rps", above=0)
+        check_optional_number(self.price_in, "--price-in", low=0)
+        check_optional_number(self.price_out, "--price-out", low=0)
+        if self.seed is not None:
+            check_seed(self.seed)
+        if self.steps is not None:
+            check_int(self.steps, "--steps", low=1)
+        check_int(self.chunk_size, "chunk size", low=1)
+        check_int(self.max_retries, "max retries", low=0)
 
 
 @dataclass

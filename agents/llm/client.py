@@ -182,7 +182,14 @@ def make_client(settings: LLMSettings) -> LLMClient:
 
 
 def resolve_spec(cli_value: str | None) -> str:
-    """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``."""
+    """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``.
+
+    ``--llm ""`` is refused: an empty value (an unset shell variable, ``--llm "$MODEL"``) must
+    not quietly mean the offline engine.
+    """
+    if cli_value is not None and not cli_value.strip():
+        raise LLMConfigError("--llm is empty: give 'offline', 'openai:<model>' or a URL "
+                             "(an unset shell variable?)")
     return cli_value or os.environ.get("PERSONAHUB_LLM") or OFFLINE_MODEL_NAME
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from personahub.core.contracts import Failure
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 
 RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
 # Attempts that fail the same non-transient way, with no success before, after which a job stops.
@@ -178,7 +178,7 @@ def endpoint_error(error: str | None) -> bool:
 def check_max_failed_share(value: float) -> float:
     """``--max-failed-share`` (a share in (0, 1]) or PersonahubError naming the flag."""
     if not 0 < value <= 1:
-        raise PersonahubError(f"--max-failed-share must be > 0 and <= 1, got {value}")
+        raise UsageError(f"--max-failed-share must be > 0 and <= 1, got {value}")
     return float(value)
 
 

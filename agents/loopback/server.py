@@ -81,7 +81,7 @@ from personahub.agents.loopback.limits import (
 )
 from personahub.agents.loopback.runaway import Runaway, run_away
 from personahub.agents.loopback.stream import include_usage, sse_events, wants_stream
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.loopback import host_allowed, origin_allowed
 
 log = logging.getLogger(__name__)
@@ -119,13 +119,13 @@ class ServerOptions:
         for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise PersonahubError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
+                raise UsageError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
         if self.latency_s < 0 or self.hang_s < 0:
-            raise PersonahubError("latency and hang times must be >= 0")
+            raise UsageError("latency and hang times must be >= 0")
         if self.dialect not in DIALECTS:
-            raise PersonahubError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
+            raise UsageError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
         if self.retry_after_s is not None and self.retry_after_s < 0:
-            raise PersonahubError(f"--retry-after must be >= 0, got {self.retry_after_s}")
+            raise UsageError(f"--retry-after must be >= 0, got {self.retry_after_s}")
         if not self.error_statuses or any(not 400 <= s <= 599 for s in self.error_statuses):
             raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
         if self.prefix_cache_prompts < 1:

@@ -88,8 +88,12 @@ class OneLineGroup(TyperGroup):
         except click_exceptions.ClickException as exc:
             error_line(exc.format_message())
             sys.exit(exc.exit_code)
-        except typer.Abort:  # click's own Abort in older typer
-            error_line("aborted")
+        except typer.Abort as exc:  # click's own Abort in older typer
+            # click turns an EOFError that escaped a command into Abort: name the cause (a
+            # truncated compressed file said only "aborted")
+            cause = exc.__cause__ or exc.__context__
+            error_line("aborted" if cause is None or isinstance(cause, KeyboardInterrupt)
+                       else f"aborted: unexpected end of data ({type(cause).__name__}: {cause})")
             sys.exit(1)
         # non-standalone main returns the exit code of a typer.Exit, else the command's result
         sys.exit(code if isinstance(code, int) else 0)

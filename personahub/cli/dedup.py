@@ -29,7 +29,7 @@ from personahub.cli.common import (
     out,
     started,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.store import DEFAULT_DB
 
@@ -121,7 +121,7 @@ def personas_dedup(
     if resume is not None:
         fixed = given_on_command_line(ctx, DEDUP_FIXED)
         if fixed:
-            raise PersonahubError(f"--resume {resume} takes {', '.join(DEDUP_FIXED)} from the "
+            raise UsageError(f"--resume {resume} takes {', '.join(DEDUP_FIXED)} from the "
                                   f"dedup job; leave out {', '.join(fixed)}")
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database (import personas first)")

@@ -13,9 +13,10 @@ import typer
 from rich.table import Table
 
 from personahub.cli.common import DbOption, console, job_progress, one_line_errors, out
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import FORCE_HELP, atomic_file, check_output
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
@@ -33,7 +34,7 @@ def personas_import(
     from personahub.personas.persona_texts import SourceText, insert_source_texts
 
     if fmt not in FORMATS:
-        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     stats = ImportStats()
     kept: list[KeptRow] = []  # a synthesis file's rows, whole (persona_texts)
     batches = iter_persona_batches(file, batch_size=batch_size, fmt=fmt, text_column=text_column,
@@ -87,7 +88,7 @@ def personas_sample(
     within: Annotated[int, typer.Option(min=0, max=6, help="Hops for --near.")] = 1,
     include_duplicates: Annotated[bool, typer.Option(help="Keep flagged near-duplicates.")] = False,
     k: Annotated[int | None, typer.Option("-k", "--k", min=0, help="Sample this many.")] = None,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Sampling seed.")] = 0,
     stratify: Annotated[str | None, typer.Option(help="Stratify the sample by this attribute.")] = None,
     equal: Annotated[bool, typer.Option(help="Equal share per stratum (default proportional).")] = False,
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write JSONL "
@@ -102,7 +103,7 @@ def personas_sample(
     from personahub.personas.carve import Selection, carve
 
     if fmt not in ("table", "jsonl", "ids"):
-        raise PersonahubError(f"--format {fmt!r}: use table, jsonl or ids")
+        raise UsageError(f"--format {fmt!r}: use table, jsonl or ids")
     if output is not None:
         check_output(output, db=db, force=force)
     selection = Selection(where=where or (), contains=contains, regex=regex, ilike=ilike, near=near,

@@ -29,7 +29,7 @@ from personahub.cli.common import (
     out,
     say,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import DEFAULT_DB
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def interview(
     from personahub.pipelines.interview import InterviewRequest, ask, prepare, write
 
     if output not in FORMATS:
-        raise PersonahubError(f"--format {output}: choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"--format {output}: choose one of {', '.join(FORMATS)}")
     request = InterviewRequest(run_id=run, question=question, agent=agent, where=personas,
                                carve=tuple(carve or ()), step=step, limit=limit)
     prepared = prepare(db, request)  # every input checked, nothing written, no model built yet

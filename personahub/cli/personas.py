@@ -5,6 +5,7 @@ explicitly with ``--resume`` and the job's id (an expansion id; a text job's cor
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,9 +44,10 @@ from personahub.cli.common import (
     started,
     stored_flags,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
 from personahub.sim.executors import check_executor, executor_session
 
@@ -59,7 +61,7 @@ def _refuse_fixed(ctx: typer.Context, job: str, resume: str, names: tuple[str, .
     """A resume answers as its job started: options that would change that are refused."""
     fixed = given_on_command_line(ctx, names)
     if fixed:
-        raise PersonahubError(f"--resume {resume} takes {', '.join(n for n in names if n != 'fresh')}"
+        raise UsageError(f"--resume {resume} takes {', '.join(n for n in names if n != 'fresh')}"
                               f" from the {job}; leave out {', '.join(fixed)}")
 
 
@@ -173,7 +175,7 @@ def personas_expand(
     limit: Annotated[int | None, typer.Option(min=1, help="Start from the first N personas.")] = None,
     language: LanguageOption = None,
     llm: LlmOption = None,
-    seed: Annotated[int | None, typer.Option(
+    seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: a resumed expansion's own seed, else 0).")] = None,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
@@ -335,6 +337,25 @@ def _text_job(con: Any, db: Path, resume: str, corpus: Path | None) -> tuple[dic
     return stored, corpus if corpus is not None else Path(stored["path"])
 
 
+def _checked_corpus(corpus: Path, texts: Iterator[Any], stats: Any, *,
+                    skip_bad: bool) -> Iterator[Any]:
+    """The corpus's texts, once the file is found to be text and to hold one: read end to end
+    first (a binary file, bytes not UTF-8 or a damaged gzip stream would otherwise stop the job
+    half-way, its first batches committed), then its first text taken, so an empty corpus is an
+    error before any job is recorded, not a finished job of nothing."""
+    from personahub.core.validate import check_text_file
+    from personahub.personas.importers import container_of
+
+    if container_of(corpus) != "parquet":
+        check_text_file(corpus, "corpus", strict_utf8=not skip_bad)
+    first = next(texts, None)
+    if first is None:
+        why = (f"every record was bad ({stats.bad} skipped)" if stats.bad
+               else "it is empty or every text is blank")
+        raise PersonahubError(f"corpus {corpus}: no text to ask about ({why})")
+    return itertools.chain([first], texts)
+
+
 @one_line_errors
 def personas_from_text(
     ctx: typer.Context,
@@ -358,7 +379,7 @@ def personas_from_text(
     skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
     language: LanguageOption = None,
     llm: LlmOption = None,
-    seed: Annotated[int | None, typer.Option(
+    seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per transaction.")] = 64,
     concurrency: ConcurrencyOption = 16,
@@ -415,6 +436,7 @@ def personas_from_text(
             _check_language(language)
         except ValueError as exc:
             raise PersonahubError(str(exc)) from None
+        texts = _checked_corpus(corpus, texts, stats, skip_bad=skip_bad)
         check_cache_mode(cache)
         name = corpus_name or corpus.name
         flags = ModelFlags(structured, max_tokens, temperature, top_p)

@@ -7,13 +7,14 @@ from typing import Annotated
 import typer
 
 from personahub.cli.common import console, one_line_errors
+from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
 def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 picks a free one).")] = 8000,
     host: Annotated[str, typer.Option(help="Loopback address to bind.")] = "127.0.0.1",
-    seed: Annotated[int, typer.Option(help="Offline engine seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Offline engine seed.")] = 0,
     latency: Annotated[float, typer.Option(
         min=0, help="Seconds from a request's arrival to its answer.")] = 0.0,
     error_rate: Annotated[float, typer.Option(help="Share of requests answered 429/500.")] = 0.0,

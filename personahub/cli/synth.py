@@ -35,9 +35,10 @@ from personahub.cli.common import (
     say,
     started,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import UsageError
 from personahub.core.outputs import FORCE_HELP, check_output
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
 
 
 def _list_templates() -> None:
@@ -94,7 +95,8 @@ def synthesize(
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     list_templates: Annotated[bool, typer.Option("--list", help="List tasks and prompts.")] = False,
     llm: LlmOption = None,
-    seed: Annotated[int, typer.Option(help="Seed: the persona sample and the offline engine.")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Seed: the persona sample and the offline engine.")] = 0,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     offline_latency: OfflineLatencyOption = 0.0,
@@ -119,7 +121,7 @@ def synthesize(
         _list_templates()
         return
     if task is None and not resume:
-        raise PersonahubError("give a TASK (see --list) or --resume JOB")
+        raise UsageError("give a TASK (see --list) or --resume JOB")
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
     if resume:  # the client answers as it did for the job: its seed, its generation settings
         stored = job_options(db, resume)
@@ -203,20 +205,21 @@ def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bo
 
 def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
                **which: Any) -> None:
-    """``--format hf``: a ``save_to_disk`` folder and its card (``analysis.export_hf``)."""
+    """``--format hf``: the Hub's layout, data/*.parquet and a card (``analysis.export_hf``)."""
     from personahub.analysis.export_hf import HF_FILES, export_hf
     from personahub.core.store import connect
 
     if source_file is not None or (which["job"] is None) == (which["run"] is None):
-        raise PersonahubError("export --format hf: give exactly one of --job or --run")
+        raise UsageError("export --format hf: give exactly one of --job or --run")
     check_output(out_dir, db=db, force=force, kind="dir", names=HF_FILES)
     con = connect(db, read_only=True)
     try:
-        written = export_hf(con, out_dir, **which)
+        written = export_hf(con, out_dir, overwrite=force, **which)
     finally:
         con.close()
-    out.print(f"wrote {written} records (hf dataset with README.md card) to {out_dir}; load it "
-              "with datasets.load_from_disk", highlight=False)
+    out.print(f"wrote {written} records (hf dataset: {out_dir}/data/*.parquet and README.md card) "
+              f"to {out_dir}; load it with datasets.load_dataset({str(out_dir)!r})",
+              highlight=False, soft_wrap=True)
 
 
 @one_line_errors
@@ -225,8 +228,10 @@ def export_cmd(
     job: Annotated[str | None, typer.Option(help="Synthesis job id.")] = None,
     run: Annotated[str | None, typer.Option(help="Simulation run id.")] = None,
     fmt: Annotated[str, typer.Option(
-        "--format", help="personahub (JSONL), chat (JSONL), parquet, or hf (a Hugging Face "
-                         "datasets folder with a dataset card; the [hf] extra).")] = "personahub",
+        "--format", help="personahub (JSONL), chat (JSONL), parquet (content and solution as "
+                         "structs), or hf (a folder in the Hugging Face Hub's layout: "
+                         "data/*.parquet and a dataset card that datasets.load_dataset reads; "
+                         "the [hf] extra).")] = "personahub",
     kind: Annotated[str | None, typer.Option(help="Only this task / emission kind.")] = None,
     source_file: Annotated[str | None, typer.Option(
         help="An imported Persona Hub synthesis file (path or file name): write its rows back "
@@ -245,9 +250,9 @@ def export_cmd(
                    force=force, source_file=source_file)
         return
     if fmt not in EXPORT_FORMATS:
-        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if sum(x is not None for x in (job, run, source_file)) != 1:
-        raise PersonahubError("export: give exactly one of --job, --run or --source-file")
+        raise UsageError("export: give exactly one of --job, --run or --source-file")
     check_output(out_file, db=db, force=force)
     if source_file is not None:
         _export_source(db, out_file, source_file, fmt, overwrite=force)
@@ -269,7 +274,7 @@ def report(
     job: Annotated[str | None, typer.Option(help="Synthesis job id: a report of that job instead "
                                                  "of a run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
-    seed: Annotated[int, typer.Option(help="Seed for sampling pairs and nodes.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
@@ -297,7 +302,7 @@ def diversity(
     run: Annotated[str | None, typer.Option(help="Only this simulation run's emissions.")] = None,
     embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
     pairs: Annotated[int, typer.Option(min=1, help="Pairs sampled per kind/task.")] = 300,
-    seed: Annotated[int, typer.Option(help="Seed for sampling pairs.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs.")] = 0,
 ) -> None:
     """Print the paper's diversity table: persona-pair vs output-pair similarity per kind/task
     (default: every synthesis job and the latest run)."""

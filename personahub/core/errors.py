@@ -18,3 +18,7 @@ class InputFileError(PersonahubError):
 
 class PersonaFileError(InputFileError):
     """A persona file cannot be read: the message names the file and line."""
+
+
+class UsageError(PersonahubError):
+    """A flag, option or scenario value is unusable: the CLI exits 2, as for a bad flag."""

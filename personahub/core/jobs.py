@@ -23,7 +23,7 @@ import duckdb
 
 from personahub.agents.llm.cache import CACHE_MODES, ResponseCache
 from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.job_records import (  # noqa: F401 - the kernel's public names, in one place
     JobKind,
     JobRef,
@@ -46,7 +46,7 @@ T = TypeVar("T")
 def check_cache_mode(mode: str) -> None:
     """Refuse an unknown ``--cache`` value before anything is opened."""
     if mode not in CACHE_MODES:
-        raise PersonahubError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
+        raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
 
 
 def check_replay_cache(db: str | Path, model: str) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -28,7 +29,7 @@ from personahub.core.dbcheck import (
     format_is_known,
     read_back,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.personas.record import Persona
 
 DEFAULT_DB = "personahub.duckdb"
@@ -46,8 +47,21 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         if is_damage(exc):
             raise DatabaseFileError(f"--db {path}: the database file is damaged "
                                     f"({first_line(exc)}); nothing was written to it") from None
+        holder = _lock_holder(str(exc))
+        if holder is not None:  # another process writes to it (a writer that lost the race too)
+            raise DatabaseFileError(f"--db {path}: in use by another process ({holder} holds its "
+                                    "lock); try again when it has finished") from None
         how = "read-only " if read_only else ""
         raise DatabaseFileError(f"--db {path}: cannot open {how}({first_line(exc)})") from None
+
+
+def _lock_holder(message: str) -> str | None:
+    """Who holds the database's lock, from DuckDB's "Could not set lock" error (None if it is
+    another error): "PID 1234" when DuckDB names it."""
+    if "Could not set lock" not in message and "Conflicting lock" not in message:
+        return None
+    match = re.search(r"\(PID (\d+)\)", message)
+    return f"PID {match.group(1)}" if match else "another process"
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -84,12 +98,9 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         if read_only:
             return probe
         probe.close()
-    else:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PersonahubError(f"--db {path}: cannot create its folder "
-                                  f"({exc.strerror or exc})") from None
+    elif not path.parent.is_dir():  # a typo'd folder is not created: the database would hide there
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise UsageError(f"--db {path}: the folder {path.parent} {what}; create it first")
     con = _open(path, read_only=False)
     try:
         con.execute(schema_sql())

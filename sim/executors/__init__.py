@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the [ray] extra: pip install 'personahub[ray]' (ray[data]>=2.40)"
@@ -32,9 +32,9 @@ def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
     only its misses to the workers; the others must keep ``--cache off`` on Ray for now.
     """
     if name not in EXECUTORS:
-        raise PersonahubError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
+        raise UsageError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:
-        raise PersonahubError(f"--ray-workers must be >= 1, got {workers}")
+        raise UsageError(f"--ray-workers must be >= 1, got {workers}")
     if name != "ray":
         return
     if cache != "off" and not cache_on_driver:

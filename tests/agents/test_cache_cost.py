@@ -239,4 +239,4 @@ def test_cost_of_a_run_through_the_cli(scenario_file, tmp_path):
     assert replayed["cost_usd"] == 0 and replayed["cached_calls"] == replayed["calls"] > 0
     assert replayed["cached_cost_usd"] == pytest.approx(recorded["cost_usd"], abs=1e-5)
     bad = runner.invoke(app, ["run", str(path), "--db", str(db), "--cache", "sometimes"])
-    assert bad.exit_code == 1 and "--cache 'sometimes'" in bad.stderr
+    assert bad.exit_code == 2 and "--cache 'sometimes'" in bad.stderr  # a usage error

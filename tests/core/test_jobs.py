@@ -260,7 +260,7 @@ def test_expand_resume_by_id_refuses_what_the_expansion_fixes(tmp_path, monkeypa
     interrupted(db, COMMANDS[1], monkeypatch)
     (expansion,) = rows(db, "SELECT expansion_id FROM expansions")[0]
     changed = invoke("personas", "expand", "--resume", expansion, "--hops", 3, "--db", db)
-    assert changed.exit_code == 1 and "leave out --hops" in changed.output
+    assert changed.exit_code == 2 and "leave out --hops" in changed.output  # a usage error
     unknown = invoke("personas", "expand", "--resume", "exp-nope", "--db", db)
     assert unknown.exit_code == 1 and "--resume exp-nope: no such expansion" in unknown.output
     assert invoke("personas", "expand", "--resume", expansion, "--db", db).exit_code == 0
@@ -273,7 +273,7 @@ def test_from_text_resume_by_corpus_name(tmp_path, monkeypatch):
     interrupted(db, COMMANDS[2], monkeypatch)
     changed = invoke("personas", "from-text", "--resume", "corpus.txt", "--relations", "read",
                      "--db", db)
-    assert changed.exit_code == 1 and "leave out --relations" in changed.output
+    assert changed.exit_code == 2 and "leave out --relations" in changed.output  # a usage error
     unknown = invoke("personas", "from-text", "--resume", "other", "--db", db)
     assert unknown.exit_code == 1 and "no text-to-persona job over corpus 'other'" in unknown.output
     neither = invoke("personas", "from-text", "--db", db)

@@ -17,7 +17,7 @@ from personahub.agents.llm import seam_limits
 from personahub.agents.loopback.server import ServerOptions, running_server
 from personahub.core import job_records as jobs
 from tests._planted import planted_corpus
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke, one_line_error, usage_error
 
 MODEL = "openai:emb"
 EMBEDDERS = ["hash", MODEL]
@@ -225,7 +225,7 @@ def test_resume_refuses_what_the_job_fixes(tmp_path, monkeypatch):
         assert dedup(db).exit_code == 130
     (job_id,) = rows(db, "SELECT job_id FROM dedup_jobs")[0]
     changed = invoke("personas", "dedup", "--db", db, "--resume", job_id, "--embed-threshold", 0.8)
-    assert "leave out --embed-threshold" in one_line_error(changed)
+    assert "leave out --embed-threshold" in usage_error(changed)
     unknown = invoke("personas", "dedup", "--db", db, "--resume", "dedup-nope")
     assert "no such dedup job" in one_line_error(unknown)
     assert invoke("personas", "dedup", "--db", db, "--resume", job_id).exit_code == 0

@@ -22,6 +22,7 @@ from tests.fakes import FakeClient, same_person_links
 
 
 def _hub(tmp_path, n=4):
+    tmp_path.mkdir(exist_ok=True)  # a database's folder is never created for it
     con = connect(tmp_path / "hub.duckdb")
     people = [Persona(text=t, source="test") for t in persona_texts(n)]
     upsert_personas(con, people)

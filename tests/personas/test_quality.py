@@ -93,6 +93,8 @@ PERSONA_CASES = [
     ("A pediatric nurse in Lagos who works at the", "fragment"),
     ("A retired ferry pilot who loves:", "fragment"),
     ("#### ---- !!!! ???? nurse", "few_letters"),
+    ("A night nurse\x00 from Lisbon who sings", "control_chars"),
+    ("A night nurse \x1b[31mfrom Lisbon who sings", "control_chars"),
     ("A nurse who " + "very " * MAX_WORDS + "much likes tides", "too_long"),
     # Persona Hub style personas pass
     ("A pediatric nurse in Lagos who volunteers at a free clinic on weekends.", None),

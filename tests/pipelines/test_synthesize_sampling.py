@@ -13,7 +13,7 @@ from personahub.core.store import connect, transaction, upsert_personas
 from personahub.personas.record import Persona
 from personahub.pipelines import synthesize
 from personahub.pipelines.synthesize import SynthOptions, run_synthesis
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke, one_line_error, usage_error
 
 
 def hub(db: Path, n: int = 40, start: int = 0) -> None:
@@ -123,7 +123,7 @@ def test_cli_carve_errors_are_one_line(tmp_path: Path) -> None:
     assert "--carve 'age': expected KEY OP VALUE" in line
     line = one_line_error(invoke("synthesize", "tool", "--db", db, "--carve", "age>900"))
     assert "--carve 'age>900': no personas match" in line
-    line = one_line_error(invoke("synthesize", "tool", "--db", db, "--sample", "first"))
+    line = usage_error(invoke("synthesize", "tool", "--db", db, "--sample", "first"))
     assert "--sample 'first'" in line
     ok = invoke("synthesize", "tool", "--db", db, "--n", "2", "--carve", "age<25")
     assert ok.exit_code == 0, ok.output

@@ -537,7 +537,7 @@ from personahub.pipelines.synthesize import SynthOptions, run_synthesis
 
 db, llm, address = sys.argv[1:4]
 ray.init(address=address, log_to_driver=False,
-         runtime_env={"env_vars": {"PH_SHARD_KEY": os.environ["PH_SHARD_KEY"]}})
+         runtime_env={"env_vars": {"PH_SHARD_API_KEY": os.environ["PH_SHARD_API_KEY"]}})
 real = synthesize.SynthesisJob.write_batch
 seen = [0]
 
@@ -590,10 +590,10 @@ def test_a_killed_driver_resumed_commits_the_shards_without_asking_again(
 
     import ray
 
-    monkeypatch.setenv("PH_SHARD_KEY", SHARD_KEY)
+    monkeypatch.setenv("PH_SHARD_API_KEY", SHARD_KEY)
     db = tmp_path / "ray.duckdb"
     with running_server(seed=3) as server:
-        llm = server.base_url + "?model=offline&api_key_env=PH_SHARD_KEY"
+        llm = server.base_url + "?model=offline&api_key_env=PH_SHARD_API_KEY"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         died = subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(db), llm,
                                ray.get_runtime_context().gcs_address], env=env, timeout=600,
