@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from personahub.core.errors import PersonaFileError
-from personahub.personas.demographic_columns import TABLE_COLUMNS, DemographicProblem, normalise_row
 from personahub.core.validate import MAX_JSON_DEPTH, persona_text_problem, too_deep
+from personahub.personas.demographic_columns import TABLE_COLUMNS, DemographicProblem, normalise_row
 from personahub.personas.record import Persona
 
 __all__ = [
