@@ -19,6 +19,12 @@ answer, the others seeded by their index. ``ServerOptions.models`` names the mod
 ``/models`` lists them and other names get the dialect's 404 (none named: any name is answered
 and ``/models`` lists ``offline``).
 
+It speaks the Batch API too (``agents.loopback.files``: ``/files``; ``agents.loopback.batches``:
+``/batches``): each batch line is answered by ``answer_line``, the online route's own code
+(``_prepare_chat`` and ``_chat_reply``) minus what belongs to a connection (latency, hangs,
+injected HTTP errors, streaming), so a batch answer equals the online answer to the same body.
+``GET /personahub/stats`` answers ``ServerStats`` as JSON (what a test in another process reads).
+
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
@@ -56,8 +62,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -74,6 +80,7 @@ from personahub.agents.loopback.dialects import (
     Shaped,
     make_dialect,
 )
+from personahub.agents.loopback.files import FILE_MAX_BYTES, FileProblem, FileStore, parse_upload
 from personahub.agents.loopback.limits import (
     LIMITS,
     Problem,
@@ -82,7 +89,6 @@ from personahub.agents.loopback.limits import (
     check_chat,
     check_embeddings,
 )
-from personahub.agents.loopback.files import FILE_MAX_BYTES, FileProblem, FileStore, parse_upload
 from personahub.agents.loopback.runaway import Runaway, run_away
 from personahub.agents.loopback.stream import include_usage, sse_events, wants_stream
 from personahub.core.errors import PersonahubError
@@ -353,7 +359,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(self.path.partition("?")[2])
         if files is not None:
             if files.group(1) is None:
-                return srv.files.listing((query.get("purpose") or [None])[0])
+                return srv.files.listing(_first(query, "purpose"))
             stored = srv.files.get(unquote(files.group(1)))
             return stored.data if files.group(2) else stored.describe()
         assert batches is not None
@@ -362,7 +368,7 @@ class _Handler(BaseHTTPRequestHandler):
                 limit = min(100, max(1, int((query.get("limit") or ["20"])[0])))
             except ValueError:
                 raise FileProblem(400, "Invalid value for 'limit'.", "limit") from None
-            return srv.batches.listing((query.get("after") or [None])[0], limit)
+            return srv.batches.listing(_first(query, "after"), limit)
         if batches.group(2):
             raise FileProblem(405, "cancel a batch with POST")
         return srv.batches.get(unquote(batches.group(1)))
@@ -733,6 +739,12 @@ def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, A
                                     if as_base64 else v.tolist())}
                      for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _first(query: Mapping[str, list[str]], name: str) -> str | None:
+    """A query parameter's first value, if given."""
+    values = query.get(name)
+    return values[0] if values else None
 
 
 def _model_entry(name: str) -> dict[str, Any]:
