@@ -182,9 +182,13 @@ def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
 
 # -- results ------------------------------------------------------------------------------
 
-def line_failure(line: ResultLine | None) -> Failure:
-    """What a failed result line (or a missing one) means for what happens next."""
+def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> Failure:
+    """What a failed result line (or a missing one, of ``handle``) means for what happens
+    next."""
     if line is None:
+        if handle is not None and handle.status == "failed":
+            why = handle.errors[0] if handle.errors else "no reason given"
+            return Failure(f"batch failed: {why}"[:400], True)
         return Failure("batch: no result for this request", True)
     code = line.error_code
     if line.status is None:
@@ -216,7 +220,7 @@ def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequenc
                                    started_at=handle.created_at or time.time())
         line = found.get(call.custom_id)
         if line is None or not line.answered:
-            _failed(client, call, record, line_failure(line), out)
+            _failed(client, call, record, line_failure(line, handle), out)
             continue
         message = _answer(wire, line)
         if message is None:

@@ -44,6 +44,7 @@ from personahub.agents.loopback.files import FileProblem, FileStore, new_id
 Answer = Callable[[str, Any], tuple[int, Any]]
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 MAX_LINES = 50_000  # the OpenAI API's bound on requests per batch
+MAX_RUNNING = 64  # batches in progress at once (each runs on a thread of its own)
 MAX_ERRORS = 100  # validation errors reported per failed batch
 _WINDOW = re.compile(r"^[1-9]\d{0,4}[mhd]$")
 _WINDOW_S = {"m": 60, "h": 3600, "d": 86400}
@@ -149,6 +150,10 @@ class BatchBook:
             raise FileProblem(400, f"File {input_file_id} has purpose {stored.purpose!r}, not "
                               "'batch'", "input_file_id")
         with self._lock:
+            running = sum(b.status not in TERMINAL for b in self._batches.values())
+            if running >= MAX_RUNNING:
+                raise FileProblem(429, f"{running} batches are in progress, the most this "
+                                  "server runs at once; create this one when one has ended")
             ordinal = len(self._order) + 1
             batch = _Batch(new_id("batch_"), ordinal, str(endpoint), input_file_id, window,
                            metadata, int(time.time()))

@@ -195,6 +195,17 @@ async def test_an_expired_batch_sends_what_it_did_not_run_again(server) -> None:
     assert srv.stats.batches_created == 2
 
 
+async def test_a_failed_batch_is_sent_again_whole(server) -> None:
+    srv = server(batch_fail=(1,))
+    client = client_for(srv)
+    calls = calls_for(client, Note, 3)
+    (first, got), (second, _) = await run_rounds(client, calls, BatchSession(client, **POLL))
+    assert first.status == "failed" and "injected" in first.errors[0]
+    assert got.outcomes == {"resent: batch failed": 3} and second.status == "completed"
+    assert all(c.result.value is not None and c.result.records[0].error.startswith(
+        "batch failed: batch_failed: injected") for c in calls)
+
+
 async def test_a_cancelled_batch_goes_on_online(server) -> None:
     srv = server(batch_delay_s=3600)  # the batch would run for an hour
     client = client_for(srv)

@@ -110,6 +110,19 @@ def test_an_upload_is_a_multipart_batch_file_from_this_origin(server) -> None:
     assert srv.stats.files_uploaded == 0
 
 
+def test_an_upload_past_its_bound_is_refused_before_it_is_read(server) -> None:
+    from personahub.agents.loopback.files import FILE_MAX_BYTES
+    from tests.agents.loopback.test_server_guards import port_of, raw_exchange
+
+    srv = server()
+    answer = raw_exchange(port_of(srv.base_url), (
+        "POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {FILE_MAX_BYTES + 1}\r\n\r\n").encode())
+    assert answer.split(b" ", 2)[1] == b"413"
+    assert srv.stats.out_of_bounds == 1 and srv.stats.files_uploaded == 0
+
+
 # -- batches: answers --------------------------------------------------------------------------
 
 def test_a_batch_answers_each_line_as_the_same_body_is_answered_online(server) -> None:
@@ -275,6 +288,25 @@ def test_a_bad_create_is_refused_at_once(server, change, status, words) -> None:
     assert srv.stats.batches_created == 0
     assert _HTTP.get(f"{srv.base_url}/batches/batch_nope").status_code == 404
     assert _HTTP.get(f"{srv.base_url}/files/file-nope/content").status_code == 404
+
+
+def test_batches_in_progress_are_bounded(server, monkeypatch) -> None:
+    from personahub.agents.loopback import batches
+
+    monkeypatch.setattr(batches, "MAX_RUNNING", 2)
+    srv = server(batch_delay_s=3600)
+    client = sdk(srv)
+    uploaded = client.files.create(file=("in.jsonl", batch_file(bodies(1))), purpose="batch")
+    made = [client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h") for _ in range(2)]
+    with pytest.raises(openai.RateLimitError, match="in progress"):
+        client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    client.batches.cancel(made[0].id)
+    finish(client, made[0].id)
+    client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                          completion_window="24h")
+    assert srv.stats.batches_created == 3
 
 
 @pytest.mark.parametrize("options", [{"batch_delay_s": -1}, {"batch_error_rate": 1.5},
