@@ -89,7 +89,8 @@ class Validated:
               done: Progress) -> tuple[Any, CallRequest | None]:
         """(value, None) when the call ends here, else (None, the request to ask next):
         ``asked`` again in another mode, or the one fresh sample built on the original
-        ``request``."""
+        ``request``. ``result`` is the answer to ``asked``; ``done`` is updated."""
+        done.raw = result.raw
         record, raw = result.last, result.raw or ""
         checked = check_answer(request.schema, raw, truncated=result.truncated)
         switched = None

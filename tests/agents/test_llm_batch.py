@@ -140,6 +140,7 @@ async def test_a_batch_gives_the_online_answers_with_no_online_call(server) -> N
     assert srv.stats.batches_created == 1 and srv.stats.batch_lines == 12
     assert collected.outcomes == {"ok": 12} and not collected.resend
     assert [c.result.value for c in calls] == [e.value for e in expected]
+    assert [c.result.raw for c in calls] == [e.raw for e in expected]
     for call, answer in zip(calls, expected, strict=True):
         [record] = call.result.records
         assert (record.status, record.batch_id, record.custom_id, record.attempt) == (
