@@ -43,13 +43,18 @@ FROM llm_calls GROUP BY run_id
 -- batch_price_in/out, else half its price_in/out (the OpenAI Batch API's discount).
 -- Answers from the record/replay cache (llm_calls.cached) are not billed: their tokens and what
 -- they would have cost are reported apart. cost_usd is NULL when a billed call has no price.
+-- (A database written before batches lacks llm_calls.batch_id and the batch prices: the empty
+-- UNION ALL BY NAME stands in for them with NULLs on a read-only connection.)
 CREATE OR REPLACE {temp} VIEW v_run_cost AS
 WITH calls AS (
     SELECT run_id, coalesce(cached, false) AS cached, batch_id IS NOT NULL AS batch,
            coalesce(tokens_in, 0) AS tokens_in, coalesce(tokens_out, 0) AS tokens_out,
            regexp_replace(regexp_replace(coalesce(model, ''), '@.*$', ''), '^openai:', '')
                AS model_name
-    FROM llm_calls
+    FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS batch_id WHERE false))
+), prices AS (
+    FROM prices UNION ALL BY NAME (SELECT NULL::DOUBLE AS batch_price_in,
+                                          NULL::DOUBLE AS batch_price_out WHERE false)
 ), options AS (
     SELECT c.*, p.price_in AS table_in, p.price_out AS table_out,
            p.batch_price_in AS table_batch_in, p.batch_price_out AS table_batch_out,
