@@ -170,6 +170,8 @@ def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
     """The batch file's lines for ``calls`` (each one's ``asked`` request, as an online call
     would post it now) and the structured mode they were written in."""
     wire = batch_endpoint(client, endpoint)
+    if not calls:
+        raise PersonahubError("batch: no calls to send (a batch holds at least one request)")
     lines, modes = [], set()
     for call in calls:
         body, mode = wire.request_body(call.asked)

@@ -350,7 +350,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._not_allowed()
             return
         if self._guard():
-            self._batch_api(lambda: self.server.files.delete(unquote(files.group(1))))
+            if self._declares_body():  # left unread: the next request's start is unknown
+                self.close_connection = True
+            file_id = unquote(files.group(1))
+            self._batch_api(lambda: self.server.files.delete(file_id))
 
     def _get_batch_api(self, files: re.Match[str] | None,
                        batches: re.Match[str] | None) -> dict[str, Any] | bytes:
@@ -379,6 +382,13 @@ class _Handler(BaseHTTPRequestHandler):
             body = answer()
         except FileProblem as exc:
             self._refuse(self.server.dialect.error(exc.status, str(exc), param=exc.param))
+            return
+        except OSError:  # the client hung up
+            raise
+        except Exception:  # never a dropped connection, never exception text to a client
+            log.exception("offline server: %s %s failed", self.command, self.path)
+            self._refuse(self.server.dialect.error(500, "offline server error (the server "
+                                                   "logged it)"))
             return
         if isinstance(body, bytes):
             self.send_response(200)
