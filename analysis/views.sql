@@ -38,24 +38,45 @@ FROM llm_calls GROUP BY run_id
 -- v_run_cost: tokens and cost in USD per run (or synthesis job). Prices are USD per 1M tokens:
 -- the run's own --price-in/--price-out (runs.config) first, else the prices table row for the
 -- call's model name (llm_calls.model without '@URL' or 'openai:'); the offline engine costs 0.
+-- Attempts sent in a batch (llm_calls.batch_id set) are priced at the batch price: the run's
+-- own batch_price_in/out options, else half the run's own price, else the prices table's
+-- batch_price_in/out, else half its price_in/out (the OpenAI Batch API's discount).
 -- Answers from the record/replay cache (llm_calls.cached) are not billed: their tokens and what
 -- they would have cost are reported apart. cost_usd is NULL when a billed call has no price.
+-- (A database written before batches lacks llm_calls.batch_id and the batch prices: the empty
+-- UNION ALL BY NAME stands in for them with NULLs on a read-only connection.)
 CREATE OR REPLACE {temp} VIEW v_run_cost AS
 WITH calls AS (
-    SELECT run_id, coalesce(cached, false) AS cached,
+    SELECT run_id, coalesce(cached, false) AS cached, batch_id IS NOT NULL AS batch,
            coalesce(tokens_in, 0) AS tokens_in, coalesce(tokens_out, 0) AS tokens_out,
            regexp_replace(regexp_replace(coalesce(model, ''), '@.*$', ''), '^openai:', '')
                AS model_name
-    FROM llm_calls
-), priced AS (
-    SELECT c.*,
-           coalesce(try_cast(json_extract_string(r.config, '$.options.price_in') AS DOUBLE),
-                    p.price_in, CASE WHEN c.model_name = 'offline' THEN 0.0 END) AS price_in,
-           coalesce(try_cast(json_extract_string(r.config, '$.options.price_out') AS DOUBLE),
-                    p.price_out, CASE WHEN c.model_name = 'offline' THEN 0.0 END) AS price_out
+    FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS batch_id WHERE false))
+), prices AS (
+    FROM prices UNION ALL BY NAME (SELECT NULL::DOUBLE AS batch_price_in,
+                                          NULL::DOUBLE AS batch_price_out WHERE false)
+), options AS (
+    SELECT c.*, p.price_in AS table_in, p.price_out AS table_out,
+           p.batch_price_in AS table_batch_in, p.batch_price_out AS table_batch_out,
+           try_cast(json_extract_string(r.config, '$.options.price_in') AS DOUBLE) AS run_in,
+           try_cast(json_extract_string(r.config, '$.options.price_out') AS DOUBLE) AS run_out,
+           try_cast(json_extract_string(r.config, '$.options.batch_price_in') AS DOUBLE)
+               AS run_batch_in,
+           try_cast(json_extract_string(r.config, '$.options.batch_price_out') AS DOUBLE)
+               AS run_batch_out,
+           CASE WHEN c.model_name = 'offline' THEN 0.0 END AS free
     FROM calls c
     LEFT JOIN runs r ON r.run_id = c.run_id
     LEFT JOIN prices p ON p.model = c.model_name
+), priced AS (
+    SELECT *,
+           CASE WHEN batch THEN coalesce(run_batch_in, 0.5 * run_in, table_batch_in,
+                                         0.5 * table_in, free)
+                ELSE coalesce(run_in, table_in, free) END AS price_in,
+           CASE WHEN batch THEN coalesce(run_batch_out, 0.5 * run_out, table_batch_out,
+                                         0.5 * table_out, free)
+                ELSE coalesce(run_out, table_out, free) END AS price_out
+    FROM options
 )
 SELECT run_id,
        count(*) AS calls,
@@ -69,7 +90,10 @@ SELECT run_id,
             ELSE round(coalesce(sum((tokens_in * price_in + tokens_out * price_out) / 1e6)
                                 FILTER (WHERE NOT cached), 0), 6) END AS cost_usd,
        round(sum((tokens_in * price_in + tokens_out * price_out) / 1e6) FILTER (WHERE cached), 6)
-           AS cached_cost_usd
+           AS cached_cost_usd,
+       count(*) FILTER (WHERE batch) AS batch_calls,
+       round(sum((tokens_in * price_in + tokens_out * price_out) / 1e6)
+             FILTER (WHERE batch AND NOT cached), 6) AS batch_cost_usd
 FROM priced GROUP BY run_id
 ;
 -- v_agent_activity: per run and persona, emissions made and messages sent/received;

@@ -49,6 +49,10 @@ class CallRecord:
     queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
     # prompt tokens the server's prefix cache reused, as it reports them (None: not reported)
     cached_prompt_tokens: int | None = None
+    # sent in a batch (agents.llm.batch): the provider's batch id (or ``file:NAME`` for an
+    # imported results file) and the request's custom_id there; None for online attempts
+    batch_id: str | None = None
+    custom_id: str | None = None
     call_id: str = field(default_factory=new_call_id)
     started_at: float = field(default_factory=time.time)
 

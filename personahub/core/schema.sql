@@ -311,6 +311,10 @@ ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_id VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS model_name VARCHAR;
 -- prompt tokens the server's prefix cache reused (issue 26)
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cached_prompt_tokens INTEGER;
+-- attempts sent in a batch (issue 29): the batch id (file:NAME for an imported results file)
+-- and the request's custom_id there; NULL for online attempts
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS batch_id VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS custom_id VARCHAR;
 CREATE TABLE IF NOT EXISTS llm_cache (
     key        VARCHAR PRIMARY KEY,
     model      VARCHAR NOT NULL,
@@ -327,6 +331,34 @@ CREATE TABLE IF NOT EXISTS prices (
     price_in   DOUBLE NOT NULL,
     price_out  DOUBLE NOT NULL,
     updated_at TIMESTAMP DEFAULT current_timestamp
+);
+-- batch prices (issue 29): NULL means half the online price (the OpenAI Batch API's discount)
+ALTER TABLE prices ADD COLUMN IF NOT EXISTS batch_price_in DOUBLE;
+ALTER TABLE prices ADD COLUMN IF NOT EXISTS batch_price_out DOUBLE;
+
+-- A job's provider batches (issue 29; personahub/core/batch_records.py): what a resume polls
+-- instead of submitting again. One row per submission, keyed by the job's own key for it.
+CREATE TABLE IF NOT EXISTS llm_batches (
+    batch_key         VARCHAR PRIMARY KEY,
+    job_kind          VARCHAR,
+    job_id            VARCHAR,
+    endpoint          INTEGER,
+    model             VARCHAR,
+    structured_mode   VARCHAR,
+    batch_id          VARCHAR,
+    input_file_id     VARCHAR,
+    output_file_id    VARCHAR,
+    error_file_id     VARCHAR,
+    status            VARCHAR,
+    completion_window VARCHAR,
+    requests          INTEGER,
+    completed         INTEGER,
+    failed            INTEGER,
+    custom_ids        JSON,
+    errors            JSON,
+    created_at        TIMESTAMP,
+    finished_at       TIMESTAMP,
+    updated_at        TIMESTAMP
 );
 
 -- Persona-driven synthesis jobs ---------------------------------------------------------
