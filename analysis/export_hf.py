@@ -15,7 +15,6 @@ the ``[hf]`` extra (``pip install 'personahub[hf]'``).
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -27,6 +26,7 @@ import duckdb
 
 from personahub.analysis.export import ExportItem, chat_row, load_items, parquet_table
 from personahub.core.errors import PersonahubError
+from personahub.core.jobs_store import find_job
 
 if TYPE_CHECKING:
     import datasets
@@ -55,13 +55,17 @@ def hf_dataset(items: Sequence[ExportItem]) -> datasets.Dataset:
 def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) -> dict[str, Any]:
     """What produced the items: the job's task and prompting, or the run's scenario and seed."""
     if job is not None:
-        task, prompting, llm, config = con.execute(
-            "SELECT task, prompting, llm, config FROM synth_jobs WHERE job_id = ?", [job]).fetchall()[0]
-        examples = json.loads(config or "{}").get("examples")
+        task, prompting, llm = con.execute(
+            "SELECT task, prompting, llm FROM synth_jobs WHERE job_id = ?", [job]).fetchall()[0]
+        stored = find_job(con, job)
+        examples = stored.config.get("examples") if stored is not None else None
         return {"kind": "synthesis job", "id": job, "what": f"task `{task}`", "llm": llm,
                 "prompting": prompting + (f" (demonstrations: {examples})" if examples else "")}
-    scenario, seed, llm = con.execute("SELECT scenario, seed, llm FROM runs WHERE run_id = ?",
-                                      [run]).fetchall()[0]
+    assert run is not None
+    scenario, llm = con.execute("SELECT scenario, llm FROM runs WHERE run_id = ?",
+                                [run]).fetchall()[0]
+    found = find_job(con, run)
+    seed = found.seed if found is not None else None
     return {"kind": "simulation run", "id": run, "what": f"scenario `{scenario}`, seed {seed}",
             "llm": llm, "prompting": "agent prompts of the scenario's output kinds (simulation)"}
 

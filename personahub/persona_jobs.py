@@ -35,8 +35,8 @@ def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relation
                         text_column: str | None, id_column: str | None, split: str,
                         batch_size: int, concurrency: Concurrency, language: str | None,
                         cache: str, **settings: Any) -> tuple[str, Any]:
-    """(corpus name, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text."""
-    from personahub.core.job_records import finish_text_job, start_text_job
+    """(job id, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text."""
+    from personahub.personas.text_jobs import finish_text_job, start_text_job
     from personahub.personas.text_to_persona import iter_texts, parse_relations, text_to_persona
 
     try:
@@ -50,7 +50,7 @@ def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relation
     con = connect(db)
     try:
         attach_cache(con, client, cache)
-        start_text_job(con, name, {"seed": seed, "llm": redact_spec(llm), **settings,
+        job_id = start_text_job(con, name, {"seed": seed, "llm": redact_spec(llm), **settings,
                                    "relations": list(chosen), "per_text": per_text,
                                    "language": language, "path": str(Path(corpus).resolve()),
                                    "text_column": text_column, "id_column": id_column,
@@ -60,12 +60,12 @@ def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relation
                 summary = loop.run(text_to_persona(
                     con, client, islice(texts, limit), corpus=name, relations=chosen,
                     per_text=per_text, batch_size=batch_size, concurrency=concurrency,
-                    language=language))
+                    language=language, job_id=job_id))
         except BaseException as exc:
-            finish_text_job(con, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+            finish_text_job(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
             raise
-        finish_text_job(con, name, "finished")
-        return name, summary
+        finish_text_job(con, job_id, "finished")
+        return job_id, summary
     finally:
         con.close()
 

@@ -43,6 +43,7 @@ from personahub.agents.tasks import Criterion, Task, stored_task
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.jobs import JobRef, ProgressHook, commit_batch, job_loop, records_of
+from personahub.core.jobs_store import find_job
 from personahub.core.store import DEFAULT_DB, connect
 
 # What makes two judges the same judge (its id): the target, the items drawn, the model asked.
@@ -197,9 +198,8 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeOptions) -> list[
 def target_world(con: duckdb.DuckDBPyConnection, options: JudgeOptions) -> str:
     """The world the judged items were written in (for "consistent with the world"), or ""."""
     what, target = options.target
-    table, key = ("synth_jobs", "job_id") if what == "synthesis" else ("runs", "run_id")
-    rows = con.execute(f"SELECT config FROM {table} WHERE {key} = ?", [target]).fetchall()
-    config = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+    job = find_job(con, target)
+    config = job.config if job is not None else {}
     if what == "synthesis":
         from personahub.pipelines.synthesize import SynthOptions, load_world
 

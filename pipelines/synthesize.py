@@ -61,6 +61,7 @@ from personahub.agents.synthesis_schemas import InferredPersona, Solution, conte
 from personahub.agents.tasks import synthesis_task, tasks
 from personahub.agents.tasks.shipped_demos import builtin_name, builtin_text, is_builtin
 from personahub.analysis.kept import kept_lines
+from personahub.core import jobs_store
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
@@ -72,8 +73,16 @@ from personahub.core.jobs import (
     check_cache_mode,
     commit_batch,
     job_loop,
-    most_common_job_error,
     records_of,
+)
+from personahub.core.jobs_store import (
+    UNFINISHED,
+    create_job,
+    find_job,
+    finish_job,
+    list_jobs,
+    mark_running,
+    supersede_jobs,
 )
 from personahub.core.store import (
     DEFAULT_DB,
@@ -97,7 +106,6 @@ DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 # The engine settings a resume may change (db, concurrency, timeout, batch size) are not in it.
 JOB_IDENTITY = ("task", "n", "where", "carve", "sample", "prompting", "examples", "world", "solve",
                 "with_assistant", "llm", "seed", "structured", "max_tokens", "temperature", "top_p")
-UNFINISHED = ("running", "interrupted", "failed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -463,10 +471,10 @@ def _config(options: SynthOptions, demos: list[Demo]) -> dict[str, Any]:
 
 def _resume_options(con: duckdb.DuckDBPyConnection, job_id: str,
                     base: SynthOptions | None) -> tuple[SynthOptions, list[Demo]]:
-    rows = con.execute("SELECT config FROM synth_jobs WHERE job_id = ?", [job_id]).fetchall()
-    if not rows:
+    job = find_job(con, job_id)
+    if job is None or job.kind != "synthesis":
         raise PersonahubError(f"--resume {job_id}: no such synthesis job in the database")
-    config = json.loads(rows[0][0])
+    config = dict(job.config)
     demos = [Demo(**d) for d in config.pop("demos", [])]
     config.setdefault("sample", "head")  # a job from before sampling took the hub's first N
     config["carve"] = tuple(config.get("carve") or ())
@@ -487,7 +495,7 @@ def job_options(db: str | Path, job_id: str) -> SynthOptions:
     con = connect(db, read_only=True)
     try:
         return _resume_options(con, job_id, None)[0]
-    except duckdb.CatalogException as exc:  # an old database has no synth_jobs table
+    except duckdb.CatalogException as exc:  # an old database has no job tables
         raise PersonahubError(f"--resume {job_id}: no synthesis jobs in {db}") from exc
     finally:
         con.close()
@@ -500,9 +508,8 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
 def unfinished_twins(con: duckdb.DuckDBPyConnection, options: SynthOptions) -> list[str]:
     """Unfinished jobs (running, interrupted, failed) started with the same settings, newest first."""
     mine = _identity(json.loads(json.dumps(_config(options, []))))  # as stored: tuples are lists
-    rows = con.execute("SELECT job_id, config FROM synth_jobs WHERE status IN (?, ?, ?) "
-                       "ORDER BY started_at DESC, job_id DESC", list(UNFINISHED)).fetchall()
-    return [job_id for job_id, config in rows if _identity(json.loads(config or "{}")) == mine]
+    return [job.job_id for job in list_jobs(con, kind="synthesis", status=UNFINISHED)
+            if _identity(job.config) == mine]
 
 
 def run_synthesis(
@@ -568,9 +575,7 @@ def run_synthesis(
         job_id = resume or new_job_id()
         if not resume and fresh:
             twins = unfinished_twins(con, options)
-            if twins:
-                con.execute(f"UPDATE synth_jobs SET status = 'superseded', finished_at = ? WHERE "
-                            f"job_id IN ({', '.join('?' * len(twins))})", [_now(), *twins])
+            supersede_jobs(con, twins)
         attach_cache(con, client, options.cache)
         with job_loop() as loop:
             return _run(con, client, options, job_id, world, demos, personas, bool(resume),
@@ -587,15 +592,17 @@ def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: Synt
         inferred: list[StructuredResult[Any]] = []
         if options.prompting == "persona-few-shot":
             demos, inferred = loop.run(infer_personas(client, demos))
+        def record() -> None:
+            create_job(con, job_id, "synthesis", _config(options, demos), seed=options.seed)
+            _store_selection(con, job_id, personas)
+
         commit_batch(con, JobRef("synthesis", job_id, run_id=job_id), client, {"synth_jobs": [{
             "job_id": job_id, "task": options.task, "prompting": options.prompting,
-            "n": options.n, "llm": client.label, "config": _config(options, demos),
-            "status": "running", "error": None, "started_at": _now(), "finished_at": None,
+            "n": options.n, "llm": client.label,
         }]}, inferred,  # the demonstrations' inferred personas
-            then=lambda: _store_selection(con, job_id, personas))
+            then=record)
     else:
-        con.execute("UPDATE synth_jobs SET status = 'running', error = NULL WHERE job_id = ?",
-                    [job_id])
+        mark_running(con, job_id)
     summary = SynthSummary(job_id=job_id, task=options.task, prompting=options.prompting,
                            engine=client.label, offline=client.is_offline,
                            selected=len(personas), db=str(options.db))
@@ -643,7 +650,7 @@ def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: Synt
                               f"resume with --resume {job_id}") from exc
     asked = summary.selected - summary.skipped_done
     if asked and not summary.written and not summary.skipped_done:  # nothing kept, ever
-        error = most_common_job_error(con, "synthesis", job_id)
+        error = jobs_store.most_common_job_error(con, "synthesis", job_id)
         _finish(con, job_id, "failed", f"kept none of {asked} items: {error}"[:1000])
         raise PersonahubError(f"synthesis job {job_id}: kept none of its {asked} items (most "
                               f"often: {error}); resume with personahub synthesize --resume "
@@ -670,6 +677,4 @@ def _answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]],
 
 
 def _finish(con: duckdb.DuckDBPyConnection, job_id: str, status: str, error: str | None) -> None:
-    with transaction(con):
-        con.execute("UPDATE synth_jobs SET status = ?, error = ?, finished_at = ? "
-                    "WHERE job_id = ?", [status, error, _now(), job_id])
+    finish_job(con, job_id, status, error)

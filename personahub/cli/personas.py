@@ -45,6 +45,7 @@ from personahub.cli.common import (
 )
 from personahub.core.errors import PersonahubError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
+from personahub.core.jobs_store import UNFINISHED
 from personahub.core.store import DEFAULT_DB
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
 from personahub.sim.executors import check_executor, executor_session
@@ -104,7 +105,7 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
             info = find_expansion(con, resume)
             if info is None:
                 raise PersonahubError(f"--resume {resume}: no such expansion in {db}")
-            if info.status not in ("running", "failed"):
+            if info.status not in UNFINISHED:
                 raise PersonahubError(f"--resume {resume}: the expansion is {info.status}; "
                                       "there is nothing to resume")
         else:
@@ -320,19 +321,22 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
         out.print(line, highlight=False, soft_wrap=True)
 
 
-def _text_job(con: Any, db: Path, resume: str, corpus: Path | None) -> tuple[dict[str, Any], Path]:
-    """The stored configuration of the text job ``resume`` and its corpus file (``corpus``
-    when given again, else the file the job was started from)."""
-    from personahub.core.jobs import text_job_config
+def _text_job(con: Any, db: Path, resume: str,
+              corpus: Path | None) -> tuple[dict[str, Any], Path, str]:
+    """The stored configuration of the text job ``resume`` (its corpus name, or its job id),
+    its corpus file (``corpus`` when given again, else the file the job was started from) and
+    its corpus name."""
+    from personahub.personas.text_jobs import find_text_job, text_job_by_id
 
-    stored = text_job_config(con, resume)
-    if stored is None:
+    job = find_text_job(con, resume) or text_job_by_id(con, resume)
+    if job is None:
         raise PersonahubError(f"--resume {resume}: no text-to-persona job over corpus {resume!r} "
                               f"in {db}")
+    stored = job.config
     if corpus is None and not stored.get("path"):
         raise PersonahubError(f"--resume {resume}: the job does not record its corpus file; give "
-                              f"it: personahub personas from-text FILE --corpus {resume}")
-    return stored, corpus if corpus is not None else Path(stored["path"])
+                              f"it: personahub personas from-text FILE --corpus {job.corpus}")
+    return stored, corpus if corpus is not None else Path(stored["path"]), job.corpus
 
 
 @one_line_errors
@@ -386,10 +390,11 @@ def personas_from_text(
     """
     from personahub.agents.llm.client import redact_spec, resolve_spec
     from personahub.analysis.kept import kept_lines
-    from personahub.core.jobs import attach_cache, check_cache_mode, start_text_job, text_job_config
+    from personahub.core.jobs import attach_cache, check_cache_mode
     from personahub.core.store import connect
     from personahub.personas.importers import ImportStats
     from personahub.personas.quality import rejection_line
+    from personahub.personas.text_jobs import find_text_job, start_text_job
     from personahub.personas.text_to_persona import iter_texts, parse_relations
 
     if resume is not None:
@@ -400,7 +405,7 @@ def personas_from_text(
     con = _open_hub(db) if resume is not None else None
     try:
         if con is not None and resume is not None:  # what the job is, from the job
-            stored, corpus = _text_job(con, db, resume, corpus)
+            stored, corpus, resume = _text_job(con, db, resume, corpus)
             relations = ",".join(stored.get("relations", relations.split(",")))
             text_column, id_column = stored.get("text_column"), stored.get("id_column")
             limit, per_text = stored.get("limit"), int(stored.get("per_text", per_text))
@@ -419,7 +424,8 @@ def personas_from_text(
         name = corpus_name or corpus.name
         flags = ModelFlags(structured, max_tokens, temperature, top_p)
         con = con or connect(db)
-        stored = text_job_config(con, name) or {}  # read before the client is built from it
+        known = find_text_job(con, name)
+        stored = known.config if known else {}  # read before the client is built from it
         seed = seed if seed is not None else int(stored.get("seed", 0))
         if flags == ModelFlags() and stored:  # no generation flag given: the job's own
             flags = stored_flags(stored, flags)
@@ -430,17 +436,18 @@ def personas_from_text(
                              flags=flags)
         target = ray_target(executor, client, ray_address, ray_workers)  # before the job is recorded
         attach_cache(con, client, cache)  # a replay with nothing recorded stops here
-        start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),
+        job_id = start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),
                                    "relations": list(chosen), "per_text": per_text,
                                    "language": language, "path": str(corpus.resolve()),
                                    "text_column": text_column, "id_column": id_column,
                                    "split": split, "limit": limit, "skip_bad": skip_bad,
                                    "max_failed_share": share})
-        summary = _text_to_persona(con, client, texts, db=db, name=name, relations=chosen,
+        summary = _text_to_persona(con, client, texts, db=db, name=name, job_id=job_id,
+                                   relations=chosen,
                                    per_text=per_text, limit=limit, batch_size=batch_size,
                                    concurrency=concurrency, language=language, target=target,
                                    max_failed_share=share)
-        kept = kept_lines(con, job_kind="text_to_persona", job_id=name)
+        kept = kept_lines(con, job_kind="text_to_persona", job_id=job_id)
     finally:
         if con is not None:
             con.close()
@@ -456,7 +463,8 @@ def personas_from_text(
             out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
 
 
-def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, relations: Any,
+def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, job_id: str,
+                     relations: Any,
                      per_text: int, limit: int | None, batch_size: int, concurrency: Concurrency,
                      language: str | None, target: Any = None,
                      max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> Any:
@@ -465,8 +473,9 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     from itertools import islice
 
     from personahub.agents.llm.failures import ModelRejected
-    from personahub.core.job_records import most_common_job_error
-    from personahub.core.jobs import finish_text_job, job_loop
+    from personahub.core.jobs import job_loop
+    from personahub.core.jobs_store import most_common_job_error
+    from personahub.personas.text_jobs import finish_text_job
     from personahub.personas.text_to_persona import text_to_persona
     from personahub.sim.executors.shards import clear_job_folder, job_folder
 
@@ -479,24 +488,25 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
                 per_text=per_text, batch_size=batch_size, concurrency=concurrency,
                 language=language, progress=lambda _, done, __: bar.update(task, completed=done),
                 remote=_ray_batches(client, target, batch_size * len(relations),
-                                    job_folder(db, name)), max_failed_share=max_failed_share))
+                                    job_folder(db, name)), max_failed_share=max_failed_share,
+                job_id=job_id))
     except KeyboardInterrupt as exc:
-        finish_text_job(con, name, "interrupted", f"interrupted by {signal_name(exc)}")
+        finish_text_job(con, job_id, "interrupted", f"interrupted by {signal_name(exc)}")
         raise
     except ModelRejected as exc:
-        finish_text_job(con, name, "failed", str(exc)[:1000])
+        finish_text_job(con, job_id, "failed", str(exc)[:1000])
         raise PersonahubError(f"text-to-persona job {name} stopped: {exc}; resume with "
                               f"personahub personas from-text --resume {name} --db {db}") from None
     except BaseException as exc:
-        finish_text_job(con, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+        finish_text_job(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
         raise
     kept = summary.asked - summary.failed_calls - summary.rejected_answers
     if summary.asked and not kept:  # every call failed, or the gate kept nothing
-        error = most_common_job_error(con, "text_to_persona", name)
-        finish_text_job(con, name, "failed", f"kept none of {summary.asked} answers: {error}")
+        error = most_common_job_error(con, "text_to_persona", job_id)
+        finish_text_job(con, job_id, "failed", f"kept none of {summary.asked} answers: {error}")
         raise PersonahubError(f"text-to-persona job {name}: kept none of its {summary.asked} "
                               f"answers (most often: {error}); resume with personahub personas "
                               f"from-text --resume {name} --db {db}")
-    finish_text_job(con, name, "finished")
+    finish_text_job(con, job_id, "finished")
     clear_job_folder(db, name)  # every answer is committed (a Ray attempt's leftovers too)
     return summary

@@ -31,12 +31,9 @@ from personahub.core.job_records import (  # noqa: F401 - the kernel's public na
     cache_rows_of,
     call_rows,
     commit_batch,
-    finish_text_job,
-    most_common_job_error,
     records_of,
-    start_text_job,
-    text_job_config,
 )
+from personahub.core.jobs_store import most_common_job_error  # noqa: F401 - as above
 from personahub.core.loop import close_quietly, new_run_loop, steady_gc_start, steady_gc_stop
 from personahub.core.store import connect, database_path, scalar
 

@@ -29,6 +29,7 @@ from personahub.core.dbcheck import (
     read_back,
 )
 from personahub.core.errors import PersonahubError
+from personahub.core.migrate import legacy_views, migrate
 from personahub.personas.record import Persona
 
 DEFAULT_DB = "personahub.duckdb"
@@ -52,6 +53,9 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (and for writers, create and migrate) the database at ``path``.
+
+    A file written by an older personahub is migrated by the first writer that opens it; a
+    reader sees it in this schema's shape through temporary views (``core.migrate``).
 
     An existing file is checked before anything is written to it (``personahub/core/dbcheck.py``):
     a file that is not DuckDB, a DuckDB file of another program, or (for writers) a file with a
@@ -82,6 +86,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
             raise
         if read_only:
+            legacy_views(probe)  # an older file, seen in this schema's shape (not changed)
             return probe
         probe.close()
     else:
@@ -92,7 +97,9 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                                   f"({exc.strerror or exc})") from None
     con = _open(path, read_only=False)
     try:
-        con.execute(schema_sql())
+        ddl = schema_sql()
+        con.execute(ddl)
+        migrate(con, ddl, path)  # an older file's job tables, once (personahub/core/migrate.py)
     except BaseException:
         con.close()
         raise

@@ -108,7 +108,7 @@ def test_a_link_embedder_joins_the_seeds_trees(tmp_path):
     assert alone.graph["components"] == 6
     assert joined.graph["components"] < alone.graph["components"]
     assert joined.graph["cycles"] > 0 and joined.graph["clustering"] > 0.1
-    config = other.execute("SELECT config FROM expansions").fetchone()[0]
+    config = other.execute("SELECT config FROM expansions JOIN jobs ON job_id = expansion_id").fetchone()[0]
     assert '"link_embedder": "hash"' in config
 
 

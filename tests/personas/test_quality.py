@@ -586,7 +586,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     assert summary.rejected == {"not_a_question": 3}
     con = connect(db)
     assert con.execute("select count(*) from synth_items").fetchall() == [(1,)]
-    assert con.execute("select status from synth_jobs").fetchall() == [("partial",)]
+    assert con.execute("select status from jobs where kind = 'synthesis'").fetchall() == [("partial",)]
     rows = con.execute("select source, job_id, kind, reason from rejected").fetchall()
     assert rows == [("synthesis", summary.job_id, "math_problem", "not_a_question")] * 3
     con.close()

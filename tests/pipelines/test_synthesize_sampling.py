@@ -95,7 +95,7 @@ def test_a_job_from_before_sampling_resumes_in_hub_order(tmp_path: Path) -> None
     con.execute("DELETE FROM synth_job_personas")
     con.execute("DELETE FROM synth_items WHERE persona_id = (SELECT persona_id FROM personas "
                 "ORDER BY seq LIMIT 1)")
-    con.execute("UPDATE synth_jobs SET status = 'partial', config = json_remove(config, '$.sample')")
+    con.execute("UPDATE jobs SET status = 'partial', config = json_remove(config, '$.sample')")
     con.close()
     resumed = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=summary.job_id)
     assert resumed.written == 1 and resumed.skipped_done == 3
