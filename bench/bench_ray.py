@@ -121,7 +121,7 @@ def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
     """``from-text`` over ``--persona-n`` texts (read, like) or ``expand`` (1 hop, fanout 2,
     closing triangles) from ``--persona-n`` personas, local or on Ray with ``workers``."""
     from personahub.agents.llm.client import LLMSettings, make_client
-    from personahub.core.jobs import job_loop
+    from personahub.core.loop import job_loop
     from personahub.core.store import connect
     from personahub.personas.expand import expand_hub
     from personahub.personas.text_to_persona import iter_texts, text_to_persona

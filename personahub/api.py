@@ -204,7 +204,7 @@ def _interview(question: str, db: str | Path, run: str, llm: str, options: dict[
     import pandas as pd
 
     from personahub.agents.llm.client import LLMSettings, check_reachable, make_client, resolve_spec
-    from personahub.core.jobs import job_loop
+    from personahub.core.loop import job_loop
     from personahub.pipelines.interview import InterviewRequest, ask, prepare, write
 
     asks = {"agent", "where", "carve", "step", "limit"}

@@ -1,5 +1,5 @@
 """The persona jobs for the Python API, without the CLI's console: text-to-persona, expansion
-and dedup, each opened, run on the job kernel's loop (``sim.jobs.job_loop``) and closed with a
+and dedup, each opened, run on the job kernel's loop (``core.loop.job_loop``) and closed with a
 status, as the commands in ``sim.cli_personas`` and ``sim.cli_dedup`` do.
 
 Each function blocks; ``personahub.api`` runs it in a worker thread where a loop is running.
@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.cache import attach_cache
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, make_client, redact_spec
 from personahub.core.errors import PersonahubError
-from personahub.core.jobs import attach_cache, job_loop
+from personahub.core.loop import job_loop
 from personahub.core.store import connect, live_persona_ids
 
 
@@ -98,7 +99,7 @@ def expand_job(*, db: Path, llm: str, seed: int, hops: int, fanout: int, limit: 
 def dedup_job_run(*, db: Path, embedder: str | None, threshold: float, num_perm: int, ngram: int,
                   embed_threshold: float, ann: str, batch_size: int) -> tuple[str, Any]:
     """(job id, ``DedupSummary``): MinHash, then embeddings (unless ``embedder`` is None)."""
-    from personahub.core.job_records import JobRef
+    from personahub.core.commit import JobRef
     from personahub.personas.dedup import DedupConfig, dedup_job, run_dedup
     from personahub.personas.dedup_jobs import (
         JOB_KIND,

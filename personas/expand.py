@@ -37,18 +37,18 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from personahub.agents.llm.bounds import SHORT
-from personahub.agents.llm.failures import (
+from personahub.agents.llm.failures import call_error
+from personahub.agents.prompts.personas import expand_messages
+from personahub.core.commit import JobRef, ProgressHook, commit_batch
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonahubError
+from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
-    call_error,
     check_max_failed_share,
 )
-from personahub.agents.prompts.personas import expand_messages
-from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonahubError
 from personahub.core.interrupts import signal_name
-from personahub.core.job_records import JobRef, ProgressHook, commit_batch
 from personahub.core.jobs_store import (
     UNFINISHED,
     create_job,

@@ -33,17 +33,17 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
-from personahub.agents.llm.failures import (
+from personahub.agents.llm.failures import call_error
+from personahub.agents.prompts.personas import TEXT_RELATIONS, text_to_persona_messages
+from personahub.core.commit import JobRef, ProgressHook, commit_batch
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonaFileError
+from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
-    call_error,
     check_max_failed_share,
 )
-from personahub.agents.prompts.personas import TEXT_RELATIONS, text_to_persona_messages
-from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonaFileError
-from personahub.core.job_records import JobRef, ProgressHook, commit_batch
 from personahub.core.store import upsert_personas
 from personahub.personas.asks import Ask, RemoteBatches, ask_one
 from personahub.personas.importers import ImportStats, container_of, iter_rows

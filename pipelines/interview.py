@@ -29,9 +29,9 @@ import duckdb
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.agents.tasks.interview import InterviewAnswer
+from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.job_records import JobRef, commit_batch
 from personahub.core.jobs_store import find_job
 from personahub.core.store import connect
 from personahub.personas.sampling import HubQuery
@@ -302,7 +302,7 @@ def write(db: Path | str, client: StructuredCaller, prepared: Prepared,
 
 def interview(db: Path | str, request: InterviewRequest, client: StructuredCaller) -> InterviewResult:
     """Check, ask and store one interview (one agent or a group) on an event loop of its own."""
-    from personahub.core.jobs import job_loop
+    from personahub.core.loop import job_loop
 
     prepared = prepare(db, request)
     with job_loop() as loop:

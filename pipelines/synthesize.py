@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import duckdb
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.cache import attach_cache
 from personahub.agents.llm.client import (
     LLMSettings,
     LLMUnavailable,
@@ -40,13 +41,7 @@ from personahub.agents.llm.client import (
     make_client,
     redact_spec,
 )
-from personahub.agents.llm.failures import (
-    DEFAULT_MAX_FAILED_SHARE,
-    ModelRejected,
-    batch_failure,
-    call_error,
-    check_max_failed_share,
-)
+from personahub.agents.llm.failures import call_error
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import parse_concurrency
 from personahub.agents.llm.structured import check_setting
@@ -62,19 +57,16 @@ from personahub.agents.tasks import synthesis_task, tasks
 from personahub.agents.tasks.shipped_demos import builtin_name, builtin_text, is_builtin
 from personahub.analysis.kept import kept_lines
 from personahub.core import jobs_store
+from personahub.core.commit import JobRef, ProgressHook, commit_batch, records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
-from personahub.core.jobs import (
-    JobLoop,
-    JobRef,
-    ProgressHook,
-    attach_cache,
-    check_cache_mode,
-    commit_batch,
-    job_loop,
-    records_of,
+from personahub.core.failures import (
+    DEFAULT_MAX_FAILED_SHARE,
+    ModelRejected,
+    batch_failure,
+    check_max_failed_share,
 )
+from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.jobs_store import (
     UNFINISHED,
     create_job,
@@ -84,6 +76,8 @@ from personahub.core.jobs_store import (
     mark_running,
     supersede_jobs,
 )
+from personahub.core.kernel import check_cache_mode
+from personahub.core.loop import JobLoop, job_loop
 from personahub.core.store import (
     DEFAULT_DB,
     connect,

@@ -18,8 +18,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import ServesModels
-from personahub.core.jobs import JobRef, commit_batch
 from personahub.core.jobs_store import create_job, finish_job, merge_job_config
 from personahub.core.store import insert_columns, insert_rows, scalar, transaction
 from personahub.sim.society import StepResult
@@ -55,7 +55,7 @@ class RunLog:
     def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str, client: ServesModels) -> None:
         self.con = con
         self.run_id = run_id
-        self.client = client  # names the served model of each call record (sim.jobs.call_rows)
+        self.client = client  # names the served model of each call record (core.commit.call_rows)
         self.job = JobRef("run", run_id, run_id=run_id)
 
     def start(self, *, scenario: str, scenario_path: str, seed: int, llm: str,
@@ -86,7 +86,7 @@ class RunLog:
                    started_at: dt.datetime, *, model: str) -> None:
         """Write a step's emissions (with near-duplicate flags), messages, and the call records
         and newly recorded cache answers the step's result carries, atomically (one kernel
-        batch, ``sim.jobs.commit_batch``)."""
+        batch, ``core.commit.commit_batch``)."""
         emissions = [{
             "emission_id": e.emission_id, "run_id": self.run_id, "step": e.step,
             "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,

@@ -40,23 +40,26 @@ from typing import Any
 import numpy as np
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.cache import attach_cache, check_replay_cache
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, redact_spec
 from personahub.agents.llm.client import make_client as make_llm_client
-from personahub.agents.llm.failures import (
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import parse_concurrency
+from personahub.agents.llm.structured import check_setting
+from personahub.analysis.kept import kept_lines
+from personahub.core.commit import ProgressHook
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonahubError
+from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
     check_max_failed_share,
 )
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import parse_concurrency
-from personahub.agents.llm.structured import check_setting
-from personahub.analysis.kept import kept_lines
-from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonahubError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
-from personahub.core.jobs import JobLoop, ProgressHook, attach_cache, check_cache_mode, check_replay_cache
 from personahub.core.jobs_store import find_job, list_jobs, mark_running
+from personahub.core.kernel import check_cache_mode
+from personahub.core.loop import JobLoop
 from personahub.core.store import (
     DEFAULT_DB,
     connect,

@@ -13,15 +13,16 @@ from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.offline import OFFLINE_MODEL_NAME
 from personahub.agents.llm.structured import STRUCTURED_SETTINGS, StructuredSetting
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, ResumableStop
 
 
 class LLMConfigError(PersonahubError):
     """The --llm spec or its environment is unusable."""
 
 
-class LLMUnavailable(PersonahubError):
-    """The model endpoint cannot be reached (connection refused, DNS failure...)."""
+class LLMUnavailable(ResumableStop):
+    """The model endpoint cannot be reached (connection refused, DNS failure...): a job stops,
+    resumable."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import typer
 
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -44,6 +43,7 @@ from personahub.cli.common import (
     stored_flags,
 )
 from personahub.core.errors import PersonahubError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.jobs_store import UNFINISHED
 from personahub.core.store import DEFAULT_DB
@@ -210,8 +210,9 @@ def personas_expand(
     --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
     --resume EXPANSION_ID resumes that expansion by its id.
     """
+    from personahub.agents.llm.cache import attach_cache, check_replay_cache
     from personahub.agents.llm.client import resolve_spec
-    from personahub.core.jobs import attach_cache, check_cache_mode, check_replay_cache
+    from personahub.core.kernel import check_cache_mode
     from personahub.personas.expand import link_embedder_of
 
     if resume is not None:
@@ -388,9 +389,10 @@ def personas_from_text(
     the same command after an interruption (with the job's stored seed and generation settings
     unless given again), or give --resume CORPUS.
     """
+    from personahub.agents.llm.cache import attach_cache
     from personahub.agents.llm.client import redact_spec, resolve_spec
     from personahub.analysis.kept import kept_lines
-    from personahub.core.jobs import attach_cache, check_cache_mode
+    from personahub.core.kernel import check_cache_mode
     from personahub.core.store import connect
     from personahub.personas.importers import ImportStats
     from personahub.personas.quality import rejection_line
@@ -472,9 +474,9 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     ``target`` (a ``RayTarget``) asks the batches' calls on Ray workers."""
     from itertools import islice
 
-    from personahub.agents.llm.failures import ModelRejected
-    from personahub.core.jobs import job_loop
+    from personahub.core.failures import ModelRejected
     from personahub.core.jobs_store import most_common_job_error
+    from personahub.core.loop import job_loop
     from personahub.personas.text_jobs import finish_text_job
     from personahub.personas.text_to_persona import text_to_persona
     from personahub.sim.executors.shards import clear_job_folder, job_folder

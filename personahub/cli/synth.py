@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -36,6 +35,7 @@ from personahub.cli.common import (
     started,
 )
 from personahub.core.errors import PersonahubError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.outputs import FORCE_HELP, check_output
 from personahub.core.store import DEFAULT_DB
 

@@ -14,8 +14,8 @@ from personahub.agents.llm.endpoint_offline import OfflineEndpoint
 from personahub.agents.llm.offline import OfflineChatModel
 from personahub.analysis.views import install_views, query_files
 from personahub.cli.app import app
+from personahub.core.commit import cache_rows_of, records_of
 from personahub.core.errors import PersonahubError
-from personahub.core.job_records import cache_rows_of, records_of
 from personahub.core.jobs_store import create_job
 from personahub.core.store import connect, insert_rows, transaction
 from personahub.sim.runner import RunOptions, run_scenario

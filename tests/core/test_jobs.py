@@ -1,4 +1,4 @@
-"""The job kernel (``sim.jobs``) under every model-calling command: a job started with a
+"""The job kernel (``core.kernel``, ``core.commit``) under every model-calling command: a job started with a
 non-default seed, interrupted after its first batch and resumed without ``--seed`` ends with the
 rows of the uninterrupted job; ``--cache record|replay`` and ``--rps`` work on each command; every
 call is tagged with its job and model name."""
@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from personahub.agents.llm import seam_limits
-from personahub.core import job_records as jobs
+from personahub.core import commit as jobs
 from personahub.core.store import connect
 from tests.cli_helpers import invoke
 

@@ -15,7 +15,7 @@ import pytest
 
 from personahub.agents.llm import seam_limits
 from personahub.agents.loopback.server import ServerOptions, running_server
-from personahub.core import job_records as jobs
+from personahub.core import commit as jobs
 from tests._planted import planted_corpus
 from tests.cli_helpers import invoke, one_line_error
 

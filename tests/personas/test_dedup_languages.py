@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from personahub.core.job_records import JobRef
+from personahub.core.commit import JobRef
 from personahub.core.store import connect, upsert_personas
 from personahub.personas import embedding
 from personahub.personas.dedup import DedupConfig, dedup_job, run_dedup

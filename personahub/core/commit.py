@@ -1,17 +1,14 @@
-"""What a job writes, shared by every model-calling job (runs, synthesis, expansion, text-to-persona,
-the dedup embedding stage): which job a model call belongs to, the one batch commit (a batch's rows
-with its call records and newly recorded cache answers in one transaction), the one progress-hook
-signature. The event loop and the cache switch are in ``sim.jobs``;
-this half imports nothing above ``personas`` but the seam's contracts (``agents.contracts``, which
-import nothing of the project): the clients it is handed and the results it writes are typed there.
-"""
+"""The one batch commit every job writes through: a batch's rows with the model-call records and
+newly recorded cache answers its results carry, in one transaction; which job a call belongs to
+(``JobRef``: ``llm_calls.job_kind`` / ``job_id`` / ``model_name``); the one progress-hook
+signature. The kernel (``core/kernel.py``) calls it for every batch of a spec; jobs not yet specs
+call it themselves."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -20,16 +17,12 @@ from personahub.core.jobs_store import touch_job
 from personahub.core.store import insert_rows, record_rows, transaction
 
 T = TypeVar("T")
-JobKind = Literal["run", "synthesis", "expansion", "text_to_persona", "dedup", "interview",
-                  "judge"]
+# run, synthesis, expansion, text_to_persona, dedup, interview, judge, or a registered spec's kind
+JobKind = str
 # One progress signature for every job: (phase, done, total or None when unknown).
 ProgressHook = Callable[[str, int, "int | None"], None]
 # Tables whose batch rows may repeat after a retried batch (their keys are stable ids).
 IDEMPOTENT_TABLES = frozenset({"synth_items", "rejected", "text_done", "llm_cache", "judgments"})
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
