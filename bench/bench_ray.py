@@ -55,7 +55,8 @@ def synth_rows(db: Path, job_id: str) -> list[tuple]:
 def time_synthesis(tmp: Path, args: argparse.Namespace, executor: str,
                    workers: int | None) -> tuple[float, list[tuple]]:
     from personahub.agents.llm.client import LLMSettings, make_client
-    from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+    from personahub.api import run_synthesis
+    from personahub.pipelines.synthesize import SynthOptions
 
     db = synth_db(tmp / f"synth-{executor}-{workers}.duckdb", args.n)
     client = make_client(LLMSettings(concurrency=args.concurrency, offline_latency_s=args.latency))

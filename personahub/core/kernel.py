@@ -10,7 +10,8 @@ rows, as a ``BatchOutcome``) and ``summary``. ``run_job`` does the rest, once fo
    refused unless ``fresh``, which marks it ``superseded``) or a resumed one, whose stored
    configuration comes first: identity fields are the job's, engine fields (``engine()``
    metadata: model spec, concurrency, timeouts, cache, executor, batch size, ...) the caller's.
-   A finished job is not resumed (one line);
+   A finished job is not resumed: its summary comes back (``JobResult.ran`` False) and
+   nothing changes (a superseded one can still be resumed by its id);
 2. builds the model client from the config's model settings with the injected ``Models``,
    after ``prepare`` passed: reachability checked (not for a replay), cache attached;
 3. records the job (``jobs`` row and detail rows in one transaction), or marks it running;
@@ -209,11 +210,32 @@ class Executor(Protocol):
 class JobSpec(Protocol[C, B, R, S_co]):
     """A job kind (see the module doc). ``SpecBase`` gives the optional parts defaults."""
 
-    kind: str
-    config_type: type[C]
-    independent_batches: bool
-    noun: str  # how messages name a job of this kind ("synthesis job", "run")
-    unit: str  # what it asks for, plural ("items", "answers")
+    @property
+    def kind(self) -> str:
+        """The key in the registry and ``jobs.kind``."""
+        ...
+
+    @property
+    def config_type(self) -> type[C]:
+        """The frozen, kw_only config dataclass (validated in ``__post_init__``)."""
+        ...
+
+    @property
+    def independent_batches(self) -> bool:
+        """True: every batch is planned ahead, so an executor may ship them all to workers
+        (Ray Data); False: the next batch is planned after the last commit (a run, an
+        expansion), so on Ray only the caller is remote."""
+        ...
+
+    @property
+    def noun(self) -> str:
+        """How messages name a job of this kind (``synthesis job``, ``run``)."""
+        ...
+
+    @property
+    def unit(self) -> str:
+        """What it asks for, plural (``items``, ``answers``)."""
+        ...
 
     def model_settings(self, config: C) -> Any | None: ...
     def prepare(self, ctx: JobContext[C]) -> None: ...
@@ -226,6 +248,8 @@ class JobSpec(Protocol[C, B, R, S_co]):
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]: ...
     def resume_hint(self, job_id: str, db: Path) -> str: ...
     def stop_note(self, ctx: JobContext[C]) -> str: ...
+    def report(self, summary: Any, db: Path) -> list[str]: ...
+    def label(self, config: Mapping[str, Any]) -> str: ...
 
 
 class SpecBase(Generic[C, B, R, S]):
@@ -266,14 +290,24 @@ class SpecBase(Generic[C, B, R, S]):
         """What an interrupted job had done, for its one line (" (3 of 9 items written)")."""
         return ""
 
+    def report(self, summary: Any, db: Path) -> list[str]:
+        """What a job did, in lines for the console (``personahub resume``)."""
+        return [f"{self.noun}: {summary}"]
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        """A few words on what a job makes, from its stored config (``personahub jobs``)."""
+        return ""
+
 
 @dataclass(frozen=True)
 class JobResult(Generic[S]):
-    """How ``run_job`` ended: the job's id, its status and the spec's summary."""
+    """How ``run_job`` ended: the job's id, its status and the spec's summary; ``ran`` is
+    False for a finished job asked to resume (nothing was asked, nothing changed)."""
 
     job_id: str
     status: str
     summary: S
+    ran: bool = True
 
 
 #: an executor, or what picks one from a job's (resolved) config
@@ -313,6 +347,7 @@ class JobContext(Generic[C]):
     state: Any = None
     done_before: int = 0
     total: int | None = None
+    status: str = "running"  # as the job was found (a resumed one), until it ends
     executor: Executor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -418,6 +453,9 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
                               f"with {spec.resume_hint(twins[0], env.db)}, or pass --fresh")
     spec.prepare(ctx)
     ctx.client = env.client if env.client is not None else _client(spec, ctx)
+    if ctx.status == "finished":  # not resumed: its summary as it stands
+        spec.plan(ctx)
+        return JobResult(ctx.job_id, "finished", spec.summary(ctx), ran=False)
     ctx.executor.check(spec, ctx)
     if env.on_ready is not None:
         env.on_ready(ctx.client)
@@ -442,11 +480,9 @@ def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _
     row = jobs_store.find_job(env.con, resume)
     if row is None or row.kind != spec.kind:
         raise PersonahubError(f"--resume {resume}: no such {spec.noun} in {env.db}")
-    if row.status in ("finished", "superseded"):
-        raise PersonahubError(f"--resume {resume}: the {spec.noun} is {row.status}; there is "
-                              "nothing to resume")
     stored = spec.upgrade(dict(row.config))
-    return JobContext(spec, resumed_config(spec, stored, config, resume), resume, True, stored, env)
+    config = resumed_config(spec, stored, config, resume)
+    return JobContext(spec, config, resume, True, stored, env, status=row.status)
 
 
 def config_json(config: Any, models: Models) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from personahub.analysis.export_hf import HF_FILES, HUB_DATA, hub_folder
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.api import run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from tests.cli_helpers import invoke, one_line_error
 from tests.optional import need_hf
 from tests.synth_helpers import run_default_scenario

@@ -16,9 +16,10 @@ from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, Solution, schema_
 from personahub.agents.tasks import synthesis_names, synthesis_task
 from personahub.agents.tasks.multi_turn import Conversation
 from personahub.agents.tasks.tool_spec import ToolSpec, tool_to_openai_function
+from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.pipelines import synthesize
-from personahub.pipelines.synthesize import SynthOptions, load_examples, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions, load_examples
 from tests.fakes import Call, FakeClient
 from tests.official_sample import sample_rows
 from tests.synth_helpers import write_examples
@@ -211,22 +212,22 @@ def _col(db: Path, sql: str) -> list:
 
 def test_resume_skips_done_personas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "s.duckdb"
-    real = synthesize.SynthesisJob.write_batch
+    real = synthesize.SynthesisSpec.commit
     calls = {"n": 0}
 
-    def flaky(self, results, summary):  # noqa: ANN001
+    def flaky(self, ctx, batch, result):  # noqa: ANN001
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("disk on fire")
-        return real(self, results, summary)
+        return real(self, ctx, batch, result)
 
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", flaky)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", flaky)
     with pytest.raises(PersonahubError, match="--resume"):
         run_synthesis(SynthOptions(task="instruction", n=7, batch_size=3, db=str(db)))
     job_id = _col(db, "SELECT job_id FROM synth_jobs")[0]
     assert _col(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == ["failed"]
     assert len(items(db, job_id)) == 3  # the first batch committed, the second rolled back
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", real)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", real)
     resumed = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=job_id)
     assert resumed.job_id == job_id and resumed.skipped_done == 3 and resumed.written == 4
     rows = items(db, job_id)

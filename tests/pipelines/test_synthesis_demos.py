@@ -11,8 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from personahub.api import run_synthesis
 from personahub.core.store import connect
-from personahub.pipelines.synthesize import SynthOptions, load_examples, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions, load_examples
 from tests.cli_helpers import invoke
 from tests.fakes import FakeClient
 from tests.synth_helpers import write_examples

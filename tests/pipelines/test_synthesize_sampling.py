@@ -8,11 +8,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect, transaction, upsert_personas
 from personahub.personas.record import Persona
 from personahub.pipelines import synthesize
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from tests.cli_helpers import invoke, one_line_error
 
 
@@ -63,19 +64,19 @@ def test_resume_asks_the_drawn_personas_after_the_hub_grew(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "s.duckdb"
     hub(db)
-    real = synthesize.SynthesisJob.write_batch
+    real = synthesize.SynthesisSpec.commit
     calls = {"n": 0}
 
-    def flaky(self, results, summary):  # noqa: ANN001
+    def flaky(self, ctx, batch, result):  # noqa: ANN001
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("disk on fire")
-        return real(self, results, summary)
+        return real(self, ctx, batch, result)
 
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", flaky)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", flaky)
     with pytest.raises(PersonahubError, match="--resume"):
         run_synthesis(SynthOptions(task="instruction", n=8, batch_size=3, seed=9, db=str(db)))
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", real)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", real)
     job_id = rows(db, "SELECT job_id FROM synth_jobs")[0][0]
     drawn = [r[0] for r in rows(db, "SELECT persona_id FROM synth_job_personas WHERE job_id = ? "
                                     "ORDER BY position", [job_id])]

@@ -19,11 +19,12 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from personahub.agents.llm.client import CallRecord, StructuredResult
+from personahub.api import run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect, upsert_personas
 from personahub.personas.record import Persona
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis, select_personas
+from personahub.pipelines.synthesize import SynthOptions, select_personas
 from personahub.sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
@@ -385,5 +386,5 @@ def test_sigterm_marks_a_synthesis_job_interrupted(tmp_path):
          "--db", str(db)], signal.SIGTERM, 0.2)
     assert returncode == 143, lines
     assert not any("Traceback" in line for line in lines), lines
-    assert lines[-1].startswith(f"job {job_id} interrupted by SIGTERM (")
+    assert lines[-1].startswith(f"synthesis job {job_id} interrupted by SIGTERM (")
     assert rows(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == [("interrupted",)]

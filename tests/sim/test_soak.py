@@ -23,10 +23,11 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from personahub.api import run_synthesis
 from personahub.cli.app import app
 from personahub.core.store import connect, upsert_personas
 from personahub.personas.record import Persona
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
