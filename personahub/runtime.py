@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from personahub.core.commit import ProgressHook
 from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonahubError
 from personahub.core.kernel import Executor, JobResult, JobSpec, run_job, spec_for
 
 C = TypeVar("C")
@@ -89,25 +88,3 @@ def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
     import personahub.pipelines.synthesize  # noqa: F401 - registers "synthesis"
 
     return spec_for(kind)
-
-
-def resume(job_id: str, db: str | Path, engine: Mapping[str, Any] | None = None,
-           **hooks: Any) -> JobResult[Any]:
-    """Resume job ``job_id`` of whatever kind it is (a registered spec's), with ``engine``
-    settings given again (the rest from the job)."""
-    from personahub.core.jobs_store import find_job
-    from personahub.core.store import connect
-
-    if not Path(db).exists():
-        raise PersonahubError(f"--db {db}: no such database")
-    con = connect(db, read_only=True)
-    try:
-        row = find_job(con, job_id)
-    finally:
-        con.close()
-    if row is None:
-        raise PersonahubError(f"resume {job_id}: no such job in {db}")
-    spec = registered_spec(row.kind)
-    if spec is None:
-        raise PersonahubError(f"resume {job_id}: no job spec of kind {row.kind!r} is registered")
-    return run(spec, dict(engine or {}), db, resume=job_id, **hooks)

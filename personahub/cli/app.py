@@ -8,7 +8,8 @@ and 143; a job names itself on stderr when it starts.
 Layout (the CLI is the outermost layer; no command module imports another, nor this one):
 ``cli_common`` (options, consoles, errors, client, progress), ``cli_run`` (run), ``cli_sql``,
 ``cli_serve``, ``cli_view`` (view), ``cli_synth`` (synthesize, export, report, diversity),
-``cli_interview`` (interview), ``cli_judge`` (judge), ``cli_doctor`` (doctor), ``cli_hub``
+``cli_interview`` (interview), ``cli_judge`` (judge), ``cli_doctor`` (doctor), ``cli_jobs``
+(jobs, resume), ``cli_hub``
 (personas import, sample, stats, export-graph), ``cli_dedup`` (personas dedup) and
 ``cli_personas`` (personas expand, from-text).
 """
@@ -33,6 +34,9 @@ from personahub.cli import (
 )
 from personahub.cli import (
     interview as cli_interview,
+)
+from personahub.cli import (
+    jobs as cli_jobs,
 )
 from personahub.cli import (
     judge as cli_judge,
@@ -129,6 +133,8 @@ app.command()(cli_judge.judge)
 app.command()(cli_view.view)
 app.command()(cli_interview.interview)
 app.command()(cli_doctor.doctor)
+app.command()(cli_jobs.jobs)
+app.command()(cli_jobs.resume)
 
 personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
