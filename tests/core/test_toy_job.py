@@ -220,3 +220,29 @@ def test_a_toy_job_on_ray_makes_the_local_rows(tmp_path: Path) -> None:
     assert counts(tmp_path / "ray.duckdb", remote.job_id) == counts(tmp_path / "local.duckdb",
                                                                     local.job_id)
     assert not (tmp_path / "ray.duckdb.jobs").exists()  # the shards are committed and gone
+
+
+class TwoCountsSpec(CountSpec):
+    """A job that runs a word count of its own texts as a child job (as a run's setup runs its
+    expansion), then counts again itself."""
+
+    kind = "toy_two_counts"
+
+    def plan(self, ctx: JobContext[CountConfig]) -> Iterator[Sequence[tuple[int, str]]]:
+        child = ctx.run_child(TOY, CountConfig(texts=ctx.config.texts[:3], seed=ctx.config.seed))
+        ctx.state = child.job_id
+        return super().plan(ctx)
+
+
+TWO = register(TwoCountsSpec())
+
+
+def test_a_child_job_runs_under_its_parent(tmp_path: Path) -> None:
+    db = tmp_path / "c.duckdb"
+    parent = runtime.run(TWO, CountConfig(texts=TEXTS, seed=1), db)
+    jobs = {j["kind"]: j for j in json.loads(invoke("jobs", "--db", db, "--json").stdout)}
+    assert jobs["toy_two_counts"]["job_id"] == parent.job_id
+    assert jobs["toy_word_count"]["parent"] == parent.job_id
+    assert jobs["toy_word_count"]["status"] == jobs["toy_two_counts"]["status"] == "finished"
+    child = jobs["toy_word_count"]["job_id"]
+    assert len(counts(db, child)["rows"]) == 3 and len(counts(db, parent.job_id)["rows"]) == 7
