@@ -369,8 +369,9 @@ class JobContext(Generic[C]):
 
     @property
     def ref(self) -> JobRef:
-        """How the job's model calls are tagged (``llm_calls.job_kind`` / ``job_id``)."""
-        return JobRef(self.spec.kind, self.job_id, run_id=self.job_id)
+        """How the job's model calls are tagged: ``llm_calls.job_kind`` / ``job_id``, and
+        ``run_id`` the job it belongs to (its parent's id, else its own)."""
+        return JobRef(self.spec.kind, self.job_id, run_id=self.parent_id or self.job_id)
 
     @property
     def caller(self) -> StructuredCaller:
