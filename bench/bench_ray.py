@@ -33,8 +33,9 @@ import pyarrow as pa
 
 
 def synth_db(path: Path, n: int) -> Path:
-    from personahub.core.store import connect, transaction, upsert_personas
+    from personahub.core.store import connect, transaction
     from personahub.personas.importers import iter_personas
+    from personahub.personas.store import upsert_personas
 
     people = _synthetic.write_personas(path.with_suffix(".jsonl"), n)
     con = connect(path)

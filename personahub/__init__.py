@@ -55,7 +55,7 @@ _PUBLIC = {
     "SynthOptions": "personahub.pipelines.synthesize",
     "run_synthesis": "personahub.api",
     "connect": "personahub.core.store",
-    "fetch_personas": "personahub.core.store",
+    "fetch_personas": "personahub.personas.store",
     "PersonahubError": "personahub.core.errors",
 }
 

@@ -16,7 +16,8 @@ from personahub.agents.llm.cache import attach_cache
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, make_client, redact_spec
 from personahub.core.errors import PersonahubError
 from personahub.core.loop import job_loop
-from personahub.core.store import connect, live_persona_ids
+from personahub.core.store import connect
+from personahub.personas.store import live_persona_ids
 
 
 def _client(llm: str, seed: int, concurrency: Concurrency, cache: str, **settings: Any) -> LLMClient:

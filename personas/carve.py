@@ -23,8 +23,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from personahub.core.store import fetch_personas
 from personahub.personas.record import Persona
+from personahub.personas.store import fetch_personas
 
 COLUMNS = ("hop", "source", "source_ref", "persona_id")
 _CONDITION = re.compile(r"^\s*([^<>=!~]+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")

@@ -58,13 +58,7 @@ from personahub.core.jobs_store import (
     most_common_job_error,
     supersede_jobs,
 )
-from personahub.core.store import (
-    fetch_personas,
-    insert_rows,
-    scalar,
-    transaction,
-    upsert_personas,
-)
+from personahub.core.store import insert_rows, scalar, transaction
 from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.embedding import Embedder
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
@@ -90,6 +84,7 @@ from personahub.personas.quality import (
     rejected_row,
 )
 from personahub.personas.record import Persona
+from personahub.personas.store import fetch_personas, upsert_personas
 
 MAX_HOPS = 6
 DEFAULT_BATCH = 256

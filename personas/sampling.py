@@ -21,9 +21,9 @@ from typing import Any
 import duckdb
 
 from personahub.core.errors import PersonahubError
-from personahub.core.store import fetch_personas
 from personahub.personas.carve import Condition
 from personahub.personas.record import Persona
+from personahub.personas.store import fetch_personas
 
 SAMPLE_MODES = ("uniform", "head")
 

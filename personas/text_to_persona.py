@@ -44,7 +44,6 @@ from personahub.core.failures import (
     batch_failure,
     check_max_failed_share,
 )
-from personahub.core.store import upsert_personas
 from personahub.personas.asks import Ask, RemoteBatches, ask_one
 from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.quality import (
@@ -56,6 +55,7 @@ from personahub.personas.quality import (
     tally,
 )
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 
 SOURCE = "text-to-persona"
 RELATIONS: tuple[str, ...] = tuple(TEXT_RELATIONS)

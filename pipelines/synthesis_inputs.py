@@ -21,16 +21,11 @@ from personahub.agents.tasks import synthesis_task
 from personahub.agents.tasks.shipped_demos import builtin_text, is_builtin
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.store import (
-    fetch_personas,
-    insert_columns,
-    scalar,
-    transaction,
-    upsert_personas,
-)
+from personahub.core.store import insert_columns, scalar, transaction
 from personahub.personas.importers import iter_personas
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw
+from personahub.personas.store import fetch_personas, upsert_personas
 
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 

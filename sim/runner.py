@@ -60,13 +60,7 @@ from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_
 from personahub.core.jobs_store import find_job, list_jobs, mark_running
 from personahub.core.kernel import check_cache_mode
 from personahub.core.loop import JobLoop
-from personahub.core.store import (
-    DEFAULT_DB,
-    connect,
-    fetch_personas,
-    transaction,
-    upsert_personas,
-)
+from personahub.core.store import DEFAULT_DB, connect, transaction
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
 from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
 from personahub.personas.importers import iter_personas
@@ -74,6 +68,7 @@ from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.sampling import draw
+from personahub.personas.store import fetch_personas, upsert_personas
 from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
 from personahub.sim.runlog import RunLog

@@ -95,8 +95,8 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
     hub has grown since); ``fresh`` marks it superseded and starts anew. An unknown ``language``
     is an error before the database is opened.
     """
-    from personahub.core.store import live_persona_ids
     from personahub.personas.expand import find_expansion, find_unfinished, supersede_expansion
+    from personahub.personas.store import live_persona_ids
 
     _check_language(language)
     con = _open_hub(db)

@@ -36,7 +36,7 @@ from personahub.agents.validators import (
 from personahub.analysis.views import install_views
 from personahub.api import run_synthesis
 from personahub.cli.app import app, print_summary
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas import quality
 from personahub.personas.expand import expand_hub, related_personas_schema
 from personahub.personas.importers import iter_personas
@@ -55,6 +55,7 @@ from personahub.personas.quality import (
     screen_persona,
 )
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from personahub.personas.text_to_persona import SourceText, text_personas_schema, text_to_persona
 from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.runner import RunOptions, run_scenario

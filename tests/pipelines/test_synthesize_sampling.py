@@ -10,8 +10,9 @@ import pytest
 
 from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
-from personahub.core.store import connect, transaction, upsert_personas
+from personahub.core.store import connect, transaction
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from personahub.pipelines import synthesize
 from personahub.pipelines.synthesize import SynthOptions
 from tests.cli_helpers import invoke, one_line_error

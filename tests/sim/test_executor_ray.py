@@ -435,10 +435,11 @@ def expansion(db: Path, workers: int | None, *, asks: Any = None, resume: str | 
     import asyncio
     from contextlib import ExitStack
 
-    from personahub.core.store import connect, upsert_personas
+    from personahub.core.store import connect
     from personahub.personas.expand import expand_hub
     from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
     from personahub.personas.record import Persona
+    from personahub.personas.store import upsert_personas
     from personahub.sim.executors.ray_actors import ray_asks
     from personahub.sim.executors.ray_batches import RayTarget
     from tests.conftest import persona_texts
@@ -652,8 +653,9 @@ def test_expand_command_on_ray_over_the_loopback_server(local_ray: None, tmp_pat
                                                          server: Any) -> None:
     """personas expand --executor ray over HTTP (a client on each actor, the same server): the
     local executor's hub, and its llm_calls accounting, call for call."""
-    from personahub.core.store import connect, upsert_personas
+    from personahub.core.store import connect
     from personahub.personas.record import Persona
+    from personahub.personas.store import upsert_personas
     from tests.conftest import persona_texts
 
     llm = server(seed=4).base_url + "?model=offline"

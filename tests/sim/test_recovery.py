@@ -22,8 +22,9 @@ from personahub.agents.llm.client import CallRecord, StructuredResult
 from personahub.api import run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from personahub.pipelines.synthesize import SynthOptions, select_personas
 from personahub.sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
 from personahub.sim.scenario import load_scenario

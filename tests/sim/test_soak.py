@@ -25,8 +25,9 @@ from typer.testing import CliRunner
 
 from personahub.api import run_synthesis
 from personahub.cli.app import app
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
