@@ -14,7 +14,6 @@ so a failed export leaves DIR as it was. Needs the ``[hf]`` extra (``pip install
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 from personahub.analysis.export import ExportItem, chat_row, item_columns, load_items
 from personahub.analysis.export_arrow import MESSAGES_TYPE
 from personahub.core.errors import PersonahubError
+from personahub.core.jobs_store import find_job
 from personahub.core.outputs import atomic_file, staged_folder
 
 HUB_DATA = "data/train-00000-of-00001.parquet"
@@ -57,13 +57,17 @@ def hf_table(items: Sequence[ExportItem]) -> tuple[pa.Table, list[str]]:
 def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) -> dict[str, Any]:
     """What produced the items: the job's task and prompting, or the run's scenario and seed."""
     if job is not None:
-        task, prompting, llm, config = con.execute(
-            "SELECT task, prompting, llm, config FROM synth_jobs WHERE job_id = ?", [job]).fetchall()[0]
-        examples = json.loads(config or "{}").get("examples")
+        task, prompting, llm = con.execute(
+            "SELECT task, prompting, llm FROM synth_jobs WHERE job_id = ?", [job]).fetchall()[0]
+        stored = find_job(con, job)
+        examples = stored.config.get("examples") if stored is not None else None
         return {"kind": "synthesis job", "id": job, "what": f"task `{task}`", "llm": llm,
                 "prompting": prompting + (f" (demonstrations: {examples})" if examples else "")}
-    scenario, seed, llm = con.execute("SELECT scenario, seed, llm FROM runs WHERE run_id = ?",
-                                      [run]).fetchall()[0]
+    assert run is not None
+    scenario, llm = con.execute("SELECT scenario, llm FROM runs WHERE run_id = ?",
+                                [run]).fetchall()[0]
+    found = find_job(con, run)
+    seed = found.seed if found is not None else None
     return {"kind": "simulation run", "id": run, "what": f"scenario `{scenario}`, seed {seed}",
             "llm": llm, "prompting": "agent prompts of the scenario's output kinds (simulation)"}
 

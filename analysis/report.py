@@ -44,6 +44,7 @@ from personahub.analysis.report_data import (  # noqa: E402
 )
 from personahub.analysis.report_header import Facts, job_facts, run_facts  # noqa: E402
 from personahub.analysis.views import install_views  # noqa: E402
+from personahub.core.jobs_store import latest_job_id
 from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
 from personahub.personas.embedding import Embedder, HashEmbedder, make_embedder  # noqa: E402
 
@@ -100,8 +101,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = N
 
 
 def _latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
-    rows = _rows(con, "SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT 1")
-    return rows[0][0] if rows else None
+    return latest_job_id(con, "run")
 
 
 def _mark_events(ax: Any, events: list[Event]) -> None:

@@ -36,7 +36,7 @@ SELECT run_id, count(*) AS calls,
 FROM llm_calls GROUP BY run_id
 ;
 -- v_run_cost: tokens and cost in USD per run (or synthesis job). Prices are USD per 1M tokens:
--- the run's own --price-in/--price-out (runs.config) first, else the prices table row for the
+-- the run's own --price-in/--price-out (its jobs.config) first, else the prices table row for the
 -- call's model name (llm_calls.model without '@URL' or 'openai:'); the offline engine costs 0.
 -- Attempts sent in a batch (llm_calls.batch_id set) are priced at the batch price: the run's
 -- own batch_price_in/out options, else half the run's own price, else the prices table's
@@ -66,7 +66,7 @@ WITH calls AS (
                AS run_batch_out,
            CASE WHEN c.model_name = 'offline' THEN 0.0 END AS free
     FROM calls c
-    LEFT JOIN runs r ON r.run_id = c.run_id
+    LEFT JOIN jobs r ON r.job_id = c.run_id AND r.kind = 'run'
     LEFT JOIN prices p ON p.model = c.model_name
 ), priced AS (
     SELECT *,
@@ -138,11 +138,11 @@ SELECT a AS persona_id, count(DISTINCT b) AS degree FROM edges GROUP BY a
 ;
 -- v_synth_jobs: each synthesis job with its item, duplicate and solution counts.
 CREATE OR REPLACE {temp} VIEW v_synth_jobs AS
-SELECT j.job_id, j.task, j.prompting, j.n, j.status, j.llm, j.started_at, j.finished_at,
+SELECT j.job_id, j.task, j.prompting, j.n, l.status, j.llm, l.started_at, l.finished_at,
        count(i.item_id) AS items,
        count(i.item_id) FILTER (WHERE i.is_duplicate) AS duplicates,
        count(i.solution) AS solved
-FROM synth_jobs j LEFT JOIN synth_items i USING (job_id) GROUP BY ALL
+FROM synth_jobs j LEFT JOIN jobs l USING (job_id) LEFT JOIN synth_items i USING (job_id) GROUP BY ALL
 ;
 -- v_rejected: what the quality gate refused, by source (text_to_persona, expand, emission,
 -- synthesis), run or job, kind and reason, with one example message and when it happened.

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 #: the personas a persona job produced (or, for dedup, flagged), by job kind
 _PERSONAS_OF = {
     "text_to_persona": "SELECT p.* FROM personas p WHERE p.persona_id IN (SELECT DISTINCT "
-                       "unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = ?) "
+                       "unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = "
+                       "(SELECT corpus FROM text_jobs WHERE job_id = ?)) "
                        "ORDER BY p.seq",
     "dedup": "SELECT * FROM personas WHERE coalesce(is_duplicate, false) AND ? IS NOT NULL "
              "ORDER BY seq",

@@ -26,10 +26,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from personahub.core.store import fetch_personas
 from personahub.personas.demographics import VOCABULARY, canonical
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
+from personahub.personas.store import fetch_personas
 
 COLUMNS = ("hop", "source", "source_ref", "persona_id")
 _CONDITION = re.compile(r"^\s*([^<>=!~]+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")

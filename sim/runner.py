@@ -40,30 +40,27 @@ from typing import Any
 import numpy as np
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.cache import attach_cache, check_replay_cache
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, redact_spec
 from personahub.agents.llm.client import make_client as make_llm_client
-from personahub.agents.llm.failures import (
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import parse_concurrency
+from personahub.agents.llm.structured import check_setting
+from personahub.analysis.kept import kept_lines
+from personahub.core.commit import ProgressHook
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonahubError
+from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
     check_max_failed_share,
 )
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import parse_concurrency
-from personahub.agents.llm.structured import check_setting
-from personahub.analysis.kept import kept_lines
-from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonahubError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
-from personahub.core.jobs import JobLoop, ProgressHook, attach_cache, check_cache_mode, check_replay_cache
-from personahub.core.store import (
-    DEFAULT_DB,
-    connect,
-    fetch_personas,
-    scalar,
-    transaction,
-    upsert_personas,
-)
+from personahub.core.jobs_store import find_job, list_jobs, mark_running
+from personahub.core.kernel import check_cache_mode
+from personahub.core.loop import JobLoop
+from personahub.core.store import DEFAULT_DB, connect, transaction
 from personahub.core.validate import (
     check_int,
     check_number,
@@ -77,6 +74,7 @@ from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.sampling import draw
+from personahub.personas.store import fetch_personas, upsert_personas
 from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
 from personahub.sim.runlog import RunLog
@@ -367,14 +365,15 @@ def resume_run(
         raise PersonahubError(f"--db {db}: no such database")
     con = connect(db)
     try:
-        rows = con.execute("SELECT status, seed, steps_planned, config, scenario_path FROM runs "
-                           "WHERE run_id = ?", [run_id]).fetchall()
-        if not rows:
+        job = find_job(con, run_id)
+        rows = con.execute("SELECT steps_planned, scenario_path FROM runs WHERE run_id = ?",
+                           [run_id]).fetchall()
+        if job is None or job.kind != "run" or not rows:
             raise PersonahubError(f"--resume {run_id}: no such run in {db}")
-        status, seed, steps, config_text, scenario_path = rows[0]
-        if status == "finished":
+        steps, scenario_path = rows[0]
+        if job.status == "finished":
             raise PersonahubError(f"--resume {run_id}: the run already finished")
-        config = json.loads(config_text) if config_text else {}
+        seed, config = int(job.seed or config_seed(job.config)), job.config
         scenario = load_scenario(verified_scenario_file(run_id, config, scenario_path))
         known = {f.name for f in dataclasses.fields(RunOptions)}
         opts = {k: v for k, v in (config.get("options") or {}).items() if k in known}
@@ -390,9 +389,7 @@ def resume_run(
         if on_ready is not None:
             on_ready()
         log = RunLog(con, run_id, client)
-        with transaction(con):
-            con.execute("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL "
-                        "WHERE run_id = ?", [run_id])
+        mark_running(con, run_id)
         has_agents = con.execute("SELECT count(*) FROM run_agents WHERE run_id = ?",
                                  [run_id]).fetchall()[0][0] > 0
         with RunHeap() as heap:
@@ -401,6 +398,11 @@ def resume_run(
                           personas=personas, heap=heap)
     finally:
         con.close()
+
+
+def config_seed(config: dict[str, Any]) -> int:
+    """The seed a run's stored configuration names (0 when it names none)."""
+    return int(config.get("seed") or 0)
 
 
 def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, options: RunOptions,
@@ -488,8 +490,8 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
     reached: tuple[str, ...] = ()
     if growth.hops:
         # a resume goes on with the expansion this run started (there is one at most)
-        previous = scalar(con, "SELECT expansion_id FROM expansions WHERE run_id = ? "
-                          "ORDER BY started_at DESC, expansion_id DESC LIMIT 1", [log.run_id])
+        children = list_jobs(con, kind="expansion", parent_id=log.run_id)
+        previous = children[0].job_id if children else None
         try:
             expansion = loop.run_until_complete(expand_hub(
                 con, client, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,

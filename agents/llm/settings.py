@@ -14,7 +14,7 @@ from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.offline import OFFLINE_MODEL_NAME
 from personahub.agents.llm.structured import STRUCTURED_SETTINGS, StructuredSetting
-from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.errors import ResumableStop, UsageError
 from personahub.core.validate import check_number, check_optional_number, check_seed
 
 
@@ -22,8 +22,9 @@ class LLMConfigError(UsageError):
     """The --llm spec or its environment is unusable: a usage error (the CLI exits 2)."""
 
 
-class LLMUnavailable(PersonahubError):
-    """The model endpoint cannot be reached (connection refused, DNS failure...)."""
+class LLMUnavailable(ResumableStop):
+    """The model endpoint cannot be reached (connection refused, DNS failure...): a job stops,
+    resumable."""
 
 
 @dataclass(frozen=True, kw_only=True)

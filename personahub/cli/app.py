@@ -8,9 +8,9 @@ and 143; a job names itself on stderr when it starts.
 Layout (the CLI is the outermost layer; no command module imports another, nor this one), all
 in ``personahub/cli/``: ``common`` (options, consoles, errors, client, progress), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``doctor``, ``hub`` (personas import, sample, stats, export-graph), ``population`` (personas
-sample-population), ``dedup``
-(personas dedup) and ``personas`` (personas expand, from-text).
+``judge``, ``doctor``, ``jobs`` (jobs, resume), ``hub`` (personas import, sample, stats,
+export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
+``personas`` (personas expand, from-text).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from personahub.cli import (
 )
 from personahub.cli import (
     interview as cli_interview,
+)
+from personahub.cli import (
+    jobs as cli_jobs,
 )
 from personahub.cli import (
     judge as cli_judge,
@@ -136,6 +139,8 @@ app.command()(cli_judge.judge)
 app.command()(cli_view.view)
 app.command()(cli_interview.interview)
 app.command()(cli_doctor.doctor)
+app.command()(cli_jobs.jobs)
+app.command()(cli_jobs.resume)
 
 personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
 app.add_typer(personas_app, name="personas")

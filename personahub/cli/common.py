@@ -209,6 +209,11 @@ def banner(client: StructuredCaller) -> None:
         say("engine: ", (client.label, "bold"), " (language model over HTTP)")
 
 
+def unreachable(label: str) -> None:
+    """Warn that one endpoint of several does not answer (the others are used)."""
+    say(("warning:", "yellow"), f" endpoint {label} is unreachable; using the others")
+
+
 def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, timeout: float,
                 offline_latency: float = 0.0, *, rps: float | None = None,
                 check: bool = True, flags: ModelFlags | None = None,
@@ -224,17 +229,19 @@ def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, t
                                          **(flags or ModelFlags()).settings()))
     if check:
         for label in check_reachable(client):
-            say(("warning:", "yellow"), f" endpoint {label} is unreachable; using the others")
+            unreachable(label)
     if announce:
         banner(client)
     return client
 
 
-def job_progress(client: CountsCalls | None = None) -> Progress:
-    """A progress display (with the client's call counts when it calls a model)."""
+def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Progress:
+    """A progress display (with the client's call counts when it calls a model, or ``counts``:
+    a ``progress.LateCounts`` for a client the job kernel builds later)."""
     from personahub.cli.progress import JobProgress
 
-    return JobProgress(console, client.stats if client is not None else None)
+    return JobProgress(console, counts if counts is not None
+                       else client.stats if client is not None else None)
 
 
 def started(what: str, key: str, db: Path) -> None:

@@ -29,9 +29,10 @@ def personas_import(
     batch_size: Annotated[int, typer.Option(min=1, help="Personas per transaction.")] = 50_000,
 ) -> None:
     """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
-    from personahub.core.store import connect, transaction, upsert_personas
+    from personahub.core.store import connect, transaction
     from personahub.personas.importers import FORMATS, ImportStats, KeptRow, iter_persona_batches
     from personahub.personas.persona_texts import SourceText, insert_source_texts
+    from personahub.personas.store import upsert_personas
 
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -147,9 +148,10 @@ def personas_stats(
 ) -> None:
     """Graph statistics: nodes, edges, components, cycles, clustering, degrees, hops, relation
     labels, and the same shape figures per expansion (newest ten)."""
-    from personahub.core.store import connect, flagged_duplicate_count
+    from personahub.core.store import connect
     from personahub.personas.expand import expansion_graph_stats, list_expansions
     from personahub.personas.graph import graph_stats, load_graph
+    from personahub.personas.store import flagged_duplicate_count
 
     con = connect(db, read_only=True)
     try:

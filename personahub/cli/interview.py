@@ -76,7 +76,7 @@ def interview(
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
     from each agent's stored state at a step and go to the interviews table (the run itself is
     not changed)."""
-    from personahub.core.jobs import job_loop
+    from personahub.core.loop import job_loop
     from personahub.pipelines.interview import InterviewRequest, ask, prepare, write
 
     if output not in FORMATS:
@@ -102,7 +102,7 @@ def _account(result: InterviewResult, results: list[Any], max_failed_share: floa
     """The failure policy over the interview's one batch (``agents.llm.failures``): every answer
     failed, or the endpoint failed most of them, or more than ``--max-failed-share`` of them
     failed (at least 5 asked): one line and a non-zero exit. Otherwise the kept share is said."""
-    from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE, batch_failure, most_common_error
+    from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, batch_failure, most_common_error
 
     errors = [r["error"] for r in result.rows if r["status"] != "ok"]
     records = [record for call in results for record in call.records]

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
@@ -30,6 +29,7 @@ from personahub.cli.common import (
     out,
     started,
 )
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 

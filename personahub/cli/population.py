@@ -87,7 +87,8 @@ def personas_sample_population(
         where = str(output)
         added_text = f"{len(personas)} written"
     else:
-        from personahub.core.store import connect, transaction, upsert_personas
+        from personahub.core.store import connect, transaction
+        from personahub.personas.store import upsert_personas
 
         con = connect(db)
         try:

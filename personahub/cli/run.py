@@ -12,7 +12,6 @@ from rich.progress import Progress
 from rich.table import Table
 
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -39,6 +38,7 @@ from personahub.cli.common import (
     started,
 )
 from personahub.core.errors import UsageError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 

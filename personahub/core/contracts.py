@@ -19,6 +19,8 @@ from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 T_co = TypeVar("T_co", bound=BaseModel, covariant=True)
+#: the record/replay cache's modes (``--cache``; ``agents/llm/cache.py``)
+CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 
 def new_call_id() -> str:

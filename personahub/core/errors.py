@@ -5,6 +5,11 @@ class PersonahubError(Exception):
     """Base for errors the CLI reports as one line and a non-zero exit."""
 
 
+class ResumableStop(PersonahubError):
+    """The endpoint or the failure policy stopped a job after its last commit: the job is
+    marked ``failed`` and a resume goes on from there (the kernel adds the resume command)."""
+
+
 class InputFileError(PersonahubError):
     """An input file cannot be read: the message names the file and line (when there is one)."""
 

@@ -1,11 +1,12 @@
-"""Where a job's model calls run: ``local`` (the job's own event loop, the default) or ``ray``
-(Ray Data workers, the ``[ray]`` extra; ``sim.executor_ray``).
+"""Where a job's batches run: ``local`` (the job's own event loop, the default; ``local.py``) or
+``ray`` (Ray Data workers and actor pools, the ``[ray]`` extra; ``ray_executor.py``).
 
-The executor changes only where a batch's calls are made. The job kernel stays the one place
-rows are committed: each batch's answers reach the driver (on Ray, synthesis and from-text
-answers as Parquet shards under the job's folder: ``sim.shards``) and are committed in batch
-order, so the same seed gives the same rows whichever executor (and however many workers) ran
-them. This module imports no Ray: the local path does not pay for the extra.
+The executor changes only where a batch's calls are made. The job kernel (``core/kernel.py``)
+stays the one place rows are committed: each batch's answers reach the driver (on Ray, an
+independent-batches job's answers as Parquet shards under the job's folder: ``shards.py``) and
+are committed in batch order, so the same seed gives the same rows whichever executor (and
+however many workers) ran them. This module imports no Ray: the local path does not pay for the
+extra.
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ from personahub.analysis.export import (
 )
 from personahub.analysis.report import write_report
 from personahub.analysis.views import VIEW_NAMES, install_views, query_files
+from personahub.api import run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
 from personahub.personas.importers import iter_personas
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from tests.synth_helpers import run_default_scenario
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_tool_sample.jsonl"

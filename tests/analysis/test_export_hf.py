@@ -18,8 +18,9 @@ from personahub.analysis.export_hf import (
     check_hub_folder,
     push_to_hub,
 )
+from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from tests.cli_helpers import invoke, usage_error
 from tests.optional import need_hf
 from tests.synth_helpers import run_default_scenario

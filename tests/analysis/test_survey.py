@@ -194,10 +194,11 @@ def test_groups_yield_count_vectors() -> None:
 
 
 def test_survey_groups_carve_the_personas_of_a_drawn_population(tmp_path: Path) -> None:
-    from personahub.core.store import connect, upsert_personas
+    from personahub.core.store import connect
     from personahub.personas.carve import Selection, carve
     from personahub.personas.population import draw_population, template_personas
     from personahub.personas.population_files import Marginals
+    from personahub.personas.store import upsert_personas
 
     marginals = Marginals({"party": {"democrat": .5, "republican": .5},
                            "race_ethnicity": {"black": .2, "white": .8},

@@ -740,7 +740,7 @@ def test_sys_exit_in_a_scenario_function_fails_the_run_naming_the_line(tmp_path:
     assert result.exit_code == 1 and len(errors) == 1, result.stderr
     assert "acting.py:7: scenario code called sys.exit(4)" in errors[0]
     con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT status FROM runs").fetchall() == [("failed",)]
+    assert con.execute("SELECT status FROM runs JOIN jobs ON job_id = run_id").fetchall() == [("failed",)]
     con.close()
 
 
