@@ -33,12 +33,12 @@ from personahub.agents.llm.batch import (
 )
 from personahub.agents.llm.batch_lines import BatchFileError, read_results, read_results_file
 from personahub.agents.llm.client import LLMClient, LLMSettings, make_client
-from personahub.agents.llm.failures import endpoint_error
 from personahub.agents.llm.settings import LLMConfigError
 from personahub.agents.loopback import server as loopback
 from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.core.batch_records import AWAITING_RESULTS, BatchHandle, load_handles, save_handle
-from personahub.core.job_records import JobRef, call_rows
+from personahub.core.commit import JobRef, call_rows
+from personahub.core.failures import endpoint_error
 from personahub.core.store import connect, insert_rows, transaction
 
 POLL = {"poll_s": 0.01, "max_poll_s": 0.05}
