@@ -5,8 +5,13 @@ Every command that calls a model takes ``--llm SPEC`` (default: ``PERSONAHUB_LLM
 Ctrl-C and SIGTERM print one line too (the interrupted job and how to resume it) and exit 130
 and 143; a job names itself on stderr when it starts.
 
+Every command follows the app's conventions (``personahub/cli/base.py``): ``-h``, ``-q``/``-v``,
+the short flags, help rendered by ``helpfmt``. Every usage error (unknown flag or command,
+missing or bad value, a bad choice) exits 2 with one ``error:`` line.
+
 Layout (the CLI is the outermost layer; no command module imports another, nor this one), all
-in ``personahub/cli/``: ``common`` (options, consoles, errors, client, progress), ``run``,
+in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
+consoles, errors, client, progress, the JSON result), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
 ``judge``, ``doctor``, ``hub`` (personas import, sample, stats, export-graph), ``population`` (personas
 sample-population), ``dedup``
@@ -20,10 +25,12 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from personahub.cli import (
     dedup as cli_dedup,
+)
+from personahub.cli import (
+    helpfmt as cli_helpfmt,
 )
 from personahub.cli import (
     doctor as cli_doctor,
@@ -58,13 +65,15 @@ from personahub.cli import (
 from personahub.cli import (
     view as cli_view,
 )
-from personahub.cli.common import click_exceptions, error_line
+from personahub.cli.base import PersonahubGroup, PersonahubTyper
+from personahub.cli.common import click_exceptions, error_line, reset_cli_state
 from personahub.cli.run import print_summary
 
 __all__ = ["app", "print_summary"]
+assert cli_helpfmt.MAX_WIDTH  # the help renderer, used through base's classes
 
 
-class OneLineGroup(TyperGroup):
+class OneLineGroup(PersonahubGroup):
     """The root command: a usage error (bad flag or value, missing argument, unknown command)
     is one ``error:`` line naming where help is, not click's usage block; help is unchanged."""
 
@@ -72,6 +81,7 @@ class OneLineGroup(TyperGroup):
              complete_var: str | None = None, standalone_mode: bool = True,
              windows_expand_args: bool = True, **extra: Any) -> Any:
         extra["windows_expand_args"] = windows_expand_args
+        reset_cli_state()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -82,7 +92,8 @@ class OneLineGroup(TyperGroup):
             sys.exit(exc.exit_code)
         except click_exceptions.UsageError as exc:
             where = exc.ctx.command_path.split()[1:] if exc.ctx is not None else []
-            message = exc.format_message().rstrip(".")
+            # Typer >= 0.2x checks values with pydantic, whose messages start "Value error, "
+            message = exc.format_message().rstrip(".").replace("Value error, ", "")
             error_line(f"{message} (see {' '.join(['personahub', *where])} --help)")
             sys.exit(exc.exit_code)
         except click_exceptions.ClickException as exc:
@@ -99,13 +110,11 @@ class OneLineGroup(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(
+app = PersonahubTyper(
     cls=OneLineGroup,
     name="personahub",
     help="Persona-driven synthetic data and virtual-society simulation (offline by default).",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 
@@ -137,7 +146,8 @@ app.command()(cli_view.view)
 app.command()(cli_interview.interview)
 app.command()(cli_doctor.doctor)
 
-personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
+personas_app = PersonahubTyper(help="Import, expand and inspect the persona hub.",
+                               no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
 personas_app.command("import")(cli_hub.personas_import)
 personas_app.command("expand")(cli_personas.personas_expand)

@@ -42,9 +42,10 @@ def test_jsonl_is_one_object_per_line(db: Path) -> None:
     assert rows[0]["j"] == {"k": [1, 2]} and len(rows) == 2
 
 
-def test_unknown_format_names_all_four(db: Path) -> None:
+def test_unknown_format_names_every_format(db: Path) -> None:
     line = usage_error(invoke("sql", "--db", db, "--format", "yaml", "select 1"))
-    assert "table, csv, json or jsonl" in line
+    assert "--format" in line and "'yaml'" in line
+    assert all(f"'{name}'" in line for name in ("table", "csv", "json", "jsonl", "markdown"))
 
 
 def test_table_cells_print_verbatim(db: Path) -> None:

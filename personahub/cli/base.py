@@ -1,0 +1,188 @@
+"""What every ``personahub`` command has, whichever module declares it: the short flags, ``-q`` and
+``-v``, ``-h``, help rendered by ``personahub.cli.helpfmt``, usage errors that name their
+command, and (with ``-v``) the resolved settings printed before the command runs.
+
+``app.py`` builds the app from ``PersonahubTyper``, so a command registered with
+``app.command()`` gets all of this with no declaration of its own (``tests/cli/test_help.py``
+checks that every command does). Command modules do not import this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+from personahub.cli import helpfmt
+from personahub.cli.common import click_exceptions, detail, request_verbosity, verbosity
+
+# One meaning per short flag across the app: a command with the long option gets the short one
+# (unless it already uses that letter for something else). ``-h``, ``-q`` and ``-v`` are on
+# every command; ``-f`` (sql --file), ``-k``, ``-w`` are declared where they are used.
+SHORT_FLAGS: dict[str, str] = {
+    "--db": "-d",
+    "--out": "-o",
+    "--n": "-n",
+    "--seed": "-s",
+    "--run": "-r",
+    "--job": "-j",
+}
+HELP_NAMES = ["-h", "--help"]
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": HELP_NAMES}
+# Parameter names whose values are never printed by -v (model specs are redacted instead).
+SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def add_short_flags(params: list[Any]) -> None:
+    """Give each option named in ``SHORT_FLAGS`` its short flag, where the letter is free."""
+    taken = {opt for p in params for opt in [*p.opts, *getattr(p, "secondary_opts", [])]}
+    taken.update(HELP_NAMES)
+    for param in params:
+        if param.param_type_name != "option":
+            continue
+        for long_name, short in SHORT_FLAGS.items():
+            if long_name in param.opts and short not in taken:
+                param.opts.insert(0, short)
+                taken.add(short)
+
+
+def _quiet(value: bool) -> bool:
+    if value:
+        request_verbosity(-1)
+    return value
+
+
+def _verbose(value: bool) -> bool:
+    if value:
+        request_verbosity(1)
+    return value
+
+
+def verbosity_params() -> list[Any]:
+    """``-q/--quiet`` and ``-v/--verbose`` as parameters (built through Typer's own declaration,
+    whatever click copy it uses), not passed to the command's function."""
+    probe = typer.Typer(add_completion=False)
+
+    @probe.command()
+    def _probe(
+        quiet: Annotated[bool, typer.Option(
+            "-q", "--quiet", callback=_quiet, expose_value=False, is_eager=True,
+            help="Print only results and errors (no progress, no summary lines).")] = False,
+        verbose: Annotated[bool, typer.Option(
+            "-v", "--verbose", callback=_verbose, expose_value=False, is_eager=True,
+            help="Print more: the resolved settings, the model's, a line per batch or step.")
+        ] = False,
+    ) -> None:  # pragma: no cover - never called: only its parameters are used
+        """Parameters only."""
+
+    return list(typer.main.get_command(probe).params)
+
+
+def _long_name(param: Any) -> str:
+    return next((o for o in param.opts if o.startswith("--")), param.name or "?")
+
+
+def _shown(name: str, value: Any) -> str:
+    if any(word in name for word in SECRET_WORDS):
+        return "***"
+    if name == "llm" and isinstance(value, str):
+        from personahub.agents.llm.endpoint_specs import redact_spec
+
+        return redact_spec(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value) if not isinstance(value, Path) else str(value)
+
+
+def show_settings(ctx: Any) -> None:
+    """With ``-v``: every parameter's value and where it came from (given, env, default)."""
+    detail(f"settings of {ctx.command_path}:")
+    for param in ctx.command.params:
+        if not param.expose_value or param.name not in ctx.params:
+            continue
+        value = ctx.params[param.name]
+        source = ctx.get_parameter_source(param.name)
+        origin = source.name.lower() if source is not None else "default"
+        if origin == "environment":
+            origin = f"env {param.envvar}"
+        elif origin == "commandline":
+            origin = "given"
+        if value is None and origin == "default":
+            continue
+        label = _long_name(param) if param.param_type_name == "option" else param.name.upper()
+        detail(f"  {label} = {_shown(param.name or '', value)}  ({origin})")
+
+
+def _located(parse: Callable[[], Any], ctx: Any) -> Any:
+    """Run click's parsing; a usage error raised without its context (a missing option value)
+    gets this command's, so the message names ``personahub CMD --help``."""
+    try:
+        return parse()
+    except click_exceptions.UsageError as exc:
+        if exc.ctx is None:
+            exc.ctx = ctx
+        raise
+
+
+class PersonahubCommand(TyperCommand):
+    """A leaf command with the app's conventions (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_short_flags(self.params)
+        self.params.extend(verbosity_params())
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return _located(partial(super().parse_args, ctx, args), ctx)  # type: ignore[no-any-return]
+
+    def invoke(self, ctx: Any) -> Any:
+        if verbosity() > 0:
+            show_settings(ctx)
+        return super().invoke(ctx)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        formatter.write(helpfmt.render(
+            command_path=ctx.command_path, help_text=self.help, params=self.get_params(ctx),
+            subcommands=None, width=helpfmt.width_now()))
+
+
+class PersonahubGroup(TyperGroup):
+    """A command group with the app's conventions; its help lists its commands."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_short_flags(self.params)
+        self.params.extend(verbosity_params())
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return _located(partial(super().parse_args, ctx, args), ctx)  # type: ignore[no-any-return]
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        subcommands = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                subcommands.append((name, command.help))
+        formatter.write(helpfmt.render(
+            command_path=ctx.command_path, help_text=self.help, params=self.get_params(ctx),
+            subcommands=subcommands, width=helpfmt.width_now()))
+
+
+class PersonahubTyper(typer.Typer):
+    """``typer.Typer`` whose commands and groups are ``PersonahubCommand``/``PersonahubGroup``
+    unless a ``cls`` is given, with ``-h`` as well as ``--help``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", PersonahubGroup)
+        kwargs.setdefault("context_settings", CONTEXT_SETTINGS)
+        kwargs.setdefault("add_completion", False)
+        kwargs.setdefault("pretty_exceptions_enable", False)
+        super().__init__(**kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", PersonahubCommand)
+        return super().command(*args, **kwargs)
