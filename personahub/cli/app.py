@@ -30,9 +30,6 @@ from personahub.cli import (
     dedup as cli_dedup,
 )
 from personahub.cli import (
-    helpfmt as cli_helpfmt,
-)
-from personahub.cli import (
     doctor as cli_doctor,
 )
 from personahub.cli import (
@@ -66,11 +63,10 @@ from personahub.cli import (
     view as cli_view,
 )
 from personahub.cli.base import PersonahubGroup, PersonahubTyper
-from personahub.cli.common import click_exceptions, error_line, reset_cli_state
+from personahub.cli.common import click_exceptions, error_line
 from personahub.cli.run import print_summary
 
 __all__ = ["app", "print_summary"]
-assert cli_helpfmt.MAX_WIDTH  # the help renderer, used through base's classes
 
 
 class OneLineGroup(PersonahubGroup):
@@ -81,7 +77,6 @@ class OneLineGroup(PersonahubGroup):
              complete_var: str | None = None, standalone_mode: bool = True,
              windows_expand_args: bool = True, **extra: Any) -> Any:
         extra["windows_expand_args"] = windows_expand_args
-        reset_cli_state()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

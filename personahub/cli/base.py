@@ -18,7 +18,13 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from personahub.cli import helpfmt
-from personahub.cli.common import click_exceptions, detail, request_verbosity, verbosity
+from personahub.cli.common import (
+    click_exceptions,
+    detail,
+    request_verbosity,
+    reset_cli_state,
+    verbosity,
+)
 
 # One meaning per short flag across the app: a command with the long option gets the short one
 # (unless it already uses that letter for something else). ``-h``, ``-q`` and ``-v`` are on
@@ -136,8 +142,12 @@ class PersonahubCommand(TyperCommand):
         add_short_flags(self.params)
         self.params.extend(verbosity_params())
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        reset_cli_state()  # the entry point: each invocation starts at normal chatter
+        return super().main(*args, **kwargs)
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return _located(partial(super().parse_args, ctx, args), ctx)  # type: ignore[no-any-return]
+        return _located(partial(super().parse_args, ctx, args), ctx)
 
     def invoke(self, ctx: Any) -> Any:
         if verbosity() > 0:
@@ -158,8 +168,12 @@ class PersonahubGroup(TyperGroup):
         add_short_flags(self.params)
         self.params.extend(verbosity_params())
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        reset_cli_state()  # the entry point: each invocation starts at normal chatter
+        return super().main(*args, **kwargs)
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return _located(partial(super().parse_args, ctx, args), ctx)  # type: ignore[no-any-return]
+        return _located(partial(super().parse_args, ctx, args), ctx)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         subcommands = []

@@ -99,16 +99,18 @@ class CountsCalls(Protocol):
 
 MODEL_PANEL = "Model options"
 EXECUTOR_PANEL = "Executor options"
-CacheMode = Literal["off", "record", "replay"]  # agents/llm/cache.py CACHE_MODES
-StructuredMode = Literal["auto", "json_schema", "json_object", "tools", "prompt"]
-ExecutorName = Literal["local", "ray"]  # sim/executors EXECUTORS
+# The choices, as the layers below list them (tests/cli/test_usage_errors.py compares them):
+CacheMode = Literal["off", "record", "replay"]  # agents/llm/cache.py
+StructuredSetting = Literal["auto", "json_schema", "json_object", "tools", "prompt"]  # llm/structured
+ExecutorName = Literal["local", "ray"]  # sim/executors
 
 DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
                                         help="DuckDB database file.")]
 LlmOption = Annotated[str | None, typer.Option(
-    "--llm", rich_help_panel=MODEL_PANEL, help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
-                  "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
-                  "Env: PERSONAHUB_LLM.")]
+    "--llm", rich_help_panel=MODEL_PANEL,
+    help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
+         "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
+         "Env: PERSONAHUB_LLM.")]
 # The offline engine ignores --concurrency on purpose: it answers in this process, with no server
 # or connection pool to protect, so a limit would only queue calls; with --offline-latency it
 # stands for a model whose every call waits that long at once (timed tests rely on that).
@@ -134,7 +136,7 @@ ConcurrencyOption = Annotated[_ConcurrencyValue, typer.Option(
 TimeoutOption = Annotated[float, typer.Option(
     "--timeout", min=0.1, rich_help_panel=MODEL_PANEL,
     help="Seconds before a model call is abandoned.")]
-StructuredOption = Annotated[StructuredMode, typer.Option(
+StructuredOption = Annotated[StructuredSetting, typer.Option(
     "--structured", rich_help_panel=MODEL_PANEL,
     help="How the JSON schema is asked for: auto (learn per endpoint from the first refusal), "
          "json_schema, json_object, tools or prompt.")]

@@ -98,7 +98,7 @@ def personas_dedup(
              "stage 2. An embedder judges only texts in the scripts it was trained on (local "
              "MiniLM: Latin); the others are left to stage 1.")] = "hash",
     embed_threshold: Annotated[float, typer.Option(help="Stage 2: cosine threshold.")] = 0.9,
-    ann: Annotated[Literal["auto", "ivf", "faiss", "usearch"], typer.Option(
+    ann: Annotated[Literal["auto", "ivf", "usearch", "faiss"], typer.Option(
         help="Stage 2 index.")] = "auto",
     batch_size: Annotated[int, typer.Option(
         min=1, help="Stage 2: personas embedded per transaction.")] = 50_000,

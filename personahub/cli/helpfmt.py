@@ -183,17 +183,17 @@ def _number(value: float) -> str:
 
 def bounds(param: Any) -> str:
     """A number option's range, as ``x>=1`` or ``0<=x<=2`` (type-sized bounds left out)."""
-    low = getattr(param, "min", None)
-    high = getattr(param, "max", None)
+    low: float | None = getattr(param, "min", None)
+    high: float | None = getattr(param, "max", None)
     if high is not None and abs(high) >= UNBOUNDED:
         high = None
-    if low is None and high is None:
-        return ""
-    if high is None:
+    if low is not None and high is not None:
+        return f"{_number(low)}<=x<={_number(high)}"
+    if low is not None:
         return f"x>={_number(low)}"
-    if low is None:
+    if high is not None:
         return f"x<={_number(high)}"
-    return f"{_number(low)}<=x<={_number(high)}"
+    return ""
 
 
 def _default_text(param: Any) -> str:

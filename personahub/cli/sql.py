@@ -87,7 +87,7 @@ def sql(
     if file is not None:
         query = read_text_file(file, "--file")
     if not query or not query.strip():
-        raise PersonahubError("sql: give a query, a .sql path or --file FILE")
+        raise UsageError("sql: give a query, a .sql path or --file FILE")
     where = f"{file}: " if file is not None else ""
     results = user_query_results(db, query, allow_files=allow_files, write_dir=allow_writes,
                                  where=where)

@@ -79,8 +79,10 @@ def test_cli_modules_import_without_a_circle() -> None:
         assert graph[name] <= SHARED | FRAMEWORK, (name, graph[name])
     for name in set(CLI_MODULES) - {ASSEMBLER, *SHARED, *FRAMEWORK}:  # command modules
         assert graph[name] <= SHARED, (name, graph[name])
-    # it registers every command module
-    assert graph[ASSEMBLER] - {PROGRESS} == set(CLI_MODULES) - {ASSEMBLER, PROGRESS}
+    # it registers every command module, and builds the app from base's classes
+    assert graph[ASSEMBLER] - {PROGRESS, *FRAMEWORK} == set(CLI_MODULES) - {ASSEMBLER, PROGRESS,
+                                                                             *FRAMEWORK}
+    assert "base" in graph[ASSEMBLER] and "helpfmt" in graph["base"]
 
 
 @pytest.mark.parametrize("name", CLI_MODULES)
