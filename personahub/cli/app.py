@@ -62,7 +62,7 @@ from personahub.cli import (
 from personahub.cli import (
     view as cli_view,
 )
-from personahub.cli.base import PersonahubGroup, PersonahubTyper
+from personahub.cli.base import PersonahubGroup, PersonahubTyper, usage_message
 from personahub.cli.common import click_exceptions, error_line
 from personahub.cli.run import print_summary
 
@@ -87,8 +87,7 @@ class OneLineGroup(PersonahubGroup):
             sys.exit(exc.exit_code)
         except click_exceptions.UsageError as exc:
             where = exc.ctx.command_path.split()[1:] if exc.ctx is not None else []
-            # Typer >= 0.2x checks values with pydantic, whose messages start "Value error, "
-            message = exc.format_message().rstrip(".").replace("Value error, ", "")
+            message = usage_message(exc)
             error_line(f"{message} (see {' '.join(['personahub', *where])} --help)")
             sys.exit(exc.exit_code)
         except click_exceptions.ClickException as exc:

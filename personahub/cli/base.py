@@ -9,6 +9,7 @@ checks that every command does). Command modules do not import this module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -52,7 +53,7 @@ def add_short_flags(params: list[Any]) -> None:
             continue
         for long_name, short in SHORT_FLAGS.items():
             if long_name in param.opts and short not in taken:
-                param.opts.insert(0, short)
+                param.opts.append(short)  # after the long name: errors still say '--db' first
                 taken.add(short)
 
 
@@ -121,6 +122,21 @@ def show_settings(ctx: Any) -> None:
             continue
         label = _long_name(param) if param.param_type_name == "option" else param.name.upper()
         detail(f"  {label} = {_shown(param.name or '', value)}  ({origin})")
+
+
+_NOT_A_CHOICE = re.compile(r"(?:Value error, )?'(?P<value>.*)' is not one of (?P<choices>.*?)\.?")
+
+
+def usage_message(exc: Any) -> str:
+    """A usage error's text for the one ``error:`` line: a value that is not one of the choices
+    reads as the commands' own checks do (``--cache 'bogus': use one of off, record, replay``);
+    the rest as click words them, without pydantic's "Value error, " prefix."""
+    param = getattr(exc, "param", None)
+    match = _NOT_A_CHOICE.fullmatch(str(getattr(exc, "message", "")))
+    if match and param is not None and param.param_type_name == "option":
+        choices = ", ".join(c.strip().strip("'") for c in match.group("choices").split(","))
+        return f"{_long_name(param)} '{match.group('value')}': use one of {choices}"
+    return str(exc.format_message()).rstrip(".").replace("Value error, ", "")
 
 
 def _located(parse: Callable[[], Any], ctx: Any) -> Any:

@@ -165,12 +165,13 @@ def argument_label(param: Any) -> str:
 
 
 def option_label(param: Any) -> str:
-    """``-d, --db PATH``; a boolean pair as ``--[no-]force``; long names aligned past short ones."""
+    """``-d, --db PATH``; long names aligned past short ones. Of a boolean pair Typer makes
+    (``--force``/``--no-force``) only the one that changes the default is shown."""
     shorts = [o for o in param.opts if not o.startswith("--")]
     longs = [o for o in param.opts if o.startswith("--")]
     negatives = list(getattr(param, "secondary_opts", []) or [])
     if len(longs) == 1 and negatives == ["--no-" + longs[0][2:]]:
-        longs, negatives = ["--[no-]" + longs[0][2:]], []
+        longs, negatives = ([], negatives) if param.default else (longs, [])
     names = ", ".join([*shorts, *longs, *negatives])
     label = names if shorts else "    " + names
     value = value_label(param)

@@ -44,8 +44,7 @@ def test_jsonl_is_one_object_per_line(db: Path) -> None:
 
 def test_unknown_format_names_every_format(db: Path) -> None:
     line = usage_error(invoke("sql", "--db", db, "--format", "yaml", "select 1"))
-    assert "--format" in line and "'yaml'" in line
-    assert all(f"'{name}'" in line for name in ("table", "csv", "json", "jsonl", "markdown"))
+    assert "--format 'yaml': use one of table, csv, json, jsonl, markdown" in line
 
 
 def test_table_cells_print_verbatim(db: Path) -> None:
