@@ -78,10 +78,12 @@ def verbosity_params() -> list[Any]:
     def _probe(
         quiet: Annotated[bool, typer.Option(
             "-q", "--quiet", callback=_quiet, expose_value=False, is_eager=True,
-            help="Print only results and errors (no progress, no summary lines).")] = False,
+            help="Quiet: results (stdout) and errors only; no banner, progress, hints or "
+                 "warnings.")] = False,
         verbose: Annotated[bool, typer.Option(
             "-v", "--verbose", callback=_verbose, expose_value=False, is_eager=True,
-            help="Print more: the resolved settings, the model's, a line per batch or step.")
+            help="Verbose: also the resolved settings, the model's, and a progress line per "
+                 "batch or step.")
         ] = False,
     ) -> None:  # pragma: no cover - never called: only its parameters are used
         """Parameters only."""
