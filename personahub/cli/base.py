@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -96,15 +95,16 @@ def _long_name(param: Any) -> str:
 
 
 def _shown(name: str, value: Any) -> str:
+    """A setting as ``-v`` prints it: secrets hidden, URLs (model specs) redacted."""
     if any(word in name for word in SECRET_WORDS):
         return "***"
-    if name == "llm" and isinstance(value, str):
+    if isinstance(value, str) and "://" in value:
         from personahub.agents.llm.endpoint_specs import redact_spec
 
         return redact_spec(value)
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value) or "-"
-    return str(value) if not isinstance(value, Path) else str(value)
+    return str(value)
 
 
 def show_settings(ctx: Any) -> None:
