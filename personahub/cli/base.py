@@ -37,14 +37,17 @@ SHORT_FLAGS: dict[str, str] = {
     "--run": "-r",
     "--job": "-j",
 }
+# What help shows after these options when their declaration names no metavar.
+VALUE_NAMES: dict[str, str] = {"--run": "RUN_ID", "--job": "JOB_ID", "--llm": "SPEC"}
 HELP_NAMES = ["-h", "--help"]
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": HELP_NAMES}
 # Parameter names whose values are never printed by -v (model specs are redacted instead).
 SECRET_WORDS = ("key", "token", "secret", "password")
 
 
-def add_short_flags(params: list[Any]) -> None:
-    """Give each option named in ``SHORT_FLAGS`` its short flag, where the letter is free."""
+def conventional_names(params: list[Any]) -> None:
+    """Give each option named in ``SHORT_FLAGS`` its short flag, where the letter is free, and
+    each one in ``VALUE_NAMES`` its value's name unless it declares one."""
     taken = {opt for p in params for opt in [*p.opts, *getattr(p, "secondary_opts", [])]}
     taken.update(HELP_NAMES)
     for param in params:
@@ -54,6 +57,9 @@ def add_short_flags(params: list[Any]) -> None:
             if long_name in param.opts and short not in taken:
                 param.opts.append(short)  # after the long name: errors still say '--db' first
                 taken.add(short)
+        for long_name, value_name in VALUE_NAMES.items():
+            if long_name in param.opts and param.metavar is None:
+                param.metavar = value_name
 
 
 def _quiet(value: bool) -> bool:
@@ -157,7 +163,7 @@ class PersonahubCommand(TyperCommand):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        add_short_flags(self.params)
+        conventional_names(self.params)
         self.params.extend(verbosity_params())
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
@@ -183,7 +189,7 @@ class PersonahubGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        add_short_flags(self.params)
+        conventional_names(self.params)
         self.params.extend(verbosity_params())
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
