@@ -414,15 +414,18 @@ def print_preview(what: str, owner: str, per_kind: int, *, db: Path, con: Any = 
     if not preview.samples:
         return
     counts = ", ".join(f"{min(per_kind, n)} of {n} {kind}" for kind, n in preview.totals.items())
-    kinds = len(preview.totals) > 1  # one kind: the title names it
-    table = Table(*(["kind"] if kinds else []), "id", preview.source_label, preview.output_label,
-                  title=f"preview of {preview.title}: {counts}", title_justify="left",
+    kinds = len(preview.totals) > 1  # one kind: the title names it; else above each id
+    table = Table(title=f"preview of {preview.title}: {counts}", title_justify="left",
                   show_lines=True)
+    # an id is what show takes: never wrapped or cut (the text columns give way)
+    table.add_column("kind / id" if kinds else "id", no_wrap=True)
+    table.add_column(preview.source_label)
+    table.add_column(preview.output_label)
     for sample in preview.samples:
         output = previews.clip(sample.output, PREVIEW_OUTPUT_CHARS)
         if sample.is_duplicate:
             output = f"(near-duplicate of {sample.duplicate_of}) {output}"
-        table.add_row(*([sample.kind] if kinds else []), sample.item_id,
+        table.add_row(f"{sample.kind}\n{sample.item_id}" if kinds else sample.item_id,
                       previews.clip(sample.source, PREVIEW_SOURCE_CHARS), output)
     console.print(table, highlight=False)
     say(f"  personahub show {preview.samples[0].item_id} --db {db}  "
