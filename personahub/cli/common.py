@@ -395,7 +395,7 @@ def print_preview(what: str, owner: str, per_kind: int, *, db: Path, con: Any = 
     corpus or expansion, ``owner`` its id; read through ``con`` when the command still holds
     the database open, else a read-only connection to ``db``. On stderr with the other chatter
     (``-q`` leaves it out); nothing when ``per_kind`` is 0 or there is nothing to show."""
-    if per_kind < 1 or verbosity() < 0:
+    if per_kind < 1 or verbosity() < 0 or (con is None and not Path(db).exists()):
         return
     from rich.table import Table
 
