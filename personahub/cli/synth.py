@@ -124,8 +124,10 @@ def synthesize(
     max_failed_share: MaxFailedShareOption = None,
     preview: PreviewOption = DEFAULT_PREVIEW,
 ) -> None:
-    """Synthesize data from personas: one item per persona for TASK (--per-persona for more),
-    into synth_items. Fewer items than asked is an error unless --allow-fewer."""
+    """Synthesize data from personas: one item per persona for TASK, into synth_items.
+
+    --per-persona K asks K items of each persona. A job that holds fewer items than it asked
+    says why and exits 1, unless --allow-fewer."""
     from personahub import runtime
     from personahub.agents.llm.client import resolve_spec
     from personahub.cli.progress import LateCounts
