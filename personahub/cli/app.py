@@ -13,9 +13,9 @@ Layout (the CLI is the outermost layer; no command module imports another, nor t
 in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
 consoles, errors, client, progress, the JSON result), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``doctor``, ``jobs`` (jobs, resume), ``show`` (one item, emission or persona), ``hub`` (personas import, sample, stats,
-export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
-``personas`` (personas expand, from-text).
+``judge``, ``doctor``, ``jobs`` (jobs, resume), ``show`` (one item, emission or persona),
+``hub`` (personas import, sample, stats, export-graph), ``population`` (personas
+sample-population), ``dedup`` (personas dedup) and ``personas`` (personas expand, from-text).
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return seen
 
 
-@pytest.mark.parametrize("flags,options", FLAG_SETS, ids=["defaults", "solve", "per-persona", "filters", "engine"])
+@pytest.mark.parametrize("flags,options", FLAG_SETS,
+                         ids=["defaults", "solve", "per-persona", "filters", "engine"])
 def test_the_command_and_the_api_build_the_same_config(tmp_path: Path, handed: list[dict[str, Any]],
                                                        flags: list[object],
                                                        options: dict[str, Any]) -> None:
