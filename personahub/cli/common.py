@@ -390,12 +390,12 @@ PREVIEW_SOURCE_CHARS = 80  # a preview row's persona (or text) at most, on one l
 PREVIEW_OUTPUT_CHARS = 240  # and its output
 
 
-def print_preview(what: str, owner: str, per_kind: int, *, db: Path, con: Any = None) -> None:
+def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
     """The end-of-job table of sampled rows (``analysis.preview``): ``what`` is job, run,
-    corpus or expansion, ``owner`` its id; read through ``con`` when the command still holds
-    the database open, else a read-only connection to ``db``. On stderr with the other chatter
-    (``-q`` leaves it out); nothing when ``per_kind`` is 0 or there is nothing to show."""
-    if per_kind < 1 or verbosity() < 0 or (con is None and not Path(db).exists()):
+    corpus or expansion, ``owner`` its id, read over a read-only connection to ``db`` (the job
+    has closed its own). On stderr with the other chatter (``-q`` leaves it out); nothing when
+    ``per_kind`` is 0 or there is nothing to show."""
+    if per_kind < 1 or verbosity() < 0 or not Path(db).exists():
         return
     from rich.table import Table
 
@@ -404,13 +404,11 @@ def print_preview(what: str, owner: str, per_kind: int, *, db: Path, con: Any = 
 
     load = {"job": previews.job_preview, "run": previews.run_preview,
             "corpus": previews.corpus_preview, "expansion": previews.expansion_preview}[what]
-    own = con is None
-    connection = connect(db, read_only=True) if own else con
+    con = connect(db, read_only=True)
     try:
-        preview = load(connection, owner, per_kind)
+        preview = load(con, owner, per_kind)
     finally:
-        if own:
-            connection.close()
+        con.close()
     if not preview.samples:
         return
     counts = ", ".join(f"{min(per_kind, n)} of {n} {kind}" for kind, n in preview.totals.items())
