@@ -95,7 +95,7 @@ class RunOptions:
     llm: str = "offline"
     concurrency: Concurrency = 16
     timeout_s: float = 60.0
-    max_retries: int = 3
+    max_retries: int = 8  # agents.llm.settings.DEFAULT_MAX_RETRIES
     chunk_size: int = 128
     offline_latency_s: float = 0.0
     cache: str = "off"  # off | record | replay (agents/llm/cache.py)

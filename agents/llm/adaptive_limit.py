@@ -105,14 +105,6 @@ class AdaptiveLimit(ConcurrencyLimit):
         self._successes, self._saturated = 0, False
         self._wake()
 
-    def _wake(self) -> None:
-        """Hand the slots a raised limit freed to the calls waiting for one."""
-        while self._waiters and self.active < self.limit:
-            future = self._waiters.popleft()
-            if not future.done():
-                self.active += 1
-                future.set_result(None)
-
     def carry_from(self, other: AdaptiveLimit) -> None:
         """Start from what ``other`` (the same endpoint's limit on an earlier event loop) learned."""
         self.limit, self.peak, self.cuts = other.limit, other.peak, dict(other.cuts)

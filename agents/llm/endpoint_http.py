@@ -21,8 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from personahub.agents.llm.attempts import answered, failed
+from personahub.agents.llm.attempts import answered, failed, straggled
 from personahub.agents.llm.prompt_prefix import SharedPrefixMeter
+from personahub.agents.llm.seam_deadlines import StragglerDeadlines
 from personahub.agents.llm.structured import (
     NO_KEYWORDS,
     ModeBook,
@@ -136,7 +137,8 @@ async def _close_at_shutdown(model: Any) -> AsyncGenerator[None, None]:
 
 
 class HttpEndpoint:
-    """One server: its chat model (one HTTP client), its structured mode, a timeout per request."""
+    """One server: its chat model (one HTTP client), its structured mode, a timeout per request
+    (``--timeout``, or sooner for a straggler: ``agents.llm.seam_deadlines``)."""
 
     capabilities = HTTP_CAPABILITIES
 
@@ -155,6 +157,7 @@ class HttpEndpoint:
         self._closer: AsyncGenerator[None, None] | None = None
         self._callbacks = False
         self.prompt_prefix = SharedPrefixMeter(PREFIX_WINDOW)
+        self.deadlines = StragglerDeadlines(timeout_s)  # an attempt's deadline (seam_deadlines)
 
     def current_mode(self) -> str:
         """The structured mode this endpoint is asked in now, and the schema keywords it is sent
@@ -171,6 +174,7 @@ class HttpEndpoint:
                 self.model = self._make_model()
                 self._kwargs.clear()
             self._loop = loop
+            self.deadlines.forget_in_flight()
             self._callbacks = _callbacks_configured()
             self._closer = _close_at_shutdown(self.model)
             await anext(self._closer)
@@ -219,12 +223,26 @@ class HttpEndpoint:
                                 structured_mode=sent_mode(mode, stripped))
         messages = prepare_messages(mode, request.schema, request.messages, stripped)
         self.prompt_prefix.add(messages)
+        deadlines = self.deadlines
+        limit = deadlines.limit(request.purpose, request.max_tokens, request.stragglers)
+        sent = asyncio.get_running_loop().time()
         started = time.perf_counter()
+        scope = asyncio.timeout(limit)  # no extra task per call
         try:
-            async with asyncio.timeout(self.timeout_s):  # no extra task per call
+            async with scope:
+                if not deadlines.warm:
+                    deadlines.track(scope, sent, request.purpose, request.max_tokens,
+                                    request.stragglers)
                 message = await generate(self.model, messages,
                                          self._request_kwargs(request, mode, stripped),
                                          self._callbacks)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
-            return failed(record, exc, started)
-        return answered(record, message, mode, started)
+            deadlines.untrack(scope)
+            result = failed(record, exc, started)
+            if isinstance(exc, TimeoutError) and deadlines.cut_short(scope, sent):
+                return straggled(result)
+            return result
+        deadlines.untrack(scope)
+        result = answered(record, message, mode, started)
+        deadlines.observe(request.purpose, record.latency_ms / 1000, record.tokens_out)
+        return result
