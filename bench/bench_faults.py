@@ -6,13 +6,22 @@
 
 For each case, ``personahub serve`` starts in a child process with the case's fault flags
 (``hang10``: ``--hang-rate 0.1``; ``error30``: ``--error-rate 0.3``; ``mixed30``: 10% each of
-errors, malformed answers and hangs; ``hang100``: ``--hang-rate 1.0``), and each job runs as
+errors, malformed answers and hangs; ``hang100``: ``--hang-rate 1.0 --hang-seconds 3600``, a
+server that never answers), and each job runs as
 the CLI does, in its own process, against it (``--llm URL``, the default ``--concurrency 16``,
-the given ``--timeout``). A hang lasts ``serve``'s default 30 s. Printed per job and case: wall
+the given ``--timeout``). A hang lasts ``serve``'s default 30 s (then it is answered) unless the
+case says otherwise. Printed per job and case: wall
 seconds, the ratio to the clean case, exit code, the job's ``llm_calls`` rows by status, and
 whether its tables equal the clean run's (emissions, or synthesis items). Issue 32's target: with
 ``--hang-rate 0.1`` a run takes at most 3x the fault-free time, and at 30% errors the tables
 equal the fault-free ones.
+
+    python bench/bench_faults.py --spill [--calls 20000] [--repeat 5]
+
+What the call spill (``agents/llm/call_spill.py``) costs on the hottest path: the offline engine
+in process (``bench/bench_offline_engine.py``'s structured calls, in act-node chunks), with and
+without ``LLMClient.spill_to(CallSpill(...))``, interleaved in alternating order: CPU
+microseconds per call (medians), and ``CallSpill.done`` alone per record.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ CASES: dict[str, list[str]] = {
     "hang10": ["--hang-rate", "0.1"],
     "error30": ["--error-rate", "0.3"],
     "mixed30": ["--error-rate", "0.1", "--malformed-rate", "0.1", "--hang-rate", "0.1"],
-    "hang100": ["--hang-rate", "1.0"],
+    "hang100": ["--hang-rate", "1.0", "--hang-seconds", "3600"],  # a server that never answers
 }
 TABLES = {
     "run": "SELECT step, persona_id, kind, text FROM emissions ORDER BY ALL",
@@ -99,6 +108,63 @@ def one(job: str, case: str, args: argparse.Namespace, folder: Path) -> tuple[fl
     return wall, done.returncode, db, last[0][:160]
 
 
+def spill_cost(calls: int, repeat: int) -> None:
+    """CPU per offline structured call with and without the spill (see the module doc)."""
+    import asyncio
+    import statistics
+
+    from bench_offline_engine import DEFAULT_KINDS, agent_inputs, prompts_of
+
+    from personahub.agents.llm.call_spill import CallSpill
+    from personahub.agents.llm.client import LLMClient, LLMSettings
+    from personahub.agents.persona_agent import DEFAULT_CHUNK
+    from personahub.agents.schemas import EMISSION_SCHEMAS
+    from personahub.core.contracts import CallRecord
+
+    inputs = agent_inputs(calls, DEFAULT_KINDS)
+    prompts = prompts_of(inputs)
+
+    async def all_calls(client: LLMClient) -> None:
+        for start in range(0, calls, DEFAULT_CHUNK):
+            await asyncio.gather(*[
+                client.structured(EMISSION_SCHEMAS[inputs[i]["kind"]], prompts[i],
+                                  purpose=inputs[i]["kind"], persona_id=inputs[i]["persona_id"],
+                                  step=2)
+                for i in range(start, min(start + DEFAULT_CHUNK, calls))])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu: dict[str, list[float]] = {"without": [], "with": []}
+        for round_ in range(repeat):
+            order = ("without", "with") if round_ % 2 == 0 else ("with", "without")
+            for label in order:  # alternated: the second run of a round inherits the first's heap
+                client = LLMClient(LLMSettings(spec="offline", seed=1))
+                spill = CallSpill(Path(tmp) / f"{round_}.jsonl", tags={"job_kind": "run",
+                                                                      "job_id": "bench"})
+                if label == "with":
+                    client.spill_to(spill)
+                started = time.process_time()
+                asyncio.run(all_calls(client))
+                cpu[label].append((time.process_time() - started) / calls * 1e6)
+                spill.close()
+        size = (Path(tmp) / "0.jsonl").stat().st_size
+        record = CallRecord(purpose="instruction", model="offline", attempt=1, status="ok",
+                            latency_ms=0.4, tokens_in=310, tokens_out=42, persona_id="p" * 16,
+                            step=2, endpoint=0, structured_mode="json_schema", max_tokens=256)
+        alone = CallSpill(Path(tmp) / "alone.jsonl", tags={"job_kind": "run", "job_id": "bench"})
+        started = time.process_time()
+        for _ in range(calls):
+            alone.done([record])
+        write_us = (time.process_time() - started) / calls * 1e6
+        alone.close()
+    without, with_ = statistics.median(cpu["without"]), statistics.median(cpu["with"])
+    print(f"offline structured calls, {calls} per run, medians of {repeat}: "
+          f"{without:.1f} us CPU/call without the spill, {with_:.1f} with "
+          f"(+{with_ - without:.1f} us, {100 * (with_ - without) / without:+.1f}%); "
+          f"CallSpill.done alone {write_us:.1f} us/record; {size / calls:.0f} bytes/record")
+    print(f"  runs without: {[round(x, 1) for x in cpu['without']]}")
+    print(f"  runs with:    {[round(x, 1) for x in cpu['with']]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="+", default=["clean", "hang10", "error30", "mixed30"],
@@ -109,7 +175,12 @@ def main() -> None:
     parser.add_argument("--scenario", default="scenarios/riverside_town.py")
     parser.add_argument("--n", type=int, default=400, help="synthesize --n")
     parser.add_argument("--limit", type=float, default=1800, help="seconds before a job is killed")
+    parser.add_argument("--spill", action="store_true", help="measure the call spill's cost instead")
+    parser.add_argument("--calls", type=int, default=20_000, help="--spill: calls per run")
     args = parser.parse_args()
+    if args.spill:
+        spill_cost(args.calls, max(1, args.repeat if args.repeat > 1 else 5))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for job in args.jobs:

@@ -51,14 +51,15 @@ def failed(record: CallRecord, exc: BaseException, started: float) -> Structured
     return StructuredResult(None, [record], None, failure=failure)
 
 
-def straggled(result: StructuredResult[Any]) -> StructuredResult[Any]:
+def straggled(result: StructuredResult[Any], warm: bool = True) -> StructuredResult[Any]:
     """``result`` of an attempt cut at its straggler deadline (``agents.llm.seam_deadlines``):
-    a transient failure that says so, and is asked again at once."""
+    a transient failure that says so, and is asked again at once. ``warm``: the deadline came
+    from the endpoint's answers (else: a probe before any answer)."""
     record, failure = result.last, result.failure
     assert failure is not None
     seconds = record.latency_ms / 1000
-    description = (f"timeout after {seconds:.2f} s, far slower than the endpoint's recent answers "
-                   "(asked again)")
+    why = "far slower than the endpoint's recent answers" if warm else "no answer from the endpoint yet"
+    description = f"timeout after {seconds:.2f} s, {why} (asked again)"
     record.error = description
     result.failure = replace(failure, description=description, straggler=True)
     return result

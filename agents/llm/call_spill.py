@@ -28,12 +28,13 @@ no call is in flight, to keep it small.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
+
+import orjson
 
 from personahub.core.contracts import CallRecord
 
@@ -81,15 +82,15 @@ class CallSpill:
     def __init__(self, path: str | Path, tags: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._tags = json.dumps(dict(tags or {}), separators=(",", ":"))
+        self._head = b'{"tags":' + orjson.dumps(dict(tags or {})) + b',"record":'
         self._early: set[str] = set()
 
     def _write(self, records: Sequence[CallRecord]) -> None:
         if self._fd is None or not records:
             return
-        head = '{"tags":' + self._tags + ',"record":'
-        data = "".join(head + json.dumps(r.__dict__, separators=(",", ":")) + "}\n" for r in records)
-        os.write(self._fd, data.encode())
+        # orjson: a record in 3 us where json.dumps takes 19 (bench/bench_faults.py --spill)
+        head = self._head
+        os.write(self._fd, b"".join(head + orjson.dumps(r.__dict__) + b"}\n" for r in records))
 
     def early(self, records: Sequence[CallRecord]) -> None:
         """Write attempts of a call still going on (remembered, so ``done`` skips them)."""
@@ -133,16 +134,16 @@ def read(path: str | Path) -> list[SpilledCall]:
     """The attempts a spill holds, in the order written; none when the file is missing. A line
     cut short by a kill in mid-write (the last one) is skipped; so is one that is not a record."""
     try:
-        text = Path(path).read_bytes().decode("utf-8", errors="replace")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
     calls: list[SpilledCall] = []
-    for line in text.splitlines():
+    for line in data.splitlines():
         try:
-            item = json.loads(line)
+            item = orjson.loads(line)
             values = {k: v for k, v in item["record"].items() if k in _FIELDS}
             calls.append(SpilledCall(dict(item.get("tags") or {}), CallRecord(**values)))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             continue
     return calls
 

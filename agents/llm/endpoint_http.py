@@ -212,19 +212,19 @@ class HttpEndpoint:
             await self._on_loop()
         probe = await self._probe()
         try:
-            return await self._send(request)
+            return await self._send(request, probe=probe is not None)
         finally:
             if probe is not None:
                 probe.release()
 
-    async def _send(self, request: CallRequest) -> StructuredResult[Any]:
+    async def _send(self, request: CallRequest, probe: bool = False) -> StructuredResult[Any]:
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         record = request.record(model=self.label, endpoint=self.index,
                                 structured_mode=sent_mode(mode, stripped))
         messages = prepare_messages(mode, request.schema, request.messages, stripped)
         self.prompt_prefix.add(messages)
         deadlines = self.deadlines
-        limit = deadlines.limit(request.purpose, request.max_tokens, request.stragglers)
+        limit = deadlines.limit(request.purpose, request.max_tokens, request.stragglers, probe)
         sent = asyncio.get_running_loop().time()
         started = time.perf_counter()
         scope = asyncio.timeout(limit)  # no extra task per call
@@ -239,8 +239,8 @@ class HttpEndpoint:
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             deadlines.untrack(scope)
             result = failed(record, exc, started)
-            if isinstance(exc, TimeoutError) and deadlines.cut_short(scope, sent):
-                return straggled(result)
+            if isinstance(exc, TimeoutError) and deadlines.cut_short(scope, sent, probe):
+                return straggled(result, warm=deadlines.warm)
             return result
         deadlines.untrack(scope)
         result = answered(record, message, mode, started)

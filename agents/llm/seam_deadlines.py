@@ -17,7 +17,11 @@ doubled for each earlier attempt of the call that was cut so: an answer that rea
 gets it a few attempts later. Until ``WARM`` answers have been seen, attempts get ``--timeout``;
 when the estimate first exists, attempts sent before it that are still in flight are moved to
 their deadline (the first wave of calls would otherwise wait out ``--timeout`` on every hung
-request).
+request). The exception is a structured-mode probe (``--structured auto`` sends one request at a
+time to an endpoint until its mode is settled, ``endpoint_http``): everything waits for it, so
+before any answer it gets ``PROBE_S``, doubled for each probe cut in a row, whichever call sent
+it (a slow first answer costs a few single requests, never a wave of them; a server that never
+answers has the calls in line spend their budgets within about ``--timeout`` of probing).
 
 A cut attempt is a transient failure marked ``straggler``: the retry layer asks again at once
 (no backoff: the server is answering others) and the concurrency limits do not take it for
@@ -34,11 +38,12 @@ from personahub.agents.llm.seam_limits import FIXED_TOKENS
 
 WINDOW = 64  # answers the pace looks back on
 LENGTHS = 16  # answers per purpose the longest-answer estimate looks back on
-WARM = 8  # answers before attempts get a deadline shorter than --timeout
+WARM = 4  # answers before attempts get a deadline shorter than --timeout (a batch of 8 warms it)
 QUANTILE = 0.9
 FACTOR = 4.0
 MIN_S = 0.25  # no attempt is cut sooner: a loopback server answers in milliseconds
 ESCALATION = 2.0  # each earlier straggler of the call doubles the deadline
+PROBE_S = 5.0  # a probe's deadline before any answer came (the rest wait for it)
 
 
 class StragglerDeadlines:
@@ -49,6 +54,7 @@ class StragglerDeadlines:
         self._paces: deque[float] = deque(maxlen=WINDOW)
         self._pace: float | None = None  # the quantile, recomputed every few answers
         self._lengths: dict[str, deque[int]] = {}
+        self._probe_cuts = 0  # probes cut in a row before any answer
         # attempts sent before the estimate existed: loop time sent, purpose, max_tokens, stragglers
         self._cold: dict[asyncio.Timeout, tuple[float, str, int, int]] = {}
 
@@ -57,10 +63,14 @@ class StragglerDeadlines:
         """True once the estimate exists."""
         return self._pace is not None
 
-    def limit(self, purpose: str, max_tokens: int, stragglers: int = 0) -> float:
-        """Seconds the attempt may take (``--timeout`` until the estimate exists)."""
+    def limit(self, purpose: str, max_tokens: int, stragglers: int = 0,
+              probe: bool = False) -> float:
+        """Seconds the attempt may take (``--timeout`` until the estimate exists; ``PROBE_S``
+        for the one request a structured-mode probe lets through)."""
         pace = self._pace
         if pace is None:
+            if probe:
+                return min(self.timeout_s, PROBE_S * ESCALATION ** self._probe_cuts)
             return self.timeout_s
         lengths = self._lengths.get(purpose)
         tokens = min(max_tokens, max(lengths)) if lengths else max_tokens
@@ -71,6 +81,7 @@ class StragglerDeadlines:
         """An answer for ``purpose`` came back after ``latency_s``; the moment the estimate first
         exists, attempts still in flight from before it are moved to their deadline."""
         tokens_out = max(0, tokens_out)
+        self._probe_cuts = 0
         self._paces.append(latency_s / (tokens_out + FIXED_TOKENS))
         lengths = self._lengths.get(purpose)
         if lengths is None:
@@ -105,7 +116,11 @@ class StragglerDeadlines:
                 scope.reschedule(when)
         self._cold.clear()
 
-    def cut_short(self, scope: asyncio.Timeout, sent: float) -> bool:
-        """True when ``scope`` expired before ``--timeout`` would have: the attempt was a straggler."""
+    def cut_short(self, scope: asyncio.Timeout, sent: float, probe: bool = False) -> bool:
+        """True when ``scope`` expired before ``--timeout`` would have: the attempt was a
+        straggler (a cut probe doubles the next probe's deadline until an answer comes)."""
         when = scope.when()
-        return scope.expired() and when is not None and when < sent + self.timeout_s - 1e-3
+        cut = scope.expired() and when is not None and when < sent + self.timeout_s - 1e-3
+        if cut and probe and self._pace is None:
+            self._probe_cuts += 1
+        return cut

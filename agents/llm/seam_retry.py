@@ -72,7 +72,11 @@ class Retrying:
         transient = 0
         started = time.monotonic()
         while True:
-            result = await self.inner.call(request)
+            try:
+                result = await self.inner.call(request)
+            except Exception as exc:  # (fail fast, a cache miss) the earlier attempts go with it
+                carry_records(exc, records)
+                raise
             records.extend(result.records)
             failure, record = result.failure, result.last
             if failure is None:
@@ -160,7 +164,8 @@ class Retrying:
         why = (f"all {self.max_retries} retries failed" if transient > self.max_retries
                else f"another attempt could end past the call's {self.budget_s:.0f} s retry budget "
                     f"({CALL_BUDGET_TIMEOUTS} x --timeout + {CALL_BUDGET_SLACK_S:g} s)")
-        return (f"model endpoint {record.model} kept failing: {transient} attempts of one call in "
+        attempts = "1 attempt" if transient == 1 else f"{transient} attempts"
+        return (f"model endpoint {record.model} kept failing: one call made {attempts} in "
                 f"{spent + delay:.0f} s, the last: {failure.description[:160]}; {why}; check the "
                 "--llm server")
 

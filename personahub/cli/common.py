@@ -78,8 +78,11 @@ ConcurrencyOption = Annotated[_ConcurrencyValue, typer.Option(
     help="Model calls in flight at most, per HTTP endpoint set, or 'auto': start at 2, grow "
          "while the server keeps up, halve on 429/503, timeouts or queueing (at most 64). The "
          "offline engine answers in process and ignores it.")]
-TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1,
-                                              help="Seconds before a model call is abandoned.")]
+TimeoutOption = Annotated[float, typer.Option(
+    "--timeout", min=0.1,
+    help="Seconds before a model request is abandoned (one far slower than the server's recent "
+         "answers is cut sooner and sent again). A call still failing after 2 x this + 30 s of "
+         "retries stops the command, resumably.")]
 StructuredOption = Annotated[str, typer.Option(
     "--structured", help="How the JSON schema is asked for: auto (learn per endpoint from the "
                          "first refusal), json_schema, json_object, tools or prompt.")]

@@ -105,7 +105,7 @@ def test_a_hang_hits_the_timeout_and_spends_the_calls_budget(server):
     srv = server(hang_rate=1.0, hang_s=5.0)
     client = LLMClient(LLMSettings(spec=srv.base_url, timeout_s=0.3, max_retries=1,
                                    backoff_s=0.001))
-    with pytest.raises(EndpointFailing, match="kept failing: 2 attempts .* the last: timeout"
+    with pytest.raises(EndpointFailing, match="kept failing: one call made 2 attempts .* the last: timeout"
                        ) as raised:  # a resumable stop, with the attempts it made
         ask(client)
     assert [r.error for r in carried_records(raised.value)] == ["timeout", "timeout"]

@@ -23,7 +23,7 @@ from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.llm.failures import FailFast
 from personahub.agents.llm.limits import ConcurrencyLimit
 from personahub.agents.llm.liveness import Liveness
-from personahub.agents.llm.seam_deadlines import FACTOR, MIN_S, WARM, StragglerDeadlines
+from personahub.agents.llm.seam_deadlines import FACTOR, MIN_S, PROBE_S, WARM, StragglerDeadlines
 from personahub.agents.llm.seam_limits import FIXED_TOKENS, Limited
 from personahub.agents.llm.seam_retry import Retrying
 from personahub.agents.llm.settings import Stalled, call_budget_s, stall_bound_s
@@ -51,10 +51,35 @@ def test_deadlines_wait_the_timeout_until_warm_then_follow_the_pace_and_the_answ
     assert deadlines.limit("plan", 468) == pytest.approx(FACTOR * 0.001 * 500)
     assert deadlines.limit("plan", 468, stragglers=2) == pytest.approx(4 * FACTOR * 0.001 * 500)
     assert deadlines.limit("plan", 468, stragglers=20) == 60.0  # never past --timeout
+    cold = StragglerDeadlines(timeout_s=60.0)  # a structured-mode probe: everything waits for it
+    assert cold.limit("chat", 200, probe=True) == PROBE_S and cold.limit("chat", 200) == 60.0
     fast = StragglerDeadlines(timeout_s=60.0)
     for _ in range(WARM):
         fast.observe("chat", 0.0001, 10)
     assert fast.limit("chat", 200) == MIN_S
+
+
+def test_probes_cut_in_a_row_double_the_next_probes_deadline_until_an_answer_comes() -> None:
+    async def cut(deadlines: StragglerDeadlines) -> float:
+        limit = deadlines.limit("chat", 200, probe=True)
+        loop = asyncio.get_running_loop()
+        sent = loop.time() - limit - 0.01  # as if it was sent ``limit`` ago: expired at once
+        try:
+            async with asyncio.timeout_at(sent + limit) as scope:
+                await asyncio.sleep(1)
+        except TimeoutError:
+            assert deadlines.cut_short(scope, sent, probe=True)
+        return limit
+
+    async def main() -> list[float]:
+        deadlines = StragglerDeadlines(timeout_s=30.0)
+        limits = [await cut(deadlines) for _ in range(3)]  # whichever call sends the probe
+        limits.append(deadlines.limit("chat", 200, probe=True))
+        deadlines.observe("chat", 0.5, 20)
+        return [*limits, deadlines.limit("chat", 200, probe=True)]
+
+    # 5, 10, 20, then --timeout (an expiry there is a plain timeout); an answer starts again
+    assert asyncio.run(main()) == [PROBE_S, 2 * PROBE_S, 4 * PROBE_S, 30.0, PROBE_S]
 
 
 def test_attempts_sent_before_the_estimate_are_moved_to_their_deadline_when_it_comes() -> None:
