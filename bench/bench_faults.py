@@ -1,18 +1,17 @@
 """Wall time of ``run`` and ``synthesize`` through ``personahub serve`` with injected faults.
 
     python bench/bench_faults.py [--cases clean hang10 error30 mixed30] [--jobs run synth]
-                                 [--timeout 60] [--repeat 1] [--scenario scenarios/riverside_town.py]
-                                 [--n 400]
+                                 [--timeout 60] [--concurrency 16] [--repeat 1] [--n 400]
+                                 [--scenario scenarios/riverside_town.py]
 
 For each case, ``personahub serve`` starts in a child process with the case's fault flags
 (``hang10``: ``--hang-rate 0.1``; ``error30``: ``--error-rate 0.3``; ``mixed30``: 10% each of
 errors, malformed answers and hangs; ``hang100``: ``--hang-rate 1.0 --hang-seconds 3600``, a
-server that never answers), and each job runs as
-the CLI does, in its own process, against it (``--llm URL``, the default ``--concurrency 16``,
-the given ``--timeout``). A hang lasts ``serve``'s default 30 s (then it is answered) unless the
-case says otherwise. Printed per job and case: wall
-seconds, the ratio to the clean case, exit code, the job's ``llm_calls`` rows by status, and
-whether its tables equal the clean run's (emissions, or synthesis items). Issue 32's target: with
+server that never answers), and each job runs as the CLI does, in its own process, against it
+(``--llm URL``, the given ``--concurrency``, default 16, and ``--timeout``). A hang lasts
+``serve``'s default 30 s (then it is answered) unless the case says otherwise. Printed per job
+and case: wall seconds, the ratio to the clean case, exit code, the job's ``llm_calls`` rows by
+status, and whether its tables equal the clean run's (emissions, or synthesis items). Issue 32's target: with
 ``--hang-rate 0.1`` a run takes at most 3x the fault-free time, and at 30% errors the tables
 equal the fault-free ones.
 
@@ -69,7 +68,8 @@ def serve(flags: list[str]) -> tuple[subprocess.Popen[str], str]:
 
 
 def command(job: str, args: argparse.Namespace, url: str, db: Path) -> list[str]:
-    common = ["--db", str(db), "--llm", url, "--timeout", str(args.timeout)]
+    common = ["--db", str(db), "--llm", url, "--timeout", str(args.timeout), "--concurrency",
+              args.concurrency]
     if job == "run":
         return ["run", str(ROOT / args.scenario), *common]
     return ["synthesize", "instruction", "--n", str(args.n), *common]
@@ -171,6 +171,7 @@ def main() -> None:
                         choices=list(CASES))
     parser.add_argument("--jobs", nargs="+", default=["run", "synth"], choices=list(TABLES))
     parser.add_argument("--timeout", type=float, default=60.0, help="the jobs' --timeout")
+    parser.add_argument("--concurrency", default="16", help="the jobs' --concurrency (N or auto)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--scenario", default="scenarios/riverside_town.py")
     parser.add_argument("--n", type=int, default=400, help="synthesize --n")
