@@ -21,7 +21,7 @@ _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
 
 VIEW_NAMES = ("v_emissions_by_step", "v_duplicate_rate", "v_run_usage", "v_run_cost",
               "v_agent_activity", "v_message_edges", "v_persona_degree", "v_synth_jobs",
-              "v_rejected")
+              "v_rejected", "v_persona_demographics")
 
 
 def views_sql() -> str:

@@ -8,7 +8,10 @@ are excluded unless asked for. Sampling is seeded: uniform, or stratified by an 
 Attribute conditions are ``KEY OP VALUE`` with OP one of ``= != >= <= > < ~`` (``~`` is a regex
 search). Numbers compare numerically; strings compare case-insensitively, and ``=`` on a list
 attribute (FinePersonas labels) means "contains". KEY is an attribute name, or one of the
-columns ``hop``, ``source``, ``source_ref``, ``persona_id``.
+columns ``hop``, ``source``, ``source_ref``, ``persona_id``. For the canonical demographic keys
+(``personas.demographics``: age_group, sex, party, ...) ``=`` and ``!=`` take any known spelling
+of a value: ``party=Democrat``, ``education=College graduate/some postgrad`` and
+``age_group=30-49`` match the stored slugs.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from personahub.core.store import fetch_personas
+from personahub.personas.demographics import VOCABULARY, canonical
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
+from personahub.personas.store import fetch_personas
 
 COLUMNS = ("hop", "source", "source_ref", "persona_id")
 _CONDITION = re.compile(r"^\s*([^<>=!~]+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
@@ -51,7 +55,10 @@ class Condition:
         if op != "~" and value[0] in "<>=!":  # "age>>3", "age=>3": a typo, not a value to match
             raise ValueError(f"{flag} {text!r}: the value starts with {value[0]!r}; "
                              f"use one operator of = != >= <= > < ~, e.g. age>=30")
-        return cls(key, "=" if op == "==" else op, value)
+        op = "=" if op == "==" else op
+        if key in VOCABULARY and op in ("=", "!="):
+            value = canonical(key, value) or value
+        return cls(key, op, value)
 
     def sql(self) -> tuple[str, list[Any]]:
         """A SQL predicate over the personas table and its parameters."""

@@ -17,7 +17,8 @@ import networkx as nx
 import numpy as np
 import pyarrow as pa
 
-from personahub.core.store import fetch_personas, insert_columns, upsert_personas
+from personahub.core.store import insert_columns
+from personahub.personas.store import fetch_personas, upsert_personas
 
 
 @dataclass(frozen=True, slots=True)

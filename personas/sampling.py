@@ -26,10 +26,10 @@ from typing import Any
 import duckdb
 
 from personahub.core.errors import PersonahubError
-from personahub.core.store import fetch_personas
 from personahub.personas.carve import Condition
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
+from personahub.personas.store import fetch_personas
 
 SAMPLE_MODES = ("uniform", "head")
 

@@ -30,9 +30,10 @@ import pyarrow as pa
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.agents.tasks.interview import InterviewAnswer
+from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.job_records import JobRef, commit_batch
+from personahub.core.jobs_store import find_job
 from personahub.core.store import connect
 from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.sim.memory import AgentMemory, Message
@@ -120,12 +121,11 @@ def _now() -> dt.datetime:
 
 def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> RunFacts:
     """The run's seed, steps done, world, prompt budget and memory sizes (unknown run: error)."""
-    rows = con.execute("SELECT seed, steps_done, config FROM runs WHERE run_id = ?",
-                       [run_id]).fetchall()
-    if not rows:
+    job = find_job(con, run_id)
+    rows = con.execute("SELECT steps_done FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    if job is None or not rows:
         raise PersonahubError(f"--run {run_id}: no such run in this database")
-    seed, done, config_text = rows[0]
-    config = json.loads(config_text) if config_text else {}
+    seed, done, config = job.seed, rows[0][0], job.config
     scenario = config.get("scenario") or {}
     known = {f.name for f in dataclasses.fields(Memory)}
     memory = Memory(**{k: v for k, v in (scenario.get("memory") or {}).items() if k in known})
@@ -147,7 +147,7 @@ def _world(scenario: dict[str, Any]) -> str:
             path = Path(scenario.get("base_dir") or ".") / path
         try:
             parts.append(path.read_text(encoding="utf-8").strip())
-        except OSError:
+        except (OSError, ValueError):  # gone, or no longer UTF-8 text
             pass
     return "\n\n".join(p for p in parts if p)
 
@@ -302,7 +302,7 @@ def write(db: Path | str, client: StructuredCaller, prepared: Prepared,
 
 def interview(db: Path | str, request: InterviewRequest, client: StructuredCaller) -> InterviewResult:
     """Check, ask and store one interview (one agent or a group) on an event loop of its own."""
-    from personahub.core.jobs import job_loop
+    from personahub.core.loop import job_loop
 
     prepared = prepare(db, request)
     with job_loop() as loop:

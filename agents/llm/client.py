@@ -93,8 +93,8 @@ class LLMClient:
         self._retry = retry
         self._cached = Cached(retry, params=self._cache_params)
         negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned
-        validated = Validated(self._cached, modes=self.modes if negotiated else None,
-                              spill=self._spill)
+        validated = self.validated = Validated(self._cached, modes=self.modes if negotiated
+                                               else None, spill=self._spill)
         self._top = Accounted(validated, liveness=Liveness(settings.stall_bound_s),
                               spill=self._spill)
         self.stats = self._top.stats
@@ -181,15 +181,22 @@ class LLMClient:
         endpoint rejects every request for one reason, and ``CacheMiss`` when a replay holds no
         answer; the attempts made before are counted either way.
         """
-        max_tokens = self.generation.max_tokens_for(purpose)
-        # the schema asked for carries bounds sized for this call's budget (agents.llm.bounds), so a
-        # grammar-constrained server closes the JSON in time and validation agrees with them
-        request = CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
-                              persona_id, step, check=check)
+        request = self.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
+                                   step=step, check=check)
         result = await self._top.call(request)
         if result.value is not None:
             result.value = unbounded(result.value, schema)
         return result
+
+    def request_for(self, schema: type[T], messages: list[Any], *, purpose: str,
+                    persona_id: str | None = None, step: int | None = None,
+                    check: Callable[[T], str | None] | None = None) -> CallRequest:
+        """The request ``structured`` sends for these arguments (a batch sends the same)."""
+        max_tokens = self.generation.max_tokens_for(purpose)
+        # the schema asked for carries bounds sized for this call's budget (agents.llm.bounds), so a
+        # grammar-constrained server closes the JSON in time and validation agrees with them
+        return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
+                           persona_id, step, check=check)
 
 
 def make_client(settings: LLMSettings) -> LLMClient:
@@ -198,7 +205,14 @@ def make_client(settings: LLMSettings) -> LLMClient:
 
 
 def resolve_spec(cli_value: str | None) -> str:
-    """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``."""
+    """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``.
+
+    ``--llm ""`` is refused: an empty value (an unset shell variable, ``--llm "$MODEL"``) must
+    not quietly mean the offline engine.
+    """
+    if cli_value is not None and not cli_value.strip():
+        raise LLMConfigError("--llm is empty: give 'offline', 'openai:<model>' or a URL "
+                             "(an unset shell variable?)")
     return cli_value or os.environ.get("PERSONAHUB_LLM") or OFFLINE_MODEL_NAME
 
 

@@ -35,10 +35,10 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable
-from personahub.agents.llm.failures import ModelRejected
 from personahub.agents.llm.settings import EndpointFailing, LLMUnavailable
 from personahub.agents.llm.structured import AUTO_ORDER, StructuredMode
 from personahub.core.contracts import CallRecord, StructuredResult, carried_records
+from personahub.core.failures import ModelRejected
 
 GROWTH = 1.1  # a level must beat the best throughput so far by this factor to go on doubling
 NEAR_BEST = 0.95  # the recommendation: the smallest level within this share of the best

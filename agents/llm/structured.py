@@ -82,10 +82,10 @@ _WITHOUT = " without "  # joins a mode and the keywords it was sent without
 
 def check_setting(value: str) -> StructuredSetting:
     """``value`` if it names a structured-output setting, else a one-line error."""
-    from personahub.core.errors import PersonahubError
+    from personahub.core.errors import UsageError
 
     if value not in STRUCTURED_SETTINGS:
-        raise PersonahubError(f"--structured {value!r}: use one of {', '.join(STRUCTURED_SETTINGS)}")
+        raise UsageError(f"--structured {value!r}: use one of {', '.join(STRUCTURED_SETTINGS)}")
     return value  # type: ignore[return-value]
 
 

@@ -19,6 +19,12 @@ answer, the others seeded by their index. ``ServerOptions.models`` names the mod
 ``/models`` lists them and other names get the dialect's 404 (none named: any name is answered
 and ``/models`` lists ``offline``).
 
+It speaks the Batch API too (``agents.loopback.files``: ``/files``; ``agents.loopback.batches``:
+``/batches``): each batch line is answered by ``answer_line``, the online route's own code
+(``_prepare_chat`` and ``_chat_reply``) minus what belongs to a connection (latency, hangs,
+injected HTTP errors, streaming), so a batch answer equals the online answer to the same body.
+``GET /personahub/stats`` answers ``ServerStats`` as JSON (what a test in another process reads).
+
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
@@ -53,6 +59,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -60,14 +67,16 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from personahub.agents.llm.offline import EngineReply, OfflineEngine, approx_tokens, pick_tool
 from personahub.agents.llm.prompt_prefix import PrefixWindow
 from personahub.agents.llm.prompt_schema import find_prompt_schema, message_text
 from personahub.agents.llm.seam_validate import REPAIR_CLOSING, REPAIR_OPENING
+from personahub.agents.loopback.batches import BatchBook, BatchFaults
 from personahub.agents.loopback.dialects import (
     DIALECTS,
     LLAMA_CPP_N_CTX,
@@ -77,6 +86,7 @@ from personahub.agents.loopback.dialects import (
     Shaped,
     make_dialect,
 )
+from personahub.agents.loopback.files import FILE_MAX_BYTES, FileProblem, FileStore, parse_upload
 from personahub.agents.loopback.limits import (
     LIMITS,
     Problem,
@@ -87,7 +97,7 @@ from personahub.agents.loopback.limits import (
 )
 from personahub.agents.loopback.runaway import Runaway, run_away
 from personahub.agents.loopback.stream import include_usage, sse_events, wants_stream
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.loopback import host_allowed, origin_allowed
 
 log = logging.getLogger(__name__)
@@ -121,18 +131,28 @@ class ServerOptions:
     #: Model names served (``/models`` lists them; others are a 404). Empty: any name is
     #: answered, and ``/models`` lists ``offline``.
     models: tuple[str, ...] = ()
+    #: The Batch API (``agents.loopback.batches``): seconds from a batch's start to its end, the
+    #: share of lines answered 500, whole-batch failures and expiries (a rate per batch, or the
+    #: creation ordinals, 1 = first, that always fail or expire).
+    batch_delay_s: float = 0.0
+    batch_error_rate: float = 0.0
+    batch_fail_rate: float = 0.0
+    batch_expire_rate: float = 0.0
+    batch_fail: tuple[int, ...] = ()
+    batch_expire: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate"):
+        for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate",
+                     "batch_error_rate", "batch_fail_rate", "batch_expire_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise PersonahubError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
+                raise UsageError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
         if self.latency_s < 0 or self.hang_s < 0:
-            raise PersonahubError("latency and hang times must be >= 0")
+            raise UsageError("latency and hang times must be >= 0")
         if self.dialect not in DIALECTS:
-            raise PersonahubError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
+            raise UsageError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
         if self.retry_after_s is not None and self.retry_after_s < 0:
-            raise PersonahubError(f"--retry-after must be >= 0, got {self.retry_after_s}")
+            raise UsageError(f"--retry-after must be >= 0, got {self.retry_after_s}")
         if not self.error_statuses or any(not 400 <= s <= 599 for s in self.error_statuses):
             raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
         if self.prefix_cache_prompts < 1:
@@ -141,6 +161,21 @@ class ServerOptions:
             raise PersonahubError(f"context_tokens must be >= 1, got {self.context_tokens}")
         if any(not isinstance(m, str) or not m.strip() for m in self.models):
             raise PersonahubError(f"--model names must be non-empty, got {list(self.models)}")
+        if self.batch_delay_s < 0:
+            raise PersonahubError(f"--batch-delay must be >= 0 seconds, got {self.batch_delay_s}")
+        for name in ("batch_fail", "batch_expire"):
+            if any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                   for n in getattr(self, name)):
+                raise PersonahubError(f"--{name.replace('_', '-')} takes batch ordinals >= 1 "
+                                      f"(1 = the first batch created), got {getattr(self, name)}")
+
+    @property
+    def batch_faults(self) -> BatchFaults:
+        """The batch options, as ``agents.loopback.batches`` takes them."""
+        return BatchFaults(delay_s=self.batch_delay_s, error_rate=self.batch_error_rate,
+                           fail_rate=self.batch_fail_rate, expire_rate=self.batch_expire_rate,
+                           fail=tuple(self.batch_fail), expire=tuple(self.batch_expire),
+                           seed=self.fault_seed)
 
 
 @dataclass
@@ -151,6 +186,10 @@ class ServerStats:
     ``bad_bodies``: bodies that were not a JSON object (or had a bad Content-Length);
     ``out_of_bounds``: requests past a bound of ``agents.loopback.limits``; ``forbidden``:
     requests refused for their Host, Origin or Content-Type; ``repairs``: repair prompts answered.
+    ``requests`` and ``answered`` count online requests only; the Batch API has its own:
+    ``files_uploaded``, ``batches_created`` (``POST /v1/batches`` that made a batch),
+    ``batch_cancels``, ``batch_lines`` (batch requests answered) and ``batch_line_errors`` (of
+    them, injected failures).
     """
 
     requests: int = 0
@@ -165,11 +204,21 @@ class ServerStats:
     bad_bodies: int = 0
     out_of_bounds: int = 0
     forbidden: int = 0
+    files_uploaded: int = 0
+    batches_created: int = 0
+    batch_cancels: int = 0
+    batch_lines: int = 0
+    batch_line_errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def bump(self, name: str) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + 1)
+
+    def snapshot(self) -> dict[str, int]:
+        """Every count, as ``GET /personahub/stats`` answers them."""
+        with self.lock:
+            return {name: value for name, value in vars(self).items() if isinstance(value, int)}
 
 
 class _Server(ThreadingHTTPServer):
@@ -188,6 +237,9 @@ class _Server(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.prefixes = PrefixWindow(options.prefix_cache_prompts)
         self.prefix_lock = threading.Lock()
+        self.files = FileStore()
+        self.batches = BatchBook(self.files, partial(answer_line, self), options.batch_faults,
+                                 self.stopping, self.stats.bump)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore clients that hang up (timeouts in tests do that on purpose)."""
@@ -277,14 +329,19 @@ class _Handler(BaseHTTPRequestHandler):
                                    "type": "invalid_request_error", "param": None, "code": None}},
                    {"Allow": _ALLOW})
 
-    do_PUT = do_PATCH = do_DELETE = _not_allowed  # noqa: N815 - stdlib naming
+    do_PUT = do_PATCH = _not_allowed  # noqa: N815 - stdlib naming
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         if not self._guard():
             return
         path = self.path.split("?")[0].rstrip("/")
         names = self.server.options.models or ("offline",)
-        if path.endswith("/models"):
+        files, batches = _FILES.search(path), _BATCHES.search(path)
+        if path.endswith("/personahub/stats"):
+            self._send(200, self.server.stats.snapshot())
+        elif files or batches:
+            self._batch_api(lambda: self._get_batch_api(files, batches))
+        elif path.endswith("/models"):
             self._send(200, {"object": "list", "data": [_model_entry(n) for n in names]})
         elif "/models/" in path:  # retrieve one model (the id may hold slashes)
             name = unquote(path.split("/models/", 1)[1])
@@ -295,24 +352,81 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
+        """``DELETE /v1/files/{id}`` (what a client frees the server's memory with)."""
+        files = _FILES.search(self.path.split("?")[0].rstrip("/"))
+        if files is None or files.group(1) is None or files.group(2):
+            self._not_allowed()
+            return
+        if self._guard():
+            if self._declares_body():  # left unread: the next request's start is unknown
+                self.close_connection = True
+            file_id = unquote(files.group(1))
+            self._batch_api(lambda: self.server.files.delete(file_id))
+
+    def _get_batch_api(self, files: re.Match[str] | None,
+                       batches: re.Match[str] | None) -> dict[str, Any] | bytes:
+        """The answer to a GET of ``/files…`` or ``/batches…``."""
+        srv = self.server
+        query = parse_qs(self.path.partition("?")[2])
+        if files is not None:
+            if files.group(1) is None:
+                return srv.files.listing(_first(query, "purpose"))
+            stored = srv.files.get(unquote(files.group(1)))
+            return stored.data if files.group(2) else stored.describe()
+        assert batches is not None
+        if batches.group(1) is None:
+            try:
+                limit = min(100, max(1, int((query.get("limit") or ["20"])[0])))
+            except ValueError:
+                raise FileProblem(400, "Invalid value for 'limit'.", "limit") from None
+            return srv.batches.listing(_first(query, "after"), limit)
+        if batches.group(2):
+            raise FileProblem(405, "cancel a batch with POST")
+        return srv.batches.get(unquote(batches.group(1)))
+
+    def _batch_api(self, answer: Any) -> None:
+        """Send what ``answer()`` returns (a JSON object, or a file's bytes), or its error."""
+        try:
+            body = answer()
+        except FileProblem as exc:
+            self._refuse(self.server.dialect.error(exc.status, str(exc), param=exc.param))
+            return
+        except OSError:  # the client hung up
+            raise
+        except Exception:  # never a dropped connection, never exception text to a client
+            log.exception("offline server: %s %s failed", self.command, self.path)
+            self._refuse(self.server.dialect.error(500, "offline server error (the server "
+                                                   "logged it)"))
+            return
+        if isinstance(body, bytes):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self._send(200, body)
+
     def _sleep_until(self, deadline: float) -> None:
         wait = deadline - time.monotonic()
         if wait > 0:
             time.sleep(wait)
 
-    def _read_body(self) -> bytes:
-        """The body, as long as Content-Length says (or chunked); a bad or unmet length closes
-        the connection afterwards (the next request's start would be unknown)."""
+    def _read_body(self, bound: int = _MAX_BODY) -> bytes:
+        """The body, as long as Content-Length says (or chunked), at most ``bound`` bytes; a bad
+        or unmet length closes the connection afterwards (the next request's start would be
+        unknown)."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked()
+            return self._read_chunked(bound)
         declared = self.headers.get("Content-Length")
         try:
             length = int(declared) if declared is not None else 0
         except ValueError:
             length = -1
-        if length > _MAX_BODY:
+        if length > bound:
             self.close_connection = True
-            raise _TooLarge(f"the body is {length} bytes; this server takes {_MAX_BODY} at most")
+            raise _TooLarge(f"the body is {length} bytes; this server takes {bound} at most")
         if not 0 <= length:
             self.close_connection = True
             raise _BadBody(f"bad Content-Length {declared!r}")
@@ -331,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _BadBody(f"the body ended before its Content-Length ({length} bytes)")
         return raw
 
-    def _read_chunked(self) -> bytes:
+    def _read_chunked(self, bound: int = _MAX_BODY) -> bytes:
         """A chunked body (clients that stream their upload send one)."""
         self.connection.settimeout(_BODY_TIMEOUT_S)
         parts: list[bytes] = []
@@ -342,9 +456,9 @@ class _Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return b"".join(parts)
-                if sum(map(len, parts)) + size > _MAX_BODY:
+                if sum(map(len, parts)) + size > bound:
                     self.close_connection = True
-                    raise _TooLarge(f"the body is longer than {_MAX_BODY} bytes")
+                    raise _TooLarge(f"the body is longer than {bound} bytes")
                 if size < 0:
                     raise ValueError(size)
                 parts.append(self.rfile.read(size))
@@ -360,8 +474,14 @@ class _Handler(BaseHTTPRequestHandler):
         srv, dialect = self.server, self.server.dialect
         if not self._guard():
             return
+        path = self.path.split("?")[0].rstrip("/")
         kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if kind != "application/json":
+        if path.endswith("/files"):
+            self._upload(kind)
+            return
+        cancel = _BATCHES.search(path)
+        if kind != "application/json" and not (cancel and cancel.group(2)
+                                               and not self._declares_body()):
             srv.stats.bump("forbidden")
             self.close_connection = True
             self._refuse(dialect.error(415, f"Content-Type {kind or 'missing'!r}: this server "
@@ -376,8 +496,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         except _BadBody as exc:
             raw, problem = None, str(exc)
-        embeddings = self.path.rstrip("/").endswith("/embeddings")
-        if not embeddings and not self.path.rstrip("/").endswith("/chat/completions"):
+        if cancel is not None:
+            self._post_batches(cancel, raw, problem)
+            return
+        embeddings = path.endswith("/embeddings")
+        if not embeddings and not path.endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
             return
         srv.stats.bump("requests")
@@ -406,6 +529,54 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("offline server: request to %s failed", self.path)
             self._refuse(dialect.error(500, "offline server error (the server logged it)"))
 
+    def _declares_body(self) -> bool:
+        """Whether the request says it has a body (a POST without one needs no Content-Type)."""
+        length = (self.headers.get("Content-Length") or "0").strip()
+        return length not in ("", "0") or "Transfer-Encoding" in self.headers
+
+    def _upload(self, kind: str) -> None:
+        """``POST /v1/files``: a multipart upload of a batch file, at most ``FILE_MAX_BYTES``."""
+        srv = self.server
+        if kind != "multipart/form-data":
+            srv.stats.bump("forbidden")
+            self.close_connection = True
+            self._refuse(srv.dialect.error(415, f"Content-Type {kind or 'missing'!r}: a file "
+                                           "upload is multipart/form-data"))
+            return
+        try:
+            raw = self._read_body(FILE_MAX_BYTES)
+        except _TooLarge as exc:
+            srv.stats.bump("out_of_bounds")
+            self._refuse(srv.dialect.error(413, str(exc)))
+            return
+        except _BadBody as exc:
+            self._refuse(srv.dialect.error(400, str(exc)))
+            return
+
+        def store() -> dict[str, Any]:
+            filename, purpose, data = parse_upload(self.headers.get("Content-Type") or "", raw)
+            stored = srv.files.add(filename, purpose, data)
+            srv.stats.bump("files_uploaded")
+            return stored.describe()
+
+        self._batch_api(store)
+
+    def _post_batches(self, match: re.Match[str], raw: bytes | None, problem: str) -> None:
+        """``POST /v1/batches`` (create) and ``POST /v1/batches/{id}/cancel``."""
+        srv = self.server
+        if match.group(2):
+            self._batch_api(lambda: srv.batches.cancel(unquote(match.group(1))))
+            return
+        if match.group(1) is not None:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        request = _parse(raw, srv.dialect) if raw is not None else srv.dialect.bad_body(
+            problem, parsed=False)
+        if isinstance(request, Refusal):
+            self._refuse(request)
+            return
+        self._batch_api(lambda: srv.batches.create(request))
+
     def _fault(self, received: float) -> bool:
         """Inject a hang and/or an HTTP error as the options say; True when one was sent."""
         srv, opts, dialect = self.server, self.server.options, self.server.dialect
@@ -433,42 +604,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, request: dict[str, Any], received: float) -> None:
         """Refuse ``request`` as the dialect would, inject faults, or answer it."""
-        srv, opts, dialect = self.server, self.server.options, self.server.dialect
-        messages = _plain_messages(request)
-        plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
-        if isinstance(plan, Refusal):
-            srv.stats.bump("refused")
-            self._refuse(plan)
+        srv, opts = self.server, self.server.options
+        prepared = _prepare_chat(srv, request)
+        if isinstance(prepared, Refusal):
+            self._refuse(prepared)
             return
-        choices = dialect.choices(request)
-        if isinstance(choices, Refusal):
-            srv.stats.bump("refused")
-            self._refuse(choices)
-            return
-        check_chat(plan.max_tokens, choices, plan.tools)
-        schema = _answer_schema(plan, messages)
-        check_answer([(schema, "response_format"), *(
-            ((t.get("function", t) or {}).get("parameters"), "tools") for t in plan.tools or ())],
-            choices)
         if self._fault(received):
             return
-        asked, repair = _before_repair(messages)
-        malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate) and (
-            not repair or opts.stubborn)
-        runaway = bool(opts.runaway_rate and srv.draw() < opts.runaway_rate)
-        if runaway:
-            srv.stats.bump("runaways")
-        body, cut = _answer_body(srv.engine, dialect, request, asked, plan, malformed, choices,
-                                 runaway=runaway, schema=schema)
-        if repair:
-            srv.stats.bump("repairs")
-            usage = body["usage"]  # the prompt as sent, repair turn included
-            usage["prompt_tokens"] += approx_tokens(" ".join(m["content"] for m in repair))
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        if dialect.reports_cached_tokens:
-            usage = body["usage"]
-            usage["prompt_tokens_details"] = {
-                "cached_tokens": srv.cached_tokens(messages, usage["prompt_tokens"])}
+        body, cut, malformed = _chat_reply(srv, request, prepared)
         # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
         # request arrived, so the server's own CPU does not pile up on top of the latency when
         # many requests arrive at once (it would otherwise serialise behind this process's lock)
@@ -510,6 +653,102 @@ def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
     return request
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A chat request the dialect takes: its plan, messages, choices and answer schema."""
+
+    plan: Plan
+    messages: list[dict[str, Any]]
+    choices: int
+    schema: Mapping[str, Any] | None
+
+
+def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
+    """The dialect's refusal of ``request``, or what answering it takes (``Problem`` when it is
+    past a bound). Shared by online requests and batch lines, so both are refused alike."""
+    dialect = srv.dialect
+    messages = _plain_messages(request)
+    plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
+    if isinstance(plan, Refusal):
+        srv.stats.bump("refused")
+        return plan
+    choices = dialect.choices(request)
+    if isinstance(choices, Refusal):
+        srv.stats.bump("refused")
+        return choices
+    check_chat(plan.max_tokens, choices, plan.tools)
+    schema = _answer_schema(plan, messages)
+    check_answer([(schema, "response_format"), *(
+        ((t.get("function", t) or {}).get("parameters"), "tools") for t in plan.tools or ())],
+        choices)
+    return _Prepared(plan, messages, choices, schema)
+
+
+def _chat_reply(srv: _Server, request: dict[str, Any],
+                prepared: _Prepared) -> tuple[dict[str, Any], bool, bool]:
+    """The chat.completion answering a prepared request (malformed and runaway answers drawn
+    as the options say), whether it was cut, and whether it was malformed."""
+    opts = srv.options
+    asked, repair = _before_repair(prepared.messages)
+    malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate) and (
+        not repair or opts.stubborn)
+    runaway = bool(opts.runaway_rate and srv.draw() < opts.runaway_rate)
+    if runaway:
+        srv.stats.bump("runaways")
+    body, cut = _answer_body(srv.engine, srv.dialect, request, asked, prepared.plan,
+                             malformed, prepared.choices, runaway=runaway,
+                             schema=prepared.schema)
+    if repair:
+        srv.stats.bump("repairs")
+        usage = body["usage"]  # the prompt as sent, repair turn included
+        usage["prompt_tokens"] += approx_tokens(" ".join(m["content"] for m in repair))
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if srv.dialect.reports_cached_tokens:
+        usage = body["usage"]
+        usage["prompt_tokens_details"] = {
+            "cached_tokens": srv.cached_tokens(prepared.messages, usage["prompt_tokens"])}
+    return body, cut, malformed
+
+
+def answer_line(srv: _Server, url: str, request: Any) -> tuple[int, Any]:
+    """(status, body) answering one batch line's ``request`` to ``url`` as the online route
+    would (the dialect's refusals, the bounds, the models served, the engine's answer), minus
+    what belongs to a connection: latency, hangs, injected HTTP errors, streaming."""
+    dialect = srv.dialect
+    if not isinstance(request, dict):
+        refusal = dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
+                                   parsed=True, value=request)
+        return refusal.status, refusal.body
+    served = srv.options.models
+    if served and request.get("model") not in served:
+        srv.stats.bump("refused")
+        refusal = dialect.model_not_found(request.get("model"))
+        return refusal.status, refusal.body
+    try:
+        check_body(request)
+        if url.rstrip("/").endswith("/embeddings"):
+            return 200, _embedding_body(request, check_embeddings(request))
+        if wants_stream(request):
+            refusal = dialect.error(400, "A batch request cannot be streamed.", param="stream")
+            return refusal.status, refusal.body
+        prepared = _prepare_chat(srv, request)
+        if isinstance(prepared, Refusal):
+            return prepared.status, prepared.body
+        body, cut, malformed = _chat_reply(srv, request, prepared)
+        if cut:
+            srv.stats.bump("truncated")
+        if malformed:
+            srv.stats.bump("malformed")
+        return 200, body
+    except Problem as exc:
+        srv.stats.bump("out_of_bounds")
+        refusal = dialect.error(400, str(exc), param=exc.param)
+    except Exception:  # a request shape nobody checked: an error line, never a dead batch
+        log.exception("offline server: a batch line to %s failed", url)
+        refusal = dialect.error(500, "offline server error (the server logged it)")
+    return refusal.status, refusal.body
+
+
 def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, Any]:
     """An OpenAI ``/embeddings`` answer: one hashed vector per input text (``texts``, checked
     by ``limits.check_embeddings``), in order (as floats, or base64 when ``encoding_format``
@@ -526,6 +765,12 @@ def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, A
                                     if as_base64 else v.tolist())}
                      for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _first(query: Mapping[str, list[str]], name: str) -> str | None:
+    """A query parameter's first value, if given."""
+    values = query.get(name)
+    return values[0] if values else None
 
 
 def _model_entry(name: str) -> dict[str, Any]:
@@ -702,11 +947,16 @@ class RunningServer:
     def stop(self) -> None:
         """Stop serving, end hanging requests, and close the socket."""
         self._server.stopping.set()
+        self._server.batches.close()
         self._server.shutdown()
         self._server.server_close()
 
 
-_ALLOW = "GET, POST, OPTIONS"
+_ALLOW = "GET, POST, DELETE, OPTIONS"
+# the Batch API's routes: /files, /files/{id}, /files/{id}/content; /batches, /batches/{id},
+# /batches/{id}/cancel (after any prefix, as the other routes)
+_FILES = re.compile(r"/files(?:/([^/]+)(/content)?)?$")
+_BATCHES = re.compile(r"/batches(?:/([^/]+)(/cancel)?)?$")
 
 #: How often the serving loop checks for ``stop()``: socketserver's default (0.5 s) made every
 #: stop wait half a second, most of a short test's time.

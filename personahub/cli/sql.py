@@ -12,8 +12,9 @@ import typer
 from rich.table import Table
 
 from personahub.cli.common import DbOption, error_line, one_line_errors, out
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import read_text_file
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -49,7 +50,7 @@ def sql(
     from personahub.analysis.user_sql import user_query_result
 
     if fmt not in FORMATS:
-        raise PersonahubError(f"--format {fmt!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
+        raise UsageError(f"--format {fmt!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
     if allow_files and allow_writes is not None:
         error_line("sql: --allow-files and --allow-writes cannot be combined: with "
                    "--allow-writes DIR the SQL reads and writes inside DIR only (put the files "
@@ -58,10 +59,7 @@ def sql(
     if file is None and query is not None and query.strip().lower().endswith(".sql"):
         file = Path(query.strip())
     if file is not None:
-        try:
-            query = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PersonahubError(f"--file {file}: {exc.strerror or exc}") from exc
+        query = read_text_file(file, "--file")
     if not query or not query.strip():
         raise PersonahubError("sql: give a query, a .sql path or --file FILE")
     where = f"{file}: " if file is not None else ""

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -139,3 +140,35 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
                 raise
     finally:
         steady_gc_stop()
+
+
+class JobLoop:
+    """The one event loop a job's batches run on (setup, batches, child jobs), closed quietly
+    even after an interrupt; the collector is kept steady while it is open."""
+
+    def __init__(self) -> None:
+        self.loop = new_run_loop()
+        steady_gc_start()
+        self._steady = True
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one batch (or setup) coroutine to completion on the job's loop."""
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        try:
+            close_quietly(self.loop)
+        finally:
+            if self._steady:
+                self._steady = False
+                steady_gc_stop()
+
+
+@contextmanager
+def job_loop() -> Iterator[JobLoop]:
+    """``with job_loop() as loop: loop.run(batch())`` — one loop for the whole job."""
+    owned = JobLoop()
+    try:
+        yield owned
+    finally:
+        owned.close()

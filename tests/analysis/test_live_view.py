@@ -89,8 +89,10 @@ def test_in_process_view_sees_committed_rows_only(tmp_path):
     source = ViewSource(lambda: duckdb.connect(str(db)))
     source.open()
     writer.execute("BEGIN")
-    writer.execute("INSERT INTO runs (run_id, scenario, status, steps_planned, steps_done, started_at) "
-                   "VALUES ('r1', 's', 'running', 2, 0, now())")
+    writer.execute("INSERT INTO runs (run_id, scenario, steps_planned, steps_done) "
+                   "VALUES ('r1', 's', 2, 0)")
+    writer.execute("INSERT INTO jobs (job_id, kind, status, started_at) "
+                   "VALUES ('r1', 'run', 'running', now())")
     with TestClient(make_app(source), base_url="http://127.0.0.1") as c:
         assert c.get("/api/state").json()["run_id"] is None
         writer.execute("COMMIT")

@@ -255,7 +255,7 @@ WORKS = [
     ("run-usage", "SELECT sum(calls) AS calls FROM v_run_usage", lambda r: r[0]["calls"] > 0),
     ("run-cost", "SELECT cost_usd FROM v_run_cost", lambda r: r == [{"cost_usd": 0.0}]),
     ("json-functions", "SELECT json_extract_string(config, '$.scenario') IS NOT NULL AS ok "
-                       "FROM runs", lambda r: r == [{"ok": True}]),
+                       "FROM jobs WHERE kind = 'run'", lambda r: r == [{"ok": True}]),
     ("pragma-table-info", "PRAGMA table_info('emissions')",
      lambda r: "kind" in {c["name"] for c in r}),
     ("variables", "SET VARIABLE k = 'npc_dialogue'; "

@@ -17,11 +17,12 @@ import pytest
 
 from personahub.core.errors import PersonahubError
 from personahub.core.sandbox import referenced_columns
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.carve import Selection, select_ids
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw_ids, matching_ids
 from personahub.personas.selection_sandbox import persona_sandbox
+from personahub.personas.store import upsert_personas
 from tests.cli_helpers import invoke, one_line_error
 
 ROOT = Path(__file__).resolve().parents[2]

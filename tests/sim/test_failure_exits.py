@@ -93,10 +93,10 @@ def broken_endpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple
     return done
 
 
-JOB_STATUS = {"synthesize": "SELECT status FROM synth_jobs",
-              "from-text": "SELECT status FROM text_jobs",
-              "expand": "SELECT status FROM expansions",
-              "run": "SELECT status FROM runs"}
+JOB_STATUS = {"synthesize": "SELECT status FROM synth_jobs JOIN jobs USING (job_id)",
+              "from-text": "SELECT status FROM text_jobs JOIN jobs USING (job_id)",
+              "expand": "SELECT status FROM expansions JOIN jobs ON job_id = expansion_id",
+              "run": "SELECT status FROM runs JOIN jobs ON job_id = run_id"}
 
 
 @pytest.mark.parametrize("kind", ["synthesize", "from-text", "expand", "judge", "interview", "run"])
@@ -155,7 +155,7 @@ def test_weak_answers_are_retried_once_and_the_job_goes_on(server, tmp_path):
     assert srv.stats.malformed <= sum(1 for c in calls if c[2] == "invalid")
     kept = sum(1 for a in by_persona.values() if a[-1][1] == "ok")
     assert f"instruction: {kept} of 12 kept" in result.stdout
-    status = _status(db, "SELECT status FROM synth_jobs")[0][0]
+    status = _status(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)")[0][0]
     assert status == ("finished" if kept == 12 else "partial")
 
 
@@ -169,7 +169,7 @@ def test_quality_failures_past_the_share_stop_the_job(server, tmp_path):
     assert "6 of 6 actions failed in batch 1, over --max-failed-share 0.8" in line
     assert "resume with personahub synthesize --resume" in line
     assert _status(db, "SELECT count(*) FROM llm_calls") == [(12,)]  # two attempts each
-    assert _status(db, "SELECT status FROM synth_jobs") == [("failed",)]
+    assert _status(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == [("failed",)]
 
 
 def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(server, scenario_file,
@@ -183,7 +183,7 @@ def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(serve
     line = one_line_error(invoke("run", scenario, "--db", db, "--llm", srv.base_url,
                                  "--structured", "json_schema"))
     assert "in step 1, over --max-failed-share 0.8" in line and "run --resume" in line
-    assert _status(db, "SELECT steps_done, status FROM runs") == [(1, "failed")]
+    assert _status(db, "SELECT steps_done, status FROM runs JOIN jobs ON job_id = run_id") == [(1, "failed")]
     attempts = _status(db, "SELECT max(attempt) FROM llm_calls")[0][0]
     assert attempts == 2  # one fresh sample (a repair prompt) per weak answer, no more
     lenient = tmp_path / "l.duckdb"
@@ -191,5 +191,5 @@ def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(serve
                                  "--structured", "json_schema", "--max-failed-share", "1"))
     assert "every one of its" in line and "run --resume" in line
     assert _status(lenient, "SELECT steps_done FROM runs") == [(2,)]  # no stop for quality
-    config = _status(lenient, "SELECT config FROM runs")[0][0]
+    config = _status(lenient, "SELECT config FROM runs JOIN jobs ON job_id = run_id")[0][0]
     assert json.loads(config)["options"]["max_failed_share"] == 1.0  # what --resume reads

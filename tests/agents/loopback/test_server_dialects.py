@@ -416,7 +416,7 @@ def test_serve_refuses_an_unknown_dialect_in_one_line():
     from personahub.cli.app import app
 
     result = CliRunner().invoke(app, ["serve", "--port", "0", "--dialect", "tgi"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error
     assert result.stderr.strip().startswith("error: --dialect 'tgi': choose one of openai")
 
 
