@@ -17,7 +17,7 @@ equal the fault-free ones.
 
     python bench/bench_faults.py --spill [--calls 20000] [--repeat 5]
 
-What the call spill (``agents/llm/call_spill.py``) costs on the hottest path: the offline engine
+What the call spill (``personahub/core/call_spill.py``) costs on the hottest path: the offline engine
 in process (``bench/bench_offline_engine.py``'s structured calls, in act-node chunks), with and
 without ``LLMClient.spill_to(CallSpill(...))``, interleaved in alternating order: CPU
 microseconds per call (medians), and ``CallSpill.done`` alone per record.
@@ -115,10 +115,10 @@ def spill_cost(calls: int, repeat: int) -> None:
 
     from bench_offline_engine import DEFAULT_KINDS, agent_inputs, prompts_of
 
-    from personahub.agents.llm.call_spill import CallSpill
     from personahub.agents.llm.client import LLMClient, LLMSettings
     from personahub.agents.persona_agent import DEFAULT_CHUNK
     from personahub.agents.schemas import EMISSION_SCHEMAS
+    from personahub.core.call_spill import CallSpill
     from personahub.core.contracts import CallRecord
 
     inputs = agent_inputs(calls, DEFAULT_KINDS)

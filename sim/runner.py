@@ -416,6 +416,7 @@ def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, 
     """
     run_id = log.run_id
     job_loop = JobLoop()  # the one event loop of the run's setup and steps
+    job_loop.watch(getattr(client, "liveness", None))  # calls that stop completing stop the run
     loop = job_loop.loop
     try:
         try:

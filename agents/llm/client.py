@@ -18,7 +18,7 @@ Every call carries ``max_tokens`` (``agents.llm.generation``), a schema bounded 
 (``agents.llm.bounds``) and an explicit timeout; every attempt
 gets a ``CallRecord`` (tokens, latency, status, mode, finish reason, cached) that comes back with
 the result and that the run log writes to ``llm_calls``, and goes, once final, to the sink a job
-set with ``spill_to`` (``agents.llm.call_spill``: records that outlive a kill). ``LLMClient`` is
+set with ``spill_to`` (``core.call_spill``: records that outlive a kill). ``LLMClient`` is
 the façade the job loops call; which engine answers is declared by the endpoints' ``Capabilities``.
 """
 
@@ -32,7 +32,6 @@ from pydantic import BaseModel
 
 from personahub.agents.llm.bounds import bounded, unbounded
 from personahub.agents.llm.cache import ResponseCache
-from personahub.agents.llm.call_spill import RecordSink, SinkSlot
 from personahub.agents.llm.endpoint_specs import make_endpoints, redact_spec, spec_size
 from personahub.agents.llm.failures import FailFast
 from personahub.agents.llm.liveness import Liveness
@@ -45,6 +44,7 @@ from personahub.agents.llm.seam_retry import Retrying
 from personahub.agents.llm.seam_validate import Validated
 from personahub.agents.llm.settings import LLMConfigError, LLMSettings, LLMUnavailable
 from personahub.agents.llm.structured import ModeBook
+from personahub.core.call_spill import RecordSink, SinkSlot
 from personahub.core.contracts import (
     CallRecord,
     CallRequest,
@@ -102,7 +102,7 @@ class LLMClient:
 
     def spill_to(self, sink: RecordSink | None) -> None:
         """Hand every attempt to ``sink`` as soon as it is final (None: stop): a job's
-        ``agents.llm.call_spill.CallSpill``, so that a kill loses no billed attempt."""
+        ``core.call_spill.CallSpill``, so that a kill loses no billed attempt."""
         self._spill.sink = sink
 
     @property

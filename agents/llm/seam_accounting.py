@@ -4,15 +4,15 @@ watchdog reads, and the record sink's last word on each call.
 Records and cache entries come back with each result and nowhere else: this layer only counts
 them, so two jobs sharing a client never see each other's records. A call that ends in an
 exception still counts, from the records the exception carries (``contracts.carry_records``).
-When a sink is set (``agents.llm.call_spill``), every attempt of a call that ended goes to it.
+When a sink is set (``core.call_spill``), every attempt of a call that ended goes to it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from personahub.agents.llm.call_spill import SinkSlot
 from personahub.agents.llm.liveness import Liveness
+from personahub.core.call_spill import SinkSlot
 from personahub.core.contracts import (
     CallRequest,
     CallStats,

@@ -14,7 +14,7 @@ unreachable). A refusal that names schema keywords strips them for that endpoint
 endpoint to the next mode (``ModeBook``) and asks again at once; any other rejection ends the
 call, and ``FailFast`` stops the job when an endpoint's first attempts all fail for one reason.
 Every attempt's record comes back with the result (or with the exception), and a failed one goes
-to the record sink as soon as it is decided (``agents.llm.call_spill``).
+to the record sink as soon as it is decided (``core.call_spill``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from personahub.agents.llm.call_spill import SinkSlot
 from personahub.agents.llm.failures import FailFast
 from personahub.agents.llm.settings import (
     CALL_BUDGET_SLACK_S,
@@ -36,6 +35,7 @@ from personahub.agents.llm.settings import (
     LLMUnavailable,
 )
 from personahub.agents.llm.structured import ModeBook, mode_of, names_mode, refused_keywords, stripped_of
+from personahub.core.call_spill import SinkSlot
 from personahub.core.contracts import (
     CallRecord,
     CallRequest,

@@ -22,9 +22,9 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from personahub.agents.llm.call_spill import SinkSlot
 from personahub.agents.llm.repair import check_answer
 from personahub.agents.llm.structured import ModeBook, mode_of
+from personahub.core.call_spill import SinkSlot
 from personahub.core.contracts import (
     CacheEntry,
     CallRecord,

@@ -16,9 +16,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
-from personahub.agents.llm import call_spill
 from personahub.agents.llm.adaptive_limit import overload_reason
-from personahub.agents.llm.call_spill import CallSpill, spill_path
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.llm.failures import FailFast
 from personahub.agents.llm.limits import ConcurrencyLimit
@@ -30,8 +28,10 @@ from personahub.agents.llm.settings import Stalled, call_budget_s, stall_bound_s
 from personahub.agents.llm.structured import ModeBook
 from personahub.agents.prompts.agent import agent_messages
 from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.core import call_spill
+from personahub.core.call_spill import CallSpill, spill_path
+from personahub.core.commit import JobRef, call_rows
 from personahub.core.contracts import CallRecord, CallRequest, Failure, StructuredResult
-from personahub.core.job_records import JobRef, call_rows
 from personahub.core.store import connect, insert_rows
 from tests.agents.test_seam_wrappers import TRANSIENT, Answer, FakeEndpoint
 
@@ -304,7 +304,7 @@ def test_spilled_records_are_llm_calls_rows_for_the_kernel(tmp_path: Path) -> No
 KILLED = textwrap.dedent("""
     import asyncio, sys
     from langchain_core.messages import HumanMessage
-    from personahub.agents.llm.call_spill import CallSpill
+    from personahub.core.call_spill import CallSpill
     from personahub.agents.llm.client import LLMClient, LLMSettings
     from personahub.core.contracts import Failure, StructuredResult
     from tests.agents.test_seam_wrappers import Answer, FakeEndpoint

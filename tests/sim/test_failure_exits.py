@@ -112,7 +112,7 @@ def test_every_job_kind_against_a_failing_endpoint_exits_1_in_one_line(broken_en
     "issue 32 item 1: a call whose retry budget is spent raises EndpointFailing, a resumable "
     "stop, from the seam (before a job's own every-call-failed check); the job kernel (issue "
     "27) names the resume command for every ResumableStop and writes the attempts the "
-    "exception carries and the call spill holds (agents/llm/call_spill.py) to llm_calls: "
+    "exception carries and the call spill holds (personahub/core/call_spill.py) to llm_calls: "
     "un-xfail with the kernel"))
 @pytest.mark.parametrize("kind", ["synthesize", "from-text", "run"])
 def test_a_stopped_job_names_its_resume_and_keeps_every_attempt(broken_endpoint, kind):

@@ -22,14 +22,15 @@ the call ends. An attempt still in flight at a kill has no outcome and no line.
 The kernel's side (see docs/models.md, "When calls fail"): open one spill per job, next to the
 database (``spill_path``); ``LLMClient.spill_to(spill)`` while the job runs; at resume, and when
 a job stops, insert the lines whose ``call_id`` is not in ``llm_calls`` yet (``read``: the tags
-the kernel gave and the record), then ``clear`` the file; also ``clear`` it after a commit when
-no call is in flight, to keep it small.
+the kernel gave and the record: ``core.commit.commit_spilled``), then remove the file; after each
+commit, report the attempts it wrote (``committed``): the file is emptied whenever every line in
+it is committed, so it stays small.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -84,10 +85,12 @@ class CallSpill:
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._head = b'{"tags":' + orjson.dumps(dict(tags or {})) + b',"record":'
         self._early: set[str] = set()
+        self._pending: set[str] = set()  # written, and not yet reported committed
 
     def _write(self, records: Sequence[CallRecord]) -> None:
         if self._fd is None or not records:
             return
+        self._pending.update(r.call_id for r in records)
         # orjson: a record in 3 us where json.dumps takes 19 (bench/bench_faults.py --spill)
         head = self._head
         os.write(self._fd, b"".join(head + orjson.dumps(r.__dict__) + b"}\n" for r in records))
@@ -116,6 +119,14 @@ class CallSpill:
         """Empty the file: every line in it is in ``llm_calls`` (committed or recovered)."""
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
+        self._pending.clear()
+
+    def committed(self, call_ids: Iterable[str]) -> None:
+        """These attempts are in ``llm_calls`` now (a batch committed them); once every line
+        written is, the file is emptied, so it holds only what a kill could lose."""
+        self._pending.difference_update(call_ids)
+        if not self._pending:
+            self.clear()
 
     def close(self) -> None:
         """Close the file (kept on disk: ``read`` and ``remove`` are the kernel's)."""
