@@ -108,19 +108,36 @@ def test_every_job_kind_against_a_failing_endpoint_exits_1_in_one_line(broken_en
         assert _status(db, JOB_STATUS[kind]) == [("failed",)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 32 item 1: a call whose retry budget is spent raises EndpointFailing, a resumable "
-    "stop, from the seam (before a job's own every-call-failed check); the job kernel (issue "
-    "27) names the resume command for every ResumableStop and writes the attempts the "
-    "exception carries and the call spill holds (personahub/core/call_spill.py) to llm_calls: "
-    "un-xfail with the kernel"))
 @pytest.mark.parametrize("kind", ["synthesize", "from-text", "run"])
-def test_a_stopped_job_names_its_resume_and_keeps_every_attempt(broken_endpoint, kind):
-    result, db = broken_endpoint[kind]
-    line = one_line_error(result)
-    assert f"{'personas ' if kind == 'from-text' else ''}{kind} --resume" in line
+def test_a_stopped_job_names_its_resume(broken_endpoint, kind):
+    result, _ = broken_endpoint[kind]
+    assert f"{'personas ' if kind == 'from-text' else ''}{kind} --resume" in one_line_error(result)
+
+
+def test_a_kernel_job_stopped_by_its_endpoint_keeps_every_attempt(broken_endpoint):
+    """The attempts of the batch that never committed come from the job's call spill."""
+    _, db = broken_endpoint["synthesize"]
     rows = _status(db, "SELECT status, error FROM llm_calls")
-    assert rows and all(status == "error" and error.startswith("HTTP ") for status, error in rows)
+    assert len(rows) >= 9  # the call that spent its budget made nine attempts
+    assert all(status == "error" and error.startswith("HTTP ") for status, error in rows)
+    assert not list(db.parent.glob("s.duckdb.*.calls.jsonl"))  # the spill is gone
+
+
+@pytest.mark.slow
+def test_a_server_that_never_answers_stops_the_job_resumably(server, tmp_path):
+    """``serve --hang-rate 1.0``: each attempt is cut (a straggler, or at --timeout) and asked
+    again until the call's budget (2 x --timeout + 30 s) is spent; the job stops in one line,
+    ``failed``, resumable, with every attempt in ``llm_calls``."""
+    srv = server(hang_rate=1.0, hang_s=3600.0)
+    db = tmp_path / "h.duckdb"
+    result = invoke("synthesize", "instruction", "--n", "4", "--db", db, "--timeout", "1",
+                    "--llm", srv.base_url)
+    line = one_line_error(result)
+    assert "synthesize --resume synth-" in line and "kept failing" in line
+    assert _status(db, JOB_STATUS["synthesize"]) == [("failed",)]
+    rows = _status(db, "SELECT status, error FROM llm_calls")
+    assert len(rows) >= 2 and srv.stats.hangs >= len(rows)
+    assert all(status == "error" and error.startswith("timeout") for status, error in rows)
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-1", "abc"])
