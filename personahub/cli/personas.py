@@ -504,7 +504,7 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     ``target`` (a ``RayTarget``) asks the batches' calls on Ray workers."""
     from itertools import islice
 
-    from personahub.core.failures import ModelRejected
+    from personahub.core.errors import ResumableStop
     from personahub.core.jobs_store import most_common_job_error
     from personahub.core.loop import job_loop
     from personahub.personas.text_jobs import finish_text_job
@@ -514,6 +514,7 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     try:
         with job_progress(client) as bar, job_loop() as loop, interrupts_from_queries(), \
                 executor_session("ray" if target else "local", target and target.address):
+            loop.watch(getattr(client, "liveness", None))  # calls that never end stop the job
             task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
             summary = loop.run(text_to_persona(
                 con, client, islice(texts, limit), corpus=name, relations=relations,
@@ -525,7 +526,7 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     except KeyboardInterrupt as exc:
         finish_text_job(con, job_id, "interrupted", f"interrupted by {signal_name(exc)}")
         raise
-    except ModelRejected as exc:
+    except ResumableStop as exc:  # the failure policy, or the endpoint's faults
         finish_text_job(con, job_id, "failed", str(exc)[:1000])
         raise PersonahubError(f"text-to-persona job {name} stopped: {exc}; resume with "
                               f"personahub personas from-text --resume {name} --db {db}") from None
