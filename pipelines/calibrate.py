@@ -50,6 +50,7 @@ from personahub.agents.prompts.calibration import (
     calibration_messages,
 )
 from personahub.agents.tasks.survey import survey_schema
+from personahub.analysis.calibration_store import answer_totals, answered_keys
 from personahub.analysis.survey import Question, read_survey
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
@@ -365,9 +366,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
 
     def plan(self, ctx: JobContext[CalibrateConfig]) -> Iterator[Sequence[Ask]]:
         """The asks not yet answered, in batches."""
-        done = {tuple(r) for r in ctx.con.execute(
-            "SELECT question_id, steering, respondent FROM calibration_answers WHERE job_id = ?",
-            [ctx.job_id]).fetchall()}
+        done = answered_keys(ctx.con, ctx.job_id)
         asks = self._asks(ctx)
         todo = [a for a in asks if (a.question_id, a.steering, a.respondent) not in done]
         summary = _state(ctx).summary
@@ -409,16 +408,13 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         if not summary.asks:
             self.plan(ctx)
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
-        summary.answered, summary.refused = (int(v or 0) for v in ctx.con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE refused) FROM calibration_answers "
-            "WHERE job_id = ?", [ctx.job_id]).fetchall()[0])
+        summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
         return summary
 
     def stop_note(self, ctx: JobContext[CalibrateConfig]) -> str:
-        answered = ctx.con.execute("SELECT count(*) FROM calibration_answers WHERE job_id = ?",
-                                   [ctx.job_id]).fetchall()[0][0]
+        answered, _ = answer_totals(ctx.con, ctx.job_id)
         return f" ({answered} of {_state(ctx).summary.asks} answers written)"
 
     def report(self, summary: CalibrationSummary, db: Path) -> list[str]:

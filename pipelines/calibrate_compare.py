@@ -33,6 +33,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from personahub.analysis import calibration_store as store
 from personahub.analysis.calibration_scores import MODEL, SCORES
 from personahub.core.errors import PersonahubError
 from personahub.pipelines.calibrate_scores import BASELINE_ORDER, source_label
@@ -57,18 +58,15 @@ class Comparison:
 def _jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[dict[str, Any]]:
     found = []
     for job_id in job_ids:
-        rows = con.execute("SELECT j.config, j.seed, j.status, c.survey_sha1 FROM jobs j JOIN "
-                           "calibration_jobs c USING (job_id) WHERE job_id = ?", [job_id]).fetchall()
-        if not rows:
+        if not store.calibration_exists(con, job_id):
             raise PersonahubError(f"calibration {job_id}: no such calibration in the database "
-                                  "(personahub jobs --kind calibration lists them)")
-        config, seed, status, sha1 = rows[0]
-        scored = con.execute("SELECT count(*) FROM calibration_summary WHERE job_id = ?",
-                             [job_id]).fetchall()[0][0]
-        if not scored:
+                                  "(personahub calibrations lists them)")
+        row = store.job_row(con, job_id)
+        config, seed, status, sha1 = row["config"], row["seed"], row["status"], row["survey_sha1"]
+        if store.summary_frame(con, job_id).empty:
             raise PersonahubError(f"calibration {job_id} ({status}) has no scores yet: resume it "
                                   f"first (personahub resume {job_id})")
-        found.append({"job_id": job_id, "config": json.loads(config), "seed": seed,
+        found.append({"job_id": job_id, "config": config, "seed": seed,
                       "status": status, "survey_sha1": sha1})
     return found
 
@@ -94,10 +92,7 @@ def _plain(value: Any) -> str:
 def _levels(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     """A job's overall and per-attribute means, with a ``who`` label per source (the model
     always with its steering: compared jobs may steer differently)."""
-    frame = con.execute(
-        "SELECT source, steering, CASE WHEN level = 'overall' THEN 'overall' ELSE attribute END "
-        "AS level, representativeness, dispersion, modal_agreement FROM calibration_summary "
-        "WHERE job_id = ? AND level IN ('overall', 'attribute')", [job_id]).df()
+    frame = store.summary_levels(con, job_id)
     frame["who"] = [source_label(s, t, ("", "")) for s, t in zip(frame["source"],
                                                                   frame["steering"], strict=True)]
     return frame
@@ -186,9 +181,7 @@ def compare(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> Compariso
                               "files that changed); compare calibrations of one survey")
     labels = variants([j["config"] for j in jobs])
     notes = []
-    question_sets = {tuple(r[0] for r in con.execute(
-        "SELECT question_id FROM calibration_questions WHERE job_id = ? ORDER BY question_id",
-        [j["job_id"]]).fetchall()) for j in jobs}
+    question_sets = {store.question_ids(con, j["job_id"]) for j in jobs}
     if len(question_sets) > 1:
         notes.append("the calibrations asked different questions of the survey: their means are "
                      "over different questions")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
+from personahub.analysis import calibration_store as store
 from personahub.analysis.survey import OVERALL, Question, Survey
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.personas.demographics import canonical
@@ -158,17 +159,12 @@ def load_survey(con: duckdb.DuckDBPyConnection, job_id: str, source: str = "") -
     """A job's stored questions and human answers (a ``Survey``, overall explicit) and each
     question's scored groups, in order."""
     questions: dict[str, Question] = {}
-    for qid, text, options, ordinal in con.execute(
-            "SELECT question_id, text, options, ordinal FROM calibration_questions WHERE job_id = ? "
-            "ORDER BY position", [job_id]).fetchall():
+    for qid, text, options, ordinal in store.question_rows(con, job_id):
         questions[qid] = Question(qid, text, tuple(json.loads(options)),
                                   tuple(float(v) for v in json.loads(ordinal)))
     counts: dict[str, dict[tuple[str, tuple[str, ...]], tuple[float, ...]]] = {q: {} for q in questions}
     groups: dict[str, list[tuple[str, tuple[str, ...]]]] = {q: [] for q in questions}
-    for qid, attribute, labels, vector in con.execute(
-            "SELECT h.question_id, h.attribute, h.labels, h.counts FROM calibration_human h "
-            "JOIN calibration_questions q USING (job_id, question_id) WHERE h.job_id = ? "
-            "ORDER BY q.position, h.rowid", [job_id]).fetchall():
+    for qid, attribute, labels, vector in store.human_rows(con, job_id):
         group = tuple(json.loads(labels))
         counts[qid][(attribute, group)] = tuple(json.loads(vector))
         if attribute != OVERALL:
@@ -220,9 +216,7 @@ def group_rows(job_id: str, panels: Mapping[GroupKey, Sequence[str]]) -> list[di
 def load_panels(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[GroupKey, list[str]]:
     """A job's stored panels."""
     panels: dict[GroupKey, list[str]] = {}
-    for attribute, grp, pid in con.execute(
-            "SELECT attribute, grp, persona_id FROM calibration_panels WHERE job_id = ? "
-            "ORDER BY attribute, grp, position", [job_id]).fetchall():
+    for attribute, grp, pid in store.panel_rows(con, job_id):
         panels.setdefault((attribute, grp), []).append(pid)
     return panels
 

@@ -20,8 +20,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from personahub.analysis import calibration_store as store
 from personahub.analysis.calibration_scores import MODEL, SCORES, score_survey
-from personahub.core.store import insert_rows, transaction
 from personahub.pipelines.calibrate_data import load_panels, load_survey
 
 __all__ = ["SCORE_COLUMNS", "Scored", "per_attribute", "score_job", "source_label", "summarise_job",
@@ -49,18 +49,11 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, options: dict[str, t
     """Counts per steering and (question, attribute, group), and the no-persona counts per
     question, aligned with each question's options."""
     groups: dict[str, GroupCounts] = defaultdict(dict)
-    rows = con.execute(
-        "SELECT a.steering, a.question_id, p.attribute, p.grp, a.answer, count(*) "
-        "FROM calibration_answers a JOIN calibration_panels p "
-        "ON p.job_id = a.job_id AND p.persona_id = a.persona_id "
-        "WHERE a.job_id = ? AND a.persona_id IS NOT NULL GROUP BY ALL", [job_id]).fetchall()
-    for steering, qid, attribute, grp, answer, n in rows:
+    for steering, qid, attribute, grp, answer, n in store.panel_answer_counts(con, job_id):
         vector = groups[steering].setdefault((qid, attribute, grp), np.zeros(len(options[qid])))
         vector[options[qid].index(answer)] += n
     none: dict[str, np.ndarray] = {}
-    for qid, answer, n in con.execute(
-            "SELECT question_id, answer, count(*) FROM calibration_answers WHERE job_id = ? "
-            "AND persona_id IS NULL GROUP BY ALL", [job_id]).fetchall():
+    for qid, answer, n in store.no_persona_counts(con, job_id):
         none.setdefault(qid, np.zeros(len(options[qid])))[options[qid].index(answer)] += n
     return groups, none
 
@@ -73,11 +66,9 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     """The job's per question x group x source scores (``SCORE_COLUMNS``)."""
     selected = load_survey(con, job_id)
     survey = selected.survey
-    config = json.loads(con.execute("SELECT config FROM jobs WHERE job_id = ?",
-                                    [job_id]).fetchall()[0][0])
-    steerings = list(config["steering"])
-    no_persona_n = int(con.execute("SELECT no_persona_n FROM calibration_jobs WHERE job_id = ?",
-                                   [job_id]).fetchall()[0][0])
+    job = store.job_row(con, job_id)
+    steerings = list(job["steering"])
+    no_persona_n = int(job["no_persona_n"])
     options = {qid: q.options for qid, q in survey.questions.items()}
     simulated, none = _simulated(con, job_id, options)
     panel_size = {key: len(members) for key, members in load_panels(con, job_id).items()}
@@ -135,11 +126,8 @@ def score_job(con: duckdb.DuckDBPyConnection, job_id: str) -> Scored:
     """Score a job's answers and store the scores and their means (replacing earlier ones)."""
     scores = score_tables(con, job_id)
     summary = summarise_job(scores)
-    with transaction(con):
-        con.execute("DELETE FROM calibration_scores WHERE job_id = ?", [job_id])
-        con.execute("DELETE FROM calibration_summary WHERE job_id = ?", [job_id])
-        insert_rows(con, "calibration_scores", _records(scores, job_id, {"group": "grp"}))
-        insert_rows(con, "calibration_summary", _records(summary, job_id, {"group": "grp"}))
+    store.replace_scores(con, job_id, _records(scores, job_id, {"group": "grp"}),
+                         _records(summary, job_id, {"group": "grp"}))
     return Scored(scores, summary)
 
 

@@ -154,21 +154,14 @@ def calibrate(
 
 
 def _list(db: Path, as_json: bool) -> None:
+    from personahub.analysis.calibration_store import list_calibrations
     from personahub.core.store import connect
 
     con = connect(db, read_only=True)
     try:
-        rows = con.execute(
-            "SELECT j.job_id, j.status, j.seed, c.survey, c.population, c.n, c.steering, c.llm, "
-            "s.representativeness FROM jobs j JOIN calibration_jobs c USING (job_id) "
-            "LEFT JOIN calibration_summary s ON s.job_id = j.job_id AND s.level = 'overall' "
-            "AND s.source = 'model' AND s.steering = json_extract_string(c.steering, '$[0]') "
-            "ORDER BY j.started_at DESC, j.job_id").fetchall()
+        listed = list_calibrations(con)
     finally:
         con.close()
-    listed = [{"job_id": r[0], "status": r[1], "seed": r[2], "survey": r[3], "population": r[4],
-               "n": r[5], "steering": json.loads(r[6]), "llm": r[7],
-               "representativeness": r[8]} for r in rows]
     if as_json:
         out.print(json.dumps(listed), highlight=False, soft_wrap=True)
         return
