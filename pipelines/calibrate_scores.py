@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from personahub.analysis import calibration_store as store
+from personahub.analysis.calibration_report import per_attribute_table, source_label
 from personahub.analysis.calibration_scores import MODEL, SCORES, score_survey
 from personahub.pipelines.calibrate_data import load_panels, load_survey
 
@@ -30,7 +30,6 @@ __all__ = ["SCORE_COLUMNS", "Scored", "per_attribute", "score_job", "source_labe
 SCORE_COLUMNS = ["question_id", "attribute", "group", "source", "steering", "metric", *SCORES,
                  "human_n", "sim_n", "sim_failed", "human_refusal", "sim_refusal", "counts"]
 SUMMARY_COLUMNS = ["source", "steering", "level", "attribute", "group", *SCORES, "scored"]
-BASELINE_ORDER = ("uniform", "human_overall", "no_persona")
 
 
 @dataclass(frozen=True)
@@ -138,29 +137,10 @@ def _records(frame: pd.DataFrame, job_id: str, rename: dict[str, str]) -> list[d
     return [{"job_id": job_id, **row} for row in frame.to_dict("records")]
 
 
-def source_label(source: str, steering: str, steerings: Sequence[str]) -> str:
-    """How tables name a source: ``model`` (``model[attributes]`` beside other steerings)."""
-    if source != MODEL:
-        return source
-    return MODEL if len(steerings) <= 1 else f"{MODEL}[{steering}]"
-
-
 def per_attribute(summary: pd.DataFrame, score: str = "representativeness") -> pd.DataFrame:
     """One row per level (``overall``, then each attribute), one column per source: the model
     under each steering first, then the baselines."""
-    rows = summary[summary["level"].isin(["overall", "attribute"])].copy()
-    steerings = list(dict.fromkeys(rows.loc[rows["source"] == MODEL, "steering"]))
-    rows["who"] = [source_label(s, t, steerings) for s, t in zip(rows["source"], rows["steering"],
-                                                                  strict=True)]
-    rows["where"] = np.where(rows["level"] == "overall", "overall", rows["attribute"])
-    table = rows.pivot_table(index="where", columns="who", values=score, sort=False, dropna=False)
-    order = [source_label(MODEL, s, steerings) for s in steerings] + list(BASELINE_ORDER)
-    table = table.reindex(columns=[c for c in order if c in table.columns])
-    places = list(dict.fromkeys(rows["where"]))
-    table = table.reindex(["overall", *[p for p in places if p != "overall"]])
-    table.index.name = "attribute"
-    table.columns.name = None
-    return table
+    return per_attribute_table(summary, score)
 
 
 def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as people answer)") -> list[str]:
