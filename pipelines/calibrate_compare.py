@@ -34,9 +34,10 @@ import numpy as np
 import pandas as pd
 
 from personahub.analysis import calibration_store as store
+from personahub.analysis.calibration_report import BASELINES as BASELINE_ORDER
+from personahub.analysis.calibration_report import source_label
 from personahub.analysis.calibration_scores import MODEL, SCORES
 from personahub.core.errors import PersonahubError
-from personahub.pipelines.calibrate_scores import BASELINE_ORDER, source_label
 
 __all__ = ["Comparison", "compare", "flips", "spread", "variants"]
 

@@ -5,7 +5,9 @@ The simulated counts of a group are the answers of its panel's personas (a perso
 groups counts in each); each steering is scored as a ``model`` row of its own, beside the three
 baselines, which do not depend on it and are scored once (``analysis.calibration_scores``: the
 metrics, refusals left out as OpinionQA does). ``sim_failed`` counts the panel's asks without an
-answer. Scoring replaces the job's earlier scores in one transaction.
+answer. A group no persona matched (an empty panel) is not scored for any source, so the means
+of the model and the baselines are over the same questions and groups. Scoring replaces the
+job's earlier scores in one transaction.
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         table.insert(4, "steering", np.where(table["source"] == MODEL, steering, ""))
         frames.append(table)
     scores = pd.concat(frames, ignore_index=True)
+    # a group no persona matched is not scored, for the baselines either: every source's means
+    # are over the same questions and groups
+    asked_groups = [panel_size.get((a, g), 0) > 0 for a, g in zip(scores["attribute"],
+                                                                  scores["group"], strict=True)]
+    scores = scores[asked_groups].reset_index(drop=True)
     failed, counts = [], []
     for row in scores.itertuples(index=False):
         question = survey.questions[row.question_id]
