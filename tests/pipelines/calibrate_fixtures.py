@@ -37,17 +37,34 @@ party,republican,0.5
 """
 
 
-def write_survey(path: Path) -> Path:
-    """The long CSV of QUESTIONS x COUNTS (AGE=65+ matches no persona of the population)."""
+# five questions, three groups: what the real-model test asks SmolLM2
+FIVE_QUESTIONS = {**QUESTIONS,
+                  "TRUST": ("How much do you trust your neighbours?",
+                            ["A lot", "Some", "Not much", "Not at all", "Refused"], [1, 2, 3, 4]),
+                  "NEWS": ("Where do you get most of your news?",
+                           ["Television", "Websites", "Radio", "Print", "Refused"], None)}
+FIVE_COUNTS = {
+    key: {**COUNTS[key], "TRUST": trust, "NEWS": news}
+    for key, trust, news in ((("SEX", "Female"), [20, 50, 20, 10, 1], [40, 30, 20, 10, 0]),
+                             (("SEX", "Male"), [25, 45, 25, 5, 0], [30, 40, 20, 10, 1]),
+                             (("POLPARTY", "Democrat"), [15, 55, 20, 10, 0], [35, 45, 10, 10, 0]),
+                             (("Overall", "all"), [45, 95, 45, 15, 1], [70, 70, 40, 20, 1]))}
+
+
+def write_survey(path: Path, questions: dict[str, tuple[str, list[str], list[float] | None]] = QUESTIONS,
+                 counts: dict[tuple[str, str], dict[str, list[float]]] = COUNTS) -> Path:
+    """The long CSV of ``questions`` x ``counts`` (by default AGE=65+ matches no persona of the
+    population)."""
+    QUESTIONS_, COUNTS_ = questions, counts
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["question_id", "question", "options", "ordinal", "attribute", "group",
                          "option", "count"])
-        for (attribute, group), per_question in COUNTS.items():
-            for qid, counts in per_question.items():
-                text, options, ordinal = QUESTIONS[qid]
+        for (attribute, group), per_question in COUNTS_.items():
+            for qid, vector in per_question.items():
+                text, options, ordinal = QUESTIONS_[qid]
                 positions = " | ".join(str(p) for p in ordinal) if ordinal else ""
-                for option, count in zip(options, counts, strict=True):
+                for option, count in zip(options, vector, strict=True):
                     writer.writerow([qid, text, " | ".join(options), positions, attribute, group,
                                      option, count])
     return path
