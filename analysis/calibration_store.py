@@ -56,7 +56,7 @@ def job_row(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
 
 def question_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str, str, str]]:
     """(question id, text, options JSON, ordinal JSON) in the job's order."""
-    return [tuple(r) for r in con.execute(  # type: ignore[misc]
+    return [tuple(r) for r in con.execute(
         "SELECT question_id, text, options, ordinal FROM calibration_questions WHERE job_id = ? "
         "ORDER BY position", [job_id]).fetchall()]
 
@@ -70,7 +70,7 @@ def question_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> tuple[str, ...]
 
 def human_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str, str, str]]:
     """(question id, attribute, labels JSON, counts JSON) in question order, then as stored."""
-    return [tuple(r) for r in con.execute(  # type: ignore[misc]
+    return [tuple(r) for r in con.execute(
         "SELECT h.question_id, h.attribute, h.labels, h.counts FROM calibration_human h "
         "JOIN calibration_questions q USING (job_id, question_id) WHERE h.job_id = ? "
         "ORDER BY q.position, h.rowid", [job_id]).fetchall()]
@@ -78,7 +78,7 @@ def human_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, s
 
 def panel_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str, str]]:
     """(attribute, group, persona id) of the job's panels, in panel order."""
-    return [tuple(r) for r in con.execute(  # type: ignore[misc]
+    return [tuple(r) for r in con.execute(
         "SELECT attribute, grp, persona_id FROM calibration_panels WHERE job_id = ? "
         "ORDER BY attribute, grp, position", [job_id]).fetchall()]
 
@@ -102,7 +102,7 @@ def panel_answer_counts(con: duckdb.DuckDBPyConnection,
                         job_id: str) -> list[tuple[str, str, str, str, str, int]]:
     """(steering, question id, attribute, group, answer, count): each panel's answers (a
     persona in several panels counts in each)."""
-    return [tuple(r) for r in con.execute(  # type: ignore[misc]
+    return [tuple(r) for r in con.execute(
         f"SELECT a.steering, a.question_id, p.attribute, p.grp, a.answer, count(*) "
         f"FROM {ANSWERS} a JOIN calibration_panels p "
         "ON p.job_id = a.job_id AND p.persona_id = a.persona_id "
@@ -111,7 +111,7 @@ def panel_answer_counts(con: duckdb.DuckDBPyConnection,
 
 def no_persona_counts(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str, int]]:
     """(question id, answer, count) of the no-persona asks."""
-    return [tuple(r) for r in con.execute(  # type: ignore[misc]
+    return [tuple(r) for r in con.execute(
         f"SELECT question_id, answer, count(*) FROM {ANSWERS} WHERE job_id = ? "
         "AND persona_id IS NULL GROUP BY ALL", [job_id]).fetchall()]
 

@@ -329,7 +329,7 @@ def _calibration(survey: str | Path | None, population: str | None, db: str | Pa
     config: CalibrateConfig | dict[str, Any]
     if resume is not None:  # a resume takes only how it runs from the caller (engine fields)
         allowed = engine_fields(CalibrateConfig)
-        _refuse_unknown("calibrate(resume=...)", options, allowed - {"llm"})
+        _refuse_unknown("calibrate(resume=...)", options, set(allowed - {"llm"}))
         config = {"llm": llm, **options}
     else:
         if survey is None or population is None:

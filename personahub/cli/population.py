@@ -131,6 +131,10 @@ def personas_sample_population(
         console.print(line, highlight=False, soft_wrap=True)
 
 
+def _banner(client: Any) -> None:
+    banner(client)
+
+
 def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: int, db: Path,
                       llm: str, concurrency: Any, timeout: float) -> None:
     """The people drawn as without a model, their texts written by ``llm`` (a kernel job)."""
@@ -143,7 +147,7 @@ def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: 
                          llm=resolve_spec(llm), concurrency=concurrency, timeout_s=timeout)
     with job_progress() as bar:
         handle = bar.add_task("writing personas", total=n)
-        result = runtime.run(POPULATION_WRITE, config, db, on_ready=lambda client: banner(client),
+        result = runtime.run(POPULATION_WRITE, config, db, on_ready=_banner,
                              on_start=lambda job_id, _: started("population job", job_id, db),
                              warn=unreachable, progress=lambda _, done, total: bar.update(
                                  handle, completed=done, total=total))

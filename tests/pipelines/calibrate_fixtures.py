@@ -55,14 +55,14 @@ def write_survey(path: Path, questions: dict[str, tuple[str, list[str], list[flo
                  counts: dict[tuple[str, str], dict[str, list[float]]] = COUNTS) -> Path:
     """The long CSV of ``questions`` x ``counts`` (by default AGE=65+ matches no persona of the
     population)."""
-    QUESTIONS_, COUNTS_ = questions, counts
+    asked, answered = questions, counts
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["question_id", "question", "options", "ordinal", "attribute", "group",
                          "option", "count"])
-        for (attribute, group), per_question in COUNTS_.items():
+        for (attribute, group), per_question in answered.items():
             for qid, vector in per_question.items():
-                text, options, ordinal = QUESTIONS_[qid]
+                text, options, ordinal = asked[qid]
                 positions = " | ".join(str(p) for p in ordinal) if ordinal else ""
                 for option, count in zip(options, vector, strict=True):
                     writer.writerow([qid, text, " | ".join(options), positions, attribute, group,
