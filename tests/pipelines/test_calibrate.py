@@ -261,3 +261,31 @@ def test_bad_input_is_one_line(hub: dict[str, Any], tmp_path: Path) -> None:
     nobody = one_line_error(invoke("calibrate", survey, "--population", "pop-none", "--db", db))
     assert "pop-none" in nobody
     assert rows(db, "SELECT count(*) FROM calibration_jobs") == [(0,)]  # nothing half-written
+
+
+@pytest.mark.slow
+def test_a_calibration_on_ray_makes_the_local_rows(tmp_path: Path) -> None:
+    from tests.optional import need_ray
+
+    need_ray()
+    import ray
+
+    survey = write_survey(tmp_path / "survey.csv")
+    local_db, ray_db = tmp_path / "local.duckdb", tmp_path / "ray.duckdb"
+
+    def config(population: str, **engine: Any) -> CalibrateConfig:
+        return CalibrateConfig(survey=str(survey), population=population, n=4, seed=1,
+                               no_persona_n=2, batch_size=9, **engine)
+
+    local = runtime.run(CALIBRATION, config(make_population(tmp_path, local_db)), local_db)
+    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
+    try:
+        remote = runtime.run(CALIBRATION, config(make_population(tmp_path, ray_db),
+                                                 executor="ray", ray_workers=2), ray_db)
+    finally:
+        ray.shutdown()
+    assert remote.status == "finished"
+    assert answers(ray_db, remote.job_id) == answers(local_db, local.job_id)
+    score_sql = ("SELECT question_id, attribute, grp, source, representativeness FROM "
+                 "calibration_scores WHERE job_id = ? ORDER BY ALL")
+    assert rows(ray_db, score_sql, [remote.job_id]) == rows(local_db, score_sql, [local.job_id])
