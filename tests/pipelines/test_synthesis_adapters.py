@@ -14,6 +14,7 @@ from personahub import runtime
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
 from personahub.pipelines.synthesize import SynthConfig, SynthSummary
+from personahub.sim import executors
 from tests.cli_helpers import invoke
 
 # (command-line flags after TASK, the same as keyword arguments of personahub.synthesize)
@@ -48,6 +49,8 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         return JobResult("synth-x", "finished", summary)
 
     monkeypatch.setattr(runtime, "run", fake_run)
+    # the config is compared, nothing runs: --executor ray is accepted without the [ray] extra
+    monkeypatch.setattr(executors, "ray_installed", lambda: True)
     monkeypatch.delenv("PERSONAHUB_LLM", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return seen

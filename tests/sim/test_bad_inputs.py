@@ -255,8 +255,8 @@ def post_bad_length(ctx: Ctx) -> tuple[int, str]:
     with running_server() as server:
         port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                         b"application/json\r\nContent-Length: nope\r\n\r\n{}")
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: nope\r\n\r\n{}" % port)
             answer = b""
             while chunk := sock.recv(65536):  # the server closes the connection after answering
                 answer += chunk
@@ -441,8 +441,8 @@ CASES = [
     Case("endpoint refusing connections", refused_port,
          ("run", "{tmp}/scenario.py", "--db", "{db}", "--llm", "http://127.0.0.1:{port}/v1"),
          "unreachable", tables=RUN),
-    Case("unknown flag", hub_and_scenario(), ("run", "{tmp}/scenario.py", "--bogus"),
-         "No such option: --bogus (see personahub run --help)", exit_code=2, tables=RUN),
+    Case("unknown flag", hub_and_scenario(), ("run", "{tmp}/scenario.py", "--nosuchflag"),
+         "No such option: --nosuchflag (see personahub run --help)", exit_code=2, tables=RUN),
     Case("bad flag value", hub_and_scenario(),
          ("run", "{tmp}/scenario.py", "--db", "{db}", "--steps", "0"),
          "Invalid value for '--steps'", exit_code=2, tables=RUN),
