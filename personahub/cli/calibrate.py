@@ -1,7 +1,7 @@
 """``personahub calibrate`` (ask personas matched to a survey's groups its questions and score the
 answers against people's, beside three baselines) and ``personahub calibrations`` (list them,
-show one, or compare two or more side by side with their spread over seeds and what flips).
-docs/calibration.md describes both."""
+or compare two or more side by side, ``--compare ID --compare ID``, with their spread over seeds
+and what flips). docs/calibration.md describes both."""
 
 from __future__ import annotations
 
@@ -233,8 +233,9 @@ def _compare(db: Path, jobs: list[str], as_json: bool) -> None:
 
 @one_line_errors
 def calibrations(
-    jobs: Annotated[list[str] | None, typer.Argument(
-        help="Calibration job ids: none lists them, two or more are compared.")] = None,
+    jobs: Annotated[list[str] | None, typer.Option(
+        "--compare", metavar="JOB_ID", help="A calibration to compare; repeat for two or more "
+                                            "(without it: list the calibrations).")] = None,
     db: DbOption = Path(DEFAULT_DB),
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
 ) -> None:
@@ -245,5 +246,5 @@ def calibrations(
         _list(db, as_json)
         return
     if len(set(jobs)) < 2:
-        raise UsageError("calibrations: give two or more job ids to compare (none to list them)")
+        raise UsageError("--compare: give two or more calibration job ids to compare")
     _compare(db, list(jobs), as_json)

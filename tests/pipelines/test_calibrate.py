@@ -231,7 +231,7 @@ def test_two_seeds_compare_with_their_spread(hub: dict[str, Any]) -> None:
     db = hub["db"]
     ids = [personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=4,
                                 seed=seed).job_id for seed in (1, 2)]
-    result = invoke("calibrations", *ids, "--db", db, "--json")
+    result = invoke("calibrations", "--compare", ids[0], "--compare", ids[1], "--db", db, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert {j["seed"] for j in data["jobs"]} == {1, 2}
