@@ -127,6 +127,23 @@ def _flip(level: str, result: str, across: str, variant: str,
             "detail": _detail(pairs)}
 
 
+def _between_variants(at: pd.DataFrame, level: str, variant_names: list[str],
+                      models: list[str]) -> list[dict[str, str]]:
+    """One variant's model against another's at ``level``, on the seeds both ran."""
+    found = []
+    for i, first in enumerate(variant_names):
+        for second in variant_names[i + 1:]:
+            left = at[at["variant"] == first].set_index("seed")
+            right = at[at["variant"] == second].set_index("seed")
+            for model in (m for m in models if m in left and m in right):
+                diffs = [(f"seed {int(s)}", float(left.at[s, model] - right.at[s, model]))
+                         for s in left.index if s in right.index]
+                flip = _flip(level, f"{model}: {first} vs {second}", "seeds", "", diffs)
+                if flip:
+                    found.append(flip)
+    return found
+
+
 def flips(scores: pd.DataFrame) -> pd.DataFrame:
     """Every result whose sign is not the same across seeds or variants (see the module doc)."""
     wide = scores.pivot_table(index=["variant", "seed", "level"], columns="who",
@@ -154,20 +171,7 @@ def flips(scores: pd.DataFrame) -> pd.DataFrame:
             flip = _flip(level, name, "variants", "", means)
             if flip:
                 found.append(flip)
-        # one variant's model against another's, on the seeds both ran
-        for i, first in enumerate(variant_names):
-            for second in variant_names[i + 1:]:
-                left = at[at["variant"] == first].set_index("seed")
-                right = at[at["variant"] == second].set_index("seed")
-                for model in models:
-                    if model not in left or model not in right:
-                        continue
-                    shared = [s for s in left.index if s in right.index]
-                    diffs = [(f"seed {int(s)}", float(left.at[s, model] - right.at[s, model]))
-                             for s in shared]
-                    flip = _flip(level, f"{model}: {first} vs {second}", "seeds", "", diffs)
-                    if flip:
-                        found.append(flip)
+        found += _between_variants(at, str(level), variant_names, models)
     return pd.DataFrame(found, columns=["level", "result", "across", "variant", "detail"])
 
 

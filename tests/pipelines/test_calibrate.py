@@ -289,3 +289,29 @@ def test_a_calibration_on_ray_makes_the_local_rows(tmp_path: Path) -> None:
     score_sql = ("SELECT question_id, attribute, grp, source, representativeness FROM "
                  "calibration_scores WHERE job_id = ? ORDER BY ALL")
     assert rows(ray_db, score_sql, [remote.job_id]) == rows(local_db, score_sql, [local.job_id])
+
+
+def test_a_result_that_changes_sign_is_named_a_flip() -> None:
+    import pandas as pd
+
+    from personahub.pipelines.calibrate_compare import flips
+
+    def row(variant: str, seed: int, who: str, value: float) -> dict[str, Any]:
+        return {"variant": variant, "seed": seed, "who": who, "level": "overall",
+                "representativeness": value}
+
+    scores = pd.DataFrame([
+        row("llm=a", 1, "model[persona]", 0.80), row("llm=a", 1, "uniform", 0.75),
+        row("llm=a", 2, "model[persona]", 0.70), row("llm=a", 2, "uniform", 0.75),  # flips
+        row("llm=b", 1, "model[persona]", 0.60), row("llm=b", 1, "uniform", 0.75),
+        row("llm=b", 2, "model[persona]", 0.90), row("llm=b", 2, "uniform", 0.75),  # flips
+    ])
+    found = flips(scores)
+    within = found[(found["across"] == "seeds") & (found["variant"] != "")]
+    assert set(within["variant"]) == {"llm=a", "llm=b"}
+    assert set(within["result"]) == {"model[persona] vs uniform"}
+    # a beats b on seed 1 and loses on seed 2: the variant comparison flips too
+    between = found[found["result"] == "model[persona]: llm=a vs llm=b"]
+    assert list(between["detail"]) == ["seed 1: +0.200, seed 2: -0.200"]
+    steady = scores.assign(representativeness=[0.8, 0.7, 0.8, 0.7, 0.9, 0.7, 0.9, 0.7])
+    assert flips(steady).empty
