@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from personahub.core.jobs_store import find_job, list_jobs
 from personahub.core.store import insert_rows, scalar, transaction
 
 __all__ = ["answer_totals", "answered_keys", "answers_frame", "calibration_exists",
@@ -43,14 +44,13 @@ def calibration_exists(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
 
 def job_row(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
     """A calibration's row (``steering`` as a list) with its ``jobs`` status, seed and config."""
-    frame = con.execute(
-        f"SELECT c.*, j.status, j.seed, j.config FROM {JOBS} c JOIN jobs j USING (job_id) "
-        "WHERE job_id = ?", [job_id]).df()
-    if frame.empty:
+    frame = con.execute(f"SELECT * FROM {JOBS} WHERE job_id = ?", [job_id]).df()
+    job = find_job(con, job_id)
+    if frame.empty or job is None:
         raise KeyError(job_id)
     row: dict[str, Any] = frame.iloc[0].to_dict()
     row["steering"] = json.loads(row["steering"])
-    row["config"] = json.loads(row["config"])
+    row.update(status=job.status, seed=job.seed, config=job.config)
     return row
 
 
@@ -160,12 +160,19 @@ def list_calibrations(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Every calibration, newest first, with the first steering's overall representativeness."""
     if not _has_tables(con):
         return []
-    rows = con.execute(
-        "SELECT j.job_id, j.status, j.seed, c.survey, c.population, c.n, c.steering, c.llm, "
-        f"s.representativeness FROM jobs j JOIN {JOBS} c USING (job_id) "
-        "LEFT JOIN calibration_summary s ON s.job_id = j.job_id AND s.level = 'overall' "
-        "AND s.source = 'model' AND s.steering = json_extract_string(c.steering, '$[0]') "
-        "ORDER BY j.started_at DESC, j.job_id").fetchall()
-    return [{"job_id": r[0], "status": r[1], "seed": r[2], "survey": r[3], "population": r[4],
-             "n": r[5], "steering": json.loads(r[6]), "llm": r[7], "representativeness": r[8]}
-            for r in rows]
+    listed = []
+    for job in list_jobs(con, kind="calibration"):
+        rows = con.execute(
+            f"SELECT c.survey, c.population, c.n, c.steering, c.llm, s.representativeness "
+            f"FROM {JOBS} c LEFT JOIN calibration_summary s ON s.job_id = c.job_id "
+            "AND s.level = 'overall' AND s.source = 'model' "
+            "AND s.steering = json_extract_string(c.steering, '$[0]') WHERE c.job_id = ?",
+            [job.job_id]).fetchall()
+        if not rows:  # interrupted before its row was written
+            continue
+        survey, population, n, steering, llm, representativeness = rows[0]
+        listed.append({"job_id": job.job_id, "status": job.status, "seed": job.seed,
+                       "survey": survey, "population": population, "n": n,
+                       "steering": json.loads(steering), "llm": llm,
+                       "representativeness": representativeness})
+    return listed
