@@ -57,6 +57,7 @@ _PUBLIC = {
     "SynthConfig": "personahub.pipelines.synthesize",
     "SynthOptions": "personahub.pipelines.synthesize",
     "run_synthesis": "personahub.api",
+    "FewerItems": "personahub.api",
     "connect": "personahub.core.store",
     "fetch_personas": "personahub.personas.store",
     "PersonahubError": "personahub.core.errors",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personahub.bridge import call_blocking, call_in_thread
+from personahub.core.errors import PersonahubError
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
@@ -117,16 +118,31 @@ def run_synthesis(options: SynthConfig, *, resume: str | None = None,
     return result.summary
 
 
+class FewerItems(PersonahubError):
+    """A synthesis job holds fewer items than it asked and ``allow_fewer`` was not given. What it
+    wrote is kept: ``job`` is its handle (the message says why it fell short)."""
+
+    def __init__(self, message: str, job: Job) -> None:
+        super().__init__(message)
+        self.job = job
+
+
 def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: dict[str, Any]) -> Job:
-    summary = run_synthesis(synthesis_config(task, db, llm, seed, n, options))
-    return Job(kind="synthesis", job_id=summary.job_id, db=Path(db), summary=summary)
+    config = synthesis_config(task, db, llm, seed, n, options)
+    summary = run_synthesis(config)
+    job = Job(kind="synthesis", job_id=summary.job_id, db=Path(db), summary=summary)
+    if summary.shortfall and not config.allow_fewer:
+        raise FewerItems(f"{summary.shortfall} (allow_fewer=True accepts fewer)", job)
+    return job
 
 
 def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                n: int = 10, **options: Any) -> Job:
     """Run a synthesis job (``task``: math_problem, instruction, …) and return its ``Job``.
 
-    ``options`` are ``SynthOptions`` fields (``prompting``, ``examples``, ``carve``, ``solve``…).
+    ``options`` are ``SynthOptions`` fields (``prompting``, ``examples``, ``carve``, ``solve``,
+    ``per_persona``…). A job holding fewer than ``n`` x ``per_persona`` items raises
+    ``FewerItems`` (its ``job`` attribute is the handle) unless ``allow_fewer=True``.
     """
     return call_blocking(partial(_synthesis, task, db, llm, seed, n, options))
 

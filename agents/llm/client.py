@@ -156,7 +156,7 @@ class LLMClient:
 
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
-                         check: Callable[[T], str | None] | None = None,
+                         check: Callable[[T], str | None] | None = None, sample: int = 0,
                          ) -> StructuredResult[T]:
         """Ask for an instance of ``schema``; returns ``value=None`` when every attempt failed.
         ``check`` is the job's quality check of a valid answer: a rejected one earns the one
@@ -167,7 +167,7 @@ class LLMClient:
         answer; the attempts made before are counted either way.
         """
         request = self.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
-                                   step=step, check=check)
+                                   step=step, check=check, sample=sample)
         result = await self._top.call(request)
         if result.value is not None:
             result.value = unbounded(result.value, schema)
@@ -175,13 +175,16 @@ class LLMClient:
 
     def request_for(self, schema: type[T], messages: list[Any], *, purpose: str,
                     persona_id: str | None = None, step: int | None = None,
-                    check: Callable[[T], str | None] | None = None) -> CallRequest:
-        """The request ``structured`` sends for these arguments (a batch sends the same)."""
+                    check: Callable[[T], str | None] | None = None, sample: int = 0) -> CallRequest:
+        """The request ``structured`` sends for these arguments (a batch sends the same).
+        ``sample`` > 0 asks another sample of the same prompt (``CallRequest.sample``): a job
+        asking one persona for several items passes 2, 4, ... (the odd ones stay free for the
+        fresh sample a weak answer earns)."""
         max_tokens = self.generation.max_tokens_for(purpose)
         # the schema asked for carries bounds sized for this call's budget (agents.llm.bounds), so a
         # grammar-constrained server closes the JSON in time and validation agrees with them
         return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
-                           persona_id, step, check=check)
+                           persona_id, step, check=check, sample=sample)
 
 
 def make_client(settings: LLMSettings) -> LLMClient:

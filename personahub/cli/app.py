@@ -13,9 +13,10 @@ Layout (the CLI is the outermost layer; no command module imports another, nor t
 in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
 consoles, errors, client, progress, the JSON result), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``calibrate`` (calibrate, calibrations), ``doctor``, ``jobs`` (jobs, resume), ``hub``
-(personas import, sample, stats, export-graph), ``population`` (personas sample-population),
-``dedup`` (personas dedup) and ``personas`` (personas expand, from-text).
+``judge``, ``calibrate`` (calibrate, calibrations), ``doctor``, ``jobs`` (jobs, resume),
+``show`` (one item, emission or persona), ``hub`` (personas import, sample, stats,
+export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
+``personas`` (personas expand, from-text).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ from personahub.cli import (
 )
 from personahub.cli import (
     serve as cli_serve,
+)
+from personahub.cli import (
+    show as cli_show,
 )
 from personahub.cli import (
     sql as cli_sql,
@@ -149,6 +153,7 @@ app.command()(cli_interview.interview)
 app.command()(cli_doctor.doctor)
 app.command()(cli_jobs.jobs)
 app.command()(cli_jobs.resume)
+app.command()(cli_show.show)
 
 personas_app = PersonahubTyper(help="Import, expand and inspect the persona hub.",
                                no_args_is_help=True)

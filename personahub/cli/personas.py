@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -25,6 +26,7 @@ from personahub.cli.common import (
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    PreviewOption,
     RayAddressOption,
     RayWorkersOption,
     RpsOption,
@@ -40,6 +42,7 @@ from personahub.cli.common import (
     missing_argument,
     one_line_errors,
     out,
+    print_preview,
     started,
     stored_flags,
 )
@@ -205,6 +208,7 @@ def personas_expand(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    preview: PreviewOption = DEFAULT_PREVIEW,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
 
@@ -262,14 +266,14 @@ def personas_expand(
             link_embedder=None if link_embedder.lower() == "none" else link_embedder,
             config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings(),
                     "max_failed_share": max_failed_share},
-            target=target, max_failed_share=max_failed_share)
+            target=target, max_failed_share=max_failed_share, preview=preview)
 
 
 def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fanout: int,
             resume: str | None, batch_size: int, language: str | None,
             config: dict[str, Any], link_candidates: int = 0,
             link_embedder: str | None = None, target: Any = None,
-            max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> None:
+            max_failed_share: float = DEFAULT_MAX_FAILED_SHARE, preview: int = 0) -> None:
     """Run the expansion job on ``con`` (closed at the end) and print its summary; ``target``
     (a ``RayTarget``) asks each batch's calls on Ray workers."""
     from personahub.analysis.kept import kept_lines
@@ -322,6 +326,7 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
     out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
     for line in kept:
         out.print(line, highlight=False, soft_wrap=True)
+    print_preview("expansion", summary.expansion_id, preview, db=db)
 
 
 def _text_job(con: Any, db: Path, resume: str,
@@ -404,6 +409,7 @@ def personas_from_text(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    preview: PreviewOption = DEFAULT_PREVIEW,
 ) -> None:
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
 
@@ -486,6 +492,7 @@ def personas_from_text(
         out.print(f"{stats.bad} bad records skipped", soft_wrap=True)
         for example in stats.bad_examples:
             out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
+    print_preview("corpus", name, preview, db=db)
 
 
 def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, job_id: str,

@@ -12,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -22,6 +23,7 @@ from personahub.cli.common import (
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    PreviewOption,
     RayAddressOption,
     RayWorkersOption,
     RpsOption,
@@ -34,6 +36,7 @@ from personahub.cli.common import (
     job_progress,
     one_line_errors,
     out,
+    print_preview,
     say,
     started,
 )
@@ -85,19 +88,22 @@ def run(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    preview: PreviewOption = DEFAULT_PREVIEW,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
     from personahub.analysis.live_view import RunView
 
     watcher = RunView(db, view_port, say) if view else None  # the port is taken now, or refused
     try:
-        _run(scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
-             price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
-             Where(executor, ray_address, ray_workers), max_failed_share)
+        summary = _run(
+            scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
+            price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
+            Where(executor, ray_address, ray_workers), max_failed_share)
     except BaseException:
         if watcher is not None:
             watcher.stop()
         raise
+    print_preview("run", summary.run_id, preview, db=Path(summary.db))
     if watcher is not None:
         watcher.linger()
 
@@ -105,8 +111,9 @@ def run(
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
          concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
-         watcher: Any, where: Where, max_failed_share: float | None = None) -> None:
-    """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known."""
+         watcher: Any, where: Where, max_failed_share: float | None = None) -> Any:
+    """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known.
+    Returns the run's summary (printed)."""
     from personahub.sim.runner import RunOptions, resume_run, run_scenario
     from personahub.sim.scenario import load_scenario
 
@@ -126,7 +133,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
                                  progress=step_progress(bar), on_ready=resuming,
                                  max_failed_share=max_failed_share, **where._asdict())
         print_summary(summary)
-        return
+        return summary
     if scenario is None:
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
     from personahub.agents.llm.client import resolve_spec
@@ -157,6 +164,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
                                client=client, on_ready=ready,
                                on_start=lambda run_id: on_start(run_id))
     print_summary(summary)
+    return summary
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:

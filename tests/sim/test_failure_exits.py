@@ -124,8 +124,9 @@ def test_weak_answers_are_retried_once_and_the_job_goes_on(server, tmp_path):
     counted, reasoned failure, and the job finishes: no stop at 40% (< 0.8)."""
     srv = server(malformed_rate=0.4, fault_seed=7)
     db = tmp_path / "m.duckdb"
+    # what still fails leaves the job short of 12 items: allowed here (issue 30, honest counts)
     result = invoke("synthesize", "instruction", "--n", "12", "--db", db, "--llm", srv.base_url,
-                    "--structured", "json_schema")
+                    "--structured", "json_schema", "--allow-fewer")
     assert result.exit_code == 0, result.output
     calls = _status(db, "SELECT persona_id, attempt, status, error FROM llm_calls "
                         "WHERE purpose = 'synth:instruction' ORDER BY persona_id, attempt")
