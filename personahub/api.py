@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError
-from personahub.results import Job, Judged, Run
+from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
+    from personahub.pipelines.calibrate import CalibrateConfig
     from personahub.pipelines.synthesize import SynthConfig, SynthSummary
     from personahub.sim.runner import RunOptions
     from personahub.sim.scenario import Scenario
@@ -320,3 +321,59 @@ async def judge_async(*, job: str | None = None, run: str | None = None,
                       **options: Any) -> Judged:
     """``judge`` for ``await``."""
     return await call_in_thread(partial(_judging, job, run, db, llm, seed, options))
+
+
+def calibration_config(survey: str | Path, population: str, llm: str, seed: int, n: int,
+                       options: dict[str, Any]) -> CalibrateConfig:
+    """The ``CalibrateConfig`` of ``calibrate(survey, population=..., ...)`` (the command builds
+    the same one from its flags)."""
+    from personahub.pipelines.calibrate import CalibrateConfig
+
+    known = {f.name for f in dataclasses.fields(CalibrateConfig)}
+    _refuse_unknown("calibrate", options, known - {"survey", "population", "llm", "seed", "n"})
+    return CalibrateConfig(survey=str(survey), population=population, llm=llm, seed=seed, n=n,
+                           **options)
+
+
+def _calibration(survey: str | Path | None, population: str | None, db: str | Path, llm: str,
+                 seed: int, n: int, resume: str | None, options: dict[str, Any]) -> Calibration:
+    from personahub import runtime
+    from personahub.core.errors import UsageError
+    from personahub.core.kernel import engine_fields
+    from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
+
+    config: CalibrateConfig | dict[str, Any]
+    if resume is not None:  # a resume takes only how it runs from the caller (engine fields)
+        allowed = engine_fields(CalibrateConfig)
+        _refuse_unknown("calibrate(resume=...)", options, set(allowed - {"llm"}))
+        config = {"llm": llm, **options}
+    else:
+        if survey is None or population is None:
+            raise UsageError("calibrate: give a survey and population= (or resume=JOB_ID)")
+        config = calibration_config(survey, population, llm, seed, n, options)
+    result = runtime.run(CALIBRATION, config, db, resume=resume)
+    return Calibration(job_id=result.job_id, db=Path(db), summary=result.summary)
+
+
+def calibrate(survey: str | Path | None = None, *, population: str | None = None,
+              db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0, n: int = 20,
+              resume: str | None = None, **options: Any) -> Calibration:
+    """Calibrate a population against a human survey (an OpinionQA wave folder or a long CSV),
+    as ``personahub calibrate`` does; returns a ``Calibration`` whose ``per_attribute()``,
+    ``scores()``, ``summary_table()`` and ``answers()`` are DataFrames.
+
+    ``options`` are ``CalibrateConfig`` fields (``steering``, ``questions``, ``attributes``,
+    ``limit``, ``no_persona_n``, ``carve``, ``offer_refusal``, the model flags, ...).
+    ``resume=JOB_ID`` goes on with an interrupted calibration (then only ``llm`` and the engine
+    settings apply).
+    """
+    return call_blocking(partial(_calibration, survey, population, db, llm, seed, n, resume,
+                                 options))
+
+
+async def calibrate_async(survey: str | Path | None = None, *, population: str | None = None,
+                          db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
+                          n: int = 20, resume: str | None = None, **options: Any) -> Calibration:
+    """``calibrate`` for ``await``."""
+    return await call_in_thread(partial(_calibration, survey, population, db, llm, seed, n,
+                                        resume, options))

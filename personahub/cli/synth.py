@@ -288,16 +288,23 @@ def report(
     run: Annotated[str | None, typer.Option(help="Run id (default: the latest run).")] = None,
     job: Annotated[str | None, typer.Option(help="Synthesis job id: a report of that job instead "
                                                  "of a run.")] = None,
+    calibration: Annotated[str | None, typer.Option(
+        help="Calibration job id: its per-group bars of people against the simulated panel, "
+             "with the baselines, instead of a run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
-    graph, diversity) or of a synthesis job (--job)."""
+    graph, diversity), of a synthesis job (--job) or of a calibration (--calibration)."""
     from personahub.analysis.report import REPORT_FILES, write_report
     from personahub.core.store import connect
     from personahub.personas.embedding import make_embedder
+
+    if calibration is not None:
+        _calibration_report(out_dir, calibration, db, force, given=run or job)
+        return
 
     model = make_embedder(embedder)
     check_output(out_dir, db=db, force=force, kind="dir", names=REPORT_FILES)
@@ -305,6 +312,22 @@ def report(
     try:
         index = write_report(con, out_dir, run_id=run, job_id=job, seed=seed, overwrite=force,
                              embedder=model)
+    finally:
+        con.close()
+    out.print(f"report written to {index}", highlight=False, soft_wrap=True)
+
+
+def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
+                        given: str | None) -> None:
+    from personahub.analysis.calibration_report import CALIBRATION_FILES, write_calibration_report
+    from personahub.core.store import connect
+
+    if given is not None:
+        raise UsageError("--calibration: give it alone (not with --run or --job)")
+    check_output(out_dir, db=db, force=force, kind="dir", names=CALIBRATION_FILES)
+    con = connect(db, read_only=True)
+    try:
+        index = write_calibration_report(con, out_dir, job_id, overwrite=force)
     finally:
         con.close()
     out.print(f"report written to {index}", highlight=False, soft_wrap=True)
