@@ -44,7 +44,7 @@ from personahub.agents.llm.failures import (
     call_error,
     check_max_failed_share,
 )
-from personahub.agents.prompts.personas import expand_messages
+from personahub.agents.prompts.personas import expand_messages, prompt_text
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError
 from personahub.core.job_records import JobRef, ProgressHook, commit_batch, most_common_job_error
@@ -333,12 +333,17 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     of its answer) and the calls' records, for the failure policy."""
     linking = linking or _Linking()
     asks = asks or local_asks(caller)
-    results = await asks([Ask(related_personas_schema, (fanout,),
-                              expand_messages(p.text, fanout, language=language),
+    # what each call shows the model: its answer may not merely restate it (quality.echo_issue)
+    shown = {p.persona_id: expand_messages(p.text, fanout, language=language) for p in parents}
+    results = await asks([Ask(related_personas_schema, (fanout,), shown[p.persona_id],
                               purpose="expand", persona_id=p.persona_id,
-                              check=partial(gate_answer, "people", language)) for p in parents])
+                              check=partial(gate_answer, "people", language,
+                                            shown=prompt_text(shown[p.persona_id])))
+                          for p in parents])
     round_number = level + 1
-    answers = [(parent, position, person, *gate_persona(person.persona, language=language))
+    answers = [(parent, position, person,
+                *gate_persona(person.persona, language=language,
+                              shown=prompt_text(shown[parent.persona_id])))
                for parent, result in zip(parents, results, strict=True) if result.value is not None
                for position, person in enumerate(getattr(result.value, "people"))]  # noqa: B009
     near = _nearest(linking, [(text, parent.persona_id) for parent, _, _, text, issue in answers
