@@ -37,9 +37,12 @@ pytestmark = pytest.mark.real_model
 runner = CliRunner()
 
 SERVERS = ("llama-cpp-python", "llama-server")
-# The share of each pipeline's actions that must be kept (answered, valid, past the quality
-# gate). Issue 26's target is 0.8 on both servers; set here once bounded schemas and the
-# retry-once policy are in.
+# Issue 26's target: over the module, at least this share of each server's actions is kept
+# (answered, valid, past the quality gate); asserted by the module's last test.
+KEPT_SHARE_TARGET = 0.8
+# Each pipeline's own floor, which a tiny model clears on every run: a command that ends 0 kept
+# at least this share of its actions. A synthesis of 4 problems may keep none (exit 1, said in
+# one line, every failure a row): the share over the module is what holds it to the target.
 KEPT_SHARE_MIN = 0.25
 # structured mode ``--structured auto`` settles on: llama-cpp-python refuses json_schema
 SETTLED_MODE = {"llama-cpp-python": "json_object", "llama-server": "json_schema"}
@@ -361,6 +364,8 @@ def test_interview_one_agent_accounted(llama: LlamaServer, tmp_path: Path) -> No
     assert tagged == [(run_id, "interview")] and model != "offline"
     assert code == (0 if status == "ok" else 1), output
     assert (answer if status == "ok" else error), (status, answer, error, rows)
+
+
 def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     """``personahub judge`` on a real model: offline-made math problems, three judged; every
     judge call is accounted to the job, and each ok call wrote one judgment."""
@@ -384,3 +389,21 @@ def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     finally:
         con.close()
     assert judged == ok and 1 <= judged[0][0] <= 3
+
+
+# what the whole module asks of each server: the module's last test needs all of it counted
+MODULE_PURPOSES = {"decide", "survey", "expand", "text-to-persona:read", "judge", "interview",
+                   *(f"synth:{task}" for task in synthesis_names())}
+
+
+def test_kept_share_over_the_module_reaches_the_target(llama: LlamaServer) -> None:
+    """Issue 26's "done when": at least 80% of each server's actions are kept, over every
+    pipeline above (this test runs after them; it skips when only some of them were run)."""
+    kinds = KEPT.get(llama.server, {})
+    missing = MODULE_PURPOSES - set(kinds)
+    if missing:
+        pytest.skip(f"the share is over the whole module; not run here: {sorted(missing)}")
+    kept, total = sum(k for k, _ in kinds.values()), sum(n for _, n in kinds.values())
+    assert kept / total >= KEPT_SHARE_TARGET, (
+        f"{llama.server}: kept {kept} of {total} ({kept / total:.0%}): "
+        + ", ".join(f"{kind} {k}/{n}" for kind, (k, n) in sorted(kinds.items())))
