@@ -16,9 +16,10 @@ one graph. The model is injected through the run context (``AgentContext``), nev
 a node, so tests and the offline engine slot in without patching.
 
 The graph runs over a *chunk* of agents per invocation: each node maps over the chunk and ``act``
-issues the chunk's model calls concurrently. A LangGraph invocation costs about 2 ms of
-orchestration here whatever its nodes do, which would cap a one-invocation-per-agent design near
-400 actions/s on two cores; chunking amortises that without changing what an agent does.
+issues the chunk's model calls concurrently. A LangGraph invocation has a fixed
+orchestration cost whatever its nodes do, which would cap a one-invocation-per-agent design far
+below what the offline engine answers; chunking amortises that without changing what an agent
+does (``bench/bench_offline_engine.py`` times the agent graph).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from personahub.analysis.diversity import (
     summarise,
 )
 from personahub.core.errors import PersonahubError
+from personahub.core.jobs_store import latest_job_id
 from personahub.personas.embedding import Embedder
 
 DEFAULT_PAIRS = 300
@@ -75,8 +76,7 @@ def load_groups(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
 
 def latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
     """The most recently started run, if any."""
-    rows = _rows(con, "SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT 1", [])
-    return rows[0][0] if rows else None
+    return latest_job_id(con, "run")
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:

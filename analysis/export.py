@@ -10,12 +10,15 @@ Formats:
   whose item answers a request (npc_dialogue, tool) are the assistant's turn after that request
   to the persona; kinds whose item is the user's turn (instruction, problems) have an assistant
   turn only when one is known (``--solve``, ``--with-assistant``);
-- ``parquet``: one row per item with its persona, task, text and JSON content.
+- ``parquet``: one row per item with its persona, task, text, and ``content`` and ``solution``
+  as structs (``analysis.export_arrow``: one nullable-field struct over the export's kinds, a
+  tool's spec with its ``input_args`` list and ``return`` struct; ``solution`` is typed even
+  where every row's is null, as in a run's).
 
 Sources are synthesis jobs (``synth_items``) and simulation runs (``emissions``) alike; an
 imported Persona Hub synthesis file (``persona_texts``) goes back out row for row, as read
 (``export_source_file``, format ``personahub`` only). Files
-are written through ``personas.outputs.atomic_file`` (a random, exclusively created temporary
+are written through ``personahub.core.outputs.atomic_file`` (a random, exclusively created temporary
 name, renamed on success), so a failed export leaves no half-written output and an existing file
 is only replaced when asked.
 """
@@ -33,7 +36,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from personahub.agents.tasks import Task, stored_task
-from personahub.core.errors import PersonahubError
+from personahub.analysis.export_arrow import (
+    SOLUTION_TYPE,
+    content_array,
+    content_type,
+    model_type,
+    task_models,
+)
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import atomic_file
 from personahub.personas.persona_texts import iter_source_rows, resolve_source
 
@@ -76,7 +86,7 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
                drop_duplicates: bool = False) -> list[ExportItem]:
     """Items of one synthesis job or one run (exactly one of ``job`` / ``run``)."""
     if (job is None) == (run is None):
-        raise PersonahubError("export: give exactly one of --job or --run")
+        raise UsageError("export: give exactly one of --job or --run")
     key: str | None
     if job is not None:
         sql = ("SELECT 'job', i.job_id, i.item_id, i.persona_id, p.text, i.task, i.content, "
@@ -136,26 +146,32 @@ def chat_row(item: ExportItem) -> dict[str, Any]:
     return row
 
 
+def item_columns(items: Sequence[ExportItem]) -> tuple[dict[str, pa.Array], list[str]]:
+    """The export's columns as typed Arrow arrays, and the content fields kept as JSON text
+    (``export_arrow.content_type``: none for the built-in kinds)."""
+    kinds = {(i.kind, i.source == "run"): i.output_task for i in items}
+    structs = [model_type(model) for (_, emission), task in kinds.items() if task is not None
+               for model in task_models(task, emission=emission)]
+    kind, as_json = content_type(structs, [i.content for i in items])
+    string = pa.string()
+    return {
+        "source": pa.array([i.source for i in items], string),
+        "source_id": pa.array([i.source_id for i in items], string),
+        "item_id": pa.array([i.item_id for i in items], string),
+        "persona_id": pa.array([i.persona_id for i in items], string),
+        "input_persona": pa.array([i.persona for i in items], string),
+        "task": pa.array([i.task for i in items], string),
+        "text": pa.array([i.text for i in items], string),
+        "content": content_array([i.content for i in items], kind, as_json),
+        "solution": pa.array([i.solution or None for i in items], SOLUTION_TYPE),
+        "is_duplicate": pa.array([i.is_duplicate for i in items], pa.bool_()),
+    }, as_json
+
+
 def parquet_table(items: Sequence[ExportItem]) -> pa.Table:
-    """Items as an Arrow table (content and solution as JSON text)."""
-    return pa.table({
-        "source": [i.source for i in items],
-        "source_id": [i.source_id for i in items],
-        "item_id": [i.item_id for i in items],
-        "persona_id": [i.persona_id for i in items],
-        "input_persona": [i.persona for i in items],
-        "task": [i.task for i in items],
-        "text": [i.text for i in items],
-        "content": [json.dumps(i.content, ensure_ascii=False) for i in items],
-        "solution": [json.dumps(i.solution, ensure_ascii=False) if i.solution else None
-                     for i in items],
-        "is_duplicate": [i.is_duplicate for i in items],
-    }, schema=pa.schema([
-        ("source", pa.string()), ("source_id", pa.string()), ("item_id", pa.string()),
-        ("persona_id", pa.string()), ("input_persona", pa.string()), ("task", pa.string()),
-        ("text", pa.string()), ("content", pa.string()), ("solution", pa.string()),
-        ("is_duplicate", pa.bool_()),
-    ]))
+    """Items as an Arrow table: ``content`` and ``solution`` as structs (module doc)."""
+    columns, _ = item_columns(items)
+    return pa.table(columns)
 
 
 def write_export(items: Sequence[ExportItem], path: str | Path, fmt: str, *,
@@ -165,7 +181,7 @@ def write_export(items: Sequence[ExportItem], path: str | Path, fmt: str, *,
     An existing ``path`` is replaced only with ``overwrite`` (the CLI's ``--force``).
     """
     if fmt not in EXPORT_FORMATS:
-        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "parquet":
         with atomic_file(path, overwrite=overwrite, binary=True) as f:
             pq.write_table(parquet_table(items), f)

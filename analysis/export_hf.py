@@ -1,40 +1,41 @@
-"""Export a synthesis job or a simulation run as a Hugging Face ``datasets`` dataset, with a card.
+"""Export a synthesis job or a simulation run as a Hugging Face dataset, in the Hub's layout.
 
-``export --format hf --out DIR`` writes ``Dataset.save_to_disk`` files (one shard) and a
-``README.md`` dataset card into DIR: what produced the data (personahub version, job or run,
+``export --format hf --out DIR`` writes what a dataset repository on the Hub holds:
+``data/train-00000-of-00001.parquet`` and a ``README.md`` dataset card whose YAML ``configs``
+name that file, so ``datasets.load_dataset(DIR)`` loads it as it is and ``push_to_hub`` uploads
+the folder unchanged. The card says what produced the data (personahub version, job or run,
 task or scenario), the model, the prompting, where the personas came from, and a licence note.
-The rows are the Parquet export's columns (``analysis.export.parquet_table``) plus ``messages``,
-the chat-format turns. The files are written into a hidden folder next to DIR, read back with
-``datasets.load_from_disk``, and only then moved into place, so a failed export leaves DIR as
-it was.
-
-``push_to_hub`` publishes such a folder: ``hub_folder`` lays it out as a Hub dataset repository
-(``data/train-00000-of-00001.parquet`` and the card), which ``huggingface_hub`` uploads. Needs
-the ``[hf]`` extra (``pip install 'personahub[hf]'``).
+The rows are the Parquet export's typed columns (``analysis.export.item_columns``: ``content``
+and ``solution`` as structs) plus ``messages``, the chat-format turns. Everything is written into
+a temporary folder beside DIR and moved in only once complete (``core.outputs.staged_folder``),
+so a failed export leaves DIR as it was. Needs the ``[hf]`` extra (``pip install
+'personahub[hf]'``): ``datasets`` checks that it can read every column's type.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import shutil
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from personahub.analysis.export import ExportItem, chat_row, load_items, parquet_table
+from personahub.analysis.export import ExportItem, chat_row, item_columns, load_items
+from personahub.analysis.export_arrow import MESSAGES_TYPE
 from personahub.core.errors import PersonahubError
+from personahub.core.jobs_store import find_job
+from personahub.core.outputs import atomic_file, staged_folder
 
-if TYPE_CHECKING:
-    import datasets
-
-#: the files ``export --format hf`` writes into DIR (``check_output`` refuses to overwrite them)
-HF_FILES = ("README.md", "dataset_info.json", "state.json", "data-00000-of-00001.arrow")
 HUB_DATA = "data/train-00000-of-00001.parquet"
+#: the files ``export --format hf`` writes into DIR (``check_output`` refuses to overwrite them)
+HF_FILES = ("README.md", HUB_DATA)
+# what earlier versions wrote (Dataset.save_to_disk): removed from DIR by --force
+_OLD_FILES = ("dataset_info.json", "state.json", "data-00000-of-00001.arrow")
 INSTALL_HINT = "the hf format needs the datasets package: pip install 'personahub[hf]'"
+UPLOADED = ("README.md", "data/*.parquet")  # what push_to_hub sends (allow_patterns)
 
 
 def _datasets() -> Any:
@@ -45,23 +46,28 @@ def _datasets() -> Any:
     return datasets
 
 
-def hf_dataset(items: Sequence[ExportItem]) -> datasets.Dataset:
-    """The items as a ``datasets.Dataset``: the Parquet columns plus ``messages`` (chat turns)."""
-    columns = parquet_table(items).to_pydict()
-    columns["messages"] = [chat_row(item)["messages"] for item in items]
-    return _datasets().Dataset.from_dict(columns)
+def hf_table(items: Sequence[ExportItem]) -> tuple[pa.Table, list[str]]:
+    """The rows as an Arrow table (the Parquet export's columns plus ``messages``), and the
+    content fields kept as JSON text (none for the built-in kinds)."""
+    columns, as_json = item_columns(items)
+    columns["messages"] = pa.array([chat_row(item)["messages"] for item in items], MESSAGES_TYPE)
+    return pa.table(columns), as_json
 
 
 def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) -> dict[str, Any]:
     """What produced the items: the job's task and prompting, or the run's scenario and seed."""
     if job is not None:
-        task, prompting, llm, config = con.execute(
-            "SELECT task, prompting, llm, config FROM synth_jobs WHERE job_id = ?", [job]).fetchall()[0]
-        examples = json.loads(config or "{}").get("examples")
+        task, prompting, llm = con.execute(
+            "SELECT task, prompting, llm FROM synth_jobs WHERE job_id = ?", [job]).fetchall()[0]
+        stored = find_job(con, job)
+        examples = stored.config.get("examples") if stored is not None else None
         return {"kind": "synthesis job", "id": job, "what": f"task `{task}`", "llm": llm,
                 "prompting": prompting + (f" (demonstrations: {examples})" if examples else "")}
-    scenario, seed, llm = con.execute("SELECT scenario, seed, llm FROM runs WHERE run_id = ?",
-                                      [run]).fetchall()[0]
+    assert run is not None
+    scenario, llm = con.execute("SELECT scenario, llm FROM runs WHERE run_id = ?",
+                                [run]).fetchall()[0]
+    found = find_job(con, run)
+    seed = found.seed if found is not None else None
     return {"kind": "simulation run", "id": run, "what": f"scenario `{scenario}`, seed {seed}",
             "llm": llm, "prompting": "agent prompts of the scenario's output kinds (simulation)"}
 
@@ -84,7 +90,7 @@ def _persona_sources(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem]
 
 def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
                  job: str | None = None, run: str | None = None, kind: str | None = None,
-                 drop_duplicates: bool = False) -> str:
+                 drop_duplicates: bool = False, as_json: Sequence[str] = ()) -> str:
     """The ``README.md`` of an exported dataset (Hub card: YAML header, then prose)."""
     from personahub import __version__
 
@@ -113,8 +119,12 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
         "(`is_duplicate`: MinHash, Jaccard >= 0.9, never deleted)",
         "",
         "Columns: `source`, `source_id`, `item_id`, `persona_id`, `input_persona` (the persona "
-        "text), `task`, `text`, `content` and `solution` (JSON text), `is_duplicate`, and "
-        "`messages` (chat turns, user first).", "",
+        "text), `task`, `text` (the item as one text), `content` (a struct of the item's fields: "
+        "each task's own, the others null; a tool's spec with its `input_args` list and `return` "
+        "struct), `solution` (a struct `solution`, `answer`; null when not solved), "
+        "`is_duplicate`, and `messages` (chat turns, user first)."
+        + (f" Content fields kept as JSON text: {', '.join(f'`{n}`' for n in as_json)}."
+           if as_json else ""), "",
         "## Licence", "",
         "personahub's code is Apache-2.0; that licence does not decide the terms of this data. "
         "Generated text is subject to the terms of the model that wrote it, and personas taken "
@@ -127,68 +137,72 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
     return "\n".join(lines) + "\n"
 
 
-def _move_into(staged: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(staged, out_dir)
-        return
-    for entry in staged.iterdir():
-        os.replace(entry, out_dir / entry.name)
-    staged.rmdir()
-
-
 def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str | None = None,
-              run: str | None = None, kind: str | None = None,
-              drop_duplicates: bool = False) -> int:
-    """Write the items of a job or run as a ``save_to_disk`` dataset with its card into
-    ``out_dir`` (checked by the caller: ``check_output(kind="dir", names=HF_FILES)``); returns
-    the row count, after reading the dataset back."""
+              run: str | None = None, kind: str | None = None, drop_duplicates: bool = False,
+              overwrite: bool = False) -> int:
+    """Write the items of a job or run into ``out_dir`` in the Hub's layout (``HF_FILES``; the
+    caller checked it: ``check_output(kind="dir", names=HF_FILES)``); returns the row count,
+    after reading the Parquet file back. ``overwrite`` (``--force``) replaces earlier files."""
     datasets = _datasets()
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
-    out_dir = Path(out_dir)
-    staged = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(8)}.tmp")
+    table, as_json = hf_table(items)
     try:
-        hf_dataset(items).save_to_disk(str(staged), num_shards=1)
-        (staged / "README.md").write_text(dataset_card(
-            con, items, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates), encoding="utf-8")
-        if datasets.load_from_disk(str(staged)).num_rows != len(items):
+        datasets.Features.from_arrow_schema(table.schema)
+    except (TypeError, ValueError) as exc:  # a type datasets cannot read: say so, write nothing
+        raise PersonahubError(f"{out_dir}: datasets cannot read these columns ({exc})") from None
+    card = dataset_card(con, items, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+                        as_json=as_json)
+    out_dir = Path(out_dir)
+    with staged_folder(out_dir, overwrite=overwrite, names=HF_FILES + _OLD_FILES) as staged:
+        (staged / "data").mkdir()
+        with atomic_file(staged / HUB_DATA, overwrite=False, binary=True) as f:
+            pq.write_table(table, f)
+        with atomic_file(staged / "README.md", overwrite=False) as f:
+            f.write(card)
+        if pq.read_metadata(staged / HUB_DATA).num_rows != len(items):
             raise PersonahubError(f"{out_dir}: the dataset did not read back")
-        _move_into(staged, out_dir)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     return len(items)
 
 
-def hub_folder(dataset_dir: str | Path, repo_dir: str | Path) -> Path:
-    """Lay out an exported dataset as a Hub dataset repository in ``repo_dir`` (created; must
-    not exist): ``data/train-00000-of-00001.parquet`` and the card as ``README.md``."""
-    datasets = _datasets()
-    repo = Path(repo_dir)
-    if repo.exists():
-        raise PersonahubError(f"{repo}: exists; give a new folder")
-    dataset = datasets.load_from_disk(str(dataset_dir))
-    (repo / "data").mkdir(parents=True)
-    dataset.to_parquet(str(repo / HUB_DATA))
-    shutil.copyfile(Path(dataset_dir) / "README.md", repo / "README.md")
-    return repo
+def card_data_files(folder: str | Path) -> list[str]:
+    """The ``path`` entries of a dataset card's YAML ``configs`` (what ``load_dataset`` reads)."""
+    card = Path(folder) / "README.md"
+    try:
+        text = card.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PersonahubError(f"{card}: {exc.strerror or exc}; export with --format hf") from None
+    header = text.split("---", 2)[1] if text.startswith("---") else ""
+    return re.findall(r"^\s+path:\s*(\S+)\s*$", header, flags=re.MULTILINE)
+
+
+def check_hub_folder(folder: str | Path) -> list[Path]:
+    """The files ``push_to_hub`` uploads from ``folder`` (``UPLOADED``), once the card's
+    ``data_files`` are found to name files that exist there; raises PersonahubError."""
+    folder = Path(folder)
+    named = card_data_files(folder)
+    if not named:
+        raise PersonahubError(f"{folder}/README.md: the card names no data files (configs); "
+                              "export with --format hf")
+    missing = [name for name in named if not list(folder.glob(name))]
+    if missing:
+        raise PersonahubError(f"{folder}: the card names {missing[0]}, which is not there")
+    return sorted(p for pattern in UPLOADED for p in folder.glob(pattern) if p.is_file())
 
 
 def push_to_hub(dataset_dir: str | Path, repo_id: str, *, private: bool = True,
-                token: str | None = None, staging: str | Path | None = None) -> str:
+                token: str | None = None) -> str:
     """Publish an ``export --format hf`` folder to the Hugging Face Hub as dataset ``repo_id``.
 
-    The repository is laid out locally first (``hub_folder``, in ``staging`` or a temporary
-    folder), then uploaded with ``huggingface_hub`` (the token: ``token``, else the one
-    ``huggingface-cli login`` stored or ``HF_TOKEN``). Private unless ``private=False``.
-    Returns the repository URL.
+    The folder is already the repository's layout: its card and ``data/*.parquet`` are uploaded
+    as they are (nothing else in the folder), with ``huggingface_hub`` (the token: ``token``,
+    else the one ``huggingface-cli login`` stored or ``HF_TOKEN``). Private unless
+    ``private=False``. Returns the repository URL.
     """
-    import tempfile
-
     from huggingface_hub import HfApi
 
-    with tempfile.TemporaryDirectory() as scratch:
-        repo = hub_folder(dataset_dir, Path(staging) if staging else Path(scratch) / "repo")
-        api = HfApi(token=token)
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(repo), repo_id=repo_id, repo_type="dataset",
-                          commit_message="personahub export")
-        return str(url)
+    check_hub_folder(dataset_dir)
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(dataset_dir), repo_id=repo_id, repo_type="dataset",
+                      allow_patterns=list(UPLOADED), commit_message="personahub export")
+    return str(url)

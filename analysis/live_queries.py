@@ -7,11 +7,12 @@ step once its transaction commits. Nothing here writes.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, deque
 from typing import Any
 
 import networkx as nx
+
+from personahub.core.jobs_store import find_job, latest_job_id, list_jobs
 
 #: Nodes the graph drawing keeps: a neighbourhood sample of a larger society.
 MAX_GRAPH_NODES = 150
@@ -30,25 +31,33 @@ def rows(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[str, 
 
 def list_runs(con: Any) -> list[dict[str, Any]]:
     """Every run, newest first (id, scenario, status, steps)."""
-    return [_jsonable(r) for r in rows(
-        con, "SELECT run_id, scenario, status, steps_done, steps_planned, started_at FROM runs "
-             "ORDER BY started_at DESC NULLS LAST, run_id DESC")]
+    detail = {r["run_id"]: r for r in rows(
+        con, "SELECT run_id, scenario, steps_done, steps_planned FROM runs")}
+    return [_jsonable({"run_id": job.job_id, "scenario": detail[job.job_id]["scenario"],
+                       "status": job.status, "steps_done": detail[job.job_id]["steps_done"],
+                       "steps_planned": detail[job.job_id]["steps_planned"],
+                       "started_at": job.started_at})
+            for job in list_jobs(con, kind="run") if job.job_id in detail]
 
 
 def resolve_run(con: Any, run_id: str | None) -> str | None:
     """``run_id`` when it exists, else None; without one, the newest run (None if none)."""
     if run_id:
-        found = con.execute("SELECT run_id FROM runs WHERE run_id = ?", [run_id]).fetchall()
-        return found[0][0] if found else None
-    newest = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST, run_id DESC "
-                         "LIMIT 1").fetchall()
-    return newest[0][0] if newest else None
+        job = find_job(con, run_id)
+        return job.job_id if job is not None and job.kind == "run" else None
+    return latest_job_id(con, "run")
 
 
 def overview(con: Any, run_id: str) -> dict[str, Any]:
     """The run's header and its running totals: calls, calls/s, tokens, failures, duplicates."""
-    run = rows(con, "SELECT run_id, scenario, seed, llm, status, error, steps_planned, steps_done, "
-                    "started_at, finished_at FROM runs WHERE run_id = ?", [run_id])[0]
+    job = find_job(con, run_id)
+    detail = rows(con, "SELECT run_id, scenario, llm, steps_planned, steps_done FROM runs "
+                       "WHERE run_id = ?", [run_id])[0]
+    assert job is not None, run_id  # resolve_run found it
+    run = {"run_id": run_id, "scenario": detail["scenario"], "seed": job.seed, "llm": detail["llm"],
+           "status": job.status, "error": job.error, "steps_planned": detail["steps_planned"],
+           "steps_done": detail["steps_done"], "started_at": job.started_at,
+           "finished_at": job.finished_at}
     calls = rows(con, """
         SELECT count(*) AS calls,
                count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
@@ -224,12 +233,9 @@ def _neighbourhood(g: nx.Graph, max_nodes: int) -> list[int]:
 
 
 def _planned_surveys(con: Any, run_id: str) -> dict[str, dict[str, Any]]:
-    """The scenario's surveys as stored in ``runs.config`` (empty if absent)."""
-    found = con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchall()
-    try:
-        config = json.loads(found[0][0]) if found and found[0][0] else {}
-    except ValueError:
-        return {}
+    """The scenario's surveys as stored in the run's configuration (empty if absent)."""
+    job = find_job(con, run_id)
+    config = job.config if job is not None else {}
     return {s["id"]: s for s in (config.get("scenario") or {}).get("surveys") or [] if "id" in s}
 
 

@@ -8,7 +8,10 @@ connection sees what other connections have committed), and each request reads t
 of its own. ``personahub view --db`` opens a file no process is writing, read-only, for a
 finished (or stopped) run. Either way the page only ever sees committed steps.
 
-The server binds 127.0.0.1 only and runs in a daemon thread; ``stop()`` ends it.
+The server binds 127.0.0.1 only and runs in a daemon thread; ``stop()`` ends it. It answers
+only requests whose ``Host`` names it and that carry no foreign ``Origin``
+(``personahub.core.loopback``): a page served under another name that re-resolves to 127.0.0.1
+(DNS rebinding) gets a 403, not the runs.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from personahub.analysis import live_queries
 from personahub.core.errors import PersonahubError
+from personahub.core.loopback import host_allowed, origin_allowed
 
 _STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; charset=utf-8"}
 
@@ -60,6 +66,32 @@ class ViewSource:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+
+
+class HostGuard:
+    """ASGI middleware: a request whose ``Host`` does not name the server (the address and
+    port it is bound to, or a loopback name) or whose ``Origin`` is another site's gets a 403."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope.get("headers") or ()}
+            bound_host, port = scope.get("server") or ("127.0.0.1", 0)
+            host, origin = headers.get("host"), headers.get("origin")
+            if not host_allowed(host, bound_host, port):
+                answer = JSONResponse({"error": f"Host {host!r} does not name this server"},
+                                      status_code=403)
+                await answer(scope, receive, send)
+                return
+            if not origin_allowed(origin, bound_host, port):
+                answer = JSONResponse({"error": f"cross-origin requests are refused (Origin "
+                                                f"{origin!r})"}, status_code=403)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def make_app(source: ViewSource) -> Starlette:
@@ -105,7 +137,8 @@ def make_app(source: ViewSource) -> Starlette:
 
     return Starlette(routes=[
         Route("/", page), Route("/static/{name}", static), Route("/api/runs", runs),
-        Route("/api/state", state), Route("/api/graph", graph)])
+        Route("/api/state", state), Route("/api/graph", graph)],
+        middleware=[Middleware(HostGuard)])
 
 
 def _asset(name: str) -> str:

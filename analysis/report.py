@@ -44,7 +44,8 @@ from personahub.analysis.report_data import (  # noqa: E402
 )
 from personahub.analysis.report_header import Facts, job_facts, run_facts  # noqa: E402
 from personahub.analysis.views import install_views  # noqa: E402
-from personahub.core.outputs import atomic_file  # noqa: E402
+from personahub.core.jobs_store import latest_job_id
+from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
 from personahub.personas.embedding import Embedder, HashEmbedder, make_embedder  # noqa: E402
 
 MAX_DRAWN_NODES = 300
@@ -53,6 +54,10 @@ REPORT_FILES = ("index.html", "emissions_over_steps.png", "duplicate_rate.png",
                 "degree_distribution.png", "relationship_graph.png", "diversity.png",
                 "survey_answers.png")
 EVENT_COLOUR = "tab:purple"
+# Every text reaches matplotlib as written: survey options, questions, kinds, persona texts are
+# user text, and mathtext would turn "$5 to $10" into an italic "5to10" and fail on "$\\x$".
+# This is the one place text styling is set: write_report draws every chart inside it.
+LITERAL_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}
 
 
 @dataclass
@@ -96,8 +101,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = N
 
 
 def _latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
-    rows = _rows(con, "SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT 1")
-    return rows[0][0] if rows else None
+    return latest_job_id(con, "run")
 
 
 def _mark_events(ax: Any, events: list[Event]) -> None:
@@ -448,8 +452,10 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
 
     A run's report (``run_id``, default the latest run), or a synthesis job's (``job_id``).
     ``out_dir`` is created if missing (not its parents); files already in it are replaced only
-    with ``overwrite``. ``embedder`` (a spec for ``make_embedder`` or an embedder) judges the
-    diversity section's pairs; the default ``hash`` is labelled lexical.
+    with ``overwrite``. Everything is drawn into a temporary folder first (``staged_folder``),
+    so a failure half-way (a missing embedder model, a full disk, Ctrl-C) leaves ``out_dir`` as
+    it was: a report is all there or not at all. ``embedder`` (a spec for ``make_embedder`` or
+    an embedder) judges the diversity section's pairs; the default ``hash`` is labelled lexical.
     """
     from personahub.core.errors import PersonahubError
 
@@ -463,8 +469,16 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
     if isinstance(embedder, str):
         embedder = make_embedder(embedder)
     run = None if job_id is not None else run_id or _latest_run(con)
-    rep = Report(Path(out_dir), run, seed, overwrite, embedder, job_id=job_id)
-    rep.out_dir.mkdir(exist_ok=True)
+    out_dir = Path(out_dir)
+    with staged_folder(out_dir, overwrite=overwrite, names=REPORT_FILES) as staged, \
+            matplotlib.rc_context(LITERAL_TEXT):
+        _write_sections(con, Report(staged, run, seed, False, embedder, job_id=job_id))
+    return out_dir / "index.html"
+
+
+def _write_sections(con: duckdb.DuckDBPyConnection, rep: Report) -> None:
+    """Draw every section of ``rep`` into its (staged, empty) folder, then its index.html."""
+    job_id, run = rep.job_id, rep.run_id
     if job_id is not None:
         rep.facts = job_facts(con, job_id)
         validity = _validity(con, job_id)
@@ -483,8 +497,5 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
                          *([_failures(con, rep)] if run is not None else []),
                          _duplicate_rate(con, rep), _degree_distribution(graph, rep),
                          _graph_drawing(con, graph, rep), _diversity(con, rep)]
-    index = rep.out_dir / "index.html"
-    text = _html(rep)
-    with atomic_file(index, overwrite=overwrite) as f:
-        f.write(text)
-    return index
+    with atomic_file(rep.out_dir / "index.html", overwrite=False) as f:
+        f.write(_html(rep))

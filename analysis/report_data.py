@@ -8,13 +8,14 @@ ring of unconnected dots) coloured by what each agent did.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import networkx as nx
+
+from personahub.core.jobs_store import find_job
 
 NO_EMISSION = "no emission"
 
@@ -54,13 +55,13 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
 
 
 def declared_surveys(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, dict[str, Any]]:
-    """The run's scenario surveys by id (options, low, high), from ``runs.config``."""
+    """The run's scenario surveys by id (options, low, high), from its stored configuration."""
     if run_id is None:
         return {}
-    row = con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    job = find_job(con, run_id)
     try:
-        surveys = json.loads(row[0])["scenario"]["surveys"] if row and row[0] else []
-    except (KeyError, TypeError, ValueError):
+        surveys = job.config["scenario"]["surveys"] if job is not None else []
+    except (KeyError, TypeError):
         return {}
     return {s["id"]: s for s in surveys if isinstance(s, dict) and "id" in s}
 

@@ -7,13 +7,13 @@ so the HTML and the tests read the same data.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 import duckdb
 
 from personahub.analysis.kept import kept_lines
+from personahub.core.jobs_store import find_job
 
 OFFLINE_ENGINE = "offline engine — not a language model"
 
@@ -79,12 +79,16 @@ def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) ->
 
 
 def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
-    """Header facts of a simulation run (``runs``, ``steps``, ``run_agents``, ``llm_calls``)."""
-    row = _one(con, "SELECT scenario, scenario_path, seed, llm, status, steps_planned, steps_done, "
-                    "started_at, finished_at, error FROM runs WHERE run_id = ?", [run_id])
-    if row is None:
+    """Header facts of a simulation run (``jobs``, ``runs``, ``steps``, ``run_agents``,
+    ``llm_calls``)."""
+    row = _one(con, "SELECT scenario, scenario_path, llm, steps_planned, steps_done FROM runs "
+                    "WHERE run_id = ?", [run_id])
+    job = find_job(con, run_id)
+    if row is None or job is None:
         return [("run", f"{run_id} (not found)")]
-    scenario, path, seed, llm, status, planned, done, started, finished, error = row
+    scenario, path, llm, planned, done = row
+    seed, status, error = job.seed, job.status, job.error
+    started, finished = job.started_at, job.finished_at
     agents = (_one(con, "SELECT count(*) FROM run_agents WHERE run_id = ?", [run_id]) or (0,))[0]
     failed = (_one(con, "SELECT coalesce(sum(n_failed), 0) FROM steps WHERE run_id = ?",
                    [run_id]) or (0,))[0]
@@ -122,13 +126,15 @@ def decision_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
 
 
 def job_facts(con: duckdb.DuckDBPyConnection, job_id: str) -> Facts:
-    """Header facts of a synthesis job (``synth_jobs``, ``synth_items``, ``llm_calls``)."""
-    row = _one(con, "SELECT task, prompting, n, llm, config, status, started_at, finished_at, "
-                    "error FROM synth_jobs WHERE job_id = ?", [job_id])
-    if row is None:
+    """Header facts of a synthesis job (``jobs``, ``synth_jobs``, ``synth_items``, ``llm_calls``)."""
+    row = _one(con, "SELECT task, prompting, n, llm FROM synth_jobs WHERE job_id = ?", [job_id])
+    job = find_job(con, job_id)
+    if row is None or job is None:
         return [("job", f"{job_id} (not found)")]
-    task, prompting, n, llm, config, status, started, finished, error = row
-    seed = json.loads(config or "{}").get("seed", "—")
+    task, prompting, n, llm = row
+    config, status, error = job.config, job.status, job.error
+    started, finished = job.started_at, job.finished_at
+    seed = config.get("seed", "—")
     items = _one(con, "SELECT count(*), count(*) FILTER (WHERE is_duplicate) FROM synth_items "
                       "WHERE job_id = ?", [job_id]) or (0, 0)
     facts: Facts = [

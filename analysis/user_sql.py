@@ -1,9 +1,9 @@
-"""SQL a user typed (``personahub sql``), run over a read-only, locked-down connection with the
-analysis views installed. Kept out of the CLI so the command only parses and prints."""
+"""SQL a user typed (``personahub sql``), run over a read-only connection locked down by
+``personahub.core.sandbox`` with the analysis views installed. Kept out of the CLI so the
+command only parses and prints."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,13 @@ import duckdb
 
 from personahub.analysis.views import install_views
 from personahub.core.errors import PersonahubError
-from personahub.core.store import connect, has_extension_statement, lock_down
+from personahub.core.sandbox import (
+    FileAccess,
+    SandboxRefusal,
+    refusal_text,
+    run_user_sql,
+    user_sql_connection,
+)
 
 
 @dataclass(frozen=True)
@@ -26,39 +32,26 @@ class QueryResult:
 
 
 def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
+                   write_dir: Path | None = None,
                    where: str = "") -> tuple[list[str], list[tuple[Any, ...]]]:
     """(column names, rows) of the last statement of ``query``; any refusal or SQL error is one
     ``PersonahubError`` line starting ``sql: {where}`` (``where`` names a file, or is empty)."""
-    result = user_query_result(db, query, allow_files=allow_files, where=where)
+    result = user_query_result(db, query, allow_files=allow_files, write_dir=write_dir,
+                               where=where)
     return result.columns, result.rows
 
 
 def user_query_result(db: str | Path, query: str, *, allow_files: bool = False,
-                      where: str = "") -> QueryResult:
+                      write_dir: Path | None = None, where: str = "") -> QueryResult:
     """``run_user_query`` with the column types."""
-    con = connect(db, read_only=True)
+    access = FileAccess(read=allow_files, write_dir=write_dir)
     try:
-        install_views(con)
-        lock_down(con, allow_files=allow_files)
-        if has_extension_statement(con, query):
-            raise PersonahubError(f"sql: {where}installing, loading or updating extensions is disabled")
-        cursor = con.execute(query)
-        description = cursor.description or []
-        return QueryResult([d[0] for d in description], [str(d[1]) for d in description],
-                           cursor.fetchall())
+        with user_sql_connection(db, access, prepare=install_views) as con:
+            cursor = run_user_sql(con, query, access)
+            description = cursor.description or []
+            return QueryResult([d[0] for d in description], [str(d[1]) for d in description],
+                               cursor.fetchall())
+    except SandboxRefusal as exc:
+        raise PersonahubError(f"sql: {where}{exc}") from None
     except duckdb.Error as exc:
-        raise PersonahubError(f"sql: {where}{sql_refusal(exc, allow_files)}") from exc
-    finally:
-        con.close()
-
-
-def sql_refusal(exc: Exception, allow_files: bool) -> str:
-    """One line for a failed ``sql`` statement, naming the way out when the sandbox refused it."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, duckdb.PermissionException) and not allow_files:
-        return "file access is disabled; use --allow-files to read or write files"
-    if "configuration has been locked" in text:
-        name = re.search(r'option "+([^"]+)"+', text)
-        what = f"setting {name.group(1)!r}" if name else "settings"
-        return f"{what} cannot be changed here (SET, RESET and PRAGMA settings are locked)"
-    return text
+        raise PersonahubError(f"sql: {where}{refusal_text(exc, access)}") from exc

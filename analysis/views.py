@@ -1,6 +1,6 @@
 """Install the documented analysis views (``analysis/views.sql``) on a DuckDB connection.
 
-Layering keeps ``personas.store`` and the ``sim`` writers free of analysis code, so views are
+Layering keeps ``personahub.core.store`` and the ``sim`` writers free of analysis code, so views are
 not created when a database is opened for writing. Instead the CLI installs them as TEMP views
 on its own (read-only) connection before running SQL or a report: nothing in the user's
 database changes, and the views always match the installed code. ``temporary=False`` creates
@@ -21,7 +21,7 @@ _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
 
 VIEW_NAMES = ("v_emissions_by_step", "v_duplicate_rate", "v_run_usage", "v_run_cost",
               "v_agent_activity", "v_message_edges", "v_persona_degree", "v_synth_jobs",
-              "v_rejected")
+              "v_rejected", "v_persona_demographics")
 
 
 def views_sql() -> str:

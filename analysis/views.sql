@@ -36,26 +36,47 @@ SELECT run_id, count(*) AS calls,
 FROM llm_calls GROUP BY run_id
 ;
 -- v_run_cost: tokens and cost in USD per run (or synthesis job). Prices are USD per 1M tokens:
--- the run's own --price-in/--price-out (runs.config) first, else the prices table row for the
+-- the run's own --price-in/--price-out (its jobs.config) first, else the prices table row for the
 -- call's model name (llm_calls.model without '@URL' or 'openai:'); the offline engine costs 0.
+-- Attempts sent in a batch (llm_calls.batch_id set) are priced at the batch price: the run's
+-- own batch_price_in/out options, else half the run's own price, else the prices table's
+-- batch_price_in/out, else half its price_in/out (the OpenAI Batch API's discount).
 -- Answers from the record/replay cache (llm_calls.cached) are not billed: their tokens and what
 -- they would have cost are reported apart. cost_usd is NULL when a billed call has no price.
+-- (A database written before batches lacks llm_calls.batch_id and the batch prices: the empty
+-- UNION ALL BY NAME stands in for them with NULLs on a read-only connection.)
 CREATE OR REPLACE {temp} VIEW v_run_cost AS
 WITH calls AS (
-    SELECT run_id, coalesce(cached, false) AS cached,
+    SELECT run_id, coalesce(cached, false) AS cached, batch_id IS NOT NULL AS batch,
            coalesce(tokens_in, 0) AS tokens_in, coalesce(tokens_out, 0) AS tokens_out,
            regexp_replace(regexp_replace(coalesce(model, ''), '@.*$', ''), '^openai:', '')
                AS model_name
-    FROM llm_calls
-), priced AS (
-    SELECT c.*,
-           coalesce(try_cast(json_extract_string(r.config, '$.options.price_in') AS DOUBLE),
-                    p.price_in, CASE WHEN c.model_name = 'offline' THEN 0.0 END) AS price_in,
-           coalesce(try_cast(json_extract_string(r.config, '$.options.price_out') AS DOUBLE),
-                    p.price_out, CASE WHEN c.model_name = 'offline' THEN 0.0 END) AS price_out
+    FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS batch_id WHERE false))
+), prices AS (
+    FROM prices UNION ALL BY NAME (SELECT NULL::DOUBLE AS batch_price_in,
+                                          NULL::DOUBLE AS batch_price_out WHERE false)
+), options AS (
+    SELECT c.*, p.price_in AS table_in, p.price_out AS table_out,
+           p.batch_price_in AS table_batch_in, p.batch_price_out AS table_batch_out,
+           try_cast(json_extract_string(r.config, '$.options.price_in') AS DOUBLE) AS run_in,
+           try_cast(json_extract_string(r.config, '$.options.price_out') AS DOUBLE) AS run_out,
+           try_cast(json_extract_string(r.config, '$.options.batch_price_in') AS DOUBLE)
+               AS run_batch_in,
+           try_cast(json_extract_string(r.config, '$.options.batch_price_out') AS DOUBLE)
+               AS run_batch_out,
+           CASE WHEN c.model_name = 'offline' THEN 0.0 END AS free
     FROM calls c
-    LEFT JOIN runs r ON r.run_id = c.run_id
+    LEFT JOIN jobs r ON r.job_id = c.run_id AND r.kind = 'run'
     LEFT JOIN prices p ON p.model = c.model_name
+), priced AS (
+    SELECT *,
+           CASE WHEN batch THEN coalesce(run_batch_in, 0.5 * run_in, table_batch_in,
+                                         0.5 * table_in, free)
+                ELSE coalesce(run_in, table_in, free) END AS price_in,
+           CASE WHEN batch THEN coalesce(run_batch_out, 0.5 * run_out, table_batch_out,
+                                         0.5 * table_out, free)
+                ELSE coalesce(run_out, table_out, free) END AS price_out
+    FROM options
 )
 SELECT run_id,
        count(*) AS calls,
@@ -69,7 +90,10 @@ SELECT run_id,
             ELSE round(coalesce(sum((tokens_in * price_in + tokens_out * price_out) / 1e6)
                                 FILTER (WHERE NOT cached), 0), 6) END AS cost_usd,
        round(sum((tokens_in * price_in + tokens_out * price_out) / 1e6) FILTER (WHERE cached), 6)
-           AS cached_cost_usd
+           AS cached_cost_usd,
+       count(*) FILTER (WHERE batch) AS batch_calls,
+       round(sum((tokens_in * price_in + tokens_out * price_out) / 1e6)
+             FILTER (WHERE batch AND NOT cached), 6) AS batch_cost_usd
 FROM priced GROUP BY run_id
 ;
 -- v_agent_activity: per run and persona, emissions made and messages sent/received;
@@ -114,11 +138,11 @@ SELECT a AS persona_id, count(DISTINCT b) AS degree FROM edges GROUP BY a
 ;
 -- v_synth_jobs: each synthesis job with its item, duplicate and solution counts.
 CREATE OR REPLACE {temp} VIEW v_synth_jobs AS
-SELECT j.job_id, j.task, j.prompting, j.n, j.status, j.llm, j.started_at, j.finished_at,
+SELECT j.job_id, j.task, j.prompting, j.n, l.status, j.llm, l.started_at, l.finished_at,
        count(i.item_id) AS items,
        count(i.item_id) FILTER (WHERE i.is_duplicate) AS duplicates,
        count(i.solution) AS solved
-FROM synth_jobs j LEFT JOIN synth_items i USING (job_id) GROUP BY ALL
+FROM synth_jobs j LEFT JOIN jobs l USING (job_id) LEFT JOIN synth_items i USING (job_id) GROUP BY ALL
 ;
 -- v_rejected: what the quality gate refused, by source (text_to_persona, expand, emission,
 -- synthesis), run or job, kind and reason, with one example message and when it happened.
@@ -127,4 +151,23 @@ SELECT source, run_id, job_id, kind, reason, count(*) AS n,
        min(message) AS example_message,
        min(created_at) AS first_at, max(created_at) AS last_at
 FROM rejected GROUP BY ALL
+;
+-- v_persona_demographics: the canonical demographic keys of each persona's attributes as
+-- columns (NULL where a persona has none), for carving, counting and matching to survey
+-- groups; text_origin is 'template' for personas sample-population wrote without a model.
+-- The keys and their values are in docs/personas.md (personas/demographics.py).
+CREATE OR REPLACE {temp} VIEW v_persona_demographics AS
+SELECT persona_id, source, is_duplicate,
+       json_extract_string(attributes, '$.age_group') AS age_group,
+       json_extract_string(attributes, '$.sex') AS sex,
+       json_extract_string(attributes, '$.race_ethnicity') AS race_ethnicity,
+       json_extract_string(attributes, '$.region') AS region,
+       json_extract_string(attributes, '$.education') AS education,
+       json_extract_string(attributes, '$.income') AS income,
+       json_extract_string(attributes, '$.party') AS party,
+       json_extract_string(attributes, '$.ideology') AS ideology,
+       json_extract_string(attributes, '$.marital_status') AS marital_status,
+       json_extract_string(attributes, '$.population') AS population,
+       json_extract_string(attributes, '$.text_origin') AS text_origin
+FROM personas
 ;

@@ -14,7 +14,7 @@ structured output adds on top.
 
 It also measures what a server's prefix cache could reuse: each prompt's longest common prefix
 with any earlier prompt of the run, in the same approximate tokens
-(``agents.prompt_prefix.SharedPrefixMeter``, prompts in the order the run made them, messages laid
+(``agents.llm.prompt_prefix.SharedPrefixMeter``, prompts in the order the run made them, messages laid
 out as role and content as a chat template does). The last line is
 ``RESULT median_tokens=<p50 per action, default budget> p90_tokens=<p90> shared_prefix=<share>``
 (issue 16's goal: median <= 400, shared prefix >= 0.6).

@@ -33,8 +33,9 @@ import pyarrow as pa
 
 
 def synth_db(path: Path, n: int) -> Path:
-    from personahub.core.store import connect, transaction, upsert_personas
+    from personahub.core.store import connect, transaction
     from personahub.personas.importers import iter_personas
+    from personahub.personas.store import upsert_personas
 
     people = _synthetic.write_personas(path.with_suffix(".jsonl"), n)
     con = connect(path)
@@ -55,7 +56,8 @@ def synth_rows(db: Path, job_id: str) -> list[tuple]:
 def time_synthesis(tmp: Path, args: argparse.Namespace, executor: str,
                    workers: int | None) -> tuple[float, list[tuple]]:
     from personahub.agents.llm.client import LLMSettings, make_client
-    from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+    from personahub.api import run_synthesis
+    from personahub.pipelines.synthesize import SynthOptions
 
     db = synth_db(tmp / f"synth-{executor}-{workers}.duckdb", args.n)
     client = make_client(LLMSettings(concurrency=args.concurrency, offline_latency_s=args.latency))
@@ -121,7 +123,7 @@ def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
     """``from-text`` over ``--persona-n`` texts (read, like) or ``expand`` (1 hop, fanout 2,
     closing triangles) from ``--persona-n`` personas, local or on Ray with ``workers``."""
     from personahub.agents.llm.client import LLMSettings, make_client
-    from personahub.core.jobs import job_loop
+    from personahub.core.loop import job_loop
     from personahub.core.store import connect
     from personahub.personas.expand import expand_hub
     from personahub.personas.text_to_persona import iter_texts, text_to_persona

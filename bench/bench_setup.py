@@ -22,9 +22,10 @@ from typing import Any
 from _synthetic import write_personas
 
 import personahub.sim.runner  # noqa: F401  the process a run is set up in: heap (GC) and pandas (pyarrow) loaded
-from personahub.core.store import connect, transaction, upsert_personas
+from personahub.core.store import connect, transaction
 from personahub.personas.graph import Relation, save_relations, small_world_pairs, social_graph
 from personahub.personas.importers import iter_personas
+from personahub.personas.store import upsert_personas
 
 PHASES = ("read personas", "small_world_pairs", "upsert_personas", "save_relations", "social_graph")
 

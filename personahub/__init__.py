@@ -51,10 +51,11 @@ _PUBLIC = {
     "Run": "personahub.results",
     "Job": "personahub.results",
     "resume_run": "personahub.sim.runner",
+    "SynthConfig": "personahub.pipelines.synthesize",
     "SynthOptions": "personahub.pipelines.synthesize",
-    "run_synthesis": "personahub.pipelines.synthesize",
+    "run_synthesis": "personahub.api",
     "connect": "personahub.core.store",
-    "fetch_personas": "personahub.core.store",
+    "fetch_personas": "personahub.personas.store",
     "PersonahubError": "personahub.core.errors",
 }
 

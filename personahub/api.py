@@ -1,8 +1,9 @@
 """The Python API: each job as a plain call and an ``async`` twin, returning a handle whose tables
 read as pandas DataFrames (``personahub.results``).
 
-Thin wrappers over the job functions the CLI runs (``sim.runner``, ``sim.synthesize`` and the
-persona jobs), so a notebook and a command do the same work. A job owns an event loop for its
+Thin wrappers over the job functions the CLI runs (``sim.runner``, the job kernel through
+``personahub.runtime`` for synthesis, and the persona jobs), building the same configs as the
+commands, so a notebook and a command do the same work. A job owns an event loop for its
 model calls, so the sync form runs it in a worker thread when called inside a running loop
 (Jupyter) and the ``_async`` form always does (``personahub.bridge``)::
 
@@ -24,6 +25,9 @@ from personahub.bridge import call_blocking, call_in_thread
 from personahub.results import Job, Judged, Run
 
 if TYPE_CHECKING:
+    from personahub.core.commit import ProgressHook
+    from personahub.core.contracts import StructuredCaller
+    from personahub.pipelines.synthesize import SynthConfig, SynthSummary
     from personahub.sim.runner import RunOptions
     from personahub.sim.scenario import Scenario
 
@@ -85,11 +89,35 @@ async def run_scenario_async(scenario_or_path: Scenario | str | Path,
                                                options))
 
 
-def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: dict[str, Any]) -> Job:
-    from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+def synthesis_config(task: str, db: str | Path, llm: str, seed: int, n: int,
+                     options: dict[str, Any]) -> SynthConfig:
+    """The ``SynthConfig`` of ``synthesize(task, db=..., llm=..., seed=..., n=..., **options)``
+    (the command builds the same one from its flags)."""
+    from personahub.pipelines.synthesize import SynthConfig
 
-    _refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthOptions)})
-    summary = run_synthesis(SynthOptions(task=task, db=str(db), llm=llm, seed=seed, n=n, **options))
+    _refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthConfig)})
+    return SynthConfig(task=task, db=str(db), llm=llm, seed=seed, n=n, **options)
+
+
+def run_synthesis(options: SynthConfig, *, resume: str | None = None,
+                  client: StructuredCaller | None = None, progress: ProgressHook | None = None,
+                  on_ready: Callable[[], None] | None = None, fresh: bool = False,
+                  on_start: Callable[[str], None] | None = None) -> SynthSummary:
+    """Run (or resume) a synthesis job on the kernel and return its summary (the function
+    ``synthesize`` and ``personahub synthesize`` go through; ``client``: a model client of
+    your own, used as it is)."""
+    from personahub import runtime
+    from personahub.pipelines.synthesize import SYNTHESIS
+
+    result = runtime.run(SYNTHESIS, options, options.db, resume=resume, fresh=fresh,
+                         client=client, progress=progress,
+                         on_ready=None if on_ready is None else lambda _: on_ready(),
+                         on_start=None if on_start is None else lambda job_id, _: on_start(job_id))
+    return result.summary
+
+
+def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: dict[str, Any]) -> Job:
+    summary = run_synthesis(synthesis_config(task, db, llm, seed, n, options))
     return Job(kind="synthesis", job_id=summary.job_id, db=Path(db), summary=summary)
 
 
@@ -204,7 +232,7 @@ def _interview(question: str, db: str | Path, run: str, llm: str, options: dict[
     import pandas as pd
 
     from personahub.agents.llm.client import LLMSettings, check_reachable, make_client, resolve_spec
-    from personahub.core.jobs import job_loop
+    from personahub.core.loop import job_loop
     from personahub.pipelines.interview import InterviewRequest, ask, prepare, write
 
     asks = {"agent", "where", "carve", "step", "limit"}

@@ -1,7 +1,7 @@
 """Run a blocking job from any context: a script, a worker thread, or a running event loop.
 
-The job functions (``sim.runner.run_scenario``, ``sim.synthesize.run_synthesis``, the persona
-jobs) each own an event loop for their model calls (``sim.jobs.JobLoop``). Inside a running loop,
+The job functions (``sim.runner.run_scenario``, ``api.run_synthesis``, the persona
+jobs) each own an event loop for their model calls (``core.loop.JobLoop``). Inside a running loop,
 as in Jupyter, running a second loop in the same thread fails ("Cannot run the event loop while
 another loop is running"), so there the job runs in a worker thread of its own instead, and the
 ``_async`` forms always do, leaving the caller's loop free while the job runs.

@@ -1,5 +1,5 @@
 """The persona jobs for the Python API, without the CLI's console: text-to-persona, expansion
-and dedup, each opened, run on the job kernel's loop (``sim.jobs.job_loop``) and closed with a
+and dedup, each opened, run on the job kernel's loop (``core.loop.job_loop``) and closed with a
 status, as the commands in ``sim.cli_personas`` and ``sim.cli_dedup`` do.
 
 Each function blocks; ``personahub.api`` runs it in a worker thread where a loop is running.
@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.cache import attach_cache
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, make_client, redact_spec
 from personahub.core.errors import PersonahubError
-from personahub.core.jobs import attach_cache, job_loop
-from personahub.core.store import connect, live_persona_ids
+from personahub.core.loop import job_loop
+from personahub.core.store import connect
+from personahub.personas.store import live_persona_ids
 
 
 def _client(llm: str, seed: int, concurrency: Concurrency, cache: str, **settings: Any) -> LLMClient:
@@ -35,8 +37,8 @@ def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relation
                         text_column: str | None, id_column: str | None, split: str,
                         batch_size: int, concurrency: Concurrency, language: str | None,
                         cache: str, **settings: Any) -> tuple[str, Any]:
-    """(corpus name, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text."""
-    from personahub.core.job_records import finish_text_job, start_text_job
+    """(job id, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text."""
+    from personahub.personas.text_jobs import finish_text_job, start_text_job
     from personahub.personas.text_to_persona import iter_texts, parse_relations, text_to_persona
 
     try:
@@ -50,7 +52,7 @@ def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relation
     con = connect(db)
     try:
         attach_cache(con, client, cache)
-        start_text_job(con, name, {"seed": seed, "llm": redact_spec(llm), **settings,
+        job_id = start_text_job(con, name, {"seed": seed, "llm": redact_spec(llm), **settings,
                                    "relations": list(chosen), "per_text": per_text,
                                    "language": language, "path": str(Path(corpus).resolve()),
                                    "text_column": text_column, "id_column": id_column,
@@ -60,12 +62,12 @@ def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relation
                 summary = loop.run(text_to_persona(
                     con, client, islice(texts, limit), corpus=name, relations=chosen,
                     per_text=per_text, batch_size=batch_size, concurrency=concurrency,
-                    language=language))
+                    language=language, job_id=job_id))
         except BaseException as exc:
-            finish_text_job(con, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+            finish_text_job(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
             raise
-        finish_text_job(con, name, "finished")
-        return name, summary
+        finish_text_job(con, job_id, "finished")
+        return job_id, summary
     finally:
         con.close()
 
@@ -98,7 +100,7 @@ def expand_job(*, db: Path, llm: str, seed: int, hops: int, fanout: int, limit: 
 def dedup_job_run(*, db: Path, embedder: str | None, threshold: float, num_perm: int, ngram: int,
                   embed_threshold: float, ann: str, batch_size: int) -> tuple[str, Any]:
     """(job id, ``DedupSummary``): MinHash, then embeddings (unless ``embedder`` is None)."""
-    from personahub.core.job_records import JobRef
+    from personahub.core.commit import JobRef
     from personahub.personas.dedup import DedupConfig, dedup_job, run_dedup
     from personahub.personas.dedup_jobs import (
         JOB_KIND,

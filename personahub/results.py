@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 #: the personas a persona job produced (or, for dedup, flagged), by job kind
 _PERSONAS_OF = {
     "text_to_persona": "SELECT p.* FROM personas p WHERE p.persona_id IN (SELECT DISTINCT "
-                       "unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = ?) "
+                       "unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = "
+                       "(SELECT corpus FROM text_jobs WHERE job_id = ?)) "
                        "ORDER BY p.seq",
     "dedup": "SELECT * FROM personas WHERE coalesce(is_duplicate, false) AND ? IS NOT NULL "
              "ORDER BY seq",
@@ -78,7 +79,8 @@ class Job:
     def export(self, path: str | Path, fmt: str = "chat", *, kind: str | None = None,
                drop_duplicates: bool = False, overwrite: bool = False) -> int:
         """Write a run's or synthesis job's items as ``personahub export`` does: ``fmt`` is
-        personahub, chat, parquet (a file) or hf (a datasets folder with its card); returns
+        personahub, chat, parquet (a file) or hf (a folder in the Hub's layout:
+        data/*.parquet and a card ``datasets.load_dataset`` reads); returns
         the number of records."""
         from personahub.analysis.export import export
         from personahub.core.errors import PersonahubError
@@ -94,7 +96,8 @@ class Job:
                 from personahub.analysis.export_hf import HF_FILES, export_hf
 
                 check_output(path, db=self.db, force=overwrite, kind="dir", names=HF_FILES)
-                return export_hf(con, path, kind=kind, drop_duplicates=drop_duplicates, **which)
+                return export_hf(con, path, kind=kind, drop_duplicates=drop_duplicates,
+                                 overwrite=overwrite, **which)
             check_output(path, db=self.db, force=overwrite)
             return export(con, path, fmt, kind=kind, drop_duplicates=drop_duplicates,
                           overwrite=overwrite, **which)

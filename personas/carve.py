@@ -8,7 +8,10 @@ are excluded unless asked for. Sampling is seeded: uniform, or stratified by an 
 Attribute conditions are ``KEY OP VALUE`` with OP one of ``= != >= <= > < ~`` (``~`` is a regex
 search). Numbers compare numerically; strings compare case-insensitively, and ``=`` on a list
 attribute (FinePersonas labels) means "contains". KEY is an attribute name, or one of the
-columns ``hop``, ``source``, ``source_ref``, ``persona_id``.
+columns ``hop``, ``source``, ``source_ref``, ``persona_id``. For the canonical demographic keys
+(``personas.demographics``: age_group, sex, party, ...) ``=`` and ``!=`` take any known spelling
+of a value: ``party=Democrat``, ``education=College graduate/some postgrad`` and
+``age_group=30-49`` match the stored slugs.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from personahub.core.store import fetch_personas
+from personahub.personas.demographics import VOCABULARY, canonical
 from personahub.personas.record import Persona
+from personahub.personas.selection_sandbox import persona_sandbox
+from personahub.personas.store import fetch_personas
 
 COLUMNS = ("hop", "source", "source_ref", "persona_id")
 _CONDITION = re.compile(r"^\s*([^<>=!~]+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
@@ -50,7 +55,10 @@ class Condition:
         if op != "~" and value[0] in "<>=!":  # "age>>3", "age=>3": a typo, not a value to match
             raise ValueError(f"{flag} {text!r}: the value starts with {value[0]!r}; "
                              f"use one operator of = != >= <= > < ~, e.g. age>=30")
-        return cls(key, "=" if op == "==" else op, value)
+        op = "=" if op == "==" else op
+        if key in VOCABULARY and op in ("=", "!="):
+            value = canonical(key, value) or value
+        return cls(key, op, value)
 
     def sql(self) -> tuple[str, list[Any]]:
         """A SQL predicate over the personas table and its parameters."""
@@ -138,22 +146,22 @@ def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = Non
     if selection.sources:
         clauses.append("source IN (SELECT unnest(?))")
         params.append(list(selection.sources))
-    registered = False
-    if selection.near:
-        ids = neighbourhood(con, selection.near, selection.within)
-        con.register("_carve_near", pa.table({"id": sorted(ids)}))
-        registered = True
+    near = sorted(neighbourhood(con, selection.near, selection.within)) if selection.near else None
+    if near is not None:
         clauses.append("persona_id IN (SELECT id FROM _carve_near)")
     sql = "SELECT persona_id FROM personas"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
-    try:
-        return [r[0] for r in con.execute(sql + " ORDER BY seq", params).fetchall()]
-    except duckdb.Error as exc:
-        raise ValueError(f"selection failed: {str(exc).splitlines()[0]}") from exc
-    finally:
-        if registered:
-            con.unregister("_carve_near")
+    # the conditions hold what a user typed: they run in the sandbox, not on ``con``
+    with persona_sandbox(con, clauses) as sandbox:
+        if near is not None:
+            sandbox.register("_carve_near", pa.table({"id": pa.array(near, type=pa.string())}))
+        try:
+            return [r[0] for r in sandbox.execute(sql + " ORDER BY seq", params).fetchall()]
+        except duckdb.PermissionException as exc:
+            raise ValueError("selection failed: conditions cannot read files") from exc
+        except duckdb.Error as exc:
+            raise ValueError(f"selection failed: {str(exc).splitlines()[0]}") from exc
 
 
 def _allocate(sizes: dict[str, int], k: int, equal: bool) -> dict[str, int]:

@@ -9,7 +9,7 @@ an interrupted stage leaves the table as it was: run it again.
 ``dedup_job`` is the same pipeline as a resumable job on the job kernel (``personas dedup``):
 stages already done are noted in ``dedup_jobs``, and stage 2 keeps each batch's vectors in
 ``persona_embeddings`` with the batch's call records and cache entries
-(``personas.jobs.commit_batch``), so an interrupted job embeds only what is missing.
+(``core.commit.commit_batch``), so an interrupted job embeds only what is missing.
 
 Stage 2 judges only texts in the scripts its embedder was trained on (``dedup_languages``): an
 English-only model leaves Chinese or Thai personas to stage 1, and ``dedup_judged`` records, per
@@ -28,9 +28,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import ServesModels
 from personahub.core.errors import PersonahubError
-from personahub.core.job_records import JobRef, commit_batch
 from personahub.core.store import transaction
 from personahub.personas.dedup_jobs import record_stage
 from personahub.personas.dedup_languages import JudgedLog, split_by_script, write_judged
@@ -65,13 +65,13 @@ __all__ = [
 
 Progress = Callable[[str, int, int], None]
 # Stage 1's signatures of each batch of texts, in order: ``local_signatures`` here, or on Ray
-# workers (``sim.executor_ray.minhash_signer``); the banding and verification then run here.
+# workers (``sim.executors.ray_batches.minhash_signer``); the banding and verification then run here.
 Signer = Callable[[Iterator[list[str]], MinHashConfig], Iterator[tuple[np.ndarray, FeatureSets]]]
 
 
 @dataclass(frozen=True)
 class PairFinder:
-    """Stage 1 done elsewhere up to its verified pairs (``sim.executor_ray.minhash_pair_finder``:
+    """Stage 1 done elsewhere up to its verified pairs (``sim.executors.ray_minhash.minhash_pair_finder``:
     band buckets through a Ray shuffle), so no signature comes to this process.
 
     ``find(texts, config)`` consumes every batch of ``texts`` and returns ``(n, pairs)``: how many

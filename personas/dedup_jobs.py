@@ -1,4 +1,5 @@
-"""The ``dedup_jobs`` record: a dedup job's stored configuration, its finished stages, its status.
+"""The ``dedup_jobs`` record: a dedup job's finished stages (its lifecycle and stored
+configuration are in ``jobs``: ``core.jobs_store``).
 
 A dedup job is resumed by its id (``personas dedup --resume JOB_ID``) or by running the same
 command again (an unfinished job with the same configuration goes on). A stage recorded as done
@@ -8,7 +9,6 @@ is not run again (its marks are in ``personas``); the embedding stage's finished
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping
@@ -17,13 +17,10 @@ from typing import Any, Final
 
 import duckdb
 
+from personahub.core.jobs_store import JobRow, create_job, find_job, finish_job, list_jobs, mark_running
 from personahub.core.store import transaction
 
 JOB_KIND: Final = "dedup"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -36,26 +33,26 @@ class DedupJob:
     stages: dict[str, dict[str, Any]]  # stage name -> {"input": n, "marked": m}
 
 
-def _job(row: tuple[Any, ...]) -> DedupJob:
-    job_id, config, status, stages = row
-    return DedupJob(job_id, json.loads(config) if config else {}, status,
-                    json.loads(stages) if stages else {})
-
-
-_COLUMNS = "SELECT job_id, config, status, stages FROM dedup_jobs"
+def _job(con: duckdb.DuckDBPyConnection, row: JobRow) -> DedupJob | None:
+    stages = con.execute("SELECT stages FROM dedup_jobs WHERE job_id = ?", [row.job_id]).fetchall()
+    if not stages:
+        return None
+    return DedupJob(row.job_id, row.config, row.status,
+                    json.loads(stages[0][0]) if stages[0][0] else {})
 
 
 def find_dedup_job(con: duckdb.DuckDBPyConnection, job_id: str) -> DedupJob | None:
     """The dedup job ``job_id``, if there is one."""
-    rows = con.execute(f"{_COLUMNS} WHERE job_id = ?", [job_id]).fetchall()
-    return _job(rows[0]) if rows else None
+    row = find_job(con, job_id)
+    return _job(con, row) if row is not None and row.kind == JOB_KIND else None
 
 
 def find_unfinished_dedup(con: duckdb.DuckDBPyConnection,
                           config: Mapping[str, Any]) -> DedupJob | None:
     """The latest unfinished dedup job started with exactly ``config`` (what a re-run resumes)."""
-    rows = con.execute(f"{_COLUMNS} WHERE status <> 'finished' ORDER BY started_at DESC").fetchall()
-    return next((job for job in map(_job, rows) if job.config == dict(config)), None)
+    rows = [r for r in list_jobs(con, kind=JOB_KIND) if r.status != "finished"]
+    return next((job for job in (_job(con, r) for r in rows if r.config == dict(config))
+                 if job is not None), None)
 
 
 def start_dedup_job(con: duckdb.DuckDBPyConnection, config: Mapping[str, Any],
@@ -64,11 +61,10 @@ def start_dedup_job(con: duckdb.DuckDBPyConnection, config: Mapping[str, Any],
     with transaction(con):
         if job_id is None:
             job_id = f"dedup-{uuid.uuid4().hex[:12]}"
-            con.execute("INSERT INTO dedup_jobs (job_id, config, status, stages, started_at) "
-                        "VALUES (?, ?, 'running', '{}', ?)", [job_id, json.dumps(dict(config)), _now()])
+            create_job(con, job_id, JOB_KIND, config)
+            con.execute("INSERT INTO dedup_jobs (job_id, stages) VALUES (?, '{}')", [job_id])
         else:
-            con.execute("UPDATE dedup_jobs SET status = 'running', error = NULL, finished_at = NULL "
-                        "WHERE job_id = ?", [job_id])
+            mark_running(con, job_id)
     return job_id
 
 
@@ -86,6 +82,4 @@ def record_stage(con: duckdb.DuckDBPyConnection, job_id: str, stage: str, input_
 def finish_dedup_job(con: duckdb.DuckDBPyConnection, job_id: str, status: str,
                      error: str | None = None) -> None:
     """Mark the job finished / interrupted / failed."""
-    with transaction(con):
-        con.execute("UPDATE dedup_jobs SET status = ?, error = ?, finished_at = ? WHERE job_id = ?",
-                    [status, error, _now(), job_id])
+    finish_job(con, job_id, status, error)

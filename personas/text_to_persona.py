@@ -33,18 +33,17 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
-from personahub.agents.llm.failures import (
+from personahub.agents.llm.failures import call_error
+from personahub.agents.prompts.personas import TEXT_RELATIONS, text_to_persona_messages
+from personahub.core.commit import JobRef, ProgressHook, commit_batch
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonaFileError
+from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
-    call_error,
     check_max_failed_share,
 )
-from personahub.agents.prompts.personas import TEXT_RELATIONS, text_to_persona_messages
-from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonaFileError
-from personahub.core.job_records import JobRef, ProgressHook, commit_batch
-from personahub.core.store import upsert_personas
 from personahub.personas.asks import Ask, RemoteBatches, ask_one
 from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.quality import (
@@ -56,6 +55,7 @@ from personahub.personas.quality import (
     tally,
 )
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 
 SOURCE = "text-to-persona"
 RELATIONS: tuple[str, ...] = tuple(TEXT_RELATIONS)
@@ -262,6 +262,7 @@ async def text_to_persona(
     progress: ProgressHook | None = None,
     remote: RemoteBatches | None = None,
     max_failed_share: float = DEFAULT_MAX_FAILED_SHARE,
+    job_id: str | None = None,
 ) -> TextToPersonaSummary:
     """Ask, for every text and relation not yet done, who is likely to read/write/like/dislike it.
 
@@ -269,12 +270,13 @@ async def text_to_persona(
     flight) and written in one transaction with its ``text_done`` and ``rejected`` rows;
     ``progress("texts", texts read, None)`` is called after every batch. ``language`` (a code or
     name) asks for personas in that language, and the gate rejects answers in another script.
-    ``remote`` asks the batches' calls elsewhere (Ray workers: ``sim.executor_ray.ask_batches``)
+    ``remote`` asks the batches' calls elsewhere (Ray workers: ``sim.executors.ray_batches.ask_batches``)
     and returns their results batch by batch, in order; the texts are then planned ahead (a text
     id repeated in a later batch is not asked again, even when its first call failed).
     A batch in which most calls failed at the endpoint, or more than ``max_failed_share`` of
     the asks (at least 5) kept no persona, raises ``ModelRejected`` once it is committed
-    (``agents.failures.batch_failure``): the job stops, resumable.
+    (``core.failures.batch_failure``): the job stops, resumable. Model calls and rejected
+    answers are tagged with ``job_id`` (the ``text_jobs`` job; default: the corpus name).
     """
     check_max_failed_share(max_failed_share)
     relations = parse_relations(relations)
@@ -312,7 +314,8 @@ async def text_to_persona(
             results = next(answers)
         else:
             results = list(await asyncio.gather(*[ask(a) for a in asks_of(planned.jobs)]))
-        errors = _commit(con, caller, corpus, planned.jobs, results, language, run_id, summary)
+        errors = _commit(con, caller, JobRef("text_to_persona", job_id or corpus, run_id=run_id),
+                         corpus, planned.jobs, results, language, summary)
         reason = batch_failure(f"batch {summary.batches}", len(results), errors,
                                [r for result in results for r in result.records], max_failed_share)
         if reason is not None:
@@ -324,9 +327,9 @@ async def text_to_persona(
     return summary
 
 
-def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, corpus: str,
+def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, job: JobRef, corpus: str,
             jobs: dict[tuple[str, str], SourceText], results: Sequence[Any], language: str | None,
-            run_id: str | None, summary: TextToPersonaSummary) -> list[str | None]:
+            summary: TextToPersonaSummary) -> list[str | None]:
     """One batch's personas, rejected answers, ``text_done`` rows and call records, at once;
     returns the error of each ask that kept no persona."""
     errors: list[str | None] = []
@@ -340,7 +343,7 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, corpus: st
             errors.append(call_error(result))
             continue
         personas, refused = _screen(result.value.personas, corpus, text_id, relation,
-                                    language, run_id)
+                                    language, job)
         if not personas:
             summary.rejected_answers += 1
             errors.append(f"quality gate: {refused[0]['reason']}" if refused else "no persona")
@@ -349,7 +352,7 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, corpus: st
         done_rows.append({"corpus": corpus, "text_id": text_id, "relation": relation,
                           "persona_ids": [p.persona_id for p in personas]})
     summary.new_personas += commit_batch(
-        con, JobRef("text_to_persona", corpus, run_id=run_id), caller,
+        con, job, caller,
         {"rejected": rejected, "text_done": done_rows}, results,
         then=partial(upsert_personas, con, created)) or 0
     summary.personas += len(created)
@@ -359,7 +362,7 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, corpus: st
 
 
 def _screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
-            run_id: str | None) -> tuple[list[Persona], list[dict[str, Any]]]:
+            job: JobRef) -> tuple[list[Persona], list[dict[str, Any]]]:
     """The answered personas that pass the quality gate, and ``rejected`` rows for the others."""
     kept: list[Persona] = []
     refused: list[dict[str, Any]] = []
@@ -373,6 +376,6 @@ def _screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, lang
         refused.append(rejected_row(
             "text_to_persona", issue,
             {"persona": item.persona, "corpus": corpus, "text_id": text_id, "relation": relation},
-            key=f"{corpus}\0{text_id}\0{relation}\0{position}", run_id=run_id, job_id=corpus,
+            key=f"{corpus}\0{text_id}\0{relation}\0{position}", run_id=job.run_id, job_id=job.job_id,
             kind="persona"))
     return kept, refused

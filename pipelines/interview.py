@@ -25,15 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.agents.tasks.interview import InterviewAnswer
+from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.job_records import JobRef, commit_batch
+from personahub.core.jobs_store import find_job
 from personahub.core.store import connect
-from personahub.personas.sampling import HubQuery
+from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
 
@@ -119,12 +121,11 @@ def _now() -> dt.datetime:
 
 def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> RunFacts:
     """The run's seed, steps done, world, prompt budget and memory sizes (unknown run: error)."""
-    rows = con.execute("SELECT seed, steps_done, config FROM runs WHERE run_id = ?",
-                       [run_id]).fetchall()
-    if not rows:
+    job = find_job(con, run_id)
+    rows = con.execute("SELECT steps_done FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    if job is None or not rows:
         raise PersonahubError(f"--run {run_id}: no such run in this database")
-    seed, done, config_text = rows[0]
-    config = json.loads(config_text) if config_text else {}
+    seed, done, config = job.seed, rows[0][0], job.config
     scenario = config.get("scenario") or {}
     known = {f.name for f in dataclasses.fields(Memory)}
     memory = Memory(**{k: v for k, v in (scenario.get("memory") or {}).items() if k in known})
@@ -146,7 +147,7 @@ def _world(scenario: dict[str, Any]) -> str:
             path = Path(scenario.get("base_dir") or ".") / path
         try:
             parts.append(path.read_text(encoding="utf-8").strip())
-        except OSError:
+        except (OSError, ValueError):  # gone, or no longer UTF-8 text
             pass
     return "\n\n".join(p for p in parts if p)
 
@@ -179,17 +180,16 @@ def select_agents(con: duckdb.DuckDBPyConnection, request: InterviewRequest) -> 
                                   f"of the run, or an agent id 1..{n})")
         return [(int(rows[0][0]), str(rows[0][1]))]
     query = HubQuery(where=request.where, carve=request.carve)
-    parts = query.conditions()
-    clauses = " AND ".join(sql for _, sql, _ in parts)
-    params: list[Any] = [run_id, *(p for _, _, ps in parts for p in ps)]
-    sql = ("SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND persona_id IN "
-           f"(SELECT persona_id FROM personas WHERE {clauses}) ORDER BY agent_id")
-    if request.limit is not None:
-        sql += f" LIMIT {int(request.limit)}"
+    ids = matching_ids(con, query)  # user SQL: evaluated in the sandbox, never on ``con``
+    con.register("_interview_ids", pa.table({"id": pa.array(ids, type=pa.string())}))
     try:
-        rows = con.execute(sql, params).fetchall()
-    except duckdb.Error as exc:
-        raise PersonahubError(f"{query.describe()}: {str(exc).splitlines()[0]}") from None
+        sql = ("SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND persona_id IN "
+               "(SELECT id FROM _interview_ids) ORDER BY agent_id")
+        if request.limit is not None:
+            sql += f" LIMIT {int(request.limit)}"
+        rows = con.execute(sql, [run_id]).fetchall()
+    finally:
+        con.unregister("_interview_ids")
     if not rows:
         raise PersonahubError(f"{query.describe()}: no agent of run {run_id} matches")
     return [(int(a), str(p)) for a, p in rows]
@@ -302,7 +302,7 @@ def write(db: Path | str, client: StructuredCaller, prepared: Prepared,
 
 def interview(db: Path | str, request: InterviewRequest, client: StructuredCaller) -> InterviewResult:
     """Check, ask and store one interview (one agent or a group) on an event loop of its own."""
-    from personahub.core.jobs import job_loop
+    from personahub.core.loop import job_loop
 
     prepared = prepare(db, request)
     with job_loop() as loop:

@@ -28,21 +28,23 @@ from pydantic import BaseModel
 
 from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.client import LLMSettings, check_reachable, make_client, redact_spec
-from personahub.agents.llm.failures import (
-    DEFAULT_MAX_FAILED_SHARE,
-    ModelRejected,
-    batch_failure,
-    call_error,
-    check_max_failed_share,
-)
+from personahub.agents.llm.failures import call_error
 from personahub.agents.llm.settings import parse_concurrency
 from personahub.agents.llm.structured import check_setting
 from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.prompts.synthesis import world_for_prompt
 from personahub.agents.tasks import Criterion, Task, stored_task
+from personahub.core.commit import JobRef, ProgressHook, commit_batch, records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.jobs import JobRef, ProgressHook, commit_batch, job_loop, records_of
+from personahub.core.failures import (
+    DEFAULT_MAX_FAILED_SHARE,
+    ModelRejected,
+    batch_failure,
+    check_max_failed_share,
+)
+from personahub.core.jobs_store import find_job
+from personahub.core.loop import job_loop
 from personahub.core.store import DEFAULT_DB, connect
 
 # What makes two judges the same judge (its id): the target, the items drawn, the model asked.
@@ -197,9 +199,8 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeOptions) -> list[
 def target_world(con: duckdb.DuckDBPyConnection, options: JudgeOptions) -> str:
     """The world the judged items were written in (for "consistent with the world"), or ""."""
     what, target = options.target
-    table, key = ("synth_jobs", "job_id") if what == "synthesis" else ("runs", "run_id")
-    rows = con.execute(f"SELECT config FROM {table} WHERE {key} = ?", [target]).fetchall()
-    config = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+    job = find_job(con, target)
+    config = job.config if job is not None else {}
     if what == "synthesis":
         from personahub.pipelines.synthesize import SynthOptions, load_world
 
@@ -213,7 +214,7 @@ def target_world(con: duckdb.DuckDBPyConnection, options: JudgeOptions) -> str:
         path = Path(config["scenario_file"]).parent / scenario["world_file"]
         try:
             parts.append(path.read_text(encoding="utf-8"))
-        except OSError:
+        except (OSError, ValueError):  # gone, or no longer UTF-8 text
             pass
     text = "\n".join(p for p in parts if p)
     return world_for_prompt(text) if text else ""

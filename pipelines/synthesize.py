@@ -1,108 +1,93 @@
-"""Persona-driven synthesis jobs: N personas x one task -> ``synth_items`` rows.
+"""Persona-driven synthesis jobs: N personas x one task -> ``synth_items`` rows. The reference
+job spec of the kernel (``personahub/core/kernel.py``).
 
 A job draws a seeded uniform sample of N personas from the hub (all non-duplicates, or those
 matching an SQL ``WHERE`` filter and/or carve conditions; ``personas/sampling.py``), asks the
 model for one item per persona (concurrently, bounded by the client's concurrency), optionally
 solves math/reasoning problems in a second call, flags MinHash near-duplicates within the job,
 and writes each batch of results with its ``llm_calls`` rows in one transaction. The job id is
-the resume key: ``resume=JOB`` reloads the stored configuration (seed and generation settings
+the resume key: a resume reloads the stored configuration (seed and generation settings
 included) and the personas the job drew (``synth_job_personas``), skipping those done; its
 near-duplicate index is rebuilt from the items the job kept, in selection order, so a resumed
-job flags exactly what an uninterrupted one does.
-Starting a job whose settings match an unfinished one is refused (it would be a second copy);
-``fresh=True`` marks the old one ``superseded`` and starts anew.
+job flags exactly what an uninterrupted one does. Starting a job whose settings match an
+unfinished one is refused (it would be a second copy); ``fresh`` marks the old one
+``superseded`` and starts anew (the kernel's rules, for every kind).
 
 An answer that fails its task's semantic check (``agents.validators``) is not solved and not
 written as an item: it goes to ``rejected`` with its reason, in the same transaction, and counts
 as failed (a resume asks that persona again).
+
+The batches are independent (planned ahead from the drawn personas), so on Ray they are shipped
+to workers whole; ``SynthesisAsker`` is what a worker rebuilds and how its answers travel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import duckdb
-
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.client import (
-    LLMSettings,
-    LLMUnavailable,
-    check_reachable,
-    make_client,
-    redact_spec,
-)
-from personahub.agents.llm.failures import (
-    DEFAULT_MAX_FAILED_SHARE,
-    ModelRejected,
-    batch_failure,
-    call_error,
-    check_max_failed_share,
-)
+from personahub.agents.llm.failures import call_error
 from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import parse_concurrency
+from personahub.agents.llm.settings import LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
-from personahub.agents.prompts.synthesis import (
-    PROMPTING_MODES,
-    demo_persona_messages,
-    solve_messages,
-    synthesis_messages,
-    world_for_prompt,
-)
-from personahub.agents.synthesis_schemas import InferredPersona, Solution, content_of
+from personahub.agents.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
+from personahub.agents.synthesis_schemas import Solution, content_of
 from personahub.agents.tasks import synthesis_task, tasks
-from personahub.agents.tasks.shipped_demos import builtin_name, builtin_text, is_builtin
+from personahub.agents.tasks.shipped_demos import builtin_name
 from personahub.analysis.kept import kept_lines
+from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.core.errors import PersonahubError
-from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
-from personahub.core.jobs import (
-    JobLoop,
-    JobRef,
-    ProgressHook,
-    attach_cache,
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.jobs_store import now as _now
+from personahub.core.kernel import (
+    BatchOutcome,
+    JobContext,
+    SpecBase,
     check_cache_mode,
-    commit_batch,
-    job_loop,
-    most_common_job_error,
-    records_of,
+    engine,
+    iter_batches,
+    register,
 )
-from personahub.core.store import (
-    DEFAULT_DB,
-    connect,
-    fetch_personas,
-    insert_columns,
-    scalar,
-    transaction,
-    upsert_personas,
+from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import (
+    check_int,
+    check_number,
+    check_optional_number,
+    check_seed,
 )
-from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import NearDuplicateIndex
-from personahub.personas.quality import QualityIssue, rejected_row, tally
+from personahub.personas.quality import QualityIssue, rejected_row, rejection_line, tally
 from personahub.personas.record import Persona
-from personahub.personas.sampling import SAMPLE_MODES, HubQuery, draw
+from personahub.personas.sampling import SAMPLE_MODES, HubQuery
+from personahub.pipelines.synthesis_inputs import (
+    DEFAULT_NPC_WORLD,
+    Demo,
+    infer_personas,
+    job_personas,
+    load_examples,
+    load_world,
+    seed_hub_if_empty,
+    select_personas,
+    store_selection,
+)
 from personahub.sim.executors import check_executor
-from personahub.sim.executors.shards import clear_job_folder
 
-DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
-# What a job makes (as stored in ``synth_jobs.config``): two jobs alike in these are one job.
-# The engine settings a resume may change (db, concurrency, timeout, batch size) are not in it.
-JOB_IDENTITY = ("task", "n", "where", "carve", "sample", "prompting", "examples", "world", "solve",
-                "with_assistant", "llm", "seed", "structured", "max_tokens", "temperature", "top_p")
-UNFINISHED = ("running", "interrupted", "failed")
+__all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Demo", "SynthConfig", "SynthOptions",
+           "SynthSummary", "SynthesisAsker", "SynthesisSpec", "item_id_for", "load_examples",
+           "load_world", "select_personas"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class SynthOptions:
-    """What a synthesis job does; stored (spec redacted) in ``synth_jobs.config``."""
+class SynthConfig:
+    """What a synthesis job makes (stored, model spec redacted, in ``jobs.config``) and, in
+    ``engine`` fields, how this run of it asks (a resume takes those from its caller)."""
 
     task: str
     n: int = 10
@@ -114,55 +99,59 @@ class SynthOptions:
     world: str | None = None
     solve: bool = False
     with_assistant: bool = False
-    db: str = DEFAULT_DB
-    llm: str = "offline"
     seed: int = 0
-    concurrency: Concurrency = 16
-    timeout_s: float = 60.0
-    batch_size: int = 64
     structured: str = "auto"  # how the schema is asked for (agents/llm/structured.py)
     max_tokens: int | None = None  # None: per output kind (agents/llm/generation.py)
     temperature: float | None = None
     top_p: float | None = None
-    cache: str = "off"  # off | record | replay (agents/llm/cache.py); the caller's, not the job's
-    rps: float | None = None  # model requests per second at most; the caller's, not the job's
-    # where the model calls run (sim/executors/__init__.py); the caller's, not the job's: the rows are
-    # the same whichever runs them
-    executor: str = "local"
-    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started for the job
-    ray_workers: int | None = None  # Ray actors asking the model; None: one per cluster CPU
-    # a batch whose failed share passes this (and has >= 5 items) stops the job (agents.failures)
-    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE
+    db: str = engine(DEFAULT_DB)
+    llm: str = engine("offline", identity=True, secret=True)
+    concurrency: Concurrency = engine(16)
+    timeout_s: float = engine(60.0)
+    offline_latency_s: float = engine(0.0)  # the offline engine's wait per call (a slow model)
+    batch_size: int = engine(64)
+    cache: str = engine("off")  # off | record | replay (agents/llm/cache.py)
+    rps: float | None = engine(None)  # model requests per second at most
+    # where the model calls run (sim/executors/): the rows are the same whichever runs them
+    executor: str = engine("local")
+    ray_address: str | None = engine(None)  # None: RAY_ADDRESS, else a local Ray for the job
+    ray_workers: int | None = engine(None)  # Ray actors asking the model; None: one per CPU
+    # a batch whose failed share passes this (and has >= 5 items) stops the job (core.failures)
+    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        object.__setattr__(self, "carve", tuple(self.carve))
         check_setting(self.structured)
         check_max_failed_share(self.max_failed_share)
         check_cache_mode(self.cache)
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
-        if self.rps is not None and self.rps <= 0:
-            raise PersonahubError(f"--rps must be > 0, got {self.rps}")
+        check_optional_number(self.rps, "--rps", above=0)
+        check_number(self.timeout_s, "--timeout", above=0)
+        check_seed(self.seed)
+        check_int(self.n, "--n", low=1)
+        check_int(self.batch_size, "batch size", low=1)
+        check_number(self.offline_latency_s, "offline latency", low=0)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         task = synthesis_task(self.task)  # PersonahubError naming the tasks when unknown
         if self.prompting not in PROMPTING_MODES:
-            raise PersonahubError(
+            raise UsageError(
                 f"--prompting {self.prompting!r}: choose one of {', '.join(PROMPTING_MODES)}")
-        if self.n < 1:
-            raise PersonahubError(f"--n must be >= 1, got {self.n}")
-        if self.batch_size < 1:
-            raise PersonahubError(f"batch size must be >= 1, got {self.batch_size}")
         if self.prompting != "zero-shot" and not self.examples:  # the shipped demonstrations
             object.__setattr__(self, "examples", builtin_name(self.task))
         if self.solve and not task.synthesis_spec().solvable:
             solvable = sorted(t.name for t in tasks() if t.synthesis and t.synthesis.solvable)
-            raise PersonahubError(f"--solve applies to {', '.join(solvable)} only")
+            raise UsageError(f"--solve applies to {', '.join(solvable)} only")
         if self.sample not in SAMPLE_MODES:
-            raise PersonahubError(f"--sample {self.sample!r}: choose one of {', '.join(SAMPLE_MODES)}")
+            raise UsageError(f"--sample {self.sample!r}: choose one of {', '.join(SAMPLE_MODES)}")
         self.query().conditions()  # one line naming --personas or --carve and the bad part
 
     def query(self) -> HubQuery:
         """Which personas the job may draw from."""
         return HubQuery(where=self.where or None, carve=tuple(self.carve))
+
+
+SynthOptions = SynthConfig  # its name before the job kernel (issue 27)
 
 
 @dataclass
@@ -208,468 +197,241 @@ class Answer(NamedTuple):
         return [entry for call in self.calls for entry in call.cache_entries]
 
 
-@dataclass(frozen=True)
-class Demo:
-    """One demonstration: its text and (for persona-few-shot) its persona."""
-
-    text: str
-    persona: str | None = None
-
-
-def new_job_id() -> str:
-    """A fresh job id: ``synth-`` + UTC time + random suffix (sortable, unique)."""
-    return "synth-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def load_examples(path: str | Path) -> list[Demo]:
-    """Demonstrations from JSONL ``{"text": ..., "persona"?: ...}`` or a Persona Hub synthesis
-    file (``input persona`` + ``synthesized text``: persona-enhanced demonstrations), or the
-    shipped ones when ``path`` is ``builtin:<task>``; errors name file:line."""
-    if isinstance(path, str) and is_builtin(path):
-        return _parse_examples(builtin_text(path).splitlines(), path)
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise PersonahubError(f"--examples {path}: {exc.strerror or exc}") from exc
-    return _parse_examples(lines, path)
-
-
-def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
-    """The demonstrations of a file's lines (``path`` names the file in errors)."""
-    demos = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PersonahubError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-        if isinstance(record, dict) and "synthesized text" in record:
-            record = _personahub_demo(record)
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str) \
-                or not record["text"].strip():
-            raise PersonahubError(f"{path}:{number}: expected an object with a non-empty 'text' "
-                                  "(or a Persona Hub row with 'synthesized text')")
-        persona = record.get("persona")
-        if persona is not None and (not isinstance(persona, str) or not persona.strip()):
-            raise PersonahubError(f"{path}:{number}: 'persona' must be a non-empty string")
-        demos.append(Demo(record["text"].strip(), persona.strip() if persona else None))
-    if not demos:
-        raise PersonahubError(f"--examples {path}: no demonstrations in the file")
-    return demos
-
-
-def _personahub_demo(row: dict[str, Any]) -> dict[str, Any]:
-    """A Persona Hub row as ``{"text", "persona"}``: a tool's text is JSON text inside a JSON
-    string (as released), so that one string layer comes off and the demo shows the tool."""
-    text = row.get("synthesized text")
-    if isinstance(text, str) and text.startswith('"'):
-        try:
-            inner = json.loads(text)
-        except json.JSONDecodeError:
-            inner = None
-        if isinstance(inner, str):
-            text = inner
-    return {"text": text, "persona": row.get("input persona")}
-
-
-def load_world(options: SynthOptions) -> str:
-    """The world text for the prompt (npc defaults to the shipped fantasy village)."""
-    if options.world:
-        path = Path(options.world)
-    elif synthesis_task(options.task).synthesis_spec().needs_world:
-        path = Path(str(resources.files("personahub.scenarios").joinpath(DEFAULT_NPC_WORLD)))
-    else:
-        return ""
-    try:
-        return world_for_prompt(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PersonahubError(f"--world {path}: {exc.strerror or exc}") from exc
-
-
-def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int, *,
-                    carve: Sequence[str] = (), seed: int = 0, sample: str = "uniform") -> list[Persona]:
-    """``n`` non-duplicate personas matching ``where`` (SQL) and ``carve``: a seeded uniform
-    sample in sample-key order (``head``: the first in hub order). None matching is an error."""
-    return draw(con, HubQuery(where=where or None, carve=tuple(carve)), n, seed=seed, mode=sample)
-
-
-def job_personas(con: duckdb.DuckDBPyConnection, job_id: str) -> list[Persona] | None:
-    """The personas job ``job_id`` drew, in its order (None for a job that stored none)."""
-    ids = [r[0] for r in con.execute("SELECT persona_id FROM synth_job_personas WHERE job_id = ? "
-                                     "ORDER BY position", [job_id]).fetchall()]
-    if not ids:
-        return None
-    found = {p.persona_id: p for p in fetch_personas(con, ids)}
-    return [found[i] for i in ids if i in found]
-
-
-def _store_selection(con: duckdb.DuckDBPyConnection, job_id: str, personas: Sequence[Persona]) -> None:
-    insert_columns(con, "synth_job_personas", {
-        "job_id": [job_id] * len(personas), "position": list(range(len(personas))),
-        "persona_id": [p.persona_id for p in personas]})
-
-
-def _seed_hub_if_empty(con: duckdb.DuckDBPyConnection) -> int:
-    """Import the shipped seed personas into an empty hub, so a fresh database just works."""
-    if scalar(con, "SELECT count(*) FROM personas"):
-        return 0
-    path = resources.files("personahub.personas").joinpath("data/seed_personas.jsonl")
-    with transaction(con):
-        return upsert_personas(con, iter_personas(str(path), source="seed"))
-
-
 def item_id_for(job_id: str, persona_id: str) -> str:
     """Stable item id per (job, persona), so a retried batch cannot create twins."""
     return "s" + hashlib.sha1(f"{job_id}\0{persona_id}".encode()).hexdigest()[:15]
 
 
 class SynthesisAsker:
-    """What asking the model for a batch needs (options, demonstrations, world, client) and
-    nothing of the database: the part of a job a Ray worker rebuilds (``sim.executor_ray``)."""
+    """Asks the model for a batch of personas' items: the config, job id, world and
+    demonstrations, nothing of the database (what a Ray worker rebuilds). Also the batch's
+    ``ShardCodec``: a persona's answer travels as its content, solution and gate verdict."""
 
-    def __init__(self, client: StructuredCaller, options: SynthOptions, job_id: str, world: str,
-                 demos: list[Demo]) -> None:
-        self.client = client
-        self.options = options
+    def __init__(self, config: SynthConfig, job_id: str, world: str, demos: list[Demo]) -> None:
+        self.config = config
         self.job_id = job_id
         self.world = world
         self.demos = demos
-        self.task = synthesis_task(options.task)
-        self.schema = self.task.synthesis_schema(with_assistant=options.with_assistant)
+        self.task = synthesis_task(config.task)
+        self.schema = self.task.synthesis_schema(with_assistant=config.with_assistant)
 
-    async def _one(self, persona: Persona) -> Answer:
-        opts = self.options
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the task and its schema (classes built at run time) are rebuilt where it lands
+        return (SynthesisAsker, (self.config, self.job_id, self.world, self.demos))
+
+    async def _one(self, persona: Persona, caller: StructuredCaller) -> Answer:
+        opts = self.config
         messages = synthesis_messages(
             opts.task, persona.text, mode=opts.prompting,
             examples=[(d.text, d.persona) for d in self.demos], world=self.world,
             with_assistant=opts.with_assistant)
-        result = await self.client.structured(self.schema, messages, purpose=f"synth:{opts.task}",
-                                              persona_id=persona.persona_id, check=self.task.gate)
+        result = await caller.structured(self.schema, messages, purpose=f"synth:{opts.task}",
+                                         persona_id=persona.persona_id, check=self.task.gate)
         if result.value is None:
             return Answer(persona, None, calls=(result,))
         content = content_of(result.value)
         issue = self.task.check(content)
         if issue is not None:  # no solving junk
             return Answer(persona, content, rejected=issue, calls=(result,))
-        solution = None
-        if opts.solve:
-            solved = await self.client.structured(
-                Solution, solve_messages(self.task.text(content)),
-                purpose=f"solve:{opts.task}", persona_id=persona.persona_id)
-            solution = solved.value.model_dump() if solved.value is not None else None
-            return Answer(persona, content, solution, calls=(result, solved))
-        return Answer(persona, content, calls=(result,))
+        if not opts.solve:
+            return Answer(persona, content, calls=(result,))
+        solved = await caller.structured(Solution, solve_messages(self.task.text(content)),
+                                         purpose=f"solve:{opts.task}", persona_id=persona.persona_id)
+        solution = solved.value.model_dump() if solved.value is not None else None
+        return Answer(persona, content, solution, calls=(result, solved))
 
-    async def run_batch(self, batch: Sequence[Persona]) -> list[Answer]:
+    async def run_batch(self, batch: Sequence[Persona], caller: StructuredCaller) -> list[Answer]:
         """All of a batch's personas concurrently (the client bounds calls in flight)."""
-        return list(await asyncio.gather(*(self._one(p) for p in batch)))
+        return list(await asyncio.gather(*(self._one(p, caller) for p in batch)))
+
+    # -- ShardCodec: how an answer travels from a Ray worker ------------------------------------
+    def key(self, persona: Persona) -> str:
+        return persona.persona_id
+
+    def dump(self, answer: Answer) -> str:
+        issue = answer.rejected
+        return json.dumps({"content": answer.content, "solution": answer.solution,
+                           "rejected": None if issue is None else [issue.code, issue.message]})
+
+    def calls(self, answer: Answer) -> Sequence[StructuredResult[Any]]:
+        return answer.calls
+
+    def load(self, persona: Persona, value: str, calls: list[StructuredResult[Any]]) -> Answer:
+        data = json.loads(value)
+        issue = data["rejected"]
+        return Answer(persona, data["content"], data["solution"],
+                      None if issue is None else QualityIssue(*issue), tuple(calls))
 
 
-class SynthesisJob(SynthesisAsker):
-    """One job's state: the asker, the near-duplicate index and the database it commits to."""
+@dataclass
+class SynthState:
+    """One job's own state (``JobContext.state``): its inputs, index and counts."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: SynthOptions,
-                 job_id: str, world: str, demos: list[Demo]) -> None:
-        super().__init__(client, options, job_id, world, demos)
-        self.con = con
-        self.index = NearDuplicateIndex()
+    demos: list[Demo]
+    world: str
+    personas: list[Persona]
+    summary: SynthSummary
+    index: NearDuplicateIndex = field(default_factory=NearDuplicateIndex)
 
-    def reload_index(self, personas: Iterable[Persona] = ()) -> int:
-        """Index the items a resumed job already kept; returns how many items are written.
 
-        Only kept items: an uninterrupted job never indexes an item it flagged, so neither may
-        a resume (a later item close to a flagged one but not to its original would be flagged
-        only after a resume). In the order the job asked its ``personas``, which is the order an
-        uninterrupted job indexed them in; items of personas no longer selected go last.
-        """
-        rows = self.con.execute(
-            "SELECT item_id, persona_id, text, is_duplicate FROM synth_items WHERE job_id = ? "
-            "ORDER BY created_at, item_id", [self.job_id]).fetchall()
-        position = {p.persona_id: i for i, p in enumerate(personas)}
-        kept = sorted((r for r in rows if not r[3]), key=lambda r: position.get(r[1], len(position)))
-        self.index.add_many([(item_id, text) for item_id, _, text, _ in kept])
-        return len(rows)
+def _state(ctx: JobContext[SynthConfig]) -> SynthState:
+    state: SynthState = ctx.state
+    return state
 
-    def write_batch(self, results: Sequence[Answer], summary: SynthSummary) -> list[str | None]:
-        """Flag near-duplicates and write the batch's items, rejected answers and call records
-        atomically; returns the error of each failed item (for the failure policy)."""
+
+class SynthesisSpec(SpecBase[SynthConfig, Sequence[Persona], list[Answer], SynthSummary]):
+    """``personahub synthesize`` as a job spec (see the module doc)."""
+
+    kind = "synthesis"
+    config_type = SynthConfig
+    independent_batches = True
+    noun = "synthesis job"
+    unit = "items"
+    id_prefix = "synth"
+
+    def model_settings(self, config: SynthConfig) -> LLMSettings:
+        return LLMSettings(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
+                           timeout_s=config.timeout_s, structured=config.structured,  # type: ignore[arg-type]
+                           max_tokens=config.max_tokens, temperature=config.temperature,
+                           top_p=config.top_p, rps=config.rps,
+                           offline_latency_s=config.offline_latency_s)
+
+    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """A job from before sampling took the hub's first N (``head``)."""
+        return {"sample": "head", **stored}
+
+    def resume_hint(self, job_id: str, db: Path) -> str:
+        return f"personahub synthesize --resume {job_id} --db {db}"
+
+    def prepare(self, ctx: JobContext[SynthConfig]) -> None:
+        """Demonstrations, world and the personas to ask (a resume's: those the job drew)."""
+        config = ctx.config
+        if ctx.resumed:
+            demos = [Demo(**d) for d in ctx.stored.get("demos", [])]
+        else:  # a few-shot mode without --examples has builtin:<task> (SynthConfig)
+            demos = (load_examples(config.examples)
+                     if config.examples and config.prompting != "zero-shot" else [])
+        world = load_world(config)
+        personas = job_personas(ctx.con, ctx.job_id) if ctx.resumed else None
+        if personas is None:  # a new job, or one from before the selection was stored
+            if not config.where and not config.carve:
+                seed_hub_if_empty(ctx.con)
+            personas = select_personas(ctx.con, config.where, config.n, carve=config.carve,
+                                       seed=config.seed, sample=config.sample)
+        if not personas:
+            raise PersonahubError(f"--resume {ctx.job_id}: the personas the job drew are gone "
+                                  f"from --db {ctx.db}")
+        summary = SynthSummary(job_id=ctx.job_id, task=config.task, prompting=config.prompting,
+                               engine="", offline=False, selected=len(personas), db=str(ctx.db))
+        ctx.state = SynthState(demos, world, personas, summary)
+        ctx.total = len(personas)
+
+    def start(self, ctx: JobContext[SynthConfig]) -> BatchOutcome:
+        """The job's row, the personas it drew, and (persona-few-shot) the personas inferred
+        for its demonstrations, whose calls are the job's."""
+        state, config = _state(ctx), ctx.config
+        inferred: list[StructuredResult[Any]] = []
+        if config.prompting == "persona-few-shot":
+            state.demos, inferred = ctx.run(infer_personas(ctx.caller, state.demos))
+        ctx.stored["demos"] = [asdict(d) for d in state.demos]
+        return BatchOutcome(
+            rows={"synth_jobs": [{"job_id": ctx.job_id, "task": config.task,
+                                  "prompting": config.prompting, "n": config.n,
+                                  "llm": ctx.caller.label}]},
+            calls=inferred, then=lambda: store_selection(ctx.con, ctx.job_id, state.personas))
+
+    def plan(self, ctx: JobContext[SynthConfig]) -> Iterator[Sequence[Persona]]:
+        """The personas not yet done, in batches; the index rebuilt from the items kept."""
+        state = _state(ctx)
+        _reload_index(ctx, state)
+        done = {r[0] for r in ctx.con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
+                                              [ctx.job_id]).fetchall()}
+        todo = [p for p in state.personas if p.persona_id not in done]
+        ctx.done_before = state.summary.skipped_done = len(state.personas) - len(todo)
+        return iter(list(iter_batches(todo, ctx.config.batch_size)))
+
+    def asker(self, ctx: JobContext[SynthConfig]) -> SynthesisAsker:
+        state = _state(ctx)
+        return SynthesisAsker(ctx.config, ctx.job_id, state.world, state.demos)
+
+    def commit(self, ctx: JobContext[SynthConfig], batch: Sequence[Persona],
+               result: list[Answer]) -> BatchOutcome:
+        """The batch's items (near-duplicates flagged) and rejected answers; one error per
+        failed persona (for the failure policy)."""
+        state, config, summary = _state(ctx), ctx.config, _state(ctx).summary
         rows: list[dict[str, Any]] = []
-        rejected = []
+        rejected: list[dict[str, Any]] = []
         errors: list[str | None] = []
-        for persona, content, solution, issue, calls in results:
+        task = synthesis_task(config.task)
+        for persona, content, solution, issue, calls in result:
             if content is None:
-                summary.failed += 1
                 errors.append(call_error(calls[0]) if calls else "no valid answer")
                 continue
-            item_id = item_id_for(self.job_id, persona.persona_id)
+            item_id = item_id_for(ctx.job_id, persona.persona_id)
             if issue is not None:
-                summary.failed += 1
                 errors.append(f"quality gate: {issue}")
                 rejected.append(rejected_row("synthesis", issue, content, key=item_id,
-                                             job_id=self.job_id, persona_id=persona.persona_id,
-                                             kind=self.options.task))
+                                             job_id=ctx.job_id, persona_id=persona.persona_id,
+                                             kind=config.task))
                 continue
             summary.solved += solution is not None
-            rows.append({
-                "item_id": item_id, "job_id": self.job_id, "persona_id": persona.persona_id,
-                "task": self.options.task, "prompting": self.options.prompting,
-                "model": self.client.label, "content": content, "text": self.task.text(content),
-                "solution": solution, "created_at": _now(),
-            })
-        # one index call for the batch: it checks the items in order, each against the ones
-        # before it too, so the flags are those of one call per item (which cost the driver
-        # most of its time per batch)
-        originals = self.index.check_and_add_many([(r["item_id"], r["text"]) for r in rows])
+            rows.append({"item_id": item_id, "job_id": ctx.job_id, "persona_id": persona.persona_id,
+                         "task": config.task, "prompting": config.prompting,
+                         "model": ctx.caller.label, "content": content, "text": task.text(content),
+                         "solution": solution, "created_at": _now()})
+        # one index call for the batch: each item is checked against those before it too
+        originals = state.index.check_and_add_many([(r["item_id"], r["text"]) for r in rows])
         for row, original in zip(rows, originals, strict=True):
             row["is_duplicate"], row["duplicate_of"] = original is not None, original
         summary.duplicates += sum(original is not None for original in originals)
-        commit_batch(self.con, JobRef("synthesis", self.job_id, run_id=self.job_id), self.client,
-                     {"synth_items": rows, "rejected": rejected}, results)
+        summary.failed += len(errors)
         summary.written += len(rows)
         summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
-        return errors
+        return BatchOutcome(rows={"synth_items": rows, "rejected": rejected}, calls=result,
+                            asked=len(batch), kept=len(rows), errors=errors)
+
+    def report(self, summary: SynthSummary, db: Path) -> list[str]:
+        """What the job did, in lines for the console (the last: how to export it)."""
+        calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
+        lines = [f"job {summary.job_id}: {summary.written} {summary.task} items written "
+                 f"({summary.skipped_done} already done, {summary.failed} failed, "
+                 f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",
+                 rejection_line(summary.rejected), *summary.kept,
+                 f"model calls: {calls}; engine: {summary.engine}"
+                 + (" (offline engine, not a language model)" if summary.offline else "")]
+        if summary.failed:
+            lines.append(f"resume to retry the failed personas: {self.resume_hint(summary.job_id, db)}")
+        lines.append(f"  personahub export --db {db} --job {summary.job_id} --format chat "
+                     f"--out {summary.task}.chat.jsonl")
+        return lines
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        return f"{config.get('task', '?')} x{config.get('n', '?')}"
+
+    def stop_note(self, ctx: JobContext[SynthConfig]) -> str:
+        summary = _state(ctx).summary
+        return f" ({summary.skipped_done + summary.written} of {summary.selected} items written)"
+
+    def summary(self, ctx: JobContext[SynthConfig]) -> SynthSummary:
+        summary = _state(ctx).summary
+        summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
+        rows = ctx.con.execute("SELECT status, count(*) FROM llm_calls WHERE run_id = ? "
+                               "GROUP BY 1 ORDER BY 1", [ctx.job_id]).fetchall()
+        summary.calls = {status: n for status, n in rows}
+        summary.kept = kept_lines(ctx.con, run_id=ctx.job_id)
+        return summary
 
 
-async def infer_personas(client: StructuredCaller,
-                         demos: list[Demo]) -> tuple[list[Demo], list[StructuredResult[Any]]]:
-    """Give every demonstration without a persona one inferred by a text-to-persona call;
-    returns the demonstrations and the calls' results (their records are the job's)."""
-    async def fill(demo: Demo) -> tuple[Demo, StructuredResult[Any] | None]:
-        if demo.persona:
-            return demo, None
-        result = await client.structured(InferredPersona, demo_persona_messages(demo.text),
-                                         purpose="text_to_persona")
-        if result.value is None:
-            raise PersonahubError("--examples: text-to-persona failed for a demonstration "
-                                  f"starting {demo.text[:40]!r}; give it a 'persona'")
-        return replace(demo, persona=result.value.persona), result
-
-    filled = await asyncio.gather(*(fill(d) for d in demos))
-    return [demo for demo, _ in filled], [result for _, result in filled if result is not None]
+def _reload_index(ctx: JobContext[SynthConfig], state: SynthState) -> None:
+    """Index the items a resumed job already kept. Only kept items: an uninterrupted job never
+    indexes an item it flagged, so neither may a resume. In the order the job asked its
+    personas, which is the order an uninterrupted job indexed them in; items of personas no
+    longer selected go last."""
+    rows = ctx.con.execute("SELECT item_id, persona_id, text, is_duplicate FROM synth_items "
+                           "WHERE job_id = ? ORDER BY created_at, item_id", [ctx.job_id]).fetchall()
+    position = {p.persona_id: i for i, p in enumerate(state.personas)}
+    kept = sorted((r for r in rows if not r[3]), key=lambda r: position.get(r[1], len(position)))
+    state.index.add_many([(item_id, text) for item_id, _, text, _ in kept])
 
 
-def _config(options: SynthOptions, demos: list[Demo]) -> dict[str, Any]:
-    config = asdict(options)
-    config["llm"] = redact_spec(options.llm)
-    config["demos"] = [asdict(d) for d in demos]
-    return config
-
-
-def _resume_options(con: duckdb.DuckDBPyConnection, job_id: str,
-                    base: SynthOptions | None) -> tuple[SynthOptions, list[Demo]]:
-    rows = con.execute("SELECT config FROM synth_jobs WHERE job_id = ?", [job_id]).fetchall()
-    if not rows:
-        raise PersonahubError(f"--resume {job_id}: no such synthesis job in the database")
-    config = json.loads(rows[0][0])
-    demos = [Demo(**d) for d in config.pop("demos", [])]
-    config.setdefault("sample", "head")  # a job from before sampling took the hub's first N
-    config["carve"] = tuple(config.get("carve") or ())
-    if base is not None:  # the caller's engine settings win; what to make stays the job's
-        for key in ("llm", "db", "concurrency", "timeout_s", "batch_size", "cache", "rps",
-                    "executor", "ray_address", "ray_workers", "max_failed_share"):
-            config[key] = getattr(base, key)
-    if base is not None and base.task != config["task"]:
-        raise PersonahubError(f"--resume {job_id}: the job's task is {config['task']}, "
-                              f"not {base.task}")
-    known = set(SynthOptions.__dataclass_fields__)
-    return SynthOptions(**{k: v for k, v in config.items() if k in known}), demos
-
-
-def job_options(db: str | Path, job_id: str) -> SynthOptions:
-    """The options job ``job_id`` was started with (seed and generation settings included),
-    so a resume builds its model client as the job did."""
-    con = connect(db, read_only=True)
-    try:
-        return _resume_options(con, job_id, None)[0]
-    except duckdb.CatalogException as exc:  # an old database has no synth_jobs table
-        raise PersonahubError(f"--resume {job_id}: no synthesis jobs in {db}") from exc
-    finally:
-        con.close()
-
-
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: config.get(key) for key in JOB_IDENTITY}
-
-
-def unfinished_twins(con: duckdb.DuckDBPyConnection, options: SynthOptions) -> list[str]:
-    """Unfinished jobs (running, interrupted, failed) started with the same settings, newest first."""
-    mine = _identity(json.loads(json.dumps(_config(options, []))))  # as stored: tuples are lists
-    rows = con.execute("SELECT job_id, config FROM synth_jobs WHERE status IN (?, ?, ?) "
-                       "ORDER BY started_at DESC, job_id DESC", list(UNFINISHED)).fetchall()
-    return [job_id for job_id, config in rows if _identity(json.loads(config or "{}")) == mine]
-
-
-def run_synthesis(
-    options: SynthOptions,
-    *,
-    resume: str | None = None,
-    client: StructuredCaller | None = None,
-    progress: ProgressHook | None = None,
-    on_ready: Callable[[], None] | None = None,
-    fresh: bool = False,
-    on_start: Callable[[str], None] | None = None,
-) -> SynthSummary:
-    """Run (or resume) a synthesis job; returns the summary or raises PersonahubError.
-
-    ``on_ready`` is called once the options, examples, world and persona selection are found
-    good, before the job is recorded (a command announces the job only then). A new job whose
-    settings match an unfinished one is refused with the way to resume it; ``fresh`` marks such
-    jobs ``superseded`` and starts anew. ``on_start(job_id)`` is called once the job is recorded
-    (or marked running again), before its first model call.
-    """
-    con = connect(options.db)
-    try:
-        if resume:
-            options, demos = _resume_options(con, resume, options)
-        else:
-            twins = unfinished_twins(con, options)
-            if twins and not fresh:
-                raise PersonahubError(f"job {twins[0]} with the same settings is unfinished: resume it "
-                                      f"with personahub synthesize --resume {twins[0]} --db "
-                                      f"{options.db}, or pass --fresh")
-            # a few-shot mode without --examples has builtin:<task> (__post_init__)
-            demos = (load_examples(options.examples)
-                     if options.examples and options.prompting != "zero-shot" else [])
-        world = load_world(options)
-        if client is None:
-            built = make_client(LLMSettings(spec=options.llm, seed=options.seed,
-                                            concurrency=options.concurrency,
-                                            timeout_s=options.timeout_s,
-                                            structured=options.structured,  # type: ignore[arg-type]
-                                            max_tokens=options.max_tokens,
-                                            temperature=options.temperature, top_p=options.top_p,
-                                            rps=options.rps))
-            if options.cache != "replay":  # a replay calls no model
-                check_reachable(built)
-            client = built
-        stored = job_personas(con, resume) if resume else None
-        if stored is not None:
-            personas = stored  # what the job drew, whatever the hub gained or flagged since
-        else:
-            if not options.where and not options.carve:
-                _seed_hub_if_empty(con)
-            personas = select_personas(con, options.where, options.n, carve=options.carve,
-                                       seed=options.seed, sample=options.sample)
-        if not personas:
-            raise PersonahubError(f"--resume {resume}: the personas the job drew are gone from "
-                                  f"--db {options.db}")
-        if options.executor == "ray":  # before the job is recorded: a refusal leaves nothing
-            from personahub.sim.executors.ray_batches import check_ray_client
-
-            check_ray_client(client)
-        if on_ready is not None:
-            on_ready()
-        job_id = resume or new_job_id()
-        if not resume and fresh:
-            twins = unfinished_twins(con, options)
-            if twins:
-                con.execute(f"UPDATE synth_jobs SET status = 'superseded', finished_at = ? WHERE "
-                            f"job_id IN ({', '.join('?' * len(twins))})", [_now(), *twins])
-        attach_cache(con, client, options.cache)
-        with job_loop() as loop:
-            return _run(con, client, options, job_id, world, demos, personas, bool(resume),
-                        loop, progress, on_start)
-    finally:
-        con.close()
-
-
-def _run(con: duckdb.DuckDBPyConnection, client: StructuredCaller, options: SynthOptions, job_id: str,
-         world: str, demos: list[Demo], personas: list[Persona], resuming: bool,
-         loop: JobLoop, progress: ProgressHook | None,
-         on_start: Callable[[str], None] | None = None) -> SynthSummary:
-    if not resuming:
-        inferred: list[StructuredResult[Any]] = []
-        if options.prompting == "persona-few-shot":
-            demos, inferred = loop.run(infer_personas(client, demos))
-        commit_batch(con, JobRef("synthesis", job_id, run_id=job_id), client, {"synth_jobs": [{
-            "job_id": job_id, "task": options.task, "prompting": options.prompting,
-            "n": options.n, "llm": client.label, "config": _config(options, demos),
-            "status": "running", "error": None, "started_at": _now(), "finished_at": None,
-        }]}, inferred,  # the demonstrations' inferred personas
-            then=lambda: _store_selection(con, job_id, personas))
-    else:
-        con.execute("UPDATE synth_jobs SET status = 'running', error = NULL WHERE job_id = ?",
-                    [job_id])
-    summary = SynthSummary(job_id=job_id, task=options.task, prompting=options.prompting,
-                           engine=client.label, offline=client.is_offline,
-                           selected=len(personas), db=str(options.db))
-    try:
-        with interrupts_from_queries():
-            if on_start is not None:
-                on_start(job_id)
-            job = SynthesisJob(con, client, options, job_id, world, demos)
-            job.reload_index(personas)
-            done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
-                                              [job_id]).fetchall()}
-            todo = [p for p in personas if p.persona_id not in done]
-            summary.skipped_done = len(personas) - len(todo)
-            batches = [todo[start:start + options.batch_size]
-                       for start in range(0, len(todo), options.batch_size)]
-            asked = summary.skipped_done
-            # in batch order whatever runs the calls: the commit (and the near-duplicate index) sees
-            # the same batches in the same order as a local job
-            for number, (batch, results) in enumerate(
-                    zip(batches, _answers(job, batches, loop), strict=True), 1):
-                errors = job.write_batch(results, summary)
-                asked += len(batch)
-                if progress:
-                    progress("synthesis", asked, len(personas))
-                reason = batch_failure(f"batch {number}", len(batch), errors,
-                                       [r for answer in results for r in answer.records],
-                                       options.max_failed_share)
-                if reason is not None:  # the batch is committed: the job stops resumable
-                    raise ModelRejected(f"synthesis job {job_id} stopped: {reason}; resume with "
-                                        f"personahub synthesize --resume {job_id} --db {options.db}")
-    except KeyboardInterrupt as exc:
-        how = signal_name(exc)
-        _finish(con, job_id, "interrupted", f"interrupted by {how}")
-        raise Stopped(f"job {job_id} interrupted by {how} ({summary.skipped_done + summary.written} "
-                      f"of {len(personas)} items written); resume with personahub synthesize "
-                      f"--resume {job_id} --db {options.db}", exc) from None
-    except BaseException as exc:
-        _finish(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
-        if isinstance(exc, ModelRejected | LLMUnavailable) and "--resume" not in str(exc):
-            raise PersonahubError(f"synthesis job {job_id} stopped: {exc}; resume with personahub "
-                                  f"synthesize --resume {job_id} --db {options.db}") from None
-        if isinstance(exc, PersonahubError):
-            raise
-        raise PersonahubError(f"synthesis job {job_id} failed: {type(exc).__name__}: {exc}; "
-                              f"resume with --resume {job_id}") from exc
-    asked = summary.selected - summary.skipped_done
-    if asked and not summary.written and not summary.skipped_done:  # nothing kept, ever
-        error = most_common_job_error(con, "synthesis", job_id)
-        _finish(con, job_id, "failed", f"kept none of {asked} items: {error}"[:1000])
-        raise PersonahubError(f"synthesis job {job_id}: kept none of its {asked} items (most "
-                              f"often: {error}); resume with personahub synthesize --resume "
-                              f"{job_id} --db {options.db}")
-    _finish(con, job_id, "finished" if not summary.failed else "partial", None)
-    clear_job_folder(options.db, job_id)  # every answer is committed (a Ray attempt's leftovers too)
-    rows = con.execute("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 "
-                       "ORDER BY 1", [job_id]).fetchall()
-    summary.calls = {status: n for status, n in rows}
-    summary.kept = kept_lines(con, run_id=job_id)
-    return summary
-
-
-def _answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]],
-             loop: JobLoop) -> Iterator[list[Answer]]:
-    """Each batch's answers, in batch order: on the job's loop, or on Ray workers."""
-    if job.options.executor == "ray":
-        from personahub.sim.executors.ray_batches import synthesis_answers
-
-        yield from synthesis_answers(job, batches)
-        return
-    for batch in batches:
-        yield loop.run(job.run_batch(batch))
-
-
-def _finish(con: duckdb.DuckDBPyConnection, job_id: str, status: str, error: str | None) -> None:
-    with transaction(con):
-        con.execute("UPDATE synth_jobs SET status = ?, error = ?, finished_at = ? "
-                    "WHERE job_id = ?", [status, error, _now(), job_id])
+SYNTHESIS = register(SynthesisSpec())

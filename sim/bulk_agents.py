@@ -1,9 +1,10 @@
 """Register many Mesa agents at once: what ``Agent.__init__`` does per agent, done per batch.
 
-Mesa 3's ``Agent.__init__`` draws the next unique id and calls ``Model.register_agent``, which
-adds the agent to three collections and formats a debug message, one agent at a time: about
-10 s for a million agents. ``register_agents`` gives ids from the same counter and fills the
-same collections in bulk, so the model ends up as if each agent had been created in order.
+Mesa 3's ``Agent.__init__`` draws the next unique id and calls ``Model.register_agent``, which adds
+the agent to three collections and formats a debug message, one agent at a time: a large part of
+setting up a million agents (``bench/bench_scale.py``). ``register_agents`` gives ids from the same
+counter and fills the same collections in bulk, so the model ends up as if each agent had been
+created in order.
 It uses Mesa's private fields; when they are not there (another Mesa), ``supported`` says so
 and callers create agents one by one.
 """

@@ -3,8 +3,8 @@
 A large society is millions of long-lived objects (personas, graph dicts, Mesa agents, memories).
 Python's cyclic collector makes a full pass over everything it tracks whenever enough objects
 have survived, so its cost grows with the society while it finds nothing to free: at 100,000
-agents it took about a fifth of a run's CPU, most of it during setup, then some 0.1 s for each
-of the dozen full passes a step triggered.
+agents it was a large share of a run's CPU, most of it during setup, then a pause for each of
+the dozen full passes a step triggered (``bench/bench_scale.py``).
 
 ``RunHeap`` pauses the collector while the run sets up, and ``settle()`` (after setup and after
 every step) moves everything alive into the permanent generation with ``gc.freeze()``: the

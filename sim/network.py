@@ -1,7 +1,7 @@
 """A Mesa ``Network`` space built from the social graph's arrays, with networkx made on demand.
 
 Mesa's ``Network`` wants a networkx graph and connects its cells one ``connect`` call per edge
-end; at a million personas the graph alone took 17 s and the cells another 9 s. This subclass
+end, which dominated setup at a million personas (``bench/bench_scale.py``). This subclass
 takes ``SocialEdges`` (CSR adjacency), makes each cell's connections the first time they are
 read (most agents never act, so most cells never need them), and builds ``G`` only when
 something asks for it (a ``near`` audience, an edge intervention). Cells, connections and ``G``

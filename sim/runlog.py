@@ -11,7 +11,6 @@ Writes are Arrow batches, never per-row statements.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,8 +18,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import ServesModels
-from personahub.core.jobs import JobRef, commit_batch
+from personahub.core.jobs_store import create_job, finish_job, merge_job_config
 from personahub.core.store import insert_columns, insert_rows, scalar, transaction
 from personahub.sim.society import StepResult
 
@@ -55,18 +55,17 @@ class RunLog:
     def __init__(self, con: duckdb.DuckDBPyConnection, run_id: str, client: ServesModels) -> None:
         self.con = con
         self.run_id = run_id
-        self.client = client  # names the served model of each call record (sim.jobs.call_rows)
+        self.client = client  # names the served model of each call record (core.commit.call_rows)
         self.job = JobRef("run", run_id, run_id=run_id)
 
     def start(self, *, scenario: str, scenario_path: str, seed: int, llm: str,
               config: Mapping[str, Any], steps_planned: int) -> None:
-        """Insert the ``runs`` row (status ``running``)."""
+        """Record the run: its ``jobs`` row (status ``running``) and its ``runs`` row."""
         with transaction(self.con):
+            create_job(self.con, self.run_id, "run", config, seed=seed)
             insert_rows(self.con, "runs", [{
                 "run_id": self.run_id, "scenario": scenario, "scenario_path": scenario_path,
-                "seed": seed, "llm": llm, "config": dict(config), "status": "running",
-                "error": None, "steps_planned": steps_planned, "steps_done": 0,
-                "started_at": _now(), "finished_at": None,
+                "llm": llm, "steps_planned": steps_planned, "steps_done": 0,
             }])
 
     def add_agents(self, persona_ids: Sequence[str], agent_ids: Sequence[int] | np.ndarray,
@@ -87,7 +86,7 @@ class RunLog:
                    started_at: dt.datetime, *, model: str) -> None:
         """Write a step's emissions (with near-duplicate flags), messages, and the call records
         and newly recorded cache answers the step's result carries, atomically (one kernel
-        batch, ``sim.jobs.commit_batch``)."""
+        batch, ``core.commit.commit_batch``)."""
         emissions = [{
             "emission_id": e.emission_id, "run_id": self.run_id, "step": e.step,
             "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
@@ -120,15 +119,10 @@ class RunLog:
         release_cached_blocks(self.con)  # the run log is on disk: memory stays flat over steps
 
     def merge_config(self, items: Mapping[str, Any]) -> None:
-        """Add what was learned while running (e.g. structured-output modes) to ``runs.config``."""
-        with transaction(self.con):
-            self.con.execute("UPDATE runs SET config = json_merge_patch(coalesce(config, '{}'), ?) "
-                             "WHERE run_id = ?", [json.dumps(dict(items)), self.run_id])
+        """Add what was learned while running (e.g. structured-output modes) to the run's
+        stored configuration (``jobs.config``)."""
+        merge_job_config(self.con, self.run_id, items)
 
     def finish(self, status: str, error: str | None = None) -> None:
         """Mark the run finished / failed / interrupted."""
-        with transaction(self.con):
-            self.con.execute(
-                "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
-                [status, error, _now(), self.run_id],
-            )
+        finish_job(self.con, self.run_id, status, error)

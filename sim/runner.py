@@ -40,29 +40,32 @@ from typing import Any
 import numpy as np
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.cache import attach_cache, check_replay_cache
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, redact_spec
 from personahub.agents.llm.client import make_client as make_llm_client
-from personahub.agents.llm.failures import (
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import parse_concurrency
+from personahub.agents.llm.structured import check_setting
+from personahub.analysis.kept import kept_lines
+from personahub.core.commit import ProgressHook
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonahubError
+from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
     check_max_failed_share,
 )
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import parse_concurrency
-from personahub.agents.llm.structured import check_setting
-from personahub.analysis.kept import kept_lines
-from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonahubError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
-from personahub.core.jobs import JobLoop, ProgressHook, attach_cache, check_cache_mode, check_replay_cache
-from personahub.core.store import (
-    DEFAULT_DB,
-    connect,
-    fetch_personas,
-    scalar,
-    transaction,
-    upsert_personas,
+from personahub.core.jobs_store import find_job, list_jobs, mark_running
+from personahub.core.kernel import check_cache_mode
+from personahub.core.loop import JobLoop
+from personahub.core.store import DEFAULT_DB, connect, transaction
+from personahub.core.validate import (
+    check_int,
+    check_number,
+    check_optional_number,
+    check_seed,
 )
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
 from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
@@ -71,6 +74,7 @@ from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.sampling import draw
+from personahub.personas.store import fetch_personas, upsert_personas
 from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
 from personahub.sim.runlog import RunLog
@@ -121,17 +125,18 @@ class RunOptions:
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         check_setting(self.structured)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        if self.offline_latency_s < 0:
-            raise PersonahubError(f"offline latency must be >= 0 s, got {self.offline_latency_s}")
+        check_number(self.offline_latency_s, "--offline-latency", low=0)
+        check_number(self.timeout_s, "--timeout", above=0)
         check_cache_mode(self.cache)
-        for name in ("rps", "price_in", "price_out"):
-            value = getattr(self, name)
-            if value is not None and (value < 0 or (name == "rps" and value == 0)):
-                raise PersonahubError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if self.steps is not None and self.steps < 1:
-            raise PersonahubError(f"--steps must be >= 1, got {self.steps}")
-        if self.chunk_size < 1:
-            raise PersonahubError(f"chunk size must be >= 1, got {self.chunk_size}")
+        check_optional_number(self.rps, "--rps", above=0)
+        check_optional_number(self.price_in, "--price-in", low=0)
+        check_optional_number(self.price_out, "--price-out", low=0)
+        if self.seed is not None:
+            check_seed(self.seed)
+        if self.steps is not None:
+            check_int(self.steps, "--steps", low=1)
+        check_int(self.chunk_size, "chunk size", low=1)
+        check_int(self.max_retries, "max retries", low=0)
 
 
 @dataclass
@@ -360,14 +365,15 @@ def resume_run(
         raise PersonahubError(f"--db {db}: no such database")
     con = connect(db)
     try:
-        rows = con.execute("SELECT status, seed, steps_planned, config, scenario_path FROM runs "
-                           "WHERE run_id = ?", [run_id]).fetchall()
-        if not rows:
+        job = find_job(con, run_id)
+        rows = con.execute("SELECT steps_planned, scenario_path FROM runs WHERE run_id = ?",
+                           [run_id]).fetchall()
+        if job is None or job.kind != "run" or not rows:
             raise PersonahubError(f"--resume {run_id}: no such run in {db}")
-        status, seed, steps, config_text, scenario_path = rows[0]
-        if status == "finished":
+        steps, scenario_path = rows[0]
+        if job.status == "finished":
             raise PersonahubError(f"--resume {run_id}: the run already finished")
-        config = json.loads(config_text) if config_text else {}
+        seed, config = int(job.seed or config_seed(job.config)), job.config
         scenario = load_scenario(verified_scenario_file(run_id, config, scenario_path))
         known = {f.name for f in dataclasses.fields(RunOptions)}
         opts = {k: v for k, v in (config.get("options") or {}).items() if k in known}
@@ -383,9 +389,7 @@ def resume_run(
         if on_ready is not None:
             on_ready()
         log = RunLog(con, run_id, client)
-        with transaction(con):
-            con.execute("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL "
-                        "WHERE run_id = ?", [run_id])
+        mark_running(con, run_id)
         has_agents = con.execute("SELECT count(*) FROM run_agents WHERE run_id = ?",
                                  [run_id]).fetchall()[0][0] > 0
         with RunHeap() as heap:
@@ -394,6 +398,11 @@ def resume_run(
                           personas=personas, heap=heap)
     finally:
         con.close()
+
+
+def config_seed(config: dict[str, Any]) -> int:
+    """The seed a run's stored configuration names (0 when it names none)."""
+    return int(config.get("seed") or 0)
 
 
 def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, options: RunOptions,
@@ -481,8 +490,8 @@ def _build_society(con: Any, log: RunLog, loop: asyncio.AbstractEventLoop, clien
     reached: tuple[str, ...] = ()
     if growth.hops:
         # a resume goes on with the expansion this run started (there is one at most)
-        previous = scalar(con, "SELECT expansion_id FROM expansions WHERE run_id = ? "
-                          "ORDER BY started_at DESC, expansion_id DESC LIMIT 1", [log.run_id])
+        children = list_jobs(con, kind="expansion", parent_id=log.run_id)
+        previous = children[0].job_id if children else None
         try:
             expansion = loop.run_until_complete(expand_hub(
                 con, client, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,

@@ -22,7 +22,14 @@ from typing import Any, cast
 
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.agents.tasks import emission_kinds
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.validate import (
+    check_int,
+    check_number,
+    check_seed,
+    check_weights,
+    read_text_file,
+)
 from personahub.personas.expand import MAX_HOPS
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery
@@ -43,9 +50,21 @@ class ScenarioError(PersonahubError):
     """A scenario file is missing, raises, or defines an invalid scenario."""
 
 
+class ScenarioValueError(ScenarioError, UsageError):
+    """A scenario field holds an unusable value: a usage error (the CLI exits 2)."""
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise ScenarioError(message)
+        raise ScenarioValueError(message)
+
+
+def _valid(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a shared validator (``core.validate``), its UsageError as a ScenarioValueError."""
+    try:
+        return check(*args, **kwargs)
+    except UsageError as exc:
+        raise ScenarioValueError(str(exc)) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +94,8 @@ class PersonaSource:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.limit is None or self.limit >= 1, f"personas.limit must be >= 1, got {self.limit}")
+        if self.limit is not None:
+            _valid(check_int, self.limit, "personas.limit", low=1)
         if isinstance(self.carve, str):  # one condition given bare
             object.__setattr__(self, "carve", (self.carve,))
         _check(isinstance(self.carve, Sequence) and all(isinstance(c, str) for c in self.carve),
@@ -85,8 +105,7 @@ class PersonaSource:
                f"personas.hub must be a database file path, got {self.hub!r}")
         _check(self.hub is None or self.path in (SEED_PERSONAS, HUB),
                f"personas.hub={self.hub!r} and personas.path={self.path!r}: give one source")
-        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool),
-               f"personas.seed must be an integer, got {self.seed!r}")
+        _valid(check_seed, self.seed, "personas.seed")
         if not self.from_hub:
             _check(self.where is None and not self.carve,
                    "personas.where and personas.carve select from the hub: set personas.path="
@@ -94,7 +113,7 @@ class PersonaSource:
         try:
             self.query().conditions()
         except PersonahubError as exc:
-            raise ScenarioError(str(exc)) from None
+            raise ScenarioValueError(str(exc)) from None
 
     @property
     def from_hub(self) -> bool:
@@ -125,10 +144,10 @@ class GraphGrowth:
     rewire: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(0 <= self.hops <= MAX_HOPS, f"graph.hops must be within 0..{MAX_HOPS}, got {self.hops}")
-        _check(1 <= self.fanout <= 20, f"graph.fanout must be within 1..20, got {self.fanout}")
-        _check(self.acquaintances >= 0, "graph.acquaintances must be >= 0")
-        _check(0.0 <= self.rewire <= 1.0, "graph.rewire must be within [0, 1]")
+        _valid(check_int, self.hops, "graph.hops", low=0, high=MAX_HOPS)
+        _valid(check_int, self.fanout, "graph.fanout", low=1, high=20)
+        _valid(check_int, self.acquaintances, "graph.acquaintances", low=0)
+        _valid(check_number, self.rewire, "graph.rewire", low=0.0, high=1.0)
 
 
 @dataclass(frozen=True)
@@ -165,9 +184,9 @@ class Activation:
         _check(self.mode in ACTIVATION_MODES,
                f"activation.mode must be one of {ACTIVATION_MODES}, got {self.mode!r}")
         if self.mode == "probability":
-            _check(0.0 < self.p <= 1.0, f"activation.p must be in (0, 1], got {self.p}")
+            _valid(check_number, self.p, "activation.p", above=0.0, high=1.0)
         if self.mode == "count":
-            _check(self.count >= 1, f"activation.count must be >= 1, got {self.count}")
+            _valid(check_int, self.count, "activation.count", low=1)
         if self.mode == "function":
             _check(callable(self.when), "activation.when must be a function (step, info, rng) -> bool")
 
@@ -200,7 +219,7 @@ class Audience:
         object.__setattr__(self, "personas", tuple(self.personas))
         object.__setattr__(self, "text_contains", tuple(self.text_contains))
         _check(self.where is None or callable(self.where), "audience.where must be a function")
-        _check(self.hops >= 0, f"audience.hops must be >= 0, got {self.hops}")
+        _valid(check_int, self.hops, "audience.hops", low=0)
 
     @property
     def everyone(self) -> bool:
@@ -237,7 +256,8 @@ class Event:
     def __post_init__(self) -> None:
         _check(isinstance(self.step, int) and self.step >= 1,
                f"event.step must be an int >= 1, got {self.step!r}")
-        _check(bool(self.text and self.text.strip()), f"event at step {self.step}: text must not be empty")
+        _check(isinstance(self.text, str) and bool(self.text.strip()),
+               f"event at step {self.step}: text must be a non-empty string")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,6 +334,8 @@ class Survey:
             _check(len(self.options) >= 2 and len(set(self.options)) == len(self.options),
                    f"{where}: a choice survey needs at least two distinct options")
         if self.answer == "scale":
+            _valid(check_int, self.low, f"{where}: low")
+            _valid(check_int, self.high, f"{where}: high")
             _check(self.low < self.high, f"{where}: scale needs low < high, got {self.low}..{self.high}")
 
 
@@ -439,28 +461,32 @@ class Scenario:
     source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name and self.name.strip()), "scenario.name must not be empty")
-        _check(self.steps >= 1, f"scenario.steps must be >= 1, got {self.steps}")
+        _check(isinstance(self.name, str) and bool(self.name.strip()),
+               "scenario.name must be a non-empty string")
+        _valid(check_int, self.steps, "scenario.steps", low=1)
+        _valid(check_seed, self.seed, "scenario.seed")
         _check(len(self.kinds) > 0, "scenario.kinds must name at least one emission kind")
         known = emission_kinds()
         unknown = [k for k in self.kinds if k not in known]
         _check(not unknown, f"scenario.kinds: unknown kind(s) {unknown}; known: {sorted(known)}")
         if self.kind_weights is not None:
-            _check(len(self.kind_weights) == len(self.kinds) and all(w >= 0 for w in self.kind_weights)
-                   and sum(self.kind_weights) > 0,
-                   "scenario.kind_weights must be non-negative, one per kind, not all zero")
+            _check(not isinstance(self.kind_weights, str | bytes) and isinstance(
+                self.kind_weights, Sequence), "scenario.kind_weights must be a tuple of numbers")
+            _valid(check_weights, self.kind_weights, "scenario.kind_weights", len(self.kinds))
         _check(self.policy in POLICIES,
                f"scenario.policy must be one of {POLICIES}, got {self.policy!r}")
         if isinstance(self.activation, int | float) and not isinstance(self.activation, bool):
-            _check(0.0 < self.activation <= 1.0,
-                   f"scenario.activation must be in (0, 1], got {self.activation}")
+            _valid(check_number, self.activation, "scenario.activation", above=0.0, high=1.0)
             activation = (Activation() if self.activation == 1.0
                           else Activation(mode="probability", p=float(self.activation)))
             object.__setattr__(self, "activation", activation)
         _check(isinstance(self.activation, Activation),
                "scenario.activation must be an Activation(...) or a probability")
         _check(isinstance(self.memory, Memory), "scenario.memory must be a Memory(...)")
-        _check(self.inbox_size >= 0, "scenario.inbox_size must be >= 0")
+        _valid(check_int, self.inbox_size, "scenario.inbox_size", low=0)
+        _check(isinstance(self.world, str), "scenario.world must be a string")
+        _check(self.world_file is None or isinstance(self.world_file, str),
+               "scenario.world_file must be a file path (a string)")
         _check(isinstance(self.prompt_budget, PromptBudget),
                "scenario.prompt_budget must be a PromptBudget(...)")
         _check(self.duplicate_window is None or (isinstance(self.duplicate_window, int)
@@ -515,9 +541,9 @@ class Scenario:
         if self.world_file:
             path = self.resolve(self.world_file)
             try:
-                parts.append(path.read_text(encoding="utf-8").strip())
-            except OSError as exc:
-                raise ScenarioError(f"scenario {self.name}: world_file {path}: {exc.strerror}") from exc
+                parts.append(read_text_file(path, "world_file").strip())
+            except PersonahubError as exc:
+                raise ScenarioError(f"scenario {self.name}: {exc}") from None
         return "\n\n".join(parts)
 
     def resolve(self, relative: str) -> Path:
@@ -568,8 +594,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"scenario file {what}: {path}")
     try:
         namespace = runpy.run_path(str(path), run_name=SCENARIO_MODULE)
-    except ScenarioError as exc:
-        raise ScenarioError(f"{path}: {exc}") from exc
+    except ScenarioError as exc:  # a bad field: still a usage error once the file is named
+        raise type(exc)(f"{path}: {exc}") from exc
     except SyntaxError as exc:
         raise ScenarioError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
     except BaseException as exc:  # noqa: BLE001 - user code: sys.exit, Ctrl-C raised by hand, ...
@@ -580,7 +606,7 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         check_steps(scenario)
     except ScenarioError as exc:
-        raise ScenarioError(f"{path}: {exc}") from None
+        raise type(exc)(f"{path}: {exc}") from None
     return dataclasses.replace(scenario, base_dir=path.parent, source=path)
 
 
@@ -639,9 +665,9 @@ def check_references(scenario: Scenario, personas: Sequence[Persona]) -> None:
         check(audience.near, f"{where}: audience.near")
         unknown = sorted(set(audience.attributes) - keys)
         if unknown:
-            raise ScenarioError(f"{prefix}: {where}: audience.attributes names {unknown[0]!r}, "
-                                f"an attribute none of its personas has (they have: "
-                                f"{', '.join(sorted(keys)) or 'none'})")
+            raise ScenarioValueError(f"{prefix}: {where}: audience.attributes names "
+                                     f"{unknown[0]!r}, an attribute none of its personas has "
+                                     f"(they have: {', '.join(sorted(keys)) or 'none'})")
     for x in scenario.interventions:
         check(x.target, f"intervention at step {x.step}: target")
         check(x.other, f"intervention at step {x.step}: other")

@@ -5,7 +5,7 @@ Our vectorised signatures (``personas.minhash.signatures``, bit-identical to dat
 a query's candidates are verified earliest first by ``LeanMinHash.jaccard``. It flags exactly
 what ``personas.near_dup.NearDuplicateIndex`` flags (tests/personas/test_near_dup.py), which is why it is
 the yardstick for that index: ``bench/bench_near_dup.py`` and ``bench/bench_memory.py --variants
-datasketch`` measure what using it in runs would cost, and the README gives the figures.
+datasketch`` measure what using it in runs would cost, and bench/RESULTS.md gives the figures.
 """
 
 from __future__ import annotations

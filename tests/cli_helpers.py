@@ -21,3 +21,12 @@ def one_line_error(result: Result) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:")
     return lines[0]
+
+
+def usage_error(result: Result) -> str:
+    """The one ``error:`` line of a usage error (a flag, option or scenario value): exit 2."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    return lines[0]

@@ -58,7 +58,7 @@ def test_positional_run_options_still_work(tmp_path: Path) -> None:
     db = tmp_path / "b.duckdb"
     run = personahub.run_scenario(load_scenario(LAUNCH), RunOptions(db=db, steps=1), seed=3)
     assert run.summary.steps == 1 and run.agents > 0 and run.offline
-    assert run.sql("SELECT seed FROM runs")["seed"].tolist() == [3]
+    assert run.sql("SELECT seed FROM runs JOIN jobs ON job_id = run_id")["seed"].tolist() == [3]
 
 
 def test_sql_is_read_only_and_options_are_checked(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ async def test_persona_jobs_sync_and_async(tmp_path: Path) -> None:
     corpus = tmp_path / "notes.txt"
     corpus.write_text("The river flooded the bakery.\n\nA new bus line opens in May.\n", encoding="utf-8")
     texts = await personahub.text_to_persona_async(corpus, db=db, relations="read,write")
-    assert texts.job_id == "notes.txt" and texts.asked == 4
+    assert texts.job_id.startswith("text-") and texts.asked == 4
     assert len(texts.items()) == texts.personas > 0
     assert len(texts.calls()) == 4
     grown = personahub.expand(db=db, hops=1, fanout=2, limit=2)

@@ -35,6 +35,8 @@ def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.delenv("PERSONAHUB_LLM", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # load_dataset's cache, not the user's
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     namespace: dict[str, Any] = {"__name__": "__main__"}
     asyncio.run(run_cells(code_cells(NOTEBOOK), namespace))
     shares = namespace["shares"]

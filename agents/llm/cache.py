@@ -13,7 +13,7 @@ Modes (``--cache``):
   called, so a replay of a recorded run reproduces its emissions exactly.
 
 The cache never writes to the database itself. New entries come back with each call's result
-(``StructuredResult.cache_entries``, from ``agents.seam_cache``) and nowhere else; the job kernel
+(``StructuredResult.cache_entries``, from ``agents.llm.seam_cache``) and nowhere else; the job kernel
 writes a batch's entries in the batch's transaction, together with its rows and call records.
 
 What is stored is the answer's raw payload (the JSON text, or the tool call's arguments) as the
@@ -29,18 +29,20 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
+import duckdb
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 
 from personahub.agents.llm.offline import to_openai_dicts
-from personahub.core.contracts import CacheEntry
-from personahub.core.errors import PersonahubError
-from personahub.core.store import record_rows
+from personahub.core.contracts import CACHE_MODES, CacheEntry, StructuredCaller
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.store import connect, database_path, record_rows, scalar
 
 CacheMode = Literal["off", "record", "replay"]
-CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
+__all__ = ["CACHE_MODES", "CacheMiss", "ResponseCache", "attach_cache", "check_replay_cache"]
 
 
 class CacheMiss(PersonahubError):
@@ -124,5 +126,46 @@ class ResponseCache:
 
 def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:
     """Rows for ``llm_cache`` (``created_at`` as a naive UTC timestamp), as the job kernel writes
-    them (``personas.jobs.cache_rows_of``)."""
+    them (``core.commit.cache_rows_of``)."""
     return record_rows(entries)
+
+
+def check_replay_cache(db: str | Path, model: str) -> None:
+    """Refuse a replay that has nothing recorded to replay (it would fail at its first call,
+    leaving an unfinished job behind)."""
+    if not Path(db).is_file():
+        raise PersonahubError(f"--cache replay: {db} does not exist, so no answer is recorded; "
+                              "record them first with --cache record")
+    con = connect(db, read_only=True)
+    try:
+        _check_recorded(con, db, model)
+    finally:
+        con.close()
+
+
+def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) -> None:
+    try:
+        recorded = scalar(con, "SELECT count(*) FROM llm_cache WHERE model = ?", [model])
+    except duckdb.CatalogException:  # a database from before the cache existed
+        recorded = 0
+    if not recorded:
+        others = [r[0] for r in con.execute(
+            "SELECT DISTINCT model FROM llm_cache ORDER BY 1 LIMIT 4").fetchall()]
+        if others:  # answers of another model: the --llm is what differs
+            raise PersonahubError(
+                f"--cache replay: {db} holds no recorded answer of model {model!r}, only of "
+                f"{', '.join(repr(m) for m in others)}; use the same --llm they were recorded with "
+                "(or record this one with --cache record)")
+        raise PersonahubError(f"--cache replay: {db} holds no recorded answer of model {model!r}; "
+                              "record them first with --cache record (same --llm)")
+
+
+def attach_cache(con: duckdb.DuckDBPyConnection, client: StructuredCaller, mode: str) -> None:
+    """Answer the job's calls from (and record into) the ``llm_cache`` table; ``off`` does nothing.
+    A replay with nothing recorded for the client's model is refused before any call."""
+    if mode not in CACHE_MODES:
+        raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
+    if mode == "replay":
+        _check_recorded(con, database_path(con), client.cache_model)
+    if mode != "off":
+        client.use_cache(ResponseCache.load(con, mode, client.cache_model))  # type: ignore[arg-type]

@@ -1,19 +1,19 @@
 """The one seam to language models: ``make_client(settings)`` and the client it returns.
 
-The client is a stack of small layers with one interface (``agents.contracts.ModelEndpoint``),
+The client is a stack of small layers with one interface (``personahub.core.contracts.ModelEndpoint``),
 outermost first::
 
-    Accounted        running totals (agents.seam_accounting)
-    Validated        validate, check, one fresh sample; learn ignored modes (agents.seam_validate)
-    Cached           record / replay (agents.seam_cache)
-    Retrying         retries, refused-mode step-down, fail fast (agents.seam_retry)
-    Limited          concurrency and --rps limits (agents.seam_limits; left out when unneeded)
-    Failover         round-robin over endpoints, skipping dead ones (agents.seam_failover)
+    Accounted        running totals (agents.llm.seam_accounting)
+    Validated        validate, check, one fresh sample; learn ignored modes (agents.llm.seam_validate)
+    Cached           record / replay (agents.llm.seam_cache)
+    Retrying         retries, refused-mode step-down, fail fast (agents.llm.seam_retry)
+    Limited          concurrency and --rps limits (agents.llm.seam_limits; left out when unneeded)
+    Failover         round-robin over endpoints, skipping dead ones (agents.llm.seam_failover)
     endpoints        the offline engine or HTTP servers (agents.endpoint_*, from the --llm spec
-                     by agents.endpoint_specs)
+                     by agents.llm.endpoint_specs)
 
-Every call carries ``max_tokens`` (``agents.generation``), a schema bounded for it
-(``agents.bounds``) and an explicit timeout; every attempt
+Every call carries ``max_tokens`` (``agents.llm.generation``), a schema bounded for it
+(``agents.llm.bounds``) and an explicit timeout; every attempt
 gets a ``CallRecord`` (tokens, latency, status, mode, finish reason, cached) that comes back with
 the result and that the run log writes to ``llm_calls``. ``LLMClient`` is the façade the job
 loops call; which engine answers is declared by the endpoints' ``Capabilities``.
@@ -85,7 +85,8 @@ class LLMClient:
         self._retry = retry
         self._cached = Cached(retry, params=self._cache_params)
         negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned
-        validated = Validated(self._cached, modes=self.modes if negotiated else None)
+        validated = self.validated = Validated(self._cached, modes=self.modes if negotiated
+                                               else None)
         self._top = Accounted(validated)
         self.stats = self._top.stats
 
@@ -159,21 +160,28 @@ class LLMClient:
                          ) -> StructuredResult[T]:
         """Ask for an instance of ``schema``; returns ``value=None`` when every attempt failed.
         ``check`` is the job's quality check of a valid answer: a rejected one earns the one
-        fresh sample (``agents.seam_validate``), and comes back with its reason if that fails too.
+        fresh sample (``agents.llm.seam_validate``), and comes back with its reason if that fails too.
 
         Raises ``LLMUnavailable`` when no endpoint can be reached, ``ModelRejected`` when an
         endpoint rejects every request for one reason, and ``CacheMiss`` when a replay holds no
         answer; the attempts made before are counted either way.
         """
-        max_tokens = self.generation.max_tokens_for(purpose)
-        # the schema asked for carries bounds sized for this call's budget (agents.bounds), so a
-        # grammar-constrained server closes the JSON in time and validation agrees with them
-        request = CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
-                              persona_id, step, check=check)
+        request = self.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
+                                   step=step, check=check)
         result = await self._top.call(request)
         if result.value is not None:
             result.value = unbounded(result.value, schema)
         return result
+
+    def request_for(self, schema: type[T], messages: list[Any], *, purpose: str,
+                    persona_id: str | None = None, step: int | None = None,
+                    check: Callable[[T], str | None] | None = None) -> CallRequest:
+        """The request ``structured`` sends for these arguments (a batch sends the same)."""
+        max_tokens = self.generation.max_tokens_for(purpose)
+        # the schema asked for carries bounds sized for this call's budget (agents.llm.bounds), so a
+        # grammar-constrained server closes the JSON in time and validation agrees with them
+        return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
+                           persona_id, step, check=check)
 
 
 def make_client(settings: LLMSettings) -> LLMClient:
@@ -182,7 +190,14 @@ def make_client(settings: LLMSettings) -> LLMClient:
 
 
 def resolve_spec(cli_value: str | None) -> str:
-    """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``."""
+    """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``.
+
+    ``--llm ""`` is refused: an empty value (an unset shell variable, ``--llm "$MODEL"``) must
+    not quietly mean the offline engine.
+    """
+    if cli_value is not None and not cli_value.strip():
+        raise LLMConfigError("--llm is empty: give 'offline', 'openai:<model>' or a URL "
+                             "(an unset shell variable?)")
     return cli_value or os.environ.get("PERSONAHUB_LLM") or OFFLINE_MODEL_NAME
 
 

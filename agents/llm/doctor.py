@@ -4,7 +4,7 @@ Five probes, each a handful of requests through the same client stack a job uses
 (``agents.llm``), so what the doctor sees is what a job will see:
 
 1. **modes** — one small structured request in each mode (``json_schema``, ``json_object`` with
-   its schema, ``tools``, ``prompt``; ``agents.structured``): accepted, refused (the HTTP error),
+   its schema, ``tools``, ``prompt``; ``agents.llm.structured``): accepted, refused (the HTTP error),
    or answered without valid JSON;
 2. **runaway** — in the best accepted mode, a schema whose string field has a ``maxLength`` and
    a prompt inviting pages of text: a grammar-constrained server closes the JSON within
@@ -19,7 +19,7 @@ Five probes, each a handful of requests through the same client stack a job uses
 
 ``problem`` says why the endpoint cannot serve a job (unreachable, refuses every request, no
 mode works); the command exits non-zero with it. Nothing here prints or stores a credential:
-labels and specs are redacted (``agents.endpoint_specs``).
+labels and specs are redacted (``agents.llm.endpoint_specs``).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable
-from personahub.agents.llm.failures import ModelRejected
 from personahub.agents.llm.settings import LLMUnavailable
 from personahub.agents.llm.structured import AUTO_ORDER, StructuredMode
 from personahub.core.contracts import CallRecord, StructuredResult
+from personahub.core.failures import ModelRejected
 
 GROWTH = 1.1  # a level must beat the best throughput so far by this factor to go on doubling
 NEAR_BEST = 0.95  # the recommendation: the smallest level within this share of the best
@@ -172,7 +172,7 @@ def _settings(spec: str, timeout_s: float, **overrides: Any) -> LLMSettings:
 
 
 # Every client made on the probe's event loop, kept until the loop ends: an HTTP endpoint closes
-# its connection pool when its loop shuts down (agents.endpoint_http), and one collected earlier
+# its connection pool when its loop shuts down (agents.llm.endpoint_http), and one collected earlier
 # would leave its pool open.
 _LIVE: dict[asyncio.AbstractEventLoop, list[LLMClient]] = {}
 

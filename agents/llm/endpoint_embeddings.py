@@ -5,7 +5,7 @@ The endpoint answers a ``CallRequest`` whose ``messages`` are the texts and whos
 (``Failover``, ``Limited``, ``Retrying``, ``Accounted``): an explicit timeout, retries of what can
 pass with ``Retry-After`` honoured, ``--rps``, a fast stop on a repeated rejection, and a
 ``CallRecord`` per attempt (tokens in, latency, status). Record / replay is per text
-(``agents.seam_embed_cache``); the client answers what the job kernel asks of a model client
+(``agents.llm.seam_embed_cache``); the client answers what the job kernel asks of a model client
 (``endpoints``, ``cache_model``, ``use_cache``); each batch's records and cache entries come
 back on its result.
 """

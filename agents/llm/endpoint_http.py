@@ -2,7 +2,7 @@
 
 Server kinds differ in the output-limit parameter (OpenAI's own API takes
 ``max_completion_tokens``, compatible servers ``max_tokens``) and in the structured modes they
-accept, which ``agents.structured.ModeBook`` learns per endpoint. While ``auto`` has not settled
+accept, which ``agents.llm.structured.ModeBook`` learns per endpoint. While ``auto`` has not settled
 an endpoint's mode, one request at a time goes to it (a probe): the first refusal then moves every
 waiting call to the next mode, instead of each of ``--concurrency`` calls being refused once.
 
@@ -67,7 +67,7 @@ def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: in
     for nothing).
 
     The response format and the limit travel in ``extra_body``: as typed parameters the openai
-    SDK walks the whole JSON schema on every request (about 8 ms of CPU a call here), and
+    SDK walks the whole JSON schema on every request (more CPU than the rest of the call), and
     langchain-openai renames ``max_tokens`` to ``max_completion_tokens``, which
     llama-cpp-python ignores. ``stripped``: schema keywords the endpoint refused.
     """
@@ -125,12 +125,27 @@ async def generate(model: Any, messages: list[Any], kwargs: dict[str, Any],
     """
     if callbacks or _parent_callbacks():
         return await model.ainvoke(messages, **kwargs)
-    result = await model._agenerate(messages, **kwargs)
+    return first_message(await model._agenerate(messages, **kwargs))
+
+
+def first_message(result: Any) -> Any:
+    """The first generation's message of a ``ChatResult``, with the generation's info and the
+    model's output merged into its ``response_metadata`` as ``BaseChatModel.ainvoke`` does."""
     generation = result.generations[0]
     message = generation.message
     message.response_metadata = {**(result.llm_output or {}), **(generation.generation_info or {}),
                                  **message.response_metadata}
     return message
+
+
+def wire_body(model: Any, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body ``model`` (a ``ChatOpenAI``) posts to ``/chat/completions`` for
+    ``messages`` and the call's ``kwargs``: LangChain's payload with its ``extra_body`` merged
+    in, as the openai SDK merges it (``tests/agents/test_llm_batch.py`` checks it against what
+    the server receives online)."""
+    payload = model._get_request_payload(messages, **kwargs)
+    extra = payload.pop("extra_body", None) or {}
+    return {**payload, **extra}
 
 
 async def _close_at_shutdown(model: Any) -> AsyncGenerator[None, None]:
@@ -221,6 +236,28 @@ class HttpEndpoint:
         finally:
             if probe is not None:
                 probe.release()
+
+    # -- what a batch needs (agents.llm.batch): the same body, the same reading ----------
+    def request_body(self, request: CallRequest) -> tuple[dict[str, Any], str]:
+        """The chat.completions body an online call of ``request`` would post now (in the
+        endpoint's current structured mode, without the keywords it refused), and that mode as
+        ``llm_calls.structured_mode`` records it."""
+        mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
+        messages = prepare_messages(mode, request.schema, request.messages, stripped)
+        body = wire_body(self.model, messages, self._request_kwargs(request, mode, stripped))
+        return body, sent_mode(mode, stripped)
+
+    def answer_message(self, body: dict[str, Any]) -> Any:
+        """A chat.completion body read as an online answer is (``ChatOpenAI``'s own reading:
+        content, tool calls, usage, finish reason), as an ``AIMessage``."""
+        return first_message(self.model._create_chat_result(body))
+
+    async def openai_client(self) -> Any:
+        """This endpoint's ``AsyncOpenAI`` client (base URL, key, query, HTTP pool) for the
+        event loop that is running: its ``files`` and ``batches`` resources."""
+        if self._loop is not asyncio.get_running_loop():
+            await self._on_loop()
+        return self.model.root_async_client
 
     async def _send(self, request: CallRequest) -> StructuredResult[Any]:
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)

@@ -19,7 +19,8 @@ OFFLINE_CAPABILITIES = Capabilities(native_schemas=True, in_process=True, determ
 
 
 class OfflineEndpoint:
-    """Answers from ``OfflineChatModel.answer_async`` (LangChain's callbacks skipped: ~1 ms a call)."""
+    """Answers from ``OfflineChatModel.answer_async`` (LangChain's callbacks skipped: they cost
+    more than the answer)."""
 
     capabilities = OFFLINE_CAPABILITIES
     base_url: str | None = None

@@ -4,11 +4,14 @@
 - ``openai:<model>`` — OpenAI (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` honoured);
 - ``http://host:port/v1`` — any OpenAI-compatible server (vLLM, Ollama, llama.cpp); the served
   model name comes from ``?model=NAME`` or ``PERSONAHUB_MODEL``;
-- several URLs separated by commas — one endpoint each (``agents.seam_failover`` rotates them).
+- several URLs separated by commas — one endpoint each (``agents.llm.seam_failover`` rotates them).
 
 ``OPENAI_API_KEY`` goes only to OpenAI (or to the ``OPENAI_BASE_URL`` set with it); another
 server gets a key only when its URL names the variable holding it (``?api_key_env=NAME``), and
-never over plain http to a non-loopback host unless the URL says ``allow_http_key=1``. Other query
+never over plain http to a non-loopback host unless the URL says ``allow_http_key=1``. That
+variable must be one set to hold a key: its name ends in ``_API_KEY`` or starts with
+``PERSONAHUB_KEY_`` (``api_key_env=HOME`` or ``=AWS_SECRET_ACCESS_KEY`` would send that value as a
+Bearer token to whatever server the URL names). Other query
 parameters are forwarded to the server; every query value but ``model`` is redacted wherever a
 spec is stored or printed.
 """
@@ -16,6 +19,7 @@ spec is stored or printed.
 from __future__ import annotations
 
 import os
+import re
 from functools import cache, partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -39,11 +43,14 @@ OPENAI_API_BASE = "https://api.openai.com/v1"
 
 def _redact_one(item: str) -> str:
     url = urlsplit(item)
-    netloc = url.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if url.port:
-        netloc += f":{url.port}"
+    try:
+        netloc = url.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        if url.port:
+            netloc += f":{url.port}"
+    except ValueError:  # a port out of range or not a number: shown as written, credentials not
+        netloc = url.netloc.rsplit("@", 1)[-1]
     if url.username or url.password:
         netloc = "***@" + netloc
     query = urlencode([(k, v if k in _PUBLIC_PARAMS else "***")
@@ -67,7 +74,7 @@ def _sdk_httpx() -> Any:
 
 @cache
 def _ssl_context() -> Any:
-    """One TLS context for every client of the process (loading the CA bundle costs ~10 ms)."""
+    """One TLS context for every client of the process (loading the CA bundle is slow to repeat)."""
     return _sdk_httpx().create_ssl_context()
 
 
@@ -129,9 +136,16 @@ def _same_base(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
+KEY_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*_API_KEY|PERSONAHUB_KEY_[A-Za-z0-9_]+", re.IGNORECASE)
+
+
 def _named_key(url: str, query: dict[str, str]) -> str | None:
     """The key the URL names (``api_key_env`` or ``api_key``), if any."""
     key_env = query.get("api_key_env")
+    if key_env is not None and not KEY_VARIABLE.fullmatch(key_env):
+        raise LLMConfigError(f"--llm {redact_spec(url)}: api_key_env={key_env} is not a key "
+                             "variable; name one whose name ends in _API_KEY or starts with "
+                             "PERSONAHUB_KEY_ (e.g. export MY_SERVER_API_KEY=...)")
     if key_env:
         key = os.environ.get(key_env)
         if not key:
@@ -168,7 +182,11 @@ def _http(settings: LLMSettings, modes: ModeBook, index: int, *, label: str, nam
 
 
 def _openai_compatible(url: str, settings: LLMSettings, modes: ModeBook, index: int) -> HttpEndpoint:
-    parsed = urlsplit(url)
+    try:
+        parsed = urlsplit(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port out of 0..65535 or not a number
+    except ValueError as exc:
+        raise LLMConfigError(f"--llm {redact_spec(url)!r}: not a valid URL ({exc})") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise LLMConfigError(f"--llm: {redact_spec(url)!r} is not an http(s) URL")
     pairs = parse_qsl(parsed.query, keep_blank_values=True)

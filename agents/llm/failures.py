@@ -4,6 +4,7 @@ Only what can succeed on a retry is retried: 429, 502/503/504, timeouts and drop
 (``Retry-After`` is honoured). A request the server rejected as malformed (400, 401, 403, 404,
 422, 500 with a message) fails the same way every time, so it is not retried. ``FailFast``
 stops a job with one line when an endpoint's first attempts all fail for the same such reason.
+When a step or batch stops a job is the job-level policy (``personahub/core/failures.py``).
 """
 
 from __future__ import annotations
@@ -12,21 +13,15 @@ import asyncio
 import email.utils
 import re
 import time
-from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 from personahub.core.contracts import Failure
-from personahub.core.errors import PersonahubError
+from personahub.core.failures import ModelRejected
 
 RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
 # Attempts that fail the same non-transient way, with no success before, after which a job stops.
 FAIL_FAST_ATTEMPTS = 3
 MAX_RETRY_AFTER_S = 120.0
-
-
-class ModelRejected(PersonahubError):
-    """The endpoint rejects every request for one reason: the job stops (resumable)."""
 
 
 def _retry_after(headers: object) -> float | None:
@@ -155,33 +150,6 @@ class FailFast:
             raise ModelRejected(self.stopped)
 
 
-# The failure policy of a step or batch (its quality half in ``agents.seam_validate``):
-# - endpoint failures (HTTP errors, timeouts, dropped connections) stop a job fast: ``FailFast``
-#   on an endpoint's first attempts, and a step or batch in which more than half of the actions
-#   (at least ``ENDPOINT_FAIL_MIN``) failed at the endpoint;
-# - model-quality failures (invalid JSON, cut off at max_tokens, rejected by a gate or a check)
-#   were given a fresh sample by the seam and are counted: they stop a job only when a step's or
-#   batch's failed share passes ``--max-failed-share`` with at least ``QUALITY_FAIL_MIN_ACTIONS``.
-ENDPOINT_FAIL_SHARE = 0.5
-ENDPOINT_FAIL_MIN = 3
-DEFAULT_MAX_FAILED_SHARE = 0.8
-QUALITY_FAIL_MIN_ACTIONS = 5
-# how an endpoint failure reads in llm_calls.error (``classify``), after a job's "what: " prefix
-_ENDPOINT_ERROR = re.compile(r"(?:^|: )(?:HTTP \d{3}\b|timeout\b|connection error\b)")
-
-
-def endpoint_error(error: str | None) -> bool:
-    """Whether a failed action's error is the endpoint's (not the model's answer)."""
-    return bool(error) and _ENDPOINT_ERROR.search(str(error)) is not None
-
-
-def check_max_failed_share(value: float) -> float:
-    """``--max-failed-share`` (a share in (0, 1]) or PersonahubError naming the flag."""
-    if not 0 < value <= 1:
-        raise PersonahubError(f"--max-failed-share must be > 0 and <= 1, got {value}")
-    return float(value)
-
-
 def plain_reason(error: str | None) -> str:
     """A failed attempt's ``llm_calls.error`` in a few plain words (for summaries and reports)."""
     text = str(error or "")
@@ -213,46 +181,3 @@ def call_error(result: Any) -> str | None:
         return None
     records = getattr(result, "records", None) or ()
     return (getattr(records[-1], "error", None) if records else None) or "no valid answer"
-
-
-def most_common_error(records: Sequence[Any]) -> str | None:
-    """The most frequent ``error`` among failed attempts (None when none failed)."""
-    errors = Counter(r.error for r in records if r.status != "ok" and r.error)
-    return errors.most_common(1)[0][0] if errors else None
-
-
-def _fix(error: str, records: Sequence[Any]) -> str:
-    """A likely fix for the most common error of a stopped step or batch."""
-    modes = {str(r.structured_mode).split(" without ")[0] for r in records
-             if getattr(r, "structured_mode", None)}
-    if endpoint_error(error):
-        return "check the --llm server (its log says more)"
-    if "max_tokens" in error:
-        return "the answers run past max_tokens: raise --max-tokens, or use a model that keeps to the task"
-    if error.startswith("rejected") or "quality gate" in error:
-        return ("the model's answers fail the quality checks: use a larger model, or raise "
-                "--max-failed-share to keep going")
-    if modes and modes <= {"json_object", "json_schema"}:
-        return "the model's answers do not fit the task: use a larger model"
-    return ("the model's answers do not fit the schemas: try --structured json_object "
-            "(grammar-constrained on llama.cpp servers), or a larger model")
-
-
-def batch_failure(what: str, actions: int, errors: Sequence[str | None], records: Sequence[Any],
-                  max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> str | None:
-    """A one-line reason to stop after a step or batch of ``actions`` whose failed actions
-    failed with ``errors``, else None (see the policy above)."""
-    failed = len(errors)
-    endpoint = sum(endpoint_error(e) for e in errors)
-    if endpoint >= ENDPOINT_FAIL_MIN and endpoint > actions * ENDPOINT_FAIL_SHARE:
-        ended = [e for e in errors if endpoint_error(e)]
-        error = str(Counter(ended).most_common(1)[0][0])
-        return (f"{endpoint} of {actions} actions failed at the endpoint in {what} (most often: "
-                f"{error[:160]}); {_fix(error, records)}")
-    if actions < QUALITY_FAIL_MIN_ACTIONS or failed <= actions * max_failed_share:
-        return None
-    named = Counter(e for e in errors if e).most_common(1)
-    error = (most_common_error(records) or (named[0][0] if named else None)
-             or "the answers failed the quality checks")
-    return (f"{failed} of {actions} actions failed in {what}, over --max-failed-share "
-            f"{max_failed_share:g} (most often: {error[:160]}); {_fix(error, records)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from personahub.agents.tasks import stored_task
-from personahub.core.errors import PersonahubError
+from personahub.core.validate import check_max_tokens, check_optional_number
 
 # Output tokens per call by purpose (the part of the purpose before ':'), for calls that are not
 # an output kind's; each kind's limits are in its task (``agents/tasks/``). Sized for the JSON
@@ -24,6 +24,7 @@ DEFAULT_MAX_TOKENS: dict[str, int] = {
     "expand": 400,
     "text-to-persona": 200,
     "text_to_persona": 200,
+    "write_persona": 240,  # two or three sentences about one person (agents/prompts/population.py)
     "solve": 600,
     "judge": 400,  # a verdict and a one-sentence reason per criterion (agents/prompts/judge.py)
 }
@@ -39,12 +40,9 @@ class Generation:
     top_p: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise PersonahubError(f"--max-tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise PersonahubError(f"--temperature must be within [0, 2], got {self.temperature}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise PersonahubError(f"--top-p must be within (0, 1], got {self.top_p}")
+        check_max_tokens(self.max_tokens)  # stored in an INTEGER column: bounded (core.validate)
+        check_optional_number(self.temperature, "--temperature", low=0, high=2)
+        check_optional_number(self.top_p, "--top-p", above=0, high=1)
 
     def max_tokens_for(self, purpose: str) -> int:
         """The ``max_tokens`` a call for ``purpose`` carries."""

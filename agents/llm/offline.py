@@ -109,6 +109,8 @@ class SchemaFiller:
         if kind == "integer":
             low = int(schema.get("minimum", 1))
             high = int(schema.get("maximum", low + 9))
+            if high < low and "minimum" not in schema:  # only a maximum, below the default 1
+                low = high
             return rng.randint(low, high)
         if kind == "number":
             floor = float(schema.get("minimum", 0.0))
@@ -139,7 +141,7 @@ class EngineRequest:
     def __post_init__(self) -> None:
         # repr, not json.dumps(sort_keys=True): same determinism (schemas are built in a fixed
         # order), a fraction of the cost. Bounds are left out: they clip what is written and
-        # change nothing else, in process and over HTTP alike (agents.bounds).
+        # change nothing else, in process and over HTTP alike (agents.llm.bounds).
         tools = [_unbounded_tool(t) for t in self.tools] if self.tools else self.tools
         extra = repr([_unbounded(self.json_schema), tools, self.tool_choice])
         object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))

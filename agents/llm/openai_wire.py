@@ -3,9 +3,9 @@
 ``ChatOpenAI`` hands the openai SDK a payload of plain JSON values (messages already converted
 to wire dicts, the response format in ``extra_body``). The SDK's ``create`` then walks that
 payload against its TypedDict annotations, trying every member of the message-type union for
-every message, to apply aliases and formats that chat messages do not have: about 0.6 ms of CPU
-per request here, some 15% of a client's CPU per call, paid on the event loop while dozens of
-answers wait. ``PassThroughCompletions.create`` sends the same body without that walk, through
+every message, to apply aliases and formats that chat messages do not have: a sizeable share of a
+client's CPU per call (``bench/bench_concurrency.py`` measures it), paid on the event loop while
+dozens of answers wait. ``PassThroughCompletions.create`` sends the same body without that walk, through
 the SDK's own request path (headers, auth, retries and error handling unchanged).
 
 Its answer is the response's JSON as a dict (``CompletionJSON``), not a ``ChatCompletion``:

@@ -5,7 +5,7 @@ write ``"3"`` for ``3``. ``json-repair`` (a maintained library) fixes the text; 
 validation coerces obvious types. Only an answer that still does not validate earns the seam's one
 paid repair call. An answer the server cut off (``finish_reason == "length"``) is never repaired:
 closing its brackets would turn half an answer into a valid-looking one. An answer whose only
-fault is a string or list longer than its bound (``agents.bounds``; a server that does not keep
+fault is a string or list longer than its bound (``agents.llm.bounds``; a server that does not keep
 to ``maxLength``, or was sent the schema without it) is clipped to the bound at a word boundary.
 """
 

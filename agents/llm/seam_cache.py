@@ -1,4 +1,4 @@
-"""Record / replay (``agents.cache``) as a layer: answers from the cache, or recorded into it.
+"""Record / replay (``agents.llm.cache``) as a layer: answers from the cache, or recorded into it.
 
 Each call takes the next sample of its request (asking the same thing twice records two
 answers). A hit comes back as a ``cached`` record with the stored raw answer, valid or not, so

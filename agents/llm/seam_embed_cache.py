@@ -1,6 +1,6 @@
 """Record / replay of embeddings, one ``llm_cache`` entry per text.
 
-Chat answers are cached per request (``agents.seam_cache``); an embedding is a function of the
+Chat answers are cached per request (``agents.llm.seam_cache``); an embedding is a function of the
 model and one text, so it is keyed by exactly that: a replay hits whatever batches the texts are
 sent in, and a text embedded once is never sent again while recording. The entries live in the
 same ``llm_cache`` table (``model`` = the embedding model's name, ``sample`` always 0, the

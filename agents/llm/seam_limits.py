@@ -1,7 +1,7 @@
 """Rate and concurrency limits around the layer below.
 
 The rate limit is one token bucket shared by every endpoint (``--rps``); the concurrency limit
-(``agents.limits.ConcurrencyLimit``, or ``agents.adaptive_limit.AdaptiveLimit`` for
+(``agents.llm.limits.ConcurrencyLimit``, or ``agents.llm.adaptive_limit.AdaptiveLimit`` for
 ``--concurrency auto``, which this layer tells how each call went) is skipped for endpoints that
 answer in process. The time spent waiting for either goes into the attempt's ``queue_ms``, not
 its latency.

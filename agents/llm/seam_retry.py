@@ -1,6 +1,6 @@
 """Retry what can succeed on retry; step the structured mode down on a refusal; stop fast.
 
-Policy from ``agents.failures``: transient failures (429, 5xx gateways, timeouts, dropped
+Policy from ``agents.llm.failures``: transient failures (429, 5xx gateways, timeouts, dropped
 connections) are retried with jittered exponential backoff, honouring ``Retry-After``; a refusal
 that names schema keywords strips them for that endpoint (``ModeBook.strip``) and asks again at
 once; one that names the structured mode moves the endpoint to the next mode (``ModeBook``) and

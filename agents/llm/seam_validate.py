@@ -1,7 +1,7 @@
 """Validate each answer against its schema and the job's check; give a weak answer one more try.
 
-The failure policy's quality half (its endpoint half is ``agents.failures``): an answer that
-is not valid JSON for the schema after a local repair (``agents.repair``), was cut off at
+The failure policy's quality half (its endpoint half is ``agents.llm.failures``): an answer that
+is not valid JSON for the schema after a local repair (``agents.llm.repair``), was cut off at
 ``max_tokens``, or that the job's ``check`` (quality gate, validator) rejects, earns exactly one
 more attempt, a *fresh sample* (``CallRequest.sample``): not a cache hit, not the same request.
 An invalid answer's second attempt is the repair prompt (the answer shown back with what is
@@ -35,8 +35,9 @@ from personahub.core.contracts import (
 
 
 @dataclass
-class _Progress:
-    """What one call has spent so far: its attempts, cache entries and second chances."""
+class Progress:
+    """What one call has spent so far: its attempts, cache entries and second chances (a
+    batched call carries one from batch to batch, ``agents.llm.batch``)."""
 
     records: list[CallRecord]
     entries: list[CacheEntry]
@@ -63,8 +64,12 @@ class Validated:
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
         """The validated answer of ``request`` (see the module doc for the second chances)."""
-        done = _Progress([], [])
-        asked = request
+        return await self.resume(request, request, Progress([], []))
+
+    async def resume(self, request: CallRequest, asked: CallRequest,
+                     done: Progress) -> StructuredResult[Any]:
+        """Go on with a call of ``request`` that has spent ``done`` and asks ``asked`` next
+        (``call`` starts one; a batched call left pending goes on online from here)."""
         while True:
             try:
                 result = await self.inner.call(asked)
@@ -75,17 +80,17 @@ class Validated:
             done.entries.extend(result.cache_entries)
             if result.failure is not None or result.raw is None:
                 return done.result(failure=result.failure)
-            done.raw = result.raw
-            value, again = self._judge(request, asked, result, done)
+            value, again = self.judge(request, asked, result, done)
             if again is None:
                 return done.result(value)
             asked = replace(again, attempt=asked.attempt + len(result.records))
 
-    def _judge(self, request: CallRequest, asked: CallRequest, result: StructuredResult[Any],
-               done: _Progress) -> tuple[Any, CallRequest | None]:
+    def judge(self, request: CallRequest, asked: CallRequest, result: StructuredResult[Any],
+              done: Progress) -> tuple[Any, CallRequest | None]:
         """(value, None) when the call ends here, else (None, the request to ask next):
         ``asked`` again in another mode, or the one fresh sample built on the original
-        ``request``."""
+        ``request``. ``result`` is the answer to ``asked``; ``done`` is updated."""
+        done.raw = result.raw
         record, raw = result.last, result.raw or ""
         checked = check_answer(request.schema, raw, truncated=result.truncated)
         switched = None

@@ -1,7 +1,8 @@
 """How the model is reached and called (``LLMSettings``), and the seam's configuration errors.
 
 Plain data, validated on construction, safe to log once the spec is redacted; every layer of the
-seam (``agents.contracts``) is built from one of these by ``agents.llm.make_client``.
+seam (``personahub.core.contracts``) is built from one of these by
+``agents.llm.client.make_client``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.offline import OFFLINE_MODEL_NAME
 from personahub.agents.llm.structured import STRUCTURED_SETTINGS, StructuredSetting
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import ResumableStop, UsageError
+from personahub.core.validate import check_number, check_optional_number, check_seed
 
 
-class LLMConfigError(PersonahubError):
-    """The --llm spec or its environment is unusable."""
+class LLMConfigError(UsageError):
+    """The --llm spec or its environment is unusable: a usage error (the CLI exits 2)."""
 
 
-class LLMUnavailable(PersonahubError):
-    """The model endpoint cannot be reached (connection refused, DNS failure...)."""
+class LLMUnavailable(ResumableStop):
+    """The model endpoint cannot be reached (connection refused, DNS failure...): a job stops,
+    resumable."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,17 +38,20 @@ class LLMSettings:
     backoff_s: float = 0.5
     concurrency: Concurrency = 16
     structured: StructuredSetting = "auto"
-    max_tokens: int | None = None  # None: per output kind (agents.generation)
+    max_tokens: int | None = None  # None: per output kind (agents.llm.generation)
     temperature: float | None = None
     top_p: float | None = None
     offline_latency_s: float = 0.0
     rps: float | None = None
 
     def __post_init__(self) -> None:
-        if self.rps is not None and self.rps <= 0:
-            raise LLMConfigError(f"--rps must be > 0 requests per second, got {self.rps}")
-        if self.timeout_s <= 0:
-            raise LLMConfigError(f"timeout must be > 0 seconds, got {self.timeout_s}")
+        try:  # every job's client is built here: one check of these for all of them
+            check_seed(self.seed)
+            check_optional_number(self.rps, "--rps", above=0)
+            check_number(self.timeout_s, "--timeout", above=0)
+            check_number(self.offline_latency_s, "--offline-latency", low=0)
+        except UsageError as exc:
+            raise LLMConfigError(str(exc)) from None
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if self.max_retries < 0:
             raise LLMConfigError(f"max_retries must be >= 0, got {self.max_retries}")

@@ -82,10 +82,10 @@ _WITHOUT = " without "  # joins a mode and the keywords it was sent without
 
 def check_setting(value: str) -> StructuredSetting:
     """``value`` if it names a structured-output setting, else a one-line error."""
-    from personahub.core.errors import PersonahubError
+    from personahub.core.errors import UsageError
 
     if value not in STRUCTURED_SETTINGS:
-        raise PersonahubError(f"--structured {value!r}: use one of {', '.join(STRUCTURED_SETTINGS)}")
+        raise UsageError(f"--structured {value!r}: use one of {', '.join(STRUCTURED_SETTINGS)}")
     return value  # type: ignore[return-value]
 
 
@@ -205,7 +205,7 @@ def tool_choice(schema: type[BaseModel]) -> dict[str, Any]:
 
 @lru_cache(maxsize=256)
 def schema_instruction(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> str:
-    """The text ``prompt`` mode adds to the last user message (``agents.prompt_schema``'s form)."""
+    """The text ``prompt`` mode adds to the last user message (``agents.llm.prompt_schema``'s form)."""
     return render_schema_block(schema_json(schema, stripped), intro=SCHEMA_PROMPT_LEAD)
 
 

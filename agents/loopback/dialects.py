@@ -88,12 +88,12 @@ it first``); a server configured with no names answers any.
 Prefix-cache reuse: ``openai``, ``vllm`` and ``tools-only`` report the prompt tokens a prefix
 cache reused as ``usage.prompt_tokens_details.cached_tokens`` (vLLM does when run with
 ``--enable-prompt-tokens-details``); llama-cpp-python and Ollama report none
-(``reports_cached_tokens``). The server counts them itself (``agents.server``).
+(``reports_cached_tokens``). The server counts them itself (``agents.loopback.server``).
 
 All dialects cut an answer longer than the limit to about ``limit * 4`` characters (the offline
 engine counts 4 characters a token) and report ``length`` (except as noted). Requests without a
 schema in ``response_format`` that want JSON (plain ``json_object``, or none at all) are answered
-from a schema written in the prompt (see ``agents.prompt_schema``).
+from a schema written in the prompt (see ``agents.llm.prompt_schema``).
 """
 
 from __future__ import annotations
@@ -164,8 +164,9 @@ class Dialect:
     def error(self, status: int, message: str, *, param: str | None = None,
               code: str | None = None) -> Refusal:
         """An error answer in this dialect's body shape."""
-        kinds = {400: "invalid_request_error", 404: "invalid_request_error",
-                 429: "rate_limit_exceeded", 503: "server_error"}
+        kinds = {400: "invalid_request_error", 403: "invalid_request_error",
+                 404: "invalid_request_error", 413: "invalid_request_error",
+                 415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "server_error"}
         return Refusal(status, {"error": {"message": message, "type": kinds.get(status, "server_error"),
                                           "param": param, "code": code}})
 
@@ -326,8 +327,14 @@ class VllmDialect(Dialect):
             return {}
         if tools is None:
             return self.error(400, "When using `tool_choice`, `tools` must be set.")
+        if not isinstance(tools, list) or not all(
+                isinstance(t, Mapping) and isinstance(t.get("function") or {}, Mapping)
+                for t in tools):  # FastAPI's validation of ChatCompletionToolsParam
+            return self.invalid({"type": "model_type", "loc": ("body", "tools"),
+                                 "msg": "Input should be a list of tool objects", "input": tools})
         if isinstance(choice, Mapping):
-            name = (choice.get("function") or {}).get("name")
+            function = choice.get("function") or {}
+            name = function.get("name") if isinstance(function, Mapping) else None
             if not any((t.get("function") or {}).get("name") == name for t in tools):
                 return self.error(400, "The tool specified in `tool_choice` does not match any "
                                   "of the specified `tools`")

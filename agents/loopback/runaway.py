@@ -5,7 +5,7 @@ It copies what grammar-constrained decoding does with a small model that repeats
 its text until the request's ``max_tokens`` is used up, and the answer is cut there
 (``finish_reason: length``, JSON left open) — unless the request's schema bounds that field with
 ``maxLength``: the grammar then ends the string at the bound and the JSON closes. Tokens are
-counted as ``agents.bounds`` assumes (``estimate_tokens``), so an answer to a schema bounded for
+counted as ``agents.llm.bounds`` assumes (``estimate_tokens``), so an answer to a schema bounded for
 its budget always closes, and one to an unbounded schema never does.
 """
 

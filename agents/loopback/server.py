@@ -7,22 +7,28 @@ asks for ``dimensions``) for the dedup embedding stage. Users can
 use it for dry runs: ``personahub serve`` then ``--llm http://127.0.0.1:PORT/v1``.
 
 ``dialect`` makes it answer as vLLM, llama-cpp-python, Ollama or a tools-only server do: what
-each accepts, how it refuses, how answers end (``agents.dialects`` has the rules and their
+each accepts, how it refuses, how answers end (``agents.loopback.dialects`` has the rules and their
 sources). Every dialect honours its token limit (cut answers end with ``length``), and answers
 requests that want JSON without a schema from the schema written in the prompt
-(``agents.prompt_schema``). A body that is not a JSON object gets the dialect's error, never a
+(``agents.llm.prompt_schema``). A body that is not a JSON object gets the dialect's error, never a
 dropped connection.
 
-``stream=True`` is answered as the OpenAI API streams (``agents.server_stream``: SSE chunks of
+``stream=True`` is answered as the OpenAI API streams (``agents.loopback.stream``: SSE chunks of
 the same answer, ``data: [DONE]`` last); ``n`` gives that many choices, the first the one-choice
 answer, the others seeded by their index. ``ServerOptions.models`` names the models served:
 ``/models`` lists them and other names get the dialect's 404 (none named: any name is answered
 and ``/models`` lists ``offline``).
 
+It speaks the Batch API too (``agents.loopback.files``: ``/files``; ``agents.loopback.batches``:
+``/batches``): each batch line is answered by ``answer_line``, the online route's own code
+(``_prepare_chat`` and ``_chat_reply``) minus what belongs to a connection (latency, hangs,
+injected HTTP errors, streaming), so a batch answer equals the online answer to the same body.
+``GET /personahub/stats`` answers ``ServerStats`` as JSON (what a test in another process reads).
+
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
-``hang_s`` before answering), and runaway answers (``agents.server_runaway``: the last string
+``hang_s`` before answering), and runaway answers (``agents.loopback.runaway``: the last string
 repeats until ``max_tokens`` unless the schema bounds it with ``maxLength``).
 Prefix cache: the server remembers its last ``prefix_cache_prompts`` prompts (contents joined as
 the engine counts them) and, in dialects that report it, answers
@@ -32,7 +38,12 @@ is always computed, as real servers do), so the client's ``llm_calls.cached_prom
 be tested without a model.
 ``latency_s`` is the time from a request's arrival to its answer (the answer is computed
 meanwhile); refusals are answered at once, as real servers check requests before generating.
-Only binds to loopback addresses.
+Only binds to loopback addresses, and answers only requests a web page cannot forge
+(``personahub.core.loopback``): a ``Host`` naming this server, no foreign ``Origin``, a JSON
+``Content-Type``. What a request may ask is bounded (``agents.loopback.limits``: body size and
+nesting, ``dimensions``, ``n``, ``max_tokens``, schema size, ``minItems``/``maxItems``, ``$ref``
+recursion): beyond a bound it gets a 400 at once. No exception text reaches a client: a request
+that breaks the server is logged here and answered with a plain 500.
 """
 
 from __future__ import annotations
@@ -41,7 +52,9 @@ import base64
 import errno
 import hashlib
 import json
+import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -49,13 +62,15 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from personahub.agents.llm.offline import EngineReply, OfflineEngine, approx_tokens, pick_tool
 from personahub.agents.llm.prompt_prefix import PrefixWindow
 from personahub.agents.llm.prompt_schema import find_prompt_schema, message_text
+from personahub.agents.loopback.batches import BatchBook, BatchFaults
 from personahub.agents.loopback.dialects import (
     DIALECTS,
     LLAMA_CPP_N_CTX,
@@ -65,14 +80,26 @@ from personahub.agents.loopback.dialects import (
     Shaped,
     make_dialect,
 )
+from personahub.agents.loopback.files import FILE_MAX_BYTES, FileProblem, FileStore, parse_upload
+from personahub.agents.loopback.limits import (
+    LIMITS,
+    Problem,
+    check_answer,
+    check_body,
+    check_chat,
+    check_embeddings,
+)
 from personahub.agents.loopback.runaway import Runaway, run_away
 from personahub.agents.loopback.stream import include_usage, sse_events, wants_stream
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.loopback import host_allowed, origin_allowed
+
+log = logging.getLogger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
 _BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
-_MAX_BODY = 64 * 1024 * 1024
+_MAX_BODY = 8 * 1024 * 1024  # the largest requests personahub sends are well under 1 MB
 PREFIX_CACHE_PROMPTS = 64  # prompts the emulated prefix cache remembers
 
 
@@ -97,18 +124,28 @@ class ServerOptions:
     #: Model names served (``/models`` lists them; others are a 404). Empty: any name is
     #: answered, and ``/models`` lists ``offline``.
     models: tuple[str, ...] = ()
+    #: The Batch API (``agents.loopback.batches``): seconds from a batch's start to its end, the
+    #: share of lines answered 500, whole-batch failures and expiries (a rate per batch, or the
+    #: creation ordinals, 1 = first, that always fail or expire).
+    batch_delay_s: float = 0.0
+    batch_error_rate: float = 0.0
+    batch_fail_rate: float = 0.0
+    batch_expire_rate: float = 0.0
+    batch_fail: tuple[int, ...] = ()
+    batch_expire: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate"):
+        for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate",
+                     "batch_error_rate", "batch_fail_rate", "batch_expire_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise PersonahubError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
+                raise UsageError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
         if self.latency_s < 0 or self.hang_s < 0:
-            raise PersonahubError("latency and hang times must be >= 0")
+            raise UsageError("latency and hang times must be >= 0")
         if self.dialect not in DIALECTS:
-            raise PersonahubError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
+            raise UsageError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
         if self.retry_after_s is not None and self.retry_after_s < 0:
-            raise PersonahubError(f"--retry-after must be >= 0, got {self.retry_after_s}")
+            raise UsageError(f"--retry-after must be >= 0, got {self.retry_after_s}")
         if not self.error_statuses or any(not 400 <= s <= 599 for s in self.error_statuses):
             raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
         if self.prefix_cache_prompts < 1:
@@ -117,6 +154,21 @@ class ServerOptions:
             raise PersonahubError(f"context_tokens must be >= 1, got {self.context_tokens}")
         if any(not isinstance(m, str) or not m.strip() for m in self.models):
             raise PersonahubError(f"--model names must be non-empty, got {list(self.models)}")
+        if self.batch_delay_s < 0:
+            raise PersonahubError(f"--batch-delay must be >= 0 seconds, got {self.batch_delay_s}")
+        for name in ("batch_fail", "batch_expire"):
+            if any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                   for n in getattr(self, name)):
+                raise PersonahubError(f"--{name.replace('_', '-')} takes batch ordinals >= 1 "
+                                      f"(1 = the first batch created), got {getattr(self, name)}")
+
+    @property
+    def batch_faults(self) -> BatchFaults:
+        """The batch options, as ``agents.loopback.batches`` takes them."""
+        return BatchFaults(delay_s=self.batch_delay_s, error_rate=self.batch_error_rate,
+                           fail_rate=self.batch_fail_rate, expire_rate=self.batch_expire_rate,
+                           fail=tuple(self.batch_fail), expire=tuple(self.batch_expire),
+                           seed=self.fault_seed)
 
 
 @dataclass
@@ -124,7 +176,12 @@ class ServerStats:
     """Counts of what the server did, for tests and benchmarks.
 
     ``refused``: requests the dialect refused; ``truncated``: answers cut at the token limit;
-    ``bad_bodies``: bodies that were not a JSON object (or had a bad Content-Length).
+    ``bad_bodies``: bodies that were not a JSON object (or had a bad Content-Length);
+    ``out_of_bounds``: requests past a bound of ``agents.loopback.limits``; ``forbidden``:
+    requests refused for their Host, Origin or Content-Type. ``requests`` and ``answered`` count
+    online requests only; the Batch API has its own: ``files_uploaded``, ``batches_created``
+    (``POST /v1/batches`` that made a batch), ``batch_cancels``, ``batch_lines`` (batch requests
+    answered) and ``batch_line_errors`` (of them, injected failures).
     """
 
     requests: int = 0
@@ -136,11 +193,23 @@ class ServerStats:
     refused: int = 0
     truncated: int = 0
     bad_bodies: int = 0
+    out_of_bounds: int = 0
+    forbidden: int = 0
+    files_uploaded: int = 0
+    batches_created: int = 0
+    batch_cancels: int = 0
+    batch_lines: int = 0
+    batch_line_errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def bump(self, name: str) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + 1)
+
+    def snapshot(self) -> dict[str, int]:
+        """Every count, as ``GET /personahub/stats`` answers them."""
+        with self.lock:
+            return {name: value for name, value in vars(self).items() if isinstance(value, int)}
 
 
 class _Server(ThreadingHTTPServer):
@@ -159,6 +228,9 @@ class _Server(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.prefixes = PrefixWindow(options.prefix_cache_prompts)
         self.prefix_lock = threading.Lock()
+        self.files = FileStore()
+        self.batches = BatchBook(self.files, partial(answer_line, self), options.batch_faults,
+                                 self.stopping, self.stats.bump)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore clients that hang up (timeouts in tests do that on purpose)."""
@@ -181,6 +253,10 @@ class _Server(ThreadingHTTPServer):
 
 class _BadBody(Exception):
     """The request body could not be read as its headers describe it."""
+
+
+class _TooLarge(_BadBody):
+    """The request body is longer than the server takes."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -208,10 +284,55 @@ class _Handler(BaseHTTPRequestHandler):
         body = refusal.body
         self._send(refusal.status, body, refusal.headers, plain=isinstance(body, str))
 
+    def _guard(self) -> bool:
+        """Whether the request may be answered: a Host naming this server and no foreign
+        Origin (a web page's request, or DNS rebinding, otherwise). A refusal closes the
+        connection, since its body (if any) is left unread."""
+        address = self.server.server_address
+        host, port = str(address[0]), int(address[1])
+        problem = ""
+        if not host_allowed(self.headers.get("Host"), host, port):
+            problem = f"Host {self.headers.get('Host')!r} does not name this server"
+        elif not origin_allowed(self.headers.get("Origin"), host, port):
+            problem = f"cross-origin requests are refused (Origin {self.headers.get('Origin')!r})"
+        if not problem:
+            return True
+        self.server.stats.bump("forbidden")
+        self.close_connection = True
+        self._refuse(self.server.dialect.error(403, problem))
+        return False
+
+    def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
+        """A same-origin preflight gets the methods; no CORS header is ever sent, so a browser
+        never lets another site's page make the request."""
+        if not self._guard():
+            return
+        self.send_response(204)
+        self.send_header("Allow", _ALLOW)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _not_allowed(self) -> None:
+        if not self._guard():
+            return
+        self.close_connection = True
+        self._send(405, {"error": {"message": f"{self.command} is not supported; use {_ALLOW}",
+                                   "type": "invalid_request_error", "param": None, "code": None}},
+                   {"Allow": _ALLOW})
+
+    do_PUT = do_PATCH = _not_allowed  # noqa: N815 - stdlib naming
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        if not self._guard():
+            return
         path = self.path.split("?")[0].rstrip("/")
         names = self.server.options.models or ("offline",)
-        if path.endswith("/models"):
+        files, batches = _FILES.search(path), _BATCHES.search(path)
+        if path.endswith("/personahub/stats"):
+            self._send(200, self.server.stats.snapshot())
+        elif files or batches:
+            self._batch_api(lambda: self._get_batch_api(files, batches))
+        elif path.endswith("/models"):
             self._send(200, {"object": "list", "data": [_model_entry(n) for n in names]})
         elif "/models/" in path:  # retrieve one model (the id may hold slashes)
             name = unquote(path.split("/models/", 1)[1])
@@ -222,22 +343,82 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
+        """``DELETE /v1/files/{id}`` (what a client frees the server's memory with)."""
+        files = _FILES.search(self.path.split("?")[0].rstrip("/"))
+        if files is None or files.group(1) is None or files.group(2):
+            self._not_allowed()
+            return
+        if self._guard():
+            if self._declares_body():  # left unread: the next request's start is unknown
+                self.close_connection = True
+            file_id = unquote(files.group(1))
+            self._batch_api(lambda: self.server.files.delete(file_id))
+
+    def _get_batch_api(self, files: re.Match[str] | None,
+                       batches: re.Match[str] | None) -> dict[str, Any] | bytes:
+        """The answer to a GET of ``/files…`` or ``/batches…``."""
+        srv = self.server
+        query = parse_qs(self.path.partition("?")[2])
+        if files is not None:
+            if files.group(1) is None:
+                return srv.files.listing(_first(query, "purpose"))
+            stored = srv.files.get(unquote(files.group(1)))
+            return stored.data if files.group(2) else stored.describe()
+        assert batches is not None
+        if batches.group(1) is None:
+            try:
+                limit = min(100, max(1, int((query.get("limit") or ["20"])[0])))
+            except ValueError:
+                raise FileProblem(400, "Invalid value for 'limit'.", "limit") from None
+            return srv.batches.listing(_first(query, "after"), limit)
+        if batches.group(2):
+            raise FileProblem(405, "cancel a batch with POST")
+        return srv.batches.get(unquote(batches.group(1)))
+
+    def _batch_api(self, answer: Any) -> None:
+        """Send what ``answer()`` returns (a JSON object, or a file's bytes), or its error."""
+        try:
+            body = answer()
+        except FileProblem as exc:
+            self._refuse(self.server.dialect.error(exc.status, str(exc), param=exc.param))
+            return
+        except OSError:  # the client hung up
+            raise
+        except Exception:  # never a dropped connection, never exception text to a client
+            log.exception("offline server: %s %s failed", self.command, self.path)
+            self._refuse(self.server.dialect.error(500, "offline server error (the server "
+                                                   "logged it)"))
+            return
+        if isinstance(body, bytes):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self._send(200, body)
+
     def _sleep_until(self, deadline: float) -> None:
         wait = deadline - time.monotonic()
         if wait > 0:
             time.sleep(wait)
 
-    def _read_body(self) -> bytes:
-        """The body, as long as Content-Length says (or chunked); a bad or unmet length closes
-        the connection afterwards (the next request's start would be unknown)."""
+    def _read_body(self, bound: int = _MAX_BODY) -> bytes:
+        """The body, as long as Content-Length says (or chunked), at most ``bound`` bytes; a bad
+        or unmet length closes the connection afterwards (the next request's start would be
+        unknown)."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked()
+            return self._read_chunked(bound)
         declared = self.headers.get("Content-Length")
         try:
             length = int(declared) if declared is not None else 0
         except ValueError:
             length = -1
-        if not 0 <= length <= _MAX_BODY:
+        if length > bound:
+            self.close_connection = True
+            raise _TooLarge(f"the body is {length} bytes; this server takes {bound} at most")
+        if not 0 <= length:
             self.close_connection = True
             raise _BadBody(f"bad Content-Length {declared!r}")
         if not length:
@@ -255,7 +436,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _BadBody(f"the body ended before its Content-Length ({length} bytes)")
         return raw
 
-    def _read_chunked(self) -> bytes:
+    def _read_chunked(self, bound: int = _MAX_BODY) -> bytes:
         """A chunked body (clients that stream their upload send one)."""
         self.connection.settimeout(_BODY_TIMEOUT_S)
         parts: list[bytes] = []
@@ -266,7 +447,10 @@ class _Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return b"".join(parts)
-                if size < 0 or sum(map(len, parts)) + size > _MAX_BODY:
+                if sum(map(len, parts)) + size > bound:
+                    self.close_connection = True
+                    raise _TooLarge(f"the body is longer than {bound} bytes")
+                if size < 0:
                     raise ValueError(size)
                 parts.append(self.rfile.read(size))
                 self.rfile.readline(1024)
@@ -279,13 +463,35 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         received = time.monotonic()
         srv, dialect = self.server, self.server.dialect
+        if not self._guard():
+            return
+        path = self.path.split("?")[0].rstrip("/")
+        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if path.endswith("/files"):
+            self._upload(kind)
+            return
+        cancel = _BATCHES.search(path)
+        if kind != "application/json" and not (cancel and cancel.group(2)
+                                               and not self._declares_body()):
+            srv.stats.bump("forbidden")
+            self.close_connection = True
+            self._refuse(dialect.error(415, f"Content-Type {kind or 'missing'!r}: this server "
+                                       "takes application/json only"))
+            return
         problem = ""
         try:
             raw = self._read_body()
+        except _TooLarge as exc:
+            srv.stats.bump("out_of_bounds")
+            self._refuse(dialect.error(413, str(exc)))
+            return
         except _BadBody as exc:
             raw, problem = None, str(exc)
-        embeddings = self.path.rstrip("/").endswith("/embeddings")
-        if not embeddings and not self.path.rstrip("/").endswith("/chat/completions"):
+        if cancel is not None:
+            self._post_batches(cancel, raw, problem)
+            return
+        embeddings = path.endswith("/embeddings")
+        if not embeddings and not path.endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
             return
         srv.stats.bump("requests")
@@ -300,14 +506,67 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(dialect.model_not_found(request.get("model")))
             return
         try:
+            check_body(request)
             if embeddings:
-                self._embed(request, received)
+                self._embed(request, check_embeddings(request), received)
             else:
                 self._answer(request, received)
+        except Problem as exc:  # past a bound: answered at once, before any work
+            srv.stats.bump("out_of_bounds")
+            self._refuse(dialect.error(400, str(exc), param=exc.param))
         except OSError:  # the client hung up
             raise
-        except Exception as exc:  # a request shape nobody checked: answer, never drop it
-            self._refuse(dialect.error(500, f"offline server error: {type(exc).__name__}: {exc}"))
+        except Exception:  # a request shape nobody checked: answer, never drop it
+            log.exception("offline server: request to %s failed", self.path)
+            self._refuse(dialect.error(500, "offline server error (the server logged it)"))
+
+    def _declares_body(self) -> bool:
+        """Whether the request says it has a body (a POST without one needs no Content-Type)."""
+        length = (self.headers.get("Content-Length") or "0").strip()
+        return length not in ("", "0") or "Transfer-Encoding" in self.headers
+
+    def _upload(self, kind: str) -> None:
+        """``POST /v1/files``: a multipart upload of a batch file, at most ``FILE_MAX_BYTES``."""
+        srv = self.server
+        if kind != "multipart/form-data":
+            srv.stats.bump("forbidden")
+            self.close_connection = True
+            self._refuse(srv.dialect.error(415, f"Content-Type {kind or 'missing'!r}: a file "
+                                           "upload is multipart/form-data"))
+            return
+        try:
+            raw = self._read_body(FILE_MAX_BYTES)
+        except _TooLarge as exc:
+            srv.stats.bump("out_of_bounds")
+            self._refuse(srv.dialect.error(413, str(exc)))
+            return
+        except _BadBody as exc:
+            self._refuse(srv.dialect.error(400, str(exc)))
+            return
+
+        def store() -> dict[str, Any]:
+            filename, purpose, data = parse_upload(self.headers.get("Content-Type") or "", raw)
+            stored = srv.files.add(filename, purpose, data)
+            srv.stats.bump("files_uploaded")
+            return stored.describe()
+
+        self._batch_api(store)
+
+    def _post_batches(self, match: re.Match[str], raw: bytes | None, problem: str) -> None:
+        """``POST /v1/batches`` (create) and ``POST /v1/batches/{id}/cancel``."""
+        srv = self.server
+        if match.group(2):
+            self._batch_api(lambda: srv.batches.cancel(unquote(match.group(1))))
+            return
+        if match.group(1) is not None:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        request = _parse(raw, srv.dialect) if raw is not None else srv.dialect.bad_body(
+            problem, parsed=False)
+        if isinstance(request, Refusal):
+            self._refuse(request)
+            return
+        self._batch_api(lambda: srv.batches.create(request))
 
     def _fault(self, received: float) -> bool:
         """Inject a hang and/or an HTTP error as the options say; True when one was sent."""
@@ -325,41 +584,25 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return False
 
-    def _embed(self, request: dict[str, Any], received: float) -> None:
+    def _embed(self, request: dict[str, Any], texts: list[str], received: float) -> None:
         """``/embeddings``: deterministic word-hashing vectors (``personas.embedding``'s
         ``HashEmbedder``), with the same latency and faults as chat answers."""
         if self._fault(received):
             return
         self._sleep_until(received + self.server.options.latency_s)
         self.server.stats.bump("answered")
-        self._send(200, _embedding_body(request))
+        self._send(200, _embedding_body(request, texts))
 
     def _answer(self, request: dict[str, Any], received: float) -> None:
         """Refuse ``request`` as the dialect would, inject faults, or answer it."""
-        srv, opts, dialect = self.server, self.server.options, self.server.dialect
-        messages = _plain_messages(request)
-        plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
-        if isinstance(plan, Refusal):
-            srv.stats.bump("refused")
-            self._refuse(plan)
-            return
-        choices = dialect.choices(request)
-        if isinstance(choices, Refusal):
-            srv.stats.bump("refused")
-            self._refuse(choices)
+        srv, opts = self.server, self.server.options
+        prepared = _prepare_chat(srv, request)
+        if isinstance(prepared, Refusal):
+            self._refuse(prepared)
             return
         if self._fault(received):
             return
-        malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
-        runaway = bool(opts.runaway_rate and srv.draw() < opts.runaway_rate)
-        if runaway:
-            srv.stats.bump("runaways")
-        body, cut = _answer_body(srv.engine, dialect, request, messages, plan, malformed, choices,
-                                 runaway=runaway)
-        if dialect.reports_cached_tokens:
-            usage = body["usage"]
-            usage["prompt_tokens_details"] = {
-                "cached_tokens": srv.cached_tokens(messages, usage["prompt_tokens"])}
+        body, cut, malformed = _chat_reply(srv, request, prepared)
         # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
         # request arrived, so the server's own CPU does not pile up on top of the latency when
         # many requests arrive at once (it would otherwise serialise behind this process's lock)
@@ -391,21 +634,111 @@ def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
     """The request object in ``raw``, or the dialect's answer to a body that is not one."""
     try:
         request = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return dialect.bad_body(str(exc), parsed=False)
+    except RecursionError:
+        return dialect.bad_body(f"the body nests deeper than {LIMITS.depth} levels", parsed=False)
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer of thousands of digits
+        return dialect.bad_body(str(exc).splitlines()[0], parsed=False)
     if not isinstance(request, dict):
         return dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
                                 parsed=True, value=request)
     return request
 
 
-def _embedding_body(request: Mapping[str, Any]) -> dict[str, Any]:
-    """An OpenAI ``/embeddings`` answer: one hashed vector per input text, in order (as floats,
-    or base64 when ``encoding_format`` asks, which the openai SDK decodes)."""
+@dataclass(frozen=True)
+class _Prepared:
+    """A chat request the dialect takes: its plan, messages, choices and answer schema."""
+
+    plan: Plan
+    messages: list[dict[str, Any]]
+    choices: int
+    schema: Mapping[str, Any] | None
+
+
+def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
+    """The dialect's refusal of ``request``, or what answering it takes (``Problem`` when it is
+    past a bound). Shared by online requests and batch lines, so both are refused alike."""
+    dialect = srv.dialect
+    messages = _plain_messages(request)
+    plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
+    if isinstance(plan, Refusal):
+        srv.stats.bump("refused")
+        return plan
+    choices = dialect.choices(request)
+    if isinstance(choices, Refusal):
+        srv.stats.bump("refused")
+        return choices
+    check_chat(plan.max_tokens, choices, plan.tools)
+    schema = _answer_schema(plan, messages)
+    check_answer([(schema, "response_format"), *(
+        ((t.get("function", t) or {}).get("parameters"), "tools") for t in plan.tools or ())],
+        choices)
+    return _Prepared(plan, messages, choices, schema)
+
+
+def _chat_reply(srv: _Server, request: dict[str, Any],
+                prepared: _Prepared) -> tuple[dict[str, Any], bool, bool]:
+    """The chat.completion answering a prepared request (malformed and runaway answers drawn
+    as the options say), whether it was cut, and whether it was malformed."""
+    opts = srv.options
+    malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
+    runaway = bool(opts.runaway_rate and srv.draw() < opts.runaway_rate)
+    if runaway:
+        srv.stats.bump("runaways")
+    body, cut = _answer_body(srv.engine, srv.dialect, request, prepared.messages, prepared.plan,
+                             malformed, prepared.choices, runaway=runaway,
+                             schema=prepared.schema)
+    if srv.dialect.reports_cached_tokens:
+        usage = body["usage"]
+        usage["prompt_tokens_details"] = {
+            "cached_tokens": srv.cached_tokens(prepared.messages, usage["prompt_tokens"])}
+    return body, cut, malformed
+
+
+def answer_line(srv: _Server, url: str, request: Any) -> tuple[int, Any]:
+    """(status, body) answering one batch line's ``request`` to ``url`` as the online route
+    would (the dialect's refusals, the bounds, the models served, the engine's answer), minus
+    what belongs to a connection: latency, hangs, injected HTTP errors, streaming."""
+    dialect = srv.dialect
+    if not isinstance(request, dict):
+        refusal = dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
+                                   parsed=True, value=request)
+        return refusal.status, refusal.body
+    served = srv.options.models
+    if served and request.get("model") not in served:
+        srv.stats.bump("refused")
+        refusal = dialect.model_not_found(request.get("model"))
+        return refusal.status, refusal.body
+    try:
+        check_body(request)
+        if url.rstrip("/").endswith("/embeddings"):
+            return 200, _embedding_body(request, check_embeddings(request))
+        if wants_stream(request):
+            refusal = dialect.error(400, "A batch request cannot be streamed.", param="stream")
+            return refusal.status, refusal.body
+        prepared = _prepare_chat(srv, request)
+        if isinstance(prepared, Refusal):
+            return prepared.status, prepared.body
+        body, cut, malformed = _chat_reply(srv, request, prepared)
+        if cut:
+            srv.stats.bump("truncated")
+        if malformed:
+            srv.stats.bump("malformed")
+        return 200, body
+    except Problem as exc:
+        srv.stats.bump("out_of_bounds")
+        refusal = dialect.error(400, str(exc), param=exc.param)
+    except Exception:  # a request shape nobody checked: an error line, never a dead batch
+        log.exception("offline server: a batch line to %s failed", url)
+        refusal = dialect.error(500, "offline server error (the server logged it)")
+    return refusal.status, refusal.body
+
+
+def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, Any]:
+    """An OpenAI ``/embeddings`` answer: one hashed vector per input text (``texts``, checked
+    by ``limits.check_embeddings``), in order (as floats, or base64 when ``encoding_format``
+    asks, which the openai SDK decodes)."""
     from personahub.personas.embedding import HashEmbedder
 
-    texts = request.get("input")
-    texts = [texts] if isinstance(texts, str) else [str(t) for t in texts or []]
     dim = int(request.get("dimensions") or 64)
     vectors = HashEmbedder(dim=dim).embed(texts)
     tokens = sum(approx_tokens(t) for t in texts)
@@ -416,6 +749,12 @@ def _embedding_body(request: Mapping[str, Any]) -> dict[str, Any]:
                                     if as_base64 else v.tolist())}
                      for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _first(query: Mapping[str, list[str]], name: str) -> str | None:
+    """A query parameter's first value, if given."""
+    values = query.get(name)
+    return values[0] if values else None
 
 
 def _model_entry(name: str) -> dict[str, Any]:
@@ -451,17 +790,31 @@ def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool 
     return _answer_body(engine, dialect, request, messages, plan, malformed)[0]
 
 
+def _answer_schema(plan: Plan, messages: list[dict[str, Any]]) -> Mapping[str, Any] | None:
+    """The schema an answer fills: the plan's, else one written in the prompt (when the plan
+    looks there), else any object when JSON is due, else none."""
+    schema = plan.json_schema
+    if schema is None and plan.prompt_schema and not plan.tools:
+        try:
+            schema = find_prompt_schema(messages)
+        except RecursionError:
+            raise Problem(f"the schema in the prompt nests deeper than {LIMITS.depth} levels",
+                          "messages") from None
+    if schema is None and plan.wants_json:
+        schema = _ANY_OBJECT
+    return schema
+
+
 def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, Any],
                  messages: list[dict[str, Any]], plan: Plan,
                  malformed: bool, choices: int = 1, *,
-                 runaway: bool = False) -> tuple[dict[str, Any], bool]:
+                 runaway: bool = False,
+                 schema: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
     """An OpenAI chat.completion body answering ``request`` as ``plan`` says with ``choices``
-    choices, and whether an answer was cut at the token limit."""
-    schema = plan.json_schema
-    if schema is None and plan.prompt_schema and not plan.tools:
-        schema = find_prompt_schema(messages)
-    if schema is None and plan.wants_json:
-        schema = _ANY_OBJECT
+    choices, and whether an answer was cut at the token limit (``schema``: what
+    ``_answer_schema`` found, when the caller has it)."""
+    if schema is None:
+        schema = _answer_schema(plan, messages)
     answers = [_choice(choice_engine(engine, i), dialect, messages, plan, schema, malformed,
                        runaway) for i in range(choices)]
     tokens_in = answers[0][2]
@@ -538,7 +891,7 @@ def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, Any] | None) 
 
 def _runaway_choice(dialect: Dialect, plan: Plan, reply: EngineReply, ran: Runaway,
                     malformed: bool) -> tuple[Shaped, bool, int, int]:
-    """The choice of a runaway answer (see ``agents.server_runaway``)."""
+    """The choice of a runaway answer (see ``agents.loopback.runaway``)."""
     text = ran.text[: len(ran.text) // 2] if malformed else ran.text
     if reply.tool_calls:
         call = reply.tool_calls[0]
@@ -560,9 +913,16 @@ class RunningServer:
     def stop(self) -> None:
         """Stop serving, end hanging requests, and close the socket."""
         self._server.stopping.set()
+        self._server.batches.close()
         self._server.shutdown()
         self._server.server_close()
 
+
+_ALLOW = "GET, POST, DELETE, OPTIONS"
+# the Batch API's routes: /files, /files/{id}, /files/{id}/content; /batches, /batches/{id},
+# /batches/{id}/cancel (after any prefix, as the other routes)
+_FILES = re.compile(r"/files(?:/([^/]+)(/content)?)?$")
+_BATCHES = re.compile(r"/batches(?:/([^/]+)(/cancel)?)?$")
 
 #: How often the serving loop checks for ``stop()``: socketserver's default (0.5 s) made every
 #: stop wait half a second, most of a short test's time.

@@ -52,7 +52,7 @@ def demo_persona_messages(text: str) -> list[BaseMessage]:
     """Infer the persona behind a demonstration that came without one (persona-few-shot).
 
     Corpus-scale text-to-persona (who reads, writes, likes ... a text) is
-    ``personas.prompts.text_to_persona_messages``.
+    ``agents.prompts.personas.text_to_persona_messages``.
     """
     body = section("Text", text) + "\n" + section("Task", TEXT_TO_PERSONA_TASK)
     return [SystemMessage("You infer personas from texts. Answer only with JSON for the schema."),

@@ -21,7 +21,7 @@ from personahub.personas.quality import QualityIssue
 Content = Mapping[str, Any]
 Validator = Callable[[Content], QualityIssue | None]
 # How the offline engine writes a string field: a ``TextMaker`` method name, or a function of the
-# ``TextMaker`` (``agents.offline_text``); it sees field names only, so writers are per field name.
+# ``TextMaker`` (``agents.llm.offline_text``); it sees field names only, so writers are per field name.
 OfflineWriter = str | Callable[[Any], str]
 
 

@@ -5,7 +5,7 @@ Two schemas: ``ToolSpec`` is what models are asked for, in shapes Persona Hub re
 small model can fill: ``input_args`` a list of ``{name, type, description}`` (the name a Python
 identifier, the type one of the JSON types), ``return`` an object ``{type, description}``,
 ``depend`` a list of library or API names (a free string invited "python 3.7 (latest)"). Lists
-and strings are bounded for the call's budget by ``agents.bounds``. ``ReleasedToolSpec`` is what
+and strings are bounded for the call's budget by ``agents.llm.bounds``. ``ReleasedToolSpec`` is what
 Persona Hub released, where ``input_args``, ``return`` and ``depend`` may be any JSON value (an
 object, a list or a string). Validation, import and export accept the released shapes.
 """

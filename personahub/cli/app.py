@@ -5,12 +5,12 @@ Every command that calls a model takes ``--llm SPEC`` (default: ``PERSONAHUB_LLM
 Ctrl-C and SIGTERM print one line too (the interrupted job and how to resume it) and exit 130
 and 143; a job names itself on stderr when it starts.
 
-Layout (the CLI is the outermost layer; no command module imports another, nor this one):
-``cli_common`` (options, consoles, errors, client, progress), ``cli_run`` (run), ``cli_sql``,
-``cli_serve``, ``cli_view`` (view), ``cli_synth`` (synthesize, export, report, diversity),
-``cli_interview`` (interview), ``cli_judge`` (judge), ``cli_doctor`` (doctor), ``cli_hub``
-(personas import, sample, stats, export-graph), ``cli_dedup`` (personas dedup) and
-``cli_personas`` (personas expand, from-text).
+Layout (the CLI is the outermost layer; no command module imports another, nor this one), all
+in ``personahub/cli/``: ``common`` (options, consoles, errors, client, progress), ``run``,
+``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
+``judge``, ``doctor``, ``jobs`` (jobs, resume), ``hub`` (personas import, sample, stats,
+export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
+``personas`` (personas expand, from-text).
 """
 
 from __future__ import annotations
@@ -35,10 +35,16 @@ from personahub.cli import (
     interview as cli_interview,
 )
 from personahub.cli import (
+    jobs as cli_jobs,
+)
+from personahub.cli import (
     judge as cli_judge,
 )
 from personahub.cli import (
     personas as cli_personas,
+)
+from personahub.cli import (
+    population as cli_population,
 )
 from personahub.cli import (
     run as cli_run,
@@ -85,8 +91,12 @@ class OneLineGroup(TyperGroup):
         except click_exceptions.ClickException as exc:
             error_line(exc.format_message())
             sys.exit(exc.exit_code)
-        except typer.Abort:  # click's own Abort in older typer
-            error_line("aborted")
+        except typer.Abort as exc:  # click's own Abort in older typer
+            # click turns an EOFError that escaped a command into Abort: name the cause (a
+            # truncated compressed file said only "aborted")
+            cause = exc.__cause__ or exc.__context__
+            error_line("aborted" if cause is None or isinstance(cause, KeyboardInterrupt)
+                       else f"aborted: unexpected end of data ({type(cause).__name__}: {cause})")
             sys.exit(1)
         # non-standalone main returns the exit code of a typer.Exit, else the command's result
         sys.exit(code if isinstance(code, int) else 0)
@@ -129,6 +139,8 @@ app.command()(cli_judge.judge)
 app.command()(cli_view.view)
 app.command()(cli_interview.interview)
 app.command()(cli_doctor.doctor)
+app.command()(cli_jobs.jobs)
+app.command()(cli_jobs.resume)
 
 personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
@@ -136,6 +148,7 @@ personas_app.command("import")(cli_hub.personas_import)
 personas_app.command("expand")(cli_personas.personas_expand)
 personas_app.command("from-text")(cli_personas.personas_from_text)
 personas_app.command("sample")(cli_hub.personas_sample)
+personas_app.command("sample-population")(cli_population.personas_sample_population)
 personas_app.command("stats")(cli_hub.personas_stats)
 personas_app.command("export-graph")(cli_hub.personas_export_graph)
 personas_app.command("dedup")(cli_dedup.personas_dedup)

@@ -1,8 +1,8 @@
 """What every CLI command module shares: the consoles, the option types, the generation flags,
 one-line error handling, the model client and its banner, the progress display, job announcements.
 
-Command modules (``sim/cli_*.py``) import this module and nothing of each other; ``personahub/cli/app.py``
-assembles them into the ``personahub`` app. Nothing here imports a command module.
+Command modules (``personahub/cli/*.py``) import this module and nothing of each other;
+``personahub/cli/app.py`` assembles them into the ``personahub`` app. Nothing here imports a command module.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from rich.progress import Progress
 from rich.text import Text
 
 from personahub.core.dbcheck import first_line
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 from personahub.core.store import is_damage
+from personahub.core.validate import MAX_TOKENS
 
 try:  # typer >= 0.22 ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -84,7 +85,7 @@ StructuredOption = Annotated[str, typer.Option(
     "--structured", help="How the JSON schema is asked for: auto (learn per endpoint from the "
                          "first refusal), json_schema, json_object, tools or prompt.")]
 MaxTokensOption = Annotated[int | None, typer.Option(
-    "--max-tokens", min=1, help="Output tokens per model call at most (default: per output "
+    "--max-tokens", min=1, max=MAX_TOKENS, help="Output tokens per model call at most (default: per output "
                                 "kind, 160-700).")]
 TemperatureOption = Annotated[float | None, typer.Option(
     "--temperature", min=0, max=2, help="Sampling temperature (default: the server's).")]
@@ -157,9 +158,10 @@ def error_line(message: str) -> None:
 
 
 def one_line_errors(func: F) -> F:
-    """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit.
+    """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit (2 for a
+    UsageError: a flag or scenario value, as for a flag click refuses).
 
-    SIGTERM is turned into an interrupt for the command's duration (``sim.interrupts``), so a
+    SIGTERM is turned into an interrupt for the command's duration (``personahub.core.interrupts``), so a
     run or job it stops is marked ``interrupted`` as after Ctrl-C; the exit is 143, not 130.
     ``sys.exit`` and other BaseExceptions raised by scenario code become one line too, naming
     the scenario's file and line: they are not this program's way out, so they must not end it
@@ -173,7 +175,7 @@ def one_line_errors(func: F) -> F:
                 return func(*args, **kwargs)
         except PersonahubError as exc:
             error_line(str(exc))
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
         except duckdb.Error as exc:
             if not is_damage(exc):
                 raise
@@ -207,6 +209,11 @@ def banner(client: StructuredCaller) -> None:
         say("engine: ", (client.label, "bold"), " (language model over HTTP)")
 
 
+def unreachable(label: str) -> None:
+    """Warn that one endpoint of several does not answer (the others are used)."""
+    say(("warning:", "yellow"), f" endpoint {label} is unreachable; using the others")
+
+
 def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, timeout: float,
                 offline_latency: float = 0.0, *, rps: float | None = None,
                 check: bool = True, flags: ModelFlags | None = None,
@@ -222,17 +229,19 @@ def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, t
                                          **(flags or ModelFlags()).settings()))
     if check:
         for label in check_reachable(client):
-            say(("warning:", "yellow"), f" endpoint {label} is unreachable; using the others")
+            unreachable(label)
     if announce:
         banner(client)
     return client
 
 
-def job_progress(client: CountsCalls | None = None) -> Progress:
-    """A progress display (with the client's call counts when it calls a model)."""
+def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Progress:
+    """A progress display (with the client's call counts when it calls a model, or ``counts``:
+    a ``progress.LateCounts`` for a client the job kernel builds later)."""
     from personahub.cli.progress import JobProgress
 
-    return JobProgress(console, client.stats if client is not None else None)
+    return JobProgress(console, counts if counts is not None
+                       else client.stats if client is not None else None)
 
 
 def started(what: str, key: str, db: Path) -> None:

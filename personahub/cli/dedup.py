@@ -29,7 +29,7 @@ from personahub.cli.common import (
     out,
     started,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.store import DEFAULT_DB
 
@@ -56,7 +56,7 @@ def _config(threshold: float, num_perm: int, ngram: int, embedder: str, embed_th
 
 def _model_embedder(spec: str, cache: str, rps: float | None) -> Any:
     """The stage-2 embedder; ``--cache``/``--rps`` are refused for one that calls no model."""
-    from personahub.core.jobs import check_cache_mode
+    from personahub.core.kernel import check_cache_mode
     from personahub.personas.embedding import ModelEmbedder, make_embedder
 
     check_cache_mode(cache)
@@ -121,7 +121,7 @@ def personas_dedup(
     if resume is not None:
         fixed = given_on_command_line(ctx, DEDUP_FIXED)
         if fixed:
-            raise PersonahubError(f"--resume {resume} takes {', '.join(DEDUP_FIXED)} from the "
+            raise UsageError(f"--resume {resume} takes {', '.join(DEDUP_FIXED)} from the "
                                   f"dedup job; leave out {', '.join(fixed)}")
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database (import personas first)")
@@ -212,7 +212,9 @@ def _check_reachable(embedder: Any) -> None:
 def _dedup_job(con: Any, db: Path, config: Any, job: Any, cache: str, rps: float | None,
                sign: Any) -> Any:
     """Run (or resume) the dedup job on the kernel's loop and record how it ended."""
-    from personahub.core.jobs import JobRef, attach_cache, job_loop
+    from personahub.agents.llm.cache import attach_cache
+    from personahub.core.commit import JobRef
+    from personahub.core.loop import job_loop
     from personahub.personas.dedup import dedup_job
     from personahub.personas.dedup_jobs import JOB_KIND, finish_dedup_job, start_dedup_job
     from personahub.personas.embedding import ModelEmbedder

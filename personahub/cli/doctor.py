@@ -1,4 +1,4 @@
-"""``personahub doctor``: probe a model endpoint before a big job (``agents.doctor``)."""
+"""``personahub doctor``: probe a model endpoint before a big job (``agents.llm.doctor``)."""
 
 from __future__ import annotations
 

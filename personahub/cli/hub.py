@@ -1,5 +1,5 @@
 """``personahub personas`` commands that call no model: import, sample (carving), stats and
-export-graph (``dedup`` is a job of its own: ``sim.cli_dedup``)."""
+export-graph (``dedup`` is a job of its own: ``personahub.cli.dedup``)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import typer
 from rich.table import Table
 
 from personahub.cli.common import DbOption, console, job_progress, one_line_errors, out
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import FORCE_HELP, atomic_file, check_output
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
@@ -28,12 +29,13 @@ def personas_import(
     batch_size: Annotated[int, typer.Option(min=1, help="Personas per transaction.")] = 50_000,
 ) -> None:
     """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
-    from personahub.core.store import connect, transaction, upsert_personas
+    from personahub.core.store import connect, transaction
     from personahub.personas.importers import FORMATS, ImportStats, KeptRow, iter_persona_batches
     from personahub.personas.persona_texts import SourceText, insert_source_texts
+    from personahub.personas.store import upsert_personas
 
     if fmt not in FORMATS:
-        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     stats = ImportStats()
     kept: list[KeptRow] = []  # a synthesis file's rows, whole (persona_texts)
     batches = iter_persona_batches(file, batch_size=batch_size, fmt=fmt, text_column=text_column,
@@ -60,6 +62,11 @@ def personas_import(
     if texts:
         out.print(f"kept {texts} synthesized texts (personahub export --source-file {file})",
                   highlight=False, soft_wrap=True)
+    if stats.unmapped:
+        columns = ", ".join(f"{column} {n}" for column, n in stats.unmapped.most_common())
+        out.print(f"demographics: values outside the vocabulary left unmapped ({columns}); the "
+                  "rows are imported without that key (docs/personas.md)", highlight=False,
+                  soft_wrap=True)
     for example in stats.bad_examples:
         out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
 
@@ -68,8 +75,10 @@ def personas_import(
 def personas_sample(
     db: DbOption = Path(DEFAULT_DB),
     where: Annotated[list[str] | None, typer.Option(
-        "--where", "-w", help="Attribute condition KEY OP VALUE (= != >= <= > < ~), repeatable: "
-                              "age>=30, occupation=nurse, labels=finance, hop>=2.")] = None,
+        "--where", "-w", "--carve",
+        help="Attribute condition KEY OP VALUE (= != >= <= > < ~), repeatable: age>=30, "
+             "occupation=nurse, labels=finance, hop>=2, age_group=30-49, party=Democrat "
+             "(demographic keys take any known spelling of a value; docs/personas.md).")] = None,
     contains: Annotated[str | None, typer.Option(help="Text contains (case-insensitive).")] = None,
     regex: Annotated[str | None, typer.Option(help="Text matches this regular expression.")] = None,
     ilike: Annotated[str | None, typer.Option(help="Text ILIKE pattern (% and _ wildcards).")] = None,
@@ -80,7 +89,7 @@ def personas_sample(
     within: Annotated[int, typer.Option(min=0, max=6, help="Hops for --near.")] = 1,
     include_duplicates: Annotated[bool, typer.Option(help="Keep flagged near-duplicates.")] = False,
     k: Annotated[int | None, typer.Option("-k", "--k", min=0, help="Sample this many.")] = None,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Sampling seed.")] = 0,
     stratify: Annotated[str | None, typer.Option(help="Stratify the sample by this attribute.")] = None,
     equal: Annotated[bool, typer.Option(help="Equal share per stratum (default proportional).")] = False,
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write JSONL "
@@ -95,7 +104,7 @@ def personas_sample(
     from personahub.personas.carve import Selection, carve
 
     if fmt not in ("table", "jsonl", "ids"):
-        raise PersonahubError(f"--format {fmt!r}: use table, jsonl or ids")
+        raise UsageError(f"--format {fmt!r}: use table, jsonl or ids")
     if output is not None:
         check_output(output, db=db, force=force)
     selection = Selection(where=where or (), contains=contains, regex=regex, ilike=ilike, near=near,
@@ -139,9 +148,10 @@ def personas_stats(
 ) -> None:
     """Graph statistics: nodes, edges, components, cycles, clustering, degrees, hops, relation
     labels, and the same shape figures per expansion (newest ten)."""
-    from personahub.core.store import connect, flagged_duplicate_count
+    from personahub.core.store import connect
     from personahub.personas.expand import expansion_graph_stats, list_expansions
     from personahub.personas.graph import graph_stats, load_graph
+    from personahub.personas.store import flagged_duplicate_count
 
     con = connect(db, read_only=True)
     try:

@@ -29,7 +29,7 @@ from personahub.cli.common import (
     out,
     say,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import DEFAULT_DB
 
 if TYPE_CHECKING:
@@ -76,11 +76,11 @@ def interview(
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
     from each agent's stored state at a step and go to the interviews table (the run itself is
     not changed)."""
-    from personahub.core.jobs import job_loop
+    from personahub.core.loop import job_loop
     from personahub.pipelines.interview import InterviewRequest, ask, prepare, write
 
     if output not in FORMATS:
-        raise PersonahubError(f"--format {output}: choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"--format {output}: choose one of {', '.join(FORMATS)}")
     request = InterviewRequest(run_id=run, question=question, agent=agent, where=personas,
                                carve=tuple(carve or ()), step=step, limit=limit)
     prepared = prepare(db, request)  # every input checked, nothing written, no model built yet
@@ -99,10 +99,10 @@ def interview(
 
 
 def _account(result: InterviewResult, results: list[Any], max_failed_share: float | None) -> None:
-    """The failure policy over the interview's one batch (``agents.failures``): every answer
+    """The failure policy over the interview's one batch (``agents.llm.failures``): every answer
     failed, or the endpoint failed most of them, or more than ``--max-failed-share`` of them
     failed (at least 5 asked): one line and a non-zero exit. Otherwise the kept share is said."""
-    from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE, batch_failure, most_common_error
+    from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, batch_failure, most_common_error
 
     errors = [r["error"] for r in result.rows if r["status"] != "ok"]
     records = [record for call in results for record in call.records]

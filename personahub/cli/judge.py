@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
@@ -30,7 +29,9 @@ from personahub.cli.common import (
     out,
     started,
 )
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
@@ -40,7 +41,8 @@ def judge(
     kind: Annotated[str | None, typer.Option(help="Only items of this task / emission kind.")] = None,
     sample: Annotated[int | None, typer.Option(
         min=1, help="Judge at most N items: a uniform sample seeded by --seed (default: all).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed: the sample and the offline engine.")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Seed: the sample and the offline engine.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
     llm: LlmOption = None,
     concurrency: ConcurrencyOption = 16,

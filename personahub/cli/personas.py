@@ -5,6 +5,7 @@ explicitly with ``--resume`` and the job's id (an expansion id; a text job's cor
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,6 @@ from typing import Annotated, Any
 import typer
 
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -43,9 +43,12 @@ from personahub.cli.common import (
     started,
     stored_flags,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
+from personahub.core.jobs_store import UNFINISHED
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
 from personahub.sim.executors import check_executor, executor_session
 
@@ -59,7 +62,7 @@ def _refuse_fixed(ctx: typer.Context, job: str, resume: str, names: tuple[str, .
     """A resume answers as its job started: options that would change that are refused."""
     fixed = given_on_command_line(ctx, names)
     if fixed:
-        raise PersonahubError(f"--resume {resume} takes {', '.join(n for n in names if n != 'fresh')}"
+        raise UsageError(f"--resume {resume} takes {', '.join(n for n in names if n != 'fresh')}"
                               f" from the {job}; leave out {', '.join(fixed)}")
 
 
@@ -94,8 +97,8 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
     hub has grown since); ``fresh`` marks it superseded and starts anew. An unknown ``language``
     is an error before the database is opened.
     """
-    from personahub.core.store import live_persona_ids
     from personahub.personas.expand import find_expansion, find_unfinished, supersede_expansion
+    from personahub.personas.store import live_persona_ids
 
     _check_language(language)
     con = _open_hub(db)
@@ -104,7 +107,7 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
             info = find_expansion(con, resume)
             if info is None:
                 raise PersonahubError(f"--resume {resume}: no such expansion in {db}")
-            if info.status not in ("running", "failed"):
+            if info.status not in UNFINISHED:
                 raise PersonahubError(f"--resume {resume}: the expansion is {info.status}; "
                                       "there is nothing to resume")
         else:
@@ -173,7 +176,7 @@ def personas_expand(
     limit: Annotated[int | None, typer.Option(min=1, help="Start from the first N personas.")] = None,
     language: LanguageOption = None,
     llm: LlmOption = None,
-    seed: Annotated[int | None, typer.Option(
+    seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: a resumed expansion's own seed, else 0).")] = None,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
@@ -209,8 +212,9 @@ def personas_expand(
     --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
     --resume EXPANSION_ID resumes that expansion by its id.
     """
+    from personahub.agents.llm.cache import attach_cache, check_replay_cache
     from personahub.agents.llm.client import resolve_spec
-    from personahub.core.jobs import attach_cache, check_cache_mode, check_replay_cache
+    from personahub.core.kernel import check_cache_mode
     from personahub.personas.expand import link_embedder_of
 
     if resume is not None:
@@ -320,19 +324,41 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
         out.print(line, highlight=False, soft_wrap=True)
 
 
-def _text_job(con: Any, db: Path, resume: str, corpus: Path | None) -> tuple[dict[str, Any], Path]:
-    """The stored configuration of the text job ``resume`` and its corpus file (``corpus``
-    when given again, else the file the job was started from)."""
-    from personahub.core.jobs import text_job_config
+def _text_job(con: Any, db: Path, resume: str,
+              corpus: Path | None) -> tuple[dict[str, Any], Path, str]:
+    """The stored configuration of the text job ``resume`` (its corpus name, or its job id),
+    its corpus file (``corpus`` when given again, else the file the job was started from) and
+    its corpus name."""
+    from personahub.personas.text_jobs import find_text_job, text_job_by_id
 
-    stored = text_job_config(con, resume)
-    if stored is None:
+    job = find_text_job(con, resume) or text_job_by_id(con, resume)
+    if job is None:
         raise PersonahubError(f"--resume {resume}: no text-to-persona job over corpus {resume!r} "
                               f"in {db}")
+    stored = job.config
     if corpus is None and not stored.get("path"):
         raise PersonahubError(f"--resume {resume}: the job does not record its corpus file; give "
-                              f"it: personahub personas from-text FILE --corpus {resume}")
-    return stored, corpus if corpus is not None else Path(stored["path"])
+                              f"it: personahub personas from-text FILE --corpus {job.corpus}")
+    return stored, corpus if corpus is not None else Path(stored["path"]), job.corpus
+
+
+def _checked_corpus(corpus: Path, texts: Iterator[Any], stats: Any, *,
+                    skip_bad: bool) -> Iterator[Any]:
+    """The corpus's texts, once the file is found to be text and to hold one: read end to end
+    first (a binary file, bytes not UTF-8 or a damaged gzip stream would otherwise stop the job
+    half-way, its first batches committed), then its first text taken, so an empty corpus is an
+    error before any job is recorded, not a finished job of nothing."""
+    from personahub.core.validate import check_text_file
+    from personahub.personas.importers import container_of
+
+    if container_of(corpus) != "parquet":
+        check_text_file(corpus, "corpus", strict_utf8=not skip_bad)
+    first = next(texts, None)
+    if first is None:
+        why = (f"every record was bad ({stats.bad} skipped)" if stats.bad
+               else "it is empty or every text is blank")
+        raise PersonahubError(f"corpus {corpus}: no text to ask about ({why})")
+    return itertools.chain([first], texts)
 
 
 @one_line_errors
@@ -358,7 +384,7 @@ def personas_from_text(
     skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
     language: LanguageOption = None,
     llm: LlmOption = None,
-    seed: Annotated[int | None, typer.Option(
+    seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per transaction.")] = 64,
     concurrency: ConcurrencyOption = 16,
@@ -384,12 +410,14 @@ def personas_from_text(
     the same command after an interruption (with the job's stored seed and generation settings
     unless given again), or give --resume CORPUS.
     """
+    from personahub.agents.llm.cache import attach_cache
     from personahub.agents.llm.client import redact_spec, resolve_spec
     from personahub.analysis.kept import kept_lines
-    from personahub.core.jobs import attach_cache, check_cache_mode, start_text_job, text_job_config
+    from personahub.core.kernel import check_cache_mode
     from personahub.core.store import connect
     from personahub.personas.importers import ImportStats
     from personahub.personas.quality import rejection_line
+    from personahub.personas.text_jobs import find_text_job, start_text_job
     from personahub.personas.text_to_persona import iter_texts, parse_relations
 
     if resume is not None:
@@ -400,7 +428,7 @@ def personas_from_text(
     con = _open_hub(db) if resume is not None else None
     try:
         if con is not None and resume is not None:  # what the job is, from the job
-            stored, corpus = _text_job(con, db, resume, corpus)
+            stored, corpus, resume = _text_job(con, db, resume, corpus)
             relations = ",".join(stored.get("relations", relations.split(",")))
             text_column, id_column = stored.get("text_column"), stored.get("id_column")
             limit, per_text = stored.get("limit"), int(stored.get("per_text", per_text))
@@ -415,11 +443,13 @@ def personas_from_text(
             _check_language(language)
         except ValueError as exc:
             raise PersonahubError(str(exc)) from None
+        texts = _checked_corpus(corpus, texts, stats, skip_bad=skip_bad)
         check_cache_mode(cache)
         name = corpus_name or corpus.name
         flags = ModelFlags(structured, max_tokens, temperature, top_p)
         con = con or connect(db)
-        stored = text_job_config(con, name) or {}  # read before the client is built from it
+        known = find_text_job(con, name)
+        stored = known.config if known else {}  # read before the client is built from it
         seed = seed if seed is not None else int(stored.get("seed", 0))
         if flags == ModelFlags() and stored:  # no generation flag given: the job's own
             flags = stored_flags(stored, flags)
@@ -430,17 +460,18 @@ def personas_from_text(
                              flags=flags)
         target = ray_target(executor, client, ray_address, ray_workers)  # before the job is recorded
         attach_cache(con, client, cache)  # a replay with nothing recorded stops here
-        start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),
+        job_id = start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),
                                    "relations": list(chosen), "per_text": per_text,
                                    "language": language, "path": str(corpus.resolve()),
                                    "text_column": text_column, "id_column": id_column,
                                    "split": split, "limit": limit, "skip_bad": skip_bad,
                                    "max_failed_share": share})
-        summary = _text_to_persona(con, client, texts, db=db, name=name, relations=chosen,
+        summary = _text_to_persona(con, client, texts, db=db, name=name, job_id=job_id,
+                                   relations=chosen,
                                    per_text=per_text, limit=limit, batch_size=batch_size,
                                    concurrency=concurrency, language=language, target=target,
                                    max_failed_share=share)
-        kept = kept_lines(con, job_kind="text_to_persona", job_id=name)
+        kept = kept_lines(con, job_kind="text_to_persona", job_id=job_id)
     finally:
         if con is not None:
             con.close()
@@ -456,7 +487,8 @@ def personas_from_text(
             out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
 
 
-def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, relations: Any,
+def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, job_id: str,
+                     relations: Any,
                      per_text: int, limit: int | None, batch_size: int, concurrency: Concurrency,
                      language: str | None, target: Any = None,
                      max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> Any:
@@ -464,9 +496,10 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     ``target`` (a ``RayTarget``) asks the batches' calls on Ray workers."""
     from itertools import islice
 
-    from personahub.agents.llm.failures import ModelRejected
-    from personahub.core.job_records import most_common_job_error
-    from personahub.core.jobs import finish_text_job, job_loop
+    from personahub.core.failures import ModelRejected
+    from personahub.core.jobs_store import most_common_job_error
+    from personahub.core.loop import job_loop
+    from personahub.personas.text_jobs import finish_text_job
     from personahub.personas.text_to_persona import text_to_persona
     from personahub.sim.executors.shards import clear_job_folder, job_folder
 
@@ -479,24 +512,25 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
                 per_text=per_text, batch_size=batch_size, concurrency=concurrency,
                 language=language, progress=lambda _, done, __: bar.update(task, completed=done),
                 remote=_ray_batches(client, target, batch_size * len(relations),
-                                    job_folder(db, name)), max_failed_share=max_failed_share))
+                                    job_folder(db, name)), max_failed_share=max_failed_share,
+                job_id=job_id))
     except KeyboardInterrupt as exc:
-        finish_text_job(con, name, "interrupted", f"interrupted by {signal_name(exc)}")
+        finish_text_job(con, job_id, "interrupted", f"interrupted by {signal_name(exc)}")
         raise
     except ModelRejected as exc:
-        finish_text_job(con, name, "failed", str(exc)[:1000])
+        finish_text_job(con, job_id, "failed", str(exc)[:1000])
         raise PersonahubError(f"text-to-persona job {name} stopped: {exc}; resume with "
                               f"personahub personas from-text --resume {name} --db {db}") from None
     except BaseException as exc:
-        finish_text_job(con, name, "failed", f"{type(exc).__name__}: {exc}"[:1000])
+        finish_text_job(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
         raise
     kept = summary.asked - summary.failed_calls - summary.rejected_answers
     if summary.asked and not kept:  # every call failed, or the gate kept nothing
-        error = most_common_job_error(con, "text_to_persona", name)
-        finish_text_job(con, name, "failed", f"kept none of {summary.asked} answers: {error}")
+        error = most_common_job_error(con, "text_to_persona", job_id)
+        finish_text_job(con, job_id, "failed", f"kept none of {summary.asked} answers: {error}")
         raise PersonahubError(f"text-to-persona job {name}: kept none of its {summary.asked} "
                               f"answers (most often: {error}); resume with personahub personas "
                               f"from-text --resume {name} --db {db}")
-    finish_text_job(con, name, "finished")
+    finish_text_job(con, job_id, "finished")
     clear_job_folder(db, name)  # every answer is committed (a Ray attempt's leftovers too)
     return summary

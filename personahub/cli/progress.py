@@ -35,6 +35,41 @@ class CallCounts(Protocol):
     def rate(self) -> float: ...
 
 
+class LateCounts:
+    """The call counts of a client built later (the job kernel builds it once the job's inputs
+    are checked): zero until ``follow`` names the client's counts."""
+
+    def __init__(self) -> None:
+        self._stats: CallCounts | None = None
+
+    def follow(self, stats: CallCounts) -> None:
+        """Show ``stats`` from now on."""
+        self._stats = stats
+
+    @property
+    def attempts(self) -> int:
+        return self._stats.attempts if self._stats else 0
+
+    @property
+    def ok(self) -> int:
+        return self._stats.ok if self._stats else 0
+
+    @property
+    def failed(self) -> int:
+        return self._stats.failed if self._stats else 0
+
+    @property
+    def tokens_in(self) -> int:
+        return self._stats.tokens_in if self._stats else 0
+
+    @property
+    def tokens_out(self) -> int:
+        return self._stats.tokens_out if self._stats else 0
+
+    def rate(self) -> float:
+        return self._stats.rate() if self._stats else 0.0
+
+
 def calls_text(stats: CallCounts) -> str:
     """One short phrase: attempts, rate, tokens and failed calls so far."""
     return (f"{stats.attempts} calls ({stats.rate():.1f}/s), {stats.tokens_in:,} tokens in, "

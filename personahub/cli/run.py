@@ -12,7 +12,6 @@ from rich.progress import Progress
 from rich.table import Table
 
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -38,8 +37,10 @@ from personahub.cli.common import (
     say,
     started,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import UsageError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
 
 
 class Where(NamedTuple):
@@ -56,7 +57,8 @@ def run(
         help="Scenario script (a .py file defining SCENARIO); omit with --resume.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     steps: Annotated[int | None, typer.Option(min=1, help="Override the scenario's steps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    seed: Annotated[int | None, typer.Option(
+        min=0, max=MAX_SEED, help="Override the scenario's seed.")] = None,
     llm: LlmOption = None,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
@@ -110,7 +112,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
 
     if resume is not None:
         if scenario is not None or steps is not None or seed is not None:
-            raise PersonahubError("--resume RUN_ID takes the scenario, steps and seed from the run; "
+            raise UsageError("--resume RUN_ID takes the scenario, steps and seed from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials,"
                                   " --executor for where its calls run)")
 
@@ -126,7 +128,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
         print_summary(summary)
         return
     if scenario is None:
-        raise PersonahubError("run: give a scenario file, or --resume RUN_ID")
+        raise UsageError("run: give a scenario file, or --resume RUN_ID")
     from personahub.agents.llm.client import resolve_spec
 
     spec = resolve_spec(llm)

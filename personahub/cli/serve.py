@@ -7,13 +7,14 @@ from typing import Annotated
 import typer
 
 from personahub.cli.common import console, one_line_errors
+from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
 def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 picks a free one).")] = 8000,
     host: Annotated[str, typer.Option(help="Loopback address to bind.")] = "127.0.0.1",
-    seed: Annotated[int, typer.Option(help="Offline engine seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Offline engine seed.")] = 0,
     latency: Annotated[float, typer.Option(
         min=0, help="Seconds from a request's arrival to its answer.")] = 0.0,
     error_rate: Annotated[float, typer.Option(help="Share of requests answered 429/500.")] = 0.0,
@@ -32,6 +33,21 @@ def serve(
     model: Annotated[list[str] | None, typer.Option(
         help="Model name to serve (repeatable); /v1/models lists them and other names get a 404 "
              "model_not_found. Default: any name is answered.")] = None,
+    batch_delay: Annotated[float, typer.Option(
+        min=0, help="Batch API: seconds from a batch's start to its completion (its requests "
+                    "are answered spread over them).")] = 0.0,
+    batch_error_rate: Annotated[float, typer.Option(
+        help="Batch API: share of a batch's requests answered 500 in its error file.")] = 0.0,
+    batch_fail_rate: Annotated[float, typer.Option(
+        help="Batch API: share of batches that fail validation (status failed).")] = 0.0,
+    batch_expire_rate: Annotated[float, typer.Option(
+        help="Batch API: share of batches that expire with half their requests answered.")] = 0.0,
+    batch_fail: Annotated[list[int] | None, typer.Option(
+        help="Batch API: the Nth batch created fails (repeatable; 1 = the first).")] = None,
+    batch_expire: Annotated[list[int] | None, typer.Option(
+        help="Batch API: the Nth batch created expires (repeatable; 1 = the first).")] = None,
+    fault_seed: Annotated[int, typer.Option(
+        help="Seed of every injected fault (online and batch).")] = 1234,
 ) -> None:
     """Serve the offline engine as an OpenAI-compatible endpoint on loopback (for dry runs)."""
     import time
@@ -41,8 +57,14 @@ def serve(
     handle = start_server(ServerOptions(seed=seed, latency_s=latency, error_rate=error_rate,
                                         malformed_rate=malformed_rate, hang_rate=hang_rate,
                                         hang_s=hang_seconds, runaway_rate=runaway_rate,
-                                        dialect=dialect,
-                                        retry_after_s=retry_after, models=tuple(model or ())),
+                                        dialect=dialect, fault_seed=fault_seed,
+                                        retry_after_s=retry_after, models=tuple(model or ()),
+                                        batch_delay_s=batch_delay,
+                                        batch_error_rate=batch_error_rate,
+                                        batch_fail_rate=batch_fail_rate,
+                                        batch_expire_rate=batch_expire_rate,
+                                        batch_fail=tuple(batch_fail or ()),
+                                        batch_expire=tuple(batch_expire or ())),
                           host=host, port=port)
     console.print(f"offline engine (not a language model) serving OpenAI-compatible API ({dialect}) at "
                   f"{handle.base_url} — use --llm {handle.base_url}; Ctrl-C stops.", soft_wrap=True)

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from personahub.cli.common import DbOption, one_line_errors, out
-from personahub.core.errors import PersonahubError
+from personahub.cli.common import DbOption, error_line, one_line_errors, out
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import read_text_file
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -28,32 +29,42 @@ def sql(
         "--format", help="table, csv, json (one array) or jsonl (JSON Lines).")] = "table",
     limit: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 200,
     allow_files: Annotated[bool, typer.Option(
-        "--allow-files", help="Let the SQL read and write files (read_csv, read_parquet, glob, "
-                              "COPY ... TO, EXPORT DATABASE, ATTACH read-only). Off by "
-                              "default; the database stays read-only either way.")] = False,
+        "--allow-files", help="Let the SQL read other files (read_csv, read_parquet, glob, "
+                              "ATTACH, which opens databases read-only). Nothing is written: "
+                              "COPY ... TO and EXPORT DATABASE need --allow-writes.")] = False,
+    allow_writes: Annotated[Path | None, typer.Option(
+        "--allow-writes", metavar="DIR", help="Let the SQL read and write files inside DIR "
+                                              "only (COPY ... TO, EXPORT DATABASE, ATTACH ... "
+                                              "READ_WRITE). DIR may not hold the database or a "
+                                              "link to it; the SQL runs on a private copy of "
+                                              "the database. Not with --allow-files.")] = None,
 ) -> None:
     """Query the database with SQL over a read-only connection (analysis views included).
 
     A file may hold several statements; the result of the last one is printed. The views of
     ``analysis/views.sql`` (v_duplicate_rate, v_run_usage, ...) are installed as TEMP views.
-    The SQL cannot touch other files (unless --allow-files), install or load extensions, or
-    change settings (SET, RESET, PRAGMA).
+    Nothing the SQL does reaches the database file, its WAL or its temp folder. The SQL cannot
+    touch other files (unless --allow-files, to read, or --allow-writes DIR), install or load
+    extensions, or change settings (SET, RESET, PRAGMA).
     """
     from personahub.analysis.user_sql import user_query_result
 
     if fmt not in FORMATS:
-        raise PersonahubError(f"--format {fmt!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
+        raise UsageError(f"--format {fmt!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
+    if allow_files and allow_writes is not None:
+        error_line("sql: --allow-files and --allow-writes cannot be combined: with "
+                   "--allow-writes DIR the SQL reads and writes inside DIR only (put the files "
+                   "to read there)")
+        raise typer.Exit(2)
     if file is None and query is not None and query.strip().lower().endswith(".sql"):
         file = Path(query.strip())
     if file is not None:
-        try:
-            query = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PersonahubError(f"--file {file}: {exc.strerror or exc}") from exc
+        query = read_text_file(file, "--file")
     if not query or not query.strip():
         raise PersonahubError("sql: give a query, a .sql path or --file FILE")
     where = f"{file}: " if file is not None else ""
-    result = user_query_result(db, query, allow_files=allow_files, where=where)
+    result = user_query_result(db, query, allow_files=allow_files, write_dir=allow_writes,
+                               where=where)
     print_rows(result.columns, result.rows, fmt, limit, types=result.types)
 
 

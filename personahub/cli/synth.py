@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from personahub.agents.llm.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -28,16 +27,17 @@ from personahub.cli.common import (
     TimeoutOption,
     TopPOption,
     banner,
-    command_client,
     job_progress,
     one_line_errors,
     out,
     say,
     started,
+    unreachable,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import UsageError
 from personahub.core.outputs import FORCE_HELP, check_output
 from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
 
 
 def _list_templates() -> None:
@@ -94,7 +94,8 @@ def synthesize(
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     list_templates: Annotated[bool, typer.Option("--list", help="List tasks and prompts.")] = False,
     llm: LlmOption = None,
-    seed: Annotated[int, typer.Option(help="Seed: the persona sample and the offline engine.")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=MAX_SEED, help="Seed: the persona sample and the offline engine.")] = 0,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     offline_latency: OfflineLatencyOption = 0.0,
@@ -111,69 +112,62 @@ def synthesize(
     max_failed_share: MaxFailedShareOption = None,
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items."""
+    from personahub import runtime
     from personahub.agents.llm.client import resolve_spec
-    from personahub.personas.quality import rejection_line
-    from personahub.pipelines.synthesize import SynthOptions, job_options, run_synthesis
+    from personahub.cli.progress import LateCounts
+    from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
 
     if list_templates:
         _list_templates()
         return
     if task is None and not resume:
-        raise PersonahubError("give a TASK (see --list) or --resume JOB")
-    flags = ModelFlags(structured, max_tokens, temperature, top_p)
-    if resume:  # the client answers as it did for the job: its seed, its generation settings
-        stored = job_options(db, resume)
-        task = task or stored.task
-        seed = stored.seed
-        flags = ModelFlags(stored.structured, stored.max_tokens, stored.temperature, stored.top_p)
-        if max_failed_share is None:
-            max_failed_share = stored.max_failed_share
-    assert task is not None
+        raise UsageError("give a TASK (see --list) or --resume JOB")
     if out_file is not None:  # refuse before synthesizing, not after
         check_output(out_file, db=db, force=force)
+    # how this run asks (a resume keeps what the job makes: task, seed, generation settings, ...)
+    engine: dict[str, Any] = {
+        "db": str(db), "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
+        "offline_latency_s": offline_latency, "batch_size": batch_size, "cache": cache, "rps": rps,
+        "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers}
+    if max_failed_share is not None:  # else the job's own (a new job: the default)
+        engine["max_failed_share"] = max_failed_share
+    config: SynthConfig | dict[str, Any]
+    if resume:
+        config = {**engine, **({"task": task} if task else {})}
+    else:
+        assert task is not None
+        config = SynthConfig(
+            task=task, n=n, where=personas, carve=tuple(carve or ()), sample=sample,
+            prompting=prompting, examples=str(examples) if examples else None,
+            world=str(world) if world else None, solve=solve, with_assistant=with_assistant,
+            seed=seed, **ModelFlags(structured, max_tokens, temperature, top_p).settings(), **engine)
+    counts = LateCounts()
 
-    spec = resolve_spec(llm)
-    options = SynthOptions(
-        task=task, n=n, where=personas, carve=tuple(carve or ()), sample=sample, prompting=prompting,
-        examples=str(examples) if examples else None, world=str(world) if world else None,
-        solve=solve, with_assistant=with_assistant, db=str(db), llm=spec, seed=seed,
-        concurrency=concurrency, timeout_s=timeout, batch_size=batch_size, cache=cache, rps=rps,
-        executor=executor, ray_address=ray_address, ray_workers=ray_workers, **flags.settings(),
-        max_failed_share=DEFAULT_MAX_FAILED_SHARE if max_failed_share is None else max_failed_share)
-    client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
-                         check=cache != "replay", flags=flags, announce=False)
+    def on_ready(client: Any) -> None:
+        counts.follow(client.stats)
+        banner(client)
 
-    def on_start(job_id: str) -> None:
-        if resume:
+    def on_start(job_id: str, resumed: bool) -> None:
+        if resumed:
             say("resuming job ", (job_id, "bold"), f" in {db}")
         else:
             started("job", job_id, db)
 
-    with job_progress(client) as bar:
-        handle = bar.add_task(f"synthesizing {task}", total=n)
-        summary = run_synthesis(options, resume=resume, client=client, fresh=fresh,
-                                on_start=on_start,
-                                progress=lambda _, done, total: bar.update(
-                                    handle, completed=done, total=total),
-                                on_ready=lambda: banner(client))
-    out.print(f"job {summary.job_id}: {summary.written} {task} items written "
-              f"({summary.skipped_done} already done, {summary.failed} failed, "
-              f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",
-              highlight=False, soft_wrap=True)
-    out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
-    for line in summary.kept:
+    with job_progress(counts=counts) as bar:
+        handle = bar.add_task(f"synthesizing {task or resume}", total=n)
+        result = runtime.run(SYNTHESIS, config, db, resume=resume, fresh=fresh, on_ready=on_ready,
+                             on_start=on_start, warn=unreachable,
+                             progress=lambda _, done, total: bar.update(
+                                 handle, completed=done, total=total))
+    summary = result.summary
+    if not result.ran:
+        say("job ", (summary.job_id, "bold"), " already finished; nothing to resume")
+    lines = SYNTHESIS.report(summary, db)
+    for line in lines[:-1]:
         out.print(line, highlight=False, soft_wrap=True)
-    calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
-    out.print(f"model calls: {calls}; engine: {summary.engine}"
-              + (" (offline engine, not a language model)" if summary.offline else ""),
-              highlight=False, soft_wrap=True)
-    if summary.failed:
-        out.print(f"resume to retry the failed personas: personahub synthesize --resume "
-                  f"{summary.job_id} --db {db}", highlight=False, soft_wrap=True)
     if out_file is not None:
         _export(db, out_file, "personahub", job=summary.job_id, overwrite=force)
-    out.print(f"  personahub export --db {db} --job {summary.job_id} --format chat "
-              f"--out {task}.chat.jsonl", highlight=False, soft_wrap=True)
+    out.print(lines[-1], highlight=False, soft_wrap=True)  # how to export it
 
 
 def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
@@ -203,20 +197,21 @@ def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bo
 
 def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
                **which: Any) -> None:
-    """``--format hf``: a ``save_to_disk`` folder and its card (``analysis.export_hf``)."""
+    """``--format hf``: the Hub's layout, data/*.parquet and a card (``analysis.export_hf``)."""
     from personahub.analysis.export_hf import HF_FILES, export_hf
     from personahub.core.store import connect
 
     if source_file is not None or (which["job"] is None) == (which["run"] is None):
-        raise PersonahubError("export --format hf: give exactly one of --job or --run")
+        raise UsageError("export --format hf: give exactly one of --job or --run")
     check_output(out_dir, db=db, force=force, kind="dir", names=HF_FILES)
     con = connect(db, read_only=True)
     try:
-        written = export_hf(con, out_dir, **which)
+        written = export_hf(con, out_dir, overwrite=force, **which)
     finally:
         con.close()
-    out.print(f"wrote {written} records (hf dataset with README.md card) to {out_dir}; load it "
-              "with datasets.load_from_disk", highlight=False)
+    out.print(f"wrote {written} records (hf dataset: {out_dir}/data/*.parquet and README.md card) "
+              f"to {out_dir}; load it with datasets.load_dataset({str(out_dir)!r})",
+              highlight=False, soft_wrap=True)
 
 
 @one_line_errors
@@ -225,8 +220,10 @@ def export_cmd(
     job: Annotated[str | None, typer.Option(help="Synthesis job id.")] = None,
     run: Annotated[str | None, typer.Option(help="Simulation run id.")] = None,
     fmt: Annotated[str, typer.Option(
-        "--format", help="personahub (JSONL), chat (JSONL), parquet, or hf (a Hugging Face "
-                         "datasets folder with a dataset card; the [hf] extra).")] = "personahub",
+        "--format", help="personahub (JSONL), chat (JSONL), parquet (content and solution as "
+                         "structs), or hf (a folder in the Hugging Face Hub's layout: "
+                         "data/*.parquet and a dataset card that datasets.load_dataset reads; "
+                         "the [hf] extra).")] = "personahub",
     kind: Annotated[str | None, typer.Option(help="Only this task / emission kind.")] = None,
     source_file: Annotated[str | None, typer.Option(
         help="An imported Persona Hub synthesis file (path or file name): write its rows back "
@@ -245,9 +242,9 @@ def export_cmd(
                    force=force, source_file=source_file)
         return
     if fmt not in EXPORT_FORMATS:
-        raise PersonahubError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if sum(x is not None for x in (job, run, source_file)) != 1:
-        raise PersonahubError("export: give exactly one of --job, --run or --source-file")
+        raise UsageError("export: give exactly one of --job, --run or --source-file")
     check_output(out_file, db=db, force=force)
     if source_file is not None:
         _export_source(db, out_file, source_file, fmt, overwrite=force)
@@ -269,7 +266,7 @@ def report(
     job: Annotated[str | None, typer.Option(help="Synthesis job id: a report of that job instead "
                                                  "of a run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
-    seed: Annotated[int, typer.Option(help="Seed for sampling pairs and nodes.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
@@ -297,7 +294,7 @@ def diversity(
     run: Annotated[str | None, typer.Option(help="Only this simulation run's emissions.")] = None,
     embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
     pairs: Annotated[int, typer.Option(min=1, help="Pairs sampled per kind/task.")] = 300,
-    seed: Annotated[int, typer.Option(help="Seed for sampling pairs.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs.")] = 0,
 ) -> None:
     """Print the paper's diversity table: persona-pair vs output-pair similarity per kind/task
     (default: every synthesis job and the latest run)."""

@@ -19,6 +19,8 @@ from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 T_co = TypeVar("T_co", bound=BaseModel, covariant=True)
+#: the record/replay cache's modes (``--cache``; ``agents/llm/cache.py``)
+CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 
 def new_call_id() -> str:
@@ -45,10 +47,14 @@ class CallRecord:
     structured_mode: str | None = None
     max_tokens: int | None = None
     finish_reason: str | None = None
-    repaired: bool = False  # valid only after local repair (agents.repair)
+    repaired: bool = False  # valid only after local repair (agents.llm.repair)
     queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
     # prompt tokens the server's prefix cache reused, as it reports them (None: not reported)
     cached_prompt_tokens: int | None = None
+    # sent in a batch (agents.llm.batch): the provider's batch id (or ``file:NAME`` for an
+    # imported results file) and the request's custom_id there; None for online attempts
+    batch_id: str | None = None
+    custom_id: str | None = None
     call_id: str = field(default_factory=new_call_id)
     started_at: float = field(default_factory=time.time)
 
@@ -256,7 +262,7 @@ class StructuredCaller(ServesModels, Protocol):
         ...
 
     def use_cache(self, cache: Any) -> None:
-        """Answer from (and record into) ``cache`` (an ``agents.cache.ResponseCache``; None
+        """Answer from (and record into) ``cache`` (an ``agents.llm.cache.ResponseCache``; None
         turns caching off)."""
         ...
 

@@ -1,6 +1,6 @@
 """Recognise a damaged or foreign database file before anything writes to it.
 
-``personas.store.connect`` runs these checks on an existing ``--db`` file, in this order, and
+``personahub.core.store.connect`` runs these checks on an existing ``--db`` file, in this order, and
 each failure is one line naming the file:
 
 - the file is a DuckDB file at all (random bytes, an empty file or an SQLite file are not);
@@ -29,6 +29,7 @@ import duckdb
 import numpy as np
 
 from personahub.core.errors import PersonahubError
+from personahub.core.migrate import ADDED_BY_MIGRATION
 
 MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB file, after the main header's checksum
 HEADER_SIZE = 4096  # the main header and two database headers precede the first block
@@ -153,7 +154,8 @@ def expected_tables() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     """Per personahub table: (every column, the columns an older file must already have).
 
     Read from ``schema.sql`` itself (built in memory), so it never drifts from the schema;
-    columns the schema adds with ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` may be missing.
+    columns the schema adds with ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, or a migration adds
+    (``core.migrate``), may be missing.
     """
     sql = resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
     con = duckdb.connect(":memory:")
@@ -165,7 +167,7 @@ def expected_tables() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     columns: dict[str, set[str]] = {}
     for table, column in rows:
         columns.setdefault(table, set()).add(column)
-    added: dict[str, set[str]] = {}
+    added: dict[str, set[str]] = {t: set(c) for t, c in ADDED_BY_MIGRATION.items()}
     for table, column in _ADDED.findall(sql):
         added.setdefault(table.lower(), set()).add(column.lower())
     return {t: (frozenset(c), frozenset(c - added.get(t, set()))) for t, c in columns.items()}

@@ -5,8 +5,13 @@ class PersonahubError(Exception):
     """Base for errors the CLI reports as one line and a non-zero exit."""
 
 
-class PersonaFileError(PersonahubError):
-    """A persona file cannot be read: the message names the file and line."""
+class ResumableStop(PersonahubError):
+    """The endpoint or the failure policy stopped a job after its last commit: the job is
+    marked ``failed`` and a resume goes on from there (the kernel adds the resume command)."""
+
+
+class InputFileError(PersonahubError):
+    """An input file cannot be read: the message names the file and line (when there is one)."""
 
     def __init__(self, path: str, line: int | None, reason: str) -> None:
         self.path = path
@@ -14,3 +19,11 @@ class PersonaFileError(PersonahubError):
         self.reason = reason
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {reason}")
+
+
+class PersonaFileError(InputFileError):
+    """A persona file cannot be read: the message names the file and line."""
+
+
+class UsageError(PersonahubError):
+    """A flag, option or scenario value is unusable: the CLI exits 2, as for a bad flag."""

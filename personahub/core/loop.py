@@ -1,17 +1,17 @@
 """The event loop model calls run on, with an executor that skips needless thread hops.
 
-``ChatOpenAI`` builds each chat result in the loop's default executor: a hop to a worker thread
-and back for some 0.2 ms of pure-Python work that holds the interpreter lock anyway. At 64 calls
-in flight the hops cost more than the work (lock hand-offs, wake-ups of the loop's self-pipe),
-about 1 ms of a call's client time here. ``RunLoop`` runs such work in the calling thread and
-answers with a finished asyncio future (``InlineExecutor`` does the same for code that submits to
-the executor itself). Name resolution (``socket.getaddrinfo`` / ``getnameinfo``) still goes to
-worker threads, since it can block on the network.
+``ChatOpenAI`` builds each chat result in the loop's default executor: a hop to a worker thread and
+back for a little pure-Python work that holds the interpreter lock anyway. At 64 calls in flight
+the hops cost more than the work (lock hand-offs, wake-ups of the loop's self-pipe). ``RunLoop``
+runs such work in the calling thread and answers with a finished asyncio future (``InlineExecutor``
+does the same for code that submits to the executor itself). Name resolution
+(``socket.getaddrinfo`` / ``getnameinfo``) still goes to worker threads, since it can block on the
+network.
 
 While model calls run, ``steady_gc`` keeps the garbage collector off the heap built before them
 (``gc.freeze``) and collects the youngest generation every 10,000 allocations instead of 700:
 with hundreds of calls in flight each young collection re-scans every live request, and a full
-one the whole heap of imported modules (about 0.3-0.5 ms of CPU per call at concurrency 256).
+one the whole heap of imported modules (``bench/bench_concurrency.py`` shows the CPU per call).
 
 An interrupt (Ctrl-C, or SIGTERM turned into one by the CLI) leaves model calls in flight;
 ``close_quietly`` cancels them and closes the loop without asyncio's "Task was destroyed but
@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -139,3 +140,35 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
                 raise
     finally:
         steady_gc_stop()
+
+
+class JobLoop:
+    """The one event loop a job's batches run on (setup, batches, child jobs), closed quietly
+    even after an interrupt; the collector is kept steady while it is open."""
+
+    def __init__(self) -> None:
+        self.loop = new_run_loop()
+        steady_gc_start()
+        self._steady = True
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one batch (or setup) coroutine to completion on the job's loop."""
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        try:
+            close_quietly(self.loop)
+        finally:
+            if self._steady:
+                self._steady = False
+                steady_gc_stop()
+
+
+@contextmanager
+def job_loop() -> Iterator[JobLoop]:
+    """``with job_loop() as loop: loop.run(batch())`` — one loop for the whole job."""
+    owned = JobLoop()
+    try:
+        yield owned
+    finally:
+        owned.close()

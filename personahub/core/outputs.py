@@ -7,32 +7,54 @@ job is not run only to be refused) and writes through :func:`atomic_file`:
   symlink or a hard link - is refused, with or without ``--force``;
 - an existing file is refused unless ``--force``; a folder given as a file (and a file given as a
   folder) and a missing parent folder are one-line errors, not tracebacks;
+- ``--force`` replaces only a regular file (or a symbolic link, not its target): a device
+  (``/dev/null``, ``/dev/full``), a FIFO, a socket or a folder is refused, so a command run as
+  root cannot replace ``/dev/null`` with a file;
+- the folder must take a new file: it is probed up front (``/proc``, a read-only mount or a
+  folder without write permission is one line, not a traceback);
 - the temporary file has a random name in the target's folder and is created with ``O_EXCL``
   (a symlink planted there is never followed), is fsynced, and then renamed onto the target; on
-  any error it is removed and the target is left as it was. Without ``--force`` the rename is a
-  hard link that fails if the target appeared meanwhile, so a file created during a long job is
-  not overwritten either.
+  any error, Ctrl-C or SIGTERM (which the CLI turns into an interrupt) it is removed and the
+  target is left as it was. Without ``--force`` the rename is a hard link that fails if the
+  target appeared meanwhile, so a file created during a long job is not overwritten either;
+- a temporary name carries its writer's host and process id (``.NAME.<hex>.<host>-<pid>.tmp``),
+  so what a ``kill -9`` leaves behind is swept by the next write to the same folder: only names
+  of this shape, and only when their writer is dead (same host) or, for names from another host
+  or an older version (``.NAME.<hex>.tmp``), when untouched for an hour;
+- a folder output (``report``, ``export --format hf``) is written whole into a temporary folder
+  (:func:`staged_folder`) and then renamed into place, so it holds all of the new files or none.
 
-This lives in ``personas`` (the lowest layer) so every writer, whatever its layer, can import it.
+This lives in ``core`` (the lowest layer) so every writer, whatever its layer, can import it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import re
 import secrets
+import shutil
+import socket
+import stat
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Literal
 
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 
 OutputKind = Literal["file", "dir"]
 FORCE_HELP = "Overwrite an existing --out file."
 _CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                  | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 _ATTEMPTS = 100
+# our temporary names: .NAME.<16 hex>.<host tag>-<pid>.tmp (older versions: .NAME.<16 hex>.tmp)
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{16}(?:\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+))?"
+                        r"\.tmp$")
+STALE_AFTER_S = 3600.0  # a temporary whose writer cannot be asked is left alone this long
+_ROOM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -50,34 +72,69 @@ def _refuse_database(path: Path, db: Path | None, flag: str) -> None:
         return
     wal = db.with_name(db.name + ".wal")
     if _same_file(path, db):
-        raise PersonahubError(f"{flag} {path}: that is the database (--db {db}); "
-                              "choose another output")
+        raise UsageError(f"{flag} {path}: that is the database (--db {db}); "
+                         "choose another output")
     if _same_file(path, wal):
-        raise PersonahubError(f"{flag} {path}: that is the database's write-ahead log "
-                              f"(--db {db}); choose another output")
+        raise UsageError(f"{flag} {path}: that is the database's write-ahead log "
+                         f"(--db {db}); choose another output")
+
+
+def _file_type(mode: int) -> str | None:
+    """What a non-regular file is, in words (None for a regular file or a symbolic link)."""
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return None if stat.S_ISREG(mode) or stat.S_ISLNK(mode) else "not a regular file"
+
+
+def _refuse_special(path: Path, flag: str) -> None:
+    """Refuse to replace anything but a regular file or a symlink (``/dev/null`` stays)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # nothing there (yet)
+    what = _file_type(mode)
+    if what is not None:
+        raise UsageError(f"{flag} {path}: is {what}; --force replaces only a regular file")
 
 
 def _refuse_existing_file(path: Path, force: bool, flag: str) -> None:
     if os.path.isdir(path):
-        raise PersonahubError(f"{flag} {path}: is a folder; give a file name")
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
     if os.path.lexists(path) and not force:
-        raise PersonahubError(f"{flag} {path}: already exists; add --force to overwrite it")
+        raise UsageError(f"{flag} {path}: already exists; add --force to overwrite it")
+    _refuse_special(path, flag)
 
 
 def _require_folder(folder: Path, path: Path, flag: str) -> None:
     if not os.path.isdir(folder):
         what = "is not a folder" if os.path.lexists(folder) else "does not exist"
-        raise PersonahubError(f"{flag} {path}: {folder} {what}")
+        raise UsageError(f"{flag} {path}: {folder} {what}")
+
+
+def _probe_folder(folder: Path, path: Path, flag: str) -> None:
+    """Create and remove a temporary file in ``folder``: refuse, before any work, a folder that
+    takes no new file (``/proc``, a read-only mount, no write permission)."""
+    try:
+        fd, tmp = _create_temp(folder / path.name)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create a file in {folder} "
+                         f"({exc.strerror or exc})") from None
+    os.close(fd)
+    tmp.unlink(missing_ok=True)
 
 
 def check_output(path: str | Path, *, db: str | Path | None, force: bool,
                  kind: OutputKind = "file", names: Sequence[str] = (),
                  flag: str = "--out") -> Path:
-    """Refuse an output that would destroy the database or, without ``force``, an existing file.
+    """Refuse an output that would destroy the database, an existing file without ``force``,
+    anything but a regular file (or a symlink) even with it, or a folder that takes no file.
 
     ``kind="dir"`` is a folder the command fills with ``names`` (created if missing, its parent
     must exist); each of those files is checked like a file output. Returns ``path`` as a Path.
-    Raises PersonahubError with a one-line message naming ``flag`` and the path.
+    Raises UsageError (the CLI exits 2) with a one-line message naming ``flag`` and the path.
     """
     path = Path(path)
     db_path = Path(db) if db is not None else None
@@ -86,11 +143,13 @@ def check_output(path: str | Path, *, db: str | Path | None, force: bool,
     if kind == "file":
         _refuse_existing_file(path, force, flag)
         _require_folder(parent, path, flag)
+        _probe_folder(parent, path, flag)
         return path
     if os.path.lexists(path) and not os.path.isdir(path):
-        raise PersonahubError(f"{flag} {path}: is a file; give a folder")
+        raise UsageError(f"{flag} {path}: is a file; give a folder")
+    _require_folder(parent, path, flag)
+    _probe_folder(parent, path, flag)  # the new files are written in a folder beside it
     if not os.path.isdir(path):
-        _require_folder(parent, path, flag)
         return path
     for name in names:
         _refuse_database(path / name, db_path, flag)
@@ -98,13 +157,78 @@ def check_output(path: str | Path, *, db: str | Path | None, force: bool,
     return path
 
 
+def _host_tag() -> str:
+    """Eight hex digits naming this machine in temporary names (its writers' pids mean nothing
+    on another host sharing the folder)."""
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+HOST_TAG = _host_tag()
+
+
 def _temp_name(target: Path) -> Path:
-    """A fresh, unpredictable name next to ``target`` (hidden, so a crash leaves no clutter)."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    """A fresh, unpredictable name next to ``target`` (hidden), naming its writer."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(8)}.{HOST_TAG}-{os.getpid()}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (True when that cannot be told)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user's
+        return True
+    return True
+
+
+def _stale(match: re.Match[str], entry: os.DirEntry[str], now: float) -> bool:
+    """Whether a temporary of ours can go: its writer is dead, or (writer unknown) it is old."""
+    pid = match.group("pid")
+    if pid is not None and match.group("host") == HOST_TAG:
+        return int(pid) != os.getpid() and not _alive(int(pid))
+    try:
+        return now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def sweep_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
+    """Remove the temporaries a killed writer left in ``folder``; returns what was removed.
+
+    Only our own names (``.NAME.<hex>[.<host>-<pid>].tmp``), only regular files and real
+    folders (never a symlink planted under such a name), and only stale ones (``_stale``).
+    Errors are ignored: sweeping is housekeeping, never a reason for a write to fail.
+    """
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or not _stale(match, entry, now):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+            else:
+                continue
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 def _create_temp(target: Path) -> tuple[int, Path]:
-    """Create the temporary file exclusively (never opening or following an existing path)."""
+    """Create the temporary file exclusively (never opening or following an existing path),
+    after sweeping what killed writers left in the folder."""
+    sweep_temps(target.parent)
     for _ in range(_ATTEMPTS):
         tmp = _temp_name(target)
         try:
@@ -127,6 +251,7 @@ def _fsync_folder(folder: Path) -> None:
 def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
     """Move ``tmp`` onto ``target``; without ``overwrite`` never replace an existing target."""
     if overwrite:
+        _refuse_special(target, str(target))  # the target may have changed since it was checked
         os.replace(tmp, target)
         return
     try:
@@ -149,7 +274,11 @@ def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> I
     GraphML, matplotlib ``savefig``) take this file object as well, so no path is reopened.
     """
     target = Path(path)
-    fd, tmp = _create_temp(target)
+    try:
+        fd, tmp = _create_temp(target)
+    except OSError as exc:
+        raise PersonahubError(f"{target}: cannot create a file in {target.parent} "
+                              f"({exc.strerror or exc})") from None
     try:
         if binary:
             handle: IO = os.fdopen(fd, "wb")
@@ -165,7 +294,77 @@ def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> I
             handle.flush()
             os.fsync(handle.fileno())
         _publish(tmp, target, overwrite)
-    except BaseException:
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in _ROOM_ERRORS:
+            raise PersonahubError(f"{target}: cannot write it ({exc.strerror}); nothing was "
+                                  "written") from None
+        raise
+    except BaseException:  # an error of the writer, Ctrl-C, SIGTERM turned into an interrupt
         tmp.unlink(missing_ok=True)
         raise
     _fsync_folder(target.parent)
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | Path, *, overwrite: bool, names: Sequence[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path`` to write a folder output into; on success
+    its files move into ``path``, on any error (or interrupt) it is removed and ``path`` is left
+    as it was.
+
+    A missing ``path`` becomes the temporary folder by one rename: all the files appear at once.
+    An existing one (the caller checked it with ``check_output(kind="dir", names=names)``) gets
+    the new files by one rename each, only after every file was written; with ``overwrite``
+    the files named in ``names`` that this output did not write (an earlier report's survey
+    chart) are removed, so the folder never mixes two outputs. Files not in ``names`` are kept.
+    """
+    target = Path(path)
+    sweep_temps(target.parent)
+    for _ in range(_ATTEMPTS):
+        staged = _temp_name(target)
+        try:
+            staged.mkdir()
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise PersonahubError(f"{target}: cannot create a folder in {target.parent} "
+                                  f"({exc.strerror or exc})") from None
+    else:
+        raise FileExistsError(errno.EEXIST, "no unused temporary name found", str(target))
+    try:
+        yield staged
+        _publish_folder(staged, target, overwrite, names)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    _fsync_folder(target.parent)
+
+
+def _publish_folder(staged: Path, target: Path, overwrite: bool, names: Sequence[str]) -> None:
+    """Move a finished staged folder's files into ``target`` (see ``staged_folder``)."""
+    try:
+        os.rename(staged, target)  # a missing (or empty) target: one atomic rename
+        return
+    except OSError:
+        if not os.path.isdir(target) or os.path.islink(target):
+            raise
+    written = sorted(Path(root, name).relative_to(staged)
+                     for root, _, files in os.walk(staged) for name in files)
+    if not overwrite:  # refuse before moving anything, however late a file appeared
+        present = [name for name in written if os.path.lexists(target / name)]
+        if present:
+            raise PersonahubError(f"{target / present[0]}: already exists; add --force to "
+                                  "overwrite it")
+    for name in written:
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)  # data/ inside target
+        if overwrite:
+            _refuse_special(destination, str(destination))
+        os.replace(staged / name, destination)
+    if overwrite:  # an earlier output's files this one did not write
+        for name in {Path(n) for n in names} - set(written):
+            with contextlib.suppress(OSError):
+                if (target / name).is_file() and not (target / name).is_symlink():
+                    os.unlink(target / name)
+    shutil.rmtree(staged, ignore_errors=True)

@@ -1,6 +1,29 @@
 -- personahub database schema: the one place where every table is defined.
--- Column meanings are documented in docs/schema.md (a test checks both stay in step).
+-- Column meanings are documented in docs/database.md (a test checks both stay in step).
 -- Rows are only ever flagged (is_duplicate / duplicate_of), never deleted.
+
+-- Jobs -----------------------------------------------------------------------------------
+-- Every job of every kind (run, synthesis, expansion, text_to_persona, dedup, ...): its lifecycle
+-- in one place (personahub/core/jobs_store.py owns this table's SQL); what a kind keeps besides is
+-- in its detail table (runs, synth_jobs, expansions, text_jobs, dedup_jobs), keyed by the job id.
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      VARCHAR PRIMARY KEY,
+    kind        VARCHAR NOT NULL,
+    status      VARCHAR NOT NULL,
+    config      JSON,
+    seed        BIGINT,
+    error       VARCHAR,
+    started_at  TIMESTAMP,
+    updated_at  TIMESTAMP,
+    finished_at TIMESTAMP,
+    parent_id   VARCHAR
+);
+-- What the file's schema is (schema_version), so an older file is migrated once on open
+-- (personahub/core/migrate.py).
+CREATE TABLE IF NOT EXISTS schema_meta (
+    key   VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
 
 -- The persona hub ------------------------------------------------------------------------
 CREATE SEQUENCE IF NOT EXISTS persona_seq;
@@ -50,27 +73,17 @@ CREATE TABLE IF NOT EXISTS text_done (
     done_at     TIMESTAMP DEFAULT current_timestamp,
     PRIMARY KEY (corpus, text_id, relation)
 );
--- A text-to-persona job per corpus: its stored configuration (seed, generation settings) is what
--- a re-run resumes with.
+-- A text-to-persona job per corpus (its lifecycle and stored configuration in jobs): a re-run over
+-- the corpus, or --resume CORPUS, goes on with it.
 CREATE TABLE IF NOT EXISTS text_jobs (
-    corpus      VARCHAR PRIMARY KEY,
-    config      JSON,
-    status      VARCHAR,
-    error       VARCHAR,
-    started_at  TIMESTAMP,
-    finished_at TIMESTAMP
+    job_id VARCHAR PRIMARY KEY,
+    corpus VARCHAR NOT NULL UNIQUE
 );
 
--- Dedup jobs (``personas dedup`` on the job kernel): the stored configuration a re-run or
--- --resume goes on with, the stages already done, and how the job ended.
+-- Dedup jobs (``personas dedup``; lifecycle and stored configuration in jobs): the stages done.
 CREATE TABLE IF NOT EXISTS dedup_jobs (
     job_id      VARCHAR PRIMARY KEY,
-    config      JSON,
-    status      VARCHAR,
-    stages      JSON,
-    error       VARCHAR,
-    started_at  TIMESTAMP,
-    finished_at TIMESTAMP
+    stages      JSON
 );
 -- Dedup stage-2 vectors, one per persona and embedder, written with the batch's model calls and
 -- cache entries: a resumed or repeated dedup embeds only what is missing.
@@ -110,15 +123,11 @@ CREATE TABLE IF NOT EXISTS persona_merges (
 );
 
 -- Persona-to-persona expansions and their persisted BFS frontier (resumable mid-hop).
+-- (lifecycle, stored configuration and the run it belongs to: jobs, parent_id)
 CREATE TABLE IF NOT EXISTS expansions (
     expansion_id VARCHAR PRIMARY KEY,
     params_key   VARCHAR NOT NULL,
-    config       JSON,
-    run_id       VARCHAR,
-    status       VARCHAR,
-    hops_done    INTEGER DEFAULT 0,
-    started_at   TIMESTAMP DEFAULT current_timestamp,
-    finished_at  TIMESTAMP
+    hops_done    INTEGER DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS expansion_frontier (
     expansion_id VARCHAR NOT NULL,
@@ -135,19 +144,14 @@ ALTER TABLE expansion_frontier ADD COLUMN IF NOT EXISTS attempts INTEGER;
 ALTER TABLE expansion_frontier ADD COLUMN IF NOT EXISTS linked INTEGER;
 
 -- Simulation runs -------------------------------------------------------------------------
+-- (lifecycle, seed and stored configuration: jobs)
 CREATE TABLE IF NOT EXISTS runs (
     run_id        VARCHAR PRIMARY KEY,
     scenario      VARCHAR,
     scenario_path VARCHAR,
-    seed          BIGINT,
     llm           VARCHAR,
-    config        JSON,
-    status        VARCHAR,
-    error         VARCHAR,
     steps_planned INTEGER,
-    steps_done    INTEGER DEFAULT 0,
-    started_at    TIMESTAMP,
-    finished_at   TIMESTAMP
+    steps_done    INTEGER DEFAULT 0
 );
 -- run_agents and run_edges are written once per run, in one transaction, from the model and its
 -- graph (unique by construction); no key index: at 100,000 agents and 200,000 edges maintaining
@@ -305,12 +309,16 @@ ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS max_tokens INTEGER;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS finish_reason VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS repaired BOOLEAN;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS queue_ms DOUBLE;
--- the job kernel (personahub/core/jobs.py): which job a call belongs to, and the served model's name
+-- the job kernel (personahub/core/kernel.py): which job a call belongs to, and the served model's name
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_kind VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_id VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS model_name VARCHAR;
 -- prompt tokens the server's prefix cache reused (issue 26)
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cached_prompt_tokens INTEGER;
+-- attempts sent in a batch (issue 29): the batch id (file:NAME for an imported results file)
+-- and the request's custom_id there; NULL for online attempts
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS batch_id VARCHAR;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS custom_id VARCHAR;
 CREATE TABLE IF NOT EXISTS llm_cache (
     key        VARCHAR PRIMARY KEY,
     model      VARCHAR NOT NULL,
@@ -328,19 +336,43 @@ CREATE TABLE IF NOT EXISTS prices (
     price_out  DOUBLE NOT NULL,
     updated_at TIMESTAMP DEFAULT current_timestamp
 );
+-- batch prices (issue 29): NULL means half the online price (the OpenAI Batch API's discount)
+ALTER TABLE prices ADD COLUMN IF NOT EXISTS batch_price_in DOUBLE;
+ALTER TABLE prices ADD COLUMN IF NOT EXISTS batch_price_out DOUBLE;
+
+-- A job's provider batches (issue 29; personahub/core/batch_records.py): what a resume polls
+-- instead of submitting again. One row per submission, keyed by the job's own key for it.
+CREATE TABLE IF NOT EXISTS llm_batches (
+    batch_key         VARCHAR PRIMARY KEY,
+    job_kind          VARCHAR,
+    job_id            VARCHAR,
+    endpoint          INTEGER,
+    model             VARCHAR,
+    structured_mode   VARCHAR,
+    batch_id          VARCHAR,
+    input_file_id     VARCHAR,
+    output_file_id    VARCHAR,
+    error_file_id     VARCHAR,
+    status            VARCHAR,
+    completion_window VARCHAR,
+    requests          INTEGER,
+    completed         INTEGER,
+    failed            INTEGER,
+    custom_ids        JSON,
+    errors            JSON,
+    created_at        TIMESTAMP,
+    finished_at       TIMESTAMP,
+    updated_at        TIMESTAMP
+);
 
 -- Persona-driven synthesis jobs ---------------------------------------------------------
+-- (lifecycle and stored configuration: jobs)
 CREATE TABLE IF NOT EXISTS synth_jobs (
     job_id      VARCHAR PRIMARY KEY,
     task        VARCHAR NOT NULL,
     prompting   VARCHAR NOT NULL,
     n           INTEGER,
-    llm         VARCHAR,
-    config      JSON,
-    status      VARCHAR,
-    error       VARCHAR,
-    started_at  TIMESTAMP,
-    finished_at TIMESTAMP
+    llm         VARCHAR
 );
 -- The personas a job drew (its seeded sample), in order: what a resume asks, whatever the hub
 -- gained since. Written with the job's synth_jobs row.

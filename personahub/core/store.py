@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -28,8 +29,8 @@ from personahub.core.dbcheck import (
     format_is_known,
     read_back,
 )
-from personahub.core.errors import PersonahubError
-from personahub.personas.record import Persona
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.migrate import legacy_views, migrate
 
 DEFAULT_DB = "personahub.duckdb"
 
@@ -46,12 +47,28 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         if is_damage(exc):
             raise DatabaseFileError(f"--db {path}: the database file is damaged "
                                     f"({first_line(exc)}); nothing was written to it") from None
+        holder = _lock_holder(str(exc))
+        if holder is not None:  # another process writes to it (a writer that lost the race too)
+            raise DatabaseFileError(f"--db {path}: in use by another process ({holder} holds its "
+                                    "lock); try again when it has finished") from None
         how = "read-only " if read_only else ""
         raise DatabaseFileError(f"--db {path}: cannot open {how}({first_line(exc)})") from None
 
 
+def _lock_holder(message: str) -> str | None:
+    """Who holds the database's lock, from DuckDB's "Could not set lock" error (None if it is
+    another error): "PID 1234" when DuckDB names it."""
+    if "Could not set lock" not in message and "Conflicting lock" not in message:
+        return None
+    match = re.search(r"\(PID (\d+)\)", message)
+    return f"PID {match.group(1)}" if match else "another process"
+
+
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (and for writers, create and migrate) the database at ``path``.
+
+    A file written by an older personahub is migrated by the first writer that opens it; a
+    reader sees it in this schema's shape through temporary views (``core.migrate``).
 
     An existing file is checked before anything is written to it (``personahub/core/dbcheck.py``):
     a file that is not DuckDB, a DuckDB file of another program, or (for writers) a file with a
@@ -82,60 +99,21 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
             raise
         if read_only:
+            legacy_views(probe)  # an older file, seen in this schema's shape (not changed)
             return probe
         probe.close()
-    else:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PersonahubError(f"--db {path}: cannot create its folder "
-                                  f"({exc.strerror or exc})") from None
+    elif not path.parent.is_dir():  # a typo'd folder is not created: the database would hide there
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise UsageError(f"--db {path}: the folder {path.parent} {what}; create it first")
     con = _open(path, read_only=False)
     try:
-        con.execute(schema_sql())
+        ddl = schema_sql()
+        con.execute(ddl)
+        migrate(con, ddl, path)  # an older file's job tables, once (personahub/core/migrate.py)
     except BaseException:
         con.close()
         raise
     return con
-
-
-# Settings that close a read-only query connection off from the machine. enable_external_access
-# covers every file and network reader/writer (read_csv, read_text, glob, COPY, EXPORT DATABASE,
-# ATTACH, INSTALL, LOAD of extension files, persistent secrets); the others stop a query pulling
-# an extension in by itself. lock_configuration goes last: after it no SET, RESET or PRAGMA can
-# change any of them back (DuckDB only lets enable_external_access go from true to false anyway).
-_LOCKDOWN = (("autoinstall_known_extensions", False), ("autoload_known_extensions", False),
-             ("allow_community_extensions", False))
-
-
-def lock_down(con: duckdb.DuckDBPyConnection, *, allow_files: bool = False) -> None:
-    """Forbid ``con`` file access (unless ``allow_files``), extension auto-install/auto-load and
-    any later configuration change.
-
-    For connections that run SQL a user typed (``personahub sql``): opening the database
-    read-only protects the database, not the machine, since ``COPY ... TO`` and ``read_csv``
-    reach any path. Call it after the TEMP analysis views are installed; they need nothing
-    external.
-    """
-    if not allow_files:
-        con.execute("SET enable_external_access = false")
-    for name, value in _LOCKDOWN:
-        con.execute(f"SET {name} = {str(value).lower()}")
-    con.execute("SET lock_configuration = true")
-
-
-def has_extension_statement(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
-    """Whether ``sql`` holds INSTALL, LOAD or UPDATE EXTENSIONS (it is parsed, not run).
-
-    With file access allowed no setting stops an explicit ``INSTALL`` downloading code, so these
-    statements are refused by kind. The Python API has no name for UPDATE EXTENSIONS (kind 29 in
-    DuckDB 2.0) and raises ValueError on it: any statement kind it cannot name counts.
-    """
-    try:
-        kinds = [statement.type for statement in con.extract_statements(sql)]
-    except ValueError:
-        return True
-    return duckdb.StatementType.LOAD in kinds
 
 
 @contextmanager
@@ -271,74 +249,3 @@ def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
         row.update(extra)
         rows.append(row)
     return rows
-
-
-def persona_columns(personas: Iterable[Persona]) -> dict[str, list[Any]]:
-    """Columns for the ``personas`` table, one row per distinct persona id (first wins)."""
-    people = list(personas)
-    ids = [p.persona_id for p in people]
-    if len(set(ids)) < len(ids):  # repeats: keep each id's first persona
-        first: dict[str, Persona] = {}
-        for p in people:
-            first.setdefault(p.persona_id, p)
-        people = list(first.values())
-        ids = [p.persona_id for p in people]
-    return {
-        "persona_id": ids,
-        "text": [p.text for p in people],
-        "source": [p.source for p in people],
-        "source_ref": [p.source_ref for p in people],
-        "attributes": [json.dumps(dict(p.attributes), ensure_ascii=False, default=str)
-                       if p.attributes else "{}" for p in people],
-        "hop": [p.hop for p in people],
-    }
-
-
-def _persona_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
-    """``persona_columns`` as typed Arrow arrays (every value is a str, or an int for hop)."""
-    return {name: pa.array(values, type=pa.int32() if name == "hop" else pa.string())
-            for name, values in columns.items()}
-
-
-def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona]) -> int:
-    """Insert personas not yet in the hub; returns how many were new."""
-    columns = persona_columns(personas)
-    if not columns["persona_id"]:
-        return 0
-    before = scalar(con, "SELECT count(*) FROM personas")
-    insert_columns(con, "personas", _persona_arrays(columns), new_by=("persona_id",))  # distinct ids
-    return scalar(con, "SELECT count(*) FROM personas") - before
-
-
-def fetch_personas(
-    con: duckdb.DuckDBPyConnection, ids: Sequence[str] | None = None
-) -> list[Persona]:
-    """Personas in hub order (``seq``), optionally restricted to ``ids``."""
-    sql = "SELECT persona_id, text, source, source_ref, attributes, hop FROM personas"
-    params: list[Any] = []
-    if ids is not None:
-        con.register("_ids", pa.table({"id": list(ids)}))
-        sql += " WHERE persona_id IN (SELECT id FROM _ids)"
-    sql += " ORDER BY seq"
-    try:
-        rows = con.execute(sql, params).fetchall()
-    finally:
-        if ids is not None:
-            con.unregister("_ids")
-    return [
-        Persona(persona_id=r[0], text=r[1], source=r[2] or "", source_ref=r[3] or "",
-                attributes=json.loads(r[4]) if r[4] else {}, hop=r[5] or 0)
-        for r in rows
-    ]
-
-
-def flagged_duplicate_count(con: duckdb.DuckDBPyConnection) -> int:
-    """How many personas the dedup stages flagged as near-duplicates."""
-    return int(scalar(con, "SELECT count(*) FROM personas WHERE is_duplicate"))
-
-
-def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
-    """Ids of the personas not flagged as duplicates, in hub order (the first ``limit``)."""
-    rows = con.execute("SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) "
-                       "ORDER BY seq").fetchall()
-    return [r[0] for r in rows][:limit]

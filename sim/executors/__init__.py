@@ -1,11 +1,12 @@
-"""Where a job's model calls run: ``local`` (the job's own event loop, the default) or ``ray``
-(Ray Data workers, the ``[ray]`` extra; ``sim.executor_ray``).
+"""Where a job's batches run: ``local`` (the job's own event loop, the default; ``local.py``) or
+``ray`` (Ray Data workers and actor pools, the ``[ray]`` extra; ``ray_executor.py``).
 
-The executor changes only where a batch's calls are made. The job kernel stays the one place
-rows are committed: each batch's answers reach the driver (on Ray, synthesis and from-text
-answers as Parquet shards under the job's folder: ``sim.shards``) and are committed in batch
-order, so the same seed gives the same rows whichever executor (and however many workers) ran
-them. This module imports no Ray: the local path does not pay for the extra.
+The executor changes only where a batch's calls are made. The job kernel (``core/kernel.py``)
+stays the one place rows are committed: each batch's answers reach the driver (on Ray, an
+independent-batches job's answers as Parquet shards under the job's folder: ``shards.py``) and
+are committed in batch order, so the same seed gives the same rows whichever executor (and
+however many workers) ran them. This module imports no Ray: the local path does not pay for the
+extra.
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the [ray] extra: pip install 'personahub[ray]' (ray[data]>=2.40)"
+
+
+def ray_installed() -> bool:
+    """Whether the [ray] extra is importable (looked up, not imported: importing Ray takes seconds)."""
+    return importlib.util.find_spec("ray") is not None
 
 
 def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
@@ -32,15 +38,15 @@ def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
     only its misses to the workers; the others must keep ``--cache off`` on Ray for now.
     """
     if name not in EXECUTORS:
-        raise PersonahubError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
+        raise UsageError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:
-        raise PersonahubError(f"--ray-workers must be >= 1, got {workers}")
+        raise UsageError(f"--ray-workers must be >= 1, got {workers}")
     if name != "ray":
         return
     if cache != "off" and not cache_on_driver:
         raise PersonahubError(f"--executor ray with --cache {cache}: Ray workers cannot reach the "
                               "database's cache yet; use --cache off (or --executor local)")
-    if importlib.util.find_spec("ray") is None:
+    if not ray_installed():
         raise PersonahubError(RAY_MISSING)
 
 

@@ -1,48 +1,43 @@
-"""The Ray executor (the ``[ray]`` extra): a job's batches of model calls run on Ray Data workers.
+"""Ray Data passes (the ``[ray]`` extra): a job's batches of model calls, and MinHash signatures.
 
-Only WHERE the calls run changes. The driver keeps the job kernel: it picks the personas, opens
-the job, and commits each batch (rows, ``llm_calls``, near-duplicate flags) through the same
-``SynthesisJob.write_batch`` as a local job, in batch order. The work items go to Ray Data
-``map_batches`` with an actor class (``_SynthActor``); each actor builds its own model client
-from the driver client's ``LLMSettings`` and runs a batch's calls on its own event loop, bounded by
-the same ``--concurrency`` (so ``--concurrency`` and ``--rps`` hold per worker).
+Only WHERE the calls run changes. The driver keeps the job kernel: it plans the batches, opens
+the job, and commits each batch in batch order (``core/kernel.py``; ``ray_executor.RayExecutor``
+drives this module). The work items go to Ray Data ``map_batches`` with an actor class; each
+actor builds its own model client from the driver client's ``LLMSettings`` and runs a batch's
+calls on its own event loop, bounded by the same ``--concurrency`` (so ``--concurrency`` and
+``--rps`` hold per worker).
 
-Every job whose batches are planned ahead takes the one path ``_stream``: synthesis ships personas
-to ``_SynthActor`` (a persona's item and solution are asked on the same worker); ``personas
-from-text`` ships its calls as ``personas.asks.Ask`` to ``_AskActor``, all of a job's batches in
-one pass (``ask_batches``). Their results are committed by the jobs' own code on the driver, in
-batch order, exactly as a local job commits them. ``personas expand`` cannot plan ahead (a
-batch's link questions depend on the commit of the batch before), so it asks each batch of a
-job-long actor pool instead (``executor_ray_run.ray_asks``): a round trip, not a Ray Data pass.
+Every job whose batches are planned ahead takes the one path ``_stream``: a job spec with
+independent batches (synthesis) ships its items to ``_BatchActor``, which runs the spec's own
+asker (``run_batch``; a persona's item and solution are asked on the same worker);
+``personas from-text`` (not yet a spec) ships its calls as ``personas.asks.Ask`` to
+``_AskActor`` (``ask_batches``). A job whose next batch depends on the last commit (a run, an
+expansion) asks each batch of a job-long actor pool instead (``ray_actors``): a round trip,
+not a Ray Data pass.
 
-Synthesis and from-text answers come back as Parquet shards under a job folder next to the
-database (``<db>.jobs/<job>/``, ``sim.shards``), not through the driver's memory. Each worker writes
-each finished Ray Data batch as one shard (a temporary name, then a rename: the completion
-marker) and returns only the shard's name; the driver reads each job batch's answers from the
-shards once it and every batch before it are answered, commits it through the job's own code,
-and deletes a shard once every answer in it is committed. Why: answers a worker finished used to
-wait in the driver's memory until their batch's turn, so a driver that died lost them all (paid
-calls, asked again on resume), and a slow early batch made the driver hold everything after
-it. Now a resume commits the answers the shards hold without asking the model (a temporary or
-unreadable file is ignored: its answers are asked again), and what waits for its turn waits on
-disk. The batch commit stays the resume's record of what is done (``synth_items``,
-``text_done``): an answer is in the database or in a shard, and a shard row whose item is
+Answers come back as Parquet shards under a job folder next to the database (``<db>.jobs/<job>/``,
+``sim/executors/shards.py``), not through the driver's memory. Each worker writes each finished
+Ray Data batch as one shard (a temporary name, then a rename: the completion marker) and returns
+only the shard's name; the driver reads each job batch's answers from the shards once it and
+every batch before it are answered, commits it, and deletes a shard once every answer in it is
+committed. So a driver that dies loses no paid answer: a resume commits the answers the shards
+hold without asking the model (a temporary or unreadable file is ignored: its answers are asked
+again), and what waits for its turn waits on disk. The batch commit stays the resume's record of
+what is done: an answer is in the database or in a shard, and a shard row whose item is
 committed is never read again, so nothing is lost or doubled. On a cluster the database's folder
 must be on a filesystem every worker mounts at the same path (a worker that cannot see the job
-folder refuses to start). An expansion (``executor_ray_run.ray_asks``) still gets its answers
-back through the actor pool: each batch is committed before the next is asked.
+folder refuses to start).
 
-Answers come back in any order; the driver (``in_batch_order``, ``sim.shards.batches_from_shards``)
+Answers come back in any order; the driver (``in_batch_order``, ``shards.batches_from_shards``)
 holds each batch until it is complete and the batches before it are committed, so the same seed
 gives the same rows whatever the number of workers or the order they finish in. Every answer
-carries its calls' records and new cache entries (``Answer.calls``; a shard's ``calls`` column),
-which the batch commit writes.
+carries its calls' records and new cache entries (a shard's ``calls`` column), which the batch
+commit writes.
 
 ``minhash_signer`` computes stage 1's MinHash signatures (the same function as the local
 stage, so bit-identical) in Ray Data ``map_batches`` tasks over blocks of texts; they come back
 to the driver, which bands, verifies and marks. ``personas dedup --executor ray`` goes further
-(``executor_ray_minhash``: band buckets through a shuffle, only verified pairs come back).
-Stage 2 (embeddings) runs on the driver either way.
+(``ray_minhash``: band buckets through a shuffle, only verified pairs come back).
 
 No secret travels through Ray: a spec carrying one (``user:password@`` or a query value other
 than ``model``) is refused; keys are read on the worker from its environment
@@ -72,9 +67,6 @@ from personahub.core.optional import ray
 from personahub.personas.asks import Ask, ask_keys, ask_one, portable, restored
 from personahub.personas.dedup import Signer
 from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
-from personahub.personas.quality import QualityIssue
-from personahub.personas.record import Persona
-from personahub.pipelines.synthesize import Answer, SynthesisAsker, SynthesisJob
 from personahub.sim.executors import in_batch_order
 from personahub.sim.executors.shards import (
     ShardStore,
@@ -82,7 +74,6 @@ from personahub.sim.executors.shards import (
     calls_json,
     calls_of,
     check_folder,
-    job_folder,
     write_shard,
 )
 
@@ -127,54 +118,30 @@ def _quiet_data() -> None:
     context.print_on_execution_start = False
 
 
-def _portable(answer: Answer) -> Answer:
-    """The answer without its validated pydantic values (classes built at run time): the
-    content is a plain dict already, and the calls keep only what the commit writes."""
-    calls: tuple[StructuredResult[Any], ...] = tuple(
-        StructuredResult(None, list(call.records), cache_entries=list(call.cache_entries))
-        for call in answer.calls)
-    return answer._replace(calls=calls)
-
-
-class _SynthActor:
-    """One Ray worker: a model client answering batches of personas. ``__call__`` is an async
-    generator, so Ray Data runs several batches at once on the actor's one event loop (the
-    client's ``--concurrency`` bounds the calls in flight), as a model endpoint's latency wants.
-    With a job ``folder`` each batch's answers are written there as one shard and only the
-    shard's name comes back."""
+class _BatchActor:
+    """One Ray worker running a job spec's asker: a model client rebuilt from the driver's
+    ``LLMSettings`` (None for a job that calls no model) answering Ray Data batches of the
+    job's items. ``__call__`` is an async generator, so Ray Data runs several batches at once
+    on the actor's one event loop (the client's ``--concurrency`` bounds the calls in flight),
+    as a model endpoint's latency wants. Each batch's answers are written to the job ``folder``
+    as one shard (the asker is its ``ShardCodec``) and only the shard's name comes back."""
 
     def __init__(self, context: bytes, folder: str | None = None) -> None:
-        settings, options, job_id, world, demos = pickle.loads(context)
-        if folder is not None:
-            check_folder(folder)
+        settings, asker = pickle.loads(context)
+        if folder is None:
+            raise RuntimeError("a job spec's batches travel as shards: give the job folder")
+        check_folder(folder)
         self.folder = folder
-        self.asker = SynthesisAsker(make_client(settings), options, job_id, world, demos)
+        self.asker = asker
+        self.client = make_client(settings) if settings is not None else None
 
     async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        personas: list[Persona] = [pickle.loads(blob) for blob in rows["item"]]
-        answers = await self.asker.run_batch(personas)
-        if self.folder is None:
-            yield {"index": np.asarray(rows["index"]),
-                   "answer": _blobs([_portable(a) for a in answers])}
-            return
+        items = [pickle.loads(blob) for blob in rows["item"]]
+        answers = await self.asker.run_batch(items, self.client)
         shard = write_shard(self.folder, [str(k) for k in rows["key"]],
-                            [_answer_value(a) for a in answers], [calls_json(a.calls) for a in answers])
+                            [self.asker.dump(a) for a in answers],
+                            [calls_json(self.asker.calls(a)) for a in answers])
         yield {"index": np.asarray(rows["index"]), "answer": _names(shard, len(answers))}
-
-
-def _answer_value(answer: Answer) -> str:
-    """What a shard keeps of a synthesis answer besides its calls, as JSON text."""
-    issue = answer.rejected
-    return json.dumps({"content": answer.content, "solution": answer.solution,
-                       "rejected": None if issue is None else [issue.code, issue.message]})
-
-
-def _answer_of(persona: Persona, row: Mapping[str, Any]) -> Answer:
-    """A shard's row as the answer the worker computed for ``persona``."""
-    value = json.loads(row["value"])
-    issue = value["rejected"]
-    return Answer(persona, value["content"], value["solution"],
-                  None if issue is None else QualityIssue(*issue), tuple(calls_of(row["calls"])))
 
 
 def _names(shard: str, count: int) -> np.ndarray:
@@ -231,28 +198,9 @@ def _blobs(values: Sequence[Any]) -> np.ndarray:
     return blobs
 
 
-def synthesis_answers(job: SynthesisJob, batches: Sequence[Sequence[Persona]]) -> Iterator[list[Answer]]:
-    """Each batch's answers, asked on Ray workers (their shards under the job's folder next to
-    the database), yielded in batch order."""
-    settings = check_ray_client(job.client)
-    options = job.options
-    context = pickle.dumps((settings, options, job.job_id, job.world, job.demos))
-    personas = [p for batch in batches for p in batch]
-    store = ShardStore(job_folder(options.db, job.job_id))
-    answers = _stream(_SynthActor, context, personas, [len(batch) for batch in batches],
-                      batch_size=options.batch_size, address=options.ray_address,
-                      workers=options.ray_workers, store=store,
-                      keys=[p.persona_id for p in personas])
-    start = 0
-    for rows in answers:
-        yield [_answer_of(p, row) for p, row in zip(personas[start:start + len(rows)], rows,
-                                                    strict=True)]
-        start += len(rows)
-
-
 class _AskActor:
-    """One Ray worker answering ``Ask``s (any job kernel job's calls) with its own model client,
-    several batches at once on its event loop, as ``_SynthActor`` does (and, with a job
+    """One Ray worker answering ``Ask``s (a text-to-persona job's calls) with its own model client,
+    several batches at once on its event loop, as ``_BatchActor`` does (and, with a job
     ``folder``, writing each batch's answers there as one shard)."""
 
     def __init__(self, context: bytes, folder: str | None = None) -> None:

@@ -64,7 +64,7 @@ def test_a_run_with_auto_records_its_setting_and_limits(server, scenario_file, t
                          timeout_s=20)
     run_scenario(scenario, options)
     con = duckdb.connect(str(db), read_only=True)
-    config = json.loads(con.execute("SELECT config FROM runs").fetchone()[0])
+    config = json.loads(con.execute("SELECT config FROM runs JOIN jobs ON job_id = run_id").fetchone()[0])
     con.close()
     limit = config["concurrency_limit"]
     assert limit["setting"] == "auto"

@@ -14,8 +14,9 @@ from personahub.agents.llm.endpoint_offline import OfflineEndpoint
 from personahub.agents.llm.offline import OfflineChatModel
 from personahub.analysis.views import install_views, query_files
 from personahub.cli.app import app
+from personahub.core.commit import cache_rows_of, records_of
 from personahub.core.errors import PersonahubError
-from personahub.core.job_records import cache_rows_of, records_of
+from personahub.core.jobs_store import create_job
 from personahub.core.store import connect, insert_rows, transaction
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
@@ -73,7 +74,8 @@ def test_record_then_replay_over_http_makes_no_request_and_reproduces_every_tabl
 
     con = duckdb.connect(str(db), read_only=True)
     for run_id in (recorded.run_id, replayed.run_id):
-        assert con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == "finished"
+        assert con.execute("SELECT status FROM runs JOIN jobs ON job_id = run_id WHERE run_id = ?",
+                           [run_id]).fetchone()[0] == "finished"
     recorded_answers = con.execute("""SELECT count(*), sum(tokens_in), sum(tokens_out) FROM llm_calls
                                       WHERE run_id = ? AND status <> 'error'""",
                                    [recorded.run_id]).fetchone()
@@ -125,7 +127,8 @@ def test_replay_miss_is_an_error_naming_the_call(scenario_file, tmp_path):
     with pytest.raises(CacheMiss, match=r"no recorded answer for the 'expand' call \(persona p"):
         run_scenario(scenario, RunOptions(db=db, cache="replay", seed=2))
     con = duckdb.connect(str(db), read_only=True)
-    rows = con.execute("SELECT status, error FROM runs WHERE status <> 'finished'").fetchall()
+    rows = con.execute("SELECT status, error FROM runs "
+                       "JOIN jobs ON job_id = run_id WHERE status <> 'finished'").fetchall()
     assert len(rows) == 1 and rows[0][0] == "failed" and "--cache record" in rows[0][1]
     con.close()
 
@@ -179,11 +182,11 @@ def test_cost_per_run_from_known_token_counts(tmp_path):
     db = tmp_path / "cost.duckdb"
     con = connect(db)
     with transaction(con):
-        insert_rows(con, "runs", [
-            {"run_id": "r-priced", "config": {"options": {"price_in": 2.0, "price_out": 8.0}}},
-            {"run_id": "r-table", "config": {"options": {"price_in": None, "price_out": None}}},
-            {"run_id": "r-unknown", "config": {"options": {}}},
-        ])
+        for run_id, options in (("r-priced", {"price_in": 2.0, "price_out": 8.0}),
+                                ("r-table", {"price_in": None, "price_out": None}),
+                                ("r-unknown", {})):
+            create_job(con, run_id, "run", {"options": options})
+            insert_rows(con, "runs", [{"run_id": run_id}])
         insert_rows(con, "prices", [{"model": "gpt-x", "price_in": 0.5, "price_out": 1.5}])
 
         def call(run_id, model, tokens_in, tokens_out, cached=False, i=[0]):  # noqa: B006
@@ -239,4 +242,4 @@ def test_cost_of_a_run_through_the_cli(scenario_file, tmp_path):
     assert replayed["cost_usd"] == 0 and replayed["cached_calls"] == replayed["calls"] > 0
     assert replayed["cached_cost_usd"] == pytest.approx(recorded["cost_usd"], abs=1e-5)
     bad = runner.invoke(app, ["run", str(path), "--db", str(db), "--cache", "sometimes"])
-    assert bad.exit_code == 1 and "--cache 'sometimes'" in bad.stderr
+    assert bad.exit_code == 2 and "--cache 'sometimes'" in bad.stderr  # a usage error

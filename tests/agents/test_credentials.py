@@ -86,26 +86,46 @@ def test_openai_key_goes_to_the_base_url_it_was_set_with(capture, monkeypatch) -
 
 def test_named_key_variable_is_sent(capture, monkeypatch) -> None:
     url, seen = capture
-    monkeypatch.setenv("MY_SERVER_KEY", "local-key-123")
+    monkeypatch.setenv("MY_SERVER_API_KEY", "local-key-123")
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    call(f"{url}?model=m&api_key_env=MY_SERVER_KEY")
+    call(f"{url}?model=m&api_key_env=MY_SERVER_API_KEY")
     assert auth(seen) == "Bearer local-key-123"
 
 
 def test_unset_key_variable_is_a_config_error(monkeypatch) -> None:
-    monkeypatch.delenv("NOPE_KEY", raising=False)
-    with pytest.raises(LLMConfigError, match="api_key_env=NOPE_KEY names a variable that is not set"):
-        LLMClient(LLMSettings(spec="http://127.0.0.1:9/v1?model=m&api_key_env=NOPE_KEY"))
+    monkeypatch.delenv("NOPE_API_KEY", raising=False)
+    with pytest.raises(LLMConfigError, match="api_key_env=NOPE_API_KEY names a variable that is not set"):
+        LLMClient(LLMSettings(spec="http://127.0.0.1:9/v1?model=m&api_key_env=NOPE_API_KEY"))
+
+
+@pytest.mark.parametrize("name", ["HOME", "PATH", "AWS_SECRET_ACCESS_KEY", "MY_KEY", "api_key",
+                                  "X_API_KEY_EXTRA", "PERSONAHUB_KEY_"])
+def test_only_key_variables_may_be_named(capture, monkeypatch, name) -> None:
+    """api_key_env names a variable set for a key (``*_API_KEY``, ``PERSONAHUB_KEY_*``): any
+    other variable would go out as a Bearer token. Refused before any request is made."""
+    url, seen = capture
+    monkeypatch.setenv(name, "not-a-key")
+    with pytest.raises(LLMConfigError, match=f"api_key_env={name} is not a key variable"):
+        LLMClient(LLMSettings(spec=f"{url}?model=m&api_key_env={name}"))
+    assert not seen
+
+
+@pytest.mark.parametrize("name", ["MY_SERVER_API_KEY", "together_api_key", "PERSONAHUB_KEY_VLLM"])
+def test_key_variables_by_their_names_are_sent(capture, monkeypatch, name) -> None:
+    url, seen = capture
+    monkeypatch.setenv(name, "the-key")
+    call(f"{url}?model=m&api_key_env={name}")
+    assert auth(seen) == "Bearer the-key"
 
 
 def test_no_key_over_plain_http_to_a_remote_host(monkeypatch) -> None:
-    monkeypatch.setenv("MY_SERVER_KEY", "k")
+    monkeypatch.setenv("MY_SERVER_API_KEY", "k")
     with pytest.raises(LLMConfigError, match="refusing to send an API key over plain http"):
-        LLMClient(LLMSettings(spec="http://models.example.org/v1?model=m&api_key_env=MY_SERVER_KEY"))
+        LLMClient(LLMSettings(spec="http://models.example.org/v1?model=m&api_key_env=MY_SERVER_API_KEY"))
     # explicit consent, or https, is accepted
-    LLMClient(LLMSettings(spec="http://models.example.org/v1?model=m&api_key_env=MY_SERVER_KEY"
+    LLMClient(LLMSettings(spec="http://models.example.org/v1?model=m&api_key_env=MY_SERVER_API_KEY"
                                "&allow_http_key=1"))
-    LLMClient(LLMSettings(spec="https://models.example.org/v1?model=m&api_key_env=MY_SERVER_KEY"))
+    LLMClient(LLMSettings(spec="https://models.example.org/v1?model=m&api_key_env=MY_SERVER_API_KEY"))
 
 
 def test_other_query_parameters_are_forwarded_and_redacted(capture) -> None:

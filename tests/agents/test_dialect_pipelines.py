@@ -76,7 +76,8 @@ def test_every_pipeline_in_every_dialect(dialect: str, scenario_file, persona_fi
     assert {mode_of(c[2]) for c in ok} == {SETTLED[dialect]}  # strict: keywords stripped too
     assert all(c[1] for c in calls if c[0] != "ok")  # every failure says why
     assert all(c[3] for c in calls)  # no call without max_tokens
-    modes = json.loads(query(db, "SELECT config FROM runs")[0][0])["structured_modes"]
+    modes = json.loads(query(db, "SELECT config FROM runs "
+                                 "JOIN jobs ON job_id = run_id")[0][0])["structured_modes"]
     assert {mode_of(m) for m in modes.values()} == {SETTLED[dialect]}
     assert query(db, "SELECT count(*) FROM emissions")[0][0] > 0
     assert query(db, "SELECT count(*) FROM synth_items")[0][0] > 0
@@ -94,7 +95,7 @@ def test_a_server_that_rejects_everything_stops_the_run_resumable(scenario_file,
     lines = [line for line in out.splitlines() if line.startswith("error:")]
     assert code == 1 and len(lines) == 1, out
     assert "rejected the first 3 requests" in lines[0] and "HTTP 400" in lines[0]
-    status, = query(db, "SELECT status FROM runs")[0]
+    status, = query(db, "SELECT status FROM runs JOIN jobs ON job_id = run_id")[0]
     assert status == "failed"
     # a request the server rejected as malformed is never sent again
     assert requests == 3
@@ -104,7 +105,7 @@ def test_a_server_that_rejects_everything_stops_the_run_resumable(scenario_file,
     with running_server(ServerOptions()) as good:
         code, out = invoke("run", "--resume", run_id, "--db", db, "--llm", f"{good.base_url}?model=m")
     assert code == 0, out
-    assert query(db, "SELECT status FROM runs")[0][0] == "finished"
+    assert query(db, "SELECT status FROM runs JOIN jobs ON job_id = run_id")[0][0] == "finished"
 
 
 def test_refused_format_with_a_pinned_mode_names_the_fix(scenario_file, tmp_path: Path) -> None:

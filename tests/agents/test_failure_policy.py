@@ -7,15 +7,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from personahub.agents.llm.failures import (
+from personahub.agents.llm.failures import plain_reason
+from personahub.analysis.kept import kept_line
+from personahub.core.errors import PersonahubError
+from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     batch_failure,
     check_max_failed_share,
     endpoint_error,
-    plain_reason,
 )
-from personahub.analysis.kept import kept_line
-from personahub.core.errors import PersonahubError
 
 CUT = "answer cut off at max_tokens (finish_reason=length)"
 

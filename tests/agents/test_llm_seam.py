@@ -277,7 +277,7 @@ def test_a_run_completes_with_one_dead_endpoint(server, scenario_file, tmp_path)
                            RunOptions(db=db, llm=f"{dead},{srv.base_url}", concurrency=8))
     assert summary.failed_actions == 0 and summary.steps == 2
     con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT status FROM runs").fetchone()[0] == "finished"
+    assert con.execute("SELECT status FROM runs JOIN jobs ON job_id = run_id").fetchone()[0] == "finished"
     ok_endpoints = con.execute("SELECT DISTINCT endpoint FROM llm_calls WHERE status = 'ok'").fetchall()
     con.close()
     assert ok_endpoints == [(1,)]

@@ -189,7 +189,8 @@ def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: P
         assert all(n is None for n in reported), reported
     con = duckdb.connect(str(db), read_only=True)
     try:
-        modes = json.loads(con.execute("SELECT config FROM runs").fetchall()[0][0])["structured_modes"]
+        modes = json.loads(con.execute("SELECT config FROM runs "
+                                       "JOIN jobs ON job_id = run_id").fetchall()[0][0])["structured_modes"]
         run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
         emissions = con.execute("SELECT count(*) FROM emissions").fetchall()[0][0]
     finally:
@@ -224,7 +225,7 @@ def test_deliberate_agents_decide_then_act(llama: LlamaServer, tmp_path: Path) -
     assert all(r[3] and r[3] > 0 for r in rows)
     con = duckdb.connect(str(db), read_only=True)
     try:
-        status, error = con.execute("SELECT status, error FROM runs").fetchone()
+        status, error = con.execute("SELECT status, error FROM runs JOIN jobs ON job_id = run_id").fetchone()
         decided = con.execute("SELECT persona_id, action, error FROM decisions").fetchall()
         asked = con.execute("SELECT count(DISTINCT persona_id) FROM llm_calls "
                             "WHERE purpose = 'decide'").fetchone()[0]

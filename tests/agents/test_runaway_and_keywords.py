@@ -151,7 +151,7 @@ def test_openai_strict_run_strips_refused_keywords_records_them_and_completes(
         refused = srv.stats.refused
     con = duckdb.connect(str(db), read_only=True)
     calls = con.execute("SELECT status, error, structured_mode FROM llm_calls").fetchall()
-    config = json.loads(con.execute("SELECT config FROM runs").fetchone()[0])
+    config = json.loads(con.execute("SELECT config FROM runs JOIN jobs ON job_id = run_id").fetchone()[0])
     con.close()
     errors = [c for c in calls if c[0] == "error"]
     assert errors and len(errors) == refused  # each refusal is a row saying what was refused

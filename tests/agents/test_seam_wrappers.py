@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from personahub.agents.llm.cache import CacheMiss, ResponseCache
 from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.failures import FailFast, ModelRejected
+from personahub.agents.llm.failures import FailFast
 from personahub.agents.llm.seam_accounting import Accounted
 from personahub.agents.llm.seam_cache import CUT_OFF, Cached
 from personahub.agents.llm.seam_failover import Failover
@@ -30,6 +30,7 @@ from personahub.core.contracts import (
     StructuredResult,
     carried_records,
 )
+from personahub.core.failures import ModelRejected
 
 TRANSIENT = Failure("HTTP 503: busy", True, 503)
 UNREACHABLE = Failure("connection error: refused", True, unreachable=True)

@@ -8,7 +8,7 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from personahub.agents.llm.failures import FailFast, ModelRejected, classify
+from personahub.agents.llm.failures import FailFast, classify
 from personahub.agents.llm.generation import Generation, default_max_tokens
 from personahub.agents.llm.repair import check_answer
 from personahub.agents.llm.structured import (
@@ -19,6 +19,7 @@ from personahub.agents.llm.structured import (
     response_format,
 )
 from personahub.core.errors import PersonahubError
+from personahub.core.failures import ModelRejected
 
 
 class Item(BaseModel):

@@ -35,9 +35,10 @@ from personahub.agents.tasks import (
 from personahub.agents.tasks.base import Content
 from personahub.agents.tasks.instruction import Instruction, InstructionItem
 from personahub.analysis.export import export, load_items
+from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.personas.quality import QualityIssue
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.api import run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 

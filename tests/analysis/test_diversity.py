@@ -21,10 +21,11 @@ from personahub.analysis.diversity import (
 )
 from personahub.analysis.diversity_table import diversity_table
 from personahub.analysis.report import write_report
+from personahub.api import run_synthesis
 from personahub.personas.embedding import HashEmbedder, make_embedder
 from personahub.personas.embedding_store import write_vectors
 from personahub.personas.scripts import LATIN, covered
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from tests.cli_helpers import invoke, one_line_error
 from tests.optional import need_local_model
 

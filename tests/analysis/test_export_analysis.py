@@ -20,10 +20,11 @@ from personahub.analysis.export import (
 )
 from personahub.analysis.report import write_report
 from personahub.analysis.views import VIEW_NAMES, install_views, query_files
+from personahub.api import run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
 from personahub.personas.importers import iter_personas
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from tests.synth_helpers import run_default_scenario
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_tool_sample.jsonl"
@@ -104,6 +105,53 @@ def test_chat_and_parquet_exports_validate(data: dict, tmp_path: Path) -> None:
     assert written == n_emissions
     assert duckdb.connect().execute("SELECT count(*) FROM read_parquet(?)",
                                     [str(parquet)]).fetchall()[0][0] == written
+
+
+def test_parquet_holds_structs_typed_per_column(data: dict, tmp_path: Path) -> None:
+    """content and solution are structs, not JSON text (issue 30 item 6): a tool's spec with its
+    arguments as a list of structs, a problem's solution a struct, a run's solution a typed
+    struct of nulls (not a null column); a multi-kind run has one struct of every kind's fields.
+    Each row's content reads back as stored."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    con = ro(data["db"])
+    paths = {}
+    for name, which in (("tool", {"job": data["tool"]}), ("math", {"job": data["math"]}),
+                        ("run", {"run": data["run"]})):
+        paths[name] = tmp_path / f"{name}.parquet"
+        export(con, paths[name], "parquet", **which)
+    stored = {r[0]: json.loads(r[1]) for r in con.execute(
+        "SELECT item_id, content FROM synth_items WHERE job_id = ? UNION ALL "
+        "SELECT emission_id, content FROM emissions WHERE run_id = ?",
+        [data["tool"], data["run"]]).fetchall()}
+    con.close()
+    solution = pa.struct([("solution", pa.string()), ("answer", pa.string())])
+    tool = pq.read_table(paths["tool"])
+    arg = pa.struct([("name", pa.string()), ("type", pa.string()), ("description", pa.string())])
+    assert tool.schema.field("content").type == pa.struct([
+        ("name", pa.string()), ("description", pa.string()), ("function_name", pa.string()),
+        ("input_args", pa.list_(arg)),
+        ("return", pa.struct([("type", pa.string()), ("description", pa.string())])),
+        ("depend", pa.list_(pa.string()))])
+    assert tool.schema.field("solution").type == solution
+    math = pq.read_table(paths["math"])
+    assert math.schema.field("content").type == pa.struct([("problem", pa.string())])
+    assert all(row["answer"] for row in math.column("solution").to_pylist())
+    run = pq.read_table(paths["run"])
+    assert run.schema.field("solution").type == solution
+    assert run.column("solution").null_count == run.num_rows
+    fields = {f.name for f in run.schema.field("content").type}
+    assert {"function_name", "input_args", "line", "tone", "instruction"} <= fields
+    for table in (tool, run):
+        for item_id, content in zip(table.column("item_id").to_pylist(),
+                                    table.column("content").to_pylist(), strict=True):
+            assert {k: v for k, v in content.items() if v is not None} == stored[item_id]
+    # nested fields are queryable as they are, with no JSON function
+    names = duckdb.connect().execute(
+        "SELECT content.function_name, content.input_args[1].name FROM read_parquet(?)",
+        [str(paths["tool"])]).fetchall()
+    assert all(name for name, _ in names) and any(arg_name for _, arg_name in names)
 
 
 def test_chat_rows_carry_the_assistant_turn_where_the_kind_has_one(data: dict, tmp_path: Path) -> None:
@@ -205,7 +253,9 @@ def test_views_on_read_only_connection(data: dict) -> None:
 def test_views_on_database_without_synth_tables(tmp_path: Path) -> None:
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE personas (persona_id VARCHAR, text VARCHAR)")
+    # the personas columns every released schema has had (v_persona_demographics reads them)
+    con.execute("CREATE TABLE personas (persona_id VARCHAR, text VARCHAR, source VARCHAR, "
+                "attributes JSON, is_duplicate BOOLEAN)")
     con.close()
     con = ro(db)
     install_views(con)

@@ -35,7 +35,7 @@ def launch_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def client(launch_db):
     db, _ = launch_db
     source = ViewSource(lambda: connect(db, read_only=True))
-    with TestClient(make_app(source)) as c:
+    with TestClient(make_app(source), base_url="http://127.0.0.1") as c:
         yield c
     source.close()
 
@@ -77,7 +77,7 @@ def test_empty_database_waits(tmp_path):
     db = tmp_path / "empty.duckdb"
     connect(db).close()
     source = ViewSource(lambda: connect(db, read_only=True))
-    with TestClient(make_app(source)) as c:
+    with TestClient(make_app(source), base_url="http://127.0.0.1") as c:
         assert c.get("/api/state").json() == {"run_id": None, "waiting": True, "error": "no run yet"}
     source.close()
 
@@ -89,9 +89,11 @@ def test_in_process_view_sees_committed_rows_only(tmp_path):
     source = ViewSource(lambda: duckdb.connect(str(db)))
     source.open()
     writer.execute("BEGIN")
-    writer.execute("INSERT INTO runs (run_id, scenario, status, steps_planned, steps_done, started_at) "
-                   "VALUES ('r1', 's', 'running', 2, 0, now())")
-    with TestClient(make_app(source)) as c:
+    writer.execute("INSERT INTO runs (run_id, scenario, steps_planned, steps_done) "
+                   "VALUES ('r1', 's', 2, 0)")
+    writer.execute("INSERT INTO jobs (job_id, kind, status, started_at) "
+                   "VALUES ('r1', 'run', 'running', now())")
+    with TestClient(make_app(source), base_url="http://127.0.0.1") as c:
         assert c.get("/api/state").json()["run_id"] is None
         writer.execute("COMMIT")
         state = c.get("/api/state").json()
@@ -112,6 +114,39 @@ def test_served_on_a_free_loopback_port(launch_db):
         handle.stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(handle.url, timeout=2)
+
+
+def _get(port: int, path: str, host: str, origin: str | None = None) -> tuple[int, dict]:
+    """A GET with exactly these headers (urllib would set Host itself)."""
+    extra = f"Origin: {origin}\r\n" if origin else ""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close"
+                     "\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body or b"{}")
+
+
+@pytest.mark.parametrize("path", ["/api/runs", "/api/state", "/api/graph", "/"])
+def test_a_host_or_origin_that_is_not_the_view_gets_a_403(launch_db, path):
+    """DNS rebinding (issue 32): a page whose name re-resolves to 127.0.0.1 read the runs."""
+    db, run_id = launch_db
+    handle = start_view(ViewSource(lambda: connect(db, read_only=True), run_id), port=0)
+    port = int(handle.url.rsplit(":", 1)[1].strip("/"))
+    try:
+        assert _get(port, path, "evil.example")[0] == 403
+        assert _get(port, path, f"evil.example:{port}")[0] == 403
+        assert _get(port, path, f"127.0.0.1:{port + 1}")[0] == 403
+        assert _get(port, path, f"127.0.0.1:{port}", origin="http://evil.example")[0] == 403
+        if path == "/":
+            return
+        assert _get(port, path, f"127.0.0.1:{port}")[0] == 200
+        status, body = _get(port, path, f"localhost:{port}", origin=f"http://localhost:{port}")
+        assert status == 200 and (body.get("run_id") == run_id or body.get("default") == run_id)
+    finally:
+        handle.stop()
 
 
 def test_a_taken_port_is_refused():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from personahub.api import run_synthesis
 from personahub.core.store import connect
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from tests.cli_helpers import invoke, one_line_error
 
 

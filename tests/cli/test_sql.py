@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke, usage_error
 
 QUERY = ("select * from (values (1, 'a,b', '{\"k\": [1, 2]}'::JSON), (2, 'c', 'null'::JSON)) "
          "t(n, s, j) order by n")
@@ -43,7 +43,7 @@ def test_jsonl_is_one_object_per_line(db: Path) -> None:
 
 
 def test_unknown_format_names_all_four(db: Path) -> None:
-    line = one_line_error(invoke("sql", "--db", db, "--format", "yaml", "select 1"))
+    line = usage_error(invoke("sql", "--db", db, "--format", "yaml", "select 1"))
     assert "table, csv, json or jsonl" in line
 
 

@@ -1,4 +1,4 @@
-"""The batch commit (``personas.jobs.commit_batch``) writes the call records and cache entries
+"""The batch commit (``core.commit.commit_batch``) writes the call records and cache entries
 that the batch's results carry, and nothing else: the client keeps no buffer of them, so two
 jobs sharing one client each write exactly their own calls. ``FakeClient`` and ``LLMClient``
 both answer what ``contracts.StructuredCaller`` declares."""
@@ -15,8 +15,8 @@ from langchain_core.messages import HumanMessage
 from personahub.agents.llm.cache import ResponseCache
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.tasks.instruction import Instruction
+from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import StructuredCaller, StructuredResult
-from personahub.core.job_records import JobRef, commit_batch
 from personahub.core.store import connect
 from tests.fakes import FakeClient, shuffled_completion
 

@@ -1,4 +1,4 @@
-"""The job kernel (``sim.jobs``) under every model-calling command: a job started with a
+"""The job kernel (``core.kernel``, ``core.commit``) under every model-calling command: a job started with a
 non-default seed, interrupted after its first batch and resumed without ``--seed`` ends with the
 rows of the uninterrupted job; ``--cache record|replay`` and ``--rps`` work on each command; every
 call is tagged with its job and model name."""
@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from personahub.agents.llm import seam_limits
-from personahub.core import job_records as jobs
+from personahub.core import commit as jobs
 from personahub.core.store import connect
 from tests.cli_helpers import invoke
 
@@ -179,7 +179,7 @@ def test_calls_name_their_job_and_model(tmp_path, command):
     assert {(kind, model) for kind, _, model, _, _ in calls} == {(kinds[command.name], "offline")}
     ids = {job_id for _, job_id, _, _, _ in calls}
     own = {"synthesize": "SELECT job_id FROM synth_jobs", "personas expand":
-           "SELECT expansion_id FROM expansions", "personas from-text": "SELECT corpus FROM text_jobs",
+           "SELECT expansion_id FROM expansions", "personas from-text": "SELECT job_id FROM text_jobs",
            "run": "SELECT run_id FROM runs"}[command.name]
     assert ids == {r[0] for r in rows(db, own)}
 
@@ -240,10 +240,10 @@ def test_rps_reaches_the_client_rate_limiter(tmp_path, monkeypatch, command):
 def test_text_job_stores_its_config(tmp_path):
     db = tmp_path / "hub.duckdb"
     finished(db, COMMANDS[2], "--seed", 9, "--temperature", 0.5)
-    (config,) = rows(db, "SELECT config FROM text_jobs")[0]
+    (config,) = rows(db, "SELECT config FROM text_jobs JOIN jobs USING (job_id)")[0]
     stored = json.loads(config)
     assert (stored["seed"], stored["temperature"], stored["relations"]) == (9, 0.5, ["read", "like"])
-    assert rows(db, "SELECT status FROM text_jobs") == [("finished",)]
+    assert rows(db, "SELECT status FROM text_jobs JOIN jobs USING (job_id)") == [("finished",)]
 
 
 def interrupted(db: Path, command: Command, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,7 +260,7 @@ def test_expand_resume_by_id_refuses_what_the_expansion_fixes(tmp_path, monkeypa
     interrupted(db, COMMANDS[1], monkeypatch)
     (expansion,) = rows(db, "SELECT expansion_id FROM expansions")[0]
     changed = invoke("personas", "expand", "--resume", expansion, "--hops", 3, "--db", db)
-    assert changed.exit_code == 1 and "leave out --hops" in changed.output
+    assert changed.exit_code == 2 and "leave out --hops" in changed.output  # a usage error
     unknown = invoke("personas", "expand", "--resume", "exp-nope", "--db", db)
     assert unknown.exit_code == 1 and "--resume exp-nope: no such expansion" in unknown.output
     assert invoke("personas", "expand", "--resume", expansion, "--db", db).exit_code == 0
@@ -273,13 +273,13 @@ def test_from_text_resume_by_corpus_name(tmp_path, monkeypatch):
     interrupted(db, COMMANDS[2], monkeypatch)
     changed = invoke("personas", "from-text", "--resume", "corpus.txt", "--relations", "read",
                      "--db", db)
-    assert changed.exit_code == 1 and "leave out --relations" in changed.output
+    assert changed.exit_code == 2 and "leave out --relations" in changed.output  # a usage error
     unknown = invoke("personas", "from-text", "--resume", "other", "--db", db)
     assert unknown.exit_code == 1 and "no text-to-persona job over corpus 'other'" in unknown.output
     neither = invoke("personas", "from-text", "--db", db)
     assert neither.exit_code == 2 and "Missing argument" in neither.output
-    stored = json.loads(rows(db, "SELECT config FROM text_jobs")[0][0])
+    stored = json.loads(rows(db, "SELECT config FROM text_jobs JOIN jobs USING (job_id)")[0][0])
     assert stored["path"] == str(_corpus(db).resolve()) and stored["split"] == "paragraph"
-    assert rows(db, "SELECT status FROM text_jobs") == [("interrupted",)]
+    assert rows(db, "SELECT status FROM text_jobs JOIN jobs USING (job_id)") == [("interrupted",)]
     assert invoke("personas", "from-text", "--resume", "corpus.txt", "--db", db).exit_code == 0
-    assert rows(db, "SELECT status FROM text_jobs") == [("finished",)]
+    assert rows(db, "SELECT status FROM text_jobs JOIN jobs USING (job_id)") == [("finished",)]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import personahub.core.outputs as outputs
 from personahub.core.errors import PersonahubError
 from personahub.core.outputs import atomic_file, check_output
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke, usage_error
 from tests.synth_helpers import run_default_scenario
 
 runner = CliRunner()
@@ -116,7 +116,7 @@ def test_out_naming_the_database_is_refused(hub, tmp_path, monkeypatch, command,
     target = spelling(tmp_path, db)
     listing_with_spelling = sorted(p.name for p in tmp_path.iterdir())
     argv = COMMANDS[command](db, run, target) + (["--force"] if force else [])
-    line = one_line_error(invoke(*argv))
+    line = usage_error(invoke(*argv))
     assert "--out" in line and "database" in line
     assert digest(db) == before
     assert not os.path.lexists(str(db) + ".wal")
@@ -143,7 +143,7 @@ def test_existing_output_needs_force(hub, tmp_path, command) -> None:
     out = _existing(tmp_path, command)
     precious = out / "index.html" if command == "report" else out
     db_before = digest(db)
-    line = one_line_error(invoke(*COMMANDS[command](db, run, out)))
+    line = usage_error(invoke(*COMMANDS[command](db, run, out)))
     assert "already exists" in line and "--force" in line
     assert precious.read_text() == "precious\n"
     assert digest(db) == db_before  # refused before doing any work (synthesize wrote no job)
@@ -180,7 +180,7 @@ def test_wrong_kind_or_missing_folder_is_one_line(hub, tmp_path, command, make, 
     (tmp_path / "folder").mkdir()
     (tmp_path / "file.txt").write_text("keep\n")
     listing = sorted(p.name for p in tmp_path.iterdir())
-    line = one_line_error(invoke(*COMMANDS[command](db, run, make(tmp_path)), "--force"))
+    line = usage_error(invoke(*COMMANDS[command](db, run, make(tmp_path)), "--force"))
     assert message in line and "--out" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == listing
     assert (tmp_path / "file.txt").read_text() == "keep\n"
@@ -277,7 +277,7 @@ def test_report_refuses_only_files_it_would_write(hub, tmp_path) -> None:
     (folder / "notes.txt").write_text("mine\n")
     assert invoke("report", "--db", db, "--out", folder).exit_code == 0
     assert (folder / "notes.txt").read_text() == "mine\n"
-    line = one_line_error(invoke("report", "--db", db, "--out", folder))
+    line = usage_error(invoke("report", "--db", db, "--out", folder))
     assert "index.html" in line or ".png" in line
 
 

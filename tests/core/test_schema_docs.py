@@ -1,11 +1,11 @@
-"""docs/schema.md documents every table and column the database has."""
+"""docs/database.md documents every table and column the database has, and every analysis view."""
 
 import re
 from pathlib import Path
 
 from personahub.core.store import connect
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "database.md"
 
 
 def documented() -> dict[str, str]:
@@ -24,3 +24,17 @@ def test_every_table_and_column_is_documented(tmp_path):
             "select column_name from information_schema.columns where table_name = ?", [table]).fetchall()]
         missing = [c for c in columns if f"`{c}`" not in docs[table]]
         assert not missing, f"{table}: undocumented columns {missing}"
+
+
+def test_every_analysis_view_is_documented():
+    from personahub.analysis.views import install_views
+
+    con = connect(":memory:")
+    install_views(con)
+    views = {v for (v,) in con.execute(
+        "select view_name from duckdb_views() where not internal").fetchall()}
+    text = DOC.read_text()
+    section = text[text.index("## Views"):text.index("\n## ", text.index("## Views") + 1)]
+    assert len(views) >= 9
+    missing = sorted(v for v in views if f"| `{v}` |" not in section)
+    assert not missing, f"views not in the Views table: {missing}"

@@ -5,11 +5,12 @@ import pytest
 from typer.testing import CliRunner
 
 from personahub.cli.app import app
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.carve import Condition, Selection, carve, neighbourhood, sample_ids, select_ids
 from personahub.personas.graph import Relation, save_relations
 from personahub.personas.importers import iter_personas
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 
 JOBS = ["nurse", "baker", "welder", "Nurse", "teacher"]
 

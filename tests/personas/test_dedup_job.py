@@ -15,9 +15,9 @@ import pytest
 
 from personahub.agents.llm import seam_limits
 from personahub.agents.loopback.server import ServerOptions, running_server
-from personahub.core import job_records as jobs
+from personahub.core import commit as jobs
 from tests._planted import planted_corpus
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke, one_line_error, usage_error
 
 MODEL = "openai:emb"
 EMBEDDERS = ["hash", MODEL]
@@ -101,7 +101,7 @@ def test_resumed_after_first_batch_equals_uninterrupted(tmp_path, monkeypatch, o
     assert stopped.exit_code == 130 and "interrupted" in stopped.stderr
     assert len(rows(cut, VECTORS)) == 10  # the first batch only, whole
     assert rows(cut, FLAGS) != rows(whole, FLAGS)  # stage 2 had not marked yet
-    assert rows(cut, "SELECT status FROM dedup_jobs") == [("interrupted",)]
+    assert rows(cut, "SELECT status FROM dedup_jobs JOIN jobs USING (job_id)") == [("interrupted",)]
 
     if by_id:
         resumed = invoke("personas", "dedup", "--db", cut, "--batch-size", 10, "--resume",
@@ -112,7 +112,8 @@ def test_resumed_after_first_batch_equals_uninterrupted(tmp_path, monkeypatch, o
     assert "resuming dedup job" in resumed.stderr
     assert rows(cut, FLAGS) == rows(whole, FLAGS)
     assert rows(cut, VECTORS) == rows(whole, VECTORS)
-    assert rows(cut, "SELECT status FROM dedup_jobs") == [("finished",)]  # the same job went on
+    assert rows(cut, "SELECT status FROM dedup_jobs "
+                     "JOIN jobs USING (job_id)") == [("finished",)]  # the same job went on
     assert uncached_calls(cut) == uncached_calls(whole)  # nothing was embedded twice
 
 
@@ -124,7 +125,8 @@ def test_rerun_embeds_nothing_again(tmp_path, openai_env):
     again = dedup(db, embedder=MODEL)
     assert again.exit_code == 0 and "total marked 0" in again.stdout
     assert uncached_calls(db) == calls
-    assert rows(db, "SELECT status FROM dedup_jobs") == [("finished",), ("finished",)]
+    assert rows(db, "SELECT status FROM dedup_jobs "
+                    "JOIN jobs USING (job_id)") == [("finished",), ("finished",)]
 
 
 def test_calls_name_their_job_model_and_purpose(tmp_path, openai_env):
@@ -208,7 +210,7 @@ def test_refused_embeddings_fail_the_job_without_half_written_vectors(tmp_path, 
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "embedding failed" in errors[0] and "HTTP 400" in errors[0]
     assert rows(db, "SELECT count(*) FROM persona_embeddings") == [(0,)]
-    assert rows(db, "SELECT status FROM dedup_jobs") == [("failed",)]
+    assert rows(db, "SELECT status FROM dedup_jobs JOIN jobs USING (job_id)") == [("failed",)]
 
 
 def test_cache_and_rps_need_a_model_embedder(tmp_path):
@@ -225,7 +227,7 @@ def test_resume_refuses_what_the_job_fixes(tmp_path, monkeypatch):
         assert dedup(db).exit_code == 130
     (job_id,) = rows(db, "SELECT job_id FROM dedup_jobs")[0]
     changed = invoke("personas", "dedup", "--db", db, "--resume", job_id, "--embed-threshold", 0.8)
-    assert "leave out --embed-threshold" in one_line_error(changed)
+    assert "leave out --embed-threshold" in usage_error(changed)
     unknown = invoke("personas", "dedup", "--db", db, "--resume", "dedup-nope")
     assert "no such dedup job" in one_line_error(unknown)
     assert invoke("personas", "dedup", "--db", db, "--resume", job_id).exit_code == 0

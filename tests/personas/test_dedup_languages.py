@@ -13,13 +13,14 @@ import duckdb
 import numpy as np
 import pytest
 
-from personahub.core.job_records import JobRef
-from personahub.core.store import connect, upsert_personas
+from personahub.core.commit import JobRef
+from personahub.core.store import connect
 from personahub.personas import embedding
 from personahub.personas.dedup import DedupConfig, dedup_job, run_dedup
 from personahub.personas.dedup_jobs import find_dedup_job, start_dedup_job
 from personahub.personas.record import Persona
 from personahub.personas.scripts import LATIN, covered
+from personahub.personas.store import upsert_personas
 from tests.cli_helpers import invoke
 from tests.optional import need_local_model
 

@@ -4,11 +4,12 @@ import pytest
 
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.core.errors import PersonahubError
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.expand import expand_hub, find_unfinished, list_expansions
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
 from personahub.personas.linking import DEFAULT_LINK_CANDIDATES
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, Interrupted, crash_after, same_person_links
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot

@@ -3,10 +3,11 @@ import asyncio
 import networkx as nx
 
 from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.expand import expand_hub, related_personas_schema
 from personahub.personas.graph import Relation, load_graph, save_graph, save_relations, social_view
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, people_answers
 

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.cli.app import app
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.expand import expand_hub
 from personahub.personas.graph import (
     Relation,
@@ -17,6 +17,7 @@ from personahub.personas.graph import (
     save_relations,
 )
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 

@@ -136,7 +136,8 @@ def test_attributes_csv_gives_natural_types(tmp_path: Path) -> None:
     assert first.attributes == {
         "uuid": "u1",
         "age": 34,
-        "sex": "Male",
+        "age_group": "30-49",  # derived; the age column stays
+        "sex": "male",  # a canonical column: normalised to its slug
         "occupation": "welder",
         "zipcode": "02139",  # leading zero: an identifier, not a number
         "height": 1.8,
@@ -161,9 +162,10 @@ def test_attributes_parquet_keeps_arrow_types_and_drops_nulls(tmp_path: Path) ->
     stats = ImportStats()
     personas = list(iter_personas(path, fmt="attributes", stats=stats))
     assert [p.source_ref for p in personas] == ["row 1", "row 2", "row 3"]
-    assert personas[0].attributes == {"age": 29, "country": "Kenya", "skills": ["triage"]}
+    assert personas[0].attributes == {"age": 29, "age_group": "18-29", "country": "Kenya",
+                                      "skills": ["triage"]}
     assert personas[1].attributes == {"country": "Italy", "skills": []}
-    assert personas[2].attributes == {"age": 58}
+    assert personas[2].attributes == {"age": 58, "age_group": "50-64"}
     assert stats.imported == 3
 
 
@@ -471,7 +473,7 @@ def test_gzipped_jsonl_and_csv(tmp_path: Path) -> None:
         f.write("persona,age,city\r\nA cooper,61,Leeds\r\n")
     assert detect_format(table) == "attributes"
     (persona,) = iter_personas(table)
-    assert persona.attributes == {"age": 61, "city": "Leeds"}
+    assert persona.attributes == {"age": 61, "age_group": "50-64", "city": "Leeds"}
 
 
 def test_utf8_bom_is_ignored(tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from personahub.core.errors import PersonahubError
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.embedding import HashEmbedder
 from personahub.personas.link_nearest import NearestPool, load_pool, pool_embedder
 from personahub.personas.record import Persona
 from personahub.personas.scripts import LATIN
+from personahub.personas.store import upsert_personas
 
 PEOPLE = [("a", "a nurse in Lisbon who plays chess"), ("b", "a nurse in Porto who plays chess"),
           ("c", "a welder in Oslo who keeps bees"), ("d", "a baker in Lima who sings opera")]

@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 
 from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.expand import expand_hub, expansion_graph_stats, related_personas_schema
 from personahub.personas.graph import graph_stats, load_graph, shape_stats, social_view
 from personahub.personas.linking import (
@@ -17,11 +17,13 @@ from personahub.personas.linking import (
     pick_candidates,
 )
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, same_person_links
 
 
 def _hub(tmp_path, n=4):
+    tmp_path.mkdir(exist_ok=True)  # a database's folder is never created for it
     con = connect(tmp_path / "hub.duckdb")
     people = [Persona(text=t, source="test") for t in persona_texts(n)]
     upsert_personas(con, people)
@@ -108,7 +110,7 @@ def test_a_link_embedder_joins_the_seeds_trees(tmp_path):
     assert alone.graph["components"] == 6
     assert joined.graph["components"] < alone.graph["components"]
     assert joined.graph["cycles"] > 0 and joined.graph["clustering"] > 0.1
-    config = other.execute("SELECT config FROM expansions").fetchone()[0]
+    config = other.execute("SELECT config FROM expansions JOIN jobs ON job_id = expansion_id").fetchone()[0]
     assert '"link_embedder": "hash"' in config
 
 

@@ -11,7 +11,7 @@ import pytest
 from personahub.analysis.export import export_source_file
 from personahub.core.errors import PersonahubError
 from personahub.personas.importers import KeptRow, iter_personas
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke, one_line_error, usage_error
 from tests.official_sample import require_sample
 
 ROWS = [
@@ -74,7 +74,7 @@ def test_source_file_errors_are_one_line(tmp_path: Path) -> None:
     assert "not an imported synthesis file" in one_line_error(missing)
     both = invoke("export", "--source-file", "synth.jsonl", "--job", "x", "--db", db, "--out",
                   tmp_path / "o.jsonl")
-    assert "exactly one of --job, --run or --source-file" in one_line_error(both)
+    assert "exactly one of --job, --run or --source-file" in usage_error(both)
     con = duckdb.connect(str(db), read_only=True)
     with pytest.raises(PersonahubError, match="--format personahub"):
         export_source_file(con, tmp_path / "o.jsonl", "synth.jsonl", fmt="chat")

@@ -34,8 +34,9 @@ from personahub.agents.validators import (
     args_issue,
 )
 from personahub.analysis.views import install_views
+from personahub.api import run_synthesis
 from personahub.cli.app import app, print_summary
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas import quality
 from personahub.personas.expand import expand_hub, related_personas_schema
 from personahub.personas.importers import iter_personas
@@ -56,8 +57,9 @@ from personahub.personas.quality import (
     screen_persona,
 )
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from personahub.personas.text_to_persona import SourceText, text_personas_schema, text_to_persona
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
@@ -95,6 +97,8 @@ PERSONA_CASES = [
     ("A pediatric nurse in Lagos who works at the", "fragment"),
     ("A retired ferry pilot who loves:", "fragment"),
     ("#### ---- !!!! ???? nurse", "few_letters"),
+    ("A night nurse\x00 from Lisbon who sings", "control_chars"),
+    ("A night nurse \x1b[31mfrom Lisbon who sings", "control_chars"),
     ("A nurse who " + "very " * MAX_WORDS + "much likes tides", "too_long"),
     # Persona Hub style personas pass
     ("A pediatric nurse in Lagos who volunteers at a free clinic on weekends.", None),
@@ -635,9 +639,9 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     lucky: set[str] = set()
     client = FakeClient(math_without_questions(lucky), name="no-question", offline=True)
     con = connect(db)
-    from personahub.pipelines.synthesize import _seed_hub_if_empty, select_personas
+    from personahub.pipelines.synthesis_inputs import seed_hub_if_empty, select_personas
 
-    _seed_hub_if_empty(con)
+    seed_hub_if_empty(con)
     lucky.add(select_personas(con, None, 1)[0].persona_id)
     con.close()
     summary = run_synthesis(SynthOptions(task="math_problem", n=4, db=str(db), solve=True),
@@ -646,7 +650,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     assert summary.rejected == {"not_a_question": 3}
     con = connect(db)
     assert con.execute("select count(*) from synth_items").fetchall() == [(1,)]
-    assert con.execute("select status from synth_jobs").fetchall() == [("partial",)]
+    assert con.execute("select status from jobs where kind = 'synthesis'").fetchall() == [("partial",)]
     rows = con.execute("select source, job_id, kind, reason from rejected").fetchall()
     assert rows == [("synthesis", summary.job_id, "math_problem", "not_a_question")] * 3
     con.close()

@@ -9,9 +9,10 @@ import duckdb
 import pytest
 
 from personahub.core.errors import PersonahubError
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw, draw_ids
+from personahub.personas.store import upsert_personas
 
 JOBS = ["nurse", "baker", "welder", "teacher"]
 

@@ -15,7 +15,7 @@ from personahub.core.errors import PersonahubError
 from personahub.pipelines.interview import InterviewRequest, ask, interview, prepare
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke, one_line_error, usage_error
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient
 
@@ -231,7 +231,9 @@ def test_bad_input_is_one_line_and_writes_nothing(db_copy, args, says):
     db, run_id = db_copy
     before = sha(db)
     result = invoke("interview", "--db", db, *(a.format(run=run_id) for a in args))
-    assert says.format(run=run_id) in one_line_error(result)
+    usage = "--format" in args  # a flag's value: a usage error, exit 2
+    line = usage_error(result) if usage else one_line_error(result)
+    assert says.format(run=run_id) in line
     assert sha(db) == before and not Path(f"{db}.wal").exists()
 
 

@@ -16,9 +16,10 @@ from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, Solution, schema_
 from personahub.agents.tasks import synthesis_names, synthesis_task
 from personahub.agents.tasks.multi_turn import Conversation
 from personahub.agents.tasks.tool_spec import ToolSpec, tool_to_openai_function
+from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.pipelines import synthesize
-from personahub.pipelines.synthesize import SynthOptions, load_examples, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions, load_examples
 from tests.fakes import Call, FakeClient
 from tests.official_sample import sample_rows
 from tests.synth_helpers import write_examples
@@ -61,7 +62,8 @@ def test_every_task_and_mode_offline(tmp_path: Path, task: str, mode: str) -> No
                    [summary.job_id])
     # one call per item, plus one text-to-persona call for the example without a persona
     assert calls == 4 + (mode == "persona-few-shot")
-    status = scalar(db, "SELECT status FROM synth_jobs WHERE job_id = ?", [summary.job_id])
+    status = scalar(db, "SELECT status FROM synth_jobs "
+                        "JOIN jobs USING (job_id) WHERE job_id = ?", [summary.job_id])
     assert status == "finished"
 
 
@@ -101,7 +103,7 @@ def test_persona_few_shot_infers_missing_personas(tmp_path: Path) -> None:
     examples = write_examples(tmp_path / "ex.jsonl", with_personas=False)
     summary = run_synthesis(SynthOptions(task="instruction", n=2, prompting="persona-few-shot",
                                          examples=str(examples), db=str(db)))
-    config = json.loads(scalar(db, "SELECT config FROM synth_jobs WHERE job_id = ?",
+    config = json.loads(scalar(db, "SELECT config FROM synth_jobs JOIN jobs USING (job_id) WHERE job_id = ?",
                                [summary.job_id]))
     assert all(d["persona"] for d in config["demos"]) and len(config["demos"]) == 2
     assert scalar(db, "SELECT count(*) FROM llm_calls WHERE purpose = 'text_to_persona'") == 2
@@ -193,7 +195,8 @@ def test_loopback_server_with_faults(tmp_path: Path) -> None:
             SYNTH_SCHEMAS[task].model_validate(json.loads(row[3]))
     statuses = {r for r in _col(db, "SELECT DISTINCT status FROM llm_calls")}
     assert "ok" in statuses and statuses & {"error", "invalid"}
-    dump = "\n".join(str(r) for r in _col(db, "SELECT config::VARCHAR || llm FROM synth_jobs"))
+    dump = "\n".join(str(r) for r in _col(db, "SELECT config::VARCHAR || llm FROM synth_jobs "
+                                              "JOIN jobs USING (job_id)"))
     dump += "\n".join(str(r) for r in _col(db, "SELECT coalesce(error, '') || model "
                                                "FROM llm_calls"))
     assert "sekrit" not in dump
@@ -209,27 +212,27 @@ def _col(db: Path, sql: str) -> list:
 
 def test_resume_skips_done_personas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "s.duckdb"
-    real = synthesize.SynthesisJob.write_batch
+    real = synthesize.SynthesisSpec.commit
     calls = {"n": 0}
 
-    def flaky(self, results, summary):  # noqa: ANN001
+    def flaky(self, ctx, batch, result):  # noqa: ANN001
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("disk on fire")
-        return real(self, results, summary)
+        return real(self, ctx, batch, result)
 
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", flaky)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", flaky)
     with pytest.raises(PersonahubError, match="--resume"):
         run_synthesis(SynthOptions(task="instruction", n=7, batch_size=3, db=str(db)))
     job_id = _col(db, "SELECT job_id FROM synth_jobs")[0]
-    assert _col(db, "SELECT status FROM synth_jobs") == ["failed"]
+    assert _col(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == ["failed"]
     assert len(items(db, job_id)) == 3  # the first batch committed, the second rolled back
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", real)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", real)
     resumed = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=job_id)
     assert resumed.job_id == job_id and resumed.skipped_done == 3 and resumed.written == 4
     rows = items(db, job_id)
     assert len(rows) == 7 and len({r[0] for r in rows}) == 7
-    assert _col(db, "SELECT status FROM synth_jobs") == ["finished"]
+    assert _col(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == ["finished"]
     again = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=job_id)
     assert again.written == 0 and again.skipped_done == 7
 

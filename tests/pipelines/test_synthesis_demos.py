@@ -11,8 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from personahub.api import run_synthesis
 from personahub.core.store import connect
-from personahub.pipelines.synthesize import SynthOptions, load_examples, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions, load_examples
 from tests.cli_helpers import invoke
 from tests.fakes import FakeClient
 from tests.synth_helpers import write_examples
@@ -27,7 +28,8 @@ def query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
 
 
 def config(db: Path, job_id: str) -> dict:
-    return json.loads(query(db, "SELECT config FROM synth_jobs WHERE job_id = ?", [job_id])[0][0])
+    return json.loads(query(db, "SELECT config FROM synth_jobs "
+                                "JOIN jobs USING (job_id) WHERE job_id = ?", [job_id])[0][0])
 
 
 ITEMS = "SELECT persona_id, content, text, solution, is_duplicate FROM synth_items ORDER BY ALL"
@@ -78,7 +80,7 @@ def test_resume_reads_the_jobs_demonstrations(tmp_path: Path) -> None:
     con = connect(db)
     con.execute("DELETE FROM synth_items WHERE item_id IN (SELECT item_id FROM synth_items "
                 "ORDER BY item_id DESC LIMIT 3)")
-    con.execute("UPDATE synth_jobs SET status = 'interrupted' WHERE job_id = ?", [job_id])
+    con.execute("UPDATE jobs SET status = 'interrupted' WHERE job_id = ?", [job_id])
     con.close()
     summary = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=job_id)
     assert (summary.prompting, summary.skipped_done, summary.written) == ("persona-few-shot", 3, 3)
@@ -92,7 +94,7 @@ def test_record_then_replay_with_shipped_demonstrations(tmp_path: Path) -> None:
     assert invoke(*start, "--db", recorded, "--cache", "record").exit_code == 0
     shutil.copy(recorded, replayed)
     con = connect(replayed)  # the same hub, the recorded answers only
-    con.execute("DELETE FROM synth_items; DELETE FROM synth_jobs; DELETE FROM llm_calls")
+    con.execute("DELETE FROM synth_items; DELETE FROM synth_jobs; DELETE FROM jobs; DELETE FROM llm_calls")
     con.close()
     result = invoke(*start, "--db", replayed, "--cache", "replay")
     assert result.exit_code == 0, result.output
@@ -107,6 +109,6 @@ def test_readme_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.Monk
                     "persona-few-shot", "--solve")
     assert result.exit_code == 0, result.output
     db = tmp_path / "personahub.duckdb"
-    (job_id, status), = query(db, "SELECT job_id, status FROM synth_jobs")
+    (job_id, status), = query(db, "SELECT job_id, status FROM synth_jobs JOIN jobs USING (job_id)")
     assert status == "finished" and config(db, job_id)["examples"] == "builtin:math_problem"
     assert query(db, "SELECT count(*), count(solution) FROM synth_items") == [(50, 50)]

@@ -8,12 +8,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
-from personahub.core.store import connect, transaction, upsert_personas
+from personahub.core.store import connect, transaction
 from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from personahub.pipelines import synthesize
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
-from tests.cli_helpers import invoke, one_line_error
+from personahub.pipelines.synthesize import SynthOptions
+from tests.cli_helpers import invoke, one_line_error, usage_error
 
 
 def hub(db: Path, n: int = 40, start: int = 0) -> None:
@@ -63,19 +65,19 @@ def test_resume_asks_the_drawn_personas_after_the_hub_grew(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "s.duckdb"
     hub(db)
-    real = synthesize.SynthesisJob.write_batch
+    real = synthesize.SynthesisSpec.commit
     calls = {"n": 0}
 
-    def flaky(self, results, summary):  # noqa: ANN001
+    def flaky(self, ctx, batch, result):  # noqa: ANN001
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("disk on fire")
-        return real(self, results, summary)
+        return real(self, ctx, batch, result)
 
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", flaky)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", flaky)
     with pytest.raises(PersonahubError, match="--resume"):
         run_synthesis(SynthOptions(task="instruction", n=8, batch_size=3, seed=9, db=str(db)))
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", real)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", real)
     job_id = rows(db, "SELECT job_id FROM synth_jobs")[0][0]
     drawn = [r[0] for r in rows(db, "SELECT persona_id FROM synth_job_personas WHERE job_id = ? "
                                     "ORDER BY position", [job_id])]
@@ -95,7 +97,7 @@ def test_a_job_from_before_sampling_resumes_in_hub_order(tmp_path: Path) -> None
     con.execute("DELETE FROM synth_job_personas")
     con.execute("DELETE FROM synth_items WHERE persona_id = (SELECT persona_id FROM personas "
                 "ORDER BY seq LIMIT 1)")
-    con.execute("UPDATE synth_jobs SET status = 'partial', config = json_remove(config, '$.sample')")
+    con.execute("UPDATE jobs SET status = 'partial', config = json_remove(config, '$.sample')")
     con.close()
     resumed = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=summary.job_id)
     assert resumed.written == 1 and resumed.skipped_done == 3
@@ -123,7 +125,7 @@ def test_cli_carve_errors_are_one_line(tmp_path: Path) -> None:
     assert "--carve 'age': expected KEY OP VALUE" in line
     line = one_line_error(invoke("synthesize", "tool", "--db", db, "--carve", "age>900"))
     assert "--carve 'age>900': no personas match" in line
-    line = one_line_error(invoke("synthesize", "tool", "--db", db, "--sample", "first"))
+    line = usage_error(invoke("synthesize", "tool", "--db", db, "--sample", "first"))
     assert "--sample 'first'" in line
     ok = invoke("synthesize", "tool", "--db", db, "--n", "2", "--carve", "age<25")
     assert ok.exit_code == 0, ok.output

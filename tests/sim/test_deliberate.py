@@ -72,7 +72,8 @@ def snapshot(db: Path, run_id: str) -> dict[str, list]:
         out["llm_calls"] = con.execute(
             "SELECT step, purpose, status, count(*) FROM llm_calls WHERE run_id = ? "
             "GROUP BY ALL ORDER BY ALL", [run_id]).fetchall()
-        out["runs"] = con.execute("SELECT status, steps_done FROM runs WHERE run_id = ?",
+        out["runs"] = con.execute("SELECT status, steps_done FROM runs "
+                                  "JOIN jobs ON job_id = run_id WHERE run_id = ?",
                                   [run_id]).fetchall()
         return out
     finally:
@@ -112,7 +113,8 @@ def test_every_active_agent_step_has_one_stored_decision(scenario_path, tmp_path
         kinds = [k for s, a, _, k, *_ in tables["emissions"] if (s, a) == (step, agent)]
         assert kinds == ([] if action == NOTHING else [action])
     with duckdb.connect(str(tmp_path / "whole.duckdb"), read_only=True) as con:
-        policy, run_id = con.execute("SELECT config->>'$.scenario.policy', run_id FROM runs").fetchone()
+        policy, run_id = con.execute("SELECT config->>'$.scenario.policy', run_id FROM runs "
+                                     "JOIN jobs ON job_id = run_id").fetchone()
     assert policy == "deliberate"
     frame = Run(job_id=run_id, db=tmp_path / "whole.duckdb").decisions()  # the Python API
     assert len(frame) == len(tables["decisions"]) and "reason" in frame.columns
@@ -230,7 +232,8 @@ def test_kill_dash_nine_then_resume_equals_an_uninterrupted_run(scenario_path, t
             proc.kill()
     assert any(s.startswith("step 2/4") for s in seen), "".join(seen)
     con = duckdb.connect(str(db), read_only=True)
-    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs").fetchone()
+    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs "
+                                       "JOIN jobs ON job_id = run_id").fetchone()
     con.close()
     assert status == "running" and 2 <= done < 4
     resumed = subprocess.run(_cli("run", "--resume", run_id, "--db", str(db)), cwd=ROOT, env=env,
@@ -247,7 +250,8 @@ def test_scripted_runs_write_no_decisions_and_make_no_decide_call(scenario_path,
     run_scenario(load_scenario(path), RunOptions(db=db), client=fake)
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
-        assert con.execute("SELECT config->>'$.scenario.policy' FROM runs").fetchone()[0] == "scripted"
+        assert con.execute("SELECT config->>'$.scenario.policy' FROM runs "
+                           "JOIN jobs ON job_id = run_id").fetchone()[0] == "scripted"
     assert "decide" not in fake.by_purpose
 
 

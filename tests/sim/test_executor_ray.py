@@ -19,11 +19,12 @@ import pytest
 
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.loopback.server import running_server
+from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.personas.dedup import DedupConfig, run_dedup
 from personahub.personas.minhash import MinHashConfig
 from personahub.pipelines import synthesize
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from tests._planted import planted_corpus
 from tests.cli_helpers import invoke
 from tests.optional import need_ray
@@ -31,9 +32,6 @@ from tests.personas.test_dedup import hub, snapshot
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 
 pytestmark = pytest.mark.slow
-# issue 26's failure policy (one fresh sample, --max-failed-share, the failed status) changed what
-# a Ray job commits and asks before a stop; these resume checks are not yet re-checked on Ray
-RAY_POLICY_XFAIL = "failure policy of issue 26 not yet re-checked on Ray (see the session note)"
 
 
 @pytest.fixture(scope="module")
@@ -103,23 +101,22 @@ def test_persona_few_shot_over_the_loopback_server(local_ray: None, tmp_path: Pa
         == accounting(tmp_path / "local.duckdb", local.job_id)
 
 
-@pytest.mark.xfail(strict=False, reason=RAY_POLICY_XFAIL)
 def test_a_failed_ray_job_resumed_loses_and_doubles_nothing(local_ray: None, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    real = synthesize.SynthesisJob.write_batch
+    real = synthesize.SynthesisSpec.commit
     seen = {"batches": 0}
 
-    def dies_at_the_third(self: synthesize.SynthesisJob, results: Any, summary: Any) -> None:
+    def dies_at_the_third(self: synthesize.SynthesisSpec, ctx: Any, batch: Any, result: Any) -> Any:
         seen["batches"] += 1
         if seen["batches"] == 3:  # the driver dies with batches in flight on the workers
             raise RuntimeError("driver lost")
-        real(self, results, summary)
+        return real(self, ctx, batch, result)
 
     db = tmp_path / "ray.duckdb"
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", dies_at_the_third)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", dies_at_the_third)
     with pytest.raises(PersonahubError, match="--resume"):
         synth(db, executor="ray", ray_workers=2)
-    monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", real)
+    monkeypatch.setattr(synthesize.SynthesisSpec, "commit", real)
     job_id = duckdb.connect(str(db), read_only=True).execute(
         "SELECT job_id FROM synth_jobs").fetchall()[0][0]
     assert len(rows(db, job_id)) == 10  # two batches committed, the third rolled back
@@ -164,7 +161,7 @@ def test_a_worker_killed_mid_job_loses_and_doubles_nothing(local_ray: None, tmp_
         if killed:
             return
         workers = [pid for pid, command in _descendants(os.getpid()).items()
-                   if "_SynthActor" in command]
+                   if "_BatchActor" in command]
         assert workers, "no Ray worker found"
         os.kill(workers[0], signal.SIGKILL)
         killed.append(workers[0])
@@ -438,10 +435,11 @@ def expansion(db: Path, workers: int | None, *, asks: Any = None, resume: str | 
     import asyncio
     from contextlib import ExitStack
 
-    from personahub.core.store import connect, upsert_personas
+    from personahub.core.store import connect
     from personahub.personas.expand import expand_hub
     from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
     from personahub.personas.record import Persona
+    from personahub.personas.store import upsert_personas
     from personahub.sim.executors.ray_actors import ray_asks
     from personahub.sim.executors.ray_batches import RayTarget
     from tests.conftest import persona_texts
@@ -533,21 +531,22 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import ray
 from personahub.pipelines import synthesize
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
+from personahub.api import run_synthesis
 
 db, llm, address = sys.argv[1:4]
 ray.init(address=address, log_to_driver=False,
-         runtime_env={"env_vars": {"PH_SHARD_KEY": os.environ["PH_SHARD_KEY"]}})
-real = synthesize.SynthesisJob.write_batch
+         runtime_env={"env_vars": {"PH_SHARD_API_KEY": os.environ["PH_SHARD_API_KEY"]}})
+real = synthesize.SynthesisSpec.commit
 seen = [0]
 
-def dies_at_the_third(self, results, summary):
+def dies_at_the_third(self, ctx, batch, result):
     seen[0] += 1
     if seen[0] == 3:  # two batches committed; wait until every other answer is in a shard
-        folder = Path(db + ".jobs") / self.job_id
+        folder = Path(db + ".jobs") / ctx.job_id
         for _ in range(600):
-            done = {r[0] for r in self.con.execute(
-                "SELECT persona_id FROM synth_items WHERE job_id = ?", [self.job_id]).fetchall()}
+            done = {r[0] for r in ctx.con.execute(
+                "SELECT persona_id FROM synth_items WHERE job_id = ?", [ctx.job_id]).fetchall()}
             keys = set()
             for path in folder.glob("*.parquet"):
                 keys.update(pq.read_table(path, columns=["key"]).column("key").to_pylist())
@@ -555,9 +554,9 @@ def dies_at_the_third(self, results, summary):
                 os.kill(os.getpid(), signal.SIGKILL)  # before this batch is committed
             time.sleep(0.1)
         sys.exit(3)
-    real(self, results, summary)
+    return real(self, ctx, batch, result)
 
-synthesize.SynthesisJob.write_batch = dies_at_the_third
+synthesize.SynthesisSpec.commit = dies_at_the_third
 run_synthesis(SynthOptions(task="math_problem", n=23, batch_size=5, db=db, llm=llm,
                            executor="ray", ray_workers=2))
 sys.exit(4)
@@ -579,7 +578,6 @@ def _shard_keys(folder: Path) -> dict[str, set[str]]:
             for p in folder.glob("*.parquet")}
 
 
-@pytest.mark.xfail(strict=False, reason=RAY_POLICY_XFAIL)
 def test_a_killed_driver_resumed_commits_the_shards_without_asking_again(
         local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """kill -9 the driver (a subprocess on this test's Ray) after every answer is in a shard but
@@ -590,10 +588,10 @@ def test_a_killed_driver_resumed_commits_the_shards_without_asking_again(
 
     import ray
 
-    monkeypatch.setenv("PH_SHARD_KEY", SHARD_KEY)
+    monkeypatch.setenv("PH_SHARD_API_KEY", SHARD_KEY)
     db = tmp_path / "ray.duckdb"
     with running_server(seed=3) as server:
-        llm = server.base_url + "?model=offline&api_key_env=PH_SHARD_KEY"
+        llm = server.base_url + "?model=offline&api_key_env=PH_SHARD_API_KEY"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         died = subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(db), llm,
                                ray.get_runtime_context().gcs_address], env=env, timeout=600,
@@ -614,25 +612,24 @@ def test_a_killed_driver_resumed_commits_the_shards_without_asking_again(
     assert not folder.exists() and not folder.parent.exists()
 
 
-@pytest.mark.xfail(strict=False, reason=RAY_POLICY_XFAIL)
 def test_a_corrupt_or_partial_shard_is_ignored_and_its_answers_asked_again(
         local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = synthesize.SynthesisJob.write_batch
+    real = synthesize.SynthesisSpec.commit
     seen = {"batches": 0}
 
-    def dies_at_the_third(self: synthesize.SynthesisJob, results: Any, summary: Any) -> None:
+    def dies_at_the_third(self: synthesize.SynthesisSpec, ctx: Any, batch: Any, result: Any) -> Any:
         seen["batches"] += 1
         if seen["batches"] == 3:
             raise RuntimeError("driver lost")
-        real(self, results, summary)
+        return real(self, ctx, batch, result)
 
     db = tmp_path / "ray.duckdb"
     with running_server(seed=3) as server:
         llm = server.base_url + "?model=offline"
-        monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", dies_at_the_third)
+        monkeypatch.setattr(synthesize.SynthesisSpec, "commit", dies_at_the_third)
         with pytest.raises(PersonahubError, match="--resume"):
             synth(db, llm=llm, solve=False, executor="ray", ray_workers=2)
-        monkeypatch.setattr(synthesize.SynthesisJob, "write_batch", real)
+        monkeypatch.setattr(synthesize.SynthesisSpec, "commit", real)
         job_id = _job_id(db)
         con = duckdb.connect(str(db), read_only=True)
         done = {r[0] for r in con.execute("SELECT persona_id FROM synth_items").fetchall()}
@@ -656,8 +653,9 @@ def test_expand_command_on_ray_over_the_loopback_server(local_ray: None, tmp_pat
                                                          server: Any) -> None:
     """personas expand --executor ray over HTTP (a client on each actor, the same server): the
     local executor's hub, and its llm_calls accounting, call for call."""
-    from personahub.core.store import connect, upsert_personas
+    from personahub.core.store import connect
     from personahub.personas.record import Persona
+    from personahub.personas.store import upsert_personas
     from tests.conftest import persona_texts
 
     llm = server(seed=4).base_url + "?model=offline"

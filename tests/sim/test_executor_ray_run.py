@@ -185,7 +185,8 @@ def test_a_run_that_lost_its_workers_resumes_to_the_local_tables(
     import duckdb
 
     con = duckdb.connect(str(db), read_only=True)
-    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs").fetchall()[0]
+    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs "
+                                       "JOIN jobs ON job_id = run_id").fetchall()[0]
     con.close()
     assert (status, done) == ("failed", 2)
     monkeypatch.setattr(executor_ray_run, "ACTOR_RESTARTS", 3)

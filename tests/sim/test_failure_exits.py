@@ -54,7 +54,7 @@ def test_synthesize_every_call_failing_exits_1_and_is_failed(server, tmp_path):
     line = one_line_error(invoke("synthesize", "instruction", "--n", "6", "--db", db,
                                  "--llm", srv.base_url))
     assert "synthesize --resume synth-" in line and ("HTTP 503" in line or "HTTP 429" in line)
-    assert _status(db, "SELECT status FROM synth_jobs") == [("failed",)]
+    assert _status(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == [("failed",)]
     # every attempt is a row, each with its reason
     rows = _status(db, "SELECT status, error FROM llm_calls")
     assert rows and all(status == "error" and error.startswith("HTTP ") for status, error in rows)
@@ -68,7 +68,7 @@ def test_from_text_every_call_failing_exits_1_and_is_failed(server, tmp_path):
     line = one_line_error(invoke("personas", "from-text", corpus, "--db", db, "--relations", "read",
                                  "--llm", srv.base_url))
     assert "personas from-text --resume corpus.txt" in line
-    assert _status(db, "SELECT status FROM text_jobs") == [("failed",)]
+    assert _status(db, "SELECT status FROM text_jobs JOIN jobs USING (job_id)") == [("failed",)]
 
 
 def test_expand_every_call_failing_exits_1_and_is_failed(server, persona_file, tmp_path):
@@ -78,7 +78,7 @@ def test_expand_every_call_failing_exits_1_and_is_failed(server, persona_file, t
     line = one_line_error(invoke("personas", "expand", "--db", db, "--hops", "1", "--fanout", "1",
                                  "--link-candidates", "0", "--llm", srv.base_url))
     assert "personas expand --resume exp" in line or "personas expand --resume" in line
-    assert _status(db, "SELECT status FROM expansions") == [("failed",)]
+    assert _status(db, "SELECT status FROM expansions JOIN jobs ON job_id = expansion_id") == [("failed",)]
 
 
 def test_judge_every_call_failing_exits_1(server, tmp_path):
@@ -105,7 +105,7 @@ def test_run_every_call_failing_exits_1_and_is_failed(server, scenario_file, tmp
     scenario = scenario_file(n_personas=6, graph="GraphGrowth(hops=0, acquaintances=2)")
     line = one_line_error(invoke("run", scenario, "--db", db, "--llm", srv.base_url))
     assert "run --resume" in line
-    assert _status(db, "SELECT status FROM runs") == [("failed",)]
+    assert _status(db, "SELECT status FROM runs JOIN jobs ON job_id = run_id") == [("failed",)]
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-1", "abc"])
@@ -140,7 +140,7 @@ def test_weak_answers_are_retried_once_and_the_job_goes_on(server, tmp_path):
     assert srv.stats.malformed <= sum(1 for c in calls if c[2] == "invalid")
     kept = sum(1 for a in by_persona.values() if a[-1][1] == "ok")
     assert f"instruction: {kept} of 12 kept" in result.stdout
-    status = _status(db, "SELECT status FROM synth_jobs")[0][0]
+    status = _status(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)")[0][0]
     assert status == ("finished" if kept == 12 else "partial")
 
 
@@ -154,7 +154,7 @@ def test_quality_failures_past_the_share_stop_the_job(server, tmp_path):
     assert "6 of 6 actions failed in batch 1, over --max-failed-share 0.8" in line
     assert "resume with personahub synthesize --resume" in line
     assert _status(db, "SELECT count(*) FROM llm_calls") == [(12,)]  # two attempts each
-    assert _status(db, "SELECT status FROM synth_jobs") == [("failed",)]
+    assert _status(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == [("failed",)]
 
 
 def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(server, scenario_file,
@@ -168,7 +168,7 @@ def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(serve
     line = one_line_error(invoke("run", scenario, "--db", db, "--llm", srv.base_url,
                                  "--structured", "json_schema"))
     assert "in step 1, over --max-failed-share 0.8" in line and "run --resume" in line
-    assert _status(db, "SELECT steps_done, status FROM runs") == [(1, "failed")]
+    assert _status(db, "SELECT steps_done, status FROM runs JOIN jobs ON job_id = run_id") == [(1, "failed")]
     attempts = _status(db, "SELECT max(attempt) FROM llm_calls")[0][0]
     assert attempts == 2  # one fresh sample (a repair prompt) per weak answer, no more
     lenient = tmp_path / "l.duckdb"
@@ -176,5 +176,5 @@ def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(serve
                                  "--structured", "json_schema", "--max-failed-share", "1"))
     assert "every one of its" in line and "run --resume" in line
     assert _status(lenient, "SELECT steps_done FROM runs") == [(2,)]  # no stop for quality
-    config = _status(lenient, "SELECT config FROM runs")[0][0]
+    config = _status(lenient, "SELECT config FROM runs JOIN jobs ON job_id = run_id")[0][0]
     assert json.loads(config)["options"]["max_failed_share"] == 1.0  # what --resume reads

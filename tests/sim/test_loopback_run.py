@@ -34,7 +34,7 @@ def test_run_survives_injected_faults_and_accounts_for_every_call(server, scenar
         assert n_emissions + n_failed == n_active and stored == n_emissions
     for kind, content in con.execute("SELECT kind, content FROM emissions").fetchall():
         emission_task(kind).schema.model_validate(json.loads(content))
-    assert con.execute("SELECT status FROM runs").fetchone()[0] == "finished"
-    config = con.execute("SELECT config FROM runs").fetchone()[0]
+    assert con.execute("SELECT status FROM runs JOIN jobs ON job_id = run_id").fetchone()[0] == "finished"
+    config = con.execute("SELECT config FROM runs JOIN jobs ON job_id = run_id").fetchone()[0]
     assert "api_key" not in config.lower() or "***" in config
     con.close()

@@ -302,7 +302,8 @@ def test_kill_dash_nine_then_resume_equals_an_uninterrupted_run(scenario_path, t
             proc.kill()
     assert any(s.startswith("step 2/5") for s in seen), "".join(seen)
     con = duckdb.connect(str(db), read_only=True)
-    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs").fetchone()
+    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs "
+                                       "JOIN jobs ON job_id = run_id").fetchone()
     con.close()
     assert status == "running" and 2 <= done < 5
     resumed = subprocess.run(cli("run", "--resume", run_id, "--db", str(db)), cwd=ROOT, env=env,

@@ -19,11 +19,13 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from personahub.agents.llm.client import CallRecord, StructuredResult
+from personahub.api import run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.record import Persona
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis, select_personas
+from personahub.personas.store import upsert_personas
+from personahub.pipelines.synthesize import SynthOptions, select_personas
 from personahub.sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
@@ -112,13 +114,14 @@ def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(
     with pytest.raises(PersonahubError) as stop:
         run_scenario(load_scenario(scenario), RunOptions(db=db),
                      client=wrapped(failing_expansion(broken, times=2)))
-    (run_id, status), = rows(db, "SELECT run_id, status FROM runs")
+    (run_id, status), = rows(db, "SELECT run_id, status FROM runs JOIN jobs ON job_id = run_id")
     assert str(stop.value) == (f"setup: 2 of 6 expansion calls failed (most often: HTTP 503: "
                                f"overloaded); resume with personahub run --resume {run_id} --db {db}")
     assert status == "failed"
     assert rows(db, "SELECT count(*) FROM run_agents")[0][0] == 0  # no smaller society
     # the stopped expansion is marked failed (resumable: the run's resume goes on with it)
-    assert rows(db, "SELECT status, hops_done FROM expansions") == [("failed", 0)]
+    assert rows(db, "SELECT status, hops_done FROM expansions "
+                    "JOIN jobs ON job_id = expansion_id") == [("failed", 0)]
 
     resume_run(run_id, db=db)
     resumed = snapshot(db, run_id)
@@ -130,7 +133,8 @@ def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(
     frontier = "SELECT hop, persona_id, status, targets FROM expansion_frontier ORDER BY ALL"
     assert rows(db, frontier) == rows(tmp_path / "whole.duckdb", frontier)
     assert resumed["runs"] == whole["runs"]
-    assert rows(db, "SELECT status FROM expansions WHERE run_id = ?", [run_id]) == [("finished",)]
+    assert rows(db, "SELECT status FROM expansions "
+                    "JOIN jobs ON job_id = expansion_id WHERE parent_id = ?", [run_id]) == [("finished",)]
     ok = Counter(p for p, s in rows(db, "SELECT persona_id, status FROM llm_calls WHERE purpose = "
                                         "'expand' AND status = 'ok'"))
     assert set(ok.values()) == {1}  # every persona answered once; nothing was asked twice
@@ -139,7 +143,7 @@ def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(
 def test_personas_the_quality_gate_rejects_are_not_failures(scenario, tmp_path):
     db = tmp_path / "gate.duckdb"
     summary = run_scenario(load_scenario(scenario), RunOptions(db=db), client=wrapped(edit=bare_name_first))
-    assert rows(db, "SELECT status FROM runs") == [("finished",)]
+    assert rows(db, "SELECT status FROM runs JOIN jobs ON job_id = run_id") == [("finished",)]
     rejected = rows(db, "SELECT count(*), min(reason) FROM rejected WHERE source = 'expand' AND run_id = ?",
                     [summary.run_id])
     assert rejected[0][0] > 0 and rejected[0][1] == "bare_name"
@@ -161,7 +165,8 @@ def test_a_resume_continues_the_interrupted_expansion_instead_of_redoing_it(scen
     assert rows(db, "SELECT count(*) FROM llm_calls WHERE purpose = 'expand'") == [(6,)]
     resume_run(run_id, db=db)
     assert snapshot(db, run_id) == whole  # llm_calls included: round 1 was not asked again
-    assert rows(db, "SELECT count(*), min(status) FROM expansions") == [(1, "finished")]
+    assert rows(db, "SELECT count(*), min(status) FROM expansions "
+                    "JOIN jobs ON job_id = expansion_id") == [(1, "finished")]
 
 
 # -- item 3: the scenario file is checked before it is executed -------------------------------------
@@ -186,7 +191,7 @@ def test_resume_refuses_an_edited_scenario_without_executing_it(scenario, tmp_pa
     assert message.startswith(f"scenario file {scenario} changed since run {run_id} started (sha256 ")
     assert message.endswith("; restore it or start a new run") and "\n" not in message
     assert not marker.exists()  # refused before the file ran
-    assert rows(db, "SELECT status FROM runs") == [("failed",)]
+    assert rows(db, "SELECT status FROM runs JOIN jobs ON job_id = run_id") == [("failed",)]
 
     scenario.unlink()
     with pytest.raises(PersonahubError, match=f"scenario file {scenario} is missing since run {run_id}"):
@@ -199,7 +204,7 @@ def test_resume_refuses_an_edited_scenario_without_executing_it(scenario, tmp_pa
 def test_resume_refuses_a_run_that_recorded_no_scenario_hash(scenario, tmp_path):
     db, run_id = stopped_run(scenario, tmp_path)
     con = duckdb.connect(str(db))
-    con.execute("UPDATE runs SET config = json_merge_patch(config, '{\"scenario_sha256\": null}')")
+    con.execute("UPDATE jobs SET config = json_merge_patch(config, '{\"scenario_sha256\": null}')")
     con.close()
     with pytest.raises(PersonahubError, match="does not record the sha256 of its scenario file"):
         resume_run(run_id, db=db)
@@ -305,7 +310,7 @@ def test_the_same_command_again_offers_the_resume_instead_of_a_second_job(tmp_pa
     assert other.exit_code == 0, other.output
     fresh = CliRunner().invoke(app, [*args, "--fresh"])
     assert fresh.exit_code == 0, fresh.output
-    statuses = dict(rows(db, "SELECT job_id, status FROM synth_jobs"))
+    statuses = dict(rows(db, "SELECT job_id, status FROM synth_jobs JOIN jobs USING (job_id)"))
     assert statuses.pop(job_id) == "superseded" and set(statuses.values()) == {"finished"}
 
 
@@ -368,7 +373,8 @@ def test_a_signal_marks_the_run_interrupted_in_one_line(tmp_path, sig, code, nam
     assert not any("Traceback" in line or "Task" in line for line in lines), lines
     assert lines[-1].startswith(f"run {run_id} interrupted by {name} after step ")
     assert lines[-1].endswith(f"resume with personahub run --resume {run_id} --db {db}")
-    assert rows(db, "SELECT run_id, status, error FROM runs") == [(run_id, "interrupted",
+    assert rows(db, "SELECT run_id, status, error FROM runs "
+                    "JOIN jobs ON job_id = run_id") == [(run_id, "interrupted",
                                                                    f"interrupted by {name}")]
 
 
@@ -381,5 +387,5 @@ def test_sigterm_marks_a_synthesis_job_interrupted(tmp_path):
          "--db", str(db)], signal.SIGTERM, 0.2)
     assert returncode == 143, lines
     assert not any("Traceback" in line for line in lines), lines
-    assert lines[-1].startswith(f"job {job_id} interrupted by SIGTERM (")
-    assert rows(db, "SELECT status FROM synth_jobs") == [("interrupted",)]
+    assert lines[-1].startswith(f"synthesis job {job_id} interrupted by SIGTERM (")
+    assert rows(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == [("interrupted",)]

@@ -8,7 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.core.store import connect, lock_down, scalar
+from personahub.core.sandbox import lock_settings
+from personahub.core.store import connect, scalar
 from personahub.sim.runlog import release_cached_blocks
 
 
@@ -43,7 +44,7 @@ def test_blocks_on_disk_leave_the_pool_and_the_limit_stays(tmp_path: Path) -> No
 def test_locked_settings_change_nothing(tmp_path: Path) -> None:
     con = _filled(tmp_path)
     before = _table_bytes(con)
-    lock_down(con, allow_files=True)
+    lock_settings(con, external=True)
     release_cached_blocks(con)  # SET is refused: no error, the pool keeps its blocks
     assert _table_bytes(con) == before
     con.close()

@@ -75,6 +75,7 @@ def snapshot(db: Path, run_id: str) -> dict[str, list]:
             "SELECT step, purpose, status, count(*) FROM llm_calls WHERE run_id = ? "
             "GROUP BY ALL ORDER BY ALL", [run_id]).fetchall()
         out["runs"] = con.execute("SELECT status, steps_done, steps_planned, seed FROM runs "
+                                  "JOIN jobs ON job_id = run_id "
                                   "WHERE run_id = ?", [run_id]).fetchall()
         return out
     finally:
@@ -105,7 +106,8 @@ def test_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path,
         run_scenario(load_scenario(scenario_path), RunOptions(db=db),
                      client=FakeClient(unreachable_from_step(fail_at), seed=SEED))
     con = duckdb.connect(str(db), read_only=True)
-    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs").fetchone()
+    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs "
+                                       "JOIN jobs ON job_id = run_id").fetchone()
     con.close()
     assert (status, done) == ("failed", fail_at - 1)
     summary = resume_run(run_id, db=db)
@@ -149,7 +151,8 @@ def test_kill_dash_nine_then_resume_equals_an_uninterrupted_run(scenario_path, t
     assert any(s.startswith("step 2/5") for s in seen), "".join(seen)
     assert proc.returncode == -signal.SIGKILL
     con = duckdb.connect(str(db), read_only=True)
-    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs").fetchone()
+    run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs "
+                                       "JOIN jobs ON job_id = run_id").fetchone()
     con.close()
     assert status == "running" and 2 <= done < 5  # killed: nobody marked the run
     resumed = subprocess.run(_cli("run", "--resume", run_id, "--db", str(db)), cwd=ROOT, env=env,

@@ -9,9 +9,10 @@ import duckdb
 import pytest
 
 from personahub.core.errors import PersonahubError
-from personahub.core.store import connect, transaction, upsert_personas
+from personahub.core.store import connect, transaction
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw_ids
+from personahub.personas.store import upsert_personas
 from personahub.sim.runner import RunOptions, load_scenario_personas, run_scenario
 from personahub.sim.scenario import PersonaSource, ScenarioError, load_scenario
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from personahub.api import run_synthesis
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.executors.shards import (
     ShardStore,
     batches_from_shards,

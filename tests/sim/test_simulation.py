@@ -44,7 +44,7 @@ def test_run_writes_all_kinds_messages_and_flags(scenario_file, tmp_path):
     for (content,) in con.execute("SELECT content FROM emissions WHERE kind = 'tool_spec'").fetchall():
         spec = ToolSpec.model_validate(json.loads(content))
         assert spec.function_name.isidentifier()
-    status, done = con.execute("SELECT status, steps_done FROM runs").fetchone()
+    status, done = con.execute("SELECT status, steps_done FROM runs JOIN jobs ON job_id = run_id").fetchone()
     assert (status, done) == ("finished", 3)
     calls, tokens = con.execute("SELECT count(*), sum(tokens_in) FROM llm_calls WHERE run_id = ?",
                                 [summary.run_id]).fetchone()
@@ -103,7 +103,8 @@ def test_failure_mid_run_keeps_committed_steps_and_marks_the_run(scenario_file, 
     with pytest.raises(PersonahubError, match="unreachable"):
         run_scenario(scenario, RunOptions(db=db), client=FakeClient(unreachable_from_step(3)))
     con = duckdb.connect(str(db), read_only=True)
-    status, done, error = con.execute("SELECT status, steps_done, error FROM runs").fetchone()
+    status, done, error = con.execute("SELECT status, steps_done, error FROM runs "
+                                      "JOIN jobs ON job_id = run_id").fetchone()
     assert status == "failed" and done == 2 and "unreachable" in error
     assert con.execute("SELECT max(step) FROM emissions").fetchone()[0] == 2
     assert con.execute("SELECT count(*) FROM steps").fetchone()[0] == 2

@@ -23,10 +23,12 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from personahub.api import run_synthesis
 from personahub.cli.app import app
-from personahub.core.store import connect, upsert_personas
+from personahub.core.store import connect
 from personahub.personas.record import Persona
-from personahub.pipelines.synthesize import SynthOptions, run_synthesis
+from personahub.personas.store import upsert_personas
+from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
@@ -111,7 +113,8 @@ def hub_tables(db: Path) -> dict[str, list]:
                                         "merged FROM expansion_frontier ORDER BY ALL").fetchall(),
                 "rejected": con.execute("SELECT source, persona_id, kind, reason, payload FROM "
                                         "rejected ORDER BY ALL").fetchall(),
-                "expansions": con.execute("SELECT status, hops_done FROM expansions").fetchall()}
+                "expansions": con.execute("SELECT status, hops_done FROM expansions "
+                                          "JOIN jobs ON job_id = expansion_id").fetchall()}
     finally:
         con.close()
 
@@ -148,7 +151,8 @@ def where_run_stopped(db: Path, run_id: str) -> str:
 def test_kill_run_then_resume(scenario, uninterrupted_run, tmp_path, delay):
     db = tmp_path / "killed.duckdb"
     run_id = kill_after_start(["run", str(scenario), "--db", str(db), *RUN_FLAGS], delay)
-    assert rows(db, "SELECT status FROM runs") == [("running",)]  # killed: nobody marked it
+    assert rows(db, "SELECT status FROM runs "
+                    "JOIN jobs ON job_id = run_id") == [("running",)]  # killed: nobody marked it
     landed = where_run_stopped(db, run_id)
     finish(["run", "--resume", run_id, "--db", str(db)])
     whole, hub = uninterrupted_run
@@ -208,11 +212,11 @@ def uninterrupted_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, l
 def test_kill_synthesize_then_resume(uninterrupted_job, tmp_path, delay):
     db = tmp_path / "killed.duckdb"
     job_id = kill_after_start([*SYNTH, "--db", str(db), "--offline-latency", "0.3"], delay)
-    assert rows(db, "SELECT status FROM synth_jobs") == [("running",)]
+    assert rows(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == [("running",)]
     written = rows(db, "SELECT count(*) FROM synth_items")[0][0]
     finish(["synthesize", "--resume", job_id, "--db", str(db)])
     assert (items(db, job_id), calls(db, job_id)) == uninterrupted_job
-    assert rows(db, "SELECT status FROM synth_jobs") == [("finished",)]
+    assert rows(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == [("finished",)]
     print(f"\nsynthesize, kill -9 {delay} s after start: {written} of 80 items committed")
 
 
@@ -241,7 +245,7 @@ def uninterrupted_expansion(tmp_path_factory: pytest.TempPathFactory) -> tuple[d
 def test_kill_personas_expand_then_run_it_again(uninterrupted_expansion, tmp_path, delay):
     db = seeded(tmp_path / "killed.duckdb")
     kill_after_start([*EXPAND, "--db", str(db), "--offline-latency", "0.1"], delay)
-    (status, hops), = rows(db, "SELECT status, hops_done FROM expansions")
+    (status, hops), = rows(db, "SELECT status, hops_done FROM expansions JOIN jobs ON job_id = expansion_id")
     assert status == "running"
     asked = rows(db, "SELECT count(*) FROM expansion_frontier WHERE status <> 'pending'")[0][0]
     finish([*EXPAND, "--db", str(db)])  # the same command resumes it

@@ -262,7 +262,7 @@ def test_new_emission_kinds_validate_and_conversations_alternate(scenario_file, 
 @pytest.mark.parametrize("fields, message", [
     ("surveys=(Survey(id='x', steps=(1,), question='Q?', answer='choice', options=('a',)),)",
      "at least two distinct options"),
-    ("activation=Activation(mode='count', count=0)", "activation.count must be >= 1"),
+    ("activation=Activation(mode='count', count=0)", "activation.count must be an integer >= 1"),
     ("interventions=(Intervention(step=1, action='explode', target=1),)", "action must be one of"),
     ("events=(Event(step=0, text='x'),)", "event.step must be an int >= 1"),
     ("surveys=(Survey(id='x', steps=(1,), question='Q?', answer='scale', low=5, high=1),)",

@@ -296,7 +296,7 @@ def _raw_exchange(port: int, request: bytes) -> bytes:
 def test_bad_content_length_is_a_400_and_the_connection_closes(server, length):
     srv = server(dialect="vllm")
     port = int(srv.base_url.rsplit(":", 1)[1].split("/")[0])
-    answer = _raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+    answer = _raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                            b"Content-Type: application/json\r\nContent-Length: " + length
                            + b"\r\n\r\n{}")
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -309,7 +309,8 @@ def test_a_body_shorter_than_its_content_length_is_a_400(server, monkeypatch):
     srv = server()
     port = int(srv.base_url.rsplit(":", 1)[1].split("/")[0])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100"
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100"
                      b"\r\n\r\n{\"messages\": []")
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 400")
@@ -415,7 +416,7 @@ def test_serve_refuses_an_unknown_dialect_in_one_line():
     from personahub.cli.app import app
 
     result = CliRunner().invoke(app, ["serve", "--port", "0", "--dialect", "tgi"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error
     assert result.stderr.strip().startswith("error: --dialect 'tgi': choose one of openai")
 
 

@@ -1,35 +1,28 @@
-"""What a job writes, shared by every model-calling job (runs, synthesis, expansion, text-to-persona,
-the dedup embedding stage): which job a model call belongs to, the one batch commit (a batch's rows
-with its call records and newly recorded cache answers in one transaction), the one progress-hook
-signature, and the ``text_jobs`` record. The event loop and the cache switch are in ``sim.jobs``;
-this half imports nothing above ``personas`` but the seam's contracts (``agents.contracts``, which
-import nothing of the project): the clients it is handed and the results it writes are typed there.
-"""
+"""The one batch commit every job writes through: a batch's rows with the model-call records and
+newly recorded cache answers its results carry, in one transaction; which job a call belongs to
+(``JobRef``: ``llm_calls.job_kind`` / ``job_id`` / ``model_name``); the one progress-hook
+signature. The kernel (``core/kernel.py``) calls it for every batch of a spec; jobs not yet specs
+call it themselves."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
 from personahub.core.contracts import CallRecord, CarriesCalls, ServesModels
+from personahub.core.jobs_store import touch_job
 from personahub.core.store import insert_rows, record_rows, transaction
 
 T = TypeVar("T")
-JobKind = Literal["run", "synthesis", "expansion", "text_to_persona", "dedup", "interview",
-                  "judge"]
+# run, synthesis, expansion, text_to_persona, dedup, interview, judge, or a registered spec's kind
+JobKind = str
 # One progress signature for every job: (phase, done, total or None when unknown).
 ProgressHook = Callable[[str, int, "int | None"], None]
 # Tables whose batch rows may repeat after a retried batch (their keys are stable ids).
 IDEMPOTENT_TABLES = frozenset({"synth_items", "rejected", "text_done", "llm_cache", "judgments"})
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -91,36 +84,6 @@ def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Ser
             insert_rows(con, table, table_rows, ignore_conflicts=table in IDEMPOTENT_TABLES)
         insert_rows(con, "llm_calls", calls)
         insert_rows(con, "llm_cache", cached, ignore_conflicts=True)
+        if job is not None:
+            touch_job(con, job.job_id)  # the job made progress (jobs.updated_at)
         return then() if then is not None else None
-
-
-# --- text-to-persona jobs (the one job kind that had no table of its own) -------------------
-
-def text_job_config(con: duckdb.DuckDBPyConnection, corpus: str) -> dict[str, Any] | None:
-    """The stored configuration of the text-to-persona job over ``corpus``, if one was started."""
-    rows = con.execute("SELECT config FROM text_jobs WHERE corpus = ?", [corpus]).fetchall()
-    return json.loads(rows[0][0]) if rows and rows[0][0] else None
-
-
-def start_text_job(con: duckdb.DuckDBPyConnection, corpus: str, config: Mapping[str, Any]) -> None:
-    """Record (or mark running again) the text-to-persona job over ``corpus``."""
-    with transaction(con):
-        con.execute("INSERT INTO text_jobs (corpus, config, status, started_at) VALUES (?, ?, "
-                    "'running', ?) ON CONFLICT (corpus) DO UPDATE SET status = 'running', "
-                    "error = NULL, finished_at = NULL", [corpus, json.dumps(dict(config)), _now()])
-
-
-def finish_text_job(con: duckdb.DuckDBPyConnection, corpus: str, status: str,
-                    error: str | None = None) -> None:
-    """Mark the text-to-persona job over ``corpus`` finished / interrupted / failed."""
-    with transaction(con):
-        con.execute("UPDATE text_jobs SET status = ?, error = ?, finished_at = ? WHERE corpus = ?",
-                    [status, error, _now(), corpus])
-
-
-def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str) -> str:
-    """The most frequent error of a job's failed attempts, for the one line that stops it."""
-    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE job_kind = ? AND job_id = ? "
-                       "AND status <> 'ok' AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 "
-                       "LIMIT 1", [kind, job_id]).fetchall()
-    return " ".join(str(rows[0][0]).split())[:160] if rows else "no model call answered"

@@ -1,0 +1,184 @@
+"""Arrow types of exported items: ``content`` and ``solution`` as structs, typed per column.
+
+Parquet and Hugging Face exports hold an item's ``content`` as one struct column, not JSON text.
+Kinds differ in shape (an instruction has ``instruction``, a tool ``function_name``,
+``input_args``, ``return``, ...), so the column is one union-free struct whose fields are those
+of every kind in the export, each nullable: a row fills its kind's fields and leaves the others
+null. That loads as nested columns everywhere (pandas, Polars, DuckDB, ``datasets``), keeps one
+schema per export whatever the row order, and a one-kind export has exactly that kind's fields.
+(One struct column per kind would give a tool export a dozen empty columns named after other
+kinds; a dense Arrow union is not readable by ``datasets`` nor writable to Parquet.)
+
+Field types come from each kind's pydantic schemas (so an empty list or an all-null field is
+still typed: ``depend`` is ``list<string>``, a run's ``solution`` a struct, never ``null``),
+widened by what the stored content holds beyond its schema (a conversation's ``speaker``). A
+field whose values cannot share one type (a user-registered kind reusing a name with another
+shape) is written as JSON text, and ``json_fields`` names it.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from personahub.agents.synthesis_schemas import Solution
+from personahub.agents.tasks import Task
+
+_SCALARS: dict[type, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(),
+                                     bool: pa.bool_()}
+MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+# --------------------------------------------------------------------------- from schemas
+
+
+def annotation_type(annotation: Any) -> pa.DataType | None:
+    """The Arrow type of a pydantic field annotation, or None when it has no single one
+    (``Any``, a dict of free keys, a union of different shapes)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return annotation_type(args[0])
+    if origin is typing.Literal:
+        kinds = {type(a) for a in args}
+        return _SCALARS.get(kinds.pop()) if len(kinds) == 1 else None
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return annotation_type(inner[0]) if len(inner) == 1 else None
+    if origin in (list, tuple, Sequence, set, frozenset):
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return None  # a fixed-length tuple of mixed types
+        item = annotation_type(args[0]) if args else None
+        return pa.list_(item) if item is not None else None
+    if isinstance(annotation, type):
+        if issubclass(annotation, BaseModel):
+            return model_type(annotation)
+        if annotation in _SCALARS:  # bool before int: a bool is an int
+            return _SCALARS[annotation]
+    return None
+
+
+def model_type(model: type[BaseModel]) -> pa.StructType | None:
+    """A pydantic model as an Arrow struct (fields by their alias, as content is stored)."""
+    fields = []
+    for name, info in model.model_fields.items():
+        kind = annotation_type(info.annotation)
+        if kind is None:
+            return None
+        fields.append(pa.field(info.alias or name, kind))
+    return pa.struct(fields)
+
+
+def task_models(task: Task, *, emission: bool) -> list[type[BaseModel]]:
+    """The schemas a kind's stored content may follow (a multi-turn job's two shapes included)."""
+    models: list[type[BaseModel]] = [task.schema]
+    if not emission and task.synthesis is not None:
+        models += [task.synthesis_schema(with_assistant=False),
+                   task.synthesis_schema(with_assistant=True)]
+    return list(dict.fromkeys(models))
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def merge_types(a: pa.DataType | None, b: pa.DataType | None) -> pa.DataType | None:
+    """One type both values fit (structs gain each other's fields), or None when they conflict.
+
+    ``null`` (a field no row filled) yields to anything; an int widens to a float.
+    """
+    if a is None or b is None:
+        return None
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b) or a == b:
+        return a
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        merged = {a.field(i).name: a.field(i).type for i in range(a.num_fields)}
+        for i in range(b.num_fields):
+            name, kind = b.field(i).name, b.field(i).type
+            if name in merged:
+                both = merge_types(merged[name], kind)
+                if both is None:
+                    return None
+                merged[name] = both
+            else:
+                merged[name] = kind
+        return pa.struct(list(merged.items()))
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        item = merge_types(a.value_type, b.value_type)
+        return pa.list_(item) if item is not None else None
+    numbers = {pa.int64(), pa.float64()}
+    if {a, b} == numbers:
+        return pa.float64()
+    return None
+
+
+def _inferred(values: list[Any]) -> pa.DataType | None:
+    """The type Arrow gives ``values``, or None when they share none (a string and a list)."""
+    try:
+        return pa.array(values).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        return None
+
+
+def _is_usable(kind: pa.DataType) -> bool:
+    """Whether Parquet and ``datasets`` take the type (no empty struct anywhere)."""
+    if pa.types.is_struct(kind):
+        return kind.num_fields > 0 and all(_is_usable(kind.field(i).type)
+                                           for i in range(kind.num_fields))
+    if pa.types.is_list(kind):
+        return _is_usable(kind.value_type)
+    return True
+
+
+def content_type(schema_types: Iterable[pa.DataType | None],
+                 contents: Sequence[Mapping[str, Any]]) -> tuple[pa.DataType, list[str]]:
+    """The ``content`` struct of an export, and the names of the fields kept as JSON text.
+
+    ``schema_types`` are the structs of the kinds in the export (``model_type``); the stored
+    ``contents`` add fields or shapes the schemas do not name, and a schema field no content
+    has is left out. Each top-level field is typed on its own, so one field that cannot be
+    typed leaves the others as structs.
+    """
+    present = {name for content in contents for name in content}
+    fields: dict[str, pa.DataType | None] = {}
+    for struct in schema_types:
+        if struct is None:
+            continue
+        for i in range(struct.num_fields):
+            name, kind = struct.field(i).name, struct.field(i).type
+            if contents and name not in present:
+                continue  # a shape no row has (a multi-turn job's other one)
+            fields[name] = merge_types(fields[name], kind) if name in fields else kind
+    for content in contents:
+        for name in content:
+            fields.setdefault(name, pa.null())
+    as_json: list[str] = []
+    result = []
+    for name, kind in fields.items():
+        seen = [c.get(name) for c in contents]
+        typed = merge_types(kind, _inferred(seen)) if any(v is not None for v in seen) else kind
+        if typed is None or pa.types.is_null(typed) or not _is_usable(typed):
+            if typed is None or any(v is not None for v in seen):
+                as_json.append(name)
+            typed = pa.string()
+        result.append((name, typed))
+    return pa.struct(result), as_json
+
+
+def content_array(contents: Sequence[Mapping[str, Any]], kind: pa.DataType,
+                  as_json: Sequence[str]) -> pa.Array:
+    """The contents as an Arrow array of ``kind`` (the ``as_json`` fields as JSON text)."""
+    if as_json:
+        contents = [{k: (json.dumps(v, ensure_ascii=False) if k in as_json and v is not None
+                         else v) for k, v in c.items()} for c in contents]
+    return pa.array([dict(c) for c in contents], type=kind)
+
+
+SOLUTION_TYPE = model_type(Solution)

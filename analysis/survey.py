@@ -1,0 +1,166 @@
+"""Human survey answers in memory: questions, their options, and answer counts per group.
+
+Both input layouts (``survey_opinionqa``: OpinionQA's wave folders; ``survey_csv``: a plain long
+CSV) are read into one ``Survey``, so the calibration and its scores never see a file format.
+
+- A ``Question`` has its options in order: the substantive ones first, each with an ordinal
+  position (OpinionQA's ``option_ordinal``), then the refusal options ("Refused", "Not sure"),
+  which scores leave out of the answer distribution and count apart, as OpinionQA does. A
+  question whose substantive options share one position is nominal (scored with
+  Jensen-Shannon), otherwise ordinal (scored with the Wasserstein distance over positions).
+- ``counts[qid][(attribute, group)]`` is a vector of counts aligned with the question's options.
+  ``attribute`` is the source's name (``SEX``, ``POLPARTY_RACE``, ``party``); ``group`` is a tuple
+  of labels, one per crossed attribute (``("Democrat", "Black")``). ``conditions`` maps each to
+  the canonical ``(key, slug)`` pairs personas are matched on (empty: read, matched to no one).
+- ``overall`` is each question's answers from everyone: an ``Overall`` attribute if the source
+  gives one, else the sum of the groups of the single attribute that covers the most answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from personahub.core.errors import InputFileError
+from personahub.personas.demographics import group_conditions
+
+__all__ = ["OVERALL", "GroupKey", "Question", "Survey", "read_survey"]
+
+OVERALL = "Overall"
+GroupKey = tuple[str, tuple[str, ...]]  # (attribute, group labels)
+
+
+@dataclass(frozen=True)
+class Question:
+    """One multiple-choice question: options in order, substantive ones first."""
+
+    qid: str
+    text: str
+    options: tuple[str, ...]
+    ordinal: tuple[float, ...]  # one position per substantive option
+
+    def __post_init__(self) -> None:
+        if not self.options:
+            raise ValueError(f"question {self.qid}: no options")
+        if len(set(self.options)) != len(self.options):
+            raise ValueError(f"question {self.qid}: an option is listed twice")
+        if not 0 < len(self.ordinal) <= len(self.options):
+            raise ValueError(f"question {self.qid}: {len(self.ordinal)} ordinal values for "
+                             f"{len(self.options)} options")
+
+    @property
+    def substantive(self) -> tuple[str, ...]:
+        """The options an answer distribution is over."""
+        return self.options[: len(self.ordinal)]
+
+    @property
+    def refusals(self) -> tuple[str, ...]:
+        """Options that are not an opinion ("Refused"): counted apart."""
+        return self.options[len(self.ordinal):]
+
+    @property
+    def is_ordinal(self) -> bool:
+        """Scored by position (Wasserstein) rather than by category (Jensen-Shannon)."""
+        return len(set(self.ordinal)) > 1
+
+
+@dataclass(frozen=True)
+class Survey:
+    """Questions and counts; see the module docstring. ``source`` names where it was read."""
+
+    questions: dict[str, Question]
+    counts: dict[str, dict[GroupKey, tuple[float, ...]]]
+    source: str = field(default="", compare=False)
+    # question ids the source holds but that cannot be scored, with why (read, then left out)
+    skipped: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for qid, groups in self.counts.items():
+            width = len(self.questions[qid].options)
+            for key, vector in groups.items():
+                if len(vector) != width:
+                    raise ValueError(f"question {qid}, group {key}: {len(vector)} counts for "
+                                     f"{width} options")
+
+    def groups(self, qid: str) -> Iterator[tuple[str, tuple[str, ...], np.ndarray]]:
+        """(attribute, group, counts) of a question, in reading order (``Overall`` left out)."""
+        for (attribute, group), vector in self.counts.get(qid, {}).items():
+            if attribute != OVERALL:
+                yield attribute, group, np.asarray(vector, dtype=float)
+
+    def conditions(self, attribute: str, group: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        """The canonical ``(key, slug)`` pairs a group stands for (empty: none)."""
+        return group_conditions(attribute, group)
+
+    def carve(self, attribute: str, group: tuple[str, ...]) -> tuple[str, ...]:
+        """The group as carve conditions (``personas.carve``: ``("party=democrat",
+        "race_ethnicity=black")``), the personas that answer for it; empty: none can."""
+        return tuple(f"{key}={slug}" for key, slug in self.conditions(attribute, group))
+
+    def overall(self, qid: str) -> np.ndarray:
+        """Everyone's counts for a question (see the module docstring)."""
+        groups = self.counts.get(qid, {})
+        explicit = groups.get((OVERALL, (OVERALL,)))
+        if explicit is not None:
+            return np.asarray(explicit, dtype=float)
+        totals: dict[str, np.ndarray] = {}
+        for (attribute, group), vector in groups.items():
+            if len(group) == 1:
+                totals[attribute] = totals.get(attribute, 0) + np.asarray(vector, dtype=float)
+        if not totals:
+            return np.zeros(len(self.questions[qid].options))
+        return max(totals.values(), key=lambda v: float(v.sum()))  # ties: the first read
+
+    def attributes(self) -> list[str]:
+        """The attributes the survey has groups for, in reading order."""
+        seen: dict[str, None] = {}
+        for groups in self.counts.values():
+            for attribute, _ in groups:
+                if attribute != OVERALL:
+                    seen.setdefault(attribute)
+        return list(seen)
+
+
+def match_option(question: Question, option: str) -> int | None:
+    """The index of ``option`` among the question's options: exact, else ignoring case and
+    spacing (OpinionQA's W42 files spell one option "noR" where info.csv has "nor")."""
+    try:
+        return question.options.index(option)
+    except ValueError:
+        pass
+    folded = " ".join(option.split()).casefold()
+    matches = [i for i, o in enumerate(question.options) if " ".join(o.split()).casefold() == folded]
+    return matches[0] if len(matches) == 1 else None
+
+
+def add_counts(into: dict[GroupKey, list[float]], key: GroupKey, question: Question,
+               answers: Mapping[str, float], name: str, line: int | None, where: str) -> None:
+    """Add one group's option -> count map to ``into``, refusing unknown options and bad counts."""
+    vector = into.setdefault(key, [0.0] * len(question.options))
+    for option, count in answers.items():
+        index = match_option(question, option)
+        if index is None:
+            raise InputFileError(name, line, f"{where}: option {option!r} is not an option of "
+                                             f"question {question.qid}")
+        if isinstance(count, bool) or not isinstance(count, int | float) or not count >= 0 \
+                or not np.isfinite(count):
+            raise InputFileError(name, line, f"{where}: count {count!r} for {option!r} is not a "
+                                             "number >= 0")
+        vector[index] += float(count)
+
+
+def read_survey(path: str | Path) -> Survey:
+    """Read human answers: an OpinionQA wave folder, or a long CSV (see ``survey_csv``)."""
+    from personahub.analysis.survey_csv import read_long_csv
+    from personahub.analysis.survey_opinionqa import read_opinionqa
+
+    path = Path(path)
+    if path.is_dir():
+        return read_opinionqa(path)
+    if path.is_file():
+        return read_long_csv(path)
+    raise InputFileError(str(path), None, "no such file or folder (give an OpinionQA wave folder "
+                                          "or a long CSV)")

@@ -1,0 +1,173 @@
+"""``personahub jobs`` (every job of every kind, from the ``jobs`` table) and ``personahub resume
+ID`` (any job, by its id alone: the kernel for a kind that is a job spec, the kind's own command
+for the others, through the one table below)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from personahub.cli.common import (
+    DbOption,
+    LlmOption,
+    MaxFailedShareOption,
+    RayAddressOption,
+    RayWorkersOption,
+    one_line_errors,
+    out,
+    say,
+    unreachable,
+)
+from personahub.core.errors import PersonahubError
+from personahub.core.store import DEFAULT_DB
+
+# Kinds that are not job specs yet resume through their own command (``--resume ID``, and
+# ``--llm`` where it takes one); the engineers turning them into specs take their line out.
+NOT_YET_SPECS: dict[str, tuple[list[str], bool]] = {
+    "run": (["run"], True),
+    "expansion": (["personas", "expand"], True),
+    "text_to_persona": (["personas", "from-text"], True),
+    "dedup": (["personas", "dedup"], False),
+}
+
+
+def _label(kind: str, config: dict[str, Any]) -> str:
+    """A few words on what a job makes, from its stored config."""
+    from personahub.runtime import registered_spec
+
+    spec = registered_spec(kind)
+    if spec is not None:
+        return spec.label(config)
+    if kind == "run":
+        return str((config.get("scenario") or {}).get("name", ""))
+    if kind == "expansion":
+        return f"{config.get('hops', '?')} hop(s), fanout {config.get('fanout', '?')}"
+    if kind == "text_to_persona":
+        return Path(str(config.get("path") or "")).name
+    if kind == "dedup":
+        return f"embedder {config.get('embedder')}"
+    return ""
+
+
+def _stamp(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+@one_line_errors
+def jobs(
+    db: DbOption = Path(DEFAULT_DB),
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind (run, synthesis, "
+                                                  "expansion, text_to_persona, dedup, ...).")] = None,
+    status: Annotated[str | None, typer.Option(help="Only jobs with this status (running, "
+                                                    "finished, partial, failed, interrupted, "
+                                                    "superseded).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
+) -> None:
+    """List every job in the database, newest first: id, kind, status, started, finished."""
+    from rich.table import Table
+
+    from personahub.core.jobs_store import list_jobs
+    from personahub.core.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        rows = list_jobs(con, kind=kind, status=status)
+    finally:
+        con.close()
+    listed = [{"job_id": r.job_id, "kind": r.kind, "status": r.status,
+               "started": _stamp(r.started_at), "finished": _stamp(r.finished_at),
+               "what": _label(r.kind, r.config), "parent": r.parent_id, "error": r.error}
+              for r in rows]
+    if as_json:
+        out.print(json.dumps(listed, ensure_ascii=False), highlight=False, soft_wrap=True)
+        return
+    if not listed:
+        say(f"no jobs in {db}", to=out)
+        return
+    table = Table(title=f"jobs in {db} (newest first)")
+    for name in ("job", "kind", "status"):  # ids are what the user copies: never wrapped
+        table.add_column(name, no_wrap=True)
+    for name in ("started (UTC)", "finished (UTC)", "what"):
+        table.add_column(name)
+    for job in listed:
+        table.add_row(job["job_id"], job["kind"], job["status"], job["started"], job["finished"],
+                      job["what"])
+    out.print(table)
+
+
+@one_line_errors
+def resume(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="The job's id (personahub jobs lists them).")],
+    db: DbOption = Path(DEFAULT_DB),
+    llm: LlmOption = None,
+    cache: Annotated[str | None, typer.Option(
+        "--cache", help="Model answer cache for this run of the job: off, record or replay "
+                        "(default: off).")] = None,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", help="Where the model calls run: local or ray (default: local).")] = None,
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
+) -> None:
+    """Resume any stopped job by its id: it goes on with its own settings (what it makes, its
+    seed and generation settings), asking with the model, cache and executor given here.
+    Kinds that are not job specs yet go through their own command's --resume."""
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.core.jobs_store import find_job
+    from personahub.core.store import connect
+
+    if not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database")
+    con = connect(db, read_only=True)
+    try:
+        row = find_job(con, job_id)
+    finally:
+        con.close()
+    if row is None:
+        raise PersonahubError(f"resume {job_id}: no such job in {db} (personahub jobs lists them)")
+    if row.kind in NOT_YET_SPECS:
+        _by_command(ctx, row.kind, job_id, db, llm)
+        return
+    given = {"llm": resolve_spec(llm), "cache": cache, "executor": executor,
+             "ray_address": ray_address, "ray_workers": ray_workers,
+             "max_failed_share": max_failed_share}
+    _by_kernel(row.kind, job_id, db, {k: v for k, v in given.items() if v is not None})
+
+
+def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any]) -> None:
+    """A job spec's job, through the kernel; its report printed."""
+    from personahub import runtime
+    from personahub.cli.common import banner
+
+    def on_ready(client: Any) -> None:
+        if client is not None:
+            banner(client)
+
+    def on_start(job: str, resumed: bool) -> None:
+        say("resuming job ", (job, "bold"), f" in {db}")
+
+    spec = runtime.registered_spec(kind)
+    if spec is None:
+        raise PersonahubError(f"resume {job_id}: no job spec of kind {kind!r} is registered")
+    result = runtime.run(spec, engine, db, resume=job_id, on_ready=on_ready, on_start=on_start,
+                         warn=unreachable)
+    if not result.ran:
+        say("job ", (job_id, "bold"), " already finished; nothing to resume")
+    for line in spec.report(result.summary, db):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _by_command(ctx: typer.Context, kind: str, job_id: str, db: Path, llm: str | None) -> None:
+    """A kind not yet a spec: its own command's ``--resume`` (in this process)."""
+    command, takes_llm = NOT_YET_SPECS[kind]
+    argv = [*command, "--resume", job_id, "--db", str(db)]
+    if llm is not None and takes_llm:
+        argv += ["--llm", llm]
+    root = ctx.find_root().command  # the personahub app (a command module imports no other)
+    code = root.main(args=argv, prog_name="personahub", standalone_mode=False)
+    if isinstance(code, int) and code:
+        raise typer.Exit(code)

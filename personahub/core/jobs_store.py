@@ -1,0 +1,155 @@
+"""The ``jobs`` table: one row per job of every kind, and every SQL statement on it.
+
+A job's lifecycle lives here and nowhere else: its kind, status, stored configuration (redacted),
+seed, error, start, last progress and end, and the run or job it belongs to (``parent_id``: a
+run's setup expansion). What a kind keeps besides (a run's steps, a synthesis job's task, an
+expansion's hops, a dedup job's stages) stays in its own detail table (``runs``, ``synth_jobs``,
+``expansions``, ``text_jobs``, ``dedup_jobs``), keyed by the job id.
+
+Functions here run single statements and open no transaction: a caller that writes a job's row
+together with its detail rows wraps both in one (``core.store.transaction``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import duckdb
+
+#: every status a job can have; the kernel (``core/kernel.py``) sets them
+STATUSES: Final = ("running", "finished", "partial", "failed", "interrupted", "superseded")
+#: statuses of a job that may go on (resumed, or refused as a twin of a new one)
+UNFINISHED: Final = ("running", "interrupted", "failed")
+#: statuses of a job that is over: a resume says so and does nothing
+ENDED: Final = ("finished", "partial", "superseded")
+
+_COLUMNS = ("job_id, kind, status, config, seed, error, started_at, updated_at, finished_at, "
+            "parent_id")
+
+
+def now() -> dt.datetime:
+    """UTC now, without tzinfo (as every timestamp column holds it)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One row of ``jobs``; ``config`` is the stored JSON, parsed."""
+
+    job_id: str
+    kind: str
+    status: str
+    config: dict[str, Any]
+    seed: int | None
+    error: str | None
+    started_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    parent_id: str | None
+
+
+def _row(values: Sequence[Any]) -> JobRow:
+    job_id, kind, status, config, seed, error, started, updated, finished, parent = values
+    return JobRow(job_id, kind, status, json.loads(config) if config else {},
+                  None if seed is None else int(seed), error, started, updated, finished, parent)
+
+
+def create_job(con: duckdb.DuckDBPyConnection, job_id: str, kind: str,
+               config: Mapping[str, Any], *, seed: int | None = None,
+               parent_id: str | None = None) -> None:
+    """Record a new job, ``running`` from now (in the caller's transaction, with its detail rows)."""
+    stamp = now()
+    con.execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, 'running', ?, ?, NULL, ?, ?, NULL, ?)",
+                [job_id, kind, json.dumps(dict(config), ensure_ascii=False, default=str), seed,
+                 stamp, stamp, parent_id])
+
+
+def mark_running(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
+    """A resumed job is running again: no error, no end."""
+    con.execute("UPDATE jobs SET status = 'running', error = NULL, finished_at = NULL, "
+                "updated_at = ? WHERE job_id = ?", [now(), job_id])
+
+
+def finish_job(con: duckdb.DuckDBPyConnection, job_id: str, status: str,
+               error: str | None = None) -> None:
+    """End a job with ``status`` (see ``STATUSES``) and, when it stopped, why (cut to 1,000)."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown job status {status!r}")
+    stamp = now()
+    con.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? "
+                "WHERE job_id = ?", [status, None if error is None else error[:1000], stamp,
+                                     stamp, job_id])
+
+
+def touch_job(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
+    """Note progress (a committed batch or step): ``updated_at`` is now."""
+    con.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", [now(), job_id])
+
+
+def merge_job_config(con: duckdb.DuckDBPyConnection, job_id: str, items: Mapping[str, Any]) -> None:
+    """Add what a job learned while running (e.g. a run's structured-output modes) to its config."""
+    con.execute("UPDATE jobs SET config = json_merge_patch(coalesce(config, '{}'), ?) "
+                "WHERE job_id = ?", [json.dumps(dict(items), default=str), job_id])
+
+
+def set_job_config(con: duckdb.DuckDBPyConnection, job_id: str, config: Mapping[str, Any]) -> None:
+    """Replace a job's stored configuration (a resume that changed none of what the job makes)."""
+    con.execute("UPDATE jobs SET config = ? WHERE job_id = ?",
+                [json.dumps(dict(config), ensure_ascii=False, default=str), job_id])
+
+
+def find_job(con: duckdb.DuckDBPyConnection, job_id: str) -> JobRow | None:
+    """The job ``job_id`` (any kind, any status), or None."""
+    rows = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", [job_id]).fetchall()
+    return _row(rows[0]) if rows else None
+
+
+def list_jobs(con: duckdb.DuckDBPyConnection, *, kind: str | None = None,
+              status: str | Sequence[str] | None = None,
+              parent_id: str | None = None) -> list[JobRow]:
+    """Jobs, newest first (by start, then id), of ``kind`` / with ``status`` / under ``parent_id``."""
+    where, params = [], []
+    if kind is not None:
+        where.append("kind = ?")
+        params.append(kind)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params.extend(statuses)
+    if parent_id is not None:
+        where.append("parent_id = ?")
+        params.append(parent_id)
+    sql = f"SELECT {_COLUMNS} FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = con.execute(sql + " ORDER BY started_at DESC NULLS LAST, job_id DESC", params).fetchall()
+    return [_row(r) for r in rows]
+
+
+def latest_job_id(con: duckdb.DuckDBPyConnection, kind: str) -> str | None:
+    """The id of the newest job of ``kind`` (the default run of reports and the live view)."""
+    rows = con.execute("SELECT job_id FROM jobs WHERE kind = ? ORDER BY started_at DESC NULLS LAST, "
+                       "job_id DESC LIMIT 1", [kind]).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
+def supersede_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> None:
+    """Mark unfinished jobs ``superseded`` (``--fresh`` started anew): never resumed again."""
+    if not job_ids:
+        return
+    stamp = now()
+    con.execute(f"UPDATE jobs SET status = 'superseded', finished_at = ?, updated_at = ? WHERE "
+                f"job_id IN ({', '.join('?' * len(job_ids))})", [stamp, stamp, *job_ids])
+
+
+def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str) -> str:
+    """The most frequent error of a job's failed model attempts (``llm_calls`` tagged with the
+    job), for the one line that stops it."""
+    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE job_kind = ? AND job_id = ? "
+                       "AND status <> 'ok' AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 "
+                       "LIMIT 1", [kind, job_id]).fetchall()
+    return " ".join(str(rows[0][0]).split())[:160] if rows else "no model call answered"

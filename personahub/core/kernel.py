@@ -1,0 +1,649 @@
+"""The job kernel: every job is a spec, and ``run_job`` owns its whole life.
+
+A job kind is a ``JobSpec``: a frozen config type (validated in ``__post_init__``), ``prepare``
+(everything checkable before anything is recorded), ``start`` (the job's own detail rows, written
+with its ``jobs`` row), ``plan`` (the batches still to do), an ``Asker`` (what asks the model for
+a batch: picklable, nothing of the database, what a Ray worker rebuilds), ``commit`` (a batch's
+rows, as a ``BatchOutcome``) and ``summary``. ``run_job`` does the rest, once for every kind:
+
+1. opens the job: a new one (config validated; an unfinished twin — same identity fields —
+   refused unless ``fresh``, which marks it ``superseded``) or a resumed one, whose stored
+   configuration comes first: identity fields are the job's, engine fields (``engine()``
+   metadata: model spec, concurrency, timeouts, cache, executor, batch size, ...) the caller's.
+   A finished job is not resumed: its summary comes back (``JobResult.ran`` False) and
+   nothing changes (a superseded one can still be resumed by its id);
+2. builds the model client from the config's model settings with the injected ``Models``,
+   after ``prepare`` passed: reachability checked (not for a replay), cache attached;
+3. records the job (``jobs`` row and detail rows in one transaction), or marks it running;
+4. runs its batches through the injected ``Executor`` (local, or Ray) on the job's one
+   ``JobLoop``, and commits each batch's rows with the call records and new cache entries its
+   results carry, in one transaction, in batch order;
+5. applies the failure policy after each commit (``core.failures.batch_failure``): a batch that
+   fails it stops the job ``failed`` and resumable; a job that kept nothing of what it asked
+   ends ``failed`` with its most common error; one that kept less than it asked ``partial``;
+6. turns Ctrl-C / SIGTERM into ``interrupted`` and ``Stopped`` (one line with the resume
+   command), and any other error into ``failed`` with the error;
+7. reports progress through one hook ``(phase, done, total)``;
+8. runs child jobs (``JobContext.run_child``: same connection, loop, client and executor, the
+   child's ``parent_id`` set), e.g. a run's setup expansion.
+
+Registry: ``register(spec)`` makes a kind known to ``personahub jobs`` and ``personahub resume``;
+``spec_for(kind)`` finds it. ``personahub.runtime`` wires the standard model factory, cache and
+executors in; nothing in this module imports more of the project than ``personahub.core``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import typing
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import duckdb
+
+from personahub.core import jobs_store
+from personahub.core.commit import JobRef, ProgressHook, commit_batch, records_of
+from personahub.core.contracts import CACHE_MODES, CarriesCalls, StructuredCaller, StructuredResult
+from personahub.core.errors import PersonahubError, ResumableStop, UsageError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
+from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
+from personahub.core.loop import JobLoop, job_loop
+from personahub.core.store import connect, insert_rows, transaction
+
+C = TypeVar("C")  # a job kind's config (a frozen dataclass)
+B = TypeVar("B")  # one batch of work
+R = TypeVar("R")  # what asking the model for a batch returned
+S = TypeVar("S")  # what the job reports at its end
+T = TypeVar("T")
+B_contra = TypeVar("B_contra", contravariant=True)
+R_co = TypeVar("R_co", covariant=True)
+S_co = TypeVar("S_co", covariant=True)
+
+
+
+# --- config fields ---------------------------------------------------------------------------
+
+def engine(default: Any = dataclasses.MISSING, *, identity: bool = False, secret: bool = False,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field that says how the job runs, not what it makes: on resume the caller's
+    value wins over the stored one. ``identity``: it still tells two jobs apart (the model
+    spec); ``secret``: stored redacted (``Models.redact``), so a resume needs the caller's."""
+    meta = {"engine": True, "identity": identity, "secret": secret}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _fields(config_type: type) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(config_type)
+
+
+def engine_fields(config_type: type) -> frozenset[str]:
+    """The fields a resume takes from the caller (``engine()`` metadata)."""
+    return frozenset(f.name for f in _fields(config_type) if f.metadata.get("engine"))
+
+
+def identity_fields(config_type: type) -> tuple[str, ...]:
+    """The fields that say what a job makes: two unfinished jobs alike in these are twins."""
+    return tuple(f.name for f in _fields(config_type)
+                 if not f.metadata.get("engine") or f.metadata.get("identity"))
+
+
+def check_cache_mode(mode: str) -> None:
+    """Refuse an unknown ``--cache`` value before anything is opened."""
+    if mode not in CACHE_MODES:
+        raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
+
+
+# --- what a spec gives and gets --------------------------------------------------------------
+
+class Asker(Protocol[B_contra, R_co]):
+    """Asks the model for one batch: a pure function of the config, the seed and the batch
+    (it may hold constants derived from the context: world text, demonstrations, a task).
+    Picklable and free of the database: a Ray worker rebuilds it."""
+
+    async def run_batch(self, batch: B_contra, caller: StructuredCaller) -> R_co: ...
+
+
+I_contra = TypeVar("I_contra", contravariant=True)  # one item of an independent batch
+A = TypeVar("A")  # the answer to one item
+
+
+class ShardCodec(Protocol[I_contra, A]):
+    """What an ``independent_batches`` spec's asker adds so its batches can be shipped to
+    workers (Ray: Ray Data ``map_batches``, answers as Parquet shards): its batches are
+    sequences of items, its results the items' answers in order, and each answer travels as
+    plain data. ``key`` is an item's stable key (across resumes: an answer a dead driver left
+    in a shard is committed, not asked again)."""
+
+    def key(self, item: I_contra) -> str:
+        """The item's stable key."""
+        ...
+
+    def dump(self, answer: A) -> str:
+        """The answer without its calls, as JSON text."""
+        ...
+
+    def calls(self, answer: A) -> Sequence[StructuredResult[Any]]:
+        """The calls the answer took (their records and cache entries travel with it)."""
+        ...
+
+    def load(self, item: I_contra, value: str, calls: list[StructuredResult[Any]]) -> A:
+        """``dump``'s text and the calls back as the answer to ``item``."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one batch (or a job's start) writes and how it went.
+
+    ``rows`` by table are inserted in order, with the call records and new cache entries that
+    ``calls`` carry, in one transaction; ``then`` runs inside it last (writes that are not plain
+    rows) and may return a value the spec needs. ``asked``/``kept``/``errors`` (one per failed
+    action) feed the failure policy and the job's end status. ``label`` names the batch in a
+    stop message (default ``batch N``); ``progress`` replaces the default report ``(kind, items
+    asked so far, ctx.total)``."""
+
+    rows: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    calls: Sequence[CarriesCalls] = ()
+    asked: int = 0
+    kept: int = 0
+    errors: Sequence[str | None] = ()
+    then: Callable[[], Any] | None = None
+    label: str | None = None
+    progress: tuple[str, int, int | None] | None = None
+
+
+class Models(Protocol):
+    """The model seam as the kernel sees it (``personahub.runtime`` gives the standard one)."""
+
+    def build(self, settings: Any) -> StructuredCaller:
+        """A client from a spec's model settings."""
+        ...
+
+    def check_reachable(self, client: StructuredCaller) -> None:
+        """Fail fast (one line) when no endpoint answers; warn about the ones that do not."""
+        ...
+
+    def attach_cache(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller,
+                     mode: str) -> None:
+        """Answer from and record into the database's cache (``off``: nothing)."""
+        ...
+
+    def redact(self, spec: str) -> str:
+        """A model spec without its credentials (what a job stores)."""
+        ...
+
+
+class Executor(Protocol):
+    """Where a job's batches are asked: ``local`` or ``ray`` (``sim/executors``). It changes only
+    where the calls run; rows are committed by the kernel, in batch order."""
+
+    name: str
+
+    def check(self, spec: JobSpec[Any, Any, Any, Any], ctx: JobContext[Any]) -> None:
+        """Refuse, before anything is recorded, a job this executor cannot run."""
+        ...
+
+    def session(self, ctx: JobContext[Any]) -> AbstractContextManager[None]:
+        """What the executor holds for the whole job (a Ray connection)."""
+        ...
+
+    def batches(self, spec: JobSpec[Any, B, R, Any], ctx: JobContext[Any], asker: Asker[B, R],
+                plan: Iterator[B]) -> Iterator[tuple[B, R]]:
+        """Each planned batch with its answers, in plan order; the next batch is pulled from
+        ``plan`` only after the previous one was committed (unless the spec's batches are
+        independent, which lets an executor ship them all at once)."""
+        ...
+
+    def finish(self, ctx: JobContext[Any]) -> None:
+        """The job ended well: every answer is committed (Ray: its shard folder goes)."""
+        ...
+
+
+class JobSpec(Protocol[C, B, R, S_co]):
+    """A job kind (see the module doc). ``SpecBase`` gives the optional parts defaults."""
+
+    @property
+    def kind(self) -> str:
+        """The key in the registry and ``jobs.kind``."""
+        ...
+
+    @property
+    def config_type(self) -> type[C]:
+        """The frozen, kw_only config dataclass (validated in ``__post_init__``)."""
+        ...
+
+    @property
+    def independent_batches(self) -> bool:
+        """True: every batch is planned ahead, so an executor may ship them all to workers
+        (Ray Data); False: the next batch is planned after the last commit (a run, an
+        expansion), so on Ray only the caller is remote."""
+        ...
+
+    @property
+    def noun(self) -> str:
+        """How messages name a job of this kind (``synthesis job``, ``run``)."""
+        ...
+
+    @property
+    def unit(self) -> str:
+        """What it asks for, plural (``items``, ``answers``)."""
+        ...
+
+    def model_settings(self, config: C) -> Any | None: ...
+    def prepare(self, ctx: JobContext[C]) -> None: ...
+    def start(self, ctx: JobContext[C]) -> BatchOutcome: ...
+    def plan(self, ctx: JobContext[C]) -> Iterator[B]: ...
+    def asker(self, ctx: JobContext[C]) -> Asker[B, R]: ...
+    def commit(self, ctx: JobContext[C], batch: B, result: R) -> BatchOutcome: ...
+    def summary(self, ctx: JobContext[C]) -> S_co: ...
+    def new_id(self) -> str: ...
+    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]: ...
+    def resume_hint(self, job_id: str, db: Path) -> str: ...
+    def stop_note(self, ctx: JobContext[C]) -> str: ...
+    def report(self, summary: Any, db: Path) -> list[str]: ...
+    def label(self, config: Mapping[str, Any]) -> str: ...
+
+
+class SpecBase(Generic[C, B, R, S]):
+    """Defaults for the optional parts of a ``JobSpec``: subclass it and fill in the rest."""
+
+    kind: ClassVar[str]
+    config_type: type[C]
+    independent_batches: ClassVar[bool] = False
+    noun: ClassVar[str] = "job"
+    unit: ClassVar[str] = "items"
+    id_prefix: ClassVar[str] = ""
+
+    def model_settings(self, config: C) -> Any | None:
+        """What ``Models.build`` makes the client from (None: the job calls no model)."""
+        return None
+
+    def prepare(self, ctx: JobContext[C]) -> None:
+        """Check inputs before anything is recorded (nothing to check by default)."""
+
+    def start(self, ctx: JobContext[C]) -> BatchOutcome:
+        """The job's own rows, written with its ``jobs`` row (none by default)."""
+        return BatchOutcome()
+
+    def new_id(self) -> str:
+        """``<prefix or kind>-`` + UTC time + a random suffix: sortable and unique."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-")
+        return f"{self.id_prefix or self.kind}-{stamp}{uuid.uuid4().hex[:6]}"
+
+    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """A stored config written by an older version, in today's terms (as is by default)."""
+        return stored
+
+    def resume_hint(self, job_id: str, db: Path) -> str:
+        """The command that resumes the job."""
+        return f"personahub resume {job_id} --db {db}"
+
+    def stop_note(self, ctx: JobContext[C]) -> str:
+        """What an interrupted job had done, for its one line (" (3 of 9 items written)")."""
+        return ""
+
+    def report(self, summary: Any, db: Path) -> list[str]:
+        """What a job did, in lines for the console (``personahub resume``)."""
+        return [f"{self.noun}: {summary}"]
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        """A few words on what a job makes, from its stored config (``personahub jobs``)."""
+        return ""
+
+
+@dataclass(frozen=True)
+class JobResult(Generic[S]):
+    """How ``run_job`` ended: the job's id, its status and the spec's summary; ``ran`` is
+    False for a finished job asked to resume (nothing was asked, nothing changed)."""
+
+    job_id: str
+    status: str
+    summary: S
+    ran: bool = True
+
+
+#: an executor, or what picks one from a job's (resolved) config
+ExecutorChoice = Executor | Callable[[Any], Executor]
+
+
+@dataclass(frozen=True)
+class _Env:
+    """What a job runs with (shared by its children)."""
+
+    db: Path
+    con: duckdb.DuckDBPyConnection
+    loop: JobLoop
+    models: Models
+    choice: ExecutorChoice
+    progress: ProgressHook | None = None
+    on_ready: Callable[[StructuredCaller | None], None] | None = None
+    on_start: Callable[[str, bool], None] | None = None
+    parent: str | None = None
+    client: StructuredCaller | None = None  # a child's: its parent's client
+
+
+@dataclass(eq=False)
+class JobContext(Generic[C]):
+    """One job as its spec sees it. ``state`` is the spec's own (set in ``prepare``);
+    ``stored`` the configuration as stored (a spec may add keys to it in ``start``);
+    ``done_before`` what earlier runs of the job did and ``total`` what it has to do in all
+    (for progress and the end status: set them in ``plan`` or ``prepare``)."""
+
+    spec: JobSpec[C, Any, Any, Any]
+    config: C
+    job_id: str
+    resumed: bool
+    stored: dict[str, Any]
+    env: _Env
+    client: StructuredCaller | None = None
+    state: Any = None
+    done_before: int = 0
+    total: int | None = None
+    status: str = "running"  # as the job was found (a resumed one), until it ends
+    executor: Executor = field(init=False)
+
+    def __post_init__(self) -> None:
+        choice = self.env.choice  # an executor, or a factory picking one from the config
+        self.executor = (choice if hasattr(choice, "batches")  # type: ignore[assignment]
+                         else choice(self.config))
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        return self.env.con
+
+    @property
+    def db(self) -> Path:
+        return self.env.db
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.env.parent
+
+    @property
+    def ref(self) -> JobRef:
+        """How the job's model calls are tagged: ``llm_calls.job_kind`` / ``job_id``, and
+        ``run_id`` the job it belongs to (its parent's id, else its own)."""
+        return JobRef(self.spec.kind, self.job_id, run_id=self.parent_id or self.job_id)
+
+    @property
+    def caller(self) -> StructuredCaller:
+        """The job's model client (after ``prepare``)."""
+        if self.client is None:
+            raise PersonahubError(f"{self.spec.kind}: this job calls no model")
+        return self.client
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the job's loop (e.g. calls a spec's ``start`` makes)."""
+        return self.env.loop.run(coro)
+
+    def report(self, phase: str, done: int, total: int | None) -> None:
+        """Progress, through the caller's hook."""
+        if self.env.progress is not None:
+            self.env.progress(phase, done, total)
+
+    def run_child(self, spec: JobSpec[Any, Any, Any, S], config: Any, *,
+                  resume: str | None = None) -> JobResult[S]:
+        """Run ``spec`` under this job: same connection, loop, client and executor."""
+        child = dataclasses.replace(self.env, parent=self.job_id, client=self.client,
+                                    choice=self.executor, on_ready=None, on_start=None)
+        return _run(spec, config, child, resume=resume, fresh=False)
+
+
+# --- the registry ----------------------------------------------------------------------------
+
+_REGISTRY: dict[str, JobSpec[Any, Any, Any, Any]] = {}
+
+
+def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
+    """Make a kind known (``personahub jobs`` labels, ``personahub resume``); returns ``spec``."""
+    known = _REGISTRY.get(spec.kind)
+    if known is not None and type(known) is not type(spec):
+        raise PersonahubError(f"job kind {spec.kind!r} is registered already ({type(known).__name__})")
+    _REGISTRY[spec.kind] = spec
+    return spec
+
+
+def spec_for(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
+    """The registered spec of ``kind``, or None."""
+    return _REGISTRY.get(kind)
+
+
+def registered() -> dict[str, JobSpec[Any, Any, Any, Any]]:
+    """Every registered kind."""
+    return dict(_REGISTRY)
+
+
+# --- run_job ---------------------------------------------------------------------------------
+
+def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | Path, *,
+            models: Models, executor: ExecutorChoice, resume: str | None = None,
+            fresh: bool = False,
+            progress: ProgressHook | None = None,
+            on_ready: Callable[[StructuredCaller | None], None] | None = None,
+            on_start: Callable[[str, bool], None] | None = None) -> JobResult[S]:
+    """Run (or, with ``resume``, go on with) one job of ``spec`` in ``db`` (see the module doc).
+
+    ``config`` is the job's config; on resume the caller's engine settings, as a whole config
+    (its engine fields are used) or a mapping of the ones given. ``executor`` is an executor or
+    a function picking one from the job's (resolved) config. ``on_ready(client)`` is called
+    once inputs and model are found good, before anything is recorded; ``on_start(job_id,
+    resumed)`` once the job is recorded, before its first batch."""
+    with job_loop() as loop:
+        con = connect(db)
+        try:
+            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
+            return _run(spec, config, env, resume=resume, fresh=fresh)
+        finally:
+            con.close()
+
+
+def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
+         resume: str | None, fresh: bool) -> JobResult[S]:
+    ctx = _open(spec, config, env, resume)
+    twins = [] if resume else _twins(spec, ctx)
+    if twins and not fresh:
+        raise PersonahubError(f"job {twins[0]} with the same settings is unfinished: resume it "
+                              f"with {spec.resume_hint(twins[0], env.db)}, or pass --fresh")
+    spec.prepare(ctx)
+    ctx.client = env.client if env.client is not None else _client(spec, ctx)
+    if ctx.status == "finished":  # not resumed: its summary as it stands
+        spec.plan(ctx)
+        return JobResult(ctx.job_id, "finished", spec.summary(ctx), ran=False)
+    ctx.executor.check(spec, ctx)
+    if env.on_ready is not None:
+        env.on_ready(ctx.client)
+    _record(spec, ctx, twins)  # an error before the job is recorded leaves nothing to mark
+    with _guard(spec, ctx):
+        if env.on_start is not None:
+            env.on_start(ctx.job_id, ctx.resumed)
+        with ctx.executor.session(ctx):
+            asked, kept = _drive(spec, ctx)
+    status = _conclude(spec, ctx, asked, kept)
+    return JobResult(ctx.job_id, status, spec.summary(ctx))
+
+
+def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _Env,
+          resume: str | None) -> JobContext[C]:
+    """The job's context: a new job's, or a resumed one's with its stored config first."""
+    if resume is None:
+        if not isinstance(config, spec.config_type):
+            raise TypeError(f"{spec.kind}: a new job needs a {spec.config_type.__name__}")
+        stored = config_json(config, env.models)
+        return JobContext(spec, config, spec.new_id(), False, stored, env)
+    row = jobs_store.find_job(env.con, resume)
+    if row is None or row.kind != spec.kind:
+        raise PersonahubError(f"--resume {resume}: no such {spec.noun} in {env.db}")
+    stored = spec.upgrade(dict(row.config))
+    config = resumed_config(spec, stored, config, resume)
+    return JobContext(spec, config, resume, True, stored, env, status=row.status)
+
+
+def config_json(config: Any, models: Models) -> dict[str, Any]:
+    """A config as stored: plain JSON values, secret fields redacted."""
+    stored = dataclasses.asdict(config)
+    for f in _fields(type(config)):
+        if f.metadata.get("secret") and isinstance(stored[f.name], str):
+            stored[f.name] = models.redact(stored[f.name])
+    return typing.cast(dict[str, Any], json.loads(json.dumps(stored, default=str)))
+
+
+def resumed_config(spec: JobSpec[C, Any, Any, Any], stored: Mapping[str, Any],
+                   caller: C | Mapping[str, Any], job_id: str) -> C:
+    """The config a resume runs with: the job's identity fields; the caller's engine fields
+    (those given; else the stored value, else the default; a secret one is never taken from
+    the store, which holds it redacted). A what-the-job-makes field the caller names
+    differently is an error: the job is not the one asked for (for a whole config, only the
+    fields without a default count as named)."""
+    config_type = spec.config_type
+    engines = engine_fields(config_type)
+    whole = isinstance(caller, config_type)
+    given = ({f.name: getattr(caller, f.name) for f in _fields(config_type)} if whole
+             else dict(typing.cast(Mapping[str, Any], caller)))
+    hints = typing.get_type_hints(config_type)
+    values: dict[str, Any] = {}
+    for f in _fields(config_type):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name in engines and f.name in given:
+            values[f.name] = given[f.name]
+        elif f.name in stored and not f.metadata.get("secret"):
+            values[f.name] = _typed(stored[f.name], hints.get(f.name))
+        elif required:
+            values[f.name] = given.get(f.name)
+        named = given.get(f.name) if (required or not whole) else None
+        if f.name not in engines and named is not None and named != values.get(f.name, named):
+            raise PersonahubError(f"--resume {job_id}: the job's {f.name} is {values[f.name]}, "
+                                  f"not {named}")
+    return config_type(**values)
+
+
+def _typed(value: Any, hint: Any) -> Any:
+    """A stored JSON value as its field's type (JSON lists back to tuples)."""
+    if isinstance(value, list) and hint is not None and (
+            typing.get_origin(hint) is tuple or hint is tuple
+            or any(typing.get_origin(a) is tuple for a in typing.get_args(hint))):
+        return tuple(value)
+    return value
+
+
+def _twins(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> list[str]:
+    """Unfinished jobs of the kind with the same identity, newest first."""
+    names = identity_fields(spec.config_type)
+    mine = {k: ctx.stored.get(k) for k in names}
+    return [row.job_id for row in jobs_store.list_jobs(ctx.con, kind=spec.kind,
+                                                       status=jobs_store.UNFINISHED)
+            if {k: spec.upgrade(dict(row.config)).get(k) for k in names} == mine]
+
+
+def _client(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> StructuredCaller | None:
+    """The model client (None for a job that calls no model): built, checked, cache attached."""
+    settings = spec.model_settings(ctx.config)
+    if settings is None:
+        return None
+    models = ctx.env.models
+    client = models.build(settings)
+    cache = str(getattr(ctx.config, "cache", "off"))
+    check_cache_mode(cache)
+    if cache != "replay":  # a replay calls no model
+        models.check_reachable(client)
+    models.attach_cache(ctx.con, client, cache)
+    return client
+
+
+def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence[str]) -> None:
+    """A new job's ``jobs`` row and detail rows (one transaction); a resumed one runs again."""
+    if ctx.resumed:
+        jobs_store.mark_running(ctx.con, ctx.job_id)
+        return
+    if twins:
+        jobs_store.supersede_jobs(ctx.con, list(twins))
+    outcome = spec.start(ctx)
+    seed = getattr(ctx.config, "seed", None)
+
+    def record() -> Any:
+        jobs_store.create_job(ctx.con, ctx.job_id, spec.kind, ctx.stored,
+                              seed=seed if isinstance(seed, int) else None, parent_id=ctx.parent_id)
+        return outcome.then() if outcome.then is not None else None
+
+    _write(ctx, dataclasses.replace(outcome, then=record))
+
+
+def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
+    """One batch's rows, call records and cache entries, in one transaction."""
+    if ctx.client is None:  # a job without a model: no call records to write
+        with transaction(ctx.con):
+            for table, rows in outcome.rows.items():
+                insert_rows(ctx.con, table, rows)
+            jobs_store.touch_job(ctx.con, ctx.job_id)
+            return outcome.then() if outcome.then is not None else None
+    return commit_batch(ctx.con, ctx.ref, ctx.client, outcome.rows, list(outcome.calls),
+                        then=outcome.then)
+
+
+def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
+    """Plan, ask, commit, check: batch after batch; returns (asked, kept) of this run."""
+    asked = kept = 0
+    share = float(getattr(ctx.config, "max_failed_share", DEFAULT_MAX_FAILED_SHARE))
+    batches = ctx.executor.batches(spec, ctx, spec.asker(ctx), spec.plan(ctx))
+    for number, (batch, result) in enumerate(batches, 1):
+        outcome = spec.commit(ctx, batch, result)
+        _write(ctx, outcome)
+        asked, kept = asked + outcome.asked, kept + outcome.kept
+        ctx.report(*(outcome.progress or (spec.kind, ctx.done_before + asked, ctx.total)))
+        reason = batch_failure(outcome.label or f"batch {number}", outcome.asked, outcome.errors,
+                               records_of(outcome.calls), share)
+        if reason is not None:  # the batch is committed: the job stops resumable
+            raise ModelRejected(f"{spec.noun} {ctx.job_id} stopped: {reason}; resume with "
+                                f"{spec.resume_hint(ctx.job_id, ctx.db)}")
+    return asked, kept
+
+
+def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, kept: int) -> str:
+    """The job's end status: ``failed`` (one line, non-zero) when it kept nothing ever,
+    ``partial`` when it kept less than it asked, else ``finished``."""
+    if asked and not kept and not ctx.done_before:
+        error = jobs_store.most_common_job_error(ctx.con, spec.kind, ctx.job_id)
+        jobs_store.finish_job(ctx.con, ctx.job_id, "failed",
+                              f"kept none of {asked} {spec.unit}: {error}")
+        raise PersonahubError(f"{spec.noun} {ctx.job_id}: kept none of its {asked} {spec.unit} "
+                              f"(most often: {error}); resume with "
+                              f"{spec.resume_hint(ctx.job_id, ctx.db)}")
+    status = "finished" if kept >= asked else "partial"
+    jobs_store.finish_job(ctx.con, ctx.job_id, status)
+    ctx.executor.finish(ctx)
+    return status
+
+
+@contextmanager
+def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None]:
+    """Ctrl-C / SIGTERM → ``interrupted`` and ``Stopped``; any other error → ``failed``."""
+    hint = spec.resume_hint(ctx.job_id, ctx.db)
+    try:
+        with interrupts_from_queries():
+            yield
+    except KeyboardInterrupt as exc:
+        how = signal_name(exc)
+        jobs_store.finish_job(ctx.con, ctx.job_id, "interrupted", f"interrupted by {how}")
+        raise Stopped(f"{spec.noun} {ctx.job_id} interrupted by {how}{spec.stop_note(ctx)}; "
+                      f"resume with {hint}", exc) from None
+    except BaseException as exc:
+        jobs_store.finish_job(ctx.con, ctx.job_id, "failed", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, ResumableStop) and hint not in str(exc):
+            raise PersonahubError(f"{spec.noun} {ctx.job_id} stopped: {exc}; resume with "
+                                  f"{hint}") from None
+        if isinstance(exc, PersonahubError):
+            raise
+        raise PersonahubError(f"{spec.noun} {ctx.job_id} failed: {type(exc).__name__}: {exc}; "
+                              f"resume with {hint}") from exc
+
+
+def iter_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    """``items`` in consecutive batches of ``size`` (the last may be shorter)."""
+    return (items[start:start + size] for start in range(0, len(items), size))

@@ -1,0 +1,179 @@
+"""Bring a database written by an older personahub to this schema, once, when it is opened.
+
+The schema's version is kept in ``schema_meta`` (``schema_version``). Version 1 (no
+``schema_meta``) kept each job kind's lifecycle (status, config, seed, error, times) in its own
+table: ``runs``, ``synth_jobs``, ``expansions`` (with ``run_id`` for the run it belonged to),
+``text_jobs`` (keyed by corpus) and ``dedup_jobs``. Version 2 keeps it in ``jobs``; the detail
+tables keep only their own columns, and ``text_jobs`` gains a job id.
+
+A writer migrates in one transaction: the lifecycle is copied into ``jobs``, then dropped from
+the detail tables. A migrated text job's id is its corpus name (what its ``llm_calls`` rows are
+tagged with), unless another job already has that id (then ``text-`` and a hash, and its calls
+are re-tagged). A reader cannot change the file: it sees a version-1 file through temporary views
+of the version-2 shape instead (``legacy_views``), so reports, ``sql`` and the live view work on
+an old file without writing to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import duckdb
+
+from personahub.core.errors import PersonahubError
+
+SCHEMA_VERSION: Final = 2
+#: columns the migration adds to an older file's tables (the file-shape check lets them be missing)
+ADDED_BY_MIGRATION: Final = {"text_jobs": frozenset({"job_id"})}
+_LIFECYCLE = ("status", "config", "seed", "error", "started_at", "finished_at")
+
+
+@dataclass(frozen=True)
+class _Legacy:
+    """How one version-1 detail table maps onto ``jobs``."""
+
+    table: str
+    key: str  # the job id column
+    kind: str
+    seed_from_config: bool  # no seed column: read it from the stored config
+    parent: str | None = None  # the column naming the parent job
+    dropped: tuple[str, ...] = _LIFECYCLE
+
+
+_TABLES = (
+    _Legacy("runs", "run_id", "run", False),
+    _Legacy("synth_jobs", "job_id", "synthesis", True),
+    _Legacy("expansions", "expansion_id", "expansion", True, parent="run_id",
+            dropped=(*_LIFECYCLE, "run_id")),
+    _Legacy("dedup_jobs", "job_id", "dedup", False),
+    _Legacy("text_jobs", "corpus", "text_to_persona", True),  # last: its ids avoid the others'
+)
+# a text job's id: its corpus name, unless another job has that id (``taken``: a query of ids)
+_TEXT_KEY = ("CASE WHEN corpus IN ({taken}) THEN 'text-' || left(sha1(corpus), 12) "
+             "ELSE corpus END")
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    rows = con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = "
+                       "current_database() AND schema_name = 'main' AND table_name = ?",
+                       [table]).fetchall()
+    return {r[0].lower() for r in rows}
+
+
+def _legacy_tables(con: duckdb.DuckDBPyConnection) -> list[_Legacy]:
+    """The detail tables that still hold a lifecycle (``status``): version-1 tables."""
+    return [t for t in _TABLES if "status" in _columns(con, t.table)]
+
+
+def _jobs_select(legacy: _Legacy, columns: set[str], source: str, key: str | None = None) -> str:
+    """A version-1 table's rows as ``jobs`` rows (absent columns read as NULL); ``key`` is the
+    job id's expression (default: the table's key column)."""
+    def have(name: str, cast: str = "VARCHAR") -> str:
+        return name if name in columns else f"CAST(NULL AS {cast})"
+
+    seed = ("try_cast(json_extract_string(config, '$.seed') AS BIGINT)"
+            if legacy.seed_from_config and "config" in columns else have("seed", "BIGINT"))
+    started, finished = have("started_at", "TIMESTAMP"), have("finished_at", "TIMESTAMP")
+    parent = legacy.parent if legacy.parent and legacy.parent in columns else "CAST(NULL AS VARCHAR)"
+    return (f"SELECT {key or legacy.key} AS job_id, '{legacy.kind}' AS kind, "
+            f"coalesce(status, 'running') AS status, CAST({have('config', 'JSON')} AS JSON) AS config, "
+            f"{seed} AS seed, {have('error')} AS error, {started} AS started_at, "
+            f"coalesce({finished}, {started}) AS updated_at, {finished} AS finished_at, "
+            f"{parent} AS parent_id FROM {source}")
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The file's schema version: 1 for a file without ``schema_meta`` (or without the key)."""
+    try:
+        rows = con.execute("SELECT value FROM schema_meta WHERE key = 'schema_version'").fetchall()
+    except duckdb.CatalogException:
+        return 1
+    return int(rows[0][0]) if rows else 1
+
+
+def migrate(con: duckdb.DuckDBPyConnection, ddl: str, path: object = "") -> None:
+    """Bring a writable connection's file (its tables created by ``ddl``) to ``SCHEMA_VERSION``."""
+    version = schema_version(con)
+    if version > SCHEMA_VERSION:
+        raise PersonahubError(f"--db {path}: written by a newer personahub (schema version "
+                              f"{version}, this one knows {SCHEMA_VERSION}); upgrade personahub")
+    if version == SCHEMA_VERSION:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for legacy in _legacy_tables(con):
+            _migrate_table(con, legacy, ddl)
+        con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?)",
+                    [str(SCHEMA_VERSION)])
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _migrate_table(con: duckdb.DuckDBPyConnection, legacy: _Legacy, ddl: str) -> None:
+    columns = _columns(con, legacy.table)
+    if legacy.table == "text_jobs":
+        _migrate_text_jobs(con, columns, ddl)
+        return
+    con.execute(f"INSERT INTO jobs {_jobs_select(legacy, columns, legacy.table)}")
+    for column in legacy.dropped:
+        if column in columns:
+            con.execute(f"ALTER TABLE {legacy.table} DROP COLUMN {column}")
+
+
+def _migrate_text_jobs(con: duckdb.DuckDBPyConnection, columns: set[str], ddl: str) -> None:
+    """Text jobs were keyed by corpus: the table is rebuilt with a job id per corpus, and the
+    calls of a job whose id is not its corpus name follow it."""
+    con.execute("ALTER TABLE text_jobs RENAME TO _v1_text_jobs")
+    con.execute(ddl)  # CREATE ... IF NOT EXISTS: only the new text_jobs is made
+    legacy = next(t for t in _TABLES if t.table == "text_jobs")
+    key = _TEXT_KEY.format(taken="SELECT job_id FROM jobs")  # every other kind is in jobs
+    con.execute(f"CREATE TEMP TABLE _v1_text_ids AS SELECT corpus, {key} AS job_id "
+                "FROM _v1_text_jobs")
+    rows = _jobs_select(legacy, columns, "_v1_text_jobs JOIN _v1_text_ids USING (corpus)",
+                        key="_v1_text_ids.job_id")
+    con.execute(f"INSERT INTO jobs {rows}")
+    con.execute("INSERT INTO text_jobs (job_id, corpus) SELECT job_id, corpus FROM _v1_text_ids")
+    con.execute("UPDATE llm_calls SET job_id = i.job_id FROM _v1_text_ids i WHERE llm_calls.job_kind "
+                "= 'text_to_persona' AND llm_calls.job_id = i.corpus AND i.job_id <> i.corpus")
+    con.execute("DROP TABLE _v1_text_ids")
+    con.execute("DROP TABLE _v1_text_jobs")
+
+
+# the version-2 shape of each detail table, read from a version-1 table (``legacy_views``)
+_DETAIL_VIEWS = {
+    "runs": "run_id, scenario, scenario_path, llm, steps_planned, steps_done",
+    "synth_jobs": "job_id, task, prompting, n, llm",
+    "expansions": "expansion_id, params_key, hops_done",
+    "text_jobs": "{text_key} AS job_id, corpus",
+    "dedup_jobs": "job_id, stages",
+}
+_NO_JOBS = ("SELECT CAST(NULL AS VARCHAR) AS job_id, CAST(NULL AS VARCHAR) AS kind, "
+            "CAST(NULL AS VARCHAR) AS status, CAST(NULL AS JSON) AS config, "
+            "CAST(NULL AS BIGINT) AS seed, CAST(NULL AS VARCHAR) AS error, "
+            "CAST(NULL AS TIMESTAMP) AS started_at, CAST(NULL AS TIMESTAMP) AS updated_at, "
+            "CAST(NULL AS TIMESTAMP) AS finished_at, CAST(NULL AS VARCHAR) AS parent_id WHERE false")
+
+
+def legacy_views(con: duckdb.DuckDBPyConnection) -> None:
+    """On a read-only connection to a version-1 file: temporary views named ``jobs`` and after
+    each version-1 detail table, in the version-2 shape (the file is not changed)."""
+    if schema_version(con) >= SCHEMA_VERSION:
+        return
+    has_jobs = bool(_columns(con, "jobs"))
+    legacy = _legacy_tables(con)
+    if has_jobs and not legacy:
+        return
+    db = con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
+    others = " UNION ALL ".join([f'SELECT {t.key} FROM "{db}".main.{t.table}' for t in legacy
+                                 if t.table != "text_jobs"] or ["SELECT NULL WHERE false"])
+    text_key = _TEXT_KEY.format(taken=others)
+    selects = [_jobs_select(t, _columns(con, t.table), f'"{db}".main.{t.table}',
+                            key=text_key if t.table == "text_jobs" else None) for t in legacy]
+    if not has_jobs:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW jobs AS {' UNION ALL '.join(selects or [_NO_JOBS])}")
+    for t in legacy:
+        shape = _DETAIL_VIEWS[t.table].format(text_key=text_key)
+        con.execute(f'CREATE OR REPLACE TEMP VIEW {t.table} AS SELECT {shape} FROM "{db}".main.{t.table}')

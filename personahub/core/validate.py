@@ -1,0 +1,250 @@
+"""Shared checks of what a user gives: flag and scenario values, and the files they name.
+
+Values are checked where the options are built (``RunOptions``, ``SynthOptions``, ``Scenario``,
+``Generation``, the importers), through these functions, so whatever builds them - the CLI, the
+Python API or the job kernel - refuses a bad value before anything is recorded. A bad value raises
+``UsageError`` (the CLI exits 2) with one line naming the setting; a file that is not text raises
+``PersonahubError`` naming the file (and the line, where there is one).
+
+The bounds are those of the database schema and of the libraries the values reach:
+
+- a seed is stored in a ``BIGINT`` column and seeds numpy's generators, which take no negative
+  number: ``0 .. 2**63 - 1``;
+- ``max_tokens`` is stored in an ``INTEGER`` column; no model writes a million tokens in one
+  answer, so anything above is a typo, not a setting;
+- every float is finite (``nan`` passes every ``<``/``>`` check, ``inf`` breaks sums and waits).
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import math
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from personahub.core.errors import PersonahubError, UsageError
+
+MAX_SEED = 2**63 - 1
+MAX_TOKENS = 1_000_000
+# a world, a demonstrations file or a .sql file is read whole; a text this size is a mistake
+MAX_TEXT_FILE_BYTES = 64 * 1024 * 1024
+# an imported persona text: Persona Hub's are one or two sentences, Nemotron's longest a few
+# paragraphs (under 5,000 characters); 20,000 keeps every real dataset and refuses a whole book
+MAX_PERSONA_CHARS = 20_000
+# nesting of a record's JSON values (attributes, demonstrations): real records nest two or three
+# levels; Python's own parser gives up near 1,000 with a RecursionError
+MAX_JSON_DEPTH = 64
+_SNIFF_BYTES = 8192  # where a NUL byte marks a binary file (as git and grep decide)
+_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+# --------------------------------------------------------------------------- values
+
+
+def check_int(value: Any, setting: str, *, low: int | None = None,
+              high: int | None = None) -> int:
+    """``value`` as an int within ``low..high`` (a bool, a float or a string is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{setting} must be an integer, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            bound = f">= {low}"
+        elif low is None:
+            bound = f"<= {high}"
+        else:
+            bound = f"within {low}..{high}"
+        raise UsageError(f"{setting} must be an integer {bound}, got {value}")
+    return value
+
+
+def check_seed(value: Any, setting: str = "--seed") -> int:
+    """A seed: an int within ``0 .. 2**63 - 1`` (what numpy takes and a BIGINT stores)."""
+    return check_int(value, setting, low=0, high=MAX_SEED)
+
+
+def check_max_tokens(value: Any, setting: str = "--max-tokens") -> int | None:
+    """An answer's token limit: None (the kind's default) or an int within 1..MAX_TOKENS."""
+    return None if value is None else check_int(value, setting, low=1, high=MAX_TOKENS)
+
+
+def check_number(value: Any, setting: str, *, low: float | None = None,
+                 high: float | None = None, above: float | None = None) -> float:
+    """``value`` as a finite float; ``low``/``high`` are inclusive bounds, ``above`` exclusive."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"{setting} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise UsageError(f"{setting} must be a finite number, got {value!r}")
+    if low is not None and value < low:
+        raise UsageError(f"{setting} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise UsageError(f"{setting} must be <= {high}, got {value}")
+    if above is not None and value <= above:
+        raise UsageError(f"{setting} must be > {above}, got {value}")
+    return float(value)
+
+
+def check_optional_number(value: Any, setting: str, **bounds: float) -> float | None:
+    """``check_number`` for a setting that may be None."""
+    return None if value is None else check_number(value, setting, **bounds)
+
+
+def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[float, ...]:
+    """Relative weights: ``count`` finite numbers >= 0, not all zero."""
+    weights = tuple(values)
+    if len(weights) != count:
+        raise UsageError(f"{setting} must hold one weight per kind ({count}), got {len(weights)}")
+    for i, weight in enumerate(weights):
+        check_number(weight, f"{setting}[{i}]", low=0)
+    if not sum(weights) > 0:
+        raise UsageError(f"{setting} must not be all zero")
+    return weights
+
+
+# --------------------------------------------------------------------------- JSON values
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """The nesting depth of a decoded JSON value (a scalar is 0, ``[1]`` is 1), counted up to
+    ``limit + 1`` (level by level, so a deep value costs no recursion)."""
+    depth = 0
+    level: list[Any] = [value]
+    while depth <= limit:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [child for item in containers
+                 for child in (item.values() if isinstance(item, dict) else item)]
+    return depth
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why ``value`` nests too deeply to keep, or None (a flat list or object, the usual
+    attribute, costs one pass over its items)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    if not any(isinstance(item, dict | list) for item in items):
+        return None
+    if json_depth(value, limit) > limit:
+        return f"nested deeper than {limit} levels"
+    return None
+
+
+# --------------------------------------------------------------------------- persona texts
+
+
+def persona_text_problem(text: str) -> str | None:
+    """Why an imported persona text cannot be kept (its size or a NUL character), or None."""
+    if len(text) > MAX_PERSONA_CHARS:
+        return (f"the persona text has {len(text):,} characters; a persona may have at most "
+                f"{MAX_PERSONA_CHARS:,}")
+    if "\x00" in text:
+        return "the persona text holds a NUL character (binary data, not text)"
+    return None
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _file_error(setting: str, path: Path, reason: str) -> PersonahubError:
+    return PersonahubError(f"{setting} {path}: {reason}")
+
+
+def _utf8_problem(data: bytes, path: Path, setting: str, offset: int = 0,
+                  line: int = 1) -> PersonahubError | None:
+    """The one-line error for bytes that are not UTF-8 text, naming the line, or None."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = line + data.count(b"\n", 0, exc.start)
+        return _file_error(setting, path, f"line {at}: not UTF-8 text ({exc.reason} at byte "
+                                          f"{offset + exc.start}); save it as UTF-8")
+    return None
+
+
+def _nul_problem(data: bytes, path: Path, setting: str, offset: int = 0) -> PersonahubError | None:
+    at = data.find(b"\x00")
+    if at < 0:
+        return None
+    return _file_error(setting, path, f"is a binary file (a NUL byte at byte {offset + at}), "
+                                      "not text")
+
+
+def read_text_file(path: str | Path, setting: str, *,
+                   max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
+    """A small text file (a world, demonstrations, a ``.sql`` file) read whole as UTF-8.
+
+    Refused in one line naming ``setting`` and the file: missing or unreadable, a folder, larger
+    than ``max_bytes``, binary (a NUL byte) or not UTF-8 (naming the line). A BOM is dropped.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except IsADirectoryError:
+        raise _file_error(setting, path, "is a folder; give a file") from None
+    except OSError as exc:
+        raise _file_error(setting, path, str(exc.strerror or exc)) from None
+    if len(data) > max_bytes:
+        raise _file_error(setting, path, f"is larger than {max_bytes // (1024 * 1024)} MB; "
+                                         "give a smaller file")
+    problem = _nul_problem(data, path, setting) or _utf8_problem(data, path, setting)
+    if problem is not None:
+        raise problem
+    return data.decode("utf-8").removeprefix("\ufeff")
+
+
+@contextmanager
+def _open_maybe_gzip(path: Path) -> Iterator[IO[bytes]]:
+    with open(path, "rb") as raw:
+        if raw.peek(2)[:2] == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=raw) as unzipped:
+                yield unzipped  # type: ignore[misc]
+        else:
+            yield raw
+
+
+def check_text_file(path: str | Path, setting: str, *, strict_utf8: bool = True) -> None:
+    """Read a (possibly gzipped) text file once, end to end, before a job starts on it.
+
+    Refused in one line naming ``setting`` and the file: a damaged or truncated gzip stream, a
+    binary file (a NUL byte), and - with ``strict_utf8`` - bytes that are not UTF-8 (naming the
+    line). A job would otherwise commit the texts before the damage and stop half-way.
+    """
+    path = Path(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    try:
+        with _open_maybe_gzip(path) as f:
+            while chunk := f.read(_CHUNK):
+                problem = _nul_problem(chunk, path, setting, offset)
+                if problem is not None:
+                    raise problem
+                if strict_utf8:
+                    pending = len(decoder.getstate()[0])  # bytes of a character split last time
+                    try:
+                        decoder.decode(chunk)
+                    except UnicodeDecodeError as exc:
+                        at = max(0, exc.start - pending)
+                        where = line + chunk.count(b"\n", 0, at)
+                        raise _file_error(setting, path, f"line {where}: not UTF-8 text "
+                                                         f"({exc.reason} at byte {offset + at}); "
+                                                         "save it as UTF-8") from None
+                offset += len(chunk)
+                line += chunk.count(b"\n")
+            if strict_utf8:
+                try:
+                    decoder.decode(b"", final=True)
+                except UnicodeDecodeError:
+                    raise _file_error(setting, path, "not UTF-8 text (it ends inside a "
+                                                     "character)") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise _file_error(setting, path, f"damaged or truncated gzip data ({exc})") from None
+    except IsADirectoryError:
+        raise _file_error(setting, path, "is a folder; give a file") from None
+    except OSError as exc:
+        raise _file_error(setting, path, str(exc.strerror or exc)) from None

@@ -1,0 +1,90 @@
+"""The standard wiring of the job kernel: what the CLI and the Python API run every job with.
+
+``personahub.core.kernel.run_job`` is given its dependencies rather than importing them (the core
+imports nothing above it). This module gives the standard ones: the model seam's one client
+factory (``agents.llm.client.make_client``) with its reachability check and the record/replay
+cache (``StandardModels``), and the executor a config names (``executor_for``: ``local`` or
+``ray`` from ``sim/executors``). The CLI and the API call ``run``; nothing else in the package
+does (a test may hand ``run`` a client of its own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from personahub.core.commit import ProgressHook
+from personahub.core.contracts import StructuredCaller
+from personahub.core.kernel import Executor, JobResult, JobSpec, run_job, spec_for
+
+C = TypeVar("C")
+S = TypeVar("S")
+
+
+class StandardModels:
+    """``make_client`` and ``check_reachable`` of the model seam, and its cache. A ``client``
+    given here is used as it is (built and checked by its maker: a test double, a command's
+    own); ``warn`` hears of each unreachable endpoint of several (the others are used)."""
+
+    def __init__(self, client: StructuredCaller | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.client = client
+        self.warn = warn
+
+    def build(self, settings: Any) -> StructuredCaller:
+        if self.client is not None:
+            return self.client
+        from personahub.agents.llm.client import make_client
+
+        return make_client(settings)
+
+    def check_reachable(self, client: StructuredCaller) -> None:
+        if self.client is not None:
+            return
+        from personahub.agents.llm.client import check_reachable
+
+        for label in check_reachable(client):  # type: ignore[arg-type]  # built by make_client
+            if self.warn is not None:
+                self.warn(label)
+
+    def attach_cache(self, con: Any, client: StructuredCaller, mode: str) -> None:
+        from personahub.agents.llm.cache import attach_cache
+
+        attach_cache(con, client, mode)
+
+    def redact(self, spec: str) -> str:
+        from personahub.agents.llm.client import redact_spec
+
+        return redact_spec(spec)
+
+
+def executor_for(config: Any) -> Executor:
+    """The executor a (resolved) config names: ``local`` (default) or ``ray``."""
+    name = getattr(config, "executor", "local")
+    if name == "ray":
+        from personahub.sim.executors.ray_executor import RayExecutor
+
+        return RayExecutor(getattr(config, "ray_address", None), getattr(config, "ray_workers", None))
+    from personahub.sim.executors.local import LocalExecutor
+
+    return LocalExecutor()
+
+
+def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | Path, *,
+        resume: str | None = None, fresh: bool = False, client: StructuredCaller | None = None,
+        progress: ProgressHook | None = None,
+        on_ready: Callable[[StructuredCaller | None], None] | None = None,
+        on_start: Callable[[str, bool], None] | None = None,
+        warn: Callable[[str], None] | None = None) -> JobResult[S]:
+    """Run (or resume) one job of ``spec`` with the standard model seam and executors."""
+    return run_job(spec, config, db, models=StandardModels(client, warn), executor=executor_for,
+                   resume=resume, fresh=fresh, progress=progress, on_ready=on_ready,
+                   on_start=on_start)
+
+
+def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
+    """The spec of ``kind`` once the shipped specs are registered (they register on import)."""
+    import personahub.pipelines.synthesize  # noqa: F401 - registers "synthesis"
+
+    return spec_for(kind)

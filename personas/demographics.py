@@ -1,0 +1,235 @@
+"""The demographic column set: canonical keys, their value vocabularies, and the names other
+sources give them (Nemotron-Personas columns, OpinionQA attributes and groups).
+
+Why one vocabulary: a calibration matches personas to survey groups ("women", "Republicans",
+"aged 30-49"). That only works if a persona imported from an attribute table, a persona drawn by
+``sample-population`` and a survey group all spell a value the same way. Canonical keys live in
+``personas.attributes`` (JSON) beside the source's own fields; ``v_persona_demographics``
+(analysis/views.sql) shows them as columns. docs/personas.md has the table.
+
+Values are short slugs (``age_group=30-49``, ``education=bachelors``) so carve conditions stay
+easy to type; every value has a label for prompts and templates, and synonyms, which include
+OpinionQA's group labels ("College graduate/some postgrad") and Nemotron-Personas' values
+("married_present", "9th_12th_no_diploma").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "KEYS",
+    "OPINIONQA_ATTRIBUTES",
+    "VOCABULARY",
+    "Value",
+    "age_group_of",
+    "attribute_keys",
+    "canonical",
+    "canonical_key",
+    "group_conditions",
+    "label",
+    "values_of",
+]
+
+
+@dataclass(frozen=True)
+class Value:
+    """One value of a canonical key: its slug, a label for text, and other spellings of it."""
+
+    slug: str
+    label: str
+    synonyms: tuple[str, ...] = ()
+
+
+def _values(*items: tuple[str, str, tuple[str, ...]]) -> tuple[Value, ...]:
+    return tuple(Value(slug, text, synonyms) for slug, text, synonyms in items)
+
+
+# Order matters: it is the order of the groups in tables and of ordinal keys (age, education,
+# income, ideology run from low to high).
+VOCABULARY: dict[str, tuple[Value, ...]] = {
+    "age_group": _values(
+        ("0-17", "under 18", ("under 18", "under_18")),
+        ("18-29", "18 to 29", ("18 to 29",)),
+        ("30-49", "30 to 49", ("30 to 49",)),
+        ("50-64", "50 to 64", ("50 to 64",)),
+        ("65+", "65 or older", ("65 or older", "65 and older", "65 and over", "65 plus")),
+    ),
+    "sex": _values(
+        ("female", "female", ("f", "woman", "women")),
+        ("male", "male", ("m", "man", "men")),
+    ),
+    "race_ethnicity": _values(
+        ("white", "White", ("white american", "caucasian")),
+        ("black", "Black", ("black or african american", "african american")),
+        ("asian", "Asian", ("asian american",)),
+        ("hispanic", "Hispanic", ("latino", "latina", "latinx", "hispanic or latino")),
+        ("other", "another race or ethnicity", ("other race",)),
+    ),
+    "region": _values(
+        ("northeast", "the Northeast", ("north east",)),
+        ("midwest", "the Midwest", ("mid west", "north central")),
+        ("south", "the South", ()),
+        ("west", "the West", ()),
+    ),
+    "education": _values(
+        ("less_than_high_school", "less than a high school education",
+         ("less than high school", "less_than_9th", "9th_12th_no_diploma", "no high school diploma")),
+        ("high_school", "a high school diploma",
+         ("high school graduate", "high school diploma", "high school", "ged")),
+        ("some_college", "some college but no degree",
+         ("some college, no degree", "some college", "some college no degree")),
+        ("associates", "an associate's degree", ("associate's degree", "associate degree")),
+        ("bachelors", "a bachelor's degree",
+         ("college graduate/some postgrad", "bachelor's degree", "college graduate", "bachelor")),
+        ("postgraduate", "a postgraduate degree",
+         ("graduate", "graduate degree", "postgrad", "master's degree", "doctorate")),
+    ),
+    "income": _values(
+        ("under_30k", "under $30,000", ("less than $30,000", "<30k", "lt_30k")),
+        ("30k_50k", "$30,000 to $50,000", ("$30,000-$50,000", "$30,000 to $50,000")),
+        ("50k_75k", "$50,000 to $75,000", ("$50,000-$75,000", "$50,000 to $75,000")),
+        ("75k_100k", "$75,000 to $100,000", ("$75,000-$100,000", "$75,000 to $100,000")),
+        ("100k_plus", "$100,000 or more", ("$100,000 or more", "100k+")),
+    ),
+    "party": _values(
+        ("republican", "Republican", ("gop", "rep")),
+        ("democrat", "Democrat", ("democratic", "dem")),
+        ("independent", "independent", ("ind",)),
+        ("other", "another party", ("other party", "something else")),
+    ),
+    "ideology": _values(
+        ("very_conservative", "very conservative", ()),
+        ("conservative", "conservative", ()),
+        ("moderate", "moderate", ("middle of the road",)),
+        ("liberal", "liberal", ()),
+        ("very_liberal", "very liberal", ()),
+    ),
+    "marital_status": _values(
+        ("married", "married", ("married_present", "married present", "now married")),
+        ("never_married", "never married", ("never been married", "single, never married")),
+        ("divorced", "divorced", ()),
+        ("separated", "separated", ()),
+        ("widowed", "widowed", ()),
+    ),
+}
+KEYS: tuple[str, ...] = tuple(VOCABULARY)
+
+# OpinionQA's attribute names (the ``<ATTRIBUTE>_data.json`` files and metadata.csv keys).
+# Their group labels ("18-29", "College graduate/some postgrad", "Very liberal") are synonyms
+# in VOCABULARY; groups outside metadata.csv ("Refused", "Mixed Race") map to nothing, so they
+# are read but not matched to personas, as OpinionQA leaves them out of its scores.
+OPINIONQA_ATTRIBUTES: dict[str, str] = {
+    "AGE": "age_group",
+    "SEX": "sex",
+    "RACE": "race_ethnicity",
+    "CREGION": "region",
+    "EDUCATION": "education",
+    "INCOME": "income",
+    "POLPARTY": "party",
+    "POLIDEOLOGY": "ideology",
+    "MARITAL": "marital_status",
+}
+
+_SPACES = re.compile(r"\s+")
+
+
+def _fold(text: str) -> str:
+    """The spelling comparisons use: case-folded, ``_`` as a space, one space, plain quotes."""
+    text = str(text).replace("’", "'").replace("_", " ")
+    return _SPACES.sub(" ", text).strip().casefold()
+
+
+_LOOKUP: dict[str, dict[str, str]] = {
+    key: {_fold(spelling): value.slug
+          for value in values for spelling in (value.slug, value.label, *value.synonyms)}
+    for key, values in VOCABULARY.items()
+}
+_LABELS: dict[str, dict[str, str]] = {
+    key: {value.slug: value.label for value in values} for key, values in VOCABULARY.items()
+}
+
+
+def values_of(key: str) -> tuple[str, ...]:
+    """The slugs of ``key``, in vocabulary order (``KeyError`` for a key not in the set)."""
+    return tuple(value.slug for value in VOCABULARY[key])
+
+
+def canonical(key: str, raw: object) -> str | None:
+    """The slug ``raw`` spells for ``key`` ("Female" -> "female"), or None if it spells none."""
+    if raw is None:
+        return None
+    return _LOOKUP[key].get(_fold(str(raw)))
+
+
+def label(key: str, slug: str) -> str:
+    """The label of a slug ("bachelors" -> "a bachelor's degree"); other values as they are."""
+    return _LABELS.get(key, {}).get(slug, slug)
+
+
+def canonical_key(name: str) -> str | None:
+    """The canonical key a name stands for: the key itself or an OpinionQA attribute name."""
+    folded = name.strip()
+    if folded.lower() in VOCABULARY:
+        return folded.lower()
+    return OPINIONQA_ATTRIBUTES.get(folded.upper())
+
+
+def attribute_keys(attribute: str) -> tuple[str, ...] | None:
+    """The canonical keys a survey attribute crosses: ``SEX`` -> (sex,), OpinionQA's
+    ``POLPARTY_RACE`` -> (party, race_ethnicity), ``party+sex`` -> (party, sex); None when a
+    part is not a demographic the column set knows."""
+    single = canonical_key(attribute)
+    if single is not None:
+        return (single,)
+    for separator in ("+", "_"):
+        parts = [p for p in attribute.split(separator) if p.strip()]
+        if len(parts) > 1:
+            keys = [canonical_key(p) for p in parts]
+            if all(keys):
+                return tuple(k for k in keys if k)
+    return None
+
+
+def group_conditions(attribute: str, groups: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The ``(key, slug)`` pairs a survey group stands for, one per crossed attribute (empty
+    when the attribute or any group label is outside the vocabulary: such a group is read and
+    scored against nothing)."""
+    keys = attribute_keys(attribute)
+    if keys is None or len(keys) != len(groups):
+        return ()
+    conditions = []
+    for key, group in zip(keys, groups, strict=True):
+        slug = canonical(key, group)
+        if slug is None:
+            return ()
+        conditions.append((key, slug))
+    return tuple(conditions)
+
+
+def age_group_of(age: float) -> str:
+    """The age group of an age in years (``ValueError`` outside 0..130)."""
+    if not 0 <= age <= 130:
+        raise ValueError(f"age {age:g} is not between 0 and 130")
+    for bound, slug in ((18, "0-17"), (30, "18-29"), (50, "30-49"), (65, "50-64")):
+        if age < bound:
+            return slug
+    return "65+"
+
+
+def income_bracket_of(amount: float) -> str:
+    """The income bracket of a yearly household income in dollars (``ValueError`` below 0)."""
+    if amount < 0:
+        raise ValueError(f"income {amount:g} is negative")
+    for bound, slug in ((30_000, "under_30k"), (50_000, "30k_50k"), (75_000, "50k_75k"),
+                        (100_000, "75k_100k")):
+        if amount < bound:
+            return slug
+    return "100k_plus"
+
+
+def describe(attributes: Mapping[str, object]) -> dict[str, str]:
+    """The canonical keys of ``attributes`` with their labels (what prompts and templates say)."""
+    return {key: label(key, str(attributes[key])) for key in KEYS if attributes.get(key)}

@@ -1,0 +1,88 @@
+"""The persona hub's rows: personas written (only the new ones), read back in hub order, counted.
+
+Writes are Arrow batches (``core.store.insert_columns``): a dict per row cost seconds per 100,000
+personas. The generic connection, schema and batch-insert helpers are in ``core/store.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from personahub.core.store import insert_columns, scalar
+from personahub.personas.record import Persona
+
+
+def persona_columns(personas: Iterable[Persona]) -> dict[str, list[Any]]:
+    """Columns for the ``personas`` table, one row per distinct persona id (first wins)."""
+    people = list(personas)
+    ids = [p.persona_id for p in people]
+    if len(set(ids)) < len(ids):  # repeats: keep each id's first persona
+        first: dict[str, Persona] = {}
+        for p in people:
+            first.setdefault(p.persona_id, p)
+        people = list(first.values())
+        ids = [p.persona_id for p in people]
+    return {
+        "persona_id": ids,
+        "text": [p.text for p in people],
+        "source": [p.source for p in people],
+        "source_ref": [p.source_ref for p in people],
+        "attributes": [json.dumps(dict(p.attributes), ensure_ascii=False, default=str)
+                       if p.attributes else "{}" for p in people],
+        "hop": [p.hop for p in people],
+    }
+
+
+def _persona_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
+    """``persona_columns`` as typed Arrow arrays (every value is a str, or an int for hop)."""
+    return {name: pa.array(values, type=pa.int32() if name == "hop" else pa.string())
+            for name, values in columns.items()}
+
+
+def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona]) -> int:
+    """Insert personas not yet in the hub; returns how many were new."""
+    columns = persona_columns(personas)
+    if not columns["persona_id"]:
+        return 0
+    before = scalar(con, "SELECT count(*) FROM personas")
+    insert_columns(con, "personas", _persona_arrays(columns), new_by=("persona_id",))  # distinct ids
+    return scalar(con, "SELECT count(*) FROM personas") - before
+
+
+def fetch_personas(
+    con: duckdb.DuckDBPyConnection, ids: Sequence[str] | None = None
+) -> list[Persona]:
+    """Personas in hub order (``seq``), optionally restricted to ``ids``."""
+    sql = "SELECT persona_id, text, source, source_ref, attributes, hop FROM personas"
+    params: list[Any] = []
+    if ids is not None:
+        con.register("_ids", pa.table({"id": list(ids)}))
+        sql += " WHERE persona_id IN (SELECT id FROM _ids)"
+    sql += " ORDER BY seq"
+    try:
+        rows = con.execute(sql, params).fetchall()
+    finally:
+        if ids is not None:
+            con.unregister("_ids")
+    return [
+        Persona(persona_id=r[0], text=r[1], source=r[2] or "", source_ref=r[3] or "",
+                attributes=json.loads(r[4]) if r[4] else {}, hop=r[5] or 0)
+        for r in rows
+    ]
+
+
+def flagged_duplicate_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many personas the dedup stages flagged as near-duplicates."""
+    return int(scalar(con, "SELECT count(*) FROM personas WHERE is_duplicate"))
+
+
+def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
+    """Ids of the personas not flagged as duplicates, in hub order (the first ``limit``)."""
+    rows = con.execute("SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) "
+                       "ORDER BY seq").fetchall()
+    return [r[0] for r in rows][:limit]
