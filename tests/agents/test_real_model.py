@@ -392,6 +392,26 @@ def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     assert judged == ok and 1 <= judged[0][0] <= 3
 
 
+
+def test_doctor_prints_its_table_and_recommends(llama: LlamaServer) -> None:
+    """``personahub doctor`` on each real server: the mode table (llama-cpp-python refuses
+    json_schema, llama-server takes it), a runaway probe that closes under the bounds, the load
+    levels, the prefix cache as the server reports it (llama-server's ``timings.cache_n``; none
+    from llama-cpp-python), a recommendation, exit 0."""
+    code, output = invoke("doctor", "--llm", llama.spec, "--json", "--budget", "20",
+                          "--max-concurrency", "2", "--timeout", "120")
+    assert code == 0, output
+    report = json.loads(output)
+    assert report["problem"] is None and report["best_mode"] == SETTLED_MODE[llama.server], report
+    assert report["runaway"]["closed"] is True, report["runaway"]
+    assert [x["concurrency"] for x in report["levels"]][:1] == [1], report["levels"]
+    assert report["recommended"] in [x["concurrency"] for x in report["levels"]]
+    assert report["cache"]["reported"] is (llama.server == "llama-server"), report["cache"]
+    code, output = invoke("doctor", "--llm", llama.spec, "--budget", "5", "--max-concurrency", "1",
+                          "--timeout", "120")
+    assert code == 0, output
+    assert "structured modes at" in output and "recommended: --concurrency " in output, output
+
 # what the whole module asks of each server: the module's last test needs all of it counted
 MODULE_PURPOSES = {"decide", "survey", "expand", "text-to-persona:read", "judge", "interview",
                    *(f"synth:{task}" for task in synthesis_names())}
