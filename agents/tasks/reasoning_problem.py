@@ -24,7 +24,8 @@ class ReasoningProblem(BaseModel):
     """A logical reasoning problem (puzzle, deduction) shaped by the persona (no solution)."""
 
     # numbers, dates and times: bounded at a character a token, so a run of digits closes too
-    problem: Annotated[str, DIGITS] = Field(min_length=8, description="the full problem statement")
+    problem: Annotated[str, DIGITS] = Field(
+        min_length=8, description="the full problem statement, ending with the question to answer")
 
 
 def check_reasoning_problem(content: Content) -> QualityIssue | None:
@@ -41,13 +42,14 @@ TASK = Task(
     emission=EmissionSpec(
         kind="reasoning_problem", max_tokens=PROBLEM_MAX_TOKENS,
         prompt="Write one logic puzzle shaped by this person's life. Only the puzzle, no "
-               "solution."),
+               "solution; end with the question to answer."),
     synthesis=SynthesisSpec(
         summary="a logical reasoning problem", solvable=True,
         instruction="Create a logical reasoning problem (a deduction, scheduling or constraint "
                     "puzzle) grounded in this persona's situation. It must have exactly one "
                     "correct answer that follows from the stated facts. Write only the problem, "
-                    "not the solution."),
+                    "not the solution, and end it with the question to answer, ending in a "
+                    "question mark."),
     offline_writers={"problem": "problem"},
     judge_criteria=PROBLEM_CRITERIA,
 )
