@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import AsyncGenerator, Callable
 from functools import cache
 from typing import Any
@@ -37,6 +38,14 @@ from personahub.agents.llm.structured import (
 from personahub.core.contracts import CallRequest, Capabilities, StructuredResult
 
 HTTP_CAPABILITIES = Capabilities()
+
+# langchain-openai warns, on a server's refusal of a response_format, to use its
+# ``with_structured_output(method="function_calling")``: advice for code that is not this one.
+# The seam handles the refusal itself (it strips the refused keyword or moves to the next mode,
+# and records which), so the warning would only put a misleading line on the user's console.
+for _advice in ("Invalid schema for OpenAI's structured output feature",
+                "This model does not support OpenAI's structured output feature"):
+    warnings.filterwarnings("ignore", message=_advice, category=UserWarning)
 PREFIX_WINDOW = 1024  # prompts the shared-prefix estimate compares a new prompt with
 # One HTTP client per endpoint (and event loop), its pool sized to --concurrency: over the openai
 # SDK's aiohttp transport a single pool of 256 connections costs well under a millisecond of CPU
