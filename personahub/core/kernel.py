@@ -20,9 +20,12 @@ rows, as a ``BatchOutcome``) and ``summary``. ``run_job`` does the rest, once fo
    results carry, in one transaction, in batch order;
 5. applies the failure policy after each commit (``core.failures.batch_failure``): a batch that
    fails it stops the job ``failed`` and resumable; a job that kept nothing of what it asked
-   ends ``failed`` with its most common error; one that kept less than it asked ``partial``;
+   ends ``failed`` with its most common error; otherwise the spec's ``end_status`` names its
+   end (by default ``partial`` when it kept less than it asked, else ``finished``);
 6. turns Ctrl-C / SIGTERM into ``interrupted`` and ``Stopped`` (one line with the resume
-   command), and any other error into ``failed`` with the error;
+   command), and any other error into ``failed`` with the error (worded by the spec's
+   ``failure_text``); the spec's ``running`` context is held around the batches (what it keeps
+   for the job's length and puts back however the job ends);
 7. reports progress through one hook ``(phase, done, total)``;
 8. runs child jobs (``JobContext.run_child``: same connection, loop, client and executor, the
    child's ``parent_id`` set), e.g. a run's setup expansion.
@@ -40,7 +43,7 @@ import json
 import typing
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -250,6 +253,9 @@ class JobSpec(Protocol[C, B, R, S_co]):
     def stop_note(self, ctx: JobContext[C]) -> str: ...
     def report(self, summary: Any, db: Path) -> list[str]: ...
     def label(self, config: Mapping[str, Any]) -> str: ...
+    def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str: ...
+    def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str: ...
+    def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]: ...
 
 
 class SpecBase(Generic[C, B, R, S]):
@@ -297,6 +303,25 @@ class SpecBase(Generic[C, B, R, S]):
     def label(self, config: Mapping[str, Any]) -> str:
         """A few words on what a job makes, from its stored config (``personahub jobs``)."""
         return ""
+
+    def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str:
+        """The status of a job that ran to its end and kept something: ``partial`` when it kept
+        less than it asked (items are missing), else ``finished``. A kind whose failed asks are
+        part of what it makes (a run's failed actions are counted, not missing) says
+        ``finished``."""
+        return "finished" if kept >= asked else "partial"
+
+    def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str:
+        """An unexpected error as its one line says it, after ``<noun> <id> `` and before
+        ``; resume with ...``: ``failed: Type: text`` by default (a run names its step and the
+        scenario code that raised)."""
+        return f"failed: {type(exc).__name__}: {exc}"
+
+    def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]:
+        """What the spec holds while its batches run and puts back however the job ends
+        (a run: its garbage-collector policy, and the modes it learned, stored); nothing by
+        default."""
+        return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -464,7 +489,7 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
     with _guard(spec, ctx):
         if env.on_start is not None:
             env.on_start(ctx.job_id, ctx.resumed)
-        with ctx.executor.session(ctx):
+        with ctx.executor.session(ctx), spec.running(ctx):
             asked, kept = _drive(spec, ctx)
     status = _conclude(spec, ctx, asked, kept)
     return JobResult(ctx.job_id, status, spec.summary(ctx))
@@ -606,8 +631,8 @@ def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
 
 
 def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, kept: int) -> str:
-    """The job's end status: ``failed`` (one line, non-zero) when it kept nothing ever,
-    ``partial`` when it kept less than it asked, else ``finished``."""
+    """The job's end status: ``failed`` (one line, non-zero) when it kept nothing ever, else
+    the spec's ``end_status`` (``partial`` when it kept less than it asked, or ``finished``)."""
     if asked and not kept and not ctx.done_before:
         error = jobs_store.most_common_job_error(ctx.con, spec.kind, ctx.job_id)
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed",
@@ -615,7 +640,7 @@ def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, k
         raise PersonahubError(f"{spec.noun} {ctx.job_id}: kept none of its {asked} {spec.unit} "
                               f"(most often: {error}); resume with "
                               f"{spec.resume_hint(ctx.job_id, ctx.db)}")
-    status = "finished" if kept >= asked else "partial"
+    status = spec.end_status(ctx, asked, kept)
     jobs_store.finish_job(ctx.con, ctx.job_id, status)
     ctx.executor.finish(ctx)
     return status
@@ -640,7 +665,7 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
                                   f"{hint}") from None
         if isinstance(exc, PersonahubError):
             raise
-        raise PersonahubError(f"{spec.noun} {ctx.job_id} failed: {type(exc).__name__}: {exc}; "
+        raise PersonahubError(f"{spec.noun} {ctx.job_id} {spec.failure_text(ctx, exc)}; "
                               f"resume with {hint}") from exc
 
 

@@ -23,13 +23,13 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from personahub.api import run_synthesis
+from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app
 from personahub.core.store import connect
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
+from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
-from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
@@ -134,7 +134,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def uninterrupted_run(scenario: Path) -> tuple[dict, dict]:
     db = scenario.parent / "whole.duckdb"
-    summary = run_scenario(load_scenario(scenario), RunOptions(db=db))  # no latency: same tables
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario), db=db))  # no latency: same tables
     return snapshot(db, summary.run_id), hub_tables(db)
 
 
@@ -290,10 +290,10 @@ def test_mixed_faults_change_nothing_that_retries_recover(server, scenario_file,
     scenario = load_scenario(scenario_file(n_personas=20, steps=3))
     clean_db, faulty_db = tmp_path / "clean.duckdb", tmp_path / "faulty.duckdb"
     clean = server()
-    run_scenario(scenario, RunOptions(db=clean_db, llm=f"{clean.base_url}?model=m",
+    run_simulation(RunConfig(scenario=scenario, db=clean_db, llm=f"{clean.base_url}?model=m",
                                       structured="json_schema"))
     faulty = server(malformed_rate=0.1, error_rate=0.1, fault_seed=5)
-    run_scenario(scenario, RunOptions(db=faulty_db, llm=f"{faulty.base_url}?model=m",
+    run_simulation(RunConfig(scenario=scenario, db=faulty_db, llm=f"{faulty.base_url}?model=m",
                                       structured="json_schema", max_retries=6))
     assert faulty.stats.malformed > 0 and faulty.stats.errors > 0
     stop = _first_repaired_step(faulty_db)
