@@ -71,9 +71,13 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
     client of your own, used as it is). A finished run asked to resume is refused."""
     from personahub import runtime
     from personahub.core.errors import PersonahubError
-    from personahub.pipelines.run import RUN
+    from personahub.pipelines.run import RUN, check_new_run
 
-    db = config.get("db", DEFAULT_DB) if isinstance(config, Mapping) else config.db
+    if isinstance(config, Mapping):
+        db = config.get("db", DEFAULT_DB)
+    else:
+        check_new_run(config)
+        db = config.db
     result = runtime.run(RUN, config, db, resume=resume, fresh=fresh, client=client,
                          progress=progress, on_ready=on_ready, on_start=on_start, warn=warn)
     if not result.ran:

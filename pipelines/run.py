@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.cache import check_replay_file
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
@@ -406,6 +407,13 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
                 f"{summary.agents} agents, {emitted} emissions, {summary.answers} survey answers, "
                 f"{summary.failed_actions} failed actions in {db}",
                 f"  personahub report --db {db} --run {summary.run_id} --out report"]
+
+
+def check_new_run(config: RunConfig) -> None:
+    """What a new run refuses before the kernel opens (and so creates) its database: a replay
+    from a database that does not exist."""
+    if config.cache == "replay":
+        check_replay_file(config.db)
 
 
 def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
