@@ -38,7 +38,7 @@ from pydantic import BaseModel
 
 from personahub.agents.llm.offline import to_openai_dicts
 from personahub.core.contracts import CACHE_MODES, CacheEntry, StructuredCaller
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import connect, database_path, record_rows, scalar
 
 CacheMode = Literal["off", "record", "replay"]
@@ -169,7 +169,7 @@ def attach_cache(con: duckdb.DuckDBPyConnection, client: StructuredCaller, mode:
     """Answer the job's calls from (and record into) the ``llm_cache`` table; ``off`` does nothing.
     A replay with nothing recorded for the client's model is refused before any call."""
     if mode not in CACHE_MODES:
-        raise PersonahubError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
+        raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
     if mode == "replay":
         _check_recorded(con, database_path(con), client.cache_model)
     if mode != "off":

@@ -53,7 +53,7 @@ import duckdb
 from personahub.core import jobs_store
 from personahub.core.commit import JobRef, ProgressHook, commit_batch, records_of
 from personahub.core.contracts import CACHE_MODES, CarriesCalls, StructuredCaller, StructuredResult
-from personahub.core.errors import PersonahubError, ResumableStop
+from personahub.core.errors import PersonahubError, UsageError, ResumableStop
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.loop import JobLoop, job_loop
@@ -101,7 +101,7 @@ def identity_fields(config_type: type) -> tuple[str, ...]:
 def check_cache_mode(mode: str) -> None:
     """Refuse an unknown ``--cache`` value before anything is opened."""
     if mode not in CACHE_MODES:
-        raise PersonahubError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
+        raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
 
 
 # --- what a spec gives and gets --------------------------------------------------------------

@@ -23,6 +23,11 @@ EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the [ray] extra: pip install 'personahub[ray]' (ray[data]>=2.40)"
 
 
+def ray_installed() -> bool:
+    """Whether the [ray] extra is importable (looked up, not imported: importing Ray takes seconds)."""
+    return importlib.util.find_spec("ray") is not None
+
+
 def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
                    cache_on_driver: bool = False) -> None:
     """Refuse an unknown executor, or a Ray run it cannot do yet, before anything is opened.
@@ -41,7 +46,7 @@ def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
     if cache != "off" and not cache_on_driver:
         raise PersonahubError(f"--executor ray with --cache {cache}: Ray workers cannot reach the "
                               "database's cache yet; use --cache off (or --executor local)")
-    if importlib.util.find_spec("ray") is None:
+    if not ray_installed():
         raise PersonahubError(RAY_MISSING)
 
 

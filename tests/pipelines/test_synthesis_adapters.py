@@ -11,6 +11,7 @@ import pytest
 
 import personahub
 from personahub import runtime
+from personahub.sim import executors
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
 from personahub.pipelines.synthesize import SynthConfig, SynthSummary
@@ -48,6 +49,8 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         return JobResult("synth-x", "finished", summary)
 
     monkeypatch.setattr(runtime, "run", fake_run)
+    # the config is compared, nothing runs: --executor ray is accepted without the [ray] extra
+    monkeypatch.setattr(executors, "ray_installed", lambda: True)
     monkeypatch.delenv("PERSONAHUB_LLM", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return seen

@@ -256,8 +256,8 @@ def post_bad_length(ctx: Ctx) -> tuple[int, str]:
     with running_server() as server:
         port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                         b"application/json\r\nContent-Length: nope\r\n\r\n{}")
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: nope\r\n\r\n{}" % port)
             answer = b""
             while chunk := sock.recv(65536):  # the server closes the connection after answering
                 answer += chunk
