@@ -257,6 +257,7 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
     kind = "run"
     config_type = RunConfig
     independent_batches = False
+    refuses_twins = False  # as before the kernel: a new run of a scenario is a new experiment
     noun = "run"
     unit = "actions"
 
@@ -374,6 +375,9 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
     def end_status(self, ctx: JobContext[RunConfig], asked: int, kept: int) -> str:
         """Every step ran: failed actions are counted in ``steps.n_failed``, not missing."""
         return "finished"
+
+    def nothing_kept(self, ctx: JobContext[RunConfig], asked: int) -> str:
+        return f"every one of its {asked} actions failed"
 
     def failure_text(self, ctx: JobContext[RunConfig], exc: BaseException) -> str:
         where = scenario_frame(exc)
@@ -515,7 +519,8 @@ def _expand(ctx: JobContext[RunConfig], start_ids: list[str]) -> tuple[str, ...]
     except ExpansionIncomplete as exc:
         error = store.most_common_error_in(ctx.con, ctx.job_id, purpose="expand")
         raise ResumableStop(f"setup: {exc.failed} of {exc.asked} expansion calls failed (most "
-                            f"often: {error})") from None
+                            f"often: {error}); resume with "
+                            f"{RUN.resume_hint(ctx.job_id, ctx.db)}") from None
     return tuple(summary.reached_ids)
 
 

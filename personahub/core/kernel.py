@@ -7,7 +7,8 @@ a batch: picklable, nothing of the database, what a Ray worker rebuilds), ``comm
 rows, as a ``BatchOutcome``) and ``summary``. ``run_job`` does the rest, once for every kind:
 
 1. opens the job: a new one (config validated; an unfinished twin — same identity fields —
-   refused unless ``fresh``, which marks it ``superseded``) or a resumed one, whose stored
+   refused unless ``fresh``, which marks it ``superseded``, or the spec's ``refuses_twins`` is
+   off) or a resumed one, whose stored
    configuration comes first: identity fields are the job's, engine fields (``engine()``
    metadata: model spec, concurrency, timeouts, cache, executor, batch size, ...) the caller's.
    A finished job is not resumed: its summary comes back (``JobResult.ran`` False) and
@@ -53,7 +54,7 @@ import duckdb
 from personahub.core import jobs_store
 from personahub.core.commit import JobRef, ProgressHook, commit_batch, records_of
 from personahub.core.contracts import CACHE_MODES, CarriesCalls, StructuredCaller, StructuredResult
-from personahub.core.errors import PersonahubError, UsageError, ResumableStop
+from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.loop import JobLoop, job_loop
@@ -231,6 +232,13 @@ class JobSpec(Protocol[C, B, R, S_co]):
         ...
 
     @property
+    def refuses_twins(self) -> bool:
+        """True: a new job is refused while an unfinished twin (same identity) exists, unless
+        ``fresh``; False: every new job stands on its own (two runs of one scenario are two
+        experiments, and a stopped one stays resumable beside a new one)."""
+        ...
+
+    @property
     def noun(self) -> str:
         """How messages name a job of this kind (``synthesis job``, ``run``)."""
         ...
@@ -254,6 +262,7 @@ class JobSpec(Protocol[C, B, R, S_co]):
     def report(self, summary: Any, db: Path) -> list[str]: ...
     def label(self, config: Mapping[str, Any]) -> str: ...
     def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str: ...
+    def nothing_kept(self, ctx: JobContext[C], asked: int) -> str: ...
     def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str: ...
     def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]: ...
 
@@ -264,6 +273,7 @@ class SpecBase(Generic[C, B, R, S]):
     kind: ClassVar[str]
     config_type: type[C]
     independent_batches: ClassVar[bool] = False
+    refuses_twins: ClassVar[bool] = True
     noun: ClassVar[str] = "job"
     unit: ClassVar[str] = "items"
     id_prefix: ClassVar[str] = ""
@@ -310,6 +320,10 @@ class SpecBase(Generic[C, B, R, S]):
         part of what it makes (a run's failed actions are counted, not missing) says
         ``finished``."""
         return "finished" if kept >= asked else "partial"
+
+    def nothing_kept(self, ctx: JobContext[C], asked: int) -> str:
+        """How the one line of a job that kept nothing says so, after ``<noun> <id>: ``."""
+        return f"kept none of its {asked} {self.unit}"
 
     def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str:
         """An unexpected error as its one line says it, after ``<noun> <id> `` and before
@@ -461,19 +475,33 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
     a function picking one from the job's (resolved) config. ``on_ready(client)`` is called
     once inputs and model are found good, before anything is recorded; ``on_start(job_id,
     resumed)`` once the job is recorded, before its first batch."""
+    created = not Path(db).exists()
+    empty = False
     with job_loop() as loop:
         con = connect(db)
         try:
             env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
             return _run(spec, config, env, resume=resume, fresh=fresh)
+        except BaseException:
+            empty = created and not jobs_store.list_jobs(con)
+            raise
         finally:
             con.close()
+            if empty:
+                _remove_database(Path(db))
+
+
+def _remove_database(db: Path) -> None:
+    """A database this call created and recorded nothing in (its input was refused): gone, so a
+    bad input leaves no file behind."""
+    for path in (db, db.with_name(db.name + ".wal")):
+        path.unlink(missing_ok=True)
 
 
 def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
          resume: str | None, fresh: bool) -> JobResult[S]:
     ctx = _open(spec, config, env, resume)
-    twins = [] if resume else _twins(spec, ctx)
+    twins = [] if resume or not spec.refuses_twins else _twins(spec, ctx)
     if twins and not fresh:
         raise PersonahubError(f"job {twins[0]} with the same settings is unfinished: resume it "
                               f"with {spec.resume_hint(twins[0], env.db)}, or pass --fresh")
@@ -637,7 +665,7 @@ def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, k
         error = jobs_store.most_common_job_error(ctx.con, spec.kind, ctx.job_id)
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed",
                               f"kept none of {asked} {spec.unit}: {error}")
-        raise PersonahubError(f"{spec.noun} {ctx.job_id}: kept none of its {asked} {spec.unit} "
+        raise PersonahubError(f"{spec.noun} {ctx.job_id}: {spec.nothing_kept(ctx, asked)} "
                               f"(most often: {error}); resume with "
                               f"{spec.resume_hint(ctx.job_id, ctx.db)}")
     status = spec.end_status(ctx, asked, kept)

@@ -11,10 +11,10 @@ import pytest
 
 import personahub
 from personahub import runtime
-from personahub.sim import executors
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
 from personahub.pipelines.synthesize import SynthConfig, SynthSummary
+from personahub.sim import executors
 from tests.cli_helpers import invoke
 
 # (command-line flags after TASK, the same as keyword arguments of personahub.synthesize)
