@@ -16,9 +16,18 @@ from personahub.core.sandbox import (
     FileAccess,
     SandboxRefusal,
     refusal_text,
-    run_user_sql,
     user_sql_connection,
+    user_sql_statements,
 )
+
+# Statements whose result is rows to show; those that never return rows (their status: Count or
+# Success; after an ATTACH the sandbox's own check query); and the others (INSERT, UPDATE, COPY...),
+# shown only when their result is not a status (INSERT ... RETURNING).
+_QUERY_KINDS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL", "MULTI", "UNKNOWN"})
+_NEVER_ROWS = frozenset({"ATTACH", "DETACH", "SET", "VARIABLE_SET", "TRANSACTION", "VACUUM",
+                         "ANALYZE", "DROP", "ALTER", "CREATE", "CREATE_FUNC", "LOAD", "EXTENSION",
+                         "EXPORT", "COPY_DATABASE"})
+_STATUS_COLUMNS = (["Count"], ["Success"])
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,14 @@ class QueryResult:
     columns: list[str]
     types: list[str]
     rows: list[tuple[Any, ...]]
+    kind: str = "SELECT"  # the statement's kind, as DuckDB's parser names it
+
+    @property
+    def is_status(self) -> bool:
+        """Whether this is only a statement's status (``Count`` of a CREATE, ``Success`` of a
+        SET), not rows a user asked for."""
+        return self.kind in _NEVER_ROWS or (self.kind not in _QUERY_KINDS
+                                            and self.columns in _STATUS_COLUMNS)
 
 
 def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
@@ -44,13 +61,28 @@ def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
 def user_query_result(db: str | Path, query: str, *, allow_files: bool = False,
                       write_dir: Path | None = None, where: str = "") -> QueryResult:
     """``run_user_query`` with the column types."""
+    return _all_results(db, query, allow_files=allow_files, write_dir=write_dir, where=where)[-1]
+
+
+def user_query_results(db: str | Path, query: str, *, allow_files: bool = False,
+                       write_dir: Path | None = None, where: str = "") -> list[QueryResult]:
+    """The result of every statement of ``query`` that returns rows, in order (statement
+    statuses left out: see ``QueryResult.is_status``); errors as ``run_user_query``."""
+    results = _all_results(db, query, allow_files=allow_files, write_dir=write_dir, where=where)
+    return [r for r in results if not r.is_status]
+
+
+def _all_results(db: str | Path, query: str, *, allow_files: bool, write_dir: Path | None,
+                 where: str) -> list[QueryResult]:
     access = FileAccess(read=allow_files, write_dir=write_dir)
+    results = []
     try:
         with user_sql_connection(db, access, prepare=install_views) as con:
-            cursor = run_user_sql(con, query, access)
-            description = cursor.description or []
-            return QueryResult([d[0] for d in description], [str(d[1]) for d in description],
-                               cursor.fetchall())
+            for kind in user_sql_statements(con, query, access):
+                description = con.description or []
+                results.append(QueryResult([d[0] for d in description],
+                                           [str(d[1]) for d in description], con.fetchall(), kind))
+        return results
     except SandboxRefusal as exc:
         raise PersonahubError(f"sql: {where}{exc}") from None
     except duckdb.Error as exc:

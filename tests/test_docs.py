@@ -212,7 +212,7 @@ def test_the_commands_are_found() -> None:
     commands = [c for _, c in command_cases()]
     assert len(commands) > 60
     assert "run scenarios/riverside_town.py" in commands
-    assert any(c.startswith("sql --format csv") for c in commands)  # inside $(...)
+    assert any(c.startswith("sql --scalar") for c in commands)  # inside $(...)
     assert personahub_invocations('x=$(personahub sql "a | b" | tail -1) && personahub run f &') \
         == [["sql", "a | b"], ["run", "f"]]
 

@@ -5,8 +5,13 @@ Every command that calls a model takes ``--llm SPEC`` (default: ``PERSONAHUB_LLM
 Ctrl-C and SIGTERM print one line too (the interrupted job and how to resume it) and exit 130
 and 143; a job names itself on stderr when it starts.
 
+Every command follows the app's conventions (``personahub/cli/base.py``): ``-h``, ``-q``/``-v``,
+the short flags, help rendered by ``helpfmt``. Every usage error (unknown flag or command,
+missing or bad value, a bad choice) exits 2 with one ``error:`` line.
+
 Layout (the CLI is the outermost layer; no command module imports another, nor this one), all
-in ``personahub/cli/``: ``common`` (options, consoles, errors, client, progress), ``run``,
+in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
+consoles, errors, client, progress, the JSON result), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
 ``judge``, ``doctor``, ``jobs`` (jobs, resume), ``hub`` (personas import, sample, stats,
 export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
@@ -20,7 +25,6 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from personahub.cli import (
     dedup as cli_dedup,
@@ -61,13 +65,14 @@ from personahub.cli import (
 from personahub.cli import (
     view as cli_view,
 )
+from personahub.cli.base import PersonahubGroup, PersonahubTyper, usage_message
 from personahub.cli.common import click_exceptions, error_line
 from personahub.cli.run import print_summary
 
 __all__ = ["app", "print_summary"]
 
 
-class OneLineGroup(TyperGroup):
+class OneLineGroup(PersonahubGroup):
     """The root command: a usage error (bad flag or value, missing argument, unknown command)
     is one ``error:`` line naming where help is, not click's usage block; help is unchanged."""
 
@@ -85,7 +90,7 @@ class OneLineGroup(TyperGroup):
             sys.exit(exc.exit_code)
         except click_exceptions.UsageError as exc:
             where = exc.ctx.command_path.split()[1:] if exc.ctx is not None else []
-            message = exc.format_message().rstrip(".")
+            message = usage_message(exc)
             error_line(f"{message} (see {' '.join(['personahub', *where])} --help)")
             sys.exit(exc.exit_code)
         except click_exceptions.ClickException as exc:
@@ -102,13 +107,11 @@ class OneLineGroup(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(
+app = PersonahubTyper(
     cls=OneLineGroup,
     name="personahub",
     help="Persona-driven synthetic data and virtual-society simulation (offline by default).",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 
@@ -142,7 +145,8 @@ app.command()(cli_doctor.doctor)
 app.command()(cli_jobs.jobs)
 app.command()(cli_jobs.resume)
 
-personas_app = typer.Typer(help="Import, expand and inspect the persona hub.", no_args_is_help=True)
+personas_app = PersonahubTyper(help="Import, expand and inspect the persona hub.",
+                               no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
 personas_app.command("import")(cli_hub.personas_import)
 personas_app.command("expand")(cli_personas.personas_expand)

@@ -1,5 +1,6 @@
-"""What every CLI command module shares: the consoles, the option types, the generation flags,
-one-line error handling, the model client and its banner, the progress display, job announcements.
+"""What every CLI command module shares: the consoles and how chatty they are (``-q``/``-v``), the
+option types, the generation flags, one-line error handling, the model client and its banner, the
+progress display, job announcements, and the one-object JSON result of ``--json``.
 
 Command modules (``personahub/cli/*.py``) import this module and nothing of each other;
 ``personahub/cli/app.py`` assembles them into the ``personahub`` app. Nothing here imports a command module.
@@ -8,10 +9,12 @@ Command modules (``personahub/cli/*.py``) import this module and nothing of each
 from __future__ import annotations
 
 import functools
+import json
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Protocol, TypeVar, cast
 
 import duckdb
 import typer
@@ -37,12 +40,55 @@ if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call 
 else:  # typer reads annotations at run time and takes no Union: the parser gives the value
     _ConcurrencyValue = Any
 
-# Markup is off on both consoles: messages, file names, hints and table cells hold user and data
+# Markup is off on every console: messages, file names, hints and table cells hold user and data
 # text (``pip install 'personahub[embed]'``, a path with ``[/]``) that must print verbatim. Our own
 # emphasis goes through ``say`` as styled ``Text`` pieces, never through markup.
+# ``console``: chatter on stderr (banners, progress, summaries, hints), silenced by ``-q``;
+# ``errors``: the one ``error:`` line and interrupt lines, on stderr whatever ``-q`` says;
+# ``out``: results on stdout (tables, exported data), moved to stderr under ``--json``.
 console = Console(stderr=True, markup=False)
+errors = Console(stderr=True, markup=False)
 out = Console(markup=False)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Chattiness:
+    """How much this invocation prints: -1 quiet (``-q``), 0 normal, 1 verbose (``-v``)."""
+
+    level: int = 0
+    asked: int = 0  # what -q/-v asked in this invocation (0: neither yet)
+
+
+_chat = Chattiness()
+
+
+def reset_cli_state() -> None:
+    """Back to normal chatter and results on stdout (each invocation starts here: tests run many
+    in one process)."""
+    _chat.level = _chat.asked = 0
+    console.quiet = False
+    out.stderr = False
+
+
+def request_verbosity(level: int) -> None:
+    """``-q`` (-1) or ``-v`` (1), on the root command or the command itself; both at once is a
+    usage error."""
+    if _chat.asked and _chat.asked != level:
+        raise typer.BadParameter("-q and -v cannot be combined")
+    _chat.asked = _chat.level = level
+    console.quiet = level < 0
+
+
+def verbosity() -> int:
+    """-1 under ``-q``, 1 under ``-v``, else 0."""
+    return _chat.level
+
+
+def detail(*parts: str | tuple[str, str]) -> None:
+    """A line only ``-v`` shows (settings, per-batch progress), on stderr."""
+    if _chat.level > 0:
+        say(*parts)
 
 
 class CountsCalls(Protocol):
@@ -51,12 +97,20 @@ class CountsCalls(Protocol):
     @property
     def stats(self) -> Any: ...
 
+MODEL_PANEL = "Model options"
+EXECUTOR_PANEL = "Executor options"
+# The choices, as the layers below list them (tests/cli/test_usage_errors.py compares them):
+CacheMode = Literal["off", "record", "replay"]  # agents/llm/cache.py
+StructuredSetting = Literal["auto", "json_schema", "json_object", "tools", "prompt"]  # llm/structured
+ExecutorName = Literal["local", "ray"]  # sim/executors
+
 DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
                                         help="DuckDB database file.")]
 LlmOption = Annotated[str | None, typer.Option(
-    "--llm", help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
-                  "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
-                  "Env: PERSONAHUB_LLM.")]
+    "--llm", rich_help_panel=MODEL_PANEL,
+    help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
+         "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
+         "Env: PERSONAHUB_LLM.")]
 # The offline engine ignores --concurrency on purpose: it answers in this process, with no server
 # or connection pool to protect, so a limit would only queue calls; with --offline-latency it
 # stands for a model whose every call waits that long at once (timed tests rely on that).
@@ -75,39 +129,47 @@ def parse_concurrency(value: Any) -> Any:
 
 
 ConcurrencyOption = Annotated[_ConcurrencyValue, typer.Option(
-    "--concurrency", parser=parse_concurrency, metavar="N|auto",
+    "--concurrency", parser=parse_concurrency, metavar="N|auto", rich_help_panel=MODEL_PANEL,
     help="Model calls in flight at most, per HTTP endpoint set, or 'auto': start at 2, grow "
          "while the server keeps up, halve on 429/503, timeouts or queueing (at most 64). The "
          "offline engine answers in process and ignores it.")]
-TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1,
-                                              help="Seconds before a model call is abandoned.")]
-StructuredOption = Annotated[str, typer.Option(
-    "--structured", help="How the JSON schema is asked for: auto (learn per endpoint from the "
-                         "first refusal), json_schema, json_object, tools or prompt.")]
+TimeoutOption = Annotated[float, typer.Option(
+    "--timeout", min=0.1, rich_help_panel=MODEL_PANEL,
+    help="Seconds before a model call is abandoned.")]
+StructuredOption = Annotated[StructuredSetting, typer.Option(
+    "--structured", rich_help_panel=MODEL_PANEL,
+    help="How the JSON schema is asked for: auto (learn per endpoint from the first refusal), "
+         "json_schema, json_object, tools or prompt.")]
 MaxTokensOption = Annotated[int | None, typer.Option(
-    "--max-tokens", min=1, max=MAX_TOKENS, help="Output tokens per model call at most (default: per output "
-                                "kind, 160-700).")]
+    "--max-tokens", min=1, max=MAX_TOKENS, rich_help_panel=MODEL_PANEL,
+    help="Output tokens per model call at most (default: per output kind, 160-700).")]
 TemperatureOption = Annotated[float | None, typer.Option(
-    "--temperature", min=0, max=2, help="Sampling temperature (default: the server's).")]
+    "--temperature", min=0, max=2, rich_help_panel=MODEL_PANEL,
+    help="Sampling temperature (default: the server's).")]
 TopPOption = Annotated[float | None, typer.Option(
-    "--top-p", min=0, max=1, help="Nucleus sampling top_p (default: the server's).")]
+    "--top-p", min=0, max=1, rich_help_panel=MODEL_PANEL,
+    help="Nucleus sampling top_p (default: the server's).")]
 OfflineLatencyOption = Annotated[float, typer.Option(
-    "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY",
+    "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY", rich_help_panel=MODEL_PANEL,
     help="Seconds the offline engine waits per call (to simulate a slow model).")]
-CacheOption = Annotated[str, typer.Option(
-    "--cache", help="Model answer cache: off, record (answer hits from the cache, record "
-                    "misses) or replay (cache only: no model call; a miss is an error).")]
+CacheOption = Annotated[CacheMode, typer.Option(
+    "--cache", rich_help_panel=MODEL_PANEL,
+    help="Model answer cache: off, record (answer hits from the cache, record misses) or "
+         "replay (cache only: no model call; a miss is an error).")]
 RpsOption = Annotated[float | None, typer.Option(
-    "--rps", min=0.001, help="Model requests per second at most (all endpoints together).")]
-ExecutorOption = Annotated[str, typer.Option(
-    "--executor", help="Where the model calls run: local (this process) or ray (Ray Data workers; "
-                       "the [ray] extra). The rows are the same either way.")]
+    "--rps", min=0.001, rich_help_panel=MODEL_PANEL,
+    help="Model requests per second at most (all endpoints together).")]
+ExecutorOption = Annotated[ExecutorName, typer.Option(
+    "--executor", rich_help_panel=EXECUTOR_PANEL,
+    help="Where the model calls run: local (this process) or ray (Ray Data workers; the [ray] "
+         "extra). The rows are the same either way.")]
 RayAddressOption = Annotated[str | None, typer.Option(
-    "--ray-address", envvar="RAY_ADDRESS",
+    "--ray-address", envvar="RAY_ADDRESS", rich_help_panel=EXECUTOR_PANEL,
     help="Ray cluster to use with --executor ray (default: a local Ray started for the job).")]
 RayWorkersOption = Annotated[int | None, typer.Option(
-    "--ray-workers", min=1, help="Ray workers asking the model, each with its own --concurrency "
-                                 "and --rps (default: one per CPU of the cluster).")]
+    "--ray-workers", min=1, rich_help_panel=EXECUTOR_PANEL,
+    help="Ray workers asking the model, each with its own --concurrency and --rps (default: "
+         "one per CPU of the cluster).")]
 
 
 def _failed_share(value: float | None) -> float | None:
@@ -118,7 +180,7 @@ def _failed_share(value: float | None) -> float | None:
 
 
 MaxFailedShareOption = Annotated[float | None, typer.Option(
-    "--max-failed-share", callback=_failed_share,
+    "--max-failed-share", callback=_failed_share, rich_help_panel=MODEL_PANEL,
     help="Stop when more than this share of a step's (or batch's) actions fail for the model's "
          "answers (invalid JSON, cut off at max_tokens, rejected by a check) after their one "
          "fresh sample; steps of fewer than 5 actions never stop for that. Endpoint failures "
@@ -152,9 +214,10 @@ def say(*parts: str | tuple[str, str], to: Console | None = None) -> None:
 
 
 def error_line(message: str) -> None:
-    """Print ``error: MESSAGE`` as one line on stderr (never wrapped, markup not interpreted)."""
+    """Print ``error: MESSAGE`` as one line on stderr (never wrapped, markup not interpreted,
+    shown under ``-q`` too)."""
     first = " ".join(str(message).split()) or "unknown error"
-    say(("error:", "bold red"), " ", first)
+    say(("error:", "bold red"), " ", first, to=errors)
 
 
 def one_line_errors(func: F) -> F:
@@ -184,7 +247,7 @@ def one_line_errors(func: F) -> F:
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             line = str(exc) if isinstance(exc, Stopped) else f"interrupted by {signal_name(exc)}"
-            say((line, "bold red"))
+            say((line, "bold red"), to=errors)
             raise typer.Exit(exit_code(exc)) from None
         except Exception:
             raise  # a bug: its traceback is what to report
@@ -232,16 +295,25 @@ def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, t
             unreachable(label)
     if announce:
         banner(client)
+    if verbosity() > 0:
+        from personahub.agents.llm.endpoint_specs import redact_spec
+
+        detail(f"model: {redact_spec(resolve_spec(llm))}; seed {seed}, concurrency {concurrency}, "
+               f"timeout {timeout:g}s, rps {rps if rps is not None else 'unlimited'}, "
+               + ", ".join(f"{k} {v}" for k, v in (flags or ModelFlags()).settings().items()
+                           if v is not None))
     return client
 
 
 def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Progress:
     """A progress display (with the client's call counts when it calls a model, or ``counts``:
-    a ``progress.LateCounts`` for a client the job kernel builds later)."""
+    a ``progress.LateCounts`` for a client the job kernel builds later): nothing under ``-q``,
+    a line per update (each batch or step) under ``-v``."""
     from personahub.cli.progress import JobProgress
 
     return JobProgress(console, counts if counts is not None
-                       else client.stats if client is not None else None)
+                       else client.stats if client is not None else None,
+                       every_update=verbosity() > 0)
 
 
 def started(what: str, key: str, db: Path) -> None:
@@ -265,6 +337,42 @@ def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]
         if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
             chosen.append("--" + name.replace("_", "-"))
     return chosen
+
+
+def json_mode(on: bool) -> bool:
+    """Under ``--json`` stdout holds only the result object: ``out`` writes to stderr (the
+    ``--json`` option's callback; ``reset_cli_state`` puts it back)."""
+    if on:
+        out.stderr = True
+    return on
+
+
+JsonOption = Annotated[bool, typer.Option(
+    "--json", callback=json_mode,
+    help="When done, print one JSON object on stdout: ids, status, counts, paths (what the "
+         "command prints there otherwise goes to stderr).")]
+
+
+def emit_json(command: str, *, status: str, ids: Mapping[str, str | None],
+              counts: Mapping[str, int | float | None] | None = None,
+              paths: Mapping[str, str | Path | None] | None = None, **more: Any) -> None:
+    """Print a command's result as one JSON object on one line of stdout, for scripts, e.g.
+
+        {"command": "synthesize", "status": "done", "job_id": "...", "counts": {"items": 50},
+         "paths": {"db": "hub.duckdb", "out": "math.jsonl"}}
+
+    ``ids`` become top-level keys (``job_id``, ``run_id``); ``status`` is the job's stored status
+    (``done``, ``failed``, ``interrupted``...); ``paths`` as given (None left out); ``more`` adds
+    command-specific keys. A command taking ``--json`` declares ``as_json: JsonOption = False``
+    (its callback sends ``out`` to stderr) and calls this function last, when ``as_json``; also
+    when the job fails after it started: the object then says so, and the exit stays non-zero.
+    """
+    record: dict[str, Any] = {"command": command, "status": status, **ids,
+                              "counts": dict(counts or {}),
+                              "paths": {k: str(v) for k, v in (paths or {}).items() if v is not None}}
+    record.update(more)
+    sys.stdout.write(json.dumps(record, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def missing_argument(ctx: typer.Context, name: str) -> NoReturn:

@@ -11,7 +11,7 @@ in the scripts its embedder was trained on; the summary counts the others ("skip
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -98,7 +98,8 @@ def personas_dedup(
              "stage 2. An embedder judges only texts in the scripts it was trained on (local "
              "MiniLM: Latin); the others are left to stage 1.")] = "hash",
     embed_threshold: Annotated[float, typer.Option(help="Stage 2: cosine threshold.")] = 0.9,
-    ann: Annotated[str, typer.Option(help="Stage 2 index: auto, ivf, faiss, usearch.")] = "auto",
+    ann: Annotated[Literal["auto", "ivf", "usearch", "faiss"], typer.Option(
+        help="Stage 2 index.")] = "auto",
     batch_size: Annotated[int, typer.Option(
         min=1, help="Stage 2: personas embedded per transaction.")] = 50_000,
     cache: CacheOption = "off",

@@ -7,7 +7,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, cast
+from typing import Annotated, Any, BinaryIO, Literal, cast
 
 import typer
 from rich.table import Table
@@ -23,7 +23,10 @@ from personahub.core.validate import MAX_SEED
 def personas_import(
     file: Annotated[Path, typer.Argument(help="Persona file (JSONL, CSV, Parquet; .gz allowed).")],
     db: DbOption = Path(DEFAULT_DB),
-    fmt: Annotated[str, typer.Option("--format", help="Format name, or auto.")] = "auto",
+    fmt: Annotated[Literal["auto", "personahub", "personahub-synth", "finepersonas", "attributes",
+                           "jsonl", "csv", "parquet"], typer.Option(
+        "--format", help="The file's format (auto: from the extension and, for JSONL, the keys "
+                         "of the first record).")] = "auto",
     text_column: Annotated[str | None, typer.Option(help="Column holding the persona text.")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Personas per transaction.")] = 50_000,
@@ -96,7 +99,8 @@ def personas_sample(
                                                 '({"persona": ...} per line) here.')] = None,
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     with_attributes: Annotated[bool, typer.Option(help="JSONL: add the attributes as fields.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="Printed: table, jsonl or ids.")] = "table",
+    fmt: Annotated[Literal["table", "jsonl", "ids"], typer.Option(
+        "--format", help="What is printed.")] = "table",
     show: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 50,
 ) -> None:
     """Carve the hub: select by attribute, text or neighbourhood, then sample (seeded)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -61,8 +61,8 @@ def interview(
     step: Annotated[int | None, typer.Option(
         "--step", min=0, help="Answer from the agents' state after this step (0: before the "
                               "first; default: the run's last committed step).")] = None,
-    output: Annotated[str, typer.Option(
-        "--format", help="table (default) or json.")] = "table",
+    output: Annotated[Literal["table", "json"], typer.Option(
+        "--format", help="How the answers are printed.")] = "table",
     llm: LlmOption = None,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,

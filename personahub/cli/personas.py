@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -377,8 +377,9 @@ def personas_from_text(
     limit: Annotated[int | None, typer.Option(min=1, help="Use the first N texts only.")] = None,
     per_text: Annotated[int, typer.Option(min=1, max=10, help="Personas per text and relation, "
                                                               "at most.")] = 1,
-    split: Annotated[str, typer.Option(help="Plain text: 'paragraph' (blank-line separated) "
-                                            "or 'line'.")] = "paragraph",
+    split: Annotated[Literal["paragraph", "line"], typer.Option(
+        help="Plain text: one text per paragraph (blank-line separated) or per line.")
+    ] = "paragraph",
     corpus_name: Annotated[str | None, typer.Option("--corpus", help="Corpus name for provenance and "
                                                     "resume (default: the file name).")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,

@@ -1,5 +1,6 @@
 """Progress of long model-calling work: a live bar on a terminal, a plain line every few seconds
-otherwise (logs, CI, pipes), both with calls/s, tokens, failures and ETA."""
+otherwise (logs, CI, pipes), both with calls/s, tokens, failures and ETA; nothing on a quiet
+console (``-q``), and a line per update, i.e. per batch or step, when asked (``-v``)."""
 
 from __future__ import annotations
 
@@ -97,15 +98,17 @@ class JobProgress(Progress):
     """``rich`` progress with model-call counts; without a terminal, a line every ``every_s``."""
 
     def __init__(self, console: Console, stats: CallCounts | None = None, *,
-                 every_s: float | None = None) -> None:
+                 every_s: float | None = None, every_update: bool = False) -> None:
         columns: list[str | ProgressColumn] = [TextColumn("{task.description}", markup=False), BarColumn(),
                                                MofNCompleteColumn(), TimeElapsedColumn(),
                                                TimeRemainingColumn()]
         if stats is not None:
             columns.append(_CallsColumn(stats))
         plain = not console.is_terminal and "PERSONAHUB_PROGRESS" not in os.environ
-        super().__init__(*columns, console=console, transient=False, disable=plain)
+        super().__init__(*columns, console=console, transient=False,
+                         disable=plain or console.quiet)
         self.stats = stats
+        self.every_update = every_update and not console.quiet
         self.every_s = every_s if every_s is not None else float(
             os.environ.get("PERSONAHUB_PROGRESS_EVERY", LINE_EVERY_S))
         self._stop = threading.Event()
@@ -122,6 +125,19 @@ class JobProgress(Progress):
             parts.append(calls_text(self.stats))
         return "; ".join(parts)
 
+    def update(self, task_id: Any, *args: Any, **kwargs: Any) -> None:
+        """Rich's update; with ``every_update``, a progress line when a count moved."""
+        before = self._tasks[task_id].completed if task_id in self._tasks else None
+        super().update(task_id, *args, **kwargs)
+        if self.every_update and self._tasks[task_id].completed != before:
+            self._print_line()
+
+    def advance(self, task_id: Any, advance: float = 1) -> None:
+        """Rich's advance; with ``every_update``, a progress line."""
+        super().advance(task_id, advance)
+        if self.every_update:
+            self._print_line()
+
     def _report(self) -> None:
         while not self._stop.wait(self.every_s):
             self._print_line()
@@ -134,7 +150,7 @@ class JobProgress(Progress):
 
     def __enter__(self) -> JobProgress:
         super().__enter__()
-        if self.disable and self.every_s > 0:
+        if self.disable and self.every_s > 0 and not self.console.quiet:
             self._thread = threading.Thread(target=self._report, name="progress-lines", daemon=True)
             self._thread.start()
         return self

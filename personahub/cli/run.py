@@ -176,11 +176,12 @@ def _resumed(run_id: str, db: Path, llm: str | None, offline_latency: float, whe
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
-    """Progress callback: the bar on a terminal, else one ``step N/M committed`` line per step."""
+    """Progress callback: the bar on a terminal, else one ``step N/M committed`` line per step
+    (none under ``-q``)."""
     tasks: dict[str, Any] = {}
 
     def hook(phase: str, done: int, total: int | None) -> None:
-        if phase == "step" and bar.disable:
+        if phase == "step" and bar.disable and not bar.console.quiet:
             sys.stderr.write(f"step {done}/{total} committed\n")
             sys.stderr.flush()
         label = "expanding graph" if phase == "expand" else "simulating steps"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -25,9 +25,9 @@ def serve(
         help="Share of answers whose last string repeats until max_tokens (cut off), unless the "
              "request's schema bounds it with maxLength (then the JSON closes), as "
              "grammar-constrained servers do with small models.")] = 0.0,
-    dialect: Annotated[str, typer.Option(
-        help="Answer as: openai, openai-strict, vllm, vllm-legacy, llama-cpp-python, ollama, "
-             "tools-only.")] = "openai",
+    dialect: Annotated[Literal["openai", "openai-strict", "vllm", "vllm-legacy",
+                               "llama-cpp-python", "ollama", "tools-only"], typer.Option(
+        help="Answer as this server does.")] = "openai",
     retry_after: Annotated[float | None, typer.Option(
         min=0, help="Seconds sent as Retry-After on 429/503 answers.")] = None,
     model: Annotated[list[str] | None, typer.Option(

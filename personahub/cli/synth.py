@@ -5,7 +5,7 @@ layer)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -69,11 +69,13 @@ def synthesize(
         "--carve", help="Carve condition KEY OP VALUE as in personas sample -w (OP one of "
                         "= != >= <= > < ~), e.g. \"age>30\" or \"occupation~nurse\"; repeat "
                         "to require several; combines with --personas.")] = None,
-    sample: Annotated[str, typer.Option(
+    sample: Annotated[Literal["uniform", "head"], typer.Option(
         help="uniform: a seeded uniform sample of --n; head: the first --n in hub order.")
     ] = "uniform",
-    prompting: Annotated[str, typer.Option(
-        help="zero-shot, few-shot or persona-few-shot.")] = "zero-shot",
+    prompting: Annotated[Literal["zero-shot", "few-shot", "persona-few-shot"], typer.Option(
+        help="zero-shot: persona and task only; few-shot: demonstrations before the task; "
+             "persona-few-shot: each demonstration with the persona it came from.")
+    ] = "zero-shot",
     examples: Annotated[Path | None, typer.Option(
         help="JSONL demonstrations {\"text\": ..., \"persona\"?: ...} or a Persona Hub "
              "file (default for the few-shot modes: the task's shipped ones, builtin:TASK).")] = None,
@@ -219,7 +221,7 @@ def export_cmd(
     out_file: Annotated[Path, typer.Option("--out", help="Output file.")],
     job: Annotated[str | None, typer.Option(help="Synthesis job id.")] = None,
     run: Annotated[str | None, typer.Option(help="Simulation run id.")] = None,
-    fmt: Annotated[str, typer.Option(
+    fmt: Annotated[Literal["personahub", "chat", "parquet", "hf"], typer.Option(
         "--format", help="personahub (JSONL), chat (JSONL), parquet (content and solution as "
                          "structs), or hf (a folder in the Hugging Face Hub's layout: "
                          "data/*.parquet and a dataset card that datasets.load_dataset reads; "

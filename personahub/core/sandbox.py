@@ -147,18 +147,35 @@ def run_user_sql(con: duckdb.DuckDBPyConnection, query: str,
     """Run every statement of ``query`` on ``con`` (from ``user_sql_connection``); returns the
     connection holding the last statement's result. Every statement is checked before the
     first runs, so a refused one leaves nothing half done."""
-    plan = [checked_statement(con, statement, access)
+    for _ in user_sql_statements(con, query, access):
+        pass
+    return con
+
+
+def user_sql_statements(con: duckdb.DuckDBPyConnection, query: str,
+                        access: FileAccess) -> Iterator[str]:
+    """Run the statements of ``query`` on ``con`` one by one, checked as ``run_user_sql`` does;
+    after each, yield its kind (``SELECT``, ``CREATE``...) with its result ready to fetch from
+    ``con`` (fetch it before the next one runs)."""
+    plan = [(_kind(statement), *checked_statement(con, statement, access))
             for statement in con.extract_statements(query)]
     if not plan:
         raise SandboxRefusal("the SQL holds no statement")
-    for text, attach in plan:
+    for kind, text, attach in plan:
         before = _writable_databases(con) if attach else set()
         con.execute(text)
         if attach and (_writable_databases(con) - before):
             for name in _writable_databases(con) - before:
                 con.execute(f'DETACH "{name}"')
             raise SandboxRefusal("ATTACH opened a database for writing; it was detached")
-    return con
+        yield kind
+
+
+def _kind(statement: duckdb.Statement) -> str:
+    try:
+        return statement.type.name
+    except ValueError:  # a kind the Python API cannot name (checked_statement refuses it)
+        return "UNKNOWN"
 
 
 _EXTENSIONS = "installing, loading or updating extensions is disabled"

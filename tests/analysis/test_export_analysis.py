@@ -266,13 +266,14 @@ def test_views_on_database_without_synth_tables(tmp_path: Path) -> None:
 def test_sql_command_accepts_files(data: dict, tmp_path: Path) -> None:
     runner = CliRunner()
     query = tmp_path / "q.sql"
-    query.write_text("-- two statements; the last one prints\nSELECT 1;\n"
+    query.write_text("-- two statements: both print, in order\nSELECT 1 AS one;\n"
                      "SELECT kind, n FROM v_duplicate_rate WHERE source = 'job' ORDER BY kind;\n")
     for args in (["sql", str(query)], ["sql", "--file", str(query)]):
         result = runner.invoke(app, [*args, "--db", str(data["db"]), "--format", "csv"])
         assert result.exit_code == 0, result.output
-        assert result.stdout.splitlines()[0] == "kind,n"
-        assert "math_problem,5" in result.stdout
+        first, second = result.stdout.split("\n\n")
+        assert first == "one\n1" and second.splitlines()[0] == "kind,n"
+        assert "math_problem,5" in second
     result = runner.invoke(app, ["sql", "--db", str(data["db"]), "--format", "jsonl",
                                  str(query_files()["synth_jobs"])])
     assert result.exit_code == 0

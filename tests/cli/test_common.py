@@ -19,13 +19,14 @@ TRICKY = "pip install 'personahub[embed]' from a[/]b [bold]c[/bold]"
 def test_say_and_error_line_print_every_character(monkeypatch: pytest.MonkeyPatch) -> None:
     buffer = io.StringIO()
     monkeypatch.setattr(cli_common, "console", Console(file=buffer, markup=False, width=40))
+    monkeypatch.setattr(cli_common, "errors", cli_common.console)
     cli_common.say("x ", (TRICKY, "bold"))
     cli_common.error_line(TRICKY)
     assert buffer.getvalue().splitlines() == [f"x {TRICKY}", f"error: {TRICKY}"]
 
 
 def test_both_consoles_leave_markup_alone() -> None:
-    for console in (cli_common.console, cli_common.out):
+    for console in (cli_common.console, cli_common.errors, cli_common.out):
         assert console._markup is False  # noqa: SLF001 - the setting under test
 
 

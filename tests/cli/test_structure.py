@@ -1,6 +1,7 @@
 """The CLI is the outermost layer: its modules import without a circle (command modules import
-only ``cli.common``, and ``cli.app`` assembles them), and none of them holds SQL — database
-access goes through the store, kernel and analysis modules."""
+only ``cli.common``, the framework modules ``cli.base`` and ``cli.helpfmt`` are used by ``cli.app``
+alone, and ``cli.app`` assembles them), and none of them holds SQL — database access goes
+through the store, kernel and analysis modules."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ CLI = Path(__file__).resolve().parents[2] / "personahub" / "cli"
 CLI_MODULES = sorted(p.stem for p in CLI.glob("*.py") if p.stem != "__init__")
 ASSEMBLER, COMMON, PROGRESS = "app", "common", "progress"
 SHARED = {COMMON, PROGRESS}
+FRAMEWORK = {"base", "helpfmt"}  # the app's conventions: command classes, help rendering
 SQL_START = re.compile(r"^\s*(select|insert|update|delete|create|drop|alter)\s", re.IGNORECASE)
 
 
@@ -73,10 +75,14 @@ def test_cli_modules_import_without_a_circle() -> None:
     graph = {name: imported_cli_modules(name) for name in CLI_MODULES}
     assert find_cycle(graph) is None, graph
     assert graph[PROGRESS] == set() and graph[COMMON] <= {PROGRESS}
-    for name in set(CLI_MODULES) - {ASSEMBLER, *SHARED}:  # command modules: only the shared ones
+    for name in FRAMEWORK:
+        assert graph[name] <= SHARED | FRAMEWORK, (name, graph[name])
+    for name in set(CLI_MODULES) - {ASSEMBLER, *SHARED, *FRAMEWORK}:  # command modules
         assert graph[name] <= SHARED, (name, graph[name])
-    # it registers every command module
-    assert graph[ASSEMBLER] - {PROGRESS} == set(CLI_MODULES) - {ASSEMBLER, PROGRESS}
+    # it registers every command module, and builds the app from base's classes
+    assert graph[ASSEMBLER] - {PROGRESS, *FRAMEWORK} == set(CLI_MODULES) - {ASSEMBLER, PROGRESS,
+                                                                             *FRAMEWORK}
+    assert "base" in graph[ASSEMBLER] and "helpfmt" in graph["base"]
 
 
 @pytest.mark.parametrize("name", CLI_MODULES)

@@ -226,7 +226,7 @@ def sha(db: Path) -> str:
     (("--run", "{run}", "--carve", "hop>5", "q"), "no agent of run {run} matches"),
     (("--run", "{run}", "--carve", "hop", "q"), "expected KEY OP VALUE"),
     (("--run", "{run}", "q"), "give --agent"),
-    (("--run", "{run}", "--agent", "1", "--format", "xml", "q"), "--format xml"),
+    (("--run", "{run}", "--agent", "1", "--format", "xml", "q"), "--format 'xml'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(db_copy, args, says):
     db, run_id = db_copy

@@ -417,7 +417,7 @@ def test_serve_refuses_an_unknown_dialect_in_one_line():
 
     result = CliRunner().invoke(app, ["serve", "--port", "0", "--dialect", "tgi"])
     assert result.exit_code == 2  # a usage error
-    assert result.stderr.strip().startswith("error: --dialect 'tgi': choose one of openai")
+    assert result.stderr.strip().startswith("error: --dialect 'tgi': use one of openai")
 
 
 def test_chunked_bodies_are_read(server):
