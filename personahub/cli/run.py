@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
@@ -124,6 +125,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
         config = run_options(scenario, db, steps, seed, llm, concurrency, timeout, offline_latency,
                              cache, rps, price_in, price_out, flags, where, max_failed_share)
     counts = LateCounts()
+    bar = job_progress(counts=counts)
+    shown = ExitStack()
 
     def ready(client: Any) -> None:  # the input is checked and nothing is written yet
         counts.follow(client.stats)
@@ -131,6 +134,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
         if resume is None:
             say("scenario: ", (config.scenario.name, "bold"),
                 f" ({scenario}) seed={config.run_seed} db={db}")
+        shown.enter_context(bar)  # progress from here: a refused input prints its one line only
 
     def on_start(run_id: str, resumed: bool) -> None:
         if resumed:
@@ -140,7 +144,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
         if watcher is not None:
             watcher.start(run_id)
 
-    with job_progress(counts=counts) as bar:
+    with shown:
         summary = run_simulation(config, resume=resume, progress=step_progress(bar),
                                  on_ready=ready, on_start=on_start, warn=unreachable)
     print_summary(summary)
