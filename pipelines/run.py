@@ -45,7 +45,7 @@ from typing import Any
 from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.cache import check_replay_file
 from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import LLMSettings, parse_concurrency
+from personahub.agents.llm.settings import DEFAULT_MAX_RETRIES, LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
 from personahub.analysis.kept import kept_lines
 from personahub.core.contracts import StructuredCaller
@@ -100,7 +100,7 @@ class RunConfig:
     llm: str = engine("offline", identity=True, secret=True)
     concurrency: Concurrency = engine(16)
     timeout_s: float = engine(60.0)
-    max_retries: int = engine(3)
+    max_retries: int = engine(DEFAULT_MAX_RETRIES)
     chunk_size: int = engine(128)
     offline_latency_s: float = engine(0.0)
     cache: str = engine("off")  # off | record | replay (agents/llm/cache.py)

@@ -13,6 +13,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -23,6 +24,7 @@ from personahub.cli.common import (
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    PreviewOption,
     RayAddressOption,
     RayWorkersOption,
     RpsOption,
@@ -34,6 +36,7 @@ from personahub.cli.common import (
     job_progress,
     one_line_errors,
     out,
+    print_preview,
     say,
     started,
     unreachable,
@@ -86,19 +89,22 @@ def run(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    preview: PreviewOption = DEFAULT_PREVIEW,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
     from personahub.analysis.live_view import RunView
 
     watcher = RunView(db, view_port, say) if view else None  # the port is taken now, or refused
     try:
-        _run(scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
-             price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
-             Where(executor, ray_address, ray_workers), max_failed_share)
+        summary = _run(
+            scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
+            price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
+            Where(executor, ray_address, ray_workers), max_failed_share)
     except BaseException:
         if watcher is not None:
             watcher.stop()
         raise
+    print_preview("run", summary.run_id, preview, db=Path(summary.db))
     if watcher is not None:
         watcher.linger()
 
@@ -106,9 +112,9 @@ def run(
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
          concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
-         watcher: Any, where: Where, max_failed_share: float | None = None) -> None:
+         watcher: Any, where: Where, max_failed_share: float | None = None) -> Any:
     """The run (or resume) itself, on the job kernel; ``watcher`` (a ``RunView``) starts once
-    the run is known."""
+    the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
     from personahub.cli.progress import LateCounts
 
@@ -148,6 +154,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
         summary = run_simulation(config, resume=resume, progress=step_progress(bar),
                                  on_ready=ready, on_start=on_start, warn=unreachable)
     print_summary(summary)
+    return summary
 
 
 def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None, llm: str | None,

@@ -385,3 +385,42 @@ def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     finally:
         con.close()
     assert judged == ok and 1 <= judged[0][0] <= 3
+
+
+def test_calibrate_five_questions_three_groups(llama: LlamaServer, tmp_path: Path) -> None:
+    """``personahub calibrate`` on SmolLM2: 5 questions x 3 groups, 2 personas per group, to
+    its end; every answer is one of its question's options, the scores table holds the model
+    beside the three baselines, and the report draws the per-group chart."""
+    from tests.pipelines.calibrate_fixtures import (
+        FIVE_COUNTS,
+        FIVE_QUESTIONS,
+        make_population,
+        write_survey,
+    )
+
+    db = tmp_path / "calibrate.duckdb"
+    survey = write_survey(tmp_path / "survey.csv", FIVE_QUESTIONS, FIVE_COUNTS)
+    population = make_population(tmp_path, db, n=30)
+    code, output = invoke("calibrate", str(survey), "--population", population, "--n", "2",
+                          "--no-persona-n", "2", "--db", str(db), "--llm", llama.spec,
+                          "--concurrency", "auto", "--timeout", "120")
+    assert_ends_clearly(code, output)
+    assert_accounted(db, llama, "purpose = 'survey:calibrate'", kept_floor=code == 0)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        answered = con.execute("SELECT question_id, answer FROM calibration_answers").fetchall()
+        groups = con.execute("SELECT DISTINCT attribute, grp FROM calibration_panels").fetchall()
+        sources = {r[0] for r in con.execute("SELECT DISTINCT source FROM calibration_scores")
+                   .fetchall()}
+        job_id = con.execute("SELECT job_id FROM calibration_jobs").fetchall()[0][0]
+    finally:
+        con.close()
+    assert len(groups) == 3 and {q for q, _ in answered} <= set(FIVE_QUESTIONS)
+    assert all(answer in FIVE_QUESTIONS[qid][1] for qid, answer in answered)
+    if code == 0:
+        assert sources == {"model", "uniform", "human_overall", "no_persona"}
+        assert "human_overall" in output and "SEX" in output
+        code, output = invoke("report", "--calibration", job_id, "--db", str(db), "--out",
+                              str(tmp_path / "report"))
+        assert code == 0, output
+        assert (tmp_path / "report" / "calibration_groups.png").stat().st_size > 0

@@ -69,7 +69,7 @@ def test_doctor_exits_1_with_one_line_when_every_request_is_refused(server) -> N
 
 
 def test_doctor_exits_1_when_the_answers_are_never_json(server) -> None:
-    srv = server(malformed_rate=1.0)
+    srv = server(malformed_rate=1.0, stubborn=True)  # repair prompts get broken JSON too
     line = one_line_error(invoke("doctor", "--llm", f"{srv.base_url}?model=offline", *QUICK))
     assert "cannot serve a job: no structured mode works (json_schema: invalid" in line
 
