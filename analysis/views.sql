@@ -39,7 +39,8 @@ FROM llm_calls GROUP BY run_id
 -- the run's own --price-in/--price-out (its jobs.config) first, else the prices table row for the
 -- call's model name (llm_calls.model without '@URL' or 'openai:'); the offline engine costs 0.
 -- Attempts sent in a batch (llm_calls.batch_id set) are priced at the batch price: the run's
--- own batch_price_in/out options, else half the run's own price, else the prices table's
+-- own batch_price_in/out options (at the top of its config, or under 'options' before the job
+-- kernel), else half the run's own price, else the prices table's
 -- batch_price_in/out, else half its price_in/out (the OpenAI Batch API's discount).
 -- Answers from the record/replay cache (llm_calls.cached) are not billed: their tokens and what
 -- they would have cost are reported apart. cost_usd is NULL when a billed call has no price.
@@ -58,11 +59,15 @@ WITH calls AS (
 ), options AS (
     SELECT c.*, p.price_in AS table_in, p.price_out AS table_out,
            p.batch_price_in AS table_batch_in, p.batch_price_out AS table_batch_out,
-           try_cast(json_extract_string(r.config, '$.options.price_in') AS DOUBLE) AS run_in,
-           try_cast(json_extract_string(r.config, '$.options.price_out') AS DOUBLE) AS run_out,
-           try_cast(json_extract_string(r.config, '$.options.batch_price_in') AS DOUBLE)
+           try_cast(coalesce(json_extract_string(r.config, '$.price_in'),
+                            json_extract_string(r.config, '$.options.price_in')) AS DOUBLE) AS run_in,
+           try_cast(coalesce(json_extract_string(r.config, '$.price_out'),
+                            json_extract_string(r.config, '$.options.price_out')) AS DOUBLE) AS run_out,
+           try_cast(coalesce(json_extract_string(r.config, '$.batch_price_in'),
+                            json_extract_string(r.config, '$.options.batch_price_in')) AS DOUBLE)
                AS run_batch_in,
-           try_cast(json_extract_string(r.config, '$.options.batch_price_out') AS DOUBLE)
+           try_cast(coalesce(json_extract_string(r.config, '$.batch_price_out'),
+                            json_extract_string(r.config, '$.options.batch_price_out')) AS DOUBLE)
                AS run_batch_out,
            CASE WHEN c.model_name = 'offline' THEN 0.0 END AS free
     FROM calls c

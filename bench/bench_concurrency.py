@@ -232,7 +232,8 @@ def simulate(url: str, agents: int, steps: int, concurrency: int) -> tuple[int, 
     """(model calls, seconds of the steps phase) of one ``run_scenario`` run."""
     import duckdb
 
-    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.api import run_simulation
+    from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
 
     with tempfile.TemporaryDirectory() as folder:
@@ -241,7 +242,7 @@ def simulate(url: str, agents: int, steps: int, concurrency: int) -> tuple[int, 
         scenario = load_scenario(write_scenario(base / "conc.py", people, steps=steps,
                                                 name="concurrency"))
         db = base / "conc.duckdb"
-        summary = run_scenario(scenario, RunOptions(db=db, llm=f"{url}?model=offline",
+        summary = run_simulation(RunConfig(scenario=scenario, db=db, llm=f"{url}?model=offline",
                                                     concurrency=concurrency, timeout_s=60))
         con = duckdb.connect(str(db), read_only=True)
         calls = con.execute("select count(*) from llm_calls").fetchone()[0]

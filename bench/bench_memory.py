@@ -48,7 +48,7 @@ def rss_mib() -> float:
 def _configure(variant: str) -> None:
     """Swap in the parts a variant runs with (in this process only)."""
     import personahub.personas.near_dup as near_dup
-    import personahub.sim.runlog as runlog
+    import personahub.sim.store as runlog
 
     if variant in ("before", "no-release"):
         runlog.release_cached_blocks = lambda con, **_: None  # type: ignore[assignment]
@@ -71,7 +71,8 @@ def _configure(variant: str) -> None:
 
 def child(args: argparse.Namespace) -> None:
     """Run one variant and print its figures as one JSON line."""
-    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.api import run_simulation
+    from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
 
     _configure(args.child)
@@ -90,7 +91,7 @@ def child(args: argparse.Namespace) -> None:
         people = write_personas(base / "people.jsonl", args.agents, seed=7)
         scenario = load_scenario(write_scenario(base / "memory.py", people, steps=args.steps,
                                                 name="memory"))
-        summary = run_scenario(scenario, RunOptions(db=base / "memory.duckdb"), progress=progress)
+        summary = run_simulation(RunConfig(scenario=scenario, db=base / "memory.duckdb"), progress=progress)
     steps_s = stepped[args.steps] - stepped[args.warmup]
     print(json.dumps({"marks": marks, "duplicates": summary.duplicates,
                       "emissions": sum(summary.emissions_by_kind.values()),

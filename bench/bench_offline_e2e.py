@@ -16,7 +16,8 @@ from pathlib import Path
 
 import duckdb
 
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.api import run_simulation
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "bench.duckdb"
         started = time.perf_counter()
-        summary = run_scenario(scenario, RunOptions(db=db))
+        summary = run_simulation(RunConfig(scenario=scenario, db=db))
         total_s = time.perf_counter() - started
         con = duckdb.connect(str(db), read_only=True)
         actions, first, last = con.execute(

@@ -32,11 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from personahub.agents.llm.client import make_client
 from personahub.agents.llm.offline_text import split_sections
 from personahub.agents.llm.prompt_prefix import SharedPrefixMeter
 from personahub.agents.prompts.budget import PromptBudget, count_prompt_tokens, count_tokens
 from personahub.agents.schemas import EMISSION_SCHEMAS
-from personahub.sim.runner import RunOptions, client_for_run, run_scenario
+from personahub.api import run_simulation
+from personahub.pipelines.run import RUN, RunConfig
 from personahub.sim.scenario import Scenario, load_scenario
 
 PERSONA_HUB = "Create a math problem with the following persona: {persona}"
@@ -46,8 +48,8 @@ Prompt = tuple[int, str, list[Any]]  # (step, persona text, messages)
 def record_prompts(scenario: Scenario, steps: int) -> list[Prompt]:
     """Run ``scenario`` offline and keep every prompt made during the steps."""
     with tempfile.TemporaryDirectory() as folder:
-        options = RunOptions(db=Path(folder) / "bench.duckdb", steps=steps)
-        client = client_for_run(options, scenario.seed)
+        options = RunConfig(scenario=scenario, db=Path(folder) / "bench.duckdb", steps=steps)
+        client = make_client(RUN.model_settings(options))
         prompts: list[Prompt] = []
         structured = client.structured
 
@@ -58,7 +60,7 @@ def record_prompts(scenario: Scenario, steps: int) -> list[Prompt]:
             return await structured(schema, messages, **kwargs)
 
         client.structured = recording  # type: ignore[method-assign]
-        run_scenario(scenario, options, client=client)
+        run_simulation(options, client=client)
     return prompts
 
 

@@ -83,17 +83,18 @@ def run_tables(db: Path, run_id: str) -> list[tuple]:
 
 def time_run(tmp: Path, args: argparse.Namespace, executor: str,
              workers: int | None) -> tuple[float, list[tuple]]:
-    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.api import run_simulation
+    from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
 
     people = _synthetic.write_personas(tmp / "run-people.jsonl", args.run_agents)
     scenario = load_scenario(_synthetic.write_scenario(tmp / "run_bench.py", people,
                                                        steps=args.run_steps))
     db = tmp / f"run-{executor}-{workers}.duckdb"
-    options = RunOptions(db=db, offline_latency_s=args.run_latency, executor=executor,
-                         ray_workers=workers)
+    options = RunConfig(scenario=scenario, db=db, offline_latency_s=args.run_latency,
+                        executor=executor, ray_workers=workers)
     t0 = time.perf_counter()
-    summary = run_scenario(scenario, options)
+    summary = run_simulation(options)
     return time.perf_counter() - t0, run_tables(db, summary.run_id)
 
 

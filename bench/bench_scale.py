@@ -36,16 +36,16 @@ def peak_rss_mib() -> float:
 # (module, class or "", attribute, label): the setup steps of ``run_scenario``, in order
 SETUP_STEPS = (
     ("personahub.sim.runner", "", "load_scenario_personas", "read personas"),
-    ("personahub.sim.runner", "", "upsert_personas", "insert personas"),
+    ("personahub.pipelines.run", "", "upsert_personas", "insert personas"),
     ("personahub.sim.runner", "", "save_acquaintances", "acquaintance links"),
     ("personahub.sim.runner", "", "social_edges", "social graph"),
-    ("personahub.sim.runlog", "RunLog", "add_agents", "insert run agents/edges"),
+    ("personahub.sim.store", "", "add_agents", "insert run agents/edges"),
     ("personahub.sim.society", "SocietyModel", "__init__", "Mesa model and agents"),
     # the smaller parts of what used to be "other"
-    ("personahub.sim.runner", "", "client_for_run", "model client"),
-    ("personahub.sim.runner", "", "connect", "open database"),
+    ("personahub.runtime", "StandardModels", "build", "model client"),
+    ("personahub.core.kernel", "", "connect", "open database"),
     ("personahub.sim.runner", "", "check_references", "check references"),
-    ("personahub.sim.runlog", "RunLog", "start", "runs row"),
+    ("personahub.core.kernel", "", "_record", "runs and jobs rows"),
 )
 
 
@@ -124,7 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     import duckdb
 
-    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.api import run_simulation
+    from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
 
     phases: dict[str, float] = {}
@@ -149,7 +150,7 @@ def main() -> None:
         started = last[0] = time.perf_counter()
         if profiler:
             profiler.enable()
-        summary = run_scenario(scenario, RunOptions(db=base / "scale.duckdb"), progress=progress)
+        summary = run_simulation(RunConfig(scenario=scenario, db=base / "scale.duckdb"), progress=progress)
         if profiler:
             profiler.disable()
         total_s = time.perf_counter() - started

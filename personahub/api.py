@@ -1,8 +1,8 @@
 """The Python API: each job as a plain call and an ``async`` twin, returning a handle whose tables
 read as pandas DataFrames (``personahub.results``).
 
-Thin wrappers over the job functions the CLI runs (``sim.runner``, the job kernel through
-``personahub.runtime`` for synthesis, and the persona jobs), building the same configs as the
+Thin wrappers over the job functions the CLI runs (the job kernel through
+``personahub.runtime`` for runs and synthesis, and the persona jobs), building the same configs as the
 commands, so a notebook and a command do the same work. A job owns an event loop for its
 model calls, so the sync form runs it in a worker thread when called inside a running loop
 (Jupyter) and the ``_async`` form always does (``personahub.bridge``)::
@@ -16,7 +16,7 @@ model calls, so the sync form runs it in a worker thread when called inside a ru
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
     from personahub.pipelines.calibrate import CalibrateConfig
+    from personahub.pipelines.run import RunConfig, RunSummary
     from personahub.pipelines.synthesize import SynthConfig, SynthSummary
-    from personahub.sim.runner import RunOptions
     from personahub.sim.scenario import Scenario
 
 DEFAULT_DB = "personahub.duckdb"  # = personas.store.DEFAULT_DB, without importing the store
@@ -45,36 +45,88 @@ def _refuse_unknown(what: str, given: dict[str, Any], known: set[str]) -> None:
                               f"choose from {', '.join(sorted(known))}")
 
 
-def _scenario_run(scenario_or_path: Scenario | str | Path, run_options: RunOptions | None,
-                  overrides: dict[str, Any]) -> Run:
-    from personahub.sim.runner import RunOptions, run_scenario
+def run_config(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None,
+               overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """The ``RunConfig`` of ``run_scenario(scenario_or_path, run_options, **overrides)`` (the
+    command builds the same one from its flags); None overrides keep the base's value."""
+    from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
 
-    if isinstance(scenario_or_path, str | Path):
-        scenario, path = load_scenario(scenario_or_path), str(scenario_or_path)
+    scenario = (load_scenario(scenario_or_path) if isinstance(scenario_or_path, str | Path)
+                else scenario_or_path)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    known = {f.name for f in dataclasses.fields(RunConfig)} - {"scenario"}
+    _refuse_unknown("run_scenario", given, known)
+    if "db" in given:
+        given["db"] = Path(given["db"])
+    return dataclasses.replace(run_options or RunConfig(), scenario=scenario, **given)
+
+
+def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None = None,
+                   fresh: bool = False, client: StructuredCaller | None = None,
+                   progress: ProgressHook | None = None,
+                   on_ready: Callable[[StructuredCaller | None], None] | None = None,
+                   on_start: Callable[[str, bool], None] | None = None,
+                   warn: Callable[[str], None] | None = None) -> RunSummary:
+    """Run (or, with ``resume``, go on with) a scenario run on the kernel and return its summary
+    (what ``run_scenario``, ``resume_run`` and ``personahub run`` go through; ``client``: a model
+    client of your own, used as it is). A finished run asked to resume is refused."""
+    from personahub import runtime
+    from personahub.core.errors import PersonahubError
+    from personahub.pipelines.run import RUN, check_new_run
+
+    if isinstance(config, Mapping):
+        db = config.get("db", DEFAULT_DB)
     else:
-        scenario, path = scenario_or_path, ""
-    known = {f.name for f in dataclasses.fields(RunOptions)}
-    _refuse_unknown("run_scenario", overrides, known)
-    given: dict[str, Any] = {k: (Path(v) if k == "db" else v) for k, v in overrides.items() if v is not None}
-    options = dataclasses.replace(run_options or RunOptions(), **given)
-    summary = run_scenario(scenario, options, scenario_path=path)
-    return Run(job_id=summary.run_id, db=Path(options.db), summary=summary)
+        check_new_run(config)
+        db = config.db
+    result = runtime.run(RUN, config, db, resume=resume, fresh=fresh, client=client,
+                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn)
+    if not result.ran:
+        raise PersonahubError(f"--resume {resume}: the run already finished")
+    summary: RunSummary = result.summary
+    return summary
 
 
-def _scenario_call(scenario_or_path: Scenario | str | Path, run_options: RunOptions | None,
+def resume_run(run_id: str, *, db: str | Path, llm: str | None = None,
+               offline_latency_s: float = 0.0, progress: ProgressHook | None = None,
+               client: StructuredCaller | None = None,
+               on_ready: Callable[[], None] | None = None, executor: str = "local",
+               ray_address: str | None = None, ray_workers: int | None = None,
+               max_failed_share: float | None = None) -> RunSummary:
+    """Continue run ``run_id`` in ``db`` from its last committed step (its scenario file checked
+    first). It keeps what the run makes (scenario, seed, steps, generation settings) and its
+    model settings; ``llm`` replaces the recorded (redacted) model spec, ``max_failed_share``
+    the recorded share; the offline latency and where the calls run are this call's."""
+    from personahub.pipelines.run import resume_settings
+
+    settings = resume_settings(run_id, db, llm=llm, offline_latency_s=offline_latency_s,
+                               executor=executor, ray_address=ray_address,
+                               ray_workers=ray_workers, max_failed_share=max_failed_share)
+    return run_simulation(settings, resume=run_id, client=client, progress=progress,
+                          on_ready=None if on_ready is None else lambda _: on_ready())
+
+
+def _scenario_run(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None,
+                  overrides: dict[str, Any]) -> Run:
+    config = run_config(scenario_or_path, run_options, overrides)
+    summary = run_simulation(config)
+    return Run(job_id=summary.run_id, db=Path(config.db), summary=summary)
+
+
+def _scenario_call(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None,
                    db: str | Path | None, llm: str | None, seed: int | None, steps: int | None,
                    options: dict[str, Any]) -> Callable[[], Run]:
     return partial(_scenario_run, scenario_or_path, run_options,
                    {"db": db, "llm": llm, "seed": seed, "steps": steps, **options})
 
 
-def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunOptions | None = None, /,
+def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None, /,
                  *, db: str | Path | None = None, llm: str | None = None, seed: int | None = None,
                  steps: int | None = None, **options: Any) -> Run:
     """Run a scenario (a ``Scenario`` or its file) and return its ``Run``.
 
-    ``options`` are ``RunOptions`` fields (``concurrency``, ``cache``, ``temperature``, …);
+    ``options`` are ``RunConfig`` fields (``concurrency``, ``cache``, ``temperature``, …);
     ``run_options`` (positional, as in earlier releases) is the base they override. None keeps
     the scenario's seed and steps and the offline engine. Safe inside a running event loop.
     """
@@ -82,7 +134,7 @@ def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunOption
 
 
 async def run_scenario_async(scenario_or_path: Scenario | str | Path,
-                             run_options: RunOptions | None = None, /, *,
+                             run_options: RunConfig | None = None, /, *,
                              db: str | Path | None = None, llm: str | None = None,
                              seed: int | None = None, steps: int | None = None,
                              **options: Any) -> Run:

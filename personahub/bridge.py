@@ -1,6 +1,6 @@
 """Run a blocking job from any context: a script, a worker thread, or a running event loop.
 
-The job functions (``sim.runner.run_scenario``, ``api.run_synthesis``, the persona
+The job functions (``api.run_simulation``, ``api.run_synthesis``, the persona
 jobs) each own an event loop for their model calls (``core.loop.JobLoop``). Inside a running loop,
 as in Jupyter, running a second loop in the same thread fails ("Cannot run the event loop while
 another loop is running"), so there the job runs in a worker thread of its own instead, and the

@@ -26,7 +26,7 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -231,6 +231,21 @@ class SocietyAgent(FixedAgent):
 
 
 Plan = tuple[SocietyAgent, str, str | None]
+# what a step's calls returned: the agents' outcomes, the survey answers, the reflections
+Gathered = tuple[list[AgentOutcome], list[StructuredResult[Any]], list[StructuredResult[Any]]]
+
+
+@dataclass
+class _Planned:
+    """A step up to its model calls: its result so far, who acts (with their inputs), who is
+    asked which survey, who saw which events, who reflects."""
+
+    result: StepResult
+    planned: list[Plan]
+    inputs: list[AgentInput]
+    asked: list[tuple[Survey, SocietyAgent]]
+    seen: dict[int, list[str]]
+    reflecting: list[SocietyAgent]
 
 
 class SocietyModel(mesa.Model):
@@ -245,7 +260,7 @@ class SocietyModel(mesa.Model):
         llm: StructuredCaller,
         run_id: str,
         seed: int,
-        runner: Callable[[Awaitable[Any]], Any],
+        runner: Callable[[Coroutine[Any, Any, Any]], Any],
         world: str = "",
         chunk_size: int = DEFAULT_CHUNK,
     ) -> None:
@@ -394,8 +409,24 @@ class SocietyModel(mesa.Model):
 
     # -- the step ------------------------------------------------------------------------------
     def step(self) -> None:
-        """Intervene, deliver, broadcast; gather every action and survey answer; apply in order."""
-        step = self.steps  # Mesa increments ``steps`` before calling ``step``
+        """Intervene, deliver, broadcast; gather every action and survey answer; apply in order
+        (the gather on ``runner``, for Mesa's synchronous ``step``)."""
+        planned = self._open_step(self.steps)  # Mesa increments ``steps`` before calling ``step``
+        self.last_result = self._close_step(planned, self._runner(self._gather_step(planned)))
+
+    async def advance(self, llm: StructuredCaller | None = None) -> StepResult:
+        """The next step, its gather awaited on the caller's loop (what a job's batch runs),
+        its calls made through ``llm`` when given (the job's caller: local, or Ray actors)."""
+        if llm is not None:
+            self.llm = llm
+        self.steps += 1  # as Mesa's wrapped ``step`` does
+        planned = self._open_step(self.steps)
+        self.last_result = self._close_step(planned, await self._gather_step(planned))
+        return self.last_result
+
+    def _open_step(self, step: int) -> _Planned:
+        """Interventions, deliveries and events; who acts and with what, who is asked, who
+        reflects (everything before the step's model calls)."""
         result = StepResult(step=step, n_active=0)
         self._intervene(step, result)
         # in agent-id order, not ``shuffle_do``: delivery touches only the agent's own memory, and
@@ -429,25 +460,31 @@ class SocietyModel(mesa.Model):
             ))
         asked = [(survey, agent) for survey in self.scenario.surveys_at(step)
                  for agent in self.audience(survey.audience, step)]
-        reflecting = self._reflecting(step)
-        outcomes, answers, reflections = self._runner(
-            self._gather(step, inputs, asked, seen, reflecting))
-        result.n_active = len(planned)
-        self._apply_reflections(step, reflecting, reflections, result)
-        self._apply(step, planned, outcomes, result)
-        self._apply_answers(step, asked, answers, result)
+        return _Planned(result, planned, inputs, asked, seen, self._reflecting(step))
+
+    def _gather_step(self, p: _Planned) -> Coroutine[Any, Any, Gathered]:
+        return self._gather(p.result.step, p.inputs, p.asked, p.seen, p.reflecting)
+
+    def _close_step(self, p: _Planned, gathered: Gathered) -> StepResult:
+        """Apply what the step's calls returned, in agent-id order."""
+        outcomes, answers, reflections = gathered
+        step, result = p.result.step, p.result
+        result.n_active = len(p.planned)
+        self._apply_reflections(step, p.reflecting, reflections, result)
+        self._apply(step, p.planned, outcomes, result)
+        self._apply_answers(step, p.asked, answers, result)
         # agents in id order, then survey answers as asked, then reflections in agent-id order
-        for call in [*outcomes, *answers, *reflections]:
+        calls: list[AgentOutcome | StructuredResult[Any]] = [*outcomes, *answers, *reflections]
+        for call in calls:
             result.records.extend(call.records)
             result.cache_entries.extend(call.cache_entries)
         result.states = self._changed_states()
-        self.last_result = result
+        return result
 
     async def _gather(self, step: int, inputs: list[AgentInput],
                       asked: list[tuple[Survey, SocietyAgent]],
                       seen: dict[int, list[str]], reflecting: Sequence[SocietyAgent] = (),
-                      ) -> tuple[list[AgentOutcome], list[StructuredResult[Any]],
-                                 list[StructuredResult[Any]]]:
+                      ) -> Gathered:
         order = prefix_order([tuple(i.get("events", ())) for i in inputs])
         actions = run_agents([inputs[i] for i in order], self.llm, chunk_size=self.chunk_size,
                              budget=self.scenario.prompt_budget)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from personahub.sim.runner import RunOptions, RunSummary, run_scenario
+from personahub.api import run_simulation
+from personahub.pipelines.run import RunConfig, RunSummary
 from personahub.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_default_scenario(db: Path, steps: int = 2) -> RunSummary:
     """The default scenario (riverside_town), a few steps, offline, into ``db``."""
     scenario = load_scenario(ROOT / "scenarios" / "riverside_town.py")
-    return run_scenario(scenario, RunOptions(db=db, steps=steps))
+    return run_simulation(RunConfig(scenario=scenario, db=db, steps=steps))
 
 
 def write_examples(path: Path, with_personas: bool = True) -> Path:

@@ -12,7 +12,7 @@ import pytest
 
 import personahub
 from personahub.core.errors import PersonahubError
-from personahub.sim.runner import RunOptions
+from personahub.pipelines.run import RunOptions
 from personahub.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -133,14 +133,19 @@ def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:
 def check_replay_cache(db: str | Path, model: str) -> None:
     """Refuse a replay that has nothing recorded to replay (it would fail at its first call,
     leaving an unfinished job behind)."""
-    if not Path(db).is_file():
-        raise PersonahubError(f"--cache replay: {db} does not exist, so no answer is recorded; "
-                              "record them first with --cache record")
+    check_replay_file(db)
     con = connect(db, read_only=True)
     try:
         _check_recorded(con, db, model)
     finally:
         con.close()
+
+
+def check_replay_file(db: str | Path) -> None:
+    """Refuse a replay from a database that does not exist (before anything creates it)."""
+    if not Path(db).is_file():
+        raise PersonahubError(f"--cache replay: {db} does not exist, so no answer is recorded; "
+                              "record them first with --cache record")
 
 
 def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
@@ -32,13 +33,13 @@ from personahub.cli.common import (
     TimeoutOption,
     TopPOption,
     banner,
-    command_client,
     job_progress,
     one_line_errors,
     out,
     print_preview,
     say,
     started,
+    unreachable,
 )
 from personahub.core.errors import UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
@@ -47,7 +48,7 @@ from personahub.core.validate import MAX_SEED
 
 
 class Where(NamedTuple):
-    """Where a run's model calls run (``RunOptions`` / ``resume_run`` arguments)."""
+    """Where a run's model calls run (``RunConfig`` / ``resume_run`` arguments)."""
 
     executor: str
     ray_address: str | None
@@ -112,59 +113,77 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
          concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
          watcher: Any, where: Where, max_failed_share: float | None = None) -> Any:
-    """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known.
-    Returns the run's summary (printed)."""
-    from personahub.sim.runner import RunOptions, resume_run, run_scenario
-    from personahub.sim.scenario import load_scenario
+    """The run (or resume) itself, on the job kernel; ``watcher`` (a ``RunView``) starts once
+    the run is known. Returns the run's summary (printed)."""
+    from personahub.api import run_simulation
+    from personahub.cli.progress import LateCounts
 
+    config: Any
     if resume is not None:
         if scenario is not None or steps is not None or seed is not None:
             raise UsageError("--resume RUN_ID takes the scenario, steps and seed from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials,"
                                   " --executor for where its calls run)")
-
-        def resuming() -> None:
-            say("resuming run ", (resume, "bold"), f" in {db}")
-            if watcher is not None:
-                watcher.start(resume)
-
-        with job_progress() as bar:  # the client is built inside resume_run
-            summary = resume_run(resume, db=db, llm=llm, offline_latency_s=offline_latency,
-                                 progress=step_progress(bar), on_ready=resuming,
-                                 max_failed_share=max_failed_share, **where._asdict())
-        print_summary(summary)
-        return summary
-    if scenario is None:
+        config = _resumed(resume, db, llm, offline_latency, where, max_failed_share)
+    elif scenario is None:
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
-    from personahub.agents.llm.client import resolve_spec
+    else:
+        config = run_options(scenario, db, steps, seed, llm, concurrency, timeout, offline_latency,
+                             cache, rps, price_in, price_out, flags, where, max_failed_share)
+    counts = LateCounts()
+    bar = job_progress(counts=counts)
+    shown = ExitStack()
 
-    spec = resolve_spec(llm)
-    loaded = load_scenario(scenario)
-    options = RunOptions(db=db, steps=steps, seed=seed, llm=spec, concurrency=concurrency,
-                         timeout_s=timeout, offline_latency_s=offline_latency, cache=cache,
-                         rps=rps, price_in=price_in, price_out=price_out, **where._asdict(),
-                         **flags.settings(),
-                         max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
-                                           else max_failed_share))
-    run_seed = loaded.seed if seed is None else seed
-    client = command_client(spec, run_seed, concurrency, timeout, offline_latency, rps=rps,
-                         check=cache != "replay", flags=flags, announce=False)
-
-    def ready() -> None:  # the input is checked and nothing is written yet
+    def ready(client: Any) -> None:  # the input is checked and nothing is written yet
+        counts.follow(client.stats)
         banner(client)
-        say("scenario: ", (loaded.name, "bold"), f" ({scenario}) seed={run_seed} db={db}")
+        if resume is None:
+            say("scenario: ", (config.scenario.name, "bold"),
+                f" ({scenario}) seed={config.run_seed} db={db}")
+        shown.enter_context(bar)  # progress from here: a refused input prints its one line only
 
-    def on_start(run_id: str) -> None:
-        started("run", run_id, db)
+    def on_start(run_id: str, resumed: bool) -> None:
+        if resumed:
+            say("resuming run ", (run_id, "bold"), f" in {db}")
+        else:
+            started("run", run_id, db)
         if watcher is not None:
             watcher.start(run_id)
 
-    with job_progress(client) as bar:
-        summary = run_scenario(loaded, options, scenario_path=str(scenario), progress=step_progress(bar),
-                               client=client, on_ready=ready,
-                               on_start=lambda run_id: on_start(run_id))
+    with shown:
+        summary = run_simulation(config, resume=resume, progress=step_progress(bar),
+                                 on_ready=ready, on_start=on_start, warn=unreachable)
     print_summary(summary)
     return summary
+
+
+def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None, llm: str | None,
+                concurrency: Concurrency, timeout: float, offline_latency: float, cache: str,
+                rps: float | None, price_in: float | None, price_out: float | None,
+                flags: ModelFlags, where: Where, max_failed_share: float | None) -> Any:
+    """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags (``personahub.run_scenario``
+    builds the same one, ``personahub.api.run_config``)."""
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.pipelines.run import RunConfig
+    from personahub.sim.scenario import load_scenario
+
+    return RunConfig(scenario=load_scenario(scenario), db=db, steps=steps, seed=seed,
+                     llm=resolve_spec(llm), concurrency=concurrency, timeout_s=timeout,
+                     offline_latency_s=offline_latency, cache=cache, rps=rps, price_in=price_in,
+                     price_out=price_out, **where._asdict(), **flags.settings(),
+                     max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
+                                       else max_failed_share))
+
+
+def _resumed(run_id: str, db: Path, llm: str | None, offline_latency: float, where: Where,
+             max_failed_share: float | None) -> dict[str, Any]:
+    """The engine settings of ``personahub run --resume RUN_ID`` (the run keeps the rest)."""
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.pipelines.run import resume_settings
+
+    return resume_settings(run_id, db, llm=None if llm is None else resolve_spec(llm),
+                           offline_latency_s=offline_latency, max_failed_share=max_failed_share,
+                           **where._asdict())
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:

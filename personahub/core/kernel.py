@@ -7,7 +7,8 @@ a batch: picklable, nothing of the database, what a Ray worker rebuilds), ``comm
 rows, as a ``BatchOutcome``) and ``summary``. ``run_job`` does the rest, once for every kind:
 
 1. opens the job: a new one (config validated; an unfinished twin — same identity fields —
-   refused unless ``fresh``, which marks it ``superseded``) or a resumed one, whose stored
+   refused unless ``fresh``, which marks it ``superseded``, or the spec's ``refuses_twins`` is
+   off) or a resumed one, whose stored
    configuration comes first: identity fields are the job's, engine fields (``engine()``
    metadata: model spec, concurrency, timeouts, cache, executor, batch size, ...) the caller's.
    A finished job is not resumed: its summary comes back (``JobResult.ran`` False) and
@@ -20,12 +21,15 @@ rows, as a ``BatchOutcome``) and ``summary``. ``run_job`` does the rest, once fo
    results carry, in one transaction, in batch order;
 5. applies the failure policy after each commit (``core.failures.batch_failure``): a batch that
    fails it stops the job ``failed`` and resumable; a job that kept nothing of what it asked
-   ends ``failed`` with its most common error; one that kept less than it asked ``partial``;
+   ends ``failed`` with its most common error; otherwise the spec's ``end_status`` names its
+   end (by default ``partial`` when it kept less than it asked, else ``finished``);
 6. turns Ctrl-C / SIGTERM into ``interrupted`` and ``Stopped`` (one line with the resume
-   command), and any other error into ``failed`` with the error; a job whose model calls stop
-   completing stops the same way (the client's watchdog on the job's loop: ``Stalled``), and
-   the attempts its uncommitted batches made are written to ``llm_calls`` from the job's call
-   spill (``core.call_spill``), so no billed attempt is lost to a stop or a kill;
+   command), and any other error into ``failed`` with the error (worded by the spec's
+   ``failure_text``); a job whose model calls stop completing stops the same way (the client's
+   watchdog on the job's loop: ``Stalled``), and the attempts its uncommitted batches made are
+   written to ``llm_calls`` from the job's call spill (``core.call_spill``), so no billed
+   attempt is lost to a stop or a kill; the spec's ``running`` context is held around the
+   batches (what it keeps for the job's length and puts back however the job ends);
 7. reports progress through one hook ``(phase, done, total)``;
 8. runs child jobs (``JobContext.run_child``: same connection, loop, client and executor, the
    child's ``parent_id`` set), e.g. a run's setup expansion.
@@ -43,7 +47,7 @@ import json
 import typing
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -231,6 +235,13 @@ class JobSpec(Protocol[C, B, R, S_co]):
         ...
 
     @property
+    def refuses_twins(self) -> bool:
+        """True: a new job is refused while an unfinished twin (same identity) exists, unless
+        ``fresh``; False: every new job stands on its own (two runs of one scenario are two
+        experiments, and a stopped one stays resumable beside a new one)."""
+        ...
+
+    @property
     def noun(self) -> str:
         """How messages name a job of this kind (``synthesis job``, ``run``)."""
         ...
@@ -253,6 +264,10 @@ class JobSpec(Protocol[C, B, R, S_co]):
     def stop_note(self, ctx: JobContext[C]) -> str: ...
     def report(self, summary: Any, db: Path) -> list[str]: ...
     def label(self, config: Mapping[str, Any]) -> str: ...
+    def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str: ...
+    def nothing_kept(self, ctx: JobContext[C], asked: int) -> str: ...
+    def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str: ...
+    def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]: ...
 
 
 class SpecBase(Generic[C, B, R, S]):
@@ -261,6 +276,7 @@ class SpecBase(Generic[C, B, R, S]):
     kind: ClassVar[str]
     config_type: type[C]
     independent_batches: ClassVar[bool] = False
+    refuses_twins: ClassVar[bool] = True
     noun: ClassVar[str] = "job"
     unit: ClassVar[str] = "items"
     id_prefix: ClassVar[str] = ""
@@ -300,6 +316,29 @@ class SpecBase(Generic[C, B, R, S]):
     def label(self, config: Mapping[str, Any]) -> str:
         """A few words on what a job makes, from its stored config (``personahub jobs``)."""
         return ""
+
+    def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str:
+        """The status of a job that ran to its end and kept something: ``partial`` when it kept
+        less than it asked (items are missing), else ``finished``. A kind whose failed asks are
+        part of what it makes (a run's failed actions are counted, not missing) says
+        ``finished``."""
+        return "finished" if kept >= asked else "partial"
+
+    def nothing_kept(self, ctx: JobContext[C], asked: int) -> str:
+        """How the one line of a job that kept nothing says so, after ``<noun> <id>: ``."""
+        return f"kept none of its {asked} {self.unit}"
+
+    def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str:
+        """An unexpected error as its one line says it, after ``<noun> <id> `` and before
+        ``; resume with ...``: ``failed: Type: text`` by default (a run names its step and the
+        scenario code that raised)."""
+        return f"failed: {type(exc).__name__}: {exc}"
+
+    def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]:
+        """What the spec holds while its batches run and puts back however the job ends
+        (a run: its garbage-collector policy, and the modes it learned, stored); nothing by
+        default."""
+        return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -440,19 +479,33 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
     a function picking one from the job's (resolved) config. ``on_ready(client)`` is called
     once inputs and model are found good, before anything is recorded; ``on_start(job_id,
     resumed)`` once the job is recorded, before its first batch."""
+    created = not Path(db).exists()
+    empty = False
     with job_loop() as loop:
         con = connect(db)
         try:
             env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
             return _run(spec, config, env, resume=resume, fresh=fresh)
+        except BaseException:
+            empty = created and not jobs_store.list_jobs(con)
+            raise
         finally:
             con.close()
+            if empty:
+                _remove_database(Path(db))
+
+
+def _remove_database(db: Path) -> None:
+    """A database this call created and recorded nothing in (its input was refused): gone, so a
+    bad input leaves no file behind."""
+    for path in (db, db.with_name(db.name + ".wal")):
+        path.unlink(missing_ok=True)
 
 
 def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
          resume: str | None, fresh: bool) -> JobResult[S]:
     ctx = _open(spec, config, env, resume)
-    twins = [] if resume else _twins(spec, ctx)
+    twins = [] if resume or not spec.refuses_twins else _twins(spec, ctx)
     if twins and not fresh:
         raise PersonahubError(f"job {twins[0]} with the same settings is unfinished: resume it "
                               f"with {spec.resume_hint(twins[0], env.db)}, or pass --fresh")
@@ -470,7 +523,7 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
     with _guard(spec, ctx), _spilling(ctx):
         if env.on_start is not None:
             env.on_start(ctx.job_id, ctx.resumed)
-        with ctx.executor.session(ctx):
+        with ctx.executor.session(ctx), spec.running(ctx):
             asked, kept = _drive(spec, ctx)
     status = _conclude(spec, ctx, asked, kept)
     return JobResult(ctx.job_id, status, spec.summary(ctx))
@@ -643,16 +696,16 @@ def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
 
 
 def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, kept: int) -> str:
-    """The job's end status: ``failed`` (one line, non-zero) when it kept nothing ever,
-    ``partial`` when it kept less than it asked, else ``finished``."""
+    """The job's end status: ``failed`` (one line, non-zero) when it kept nothing ever, else
+    the spec's ``end_status`` (``partial`` when it kept less than it asked, or ``finished``)."""
     if asked and not kept and not ctx.done_before:
         error = jobs_store.most_common_job_error(ctx.con, spec.kind, ctx.job_id)
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed",
                               f"kept none of {asked} {spec.unit}: {error}")
-        raise PersonahubError(f"{spec.noun} {ctx.job_id}: kept none of its {asked} {spec.unit} "
+        raise PersonahubError(f"{spec.noun} {ctx.job_id}: {spec.nothing_kept(ctx, asked)} "
                               f"(most often: {error}); resume with "
                               f"{spec.resume_hint(ctx.job_id, ctx.db)}")
-    status = "finished" if kept >= asked else "partial"
+    status = spec.end_status(ctx, asked, kept)
     jobs_store.finish_job(ctx.con, ctx.job_id, status)
     ctx.executor.finish(ctx)
     return status
@@ -677,7 +730,7 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
                                   f"{hint}") from None
         if isinstance(exc, PersonahubError):
             raise
-        raise PersonahubError(f"{spec.noun} {ctx.job_id} failed: {type(exc).__name__}: {exc}; "
+        raise PersonahubError(f"{spec.noun} {ctx.job_id} {spec.failure_text(ctx, exc)}; "
                               f"resume with {hint}") from exc
 
 

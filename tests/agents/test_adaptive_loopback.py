@@ -12,8 +12,9 @@ from pydantic import BaseModel
 import personahub
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.llm.settings import EndpointFailing
+from personahub.api import run_simulation
 from personahub.core.errors import PersonahubError
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke
 
@@ -64,9 +65,9 @@ def test_a_run_with_auto_records_its_setting_and_limits(server, scenario_file, t
     srv = server(latency_s=0.01)
     db = tmp_path / "auto.duckdb"
     scenario = load_scenario(scenario_file(n_personas=12, steps=1))
-    options = RunOptions(db=db, llm=f"{srv.base_url}?model=offline", concurrency="auto",
-                         timeout_s=20)
-    run_scenario(scenario, options)
+    options = RunConfig(scenario=scenario, db=db, llm=f"{srv.base_url}?model=offline",
+                        concurrency="auto", timeout_s=20)
+    run_simulation(options)
     con = duckdb.connect(str(db), read_only=True)
     config = json.loads(con.execute("SELECT config FROM runs JOIN jobs ON job_id = run_id").fetchone()[0])
     con.close()

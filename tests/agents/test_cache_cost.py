@@ -13,12 +13,13 @@ from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.llm.endpoint_offline import OfflineEndpoint
 from personahub.agents.llm.offline import OfflineChatModel
 from personahub.analysis.views import install_views, query_files
+from personahub.api import run_simulation
 from personahub.cli.app import app
 from personahub.core.commit import cache_rows_of, records_of
 from personahub.core.errors import PersonahubError
 from personahub.core.jobs_store import create_job
 from personahub.core.store import connect, insert_rows, transaction
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 
 
@@ -61,11 +62,11 @@ def test_record_then_replay_over_http_makes_no_request_and_reproduces_every_tabl
     scenario = load_scenario(scenario_file(n_personas=20, steps=3))  # hops=1: expansion too
     spec = f"{srv.base_url}?model=offline"
     common = dict(db=db, llm=spec, concurrency=8, timeout_s=10, max_retries=1)
-    recorded = run_scenario(scenario, RunOptions(**common, cache="record"))
+    recorded = run_simulation(RunConfig(scenario=scenario, **common, cache="record"))
     requests = srv.stats.requests
     assert requests > 0 and srv.stats.errors > 0 and srv.stats.malformed > 0
 
-    replayed = run_scenario(scenario, RunOptions(**common, cache="replay"))
+    replayed = run_simulation(RunConfig(scenario=scenario, **common, cache="replay"))
     assert srv.stats.requests == requests  # not one request reached the server
     assert replayed.run_id != recorded.run_id
     assert run_content(db, replayed.run_id) == run_content(db, recorded.run_id)
@@ -97,7 +98,7 @@ def test_record_then_replay_over_http_makes_no_request_and_reproduces_every_tabl
 def test_replay_offline_counts_zero_engine_calls(scenario_file, tmp_path, monkeypatch):
     db = tmp_path / "offline.duckdb"
     scenario = load_scenario(scenario_file(n_personas=15, steps=2))
-    recorded = run_scenario(scenario, RunOptions(db=db, cache="record"))
+    recorded = run_simulation(RunConfig(scenario=scenario, db=db, cache="record"))
     answered = []
     original = OfflineChatModel.answer_async
 
@@ -106,12 +107,12 @@ def test_replay_offline_counts_zero_engine_calls(scenario_file, tmp_path, monkey
         return await original(self, messages, **kwargs)
 
     monkeypatch.setattr(OfflineChatModel, "answer_async", counting)
-    replayed = run_scenario(scenario, RunOptions(db=db, cache="replay"))
+    replayed = run_simulation(RunConfig(scenario=scenario, db=db, cache="replay"))
     assert answered == []
     assert run_content(db, replayed.run_id) == run_content(db, recorded.run_id)
     assert all(cached for cached, *_ in calls(db, replayed.run_id))
     # a second recording answers every call from the cache too (and still calls nothing)
-    again = run_scenario(scenario, RunOptions(db=db, cache="record"))
+    again = run_simulation(RunConfig(scenario=scenario, db=db, cache="record"))
     assert answered == [] and all(cached for cached, *_ in calls(db, again.run_id))
 
 
@@ -120,12 +121,12 @@ def test_replay_miss_is_an_error_naming_the_call(scenario_file, tmp_path):
     scenario = load_scenario(scenario_file(n_personas=10, steps=1))
     # nothing recorded at all: refused before anything is written
     with pytest.raises(PersonahubError, match="does not exist, so no answer is recorded"):
-        run_scenario(scenario, RunOptions(db=db, cache="replay"))
+        run_simulation(RunConfig(scenario=scenario, db=db, cache="replay"))
     assert not db.exists()
-    run_scenario(scenario, RunOptions(db=db, cache="record", seed=1))
+    run_simulation(RunConfig(scenario=scenario, db=db, cache="record", seed=1))
     # a different seed changes the prompts the offline engine is keyed on: misses
     with pytest.raises(CacheMiss, match=r"no recorded answer for the 'expand' call \(persona p"):
-        run_scenario(scenario, RunOptions(db=db, cache="replay", seed=2))
+        run_simulation(RunConfig(scenario=scenario, db=db, cache="replay", seed=2))
     con = duckdb.connect(str(db), read_only=True)
     rows = con.execute("SELECT status, error FROM runs "
                        "JOIN jobs ON job_id = run_id WHERE status <> 'finished'").fetchall()

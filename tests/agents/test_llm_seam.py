@@ -270,14 +270,15 @@ def test_check_reachable_tolerates_some_dead_endpoints(server):
 def test_a_run_completes_with_one_dead_endpoint(server, scenario_file, tmp_path):
     import duckdb
 
-    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.api import run_simulation
+    from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
 
     srv = server()
     dead = f"http://127.0.0.1:{free_port()}/v1"
     db = tmp_path / "dead.duckdb"
-    summary = run_scenario(load_scenario(scenario_file(n_personas=12, steps=2)),
-                           RunOptions(db=db, llm=f"{dead},{srv.base_url}", concurrency=8))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_file(n_personas=12, steps=2)), db=db,
+                                       llm=f"{dead},{srv.base_url}", concurrency=8))
     assert summary.failed_actions == 0 and summary.steps == 2
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT status FROM runs JOIN jobs ON job_id = run_id").fetchone()[0] == "finished"

@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 from personahub.agents.llm.attempts import cached_prompt_tokens
 from personahub.agents.llm.prompt_prefix import PrefixWindow, SharedPrefixMeter
 from personahub.agents.loopback.server import PREFIX_CACHE_PROMPTS
+from personahub.api import run_simulation
 from personahub.cli.app import app
-from personahub.sim.runner import RunOptions, prefix_reused, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
+from personahub.sim.store import prefix_reused
 
 
 def test_the_window_finds_the_longest_prefix_among_recent_prompts_and_forgets_the_oldest() -> None:
@@ -102,8 +104,8 @@ def test_a_run_stores_the_reuse_and_its_summary_shows_it_next_to_the_estimate(
     srv = server(prefix_cache_prompts=4096)
     db = tmp_path / "reuse.duckdb"
     path = scenario_file(n_personas=6, steps=2)
-    summary = run_scenario(load_scenario(path),
-                           RunOptions(db=db, llm=f"{srv.base_url}?model=offline", concurrency=2))
+    summary = run_simulation(RunConfig(scenario=load_scenario(path), db=db,
+                                       llm=f"{srv.base_url}?model=offline", concurrency=2))
     rows = _calls(db)
     ok = [r for r in rows if r[0] == "ok"]
     assert ok and all(r[2] is not None and 0 <= r[2] < r[1] for r in ok)
@@ -140,8 +142,8 @@ def test_a_server_that_reports_nothing_leaves_the_column_null(server, scenario_f
                                                              tmp_path: Path) -> None:
     srv = server(dialect="llama-cpp-python")
     db = tmp_path / "silent.duckdb"
-    summary = run_scenario(load_scenario(scenario_file(n_personas=4, steps=1)),
-                           RunOptions(db=db, llm=f"{srv.base_url}?model=offline"))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_file(n_personas=4, steps=1)), db=db,
+                                       llm=f"{srv.base_url}?model=offline"))
     rows = _calls(db)
     assert rows and all(r[2] is None for r in rows)
     assert summary.prefix_reused is None and summary.prefix_estimated is not None
@@ -149,7 +151,7 @@ def test_a_server_that_reports_nothing_leaves_the_column_null(server, scenario_f
 
 def test_offline_runs_report_no_reuse(scenario_file, tmp_path: Path) -> None:
     db = tmp_path / "offline.duckdb"
-    summary = run_scenario(load_scenario(scenario_file(n_personas=4, steps=1)), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_file(n_personas=4, steps=1)), db=db))
     assert all(r[2] is None for r in _calls(db))
     assert summary.prefix_reused is None and summary.prefix_estimated is None
 
@@ -215,7 +217,8 @@ def test_a_step_sends_agents_that_heard_the_same_events_together(server, persona
         if not grouped:
             monkeypatch.setattr(society, "prefix_order", lambda keys: list(range(len(keys))))
         srv = server(prefix_cache_prompts=1)
-        summary = run_scenario(scenario, RunOptions(db=tmp_path / f"{grouped}.duckdb", concurrency=1,
+        summary = run_simulation(RunConfig(scenario=scenario, db=tmp_path / f"{grouped}.duckdb",
+                                           concurrency=1,
                                                     llm=f"{srv.base_url}?model=offline"))
         cached, prompt = summary.prefix_reused
         shares[grouped] = cached / prompt

@@ -31,7 +31,8 @@ from personahub.agents.prompts.budget import (
 from personahub.agents.prompts.budget import sentences as split_sentences
 from personahub.agents.prompts.personas import section
 from personahub.agents.tasks import emission_kinds, emission_task
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.api import run_simulation
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
 from tests.fakes import FakeClient
 from tests.sim.test_society import make_model
@@ -239,7 +240,7 @@ def test_the_run_summary_reports_prompt_tokens_per_action(tmp_path):
         scenario = Scenario(name=name, personas=PersonaSource(limit=12), world=WORLD, steps=2,
                             prompt_budget=budget, seed=5)
         db = tmp_path / f"{name}.duckdb"
-        summary = run_scenario(scenario, RunOptions(db=db))
+        summary = run_simulation(RunConfig(scenario=scenario, db=db))
         with duckdb.connect(str(db), read_only=True) as con:
             expected = con.execute("select avg(tokens_in) from llm_calls where status = 'ok' "
                                    "and step is not null").fetchone()[0]

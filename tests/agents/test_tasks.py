@@ -35,11 +35,11 @@ from personahub.agents.tasks import (
 from personahub.agents.tasks.base import Content
 from personahub.agents.tasks.instruction import Instruction, InstructionItem
 from personahub.analysis.export import export, load_items
-from personahub.api import run_synthesis
+from personahub.api import run_simulation, run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.personas.quality import QualityIssue
+from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
-from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError
 
 
@@ -93,7 +93,7 @@ def toy_scenario() -> Scenario:
 def test_a_kind_added_from_outside_runs_in_simulation_synthesis_and_export(
         toy: Task, tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
-    run = run_scenario(toy_scenario(), RunOptions(db=db))
+    run = run_simulation(RunConfig(scenario=toy_scenario(), db=db))
     job = run_synthesis(SynthOptions(task="haiku", n=4, db=str(db)))
     assert job.written == 4
 

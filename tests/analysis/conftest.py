@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from personahub.api import run_synthesis
+from personahub.api import run_simulation, run_synthesis
+from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
-from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def launch_db(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """scenarios/product_launch.py run offline, plus a 6-item math_problem job."""
     db = tmp_path_factory.mktemp("launch") / "launch.duckdb"
-    summary = run_scenario(load_scenario(ROOT / "scenarios" / "product_launch.py"), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(ROOT / "scenarios" / "product_launch.py"),
+                                       db=db))
     job = run_synthesis(SynthOptions(task="math_problem", n=6, db=str(db)))
     return {"db": db, "run": summary.run_id, "job": job.job_id}

@@ -11,7 +11,8 @@ import networkx as nx
 import pytest
 
 from personahub.analysis import live_queries as q
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.api import run_simulation
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
@@ -20,7 +21,7 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 @pytest.fixture(scope="module")
 def launch(tmp_path_factory: pytest.TempPathFactory) -> tuple[duckdb.DuckDBPyConnection, str]:
     db = tmp_path_factory.mktemp("live") / "launch.duckdb"
-    summary = run_scenario(load_scenario(SCENARIOS / "product_launch.py"), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(SCENARIOS / "product_launch.py"), db=db))
     con = duckdb.connect(str(db), read_only=True)
     yield con, summary.run_id
     con.close()

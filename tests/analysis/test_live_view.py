@@ -15,9 +15,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from personahub.analysis.live_view import RunView, ViewSource, bind, make_app, start_view
+from personahub.api import run_simulation
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke, one_line_error
 
@@ -27,7 +28,8 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 @pytest.fixture(scope="module")
 def launch_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     db = tmp_path_factory.mktemp("view") / "launch.duckdb"
-    summary = run_scenario(load_scenario(SCENARIOS / "product_launch.py"), RunOptions(db=db, steps=3))
+    summary = run_simulation(RunConfig(scenario=load_scenario(SCENARIOS / "product_launch.py"), db=db,
+                                       steps=3))
     return db, summary.run_id
 
 

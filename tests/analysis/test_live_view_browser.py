@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from personahub.analysis.live_view import ViewSource, start_view
+from personahub.api import run_simulation
 from personahub.core.store import connect
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.optional import CHROMIUM, CHROMIUM_ARGS, need_browser
 
@@ -56,7 +57,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A finished product-launch run (made before the browser starts: Playwright's sync API runs
     an event loop of its own in this thread)."""
     db = tmp_path_factory.mktemp("finished") / "done.duckdb"
-    return db, run_scenario(load_scenario(LAUNCH), RunOptions(db=db)).run_id
+    return db, run_simulation(RunConfig(scenario=load_scenario(LAUNCH), db=db)).run_id
 
 
 def test_finished_run_shows_its_numbers(finished, browser, tmp_path):

@@ -75,7 +75,8 @@ def test_the_kept_share_names_each_failure_plainly(tmp_path) -> None:
 def test_decision_facts_count_a_deliberate_runs_decisions_per_step(launch_db: dict, tmp_path) -> None:
     import json
 
-    from personahub.sim.runner import RunOptions, run_scenario
+    from personahub.api import run_simulation
+    from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
     from tests.conftest import persona_texts
 
@@ -86,7 +87,7 @@ def test_decision_facts_count_a_deliberate_runs_decisions_per_step(launch_db: di
                     "SCENARIO = Scenario(name='d', personas=PersonaSource(path='people.jsonl'), "
                     "graph=GraphGrowth(hops=0), steps=2, policy='deliberate', seed=2)\n")
     db = tmp_path / "d.duckdb"
-    run = run_scenario(load_scenario(path), RunOptions(db=db)).run_id
+    run = run_simulation(RunConfig(scenario=load_scenario(path), db=db)).run_id
     con = duckdb.connect(str(db), read_only=True)
     install_views(con)
     facts = dict(run_facts(con, run))

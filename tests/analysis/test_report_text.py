@@ -14,7 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from personahub.analysis.report import LITERAL_TEXT, write_report
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.api import run_simulation
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 
@@ -52,7 +53,7 @@ def survey_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         )
         """), encoding="utf-8")
     db = folder / "hub.duckdb"
-    return db, run_scenario(load_scenario(folder / "s.py"), RunOptions(db=db)).run_id
+    return db, run_simulation(RunConfig(scenario=load_scenario(folder / "s.py"), db=db)).run_id
 
 
 def test_report_with_dollar_options_is_written(survey_db, tmp_path) -> None:

@@ -25,8 +25,8 @@ from personahub.core.validate import (
     persona_text_problem,
     read_text_file,
 )
+from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
-from personahub.sim.runner import RunOptions
 from personahub.sim.scenario import Scenario, ScenarioValueError
 
 
@@ -145,7 +145,7 @@ def test_check_text_file_finds_the_line_across_chunks(tmp_path: Path, monkeypatc
 ])
 def test_run_options_refuse_bad_values(tmp_path: Path, kwargs, says) -> None:
     with pytest.raises(UsageError, match=says):
-        RunOptions(db=tmp_path / "x.duckdb", **kwargs)
+        RunConfig(db=tmp_path / "x.duckdb", **kwargs)
     assert not (tmp_path / "x.duckdb").exists()
 
 

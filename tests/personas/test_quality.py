@@ -34,7 +34,7 @@ from personahub.agents.validators import (
     args_issue,
 )
 from personahub.analysis.views import install_views
-from personahub.api import run_synthesis
+from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app, print_summary
 from personahub.core.store import connect
 from personahub.personas import quality
@@ -59,8 +59,8 @@ from personahub.personas.quality import (
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.personas.text_to_persona import SourceText, text_personas_schema, text_to_persona
+from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
-from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.fakes import Answer, Call, Edit, FakeClient, people_answers
@@ -597,7 +597,7 @@ def test_simulation_rejects_bad_tool_specs_as_failed_actions(scenario_file, tmp_
     broken: list[str] = []
     client = FakeClient(edit=breaking_tool_specs(broken), seed=3)
     db = tmp_path / "run.duckdb"
-    summary = run_scenario(load_scenario(path), RunOptions(db=db), client=client)
+    summary = run_simulation(RunConfig(scenario=load_scenario(path), db=db), client=client)
     con = connect(db)
     rows = con.execute("select source, run_id, step, persona_id, kind, reason, payload "
                        "from rejected order by step, persona_id").fetchall()

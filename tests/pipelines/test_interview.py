@@ -10,10 +10,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from personahub.api import run_simulation
 from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.pipelines.interview import InterviewRequest, ask, interview, prepare
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke, one_line_error, usage_error
 from tests.conftest import persona_texts
@@ -55,7 +56,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         "".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(10)))
     (folder / "scenario.py").write_text(SCENARIO)
     db = folder / "run.duckdb"
-    summary = run_scenario(load_scenario(folder / "scenario.py"), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(folder / "scenario.py"), db=db))
     return db, summary.run_id
 
 
@@ -274,7 +275,7 @@ def test_an_interview_recalls_with_the_run_s_retrieval_memory(tmp_path: Path) ->
     assert source != SCENARIO
     (tmp_path / "scenario.py").write_text(source)
     db = tmp_path / "run.duckdb"
-    run_id = run_scenario(load_scenario(tmp_path / "scenario.py"), RunOptions(db=db)).run_id
+    run_id = run_simulation(RunConfig(scenario=load_scenario(tmp_path / "scenario.py"), db=db)).run_id
     con = ddb.connect(str(db), read_only=True)
     try:
         facts = run_facts(con, run_id)

@@ -6,7 +6,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.api import run_simulation
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
@@ -95,7 +96,7 @@ CHECKS = {
 def test_scenario_runs_offline_and_shows_its_point(name, tmp_path):
     scenario = load_scenario(SCENARIOS / f"{name}.py")
     db = tmp_path / f"{name}.duckdb"
-    summary = run_scenario(scenario, RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=scenario, db=db))
     assert summary.steps == scenario.steps and summary.failed_actions == 0
     con = duckdb.connect(str(db), read_only=True)
     try:  # the summary reports what the database holds (speed is bench/'s business, not a test's)

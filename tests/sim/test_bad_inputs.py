@@ -29,8 +29,9 @@ import pytest
 from typer.testing import CliRunner
 
 from personahub.agents.loopback.server import running_server, start_server
+from personahub.api import run_simulation
 from personahub.cli.app import app
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 
@@ -623,7 +624,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     people(ctx)
     path = scenario(ctx, hops=1)
     db = folder / "template.duckdb"
-    summary = run_scenario(load_scenario(path), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(path), db=db))
     assert not db.with_name(db.name + ".wal").exists()
     return db, summary.run_id
 

@@ -14,10 +14,11 @@ import duckdb
 import pytest
 
 from personahub.agents.decide import NOBODY, NOTHING
+from personahub.api import resume_run, run_simulation
 from personahub.core.contracts import StructuredResult
 from personahub.core.errors import PersonahubError
+from personahub.pipelines.run import RunConfig
 from personahub.results import Run
-from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import ScenarioError, load_scenario
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
@@ -92,7 +93,7 @@ def scenario_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def uninterrupted(scenario_path: Path, tmp_path: Path) -> dict[str, list]:
     db = tmp_path / "whole.duckdb"
-    summary = run_scenario(load_scenario(scenario_path), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db))
     return snapshot(db, summary.run_id)
 
 
@@ -131,7 +132,7 @@ def test_addressees_are_the_labelled_neighbours_the_model_chose(scenario_path, t
 
     fake = FakeClient(script, seed=SEED)
     db = tmp_path / "address.duckdb"
-    summary = run_scenario(load_scenario(scenario_path), RunOptions(db=db), client=fake)
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db), client=fake)
     con = duckdb.connect(str(db), read_only=True)
     texts = dict(con.execute("SELECT persona_id, text FROM personas").fetchall())
     rows = con.execute("SELECT d.step, d.agent_id, d.addressee_id, d.addressee_label, "
@@ -166,7 +167,7 @@ def test_nothing_makes_no_act_call_and_a_failed_decision_is_a_failed_action(scen
 
     fake = FakeClient(script, seed=SEED)
     db = tmp_path / "nothing.duckdb"
-    run_scenario(load_scenario(scenario_path), RunOptions(db=db), client=fake)
+    run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db), client=fake)
     con = duckdb.connect(str(db), read_only=True)
     by_action = dict(con.execute("SELECT coalesce(action, 'FAILED'), count(*) FROM decisions "
                                  "GROUP BY 1").fetchall())
@@ -185,8 +186,8 @@ def test_seeded_runs_are_identical_whatever_the_completion_order(scenario_path, 
                                                                  uninterrupted, order_seed):
     db = tmp_path / f"shuffled{order_seed}.duckdb"
     shuffled = FakeClient(delay=shuffled_completion(order_seed), seed=SEED)
-    summary = run_scenario(load_scenario(scenario_path), RunOptions(db=db, chunk_size=3),
-                           client=shuffled)
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db, chunk_size=3),
+                             client=shuffled)
     assert snapshot(db, summary.run_id) == uninterrupted
 
 
@@ -196,8 +197,8 @@ def test_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path,
                                                         fail_at):
     db = tmp_path / "broken.duckdb"
     with pytest.raises(PersonahubError, match="unreachable"):
-        run_scenario(load_scenario(scenario_path), RunOptions(db=db),
-                     client=FakeClient(unreachable_from_step(fail_at), seed=SEED))
+        run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db),
+                       client=FakeClient(unreachable_from_step(fail_at), seed=SEED))
     con = duckdb.connect(str(db), read_only=True)
     run_id, done = con.execute("SELECT run_id, steps_done FROM runs").fetchone()
     con.close()
@@ -247,7 +248,7 @@ def test_scripted_runs_write_no_decisions_and_make_no_decide_call(scenario_path,
     path.write_text(SCENARIO.replace('policy="deliberate",', ""))
     fake = FakeClient(seed=SEED)
     db = tmp_path / "scripted.duckdb"
-    run_scenario(load_scenario(path), RunOptions(db=db), client=fake)
+    run_simulation(RunConfig(scenario=load_scenario(path), db=db), client=fake)
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
         assert con.execute("SELECT config->>'$.scenario.policy' FROM runs "

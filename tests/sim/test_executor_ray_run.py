@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from personahub.api import resume_run, run_simulation
 from personahub.core.errors import PersonahubError
+from personahub.pipelines.run import RunConfig
 from personahub.sim.executors import ray_actors as executor_ray_run
-from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke
 from tests.conftest import persona_texts
@@ -52,7 +53,7 @@ def scenario_path(tmp_path: Path) -> Path:
 
 
 def run(path: Path, db: Path, **options: Any) -> dict[str, list]:
-    summary = run_scenario(load_scenario(path), RunOptions(db=db, **options))
+    summary = run_simulation(RunConfig(scenario=load_scenario(path), db=db, **options))
     return snapshot(db, summary.run_id)
 
 
@@ -111,8 +112,8 @@ def test_a_cached_run_on_ray_answers_from_the_drivers_cache(
     def twice(db: Path, **options: Any) -> list[tuple[dict[str, list], dict[str, list]]]:
         made = []
         for _ in range(2):
-            summary = run_scenario(load_scenario(scenario_path),
-                                   RunOptions(db=db, cache="record", **options))
+            summary = run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db, cache="record",
+                                               **options))
             made.append((snapshot(db, summary.run_id), cache_of(db, summary.run_id)))
             sent.append("--")
         return made
@@ -127,7 +128,7 @@ def test_a_cached_run_on_ray_answers_from_the_drivers_cache(
     assert {c[2] for c in first_cache["calls"]} == {False}  # the first run asked the actors
     assert {c[2] for c in second_cache["calls"]} == {True}  # the second, the cache alone
     assert second_cache["entries"] == first_cache["entries"] and first_cache["entries"]
-    replay = run_scenario(load_scenario(scenario_path), RunOptions(
+    replay = run_simulation(RunConfig(scenario=load_scenario(scenario_path),
         db=tmp_path / "ray.duckdb", cache="replay", executor="ray", ray_workers=1))
     assert snapshot(tmp_path / "ray.duckdb", replay.run_id) == first
 
@@ -160,9 +161,9 @@ def test_an_actor_killed_mid_run_loses_and_doubles_nothing(local_ray: None, scen
 
     local = run(scenario_path, tmp_path / "local.duckdb", offline_latency_s=0.2)
     db = tmp_path / "ray.duckdb"
-    summary = run_scenario(load_scenario(scenario_path),
-                           RunOptions(db=db, executor="ray", ray_workers=2, offline_latency_s=0.2),
-                           progress=kill_during_next_step)
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db, executor="ray",
+                                       ray_workers=2, offline_latency_s=0.2),
+                             progress=kill_during_next_step)
     assert killed_after == [1]  # killed before step 2 was committed: its calls were in flight
     assert snapshot(db, summary.run_id) == local
 
@@ -180,8 +181,8 @@ def test_a_run_that_lost_its_workers_resumes_to_the_local_tables(
 
     db = tmp_path / "ray.duckdb"
     with pytest.raises(PersonahubError, match="lost .* resume with personahub run --resume"):
-        run_scenario(load_scenario(scenario_path), RunOptions(db=db, executor="ray", ray_workers=2),
-                     progress=kill_after_step_two)
+        run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db, executor="ray", ray_workers=2),
+                       progress=kill_after_step_two)
     import duckdb
 
     con = duckdb.connect(str(db), read_only=True)
@@ -227,6 +228,6 @@ def test_a_client_the_workers_cannot_rebuild_is_refused_before_the_run(
 
     db = tmp_path / "refused.duckdb"
     with pytest.raises(PersonahubError, match="built from --llm"):
-        run_scenario(load_scenario(scenario_path), RunOptions(db=db, executor="ray"),
-                     client=FakeClient())
+        run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db, executor="ray"),
+                       client=FakeClient())
     assert not db.exists()

@@ -210,4 +210,4 @@ def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(serve
     assert "every one of its" in line and "run --resume" in line
     assert _status(lenient, "SELECT steps_done FROM runs") == [(2,)]  # no stop for quality
     config = _status(lenient, "SELECT config FROM runs JOIN jobs ON job_id = run_id")[0][0]
-    assert json.loads(config)["options"]["max_failed_share"] == 1.0  # what --resume reads
+    assert json.loads(config)["max_failed_share"] == 1.0  # what --resume reads

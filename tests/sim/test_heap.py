@@ -6,8 +6,9 @@ import gc
 
 import pytest
 
+from personahub.api import run_simulation
+from personahub.pipelines.run import RunConfig
 from personahub.sim.heap import FULL_PASS_EVERY, RunHeap
-from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 
 
@@ -40,5 +41,5 @@ def test_restored_when_the_run_fails_and_when_gc_was_off():
 
 def test_a_run_leaves_nothing_frozen(scenario_file, tmp_path):
     before = gc.get_threshold()
-    run_scenario(load_scenario(scenario_file(12, steps=2)), RunOptions(db=tmp_path / "h.duckdb"))
+    run_simulation(RunConfig(scenario=load_scenario(scenario_file(12, steps=2)), db=tmp_path / "h.duckdb"))
     assert gc.isenabled() and gc.get_freeze_count() == 0 and gc.get_threshold() == before

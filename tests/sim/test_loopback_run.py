@@ -6,7 +6,8 @@ import duckdb
 import pytest
 
 from personahub.agents.tasks import emission_task
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.api import run_simulation
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 
 
@@ -15,9 +16,9 @@ def test_run_survives_injected_faults_and_accounts_for_every_call(server, scenar
     srv = server(error_rate=0.1, malformed_rate=0.1, fault_seed=7)
     db = tmp_path / "loopback.duckdb"
     scenario = load_scenario(scenario_file(n_personas=25, steps=3))
-    options = RunOptions(db=db, llm=f"{srv.base_url}?model=offline", concurrency=8,
-                         timeout_s=10)
-    summary = run_scenario(scenario, options)
+    options = RunConfig(scenario=scenario, db=db, llm=f"{srv.base_url}?model=offline",
+                        concurrency=8, timeout_s=10)
+    summary = run_simulation(options)
     assert summary.engine.startswith("offline@http://127.0.0.1") and not summary.offline
     con = duckdb.connect(str(db), read_only=True)
     statuses = dict(con.execute("SELECT status, count(*) FROM llm_calls GROUP BY 1").fetchall())

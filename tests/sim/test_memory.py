@@ -21,11 +21,12 @@ import networkx as nx
 import pytest
 
 from personahub.agents.tasks.reflection import Reflection
+from personahub.api import resume_run, run_simulation
 from personahub.core.contracts import StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.personas.record import Persona
+from personahub.pipelines.run import RunConfig
 from personahub.sim.memory import AgentMemory, Message
-from personahub.sim.runner import RunOptions, resume_run, run_scenario
 from personahub.sim.scenario import Event, Memory, Scenario, ScenarioError, load_scenario
 from personahub.sim.society import SocietyModel
 from tests.conftest import persona_texts
@@ -250,7 +251,7 @@ def scenario_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def uninterrupted(scenario_path: Path, tmp_path: Path) -> dict[str, list]:
     db = tmp_path / "whole.duckdb"
-    summary = run_scenario(load_scenario(scenario_path), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db))
     return snapshot(db, summary.run_id)
 
 
@@ -267,8 +268,8 @@ def test_a_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_pat
                                                           fail_at):
     db = tmp_path / "broken.duckdb"
     with pytest.raises(PersonahubError, match="unreachable"):
-        run_scenario(load_scenario(scenario_path), RunOptions(db=db),
-                     client=FakeClient(unreachable_from_step(fail_at), seed=SEED))
+        run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db),
+                       client=FakeClient(unreachable_from_step(fail_at), seed=SEED))
     con = duckdb.connect(str(db), read_only=True)
     run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
     con.close()

@@ -19,14 +19,15 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from personahub.agents.llm.client import CallRecord, StructuredResult
-from personahub.api import run_synthesis
+from personahub.api import resume_run, run_simulation, run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
+from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions, select_personas
-from personahub.sim.runner import RunOptions, load_scenario_personas, resume_run, run_scenario
+from personahub.sim.runner import load_scenario_personas
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.fakes import Answer, Call, FakeClient, crash_after, unreachable_from_step
@@ -87,7 +88,7 @@ def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
 
 def whole_run(scenario: Path, tmp_path: Path) -> dict[str, list]:
     db = tmp_path / "whole.duckdb"
-    summary = run_scenario(load_scenario(scenario), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario), db=db))
     return snapshot(db, summary.run_id)
 
 
@@ -98,8 +99,8 @@ def test_an_expansion_call_that_failed_is_asked_again_in_a_second_round(scenario
     whole = whole_run(scenario, tmp_path)
     flaky = start_ids(scenario)[2]
     db = tmp_path / "flaky.duckdb"
-    summary = run_scenario(load_scenario(scenario), RunOptions(db=db),
-                           client=wrapped(failing_expansion([flaky], times=1)))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario), db=db),
+                             client=wrapped(failing_expansion([flaky], times=1)))
     snap = snapshot(db, summary.run_id)
     assert snap["runs"][0][0] == "finished"
     assert len(snap["run_agents"]) == len(whole["run_agents"])  # the society did not shrink
@@ -114,8 +115,8 @@ def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(
     broken = start_ids(scenario)[1:3]
     db = tmp_path / "stopped.duckdb"
     with pytest.raises(PersonahubError) as stop:
-        run_scenario(load_scenario(scenario), RunOptions(db=db),
-                     client=wrapped(failing_expansion(broken, times=2)))
+        run_simulation(RunConfig(scenario=load_scenario(scenario), db=db),
+                       client=wrapped(failing_expansion(broken, times=2)))
     (run_id, status), = rows(db, "SELECT run_id, status FROM runs JOIN jobs ON job_id = run_id")
     assert str(stop.value) == (f"setup: 2 of 6 expansion calls failed (most often: HTTP 503: "
                                f"overloaded); resume with personahub run --resume {run_id} --db {db}")
@@ -164,7 +165,8 @@ def test_weak_answers_that_keep_failing_are_counted_and_setup_goes_on(scenario, 
 
 def test_personas_the_quality_gate_rejects_are_not_failures(scenario, tmp_path):
     db = tmp_path / "gate.duckdb"
-    summary = run_scenario(load_scenario(scenario), RunOptions(db=db), client=wrapped(edit=bare_name_first))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario), db=db),
+                             client=wrapped(edit=bare_name_first))
     assert rows(db, "SELECT status FROM runs JOIN jobs ON job_id = run_id") == [("finished",)]
     rejected = rows(db, "SELECT count(*), min(reason) FROM rejected WHERE source = 'expand' AND run_id = ?",
                     [summary.run_id])
@@ -180,8 +182,8 @@ def test_a_resume_continues_the_interrupted_expansion_instead_of_redoing_it(scen
     whole = whole_run(scenario, tmp_path)
     db = tmp_path / "crashed.duckdb"
     with pytest.raises(PersonahubError, match="simulated crash"):
-        run_scenario(load_scenario(scenario), RunOptions(db=db),
-                     client=wrapped(crash_after(8, "expand", RuntimeError)))
+        run_simulation(RunConfig(scenario=load_scenario(scenario), db=db),
+                       client=wrapped(crash_after(8, "expand", RuntimeError)))
     (run_id,), = rows(db, "SELECT run_id FROM runs")
     assert rows(db, "SELECT hops_done FROM expansions") == [(1,)]  # round 1 is committed
     assert rows(db, "SELECT count(*) FROM llm_calls WHERE purpose = 'expand'") == [(6,)]
@@ -197,7 +199,8 @@ def stopped_run(scenario: Path, tmp_path: Path) -> tuple[Path, str]:
 
     db = tmp_path / "stopped.duckdb"
     with pytest.raises(PersonahubError):
-        run_scenario(load_scenario(scenario), RunOptions(db=db), client=wrapped(unreachable_from_step(2)))
+        run_simulation(RunConfig(scenario=load_scenario(scenario), db=db),
+                       client=wrapped(unreachable_from_step(2)))
     return db, rows(db, "SELECT run_id FROM runs")[0][0]
 
 

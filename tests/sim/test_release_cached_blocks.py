@@ -10,7 +10,7 @@ import pytest
 
 from personahub.core.sandbox import lock_settings
 from personahub.core.store import connect, scalar
-from personahub.sim.runlog import release_cached_blocks
+from personahub.sim.store import release_cached_blocks
 
 
 def _table_bytes(con: duckdb.DuckDBPyConnection) -> int:

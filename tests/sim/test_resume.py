@@ -11,8 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from personahub.api import resume_run, run_simulation
 from personahub.core.errors import PersonahubError
-from personahub.sim.runner import RunOptions, resume_run, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, unreachable_from_step
@@ -94,7 +95,7 @@ def scenario_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def uninterrupted(scenario_path: Path, tmp_path: Path) -> dict[str, list]:
     db = tmp_path / "whole.duckdb"
-    summary = run_scenario(load_scenario(scenario_path), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db))
     return snapshot(db, summary.run_id)
 
 
@@ -103,8 +104,8 @@ def uninterrupted(scenario_path: Path, tmp_path: Path) -> dict[str, list]:
 def test_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path, uninterrupted, fail_at):
     db = tmp_path / "broken.duckdb"
     with pytest.raises(PersonahubError, match="unreachable"):
-        run_scenario(load_scenario(scenario_path), RunOptions(db=db),
-                     client=FakeClient(unreachable_from_step(fail_at), seed=SEED))
+        run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db),
+                       client=FakeClient(unreachable_from_step(fail_at), seed=SEED))
     con = duckdb.connect(str(db), read_only=True)
     run_id, status, done = con.execute("SELECT run_id, status, steps_done FROM runs "
                                        "JOIN jobs ON job_id = run_id").fetchone()
@@ -117,7 +118,7 @@ def test_failed_run_resumes_to_the_uninterrupted_tables(scenario_path, tmp_path,
 
 def test_resume_refuses_finished_and_unknown_runs(scenario_path, tmp_path):
     db = tmp_path / "done.duckdb"
-    summary = run_scenario(load_scenario(scenario_path), RunOptions(db=db, steps=1))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db, steps=1))
     with pytest.raises(PersonahubError, match="already finished"):
         resume_run(summary.run_id, db=db)
     with pytest.raises(PersonahubError, match="no such run"):

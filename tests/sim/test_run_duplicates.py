@@ -13,8 +13,9 @@ import pytest
 import personahub.personas.near_dup as near_dup
 from personahub.agents.llm.client import StructuredResult
 from personahub.agents.tasks.instruction import Instruction
+from personahub.api import resume_run, run_simulation
 from personahub.core.errors import PersonahubError
-from personahub.sim.runner import RunOptions, resume_run, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import Scenario, ScenarioError, load_scenario
 from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus
@@ -104,7 +105,7 @@ def test_run_flags_equal_the_reference_uninterrupted_and_resumed(
         monkeypatch.setattr(near_dup, "HOT", hot)
     scenario = load_scenario(_scenario(tmp_path, window))
     whole = tmp_path / "whole.duckdb"
-    run_scenario(scenario, RunOptions(db=whole), client=planted_client())
+    run_simulation(RunConfig(scenario=scenario, db=whole), client=planted_client())
     by_kind = _emissions(whole)
     flags = _flags(by_kind)
     assert flags == _reference(by_kind, window)
@@ -116,7 +117,7 @@ def test_run_flags_equal_the_reference_uninterrupted_and_resumed(
 
     broken = tmp_path / "broken.duckdb"
     with pytest.raises(PersonahubError, match="unreachable"):
-        run_scenario(scenario, RunOptions(db=broken), client=planted_client(fail_at=4))
+        run_simulation(RunConfig(scenario=scenario, db=broken), client=planted_client(fail_at=4))
     con = duckdb.connect(str(broken), read_only=True)
     run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]  # type: ignore[index]
     con.close()

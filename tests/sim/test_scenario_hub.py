@@ -8,12 +8,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from personahub.api import run_simulation
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect, transaction
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw_ids
 from personahub.personas.store import upsert_personas
-from personahub.sim.runner import RunOptions, load_scenario_personas, run_scenario
+from personahub.pipelines.run import RunConfig
+from personahub.sim.runner import load_scenario_personas
 from personahub.sim.scenario import PersonaSource, ScenarioError, load_scenario
 
 ROLES = ["nurse", "baker", "ferry pilot", "librarian"]
@@ -62,7 +64,7 @@ def test_scenario_samples_the_runs_own_hub(tmp_path: Path) -> None:
     db = tmp_path / "run.duckdb"
     fill(db)
     path = write(tmp_path, "PersonaSource(path='hub', carve=('occupation=nurse',), limit=4, seed=7)")
-    summary = run_scenario(load_scenario(path), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(path), db=db))
     chosen = agents(db, summary.run_id)
     assert chosen == expected(db, HubQuery(carve=("occupation=nurse",)), 4, 7)
     con = connect(db, read_only=True)
@@ -83,7 +85,7 @@ def test_scenario_samples_a_named_hub_into_a_new_run_database(tmp_path: Path) ->
     path = write(tmp_path, "PersonaSource(hub='people.duckdb', where='CAST(json_extract_string("
                            "attributes, \\'$.age\\') AS INT) >= 40', limit=5)")
     db = tmp_path / "fresh.duckdb"
-    summary = run_scenario(load_scenario(path), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(path), db=db))
     assert agents(db, summary.run_id) == expected(
         tmp_path / "people.duckdb", load_scenario(path).personas.query(), 5, 0)
 
@@ -121,15 +123,15 @@ def test_a_bare_carve_string_is_one_condition() -> None:
 def test_hub_errors_at_run_time_name_the_scenario_and_field(tmp_path: Path) -> None:
     scenario = load_scenario(write(tmp_path, "PersonaSource(hub='missing.duckdb')"))
     with pytest.raises(PersonahubError, match=r"scenario hub_town: personas.hub: no database"):
-        run_scenario(scenario, RunOptions(db=tmp_path / "run.duckdb"))
+        run_simulation(RunConfig(scenario=scenario, db=tmp_path / "run.duckdb"))
     assert not (tmp_path / "run.duckdb").exists()
     db = tmp_path / "people.duckdb"
     fill(db)
     scenario = load_scenario(write(tmp_path, "PersonaSource(hub='people.duckdb', "
                                              "carve=('occupation=astronaut',))"))
     with pytest.raises(PersonahubError, match=r"personas.carve 'occupation=astronaut': no personas"):
-        run_scenario(scenario, RunOptions(db=tmp_path / "run.duckdb"))
+        run_simulation(RunConfig(scenario=scenario, db=tmp_path / "run.duckdb"))
     scenario = load_scenario(write(tmp_path, "PersonaSource(hub='people.duckdb', "
                                              "carve=('occupation~[',))"))
     with pytest.raises(PersonahubError, match=r"personas.carve 'occupation~\[': .*missing"):
-        run_scenario(scenario, RunOptions(db=tmp_path / "run.duckdb"))
+        run_simulation(RunConfig(scenario=scenario, db=tmp_path / "run.duckdb"))

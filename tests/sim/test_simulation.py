@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.api import run_simulation
 from personahub.core.errors import PersonahubError
-from personahub.sim.runner import RunOptions, run_scenario
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
@@ -27,7 +28,7 @@ def emissions(db: Path, run_id: str) -> list[tuple]:
 
 def test_run_writes_all_kinds_messages_and_flags(scenario_file, tmp_path):
     db = tmp_path / "run.duckdb"
-    summary = run_scenario(load_scenario(scenario_file()), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_file()), db=db))
     assert summary.agents >= 30 and summary.steps == 3
     assert set(summary.emissions_by_kind) == {"instruction", "npc_dialogue", "tool_spec"}
     con = duckdb.connect(str(db), read_only=True)
@@ -58,9 +59,9 @@ def test_run_writes_all_kinds_messages_and_flags(scenario_file, tmp_path):
 @pytest.mark.slow
 def test_same_seed_same_emissions_other_seed_differs(scenario_file, tmp_path):
     scenario = load_scenario(scenario_file())
-    a = run_scenario(scenario, RunOptions(db=tmp_path / "a.duckdb", seed=5))
-    b = run_scenario(scenario, RunOptions(db=tmp_path / "b.duckdb", seed=5))
-    c = run_scenario(scenario, RunOptions(db=tmp_path / "c.duckdb", seed=6))
+    a = run_simulation(RunConfig(scenario=scenario, db=tmp_path / "a.duckdb", seed=5))
+    b = run_simulation(RunConfig(scenario=scenario, db=tmp_path / "b.duckdb", seed=5))
+    c = run_simulation(RunConfig(scenario=scenario, db=tmp_path / "c.duckdb", seed=6))
     rows_a = emissions(tmp_path / "a.duckdb", a.run_id)
     assert rows_a and rows_a == emissions(tmp_path / "b.duckdb", b.run_id)
     assert rows_a != emissions(tmp_path / "c.duckdb", c.run_id)
@@ -70,8 +71,8 @@ def test_same_seed_same_emissions_other_seed_differs(scenario_file, tmp_path):
 def test_rerun_in_the_same_database_reaches_the_same_society(scenario_file, tmp_path):
     scenario = load_scenario(scenario_file())
     db = tmp_path / "same.duckdb"
-    first = run_scenario(scenario, RunOptions(db=db, seed=5))
-    second = run_scenario(scenario, RunOptions(db=db, seed=5))
+    first = run_simulation(RunConfig(scenario=scenario, db=db, seed=5))
+    second = run_simulation(RunConfig(scenario=scenario, db=db, seed=5))
     assert first.agents == second.agents
     assert emissions(db, first.run_id) == emissions(db, second.run_id)
 
@@ -89,10 +90,10 @@ def test_results_do_not_depend_on_completion_order(order_seed, tmp_path_factory)
         f"SCENARIO = Scenario(name='order', personas=PersonaSource(path={str(people)!r}),"
         " graph=GraphGrowth(hops=0, acquaintances=4), steps=2, seed=3)\n")
     scenario = load_scenario(path)
-    baseline = run_scenario(scenario, RunOptions(db=folder / "base.duckdb", chunk_size=3))
+    baseline = run_simulation(RunConfig(scenario=scenario, db=folder / "base.duckdb", chunk_size=3))
     shuffled = FakeClient(delay=shuffled_completion(order_seed), seed=3)
-    other = run_scenario(scenario, RunOptions(db=folder / "shuf.duckdb", chunk_size=3),
-                         client=shuffled)
+    other = run_simulation(RunConfig(scenario=scenario, db=folder / "shuf.duckdb", chunk_size=3),
+                           client=shuffled)
     assert emissions(folder / "base.duckdb", baseline.run_id) == emissions(
         folder / "shuf.duckdb", other.run_id)
 
@@ -101,7 +102,7 @@ def test_failure_mid_run_keeps_committed_steps_and_marks_the_run(scenario_file, 
     db = tmp_path / "fail.duckdb"
     scenario = load_scenario(scenario_file(steps=4))
     with pytest.raises(PersonahubError, match="unreachable"):
-        run_scenario(scenario, RunOptions(db=db), client=FakeClient(unreachable_from_step(3)))
+        run_simulation(RunConfig(scenario=scenario, db=db), client=FakeClient(unreachable_from_step(3)))
     con = duckdb.connect(str(db), read_only=True)
     status, done, error = con.execute("SELECT status, steps_done, error FROM runs "
                                       "JOIN jobs ON job_id = run_id").fetchone()
@@ -114,7 +115,7 @@ def test_failure_mid_run_keeps_committed_steps_and_marks_the_run(scenario_file, 
 @pytest.mark.slow
 def test_default_scenario_smoke(tmp_path):
     scenario = load_scenario(Path(__file__).parents[2] / "scenarios" / "riverside_town.py")
-    summary = run_scenario(scenario, RunOptions(db=tmp_path / "default.duckdb"))
+    summary = run_simulation(RunConfig(scenario=scenario, db=tmp_path / "default.duckdb"))
     assert summary.agents >= 100 and summary.steps >= 5
     assert set(summary.emissions_by_kind) == {"instruction", "npc_dialogue", "tool_spec"}
     assert summary.calls == {"ok": sum(summary.calls.values())}

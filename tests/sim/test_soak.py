@@ -25,13 +25,13 @@ import pytest
 from typer.testing import CliRunner
 
 from personahub.agents.loopback.server import ServerOptions, running_server
-from personahub.api import run_synthesis
+from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app
 from personahub.core.store import connect
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
+from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
-from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
@@ -136,7 +136,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def uninterrupted_run(scenario: Path) -> tuple[dict, dict]:
     db = scenario.parent / "whole.duckdb"
-    summary = run_scenario(load_scenario(scenario), RunOptions(db=db))  # no latency: same tables
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario), db=db))  # no latency: same tables
     return snapshot(db, summary.run_id), hub_tables(db)
 
 
@@ -299,7 +299,7 @@ def fault_free(scenario: Path) -> dict[str, Any]:
     folder = scenario.parent
     with running_server(ServerOptions()) as clean:
         url = f"{clean.base_url}?model=m"
-        run = run_scenario(load_scenario(scenario), RunOptions(db=folder / "clean.duckdb", llm=url))
+        run = run_simulation(RunConfig(scenario=load_scenario(scenario), db=folder / "clean.duckdb", llm=url))
         job = run_synthesis(SynthOptions(task="instruction", n=40, seed=7, batch_size=8, llm=url,
                                          db=str(folder / "clean-synth.duckdb")))
         tables = served(folder / "clean.duckdb", run.run_id, clean.base_url)
@@ -314,7 +314,8 @@ def test_a_run_through_endpoint_faults_equals_the_fault_free_run(scenario, fault
                                                                   tmp_path, faults):
     srv = server(**FAULTS[faults], hang_s=120.0, fault_seed=5)
     db = tmp_path / "faulty.duckdb"
-    summary = run_scenario(load_scenario(scenario), RunOptions(db=db, llm=f"{srv.base_url}?model=m"))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario), db=db,
+                                       llm=f"{srv.base_url}?model=m"))
     whole, hub, clean_answers = fault_free["run"]
     got = served(db, summary.run_id, srv.base_url)
     del got["llm_calls"]  # the attempts differ: their answers may not

@@ -11,9 +11,10 @@ import pytest
 from mesa.discrete_space import Network
 
 from personahub.agents.tasks import emission_task
+from personahub.api import run_simulation
 from personahub.personas.record import Persona
+from personahub.pipelines.run import RunConfig
 from personahub.sim.memory import AgentMemory, Message
-from personahub.sim.runner import RunOptions, run_scenario
 from personahub.sim.scenario import (
     Activation,
     Audience,
@@ -222,7 +223,7 @@ def test_surveys_are_concurrent_stay_out_of_memory_and_are_one_query_per_step(sc
     scenario = load_scenario(path)
     client = FakeClient(delay=lambda call: 0.002)
     db = tmp_path / "survey.duckdb"
-    summary = run_scenario(scenario, RunOptions(db=db, steps=3), client=client)
+    summary = run_simulation(RunConfig(scenario=scenario, db=db, steps=3), client=client)
     con = duckdb.connect(str(db), read_only=True)
     step3 = con.execute("select answer_choice, count(*) from survey_answers where step = 3 "
                         "group by 1 order by 1").fetchall()
@@ -242,7 +243,7 @@ def test_surveys_are_concurrent_stay_out_of_memory_and_are_one_query_per_step(sc
 def test_new_emission_kinds_validate_and_conversations_alternate(scenario_file, tmp_path):
     kinds = ("conversation", "math_problem", "reasoning_problem", "knowledge_text")
     db = tmp_path / "kinds.duckdb"
-    summary = run_scenario(load_scenario(scenario_file(kinds=kinds, steps=2)), RunOptions(db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_file(kinds=kinds, steps=2)), db=db))
     assert set(summary.emissions_by_kind) == set(kinds)
     con = duckdb.connect(str(db), read_only=True)
     for kind, content, persona, target in con.execute(
@@ -284,7 +285,7 @@ def test_reference_to_an_agent_not_in_the_run_fails_before_anything_is_written(s
     path.write_text(path.read_text().replace("import GraphGrowth", "import GraphGrowth, Intervention"))
     db = tmp_path / "ref.duckdb"
     with pytest.raises(ScenarioError, match="9999"):
-        run_scenario(load_scenario(path), RunOptions(db=db))
+        run_simulation(RunConfig(scenario=load_scenario(path), db=db))
     assert not db.exists()
 
 

@@ -1,0 +1,527 @@
+"""``personahub run`` as a job spec: a scenario's society, one simulation step per batch.
+
+The kernel (``core/kernel.py``) owns the run's life; this spec puts the simulation's parts
+(``sim/runner.py``, ``sim/society.py``, SQL in ``sim/store.py``) in order:
+
+- ``prepare``: the scenario (a resume reloads its file once its SHA-256 matches the one recorded
+  at the start: a changed or missing file is refused before it is executed), its personas (from
+  its file, or a seeded sample of the hub) and every check that needs no model;
+- ``start``: the ``runs`` row, and the scenario's personas upserted into the hub, with the
+  ``jobs`` row;
+- ``plan``: the setup, each part committed before the next (acquaintance links, the setup
+  expansion — a child job of the run, continued by a resume from its frontier — then the agents
+  and the starting graph), or on resume the society read back and brought to the last committed
+  step (each step checkpoints the agents it changed); then the remaining steps, one a batch;
+- ``asker``: runs a step (``SocietyModel.advance``: gather every action on the job's caller,
+  apply in agent-id order). A step depends on the one before, so the batches are not
+  independent: on Ray only the caller is remote (the ``RayCaller`` pool);
+- ``commit``: the step's rows (emissions flagged for near-duplicates, messages, events,
+  interventions, survey answers, rejects, decisions, agent checkpoints, the ``steps`` row,
+  ``runs.steps_done``) with its model calls, in one transaction. A step with an action lost to
+  the endpoint (an HTTP error, a timeout, a dropped connection that outlasted the seam's
+  retries) is not committed: the run stops, resumable, before it; resumed against a healthy
+  endpoint it ends with the fault-free tables (the step is asked again from its checkpoint, and
+  everything random derives from seed, step and persona). Failed answers (invalid, cut off,
+  rejected by a gate) are part of the run: counted per step, retried by the seam, stopping the
+  run past ``--max-failed-share``.
+
+A run whose agents failed some actions still ran every step: it ends ``finished`` (``end_status``),
+and ``failed`` when it kept nothing at all. An unexpected error names the step and the scenario
+code that raised (``failure_text``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.cache import check_replay_file
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import DEFAULT_MAX_RETRIES, LLMSettings, parse_concurrency
+from personahub.agents.llm.structured import check_setting
+from personahub.analysis.kept import kept_lines
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonahubError, ResumableStop, UsageError
+from personahub.core.failures import (
+    DEFAULT_MAX_FAILED_SHARE,
+    check_max_failed_share,
+    endpoint_error,
+)
+from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
+from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
+from personahub.core.store import DEFAULT_DB, connect
+from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.personas.expand import ExpansionIncomplete, expand_hub
+from personahub.personas.near_dup import IndexesByKind
+from personahub.personas.quality import rejected_counts
+from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
+from personahub.sim import runner, store
+from personahub.sim.executors import check_executor
+from personahub.sim.heap import RunHeap
+from personahub.sim.scenario import Scenario, load_scenario, raised_text, scenario_frame
+from personahub.sim.society import SocietyModel, StepResult
+
+__all__ = ["RUN", "RunConfig", "RunOptions", "RunSpec", "RunSummary", "resume_settings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """A run: its scenario and what overrides it (what it makes, stored in ``jobs.config``,
+    model spec redacted) and, in ``engine`` fields, how this invocation asks (a resume takes
+    those from its caller).
+
+    ``scenario`` is the scenario itself; what tells two runs apart is its file and SHA-256
+    (``scenario_file``, ``scenario_sha256``: filled in from it; for a scenario built in code,
+    the digest of its description). A resume reloads the scenario from its file, never from
+    the store, so ``scenario`` is an engine field. ``seed`` and ``steps`` default to the
+    scenario's."""
+
+    scenario: Scenario | None = engine(None)
+    scenario_file: str | None = None
+    scenario_sha256: str | None = None
+    steps: int | None = None
+    seed: int | None = None
+    price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
+    price_out: float | None = None  # USD per 1M output tokens
+    structured: str = "auto"  # how the schema is asked for (agents/llm/structured.py)
+    max_tokens: int | None = None  # None: per output kind (agents/llm/generation.py)
+    temperature: float | None = None
+    top_p: float | None = None
+    db: Path = engine(Path(DEFAULT_DB))
+    llm: str = engine("offline", identity=True, secret=True)
+    concurrency: Concurrency = engine(16)
+    timeout_s: float = engine(60.0)
+    max_retries: int = engine(DEFAULT_MAX_RETRIES)
+    chunk_size: int = engine(128)
+    offline_latency_s: float = engine(0.0)
+    cache: str = engine("off")  # off | record | replay (agents/llm/cache.py)
+    rps: float | None = engine(None)  # model requests per second, all endpoints together
+    # where the model calls run (sim/executors/): the tables are the same either way
+    executor: str = engine("local")
+    ray_address: str | None = engine(None)  # None: RAY_ADDRESS, else a local Ray for the run
+    ray_workers: int | None = engine(None)  # Ray actors asking the model; None: one per CPU
+    # a step whose failed share passes this (and has >= 5 actions) stops the run (core.failures)
+    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "db", Path(self.db))
+        check_executor(self.executor, cache=self.cache, workers=self.ray_workers,
+                       cache_on_driver=True)
+        check_max_failed_share(self.max_failed_share)
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        check_setting(self.structured)
+        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+        check_number(self.offline_latency_s, "--offline-latency", low=0)
+        check_number(self.timeout_s, "--timeout", above=0)
+        check_cache_mode(self.cache)
+        check_optional_number(self.rps, "--rps", above=0)
+        check_optional_number(self.price_in, "--price-in", low=0)
+        check_optional_number(self.price_out, "--price-out", low=0)
+        check_int(self.chunk_size, "chunk size", low=1)
+        check_int(self.max_retries, "max retries", low=0)
+        if self.scenario is not None:
+            self._fill_from(self.scenario)
+        if self.seed is not None:
+            check_seed(self.seed)
+        if self.steps is not None:
+            check_int(self.steps, "--steps", low=1)
+
+    def _fill_from(self, scenario: Scenario) -> None:
+        """Seed, steps, file and digest from the scenario where not given."""
+        if not isinstance(scenario, Scenario):
+            raise UsageError(f"a run's scenario must be a Scenario (load_scenario(FILE)), "
+                             f"not {type(scenario).__name__}")
+        filled = {"seed": scenario.seed, "steps": scenario.steps,
+                  "scenario_file": str(scenario.source) if scenario.source else None}
+        for name, value in filled.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.scenario_sha256 is None:
+            object.__setattr__(self, "scenario_sha256", runner.scenario_key(scenario))
+
+    @property
+    def run_seed(self) -> int:
+        return int(self.seed or 0)
+
+    @property
+    def run_steps(self) -> int:
+        return int(self.steps or 0)
+
+
+RunOptions = RunConfig  # its name before the job kernel (issue 27)
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the console and for tests (the whole run, resumed or not)."""
+
+    run_id: str
+    scenario: str
+    db: Path
+    engine: str
+    offline: bool
+    agents: int
+    edges: int
+    steps: int
+    emissions_by_kind: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    messages: int = 0
+    answers: int = 0
+    events: int = 0
+    calls: dict[str, int] = field(default_factory=dict)
+    failed_actions: int = 0  # includes emissions rejected by the quality gate
+    # quality-gate rejects by reason: the run's emissions and the personas its expansion refused
+    rejected: dict[str, int] = field(default_factory=dict)
+    prompt_tokens_per_action: float | None = None  # mean tokens_in of answered step calls
+    # prefix cache: (cached, prompt) tokens of the attempts whose server reported reuse (None: no
+    # attempt did), and the share of this invocation's prompts in a shared prefix (estimated)
+    prefix_reused: tuple[int, int] | None = None
+    prefix_estimated: float | None = None
+    wall_s: float = 0.0
+    kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
+
+
+class ActionsLost(ResumableStop):
+    """Actions of a step were lost to the endpoint: the step is not committed (resumable)."""
+
+
+@dataclass
+class Taken:
+    """A step as its batch returns it: the result and when the step started."""
+
+    result: StepResult
+    started_at: dt.datetime
+
+    @property
+    def records(self) -> list[Any]:
+        return self.result.records
+
+    @property
+    def cache_entries(self) -> list[Any]:
+        return self.result.cache_entries
+
+
+@dataclass
+class RunState:
+    """One run's own state (``JobContext.state``)."""
+
+    name: str  # the scenario's
+    scenario: Scenario | None  # None for a finished run asked to resume (nothing is asked)
+    personas: list[Persona] | None  # the scenario's, when the agents are still to be recorded
+    world: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    committed: int = 0  # the last committed step
+    model: SocietyModel | None = None
+    indexes: IndexesByKind | None = None
+    heap: RunHeap | None = None
+
+    @property
+    def scenario_now(self) -> Scenario:
+        """The scenario of a run that asks something."""
+        assert self.scenario is not None
+        return self.scenario
+
+
+def _state(ctx: JobContext[RunConfig]) -> RunState:
+    state: RunState = ctx.state
+    return state
+
+
+class RunAsker:
+    """Runs one step of the run's model on the job's caller. It holds the in-memory society, so
+    it stays with the driver (a run's batches are not independent): on Ray its caller is the
+    actor pool."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    async def run_batch(self, step: int, caller: StructuredCaller) -> Taken:
+        model = self.state.model
+        assert model is not None and model.steps == step - 1, "steps run in order"
+        started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return Taken(await model.advance(caller), started)
+
+
+class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
+    """``personahub run`` as a job spec (see the module doc)."""
+
+    kind = "run"
+    config_type = RunConfig
+    independent_batches = False
+    refuses_twins = False  # as before the kernel: a new run of a scenario is a new experiment
+    noun = "run"
+    unit = "actions"
+
+    def new_id(self) -> str:
+        """UTC time and a random suffix (sortable, unique), as run ids were before the kernel."""
+        return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+    def model_settings(self, config: RunConfig) -> LLMSettings:
+        return LLMSettings(spec=config.llm, seed=config.run_seed, timeout_s=config.timeout_s,
+                           concurrency=config.concurrency, max_retries=config.max_retries,
+                           offline_latency_s=config.offline_latency_s, rps=config.rps,
+                           structured=config.structured,  # type: ignore[arg-type]
+                           max_tokens=config.max_tokens, temperature=config.temperature,
+                           top_p=config.top_p)
+
+    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """A run from before the kernel stored ``{scenario, options, seed, steps, ...}``: its
+        options flattened. The stored ``scenario`` is a description (reports read it); a run
+        reloads its scenario from its file."""
+        stored = dict(stored)
+        options = stored.pop("options", None)
+        if isinstance(options, dict):
+            stored = {**{k: v for k, v in options.items() if k not in ("seed", "steps")}, **stored}
+        stored.pop("scenario", None)
+        return stored
+
+    def resume_hint(self, job_id: str, db: Path) -> str:
+        return f"personahub run --resume {job_id} --db {db}"
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        return str((config.get("scenario") or {}).get("name", ""))
+
+    # -- before anything is recorded --------------------------------------------------------------
+    def prepare(self, ctx: JobContext[RunConfig]) -> None:
+        """The scenario (a resume's: its verified file), its personas and the checks."""
+        if ctx.status == "finished":  # nothing is asked: its summary reads the tables
+            recorded = store.run_record(ctx.con, ctx.job_id)
+            ctx.state = RunState(recorded.scenario if recorded else ctx.job_id, None, None)
+            return
+        if ctx.resumed:
+            ctx.config = _reloaded(ctx)
+        elif ctx.config.scenario is None:
+            raise UsageError("a run needs a scenario: RunConfig(scenario=load_scenario(FILE), ...)")
+        scenario = ctx.config.scenario
+        assert scenario is not None
+        personas = None
+        if not (ctx.resumed and store.agent_persona_ids(ctx.con, ctx.job_id)):
+            with RunHeap():  # many objects, all long-lived: no collector passes over them
+                personas = runner.load_scenario_personas(scenario, ctx.db, ctx.con)
+        world = runner.check_scenario(scenario, personas)
+        ctx.state = RunState(scenario.name, scenario, personas, world)
+        ctx.total = ctx.config.run_steps
+
+    def start(self, ctx: JobContext[RunConfig]) -> BatchOutcome:
+        """The ``runs`` row, and the scenario's personas in the hub, with the ``jobs`` row."""
+        state, config = _state(ctx), ctx.config
+        row = store.run_row(ctx.job_id, scenario=state.name,
+                            scenario_path=config.scenario_file or "", llm=ctx.caller.label,
+                            steps_planned=config.run_steps)
+        personas = state.personas or []
+        return BatchOutcome(rows={"runs": [row]}, then=lambda: upsert_personas(ctx.con, personas))
+
+    @contextmanager
+    def running(self, ctx: JobContext[RunConfig]) -> Iterator[None]:
+        """The collector paused through setup and frozen between steps (``sim/heap.py``); the
+        structured-output modes and concurrency learned, stored however the run ends."""
+        try:
+            with RunHeap() as heap:
+                _state(ctx).heap = heap
+                yield
+        finally:
+            merge_job_config(ctx.con, ctx.job_id, {
+                "structured_modes": ctx.caller.structured_modes(),
+                "concurrency_limit": ctx.caller.concurrency_report()})
+
+    # -- the steps ---------------------------------------------------------------------------------
+    def plan(self, ctx: JobContext[RunConfig]) -> Iterator[int]:
+        """The steps still to run; the society is set up (or restored) on the first."""
+        if ctx.status == "finished":
+            return iter(())
+        return self._steps(ctx)
+
+    def _steps(self, ctx: JobContext[RunConfig]) -> Iterator[int]:
+        state = _state(ctx)
+        _society(ctx, state)
+        con = ctx.con
+        for step in range(state.committed + 1, ctx.config.run_steps + 1):
+            yield step  # asked and committed before the loop goes on
+            state.committed = step
+            store.release_cached_blocks(con)  # the run log is on disk: memory stays flat
+            if state.heap is not None:
+                state.heap.settle()
+
+    def asker(self, ctx: JobContext[RunConfig]) -> RunAsker:
+        return RunAsker(_state(ctx))
+
+    def commit(self, ctx: JobContext[RunConfig], batch: int, result: Taken) -> BatchOutcome:
+        """The step's rows with its calls; a step with actions lost to the endpoint stops the
+        run before anything of it is written."""
+        step = result.result
+        errors = [error for _, error in step.failures]
+        kept = len(step.emissions) + len(step.answers)
+        _refuse_lost(batch, errors, kept + len(errors))
+        state = _state(ctx)
+        assert state.indexes is not None
+        duplicates = runner.flag_duplicates(step, state.indexes)
+        rows = store.step_rows(ctx.job_id, step, duplicates, result.started_at,
+                               model=ctx.caller.label)
+        return BatchOutcome(rows=rows, calls=[result], asked=kept + len(errors), kept=kept,
+                            errors=errors, label=f"step {batch}",
+                            progress=("step", batch, ctx.config.run_steps),
+                            then=lambda: store.set_steps_done(ctx.con, ctx.job_id, batch))
+
+    # -- how it ends -------------------------------------------------------------------------------
+    def end_status(self, ctx: JobContext[RunConfig], asked: int, kept: int) -> str:
+        """Every step ran: failed actions are counted in ``steps.n_failed``, not missing."""
+        return "finished"
+
+    def nothing_kept(self, ctx: JobContext[RunConfig], asked: int) -> str:
+        return f"every one of its {asked} actions failed"
+
+    def failure_text(self, ctx: JobContext[RunConfig], exc: BaseException) -> str:
+        where = scenario_frame(exc)
+        what = (f"{where}: scenario code {raised_text(exc)}" if where
+                else f"{type(exc).__name__}: {exc}")
+        committed = _state(ctx).committed if isinstance(ctx.state, RunState) else 0
+        return f"failed at step {committed + 1}: {what}"
+
+    def stop_note(self, ctx: JobContext[RunConfig]) -> str:
+        committed = _state(ctx).committed if isinstance(ctx.state, RunState) else 0
+        return f" after step {committed}"
+
+    def summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
+        """The run's totals, read back from the database (the whole run, resumed or not)."""
+        con, run_id, caller = ctx.con, ctx.job_id, ctx.caller
+        summary = RunSummary(run_id=run_id, scenario=_state(ctx).name, db=Path(ctx.db),
+                             engine=caller.label, offline=caller.is_offline,
+                             **store.run_counts(con, run_id))
+        summary.rejected = rejected_counts(con, run_id=run_id)
+        summary.prompt_tokens_per_action = store.prompt_tokens_per_action(con, run_id)
+        summary.kept = kept_lines(con, run_id=run_id)
+        summary.prefix_reused = store.prefix_reused(con, run_id)
+        summary.prefix_estimated = runner.estimated_prefix_share(caller.endpoints)
+        summary.wall_s = time.perf_counter() - _state(ctx).started
+        return summary
+
+    def report(self, summary: RunSummary, db: Path) -> list[str]:
+        """What the run did, in lines for the console (``personahub resume``)."""
+        emitted = sum(summary.emissions_by_kind.values())
+        return [f"run {summary.run_id} ({summary.scenario}): {summary.steps} steps, "
+                f"{summary.agents} agents, {emitted} emissions, {summary.answers} survey answers, "
+                f"{summary.failed_actions} failed actions in {db}",
+                f"  personahub report --db {db} --run {summary.run_id} --out report"]
+
+
+def check_new_run(config: RunConfig) -> None:
+    """What a new run refuses before the kernel opens (and so creates) its database: a replay
+    from a database that does not exist."""
+    if config.cache == "replay":
+        check_replay_file(config.db)
+
+
+def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
+                    offline_latency_s: float = 0.0, executor: str = "local",
+                    ray_address: str | None = None, ray_workers: int | None = None,
+                    max_failed_share: float | None = None) -> dict[str, Any]:
+    """How a resume of run ``run_id`` asks (the engine fields it gives the kernel): where its
+    calls run and the offline latency are the caller's (never the run's); ``llm`` None keeps
+    the run's recorded model spec (redacted: give ``llm`` when it needs credentials) and
+    ``max_failed_share`` None the run's share."""
+    if not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database")
+    settings: dict[str, Any] = {"db": Path(db), "offline_latency_s": offline_latency_s,
+                                "executor": executor, "ray_address": ray_address,
+                                "ray_workers": ray_workers}
+    if max_failed_share is not None:
+        settings["max_failed_share"] = max_failed_share
+    settings["llm"] = llm if llm is not None else _recorded_llm(db, run_id)
+    return settings
+
+
+def _recorded_llm(db: str | Path, run_id: str) -> str:
+    """The (redacted) model spec run ``run_id`` recorded; ``offline`` for an unknown job (the
+    kernel then refuses it by name)."""
+    con = connect(db, read_only=True)
+    try:
+        job = find_job(con, run_id)
+    finally:
+        con.close()
+    stored = RUN.upgrade(dict(job.config)) if job is not None else {}
+    return str(stored.get("llm") or "offline")
+
+
+def _reloaded(ctx: JobContext[RunConfig]) -> RunConfig:
+    """A resumed run's config with its scenario reloaded from its verified file."""
+    config = ctx.config
+    recorded = store.run_record(ctx.con, ctx.job_id)
+    path = runner.verified_scenario_file(ctx.job_id, config.scenario_file, config.scenario_sha256,
+                                         recorded.scenario_path if recorded else None)
+    steps = recorded.steps_planned if recorded and recorded.steps_planned else config.steps
+    return dataclasses.replace(config, scenario=load_scenario(path), steps=steps)
+
+
+def _refuse_lost(step: int, errors: Sequence[str | None], asked: int) -> None:
+    """Stop before committing a step that lost actions to the endpoint (see the module doc)."""
+    lost = [str(e) for e in errors if endpoint_error(e)]
+    if lost:
+        common = max(set(lost), key=lost.count)
+        raise ActionsLost(f"step {step}: {len(lost)} of {asked} actions were lost to the endpoint "
+                          f"(most often: {common[:160]}), so the step was not committed; check "
+                          "the --llm server (its log says more)")
+
+
+def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
+    """Set up the society (a new run, or one stopped before its agents were recorded) or read
+    it back, and bring the model to the last committed step."""
+    config, con, run_id = ctx.config, ctx.con, ctx.job_id
+    scenario = state.scenario_now
+    if state.personas is not None:
+        reached = _setup(ctx, scenario, state.personas)
+        agents, graph = runner.record_society(con, run_id, state.personas, reached)
+        done = 0
+    else:
+        agents, graph = runner.restore_society(con, run_id)
+        done = store.steps_done(con, run_id)
+    state.model = SocietyModel(scenario=scenario, personas=agents, graph=graph,
+                               llm=ctx.caller, run_id=run_id, seed=config.run_seed,
+                               runner=ctx.run, world=state.world, chunk_size=config.chunk_size)
+    state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
+                                  texts=store.emission_texts(con))
+    if done:
+        runner.restore_model(con, state.model, run_id, done, state.indexes)
+    state.committed = ctx.done_before = done
+    if state.heap is not None:
+        state.heap.settle()  # the society is built: out of the collector's sight (sim/heap.py)
+
+
+def _setup(ctx: JobContext[RunConfig], scenario: Scenario, personas: list[Persona]) -> tuple[str, ...]:
+    """Acquaintance links, then the setup expansion; the personas it reached."""
+    runner.link_acquaintances(ctx.con, scenario, personas, ctx.config.run_seed)
+    if not scenario.graph.hops:
+        return ()
+    return _expand(ctx, [p.persona_id for p in personas])
+
+
+def _expand(ctx: JobContext[RunConfig], start_ids: list[str]) -> tuple[str, ...]:
+    """The setup expansion, a child job of the run (a resume goes on with the one it started).
+
+    The one place a run asks for it: when expansion is a job spec, this becomes
+    ``ctx.run_child(EXPANSION, <its config>, resume=previous).summary.reached_ids``."""
+    growth = _state(ctx).scenario_now.graph
+    children = list_jobs(ctx.con, kind="expansion", parent_id=ctx.job_id)
+    previous = children[0].job_id if children else None
+    try:
+        summary = ctx.run(expand_hub(
+            ctx.con, ctx.caller, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,
+            run_id=ctx.job_id, resume=previous, stop_on_failure=True, progress=ctx.report,
+            max_failed_share=ctx.config.max_failed_share))
+    except ExpansionIncomplete as exc:
+        error = store.most_common_error_in(ctx.con, ctx.job_id, purpose="expand")
+        raise ResumableStop(f"setup: {exc.failed} of {exc.asked} expansion calls failed (most "
+                            f"often: {error}); resume with "
+                            f"{RUN.resume_hint(ctx.job_id, ctx.db)}") from None
+    return tuple(summary.reached_ids)
+
+
+RUN = register(RunSpec())

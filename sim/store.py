@@ -1,0 +1,255 @@
+"""The run log's SQL, in one place: ``runs``, ``run_agents``, ``run_edges``, ``steps``,
+``emissions``, ``messages``, ``events``, ``interventions``, ``survey_answers``,
+``agent_states`` and ``decisions`` (the run's own tables; ``jobs`` is ``core/jobs_store.py``'s).
+
+A step is the unit of durability: its rows (``step_rows``) are committed together with the
+step's model-call records by the job kernel (``core.commit.commit_batch``), and ``steps_done``
+moves in the same transaction, so a crash leaves the database at the last complete step and a
+resume continues from exactly there. Writes are Arrow batches or row batches, never per-row
+statements. The readers below are what a resume restores from and what a summary counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from personahub.core.store import insert_columns, scalar
+
+if TYPE_CHECKING:
+    from personahub.sim.society import StepResult
+
+Rows = dict[str, list[dict[str, Any]]]
+_RESTORE_CHUNK = 100_000  # emissions read at a time while the near-duplicate indexes are rebuilt
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+def run_row(run_id: str, *, scenario: str, scenario_path: str, llm: str,
+            steps_planned: int) -> dict[str, Any]:
+    """The run's ``runs`` row (written with its ``jobs`` row)."""
+    return {"run_id": run_id, "scenario": scenario, "scenario_path": scenario_path, "llm": llm,
+            "steps_planned": steps_planned, "steps_done": 0}
+
+
+def add_agents(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
+               agent_ids: Sequence[int] | np.ndarray,
+               edges: tuple[Any, Any, Any] = ((), (), ())) -> None:
+    """Record which persona each agent id plays and the run's starting social graph (``edges``
+    as columns: src, dst, relation; lists or Arrow arrays), in the caller's transaction."""
+    src, dst, relation = edges
+    run = pa.scalar(run_id, pa.string())
+    insert_columns(con, "run_agents", {
+        "run_id": pa.repeat(run, len(agent_ids)),
+        "agent_id": pa.array(np.asarray(agent_ids, dtype=np.int32)),
+        "persona_id": pa.array(persona_ids, type=pa.string())})
+    insert_columns(con, "run_edges", {
+        "run_id": pa.repeat(run, len(src)), "src": src, "dst": dst, "relation": relation})
+
+
+def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | None],
+              started_at: dt.datetime, *, model: str) -> Rows:
+    """A step's rows by table, in the order they are inserted: its emissions (with their
+    near-duplicate flags), messages, delivered events, interventions, survey answers, emissions
+    rejected by the quality gate, decisions, the checkpoint of changed agent states and its
+    ``steps`` row."""
+    emissions = [{
+        "emission_id": e.emission_id, "run_id": run_id, "step": e.step,
+        "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
+        "content": e.content, "text": e.text, "target_persona_id": e.target_persona_id,
+        "model": model, "is_duplicate": duplicates.get(e.emission_id) is not None,
+        "duplicate_of": duplicates.get(e.emission_id),
+    } for e in result.emissions]
+    step_row = {
+        "run_id": run_id, "step": result.step, "n_active": result.n_active,
+        "n_emissions": len(result.emissions), "n_messages": len(result.messages),
+        "n_failed": len(result.failures), "n_answers": len(result.answers),
+        "started_at": started_at, "finished_at": _now(),
+    }
+    tagged = {"run_id": run_id}
+    return {
+        "emissions": emissions,
+        "messages": [{**vars(m), **tagged} for m in result.messages],
+        "events": [{**e, **tagged} for e in result.events],
+        "interventions": [{**x, **tagged} for x in result.interventions],
+        "survey_answers": [{**a, **tagged} for a in result.answers],
+        "rejected": list(result.rejected),
+        "decisions": [{**d, **tagged} for d in result.decisions],
+        "agent_states": [{"run_id": run_id, "agent_id": a, "step": result.step, "state": state}
+                         for a, state in result.states],
+        "steps": [step_row],
+    }
+
+
+def set_steps_done(con: duckdb.DuckDBPyConnection, run_id: str, step: int) -> None:
+    """The run's last committed step (in the step's transaction)."""
+    con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?", [step, run_id])
+
+
+def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20) -> None:
+    """Let DuckDB's buffer pool drop its copies of table blocks that are already on disk.
+
+    The pool keeps every block it wrote or read until its memory limit (80% of RAM by default)
+    forces blocks out, so a long-running writer holds all it wrote in memory. Lowering the
+    limit to what the other buffers (unwritten rows, indexes) use, plus ``slack``, evicts those
+    blocks, which costs no write since they are on disk. The limit then goes back to DuckDB's
+    default (connections here never set another; the one shown, '18.8 GiB', is rounded, so it
+    could not be set back exactly). When the pool cannot shrink that far, or settings are
+    locked, nothing changes.
+    """
+    others = scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                         "WHERE tag <> 'BASE_TABLE'")
+    try:
+        con.execute(f"SET memory_limit = '{int(others) + slack}B'")
+    except duckdb.Error:
+        return
+    con.execute("RESET memory_limit")
+
+
+# --- what a resume restores from ---------------------------------------------------------------
+
+class RunRecord(NamedTuple):
+    """A run's ``runs`` row: its scenario's name and file as recorded, and its steps planned."""
+
+    scenario: str
+    scenario_path: str
+    steps_planned: int
+
+
+def run_record(con: duckdb.DuckDBPyConnection, run_id: str) -> RunRecord | None:
+    """The run's ``runs`` row, or None when there is no such run."""
+    rows = con.execute("SELECT scenario, scenario_path, steps_planned FROM runs WHERE run_id = ?",
+                       [run_id]).fetchall()
+    if not rows:
+        return None
+    scenario, path, steps = rows[0]
+    return RunRecord(str(scenario or ""), str(path or ""), int(steps or 0))
+
+
+def steps_done(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """The run's last committed step (0 before the first)."""
+    rows = con.execute("SELECT steps_done FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    return int(rows[0][0] or 0) if rows else 0
+
+
+def agent_persona_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """The persona each agent plays, in agent-id order (empty before the agents are recorded)."""
+    return [r[0] for r in con.execute("SELECT persona_id FROM run_agents WHERE run_id = ? "
+                                      "ORDER BY agent_id", [run_id]).fetchall()]
+
+
+def starting_edges(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, np.ndarray]:
+    """The run's starting graph as agent positions (``pa``, ``pb``: agent id - 1) and relations
+    (``r``), ordered by persona ids."""
+    return con.execute("""
+        SELECT a.agent_id - 1 AS pa, b.agent_id - 1 AS pb, e.relation AS r FROM run_edges e
+        JOIN run_agents a ON a.run_id = e.run_id AND a.persona_id = e.src
+        JOIN run_agents b ON b.run_id = e.run_id AND b.persona_id = e.dst
+        WHERE e.run_id = ? ORDER BY e.src, e.dst""", [run_id]).fetchnumpy()
+
+
+def applied_edge_changes(con: duckdb.DuckDBPyConnection, run_id: str,
+                         done: int) -> list[tuple[str, str, str, str | None]]:
+    """(action, persona, other persona, relation) of the edge interventions applied up to step
+    ``done``, in the order they were applied."""
+    return [tuple(r) for r in con.execute(
+        "SELECT action, persona_id, other_persona_id, relation FROM interventions WHERE run_id = ? "
+        "AND step <= ? AND applied AND action IN ('add_edge', 'remove_edge') "
+        "ORDER BY step, intervention_index", [run_id, done]).fetchall()]
+
+
+def latest_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int) -> dict[int, Any]:
+    """Each checkpointed agent's latest state up to step ``done`` (agent id → state)."""
+    rows = con.execute("SELECT agent_id, arg_max(state, step) FROM agent_states "
+                       "WHERE run_id = ? AND step <= ? GROUP BY agent_id", [run_id, done]).fetchall()
+    return {int(a): json.loads(s) for a, s in rows}
+
+
+def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,
+                   done: int) -> Iterator[list[tuple[str, str, str]]]:
+    """(emission id, kind, text) of the run's kept emissions up to step ``done``, in the order
+    they were indexed, in chunks (a long run's texts are not all held at once)."""
+    result = con.execute("SELECT emission_id, kind, text FROM emissions WHERE run_id = ? "
+                         "AND step <= ? AND NOT is_duplicate ORDER BY step, agent_id", [run_id, done])
+    while rows := result.fetchmany(_RESTORE_CHUNK):
+        yield rows
+
+
+def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], list[str]]:
+    """Committed emissions' texts by id: what the near-duplicate indexes read back instead of
+    keeping every signature (personas/near_dup.py)."""
+    def read(ids: Sequence[str]) -> list[str]:
+        found: dict[str, str] = {}
+        for lo in range(0, len(ids), 1000):  # constants: a filter in the scan, not a join
+            part = list(ids[lo : lo + 1000])
+            found.update(con.execute("SELECT emission_id, text FROM emissions WHERE emission_id "
+                                     f"IN ({', '.join('?' * len(part))})", part).fetchall())
+        return [found[i] for i in ids]
+    return read
+
+
+# --- what a summary counts ---------------------------------------------------------------------
+
+def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """A run's totals, read back (the whole run, resumed or not): agents, edges, steps
+    committed, failed actions, emissions by kind, near-duplicates, messages, survey answers,
+    delivered events, and its model calls by status."""
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        return con.execute(sql, [run_id]).fetchall()
+
+    def count(table: str, where: str = "") -> int:
+        return int(rows(f"SELECT count(*) FROM {table} WHERE run_id = ?{where}")[0][0])
+
+    steps, failed = rows("SELECT coalesce(max(step), 0), coalesce(sum(n_failed), 0) FROM steps "
+                         "WHERE run_id = ?")[0]
+    kinds = rows("SELECT kind, count(*) FROM emissions WHERE run_id = ? GROUP BY 1 ORDER BY 1")
+    calls = rows("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY 1")
+    return {"agents": count("run_agents"), "edges": count("run_edges"), "steps": int(steps),
+            "failed_actions": int(failed), "emissions_by_kind": {k: int(n) for k, n in kinds},
+            "duplicates": count("emissions", " AND is_duplicate"), "messages": count("messages"),
+            "answers": count("survey_answers"), "events": count("events"),
+            "calls": {status: int(n) for status, n in calls}}
+
+
+def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int] | None:
+    """(cached, prompt) tokens over the run's own attempts (its steps and its persona expansion,
+    not a later judge or interview) whose server reported prefix-cache reuse
+    (``llm_calls.cached_prompt_tokens``); None when none did."""
+    cached, prompt = con.execute(
+        "SELECT sum(cached_prompt_tokens), sum(tokens_in) FROM llm_calls WHERE run_id = ? AND "
+        "cached_prompt_tokens IS NOT NULL AND coalesce(job_kind, 'run') IN ('run', 'expansion')",
+        [run_id]).fetchall()[0]
+    return None if prompt is None else (int(cached), int(prompt))
+
+
+def prompt_tokens_per_action(con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
+    """Mean prompt tokens of the run's answered actions and survey questions (None if unknown).
+
+    One ``ok`` attempt answers each action (a repaired answer's ``ok`` attempt carries the
+    repair prompt); calls outside steps (persona expansion) are left out. Offline runs count
+    4 characters a token, as the offline engine does.
+    """
+    mean = con.execute("SELECT avg(tokens_in) FROM llm_calls WHERE run_id = ? AND status = 'ok' "
+                       "AND step IS NOT NULL", [run_id]).fetchall()[0][0]
+    return None if mean is None else float(mean)
+
+
+def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
+                         purpose: str | None = None) -> str:
+    """The most frequent error of a run's failed model calls (for the one-line stop message),
+    of calls for ``purpose`` only when given."""
+    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
+                       "AND error IS NOT NULL AND (? IS NULL OR purpose = ?) "
+                       "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
+                       [run_id, purpose, purpose]).fetchall()
+    return str(rows[0][0])[:160] if rows else "no model call succeeded"
