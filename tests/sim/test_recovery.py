@@ -151,7 +151,7 @@ def test_weak_answers_that_keep_failing_are_counted_and_setup_goes_on(scenario, 
     whole = whole_run(scenario, tmp_path)
     weak = start_ids(scenario)[1]
     db = tmp_path / "weak.duckdb"
-    summary = run_scenario(load_scenario(scenario), RunOptions(db=db), client=wrapped(
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario), db=db), client=wrapped(
         failing_expansion([weak], times=2, status="invalid", error="people.0.persona: Field required")))
     assert rows(db, "SELECT status FROM runs JOIN jobs ON job_id = run_id") == [("finished",)]
     assert rows(db, "SELECT status, attempts FROM expansion_frontier WHERE persona_id = ? AND hop = 0",
