@@ -203,10 +203,13 @@ def print_summary(summary: Any) -> None:
     out.print(table)
     db = summary.db
     out.print("Try:", soft_wrap=True)
-    out.print(f"  personahub sql --db {db} \"select kind, count(*) from emissions group by 1\"",
+    run = f"run_id = '{summary.run_id}'"  # a database holds many runs: each hint names this one
+    out.print(f"  personahub sql --db {db} \"select kind, count(*) from emissions where {run} "
+              "group by 1\"", highlight=False, soft_wrap=True)
+    out.print(f"  personahub sql --db {db} \"select * from v_run_cost where {run}\"",
               highlight=False, soft_wrap=True)
     out.print(f"  personahub sql --db {db} \"select step, text from emissions where kind = "
-              f"'npc_dialogue' and run_id = '{summary.run_id}' limit 5\"",
+              f"'npc_dialogue' and {run} limit 5\"",
               highlight=False, soft_wrap=True)
 
 
