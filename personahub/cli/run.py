@@ -17,6 +17,7 @@ from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
     ExecutorOption,
+    JsonOption,
     LlmOption,
     MaxFailedShareOption,
     MaxTokensOption,
@@ -31,7 +32,9 @@ from personahub.cli.common import (
     TopPOption,
     banner,
     command_client,
+    emit_job_json,
     job_progress,
+    note_job,
     one_line_errors,
     out,
     say,
@@ -85,19 +88,23 @@ def run(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
     from personahub.analysis.live_view import RunView
 
     watcher = RunView(db, view_port, say) if view else None  # the port is taken now, or refused
     try:
-        _run(scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
-             price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
-             Where(executor, ray_address, ray_workers), max_failed_share)
+        summary = _run(scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency,
+                       cache, rps, price_in, price_out,
+                       ModelFlags(structured, max_tokens, temperature, top_p), watcher,
+                       Where(executor, ray_address, ray_workers), max_failed_share)
     except BaseException:
         if watcher is not None:
             watcher.stop()
         raise
+    if as_json:
+        emit_job_json("run", db, job_id=summary.run_id, id_key="run_id", counts=run_counts(summary))
     if watcher is not None:
         watcher.linger()
 
@@ -105,8 +112,9 @@ def run(
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
          concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
-         watcher: Any, where: Where, max_failed_share: float | None = None) -> None:
-    """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known."""
+         watcher: Any, where: Where, max_failed_share: float | None = None) -> Any:
+    """The run (or resume) itself, its summary printed and returned; ``watcher`` (a ``RunView``)
+    starts once the run is known."""
     from personahub.sim.runner import RunOptions, resume_run, run_scenario
     from personahub.sim.scenario import load_scenario
 
@@ -118,6 +126,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
 
         def resuming() -> None:
             say("resuming run ", (resume, "bold"), f" in {db}")
+            note_job("run", resume, db)
             if watcher is not None:
                 watcher.start(resume)
 
@@ -126,7 +135,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
                                  progress=step_progress(bar), on_ready=resuming,
                                  max_failed_share=max_failed_share, **where._asdict())
         print_summary(summary)
-        return
+        return summary
     if scenario is None:
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
     from personahub.agents.llm.client import resolve_spec
@@ -157,6 +166,15 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
                                client=client, on_ready=ready,
                                on_start=lambda run_id: on_start(run_id))
     print_summary(summary)
+    return summary
+
+
+def run_counts(summary: Any) -> dict[str, int]:
+    """A run's counts for ``--json``."""
+    return {"agents": summary.agents, "steps": summary.steps,
+            "emissions": sum(summary.emissions_by_kind.values()), "messages": summary.messages,
+            "survey_answers": summary.answers, "duplicates": summary.duplicates,
+            "failed_actions": summary.failed_actions, "llm_calls": sum(summary.calls.values())}
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:

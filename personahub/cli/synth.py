@@ -14,6 +14,7 @@ from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
     ExecutorOption,
+    JsonOption,
     LlmOption,
     MaxFailedShareOption,
     MaxTokensOption,
@@ -27,7 +28,9 @@ from personahub.cli.common import (
     TimeoutOption,
     TopPOption,
     banner,
+    emit_job_json,
     job_progress,
+    note_job,
     one_line_errors,
     out,
     say,
@@ -112,6 +115,7 @@ def synthesize(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items."""
     from personahub import runtime
@@ -152,6 +156,7 @@ def synthesize(
     def on_start(job_id: str, resumed: bool) -> None:
         if resumed:
             say("resuming job ", (job_id, "bold"), f" in {db}")
+            note_job("job", job_id, db)
         else:
             started("job", job_id, db)
 
@@ -170,6 +175,12 @@ def synthesize(
     if out_file is not None:
         _export(db, out_file, "personahub", job=summary.job_id, overwrite=force)
     out.print(lines[-1], highlight=False, soft_wrap=True)  # how to export it
+    if as_json:
+        emit_job_json("synthesize", db, job_id=summary.job_id, paths={"out": out_file},
+                      counts={"selected": summary.selected, "written": summary.written,
+                              "already_done": summary.skipped_done, "failed": summary.failed,
+                              "duplicates": summary.duplicates, "solved": summary.solved},
+                      task=summary.task)
 
 
 def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
