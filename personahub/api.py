@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personahub.bridge import call_blocking, call_in_thread
-from personahub.progress_bars import ProgressSetting, progress_hook
+from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
 from personahub.results import Job, Judged, Run
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ def _refuse_unknown(what: str, given: dict[str, Any], known: set[str]) -> None:
 
 def _scenario_run(scenario_or_path: Scenario | str | Path, run_options: RunOptions | None,
                   overrides: dict[str, Any], progress: ProgressSetting = None) -> Run:
+    quiet_tqdm_auto()  # before loading the scenario imports what imports tqdm.auto
     from personahub.sim.runner import RunOptions, run_scenario
     from personahub.sim.scenario import load_scenario
 

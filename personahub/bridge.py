@@ -17,6 +17,7 @@ A second interrupt while it waits stops waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import threading
 from collections.abc import Callable
@@ -39,9 +40,10 @@ def loop_is_running() -> bool:
 class _Worker(threading.Thread):
     """A daemon thread running ``job`` once, keeping its result or the exception it raised."""
 
-    def __init__(self, job: Callable[[], Any]) -> None:
+    def __init__(self, job: Callable[[], Any], on_finish: Callable[[], None] | None = None) -> None:
         super().__init__(name="personahub-job", daemon=True)
         self.job = job
+        self.on_finish = on_finish  # called last, once the result is kept
         self.value: Any = None
         self.error: BaseException | None = None
         # waited on instead of ``join``: a join interrupted by Ctrl-C marks the thread stopped
@@ -55,6 +57,8 @@ class _Worker(threading.Thread):
             self.error = exc
         finally:
             self.finished.set()
+            if self.on_finish is not None:
+                self.on_finish()
 
     def result(self) -> Any:
         if self.error is not None:
@@ -102,13 +106,11 @@ async def call_in_thread(job: Callable[[], T]) -> T:
         if not done.done():
             done.set_result(None)
 
-    def run_then_signal() -> Any:
-        try:
-            return job()
-        finally:
+    def wake_caller() -> None:
+        with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile
             loop.call_soon_threadsafe(finish)
 
-    worker = _Worker(run_then_signal)
+    worker = _Worker(job, on_finish=wake_caller)
     worker.start()
     try:
         await asyncio.shield(done)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,14 +27,28 @@ def in_notebook() -> bool:
     return "ipykernel" in sys.modules
 
 
+def _widgets() -> bool:
+    return importlib.util.find_spec("ipywidgets") is not None
+
+
 def _bar_class() -> Any:
     """tqdm's notebook bar where ipywidgets can draw it, else its text bar (tqdm.auto would
-    fall back too, but with a warning in every cell)."""
-    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+    fall back too, but with a warning in the cell)."""
+    if in_notebook() and _widgets():
         from tqdm.auto import tqdm
     else:
         from tqdm.std import tqdm
     return tqdm
+
+
+def quiet_tqdm_auto() -> None:
+    """Import ``tqdm.auto`` once without its "IProgress not found" warning: libraries a job
+    loads (huggingface_hub, ...) import it, and in a notebook without ipywidgets the warning
+    would land in the cell's output."""
+    if in_notebook() and not _widgets() and "tqdm.auto" not in sys.modules:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import tqdm.auto  # noqa: F401
 
 
 class Bars:
@@ -65,6 +80,7 @@ def shows_by_default() -> bool:
 def progress_hook(setting: ProgressSetting) -> Iterator[ProgressHook | None]:
     """The hook a job reports to for ``setting`` (None: ``shows_by_default``); bars are closed
     when the job ends, however it ends."""
+    quiet_tqdm_auto()
     if callable(setting):
         yield setting
         return
