@@ -75,7 +75,8 @@ def test_the_notebook_ships_executed() -> None:
     notebook = load(NOTEBOOK)
     for number, cell in enumerate(code_cells(notebook)):
         assert cell["execution_count"] == number + 1, "run it top to bottom once"
-        assert cell["outputs"], f"code cell {number} has no output: python tests/test_notebook.py"
+        if number:  # the first cell imports and sets names: it prints nothing
+            assert cell["outputs"], f"code cell {number} has no output: python tests/test_notebook.py"
         assert not [o for o in cell["outputs"] if o["output_type"] == "error"]
     text = json.dumps(notebook)
     assert "image/png" in text and "finished" in text  # the chart, and the run's card
