@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,11 +108,22 @@ class Job:
         """Any SQL over the database (read-only, analysis views installed) as a DataFrame."""
         return _read(self.db, query, params)
 
+    def _row(self) -> Any:
+        """The job's row of ``jobs`` (None for a handle whose job is not there)."""
+        from personahub.core.jobs_store import find_job
+        from personahub.core.store import connect
+
+        con = connect(self.db, read_only=True)
+        try:
+            return find_job(con, self.job_id)
+        finally:
+            con.close()
+
     @property
     def status(self) -> str:
         """The job's status as the database has it now (finished, interrupted, ...)."""
-        frame = self.sql("SELECT status FROM jobs WHERE job_id = ?", [self.job_id])
-        return str(frame.iloc[0, 0]) if len(frame) else "unknown"
+        row = self._row()
+        return str(row.status) if row is not None else "unknown"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kind={self.kind!r}, job_id={self.job_id!r}, db={str(self.db)!r})"
@@ -254,8 +264,8 @@ class Run(Job):
 
     def _survey_options(self, survey_id: str) -> list[str]:
         """The survey's answer options in its scenario's order (none for free answers)."""
-        frame = self.sql("SELECT config FROM jobs WHERE job_id = ?", [self.job_id])
-        config = json.loads(frame.iloc[0, 0]) if len(frame) and frame.iloc[0, 0] else {}
+        row = self._row()
+        config = row.config if row is not None else {}
         surveys = ((config.get("scenario") or {}).get("surveys")) or []
         found: dict[str, Any] = next((s for s in surveys if s.get("id") == survey_id), {})
         return [str(o) for o in found.get("options") or []]

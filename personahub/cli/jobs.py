@@ -101,12 +101,6 @@ def jobs(
     out.print(table)
 
 
-# one row per run: the run's detail (runs) beside its lifecycle (jobs), newest first
-_RUNS = ("SELECT r.run_id, r.scenario, j.status, r.steps_done, r.steps_planned, j.started_at, "
-         "j.finished_at, r.llm FROM runs r LEFT JOIN jobs j ON j.job_id = r.run_id "
-         "{where} ORDER BY j.started_at DESC NULLS LAST, r.run_id")
-
-
 @one_line_errors
 def runs(
     db: DbOption = Path(DEFAULT_DB),
@@ -117,17 +111,17 @@ def runs(
     """List the runs in the database, newest first: id, scenario, status, steps, started."""
     from rich.table import Table
 
+    from personahub.core.jobs_store import list_runs
     from personahub.core.store import connect
 
     con = connect(db, read_only=True)
     try:
-        rows = con.execute(_RUNS.format(where="WHERE j.status = ?" if status else ""),
-                           [status] if status else []).fetchall()
+        rows = list_runs(con, status=status)
     finally:
         con.close()
-    listed = [{"run_id": r[0], "scenario": r[1], "status": r[2], "steps_done": r[3],
-               "steps_planned": r[4], "started": _stamp(r[5]), "finished": _stamp(r[6]),
-               "llm": r[7]} for r in rows]
+    listed = [{**{k: v for k, v in r.items() if not k.endswith("_at")},
+               "started": _stamp(r["started_at"]), "finished": _stamp(r["finished_at"])}
+              for r in rows]
     if as_json:
         out.print(json.dumps(listed, ensure_ascii=False), highlight=False, soft_wrap=True)
         return
