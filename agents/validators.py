@@ -59,8 +59,9 @@ def has_letters(value: Any) -> bool:
 def free_text_issue(text: str, what: str, min_chars: int, min_words: int) -> QualityIssue | None:
     """Length and letters of a free text (an instruction, a problem statement)."""
     if len(text) < min_chars or word_count(text) < min_words:
-        return QualityIssue("too_short", f"the {what} is under {min_chars} characters or "
-                                         f"{min_words} words")
+        limits = [f"{min_chars} characters"] if min_chars else []
+        limits += [f"{min_words} words"] if min_words else []
+        return QualityIssue("too_short", f"the {what} is under {' or '.join(limits)}")
     if letter_share(text) < MIN_LETTER_SHARE:
         return QualityIssue("few_letters", f"under {MIN_LETTER_SHARE:.0%} of the {what} is letters")
     return None

@@ -7,7 +7,9 @@ relationship graph's degree distribution and a drawing of a neighbourhood of it 
 agents did, and the paper's diversity analysis (embedding similarity of persona pairs vs that of
 their outputs on sampled pairs, with the summary figures, distinct-1/2 and near-duplicate rate per
 kind/task; ``analysis.diversity``). A job's report (``job_id``) has its facts, items per task,
-failures, duplicates and diversity. A run or job that was judged (``personahub judge``) shows the
+failures, duplicates and diversity. Both show samples per kind/task (a few outputs, each beside
+the persona that wrote it; ``analysis.preview``) and outliers (the longest and shortest outputs,
+and near-duplicates). A run or job that was judged (``personahub judge``) shows the
 latest judge's validity rate and per-criterion rates with their 95% intervals. Sections without
 data say so instead of failing; the data behind the charts is computed in ``report_data`` so tests
 can check it.
@@ -32,6 +34,16 @@ import networkx as nx  # noqa: E402
 from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row  # noqa: E402
 from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table  # noqa: E402
 from personahub.analysis.judgments import OFFLINE_NOTE, latest_validity  # noqa: E402
+from personahub.analysis.preview import (  # noqa: E402
+    OUTLIERS,
+    REPORT_SAMPLES,
+    Preview,
+    Sample,
+    clip,
+    job_preview,
+    outliers,
+    run_preview,
+)
 from personahub.analysis.report_data import (  # noqa: E402
     NO_EMISSION,
     Event,
@@ -388,6 +400,59 @@ def _items_per_task(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     return section
 
 
+SAMPLE_PERSONA_CHARS = 300  # a persona beside its output in the samples and outliers tables
+SAMPLE_OUTPUT_CHARS = 1200  # an output there (show ID prints it whole)
+
+
+def _preview_of(con: duckdb.DuckDBPyConnection, rep: Report, per_kind: int) -> Preview | None:
+    if rep.job_id is not None:
+        return job_preview(con, rep.job_id, per_kind)
+    return run_preview(con, rep.run_id, per_kind) if rep.run_id is not None else None
+
+
+def _output_cell(sample: Sample) -> str:
+    text = clip(sample.output, SAMPLE_OUTPUT_CHARS)
+    return f"[near-duplicate of {sample.duplicate_of}] {text}" if sample.is_duplicate else text
+
+
+def _samples(con: duckdb.DuckDBPyConnection, rep: Report) -> list[Section]:
+    """One section per kind/task: a few outputs, each beside the persona that wrote it."""
+    preview = _preview_of(con, rep, REPORT_SAMPLES)
+    if preview is None or not preview.samples:
+        return [Section("Samples", note="No items to show.")]
+    sections = []
+    for kind in preview.kinds():
+        rows = [(s.item_id, clip(s.source, SAMPLE_PERSONA_CHARS), _output_cell(s))
+                for s in preview.samples if s.kind == kind]
+        total = preview.totals.get(kind, len(rows))
+        sections.append(Section(
+            f"Samples: {kind}",
+            note=f"{len(rows)} of {total} {kind} outputs beside the persona that wrote each, "
+                 "picked by a stable hash of their ids (near-duplicates last). "
+                 "personahub show ID prints one whole.",
+            table=(["id", "persona", "output"], rows)))
+    return sections
+
+
+def _outliers(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
+    """The longest and shortest outputs, and some flagged as near-duplicates."""
+    section = Section("Outliers")
+    found = outliers(con, job_id=rep.job_id, run_id=None if rep.job_id else rep.run_id)
+    groups = [("longest", found.longest), ("shortest", found.shortest),
+              ("near-duplicate", found.duplicates)]
+    rows = [(which, s.kind, s.item_id, clip(s.source, SAMPLE_PERSONA_CHARS), _output_cell(s),
+             s.length) for which, group in groups for s in group]
+    if not rows:
+        section.note = "No items to show."
+        return section
+    section.table = (["which", "kind/task", "id", "persona", "output", "characters"], rows)
+    dups = ("none flagged" if not found.duplicates
+            else f"up to {OUTLIERS} of those flagged, each with the one it repeats")
+    section.note = (f"The {OUTLIERS} longest and {OUTLIERS} shortest outputs of every kind "
+                    f"together, and near-duplicates (MinHash, Jaccard >= 0.9): {dups}.")
+    return section
+
+
 def _validity(con: duckdb.DuckDBPyConnection, owner_id: str | None) -> Section | None:
     """The latest judge's validity rate and per-criterion rates (``personahub judge``), if any."""
     figures = latest_validity(con, owner_id) if owner_id else None
@@ -426,7 +491,7 @@ def _html(rep: Report) -> str:
              "<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:0 1em}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
              "table.facts th{text-align:left;background:#f4f4f4;font-weight:normal}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>"]
+             "td{vertical-align:top}img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>"]
     parts += _header_html(rep)
     for section in rep.sections:
         parts.append(f"<h2>{esc(section.title)}</h2>")
@@ -482,7 +547,8 @@ def _write_sections(con: duckdb.DuckDBPyConnection, rep: Report) -> None:
     if job_id is not None:
         rep.facts = job_facts(con, job_id)
         validity = _validity(con, job_id)
-        rep.sections += [_items_per_task(con, rep), *([validity] if validity else []),
+        rep.sections += [_items_per_task(con, rep), *_samples(con, rep), _outliers(con, rep),
+                         *([validity] if validity else []),
                          _failures(con, rep), _duplicate_rate(con, rep), _diversity(con, rep)]
     else:
         if run is not None:
@@ -494,6 +560,7 @@ def _write_sections(con: duckdb.DuckDBPyConnection, rep: Report) -> None:
         rep.sections += [*([survey] if survey is not None else []),
                          *([validity] if validity is not None else []),
                          _emissions_over_steps(con, rep),
+                         *(_samples(con, rep) + [_outliers(con, rep)] if run is not None else []),
                          *([_failures(con, rep)] if run is not None else []),
                          _duplicate_rate(con, rep), _degree_distribution(graph, rep),
                          _graph_drawing(con, graph, rep), _diversity(con, rep)]

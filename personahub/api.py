@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personahub.bridge import call_blocking, call_in_thread
+from personahub.core.errors import PersonahubError
 from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
-from personahub.results import Job, Judged, Run
+from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
+    from personahub.pipelines.calibrate import CalibrateConfig
     from personahub.pipelines.synthesize import SynthConfig, SynthSummary
     from personahub.sim.runner import RunOptions
     from personahub.sim.scenario import Scenario
@@ -124,19 +126,33 @@ def run_synthesis(options: SynthConfig, *, resume: str | None = None,
     return result.summary
 
 
+class FewerItems(PersonahubError):
+    """A synthesis job holds fewer items than it asked and ``allow_fewer`` was not given. What it
+    wrote is kept: ``job`` is its handle (the message says why it fell short)."""
+
+    def __init__(self, message: str, job: Job) -> None:
+        super().__init__(message)
+        self.job = job
+
+
 def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: dict[str, Any],
                progress: ProgressSetting = None) -> Job:
     config = synthesis_config(task, db, llm, seed, n, options)
     with progress_hook(progress) as hook:
         summary = run_synthesis(config, progress=hook)
-    return Job(kind="synthesis", job_id=summary.job_id, db=Path(db), summary=summary)
+    job = Job(kind="synthesis", job_id=summary.job_id, db=Path(db), summary=summary)
+    if summary.shortfall and not config.allow_fewer:
+        raise FewerItems(f"{summary.shortfall} (allow_fewer=True accepts fewer)", job)
+    return job
 
 
 def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                n: int = 10, progress: ProgressSetting = None, **options: Any) -> Job:
     """Run a synthesis job (``task``: math_problem, instruction, …) and return its ``Job``.
 
-    ``options`` are ``SynthOptions`` fields (``prompting``, ``examples``, ``carve``, ``solve``…);
+    ``options`` are ``SynthOptions`` fields (``prompting``, ``examples``, ``carve``, ``solve``,
+    ``per_persona``…). A job holding fewer than ``n`` x ``per_persona`` items raises
+    ``FewerItems`` (its ``job`` attribute is the handle) unless ``allow_fewer=True``.
     ``progress`` as for ``run_scenario``.
     """
     return call_blocking(partial(_synthesis, task, db, llm, seed, n, options, progress))
@@ -320,3 +336,59 @@ async def judge_async(*, job: str | None = None, run: str | None = None,
                       progress: ProgressSetting = None, **options: Any) -> Judged:
     """``judge`` for ``await``."""
     return await call_in_thread(partial(_judging, job, run, db, llm, seed, options, progress))
+
+
+def calibration_config(survey: str | Path, population: str, llm: str, seed: int, n: int,
+                       options: dict[str, Any]) -> CalibrateConfig:
+    """The ``CalibrateConfig`` of ``calibrate(survey, population=..., ...)`` (the command builds
+    the same one from its flags)."""
+    from personahub.pipelines.calibrate import CalibrateConfig
+
+    known = {f.name for f in dataclasses.fields(CalibrateConfig)}
+    _refuse_unknown("calibrate", options, known - {"survey", "population", "llm", "seed", "n"})
+    return CalibrateConfig(survey=str(survey), population=population, llm=llm, seed=seed, n=n,
+                           **options)
+
+
+def _calibration(survey: str | Path | None, population: str | None, db: str | Path, llm: str,
+                 seed: int, n: int, resume: str | None, options: dict[str, Any]) -> Calibration:
+    from personahub import runtime
+    from personahub.core.errors import UsageError
+    from personahub.core.kernel import engine_fields
+    from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
+
+    config: CalibrateConfig | dict[str, Any]
+    if resume is not None:  # a resume takes only how it runs from the caller (engine fields)
+        allowed = engine_fields(CalibrateConfig)
+        _refuse_unknown("calibrate(resume=...)", options, set(allowed - {"llm"}))
+        config = {"llm": llm, **options}
+    else:
+        if survey is None or population is None:
+            raise UsageError("calibrate: give a survey and population= (or resume=JOB_ID)")
+        config = calibration_config(survey, population, llm, seed, n, options)
+    result = runtime.run(CALIBRATION, config, db, resume=resume)
+    return Calibration(job_id=result.job_id, db=Path(db), summary=result.summary)
+
+
+def calibrate(survey: str | Path | None = None, *, population: str | None = None,
+              db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0, n: int = 20,
+              resume: str | None = None, **options: Any) -> Calibration:
+    """Calibrate a population against a human survey (an OpinionQA wave folder or a long CSV),
+    as ``personahub calibrate`` does; returns a ``Calibration`` whose ``per_attribute()``,
+    ``scores()``, ``summary_table()`` and ``answers()`` are DataFrames.
+
+    ``options`` are ``CalibrateConfig`` fields (``steering``, ``questions``, ``attributes``,
+    ``limit``, ``no_persona_n``, ``carve``, ``offer_refusal``, the model flags, ...).
+    ``resume=JOB_ID`` goes on with an interrupted calibration (then only ``llm`` and the engine
+    settings apply).
+    """
+    return call_blocking(partial(_calibration, survey, population, db, llm, seed, n, resume,
+                                 options))
+
+
+async def calibrate_async(survey: str | Path | None = None, *, population: str | None = None,
+                          db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
+                          n: int = 20, resume: str | None = None, **options: Any) -> Calibration:
+    """``calibrate`` for ``await``."""
+    return await call_in_thread(partial(_calibration, survey, population, db, llm, seed, n,
+                                        resume, options))

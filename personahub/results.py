@@ -332,3 +332,43 @@ class Judged(Job):
             return validity(con, self.job_id)
         finally:
             con.close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration(Job):
+    """A calibration (``personahub.calibrate``): ``job_id``, ``db``, the ``CalibrationSummary``
+    and its tables as DataFrames (docs/calibration.md)."""
+
+    kind: str = "calibration"
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        from personahub.analysis import calibration_store
+        from personahub.core.store import connect
+
+        con = connect(self.db, read_only=True)
+        try:
+            frame: pd.DataFrame = getattr(calibration_store, name)(con, self.job_id)
+            return frame
+        finally:
+            con.close()
+
+    def scores(self) -> pd.DataFrame:
+        """One row per question x group x source (``model`` per steering and the baselines
+        ``uniform``, ``human_overall``, ``no_persona``): representativeness, dispersion, modal
+        agreement, the refusal shares, the simulated counts."""
+        return self._frame("scores_frame")
+
+    def summary_table(self) -> pd.DataFrame:
+        """The scores' means per source and steering: ``level`` overall, attribute and group."""
+        return self._frame("summary_frame")
+
+    def per_attribute(self, score: str = "representativeness") -> pd.DataFrame:
+        """One row overall and per attribute, one column per source (as the command prints)."""
+        from personahub.pipelines.calibrate_scores import per_attribute
+
+        return per_attribute(self.summary_table(), score)
+
+    def answers(self) -> pd.DataFrame:
+        """Every answer: question, steering, respondent (a persona id, ``#k`` without one),
+        the option chosen, whether it is a refusal, the model's reason."""
+        return self._frame("answers_frame")

@@ -85,6 +85,8 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
 
 def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
     """The spec of ``kind`` once the shipped specs are registered (they register on import)."""
+    import personahub.pipelines.calibrate  # noqa: F401 - registers "calibration"
+    import personahub.pipelines.population_write  # noqa: F401 - registers "population_write"
     import personahub.pipelines.synthesize  # noqa: F401 - registers "synthesis"
 
     return spec_for(kind)

@@ -16,9 +16,11 @@ the same hub as an uninterrupted one.
 
 A frontier persona whose call failed (after the model seam's own retries and re-asks) is asked
 once more in a second round over its level (``attempts`` counts the asks, so a resume knows
-which round it was in). With ``stop_on_failure`` (a run's setup) personas still failing stop the
-expansion before the next level instead of silently shrinking it: it stays ``running``, and a
-resume asks them again; otherwise they stay ``failed`` and the expansion goes on without them.
+which round it was in). With ``stop_on_failure`` (a run's setup) personas still failing at the endpoint
+(or all of a level, or a share past ``--max-failed-share``) stop the expansion before the next
+level instead of shrinking it: it stays ``running``, and a resume asks them again; otherwise
+(always without ``stop_on_failure``) they stay ``failed``, counted with their calls' errors, and
+the expansion goes on without them.
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ from pydantic import BaseModel, Field, create_model
 
 from personahub.agents.llm.bounds import SHORT
 from personahub.agents.llm.failures import call_error
-from personahub.agents.prompts.personas import expand_messages
+from personahub.agents.prompts.personas import expand_messages, prompt_text
 from personahub.core.commit import JobRef, ProgressHook, commit_batch
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
+    QUALITY_FAIL_MIN_ACTIONS,
     ModelRejected,
     batch_failure,
     check_max_failed_share,
+    endpoint_error,
 )
 from personahub.core.interrupts import signal_name
 from personahub.core.jobs_store import (
@@ -341,12 +345,17 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     of its answer) and the calls' records, for the failure policy."""
     linking = linking or _Linking()
     asks = asks or local_asks(caller)
-    results = await asks([Ask(related_personas_schema, (fanout,),
-                              expand_messages(p.text, fanout, language=language),
+    # what each call shows the model: its answer may not merely restate it (quality.echo_issue)
+    shown = {p.persona_id: expand_messages(p.text, fanout, language=language) for p in parents}
+    results = await asks([Ask(related_personas_schema, (fanout,), shown[p.persona_id],
                               purpose="expand", persona_id=p.persona_id,
-                              check=partial(gate_answer, "people", language)) for p in parents])
+                              check=partial(gate_answer, "people", language,
+                                            shown=prompt_text(shown[p.persona_id])))
+                          for p in parents])
     round_number = level + 1
-    answers = [(parent, position, person, *gate_persona(person.persona, language=language))
+    answers = [(parent, position, person,
+                *gate_persona(person.persona, language=language,
+                              shown=prompt_text(shown[parent.persona_id])))
                for parent, result in zip(parents, results, strict=True) if result.value is not None
                for position, person in enumerate(getattr(result.value, "people"))]  # noqa: B009
     near = _nearest(linking, [(text, parent.persona_id) for parent, _, _, text, issue in answers
@@ -605,6 +614,28 @@ async def expand_hub(
     return summary
 
 
+def _setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
+                 run_id: str | None, failed: int, max_failed_share: float) -> bool:
+    """Whether a run's setup stops on the level's personas that still failed after their second
+    round (a resume asks them again). It does when one failed at the endpoint (a broken server
+    is not a weak model), when none of the level answered, or when their share passes
+    ``--max-failed-share`` (at least ``QUALITY_FAIL_MIN_ACTIONS``). Otherwise they failed on the
+    model's answers (invalid, cut off, refused by the gate, twice): issue 26's failure policy
+    counts them (``failed`` frontier rows, their calls' errors) and the society grows without
+    them, as a step goes on without its weak actions."""
+    size = int(scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
+                           "AND hop = ?", [expansion_id, level]))
+    if failed >= size or (size >= QUALITY_FAIL_MIN_ACTIONS and failed > size * max_failed_share):
+        return True
+    # each failed persona's last failed attempt says how it failed
+    last = con.execute(
+        "SELECT arg_max(error, started_at) FROM llm_calls WHERE purpose = 'expand' "
+        "AND status <> 'ok' AND (? IS NULL OR run_id = ?) AND persona_id IN (SELECT persona_id "
+        "FROM expansion_frontier WHERE expansion_id = ? AND hop = ? AND status = 'failed') "
+        "GROUP BY persona_id", [run_id, run_id, expansion_id, level]).fetchall()
+    return any(endpoint_error(error) for (error,) in last)
+
+
 async def _levels(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                   index: NearDuplicateIndex, expansion_id: str, first_level: int, hops: int,
                   fanout: int, run_id: str | None, language: str | None, linking: _Linking,
@@ -630,7 +661,8 @@ async def _levels(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                     raise ModelRejected(f"expansion {expansion_id} stopped: {reason}")
         failed = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                         "AND hop = ? AND status = 'failed'", [expansion_id, level])
-        if failed and stop_on_failure:
+        if failed and stop_on_failure and _setup_stops(con, expansion_id, level, run_id,
+                                                       int(failed), max_failed_share):
             asked = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                            "AND status <> 'pending'", [expansion_id])
             raise ExpansionIncomplete(expansion_id, int(failed), int(asked), level)

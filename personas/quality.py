@@ -34,6 +34,7 @@ MIN_LETTER_SHARE = 0.7  # letters among the non-space characters
 MAX_DIGIT_SHARE = 0.25  # digits among letters and digits ("1234567890 Patients": 0.56)
 MIN_SCRIPT_SHARE = 0.75  # letters in the requested language's script, among all letters
 MAX_NAME_TOKENS = 5  # "Dr. Maria de la Cruz" is a bare name; longer runs are something else
+MAX_ECHO_SHARE = 0.8  # of a related persona's words found in the persona it was asked about
 TOP_REASONS = 3  # reasons named in a summary line
 
 # --------------------------------------------------------------------------- reasons
@@ -98,6 +99,9 @@ _DANGLING = frozenset({"a", "an", "the", "of", "and", "or", "who", "whose", "who
                        "that", "is", "are", "am", "was", "his", "their", "my", "but"})
 _SMALL_WORDS = frozenset({"the", "a", "an", "and", "of", "in", "on", "at", "to", "for", "my",
                           "this", "that", "it", "is", "i", "we", "you"})
+# words that carry no description of their own (not counted when comparing two personas)
+_FUNCTION_WORDS = _DANGLING | _SMALL_WORDS | frozenset(
+    "from with by as who aged has have had her him she he they them its our your".split())
 
 # Nouns that name a person by role, relation or situation (singular; plurals are folded).
 ROLE_WORDS = frozenset("""
@@ -418,17 +422,48 @@ def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | 
     return None
 
 
-def gate_persona(text: str, *, language: str | None = None) -> tuple[str, QualityIssue | None]:
-    """``text`` cleaned (``clean_persona_text``) and the first rule it fails, if any."""
+def _content_words(text: str) -> list[str]:
+    return [w for w in (m.lower() for m in _WORD.findall(text)) if w not in _FUNCTION_WORDS]
+
+
+def echo_issue(text: str, shown: str) -> QualityIssue | None:
+    """A persona that only restates ``shown``: what the model was shown when asked for it (the
+    persona it was asked about and the task).
+
+    A small model asked who is close to "A welder from Osaka aged 24 who loves gardening" often
+    answers "A welder from Osaka" (the same person: an expansion would merge it into its parent
+    and gain nothing) or copies the task ("A patient, colleague, supplier, family member"). Each
+    passes the rules above; neither describes anyone. Rejected when at least ``MAX_ECHO_SHARE`` of
+    its words (function words aside) are words of ``shown``.
+    """
+    words = _content_words(text)
+    if not words:
+        return None
+    known = set(_content_words(shown))
+    if sum(w in known for w in words) >= MAX_ECHO_SHARE * len(words):
+        return QualityIssue("echo", "only restates the persona or the task it was asked "
+                                    "about, adding no one new")
+    return None
+
+
+def gate_persona(text: str, *, language: str | None = None,
+                 shown: str | None = None) -> tuple[str, QualityIssue | None]:
+    """``text`` cleaned (``clean_persona_text``) and the first rule it fails, if any; with
+    ``shown`` (the prompt a related persona was asked with), an echo of it fails too."""
     cleaned = clean_persona_text(text)
-    return cleaned, screen_persona(cleaned, language=language)
+    issue = screen_persona(cleaned, language=language)
+    if issue is None and shown is not None:
+        issue = echo_issue(cleaned, shown)
+    return cleaned, issue
 
 
-def gate_answer(field: str, language: str | None, value: Any) -> str | None:
+def gate_answer(field: str, language: str | None, value: Any, *,
+                shown: str | None = None) -> str | None:
     """The model seam's check of an answer listing personas (``value.<field>``, each with a
-    ``persona``): the first rejection when the gate keeps none of them, else None. A module-level
-    function (``functools.partial`` it), so that the check pickles to a Ray worker."""
-    issues = [gate_persona(str(getattr(item, "persona", "")), language=language)[1]
+    ``persona``): the first rejection when the gate keeps none of them, else None (``shown``:
+    see ``gate_persona``). A module-level function (``functools.partial`` it), so that the
+    check pickles to a Ray worker."""
+    issues = [gate_persona(str(getattr(item, "persona", "")), language=language, shown=shown)[1]
               for item in getattr(value, field, None) or ()]
     if not issues or any(issue is None for issue in issues):
         return None

@@ -3,7 +3,8 @@ job spec of the kernel (``personahub/core/kernel.py``).
 
 A job draws a seeded uniform sample of N personas from the hub (all non-duplicates, or those
 matching an SQL ``WHERE`` filter and/or carve conditions; ``personas/sampling.py``), asks the
-model for one item per persona (concurrently, bounded by the client's concurrency), optionally
+model for ``per_persona`` items per persona (one by default; each its own seeded sample:
+``sample_seed``), concurrently, bounded by the client's concurrency, optionally
 solves math/reasoning problems in a second call, flags MinHash near-duplicates within the job,
 and writes each batch of results with its ``llm_calls`` rows in one transaction. The job id is
 the resume key: a resume reloads the stored configuration (seed and generation settings
@@ -16,6 +17,10 @@ unfinished one is refused (it would be a second copy); ``fresh`` marks the old o
 An answer that fails its task's semantic check (``agents.validators``) is not solved and not
 written as an item: it goes to ``rejected`` with its reason, in the same transaction, and counts
 as failed (a resume asks that persona again).
+
+A job that holds fewer items than it asked (N x per_persona) says why in its summary
+(``SynthSummary.shortfall``: too few personas match, or asks failed); its callers (the command
+and ``personahub.synthesize``) treat that as an error unless ``allow_fewer``.
 
 The batches are independent (planned ahead from the drawn personas), so on Ray they are shipped
 to workers whole; ``SynthesisAsker`` is what a worker rebuilds and how its answers travel.
@@ -55,7 +60,7 @@ from personahub.core.kernel import (
     iter_batches,
     register,
 )
-from personahub.core.store import DEFAULT_DB
+from personahub.core.store import DEFAULT_DB, scalar
 from personahub.core.validate import (
     check_int,
     check_number,
@@ -79,7 +84,7 @@ from personahub.pipelines.synthesis_inputs import (
 )
 from personahub.sim.executors import check_executor
 
-__all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Demo", "SynthConfig", "SynthOptions",
+__all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConfig", "SynthOptions",
            "SynthSummary", "SynthesisAsker", "SynthesisSpec", "item_id_for", "load_examples",
            "load_world", "select_personas"]
 
@@ -90,7 +95,8 @@ class SynthConfig:
     ``engine`` fields, how this run of it asks (a resume takes those from its caller)."""
 
     task: str
-    n: int = 10
+    n: int = 10  # personas drawn
+    per_persona: int = 1  # items asked of each, each its own sample (--per-persona)
     where: str | None = None  # one SQL condition (--personas)
     carve: tuple[str, ...] = ()  # carve conditions KEY OP VALUE, all must hold (--carve)
     sample: str = "uniform"  # uniform (seeded by ``seed``) or head (hub order, as jobs did before)
@@ -118,6 +124,9 @@ class SynthConfig:
     ray_workers: int | None = engine(None)  # Ray actors asking the model; None: one per CPU
     # a batch whose failed share passes this (and has >= 5 items) stops the job (core.failures)
     max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
+    # a job writing fewer items than asked is an error for its caller unless this says otherwise
+    # (the adapters check it: the job itself keeps what it wrote either way)
+    allow_fewer: bool = engine(False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
@@ -130,6 +139,7 @@ class SynthConfig:
         check_number(self.timeout_s, "--timeout", above=0)
         check_seed(self.seed)
         check_int(self.n, "--n", low=1)
+        check_int(self.per_persona, "--per-persona", low=1, high=MAX_PER_PERSONA)
         check_int(self.batch_size, "batch size", low=1)
         check_number(self.offline_latency_s, "offline latency", low=0)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
@@ -152,6 +162,7 @@ class SynthConfig:
 
 
 SynthOptions = SynthConfig  # its name before the job kernel (issue 27)
+MAX_PER_PERSONA = 1000  # --per-persona at most (a typo of 10000 would ask for a fortune)
 
 
 @dataclass
@@ -173,6 +184,24 @@ class SynthSummary:
     calls: dict[str, int] = field(default_factory=dict)
     db: str = DEFAULT_DB
     kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
+    asked: int = 0  # items asked: --n personas x --per-persona
+    per_persona: int = 1
+    seeded: int = 0  # shipped personas put into an empty hub for this job
+    items: int = 0  # the job's items, all its runs together
+    shortfall: str | None = None  # one line: fewer items than asked, and why (None: as asked)
+
+
+class Ask(NamedTuple):
+    """One item asked: a persona and which of its ``--per-persona`` samples (0 first)."""
+
+    persona: Persona
+    sample: int = 0
+
+    @property
+    def key(self) -> str:
+        """Its key among a job's asks (the persona's id for the first sample, as before)."""
+        pid = self.persona.persona_id
+        return pid if not self.sample else f"{pid}#{self.sample}"
 
 
 class Answer(NamedTuple):
@@ -185,6 +214,7 @@ class Answer(NamedTuple):
     solution: dict[str, Any] | None = None
     rejected: QualityIssue | None = None
     calls: tuple[StructuredResult[Any], ...] = ()
+    sample: int = 0  # which of the persona's samples (``Ask.sample``)
 
     @property
     def records(self) -> list[CallRecord]:
@@ -197,9 +227,18 @@ class Answer(NamedTuple):
         return [entry for call in self.calls for entry in call.cache_entries]
 
 
-def item_id_for(job_id: str, persona_id: str) -> str:
-    """Stable item id per (job, persona), so a retried batch cannot create twins."""
-    return "s" + hashlib.sha1(f"{job_id}\0{persona_id}".encode()).hexdigest()[:15]
+def item_id_for(job_id: str, persona_id: str, sample: int = 0) -> str:
+    """Stable item id per (job, persona, sample), so a retried batch cannot create twins (the
+    first sample's id is the one jobs had before ``--per-persona``)."""
+    key = f"{job_id}\0{persona_id}" + (f"\0{sample}" if sample else "")
+    return "s" + hashlib.sha1(key.encode()).hexdigest()[:15]
+
+
+def sample_seed(sample: int) -> int:
+    """The ``CallRequest.sample`` of a persona's ``sample``-th item: 0, 2, 4, ... (each odd one
+    stays free for the fresh sample a weak answer earns: ``agents.llm.seam_validate``), so each
+    item is its own draw, seeded (the offline engine's digest; an HTTP server's ``seed``)."""
+    return 2 * sample
 
 
 class SynthesisAsker:
@@ -219,34 +258,37 @@ class SynthesisAsker:
         # the task and its schema (classes built at run time) are rebuilt where it lands
         return (SynthesisAsker, (self.config, self.job_id, self.world, self.demos))
 
-    async def _one(self, persona: Persona, caller: StructuredCaller) -> Answer:
-        opts = self.config
+    async def _one(self, ask: Ask, caller: StructuredCaller) -> Answer:
+        opts, (persona, k) = self.config, ask
         messages = synthesis_messages(
             opts.task, persona.text, mode=opts.prompting,
             examples=[(d.text, d.persona) for d in self.demos], world=self.world,
             with_assistant=opts.with_assistant)
+        drawn: dict[str, Any] = {"sample": sample_seed(k)} if k else {}  # sample 0 as before
         result = await caller.structured(self.schema, messages, purpose=f"synth:{opts.task}",
-                                         persona_id=persona.persona_id, check=self.task.gate)
+                                         persona_id=persona.persona_id, check=self.task.gate,
+                                         **drawn)
         if result.value is None:
-            return Answer(persona, None, calls=(result,))
+            return Answer(persona, None, calls=(result,), sample=k)
         content = content_of(result.value)
         issue = self.task.check(content)
         if issue is not None:  # no solving junk
-            return Answer(persona, content, rejected=issue, calls=(result,))
+            return Answer(persona, content, rejected=issue, calls=(result,), sample=k)
         if not opts.solve:
-            return Answer(persona, content, calls=(result,))
+            return Answer(persona, content, calls=(result,), sample=k)
         solved = await caller.structured(Solution, solve_messages(self.task.text(content)),
-                                         purpose=f"solve:{opts.task}", persona_id=persona.persona_id)
+                                         purpose=f"solve:{opts.task}", persona_id=persona.persona_id,
+                                         **drawn)
         solution = solved.value.model_dump() if solved.value is not None else None
-        return Answer(persona, content, solution, calls=(result, solved))
+        return Answer(persona, content, solution, calls=(result, solved), sample=k)
 
-    async def run_batch(self, batch: Sequence[Persona], caller: StructuredCaller) -> list[Answer]:
-        """All of a batch's personas concurrently (the client bounds calls in flight)."""
-        return list(await asyncio.gather(*(self._one(p, caller) for p in batch)))
+    async def run_batch(self, batch: Sequence[Ask], caller: StructuredCaller) -> list[Answer]:
+        """All of a batch's asks concurrently (the client bounds calls in flight)."""
+        return list(await asyncio.gather(*(self._one(a, caller) for a in batch)))
 
     # -- ShardCodec: how an answer travels from a Ray worker ------------------------------------
-    def key(self, persona: Persona) -> str:
-        return persona.persona_id
+    def key(self, ask: Ask) -> str:
+        return ask.key
 
     def dump(self, answer: Answer) -> str:
         issue = answer.rejected
@@ -256,11 +298,11 @@ class SynthesisAsker:
     def calls(self, answer: Answer) -> Sequence[StructuredResult[Any]]:
         return answer.calls
 
-    def load(self, persona: Persona, value: str, calls: list[StructuredResult[Any]]) -> Answer:
+    def load(self, ask: Ask, value: str, calls: list[StructuredResult[Any]]) -> Answer:
         data = json.loads(value)
         issue = data["rejected"]
-        return Answer(persona, data["content"], data["solution"],
-                      None if issue is None else QualityIssue(*issue), tuple(calls))
+        return Answer(ask.persona, data["content"], data["solution"],
+                      None if issue is None else QualityIssue(*issue), tuple(calls), ask.sample)
 
 
 @dataclass
@@ -279,7 +321,7 @@ def _state(ctx: JobContext[SynthConfig]) -> SynthState:
     return state
 
 
-class SynthesisSpec(SpecBase[SynthConfig, Sequence[Persona], list[Answer], SynthSummary]):
+class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSummary]):
     """``personahub synthesize`` as a job spec (see the module doc)."""
 
     kind = "synthesis"
@@ -298,7 +340,7 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Persona], list[Answer], Synth
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
         """A job from before sampling took the hub's first N (``head``)."""
-        return {"sample": "head", **stored}
+        return {"sample": "head", "per_persona": 1, **stored}
 
     def resume_hint(self, job_id: str, db: Path) -> str:
         return f"personahub synthesize --resume {job_id} --db {db}"
@@ -313,18 +355,21 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Persona], list[Answer], Synth
                      if config.examples and config.prompting != "zero-shot" else [])
         world = load_world(config)
         personas = job_personas(ctx.con, ctx.job_id) if ctx.resumed else None
+        seeded = 0
         if personas is None:  # a new job, or one from before the selection was stored
             if not config.where and not config.carve:
-                seed_hub_if_empty(ctx.con)
+                seeded = seed_hub_if_empty(ctx.con)
             personas = select_personas(ctx.con, config.where, config.n, carve=config.carve,
                                        seed=config.seed, sample=config.sample)
         if not personas:
             raise PersonahubError(f"--resume {ctx.job_id}: the personas the job drew are gone "
                                   f"from --db {ctx.db}")
         summary = SynthSummary(job_id=ctx.job_id, task=config.task, prompting=config.prompting,
-                               engine="", offline=False, selected=len(personas), db=str(ctx.db))
+                               engine="", offline=False, selected=len(personas), db=str(ctx.db),
+                               asked=config.n * config.per_persona,
+                               per_persona=config.per_persona, seeded=seeded)
         ctx.state = SynthState(demos, world, personas, summary)
-        ctx.total = len(personas)
+        ctx.total = len(personas) * config.per_persona
 
     def start(self, ctx: JobContext[SynthConfig]) -> BatchOutcome:
         """The job's row, the personas it drew, and (persona-few-shot) the personas inferred
@@ -340,21 +385,23 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Persona], list[Answer], Synth
                                   "llm": ctx.caller.label}]},
             calls=inferred, then=lambda: store_selection(ctx.con, ctx.job_id, state.personas))
 
-    def plan(self, ctx: JobContext[SynthConfig]) -> Iterator[Sequence[Persona]]:
-        """The personas not yet done, in batches; the index rebuilt from the items kept."""
+    def plan(self, ctx: JobContext[SynthConfig]) -> Iterator[Sequence[Ask]]:
+        """The asks not yet done (each persona's samples in turn), in batches; the index rebuilt
+        from the items kept."""
         state = _state(ctx)
         _reload_index(ctx, state)
-        done = {r[0] for r in ctx.con.execute("SELECT persona_id FROM synth_items WHERE job_id = ?",
+        done = {r[0] for r in ctx.con.execute("SELECT item_id FROM synth_items WHERE job_id = ?",
                                               [ctx.job_id]).fetchall()}
-        todo = [p for p in state.personas if p.persona_id not in done]
-        ctx.done_before = state.summary.skipped_done = len(state.personas) - len(todo)
+        asks = _asks(state.personas, ctx.config.per_persona)
+        todo = [a for a in asks if item_id_for(ctx.job_id, a.persona.persona_id, a.sample) not in done]
+        ctx.done_before = state.summary.skipped_done = len(asks) - len(todo)
         return iter(list(iter_batches(todo, ctx.config.batch_size)))
 
     def asker(self, ctx: JobContext[SynthConfig]) -> SynthesisAsker:
         state = _state(ctx)
         return SynthesisAsker(ctx.config, ctx.job_id, state.world, state.demos)
 
-    def commit(self, ctx: JobContext[SynthConfig], batch: Sequence[Persona],
+    def commit(self, ctx: JobContext[SynthConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:
         """The batch's items (near-duplicates flagged) and rejected answers; one error per
         failed persona (for the failure policy)."""
@@ -363,11 +410,11 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Persona], list[Answer], Synth
         rejected: list[dict[str, Any]] = []
         errors: list[str | None] = []
         task = synthesis_task(config.task)
-        for persona, content, solution, issue, calls in result:
+        for persona, content, solution, issue, calls, sample in result:
             if content is None:
                 errors.append(call_error(calls[0]) if calls else "no valid answer")
                 continue
-            item_id = item_id_for(ctx.job_id, persona.persona_id)
+            item_id = item_id_for(ctx.job_id, persona.persona_id, sample)
             if issue is not None:
                 errors.append(f"quality gate: {issue}")
                 rejected.append(rejected_row("synthesis", issue, content, key=item_id,
@@ -401,6 +448,8 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Persona], list[Answer], Synth
                  + (" (offline engine, not a language model)" if summary.offline else "")]
         if summary.failed:
             lines.append(f"resume to retry the failed personas: {self.resume_hint(summary.job_id, db)}")
+        if summary.shortfall:
+            lines.append(summary.shortfall)
         lines.append(f"  personahub export --db {db} --job {summary.job_id} --format chat "
                      f"--out {summary.task}.chat.jsonl")
         return lines
@@ -410,7 +459,8 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Persona], list[Answer], Synth
 
     def stop_note(self, ctx: JobContext[SynthConfig]) -> str:
         summary = _state(ctx).summary
-        return f" ({summary.skipped_done + summary.written} of {summary.selected} items written)"
+        total = summary.selected * summary.per_persona
+        return f" ({summary.skipped_done + summary.written} of {total} items written)"
 
     def summary(self, ctx: JobContext[SynthConfig]) -> SynthSummary:
         summary = _state(ctx).summary
@@ -419,7 +469,35 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Persona], list[Answer], Synth
                                "GROUP BY 1 ORDER BY 1", [ctx.job_id]).fetchall()
         summary.calls = {status: n for status, n in rows}
         summary.kept = kept_lines(ctx.con, run_id=ctx.job_id)
+        summary.items = int(scalar(ctx.con, "SELECT count(*) FROM synth_items WHERE job_id = ?",
+                                   [ctx.job_id]))
+        summary.shortfall = shortfall(summary, ctx.config.n, self.resume_hint(ctx.job_id, ctx.db))
         return summary
+
+
+def _asks(personas: Sequence[Persona], per_persona: int) -> list[Ask]:
+    """What a job asks, in order: each persona's samples in turn."""
+    return [Ask(p, k) for p in personas for k in range(per_persona)]
+
+
+def shortfall(summary: SynthSummary, n: int, resume_hint: str) -> str | None:
+    """One line when the job holds fewer items than asked, with why; None when it holds all.
+    Near-duplicates count as items (they are written, flagged)."""
+    if summary.items >= summary.asked:
+        return None
+    k = summary.per_persona
+    reasons = []
+    if summary.selected < n:
+        seeded = (f" (the hub was empty: {summary.seeded} shipped personas were imported)"
+                  if summary.seeded else "")
+        reasons.append(f"--n {n} but only {summary.selected} personas match{seeded}, so "
+                       f"{(n - summary.selected) * k} items had no persona to ask")
+    missing = summary.selected * k - summary.items
+    if missing > 0:
+        reasons.append(f"{missing} asked items failed or were rejected (resume to retry: "
+                       f"{resume_hint})")
+    return (f"fewer items than asked: {summary.items} of {summary.asked}: "
+            + "; ".join(reasons))
 
 
 def _reload_index(ctx: JobContext[SynthConfig], state: SynthState) -> None:
@@ -429,8 +507,9 @@ def _reload_index(ctx: JobContext[SynthConfig], state: SynthState) -> None:
     longer selected go last."""
     rows = ctx.con.execute("SELECT item_id, persona_id, text, is_duplicate FROM synth_items "
                            "WHERE job_id = ? ORDER BY created_at, item_id", [ctx.job_id]).fetchall()
-    position = {p.persona_id: i for i, p in enumerate(state.personas)}
-    kept = sorted((r for r in rows if not r[3]), key=lambda r: position.get(r[1], len(position)))
+    position = {item_id_for(ctx.job_id, a.persona.persona_id, a.sample): i
+                for i, a in enumerate(_asks(state.personas, ctx.config.per_persona))}
+    kept = sorted((r for r in rows if not r[3]), key=lambda r: position.get(r[0], len(position)))
     state.index.add_many([(item_id, text) for item_id, _, text, _ in kept])
 
 

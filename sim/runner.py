@@ -49,7 +49,7 @@ from personahub.agents.llm.structured import check_setting
 from personahub.analysis.kept import kept_lines
 from personahub.core.commit import ProgressHook
 from personahub.core.contracts import StructuredCaller
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, ResumableStop
 from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
@@ -99,7 +99,7 @@ class RunOptions:
     llm: str = "offline"
     concurrency: Concurrency = 16
     timeout_s: float = 60.0
-    max_retries: int = 3
+    max_retries: int = 8  # agents.llm.settings.DEFAULT_MAX_RETRIES
     chunk_size: int = 128
     offline_latency_s: float = 0.0
     cache: str = "off"  # off | record | replay (agents/llm/cache.py)
@@ -416,6 +416,7 @@ def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, 
     """
     run_id = log.run_id
     job_loop = JobLoop()  # the one event loop of the run's setup and steps
+    job_loop.watch(getattr(client, "liveness", None))  # calls that stop completing stop the run
     loop = job_loop.loop
     try:
         try:
@@ -437,6 +438,9 @@ def _drive(con: Any, log: RunLog, client: StructuredCaller, scenario: Scenario, 
                           exc) from None
         except BaseException as exc:  # noqa: BLE001 - also sys.exit in scenario functions
             log.finish("failed", f"{type(exc).__name__}: {exc}"[:1000])
+            if isinstance(exc, ResumableStop) and f"--resume {run_id}" not in str(exc):
+                raise PersonahubError(f"run {run_id} stopped: {exc}; resume with personahub run "
+                                      f"--resume {run_id} --db {options.db}") from None
             if isinstance(exc, PersonahubError):
                 raise
             where = scenario_frame(exc)

@@ -14,7 +14,8 @@ multiplicatively when the server shows it is overloaded:
   calls at a time does not climb to the ceiling unseen;
 - a 429, 502, 503, 504 or timeout cuts it to ``decrease`` times itself (at least 1);
 - so does queueing: that latency rising ``queue_factor`` times above the best while the window
-  is full;
+  is full (each answer weighs in at most ``OUTLIER_RATIO`` x ``queue_factor``, so one answer a
+  hung worker sent late does not cut the limit: a queue slows every answer);
 - one cut per round: a failure of a call that started before the last cut does not cut again
   (those calls were sent at the old limit), and the latency baseline restarts after a cut;
 - it never passes ``ceiling`` (64), nor goes below 1.
@@ -34,6 +35,7 @@ Concurrency = int | Literal["auto"]
 AUTO_START = 2
 AUTO_CEILING = 64
 QUEUE_SAMPLES = 4  # answers in an epoch before its latency may cut the limit
+OUTLIER_RATIO = 2.0  # one answer's latency ratio counts for at most this times queue_factor
 # statuses that mean "fewer at once, please" (a refusal of the request itself is not overload)
 OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -74,7 +76,9 @@ class AdaptiveLimit(ConcurrencyLimit):
         best = self._best.get(purpose)
         if best is None or cost < best:
             self._best[purpose] = best = cost
-        ratio = cost / best if best > 0 else 1.0
+        # one answer counts for at most ``OUTLIER_RATIO`` times the best: a straggler the server
+        # answered late (a hung worker) is not a queue, and must not cut the limit on its own
+        ratio = min(OUTLIER_RATIO * self.queue_factor, cost / best if best > 0 else 1.0)
         self._ratio = ratio if self._ratio is None else self._ratio + self.smoothing * (ratio - self._ratio)
         self._samples += 1
         if self._ratio > self.queue_factor and self.limit > 1 and self._saturated \
@@ -104,14 +108,6 @@ class AdaptiveLimit(ConcurrencyLimit):
         self.peak = max(self.peak, limit)
         self._successes, self._saturated = 0, False
         self._wake()
-
-    def _wake(self) -> None:
-        """Hand the slots a raised limit freed to the calls waiting for one."""
-        while self._waiters and self.active < self.limit:
-            future = self._waiters.popleft()
-            if not future.done():
-                self.active += 1
-                future.set_result(None)
 
     def carry_from(self, other: AdaptiveLimit) -> None:
         """Start from what ``other`` (the same endpoint's limit on an earlier event loop) learned."""

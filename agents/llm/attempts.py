@@ -6,6 +6,7 @@ Shared by every endpoint, so that an offline answer and an HTTP one are recorded
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from personahub.agents.llm.failures import classify
@@ -48,3 +49,17 @@ def failed(record: CallRecord, exc: BaseException, started: float) -> Structured
     failure = classify(exc)
     record.status, record.error = "error", failure.description
     return StructuredResult(None, [record], None, failure=failure)
+
+
+def straggled(result: StructuredResult[Any], warm: bool = True) -> StructuredResult[Any]:
+    """``result`` of an attempt cut at its straggler deadline (``agents.llm.seam_deadlines``):
+    a transient failure that says so, and is asked again at once. ``warm``: the deadline came
+    from the endpoint's answers (else: a probe before any answer)."""
+    record, failure = result.last, result.failure
+    assert failure is not None
+    seconds = record.latency_ms / 1000
+    why = "far slower than the endpoint's recent answers" if warm else "no answer from the endpoint yet"
+    description = f"timeout after {seconds:.2f} s, {why} (asked again)"
+    record.error = description
+    result.failure = replace(failure, description=description, straggler=True)
+    return result

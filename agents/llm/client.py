@@ -3,20 +3,23 @@
 The client is a stack of small layers with one interface (``personahub.core.contracts.ModelEndpoint``),
 outermost first::
 
-    Accounted        running totals (agents.llm.seam_accounting)
+    Accounted        running totals, liveness (agents.llm.seam_accounting, agents.llm.liveness)
     Validated        validate, check, one fresh sample; learn ignored modes (agents.llm.seam_validate)
     Cached           record / replay (agents.llm.seam_cache)
-    Retrying         retries, refused-mode step-down, fail fast (agents.llm.seam_retry)
+    Retrying         retries within a call's budget, refused-mode step-down, fail fast
+                     (agents.llm.seam_retry)
     Limited          concurrency and --rps limits (agents.llm.seam_limits; left out when unneeded)
     Failover         round-robin over endpoints, skipping dead ones (agents.llm.seam_failover)
     endpoints        the offline engine or HTTP servers (agents.endpoint_*, from the --llm spec
-                     by agents.llm.endpoint_specs)
+                     by agents.llm.endpoint_specs); an HTTP attempt that takes far longer than
+                     the server's recent answers is cut short (agents.llm.seam_deadlines)
 
 Every call carries ``max_tokens`` (``agents.llm.generation``), a schema bounded for it
 (``agents.llm.bounds``) and an explicit timeout; every attempt
 gets a ``CallRecord`` (tokens, latency, status, mode, finish reason, cached) that comes back with
-the result and that the run log writes to ``llm_calls``. ``LLMClient`` is the façade the job
-loops call; which engine answers is declared by the endpoints' ``Capabilities``.
+the result and that the run log writes to ``llm_calls``, and goes, once final, to the sink a job
+set with ``spill_to`` (``core.call_spill``: records that outlive a kill). ``LLMClient`` is
+the façade the job loops call; which engine answers is declared by the endpoints' ``Capabilities``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from personahub.agents.llm.bounds import bounded, unbounded
 from personahub.agents.llm.cache import ResponseCache
 from personahub.agents.llm.endpoint_specs import make_endpoints, redact_spec, spec_size
 from personahub.agents.llm.failures import FailFast
+from personahub.agents.llm.liveness import Liveness
 from personahub.agents.llm.offline import OFFLINE_MODEL_NAME
 from personahub.agents.llm.seam_accounting import Accounted, CallStats
 from personahub.agents.llm.seam_cache import CUT_OFF, Cached
@@ -40,6 +44,7 @@ from personahub.agents.llm.seam_retry import Retrying
 from personahub.agents.llm.seam_validate import Validated
 from personahub.agents.llm.settings import LLMConfigError, LLMSettings, LLMUnavailable
 from personahub.agents.llm.structured import ModeBook
+from personahub.core.call_spill import RecordSink, SinkSlot
 from personahub.core.contracts import (
     CallRecord,
     CallRequest,
@@ -79,16 +84,26 @@ class LLMClient:
         if settings.rps or not in_process:
             below = self._limits = Limited(below, rps=settings.rps,
                                            concurrency=None if in_process else settings.concurrency)
+        self._spill = SinkSlot()
         retry = Retrying(below, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
                          modes=self.modes, fail_fast=fail_fast,
-                         on_timeout=self._limits.lower_on_timeout if self._limits else None)
+                         on_timeout=self._limits.lower_on_timeout if self._limits else None,
+                         budget_s=settings.call_budget_s, attempt_s=settings.timeout_s,
+                         spill=self._spill)
         self._retry = retry
         self._cached = Cached(retry, params=self._cache_params)
         negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned
         validated = self.validated = Validated(self._cached, modes=self.modes if negotiated
-                                               else None)
-        self._top = Accounted(validated)
+                                               else None, spill=self._spill)
+        self._top = Accounted(validated, liveness=Liveness(settings.stall_bound_s),
+                              spill=self._spill)
         self.stats = self._top.stats
+        self.liveness = self._top.liveness
+
+    def spill_to(self, sink: RecordSink | None) -> None:
+        """Hand every attempt to ``sink`` as soon as it is final (None: stop): a job's
+        ``core.call_spill.CallSpill``, so that a kill loses no billed attempt."""
+        self._spill.sink = sink
 
     @property
     def label(self) -> str:
@@ -156,7 +171,7 @@ class LLMClient:
 
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
-                         check: Callable[[T], str | None] | None = None,
+                         check: Callable[[T], str | None] | None = None, sample: int = 0,
                          ) -> StructuredResult[T]:
         """Ask for an instance of ``schema``; returns ``value=None`` when every attempt failed.
         ``check`` is the job's quality check of a valid answer: a rejected one earns the one
@@ -167,7 +182,7 @@ class LLMClient:
         answer; the attempts made before are counted either way.
         """
         request = self.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
-                                   step=step, check=check)
+                                   step=step, check=check, sample=sample)
         result = await self._top.call(request)
         if result.value is not None:
             result.value = unbounded(result.value, schema)
@@ -175,13 +190,16 @@ class LLMClient:
 
     def request_for(self, schema: type[T], messages: list[Any], *, purpose: str,
                     persona_id: str | None = None, step: int | None = None,
-                    check: Callable[[T], str | None] | None = None) -> CallRequest:
-        """The request ``structured`` sends for these arguments (a batch sends the same)."""
+                    check: Callable[[T], str | None] | None = None, sample: int = 0) -> CallRequest:
+        """The request ``structured`` sends for these arguments (a batch sends the same).
+        ``sample`` > 0 asks another sample of the same prompt (``CallRequest.sample``): a job
+        asking one persona for several items passes 2, 4, ... (the odd ones stay free for the
+        fresh sample a weak answer earns)."""
         max_tokens = self.generation.max_tokens_for(purpose)
         # the schema asked for carries bounds sized for this call's budget (agents.llm.bounds), so a
         # grammar-constrained server closes the JSON in time and validation agrees with them
         return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
-                           persona_id, step, check=check)
+                           persona_id, step, check=check, sample=sample)
 
 
 def make_client(settings: LLMSettings) -> LLMClient:

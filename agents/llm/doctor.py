@@ -35,9 +35,9 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable
-from personahub.agents.llm.settings import LLMUnavailable
+from personahub.agents.llm.settings import EndpointFailing, LLMUnavailable
 from personahub.agents.llm.structured import AUTO_ORDER, StructuredMode
-from personahub.core.contracts import CallRecord, StructuredResult
+from personahub.core.contracts import CallRecord, StructuredResult, carried_records
 from personahub.core.failures import ModelRejected
 
 GROWTH = 1.1  # a level must beat the best throughput so far by this factor to go on doubling
@@ -197,6 +197,9 @@ async def _ask(client: LLMClient, schema: type[BaseModel], messages: list[Any]
         return await client.structured(schema, messages, purpose=_PURPOSE), ""
     except ModelRejected as exc:
         return None, str(exc)
+    except EndpointFailing as exc:  # the call's retries spent: what the endpoint last said
+        records = carried_records(exc)
+        return None, (records[-1].error if records and records[-1].error else str(exc))
 
 
 async def probe_modes(spec: str, timeout_s: float) -> list[ModeResult]:

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from personahub.agents.llm.attempts import failed
 from personahub.agents.llm.cache import ResponseCache
 from personahub.agents.llm.failures import FailFast
+from personahub.agents.llm.liveness import Liveness
 from personahub.agents.llm.seam_accounting import Accounted
 from personahub.agents.llm.seam_embed_cache import EmbeddingCached
 from personahub.agents.llm.seam_failover import Failover
@@ -118,11 +119,13 @@ class EmbeddingClient:
         limited = Limited(self._failover, concurrency=settings.concurrency, rps=settings.rps)
         retry = Retrying(limited, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
                          modes=ModeBook("prompt", 1), fail_fast=FailFast(1),
-                         on_timeout=limited.lower_on_timeout)
+                         on_timeout=limited.lower_on_timeout,
+                         budget_s=settings.call_budget_s, attempt_s=settings.timeout_s)
         self._cached = EmbeddingCached(retry, make_value=lambda v: EmbeddingVectors.model_construct(
             vectors=v))
-        self._top = Accounted(self._cached)
+        self._top = Accounted(self._cached, liveness=Liveness(settings.stall_bound_s))
         self.stats = self._top.stats
+        self.liveness = self._top.liveness
 
     @property
     def cache_model(self) -> str:

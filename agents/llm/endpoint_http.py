@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import AsyncGenerator, Callable
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
 
-from personahub.agents.llm.attempts import answered, failed
+from personahub.agents.llm.attempts import answered, failed, straggled
 from personahub.agents.llm.prompt_prefix import SharedPrefixMeter
+from personahub.agents.llm.seam_deadlines import StragglerDeadlines
 from personahub.agents.llm.structured import (
     NO_KEYWORDS,
     ModeBook,
@@ -36,6 +38,14 @@ from personahub.agents.llm.structured import (
 from personahub.core.contracts import CallRequest, Capabilities, StructuredResult
 
 HTTP_CAPABILITIES = Capabilities()
+
+# langchain-openai warns, on a server's refusal of a response_format, to use its
+# ``with_structured_output(method="function_calling")``: advice for code that is not this one.
+# The seam handles the refusal itself (it strips the refused keyword or moves to the next mode,
+# and records which), so the warning would only put a misleading line on the user's console.
+for _advice in ("Invalid schema for OpenAI's structured output feature",
+                "This model does not support OpenAI's structured output feature"):
+    warnings.filterwarnings("ignore", message=_advice, category=UserWarning)
 PREFIX_WINDOW = 1024  # prompts the shared-prefix estimate compares a new prompt with
 # One HTTP client per endpoint (and event loop), its pool sized to --concurrency: over the openai
 # SDK's aiohttp transport a single pool of 256 connections costs well under a millisecond of CPU
@@ -151,7 +161,8 @@ async def _close_at_shutdown(model: Any) -> AsyncGenerator[None, None]:
 
 
 class HttpEndpoint:
-    """One server: its chat model (one HTTP client), its structured mode, a timeout per request."""
+    """One server: its chat model (one HTTP client), its structured mode, a timeout per request
+    (``--timeout``, or sooner for a straggler: ``agents.llm.seam_deadlines``)."""
 
     capabilities = HTTP_CAPABILITIES
 
@@ -170,6 +181,7 @@ class HttpEndpoint:
         self._closer: AsyncGenerator[None, None] | None = None
         self._callbacks = False
         self.prompt_prefix = SharedPrefixMeter(PREFIX_WINDOW)
+        self.deadlines = StragglerDeadlines(timeout_s)  # an attempt's deadline (seam_deadlines)
 
     def current_mode(self) -> str:
         """The structured mode this endpoint is asked in now, and the schema keywords it is sent
@@ -186,6 +198,7 @@ class HttpEndpoint:
                 self.model = self._make_model()
                 self._kwargs.clear()
             self._loop = loop
+            self.deadlines.forget_in_flight()
             self._callbacks = _callbacks_configured()
             self._closer = _close_at_shutdown(self.model)
             await anext(self._closer)
@@ -223,7 +236,7 @@ class HttpEndpoint:
             await self._on_loop()
         probe = await self._probe()
         try:
-            return await self._send(request)
+            return await self._send(request, probe=probe is not None)
         finally:
             if probe is not None:
                 probe.release()
@@ -250,18 +263,32 @@ class HttpEndpoint:
             await self._on_loop()
         return self.model.root_async_client
 
-    async def _send(self, request: CallRequest) -> StructuredResult[Any]:
+    async def _send(self, request: CallRequest, probe: bool = False) -> StructuredResult[Any]:
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         record = request.record(model=self.label, endpoint=self.index,
                                 structured_mode=sent_mode(mode, stripped))
         messages = prepare_messages(mode, request.schema, request.messages, stripped)
         self.prompt_prefix.add(messages)
+        deadlines = self.deadlines
+        limit = deadlines.limit(request.purpose, request.max_tokens, request.stragglers, probe)
+        sent = asyncio.get_running_loop().time()
         started = time.perf_counter()
+        scope = asyncio.timeout(limit)  # no extra task per call
         try:
-            async with asyncio.timeout(self.timeout_s):  # no extra task per call
+            async with scope:
+                if not deadlines.warm:
+                    deadlines.track(scope, sent, request.purpose, request.max_tokens,
+                                    request.stragglers)
                 message = await generate(self.model, messages,
                                          self._request_kwargs(request, mode, stripped),
                                          self._callbacks)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
-            return failed(record, exc, started)
-        return answered(record, message, mode, started)
+            deadlines.untrack(scope)
+            result = failed(record, exc, started)
+            if isinstance(exc, TimeoutError) and deadlines.cut_short(scope, sent, probe):
+                return straggled(result, warm=deadlines.warm)
+            return result
+        deadlines.untrack(scope)
+        result = answered(record, message, mode, started)
+        deadlines.observe(request.purpose, record.latency_ms / 1000, record.tokens_out)
+        return result

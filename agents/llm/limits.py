@@ -1,10 +1,13 @@
-"""A concurrency limit that can be lowered while calls wait on it.
+"""A concurrency limit that can be lowered while calls wait on it, and grows back.
 
 Servers that answer one request at a time (llama.cpp, a small vLLM) queue the rest: with many
 calls in flight, the last ones wait out their timeout in the server's queue, are retried, and
 queue again. On a timeout the client lowers its limit to half the calls then in flight (at least
-one), so the requests that remain fit the server. ``asyncio.Semaphore`` cannot be resized, hence
-this small class; its uncontended path is a counter, as the semaphore's is.
+one), so the requests that remain fit the server. A lowered limit grows back by one for each
+``limit`` answers (additive increase, as TCP after a loss) up to the limit it started
+with: a few timeouts (a hung request, a busy minute) do not leave the job at one call at a time
+for the rest of its life. ``asyncio.Semaphore`` cannot be resized, hence this small class; its
+uncontended path is a counter, as the semaphore's is.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ class ConcurrencyLimit:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.limit = limit
+        self.ceiling = limit  # what ``grow_back`` returns to
         self.active = 0
+        self._answers = 0  # since the limit last changed
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def __aenter__(self) -> None:
@@ -34,7 +39,7 @@ class ConcurrencyLimit:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self._release()  # the slot was handed over just as the caller was cancelled
-            else:
+            elif future in self._waiters:  # (a release may have passed over it already)
                 self._waiters.remove(future)
             raise
 
@@ -43,6 +48,10 @@ class ConcurrencyLimit:
 
     def _release(self) -> None:
         self.active -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand the free slots to the calls waiting for one."""
         while self._waiters and self.active < self.limit:
             future = self._waiters.popleft()
             if not future.done():
@@ -52,4 +61,15 @@ class ConcurrencyLimit:
     def lower(self) -> int:
         """Halve the limit to the calls in flight (at least 1); returns the new limit."""
         self.limit = max(1, min(self.limit, self.active) // 2)
+        self._answers = 0
         return self.limit
+
+    def grow_back(self) -> None:
+        """A call was answered: a lowered limit grows by one per ``limit`` answers."""
+        if self.limit >= self.ceiling:
+            return
+        self._answers += 1
+        if self._answers >= self.limit:
+            self._answers = 0
+            self.limit += 1
+            self._wake()

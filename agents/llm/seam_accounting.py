@@ -1,14 +1,18 @@
-"""Accounting: running totals of every attempt (what progress displays show).
+"""Accounting: running totals of every attempt (what progress displays show), the liveness a
+watchdog reads, and the record sink's last word on each call.
 
 Records and cache entries come back with each result and nowhere else: this layer only counts
 them, so two jobs sharing a client never see each other's records. A call that ends in an
 exception still counts, from the records the exception carries (``contracts.carry_records``).
+When a sink is set (``core.call_spill``), every attempt of a call that ended goes to it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from personahub.agents.llm.liveness import Liveness
+from personahub.core.call_spill import SinkSlot
 from personahub.core.contracts import (
     CallRequest,
     CallStats,
@@ -23,9 +27,12 @@ __all__ = ["Accounted", "CallStats"]
 class Accounted:
     """Counts every finished call's attempts, including those of a call that raised."""
 
-    def __init__(self, inner: ModelEndpoint) -> None:
+    def __init__(self, inner: ModelEndpoint, *, liveness: Liveness | None = None,
+                 spill: SinkSlot | None = None) -> None:
         self.inner = inner
         self.stats = CallStats()
+        self.liveness = liveness if liveness is not None else Liveness(float("inf"))
+        self.spill = spill if spill is not None else SinkSlot()
 
     @property
     def label(self) -> str:
@@ -34,10 +41,20 @@ class Accounted:
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
         """The result of the layer below, counted."""
+        self.liveness.started()
         try:
             result = await self.inner.call(request)
-        except Exception as exc:
-            self.stats.add(carried_records(exc))
+        except BaseException as exc:
+            records = carried_records(exc)
+            self.liveness.finished()
+            self.stats.add(records)
+            sink = self.spill.sink
+            if sink is not None:
+                sink.done(records)
             raise
+        self.liveness.finished()
         self.stats.add(result.records)
+        sink = self.spill.sink
+        if sink is not None:
+            sink.done(result.records)
         return result

@@ -1,10 +1,10 @@
 """Rate and concurrency limits around the layer below.
 
 The rate limit is one token bucket shared by every endpoint (``--rps``); the concurrency limit
-(``agents.llm.limits.ConcurrencyLimit``, or ``agents.llm.adaptive_limit.AdaptiveLimit`` for
-``--concurrency auto``, which this layer tells how each call went) is skipped for endpoints that
-answer in process. The time spent waiting for either goes into the attempt's ``queue_ms``, not
-its latency.
+(``agents.llm.limits.ConcurrencyLimit``, which grows back after a timeout lowered it, or
+``agents.llm.adaptive_limit.AdaptiveLimit`` for ``--concurrency auto``; this layer tells either
+how each call went) is skipped for endpoints that answer in process. The time spent waiting
+for either goes into the attempt's ``queue_ms``, not its latency.
 """
 
 from __future__ import annotations
@@ -132,6 +132,8 @@ class Limited:
                 result = await self.inner.call(request)
                 if isinstance(slots, AdaptiveLimit):  # before the slot is released
                     _tell(slots, request, result, epoch)
+                elif result.failure is None:
+                    slots.grow_back()
         result.records[-1].queue_ms = queue_ms
         return result
 

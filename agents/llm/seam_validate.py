@@ -24,6 +24,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from personahub.agents.llm.repair import check_answer
 from personahub.agents.llm.structured import ModeBook, mode_of
+from personahub.core.call_spill import SinkSlot
 from personahub.core.contracts import (
     CacheEntry,
     CallRecord,
@@ -32,6 +33,10 @@ from personahub.core.contracts import (
     StructuredResult,
     carry_records,
 )
+
+# how the repair prompt opens and ends (``agents.loopback.server`` knows a repair turn by them)
+REPAIR_OPENING = "That answer is not valid for the schema"
+REPAIR_CLOSING = "Reply again with only valid JSON for the schema."
 
 
 @dataclass
@@ -54,8 +59,10 @@ class Validated:
     job's check rejects twice is returned all the same (its last record says why): the job
     records the rejected item with its reason."""
 
-    def __init__(self, inner: ModelEndpoint, *, modes: ModeBook | None) -> None:
+    def __init__(self, inner: ModelEndpoint, *, modes: ModeBook | None,
+                 spill: SinkSlot | None = None) -> None:
         self.inner, self.modes = inner, modes
+        self.spill = spill if spill is not None else SinkSlot()
 
     @property
     def label(self) -> str:
@@ -83,6 +90,9 @@ class Validated:
             value, again = self.judge(request, asked, result, done)
             if again is None:
                 return done.result(value)
+            sink = self.spill.sink
+            if sink is not None:  # judged: the answer's record is final before it is asked again
+                sink.early(result.records)
             asked = replace(again, attempt=asked.attempt + len(result.records))
 
     def judge(self, request: CallRequest, asked: CallRequest, result: StructuredResult[Any],
@@ -125,6 +135,5 @@ class Validated:
         with it (another request already, so its ``sample`` stays: the offline engine answers
         it as it always did)."""
         messages = [*request.messages, AIMessage(raw[:4000]),
-                    HumanMessage(f"That answer is not valid for the schema ({error}). "
-                                 "Reply again with only valid JSON for the schema.")]
+                    HumanMessage(f"{REPAIR_OPENING} ({error}). {REPAIR_CLOSING}")]
         return replace(request, messages=messages)

@@ -27,6 +27,37 @@ class LLMUnavailable(ResumableStop):
     resumable."""
 
 
+class EndpointFailing(LLMUnavailable):
+    """A call's transient failures (5xx, 429, timeouts) outlasted its retry budget: the job
+    stops, resumably (``agents.llm.seam_retry``)."""
+
+
+class Stalled(LLMUnavailable):
+    """No model call completed for the stall bound while calls were in flight: the job stops,
+    resumably (``agents.llm.liveness``)."""
+
+
+# The retry budget of one call (``agents.llm.seam_retry``): transient failures are asked again up
+# to ``max_retries`` times, with backoff, while the call has spent (attempts and backoff, not
+# waits for a concurrency slot) less than its budget, counting a next attempt as ``--timeout``
+# long. With the defaults (60 s): two timed-out attempts, or nine fast errors (about 13 s of
+# backoff), at most 150 s.
+DEFAULT_MAX_RETRIES = 8
+CALL_BUDGET_TIMEOUTS = 2
+CALL_BUDGET_SLACK_S = 30.0
+STALL_SLACK_S = 30.0
+
+
+def call_budget_s(timeout_s: float) -> float:
+    """Seconds one call may spend before its transient failures stop the job."""
+    return CALL_BUDGET_TIMEOUTS * timeout_s + CALL_BUDGET_SLACK_S
+
+
+def stall_bound_s(timeout_s: float, rps: float | None = None) -> float:
+    """Seconds without a completed call (while some are in flight) that mean a stalled job."""
+    return call_budget_s(timeout_s) + STALL_SLACK_S + (1 / rps if rps else 0.0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class LLMSettings:
     """How to reach and call the model; plain data, safe to log once redacted."""
@@ -34,7 +65,7 @@ class LLMSettings:
     spec: str = OFFLINE_MODEL_NAME
     seed: int = 0
     timeout_s: float = 60.0
-    max_retries: int = 3
+    max_retries: int = DEFAULT_MAX_RETRIES
     backoff_s: float = 0.5
     concurrency: Concurrency = 16
     structured: StructuredSetting = "auto"
@@ -59,6 +90,20 @@ class LLMSettings:
             raise LLMConfigError(f"--structured {self.structured!r}: use one of "
                                  f"{', '.join(STRUCTURED_SETTINGS)}")
         self.generation  # noqa: B018 - validates max_tokens, temperature and top_p
+
+    @property
+    def call_budget_s(self) -> float:
+        """Seconds one call may spend on attempts and backoff before its transient failures stop
+        the job (``agents.llm.seam_retry``): ``CALL_BUDGET_TIMEOUTS`` x ``--timeout`` +
+        ``CALL_BUDGET_SLACK_S``."""
+        return call_budget_s(self.timeout_s)
+
+    @property
+    def stall_bound_s(self) -> float:
+        """Seconds with calls in flight and none completed after which a job is stalled
+        (``agents.llm.liveness``): a call's budget, plus slack for a slot to come free and,
+        with ``--rps``, for a rate token."""
+        return stall_bound_s(self.timeout_s, self.rps)
 
     @property
     def max_in_flight(self) -> int:

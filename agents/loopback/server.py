@@ -29,7 +29,12 @@ Fault injection (each a probability per request, drawn from a seeded RNG): HTTP 
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
 ``hang_s`` before answering), and runaway answers (``agents.loopback.runaway``: the last string
-repeats until ``max_tokens`` unless the schema bounds it with ``maxLength``).
+repeats until ``max_tokens`` unless the schema bounds it with ``maxLength``). A malformed answer
+is the intended one cut in half, a formatting slip: the client's repair prompt (its answer shown
+back with ``seam_validate``'s request to fix it) gets the intended answer, unbroken, as a model
+fixing its own slip would, so a run through faults can equal a fault-free one. With ``stubborn``
+a repair prompt draws its fault like any request (a model that cannot write the JSON: at
+``malformed_rate`` 1.0 every answer stays broken).
 Prefix cache: the server remembers its last ``prefix_cache_prompts`` prompts (contents joined as
 the engine counts them) and, in dialects that report it, answers
 ``usage.prompt_tokens_details.cached_tokens`` with the longest prefix a new prompt shares with
@@ -70,6 +75,7 @@ from urllib.parse import parse_qs, unquote
 from personahub.agents.llm.offline import EngineReply, OfflineEngine, approx_tokens, pick_tool
 from personahub.agents.llm.prompt_prefix import PrefixWindow
 from personahub.agents.llm.prompt_schema import find_prompt_schema, message_text
+from personahub.agents.llm.seam_validate import REPAIR_CLOSING, REPAIR_OPENING
 from personahub.agents.loopback.batches import BatchBook, BatchFaults
 from personahub.agents.loopback.dialects import (
     DIALECTS,
@@ -111,6 +117,7 @@ class ServerOptions:
     latency_s: float = 0.0
     error_rate: float = 0.0
     malformed_rate: float = 0.0
+    stubborn: bool = False  # repair prompts draw malformed answers too (module doc)
     hang_rate: float = 0.0
     hang_s: float = 30.0
     runaway_rate: float = 0.0
@@ -178,16 +185,18 @@ class ServerStats:
     ``refused``: requests the dialect refused; ``truncated``: answers cut at the token limit;
     ``bad_bodies``: bodies that were not a JSON object (or had a bad Content-Length);
     ``out_of_bounds``: requests past a bound of ``agents.loopback.limits``; ``forbidden``:
-    requests refused for their Host, Origin or Content-Type. ``requests`` and ``answered`` count
-    online requests only; the Batch API has its own: ``files_uploaded``, ``batches_created``
-    (``POST /v1/batches`` that made a batch), ``batch_cancels``, ``batch_lines`` (batch requests
-    answered) and ``batch_line_errors`` (of them, injected failures).
+    requests refused for their Host, Origin or Content-Type; ``repairs``: repair prompts answered.
+    ``requests`` and ``answered`` count online requests only; the Batch API has its own:
+    ``files_uploaded``, ``batches_created`` (``POST /v1/batches`` that made a batch),
+    ``batch_cancels``, ``batch_lines`` (batch requests answered) and ``batch_line_errors`` (of
+    them, injected failures).
     """
 
     requests: int = 0
     answered: int = 0
     errors: int = 0
     malformed: int = 0
+    repairs: int = 0
     hangs: int = 0
     runaways: int = 0
     refused: int = 0
@@ -680,13 +689,20 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
     """The chat.completion answering a prepared request (malformed and runaway answers drawn
     as the options say), whether it was cut, and whether it was malformed."""
     opts = srv.options
-    malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate)
+    asked, repair = _before_repair(prepared.messages)
+    malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate) and (
+        not repair or opts.stubborn)
     runaway = bool(opts.runaway_rate and srv.draw() < opts.runaway_rate)
     if runaway:
         srv.stats.bump("runaways")
-    body, cut = _answer_body(srv.engine, srv.dialect, request, prepared.messages, prepared.plan,
+    body, cut = _answer_body(srv.engine, srv.dialect, request, asked, prepared.plan,
                              malformed, prepared.choices, runaway=runaway,
                              schema=prepared.schema)
+    if repair:
+        srv.stats.bump("repairs")
+        usage = body["usage"]  # the prompt as sent, repair turn included
+        usage["prompt_tokens"] += approx_tokens(" ".join(m["content"] for m in repair))
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     if srv.dialect.reports_cached_tokens:
         usage = body["usage"]
         usage["prompt_tokens_details"] = {
@@ -776,6 +792,24 @@ def _plain_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
         return []
     return [{"role": m.get("role", "user"), "content": message_text(m.get("content"))}
             for m in raw if isinstance(m, dict)]
+
+
+def _before_repair(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                             list[dict[str, Any]]]:
+    """(the conversation as first asked, the repair turn) of a repair prompt, whose last two
+    messages are the client's answer shown back and ``seam_validate``'s request to fix it; else
+    (``messages``, []). A repair is answered with the answer the first request got, unbroken."""
+    last = messages[-1]["content"] if messages else ""
+    if not (len(messages) >= 3 and messages[-1]["role"] == "user" and last.startswith(REPAIR_OPENING)
+            and messages[-2]["role"] == "assistant"):
+        return messages, []
+    asked = messages[:-2]
+    # in ``prompt`` mode the schema's instruction follows the last user turn: the repair's, now
+    tail = last[last.find(REPAIR_CLOSING) + len(REPAIR_CLOSING):] if REPAIR_CLOSING in last else ""
+    if tail.strip() and asked[-1]["role"] == "user":
+        asked[-1] = {**asked[-1], "content": asked[-1]["content"] + tail}
+        return asked, [messages[-2], {**messages[-1], "content": last[:len(last) - len(tail)]}]
+    return asked, messages[-2:]
 
 
 def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool = False,

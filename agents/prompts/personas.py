@@ -32,6 +32,12 @@ def language_clause(language: str | None) -> str:
     return f" Write the personas in {language_name(language)}." if language else ""
 
 
+def prompt_text(messages: list[BaseMessage]) -> str:
+    """What a prompt shows besides its system message (the quality gate's echo rule compares a
+    persona with it)."""
+    return "\n".join(str(m.content) for m in messages if not isinstance(m, SystemMessage))
+
+
 def expand_messages(persona: str, count: int, *, language: str | None = None) -> list[BaseMessage]:
     """Persona-to-persona prompt: who is in close relationship with ``persona``."""
     task = EXPAND_TASK.format(count=count) + language_clause(language)

@@ -69,6 +69,12 @@ DEFAULT_CRITERIA: tuple[Criterion, ...] = (
     Criterion("fits_kind", "The item is what its kind asks for, not something else."),
 )
 
+# The output limit of a math or logic problem. Its statement is bounded at one character a token
+# (``agents.llm.bounds.DIGITS``: a small model may write nothing but digits, and still has to
+# close the JSON in time), so the limit is twice what prose would need: 640 tokens leave a
+# statement of 560 characters, above the 350-550 of the shipped demonstrations.
+PROBLEM_MAX_TOKENS = 640
+
 # What the paper measured of its math problems (96.5% of 200 valid), for problem kinds.
 PROBLEM_CRITERIA: tuple[Criterion, ...] = (
     Criterion("well_posed", "The problem is stated completely and unambiguously: everything it "

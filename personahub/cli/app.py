@@ -13,7 +13,8 @@ Layout (the CLI is the outermost layer; no command module imports another, nor t
 in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
 consoles, errors, client, progress, the JSON result), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``doctor``, ``jobs`` (jobs, runs, resume), ``hub`` (personas import, sample, stats,
+``judge``, ``calibrate`` (calibrate, calibrations), ``doctor``, ``jobs`` (jobs, runs, resume),
+``show`` (one item, emission or persona), ``hub`` (personas import, sample, stats,
 export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
 ``personas`` (personas expand, from-text).
 """
@@ -26,6 +27,9 @@ from typing import Annotated, Any
 
 import typer
 
+from personahub.cli import (
+    calibrate as cli_calibrate,
+)
 from personahub.cli import (
     dedup as cli_dedup,
 )
@@ -55,6 +59,9 @@ from personahub.cli import (
 )
 from personahub.cli import (
     serve as cli_serve,
+)
+from personahub.cli import (
+    show as cli_show,
 )
 from personahub.cli import (
     sql as cli_sql,
@@ -139,12 +146,15 @@ app.command("export")(cli_synth.export_cmd)
 app.command()(cli_synth.report)
 app.command()(cli_synth.diversity)
 app.command()(cli_judge.judge)
+app.command()(cli_calibrate.calibrate)
+app.command()(cli_calibrate.calibrations)
 app.command()(cli_view.view)
 app.command()(cli_interview.interview)
 app.command()(cli_doctor.doctor)
 app.command()(cli_jobs.jobs)
 app.command()(cli_jobs.runs)
 app.command()(cli_jobs.resume)
+app.command()(cli_show.show)
 
 personas_app = PersonahubTyper(help="Import, expand and inspect the persona hub.",
                                no_args_is_help=True)

@@ -138,7 +138,9 @@ ConcurrencyOption = Annotated[_ConcurrencyValue, typer.Option(
          "offline engine answers in process and ignores it.")]
 TimeoutOption = Annotated[float, typer.Option(
     "--timeout", min=0.1, rich_help_panel=MODEL_PANEL,
-    help="Seconds before a model call is abandoned.")]
+    help="Seconds before a model request is abandoned (one far slower than the server's recent "
+         "answers is cut sooner and sent again). A call still failing after 2 x this + 30 s of "
+         "retries stops the command, resumably.")]
 StructuredOption = Annotated[StructuredSetting, typer.Option(
     "--structured", rich_help_panel=MODEL_PANEL,
     help="How the JSON schema is asked for: auto (learn per endpoint from the first refusal), "
@@ -431,3 +433,51 @@ def missing_argument(ctx: typer.Context, name: str) -> NoReturn:
     alongside ``--resume`` (same message and exit code as when it was required)."""
     param = next(p for p in ctx.command.params if p.name == name)
     raise click_exceptions.MissingParameter(ctx=ctx, param=cast(Any, param))  # typer's click copy
+
+
+PreviewOption = Annotated[int, typer.Option(
+    "--preview", min=0, metavar="N",
+    help="At the end, a table of N sampled outputs per kind/task beside their persona (0: none; "
+         "-q: none). personahub show ID prints one whole.")]
+PREVIEW_SOURCE_CHARS = 80  # a preview row's persona (or text) at most, on one line
+PREVIEW_OUTPUT_CHARS = 240  # and its output
+
+
+def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
+    """The end-of-job table of sampled rows (``analysis.preview``): ``what`` is job, run,
+    corpus or expansion, ``owner`` its id, read over a read-only connection to ``db`` (the job
+    has closed its own). On stderr with the other chatter (``-q`` leaves it out); nothing when
+    ``per_kind`` is 0 or there is nothing to show."""
+    if per_kind < 1 or verbosity() < 0 or not Path(db).exists():
+        return
+    from rich.table import Table
+
+    from personahub.analysis import preview as previews
+    from personahub.core.store import connect
+
+    load = {"job": previews.job_preview, "run": previews.run_preview,
+            "corpus": previews.corpus_preview, "expansion": previews.expansion_preview}[what]
+    con = connect(db, read_only=True)
+    try:
+        preview = load(con, owner, per_kind)
+    finally:
+        con.close()
+    if not preview.samples:
+        return
+    counts = ", ".join(f"{min(per_kind, n)} of {n} {kind}" for kind, n in preview.totals.items())
+    kinds = len(preview.totals) > 1  # one kind: the title names it; else above each id
+    table = Table(title=f"preview of {preview.title}: {counts}", title_justify="left",
+                  show_lines=True)
+    # an id is what show takes: never wrapped or cut (the text columns give way)
+    table.add_column("kind / id" if kinds else "id", no_wrap=True)
+    table.add_column(preview.source_label)
+    table.add_column(preview.output_label)
+    for sample in preview.samples:
+        output = previews.clip(sample.output, PREVIEW_OUTPUT_CHARS)
+        if sample.is_duplicate:
+            output = f"(near-duplicate of {sample.duplicate_of}) {output}"
+        table.add_row(f"{sample.kind}\n{sample.item_id}" if kinds else sample.item_id,
+                      previews.clip(sample.source, PREVIEW_SOURCE_CHARS), output)
+    console.print(table, highlight=False)
+    say(f"  personahub show {preview.samples[0].item_id} --db {db}  "
+        "prints one whole; --preview 0 leaves this table out")

@@ -50,11 +50,11 @@ def doctor(
             report = asyncio.run(diagnose(url, timeout_s=timeout, max_concurrency=max_concurrency,
                                           budget_s=budget))
         reports.append(report)
+        if not as_json:
+            _print(report)  # what was found, also when it cannot serve (the refusals say why)
         if report.problem is not None:
             failed = True
             error_line(f"endpoint {report.endpoint} cannot serve a job: {report.problem}")
-        elif not as_json:
-            _print(report)
     if as_json:
         data = [r.as_dict() for r in reports]
         out.print_json(json.dumps(data[0] if len(data) == 1 else data))
@@ -63,7 +63,11 @@ def doctor(
 
 
 def _print(report: DoctorReport) -> None:
-    """The findings as rich tables on stdout, warnings and the recommendation on stderr."""
+    """The findings as rich tables on stdout, warnings and the recommendation on stderr; of an
+    endpoint that cannot serve a job, what was probed before it gave up (nothing when it was
+    unreachable), and no recommendation."""
+    if not report.modes:
+        return
     modes = Table(title=f"structured modes at {report.endpoint}")
     modes.add_column("mode", min_width=11, no_wrap=True)
     modes.add_column("verdict", min_width=8, no_wrap=True)
@@ -77,6 +81,8 @@ def _print(report: DoctorReport) -> None:
         r = report.runaway
         out.print(f"runaway probe ({r.mode}, maxLength string, max_tokens {r.max_tokens}): "
                   f"{'closes' if r.closed else 'DOES NOT CLOSE'} — {r.detail}", soft_wrap=True)
+    if not report.levels:
+        return
     load = Table(title=f"load ({report.stopped_because})")
     for column in ("concurrency", "requests", "failed", "median latency ms", "tokens/s", "req/s"):
         load.add_column(column, justify="right")
@@ -96,5 +102,7 @@ def _print(report: DoctorReport) -> None:
                       + (f" ({cache.source})" if cache.source else ""))
     for warning in report.warnings:
         say(("warning:", "yellow"), " ", warning)
+    if report.problem is not None:
+        return
     out.print(f"recommended: --concurrency {report.recommended} --structured {report.best_mode} "
               "(or --concurrency auto to follow the server as it goes)", soft_wrap=True)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -26,6 +27,7 @@ from personahub.cli.common import (
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    PreviewOption,
     RayAddressOption,
     RayWorkersOption,
     RpsOption,
@@ -43,6 +45,7 @@ from personahub.cli.common import (
     note_job,
     one_line_errors,
     out,
+    print_preview,
     started,
     stored_flags,
 )
@@ -208,6 +211,7 @@ def personas_expand(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
@@ -266,14 +270,16 @@ def personas_expand(
             link_embedder=None if link_embedder.lower() == "none" else link_embedder,
             config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings(),
                     "max_failed_share": max_failed_share},
-            target=target, max_failed_share=max_failed_share, as_json=as_json)
+            target=target, max_failed_share=max_failed_share, preview=preview,
+            as_json=as_json)
 
 
 def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fanout: int,
             resume: str | None, batch_size: int, language: str | None,
             config: dict[str, Any], link_candidates: int = 0,
             link_embedder: str | None = None, target: Any = None,
-            max_failed_share: float = DEFAULT_MAX_FAILED_SHARE, as_json: bool = False) -> None:
+            max_failed_share: float = DEFAULT_MAX_FAILED_SHARE, preview: int = 0,
+            as_json: bool = False) -> None:
     """Run the expansion job on ``con`` (closed at the end) and print its summary; ``target``
     (a ``RayTarget``) asks each batch's calls on Ray workers."""
     from personahub.analysis.kept import kept_lines
@@ -326,6 +332,7 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
     out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
     for line in kept:
         out.print(line, highlight=False, soft_wrap=True)
+    print_preview("expansion", summary.expansion_id, preview, db=db)
     if as_json:
         emit_job_json("personas expand", db, job_id=summary.expansion_id, id_key="expansion_id",
                       counts={"hops": summary.hops, "asked": summary.asked,
@@ -415,6 +422,7 @@ def personas_from_text(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
 ) -> None:
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
@@ -499,6 +507,7 @@ def personas_from_text(
         out.print(f"{stats.bad} bad records skipped", soft_wrap=True)
         for example in stats.bad_examples:
             out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
+    print_preview("corpus", name, preview, db=db)
     if as_json:
         emit_job_json("personas from-text", db, job_id=job_id, paths={"corpus": corpus},
                       counts={"texts": summary.texts, "already_done": summary.already_done,
@@ -516,7 +525,7 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     ``target`` (a ``RayTarget``) asks the batches' calls on Ray workers."""
     from itertools import islice
 
-    from personahub.core.failures import ModelRejected
+    from personahub.core.errors import ResumableStop
     from personahub.core.jobs_store import most_common_job_error
     from personahub.core.loop import job_loop
     from personahub.personas.text_jobs import finish_text_job
@@ -526,6 +535,7 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     try:
         with job_progress(client) as bar, job_loop() as loop, interrupts_from_queries(), \
                 executor_session("ray" if target else "local", target and target.address):
+            loop.watch(getattr(client, "liveness", None))  # calls that never end stop the job
             task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
             summary = loop.run(text_to_persona(
                 con, client, islice(texts, limit), corpus=name, relations=relations,
@@ -537,7 +547,7 @@ def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, 
     except KeyboardInterrupt as exc:
         finish_text_job(con, job_id, "interrupted", f"interrupted by {signal_name(exc)}")
         raise
-    except ModelRejected as exc:
+    except ResumableStop as exc:  # the failure policy, or the endpoint's faults
         finish_text_job(con, job_id, "failed", str(exc)[:1000])
         raise PersonahubError(f"text-to-persona job {name} stopped: {exc}; resume with "
                               f"personahub personas from-text --resume {name} --db {db}") from None

@@ -12,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -23,6 +24,7 @@ from personahub.cli.common import (
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    PreviewOption,
     RayAddressOption,
     RayWorkersOption,
     RpsOption,
@@ -37,6 +39,7 @@ from personahub.cli.common import (
     note_job,
     one_line_errors,
     out,
+    print_preview,
     say,
     started,
 )
@@ -88,6 +91,7 @@ def run(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
@@ -95,14 +99,15 @@ def run(
 
     watcher = RunView(db, view_port, say) if view else None  # the port is taken now, or refused
     try:
-        summary = _run(scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency,
-                       cache, rps, price_in, price_out,
-                       ModelFlags(structured, max_tokens, temperature, top_p), watcher,
-                       Where(executor, ray_address, ray_workers), max_failed_share)
+        summary = _run(
+            scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
+            price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
+            Where(executor, ray_address, ray_workers), max_failed_share)
     except BaseException:
         if watcher is not None:
             watcher.stop()
         raise
+    print_preview("run", summary.run_id, preview, db=Path(summary.db))
     if as_json:
         emit_job_json("run", db, job_id=summary.run_id, id_key="run_id", counts=run_counts(summary))
     if watcher is not None:
@@ -113,8 +118,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
          concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
          watcher: Any, where: Where, max_failed_share: float | None = None) -> Any:
-    """The run (or resume) itself, its summary printed and returned; ``watcher`` (a ``RunView``)
-    starts once the run is known."""
+    """The run (or resume) itself; ``watcher`` (a ``RunView``) starts once the run is known.
+    Returns the run's summary (printed)."""
     from personahub.sim.runner import RunOptions, resume_run, run_scenario
     from personahub.sim.scenario import load_scenario
 

@@ -18,7 +18,11 @@ def serve(
     latency: Annotated[float, typer.Option(
         min=0, help="Seconds from a request's arrival to its answer.")] = 0.0,
     error_rate: Annotated[float, typer.Option(help="Share of requests answered 429/500.")] = 0.0,
-    malformed_rate: Annotated[float, typer.Option(help="Share answered with broken JSON.")] = 0.0,
+    malformed_rate: Annotated[float, typer.Option(
+        help="Share answered with broken JSON (the intended answer cut in half; a repair prompt "
+             "gets it whole, unless --stubborn).")] = 0.0,
+    stubborn: Annotated[bool, typer.Option(
+        "--stubborn", help="Repair prompts get broken JSON at --malformed-rate too.")] = False,
     hang_rate: Annotated[float, typer.Option(help="Share of requests that hang.")] = 0.0,
     hang_seconds: Annotated[float, typer.Option(min=0, help="How long a hang lasts.")] = 30.0,
     runaway_rate: Annotated[float, typer.Option(
@@ -55,7 +59,8 @@ def serve(
     from personahub.agents.loopback.server import ServerOptions, start_server
 
     handle = start_server(ServerOptions(seed=seed, latency_s=latency, error_rate=error_rate,
-                                        malformed_rate=malformed_rate, hang_rate=hang_rate,
+                                        malformed_rate=malformed_rate, stubborn=stubborn,
+                                        hang_rate=hang_rate,
                                         hang_s=hang_seconds, runaway_rate=runaway_rate,
                                         dialect=dialect, fault_seed=fault_seed,
                                         retry_after_s=retry_after, models=tuple(model or ()),

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
@@ -20,6 +21,7 @@ from personahub.cli.common import (
     MaxTokensOption,
     ModelFlags,
     OfflineLatencyOption,
+    PreviewOption,
     RayAddressOption,
     RayWorkersOption,
     RpsOption,
@@ -29,10 +31,12 @@ from personahub.cli.common import (
     TopPOption,
     banner,
     emit_job_json,
+    error_line,
     job_progress,
     note_job,
     one_line_errors,
     out,
+    print_preview,
     say,
     started,
     unreachable,
@@ -65,6 +69,12 @@ def synthesize(
     task: Annotated[str | None, typer.Argument(help="Task name (see --list).")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Personas to synthesize from: a uniform "
                                    "sample of the matching ones, seeded by --seed.")] = 10,
+    per_persona: Annotated[int, typer.Option(
+        "--per-persona", min=1, metavar="K",
+        help="Items asked of each persona, each its own seeded sample (--n x K items).")] = 1,
+    allow_fewer: Annotated[bool, typer.Option(
+        "--allow-fewer", help="Exit 0 when the job holds fewer items than asked (too few "
+                              "personas match, or asks failed); it is said either way.")] = False,
     personas: Annotated[str | None, typer.Option(
         "--personas", help="SQL WHERE condition over the personas table, e.g. "
                            "\"text ILIKE '%nurse%'\" (default: all).")] = None,
@@ -115,9 +125,13 @@ def synthesize(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
 ) -> None:
-    """Synthesize data from personas: one item per persona for TASK, into synth_items."""
+    """Synthesize data from personas: one item per persona for TASK, into synth_items.
+
+    --per-persona K asks K items of each persona. A job that holds fewer items than it asked
+    says why and exits 1, unless --allow-fewer."""
     from personahub import runtime
     from personahub.agents.llm.client import resolve_spec
     from personahub.cli.progress import LateCounts
@@ -134,7 +148,8 @@ def synthesize(
     engine: dict[str, Any] = {
         "db": str(db), "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
         "offline_latency_s": offline_latency, "batch_size": batch_size, "cache": cache, "rps": rps,
-        "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers}
+        "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers,
+        "allow_fewer": allow_fewer}
     if max_failed_share is not None:  # else the job's own (a new job: the default)
         engine["max_failed_share"] = max_failed_share
     config: SynthConfig | dict[str, Any]
@@ -143,7 +158,7 @@ def synthesize(
     else:
         assert task is not None
         config = SynthConfig(
-            task=task, n=n, where=personas, carve=tuple(carve or ()), sample=sample,
+            task=task, n=n, per_persona=per_persona, where=personas, carve=tuple(carve or ()), sample=sample,
             prompting=prompting, examples=str(examples) if examples else None,
             world=str(world) if world else None, solve=solve, with_assistant=with_assistant,
             seed=seed, **ModelFlags(structured, max_tokens, temperature, top_p).settings(), **engine)
@@ -161,7 +176,7 @@ def synthesize(
             started("job", job_id, db)
 
     with job_progress(counts=counts) as bar:
-        handle = bar.add_task(f"synthesizing {task or resume}", total=n)
+        handle = bar.add_task(f"synthesizing {task or resume}", total=n * per_persona)
         result = runtime.run(SYNTHESIS, config, db, resume=resume, fresh=fresh, on_ready=on_ready,
                              on_start=on_start, warn=unreachable,
                              progress=lambda _, done, total: bar.update(
@@ -169,18 +184,24 @@ def synthesize(
     summary = result.summary
     if not result.ran:
         say("job ", (summary.job_id, "bold"), " already finished; nothing to resume")
-    lines = SYNTHESIS.report(summary, db)
+    lines = [line for line in SYNTHESIS.report(summary, db) if line != summary.shortfall]
     for line in lines[:-1]:
         out.print(line, highlight=False, soft_wrap=True)
     if out_file is not None:
         _export(db, out_file, "personahub", job=summary.job_id, overwrite=force)
     out.print(lines[-1], highlight=False, soft_wrap=True)  # how to export it
+    print_preview("job", summary.job_id, preview, db=db)
     if as_json:
         emit_job_json("synthesize", db, job_id=summary.job_id, paths={"out": out_file},
                       counts={"selected": summary.selected, "written": summary.written,
                               "already_done": summary.skipped_done, "failed": summary.failed,
                               "duplicates": summary.duplicates, "solved": summary.solved},
-                      task=summary.task)
+                      task=summary.task, shortfall=summary.shortfall or None)
+    if summary.shortfall:
+        if not allow_fewer:
+            error_line(f"{summary.shortfall} (--allow-fewer accepts fewer)")
+            raise typer.Exit(1)
+        say(("note:", "yellow"), f" {summary.shortfall} (allowed by --allow-fewer)")
 
 
 def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
@@ -278,16 +299,23 @@ def report(
     run: Annotated[str | None, typer.Option(help="Run id (default: the latest run).")] = None,
     job: Annotated[str | None, typer.Option(help="Synthesis job id: a report of that job instead "
                                                  "of a run.")] = None,
+    calibration: Annotated[str | None, typer.Option(
+        help="Calibration job id: its per-group bars of people against the simulated panel, "
+             "with the baselines, instead of a run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
-    graph, diversity) or of a synthesis job (--job)."""
+    graph, diversity), of a synthesis job (--job) or of a calibration (--calibration)."""
     from personahub.analysis.report import REPORT_FILES, write_report
     from personahub.core.store import connect
     from personahub.personas.embedding import make_embedder
+
+    if calibration is not None:
+        _calibration_report(out_dir, calibration, db, force, given=run or job)
+        return
 
     model = make_embedder(embedder)
     check_output(out_dir, db=db, force=force, kind="dir", names=REPORT_FILES)
@@ -295,6 +323,22 @@ def report(
     try:
         index = write_report(con, out_dir, run_id=run, job_id=job, seed=seed, overwrite=force,
                              embedder=model)
+    finally:
+        con.close()
+    out.print(f"report written to {index}", highlight=False, soft_wrap=True)
+
+
+def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
+                        given: str | None) -> None:
+    from personahub.analysis.calibration_report import CALIBRATION_FILES, write_calibration_report
+    from personahub.core.store import connect
+
+    if given is not None:
+        raise UsageError("--calibration: give it alone (not with --run or --job)")
+    check_output(out_dir, db=db, force=force, kind="dir", names=CALIBRATION_FILES)
+    con = connect(db, read_only=True)
+    try:
+        index = write_calibration_report(con, out_dir, job_id, overwrite=force)
     finally:
         con.close()
     out.print(f"report written to {index}", highlight=False, soft_wrap=True)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from personahub.core.call_spill import SpilledCall
 from personahub.core.contracts import CallRecord, CarriesCalls, ServesModels
 from personahub.core.jobs_store import touch_job
 from personahub.core.store import insert_rows, record_rows, transaction
@@ -87,3 +88,35 @@ def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Ser
         if job is not None:
             touch_job(con, job.job_id)  # the job made progress (jobs.updated_at)
         return then() if then is not None else None
+
+
+#: ``llm_calls.status`` of an answer the job never committed (it stopped or was killed before
+#: the answer's batch was): billed, counted in the cost views, but not an answer the job kept
+DISCARDED = "discarded"
+
+
+def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
+                   spilled: Sequence[SpilledCall]) -> int:
+    """Write to ``llm_calls`` the attempts of a call spill (``core.call_spill``) that no batch
+    committed, tagged as the spill's job; returns how many. A successful one is written as
+    ``discarded``: a resume asks it again, and the job's answers stay those it committed."""
+    if not spilled:
+        return 0
+    ids = list({s.record.call_id for s in spilled})
+    known = {row[0] for row in con.execute(
+        "SELECT call_id FROM llm_calls WHERE list_contains(?, call_id)", [ids]).fetchall()}
+    rows: list[dict[str, Any]] = []
+    for item in spilled:
+        if item.record.call_id in known:
+            continue
+        known.add(item.record.call_id)
+        tags = item.tags
+        job = JobRef(str(tags.get("job_kind")), str(tags.get("job_id")), tags.get("run_id"))
+        row = call_rows(client, [item.record], job)[0]
+        if row.get("status") == "ok":
+            row["status"] = DISCARDED
+        rows.append(row)
+    if rows:
+        with transaction(con):
+            insert_rows(con, "llm_calls", rows)
+    return len(rows)

@@ -85,6 +85,9 @@ class Failure:
     retry_after_s: float | None = None
     unreachable: bool = False
     other_endpoint_up: bool = False  # set by failover: another endpoint may answer at once
+    # cut short of --timeout for taking far longer than the endpoint's recent answers
+    # (``agents.llm.seam_deadlines``): asked again at once, and not a sign of overload
+    straggler: bool = False
 
     @property
     def reason_key(self) -> str:
@@ -114,6 +117,7 @@ class CallRequest:
     after: int | None = None
     sample: int = 0
     check: Callable[[Any], str | None] | None = None
+    stragglers: int = 0  # attempts of this call cut as stragglers so far (``seam_deadlines``)
 
     def record(self, **fields: Any) -> CallRecord:
         """A fresh record of one attempt at this request."""
@@ -276,7 +280,7 @@ class StructuredCaller(ServesModels, Protocol):
 
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
-                         check: Callable[[T], str | None] | None = None,
+                         check: Callable[[T], str | None] | None = None, sample: int = 0,
                          ) -> StructuredResult[T]: ...
 
 

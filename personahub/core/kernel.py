@@ -22,7 +22,10 @@ rows, as a ``BatchOutcome``) and ``summary``. ``run_job`` does the rest, once fo
    fails it stops the job ``failed`` and resumable; a job that kept nothing of what it asked
    ends ``failed`` with its most common error; one that kept less than it asked ``partial``;
 6. turns Ctrl-C / SIGTERM into ``interrupted`` and ``Stopped`` (one line with the resume
-   command), and any other error into ``failed`` with the error;
+   command), and any other error into ``failed`` with the error; a job whose model calls stop
+   completing stops the same way (the client's watchdog on the job's loop: ``Stalled``), and
+   the attempts its uncommitted batches made are written to ``llm_calls`` from the job's call
+   spill (``core.call_spill``), so no billed attempt is lost to a stop or a kill;
 7. reports progress through one hook ``(phase, done, total)``;
 8. runs child jobs (``JobContext.run_child``: same connection, loop, client and executor, the
    child's ``parent_id`` set), e.g. a run's setup expansion.
@@ -47,8 +50,8 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import duckdb
 
-from personahub.core import jobs_store
-from personahub.core.commit import JobRef, ProgressHook, commit_batch, records_of
+from personahub.core import call_spill, jobs_store
+from personahub.core.commit import JobRef, ProgressHook, commit_batch, commit_spilled, records_of
 from personahub.core.contracts import CACHE_MODES, CarriesCalls, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
@@ -348,6 +351,7 @@ class JobContext(Generic[C]):
     done_before: int = 0
     total: int | None = None
     status: str = "running"  # as the job was found (a resumed one), until it ends
+    spill: call_spill.CallSpill | None = None  # where its calls' attempts go while it runs
     executor: Executor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -461,7 +465,9 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
     if env.on_ready is not None:
         env.on_ready(ctx.client)
     _record(spec, ctx, twins)  # an error before the job is recorded leaves nothing to mark
-    with _guard(spec, ctx):
+    if env.client is None:  # a child runs on its parent's loop, watched already
+        env.loop.watch(getattr(ctx.client, "liveness", None))
+    with _guard(spec, ctx), _spilling(ctx):
         if env.on_start is not None:
             env.on_start(ctx.job_id, ctx.resumed)
         with ctx.executor.session(ctx):
@@ -583,8 +589,39 @@ def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
                 insert_rows(ctx.con, table, rows)
             jobs_store.touch_job(ctx.con, ctx.job_id)
             return outcome.then() if outcome.then is not None else None
-    return commit_batch(ctx.con, ctx.ref, ctx.client, outcome.rows, list(outcome.calls),
+    done = commit_batch(ctx.con, ctx.ref, ctx.client, outcome.rows, list(outcome.calls),
                         then=outcome.then)
+    if ctx.spill is not None:
+        ctx.spill.committed(r.call_id for r in records_of(outcome.calls))
+    return done
+
+
+@contextmanager
+def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
+    """Every attempt of the job's calls into its call spill as soon as it is final (a client
+    with ``spill_to``, not a child's: its parent spills); what a killed run left is committed
+    first, and what this run's batches did not commit when it ends (a stop, an interrupt)."""
+    client = ctx.client
+    spill_to = getattr(client, "spill_to", None)
+    if client is None or spill_to is None or ctx.env.client is not None:
+        yield
+        return
+    path = call_spill.spill_path(ctx.db, ctx.job_id)
+    commit_spilled(ctx.con, client, call_spill.read(path))
+    ref = ctx.ref
+    spill = call_spill.CallSpill(path, tags={"job_kind": ref.kind, "job_id": ref.job_id,
+                                             "run_id": ref.run_id})
+    spill.clear()
+    ctx.spill = spill
+    spill_to(spill)
+    try:
+        yield
+    finally:
+        spill_to(None)
+        ctx.spill = None
+        spill.close()
+        commit_spilled(ctx.con, client, call_spill.read(path))
+        call_spill.remove(path)
 
 
 def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:

@@ -16,6 +16,11 @@ one the whole heap of imported modules (``bench/bench_concurrency.py`` shows the
 An interrupt (Ctrl-C, or SIGTERM turned into one by the CLI) leaves model calls in flight;
 ``close_quietly`` cancels them and closes the loop without asyncio's "Task was destroyed but
 it is pending" and "exception was never retrieved" reports, one traceback per call.
+
+A job whose model calls stop completing must stop rather than hang: ``JobLoop.watch`` hands the
+loop the client's ``Watchdog`` (``agents.llm.liveness.Liveness``), and every coroutine the loop
+then runs to completion runs under it, so a batch, a step or a setup stuck on calls that never
+end raises ``Stalled`` (a resumable stop) once no call completed for the client's bound.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 _BLOCKING = (socket.getaddrinfo, socket.getnameinfo)
@@ -74,6 +79,14 @@ def steady_gc_stop() -> None:
         gc.unfreeze()
 
 
+class Watchdog(Protocol):
+    """What stops work whose model calls stopped completing (``agents.llm.liveness``)."""
+
+    async def guarded(self, work: Coroutine[Any, Any, T]) -> T:
+        """``await work``, raising a resumable stop when no call completes for too long."""
+        ...
+
+
 class RunLoop(asyncio.SelectorEventLoop):
     """A selector event loop whose default-executor work (``run_in_executor(None, ...)``) runs
     at once and answers with a finished asyncio future, name resolution excepted.
@@ -82,7 +95,16 @@ class RunLoop(asyncio.SelectorEventLoop):
     asyncio hands back to the loop thread-safely: a write to the loop's self-pipe, a read, and
     three more turns of the loop for every call a chat model makes. An awaited finished asyncio
     future costs none of them.
+
+    ``watched``: a coroutine run to completion runs under this watchdog (``JobLoop.watch``).
     """
+
+    watched: Watchdog | None = None
+
+    def run_until_complete(self, future: Any) -> Any:
+        if self.watched is not None and asyncio.iscoroutine(future):
+            future = self.watched.guarded(future)
+        return super().run_until_complete(future)
 
     def run_in_executor(  # type: ignore[override]  # typeshed's variadic generics, same call
             self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -170,6 +192,12 @@ class JobLoop:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one batch (or setup) coroutine to completion on the job's loop."""
         return self.loop.run_until_complete(coro)
+
+    def watch(self, watchdog: Watchdog | None) -> None:
+        """Run every coroutine from now on under ``watchdog`` (a client's ``liveness``; None:
+        none), so that calls that never complete stop the job instead of hanging it."""
+        if isinstance(self.loop, RunLoop):
+            self.loop.watched = watchdog
 
     def close(self) -> None:
         try:

@@ -432,3 +432,96 @@ CREATE TABLE IF NOT EXISTS judgments (
     created_at  TIMESTAMP,
     PRIMARY KEY (judge_id, item_id)
 );
+
+-- Calibration against human surveys (personahub calibrate, pipelines/calibrate.py) ---------
+-- (lifecycle and stored configuration: jobs). What the job asked about and whom is stored with
+-- its row, so scores, reports and a resume never read the survey file again.
+CREATE TABLE IF NOT EXISTS calibration_jobs (
+    job_id        VARCHAR PRIMARY KEY,
+    survey        VARCHAR NOT NULL,
+    survey_sha1   VARCHAR NOT NULL,
+    population    VARCHAR NOT NULL,
+    n             INTEGER NOT NULL,
+    no_persona_n  INTEGER NOT NULL,
+    steering      JSON NOT NULL,
+    offer_refusal BOOLEAN NOT NULL,
+    llm           VARCHAR
+);
+CREATE TABLE IF NOT EXISTS calibration_questions (
+    job_id      VARCHAR NOT NULL,
+    question_id VARCHAR NOT NULL,
+    position    INTEGER NOT NULL,
+    text        VARCHAR NOT NULL,
+    options     JSON NOT NULL,
+    ordinal     JSON NOT NULL,
+    PRIMARY KEY (job_id, question_id)
+);
+CREATE TABLE IF NOT EXISTS calibration_human (
+    job_id      VARCHAR NOT NULL,
+    question_id VARCHAR NOT NULL,
+    attribute   VARCHAR NOT NULL,
+    grp         VARCHAR NOT NULL,
+    labels      JSON NOT NULL,
+    counts      JSON NOT NULL,
+    PRIMARY KEY (job_id, question_id, attribute, grp)
+);
+CREATE TABLE IF NOT EXISTS calibration_panels (
+    job_id     VARCHAR NOT NULL,
+    attribute  VARCHAR NOT NULL,
+    grp        VARCHAR NOT NULL,
+    position   INTEGER NOT NULL,
+    persona_id VARCHAR NOT NULL,
+    PRIMARY KEY (job_id, attribute, grp, position)
+);
+CREATE TABLE IF NOT EXISTS calibration_answers (
+    job_id      VARCHAR NOT NULL,
+    question_id VARCHAR NOT NULL,
+    steering    VARCHAR NOT NULL,
+    respondent  VARCHAR NOT NULL,
+    persona_id  VARCHAR,
+    answer      VARCHAR NOT NULL,
+    refused     BOOLEAN NOT NULL,
+    reason      VARCHAR,
+    model       VARCHAR,
+    PRIMARY KEY (job_id, question_id, steering, respondent)
+);
+CREATE TABLE IF NOT EXISTS calibration_scores (
+    job_id             VARCHAR NOT NULL,
+    question_id        VARCHAR NOT NULL,
+    attribute          VARCHAR NOT NULL,
+    grp                VARCHAR NOT NULL,
+    source             VARCHAR NOT NULL,
+    steering           VARCHAR NOT NULL,
+    metric             VARCHAR NOT NULL,
+    representativeness DOUBLE,
+    dispersion         DOUBLE,
+    modal_agreement    DOUBLE,
+    human_n            DOUBLE,
+    sim_n              DOUBLE,
+    sim_failed         INTEGER,
+    human_refusal      DOUBLE,
+    sim_refusal        DOUBLE,
+    counts             JSON
+);
+CREATE TABLE IF NOT EXISTS calibration_summary (
+    job_id             VARCHAR NOT NULL,
+    source             VARCHAR NOT NULL,
+    steering           VARCHAR NOT NULL,
+    level              VARCHAR NOT NULL,
+    attribute          VARCHAR NOT NULL,
+    grp                VARCHAR NOT NULL,
+    representativeness DOUBLE,
+    dispersion         DOUBLE,
+    modal_agreement    DOUBLE,
+    scored             INTEGER
+);
+
+-- Populations written by a model (personas sample-population --llm, pipelines/population_write.py)
+-- (lifecycle and stored configuration: jobs); the people are personas rows.
+CREATE TABLE IF NOT EXISTS population_jobs (
+    job_id        VARCHAR PRIMARY KEY,
+    population_id VARCHAR NOT NULL,
+    drawn_id      VARCHAR NOT NULL,
+    n             INTEGER NOT NULL,
+    llm           VARCHAR
+);

@@ -71,7 +71,7 @@ MAX_BATCH = 64  # calls per actor task: large enough to amortise a task, small e
 ACTOR_RESTARTS = 3  # restarts of a dead actor (and retries of the batch it held) before failing
 ACTOR_PREFIX = "personahub-run-"  # actors are named ACTOR_PREFIX + <run id>-<n> (tests find them)
 
-Call = tuple[type[BaseModel], list[Any], str, str | None, int | None, Any]
+Call = tuple[type[BaseModel], list[Any], str, str | None, int | None, Any, int]
 
 
 def _portable_error(exc: Exception) -> Exception:
@@ -117,10 +117,12 @@ class _CallActor:
 
     async def _one(self, schema: type[BaseModel], messages: list[Any], purpose: str,
                    persona_id: str | None, step: int | None,
-                   check: Callable[[Any], str | None] | None = None) -> tuple[Any, ...]:
+                   check: Callable[[Any], str | None] | None = None,
+                   sample: int = 0) -> tuple[Any, ...]:
         try:
             result = await self.client.structured(schema, messages, purpose=purpose,
-                                                  persona_id=persona_id, step=step, check=check)
+                                                  persona_id=persona_id, step=step, check=check,
+                                                  sample=sample)
         except Exception as exc:  # noqa: BLE001 - raised again on the driver
             return ("raised", _portable_error(exc))
         fields = None if result.value is None else result.value.model_dump(by_alias=True)
@@ -200,14 +202,15 @@ class RayCaller:
     # -- the calls ------------------------------------------------------------------------------
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
-                         check: Callable[[T], str | None] | None = None,
+                         check: Callable[[T], str | None] | None = None, sample: int = 0,
                          ) -> StructuredResult[T]:
         """Ask on an actor; the result is the one a local client would have returned. With a
         cache, the driver client answers (its cache layer sends the misses to the actors)."""
         if self.cached:
             return await self.inner.structured(schema, messages, purpose=purpose,
-                                               persona_id=persona_id, step=step, check=check)
-        answer = await self.ask((schema, list(messages), purpose, persona_id, step, check))
+                                               persona_id=persona_id, step=step, check=check,
+                                               sample=sample)
+        answer = await self.ask((schema, list(messages), purpose, persona_id, step, check, sample))
         if answer[0] == "raised":
             error: Exception = answer[1]
             self.stats.add(carried_records(error))

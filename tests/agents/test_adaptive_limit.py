@@ -96,6 +96,21 @@ def test_latency_well_above_the_best_seen_is_queueing() -> None:
     assert limit.cuts == {"queueing": 1} and limit.limit == 2
 
 
+def test_one_late_answer_is_not_a_queue() -> None:
+    limit = AdaptiveLimit(start=4, queue_factor=3.0)  # smoothing 0.25
+    limit._slow_start = False
+    for _ in range(4):
+        _saturate(limit)
+        limit.succeeded("survey", 0.01, limit.epoch)
+    _saturate(limit)
+    limit.succeeded("survey", 30.0, limit.epoch)  # a hung worker's answer, 3000x late
+    assert limit.cuts == {}  # smoothed, it weighs 2.5x the best, not 750x
+    for _ in range(8):
+        _saturate(limit)
+        limit.succeeded("survey", 0.06, limit.epoch)  # every answer 6x: a queue
+    assert limit.cuts.get("queueing", 0) >= 1
+
+
 def test_a_new_event_loop_goes_on_from_what_was_learned() -> None:
     old = AdaptiveLimit(start=2)
     old.overloaded("429", old.epoch)

@@ -159,3 +159,23 @@ def _max_lengths(node: object) -> list[int]:
     if isinstance(node, list):
         return [n for value in node for n in _max_lengths(value)]
     return []
+
+
+@pytest.mark.parametrize("task", ["math_problem", "reasoning_problem"])
+def test_a_problem_of_nothing_but_digits_still_closes_in_time(task: str) -> None:
+    """A problem statement may run to digits (SmolLM2 on llama-server wrote 300 of them and was
+    cut off): its bound is sized at one character a token (``DIGITS``), the least an ASCII
+    character costs in a byte-level BPE vocabulary, so even that answer closes. Prose fields
+    keep the larger bound of ``CHARS_PER_TOKEN``."""
+    from personahub.agents.tasks import synthesis_task
+
+    for purpose in (f"synth:{task}", task):
+        budget = default_max_tokens(purpose)
+        props = bounded(synthesis_task(task).synthesis_schema(), budget).model_json_schema()[
+            "properties"]
+        bound = props["problem"]["maxLength"]
+        digits = json.dumps({"problem": ("1234567890" * 200)[:bound]})
+        assert len(digits) <= budget, (purpose, bound, budget)  # a character a token, at most
+        assert bound >= 500, bound  # still room for the shipped demonstrations' problems
+    prose = bounded(synthesis_task("instruction").synthesis_schema(), budget).model_json_schema()
+    assert prose["properties"]["instruction"]["maxLength"] > 2 * bound * 0.9

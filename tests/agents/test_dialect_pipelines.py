@@ -12,12 +12,14 @@ from typer.testing import CliRunner
 
 import personahub.agents.llm.seam_retry as retry_module
 from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.agents.llm.settings import EndpointFailing
 from personahub.agents.llm.structured import mode_of
 from personahub.agents.loopback.dialects import DIALECTS
 from personahub.agents.loopback.server import ServerOptions, running_server
 from personahub.agents.prompts.agent import agent_messages
 from personahub.agents.tasks.npc_dialogue import NpcDialogue
 from personahub.cli.app import app
+from personahub.core.contracts import carried_records
 
 runner = CliRunner()
 # what --structured auto settles on, per dialect
@@ -130,10 +132,11 @@ def test_retry_after_is_honoured(monkeypatch) -> None:
     with running_server(ServerOptions(error_rate=1.0, error_statuses=(429,), retry_after_s=7)) as srv:
         client = LLMClient(LLMSettings(spec=f"{srv.base_url}?model=m", max_retries=2,
                                        backoff_s=0.01))
-        result = asyncio.run(client.structured(
-            NpcDialogue, agent_messages(persona="A ferry pilot", kind="npc_dialogue"),
-            purpose="npc_dialogue"))
+        with pytest.raises(EndpointFailing, match="HTTP 429") as raised:  # the retries spent
+            asyncio.run(client.structured(
+                NpcDialogue, agent_messages(persona="A ferry pilot", kind="npc_dialogue"),
+                purpose="npc_dialogue"))
         requests = srv.stats.requests
-    assert result.value is None
-    assert requests == 3 and [r.status for r in result.records] == ["error"] * 3
+    records = carried_records(raised.value)
+    assert requests == 3 and [r.status for r in records] == ["error"] * 3
     assert waits == [7.0, 7.0]

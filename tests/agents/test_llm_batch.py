@@ -231,7 +231,7 @@ async def test_a_cancelled_batch_goes_on_online(server) -> None:
 
 
 async def test_a_weak_answer_gets_its_second_chance_in_the_next_batch(server) -> None:
-    srv = server(malformed_rate=1.0)
+    srv = server(malformed_rate=1.0, stubborn=True)  # repairs broken too
     client = client_for(srv)
     [expected] = await online(client, Note, 1)
     [call] = calls_for(client, Note, 1)

@@ -5,6 +5,7 @@ import time as time_module
 import pytest
 
 from personahub.agents.llm.client import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
+from personahub.agents.llm.settings import EndpointFailing
 from personahub.agents.prompts.agent import agent_messages
 from personahub.agents.tasks.npc_dialogue import NpcDialogue
 from personahub.agents.tasks.tool_spec import ToolSpec
@@ -79,7 +80,7 @@ def test_retries_and_repair_are_recorded(server):
 
 
 def test_invalid_twice_gives_up_without_raising(server):
-    srv = server(malformed_rate=1.0)
+    srv = server(malformed_rate=1.0, stubborn=True)
     result = ask(LLMClient(LLMSettings(spec=srv.base_url)))
     assert result.value is None
     # the answer, then its one second chance (the repair prompt, sampled afresh): then recorded
@@ -90,7 +91,7 @@ def test_invalid_twice_gives_up_without_raising(server):
 
 def test_a_malformed_answer_gets_one_fresh_sample_and_a_repeat_is_recorded(server):
     """Each weak answer costs one more call at most; one that fails twice is recorded, not raised."""
-    faulty = server(malformed_rate=0.5, fault_seed=1)
+    faulty = server(malformed_rate=0.5, stubborn=True, fault_seed=1)
     client = LLMClient(LLMSettings(spec=faulty.base_url, structured="json_schema"))
     results = [ask(client) for _ in range(6)]
     shapes = [[a.status for a in r.records] for r in results]
@@ -100,13 +101,15 @@ def test_a_malformed_answer_gets_one_fresh_sample_and_a_repeat_is_recorded(serve
     assert faulty.stats.requests == sum(len(s) for s in shapes)
 
 
-def test_hang_hits_the_timeout_and_is_recorded(server):
+def test_a_hang_hits_the_timeout_and_spends_the_calls_budget(server):
     srv = server(hang_rate=1.0, hang_s=5.0)
     client = LLMClient(LLMSettings(spec=srv.base_url, timeout_s=0.3, max_retries=1,
                                    backoff_s=0.001))
-    result = ask(client)
-    assert result.value is None
-    assert [r.error for r in result.records] == ["timeout", "timeout"]
+    with pytest.raises(EndpointFailing, match="kept failing: one call made 2 attempts .* the last: timeout"
+                       ) as raised:  # a resumable stop, with the attempts it made
+        ask(client)
+    assert [r.error for r in carried_records(raised.value)] == ["timeout", "timeout"]
+    assert client.stats.attempts == 2 and client.liveness.in_flight == 0
 
 
 def test_unreachable_endpoint_raises_llm_unavailable():
@@ -294,10 +297,11 @@ def test_timeouts_with_many_in_flight_lower_the_concurrency(server):
         return await asyncio.gather(*[
             client.structured(NpcDialogue, agent_messages(persona=f"A person number {i}",
                                                           kind="npc_dialogue"), purpose="t")
-            for i in range(8)])
+            for i in range(8)], return_exceptions=True)
 
-    results = asyncio.run(many())
-    errors = [r.error for res in results for r in res.records]
+    outcomes = asyncio.run(many())
+    assert all(isinstance(o, EndpointFailing) for o in outcomes)  # every call spends its budget
+    errors = [r.error for o in outcomes for r in carried_records(o)]
     assert any(e and e.startswith("timeout (concurrency lowered to") for e in errors)
     assert client._semaphore is not None and client._semaphore.limit < 8
 

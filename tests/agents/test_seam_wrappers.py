@@ -11,6 +11,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel
 
+from personahub.agents.llm import seam_retry
 from personahub.agents.llm.cache import CacheMiss, ResponseCache
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.llm.failures import FailFast
@@ -18,9 +19,9 @@ from personahub.agents.llm.seam_accounting import Accounted
 from personahub.agents.llm.seam_cache import CUT_OFF, Cached
 from personahub.agents.llm.seam_failover import Failover
 from personahub.agents.llm.seam_limits import Limited
-from personahub.agents.llm.seam_retry import Retrying
+from personahub.agents.llm.seam_retry import BACKOFF_CAP_S, Retrying
 from personahub.agents.llm.seam_validate import Validated
-from personahub.agents.llm.settings import LLMUnavailable
+from personahub.agents.llm.settings import EndpointFailing, LLMUnavailable
 from personahub.agents.llm.structured import ModeBook
 from personahub.core.contracts import (
     CallRequest,
@@ -147,11 +148,53 @@ def test_retry_retries_transient_failures_and_numbers_the_attempts() -> None:
     assert [r.status for r in result.records] == ["error", "error", ""]
 
 
-def test_retry_gives_up_after_max_retries_and_not_on_a_rejection() -> None:
-    result = run(retrying(FakeEndpoint([TRANSIENT] * 5), retries=2))
-    assert result.failure == TRANSIENT and len(result.records) == 3
+def test_retry_stops_the_job_when_the_retries_are_spent_not_on_a_rejection() -> None:
+    fake = FakeEndpoint([TRANSIENT] * 5)
+    with pytest.raises(EndpointFailing, match="all 2 retries failed") as raised:
+        run(retrying(fake, retries=2))
+    assert "HTTP 503: busy" in str(raised.value) and "\n" not in str(raised.value)
+    assert [r.attempt for r in carried_records(raised.value)] == [1, 2, 3] and len(fake.asked) == 3
+    assert isinstance(raised.value, LLMUnavailable)  # a resumable stop, as an unreachable endpoint
     rejected = run(retrying(FakeEndpoint([REJECTED, '{"text": "never"}'])))
     assert rejected.failure == REJECTED and len(rejected.records) == 1
+
+
+def test_retry_starts_no_attempt_that_could_end_past_the_calls_budget() -> None:
+    # a 10 s budget, attempts of up to 20 s: after the first failure another would not fit
+    fake = FakeEndpoint([Failure("timeout", True), '{"text": "late"}'])
+    layer = Retrying(fake, max_retries=8, backoff_s=0.0, modes=ModeBook("auto", 1),
+                     fail_fast=FailFast(1), budget_s=10.0, attempt_s=20.0)
+    with pytest.raises(EndpointFailing, match="10 s retry budget") as raised:
+        run(layer)
+    assert len(fake.asked) == 1 and len(carried_records(raised.value)) == 1
+    roomy = Retrying(FakeEndpoint([Failure("timeout", True), '{"text": "in time"}']), max_retries=8,
+                     backoff_s=0.0, modes=ModeBook("auto", 1), fail_fast=FailFast(1),
+                     budget_s=50.0, attempt_s=20.0)
+    assert run(roomy).raw == '{"text": "in time"}'
+
+
+def test_retry_backs_off_exponentially_with_a_cap_and_asks_a_straggler_again_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        if seconds:  # the fake endpoint's own sleep(0) passes through here too
+            slept.append(seconds)
+
+    monkeypatch.setattr(seam_retry.asyncio, "sleep", sleep)
+    monkeypatch.setattr(seam_retry.random, "random", lambda: 0.5)  # no jitter
+    layer = Retrying(FakeEndpoint([TRANSIENT] * 6 + ['{"text": "ok"}']), max_retries=8,
+                     backoff_s=0.5, modes=ModeBook("auto", 1), fail_fast=FailFast(1))
+    assert run(layer).failure is None
+    assert slept == [0.5, 1.0, 2.0, BACKOFF_CAP_S, BACKOFF_CAP_S, BACKOFF_CAP_S]  # 4.0 capped
+    slept.clear()
+    straggler = Failure("timeout after 0.30 s, far slower than the endpoint's recent answers", True,
+                        straggler=True)
+    lowered: list[int] = []
+    layer = Retrying(FakeEndpoint([straggler, straggler, '{"text": "ok"}']), max_retries=8,
+                     backoff_s=0.5, modes=ModeBook("auto", 1), fail_fast=FailFast(1),
+                     on_timeout=lambda: lowered.append(1) or 1)
+    assert run(layer).failure is None and slept == [] and lowered == []  # not overload either
 
 
 def test_retry_steps_the_mode_down_on_a_refusal_and_asks_again_at_once() -> None:

@@ -171,7 +171,7 @@ def test_built_in_kinds_keep_their_offline_writers_and_limits() -> None:
             assert offline_text._writer_for(field_name) == writer, (task.name, field_name)
     assert [default_max_tokens(p) for p in ("instruction", "tool_spec", "synth:tool",
                                             "synth:math_problem", "synth:multi_turn", "tool",
-                                            "solve:math_problem")] == [256, 400, 450, 320, 600,
+                                            "solve:math_problem")] == [256, 400, 450, 640, 600,
                                                                       512, 600]
 
 

@@ -19,6 +19,8 @@ EXPECTED = {
     "llama-cpp-python": {"json_schema": "refused", "json_object": "accepted", "tools": "accepted",
                          "prompt": "accepted"},
     "ollama": {"json_schema": "accepted", "tools": "accepted", "prompt": "accepted"},
+    "openai-strict": {"json_schema": "accepted", "tools": "accepted", "prompt": "accepted"},
+    "vllm-legacy": {"json_schema": "accepted", "tools": "accepted", "prompt": "accepted"},
     "tools-only": {"json_schema": "refused", "json_object": "refused", "tools": "accepted",
                    "prompt": "accepted"},
 }
@@ -34,7 +36,7 @@ def test_doctor_prints_its_table_for_every_dialect(server, dialect) -> None:
     assert "runaway probe" in text and "closes" in text
     assert "load (" in text
     # the loopback server reports cached prompt tokens in the dialects whose servers do
-    if dialect in ("openai", "vllm", "tools-only"):
+    if dialect in ("openai", "openai-strict", "vllm", "vllm-legacy", "tools-only"):
         assert "prefix cache: " in text and "prompt tokens" in text and "not reported" not in text
     else:
         assert "prefix cache: not reported" in text
@@ -44,6 +46,23 @@ def test_doctor_prints_its_table_for_every_dialect(server, dialect) -> None:
             or line.startswith("│ tools") or line.startswith("│ prompt")}
     for mode, verdict in EXPECTED[dialect].items():
         assert rows[mode] == verdict, (mode, rows)
+
+
+def test_doctor_on_strict_openai_prints_no_langchain_advice(server) -> None:
+    """The strict dialect refuses maxLength; langchain-openai then warns to use its
+    ``with_structured_output``, advice for other code: the seam strips the keyword itself, and
+    the console shows the table only (a real process: pytest would catch the warning)."""
+    import os
+    import subprocess
+    import sys
+
+    srv = server(dialect="openai-strict")
+    done = subprocess.run([sys.executable, "-m", "personahub", "doctor", "--llm",
+                           f"{srv.base_url}?model=offline", *QUICK], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "COLUMNS": "120"})
+    assert done.returncode == 0, done.stderr
+    assert "structured modes at" in done.stdout
+    assert "Warning" not in done.stderr and "with_structured_output" not in done.stderr, done.stderr
 
 
 def test_doctor_json_names_the_mode_and_concurrency_to_use(server) -> None:
@@ -64,12 +83,17 @@ def test_doctor_json_names_the_mode_and_concurrency_to_use(server) -> None:
 
 def test_doctor_exits_1_with_one_line_when_every_request_is_refused(server) -> None:
     srv = server(error_rate=1.0, retry_after_s=0.0)
-    line = one_line_error(invoke("doctor", "--llm", f"{srv.base_url}?model=offline", *QUICK))
+    result = invoke("doctor", "--llm", f"{srv.base_url}?model=offline", *QUICK)
+    line = one_line_error(result)
     assert "cannot serve a job: it refuses every request (HTTP" in line
+    # the modes table still shows what was tried and how it was refused; nothing is recommended
+    refused = [row for row in result.stdout.splitlines() if "│ refused" in row]
+    assert len(refused) == 4, result.stdout
+    assert "recommended" not in result.stdout and "load (" not in result.stdout
 
 
 def test_doctor_exits_1_when_the_answers_are_never_json(server) -> None:
-    srv = server(malformed_rate=1.0)
+    srv = server(malformed_rate=1.0, stubborn=True)  # repair prompts get broken JSON too
     line = one_line_error(invoke("doctor", "--llm", f"{srv.base_url}?model=offline", *QUICK))
     assert "cannot serve a job: no structured mode works (json_schema: invalid" in line
 

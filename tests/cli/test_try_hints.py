@@ -15,7 +15,7 @@ from tests.cli_helpers import invoke
 def _hints(output: str) -> list[list[str]]:
     lines = output.splitlines()
     start = lines.index("Try:")
-    return [shlex.split(line) for line in lines[start + 1:] if line.startswith("  personahub ")]
+    return [shlex.split(line) for line in lines[start + 1:] if line.startswith("  personahub sql ")]
 
 
 def test_run_hints_filter_by_the_run_just_made(scenario_file, tmp_path):

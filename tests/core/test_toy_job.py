@@ -146,9 +146,11 @@ def counts(db: Path, job_id: str) -> dict[str, list[tuple]]:
     try:
         return {"rows": con.execute("SELECT position, words FROM toy_word_counts WHERE job_id = ? "
                                     "ORDER BY position", [job_id]).fetchall(),
+                # answers an interrupted batch got and never committed are ``discarded``
                 "calls": con.execute("SELECT purpose, status, attempt, model_name, tokens_in, "
                                      "tokens_out FROM llm_calls WHERE job_kind = 'toy_word_count' "
-                                     "AND job_id = ? ORDER BY ALL", [job_id]).fetchall()}
+                                     "AND job_id = ? AND status <> 'discarded' ORDER BY ALL",
+                                     [job_id]).fetchall()}
     finally:
         con.close()
 

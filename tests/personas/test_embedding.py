@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from personahub.agents.llm.settings import EndpointFailing
 from personahub.core.contracts import carried_records
 from personahub.core.errors import PersonahubError
 from personahub.personas.embedding import (
@@ -169,8 +170,9 @@ def test_openai_embeddings_time_out_and_give_up() -> None:
         return httpx.Response(200, json=_vectors_body(["x"]))
 
     client = _embedding_client(hang, timeout_s=0.05, max_retries=1)
-    vectors, result = asyncio.run(client.embed(["x"]))
-    assert vectors is None and [r.error for r in result.records] == ["timeout", "timeout"]
+    with pytest.raises(EndpointFailing, match="the last: timeout") as raised:  # a resumable stop
+        asyncio.run(client.embed(["x"]))
+    assert [r.error for r in carried_records(raised.value)] == ["timeout", "timeout"]
 
 
 def test_openai_embedder_raises_when_the_batch_fails(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from personahub.agents.llm.client import LLMClient, LLMSettings, StructuredResult
 from personahub.agents.prompts.agent import agent_messages
-from personahub.agents.prompts.personas import expand_messages, text_to_persona_messages
+from personahub.agents.prompts.personas import expand_messages, prompt_text, text_to_persona_messages
 from personahub.agents.prompts.synthesis import synthesis_messages
 from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
 from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
@@ -50,6 +50,8 @@ from personahub.personas.quality import (
     MIN_SCRIPT_SHARE,
     MIN_WORDS,
     clean_persona_text,
+    echo_issue,
+    gate_answer,
     gate_persona,
     rejection_line,
     screen_persona,
@@ -289,6 +291,7 @@ EMISSION_CASES = [
     ("math_problem", {"problem": "Why does the ferry run late on windy mornings here?"},
      "no_quantity"),
     ("math_problem", {"problem": "How many cars fit?"}, "too_short"),
+    ("math_problem", {"problem": "1008-Baker-1,Bakery,Bakers,Sumer,Camel,Camel"}, "too_short"),
     ("reasoning_problem", {"problem": "Ana, Ben and Caro each keep one boat. Ana's is not red. "
                                       "Who keeps the red boat?"}, None),
     ("reasoning_problem", {"problem": "Ana, Ben and Caro each keep one boat by the river."},
@@ -337,6 +340,15 @@ TASK_CASES = [
 def test_task_validators(task: str, content: dict[str, Any], code: str | None) -> None:
     issue = check_item(task, content)
     assert (issue.code if issue else None) == code
+
+
+def test_a_too_short_problem_says_which_limit_it_missed() -> None:
+    """A problem has a word minimum and no character minimum: the message names only the
+    limit that applies (it once read "under 0 characters or 8 words")."""
+    issue = check_item("math_problem", {"problem": "1008-Baker-1,Bakery,Bakers,Camel"})
+    assert issue is not None and issue.message == "the problem is under 8 words"
+    issue = check_item("instruction", {"instruction": "ok then"})
+    assert issue is not None and issue.message == "the instruction is under 15 characters or 3 words"
 
 
 def test_every_kind_and_task_has_a_validator() -> None:
@@ -455,6 +467,54 @@ def test_expansion_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
     assert con.execute("select count(*) from relations where source = 'expand'").fetchall() == [(1,)]
     assert "rejected by the quality gate: 3 (top reasons: age_only 1, bare_name 1, " \
         "mostly_digits 1)" == rejection_line(summary.rejected)
+
+
+ECHO_PARENT = "A welder from Osaka aged 24 who loves gardening and astronomy."
+ECHO_SHOWN = prompt_text(expand_messages(ECHO_PARENT, 1))
+
+
+@pytest.mark.parametrize("text, echo", [
+    # what SmolLM2-135M answered when asked who is close to a persona (issue 26)
+    ("A welder from Osaka", True),
+    ("A welder from Osaka who loves gardening and astronomy", True),
+    ("a welder, aged 24, from Osaka", True),
+    ("A patient of a welder from Osaka", True),  # every word from the prompt: no one new
+    ("A retired nurse who lives next door to the welder in Osaka", False),
+    # what it copied from the task of an expansion prompt
+    ("A patient, colleague, supplier, family member, customer or rival", True),
+    ("A scrap-metal dealer in Osaka who buys the welder's offcuts", False),
+    ("A night-shift nurse who loves healthcare and helps people with disabilities", False),
+])
+def test_a_related_persona_that_restates_its_prompt_is_an_echo(text: str, echo: bool) -> None:
+    assert (echo_issue(text, ECHO_SHOWN) is not None) is echo
+    # only against what the model was shown: the same text alone is a persona
+    assert gate_persona(text)[1] is None
+    assert (gate_persona(text, shown=ECHO_SHOWN)[1] is not None) is echo
+
+
+def test_the_seam_check_of_an_expansion_rejects_an_answer_of_echoes_only() -> None:
+    schema = related_personas_schema(2)
+    echoes = schema.model_validate({"people": [
+        {"relation": "friend", "persona": "A welder from Osaka"},
+        {"relation": "colleague", "persona": "A welder from Osaka who loves astronomy"}]})
+    assert gate_answer("people", None, echoes) is None  # without the parent: two personas
+    assert gate_answer("people", None, echoes, shown=ECHO_PARENT).startswith("echo: ")
+    mixed = schema.model_validate({"people": [
+        {"relation": "friend", "persona": "A welder from Osaka"},
+        {"relation": "supplier", "persona": GOOD}]})
+    assert gate_answer("people", None, mixed, shown=ECHO_PARENT) is None
+
+
+def test_expansion_records_an_echo_of_the_parent_as_rejected(tmp_path: Path) -> None:
+    con = connect(tmp_path / "hub.duckdb")
+    parent = Persona(text=ECHO_PARENT, source="test")
+    upsert_personas(con, [parent])
+    caller = FakeClient(people_answers(["A welder from Osaka", GOOD]))
+    summary = asyncio.run(expand_hub(con, caller, start_ids=[parent.persona_id], hops=1,
+                                     fanout=2))
+    assert summary.new_personas == 1 and summary.rejected == {"echo": 1}
+    texts = {t for (t,) in con.execute("select text from personas").fetchall()}
+    assert texts == {ECHO_PARENT, GOOD}
 
 
 def test_text_to_persona_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:

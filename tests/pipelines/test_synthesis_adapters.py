@@ -22,6 +22,8 @@ FLAG_SETS: list[tuple[list[object], dict[str, Any]]] = [
     ([], {}),
     (["--n", 7, "--seed", 3, "--solve", "--batch-size", 5],
      {"n": 7, "seed": 3, "solve": True, "batch_size": 5}),
+    (["--n", 4, "--per-persona", 3, "--allow-fewer"],
+     {"n": 4, "per_persona": 3, "allow_fewer": True}),
     (["--personas", "text ILIKE '%nurse%'", "--carve", "age>30", "--carve", "hop=0", "--sample",
       "head", "--prompting", "few-shot", "--temperature", 0.7, "--max-tokens", 300, "--top-p", 0.9,
       "--structured", "json_object", "--concurrency", "auto", "--timeout", 12, "--rps", 2,
@@ -56,7 +58,8 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return seen
 
 
-@pytest.mark.parametrize("flags,options", FLAG_SETS, ids=["defaults", "solve", "filters", "engine"])
+@pytest.mark.parametrize("flags,options", FLAG_SETS,
+                         ids=["defaults", "solve", "per-persona", "filters", "engine"])
 def test_the_command_and_the_api_build_the_same_config(tmp_path: Path, handed: list[dict[str, Any]],
                                                        flags: list[object],
                                                        options: dict[str, Any]) -> None:
@@ -79,6 +82,7 @@ def test_a_resume_hands_only_what_a_resume_may_change(tmp_path: Path,
     config = resumed["config"]  # engine settings only: the task, seed, ... are the job's
     assert config["concurrency"] == 4 and "seed" not in config and "task" not in config
     assert "max_failed_share" not in config  # not given: the job keeps its own
+    assert config["allow_fewer"] is False  # how this invocation treats a shortfall
 
 
 def test_an_unknown_api_option_is_refused_by_name(tmp_path: Path) -> None:

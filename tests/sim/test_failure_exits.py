@@ -2,7 +2,8 @@
 the resume command; weak answers are retried once, recorded, and counted (issue 26 item 4).
 
 The loopback server (``personahub serve``) runs with ``--error-rate 1.0`` (429/503, which the
-seam retries with backoff before the policy stops the job) or ``--malformed-rate``.
+seam retries with backoff until a call's retry budget is spent, which stops the job) or
+``--malformed-rate`` (with ``stubborn``: repair prompts get broken answers too).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 import duckdb
 import pytest
 
+from personahub.agents.loopback.server import ServerOptions, running_server
 from tests.cli_helpers import invoke
+from tests.conftest import persona_texts
 
 
 def one_line_error(result: Any) -> str:
@@ -48,64 +51,93 @@ def _offline_run(db: Path, scenario: Path) -> str:
     return str(_status(db, "SELECT run_id FROM runs")[0][0])
 
 
-def test_synthesize_every_call_failing_exits_1_and_is_failed(server, tmp_path):
-    srv = server(error_rate=1.0)
-    db = tmp_path / "s.duckdb"
-    line = one_line_error(invoke("synthesize", "instruction", "--n", "6", "--db", db,
-                                 "--llm", srv.base_url))
-    assert "synthesize --resume synth-" in line and ("HTTP 503" in line or "HTTP 429" in line)
-    assert _status(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == [("failed",)]
-    # every attempt is a row, each with its reason
+# -- every call failing: each job kind against --error-rate 1.0 ------------------------------------
+
+@pytest.fixture(scope="module")
+def broken_endpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Path]]:
+    """Each job kind run once against ``serve --error-rate 1.0`` (429/503): its result and
+    database. Each stops when its first call has spent the call's retry budget (nine attempts,
+    about 13 s of backoff): the module runs them once for the tests below."""
+    folder = tmp_path_factory.mktemp("broken")
+    people = folder / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(6)))
+    scenario = folder / "scenario.py"
+    scenario.write_text(
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
+        f"SCENARIO = Scenario(name='t', personas=PersonaSource(path={str(people)!r}), "
+        "graph=GraphGrowth(hops=0, acquaintances=2), steps=1, seed=11)\n")
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n\n".join(f"A note number {i} about the harbour and its boats."
+                                   for i in range(3)))
+    done: dict[str, tuple[Any, Path]] = {}
+    judged, interviewed = folder / "j.duckdb", folder / "i.duckdb"
+    job = _offline_synthesis(judged)
+    run_id = _offline_run(interviewed, scenario)
+    expand = folder / "e.duckdb"
+    assert invoke("personas", "import", people, "--db", expand).exit_code == 0
+    with running_server(ServerOptions(error_rate=1.0)) as srv:
+        url = srv.base_url
+        commands: dict[str, tuple[list[Any], Path]] = {
+            "synthesize": (["synthesize", "instruction", "--n", "6"], folder / "s.duckdb"),
+            "from-text": (["personas", "from-text", corpus, "--relations", "read"],
+                          folder / "t.duckdb"),
+            "expand": (["personas", "expand", "--hops", "1", "--fanout", "1",
+                        "--link-candidates", "0"], expand),
+            "judge": (["judge", "--job", job], judged),
+            "interview": (["interview", "--run", run_id, "--carve", "hop=0", "--limit", "3",
+                           "What do you remember?"], interviewed),
+            "run": (["run", scenario], folder / "r.duckdb"),
+        }
+        for kind, (args, db) in commands.items():
+            done[kind] = (invoke(*args, "--db", db, "--llm", url), db)
+    return done
+
+
+JOB_STATUS = {"synthesize": "SELECT status FROM synth_jobs JOIN jobs USING (job_id)",
+              "from-text": "SELECT status FROM text_jobs JOIN jobs USING (job_id)",
+              "expand": "SELECT status FROM expansions JOIN jobs ON job_id = expansion_id",
+              "run": "SELECT status FROM runs JOIN jobs ON job_id = run_id"}
+
+
+@pytest.mark.parametrize("kind", ["synthesize", "from-text", "expand", "judge", "interview", "run"])
+def test_every_job_kind_against_a_failing_endpoint_exits_1_in_one_line(broken_endpoint, kind):
+    result, db = broken_endpoint[kind]
+    line = one_line_error(result)
+    assert "kept failing" in line and ("HTTP 503" in line or "HTTP 429" in line)
+    if kind in JOB_STATUS:
+        assert _status(db, JOB_STATUS[kind]) == [("failed",)]
+
+
+@pytest.mark.parametrize("kind", ["synthesize", "from-text", "run"])
+def test_a_stopped_job_names_its_resume(broken_endpoint, kind):
+    result, _ = broken_endpoint[kind]
+    assert f"{'personas ' if kind == 'from-text' else ''}{kind} --resume" in one_line_error(result)
+
+
+def test_a_kernel_job_stopped_by_its_endpoint_keeps_every_attempt(broken_endpoint):
+    """The attempts of the batch that never committed come from the job's call spill."""
+    _, db = broken_endpoint["synthesize"]
     rows = _status(db, "SELECT status, error FROM llm_calls")
-    assert rows and all(status == "error" and error.startswith("HTTP ") for status, error in rows)
+    assert len(rows) >= 9  # the call that spent its budget made nine attempts
+    assert all(status == "error" and error.startswith("HTTP ") for status, error in rows)
+    assert not list(db.parent.glob("s.duckdb.*.calls.jsonl"))  # the spill is gone
 
 
-def test_from_text_every_call_failing_exits_1_and_is_failed(server, tmp_path):
-    srv = server(error_rate=1.0)
-    db = tmp_path / "t.duckdb"
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(f"A note number {i} about the harbour and its boats." for i in range(3)))
-    line = one_line_error(invoke("personas", "from-text", corpus, "--db", db, "--relations", "read",
-                                 "--llm", srv.base_url))
-    assert "personas from-text --resume corpus.txt" in line
-    assert _status(db, "SELECT status FROM text_jobs JOIN jobs USING (job_id)") == [("failed",)]
-
-
-def test_expand_every_call_failing_exits_1_and_is_failed(server, persona_file, tmp_path):
-    srv = server(error_rate=1.0)
-    db = tmp_path / "e.duckdb"
-    assert invoke("personas", "import", persona_file(6), "--db", db).exit_code == 0
-    line = one_line_error(invoke("personas", "expand", "--db", db, "--hops", "1", "--fanout", "1",
-                                 "--link-candidates", "0", "--llm", srv.base_url))
-    assert "personas expand --resume exp" in line or "personas expand --resume" in line
-    assert _status(db, "SELECT status FROM expansions JOIN jobs ON job_id = expansion_id") == [("failed",)]
-
-
-def test_judge_every_call_failing_exits_1(server, tmp_path):
-    db = tmp_path / "j.duckdb"
-    job = _offline_synthesis(db)
-    srv = server(error_rate=1.0)
-    line = one_line_error(invoke("judge", "--db", db, "--job", job, "--llm", srv.base_url))
-    assert "every model call failed" in line and "re-run the same command" in line
-
-
-def test_interview_every_call_failing_exits_1(server, scenario_file, tmp_path):
-    db = tmp_path / "i.duckdb"
-    run_id = _offline_run(db, scenario_file(n_personas=6))
-    srv = server(error_rate=1.0)
-    result = invoke("interview", "--db", db, "--run", run_id, "--carve", "hop=0", "--limit", "3",
-                    "--llm", srv.base_url, "What do you remember?")
-    assert result.exit_code == 1
-    assert "every one of its 3 answers failed" in result.stderr
-
-
-def test_run_every_call_failing_exits_1_and_is_failed(server, scenario_file, tmp_path):
-    srv = server(error_rate=1.0)
-    db = tmp_path / "r.duckdb"
-    scenario = scenario_file(n_personas=6, graph="GraphGrowth(hops=0, acquaintances=2)")
-    line = one_line_error(invoke("run", scenario, "--db", db, "--llm", srv.base_url))
-    assert "run --resume" in line
-    assert _status(db, "SELECT status FROM runs JOIN jobs ON job_id = run_id") == [("failed",)]
+@pytest.mark.slow
+def test_a_server_that_never_answers_stops_the_job_resumably(server, tmp_path):
+    """``serve --hang-rate 1.0``: each attempt is cut (a straggler, or at --timeout) and asked
+    again until the call's budget (2 x --timeout + 30 s) is spent; the job stops in one line,
+    ``failed``, resumable, with every attempt in ``llm_calls``."""
+    srv = server(hang_rate=1.0, hang_s=3600.0)
+    db = tmp_path / "h.duckdb"
+    result = invoke("synthesize", "instruction", "--n", "4", "--db", db, "--timeout", "1",
+                    "--llm", srv.base_url)
+    line = one_line_error(result)
+    assert "synthesize --resume synth-" in line and "kept failing" in line
+    assert _status(db, JOB_STATUS["synthesize"]) == [("failed",)]
+    rows = _status(db, "SELECT status, error FROM llm_calls")
+    assert len(rows) >= 2 and srv.stats.hangs >= len(rows)
+    assert all(status == "error" and error.startswith("timeout") for status, error in rows)
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-1", "abc"])
@@ -122,10 +154,11 @@ def test_max_failed_share_out_of_range_is_a_usage_error(value, scenario_file, tm
 def test_weak_answers_are_retried_once_and_the_job_goes_on(server, tmp_path):
     """At a 40% malformed rate each weak answer gets one fresh sample; what still fails is a
     counted, reasoned failure, and the job finishes: no stop at 40% (< 0.8)."""
-    srv = server(malformed_rate=0.4, fault_seed=7)
+    srv = server(malformed_rate=0.4, stubborn=True, fault_seed=7)
     db = tmp_path / "m.duckdb"
+    # what still fails leaves the job short of 12 items: allowed here (issue 30, honest counts)
     result = invoke("synthesize", "instruction", "--n", "12", "--db", db, "--llm", srv.base_url,
-                    "--structured", "json_schema")
+                    "--structured", "json_schema", "--allow-fewer")
     assert result.exit_code == 0, result.output
     calls = _status(db, "SELECT persona_id, attempt, status, error FROM llm_calls "
                         "WHERE purpose = 'synth:instruction' ORDER BY persona_id, attempt")
@@ -147,7 +180,7 @@ def test_weak_answers_are_retried_once_and_the_job_goes_on(server, tmp_path):
 def test_quality_failures_past_the_share_stop_the_job(server, tmp_path):
     """Every answer malformed: each is retried once, then the batch passes the share and the
     job stops, resumable, with the most common error named."""
-    srv = server(malformed_rate=1.0)
+    srv = server(malformed_rate=1.0, stubborn=True)
     db = tmp_path / "q.duckdb"
     line = one_line_error(invoke("synthesize", "instruction", "--n", "6", "--db", db, "--llm",
                                  srv.base_url, "--structured", "json_schema", "--batch-size", "6"))
@@ -162,7 +195,7 @@ def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(serve
     """Malformed answers only: the default share stops the run after step 1 (every action
     failed, each after one fresh sample); ``--max-failed-share 1`` never stops for quality, is
     stored in the run's config, and a run whose every action failed still exits 1."""
-    srv = server(malformed_rate=1.0)
+    srv = server(malformed_rate=1.0, stubborn=True)
     scenario = scenario_file(n_personas=6, graph="GraphGrowth(hops=0, acquaintances=2)", steps=2)
     db = tmp_path / "q.duckdb"
     line = one_line_error(invoke("run", scenario, "--db", db, "--llm", srv.base_url,

@@ -41,17 +41,19 @@ def wrapped(answer=None, edit=None, seed: int = SEED) -> FakeClient:
     return FakeClient(answer, edit, seed=seed)
 
 
-def failing_expansion(persona_ids: list[str], times: int) -> Answer:
+def failing_expansion(persona_ids: list[str], times: int, *, status: str = "error",
+                      error: str = "HTTP 503: overloaded") -> Answer:
     """Expansion calls about the given personas fail (as after the seam's own retries)
-    ``times`` times each; everything else is answered by the offline engine."""
+    ``times`` times each, at the endpoint unless ``status``/``error`` say otherwise; everything
+    else is answered by the offline engine."""
     left = dict.fromkeys(persona_ids, times)
 
     def answer(call: Call) -> StructuredResult | None:
         pid = call.persona_id
         if call.purpose == "expand" and left.get(pid, 0) > 0:
             left[pid] -= 1
-            record = CallRecord(purpose="expand", model="offline", attempt=1, status="error",
-                                latency_ms=1.0, error="HTTP 503: overloaded", persona_id=pid)
+            record = CallRecord(purpose="expand", model="offline", attempt=1, status=status,
+                                latency_ms=1.0, error=error, persona_id=pid)
             return StructuredResult(None, [record])
         return None
 
@@ -138,6 +140,26 @@ def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(
     ok = Counter(p for p, s in rows(db, "SELECT persona_id, status FROM llm_calls WHERE purpose = "
                                         "'expand' AND status = 'ok'"))
     assert set(ok.values()) == {1}  # every persona answered once; nothing was asked twice
+
+
+@pytest.mark.slow
+def test_weak_answers_that_keep_failing_are_counted_and_setup_goes_on(scenario, tmp_path):
+    """Issue 26's failure policy in a run's setup: a persona whose expansion answers failed the
+    model's way (invalid, twice over two rounds) is a failed frontier row with its calls' errors,
+    and the society grows without its people; the endpoint's failures (the test above) stop."""
+    whole = whole_run(scenario, tmp_path)
+    weak = start_ids(scenario)[1]
+    db = tmp_path / "weak.duckdb"
+    summary = run_scenario(load_scenario(scenario), RunOptions(db=db), client=wrapped(
+        failing_expansion([weak], times=2, status="invalid", error="people.0.persona: Field required")))
+    assert rows(db, "SELECT status FROM runs JOIN jobs ON job_id = run_id") == [("finished",)]
+    assert rows(db, "SELECT status, attempts FROM expansion_frontier WHERE persona_id = ? AND hop = 0",
+                [weak]) == [("failed", 2)]
+    assert rows(db, "SELECT count(*) FROM llm_calls WHERE persona_id = ? AND purpose = 'expand' "
+                    "AND run_id = ? AND error = 'people.0.persona: Field required'",
+                [weak, summary.run_id]) == [(2,)]
+    agents = rows(db, "SELECT count(*) FROM run_agents")[0][0]
+    assert 6 <= agents < len(whole["run_agents"])  # the start personas, and fewer reached
 
 
 def test_personas_the_quality_gate_rejects_are_not_failures(scenario, tmp_path):

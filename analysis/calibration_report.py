@@ -1,0 +1,256 @@
+"""``personahub report --calibration ID``: a calibration's HTML report (matplotlib, Agg).
+
+Read from the job's tables alone (``analysis/calibration_store.py``):
+
+- its facts (survey, population, steering, engine — the offline engine said in words —, status,
+  answers, refusals);
+- per-group representativeness bars: for each scored group, the model (per steering) beside
+  the uniform, human-overall and no-persona baselines, so a group where the model does not
+  beat ``human_overall`` is seen at once (``calibration_groups.png``);
+- per-question answer bars: for the first questions, each group's people against its simulated
+  panel as stacked shares of the substantive options, above everyone's answers and the
+  no-persona answers (``calibration_answers.png``);
+- the per-attribute table the command prints, for every score.
+
+The data behind the charts is computed by ``group_bars`` and ``answer_bars`` so tests can check
+it without reading a PNG.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import matplotlib
+import numpy as np
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from personahub.analysis import calibration_store as store  # noqa: E402
+from personahub.analysis.calibration_scores import MODEL, SCORES  # noqa: E402
+from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
+from personahub.analysis.report_header import engine_text  # noqa: E402
+from personahub.core.errors import PersonahubError  # noqa: E402
+from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
+
+__all__ = ["BASELINES", "CALIBRATION_FILES", "answer_bars", "group_bars", "per_attribute_table",
+           "source_label", "write_calibration_report"]
+
+CALIBRATION_FILES = ("index.html", "calibration_groups.png", "calibration_answers.png")
+BASELINES = ("uniform", "human_overall", "no_persona")
+MAX_QUESTIONS = 6  # questions drawn in calibration_answers.png (the table has them all)
+
+
+def source_label(source: str, steering: str, steerings: Sequence[str]) -> str:
+    """How tables name a source: ``model`` (``model[attributes]`` beside other steerings)."""
+    if source != MODEL:
+        return source
+    return MODEL if len(steerings) <= 1 else f"{MODEL}[{steering}]"
+
+
+def group_bars(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+    """Mean representativeness per group (rows ``attribute=group``), one column per source:
+    the model per steering first, then the baselines."""
+    summary = store.summary_frame(con, job_id)
+    rows = summary[summary["level"] == "group"].copy()
+    if rows.empty:
+        return pd.DataFrame()
+    steerings = list(dict.fromkeys(rows.loc[rows["source"] == MODEL, "steering"]))
+    rows["who"] = [source_label(s, t, steerings) for s, t in zip(rows["source"], rows["steering"],
+                                                        strict=True)]
+    rows["name"] = rows["attribute"] + "=" + rows["group"]
+    table = rows.pivot_table(index="name", columns="who", values="representativeness",
+                             sort=False, dropna=False)
+    order = [source_label(MODEL, s, steerings) for s in steerings] + list(BASELINES)
+    table = table.reindex(columns=[c for c in order if c in table.columns])
+    table.index.name, table.columns.name = "group", None
+    return table
+
+
+@dataclass(frozen=True)
+class QuestionBars:
+    """One question's stacked bars: labels (top to bottom) and their option shares."""
+
+    question_id: str
+    text: str
+    options: tuple[str, ...]  # the substantive options
+    labels: list[str]
+    shares: np.ndarray  # len(labels) x len(options), rows sum to 1 (or 0: no answer)
+
+
+def _shares(counts: Any, k: int) -> np.ndarray:
+    vector = np.asarray(json.loads(counts) if isinstance(counts, str) else counts, float)[:k]
+    total = vector.sum()
+    return vector / total if total > 0 else np.zeros(k)
+
+
+def answer_bars(con: duckdb.DuckDBPyConnection, job_id: str,
+                limit: int = MAX_QUESTIONS) -> list[QuestionBars]:
+    """Per question (the first ``limit``): everyone's answers and the no-persona answers, then
+    each group's people and its panel (the model under the first steering), over the
+    substantive options."""
+    scores = store.scores_frame(con, job_id)
+    questions = store.question_rows(con, job_id)[:limit]
+    human = {(q, a, json.loads(labels) and " / ".join(json.loads(labels))): counts
+             for q, a, labels, counts in store.human_rows(con, job_id)}
+    bars = []
+    for qid, text, options_json, ordinal_json in questions:
+        k = len(json.loads(ordinal_json))
+        options = tuple(json.loads(options_json)[:k])
+        mine = scores[scores["question_id"] == qid]
+        labels, shares = [], []
+        overall = [c for (q, a, _), c in human.items() if q == qid and a == "Overall"]
+        if overall:
+            labels.append("everyone · people")
+            shares.append(_shares(overall[0], k))
+        none = mine[mine["source"] == "no_persona"]["counts"].dropna()
+        if len(none):
+            labels.append("no persona · model")
+            shares.append(_shares(none.iloc[0], k))
+        model = mine[mine["source"] == MODEL]
+        first = model["steering"].iloc[0] if len(model) else ""
+        for row in model[model["steering"] == first].itertuples(index=False):
+            name = f"{row.attribute}={row.group}"
+            labels += [f"{name} · people", f"{name} · model"]
+            shares += [_shares(human.get((qid, row.attribute, row.group), [0] * k), k),
+                       _shares(row.counts if isinstance(row.counts, str) else [0] * k, k)]
+        bars.append(QuestionBars(qid, text, options, labels,
+                                 np.vstack(shares) if shares else np.zeros((0, k))))
+    return bars
+
+
+def _draw_groups(table: pd.DataFrame, path: Path) -> None:
+    height = max(2.5, 0.28 * len(table) * max(1, len(table.columns)) ** 0.5 + 1.2)
+    fig, ax = plt.subplots(figsize=(8, height))
+    width = 0.8 / max(1, len(table.columns))
+    y = np.arange(len(table))
+    for i, column in enumerate(table.columns):
+        ax.barh(y + i * width, table[column].to_numpy(float), height=width, label=str(column))
+    ax.set_yticks(y + width * (len(table.columns) - 1) / 2, [str(i) for i in table.index])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("representativeness (1 = as people answer)")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    _save(fig, path)
+
+
+def _draw_answers(bars: list[QuestionBars], path: Path) -> None:
+    heights = [max(1.2, 0.25 * len(b.labels) + 0.8) for b in bars]
+    fig, axes = plt.subplots(len(bars), 1, figsize=(9, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, bar in zip(axes[:, 0], bars, strict=True):
+        left = np.zeros(len(bar.labels))
+        colours = plt.get_cmap("RdYlBu")(np.linspace(0.1, 0.9, max(2, len(bar.options))))
+        for j, option in enumerate(bar.options):
+            ax.barh(bar.labels, bar.shares[:, j], left=left, color=colours[j], label=option)
+            left += bar.shares[:, j]
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(f"{bar.question_id}: {bar.text[:90]}", fontsize=9, loc="left")
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    try:
+        with atomic_file(path, overwrite=False, binary=True) as f:
+            fig.savefig(f, format="png", dpi=90)
+    finally:
+        plt.close(fig)
+
+
+def _facts(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str]]:
+    job = store.job_row(con, job_id)
+    answered, refused = store.answer_totals(con, job_id)
+    return [("calibration", job_id), ("survey", str(job["survey"])),
+            ("population", f"{job['population']} (n={job['n']} per group, "
+                           f"{job['no_persona_n']} no-persona asks per question)"),
+            ("steering", ", ".join(job["steering"])), ("seed", str(job["seed"])),
+            ("engine", engine_text(job["llm"])), ("status", str(job["status"])),
+            ("answers", f"{answered:,} ({refused:,} refusals, left out of the scores)")]
+
+
+def _table_html(table: pd.DataFrame, title: str) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(str(c))}</th>" for c in ["attribute", *table.columns])
+    body = "".join("<tr>" + f"<td>{esc(str(i))}</td>" + "".join(
+        f"<td>{'-' if pd.isna(v) else f'{v:.3f}'}</td>" for v in row) + "</tr>"
+        for i, row in table.iterrows())
+    return f"<h3>{esc(title)}</h3><table><tr>{head}</tr>{body}</table>"
+
+
+def _html(job_id: str, facts: list[tuple[str, str]], images: list[tuple[str, str, str]],
+          tables: list[str]) -> str:
+    esc = html.escape
+    title = f"personahub report — calibration {job_id}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+             "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>",
+             "<table class='facts'>"
+             + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+             + "</table>"]
+    for heading, image, note in images:
+        parts += [f"<h2>{esc(heading)}</h2>", f"<p>{esc(note)}</p>"]
+        if image:
+            parts.append(f"<img src='{esc(image)}' alt='{esc(heading)}'>")
+    parts += ["<h2>Scores per attribute</h2>", *tables, "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, job_id: str,
+                             *, overwrite: bool = False) -> Path:
+    """Write the calibration's ``index.html`` and charts into ``out_dir`` (all or nothing, as
+    ``analysis.report.write_report``); returns the index path."""
+    if not store.calibration_exists(con, job_id):
+        raise PersonahubError(f"--calibration {job_id}: not found in the database "
+                              "(personahub calibrations lists them)")
+    summary = store.summary_frame(con, job_id)
+    if summary.empty:
+        raise PersonahubError(f"--calibration {job_id}: no scores yet (resume it first: "
+                              f"personahub resume {job_id})")
+    groups, bars = group_bars(con, job_id), answer_bars(con, job_id)
+    images = []
+    with staged_folder(Path(out_dir), overwrite=overwrite, names=CALIBRATION_FILES) as staged, \
+            matplotlib.rc_context(LITERAL_TEXT):
+        if not groups.empty:
+            _draw_groups(groups, staged / "calibration_groups.png")
+        images.append(("Representativeness per group", "calibration_groups.png"
+                       if not groups.empty else "", "The model beside the baselines, per group: "
+                       "uniform (guessing), human_overall (knows the question, not the group), "
+                       "no_persona (the model without a persona)."))
+        if bars:
+            _draw_answers(bars, staged / "calibration_answers.png")
+        images.append(("Answers: people against the simulated panel", "calibration_answers.png"
+                       if bars else "", f"The first {len(bars)} questions, shares of the "
+                       "substantive options (refusals left out)."))
+        tables = [_table_html(per_attribute_table(summary, score), score) for score in SCORES]
+        with atomic_file(staged / "index.html", overwrite=False) as f:
+            f.write(_html(job_id, _facts(con, job_id), images, tables))
+    return Path(out_dir) / "index.html"
+
+
+def per_attribute_table(summary: pd.DataFrame, score: str) -> pd.DataFrame:
+    """One row overall and per attribute, one column per source."""
+    rows = summary[summary["level"].isin(["overall", "attribute"])].copy()
+    steerings = list(dict.fromkeys(rows.loc[rows["source"] == MODEL, "steering"]))
+    rows["who"] = [source_label(s, t, steerings) for s, t in zip(rows["source"], rows["steering"],
+                                                        strict=True)]
+    rows["where"] = np.where(rows["level"] == "overall", "overall", rows["attribute"])
+    table = rows.pivot_table(index="where", columns="who", values=score, sort=False, dropna=False)
+    order = [source_label(MODEL, s, steerings) for s in steerings] + list(BASELINES)
+    table = table.reindex(columns=[c for c in order if c in table.columns])
+    places = list(dict.fromkeys(rows["where"]))
+    table = table.reindex(["overall", *[p for p in places if p != "overall"]])
+    table.index.name = "attribute"
+    table.columns.name = None
+    return table

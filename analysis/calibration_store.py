@@ -1,0 +1,178 @@
+"""The SQL of the calibration tables (``calibration_jobs``, ``_questions``, ``_human``,
+``_panels``, ``_answers``, ``_scores``, ``_summary``; docs/database.md): every other module of
+the calibration reads and writes them through these functions.
+
+It sits in ``analysis`` because both the job (``pipelines/calibrate*.py``) and the report
+(``analysis/calibration_report.py``) read it, and imports run one way (pipelines → analysis).
+Rows are written by the kernel from a spec's ``BatchOutcome`` (table name → rows); only the
+scores, which replace a job's earlier ones, are written here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from personahub.core.jobs_store import find_job, list_jobs
+from personahub.core.store import insert_rows, scalar, transaction
+
+__all__ = ["answer_totals", "answered_keys", "answers_frame", "calibration_exists",
+           "human_rows", "job_row", "list_calibrations", "no_persona_counts", "panel_answer_counts",
+           "panel_rows", "question_ids", "question_rows", "replace_scores", "scores_frame",
+           "summary_frame", "summary_levels"]
+
+JOBS = "calibration_jobs"
+ANSWERS = "calibration_answers"
+
+
+def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the file has the calibration tables (a file no writer opened since they were
+    added has not; a reader does not create them)."""
+    return bool(scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [JOBS]))
+
+
+def calibration_exists(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
+    """Whether ``job_id`` is a calibration of this database."""
+    if not _has_tables(con):
+        return False
+    return bool(scalar(con, f"SELECT count(*) FROM {JOBS} WHERE job_id = ?", [job_id]))
+
+
+def job_row(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
+    """A calibration's row (``steering`` as a list) with its ``jobs`` status, seed and config."""
+    frame = con.execute(f"SELECT * FROM {JOBS} WHERE job_id = ?", [job_id]).df()
+    job = find_job(con, job_id)
+    if frame.empty or job is None:
+        raise KeyError(job_id)
+    row: dict[str, Any] = frame.iloc[0].to_dict()
+    row["steering"] = json.loads(row["steering"])
+    row.update(status=job.status, seed=job.seed, config=job.config)
+    return row
+
+
+def question_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str, str, str]]:
+    """(question id, text, options JSON, ordinal JSON) in the job's order."""
+    return [tuple(r) for r in con.execute(
+        "SELECT question_id, text, options, ordinal FROM calibration_questions WHERE job_id = ? "
+        "ORDER BY position", [job_id]).fetchall()]
+
+
+def question_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> tuple[str, ...]:
+    """The job's question ids, sorted (what a comparison checks is shared)."""
+    return tuple(r[0] for r in con.execute(
+        "SELECT question_id FROM calibration_questions WHERE job_id = ? ORDER BY question_id",
+        [job_id]).fetchall())
+
+
+def human_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str, str, str]]:
+    """(question id, attribute, labels JSON, counts JSON) in question order, then as stored."""
+    return [tuple(r) for r in con.execute(
+        "SELECT h.question_id, h.attribute, h.labels, h.counts FROM calibration_human h "
+        "JOIN calibration_questions q USING (job_id, question_id) WHERE h.job_id = ? "
+        "ORDER BY q.position, h.rowid", [job_id]).fetchall()]
+
+
+def panel_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str, str]]:
+    """(attribute, group, persona id) of the job's panels, in panel order."""
+    return [tuple(r) for r in con.execute(
+        "SELECT attribute, grp, persona_id FROM calibration_panels WHERE job_id = ? "
+        "ORDER BY attribute, grp, position", [job_id]).fetchall()]
+
+
+def answered_keys(con: duckdb.DuckDBPyConnection, job_id: str) -> set[tuple[str, str, str]]:
+    """(question id, steering, respondent) of every answer stored (what a resume skips)."""
+    return {(q, s, r) for q, s, r in con.execute(
+        f"SELECT question_id, steering, respondent FROM {ANSWERS} WHERE job_id = ?",
+        [job_id]).fetchall()}
+
+
+def answer_totals(con: duckdb.DuckDBPyConnection, job_id: str) -> tuple[int, int]:
+    """(answers, refusals among them)."""
+    answered, refused = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE refused) FROM {ANSWERS} WHERE job_id = ?",
+        [job_id]).fetchall()[0]
+    return int(answered or 0), int(refused or 0)
+
+
+def panel_answer_counts(con: duckdb.DuckDBPyConnection,
+                        job_id: str) -> list[tuple[str, str, str, str, str, int]]:
+    """(steering, question id, attribute, group, answer, count): each panel's answers (a
+    persona in several panels counts in each)."""
+    return [tuple(r) for r in con.execute(
+        f"SELECT a.steering, a.question_id, p.attribute, p.grp, a.answer, count(*) "
+        f"FROM {ANSWERS} a JOIN calibration_panels p "
+        "ON p.job_id = a.job_id AND p.persona_id = a.persona_id "
+        "WHERE a.job_id = ? AND a.persona_id IS NOT NULL GROUP BY ALL", [job_id]).fetchall()]
+
+
+def no_persona_counts(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str, int]]:
+    """(question id, answer, count) of the no-persona asks."""
+    return [tuple(r) for r in con.execute(
+        f"SELECT question_id, answer, count(*) FROM {ANSWERS} WHERE job_id = ? "
+        "AND persona_id IS NULL GROUP BY ALL", [job_id]).fetchall()]
+
+
+def replace_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: Sequence[dict[str, Any]],
+                   summary: Sequence[dict[str, Any]]) -> None:
+    """Store a job's scores and their means in place of its earlier ones, in one transaction."""
+    with transaction(con):
+        con.execute("DELETE FROM calibration_scores WHERE job_id = ?", [job_id])
+        con.execute("DELETE FROM calibration_summary WHERE job_id = ?", [job_id])
+        insert_rows(con, "calibration_scores", list(scores))
+        insert_rows(con, "calibration_summary", list(summary))
+
+
+def scores_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+    """The job's per question x group x source scores (``grp`` as ``group``)."""
+    return con.execute(
+        "SELECT * EXCLUDE (job_id, grp), grp AS \"group\" FROM calibration_scores "
+        "WHERE job_id = ? ORDER BY rowid", [job_id]).df()
+
+
+def summary_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+    """The job's mean scores per source, steering and level (``grp`` as ``group``)."""
+    return con.execute(
+        "SELECT source, steering, level, attribute, grp AS \"group\", representativeness, "
+        "dispersion, modal_agreement, scored FROM calibration_summary WHERE job_id = ? "
+        "ORDER BY rowid", [job_id]).df()
+
+
+def summary_levels(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+    """The job's overall and per-attribute means (``level`` is ``overall`` or the attribute)."""
+    return con.execute(
+        "SELECT source, steering, CASE WHEN level = 'overall' THEN 'overall' ELSE attribute END "
+        "AS level, representativeness, dispersion, modal_agreement FROM calibration_summary "
+        "WHERE job_id = ? AND level IN ('overall', 'attribute')", [job_id]).df()
+
+
+def answers_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+    """The job's answers, one row per ask answered."""
+    return con.execute(
+        f"SELECT * EXCLUDE (job_id) FROM {ANSWERS} WHERE job_id = ? "
+        "ORDER BY question_id, steering, respondent", [job_id]).df()
+
+
+def list_calibrations(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every calibration, newest first, with the first steering's overall representativeness."""
+    if not _has_tables(con):
+        return []
+    listed = []
+    for job in list_jobs(con, kind="calibration"):
+        rows = con.execute(
+            f"SELECT c.survey, c.population, c.n, c.steering, c.llm, s.representativeness "
+            f"FROM {JOBS} c LEFT JOIN calibration_summary s ON s.job_id = c.job_id "
+            "AND s.level = 'overall' AND s.source = 'model' "
+            "AND s.steering = json_extract_string(c.steering, '$[0]') WHERE c.job_id = ?",
+            [job.job_id]).fetchall()
+        if not rows:  # interrupted before its row was written
+            continue
+        survey, population, n, steering, llm, representativeness = rows[0]
+        listed.append({"job_id": job.job_id, "status": job.status, "seed": job.seed,
+                       "survey": survey, "population": population, "n": n,
+                       "steering": json.loads(steering), "llm": llm,
+                       "representativeness": representativeness})
+    return listed

@@ -1,0 +1,241 @@
+"""A few generated things to look at: the sampled rows a command prints when it ends (``--preview``),
+the report's samples and outliers sections, and one whole item, emission or persona
+(``personahub show``). Read-only queries; the CLI and the report render what they return.
+
+A preview shows, per kind (a synthesis job's task, a run's emission kind, a from-text job's
+relation, an expansion's hop), a few rows of *input → output*: the persona beside the item it
+wrote, the text beside the persona it yielded, the parent beside the related persona. The rows
+are picked by a stable hash of their ids (the same database previews the same rows; no clock or
+global RNG), non-duplicates first, so a preview does not open on a near-duplicate by chance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from personahub.core.errors import PersonahubError, UsageError
+
+DEFAULT_PREVIEW = 3  # rows per kind a command's end-of-job preview shows
+REPORT_SAMPLES = 5  # rows per kind in a report's samples section
+OUTLIERS = 3  # longest, shortest and near-duplicate rows in a report's outliers section
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One row of a preview: what went in (``source``: a persona's or a text's words) and what
+    came out, with the ids ``personahub show`` takes."""
+
+    kind: str
+    item_id: str
+    source_id: str
+    source: str
+    output: str
+    is_duplicate: bool = False
+    duplicate_of: str | None = None
+
+    @property
+    def length(self) -> int:
+        """The output's length in characters."""
+        return len(self.output)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The sampled rows of one job or run, with what their two text columns hold."""
+
+    title: str
+    source_label: str  # "persona", "text", "parent persona"
+    output_label: str  # "output", "persona", "related persona"
+    samples: list[Sample] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)  # rows per kind, all of them
+
+    def kinds(self) -> list[str]:
+        """The kinds in the order their rows come."""
+        return list(dict.fromkeys(s.kind for s in self.samples))
+
+
+# Each source yields (kind, item_id, source_id, source, output, is_duplicate, duplicate_of) for
+# one owner id (the one ? parameter).
+_JOB_ITEMS = """
+SELECT i.task, i.item_id, i.persona_id, coalesce(p.text, '(persona not in the hub)'), i.text,
+       coalesce(i.is_duplicate, false), i.duplicate_of
+FROM synth_items i LEFT JOIN personas p ON p.persona_id = i.persona_id WHERE i.job_id = ?
+"""
+_RUN_EMISSIONS = """
+SELECT e.kind, e.emission_id, e.persona_id, coalesce(p.text, '(persona not in the hub)'), e.text,
+       coalesce(e.is_duplicate, false), e.duplicate_of
+FROM emissions e LEFT JOIN personas p ON p.persona_id = e.persona_id WHERE e.run_id = ?
+"""
+# text-to-persona does not store its texts: the source column names the text by corpus and id
+_CORPUS_PERSONAS = """
+SELECT coalesce(attributes->>'relation', 'persona'), persona_id, attributes->>'text_id',
+       'text ' || coalesce(attributes->>'text_id', '?') || ' of ' || (attributes->>'corpus'), text,
+       coalesce(is_duplicate, false), duplicate_of
+FROM personas WHERE source = 'text-to-persona' AND attributes->>'corpus' = ?
+"""
+_EXPANSION_PERSONAS = """
+WITH made AS (
+    SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child
+    FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
+)
+SELECT 'hop ' || coalesce(c.hop, 0), c.persona_id, m.parent, coalesce(p.text, '?'),
+       coalesce(c.attributes->>'relation' || ': ', '') || c.text,
+       coalesce(c.is_duplicate, false), c.duplicate_of
+FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.persona_id = m.parent
+"""
+
+
+def _picked(con: duckdb.DuckDBPyConnection, source: str, owner: str, per_kind: int) -> list[Sample]:
+    rows = con.execute(f"""
+        SELECT * EXCLUDE (pick) FROM (
+            SELECT *, row_number() OVER (PARTITION BY kind ORDER BY dup, md5(item_id)) AS pick
+            FROM ({source}) AS s(kind, item_id, source_id, source, output, dup, duplicate_of)
+        ) WHERE pick <= ? ORDER BY kind, pick""", [owner, per_kind]).fetchall()
+    return [Sample(*row) for row in rows]
+
+
+def _totals(con: duckdb.DuckDBPyConnection, source: str, owner: str) -> dict[str, int]:
+    rows = con.execute(f"SELECT kind, count(*) FROM ({source}) AS s(kind, a, b, c, d, e, f) "
+                       "GROUP BY 1 ORDER BY 1", [owner]).fetchall()
+    return {kind: n for kind, n in rows}
+
+
+def _preview(con: duckdb.DuckDBPyConnection, source: str, owner: str, per_kind: int, title: str,
+             labels: tuple[str, str]) -> Preview:
+    if per_kind < 1:
+        return Preview(title, *labels)
+    return Preview(title, *labels, _picked(con, source, owner, per_kind), _totals(con, source, owner))
+
+
+def job_preview(con: duckdb.DuckDBPyConnection, job_id: str, per_kind: int = DEFAULT_PREVIEW) -> Preview:
+    """A synthesis job's items: persona → item, ``per_kind`` per task."""
+    return _preview(con, _JOB_ITEMS, job_id, per_kind, f"job {job_id}", ("persona", "output"))
+
+
+def run_preview(con: duckdb.DuckDBPyConnection, run_id: str, per_kind: int = DEFAULT_PREVIEW) -> Preview:
+    """A run's emissions: persona → emission, ``per_kind`` per emission kind."""
+    return _preview(con, _RUN_EMISSIONS, run_id, per_kind, f"run {run_id}", ("persona", "output"))
+
+
+def corpus_preview(con: duckdb.DuckDBPyConnection, corpus: str,
+                   per_kind: int = DEFAULT_PREVIEW) -> Preview:
+    """A text-to-persona corpus's personas: text → persona, ``per_kind`` per relation."""
+    return _preview(con, _CORPUS_PERSONAS, corpus, per_kind, f"corpus {corpus}", ("text", "persona"))
+
+
+def expansion_preview(con: duckdb.DuckDBPyConnection, expansion_id: str,
+                      per_kind: int = DEFAULT_PREVIEW) -> Preview:
+    """An expansion's new personas: parent → relation: persona, ``per_kind`` per hop."""
+    return _preview(con, _EXPANSION_PERSONAS, expansion_id, per_kind, f"expansion {expansion_id}",
+                    ("parent persona", "related persona"))
+
+
+@dataclass(frozen=True)
+class Outliers:
+    """What a report's outliers section lists for a job or run."""
+
+    longest: list[Sample]
+    shortest: list[Sample]
+    duplicates: list[Sample]
+
+
+def outliers(con: duckdb.DuckDBPyConnection, *, job_id: str | None = None,
+             run_id: str | None = None, count: int = OUTLIERS) -> Outliers:
+    """The ``count`` longest and shortest outputs of a job (or run), and ``count`` of those
+    flagged as near-duplicates (each with the id of the one it repeats)."""
+    source, owner = (_JOB_ITEMS, job_id) if job_id is not None else (_RUN_EMISSIONS, run_id)
+    if owner is None:
+        return Outliers([], [], [])
+
+    def take(order: str, where: str = "true") -> list[Sample]:
+        rows = con.execute(
+            f"SELECT * FROM ({source}) AS s(kind, item_id, source_id, source, output, dup, "
+            f"duplicate_of) WHERE {where} ORDER BY {order}, item_id LIMIT ?",
+            [owner, count]).fetchall()
+        return [Sample(*row) for row in rows]
+
+    return Outliers(take("length(output) DESC"), take("length(output)"),
+                    take("md5(item_id)", where="dup"))
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` on one line (whitespace collapsed), cut at a word boundary to at most ``limit``
+    characters with an ellipsis when it was longer."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # a word boundary not too far back
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.") + "…"
+
+
+# -- one whole thing: personahub show --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shown:
+    """One item, emission or persona as ``personahub show`` prints it: what it is, its id, and
+    labelled fields in order (long values whole)."""
+
+    what: str  # "synthesis item", "emission", "persona"
+    ident: str
+    fields: list[tuple[str, Any]]
+
+
+_LOOKUPS: list[tuple[str, str, str]] = [
+    ("synthesis item", "synth_items", "item_id"),
+    ("emission", "emissions", "emission_id"),
+    ("persona", "personas", "persona_id"),
+]
+MIN_PREFIX = 6  # the shortest id prefix show takes (shorter ones match too much)
+
+
+def _find(con: duckdb.DuckDBPyConnection, ident: str) -> tuple[str, str, str]:
+    """(what, table, full id) of ``ident``: an exact id, else a unique id prefix."""
+    for what, table, column in _LOOKUPS:
+        if con.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", [ident]).fetchone():
+            return what, table, ident
+    found: list[tuple[str, str, str]] = []
+    if len(ident) >= MIN_PREFIX:
+        for what, table, column in _LOOKUPS:
+            rows = con.execute(f"SELECT {column} FROM {table} WHERE starts_with({column}, ?) "
+                               "LIMIT 3", [ident]).fetchall()
+            found += [(what, table, row[0]) for row in rows]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(f"{what} {full}" for what, _, full in found)
+        raise PersonahubError(f"show {ident}: several ids start with it ({names}); give more of it")
+    raise PersonahubError(f"show {ident}: no synthesis item, emission or persona has this id "
+                          "(ids look like s0123456789abcde for an item, p0123456789abcde for a "
+                          "persona, RUN_ID:STEP:AGENT for an emission)")
+
+
+def show(con: duckdb.DuckDBPyConnection, ident: str) -> Shown:
+    """The item, emission or persona ``ident`` names (an id or a unique prefix of one, at least
+    ``MIN_PREFIX`` characters), whole. An empty id is a usage error; an unknown one an error."""
+    ident = ident.strip()
+    if not ident:
+        raise UsageError("show: give an item, emission or persona id")
+    what, table, full = _find(con, ident)
+    column = dict((t, c) for _, t, c in _LOOKUPS)[table]
+    cursor = con.execute(f"SELECT * FROM {table} WHERE {column} = ?", [full])
+    names = [d[0] for d in cursor.description]
+    row = dict(zip(names, cursor.fetchone() or (), strict=True))
+    fields = [(name, value) for name, value in row.items()
+              if name != column and value is not None and name != "seq"]
+    persona_id = row.get("persona_id") if table != "personas" else None
+    if persona_id is not None:
+        text = con.execute("SELECT text FROM personas WHERE persona_id = ?", [persona_id]).fetchone()
+        fields.insert(0, ("persona", text[0] if text else "(not in the hub)"))
+    if table == "personas":
+        made = con.execute(
+            "SELECT (SELECT count(*) FROM synth_items WHERE persona_id = $1), "
+            "(SELECT count(*) FROM emissions WHERE persona_id = $1)", [full]).fetchone()
+        items, emissions = made if made else (0, 0)
+        fields.append(("made", f"{items} synthesis items, {emissions} emissions"))
+    return Shown(what, full, fields)

@@ -1,0 +1,250 @@
+"""``personahub calibrate`` (ask personas matched to a survey's groups its questions and score the
+answers against people's, beside three baselines) and ``personahub calibrations`` (list them,
+or compare two or more side by side, ``--compare ID --compare ID``, with their spread over seeds
+and what flips). docs/calibration.md describes both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from personahub.cli.common import (
+    CacheOption,
+    ConcurrencyOption,
+    DbOption,
+    ExecutorOption,
+    LlmOption,
+    MaxFailedShareOption,
+    MaxTokensOption,
+    ModelFlags,
+    OfflineLatencyOption,
+    RayAddressOption,
+    RayWorkersOption,
+    RpsOption,
+    StructuredOption,
+    TemperatureOption,
+    TimeoutOption,
+    TopPOption,
+    banner,
+    job_progress,
+    missing_argument,
+    one_line_errors,
+    out,
+    say,
+    started,
+    unreachable,
+)
+from personahub.core.errors import UsageError
+from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
+
+
+@one_line_errors
+def calibrate(
+    ctx: typer.Context,
+    survey: Annotated[str | None, typer.Argument(
+        help="Human answers: an OpinionQA wave folder (info.csv, <ATTRIBUTE>_data.json) or a "
+             "long CSV (question_id, question, options, attribute, group, option, count).")] = None,
+    population: Annotated[str | None, typer.Option(
+        "--population", help="Who answers: a population id (personas sample-population) or "
+                             "'all' (every persona with demographics in the hub).")] = None,
+    carve: Annotated[list[str] | None, typer.Option(
+        "--carve", help="Further condition on the population, KEY OP VALUE as in personas "
+                        "sample -w (e.g. source=population); repeat to require several.")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Personas per group (a seeded uniform "
+                                                      "sample of the group's members).")] = 20,
+    no_persona_n: Annotated[int | None, typer.Option(
+        "--no-persona-n", min=0, help="Asks per question without a persona, for the no_persona "
+                                      "baseline (default: --n; 0: no such baseline).")] = None,
+    steering: Annotated[list[str] | None, typer.Option(
+        "--steering", help="What the prompt shows of a person: persona (its text; default), "
+                           "attributes (its demographics only) or attributes+persona; repeat "
+                           "to compare them in one calibration.")] = None,
+    question: Annotated[list[str] | None, typer.Option(
+        "--question", help="Only this question id (repeat for several).")] = None,
+    attribute: Annotated[list[str] | None, typer.Option(
+        "--attribute", help="Only the groups of this survey attribute (SEX, POLPARTY, ...; "
+                            "repeat for several).")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Only the first K questions.")] = None,
+    refusal_option: Annotated[bool, typer.Option(
+        "--refusal-option/--no-refusal-option",
+        help="Offer the survey's refusal options (Refused, ...) as answers, as OpinionQA did. "
+             "Scores leave them out either way.")] = True,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed: the panels and the "
+                                                                "offline engine.")] = 0,
+    resume: Annotated[str | None, typer.Option(
+        help="Go on with this calibration job (its survey, panels and settings).")] = None,
+    fresh: Annotated[bool, typer.Option(
+        help="Start a new job even if an unfinished one has the same settings (it is marked "
+             "superseded).")] = False,
+    db: DbOption = Path(DEFAULT_DB),
+    llm: LlmOption = None,
+    concurrency: ConcurrencyOption = 16,
+    timeout: TimeoutOption = 60.0,
+    offline_latency: OfflineLatencyOption = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Answers per transaction.")] = 256,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
+) -> None:
+    """Calibrate personas against a human survey: ask N matched personas per group every
+    question (one structured call each, the options as an enum), score their answers group by
+    group (representativeness, dispersion, modal agreement) beside the uniform, human-overall
+    and no-persona baselines, and print per-attribute representativeness."""
+    from personahub import runtime
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.cli.progress import LateCounts
+    from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
+
+    if resume is None and survey is None:
+        missing_argument(ctx, "survey")
+    if resume is None and population is None:
+        raise UsageError("--population: give a population id (personas sample-population) or "
+                         "'all'")
+    engine: dict[str, Any] = {
+        "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
+        "offline_latency_s": offline_latency, "batch_size": batch_size, "cache": cache,
+        "rps": rps, "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers}
+    if max_failed_share is not None:
+        engine["max_failed_share"] = max_failed_share
+    config: CalibrateConfig | dict[str, Any]
+    if resume:
+        config = engine
+    else:
+        assert survey is not None and population is not None
+        config = CalibrateConfig(
+            survey=survey, population=population, carve=tuple(carve or ()), n=n,
+            no_persona_n=no_persona_n, steering=tuple(steering or ("persona",)),
+            questions=tuple(question or ()), attributes=tuple(attribute or ()), limit=limit,
+            offer_refusal=refusal_option, seed=seed,
+            **ModelFlags(structured, max_tokens, temperature, top_p).settings(), **engine)
+    counts = LateCounts()
+
+    def on_ready(client: Any) -> None:
+        counts.follow(client.stats)
+        banner(client)
+
+    def on_start(job_id: str, resumed: bool) -> None:
+        if resumed:
+            say("resuming calibration ", (job_id, "bold"), f" in {db}")
+        else:
+            started("calibration", job_id, db)
+
+    with job_progress(counts=counts) as bar:
+        handle = bar.add_task(f"calibrating {survey or resume}", total=None)
+        result = runtime.run(CALIBRATION, config, db, resume=resume, fresh=fresh,
+                             on_ready=on_ready, on_start=on_start, warn=unreachable,
+                             progress=lambda _, done, total: bar.update(
+                                 handle, completed=done, total=total))
+    if not result.ran:
+        say("calibration ", (result.job_id, "bold"), " already finished; nothing to resume")
+    for line in CALIBRATION.report(result.summary, db):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _list(db: Path, as_json: bool) -> None:
+    from personahub.analysis.calibration_store import list_calibrations
+    from personahub.core.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        listed = list_calibrations(con)
+    finally:
+        con.close()
+    if as_json:
+        out.print(json.dumps(listed), highlight=False, soft_wrap=True)
+        return
+    if not listed:
+        say(f"no calibrations in {db}", to=out)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"calibrations in {db} (newest first)")
+    table.add_column("job", no_wrap=True)
+    for name in ("status", "seed", "population", "n", "model rep."):
+        table.add_column(name)
+    for job in listed:
+        value = job["representativeness"]
+        table.add_row(job["job_id"], job["status"], str(job["seed"]), job["population"],
+                      str(job["n"]), "-" if value is None else f"{value:.3f}")
+    out.print(table)
+
+
+def _compare(db: Path, jobs: list[str], as_json: bool) -> None:
+    import pandas as pd
+
+    from personahub.core.store import connect
+    from personahub.pipelines.calibrate_compare import compare
+
+    con = connect(db, read_only=True)
+    try:
+        comparison = compare(con, jobs)
+    finally:
+        con.close()
+    if as_json:
+        out.print(json.dumps({"jobs": comparison.jobs.to_dict("records"),
+                              "spread": json.loads(comparison.spread.to_json(orient="records")),
+                              "flips": comparison.flips.to_dict("records"),
+                              "notes": list(comparison.notes)}), highlight=False, soft_wrap=True)
+        return
+    for row in comparison.jobs.itertuples(index=False):
+        out.print(f"{row.job_id}: variant {row.variant}, seed {row.seed} ({row.status})",
+                  highlight=False, soft_wrap=True)
+    rep = comparison.spread[comparison.spread["score"] == "representativeness"]
+    for variant, rows in rep.groupby("variant", sort=False):
+        seeds = int(rows["seeds"].max())
+        out.print(f"\nrepresentativeness, variant {variant} ({seeds} seed{'s' * (seeds != 1)}): "
+                  "mean ± sd over seeds", highlight=False, soft_wrap=True)
+        cells = rows.assign(cell=[f"{m:.3f}" + ("" if pd.isna(s) else f" ± {s:.3f}")
+                                  for m, s in zip(rows["mean"], rows["sd"], strict=True)])
+        table = cells.pivot_table(index="level", columns="who", values="cell", aggfunc="first",
+                                  sort=False)
+        table = table[sorted(table.columns, key=lambda c: not str(c).startswith("model"))]
+        width = max(9, *(len(str(i)) for i in table.index))
+        header = f"{'attribute':<{width}}  " + "  ".join(f"{str(c):>15}" for c in table.columns)
+        out.print(header, highlight=False, soft_wrap=True)
+        for level, values in table.iterrows():
+            out.print(f"{str(level):<{width}}  " + "  ".join(
+                f"{'-' if pd.isna(v) else v:>15}" for v in values), highlight=False, soft_wrap=True)
+    out.print("", highlight=False)
+    for note in comparison.notes:
+        say(("note:", "yellow"), f" {note}", to=out)
+    if comparison.flips.empty:
+        out.print("no result flips between seeds or variants", highlight=False, soft_wrap=True)
+        return
+    out.print(f"{len(comparison.flips)} results flip (report them with their spread, not alone):",
+              highlight=False, soft_wrap=True)
+    for flip in comparison.flips.itertuples(index=False):
+        where = f" in variant {flip.variant}" if flip.variant else ""
+        out.print(f"  FLIPS between {flip.across}{where}: {flip.result} on {flip.level} "
+                  f"({flip.detail})", highlight=False, soft_wrap=True)
+
+
+@one_line_errors
+def calibrations(
+    jobs: Annotated[list[str] | None, typer.Option(
+        "--compare", metavar="JOB_ID", help="A calibration to compare; repeat for two or more "
+                                            "(without it: list the calibrations).")] = None,
+    db: DbOption = Path(DEFAULT_DB),
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+) -> None:
+    """List calibrations, or compare two or more side by side: each score's mean and spread
+    over seeds per variant (model, population, steering, ...), and every result that flips
+    between seeds or variants."""
+    if not jobs:
+        _list(db, as_json)
+        return
+    if len(set(jobs)) < 2:
+        raise UsageError("--compare: give two or more calibration job ids to compare")
+    _compare(db, list(jobs), as_json)

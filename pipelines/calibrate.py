@@ -1,0 +1,450 @@
+"""``personahub calibrate``: ask personas matched to a survey's groups its questions, and score
+their answers against the people's, group by group, beside three baselines (issue 28).
+
+A job spec of the kernel (``personahub/core/kernel.py``):
+
+- ``prepare`` reads the survey (either layout, ``analysis.survey.read_survey``) and picks its
+  questions and scored groups, and draws each group's panel of N personas from the population
+  (``pipelines/calibrate_data.py``); a resume reads all of that back from the job's tables.
+- ``start`` stores the questions, the human answers and the panels with the job's row.
+- ``plan``: one ask per (question, steering, persona) for every persona in a panel of one of
+  the question's groups (a persona in several groups answers once and counts in each), then the
+  no-persona pass: ``no_persona_n`` anonymous asks per question (the ``no_persona`` baseline).
+  Asks already answered are skipped, so a resume asks only the rest. The batches are
+  independent (planned ahead): on ``--executor ray`` they are shipped to workers whole.
+- Each ask is **one structured call** (``agents/prompts/calibration.py``) whose answer is an
+  enum of the options (``agents.tasks.survey.survey_schema("choice", options)``).
+- **Refusals.** The survey's refusal options ("Refused", "Not sure") are offered as options by
+  default, as OpinionQA's prompts did, so the model's refusal share can be set beside people's;
+  like OpinionQA, they are left out of both distributions when scoring (``sim_refusal`` and
+  ``human_refusal`` are reported beside). ``offer_refusal=False`` (``--no-refusal-option``)
+  leaves them out of the enum. Kept apart from both: an ask the model did not answer with an
+  option (a provider's refusal, invalid JSON, an error after the seam's retries) is a failure,
+  not an answer: it has no row in ``calibration_answers`` (its calls say why), counts in
+  ``sim_failed`` and is asked again on resume.
+- ``summary`` scores the answers (``pipelines/calibrate_scores.py``) into
+  ``calibration_scores`` and ``calibration_summary``, replacing the job's earlier scores: they
+  are a function of the answers, so an interrupted and resumed job scores as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.failures import call_error
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import LLMSettings, parse_concurrency
+from personahub.agents.llm.structured import check_setting
+from personahub.agents.prompts.calibration import (
+    CALIBRATE_PURPOSE,
+    NO_PERSONA,
+    STEERINGS,
+    calibration_messages,
+)
+from personahub.agents.tasks.survey import survey_schema
+from personahub.analysis.calibration_store import answer_totals, answered_keys
+from personahub.analysis.survey import Question, read_survey
+from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.kernel import (
+    BatchOutcome,
+    JobContext,
+    SpecBase,
+    check_cache_mode,
+    engine,
+    iter_batches,
+    register,
+)
+from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.personas.demographics import KEYS
+from personahub.pipelines.calibrate_data import (
+    GroupKey,
+    Selected,
+    draw_panels,
+    group_rows,
+    human_rows,
+    load_panels,
+    load_survey,
+    panel_personas,
+    population_query,
+    question_rows,
+    select,
+    survey_sha1,
+)
+from personahub.sim.executors import check_executor
+
+__all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "CalibrationSpec",
+           "CalibrationSummary"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrateConfig:
+    """What a calibration makes (stored in ``jobs.config``) and, in ``engine`` fields, how this
+    run of it asks (a resume takes those from its caller)."""
+
+    survey: str  # an OpinionQA wave folder or a long CSV
+    population: str  # a sample-population id, or "all" (every persona of the hub)
+    carve: tuple[str, ...] = ()  # further carve conditions on the population
+    n: int = 20  # personas per group
+    no_persona_n: int | None = None  # asks per question without a persona (None: n)
+    steering: tuple[str, ...] = ("persona",)
+    questions: tuple[str, ...] = ()  # question ids (default: every scorable one)
+    attributes: tuple[str, ...] = ()  # survey attributes (default: all)
+    limit: int | None = None  # the first questions only
+    offer_refusal: bool = True  # the survey's refusal options are in the enum
+    seed: int = 0
+    structured: str = "auto"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    llm: str = engine("offline", identity=True, secret=True)
+    concurrency: Concurrency = engine(16)
+    timeout_s: float = engine(60.0)
+    offline_latency_s: float = engine(0.0)
+    batch_size: int = engine(256)
+    cache: str = engine("off")
+    rps: float | None = engine(None)
+    executor: str = engine("local")
+    ray_address: str | None = engine(None)
+    ray_workers: int | None = engine(None)
+    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
+
+    def __post_init__(self) -> None:
+        for name in ("carve", "steering", "questions", "attributes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        if not str(self.survey).strip():
+            raise UsageError("give a SURVEY: an OpinionQA wave folder or a long CSV")
+        if not str(self.population).strip():
+            raise UsageError("--population: give a population id (personas sample-population) "
+                             "or 'all'")
+        if not self.steering:
+            raise UsageError(f"--steering: give one or more of {', '.join(STEERINGS)}")
+        for steering in self.steering:
+            if steering not in STEERINGS:
+                raise UsageError(f"--steering {steering!r}: use one of {', '.join(STEERINGS)} "
+                                 "(the no-persona baseline is always asked)")
+        if len(set(self.steering)) != len(self.steering):
+            raise UsageError("--steering: a steering is given twice")
+        check_int(self.n, "--n", low=1)
+        if self.no_persona_n is not None:
+            check_int(self.no_persona_n, "--no-persona-n", low=0)
+        if self.limit is not None:
+            check_int(self.limit, "--limit", low=1)
+        check_seed(self.seed)
+        check_setting(self.structured)
+        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+        check_max_failed_share(self.max_failed_share)
+        check_cache_mode(self.cache)
+        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
+        check_optional_number(self.rps, "--rps", above=0)
+        check_number(self.timeout_s, "--timeout", above=0)
+        check_number(self.offline_latency_s, "offline latency", low=0)
+        check_int(self.batch_size, "batch size", low=1)
+        population_query(self.population, self.carve).conditions()  # a bad --carve: one line
+
+    @property
+    def asks_without_persona(self) -> int:
+        """The no-persona asks per question."""
+        return self.n if self.no_persona_n is None else self.no_persona_n
+
+
+class Ask(NamedTuple):
+    """One call: a question, a steering, and who answers (a persona id; ``#k`` without one)."""
+
+    question_id: str
+    steering: str
+    respondent: str
+    persona_id: str | None
+
+
+class Answer(NamedTuple):
+    """What one ask gave: the option chosen (None: no valid answer), its reason, the call."""
+
+    ask: Ask
+    option: str | None
+    reason: str | None
+    call: StructuredResult[Any]
+
+    @property
+    def records(self) -> list[CallRecord]:
+        return list(self.call.records)
+
+    @property
+    def cache_entries(self) -> list[CacheEntry]:
+        return list(self.call.cache_entries)
+
+
+def _respondent_number(respondent: str) -> int:
+    return int(respondent.removeprefix("#"))
+
+
+class CalibrationAsker:
+    """Asks the model for a batch of asks: the questions' texts and offered options and the
+    panel personas' texts and demographics, nothing of the database (what a Ray worker
+    rebuilds). Also the batch's ``ShardCodec``."""
+
+    def __init__(self, questions: Mapping[str, tuple[str, tuple[str, ...]]],
+                 personas: Mapping[str, tuple[str, dict[str, str]]]) -> None:
+        self.questions = dict(questions)  # id -> (text, offered options)
+        self.personas = dict(personas)  # id -> (text, canonical demographics)
+
+    async def _one(self, ask: Ask, caller: StructuredCaller) -> Answer:
+        text, options = self.questions[ask.question_id]
+        if ask.persona_id is None:
+            messages = calibration_messages(text, options, steering=NO_PERSONA,
+                                            respondent=_respondent_number(ask.respondent))
+        else:
+            persona, attributes = self.personas[ask.persona_id]
+            messages = calibration_messages(text, options, steering=ask.steering, text=persona,
+                                            attributes=attributes)
+        result = await caller.structured(survey_schema("choice", options), messages,
+                                         purpose=CALIBRATE_PURPOSE, persona_id=ask.persona_id)
+        if result.value is None:
+            return Answer(ask, None, None, result)
+        value = result.value.model_dump()
+        return Answer(ask, str(value["answer"]), str(value.get("reason") or "") or None, result)
+
+    async def run_batch(self, batch: Sequence[Ask], caller: StructuredCaller) -> list[Answer]:
+        """Every ask of a batch concurrently (the client bounds the calls in flight)."""
+        return list(await asyncio.gather(*(self._one(ask, caller) for ask in batch)))
+
+    # -- ShardCodec: how an answer travels from a Ray worker ------------------------------------
+    def key(self, ask: Ask) -> str:
+        return "\x1f".join((ask.question_id, ask.steering, ask.respondent))
+
+    def dump(self, answer: Answer) -> str:
+        return json.dumps([answer.option, answer.reason])
+
+    def calls(self, answer: Answer) -> Sequence[StructuredResult[Any]]:
+        return (answer.call,)
+
+    def load(self, ask: Ask, value: str, calls: list[StructuredResult[Any]]) -> Answer:
+        option, reason = json.loads(value)
+        return Answer(ask, option, reason, calls[0])
+
+
+@dataclass
+class CalibrationSummary:
+    """What a calibration did and how it scored, for the console, the API and tests."""
+
+    job_id: str
+    survey: str
+    population: str
+    steering: tuple[str, ...]
+    questions: int = 0
+    groups: int = 0
+    empty_groups: list[str] = field(default_factory=list)  # no persona matched them
+    small_groups: list[str] = field(default_factory=list)  # fewer than n matched
+    personas: int = 0
+    asks: int = 0  # planned in all
+    answered: int = 0  # an option (refusals included)
+    refused: int = 0  # a refusal option
+    skipped_done: int = 0  # answered before this run (a resume)
+    engine: str = ""
+    offline: bool = False
+    per_attribute: pd.DataFrame = field(default_factory=pd.DataFrame)  # representativeness
+
+    @property
+    def failed(self) -> int:
+        """Asks without an answer (asked again on resume)."""
+        return self.asks - self.answered
+
+
+@dataclass
+class CalibrationState:
+    """One job's own state (``JobContext.state``)."""
+
+    selected: Selected
+    panels: dict[GroupKey, list[str]]
+    personas: dict[str, tuple[str, dict[str, str]]]
+    summary: CalibrationSummary
+
+
+def _state(ctx: JobContext[CalibrateConfig]) -> CalibrationState:
+    state: CalibrationState = ctx.state
+    return state
+
+
+def offered(question: Question, offer_refusal: bool) -> tuple[str, ...]:
+    """The options a question's enum holds: the substantive ones, and its refusals if offered."""
+    return question.options if offer_refusal else question.substantive
+
+
+def demographics(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """A persona's canonical demographics (what ``attributes`` steering shows)."""
+    return {k: str(attributes[k]) for k in KEYS if attributes.get(k) not in (None, "")}
+
+
+class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], CalibrationSummary]):
+    """``personahub calibrate`` as a job spec (see the module doc)."""
+
+    kind = "calibration"
+    config_type = CalibrateConfig
+    independent_batches = True
+    noun = "calibration"
+    unit = "answers"
+    id_prefix = "calib"
+
+    def model_settings(self, config: CalibrateConfig) -> LLMSettings:
+        return LLMSettings(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
+                           timeout_s=config.timeout_s, structured=config.structured,  # type: ignore[arg-type]
+                           max_tokens=config.max_tokens, temperature=config.temperature,
+                           top_p=config.top_p, rps=config.rps,
+                           offline_latency_s=config.offline_latency_s)
+
+    def prepare(self, ctx: JobContext[CalibrateConfig]) -> None:
+        """The questions, human answers and panels: read and drawn (a new job), or the job's."""
+        config = ctx.config
+        if ctx.resumed:
+            selected = load_survey(ctx.con, ctx.job_id, config.survey)
+            panels = load_panels(ctx.con, ctx.job_id)
+        else:
+            survey = read_survey(config.survey)
+            selected = select(survey, questions=config.questions, attributes=config.attributes,
+                              limit=config.limit)
+            ctx.stored["survey_sha1"] = survey_sha1(survey)
+            panels = draw_panels(ctx.con, selected.all_groups(), population_query(
+                config.population, config.carve), config.n, config.seed)
+        everyone = panel_personas(ctx.con, panels)
+        if ctx.resumed and len(everyone) < len({p for m in panels.values() for p in m}):
+            raise PersonahubError(f"--resume {ctx.job_id}: personas of the job's panels are gone "
+                                  f"from --db {ctx.db}")
+        if not everyone:
+            raise PersonahubError(
+                f"--population {config.population}: no persona matches any group of "
+                f"{config.survey} (personas need demographics: personas sample-population, or "
+                "an attribute table import; docs/calibration.md)")
+        all_groups = [(qid, key) for qid in selected.questions
+                      for key in (g.key for g in selected.groups[qid])]
+        names = list(dict.fromkeys(f"{a}={g}" for _, (a, g) in all_groups))
+        sizes = {f"{a}={g}": len(panels.get((a, g), [])) for _, (a, g) in all_groups}
+        summary = CalibrationSummary(
+            job_id=ctx.job_id, survey=config.survey, population=config.population,
+            steering=config.steering, questions=len(selected.questions), groups=len(names),
+            empty_groups=[n for n in names if sizes[n] == 0],
+            small_groups=[n for n in names if 0 < sizes[n] < config.n], personas=len(everyone))
+        personas = {pid: (p.text, demographics(p.attributes)) for pid, p in everyone.items()}
+        ctx.state = CalibrationState(selected, panels, personas, summary)
+
+    def start(self, ctx: JobContext[CalibrateConfig]) -> BatchOutcome:
+        """The job's row, its questions, the human answers it scores against, its panels."""
+        state, config = _state(ctx), ctx.config
+        job = {"job_id": ctx.job_id, "survey": config.survey,
+               "survey_sha1": ctx.stored["survey_sha1"], "population": config.population,
+               "n": config.n, "no_persona_n": config.asks_without_persona,
+               "steering": json.dumps(list(config.steering)),
+               "offer_refusal": config.offer_refusal, "llm": ctx.caller.label}
+        return BatchOutcome(rows={"calibration_jobs": [job],
+                                  "calibration_questions": question_rows(ctx.job_id, state.selected),
+                                  "calibration_human": human_rows(ctx.job_id, state.selected),
+                                  "calibration_panels": group_rows(ctx.job_id, state.panels)})
+
+    def _asks(self, ctx: JobContext[CalibrateConfig]) -> list[Ask]:
+        """Every ask of the job, in order: per question, each steering's panel personas (once
+        each, in group order), then the no-persona asks."""
+        state, config = _state(ctx), ctx.config
+        asks: list[Ask] = []
+        for qid in state.selected.questions:
+            people = list(dict.fromkeys(
+                pid for group in state.selected.groups[qid]
+                for pid in state.panels.get(group.key, [])))
+            for steering in config.steering:
+                asks += [Ask(qid, steering, pid, pid) for pid in people]
+            asks += [Ask(qid, NO_PERSONA, f"#{k}", None)
+                     for k in range(config.asks_without_persona)]
+        return asks
+
+    def plan(self, ctx: JobContext[CalibrateConfig]) -> Iterator[Sequence[Ask]]:
+        """The asks not yet answered, in batches."""
+        done = answered_keys(ctx.con, ctx.job_id)
+        asks = self._asks(ctx)
+        todo = [a for a in asks if (a.question_id, a.steering, a.respondent) not in done]
+        summary = _state(ctx).summary
+        summary.asks = ctx.total = len(asks)
+        ctx.done_before = summary.skipped_done = len(asks) - len(todo)
+        return iter(list(iter_batches(todo, ctx.config.batch_size)))
+
+    def asker(self, ctx: JobContext[CalibrateConfig]) -> CalibrationAsker:
+        state = _state(ctx)
+        questions = {qid: (q.text, offered(q, ctx.config.offer_refusal))
+                     for qid, q in state.selected.survey.questions.items()}
+        return CalibrationAsker(questions, state.personas)
+
+    def commit(self, ctx: JobContext[CalibrateConfig], batch: Sequence[Ask],
+               result: list[Answer]) -> BatchOutcome:
+        """The batch's answers; one error per ask without one (for the failure policy)."""
+        survey = _state(ctx).selected.survey
+        rows: list[dict[str, Any]] = []
+        errors: list[str | None] = []
+        for answer in result:
+            if answer.option is None:
+                errors.append(call_error(answer.call))
+                continue
+            ask = answer.ask
+            question = survey.questions[ask.question_id]
+            rows.append({"job_id": ctx.job_id, "question_id": ask.question_id,
+                         "steering": ask.steering, "respondent": ask.respondent,
+                         "persona_id": ask.persona_id, "answer": answer.option,
+                         "refused": answer.option in question.refusals, "reason": answer.reason,
+                         "model": ctx.caller.label})
+        return BatchOutcome(rows={"calibration_answers": rows}, calls=result, asked=len(batch),
+                            kept=len(rows), errors=errors)
+
+    def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
+        """Score the answers (replacing the job's earlier scores) and sum the job up."""
+        from personahub.pipelines.calibrate_scores import per_attribute, score_job
+
+        summary = _state(ctx).summary
+        if not summary.asks:
+            self.plan(ctx)
+        summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
+        summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
+        scored = score_job(ctx.con, ctx.job_id)
+        summary.per_attribute = per_attribute(scored.summary)
+        return summary
+
+    def stop_note(self, ctx: JobContext[CalibrateConfig]) -> str:
+        answered, _ = answer_totals(ctx.con, ctx.job_id)
+        return f" ({answered} of {_state(ctx).summary.asks} answers written)"
+
+    def report(self, summary: CalibrationSummary, db: Path) -> list[str]:
+        """What the job did and its per-attribute representativeness, as console lines."""
+        from personahub.pipelines.calibrate_scores import table_lines
+
+        lines = [f"calibration {summary.job_id}: {summary.questions} questions x {summary.groups} "
+                 f"groups, {summary.personas} personas; {summary.answered} of {summary.asks} "
+                 f"answers ({summary.refused} refusals, {summary.failed} failed, "
+                 f"{summary.skipped_done} already done) in {db}",
+                 f"engine: {summary.engine}" + (" (offline engine, not a language model: the "
+                                                "scores say nothing about people)"
+                                                if summary.offline else "")]
+        if summary.empty_groups:
+            lines.append(f"{len(summary.empty_groups)} groups without a matching persona, not "
+                         f"scored: {', '.join(summary.empty_groups[:6])}"
+                         + (" ..." if len(summary.empty_groups) > 6 else ""))
+        if summary.small_groups:
+            lines.append(f"{len(summary.small_groups)} groups with fewer personas than --n: "
+                         f"{', '.join(summary.small_groups[:6])}"
+                         + (" ..." if len(summary.small_groups) > 6 else ""))
+        lines += table_lines(summary.per_attribute)
+        if summary.failed:
+            lines.append(f"resume to ask the failed ones again: {self.resume_hint(summary.job_id, db)}")
+        lines.append(f"  personahub report --calibration {summary.job_id} --db {db} --out report/")
+        return lines
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        return (f"{Path(str(config.get('survey', '?'))).name} x {config.get('population', '?')}, "
+                f"n={config.get('n', '?')}")
+
+
+CALIBRATION = register(CalibrationSpec())

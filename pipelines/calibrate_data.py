@@ -1,0 +1,228 @@
+"""What a calibration job asks about and whom: its questions, the human answers it scores
+against, and the panel of personas that answers for each survey group.
+
+- **Questions** are the survey's, in reading order, or those ``--question`` names, the first
+  ``--limit`` of them; ``--attribute`` keeps the groups of some attributes only. A question the
+  reader skipped (with its reason) or one without a group any persona can match is an error when
+  named, left out otherwise.
+- **Human answers** of the groups that are scored (a canonical demographic the personas can be
+  matched on, and at least one substantive answer) and each question's overall answers (the
+  ``human_overall`` baseline) are stored with the job (``calibration_questions``,
+  ``calibration_human``): scores, reports and a resume read them from the database, never the
+  file again.
+- **Panels.** The population (``--population ID``: a ``sample-population`` id, or ``all``, and
+  ``--carve`` conditions) is put in one seeded order (``personas.sampling``: ``md5(seed:id)``);
+  each group's panel is its first N members in that order, i.e. a seeded uniform sample of the
+  group. A persona in several groups (a woman who is a Democrat) answers once and counts in each,
+  as a real respondent does. Panels are stored with the job (``calibration_panels``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+
+from personahub.analysis import calibration_store as store
+from personahub.analysis.survey import OVERALL, Question, Survey
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.personas.demographics import canonical
+from personahub.personas.record import Persona
+from personahub.personas.sampling import HubQuery, draw_ids
+from personahub.personas.store import fetch_personas
+
+__all__ = ["ALL", "Group", "Selected", "draw_panels", "group_rows", "human_rows", "load_panels",
+           "load_survey", "population_query", "select", "survey_sha1"]
+
+ALL = "all"  # --population all: every persona of the hub
+GroupKey = tuple[str, str]  # (attribute, group label joined by " / ")
+
+
+@dataclass(frozen=True)
+class Group:
+    """One survey group personas answer for: its attribute, labels and carve conditions."""
+
+    attribute: str
+    labels: tuple[str, ...]
+    conditions: tuple[tuple[str, str], ...]
+
+    @property
+    def key(self) -> GroupKey:
+        return self.attribute, " / ".join(self.labels)
+
+    @property
+    def name(self) -> str:
+        return f"{self.attribute}={' / '.join(self.labels)}"
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The questions a job asks and, per question, the groups it is scored on."""
+
+    survey: Survey
+    questions: tuple[str, ...]
+    groups: dict[str, tuple[Group, ...]]  # question id -> its scored groups
+
+    def all_groups(self) -> list[Group]:
+        """Every group of every question, once, in reading order."""
+        seen: dict[GroupKey, Group] = {}
+        for qid in self.questions:
+            for group in self.groups[qid]:
+                seen.setdefault(group.key, group)
+        return list(seen.values())
+
+
+def survey_sha1(survey: Survey) -> str:
+    """A fingerprint of a survey's questions and counts (what a comparison checks is shared)."""
+    what = [[q.qid, q.text, list(q.options), list(q.ordinal),
+             sorted([a, list(g), list(v)] for (a, g), v in survey.counts.get(q.qid, {}).items())]
+            for q in survey.questions.values()]
+    return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def _scored_groups(survey: Survey, qid: str, attributes: set[str] | None) -> tuple[Group, ...]:
+    question = survey.questions[qid]
+    groups = []
+    for attribute, labels, counts in survey.groups(qid):
+        if attributes is not None and attribute.upper() not in attributes:
+            continue
+        conditions = survey.conditions(attribute, labels)
+        if conditions and float(np.asarray(counts)[: len(question.ordinal)].sum()) > 0:
+            groups.append(Group(attribute, labels, conditions))
+    return tuple(groups)
+
+
+def select(survey: Survey, *, questions: Sequence[str] = (), attributes: Sequence[str] = (),
+           limit: int | None = None) -> Selected:
+    """The questions and groups a job asks (see the module doc); a bad name is one line."""
+    where = survey.source or "the survey"
+    wanted_attributes = {a.upper() for a in attributes} or None
+    if wanted_attributes is not None:
+        known = {a.upper() for a in survey.attributes()}
+        unknown = sorted(wanted_attributes - known)
+        if unknown:
+            raise UsageError(f"--attribute {unknown[0]}: {where} has no such attribute (it has "
+                             f"{', '.join(survey.attributes()) or 'none'})")
+    for qid in questions:
+        if qid in survey.skipped:
+            raise UsageError(f"--question {qid}: {where} cannot score it ({survey.skipped[qid]})")
+        if qid not in survey.counts:
+            raise UsageError(f"--question {qid}: {where} has no such question with answers")
+    chosen = list(dict.fromkeys(questions)) or [q for q in survey.questions if q in survey.counts]
+    groups = {qid: _scored_groups(survey, qid, wanted_attributes) for qid in chosen}
+    for qid in questions:
+        if not groups[qid]:
+            raise UsageError(f"--question {qid}: no group of it matches a persona demographic "
+                             "(docs/personas.md#demographics)")
+    kept = [qid for qid in chosen if groups[qid]]
+    if limit is not None:
+        kept = kept[:limit]
+    if not kept:
+        raise PersonahubError(f"{where}: no question has a group personas can be matched to "
+                              "(age, sex, race, region, education, income, party, ideology, "
+                              "marital status)")
+    return Selected(survey, tuple(kept), {qid: groups[qid] for qid in kept})
+
+
+def question_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
+    """``calibration_questions`` rows."""
+    rows = []
+    for position, qid in enumerate(selected.questions):
+        q = selected.survey.questions[qid]
+        rows.append({"job_id": job_id, "question_id": qid, "position": position, "text": q.text,
+                     "options": json.dumps(list(q.options)), "ordinal": json.dumps(list(q.ordinal))})
+    return rows
+
+
+def human_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
+    """``calibration_human`` rows: each scored group's counts and each question's overall."""
+    survey = selected.survey
+    rows: list[dict[str, object]] = []
+    for qid in selected.questions:
+        vectors = survey.counts[qid]
+        for group in selected.groups[qid]:
+            rows.append({"job_id": job_id, "question_id": qid, "attribute": group.attribute,
+                         "grp": group.key[1], "labels": json.dumps(list(group.labels)),
+                         "counts": json.dumps([float(c) for c in vectors[(group.attribute,
+                                                                         group.labels)]])})
+        rows.append({"job_id": job_id, "question_id": qid, "attribute": OVERALL, "grp": OVERALL,
+                     "labels": json.dumps([OVERALL]),
+                     "counts": json.dumps([float(c) for c in survey.overall(qid)])})
+    return rows
+
+
+def load_survey(con: duckdb.DuckDBPyConnection, job_id: str, source: str = "") -> Selected:
+    """A job's stored questions and human answers (a ``Survey``, overall explicit) and each
+    question's scored groups, in order."""
+    questions: dict[str, Question] = {}
+    for qid, text, options, ordinal in store.question_rows(con, job_id):
+        questions[qid] = Question(qid, text, tuple(json.loads(options)),
+                                  tuple(float(v) for v in json.loads(ordinal)))
+    counts: dict[str, dict[tuple[str, tuple[str, ...]], tuple[float, ...]]] = {q: {} for q in questions}
+    groups: dict[str, list[tuple[str, tuple[str, ...]]]] = {q: [] for q in questions}
+    for qid, attribute, labels, vector in store.human_rows(con, job_id):
+        group = tuple(json.loads(labels))
+        counts[qid][(attribute, group)] = tuple(json.loads(vector))
+        if attribute != OVERALL:
+            groups[qid].append((attribute, group))
+    survey = Survey(questions, counts, source=source)
+    return Selected(survey, tuple(questions), {
+        qid: tuple(Group(a, g, survey.conditions(a, g)) for a, g in keys)
+        for qid, keys in groups.items()})
+
+
+def population_query(population: str, carve: Sequence[str] = ()) -> HubQuery:
+    """The personas a calibration may ask: a population id (``sample-population``) or ``all``,
+    and carve conditions."""
+    own = () if population == ALL else (f"population={population}",)
+    return HubQuery(carve=(*own, *carve), carve_label="--population/--carve")
+
+
+def _matches(attributes: Mapping[str, object], conditions: tuple[tuple[str, str], ...]) -> bool:
+    return all(canonical(key, attributes.get(key)) == slug for key, slug in conditions)
+
+
+def draw_panels(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], query: HubQuery, n: int,
+                seed: int) -> dict[GroupKey, list[str]]:
+    """Each group's panel: its first ``n`` members in the population's seeded order (groups
+    nobody matches get an empty panel)."""
+    try:
+        order = draw_ids(con, query, None, seed=seed)
+    except PersonahubError as exc:
+        raise PersonahubError(f"--population: {exc} (draw one with personas sample-population)") \
+            from None
+    attributes = {p.persona_id: p.attributes for p in fetch_personas(con, order)}
+    panels: dict[GroupKey, list[str]] = {}
+    for group in groups:
+        members = panels.setdefault(group.key, [])
+        for pid in order:
+            if len(members) >= n:
+                break
+            if _matches(attributes.get(pid, {}), group.conditions):
+                members.append(pid)
+    return panels
+
+
+def group_rows(job_id: str, panels: Mapping[GroupKey, Sequence[str]]) -> list[dict[str, object]]:
+    """``calibration_panels`` rows."""
+    return [{"job_id": job_id, "attribute": attribute, "grp": grp, "position": i, "persona_id": pid}
+            for (attribute, grp), members in panels.items() for i, pid in enumerate(members)]
+
+
+def load_panels(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[GroupKey, list[str]]:
+    """A job's stored panels."""
+    panels: dict[GroupKey, list[str]] = {}
+    for attribute, grp, pid in store.panel_rows(con, job_id):
+        panels.setdefault((attribute, grp), []).append(pid)
+    return panels
+
+
+def panel_personas(con: duckdb.DuckDBPyConnection,
+                   panels: Mapping[GroupKey, Sequence[str]]) -> dict[str, Persona]:
+    """The personas of the panels, by id."""
+    ids = list(dict.fromkeys(pid for members in panels.values() for pid in members))
+    return {p.persona_id: p for p in fetch_personas(con, ids)}

@@ -1,0 +1,166 @@
+"""A calibration job's scores, from its tables alone: per question x group x source, and their
+means overall, per attribute and per group (``calibration_scores``, ``calibration_summary``).
+
+The simulated counts of a group are the answers of its panel's personas (a persona in several
+groups counts in each); each steering is scored as a ``model`` row of its own, beside the three
+baselines, which do not depend on it and are scored once (``analysis.calibration_scores``: the
+metrics, refusals left out as OpinionQA does). ``sim_failed`` counts the panel's asks without an
+answer. A group no persona matched (an empty panel) is not scored for any source, so the means
+of the model and the baselines are over the same questions and groups. Scoring replaces the
+job's earlier scores in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from personahub.analysis import calibration_store as store
+from personahub.analysis.calibration_report import per_attribute_table, source_label
+from personahub.analysis.calibration_scores import MODEL, SCORES, score_survey
+from personahub.pipelines.calibrate_data import load_panels, load_survey
+
+__all__ = ["SCORE_COLUMNS", "Scored", "per_attribute", "score_job", "source_label", "summarise_job",
+           "table_lines"]
+
+SCORE_COLUMNS = ["question_id", "attribute", "group", "source", "steering", "metric", *SCORES,
+                 "human_n", "sim_n", "sim_failed", "human_refusal", "sim_refusal", "counts"]
+SUMMARY_COLUMNS = ["source", "steering", "level", "attribute", "group", *SCORES, "scored"]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A job's scores (one row per question x group x source) and their means."""
+
+    scores: pd.DataFrame
+    summary: pd.DataFrame
+
+
+GroupCounts = dict[tuple[str, str, str], np.ndarray]
+
+
+def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, options: dict[str, tuple[str, ...]]
+               ) -> tuple[dict[str, GroupCounts], dict[str, np.ndarray]]:
+    """Counts per steering and (question, attribute, group), and the no-persona counts per
+    question, aligned with each question's options."""
+    groups: dict[str, GroupCounts] = defaultdict(dict)
+    for steering, qid, attribute, grp, answer, n in store.panel_answer_counts(con, job_id):
+        vector = groups[steering].setdefault((qid, attribute, grp), np.zeros(len(options[qid])))
+        vector[options[qid].index(answer)] += n
+    none: dict[str, np.ndarray] = {}
+    for qid, answer, n in store.no_persona_counts(con, job_id):
+        none.setdefault(qid, np.zeros(len(options[qid])))[options[qid].index(answer)] += n
+    return groups, none
+
+
+def _counts(vector: Any) -> str | None:
+    return None if vector is None else json.dumps([float(v) for v in vector])
+
+
+def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+    """The job's per question x group x source scores (``SCORE_COLUMNS``)."""
+    selected = load_survey(con, job_id)
+    survey = selected.survey
+    job = store.job_row(con, job_id)
+    steerings = list(job["steering"])
+    no_persona_n = int(job["no_persona_n"])
+    options = {qid: q.options for qid, q in survey.questions.items()}
+    simulated, none = _simulated(con, job_id, options)
+    panel_size = {key: len(members) for key, members in load_panels(con, job_id).items()}
+    frames = []
+    for position, steering in enumerate(steerings):
+        model = {(qid, attribute, labels): simulated[steering].get((qid, attribute, " / ".join(labels)))
+                 for qid in survey.questions for attribute, labels, _ in survey.groups(qid)}
+        table = score_survey(survey, {k: v for k, v in model.items() if v is not None},
+                             no_persona=none)
+        if position > 0:  # the baselines do not depend on the steering: scored once
+            table = table[table["source"] == MODEL]
+        table.insert(4, "steering", np.where(table["source"] == MODEL, steering, ""))
+        frames.append(table)
+    scores = pd.concat(frames, ignore_index=True)
+    # a group no persona matched is not scored, for the baselines either: every source's means
+    # are over the same questions and groups
+    asked_groups = [panel_size.get((a, g), 0) > 0 for a, g in zip(scores["attribute"],
+                                                                  scores["group"], strict=True)]
+    scores = scores[asked_groups].reset_index(drop=True)
+    failed, counts = [], []
+    for row in scores.itertuples(index=False):
+        question = survey.questions[row.question_id]
+        vector: Any
+        if row.source == MODEL:
+            vector = simulated[row.steering].get((row.question_id, row.attribute, row.group))
+            asked = panel_size.get((row.attribute, row.group), 0)
+        elif row.source == "no_persona":
+            vector, asked = none.get(row.question_id), no_persona_n
+        else:  # not asked: nothing failed
+            vector = (survey.overall(row.question_id) if row.source == "human_overall"
+                      else [1.0] * len(question.ordinal) + [0.0] * len(question.refusals))
+            asked = None
+        answered = 0 if vector is None else int(round(float(np.sum(vector))))
+        failed.append(None if asked is None else asked - answered)
+        counts.append(_counts(vector))
+    scores["sim_failed"] = failed
+    scores["counts"] = counts
+    return scores[SCORE_COLUMNS]
+
+
+def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean scores per source and steering: overall, per attribute and per group
+    (``SUMMARY_COLUMNS``; ``scored`` counts the rows with a representativeness)."""
+    keys = ["source", "steering"]
+    parts = []
+    for level, by in (("overall", []), ("attribute", ["attribute"]), ("group", ["attribute", "group"])):
+        grouped = scores.groupby(keys + by, sort=False)
+        means = grouped[list(SCORES)].mean()
+        means["scored"] = grouped["representativeness"].count()
+        means = means.reset_index()
+        means["level"] = level
+        for column in ("attribute", "group"):
+            if column not in by:
+                means[column] = ""
+        parts.append(means)
+    return pd.concat(parts, ignore_index=True)[SUMMARY_COLUMNS]
+
+
+def score_job(con: duckdb.DuckDBPyConnection, job_id: str) -> Scored:
+    """Score a job's answers and store the scores and their means (replacing earlier ones)."""
+    scores = score_tables(con, job_id)
+    summary = summarise_job(scores)
+    store.replace_scores(con, job_id, _records(scores, job_id, {"group": "grp"}),
+                         _records(summary, job_id, {"group": "grp"}))
+    return Scored(scores, summary)
+
+
+def _records(frame: pd.DataFrame, job_id: str, rename: dict[str, str]) -> list[dict[str, Any]]:
+    """A frame's rows as plain dicts for ``insert_rows`` (NaN as NULL)."""
+    frame = frame.rename(columns=rename).astype(object)
+    frame = frame.where(pd.notna(frame), None)
+    return [{"job_id": job_id, **row} for row in frame.to_dict("records")]
+
+
+def per_attribute(summary: pd.DataFrame, score: str = "representativeness") -> pd.DataFrame:
+    """One row per level (``overall``, then each attribute), one column per source: the model
+    under each steering first, then the baselines."""
+    return per_attribute_table(summary, score)
+
+
+def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as people answer)") -> list[str]:
+    """A per-attribute table as fixed-width console lines."""
+    if table.empty:
+        return ["no group was scored"]
+    width = max(9, *(len(str(i)) for i in table.index))
+    columns = [str(c) for c in table.columns]
+    widths = [max(7, len(c)) for c in columns]
+    lines = [title, f"{'attribute':<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in
+                                                            zip(columns, widths, strict=True))]
+    for index, row in table.iterrows():
+        cells = ["-" if pd.isna(v) else f"{v:.3f}" for v in row]
+        lines.append(f"{str(index):<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in
+                                                           zip(cells, widths, strict=True)))
+    return lines

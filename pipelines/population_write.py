@@ -1,0 +1,288 @@
+"""``personas sample-population --llm``: a drawn population's persona texts written by a model,
+as a job of the kernel (attribute-to-persona, one structured call per person).
+
+The people are drawn as without a model (``personas/population.py``: the same inputs and seed
+give the same people); each one's text is then written by ``agents.write_persona`` (one
+structured call; the quality gate and ``personas/persona_consistency.py`` are the call's check,
+so an answer that contradicts the attributes earns the seam's one fresh sample, and a person
+whose answers are all rejected gets no text: a failed action, asked again on resume).
+
+The written people are personas of their own population: ``attributes.population`` is
+``<drawn id>-<6 hex of the job id>`` (the drawn id stays in ``attributes.drawn_population``), so
+a template population and model-written ones of the same draw never mix under one ``--population``;
+``text_origin`` is ``model``. Persona ids come from that population id and the person's place
+in it, so a resumed job writes the people the interrupted one did not, and no one twice.
+A resume draws again from the stored inputs and refuses a changed file (the drawn id differs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import LLMSettings, parse_concurrency
+from personahub.agents.llm.structured import check_setting
+from personahub.agents.write_persona import Written, write_persona
+from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.kernel import (
+    BatchOutcome,
+    JobContext,
+    SpecBase,
+    check_cache_mode,
+    engine,
+    iter_batches,
+    register,
+)
+from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.personas.population import SOURCE, Population, draw_population, person_id
+from personahub.personas.population_files import read_joint, read_marginals
+from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
+from personahub.sim.executors import check_executor
+
+__all__ = ["POPULATION_WRITE", "TEXT_ORIGIN", "WriteConfig", "WriteSpec", "WriteSummary",
+           "written_population_id"]
+
+TEXT_ORIGIN = "model"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteConfig:
+    """What a population-writing job makes and, in ``engine`` fields, how this run asks."""
+
+    marginals: str | None = None
+    joint: str | None = None
+    n: int = 1000
+    seed: int = 0
+    structured: str = "auto"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    llm: str = engine("offline", identity=True, secret=True)
+    concurrency: Concurrency = engine(16)
+    timeout_s: float = engine(60.0)
+    offline_latency_s: float = engine(0.0)
+    batch_size: int = engine(64)
+    cache: str = engine("off")
+    rps: float | None = engine(None)
+    executor: str = engine("local")
+    ray_address: str | None = engine(None)
+    ray_workers: int | None = engine(None)
+    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        if self.marginals is None and self.joint is None:
+            raise UsageError("give --marginals FILE, --joint FILE or both")
+        check_int(self.n, "--n", low=1)
+        check_seed(self.seed)
+        check_setting(self.structured)
+        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+        check_max_failed_share(self.max_failed_share)
+        check_cache_mode(self.cache)
+        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
+        check_optional_number(self.rps, "--rps", above=0)
+        check_number(self.timeout_s, "--timeout", above=0)
+        check_number(self.offline_latency_s, "offline latency", low=0)
+        check_int(self.batch_size, "batch size", low=1)
+
+    def draw(self) -> Population:
+        """The people (the same inputs and seed: the same people)."""
+        return draw_population(self.n, seed=self.seed,
+                               marginals=read_marginals(self.marginals) if self.marginals else None,
+                               joint=read_joint(self.joint) if self.joint else None)
+
+
+def written_population_id(drawn_id: str, job_id: str) -> str:
+    """The population id of the people a job writes (see the module doc)."""
+    return f"{drawn_id}-{hashlib.sha1(job_id.encode()).hexdigest()[:6]}"
+
+
+class Person(NamedTuple):
+    """One person to write: place in the population, persona id, attributes."""
+
+    place: int
+    persona_id: str
+    attributes: tuple[tuple[str, str], ...]
+
+
+class Wrote(NamedTuple):
+    """What writing one person gave (``written.text`` None: rejected or failed)."""
+
+    person: Person
+    written: Written
+
+    @property
+    def records(self) -> list[CallRecord]:
+        return self.written.records
+
+    @property
+    def cache_entries(self) -> list[CacheEntry]:
+        return self.written.cache_entries
+
+
+class WriteAsker:
+    """One ``write_persona`` call per person; also the batch's ``ShardCodec``."""
+
+    async def run_batch(self, batch: Sequence[Person], caller: StructuredCaller) -> list[Wrote]:
+        async def one(person: Person) -> Wrote:
+            written = await write_persona(dict(person.attributes), caller,
+                                          persona_id=person.persona_id)
+            return Wrote(person, written)
+
+        return list(await asyncio.gather(*(one(p) for p in batch)))
+
+    def key(self, person: Person) -> str:
+        return person.persona_id
+
+    def dump(self, answer: Wrote) -> str:
+        return json.dumps([answer.written.text, answer.written.rejected])
+
+    def calls(self, answer: Wrote) -> Sequence[StructuredResult[Any]]:
+        return (StructuredResult(None, answer.written.records,
+                                 cache_entries=answer.written.cache_entries),)
+
+    def load(self, person: Person, value: str, calls: list[StructuredResult[Any]]) -> Wrote:
+        text, rejected = json.loads(value)
+        return Wrote(person, Written(text, rejected, calls[0].records, calls[0].cache_entries))
+
+
+@dataclass
+class WriteSummary:
+    """What a population-writing job did."""
+
+    job_id: str
+    population_id: str
+    drawn_id: str
+    n: int
+    written: int = 0
+    skipped_done: int = 0
+    engine: str = ""
+    offline: bool = False
+    population: Population | None = None
+
+    @property
+    def failed(self) -> int:
+        return self.n - self.written
+
+
+@dataclass
+class WriteState:
+    population: Population
+    population_id: str
+    summary: WriteSummary
+
+
+def _state(ctx: JobContext[WriteConfig]) -> WriteState:
+    state: WriteState = ctx.state
+    return state
+
+
+class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummary]):
+    """``personas sample-population --llm`` as a job spec (see the module doc)."""
+
+    kind = "population_write"
+    config_type = WriteConfig
+    independent_batches = True
+    noun = "population job"
+    unit = "personas"
+    id_prefix = "popwrite"
+
+    def model_settings(self, config: WriteConfig) -> LLMSettings:
+        return LLMSettings(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
+                           timeout_s=config.timeout_s, structured=config.structured,  # type: ignore[arg-type]
+                           max_tokens=config.max_tokens, temperature=config.temperature,
+                           top_p=config.top_p, rps=config.rps,
+                           offline_latency_s=config.offline_latency_s)
+
+    def prepare(self, ctx: JobContext[WriteConfig]) -> None:
+        population = ctx.config.draw()
+        if ctx.resumed and ctx.stored.get("drawn_id") not in (None, population.population_id):
+            raise PersonahubError(f"--resume {ctx.job_id}: the --marginals/--joint files changed "
+                                  "since the job started (they draw other people now)")
+        ctx.stored["drawn_id"] = population.population_id
+        written_id = written_population_id(population.population_id, ctx.job_id)
+        summary = WriteSummary(ctx.job_id, written_id, population.population_id, ctx.config.n,
+                               population=population)
+        ctx.state = WriteState(population, written_id, summary)
+        ctx.total = ctx.config.n
+
+    def start(self, ctx: JobContext[WriteConfig]) -> BatchOutcome:
+        state = _state(ctx)
+        return BatchOutcome(rows={"population_jobs": [{
+            "job_id": ctx.job_id, "population_id": state.population_id,
+            "drawn_id": state.population.population_id, "n": ctx.config.n,
+            "llm": ctx.caller.label}]})
+
+    def _people(self, ctx: JobContext[WriteConfig]) -> list[Person]:
+        state = _state(ctx)
+        return [Person(i, person_id(state.population_id, i), tuple(sorted(attrs.items())))
+                for i, attrs in enumerate(state.population.people)]
+
+    def plan(self, ctx: JobContext[WriteConfig]) -> Iterator[Sequence[Person]]:
+        people = self._people(ctx)
+        done = {r[0] for r in ctx.con.execute(
+            "SELECT persona_id FROM personas WHERE json_extract_string(attributes, '$.population')"
+            " = ?", [_state(ctx).population_id]).fetchall()}
+        todo = [p for p in people if p.persona_id not in done]
+        ctx.done_before = _state(ctx).summary.skipped_done = len(people) - len(todo)
+        return iter(list(iter_batches(todo, ctx.config.batch_size)))
+
+    def asker(self, ctx: JobContext[WriteConfig]) -> WriteAsker:
+        return WriteAsker()
+
+    def commit(self, ctx: JobContext[WriteConfig], batch: Sequence[Person],
+               result: list[Wrote]) -> BatchOutcome:
+        state = _state(ctx)
+        personas: list[Persona] = []
+        errors: list[str | None] = []
+        for person, written in result:
+            if written.text is None:
+                errors.append(written.rejected or "no valid answer")
+                continue
+            personas.append(Persona(
+                text=written.text, source=SOURCE, persona_id=person.persona_id,
+                source_ref=f"{state.population_id} person {person.place + 1}",
+                attributes={**dict(person.attributes), "population": state.population_id,
+                            "drawn_population": state.population.population_id,
+                            "text_origin": TEXT_ORIGIN}))
+        return BatchOutcome(calls=result, asked=len(batch), kept=len(personas), errors=errors,
+                            then=lambda: upsert_personas(ctx.con, personas))
+
+    def summary(self, ctx: JobContext[WriteConfig]) -> WriteSummary:
+        summary = _state(ctx).summary
+        summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
+        summary.written = int(ctx.con.execute(
+            "SELECT count(*) FROM personas WHERE json_extract_string(attributes, '$.population')"
+            " = ?", [summary.population_id]).fetchall()[0][0])
+        return summary
+
+    def resume_hint(self, job_id: str, db: Path) -> str:
+        return f"personahub resume {job_id} --db {db}"
+
+    def report(self, summary: WriteSummary, db: Path) -> list[str]:
+        lines = [f"population {summary.population_id}: {summary.written} of {summary.n} people "
+                 f"written by {summary.engine} (drawn population {summary.drawn_id}; "
+                 f"text_origin=model; {summary.skipped_done} already done) in {db}"]
+        if summary.offline:
+            lines.append("the offline engine wrote the texts: placeholders, not a model's writing")
+        if summary.failed:
+            lines.append(f"{summary.failed} people without text (rejected or failed); resume "
+                         f"to ask again: {self.resume_hint(summary.job_id, db)}")
+        return lines
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        files = [Path(str(config[k])).name for k in ("marginals", "joint") if config.get(k)]
+        return f"{' + '.join(files)} n={config.get('n', '?')}"
+
+
+POPULATION_WRITE = register(WriteSpec())
