@@ -1,10 +1,10 @@
 """Install the documented analysis views (``analysis/views.sql``) on a DuckDB connection.
 
-Layering keeps ``personahub.core.store`` and the ``sim`` writers free of analysis code, so views are
-not created when a database is opened for writing. Instead the CLI installs them as TEMP views
-on its own (read-only) connection before running SQL or a report: nothing in the user's
-database changes, and the views always match the installed code. ``temporary=False`` creates
-them persistently on a writable connection, for use from other DuckDB clients.
+Every writer stores them in the database file (``personahub.core.stored_views``, from
+``core.store.connect``), so other DuckDB clients see them. The commands' readers lay TEMP copies
+over them on their own read-only connection before running SQL or a report: the views then
+match the installed code even on a file another version wrote last, and nothing in the file
+changes. ``temporary=False`` stores them on a writable connection.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from personahub.core.store import schema_sql
+from personahub.core.stored_views import statements, views_text
 
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
 
@@ -26,13 +27,12 @@ VIEW_NAMES = ("v_emissions_by_step", "v_duplicate_rate", "v_run_usage", "v_run_c
 
 def views_sql() -> str:
     """The text of ``analysis/views.sql``."""
-    return resources.files("personahub.analysis").joinpath("views.sql").read_text(encoding="utf-8")
+    return views_text()
 
 
 def view_statements(*, temporary: bool) -> list[str]:
     """The CREATE VIEW statements, TEMP or persistent."""
-    text = views_sql().replace("{temp}", "TEMP" if temporary else "")
-    return [s.strip() for s in text.split("\n;") if "CREATE" in s]
+    return statements(views_sql(), temporary=temporary)
 
 
 def _stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:

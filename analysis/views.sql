@@ -1,7 +1,8 @@
--- personahub analysis views. Installed by analysis.views.install_views(con): as TEMP views on
--- the read-only connections of `personahub sql` / `personahub report`, or persistently on a
--- writable connection for other tools. Every statement is CREATE OR REPLACE, so re-installing
--- after an upgrade is safe. Statements are separated by a line holding only ';'.
+-- personahub analysis views. Stored in the database file by every writer when the file lacks
+-- this text's views (personahub/core/stored_views.py), so any DuckDB client sees them; laid
+-- over as TEMP views on the read-only connections of `personahub sql` / `personahub report`
+-- (analysis.views.install_views). Every statement is CREATE OR REPLACE, so re-installing after
+-- an upgrade is safe. Statements are separated by a line holding only ';'.
 
 -- v_emissions_by_step: how many emissions of each kind each step of each run produced,
 -- and how many of them were flagged as near-duplicates.

@@ -5,7 +5,9 @@ Thin wrappers over the job functions the CLI runs (the job kernel through
 ``personahub.runtime`` for runs and synthesis, and the persona jobs), building the same configs as the
 commands, so a notebook and a command do the same work. A job owns an event loop for its
 model calls, so the sync form runs it in a worker thread when called inside a running loop
-(Jupyter) and the ``_async`` form always does (``personahub.bridge``)::
+(Jupyter) and the ``_async`` form always does (``personahub.bridge``). A job shows a progress
+bar in a notebook (``progress=``: ``personahub.progress_bars``), and the stop button stops it:
+the job is marked ``interrupted`` and resumes as after Ctrl-C in a command::
 
     import personahub
     run = personahub.run_scenario("scenarios/riverside_town.py", db="society.duckdb", steps=2)
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError
+from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
@@ -108,39 +111,44 @@ def resume_run(run_id: str, *, db: str | Path, llm: str | None = None,
 
 
 def _scenario_run(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None,
-                  overrides: dict[str, Any]) -> Run:
+                  overrides: dict[str, Any], progress: ProgressSetting = None) -> Run:
+    quiet_tqdm_auto()  # before loading the scenario imports what imports tqdm.auto
     config = run_config(scenario_or_path, run_options, overrides)
-    summary = run_simulation(config)
+    with progress_hook(progress) as hook:
+        summary = run_simulation(config, progress=hook)
     return Run(job_id=summary.run_id, db=Path(config.db), summary=summary)
 
 
 def _scenario_call(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None,
                    db: str | Path | None, llm: str | None, seed: int | None, steps: int | None,
-                   options: dict[str, Any]) -> Callable[[], Run]:
+                   options: dict[str, Any], progress: ProgressSetting = None) -> Callable[[], Run]:
     return partial(_scenario_run, scenario_or_path, run_options,
-                   {"db": db, "llm": llm, "seed": seed, "steps": steps, **options})
+                   {"db": db, "llm": llm, "seed": seed, "steps": steps, **options}, progress)
 
 
 def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None, /,
                  *, db: str | Path | None = None, llm: str | None = None, seed: int | None = None,
-                 steps: int | None = None, **options: Any) -> Run:
+                 steps: int | None = None, progress: ProgressSetting = None, **options: Any) -> Run:
     """Run a scenario (a ``Scenario`` or its file) and return its ``Run``.
 
     ``options`` are ``RunConfig`` fields (``concurrency``, ``cache``, ``temperature``, …);
     ``run_options`` (positional, as in earlier releases) is the base they override. None keeps
     the scenario's seed and steps and the offline engine. Safe inside a running event loop.
+    ``progress``: True/False for a bar per phase (default: in a notebook or on a terminal), or
+    a hook ``(phase, done, total)``.
     """
-    return call_blocking(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps, options))
+    return call_blocking(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
+                                        options, progress))
 
 
 async def run_scenario_async(scenario_or_path: Scenario | str | Path,
                              run_options: RunConfig | None = None, /, *,
                              db: str | Path | None = None, llm: str | None = None,
                              seed: int | None = None, steps: int | None = None,
-                             **options: Any) -> Run:
+                             progress: ProgressSetting = None, **options: Any) -> Run:
     """``run_scenario`` for ``await``: the run goes on in a worker thread with its own loop."""
     return await call_in_thread(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
-                                               options))
+                                               options, progress))
 
 
 def synthesis_config(task: str, db: str | Path, llm: str, seed: int, n: int,
@@ -179,9 +187,11 @@ class FewerItems(PersonahubError):
         self.job = job
 
 
-def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: dict[str, Any]) -> Job:
+def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: dict[str, Any],
+               progress: ProgressSetting = None) -> Job:
     config = synthesis_config(task, db, llm, seed, n, options)
-    summary = run_synthesis(config)
+    with progress_hook(progress) as hook:
+        summary = run_synthesis(config, progress=hook)
     job = Job(kind="synthesis", job_id=summary.job_id, db=Path(db), summary=summary)
     if summary.shortfall and not config.allow_fewer:
         raise FewerItems(f"{summary.shortfall} (allow_fewer=True accepts fewer)", job)
@@ -189,20 +199,22 @@ def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: 
 
 
 def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-               n: int = 10, **options: Any) -> Job:
+               n: int = 10, progress: ProgressSetting = None, **options: Any) -> Job:
     """Run a synthesis job (``task``: math_problem, instruction, …) and return its ``Job``.
 
     ``options`` are ``SynthOptions`` fields (``prompting``, ``examples``, ``carve``, ``solve``,
     ``per_persona``…). A job holding fewer than ``n`` x ``per_persona`` items raises
     ``FewerItems`` (its ``job`` attribute is the handle) unless ``allow_fewer=True``.
+    ``progress`` as for ``run_scenario``.
     """
-    return call_blocking(partial(_synthesis, task, db, llm, seed, n, options))
+    return call_blocking(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
 
 async def synthesize_async(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
-                           seed: int = 0, n: int = 10, **options: Any) -> Job:
+                           seed: int = 0, n: int = 10, progress: ProgressSetting = None,
+                           **options: Any) -> Job:
     """``synthesize`` for ``await``."""
-    return await call_in_thread(partial(_synthesis, task, db, llm, seed, n, options))
+    return await call_in_thread(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
 
 _TEXT_DEFAULTS: dict[str, Any] = {
@@ -347,17 +359,20 @@ async def interview_async(question: str, *, run: str, db: str | Path = DEFAULT_D
     """``interview`` for ``await``."""
     return await call_in_thread(_interview_call(question, db, run, llm, options))
 def _judging(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
-             options: dict[str, Any]) -> Judged:
+             options: dict[str, Any], progress: ProgressSetting = None) -> Judged:
     from personahub.pipelines.judge import JudgeOptions, run_judge
 
     known = {f.name for f in dataclasses.fields(JudgeOptions)} - {"job", "run", "db", "llm", "seed"}
     _refuse_unknown("judge", options, known)
-    summary = run_judge(JudgeOptions(job=job, run=run, db=str(db), llm=llm, seed=seed, **options))
+    judge_options = JudgeOptions(job=job, run=run, db=str(db), llm=llm, seed=seed, **options)
+    with progress_hook(progress) as hook:
+        summary = run_judge(judge_options, progress=hook)
     return Judged(job_id=summary.judge_id, db=Path(db), summary=summary)
 
 
 def judge(*, job: str | None = None, run: str | None = None, db: str | Path = DEFAULT_DB,
-          llm: str = "offline", seed: int = 0, **options: Any) -> Judged:
+          llm: str = "offline", seed: int = 0, progress: ProgressSetting = None,
+          **options: Any) -> Judged:
     """Judge a synthesis job's items (``job``) or a run's emissions (``run``) against their
     kind's criteria; returns a ``Judged`` handle (``.items()``, ``.validity()``).
 
@@ -365,14 +380,14 @@ def judge(*, job: str | None = None, run: str | None = None, db: str | Path = DE
     ``timeout_s``, ``batch_size``, ``rps`` and the model flags. The same settings are the same
     judge: calling again skips the items it has rated.
     """
-    return call_blocking(partial(_judging, job, run, db, llm, seed, options))
+    return call_blocking(partial(_judging, job, run, db, llm, seed, options, progress))
 
 
 async def judge_async(*, job: str | None = None, run: str | None = None,
                       db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-                      **options: Any) -> Judged:
+                      progress: ProgressSetting = None, **options: Any) -> Judged:
     """``judge`` for ``await``."""
-    return await call_in_thread(partial(_judging, job, run, db, llm, seed, options))
+    return await call_in_thread(partial(_judging, job, run, db, llm, seed, options, progress))
 
 
 def calibration_config(survey: str | Path, population: str, llm: str, seed: int, n: int,

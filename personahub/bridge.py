@@ -5,14 +5,25 @@ jobs) each own an event loop for their model calls (``core.loop.JobLoop``). Insi
 as in Jupyter, running a second loop in the same thread fails ("Cannot run the event loop while
 another loop is running"), so there the job runs in a worker thread of its own instead, and the
 ``_async`` forms always do, leaving the caller's loop free while the job runs.
+
+A notebook's stop button (SIGINT) raises ``KeyboardInterrupt`` in the thread that waits, not in
+the worker that runs the job. The waiter passes it on: it raises ``KeyboardInterrupt`` in the
+worker (``PyThreadState_SetAsyncExc``, and a wake-up of the worker's event loop so a job waiting
+for the network sees it at once), waits for the job to mark itself ``interrupted`` as it does
+after Ctrl-C in a command, and raises the job's ``Stopped`` (its id and how to resume it).
+A second interrupt while it waits stops waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from personahub.core.loop import wake
 
 T = TypeVar("T")
 
@@ -26,14 +37,87 @@ def loop_is_running() -> bool:
     return True
 
 
+class _Worker(threading.Thread):
+    """A daemon thread running ``job`` once, keeping its result or the exception it raised."""
+
+    def __init__(self, job: Callable[[], Any], on_finish: Callable[[], None] | None = None) -> None:
+        super().__init__(name="personahub-job", daemon=True)
+        self.job = job
+        self.on_finish = on_finish  # called last, once the result is kept
+        self.value: Any = None
+        self.error: BaseException | None = None
+        # waited on instead of ``join``: a join interrupted by Ctrl-C marks the thread stopped
+        # while it still runs (CPython's bpo-45274 handling), and a second join returns at once
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.value = self.job()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self.error = exc
+        finally:
+            self.finished.set()
+            if self.on_finish is not None:
+                self.on_finish()
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def interrupt(worker: _Worker) -> None:
+    """Raise ``KeyboardInterrupt`` in ``worker``'s thread (at its next Python instruction)."""
+    if worker.ident is None or worker.finished.is_set():
+        return
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident),
+                                               ctypes.py_object(KeyboardInterrupt))
+    wake(worker.ident)
+
+
+def _stopped(worker: _Worker, cause: KeyboardInterrupt) -> KeyboardInterrupt:
+    """What to raise once an interrupted worker has ended: the job's own ``Stopped`` line when
+    it marked itself, else the caller's interrupt."""
+    return worker.error if isinstance(worker.error, KeyboardInterrupt) else cause
+
+
 def call_blocking(job: Callable[[], T]) -> T:
     """``job()`` here, or in a worker thread (waited for) when this thread runs an event loop."""
     if not loop_is_running():
         return job()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="personahub-job") as pool:
-        return pool.submit(job).result()
+    worker = _Worker(job)
+    worker.start()
+    try:
+        worker.finished.wait()
+    except KeyboardInterrupt as exc:
+        interrupt(worker)
+        worker.finished.wait()
+        raise _stopped(worker, exc) from None
+    return worker.result()
 
 
 async def call_in_thread(job: Callable[[], T]) -> T:
-    """Await ``job()`` run in a worker thread, so the caller's loop keeps serving meanwhile."""
-    return await asyncio.to_thread(job)
+    """Await ``job()`` run in a worker thread, so the caller's loop keeps serving meanwhile; a
+    cancelled or interrupted await interrupts the job (marked ``interrupted``, resumable)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def wake_caller() -> None:
+        with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile
+            loop.call_soon_threadsafe(finish)
+
+    worker = _Worker(job, on_finish=wake_caller)
+    worker.start()
+    try:
+        await asyncio.shield(done)
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        interrupt(worker)
+        await asyncio.to_thread(worker.finished.wait)
+        if isinstance(exc, KeyboardInterrupt):
+            raise _stopped(worker, exc) from None
+        raise
+    return worker.result()

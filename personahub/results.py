@@ -2,10 +2,14 @@
 
 A handle holds ids and the database path, not a connection: every read opens the file read-only
 and closes it again, so a notebook never keeps the file locked against the next run or the CLI.
+In a notebook a handle shows as a short HTML card (``_repr_html_``): its ids, status, counts and
+a few sampled rows; ``repr`` is one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +55,39 @@ def _items_frame(db: Path, *, job: str | None = None, run: str | None = None) ->
         con.close()
 
 
-@dataclass(frozen=True, kw_only=True)
+#: the few rows a handle's card shows, sampled by a hash of their id (the same rows every time)
+SAMPLE_ROWS = 3
+_SAMPLES = {
+    "run": "SELECT step, agent_id, kind, text FROM emissions WHERE run_id = ? "
+           "ORDER BY hash(emission_id) LIMIT {n}",
+    "synthesis": "SELECT p.text AS persona, i.text FROM synth_items i LEFT JOIN personas p "
+                 "USING (persona_id) WHERE i.job_id = ? ORDER BY hash(i.item_id) LIMIT {n}",
+    "judge": "SELECT item_id, valid, criteria FROM judgments WHERE judge_id = ? "
+             "ORDER BY hash(item_id) LIMIT {n}",
+}
+_CELL = 120  # characters of a text cell in a card
+
+
+def _counts(summary: Any) -> dict[str, Any]:
+    """A summary's counts: its whole-number fields and small dicts of them (per kind, ...)."""
+    if summary is None or not dataclasses.is_dataclass(summary):
+        return {}
+    counts: dict[str, Any] = {}
+    for field in dataclasses.fields(summary):
+        value = getattr(summary, field.name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            counts[field.name] = value
+        elif isinstance(value, dict) and value and all(isinstance(v, int) for v in value.values()):
+            counts[field.name] = ", ".join(f"{k}={v}" for k, v in value.items())
+    return counts
+
+
+def _cut(value: Any) -> Any:
+    text = value if isinstance(value, str) else None
+    return text if text is None or len(text) <= _CELL else text[:_CELL - 1] + "…"
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
 class Job:
     """A finished (or stopped) job: ``kind``, ``job_id``, ``db`` and what the job function
     returned (``summary``); attributes the handle lacks are read from the summary."""
@@ -71,6 +107,49 @@ class Job:
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         """Any SQL over the database (read-only, analysis views installed) as a DataFrame."""
         return _read(self.db, query, params)
+
+    def _row(self) -> Any:
+        """The job's row of ``jobs`` (None for a handle whose job is not there)."""
+        from personahub.core.jobs_store import find_job
+        from personahub.core.store import connect
+
+        con = connect(self.db, read_only=True)
+        try:
+            return find_job(con, self.job_id)
+        finally:
+            con.close()
+
+    @property
+    def status(self) -> str:
+        """The job's status as the database has it now (finished, interrupted, ...)."""
+        row = self._row()
+        return str(row.status) if row is not None else "unknown"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kind={self.kind!r}, job_id={self.job_id!r}, db={str(self.db)!r})"
+
+    def sample(self, n: int = SAMPLE_ROWS) -> pd.DataFrame:
+        """A few of what the job made (the same rows each time), text cut to a line's length."""
+        query = _SAMPLES.get(self.kind)
+        frame = self.sql(query.format(n=int(n)), [self.job_id]) if query else self.items().head(n)
+        return frame.apply(lambda column: column.map(_cut))
+
+    def _repr_html_(self) -> str:
+        """The notebook's view: ids, status, counts and a few sampled rows."""
+        rows = [("kind", self.kind), ("id", self.job_id), ("status", self.status),
+                ("database", str(self.db)), *_counts(self.summary).items()]
+        head = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+                       f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+                       for k, v in rows)
+        try:
+            sample = self.sample()
+        except Exception as exc:  # noqa: BLE001 - a card shows what it can
+            body = f"<p>(no sample: {html.escape(type(exc).__name__)})</p>"
+        else:
+            body = (f"<p>{len(sample)} sampled rows</p>" + sample.to_html(index=False)
+                    if len(sample) else "<p>no rows yet</p>")
+        title = html.escape(f"{type(self).__name__} {self.job_id}")
+        return f"<div><strong>{title}</strong><table>{head}</table>{body}</div>"
 
     def calls(self) -> pd.DataFrame:
         """The job's model calls (``llm_calls``)."""
@@ -126,7 +205,7 @@ class Job:
             con.close()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class Run(Job):
     """A simulation run: ``run_id``, ``db``, the ``RunSummary`` and its tables as DataFrames."""
 
@@ -149,6 +228,59 @@ class Run(Job):
         """Rows of ``survey_answers`` for this run, by step, survey and agent."""
         return self.sql("SELECT * FROM survey_answers WHERE run_id = ? "
                         "ORDER BY step, survey_id, agent_id", [self.job_id])
+
+    def survey_shares(self, survey: str | None = None, *, wide: bool = False) -> pd.DataFrame:
+        """Each survey answer's share per step, tidy: one row per (survey_id, step, answer) with
+        ``n`` and ``share`` (the shares of a step sum to 1); answers in the survey's own order
+        (a categorical), choices nobody picked at a step as 0. ``survey`` keeps one survey;
+        ``wide=True`` (one survey) gives steps × answers, ready for ``.plot.bar(stacked=True)``."""
+        import pandas as pd
+
+        answers = self.sql(
+            "SELECT survey_id, step, coalesce(answer_choice, CAST(answer_scale AS VARCHAR), "
+            "answer_text) AS answer FROM survey_answers WHERE run_id = ?"
+            + (" AND survey_id = ?" if survey else ""),
+            [self.job_id, *([survey] if survey else [])])
+        frames = []
+        for survey_id, group in answers.groupby("survey_id", sort=True):
+            order = self._survey_options(str(survey_id))
+            order += sorted(set(group.answer.dropna()) - set(order))
+            counts = pd.crosstab(group.step, group.answer).reindex(columns=order, fill_value=0)
+            tidy = counts.stack().rename("n").reset_index()
+            tidy.insert(0, "survey_id", survey_id)
+            tidy["share"] = tidy.n / tidy.groupby("step").n.transform("sum")
+            tidy["answer"] = pd.Categorical(tidy.answer, categories=order, ordered=True)
+            frames.append(tidy)
+        columns = ["survey_id", "step", "answer", "n", "share"]
+        result = (pd.concat(frames, ignore_index=True) if frames
+                  else pd.DataFrame({c: [] for c in columns}))[columns]
+        if not wide:
+            return result
+        if result.survey_id.nunique() > 1:
+            from personahub.core.errors import PersonahubError
+
+            raise PersonahubError("survey_shares(wide=True): name one survey (survey=...)")
+        return result.pivot(index="step", columns="answer", values="share")
+
+    def _survey_options(self, survey_id: str) -> list[str]:
+        """The survey's answer options in its scenario's order (none for free answers)."""
+        row = self._row()
+        config = row.config if row is not None else {}
+        surveys = ((config.get("scenario") or {}).get("surveys")) or []
+        found: dict[str, Any] = next((s for s in surveys if s.get("id") == survey_id), {})
+        return [str(o) for o in found.get("options") or []]
+
+    def timeline(self) -> pd.DataFrame:
+        """One row per committed step: active agents, emissions, messages, survey answers,
+        failed actions, near-duplicates flagged, and the step's start and seconds."""
+        return self.sql(
+            "SELECT s.step, s.n_active AS active, s.n_emissions AS emissions, "
+            "s.n_messages AS messages, coalesce(s.n_answers, 0) AS survey_answers, "
+            "s.n_failed AS failed, coalesce(d.duplicates, 0) AS duplicates, s.started_at, "
+            "round(epoch(s.finished_at) - epoch(s.started_at), 3) AS seconds "
+            "FROM steps s LEFT JOIN (SELECT step, count(*) FILTER (WHERE is_duplicate) AS "
+            "duplicates FROM emissions WHERE run_id = ? GROUP BY step) d USING (step) "
+            "WHERE s.run_id = ? ORDER BY s.step", [self.job_id, self.job_id])
 
     def messages(self) -> pd.DataFrame:
         """Rows of ``messages`` for this run."""
@@ -174,7 +306,7 @@ class Run(Job):
         return await interview_async(question, run=self.job_id, db=self.db, llm=llm, **options)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class Judged(Job):
     """A judge (``personahub.judge``): ``judge_id``, ``db``, the ``JudgeSummary``, its
     judgments as a DataFrame and its validity figures."""

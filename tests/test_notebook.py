@@ -1,47 +1,103 @@
-"""examples/quickstart.ipynb runs as Jupyter runs it: its code cells in order, in one namespace,
-inside a running event loop (top-level ``await`` allowed), in a temporary folder, offline."""
+"""examples/quickstart.ipynb ships executed (every code cell has its outputs, none an error), and
+re-executes top to bottom in a fresh Jupyter kernel (nbclient, the [dev] extra), offline, in a
+temporary folder, with the same kinds of output in every cell as the shipped file.
+
+Rewrite the shipped outputs with ``python tests/test_notebook.py`` (from the repository root)
+after changing the notebook, and read the diff.
+"""
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import inspect
 import json
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "quickstart.ipynb"
+OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}  # the kernel plots inline
+ROOT = NOTEBOOK.parent.parent
 
 
-def code_cells(path: Path) -> list[str]:
-    """The notebook's code cells (nbformat 4 is JSON: no need for nbformat to read it)."""
+def load(path: Path) -> dict[str, Any]:
+    """The notebook as JSON (nbformat 4)."""
     notebook = json.loads(path.read_text(encoding="utf-8"))
     assert notebook["nbformat"] == 4
-    return ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    return notebook
 
 
-async def run_cells(cells: list[str], namespace: dict[str, Any]) -> None:
-    for number, source in enumerate(cells):
-        code = compile(source, f"<cell {number}>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        result = eval(code, namespace)  # noqa: S307 - our own notebook's cells
-        if inspect.iscoroutine(result):
-            await result
+def code_cells(notebook: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in notebook["cells"] if c["cell_type"] == "code"]
+
+
+def shape(notebook: dict[str, Any]) -> list[list[str]]:
+    """Per code cell, the kinds of its outputs (stream name, or the richest mime type)."""
+    kinds = []
+    for cell in code_cells(notebook):
+        kinds.append([o["name"] if o["output_type"] == "stream" else
+                      next(m for m in ("image/png", "text/html", "text/plain") if m in o["data"])
+                      if "data" in o else o["output_type"] for o in cell["outputs"]
+                      if not (o["output_type"] == "stream" and o["name"] == "stderr")])
+    return kinds
+
+
+def execute(folder: Path) -> dict[str, Any]:
+    """Run a copy of the notebook in ``folder`` in a fresh kernel (this interpreter's), offline;
+    returns the executed notebook."""
+    import nbclient
+    import nbformat
+
+    env = {**OFFLINE_ENV, "HF_HOME": str(folder / "hf"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    os.environ.pop("PERSONAHUB_LLM", None)
+    os.environ.pop("MPLBACKEND", None)
+    try:
+        notebook = nbformat.read(str(NOTEBOOK), as_version=4)
+        client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                         resources={"metadata": {"path": str(folder)}})
+        client.execute()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return json.loads(nbformat.writes(notebook))
+
+
+def test_the_notebook_ships_executed() -> None:
+    notebook = load(NOTEBOOK)
+    for number, cell in enumerate(code_cells(notebook)):
+        assert cell["execution_count"] == number + 1, "run it top to bottom once"
+        if number:  # the first cell imports and sets names: it prints nothing
+            assert cell["outputs"], f"code cell {number} has no output: python tests/test_notebook.py"
+        assert not [o for o in cell["outputs"] if o["output_type"] == "error"]
+    text = json.dumps(notebook)
+    assert "image/png" in text and "finished" in text  # the chart, and the run's card
+    assert "offline" in text and str(Path.home()) not in text  # no machine's paths shipped
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.delenv("PERSONAHUB_LLM", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # load_dataset's cache, not the user's
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    namespace: dict[str, Any] = {"__name__": "__main__"}
-    asyncio.run(run_cells(code_cells(NOTEBOOK), namespace))
-    shares = namespace["shares"]
-    assert list(shares.index) == [1, 3]
-    assert shares.sum(axis=1).round(6).tolist() == [1.0, 1.0]
+def test_the_notebook_runs_top_to_bottom_in_a_fresh_kernel(tmp_path: Path) -> None:
+    executed = execute(tmp_path)
+    for cell in code_cells(executed):
+        assert not [o for o in cell["outputs"] if o["output_type"] == "error"], cell["source"]
+    assert shape(executed) == shape(load(NOTEBOOK))  # the shipped outputs are this notebook's
     assert (tmp_path / "purchase_intent.png").stat().st_size > 1000
     assert len((tmp_path / "math.chat.jsonl").read_text(encoding="utf-8").splitlines()) == 5
-    assert namespace["job"].written == 5
+
+
+if __name__ == "__main__":  # rewrite the shipped outputs: python tests/test_notebook.py
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory() as scratch:
+        done = execute(Path(scratch))
+        text = json.dumps(done, indent=1, ensure_ascii=False).replace(scratch, ".")
+    NOTEBOOK.write_text(text + "\n", encoding="utf-8")
+    shutil.rmtree(Path(scratch), ignore_errors=True)
+    print(f"wrote {NOTEBOOK}")

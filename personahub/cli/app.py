@@ -13,7 +13,7 @@ Layout (the CLI is the outermost layer; no command module imports another, nor t
 in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
 consoles, errors, client, progress, the JSON result), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``calibrate`` (calibrate, calibrations), ``doctor``, ``jobs`` (jobs, resume),
+``judge``, ``calibrate`` (calibrate, calibrations), ``doctor``, ``jobs`` (jobs, runs, resume),
 ``show`` (one item, emission or persona), ``hub`` (personas import, sample, stats,
 export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
 ``personas`` (personas expand, from-text).
@@ -152,6 +152,7 @@ app.command()(cli_view.view)
 app.command()(cli_interview.interview)
 app.command()(cli_doctor.doctor)
 app.command()(cli_jobs.jobs)
+app.command()(cli_jobs.runs)
 app.command()(cli_jobs.resume)
 app.command()(cli_show.show)
 

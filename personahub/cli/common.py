@@ -58,6 +58,8 @@ class Chattiness:
 
     level: int = 0
     asked: int = 0  # what -q/-v asked in this invocation (0: neither yet)
+    as_json: bool = False  # --json given: a job that stops still prints its object
+    job: tuple[str, str, Path] | None = None  # (id key, id, db) of the job this invocation started
 
 
 _chat = Chattiness()
@@ -67,6 +69,7 @@ def reset_cli_state() -> None:
     """Back to normal chatter and results on stdout (each invocation starts here: tests run many
     in one process)."""
     _chat.level = _chat.asked = 0
+    _chat.as_json, _chat.job = False, None
     console.quiet = False
     out.stderr = False
 
@@ -240,6 +243,7 @@ def one_line_errors(func: F) -> F:
                 return func(*args, **kwargs)
         except PersonahubError as exc:
             error_line(str(exc))
+            _stopped_json(func.__name__)
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
         except duckdb.Error as exc:
             if not is_damage(exc):
@@ -250,6 +254,7 @@ def one_line_errors(func: F) -> F:
         except KeyboardInterrupt as exc:
             line = str(exc) if isinstance(exc, Stopped) else f"interrupted by {signal_name(exc)}"
             say((line, "bold red"), to=errors)
+            _stopped_json(func.__name__)
             raise typer.Exit(exit_code(exc)) from None
         except Exception:
             raise  # a bug: its traceback is what to report
@@ -263,6 +268,19 @@ def one_line_errors(func: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _stopped_json(function: str) -> None:
+    """Under ``--json``, the object of a job that started and then stopped (failed,
+    interrupted): the exit code stays the error's."""
+    if not _chat.as_json or _chat.job is None:
+        return
+    id_key, job_id, db = _chat.job
+    command = function.replace("personas_", "personas ").replace("_", "-")
+    try:
+        emit_job_json(command, db, job_id=job_id, id_key=id_key)
+    except PersonahubError:  # the database cannot be read back: the error line said why
+        pass
 
 
 def banner(client: StructuredCaller) -> None:
@@ -318,9 +336,19 @@ def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Pr
                        every_update=verbosity() > 0)
 
 
+_ID_KEYS = {"run": "run_id", "judge": "judge_id", "expansion": "expansion_id"}
+
+
 def started(what: str, key: str, db: Path) -> None:
     """Name a job on stderr as it starts: its id is what resumes it if it stops."""
     say(f"{what} ", (key, "bold"), f" started in {db}")
+    note_job(what, key, db)
+
+
+def note_job(what: str, key: str, db: Path) -> None:
+    """Remember the job this invocation runs (started or resumed): if it stops, ``--json``
+    still prints its object, with the status the job was left in."""
+    _chat.job = (_ID_KEYS.get(what, "job_id"), key, Path(db))
 
 
 def stored_flags(stored: Mapping[str, Any], default: ModelFlags) -> ModelFlags:
@@ -346,6 +374,7 @@ def json_mode(on: bool) -> bool:
     ``--json`` option's callback; ``reset_cli_state`` puts it back)."""
     if on:
         out.stderr = True
+        _chat.as_json = True
     return on
 
 
@@ -360,11 +389,11 @@ def emit_json(command: str, *, status: str, ids: Mapping[str, str | None],
               paths: Mapping[str, str | Path | None] | None = None, **more: Any) -> None:
     """Print a command's result as one JSON object on one line of stdout, for scripts, e.g.
 
-        {"command": "synthesize", "status": "done", "job_id": "...", "counts": {"items": 50},
+        {"command": "synthesize", "status": "finished", "job_id": "...", "counts": {"written": 50},
          "paths": {"db": "hub.duckdb", "out": "math.jsonl"}}
 
     ``ids`` become top-level keys (``job_id``, ``run_id``); ``status`` is the job's stored status
-    (``done``, ``failed``, ``interrupted``...); ``paths`` as given (None left out); ``more`` adds
+    (``finished``, ``failed``, ``interrupted``...); ``paths`` as given (None left out); ``more`` adds
     command-specific keys. A command taking ``--json`` declares ``as_json: JsonOption = False``
     (its callback sends ``out`` to stderr) and calls this function last, when ``as_json``; also
     when the job fails after it started: the object then says so, and the exit stays non-zero.
@@ -375,6 +404,28 @@ def emit_json(command: str, *, status: str, ids: Mapping[str, str | None],
     record.update(more)
     sys.stdout.write(json.dumps(record, default=str) + "\n")
     sys.stdout.flush()
+
+
+def emit_job_json(command: str, db: Path, *, job_id: str | None, kind: str | None = None,
+                  id_key: str = "job_id", counts: Mapping[str, int | float | None] | None = None,
+                  paths: Mapping[str, str | Path | None] | None = None, **more: Any) -> None:
+    """``emit_json`` for a job the command just ran: its status as the ``jobs`` table stores it
+    (with ``kind`` and no ``job_id``: the newest job of that kind), ``paths`` with ``db``."""
+    from personahub.core.jobs_store import find_job, list_jobs
+    from personahub.core.store import connect
+
+    status = "finished"
+    if Path(db).exists():
+        con = connect(db, read_only=True)
+        try:
+            row = find_job(con, job_id) if job_id else next(iter(list_jobs(con, kind=kind)), None) \
+                if kind else None
+        finally:
+            con.close()
+        if row is not None:
+            job_id, status = row.job_id, row.status
+    emit_json(command, status=status, ids={id_key: job_id}, counts=counts,
+              paths={"db": db, **(paths or {})}, **more)
 
 
 def missing_argument(ctx: typer.Context, name: str) -> NoReturn:

@@ -19,10 +19,12 @@ from personahub.cli.common import (
     CacheOption,
     DbOption,
     ExecutorOption,
+    JsonOption,
     RayAddressOption,
     RayWorkersOption,
     RpsOption,
     console,
+    emit_job_json,
     given_on_command_line,
     job_progress,
     one_line_errors,
@@ -111,6 +113,7 @@ def personas_dedup(
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Flag near-duplicate personas: MinHash LSH, then embedding similarity (never deletes).
 
@@ -145,6 +148,11 @@ def personas_dedup(
         console.print("stage 2 used the 'hash' embedder (feature hashing, not a neural model); "
                       "--embedder local or openai:<model> gives the paper's semantic stage.", soft_wrap=True)
     out.print(str(summary), highlight=False, soft_wrap=True)
+    if as_json:
+        emit_job_json("personas dedup", db, job_id=job.job_id or None,
+                      kind="dedup" if config.embedder is not None else None,
+                      counts={"marked": summary.marked,
+                              **{f"{s.stage}_marked": s.marked for s in summary.stages}})
 
 
 # stage-2 embedders that compute no model's vectors: cheap enough for the driver on any executor

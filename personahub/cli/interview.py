@@ -14,6 +14,7 @@ from rich.table import Table
 from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
+    JsonOption,
     LlmOption,
     MaxFailedShareOption,
     MaxTokensOption,
@@ -25,6 +26,7 @@ from personahub.cli.common import (
     TopPOption,
     banner,
     command_client,
+    emit_job_json,
     one_line_errors,
     out,
     say,
@@ -72,6 +74,7 @@ def interview(
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
     from each agent's stored state at a step and go to the interviews table (the run itself is
@@ -91,11 +94,16 @@ def interview(
     with job_loop() as loop:
         results = loop.run(ask(client, prepared))
     result = write(db, client, prepared, results)
-    if output == "json":
-        sys.stdout.write(json.dumps(as_json(result), ensure_ascii=False, default=str, indent=2) + "\n")
+    if output == "json" and not as_json:
+        sys.stdout.write(json.dumps(answers_json(result), ensure_ascii=False, default=str,
+                                    indent=2) + "\n")
     else:
         _table(result)
     _account(result, results, max_failed_share)
+    if as_json:
+        emit_job_json("interview", db, job_id=result.batch_id, id_key="batch_id",
+                      counts={"asked": len(result.rows), "answered": len(result.rows) - result.failed,
+                              "failed": result.failed}, run_id=result.run_id, step=result.step)
 
 
 def _account(result: InterviewResult, results: list[Any], max_failed_share: float | None) -> None:
@@ -117,7 +125,7 @@ def _account(result: InterviewResult, results: list[Any], max_failed_share: floa
         raise PersonahubError(reason + again)
 
 
-def as_json(result: InterviewResult) -> dict[str, Any]:
+def answers_json(result: InterviewResult) -> dict[str, Any]:
     """The interview as one JSON object (the engine named, one entry per agent)."""
     return {
         "batch_id": result.batch_id, "run_id": result.run_id, "step": result.step,

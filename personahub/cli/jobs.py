@@ -1,4 +1,5 @@
-"""``personahub jobs`` (every job of every kind, from the ``jobs`` table) and ``personahub resume
+"""``personahub jobs`` (every job of every kind, from the ``jobs`` table), ``personahub runs`` (the
+simulation runs, with their scenario and steps) and ``personahub resume
 ID`` (any job, by its id alone: the kernel for a kind that is a job spec, the kind's own command
 for the others, through the one table below)."""
 
@@ -12,10 +13,12 @@ import typer
 
 from personahub.cli.common import (
     DbOption,
+    JsonOption,
     LlmOption,
     MaxFailedShareOption,
     RayAddressOption,
     RayWorkersOption,
+    emit_job_json,
     one_line_errors,
     out,
     say,
@@ -96,6 +99,43 @@ def jobs(
 
 
 @one_line_errors
+def runs(
+    db: DbOption = Path(DEFAULT_DB),
+    status: Annotated[str | None, typer.Option(help="Only runs with this status (running, "
+                                                    "finished, failed, interrupted, ...).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
+) -> None:
+    """List the runs in the database, newest first: id, scenario, status, steps, started."""
+    from rich.table import Table
+
+    from personahub.core.jobs_store import list_runs
+    from personahub.core.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        rows = list_runs(con, status=status)
+    finally:
+        con.close()
+    listed = [{**{k: v for k, v in r.items() if not k.endswith("_at")},
+               "started": _stamp(r["started_at"]), "finished": _stamp(r["finished_at"])}
+              for r in rows]
+    if as_json:
+        out.print(json.dumps(listed, ensure_ascii=False), highlight=False, soft_wrap=True)
+        return
+    if not listed:
+        say(f"no runs in {db}", to=out)
+        return
+    table = Table(title=f"runs in {db} (newest first)")
+    table.add_column("run", no_wrap=True)  # what the user copies: never wrapped
+    for name in ("scenario", "status", "steps", "started (UTC)"):
+        table.add_column(name)
+    for run in listed:
+        table.add_row(run["run_id"], run["scenario"], run["status"],
+                      f"{run['steps_done']}/{run['steps_planned']}", run["started"])
+    out.print(table)
+
+
+@one_line_errors
 def resume(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(help="The job's id (personahub jobs lists them).")],
@@ -109,6 +149,7 @@ def resume(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Resume any stopped job by its id: it goes on with its own settings (what it makes, its
     seed and generation settings), asking with the model, cache and executor given here.
@@ -127,15 +168,15 @@ def resume(
     if row is None:
         raise PersonahubError(f"resume {job_id}: no such job in {db} (personahub jobs lists them)")
     if row.kind in NOT_YET_SPECS:
-        _by_command(ctx, row.kind, job_id, db, llm)
+        _by_command(ctx, row.kind, job_id, db, llm, as_json)
         return
     given = {"llm": resolve_spec(llm), "cache": cache, "executor": executor,
              "ray_address": ray_address, "ray_workers": ray_workers,
              "max_failed_share": max_failed_share}
-    _by_kernel(row.kind, job_id, db, {k: v for k, v in given.items() if v is not None})
+    _by_kernel(row.kind, job_id, db, {k: v for k, v in given.items() if v is not None}, as_json)
 
 
-def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any]) -> None:
+def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any], as_json: bool) -> None:
     """A job spec's job, through the kernel; its report printed."""
     from personahub import runtime
     from personahub.cli.common import banner
@@ -156,12 +197,27 @@ def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any]) -> None
         say("job ", (job_id, "bold"), " already finished; nothing to resume")
     for line in spec.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
+    if as_json:
+        emit_job_json("resume", db, job_id=job_id, counts=summary_counts(result.summary),
+                      kind=kind)
 
 
-def _by_command(ctx: typer.Context, kind: str, job_id: str, db: Path, llm: str | None) -> None:
-    """A kind not yet a spec: its own command's ``--resume`` (in this process)."""
+def summary_counts(summary: Any) -> dict[str, int]:
+    """The whole-number fields of a spec's summary (a dataclass), for ``--json``."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(summary):
+        return {}
+    values = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
+    return {k: v for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _by_command(ctx: typer.Context, kind: str, job_id: str, db: Path, llm: str | None,
+                as_json: bool) -> None:
+    """A kind not yet a spec: its own command's ``--resume`` (in this process; its ``--json``
+    object is the result)."""
     command, takes_llm = NOT_YET_SPECS[kind]
-    argv = [*command, "--resume", job_id, "--db", str(db)]
+    argv = [*command, "--resume", job_id, "--db", str(db), *(["--json"] if as_json else [])]
     if llm is not None and takes_llm:
         argv += ["--llm", llm]
     root = ctx.find_root().command  # the personahub app (a command module imports no other)

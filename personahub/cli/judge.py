@@ -12,6 +12,7 @@ import typer
 from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
+    JsonOption,
     LlmOption,
     MaxFailedShareOption,
     MaxTokensOption,
@@ -24,6 +25,7 @@ from personahub.cli.common import (
     TopPOption,
     banner,
     command_client,
+    emit_job_json,
     job_progress,
     one_line_errors,
     out,
@@ -55,6 +57,7 @@ def judge(
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Ask a model whether each item meets its kind's criteria; print the validity rate with a
     95% interval. Re-running the same judge skips the items it has rated."""
@@ -98,3 +101,9 @@ def judge(
     if summary.failed:
         out.print("run the same command again to retry the failed items", highlight=False,
                   soft_wrap=True)
+    if as_json:
+        emit_job_json("judge", db, job_id=summary.judge_id, id_key="judge_id",
+                      counts={"selected": summary.selected, "judged": summary.judged,
+                              "already_judged": summary.skipped_done, "failed": summary.failed},
+                      target={"kind": summary.target_kind, "id": summary.target_id},
+                      validity=None if figures is None else figures.valid.as_dict())

@@ -20,6 +20,7 @@ from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
     ExecutorOption,
+    JsonOption,
     LanguageOption,
     LlmOption,
     MaxFailedShareOption,
@@ -37,9 +38,11 @@ from personahub.cli.common import (
     banner,
     command_client,
     console,
+    emit_job_json,
     given_on_command_line,
     job_progress,
     missing_argument,
+    note_job,
     one_line_errors,
     out,
     print_preview,
@@ -209,6 +212,7 @@ def personas_expand(
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
     preview: PreviewOption = DEFAULT_PREVIEW,
+    as_json: JsonOption = False,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
 
@@ -266,14 +270,16 @@ def personas_expand(
             link_embedder=None if link_embedder.lower() == "none" else link_embedder,
             config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings(),
                     "max_failed_share": max_failed_share},
-            target=target, max_failed_share=max_failed_share, preview=preview)
+            target=target, max_failed_share=max_failed_share, preview=preview,
+            as_json=as_json)
 
 
 def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fanout: int,
             resume: str | None, batch_size: int, language: str | None,
             config: dict[str, Any], link_candidates: int = 0,
             link_embedder: str | None = None, target: Any = None,
-            max_failed_share: float = DEFAULT_MAX_FAILED_SHARE, preview: int = 0) -> None:
+            max_failed_share: float = DEFAULT_MAX_FAILED_SHARE, preview: int = 0,
+            as_json: bool = False) -> None:
     """Run the expansion job on ``con`` (closed at the end) and print its summary; ``target``
     (a ``RayTarget``) asks each batch's calls on Ray workers."""
     from personahub.analysis.kept import kept_lines
@@ -327,6 +333,13 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
     for line in kept:
         out.print(line, highlight=False, soft_wrap=True)
     print_preview("expansion", summary.expansion_id, preview, db=db)
+    if as_json:
+        emit_job_json("personas expand", db, job_id=summary.expansion_id, id_key="expansion_id",
+                      counts={"hops": summary.hops, "asked": summary.asked,
+                              "new_personas": summary.new_personas,
+                              "merged_into_existing": summary.merged_into_existing,
+                              "relations": summary.edges, "linked": summary.linked,
+                              "failed_calls": summary.failed_calls})
 
 
 def _text_job(con: Any, db: Path, resume: str,
@@ -410,6 +423,7 @@ def personas_from_text(
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
     preview: PreviewOption = DEFAULT_PREVIEW,
+    as_json: JsonOption = False,
 ) -> None:
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
 
@@ -473,6 +487,7 @@ def personas_from_text(
                                    "text_column": text_column, "id_column": id_column,
                                    "split": split, "limit": limit, "skip_bad": skip_bad,
                                    "max_failed_share": share})
+        note_job("text_to_persona", job_id, db)
         summary = _text_to_persona(con, client, texts, db=db, name=name, job_id=job_id,
                                    relations=chosen,
                                    per_text=per_text, limit=limit, batch_size=batch_size,
@@ -493,6 +508,12 @@ def personas_from_text(
         for example in stats.bad_examples:
             out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
     print_preview("corpus", name, preview, db=db)
+    if as_json:
+        emit_job_json("personas from-text", db, job_id=job_id, paths={"corpus": corpus},
+                      counts={"texts": summary.texts, "already_done": summary.already_done,
+                              "asked": summary.asked, "failed_calls": summary.failed_calls,
+                              "personas": summary.personas, "new_personas": summary.new_personas,
+                              "bad_records": stats.bad}, corpus=name)
 
 
 def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, job_id: str,

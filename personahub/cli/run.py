@@ -19,6 +19,7 @@ from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
     ExecutorOption,
+    JsonOption,
     LlmOption,
     MaxFailedShareOption,
     MaxTokensOption,
@@ -33,7 +34,9 @@ from personahub.cli.common import (
     TimeoutOption,
     TopPOption,
     banner,
+    emit_job_json,
     job_progress,
+    note_job,
     one_line_errors,
     out,
     print_preview,
@@ -90,6 +93,7 @@ def run(
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
     preview: PreviewOption = DEFAULT_PREVIEW,
+    as_json: JsonOption = False,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
     from personahub.analysis.live_view import RunView
@@ -105,6 +109,8 @@ def run(
             watcher.stop()
         raise
     print_preview("run", summary.run_id, preview, db=Path(summary.db))
+    if as_json:
+        emit_job_json("run", db, job_id=summary.run_id, id_key="run_id", counts=run_counts(summary))
     if watcher is not None:
         watcher.linger()
 
@@ -145,6 +151,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
     def on_start(run_id: str, resumed: bool) -> None:
         if resumed:
             say("resuming run ", (run_id, "bold"), f" in {db}")
+            note_job("run", run_id, db)
         else:
             started("run", run_id, db)
         if watcher is not None:
@@ -184,6 +191,14 @@ def _resumed(run_id: str, db: Path, llm: str | None, offline_latency: float, whe
     return resume_settings(run_id, db, llm=None if llm is None else resolve_spec(llm),
                            offline_latency_s=offline_latency, max_failed_share=max_failed_share,
                            **where._asdict())
+
+
+def run_counts(summary: Any) -> dict[str, int]:
+    """A run's counts for ``--json``."""
+    return {"agents": summary.agents, "steps": summary.steps,
+            "emissions": sum(summary.emissions_by_kind.values()), "messages": summary.messages,
+            "survey_answers": summary.answers, "duplicates": summary.duplicates,
+            "failed_actions": summary.failed_actions, "llm_calls": sum(summary.calls.values())}
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
@@ -230,10 +245,13 @@ def print_summary(summary: Any) -> None:
     out.print(table)
     db = summary.db
     out.print("Try:", soft_wrap=True)
-    out.print(f"  personahub sql --db {db} \"select kind, count(*) from emissions group by 1\"",
+    run = f"run_id = '{summary.run_id}'"  # a database holds many runs: each hint names this one
+    out.print(f"  personahub sql --db {db} \"select kind, count(*) from emissions where {run} "
+              "group by 1\"", highlight=False, soft_wrap=True)
+    out.print(f"  personahub sql --db {db} \"select * from v_run_cost where {run}\"",
               highlight=False, soft_wrap=True)
     out.print(f"  personahub sql --db {db} \"select step, text from emissions where kind = "
-              f"'npc_dialogue' and run_id = '{summary.run_id}' limit 5\"",
+              f"'npc_dialogue' and {run} limit 5\"",
               highlight=False, soft_wrap=True)
 
 

@@ -59,7 +59,8 @@ def sql(
     Every statement that returns rows prints its result, in order; in every format the results
     of several statements are separated by one empty line (json: one array per result). The
     statuses of other statements (CREATE, SET) are not printed. The views of
-    ``analysis/views.sql`` (v_duplicate_rate, v_run_usage, ...) are installed as TEMP views.
+    ``analysis/views.sql`` (v_duplicate_rate, v_run_usage, ...) are stored in the database file
+    (any DuckDB client sees them) and laid over as TEMP views here, as this version writes them.
 
     Nothing the SQL does reaches the database file, its WAL or its temp folder. The SQL cannot
     touch other files (unless --allow-files, to read, or --allow-writes DIR), install or load
@@ -69,7 +70,7 @@ def sql(
 
         personahub sql "select kind, count(*) from emissions group by 1"
         personahub sql --format csv --no-header "select persona_id from personas" > ids.csv
-        run=$(personahub sql --scalar "select run_id from runs order by started_at desc limit 1")
+        n=$(personahub sql --scalar "select count(*) from personas where not is_duplicate")
     """
     from personahub.analysis.user_sql import user_query_results
 

@@ -15,6 +15,7 @@ from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
     ExecutorOption,
+    JsonOption,
     LlmOption,
     MaxFailedShareOption,
     MaxTokensOption,
@@ -29,8 +30,10 @@ from personahub.cli.common import (
     TimeoutOption,
     TopPOption,
     banner,
+    emit_job_json,
     error_line,
     job_progress,
+    note_job,
     one_line_errors,
     out,
     print_preview,
@@ -123,6 +126,7 @@ def synthesize(
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
     preview: PreviewOption = DEFAULT_PREVIEW,
+    as_json: JsonOption = False,
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items.
 
@@ -167,6 +171,7 @@ def synthesize(
     def on_start(job_id: str, resumed: bool) -> None:
         if resumed:
             say("resuming job ", (job_id, "bold"), f" in {db}")
+            note_job("job", job_id, db)
         else:
             started("job", job_id, db)
 
@@ -186,6 +191,12 @@ def synthesize(
         _export(db, out_file, "personahub", job=summary.job_id, overwrite=force)
     out.print(lines[-1], highlight=False, soft_wrap=True)  # how to export it
     print_preview("job", summary.job_id, preview, db=db)
+    if as_json:
+        emit_job_json("synthesize", db, job_id=summary.job_id, paths={"out": out_file},
+                      counts={"selected": summary.selected, "written": summary.written,
+                              "already_done": summary.skipped_done, "failed": summary.failed,
+                              "duplicates": summary.duplicates, "solved": summary.solved},
+                      task=summary.task, shortfall=summary.shortfall or None)
     if summary.shortfall:
         if not allow_fewer:
             error_line(f"{summary.shortfall} (--allow-fewer accepts fewer)")

@@ -26,8 +26,11 @@ end raises ``Stalled`` (a resumable stop) once no call completed for the client'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
+import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -116,12 +119,25 @@ class RunLoop(asyncio.SelectorEventLoop):
         return future
 
 
+# the job loops of each thread (by thread id), so another thread can wake them (``wake``)
+_LOOPS: dict[int, weakref.WeakSet[asyncio.AbstractEventLoop]] = {}
+
+
 def new_run_loop() -> asyncio.AbstractEventLoop:
     """A fresh ``RunLoop`` whose default executor is an ``InlineExecutor`` (for code that
     submits to the executor itself)."""
     loop = RunLoop()
     loop.set_default_executor(InlineExecutor(max_workers=4, thread_name_prefix="personahub-dns"))
+    _LOOPS.setdefault(threading.get_ident(), weakref.WeakSet()).add(loop)
     return loop
+
+
+def wake(thread_id: int) -> None:
+    """Wake the job loops of thread ``thread_id`` from another thread: a loop waiting for the
+    network runs Python again, so an interrupt sent to that thread is raised at once."""
+    for loop in list(_LOOPS.get(thread_id, ())):
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing to wake
+            loop.call_soon_threadsafe(lambda: None)
 
 
 def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from personahub.core.dbcheck import (
 )
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.migrate import legacy_views, migrate
+from personahub.core.stored_views import sync_views
 
 DEFAULT_DB = "personahub.duckdb"
 
@@ -68,7 +69,9 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     """Open (and for writers, create and migrate) the database at ``path``.
 
     A file written by an older personahub is migrated by the first writer that opens it; a
-    reader sees it in this schema's shape through temporary views (``core.migrate``).
+    reader sees it in this schema's shape through temporary views (``core.migrate``). A writer
+    also stores the analysis views in the file when it lacks this version's (``core.stored_views``);
+    a reader writes nothing.
 
     An existing file is checked before anything is written to it (``personahub/core/dbcheck.py``):
     a file that is not DuckDB, a DuckDB file of another program, or (for writers) a file with a
@@ -110,6 +113,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         ddl = schema_sql()
         con.execute(ddl)
         migrate(con, ddl, path)  # an older file's job tables, once (personahub/core/migrate.py)
+        sync_views(con)  # the analysis views, in the file for any DuckDB client (stored_views.py)
     except BaseException:
         con.close()
         raise

@@ -1,0 +1,82 @@
+"""The analysis views stored in the database file, so any DuckDB client sees them.
+
+``analysis/views.sql`` (``v_run_cost``, ``v_duplicate_rate``, ...) is created in the file by
+every writer that opens it (``core.store.connect``), so the ``duckdb`` CLI, DBeaver or
+``duckdb.connect`` find the same views as ``personahub sql``. The file records which text of the
+views it holds (``schema_meta``: ``views_version``, a hash of the SQL, and ``views``, their
+names): a writer re-creates them only when the installed text differs, and drops views an older
+version stored that this one no longer has. A read-only connection never writes: the commands'
+own readers still lay TEMP copies over them (``analysis.views.install_views``), which match the
+installed code even on a file last written by another version.
+
+The core reads ``views.sql`` as data from the analysis package; it imports no analysis code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+
+import duckdb
+
+VERSION_KEY = "views_version"
+NAMES_KEY = "views"
+
+
+def views_text() -> str:
+    """The text of ``analysis/views.sql``, as installed."""
+    return resources.files("personahub.analysis").joinpath("views.sql").read_text(encoding="utf-8")
+
+
+def statements(text: str, *, temporary: bool) -> list[str]:
+    """The CREATE VIEW statements of ``text``, TEMP or stored in the file."""
+    text = text.replace("{temp}", "TEMP" if temporary else "")
+    return [s.strip() for s in text.split("\n;") if "CREATE" in s]
+
+
+def view_names(text: str) -> list[str]:
+    """The names of the views ``text`` creates, in order."""
+    names = []
+    for statement in statements(text, temporary=False):
+        words = statement[statement.index("CREATE"):].split()
+        names.append(words[words.index("VIEW") + 1])
+    return names
+
+
+def version(text: str) -> str:
+    """What identifies one text of the views (any change re-creates them)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    rows = con.execute("SELECT value FROM schema_meta WHERE key = ?", [key]).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
+def _stored(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute("SELECT view_name FROM duckdb_views() WHERE database_name = "
+                       "current_database() AND schema_name = 'main' AND NOT temporary").fetchall()
+    return {r[0] for r in rows}
+
+
+def sync_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
+    """On a writable connection: store the views of ``text`` (default: the installed
+    ``views.sql``) unless the file holds them already; True when they were (re-)created."""
+    text = views_text() if text is None else text
+    wanted, names = version(text), view_names(text)
+    if _meta(con, VERSION_KEY) == wanted and set(names) <= _stored(con):
+        return False
+    previous = set(filter(None, (_meta(con, NAMES_KEY) or "").split(",")))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for name in sorted(previous - set(names)):
+            con.execute(f'DROP VIEW IF EXISTS "{name}"')
+        for statement in statements(text, temporary=False):
+            con.execute(statement)
+        con.execute("INSERT OR REPLACE INTO schema_meta VALUES (?, ?), (?, ?)",
+                    [VERSION_KEY, wanted, NAMES_KEY, ",".join(names)])
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+    return True
