@@ -339,6 +339,11 @@ def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Pr
 _ID_KEYS = {"run": "run_id", "judge": "judge_id", "expansion": "expansion_id"}
 
 
+def job_id_key(kind: str) -> str:
+    """The key ``--json`` names a job's id by (``run_id`` for a run, ``job_id`` by default)."""
+    return _ID_KEYS.get(kind, "job_id")
+
+
 def started(what: str, key: str, db: Path) -> None:
     """Name a job on stderr as it starts: its id is what resumes it if it stops."""
     say(f"{what} ", (key, "bold"), f" started in {db}")
@@ -348,7 +353,7 @@ def started(what: str, key: str, db: Path) -> None:
 def note_job(what: str, key: str, db: Path) -> None:
     """Remember the job this invocation runs (started or resumed): if it stops, ``--json``
     still prints its object, with the status the job was left in."""
-    _chat.job = (_ID_KEYS.get(what, "job_id"), key, Path(db))
+    _chat.job = (job_id_key(what), key, Path(db))
 
 
 def stored_flags(stored: Mapping[str, Any], default: ModelFlags) -> ModelFlags:

@@ -19,6 +19,7 @@ from personahub.cli.common import (
     RayAddressOption,
     RayWorkersOption,
     emit_job_json,
+    job_id_key,
     one_line_errors,
     out,
     say,
@@ -198,7 +199,13 @@ def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any], as_json
     for line in spec.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
     if as_json:
-        emit_job_json("resume", db, job_id=job_id, counts=summary_counts(result.summary),
+        if kind == "run":
+            from personahub.cli.run import run_counts
+
+            counts = run_counts(result.summary)
+        else:
+            counts = summary_counts(result.summary)
+        emit_job_json("resume", db, job_id=job_id, id_key=job_id_key(kind), counts=counts,
                       kind=kind)
 
 
