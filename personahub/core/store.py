@@ -41,10 +41,18 @@ def schema_sql() -> str:
     return resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
+# DuckDB's refusal of a second connection to a file this process holds with other settings
+SAME_FILE_OTHER_CONFIG = "different configuration than existing connections"
+
+
 def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as exc:
+        if read_only and SAME_FILE_OTHER_CONFIG in str(exc):
+            # this process already holds the file read-write (``run --view``'s live view): DuckDB
+            # opens it once per process, so a reader shares that instance and only reads
+            return duckdb.connect(str(path))
         if is_damage(exc):
             raise DatabaseFileError(f"--db {path}: the database file is damaged "
                                     f"({first_line(exc)}); nothing was written to it") from None
