@@ -38,10 +38,13 @@ def shape(notebook: dict[str, Any]) -> list[list[str]]:
     """Per code cell, the kinds of its outputs (stream name, or the richest mime type)."""
     kinds = []
     for cell in code_cells(notebook):
-        kinds.append([o["name"] if o["output_type"] == "stream" else
+        cell_kinds = [o["name"] if o["output_type"] == "stream" else
                       next(m for m in ("image/png", "text/html", "text/plain") if m in o["data"])
                       if "data" in o else o["output_type"] for o in cell["outputs"]
-                      if not (o["output_type"] == "stream" and o["name"] == "stderr")])
+                      if not (o["output_type"] == "stream" and o["name"] == "stderr")]
+        # a kernel may flush one print's text as one stream output or several: count it once
+        kinds.append([k for i, k in enumerate(cell_kinds)
+                      if not (k == "stdout" and i and cell_kinds[i - 1] == "stdout")])
     return kinds
 
 

@@ -486,3 +486,11 @@ def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
     console.print(table, highlight=False)
     say(f"  personahub show {preview.samples[0].item_id} --db {db}  "
         "prints one whole; --preview 0 leaves this table out")
+
+
+def run_counts(summary: Any) -> dict[str, int]:
+    """A run's counts for ``--json``."""
+    return {"agents": summary.agents, "steps": summary.steps,
+            "emissions": sum(summary.emissions_by_kind.values()), "messages": summary.messages,
+            "survey_answers": summary.answers, "duplicates": summary.duplicates,
+            "failed_actions": summary.failed_actions, "llm_calls": sum(summary.calls.values())}

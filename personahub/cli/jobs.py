@@ -22,6 +22,7 @@ from personahub.cli.common import (
     job_id_key,
     one_line_errors,
     out,
+    run_counts,
     say,
     unreachable,
 )
@@ -200,8 +201,6 @@ def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any], as_json
         out.print(line, highlight=False, soft_wrap=True)
     if as_json:
         if kind == "run":
-            from personahub.cli.run import run_counts
-
             counts = run_counts(result.summary)
         else:
             counts = summary_counts(result.summary)

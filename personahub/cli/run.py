@@ -40,6 +40,7 @@ from personahub.cli.common import (
     one_line_errors,
     out,
     print_preview,
+    run_counts,
     say,
     started,
     unreachable,
@@ -191,14 +192,6 @@ def _resumed(run_id: str, db: Path, llm: str | None, offline_latency: float, whe
     return resume_settings(run_id, db, llm=None if llm is None else resolve_spec(llm),
                            offline_latency_s=offline_latency, max_failed_share=max_failed_share,
                            **where._asdict())
-
-
-def run_counts(summary: Any) -> dict[str, int]:
-    """A run's counts for ``--json``."""
-    return {"agents": summary.agents, "steps": summary.steps,
-            "emissions": sum(summary.emissions_by_kind.values()), "messages": summary.messages,
-            "survey_answers": summary.answers, "duplicates": summary.duplicates,
-            "failed_actions": summary.failed_actions, "llm_calls": sum(summary.calls.values())}
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
