@@ -95,8 +95,9 @@ def invoke(*args: str) -> tuple[int, str]:
 
 def assert_ends_clearly(code: int, output: str) -> None:
     """The command ran to its end: exit 0, or exit 1 because the tiny model's answers were all
-    (or, for a synthesis, some: it holds fewer items than asked) refused as weak (cut off, or rejected by the gate: the failure policy records and counts
-    them), said in one ``error:`` line. An endpoint failure (unreachable, refused, timed out)
+    (for a synthesis, some: it holds fewer items than asked) refused as weak (cut off, or
+    rejected by the gate: the failure policy records and counts them), said in one ``error:``
+    line. An endpoint failure (unreachable, refused, timed out)
     or a traceback fails the test."""
     if code == 0:
         return
