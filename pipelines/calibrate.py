@@ -296,11 +296,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
     id_prefix = "calib"
 
     def model_settings(self, config: CalibrateConfig) -> LLMSettings:
-        return LLMSettings(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
-                           timeout_s=config.timeout_s, structured=config.structured,  # type: ignore[arg-type]
-                           max_tokens=config.max_tokens, temperature=config.temperature,
-                           top_p=config.top_p, rps=config.rps,
-                           offline_latency_s=config.offline_latency_s)
+        return LLMSettings.of_job(config)
 
     def prepare(self, ctx: JobContext[CalibrateConfig]) -> None:
         """The questions, human answers and panels: read and drawn (a new job), or the job's."""

@@ -198,11 +198,7 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
     id_prefix = "popwrite"
 
     def model_settings(self, config: WriteConfig) -> LLMSettings:
-        return LLMSettings(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
-                           timeout_s=config.timeout_s, structured=config.structured,  # type: ignore[arg-type]
-                           max_tokens=config.max_tokens, temperature=config.temperature,
-                           top_p=config.top_p, rps=config.rps,
-                           offline_latency_s=config.offline_latency_s)
+        return LLMSettings.of_job(config)
 
     def prepare(self, ctx: JobContext[WriteConfig]) -> None:
         population = ctx.config.draw()

@@ -332,11 +332,7 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
     id_prefix = "synth"
 
     def model_settings(self, config: SynthConfig) -> LLMSettings:
-        return LLMSettings(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
-                           timeout_s=config.timeout_s, structured=config.structured,  # type: ignore[arg-type]
-                           max_tokens=config.max_tokens, temperature=config.temperature,
-                           top_p=config.top_p, rps=config.rps,
-                           offline_latency_s=config.offline_latency_s)
+        return LLMSettings.of_job(config)
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
         """A job from before sampling took the hub's first N (``head``)."""

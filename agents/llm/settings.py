@@ -75,6 +75,15 @@ class LLMSettings:
     offline_latency_s: float = 0.0
     rps: float | None = None
 
+    @classmethod
+    def of_job(cls, config: Any) -> LLMSettings:
+        """The settings of a job config holding the usual model fields (``llm``, ``seed``,
+        ``concurrency``, ``timeout_s``, ``structured``, ``max_tokens``, ``temperature``,
+        ``top_p``, ``rps``, ``offline_latency_s``): what a job spec's ``model_settings`` returns."""
+        return cls(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
+                   timeout_s=config.timeout_s, structured=config.structured,
+                   max_tokens=config.max_tokens, temperature=config.temperature,
+                   top_p=config.top_p, rps=config.rps, offline_latency_s=config.offline_latency_s)
     def __post_init__(self) -> None:
         try:  # every job's client is built here: one check of these for all of them
             check_seed(self.seed)
