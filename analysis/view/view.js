@@ -244,8 +244,59 @@ function renderList(id, items, render) {
   }
 }
 
+function renderSteering(steering) {
+  // shown only by the view of ``run --view``, which runs the run it shows
+  const box = document.getElementById("steer");
+  box.hidden = !steering;
+  if (!steering) return;
+  const over = steering.over;
+  for (const id of ["steer-pause", "steer-step", "steer-resume", "steer-inject", "steer-text"]) {
+    document.getElementById(id).disabled = over;
+  }
+  document.getElementById("steer-pause").disabled = over || steering.paused;
+  document.getElementById("steer-resume").disabled = over || !steering.paused;
+  let text;
+  if (over) text = "the run is over";
+  else if (steering.paused && steering.waiting_before) text = `paused before step ${steering.waiting_before}`;
+  else if (steering.paused) text = "pausing after the step running now";
+  else text = "running";
+  if (steering.queued.length) text += ` · ${steering.queued.length} event(s) queued for the next step`;
+  const line = document.getElementById("steer-state");
+  if (!line.classList.contains("steer-error")) line.textContent = text;
+  document.body.dataset.steer = over ? "over" : steering.paused ? "paused" : "running";
+  document.body.dataset.waitingBefore = steering.waiting_before || "";
+}
+
+async function steer(body) {
+  const line = document.getElementById("steer-state");
+  try {
+    const res = await fetch("/api/steer", { method: "POST", cache: "no-store",
+      headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const answer = await res.json();
+    line.classList.toggle("steer-error", !res.ok);
+    if (!res.ok) { line.textContent = answer.error; return; }
+    renderSteering(answer);
+  } catch (err) {
+    line.classList.add("steer-error"); line.textContent = `not sent (${err})`;
+  }
+}
+
 function renderStream(state) {
-  renderList("stream", state.stream, (li, e) => {
+  // the events of the steps the stream covers come before their step's emissions
+  const shown = new Set(state.stream.map((e) => e.step));
+  const items = [];
+  const events = state.events.filter((e) => shown.has(e.step) || e.step > Math.max(0, ...shown));
+  for (const e of state.stream) {
+    while (events.length && events[events.length - 1].step > e.step) items.push({ event: events.pop() });
+    items.push(e);
+  }
+  while (events.length) items.push({ event: events.pop() });
+  renderList("stream", items, (li, e) => {
+    if (e.event) {
+      li.className = e.event.source === "scenario" ? "event" : "injected";
+      li.textContent = `step ${e.event.step} · event${e.event.source === "scenario" ? "" : ` (injected from the ${e.event.source})`}: ${e.event.text}`;
+      return;
+    }
     const kind = document.createElement("span");
     kind.className = "kind"; kind.style.background = kindColour(e.kind); kind.textContent = e.kind;
     li.appendChild(document.createTextNode(`step ${e.step} · agent ${e.agent_id}` +
@@ -258,8 +309,13 @@ function renderStream(state) {
     }
   });
   renderList("events", state.events, (li, e) => {
-    li.textContent = `step ${e.step} (${e.audience}, ${e.n_recipients} recipients): ${e.text}`;
+    if (e.source && e.source !== "scenario") li.className = "injected";
+    li.textContent = `step ${e.step} (${e.audience}, ${e.n_recipients} recipients` +
+      (e.source && e.source !== "scenario" ? `, injected from the ${e.source}` : "") + `): ${e.text}`;
   });
+  if (!state.events.length) {
+    renderList("events", [null], (li) => { li.className = "muted"; li.textContent = "no event delivered yet"; });
+  }
 }
 
 async function tick() {
@@ -273,6 +329,7 @@ async function tick() {
       renderSurveys(state);
       renderActivity(state.steps, state.run.steps_planned);
       renderStream(state);
+      renderSteering(state.steering);
       const key = `${state.run_id}/${state.run.steps_done}/${state.run.agents}/${state.run.status}`;
       if (key !== graphKey) {
         const g = await api("/api/graph");
@@ -293,6 +350,18 @@ document.getElementById("run-select").addEventListener("change", (ev) => {
   currentRun = ev.target.value || null;
   graphKey = null;
   tick();
+});
+document.getElementById("steer-pause").addEventListener("click", () => steer({ action: "pause" }));
+document.getElementById("steer-step").addEventListener("click", () => steer({ action: "step" }));
+document.getElementById("steer-resume").addEventListener("click", () => steer({ action: "resume" }));
+document.getElementById("steer-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const input = document.getElementById("steer-text");
+  const text = input.value.trim();
+  if (!text) return;
+  steer({ action: "inject", text }).then(() => {
+    if (!document.getElementById("steer-state").classList.contains("steer-error")) input.value = "";
+  });
 });
 loadRuns().catch(() => {});
 tick();
