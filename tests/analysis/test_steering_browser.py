@@ -4,17 +4,27 @@ the event shows in the stream and the Events card, marked as injected, and is in
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
 import duckdb
 
-from personahub.analysis.live_view import RunView
+from personahub.analysis.live_view import RunView, ViewSource, start_view
 from personahub.api import run_simulation
+from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.analysis.test_steering import EVENT, INJECT_AT, STEPS, scenario_path  # noqa: F401
 from tests.optional import CHROMIUM, CHROMIUM_ARGS, need_browser
+
+
+def re_full(pattern: str, text: str) -> bool:
+    return re.fullmatch(pattern, text.strip()) is not None
+
+
+def re_search(pattern: str, text: str) -> bool:
+    return re.search(pattern, text) is not None
 
 
 def test_inject_an_event_from_the_page(scenario_path, tmp_path):  # noqa: F811  # a fixture
@@ -72,6 +82,14 @@ def test_inject_an_event_from_the_page(scenario_path, tmp_path):  # noqa: F811  
             streamed = page.locator("#stream li.injected")
             assert streamed.count() == 1 and f"step {INJECT_AT}" in streamed.inner_text()
             assert page.locator("#steer-step").is_disabled()
+            # the numbers read as numbers: calls/s to one decimal, times to the second,
+            # whole-number count ticks, and a finished run's graph legend says no "yet"
+            assert re_full(r"\d+\.\d · \d+\.\d", page.locator("#m-rate").inner_text())
+            line = page.locator("#run-line").inner_text()
+            assert re_search(r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", line), line
+            ticks = page.locator("#activity text.count-tick").all_text_contents()
+            assert ticks and all(t.replace(",", "").isdigit() for t in ticks), ticks
+            assert "yet" not in page.locator("#graph-legend").inner_text()
             page.screenshot(path=str(tmp_path / "steered.png"), full_page=True)
             chromium.close()
     finally:
@@ -85,3 +103,24 @@ def test_inject_an_event_from_the_page(scenario_path, tmp_path):  # noqa: F811  
     con.close()
     assert rows == [(INJECT_AT, EVENT, "view")]
 
+
+
+def test_a_database_without_runs_says_so(tmp_path):
+    need_browser()
+    from playwright.sync_api import sync_playwright
+
+    db = tmp_path / "empty.duckdb"
+    connect(db).close()
+    handle = start_view(ViewSource(lambda: connect(db, read_only=True)), port=0)
+    try:
+        with sync_playwright() as pw:
+            chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = chromium.new_page()
+            page.goto(handle.url)
+            page.wait_for_function("document.body.dataset.status === 'no run'", timeout=30_000)
+            assert "no run in this database yet" in page.locator("#run-line").inner_text()
+            assert page.locator("#steer").is_hidden()  # a view of a file only watches
+            assert "no event delivered yet" in page.locator("#events").inner_text()
+            chromium.close()
+    finally:
+        handle.stop()
