@@ -83,11 +83,31 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
                    on_start=on_start)
 
 
+def recorded_llm(db: str | Path, job_id: str) -> str:
+    """The (redacted) model spec job ``job_id`` recorded: what a resume asks with unless it is
+    given a model (``--llm``); ``offline`` for an unknown job (the kernel then refuses it by
+    name) or one that recorded none."""
+    from personahub.core.jobs_store import find_job
+    from personahub.core.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        job = find_job(con, job_id)
+    finally:
+        con.close()
+    if job is None:
+        return "offline"
+    spec = registered_spec(job.kind)
+    stored = spec.upgrade(dict(job.config)) if spec is not None else dict(job.config)
+    return str(stored.get("llm") or "offline")
+
+
 def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
     """The spec of ``kind`` once the shipped specs are registered (they register on import)."""
     import personahub.pipelines.calibrate  # noqa: F401 - registers "calibration"
     import personahub.pipelines.population_write  # noqa: F401 - registers "population_write"
     import personahub.pipelines.run  # noqa: F401 - registers "run"
     import personahub.pipelines.synthesize  # noqa: F401 - registers "synthesis"
+    import personahub.pipelines.text_to_persona  # noqa: F401 - registers "text_to_persona"
 
     return spec_for(kind)

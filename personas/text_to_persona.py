@@ -106,6 +106,12 @@ class TextToPersonaSummary:
     new_personas: int = 0
     batches: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # by reason (the quality gate)
+    # what the job is over (the job spec fills these in: pipelines/text_to_persona.py)
+    corpus: str = ""
+    path: str = ""
+    relations: int = 0
+    bad_records: int = 0  # malformed records skipped (--skip-bad)
+    bad_examples: list[str] = field(default_factory=list)
 
 
 def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -200,7 +206,7 @@ def _plain_texts(path: Path, label: str, split: str) -> Iterator[SourceText]:
 # --------------------------------------------------------------------------- the job
 
 
-def _done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str]) -> set[tuple[str, str]]:
+def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str]) -> set[tuple[str, str]]:
     """(text_id, relation) pairs of ``text_ids`` already answered for ``corpus``."""
     con.register("_t2p_ids", pa.table({"text_id": text_ids}))
     try:
@@ -234,7 +240,7 @@ def _plan(con: duckdb.DuckDBPyConnection, texts: Iterable[SourceText], corpus: s
     """The batches of a job, each planned when it is reached (a pair committed by an earlier
     batch is done). ``planned`` plans ahead: pairs an earlier batch will ask count as done."""
     for batch in _batched(texts, batch_size):
-        done = _done_pairs(con, corpus, list(dict.fromkeys(t.text_id for t in batch)))
+        done = done_pairs(con, corpus, list(dict.fromkeys(t.text_id for t in batch)))
         jobs: dict[tuple[str, str], SourceText] = {}
         for text in batch:
             for relation in relations:
@@ -342,7 +348,7 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, job: JobRe
             summary.failed_calls += 1
             errors.append(call_error(result))
             continue
-        personas, refused = _screen(result.value.personas, corpus, text_id, relation,
+        personas, refused = screen(result.value.personas, corpus, text_id, relation,
                                     language, job)
         if not personas:
             summary.rejected_answers += 1
@@ -361,7 +367,7 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, job: JobRe
     return errors
 
 
-def _screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
+def screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
             job: JobRef) -> tuple[list[Persona], list[dict[str, Any]]]:
     """The answered personas that pass the quality gate, and ``rejected`` rows for the others."""
     kept: list[Persona] = []

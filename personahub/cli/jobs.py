@@ -33,7 +33,6 @@ from personahub.core.store import DEFAULT_DB
 # ``--llm`` where it takes one); the engineers turning them into specs take their line out.
 NOT_YET_SPECS: dict[str, tuple[list[str], bool]] = {
     "expansion": (["personas", "expand"], True),
-    "text_to_persona": (["personas", "from-text"], True),
     "dedup": (["personas", "dedup"], False),
 }
 
@@ -47,8 +46,6 @@ def _label(kind: str, config: dict[str, Any]) -> str:
         return spec.label(config)
     if kind == "expansion":
         return f"{config.get('hops', '?')} hop(s), fanout {config.get('fanout', '?')}"
-    if kind == "text_to_persona":
-        return Path(str(config.get("path") or "")).name
     if kind == "dedup":
         return f"embedder {config.get('embedder')}"
     return ""
@@ -154,11 +151,13 @@ def resume(
     as_json: JsonOption = False,
 ) -> None:
     """Resume any stopped job by its id: it goes on with its own settings (what it makes, its
-    seed and generation settings), asking with the model, cache and executor given here.
+    seed and generation settings), asking with the model it recorded (--llm: another, e.g.
+    with its credentials) and the cache and executor given here.
     Kinds that are not job specs yet go through their own command's --resume."""
     from personahub.agents.llm.client import resolve_spec
     from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
+    from personahub.runtime import recorded_llm
 
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
@@ -172,7 +171,10 @@ def resume(
     if row.kind in NOT_YET_SPECS:
         _by_command(ctx, row.kind, job_id, db, llm, as_json)
         return
-    given = {"llm": resolve_spec(llm), "cache": cache, "executor": executor,
+    # --llm replaces the job's recorded (redacted) model spec; without it, the recorded one
+    # (as run --resume does): a resume asks the model the job was asking
+    model = resolve_spec(llm) if llm is not None else recorded_llm(db, job_id)
+    given = {"llm": model, "cache": cache, "executor": executor,
              "ray_address": ray_address, "ray_workers": ray_workers,
              "max_failed_share": max_failed_share}
     _by_kernel(row.kind, job_id, db, {k: v for k, v in given.items() if v is not None}, as_json)
