@@ -39,7 +39,6 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from personahub.agents.llm.bounds import SHORT
-from personahub.agents.llm.failures import call_error
 from personahub.agents.prompts.personas import expand_messages, prompt_text
 from personahub.core.commit import JobRef, ProgressHook, commit_batch
 from personahub.core.contracts import StructuredCaller
@@ -49,6 +48,7 @@ from personahub.core.failures import (
     QUALITY_FAIL_MIN_ACTIONS,
     ModelRejected,
     batch_failure,
+    call_error,
     check_max_failed_share,
     endpoint_error,
 )

@@ -33,7 +33,6 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
-from personahub.agents.llm.failures import call_error
 from personahub.agents.prompts.personas import TEXT_RELATIONS, text_to_persona_messages
 from personahub.core.commit import JobRef, ProgressHook, commit_batch
 from personahub.core.contracts import StructuredCaller
@@ -42,6 +41,7 @@ from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
+    call_error,
     check_max_failed_share,
 )
 from personahub.personas.asks import Ask, RemoteBatches, ask_one

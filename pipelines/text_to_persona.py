@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.failures import call_error
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
@@ -40,7 +39,7 @@ from personahub.agents.prompts.personas import text_to_persona_messages
 from personahub.core.commit import JobRef
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, call_error, check_max_failed_share
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
