@@ -226,8 +226,11 @@ def _by_command(ctx: typer.Context, kind: str, job_id: str, db: Path, llm: str |
     object is the result)."""
     command, takes_llm = NOT_YET_SPECS[kind]
     argv = [*command, "--resume", job_id, "--db", str(db), *(["--json"] if as_json else [])]
-    if llm is not None and takes_llm:
-        argv += ["--llm", llm]
+    if takes_llm:  # --llm, else the model the job recorded (a job from before: the command's)
+        from personahub.runtime import recorded_spec
+
+        model = llm if llm is not None else recorded_spec(db, job_id)
+        argv += ["--llm", model] if model else []
     root = ctx.find_root().command  # the personahub app (a command module imports no other)
     code = root.main(args=argv, prog_name="personahub", standalone_mode=False)
     if isinstance(code, int) and code:

@@ -202,7 +202,8 @@ def personas_expand(
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="EXPANSION_ID",
         help="Continue this expansion from its stored frontier (with its hops, fanout, limit, "
-             "language, seed and generation settings).")] = None,
+             "language, seed and generation settings, and the model it recorded unless --llm).")
+    ] = None,
     structured: StructuredOption = "auto",
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
@@ -221,9 +222,10 @@ def personas_expand(
     --resume EXPANSION_ID resumes that expansion by its id.
     """
     from personahub.agents.llm.cache import attach_cache, check_replay_cache
-    from personahub.agents.llm.client import resolve_spec
+    from personahub.agents.llm.client import redact_spec, resolve_spec
     from personahub.core.kernel import check_cache_mode
     from personahub.personas.expand import link_embedder_of
+    from personahub.runtime import recorded_spec
 
     if resume is not None:
         _refuse_fixed(ctx, "expansion", resume, EXPANSION_FIXED)
@@ -232,7 +234,8 @@ def personas_expand(
     if link_embedder.lower() != "none":
         link_embedder_of(link_embedder)  # a bad spec fails before the database is touched
     given = ModelFlags(structured, max_tokens, temperature, top_p)
-    spec = resolve_spec(llm)
+    # --resume without --llm asks the model the expansion recorded (as every resume does)
+    spec = resolve_spec(llm if llm is not None or resume is None else recorded_spec(db, resume))
     # the endpoint is checked (or the replay's cache found) before the database is touched
     probe_seed = seed or 0
     client = command_client(spec, probe_seed, concurrency, timeout, offline_latency, rps=rps,
@@ -268,7 +271,8 @@ def personas_expand(
     _expand(con, client, db, start=start, hops=hops, fanout=fanout, resume=resumed,
             batch_size=batch_size, language=language, link_candidates=link_candidates,
             link_embedder=None if link_embedder.lower() == "none" else link_embedder,
-            config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings(),
+            config={"limit": limit, "origin": "cli", "seed": seed, "llm": redact_spec(spec),
+                    **flags.settings(),
                     "max_failed_share": max_failed_share},
             target=target, max_failed_share=max_failed_share, preview=preview,
             as_json=as_json)

@@ -307,3 +307,22 @@ def test_from_text_stopped_on_the_command_line_resumes_through_the_api(tmp_path,
     assert job.job_id == rows(cut, "SELECT job_id FROM text_jobs")[0][0]
     assert rows(cut, COMMANDS[2].made) == rows(whole, COMMANDS[2].made)
     assert rows(cut, "SELECT status FROM jobs") == [("finished",)]
+
+
+@pytest.mark.slow
+def test_resume_by_id_asks_an_expansion_with_its_recorded_model(tmp_path, monkeypatch):
+    """Expansion is not a spec yet: ``personahub resume ID`` hands its command the model the
+    expansion recorded unless ``--llm`` is given (issue 27, item 2)."""
+    db = tmp_path / "hub.duckdb"
+    interrupted(db, COMMANDS[1], monkeypatch)
+    (expansion, config) = rows(db, "SELECT job_id, config FROM jobs")[0]
+    assert json.loads(config)["llm"] == "offline"  # a new expansion records its model
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE jobs SET config = json_merge_patch(config, ?)",
+                [json.dumps({"llm": "http://127.0.0.1:9/v1?model=recorded"})])
+    con.close()
+    recorded = invoke("resume", expansion, "--db", db)
+    assert recorded.exit_code == 1 and "127.0.0.1:9" in recorded.output, recorded.output
+    given = invoke("resume", expansion, "--db", db, "--llm", "offline")
+    assert given.exit_code == 0, given.output
+    assert rows(db, "SELECT status FROM jobs") == [("finished",)]
