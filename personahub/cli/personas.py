@@ -1,6 +1,8 @@
 """``personahub personas`` commands that call a model: ``expand`` (persona-to-persona) and
 ``from-text`` (text-to-persona). Both are resumable jobs: by re-running the same command, or
-explicitly with ``--resume`` and the job's id (an expansion id; a text job's corpus name).
+explicitly with ``--resume`` and the job's id (an expansion id; a text job's corpus name or id).
+``from-text`` is a thin adapter over the job spec ``pipelines/text_to_persona.py`` (the API builds
+the same ``TextConfig``: ``personahub.persona_jobs``).
 """
 
 from __future__ import annotations
@@ -449,15 +451,13 @@ def personas_from_text(
             llm=resolve_spec(llm), **ModelFlags(structured, max_tokens, temperature, top_p).settings(),
             **engine)
     counts = LateCounts()
-    noted: list[str] = []
 
     def on_ready(client: Any) -> None:
         counts.follow(client.stats)
         banner(client)
 
     def on_start(job: str, resumed: bool) -> None:
-        noted.append(job)
-        note_job("text_to_persona", job, db)
+        note_job("text_to_persona", job, db)  # if it stops, --json still names it
 
     given = [name for name in TEXT_JOB_FIXED + ("structured", "max_tokens", "temperature", "top_p")
              if given_on_command_line(ctx, [name])]
