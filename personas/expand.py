@@ -38,8 +38,6 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
-from personahub.agents.llm.bounds import DIGITS, SHORT
-from personahub.agents.llm.failures import call_error
 from personahub.agents.prompts.personas import expand_messages, prompt_text
 from personahub.core.commit import JobRef, ProgressHook, commit_batch
 from personahub.core.contracts import StructuredCaller
@@ -49,6 +47,7 @@ from personahub.core.failures import (
     QUALITY_FAIL_MIN_ACTIONS,
     ModelRejected,
     batch_failure,
+    call_error,
     check_max_failed_share,
     endpoint_error,
 )
@@ -63,6 +62,7 @@ from personahub.core.jobs_store import (
     supersede_jobs,
 )
 from personahub.core.store import insert_rows, scalar, transaction
+from personahub.core.text_bounds import DIGITS, SHORT
 from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.embedding import Embedder
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph

@@ -35,7 +35,6 @@ from personahub.core.store import DEFAULT_DB
 # ``--llm`` where it takes one); the engineers turning them into specs take their line out.
 NOT_YET_SPECS: dict[str, tuple[list[str], bool]] = {
     "expansion": (["personas", "expand"], True),
-    "text_to_persona": (["personas", "from-text"], True),
     "dedup": (["personas", "dedup"], False),
 }
 
@@ -49,8 +48,6 @@ def _label(kind: str, config: dict[str, Any]) -> str:
         return spec.label(config)
     if kind == "expansion":
         return f"{config.get('hops', '?')} hop(s), fanout {config.get('fanout', '?')}"
-    if kind == "text_to_persona":
-        return Path(str(config.get("path") or "")).name
     if kind == "dedup":
         return f"embedder {config.get('embedder')}"
     return ""
@@ -159,12 +156,14 @@ def resume(
     as_json: JsonOption = False,
 ) -> None:
     """Resume any stopped job by its id: it goes on with its own settings (what it makes, its
-    seed and generation settings), asking with the model, cache and executor given here.
+    seed and generation settings), asking with the model it recorded (--llm: another, e.g.
+    with its credentials) and the cache and executor given here.
     Kinds that are not job specs yet go through their own command's --resume. A job that ends
     with fewer items than asked says so in one line and exits 1, unless --allow-fewer."""
     from personahub.agents.llm.client import resolve_spec
     from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
+    from personahub.runtime import recorded_llm
 
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
@@ -178,7 +177,10 @@ def resume(
     if row.kind in NOT_YET_SPECS:
         _by_command(ctx, row.kind, job_id, db, llm, as_json)
         return
-    given = {"llm": resolve_spec(llm), "cache": cache, "executor": executor,
+    # --llm replaces the job's recorded (redacted) model spec; without it, the recorded one
+    # (as run --resume does): a resume asks the model the job was asking
+    model = resolve_spec(llm) if llm is not None else recorded_llm(db, job_id)
+    given = {"llm": model, "cache": cache, "executor": executor,
              "ray_address": ray_address, "ray_workers": ray_workers,
              "max_failed_share": max_failed_share}
     shortfall = _by_kernel(row.kind, job_id, db,
@@ -231,8 +233,11 @@ def _by_command(ctx: typer.Context, kind: str, job_id: str, db: Path, llm: str |
     object is the result)."""
     command, takes_llm = NOT_YET_SPECS[kind]
     argv = [*command, "--resume", job_id, "--db", str(db), *(["--json"] if as_json else [])]
-    if llm is not None and takes_llm:
-        argv += ["--llm", llm]
+    if takes_llm:  # --llm, else the model the job recorded (a job from before: the command's)
+        from personahub.runtime import recorded_spec
+
+        model = llm if llm is not None else recorded_spec(db, job_id)
+        argv += ["--llm", model] if model else []
     root = ctx.find_root().command  # the personahub app (a command module imports no other)
     code = root.main(args=argv, prog_name="personahub", standalone_mode=False)
     if isinstance(code, int) and code:
