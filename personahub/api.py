@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
     from personahub.pipelines.calibrate import CalibrateConfig
+    from personahub.pipelines.judge import JudgeConfig, JudgeSummary
     from personahub.pipelines.run import RunConfig, RunSummary
     from personahub.pipelines.synthesize import SynthConfig, SynthSummary
     from personahub.sim.scenario import Scenario
@@ -358,15 +359,39 @@ async def interview_async(question: str, *, run: str, db: str | Path = DEFAULT_D
                           llm: str = "offline", **options: Any) -> Any:
     """``interview`` for ``await``."""
     return await call_in_thread(_interview_call(question, db, run, llm, options))
+def judge_config(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
+                 options: dict[str, Any]) -> JudgeConfig:
+    """The ``JudgeConfig`` of ``judge(job=..., run=..., db=..., llm=..., seed=..., **options)``
+    (the command builds the same one from its flags)."""
+    from personahub.pipelines.judge import JudgeConfig
+
+    known = {f.name for f in dataclasses.fields(JudgeConfig)} - {"job", "run", "db", "llm", "seed"}
+    _refuse_unknown("judge", options, known)
+    return JudgeConfig(job=job, run=run, db=str(db), llm=llm, seed=seed, **options)
+
+
+def run_judge(config: JudgeConfig, *, client: StructuredCaller | None = None,
+              progress: ProgressHook | None = None,
+              on_ready: Callable[[StructuredCaller | None], None] | None = None,
+              on_start: Callable[[str, bool], None] | None = None,
+              warn: Callable[[str], None] | None = None) -> JudgeSummary:
+    """Run a judge on the kernel, going on with the same judge when it has run before (its
+    rated items skipped), and return its summary (what ``judge`` and ``personahub judge`` go
+    through; ``client``: a model client of your own, used as it is)."""
+    from personahub import runtime
+    from personahub.pipelines.judge import JUDGE, judge_resume
+
+    result = runtime.run(JUDGE, config, config.db, resume=judge_resume(config), client=client,
+                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn)
+    summary: JudgeSummary = result.summary
+    return summary
+
+
 def _judging(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
              options: dict[str, Any], progress: ProgressSetting = None) -> Judged:
-    from personahub.pipelines.judge import JudgeOptions, run_judge
-
-    known = {f.name for f in dataclasses.fields(JudgeOptions)} - {"job", "run", "db", "llm", "seed"}
-    _refuse_unknown("judge", options, known)
-    judge_options = JudgeOptions(job=job, run=run, db=str(db), llm=llm, seed=seed, **options)
+    config = judge_config(job, run, db, llm, seed, options)
     with progress_hook(progress) as hook:
-        summary = run_judge(judge_options, progress=hook)
+        summary = run_judge(config, progress=hook)
     return Judged(job_id=summary.judge_id, db=Path(db), summary=summary)
 
 
