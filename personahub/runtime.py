@@ -86,6 +86,7 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
 def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
     """The spec of ``kind`` once the shipped specs are registered (they register on import)."""
     import personahub.pipelines.calibrate  # noqa: F401 - registers "calibration"
+    import personahub.pipelines.interview  # noqa: F401 - registers "interview"
     import personahub.pipelines.judge  # noqa: F401 - registers "judge"
     import personahub.pipelines.population_write  # noqa: F401 - registers "population_write"
     import personahub.pipelines.run  # noqa: F401 - registers "run"
