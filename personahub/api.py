@@ -356,19 +356,19 @@ def _interview(question: str | None, db: str | Path, run: str | None, llm: str,
     import pandas as pd
 
     config: InterviewConfig | dict[str, Any]
-    if resume is not None:
-        from personahub.core.kernel import engine_fields
-        from personahub.pipelines.interview import InterviewConfig
+    if resume is not None:  # a resume takes only how it asks from the caller
+        from personahub.pipelines.interview import resume_settings
 
-        _refuse_unknown("interview(resume=...)", options,
-                        set(engine_fields(InterviewConfig) - {"llm", "db"}))
-        config = {"llm": llm, "db": str(db), **options}
+        if question is not None or run is not None:
+            raise PersonahubError("interview(resume=...): the interview keeps its question and "
+                                  "run; give neither")
+        config = resume_settings(llm=llm, db=str(db), **options)
     else:
         if question is None or run is None:
             raise PersonahubError("interview: give a question and run= (or resume=JOB_ID)")
         config = interview_config(question, db, run, llm, options)
     result = run_interview(config, db, resume=resume)
-    frame = pd.DataFrame(result.rows).drop(columns=["content"])
+    frame = pd.DataFrame(result.rows).drop(columns=["content"], errors="ignore")
     frame.attrs["offline"] = result.offline  # the offline engine answered (not a language model)
     frame.attrs["batch_id"] = result.batch_id
     return frame

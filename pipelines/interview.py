@@ -343,6 +343,21 @@ class InterviewConfig:
                                 limit=self.limit)
 
 
+def resume_settings(**given: Any) -> dict[str, Any]:
+    """What a resume of an interview takes from its caller: every engine setting, the defaults
+    for those not given, except ``max_failed_share`` (the job's own unless given). The command
+    and the API both hand the kernel this."""
+    defaults = {f.name: f.default for f in dataclasses.fields(InterviewConfig)
+                if f.metadata.get("engine") and f.name != "max_failed_share"}
+    unknown = set(given) - set(defaults) - {"max_failed_share"}
+    if unknown:
+        raise PersonahubError(f"interview --resume: {', '.join(sorted(unknown))} cannot change "
+                              "(the interview keeps what it asks of whom)")
+    if given.get("max_failed_share") is None:
+        given.pop("max_failed_share", None)
+    return {**defaults, **given}
+
+
 class InterviewAsker:
     """Asks the model one interview batch: the prompts of the job's agents, nothing of the
     database. ``step`` is not passed, so the calls' ``llm_calls`` rows stay out of the run's

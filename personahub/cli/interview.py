@@ -96,7 +96,7 @@ def interview(
     from personahub.agents.llm.client import resolve_spec
     from personahub.api import run_interview
     from personahub.cli.progress import LateCounts
-    from personahub.pipelines.interview import InterviewConfig
+    from personahub.pipelines.interview import InterviewConfig, resume_settings
 
     if output not in FORMATS:
         raise UsageError(f"--format {output}: choose one of {', '.join(FORMATS)}")
@@ -110,7 +110,7 @@ def interview(
     if resume:
         if question is not None or run is not None:
             raise UsageError("--resume: the interview keeps its question and run; give neither")
-        config = engine
+        config = resume_settings(**engine)
     else:
         if question is None or run is None:
             raise UsageError("give the QUESTION and --run RUN_ID (or --resume ID)")
