@@ -8,8 +8,8 @@ status or its failure policy without a test noticing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from personahub.core.contracts import CarriesCalls
 from personahub.core.kernel import BatchOutcome, JobContext, iter_batches
@@ -51,6 +51,7 @@ def answered(batch: Sequence[Any], answers: Sequence[A], keep: Callable[[A], K |
     runs inside the batch's transaction), its calls, asked / kept, and one error per answer
     that kept nothing."""
     kept, errors = sorted_answers(answers, keep, error)
-    return BatchOutcome(rows={table: kept} if table is not None else {},  # type: ignore[dict-item]
+    rows = {table: cast(Sequence[Mapping[str, Any]], kept)} if table is not None else {}
+    return BatchOutcome(rows=rows,
                         calls=answers, asked=len(batch), kept=len(kept), errors=errors,
                         then=None if then is None else lambda: then(kept))

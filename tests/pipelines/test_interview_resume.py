@@ -164,7 +164,7 @@ def test_a_signal_leaves_the_interview_interrupted_in_one_line(run, tmp_path, si
         ["interview", "--run", run[1], "--db", str(db), *SLOW, QUESTION], sig, 0.7)
     assert returncode == code, lines
     assert not any("Traceback" in line for line in lines), lines
-    assert lines[-1].startswith(f"error: interview {job_id} interrupted by {name} (")
+    assert lines[-1].startswith(f"interview {job_id} interrupted by {name} (")
     assert lines[-1].endswith(f"resume with personahub interview --resume {job_id} --db {db}")
     assert rows(db, "SELECT status, error FROM jobs WHERE job_id = ?", [job_id]) == [
         ("interrupted", f"interrupted by {name}")]

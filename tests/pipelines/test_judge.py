@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from personahub.agents.tasks import get
-from personahub.api import run_synthesis
+from personahub.api import run_judge, run_synthesis
 from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
-from personahub.api import run_judge
 from personahub.pipelines.judge import JudgeOptions, judge_id_for, select_items
 from personahub.pipelines.synthesize import SynthOptions
 from tests.fakes import Call, FakeClient, crash_after
