@@ -197,3 +197,22 @@ def test_npc_items_are_judged_against_the_jobs_world(tmp_path):
     assert len(fake.prompts) == 2
     for purpose, _, prompt in fake.prompts:
         assert purpose == "judge" and "## World" in prompt and "consistent_with_world" in prompt
+
+
+def test_a_stopped_judge_is_a_job_that_personahub_resume_finishes(db):
+    """The judge is a job of the kernel: ``personahub jobs`` lists it (its parent the judged
+    job), and ``personahub resume JUDGE_ID`` asks only the items it has not rated."""
+    from tests.cli_helpers import invoke
+
+    path, job = db
+    options = JudgeOptions(job=job, db=str(path), batch_size=4)
+    with pytest.raises(PersonahubError):
+        run_judge(options, client=FakeClient(answer=crash_after(5, "judge"), seed=0))
+    listed = json.loads(invoke("jobs", "--db", path, "--kind", "judge", "--json").stdout)
+    judge_id = judge_id_for(options)
+    assert [(j["job_id"], j["status"], j["parent"]) for j in listed] == [(judge_id, "failed", job)]
+    resumed = invoke("resume", judge_id, "--db", path)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"judge {judge_id} of job {job}: 8 items judged (4 already judged, 0 failed)" in resumed.stdout
+    assert _rows(path, "SELECT count(*), count(DISTINCT item_id) FROM judgments")[0] == (12, 12)
+    assert _rows(path, "SELECT status FROM jobs WHERE job_id = ?", [judge_id]) == [("finished",)]
