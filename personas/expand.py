@@ -36,7 +36,7 @@ from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from personahub.agents.prompts.personas import expand_messages, prompt_text
 from personahub.core.commit import JobRef, ProgressHook, commit_batch
@@ -116,6 +116,8 @@ class ExpansionIncomplete(PersonahubError):
 class RelatedPersona(BaseModel):
     """Someone in close relationship with a given persona."""
 
+    model_config = ConfigDict(populate_by_name=True)
+
     # Both fields are bounded at one character a token (DIGITS): a small model that degenerates
     # here writes one-character tokens ("A_JM_N_N_C_M_G…", "MALADES-2019-10-20_…"), and the
     # bound must close the JSON even then; the expansion's max_tokens leaves room for it.
@@ -124,7 +126,10 @@ class RelatedPersona(BaseModel):
         description="how they relate, e.g. patient, supplier")
     # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
     # that runs to its maxLength is still a persona the gate can keep
+    # asked as "description": SmolLM2-135M filled a "persona" key with a name ("Lisa A. Novak")
+    # far more often (bench/RESULTS.md, issue 26); answers with either key validate
     persona: Annotated[str, DIGITS] = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
+                                            alias="description",
                                             description="a one-sentence persona description")
 
 

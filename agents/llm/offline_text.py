@@ -366,8 +366,11 @@ class TextMaker:
         writer = _writer_for(name)
         if writer.__class__ is not str:  # a task's own writer (``add_field_writer``)
             return writer(self)  # type: ignore[operator]
-        if writer == "persona":
-            return self.persona(siblings.get("relation") or siblings.get("relationship"))
+        relation = siblings.get("relation") or siblings.get("relationship")
+        # a description beside a relation describes the related person (the expansion asks
+        # for its persona under "description": personas/expand.py)
+        if writer == "persona" or (writer == "description" and relation):
+            return self.persona(relation)
         return getattr(self, writer)()
 
 

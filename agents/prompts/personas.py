@@ -18,8 +18,8 @@ PERSONA_SYSTEM = (
 EXPAND_TASK = (
     "The persona above knows other people: a patient, a colleague, a supplier, a family member, "
     "a customer, a rival. Describe {count} of them, each a new person, not the one above. For "
-    "each, give the relation label (one or two words) and a persona: one sentence that starts "
-    "with \"A\" or \"An\" and that person's own role, then their circumstances and interests. "
+    "each, give the relation label (one or two words) and a description: one sentence that "
+    "starts with \"A\" or \"An\" and that person's own role, then their circumstances and interests. "
     "Not a name."
 )
 
