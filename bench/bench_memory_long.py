@@ -11,16 +11,16 @@ line per variant: the peak at ``--early`` steps, the peak at the end and their r
 10%, i.e. <= 1.10).
 
 Variants:
-  before  the collector policy as it was: every step's survivors frozen by ``gc.freeze()``
-          with no collection first, so cyclic garbage alive at the freeze was kept for the
-          rest of the run (``sim/heap.py``)
-  after   as shipped: the step's own objects collected, then the survivors frozen
+  before  the step's end as it was: the buffer pool released, no checkpoint, so DuckDB
+          checkpointed on its own inside a commit whenever the WAL passed 16 MiB (about every
+          tenth step), each checkpoint reading back a table's whole last row group
+  after   as shipped (``sim/store.py``: ``release_cached_blocks``): a checkpoint every step
+          under a bounded buffer pool, then the pool released
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import resource
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _synthetic import ROOT, write_personas, write_scenario
 
@@ -46,21 +47,20 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _release_without_checkpoint(con: Any, *, slack: int = 8 << 20) -> None:
+    """``release_cached_blocks`` as it was before issue 32 (no checkpoint)."""
+    others = con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                         "WHERE tag <> 'BASE_TABLE'").fetchall()[0][0]
+    con.execute(f"SET memory_limit = '{int(others) + slack}B'")
+    con.execute("RESET memory_limit")
+
+
 def _configure(variant: str) -> None:
     """Swap in the parts a variant runs with (in this process only)."""
-    import personahub.sim.heap as heap
+    import personahub.sim.store as runlog
 
     if variant == "before":
-        def settle(self: heap.RunHeap) -> None:
-            gc.freeze()
-            if not self._frozen:
-                young, middle, old = self._thresholds
-                gc.set_threshold(young, middle, max(old, heap.FULL_PASS_EVERY))
-            self._frozen = True
-            if self._was_enabled:
-                gc.enable()
-
-        heap.RunHeap.settle = settle  # type: ignore[method-assign]
+        runlog.release_cached_blocks = _release_without_checkpoint  # type: ignore[assignment]
 
 
 def child(args: argparse.Namespace) -> None:
