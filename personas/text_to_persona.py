@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
+from personahub.agents.llm.bounds import DIGITS
 from personahub.agents.llm.failures import call_error
 from personahub.agents.prompts.personas import TEXT_RELATIONS, text_to_persona_messages
 from personahub.core.commit import JobRef, ProgressHook, commit_batch
@@ -69,9 +70,10 @@ class TextPersona(BaseModel):
     """One person likely to read / write / like / dislike a text."""
 
     # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
-    # that runs to its maxLength is still a persona the gate can keep
-    persona: str = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
-                         description="a specific one-sentence persona description")
+    # that runs to its maxLength is still a persona the gate can keep; bounded at one character
+    # a token (DIGITS), as a small model copying the text's times and figures writes them
+    persona: Annotated[str, DIGITS] = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
+                                            description="a specific one-sentence persona description")
 
 
 @lru_cache(maxsize=32)
