@@ -11,6 +11,7 @@ statements. The readers below are what a resume restores from and what a summary
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -96,8 +97,10 @@ def set_steps_done(con: duckdb.DuckDBPyConnection, run_id: str, step: int) -> No
     con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?", [step, run_id])
 
 
-def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20) -> None:
-    """Let DuckDB's buffer pool drop its copies of table blocks that are already on disk.
+def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20,
+                          room: int = 64 << 20) -> None:
+    """Checkpoint the step under a bounded buffer pool, then let the pool drop its copies of
+    table blocks that are already on disk.
 
     The pool keeps every block it wrote or read until its memory limit (80% of RAM by default)
     forces blocks out, so a long-running writer holds all it wrote in memory. Lowering the
@@ -106,14 +109,30 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
     default (connections here never set another; the one shown, '18.8 GiB', is rounded, so it
     could not be set back exactly). When the pool cannot shrink that far, or settings are
     locked, nothing changes.
+
+    The checkpoint is why memory was not flat (issue 32, ``bench/bench_memory_long.py``):
+    DuckDB checkpoints on its own inside a commit once the WAL passes 16 MiB, about every tenth
+    step of a 1,000-agent run, and a checkpoint reads back and recompresses a table's last row
+    group (up to 122,880 rows: a whole run log of that size), so each one took more memory than
+    the last (the every-tenth-step spike). Checkpointing every step here, with the pool limited
+    to the other buffers plus ``room``, makes DuckDB evict as it goes; a checkpoint that cannot
+    fit (or another transaction open, as a live view's) is left to DuckDB's own.
     """
-    others = scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
-                         "WHERE tag <> 'BASE_TABLE'")
+    def others() -> int:
+        return int(scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                               "WHERE tag <> 'BASE_TABLE'"))
+
     try:
-        con.execute(f"SET memory_limit = '{int(others) + slack}B'")
+        con.execute(f"SET memory_limit = '{others() + room}B'")
     except duckdb.Error:
         return
-    con.execute("RESET memory_limit")
+    try:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("CHECKPOINT")
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"SET memory_limit = '{others() + slack}B'")
+    finally:
+        con.execute("RESET memory_limit")
 
 
 def source_of(con: duckdb.DuckDBPyConnection, table: str) -> str:

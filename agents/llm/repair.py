@@ -43,15 +43,42 @@ def _first_error(exc: ValidationError) -> str:
 
 def _candidate(text: str) -> str | None:
     """The part of ``text`` that holds the JSON object: a fenced block's, or from the first brace
-    to the last. None when the object is never closed: that answer stopped short, and closing
-    its brackets here would accept half an answer as a whole one."""
+    to the brace that closes it. None when that object is never closed: that answer stopped
+    short, and closing its brackets here would accept half an answer as a whole one. The
+    outermost object is what must close: an answer cut after its second of four turns has
+    closed inner objects, and taking the text to the last ``}`` made it a valid two-turn answer
+    (issue 32: the soak run that sometimes wrote other texts than the fault-free one)."""
     fenced = _FENCE.search(text)
     if fenced:
         text = fenced.group(1)
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end < start:
-        return None
-    return text[start:end + 1]
+    start = text.find("{")
+    end = _closing_brace(text, start) if start >= 0 else None
+    return None if end is None else text[start:end + 1]
+
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """The index of the ``}`` closing the ``{`` at ``start``, braces inside strings (double- or
+    single-quoted, the quotes json-repair accepts) not counted; None when it never closes.
+    Square brackets are not counted: one missing inside a closed object is json-repair's to mend."""
+    depth, quote, escaped = 0, "", False
+    for i in range(start, len(text)):
+        char = text[i]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
 
 
 def _repaired_object(text: str) -> Any:

@@ -84,30 +84,68 @@ def format_is_known(path: Path) -> bool:
     return stored == computed
 
 
-def _chunks(path: Path, block_size: int) -> Iterator[tuple[int, bytes]]:
-    """(number of the first block, bytes) of the blocks after the headers, 16 MiB at a time."""
+def block_count(path: Path) -> int | None:
+    """The number of blocks the database holds, from its active database header (the one of
+    the two with a valid checksum and the higher iteration); None when neither verifies.
+
+    Bytes past those blocks belong to no checkpoint: a checkpoint writes its new blocks there
+    before it writes the header that counts them, so one that failed (a full disk, a kill)
+    leaves a tail that may end inside a block while the file and its WAL are whole.
+    """
+    with open(path, "rb") as f:
+        f.seek(HEADER_SIZE)
+        headers = f.read(HEADER_SIZE * 2)
+    found: list[tuple[int, int]] = []
+    for offset in (0, HEADER_SIZE):
+        header = headers[offset:offset + HEADER_SIZE]
+        if len(header) < HEADER_SIZE:
+            continue
+        stored, computed = _stored_and_computed(header)
+        if stored == computed:  # [checksum, iteration, meta block, free list, block count, ...]
+            iteration, count = (int(w) for w in np.frombuffer(header, dtype="<u8")[[1, 4]])
+            found.append((iteration, count))
+    return max(found)[1] if found else None
+
+
+def _chunks(path: Path, block_size: int, blocks: int | None) -> Iterator[tuple[int, bytes]]:
+    """(number of the first block, bytes) of the first ``blocks`` blocks after the headers (all
+    of them when None), 16 MiB at a time."""
     with open(path, "rb") as f:
         f.seek(HEADER_SIZE * HEADERS)
         number = 0
-        while chunk := f.read(block_size * _BLOCKS_PER_READ):
+        while blocks is None or number < blocks:
+            want = _BLOCKS_PER_READ if blocks is None else min(_BLOCKS_PER_READ, blocks - number)
+            chunk = f.read(block_size * want)
+            if not chunk:
+                break
             yield number, chunk
             number += len(chunk) // block_size
+            if len(chunk) < block_size * want:
+                break
 
 
 def check_blocks(path: Path, block_size: int) -> None:
-    """Refuse a file any block of which fails its checksum (or that ends inside a block).
+    """Refuse a file any block of which fails its checksum (or that ends inside a block the
+    database holds: truncated).
 
-    All-zero blocks are skipped: DuckDB punches holes where it frees blocks, and they read
-    as zeros (a block it wrote never does: its checksum is not zero). Blocks are checked a
-    chunk at a time with numpy (about a second per GiB).
+    Only the blocks the active header counts (``block_count``) are checked: a tail past them
+    is what a failed checkpoint wrote, and DuckDB reopens such a file with its WAL whole (issue
+    32: a run that filled its disk was refused as truncated). All-zero blocks are skipped:
+    DuckDB punches holes where it frees blocks, and they read as zeros (a block it wrote never
+    does: its checksum is not zero). Blocks are checked a chunk at a time with numpy (about a
+    second per GiB).
     """
     words_per_block = block_size // 8
-    for first, chunk in _chunks(path, block_size):
+    held = block_count(path)
+    seen = 0
+    for first, chunk in _chunks(path, block_size, held):
         whole = len(chunk) // block_size
-        if len(chunk) % block_size:
+        seen = first + whole
+        if len(chunk) % block_size and held is None:
             raise _fail(path, f"the database file is damaged (it ends inside block "
                               f"{first + whole}: truncated?); nothing was written to it")
-        blocks = np.frombuffer(chunk, dtype="<u8").reshape(whole, words_per_block)
+        blocks = np.frombuffer(chunk[:whole * block_size], dtype="<u8").reshape(whole,
+                                                                                words_per_block)
         with np.errstate(over="ignore"):
             computed = np.bitwise_xor.reduce(blocks[:, 1:] * _MULTIPLIER, axis=1) ^ np.uint64(_SEED)
         bad = [int(i) for i in np.flatnonzero(blocks[:, 0] != computed) if blocks[i].any()]
@@ -117,6 +155,9 @@ def check_blocks(path: Path, block_size: int) -> None:
             raise _fail(path, f"the database file is damaged (block {number} at byte {offset} "
                               "fails its checksum); nothing was written to it - restore it from a "
                               "backup or give another --db")
+    if held is not None and seen < held:
+        raise _fail(path, f"the database file is damaged (it ends before block {seen} of the "
+                          f"{held} it holds: truncated?); nothing was written to it")
 
 
 def read_back(con: duckdb.DuckDBPyConnection, path: Path) -> None:

@@ -57,6 +57,7 @@ import duckdb
 from personahub.core import call_spill, jobs_store
 from personahub.core.commit import JobRef, ProgressHook, commit_batch, commit_spilled, records_of
 from personahub.core.contracts import CACHE_MODES, CarriesCalls, StructuredCaller, StructuredResult
+from personahub.core.diskfull import DiskFull, is_disk_full, mark, mark_unmarked, what_filled
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
@@ -499,13 +500,25 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
         try:
             env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
             return _run(spec, config, env, resume=resume, fresh=fresh)
+        except DiskFull as stop:  # marked through a fresh connection if its own could not
+            con.close()
+            mark_unmarked(Path(db), stop)
+            raise
         except BaseException:
-            empty = created and not jobs_store.list_jobs(con)
+            empty = created and _nothing_recorded(con)
             raise
         finally:
             con.close()
             if empty:
                 _remove_database(Path(db))
+
+
+def _nothing_recorded(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when the database holds no job (False when it cannot be read: keep it)."""
+    try:
+        return not jobs_store.list_jobs(con)
+    except duckdb.Error:
+        return False
 
 
 def _remove_database(db: Path) -> None:
@@ -680,14 +693,23 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
     spill.clear()
     ctx.spill = spill
     spill_to(spill)
+    stopping = True
     try:
         yield
+        stopping = False
     finally:
         spill_to(None)
         ctx.spill = None
         spill.close()
-        commit_spilled(ctx.con, client, call_spill.read(path))
-        call_spill.remove(path)
+        try:
+            commit_spilled(ctx.con, client, call_spill.read(path))
+        except duckdb.Error:
+            if not stopping:
+                raise
+            # the job is stopping already (a full disk, say): its error is the one to tell;
+            # the spill stays, and the resume commits it first
+        else:
+            call_spill.remove(path)
 
 
 def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
@@ -737,6 +759,13 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
         raise Stopped(f"{spec.noun} {ctx.job_id} interrupted by {how}{spec.stop_note(ctx)}; "
                       f"resume with {hint}", exc) from None
     except BaseException as exc:
+        if is_disk_full(exc):  # not the job's fault: interrupted, resumable (core/diskfull.py)
+            inner = exc if isinstance(exc, DiskFull) else None
+            reason = inner.reason if inner is not None else what_filled(exc)
+            unmarked = list(inner.unmarked) if inner is not None else []
+            if not mark(ctx.con, ctx.job_id, reason):
+                unmarked.append(ctx.job_id)
+            raise DiskFull(spec.noun, ctx.job_id, reason, hint, unmarked) from None
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed", f"{type(exc).__name__}: {exc}")
         if isinstance(exc, ResumableStop) and hint not in str(exc):
             raise PersonahubError(f"{spec.noun} {ctx.job_id} stopped: {exc}; resume with "

@@ -7,6 +7,7 @@ import pytest
 from personahub.agents.llm.client import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
 from personahub.agents.llm.settings import EndpointFailing
 from personahub.agents.prompts.agent import agent_messages
+from personahub.agents.tasks.conversation import NeighbourConversation
 from personahub.agents.tasks.npc_dialogue import NpcDialogue
 from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.core.contracts import carried_records
@@ -87,6 +88,25 @@ def test_invalid_twice_gives_up_without_raising(server):
     assert [r.status for r in result.records] == ["invalid", "invalid"]
     assert all("Invalid JSON" in (r.error or "") for r in result.records)
     assert srv.stats.requests == 2
+
+
+def test_a_malformed_multi_turn_answer_is_repaired_to_the_whole_one(server):
+    """Issue 32: serve's malformed answer is the intended one cut in half; for a conversation
+    the half can end after a closed turn. The seam must not take those turns for the answer:
+    the repair prompt gets the whole one, as a fault-free server gives it."""
+    clean, faulty = server(), server(malformed_rate=1.0)
+    lengths = []
+    for i in range(30):  # with the old repair, 20 and 25 took the half as the answer
+        messages = agent_messages(persona=f"A ferry pilot number {i}", kind="conversation",
+                                  addressee="A baker")
+        whole, repaired = (asyncio.run(LLMClient(LLMSettings(spec=f"{s.base_url}?model=m"))
+                                       .structured(NeighbourConversation, messages, purpose="t"))
+                           for s in (clean, faulty))
+        assert [r.status for r in repaired.records] == ["invalid", "ok"]
+        assert repaired.value == whole.value
+        lengths.append(len(whole.value.turns))
+    assert max(lengths) >= 4  # answers whose half can hold two closed turns were asked
+    assert faulty.stats.malformed == faulty.stats.repairs == 30
 
 
 def test_a_malformed_answer_gets_one_fresh_sample_and_a_repeat_is_recorded(server):

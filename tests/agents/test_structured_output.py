@@ -53,6 +53,37 @@ def test_local_repair_refuses_what_is_not_there(raw: str, fragment: str, has_jso
     assert checked.has_json is has_json
 
 
+class Line(BaseModel):
+    line: str
+
+
+class Talk(BaseModel):
+    turns: list[Line] = Field(min_length=2)
+
+
+FOUR_TURNS = ('{"turns": [{"line": "hello there"}, {"line": "hi, how are you"}, '
+              '{"line": "fine {thanks}"}, {"line": "good to hear"}]}')
+
+
+def test_an_answer_cut_after_its_inner_objects_closed_is_not_made_whole() -> None:
+    """Issue 32: half of a four-turn answer ends after a closed turn; closing the outer object
+    there would accept two turns as the answer (the soak run's nondeterminism)."""
+    for cut in range(1, len(FOUR_TURNS) - 1):
+        checked = check_answer(Talk, FOUR_TURNS[:cut])
+        assert checked.value is None, FOUR_TURNS[:cut]
+    assert check_answer(Talk, FOUR_TURNS).value is not None
+
+
+@pytest.mark.parametrize("raw", [
+    '{"turns": [{"line": "a }"}, {"line": "b"}}',  # a bracket short inside a closed object
+    "Here: {'turns': [{'line': 'a {'}, {'line': 'b'}]} and a } after",  # braces in strings, prose
+    '```json\n{"turns": [{"line": "a"}, {"line": "b \\" }"}]}\n```',  # an escaped quote
+])
+def test_a_closed_object_with_a_slip_inside_is_still_repaired(raw: str) -> None:
+    checked = check_answer(Talk, raw)
+    assert checked.value is not None and len(checked.value.turns) == 2 and checked.repaired
+
+
 def test_a_cut_off_answer_is_never_repaired() -> None:
     checked = check_answer(Item, '{"name": "kettle", "count": 3}', truncated=True)
     assert checked.value is None and "finish_reason=length" in (checked.error or "")
