@@ -13,7 +13,8 @@ Layout (the CLI is the outermost layer; no command module imports another, nor t
 in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
 consoles, errors, client, progress, the JSON result), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``batch`` (batch import; the --batch options), ``calibrate`` (calibrate, calibrations), ``doctor``, ``jobs`` (jobs, runs, resume),
+``judge``, ``batch`` (batch import), ``calibrate`` (calibrate, calibrations), ``doctor``,
+``jobs`` (jobs, runs, resume),
 ``show`` (one item, emission or persona), ``hub`` (personas import, sample, stats,
 export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
 ``personas`` (personas expand, from-text).

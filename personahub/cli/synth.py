@@ -10,17 +10,12 @@ from typing import Annotated, Any, Literal
 import typer
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
-from personahub.cli.batch import (
+from personahub.cli.common import (
     BatchFallbackOption,
     BatchFileOption,
     BatchOption,
     BatchPollOption,
     BatchWindowOption,
-    awaiting_results,
-    batch_engine,
-    batch_progress,
-)
-from personahub.cli.common import (
     CacheOption,
     ConcurrencyOption,
     DbOption,
@@ -39,7 +34,10 @@ from personahub.cli.common import (
     TemperatureOption,
     TimeoutOption,
     TopPOption,
+    awaiting_results,
     banner,
+    batch_engine,
+    batch_progress,
     emit_job_json,
     error_line,
     job_progress,
