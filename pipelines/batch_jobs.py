@@ -25,6 +25,8 @@ from personahub.core.validate import check_number
 B = TypeVar("B")
 R = TypeVar("R")
 _WINDOW = re.compile(r"^[1-9][0-9]*h$")
+#: requests in one provider batch at most, for a job without a batch size (the OpenAI cap)
+MAX_REQUESTS = 50_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +81,7 @@ class BatchedAsker(Generic[B, R]):
                 "NULL AND custom_id IS NOT NULL", [ctx.job_id]).fetchall()}
             self.caller = BatchingCaller(
                 client, book, job_kind=ctx.spec.kind, job_id=ctx.job_id,
-                size=int(config.batch_size), window=config.batch_window,
+                size=int(getattr(config, "batch_size", MAX_REQUESTS)), window=config.batch_window,
                 fallback=config.batch_fallback, batch_file=config.batch_file,
                 poll_s=config.batch_poll_s, max_poll_s=max(60.0, config.batch_poll_s),
                 on_handle=lambda handle: save_handle(ctx.con, handle),

@@ -56,6 +56,9 @@ T = TypeVar("T", bound=BaseModel)
 FALLBACKS = ("batch", "online")
 #: event-loop turns with no new call queued after which the asker is taken to wait on the queue
 SETTLE_TURNS = 4
+#: then one short wait, for calls a framework's own scheduling (threads, queues) still carries:
+#: a round costs the batch's wall time (minutes to hours), so this only keeps a step whole
+SETTLE_S = 0.02
 #: a results file imported for a batch file: the handle's output "file id" is its path
 LOCAL_PREFIX = "local:"
 MAX_ROUNDS = 64  # rounds of one asker run at most (a loop that never ends is a bug, said so)
@@ -200,11 +203,15 @@ class BatchingCaller:
 
     async def _settle(self, work: asyncio.Future[Any]) -> None:
         """Let the asker's coroutines run until none queues another call."""
-        quiet, seen = 0, -1
-        while not work.done() and quiet < SETTLE_TURNS:
-            await asyncio.sleep(0)
-            quiet = quiet + 1 if len(self._queue) == seen else 0
-            seen = len(self._queue)
+        while not work.done():
+            quiet, seen = 0, -1
+            while not work.done() and quiet < SETTLE_TURNS:
+                await asyncio.sleep(0)
+                quiet = quiet + 1 if len(self._queue) == seen else 0
+                seen = len(self._queue)
+            await asyncio.sleep(SETTLE_S)
+            if len(self._queue) == seen:
+                return
 
     async def _round(self, queued: list[_Queued]) -> None:
         """One round: the queued calls (and what they must send again) until each has its
