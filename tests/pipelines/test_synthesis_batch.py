@@ -249,3 +249,20 @@ def test_importing_results_of_another_job_is_one_line(server: Any, tmp_path: Pat
     assert "none of the 1 results answers a request" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert rows(db, "SELECT status FROM jobs") == [("awaiting_results",)]
+
+
+def test_synthesize_batch_file_exits_0_saying_what_to_do_next(server: Any,
+                                                              tmp_path: Path) -> None:
+    srv = server()
+    db, requests = tmp_path / "cli.duckdb", tmp_path / "out.jsonl"
+    done = subprocess.run(cli("synthesize", "math_problem", "--n", "3", "--db", str(db), "--llm",
+                              f"{srv.base_url}?model=offline", "--structured", "json_schema",
+                              "--batch-file", str(requests)),
+                          cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs")
+    assert status == "awaiting_results"
+    assert f"personahub batch import results.jsonl --job {job_id}" in " ".join(
+        done.stderr.split())
+    assert len(requests.read_text().splitlines()) == 3
+    assert srv.stats.requests == 0
