@@ -84,6 +84,7 @@ from personahub.personas.quality import (
     gate_answer,
     gate_persona,
     language_scripts,
+    max_length,
     rejected_counts,
     rejected_row,
 )
@@ -355,7 +356,8 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     round_number = level + 1
     answers = [(parent, position, person,
                 *gate_persona(person.persona, language=language,
-                              shown=prompt_text(shown[parent.persona_id])))
+                              shown=prompt_text(shown[parent.persona_id]),
+                              bound=max_length(person, "persona")))
                for parent, result in zip(parents, results, strict=True) if result.value is not None
                for position, person in enumerate(getattr(result.value, "people"))]  # noqa: B009
     near = _nearest(linking, [(text, parent.persona_id) for parent, _, _, text, issue in answers

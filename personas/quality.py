@@ -446,11 +446,62 @@ def echo_issue(text: str, shown: str) -> QualityIssue | None:
     return None
 
 
-def gate_persona(text: str, *, language: str | None = None,
-                 shown: str | None = None) -> tuple[str, QualityIssue | None]:
-    """``text`` cleaned (``clean_persona_text``) and the first rule it fails, if any; with
-    ``shown`` (the prompt a related persona was asked with), an echo of it fails too."""
-    cleaned = clean_persona_text(text)
+# where a clause ends inside a persona: a stop, comma, semicolon or closing bracket before a
+# space, or a spaced dash
+_CLAUSE_END = re.compile(r"[.;,:!?)](?=\s)|\s[-–—]\s")
+_MAX_TRIMS = 3
+
+
+def finish_persona(text: str, *, cut: bool = False) -> str:
+    """``text`` cut back to the end of its last whole clause when it is unfinished: it ends on a
+    comma or a dangling word (the ``fragment`` rule), or it reached its ``maxLength`` without a
+    final stop (``cut``: the grammar closed the string there, perhaps mid-word). Why: a small
+    model that runs on until the bound writes a good first clause and an unfinished tail ("A
+    ferry pilot who reads the tide tables daily, and who is currently working o"); the finished
+    part is the persona it meant, and what is left must still pass every rule."""
+    if cut and text and text[-1] not in ".!?":
+        text = _drop_tail(text)
+    for _ in range(_MAX_TRIMS):
+        if not text or not _fragment(text):
+            break
+        text = _drop_tail(text)
+    return text
+
+
+_TRAILING = " ,;:-–—(/&"
+
+
+def _drop_tail(text: str) -> str:
+    """``text`` without its unfinished end: its trailing punctuation if it ends on some, else its
+    last clause, else (one clause only) its last word."""
+    stripped = text.rstrip(_TRAILING)
+    if stripped != text:
+        return stripped
+    ends = [m.start() for m in _CLAUSE_END.finditer(text)]
+    if ends:
+        return text[:ends[-1]].rstrip(_TRAILING)
+    return text[:max(text.rfind(" "), 0)].rstrip(_TRAILING)
+
+
+def max_length(item: Any, name: str) -> int | None:
+    """The ``maxLength`` the schema of ``item`` (a pydantic model: the bounded class the model
+    answered) set on field ``name``, if any."""
+    info = getattr(type(item), "model_fields", {}).get(name)
+    for meta in getattr(info, "metadata", ()):
+        bound = getattr(meta, "max_length", None)
+        if isinstance(bound, int):
+            return bound
+    return None
+
+
+def gate_persona(text: str, *, language: str | None = None, shown: str | None = None,
+                 bound: int | None = None) -> tuple[str, QualityIssue | None]:
+    """``text`` cleaned (``clean_persona_text``), finished (``finish_persona``; ``bound``: the
+    ``maxLength`` it was asked within, so that a text that reached it is known cut) and the
+    first rule it fails, if any; with ``shown`` (the prompt a related persona was asked with), an
+    echo of it fails too."""
+    cleaned = finish_persona(clean_persona_text(text),
+                             cut=bound is not None and len(text.strip()) >= bound)
     issue = screen_persona(cleaned, language=language)
     if issue is None and shown is not None:
         issue = echo_issue(cleaned, shown)
@@ -463,7 +514,8 @@ def gate_answer(field: str, language: str | None, value: Any, *,
     ``persona``): the first rejection when the gate keeps none of them, else None (``shown``:
     see ``gate_persona``). A module-level function (``functools.partial`` it), so that the
     check pickles to a Ray worker."""
-    issues = [gate_persona(str(getattr(item, "persona", "")), language=language, shown=shown)[1]
+    issues = [gate_persona(str(getattr(item, "persona", "")), language=language, shown=shown,
+                           bound=max_length(item, "persona"))[1]
               for item in getattr(value, field, None) or ()]
     if not issues or any(issue is None for issue in issues):
         return None

@@ -51,6 +51,7 @@ from personahub.personas.quality import (
     gate_answer,
     gate_persona,
     language_scripts,
+    max_length,
     rejected_row,
     tally,
 )
@@ -367,7 +368,8 @@ def _screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, lang
     kept: list[Persona] = []
     refused: list[dict[str, Any]] = []
     for position, item in enumerate(items):
-        text, issue = gate_persona(item.persona, language=language)
+        text, issue = gate_persona(item.persona, language=language,
+                                   bound=max_length(item, "persona"))
         if issue is None:
             kept.append(Persona(text=text, source=SOURCE, source_ref=text_id,
                                 attributes={"relation": relation, "text_id": text_id,

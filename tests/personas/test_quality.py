@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
 from personahub.agents.llm.client import LLMClient, LLMSettings, StructuredResult
@@ -51,8 +51,10 @@ from personahub.personas.quality import (
     MIN_WORDS,
     clean_persona_text,
     echo_issue,
+    finish_persona,
     gate_answer,
     gate_persona,
+    max_length,
     rejection_line,
     screen_persona,
 )
@@ -665,3 +667,45 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     assert again.skipped_done == 1 and again.rejected == {"not_a_question": 3}
     con = connect(db)
     assert con.execute("select count(*) from rejected").fetchall() == [(3,)]  # rewritten, no twins
+
+
+# --------------------------------------------------------------------------- finishing a cut persona
+
+@pytest.mark.parametrize(("text", "cut", "expected"), [
+    # reached its maxLength mid-word: back to the end of its last whole clause
+    ("A night-shift nurse who trains new staff on the ward, and who is currently working o", True,
+     "A night-shift nurse who trains new staff on the ward"),
+    # reached its maxLength with one clause only: the partial last word goes
+    ("A night-shift nurse who trains new staff on the surgical wa", True,
+     "A night-shift nurse who trains new staff on the surgical"),
+    # a finished sentence that happens to end at the bound is kept whole
+    ("A retired ferry pilot who reads tide tables.", True, "A retired ferry pilot who reads tide tables."),
+    # not cut, but unfinished: a trailing comma, then dangling words
+    ("A retired ferry pilot who lives by the estuary,", False,
+     "A retired ferry pilot who lives by the estuary"),
+    ("A retired ferry pilot who is the son of a", False, "A retired ferry pilot who is the son"),
+    # not cut and finished: unchanged (no final stop needed)
+    ("A retired ferry pilot who reads tide tables", False, "A retired ferry pilot who reads tide tables"),
+])
+def test_finish_persona_cuts_an_unfinished_tail_back_to_its_last_clause(text: str, cut: bool,
+                                                                         expected: str) -> None:
+    assert finish_persona(text, cut=cut) == expected
+
+
+def test_gate_keeps_the_finished_part_of_a_persona_that_reached_its_bound() -> None:
+    class Bounded(BaseModel):
+        persona: str = Field(max_length=60)
+
+    text = "A night-shift nurse who trains new staff, and who is currentl"
+    item = Bounded(persona=text[:60])
+    assert max_length(item, "persona") == 60
+    kept, issue = gate_persona(item.persona, bound=max_length(item, "persona"))
+    assert (kept, issue) == ("A night-shift nurse who trains new staff", None)
+    # the same text without the bound is not known to be cut: it passes as written
+    assert gate_persona(item.persona)[0] == item.persona
+    # what is left must still pass every rule: a bare name stays rejected
+    assert gate_persona("Maria Lopez, who is currently a", bound=31)[1].code == "bare_name"
+    # the seam's check of a whole answer finishes each persona the same way
+    class Answer(BaseModel):
+        personas: list[Bounded]
+    assert gate_answer("personas", None, Answer(personas=[item])) is None
