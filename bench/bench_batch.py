@@ -8,9 +8,10 @@ One loopback server (``personahub serve``'s ``agents/loopback/server.py``, in a 
 its CPU is not the client's) answers both jobs with the offline engine under the model name
 ``--model``: online, each request after ``--latency`` seconds; as a batch, after
 ``--batch-delay`` seconds (0: the server answers the lines as fast as it can, so the figure is
-personahub's own overhead; a provider takes minutes to hours). Both jobs draw the same ``--n``
-personas (template-built: ``bench/_synthetic.py``; seed 0) and ask one ``math_problem`` item each with ``--structured json_schema``; the
-bench checks that they wrote the same items.
+personahub's own overhead; a provider takes minutes to hours). Both jobs draw the same
+``--n`` personas (template-built: ``bench/_synthetic.py``; seed 0) and ask one
+``math_problem`` item each with ``--structured json_schema``; the bench checks that they wrote
+the same items.
 
 Cost: the ``prices`` row ``--model`` at ``--price-in``/``--price-out`` USD per 1M tokens, no batch
 price set, so ``v_run_cost`` prices batch attempts at half (the OpenAI Batch API's discount).
