@@ -14,6 +14,7 @@ import duckdb
 import networkx as nx
 
 from personahub.core.jobs_store import find_job, latest_job_id, list_jobs
+from personahub.sim.store import source_of
 
 #: Nodes the graph drawing keeps: a neighbourhood sample of a larger society.
 MAX_GRAPH_NODES = 150
@@ -130,10 +131,11 @@ def step_rows(con: Any, run_id: str) -> list[dict[str, Any]]:
 
 
 def events(con: Any, run_id: str) -> list[dict[str, Any]]:
-    """Events delivered so far (step, text, audience, recipients), in order."""
+    """Events delivered so far (step, text, audience, recipients, and who put them in: the
+    scenario, or ``view`` for one typed into the live view), in order."""
     return [_jsonable(r) for r in rows(
-        con, "SELECT step, text, audience, n_recipients FROM events WHERE run_id = ? "
-             "ORDER BY step, event_index", [run_id])]
+        con, f"SELECT step, text, audience, n_recipients, {source_of(con, 'events')} AS source "
+             "FROM events WHERE run_id = ? ORDER BY step, event_index", [run_id])]
 
 
 def surveys(con: Any, run_id: str) -> list[dict[str, Any]]:

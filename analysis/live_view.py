@@ -12,11 +12,18 @@ The server binds 127.0.0.1 only and runs in a daemon thread; ``stop()`` ends it.
 only requests whose ``Host`` names it and that carry no foreign ``Origin``
 (``personahub.core.loopback``): a page served under another name that re-resolves to 127.0.0.1
 (DNS rebinding) gets a 403, not the runs.
+
+A view served by ``run --view`` also steers its run (``sim/steering.py``): ``POST /api/steer``
+with a JSON body ``{"action": "pause" | "resume" | "step" | "inject", "text": ...}`` changes what
+the runner does at its next tick barrier. The guard above applies to it too, and it takes only
+``application/json`` (which a page on another site cannot send without a preflight this server
+never answers). A view of a database no process is writing (``personahub view``) only watches.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import threading
 import time
@@ -36,6 +43,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from personahub.analysis import live_queries
 from personahub.core.errors import PersonahubError
 from personahub.core.loopback import host_allowed, origin_allowed
+from personahub.sim.steering import Steering, SteeringError
+
+#: What ``POST /api/steer`` accepts (``Steering``'s methods of the same names).
+STEER_ACTIONS = ("pause", "resume", "step", "inject")
 
 _STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; charset=utf-8"}
 
@@ -94,10 +105,12 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
-def make_app(source: ViewSource) -> Starlette:
+def make_app(source: ViewSource, steering: Steering | None = None) -> Starlette:
     """The page (``/``), its script and style, and the JSON endpoints:
     ``/api/runs``, ``/api/state?run=ID`` (header, steps, events, surveys, stream) and
-    ``/api/graph?run=ID``. Without ``run`` the source's run, else the newest, is shown."""
+    ``/api/graph?run=ID``. Without ``run`` the source's run, else the newest, is shown.
+    With ``steering`` (the source's run is being run by this process), ``/api/steer``: GET its
+    state, POST a request (see the module doc)."""
 
     def read(request: Request, what: Callable[[Any, str], Any]) -> Response:
         cursor = source.cursor()
@@ -108,7 +121,10 @@ def make_app(source: ViewSource) -> Starlette:
                 return JSONResponse({"run_id": None, "waiting": True,
                                      "error": f"no run {asked}" if asked else "no run yet"},
                                     status_code=404 if asked else 200)
-            return JSONResponse({"run_id": run_id, **what(cursor, run_id)})
+            found = what(cursor, run_id)
+            if steering is not None and run_id == source.run_id:
+                found["steering"] = steering.status()
+            return JSONResponse({"run_id": run_id, **found})
         finally:
             cursor.close()
 
@@ -135,10 +151,43 @@ def make_app(source: ViewSource) -> Starlette:
     def graph(request: Request) -> Response:
         return read(request, lambda con, run_id: {"graph": live_queries.graph(con, run_id)})
 
+    async def steer(request: Request) -> Response:
+        return await steer_request(request, steering)
+
     return Starlette(routes=[
         Route("/", page), Route("/static/{name}", static), Route("/api/runs", runs),
-        Route("/api/state", state), Route("/api/graph", graph)],
+        Route("/api/state", state), Route("/api/graph", graph),
+        Route("/api/steer", steer, methods=["GET", "POST"])],
         middleware=[Middleware(HostGuard)])
+
+
+async def steer_request(request: Request, steering: Steering | None) -> Response:
+    """``/api/steer``: GET the steering state, POST one request; a one-line error otherwise
+    (400 bad body, 409 nothing to steer, 415 not JSON)."""
+    if steering is None:
+        return JSONResponse({"error": "this view only watches: steer a run from the view of "
+                                      "personahub run --view"}, status_code=409)
+    if request.method == "GET":
+        return JSONResponse(steering.status())
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return JSONResponse({"error": "send the request as application/json"}, status_code=415)
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+    action = body.get("action") if isinstance(body, dict) else None
+    if action not in STEER_ACTIONS:
+        return JSONResponse({"error": f"action must be one of {', '.join(STEER_ACTIONS)}, got "
+                                      f"{action!r}"}, status_code=400)
+    try:
+        if action == "inject":
+            steering.inject(body.get("text"))  # its type is checked there
+        else:
+            getattr(steering, action)()
+    except SteeringError as exc:
+        over = steering.status()["over"]
+        return JSONResponse({"error": str(exc)}, status_code=409 if over else 400)
+    return JSONResponse(steering.status())
 
 
 def _asset(name: str) -> str:
@@ -180,13 +229,14 @@ def bind(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
 
 
 def start_view(source: ViewSource, port: int = 0, host: str = "127.0.0.1",
-               sock: socket.socket | None = None) -> RunningView:
-    """Serve the view in a daemon thread on ``sock`` (else on a new loopback socket at ``port``)."""
+               sock: socket.socket | None = None, steering: Steering | None = None) -> RunningView:
+    """Serve the view in a daemon thread on ``sock`` (else on a new loopback socket at ``port``);
+    with ``steering``, the page steers the source's run."""
     import uvicorn
 
     sock = sock or bind(port, host)
     address = sock.getsockname()
-    config = uvicorn.Config(make_app(source), log_level="warning", lifespan="off", access_log=False,
+    config = uvicorn.Config(make_app(source, steering), log_level="warning", lifespan="off", access_log=False,
                             timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="personahub-view",
@@ -205,11 +255,13 @@ class RunView:
     runner holds the database (a second connection to the same DuckDB instance), and it stays up
     after the run ends until ``linger`` is interrupted."""
 
-    def __init__(self, db: Path, port: int, say: Callable[[str], None]) -> None:
+    def __init__(self, db: Path, port: int, say: Callable[[str], None], *,
+                 paused: bool = False) -> None:
         self.db = db
         self.say = say
         self.sock: socket.socket | None = bind(port)
         self.handle: RunningView | None = None
+        self.steering = Steering(paused=paused)  # what the page's buttons change
 
     def start(self, run_id: str) -> None:
         """Start serving ``run_id`` (call it while the runner's connection is open)."""
@@ -219,11 +271,15 @@ class RunView:
             return
         source = ViewSource(lambda: duckdb.connect(str(self.db)), run_id)
         source.open()  # now, while the runner holds the file: same instance, same settings
-        self.handle, self.sock = start_view(source, sock=self.sock), None
-        self.say(f"view: {self.handle.url} (follows run {run_id})")
+        self.handle, self.sock = start_view(source, sock=self.sock, steering=self.steering), None
+        paused = " — paused before step 1: press Resume or Step" if self.steering.status()["paused"] \
+            else ""
+        self.say(f"view: {self.handle.url} (follows run {run_id}; pause, step and inject events "
+                 f"there){paused}")
 
     def linger(self) -> None:
         """Keep serving the finished run until Ctrl-C or SIGTERM (an interrupt ends it quietly)."""
+        self.steering.finish()
         if self.handle is None:
             return
         self.say("the run is over; the view stays up until Ctrl-C")
@@ -237,6 +293,7 @@ class RunView:
 
     def stop(self) -> None:
         """Stop serving (or give the reserved port back)."""
+        self.steering.finish()
         if self.sock is not None:
             self.sock.close()
             self.sock = None

@@ -129,7 +129,8 @@ def _events_note(events: list[Event]) -> str:
     if not events:
         return ""
     return " Events (dashed lines, delivered at the start of their step): " + "; ".join(
-        f"{e.label} step {e.step}, {e.recipients} recipients: {e.text.rstrip('.')}"
+        f"{e.label} step {e.step}, {e.recipients} recipients"
+        f"{'' if e.source == 'scenario' else f', injected from the {e.source}'}: {e.text.rstrip('.')}"
         for e in events) + "."
 
 

@@ -16,6 +16,7 @@ import duckdb
 import networkx as nx
 
 from personahub.core.jobs_store import find_job
+from personahub.sim.store import source_of
 
 NO_EMISSION = "no emission"
 
@@ -47,6 +48,7 @@ class Event:
     step: int
     text: str
     recipients: int
+    source: str = "scenario"  # or who injected it while the run ran (``view``)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -112,9 +114,10 @@ def run_events(con: duckdb.DuckDBPyConnection, run_id: str | None) -> list[Event
     """Events delivered in the run, labelled E1, E2, ... in step order."""
     if run_id is None:
         return []
-    rows = con.execute("SELECT step, text, n_recipients FROM events WHERE run_id = ? "
-                       "ORDER BY step, event_index", [run_id]).fetchall()
-    return [Event(f"E{i}", step, text, n or 0) for i, (step, text, n) in enumerate(rows, 1)]
+    rows = con.execute(f"SELECT step, text, n_recipients, {source_of(con, 'events')} FROM events "
+                       "WHERE run_id = ? ORDER BY step, event_index", [run_id]).fetchall()
+    return [Event(f"E{i}", step, text, n or 0, source)
+            for i, (step, text, n, source) in enumerate(rows, 1)]
 
 
 def agent_roles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, str]:

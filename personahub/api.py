@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
 from personahub.results import Calibration, Job, Judged, Run
 
@@ -220,7 +221,9 @@ async def synthesize_async(task: str, *, db: str | Path = DEFAULT_DB, llm: str =
 _TEXT_DEFAULTS: dict[str, Any] = {
     "relations": "read,write,like,dislike", "per_text": 1, "limit": None, "corpus_name": None,
     "text_column": None, "id_column": None, "split": "paragraph", "batch_size": 64,
-    "concurrency": 16, "language": None, "cache": "off"}
+    "concurrency": 16, "language": None, "cache": "off", "skip_bad": False, "executor": "local",
+    "ray_address": None, "ray_workers": None, "max_failed_share": DEFAULT_MAX_FAILED_SHARE,
+    "offline_latency_s": 0.0}
 _EXPAND_DEFAULTS: dict[str, Any] = {
     "hops": 1, "fanout": 2, "limit": None, "start_ids": None, "batch_size": 256, "concurrency": 16,
     "language": None, "link_candidates": 4, "link_embedder": "hash", "cache": "off"}
@@ -246,8 +249,9 @@ def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str |
 
 def _text_call(corpus: str | Path, db: str | Path, llm: str, seed: int,
                options: dict[str, Any]) -> Callable[[], Job]:
+    # the options named here are what a run over a corpus with its job already must agree on
     return partial(_persona_job, "text_to_persona", _TEXT_DEFAULTS, _MODEL_FLAGS, db, options,
-                   corpus=Path(corpus), llm=llm, seed=seed)
+                   corpus=Path(corpus), llm=llm, seed=seed, given=frozenset(options))
 
 
 def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
@@ -255,8 +259,11 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
     """Text-to-persona over a corpus file: who is likely to read/write/like/dislike each text.
 
     ``options``: relations, per_text, limit, corpus_name, text_column, id_column, split,
-    batch_size, concurrency, language, cache, and the model flags (structured, max_tokens,
-    temperature, top_p, timeout_s, rps). Re-running over the same corpus name skips done texts.
+    skip_bad, batch_size, concurrency, language, cache, executor (local or ray), ray_address,
+    ray_workers, max_failed_share, offline_latency_s, and the model flags (structured,
+    max_tokens, temperature, top_p, timeout_s, rps): the same job as ``personahub personas
+    from-text``. Running again over the same corpus name goes on with its job (what it did is
+    skipped); an option named here that the job fixed otherwise is an error.
     """
     return call_blocking(_text_call(corpus, db, llm, seed, options))
 

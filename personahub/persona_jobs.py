@@ -1,23 +1,30 @@
-"""The persona jobs for the Python API, without the CLI's console: text-to-persona, expansion
-and dedup, each opened, run on the job kernel's loop (``core.loop.job_loop``) and closed with a
-status, as the commands in ``sim.cli_personas`` and ``sim.cli_dedup`` do.
+"""The persona jobs for the Python API, without the CLI's console. Text-to-persona is a job
+spec (``pipelines/text_to_persona.py``): the API and ``personahub personas from-text`` build the
+same ``TextConfig`` and run it through ``run_text_job`` (the kernel). Expansion and dedup are
+opened, run on the job kernel's loop (``core.loop.job_loop``) and closed with a status, as the
+commands in ``cli/personas.py`` and ``cli/dedup.py`` do.
 
 Each function blocks; ``personahub.api`` runs it in a worker thread where a loop is running.
 """
 
 from __future__ import annotations
 
-from itertools import islice
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.cache import attach_cache
-from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, make_client, redact_spec
+from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, make_client
+from personahub.core.commit import ProgressHook
 from personahub.core.errors import PersonahubError
+from personahub.core.kernel import JobResult
 from personahub.core.loop import job_loop
 from personahub.core.store import connect
 from personahub.personas.store import live_persona_ids
+
+if TYPE_CHECKING:
+    from personahub.pipelines.text_to_persona import TextConfig
 
 
 def _client(llm: str, seed: int, concurrency: Concurrency, cache: str, **settings: Any) -> LLMClient:
@@ -32,44 +39,59 @@ def _existing(db: Path) -> None:
         raise PersonahubError(f"db {db}: no such database; import personas into it first")
 
 
-def text_to_persona_job(corpus: Path, *, db: Path, llm: str, seed: int, relations: str,
-                        per_text: int, limit: int | None, corpus_name: str | None,
-                        text_column: str | None, id_column: str | None, split: str,
-                        batch_size: int, concurrency: Concurrency, language: str | None,
-                        cache: str, **settings: Any) -> tuple[str, Any]:
-    """(job id, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text."""
-    from personahub.personas.text_jobs import finish_text_job, start_text_job
-    from personahub.personas.text_to_persona import iter_texts, parse_relations, text_to_persona
+def text_config(corpus: str | Path, *, db: str | Path, llm: str, seed: int,
+                relations: str | Sequence[str], per_text: int, limit: int | None,
+                corpus_name: str | None, text_column: str | None, id_column: str | None,
+                split: str, batch_size: int, concurrency: Concurrency, language: str | None,
+                cache: str, **settings: Any) -> TextConfig:
+    """The ``TextConfig`` of ``personahub.text_to_persona(corpus, ...)`` (the command builds
+    the same one from its flags): the corpus named after its file unless ``corpus_name``."""
+    from personahub.pipelines.text_to_persona import TextConfig
 
-    try:
-        chosen = parse_relations(relations)
-        texts = iter_texts(corpus, text_column=text_column, id_column=id_column, split=split,
-                           name=corpus_name)
-    except ValueError as exc:
-        raise PersonahubError(str(exc)) from None
-    name = corpus_name or Path(corpus).name
-    client = _client(llm, seed, concurrency, cache, **settings)
-    con = connect(db)
-    try:
-        attach_cache(con, client, cache)
-        job_id = start_text_job(con, name, {"seed": seed, "llm": redact_spec(llm), **settings,
-                                   "relations": list(chosen), "per_text": per_text,
-                                   "language": language, "path": str(Path(corpus).resolve()),
-                                   "text_column": text_column, "id_column": id_column,
-                                   "split": split, "limit": limit, "skip_bad": False})
-        try:
-            with job_loop() as loop:
-                summary = loop.run(text_to_persona(
-                    con, client, islice(texts, limit), corpus=name, relations=chosen,
-                    per_text=per_text, batch_size=batch_size, concurrency=concurrency,
-                    language=language, job_id=job_id))
-        except BaseException as exc:
-            finish_text_job(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
-            raise
-        finish_text_job(con, job_id, "finished")
-        return job_id, summary
-    finally:
-        con.close()
+    return TextConfig(corpus=corpus_name or Path(corpus).name, path=str(Path(corpus).resolve()),
+                      relations=tuple(relations.split(",") if isinstance(relations, str) else relations),
+                      per_text=per_text, limit=limit,
+                      text_column=text_column, id_column=id_column, split=split,
+                      batch_size=batch_size, concurrency=concurrency, language=language,
+                      cache=cache, db=str(db), llm=llm, seed=seed, **settings)
+
+
+def rerun_settings(config: TextConfig, given: Iterable[str]) -> dict[str, Any]:
+    """What a run over a corpus that has its job already hands the kernel: every engine field
+    of ``config`` and the fields of what the job makes that the caller ``given`` (the kernel
+    refuses those that differ from the job's)."""
+    from personahub.core.kernel import engine_fields
+
+    names = engine_fields(type(config)) | set(given)
+    return {name: getattr(config, name) for name in sorted(names) if hasattr(config, name)}
+
+
+def run_text_job(config: TextConfig | Mapping[str, Any], *, db: str | Path,
+                 resume: str | None = None, given: Iterable[str] = (),
+                 progress: ProgressHook | None = None,
+                 on_ready: Callable[[Any], None] | None = None,
+                 on_start: Callable[[str, bool], None] | None = None,
+                 warn: Callable[[str], None] | None = None) -> JobResult[Any]:
+    """Run a text-to-persona job on the kernel: ``resume`` (its id) goes on with it; a new
+    config over a corpus that has its job already goes on with that job (``rerun_settings``);
+    else a new job. The command and the API both come here."""
+    from personahub import runtime
+    from personahub.pipelines.text_to_persona import TEXT_TO_PERSONA, TextConfig, text_job_of
+
+    if resume is None and isinstance(config, TextConfig):
+        resume = text_job_of(db, config.corpus)
+        if resume is not None:
+            config = rerun_settings(config, given)
+    return runtime.run(TEXT_TO_PERSONA, config, db, resume=resume, progress=progress,
+                       on_ready=on_ready, on_start=on_start, warn=warn)
+
+
+def text_to_persona_job(corpus: Path, *, db: Path, given: Iterable[str] = (),
+                        **options: Any) -> tuple[str, Any]:
+    """(job id, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text (a
+    corpus that has its job already: that job goes on, skipping what it did)."""
+    result = run_text_job(text_config(corpus, db=db, **options), db=db, given=given)
+    return result.job_id, result.summary
 
 
 def expand_job(*, db: Path, llm: str, seed: int, hops: int, fanout: int, limit: int | None,

@@ -272,15 +272,30 @@ class Run(Job):
 
     def timeline(self) -> pd.DataFrame:
         """One row per committed step: active agents, emissions, messages, survey answers,
-        failed actions, near-duplicates flagged, and the step's start and seconds."""
+        failed actions, near-duplicates flagged, events delivered, the events injected by hand
+        while it ran (``injected``: their texts, from the live view; empty when none), and the
+        step's start and seconds."""
+        from personahub.core.store import connect
+        from personahub.sim.store import source_of
+
+        con = connect(self.db, read_only=True)
+        try:
+            source = source_of(con, "events")
+        finally:
+            con.close()
         return self.sql(
             "SELECT s.step, s.n_active AS active, s.n_emissions AS emissions, "
             "s.n_messages AS messages, coalesce(s.n_answers, 0) AS survey_answers, "
-            "s.n_failed AS failed, coalesce(d.duplicates, 0) AS duplicates, s.started_at, "
+            "s.n_failed AS failed, coalesce(d.duplicates, 0) AS duplicates, "
+            "coalesce(ev.events, 0) AS events, coalesce(ev.injected, []::VARCHAR[]) AS injected, "
+            "s.started_at, "
             "round(epoch(s.finished_at) - epoch(s.started_at), 3) AS seconds "
             "FROM steps s LEFT JOIN (SELECT step, count(*) FILTER (WHERE is_duplicate) AS "
             "duplicates FROM emissions WHERE run_id = ? GROUP BY step) d USING (step) "
-            "WHERE s.run_id = ? ORDER BY s.step", [self.job_id, self.job_id])
+            f"LEFT JOIN (SELECT step, count(*) AS events, list(text ORDER BY event_index) "
+            f"FILTER (WHERE {source} <> 'scenario') AS injected FROM events WHERE run_id = ? "
+            "GROUP BY step) ev USING (step) "
+            "WHERE s.run_id = ? ORDER BY s.step", [self.job_id, self.job_id, self.job_id])
 
     def messages(self) -> pd.DataFrame:
         """Rows of ``messages`` for this run."""

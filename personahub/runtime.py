@@ -83,11 +83,39 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
                    on_start=on_start)
 
 
+def recorded_spec(db: str | Path, job_id: str) -> str | None:
+    """The (redacted) model spec job ``job_id`` recorded (None: no such job or database, or a
+    job that recorded none)."""
+    from personahub.core.jobs_store import find_job
+    from personahub.core.store import connect
+
+    if not Path(db).exists():
+        return None
+    con = connect(db, read_only=True)
+    try:
+        job = find_job(con, job_id)
+    finally:
+        con.close()
+    if job is None:
+        return None
+    spec = registered_spec(job.kind)
+    stored = spec.upgrade(dict(job.config)) if spec is not None else dict(job.config)
+    return str(stored["llm"]) if stored.get("llm") else None
+
+
+def recorded_llm(db: str | Path, job_id: str) -> str:
+    """What a resume of ``job_id`` asks with unless it is given a model (``--llm``): the model
+    spec the job recorded, redacted (give ``--llm`` when it needs credentials); ``offline`` for
+    an unknown job (the kernel then refuses it by name) or one that recorded none."""
+    return recorded_spec(db, job_id) or "offline"
+
+
 def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
     """The spec of ``kind`` once the shipped specs are registered (they register on import)."""
     import personahub.pipelines.calibrate  # noqa: F401 - registers "calibration"
     import personahub.pipelines.population_write  # noqa: F401 - registers "population_write"
     import personahub.pipelines.run  # noqa: F401 - registers "run"
     import personahub.pipelines.synthesize  # noqa: F401 - registers "synthesis"
+    import personahub.pipelines.text_to_persona  # noqa: F401 - registers "text_to_persona"
 
     return spec_for(kind)

@@ -38,8 +38,6 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
-from personahub.agents.llm.bounds import SHORT
-from personahub.agents.llm.failures import call_error
 from personahub.agents.prompts.personas import expand_messages, prompt_text
 from personahub.core.commit import JobRef, ProgressHook, commit_batch
 from personahub.core.contracts import StructuredCaller
@@ -49,6 +47,7 @@ from personahub.core.failures import (
     QUALITY_FAIL_MIN_ACTIONS,
     ModelRejected,
     batch_failure,
+    call_error,
     check_max_failed_share,
     endpoint_error,
 )
@@ -63,6 +62,7 @@ from personahub.core.jobs_store import (
     supersede_jobs,
 )
 from personahub.core.store import insert_rows, scalar, transaction
+from personahub.core.text_bounds import DIGITS, SHORT
 from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.embedding import Embedder
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
@@ -81,6 +81,7 @@ from personahub.personas.linking import (
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import (
     PERSONA_MAX_CHARS,
+    RELATION_MAX_CHARS,
     gate_answer,
     gate_persona,
     language_scripts,
@@ -115,12 +116,16 @@ class ExpansionIncomplete(PersonahubError):
 class RelatedPersona(BaseModel):
     """Someone in close relationship with a given persona."""
 
-    relation: Annotated[str, SHORT] = Field(min_length=2,
-                                            description="how they relate, e.g. patient, supplier")
+    # Both fields are bounded at one character a token (DIGITS): a small model that degenerates
+    # here writes one-character tokens ("A_JM_N_N_C_M_G…", "MALADES-2019-10-20_…"), and the
+    # bound must close the JSON even then; the expansion's max_tokens leaves room for it.
+    relation: Annotated[str, SHORT, DIGITS] = Field(
+        min_length=2, max_length=RELATION_MAX_CHARS,
+        description="how they relate, e.g. patient, supplier")
     # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
     # that runs to its maxLength is still a persona the gate can keep
-    persona: str = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
-                         description="a one-sentence persona description")
+    persona: Annotated[str, DIGITS] = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
+                                            description="a one-sentence persona description")
 
 
 @lru_cache(maxsize=32)

@@ -24,8 +24,8 @@ import duckdb
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
 
-from personahub.agents.llm.bounds import SHORT
 from personahub.agents.prompts.personas import PERSONA_SYSTEM, section
+from personahub.core.text_bounds import SHORT
 from personahub.personas.graph import Relation
 
 LINK_SOURCE = "expand:link"

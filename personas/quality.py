@@ -30,6 +30,7 @@ MIN_WORDS = 3
 MAX_CHARS = 600  # a persona is a sentence or two; Persona Hub's run far below this
 MAX_WORDS = 100
 PERSONA_MAX_CHARS = 300  # the maxLength a model is asked to keep a persona within (one sentence)
+RELATION_MAX_CHARS = 40  # a relation label: one or two words ("patient", "night-shift colleague")
 MIN_LETTER_SHARE = 0.7  # letters among the non-space characters
 MAX_DIGIT_SHARE = 0.25  # digits among letters and digits ("1234567890 Patients": 0.56)
 MIN_SCRIPT_SHARE = 0.75  # letters in the requested language's script, among all letters

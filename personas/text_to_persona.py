@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
 from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
-from personahub.agents.llm.failures import call_error
 from personahub.agents.prompts.personas import TEXT_RELATIONS, text_to_persona_messages
 from personahub.core.commit import JobRef, ProgressHook, commit_batch
 from personahub.core.contracts import StructuredCaller
@@ -42,8 +41,10 @@ from personahub.core.failures import (
     DEFAULT_MAX_FAILED_SHARE,
     ModelRejected,
     batch_failure,
+    call_error,
     check_max_failed_share,
 )
+from personahub.core.text_bounds import DIGITS
 from personahub.personas.asks import Ask, RemoteBatches, ask_one
 from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.quality import (
@@ -69,9 +70,10 @@ class TextPersona(BaseModel):
     """One person likely to read / write / like / dislike a text."""
 
     # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
-    # that runs to its maxLength is still a persona the gate can keep
-    persona: str = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
-                         description="a specific one-sentence persona description")
+    # that runs to its maxLength is still a persona the gate can keep; bounded at one character
+    # a token (DIGITS), as a small model copying the text's times and figures writes them
+    persona: Annotated[str, DIGITS] = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
+                                            description="a specific one-sentence persona description")
 
 
 @lru_cache(maxsize=32)
@@ -107,6 +109,12 @@ class TextToPersonaSummary:
     new_personas: int = 0
     batches: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # by reason (the quality gate)
+    # what the job is over (the job spec fills these in: pipelines/text_to_persona.py)
+    corpus: str = ""
+    path: str = ""
+    relations: int = 0
+    bad_records: int = 0  # malformed records skipped (--skip-bad)
+    bad_examples: list[str] = field(default_factory=list)
 
 
 def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -201,7 +209,7 @@ def _plain_texts(path: Path, label: str, split: str) -> Iterator[SourceText]:
 # --------------------------------------------------------------------------- the job
 
 
-def _done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str]) -> set[tuple[str, str]]:
+def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str]) -> set[tuple[str, str]]:
     """(text_id, relation) pairs of ``text_ids`` already answered for ``corpus``."""
     con.register("_t2p_ids", pa.table({"text_id": text_ids}))
     try:
@@ -235,7 +243,7 @@ def _plan(con: duckdb.DuckDBPyConnection, texts: Iterable[SourceText], corpus: s
     """The batches of a job, each planned when it is reached (a pair committed by an earlier
     batch is done). ``planned`` plans ahead: pairs an earlier batch will ask count as done."""
     for batch in _batched(texts, batch_size):
-        done = _done_pairs(con, corpus, list(dict.fromkeys(t.text_id for t in batch)))
+        done = done_pairs(con, corpus, list(dict.fromkeys(t.text_id for t in batch)))
         jobs: dict[tuple[str, str], SourceText] = {}
         for text in batch:
             for relation in relations:
@@ -343,7 +351,7 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, job: JobRe
             summary.failed_calls += 1
             errors.append(call_error(result))
             continue
-        personas, refused = _screen(result.value.personas, corpus, text_id, relation,
+        personas, refused = screen(result.value.personas, corpus, text_id, relation,
                                     language, job)
         if not personas:
             summary.rejected_answers += 1
@@ -362,7 +370,7 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, job: JobRe
     return errors
 
 
-def _screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
+def screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
             job: JobRef) -> tuple[list[Persona], list[dict[str, Any]]]:
     """The answered personas that pass the quality gate, and ``rejected`` rows for the others."""
     kept: list[Persona] = []

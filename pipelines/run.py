@@ -70,6 +70,7 @@ from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
 from personahub.sim.scenario import Scenario, load_scenario, raised_text, scenario_frame
 from personahub.sim.society import SocietyModel, StepResult
+from personahub.sim.steering import Steering
 
 __all__ = ["RUN", "RunConfig", "RunOptions", "RunSpec", "RunSummary", "resume_settings"]
 
@@ -112,6 +113,9 @@ class RunConfig(BatchFields):
     ray_workers: int | None = engine(None)  # Ray actors asking the model; None: one per CPU
     # a step whose failed share passes this (and has >= 5 actions) stops the run (core.failures)
     max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
+    # pause / step / resume and injected events from the live view (``sim/steering.py``); a
+    # ``Steering`` of this invocation, never stored (a stored config says only ``view``)
+    steering: Any = engine(None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", Path(self.db))
@@ -238,6 +242,13 @@ def _state(ctx: JobContext[RunConfig]) -> RunState:
     return state
 
 
+def _steering(ctx: JobContext[RunConfig]) -> Steering | None:
+    """The invocation's steering, if the run is steered (a resume's config may hold the stored
+    placeholder text instead: not steering)."""
+    steering = ctx.config.steering
+    return steering if isinstance(steering, Steering) else None
+
+
 class RunAsker:
     """Runs one step of the run's model on the job's caller. It holds the in-memory society, so
     it stays with the driver (a run's batches are not independent): on Ray its caller is the
@@ -284,6 +295,7 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         if isinstance(options, dict):
             stored = {**{k: v for k, v in options.items() if k not in ("seed", "steps")}, **stored}
         stored.pop("scenario", None)
+        stored.pop("steering", None)  # this invocation's, never a stored one's
         return stored
 
     def resume_hint(self, job_id: str, db: Path) -> str:
@@ -331,6 +343,10 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
                 _state(ctx).heap = heap
                 yield
         finally:
+            steering = _steering(ctx)
+            if steering is not None:  # the page is told the run is over, however it ended
+                state = ctx.state if isinstance(ctx.state, RunState) else None
+                steering.finish(state.committed if state is not None else None)
             merge_job_config(ctx.con, ctx.job_id, {
                 "structured_modes": ctx.caller.structured_modes(),
                 "concurrency_limit": ctx.caller.concurrency_report()})
@@ -346,7 +362,11 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         state = _state(ctx)
         _society(ctx, state)
         con = ctx.con
+        steering = _steering(ctx)
         for step in range(state.committed + 1, ctx.config.run_steps + 1):
+            if steering is not None:  # the tick barrier: paused here, events taken for this step
+                assert state.model is not None
+                state.model.injected.extend(steering.barrier(step))
             yield step  # asked and committed before the loop goes on
             state.committed = step
             store.release_cached_blocks(con)  # the run log is on disk: memory stays flat
@@ -494,6 +514,9 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
                                   texts=store.emission_texts(con))
     if done:
         runner.restore_model(con, state.model, run_id, done, state.indexes)
+        state.model.next_event_index, state.model.next_intervention_index = \
+            store.next_indexes(con, run_id, state.model.next_event_index,
+                               state.model.next_intervention_index)
     state.committed = ctx.done_before = done
     if state.heap is not None:
         state.heap.settle()  # the society is built: out of the collector's sight (sim/heap.py)

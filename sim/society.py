@@ -289,6 +289,11 @@ class SocietyModel(mesa.Model):
         # state follows from its persona)
         self.touched: set[int] = set()
         self._activation_keys: np.ndarray | None = None  # per-agent seeds of activation draws
+        # events injected while the run runs (``sim/steering.py``), delivered at the next step;
+        # their rows are numbered after the scenario's own (a resume sets the next numbers)
+        self.injected: list[Any] = []
+        self.next_event_index = len(scenario.scheduled_events)
+        self.next_intervention_index = len(scenario.interventions)
         self._check_references()
 
     @property
@@ -435,6 +440,7 @@ class SocietyModel(mesa.Model):
             if agent.pending:  # ``deliver`` does nothing to the others
                 agent.deliver()
         seen = self._broadcast(step, result)
+        self._deliver_injected(step, result, seen)
         planned: list[Plan] = []
         inputs: list[AgentInput] = []
         deliberate = self.scenario.policy == DELIBERATE
@@ -546,6 +552,7 @@ class SocietyModel(mesa.Model):
                 "other_persona_id": other.persona_id if other else None,
                 "text": x.text or None,
                 "relation": x.relation if x.action == "add_edge" else None, "applied": applied,
+                "source": "scenario",
             })
 
     def apply_intervention(self, x: Intervention, step: int) -> bool:
@@ -592,9 +599,31 @@ class SocietyModel(mesa.Model):
             result.events.append({
                 "step": step, "event_index": index, "text": event.text,
                 "audience": event.audience.describe(), "n_recipients": len(audience),
-                "recipients": [a.persona_id for a in audience],
+                "recipients": [a.persona_id for a in audience], "source": "scenario",
             })
         return seen
+
+    def _deliver_injected(self, step: int, result: StepResult, seen: dict[int, list[str]]) -> None:
+        """Deliver the events injected since the last step to every agent, after the scenario's
+        own; each is an ``events`` row and an ``interventions`` row (action ``event``, persona
+        ``*`` for everyone) naming its source."""
+        injected, self.injected = self.injected, []
+        everyone = [str(p) for p in self.by_persona]
+        for item in injected:
+            for agent in self._positions:
+                seen.setdefault(agent.unique_id, []).append(item.text)
+                agent.memory.observe(step, item.text)
+                agent.touch()
+            result.events.append({
+                "step": step, "event_index": self.next_event_index, "text": item.text,
+                "audience": "all", "n_recipients": len(everyone), "recipients": everyone,
+                "source": item.source})
+            result.interventions.append({
+                "step": step, "intervention_index": self.next_intervention_index,
+                "action": "event", "persona_id": "*", "agent_id": None, "other_persona_id": None,
+                "text": item.text, "relation": None, "applied": True, "source": item.source})
+            self.next_event_index += 1
+            self.next_intervention_index += 1
 
     def _apply(self, step: int, planned: list[Plan], outcomes: list[AgentOutcome],
                result: StepResult) -> None:

@@ -116,6 +116,16 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
     con.execute("RESET memory_limit")
 
 
+def source_of(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The SQL for who put a row of ``events`` or ``interventions`` into the run: its
+    ``source`` column, or ``'scenario'`` in a file written before runs could be steered (read
+    without writing, it lacks the column)."""
+    found = scalar(con, "SELECT count(*) FROM duckdb_columns() WHERE database_name = "
+                        "current_database() AND schema_name = 'main' AND table_name = ? AND "
+                        "column_name = 'source'", [table])
+    return "coalesce(source, 'scenario')" if found else "'scenario'"
+
+
 # --- what a resume restores from ---------------------------------------------------------------
 
 class RunRecord(NamedTuple):
@@ -166,6 +176,17 @@ def applied_edge_changes(con: duckdb.DuckDBPyConnection, run_id: str,
         "SELECT action, persona_id, other_persona_id, relation FROM interventions WHERE run_id = ? "
         "AND step <= ? AND applied AND action IN ('add_edge', 'remove_edge') "
         "ORDER BY step, intervention_index", [run_id, done]).fetchall()]
+
+
+def next_indexes(con: duckdb.DuckDBPyConnection, run_id: str, events: int,
+                 interventions: int) -> tuple[int, int]:
+    """The numbers the run's next injected event and intervention rows take: past the
+    scenario's own (``events``, ``interventions``) and past every row recorded so far."""
+    last_event = scalar(con, "SELECT coalesce(max(event_index), -1) FROM events WHERE run_id = ?",
+                        [run_id])
+    last_x = scalar(con, "SELECT coalesce(max(intervention_index), -1) FROM interventions "
+                         "WHERE run_id = ?", [run_id])
+    return max(events, int(last_event) + 1), max(interventions, int(last_x) + 1)
 
 
 def latest_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int) -> dict[int, Any]:

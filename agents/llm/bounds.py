@@ -49,7 +49,11 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
+from personahub.core.text_bounds import DIGITS, SHORT, Density, Share
+
 M = TypeVar("M", bound=BaseModel)
+__all__ = ["DIGITS", "SHORT", "Density", "Share", "bounded", "clip", "estimate_tokens", "plan",
+           "unbounded"]
 
 CHARS_PER_TOKEN = 3.0  # characters of string content per token (a floor for English text)
 JSON_CHARS_PER_TOKEN = 2.0  # characters of JSON structure (keys, quotes, braces) per token
@@ -58,32 +62,6 @@ DEFAULT_MAX_ITEMS = 4  # maxItems of a list whose field sets none
 MIN_STRING_CHARS = 8  # no string bound below this (nor below the field's own min_length)
 
 _NONE = type(None)
-
-
-@dataclass(frozen=True)
-class Share:
-    """``Annotated`` metadata: the share of a string slot a field takes (pydantic ignores it)."""
-
-    weight: float
-
-
-SHORT = Share(0.25)  # a name, a title, an identifier, a label: a quarter of a slot
-
-
-@dataclass(frozen=True)
-class Density:
-    """``Annotated`` metadata: the characters per token a field's bound is sized at, when the
-    text it invites may tokenise below ``CHARS_PER_TOKEN`` (pydantic ignores it). The field
-    keeps its slot's share of the budget in tokens and gets fewer characters for it."""
-
-    chars_per_token: float
-
-
-# A field that invites numbers (a math or logic problem): sized so that even an answer of
-# nothing but digits closes in time. A byte-level BPE vocabulary (SmolLM2's, GPT's, Llama 3's,
-# Qwen's) has no token shorter than one byte, so ASCII text is never below one character a token;
-# runs of digits come close to it (SmolLM2 writes every digit as its own token).
-DIGITS = Density(1.0)
 
 
 @dataclass(frozen=True)

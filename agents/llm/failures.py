@@ -13,10 +13,9 @@ import asyncio
 import email.utils
 import re
 import time
-from typing import Any
 
 from personahub.core.contracts import Failure
-from personahub.core.failures import ModelRejected
+from personahub.core.failures import ModelRejected, call_error  # noqa: F401 - its home before
 
 RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
 # Attempts that fail the same non-transient way, with no success before, after which a job stops.
@@ -172,12 +171,3 @@ def plain_reason(error: str | None) -> str:
     if text.startswith("no JSON object"):
         return "no JSON in the answer"
     return "invalid JSON for the schema"
-
-
-def call_error(result: Any) -> str | None:
-    """Why a call (a ``StructuredResult``) has no value: its last attempt's error; None when
-    it has one."""
-    if getattr(result, "value", None) is not None:
-        return None
-    records = getattr(result, "records", None) or ()
-    return (getattr(records[-1], "error", None) if records else None) or "no valid answer"

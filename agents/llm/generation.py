@@ -21,9 +21,11 @@ DEFAULT_MAX_TOKENS: dict[str, int] = {
     "reflection": 200,
     "decide": 120,
     "interview": 240,
-    "expand": 400,
-    "text-to-persona": 200,
-    "text_to_persona": 200,
+    # persona fields are bounded at one character a token (a small model's runaway: see
+    # personas/expand.py), so these leave room for the worst case at the default fanout / per-text
+    "expand": 800,
+    "text-to-persona": 400,
+    "text_to_persona": 400,
     "write_persona": 240,  # two or three sentences about one person (agents/prompts/population.py)
     "solve": 600,
     "judge": 400,  # a verdict and a one-sentence reason per criterion (agents/prompts/judge.py)

@@ -16,9 +16,11 @@ PERSONA_SYSTEM = (
 )
 
 EXPAND_TASK = (
-    "Who is in close relationship with the persona above? Describe {count} different people "
-    "(for example a patient, colleague, supplier, family member, customer or rival). For each, "
-    "give the relation label (one or two words) and a specific one-sentence persona."
+    "The persona above knows other people: a patient, a colleague, a supplier, a family member, "
+    "a customer, a rival. Describe {count} of them, each a new person, not the one above. For "
+    "each, give the relation label (one or two words) and a persona: one sentence that starts "
+    "with \"A\" or \"An\" and that person's own role, then their circumstances and interests. "
+    "Not a name."
 )
 
 
@@ -54,10 +56,12 @@ TEXT_RELATIONS: dict[str, str] = {
 }
 
 TEXT_TO_PERSONA_TASK = (
-    "Who is likely to {verb} the text above? Describe {count_words}, each as one specific "
-    "sentence: role, expertise, circumstances and interests. Be as specific as the text allows: "
-    "a detailed, specialised text (a proof, a clinical note, a tax form) points to a fine-grained "
-    "persona, a general text to a broader one. Do not summarise the text; describe the person."
+    "Who is likely to {verb} the text above? Describe {count_words} in one sentence{each} that "
+    "starts with \"A\" or \"An\" and the person's role (not a name), then their circumstances "
+    "and interests, for example \"A night-shift nurse who ...\". Be as specific as the text "
+    "allows: a detailed, specialised text (a proof, a clinical note, a tax form) points to a "
+    "fine-grained persona, a general text to a broader one. Do not copy or summarise the text; "
+    "describe the person."
 )
 
 
@@ -67,7 +71,8 @@ def text_to_persona_messages(text: str, relation: str, count: int, *,
     if relation not in TEXT_RELATIONS:
         raise ValueError(f"unknown relation {relation!r}; known: {', '.join(TEXT_RELATIONS)}")
     count_words = "the most likely person" if count == 1 else f"up to {count} different people"
-    task = TEXT_TO_PERSONA_TASK.format(verb=TEXT_RELATIONS[relation], count_words=count_words)
+    task = TEXT_TO_PERSONA_TASK.format(verb=TEXT_RELATIONS[relation], count_words=count_words,
+                                       each="" if count == 1 else " each")
     task += language_clause(language)
     body = section("Text", text) + "\n" + section("Task", task)
     return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]

@@ -11,6 +11,9 @@ let currentRun = new URLSearchParams(location.search).get("run") || null;
 let graphKey = null;
 let timer = null;
 const fmt = (n) => (n === null || n === undefined) ? "–" : Number(n).toLocaleString("en-US");
+// calls per second with one decimal; timestamps to the second, UTC as stored ("2025-01-01 12:00:05")
+const rate = (r) => (r === null || r === undefined) ? "–" : Number(r).toFixed(1);
+const when = (t) => t ? String(t).replace("T", " ").replace(/\.\d+$/, "") : "–";
 
 function el(tag, attrs, parent, text) {
   const node = document.createElementNS(SVG, tag);
@@ -68,14 +71,14 @@ function renderMetrics(run) {
   status.textContent = run.status; status.className = `v status-${run.status}`;
   set("m-agents", fmt(run.agents));
   set("m-calls", fmt(run.calls) + (run.cached ? ` (${fmt(run.cached)} cached)` : ""));
-  set("m-rate", `${run.calls_per_s_recent} · ${run.calls_per_s === null ? "–" : run.calls_per_s}`);
+  set("m-rate", `${rate(run.calls_per_s_recent)} · ${rate(run.calls_per_s)}`);
   set("m-tokens", `${fmt(run.tokens_in)} / ${fmt(run.tokens_out)}`);
   set("m-failures", `${fmt(run.failed_actions)} · ${fmt(run.failed_calls)}`);
   set("m-duplicates", `${fmt(run.duplicates)} (${(100 * run.duplicate_rate).toFixed(1)}%)`);
   set("m-emissions", `${fmt(run.emissions)} · ${fmt(run.messages)} · ${fmt(run.answers)}`);
   document.getElementById("run-line").textContent =
     `run ${run.run_id} · scenario ${run.scenario} · seed ${run.seed} · engine ${run.engine}` +
-    ` · started ${run.started_at || "–"}` + (run.finished_at ? ` · finished ${run.finished_at}` : "") +
+    ` · started ${when(run.started_at)} UTC` + (run.finished_at ? ` · finished ${when(run.finished_at)} UTC` : "") +
     (run.error ? ` · error: ${run.error}` : "");
   document.body.dataset.stepsDone = run.steps_done;
   document.body.dataset.status = run.status;
@@ -169,11 +172,18 @@ function renderSurveys(state) {
   for (const survey of state.surveys) renderSurvey(survey, eventSteps, state.run.steps_planned, box);
 }
 
-function niceMax(v) {
-  if (v <= 0) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+function countTicks(v) {
+  // whole-number ticks for counts: a step of 1, 2 or 5 × 10^k giving at most 5 intervals
+  const max = Math.max(v, 1);
+  let step = 1;
+  for (let p = 1; ; p *= 10) {
+    const found = [1, 2, 5].map((m) => m * p).find((c) => Math.ceil(max / c) <= 5);
+    if (found) { step = found; break; }
+  }
+  const top = step * Math.ceil(max / step);
+  const ticks = [];
+  for (let t = 0; t <= top; t += step) ticks.push(t);
+  return { top, ticks };
 }
 
 function renderActivity(steps, stepsPlanned) {
@@ -184,13 +194,12 @@ function renderActivity(steps, stepsPlanned) {
   legend(document.getElementById("activity-legend"), series.map(([l, , c]) => [l, c]));
   const W = 420, H = 220, L = 38, R = 8, T = 10, B = 26;
   const last = Math.max(stepsPlanned || 0, ...steps.map((s) => s.step), 1);
-  const top = niceMax(Math.max(0, ...steps.flatMap((s) => series.map(([, k]) => s[k] || 0))));
+  const { top, ticks } = countTicks(Math.max(0, ...steps.flatMap((s) => series.map(([, k]) => s[k] || 0))));
   const y = (v) => T + (H - T - B) * (1 - v / top);
-  for (let i = 0; i <= 4; i++) {
-    const v = (top * i) / 4;
+  for (const v of ticks) {
     el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#eee" }, svg);
-    el("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "#555" }, svg,
-       Number.isInteger(v) ? `${v}` : v.toFixed(1));
+    el("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "#555",
+                 class: "count-tick" }, svg, fmt(v));
   }
   const band = (W - L - R) / last, w = Math.min((band * 0.8) / series.length, 14);
   for (let step = 1; step <= last; step++) {
@@ -207,7 +216,7 @@ function renderActivity(steps, stepsPlanned) {
   }
 }
 
-function renderGraph(graph) {
+function renderGraph(graph, running) {
   const svg = document.getElementById("graph");
   clear(svg);
   const W = 420, H = 380, P = 12;
@@ -229,7 +238,8 @@ function renderGraph(graph) {
   }
   const entries = [...kinds.entries()].sort((a, b) => (a[0] === "idle") - (b[0] === "idle") || b[1] - a[1]);
   legend(document.getElementById("graph-legend"),
-         entries.map(([k, c]) => [`${k === "idle" ? "no emission yet" : k} (${c})`, kindColour(k)]));
+         entries.map(([k, c]) => [`${k === "idle" ? (running ? "no emission yet" : "no emission") : k} (${c})`,
+                                  kindColour(k)]));
   document.getElementById("graph-note").textContent = graph.sampled
     ? `(a neighbourhood: ${graph.nodes.length} of ${fmt(graph.total_nodes)} agents; colour = what each emitted most)`
     : `(${fmt(graph.total_nodes)} agents, ${fmt(graph.total_edges)} edges; colour = what each emitted most)`;
@@ -245,8 +255,59 @@ function renderList(id, items, render) {
   }
 }
 
+function renderSteering(steering) {
+  // shown only by the view of ``run --view``, which runs the run it shows
+  const box = document.getElementById("steer");
+  box.hidden = !steering;
+  if (!steering) return;
+  const over = steering.over;
+  for (const id of ["steer-pause", "steer-step", "steer-resume", "steer-inject", "steer-text"]) {
+    document.getElementById(id).disabled = over;
+  }
+  document.getElementById("steer-pause").disabled = over || steering.paused;
+  document.getElementById("steer-resume").disabled = over || !steering.paused;
+  let text;
+  if (over) text = "the run is over";
+  else if (steering.paused && steering.waiting_before) text = `paused before step ${steering.waiting_before}`;
+  else if (steering.paused) text = "pausing after the step running now";
+  else text = "running";
+  if (steering.queued.length) text += ` · ${steering.queued.length} event(s) queued for the next step`;
+  const line = document.getElementById("steer-state");
+  if (!line.classList.contains("steer-error")) line.textContent = text;
+  document.body.dataset.steer = over ? "over" : steering.paused ? "paused" : "running";
+  document.body.dataset.waitingBefore = steering.waiting_before || "";
+}
+
+async function steer(body) {
+  const line = document.getElementById("steer-state");
+  try {
+    const res = await fetch("/api/steer", { method: "POST", cache: "no-store",
+      headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const answer = await res.json();
+    line.classList.toggle("steer-error", !res.ok);
+    if (!res.ok) { line.textContent = answer.error; return; }
+    renderSteering(answer);
+  } catch (err) {
+    line.classList.add("steer-error"); line.textContent = `not sent (${err})`;
+  }
+}
+
 function renderStream(state) {
-  renderList("stream", state.stream, (li, e) => {
+  // the events of the steps the stream covers come before their step's emissions
+  const shown = new Set(state.stream.map((e) => e.step));
+  const items = [];
+  const events = state.events.filter((e) => shown.has(e.step) || e.step > Math.max(0, ...shown));
+  for (const e of state.stream) {
+    while (events.length && events[events.length - 1].step > e.step) items.push({ event: events.pop() });
+    items.push(e);
+  }
+  while (events.length) items.push({ event: events.pop() });
+  renderList("stream", items, (li, e) => {
+    if (e.event) {
+      li.className = e.event.source === "scenario" ? "event" : "injected";
+      li.textContent = `step ${e.event.step} · event${e.event.source === "scenario" ? "" : ` (injected from the ${e.event.source})`}: ${e.event.text}`;
+      return;
+    }
     const kind = document.createElement("span");
     kind.className = "kind"; kind.style.background = kindColour(e.kind); kind.textContent = e.kind;
     li.appendChild(document.createTextNode(`step ${e.step} · agent ${e.agent_id}` +
@@ -259,8 +320,13 @@ function renderStream(state) {
     }
   });
   renderList("events", state.events, (li, e) => {
-    li.textContent = `step ${e.step} (${e.audience}, ${e.n_recipients} recipients): ${e.text}`;
+    if (e.source && e.source !== "scenario") li.className = "injected";
+    li.textContent = `step ${e.step} (${e.audience}, ${e.n_recipients} recipients` +
+      (e.source && e.source !== "scenario" ? `, injected from the ${e.source}` : "") + `): ${e.text}`;
   });
+  if (!state.events.length) {
+    renderList("events", [null], (li) => { li.className = "muted"; li.textContent = "no event delivered yet"; });
+  }
 }
 
 async function tick() {
@@ -274,14 +340,19 @@ async function tick() {
       renderSurveys(state);
       renderActivity(state.steps, state.run.steps_planned);
       renderStream(state);
+      renderSteering(state.steering);
       const key = `${state.run_id}/${state.run.steps_done}/${state.run.agents}/${state.run.status}`;
       if (key !== graphKey) {
         const g = await api("/api/graph");
-        if (g.graph) { renderGraph(g.graph); graphKey = key; }
+        if (g.graph) { renderGraph(g.graph, state.run.status === "running"); graphKey = key; }
         loadRuns().catch(() => {});
       }
     } else {
-      document.getElementById("run-line").textContent = state.error || "waiting for a run…";
+      document.getElementById("run-line").textContent = state.error === "no run yet"
+        ? "no run in this database yet: the page shows one as soon as it starts " +
+          "(personahub run SCENARIO --db … --view follows a run while it runs)"
+        : (state.error || "waiting for a run…");
+      document.body.dataset.status = "no run";
     }
   } catch (err) {
     conn.textContent = `not connected (${err})`;
@@ -294,6 +365,18 @@ document.getElementById("run-select").addEventListener("change", (ev) => {
   currentRun = ev.target.value || null;
   graphKey = null;
   tick();
+});
+document.getElementById("steer-pause").addEventListener("click", () => steer({ action: "pause" }));
+document.getElementById("steer-step").addEventListener("click", () => steer({ action: "step" }));
+document.getElementById("steer-resume").addEventListener("click", () => steer({ action: "resume" }));
+document.getElementById("steer-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const input = document.getElementById("steer-text");
+  const text = input.value.trim();
+  if (!text) return;
+  steer({ action: "inject", text }).then(() => {
+    if (!document.getElementById("steer-state").classList.contains("steer-error")) input.value = "";
+  });
 });
 loadRuns().catch(() => {});
 tick();

@@ -16,6 +16,7 @@ from personahub.cli.common import (
     ConcurrencyOption,
     DbOption,
     ExecutorOption,
+    JsonOption,
     LlmOption,
     MaxFailedShareOption,
     MaxTokensOption,
@@ -29,12 +30,14 @@ from personahub.cli.common import (
     TimeoutOption,
     TopPOption,
     banner,
+    emit_job_json,
     job_progress,
     missing_argument,
     one_line_errors,
     out,
     say,
     started,
+    summary_counts,
     unreachable,
 )
 from personahub.core.errors import UsageError
@@ -97,6 +100,7 @@ def calibrate(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Calibrate personas against a human survey: ask N matched personas per group every
     question (one structured call each, the options as an enum), score their answers group by
@@ -151,6 +155,8 @@ def calibrate(
         say("calibration ", (result.job_id, "bold"), " already finished; nothing to resume")
     for line in CALIBRATION.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
+    if as_json:
+        emit_job_json("calibrate", db, job_id=result.job_id, counts=summary_counts(result.summary))
 
 
 def _list(db: Path, as_json: bool) -> None:

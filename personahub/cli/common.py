@@ -497,6 +497,16 @@ def run_counts(summary: Any) -> dict[str, int]:
             "failed_actions": summary.failed_actions, "llm_calls": sum(summary.calls.values())}
 
 
+def summary_counts(summary: Any) -> dict[str, int]:
+    """The whole-number fields of a spec's summary (a dataclass), for ``--json``."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(summary):
+        return {}
+    values = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
+    return {k: v for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
 # --- --batch (pipelines/batch_jobs.py; docs/batch.md) ------------------------------------
 
 BATCH_PANEL = "Batch"

@@ -19,11 +19,13 @@ from personahub.cli.common import (
     RayAddressOption,
     RayWorkersOption,
     emit_job_json,
+    error_line,
     job_id_key,
     one_line_errors,
     out,
     run_counts,
     say,
+    summary_counts,
     unreachable,
 )
 from personahub.core.errors import PersonahubError
@@ -33,7 +35,6 @@ from personahub.core.store import DEFAULT_DB
 # ``--llm`` where it takes one); the engineers turning them into specs take their line out.
 NOT_YET_SPECS: dict[str, tuple[list[str], bool]] = {
     "expansion": (["personas", "expand"], True),
-    "text_to_persona": (["personas", "from-text"], True),
     "dedup": (["personas", "dedup"], False),
 }
 
@@ -47,8 +48,6 @@ def _label(kind: str, config: dict[str, Any]) -> str:
         return spec.label(config)
     if kind == "expansion":
         return f"{config.get('hops', '?')} hop(s), fanout {config.get('fanout', '?')}"
-    if kind == "text_to_persona":
-        return Path(str(config.get("path") or "")).name
     if kind == "dedup":
         return f"embedder {config.get('embedder')}"
     return ""
@@ -151,14 +150,20 @@ def resume(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    allow_fewer: Annotated[bool, typer.Option(
+        "--allow-fewer", help="Exit 0 when the resumed job holds fewer items than it asked for "
+                              "(as synthesize --allow-fewer); otherwise that exits 1.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Resume any stopped job by its id: it goes on with its own settings (what it makes, its
-    seed and generation settings), asking with the model, cache and executor given here.
-    Kinds that are not job specs yet go through their own command's --resume."""
+    seed and generation settings), asking with the model it recorded (--llm: another, e.g.
+    with its credentials) and the cache and executor given here.
+    Kinds that are not job specs yet go through their own command's --resume. A job that ends
+    with fewer items than asked says so in one line and exits 1, unless --allow-fewer."""
     from personahub.agents.llm.client import resolve_spec
     from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
+    from personahub.runtime import recorded_llm
 
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
@@ -172,14 +177,25 @@ def resume(
     if row.kind in NOT_YET_SPECS:
         _by_command(ctx, row.kind, job_id, db, llm, as_json)
         return
-    given = {"llm": resolve_spec(llm), "cache": cache, "executor": executor,
+    # --llm replaces the job's recorded (redacted) model spec; without it, the recorded one
+    # (as run --resume does): a resume asks the model the job was asking
+    model = resolve_spec(llm) if llm is not None else recorded_llm(db, job_id)
+    given = {"llm": model, "cache": cache, "executor": executor,
              "ray_address": ray_address, "ray_workers": ray_workers,
              "max_failed_share": max_failed_share}
-    _by_kernel(row.kind, job_id, db, {k: v for k, v in given.items() if v is not None}, as_json)
+    shortfall = _by_kernel(row.kind, job_id, db,
+                           {k: v for k, v in given.items() if v is not None}, as_json)
+    if shortfall:
+        if not allow_fewer:
+            error_line(f"{shortfall} (--allow-fewer accepts fewer)")
+            raise typer.Exit(1)
+        say(("note:", "yellow"), f" {shortfall} (allowed by --allow-fewer)")
 
 
-def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any], as_json: bool) -> None:
-    """A job spec's job, through the kernel; its report printed."""
+def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any],
+               as_json: bool) -> str | None:
+    """A job spec's job, through the kernel; its report printed. Returns its shortfall (the
+    line saying it holds fewer items than asked), if any."""
     from personahub import runtime
     from personahub.cli.common import banner
 
@@ -197,25 +213,18 @@ def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any], as_json
                          warn=unreachable)
     if not result.ran:
         say("job ", (job_id, "bold"), " already finished; nothing to resume")
+    shortfall = getattr(result.summary, "shortfall", None) or None
     for line in spec.report(result.summary, db):
-        out.print(line, highlight=False, soft_wrap=True)
+        if line != shortfall:  # said once, at the end, with what it means for the exit code
+            out.print(line, highlight=False, soft_wrap=True)
     if as_json:
         if kind == "run":
             counts = run_counts(result.summary)
         else:
             counts = summary_counts(result.summary)
         emit_job_json("resume", db, job_id=job_id, id_key=job_id_key(kind), counts=counts,
-                      kind=kind)
-
-
-def summary_counts(summary: Any) -> dict[str, int]:
-    """The whole-number fields of a spec's summary (a dataclass), for ``--json``."""
-    import dataclasses
-
-    if not dataclasses.is_dataclass(summary):
-        return {}
-    values = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
-    return {k: v for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)}
+                      kind=kind, **({"shortfall": shortfall} if shortfall else {}))
+    return shortfall
 
 
 def _by_command(ctx: typer.Context, kind: str, job_id: str, db: Path, llm: str | None,
@@ -224,8 +233,11 @@ def _by_command(ctx: typer.Context, kind: str, job_id: str, db: Path, llm: str |
     object is the result)."""
     command, takes_llm = NOT_YET_SPECS[kind]
     argv = [*command, "--resume", job_id, "--db", str(db), *(["--json"] if as_json else [])]
-    if llm is not None and takes_llm:
-        argv += ["--llm", llm]
+    if takes_llm:  # --llm, else the model the job recorded (a job from before: the command's)
+        from personahub.runtime import recorded_spec
+
+        model = llm if llm is not None else recorded_spec(db, job_id)
+        argv += ["--llm", model] if model else []
     root = ctx.find_root().command  # the personahub app (a command module imports no other)
     code = root.main(args=argv, prog_name="personahub", standalone_mode=False)
     if isinstance(code, int) and code:

@@ -1,11 +1,12 @@
 """``personahub personas`` commands that call a model: ``expand`` (persona-to-persona) and
 ``from-text`` (text-to-persona). Both are resumable jobs: by re-running the same command, or
-explicitly with ``--resume`` and the job's id (an expansion id; a text job's corpus name).
+explicitly with ``--resume`` and the job's id (an expansion id; a text job's corpus name or id).
+``from-text`` is a thin adapter over the job spec ``pipelines/text_to_persona.py`` (the API builds
+the same ``TextConfig``: ``personahub.persona_jobs``).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     CacheOption,
@@ -46,8 +46,10 @@ from personahub.cli.common import (
     one_line_errors,
     out,
     print_preview,
+    say,
     started,
     stored_flags,
+    unreachable,
 )
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
@@ -202,7 +204,8 @@ def personas_expand(
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="EXPANSION_ID",
         help="Continue this expansion from its stored frontier (with its hops, fanout, limit, "
-             "language, seed and generation settings).")] = None,
+             "language, seed and generation settings, and the model it recorded unless --llm).")
+    ] = None,
     structured: StructuredOption = "auto",
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
@@ -221,9 +224,10 @@ def personas_expand(
     --resume EXPANSION_ID resumes that expansion by its id.
     """
     from personahub.agents.llm.cache import attach_cache, check_replay_cache
-    from personahub.agents.llm.client import resolve_spec
+    from personahub.agents.llm.client import redact_spec, resolve_spec
     from personahub.core.kernel import check_cache_mode
     from personahub.personas.expand import link_embedder_of
+    from personahub.runtime import recorded_spec
 
     if resume is not None:
         _refuse_fixed(ctx, "expansion", resume, EXPANSION_FIXED)
@@ -232,7 +236,8 @@ def personas_expand(
     if link_embedder.lower() != "none":
         link_embedder_of(link_embedder)  # a bad spec fails before the database is touched
     given = ModelFlags(structured, max_tokens, temperature, top_p)
-    spec = resolve_spec(llm)
+    # --resume without --llm asks the model the expansion recorded (as every resume does)
+    spec = resolve_spec(llm if llm is not None or resume is None else recorded_spec(db, resume))
     # the endpoint is checked (or the replay's cache found) before the database is touched
     probe_seed = seed or 0
     client = command_client(spec, probe_seed, concurrency, timeout, offline_latency, rps=rps,
@@ -268,7 +273,8 @@ def personas_expand(
     _expand(con, client, db, start=start, hops=hops, fanout=fanout, resume=resumed,
             batch_size=batch_size, language=language, link_candidates=link_candidates,
             link_embedder=None if link_embedder.lower() == "none" else link_embedder,
-            config={"limit": limit, "origin": "cli", "seed": seed, **flags.settings(),
+            config={"limit": limit, "origin": "cli", "seed": seed, "llm": redact_spec(spec),
+                    **flags.settings(),
                     "max_failed_share": max_failed_share},
             target=target, max_failed_share=max_failed_share, preview=preview,
             as_json=as_json)
@@ -342,41 +348,19 @@ def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fan
                               "failed_calls": summary.failed_calls})
 
 
-def _text_job(con: Any, db: Path, resume: str,
-              corpus: Path | None) -> tuple[dict[str, Any], Path, str]:
-    """The stored configuration of the text job ``resume`` (its corpus name, or its job id),
-    its corpus file (``corpus`` when given again, else the file the job was started from) and
-    its corpus name."""
+def _text_job(db: Path, resume: str) -> str:
+    """The id of the text job ``resume`` names (its corpus name, or its job id)."""
     from personahub.personas.text_jobs import find_text_job, text_job_by_id
 
-    job = find_text_job(con, resume) or text_job_by_id(con, resume)
+    con = _open_hub(db)
+    try:
+        job = find_text_job(con, resume) or text_job_by_id(con, resume)
+    finally:
+        con.close()
     if job is None:
         raise PersonahubError(f"--resume {resume}: no text-to-persona job over corpus {resume!r} "
                               f"in {db}")
-    stored = job.config
-    if corpus is None and not stored.get("path"):
-        raise PersonahubError(f"--resume {resume}: the job does not record its corpus file; give "
-                              f"it: personahub personas from-text FILE --corpus {job.corpus}")
-    return stored, corpus if corpus is not None else Path(stored["path"]), job.corpus
-
-
-def _checked_corpus(corpus: Path, texts: Iterator[Any], stats: Any, *,
-                    skip_bad: bool) -> Iterator[Any]:
-    """The corpus's texts, once the file is found to be text and to hold one: read end to end
-    first (a binary file, bytes not UTF-8 or a damaged gzip stream would otherwise stop the job
-    half-way, its first batches committed), then its first text taken, so an empty corpus is an
-    error before any job is recorded, not a finished job of nothing."""
-    from personahub.core.validate import check_text_file
-    from personahub.personas.importers import container_of
-
-    if container_of(corpus) != "parquet":
-        check_text_file(corpus, "corpus", strict_utf8=not skip_bad)
-    first = next(texts, None)
-    if first is None:
-        why = (f"every record was bad ({stats.bad} skipped)" if stats.bad
-               else "it is empty or every text is blank")
-        raise PersonahubError(f"corpus {corpus}: no text to ask about ({why})")
-    return itertools.chain([first], texts)
+    return job.job_id
 
 
 @one_line_errors
@@ -427,140 +411,93 @@ def personas_from_text(
 ) -> None:
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
 
-    Resumable: texts already answered for a relation (table text_done) are skipped, so re-run
-    the same command after an interruption (with the job's stored seed and generation settings
-    unless given again), or give --resume CORPUS.
+    One job per corpus, resumable: re-run the same command after an interruption (texts
+    already answered for a relation are skipped; the job keeps its seed, relations and
+    generation settings), or give --resume CORPUS (or the job id), or personahub resume ID.
     """
-    from personahub.agents.llm.cache import attach_cache
-    from personahub.agents.llm.client import redact_spec, resolve_spec
-    from personahub.analysis.kept import kept_lines
-    from personahub.core.kernel import check_cache_mode
-    from personahub.core.store import connect
-    from personahub.personas.importers import ImportStats
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.cli.progress import LateCounts
+    from personahub.persona_jobs import run_text_job
     from personahub.personas.quality import rejection_line
-    from personahub.personas.text_jobs import find_text_job, start_text_job
-    from personahub.personas.text_to_persona import iter_texts, parse_relations
+    from personahub.pipelines.text_to_persona import TextConfig, text_line
+    from personahub.runtime import recorded_llm
 
     if resume is not None:
         _refuse_fixed(ctx, "job", resume, TEXT_JOB_FIXED)
     elif corpus is None:
         missing_argument(ctx, "corpus")
-    check_executor(executor, cache=cache, workers=ray_workers)
-    con = _open_hub(db) if resume is not None else None
-    try:
-        if con is not None and resume is not None:  # what the job is, from the job
-            stored, corpus, resume = _text_job(con, db, resume, corpus)
-            relations = ",".join(stored.get("relations", relations.split(",")))
-            text_column, id_column = stored.get("text_column"), stored.get("id_column")
-            limit, per_text = stored.get("limit"), int(stored.get("per_text", per_text))
-            split, skip_bad = stored.get("split", split), bool(stored.get("skip_bad", False))
-            corpus_name, language = resume, stored.get("language")
+    # how this invocation reads and asks (a resume keeps what the job makes)
+    engine: dict[str, Any] = {
+        "db": str(db), "concurrency": concurrency, "timeout_s": timeout,
+        "batch_size": batch_size, "cache": cache, "rps": rps, "executor": executor,
+        "ray_address": ray_address, "ray_workers": ray_workers}
+    if max_failed_share is not None:  # else the job's own (a new job: the default)
+        engine["max_failed_share"] = max_failed_share
+    if corpus is not None:
+        engine["path"] = str(corpus.resolve())
+    config: TextConfig | dict[str, Any]
+    if resume is not None:
+        found = _text_job(db, resume)
+        job_id: str | None = found
+        # --llm replaces the job's recorded (redacted) model spec; without it, the recorded one
+        config = {**engine, "llm": resolve_spec(llm) if llm is not None else recorded_llm(db, found)}
+    else:
         assert corpus is not None
-        try:
-            chosen = parse_relations(relations)
-            stats = ImportStats()
-            texts = iter_texts(corpus, text_column=text_column, id_column=id_column, split=split,
-                               name=corpus_name, skip_bad=skip_bad, stats=stats)
-            _check_language(language)
-        except ValueError as exc:
-            raise PersonahubError(str(exc)) from None
-        texts = _checked_corpus(corpus, texts, stats, skip_bad=skip_bad)
-        check_cache_mode(cache)
-        name = corpus_name or corpus.name
-        flags = ModelFlags(structured, max_tokens, temperature, top_p)
-        con = con or connect(db)
-        known = find_text_job(con, name)
-        stored = known.config if known else {}  # read before the client is built from it
-        seed = seed if seed is not None else int(stored.get("seed", 0))
-        if flags == ModelFlags() and stored:  # no generation flag given: the job's own
-            flags = stored_flags(stored, flags)
-        share = (max_failed_share if max_failed_share is not None
-                 else float(stored.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE)))
-        spec = resolve_spec(llm)
-        client = command_client(spec, seed, concurrency, timeout, rps=rps, check=cache != "replay",
-                             flags=flags)
-        target = ray_target(executor, client, ray_address, ray_workers)  # before the job is recorded
-        attach_cache(con, client, cache)  # a replay with nothing recorded stops here
-        job_id = start_text_job(con, name, {"seed": seed, "llm": redact_spec(spec), **flags.settings(),
-                                   "relations": list(chosen), "per_text": per_text,
-                                   "language": language, "path": str(corpus.resolve()),
-                                   "text_column": text_column, "id_column": id_column,
-                                   "split": split, "limit": limit, "skip_bad": skip_bad,
-                                   "max_failed_share": share})
-        note_job("text_to_persona", job_id, db)
-        summary = _text_to_persona(con, client, texts, db=db, name=name, job_id=job_id,
-                                   relations=chosen,
-                                   per_text=per_text, limit=limit, batch_size=batch_size,
-                                   concurrency=concurrency, language=language, target=target,
-                                   max_failed_share=share)
-        kept = kept_lines(con, job_kind="text_to_persona", job_id=job_id)
-    finally:
-        if con is not None:
-            con.close()
-    out.print(f"{summary.texts} texts × {len(chosen)} relation(s): {summary.already_done} already done, "
-              f"asked {summary.asked}, {summary.failed_calls} failed (re-run to retry); "
-              f"{summary.personas} personas, {summary.new_personas} new in {db}", soft_wrap=True)
-    for line in kept:
+        job_id = None
+        config = TextConfig(
+            corpus=corpus_name or corpus.name, relations=tuple(relations.split(",")), per_text=per_text,
+            text_column=text_column, id_column=id_column, split=split, skip_bad=skip_bad,
+            language=language, seed=seed if seed is not None else 0, limit=limit,
+            llm=resolve_spec(llm), **ModelFlags(structured, max_tokens, temperature, top_p).settings(),
+            **engine)
+    counts = LateCounts()
+
+    def on_ready(client: Any) -> None:
+        counts.follow(client.stats)
+        banner(client)
+
+    def on_start(job: str, resumed: bool) -> None:
+        note_job("text_to_persona", job, db)  # if it stops, --json still names it
+
+    given = [name for name in TEXT_JOB_FIXED + ("structured", "max_tokens", "temperature", "top_p")
+             if given_on_command_line(ctx, [name])]
+    with job_progress(counts=counts) as bar:
+        task = bar.add_task(f"text-to-persona {corpus_name or resume or getattr(corpus, 'name', '')} "
+                            "(texts)", total=limit)
+        result = run_text_job(config, db=db, resume=job_id, given=given, on_ready=on_ready,
+                              on_start=on_start, warn=unreachable,
+                              progress=lambda _, done, total: bar.update(task, completed=done,
+                                                                         total=total))
+    summary = result.summary
+    if not result.ran:
+        say("text-to-persona job ", (result.job_id, "bold"), " already finished; nothing to ask")
+    out.print(text_line(summary, summary.relations, db), soft_wrap=True)
+    for line in _kept(db, result.job_id):
         out.print(line, highlight=False, soft_wrap=True)
     out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
-    if stats.bad:
-        out.print(f"{stats.bad} bad records skipped", soft_wrap=True)
-        for example in stats.bad_examples:
+    if summary.bad_records:
+        out.print(f"{summary.bad_records} bad records skipped", soft_wrap=True)
+        for example in summary.bad_examples:
             out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
-    print_preview("corpus", name, preview, db=db)
+    print_preview("corpus", summary.corpus, preview, db=db)
     if as_json:
-        emit_job_json("personas from-text", db, job_id=job_id, paths={"corpus": corpus},
+        emit_job_json("personas from-text", db, job_id=result.job_id,
+                      paths={"corpus": corpus or summary.path},
                       counts={"texts": summary.texts, "already_done": summary.already_done,
                               "asked": summary.asked, "failed_calls": summary.failed_calls,
                               "personas": summary.personas, "new_personas": summary.new_personas,
-                              "bad_records": stats.bad}, corpus=name)
+                              "bad_records": summary.bad_records}, corpus=summary.corpus)
 
 
-def _text_to_persona(con: Any, client: Any, texts: Any, *, db: Path, name: str, job_id: str,
-                     relations: Any,
-                     per_text: int, limit: int | None, batch_size: int, concurrency: Concurrency,
-                     language: str | None, target: Any = None,
-                     max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> Any:
-    """Run the text job over ``texts`` on the kernel's loop and record how it ended;
-    ``target`` (a ``RayTarget``) asks the batches' calls on Ray workers."""
-    from itertools import islice
+def _kept(db: Path, job_id: str) -> list[str]:
+    """The kept share per kind of a text job (read-only: the job closed its connection)."""
+    from personahub.analysis.kept import kept_lines
+    from personahub.core.store import connect
 
-    from personahub.core.errors import ResumableStop
-    from personahub.core.jobs_store import most_common_job_error
-    from personahub.core.loop import job_loop
-    from personahub.personas.text_jobs import finish_text_job
-    from personahub.personas.text_to_persona import text_to_persona
-    from personahub.sim.executors.shards import clear_job_folder, job_folder
-
+    con = connect(db, read_only=True)
     try:
-        with job_progress(client) as bar, job_loop() as loop, interrupts_from_queries(), \
-                executor_session("ray" if target else "local", target and target.address):
-            loop.watch(getattr(client, "liveness", None))  # calls that never end stop the job
-            task = bar.add_task(f"text-to-persona {name} (texts)", total=limit)
-            summary = loop.run(text_to_persona(
-                con, client, islice(texts, limit), corpus=name, relations=relations,
-                per_text=per_text, batch_size=batch_size, concurrency=concurrency,
-                language=language, progress=lambda _, done, __: bar.update(task, completed=done),
-                remote=_ray_batches(client, target, batch_size * len(relations),
-                                    job_folder(db, name)), max_failed_share=max_failed_share,
-                job_id=job_id))
-    except KeyboardInterrupt as exc:
-        finish_text_job(con, job_id, "interrupted", f"interrupted by {signal_name(exc)}")
-        raise
-    except ResumableStop as exc:  # the failure policy, or the endpoint's faults
-        finish_text_job(con, job_id, "failed", str(exc)[:1000])
-        raise PersonahubError(f"text-to-persona job {name} stopped: {exc}; resume with "
-                              f"personahub personas from-text --resume {name} --db {db}") from None
-    except BaseException as exc:
-        finish_text_job(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
-        raise
-    kept = summary.asked - summary.failed_calls - summary.rejected_answers
-    if summary.asked and not kept:  # every call failed, or the gate kept nothing
-        error = most_common_job_error(con, "text_to_persona", job_id)
-        finish_text_job(con, job_id, "failed", f"kept none of {summary.asked} answers: {error}")
-        raise PersonahubError(f"text-to-persona job {name}: kept none of its {summary.asked} "
-                              f"answers (most often: {error}); resume with personahub personas "
-                              f"from-text --resume {name} --db {db}")
-    finish_text_job(con, job_id, "finished")
-    clear_job_folder(db, name)  # every answer is committed (a Ray attempt's leftovers too)
-    return summary
+        return kept_lines(con, job_kind="text_to_persona", job_id=job_id)
+    finally:
+        con.close()
+
+

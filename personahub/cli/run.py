@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
@@ -94,6 +94,9 @@ def run(
                        "until Ctrl-C (personahub view shows a run no process is writing).")] = False,
     view_port: Annotated[int, typer.Option(
         "--view-port", min=0, max=65535, help="Port of --view (0 picks a free one).")] = 8765,
+    view_paused: Annotated[bool, typer.Option(
+        "--view-paused", help="With --view: wait before step 1 until the page's Resume or Step "
+                              "button is pressed.")] = False,
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
@@ -111,7 +114,10 @@ def run(
     answered; a resume polls it): slow in wall time, about half the price."""
     from personahub.analysis.live_view import RunView
 
-    watcher = RunView(db, view_port, say) if view else None  # the port is taken now, or refused
+    if view_paused and not view:
+        raise UsageError("--view-paused needs --view (the page is where a paused run resumes)")
+    # the port is taken now, or refused
+    watcher = RunView(db, view_port, say, paused=view_paused) if view else None
     try:
         summary = _run(
             scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
@@ -147,13 +153,17 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
                                   " --executor for where its calls run)")
         config = {**_resumed(resume, db, llm, offline_latency, where, max_failed_share),
                   **(batching or {})}
+        if watcher is not None:
+            config["steering"] = watcher.steering
     elif scenario is None:
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
     else:
         config = run_options(scenario, db, steps, seed, llm, concurrency, timeout, offline_latency,
                              cache, rps, price_in, price_out, flags, where, max_failed_share)
         if batching:
-            config = replace(config, **batching)
+            config = dataclasses.replace(config, **batching)
+        if watcher is not None:
+            config = dataclasses.replace(config, steering=watcher.steering)
     counts = LateCounts()
     bar = job_progress(counts=counts)
     shown = ExitStack()

@@ -87,3 +87,12 @@ def batch_failure(what: str, actions: int, errors: Sequence[str | None], records
              or "the answers failed the quality checks")
     return (f"{failed} of {actions} actions failed in {what}, over --max-failed-share "
             f"{max_failed_share:g} (most often: {error[:160]}); {_fix(error, records)}")
+
+
+def call_error(result: Any) -> str | None:
+    """Why a call (a ``StructuredResult``) has no value: its last attempt's error; None when
+    it has one. (Here, not in the model seam: the persona jobs' data side counts it too.)"""
+    if getattr(result, "value", None) is not None:
+        return None
+    records = getattr(result, "records", None) or ()
+    return (getattr(records[-1], "error", None) if records else None) or "no valid answer"

@@ -217,6 +217,8 @@ CREATE TABLE IF NOT EXISTS events (
     recipients   JSON,
     PRIMARY KEY (run_id, event_index)
 );
+-- who put an event into the run: the scenario, or a person steering it (``view``)
+ALTER TABLE events ADD COLUMN IF NOT EXISTS source VARCHAR;
 CREATE TABLE IF NOT EXISTS interventions (
     run_id             VARCHAR NOT NULL,
     step               INTEGER NOT NULL,
@@ -230,6 +232,9 @@ CREATE TABLE IF NOT EXISTS interventions (
     applied            BOOLEAN,
     PRIMARY KEY (run_id, intervention_index)
 );
+-- ``scenario``, or who steered the run (``view``: an event typed into the live view, action
+-- ``event``, persona ``*`` for everyone)
+ALTER TABLE interventions ADD COLUMN IF NOT EXISTS source VARCHAR;
 CREATE TABLE IF NOT EXISTS survey_answers (
     run_id        VARCHAR NOT NULL,
     step          INTEGER NOT NULL,

@@ -179,3 +179,24 @@ def test_a_problem_of_nothing_but_digits_still_closes_in_time(task: str) -> None
         assert bound >= 500, bound  # still room for the shipped demonstrations' problems
     prose = bounded(synthesis_task("instruction").synthesis_schema(), budget).model_json_schema()
     assert prose["properties"]["instruction"]["maxLength"] > 2 * bound * 0.9
+
+
+@pytest.mark.parametrize(("name", "schema", "purpose"), [
+    ("from-text", text_personas_schema(1), "text-to-persona"),
+    ("from-text x3", text_personas_schema(3), "text-to-persona"),
+    ("expand", related_personas_schema(2), "expand"),
+    ("expand x3", related_personas_schema(3), "expand"),
+])
+def test_a_persona_answer_of_one_character_tokens_still_closes_in_time(
+        name: str, schema: type[BaseModel], purpose: str) -> None:
+    """SmolLM2 on llama-server ran expansion personas away in one-character tokens
+    ("A_JM_N_N_C_M_G…", "MALADES-2019-10-20_…") and was cut off at max_tokens: persona and
+    relation fields are bounded at one character a token, so the fullest answer, every character
+    a token and the JSON around it too, fits the purpose's default budget."""
+    budget = default_max_tokens(purpose)
+    json_schema = bounded(schema, budget).model_json_schema()
+    fullest = json.dumps(_fullest(json_schema, json_schema))
+    assert len(fullest) <= budget, (name, len(fullest), budget)
+    # and a one-sentence persona still has room at the default fanout and per-text
+    lengths = _max_lengths(json_schema)
+    assert max(lengths) >= 250 if name in ("from-text", "expand") else min(lengths) >= 40, lengths

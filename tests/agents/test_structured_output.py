@@ -191,7 +191,7 @@ def test_fail_fast_hints() -> None:
 def test_generation_limits() -> None:
     assert default_max_tokens("instruction") == 256
     assert default_max_tokens("synth:knowledge_text") == 700
-    assert default_max_tokens("text-to-persona:read") == 200
+    assert default_max_tokens("text-to-persona:read") == 400
     assert default_max_tokens("something-new") == 512
     assert Generation(max_tokens=50).max_tokens_for("tool_spec") == 50
     for bad in ({"max_tokens": 0}, {"temperature": 3.0}, {"top_p": 0.0}):

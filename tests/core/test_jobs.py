@@ -109,6 +109,9 @@ RESUMED_BY_ID = [
         "--batch-size", 2, "--db", db]),
     replace(COMMANDS[2], name="personas from-text --resume", resume=lambda db: [
         "personas", "from-text", "--resume", "corpus.txt", "--batch-size", 2, "--db", db]),
+    # a job spec: personahub resume ID goes through the kernel, with the job's batch size
+    replace(COMMANDS[2], name="resume ID (from-text)", resume=lambda db: [
+        "resume", rows(db, "SELECT job_id FROM text_jobs")[0][0], "--db", db]),
 ]
 
 
@@ -139,7 +142,8 @@ def finished(db: Path, command: Command, *extra: object) -> None:
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("command", fast(COMMANDS + RESUMED_BY_ID, "run", "personas from-text"))
+@pytest.mark.parametrize("command", fast(COMMANDS + RESUMED_BY_ID, "run", "personas from-text",
+                                            "resume ID (from-text)"))
 @pytest.mark.slow
 def test_resume_without_seed_equals_the_uninterrupted_job(tmp_path, monkeypatch, command):
     whole = tmp_path / "whole" / "hub.duckdb"
@@ -283,3 +287,42 @@ def test_from_text_resume_by_corpus_name(tmp_path, monkeypatch):
     assert rows(db, "SELECT status FROM text_jobs JOIN jobs USING (job_id)") == [("interrupted",)]
     assert invoke("personas", "from-text", "--resume", "corpus.txt", "--db", db).exit_code == 0
     assert rows(db, "SELECT status FROM text_jobs JOIN jobs USING (job_id)") == [("finished",)]
+
+
+def test_from_text_stopped_on_the_command_line_resumes_through_the_api(tmp_path, monkeypatch):
+    """The API goes on with the corpus's job (the kernel's resume) to the rows of the
+    uninterrupted job; an option the job fixed otherwise is refused by name."""
+    import personahub
+    from personahub.core.errors import PersonahubError
+
+    whole = tmp_path / "whole" / "hub.duckdb"
+    whole.parent.mkdir()
+    finished(whole, COMMANDS[2], "--seed", 5)
+    cut = tmp_path / "cut" / "hub.duckdb"
+    cut.parent.mkdir()
+    interrupted(cut, COMMANDS[2], monkeypatch)
+    with pytest.raises(PersonahubError, match="the job's per_text is 1, not 2"):
+        personahub.text_to_persona(_corpus(cut), db=cut, per_text=2)
+    job = personahub.text_to_persona(_corpus(cut), db=cut, batch_size=2)
+    assert job.job_id == rows(cut, "SELECT job_id FROM text_jobs")[0][0]
+    assert rows(cut, COMMANDS[2].made) == rows(whole, COMMANDS[2].made)
+    assert rows(cut, "SELECT status FROM jobs") == [("finished",)]
+
+
+@pytest.mark.slow
+def test_resume_by_id_asks_an_expansion_with_its_recorded_model(tmp_path, monkeypatch):
+    """Expansion is not a spec yet: ``personahub resume ID`` hands its command the model the
+    expansion recorded unless ``--llm`` is given (issue 27, item 2)."""
+    db = tmp_path / "hub.duckdb"
+    interrupted(db, COMMANDS[1], monkeypatch)
+    (expansion, config) = rows(db, "SELECT job_id, config FROM jobs")[0]
+    assert json.loads(config)["llm"] == "offline"  # a new expansion records its model
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE jobs SET config = json_merge_patch(config, ?)",
+                [json.dumps({"llm": "http://127.0.0.1:9/v1?model=recorded"})])
+    con.close()
+    recorded = invoke("resume", expansion, "--db", db)
+    assert recorded.exit_code == 1 and "127.0.0.1:9" in recorded.output, recorded.output
+    given = invoke("resume", expansion, "--db", db, "--llm", "offline")
+    assert given.exit_code == 0, given.output
+    assert rows(db, "SELECT status FROM jobs") == [("finished",)]

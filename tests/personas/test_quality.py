@@ -541,12 +541,13 @@ def test_text_to_persona_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
 
 
 def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import personahub.cli.personas as cli_personas
+    from personahub.runtime import StandardModels  # from-text is a job spec: the kernel's seam
 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps({"text": "A guide to Portuguese freelance tax."}) + "\n")
-    monkeypatch.setattr(cli_personas, "command_client",
-                        lambda *a, **k: FakeClient(people_answers(["Lilith Maddox", GOOD])))
+    fake = FakeClient(people_answers(["Lilith Maddox", GOOD]))
+    monkeypatch.setattr(StandardModels, "build", lambda self, settings: fake)
+    monkeypatch.setattr(StandardModels, "check_reachable", lambda self, client: None)
     result = CliRunner().invoke(app, ["personas", "from-text", str(corpus), "--db",
                                       str(tmp_path / "h.duckdb"), "--relations", "read",
                                       "--per-text", "2"])

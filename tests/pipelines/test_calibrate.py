@@ -315,3 +315,19 @@ def test_a_result_that_changes_sign_is_named_a_flip() -> None:
     assert list(between["detail"]) == ["seed 1: +0.200, seed 2: -0.200"]
     steady = scores.assign(representativeness=[0.8, 0.7, 0.8, 0.7, 0.9, 0.7, 0.9, 0.7])
     assert flips(steady).empty
+
+
+def test_calibrate_json_prints_one_object(hub: dict[str, Any]) -> None:
+    db = hub["db"]
+    result = invoke("calibrate", hub["survey"], "--population", hub["population"], "--n", 3,
+                    "--no-persona-n", 0, "--limit", 1, "--db", db, "--json")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout  # the score table went to stderr
+    record = json.loads(lines[0])
+    (job_id,) = [r[0] for r in rows(db, "SELECT job_id FROM calibration_jobs")]
+    assert record["command"] == "calibrate" and record["job_id"] == job_id
+    assert record["status"] == "finished" and record["paths"] == {"db": str(db)}
+    asked = rows(db, "SELECT count(*) FROM calibration_answers WHERE job_id = ?", [job_id])[0][0]
+    assert record["counts"]["answered"] == asked > 0 and record["counts"]["questions"] == 1
+    assert "attribute" in result.stderr

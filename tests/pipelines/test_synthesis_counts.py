@@ -129,3 +129,37 @@ def test_per_persona_must_be_a_positive_count(tmp_path: Path) -> None:
                                                  "--db", tmp_path / "x.duckdb"))
     with pytest.raises(PersonahubError, match="--per-persona"):
         SynthConfig(task="instruction", per_persona=100_000)
+
+
+def test_resume_says_a_shortfall_and_exits_1_unless_allowed(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "resumed.duckdb"
+    hub(db, 4)
+    real = synthesize.SynthesisAsker._one
+
+    async def half_fail(self, ask, caller):  # noqa: ANN001
+        answer = await real(self, ask, caller)
+        return answer._replace(content=None) if ask.sample == 1 else answer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthesize.SynthesisAsker, "_one", half_fail)
+        invoke("synthesize", "instruction", "--n", 3, "--per-persona", 2, "--db", db,
+               "--allow-fewer", "--preview", 0)
+    (job_id,) = rows(db, "SELECT job_id FROM synth_jobs")[0]
+    # the failed samples are asked again, but 3 personas of 4 cannot give --n 6 of per-persona 2...
+    short = invoke("synthesize", "instruction", "--n", 6, "--db", db, "--allow-fewer", "--preview", 0)
+    assert short.exit_code == 0, short.output
+    (short_id,) = [j for (j,) in rows(db, "SELECT job_id FROM synth_jobs") if j != job_id]
+    line = one_line_error(invoke("resume", short_id, "--db", db, "-q"))
+    assert line == ("error: fewer items than asked: 4 of 6: --n 6 but only 4 personas match, so 2 "
+                    "items had no persona to ask (--allow-fewer accepts fewer)")
+    allowed = invoke("resume", short_id, "--db", db, "--allow-fewer")
+    assert allowed.exit_code == 0, allowed.output
+    assert [ln for ln in allowed.stderr.splitlines() if "fewer items" in ln] == [
+        "note: fewer items than asked: 4 of 6: --n 6 but only 4 personas match, so 2 items had "
+        "no persona to ask (allowed by --allow-fewer)"]
+    # ... while the job whose asks failed is made whole by its resume: exit 0, no shortfall
+    whole = invoke("resume", job_id, "--db", db)
+    assert whole.exit_code == 0, whole.output
+    assert "fewer items" not in whole.output
+    assert rows(db, "SELECT count(*) FROM synth_items WHERE job_id = ?", [job_id]) == [(6,)]

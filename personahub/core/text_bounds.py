@@ -1,0 +1,38 @@
+"""Markers a schema's string fields carry for ``agents.llm.bounds`` (which sizes every string a
+model fills so that the whole answer closes within ``max_tokens``).
+
+They are plain data in ``typing.Annotated`` metadata (pydantic ignores them), kept here, below
+every layer, so that the data side (``personas/``) can declare its schemas without importing
+the model seam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Share:
+    """``Annotated`` metadata: the share of a string slot a field takes (pydantic ignores it)."""
+
+    weight: float
+
+
+SHORT = Share(0.25)  # a name, a title, an identifier, a label: a quarter of a slot
+
+
+@dataclass(frozen=True)
+class Density:
+    """``Annotated`` metadata: the characters per token a field's bound is sized at, when the
+    text it invites may tokenise below ``CHARS_PER_TOKEN`` (pydantic ignores it). The field
+    keeps its slot's share of the budget in tokens and gets fewer characters for it."""
+
+    chars_per_token: float
+
+
+# A field that invites numbers (a math or logic problem), or that a small model degenerates in
+# (persona fields: "A_JM_N_N_C_M_G…"): sized so that even an answer of
+# nothing but digits closes in time. A byte-level BPE vocabulary (SmolLM2's, GPT's, Llama 3's,
+# Qwen's) has no token shorter than one byte, so ASCII text is never below one character a token;
+# runs of digits come close to it (SmolLM2 writes every digit as its own token).
+DIGITS = Density(1.0)
