@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
     from personahub.pipelines.calibrate import CalibrateConfig
+    from personahub.pipelines.interview import InterviewConfig, InterviewResult
+    from personahub.pipelines.judge import JudgeConfig, JudgeSummary
     from personahub.pipelines.run import RunConfig, RunSummary
     from personahub.pipelines.synthesize import SynthConfig, SynthSummary
     from personahub.sim.scenario import Scenario
@@ -315,65 +317,133 @@ async def dedup_async(*, db: str | Path = DEFAULT_DB, **options: Any) -> Job:
     return await call_in_thread(_dedup_call(db, options))
 
 
-def _interview(question: str, db: str | Path, run: str, llm: str, options: dict[str, Any]) -> Any:
-    """Ask, store, and return the answers as a DataFrame (one row per agent asked)."""
+_ASKS = ("agent", "where", "carve", "step", "limit")
+
+
+def interview_config(question: str, db: str | Path, run: str, llm: str,
+                     options: dict[str, Any]) -> InterviewConfig:
+    """The ``InterviewConfig`` of ``interview(question, run=..., db=..., llm=..., **options)``
+    (the command builds the same one from its flags)."""
+    from personahub.pipelines.interview import InterviewConfig
+
+    known = {f.name for f in dataclasses.fields(InterviewConfig)}
+    _refuse_unknown("interview", options, known - {"run_id", "question", "db", "llm"})
+    given = dict(options)
+    if isinstance(given.get("carve"), str):
+        given["carve"] = (given["carve"],)
+    return InterviewConfig(run_id=run, question=question, db=str(db), llm=llm, **given)
+
+
+def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *,
+                  resume: str | None = None, fresh: bool = False,
+                  client: StructuredCaller | None = None, progress: ProgressHook | None = None,
+                  on_ready: Callable[[StructuredCaller | None], None] | None = None,
+                  on_start: Callable[[str, bool], None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> InterviewResult:
+    """Run (or, with ``resume``, go on with) an interview on the kernel and return every answer
+    of it (what ``interview`` and ``personahub interview`` go through; ``client``: a model
+    client of your own, used as it is). A new one is checked against the database read-only
+    first, so a bad input writes nothing."""
+    from personahub import runtime
+    from personahub.pipelines.interview import INTERVIEW, InterviewConfig, prepare
+
+    if isinstance(config, InterviewConfig) and resume is None:
+        prepare(db, config.request())
+    elif not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database")
+    result = runtime.run(INTERVIEW, config, db, resume=resume, fresh=fresh, client=client,
+                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn)
+    summary: InterviewResult = result.summary
+    return summary
+
+
+def _interview(question: str | None, db: str | Path, run: str | None, llm: str,
+               options: dict[str, Any], resume: str | None = None) -> Any:
+    """Ask (or go on asking), store, and return the answers as a DataFrame (one row per agent)."""
     import pandas as pd
 
-    from personahub.agents.llm.client import LLMSettings, check_reachable, make_client, resolve_spec
-    from personahub.core.loop import job_loop
-    from personahub.pipelines.interview import InterviewRequest, ask, prepare, write
+    config: InterviewConfig | dict[str, Any]
+    if resume is not None:  # a resume takes only how it asks from the caller
+        from personahub.pipelines.interview import resume_settings
 
-    asks = {"agent", "where", "carve", "step", "limit"}
-    _refuse_unknown("interview", options, asks | _MODEL_FLAGS | {"concurrency"})
-    who: dict[str, Any] = {k: v for k, v in options.items() if k in asks}
-    if "carve" in who:
-        who["carve"] = (who["carve"],) if isinstance(who["carve"], str) else tuple(who["carve"])
-    request = InterviewRequest(run_id=run, question=question, **who)
-    prepared = prepare(db, request)  # checked before any client is built or anything written
-    settings = {k: v for k, v in options.items() if k not in asks}
-    client = make_client(LLMSettings(spec=resolve_spec(llm), seed=prepared.facts.seed, **settings))
-    check_reachable(client)
-    with job_loop() as loop:
-        results = loop.run(ask(client, prepared))
-    result = write(db, client, prepared, results)
-    frame = pd.DataFrame(result.rows).drop(columns=["content"])
+        if question is not None or run is not None:
+            raise PersonahubError("interview(resume=...): the interview keeps its question and "
+                                  "run; give neither")
+        config = resume_settings(llm=llm, db=str(db), **options)
+    else:
+        if question is None or run is None:
+            raise PersonahubError("interview: give a question and run= (or resume=JOB_ID)")
+        config = interview_config(question, db, run, llm, options)
+    result = run_interview(config, db, resume=resume)
+    frame = pd.DataFrame(result.rows).drop(columns=["content"], errors="ignore")
     frame.attrs["offline"] = result.offline  # the offline engine answered (not a language model)
+    frame.attrs["batch_id"] = result.batch_id
     return frame
 
 
-def _interview_call(question: str, db: str | Path, run: str, llm: str,
-                    options: dict[str, Any]) -> Callable[[], Any]:
-    return partial(_interview, question, db, run, llm, options)
+def _interview_call(question: str | None, db: str | Path, run: str | None, llm: str,
+                    options: dict[str, Any], resume: str | None) -> Callable[[], Any]:
+    return partial(_interview, question, db, run, llm, options, resume)
 
 
-def interview(question: str, *, run: str, db: str | Path = DEFAULT_DB, llm: str = "offline",
+def interview(question: str | None = None, *, run: str | None = None,
+              db: str | Path = DEFAULT_DB, llm: str = "offline", resume: str | None = None,
               **options: Any) -> Any:
     """Ask a run's agents ``question``; returns a pandas DataFrame, one row per agent asked
     (``interview_id``, ``batch_id``, ``agent_id``, ``persona_id``, ``step``, ``answer``,
     ``status``, ``error``, ``model``; ``model == 'offline'`` is the offline engine, not a
-    language model). The answers are stored in ``interviews``; the run is not changed.
+    language model). The answers are stored in ``interviews``, batch by batch; the run is not
+    changed. ``resume=ID`` (``batch_id``) goes on with a stopped interview, asking only the
+    agents not yet answered (then only ``llm`` and the engine settings apply).
 
     ``options``: ``agent`` (a persona id or agent id) for one agent, or ``carve`` (conditions
     ``KEY OP VALUE``) and/or ``where`` (SQL over ``personas``) for a group of the run's agents,
-    ``limit``, ``step`` (default: the run's last), and the model flags (concurrency, structured,
-    max_tokens, temperature, top_p, timeout_s, rps).
+    ``limit``, ``step`` (default: the run's last), ``batch_size``, and the model flags
+    (concurrency, structured, max_tokens, temperature, top_p, timeout_s, rps).
     """
-    return call_blocking(_interview_call(question, db, run, llm, options))
+    return call_blocking(_interview_call(question, db, run, llm, options, resume))
 
 
-async def interview_async(question: str, *, run: str, db: str | Path = DEFAULT_DB,
-                          llm: str = "offline", **options: Any) -> Any:
+async def interview_async(question: str | None = None, *, run: str | None = None,
+                          db: str | Path = DEFAULT_DB, llm: str = "offline",
+                          resume: str | None = None, **options: Any) -> Any:
     """``interview`` for ``await``."""
-    return await call_in_thread(_interview_call(question, db, run, llm, options))
+    return await call_in_thread(_interview_call(question, db, run, llm, options, resume))
+
+
+def judge_config(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
+                 options: dict[str, Any]) -> JudgeConfig:
+    """The ``JudgeConfig`` of ``judge(job=..., run=..., db=..., llm=..., seed=..., **options)``
+    (the command builds the same one from its flags)."""
+    from personahub.pipelines.judge import JudgeConfig
+
+    known = {f.name for f in dataclasses.fields(JudgeConfig)} - {"job", "run", "db", "llm", "seed"}
+    _refuse_unknown("judge", options, known)
+    return JudgeConfig(job=job, run=run, db=str(db), llm=llm, seed=seed, **options)
+
+
+def run_judge(config: JudgeConfig, *, client: StructuredCaller | None = None,
+              progress: ProgressHook | None = None,
+              on_ready: Callable[[StructuredCaller | None], None] | None = None,
+              on_start: Callable[[str, bool], None] | None = None,
+              warn: Callable[[str], None] | None = None) -> JudgeSummary:
+    """Run a judge on the kernel, going on with the same judge when it has run before (its
+    rated items skipped), and return its summary (what ``judge`` and ``personahub judge`` go
+    through; ``client``: a model client of your own, used as it is)."""
+    from personahub import runtime
+    from personahub.pipelines.judge import JUDGE, judge_resume
+
+    result = runtime.run(JUDGE, config, config.db, resume=judge_resume(config), client=client,
+                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn)
+    summary: JudgeSummary = result.summary
+    return summary
+
+
 def _judging(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
              options: dict[str, Any], progress: ProgressSetting = None) -> Judged:
-    from personahub.pipelines.judge import JudgeOptions, run_judge
-
-    known = {f.name for f in dataclasses.fields(JudgeOptions)} - {"job", "run", "db", "llm", "seed"}
-    _refuse_unknown("judge", options, known)
-    judge_options = JudgeOptions(job=job, run=run, db=str(db), llm=llm, seed=seed, **options)
+    config = judge_config(job, run, db, llm, seed, options)
     with progress_hook(progress) as hook:
-        summary = run_judge(judge_options, progress=hook)
+        summary = run_judge(config, progress=hook)
     return Judged(job_id=summary.judge_id, db=Path(db), summary=summary)
 
 

@@ -113,6 +113,8 @@ def recorded_llm(db: str | Path, job_id: str) -> str:
 def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
     """The spec of ``kind`` once the shipped specs are registered (they register on import)."""
     import personahub.pipelines.calibrate  # noqa: F401 - registers "calibration"
+    import personahub.pipelines.interview  # noqa: F401 - registers "interview"
+    import personahub.pipelines.judge  # noqa: F401 - registers "judge"
     import personahub.pipelines.population_write  # noqa: F401 - registers "population_write"
     import personahub.pipelines.run  # noqa: F401 - registers "run"
     import personahub.pipelines.synthesize  # noqa: F401 - registers "synthesis"

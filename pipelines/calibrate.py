@@ -61,11 +61,11 @@ from personahub.core.kernel import (
     SpecBase,
     check_cache_mode,
     engine,
-    iter_batches,
     register,
 )
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.personas.demographics import KEYS
+from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.calibrate_data import (
     GroupKey,
     Selected,
@@ -362,13 +362,13 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
 
     def plan(self, ctx: JobContext[CalibrateConfig]) -> Iterator[Sequence[Ask]]:
         """The asks not yet answered, in batches."""
-        done = answered_keys(ctx.con, ctx.job_id)
         asks = self._asks(ctx)
-        todo = [a for a in asks if (a.question_id, a.steering, a.respondent) not in done]
+        batches = remaining(ctx, asks, answered_keys(ctx.con, ctx.job_id),
+                            lambda a: (a.question_id, a.steering, a.respondent),
+                            ctx.config.batch_size)
         summary = _state(ctx).summary
-        summary.asks = ctx.total = len(asks)
-        ctx.done_before = summary.skipped_done = len(asks) - len(todo)
-        return iter(list(iter_batches(todo, ctx.config.batch_size)))
+        summary.asks, summary.skipped_done = len(asks), ctx.done_before
+        return batches
 
     def asker(self, ctx: JobContext[CalibrateConfig]) -> CalibrationAsker:
         state = _state(ctx)
@@ -380,21 +380,19 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
                result: list[Answer]) -> BatchOutcome:
         """The batch's answers; one error per ask without one (for the failure policy)."""
         survey = _state(ctx).selected.survey
-        rows: list[dict[str, Any]] = []
-        errors: list[str | None] = []
-        for answer in result:
+
+        def row(answer: Answer) -> dict[str, Any] | None:
             if answer.option is None:
-                errors.append(call_error(answer.call))
-                continue
+                return None
             ask = answer.ask
-            question = survey.questions[ask.question_id]
-            rows.append({"job_id": ctx.job_id, "question_id": ask.question_id,
-                         "steering": ask.steering, "respondent": ask.respondent,
-                         "persona_id": ask.persona_id, "answer": answer.option,
-                         "refused": answer.option in question.refusals, "reason": answer.reason,
-                         "model": ctx.caller.label})
-        return BatchOutcome(rows={"calibration_answers": rows}, calls=result, asked=len(batch),
-                            kept=len(rows), errors=errors)
+            return {"job_id": ctx.job_id, "question_id": ask.question_id,
+                    "steering": ask.steering, "respondent": ask.respondent,
+                    "persona_id": ask.persona_id, "answer": answer.option,
+                    "refused": answer.option in survey.questions[ask.question_id].refusals,
+                    "reason": answer.reason, "model": ctx.caller.label}
+
+        return answered(batch, result, row, lambda a: call_error(a.call),
+                        table="calibration_answers")
 
     def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
         """Score the answers (replacing the job's earlier scores) and sum the job up."""

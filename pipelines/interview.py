@@ -1,11 +1,19 @@
 """Interviews: put a question to a run's agents, answered from each agent's stored state at a step.
 
 Why a separate path, not a scenario step: an interview must not change the run. So it reads the
-run read-only — the agent's persona text (``set_persona`` interventions included), memory and
-messages in view from ``agent_states`` (the latest row with step ≤ N: states are stored only for
-agents that changed), and the world from the run's recorded configuration — asks one structured
-call per agent (purpose ``interview``, concurrently, within the client's limits), and then writes
-only ``interviews`` rows and their ``llm_calls`` records, in one transaction.
+run — the agent's persona text (``set_persona`` interventions included), memory and messages in
+view from ``agent_states`` (the latest row with step ≤ N: states are stored only for agents that
+changed), and the world from the run's recorded configuration — asks one structured call per
+agent (purpose ``interview``, concurrently, within the client's limits), and writes only
+``interviews`` rows and their ``llm_calls`` records.
+
+An interview is a job spec of the kernel (``InterviewSpec``): its answers are committed batch by
+batch (``batch_size`` agents), so a kill or Ctrl-C keeps what was answered, and ``interview
+--resume ID`` (or ``personahub resume ID``) asks only the agents not yet answered — at the step
+and over the agents the job fixed when it started (stored in its config) — to the rows an
+uninterrupted interview writes. Its ``jobs.parent_id`` and its calls' ``llm_calls.run_id`` are
+the run. A failed answer is stored ``failed``; a resume asks that agent again and its new row
+replaces the failed one.
 
 Every input is checked before any model call or write (unknown run or agent, a step outside
 0..steps done, an empty question, a group that matches nobody), so a bad input writes nothing.
@@ -19,7 +27,7 @@ import dataclasses
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +35,22 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import LLMSettings, parse_concurrency
+from personahub.agents.llm.structured import check_setting
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.agents.tasks.interview import InterviewAnswer
-from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
 from personahub.core.jobs_store import find_job
-from personahub.core.store import connect
+from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
+from personahub.core.store import DEFAULT_DB, connect
+from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.personas.sampling import HubQuery, matching_ids
+from personahub.pipelines.batches import remaining
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
 
@@ -249,18 +264,13 @@ class Prepared:
 
 
 def prepare(db: Path | str, request: InterviewRequest) -> Prepared:
-    """Check the request against the database (read-only) and build every prompt."""
+    """Check the request against the database (read-only) and build every prompt: what the
+    adapters do before the job opens the database for writing, so a bad input writes nothing."""
     con = connect(db, read_only=True)
     try:
-        facts = run_facts(con, request.run_id)
-        step = check_step(facts, request.step)
-        chosen = select_agents(con, request)
-        agents = agents_at(con, facts, chosen, step)
-        senders = _persona_texts(con, [m.sender_id for a in agents for m in a.memory.inbox])
-        prompts = [prompt_for(facts, a, step, request.question, senders) for a in agents]
+        return _prepared(con, request)
     finally:
         con.close()
-    return Prepared(request, facts, step, agents, prompts)
 
 
 async def ask(client: StructuredCaller, prepared: Prepared) -> list[StructuredResult[Any]]:
@@ -271,40 +281,218 @@ async def ask(client: StructuredCaller, prepared: Prepared) -> list[StructuredRe
         for agent, prompt in zip(prepared.agents, prepared.prompts, strict=True)]))
 
 
-def write(db: Path | str, client: StructuredCaller, prepared: Prepared,
-          results: Sequence[StructuredResult[Any]]) -> InterviewResult:
-    """Store the answers and their call records in one transaction; only ``interviews`` and
-    ``llm_calls`` gain rows."""
-    request = prepared.request
-    batch_id = "iv-" + uuid.uuid4().hex[:12]
-    out = InterviewResult(batch_id, request.run_id, prepared.step, request.question, client.label,
-                          client.is_offline)
-    created = _now()
-    for agent, result in zip(prepared.agents, results, strict=True):
-        content = result.value.model_dump() if result.value is not None else None
-        last = result.records[-1] if result.records else None
-        out.rows.append({
-            "interview_id": uuid.uuid4().hex, "batch_id": batch_id, "run_id": request.run_id,
-            "agent_id": agent.agent_id, "persona_id": agent.persona_id, "step": prepared.step,
-            "question": request.question, "answer": content["reply"] if content else None,
-            "status": "ok" if content else "failed",
-            "error": None if content else (getattr(last, "error", None) or "no valid answer"),
-            "content": content, "model": client.label, "created_at": created,
-        })
-    con = connect(db)
-    try:
-        commit_batch(con, JobRef("interview", batch_id, run_id=request.run_id), client,
-                     {"interviews": out.rows}, results)
-    finally:
-        con.close()
-    return out
+def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
+              step: int | None = None,
+              chosen: Sequence[tuple[int, str]] | None = None) -> Prepared:
+    """``prepare`` on an open connection; ``step`` and ``chosen`` (a resumed job's) fixed."""
+    facts = run_facts(con, request.run_id)
+    at = check_step(facts, request.step if step is None else step)
+    agents = agents_at(con, facts, chosen if chosen is not None else select_agents(con, request), at)
+    senders = _persona_texts(con, [m.sender_id for a in agents for m in a.memory.inbox])
+    prompts = [prompt_for(facts, a, at, request.question, senders) for a in agents]
+    return Prepared(request, facts, at, agents, prompts)
 
 
-def interview(db: Path | str, request: InterviewRequest, client: StructuredCaller) -> InterviewResult:
-    """Check, ask and store one interview (one agent or a group) on an event loop of its own."""
-    from personahub.core.loop import job_loop
+# --- the job spec ------------------------------------------------------------------------------
 
-    prepared = prepare(db, request)
-    with job_loop() as loop:
-        results = loop.run(ask(client, prepared))
-    return write(db, client, prepared, results)
+@dataclass(frozen=True, kw_only=True)
+class InterviewConfig:
+    """What an interview asks of whom (``InterviewRequest``'s fields, and the generation
+    settings) and, in ``engine`` fields, how this run of it asks (a resume takes those from its
+    caller). ``seed`` None: the run's seed."""
+
+    run_id: str
+    question: str
+    agent: str | None = None
+    where: str | None = None
+    carve: tuple[str, ...] = ()
+    step: int | None = None
+    limit: int | None = None
+    seed: int | None = None
+    structured: str = "auto"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    db: str = engine(DEFAULT_DB)
+    llm: str = engine("offline", identity=True, secret=True)
+    concurrency: Concurrency = engine(16)
+    timeout_s: float = engine(60.0)
+    offline_latency_s: float = engine(0.0)  # the offline engine's wait per call (a slow model)
+    batch_size: int = engine(16)  # agents whose answers are committed together
+    rps: float | None = engine(None)
+    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "carve", tuple(self.carve))
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        self.request()  # the question, who is asked, the step: one line each
+        if self.seed is not None:
+            check_seed(self.seed)
+        check_setting(self.structured)
+        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+        check_max_failed_share(self.max_failed_share)
+        check_int(self.batch_size, "--batch-size", low=1)
+        check_optional_number(self.rps, "--rps", above=0)
+        check_number(self.timeout_s, "--timeout", above=0)
+        check_number(self.offline_latency_s, "--offline-latency", low=0)
+
+    def request(self) -> InterviewRequest:
+        """Who is asked what, at which step."""
+        return InterviewRequest(run_id=self.run_id, question=self.question, agent=self.agent,
+                                where=self.where, carve=self.carve, step=self.step,
+                                limit=self.limit)
+
+
+def resume_settings(**given: Any) -> dict[str, Any]:
+    """What a resume of an interview takes from its caller: every engine setting, the defaults
+    for those not given, except ``max_failed_share`` (the job's own unless given). The command
+    and the API both hand the kernel this."""
+    defaults = {f.name: f.default for f in dataclasses.fields(InterviewConfig)
+                if f.metadata.get("engine") and f.name != "max_failed_share"}
+    unknown = set(given) - set(defaults) - {"max_failed_share"}
+    if unknown:
+        raise PersonahubError(f"interview --resume: {', '.join(sorted(unknown))} cannot change "
+                              "(the interview keeps what it asks of whom)")
+    if given.get("max_failed_share") is None:
+        given.pop("max_failed_share", None)
+    return {**defaults, **given}
+
+
+class InterviewAsker:
+    """Asks the model one interview batch: the prompts of the job's agents, nothing of the
+    database. ``step`` is not passed, so the calls' ``llm_calls`` rows stay out of the run's
+    step metrics."""
+
+    def __init__(self, prompts: Mapping[int, list[Any]]) -> None:
+        self.prompts = dict(prompts)  # agent id -> its prompt
+
+    async def run_batch(self, batch: Sequence[tuple[int, str]],
+                        caller: StructuredCaller) -> list[StructuredResult[Any]]:
+        return list(await asyncio.gather(*[
+            caller.structured(InterviewAnswer, self.prompts[agent_id], purpose=PURPOSE,
+                              persona_id=persona_id) for agent_id, persona_id in batch]))
+
+
+@dataclass
+class InterviewState:
+    """One interview's own state: its prepared request (step and agents fixed)."""
+
+    prepared: Prepared
+
+
+def _state(ctx: JobContext[InterviewConfig]) -> InterviewState:
+    state: InterviewState = ctx.state
+    return state
+
+
+class InterviewSpec(SpecBase[InterviewConfig, Sequence[tuple[int, str]],
+                             list[StructuredResult[Any]], InterviewResult]):
+    """``personahub interview`` as a job spec (see the module doc)."""
+
+    kind = "interview"
+    config_type = InterviewConfig
+    noun = "interview"
+    unit = "answers"
+    id_prefix = "iv"
+
+    def belongs_to(self, config: InterviewConfig) -> str | None:
+        return config.run_id
+
+    def model_settings(self, config: InterviewConfig) -> LLMSettings:
+        return LLMSettings.of_job(config)
+
+    def resume_hint(self, job_id: str, db: Path) -> str:
+        return f"personahub interview --resume {job_id} --db {db}"
+
+    def prepare(self, ctx: JobContext[InterviewConfig]) -> None:
+        """The run's facts, the step and agents (a resumed job's own), every agent's prompt;
+        ``seed`` None becomes the run's."""
+        stored = ctx.stored
+        chosen = ([(int(a), str(p)) for a, p in stored["agents"]]
+                  if ctx.resumed and "agents" in stored else None)
+        prepared = _prepared(ctx.con, ctx.config.request(),
+                             step=stored.get("at_step") if ctx.resumed else None, chosen=chosen)
+        stored["at_step"] = prepared.step
+        stored["agents"] = [[a.agent_id, a.persona_id] for a in prepared.agents]
+        if ctx.config.seed is None:
+            ctx.config = dataclasses.replace(ctx.config, seed=prepared.facts.seed)
+        ctx.state = InterviewState(prepared)
+        ctx.total = len(prepared.agents)
+
+    def plan(self, ctx: JobContext[InterviewConfig]) -> Iterator[Sequence[tuple[int, str]]]:
+        """The agents without an answer yet, in batches (a failed answer is asked again)."""
+        agents = [(a.agent_id, a.persona_id) for a in _state(ctx).prepared.agents]
+        done = {r[0] for r in ctx.con.execute(
+            "SELECT agent_id FROM interviews WHERE batch_id = ? AND status = 'ok'",
+            [ctx.job_id]).fetchall()}
+        return remaining(ctx, agents, done, lambda agent: agent[0], ctx.config.batch_size)
+
+    def asker(self, ctx: JobContext[InterviewConfig]) -> InterviewAsker:
+        prepared = _state(ctx).prepared
+        return InterviewAsker({a.agent_id: prompt
+                               for a, prompt in zip(prepared.agents, prepared.prompts, strict=True)})
+
+    def commit(self, ctx: JobContext[InterviewConfig], batch: Sequence[tuple[int, str]],
+               result: list[StructuredResult[Any]]) -> BatchOutcome:
+        """One row per agent asked (``failed`` with its error when the call failed); the failed
+        rows an earlier run of the job left for these agents go."""
+        config, step, label = ctx.config, _state(ctx).prepared.step, ctx.caller.label
+        created = _now()
+        rows: list[dict[str, Any]] = []
+        errors: list[str | None] = []
+        for (agent_id, persona_id), call in zip(batch, result, strict=True):
+            content = call.value.model_dump() if call.value is not None else None
+            last = call.records[-1] if call.records else None
+            error = None if content else (getattr(last, "error", None) or "no valid answer")
+            if error is not None:
+                errors.append(error)
+            rows.append({
+                "interview_id": uuid.uuid4().hex, "batch_id": ctx.job_id, "run_id": config.run_id,
+                "agent_id": agent_id, "persona_id": persona_id, "step": step,
+                "question": config.question, "answer": content["reply"] if content else None,
+                "status": "ok" if content else "failed", "error": error, "content": content,
+                "model": label, "created_at": created})
+        new = [r["interview_id"] for r in rows]
+
+        def replace_failed() -> None:
+            ctx.con.execute("DELETE FROM interviews WHERE batch_id = ? AND status = 'failed' AND "
+                            "list_contains(?, agent_id) AND NOT list_contains(?, interview_id)",
+                            [ctx.job_id, [a for a, _ in batch], new])
+
+        return BatchOutcome(rows={"interviews": rows}, calls=result, asked=len(batch),
+                            kept=len(rows) - len(errors), errors=errors, then=replace_failed)
+
+    def nothing_kept(self, ctx: JobContext[InterviewConfig], asked: int) -> str:
+        return f"every one of its {asked} answers failed"
+
+    def stop_note(self, ctx: JobContext[InterviewConfig]) -> str:
+        answered = ctx.con.execute("SELECT count(*) FROM interviews WHERE batch_id = ? AND "
+                                   "status = 'ok'", [ctx.job_id]).fetchall()[0][0]
+        return f" ({answered} of {ctx.total} agents answered)"
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        question = str(config.get("question", ""))
+        return f"run {config.get('run_id', '?')}: {question[:40]}"
+
+    def report(self, summary: InterviewResult, db: Path) -> list[str]:
+        answered = len(summary.rows) - summary.failed
+        return [f"interview {summary.batch_id} of run {summary.run_id} (step {summary.step}): "
+                f"{answered} of {len(summary.rows)} agents answered in {db}"]
+
+    def summary(self, ctx: JobContext[InterviewConfig]) -> InterviewResult:
+        """Every answer of the job (all its runs), in agent-id order."""
+        config, prepared = ctx.config, _state(ctx).prepared
+        out = InterviewResult(ctx.job_id, config.run_id, prepared.step, config.question,
+                              ctx.caller.label, ctx.caller.is_offline)
+        cursor = ctx.con.execute("SELECT * FROM interviews WHERE batch_id = ? ORDER BY agent_id",
+                                 [ctx.job_id])
+        names = [d[0] for d in cursor.description]
+        for values in cursor.fetchall():
+            row = dict(zip(names, values, strict=True))
+            if isinstance(row.get("content"), str):
+                row["content"] = json.loads(row["content"])
+            out.rows.append(row)
+        return out
+
+
+INTERVIEW = register(InterviewSpec())

@@ -4,12 +4,16 @@ Why: the paper measured its data (96.5% of 200 sampled math problems were valid)
 that measurement on any model. Each item gets one structured call (``agents/prompts/judge.py``,
 purpose ``judge``) whose verdicts land in ``judgments``, batch by batch with the calls'
 ``llm_calls`` rows (``run_id`` = the judged job or run, ``job_kind`` = ``judge``, ``job_id`` =
-the judge's id). The judge's id is derived from its settings, so running the same judge again
-skips the items it has rated; ``sample`` draws the first N items in ``md5(seed:item_id)`` order
-(as ``personas/sampling.py`` draws personas), the same N for the same seed.
+the judge's id). ``sample`` draws the first N items in ``md5(seed:item_id)`` order (as
+``personas/sampling.py`` draws personas), the same N for the same seed.
 
-A call that fails leaves no row (the next run asks again); a judge whose every call failed
-raises one line. The offline engine's verdicts are deterministic and say nothing of quality.
+A judge is a job spec of the kernel (``JudgeSpec``; ``core/kernel.py`` owns its life: the
+``jobs`` row, interrupts, the failure policy, the watchdog, the status). Its id is derived from
+its settings (``judge_id_for``), and ``jobs.parent_id`` is the judged job or run: running the
+same judge again goes on with that job (``judge_resume``), skipping the items it has rated, and
+``personahub resume JUDGE_ID`` does the same. A call that fails leaves no row (the next run asks
+again); a judge whose every call failed ends ``failed`` in one line. The offline engine's
+verdicts are deterministic and say nothing of quality.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,25 +31,23 @@ import duckdb
 from pydantic import BaseModel
 
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.client import LLMSettings, check_reachable, make_client, redact_spec
+from personahub.agents.llm.client import redact_spec
 from personahub.agents.llm.failures import call_error
-from personahub.agents.llm.settings import parse_concurrency
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
 from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.prompts.synthesis import world_for_prompt
 from personahub.agents.tasks import Criterion, Task, stored_task
-from personahub.core.commit import JobRef, ProgressHook, commit_batch, records_of
+from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.failures import (
-    DEFAULT_MAX_FAILED_SHARE,
-    ModelRejected,
-    batch_failure,
-    check_max_failed_share,
-)
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
 from personahub.core.jobs_store import find_job
-from personahub.core.loop import job_loop
+from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB, connect
+from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.pipelines.batches import answered, remaining
 
 # What makes two judges the same judge (its id): the target, the items drawn, the model asked.
 JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
@@ -53,27 +55,30 @@ JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "
 
 
 @dataclass(frozen=True, kw_only=True)
-class JudgeOptions:
-    """What a judge rates and with which model; stored (spec redacted) in ``judgments.config``."""
+class JudgeConfig:
+    """What a judge rates and with which model (its identity: ``JUDGE_IDENTITY``), and in
+    ``engine`` fields how this run of it asks (a resume takes those from its caller). Stored,
+    model spec redacted, in ``jobs.config`` and (its identity) in ``judgments.config``."""
 
     job: str | None = None  # a synthesis job's synth_items
     run: str | None = None  # or a run's emissions
     kind: str | None = None  # only items of this task / emission kind
     sample: int | None = None  # at most N items, drawn in md5(seed:item_id) order
     seed: int = 0
-    db: str = DEFAULT_DB
-    llm: str = "offline"
-    concurrency: Concurrency = 16
-    timeout_s: float = 60.0
-    batch_size: int = 32
     structured: str = "auto"
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    rps: float | None = None
+    db: str = engine(DEFAULT_DB)
+    llm: str = engine("offline", identity=True, secret=True)
+    concurrency: Concurrency = engine(16)
+    timeout_s: float = engine(60.0)
+    offline_latency_s: float = engine(0.0)  # the offline engine's wait per call (a slow model)
+    batch_size: int = engine(32)
+    rps: float | None = engine(None)
     # a batch whose failed share passes this (and has >= 5 items) stops the judge
-    # (agents.failures); not part of the judge's identity: it does not change the verdicts
-    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE
+    # (core.failures); not part of the judge's identity: it does not change the verdicts
+    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
 
     def __post_init__(self) -> None:
         check_max_failed_share(self.max_failed_share)
@@ -84,7 +89,13 @@ class JudgeOptions:
             raise PersonahubError(f"--sample must be >= 1, got {self.sample}")
         if self.batch_size < 1:
             raise PersonahubError(f"batch size must be >= 1, got {self.batch_size}")
+        check_int(self.batch_size, "batch size", low=1)
+        check_seed(self.seed)
         check_setting(self.structured)
+        check_optional_number(self.rps, "--rps", above=0)
+        check_number(self.timeout_s, "--timeout", above=0)
+        check_number(self.offline_latency_s, "offline latency", low=0)
+        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
 
     @property
     def target(self) -> tuple[str, str]:
@@ -98,7 +109,10 @@ class JudgeOptions:
         return config
 
 
-def judge_id_for(options: JudgeOptions) -> str:
+JudgeOptions = JudgeConfig  # its name before the job kernel (issue 27)
+
+
+def judge_id_for(options: JudgeConfig) -> str:
     """``judge-`` + 12 hex digits of SHA-1 over the judge's identity: the same settings, the same
     judge (whose rated items a re-run skips)."""
     text = json.dumps(options.identity(), sort_keys=True)
@@ -162,7 +176,7 @@ def _solution_text(raw: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def select_items(con: duckdb.DuckDBPyConnection, options: JudgeOptions) -> list[Item]:
+def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[Item]:
     """The items the judge rates: all of the target's (of ``kind``), or the first ``sample``
     in ``md5(seed:item_id)`` order — a seeded uniform sample, the same for the same seed."""
     what, target = options.target
@@ -196,7 +210,7 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeOptions) -> list[
     return found
 
 
-def target_world(con: duckdb.DuckDBPyConnection, options: JudgeOptions) -> str:
+def target_world(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> str:
     """The world the judged items were written in (for "consistent with the world"), or ""."""
     what, target = options.target
     job = find_job(con, target)
@@ -227,114 +241,152 @@ def task_of(kind: str, *, emission: bool) -> Task:
     return task if task is not None else Task(name=kind, schema=BaseModel, check=lambda _: None)
 
 
-class Judge:
-    """Asks the model about items and writes their judgments (the job's state, one connection)."""
+class JudgeAsker:
+    """Asks the model about a batch of items: the config, the judge's id and the target's world,
+    nothing of the database (picklable: what a worker rebuilds)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller,
-                 options: JudgeOptions, judge_id: str, world: str) -> None:
-        self.con = con
-        self.client = client
-        self.options = options
+    def __init__(self, config: JudgeConfig, judge_id: str, world: str) -> None:
+        self.config = config
         self.judge_id = judge_id
         self.world = world
-        self.config = options.identity()
+        self.identity = config.identity()
 
     def _criteria(self, item: Item) -> tuple[Task, tuple[Criterion, ...]]:
-        task = task_of(item.kind, emission=self.options.run is not None)
+        task = task_of(item.kind, emission=self.config.run is not None)
         return task, task.criteria_for(has_solution=bool(item.solution))
 
-    async def _one(self, item: Item) -> Judgment:
+    async def _one(self, item: Item, caller: StructuredCaller) -> Judgment:
         task, criteria = self._criteria(item)
         schema = judge_schema(tuple(c.name for c in criteria))
         messages = judge_messages(task, item.text, criteria, persona=item.persona,
                                   solution=item.solution, world=self.world)
-        result = await self.client.structured(schema, messages, purpose=JUDGE_PURPOSE)
+        result = await caller.structured(schema, messages, purpose=JUDGE_PURPOSE)
         if result.value is None:
             return Judgment(item, None, result)
-        what, target = self.options.target
+        what, target = self.config.target
         valid, reason = overall(result.value)
         return Judgment(item, {
             "judge_id": self.judge_id, "target_kind": what, "target_id": target,
             "item_id": item.item_id, "kind": item.kind,
             "criteria": verdicts(result.value, criteria), "valid": valid, "reason": reason,
-            "model": self.client.label, "config": self.config, "created_at": _now()}, result)
+            "model": caller.label, "config": self.identity, "created_at": _now()}, result)
 
-    async def run_batch(self, items: Sequence[Item]) -> list[Judgment]:
+    async def run_batch(self, batch: Sequence[Item], caller: StructuredCaller) -> list[Judgment]:
         """Judge a batch concurrently (the client bounds how many calls are in flight)."""
-        return list(await asyncio.gather(*(self._one(item) for item in items)))
-
-    def write_batch(self, results: Sequence[Judgment], summary: JudgeSummary) -> list[str | None]:
-        """The batch's judgments and call records in one transaction; returns the error of
-        each item left unjudged (for the failure policy)."""
-        rows = [r.row for r in results if r.row is not None]
-        errors: list[str | None] = []
-        for result in results:
-            if result.row is None:
-                summary.failed += 1
-                summary.last_error = result.call.last.error if result.call.records else None
-                errors.append(call_error(result.call))
-        commit_batch(self.con, JobRef("judge", self.judge_id, run_id=self.options.target[1]),
-                     self.client, {"judgments": rows}, results)
-        summary.judged += len(rows)
-        return errors
+        return list(await asyncio.gather(*(self._one(item, caller) for item in batch)))
 
 
-def run_judge(options: JudgeOptions, *, client: StructuredCaller | None = None,
-              progress: ProgressHook | None = None,
-              on_ready: Callable[[str], None] | None = None) -> JudgeSummary:
-    """Judge the target's items (skipping those this judge rated before); returns the summary.
+@dataclass
+class JudgeState:
+    """One judge's own state (``JobContext.state``): what it rates, in what world, its counts."""
 
-    ``on_ready(judge_id)`` is called once the target and its items are found, before the first
-    call (a command announces the judge only then, so a bad target prints one line). Raises
-    PersonahubError when the target or its items are missing, or when every call failed.
-    """
-    con = connect(options.db)
-    try:
-        items = select_items(con, options)
-        world = target_world(con, options)
-        if client is None:
-            built = make_client(LLMSettings(
-                spec=options.llm, seed=options.seed, concurrency=options.concurrency,
-                timeout_s=options.timeout_s, structured=options.structured,  # type: ignore[arg-type]
-                max_tokens=options.max_tokens, temperature=options.temperature,
-                top_p=options.top_p, rps=options.rps))
-            check_reachable(built)
-            client = built
-        judge_id = judge_id_for(options)
-        if on_ready is not None:
-            on_ready(judge_id)
-        what, target = options.target
-        summary = JudgeSummary(judge_id=judge_id, target_kind=what, target_id=target,
-                               engine=client.label, offline=client.is_offline,
-                               selected=len(items), db=str(options.db))
-        done = {r[0] for r in con.execute("SELECT item_id FROM judgments WHERE judge_id = ?",
-                                          [judge_id]).fetchall()}
-        todo = [item for item in items if item.item_id not in done]
-        summary.skipped_done = len(items) - len(todo)
-        judge = Judge(con, client, options, judge_id, world)
-        with job_loop() as loop:
-            for start in range(0, len(todo), options.batch_size):
-                batch = todo[start:start + options.batch_size]
-                results = loop.run(judge.run_batch(batch))
-                errors = judge.write_batch(results, summary)
-                if progress is not None:
-                    progress("judge", summary.skipped_done + start + len(batch), len(items))
-                reason = batch_failure(f"batch {start // options.batch_size + 1}", len(batch),
-                                       errors, [r for j in results for r in j.call.records],
-                                       options.max_failed_share)
-                if reason is not None and summary.judged:  # committed: a re-run goes on
-                    raise ModelRejected(f"judge {judge_id} stopped: {reason}; re-run the same "
-                                        "command to go on")
-                if reason is not None:  # nothing judged yet: said below as every call failing
-                    break
-        summary.calls = dict(con.execute(
+    items: list[Item]
+    world: str
+    summary: JudgeSummary
+
+
+def _state(ctx: JobContext[JudgeConfig]) -> JudgeState:
+    state: JudgeState = ctx.state
+    return state
+
+
+class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSummary]):
+    """``personahub judge`` as a job spec (see the module doc)."""
+
+    kind = "judge"
+    config_type = JudgeConfig
+    # the id is the settings: a second start of the same judge is the same job, which the
+    # adapters resume (``judge_resume``); no twin can exist
+    refuses_twins = False
+    noun = "judge"
+    unit = "items"
+
+    def job_id_for(self, config: JudgeConfig) -> str:
+        return judge_id_for(config)
+
+    def belongs_to(self, config: JudgeConfig) -> str | None:
+        return config.target[1]
+
+    def model_settings(self, config: JudgeConfig) -> LLMSettings:
+        return LLMSettings.of_job(config)
+
+    def prepare(self, ctx: JobContext[JudgeConfig]) -> None:
+        """The target's items (a missing target or no items: one line, nothing recorded)."""
+        config = ctx.config
+        items = select_items(ctx.con, config)
+        what, target = config.target
+        summary = JudgeSummary(judge_id=ctx.job_id, target_kind=what, target_id=target,
+                               engine="", offline=False, selected=len(items), db=str(ctx.db))
+        ctx.state = JudgeState(items, target_world(ctx.con, config), summary)
+        ctx.total = len(items)
+
+    def plan(self, ctx: JobContext[JudgeConfig]) -> Iterator[Sequence[Item]]:
+        """The items this judge has not rated, in batches."""
+        state = _state(ctx)
+        done = {r[0] for r in ctx.con.execute("SELECT item_id FROM judgments WHERE judge_id = ?",
+                                              [ctx.job_id]).fetchall()}
+        batches = remaining(ctx, state.items, done, lambda item: item.item_id,
+                            ctx.config.batch_size)
+        state.summary.skipped_done = ctx.done_before
+        return batches
+
+    def asker(self, ctx: JobContext[JudgeConfig]) -> JudgeAsker:
+        return JudgeAsker(ctx.config, ctx.job_id, _state(ctx).world)
+
+    def commit(self, ctx: JobContext[JudgeConfig], batch: Sequence[Item],
+               result: list[Judgment]) -> BatchOutcome:
+        """The batch's judgments; one error per item left unjudged (for the failure policy)."""
+        outcome = answered(batch, result, lambda j: j.row, lambda j: call_error(j.call),
+                           table="judgments")
+        summary = _state(ctx).summary
+        summary.judged += outcome.kept
+        summary.failed += len(outcome.errors)
+        for judgment in result:
+            if judgment.row is None and judgment.call.records:
+                summary.last_error = judgment.call.last.error
+        return outcome
+
+    def nothing_kept(self, ctx: JobContext[JudgeConfig], asked: int) -> str:
+        return f"every model call failed ({asked} items)"
+
+    def stop_note(self, ctx: JobContext[JudgeConfig]) -> str:
+        summary = _state(ctx).summary
+        return f" ({summary.skipped_done + summary.judged} of {summary.selected} items judged)"
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        target = f"job {config['job']}" if config.get("job") else f"run {config.get('run', '?')}"
+        return target + (f", sample {config['sample']}" if config.get("sample") else "")
+
+    def report(self, summary: JudgeSummary, db: Path) -> list[str]:
+        target = f"{'job' if summary.target_kind == 'synthesis' else 'run'} {summary.target_id}"
+        calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
+        lines = [f"judge {summary.judge_id} of {target}: {summary.judged} items judged "
+                 f"({summary.skipped_done} already judged, {summary.failed} failed) in {db}; "
+                 f"model calls: {calls}"]
+        if summary.failed:
+            lines.append("run the same command again to retry the failed items")
+        return lines
+
+    def summary(self, ctx: JobContext[JudgeConfig]) -> JudgeSummary:
+        summary = _state(ctx).summary
+        summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
+        summary.calls = dict(ctx.con.execute(
             "SELECT status, count(*) FROM llm_calls WHERE job_id = ? GROUP BY 1 ORDER BY 1",
-            [judge_id]).fetchall())
+            [ctx.job_id]).fetchall())
+        return summary
+
+
+def judge_resume(config: JudgeConfig) -> str | None:
+    """The judge to go on with: this judge's id when it has a job in ``config.db`` already (the
+    same settings, the same judge), else None (a new one). What the command and the API hand
+    the kernel as ``resume``."""
+    if not Path(config.db).exists():
+        return None
+    con = connect(config.db, read_only=True)
+    try:
+        return judge_id if find_job(con, judge_id := judge_id_for(config)) is not None else None
     finally:
         con.close()
-    if todo and summary.judged == 0:
-        raise PersonahubError(f"judge {judge_id}: every model call failed ({summary.failed} items; "
-                              f"last error: {summary.last_error or 'no valid answer'}); re-run "
-                              "the same command to go on")
-    return summary
 
+
+JUDGE = register(JudgeSpec())

@@ -39,7 +39,6 @@ from personahub.core.kernel import (
     SpecBase,
     check_cache_mode,
     engine,
-    iter_batches,
     register,
 )
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
@@ -47,6 +46,7 @@ from personahub.personas.population import SOURCE, Population, draw_population, 
 from personahub.personas.population_files import read_joint, read_marginals
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
+from personahub.pipelines.batches import answered, remaining
 from personahub.sim.executors import check_executor
 
 __all__ = ["POPULATION_WRITE", "TEXT_ORIGIN", "WriteConfig", "WriteSpec", "WriteSummary",
@@ -225,13 +225,13 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
                 for i, attrs in enumerate(state.population.people)]
 
     def plan(self, ctx: JobContext[WriteConfig]) -> Iterator[Sequence[Person]]:
-        people = self._people(ctx)
         done = {r[0] for r in ctx.con.execute(
             "SELECT persona_id FROM personas WHERE json_extract_string(attributes, '$.population')"
             " = ?", [_state(ctx).population_id]).fetchall()}
-        todo = [p for p in people if p.persona_id not in done]
-        ctx.done_before = _state(ctx).summary.skipped_done = len(people) - len(todo)
-        return iter(list(iter_batches(todo, ctx.config.batch_size)))
+        batches = remaining(ctx, self._people(ctx), done, lambda p: p.persona_id,
+                            ctx.config.batch_size)
+        _state(ctx).summary.skipped_done = ctx.done_before
+        return batches
 
     def asker(self, ctx: JobContext[WriteConfig]) -> WriteAsker:
         return WriteAsker()
@@ -239,20 +239,21 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
     def commit(self, ctx: JobContext[WriteConfig], batch: Sequence[Person],
                result: list[Wrote]) -> BatchOutcome:
         state = _state(ctx)
-        personas: list[Persona] = []
-        errors: list[str | None] = []
-        for person, written in result:
+
+        def persona(wrote: Wrote) -> Persona | None:
+            person, written = wrote
             if written.text is None:
-                errors.append(written.rejected or "no valid answer")
-                continue
-            personas.append(Persona(
+                return None
+            return Persona(
                 text=written.text, source=SOURCE, persona_id=person.persona_id,
                 source_ref=f"{state.population_id} person {person.place + 1}",
                 attributes={**dict(person.attributes), "population": state.population_id,
                             "drawn_population": state.population.population_id,
-                            "text_origin": TEXT_ORIGIN}))
-        return BatchOutcome(calls=result, asked=len(batch), kept=len(personas), errors=errors,
-                            then=lambda: upsert_personas(ctx.con, personas))
+                            "text_origin": TEXT_ORIGIN})
+
+        return answered(batch, result, persona,
+                        lambda w: w.written.rejected or "no valid answer",
+                        then=lambda personas: upsert_personas(ctx.con, personas))
 
     def summary(self, ctx: JobContext[WriteConfig]) -> WriteSummary:
         summary = _state(ctx).summary

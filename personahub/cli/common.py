@@ -337,7 +337,8 @@ def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Pr
                        every_update=verbosity() > 0)
 
 
-_ID_KEYS = {"run": "run_id", "judge": "judge_id", "expansion": "expansion_id"}
+_ID_KEYS = {"run": "run_id", "judge": "judge_id", "expansion": "expansion_id",
+            "interview": "batch_id"}
 
 
 def job_id_key(kind: str) -> str:

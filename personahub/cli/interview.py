@@ -19,19 +19,23 @@ from personahub.cli.common import (
     MaxFailedShareOption,
     MaxTokensOption,
     ModelFlags,
+    OfflineLatencyOption,
     RpsOption,
     StructuredOption,
     TemperatureOption,
     TimeoutOption,
     TopPOption,
     banner,
-    command_client,
     emit_job_json,
+    job_progress,
+    note_job,
     one_line_errors,
     out,
     say,
+    started,
+    unreachable,
 )
-from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB
 
 if TYPE_CHECKING:
@@ -43,9 +47,10 @@ OFFLINE_NOTE = "offline engine — deterministic, not a language model"
 
 @one_line_errors
 def interview(
-    question: Annotated[str, typer.Argument(help="The question to ask, in quotes.")],
-    run: Annotated[str, typer.Option("--run", metavar="RUN_ID", help="The run whose agents "
-                                     "answer (runs.run_id).")],
+    question: Annotated[str | None, typer.Argument(
+        help="The question to ask, in quotes (not with --resume).")] = None,
+    run: Annotated[str | None, typer.Option("--run", metavar="RUN_ID", help="The run whose "
+                                            "agents answer (runs.run_id).")] = None,
     db: DbOption = Path(DEFAULT_DB),
     agent: Annotated[str | None, typer.Option(
         "--agent", metavar="PERSONA_ID", help="The agent to ask: a persona id of the run, or an "
@@ -65,9 +70,18 @@ def interview(
                               "first; default: the run's last committed step).")] = None,
     output: Annotated[Literal["table", "json"], typer.Option(
         "--format", help="How the answers are printed.")] = "table",
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="ID", help="Go on with a stopped interview (its batch id): only the "
+                                       "agents not yet answered are asked.")] = None,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Start anew although the same interview is unfinished (it is marked "
+                        "superseded).")] = False,
     llm: LlmOption = None,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
+    offline_latency: OfflineLatencyOption = 0.0,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Answers committed together: a stop keeps every batch before it.")] = 16,
     rps: RpsOption = None,
     structured: StructuredOption = "auto",
     max_tokens: MaxTokensOption = None,
@@ -77,52 +91,61 @@ def interview(
     as_json: JsonOption = False,
 ) -> None:
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
-    from each agent's stored state at a step and go to the interviews table (the run itself is
-    not changed)."""
-    from personahub.core.loop import job_loop
-    from personahub.pipelines.interview import InterviewRequest, ask, prepare, write
+    from each agent's stored state at a step and go to the interviews table, batch by batch (the
+    run itself is not changed). A stopped interview goes on with --resume ID."""
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.api import run_interview
+    from personahub.cli.progress import LateCounts
+    from personahub.pipelines.interview import InterviewConfig, resume_settings
 
     if output not in FORMATS:
         raise UsageError(f"--format {output}: choose one of {', '.join(FORMATS)}")
-    request = InterviewRequest(run_id=run, question=question, agent=agent, where=personas,
-                               carve=tuple(carve or ()), step=step, limit=limit)
-    prepared = prepare(db, request)  # every input checked, nothing written, no model built yet
-    client = command_client(llm, prepared.facts.seed, concurrency, timeout, rps=rps,
-                            flags=ModelFlags(structured, max_tokens, temperature, top_p),
-                            announce=False)
-    banner(client)
-    with job_loop() as loop:
-        results = loop.run(ask(client, prepared))
-    result = write(db, client, prepared, results)
+    # how this run asks (a resume keeps what the interview asks of whom, and its settings)
+    engine: dict[str, Any] = {
+        "db": str(db), "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
+        "offline_latency_s": offline_latency, "batch_size": batch_size, "rps": rps}
+    if max_failed_share is not None:  # else the job's own (a new one: the default)
+        engine["max_failed_share"] = max_failed_share
+    config: InterviewConfig | dict[str, Any]
+    if resume:
+        if question is not None or run is not None:
+            raise UsageError("--resume: the interview keeps its question and run; give neither")
+        config = resume_settings(**engine)
+    else:
+        if question is None or run is None:
+            raise UsageError("give the QUESTION and --run RUN_ID (or --resume ID)")
+        config = InterviewConfig(
+            run_id=run, question=question, agent=agent, where=personas, carve=tuple(carve or ()),
+            step=step, limit=limit, **ModelFlags(structured, max_tokens, temperature,
+                                                 top_p).settings(), **engine)
+    counts = LateCounts()
+
+    def on_ready(client: Any) -> None:
+        counts.follow(client.stats)
+        banner(client)
+
+    def on_start(job_id: str, resumed: bool) -> None:
+        if resumed:
+            say("resuming interview ", (job_id, "bold"), f" in {db}")
+            note_job("interview", job_id, db)
+        else:
+            started("interview", job_id, db)
+
+    with job_progress(counts=counts) as bar:
+        handle = bar.add_task("interviewing", total=None)
+        result = run_interview(config, db, resume=resume, fresh=fresh, on_ready=on_ready,
+                               on_start=on_start, warn=unreachable,
+                               progress=lambda _, done, total: bar.update(
+                                   handle, completed=done, total=total))
     if output == "json" and not as_json:
         sys.stdout.write(json.dumps(answers_json(result), ensure_ascii=False, default=str,
                                     indent=2) + "\n")
     else:
         _table(result)
-    _account(result, results, max_failed_share)
     if as_json:
         emit_job_json("interview", db, job_id=result.batch_id, id_key="batch_id",
                       counts={"asked": len(result.rows), "answered": len(result.rows) - result.failed,
                               "failed": result.failed}, run_id=result.run_id, step=result.step)
-
-
-def _account(result: InterviewResult, results: list[Any], max_failed_share: float | None) -> None:
-    """The failure policy over the interview's one batch (``agents.llm.failures``): every answer
-    failed, or the endpoint failed most of them, or more than ``--max-failed-share`` of them
-    failed (at least 5 asked): one line and a non-zero exit. Otherwise the kept share is said."""
-    from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, batch_failure, most_common_error
-
-    errors = [r["error"] for r in result.rows if r["status"] != "ok"]
-    records = [record for call in results for record in call.records]
-    again = "; ask again with the same command"
-    if result.rows and len(errors) == len(result.rows):
-        error = most_common_error(records) or errors[0]
-        raise PersonahubError(f"interview {result.batch_id}: every one of its {len(errors)} "
-                              f"answers failed (most often: {str(error)[:160]}){again}")
-    share = DEFAULT_MAX_FAILED_SHARE if max_failed_share is None else max_failed_share
-    reason = batch_failure(f"interview {result.batch_id}", len(result.rows), errors, records, share)
-    if reason is not None:
-        raise PersonahubError(reason + again)
 
 
 def answers_json(result: InterviewResult) -> dict[str, Any]:

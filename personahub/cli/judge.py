@@ -5,7 +5,7 @@ Wilson interval, overall and per criterion (``pipelines/judge.py``, ``analysis/j
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,12 +24,12 @@ from personahub.cli.common import (
     TimeoutOption,
     TopPOption,
     banner,
-    command_client,
     emit_job_json,
     job_progress,
     one_line_errors,
     out,
     started,
+    unreachable,
 )
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.store import DEFAULT_DB
@@ -63,26 +63,29 @@ def judge(
     95% interval. Re-running the same judge skips the items it has rated."""
     from personahub.agents.llm.client import resolve_spec
     from personahub.analysis.judgments import validity, validity_lines
+    from personahub.api import run_judge
+    from personahub.cli.progress import LateCounts
     from personahub.core.store import connect
-    from personahub.pipelines.judge import JudgeOptions, run_judge
+    from personahub.pipelines.judge import JUDGE, JudgeConfig
 
-    flags = ModelFlags(structured, max_tokens, temperature, top_p)
-    spec = resolve_spec(llm)
-    options = JudgeOptions(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),
-                           llm=spec, concurrency=concurrency, timeout_s=timeout,
-                           batch_size=batch_size, rps=rps, **flags.settings(),
-                           max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
-                                             else max_failed_share))
-    client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps, flags=flags,
-                            announce=False)
+    config = JudgeConfig(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),
+                         llm=resolve_spec(llm), concurrency=concurrency, timeout_s=timeout,
+                         offline_latency_s=offline_latency, batch_size=batch_size, rps=rps,
+                         **ModelFlags(structured, max_tokens, temperature, top_p).settings(),
+                         max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
+                                           else max_failed_share))
+    counts = LateCounts()
 
-    def on_ready(judge_id: str) -> None:
+    def on_ready(client: Any) -> None:
+        counts.follow(client.stats)
         banner(client)
+
+    def on_start(judge_id: str, resumed: bool) -> None:
         started("judge", judge_id, db)
 
-    with job_progress(client) as bar:
+    with job_progress(counts=counts) as bar:
         handle = bar.add_task("judging", total=sample)
-        summary = run_judge(options, client=client, on_ready=on_ready,
+        summary = run_judge(config, on_ready=on_ready, on_start=on_start, warn=unreachable,
                             progress=lambda _, done, total: bar.update(
                                 handle, completed=done, total=total))
     con = connect(db, read_only=True)
@@ -90,17 +93,13 @@ def judge(
         figures = validity(con, summary.judge_id)
     finally:
         con.close()
-    target = f"{'job' if summary.target_kind == 'synthesis' else 'run'} {summary.target_id}"
-    calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
-    out.print(f"judge {summary.judge_id} of {target}: {summary.judged} items judged "
-              f"({summary.skipped_done} already judged, {summary.failed} failed) in {db}; "
-              f"model calls: {calls}", highlight=False, soft_wrap=True)
+    lines = JUDGE.report(summary, db)
+    out.print(lines[0], highlight=False, soft_wrap=True)
     if figures is not None:
         for line in validity_lines(figures):
             out.print(line, highlight=False, soft_wrap=True)
-    if summary.failed:
-        out.print("run the same command again to retry the failed items", highlight=False,
-                  soft_wrap=True)
+    for line in lines[1:]:
+        out.print(line, highlight=False, soft_wrap=True)
     if as_json:
         emit_job_json("judge", db, job_id=summary.judge_id, id_key="judge_id",
                       counts={"selected": summary.selected, "judged": summary.judged,

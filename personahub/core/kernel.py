@@ -259,6 +259,8 @@ class JobSpec(Protocol[C, B, R, S_co]):
     def commit(self, ctx: JobContext[C], batch: B, result: R) -> BatchOutcome: ...
     def summary(self, ctx: JobContext[C]) -> S_co: ...
     def new_id(self) -> str: ...
+    def job_id_for(self, config: C) -> str: ...
+    def belongs_to(self, config: C) -> str | None: ...
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]: ...
     def resume_hint(self, job_id: str, db: Path) -> str: ...
     def stop_note(self, ctx: JobContext[C]) -> str: ...
@@ -296,6 +298,16 @@ class SpecBase(Generic[C, B, R, S]):
         """``<prefix or kind>-`` + UTC time + a random suffix: sortable and unique."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-")
         return f"{self.id_prefix or self.kind}-{stamp}{uuid.uuid4().hex[:6]}"
+
+    def job_id_for(self, config: C) -> str:
+        """A new job's id: ``new_id()``, unless the kind's id follows from its settings (a
+        judge: the same settings, the same judge, which a second start goes on with)."""
+        return self.new_id()
+
+    def belongs_to(self, config: C) -> str | None:
+        """The run or job a (not child) job of this kind works on: its ``jobs.parent_id`` and
+        its calls' ``llm_calls.run_id`` (a judge's target, an interview's run); None: its own."""
+        return None
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
         """A stored config written by an older version, in today's terms (as is by default)."""
@@ -408,7 +420,8 @@ class JobContext(Generic[C]):
 
     @property
     def parent_id(self) -> str | None:
-        return self.env.parent
+        """The job this one runs under (a child's parent), or the one it works on."""
+        return self.env.parent or self.spec.belongs_to(self.config)
 
     @property
     def ref(self) -> JobRef:
@@ -536,7 +549,7 @@ def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _
         if not isinstance(config, spec.config_type):
             raise TypeError(f"{spec.kind}: a new job needs a {spec.config_type.__name__}")
         stored = config_json(config, env.models)
-        return JobContext(spec, config, spec.new_id(), False, stored, env)
+        return JobContext(spec, config, spec.job_id_for(config), False, stored, env)
     row = jobs_store.find_job(env.con, resume)
     if row is None or row.kind != spec.kind:
         raise PersonahubError(f"--resume {resume}: no such {spec.noun} in {env.db}")

@@ -91,7 +91,8 @@ def test_an_old_database_without_the_table_has_no_judge(tmp_path: Path):
 @pytest.mark.slow
 def test_report_and_live_view_show_the_validity(launch_db, tmp_path: Path):
     from personahub.analysis.report import write_report
-    from personahub.pipelines.judge import JudgeOptions, run_judge
+    from personahub.api import run_judge
+    from personahub.pipelines.judge import JudgeOptions
 
     db = tmp_path / "judged.duckdb"
     db.write_bytes(Path(launch_db["db"]).read_bytes())

@@ -10,10 +10,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.api import run_simulation
+from personahub.api import run_interview, run_simulation
 from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.pipelines.interview import InterviewRequest, ask, interview, prepare
+from personahub.pipelines.interview import (
+    InterviewConfig,
+    InterviewRequest,
+    InterviewResult,
+    ask,
+    prepare,
+)
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke, one_line_error, usage_error
@@ -67,6 +73,13 @@ def db_copy(run: tuple[Path, str], tmp_path: Path) -> tuple[Path, str]:
     copy = tmp_path / "copy.duckdb"
     copy.write_bytes(db.read_bytes())
     return copy, run_id
+
+
+def interview(db: Path, request: InterviewRequest, client: FakeClient) -> InterviewResult:
+    """One interview through the kernel, as ``personahub.interview`` runs it, with ``client``."""
+    fields = {k: getattr(request, k) for k in ("run_id", "question", "agent", "where", "carve",
+                                              "step", "limit")}
+    return run_interview(InterviewConfig(**fields, db=str(db)), db, client=client)
 
 
 def persona_of(db: Path, run_id: str, agent_id: int) -> tuple[str, str]:
@@ -139,7 +152,9 @@ def test_interviews_leave_every_run_table_unchanged(db_copy):
                                            carve=("hop=0",), step=1), client)
     after = dump(db)
     added = {t for t in after if after[t] != before.get(t)}
-    assert added == {"interviews", "llm_calls"}
+    assert added == {"interviews", "llm_calls", "jobs"}  # each interview is a job of the run
+    assert {r for r in after["jobs"] if r not in before["jobs"]} == {
+        r for r in after["jobs"] if r[1] == "interview" and r[-1] == run_id}
     assert set(before["llm_calls"]) <= set(after["llm_calls"])
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -160,12 +175,15 @@ def test_a_failed_answer_is_stored_failed_and_accounted(db_copy):
     failing = FakeClient(answer=lambda call: StructuredResult(None, [CallRecord(
         purpose=call.purpose or "", model="fake", attempt=1, status="invalid", latency_ms=1.0,
         error="planted failure", persona_id=call.persona_id)]))
-    result = interview(db, InterviewRequest(run_id=run_id, question="Well?", agent="4"), failing)
-    assert result.failed == 1
+    # its one answer failed: the interview fails in one line, the failed answer kept
+    with pytest.raises(PersonahubError, match="every one of its 1 answers failed.*planted failure"):
+        interview(db, InterviewRequest(run_id=run_id, question="Well?", agent="4"), failing)
     con = duckdb.connect(str(db), read_only=True)
     try:
         assert con.execute("SELECT status, answer, error FROM interviews").fetchall() == [
             ("failed", None, "planted failure")]
+        assert con.execute("SELECT status FROM jobs WHERE kind = 'interview'").fetchall() == [
+            ("failed",)]
         assert con.execute("SELECT status, error FROM llm_calls WHERE purpose = 'interview'"
                            ).fetchall() == [("invalid", "planted failure")]
     finally:

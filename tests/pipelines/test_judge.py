@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from personahub.agents.tasks import get
-from personahub.api import run_synthesis
+from personahub.api import run_judge, run_synthesis
 from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
-from personahub.pipelines.judge import JudgeOptions, judge_id_for, run_judge, select_items
+from personahub.pipelines.judge import JudgeOptions, judge_id_for, select_items
 from personahub.pipelines.synthesize import SynthOptions
 from tests.fakes import Call, FakeClient, crash_after
 
@@ -113,9 +113,12 @@ def test_resume_skips_judged_items_and_retries_failed_ones(db):
 def test_a_crash_keeps_committed_batches(db):
     path, job = db
     options = JudgeOptions(job=job, db=str(path), batch_size=4)
-    with pytest.raises(RuntimeError):
+    # the kernel says a crash in one line, the error it was kept as the cause
+    with pytest.raises(PersonahubError, match="failed: Interrupted: simulated crash") as caught:
         run_judge(options, client=FakeClient(answer=crash_after(5, "judge"), seed=0))
+    assert isinstance(caught.value.__cause__, RuntimeError)
     assert _rows(path, "SELECT count(*) FROM judgments")[0][0] == 4
+    assert _rows(path, "SELECT status FROM jobs WHERE kind = 'judge'") == [("failed",)]
     assert run_judge(options, client=FakeClient(seed=0)).judged == 8
 
 
@@ -127,9 +130,20 @@ def test_every_call_failed_is_one_line_error(db):
                             latency_ms=0.0, error="HTTP 500: boom")
         return StructuredResult(None, [record])
 
-    with pytest.raises(PersonahubError, match="every model call failed.*HTTP 500: boom"):
+    # three endpoint failures stop the batch (the failure policy); a quality failure of every
+    # item is said as the judge keeping none
+    with pytest.raises(PersonahubError, match="3 of 3 actions failed at the endpoint.*HTTP 500: boom"):
         run_judge(JudgeOptions(job=job, db=str(path), sample=3), client=FakeClient(answer=refuse))
     assert _rows(path, "SELECT count(*) FROM judgments")[0][0] == 0
+    assert _rows(path, "SELECT status FROM jobs WHERE kind = 'judge'") == [("failed",)]
+
+    def weak(call: Call) -> StructuredResult:
+        record = CallRecord(purpose="judge", model="offline", attempt=1, status="invalid",
+                            latency_ms=0.0, error="not JSON")
+        return StructuredResult(None, [record])
+
+    with pytest.raises(PersonahubError, match="every model call failed \\(2 items\\).*not JSON"):
+        run_judge(JudgeOptions(job=job, db=str(path), sample=2), client=FakeClient(answer=weak))
 
 
 def test_bad_targets_and_options(db):
@@ -183,3 +197,22 @@ def test_npc_items_are_judged_against_the_jobs_world(tmp_path):
     assert len(fake.prompts) == 2
     for purpose, _, prompt in fake.prompts:
         assert purpose == "judge" and "## World" in prompt and "consistent_with_world" in prompt
+
+
+def test_a_stopped_judge_is_a_job_that_personahub_resume_finishes(db):
+    """The judge is a job of the kernel: ``personahub jobs`` lists it (its parent the judged
+    job), and ``personahub resume JUDGE_ID`` asks only the items it has not rated."""
+    from tests.cli_helpers import invoke
+
+    path, job = db
+    options = JudgeOptions(job=job, db=str(path), batch_size=4)
+    with pytest.raises(PersonahubError):
+        run_judge(options, client=FakeClient(answer=crash_after(5, "judge"), seed=0))
+    listed = json.loads(invoke("jobs", "--db", path, "--kind", "judge", "--json").stdout)
+    judge_id = judge_id_for(options)
+    assert [(j["job_id"], j["status"], j["parent"]) for j in listed] == [(judge_id, "failed", job)]
+    resumed = invoke("resume", judge_id, "--db", path)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"judge {judge_id} of job {job}: 8 items judged (4 already judged, 0 failed)" in resumed.stdout
+    assert _rows(path, "SELECT count(*), count(DISTINCT item_id) FROM judgments")[0] == (12, 12)
+    assert _rows(path, "SELECT status FROM jobs WHERE job_id = ?", [judge_id]) == [("finished",)]

@@ -1,0 +1,57 @@
+"""What most job specs' ``plan`` and ``commit`` share: the items not yet done, in batches, and a
+batch's answers sorted into what is kept and one error per answer that is not.
+
+Why a module: calibration, population writing and the judge each wrote these ~18 lines, and a
+slip in one (``done_before`` left unset, an error not counted) changes its progress, its end
+status or its failure policy without a test noticing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+from personahub.core.contracts import CarriesCalls
+from personahub.core.kernel import BatchOutcome, JobContext, iter_batches
+
+T = TypeVar("T")  # one item a job asks about
+A = TypeVar("A", bound=CarriesCalls)  # one answer, carrying its calls
+K = TypeVar("K")  # what an answer keeps (a row, a persona)
+
+
+def remaining(ctx: JobContext[Any], items: Sequence[T], done: Collection[Any],
+              key: Callable[[T], Any], size: int) -> Iterator[Sequence[T]]:
+    """The ``items`` whose ``key`` is not in ``done``, in batches of ``size``; sets the job's
+    ``total`` (all items) and ``done_before`` (those an earlier run of it did)."""
+    todo = [item for item in items if key(item) not in done]
+    ctx.total = len(items)
+    ctx.done_before = len(items) - len(todo)
+    return iter(list(iter_batches(todo, size)))
+
+
+def sorted_answers(answers: Sequence[A], keep: Callable[[A], K | None],
+                   error: Callable[[A], str | None]) -> tuple[list[K], list[str | None]]:
+    """What each answer keeps (``keep`` gives None for an answer without one) and, for each of
+    those, its ``error`` (for the failure policy), in the answers' order."""
+    kept: list[K] = []
+    errors: list[str | None] = []
+    for answer in answers:
+        value = keep(answer)
+        if value is None:
+            errors.append(error(answer))
+        else:
+            kept.append(value)
+    return kept, errors
+
+
+def answered(batch: Sequence[Any], answers: Sequence[A], keep: Callable[[A], K | None],
+             error: Callable[[A], str | None], *, table: str | None = None,
+             then: Callable[[list[K]], Any] | None = None) -> BatchOutcome:
+    """A batch's outcome: what its answers keep (rows of ``table``, or handed to ``then``, which
+    runs inside the batch's transaction), its calls, asked / kept, and one error per answer
+    that kept nothing."""
+    kept, errors = sorted_answers(answers, keep, error)
+    rows = {table: cast(Sequence[Mapping[str, Any]], kept)} if table is not None else {}
+    return BatchOutcome(rows=rows,
+                        calls=answers, asked=len(batch), kept=len(kept), errors=errors,
+                        then=None if then is None else lambda: then(kept))
