@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
+import duckdb
 import networkx as nx
 
 from personahub.core.jobs_store import find_job, latest_job_id, list_jobs
@@ -91,7 +92,25 @@ def overview(con: Any, run_id: str) -> dict[str, Any]:
         "calls_per_s": round(calls["calls"] / span, 2) if span > 0 else None,
         "calls_per_s_recent": round(recent / RECENT_S, 2),
         "duplicate_rate": emitted["duplicates"] / emitted["emissions"] if emitted["emissions"] else 0.0,
+        "waiting_on": waiting_on(con, run_id) if run["status"] == "running" else None,
     })
+
+
+def waiting_on(con: Any, run_id: str) -> str | None:
+    """The run's batches that have not ended (``run --batch``: a step waits on its batch), as
+    ``batch ID (in_progress, 40/100)``; None when it waits on none."""
+    try:
+        open_ = con.execute(
+            "SELECT coalesce(batch_id, batch_key), status, completed + failed, requests "
+            "FROM llm_batches WHERE job_id = ? AND status NOT IN ('completed', 'failed', "
+            "'expired', 'cancelled') ORDER BY created_at NULLS LAST, batch_key",
+            [run_id]).fetchall()
+    except duckdb.CatalogException:  # a database from before batches
+        return None
+    if not open_:
+        return None
+    return ", ".join(f"batch {name} ({status}, {done}/{total})"
+                     for name, status, done, total in open_)
 
 
 def step_rows(con: Any, run_id: str) -> list[dict[str, Any]]:

@@ -64,6 +64,7 @@ from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
+from personahub.pipelines.batch_jobs import BatchFields, batched_asker
 from personahub.sim import runner, store
 from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
@@ -75,7 +76,7 @@ __all__ = ["RUN", "RunConfig", "RunOptions", "RunSpec", "RunSummary", "resume_se
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunConfig:
+class RunConfig(BatchFields):
     """A run: its scenario and what overrides it (what it makes, stored in ``jobs.config``,
     model spec redacted) and, in ``engine`` fields, how this invocation asks (a resume takes
     those from its caller).
@@ -120,6 +121,7 @@ class RunConfig:
         object.__setattr__(self, "db", Path(self.db))
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers,
                        cache_on_driver=True)
+        self.check_batch(executor=self.executor, cache=self.cache)
         check_max_failed_share(self.max_failed_share)
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         check_setting(self.structured)
@@ -371,8 +373,10 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
             if state.heap is not None:
                 state.heap.settle()
 
-    def asker(self, ctx: JobContext[RunConfig]) -> RunAsker:
-        return RunAsker(_state(ctx))
+    def asker(self, ctx: JobContext[RunConfig]) -> Any:
+        """The step asker (with ``--batch``: each step's calls sent as provider batches, the
+        step committed when they are answered)."""
+        return batched_asker(ctx, RunAsker(_state(ctx)))
 
     def commit(self, ctx: JobContext[RunConfig], batch: int, result: Taken) -> BatchOutcome:
         """The step's rows with its calls; a step with actions lost to the endpoint stops the

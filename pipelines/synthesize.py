@@ -71,6 +71,7 @@ from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import QualityIssue, rejected_row, rejection_line, tally
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery
+from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.synthesis_inputs import (
     DEFAULT_NPC_WORLD,
     Demo,
@@ -90,7 +91,7 @@ __all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConf
 
 
 @dataclass(frozen=True, kw_only=True)
-class SynthConfig:
+class SynthConfig(BatchFields):
     """What a synthesis job makes (stored, model spec redacted, in ``jobs.config``) and, in
     ``engine`` fields, how this run of it asks (a resume takes those from its caller)."""
 
@@ -135,6 +136,7 @@ class SynthConfig:
         check_max_failed_share(self.max_failed_share)
         check_cache_mode(self.cache)
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
+        self.check_batch(executor=self.executor, cache=self.cache)
         check_optional_number(self.rps, "--rps", above=0)
         check_number(self.timeout_s, "--timeout", above=0)
         check_seed(self.seed)
@@ -189,6 +191,7 @@ class SynthSummary:
     seeded: int = 0  # shipped personas put into an empty hub for this job
     items: int = 0  # the job's items, all its runs together
     shortfall: str | None = None  # one line: fewer items than asked, and why (None: as asked)
+    batches: str | None = None  # --batch: what the job's provider batches did in this run
 
 
 class Ask(NamedTuple):
@@ -314,6 +317,7 @@ class SynthState:
     personas: list[Persona]
     summary: SynthSummary
     index: NearDuplicateIndex = field(default_factory=NearDuplicateIndex)
+    asker: Any = None  # the asker of this run (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[SynthConfig]) -> SynthState:
@@ -393,9 +397,12 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
         ctx.done_before = state.summary.skipped_done = len(asks) - len(todo)
         return iter(list(iter_batches(todo, ctx.config.batch_size)))
 
-    def asker(self, ctx: JobContext[SynthConfig]) -> SynthesisAsker:
+    def asker(self, ctx: JobContext[SynthConfig]) -> Any:
+        """The asker (with ``--batch``: its calls sent as provider batches)."""
         state = _state(ctx)
-        return SynthesisAsker(ctx.config, ctx.job_id, state.world, state.demos)
+        state.asker = batched_asker(ctx, SynthesisAsker(ctx.config, ctx.job_id, state.world,
+                                                        state.demos))
+        return state.asker
 
     def commit(self, ctx: JobContext[SynthConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:
@@ -442,6 +449,8 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
                  rejection_line(summary.rejected), *summary.kept,
                  f"model calls: {calls}; engine: {summary.engine}"
                  + (" (offline engine, not a language model)" if summary.offline else "")]
+        if summary.batches:
+            lines.append(summary.batches)
         if summary.failed:
             lines.append(f"resume to retry the failed personas: {self.resume_hint(summary.job_id, db)}")
         if summary.shortfall:
@@ -468,6 +477,7 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
         summary.items = int(scalar(ctx.con, "SELECT count(*) FROM synth_items WHERE job_id = ?",
                                    [ctx.job_id]))
         summary.shortfall = shortfall(summary, ctx.config.n, self.resume_hint(ctx.job_id, ctx.db))
+        summary.batches = batch_line(_state(ctx).asker)
         return summary
 
 

@@ -139,11 +139,12 @@ class Collected:
 
 def batch_call(client: LLMClient, schema: type[T], messages: list[Any], *, key: str,
                purpose: str, persona_id: str | None = None, step: int | None = None,
-               check: Callable[[T], str | None] | None = None) -> BatchCall[T]:
+               check: Callable[[T], str | None] | None = None,
+               sample: int = 0) -> BatchCall[T]:
     """A call of ``schema`` to send by batch, prepared as ``client.structured`` prepares one;
     ``key`` names it in ``custom_id``s (unique within the job, stable across a resume)."""
     request = client.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
-                                 step=step, check=check)
+                                 step=step, check=check, sample=sample)
     return BatchCall(key, schema, request, request)
 
 

@@ -65,7 +65,8 @@ async function loadRuns() {
 
 function renderMetrics(run) {
   const set = (id, text) => { document.getElementById(id).textContent = text; };
-  set("m-step", `${run.steps_done} / ${run.steps_planned}`);
+  set("m-step", `${run.steps_done} / ${run.steps_planned}` +
+    (run.waiting_on ? ` · step ${run.steps_done + 1} waiting on ${run.waiting_on}` : ""));
   const status = document.getElementById("m-status");
   status.textContent = run.status; status.className = `v status-${run.status}`;
   set("m-agents", fmt(run.agents));

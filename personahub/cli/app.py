@@ -13,7 +13,8 @@ Layout (the CLI is the outermost layer; no command module imports another, nor t
 in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
 consoles, errors, client, progress, the JSON result), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``calibrate`` (calibrate, calibrations), ``doctor``, ``jobs`` (jobs, runs, resume),
+``judge``, ``batch`` (batch import), ``calibrate`` (calibrate, calibrations), ``doctor``,
+``jobs`` (jobs, runs, resume),
 ``show`` (one item, emission or persona), ``hub`` (personas import, sample, stats,
 export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
 ``personas`` (personas expand, from-text).
@@ -27,6 +28,9 @@ from typing import Annotated, Any
 
 import typer
 
+from personahub.cli import (
+    batch as cli_batch,
+)
 from personahub.cli import (
     calibrate as cli_calibrate,
 )
@@ -167,3 +171,8 @@ personas_app.command("sample-population")(cli_population.personas_sample_populat
 personas_app.command("stats")(cli_hub.personas_stats)
 personas_app.command("export-graph")(cli_hub.personas_export_graph)
 personas_app.command("dedup")(cli_dedup.personas_dedup)
+
+batch_app = PersonahubTyper(help="Batch files run elsewhere (--batch-file): import their results.",
+                            no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+batch_app.command("import")(cli_batch.batch_import)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Protocol, TypeVar, cast
@@ -23,7 +24,7 @@ from rich.progress import Progress
 from rich.text import Text
 
 from personahub.core.dbcheck import first_line
-from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.errors import AwaitingResults, PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 from personahub.core.store import is_damage
 from personahub.core.validate import MAX_TOKENS
@@ -505,3 +506,63 @@ def summary_counts(summary: Any) -> dict[str, int]:
         return {}
     values = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
     return {k: v for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+# --- --batch (pipelines/batch_jobs.py; docs/batch.md) ------------------------------------
+
+BATCH_PANEL = "Batch"
+DEFAULT_ONLINE_SIZE = 64  # items per transaction online
+DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transaction) with --batch
+
+BatchOption = Annotated[bool, typer.Option(
+    "--batch", rich_help_panel=BATCH_PANEL,
+    help="Send the model calls as provider batches (the OpenAI Batch API: about half the "
+         "price, results within the window). A resume polls the batches it made; see "
+         "docs/batch.md.")]
+BatchWindowOption = Annotated[str, typer.Option(
+    "--batch-window", rich_help_panel=BATCH_PANEL,
+    help="The batches' completion window (the provider's: 24h).")]
+BatchFallbackOption = Annotated[Literal["batch", "online"], typer.Option(
+    "--batch-fallback", rich_help_panel=BATCH_PANEL,
+    help="Where a batch's failed or expired requests go again: a follow-up batch, or online.")]
+BatchFileOption = Annotated[Path | None, typer.Option(
+    "--batch-file", rich_help_panel=BATCH_PANEL,
+    help="Write the requests to this JSONL file (OpenAI batch format) and stop, the job "
+         "awaiting_results; run it elsewhere (e.g. vllm run-batch) and bring the results in "
+         "with `personahub batch import`.")]
+BatchPollOption = Annotated[float, typer.Option(
+    "--batch-poll", min=0.001, rich_help_panel=BATCH_PANEL,
+    help="Seconds before the first poll of a batch (the waits grow to 60).")]
+
+
+def batch_engine(batch: bool, batch_size: int | None, window: str, fallback: str,
+                 batch_file: Path | None, poll_s: float) -> dict[str, Any]:
+    """The engine settings of the batch options (a job config's ``BatchFields``)."""
+    if not batch and batch_file is None:
+        return {"batch_size": batch_size or DEFAULT_ONLINE_SIZE}
+    return {"batch": batch, "batch_file": None if batch_file is None else str(batch_file),
+            "batch_window": window, "batch_fallback": fallback, "batch_poll_s": poll_s,
+            "batch_size": batch_size or DEFAULT_BATCH_SIZE}
+
+
+def batch_progress(bar: Any, task: Any, label: str) -> Callable[[str, int, int | None], None]:
+    """A progress hook that shows a batch's state (``batch ID in_progress 40/64``) beside the
+    label, and the items done as the bar."""
+
+    def hook(phase: str, done: int, total: int | None) -> None:
+        if phase.startswith("batch "):
+            bar.update(task, description=f"{label} · {phase}")
+        else:
+            bar.update(task, completed=done, total=total, description=label)
+
+    return hook
+
+
+@contextmanager
+def awaiting_results() -> Iterator[None]:
+    """A job that wrote its batch file ends here: what to do next, exit 0."""
+    try:
+        yield
+    except AwaitingResults as exc:
+        say(("awaiting results:", "yellow"), f" {exc}")
+        raise typer.Exit(0) from None

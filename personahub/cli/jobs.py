@@ -64,7 +64,7 @@ def jobs(
                                                   "expansion, text_to_persona, dedup, ...).")] = None,
     status: Annotated[str | None, typer.Option(help="Only jobs with this status (running, "
                                                     "finished, partial, failed, interrupted, "
-                                                    "superseded).")] = None,
+                                                    "superseded, awaiting_results).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
 ) -> None:
     """List every job in the database, newest first: id, kind, status, started, finished."""

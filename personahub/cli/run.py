@@ -16,6 +16,10 @@ from rich.table import Table
 from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
+    BatchFallbackOption,
+    BatchOption,
+    BatchPollOption,
+    BatchWindowOption,
     CacheOption,
     ConcurrencyOption,
     DbOption,
@@ -99,8 +103,15 @@ def run(
     max_failed_share: MaxFailedShareOption = None,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
+    batch: BatchOption = False,
+    batch_window: BatchWindowOption = "24h",
+    batch_fallback: BatchFallbackOption = "batch",
+    batch_poll: BatchPollOption = 5.0,
 ) -> None:
-    """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log."""
+    """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log.
+
+    --batch sends each step's model calls as one provider batch (the step commits when it is
+    answered; a resume polls it): slow in wall time, about half the price."""
     from personahub.analysis.live_view import RunView
 
     if view_paused and not view:
@@ -111,7 +122,8 @@ def run(
         summary = _run(
             scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
             price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
-            Where(executor, ray_address, ray_workers), max_failed_share)
+            Where(executor, ray_address, ray_workers), max_failed_share,
+            _batching(batch, batch_window, batch_fallback, batch_poll))
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -126,7 +138,8 @@ def run(
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
          concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
-         watcher: Any, where: Where, max_failed_share: float | None = None) -> Any:
+         watcher: Any, where: Where, max_failed_share: float | None = None,
+         batching: dict[str, Any] | None = None) -> Any:
     """The run (or resume) itself, on the job kernel; ``watcher`` (a ``RunView``) starts once
     the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
@@ -138,7 +151,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
             raise UsageError("--resume RUN_ID takes the scenario, steps and seed from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials,"
                                   " --executor for where its calls run)")
-        config = _resumed(resume, db, llm, offline_latency, where, max_failed_share)
+        config = {**_resumed(resume, db, llm, offline_latency, where, max_failed_share),
+                  **(batching or {})}
         if watcher is not None:
             config["steering"] = watcher.steering
     elif scenario is None:
@@ -146,6 +160,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
     else:
         config = run_options(scenario, db, steps, seed, llm, concurrency, timeout, offline_latency,
                              cache, rps, price_in, price_out, flags, where, max_failed_share)
+        if batching:
+            config = dataclasses.replace(config, **batching)
         if watcher is not None:
             config = dataclasses.replace(config, steering=watcher.steering)
     counts = LateCounts()
@@ -205,19 +221,32 @@ def _resumed(run_id: str, db: Path, llm: str | None, offline_latency: float, whe
                            **where._asdict())
 
 
+def _batching(batch: bool, window: str, fallback: str, poll_s: float) -> dict[str, Any]:
+    """The run's batch settings (none unless --batch: a resume keeps the run's own)."""
+    if not batch:
+        return {}
+    return {"batch": True, "batch_window": window, "batch_fallback": fallback,
+            "batch_poll_s": poll_s}
+
+
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
     """Progress callback: the bar on a terminal, else one ``step N/M committed`` line per step
-    (none under ``-q``)."""
+    (none under ``-q``); with --batch, the step's batch and its state beside the bar."""
     tasks: dict[str, Any] = {}
 
     def hook(phase: str, done: int, total: int | None) -> None:
+        if phase.startswith("batch "):
+            if "step" not in tasks:
+                tasks["step"] = bar.add_task("simulating steps", total=None)
+            bar.update(tasks["step"], description=f"simulating steps · waiting on {phase}")
+            return
         if phase == "step" and bar.disable and not bar.console.quiet:
             sys.stderr.write(f"step {done}/{total} committed\n")
             sys.stderr.flush()
         label = "expanding graph" if phase == "expand" else "simulating steps"
         if phase not in tasks:
             tasks[phase] = bar.add_task(label, total=total)
-        bar.update(tasks[phase], completed=done)
+        bar.update(tasks[phase], completed=done, description=label)
 
     return hook
 

@@ -11,6 +11,11 @@ import typer
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
+    BatchFallbackOption,
+    BatchFileOption,
+    BatchOption,
+    BatchPollOption,
+    BatchWindowOption,
     CacheOption,
     ConcurrencyOption,
     DbOption,
@@ -29,7 +34,10 @@ from personahub.cli.common import (
     TemperatureOption,
     TimeoutOption,
     TopPOption,
+    awaiting_results,
     banner,
+    batch_engine,
+    batch_progress,
     emit_job_json,
     error_line,
     job_progress,
@@ -114,7 +122,14 @@ def synthesize(
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     offline_latency: OfflineLatencyOption = 0.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Items per transaction.")] = 64,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Items per transaction (default 64); with --batch also the most requests "
+                    "in one provider batch (default 1000).")] = None,
+    batch: BatchOption = False,
+    batch_window: BatchWindowOption = "24h",
+    batch_fallback: BatchFallbackOption = "batch",
+    batch_file: BatchFileOption = None,
+    batch_poll: BatchPollOption = 5.0,
     cache: CacheOption = "off",
     rps: RpsOption = None,
     structured: StructuredOption = "auto",
@@ -147,9 +162,10 @@ def synthesize(
     # how this run asks (a resume keeps what the job makes: task, seed, generation settings, ...)
     engine: dict[str, Any] = {
         "db": str(db), "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
-        "offline_latency_s": offline_latency, "batch_size": batch_size, "cache": cache, "rps": rps,
+        "offline_latency_s": offline_latency, "cache": cache, "rps": rps,
         "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers,
-        "allow_fewer": allow_fewer}
+        "allow_fewer": allow_fewer,
+        **batch_engine(batch, batch_size, batch_window, batch_fallback, batch_file, batch_poll)}
     if max_failed_share is not None:  # else the job's own (a new job: the default)
         engine["max_failed_share"] = max_failed_share
     config: SynthConfig | dict[str, Any]
@@ -175,12 +191,11 @@ def synthesize(
         else:
             started("job", job_id, db)
 
-    with job_progress(counts=counts) as bar:
+    with job_progress(counts=counts) as bar, awaiting_results():
         handle = bar.add_task(f"synthesizing {task or resume}", total=n * per_persona)
         result = runtime.run(SYNTHESIS, config, db, resume=resume, fresh=fresh, on_ready=on_ready,
                              on_start=on_start, warn=unreachable,
-                             progress=lambda _, done, total: bar.update(
-                                 handle, completed=done, total=total))
+                             progress=batch_progress(bar, handle, f"synthesizing {task or resume}"))
     summary = result.summary
     if not result.ran:
         say("job ", (summary.job_id, "bold"), " already finished; nothing to resume")

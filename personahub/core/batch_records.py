@@ -19,6 +19,8 @@ from typing import Any
 
 import duckdb
 
+from personahub.core.errors import PersonahubError
+
 #: The statuses after which a batch changes no more (the Batch API's terminal ones).
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 #: A batch file written for another runner (``--batch-file``), waiting for its results.
@@ -112,3 +114,27 @@ def _handle(row: Mapping[str, Any]) -> BatchHandle:
         error_file_id=row["error_file_id"], completed=int(row["completed"] or 0),
         failed=int(row["failed"] or 0), created_at=_epoch(row["created_at"]),
         finished_at=_epoch(row["finished_at"]), errors=tuple(json.loads(row["errors"] or "[]")))
+
+
+def attach_results(con: duckdb.DuckDBPyConnection, job_kind: str | None, job_id: str,
+                   custom_ids: list[str], output: str) -> BatchHandle:
+    """Mark the job's batch file whose requests ``custom_ids`` answer as ``completed``, its
+    results at ``output`` (``local:<path>``): what the resumed job collects. One line when the
+    job has no batch file waiting or the results answer none of its requests."""
+    waiting = [h for h in load_handles(con, job_kind, job_id).values()
+               if h.status == AWAITING_RESULTS]
+    if not waiting:
+        raise PersonahubError(f"batch import: job {job_id} has no batch file awaiting results")
+    given = set(custom_ids)
+    matched = [h for h in waiting if given & set(h.custom_ids)]
+    if not matched:
+        raise PersonahubError(f"batch import: none of the {len(given)} results answers a "
+                              f"request of job {job_id}'s batch file "
+                              f"{waiting[-1].batch_id} (another job's results?)")
+    handle = matched[-1]
+    answered = len(given & set(handle.custom_ids))
+    handle = handle.updated(status="completed", output_file_id=output,
+                            completed=answered, failed=len(handle.custom_ids) - answered,
+                            finished_at=dt.datetime.now(dt.UTC).timestamp())
+    save_handle(con, handle)
+    return handle

@@ -10,6 +10,11 @@ class ResumableStop(PersonahubError):
     marked ``failed`` and a resume goes on from there (the kernel adds the resume command)."""
 
 
+class AwaitingResults(ResumableStop):
+    """A job wrote its requests to a batch file (``--batch-file``) and waits for their results
+    (``personahub batch import``): marked ``awaiting_results``, not an error (exit 0)."""
+
+
 class InputFileError(PersonahubError):
     """An input file cannot be read: the message names the file and line (when there is one)."""
 

@@ -21,9 +21,12 @@ from typing import Any, Final
 import duckdb
 
 #: every status a job can have; the kernel (``core/kernel.py``) sets them
-STATUSES: Final = ("running", "finished", "partial", "failed", "interrupted", "superseded")
+#: a job that wrote its requests to a batch file (``--batch-file``) and waits for the results
+AWAITING: Final = "awaiting_results"
+STATUSES: Final = ("running", "finished", "partial", "failed", "interrupted", "superseded",
+                   AWAITING)
 #: statuses of a job that may go on (resumed, or refused as a twin of a new one)
-UNFINISHED: Final = ("running", "interrupted", "failed")
+UNFINISHED: Final = ("running", "interrupted", "failed", AWAITING)
 #: statuses of a job that is over: a resume says so and does nothing
 ENDED: Final = ("finished", "partial", "superseded")
 

@@ -58,7 +58,7 @@ from personahub.core import call_spill, jobs_store
 from personahub.core.commit import JobRef, ProgressHook, commit_batch, commit_spilled, records_of
 from personahub.core.contracts import CACHE_MODES, CarriesCalls, StructuredCaller, StructuredResult
 from personahub.core.diskfull import DiskFull, is_disk_full, mark, mark_unmarked, what_filled
-from personahub.core.errors import PersonahubError, ResumableStop, UsageError
+from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.loop import JobLoop, job_loop
@@ -636,7 +636,8 @@ def _client(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> StructuredCa
     client = models.build(settings)
     cache = str(getattr(ctx.config, "cache", "off"))
     check_cache_mode(cache)
-    if cache != "replay":  # a replay calls no model
+    if cache != "replay" and not getattr(ctx.config, "batch_file", None):
+        # a replay calls no model; a batch file is run elsewhere
         models.check_reachable(client)
     models.attach_cache(ctx.con, client, cache)
     return client
@@ -753,6 +754,9 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
     try:
         with interrupts_from_queries():
             yield
+    except AwaitingResults as exc:  # a batch file written: the job waits, resumable
+        jobs_store.finish_job(ctx.con, ctx.job_id, jobs_store.AWAITING, str(exc))
+        raise
     except KeyboardInterrupt as exc:
         how = signal_name(exc)
         jobs_store.finish_job(ctx.con, ctx.job_id, "interrupted", f"interrupted by {how}")

@@ -1,0 +1,66 @@
+"""``personahub batch import``: the results of a ``--batch-file`` run elsewhere (vLLM
+``run-batch``, a provider's console); the ``--batch`` options are in ``cli/common.py``.
+
+A job sent as batches writes the same rows as an online one (``pipelines/batch_jobs.py``);
+``docs/batch.md`` says when it pays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from personahub.cli.common import (
+    DbOption,
+    LlmOption,
+    awaiting_results,
+    one_line_errors,
+    out,
+    say,
+)
+from personahub.core.errors import PersonahubError
+from personahub.core.store import DEFAULT_DB
+
+
+@one_line_errors
+def batch_import(
+    results: Annotated[Path, typer.Argument(
+        help="The results JSONL (OpenAI Batch API output/error lines or vLLM run-batch "
+             "output).")],
+    job: Annotated[str, typer.Option("--job", help="The job that wrote the batch file.")],
+    db: DbOption = Path(DEFAULT_DB),
+    llm: LlmOption = None,
+) -> None:
+    """Import the results of a --batch-file and go on with the job: its answers are committed
+    as online ones, and it finishes or writes its next batch file."""
+    from personahub import runtime
+    from personahub.agents.llm.batch_lines import read_results_file
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.core.batch_records import attach_results
+    from personahub.core.jobs_store import find_job
+    from personahub.core.store import connect
+
+    lines = read_results_file(results)  # a bad file: one line naming it, nothing changed
+    if not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database")
+    con = connect(db)
+    try:
+        row = find_job(con, job)
+        if row is None:
+            raise PersonahubError(f"batch import: no job {job} in {db} (personahub jobs lists "
+                                  "them)")
+        handle = attach_results(con, row.kind, job, [line.custom_id for line in lines],
+                                f"local:{results.resolve()}")
+    finally:
+        con.close()
+    say(f"{len(lines)} results of batch file {handle.batch_id} imported for job ", (job, "bold"))
+    spec = runtime.registered_spec(row.kind)
+    if spec is None:
+        raise PersonahubError(f"batch import: jobs of kind {row.kind!r} do not take batches")
+    with awaiting_results():
+        result = runtime.run(spec, {"llm": resolve_spec(llm), "batch": False}, db, resume=job)
+    for line in spec.report(result.summary, db):
+        out.print(line, highlight=False, soft_wrap=True)
+
