@@ -140,6 +140,40 @@ def test_a_server_that_never_answers_stops_the_job_resumably(server, tmp_path):
     assert all(status == "error" and error.startswith("timeout") for status, error in rows)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["from-text", "expand", "run"])
+def test_every_job_kind_stops_when_the_server_never_answers(server, tmp_path, kind):
+    """``serve --hang-rate 1.0`` for the kinds the test above does not run (judge and interview:
+    tests/pipelines/test_interview_resume.py): each stops in one line, non-zero, with its
+    attempts recorded as timeouts, within the call budget the docs state."""
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(4)))
+    db = tmp_path / "h.duckdb"
+    if kind == "from-text":
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text("A note about the harbour and its boats.\n")
+        args: list[Any] = ["personas", "from-text", corpus, "--relations", "read"]
+    elif kind == "expand":
+        assert invoke("personas", "import", people, "--db", db).exit_code == 0
+        args = ["personas", "expand", "--hops", "1", "--fanout", "1", "--link-candidates", "0"]
+    else:
+        scenario = tmp_path / "scenario.py"
+        scenario.write_text(
+            "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
+            f"SCENARIO = Scenario(name='t', personas=PersonaSource(path={str(people)!r}), "
+            "graph=GraphGrowth(hops=0, acquaintances=2), steps=1, seed=11)\n")
+        args = ["run", scenario]
+    srv = server(hang_rate=1.0, hang_s=3600.0)
+    result = invoke(*args, "--db", db, "--timeout", "1", "--llm", srv.base_url)
+    assert result.exit_code != 0
+    one_line_error(result)
+    rows = _status(db, "SELECT status, error FROM llm_calls")
+    if kind == "expand" and not rows:  # known gap: the expansion is not on the kernel yet
+        pytest.xfail("an expansion stopped before its batch commits does not record its "
+                     "attempts (issue 32: expand has no call spill until it is a kernel spec)")
+    assert rows and all(status == "error" and error.startswith("timeout") for status, error in rows)
+
+
 @pytest.mark.parametrize("value", ["0", "1.5", "-1", "abc"])
 def test_max_failed_share_out_of_range_is_a_usage_error(value, scenario_file, tmp_path):
     db = tmp_path / "u.duckdb"
