@@ -1,6 +1,14 @@
-"""Driving the CLI in-process, and what a one-line error looks like."""
+"""Driving the CLI in-process or as a subprocess, and what a one-line error looks like."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
@@ -30,3 +38,36 @@ def usage_error(result: Result) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:")
     return lines[0]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str) -> list[str]:
+    """The command line that runs ``personahub ARGS`` in a fresh interpreter (for kills)."""
+    return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
+
+
+def env() -> dict[str, str]:
+    """The environment of such a subprocess: this checkout's code, no ``PERSONAHUB_*``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}
+    return {**clean, "PYTHONPATH": str(ROOT)}
+
+
+def kill_when(args: list[str], ready: Callable[[], bool], what: str) -> int:
+    """Start ``cli(*args)``, ``kill -9`` it once ``ready()`` holds (``what``: the assertion
+    message if it never does within two minutes); returns its exit code."""
+    proc = subprocess.Popen(cli(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready() and proc.poll() is None:
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode
+

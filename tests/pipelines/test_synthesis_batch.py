@@ -10,10 +10,8 @@ times anything.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from personahub import runtime
 from personahub.agents.llm.settings import LLMConfigError
 from personahub.core.errors import AwaitingResults, UsageError
 from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
+from tests.cli_helpers import cli, env, kill_when
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"batch_poll_s": 0.02}
@@ -136,37 +135,17 @@ def test_batch_settings_that_cannot_work_are_one_line(server: Any, tmp_path: Pat
 
 # -- a kill while a batch runs --------------------------------------------------------------
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
-
-
-def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}
-    return {**clean, "PYTHONPATH": str(ROOT)}
-
-
 @pytest.mark.slow
 def test_a_kill_during_a_batch_then_resume_polls_the_same_batch(
         server: Any, tmp_path: Path, online_items: list[tuple[Any, ...]]) -> None:
     srv = server(batch_delay_s=3.0)
     db = tmp_path / "killed.duckdb"
     url = f"{srv.base_url}?model=offline"
-    proc = subprocess.Popen(cli("synthesize", "math_problem", "--n", "24", "--solve", "--seed",
-                                "3", "--llm", url, "--structured", "json_schema", "--batch",
-                                "--batch-poll", "0.05", "--db", str(db)),
-                            cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while srv.stats.batches_created < 1 and proc.poll() is None:
-            assert time.monotonic() < deadline, "the job never created its batch"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    code = kill_when(["synthesize", "math_problem", "--n", "24", "--solve", "--seed", "3",
+                      "--llm", url, "--structured", "json_schema", "--batch", "--batch-poll",
+                      "0.05", "--db", str(db)],
+                     lambda: srv.stats.batches_created >= 1, "the job never created its batch")
+    assert code == -signal.SIGKILL
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs")
     assert status == "running"  # killed: nothing marked it
     result = runtime.run(SYNTHESIS, {"llm": url, "batch": True, **FAST}, db, resume=job_id)

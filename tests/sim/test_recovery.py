@@ -5,10 +5,8 @@ uninterrupted one flags, and Ctrl-C / SIGTERM mark the job interrupted in one li
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,6 +27,7 @@ from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions, select_personas
 from personahub.sim.runner import load_scenario_personas
 from personahub.sim.scenario import load_scenario
+from tests.cli_helpers import cli, env
 from tests.conftest import persona_texts
 from tests.fakes import Answer, Call, FakeClient, crash_after, unreachable_from_step
 from tests.sim.test_resume import snapshot
@@ -340,15 +339,6 @@ def test_the_same_command_again_offers_the_resume_instead_of_a_second_job(tmp_pa
 
 
 # -- item 5: Ctrl-C and SIGTERM ----------------------------------------------------------------------
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
-
-
-def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}
-    return {**clean, "PYTHONPATH": str(ROOT)}
-
 
 def signal_after_start(args: list[str], sig: int, delay: float) -> tuple[int, list[str], str]:
     """Start the CLI, wait for its "... started in" line, wait ``delay``, send ``sig``;

@@ -8,11 +8,8 @@ a step waits on. Tests poll; none times anything.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from personahub.core.batch_records import BatchHandle, save_handle
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
+from tests.cli_helpers import cli, env, kill_when
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "scenarios" / "riverside_town.py"
@@ -108,37 +106,17 @@ def test_the_live_view_names_the_batch_a_step_waits_on(tmp_path: Path) -> None:
         con.close()
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
-
-
-def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}
-    return {**clean, "PYTHONPATH": str(ROOT)}
-
-
 @pytest.mark.slow
 def test_a_run_killed_during_its_steps_batch_resumes_by_polling_it(
         server: Any, tmp_path: Path, online_tables: dict[str, list[tuple[Any, ...]]]) -> None:
     srv = server(batch_delay_s=3.0)
     db = tmp_path / "killed.duckdb"
     url = f"{srv.base_url}?model=offline"
-    proc = subprocess.Popen(cli("run", str(SCENARIO), "--steps", "2", "--db", str(db), "--llm",
-                                url, "--structured", "json_schema", "--batch", "--batch-poll",
-                                "0.05", "-q"),
-                            cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while srv.stats.batches_created < 1 and proc.poll() is None:
-            assert time.monotonic() < deadline, "the run never created its step's batch"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    code = kill_when(["run", str(SCENARIO), "--steps", "2", "--db", str(db), "--llm", url,
+                      "--structured", "json_schema", "--batch", "--batch-poll", "0.05", "-q"],
+                     lambda: srv.stats.batches_created >= 1,
+                     "the run never created its step's batch")
+    assert code == -signal.SIGKILL
     con = duckdb.connect(str(db), read_only=True)
     try:
         [(run_id, steps_done)] = con.execute("SELECT run_id, steps_done FROM runs").fetchall()

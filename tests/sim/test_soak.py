@@ -12,10 +12,8 @@ with ``-s``.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from personahub.personas.store import upsert_personas
 from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.scenario import load_scenario
+from tests.cli_helpers import cli, env
 from tests.conftest import persona_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 from tests.sim.test_resume import snapshot
@@ -59,15 +58,6 @@ SCENARIO = Scenario(
 )
 """
 RUN_FLAGS = ["--offline-latency", "0.5"]
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from personahub.cli.app import app; app()", *args]
-
-
-def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")}
-    return {**clean, "PYTHONPATH": str(ROOT)}
 
 
 def kill_after_start(args: list[str], delay: float) -> str:
