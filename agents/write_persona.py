@@ -25,7 +25,7 @@ from personahub.agents.prompts.population import (
 )
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller
 from personahub.personas.persona_consistency import check_persona_text
-from personahub.personas.quality import gate_persona, max_length
+from personahub.personas.quality import gate_item
 
 __all__ = ["Written", "persona_check", "write_persona"]
 
@@ -44,7 +44,7 @@ class Written:
 def persona_check(attributes: tuple[tuple[str, str], ...], answer: Any) -> str | None:
     """Why a written persona is not kept (None: kept). Module-level and taking the attributes
     as a tuple, so a ``partial`` of it pickles for Ray workers."""
-    text, issue = gate_persona(answer.persona, bound=max_length(answer, "persona"))
+    text, issue = gate_item(answer)
     if issue is not None:
         return str(issue)
     problems = check_persona_text(text, dict(attributes))
@@ -65,8 +65,7 @@ async def write_persona(attributes: Mapping[str, object], caller: StructuredCall
     text: str | None = None
     rejected: str | None = None
     if result.value is not None:
-        cleaned, issue = gate_persona(result.value.persona,
-                                      bound=max_length(result.value, "persona"))
+        cleaned, issue = gate_item(result.value)
         rejected = check(result.value)
         text = cleaned if issue is None and rejected is None else None
     elif result.records and result.records[-1].error:

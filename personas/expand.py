@@ -83,9 +83,8 @@ from personahub.personas.quality import (
     PERSONA_MAX_CHARS,
     RELATION_MAX_CHARS,
     gate_answer,
-    gate_persona,
+    gate_item,
     language_scripts,
-    max_length,
     rejected_counts,
     rejected_row,
 )
@@ -365,9 +364,8 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                           for p in parents])
     round_number = level + 1
     answers = [(parent, position, person,
-                *gate_persona(person.persona, language=language,
-                              shown=prompt_text(shown[parent.persona_id]),
-                              bound=max_length(person, "persona")))
+                *gate_item(person, language=language,
+                           shown=prompt_text(shown[parent.persona_id])))
                for parent, result in zip(parents, results, strict=True) if result.value is not None
                for position, person in enumerate(getattr(result.value, "people"))]  # noqa: B009
     near = _nearest(linking, [(text, parent.persona_id) for parent, _, _, text, issue in answers

@@ -509,14 +509,21 @@ def gate_persona(text: str, *, language: str | None = None, shown: str | None = 
     return cleaned, issue
 
 
+def gate_item(item: Any, *, language: str | None = None,
+              shown: str | None = None) -> tuple[str, QualityIssue | None]:
+    """``gate_persona`` of an answered item's ``persona``, bounded by the ``maxLength`` its
+    class (the bounded schema the model answered) set on it."""
+    return gate_persona(str(getattr(item, "persona", "")), language=language, shown=shown,
+                        bound=max_length(item, "persona"))
+
+
 def gate_answer(field: str, language: str | None, value: Any, *,
                 shown: str | None = None) -> str | None:
     """The model seam's check of an answer listing personas (``value.<field>``, each with a
     ``persona``): the first rejection when the gate keeps none of them, else None (``shown``:
     see ``gate_persona``). A module-level function (``functools.partial`` it), so that the
     check pickles to a Ray worker."""
-    issues = [gate_persona(str(getattr(item, "persona", "")), language=language, shown=shown,
-                           bound=max_length(item, "persona"))[1]
+    issues = [gate_item(item, language=language, shown=shown)[1]
               for item in getattr(value, field, None) or ()]
     if not issues or any(issue is None for issue in issues):
         return None

@@ -50,9 +50,8 @@ from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.quality import (
     PERSONA_MAX_CHARS,
     gate_answer,
-    gate_persona,
+    gate_item,
     language_scripts,
-    max_length,
     rejected_row,
     tally,
 )
@@ -376,8 +375,7 @@ def screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, langu
     kept: list[Persona] = []
     refused: list[dict[str, Any]] = []
     for position, item in enumerate(items):
-        text, issue = gate_persona(item.persona, language=language,
-                                   bound=max_length(item, "persona"))
+        text, issue = gate_item(item, language=language)
         if issue is None:
             kept.append(Persona(text=text, source=SOURCE, source_ref=text_id,
                                 attributes={"relation": relation, "text_id": text_id,

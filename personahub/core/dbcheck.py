@@ -130,17 +130,18 @@ def check_blocks(path: Path, block_size: int) -> None:
 
     Only the blocks the active header counts (``block_count``) are checked: a tail past them
     is what a failed checkpoint wrote, and DuckDB reopens such a file with its WAL whole (issue
-    32: a run that filled its disk was refused as truncated). All-zero blocks are skipped:
+    32: a run that filled its disk was refused as truncated). A whole file that holds fewer
+    blocks than its header counts is not refused: DuckDB trims free blocks off a file's end, so
+    a valid database can be shorter than its count; a cut at a block boundary reaches DuckDB's
+    own check. All-zero blocks are skipped:
     DuckDB punches holes where it frees blocks, and they read as zeros (a block it wrote never
     does: its checksum is not zero). Blocks are checked a chunk at a time with numpy (about a
     second per GiB).
     """
     words_per_block = block_size // 8
     held = block_count(path)
-    seen = 0
     for first, chunk in _chunks(path, block_size, held):
         whole = len(chunk) // block_size
-        seen = first + whole
         if len(chunk) % block_size:
             raise _fail(path, f"the database file is damaged (it ends inside block "
                               f"{first + whole}: truncated?); nothing was written to it")
@@ -155,10 +156,6 @@ def check_blocks(path: Path, block_size: int) -> None:
             raise _fail(path, f"the database file is damaged (block {number} at byte {offset} "
                               "fails its checksum); nothing was written to it - restore it from a "
                               "backup or give another --db")
-    # a file that ends at a block boundary before the header's count is not refused here:
-    # DuckDB trims free blocks off a file's end, so a whole file may hold fewer blocks than its
-    # header counts (a valid database was refused so); such a cut reaches DuckDB's own check
-    del seen
 
 
 def read_back(con: duckdb.DuckDBPyConnection, path: Path) -> None:

@@ -53,6 +53,16 @@ def _offline_run(db: Path, scenario: Path) -> str:
 
 # -- every call failing: each job kind against --error-rate 1.0 ------------------------------------
 
+def one_step_scenario(folder: Path, people: Path) -> Path:
+    """A one-step scenario over the personas in ``people``, written into ``folder``."""
+    scenario = folder / "scenario.py"
+    scenario.write_text(
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
+        f"SCENARIO = Scenario(name='t', personas=PersonaSource(path={str(people)!r}), "
+        "graph=GraphGrowth(hops=0, acquaintances=2), steps=1, seed=11)\n")
+    return scenario
+
+
 @pytest.fixture(scope="module")
 def broken_endpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Path]]:
     """Each job kind run once against ``serve --error-rate 1.0`` (429/503): its result and
@@ -61,11 +71,7 @@ def broken_endpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple
     folder = tmp_path_factory.mktemp("broken")
     people = folder / "people.jsonl"
     people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(6)))
-    scenario = folder / "scenario.py"
-    scenario.write_text(
-        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
-        f"SCENARIO = Scenario(name='t', personas=PersonaSource(path={str(people)!r}), "
-        "graph=GraphGrowth(hops=0, acquaintances=2), steps=1, seed=11)\n")
+    scenario = one_step_scenario(folder, people)
     corpus = folder / "corpus.txt"
     corpus.write_text("\n\n".join(f"A note number {i} about the harbour and its boats."
                                    for i in range(3)))
@@ -157,12 +163,7 @@ def test_every_job_kind_stops_when_the_server_never_answers(server, tmp_path, ki
         assert invoke("personas", "import", people, "--db", db).exit_code == 0
         args = ["personas", "expand", "--hops", "1", "--fanout", "1", "--link-candidates", "0"]
     else:
-        scenario = tmp_path / "scenario.py"
-        scenario.write_text(
-            "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
-            f"SCENARIO = Scenario(name='t', personas=PersonaSource(path={str(people)!r}), "
-            "graph=GraphGrowth(hops=0, acquaintances=2), steps=1, seed=11)\n")
-        args = ["run", scenario]
+        args = ["run", one_step_scenario(tmp_path, people)]
     srv = server(hang_rate=1.0, hang_s=3600.0)
     result = invoke(*args, "--db", db, "--timeout", "1", "--llm", srv.base_url)
     assert result.exit_code != 0
