@@ -23,6 +23,7 @@ from personahub import runtime
 from personahub.agents.llm.settings import LLMConfigError
 from personahub.core.errors import AwaitingResults, UsageError
 from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
+from personahub.sim import executors
 from tests.cli_helpers import cli, env, kill_when
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +122,10 @@ def test_an_unknown_structured_mode_is_learned_by_one_online_call(
     assert srv.stats.requests == 1 and srv.stats.batch_lines == 5
 
 
-def test_batch_settings_that_cannot_work_are_one_line(server: Any, tmp_path: Path) -> None:
+def test_batch_settings_that_cannot_work_are_one_line(server: Any, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # the batch rule, not whether Ray is installed here (a fresh venv has no [ray])
+    monkeypatch.setattr(executors, "ray_installed", lambda: True)
     with pytest.raises(UsageError, match="--batch runs on the local executor"):
         SynthConfig(task="math_problem", batch=True, executor="ray")
     with pytest.raises(UsageError, match="--batch-window"):
