@@ -134,9 +134,16 @@ def args_issue(value: Any) -> str | None:
 # --------------------------------------------------------------------------- problems
 
 
+def problem_text(content: Content) -> str:
+    """A problem's whole text: its facts, then its question (items made before the question had
+    its own field hold the whole problem in ``problem``)."""
+    return " ".join(part for part in (squash(content.get("problem")),
+                                      squash(content.get("question"))) if part)
+
+
 def problem_issue(content: Content, *, needs_quantity: bool) -> QualityIssue | None:
     """A problem statement that can be answered: long enough, a question, a quantity if asked."""
-    text = squash(content.get("problem"))
+    text = problem_text(content)
     issue = free_text_issue(text, "problem", 0, MIN_PROBLEM_WORDS)
     if issue:
         return issue

@@ -49,11 +49,11 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
-from personahub.core.text_bounds import DIGITS, SHORT, Density, Share
+from personahub.core.text_bounds import DIGITS, QUESTION, SENTENCE, SHORT, Density, Shape, Share
 
 M = TypeVar("M", bound=BaseModel)
-__all__ = ["DIGITS", "SHORT", "Density", "Share", "bounded", "clip", "estimate_tokens", "plan",
-           "unbounded"]
+__all__ = ["DIGITS", "QUESTION", "SENTENCE", "SHORT", "Density", "Shape", "Share", "bounded", "clip",
+           "estimate_tokens", "pattern_for", "plan", "unbounded", "with_bound", "without_bound"]
 
 CHARS_PER_TOKEN = 3.0  # characters of string content per token (a floor for English text)
 JSON_CHARS_PER_TOKEN = 2.0  # characters of JSON structure (keys, quotes, braces) per token
@@ -222,27 +222,79 @@ def _string_bound(per_slot: int, metadata: list[Any]) -> int:
     return min(bound, own_max) if own_max is not None else bound
 
 
-def _bound_type(annotation: Any, metadata: list[Any], per_slot: int) -> tuple[Any, int | None]:
-    """(the bounded annotation, the ``max_length`` its field takes, if any)."""
+# a character of a JSON string that needs no escape: a pattern's body (llama.cpp's grammar
+# converter copies a pattern's "." as any character, quotes and control characters included)
+_PLAIN_CHAR = r'[^"\\\x00-\x1f]'
+
+
+def pattern_for(shape: Shape, min_len: int, max_len: int) -> str:
+    """The ``pattern`` of a ``Shape``d string of ``min_len``..``max_len`` characters.
+
+    The bound is inside the pattern because grammar converters that honour ``pattern`` (llama.cpp,
+    llama-cpp-python) ignore ``maxLength`` beside it: without it, a shaped string could run on."""
+    ends = int(bool(shape.first)) + int(bool(shape.last))
+    low, high = max(0, min_len - ends), max(1, max_len - ends)
+    return f"^{shape.first}{_PLAIN_CHAR}{{{min(low, high)},{high}}}{shape.last}$"
+
+
+def without_bound(pattern: str) -> str:
+    """A pattern made by ``pattern_for`` with its length quantifier left out (what seeds an
+    offline answer: bounds clip what is written and change nothing else); others unchanged."""
+    head, plain, tail = pattern.partition(_PLAIN_CHAR + "{")
+    if not plain:
+        return pattern
+    return head + _PLAIN_CHAR + tail[tail.index("}") + 1:]
+
+
+def with_bound(pattern: str, cut: int) -> str:
+    """A pattern made by ``pattern_for`` for a string ``cut`` characters shorter (a lower
+    ``maxLength`` imposed later: ``structured.grammar_safe``); others unchanged."""
+    head, plain, tail = pattern.partition(_PLAIN_CHAR + "{")
+    if not plain or cut <= 0:
+        return pattern
+    quantifier, rest = tail.split("}", 1)
+    low, high = (int(n) for n in quantifier.split(","))
+    high = max(1, high - cut)
+    return f"{head}{_PLAIN_CHAR}{{{min(low, high)},{high}}}{rest}"
+
+
+def _string_extras(metadata: list[Any], bound: int) -> list[Any]:
+    """The ``Field`` extras of a string bounded at ``bound``: its ``max_length``, and the
+    pattern of its ``Shape`` if it has one (sent in the JSON schema, not validated)."""
+    extras: list[Any] = [Field(max_length=bound)]
+    shape = next((m for m in metadata if isinstance(m, Shape)), None)
+    if shape is not None:
+        pattern = pattern_for(shape, _limit(metadata, "min_length") or 0, bound)
+        extras.append(Field(json_schema_extra={"pattern": pattern}))
+    return extras
+
+
+def _bound_type(annotation: Any, metadata: list[Any], per_slot: int
+                ) -> tuple[Any, int | None, list[Any]]:
+    """(the bounded annotation, the ``max_length`` its field takes if any, the ``Field`` extras
+    its field takes)."""
     kind, more, optional = _unwrap(annotation)
     metadata = metadata + more
+    extras: list[Any] = []
     if kind is str:
         out: Any = str
-        bound: int | None = _string_bound(per_slot, metadata)
+        chars = _string_bound(per_slot, metadata)
+        bound: int | None = chars
+        extras = _string_extras(metadata, chars)
     elif _is_model(kind):
         out, bound = _bounded_model(kind, per_slot), None
     elif _is_list(kind):
         item, item_meta, item_optional = _unwrap(_item_type(kind))
-        inner, inner_bound = _bound_type(item, item_meta, per_slot)
-        extra = [Field(max_length=inner_bound)] if inner_bound is not None else []
+        inner, inner_bound, extra = _bound_type(item, item_meta, per_slot)
         if item_meta or extra:  # the item's own constraints kept, the bound added
             inner = Annotated[(inner, *item_meta, *extra)]
         if item_optional:
             inner = inner | None
         out, bound = list[inner], _max_items(metadata)  # type: ignore[valid-type]
+        extras = [Field(max_length=bound)]
     else:
-        return annotation, None
-    return (out | None if optional else out), bound
+        return annotation, None, []
+    return (out | None if optional else out), bound, extras
 
 
 @lru_cache(maxsize=1024)
@@ -251,11 +303,10 @@ def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
     and every list at most its ``maxItems``; nested models bounded alike."""
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
-        annotation, bound = _bound_type(info.annotation, list(info.metadata), per_slot)
+        annotation, bound, extras = _bound_type(info.annotation, list(info.metadata), per_slot)
         if bound is None and annotation is info.annotation:
             continue
-        extra = [Field(max_length=bound)] if bound is not None else []
-        fields[name] = (annotation, FieldInfo.merge_field_infos(info, *extra))
+        fields[name] = (annotation, FieldInfo.merge_field_infos(info, *extras))
     if not fields:
         return model
     return create_model(model.__name__, __base__=model, __module__=model.__module__,

@@ -25,7 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from personahub.agents.llm.bounds import clip
+from personahub.agents.llm.bounds import clip, without_bound
 from personahub.agents.llm.offline_text import TextMaker, read_context
 from personahub.agents.llm.structured import strip_keywords
 
@@ -97,8 +97,13 @@ class SchemaFiller:
             kind = "object" if "properties" in schema else "string"
         if kind == "object":
             out: dict[str, Any] = {}
-            for prop, sub in (schema.get("properties") or {}).items():
-                out[prop] = self.fill(sub, prop, out)
+            properties = schema.get("properties") or {}
+            outer, self.maker.fields = self.maker.fields, frozenset(properties)
+            try:
+                for prop, sub in properties.items():
+                    out[prop] = self.fill(sub, prop, out)
+            finally:
+                self.maker.fields = outer
             return out
         if kind == "array":
             low = int(schema.get("minItems", 1))
@@ -161,8 +166,18 @@ _BOUNDS = frozenset({"maxLength", "maxItems"})
 
 
 def _unbounded(schema: Any) -> Any:
-    """A JSON schema without its bounds (what seeds an answer)."""
-    return strip_keywords(schema, _BOUNDS, describe=False) if schema else schema
+    """A JSON schema without its bounds (what seeds an answer): no ``maxLength``/``maxItems``,
+    and a shaped string's pattern without its length (``bounds.pattern_for``)."""
+    return _unshaped(strip_keywords(schema, _BOUNDS, describe=False)) if schema else schema
+
+
+def _unshaped(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: without_bound(value) if key == "pattern" and isinstance(value, str)
+                else _unshaped(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_unshaped(item) for item in node]
+    return node
 
 
 def _unbounded_tool(tool: Any) -> Any:

@@ -245,6 +245,10 @@ class TextMaker:
     def __init__(self, ctx: PromptContext, rng: random.Random) -> None:
         self.ctx = ctx
         self.rng = rng
+        # the field names of the object being filled (SchemaFiller sets them): a problem beside
+        # a ``question`` field leaves its question to that field
+        self.fields: frozenset[str] = frozenset()
+        self._question = ""
 
     def words(self, n: int, pool: list[str] | None = None) -> list[str]:
         pool = pool or self.ctx.pool()
@@ -317,19 +321,30 @@ class TextMaker:
         )
 
     def problem(self) -> str:
-        """A word problem with numbers, set among the prompt's content words."""
+        """A word problem with numbers, set among the prompt's content words: its facts and its
+        question, or only its facts when the schema asks for the question on its own."""
         a, b, c = self.rng.randint(3, 40), self.rng.randint(2, 12), self.rng.randint(5, 95)
         subject, other = self.topic(), " ".join(self.words(2))
-        return self.rng.choice((
-            f"A project on {subject} needs {a} units of {other}, each costing {b} coins, plus a "
-            f"fixed fee of {c}. If the budget grows by {b}% a year, after how many years does it "
-            "cover the total?",
-            f"Three people share the work on {subject}. The first finishes {a} tasks in {b} hours, "
-            f"the second is twice as fast, the third does {c} tasks a day. Who handles {other}, "
-            "given that no two of them work on the same day?",
-            f"In a study of {subject}, {a}% of {c} cases involve {other}. Of those, {b} are "
-            "excluded. What share of the original cases remains, and is it above one third?",
+        facts, question = self.rng.choice((
+            (f"A project on {subject} needs {a} units of {other}, each costing {b} coins, plus a "
+             f"fixed fee of {c}.",
+             f"If the budget grows by {b}% a year, after how many years does it cover the total?"),
+            (f"Three people share the work on {subject}. The first finishes {a} tasks in {b} "
+             f"hours, the second is twice as fast, the third does {c} tasks a day.",
+             f"Who handles {other}, given that no two of them work on the same day?"),
+            (f"In a study of {subject}, {a}% of {c} cases involve {other}. Of those, {b} are "
+             "excluded.",
+             "What share of the original cases remains, and is it above one third?"),
         ))
+        if "question" in self.fields:
+            self._question = question
+            return facts
+        return f"{facts} {question}"
+
+    def question(self) -> str:
+        """The question of the problem written beside it, else a request (the built-in rule)."""
+        question, self._question = self._question, ""
+        return question or self.request()
 
     def solution(self) -> str:
         """A short worked solution (the offline engine does not actually solve anything)."""
@@ -432,7 +447,9 @@ def _writer_for(name: str) -> str | Callable[[TextMaker], str]:
         return "request"
     if key in ("assistant", "assistant_turn", "assistant_reply"):
         return "assistant_reply"
-    if key in ("instruction", "prompt", "question", "request", "query", "user_prompt"):
+    if key == "question":
+        return "question"
+    if key in ("instruction", "prompt", "request", "query", "user_prompt"):
         return "request"
     if key in ("line", "utterance", "dialogue", "message", "say", "speech", "reply"):
         return "spoken_line"

@@ -44,6 +44,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
+from personahub.agents.llm.bounds import with_bound
 from personahub.agents.llm.prompt_schema import render_schema_block
 
 StructuredMode = Literal["json_schema", "json_object", "tools", "prompt"]
@@ -171,14 +172,16 @@ GRAMMAR_SAFE_MAX_LENGTH = 360
 
 
 def grammar_safe(node: Any) -> Any:
-    """``node`` with every ``maxLength`` at most ``GRAMMAR_SAFE_MAX_LENGTH`` (a copy when any
-    changes)."""
+    """``node`` with every ``maxLength`` at most ``GRAMMAR_SAFE_MAX_LENGTH``, a shaped string's
+    pattern with it (a copy when any changes)."""
     if isinstance(node, list):
         return [grammar_safe(item) for item in node]
     if not isinstance(node, Mapping):
         return node
     out = {key: grammar_safe(value) for key, value in node.items()}
     if isinstance(out.get("maxLength"), int) and out["maxLength"] > GRAMMAR_SAFE_MAX_LENGTH:
+        if isinstance(out.get("pattern"), str):  # a shaped string's pattern holds its bound too
+            out["pattern"] = with_bound(out["pattern"], out["maxLength"] - GRAMMAR_SAFE_MAX_LENGTH)
         out["maxLength"] = GRAMMAR_SAFE_MAX_LENGTH
         low = out.get("minLength")
         if isinstance(low, int) and low > GRAMMAR_SAFE_MAX_LENGTH:

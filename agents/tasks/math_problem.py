@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from personahub.agents.llm.bounds import DIGITS
+from personahub.agents.llm.bounds import DIGITS, QUESTION, SENTENCE, SHORT
 from personahub.agents.tasks.base import (
     PROBLEM_CRITERIA,
     PROBLEM_MAX_TOKENS,
@@ -16,16 +16,28 @@ from personahub.agents.tasks.base import (
     SynthesisSpec,
     Task,
 )
-from personahub.agents.validators import problem_issue
+from personahub.agents.validators import problem_issue, problem_text
 from personahub.personas.quality import QualityIssue
 
+# Concrete steps a small model follows (what the facts hold, what the question needs) rather than
+# "a challenging problem that needs advanced skills", which SmolLM2-135M answered by restating
+MATH_PROMPT = ("Write a math word problem about this person's work or daily life. Give the numbers "
+               "it needs (amounts, prices, distances, times), then ask one question that needs a "
+               "calculation. Do not solve it.")
 
+
+# Two shaped fields (``SENTENCE``, ``QUESTION``) rather than one free string: a tiny model on a
+# grammar-constrained server then writes a question, and cannot open with a run of digits
+# (``bench/bench_problem_schema.py`` compares the two). The docstring is sent to the model.
 class MathProblem(BaseModel):
-    """A challenging math word problem set in the persona's world (no solution)."""
+    """A math word problem from the persona's world: its facts, then its question (no
+    solution)."""
 
     # numbers, dates and times: bounded at a character a token, so a run of digits closes too
-    problem: Annotated[str, DIGITS] = Field(
-        min_length=8, description="the full problem statement, ending with the question to answer")
+    problem: Annotated[str, DIGITS, SENTENCE] = Field(
+        min_length=8, description="the situation and the facts the question needs, with its numbers")
+    question: Annotated[str, SHORT, DIGITS, QUESTION] = Field(
+        min_length=8, description="the one question to answer, ending with a question mark")
 
 
 def check_math_problem(content: Content) -> QualityIssue | None:
@@ -37,18 +49,14 @@ TASK = Task(
     name="math_problem",
     schema=MathProblem,
     check=check_math_problem,
-    describe=lambda content: content["problem"],
+    describe=problem_text,
     description="math problem",
     emission=EmissionSpec(
         kind="math_problem", max_tokens=PROBLEM_MAX_TOKENS,
-        prompt="Write one hard math word problem from this person's life. Only the problem, no "
-               "solution; end with the question to answer."),
+        prompt=MATH_PROMPT),
     synthesis=SynthesisSpec(
         summary="a challenging math word problem", solvable=True,
-        instruction="Create a challenging math problem that this persona would meet in their work "
-                    "or life. It needs advanced skills to solve, and its numbers and setting come "
-                    "from the persona's world. Write only the problem, not the solution, and end "
-                    "it with the question to answer, ending in a question mark."),
+        instruction=MATH_PROMPT),
     offline_writers={"problem": "problem"},
     judge_criteria=PROBLEM_CRITERIA,
 )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from personahub.agents.llm.bounds import DIGITS
+from personahub.agents.llm.bounds import DIGITS, QUESTION, SENTENCE, SHORT
 from personahub.agents.tasks.base import (
     PROBLEM_CRITERIA,
     PROBLEM_MAX_TOKENS,
@@ -16,16 +16,25 @@ from personahub.agents.tasks.base import (
     SynthesisSpec,
     Task,
 )
-from personahub.agents.validators import problem_issue
+from personahub.agents.validators import problem_issue, problem_text
 from personahub.personas.quality import QualityIssue
 
+# Concrete steps a small model follows (the facts and rules, then one question), as for math
+REASONING_PROMPT = ("Write a logic puzzle about this person's work or daily life. Give the facts "
+                    "and rules it needs, then ask one question that follows from them. Do not "
+                    "solve it.")
 
+
+# Two shaped fields, as ``MathProblem`` (the docstring is sent to the model)
 class ReasoningProblem(BaseModel):
-    """A logical reasoning problem (puzzle, deduction) shaped by the persona (no solution)."""
+    """A logic puzzle from the persona's situation: its facts and rules, then its question (no
+    solution)."""
 
     # numbers, dates and times: bounded at a character a token, so a run of digits closes too
-    problem: Annotated[str, DIGITS] = Field(
-        min_length=8, description="the full problem statement, ending with the question to answer")
+    problem: Annotated[str, DIGITS, SENTENCE] = Field(
+        min_length=8, description="the situation, with the facts and rules the question needs")
+    question: Annotated[str, SHORT, DIGITS, QUESTION] = Field(
+        min_length=8, description="the one question to answer, ending with a question mark")
 
 
 def check_reasoning_problem(content: Content) -> QualityIssue | None:
@@ -37,19 +46,14 @@ TASK = Task(
     name="reasoning_problem",
     schema=ReasoningProblem,
     check=check_reasoning_problem,
-    describe=lambda content: content["problem"],
+    describe=problem_text,
     description="logical reasoning problem",
     emission=EmissionSpec(
         kind="reasoning_problem", max_tokens=PROBLEM_MAX_TOKENS,
-        prompt="Write one logic puzzle shaped by this person's life. Only the puzzle, no "
-               "solution; end with the question to answer."),
+        prompt=REASONING_PROMPT),
     synthesis=SynthesisSpec(
         summary="a logical reasoning problem", solvable=True,
-        instruction="Create a logical reasoning problem (a deduction, scheduling or constraint "
-                    "puzzle) grounded in this persona's situation. It must have exactly one "
-                    "correct answer that follows from the stated facts. Write only the problem, "
-                    "not the solution, and end it with the question to answer, ending in a "
-                    "question mark."),
+        instruction=REASONING_PROMPT),
     offline_writers={"problem": "problem"},
     judge_criteria=PROBLEM_CRITERIA,
 )

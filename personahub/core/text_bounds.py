@@ -36,3 +36,21 @@ class Density:
 # Qwen's) has no token shorter than one byte, so ASCII text is never below one character a token;
 # runs of digits come close to it (SmolLM2 writes every digit as its own token).
 DIGITS = Density(1.0)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """``Annotated`` metadata: how a field's text begins and ends, sent to the server as a
+    ``pattern`` that carries the field's bound too (``agents.llm.bounds``; pydantic ignores it).
+
+    Why: a grammar-constrained server then cannot open a problem with a run of digits (SmolLM2
+    ran "1002: 20: 20: …" to its bound) or close a question without its question mark. The
+    pattern guides decoding only: answers are not validated against it (a server that ignores
+    patterns still has its answers judged by the quality gate)."""
+
+    first: str = ""  # a regex character class the text starts with ("" : any)
+    last: str = ""  # a regex character class the text ends with ("" : any)
+
+
+SENTENCE = Shape(first="[A-Z]")  # starts like a sentence
+QUESTION = Shape(first="[A-Z]", last="[?]")  # one question: a capital first, a question mark last

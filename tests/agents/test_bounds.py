@@ -173,8 +173,11 @@ def test_a_problem_of_nothing_but_digits_still_closes_in_time(task: str) -> None
         budget = default_max_tokens(purpose)
         props = bounded(synthesis_task(task).synthesis_schema(), budget).model_json_schema()[
             "properties"]
-        bound = props["problem"]["maxLength"]
-        digits = json.dumps({"problem": ("1234567890" * 200)[:bound]})
+        # the facts and the question: each of nothing but digits, as long as its bound allows
+        fields = {name: ("1234567890" * 200)[:props[name]["maxLength"]]
+                  for name in ("problem", "question")}
+        bound = sum(len(text) for text in fields.values())
+        digits = json.dumps(fields)
         assert len(digits) <= budget, (purpose, bound, budget)  # a character a token, at most
         assert bound >= 500, bound  # still room for the shipped demonstrations' problems
     prose = bounded(synthesis_task("instruction").synthesis_schema(), budget).model_json_schema()
@@ -200,3 +203,72 @@ def test_a_persona_answer_of_one_character_tokens_still_closes_in_time(
     # and a one-sentence persona still has room at the default fanout and per-text
     lengths = _max_lengths(json_schema)
     assert max(lengths) >= 250 if name in ("from-text", "expand") else min(lengths) >= 40, lengths
+
+
+# -- shaped strings (Shape: a pattern carrying the bound) --------------------------------------
+@pytest.mark.parametrize("task", ["math_problem", "reasoning_problem"])
+def test_a_problem_is_asked_as_facts_then_a_question_each_shaped_within_its_bound(task: str) -> None:
+    """A grammar server that honours ``pattern`` ignores ``maxLength`` beside it: the pattern
+    must carry the bound itself, or a shaped string could run on. A string of exactly its
+    bound matches; one character more does not; a question must end with '?'."""
+    import re
+
+    from personahub.agents.tasks import synthesis_task
+
+    props = bounded(synthesis_task(task).synthesis_schema(), 640).model_json_schema()["properties"]
+    assert list(props) == ["problem", "question"]
+    for name, last in (("problem", "."), ("question", "?")):
+        pattern, bound = re.compile(props[name]["pattern"]), props[name]["maxLength"]
+        assert pattern.fullmatch("A" + "x" * (bound - 2) + last)
+        assert not pattern.fullmatch("A" + "x" * (bound - 1) + last)
+        assert not pattern.fullmatch("1" + "x" * 20 + last)  # no opening with a digit
+        assert not pattern.fullmatch('A quote " inside?')  # nothing a JSON string must escape
+    assert not re.fullmatch(props["question"]["pattern"], "A question that ends without one")
+
+
+def test_a_shape_guides_decoding_but_is_not_validated() -> None:
+    """Answers are judged by the quality gate, not by the pattern: a server that ignores
+    patterns still has its answer taken (and its question mark checked by the gate)."""
+    from personahub.agents.tasks import synthesis_task
+
+    schema = bounded(synthesis_task("math_problem").synthesis_schema(), 640)
+    value = schema.model_validate({"problem": "3 boats carry 12 people each.",
+                                   "question": "how many people in all"})
+    assert value.question == "how many people in all"  # type: ignore[attr-defined]
+
+
+def test_grammar_safe_lowers_a_shaped_patterns_bound_with_its_max_length() -> None:
+    import re
+
+    from personahub.agents.llm.structured import GRAMMAR_SAFE_MAX_LENGTH, grammar_safe
+    from personahub.agents.tasks import synthesis_task
+
+    schema = bounded(synthesis_task("math_problem").synthesis_schema(), 640).model_json_schema()
+    assert schema["properties"]["problem"]["maxLength"] > GRAMMAR_SAFE_MAX_LENGTH
+    safe = grammar_safe(schema)["properties"]["problem"]
+    assert safe["maxLength"] == GRAMMAR_SAFE_MAX_LENGTH
+    assert re.fullmatch(safe["pattern"], "A" + "x" * (GRAMMAR_SAFE_MAX_LENGTH - 1))
+    assert not re.fullmatch(safe["pattern"], "A" + "x" * GRAMMAR_SAFE_MAX_LENGTH)
+    assert grammar_safe(schema)["properties"]["question"] == schema["properties"]["question"]
+
+
+def test_the_offline_engine_writes_a_problems_question_in_its_own_field() -> None:
+    """Facts in ``problem``, the question (ending '?') in ``question``; a schema with only a
+    ``problem`` gets both in it, as before; the budget changes nothing but the clipping."""
+    from personahub.agents.llm.offline import EngineRequest, OfflineEngine
+    from personahub.agents.tasks import synthesis_task
+
+    messages = [{"role": "user", "content": "## Persona\nA ferry pilot in Tartu.\n\n## Task\nWrite."}]
+    shaped = synthesis_task("math_problem").synthesis_schema()
+    answers = [json.loads(OfflineEngine(3).answer(messages, EngineRequest(
+        bounded(shaped, budget).model_json_schema())).content) for budget in (640, 4000)]
+    assert answers[0] == answers[1]
+    problem, question = answers[0]["problem"], answers[0]["question"]
+    assert question.endswith("?") and "?" not in problem and problem.endswith(".")
+
+    class OneField(BaseModel):
+        problem: str
+
+    whole = json.loads(OfflineEngine(3).answer(messages, EngineRequest(
+        OneField.model_json_schema())).content)["problem"]
+    assert whole.endswith("?") and "." in whole

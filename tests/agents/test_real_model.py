@@ -285,6 +285,11 @@ def test_synthesize_each_task(llama: LlamaServer, tmp_path: Path, task: str) -> 
                           "--concurrency", "auto", "--timeout", "120")
     assert_ends_clearly(code, output)
     assert_accounted(db, llama, kept_floor=code == 0)
+    if task in ("math_problem", "reasoning_problem"):  # both servers decode the shape's pattern
+        with duckdb.connect(str(db), read_only=True) as con:
+            questions = [json.loads(c)["question"] for (c,) in con.execute(
+                "SELECT CAST(content AS VARCHAR) FROM synth_items").fetchall()]
+        assert all(q.endswith("?") and q[:1].isupper() for q in questions), questions
 
 
 def _probes() -> list[tuple[str, dict]]:

@@ -136,7 +136,8 @@ def test_parquet_holds_structs_typed_per_column(data: dict, tmp_path: Path) -> N
         ("depend", pa.list_(pa.string()))])
     assert tool.schema.field("solution").type == solution
     math = pq.read_table(paths["math"])
-    assert math.schema.field("content").type == pa.struct([("problem", pa.string())])
+    assert math.schema.field("content").type == pa.struct([("problem", pa.string()),
+                                                           ("question", pa.string())])
     assert all(row["answer"] for row in math.column("solution").to_pylist())
     run = pq.read_table(paths["run"])
     assert run.schema.field("solution").type == solution

@@ -55,7 +55,7 @@ def test_job_export_loads_with_load_dataset(tmp_path: Path) -> None:
     row = dataset[0]
     assert row["task"] == "math_problem" and row["input_persona"]
     assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
-    assert set(row["content"]) == {"problem"} and row["content"]["problem"]
+    assert set(row["content"]) == {"problem", "question"} and row["content"]["question"]
     assert set(row["solution"]) == {"solution", "answer"} and row["solution"]["answer"]
     card = (out / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\nlicense: other")

@@ -629,10 +629,10 @@ def math_without_questions(lucky: set[str]) -> Answer:
     def answer(call: Call) -> BaseModel:
         if call.schema is Solution:
             return Solution(solution="40 * 9 * 7", answer="2520")
-        text = "A ferry carries 40 cars per trip and makes 9 trips a day, every day."
+        facts = "A ferry carries 40 cars per trip and makes 9 trips a day, every day."
         if call.persona_id in lucky:
-            text += " How many cars does it carry in a week?"
-        return MathProblem(problem=text)
+            return MathProblem(problem=facts, question="How many cars does it carry in a week?")
+        return MathProblem(problem=facts, question="That is the ferry's whole timetable.")
 
     return answer
 
