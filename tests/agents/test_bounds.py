@@ -200,3 +200,27 @@ def test_a_persona_answer_of_one_character_tokens_still_closes_in_time(
     # and a one-sentence persona still has room at the default fanout and per-text
     lengths = _max_lengths(json_schema)
     assert max(lengths) >= 250 if name in ("from-text", "expand") else min(lengths) >= 40, lengths
+
+
+_LOAD_SCHEMA = ("import json, sys, cloudpickle; "
+                "print(json.dumps(cloudpickle.loads(sys.stdin.buffer.read()).model_json_schema(), "
+                "sort_keys=True))")
+
+
+def test_a_bounded_schema_pickled_to_another_process_keeps_its_descriptions() -> None:
+    """A Ray worker gets the request's bounded class by value (cloudpickle): it must describe
+    the same JSON schema there, docstring descriptions included, or the worker asks another
+    prompt than the driver would (a cached Ray run once answered otherwise than a local one)."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    import subprocess
+    import sys
+
+    from personahub.agents.schemas import EMISSION_SCHEMAS
+
+    schema = bounded(EMISSION_SCHEMAS["conversation"], 450)
+    assert schema is not EMISSION_SCHEMAS["conversation"]  # a class made here, pickled by value
+    here = json.dumps(schema.model_json_schema(), sort_keys=True)
+    assert "One line of a conversation" in here  # a nested model's docstring
+    there = subprocess.run([sys.executable, "-c", _LOAD_SCHEMA], input=cloudpickle.dumps(schema),
+                           capture_output=True, check=True).stdout.decode().strip()
+    assert there == here

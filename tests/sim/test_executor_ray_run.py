@@ -25,9 +25,6 @@ from tests.optional import need_ray
 from tests.sim.test_resume import SCENARIO, snapshot
 
 pytestmark = pytest.mark.slow
-# issue 26's failure policy (one fresh sample, --max-failed-share, the failed status) changed what
-# a Ray job commits and asks before a stop; these resume checks are not yet re-checked on Ray
-RAY_POLICY_XFAIL = "failure policy of issue 26 not yet re-checked on Ray (see the session note)"
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +89,6 @@ def cache_of(db: Path, run_id: str) -> dict[str, list]:
         con.close()
 
 
-@pytest.mark.xfail(strict=False, reason=RAY_POLICY_XFAIL)
 def test_a_cached_run_on_ray_answers_from_the_drivers_cache(
         local_ray: None, scenario_path: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
