@@ -103,8 +103,11 @@ def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
     if not spilled:
         return 0
     ids = list({s.record.call_id for s in spilled})
+    # a semi-join (hashed), not list_contains per row: a Ray job's worker spills hold every
+    # attempt of the job, so ``ids`` can be as long as ``llm_calls``
     known = {row[0] for row in con.execute(
-        "SELECT call_id FROM llm_calls WHERE list_contains(?, call_id)", [ids]).fetchall()}
+        "SELECT call_id FROM llm_calls WHERE call_id IN (SELECT unnest(?::VARCHAR[]))",
+        [ids]).fetchall()}
     rows: list[dict[str, Any]] = []
     for item in spilled:
         if item.record.call_id in known:

@@ -679,15 +679,18 @@ def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
 @contextmanager
 def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
     """Every attempt of the job's calls into its call spill as soon as it is final (a client
-    with ``spill_to``, not a child's: its parent spills); what a killed run left is committed
-    first, and what this run's batches did not commit when it ends (a stop, an interrupt)."""
+    with ``spill_to``, not a child's: its parent spills; on Ray each worker spills too, into
+    the job's worker folder: ``ctx.spill.tags`` travel to them); what a killed run left is
+    committed first, and what this run's batches did not commit when it ends (a stop, an
+    interrupt)."""
     client = ctx.client
     spill_to = getattr(client, "spill_to", None)
     if client is None or spill_to is None or ctx.env.client is not None:
         yield
         return
     path = call_spill.spill_path(ctx.db, ctx.job_id)
-    commit_spilled(ctx.con, client, call_spill.read(path))
+    commit_spilled(ctx.con, client, call_spill.read_job(ctx.db, ctx.job_id))
+    call_spill.remove_workers(ctx.db, ctx.job_id)  # committed: a new run's workers start afresh
     ref = ctx.ref
     spill = call_spill.CallSpill(path, tags={"job_kind": ref.kind, "job_id": ref.job_id,
                                              "run_id": ref.run_id})
@@ -703,14 +706,14 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
         ctx.spill = None
         spill.close()
         try:
-            commit_spilled(ctx.con, client, call_spill.read(path))
+            commit_spilled(ctx.con, client, call_spill.read_job(ctx.db, ctx.job_id))
         except duckdb.Error:
             if not stopping:
                 raise
             # the job is stopping already (a full disk, say): its error is the one to tell;
             # the spill stays, and the resume commits it first
         else:
-            call_spill.remove(path)
+            call_spill.remove_job(ctx.db, ctx.job_id)
 
 
 def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:

@@ -105,3 +105,54 @@ def test_what_a_killed_run_left_in_the_spill_is_committed_by_the_resume(
         con.close()
     assert {r.call_id for r in lost} <= ids
     assert not call_spill.spill_path(db, job_id).exists()
+
+
+def test_what_killed_ray_workers_spilled_is_committed_by_the_resume_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job on Ray whose driver was killed mid-batch: its workers' attempts are only in their
+    own spill files (one a worker, in the job's worker folder). The resume commits each once
+    (an attempt in the driver's spill too counts once, as the driver recorded it), and the
+    folder goes."""
+    db = tmp_path / "ray-killed.duckdb"
+    monkeypatch.setattr(CountSpec, "commit", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(Stopped):
+        runtime.run(TOY, CountConfig(texts=TEXTS), db)
+    monkeypatch.undo()
+    job_id = _job(db)["job_id"]
+    before = dict(_calls(db, job_id))
+    tags = {"job_kind": TOY.kind, "job_id": job_id, "run_id": job_id}
+    spill = call_spill.WorkerSpill.beside(db, job_id, tags)
+    assert spill.folder == str(call_spill.worker_folder(db, job_id))
+
+    def attempt(n: int, status: str, error: str | None = None) -> CallRecord:
+        return CallRecord(purpose="toy:count", model="offline", attempt=n, status=status,
+                          error=error, latency_ms=5.0)
+
+    first = [attempt(1, "error", "timeout after 1 s"), attempt(2, "ok")]
+    second = [attempt(1, "error", "HTTP 503: busy")]
+    judged = CallRecord(**{**first[1].__dict__, "status": "invalid", "error": "bad JSON"})
+    for records in (first, second):  # two workers, a file each
+        opened = spill.open()
+        assert opened is not None
+        with opened:
+            opened.done(records)
+    with call_spill.CallSpill(call_spill.spill_path(db, job_id), tags=tags) as driver:
+        driver.done([judged])  # the driver's layers judged the worker's answer: its record wins
+    assert len(list(call_spill.worker_folder(db, job_id).iterdir())) == 2
+    runtime.run(TOY, {}, db, resume=job_id)
+    after = dict(_calls(db, job_id))
+    assert after["error"] == before.get("error", 0) + 2
+    assert after["invalid"] == before.get("invalid", 0) + 1
+    assert after.get("discarded", 0) == before.get("discarded", 0)  # the ok one is the invalid one
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        ids = [r[0] for r in con.execute("SELECT call_id FROM llm_calls").fetchall()]
+    finally:
+        con.close()
+    assert len(ids) == len(set(ids)) and {r.call_id for r in first + second} <= set(ids)
+    assert not call_spill.worker_folder(db, job_id).exists()
+
+
+def test_a_worker_that_cannot_see_the_folder_spills_nothing(tmp_path: Path) -> None:
+    spill = call_spill.WorkerSpill(str(tmp_path / "elsewhere.calls.d"), {"job_id": "j"})
+    assert spill.open() is None and not (tmp_path / "elsewhere.calls.d").exists()
