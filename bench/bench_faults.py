@@ -13,7 +13,8 @@ server that never answers), and each job runs as the CLI does, in its own proces
 and case: wall seconds, the ratio to the clean case, exit code, the job's ``llm_calls`` rows by
 status, and whether its tables equal the clean run's (emissions, or synthesis items). Issue 32's target: with
 ``--hang-rate 0.1`` a run takes at most 3x the fault-free time, and at 30% errors the tables
-equal the fault-free ones.
+equal the fault-free ones. The last line is ``RESULT <job>_<case>=<ratio to clean>x/rc<exit>/<tables>
+...`` (each job's ratios from the same invocation: the clean case first).
 
     python bench/bench_faults.py --spill [--calls 20000] [--repeat 5]
 
@@ -182,6 +183,7 @@ def main() -> None:
     if args.spill:
         spill_cost(args.calls, max(1, args.repeat if args.repeat > 1 else 5))
         return
+    figures: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for job in args.jobs:
@@ -200,6 +202,10 @@ def main() -> None:
                           f"{calls(db) if db.exists() else {}} tables: {same}", flush=True)
                     if code:
                         print(f"      {last}", flush=True)
+                    if case != "clean" and clean_wall:
+                        figures[f"{job}_{case}"] = f"{wall / clean_wall:.2f}x/rc{code}/{same}"
+    # issue 32's target: ``run_hang10`` at most 3.00x (the clean run's wall time), tables equal
+    print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
 
 
 if __name__ == "__main__":
