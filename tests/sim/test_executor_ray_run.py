@@ -161,7 +161,10 @@ def test_an_actor_killed_mid_run_loses_and_doubles_nothing(local_ray: None, scen
                                        ray_workers=2, offline_latency_s=0.2),
                              progress=kill_during_next_step)
     assert killed_after == [1]  # killed before step 2 was committed: its calls were in flight
-    assert snapshot(db, summary.run_id) == local
+    got = snapshot(db, summary.run_id)
+    # an answer the actor finished before it died is billed (its spill): discarded, asked again
+    got["llm_calls"] = [c for c in got["llm_calls"] if c[2] != "discarded"]
+    assert got == local
 
 
 def test_a_run_that_lost_its_workers_resumes_to_the_local_tables(
