@@ -156,3 +156,37 @@ def test_what_killed_ray_workers_spilled_is_committed_by_the_resume_once(
 def test_a_worker_that_cannot_see_the_folder_spills_nothing(tmp_path: Path) -> None:
     spill = call_spill.WorkerSpill(str(tmp_path / "elsewhere.calls.d"), {"job_id": "j"})
     assert spill.open() is None and not (tmp_path / "elsewhere.calls.d").exists()
+
+
+def test_the_cost_view_counts_the_discarded_attempts_it_was_billed_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``v_run_cost`` counts every billed attempt: those of a batch the job never committed
+    (kept from the call spill as ``discarded``) as well as the committed ones."""
+    from personahub.analysis.views import install_views
+    from personahub.core.store import connect
+
+    db = tmp_path / "billed.duckdb"
+    real, seen = CountSpec.commit, []
+
+    def stops_at_the_third(self: CountSpec, ctx: Any, batch: Any, result: Any) -> BatchOutcome:
+        seen.append(1)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return real(self, ctx, batch, result)
+
+    monkeypatch.setattr(CountSpec, "commit", stops_at_the_third)
+    with pytest.raises(Stopped):
+        runtime.run(TOY, CountConfig(texts=TEXTS, seed=4), db)
+    job_id = _job(db)["job_id"]
+    con = connect(db)
+    try:
+        install_views(con)
+        by_status = dict(con.execute(
+            "SELECT status, sum(tokens_in + tokens_out) FROM llm_calls WHERE job_id = ? "
+            "GROUP BY 1", [job_id]).fetchall())
+        calls, tokens = con.execute("SELECT calls, tokens_in + tokens_out FROM v_run_cost "
+                                    "WHERE run_id = ?", [job_id]).fetchone()
+    finally:
+        con.close()
+    assert by_status["discarded"] > 0 and set(by_status) == {"ok", "discarded"}
+    assert calls == 6 and tokens == by_status["ok"] + by_status["discarded"]
