@@ -310,7 +310,15 @@ def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
     if not fields:
         return model
     return create_model(model.__name__, __base__=model, __module__=model.__module__,
-                        __doc__=model.__doc__, **fields)
+                        __doc__=_own_copy(model.__doc__), **fields)
+
+
+def _own_copy(doc: str | None) -> str | None:
+    """``doc`` as a string object of its own. cloudpickle (Ray) pickles a class made at run time
+    by value, leaving out what its class dict shares by identity with its base's; a docstring
+    passed on as the same object was dropped, so on a Ray worker the schema lost the
+    descriptions pydantic takes from docstrings: another prompt, and other answers."""
+    return None if doc is None else doc.encode().decode()
 
 
 @lru_cache(maxsize=1024)

@@ -25,11 +25,27 @@ a job stops, insert the lines whose ``call_id`` is not in ``llm_calls`` yet (``r
 the kernel gave and the record: ``core.commit.commit_spilled``), then remove the file; after each
 commit, report the attempts it wrote (``committed``): the file is emptied whenever every line in
 it is committed, so it stays small.
+
+Calls made elsewhere (``--executor ray``: the job's calls run in worker processes, which a kill
+of the driver ends mid-batch) are spilled where they are made: each worker appends to a file of
+its own in the job's worker folder (``worker_folder``, created by the driver; ``WorkerSpill``
+travels to the workers and opens it there). Why not only ship each batch's records back with its
+answers, as the workers do anyway: a Ray task returns when all of its calls are done, so the
+attempts of the tasks in flight at a kill (a whole step's, for a run) would still be lost. The
+kernel reads the driver's file and every worker's (``read_job``; the driver's first, so where a
+call id is in both the record the driver's layers finished wins), and removes them together
+(``remove_job``). A worker file is not emptied as batches commit (a worker does not see the
+commits): it grows with the job, at about 300 bytes an attempt, and the kernel reads it once at
+the job's end (``bench/bench_faults.py --spill``). On a cluster, a worker that does not see the
+folder (the database's folder is not on a shared filesystem) spills nothing, and the records
+shipped back with the answers are all there is, as before.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -82,6 +98,7 @@ class CallSpill:
 
     def __init__(self, path: str | Path, tags: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
+        self.tags: dict[str, Any] = dict(tags or {})
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._head = b'{"tags":' + orjson.dumps(dict(tags or {})) + b',"record":'
         self._early: set[str] = set()
@@ -162,3 +179,55 @@ def read(path: str | Path) -> list[SpilledCall]:
 def remove(path: str | Path) -> None:
     """Delete a spill once its job is over and every line is in ``llm_calls``."""
     Path(path).unlink(missing_ok=True)
+
+
+def worker_folder(db: str | Path, job_id: str) -> Path:
+    """Where a job's workers spill (a file each): next to the database, named after the job."""
+    db = Path(db)
+    return db.with_name(f"{db.name}.{job_id}.calls.d")
+
+
+@dataclass(frozen=True)
+class WorkerSpill:
+    """What a worker process needs to spill a job's attempts: the job's worker folder and its
+    tags (plain values: this travels to the workers by pickle)."""
+
+    folder: str
+    tags: Mapping[str, Any]
+
+    @classmethod
+    def beside(cls, db: str | Path, job_id: str, tags: Mapping[str, Any]) -> WorkerSpill:
+        """The job's worker folder, created here on the driver (a worker never creates it)."""
+        folder = worker_folder(db, job_id)
+        folder.mkdir(exist_ok=True)
+        return cls(str(folder), dict(tags))
+
+    def open(self) -> CallSpill | None:
+        """This worker's own spill file in the folder; None when the worker does not see the
+        folder (another machine without the database's filesystem)."""
+        folder = Path(self.folder)
+        if not folder.is_dir():
+            return None
+        return CallSpill(folder / f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}",
+                         self.tags)
+
+
+def read_job(db: str | Path, job_id: str) -> list[SpilledCall]:
+    """Every attempt job ``job_id``'s spills hold: the driver's file first, then each worker's."""
+    spilled = read(spill_path(db, job_id))
+    folder = worker_folder(db, job_id)
+    if folder.is_dir():
+        for path in sorted(folder.glob(f"*{SUFFIX}")):
+            spilled.extend(read(path))
+    return spilled
+
+
+def remove_job(db: str | Path, job_id: str) -> None:
+    """Delete the driver's spill and the worker folder once every line is in ``llm_calls``."""
+    remove(spill_path(db, job_id))
+    remove_workers(db, job_id)
+
+
+def remove_workers(db: str | Path, job_id: str) -> None:
+    """Delete the job's worker folder (its lines are in ``llm_calls``)."""
+    shutil.rmtree(worker_folder(db, job_id), ignore_errors=True)

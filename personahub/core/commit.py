@@ -71,10 +71,14 @@ def cache_rows_of(results: Iterable[CarriesCalls]) -> list[dict[str, Any]]:
 
 def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: ServesModels,
                  rows: Mapping[str, Sequence[Mapping[str, Any]]], results: Sequence[CarriesCalls],
-                 *, then: Callable[[], T] | None = None) -> T | None:
+                 *, then: Callable[[], T] | None = None,
+                 replacing: Sequence[str] = ()) -> T | None:
     """Write a batch's rows (by table, in order) with the call records and new cache answers its
     ``results`` carry, in one transaction; ``then`` runs inside it last (writes that are not
-    plain rows, such as persona upserts) and what it returns is returned.
+    plain rows, such as persona upserts) and what it returns is returned. ``replacing``: call
+    ids of those records that are stored already from a call spill (``commit_spilled``; an
+    answer a Ray worker left in a shard is committed after its spilled record): their rows are
+    replaced by the batch's.
 
     Records and cache entries come from the batch's own results, never from the client: two
     jobs sharing one client write only their own calls."""
@@ -83,11 +87,22 @@ def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Ser
     with transaction(con):
         for table, table_rows in rows.items():
             insert_rows(con, table, table_rows, ignore_conflicts=table in IDEMPOTENT_TABLES)
+        if replacing:
+            con.execute("DELETE FROM llm_calls WHERE call_id IN (SELECT unnest(?::VARCHAR[]))",
+                        [list(replacing)])
         insert_rows(con, "llm_calls", calls)
         insert_rows(con, "llm_cache", cached, ignore_conflicts=True)
         if job is not None:
             touch_job(con, job.job_id)  # the job made progress (jobs.updated_at)
         return then() if then is not None else None
+
+
+def not_kept_call_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> frozenset[str]:
+    """The call ids of the job's ``llm_calls`` rows that are not kept answers (failed attempts
+    and discarded answers): the only rows a call spill can have written before their batch was
+    committed, a Ray shard's answers among them."""
+    return frozenset(row[0] for row in con.execute(
+        "SELECT call_id FROM llm_calls WHERE job_id = ? AND status <> 'ok'", [job_id]).fetchall())
 
 
 #: ``llm_calls.status`` of an answer the job never committed (it stopped or was killed before
@@ -96,15 +111,20 @@ DISCARDED = "discarded"
 
 
 def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
-                   spilled: Sequence[SpilledCall]) -> int:
+                   spilled: Sequence[SpilledCall]) -> list[str]:
     """Write to ``llm_calls`` the attempts of a call spill (``core.call_spill``) that no batch
-    committed, tagged as the spill's job; returns how many. A successful one is written as
-    ``discarded``: a resume asks it again, and the job's answers stay those it committed."""
+    committed, tagged as the spill's job; returns their call ids. A successful one is written
+    as ``discarded``: a resume asks it again, and the job's answers stay those it committed
+    (unless a batch commits the answer after all, as a Ray job's shards do: ``commit_batch``'s
+    ``replacing``)."""
     if not spilled:
-        return 0
+        return []
     ids = list({s.record.call_id for s in spilled})
+    # a semi-join (hashed), not list_contains per row: a Ray job's worker spills hold every
+    # attempt of the job, so ``ids`` can be as long as ``llm_calls``
     known = {row[0] for row in con.execute(
-        "SELECT call_id FROM llm_calls WHERE list_contains(?, call_id)", [ids]).fetchall()}
+        "SELECT call_id FROM llm_calls WHERE call_id IN (SELECT unnest(?::VARCHAR[]))",
+        [ids]).fetchall()}
     rows: list[dict[str, Any]] = []
     for item in spilled:
         if item.record.call_id in known:
@@ -119,4 +139,4 @@ def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
     if rows:
         with transaction(con):
             insert_rows(con, "llm_calls", rows)
-    return len(rows)
+    return [row["call_id"] for row in rows]

@@ -55,7 +55,14 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import duckdb
 
 from personahub.core import call_spill, jobs_store
-from personahub.core.commit import JobRef, ProgressHook, commit_batch, commit_spilled, records_of
+from personahub.core.commit import (
+    JobRef,
+    ProgressHook,
+    commit_batch,
+    commit_spilled,
+    not_kept_call_ids,
+    records_of,
+)
 from personahub.core.contracts import CACHE_MODES, CarriesCalls, StructuredCaller, StructuredResult
 from personahub.core.diskfull import DiskFull, is_disk_full, mark, mark_unmarked, what_filled
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
@@ -404,6 +411,10 @@ class JobContext(Generic[C]):
     total: int | None = None
     status: str = "running"  # as the job was found (a resumed one), until it ends
     spill: call_spill.CallSpill | None = None  # where its calls' attempts go while it runs
+    # call ids a resumed job may have committed from the spills of an earlier run
+    # (``_spilling``): a batch that commits one of those answers after all (from a Ray shard)
+    # replaces its row
+    spilled_ids: frozenset[str] = frozenset()
     executor: Executor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -669,8 +680,10 @@ def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
                 insert_rows(ctx.con, table, rows)
             jobs_store.touch_job(ctx.con, ctx.job_id)
             return outcome.then() if outcome.then is not None else None
+    stale = [r.call_id for r in records_of(outcome.calls) if r.call_id in ctx.spilled_ids] \
+        if ctx.spilled_ids else []
     done = commit_batch(ctx.con, ctx.ref, ctx.client, outcome.rows, list(outcome.calls),
-                        then=outcome.then)
+                        then=outcome.then, replacing=stale)
     if ctx.spill is not None:
         ctx.spill.committed(r.call_id for r in records_of(outcome.calls))
     return done
@@ -679,15 +692,21 @@ def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
 @contextmanager
 def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
     """Every attempt of the job's calls into its call spill as soon as it is final (a client
-    with ``spill_to``, not a child's: its parent spills); what a killed run left is committed
-    first, and what this run's batches did not commit when it ends (a stop, an interrupt)."""
+    with ``spill_to``, not a child's: its parent spills; on Ray each worker spills too, into
+    the job's worker folder: ``ctx.spill.tags`` travel to them); what a killed run left is
+    committed first, and what this run's batches did not commit when it ends (a stop, an
+    interrupt)."""
     client = ctx.client
     spill_to = getattr(client, "spill_to", None)
     if client is None or spill_to is None or ctx.env.client is not None:
         yield
         return
     path = call_spill.spill_path(ctx.db, ctx.job_id)
-    commit_spilled(ctx.con, client, call_spill.read(path))
+    ctx.spilled_ids = frozenset(commit_spilled(ctx.con, client,
+                                               call_spill.read_job(ctx.db, ctx.job_id)))
+    if ctx.resumed:  # and what the stop of an earlier run of the job committed from its spills
+        ctx.spilled_ids |= not_kept_call_ids(ctx.con, ctx.job_id)
+    call_spill.remove_workers(ctx.db, ctx.job_id)  # committed: a new run's workers start afresh
     ref = ctx.ref
     spill = call_spill.CallSpill(path, tags={"job_kind": ref.kind, "job_id": ref.job_id,
                                              "run_id": ref.run_id})
@@ -703,14 +722,14 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
         ctx.spill = None
         spill.close()
         try:
-            commit_spilled(ctx.con, client, call_spill.read(path))
+            commit_spilled(ctx.con, client, call_spill.read_job(ctx.db, ctx.job_id))
         except duckdb.Error:
             if not stopping:
                 raise
             # the job is stopping already (a full disk, say): its error is the one to tell;
             # the spill stays, and the resume commits it first
         else:
-            call_spill.remove(path)
+            call_spill.remove_job(ctx.db, ctx.job_id)
 
 
 def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:

@@ -52,6 +52,7 @@ from pydantic import BaseModel
 from personahub.agents.llm.client import LLMSettings, make_client
 from personahub.agents.llm.repair import check_answer
 from personahub.agents.llm.structured import mode_of
+from personahub.core.call_spill import WorkerSpill
 from personahub.core.contracts import (
     CallRequest,
     CallStats,
@@ -89,8 +90,12 @@ class _CallActor:
     """One Ray worker: a model client answering batches of calls concurrently on the actor's
     event loop (the client's ``--concurrency`` and ``--rps`` bound them, per worker)."""
 
-    def __init__(self, settings: LLMSettings) -> None:
+    def __init__(self, settings: LLMSettings, spill: WorkerSpill | None = None) -> None:
         self.client = make_client(settings)
+        # every attempt into the job's worker folder as soon as it is final (core.call_spill):
+        # a driver killed mid-step ends this actor, and its answered attempts are billed
+        self.spill = spill.open() if spill is not None else None
+        self.client.spill_to(self.spill)
         # as the client's own validating layer: a worker learns the modes its endpoints ignore
         self.negotiates = not all(e.capabilities.native_schemas for e in self.client.endpoints)
 
@@ -107,13 +112,21 @@ class _CallActor:
         try:
             result = await self.client.uncached.call(request)
         except Exception as exc:  # noqa: BLE001 - raised again on the driver
+            self._spilled(carried_records(exc))
             return ("raised", _portable_error(exc))
+        # below the cache no layer ends the call here: its last attempt is final for this worker
+        # (the driver's validating layer may judge it yet; the driver's spill is read first)
+        self._spilled(result.records)
         record = result.records[-1] if result.records else None
         if (self.negotiates and result.failure is None and result.raw is not None
                 and record is not None and record.endpoint is not None and record.structured_mode):
             has_json = check_answer(request.schema, result.raw, truncated=result.truncated).has_json
             self.client.modes.answered(record.endpoint, mode_of(record.structured_mode), has_json)
         return ("ok", None, result)
+
+    def _spilled(self, records: Sequence[Any]) -> None:
+        if self.spill is not None:
+            self.spill.done(records)
 
     async def _one(self, schema: type[BaseModel], messages: list[Any], purpose: str,
                    persona_id: str | None, step: int | None,
@@ -284,10 +297,12 @@ class _Misses:
 
 @contextmanager
 def ray_caller(client: StructuredCaller, *, address: str | None, workers: int | None,
-               run_id: str, lost: str | None = None) -> Iterator[RayCaller]:
+               run_id: str, lost: str | None = None,
+               spill: WorkerSpill | None = None) -> Iterator[RayCaller]:
     """A ``RayCaller`` over ``workers`` actors (None: one per cluster CPU) built from
     ``client``'s settings, on the Ray at ``address`` (see ``executor_ray.ray_session``);
-    the actors are ended when the job is. ``lost`` says how to go on when a worker is lost."""
+    the actors are ended when the job is. ``lost`` says how to go on when a worker is lost;
+    ``spill``: where each actor spills its attempts (``core.call_spill.WorkerSpill``)."""
     settings = check_ray_client(client)
     with ray_session(address):
         cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
@@ -295,7 +310,7 @@ def ray_caller(client: StructuredCaller, *, address: str | None, workers: int | 
         actor_class = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
                                  num_cpus=min(1.0, cpus / size))(_CallActor)
         tag = f"{ACTOR_PREFIX}{run_id}-{uuid.uuid4().hex[:6]}"
-        actors = [actor_class.options(name=f"{tag}-{n}").remote(settings)
+        actors = [actor_class.options(name=f"{tag}-{n}").remote(settings, spill)
                   for n in range(1, size + 1)]
         caller = RayCaller(client, actors, run_id, lost)
         try:

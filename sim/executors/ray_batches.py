@@ -61,6 +61,7 @@ import numpy as np
 import pyarrow as pa
 
 from personahub.agents.llm.client import LLMSettings, make_client, redact_spec
+from personahub.core.call_spill import WorkerSpill
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.optional import ray
@@ -126,7 +127,8 @@ class _BatchActor:
     as a model endpoint's latency wants. Each batch's answers are written to the job ``folder``
     as one shard (the asker is its ``ShardCodec``) and only the shard's name comes back."""
 
-    def __init__(self, context: bytes, folder: str | None = None) -> None:
+    def __init__(self, context: bytes, folder: str | None = None,
+                 spill: WorkerSpill | None = None) -> None:
         settings, asker = pickle.loads(context)
         if folder is None:
             raise RuntimeError("a job spec's batches travel as shards: give the job folder")
@@ -134,6 +136,8 @@ class _BatchActor:
         self.folder = folder
         self.asker = asker
         self.client = make_client(settings) if settings is not None else None
+        if self.client is not None and spill is not None:  # attempts outlive a killed driver
+            self.client.spill_to(spill.open())
 
     async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
         items = [pickle.loads(blob) for blob in rows["item"]]
@@ -152,7 +156,8 @@ def _names(shard: str, count: int) -> np.ndarray:
 
 def _stream(actor: type, context: bytes, items: Sequence[Any], sizes: Sequence[int], *,
             batch_size: int, address: str | None, workers: int | None,
-            store: ShardStore | None = None, keys: Sequence[str] = ()) -> Iterator[list[Any]]:
+            store: ShardStore | None = None, keys: Sequence[str] = (),
+            spill: WorkerSpill | None = None) -> Iterator[list[Any]]:
     """The answers to ``items`` (the job's batches of ``sizes``, flattened), asked by a pool of
     ``actor(context)`` through Ray Data ``map_batches`` and yielded batch by batch, in batch
     order: the one path every job's model calls take on Ray.
@@ -160,7 +165,8 @@ def _stream(actor: type, context: bytes, items: Sequence[Any], sizes: Sequence[i
     With a ``store`` (the job folder; ``keys``: each item's stable key) the workers write their
     answers as shards and what is yielded are the shards' rows: an item an earlier pass left an
     answer for is not asked again, and each batch's shards go once the caller has committed it
-    (it asks for the next batch)."""
+    (it asks for the next batch). ``spill``: where the workers spill their attempts (for an
+    actor that takes it: ``_BatchActor``)."""
     if not items:
         return
     send = list(range(len(items)))
@@ -176,10 +182,13 @@ def _stream(actor: type, context: bytes, items: Sequence[Any], sizes: Sequence[i
         _quiet_data()
         size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         blocks = min(max(len(sizes), -(-len(rows) // batch_size)), size * BLOCKS_PER_WORKER)
+        kwargs: dict[str, Any] = {"context": context,
+                                  "folder": None if store is None else str(store.folder)}
+        if spill is not None:
+            kwargs["spill"] = spill
         answered = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             actor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=size),
-            fn_constructor_kwargs={"context": context,
-                                   "folder": None if store is None else str(store.folder)})
+            fn_constructor_kwargs=kwargs)
         pieces = iter(answered.iter_batches(batch_size=None, batch_format="numpy"))
         try:
             if store is None:

@@ -11,6 +11,10 @@ on Ray, while the kernel on the driver commits them in batch order.
   levels) keeps ``run_batch`` on the driver and hands it a remote caller: the job-long actor
   pool of ``ray_actors.RayCaller``, a round trip per set of calls.
 
+Either way each worker spills every attempt as it is final into the job's worker folder
+(``core.call_spill.WorkerSpill``), which the kernel collects when the job ends or resumes: a
+driver killed mid-batch loses no billed attempt its workers made.
+
 No spec imports Ray or knows where it runs; the rows are the same either way.
 """
 
@@ -21,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar, cast
 
+from personahub.core.call_spill import WorkerSpill
 from personahub.core.contracts import StructuredCaller
 from personahub.core.kernel import Asker, JobContext, JobSpec, ShardCodec
 from personahub.sim.executors.ray_actors import ray_caller
@@ -64,7 +69,7 @@ class RayExecutor:
         lost = (f"the {spec.noun} {ctx.job_id} stopped after its last committed batch: resume "
                 f"with {spec.resume_hint(ctx.job_id, ctx.db)}")
         with ray_caller(ctx.caller, address=self.address, workers=self.workers,
-                        run_id=ctx.job_id, lost=lost) as caller:
+                        run_id=ctx.job_id, lost=lost, spill=_worker_spill(ctx)) as caller:
             for batch in plan:
                 yield batch, ctx.run(asker.run_batch(batch, caller))
 
@@ -79,7 +84,8 @@ class RayExecutor:
         context = pickle.dumps((check_ray_client(client) if client is not None else None, asker))
         store = ShardStore(job_folder(ctx.db, ctx.job_id))
         rows = _stream(_BatchActor, context, items, sizes, batch_size=max(sizes, default=1),
-                       address=self.address, workers=self.workers, store=store, keys=keys)
+                       address=self.address, workers=self.workers, store=store, keys=keys,
+                       spill=_worker_spill(ctx))
         start = 0
         for answered in rows:
             mine = items[start:start + len(answered)]
@@ -90,3 +96,12 @@ class RayExecutor:
     def finish(self, ctx: JobContext[Any]) -> None:
         """Every answer is committed: the job's shard folder goes."""
         clear_job_folder(ctx.db, ctx.job_id)
+
+
+def _worker_spill(ctx: JobContext[Any]) -> WorkerSpill | None:
+    """Where the job's workers spill their attempts, when the job spills (the kernel collects
+    the workers' files with its own: ``core.call_spill``); None for a job that does not (a child
+    job, whose parent spills, or a client without ``spill_to``)."""
+    if ctx.spill is None:
+        return None
+    return WorkerSpill.beside(ctx.db, ctx.job_id, ctx.spill.tags)

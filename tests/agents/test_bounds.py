@@ -272,3 +272,27 @@ def test_the_offline_engine_writes_a_problems_question_in_its_own_field() -> Non
     whole = json.loads(OfflineEngine(3).answer(messages, EngineRequest(
         OneField.model_json_schema())).content)["problem"]
     assert whole.endswith("?") and "." in whole
+
+
+_LOAD_SCHEMA = ("import json, sys, cloudpickle; "
+                "print(json.dumps(cloudpickle.loads(sys.stdin.buffer.read()).model_json_schema(), "
+                "sort_keys=True))")
+
+
+def test_a_bounded_schema_pickled_to_another_process_keeps_its_descriptions() -> None:
+    """A Ray worker gets the request's bounded class by value (cloudpickle): it must describe
+    the same JSON schema there, docstring descriptions included, or the worker asks another
+    prompt than the driver would (a cached Ray run once answered otherwise than a local one)."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    import subprocess
+    import sys
+
+    from personahub.agents.schemas import EMISSION_SCHEMAS
+
+    schema = bounded(EMISSION_SCHEMAS["conversation"], 450)
+    assert schema is not EMISSION_SCHEMAS["conversation"]  # a class made here, pickled by value
+    here = json.dumps(schema.model_json_schema(), sort_keys=True)
+    assert "One line of a conversation" in here  # a nested model's docstring
+    there = subprocess.run([sys.executable, "-c", _LOAD_SCHEMA], input=cloudpickle.dumps(schema),
+                           capture_output=True, check=True).stdout.decode().strip()
+    assert there == here

@@ -25,9 +25,6 @@ from tests.optional import need_ray
 from tests.sim.test_resume import SCENARIO, snapshot
 
 pytestmark = pytest.mark.slow
-# issue 26's failure policy (one fresh sample, --max-failed-share, the failed status) changed what
-# a Ray job commits and asks before a stop; these resume checks are not yet re-checked on Ray
-RAY_POLICY_XFAIL = "failure policy of issue 26 not yet re-checked on Ray (see the session note)"
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +89,6 @@ def cache_of(db: Path, run_id: str) -> dict[str, list]:
         con.close()
 
 
-@pytest.mark.xfail(strict=False, reason=RAY_POLICY_XFAIL)
 def test_a_cached_run_on_ray_answers_from_the_drivers_cache(
         local_ray: None, scenario_path: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,7 +161,10 @@ def test_an_actor_killed_mid_run_loses_and_doubles_nothing(local_ray: None, scen
                                        ray_workers=2, offline_latency_s=0.2),
                              progress=kill_during_next_step)
     assert killed_after == [1]  # killed before step 2 was committed: its calls were in flight
-    assert snapshot(db, summary.run_id) == local
+    got = snapshot(db, summary.run_id)
+    # an answer the actor finished before it died is billed (its spill): discarded, asked again
+    got["llm_calls"] = [c for c in got["llm_calls"] if c[2] != "discarded"]
+    assert got == local
 
 
 def test_a_run_that_lost_its_workers_resumes_to_the_local_tables(
@@ -193,7 +192,11 @@ def test_a_run_that_lost_its_workers_resumes_to_the_local_tables(
     monkeypatch.setattr(executor_ray_run, "ACTOR_RESTARTS", 3)
     resume_run(run_id, db=db, executor="ray", ray_workers=2)
     resumed = snapshot(db, run_id)
-    # the failed step's calls that did answer were never committed: llm_calls equals the local run's
+    # the failed step's calls that did answer were never committed, yet billed: the surviving
+    # worker spilled them, and they are in llm_calls as discarded (core.call_spill)
+    calls = resumed.pop("llm_calls")
+    assert [c for c in calls if c[2] != "discarded"] == local.pop("llm_calls")
+    assert {c[0] for c in calls if c[2] == "discarded"} <= {3}
     assert resumed == local
 
 
@@ -231,3 +234,52 @@ def test_a_client_the_workers_cannot_rebuild_is_refused_before_the_run(
         run_simulation(RunConfig(scenario=load_scenario(scenario_path), db=db, executor="ray"),
                        client=FakeClient())
     assert not db.exists()
+
+
+def test_attempts_ray_workers_made_before_the_driver_was_killed_are_billed(
+        local_ray: None, tmp_path: Path, server: Any) -> None:
+    """``kill -9`` of a ``run --executor ray`` driver while its step's calls hang (each attempt
+    cut at --timeout 1 and asked again): the attempts the workers finished were never shipped
+    back (a Ray task returns when all its calls are done), yet each is in ``llm_calls`` after
+    the resume, from the workers' spill files, once."""
+    import os
+
+    import duckdb
+    import ray
+
+    from tests.cli_helpers import kill_when
+    from tests.sim.test_failure_exits import one_step_scenario
+
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(4)))
+    scenario = one_step_scenario(tmp_path, people)
+    hung = server(hang_rate=1.0, hang_s=3600.0)
+    db = tmp_path / "killed.duckdb"
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address  # the module's Ray
+    try:
+        kill_when(["run", str(scenario), "--db", str(db), "--llm", hung.base_url, "--timeout",
+                   "1", "--executor", "ray", "--ray-workers", "1"],
+                  lambda: hung.stats.hangs >= 12, "the run's calls never reached the server")
+    finally:
+        del os.environ["RAY_ADDRESS"]
+    hangs = hung.stats.hangs  # attempts sent; at most one per call was still in flight
+    con = duckdb.connect(str(db))
+    try:
+        (run_id,), = con.execute("SELECT run_id FROM runs").fetchall()
+        assert con.execute("SELECT count(*) FROM llm_calls").fetchall() == [(0,)]
+    finally:
+        con.close()
+    healthy = server()
+    resumed = invoke("run", "--resume", run_id, "--db", db, "--llm", healthy.base_url)
+    assert resumed.exit_code == 0, resumed.output
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        calls = con.execute("SELECT status, error, call_id FROM llm_calls WHERE run_id = ?",
+                            [run_id]).fetchall()
+    finally:
+        con.close()
+    answered = sum(1 for status, _, _ in calls if status == "ok")
+    timeouts = [c for c in calls if c[0] == "error" and c[1].startswith("timeout")]
+    assert answered and len(timeouts) >= hangs - answered > 0
+    assert len({c[2] for c in calls}) == len(calls)  # nothing doubled
+    assert not list(tmp_path.glob("killed.duckdb.*.calls*"))

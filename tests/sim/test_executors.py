@@ -86,3 +86,29 @@ def test_dedup_refuses_a_model_embedder_on_ray(executor: str, embedder: str | No
             _check_stage2_executor(executor, embedder)
     else:
         _check_stage2_executor(executor, embedder)
+
+
+def test_a_ray_call_actor_spills_every_attempt_into_the_job_worker_folder(tmp_path: Path) -> None:
+    """The actor's own client writes each attempt to the worker folder as it is final: the
+    records a killed driver never received (``core.call_spill.WorkerSpill``). No Ray cluster
+    is needed: the actor class runs in this process."""
+    import asyncio
+
+    from langchain_core.messages import HumanMessage
+
+    from personahub.agents.llm.client import LLMSettings
+    from personahub.core import call_spill
+    from personahub.sim.executors.ray_actors import _CallActor
+    from tests.agents.test_seam_wrappers import Answer
+
+    db = tmp_path / "hub.duckdb"
+    tags = {"job_kind": "run", "job_id": "run-1", "run_id": "run-1"}
+    actor = _CallActor(LLMSettings(spec="offline", seed=3),
+                       call_spill.WorkerSpill.beside(db, "run-1", tags))
+    call = (Answer, [HumanMessage("hi")], "t", "p1", 2, None, 0)
+    request = actor.client.request_for(Answer, [HumanMessage("again")], purpose="t", step=2)
+    (kind, _, result), (missed, _, below) = asyncio.run(actor.answer([call, request]))
+    assert kind == missed == "ok"
+    spilled = call_spill.read_job(db, "run-1")
+    assert [s.record for s in spilled] == [*result.records, *below.records]
+    assert all(s.tags == tags for s in spilled)
