@@ -536,10 +536,12 @@ BatchPollOption = Annotated[float, typer.Option(
 
 
 def batch_engine(batch: bool, batch_size: int | None, window: str, fallback: str,
-                 batch_file: Path | None, poll_s: float) -> dict[str, Any]:
-    """The engine settings of the batch options (a job config's ``BatchFields``)."""
+                 batch_file: Path | None, poll_s: float, *,
+                 online_size: int = DEFAULT_ONLINE_SIZE) -> dict[str, Any]:
+    """The engine settings of the batch options (a job config's ``BatchFields``);
+    ``online_size``: the command's own items per transaction online."""
     if not batch and batch_file is None:
-        return {"batch_size": batch_size or DEFAULT_ONLINE_SIZE}
+        return {"batch_size": batch_size or online_size}
     return {"batch": batch, "batch_file": None if batch_file is None else str(batch_file),
             "batch_window": window, "batch_fallback": fallback, "batch_poll_s": poll_s,
             "batch_size": batch_size or DEFAULT_BATCH_SIZE}
