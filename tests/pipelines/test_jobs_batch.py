@@ -198,7 +198,50 @@ def test_a_batched_judges_report_counts_its_batches_and_resent_requests(
     assert srv.stats.requests == 0
 
 
-# -- a kill while the judge's batch runs --------------------------------------------------------
+# -- provider files, and a kill while the judge's batch runs ----------------------------------
+
+def server_files(srv: Any) -> list[str]:
+    """The files the loopback server holds, as the openai SDK lists them."""
+    import openai
+
+    sdk = openai.OpenAI(base_url=srv.base_url, api_key="unused")
+    return [f.id for f in sdk.files.list().data]
+
+
+def stored_files(db: Path, job_id: str) -> list[tuple[Any, ...]]:
+    return rows(db, "SELECT input_file_id, output_file_id, error_file_id FROM llm_batches "
+                    "WHERE job_id = ? ORDER BY created_at", [job_id])
+
+
+def test_a_batchs_provider_files_are_deleted_once_its_results_are_committed(
+        server: Any, tmp_path: Path) -> None:
+    srv = server(batch_error_rate=0.2, fault_seed=5)  # output and error files, and a resend
+    case = _calibrate(tmp_path)
+    db = tmp_path / "calib.duckdb"
+    job_id = case.run(db, srv.base_url, batch=True, batch_size=10, **FAST)
+    assert srv.stats.batches_created > 2 and srv.stats.files_uploaded == srv.stats.batches_created
+    assert server_files(srv) == []  # inputs, outputs and error files all gone
+    assert set(stored_files(db, job_id)) == {(None, None, None)}
+    assert rows(db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("finished",)]
+
+
+def test_a_batch_whose_files_are_gone_is_not_collected_from() -> None:
+    from personahub.agents.llm.batch_caller import BatchBook
+    from personahub.core.batch_records import BatchHandle
+
+    book = BatchBook()
+    ended = BatchHandle(key="k", endpoint=0, model="m", custom_ids=("a", "b"), batch_id="b1",
+                        status="completed", input_file_id="file-1", output_file_id="file-2")
+    book.add(ended)
+    assert book.holding("a") is ended  # files there, nothing committed: collected from it
+    book.committed.add(("b1", "a"))
+    assert not book.spent(ended)  # "b" is neither committed nor collected
+    book.used.add(("k", "b"))
+    assert book.spent(ended)
+    book.add(ended.updated(input_file_id=None, output_file_id=None))  # deleted
+    assert book.holding("b") is None  # nothing left to collect: asked afresh
+    assert not book.spent(book.handles["k"])
+
 
 @pytest.mark.slow
 def test_a_judge_killed_during_its_batch_polls_the_same_batch_on_resume(
@@ -213,19 +256,25 @@ def test_a_judge_killed_during_its_batch_polls_the_same_batch_on_resume(
     shutil.copy(tmp_path / "judged.duckdb", db)
     target = rows(db, "SELECT job_id FROM synth_jobs")[0][0]
     url = f"{srv.base_url}?model=offline"
+    # two batches of 5: killed while the second runs, the first committed and its files gone
     code = kill_when(["judge", "--job", target, "--db", str(db), "--llm", url, "--structured",
-                      "json_schema", "--batch", "--batch-poll", "0.05"],
-                     lambda: srv.stats.batches_created >= 1, "the judge never created its batch")
+                      "json_schema", "--batch", "--batch-size", "5", "--batch-poll", "0.05"],
+                     lambda: srv.stats.batches_created >= 2,
+                     "the judge never created its second batch")
     assert code == -signal.SIGKILL
     [(judge_id, status)] = rows(db, "SELECT job_id, status FROM jobs WHERE kind = 'judge'")
     assert status == "running"  # killed: nothing marked it
+    first, second = stored_files(db, judge_id)
+    assert first == (None, None, None) and second[0] is not None
+    assert server_files(srv) == [second[0]]  # only the running batch's input is left
     summary = run_judge(JudgeConfig(job=target, db=str(db), llm=url, structured="json_schema",
-                                    batch=True, **FAST))
+                                    batch=True, batch_size=5, **FAST))
     assert summary.judge_id == judge_id
     assert case.made(db, judge_id) == expected
-    assert srv.stats.batches_created == 1  # polled after the kill, never created again
+    assert srv.stats.batches_created == 2  # the second polled after the kill, never created again
     assert srv.stats.requests == 0
     assert "1 picked up again" in (summary.batches or "")
+    assert server_files(srv) == []
 
 
 # -- a batch file, then batch import ------------------------------------------------------------
@@ -254,11 +303,3 @@ def test_an_interview_batch_file_then_import_equals_the_batched_interview(
     assert srv.stats.requests == 0
     assert rows(db, "SELECT DISTINCT batch_id FROM llm_calls WHERE job_id = ?",
                 [job_id]) == [("file:requests.jsonl",)]
-
-
-def test_the_four_commands_take_the_batch_options(tmp_path: Path) -> None:
-    for command in (["personas", "from-text"], ["judge"], ["interview"], ["calibrate"]):
-        text = invoke(*command, "--help").stdout
-        for option in ("--batch", "--batch-file", "--batch-window", "--batch-fallback",
-                       "--batch-poll"):
-            assert option in text, (command, option)
