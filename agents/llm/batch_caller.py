@@ -47,7 +47,7 @@ from personahub.agents.llm.batch_lines import ResultLine, read_results_file
 from personahub.agents.llm.settings import LLMConfigError
 from personahub.core.batch_records import AWAITING_RESULTS, BatchHandle
 from personahub.core.contracts import StructuredResult
-from personahub.core.errors import AwaitingResults, PersonahubError
+from personahub.core.errors import AwaitingResults, PersonahubError, StillAwaiting
 
 if TYPE_CHECKING:
     from personahub.agents.llm.client import LLMClient
@@ -282,7 +282,7 @@ class BatchingCaller:
 
     async def _finish_stored(self, handle: BatchHandle, items: list[_Queued]) -> list[_Queued]:
         if handle.status == AWAITING_RESULTS:
-            raise AwaitingResults(
+            raise StillAwaiting(
                 f"batch file {handle.batch_id} is still waiting for its results: personahub "
                 f"batch import RESULTS.jsonl --job {self.job_id}")
         self.tally.polled += 1

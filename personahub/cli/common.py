@@ -24,7 +24,7 @@ from rich.progress import Progress
 from rich.text import Text
 
 from personahub.core.dbcheck import first_line
-from personahub.core.errors import AwaitingResults, PersonahubError, UsageError
+from personahub.core.errors import AwaitingResults, PersonahubError, StillAwaiting, UsageError
 from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 from personahub.core.store import is_damage
 from personahub.core.validate import MAX_TOKENS
@@ -560,11 +560,17 @@ def batch_progress(bar: Any, task: Any, label: str) -> Callable[[str, int, int |
     return hook
 
 
+#: the exit code of a resume whose job still waits for its batch file's results (docs/cli.md)
+EXIT_AWAITING = 3
+
+
 @contextmanager
 def awaiting_results() -> Iterator[None]:
-    """A job that wrote its batch file ends here: what to do next, exit 0."""
+    """A job that wrote its batch file ends here: what to do next, exit 0. A job resumed while
+    its batch file still waits for results did nothing: the same line, exit ``EXIT_AWAITING``
+    (not an error, and not done: a script polling with ``personahub resume`` can tell)."""
     try:
         yield
     except AwaitingResults as exc:
         say(("awaiting results:", "yellow"), f" {exc}")
-        raise typer.Exit(0) from None
+        raise typer.Exit(EXIT_AWAITING if isinstance(exc, StillAwaiting) else 0) from None

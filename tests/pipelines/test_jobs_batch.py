@@ -303,3 +303,28 @@ def test_an_interview_batch_file_then_import_equals_the_batched_interview(
     assert srv.stats.requests == 0
     assert rows(db, "SELECT DISTINCT batch_id FROM llm_calls WHERE job_id = ?",
                 [job_id]) == [("file:requests.jsonl",)]
+
+
+def test_resuming_a_job_that_waits_for_its_batch_file_exits_3_with_the_import_command(
+        tmp_path: Path) -> None:
+    corpus = tmp_path / "ferry.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    db, requests = tmp_path / "wait.duckdb", tmp_path / "requests.jsonl"
+    url = "http://127.0.0.1:9/v1?model=offline"  # a batch file needs no server
+    written = invoke("personas", "from-text", corpus, "--db", db, "--llm", url, "--relations",
+                     "read", "--structured", "json_schema", "--batch-file", requests)
+    assert written.exit_code == 0, written.output  # the file written: what was asked is done
+    [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs")
+    assert status == "awaiting_results"
+    before = rows(db, "SELECT count(*) FROM llm_calls") + rows(db, "SELECT count(*) FROM personas")
+    sent = requests.read_bytes()
+    for args in (["resume", job_id], ["personas", "from-text", "--resume", job_id]):
+        waited = invoke(*args, "--db", db)
+        assert waited.exit_code == 3, (args, waited.output)
+        assert f"personahub batch import RESULTS.jsonl --job {job_id}" in " ".join(
+            waited.stderr.split())
+        assert "error" not in waited.stderr
+        assert rows(db, "SELECT status FROM jobs") == [("awaiting_results",)]
+        assert (rows(db, "SELECT count(*) FROM llm_calls")
+                + rows(db, "SELECT count(*) FROM personas")) == before
+        assert requests.read_bytes() == sent  # the batch file is not written again
