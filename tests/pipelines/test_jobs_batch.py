@@ -328,3 +328,20 @@ def test_resuming_a_job_that_waits_for_its_batch_file_exits_3_with_the_import_co
         assert (rows(db, "SELECT count(*) FROM llm_calls")
                 + rows(db, "SELECT count(*) FROM personas")) == before
         assert requests.read_bytes() == sent  # the batch file is not written again
+
+
+def test_the_api_takes_the_batch_options(server: Any, tmp_path: Path) -> None:
+    import personahub
+
+    srv = server()
+    corpus = tmp_path / "ferry.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    db = tmp_path / "api.duckdb"
+    options = {**model(srv.base_url), "batch": True, "batch_window": "24h",
+               "batch_fallback": "online", "batch_poll_s": 0.02}
+    text = personahub.text_to_persona(corpus, db=db, relations="read", **options)
+    assert "batches: 1 created" in (text.summary.provider_batches or "")
+    target = run_synthesis(SynthOptions(task="math_problem", n=3, db=str(db))).job_id
+    judged = personahub.judge(job=target, db=db, **options)
+    assert "batches: 1 created" in (judged.summary.batches or "")
+    assert srv.stats.requests == 0 and srv.stats.batches_created == 2
