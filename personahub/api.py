@@ -233,6 +233,8 @@ _DEDUP_DEFAULTS: dict[str, Any] = {
     "embedder": "hash", "threshold": 0.9, "num_perm": 128, "ngram": 1, "embed_threshold": 0.9,
     "ann": "auto", "batch_size": 50_000}
 _MODEL_FLAGS = {"structured", "max_tokens", "temperature", "top_p", "timeout_s", "rps"}
+# --batch and its options (pipelines/batch_jobs.py BatchFields; docs/batch.md)
+_BATCH_FLAGS = {"batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s"}
 
 
 def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str | Path,
@@ -252,7 +254,8 @@ def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str |
 def _text_call(corpus: str | Path, db: str | Path, llm: str, seed: int,
                options: dict[str, Any]) -> Callable[[], Job]:
     # the options named here are what a run over a corpus with its job already must agree on
-    return partial(_persona_job, "text_to_persona", _TEXT_DEFAULTS, _MODEL_FLAGS, db, options,
+    return partial(_persona_job, "text_to_persona", _TEXT_DEFAULTS, _MODEL_FLAGS | _BATCH_FLAGS,
+                   db, options,
                    corpus=Path(corpus), llm=llm, seed=seed, given=frozenset(options))
 
 
@@ -262,9 +265,10 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
 
     ``options``: relations, per_text, limit, corpus_name, text_column, id_column, split,
     skip_bad, batch_size, concurrency, language, cache, executor (local or ray), ray_address,
-    ray_workers, max_failed_share, offline_latency_s, and the model flags (structured,
-    max_tokens, temperature, top_p, timeout_s, rps): the same job as ``personahub personas
-    from-text``. Running again over the same corpus name goes on with its job (what it did is
+    ray_workers, max_failed_share, offline_latency_s, the model flags (structured,
+    max_tokens, temperature, top_p, timeout_s, rps) and the batch ones (batch, batch_file,
+    batch_window, batch_fallback, batch_poll_s; docs/batch.md): the same job as ``personahub
+    personas from-text``. Running again over the same corpus name goes on with its job (what it did is
     skipped); an option named here that the job fixed otherwise is an error.
     """
     return call_blocking(_text_call(corpus, db, llm, seed, options))
@@ -398,8 +402,9 @@ def interview(question: str | None = None, *, run: str | None = None,
 
     ``options``: ``agent`` (a persona id or agent id) for one agent, or ``carve`` (conditions
     ``KEY OP VALUE``) and/or ``where`` (SQL over ``personas``) for a group of the run's agents,
-    ``limit``, ``step`` (default: the run's last), ``batch_size``, and the model flags
-    (concurrency, structured, max_tokens, temperature, top_p, timeout_s, rps).
+    ``limit``, ``step`` (default: the run's last), ``batch_size``, the model flags
+    (concurrency, structured, max_tokens, temperature, top_p, timeout_s, rps) and the batch
+    ones (``batch``, ``batch_file``, ``batch_window``, ``batch_fallback``, ``batch_poll_s``).
     """
     return call_blocking(_interview_call(question, db, run, llm, options, resume))
 
@@ -454,8 +459,9 @@ def judge(*, job: str | None = None, run: str | None = None, db: str | Path = DE
     kind's criteria; returns a ``Judged`` handle (``.items()``, ``.validity()``).
 
     ``options`` are ``JudgeOptions`` fields: ``kind``, ``sample``, ``concurrency``,
-    ``timeout_s``, ``batch_size``, ``rps`` and the model flags. The same settings are the same
-    judge: calling again skips the items it has rated.
+    ``timeout_s``, ``batch_size``, ``rps``, the model flags and the batch ones (``batch``,
+    ``batch_file``, ...: docs/batch.md). The same settings are the same judge: calling again
+    skips the items it has rated.
     """
     return call_blocking(partial(_judging, job, run, db, llm, seed, options, progress))
 
@@ -507,7 +513,8 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
     ``scores()``, ``summary_table()`` and ``answers()`` are DataFrames.
 
     ``options`` are ``CalibrateConfig`` fields (``steering``, ``questions``, ``attributes``,
-    ``limit``, ``no_persona_n``, ``carve``, ``offer_refusal``, the model flags, ...).
+    ``limit``, ``no_persona_n``, ``carve``, ``offer_refusal``, the model flags, ``batch``
+    and the other batch settings of docs/batch.md, ...).
     ``resume=JOB_ID`` goes on with an interrupted calibration (then only ``llm`` and the engine
     settings apply).
     """

@@ -114,6 +114,7 @@ class TextToPersonaSummary:
     relations: int = 0
     bad_records: int = 0  # malformed records skipped (--skip-bad)
     bad_examples: list[str] = field(default_factory=list)
+    provider_batches: str | None = None  # --batch: what its provider batches did (one line)
 
 
 def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:

@@ -6,7 +6,9 @@ when ``config.batch`` is on: the wrapped asker's calls are queued, sent as provi
 (or written to ``--batch-file``), and answered from their results, so the rows committed are
 those an online job writes. The handles go to ``llm_batches`` as they change; a resumed job
 loads them, with the (batch id, custom_id) pairs already committed, so a batch created before
-a stop is polled again and never created twice.
+a stop is polled again and never created twice. Once a batch's answers are committed (the
+kernel calls the asker's ``committed`` after each commit), its files are deleted at the
+provider and its stored handle keeps no file ids.
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ class BatchedAsker(Generic[B, R]):
                 on_handle=lambda handle: save_handle(ctx.con, handle),
                 on_status=lambda text: ctx.report(text, ctx.done_before, ctx.total))
         return self.caller
+
+    async def committed(self) -> None:
+        """The kernel committed the last batch's answers: the provider files of the batches
+        they came from go (issue 29: nothing is left at the provider once committed)."""
+        if self.caller is not None:
+            await self.caller.forget_spent()
 
     async def run_batch(self, batch: B, caller: Any) -> R:
         """The inner asker's batch, its calls sent as provider batches."""

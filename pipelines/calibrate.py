@@ -65,6 +65,7 @@ from personahub.core.kernel import (
 )
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.personas.demographics import KEYS
+from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.calibrate_data import (
     GroupKey,
@@ -87,7 +88,7 @@ __all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "Calibra
 
 
 @dataclass(frozen=True, kw_only=True)
-class CalibrateConfig:
+class CalibrateConfig(BatchFields):
     """What a calibration makes (stored in ``jobs.config``) and, in ``engine`` fields, how this
     run of it asks (a resume takes those from its caller)."""
 
@@ -146,6 +147,7 @@ class CalibrateConfig:
         check_max_failed_share(self.max_failed_share)
         check_cache_mode(self.cache)
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
+        self.check_batch(executor=self.executor, cache=self.cache)
         check_optional_number(self.rps, "--rps", above=0)
         check_number(self.timeout_s, "--timeout", above=0)
         check_number(self.offline_latency_s, "offline latency", low=0)
@@ -253,6 +255,7 @@ class CalibrationSummary:
     engine: str = ""
     offline: bool = False
     per_attribute: pd.DataFrame = field(default_factory=pd.DataFrame)  # representativeness
+    batches: str | None = None  # --batch: what its provider batches did in this run
 
     @property
     def failed(self) -> int:
@@ -268,6 +271,7 @@ class CalibrationState:
     panels: dict[GroupKey, list[str]]
     personas: dict[str, tuple[str, dict[str, str]]]
     summary: CalibrationSummary
+    asker: Any = None  # this run's asker (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[CalibrateConfig]) -> CalibrationState:
@@ -370,11 +374,13 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         summary.asks, summary.skipped_done = len(asks), ctx.done_before
         return batches
 
-    def asker(self, ctx: JobContext[CalibrateConfig]) -> CalibrationAsker:
+    def asker(self, ctx: JobContext[CalibrateConfig]) -> Any:
+        """The asker (with ``--batch``: its calls sent as provider batches)."""
         state = _state(ctx)
         questions = {qid: (q.text, offered(q, ctx.config.offer_refusal))
                      for qid, q in state.selected.survey.questions.items()}
-        return CalibrationAsker(questions, state.personas)
+        state.asker = batched_asker(ctx, CalibrationAsker(questions, state.personas))
+        return state.asker
 
     def commit(self, ctx: JobContext[CalibrateConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:
@@ -405,6 +411,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
+        summary.batches = batch_line(_state(ctx).asker)
         return summary
 
     def stop_note(self, ctx: JobContext[CalibrateConfig]) -> str:
@@ -431,6 +438,8 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
                          f"{', '.join(summary.small_groups[:6])}"
                          + (" ..." if len(summary.small_groups) > 6 else ""))
         lines += table_lines(summary.per_attribute)
+        if summary.batches:
+            lines.append(summary.batches)
         if summary.failed:
             lines.append(f"resume to ask the failed ones again: {self.resume_hint(summary.job_id, db)}")
         lines.append(f"  personahub report --calibration {summary.job_id} --db {db} --out report/")

@@ -50,6 +50,7 @@ from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, r
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.personas.sampling import HubQuery, matching_ids
+from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import remaining
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
@@ -124,6 +125,7 @@ class InterviewResult:
     model: str
     offline: bool
     rows: list[dict[str, Any]] = field(default_factory=list)
+    batches: str | None = None  # --batch: what its provider batches did in this run
 
     @property
     def failed(self) -> int:
@@ -296,7 +298,7 @@ def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
 # --- the job spec ------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
-class InterviewConfig:
+class InterviewConfig(BatchFields):
     """What an interview asks of whom (``InterviewRequest``'s fields, and the generation
     settings) and, in ``engine`` fields, how this run of it asks (a resume takes those from its
     caller). ``seed`` None: the run's seed."""
@@ -335,6 +337,7 @@ class InterviewConfig:
         check_optional_number(self.rps, "--rps", above=0)
         check_number(self.timeout_s, "--timeout", above=0)
         check_number(self.offline_latency_s, "--offline-latency", low=0)
+        self.check_batch(executor="local", cache="off")
 
     def request(self) -> InterviewRequest:
         """Who is asked what, at which step."""
@@ -378,6 +381,7 @@ class InterviewState:
     """One interview's own state: its prepared request (step and agents fixed)."""
 
     prepared: Prepared
+    asker: Any = None  # this run's asker (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[InterviewConfig]) -> InterviewState:
@@ -427,10 +431,13 @@ class InterviewSpec(SpecBase[InterviewConfig, Sequence[tuple[int, str]],
             [ctx.job_id]).fetchall()}
         return remaining(ctx, agents, done, lambda agent: agent[0], ctx.config.batch_size)
 
-    def asker(self, ctx: JobContext[InterviewConfig]) -> InterviewAsker:
-        prepared = _state(ctx).prepared
-        return InterviewAsker({a.agent_id: prompt
-                               for a, prompt in zip(prepared.agents, prepared.prompts, strict=True)})
+    def asker(self, ctx: JobContext[InterviewConfig]) -> Any:
+        """The asker (with ``--batch``: its calls sent as provider batches)."""
+        state = _state(ctx)
+        prepared = state.prepared
+        state.asker = batched_asker(ctx, InterviewAsker(
+            {a.agent_id: prompt for a, prompt in zip(prepared.agents, prepared.prompts, strict=True)}))
+        return state.asker
 
     def commit(self, ctx: JobContext[InterviewConfig], batch: Sequence[tuple[int, str]],
                result: list[StructuredResult[Any]]) -> BatchOutcome:
@@ -477,13 +484,15 @@ class InterviewSpec(SpecBase[InterviewConfig, Sequence[tuple[int, str]],
     def report(self, summary: InterviewResult, db: Path) -> list[str]:
         answered = len(summary.rows) - summary.failed
         return [f"interview {summary.batch_id} of run {summary.run_id} (step {summary.step}): "
-                f"{answered} of {len(summary.rows)} agents answered in {db}"]
+                f"{answered} of {len(summary.rows)} agents answered in {db}",
+                *([summary.batches] if summary.batches else [])]
 
     def summary(self, ctx: JobContext[InterviewConfig]) -> InterviewResult:
         """Every answer of the job (all its runs), in agent-id order."""
         config, prepared = ctx.config, _state(ctx).prepared
         out = InterviewResult(ctx.job_id, config.run_id, prepared.step, config.question,
-                              ctx.caller.label, ctx.caller.is_offline)
+                              ctx.caller.label, ctx.caller.is_offline,
+                              batches=batch_line(_state(ctx).asker))
         cursor = ctx.con.execute("SELECT * FROM interviews WHERE batch_id = ? ORDER BY agent_id",
                                  [ctx.job_id])
         names = [d[0] for d in cursor.description]

@@ -47,6 +47,7 @@ from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import answered, remaining
 
 # What makes two judges the same judge (its id): the target, the items drawn, the model asked.
@@ -55,7 +56,7 @@ JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "
 
 
 @dataclass(frozen=True, kw_only=True)
-class JudgeConfig:
+class JudgeConfig(BatchFields):
     """What a judge rates and with which model (its identity: ``JUDGE_IDENTITY``), and in
     ``engine`` fields how this run of it asks (a resume takes those from its caller). Stored,
     model spec redacted, in ``jobs.config`` and (its identity) in ``judgments.config``."""
@@ -96,6 +97,7 @@ class JudgeConfig:
         check_number(self.timeout_s, "--timeout", above=0)
         check_number(self.offline_latency_s, "offline latency", low=0)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+        self.check_batch(executor="local", cache="off")
 
     @property
     def target(self) -> tuple[str, str]:
@@ -145,6 +147,7 @@ class JudgeSummary:
     last_error: str | None = None
     calls: dict[str, int] = field(default_factory=dict)
     db: str = DEFAULT_DB
+    batches: str | None = None  # --batch: what the judge's provider batches did in this run
 
 
 class Judgment(NamedTuple):
@@ -283,6 +286,7 @@ class JudgeState:
     items: list[Item]
     world: str
     summary: JudgeSummary
+    asker: Any = None  # this run's asker (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[JudgeConfig]) -> JudgeState:
@@ -330,8 +334,11 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
         state.summary.skipped_done = ctx.done_before
         return batches
 
-    def asker(self, ctx: JobContext[JudgeConfig]) -> JudgeAsker:
-        return JudgeAsker(ctx.config, ctx.job_id, _state(ctx).world)
+    def asker(self, ctx: JobContext[JudgeConfig]) -> Any:
+        """The asker (with ``--batch``: its calls sent as provider batches)."""
+        state = _state(ctx)
+        state.asker = batched_asker(ctx, JudgeAsker(ctx.config, ctx.job_id, state.world))
+        return state.asker
 
     def commit(self, ctx: JobContext[JudgeConfig], batch: Sequence[Item],
                result: list[Judgment]) -> BatchOutcome:
@@ -363,6 +370,8 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
         lines = [f"judge {summary.judge_id} of {target}: {summary.judged} items judged "
                  f"({summary.skipped_done} already judged, {summary.failed} failed) in {db}; "
                  f"model calls: {calls}"]
+        if summary.batches:
+            lines.append(summary.batches)
         if summary.failed:
             lines.append("run the same command again to retry the failed items")
         return lines
@@ -373,6 +382,7 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
         summary.calls = dict(ctx.con.execute(
             "SELECT status, count(*) FROM llm_calls WHERE job_id = ? GROUP BY 1 ORDER BY 1",
             [ctx.job_id]).fetchall())
+        summary.batches = batch_line(_state(ctx).asker)
         return summary
 
 

@@ -61,6 +61,7 @@ from personahub.personas.text_to_persona import (
     screen,
     text_personas_schema,
 )
+from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.sim.executors import check_executor
 
 __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
@@ -68,7 +69,7 @@ __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPerso
 
 
 @dataclass(frozen=True, kw_only=True)
-class TextConfig:
+class TextConfig(BatchFields):
     """A text-to-persona job: what it makes (stored in ``jobs.config``, model spec redacted)
     and, in ``engine`` fields, how this invocation reads and asks."""
 
@@ -126,6 +127,7 @@ class TextConfig:
         check_optional_number(self.rps, "--rps", above=0)
         check_number(self.timeout_s, "--timeout", above=0)
         check_number(self.offline_latency_s, "offline latency", low=0)
+        self.check_batch(executor=self.executor, cache=self.cache)
 
 
 class TextAsk(NamedTuple):
@@ -198,6 +200,7 @@ class TextState:
     texts: Iterator[SourceText] | None
     stats: ImportStats
     summary: TextToPersonaSummary = field(default_factory=TextToPersonaSummary)
+    asker: Any = None  # this run's asker (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[TextConfig]) -> TextState:
@@ -298,8 +301,11 @@ class TextToPersonaSpec(SpecBase[TextConfig, TextBatch, list[StructuredResult[An
             if asks:
                 yield TextBatch(asks, summary.texts)
 
-    def asker(self, ctx: JobContext[TextConfig]) -> TextAsker:
-        return TextAsker(ctx.config.per_text, ctx.config.language)
+    def asker(self, ctx: JobContext[TextConfig]) -> Any:
+        """The asker (with ``--batch``: its calls sent as provider batches)."""
+        state = _state(ctx)
+        state.asker = batched_asker(ctx, TextAsker(ctx.config.per_text, ctx.config.language))
+        return state.asker
 
     def commit(self, ctx: JobContext[TextConfig], batch: TextBatch,
                result: list[StructuredResult[Any]]) -> BatchOutcome:
@@ -347,11 +353,13 @@ class TextToPersonaSpec(SpecBase[TextConfig, TextBatch, list[StructuredResult[An
         state = _state(ctx)
         state.summary.bad_records = state.stats.bad
         state.summary.bad_examples = [str(e) for e in state.stats.bad_examples]
+        state.summary.provider_batches = batch_line(state.asker)
         return state.summary
 
     def report(self, summary: TextToPersonaSummary, db: Path) -> list[str]:
         """What the job did, in lines for the console."""
-        return [text_line(summary, summary.relations, db), rejection_line(summary.rejected)]
+        lines = [text_line(summary, summary.relations, db), rejection_line(summary.rejected)]
+        return lines + ([summary.provider_batches] if summary.provider_batches else [])
 
 
 def text_line(summary: TextToPersonaSummary, relations: int, db: Path) -> str:

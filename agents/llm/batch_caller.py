@@ -47,7 +47,7 @@ from personahub.agents.llm.batch_lines import ResultLine, read_results_file
 from personahub.agents.llm.settings import LLMConfigError
 from personahub.core.batch_records import AWAITING_RESULTS, BatchHandle
 from personahub.core.contracts import StructuredResult
-from personahub.core.errors import AwaitingResults, PersonahubError
+from personahub.core.errors import AwaitingResults, PersonahubError, StillAwaiting
 
 if TYPE_CHECKING:
     from personahub.agents.llm.client import LLMClient
@@ -92,11 +92,22 @@ class BatchBook:
     def add(self, handle: BatchHandle) -> None:
         self.handles[handle.key] = handle
 
+    def spent(self, handle: BatchHandle) -> bool:
+        """True for a provider batch that ended, still has its files, and whose every request
+        was collected in this run or committed before it: once what was collected is
+        committed, its files can go."""
+        if not handle.done or handle.files_deleted or handle.from_file or handle.batch_id is None:
+            return False
+        return all((handle.key, c) in self.used or (handle.batch_id, c) in self.committed
+                   for c in handle.custom_ids)
+
     def holding(self, custom_id: str) -> BatchHandle | None:
         """The newest stored batch that carried ``custom_id`` and whose answer to it is
         neither committed nor collected in this run."""
         for handle in reversed(list(self.handles.values())):
             if custom_id not in handle.custom_ids or (handle.key, custom_id) in self.used:
+                continue
+            if handle.files_deleted:  # its answers were committed, or are gone with its files
                 continue
             if handle.batch_id is not None and (handle.batch_id, custom_id) in self.committed:
                 continue
@@ -117,6 +128,7 @@ class BatchTally:
     created: int = 0  # batches created at the provider (or files written)
     polled: int = 0  # stored batches picked up again after a stop
     online: int = 0  # calls answered online (mode learning, --batch-fallback online)
+    deleted: int = 0  # batches whose provider files were deleted after their commit
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
@@ -270,7 +282,7 @@ class BatchingCaller:
 
     async def _finish_stored(self, handle: BatchHandle, items: list[_Queued]) -> list[_Queued]:
         if handle.status == AWAITING_RESULTS:
-            raise AwaitingResults(
+            raise StillAwaiting(
                 f"batch file {handle.batch_id} is still waiting for its results: personahub "
                 f"batch import RESULTS.jsonl --job {self.job_id}")
         self.tally.polled += 1
@@ -307,6 +319,20 @@ class BatchingCaller:
                 item.future.set_result(await finish_online(self.client, item.call))
             return []
         return again
+
+    async def forget_spent(self) -> None:
+        """Delete the provider files of the batches ``BatchBook.spent`` finds, and store their
+        handles without file ids. Call it only once what this run collected is committed (the
+        kernel's after-commit hook: ``pipelines.batch_jobs``): a resume never needs them
+        again. A delete that fails is housekeeping left for the next commit, not an error."""
+        for handle in [h for h in self.book.handles.values() if self.book.spent(h)]:
+            try:
+                await self.session.forget(handle)
+            except Exception:  # noqa: BLE001, S112 - the files stay; tried after the next commit
+                continue
+            self._keep(handle.updated(input_file_id=None, output_file_id=None,
+                                      error_file_id=None))
+            self.tally.deleted += 1
 
     def _status(self, handle: BatchHandle) -> None:
         if self.on_status is not None:

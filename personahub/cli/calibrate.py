@@ -12,6 +12,11 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
+    BatchFallbackOption,
+    BatchFileOption,
+    BatchOption,
+    BatchPollOption,
+    BatchWindowOption,
     CacheOption,
     ConcurrencyOption,
     DbOption,
@@ -29,7 +34,10 @@ from personahub.cli.common import (
     TemperatureOption,
     TimeoutOption,
     TopPOption,
+    awaiting_results,
     banner,
+    batch_engine,
+    batch_progress,
     emit_job_json,
     job_progress,
     missing_argument,
@@ -89,7 +97,14 @@ def calibrate(
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     offline_latency: OfflineLatencyOption = 0.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Answers per transaction.")] = 256,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Answers per transaction (default 256); with --batch also the most "
+                    "requests in one provider batch (default 1000).")] = None,
+    batch: BatchOption = False,
+    batch_window: BatchWindowOption = "24h",
+    batch_fallback: BatchFallbackOption = "batch",
+    batch_file: BatchFileOption = None,
+    batch_poll: BatchPollOption = 5.0,
     cache: CacheOption = "off",
     rps: RpsOption = None,
     structured: StructuredOption = "auto",
@@ -118,8 +133,10 @@ def calibrate(
                          "'all'")
     engine: dict[str, Any] = {
         "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
-        "offline_latency_s": offline_latency, "batch_size": batch_size, "cache": cache,
-        "rps": rps, "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers}
+        "offline_latency_s": offline_latency, "cache": cache,
+        "rps": rps, "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers,
+        **batch_engine(batch, batch_size, batch_window, batch_fallback, batch_file, batch_poll,
+                       online_size=256)}
     if max_failed_share is not None:
         engine["max_failed_share"] = max_failed_share
     config: CalibrateConfig | dict[str, Any]
@@ -145,12 +162,12 @@ def calibrate(
         else:
             started("calibration", job_id, db)
 
-    with job_progress(counts=counts) as bar:
-        handle = bar.add_task(f"calibrating {survey or resume}", total=None)
+    label = f"calibrating {survey or resume}"
+    with job_progress(counts=counts) as bar, awaiting_results():
+        handle = bar.add_task(label, total=None)
         result = runtime.run(CALIBRATION, config, db, resume=resume, fresh=fresh,
                              on_ready=on_ready, on_start=on_start, warn=unreachable,
-                             progress=lambda _, done, total: bar.update(
-                                 handle, completed=done, total=total))
+                             progress=batch_progress(bar, handle, label))
     if not result.ran:
         say("calibration ", (result.job_id, "bold"), " already finished; nothing to resume")
     for line in CALIBRATION.report(result.summary, db):

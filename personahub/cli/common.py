@@ -24,7 +24,7 @@ from rich.progress import Progress
 from rich.text import Text
 
 from personahub.core.dbcheck import first_line
-from personahub.core.errors import AwaitingResults, PersonahubError, UsageError
+from personahub.core.errors import AwaitingResults, PersonahubError, StillAwaiting, UsageError
 from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 from personahub.core.store import is_damage
 from personahub.core.validate import MAX_TOKENS
@@ -536,10 +536,12 @@ BatchPollOption = Annotated[float, typer.Option(
 
 
 def batch_engine(batch: bool, batch_size: int | None, window: str, fallback: str,
-                 batch_file: Path | None, poll_s: float) -> dict[str, Any]:
-    """The engine settings of the batch options (a job config's ``BatchFields``)."""
+                 batch_file: Path | None, poll_s: float, *,
+                 online_size: int = DEFAULT_ONLINE_SIZE) -> dict[str, Any]:
+    """The engine settings of the batch options (a job config's ``BatchFields``);
+    ``online_size``: the command's own items per transaction online."""
     if not batch and batch_file is None:
-        return {"batch_size": batch_size or DEFAULT_ONLINE_SIZE}
+        return {"batch_size": batch_size or online_size}
     return {"batch": batch, "batch_file": None if batch_file is None else str(batch_file),
             "batch_window": window, "batch_fallback": fallback, "batch_poll_s": poll_s,
             "batch_size": batch_size or DEFAULT_BATCH_SIZE}
@@ -558,11 +560,17 @@ def batch_progress(bar: Any, task: Any, label: str) -> Callable[[str, int, int |
     return hook
 
 
+#: the exit code of a resume whose job still waits for its batch file's results (docs/cli.md)
+EXIT_AWAITING = 3
+
+
 @contextmanager
 def awaiting_results() -> Iterator[None]:
-    """A job that wrote its batch file ends here: what to do next, exit 0."""
+    """A job that wrote its batch file ends here: what to do next, exit 0. A job resumed while
+    its batch file still waits for results did nothing: the same line, exit ``EXIT_AWAITING``
+    (not an error, and not done: a script polling with ``personahub resume`` can tell)."""
     try:
         yield
     except AwaitingResults as exc:
         say(("awaiting results:", "yellow"), f" {exc}")
-        raise typer.Exit(0) from None
+        raise typer.Exit(EXIT_AWAITING if isinstance(exc, StillAwaiting) else 0) from None

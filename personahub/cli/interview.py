@@ -12,6 +12,11 @@ import typer
 from rich.table import Table
 
 from personahub.cli.common import (
+    BatchFallbackOption,
+    BatchFileOption,
+    BatchOption,
+    BatchPollOption,
+    BatchWindowOption,
     ConcurrencyOption,
     DbOption,
     JsonOption,
@@ -25,7 +30,10 @@ from personahub.cli.common import (
     TemperatureOption,
     TimeoutOption,
     TopPOption,
+    awaiting_results,
     banner,
+    batch_engine,
+    batch_progress,
     emit_job_json,
     job_progress,
     note_job,
@@ -80,8 +88,14 @@ def interview(
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     offline_latency: OfflineLatencyOption = 0.0,
-    batch_size: Annotated[int, typer.Option(
-        min=1, help="Answers committed together: a stop keeps every batch before it.")] = 16,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Answers committed together: a stop keeps every batch before it (default "
+                    "16; with --batch 1000, also the most requests in one provider batch).")] = None,
+    batch: BatchOption = False,
+    batch_window: BatchWindowOption = "24h",
+    batch_fallback: BatchFallbackOption = "batch",
+    batch_file: BatchFileOption = None,
+    batch_poll: BatchPollOption = 5.0,
     rps: RpsOption = None,
     structured: StructuredOption = "auto",
     max_tokens: MaxTokensOption = None,
@@ -103,7 +117,9 @@ def interview(
     # how this run asks (a resume keeps what the interview asks of whom, and its settings)
     engine: dict[str, Any] = {
         "db": str(db), "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
-        "offline_latency_s": offline_latency, "batch_size": batch_size, "rps": rps}
+        "offline_latency_s": offline_latency, "rps": rps,
+        **batch_engine(batch, batch_size, batch_window, batch_fallback, batch_file, batch_poll,
+                       online_size=16)}
     if max_failed_share is not None:  # else the job's own (a new one: the default)
         engine["max_failed_share"] = max_failed_share
     config: InterviewConfig | dict[str, Any]
@@ -131,12 +147,11 @@ def interview(
         else:
             started("interview", job_id, db)
 
-    with job_progress(counts=counts) as bar:
+    with job_progress(counts=counts) as bar, awaiting_results():
         handle = bar.add_task("interviewing", total=None)
         result = run_interview(config, db, resume=resume, fresh=fresh, on_ready=on_ready,
                                on_start=on_start, warn=unreachable,
-                               progress=lambda _, done, total: bar.update(
-                                   handle, completed=done, total=total))
+                               progress=batch_progress(bar, handle, "interviewing"))
     if output == "json" and not as_json:
         sys.stdout.write(json.dumps(answers_json(result), ensure_ascii=False, default=str,
                                     indent=2) + "\n")

@@ -18,6 +18,7 @@ from personahub.cli.common import (
     MaxFailedShareOption,
     RayAddressOption,
     RayWorkersOption,
+    awaiting_results,
     emit_job_json,
     error_line,
     job_id_key,
@@ -159,7 +160,9 @@ def resume(
     seed and generation settings), asking with the model it recorded (--llm: another, e.g.
     with its credentials) and the cache and executor given here.
     Kinds that are not job specs yet go through their own command's --resume. A job that ends
-    with fewer items than asked says so in one line and exits 1, unless --allow-fewer."""
+    with fewer items than asked says so in one line and exits 1, unless --allow-fewer. A job
+    still waiting for the results of its --batch-file runs nothing: it prints the batch
+    import command and exits 3."""
     from personahub.agents.llm.client import resolve_spec
     from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
@@ -183,8 +186,9 @@ def resume(
     given = {"llm": model, "cache": cache, "executor": executor,
              "ray_address": ray_address, "ray_workers": ray_workers,
              "max_failed_share": max_failed_share}
-    shortfall = _by_kernel(row.kind, job_id, db,
-                           {k: v for k, v in given.items() if v is not None}, as_json)
+    with awaiting_results():  # a job waiting on its batch file: the import command, exit 3
+        shortfall = _by_kernel(row.kind, job_id, db,
+                               {k: v for k, v in given.items() if v is not None}, as_json)
     if shortfall:
         if not allow_fewer:
             error_line(f"{shortfall} (--allow-fewer accepts fewer)")

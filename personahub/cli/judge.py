@@ -10,6 +10,11 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
+    BatchFallbackOption,
+    BatchFileOption,
+    BatchOption,
+    BatchPollOption,
+    BatchWindowOption,
     ConcurrencyOption,
     DbOption,
     JsonOption,
@@ -23,7 +28,10 @@ from personahub.cli.common import (
     TemperatureOption,
     TimeoutOption,
     TopPOption,
+    awaiting_results,
     banner,
+    batch_engine,
+    batch_progress,
     emit_job_json,
     job_progress,
     one_line_errors,
@@ -50,7 +58,14 @@ def judge(
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     offline_latency: OfflineLatencyOption = 0.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Judgments per transaction.")] = 32,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Judgments per transaction (default 32); with --batch also the most "
+                    "requests in one provider batch (default 1000).")] = None,
+    batch: BatchOption = False,
+    batch_window: BatchWindowOption = "24h",
+    batch_fallback: BatchFallbackOption = "batch",
+    batch_file: BatchFileOption = None,
+    batch_poll: BatchPollOption = 5.0,
     rps: RpsOption = None,
     structured: StructuredOption = "auto",
     max_tokens: MaxTokensOption = None,
@@ -70,7 +85,9 @@ def judge(
 
     config = JudgeConfig(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),
                          llm=resolve_spec(llm), concurrency=concurrency, timeout_s=timeout,
-                         offline_latency_s=offline_latency, batch_size=batch_size, rps=rps,
+                         offline_latency_s=offline_latency, rps=rps,
+                         **batch_engine(batch, batch_size, batch_window, batch_fallback,
+                                        batch_file, batch_poll, online_size=32),
                          **ModelFlags(structured, max_tokens, temperature, top_p).settings(),
                          max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
                                            else max_failed_share))
@@ -83,11 +100,10 @@ def judge(
     def on_start(judge_id: str, resumed: bool) -> None:
         started("judge", judge_id, db)
 
-    with job_progress(counts=counts) as bar:
+    with job_progress(counts=counts) as bar, awaiting_results():
         handle = bar.add_task("judging", total=sample)
         summary = run_judge(config, on_ready=on_ready, on_start=on_start, warn=unreachable,
-                            progress=lambda _, done, total: bar.update(
-                                handle, completed=done, total=total))
+                            progress=batch_progress(bar, handle, "judging"))
     con = connect(db, read_only=True)
     try:
         figures = validity(con, summary.judge_id)

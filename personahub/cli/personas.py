@@ -16,6 +16,11 @@ import typer
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
+    BatchFallbackOption,
+    BatchFileOption,
+    BatchOption,
+    BatchPollOption,
+    BatchWindowOption,
     CacheOption,
     ConcurrencyOption,
     DbOption,
@@ -35,7 +40,10 @@ from personahub.cli.common import (
     TemperatureOption,
     TimeoutOption,
     TopPOption,
+    awaiting_results,
     banner,
+    batch_engine,
+    batch_progress,
     command_client,
     console,
     emit_job_json,
@@ -389,7 +397,14 @@ def personas_from_text(
     llm: LlmOption = None,
     seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per transaction.")] = 64,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Texts per transaction (default 64); with --batch also the most requests "
+                    "in one provider batch (default 1000).")] = None,
+    batch: BatchOption = False,
+    batch_window: BatchWindowOption = "24h",
+    batch_fallback: BatchFallbackOption = "batch",
+    batch_file: BatchFileOption = None,
+    batch_poll: BatchPollOption = 5.0,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
     cache: CacheOption = "off",
@@ -429,8 +444,10 @@ def personas_from_text(
     # how this invocation reads and asks (a resume keeps what the job makes)
     engine: dict[str, Any] = {
         "db": str(db), "concurrency": concurrency, "timeout_s": timeout,
-        "batch_size": batch_size, "cache": cache, "rps": rps, "executor": executor,
-        "ray_address": ray_address, "ray_workers": ray_workers}
+        "cache": cache, "rps": rps, "executor": executor,
+        "ray_address": ray_address, "ray_workers": ray_workers,
+        **batch_engine(batch, batch_size, batch_window, batch_fallback, batch_file, batch_poll,
+                       online_size=64)}
     if max_failed_share is not None:  # else the job's own (a new job: the default)
         engine["max_failed_share"] = max_failed_share
     if corpus is not None:
@@ -461,13 +478,12 @@ def personas_from_text(
 
     given = [name for name in TEXT_JOB_FIXED + ("structured", "max_tokens", "temperature", "top_p")
              if given_on_command_line(ctx, [name])]
-    with job_progress(counts=counts) as bar:
-        task = bar.add_task(f"text-to-persona {corpus_name or resume or getattr(corpus, 'name', '')} "
-                            "(texts)", total=limit)
+    label = f"text-to-persona {corpus_name or resume or getattr(corpus, 'name', '')} (texts)"
+    with job_progress(counts=counts) as bar, awaiting_results():
+        task = bar.add_task(label, total=limit)
         result = run_text_job(config, db=db, resume=job_id, given=given, on_ready=on_ready,
                               on_start=on_start, warn=unreachable,
-                              progress=lambda _, done, total: bar.update(task, completed=done,
-                                                                         total=total))
+                              progress=batch_progress(bar, task, label))
     summary = result.summary
     if not result.ran:
         say("text-to-persona job ", (result.job_id, "bold"), " already finished; nothing to ask")
@@ -475,6 +491,8 @@ def personas_from_text(
     for line in _kept(db, result.job_id):
         out.print(line, highlight=False, soft_wrap=True)
     out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
+    if summary.provider_batches:
+        out.print(summary.provider_batches, highlight=False, soft_wrap=True)
     if summary.bad_records:
         out.print(f"{summary.bad_records} bad records skipped", soft_wrap=True)
         for example in summary.bad_examples:

@@ -55,6 +55,18 @@ class BatchHandle:
         """True once the batch changes no more."""
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def from_file(self) -> bool:
+        """True for a batch file written for another runner (``--batch-file``)."""
+        return (self.batch_id or "").startswith("file:")
+
+    @property
+    def files_deleted(self) -> bool:
+        """True for a provider batch that ended and whose files were deleted once its results
+        were committed (a created batch always has its input file until then): nothing is
+        left to collect from it."""
+        return self.done and self.input_file_id is None and not self.from_file
+
     def updated(self, **changes: Any) -> BatchHandle:
         """A copy with ``changes``."""
         return replace(self, **changes)

@@ -15,6 +15,11 @@ class AwaitingResults(ResumableStop):
     (``personahub batch import``): marked ``awaiting_results``, not an error (exit 0)."""
 
 
+class StillAwaiting(AwaitingResults):
+    """A job resumed while its batch file still waits for its results: nothing was asked or
+    written; not an error, but not done either (exit 3, so a script can tell: docs/cli.md)."""
+
+
 class InputFileError(PersonahubError):
     """An input file cannot be read: the message names the file and line (when there is one)."""
 

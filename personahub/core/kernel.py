@@ -121,7 +121,9 @@ def check_cache_mode(mode: str) -> None:
 class Asker(Protocol[B_contra, R_co]):
     """Asks the model for one batch: a pure function of the config, the seed and the batch
     (it may hold constants derived from the context: world text, demonstrations, a task).
-    Picklable and free of the database: a Ray worker rebuilds it."""
+    Picklable and free of the database: a Ray worker rebuilds it. An asker may also have
+    ``async committed()``, which the kernel awaits after each batch's commit (a batched asker
+    deletes its provider files then: ``pipelines/batch_jobs.py``)."""
 
     async def run_batch(self, batch: B_contra, caller: StructuredCaller) -> R_co: ...
 
@@ -736,10 +738,14 @@ def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
     """Plan, ask, commit, check: batch after batch; returns (asked, kept) of this run."""
     asked = kept = 0
     share = float(getattr(ctx.config, "max_failed_share", DEFAULT_MAX_FAILED_SHARE))
-    batches = ctx.executor.batches(spec, ctx, spec.asker(ctx), spec.plan(ctx))
+    asker = spec.asker(ctx)
+    after_commit = getattr(asker, "committed", None)  # an asker holding something till then
+    batches = ctx.executor.batches(spec, ctx, asker, spec.plan(ctx))
     for number, (batch, result) in enumerate(batches, 1):
         outcome = spec.commit(ctx, batch, result)
         _write(ctx, outcome)
+        if after_commit is not None:  # a batched asker: its provider files go
+            ctx.run(after_commit())
         asked, kept = asked + outcome.asked, kept + outcome.kept
         ctx.report(*(outcome.progress or (spec.kind, ctx.done_before + asked, ctx.total)))
         reason = batch_failure(outcome.label or f"batch {number}", outcome.asked, outcome.errors,

@@ -108,7 +108,9 @@ def test_an_interview_resume_hands_only_how_it_asks(tmp_path: Path,
     assert cli == api and cli["resume"] == "iv-1"
     assert cli["config"] == {"db": str(db), "llm": "offline", "concurrency": 16,
                              "timeout_s": 60.0, "offline_latency_s": 0.5, "batch_size": 3,
-                             "rps": None}  # the job keeps its own --max-failed-share
+                             "rps": None, "batch": False, "batch_file": None,
+                             "batch_window": "24h", "batch_fallback": "batch",
+                             "batch_poll_s": 5.0}  # the job keeps its own --max-failed-share
     with pytest.raises(personahub.PersonahubError, match="agent cannot change"):
         personahub.interview(resume="iv-1", db=db, agent="2")
     with pytest.raises(personahub.PersonahubError, match="keeps its question and run"):
