@@ -91,6 +91,9 @@ def personas_sample(
                                                   "persona id (relations, either direction).")] = None,
     within: Annotated[int, typer.Option(min=0, max=6, help="Hops for --near.")] = 1,
     include_duplicates: Annotated[bool, typer.Option(help="Keep flagged near-duplicates.")] = False,
+    include_ungated: Annotated[bool, typer.Option(
+        help="Draw personas the quality gate did not pass too: imported rows that fail it and "
+             "the offline engine's (the gate column says which).")] = False,
     k: Annotated[int | None, typer.Option("-k", "--k", min=0, help="Sample this many.")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Sampling seed.")] = 0,
     stratify: Annotated[str | None, typer.Option(help="Stratify the sample by this attribute.")] = None,
@@ -106,16 +109,19 @@ def personas_sample(
     """Carve the hub: select by attribute, text or neighbourhood, then sample (seeded)."""
     from personahub.core.store import connect
     from personahub.personas.carve import Selection, carve
+    from personahub.personas.hub_gate import persona_gates
 
     if fmt not in ("table", "jsonl", "ids"):
         raise UsageError(f"--format {fmt!r}: use table, jsonl or ids")
     if output is not None:
         check_output(output, db=db, force=force)
     selection = Selection(where=where or (), contains=contains, regex=regex, ilike=ilike, near=near,
-                          within=within, include_duplicates=include_duplicates, sources=source or ())
+                          within=within, include_duplicates=include_duplicates, sources=source or (),
+                          include_ungated=include_ungated)
     con = connect(db, read_only=True)
     try:
         personas = carve(con, selection, k=k, seed=seed, stratify=stratify, equal=equal)
+        gates = persona_gates(con, [p.persona_id for p in personas[:show]])
     except ValueError as exc:
         raise PersonahubError(str(exc)) from None
     finally:
@@ -131,9 +137,10 @@ def personas_sample(
     elif fmt == "jsonl":
         sys.stdout.write("".join(line + "\n" for line in lines))
     else:
-        table = Table("persona_id", "hop", "source", "text", title=f"{len(personas)} personas")
+        table = Table("persona_id", "hop", "source", "gate", "text",
+                      title=f"{len(personas)} personas")
         for p in personas[:show]:
-            table.add_row(p.persona_id, str(p.hop), p.source, p.text)
+            table.add_row(p.persona_id, str(p.hop), p.source, gates.get(p.persona_id, ""), p.text)
         out.print(table)
 
 
