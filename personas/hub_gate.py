@@ -104,3 +104,12 @@ def persona_gates(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[st
     rows = con.execute("SELECT persona_id, coalesce(gate, 'legacy') FROM personas "
                        "WHERE persona_id IN (SELECT unnest(?))", [list(ids)]).fetchall()
     return {pid: gate for pid, gate in rows}
+
+
+def count_failed(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> int:
+    """How many of ``ids`` are labelled ``failed`` (what an import reports)."""
+    if not ids:
+        return 0
+    row = con.execute("SELECT count(*) FROM personas WHERE gate = 'failed' AND persona_id IN "
+                      "(SELECT unnest(?))", [list(ids)]).fetchone()
+    return int(row[0]) if row else 0

@@ -33,6 +33,7 @@ def personas_import(
 ) -> None:
     """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
     from personahub.core.store import connect, transaction
+    from personahub.personas.hub_gate import count_failed
     from personahub.personas.importers import FORMATS, ImportStats, KeptRow, iter_persona_batches
     from personahub.personas.persona_texts import SourceText, insert_source_texts
     from personahub.personas.store import upsert_personas
@@ -47,13 +48,14 @@ def personas_import(
     if first is None and not stats.read:
         raise PersonahubError(f"{file}: no persona records (the file is empty)")
     con = connect(db)
-    added = texts = 0
+    added = texts = failed = 0
     try:
         with job_progress() as bar:
             task = bar.add_task(f"importing {file.name}", total=None)
             with transaction(con):  # the whole file or nothing
                 for batch in itertools.chain([first] if first else [], batches):
                     added += upsert_personas(con, batch)
+                    failed += count_failed(con, [p.persona_id for p in batch])
                     texts += insert_source_texts(con, [
                         SourceText.of(p.source, n, p.persona_id, row) for n, row, p in kept])
                     kept.clear()
@@ -62,6 +64,10 @@ def personas_import(
         con.close()
     out.print(f"read {stats.read} records: {stats.imported} personas, {added} new in {db}, "
               f"{stats.bad} bad skipped", soft_wrap=True)
+    if failed:
+        out.print(f"{failed} of them fail the quality gate's rules: kept with gate 'failed', and "
+                  "left out of draws unless --include-ungated (docs/personas.md)", highlight=False,
+                  soft_wrap=True)
     if texts:
         out.print(f"kept {texts} synthesized texts (personahub export --source-file {file})",
                   highlight=False, soft_wrap=True)

@@ -107,6 +107,20 @@ def test_rows_written_without_a_model_are_checked_and_kept(tmp_path: Path) -> No
     con.close()
 
 
+def test_an_import_keeps_junk_rows_labelled_failed_and_says_so(tmp_path: Path) -> None:
+    good = persona_texts(2)
+    source = tmp_path / "people.jsonl"
+    source.write_text("".join(json.dumps({"persona": t}) + "\n" for t in [*good, JUNK]),
+                      encoding="utf-8")
+    db = tmp_path / "hub.duckdb"
+    result = invoke("personas", "import", str(source), "--db", str(db))
+    assert result.exit_code == 0, result.output
+    assert "1 of them fail the quality gate" in result.stdout
+    con = connect(db, read_only=True)
+    assert gates(con) == {good[0]: "passed", good[1]: "passed", JUNK: "failed"}
+    con.close()
+
+
 def test_the_offline_engine_labels_its_expansions_offline(tmp_path: Path) -> None:
     con = connect(tmp_path / "hub.duckdb")
     seeds = [Persona(text=t, source="test") for t in persona_texts(2)]
