@@ -20,13 +20,14 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from personahub.personas.demographics import VOCABULARY, canonical
+from personahub.personas.hub_gate import drawn_gates, gate_clause, none_eligible
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
 from personahub.personas.store import fetch_personas
@@ -96,6 +97,7 @@ class Selection:
     within: int = 1
     include_duplicates: bool = False
     sources: Sequence[str] = field(default_factory=tuple)
+    include_ungated: bool = False  # personas the quality gate did not pass too (hub_gate)
 
 
 def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) -> set[str]:
@@ -130,6 +132,9 @@ def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = Non
     params: list[Any] = []
     if not selection.include_duplicates:
         clauses.append("NOT coalesce(is_duplicate, false)")
+    gated = gate_clause(con, drawn_gates(include_ungated=selection.include_ungated))
+    if gated:
+        clauses.append(gated)
     for text in selection.where:
         sql, args = Condition.parse(text).sql()
         clauses.append(sql)
@@ -157,11 +162,14 @@ def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = Non
         if near is not None:
             sandbox.register("_carve_near", pa.table({"id": pa.array(near, type=pa.string())}))
         try:
-            return [r[0] for r in sandbox.execute(sql + " ORDER BY seq", params).fetchall()]
+            ids = [r[0] for r in sandbox.execute(sql + " ORDER BY seq", params).fetchall()]
         except duckdb.PermissionException as exc:
             raise ValueError("selection failed: conditions cannot read files") from exc
         except duckdb.Error as exc:
             raise ValueError(f"selection failed: {str(exc).splitlines()[0]}") from exc
+    if not ids and gated and select_ids(con, replace(selection, include_ungated=True)):
+        raise ValueError(none_eligible(con, "personas sample"))
+    return ids
 
 
 def _allocate(sizes: dict[str, int], k: int, equal: bool) -> dict[str, int]:

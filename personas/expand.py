@@ -430,7 +430,7 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     merge_table = merge_rows(expansion_id, len(linking.aliases) - len(merges), round_number, merges)
 
     def write_graph_and_marks() -> None:
-        upsert_personas(con, created)
+        upsert_personas(con, created, caller)
         save_relations(con, relations)
         save_merges(con, merge_table)
         _mark_rows(con, expansion_id, level, marks)

@@ -423,6 +423,103 @@ def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | 
     return None
 
 
+# --------------------------------------------------------------------------- coherence
+# Form says a text could be a persona; coherence says it is one person. Cheap rules over the head
+# of the description (what comes before its first clause) and, for an expansion, its relation.
+
+_GROUP_OPENERS = re.compile(
+    r"^(?:(?:a|an|the)\s+)?(?:group|team|family|couple|pair|crew|panel|community|class|club|"
+    r"band|board|committee|network|society|gang|circle|bunch|handful|number|set)\s+of\b"
+    r"|^(?:(?:the\s+)?members|several|many|various|numerous|multiple|both|all|some|most)\b",
+    re.IGNORECASE)
+_PLURAL_PEOPLE = frozenset({"people", "children", "men", "women", "folks", "folk", "kids",
+                            "persons", "individuals", "adults", "teens", "teenagers", "families"})
+# where the head noun phrase ends: a relative clause, a preposition or punctuation
+_HEAD_END = re.compile(r"\s(?:who|whose|whom|which|that|with|from|in|at|on|of|for|to|by|"
+                       r"working|living|known)\b|[,;:.!?(]", re.IGNORECASE)
+_EITHER_OR = re.compile(r"([^\W\d_]+)\s*(?:\bor\b|\band/or\b|/)\s*(?:(?:a|an|the)\s+)?"
+                        r"([^\W\d_]+)", re.IGNORECASE)
+MAX_RELATION_WORDS = 4  # "night-shift colleague", "former business partner"
+_RELATION_PLACEHOLDERS = frozenset({"relation", "relationship", "related", "other", "unknown",
+                                    "none", "n/a", "na", "someone", "person", "same", "self"})
+
+
+def _head(text: str) -> str:
+    """The description's head noun phrase: ``A nurse or teacher`` of ``A nurse or teacher who
+    ...``."""
+    found = _HEAD_END.search(text)
+    return text[:found.start()] if found else text
+
+
+def _plural_role(word: str) -> bool:
+    """"nurses", "librarians" (``is_role_word`` folds plurals; this tells them apart)."""
+    word = word.lower().strip("'’")
+    return (word in _PLURAL_PEOPLE
+            or (word.endswith("s") and word not in ROLE_WORDS and is_role_word(word)))
+
+
+def _singular_role(word: str) -> bool:
+    return is_role_word(word) and not _plural_role(word)
+
+
+def _many_people(text: str) -> bool:
+    """A group or a plural: "A group of nurses", "Patients of the clinic", "Two farmers"."""
+    if _GROUP_OPENERS.search(text):
+        return True
+    words = _WORD.findall(text)
+    if not words:
+        return False
+    first = words[0]
+    if first.lower() in _NUMBER_WORDS - {"one"} and len(words) > 1:
+        return _plural_role(words[1])  # "Two farmers", not "Two-time champion"
+    return text[len(first):len(first) + 1] != "'" and _plural_role(first)
+
+
+def _either_or(text: str) -> bool:
+    """Two roles offered as alternatives in the head: "A nurse or a teacher", "doctor/lawyer"."""
+    return any(_singular_role(a) and _singular_role(b)
+               for a, b in _EITHER_OR.findall(_head(text)))
+
+
+def relation_issue(relation: str) -> QualityIssue | None:
+    """A relation label that is not one relation: empty or a placeholder, a list or a choice
+    ("friend, colleague", "friend or colleague"), or a sentence rather than a label."""
+    label = " ".join(relation.lower().split()).strip(" .")
+    if not label or label in _RELATION_PLACEHOLDERS:
+        return QualityIssue("bad_relation", f"relation {relation!r} names no relation")
+    if re.search(r"[,;/&]|\b(?:or|and)\b", label):
+        return QualityIssue("bad_relation", f"relation {relation!r} is several relations, "
+                                            "not one")
+    if len(label.split()) > MAX_RELATION_WORDS:
+        return QualityIssue("bad_relation", f"relation {relation!r} is over "
+                                            f"{MAX_RELATION_WORDS} words: a sentence, not a label")
+    return None
+
+
+def coherence_issue(text: str, *, relation: str | None = None,
+                    language: str | None = None) -> QualityIssue | None:
+    """The first coherence rule a persona that passed ``screen_persona`` fails, or None.
+
+    ``many_people``: it names a group or a plural, not one person. ``either_or``: its head offers
+    two roles as alternatives (the model could not decide who it is). ``bad_relation`` (with
+    ``relation``, an expansion's label): the label is not one relation. The word rules know
+    English only: skipped like the role rule (``_judges_roles``).
+    """
+    text = " ".join(text.split())
+    if relation is not None:
+        issue = relation_issue(relation)
+        if issue is not None:
+            return issue
+    if not text or not _judges_roles(text, language):
+        return None
+    if _many_people(text):
+        return QualityIssue("many_people", "names a group or several people, not one person")
+    if _either_or(text):
+        return QualityIssue("either_or", "offers two roles as alternatives: it does not say "
+                                         "who the person is")
+    return None
+
+
 def _content_words(text: str) -> list[str]:
     return [w for w in (m.lower() for m in _WORD.findall(text)) if w not in _FUNCTION_WORDS]
 
@@ -496,14 +593,18 @@ def max_length(item: Any, name: str) -> int | None:
 
 
 def gate_persona(text: str, *, language: str | None = None, shown: str | None = None,
-                 bound: int | None = None) -> tuple[str, QualityIssue | None]:
+                 bound: int | None = None,
+                 relation: str | None = None) -> tuple[str, QualityIssue | None]:
     """``text`` cleaned (``clean_persona_text``), finished (``finish_persona``; ``bound``: the
     ``maxLength`` it was asked within, so that a text that reached it is known cut) and the
-    first rule it fails, if any; with ``shown`` (the prompt a related persona was asked with), an
-    echo of it fails too."""
+    first rule it fails, if any: form (``screen_persona``), then coherence (``coherence_issue``;
+    ``relation``: an expansion's label); with ``shown`` (the prompt a related persona was asked
+    with), an echo of it fails too."""
     cleaned = finish_persona(clean_persona_text(text),
                              cut=bound is not None and len(text.strip()) >= bound)
     issue = screen_persona(cleaned, language=language)
+    if issue is None:
+        issue = coherence_issue(cleaned, relation=relation, language=language)
     if issue is None and shown is not None:
         issue = echo_issue(cleaned, shown)
     return cleaned, issue
@@ -512,9 +613,12 @@ def gate_persona(text: str, *, language: str | None = None, shown: str | None = 
 def gate_item(item: Any, *, language: str | None = None,
               shown: str | None = None) -> tuple[str, QualityIssue | None]:
     """``gate_persona`` of an answered item's ``persona``, bounded by the ``maxLength`` its
-    class (the bounded schema the model answered) set on it."""
+    class (the bounded schema the model answered) set on it; an item with a ``relation`` (an
+    expansion's answer) has its label checked too."""
+    relation = getattr(item, "relation", None)
     return gate_persona(str(getattr(item, "persona", "")), language=language, shown=shown,
-                        bound=max_length(item, "persona"))
+                        bound=max_length(item, "persona"),
+                        relation=relation if isinstance(relation, str) else None)
 
 
 def gate_answer(field: str, language: str | None, value: Any, *,

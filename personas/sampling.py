@@ -1,7 +1,8 @@
 """Seeded samples of the hub, drawn in SQL: who a synthesis job or a scenario takes.
 
 A query is an SQL ``WHERE`` condition and/or carve conditions (``KEY OP VALUE``, as in
-``personas sample -w``), over the non-duplicate personas. A uniform sample orders the matching
+``personas sample -w``), over the non-duplicate personas that passed the quality gate
+(``personas.hub_gate``: the ``gates`` a caller allows). A uniform sample orders the matching
 personas by ``md5(seed:persona_id)`` and takes the first ``n``: a seeded random permutation
 computed by DuckDB, so only the ``n`` chosen ids leave the database however large the hub is.
 The key depends on the seed and the persona id alone, so the same seed and the same personas
@@ -27,6 +28,7 @@ import duckdb
 
 from personahub.core.errors import PersonahubError
 from personahub.personas.carve import Condition
+from personahub.personas.hub_gate import DRAWN, gate_clause, none_eligible
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
 from personahub.personas.store import fetch_personas
@@ -74,13 +76,16 @@ def check_query(query: HubQuery) -> None:
 
 
 def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,
-             mode: str = "uniform") -> list[str]:
-    """Ids of ``n`` (all when None) non-duplicate personas matching ``query``: a seeded uniform
-    sample in key order, or the first in hub order (``head``). Empty result is an error."""
+             mode: str = "uniform", gates: Sequence[str] | None = DRAWN) -> list[str]:
+    """Ids of ``n`` (all when None) non-duplicate personas matching ``query`` and labelled one of
+    ``gates`` (``personas.hub_gate``; None: any label): a seeded uniform sample in key order, or
+    the first in hub order (``head``). Empty result is an error."""
     if mode not in SAMPLE_MODES:
         raise PersonahubError(f"sample mode {mode!r}: choose one of {', '.join(SAMPLE_MODES)}")
     parts = query.conditions()
-    clauses = ["NOT coalesce(is_duplicate, false)", *(sql for _, sql, _ in parts)]
+    gated = gate_clause(con, gates)
+    clauses = ["NOT coalesce(is_duplicate, false)", *([gated] if gated else []),
+               *(sql for _, sql, _ in parts)]
     params: list[Any] = [p for _, _, ps in parts for p in ps]
     if mode == "uniform":
         order, order_params = "md5(? || ':' || persona_id), persona_id", [str(seed)]
@@ -98,10 +103,20 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
     else:
         ids = _selected(con, sql, args, parts)
     if not ids:
+        if gated and draw_ids_exist(con, query):
+            raise PersonahubError(none_eligible(con, query.describe()))
         if parts:
             raise PersonahubError(f"{query.describe()}: no personas match")
         raise PersonahubError("the hub has no personas (none, or all flagged near-duplicates)")
     return ids
+
+
+def draw_ids_exist(con: duckdb.DuckDBPyConnection, query: HubQuery) -> bool:
+    """Whether ``query`` matches any non-duplicate persona whatever its gate label."""
+    try:
+        return bool(draw_ids(con, query, 1, gates=None))
+    except PersonahubError:
+        return False
 
 
 def matching_ids(con: duckdb.DuckDBPyConnection, query: HubQuery) -> list[str]:
@@ -146,8 +161,8 @@ def _reason(exc: duckdb.Error) -> str:
 
 
 def draw(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,
-         mode: str = "uniform") -> list[Persona]:
+         mode: str = "uniform", gates: Sequence[str] | None = DRAWN) -> list[Persona]:
     """The personas ``draw_ids`` picks, in its order (not hub order)."""
-    ids = draw_ids(con, query, n, seed=seed, mode=mode)
+    ids = draw_ids(con, query, n, seed=seed, mode=mode, gates=gates)
     found = {p.persona_id: p for p in fetch_personas(con, ids)}
     return [found[i] for i in ids]

@@ -18,7 +18,7 @@ import duckdb
 
 from personahub.core.sandbox import fragment_sandbox, referenced_columns
 
-_KEY_COLUMNS = ("persona_id", "seq", "is_duplicate")  # what every selection itself reads
+_KEY_COLUMNS = ("persona_id", "seq", "is_duplicate", "gate")  # what every selection itself reads
 
 
 @contextmanager

@@ -13,12 +13,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from personahub.core.contracts import StructuredCaller
 from personahub.core.store import insert_columns, scalar
+from personahub.personas.hub_gate import checked_gate, written_gate
 from personahub.personas.record import Persona
 
 
-def persona_columns(personas: Iterable[Persona]) -> dict[str, list[Any]]:
-    """Columns for the ``personas`` table, one row per distinct persona id (first wins)."""
+def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dict[str, list[Any]]:
+    """Columns for the ``personas`` table, one row per distinct persona id (first wins); ``gate``
+    labels every row (None: each row's text is checked, ``hub_gate.checked_gate``)."""
     people = list(personas)
     ids = [p.persona_id for p in people]
     if len(set(ids)) < len(ids):  # repeats: keep each id's first persona
@@ -35,6 +38,7 @@ def persona_columns(personas: Iterable[Persona]) -> dict[str, list[Any]]:
         "attributes": [json.dumps(dict(p.attributes), ensure_ascii=False, default=str)
                        if p.attributes else "{}" for p in people],
         "hop": [p.hop for p in people],
+        "gate": [gate or checked_gate(p) for p in people],
     }
 
 
@@ -44,9 +48,16 @@ def _persona_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
             for name, values in columns.items()}
 
 
-def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona]) -> int:
-    """Insert personas not yet in the hub; returns how many were new."""
-    columns = persona_columns(personas)
+def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
+                    written_by: StructuredCaller | None = None, *, gate: str | None = None) -> int:
+    """Insert personas not yet in the hub; returns how many were new. Each row's ``gate`` is what
+    a draw reads (``personas.hub_gate``): a model's answers (``written_by``: the client that
+    answered, after the quality gate) are ``passed``, or ``offline`` from the offline engine;
+    rows written without a model (imports, seeds, a scenario's people) have their text checked;
+    ``gate`` sets it outright."""
+    if gate is None and written_by is not None:
+        gate = written_gate(written_by.is_offline)
+    columns = persona_columns(personas, gate)
     if not columns["persona_id"]:
         return 0
     before = scalar(con, "SELECT count(*) FROM personas")

@@ -363,7 +363,7 @@ def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, job: JobRe
     summary.new_personas += commit_batch(
         con, job, caller,
         {"rejected": rejected, "text_done": done_rows}, results,
-        then=partial(upsert_personas, con, created)) or 0
+        then=partial(upsert_personas, con, created, caller)) or 0
     summary.personas += len(created)
     summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
     summary.batches += 1

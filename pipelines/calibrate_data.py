@@ -191,7 +191,8 @@ def draw_panels(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], query: 
     """Each group's panel: its first ``n`` members in the population's seeded order (groups
     nobody matches get an empty panel)."""
     try:
-        order = draw_ids(con, query, None, seed=seed)
+        # the population is named (population=ID): its members are drawn as the user asked
+        order = draw_ids(con, query, None, seed=seed, gates=None)
     except PersonahubError as exc:
         raise PersonahubError(f"--population: {exc} (draw one with personas sample-population)") \
             from None

@@ -253,7 +253,7 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
 
         return answered(batch, result, persona,
                         lambda w: w.written.rejected or "no valid answer",
-                        then=lambda personas: upsert_personas(ctx.con, personas))
+                        then=lambda personas: upsert_personas(ctx.con, personas, ctx.caller))
 
     def summary(self, ctx: JobContext[WriteConfig]) -> WriteSummary:
         summary = _state(ctx).summary

@@ -60,6 +60,7 @@ from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cac
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.personas.expand import ExpansionIncomplete, expand_hub
+from personahub.personas.hub_gate import spec_is_offline
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
@@ -320,7 +321,8 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         personas = None
         if not (ctx.resumed and store.agent_persona_ids(ctx.con, ctx.job_id)):
             with RunHeap():  # many objects, all long-lived: no collector passes over them
-                personas = runner.load_scenario_personas(scenario, ctx.db, ctx.con)
+                personas = runner.load_scenario_personas(scenario, ctx.db, ctx.con,
+                                                         offline=spec_is_offline(ctx.config.llm))
         world = runner.check_scenario(scenario, personas)
         ctx.state = RunState(scenario.name, scenario, personas, world)
         ctx.total = ctx.config.run_steps

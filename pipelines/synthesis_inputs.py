@@ -23,6 +23,7 @@ from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.store import insert_columns, scalar, transaction
 from personahub.core.validate import read_text_file
+from personahub.personas.hub_gate import DRAWN
 from personahub.personas.importers import iter_personas
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw
@@ -121,10 +122,13 @@ def load_world(config: Any) -> str:
 
 
 def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int, *,
-                    carve: Sequence[str] = (), seed: int = 0, sample: str = "uniform") -> list[Persona]:
-    """``n`` non-duplicate personas matching ``where`` (SQL) and ``carve``: a seeded uniform
-    sample in sample-key order (``head``: the first in hub order). None matching is an error."""
-    return draw(con, HubQuery(where=where or None, carve=tuple(carve)), n, seed=seed, mode=sample)
+                    carve: Sequence[str] = (), seed: int = 0, sample: str = "uniform",
+                    gates: Sequence[str] | None = DRAWN) -> list[Persona]:
+    """``n`` non-duplicate personas matching ``where`` (SQL) and ``carve`` and labelled one of
+    ``gates`` (``personas.hub_gate``): a seeded uniform sample in sample-key order (``head``: the
+    first in hub order). None matching is an error."""
+    return draw(con, HubQuery(where=where or None, carve=tuple(carve)), n, seed=seed, mode=sample,
+                gates=gates)
 
 
 def job_personas(con: duckdb.DuckDBPyConnection, job_id: str) -> list[Persona] | None:

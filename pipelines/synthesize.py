@@ -67,6 +67,7 @@ from personahub.core.validate import (
     check_optional_number,
     check_seed,
 )
+from personahub.personas.hub_gate import drawn_gates, spec_is_offline
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import QualityIssue, rejected_row, rejection_line, tally
 from personahub.personas.record import Persona
@@ -101,6 +102,8 @@ class SynthConfig(BatchFields):
     where: str | None = None  # one SQL condition (--personas)
     carve: tuple[str, ...] = ()  # carve conditions KEY OP VALUE, all must hold (--carve)
     sample: str = "uniform"  # uniform (seeded by ``seed``) or head (hub order, as jobs did before)
+    # draw personas the quality gate did not pass too (personas/hub_gate.py; --include-ungated)
+    include_ungated: bool = False
     prompting: str = "zero-shot"
     examples: str | None = None
     world: str | None = None
@@ -360,7 +363,9 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
             if not config.where and not config.carve:
                 seeded = seed_hub_if_empty(ctx.con)
             personas = select_personas(ctx.con, config.where, config.n, carve=config.carve,
-                                       seed=config.seed, sample=config.sample)
+                                       seed=config.seed, sample=config.sample,
+                                       gates=drawn_gates(include_ungated=config.include_ungated,
+                                                         offline=spec_is_offline(config.llm)))
         if not personas:
             raise PersonahubError(f"--resume {ctx.job_id}: the personas the job drew are gone "
                                   f"from --db {ctx.db}")

@@ -338,7 +338,7 @@ class TextToPersonaSpec(SpecBase[TextConfig, TextBatch, list[StructuredResult[An
         summary.batches += 1
 
         def upsert() -> None:
-            summary.new_personas += upsert_personas(ctx.con, created) or 0
+            summary.new_personas += upsert_personas(ctx.con, created, ctx.caller) or 0
 
         kept = len(batch) - len(errors)
         return BatchOutcome(rows={"rejected": rejected, "text_done": done_rows}, calls=result,

@@ -34,6 +34,7 @@ import numpy as np
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect, transaction
 from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
+from personahub.personas.hub_gate import drawn_gates
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.record import Persona
@@ -45,12 +46,15 @@ from personahub.sim.society import SocietyModel, StepResult
 
 
 def load_scenario_personas(scenario: Scenario, db: Path | str | None = None,
-                           con: duckdb.DuckDBPyConnection | None = None) -> list[Persona]:
+                           con: duckdb.DuckDBPyConnection | None = None, *,
+                           offline: bool = False) -> list[Persona]:
     """The scenario's personas: from its source file (at most ``limit``, in file order), or a
     seeded sample of the hub (``PersonaSource(path="hub")``: the run's database ``db``, read
-    through ``con`` when the run has it open; ``hub=FILE``: that database)."""
+    through ``con`` when the run has it open; ``hub=FILE``: that database) among the personas
+    that passed the quality gate (``personas.hub_gate``; ``offline``: an offline run, which
+    takes the offline engine's too)."""
     if scenario.personas.from_hub:
-        return _hub_personas(scenario, db, con)
+        return _hub_personas(scenario, db, con, offline)
     stream = iter_personas(scenario.persona_path(), fmt=scenario.personas.fmt)
     personas = list(itertools.islice(stream, scenario.personas.limit))
     unique = list({p.persona_id: p for p in reversed(personas)}.values())[::-1]
@@ -60,7 +64,7 @@ def load_scenario_personas(scenario: Scenario, db: Path | str | None = None,
 
 
 def _hub_personas(scenario: Scenario, db: Path | str | None,
-                  con: duckdb.DuckDBPyConnection | None) -> list[Persona]:
+                  con: duckdb.DuckDBPyConnection | None, offline: bool = False) -> list[Persona]:
     source = scenario.personas
     prefix = f"scenario {scenario.name}: personas"
     path = scenario.resolve(source.hub) if source.hub else (Path(db) if db is not None else None)
@@ -76,7 +80,8 @@ def _hub_personas(scenario: Scenario, db: Path | str | None,
     hub = connect(path, read_only=True) if own else con
     assert hub is not None
     try:
-        return draw(hub, source.query(), source.limit, seed=source.seed)
+        gates = drawn_gates(include_ungated=source.include_ungated, offline=offline)
+        return draw(hub, source.query(), source.limit, seed=source.seed, gates=gates)
     except PersonahubError as exc:
         raise PersonahubError(f"{prefix} from {path}: {exc}") from None
     finally:

@@ -83,6 +83,8 @@ class PersonaSource:
         carve: hub only: carve conditions ``KEY OP VALUE`` (as ``personas sample -w``), all
             must hold, e.g. ``("age>30", "occupation~nurse")``.
         seed: hub only: the sampling seed (the same seed and hub give the same personas).
+        include_ungated: hub only: draw personas the quality gate did not pass too
+            (``personas/hub_gate.py``; an offline run takes the offline engine's regardless).
     """
 
     path: str = SEED_PERSONAS
@@ -92,8 +94,11 @@ class PersonaSource:
     where: str | None = None
     carve: Sequence[str] = ()
     seed: int = 0
+    include_ungated: bool = False
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.include_ungated, bool),
+               f"personas.include_ungated must be true or false, got {self.include_ungated!r}")
         if self.limit is not None:
             _valid(check_int, self.limit, "personas.limit", low=1)
         if isinstance(self.carve, str):  # one condition given bare

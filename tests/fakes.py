@@ -174,16 +174,19 @@ def unreachable_from_step(step: int) -> Answer:
     return answer
 
 
-def people_answers(texts: Iterable[str]) -> Answer:
-    """Every persona-pipeline call (expansion or text-to-persona) answered with ``texts``; other
-    calls (an expansion's link questions) go to the offline engine."""
+def people_answers(texts: Iterable[str], relations: Iterable[str] | None = None) -> Answer:
+    """Every persona-pipeline call (expansion or text-to-persona) answered with ``texts`` (an
+    expansion's with ``relations``, default ``colleague`` each); other calls (an expansion's
+    link questions) go to the offline engine."""
     texts = list(texts)
+    labels = list(relations) if relations is not None else ["colleague"] * len(texts)
 
     def answer(call: Call) -> BaseModel | None:
         if "links" in call.schema.model_fields:
             return None
         if "people" in call.schema.model_fields:
-            data: dict[str, Any] = {"people": [{"relation": "colleague", "persona": t} for t in texts]}
+            data: dict[str, Any] = {"people": [{"relation": r, "persona": t}
+                                               for t, r in zip(texts, labels, strict=True)]}
         else:
             data = {"personas": [{"persona": t} for t in texts]}
         return call.schema.model_validate(data)

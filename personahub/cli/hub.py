@@ -33,6 +33,7 @@ def personas_import(
 ) -> None:
     """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
     from personahub.core.store import connect, transaction
+    from personahub.personas.hub_gate import count_failed
     from personahub.personas.importers import FORMATS, ImportStats, KeptRow, iter_persona_batches
     from personahub.personas.persona_texts import SourceText, insert_source_texts
     from personahub.personas.store import upsert_personas
@@ -47,13 +48,14 @@ def personas_import(
     if first is None and not stats.read:
         raise PersonahubError(f"{file}: no persona records (the file is empty)")
     con = connect(db)
-    added = texts = 0
+    added = texts = failed = 0
     try:
         with job_progress() as bar:
             task = bar.add_task(f"importing {file.name}", total=None)
             with transaction(con):  # the whole file or nothing
                 for batch in itertools.chain([first] if first else [], batches):
                     added += upsert_personas(con, batch)
+                    failed += count_failed(con, [p.persona_id for p in batch])
                     texts += insert_source_texts(con, [
                         SourceText.of(p.source, n, p.persona_id, row) for n, row, p in kept])
                     kept.clear()
@@ -62,6 +64,10 @@ def personas_import(
         con.close()
     out.print(f"read {stats.read} records: {stats.imported} personas, {added} new in {db}, "
               f"{stats.bad} bad skipped", soft_wrap=True)
+    if failed:
+        out.print(f"{failed} of them fail the quality gate's rules: kept with gate 'failed', and "
+                  "left out of draws unless --include-ungated (docs/personas.md)", highlight=False,
+                  soft_wrap=True)
     if texts:
         out.print(f"kept {texts} synthesized texts (personahub export --source-file {file})",
                   highlight=False, soft_wrap=True)
@@ -91,6 +97,9 @@ def personas_sample(
                                                   "persona id (relations, either direction).")] = None,
     within: Annotated[int, typer.Option(min=0, max=6, help="Hops for --near.")] = 1,
     include_duplicates: Annotated[bool, typer.Option(help="Keep flagged near-duplicates.")] = False,
+    include_ungated: Annotated[bool, typer.Option(
+        help="Draw personas the quality gate did not pass too: imported rows that fail it and "
+             "the offline engine's (the gate column says which).")] = False,
     k: Annotated[int | None, typer.Option("-k", "--k", min=0, help="Sample this many.")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Sampling seed.")] = 0,
     stratify: Annotated[str | None, typer.Option(help="Stratify the sample by this attribute.")] = None,
@@ -106,16 +115,19 @@ def personas_sample(
     """Carve the hub: select by attribute, text or neighbourhood, then sample (seeded)."""
     from personahub.core.store import connect
     from personahub.personas.carve import Selection, carve
+    from personahub.personas.hub_gate import persona_gates
 
     if fmt not in ("table", "jsonl", "ids"):
         raise UsageError(f"--format {fmt!r}: use table, jsonl or ids")
     if output is not None:
         check_output(output, db=db, force=force)
     selection = Selection(where=where or (), contains=contains, regex=regex, ilike=ilike, near=near,
-                          within=within, include_duplicates=include_duplicates, sources=source or ())
+                          within=within, include_duplicates=include_duplicates, sources=source or (),
+                          include_ungated=include_ungated)
     con = connect(db, read_only=True)
     try:
         personas = carve(con, selection, k=k, seed=seed, stratify=stratify, equal=equal)
+        gates = persona_gates(con, [p.persona_id for p in personas[:show]])
     except ValueError as exc:
         raise PersonahubError(str(exc)) from None
     finally:
@@ -131,9 +143,10 @@ def personas_sample(
     elif fmt == "jsonl":
         sys.stdout.write("".join(line + "\n" for line in lines))
     else:
-        table = Table("persona_id", "hop", "source", "text", title=f"{len(personas)} personas")
+        table = Table("persona_id", "hop", "source", "gate", "text",
+                      title=f"{len(personas)} personas")
         for p in personas[:show]:
-            table.add_row(p.persona_id, str(p.hop), p.source, p.text)
+            table.add_row(p.persona_id, str(p.hop), p.source, gates.get(p.persona_id, ""), p.text)
         out.print(table)
 
 

@@ -93,6 +93,9 @@ def synthesize(
     sample: Annotated[Literal["uniform", "head"], typer.Option(
         help="uniform: a seeded uniform sample of --n; head: the first --n in hub order.")
     ] = "uniform",
+    include_ungated: Annotated[bool, typer.Option(
+        help="Draw personas the quality gate did not pass too: imported rows that fail it and, "
+             "for a model job, the offline engine's (docs/personas.md).")] = False,
     prompting: Annotated[Literal["zero-shot", "few-shot", "persona-few-shot"], typer.Option(
         help="zero-shot: persona and task only; few-shot: demonstrations before the task; "
              "persona-few-shot: each demonstration with the persona it came from.")
@@ -175,6 +178,7 @@ def synthesize(
         assert task is not None
         config = SynthConfig(
             task=task, n=n, per_persona=per_persona, where=personas, carve=tuple(carve or ()), sample=sample,
+            include_ungated=include_ungated,
             prompting=prompting, examples=str(examples) if examples else None,
             world=str(world) if world else None, solve=solve, with_assistant=with_assistant,
             seed=seed, **ModelFlags(structured, max_tokens, temperature, top_p).settings(), **engine)

@@ -6,6 +6,10 @@ table: ``runs``, ``synth_jobs``, ``expansions`` (with ``run_id`` for the run it 
 ``text_jobs`` (keyed by corpus) and ``dedup_jobs``. Version 2 keeps it in ``jobs``; the detail
 tables keep only their own columns, and ``text_jobs`` gains a job id.
 
+Version 3 labels each persona with what a draw may take (``personas.gate``,
+``personas/hub_gate.py``): the column is added by ``schema.sql``; the migration labels the rows
+an older personahub wrote ``legacy``, which draws take as they did before.
+
 A writer migrates in one transaction: the lifecycle is copied into ``jobs``, then dropped from
 the detail tables. A migrated text job's id is its corpus name (what its ``llm_calls`` rows are
 tagged with), unless another job already has that id (then ``text-`` and a hash, and its calls
@@ -23,7 +27,7 @@ import duckdb
 
 from personahub.core.errors import PersonahubError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 #: columns the migration adds to an older file's tables (the file-shape check lets them be missing)
 ADDED_BY_MIGRATION: Final = {"text_jobs": frozenset({"job_id"})}
 _LIFECYCLE = ("status", "config", "seed", "error", "started_at", "finished_at")
@@ -104,6 +108,8 @@ def migrate(con: duckdb.DuckDBPyConnection, ddl: str, path: object = "") -> None
     try:
         for legacy in _legacy_tables(con):
             _migrate_table(con, legacy, ddl)
+        if version < 3:  # rows written before the label: drawn as they were (hub_gate.LEGACY)
+            con.execute("UPDATE personas SET gate = 'legacy' WHERE gate IS NULL")
         con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?)",
                     [str(SCHEMA_VERSION)])
     except BaseException:

@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS personas (
     duplicate_of VARCHAR,
     dup_stage    VARCHAR
 );
+-- what a draw may take (personas/hub_gate.py): passed, failed (a row written without a model
+-- whose text fails the gate), offline (the offline engine's), legacy (written before the column:
+-- set by core/migrate.py)
+ALTER TABLE personas ADD COLUMN IF NOT EXISTS gate VARCHAR;
 CREATE TABLE IF NOT EXISTS relations (
     src        VARCHAR NOT NULL,
     dst        VARCHAR NOT NULL,

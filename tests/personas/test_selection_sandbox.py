@@ -177,7 +177,7 @@ def test_the_sandbox_has_no_file_system_and_only_the_named_columns(writer) -> No
     con, secret = writer
     with persona_sandbox(con, ["hop >= 1"]) as sandbox:
         assert sandbox.sql("SELECT * FROM personas LIMIT 0").columns == [
-            "persona_id", "seq", "hop", "is_duplicate"]
+            "persona_id", "seq", "hop", "is_duplicate", "gate"]
         settings = dict(sandbox.execute(
             "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access', "
             "'lock_configuration')").fetchall())
