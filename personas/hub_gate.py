@@ -110,6 +110,7 @@ def count_failed(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> int:
     """How many of ``ids`` are labelled ``failed`` (what an import reports)."""
     if not ids:
         return 0
-    row = con.execute("SELECT count(*) FROM personas WHERE gate = 'failed' AND persona_id IN "
-                      "(SELECT unnest(?))", [list(ids)]).fetchone()
-    return int(row[0]) if row else 0
+    # fetchall: DuckDB 2 keeps a result open after fetchone, refusing the connection's next work
+    rows = con.execute("SELECT count(*) FROM personas WHERE gate = 'failed' AND persona_id IN "
+                       "(SELECT unnest(?))", [list(ids)]).fetchall()
+    return int(rows[0][0]) if rows else 0
