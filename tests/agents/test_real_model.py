@@ -38,11 +38,10 @@ runner = CliRunner()
 
 SERVERS = ("llama-cpp-python", "llama-server")
 # Issue 26's target: over the module, at least 80% of each server's actions kept (answered,
-# valid, past the quality gate). SmolLM2-135M does not reach it yet on llama-cpp-python (math,
-# reasoning and expansion keep about half: issue 26 stays open), so the module's last test
-# asserts the share measured with room for a tiny model's noise, and prints it beside the target.
+# valid, past the quality gate), asserted by the module's last test. Expansion keeps the least
+# of its people; the shares measured are in bench/RESULTS.md ("real_model tests").
 KEPT_SHARE_TARGET = 0.8
-KEPT_SHARE_MODULE_MIN = 0.6
+KEPT_SHARE_MODULE_MIN = KEPT_SHARE_TARGET
 # Each pipeline's own floor, which a tiny model clears on every run: a command that ends 0 kept
 # at least this share of its actions. A synthesis of 4 problems may keep none (exit 1, said in
 # one line, every failure a row): the share over the module is what holds it to the target.
@@ -294,15 +293,19 @@ def test_synthesize_each_task(llama: LlamaServer, tmp_path: Path, task: str) -> 
 
 def _probes() -> list[tuple[str, dict]]:
     """Requests whose handling the llama-cpp-python dialect claims to copy from the real server."""
-    schema = {"type": "object", "properties": {"line": {"type": "string"}}, "required": ["line"]}
+    # the line bounded, as personahub bounds every string, and greedy decoding: an unbounded
+    # line at the server's default temperature ran past max_tokens now and then ('length')
+    schema = {"type": "object", "properties": {"line": {"type": "string", "maxLength": 40}},
+              "required": ["line"]}
     tool = {"type": "function", "function": {"name": "say", "parameters": schema}}
-    base = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Greet a neighbour."}]}
+    base = {"model": "smollm2-135m", "temperature": 0,
+            "messages": [{"role": "user", "content": "Greet a neighbour."}]}
     return [
         ("json_schema refused", {**base, "max_tokens": 32, "response_format": {
             "type": "json_schema", "json_schema": {"name": "X", "schema": schema}}}),
-        ("json_object with schema", {**base, "max_tokens": 64,
+        ("json_object with schema", {**base, "max_tokens": 96,
                                      "response_format": {"type": "json_object", "schema": schema}}),
-        ("named tool", {**base, "max_tokens": 64, "tools": [tool],
+        ("named tool", {**base, "max_tokens": 96, "tools": [tool],
                         "tool_choice": {"type": "function", "function": {"name": "say"}}}),
         ("cut at max_tokens", {**base, "max_tokens": 2}),
     ]
