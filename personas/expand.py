@@ -30,6 +30,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Annotated, Any
@@ -39,7 +40,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from personahub.agents.prompts.personas import expand_messages, prompt_text
-from personahub.core.commit import JobRef, ProgressHook, commit_batch
+from personahub.core.commit import JobRef, ProgressHook, commit_batch, spilling_calls
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import (
@@ -603,10 +604,15 @@ async def expand_hub(
         con.execute("UPDATE expansion_frontier SET status = 'pending', attempts = 0 "
                     "WHERE expansion_id = ? AND hop = ? AND status = 'failed'",
                     [expansion_id, hops_done or 0])
+    # a run's setup expansion spills into the run's own spill (the kernel's); a standalone
+    # one into its own, so a stop or a kill before a batch commits loses no attempt
+    spilling = nullcontext() if run_id is not None else \
+        spilling_calls(con, caller, JobRef("expansion", expansion_id))
     try:
-        await _levels(con, caller, index, expansion_id, hops_done or 0, hops, fanout, run_id,
-                      language, linking, asks, batch_size, visited, stop_on_failure,
-                      max_failed_share, progress)
+        with spilling:
+            await _levels(con, caller, index, expansion_id, hops_done or 0, hops, fanout, run_id,
+                          language, linking, asks, batch_size, visited, stop_on_failure,
+                          max_failed_share, progress)
     except PersonahubError as exc:  # the endpoint or the failure policy stopped it: resumable
         _mark_failed(con, expansion_id, str(exc))
         raise
