@@ -243,3 +243,38 @@ def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(serve
     assert _status(lenient, "SELECT steps_done FROM runs") == [(2,)]  # no stop for quality
     config = _status(lenient, "SELECT config FROM runs JOIN jobs ON job_id = run_id")[0][0]
     assert json.loads(config)["max_failed_share"] == 1.0  # what --resume reads
+
+
+@pytest.mark.slow
+def test_an_expansion_killed_mid_call_keeps_its_attempts(server, tmp_path):
+    """``kill -9`` of a standalone expansion whose calls time out: the attempts made before the
+    kill are in its call spill, and the next run of the expansion (``--resume``, against a
+    healthy server) writes them to ``llm_calls`` before it asks again."""
+    from personahub.core import call_spill
+    from tests.cli_helpers import kill_when
+
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))
+    db = tmp_path / "h.duckdb"
+    assert invoke("personas", "import", people, "--db", db).exit_code == 0
+    hanging = server(hang_rate=1.0, hang_s=3600.0)
+    args = ["personas", "expand", "--link-candidates", "0", "--db", str(db), "--timeout", "1"]
+
+    def spilled() -> list[Any]:
+        return [s for path in db.parent.glob(f"{db.name}.*.calls*") if path.is_file()
+                for s in call_spill.read(path)]
+
+    kill_when([*args, "--hops", "1", "--fanout", "1", "--llm", hanging.base_url], lambda: len(spilled()) >= 2,
+              "no attempt reached the expansion's call spill")
+    before = spilled()
+    assert before and all(s.record.error.startswith("timeout") for s in before)
+    expansion = _status(db, "SELECT job_id FROM jobs WHERE kind = 'expansion'")[0][0]
+    assert _status(db, "SELECT count(*) FROM llm_calls") == [(0,)]  # killed before any commit
+    healthy = server()
+    result = invoke(*args, "--llm", healthy.base_url, "--resume", expansion)
+    assert result.exit_code == 0, result.output
+    ids = {s.record.call_id for s in before}
+    kept = _status(db, "SELECT call_id, status FROM llm_calls WHERE purpose = 'expand'")
+    assert ids <= {call_id for call_id, _ in kept}
+    assert all(status == "error" for call_id, status in kept if call_id in ids)
+    assert not spilled()  # committed, and the spill removed
