@@ -251,7 +251,9 @@ def test_kill_personas_expand_then_run_it_again(uninterrupted_expansion, tmp_pat
     finish([*EXPAND, "--db", str(db)])  # the same command resumes it
     hub, n_calls = uninterrupted_expansion
     assert hub_tables(db) == hub
-    assert rows(db, "SELECT count(*) FROM llm_calls")[0][0] == n_calls
+    # the calls an uninterrupted expansion made, and, apart, the answers of the batch in flight
+    # at the kill: billed, spilled, committed by the next run as discarded (asked again)
+    assert rows(db, "SELECT count(*) FROM llm_calls WHERE status <> 'discarded'")[0][0] == n_calls
     print(f"\npersonas expand, kill -9 {delay} s after start: {hops} of 3 rounds done, "
           f"{asked} of {len(hub['frontier'])} frontier personas asked")
 
