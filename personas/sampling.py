@@ -145,10 +145,12 @@ def _selected(con: duckdb.DuckDBPyConnection, sql: str, args: list[Any],
 
 def _culprit(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str, list[Any]]],
              exc: duckdb.Error) -> str:
-    """One line naming the condition that fails on its own (the first), with DuckDB's reason."""
+    """One line naming the condition that fails on its own (the first), with DuckDB's reason.
+    Each is evaluated on rows (``LIMIT 1``, not 0): DuckDB 2 compiles a regex given as a
+    parameter only when a row reaches it."""
     for label, sql, params in parts:
         try:
-            con.execute(f"SELECT persona_id FROM personas WHERE \n{sql}\n LIMIT 0", params).fetchall()
+            con.execute(f"SELECT persona_id FROM personas WHERE \n{sql}\n LIMIT 1", params).fetchall()
         except duckdb.Error as own:
             return f"{label}: {_reason(own)}"
     return f"selection failed: {_reason(exc)}"
