@@ -228,7 +228,12 @@ _TEXT_DEFAULTS: dict[str, Any] = {
     "offline_latency_s": 0.0}
 _EXPAND_DEFAULTS: dict[str, Any] = {
     "hops": 1, "fanout": 2, "limit": None, "start_ids": None, "batch_size": 256, "concurrency": 16,
-    "language": None, "link_candidates": 4, "link_embedder": "hash", "cache": "off"}
+    "language": None, "link_candidates": 4, "link_embedder": "hash", "cache": "off",
+    "executor": "local", "ray_address": None, "ray_workers": None,
+    "max_failed_share": DEFAULT_MAX_FAILED_SHARE, "offline_latency_s": 0.0}
+# what an expansion makes: a resume compares these when the caller names them
+_EXPAND_IDENTITY = {"hops", "fanout", "limit", "start_ids", "language", "link_candidates",
+                    "link_embedder", "structured", "max_tokens", "temperature", "top_p"}
 _DEDUP_DEFAULTS: dict[str, Any] = {
     "embedder": "hash", "threshold": 0.9, "num_perm": 128, "ngram": 1, "embed_threshold": 0.9,
     "ann": "auto", "batch_size": 50_000}
@@ -244,7 +249,7 @@ def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str |
 
     _refuse_unknown(kind, options, set(defaults) | flags)
     jobs: dict[str, Callable[..., tuple[str, Any]]] = {
-        "text_to_persona": persona_jobs.text_to_persona_job, "expand": persona_jobs.expand_job,
+        "text_to_persona": persona_jobs.text_to_persona_job,
         "dedup": persona_jobs.dedup_job_run}
     run = jobs[kind]
     job_id, summary = run(db=Path(db), **fixed, **{**defaults, **options})
@@ -280,26 +285,40 @@ async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_
     return await call_in_thread(_text_call(corpus, db, llm, seed, options))
 
 
-def _expand_call(db: str | Path, llm: str, seed: int, options: dict[str, Any]) -> Callable[[], Job]:
-    return partial(_persona_job, "expand", _EXPAND_DEFAULTS, _MODEL_FLAGS, db, options,
-                   llm=llm, seed=seed)
+def _expansion(db: str | Path, llm: str, seed: int, resume: str | None,
+               options: dict[str, Any], progress: ProgressSetting = None) -> Job:
+    from personahub import persona_jobs
+
+    _refuse_unknown("expand", options, set(_EXPAND_DEFAULTS) | _MODEL_FLAGS | _BATCH_FLAGS)
+    settings = {**_EXPAND_DEFAULTS, **options, "llm": llm, "seed": seed}
+    # a resume takes what the job makes from the job: only what the caller named is compared
+    named = {k: v for k, v in options.items() if k in _EXPAND_IDENTITY}
+    with progress_hook(progress) as hook:
+        job_id, summary = persona_jobs.expand_job(db=Path(db), resume=resume, progress=hook,
+                                                  given=named, **settings)
+    return Job(kind="expand", job_id=job_id, db=Path(db), summary=summary)
 
 
 def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-           **options: Any) -> Job:
+           resume: str | None = None, progress: ProgressSetting = None, **options: Any) -> Job:
     """Persona-to-persona: grow the hub in ``db`` by ``hops`` rounds of related people.
 
     ``options``: hops, fanout, limit (start from the first N personas) or start_ids, batch_size,
     concurrency, language, link_candidates, link_embedder (None: no nearest-people links), cache,
-    and the model flags. The ``Job``'s id is the expansion id.
+    executor (local or ray), ray_address, ray_workers, max_failed_share, offline_latency_s, the
+    model flags and the batch ones (docs/batch.md): the same job as ``personahub personas
+    expand``. ``resume`` (an expansion id) goes on with that expansion (an option naming what
+    it makes otherwise is an error). ``progress`` as for ``run_scenario``. The ``Job``'s id is
+    the expansion id.
     """
-    return call_blocking(_expand_call(db, llm, seed, options))
+    return call_blocking(partial(_expansion, db, llm, seed, resume, options, progress))
 
 
 async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
+                       resume: str | None = None, progress: ProgressSetting = None,
                        **options: Any) -> Job:
     """``expand`` for ``await``."""
-    return await call_in_thread(_expand_call(db, llm, seed, options))
+    return await call_in_thread(partial(_expansion, db, llm, seed, resume, options, progress))
 
 
 def _dedup_call(db: str | Path, options: dict[str, Any]) -> Callable[[], Job]:

@@ -1,8 +1,8 @@
 """The persona jobs for the Python API, without the CLI's console. Text-to-persona is a job
 spec (``pipelines/text_to_persona.py``): the API and ``personahub personas from-text`` build the
-same ``TextConfig`` and run it through ``run_text_job`` (the kernel). Expansion and dedup are
-opened, run on the job kernel's loop (``core.loop.job_loop``) and closed with a status, as the
-commands in ``cli/personas.py`` and ``cli/dedup.py`` do.
+same ``TextConfig`` and run it through ``run_text_job`` (the kernel); expansion likewise
+(``pipelines/expand.py``, ``run_expansion``). Dedup is opened, run on the job kernel's loop
+(``core.loop.job_loop``) and closed with a status, as ``cli/dedup.py`` does.
 
 Each function blocks; ``personahub.api`` runs it in a worker thread where a loop is running.
 """
@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.cache import attach_cache
 from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, make_client
 from personahub.core.commit import ProgressHook
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
 from personahub.core.loop import job_loop
 from personahub.core.store import connect
-from personahub.personas.store import live_persona_ids
 
 if TYPE_CHECKING:
+    from personahub.pipelines.expand import ExpandConfig
     from personahub.pipelines.text_to_persona import TextConfig
 
 
@@ -94,29 +93,50 @@ def text_to_persona_job(corpus: Path, *, db: Path, given: Iterable[str] = (),
     return result.job_id, result.summary
 
 
-def expand_job(*, db: Path, llm: str, seed: int, hops: int, fanout: int, limit: int | None,
-               start_ids: list[str] | None, batch_size: int, concurrency: Concurrency,
-               language: str | None, link_candidates: int, link_embedder: str | None,
-               cache: str, **settings: Any) -> tuple[str, Any]:
-    """(expansion id, ``ExpandSummary``): grow the hub hop by hop from its first personas."""
-    from personahub.personas.expand import expand_hub
+def expand_config(*, db: str | Path, llm: str, seed: int, **options: Any) -> ExpandConfig:
+    """The ``ExpandConfig`` of ``personahub.expand(...)`` (the command builds the same one from
+    its flags)."""
+    from personahub.pipelines.expand import ExpandConfig
 
-    _existing(db)
-    client = _client(llm, seed, concurrency, cache, **settings)
-    con = connect(db)
-    try:
-        attach_cache(con, client, cache)
-        start = list(start_ids) if start_ids is not None else live_persona_ids(con, limit)
-        if not start:
-            raise PersonahubError(f"db {db}: the hub has no personas to expand from")
-        with job_loop() as loop:
-            summary = loop.run(expand_hub(
-                con, client, start_ids=start, hops=hops, fanout=fanout, batch_size=batch_size,
-                language=language, link_candidates=link_candidates, link_embedder=link_embedder,
-                config={"limit": limit, "origin": "api", "seed": seed, **settings}))
-        return summary.expansion_id, summary
-    finally:
-        con.close()
+    return ExpandConfig(db=str(db), llm=llm, seed=seed, origin="api", **options)
+
+
+def run_expansion(config: ExpandConfig | Mapping[str, Any], *, db: str | Path,
+                  resume: str | None = None, progress: ProgressHook | None = None,
+                  on_ready: Callable[[Any], None] | None = None,
+                  on_start: Callable[[str, bool], None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> JobResult[Any]:
+    """Run (``resume``: go on with) an expansion on the kernel; the command and the API both
+    come here. A new expansion of 0 hops asks nothing and records nothing."""
+    from personahub import runtime
+    from personahub.personas.expand import ExpandSummary
+    from personahub.pipelines.expand import EXPANSION, ExpandConfig
+
+    _existing(Path(db))
+    if resume is None and isinstance(config, ExpandConfig) and config.hops == 0:
+        return JobResult("", "finished", ExpandSummary(), ran=False)
+    return runtime.run(EXPANSION, config, db, resume=resume, progress=progress,
+                       on_ready=on_ready, on_start=on_start, warn=warn)
+
+
+def expand_job(*, db: Path, resume: str | None = None, progress: ProgressHook | None = None,
+               given: Mapping[str, Any] | None = None, **options: Any) -> tuple[str, Any]:
+    """(expansion id, ``ExpandSummary``): grow the hub hop by hop from its first personas;
+    ``resume`` goes on with that expansion, taking of ``options`` how it asks and, of what it
+    makes, only what the caller ``given`` (named otherwise than the job: an error)."""
+    if resume is not None:
+        from personahub.core.kernel import engine_fields
+        from personahub.pipelines.expand import ExpandConfig
+        from personahub.runtime import recorded_llm
+
+        engine = {k: v for k, v in options.items() if k in engine_fields(ExpandConfig)}
+        settings: dict[str, Any] = {**engine, **(given or {}), "db": str(db)}
+        if settings.get("llm") in (None, "offline"):  # the model the job recorded
+            settings["llm"] = recorded_llm(db, resume)
+        result = run_expansion(settings, db=db, resume=resume, progress=progress)
+    else:
+        result = run_expansion(expand_config(db=db, **options), db=db, progress=progress)
+    return result.job_id, result.summary
 
 
 def dedup_job_run(*, db: Path, embedder: str | None, threshold: float, num_perm: int, ngram: int,

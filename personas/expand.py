@@ -1,4 +1,4 @@
-"""Persona-to-persona expansion: grow the hub by asking who is close to each persona.
+"""Persona-to-persona expansion, its data side: grow the hub by asking who is close to each persona.
 
 Breadth-first from a set of personas, ``fanout`` related people per persona per hop (the paper
 goes up to six hops). A new persona that near-duplicates one already in the hub becomes an edge to
@@ -6,31 +6,22 @@ the existing node instead of a new node, so the graph gets cycles and shared nei
 than being a tree. Every answered persona passes the quality gate (``personas.quality``) before
 that: one that fails is kept in ``rejected`` with its reason and becomes neither node nor edge.
 
-Resumable: the breadth-first frontier is persisted (``expansions``, ``expansion_frontier``). Each
-batch of frontier personas is one transaction holding the new personas, relations, rejected
-personas, model-call records and the frontier rows marked done with what their answers did; when
-a level is finished, the next level's frontier is written with the level count.
-``expand_hub(..., resume=ID)`` goes on from the first pending row, in the same order, with a
-near-duplicate index rebuilt from the hub, so an interrupted expansion finished by a resume gives
-the same hub as an uninterrupted one.
+The job itself (levels, rounds, batches, resume, the failure policy) is the expansion spec on the
+job kernel (``pipelines/expand.py``). This module holds what it reads and writes: the frontier
+(``expansions``, ``expansion_frontier``), the near-duplicate index rebuilt from the hub, what one
+batch of frontier personas is asked and adds (``answer_batch``, ``write_answer``), and the
+summary counted from the frontier rows, so a resumed expansion reports all of it.
 
 A frontier persona whose call failed (after the model seam's own retries and re-asks) is asked
 once more in a second round over its level (``attempts`` counts the asks, so a resume knows
-which round it was in). With ``stop_on_failure`` (a run's setup) personas still failing at the endpoint
-(or all of a level, or a share past ``--max-failed-share``) stop the expansion before the next
-level instead of shrinking it: it stays ``running``, and a resume asks them again; otherwise
-(always without ``stop_on_failure``) they stay ``failed``, counted with their calls' errors, and
-the expansion goes on without them.
+which round it was in).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-import uuid
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Annotated, Any
@@ -40,35 +31,17 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from personahub.agents.prompts.personas import expand_messages, prompt_text
-from personahub.core.commit import JobRef, ProgressHook, commit_batch, spilling_calls
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError
-from personahub.core.failures import (
-    DEFAULT_MAX_FAILED_SHARE,
-    QUALITY_FAIL_MIN_ACTIONS,
-    ModelRejected,
-    batch_failure,
-    call_error,
-    check_max_failed_share,
-    endpoint_error,
-)
-from personahub.core.interrupts import signal_name
-from personahub.core.jobs_store import (
-    UNFINISHED,
-    create_job,
-    finish_job,
-    list_jobs,
-    mark_running,
-    most_common_job_error,
-    supersede_jobs,
-)
+from personahub.core.failures import QUALITY_FAIL_MIN_ACTIONS, call_error, endpoint_error
+from personahub.core.jobs_store import UNFINISHED, list_jobs, supersede_jobs
 from personahub.core.store import insert_rows, scalar, transaction
 from personahub.core.text_bounds import DIGITS, SHORT
 from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.embedding import Embedder
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
-from personahub.personas.link_merge import apply_merges, load_aliases, merge_rows, resolve, save_merges
-from personahub.personas.link_nearest import NearestPool, load_pool, pool_embedder
+from personahub.personas.link_merge import apply_merges, merge_rows, resolve, save_merges
+from personahub.personas.link_nearest import NearestPool, pool_embedder
 from personahub.personas.linking import (
     LINK_PURPOSE,
     hub_neighbours,
@@ -85,7 +58,6 @@ from personahub.personas.quality import (
     RELATION_MAX_CHARS,
     gate_answer,
     gate_item,
-    language_scripts,
     rejected_counts,
     rejected_row,
 )
@@ -100,7 +72,7 @@ ASKS_PER_ROUND = 2  # a failed frontier persona is asked once more, in a second 
 class ExpansionIncomplete(PersonahubError):
     """Frontier personas of a level still failed after their second round (``stop_on_failure``).
 
-    The expansion stays ``running`` at that level, so a resume asks them again; nothing of the
+    The expansion stops ``failed`` at that level, so a resume asks them again; nothing of the
     next level has been written.
     """
 
@@ -163,9 +135,10 @@ class ExpandSummary:
     resumed: bool = False
     rejected: dict[str, int] = field(default_factory=dict)  # by reason (the quality gate)
     graph: dict[str, Any] = field(default_factory=dict)  # expansion_graph_stats of its personas
+    provider_batches: str | None = None  # what its provider batches did (--batch), one line
 
 
-def _hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
+def hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
     index = NearDuplicateIndex(threshold=threshold)
     rows = con.execute(
         "SELECT persona_id, text FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
@@ -225,20 +198,7 @@ def supersede_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> No
     supersede_jobs(con, [expansion_id])
 
 
-def _new_expansion(con: duckdb.DuckDBPyConnection, start_ids: Sequence[str], key: str,
-                   config: dict[str, Any], run_id: str | None) -> str:
-    now = dt.datetime.now(dt.UTC)
-    expansion_id = f"exp-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    start = fetch_personas(con, list(start_ids))  # hub order, unknown ids dropped (as before)
-    with transaction(con):
-        create_job(con, expansion_id, "expansion", config, seed=config.get("seed"), parent_id=run_id)
-        insert_rows(con, "expansions", [{"expansion_id": expansion_id, "params_key": key,
-                                         "hops_done": 0}])
-        _insert_level(con, expansion_id, 0, [p.persona_id for p in start])
-    return expansion_id
-
-
-def _insert_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
+def insert_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
                   persona_ids: Sequence[str]) -> None:
     insert_rows(con, "expansion_frontier", [
         {"expansion_id": expansion_id, "hop": level, "position": i, "persona_id": pid,
@@ -247,21 +207,21 @@ def _insert_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
     ], ignore_conflicts=True)
 
 
-def _level_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[tuple[Any, ...]]:
+def level_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[tuple[Any, ...]]:
     """(persona id, status, asks so far) of a level's frontier rows, in frontier order."""
     return con.execute(
         "SELECT persona_id, status, coalesce(attempts, 0) FROM expansion_frontier "
         "WHERE expansion_id = ? AND hop = ? ORDER BY position", [expansion_id, level]).fetchall()
 
 
-def _to_ask(rows: list[tuple[Any, ...]], round_: int) -> list[str]:
+def to_ask(rows: list[tuple[Any, ...]], round_: int) -> list[str]:
     """Who a level's round asks: the pending personas first, then those that failed once."""
     if round_ == 0:
         return [pid for pid, status, _ in rows if status == "pending"]
     return [pid for pid, status, asks in rows if status == "failed" and asks < ASKS_PER_ROUND]
 
 
-def _mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
+def mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
                rows: list[dict[str, Any]]) -> None:
     """Record the answers of a batch of frontier personas (one UPDATE from an Arrow batch)."""
     data = pa.table({
@@ -285,7 +245,7 @@ def _mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
         con.unregister("_frontier_batch")
 
 
-def _summary(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSummary:
+def summary_of(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSummary:
     """The whole expansion's counts, from its frontier rows (so a resumed one reports all of it)."""
     rows = con.execute(
         "SELECT status, targets, created, merged, coalesce(linked, 0) FROM expansion_frontier "
@@ -335,7 +295,7 @@ def expansion_graph_stats(con: duckdb.DuckDBPyConnection, expansion_id: str) -> 
 
 
 @dataclass
-class _Linking:
+class Linking:
     """How an expansion closes triangles and merges the same person (``personas.linking``,
     ``personas.link_nearest``, ``personas.link_merge``)."""
 
@@ -345,17 +305,32 @@ class _Linking:
     threshold: float = 0.9
 
 
-async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
-                     index: NearDuplicateIndex, expansion_id: str, level: int,
-                     parents: list[Persona], fanout: int, run_id: str | None,
-                     language: str | None = None, linking: _Linking | None = None,
-                     asks: Asks | None = None) -> tuple[list[str | None], list[Any]]:
-    """Ask about one batch of frontier personas and commit everything it produced at once.
-    ``asks`` runs the batch's calls (default: on this loop, through ``caller``). Returns the
-    error of each frontier persona that yielded no one (its call failed, or the gate kept none
-    of its answer) and the calls' records, for the failure policy."""
-    linking = linking or _Linking()
-    asks = asks or local_asks(caller)
+@dataclass
+class BatchAnswer:
+    """What asking about one batch of frontier personas produced, before it is committed: the
+    graph's new rows, the frontier marks, the calls (for the commit) and, for the failure
+    policy, the error of each frontier persona that yielded no one."""
+
+    created: list[Persona]
+    relations: list[Relation]
+    rejected: list[dict[str, Any]]
+    marks: list[dict[str, Any]]
+    merges: list[dict[str, Any]]
+    calls: list[Any]
+    errors: list[str | None]
+    kept: int  # frontier personas whose answer yielded someone
+
+
+async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
+                       index: NearDuplicateIndex, expansion_id: str, level: int,
+                       parents: list[Persona], fanout: int, run_id: str | None, language: str | None = None,
+                       linking: Linking | None = None) -> BatchAnswer:
+    """Ask about one batch of frontier personas (then, with link candidates, the batch's
+    triangle-closing questions) and work out what it adds to the hub; nothing is written (the
+    expansion spec commits it: ``pipelines/expand.py``). The near-duplicate index and the
+    linking's aliases take the batch's new personas at once, as the next batch must see them."""
+    linking = linking or Linking()
+    asks = local_asks(caller)
     # what each call shows the model: its answer may not merely restate it (quality.echo_issue)
     shown = {p.persona_id: expand_messages(p.text, fanout, language=language) for p in parents}
     results = await asks([Ask(related_personas_schema, (fanout,), shown[p.persona_id],
@@ -369,8 +344,8 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                            shown=prompt_text(shown[parent.persona_id])))
                for parent, result in zip(parents, results, strict=True) if result.value is not None
                for position, person in enumerate(getattr(result.value, "people"))]  # noqa: B009
-    near = _nearest(linking, [(text, parent.persona_id) for parent, _, _, text, issue in answers
-                              if issue is None])
+    near = nearest(linking, [(text, parent.persona_id) for parent, _, _, text, issue in answers
+                             if issue is None])
     created: list[Persona] = []
     relations: list[Relation] = []
     rejected: list[dict[str, Any]] = []
@@ -395,7 +370,7 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                 key=f"{expansion_id}\0{parent.persona_id}\0{position}", run_id=run_id,
                 job_id=expansion_id, persona_id=parent.persona_id, kind="persona"))
             continue
-        nearest, accepted = near[accepted], accepted + 1
+        near_ones, accepted = near[accepted], accepted + 1
         child = Persona(text=text, source="expand",
                         source_ref=f"{parent.persona_id}/{label}",
                         hop=parent.hop + 1,
@@ -403,17 +378,17 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
         existing = index.check_and_add(child.persona_id, child.text)
         if existing is not None:
             existing = resolve(linking.aliases, existing)
-        elif nearest and nearest[0][1] >= linking.threshold:  # the same person, in other words
-            existing = nearest[0][0]
+        elif near_ones and near_ones[0][1] >= linking.threshold:  # the same person, in other words
+            existing = near_ones[0][0]
             linking.aliases[child.persona_id] = existing
-            merges.append((child, existing, "embedding", nearest[0][1]))
+            merges.append((child, existing, "embedding", near_ones[0][1]))
         if existing is not None:
             mark["merged"] += existing != parent.persona_id
             target = existing
         else:
             created.append(child)
             mark["created"].append(child.persona_id)
-            nearest_of[child.persona_id] = [pid for pid, _ in nearest]
+            nearest_of[child.persona_id] = [pid for pid, _ in near_ones]
             target = child.persona_id
         if target != parent.persona_id:
             relations.append(Relation(parent.persona_id, target, label, round_number, "expand"))
@@ -429,17 +404,6 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
             merges.append((by_id[child_id], into, "model", None))
         created, relations = apply_merges(said_same, created, relations, marks)
     merge_table = merge_rows(expansion_id, len(linking.aliases) - len(merges), round_number, merges)
-
-    def write_graph_and_marks() -> None:
-        upsert_personas(con, created, caller)
-        save_relations(con, relations)
-        save_merges(con, merge_table)
-        _mark_rows(con, expansion_id, level, marks)
-
-    commit_batch(con, JobRef("expansion", expansion_id, run_id=run_id), caller,
-                 {"rejected": rejected}, [*results, *link_results], then=write_graph_and_marks)
-    if linking.pool is not None:  # committed: later batches may propose or merge into them
-        linking.pool.add([(p.persona_id, p.text) for p in created])
     passed = {parent.persona_id for parent, _, _, _, issue in answers if issue is None}
     gated = {parent.persona_id: str(issue) for parent, _, _, _, issue in reversed(answers)
              if issue is not None}
@@ -447,7 +411,17 @@ async def _ask_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
               else f"quality gate: {gated.get(parent.persona_id, 'no one proposed')}"
               for parent, result in zip(parents, results, strict=True)
               if parent.persona_id not in passed]
-    return errors, [record for result in results for record in result.records]
+    return BatchAnswer(created, relations, rejected, marks, merge_table,
+                       [*results, *link_results], errors, len(passed))
+
+
+def write_answer(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, expansion_id: str,
+                 level: int, answer: BatchAnswer) -> None:
+    """A batch's graph rows and frontier marks (inside the batch's commit)."""
+    upsert_personas(con, answer.created, caller)
+    save_relations(con, answer.relations)
+    save_merges(con, answer.merges)
+    mark_rows(con, expansion_id, level, answer.marks)
 
 
 def link_embedder_of(spec: str | None) -> Embedder | None:
@@ -455,7 +429,7 @@ def link_embedder_of(spec: str | None) -> Embedder | None:
     return None if spec is None else pool_embedder(spec)
 
 
-def _nearest(linking: _Linking, asks: list[tuple[str, str]]) -> list[list[tuple[str, float]]]:
+def nearest(linking: Linking, asks: list[tuple[str, str]]) -> list[list[tuple[str, float]]]:
     """For each ``(text, source id)``, the pool's nearest people (none without an embedder):
     enough to fill the link candidates and to tell whether the nearest is the same person."""
     if linking.pool is None:
@@ -509,128 +483,7 @@ async def _close_triangles(con: duckdb.DuckDBPyConnection, asks: Asks,
     return edges, list(results), said_same
 
 
-async def expand_hub(
-    con: duckdb.DuckDBPyConnection,
-    caller: StructuredCaller,
-    *,
-    start_ids: Sequence[str],
-    hops: int,
-    fanout: int,
-    run_id: str | None = None,
-    threshold: float = 0.9,
-    progress: ProgressHook | None = None,
-    resume: str | None = None,
-    batch_size: int = DEFAULT_BATCH,
-    config: dict[str, Any] | None = None,
-    language: str | None = None,
-    stop_on_failure: bool = False,
-    on_start: Callable[[str], None] | None = None,
-    link_candidates: int = 0,
-    link_embedder: str | None = None,
-    asks: Asks | None = None,
-    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE,
-) -> ExpandSummary:
-    """Expand ``hops`` rounds from ``start_ids``; returns counts and the ids of new personas.
-
-    ``resume`` names an unfinished expansion (see ``find_unfinished``) to go on with: its stored
-    start personas are used and ``start_ids`` is ignored; hops, fanout and threshold must match.
-    ``batch_size`` frontier personas are asked and committed together. ``config`` adds items
-    (such as how the start personas were chosen) to the stored config, for ``find_unfinished``.
-    ``progress("expand", h, hops)`` is called when round ``h`` is complete. ``language`` (a code or name)
-    asks for personas in that language; the quality gate rejects answers in another script.
-    ``stop_on_failure`` raises ``ExpansionIncomplete`` when personas of a level still fail after
-    their second round (see the module doc); a resume of such an expansion asks them again.
-    ``on_start(expansion_id)`` is called once the expansion is recorded (or found, to resume).
-    ``link_candidates`` > 0 closes triangles: each new persona is asked which of up to that many
-    people near its source it knows (``personas.linking``); 0 grows trees, as before.
-    ``asks`` runs each batch's calls (default: on this loop; Ray workers:
-    ``sim.executors.ray_actors.ray_asks``); the batches are committed here, in order, either way.
-    ``link_embedder`` (``hash`` or ``local[:model]``) adds the nearest people of the whole
-    expansion as candidates and merges a new persona at cosine >= ``threshold`` with its nearest
-    one (``personas.link_nearest``); the model's ``same person`` answers merge too.
-    The failure policy (``agents.llm.failures.batch_failure``, with ``max_failed_share``) stops the
-    expansion after a committed batch, marked ``failed`` and resumable; a standalone expansion
-    (no ``run_id``) that asked and kept no one fails the same way.
-    """
-    check_max_failed_share(max_failed_share)
-    if not 0 <= hops <= MAX_HOPS:
-        raise ValueError(f"--hops must be between 0 and {MAX_HOPS}, got {hops}")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    related_personas_schema(fanout)  # validates fanout
-    if language is not None:
-        language_scripts(language)  # unknown languages fail before any call
-    if link_candidates < 0:
-        raise ValueError(f"link candidates must be >= 0, got {link_candidates}")
-    embedder = link_embedder_of(link_embedder)
-    if hops == 0 and resume is None:
-        return ExpandSummary()
-    settings = {"hops": hops, "fanout": fanout, "threshold": threshold, "language": language,
-                "link_candidates": link_candidates, "link_embedder": link_embedder}
-    was_failed = False
-    if resume is not None:
-        stored = find_expansion(con, resume)
-        if stored is None:
-            raise PersonahubError(f"expansion {resume}: not found in the database")
-        # expansions stored before linking existed grew trees
-        before: dict[str, Any] = {"link_candidates": 0, "link_embedder": None}
-        different = {k: stored.config.get(k, before.get(k)) for k, v in settings.items()
-                     if stored.config.get(k, before.get(k)) != v}
-        if different:
-            raise PersonahubError(f"expansion {resume} was started with {different}; "
-                                  f"resume it with the same settings")
-        expansion_id = resume
-        was_failed = stored.status == "failed"
-    else:
-        key = params_key(start_ids, hops, fanout, threshold)
-        stored_config = {**settings, "batch_size": batch_size, "start": len(start_ids),
-                         **(config or {})}
-        expansion_id = _new_expansion(con, start_ids, key, stored_config, run_id)
-    if on_start is not None:
-        on_start(expansion_id)
-    index = _hub_index(con, threshold)
-    linking = _Linking(candidates=link_candidates, aliases=load_aliases(con, expansion_id, index),
-                       threshold=threshold,
-                       pool=load_pool(con, embedder, expansion_personas(con, expansion_id))
-                       if embedder is not None else None)
-    visited = {r[0] for r in con.execute(
-        "SELECT DISTINCT persona_id FROM expansion_frontier WHERE expansion_id = ?",
-        [expansion_id]).fetchall()} | set(start_ids if resume is None else ())
-    hops_done = scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?", [expansion_id])
-    if resume is not None:
-        mark_running(con, expansion_id)
-    if resume is not None and (stop_on_failure or was_failed):
-        # the level that stopped: ask its failures again
-        con.execute("UPDATE expansion_frontier SET status = 'pending', attempts = 0 "
-                    "WHERE expansion_id = ? AND hop = ? AND status = 'failed'",
-                    [expansion_id, hops_done or 0])
-    # a run's setup expansion spills into the run's own spill (the kernel's); a standalone
-    # one into its own, so a stop or a kill before a batch commits loses no attempt
-    spilling = nullcontext() if run_id is not None else \
-        spilling_calls(con, caller, JobRef("expansion", expansion_id))
-    try:
-        with spilling:
-            await _levels(con, caller, index, expansion_id, hops_done or 0, hops, fanout, run_id,
-                          language, linking, asks, batch_size, visited, stop_on_failure,
-                          max_failed_share, progress)
-    except PersonahubError as exc:  # the endpoint or the failure policy stopped it: resumable
-        _mark_failed(con, expansion_id, str(exc))
-        raise
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: resumable, as every job kind
-        finish_job(con, expansion_id, "interrupted", f"interrupted by {signal_name(exc)}")
-        raise
-    finish_job(con, expansion_id, "finished")
-    summary = _summary(con, expansion_id)
-    summary.resumed = resume is not None
-    if run_id is None and summary.asked and not summary.kept:
-        error = most_common_job_error(con, "expansion", expansion_id)
-        _mark_failed(con, expansion_id, f"kept no one of {summary.asked} asked: {error}")
-        raise PersonahubError(f"expansion {expansion_id}: none of its {summary.asked} calls "
-                              f"yielded a persona (most often: {error}); start again with --fresh")
-    return summary
-
-
-def _setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
+def setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
                  run_id: str | None, failed: int, max_failed_share: float) -> bool:
     """Whether a run's setup stops on the level's personas that still failed after their second
     round (a resume asks them again). It does when one failed at the endpoint (a broken server
@@ -652,53 +505,65 @@ def _setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
     return any(endpoint_error(error) for (error,) in last)
 
 
-async def _levels(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
-                  index: NearDuplicateIndex, expansion_id: str, first_level: int, hops: int,
-                  fanout: int, run_id: str | None, language: str | None, linking: _Linking,
-                  asks: Asks | None, batch_size: int, visited: set[str], stop_on_failure: bool,
-                  max_failed_share: float, progress: ProgressHook | None) -> None:
-    """Ask level by level from ``first_level`` (see ``expand_hub``)."""
-    for level in range(first_level, hops):
-        rows = _level_rows(con, expansion_id, level)
-        if not rows:
-            break
-        for round_ in range(ASKS_PER_ROUND):
-            todo = _to_ask(_level_rows(con, expansion_id, level), round_)
-            by_id = {p.persona_id: p for p in fetch_personas(con, todo)}
-            queue = [by_id[pid] for pid in todo if pid in by_id]
-            for first in range(0, len(queue), batch_size):
-                batch = queue[first:first + batch_size]
-                errors, records = await _ask_batch(con, caller, index, expansion_id, level,
-                                                   batch, fanout, run_id, language, linking, asks)
-                reason = batch_failure(f"a batch of hop {level + 1}", len(batch), errors, records,
-                                       max_failed_share)
-                if reason is not None:
-                    _mark_failed(con, expansion_id, reason)
-                    raise ModelRejected(f"expansion {expansion_id} stopped: {reason}")
-        failed = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
-                        "AND hop = ? AND status = 'failed'", [expansion_id, level])
-        if failed and stop_on_failure and _setup_stops(con, expansion_id, level, run_id,
-                                                       int(failed), max_failed_share):
-            asked = scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
-                           "AND status <> 'pending'", [expansion_id])
-            raise ExpansionIncomplete(expansion_id, int(failed), int(asked), level)
-        # Next level: every persona reached for the first time, new or already in the hub, so a
-        # re-run over an existing hub reaches the same people as the first run did (hub order).
-        targets = [t for (t,) in con.execute(
-            "SELECT unnest(CAST(targets AS VARCHAR[])) FROM expansion_frontier "
-            "WHERE expansion_id = ? AND hop = ? AND status = 'done' ORDER BY position",
-            [expansion_id, level]).fetchall()]
-        next_ids = [t for t in dict.fromkeys(targets) if t not in visited]
-        visited.update(next_ids)
-        next_level = [p.persona_id for p in fetch_personas(con, next_ids)] if level + 1 < hops else []
-        with transaction(con):
-            _insert_level(con, expansion_id, level + 1, next_level)
-            con.execute("UPDATE expansions SET hops_done = ? WHERE expansion_id = ?",
-                        [level + 1, expansion_id])
-        if progress:
-            progress("expand", level + 1, hops)
+def new_expansion_rows(con: duckdb.DuckDBPyConnection, expansion_id: str,
+                       start_ids: Sequence[str], threshold: float, hops: int,
+                       fanout: int) -> dict[str, list[dict[str, Any]]]:
+    """A new expansion's detail rows: its ``expansions`` row and its first frontier level (the
+    start personas in hub order, unknown ids dropped)."""
+    start = [p.persona_id for p in fetch_personas(con, list(start_ids))]
+    return {"expansions": [{"expansion_id": expansion_id, "hops_done": 0,
+                            "params_key": params_key(start_ids, hops, fanout, threshold)}],
+            "expansion_frontier": level_frontier(expansion_id, 0, start)}
 
 
-def _mark_failed(con: duckdb.DuckDBPyConnection, expansion_id: str, error: str) -> None:
-    """Mark an expansion the failure policy stopped ``failed``, with why (a resume goes on)."""
-    finish_job(con, expansion_id, "failed", error)
+def level_frontier(expansion_id: str, level: int, persona_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """A level's frontier rows, pending, in the given order."""
+    return [{"expansion_id": expansion_id, "hop": level, "position": i, "persona_id": pid,
+             "status": "pending"} for i, pid in enumerate(persona_ids)]
+
+
+def hops_done(con: duckdb.DuckDBPyConnection, expansion_id: str) -> int:
+    """The levels an expansion finished."""
+    return int(scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?",
+                      [expansion_id]) or 0)
+
+
+def frontier_ids(con: duckdb.DuckDBPyConnection, expansion_id: str) -> set[str]:
+    """Every persona on the expansion's frontier so far (the ones it visited)."""
+    return {pid for (pid,) in con.execute(
+        "SELECT DISTINCT persona_id FROM expansion_frontier WHERE expansion_id = ?",
+        [expansion_id]).fetchall()}
+
+
+def frontier_count(con: duckdb.DuckDBPyConnection, expansion_id: str, *,
+                   level: int | None = None, status: str | None = None,
+                   asked: bool = False) -> int:
+    """Frontier rows of the expansion (of one level, of one status, or asked: not pending)."""
+    return int(scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
+                           "AND (? IS NULL OR hop = ?) AND (? IS NULL OR status = ?) "
+                           "AND (NOT ? OR status <> 'pending')",
+                      [expansion_id, level, level, status, status, asked]) or 0)
+
+
+def ask_failed_again(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> None:
+    """The level's failed frontier personas pending again, their asks reset (a resume of an
+    expansion that stopped on them)."""
+    con.execute("UPDATE expansion_frontier SET status = 'pending', attempts = 0 "
+                "WHERE expansion_id = ? AND hop = ? AND status = 'failed'", [expansion_id, level])
+
+
+def level_targets(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[str]:
+    """Everyone a level's answers reached, new or already in the hub, in frontier order."""
+    return [t for (t,) in con.execute(
+        "SELECT unnest(CAST(targets AS VARCHAR[])) FROM expansion_frontier "
+        "WHERE expansion_id = ? AND hop = ? AND status = 'done' ORDER BY position",
+        [expansion_id, level]).fetchall()]
+
+
+def write_next_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
+                     persona_ids: Sequence[str]) -> None:
+    """Level ``level`` done: the next level's frontier and the count, in one transaction."""
+    with transaction(con):
+        insert_level(con, expansion_id, level + 1, persona_ids)
+        con.execute("UPDATE expansions SET hops_done = ? WHERE expansion_id = ?",
+                    [level + 1, expansion_id])

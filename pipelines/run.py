@@ -59,13 +59,14 @@ from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
-from personahub.personas.expand import ExpansionIncomplete, expand_hub
+from personahub.personas.expand import ExpansionIncomplete
 from personahub.personas.hub_gate import spec_is_offline
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.batch_jobs import BatchFields, batched_asker
+from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.sim import runner, store
 from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
@@ -533,24 +534,31 @@ def _setup(ctx: JobContext[RunConfig], scenario: Scenario, personas: list[Person
 
 
 def _expand(ctx: JobContext[RunConfig], start_ids: list[str]) -> tuple[str, ...]:
-    """The setup expansion, a child job of the run (a resume goes on with the one it started).
-
-    The one place a run asks for it: when expansion is a job spec, this becomes
-    ``ctx.run_child(EXPANSION, <its config>, resume=previous).summary.reached_ids``."""
+    """The setup expansion, a child job of the run (a resume goes on with the one it started):
+    on the run's connection, loop, client and executor. Its stops are the run's: resumed with
+    the run, whose command the one line names."""
     growth = _state(ctx).scenario_now.graph
     children = list_jobs(ctx.con, kind="expansion", parent_id=ctx.job_id)
     previous = children[0].job_id if children else None
+    config = ExpandConfig(start_ids=tuple(start_ids), hops=growth.hops, fanout=growth.fanout,
+                          origin="run", stop_on_failure=True, llm=ctx.config.llm,
+                          seed=ctx.config.run_seed, max_failed_share=ctx.config.max_failed_share)
     try:
-        summary = ctx.run(expand_hub(
-            ctx.con, ctx.caller, start_ids=start_ids, hops=growth.hops, fanout=growth.fanout,
-            run_id=ctx.job_id, resume=previous, stop_on_failure=True, progress=ctx.report,
-            max_failed_share=ctx.config.max_failed_share))
+        result = ctx.run_child(EXPANSION, config, resume=previous)
     except ExpansionIncomplete as exc:
         error = store.most_common_error_in(ctx.con, ctx.job_id, purpose="expand")
         raise ResumableStop(f"setup: {exc.failed} of {exc.asked} expansion calls failed (most "
                             f"often: {error}); resume with "
                             f"{RUN.resume_hint(ctx.job_id, ctx.db)}") from None
-    return tuple(summary.reached_ids)
+    except PersonahubError as exc:  # the child's resume command is not the user's: the run's is
+        text, hint, _ = str(exc).partition(_CHILD_HINT)
+        if not hint:
+            raise
+        raise ResumableStop(f"setup: {text}") from None
+    return tuple(result.summary.reached_ids)
+
+
+_CHILD_HINT = "; resume with personahub personas expand --resume "
 
 
 RUN = register(RunSpec())

@@ -35,7 +35,6 @@ from personahub.core.store import DEFAULT_DB
 # Kinds that are not job specs yet resume through their own command (``--resume ID``, and
 # ``--llm`` where it takes one); the engineers turning them into specs take their line out.
 NOT_YET_SPECS: dict[str, tuple[list[str], bool]] = {
-    "expansion": (["personas", "expand"], True),
     "dedup": (["personas", "dedup"], False),
 }
 
@@ -47,8 +46,6 @@ def _label(kind: str, config: dict[str, Any]) -> str:
     spec = registered_spec(kind)
     if spec is not None:
         return spec.label(config)
-    if kind == "expansion":
-        return f"{config.get('hops', '?')} hop(s), fanout {config.get('fanout', '?')}"
     if kind == "dedup":
         return f"embedder {config.get('embedder')}"
     return ""

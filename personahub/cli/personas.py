@@ -7,8 +7,6 @@ the same ``TextConfig``: ``personahub.persona_jobs``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,7 +42,6 @@ from personahub.cli.common import (
     banner,
     batch_engine,
     batch_progress,
-    command_client,
     console,
     emit_job_json,
     given_on_command_line,
@@ -56,17 +53,14 @@ from personahub.cli.common import (
     print_preview,
     say,
     started,
-    stored_flags,
     unreachable,
 )
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
-from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.jobs_store import UNFINISHED
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
-from personahub.sim.executors import check_executor, executor_session
+from personahub.sim.executors import check_executor
 
 # What a resumed job takes from its stored configuration (giving them with --resume is an error).
 EXPANSION_FIXED = ("hops", "fanout", "limit", "language", "seed", "fresh")
@@ -103,20 +97,16 @@ def _open_hub(db: Path) -> Any:
 
 
 def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
-                         fresh: bool, language: str | None = None, resume: str | None = None
-                         ) -> tuple[Any, list[str], str | None, dict[str, Any]]:
-    """Open the hub for ``personas expand``: (connection, start ids, expansion id to resume, its
-    stored config — empty for a new expansion).
+                         fresh: bool, language: str | None = None,
+                         resume: str | None = None) -> str | None:
+    """The expansion ``personas expand`` goes on with (None: a new one).
 
-    ``resume`` names the expansion to go on with. Without it, an unfinished CLI expansion with
-    the same hops, fanout, limit and language is resumed (its own start personas are kept: the
-    hub has grown since); ``fresh`` marks it superseded and starts anew. An unknown ``language``
-    is an error before the database is opened.
+    ``resume`` names it. Without it, an unfinished CLI expansion with the same hops, fanout,
+    limit and language is resumed (its own start personas are kept: the hub has grown since);
+    ``fresh`` marks it superseded and starts anew. The database must exist.
     """
     from personahub.personas.expand import find_expansion, find_unfinished, supersede_expansion
-    from personahub.personas.store import live_persona_ids
 
-    _check_language(language)
     con = _open_hub(db)
     try:
         if resume is not None:
@@ -132,55 +122,15 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
             if info is not None and fresh:
                 supersede_expansion(con, info.expansion_id)
                 info = None
-        if info is not None:
-            total = info.config.get("hops", hops)
-            console.print(f"resuming expansion {info.expansion_id}: {info.hops_done} of {total} hop(s) "
-                          f"done, {info.pending} frontier persona(s) pending (--fresh starts anew)",
-                          soft_wrap=True)
-            return con, [], info.expansion_id, dict(info.config)
-        start = live_persona_ids(con, limit)
-        if not start:
-            raise PersonahubError(
-                f"--db {db}: the hub has no personas; run 'personahub personas import' first")
-        return con, start, None, {}
-    except BaseException:
+        if info is None:
+            return None
+        total = info.config.get("hops", hops)
+        console.print(f"resuming expansion {info.expansion_id}: {info.hops_done} of {total} hop(s) "
+                      f"done, {info.pending} frontier persona(s) pending (--fresh starts anew)",
+                      soft_wrap=True)
+        return info.expansion_id
+    finally:
         con.close()
-        raise
-
-
-def ray_target(executor: str, client: Any, address: str | None, workers: int | None) -> Any:
-    """The ``RayTarget`` a job's calls go to (None: ``local``), once the client is found fit
-    for Ray workers (built from --llm, no credential in it)."""
-    if executor != "ray":
-        return None
-    from personahub.sim.executors.ray_batches import RayTarget, check_ray_client
-
-    check_ray_client(client)
-    return RayTarget(address, workers)
-
-
-@contextmanager
-def _ray_asks(client: Any, target: Any) -> Iterator[Any]:
-    """An expansion's calls on one pool of Ray actors for the whole job (None: on its loop)."""
-    if target is None:
-        yield None
-        return
-    from personahub.sim.executors.ray_actors import ray_asks
-
-    with ray_asks(client, target, "expansion") as asks:
-        yield asks
-
-
-def _ray_batches(client: Any, target: Any, batch_size: int, folder: Path) -> Any:
-    """A text job's batches of calls in one Ray pass, answered in batch order as Parquet shards
-    under the job's ``folder`` (None: local)."""
-    if target is None:
-        return None
-    from functools import partial
-
-    from personahub.sim.executors.ray_batches import ask_batches
-
-    return partial(ask_batches, client, target=target, batch_size=batch_size, folder=folder)
 
 
 @one_line_errors
@@ -231,120 +181,76 @@ def personas_expand(
     --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
     --resume EXPANSION_ID resumes that expansion by its id.
     """
-    from personahub.agents.llm.cache import attach_cache, check_replay_cache
-    from personahub.agents.llm.client import redact_spec, resolve_spec
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.analysis.kept import kept_lines
+    from personahub.cli.progress import LateCounts
     from personahub.core.kernel import check_cache_mode
+    from personahub.core.store import connect
+    from personahub.persona_jobs import run_expansion
     from personahub.personas.expand import link_embedder_of
-    from personahub.runtime import recorded_spec
+    from personahub.pipelines.expand import ExpandConfig, expansion_lines
+    from personahub.runtime import recorded_llm
 
     if resume is not None:
         _refuse_fixed(ctx, "expansion", resume, EXPANSION_FIXED)
     check_cache_mode(cache)
     check_executor(executor, cache=cache, workers=ray_workers)
-    if link_embedder.lower() != "none":
-        link_embedder_of(link_embedder)  # a bad spec fails before the database is touched
-    given = ModelFlags(structured, max_tokens, temperature, top_p)
-    # --resume without --llm asks the model the expansion recorded (as every resume does)
-    spec = resolve_spec(llm if llm is not None or resume is None else recorded_spec(db, resume))
-    # the endpoint is checked (or the replay's cache found) before the database is touched
-    probe_seed = seed or 0
-    client = command_client(spec, probe_seed, concurrency, timeout, offline_latency, rps=rps,
-                         check=cache != "replay", flags=given, announce=False)
-    if cache == "replay":
-        check_replay_cache(db, client.cache_model)
-    target = ray_target(executor, client, ray_address, ray_workers)
-    con, start, resumed, stored = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit,
-                                                       fresh=fresh, language=language,
-                                                       resume=resume)
-    try:  # a resumed expansion answers as it started: its seed and generation settings
-        flags = given
-        if resumed is not None and given == ModelFlags():
-            flags = stored_flags(stored, given)
-        if resume is not None:  # what the expansion is, from the expansion
-            hops, fanout = int(stored.get("hops", hops)), int(stored.get("fanout", fanout))
-            limit, language = stored.get("limit"), stored.get("language")
-        if resumed is not None:  # a resumed expansion links as it started
-            link_candidates = int(stored.get("link_candidates", 0))
-            link_embedder = stored.get("link_embedder") or "none"
-        if seed is None:
-            seed = int(stored.get("seed", 0))
-        if max_failed_share is None:
-            max_failed_share = float(stored.get("max_failed_share", DEFAULT_MAX_FAILED_SHARE))
-        if seed != probe_seed or flags != given:  # the stored settings differ: build it so
-            client = command_client(spec, seed, concurrency, timeout, offline_latency, rps=rps,
-                                 check=False, flags=flags, announce=False)
-        attach_cache(con, client, cache)
-    except BaseException:
-        con.close()
-        raise
-    banner(client)
-    _expand(con, client, db, start=start, hops=hops, fanout=fanout, resume=resumed,
-            batch_size=batch_size, language=language, link_candidates=link_candidates,
-            link_embedder=None if link_embedder.lower() == "none" else link_embedder,
-            config={"limit": limit, "origin": "cli", "seed": seed, "llm": redact_spec(spec),
-                    **flags.settings(),
-                    "max_failed_share": max_failed_share},
-            target=target, max_failed_share=max_failed_share, preview=preview,
-            as_json=as_json)
+    _check_language(language)
+    embedder = None if link_embedder.lower() == "none" else link_embedder
+    link_embedder_of(embedder)  # a bad spec fails before the database is touched
+    # how this invocation asks (a resume keeps what the expansion makes)
+    engine: dict[str, Any] = {
+        "db": str(db), "concurrency": concurrency, "timeout_s": timeout,
+        "offline_latency_s": offline_latency, "cache": cache, "rps": rps,
+        "batch_size": batch_size, "executor": executor, "ray_address": ray_address,
+        "ray_workers": ray_workers}
+    if max_failed_share is not None:  # else the expansion's own (a new one: the default)
+        engine["max_failed_share"] = max_failed_share
+    flags = ModelFlags(structured, max_tokens, temperature, top_p)
+    made = {"link_candidates": link_candidates, "link_embedder": embedder, **flags.settings()}
+    config: ExpandConfig | dict[str, Any]
+    job_id = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
+                                  language=language, resume=resume)
+    if job_id is not None:
+        # what the expansion makes is its own: of those, only flags given are compared
+        named = {k: v for k, v in made.items() if given_on_command_line(ctx, [k])}
+        config = {**engine, **named,
+                  "llm": resolve_spec(llm) if llm is not None else recorded_llm(db, job_id)}
+    else:
+        config = ExpandConfig(hops=hops, fanout=fanout, limit=limit, language=language,
+                              seed=seed if seed is not None else 0, origin="cli",
+                              llm=resolve_spec(llm), **made, **engine)
+    counts = LateCounts()
 
+    def on_ready(client: Any) -> None:
+        counts.follow(client.stats)
+        banner(client)
 
-def _expand(con: Any, client: Any, db: Path, *, start: list[str], hops: int, fanout: int,
-            resume: str | None, batch_size: int, language: str | None,
-            config: dict[str, Any], link_candidates: int = 0,
-            link_embedder: str | None = None, target: Any = None,
-            max_failed_share: float = DEFAULT_MAX_FAILED_SHARE, preview: int = 0,
-            as_json: bool = False) -> None:
-    """Run the expansion job on ``con`` (closed at the end) and print its summary; ``target``
-    (a ``RayTarget``) asks each batch's calls on Ray workers."""
-    from personahub.analysis.kept import kept_lines
-    from personahub.core import loop as run_loop
-    from personahub.personas.expand import expand_hub
-    from personahub.personas.quality import rejection_line
+    def on_start(job: str, resumed: bool) -> None:
+        if resumed:  # announced by unfinished_expansion
+            note_job("expansion", job, db)
+        else:
+            started("expansion", job, db)
 
-    expansion: list[str] = []
+    with job_progress(counts=counts) as bar, awaiting_results():
+        task = bar.add_task("expanding (hops)", total=hops)
 
-    def on_start(expansion_id: str) -> None:
-        expansion.append(expansion_id)
-        if resume is None:  # a resumed one was announced by unfinished_expansion
-            started("expansion", expansion_id, db)
+        def progress(phase: str, done: int, total: int | None) -> None:
+            if phase == "expand":
+                bar.update(task, completed=done, total=total)
 
+        result = run_expansion(config, db=db, resume=job_id, progress=progress,
+                               on_ready=on_ready, on_start=on_start, warn=unreachable)
+    summary = result.summary
+    if not result.job_id:  # no hop asked for: nothing recorded
+        out.print("expansion: 0 hops asked for; nothing to do", soft_wrap=True)
+        return
+    con = connect(db, read_only=True)
     try:
-        with job_progress(client) as bar, interrupts_from_queries(), \
-                executor_session("ray" if target else "local", target and target.address), \
-                _ray_asks(client, target) as asks:
-            task = bar.add_task("expanding (hops)", total=hops)
-            summary = run_loop.run(expand_hub(
-                con, client, start_ids=start, hops=hops, fanout=fanout, resume=resume,
-                batch_size=batch_size, config=config, language=language, on_start=on_start,
-                link_candidates=link_candidates, link_embedder=link_embedder,
-                progress=lambda _, h, n: bar.update(task, completed=h),
-                asks=asks, max_failed_share=max_failed_share))
-        kept = kept_lines(con, job_kind="expansion", job_id=summary.expansion_id)
-    except KeyboardInterrupt as exc:
-        if not expansion:
-            raise
-        raise Stopped(f"expansion {expansion[0]} interrupted by {signal_name(exc)}; run the same "
-                      "command to resume it", exc) from None
-    except PersonahubError as exc:
-        if not expansion or "start again with --fresh" in str(exc):
-            raise
-        raise PersonahubError(f"{exc}; resume with personahub personas expand --resume "
-                              f"{expansion[0]} --db {db}") from None
+        kept = kept_lines(con, job_kind="expansion", job_id=result.job_id)
     finally:
         con.close()
-    out.print(f"expansion {summary.expansion_id}{' (resumed)' if summary.resumed else ''}: "
-              f"asked {summary.asked} personas over {summary.hops} hop(s): "
-              f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
-              f"existing ones, {summary.edges} relations, {summary.linked} closing triangles, "
-              f"{summary.failed_calls} failed calls", soft_wrap=True)
-    shape = summary.graph
-    if shape:
-        out.print(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges, "
-                  f"{shape['components']} components, {shape['cycles']} cycles, clustering "
-                  f"{shape['clustering']}, degrees {shape['degree_histogram']}", highlight=False,
-                  soft_wrap=True)
-    out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
-    for line in kept:
+    for line in expansion_lines(summary) + kept:
         out.print(line, highlight=False, soft_wrap=True)
     print_preview("expansion", summary.expansion_id, preview, db=db)
     if as_json:

@@ -1,0 +1,369 @@
+"""``personahub personas expand`` as a job spec: persona-to-persona expansion on the kernel.
+
+The data side (the frontier tables, the near-duplicate index, what a batch of frontier personas
+is asked and adds, the summary) is ``personas/expand.py``; this spec puts it in the kernel's
+order:
+
+- ``prepare``: the hub has personas to start from (a new job);
+- ``start``: the ``expansions`` row and the first level's frontier (the start personas in hub
+  order), with the ``jobs`` row;
+- ``plan``: level by level, two rounds a level (the pending personas, then those that failed
+  once), in batches of ``batch_size`` frontier personas; each batch is planned after the last
+  one committed (its new personas are in the near-duplicate index the next batch checks).
+  After a level's rounds, a run's setup (``stop_on_failure``) stops on the personas still
+  failing (``ExpansionIncomplete``; a resume asks them again); otherwise the next level is
+  written: everyone the level reached for the first time;
+- ``asker``: ``ExpandAsker``, on the driver (it holds the index and the linking state, so on
+  Ray only the caller is remote): the expansion question for each frontier persona of the
+  batch, then, with link candidates, the batch's triangle-closing questions;
+- ``commit``: the batch's personas, relations, merges, rejected answers and frontier marks with
+  its calls, in one transaction.
+
+A standalone expansion (the command, the API) and a run's setup expansion (a child job of the
+run: ``JobContext.run_child``) are the same spec; what the job makes (start personas, hops,
+fanout, threshold, language, linking, seed, generation settings) is the job's, how it asks is
+the caller's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from personahub.agents.llm.adaptive_limit import Concurrency
+from personahub.agents.llm.generation import Generation
+from personahub.agents.llm.settings import LLMSettings, parse_concurrency
+from personahub.agents.llm.structured import check_setting
+from personahub.core.contracts import StructuredCaller
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
+from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.personas.expand import (
+    ASKS_PER_ROUND,
+    DEFAULT_BATCH,
+    MAX_HOPS,
+    BatchAnswer,
+    ExpandSummary,
+    ExpansionIncomplete,
+    Linking,
+    answer_batch,
+    ask_failed_again,
+    expansion_personas,
+    frontier_count,
+    frontier_ids,
+    hops_done,
+    hub_index,
+    level_rows,
+    level_targets,
+    link_embedder_of,
+    new_expansion_rows,
+    related_personas_schema,
+    setup_stops,
+    summary_of,
+    to_ask,
+    write_answer,
+    write_next_level,
+)
+from personahub.personas.link_merge import load_aliases
+from personahub.personas.link_nearest import load_pool
+from personahub.personas.near_dup import NearDuplicateIndex
+from personahub.personas.quality import language_scripts, rejection_line
+from personahub.personas.record import Persona
+from personahub.personas.store import fetch_personas, live_persona_ids
+from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.sim.executors import check_executor
+
+__all__ = ["EXPANSION", "ExpandAsker", "ExpandBatch", "ExpandConfig", "ExpandSpec",
+           "expansion_lines"]
+
+ORIGINS = ("api", "cli", "run")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpandConfig(BatchFields):
+    """An expansion: what it makes (stored in ``jobs.config``, model spec redacted) and, in
+    ``engine`` fields, how this invocation asks."""
+
+    hops: int = 1
+    fanout: int = 2
+    threshold: float = 0.9  # near-duplicate (and embedding merge) threshold
+    language: str | None = None
+    link_candidates: int = 0  # close triangles: candidates per new persona (0: trees)
+    link_embedder: str | None = None  # hash, lexical or local[:model]: nearest people, merges
+    limit: int | None = None  # start from the hub's first N personas (when no start_ids)
+    start_ids: tuple[str, ...] | None = None  # start from these personas (hub order)
+    origin: str = "api"  # who started it: api, cli, or a run's setup
+    seed: int = 0
+    structured: str = "auto"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    db: str = engine(DEFAULT_DB)
+    llm: str = engine("offline", identity=True, secret=True)
+    concurrency: Concurrency = engine(16)
+    timeout_s: float = engine(60.0)
+    offline_latency_s: float = engine(0.0)
+    batch_size: int = engine(DEFAULT_BATCH)  # frontier personas per transaction
+    cache: str = engine("off")
+    rps: float | None = engine(None)
+    executor: str = engine("local")
+    ray_address: str | None = engine(None)
+    ray_workers: int | None = engine(None)
+    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
+    # a run's setup: personas of a level still failing at the endpoint (or too many) stop the
+    # expansion before the next level, resumable, instead of shrinking the society
+    stop_on_failure: bool = engine(False)
+
+    def __post_init__(self) -> None:
+        check_int(self.hops, "--hops", low=0, high=MAX_HOPS)
+        check_int(self.fanout, "--fanout", low=1, high=20)
+        check_number(self.threshold, "threshold", low=0, high=1)
+        try:
+            related_personas_schema(self.fanout)
+            if self.language is not None:
+                language_scripts(self.language)
+        except ValueError as exc:
+            raise PersonahubError(str(exc)) from None
+        check_int(self.link_candidates, "--link-candidates", low=0, high=20)
+        if self.link_embedder is not None:
+            link_embedder_of(self.link_embedder)  # a bad spec fails before anything is opened
+        if self.limit is not None:
+            check_int(self.limit, "--limit", low=1)
+        if self.start_ids is not None:
+            object.__setattr__(self, "start_ids", tuple(self.start_ids))
+        if self.origin not in ORIGINS:
+            raise UsageError(f"origin {self.origin!r}: one of {', '.join(ORIGINS)}")
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        check_int(self.batch_size, "--batch-size", low=1)
+        check_seed(self.seed)
+        check_setting(self.structured)
+        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+        check_max_failed_share(self.max_failed_share)
+        check_cache_mode(self.cache)
+        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
+        check_optional_number(self.rps, "--rps", above=0)
+        check_number(self.timeout_s, "--timeout", above=0)
+        check_number(self.offline_latency_s, "offline latency", low=0)
+        self.check_batch(executor=self.executor, cache=self.cache)
+        if self.batch_file and self.link_candidates:
+            raise UsageError("--batch-file with --link-candidates: a batch's link questions "
+                             "follow from its answers, so one file cannot hold them; use "
+                             "--batch, or --link-candidates 0")
+
+
+@dataclass(frozen=True)
+class ExpandBatch:
+    """Frontier personas of one level asked together in one round (0: pending, 1: failed once)."""
+
+    level: int
+    round: int
+    parents: Sequence[Persona]
+
+    def __len__(self) -> int:
+        return len(self.parents)
+
+
+@dataclass
+class ExpandState:
+    """One expansion's own state (``JobContext.state``): what the driver keeps between batches."""
+
+    start: list[str] = field(default_factory=list)  # a new job's start personas
+    index: NearDuplicateIndex | None = None
+    linking: Linking | None = None
+    asker: Any = None  # this run's asker (a batched one tallies its batches)
+
+
+def _state(ctx: JobContext[ExpandConfig]) -> ExpandState:
+    state: ExpandState = ctx.state
+    return state
+
+
+class ExpandAsker:
+    """Asks about one batch of frontier personas (``personas.expand.answer_batch``). It lives on
+    the driver: it checks answers against the hub's near-duplicate index and the expansion's
+    merges as they grow, batch after batch; on Ray only its caller is remote."""
+
+    def __init__(self, ctx: JobContext[ExpandConfig], index: NearDuplicateIndex,
+                 linking: Linking) -> None:
+        self.con, self.job_id, self.config = ctx.con, ctx.job_id, ctx.config
+        self.run_id = ctx.env.parent
+        self.index, self.linking = index, linking
+
+    async def run_batch(self, batch: ExpandBatch, caller: StructuredCaller) -> BatchAnswer:
+        return await answer_batch(self.con, caller, self.index, self.job_id, batch.level,
+                                  list(batch.parents), self.config.fanout, self.run_id,
+                                  self.config.language, self.linking)
+
+
+class ExpandSpec(SpecBase[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary]):
+    """``personahub personas expand`` as a job spec (see the module doc)."""
+
+    kind = "expansion"
+    config_type = ExpandConfig
+    refuses_twins = False  # the adapters find an unfinished twin and resume it
+    noun = "expansion"
+    unit = "personas asked"
+    id_prefix = "exp"
+
+    def model_settings(self, config: ExpandConfig) -> LLMSettings:
+        return LLMSettings.of_job(config)
+
+    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """An expansion stored before the kernel, in today's terms: no linking (it grew trees),
+        no origin (a run's setup), and keys no field holds (its start count) left out."""
+        upgraded = {k: v for k, v in stored.items() if k in ExpandConfig.__dataclass_fields__}
+        upgraded.setdefault("link_candidates", 0)
+        upgraded.setdefault("link_embedder", None)
+        upgraded.setdefault("origin", "run")
+        return upgraded
+
+    def resume_hint(self, job_id: str, db: Path) -> str:
+        return f"personahub personas expand --resume {job_id} --db {db}"
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        return f"{config.get('hops')} hop(s) × {config.get('fanout')}"
+
+    def end_status(self, ctx: JobContext[ExpandConfig], asked: int, kept: int) -> str:
+        """Finished: personas whose answers failed are counted on the frontier, not missing."""
+        return "finished"
+
+    def nothing_kept(self, ctx: JobContext[ExpandConfig], asked: int) -> str:
+        return f"none of its {asked} calls yielded a persona"
+
+    def prepare(self, ctx: JobContext[ExpandConfig]) -> None:
+        """A new expansion has someone to start from (nothing is recorded before)."""
+        ctx.state = ExpandState()
+        if ctx.resumed:
+            ctx.done_before = frontier_count(ctx.con, ctx.job_id, asked=True)
+            return
+        config = ctx.config
+        start = (list(config.start_ids) if config.start_ids is not None
+                 else live_persona_ids(ctx.con, config.limit))
+        if not start:
+            raise PersonahubError(f"db {ctx.db}: the hub has no personas to expand from; run "
+                                  "'personahub personas import' first")
+        ctx.state.start = start
+
+    def start(self, ctx: JobContext[ExpandConfig]) -> BatchOutcome:
+        config = ctx.config
+        return BatchOutcome(rows=new_expansion_rows(ctx.con, ctx.job_id, _state(ctx).start,
+                                                    config.threshold, config.hops, config.fanout))
+
+    def asker(self, ctx: JobContext[ExpandConfig]) -> Any:
+        """The driver's asker, with the index rebuilt from the hub and the expansion's merges
+        and nearest-people pool loaded (with ``--batch``: its calls sent as provider batches)."""
+        config, state = ctx.config, _state(ctx)
+        state.index = hub_index(ctx.con, config.threshold)
+        embedder = link_embedder_of(config.link_embedder)
+        state.linking = Linking(
+            candidates=config.link_candidates, threshold=config.threshold,
+            aliases=load_aliases(ctx.con, ctx.job_id, state.index),
+            pool=load_pool(ctx.con, embedder, expansion_personas(ctx.con, ctx.job_id))
+            if embedder is not None else None)
+        state.asker = batched_asker(ctx, ExpandAsker(ctx, state.index, state.linking))
+        return state.asker
+
+    def plan(self, ctx: JobContext[ExpandConfig]) -> Iterator[ExpandBatch]:
+        if ctx.status == "finished":
+            return iter(())
+        return self._levels(ctx)
+
+    def _levels(self, ctx: JobContext[ExpandConfig]) -> Iterator[ExpandBatch]:
+        """Level by level from the first one not done (see the module doc)."""
+        con, config, job_id = ctx.con, ctx.config, ctx.job_id
+        first_level = hops_done(con, job_id)
+        if ctx.resumed and (config.stop_on_failure or ctx.status == "failed"):
+            ask_failed_again(con, job_id, first_level)  # the level that stopped on them
+        visited = frontier_ids(con, job_id)
+        for level in range(first_level, config.hops):
+            if not level_rows(con, job_id, level):
+                break
+            for round_ in range(ASKS_PER_ROUND):
+                todo = to_ask(level_rows(con, job_id, level), round_)
+                by_id = {p.persona_id: p for p in fetch_personas(con, todo)}
+                queue = [by_id[pid] for pid in todo if pid in by_id]
+                for first in range(0, len(queue), config.batch_size):
+                    yield ExpandBatch(level, round_, queue[first:first + config.batch_size])
+            self._end_level(ctx, level, visited)
+
+    def _end_level(self, ctx: JobContext[ExpandConfig], level: int, visited: set[str]) -> None:
+        """A level's rounds are done: a run's setup stops on its failures, or the next level is
+        written (everyone it reached for the first time, new or already in the hub, so a re-run
+        over an existing hub reaches the same people as the first run did)."""
+        con, config, job_id = ctx.con, ctx.config, ctx.job_id
+        failed = frontier_count(con, job_id, level=level, status="failed")
+        if failed and config.stop_on_failure and setup_stops(
+                con, job_id, level, ctx.env.parent, failed, config.max_failed_share):
+            raise ExpansionIncomplete(job_id, failed, frontier_count(con, job_id, asked=True),
+                                      level)
+        next_ids = [t for t in dict.fromkeys(level_targets(con, job_id, level)) if t not in visited]
+        visited.update(next_ids)
+        reached = ([p.persona_id for p in fetch_personas(con, next_ids)]
+                   if level + 1 < config.hops else [])
+        write_next_level(con, job_id, level, reached)
+        ctx.report("expand", level + 1, config.hops)
+
+    def commit(self, ctx: JobContext[ExpandConfig], batch: ExpandBatch,
+               result: BatchAnswer) -> BatchOutcome:
+        """The batch's graph rows and frontier marks with its calls; for the failure policy,
+        the error of each frontier persona that yielded no one (a run's setup decides on its
+        failures per level instead: ``_end_level``)."""
+        state = _state(ctx)
+
+        def write() -> None:
+            write_answer(ctx.con, ctx.caller, ctx.job_id, batch.level, result)
+
+        if state.linking is not None and state.linking.pool is not None:
+            pool = state.linking.pool
+            created = [(p.persona_id, p.text) for p in result.created]
+
+            def write_and_pool() -> None:  # committed: later batches may merge into them
+                write()
+                pool.add(created)
+
+            then = write_and_pool
+        else:
+            then = write
+        kept = len(batch) if ctx.config.stop_on_failure else result.kept
+        return BatchOutcome(rows={"rejected": result.rejected}, calls=result.calls,
+                            asked=len(batch), kept=kept, errors=result.errors, then=then,
+                            label=f"a batch of hop {batch.level + 1}",
+                            progress=("expand", batch.level, ctx.config.hops))
+
+    def stop_note(self, ctx: JobContext[ExpandConfig]) -> str:
+        return f" ({frontier_count(ctx.con, ctx.job_id, asked=True)} personas asked)"
+
+    def summary(self, ctx: JobContext[ExpandConfig]) -> ExpandSummary:
+        summary = summary_of(ctx.con, ctx.job_id)
+        summary.resumed = ctx.resumed
+        state = ctx.state if isinstance(ctx.state, ExpandState) else None
+        summary.provider_batches = batch_line(state.asker) if state is not None else None
+        return summary
+
+    def report(self, summary: ExpandSummary, db: Path) -> list[str]:
+        return expansion_lines(summary)
+
+
+def expansion_lines(summary: ExpandSummary) -> list[str]:
+    """What an expansion did, in lines for the console."""
+    lines = [f"expansion {summary.expansion_id}{' (resumed)' if summary.resumed else ''}: "
+             f"asked {summary.asked} personas over {summary.hops} hop(s): "
+             f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "
+             f"existing ones, {summary.edges} relations, {summary.linked} closing triangles, "
+             f"{summary.failed_calls} failed calls"]
+    shape = summary.graph
+    if shape:
+        lines.append(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges, "
+                     f"{shape['components']} components, {shape['cycles']} cycles, clustering "
+                     f"{shape['clustering']}, degrees {shape['degree_histogram']}")
+    lines.append(rejection_line(summary.rejected))
+    if summary.provider_batches:
+        lines.append(summary.provider_batches)
+    return lines
+
+
+EXPANSION = register(ExpandSpec())
