@@ -76,11 +76,12 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
         progress: ProgressHook | None = None,
         on_ready: Callable[[StructuredCaller | None], None] | None = None,
         on_start: Callable[[str, bool], None] | None = None,
-        warn: Callable[[str], None] | None = None) -> JobResult[S]:
-    """Run (or resume) one job of ``spec`` with the standard model seam and executors."""
+        warn: Callable[[str], None] | None = None, con: Any = None) -> JobResult[S]:
+    """Run (or resume) one job of ``spec`` with the standard model seam and executors
+    (``con``: on that open connection to ``db``, which the caller closes)."""
     return run_job(spec, config, db, models=StandardModels(client, warn), executor=executor_for,
                    resume=resume, fresh=fresh, progress=progress, on_ready=on_ready,
-                   on_start=on_start)
+                   on_start=on_start, con=con)
 
 
 def recorded_spec(db: str | Path, job_id: str) -> str | None:

@@ -498,14 +498,20 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
             fresh: bool = False,
             progress: ProgressHook | None = None,
             on_ready: Callable[[StructuredCaller | None], None] | None = None,
-            on_start: Callable[[str, bool], None] | None = None) -> JobResult[S]:
+            on_start: Callable[[str, bool], None] | None = None,
+            con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
     """Run (or, with ``resume``, go on with) one job of ``spec`` in ``db`` (see the module doc).
 
     ``config`` is the job's config; on resume the caller's engine settings, as a whole config
     (its engine fields are used) or a mapping of the ones given. ``executor`` is an executor or
     a function picking one from the job's (resolved) config. ``on_ready(client)`` is called
     once inputs and model are found good, before anything is recorded; ``on_start(job_id,
-    resumed)`` once the job is recorded, before its first batch."""
+    resumed)`` once the job is recorded, before its first batch. ``con``: a connection to
+    ``db`` the caller holds open (and closes), which the job runs on (a notebook's, a test's)."""
+    if con is not None:
+        with job_loop() as loop:
+            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
+            return _run(spec, config, env, resume=resume, fresh=fresh)
     created = not Path(db).exists()
     empty = False
     with job_loop() as loop:

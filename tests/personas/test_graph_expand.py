@@ -1,14 +1,14 @@
-import asyncio
 
 import networkx as nx
 
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.core.store import connect
-from personahub.personas.expand import expand_hub, related_personas_schema
+from personahub.personas.expand import related_personas_schema
 from personahub.personas.graph import Relation, load_graph, save_graph, save_relations, social_view
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from tests.conftest import persona_texts
+from tests.expansions import expand_hub
 from tests.fakes import FakeClient, people_answers
 
 
@@ -39,8 +39,8 @@ def test_near_duplicate_becomes_an_edge_not_a_node(tmp_path):
     twin = people[1].text + " "  # same words: a near (here exact) duplicate of persona 2
     fresh = "A glassblower from Murano who teaches night classes and keeps rescue pigeons."
     caller = FakeClient(people_answers([twin, fresh]))
-    summary = asyncio.run(expand_hub(con, caller, start_ids=[people[0].persona_id], hops=1,
-                                     fanout=2))
+    summary = expand_hub(con, caller, start_ids=[people[0].persona_id], hops=1,
+                                     fanout=2)
     assert summary.new_personas == 1 and summary.merged_into_existing == 1
     graph = load_graph(con)
     assert graph.has_edge(people[0].persona_id, people[1].persona_id)
@@ -50,8 +50,8 @@ def test_near_duplicate_becomes_an_edge_not_a_node(tmp_path):
 def test_offline_expansion_hops_and_schema(tmp_path):
     con, people = hub(tmp_path, n=4)
     assert related_personas_schema(3).model_json_schema()["properties"]["people"]["minItems"] == 3
-    summary = asyncio.run(expand_hub(con, LLMClient(LLMSettings(seed=4)),
-                                     start_ids=[p.persona_id for p in people], hops=3, fanout=2))
+    summary = expand_hub(con, LLMClient(LLMSettings(seed=4)),
+                                     start_ids=[p.persona_id for p in people], hops=3, fanout=2)
     assert summary.hops == 3 and summary.asked >= 4 + 8  # 4 seeds, then their 8 relations, ...
     hops = dict(con.execute("select hop, count(*) from personas group by 1").fetchall())
     assert hops[0] == 4 and hops[1] > 0 and hops[3] > 0

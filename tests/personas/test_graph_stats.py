@@ -1,4 +1,3 @@
-import asyncio
 import json
 
 import networkx as nx
@@ -7,7 +6,6 @@ from typer.testing import CliRunner
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.cli.app import app
 from personahub.core.store import connect
-from personahub.personas.expand import expand_hub
 from personahub.personas.graph import (
     Relation,
     graph_stats,
@@ -19,6 +17,7 @@ from personahub.personas.graph import (
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from tests.conftest import persona_texts
+from tests.expansions import expand_hub
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 
 
@@ -50,7 +49,7 @@ def test_duckdb_networkx_duckdb_round_trip_is_lossless(tmp_path):
     con = connect(tmp_path / "a.duckdb")
     upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(4)])
     start = [r[0] for r in con.execute("select persona_id from personas order by seq").fetchall()]
-    asyncio.run(expand_hub(con, LLMClient(LLMSettings(seed=2)), start_ids=start, hops=2, fanout=2))
+    expand_hub(con, LLMClient(LLMSettings(seed=2)), start_ids=start, hops=2, fanout=2)
     copy = connect(tmp_path / "b.duckdb")
     save_graph(copy, load_graph(con))
     assert personas_snapshot(copy) == personas_snapshot(con)

@@ -4,7 +4,6 @@ the rows that passed the quality gate unless asked, the offline engine's rows ar
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from personahub.api import synthesize
 from personahub.core.errors import PersonahubError
 from personahub.core.migrate import SCHEMA_VERSION, schema_version
 from personahub.core.store import connect, schema_sql
-from personahub.personas.expand import expand_hub
 from personahub.personas.hub_gate import (
     DRAWN,
     OFFLINE,
@@ -30,6 +28,7 @@ from personahub.personas.sampling import HubQuery, draw_ids
 from personahub.personas.store import upsert_personas
 from tests.cli_helpers import invoke
 from tests.conftest import persona_texts
+from tests.expansions import expand_hub
 from tests.fakes import FakeClient, people_answers
 
 JUNK = "Lilith Maddox"  # a bare name: the gate's bare_name rule fails it
@@ -86,8 +85,8 @@ def test_the_expansion_gate_checks_its_relation_label(tmp_path: Path) -> None:
     good = "A night-shift pharmacist in Leeds who restocks the clinic cupboard"
     bad = "A dairy farmer from Cumbria who sells cheese at the market"
     caller = FakeClient(people_answers([good, bad], relations=["supplier", "friend or rival"]))
-    asyncio.run(expand_hub(con, caller, start_ids=[parent.persona_id], hops=1, fanout=2,
-                           link_candidates=0))
+    expand_hub(con, caller, start_ids=[parent.persona_id], hops=1, fanout=2,
+                           link_candidates=0)
     texts = [r[0] for r in con.execute("SELECT text FROM personas").fetchall()]
     assert good in texts and bad not in texts
     assert con.execute("SELECT reason FROM rejected WHERE source = 'expand'").fetchall() == [
@@ -125,8 +124,8 @@ def test_the_offline_engine_labels_its_expansions_offline(tmp_path: Path) -> Non
     con = connect(tmp_path / "hub.duckdb")
     seeds = [Persona(text=t, source="test") for t in persona_texts(2)]
     upsert_personas(con, seeds)
-    asyncio.run(expand_hub(con, LLMClient(LLMSettings(seed=4)),
-                           start_ids=[p.persona_id for p in seeds], hops=1, fanout=2))
+    expand_hub(con, LLMClient(LLMSettings(seed=4)),
+                           start_ids=[p.persona_id for p in seeds], hops=1, fanout=2)
     labels = dict(con.execute("SELECT source, list_distinct(list(gate)) FROM personas "
                               "GROUP BY source").fetchall())
     assert labels == {"test": ["passed"], "expand": [OFFLINE]}
@@ -139,8 +138,8 @@ def test_a_model_expansion_is_labelled_passed(tmp_path: Path) -> None:
     upsert_personas(con, [parent])
     fresh = "A night-shift pharmacist in Leeds who restocks the clinic cupboard"
     caller = FakeClient(people_answers([fresh]), offline=False)
-    asyncio.run(expand_hub(con, caller, start_ids=[parent.persona_id], hops=1, fanout=1,
-                           link_candidates=0))
+    expand_hub(con, caller, start_ids=[parent.persona_id], hops=1, fanout=1,
+                           link_candidates=0)
     assert gates(con)[fresh] == "passed"
     con.close()
 

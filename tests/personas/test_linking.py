@@ -1,13 +1,12 @@
 """Triangle closing in persona-to-persona: the offline graph is social, not a forest."""
 
-import asyncio
 
 import networkx as nx
 import pytest
 
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.core.store import connect
-from personahub.personas.expand import expand_hub, expansion_graph_stats, related_personas_schema
+from personahub.personas.expand import expansion_graph_stats, related_personas_schema
 from personahub.personas.graph import graph_stats, load_graph, shape_stats, social_view
 from personahub.personas.linking import (
     LINK_SOURCE,
@@ -19,6 +18,7 @@ from personahub.personas.linking import (
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from tests.conftest import persona_texts
+from tests.expansions import expand_hub
 from tests.fakes import FakeClient, same_person_links
 
 
@@ -31,8 +31,8 @@ def _hub(tmp_path, n=4):
 
 
 def _expand(con, ids, links, seed=4):
-    return asyncio.run(expand_hub(con, LLMClient(LLMSettings(seed=seed)), start_ids=ids, hops=3,
-                                  fanout=2, link_candidates=links))
+    return expand_hub(con, LLMClient(LLMSettings(seed=seed)), start_ids=ids, hops=3,
+                                  fanout=2, link_candidates=links)
 
 
 def test_three_offline_hops_with_linking_close_triangles(tmp_path):
@@ -105,8 +105,8 @@ def test_a_link_embedder_joins_the_seeds_trees(tmp_path):
     con, ids = _hub(tmp_path / "a", n=6)
     alone = _expand(con, ids, links=4)
     other, _ = _hub(tmp_path / "b", n=6)
-    joined = asyncio.run(expand_hub(other, LLMClient(LLMSettings(seed=4)), start_ids=ids, hops=3,
-                                    fanout=2, link_candidates=4, link_embedder="hash"))
+    joined = expand_hub(other, LLMClient(LLMSettings(seed=4)), start_ids=ids, hops=3,
+                                    fanout=2, link_candidates=4, link_embedder="hash")
     assert alone.graph["components"] == 6
     assert joined.graph["components"] < alone.graph["components"]
     assert joined.graph["cycles"] > 0 and joined.graph["clustering"] > 0.1
@@ -117,7 +117,7 @@ def test_a_link_embedder_joins_the_seeds_trees(tmp_path):
 def test_the_model_saying_same_person_merges_instead_of_adding(tmp_path):
     con, ids = _hub(tmp_path)
     fake = FakeClient(same_person_links(), inner=LLMClient(LLMSettings(seed=4)))
-    summary = asyncio.run(expand_hub(con, fake, start_ids=ids, hops=2, fanout=2, link_candidates=3))
+    summary = expand_hub(con, fake, start_ids=ids, hops=2, fanout=2, link_candidates=3)
     merges = con.execute("SELECT persona_id, merged_into, method FROM persona_merges").fetchall()
     assert merges and {m for *_, m in merges} == {"model"}
     gone = [pid for pid, *_ in merges]
@@ -147,8 +147,8 @@ def test_a_persona_close_to_a_known_one_by_embedding_is_merged(tmp_path):
         return None
 
     fake = FakeClient(answer, inner=LLMClient(LLMSettings(seed=4)))
-    asyncio.run(expand_hub(con, fake, start_ids=[p.persona_id for p in people], hops=1, fanout=1,
-                           link_embedder="hash"))
+    expand_hub(con, fake, start_ids=[p.persona_id for p in people], hops=1, fanout=1,
+                           link_embedder="hash")
     [(into, method, score)] = con.execute(
         "SELECT merged_into, method, score FROM persona_merges").fetchall()
     assert (into, method) == (people[1].persona_id, "embedding") and 0.9 <= score < 1

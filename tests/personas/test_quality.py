@@ -38,7 +38,7 @@ from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app, print_summary
 from personahub.core.store import connect
 from personahub.personas import quality
-from personahub.personas.expand import expand_hub, related_personas_schema
+from personahub.personas.expand import related_personas_schema
 from personahub.personas.importers import iter_personas
 from personahub.personas.quality import (
     MAX_CHARS,
@@ -65,6 +65,7 @@ from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
+from tests.expansions import expand_hub
 from tests.fakes import Answer, Call, Edit, FakeClient, people_answers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -454,8 +455,8 @@ def _hub(tmp_path: Path, n: int = 2):
 def test_expansion_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
     con, people = _hub(tmp_path)
     caller = FakeClient(people_answers([*JUNK, f'Persona: "{GOOD}"']))
-    summary = asyncio.run(expand_hub(con, caller, start_ids=[people[0].persona_id], hops=1,
-                                     fanout=4))
+    summary = expand_hub(con, caller, start_ids=[people[0].persona_id], hops=1,
+                                     fanout=4)
     texts = {t for (t,) in con.execute("select text from personas").fetchall()}
     assert GOOD in texts and not texts & set(JUNK)
     assert summary.new_personas == 1 and summary.edges == 1
@@ -512,8 +513,8 @@ def test_expansion_records_an_echo_of_the_parent_as_rejected(tmp_path: Path) -> 
     parent = Persona(text=ECHO_PARENT, source="test")
     upsert_personas(con, [parent])
     caller = FakeClient(people_answers(["A welder from Osaka", GOOD]))
-    summary = asyncio.run(expand_hub(con, caller, start_ids=[parent.persona_id], hops=1,
-                                     fanout=2))
+    summary = expand_hub(con, caller, start_ids=[parent.persona_id], hops=1,
+                                     fanout=2)
     assert summary.new_personas == 1 and summary.rejected == {"echo": 1}
     texts = {t for (t,) in con.execute("select text from personas").fetchall()}
     assert texts == {ECHO_PARENT, GOOD}
@@ -559,12 +560,13 @@ def test_from_text_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest
 
 
 def test_expand_cli_prints_the_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import personahub.cli.personas as cli  # the module holding personas expand
+    from personahub.runtime import StandardModels  # expansion is a job spec: the kernel's seam
 
     con, _ = _hub(tmp_path)
     con.close()
-    monkeypatch.setattr(cli, "command_client",
-                        lambda *a, **k: FakeClient(people_answers(["Lilith Maddox", GOOD])))
+    fake = FakeClient(people_answers(["Lilith Maddox", GOOD]))
+    monkeypatch.setattr(StandardModels, "build", lambda self, settings: fake)
+    monkeypatch.setattr(StandardModels, "check_reachable", lambda self, client: None)
     db = str(tmp_path / "hub.duckdb")
     result = CliRunner().invoke(app, ["personas", "expand", "--db", db, "--hops", "1",
                                       "--fanout", "2", "--language", "en"])

@@ -432,36 +432,28 @@ def test_from_text_on_ray_over_the_loopback_server(local_ray: None, tmp_path: Pa
     assert tables["personas"] and tables["calls"]
 
 
-def expansion(db: Path, workers: int | None, *, asks: Any = None, resume: str | None = None,
+def expansion(db: Path, workers: int | None, *, resume: str | None = None,
               spec: str = "offline") -> Any:
     """Two hops from five personas, closing triangles (link calls) with the default embedder,
     its batches' calls on a job-long pool of ``workers`` Ray actors (else local)."""
-    import asyncio
-    from contextlib import ExitStack
-
     from personahub.core.store import connect
-    from personahub.personas.expand import expand_hub
     from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
     from personahub.personas.record import Persona
     from personahub.personas.store import upsert_personas
-    from personahub.sim.executors.ray_actors import ray_asks
-    from personahub.sim.executors.ray_batches import RayTarget
     from tests.conftest import persona_texts
+    from tests.expansions import expand_hub
 
     caller = LLMClient(LLMSettings(spec=spec, seed=3, max_retries=1, backoff_s=0.01))
+    on_ray = {} if workers is None else {"executor": "ray", "ray_workers": workers}
     con = connect(db)
     try:
-        with ExitStack() as stack:
-            if asks is None and workers is not None:
-                asks = stack.enter_context(ray_asks(caller, RayTarget(workers=workers)))
-            if resume is None:
-                upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(5)])
-            start = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq"
-                                               ).fetchall()]
-            return asyncio.run(expand_hub(con, caller, start_ids=start if resume is None else [],
-                                          hops=2, fanout=2, batch_size=4, link_candidates=3,
-                                          link_embedder=DEFAULT_LINK_EMBEDDER, resume=resume,
-                                          asks=asks))
+        if resume is None:
+            upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(5)])
+        start = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq"
+                                           ).fetchall()]
+        return expand_hub(con, caller, start_ids=start if resume is None else None, hops=2,
+                          fanout=2, batch_size=4, link_candidates=3,
+                          link_embedder=DEFAULT_LINK_EMBEDDER, resume=resume, **on_ray)
     finally:
         con.close()
 
@@ -477,34 +469,41 @@ def test_expand_on_ray_makes_the_local_hub(local_ray: None, tmp_path: Path, work
     assert any(purpose == "expand:link" for purpose, *_ in tables["calls"])
 
 
-def test_an_interrupted_ray_expansion_resumed_is_the_uninterrupted_one(local_ray: None,
-                                                                       tmp_path: Path) -> None:
-    from personahub.sim.executors.ray_actors import ray_asks
-    from personahub.sim.executors.ray_batches import RayTarget
+def test_an_interrupted_ray_expansion_resumed_is_the_uninterrupted_one(
+        local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver dies with a batch's answers from the workers in hand, uncommitted: the
+    workers' attempts are kept (spilled, committed as discarded by the stop), and the resume
+    asks that batch again and ends with the uninterrupted expansion's hub."""
+    from personahub.pipelines.expand import ExpandSpec
     from tests.fakes import Interrupted
 
     whole = expansion(tmp_path / "whole.duckdb", 2)
-    caller = LLMClient(LLMSettings(spec="offline", seed=3, max_retries=1, backoff_s=0.01))
-    passes = {"n": 0}
+    commit = ExpandSpec.commit
+    commits = {"n": 0}
+
+    def dies_at_the_second(self: Any, ctx: Any, batch: Any, result: Any) -> Any:
+        commits["n"] += 1
+        if commits["n"] == 2:  # the driver dies with a batch's answers in hand, uncommitted
+            raise Interrupted("driver lost")
+        return commit(self, ctx, batch, result)
+
     db = tmp_path / "cut.duckdb"
-    with ray_asks(caller, RayTarget(workers=2)) as real:
-
-        async def dies_at_the_fourth(asks: Any) -> Any:
-            passes["n"] += 1
-            if passes["n"] == 4:  # the driver dies with a batch's answers in hand, uncommitted
-                raise Interrupted("driver lost")
-            return await real(asks)
-
-        with pytest.raises(Interrupted):
-            expansion(db, 2, asks=dies_at_the_fourth)
+    monkeypatch.setattr(ExpandSpec, "commit", dies_at_the_second)
+    with pytest.raises(PersonahubError, match="driver lost"):
+        expansion(db, 2)
+    monkeypatch.setattr(ExpandSpec, "commit", commit)
     con = duckdb.connect(str(db), read_only=True)
     expansion_id = con.execute("SELECT expansion_id FROM expansions").fetchall()[0][0]
     assert 0 < con.execute("SELECT count(*) FROM expansion_frontier WHERE status = 'done'"
                            ).fetchall()[0][0] < whole.asked
+    lost = con.execute("SELECT count(*) FROM llm_calls WHERE status = 'discarded'").fetchall()[0][0]
+    assert 0 < lost <= 4 * 2  # the uncommitted batch's calls: 4 personas, with their link calls
     con.close()
     resumed = expansion(db, 2, resume=expansion_id)
     assert resumed.new_ids == whole.new_ids and resumed.asked == whole.asked
-    assert hub_tables(db, "expansion") == hub_tables(tmp_path / "whole.duckdb", "expansion")
+    cut, uncut = hub_tables(db, "expansion"), hub_tables(tmp_path / "whole.duckdb", "expansion")
+    assert [c for c in cut.pop("calls") if c[1] != "discarded"] == uncut.pop("calls")
+    assert cut == uncut
 
 
 def test_the_persona_commands_run_on_ray(local_ray: None, tmp_path: Path) -> None:
