@@ -23,7 +23,6 @@ import argparse
 import random
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import _synthetic  # noqa: F401 - puts this checkout first on sys.path
@@ -123,12 +122,12 @@ def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
                      workers: int | None) -> tuple[float, list[tuple], int]:
     """``from-text`` over ``--persona-n`` texts (read, like) or ``expand`` (1 hop, fanout 2,
     closing triangles) from ``--persona-n`` personas, local or on Ray with ``workers``."""
+    from personahub import runtime
     from personahub.agents.llm.client import LLMSettings, make_client
     from personahub.core.loop import job_loop
     from personahub.core.store import connect
-    from personahub.personas.expand import expand_hub
     from personahub.personas.text_to_persona import iter_texts, text_to_persona
-    from personahub.sim.executors.ray_actors import ray_asks
+    from personahub.pipelines.expand import EXPANSION, ExpandConfig
     from personahub.sim.executors.ray_batches import RayTarget, ask_batches
 
     corpus = tmp / f"{job}-{workers}.jsonl"
@@ -137,19 +136,19 @@ def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
     target = RayTarget(workers=workers)
     con = connect(db)
     t0 = time.perf_counter()
-    with job_loop() as loop:
-        if job == "from-text":
+    if job == "from-text":
+        with job_loop() as loop:
             remote = None if workers is None else (
                 lambda batches: ask_batches(client, batches, target, args.batch_size * 2))
             loop.run(text_to_persona(con, client, iter_texts(corpus, id_column="id"), corpus="c",
                                      relations=("read", "like"), batch_size=args.batch_size,
                                      concurrency=args.concurrency, remote=remote))
-        else:
-            start = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
-            with ExitStack() as stack:  # one actor pool for the whole expansion
-                asks = None if workers is None else stack.enter_context(ray_asks(client, target))
-                loop.run(expand_hub(con, client, start_ids=start, hops=1, fanout=2,
-                                    batch_size=args.batch_size * 4, link_candidates=2, asks=asks))
+    else:  # the expansion job spec, its calls on one actor pool for the whole expansion
+        on_ray = {} if workers is None else {"executor": "ray", "ray_workers": workers}
+        runtime.run(EXPANSION, ExpandConfig(db=str(db), hops=1, fanout=2, link_candidates=2,
+                                            batch_size=args.batch_size * 4,
+                                            concurrency=args.concurrency, **on_ray),
+                    db, client=client, con=con)
     seconds = time.perf_counter() - t0
     con.close()
     hub, calls = hub_of(db)

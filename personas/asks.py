@@ -1,5 +1,6 @@
 """One batch's structured model calls as data, so a job can hand them to whichever executor runs
-them: its own event loop (``local_asks``) or Ray actors (``sim.executors.ray_actors.ray_asks``).
+them: its own event loop (``local_asks``, through whatever caller the executor lends: Ray actors'
+``RayCaller`` for an expansion) or Ray workers (``sim.executors.ray_batches.ask_batches``).
 
 An ``Ask`` names its schema by a module-level factory and its arguments instead of holding the
 class: the schemas of ``from-text`` and ``expand`` are built at run time (``create_model``) and

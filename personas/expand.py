@@ -23,43 +23,28 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from personahub.agents.prompts.personas import expand_messages, prompt_text
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError
-from personahub.core.failures import QUALITY_FAIL_MIN_ACTIONS, call_error, endpoint_error
+from personahub.core.failures import QUALITY_FAIL_MIN_ACTIONS, endpoint_error
 from personahub.core.jobs_store import UNFINISHED, list_jobs, supersede_jobs
 from personahub.core.store import insert_rows, scalar, transaction
 from personahub.core.text_bounds import DIGITS, SHORT
-from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.embedding import Embedder
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
-from personahub.personas.link_merge import apply_merges, merge_rows, resolve, save_merges
+from personahub.personas.link_merge import save_merges
 from personahub.personas.link_nearest import NearestPool, pool_embedder
-from personahub.personas.linking import (
-    LINK_PURPOSE,
-    hub_neighbours,
-    link_messages,
-    link_relations,
-    link_schema,
-    pick_candidates,
-    same_person,
-    texts_of,
-)
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import (
     PERSONA_MAX_CHARS,
     RELATION_MAX_CHARS,
-    gate_answer,
-    gate_item,
     rejected_counts,
-    rejected_row,
 )
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, upsert_personas
@@ -305,182 +290,19 @@ class Linking:
     threshold: float = 0.9
 
 
-@dataclass
-class BatchAnswer:
-    """What asking about one batch of frontier personas produced, before it is committed: the
-    graph's new rows, the frontier marks, the calls (for the commit) and, for the failure
-    policy, the error of each frontier persona that yielded no one."""
-
-    created: list[Persona]
-    relations: list[Relation]
-    rejected: list[dict[str, Any]]
-    marks: list[dict[str, Any]]
-    merges: list[dict[str, Any]]
-    calls: list[Any]
-    errors: list[str | None]
-    kept: int  # frontier personas whose answer yielded someone
-
-
-async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
-                       index: NearDuplicateIndex, expansion_id: str, level: int,
-                       parents: list[Persona], fanout: int, run_id: str | None, language: str | None = None,
-                       linking: Linking | None = None) -> BatchAnswer:
-    """Ask about one batch of frontier personas (then, with link candidates, the batch's
-    triangle-closing questions) and work out what it adds to the hub; nothing is written (the
-    expansion spec commits it: ``pipelines/expand.py``). The near-duplicate index and the
-    linking's aliases take the batch's new personas at once, as the next batch must see them."""
-    linking = linking or Linking()
-    asks = local_asks(caller)
-    # what each call shows the model: its answer may not merely restate it (quality.echo_issue)
-    shown = {p.persona_id: expand_messages(p.text, fanout, language=language) for p in parents}
-    results = await asks([Ask(related_personas_schema, (fanout,), shown[p.persona_id],
-                              purpose="expand", persona_id=p.persona_id,
-                              check=partial(gate_answer, "people", language,
-                                            shown=prompt_text(shown[p.persona_id])))
-                          for p in parents])
-    round_number = level + 1
-    answers = [(parent, position, person,
-                *gate_item(person, language=language,
-                           shown=prompt_text(shown[parent.persona_id])))
-               for parent, result in zip(parents, results, strict=True) if result.value is not None
-               for position, person in enumerate(getattr(result.value, "people"))]  # noqa: B009
-    near = nearest(linking, [(text, parent.persona_id) for parent, _, _, text, issue in answers
-                             if issue is None])
-    created: list[Persona] = []
-    relations: list[Relation] = []
-    rejected: list[dict[str, Any]] = []
-    marks: list[dict[str, Any]] = []
-    merges: list[tuple[Persona, str, str, float | None]] = []
-    nearest_of: dict[str, list[str]] = {}
-    by_parent: dict[str, dict[str, Any]] = {
-        p.persona_id: {"persona_id": p.persona_id, "status": "done", "targets": [],
-                       "created": [], "merged": 0, "linked": 0} for p in parents}
-    for parent, result in zip(parents, results, strict=True):
-        marks.append(by_parent[parent.persona_id])
-        if result.value is None:
-            by_parent[parent.persona_id]["status"] = "failed"
-    accepted = 0
-    for parent, position, person, text, issue in answers:
-        mark = by_parent[parent.persona_id]
-        label = " ".join(person.relation.lower().split())[:40]
-        if issue is not None:
-            rejected.append(rejected_row(
-                "expand", issue, {"persona": person.persona, "relation": label,
-                                  "hop": parent.hop + 1},
-                key=f"{expansion_id}\0{parent.persona_id}\0{position}", run_id=run_id,
-                job_id=expansion_id, persona_id=parent.persona_id, kind="persona"))
-            continue
-        near_ones, accepted = near[accepted], accepted + 1
-        child = Persona(text=text, source="expand",
-                        source_ref=f"{parent.persona_id}/{label}",
-                        hop=parent.hop + 1,
-                        attributes={"parent": parent.persona_id, "relation": label})
-        existing = index.check_and_add(child.persona_id, child.text)
-        if existing is not None:
-            existing = resolve(linking.aliases, existing)
-        elif near_ones and near_ones[0][1] >= linking.threshold:  # the same person, in other words
-            existing = near_ones[0][0]
-            linking.aliases[child.persona_id] = existing
-            merges.append((child, existing, "embedding", near_ones[0][1]))
-        if existing is not None:
-            mark["merged"] += existing != parent.persona_id
-            target = existing
-        else:
-            created.append(child)
-            mark["created"].append(child.persona_id)
-            nearest_of[child.persona_id] = [pid for pid, _ in near_ones]
-            target = child.persona_id
-        if target != parent.persona_id:
-            relations.append(Relation(parent.persona_id, target, label, round_number, "expand"))
-            mark["targets"].append(target)
-    link_results: list[Any] = []
-    if linking.candidates > 0 and created:
-        link_edges, link_results, said_same = await _close_triangles(
-            con, asks, parents, created, marks, linking.candidates, round_number, nearest_of)
-        relations += link_edges
-        by_id = {p.persona_id: p for p in created}
-        for child_id, into in said_same.items():
-            linking.aliases[child_id] = into
-            merges.append((by_id[child_id], into, "model", None))
-        created, relations = apply_merges(said_same, created, relations, marks)
-    merge_table = merge_rows(expansion_id, len(linking.aliases) - len(merges), round_number, merges)
-    passed = {parent.persona_id for parent, _, _, _, issue in answers if issue is None}
-    gated = {parent.persona_id: str(issue) for parent, _, _, _, issue in reversed(answers)
-             if issue is not None}
-    errors = [call_error(result) if result.value is None
-              else f"quality gate: {gated.get(parent.persona_id, 'no one proposed')}"
-              for parent, result in zip(parents, results, strict=True)
-              if parent.persona_id not in passed]
-    return BatchAnswer(created, relations, rejected, marks, merge_table,
-                       [*results, *link_results], errors, len(passed))
-
-
 def write_answer(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, expansion_id: str,
-                 level: int, answer: BatchAnswer) -> None:
+                 level: int, created: Sequence[Persona], relations: Sequence[Relation],
+                 merges: list[dict[str, Any]], marks: list[dict[str, Any]]) -> None:
     """A batch's graph rows and frontier marks (inside the batch's commit)."""
-    upsert_personas(con, answer.created, caller)
-    save_relations(con, answer.relations)
-    save_merges(con, answer.merges)
-    mark_rows(con, expansion_id, level, answer.marks)
+    upsert_personas(con, list(created), caller)
+    save_relations(con, list(relations))
+    save_merges(con, merges)
+    mark_rows(con, expansion_id, level, marks)
 
 
 def link_embedder_of(spec: str | None) -> Embedder | None:
     """The pool's embedder for ``--link-embedder`` (None: no pool)."""
     return None if spec is None else pool_embedder(spec)
-
-
-def nearest(linking: Linking, asks: list[tuple[str, str]]) -> list[list[tuple[str, float]]]:
-    """For each ``(text, source id)``, the pool's nearest people (none without an embedder):
-    enough to fill the link candidates and to tell whether the nearest is the same person."""
-    if linking.pool is None:
-        return [[] for _ in asks]
-    k = max(linking.candidates, 1)
-    return linking.pool.nearest([text for text, _ in asks], k + 1, [set() for _ in asks])
-
-
-async def _close_triangles(con: duckdb.DuckDBPyConnection, asks: Asks,
-                           parents: list[Persona], created: list[Persona],
-                           marks: list[dict[str, Any]], limit: int, round_number: int,
-                           nearest_of: dict[str, list[str]] | None = None,
-                           ) -> tuple[list[Relation], list[Any], dict[str, str]]:
-    """Ask, for each new persona of the batch, which candidates near it it knows
-    (``personas.linking``); returns the edges, the call results (for the batch's commit) and
-    the new personas the answers called someone already known (id -> that person).
-    Each frontier row's ``linked`` counts its new personas' link edges. A failed link call adds
-    no edge: the persona stays linked to its source only."""
-    nearest_of = nearest_of or {}
-    by_id = {p.persona_id: p for p in created}
-    neighbours = hub_neighbours(con, [p.persona_id for p in parents])
-    order: list[tuple[dict[str, Any], Persona, Persona, list[str]]] = []
-    for parent, mark in zip(parents, marks, strict=True):
-        for child_id in mark["created"]:
-            candidates = pick_candidates(child_id, parent.persona_id, mark["targets"],
-                                         neighbours.get(parent.persona_id, []), limit,
-                                         nearest_of.get(child_id, ()))
-            if candidates:
-                order.append((mark, parent, by_id[child_id], candidates))
-    texts = texts_of(con, sorted({c for *_, cs in order for c in cs}),
-                     {pid: p.text for pid, p in by_id.items()})
-    results = await asks([Ask(
-        link_schema, (len(candidates),),
-        link_messages(child.text, str(child.attributes.get("relation", "")), parent.text,
-                      [texts[c] for c in candidates]),
-        purpose=LINK_PURPOSE, persona_id=child.persona_id)
-        for _, parent, child, candidates in order]) if order else []
-    edges: list[Relation] = []
-    said_same: dict[str, str] = {}
-    for (mark, _, child, candidates), result in zip(order, results, strict=True):
-        if result.value is None:
-            continue
-        links = getattr(result.value, "links")  # noqa: B009
-        same = same_person(candidates, links)
-        if same is not None and resolve(said_same, same) != child.persona_id:
-            said_same[child.persona_id] = same
-            continue
-        found = link_relations(child.persona_id, candidates, links, round_number)
-        mark["linked"] += len(found)
-        edges += found
-    return edges, list(results), said_same
 
 
 def setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,

@@ -21,10 +21,8 @@ from functools import lru_cache
 from typing import Annotated
 
 import duckdb
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
 
-from personahub.agents.prompts.personas import PERSONA_SYSTEM, section
 from personahub.core.text_bounds import SHORT
 from personahub.personas.graph import Relation
 
@@ -33,16 +31,6 @@ LINK_PURPOSE = "expand:link"
 DEFAULT_LINK_CANDIDATES = 4
 FALLBACK_LABEL = "acquaintance"
 SAME_PERSON = "same person"
-
-LINK_TASK = (
-    "The new persona above was just described as someone in close relationship with the source "
-    "persona. Below are people already in the source persona's circle. For each candidate, in "
-    "the order given, say whether the new persona plausibly knows them personally, and if so how "
-    "(a relation label of one or two words, e.g. neighbour, colleague, cousin). If a candidate "
-    "is the new persona themself, described differently, answer knows with relation 'same "
-    "person'. Answer with one entry per candidate."
-)
-
 
 class CandidateLink(BaseModel):
     """Whether the new persona knows one candidate, and how."""
@@ -62,17 +50,6 @@ def link_schema(count: int) -> type[BaseModel]:
         __doc__="For each candidate, in order: does the new persona know them, and how.",
         links=(list[CandidateLink], Field(min_length=count, max_length=count)),
     )
-
-
-def link_messages(new_persona: str, relation: str, source_persona: str,
-                  candidates: Sequence[str]) -> list[BaseMessage]:
-    """The triangle-closing prompt: a new persona, its source, and numbered candidates."""
-    listed = "\n".join(f"{i}. {text}" for i, text in enumerate(candidates, 1))
-    body = (section("Persona", new_persona)
-            + "\n" + section("Source persona", f"{source_persona} (the new persona is their "
-                                                f"{relation})")
-            + "\n" + section("Candidates", listed) + "\n" + section("Task", LINK_TASK))
-    return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]
 
 
 def hub_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]

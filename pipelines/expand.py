@@ -46,11 +46,9 @@ from personahub.personas.expand import (
     ASKS_PER_ROUND,
     DEFAULT_BATCH,
     MAX_HOPS,
-    BatchAnswer,
     ExpandSummary,
     ExpansionIncomplete,
     Linking,
-    answer_batch,
     ask_failed_again,
     expansion_personas,
     frontier_count,
@@ -75,6 +73,7 @@ from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.sim.executors import check_executor
 
 __all__ = ["EXPANSION", "ExpandAsker", "ExpandBatch", "ExpandConfig", "ExpandSpec",
@@ -315,7 +314,8 @@ class ExpandSpec(SpecBase[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary]
         state = _state(ctx)
 
         def write() -> None:
-            write_answer(ctx.con, ctx.caller, ctx.job_id, batch.level, result)
+            write_answer(ctx.con, ctx.caller, ctx.job_id, batch.level, result.created,
+                         result.relations, result.merges, result.marks)
 
         if state.linking is not None and state.linking.pool is not None:
             pool = state.linking.pool

@@ -5,6 +5,8 @@ Prompts use ``## Section`` headings; the offline engine finds its context by the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from personahub.personas.quality import language_name
@@ -75,4 +77,25 @@ def text_to_persona_messages(text: str, relation: str, count: int, *,
                                        each="" if count == 1 else " each")
     task += language_clause(language)
     body = section("Text", text) + "\n" + section("Task", task)
+    return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]
+
+
+LINK_TASK = (
+    "The new persona above was just described as someone in close relationship with the source "
+    "persona. Below are people already in the source persona's circle. For each candidate, in "
+    "the order given, say whether the new persona plausibly knows them personally, and if so how "
+    "(a relation label of one or two words, e.g. neighbour, colleague, cousin). If a candidate "
+    "is the new persona themself, described differently, answer knows with relation 'same "
+    "person'. Answer with one entry per candidate."
+)
+
+
+def link_messages(new_persona: str, relation: str, source_persona: str,
+                  candidates: Sequence[str]) -> list[BaseMessage]:
+    """The triangle-closing prompt: a new persona, its source, and numbered candidates."""
+    listed = "\n".join(f"{i}. {text}" for i, text in enumerate(candidates, 1))
+    body = (section("Persona", new_persona)
+            + "\n" + section("Source persona", f"{source_persona} (the new persona is their "
+                                                f"{relation})")
+            + "\n" + section("Candidates", listed) + "\n" + section("Task", LINK_TASK))
     return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]

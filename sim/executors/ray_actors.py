@@ -33,8 +33,9 @@ stores every attempt exactly as in a local run; its misses go to the actors (``_
 answer them with the layers below their client's cache (retries, limits, endpoints). Validation
 and repair run on the driver then; an actor still learns the modes its endpoints ignore.
 
-``ray_asks`` lends the same pool to a job kernel job whose calls depend on the batch before's
-commit (``personas expand``): one pool for the whole job, a round trip per set of calls.
+The executor seam (``ray_executor.py``) lends the same pool to any job spec whose batches depend
+on the commit of the batch before (``personas expand``): one pool for the whole job, a round
+trip per set of calls.
 """
 
 from __future__ import annotations
@@ -64,8 +65,7 @@ from personahub.core.contracts import (
 )
 from personahub.core.errors import PersonahubError
 from personahub.core.optional import ray
-from personahub.personas.asks import Asks, local_asks
-from personahub.sim.executors.ray_batches import RayTarget, check_ray_client, ray_session
+from personahub.sim.executors.ray_batches import check_ray_client, ray_session
 
 T = TypeVar("T", bound=BaseModel)
 MAX_BATCH = 64  # calls per actor task: large enough to amortise a task, small enough to spread
@@ -322,17 +322,6 @@ def ray_caller(client: StructuredCaller, *, address: str | None, workers: int | 
                 client.answer_misses_with(None)  # type: ignore[attr-defined]
             for actor in actors:
                 ray.kill(actor, no_restart=True)
-
-
-@contextmanager
-def ray_asks(client: StructuredCaller, target: RayTarget, job: str = "expand") -> Iterator[Asks]:
-    """``Asks`` for a whole job whose calls depend on the commit of the batch before (as an
-    expansion's link questions do): one pool of actors for the job, so each batch's calls cost
-    a round trip to the actors, not a Ray Data pass (actors started and ended per batch)."""
-    with ray_caller(client, address=target.address, workers=target.workers, run_id=job,
-                    lost=f"the {job} job stopped after its last committed batch: run the same "
-                         "command to resume it") as caller:
-        yield local_asks(caller)
 
 
 def check_run_client(client: StructuredCaller) -> None:
