@@ -233,7 +233,8 @@ _EXPAND_DEFAULTS: dict[str, Any] = {
     "max_failed_share": DEFAULT_MAX_FAILED_SHARE, "offline_latency_s": 0.0}
 # what an expansion makes: a resume compares these when the caller names them
 _EXPAND_IDENTITY = {"hops", "fanout", "limit", "start_ids", "language", "link_candidates",
-                    "link_embedder", "structured", "max_tokens", "temperature", "top_p"}
+                    "link_embedder", "batch_size", "structured", "max_tokens", "temperature",
+                    "top_p"}
 _DEDUP_DEFAULTS: dict[str, Any] = {
     "embedder": "hash", "threshold": 0.9, "num_perm": 128, "ngram": 1, "embed_threshold": 0.9,
     "ann": "auto", "batch_size": 50_000}

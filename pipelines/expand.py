@@ -101,12 +101,14 @@ class ExpandConfig(BatchFields):
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    # frontier personas per transaction: what the job makes, as each batch is checked against
+    # the people the batches before it added (near duplicates, link candidates)
+    batch_size: int = DEFAULT_BATCH
     db: str = engine(DEFAULT_DB)
     llm: str = engine("offline", identity=True, secret=True)
     concurrency: Concurrency = engine(16)
     timeout_s: float = engine(60.0)
     offline_latency_s: float = engine(0.0)
-    batch_size: int = engine(DEFAULT_BATCH)  # frontier personas per transaction
     cache: str = engine("off")
     rps: float | None = engine(None)
     executor: str = engine("local")

@@ -149,7 +149,8 @@ def personas_expand(
     offline_latency: OfflineLatencyOption = 0.0,
     cache: CacheOption = "off",
     rps: RpsOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Frontier personas per transaction.")] = 256,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Frontier personas per transaction (a resumed expansion keeps its own).")] = 256,
     link_candidates: Annotated[int, typer.Option(
         min=0, max=20, help="Close triangles: ask whether each new persona knows up to this many "
                             "people near its source (0: grow trees, no link calls).")] = 4,
@@ -202,12 +203,12 @@ def personas_expand(
     engine: dict[str, Any] = {
         "db": str(db), "concurrency": concurrency, "timeout_s": timeout,
         "offline_latency_s": offline_latency, "cache": cache, "rps": rps,
-        "batch_size": batch_size, "executor": executor, "ray_address": ray_address,
-        "ray_workers": ray_workers}
+        "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers}
     if max_failed_share is not None:  # else the expansion's own (a new one: the default)
         engine["max_failed_share"] = max_failed_share
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
-    made = {"link_candidates": link_candidates, "link_embedder": embedder, **flags.settings()}
+    made = {"link_candidates": link_candidates, "link_embedder": embedder,
+            "batch_size": batch_size, **flags.settings()}
     config: ExpandConfig | dict[str, Any]
     job_id = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
                                   language=language, resume=resume)
