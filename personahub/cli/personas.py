@@ -150,7 +150,13 @@ def personas_expand(
     cache: CacheOption = "off",
     rps: RpsOption = None,
     batch_size: Annotated[int, typer.Option(
-        min=1, help="Frontier personas per transaction (a resumed expansion keeps its own).")] = 256,
+        min=1, help="Frontier personas per transaction (a resumed expansion keeps its own); "
+                    "with --batch also the most requests in one provider batch.")] = 256,
+    batch: BatchOption = False,
+    batch_window: BatchWindowOption = "24h",
+    batch_fallback: BatchFallbackOption = "batch",
+    batch_file: BatchFileOption = None,
+    batch_poll: BatchPollOption = 5.0,
     link_candidates: Annotated[int, typer.Option(
         min=0, max=20, help="Close triangles: ask whether each new persona knows up to this many "
                             "people near its source (0: grow trees, no link calls).")] = 4,
@@ -203,7 +209,9 @@ def personas_expand(
     engine: dict[str, Any] = {
         "db": str(db), "concurrency": concurrency, "timeout_s": timeout,
         "offline_latency_s": offline_latency, "cache": cache, "rps": rps,
-        "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers}
+        "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers,
+        **{k: v for k, v in batch_engine(batch, batch_size, batch_window, batch_fallback,
+                                         batch_file, batch_poll).items() if k != "batch_size"}}
     if max_failed_share is not None:  # else the expansion's own (a new one: the default)
         engine["max_failed_share"] = max_failed_share
     flags = ModelFlags(structured, max_tokens, temperature, top_p)
@@ -237,8 +245,10 @@ def personas_expand(
         task = bar.add_task("expanding (hops)", total=hops)
 
         def progress(phase: str, done: int, total: int | None) -> None:
-            if phase == "expand":
-                bar.update(task, completed=done, total=total)
+            if phase.startswith("batch "):  # a provider batch's state (--batch)
+                bar.update(task, description=f"expanding (hops) · {phase}")
+            elif phase == "expand":
+                bar.update(task, completed=done, total=total, description="expanding (hops)")
 
         result = run_expansion(config, db=db, resume=job_id, progress=progress,
                                on_ready=on_ready, on_start=on_start, warn=unreachable)

@@ -1,6 +1,7 @@
-"""``--batch`` on ``personas from-text``, ``judge``, ``interview`` and ``calibrate`` (issue 29).
+"""``--batch`` on ``personas from-text``, ``personas expand``, ``judge``, ``interview`` and
+``calibrate`` (issue 29).
 
-Each of the four wraps its asker with ``pipelines.batch_jobs.batched_asker``, as synthesis does
+Each of the five wraps its asker with ``pipelines.batch_jobs.batched_asker``, as synthesis does
 (``test_synthesis_batch.py``): the same ``BatchingCaller`` sends, polls and collects, so what is
 tested there of the caller (faults, fallback, mode learning) holds here. What is tested here is
 each job's own seam: a batched job commits the rows the online job with the same seed commits,
@@ -26,7 +27,11 @@ import pytest
 from personahub import runtime
 from personahub.api import run_interview, run_judge, run_simulation, run_synthesis
 from personahub.core.errors import AwaitingResults
+from personahub.core.store import connect
+from personahub.personas.record import Persona
+from personahub.personas.store import upsert_personas
 from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
+from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.interview import InterviewConfig
 from personahub.pipelines.judge import JudgeConfig
 from personahub.pipelines.run import RunConfig
@@ -156,7 +161,27 @@ def _calibrate(folder: Path) -> Case:
     return Case(run, made)
 
 
-CASES = {"from-text": _text, "judge": _judge, "interview": _interview, "calibrate": _calibrate}
+def _expand(folder: Path) -> Case:
+    base = folder / "hub.duckdb"
+    con = connect(base)
+    upsert_personas(con, [Persona(text=t, source="test") for t in persona_texts(4)])
+    con.close()
+
+    def run(db: Path, url: str, **more: Any) -> str:
+        shutil.copy(base, db)
+        settings = {"hops": 2, "fanout": 2, "batch_size": 3, "link_candidates": 2, **more}
+        config = ExpandConfig(db=str(db), **model(url), **settings)
+        return runtime.run(EXPANSION, config, db).job_id
+
+    def made(db: Path, job_id: str) -> list[tuple[Any, ...]]:
+        return (rows(db, "SELECT persona_id, text FROM personas ORDER BY 1")
+                + rows(db, "SELECT src, dst, relation, source FROM relations ORDER BY ALL"))
+
+    return Case(run, made)
+
+
+CASES = {"from-text": _text, "judge": _judge, "interview": _interview, "calibrate": _calibrate,
+         "expand": _expand}
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
@@ -345,3 +370,42 @@ def test_the_api_takes_the_batch_options(server: Any, tmp_path: Path) -> None:
     judged = personahub.judge(job=target, db=db, **options)
     assert "batches: 1 created" in (judged.summary.batches or "")
     assert srv.stats.requests == 0 and srv.stats.batches_created == 2
+
+
+def test_an_expansion_goes_through_batch_files_a_level_at_a_time(
+        server: Any, tmp_path: Path) -> None:
+    """Each level's batch is one file: written, run elsewhere, imported; the import goes on to
+    the next level's file, and the last import ends the expansion with the batched rows."""
+    case = _expand(tmp_path)
+    srv = server()
+    options = {"link_candidates": 0, "batch_size": 10}
+    batched = case.run(tmp_path / "batched.duckdb", srv.base_url, batch=True, **options, **FAST)
+    expected = case.made(tmp_path / "batched.duckdb", batched)
+
+    db, requests = tmp_path / "file.duckdb", tmp_path / "requests.jsonl"
+    with pytest.raises(AwaitingResults, match="batch import"):
+        case.run(db, srv.base_url, batch_file=str(requests), **options)
+    [(job_id,)] = rows(db, "SELECT job_id FROM jobs WHERE kind = 'expansion'")
+    waves = 0
+    while rows(db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("awaiting_results",)]:
+        waves += 1
+        results = tmp_path / f"results-{waves}.jsonl"
+        results_by_server(srv, requests, results)
+        done = invoke("batch", "import", results, "--job", job_id, "--db", db, "--llm",
+                      f"{srv.base_url}?model=offline")
+        assert done.exit_code == 0, done.output
+        assert waves < 5
+    assert waves == 2  # one file a level
+    assert rows(db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("finished",)]
+    assert case.made(db, job_id) == expected
+    assert srv.stats.requests == 0
+
+
+def test_a_batch_file_cannot_hold_an_expansions_link_questions(tmp_path: Path) -> None:
+    _expand(tmp_path)
+    refused = invoke("personas", "expand", "--db", tmp_path / "hub.duckdb", "--link-candidates", 2,
+                     "--batch-file", tmp_path / "requests.jsonl")
+    assert refused.exit_code == 2, refused.output
+    assert "--batch-file with --link-candidates" in refused.output
+    assert not (tmp_path / "requests.jsonl").exists()
+    assert rows(tmp_path / "hub.duckdb", "SELECT count(*) FROM jobs") == [(0,)]
