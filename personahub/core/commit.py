@@ -6,8 +6,7 @@ call it themselves."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,38 +140,3 @@ def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
         with transaction(con):
             insert_rows(con, "llm_calls", rows)
     return [row["call_id"] for row in rows]
-
-
-@contextmanager
-def spilling_calls(con: duckdb.DuckDBPyConnection, client: Any, job: JobRef) -> Iterator[None]:
-    """Every attempt of ``client``'s calls into the job's call spill while the block runs, and
-    what no batch committed into ``llm_calls`` when it ends, however it ends (a stop, Ctrl-C);
-    what an earlier, killed run left is committed first. For a job that runs outside the
-    kernel (a standalone expansion), which spills the same way (``kernel._spilling``); nothing
-    is done for a client without ``spill_to`` or a database without a file."""
-    from personahub.core import call_spill
-
-    spill_to = getattr(client, "spill_to", None)
-    rows = con.execute("SELECT path FROM duckdb_databases() "
-                       "WHERE database_name = current_database()").fetchall()
-    db = rows[0][0] if rows and rows[0][0] else None
-    if spill_to is None or db is None:
-        yield
-        return
-    commit_spilled(con, client, call_spill.read_job(db, job.job_id))
-    spill = call_spill.CallSpill(call_spill.spill_path(db, job.job_id),
-                                 tags={"job_kind": job.kind, "job_id": job.job_id,
-                                       "run_id": job.run_id})
-    spill.clear()
-    spill_to(spill)
-    try:
-        yield
-    finally:
-        spill_to(None)
-        spill.close()
-        try:
-            commit_spilled(con, client, call_spill.read_job(db, job.job_id))
-        except duckdb.Error:
-            pass  # the spill stays, and the next run of the job commits it first
-        else:
-            call_spill.remove_job(db, job.job_id)
