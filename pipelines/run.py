@@ -100,6 +100,9 @@ class RunConfig(BatchFields):
     max_tokens: int | None = None  # None: per output kind (agents/llm/generation.py)
     temperature: float | None = None
     top_p: float | None = None
+    # a hub source draws personas the quality gate did not pass too (personas/hub_gate.py;
+    # --include-ungated); the scenario's personas.include_ungated says the same
+    include_ungated: bool = False
     db: Path = engine(Path(DEFAULT_DB))
     llm: str = engine("offline", identity=True, secret=True)
     concurrency: Concurrency = engine(16)
@@ -319,6 +322,9 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
             raise UsageError("a run needs a scenario: RunConfig(scenario=load_scenario(FILE), ...)")
         scenario = ctx.config.scenario
         assert scenario is not None
+        if ctx.config.include_ungated:
+            scenario = dataclasses.replace(scenario, personas=dataclasses.replace(
+                scenario.personas, include_ungated=True))
         personas = None
         if not (ctx.resumed and store.agent_persona_ids(ctx.con, ctx.job_id)):
             with RunHeap():  # many objects, all long-lived: no collector passes over them

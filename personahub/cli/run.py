@@ -101,6 +101,10 @@ def run(
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
     max_failed_share: MaxFailedShareOption = None,
+    include_ungated: Annotated[bool, typer.Option(
+        help="A hub source draws personas the quality gate did not pass too: imported rows "
+             "that fail it and, for a model run, the offline engine's (docs/personas.md).")
+    ] = False,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
     batch: BatchOption = False,
@@ -123,7 +127,7 @@ def run(
             scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
             price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
             Where(executor, ray_address, ray_workers), max_failed_share,
-            _batching(batch, batch_window, batch_fallback, batch_poll))
+            _batching(batch, batch_window, batch_fallback, batch_poll), include_ungated)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -139,7 +143,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
          concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
          rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
          watcher: Any, where: Where, max_failed_share: float | None = None,
-         batching: dict[str, Any] | None = None) -> Any:
+         batching: dict[str, Any] | None = None, include_ungated: bool = False) -> Any:
     """The run (or resume) itself, on the job kernel; ``watcher`` (a ``RunView``) starts once
     the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
@@ -147,8 +151,9 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
 
     config: Any
     if resume is not None:
-        if scenario is not None or steps is not None or seed is not None:
-            raise UsageError("--resume RUN_ID takes the scenario, steps and seed from the run; "
+        if scenario is not None or steps is not None or seed is not None or include_ungated:
+            raise UsageError("--resume RUN_ID takes the scenario, steps, seed and "
+                             "--include-ungated from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials,"
                                   " --executor for where its calls run)")
         config = {**_resumed(resume, db, llm, offline_latency, where, max_failed_share),
@@ -159,7 +164,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
     else:
         config = run_options(scenario, db, steps, seed, llm, concurrency, timeout, offline_latency,
-                             cache, rps, price_in, price_out, flags, where, max_failed_share)
+                             cache, rps, price_in, price_out, flags, where, max_failed_share,
+                             include_ungated)
         if batching:
             config = dataclasses.replace(config, **batching)
         if watcher is not None:
@@ -195,7 +201,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
 def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None, llm: str | None,
                 concurrency: Concurrency, timeout: float, offline_latency: float, cache: str,
                 rps: float | None, price_in: float | None, price_out: float | None,
-                flags: ModelFlags, where: Where, max_failed_share: float | None) -> Any:
+                flags: ModelFlags, where: Where, max_failed_share: float | None,
+                include_ungated: bool = False) -> Any:
     """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags (``personahub.run_scenario``
     builds the same one, ``personahub.api.run_config``)."""
     from personahub.agents.llm.client import resolve_spec
@@ -206,6 +213,7 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None, l
                      llm=resolve_spec(llm), concurrency=concurrency, timeout_s=timeout,
                      offline_latency_s=offline_latency, cache=cache, rps=rps, price_in=price_in,
                      price_out=price_out, **where._asdict(), **flags.settings(),
+                     include_ungated=include_ungated,
                      max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
                                        else max_failed_share))
 

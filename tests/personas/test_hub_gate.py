@@ -286,3 +286,43 @@ def test_a_hub_scenario_draws_gated_personas_unless_it_asks(tmp_path: Path) -> N
     assert drawn(include_ungated=True) == {*good, JUNK}
     scenario = Scenario(name="t", personas=PersonaSource(path="hub"), steps=1)
     assert {p.text for p in load_scenario_personas(scenario, db, offline=True)} == set(good)
+
+
+UNGATED_SCENARIO = """
+from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
+
+SCENARIO = Scenario(name="ungated", personas=PersonaSource(path="hub"),
+                    graph=GraphGrowth(hops=0, acquaintances=1), steps=1,
+                    kinds=("instruction",), world="A small town.", seed=3)
+"""
+
+
+def test_run_include_ungated_draws_a_hub_the_gate_failed(tmp_path: Path) -> None:
+    import personahub
+
+    names = [JUNK, "Tom Reyes", "Ana Silva", "Kofi Mensah"]  # bare names: the gate fails each
+    db = tmp_path / "hub.duckdb"
+    con = connect(db)
+    upsert_personas(con, [Persona(text=n, source="f") for n in names])
+    assert set(gates(con).values()) == {"failed"}
+    con.close()
+    scenario = tmp_path / "ungated.py"
+    scenario.write_text(UNGATED_SCENARIO, encoding="utf-8")
+
+    refused = invoke("run", scenario, "--db", db)
+    assert refused.exit_code == 1 and "--include-ungated" in refused.stderr, refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1
+    ran = invoke("run", scenario, "--db", db, "--include-ungated", "--preview", 0)
+    assert ran.exit_code == 0, ran.output
+    run = personahub.run_scenario(scenario, db=db, include_ungated=True, progress=False)
+    con = connect(db, read_only=True)
+    try:
+        agents = con.execute("SELECT run_id, count(*) FROM run_agents GROUP BY 1").fetchall()
+        assert sorted(n for _, n in agents) == [4, 4] and run.run_id in dict(agents)
+        stored = con.execute("SELECT DISTINCT CAST(config->>'include_ungated' AS VARCHAR) "
+                             "FROM jobs WHERE kind = 'run'").fetchall()
+        assert stored == [("true",)]
+    finally:
+        con.close()
+    again = invoke("run", "--resume", run.run_id, "--db", db, "--include-ungated")
+    assert again.exit_code == 2 and "--include-ungated from the run" in again.output
