@@ -244,8 +244,9 @@ _BATCH_FLAGS = {"batch", "batch_file", "batch_window", "batch_fallback", "batch_
 
 
 def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str | Path,
-                 options: dict[str, Any], **fixed: Any) -> Job:
-    """Run one of ``personahub.persona_jobs`` with ``defaults`` overridden by ``options``."""
+                 options: dict[str, Any], progress: ProgressSetting = None, **fixed: Any) -> Job:
+    """Run one of ``personahub.persona_jobs`` with ``defaults`` overridden by ``options``
+    (``progress`` as for ``run_scenario``)."""
     from personahub import persona_jobs
 
     _refuse_unknown(kind, options, set(defaults) | flags)
@@ -253,20 +254,21 @@ def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str |
         "text_to_persona": persona_jobs.text_to_persona_job,
         "dedup": persona_jobs.dedup_job_run}
     run = jobs[kind]
-    job_id, summary = run(db=Path(db), **fixed, **{**defaults, **options})
+    with progress_hook(progress) as hook:
+        job_id, summary = run(db=Path(db), progress=hook, **fixed, **{**defaults, **options})
     return Job(kind=kind, job_id=job_id, db=Path(db), summary=summary)
 
 
 def _text_call(corpus: str | Path, db: str | Path, llm: str, seed: int,
-               options: dict[str, Any]) -> Callable[[], Job]:
+               options: dict[str, Any], progress: ProgressSetting = None) -> Callable[[], Job]:
     # the options named here are what a run over a corpus with its job already must agree on
     return partial(_persona_job, "text_to_persona", _TEXT_DEFAULTS, _MODEL_FLAGS | _BATCH_FLAGS,
-                   db, options,
+                   db, options, progress,
                    corpus=Path(corpus), llm=llm, seed=seed, given=frozenset(options))
 
 
 def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
-                    seed: int = 0, **options: Any) -> Job:
+                    seed: int = 0, progress: ProgressSetting = None, **options: Any) -> Job:
     """Text-to-persona over a corpus file: who is likely to read/write/like/dislike each text.
 
     ``options``: relations, per_text, limit, corpus_name, text_column, id_column, split,
@@ -275,15 +277,17 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
     max_tokens, temperature, top_p, timeout_s, rps) and the batch ones (batch, batch_file,
     batch_window, batch_fallback, batch_poll_s; docs/batch.md): the same job as ``personahub
     personas from-text``. Running again over the same corpus name goes on with its job (what it did is
-    skipped); an option named here that the job fixed otherwise is an error.
+    skipped); an option named here that the job fixed otherwise is an error. ``progress`` as
+    for ``run_scenario`` (the texts read).
     """
-    return call_blocking(_text_call(corpus, db, llm, seed, options))
+    return call_blocking(_text_call(corpus, db, llm, seed, options, progress))
 
 
 async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_DB,
-                                llm: str = "offline", seed: int = 0, **options: Any) -> Job:
+                                llm: str = "offline", seed: int = 0,
+                                progress: ProgressSetting = None, **options: Any) -> Job:
     """``text_to_persona`` for ``await``."""
-    return await call_in_thread(_text_call(corpus, db, llm, seed, options))
+    return await call_in_thread(_text_call(corpus, db, llm, seed, options, progress))
 
 
 def _expansion(db: str | Path, llm: str, seed: int, resume: str | None,
@@ -322,23 +326,26 @@ async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", see
     return await call_in_thread(partial(_expansion, db, llm, seed, resume, options, progress))
 
 
-def _dedup_call(db: str | Path, options: dict[str, Any]) -> Callable[[], Job]:
-    return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, set(), db, options)
+def _dedup_call(db: str | Path, options: dict[str, Any],
+                progress: ProgressSetting = None) -> Callable[[], Job]:
+    return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, set(), db, options, progress)
 
 
-def dedup(*, db: str | Path = DEFAULT_DB, **options: Any) -> Job:
+def dedup(*, db: str | Path = DEFAULT_DB, progress: ProgressSetting = None, **options: Any) -> Job:
     """Flag near-duplicate personas in ``db``: MinHash, then embeddings (never deletes).
 
     ``options``: embedder (``hash``, ``local``, ``openai:<model>``, None for MinHash only),
     threshold, num_perm, ngram, embed_threshold, ann, batch_size. ``items()`` are the flagged
-    personas; an unfinished job with the same settings is resumed.
+    personas; an unfinished job with the same settings is resumed. ``progress`` as for
+    ``run_scenario`` (a bar per stage: ``minhash``, ``embedding``).
     """
-    return call_blocking(_dedup_call(db, options))
+    return call_blocking(_dedup_call(db, options, progress))
 
 
-async def dedup_async(*, db: str | Path = DEFAULT_DB, **options: Any) -> Job:
+async def dedup_async(*, db: str | Path = DEFAULT_DB, progress: ProgressSetting = None,
+                      **options: Any) -> Job:
     """``dedup`` for ``await``."""
-    return await call_in_thread(_dedup_call(db, options))
+    return await call_in_thread(_dedup_call(db, options, progress))
 
 
 _ASKS = ("agent", "where", "carve", "step", "limit")

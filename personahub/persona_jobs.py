@@ -86,10 +86,11 @@ def run_text_job(config: TextConfig | Mapping[str, Any], *, db: str | Path,
 
 
 def text_to_persona_job(corpus: Path, *, db: Path, given: Iterable[str] = (),
-                        **options: Any) -> tuple[str, Any]:
+                        progress: ProgressHook | None = None, **options: Any) -> tuple[str, Any]:
     """(job id, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text (a
     corpus that has its job already: that job goes on, skipping what it did)."""
-    result = run_text_job(text_config(corpus, db=db, **options), db=db, given=given)
+    result = run_text_job(text_config(corpus, db=db, **options), db=db, given=given,
+                          progress=progress)
     return result.job_id, result.summary
 
 
@@ -140,7 +141,8 @@ def expand_job(*, db: Path, resume: str | None = None, progress: ProgressHook | 
 
 
 def dedup_job_run(*, db: Path, embedder: str | None, threshold: float, num_perm: int, ngram: int,
-                  embed_threshold: float, ann: str, batch_size: int) -> tuple[str, Any]:
+                  embed_threshold: float, ann: str, batch_size: int,
+                  progress: ProgressHook | None = None) -> tuple[str, Any]:
     """(job id, ``DedupSummary``): MinHash, then embeddings (unless ``embedder`` is None)."""
     from personahub.core.commit import JobRef
     from personahub.personas.dedup import DedupConfig, dedup_job, run_dedup
@@ -163,7 +165,7 @@ def dedup_job_run(*, db: Path, embedder: str | None, threshold: float, num_perm:
     con = connect(db)
     try:
         if embedder is None:  # stage 1 alone: no model, no job row
-            return "minhash", run_dedup(con, config)
+            return "minhash", run_dedup(con, config, progress=progress)
         model = make_embedder(embedder)
         settings = {"threshold": threshold, "num_perm": num_perm, "ngram": ngram,
                     "embedder": embedder, "embed_threshold": embed_threshold, "ann": ann}
@@ -172,7 +174,8 @@ def dedup_job_run(*, db: Path, embedder: str | None, threshold: float, num_perm:
         try:
             with job_loop() as loop:
                 summary = loop.run(dedup_job(con, config, model, JobRef(JOB_KIND, job_id),
-                                             stages_done=unfinished.stages if unfinished else None))
+                                             stages_done=unfinished.stages if unfinished else None,
+                                             progress=progress))
         except BaseException as exc:
             finish_dedup_job(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
             raise

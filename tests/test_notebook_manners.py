@@ -43,6 +43,35 @@ def test_progress_bars_on_stderr_and_hooks(tmp_path: Path, capsys: pytest.Captur
     assert "synthesis" not in capsys.readouterr().err
 
 
+def test_the_persona_jobs_report_progress_and_stay_quiet_when_told(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """text_to_persona (texts read), expand (hops) and dedup (its stages) take ``progress=``
+    as run_scenario and synthesize do: a callable hears each phase up to its total, False
+    prints nothing."""
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("\n\n".join(f"A note on ferry timetables, number {i}." for i in range(5)))
+    db = tmp_path / "hub.duckdb"
+    heard: dict[str, list[tuple[str, int, int | None]]] = {}
+
+    def hook(job: str) -> Any:
+        return lambda *report: heard.setdefault(job, []).append(report)
+
+    personahub.text_to_persona(corpus, db=db, relations="read", limit=4, batch_size=2,
+                               progress=hook("text"))
+    assert [done for phase, done, _ in heard["text"] if phase == "texts"] == [2, 4]
+    personahub.expand(db=db, hops=2, fanout=1, link_candidates=0, progress=hook("expand"))
+    assert [done for phase, done, total in heard["expand"] if total == 2][-1] == 2
+    personahub.dedup(db=db, embedder="hash", progress=hook("dedup"))
+    stages = {phase for phase, _, _ in heard["dedup"]}
+    assert {"minhash", "embedding"} <= stages
+    assert all(done <= total for _, done, total in heard["dedup"] if total is not None)
+    capsys.readouterr()
+    personahub.text_to_persona(corpus, db=db, corpus_name="again", relations="read", limit=2,
+                               progress=False)
+    personahub.dedup(db=db, embedder=None, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_the_stop_button_interrupts_a_job_run_from_a_notebook_loop(tmp_path: Path) -> None:
     """In Jupyter a cell runs inside an event loop, so the job runs in a worker thread and the
     stop button's SIGINT reaches the waiting main thread: the job itself must stop, marked."""
