@@ -124,27 +124,23 @@ def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
     closing triangles) from ``--persona-n`` personas, local or on Ray with ``workers``."""
     from personahub import runtime
     from personahub.agents.llm.client import LLMSettings, make_client
-    from personahub.core.loop import job_loop
     from personahub.core.store import connect
-    from personahub.personas.text_to_persona import iter_texts, text_to_persona
     from personahub.pipelines.expand import EXPANSION, ExpandConfig
-    from personahub.sim.executors.ray_batches import RayTarget, ask_batches
+    from personahub.pipelines.text_to_persona import TEXT_TO_PERSONA, TextConfig
 
     corpus = tmp / f"{job}-{workers}.jsonl"
     db = persona_db(tmp / f"{job}-{workers}.duckdb", args.persona_n, corpus)
     client = make_client(LLMSettings(concurrency=args.concurrency, offline_latency_s=args.latency))
-    target = RayTarget(workers=workers)
+    on_ray = {} if workers is None else {"executor": "ray", "ray_workers": workers}
     con = connect(db)
     t0 = time.perf_counter()
-    if job == "from-text":
-        with job_loop() as loop:
-            remote = None if workers is None else (
-                lambda batches: ask_batches(client, batches, target, args.batch_size * 2))
-            loop.run(text_to_persona(con, client, iter_texts(corpus, id_column="id"), corpus="c",
-                                     relations=("read", "like"), batch_size=args.batch_size,
-                                     concurrency=args.concurrency, remote=remote))
+    if job == "from-text":  # the job spec: on Ray its batches go through one Ray Data pass
+        runtime.run(TEXT_TO_PERSONA, TextConfig(corpus="c", path=str(corpus), id_column="id",
+                                                relations=("read", "like"), db=str(db),
+                                                batch_size=args.batch_size,
+                                                concurrency=args.concurrency, **on_ray),
+                    db, client=client, con=con)
     else:  # the expansion job spec, its calls on one actor pool for the whole expansion
-        on_ray = {} if workers is None else {"executor": "ray", "ray_workers": workers}
         runtime.run(EXPANSION, ExpandConfig(db=str(db), hops=1, fanout=2, link_candidates=2,
                                             batch_size=args.batch_size * 4,
                                             concurrency=args.concurrency, **on_ray),

@@ -2,7 +2,8 @@
 
 Persona Hub's first method (section 2.1): a web text implies the people around it, and a detailed,
 specialised text implies a fine-grained persona. Every text of a corpus is asked once per chosen
-relation, through the model seam (a ``StructuredCaller``), in concurrent batches.
+relation. This module is the data side (corpora, the schema, screening answers, ``text_done``);
+the job that asks is the text-to-persona spec on the job kernel (``pipelines/text_to_persona.py``).
 
 Every answered persona passes the quality gate (``personas.quality``) first; one that fails is
 kept in ``rejected`` with its reason instead of entering the hub.
@@ -20,11 +21,9 @@ for Parquet; for paragraphs, the line where the paragraph starts).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
-from itertools import islice
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,34 +31,20 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, Field, create_model
 
-from personahub.agents.llm.adaptive_limit import Concurrency, concurrency_bound
-from personahub.agents.prompts.personas import TEXT_RELATIONS, text_to_persona_messages
-from personahub.core.commit import JobRef, ProgressHook, commit_batch
-from personahub.core.contracts import StructuredCaller
+from personahub.core.commit import JobRef
 from personahub.core.errors import PersonaFileError
-from personahub.core.failures import (
-    DEFAULT_MAX_FAILED_SHARE,
-    ModelRejected,
-    batch_failure,
-    call_error,
-    check_max_failed_share,
-)
 from personahub.core.text_bounds import DIGITS
-from personahub.personas.asks import Ask, RemoteBatches, ask_one
 from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.quality import (
     PERSONA_MAX_CHARS,
-    gate_answer,
     gate_item,
-    language_scripts,
     rejected_row,
-    tally,
 )
 from personahub.personas.record import Persona
-from personahub.personas.store import upsert_personas
 
 SOURCE = "text-to-persona"
-RELATIONS: tuple[str, ...] = tuple(TEXT_RELATIONS)
+# who a text implies: the relations the prompts word (agents/prompts/personas.py TEXT_RELATIONS)
+RELATIONS: tuple[str, ...] = ("read", "write", "like", "dislike")
 TEXT_FIELDS = ("text", "content", "body", "document")
 SPLITS = ("paragraph", "line")
 MAX_CHARS = 6000
@@ -121,10 +106,10 @@ def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:
     """``"read,like"`` (or a list) as a validated tuple of relations, in the given order."""
     items = value.split(",") if isinstance(value, str) else list(value)
     relations = tuple(dict.fromkeys(r.strip().lower() for r in items if r.strip()))
-    unknown = [r for r in relations if r not in TEXT_RELATIONS]
+    unknown = [r for r in relations if r not in RELATIONS]
     if unknown or not relations:
         raise ValueError(f"--relations: unknown {', '.join(unknown) or '(none)'}; "
-                         f"choose from {', '.join(TEXT_RELATIONS)}")
+                         f"choose from {', '.join(RELATIONS)}")
     return relations
 
 
@@ -219,155 +204,6 @@ def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str])
     finally:
         con.unregister("_t2p_ids")
     return {(r[0], r[1]) for r in rows}
-
-
-def _batched(items: Iterable[SourceText], size: int) -> Iterator[list[SourceText]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
-@dataclass
-class _Planned:
-    """One batch of texts: how many, how many (text, relation) pairs were done already, and the
-    pairs to ask (in text, then relation order)."""
-
-    texts: int
-    already_done: int
-    jobs: dict[tuple[str, str], SourceText]
-
-
-def _plan(con: duckdb.DuckDBPyConnection, texts: Iterable[SourceText], corpus: str,
-          relations: Sequence[str], batch_size: int,
-          planned: set[tuple[str, str]] | None = None) -> Iterator[_Planned]:
-    """The batches of a job, each planned when it is reached (a pair committed by an earlier
-    batch is done). ``planned`` plans ahead: pairs an earlier batch will ask count as done."""
-    for batch in _batched(texts, batch_size):
-        done = done_pairs(con, corpus, list(dict.fromkeys(t.text_id for t in batch)))
-        jobs: dict[tuple[str, str], SourceText] = {}
-        for text in batch:
-            for relation in relations:
-                key = (text.text_id, relation)
-                if key not in done and key not in jobs and (planned is None or key not in planned):
-                    jobs[key] = text
-        if planned is not None:
-            planned.update(jobs)
-        yield _Planned(len(batch), len(batch) * len(relations) - len(jobs), jobs)
-
-
-async def text_to_persona(
-    con: duckdb.DuckDBPyConnection,
-    caller: StructuredCaller,
-    texts: Iterable[SourceText],
-    *,
-    corpus: str,
-    relations: Sequence[str] = RELATIONS,
-    per_text: int = 1,
-    batch_size: int = 64,
-    concurrency: Concurrency = 16,
-    max_chars: int = MAX_CHARS,
-    run_id: str | None = None,
-    language: str | None = None,
-    progress: ProgressHook | None = None,
-    remote: RemoteBatches | None = None,
-    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE,
-    job_id: str | None = None,
-) -> TextToPersonaSummary:
-    """Ask, for every text and relation not yet done, who is likely to read/write/like/dislike it.
-
-    Each batch of ``batch_size`` texts is asked concurrently (at most ``concurrency`` calls in
-    flight) and written in one transaction with its ``text_done`` and ``rejected`` rows;
-    ``progress("texts", texts read, None)`` is called after every batch. ``language`` (a code or
-    name) asks for personas in that language, and the gate rejects answers in another script.
-    ``remote`` asks the batches' calls elsewhere (Ray workers: ``sim.executors.ray_batches.ask_batches``)
-    and returns their results batch by batch, in order; the texts are then planned ahead (a text
-    id repeated in a later batch is not asked again, even when its first call failed).
-    A batch in which most calls failed at the endpoint, or more than ``max_failed_share`` of
-    the asks (at least 5) kept no persona, raises ``ModelRejected`` once it is committed
-    (``core.failures.batch_failure``): the job stops, resumable. Model calls and rejected
-    answers are tagged with ``job_id`` (the ``text_jobs`` job; default: the corpus name).
-    """
-    check_max_failed_share(max_failed_share)
-    relations = parse_relations(relations)
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    if language is not None:
-        language_scripts(language)  # unknown languages fail before any call
-    text_personas_schema(per_text)  # a bad count fails before any call
-    limiter = asyncio.Semaphore(concurrency_bound(concurrency))  # auto: the client adapts below
-    summary = TextToPersonaSummary()
-
-    def asks_of(jobs: dict[tuple[str, str], SourceText]) -> list[Ask]:
-        return [Ask(text_personas_schema, (per_text,),
-                    text_to_persona_messages(text.text[:max_chars], relation, per_text,
-                                             language=language),
-                    purpose=f"text-to-persona:{relation}", key=f"{text_id}\0{relation}",
-                    check=partial(gate_answer, "personas", language))
-                for (text_id, relation), text in jobs.items()]
-
-    async def ask(one: Ask) -> Any:
-        async with limiter:
-            return await ask_one(caller, one)
-
-    batches: Iterable[_Planned] = _plan(con, texts, corpus, relations, batch_size)
-    answers: Iterator[list[Any]] | None = None
-    if remote is not None:
-        batches = list(_plan(con, texts, corpus, relations, batch_size, planned=set()))
-        answers = remote([asks_of(b.jobs) for b in batches if b.jobs])
-    for planned in batches:
-        summary.texts += planned.texts
-        summary.already_done += planned.already_done
-        if not planned.jobs:
-            continue
-        if answers is not None:
-            results = next(answers)
-        else:
-            results = list(await asyncio.gather(*[ask(a) for a in asks_of(planned.jobs)]))
-        errors = _commit(con, caller, JobRef("text_to_persona", job_id or corpus, run_id=run_id),
-                         corpus, planned.jobs, results, language, summary)
-        reason = batch_failure(f"batch {summary.batches}", len(results), errors,
-                               [r for result in results for r in result.records], max_failed_share)
-        if reason is not None:
-            raise ModelRejected(reason)
-        if progress:
-            progress("texts", summary.texts, None)
-    if answers is not None:  # the last batch is committed: the remote may let its results go
-        next(answers, None)
-    return summary
-
-
-def _commit(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, job: JobRef, corpus: str,
-            jobs: dict[tuple[str, str], SourceText], results: Sequence[Any], language: str | None,
-            summary: TextToPersonaSummary) -> list[str | None]:
-    """One batch's personas, rejected answers, ``text_done`` rows and call records, at once;
-    returns the error of each ask that kept no persona."""
-    errors: list[str | None] = []
-    created: list[Persona] = []
-    rejected: list[dict[str, Any]] = []
-    done_rows: list[dict[str, Any]] = []
-    for (text_id, relation), result in zip(jobs, results, strict=True):
-        summary.asked += 1
-        if result.value is None:
-            summary.failed_calls += 1
-            errors.append(call_error(result))
-            continue
-        personas, refused = screen(result.value.personas, corpus, text_id, relation,
-                                    language, job)
-        if not personas:
-            summary.rejected_answers += 1
-            errors.append(f"quality gate: {refused[0]['reason']}" if refused else "no persona")
-        created += personas
-        rejected += refused
-        done_rows.append({"corpus": corpus, "text_id": text_id, "relation": relation,
-                          "persona_ids": [p.persona_id for p in personas]})
-    summary.new_personas += commit_batch(
-        con, job, caller,
-        {"rejected": rejected, "text_done": done_rows}, results,
-        then=partial(upsert_personas, con, created, caller)) or 0
-    summary.personas += len(created)
-    summary.rejected = tally(summary.rejected, (r["reason"] for r in rejected))
-    summary.batches += 1
-    return errors
 
 
 def screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,

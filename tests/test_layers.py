@@ -24,10 +24,6 @@ FOLDERS = {"personahub/core": "core", "personas": "personas", "agents": "agents"
 
 # (module, what it imports): the upward imports left, each to go (issue 27, item 3)
 KNOWN = {
-    # the text-to-persona prompts, asked by the data side's own async job (the from-text spec
-    # asks through pipelines/)
-    ("personas/text_to_persona.py", "personahub.agents.llm.adaptive_limit"),
-    ("personas/text_to_persona.py", "personahub.agents.prompts.personas"),
     # the embedders' own model client: a second seam, to become the seam's endpoints' method
     ("personas/embedding.py", "personahub.agents.llm.endpoint_embeddings"),
     ("personas/embedding.py", "personahub.agents.llm.settings"),

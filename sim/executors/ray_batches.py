@@ -8,12 +8,10 @@ calls on its own event loop, bounded by the same ``--concurrency`` (so ``--concu
 ``--rps`` hold per worker).
 
 Every job whose batches are planned ahead takes the one path ``_stream``: a job spec with
-independent batches (synthesis) ships its items to ``_BatchActor``, which runs the spec's own
-asker (``run_batch``; a persona's item and solution are asked on the same worker);
-``personas from-text`` (not yet a spec) ships its calls as ``personas.asks.Ask`` to
-``_AskActor`` (``ask_batches``). A job whose next batch depends on the last commit (a run, an
-expansion) asks each batch of a job-long actor pool instead (``ray_actors``): a round trip,
-not a Ray Data pass.
+independent batches (synthesis, from-text) ships its items to ``_BatchActor``, which runs the
+spec's own asker (``run_batch``; a persona's item and solution are asked on the same worker).
+A job whose next batch depends on the last commit (a run, an expansion) asks each batch of a
+job-long actor pool instead (``ray_actors``): a round trip, not a Ray Data pass.
 
 Answers come back as Parquet shards under a job folder next to the database (``<db>.jobs/<job>/``,
 ``sim/executors/shards.py``), not through the driver's memory. Each worker writes each finished
@@ -46,15 +44,11 @@ than ``model``) is refused; keys are read on the worker from its environment
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 import pickle
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,10 +56,9 @@ import pyarrow as pa
 
 from personahub.agents.llm.client import LLMSettings, make_client, redact_spec
 from personahub.core.call_spill import WorkerSpill
-from personahub.core.contracts import StructuredCaller, StructuredResult
+from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError
 from personahub.core.optional import ray
-from personahub.personas.asks import Ask, ask_keys, ask_one, portable, restored
 from personahub.personas.dedup import Signer
 from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
 from personahub.sim.executors import in_batch_order
@@ -73,7 +66,6 @@ from personahub.sim.executors.shards import (
     ShardStore,
     batches_from_shards,
     calls_json,
-    calls_of,
     check_folder,
     write_shard,
 )
@@ -205,67 +197,6 @@ def _blobs(values: Sequence[Any]) -> np.ndarray:
     blobs = np.empty(len(values), dtype=object)
     blobs[:] = [pickle.dumps(v) for v in values]
     return blobs
-
-
-class _AskActor:
-    """One Ray worker answering ``Ask``s (a text-to-persona job's calls) with its own model client,
-    several batches at once on its event loop, as ``_BatchActor`` does (and, with a job
-    ``folder``, writing each batch's answers there as one shard)."""
-
-    def __init__(self, context: bytes, folder: str | None = None) -> None:
-        if folder is not None:
-            check_folder(folder)
-        self.folder = folder
-        self.client = make_client(pickle.loads(context))
-
-    async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        asks: list[Ask] = [pickle.loads(blob) for blob in rows["item"]]
-        results = [portable(r) for r in
-                   await asyncio.gather(*(ask_one(self.client, a) for a in asks))]
-        if self.folder is None:
-            yield {"index": np.asarray(rows["index"]), "answer": _blobs(results)}
-            return
-        shard = write_shard(self.folder, [str(k) for k in rows["key"]],
-                            [json.dumps(r.value) for r in results], [calls_json([r]) for r in results])
-        yield {"index": np.asarray(rows["index"]), "answer": _names(shard, len(results))}
-
-
-def _result_of(row: Mapping[str, Any]) -> StructuredResult[Any]:
-    """A shard's row as the worker's ``portable`` result."""
-    call = calls_of(row["calls"])[0]
-    return StructuredResult(json.loads(row["value"]), call.records,
-                            cache_entries=call.cache_entries)
-
-
-@dataclass(frozen=True)
-class RayTarget:
-    """Where a job's calls go on Ray: the cluster (None: ``RAY_ADDRESS``, else a local Ray) and
-    how many workers (None: one per cluster CPU)."""
-
-    address: str | None = None
-    workers: int | None = None
-
-
-def ask_batches(client: StructuredCaller, batches: Sequence[Sequence[Ask]], target: RayTarget,
-                batch_size: int, folder: str | Path | None = None
-                ) -> Iterator[list[StructuredResult[Any]]]:
-    """Each batch's results, its calls asked on Ray workers (one Ray Data pass for all the
-    batches, ``batch_size`` calls a block), yielded in batch order as the local calls return them.
-    With a job ``folder`` the answers travel as shards there (``sim.shards``): a resumed job
-    commits those an earlier pass left without asking again."""
-    context = pickle.dumps(check_ray_client(client))
-    flat = [a for batch in batches for a in batch]
-    if not flat:  # nothing to ask: no Ray pass
-        yield from ([] for _ in batches)
-        return
-    store = None if folder is None else ShardStore(folder)
-    answers = _stream(_AskActor, context, flat, [len(b) for b in batches], batch_size=batch_size,
-                      address=target.address, workers=target.workers, store=store,
-                      keys=ask_keys(flat) if store is not None else ())
-    for batch, results in zip(batches, answers, strict=True):
-        if store is not None:
-            results = [_result_of(row) for row in results]
-        yield [restored(a, r) for a, r in zip(batch, results, strict=True)]
 
 
 def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:

@@ -60,13 +60,14 @@ from personahub.personas.quality import (
 )
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
-from personahub.personas.text_to_persona import SourceText, text_personas_schema, text_to_persona
+from personahub.personas.text_to_persona import text_personas_schema
 from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts
 from tests.expansions import expand_hub
 from tests.fakes import Answer, Call, Edit, FakeClient, people_answers
+from tests.text_jobs import text_job
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_FILE = ROOT / "personas" / "data" / "seed_personas.jsonl"
@@ -522,21 +523,22 @@ def test_expansion_records_an_echo_of_the_parent_as_rejected(tmp_path: Path) -> 
 
 def test_text_to_persona_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
     con = connect(tmp_path / "hub.duckdb")
-    texts = [SourceText("doc-1", "A clinical note on paediatric asthma dosing."),
-             SourceText("doc-2", "A review of a jazz trio's debut album.")]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in [
+        ("doc-1", "A clinical note on paediatric asthma dosing."),
+        ("doc-2", "A review of a jazz trio's debut album.")]))
     caller = FakeClient(people_answers(["Lilith Maddox", GOOD, "1.5 years old"]))
-    summary = asyncio.run(text_to_persona(con, caller, texts, corpus="c", relations=("read",),
-                                          per_text=3))
+    summary = text_job(con, caller, corpus, id_column="id", relations=("read",), per_text=3)
     assert summary.personas == 2 and summary.new_personas == 1  # the same good text twice
     assert summary.rejected == {"age_only": 2, "bare_name": 2}
     assert con.execute("select text from personas").fetchall() == [(GOOD,)]
-    rows = con.execute("select source, job_id, run_id, kind, reason from rejected").fetchall()
-    assert Counter(rows) == {("text_to_persona", "c", None, "persona", "bare_name"): 2,
-                             ("text_to_persona", "c", None, "persona", "age_only"): 2}
+    job_id = con.execute("select job_id from text_jobs").fetchall()[0][0]
+    rows = con.execute("select source, job_id, kind, reason from rejected").fetchall()
+    assert Counter(rows) == {("text_to_persona", job_id, "persona", "bare_name"): 2,
+                             ("text_to_persona", job_id, "persona", "age_only"): 2}
     done = con.execute("select persona_ids from text_done").fetchall()
     assert [json.loads(d) for (d,) in done] == [[Persona(text=GOOD).persona_id]] * 2
-    again = asyncio.run(text_to_persona(con, caller, texts, corpus="c", relations=("read",),
-                                        per_text=3))
+    again = text_job(con, caller, corpus, id_column="id", relations=("read",), per_text=3)
     assert again.asked == 0 and not again.rejected
     assert con.execute("select count(*) from rejected").fetchall() == [(4,)]
 

@@ -1,4 +1,3 @@
-import asyncio
 import json
 import os
 import signal
@@ -14,16 +13,17 @@ from typer.testing import CliRunner
 from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.agents.prompts.personas import text_to_persona_messages
 from personahub.cli.app import app
-from personahub.core.errors import PersonaFileError
+from personahub.core.errors import PersonaFileError, PersonahubError
 from personahub.core.store import connect
 from personahub.personas.text_to_persona import (
+    RELATIONS,
     iter_texts,
     parse_relations,
     text_personas_schema,
-    text_to_persona,
 )
-from tests.fakes import FakeClient, Interrupted, crash_after
+from tests.fakes import FakeClient, crash_after
 from tests.pipeline_helpers import personas_snapshot
+from tests.text_jobs import text_job
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPICS = ["a proof that every planar graph is five-colourable", "a recipe for rye sourdough",
@@ -48,8 +48,9 @@ def client(spec="offline", latency=0.0):
 
 
 def run(con, caller, path, **kwargs):
-    options = {"corpus": "c", "relations": ("read", "dislike"), "per_text": 2, "batch_size": 3} | kwargs
-    return asyncio.run(text_to_persona(con, caller, iter_texts(path, id_column="id"), **options))
+    options = {"relations": ("read", "dislike"), "per_text": 2, "batch_size": 3,
+               "id_column": "id"} | kwargs
+    return text_job(con, caller, path, **options)
 
 
 def test_corpus_formats_and_text_ids(tmp_path):
@@ -77,6 +78,9 @@ def test_corpus_formats_and_text_ids(tmp_path):
 
 
 def test_prompt_and_schema():
+    from personahub.agents.prompts.personas import TEXT_RELATIONS
+
+    assert tuple(TEXT_RELATIONS) == RELATIONS  # the prompts word every relation the data side takes
     body = text_to_persona_messages("A note on ferries.", "write", 3)[1].content
     assert "## Text\nA note on ferries." in body and "have written" in body and "up to 3" in body
     assert text_personas_schema(3).model_json_schema()["properties"]["personas"]["maxItems"] == 3
@@ -95,11 +99,11 @@ def test_provenance_and_rerun_skips_done(tmp_path):
     assert con.execute("select count(*) from text_done").fetchall()[0][0] == 10
     again = run(con, client(), path)
     assert again.asked == 0 and again.already_done == 10 and again.new_personas == 0
-    more = run(con, client(), path, relations=("read", "dislike", "like"))
-    assert more.asked == 5  # only the new relation is asked
+    with pytest.raises(PersonahubError, match="the job's relations"):  # the job's own relations
+        run(con, client(), path, relations=("read", "dislike", "like"))
     sql = "select count(*) from llm_calls where purpose like 'text-to-persona:%'"
     calls = con.execute(sql).fetchall()[0][0]
-    assert calls == 15
+    assert calls == 10
 
 
 @pytest.mark.parametrize("fail_after", [1, 7, 16])
@@ -108,7 +112,7 @@ def test_interrupted_job_resumes_to_the_same_hub(tmp_path, fail_after):
     whole = connect(tmp_path / "whole.duckdb")
     run(whole, client(), path)
     con = connect(tmp_path / "cut.duckdb")
-    with pytest.raises(Interrupted):
+    with pytest.raises(PersonahubError, match="simulated crash"):
         run(con, FakeClient(crash_after(fail_after), inner=client()), path)
     done = con.execute("select count(*) from text_done").fetchall()[0][0]
     assert done == (fail_after // 6) * 6  # whole batches (3 texts x 2 relations) only
@@ -125,22 +129,22 @@ def test_interrupted_job_over_the_loopback_server(tmp_path, server):
     whole = connect(tmp_path / "whole.duckdb")
     run(whole, client(spec), path)
     con = connect(tmp_path / "cut.duckdb")
-    with pytest.raises(Interrupted):
+    with pytest.raises(PersonahubError, match="simulated crash"):
         run(con, FakeClient(crash_after(8), inner=client(spec)), path)
     run(con, client(spec), path)
     assert personas_snapshot(con) == personas_snapshot(whole)
 
 
 SCRIPT = """
-import asyncio, sys
+import sys
+from personahub import runtime
 from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.core.store import connect
-from personahub.personas.text_to_persona import iter_texts, text_to_persona
-con = connect(sys.argv[1])
+from personahub.pipelines.text_to_persona import TEXT_TO_PERSONA, TextConfig
 client = LLMClient(LLMSettings(seed=5, offline_latency_s=float(sys.argv[3])))
-asyncio.run(text_to_persona(con, client, iter_texts(sys.argv[2], id_column="id"), corpus="c",
-            relations=("read", "dislike"), per_text=2, batch_size=3,
-            progress=lambda _, texts, __: print("texts", texts, flush=True)))
+config = TextConfig(corpus="c", path=sys.argv[2], id_column="id", relations=("read", "dislike"),
+                    per_text=2, batch_size=3, db=sys.argv[1])
+runtime.run(TEXT_TO_PERSONA, config, sys.argv[1], client=client,
+            progress=lambda _, texts, __: print("texts", texts, flush=True))
 print("finished", flush=True)
 """
 

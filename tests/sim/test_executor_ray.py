@@ -358,21 +358,14 @@ def t2p_client(spec: str = "offline") -> LLMClient:
 
 def t2p(db: Path, corpus: Path, workers: int | None, spec: str = "offline") -> Any:
     """A text-to-persona job over ``corpus`` (on Ray with ``workers``, else local)."""
-    import asyncio
-    from functools import partial
-
     from personahub.core.store import connect
-    from personahub.personas.text_to_persona import iter_texts, text_to_persona
-    from personahub.sim.executors.ray_batches import RayTarget, ask_batches
+    from tests.text_jobs import text_job
 
-    caller = t2p_client(spec)
-    remote = None if workers is None else partial(
-        ask_batches, caller, target=RayTarget(workers=workers), batch_size=6)
+    on_ray = {} if workers is None else {"executor": "ray", "ray_workers": workers}
     con = connect(db)
     try:
-        return asyncio.run(text_to_persona(
-            con, caller, iter_texts(corpus, id_column="id"), corpus="c", relations=("read", "like"),
-            per_text=2, batch_size=3, remote=remote))
+        return text_job(con, t2p_client(spec), corpus, id_column="id", relations=("read", "like"),
+                        per_text=2, batch_size=3, **on_ray)
     finally:
         con.close()
 
@@ -419,6 +412,41 @@ def test_from_text_on_ray_makes_the_local_hub(local_ray: None, tmp_path: Path, w
     assert len(tables["calls"]) > 1 and tables["text_done"]
     again = t2p(tmp_path / "ray.duckdb", corpus, workers)  # a re-run on Ray asks nothing
     assert again.asked == 0 and again.already_done == 22
+
+
+def test_an_interrupted_ray_text_job_keeps_its_workers_attempts(
+        local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver stops with the workers' answers to a batch in hand, uncommitted: the attempts
+    the workers made are kept (spilled, committed as discarded by the stop), and the resume ends
+    with the uninterrupted job's hub, its non-discarded calls the local job's."""
+    from personahub.pipelines.text_to_persona import TextToPersonaSpec
+    from tests.fakes import Interrupted
+
+    corpus = text_corpus(tmp_path / "c.jsonl")
+    t2p(tmp_path / "whole.duckdb", corpus, None)
+    commit = TextToPersonaSpec.commit
+    commits = {"n": 0}
+
+    def dies_at_the_second(self: Any, ctx: Any, batch: Any, result: Any) -> Any:
+        commits["n"] += 1
+        if commits["n"] == 2:
+            raise Interrupted("driver lost")
+        return commit(self, ctx, batch, result)
+
+    db = tmp_path / "cut.duckdb"
+    monkeypatch.setattr(TextToPersonaSpec, "commit", dies_at_the_second)
+    with pytest.raises(PersonahubError, match="driver lost"):
+        t2p(db, corpus, 2)
+    monkeypatch.setattr(TextToPersonaSpec, "commit", commit)
+    con = duckdb.connect(str(db), read_only=True)
+    lost = con.execute("SELECT count(*) FROM llm_calls WHERE status = 'discarded'").fetchall()[0][0]
+    con.close()
+    assert lost > 0  # at least the uncommitted batch's calls: billed, so kept
+    t2p(db, corpus, 2)
+    cut, whole = hub_tables(db, "text_to_persona"), hub_tables(tmp_path / "whole.duckdb",
+                                                               "text_to_persona")
+    assert [c for c in cut.pop("calls") if c[1] != "discarded"] == whole.pop("calls")
+    assert cut == whole
 
 
 def test_from_text_on_ray_over_the_loopback_server(local_ray: None, tmp_path: Path) -> None:
