@@ -75,7 +75,7 @@ class Validity:
                 "criteria": {name: rate.as_dict() for name, rate in self.criteria.items()}}
 
 
-def validity(con: Any, judge_id: str) -> Validity | None:
+def validity(con: duckdb.DuckDBPyConnection, judge_id: str) -> Validity | None:
     """The figures of judge ``judge_id`` (None when it has no judgments)."""
     found = con.execute("SELECT valid, criteria, model FROM judgments WHERE judge_id = ? "
                         "ORDER BY item_id", [judge_id]).fetchall()
@@ -91,7 +91,7 @@ def validity(con: Any, judge_id: str) -> Validity | None:
                     {name: Rate(yes[name], asked[name]) for name in asked})
 
 
-def latest_judge(con: Any, target_id: str) -> str | None:
+def latest_judge(con: duckdb.DuckDBPyConnection, target_id: str) -> str | None:
     """The judge that last wrote judgments of run or job ``target_id`` (None if none did; an
     older database without the table has none)."""
     try:
@@ -102,7 +102,7 @@ def latest_judge(con: Any, target_id: str) -> str | None:
     return found[0][0] if found else None
 
 
-def latest_validity(con: Any, target_id: str) -> Validity | None:
+def latest_validity(con: duckdb.DuckDBPyConnection, target_id: str) -> Validity | None:
     """The latest judge's figures for run or job ``target_id``, if it was judged."""
     judge_id = latest_judge(con, target_id)
     return validity(con, judge_id) if judge_id is not None else None

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from personahub.agents.llm.failures import plain_reason
+
+if TYPE_CHECKING:
+    import duckdb
 
 TOP_REASONS = 3  # reasons named per kind
 
@@ -69,7 +72,7 @@ def kept_line(kind: str, asked: int, kept: int, reasons: Counter[str] | dict[str
     return line
 
 
-def kept_shares(con: Any, *, run_id: str | None = None, job_kind: str | None = None,
+def kept_shares(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, job_kind: str | None = None,
                 job_id: str | None = None) -> list[KeptShare]:
     """Each purpose's kept share among the calls of a run (``run_id``) or a job
     (``job_kind`` and ``job_id``), by purpose name."""
@@ -91,6 +94,6 @@ def kept_shares(con: Any, *, run_id: str | None = None, job_kind: str | None = N
     return [shares[k] for k in sorted(shares)]
 
 
-def kept_lines(con: Any, **job: Any) -> list[str]:
+def kept_lines(con: duckdb.DuckDBPyConnection, **job: Any) -> list[str]:
     """``kept_shares`` as lines (none when the job made no call)."""
     return [share.line() for share in kept_shares(con, **job)]

@@ -24,14 +24,14 @@ STREAM_LIMIT = 40
 RECENT_S = 10.0
 
 
-def rows(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
     """Rows of ``sql`` as dicts keyed by column name."""
     cursor = con.execute(sql, params or [])
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def list_runs(con: Any) -> list[dict[str, Any]]:
+def list_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Every run, newest first (id, scenario, status, steps)."""
     detail = {r["run_id"]: r for r in rows(
         con, "SELECT run_id, scenario, steps_done, steps_planned FROM runs")}
@@ -42,7 +42,7 @@ def list_runs(con: Any) -> list[dict[str, Any]]:
             for job in list_jobs(con, kind="run") if job.job_id in detail]
 
 
-def resolve_run(con: Any, run_id: str | None) -> str | None:
+def resolve_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str | None:
     """``run_id`` when it exists, else None; without one, the newest run (None if none)."""
     if run_id:
         job = find_job(con, run_id)
@@ -50,7 +50,7 @@ def resolve_run(con: Any, run_id: str | None) -> str | None:
     return latest_job_id(con, "run")
 
 
-def overview(con: Any, run_id: str) -> dict[str, Any]:
+def overview(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     """The run's header and its running totals: calls, calls/s, tokens, failures, duplicates."""
     job = find_job(con, run_id)
     detail = rows(con, "SELECT run_id, scenario, llm, steps_planned, steps_done FROM runs "
@@ -96,7 +96,7 @@ def overview(con: Any, run_id: str) -> dict[str, Any]:
     })
 
 
-def waiting_on(con: Any, run_id: str) -> str | None:
+def waiting_on(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
     """The run's batches that have not ended (``run --batch``: a step waits on its batch), as
     ``batch ID (in_progress, 40/100)``; None when it waits on none."""
     try:
@@ -113,7 +113,7 @@ def waiting_on(con: Any, run_id: str) -> str | None:
                      for name, status, done, total in open_)
 
 
-def step_rows(con: Any, run_id: str) -> list[dict[str, Any]]:
+def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
     """One row per committed step: actions, emissions, messages, failures, answers, duplicates,
     calls and tokens."""
     return [_jsonable(r) for r in rows(con, """
@@ -130,7 +130,7 @@ def step_rows(con: Any, run_id: str) -> list[dict[str, Any]]:
         WHERE s.run_id = ? ORDER BY s.step""", [run_id, run_id, run_id])]
 
 
-def events(con: Any, run_id: str) -> list[dict[str, Any]]:
+def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
     """Events delivered so far (step, text, audience, recipients, and who put them in: the
     scenario, or ``view`` for one typed into the live view), in order."""
     return [_jsonable(r) for r in rows(
@@ -138,7 +138,7 @@ def events(con: Any, run_id: str) -> list[dict[str, Any]]:
              "FROM events WHERE run_id = ? ORDER BY step, event_index", [run_id])]
 
 
-def surveys(con: Any, run_id: str) -> list[dict[str, Any]]:
+def surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
     """Per survey: its question, answer options in the scenario's order, and the count of each
     answer per step answered so far (free-text answers are counted, not shown)."""
     planned = _planned_surveys(con, run_id)
@@ -162,7 +162,7 @@ def surveys(con: Any, run_id: str) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def stream(con: Any, run_id: str, limit: int = STREAM_LIMIT) -> list[dict[str, Any]]:
+def stream(con: duckdb.DuckDBPyConnection, run_id: str, limit: int = STREAM_LIMIT) -> list[dict[str, Any]]:
     """The newest emissions (with whether each is a near-duplicate) and the messages they sent."""
     found = rows(con, """
         SELECT e.step, e.agent_id, e.kind, e.text, e.is_duplicate,
@@ -174,7 +174,7 @@ def stream(con: Any, run_id: str, limit: int = STREAM_LIMIT) -> list[dict[str, A
     return [_jsonable(r) for r in found]
 
 
-def graph(con: Any, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, Any]:
+def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, Any]:
     """The run's relationship graph, sampled by neighbourhood when it is large, with a seeded
     layout, each node coloured (by the page) by the kind its agent emitted most.
 
@@ -207,7 +207,7 @@ def graph(con: Any, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, 
             "sampled": total_nodes > max_nodes}
 
 
-def validity(con: Any, run_id: str) -> dict[str, Any] | None:
+def validity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
     """The latest judge's validity rate of the run's emissions (``personahub judge``) with its
     95% interval, overall and per criterion; None while the run has no judgments."""
     from personahub.analysis.judgments import latest_validity
@@ -216,7 +216,7 @@ def validity(con: Any, run_id: str) -> dict[str, Any] | None:
     return figures.as_dict() if figures is not None else None
 
 
-def state(con: Any, run_id: str) -> dict[str, Any]:
+def state(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     """Everything the page polls each second, in one answer (the graph comes separately)."""
     return {"run": overview(con, run_id), "steps": step_rows(con, run_id),
             "events": events(con, run_id), "surveys": surveys(con, run_id),
@@ -253,7 +253,7 @@ def _neighbourhood(g: nx.Graph, max_nodes: int) -> list[int]:
     return sorted(seen)
 
 
-def _planned_surveys(con: Any, run_id: str) -> dict[str, dict[str, Any]]:
+def _planned_surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict[str, Any]]:
     """The scenario's surveys as stored in the run's configuration (empty if absent)."""
     job = find_job(con, run_id)
     config = job.config if job is not None else {}

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -45,6 +45,9 @@ from personahub.core.errors import PersonahubError
 from personahub.core.loopback import host_allowed, origin_allowed
 from personahub.sim.steering import Steering, SteeringError
 
+if TYPE_CHECKING:
+    import duckdb
+
 #: What ``POST /api/steer`` accepts (``Steering``'s methods of the same names).
 STEER_ACTIONS = ("pause", "resume", "step", "inject")
 
@@ -57,7 +60,7 @@ class ViewSource:
 
     def __init__(self, connect: Callable[[], Any], run_id: str | None = None) -> None:
         self._connect = connect
-        self._con: Any = None
+        self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self.run_id = run_id
 
@@ -67,9 +70,10 @@ class ViewSource:
             if self._con is None:
                 self._con = self._connect()
 
-    def cursor(self) -> Any:
+    def cursor(self) -> duckdb.DuckDBPyConnection:
         self.open()
         with self._lock:
+            assert self._con is not None  # opened above
             return self._con.cursor()
 
     def close(self) -> None:

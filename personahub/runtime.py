@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from personahub.core.commit import ProgressHook
 from personahub.core.contracts import StructuredCaller
 from personahub.core.kernel import Executor, JobResult, JobSpec, run_job, spec_for
+
+if TYPE_CHECKING:
+    import duckdb
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -48,7 +51,7 @@ class StandardModels:
             if self.warn is not None:
                 self.warn(label)
 
-    def attach_cache(self, con: Any, client: StructuredCaller, mode: str) -> None:
+    def attach_cache(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller, mode: str) -> None:
         from personahub.agents.llm.cache import attach_cache
 
         attach_cache(con, client, mode)
@@ -76,7 +79,8 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
         progress: ProgressHook | None = None,
         on_ready: Callable[[StructuredCaller | None], None] | None = None,
         on_start: Callable[[str, bool], None] | None = None,
-        warn: Callable[[str], None] | None = None, con: Any = None) -> JobResult[S]:
+        warn: Callable[[str], None] | None = None,
+        con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
     """Run (or resume) one job of ``spec`` with the standard model seam and executors
     (``con``: on that open connection to ``db``, which the caller closes)."""
     return run_job(spec, config, db, models=StandardModels(client, warn), executor=executor_for,

@@ -100,7 +100,7 @@ class ResponseCache:
         self._samples: dict[str, int] = {}
 
     @classmethod
-    def load(cls, con: Any, mode: CacheMode, model: str) -> ResponseCache:
+    def load(cls, con: duckdb.DuckDBPyConnection, mode: CacheMode, model: str) -> ResponseCache:
         """The cache over the ``llm_cache`` rows of ``model`` in the database ``con``."""
         rows = con.execute("SELECT key, response, tokens_in, tokens_out, error FROM llm_cache "
                            "WHERE model = ?", [model]).fetchall()

@@ -11,7 +11,7 @@ in the scripts its embedder was trained on; the summary counts the others ("skip
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -34,6 +34,9 @@ from personahub.cli.common import (
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.store import DEFAULT_DB
+
+if TYPE_CHECKING:
+    import duckdb
 
 # What a resumed dedup job takes from its stored configuration (giving them again is an error).
 DEDUP_FIXED = ("threshold", "num_perm", "ngram", "embedder", "embed_threshold", "ann")
@@ -71,7 +74,7 @@ def _model_embedder(spec: str, cache: str, rps: float | None) -> Any:
     return embedder
 
 
-def _open_job(con: Any, db: Path, settings: dict[str, Any], resume: str | None) -> Any:
+def _open_job(con: duckdb.DuckDBPyConnection, db: Path, settings: dict[str, Any], resume: str | None) -> Any:
     """The job to run: ``--resume``'s, an unfinished one with the same settings, or a new one."""
     from personahub.personas.dedup_jobs import DedupJob, find_dedup_job, find_unfinished_dedup
 
@@ -186,7 +189,7 @@ def _signer(executor: str, address: str | None, workers: int | None) -> Any:
     return minhash_pair_finder(address, workers)
 
 
-def _minhash_only(con: Any, config: Any, sign: Any) -> Any:
+def _minhash_only(con: duckdb.DuckDBPyConnection, config: Any, sign: Any) -> Any:
     """``--embedder none``: stage 1 alone (no model, nothing to resume)."""
     from personahub.personas.dedup import run_dedup
 
@@ -218,7 +221,7 @@ def _check_reachable(embedder: Any) -> None:
                               "OPENAI_BASE_URL") from None
 
 
-def _dedup_job(con: Any, db: Path, config: Any, job: Any, cache: str, rps: float | None,
+def _dedup_job(con: duckdb.DuckDBPyConnection, db: Path, config: Any, job: Any, cache: str, rps: float | None,
                sign: Any) -> Any:
     """Run (or resume) the dedup job on the kernel's loop and record how it ended."""
     from personahub.agents.llm.cache import attach_cache
