@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,10 +31,30 @@ from personahub.core.dbcheck import (
     read_back,
 )
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.migrate import legacy_views, migrate
+from personahub.core.migrate import SCHEMA_VERSION, legacy_views, migrate
 from personahub.core.stored_views import sync_views
 
 DEFAULT_DB = "personahub.duckdb"
+
+
+# schema_meta's key for the digest of the DDL a file was last brought up to: a file that holds
+# this version's digest (and schema version) has every table, so opening it runs no DDL
+# (about half of a writer's connect; bench/RESULTS.md, bench_connect)
+DDL_KEY = "schema_ddl"
+
+
+def _digest(ddl: str) -> str:
+    return hashlib.sha256(ddl.encode("utf-8")).hexdigest()[:16]
+
+
+def _schema_current(con: duckdb.DuckDBPyConnection, ddl: str) -> bool:
+    """Whether the file was brought up to this DDL and schema version already."""
+    try:
+        rows = dict(con.execute("SELECT key, value FROM schema_meta WHERE key IN (?, ?)",
+                                [DDL_KEY, "schema_version"]).fetchall())
+    except duckdb.CatalogException:  # a new file, or one from before schema_meta
+        return False
+    return rows.get(DDL_KEY) == _digest(ddl) and rows.get("schema_version") == str(SCHEMA_VERSION)
 
 
 def schema_sql() -> str:
@@ -119,8 +140,11 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     con = _open(path, read_only=False)
     try:
         ddl = schema_sql()
-        con.execute(ddl)
-        migrate(con, ddl, path)  # an older file's job tables, once (personahub/core/migrate.py)
+        if not _schema_current(con, ddl):
+            con.execute(ddl)
+            migrate(con, ddl, path)  # an older file's job tables, once (personahub/core/migrate.py)
+            con.execute("INSERT OR REPLACE INTO schema_meta VALUES (?, ?)",
+                        [DDL_KEY, _digest(ddl)])
         sync_views(con)  # the analysis views, in the file for any DuckDB client (stored_views.py)
     except BaseException:
         con.close()

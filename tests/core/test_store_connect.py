@@ -26,3 +26,25 @@ def test_a_reader_shares_the_file_this_process_holds(tmp_path: Path) -> None:
     finally:
         held.close()
         writer.close()
+
+
+def test_a_file_brought_up_to_another_schema_gets_this_ones_tables(tmp_path: Path) -> None:
+    """A writer skips the schema's DDL on a file that holds this schema's digest; a file whose
+    digest is another's (written by another version) gets the DDL again, so what it lacks is
+    created."""
+    from personahub.core.store import DDL_KEY, connect
+
+    db = tmp_path / "hub.duckdb"
+    con = connect(db)
+    digest = con.execute("SELECT value FROM schema_meta WHERE key = ?", [DDL_KEY]).fetchall()
+    assert len(digest) == 1 and len(digest[0][0]) == 16
+    con.execute("DROP TABLE prices")
+    con.execute("UPDATE schema_meta SET value = 'another' WHERE key = ?", [DDL_KEY])
+    con.close()
+    con = connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM prices").fetchall() == [(0,)]
+        assert con.execute("SELECT value FROM schema_meta WHERE key = ?",
+                           [DDL_KEY]).fetchall() == digest
+    finally:
+        con.close()

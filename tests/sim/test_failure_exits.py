@@ -66,8 +66,18 @@ def one_step_scenario(folder: Path, people: Path) -> Path:
 @pytest.fixture(scope="module")
 def broken_endpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Path]]:
     """Each job kind run once against ``serve --error-rate 1.0`` (429/503): its result and
-    database. Each stops when its first call has spent the call's retry budget (nine attempts,
-    about 13 s of backoff): the module runs them once for the tests below."""
+    database. Each stops when its first call has spent the call's retry budget (nine attempts);
+    the backoff between them is capped at 20 ms here (about 13 s each otherwise: the seam's
+    own tests time it), and the module runs them once for the tests below."""
+    from personahub.agents.llm import seam_retry
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(seam_retry, "BACKOFF_CAP_S", 0.02)
+        return _against_a_broken_endpoint(tmp_path_factory)
+
+
+def _against_a_broken_endpoint(tmp_path_factory: pytest.TempPathFactory
+                               ) -> dict[str, tuple[Any, Path]]:
     folder = tmp_path_factory.mktemp("broken")
     people = folder / "people.jsonl"
     people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(6)))
