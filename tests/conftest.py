@@ -10,8 +10,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import typer.testing
 
 from personahub.agents.loopback.server import RunningServer, ServerOptions, start_server
+
+# The CLI driven in-process builds its click command tree once, not at every invoke: typer's
+# CliRunner rebuilds it from the app's functions each time (about 50 ms, type hints evaluated
+# for every command), and the suite invokes the CLI thousands of times. A process running
+# ``personahub`` builds it once too.
+typer.testing._get_command = functools.lru_cache(maxsize=None)(typer.testing._get_command)
 
 ROLES = ["nurse", "baker", "ferry pilot", "librarian", "welder", "beekeeper", "coder", "farmer",
          "pharmacist", "teacher", "plumber", "florist", "barista", "mechanic", "translator"]
