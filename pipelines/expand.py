@@ -33,15 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import LLMSettings, parse_concurrency
-from personahub.agents.llm.structured import check_setting
+from personahub.agents.llm.settings import LLMSettings
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
-from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
+from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB
-from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.core.validate import check_int, check_number
 from personahub.personas.expand import (
     ASKS_PER_ROUND,
     DEFAULT_BATCH,
@@ -74,7 +72,7 @@ from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
-from personahub.sim.executors import check_executor
+from personahub.pipelines.model_fields import check_model_fields
 
 __all__ = ["EXPANSION", "ExpandAsker", "ExpandBatch", "ExpandConfig", "ExpandSpec",
            "expansion_lines"]
@@ -138,18 +136,8 @@ class ExpandConfig(BatchFields):
             object.__setattr__(self, "start_ids", tuple(self.start_ids))
         if self.origin not in ORIGINS:
             raise UsageError(f"origin {self.origin!r}: one of {', '.join(ORIGINS)}")
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         check_int(self.batch_size, "--batch-size", low=1)
-        check_seed(self.seed)
-        check_setting(self.structured)
-        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        check_max_failed_share(self.max_failed_share)
-        check_cache_mode(self.cache)
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
-        check_optional_number(self.rps, "--rps", above=0)
-        check_number(self.timeout_s, "--timeout", above=0)
-        check_number(self.offline_latency_s, "offline latency", low=0)
-        self.check_batch(executor=self.executor, cache=self.cache)
+        check_model_fields(self)
         if self.batch_file and self.link_candidates:
             raise UsageError("--batch-file with --link-candidates: a batch's link questions "
                              "follow from its answers, so one file cannot hold them; use "

@@ -32,17 +32,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import LLMSettings, parse_concurrency
-from personahub.agents.llm.structured import check_setting
+from personahub.agents.llm.settings import LLMSettings
 from personahub.agents.prompts.personas import text_to_persona_messages
 from personahub.core.commit import JobRef
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, call_error, check_max_failed_share
-from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, call_error
+from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB
-from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.core.validate import check_int
 from personahub.personas.asks import Ask, ask_one
 from personahub.personas.importers import ImportStats, container_of
 from personahub.personas.quality import gate_answer, language_scripts, rejection_line, tally
@@ -62,7 +60,7 @@ from personahub.personas.text_to_persona import (
     text_personas_schema,
 )
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
-from personahub.sim.executors import check_executor
+from personahub.pipelines.model_fields import check_model_fields
 
 __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
            "text_job_of"]
@@ -113,21 +111,11 @@ class TextConfig(BatchFields):
             raise UsageError("--corpus: give the corpus a name")
         if self.split not in SPLITS:
             raise UsageError(f"--split {self.split!r}: choose one of {', '.join(SPLITS)}")
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         check_int(self.per_text, "--per-text", low=1, high=10)
         if self.limit is not None:
             check_int(self.limit, "--limit", low=1)
         check_int(self.batch_size, "batch size", low=1)
-        check_seed(self.seed)
-        check_setting(self.structured)
-        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        check_max_failed_share(self.max_failed_share)
-        check_cache_mode(self.cache)
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
-        check_optional_number(self.rps, "--rps", above=0)
-        check_number(self.timeout_s, "--timeout", above=0)
-        check_number(self.offline_latency_s, "offline latency", low=0)
-        self.check_batch(executor=self.executor, cache=self.cache)
+        check_model_fields(self)
 
 
 class TextAsk(NamedTuple):
