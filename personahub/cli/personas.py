@@ -253,17 +253,17 @@ def personas_expand(
         result = run_expansion(config, db=db, resume=job_id, progress=progress,
                                on_ready=on_ready, on_start=on_start, warn=unreachable)
     summary = result.summary
-    if not result.job_id:  # no hop asked for: nothing recorded
-        out.print("expansion: 0 hops asked for; nothing to do", soft_wrap=True)
-        return
-    con = connect(db, read_only=True)
-    try:
-        kept = kept_lines(con, job_kind="expansion", job_id=result.job_id)
-    finally:
-        con.close()
+    kept: list[str] = []
+    if result.job_id:  # else no hop was asked for: nothing was recorded
+        con = connect(db, read_only=True)
+        try:
+            kept = kept_lines(con, job_kind="expansion", job_id=result.job_id)
+        finally:
+            con.close()
     for line in expansion_lines(summary) + kept:
         out.print(line, highlight=False, soft_wrap=True)
-    print_preview("expansion", summary.expansion_id, preview, db=db)
+    if result.job_id:
+        print_preview("expansion", summary.expansion_id, preview, db=db)
     if as_json:
         emit_job_json("personas expand", db, job_id=summary.expansion_id, id_key="expansion_id",
                       counts={"hops": summary.hops, "asked": summary.asked,

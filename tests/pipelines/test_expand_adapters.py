@@ -159,3 +159,15 @@ def test_a_runs_setup_expansion_is_its_child_job(tmp_path: Path, scenario_file: 
         assert calls == [(run.job_id,)]  # its calls are the run's
     finally:
         con.close()
+
+
+def test_zero_hops_asks_and_records_nothing_and_still_answers_json(tmp_path: Path) -> None:
+    import json
+
+    db = tmp_path / "h.duckdb"
+    _hub(db, n=2)
+    result = invoke("personas", "expand", "--db", db, "--hops", 0, "--json")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["expansion_id"] == "" and answer["counts"]["asked"] == 0
+    assert jobs_store.list_jobs(connect(db, read_only=True)) == []
