@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import networkx as nx  # noqa: E402
 
+from personahub.agents.llm.embedders import make_embedder  # noqa: E402
 from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row  # noqa: E402
 from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table  # noqa: E402
 from personahub.analysis.judgments import OFFLINE_NOTE, latest_validity  # noqa: E402
@@ -58,7 +59,7 @@ from personahub.analysis.report_header import Facts, job_facts, run_facts  # noq
 from personahub.analysis.views import install_views  # noqa: E402
 from personahub.core.jobs_store import latest_job_id
 from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
-from personahub.personas.embedding import Embedder, HashEmbedder, make_embedder  # noqa: E402
+from personahub.personas.embedding import Embedder, HashEmbedder  # noqa: E402
 
 MAX_DRAWN_NODES = 300
 # Every file a report may write into its folder (checked up front so --force means something).

@@ -22,11 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_minhash import make_texts  # noqa: E402
 
-from personahub.personas.embedding import (  # noqa: E402
-    ANN_BACKENDS,
-    make_embedder,
-    neighbour_pairs,
-)
+from personahub.agents.llm.embedders import make_embedder  # noqa: E402
+from personahub.personas.embedding import ANN_BACKENDS, neighbour_pairs  # noqa: E402
 
 
 def exact_pairs_for(x: np.ndarray, rows: np.ndarray, threshold: float) -> set[tuple[int, int]]:

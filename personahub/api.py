@@ -238,6 +238,8 @@ _EXPAND_IDENTITY = {"hops", "fanout", "limit", "start_ids", "language", "link_ca
 _DEDUP_DEFAULTS: dict[str, Any] = {
     "embedder": "hash", "threshold": 0.9, "num_perm": 128, "ngram": 1, "embed_threshold": 0.9,
     "ann": "auto", "batch_size": 50_000}
+# how a dedup job runs (pipelines/dedup.py DedupJobConfig's engine fields)
+_DEDUP_ENGINE = {"cache", "rps", "timeout_s", "executor", "ray_address", "ray_workers"}
 _MODEL_FLAGS = {"structured", "max_tokens", "temperature", "top_p", "timeout_s", "rps"}
 # --batch and its options (pipelines/batch_jobs.py BatchFields; docs/batch.md)
 _BATCH_FLAGS = {"batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s"}
@@ -326,26 +328,31 @@ async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", see
     return await call_in_thread(partial(_expansion, db, llm, seed, resume, options, progress))
 
 
-def _dedup_call(db: str | Path, options: dict[str, Any],
+def _dedup_call(db: str | Path, resume: str | None, options: dict[str, Any],
                 progress: ProgressSetting = None) -> Callable[[], Job]:
-    return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, set(), db, options, progress)
+    return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, _DEDUP_ENGINE, db, options, progress,
+                   resume=resume, given=frozenset(options))
 
 
-def dedup(*, db: str | Path = DEFAULT_DB, progress: ProgressSetting = None, **options: Any) -> Job:
+def dedup(*, db: str | Path = DEFAULT_DB, resume: str | None = None,
+          progress: ProgressSetting = None, **options: Any) -> Job:
     """Flag near-duplicate personas in ``db``: MinHash, then embeddings (never deletes).
 
     ``options``: embedder (``hash``, ``local``, ``openai:<model>``, None for MinHash only),
-    threshold, num_perm, ngram, embed_threshold, ann, batch_size. ``items()`` are the flagged
-    personas; an unfinished job with the same settings is resumed. ``progress`` as for
-    ``run_scenario`` (a bar per stage: ``minhash``, ``embedding``).
+    threshold, num_perm, ngram, embed_threshold, ann, batch_size, cache, rps, timeout_s,
+    executor (local or ray), ray_address, ray_workers: the same job as ``personahub personas
+    dedup``. ``items()`` are the flagged personas; an unfinished job with the same settings is
+    resumed, and ``resume`` (a job id) goes on with that job (an option naming what it marks
+    otherwise is an error). ``progress`` as for ``run_scenario`` (a bar per stage:
+    ``minhash``, ``embedding``).
     """
-    return call_blocking(_dedup_call(db, options, progress))
+    return call_blocking(_dedup_call(db, resume, options, progress))
 
 
-async def dedup_async(*, db: str | Path = DEFAULT_DB, progress: ProgressSetting = None,
-                      **options: Any) -> Job:
+async def dedup_async(*, db: str | Path = DEFAULT_DB, resume: str | None = None,
+                      progress: ProgressSetting = None, **options: Any) -> Job:
     """``dedup`` for ``await``."""
-    return await call_in_thread(_dedup_call(db, options, progress))
+    return await call_in_thread(_dedup_call(db, resume, options, progress))
 
 
 _ASKS = ("agent", "where", "carve", "step", "limit")

@@ -1,8 +1,8 @@
 """The persona jobs for the Python API, without the CLI's console. Text-to-persona is a job
 spec (``pipelines/text_to_persona.py``): the API and ``personahub personas from-text`` build the
 same ``TextConfig`` and run it through ``run_text_job`` (the kernel); expansion likewise
-(``pipelines/expand.py``, ``run_expansion``). Dedup is opened, run on the job kernel's loop
-(``core.loop.job_loop``) and closed with a status, as ``cli/dedup.py`` does.
+(``pipelines/expand.py``, ``run_expansion``) and dedup (``pipelines/dedup.py``,
+``run_dedup_job``).
 
 Each function blocks; ``personahub.api`` runs it in a worker thread where a loop is running.
 """
@@ -18,10 +18,9 @@ from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable
 from personahub.core.commit import ProgressHook
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
-from personahub.core.loop import job_loop
-from personahub.core.store import connect
 
 if TYPE_CHECKING:
+    from personahub.pipelines.dedup import DedupJobConfig
     from personahub.pipelines.expand import ExpandConfig
     from personahub.pipelines.text_to_persona import TextConfig
 
@@ -140,46 +139,47 @@ def expand_job(*, db: Path, resume: str | None = None, progress: ProgressHook | 
     return result.job_id, result.summary
 
 
-def dedup_job_run(*, db: Path, embedder: str | None, threshold: float, num_perm: int, ngram: int,
-                  embed_threshold: float, ann: str, batch_size: int,
-                  progress: ProgressHook | None = None) -> tuple[str, Any]:
-    """(job id, ``DedupSummary``): MinHash, then embeddings (unless ``embedder`` is None)."""
-    from personahub.core.commit import JobRef
-    from personahub.personas.dedup import DedupConfig, dedup_job, run_dedup
-    from personahub.personas.dedup_jobs import (
-        JOB_KIND,
-        find_unfinished_dedup,
-        finish_dedup_job,
-        start_dedup_job,
-    )
-    from personahub.personas.embedding import make_embedder
-    from personahub.personas.minhash import MinHashConfig
+def dedup_config(*, db: str | Path, embedder: str | None, **options: Any) -> DedupJobConfig:
+    """The ``DedupJobConfig`` of ``personahub.dedup(...)`` (the command builds the same one
+    from its flags; ``embedder`` None: stage 1 alone)."""
+    from personahub.pipelines.dedup import DedupJobConfig
 
-    _existing(db)
-    try:
-        config = DedupConfig(minhash=MinHashConfig(num_perm=num_perm, threshold=threshold, ngram=ngram),
-                             embed_threshold=embed_threshold, embedder=embedder, ann_index=ann,
-                             batch_rows=batch_size)
-    except ValueError as exc:
-        raise PersonahubError(f"dedup: {exc}") from exc
-    con = connect(db)
-    try:
-        if embedder is None:  # stage 1 alone: no model, no job row
-            return "minhash", run_dedup(con, config, progress=progress)
-        model = make_embedder(embedder)
-        settings = {"threshold": threshold, "num_perm": num_perm, "ngram": ngram,
-                    "embedder": embedder, "embed_threshold": embed_threshold, "ann": ann}
-        unfinished = find_unfinished_dedup(con, settings)  # the same settings: go on with it
-        job_id = start_dedup_job(con, settings, unfinished.job_id if unfinished else None)
-        try:
-            with job_loop() as loop:
-                summary = loop.run(dedup_job(con, config, model, JobRef(JOB_KIND, job_id),
-                                             stages_done=unfinished.stages if unfinished else None,
-                                             progress=progress))
-        except BaseException as exc:
-            finish_dedup_job(con, job_id, "failed", f"{type(exc).__name__}: {exc}"[:1000])
-            raise
-        finish_dedup_job(con, job_id, "finished")
-        return job_id, summary
-    finally:
-        con.close()
+    return DedupJobConfig(db=str(db), embedder=embedder, **options)
+
+
+def run_dedup_job(config: DedupJobConfig | Mapping[str, Any], *, db: str | Path,
+                  resume: str | None = None, progress: ProgressHook | None = None,
+                  on_ready: Callable[[Any], None] | None = None,
+                  on_start: Callable[[str, bool], None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> JobResult[Any]:
+    """Run a dedup job on the kernel: ``resume`` (its id) goes on with it; a new config that
+    marks what an unfinished job marks goes on with that job (the caller's engine settings);
+    else a new job. The command and the API both come here."""
+    from personahub import runtime
+    from personahub.core.kernel import engine_fields
+    from personahub.pipelines.dedup import DEDUP, DedupJobConfig, dedup_job_of
+
+    _existing(Path(db))
+    if resume is None and isinstance(config, DedupJobConfig):
+        resume = dedup_job_of(db, config)
+        if resume is not None:
+            config = {name: getattr(config, name) for name in engine_fields(DedupJobConfig)}
+    return runtime.run(DEDUP, config, db, resume=resume, progress=progress,
+                       on_ready=on_ready, on_start=on_start, warn=warn)
+
+
+def dedup_job_run(*, db: Path, progress: ProgressHook | None = None, resume: str | None = None,
+                  given: Iterable[str] = (), **options: Any) -> tuple[str, Any]:
+    """(job id, ``DedupSummary``): MinHash, then embeddings (unless ``embedder`` is None);
+    ``resume`` goes on with that job, taking of ``options`` how it runs and, of what it marks,
+    only what the caller ``given`` (named otherwise than the job: an error)."""
+    if resume is None:
+        result = run_dedup_job(dedup_config(db=db, **options), db=db, progress=progress)
+        return result.job_id, result.summary
+    from personahub.core.kernel import engine_fields
+    from personahub.pipelines.dedup import DedupJobConfig
+
+    named = engine_fields(DedupJobConfig) | set(given)
+    settings = {k: v for k, v in options.items() if k in named}
+    result = run_dedup_job({**settings, "db": str(db)}, db=db, resume=resume, progress=progress)
+    return result.job_id, result.summary

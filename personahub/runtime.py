@@ -118,6 +118,7 @@ def recorded_llm(db: str | Path, job_id: str) -> str:
 def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
     """The spec of ``kind`` once the shipped specs are registered (they register on import)."""
     import personahub.pipelines.calibrate  # noqa: F401 - registers "calibration"
+    import personahub.pipelines.dedup  # noqa: F401 - registers "dedup"
     import personahub.pipelines.expand  # noqa: F401 - registers "expansion"
     import personahub.pipelines.interview  # noqa: F401 - registers "interview"
     import personahub.pipelines.judge  # noqa: F401 - registers "judge"

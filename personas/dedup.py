@@ -6,10 +6,10 @@ decides which are near-duplicates of an earlier kept persona, and marks them
 UPDATE. Nothing is deleted, so a wrong threshold can be undone with a single UPDATE, and
 an interrupted stage leaves the table as it was: run it again.
 
-``dedup_job`` is the same pipeline as a resumable job on the job kernel (``personas dedup``):
-stages already done are noted in ``dedup_jobs``, and stage 2 keeps each batch's vectors in
-``persona_embeddings`` with the batch's call records and cache entries
-(``core.commit.commit_batch``), so an interrupted job embeds only what is missing.
+``run_dedup`` runs both stages here, vectors in memory. The resumable job (``personas dedup``,
+``personahub.dedup``) is the job spec ``pipelines/dedup.py``: it puts these pieces in the job
+kernel's order (``minhash_duplicates``, ``write_marks``), notes each stage in ``dedup_jobs`` and
+keeps stage 2's vectors batch by batch in ``persona_embeddings`` with their call records.
 
 Stage 2 judges only texts in the scripts its embedder was trained on (``dedup_languages``): an
 English-only model leaves Chinese or Thai personas to stage 1, and ``dedup_judged`` records, per
@@ -19,29 +19,26 @@ persona and embedder, whether it was judged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from personahub.core.commit import JobRef, commit_batch
-from personahub.core.contracts import ServesModels
 from personahub.core.errors import PersonahubError
 from personahub.core.store import transaction
-from personahub.personas.dedup_jobs import record_stage
-from personahub.personas.dedup_languages import JudgedLog, split_by_script, write_judged
+from personahub.personas.dedup_languages import JudgedLog, split_by_script
 from personahub.personas.embedding import (
     Embedder,
     ModelEmbedder,
     embedder_scripts,
     embedding_duplicates,
-    make_embedder,
+    offline_embedder,
 )
-from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
@@ -56,11 +53,14 @@ __all__ = [
     "MinHashSource",
     "PairFinder",
     "StageSummary",
-    "dedup_job",
+    "count_survivors",
     "embedding_stage",
+    "local_signatures",
+    "minhash_duplicates",
     "run_dedup",
     "run_embedding_stage",
     "run_minhash_stage",
+    "write_marks",
 ]
 
 Progress = Callable[[str, int, int], None]
@@ -84,9 +84,6 @@ class PairFinder:
 
 # where stage 1's work runs: signatures (banded here) or verified pairs (banded elsewhere)
 MinHashSource = Signer | PairFinder
-# (input, marked, skipped for language), run in the transaction of the marks
-StageDone = Callable[[int, int, int], None]
-
 _SURVIVORS = "FROM personas WHERE NOT coalesce(is_duplicate, false)"
 
 
@@ -160,7 +157,8 @@ class DedupSummary:
         return "\n".join(lines)
 
 
-def _count_survivors(con: duckdb.DuckDBPyConnection) -> int:
+def count_survivors(con: duckdb.DuckDBPyConnection) -> int:
+    """How many personas are not (yet) marked duplicates."""
     return int(con.execute(f"SELECT count(*) {_SURVIVORS}").fetchall()[0][0])
 
 
@@ -175,18 +173,13 @@ def _survivor_batches(
         yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
 
 
-def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str,
-          then: Callable[[int], None] | None = None) -> int:
-    """Mark ``ids[j]`` as a duplicate of ``ids[dup[j]]`` for every ``dup[j] >= 0``.
-
-    One transaction, one UPDATE joined against a registered Arrow table; ``then(marked)`` runs
-    inside it last (a job notes the stage as done in the same commit as its marks).
-    """
+def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray,
+                stage: str) -> int:
+    """Mark ``ids[j]`` as a duplicate of ``ids[dup[j]]`` for every ``dup[j] >= 0`` (one UPDATE
+    joined against a registered Arrow table; call inside the transaction the marks belong to);
+    returns how many were marked."""
     rows = np.flatnonzero(dup >= 0)
     if rows.size == 0:
-        if then is not None:
-            with transaction(con):
-                then(0)
         return 0
     marks = pa.table(
         {
@@ -197,22 +190,26 @@ def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stag
     view = f"_dedup_marks_{stage}"
     con.register(view, marks)
     try:
-        with transaction(con):
-            con.execute(
-                f"""
-                UPDATE personas
-                SET is_duplicate = true, duplicate_of = m.duplicate_of, dup_stage = ?
-                FROM {view} AS m
-                WHERE personas.persona_id = m.persona_id
-                  AND NOT coalesce(personas.is_duplicate, false)
-                """,
-                [stage],
-            )
-            if then is not None:
-                then(int(rows.size))
-    finally:
-        con.unregister(view)
+        con.execute(
+            f"""
+            UPDATE personas
+            SET is_duplicate = true, duplicate_of = m.duplicate_of, dup_stage = ?
+            FROM {view} AS m
+            WHERE personas.persona_id = m.persona_id
+              AND NOT coalesce(personas.is_duplicate, false)
+            """,
+            [stage],
+        )
+    finally:  # in an aborted transaction unregistering fails too: the update's error counts
+        with contextlib.suppress(duckdb.Error):
+            con.unregister(view)
     return int(rows.size)
+
+
+def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str) -> int:
+    """``write_marks`` in a transaction of its own."""
+    with transaction(con):
+        return write_marks(con, ids, dup, stage)
 
 
 def local_signatures(texts: Iterator[list[str]], config: MinHashConfig
@@ -222,18 +219,15 @@ def local_signatures(texts: Iterator[list[str]], config: MinHashConfig
     return (sketch(batch, config) for batch in texts)
 
 
-def run_minhash_stage(
-    con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
-    *, done: StageDone | None = None, sign: MinHashSource = local_signatures,
-) -> StageSummary:
-    """Stage 1 alone: MinHash-LSH over the current non-duplicates (``done(input, marked)`` runs
-    in the transaction of its marks; ``sign`` computes the signatures, here or elsewhere, or is
-    a ``PairFinder`` that returns the verified pairs, so only they come back here)."""
-    t0 = time.perf_counter()
-    total = _count_survivors(con)
+def minhash_duplicates(con: duckdb.DuckDBPyConnection, config: DedupConfig,
+                       progress: Progress | None = None,
+                       sign: MinHashSource = local_signatures) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 1 up to its marks, nothing written: the current non-duplicates' ids in ``seq``
+    order and, for each, the position of the earlier one it duplicates (-1: kept). ``sign``
+    computes the signatures, here or elsewhere, or is a ``PairFinder`` that returns the
+    verified pairs, so only they come back here."""
+    total = count_survivors(con)
     ids: list[str] = []
-    sig_parts: list[np.ndarray] = []
-    feature_parts: list[FeatureSets] = []  # for exact-Jaccard verification (~4 bytes a word)
 
     def texts() -> Iterator[list[str]]:
         for batch_ids, batch_texts in _survivor_batches(con, config.batch_rows):
@@ -241,7 +235,14 @@ def run_minhash_stage(
             yield batch_texts
 
     if isinstance(sign, PairFinder):
-        return _stage_from_pairs(con, config, sign, texts(), ids, total, progress, done, t0)
+        n, pairs = sign.find(texts(), config.minhash)
+        if n != len(ids):
+            raise PersonahubError(f"minhash: the pair finder saw {n} texts of {len(ids)} personas")
+        if progress:
+            progress("minhash", n, total)
+        return np.asarray(ids, dtype=object), resolve_first_seen(n, pairs)
+    sig_parts: list[np.ndarray] = []
+    feature_parts: list[FeatureSets] = []  # for exact-Jaccard verification (~4 bytes a word)
     signed = 0
     for sigs, features in sign(texts(), config.minhash):
         sig_parts.append(sigs)
@@ -252,129 +253,77 @@ def run_minhash_stage(
     if signed != len(ids):
         raise PersonahubError(f"minhash: {signed} signatures for {len(ids)} personas")
     if not ids:
-        _mark(con, np.empty(0, dtype=object), np.empty(0, dtype=np.int64), "minhash", _bind(done, 0))
-        return StageSummary("minhash", 0, 0, time.perf_counter() - t0)
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     dup = duplicates_from_signatures(np.concatenate(sig_parts), config.minhash,
                                      FeatureSets.concat(feature_parts))
-    marked = _mark(con, np.asarray(ids, dtype=object), dup, "minhash", _bind(done, len(ids)))
+    return np.asarray(ids, dtype=object), dup
+
+
+def run_minhash_stage(
+    con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
+    *, sign: MinHashSource = local_signatures,
+) -> StageSummary:
+    """Stage 1 alone: MinHash-LSH over the current non-duplicates, marked in one transaction."""
+    t0 = time.perf_counter()
+    ids, dup = minhash_duplicates(con, config, progress, sign)
+    marked = _mark(con, ids, dup, "minhash")
     return StageSummary("minhash", len(ids), marked, time.perf_counter() - t0)
 
 
-def _stage_from_pairs(con: duckdb.DuckDBPyConnection, config: DedupConfig, finder: PairFinder,
-                      texts: Iterator[list[str]], ids: list[str], total: int,
-                      progress: Progress | None, done: StageDone | None, t0: float) -> StageSummary:
-    """Stage 1's marks from a ``PairFinder``'s verified pairs (``ids`` fills as it reads)."""
-    n, pairs = finder.find(texts, config.minhash)
-    if n != len(ids):
-        raise PersonahubError(f"minhash: the pair finder saw {n} texts of {len(ids)} personas")
-    if progress:
-        progress("minhash", n, total)
-    dup = resolve_first_seen(n, pairs)
-    marked = _mark(con, np.asarray(ids, dtype=object), dup, "minhash", _bind(done, n))
-    return StageSummary("minhash", n, marked, time.perf_counter() - t0)
+def embedding_marks(ids: list[str], parts: list[np.ndarray], embedder: Embedder,
+                    config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 2's marks once every judged survivor's vector is in: (ids, earlier position or -1)."""
+    if not ids:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    dup = embedding_duplicates(ids, embedder, config.embed_threshold, index=config.ann_index,
+                               vectors=np.concatenate(parts))
+    return np.asarray(ids, dtype=object), dup
 
 
-def _bind(done: StageDone | None, input_rows: int, skipped: int = 0) -> Callable[[int], None] | None:
-    return None if done is None else (lambda marked: done(input_rows, marked, skipped))
-
-
-async def _embed(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, list[Any]]:
+async def embed_texts(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, list[Any]]:
     """(vectors, results): a model embedder's calls come back on results with its vectors."""
     if isinstance(embedder, ModelEmbedder):
         return await embedder.embed_with_results(texts)
     return embedder.embed(texts), []
 
 
-async def _kept_vectors(con: duckdb.DuckDBPyConnection, embedder: Embedder, batch: SurvivorBatch,
-                        job: JobRef | None) -> np.ndarray:
-    """The batch's vectors: those stored, and the missing ones embedded and committed (with
-    their call records and cache entries) in one transaction."""
-    missing = batch.missing
-    if not missing:
-        return batch.stored
-    new, results = await _embed(embedder, [batch.texts[i] for i in missing])
-    ids = [batch.ids[i] for i in missing]
-    # a local embedder brings no results, so its (absent) endpoints are never asked
-    commit_batch(con, job, cast(ServesModels, embedder), {}, results,
-                 then=lambda: write_vectors(con, ids, embedder.name, new, job.job_id if job else None))
-    return batch.with_new(new)
-
-
-async def _survivor_vectors(con: duckdb.DuckDBPyConnection, embedder: Embedder, config: DedupConfig,
-                            job: JobRef | None, keep: bool, progress: Progress | None,
-                            log: JudgedLog) -> tuple[list[str], list[np.ndarray]]:
-    """Ids and vectors of the current non-duplicates the embedder judges, in ``seq`` order
-    (``keep``: read from and written to ``persona_embeddings``, batch by batch); every survivor's
-    script and whether it is judged go to ``log``."""
-    total = _count_survivors(con)
+async def embedding_stage(
+    con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder, *,
+    progress: Progress | None = None,
+) -> StageSummary:
+    """Stage 2 with its vectors in memory: embed the current non-duplicates in the embedder's
+    scripts, then mark ANN pairs above threshold (texts outside its scripts are not judged)."""
+    t0 = time.perf_counter()
+    total = count_survivors(con)
     scripts = embedder_scripts(embedder)
+    log = JudgedLog()
     ids: list[str] = []
     parts: list[np.ndarray] = []
-    if keep:
-        for batch in survivor_batches(con, embedder.name, config.batch_rows):
-            judged, batch_scripts = split_by_script(batch.texts, scripts)
-            log.add(batch.ids, judged, batch_scripts)
-            mine = batch.select(judged)
-            if mine.ids:
-                parts.append(await _kept_vectors(con, embedder, mine, job))
-                ids.extend(mine.ids)
-            if progress:
-                progress("embedding", len(log.ids), total)
-        return ids, parts
     for batch_ids, texts in _survivor_batches(con, config.batch_rows):
         judged, batch_scripts = split_by_script(texts, scripts)
         log.add(batch_ids, judged, batch_scripts)
         if judged.any():
             picked = np.flatnonzero(judged).tolist()
-            parts.append((await _embed(embedder, [texts[i] for i in picked]))[0])
+            parts.append((await embed_texts(embedder, [texts[i] for i in picked]))[0])
             ids.extend(batch_ids[i] for i in picked)
         if progress:
             progress("embedding", len(log.ids), total)
-    return ids, parts
-
-
-async def embedding_stage(
-    con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder, *,
-    job: JobRef | None = None, keep_vectors: bool = False, progress: Progress | None = None,
-    done: StageDone | None = None,
-) -> StageSummary:
-    """Stage 2: embed the current non-duplicates, then mark ANN pairs above threshold once all
-    vectors are in. ``keep_vectors`` stores each batch's vectors (with its call records, tagged
-    with ``job``) and reuses stored ones, so an interrupted stage goes on where it stopped, and
-    records which texts were judged (``dedup_judged``); texts outside the embedder's scripts are
-    not embedded nor judged; ``done(input, marked, skipped)`` runs in the transaction of the marks."""
-    t0 = time.perf_counter()
-    log = JudgedLog()
-    ids, parts = await _survivor_vectors(con, embedder, config, job, keep_vectors, progress, log)
-    seen, skipped = len(log.ids), log.skipped
-    bound = _bind(done, seen, skipped)
-
-    def then(marked: int) -> None:  # in the transaction of the marks
-        if keep_vectors:  # the stored record goes with the stored vectors
-            write_judged(con, log, embedder.name, job.job_id if job else None)
-        if bound is not None:
-            bound(marked)
-
-    if not ids:
-        _mark(con, np.empty(0, dtype=object), np.empty(0, dtype=np.int64), "embedding", then)
-        marked = 0
-    else:
-        dup = embedding_duplicates(
-            ids, embedder, config.embed_threshold, index=config.ann_index, vectors=np.concatenate(parts)
-        )
-        marked = _mark(con, np.asarray(ids, dtype=object), dup, "embedding", then)
-    return StageSummary("embedding", seen, marked, time.perf_counter() - t0, skipped,
+    marked = _mark(con, *embedding_marks(ids, parts, embedder, config), "embedding")
+    return StageSummary("embedding", len(log.ids), marked, time.perf_counter() - t0, log.skipped,
                         log.skipped_by_script())
 
 
 def run_embedding_stage(
-    con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None
+    con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
+    embedder: Embedder | None = None,
 ) -> StageSummary:
-    """Stage 2 alone, vectors in memory only (``embedding_stage`` with ``keep_vectors`` is the
-    resumable job's)."""
-    if config.embedder is None:
-        raise PersonahubError("embedding stage needs DedupConfig.embedder (e.g. 'hash')")
-    embedder = make_embedder(config.embedder)
+    """Stage 2 alone, vectors in memory only, with ``embedder`` (default: the one
+    ``config.embedder`` names, which must call no model; the job spec ``pipelines/dedup.py``
+    is the resumable stage, a model embedder's too)."""
+    if embedder is None:
+        if config.embedder is None:
+            raise PersonahubError("embedding stage needs DedupConfig.embedder (e.g. 'hash')")
+        embedder = offline_embedder(config.embedder)
     return asyncio.run(embedding_stage(con, config, embedder, progress=progress))
 
 
@@ -384,48 +333,11 @@ def run_dedup(
     *,
     progress: Progress | None = None,
     sign: MinHashSource = local_signatures,
+    embedder: Embedder | None = None,
 ) -> DedupSummary:
-    """Stage 1, then stage 2 on its survivors (if ``config.embedder``); idempotent."""
+    """Stage 1, then stage 2 on its survivors (if ``config.embedder`` or ``embedder``);
+    idempotent."""
     stages = [run_minhash_stage(con, config, progress, sign=sign)]
-    if config.embedder is not None:
-        stages.append(run_embedding_stage(con, config, progress))
-    return DedupSummary(tuple(stages))
-
-
-async def dedup_job(
-    con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder, job: JobRef, *,
-    stages_done: Mapping[str, Mapping[str, int]] | None = None, progress: Progress | None = None,
-    sign: MinHashSource = local_signatures,
-) -> DedupSummary:
-    """``run_dedup`` as a resumable kernel job: each stage is noted in ``dedup_jobs`` with its
-    marks, a stage noted before is not run again, and stage 2 keeps its vectors batch by batch
-    (``persona_embeddings``), so a resumed job embeds only what is missing."""
-    try:
-        return await _dedup_stages(con, config, embedder, job, dict(stages_done or {}), progress,
-                                   sign)
-    finally:  # a model embedder's connections close on the loop that opened them
-        close = getattr(embedder, "aclose", None)
-        if close is not None:
-            await close()
-
-
-async def _dedup_stages(con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder,
-                        job: JobRef, done: dict[str, Mapping[str, int]],
-                        progress: Progress | None, sign: MinHashSource) -> DedupSummary:
-    stages: list[StageSummary] = []
-    for name in ("minhash", "embedding"):
-        if name in done:
-            stages.append(StageSummary(name, int(done[name]["input"]), int(done[name]["marked"]), 0.0,
-                                       int(done[name].get("skipped_language", 0))))
-            continue
-
-        def note(input_rows: int, marked: int, skipped: int, stage: str = name) -> None:
-            record_stage(con, job.job_id, stage, input_rows, marked,
-                         skipped if stage == "embedding" else None)
-
-        if name == "minhash":
-            stages.append(run_minhash_stage(con, config, progress, done=note, sign=sign))
-        else:
-            stages.append(await embedding_stage(con, config, embedder, job=job, keep_vectors=True,
-                                                progress=progress, done=note))
+    if config.embedder is not None or embedder is not None:
+        stages.append(run_embedding_stage(con, config, progress, embedder))
     return DedupSummary(tuple(stages))

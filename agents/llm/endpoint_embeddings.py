@@ -31,6 +31,7 @@ from personahub.agents.llm.seam_limits import Limited
 from personahub.agents.llm.seam_retry import Retrying
 from personahub.agents.llm.settings import LLMConfigError, LLMSettings
 from personahub.agents.llm.structured import ModeBook
+from personahub.core.call_spill import RecordSink, SinkSlot
 from personahub.core.contracts import (
     CallRequest,
     Capabilities,
@@ -50,6 +51,7 @@ class EmbeddingEndpoint:
     """One ``/embeddings`` endpoint; ``make_client`` builds its ``AsyncOpenAI`` per event loop."""
 
     capabilities = Capabilities()
+    setting = "--embedder / OPENAI_BASE_URL"  # what an unreachable one's error line points to
 
     def __init__(self, *, model_name: str, base_url: str | None, make_client: Callable[[], Any],
                  timeout_s: float, index: int = 0) -> None:
@@ -117,15 +119,23 @@ class EmbeddingClient:
         self.endpoints = [endpoint]
         self._failover = Failover([endpoint])
         limited = Limited(self._failover, concurrency=settings.concurrency, rps=settings.rps)
+        self._spill = SinkSlot()
         retry = Retrying(limited, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
                          modes=ModeBook("prompt", 1), fail_fast=FailFast(1),
                          on_timeout=limited.lower_on_timeout,
-                         budget_s=settings.call_budget_s, attempt_s=settings.timeout_s)
+                         budget_s=settings.call_budget_s, attempt_s=settings.timeout_s,
+                         spill=self._spill)
         self._cached = EmbeddingCached(retry, make_value=lambda v: EmbeddingVectors.model_construct(
             vectors=v))
-        self._top = Accounted(self._cached, liveness=Liveness(settings.stall_bound_s))
+        self._top = Accounted(self._cached, liveness=Liveness(settings.stall_bound_s),
+                              spill=self._spill)
         self.stats = self._top.stats
         self.liveness = self._top.liveness
+
+    def spill_to(self, sink: RecordSink | None) -> None:
+        """Hand every attempt to ``sink`` as soon as it is final (None: stop): a dedup job's
+        ``core.call_spill.CallSpill``, so that a kill loses no billed attempt."""
+        self._spill.sink = sink
 
     @property
     def cache_model(self) -> str:

@@ -1,7 +1,6 @@
 """``personahub jobs`` (every job of every kind, from the ``jobs`` table), ``personahub runs`` (the
 simulation runs, with their scenario and steps) and ``personahub resume
-ID`` (any job, by its id alone: the kernel for a kind that is a job spec, the kind's own command
-for the others, through the one table below)."""
+ID`` (any job, by its id alone, through the job kernel: every kind is a job spec)."""
 
 from __future__ import annotations
 
@@ -32,23 +31,13 @@ from personahub.cli.common import (
 from personahub.core.errors import PersonahubError
 from personahub.core.store import DEFAULT_DB
 
-# Kinds that are not job specs yet resume through their own command (``--resume ID``, and
-# ``--llm`` where it takes one); the engineers turning them into specs take their line out.
-NOT_YET_SPECS: dict[str, tuple[list[str], bool]] = {
-    "dedup": (["personas", "dedup"], False),
-}
-
 
 def _label(kind: str, config: dict[str, Any]) -> str:
     """A few words on what a job makes, from its stored config."""
     from personahub.runtime import registered_spec
 
     spec = registered_spec(kind)
-    if spec is not None:
-        return spec.label(config)
-    if kind == "dedup":
-        return f"embedder {config.get('embedder')}"
-    return ""
+    return spec.label(config) if spec is not None else ""
 
 
 def _stamp(value: Any) -> str:
@@ -136,7 +125,6 @@ def runs(
 
 @one_line_errors
 def resume(
-    ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(help="The job's id (personahub jobs lists them).")],
     db: DbOption = Path(DEFAULT_DB),
     llm: LlmOption = None,
@@ -155,8 +143,7 @@ def resume(
 ) -> None:
     """Resume any stopped job by its id: it goes on with its own settings (what it makes, its
     seed and generation settings), asking with the model it recorded (--llm: another, e.g.
-    with its credentials) and the cache and executor given here.
-    Kinds that are not job specs yet go through their own command's --resume. A job that ends
+    with its credentials) and the cache and executor given here. A job that ends
     with fewer items than asked says so in one line and exits 1, unless --allow-fewer. A job
     still waiting for the results of its --batch-file runs nothing: it prints the batch
     import command and exits 3."""
@@ -174,9 +161,6 @@ def resume(
         con.close()
     if row is None:
         raise PersonahubError(f"resume {job_id}: no such job in {db} (personahub jobs lists them)")
-    if row.kind in NOT_YET_SPECS:
-        _by_command(ctx, row.kind, job_id, db, llm, as_json)
-        return
     # --llm replaces the job's recorded (redacted) model spec; without it, the recorded one
     # (as run --resume does): a resume asks the model the job was asking
     model = resolve_spec(llm) if llm is not None else recorded_llm(db, job_id)
@@ -226,20 +210,3 @@ def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any],
         emit_job_json("resume", db, job_id=job_id, id_key=job_id_key(kind), counts=counts,
                       kind=kind, **({"shortfall": shortfall} if shortfall else {}))
     return shortfall
-
-
-def _by_command(ctx: typer.Context, kind: str, job_id: str, db: Path, llm: str | None,
-                as_json: bool) -> None:
-    """A kind not yet a spec: its own command's ``--resume`` (in this process; its ``--json``
-    object is the result)."""
-    command, takes_llm = NOT_YET_SPECS[kind]
-    argv = [*command, "--resume", job_id, "--db", str(db), *(["--json"] if as_json else [])]
-    if takes_llm:  # --llm, else the model the job recorded (a job from before: the command's)
-        from personahub.runtime import recorded_spec
-
-        model = llm if llm is not None else recorded_spec(db, job_id)
-        argv += ["--llm", model] if model else []
-    root = ctx.find_root().command  # the personahub app (a command module imports no other)
-    code = root.main(args=argv, prog_name="personahub", standalone_mode=False)
-    if isinstance(code, int) and code:
-        raise typer.Exit(code)

@@ -328,9 +328,9 @@ def report(
 ) -> None:
     """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
     graph, diversity), of a synthesis job (--job) or of a calibration (--calibration)."""
+    from personahub.agents.llm.embedders import make_embedder
     from personahub.analysis.report import REPORT_FILES, write_report
     from personahub.core.store import connect
-    from personahub.personas.embedding import make_embedder
 
     if calibration is not None:
         _calibration_report(out_dir, calibration, db, force, given=run or job)
@@ -376,10 +376,10 @@ def diversity(
     (default: every synthesis job and the latest run)."""
     from rich.table import Table
 
+    from personahub.agents.llm.embedders import make_embedder
     from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row
     from personahub.analysis.diversity_table import diversity_table, latest_run
     from personahub.core.store import connect
-    from personahub.personas.embedding import make_embedder
 
     model = make_embedder(embedder)
     con = connect(db, read_only=True)

@@ -80,3 +80,18 @@ def executor_session(name: str, address: str | None) -> Iterator[None]:
 
     with ray_session(address):
         yield
+
+
+def minhash_source(executor: Any) -> Any:
+    """Where dedup's stage 1 runs on ``executor``: signatures in this process (``local``), or,
+    on Ray, the whole stage up to its verified pairs (band buckets through a Ray Data shuffle:
+    ``ray_minhash.minhash_pair_finder``), so no signature comes to the driver. The dedup spec
+    asks this, not which executor it has."""
+    if getattr(executor, "name", "local") != "ray":
+        from personahub.personas.dedup import local_signatures
+
+        return local_signatures
+    from personahub.sim.executors.ray_minhash import minhash_pair_finder
+
+    return minhash_pair_finder(getattr(executor, "address", None),
+                               getattr(executor, "workers", None))

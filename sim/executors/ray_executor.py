@@ -7,6 +7,8 @@ on Ray, while the kernel on the driver commits them in batch order.
   ``LLMSettings`` and run ``asker.run_batch``. Answers come back as Parquet shards with
   completion markers under the job's folder (``sim/executors/shards.py``, the spec's asker is
   the ``ShardCodec``), so a driver that dies loses no paid answer: the resume commits them.
+- A job that calls no model (dedup with an offline embedder) runs its batches on the driver;
+  the spec may still send whole stages to Ray (``minhash_source``).
 - Any other spec (its next batch depends on the last commit: a run's steps, an expansion's
   levels) keeps ``run_batch`` on the driver and hands it a remote caller: the job-long actor
   pool of ``ray_actors.RayCaller``, a round trip per set of calls.
@@ -62,6 +64,10 @@ class RayExecutor:
 
     def batches(self, spec: JobSpec[Any, B, R, Any], ctx: JobContext[Any], asker: Asker[B, R],
                 plan: Iterator[B]) -> Iterator[tuple[B, R]]:
+        if ctx.client is None and not spec.independent_batches:  # no model, no remote caller:
+            for batch in plan:  # its batches run here (dedup with an offline embedder)
+                yield batch, ctx.run(asker.run_batch(batch, cast(StructuredCaller, None)))
+            return
         if spec.independent_batches:
             planned = list(plan)
             yield from zip(planned, self._shipped(ctx, asker, planned), strict=True)

@@ -11,6 +11,7 @@ import duckdb
 import numpy as np
 import pytest
 
+from personahub.agents.llm.embedders import make_embedder
 from personahub.analysis.diversity import (
     SUMMARY_HEADER,
     embedder_label,
@@ -22,7 +23,7 @@ from personahub.analysis.diversity import (
 from personahub.analysis.diversity_table import diversity_table
 from personahub.analysis.report import write_report
 from personahub.api import run_synthesis
-from personahub.personas.embedding import HashEmbedder, make_embedder
+from personahub.personas.embedding import HashEmbedder
 from personahub.personas.embedding_store import write_vectors
 from personahub.personas.scripts import LATIN, covered
 from personahub.pipelines.synthesize import SynthOptions

@@ -15,7 +15,7 @@ import pytest
 
 from personahub.agents.llm import seam_limits
 from personahub.agents.loopback.server import ServerOptions, running_server
-from personahub.core import commit as jobs
+from personahub.pipelines import dedup as dedup_spec
 from tests._planted import planted_corpus
 from tests.cli_helpers import invoke, one_line_error, usage_error
 
@@ -64,17 +64,18 @@ VECTORS = "SELECT persona_id, model, dim, vector FROM persona_embeddings ORDER B
 
 
 def interrupt_at_commit(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
-    """Ctrl-C as the kernel begins its ``number``-th batch commit (earlier ones are written)."""
+    """Ctrl-C inside the kernel's commit of the ``number``-th batch of vectors (earlier ones
+    are written; this one's transaction is rolled back)."""
     seen: list[int] = []
-    real = jobs.cache_rows_of
+    real = dedup_spec.write_vectors
 
-    def counting(results: object) -> list[dict]:
+    def counting(*args: object) -> int:
         seen.append(1)
         if len(seen) == number:
             raise KeyboardInterrupt
-        return real(results)  # type: ignore[arg-type]
+        return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(jobs, "cache_rows_of", counting)
+    monkeypatch.setattr(dedup_spec, "write_vectors", counting)
 
 
 def uncached_calls(db: Path) -> int:
@@ -114,7 +115,11 @@ def test_resumed_after_first_batch_equals_uninterrupted(tmp_path, monkeypatch, o
     assert rows(cut, VECTORS) == rows(whole, VECTORS)
     assert rows(cut, "SELECT status FROM dedup_jobs "
                      "JOIN jobs USING (job_id)") == [("finished",)]  # the same job went on
-    assert uncached_calls(cut) == uncached_calls(whole)  # nothing was embedded twice
+    kept = "SELECT count(*) FROM llm_calls WHERE NOT cached AND status = 'ok'"
+    assert rows(cut, kept) == rows(whole, kept)  # nothing kept was embedded twice
+    # the interrupted batch's request was answered (and billed) before its commit: counted
+    discarded = rows(cut, "SELECT count(*) FROM llm_calls WHERE status = 'discarded'")[0][0]
+    assert discarded == (1 if embedder == MODEL else 0)
 
 
 @pytest.mark.slow
@@ -211,6 +216,9 @@ def test_refused_embeddings_fail_the_job_without_half_written_vectors(tmp_path, 
     assert len(errors) == 1 and "embedding failed" in errors[0] and "HTTP 400" in errors[0]
     assert rows(db, "SELECT count(*) FROM persona_embeddings") == [(0,)]
     assert rows(db, "SELECT status FROM dedup_jobs JOIN jobs USING (job_id)") == [("failed",)]
+    # the refused request is accounted: one call record (400 is not retried), tagged with the job
+    assert rows(db, "SELECT job_kind, purpose, status FROM llm_calls") == [
+        ("dedup", "embed", "error")]
 
 
 def test_cache_and_rps_need_a_model_embedder(tmp_path):
@@ -235,8 +243,11 @@ def test_resume_refuses_what_the_job_fixes(tmp_path, monkeypatch):
     assert "finished" in one_line_error(again)
 
 
-def test_none_embedder_runs_stage_one_without_a_job(tmp_path):
+def test_none_embedder_is_a_job_of_stage_one_alone(tmp_path):
     db = hub(tmp_path / "hub.duckdb")
     result = invoke("personas", "dedup", "--db", db, "--embedder", "none")
     assert result.exit_code == 0 and "embedding" not in result.stdout
-    assert rows(db, "SELECT count(*) FROM dedup_jobs") == [(0,)]
+    (stages,) = rows(db, "SELECT stages FROM dedup_jobs JOIN jobs USING (job_id) "
+                         "WHERE status = 'finished'")[0]
+    assert list(json.loads(stages)) == ["minhash"]
+    assert rows(db, "SELECT count(*) FROM persona_embeddings") == [(0,)]

@@ -5,7 +5,6 @@ as its scripts must keep those personas apart, while Latin ones are still judged
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,14 +12,16 @@ import duckdb
 import numpy as np
 import pytest
 
-from personahub.core.commit import JobRef
+from personahub import runtime
 from personahub.core.store import connect
 from personahub.personas import embedding
-from personahub.personas.dedup import DedupConfig, dedup_job, run_dedup
-from personahub.personas.dedup_jobs import find_dedup_job, start_dedup_job
+from personahub.personas.dedup import DedupConfig, DedupSummary, run_dedup
+from personahub.personas.dedup_jobs import stages_of
 from personahub.personas.record import Persona
 from personahub.personas.scripts import LATIN, covered
 from personahub.personas.store import upsert_personas
+from personahub.pipelines import dedup as dedup_spec
+from personahub.pipelines.dedup import DEDUP, DedupJobConfig
 from tests.cli_helpers import invoke
 from tests.optional import need_local_model
 
@@ -61,23 +62,30 @@ def flagged(con: duckdb.DuckDBPyConnection) -> dict[str, str | None]:
     return dict(con.execute("SELECT text, dup_stage FROM personas WHERE is_duplicate").fetchall())
 
 
-def run(con: duckdb.DuckDBPyConnection, fake: LatinOnlyFake, job_id: str | None = None):
-    job_id = job_id or start_dedup_job(con, {"embedder": fake.name})
-    summary = asyncio.run(dedup_job(con, DedupConfig(embedder=fake.name), fake,  # type: ignore[arg-type]
-                                    JobRef("dedup", job_id)))
-    return job_id, summary
+def run(con: duckdb.DuckDBPyConnection, fake: object, monkeypatch: pytest.MonkeyPatch,
+        resume: str | None = None, spec: str = "fake-latin") -> tuple[str, DedupSummary]:
+    """The dedup job spec on ``con`` with ``fake`` as its (offline) embedder; ``resume``: go on
+    with that job."""
+    monkeypatch.setattr(dedup_spec, "offline_embedder", lambda _: fake)
+    db = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
+                     "current_database()").fetchone()[0]
+    config = DedupJobConfig(embedder=spec, db=db) if resume is None else {"db": db}
+    result = runtime.run(DEDUP, config, db, resume=resume, con=con)
+    return result.job_id, result.summary
 
 
-def test_the_fake_would_merge_other_scripts_if_it_judged_them(tmp_path: Path) -> None:
+def test_the_fake_would_merge_other_scripts_if_it_judged_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     con = hub(tmp_path / "hub.db")
-    run(con, LatinOnlyFake(scripts=None))
+    run(con, LatinOnlyFake(scripts=None), monkeypatch)
     assert set(flagged(con)) >= set(CJK[1:] + THAI)  # all one vector: the false pairs of the issue
 
 
-def test_non_latin_personas_are_not_judged_by_a_latin_embedder(tmp_path: Path) -> None:
+def test_non_latin_personas_are_not_judged_by_a_latin_embedder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     con = hub(tmp_path / "hub.db")
     fake = LatinOnlyFake()
-    job_id, summary = run(con, fake)
+    job_id, summary = run(con, fake, monkeypatch)
     # the Latin pair is still judged; no CJK or Thai persona is marked
     assert flagged(con) == {LATIN_TEXTS[1]: "embedding"}
     assert sorted(fake.seen) == sorted(LATIN_TEXTS)  # never embedded
@@ -96,23 +104,22 @@ def test_non_latin_personas_are_not_judged_by_a_latin_embedder(tmp_path: Path) -
     assert {(m, j) for *_, m, j in judged} == {("fake-latin", job_id)}
     stored = con.execute("SELECT count(*) FROM persona_embeddings").fetchall()[0][0]
     assert stored == 3  # vectors only for what was judged
-    job = find_dedup_job(con, job_id)
-    assert job is not None and job.stages["embedding"]["skipped_language"] == 6
+    assert stages_of(con, job_id)["embedding"]["skipped_language"] == 6
 
 
-def test_a_resumed_job_reports_the_recorded_skips(tmp_path: Path) -> None:
+def test_a_resumed_job_reports_the_recorded_skips(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     con = hub(tmp_path / "hub.db")
-    job_id, _ = run(con, LatinOnlyFake())
-    stages = find_dedup_job(con, job_id).stages  # type: ignore[union-attr]
-    again = asyncio.run(dedup_job(con, DedupConfig(embedder="fake-latin"), LatinOnlyFake(),  # type: ignore[arg-type]
-                                  JobRef("dedup", job_id), stages_done=stages))
+    job_id, _ = run(con, LatinOnlyFake(), monkeypatch)
+    fake = LatinOnlyFake()
+    again_id, again = run(con, fake, monkeypatch, resume=job_id)  # finished: nothing is asked
+    assert again_id == job_id and fake.seen == []
     assert again.stage("embedding").skipped == 6  # type: ignore[union-attr]
 
 
-def test_in_memory_stage_skips_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_memory_stage_skips_too(tmp_path: Path) -> None:
     con = hub(tmp_path / "hub.db")
-    monkeypatch.setattr("personahub.personas.dedup.make_embedder", lambda spec: LatinOnlyFake())
-    summary = run_dedup(con, DedupConfig(embedder="fake-latin"))
+    summary = run_dedup(con, DedupConfig(embedder="fake-latin"), embedder=LatinOnlyFake())  # type: ignore[arg-type]
     assert flagged(con) == {LATIN_TEXTS[1]: "embedding"}
     assert summary.stage("embedding").skipped == 6  # type: ignore[union-attr]
 
@@ -120,7 +127,7 @@ def test_in_memory_stage_skips_too(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_cli_summary_says_how_many_were_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "hub.db"
     hub(db).close()
-    monkeypatch.setattr(embedding, "make_embedder", lambda spec, rps=None: LatinOnlyFake())
+    monkeypatch.setattr(dedup_spec, "offline_embedder", lambda spec: LatinOnlyFake())
     result = invoke("personas", "dedup", "--db", db, "--embedder", "fake")
     assert result.exit_code == 0, result.output
     assert "skipped for language 6 (Hani 3, Thai 2, Hang 1)" in result.output
@@ -130,7 +137,8 @@ SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_to
 
 
 @pytest.mark.slow
-def test_sample_cjk_and_thai_personas_get_no_embedding_duplicate_with_minilm(tmp_path: Path) -> None:
+def test_sample_cjk_and_thai_personas_get_no_embedding_duplicate_with_minilm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The issue's false pairs (a Chinese basketball commentator and a trending-topic producer, a
     Thai developer and an icon designer) came from all-MiniLM-L6-v2 judging scripts it never saw."""
     need_local_model()
@@ -150,8 +158,7 @@ def test_sample_cjk_and_thai_personas_get_no_embedding_duplicate_with_minilm(tmp
     # the model itself puts some of these people at cosine >= 0.9 (the issue's false pairs), so
     # the zero below is the script guard's doing, not the model's
     assert (cosine >= 0.9).any()
-    summary = asyncio.run(dedup_job(con, DedupConfig(embedder="local"), local,
-                                    JobRef("dedup", start_dedup_job(con, {"embedder": "local"}))))
+    _, summary = run(con, local, monkeypatch, spec="local")
     assert con.execute("SELECT count(*) FROM personas WHERE dup_stage = 'embedding'"
                        ).fetchall()[0][0] == 0
     assert summary.stage("embedding").skipped == summary.stage("embedding").input  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from personahub.agents.llm.embedders import OpenAIEmbedder, make_embedder
 from personahub.agents.llm.settings import EndpointFailing
 from personahub.core.contracts import carried_records
 from personahub.core.errors import PersonahubError
@@ -13,9 +14,7 @@ from personahub.personas.embedding import (
     Embedder,
     HashEmbedder,
     LocalEmbedder,
-    OpenAIEmbedder,
     embedding_duplicates,
-    make_embedder,
     neighbour_pairs,
     pick_index,
 )

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from personahub.personas.embedding import (
-    HashEmbedder,
-    LocalEmbedder,
-    OpenAIEmbedder,
-    embedder_scripts,
-    make_embedder,
-)
+from personahub.agents.llm.embedders import OpenAIEmbedder, make_embedder
+from personahub.personas.embedding import HashEmbedder, LocalEmbedder, embedder_scripts
 from personahub.personas.scripts import LATIN, covered, dominant_script, script_counts
 
 

@@ -78,14 +78,19 @@ def test_persona_commands_refuse_what_cannot_run_on_ray(tmp_path: Path, command:
     ("ray", "hash:256", False), ("ray", None, False), ("local", "local", False),
 ])
 def test_dedup_refuses_a_model_embedder_on_ray(executor: str, embedder: str | None,
-                                               refused: bool) -> None:
-    from personahub.cli.dedup import _check_stage2_executor
+                                               refused: bool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage 2's vectors are made on the driver: a model embedder on Ray is refused by the
+    job's config, before anything is opened (checked, never run)."""
+    from personahub.pipelines.dedup import DedupJobConfig
+    from personahub.sim import executors
 
+    monkeypatch.setattr(executors, "ray_installed", lambda: True)
     if refused:
         with pytest.raises(PersonahubError, match="do not run on Ray yet"):
-            _check_stage2_executor(executor, embedder)
+            DedupJobConfig(executor=executor, embedder=embedder)
     else:
-        _check_stage2_executor(executor, embedder)
+        assert DedupJobConfig(executor=executor, embedder=embedder).executor == executor
 
 
 def test_a_ray_call_actor_spills_every_attempt_into_the_job_worker_folder(tmp_path: Path) -> None:

@@ -1,0 +1,384 @@
+"""``personahub personas dedup`` as a job spec: MinHash, then embeddings, on the kernel.
+
+The data side (stage 1's signatures and marks, the survivors with their stored vectors, the ANN
+marks, the judged-script log) is ``personas/dedup.py`` and its neighbours; this spec puts it in
+the kernel's order:
+
+- ``start``: the ``dedup_jobs`` row (no stage done), with the ``jobs`` row;
+- ``plan``: stage 1 as one batch (every survivor is compared with every other, so its marks are
+  one commit); then, with an embedder, stage 2's survivors in batches of ``batch_size``: a batch
+  whose vectors are all stored is read, not asked; the others are embedded and committed with
+  their call records; last, stage 2's marks as one batch, once every vector is in. A stage noted
+  in ``dedup_jobs`` is not run again, and a resumed stage 2 embeds only what is missing;
+- ``asker``: ``DedupAsker`` on the driver (it reads the survivors): stage 1 through the
+  executor's ``minhash_source`` (here, or on Ray up to the verified pairs), the embeddings
+  through the job's embedder, which is the job's model client when it calls a model
+  (``openai:<model>``, built by the model seam's one factory) and a local one otherwise;
+- ``commit``: a stage's marks with its ``dedup_jobs`` note, or a batch's vectors with its calls,
+  in one transaction. A batch whose embedding failed for good commits its calls' records and
+  stops the job, resumable (nothing of a stage is marked from part of its vectors).
+
+What the job makes (thresholds, n-grams, permutations, embedder, index) is the job's; how it
+runs (batch size, cache, rate, executor) is the caller's on a resume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from personahub.agents.llm.embedders import EmbedderSettings, calls_model
+from personahub.core.contracts import StructuredCaller, StructuredResult, carried_records
+from personahub.core.errors import PersonahubError, ResumableStop, UsageError
+from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
+from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import check_optional_number
+from personahub.personas.dedup import (
+    DedupConfig,
+    DedupSummary,
+    MinHashSource,
+    StageSummary,
+    count_survivors,
+    embed_texts,
+    embedding_marks,
+    minhash_duplicates,
+    write_marks,
+)
+from personahub.personas.dedup_jobs import detail_row, record_stage, stages_of
+from personahub.personas.dedup_languages import JudgedLog, split_by_script, write_judged
+from personahub.personas.embedding import (
+    ANN_BACKENDS,
+    Embedder,
+    embedder_scripts,
+    offline_embedder,
+)
+from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
+from personahub.personas.minhash import MinHashConfig
+from personahub.sim.executors import check_executor, minhash_source
+
+__all__ = ["DEDUP", "DedupAsker", "DedupJobConfig", "DedupSpec", "dedup_job_of", "dedup_lines"]
+
+ANN_CHOICES = ("auto", *ANN_BACKENDS)
+# stage-2 embedders that compute no model's vectors: cheap enough for the driver on any executor
+DRIVER_EMBEDDERS = ("hash",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DedupJobConfig:
+    """A dedup job: what it marks (stored in ``jobs.config``) and, in ``engine`` fields, how
+    this invocation runs. ``embedder`` None: stage 1 alone."""
+
+    threshold: float = 0.9  # stage 1: MinHash Jaccard
+    num_perm: int = 128
+    ngram: int = 1
+    embedder: str | None = "hash"
+    embed_threshold: float = 0.9  # stage 2: cosine
+    ann: str = "auto"
+    batch_size: int = engine(50_000)  # stage 2: personas embedded per transaction
+    db: str = engine(DEFAULT_DB)
+    cache: str = engine("off")
+    rps: float | None = engine(None)
+    timeout_s: float = engine(60.0)
+    executor: str = engine("local")
+    ray_address: str | None = engine(None)
+    ray_workers: int | None = engine(None)
+
+    def __post_init__(self) -> None:
+        if self.embedder is not None and self.embedder.strip().lower() in ("", "none"):
+            object.__setattr__(self, "embedder", None)
+        if self.ann not in ANN_CHOICES:
+            raise UsageError(f"--ann {self.ann!r}: use one of {', '.join(ANN_CHOICES)}")
+        self.stages()  # the thresholds, n-grams, permutations and batch size
+        check_cache_mode(self.cache)
+        check_optional_number(self.rps, "--rps", above=0)
+        check_executor(self.executor, workers=self.ray_workers)
+        if self.embedder is None or not calls_model(self.embedder):
+            given = [flag for flag, on in (("--cache", self.cache != "off"),
+                                           ("--rps", self.rps is not None)) if on]
+            if given:
+                raise PersonahubError(f"{' and '.join(given)}: the {self.embedder or 'none'!r} "
+                                      "embedder calls no model; they apply to --embedder "
+                                      "openai:<model>")
+        if self.embedder is None:
+            return
+        if calls_model(self.embedder):
+            EmbedderSettings(spec=self.embedder, rps=self.rps, timeout_s=self.timeout_s)
+        else:
+            offline_embedder(self.embedder)  # a bad spec fails before anything is opened
+        if self.executor == "ray" and self.embedder.partition(":")[0].lower() not in DRIVER_EMBEDDERS:
+            raise PersonahubError(f"--executor ray with --embedder {self.embedder}: stage 2's "
+                                  "embeddings do not run on Ray yet (docs/scale.md); use "
+                                  "--embedder hash or none with --executor ray, or --executor "
+                                  "local for a model embedder")
+
+    def stages(self) -> DedupConfig:
+        """The data side's settings of both stages."""
+        try:
+            return DedupConfig(
+                minhash=MinHashConfig(num_perm=self.num_perm, threshold=self.threshold,
+                                      ngram=self.ngram),
+                embed_threshold=self.embed_threshold, embedder=self.embedder,
+                ann_index=self.ann, batch_rows=self.batch_size)
+        except ValueError as exc:
+            raise PersonahubError(f"personas dedup: {exc}") from None
+
+
+@dataclass(frozen=True)
+class MinHashPass:
+    """Stage 1 over every survivor: one batch, one commit of its marks."""
+
+
+@dataclass(frozen=True)
+class EmbedBatch:
+    """Survivors of stage 2 with vectors still to make (``batch.missing``)."""
+
+    batch: SurvivorBatch
+
+    def __len__(self) -> int:
+        return len(self.batch.missing)
+
+
+@dataclass(frozen=True)
+class EmbeddingPass:
+    """Stage 2's marks, once every judged survivor's vector is in."""
+
+
+DedupBatch = MinHashPass | EmbedBatch | EmbeddingPass
+
+
+@dataclass(frozen=True)
+class Marks:
+    """A stage's marks, computed, not yet written."""
+
+    ids: np.ndarray
+    dup: np.ndarray
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """A batch's new vectors with the calls that made them (``vectors`` None: it failed)."""
+
+    vectors: np.ndarray | None
+    calls: list[Any]
+    error: str | None = None
+
+
+@dataclass
+class DedupState:
+    """What the driver keeps between batches (``JobContext.state``)."""
+
+    embedder: Embedder | None = None
+    sign: MinHashSource | None = None
+    log: JudgedLog = field(default_factory=JudgedLog)
+    ids: list[str] = field(default_factory=list)  # stage 2's judged survivors, in seq order
+    parts: list[np.ndarray] = field(default_factory=list)  # and their vectors
+    seconds: dict[str, float] = field(default_factory=dict)
+    embedding_started: float = 0.0
+    total: int | None = None  # survivors when stage 2 began (its progress bar's length)
+    failed: str | None = None  # the error of a batch whose embedding failed for good
+
+
+def _state(ctx: JobContext[DedupJobConfig]) -> DedupState:
+    state: DedupState = ctx.state
+    return state
+
+
+class DedupAsker:
+    """Stage 1's marks, a batch's vectors and stage 2's marks, on the driver (stage 1 reads the
+    survivors through the job's connection, and may send the work to Ray: ``minhash_source``)."""
+
+    def __init__(self, ctx: JobContext[DedupJobConfig], state: DedupState) -> None:
+        self.con, self.config, self.state = ctx.con, ctx.config.stages(), state
+        self.report = ctx.report
+
+    async def run_batch(self, batch: DedupBatch, caller: StructuredCaller) -> Marks | Vectors:
+        embedder = self.state.embedder
+        if isinstance(batch, MinHashPass):
+            t0 = time.perf_counter()
+            ids, dup = minhash_duplicates(self.con, self.config, self.report,
+                                          self.state.sign or minhash_source(None))
+            return Marks(ids, dup, time.perf_counter() - t0)
+        assert embedder is not None  # stage 2 is planned only with an embedder
+        if isinstance(batch, EmbedBatch):
+            texts = [batch.batch.texts[i] for i in batch.batch.missing]
+            try:
+                vectors, calls = await embed_texts(embedder, texts)
+            except PersonahubError as exc:  # failed for good: its attempts are still accounted
+                return Vectors(None, [StructuredResult(None, carried_records(exc))], str(exc))
+            return Vectors(vectors, calls)
+        t0 = time.perf_counter()
+        ids, dup = embedding_marks(self.state.ids, self.state.parts, embedder, self.config)
+        return Marks(ids, dup, time.perf_counter() - t0)
+
+
+class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
+    """``personahub personas dedup`` as a job spec (see the module doc)."""
+
+    kind = "dedup"
+    config_type = DedupJobConfig
+    refuses_twins = False  # the adapters find an unfinished twin and resume it
+    noun = "dedup job"
+    unit = "personas embedded"
+    id_prefix = "dedup"
+
+    def model_settings(self, config: DedupJobConfig) -> EmbedderSettings | None:
+        """A model embedder's settings (the seam's factory builds it); None for an offline one."""
+        if config.embedder is None or not calls_model(config.embedder):
+            return None
+        return EmbedderSettings(spec=config.embedder, rps=config.rps, timeout_s=config.timeout_s)
+
+    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """A job stored before the kernel held only what it marks, under today's names."""
+        return {k: v for k, v in stored.items() if k in DedupJobConfig.__dataclass_fields__}
+
+    def resume_hint(self, job_id: str, db: Path) -> str:
+        return f"personahub personas dedup --resume {job_id} --db {db}"
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        return f"embedder {config.get('embedder') or 'none'}"
+
+    def end_status(self, ctx: JobContext[DedupJobConfig], asked: int, kept: int) -> str:
+        return "finished"  # a batch that failed stopped the job: there is no partial dedup
+
+    def nothing_kept(self, ctx: JobContext[DedupJobConfig], asked: int) -> str:
+        return f"none of its {asked} personas was embedded"
+
+    def prepare(self, ctx: JobContext[DedupJobConfig]) -> None:
+        ctx.state = DedupState(sign=minhash_source(ctx.executor))
+
+    def start(self, ctx: JobContext[DedupJobConfig]) -> BatchOutcome:
+        return BatchOutcome(rows={"dedup_jobs": [detail_row(ctx.job_id)]})
+
+    def asker(self, ctx: JobContext[DedupJobConfig]) -> DedupAsker:
+        """The driver's asker; the embedder is the job's model client, or a local one."""
+        state, spec = _state(ctx), ctx.config.embedder
+        if spec is not None:
+            state.embedder = ctx.client if calls_model(spec) else offline_embedder(spec)  # type: ignore[assignment]
+        return DedupAsker(ctx, state)
+
+    def plan(self, ctx: JobContext[DedupJobConfig]) -> Iterator[DedupBatch]:
+        done = stages_of(ctx.con, ctx.job_id)
+        if "minhash" not in done:
+            yield MinHashPass()
+        if ctx.config.embedder is None or "embedding" in done:
+            return
+        yield from self._embedding(ctx)
+        yield EmbeddingPass()
+
+    def _embedding(self, ctx: JobContext[DedupJobConfig]) -> Iterator[EmbedBatch]:
+        """Stage 2's survivors batch by batch: those the embedder judges, stored vectors read,
+        missing ones asked (each asked batch is committed before the next is read)."""
+        state = _state(ctx)
+        embedder = state.embedder
+        assert embedder is not None
+        state.embedding_started = time.perf_counter()
+        scripts = embedder_scripts(embedder)
+        state.total = total = count_survivors(ctx.con)
+        for batch in survivor_batches(ctx.con, embedder.name, ctx.config.batch_size):
+            judged, batch_scripts = split_by_script(batch.texts, scripts)
+            state.log.add(batch.ids, judged, batch_scripts)
+            mine = batch.select(judged)
+            if mine.missing:
+                yield EmbedBatch(mine)
+                if state.failed is not None:
+                    raise ResumableStop(state.failed)
+            elif mine.ids:
+                state.parts.append(mine.stored)
+                state.ids.extend(mine.ids)
+            ctx.report("embedding", len(state.log.ids), total)
+
+    def commit(self, ctx: JobContext[DedupJobConfig], batch: DedupBatch,
+               result: Marks | Vectors) -> BatchOutcome:
+        con, job_id, state = ctx.con, ctx.job_id, _state(ctx)
+        if isinstance(batch, EmbedBatch):
+            assert isinstance(result, Vectors) and state.embedder is not None
+            asked = len(batch)
+            if result.vectors is None:
+                state.failed = result.error
+                return BatchOutcome(calls=result.calls, asked=asked, label="an embedding batch")
+            name, new, ids = state.embedder.name, result.vectors, [batch.batch.ids[i] for i in
+                                                                   batch.batch.missing]
+
+            def keep() -> None:
+                write_vectors(con, ids, name, new, job_id)
+
+            state.parts.append(batch.batch.with_new(new))
+            state.ids.extend(batch.batch.ids)
+            return BatchOutcome(calls=result.calls, asked=asked, kept=asked, then=keep,
+                                label="an embedding batch",
+                                progress=("embedding", len(state.log.ids), state.total))
+        assert isinstance(result, Marks)
+        stage = "minhash" if isinstance(batch, MinHashPass) else "embedding"
+        state.seconds[stage] = result.seconds + (
+            time.perf_counter() - state.embedding_started if stage == "embedding" else 0.0)
+        log = state.log
+
+        def mark() -> None:
+            marked = write_marks(con, result.ids, result.dup, stage)
+            if stage == "minhash":
+                record_stage(con, job_id, stage, len(result.ids), marked)
+                return
+            assert state.embedder is not None
+            write_judged(con, log, state.embedder.name, job_id)
+            record_stage(con, job_id, stage, len(log.ids), marked, log.skipped)
+
+        return BatchOutcome(then=mark, label=f"the {stage} stage",
+                            progress=(stage, len(result.ids), len(result.ids)))
+
+    def stop_note(self, ctx: JobContext[DedupJobConfig]) -> str:
+        done = stages_of(ctx.con, ctx.job_id)
+        return f" (stages done: {', '.join(done) or 'none'})"
+
+    def summary(self, ctx: JobContext[DedupJobConfig]) -> DedupSummary:
+        state = ctx.state if isinstance(ctx.state, DedupState) else DedupState()
+        stages = []
+        for name, counts in stages_of(ctx.con, ctx.job_id).items():
+            skipped = int(counts.get("skipped_language", 0))
+            by_script = state.log.skipped_by_script() if name == "embedding" and state.seconds.get(
+                name) is not None else ()
+            stages.append(StageSummary(name, int(counts["input"]), int(counts["marked"]),
+                                       state.seconds.get(name, 0.0), skipped, by_script))
+        order = {"minhash": 0, "embedding": 1}
+        return DedupSummary(tuple(sorted(stages, key=lambda s: order.get(s.stage, 2))))
+
+    def report(self, summary: DedupSummary, db: Path) -> list[str]:
+        return dedup_lines(summary)
+
+
+def dedup_job_of(db: str | Path, config: DedupJobConfig) -> str | None:
+    """The newest unfinished dedup job in ``db`` that marks what ``config`` marks (the same
+    identity fields): what running the same command again goes on with (None: none, or no
+    database)."""
+    from personahub.core.jobs_store import UNFINISHED, list_jobs
+    from personahub.core.kernel import identity_fields
+    from personahub.core.store import connect
+
+    if not Path(db).exists():
+        return None
+    names = identity_fields(DedupJobConfig)
+    mine = {k: getattr(config, k) for k in names}
+    con = connect(db, read_only=True)
+    try:
+        rows = list_jobs(con, kind=DEDUP.kind, status=UNFINISHED)
+    finally:
+        con.close()
+    for row in rows:
+        stored = DEDUP.upgrade(dict(row.config))
+        theirs = {k: stored.get(k, DedupJobConfig.__dataclass_fields__[k].default) for k in names}
+        if theirs == mine:
+            return row.job_id
+    return None
+
+
+def dedup_lines(summary: DedupSummary) -> list[str]:
+    """What a dedup job did, in lines for the console."""
+    return str(summary).splitlines()
+
+
+DEDUP = register(DedupSpec())
