@@ -330,7 +330,8 @@ async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", see
 
 def _dedup_call(db: str | Path, resume: str | None, options: dict[str, Any],
                 progress: ProgressSetting = None) -> Callable[[], Job]:
-    return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, _DEDUP_ENGINE, db, options, progress,
+    return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, _DEDUP_ENGINE | _BATCH_FLAGS, db,
+                   options, progress,
                    resume=resume, given=frozenset(options))
 
 
@@ -340,11 +341,12 @@ def dedup(*, db: str | Path = DEFAULT_DB, resume: str | None = None,
 
     ``options``: embedder (``hash``, ``local``, ``openai:<model>``, None for MinHash only),
     threshold, num_perm, ngram, embed_threshold, ann, batch_size, cache, rps, timeout_s,
-    executor (local or ray), ray_address, ray_workers: the same job as ``personahub personas
-    dedup``. ``items()`` are the flagged personas; an unfinished job with the same settings is
-    resumed, and ``resume`` (a job id) goes on with that job (an option naming what it marks
-    otherwise is an error). ``progress`` as for ``run_scenario`` (a bar per stage:
-    ``minhash``, ``embedding``).
+    executor (local or ray), ray_address, ray_workers and, for a model embedder, the batch ones
+    (batch, batch_file, batch_window, batch_fallback, batch_poll_s; docs/batch.md): the same job
+    as ``personahub personas dedup``. ``items()`` are the flagged personas; an unfinished job
+    with the same settings is resumed, and ``resume`` (a job id) goes on with that job (an
+    option naming what it marks otherwise is an error). ``progress`` as for ``run_scenario``
+    (a bar per stage: ``minhash``, ``embedding``).
     """
     return call_blocking(_dedup_call(db, resume, options, progress))
 

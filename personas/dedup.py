@@ -141,6 +141,7 @@ class DedupSummary:
     """Per-stage counts of a :func:`run_dedup` call, printable as a small table."""
 
     stages: tuple[StageSummary, ...]
+    provider_batches: str | None = None  # what a --batch job's batches did, in one line
 
     @property
     def marked(self) -> int:
@@ -154,6 +155,8 @@ class DedupSummary:
     def __str__(self) -> str:
         lines = ["dedup:"] + [f"  {s}" for s in self.stages]
         lines.append(f"  total marked {self.marked:,}")
+        if self.provider_batches:
+            lines.append(self.provider_batches)
         return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -64,6 +65,23 @@ class BatchFields:
         return bool(self.batch or self.batch_file)
 
 
+def job_book(ctx: JobContext[Any]) -> BatchBook:
+    """The job's stored batches and which of their requests are committed: what a resumed job
+    collects from instead of sending again."""
+    book = BatchBook()
+    for handle in load_handles(ctx.con, ctx.spec.kind, ctx.job_id).values():
+        book.add(handle)
+    book.committed = {(b, c) for b, c in ctx.con.execute(
+        "SELECT batch_id, custom_id FROM llm_calls WHERE job_id = ? AND batch_id IS NOT "
+        "NULL AND custom_id IS NOT NULL", [ctx.job_id]).fetchall()}
+    return book
+
+
+def batch_status(ctx: JobContext[Any]) -> Callable[[str], None]:
+    """Where a job's batches report their states: its progress hook (a phase ``batch ...``)."""
+    return lambda text: ctx.report(text, ctx.done_before, ctx.total)
+
+
 class BatchedAsker(Generic[B, R]):
     """``inner`` with its calls sent as batches through one ``BatchingCaller`` per job."""
 
@@ -75,19 +93,13 @@ class BatchedAsker(Generic[B, R]):
         """The job's batching caller (the stored handles loaded once)."""
         if self.caller is None:
             ctx, config = self.ctx, self.ctx.config
-            book = BatchBook()
-            for handle in load_handles(ctx.con, ctx.spec.kind, ctx.job_id).values():
-                book.add(handle)
-            book.committed = {(b, c) for b, c in ctx.con.execute(
-                "SELECT batch_id, custom_id FROM llm_calls WHERE job_id = ? AND batch_id IS NOT "
-                "NULL AND custom_id IS NOT NULL", [ctx.job_id]).fetchall()}
             self.caller = BatchingCaller(
-                client, book, job_kind=ctx.spec.kind, job_id=ctx.job_id,
+                client, job_book(ctx), job_kind=ctx.spec.kind, job_id=ctx.job_id,
                 size=int(getattr(config, "batch_size", MAX_REQUESTS)), window=config.batch_window,
                 fallback=config.batch_fallback, batch_file=config.batch_file,
                 poll_s=config.batch_poll_s, max_poll_s=max(60.0, config.batch_poll_s),
                 on_handle=lambda handle: save_handle(ctx.con, handle),
-                on_status=lambda text: ctx.report(text, ctx.done_before, ctx.total))
+                on_status=batch_status(ctx))
         return self.caller
 
     async def committed(self) -> None:
@@ -112,11 +124,12 @@ def batched_asker(ctx: JobContext[Any], asker: Asker[B, R]) -> Asker[B, R]:
 
 
 def batch_line(asker: Any) -> str | None:
-    """What the job's batches did in this run, in one line (None for an online job)."""
-    caller = getattr(asker, "caller", None)
-    if caller is None:
+    """What the job's batches did in this run, in one line (None for an online job): ``asker``
+    is a batched asker, or anything with a batch ``tally``."""
+    caller = getattr(asker, "caller", None) or asker
+    tally = getattr(caller, "tally", None)
+    if tally is None:
         return None
-    tally = caller.tally
     outcomes = ", ".join(f"{k}={v}" for k, v in sorted(tally.outcomes.items())) or "none"
     return (f"batches: {tally.created} created, {tally.polled} picked up again; requests: "
             f"{outcomes}; {tally.online} answered online")

@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from personahub.agents.llm.embedders import EmbedderSettings, calls_model
+from personahub.agents.llm.embedding_batches import BatchingEmbedder
+from personahub.core.batch_records import save_handle
 from personahub.core.contracts import StructuredCaller, StructuredResult, carried_records
-from personahub.core.errors import PersonahubError, ResumableStop, UsageError
+from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_optional_number
@@ -59,6 +61,7 @@ from personahub.personas.embedding import (
 )
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.minhash import MinHashConfig
+from personahub.pipelines.batch_jobs import BatchFields, batch_line, batch_status, job_book
 from personahub.sim.executors import check_executor, minhash_source
 
 __all__ = ["DEDUP", "DedupAsker", "DedupJobConfig", "DedupSpec", "dedup_job_of", "dedup_lines"]
@@ -69,7 +72,7 @@ DRIVER_EMBEDDERS = ("hash",)
 
 
 @dataclass(frozen=True, kw_only=True)
-class DedupJobConfig:
+class DedupJobConfig(BatchFields):
     """A dedup job: what it marks (stored in ``jobs.config``) and, in ``engine`` fields, how
     this invocation runs. ``embedder`` None: stage 1 alone."""
 
@@ -104,6 +107,10 @@ class DedupJobConfig:
                 raise PersonahubError(f"{' and '.join(given)}: the {self.embedder or 'none'!r} "
                                       "embedder calls no model; they apply to --embedder "
                                       "openai:<model>")
+        self.check_batch(executor=self.executor, cache=self.cache)
+        if self.batching and (self.embedder is None or not calls_model(self.embedder)):
+            raise UsageError(f"--batch: the {self.embedder or 'none'!r} embedder calls no "
+                             "model; batches apply to --embedder openai:<model>")
         if self.embedder is None:
             return
         if calls_model(self.embedder):
@@ -197,6 +204,12 @@ class DedupAsker:
         self.con, self.config, self.state = ctx.con, ctx.config.stages(), state
         self.report = ctx.report
 
+    async def committed(self) -> None:
+        """After each commit: the provider files of batches whose answers are in go (--batch)."""
+        forget = getattr(self.state.embedder, "forget_spent", None)
+        if forget is not None:
+            await forget()
+
     async def run_batch(self, batch: DedupBatch, caller: StructuredCaller) -> Marks | Vectors:
         embedder = self.state.embedder
         if isinstance(batch, MinHashPass):
@@ -209,6 +222,8 @@ class DedupAsker:
             texts = [batch.batch.texts[i] for i in batch.batch.missing]
             try:
                 vectors, calls = await embed_texts(embedder, texts)
+            except AwaitingResults:  # a batch file written: the job waits (not a failure)
+                raise
             except PersonahubError as exc:  # failed for good: its attempts are still accounted
                 return Vectors(None, [StructuredResult(None, carried_records(exc))], str(exc))
             return Vectors(vectors, calls)
@@ -256,10 +271,22 @@ class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
         return BatchOutcome(rows={"dedup_jobs": [detail_row(ctx.job_id)]})
 
     def asker(self, ctx: JobContext[DedupJobConfig]) -> DedupAsker:
-        """The driver's asker; the embedder is the job's model client, or a local one."""
-        state, spec = _state(ctx), ctx.config.embedder
-        if spec is not None:
-            state.embedder = ctx.client if calls_model(spec) else offline_embedder(spec)  # type: ignore[assignment]
+        """The driver's asker; the embedder is the job's model client (with ``--batch``, its
+        requests sent as provider batches), or a local one."""
+        state, config = _state(ctx), ctx.config
+        spec = config.embedder
+        if spec is not None and not calls_model(spec):
+            state.embedder = offline_embedder(spec)
+        elif spec is not None and config.batching:
+            state.embedder = BatchingEmbedder(
+                ctx.client, job_book(ctx), job_kind=self.kind,  # type: ignore[arg-type]
+                job_id=ctx.job_id, window=config.batch_window, fallback=config.batch_fallback,
+                batch_file=config.batch_file, poll_s=config.batch_poll_s,
+                max_poll_s=max(60.0, config.batch_poll_s),
+                on_handle=lambda handle: save_handle(ctx.con, handle),
+                on_status=batch_status(ctx))
+        elif spec is not None:
+            state.embedder = ctx.client  # type: ignore[assignment]
         return DedupAsker(ctx, state)
 
     def plan(self, ctx: JobContext[DedupJobConfig]) -> Iterator[DedupBatch]:
@@ -345,7 +372,8 @@ class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
             stages.append(StageSummary(name, int(counts["input"]), int(counts["marked"]),
                                        state.seconds.get(name, 0.0), skipped, by_script))
         order = {"minhash": 0, "embedding": 1}
-        return DedupSummary(tuple(sorted(stages, key=lambda s: order.get(s.stage, 2))))
+        return DedupSummary(tuple(sorted(stages, key=lambda s: order.get(s.stage, 2))),
+                            provider_batches=batch_line(state.embedder))
 
     def report(self, summary: DedupSummary, db: Path) -> list[str]:
         return dedup_lines(summary)

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -80,6 +80,8 @@ NOT_RUN = frozenset({"batch_expired", "batch_cancelled", "request_timeout"})
 API_TRIES = 4  # attempts at one Batch API request that fails transiently (upload, create, read)
 POLL_FAILURES = 10  # transient poll failures in a row after which waiting stops
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: a batch's request lines for its calls, and the structured mode they were written in
+RequestLines = Callable[[Sequence[Any]], tuple[list[dict[str, Any]], str]]
 
 
 class BatchApiError(PersonahubError):
@@ -358,14 +360,21 @@ class BatchSession:
     ``max_poll_s``; ``on_handle`` receives each handle that must survive a crash.
     """
 
-    def __init__(self, client: LLMClient, *, endpoint: int = 0, window: str = "24h",
+    def __init__(self, client: LLMClient | None, *, endpoint: int = 0, window: str = "24h",
                  poll_s: float = 5.0, max_poll_s: float = 60.0,
-                 on_handle: Callable[[BatchHandle], None] | None = None) -> None:
+                 on_handle: Callable[[BatchHandle], None] | None = None,
+                 wire: Any = None, lines: RequestLines | None = None,
+                 url: str = CHAT_URL) -> None:
         if poll_s <= 0 or max_poll_s < poll_s:
             raise LLMConfigError(f"batch polling: need 0 < poll_s <= max_poll_s, got {poll_s} "
                                  f"and {max_poll_s}")
-        self.client, self.index, self.window = client, endpoint, window
-        self.wire = batch_endpoint(client, endpoint)
+        self.client, self.index, self.window, self.url = client, endpoint, window, url
+        if client is None and (wire is None or lines is None):
+            raise LLMConfigError("batch: a session without a chat client needs its wire and lines")
+        # a chat client's endpoint and request lines, unless given (an embedding model's)
+        self.wire = wire if wire is not None else batch_endpoint(cast("LLMClient", client), endpoint)
+        self.lines: RequestLines = lines if lines is not None else partial(
+            request_lines, cast("LLMClient", client), endpoint=endpoint)
         self.poll_s, self.max_poll_s, self.on_handle = poll_s, max_poll_s, on_handle
 
     def _saved(self, handle: BatchHandle) -> BatchHandle:
@@ -373,18 +382,19 @@ class BatchSession:
             self.on_handle(handle)
         return handle
 
-    async def submit(self, key: str, calls: Sequence[BatchCall[Any]], *,
+    async def submit(self, key: str, calls: Sequence[Any], *,
                      job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
-        """Upload ``calls`` as a batch file and create the batch (``key`` in its metadata)."""
-        lines, mode = request_lines(self.client, calls, self.index)
+        """Upload ``calls`` (each with a ``custom_id``: a chat ``BatchCall``, or what the
+        session's ``lines`` write) as a batch file and create the batch (``key`` in its
+        metadata)."""
+        lines, mode = self.lines(calls)
         handle = self._saved(BatchHandle(
             key=key, endpoint=self.index, model=self.wire.label,
             custom_ids=tuple(line["custom_id"] for line in lines), window=self.window,
             structured_mode=mode, job_kind=job_kind, job_id=job_id))
         return await self._start(handle, to_jsonl(lines))
 
-    async def resume(self, handle: BatchHandle,
-                     calls: Sequence[BatchCall[Any]] = ()) -> BatchHandle:
+    async def resume(self, handle: BatchHandle, calls: Sequence[Any] = ()) -> BatchHandle:
         """A stored handle, created for sure: a batch created before a crash is found by its
         key and never created twice; otherwise the stored input file (or, when the crash came
         before the upload finished, ``calls`` uploaded again) makes it now."""
@@ -400,7 +410,7 @@ class BatchSession:
             if len(mine) != len(wanted):
                 raise PersonahubError(f"batch {handle.key}: resuming its upload needs its "
                                       f"{len(wanted)} calls; {len(mine)} were given")
-            lines, mode = request_lines(self.client, mine, self.index)
+            lines, mode = self.lines(mine)
             handle, data = handle.updated(structured_mode=mode), to_jsonl(lines)
         return await self._start(handle, data)
 
@@ -420,7 +430,7 @@ class BatchSession:
         for attempt in range(1, API_TRIES + 1):
             try:
                 return await sdk.batches.create(
-                    input_file_id=handle.input_file_id, endpoint=CHAT_URL,
+                    input_file_id=handle.input_file_id, endpoint=self.url,
                     completion_window=handle.window, metadata={KEY_FIELD: handle.key})
             except Exception as exc:  # noqa: BLE001 - classified below
                 failure = classify(exc)

@@ -70,6 +70,10 @@ class EmbeddingEndpoint:
             self._client = (loop, self._make_client())
         return self._client[1]
 
+    async def openai_client(self) -> Any:
+        """The running loop's ``AsyncOpenAI`` (what a Batch API session asks of an endpoint)."""
+        return self._client_now()
+
     async def aclose(self) -> None:
         """Close the HTTP client of the running loop (before the loop closes, so that its
         connections are not closed later on a dead loop)."""

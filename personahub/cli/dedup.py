@@ -17,6 +17,11 @@ from typing import Annotated, Any, Literal
 import typer
 
 from personahub.cli.common import (
+    BatchFallbackOption,
+    BatchFileOption,
+    BatchOption,
+    BatchPollOption,
+    BatchWindowOption,
     CacheOption,
     DbOption,
     ExecutorOption,
@@ -24,6 +29,8 @@ from personahub.cli.common import (
     RayAddressOption,
     RayWorkersOption,
     RpsOption,
+    awaiting_results,
+    batch_engine,
     console,
     emit_job_json,
     given_on_command_line,
@@ -69,12 +76,19 @@ def personas_dedup(
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
+    batch: BatchOption = False,
+    batch_window: BatchWindowOption = "24h",
+    batch_fallback: BatchFallbackOption = "batch",
+    batch_file: BatchFileOption = None,
+    batch_poll: BatchPollOption = 5.0,
     as_json: JsonOption = False,
 ) -> None:
     """Flag near-duplicate personas: MinHash LSH, then embedding similarity (never deletes).
 
     Resumable: re-run the same command after an interruption (vectors already stored in
-    persona_embeddings are not embedded again), or give --resume JOB_ID.
+    persona_embeddings are not embedded again), or give --resume JOB_ID. With an
+    openai:<model> embedder, --batch sends the embedding requests as provider batches and
+    --batch-file writes them for another runner (docs/batch.md).
     """
     from personahub.cli.progress import LateCounts
     from personahub.persona_jobs import run_dedup_job
@@ -90,9 +104,11 @@ def personas_dedup(
     if resume is not None:
         _check_resumable(db, resume)
     # how this invocation runs (a resume keeps what the job marks)
-    engine: dict[str, Any] = {"db": str(db), "batch_size": batch_size, "cache": cache,
-                              "rps": rps, "executor": executor, "ray_address": ray_address,
-                              "ray_workers": ray_workers}
+    engine: dict[str, Any] = {"db": str(db), "cache": cache, "rps": rps, "executor": executor,
+                              "ray_address": ray_address, "ray_workers": ray_workers,
+                              # (--batch-size stays the personas embedded per transaction)
+                              **batch_engine(batch, batch_size, batch_window, batch_fallback,
+                                             batch_file, batch_poll), "batch_size": batch_size}
     config: DedupJobConfig | dict[str, Any] = engine if resume is not None else DedupJobConfig(
         threshold=threshold, num_perm=num_perm, ngram=ngram, embedder=embedder,
         embed_threshold=embed_threshold, ann=ann, **engine)
@@ -109,7 +125,7 @@ def personas_dedup(
         else:
             started("dedup job", job, db)
 
-    with job_progress(counts=counts) as bar:
+    with job_progress(counts=counts) as bar, awaiting_results():
         result = run_dedup_job(config, db=db, resume=resume, progress=_progress_hook(bar),
                                on_ready=on_ready, on_start=on_start, warn=unreachable)
     summary = result.summary
@@ -147,6 +163,9 @@ def _progress_hook(bar: Any) -> Any:
     tasks: dict[str, Any] = {}
 
     def hook(stage: str, done: int, total: int | None) -> None:
+        if stage.startswith("batch ") and "embedding" in tasks:  # a provider batch's state
+            bar.update(tasks["embedding"], description=f"dedup: embedding · {stage}")
+            return
         if stage not in ("minhash", "embedding"):
             return
         if stage not in tasks:

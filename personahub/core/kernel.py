@@ -742,11 +742,40 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
 
 def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
     """Plan, ask, commit, check: batch after batch; returns (asked, kept) of this run."""
-    asked = kept = 0
-    share = float(getattr(ctx.config, "max_failed_share", DEFAULT_MAX_FAILED_SHARE))
     asker = spec.asker(ctx)
     after_commit = getattr(asker, "committed", None)  # an asker holding something till then
-    batches = ctx.executor.batches(spec, ctx, asker, spec.plan(ctx))
+    plan = spec.plan(ctx)
+    batches = ctx.executor.batches(spec, ctx, asker, plan)
+    with _closing(batches, plan):
+        return _drive_batches(spec, ctx, batches, after_commit)
+
+
+@contextmanager
+def _closing(*generators: Iterator[Any]) -> Iterator[None]:
+    """Close the plan (and the executor's generator over it) however the job ends, so what a
+    plan holds open while it waits at a batch (a cursor reading the batch's rows) is closed
+    now, not when the garbage collector comes by: a stopped job leaves no database open."""
+    failing = True
+    try:
+        yield
+        failing = False
+    finally:
+        for generator in generators:
+            close = getattr(generator, "close", None)
+            try:
+                if close is not None:
+                    close()
+            except Exception:
+                if not failing:  # else the job's own error is the one to tell
+                    raise
+
+
+def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
+                   batches: Iterator[tuple[B, R]],
+                   after_commit: Callable[[], Coroutine[Any, Any, Any]] | None) -> tuple[int, int]:
+    """The batches one after another: commit, the after-commit hook, progress, the policy."""
+    asked = kept = 0
+    share = float(getattr(ctx.config, "max_failed_share", DEFAULT_MAX_FAILED_SHARE))
     for number, (batch, result) in enumerate(batches, 1):
         outcome = spec.commit(ctx, batch, result)
         _write(ctx, outcome)

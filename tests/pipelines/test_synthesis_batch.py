@@ -163,14 +163,15 @@ def test_a_kill_during_a_batch_then_resume_polls_the_same_batch(
 
 # -- batch files ----------------------------------------------------------------------------
 
-def results_by_server(server_handle: Any, requests: Path, out: Path) -> None:
+def results_by_server(server_handle: Any, requests: Path, out: Path,
+                      endpoint: str = "/v1/chat/completions") -> None:
     """Run a batch file through the loopback server's Batch API with the openai SDK, and
     write its output and error lines as one results file (as vLLM run-batch writes one)."""
     import openai
 
     sdk = openai.OpenAI(base_url=server_handle.base_url, api_key="unused")
     uploaded = sdk.files.create(file=(requests.name, requests.read_bytes()), purpose="batch")
-    batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+    batch = sdk.batches.create(input_file_id=uploaded.id, endpoint=endpoint,  # type: ignore[arg-type]
                                completion_window="24h")
     deadline = time.monotonic() + 60
     while batch.status not in ("completed", "failed", "expired", "cancelled"):
