@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from personahub.agents.llm.batch_caller import BatchBook, BatchingCaller, check_fallback
 from personahub.core.batch_records import load_handles, save_handle
+from personahub.core.commit import committed_requests
 from personahub.core.errors import UsageError
 from personahub.core.kernel import Asker, JobContext, engine
 from personahub.core.validate import check_number
@@ -71,9 +72,7 @@ def job_book(ctx: JobContext[Any]) -> BatchBook:
     book = BatchBook()
     for handle in load_handles(ctx.con, ctx.spec.kind, ctx.job_id).values():
         book.add(handle)
-    book.committed = {(b, c) for b, c in ctx.con.execute(
-        "SELECT batch_id, custom_id FROM llm_calls WHERE job_id = ? AND batch_id IS NOT "
-        "NULL AND custom_id IS NOT NULL", [ctx.job_id]).fetchall()}
+    book.committed = committed_requests(ctx.con, ctx.job_id)
     return book
 
 

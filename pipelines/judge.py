@@ -39,7 +39,7 @@ from personahub.agents.llm.structured import check_setting
 from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.prompts.synthesis import world_for_prompt
 from personahub.agents.tasks import Criterion, Task, stored_task
-from personahub.core.commit import records_of
+from personahub.core.commit import call_counts, records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
@@ -379,9 +379,7 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
     def summary(self, ctx: JobContext[JudgeConfig]) -> JudgeSummary:
         summary = _state(ctx).summary
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
-        summary.calls = dict(ctx.con.execute(
-            "SELECT status, count(*) FROM llm_calls WHERE job_id = ? GROUP BY 1 ORDER BY 1",
-            [ctx.job_id]).fetchall())
+        summary.calls = call_counts(ctx.con, job_id=ctx.job_id)
         summary.batches = batch_line(_state(ctx).asker)
         return summary
 

@@ -46,7 +46,7 @@ from personahub.agents.synthesis_schemas import Solution, content_of
 from personahub.agents.tasks import synthesis_task, tasks
 from personahub.agents.tasks.shipped_demos import builtin_name
 from personahub.analysis.kept import kept_lines
-from personahub.core.commit import records_of
+from personahub.core.commit import call_counts, records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
@@ -475,9 +475,7 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
     def summary(self, ctx: JobContext[SynthConfig]) -> SynthSummary:
         summary = _state(ctx).summary
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
-        rows = ctx.con.execute("SELECT status, count(*) FROM llm_calls WHERE run_id = ? "
-                               "GROUP BY 1 ORDER BY 1", [ctx.job_id]).fetchall()
-        summary.calls = {status: n for status, n in rows}
+        summary.calls = call_counts(ctx.con, run_id=ctx.job_id)
         summary.kept = kept_lines(ctx.con, run_id=ctx.job_id)
         summary.items = int(scalar(ctx.con, "SELECT count(*) FROM synth_items WHERE job_id = ?",
                                    [ctx.job_id]))

@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from personahub.core.commit import call_counts
 from personahub.core.store import insert_columns, scalar
 
 if TYPE_CHECKING:
@@ -253,12 +254,11 @@ def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     steps, failed = rows("SELECT coalesce(max(step), 0), coalesce(sum(n_failed), 0) FROM steps "
                          "WHERE run_id = ?")[0]
     kinds = rows("SELECT kind, count(*) FROM emissions WHERE run_id = ? GROUP BY 1 ORDER BY 1")
-    calls = rows("SELECT status, count(*) FROM llm_calls WHERE run_id = ? GROUP BY 1 ORDER BY 1")
     return {"agents": count("run_agents"), "edges": count("run_edges"), "steps": int(steps),
             "failed_actions": int(failed), "emissions_by_kind": {k: int(n) for k, n in kinds},
             "duplicates": count("emissions", " AND is_duplicate"), "messages": count("messages"),
             "answers": count("survey_answers"), "events": count("events"),
-            "calls": {status: int(n) for status, n in calls}}
+            "calls": call_counts(con, run_id=run_id)}
 
 
 def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int] | None:
