@@ -321,23 +321,34 @@ class BatchingCaller:
         return again
 
     async def forget_spent(self) -> None:
-        """Delete the provider files of the batches ``BatchBook.spent`` finds, and store their
-        handles without file ids. Call it only once what this run collected is committed (the
-        kernel's after-commit hook: ``pipelines.batch_jobs``): a resume never needs them
-        again. A delete that fails is housekeeping left for the next commit, not an error."""
-        for handle in [h for h in self.book.handles.values() if self.book.spent(h)]:
-            try:
-                await self.session.forget(handle)
-            except Exception:  # noqa: BLE001, S112 - the files stay; tried after the next commit
-                continue
-            self._keep(handle.updated(input_file_id=None, output_file_id=None,
-                                      error_file_id=None))
-            self.tally.deleted += 1
+        """Delete the provider files of the batches whose answers are committed (see
+        ``forget_spent``)."""
+        await forget_spent(self.session, self.book, self._keep, self.tally)
 
     def _status(self, handle: BatchHandle) -> None:
         if self.on_status is not None:
-            self.on_status(f"batch {handle.batch_id or handle.key} {handle.status} "
-                           f"{handle.completed + handle.failed}/{len(handle.custom_ids)}")
+            self.on_status(status_text(handle))
+
+
+async def forget_spent(session: BatchSession, book: BatchBook,
+                       keep: Callable[[BatchHandle], None], tally: BatchTally) -> None:
+    """Delete the provider files of the batches ``BatchBook.spent`` finds, and ``keep`` their
+    handles without file ids. Call it only once what this run collected is committed (the
+    kernel's after-commit hook: ``pipelines.batch_jobs``): a resume never needs them again. A
+    delete that fails is housekeeping left for the next commit, not an error."""
+    for handle in [h for h in book.handles.values() if book.spent(h)]:
+        try:
+            await session.forget(handle)
+        except Exception:  # noqa: BLE001, S112 - the files stay; tried after the next commit
+            continue
+        keep(handle.updated(input_file_id=None, output_file_id=None, error_file_id=None))
+        tally.deleted += 1
+
+
+def status_text(handle: BatchHandle) -> str:
+    """A batch's state for a progress display (``batch batch_abc in_progress 40/64``)."""
+    return (f"batch {handle.batch_id or handle.key} {handle.status} "
+            f"{handle.completed + handle.failed}/{len(handle.custom_ids)}")
 
 
 def _chunks(items: Sequence[_Queued], size: int) -> Iterable[list[_Queued]]:

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from personahub.agents.llm.batch import BatchSession, line_failure
-from personahub.agents.llm.batch_caller import LOCAL_PREFIX, BatchBook, BatchTally, check_fallback
+from personahub.agents.llm.batch_caller import (
+    LOCAL_PREFIX,
+    BatchBook,
+    BatchTally,
+    check_fallback,
+    forget_spent,
+    status_text,
+)
 from personahub.agents.llm.batch_lines import (
     ResultLine,
     by_custom_id,
@@ -245,20 +252,12 @@ class BatchingEmbedder:
 
     async def forget_spent(self) -> None:
         """Delete the provider files of the batches whose answers are committed (the kernel's
-        after-commit hook); a delete that fails is left for the next commit."""
-        for handle in [h for h in self.book.handles.values() if self.book.spent(h)]:
-            try:
-                await self.session.forget(handle)
-            except Exception:  # noqa: BLE001, S112 - the files stay; tried after the next commit
-                continue
-            self._keep(handle.updated(input_file_id=None, output_file_id=None,
-                                      error_file_id=None))
-            self.tally.deleted += 1
+        after-commit hook; ``batch_caller.forget_spent``)."""
+        await forget_spent(self.session, self.book, self._keep, self.tally)
 
     def _status(self, handle: BatchHandle) -> None:
         if self.on_status is not None:
-            self.on_status(f"batch {handle.batch_id or handle.key} {handle.status} "
-                           f"{handle.completed + handle.failed}/{len(handle.custom_ids)}")
+            self.on_status(status_text(handle))
 
 
 def _vectors(line: ResultLine, n: int) -> list[list[float]] | None:

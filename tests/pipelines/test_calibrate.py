@@ -23,6 +23,7 @@ from personahub.core.kernel import BatchOutcome
 from personahub.pipelines import calibrate as calibrate_module
 from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
 from tests.cli_helpers import invoke, one_line_error, usage_error
+from tests.pipeline_helpers import rows
 from tests.pipelines.calibrate_fixtures import COUNTS, QUESTIONS, make_population, write_survey
 
 
@@ -31,14 +32,6 @@ def hub(tmp_path: Path) -> dict[str, Any]:
     db = tmp_path / "hub.duckdb"
     population = make_population(tmp_path, db)
     return {"db": db, "survey": write_survey(tmp_path / "survey.csv"), "population": population}
-
-
-def rows(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def answers(db: Path, job_id: str) -> list[tuple[Any, ...]]:

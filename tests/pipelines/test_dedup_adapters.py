@@ -10,11 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 import personahub
-from personahub import runtime
 from personahub.core import jobs_store
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
@@ -22,9 +20,9 @@ from personahub.core.store import connect
 from personahub.personas.dedup import DedupSummary
 from personahub.pipelines import dedup as dedup_spec
 from personahub.pipelines.dedup import DedupJobConfig
-from personahub.sim import executors
 from tests._planted import planted_corpus
 from tests.cli_helpers import invoke
+from tests.pipeline_helpers import handed_runs, rows
 
 # (command-line flags, the same as keyword arguments of personahub.dedup)
 FLAG_SETS: list[tuple[list[object], dict[str, Any]]] = [
@@ -51,27 +49,10 @@ def hub(db: Path) -> Path:
     return db
 
 
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 @pytest.fixture
 def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """What each adapter hands ``runtime.run`` (the job itself is not run)."""
-    seen: list[dict[str, Any]] = []
-
-    def fake_run(spec: Any, config: Any, db: Any, **kwargs: Any) -> JobResult[Any]:
-        seen.append({"kind": spec.kind, "config": config, "db": str(db), "resume": kwargs["resume"]})
-        return JobResult("dedup-1", "finished", DedupSummary(()))
-
-    monkeypatch.setattr(runtime, "run", fake_run)
-    monkeypatch.setattr(executors, "ray_installed", lambda: True)  # compared, never run
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    return seen
+    return handed_runs(monkeypatch, JobResult("dedup-1", "finished", DedupSummary(())))
 
 
 @pytest.mark.parametrize("flags,options", FLAG_SETS, ids=["defaults", "what-it-marks", "engine", "ray"])

@@ -15,11 +15,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from tests._planted import planted_corpus
 from tests.cli_helpers import invoke, kill_when
+from tests.pipeline_helpers import rows
 from tests.pipelines.test_synthesis_batch import results_by_server
 
 MODEL = "openai:emb"
@@ -36,14 +36,6 @@ def hub(db: Path) -> Path:
     people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in texts))
     assert invoke("personas", "import", people, "--db", db).exit_code == 0
     return db
-
-
-def rows(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def dedup(db: Path, *extra: object) -> Any:

@@ -24,11 +24,10 @@ from personahub.personas.expand import ExpandSummary
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import ExpandConfig
-from personahub.sim import executors
 from tests.cli_helpers import invoke
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, crash_after
-from tests.pipeline_helpers import personas_snapshot, relations_snapshot
+from tests.pipeline_helpers import handed_runs, personas_snapshot, relations_snapshot
 
 # (command-line flags, the same as keyword arguments of personahub.expand)
 FLAG_SETS: list[tuple[list[object], dict[str, Any]]] = [
@@ -60,17 +59,9 @@ def _hub(db: Path, n: int = 5) -> list[str]:
 @pytest.fixture
 def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """What each adapter hands ``runtime.run`` (the job itself is not run)."""
-    seen: list[dict[str, Any]] = []
-
-    def fake_run(spec: Any, config: Any, db: Any, **kwargs: Any) -> JobResult[Any]:
-        seen.append({"kind": spec.kind, "config": config, "db": str(db), "resume": kwargs["resume"]})
-        return JobResult("exp-1", "finished", ExpandSummary(expansion_id="exp-1", hops=1))
-
-    monkeypatch.setattr(runtime, "run", fake_run)
-    monkeypatch.setattr(executors, "ray_installed", lambda: True)  # compared, never run
     monkeypatch.delenv("PERSONAHUB_LLM", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    return seen
+    return handed_runs(monkeypatch, JobResult("exp-1", "finished",
+                                              ExpandSummary(expansion_id="exp-1", hops=1)))
 
 
 @pytest.mark.parametrize("flags,options", FLAG_SETS, ids=["defaults", "what-it-makes", "engine", "ray"])

@@ -10,7 +10,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from personahub.api import run_interview, run_simulation
@@ -22,6 +21,7 @@ from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke
 from tests.conftest import persona_texts
 from tests.fakes import Call, FakeClient, crash_after
+from tests.pipeline_helpers import rows
 from tests.sim.test_failure_exits import one_line_error
 from tests.sim.test_recovery import signal_after_start
 from tests.sim.test_soak import kill_after_start
@@ -55,14 +55,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def copy(run: tuple[Path, str], to: Path) -> Path:
     to.write_bytes(run[0].read_bytes())
     return to
-
-
-def rows(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def config(db: Path, run_id: str, **more: Any) -> InterviewConfig:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from personahub import runtime
@@ -40,6 +39,7 @@ from personahub.pipelines.text_to_persona import TEXT_TO_PERSONA, TextConfig
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke, kill_when
 from tests.conftest import persona_texts
+from tests.pipeline_helpers import rows
 from tests.pipelines.calibrate_fixtures import make_population, write_survey
 from tests.pipelines.test_synthesis_batch import results_by_server
 
@@ -58,14 +58,6 @@ CORPUS = "\n\n".join(
         ("north", "calm", "mail boat"), ("south", "high", "grain barge"),
         ("east", "brown", "doctor"), ("west", "frozen", "school bus"),
         ("old", "quiet", "ferryman"), ("new", "loud", "market cart")], start=1))
-
-
-def rows(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def model(url: str) -> dict[str, Any]:

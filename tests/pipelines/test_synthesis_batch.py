@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from personahub import runtime
@@ -25,6 +24,7 @@ from personahub.core.errors import AwaitingResults, UsageError
 from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
 from personahub.sim import executors
 from tests.cli_helpers import cli, env, kill_when
+from tests.pipeline_helpers import rows
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"batch_poll_s": 0.02}
@@ -36,14 +36,6 @@ def config(url: str, **changes: Any) -> SynthConfig:
                               **FAST}
     values.update(changes)
     return SynthConfig(**values)
-
-
-def rows(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def items(db: Path, job_id: str) -> list[tuple[Any, ...]]:
