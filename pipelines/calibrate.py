@@ -38,7 +38,6 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.failures import call_error
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import LLMSettings, parse_concurrency
@@ -54,7 +53,7 @@ from personahub.analysis.calibration_store import answer_totals, answered_keys
 from personahub.analysis.survey import Question, read_survey
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.failures import check_max_failed_share
 from personahub.core.kernel import (
     BatchOutcome,
     JobContext,
@@ -81,6 +80,7 @@ from personahub.pipelines.calibrate_data import (
     select,
     survey_sha1,
 )
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.sim.executors import check_executor
 
 __all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "CalibrationSpec",
@@ -88,7 +88,7 @@ __all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "Calibra
 
 
 @dataclass(frozen=True, kw_only=True)
-class CalibrateConfig(BatchFields):
+class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     """What a calibration makes (stored in ``jobs.config``) and, in ``engine`` fields, how this
     run of it asks (a resume takes those from its caller)."""
 
@@ -107,17 +107,7 @@ class CalibrateConfig(BatchFields):
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    llm: str = engine("offline", identity=True, secret=True)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
-    offline_latency_s: float = engine(0.0)
     batch_size: int = engine(256)
-    cache: str = engine("off")
-    rps: float | None = engine(None)
-    executor: str = engine("local")
-    ray_address: str | None = engine(None)
-    ray_workers: int | None = engine(None)
-    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
 
     def __post_init__(self) -> None:
         for name in ("carve", "steering", "questions", "attributes"):

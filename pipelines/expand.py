@@ -32,11 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.settings import LLMSettings
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int, check_number
@@ -72,7 +70,7 @@ from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
-from personahub.pipelines.model_fields import check_model_fields
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 
 __all__ = ["EXPANSION", "ExpandAsker", "ExpandBatch", "ExpandConfig", "ExpandSpec",
            "expansion_lines"]
@@ -81,7 +79,7 @@ ORIGINS = ("api", "cli", "run")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExpandConfig(BatchFields):
+class ExpandConfig(BatchFields, ModelFields, ExecutorFields):
     """An expansion: what it makes (stored in ``jobs.config``, model spec redacted) and, in
     ``engine`` fields, how this invocation asks."""
 
@@ -103,16 +101,6 @@ class ExpandConfig(BatchFields):
     # the people the batches before it added (near duplicates, link candidates)
     batch_size: int = DEFAULT_BATCH
     db: str = engine(DEFAULT_DB)
-    llm: str = engine("offline", identity=True, secret=True)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
-    offline_latency_s: float = engine(0.0)
-    cache: str = engine("off")
-    rps: float | None = engine(None)
-    executor: str = engine("local")
-    ray_address: str | None = engine(None)
-    ray_workers: int | None = engine(None)
-    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
     # a run's setup: personas of a level still failing at the endpoint (or too many) stop the
     # expansion before the next level, resumable, instead of shrinking the society
     stop_on_failure: bool = engine(False)

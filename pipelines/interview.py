@@ -35,7 +35,6 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
@@ -44,7 +43,7 @@ from personahub.agents.prompts.budget import PromptBudget
 from personahub.agents.tasks.interview import InterviewAnswer
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB, connect
@@ -52,6 +51,7 @@ from personahub.core.validate import check_int, check_number, check_optional_num
 from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import remaining
+from personahub.pipelines.model_fields import ModelFields
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
 
@@ -298,7 +298,7 @@ def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
 # --- the job spec ------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
-class InterviewConfig(BatchFields):
+class InterviewConfig(BatchFields, ModelFields):
     """What an interview asks of whom (``InterviewRequest``'s fields, and the generation
     settings) and, in ``engine`` fields, how this run of it asks (a resume takes those from its
     caller). ``seed`` None: the run's seed."""
@@ -316,13 +316,7 @@ class InterviewConfig(BatchFields):
     temperature: float | None = None
     top_p: float | None = None
     db: str = engine(DEFAULT_DB)
-    llm: str = engine("offline", identity=True, secret=True)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
-    offline_latency_s: float = engine(0.0)  # the offline engine's wait per call (a slow model)
     batch_size: int = engine(16)  # agents whose answers are committed together
-    rps: float | None = engine(None)
-    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "carve", tuple(self.carve))

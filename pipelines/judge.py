@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 import duckdb
 from pydantic import BaseModel
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.client import redact_spec
 from personahub.agents.llm.failures import call_error
 from personahub.agents.llm.generation import Generation
@@ -42,13 +41,14 @@ from personahub.agents.tasks import Criterion, Task, stored_task
 from personahub.core.commit import call_counts, records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import answered, remaining
+from personahub.pipelines.model_fields import ModelFields
 
 # What makes two judges the same judge (its id): the target, the items drawn, the model asked.
 JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
@@ -56,7 +56,7 @@ JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "
 
 
 @dataclass(frozen=True, kw_only=True)
-class JudgeConfig(BatchFields):
+class JudgeConfig(BatchFields, ModelFields):
     """What a judge rates and with which model (its identity: ``JUDGE_IDENTITY``), and in
     ``engine`` fields how this run of it asks (a resume takes those from its caller). Stored,
     model spec redacted, in ``jobs.config`` and (its identity) in ``judgments.config``."""
@@ -71,15 +71,7 @@ class JudgeConfig(BatchFields):
     temperature: float | None = None
     top_p: float | None = None
     db: str = engine(DEFAULT_DB)
-    llm: str = engine("offline", identity=True, secret=True)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
-    offline_latency_s: float = engine(0.0)  # the offline engine's wait per call (a slow model)
     batch_size: int = engine(32)
-    rps: float | None = engine(None)
-    # a batch whose failed share passes this (and has >= 5 items) stops the judge
-    # (core.failures); not part of the judge's identity: it does not change the verdicts
-    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
 
     def __post_init__(self) -> None:
         check_max_failed_share(self.max_failed_share)

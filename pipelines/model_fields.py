@@ -1,21 +1,52 @@
-"""The checks every model job's config shares: the engine fields (concurrency, cache, executor,
-rate, timeouts, the failure policy, batches) and the generation settings.
+"""What every model job's config shares: the engine fields declared once (``ModelFields``: the
+model, concurrency, timeouts, rate and failure policy; ``ExecutorFields``: the cache and where the
+calls run), and the checks of those fields and the generation settings.
 
-A spec's ``__post_init__`` checks what is its own, then calls ``check_model_fields(self)``; each
-bad value is a one-line usage error naming its flag, before anything is opened.
+A job's config inherits the field sets it has (with ``pipelines.batch_jobs.BatchFields`` for
+``--batch``); its ``__post_init__`` checks what is its own, then calls
+``check_model_fields(self)``; each bad value is a one-line usage error naming its flag, before
+anything is opened.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import parse_concurrency
 from personahub.agents.llm.structured import check_setting
-from personahub.core.failures import check_max_failed_share
-from personahub.core.kernel import check_cache_mode
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.kernel import check_cache_mode, engine
 from personahub.core.validate import check_number, check_optional_number, check_seed
 from personahub.sim.executors import check_executor
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFields:
+    """How a job asks its model: engine fields (a resume takes the caller's), the model spec
+    also telling two jobs apart (it is stored redacted)."""
+
+    llm: str = engine("offline", identity=True, secret=True)
+    concurrency: Concurrency = engine(16)
+    timeout_s: float = engine(60.0)
+    offline_latency_s: float = engine(0.0)  # the offline engine's wait per call (a slow model)
+    rps: float | None = engine(None)  # model requests per second at most, all endpoints together
+    # a batch or step whose failed share passes this (and has >= 5 actions) stops the job
+    # (core.failures); not part of what a job makes
+    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorFields:
+    """Where a job's calls are answered from and run: the record / replay cache and the
+    executor (``sim/executors/``: the rows are the same whichever runs them)."""
+
+    cache: str = engine("off")  # off | record | replay (agents/llm/cache.py)
+    executor: str = engine("local")
+    ray_address: str | None = engine(None)  # None: RAY_ADDRESS, else a local Ray for the job
+    ray_workers: int | None = engine(None)  # Ray actors asking the model; None: one per CPU
 
 
 def check_model_fields(config: Any) -> None:

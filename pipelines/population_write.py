@@ -25,14 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
 from personahub.agents.write_persona import Written, write_persona
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.failures import check_max_failed_share
 from personahub.core.kernel import (
     BatchOutcome,
     JobContext,
@@ -47,6 +46,7 @@ from personahub.personas.population_files import read_joint, read_marginals
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.batches import answered, remaining
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.sim.executors import check_executor
 
 __all__ = ["POPULATION_WRITE", "TEXT_ORIGIN", "WriteConfig", "WriteSpec", "WriteSummary",
@@ -56,7 +56,7 @@ TEXT_ORIGIN = "model"
 
 
 @dataclass(frozen=True, kw_only=True)
-class WriteConfig:
+class WriteConfig(ModelFields, ExecutorFields):
     """What a population-writing job makes and, in ``engine`` fields, how this run asks."""
 
     marginals: str | None = None
@@ -67,17 +67,7 @@ class WriteConfig:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    llm: str = engine("offline", identity=True, secret=True)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
-    offline_latency_s: float = engine(0.0)
     batch_size: int = engine(64)
-    cache: str = engine("off")
-    rps: float | None = engine(None)
-    executor: str = engine("local")
-    ray_address: str | None = engine(None)
-    ray_workers: int | None = engine(None)
-    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.cache import check_replay_file
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import DEFAULT_MAX_RETRIES, LLMSettings, parse_concurrency
@@ -51,7 +50,6 @@ from personahub.analysis.kept import kept_lines
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import (
-    DEFAULT_MAX_FAILED_SHARE,
     check_max_failed_share,
     endpoint_error,
 )
@@ -67,6 +65,7 @@ from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.batch_jobs import BatchFields, batched_asker
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.sim import runner, store
 from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
@@ -78,7 +77,7 @@ __all__ = ["RUN", "RunConfig", "RunOptions", "RunSpec", "RunSummary", "resume_se
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunConfig(BatchFields):
+class RunConfig(BatchFields, ModelFields, ExecutorFields):
     """A run: its scenario and what overrides it (what it makes, stored in ``jobs.config``,
     model spec redacted) and, in ``engine`` fields, how this invocation asks (a resume takes
     those from its caller).
@@ -104,20 +103,8 @@ class RunConfig(BatchFields):
     # --include-ungated); the scenario's personas.include_ungated says the same
     include_ungated: bool = False
     db: Path = engine(Path(DEFAULT_DB))
-    llm: str = engine("offline", identity=True, secret=True)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
     max_retries: int = engine(DEFAULT_MAX_RETRIES)
     chunk_size: int = engine(128)
-    offline_latency_s: float = engine(0.0)
-    cache: str = engine("off")  # off | record | replay (agents/llm/cache.py)
-    rps: float | None = engine(None)  # model requests per second, all endpoints together
-    # where the model calls run (sim/executors/): the tables are the same either way
-    executor: str = engine("local")
-    ray_address: str | None = engine(None)  # None: RAY_ADDRESS, else a local Ray for the run
-    ray_workers: int | None = engine(None)  # Ray actors asking the model; None: one per CPU
-    # a step whose failed share passes this (and has >= 5 actions) stops the run (core.failures)
-    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
     # pause / step / resume and injected events from the live view (``sim/steering.py``); a
     # ``Steering`` of this invocation, never stored (a stored config says only ``view``)
     steering: Any = engine(None)

@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.failures import call_error
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import LLMSettings, parse_concurrency
@@ -49,7 +48,7 @@ from personahub.analysis.kept import kept_lines
 from personahub.core.commit import call_counts, records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import now as _now
 from personahub.core.kernel import (
     BatchOutcome,
@@ -73,6 +72,7 @@ from personahub.personas.quality import QualityIssue, rejected_row, rejection_li
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.synthesis_inputs import (
     DEFAULT_NPC_WORLD,
     Demo,
@@ -92,7 +92,7 @@ __all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConf
 
 
 @dataclass(frozen=True, kw_only=True)
-class SynthConfig(BatchFields):
+class SynthConfig(BatchFields, ModelFields, ExecutorFields):
     """What a synthesis job makes (stored, model spec redacted, in ``jobs.config``) and, in
     ``engine`` fields, how this run of it asks (a resume takes those from its caller)."""
 
@@ -115,19 +115,7 @@ class SynthConfig(BatchFields):
     temperature: float | None = None
     top_p: float | None = None
     db: str = engine(DEFAULT_DB)
-    llm: str = engine("offline", identity=True, secret=True)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
-    offline_latency_s: float = engine(0.0)  # the offline engine's wait per call (a slow model)
     batch_size: int = engine(64)
-    cache: str = engine("off")  # off | record | replay (agents/llm/cache.py)
-    rps: float | None = engine(None)  # model requests per second at most
-    # where the model calls run (sim/executors/): the rows are the same whichever runs them
-    executor: str = engine("local")
-    ray_address: str | None = engine(None)  # None: RAY_ADDRESS, else a local Ray for the job
-    ray_workers: int | None = engine(None)  # Ray actors asking the model; None: one per CPU
-    # a batch whose failed share passes this (and has >= 5 items) stops the job (core.failures)
-    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
     # a job writing fewer items than asked is an error for its caller unless this says otherwise
     # (the adapters check it: the job itself keeps what it wrote either way)
     allow_fewer: bool = engine(False)

@@ -31,13 +31,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.agents.llm.settings import LLMSettings
 from personahub.agents.prompts.personas import text_to_persona_messages
 from personahub.core.commit import JobRef
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, call_error
+from personahub.core.failures import call_error
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int
@@ -60,14 +59,14 @@ from personahub.personas.text_to_persona import (
     text_personas_schema,
 )
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
-from personahub.pipelines.model_fields import check_model_fields
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 
 __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
            "text_job_of"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class TextConfig(BatchFields):
+class TextConfig(BatchFields, ModelFields, ExecutorFields):
     """A text-to-persona job: what it makes (stored in ``jobs.config``, model spec redacted)
     and, in ``engine`` fields, how this invocation reads and asks."""
 
@@ -87,17 +86,7 @@ class TextConfig(BatchFields):
     path: str = engine("")  # the corpus file (resolved): where it is now
     limit: int | None = engine(None)  # the first N texts of the corpus
     db: str = engine(DEFAULT_DB)
-    llm: str = engine("offline", identity=True, secret=True)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
-    offline_latency_s: float = engine(0.0)
     batch_size: int = engine(64)  # texts per transaction
-    cache: str = engine("off")
-    rps: float | None = engine(None)
-    executor: str = engine("local")
-    ray_address: str | None = engine(None)
-    ray_workers: int | None = engine(None)
-    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
 
     def __post_init__(self) -> None:
         try:
