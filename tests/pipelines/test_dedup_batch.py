@@ -98,6 +98,23 @@ def test_failed_and_expired_lines_are_sent_again_and_accounted(
     assert "resent:" in result.stdout and srv.stats.requests == 0
 
 
+def test_failed_lines_go_online_with_the_online_fallback(
+        server: Any, reach: Any, online: Path, tmp_path: Path) -> None:
+    srv = reach(server(batch_error_rate=0.5, fault_seed=2))
+    db = hub(tmp_path / "fallback" / "hub.duckdb")
+    result = dedup(db, "--batch-size", 10, "--batch", "--batch-fallback", "online", *FAST)
+    assert result.exit_code == 0, result.output
+    assert rows(db, FLAGS) == rows(online, FLAGS)
+    assert rows(db, VECTORS) == rows(online, VECTORS)
+    failed = srv.stats.batch_line_errors
+    assert failed > 0 and srv.stats.requests == failed  # each failed line asked once online
+    assert srv.stats.batches_created == 6  # none sent again as a batch
+    assert rows(db, "SELECT count(*) FILTER (batch_id IS NULL AND status = 'ok'), count(*) "
+                    "FILTER (batch_id IS NOT NULL AND status = 'error') FROM llm_calls") == [
+        (failed, failed)]
+    assert f"{failed} answered online" in result.stdout
+
+
 @pytest.mark.slow
 def test_a_dedup_killed_during_its_batch_polls_the_same_batch_on_resume(
         server: Any, reach: Any, online: Path, tmp_path: Path) -> None:
