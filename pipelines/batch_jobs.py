@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from personahub.agents.llm.batch_caller import BatchBook, BatchingCaller, check_fallback
 from personahub.core.batch_records import load_handles, save_handle
-from personahub.core.commit import committed_requests
+from personahub.core.call_log import committed_requests
 from personahub.core.errors import UsageError
 from personahub.core.kernel import Asker, JobContext, engine
 from personahub.core.validate import check_number

@@ -38,7 +38,8 @@ from personahub.agents.llm.structured import check_setting
 from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.prompts.synthesis import world_for_prompt
 from personahub.agents.tasks import Criterion, Task, stored_task
-from personahub.core.commit import call_counts, records_of
+from personahub.core.call_log import call_counts
+from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import check_max_failed_share

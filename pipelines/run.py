@@ -47,6 +47,7 @@ from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import DEFAULT_MAX_RETRIES, LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
 from personahub.analysis.kept import kept_lines
+from personahub.core import call_log
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import (
@@ -417,9 +418,9 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
                              engine=caller.label, offline=caller.is_offline,
                              **store.run_counts(con, run_id))
         summary.rejected = rejected_counts(con, run_id=run_id)
-        summary.prompt_tokens_per_action = store.prompt_tokens_per_action(con, run_id)
+        summary.prompt_tokens_per_action = call_log.prompt_tokens_per_action(con, run_id)
         summary.kept = kept_lines(con, run_id=run_id)
-        summary.prefix_reused = store.prefix_reused(con, run_id)
+        summary.prefix_reused = call_log.prefix_reused(con, run_id)
         summary.prefix_estimated = runner.estimated_prefix_share(caller.endpoints)
         summary.wall_s = time.perf_counter() - _state(ctx).started
         return summary
@@ -539,7 +540,7 @@ def _expand(ctx: JobContext[RunConfig], start_ids: list[str]) -> tuple[str, ...]
     try:
         result = ctx.run_child(EXPANSION, config, resume=previous)
     except ExpansionIncomplete as exc:
-        error = store.most_common_error_in(ctx.con, ctx.job_id, purpose="expand")
+        error = call_log.most_common_error_in(ctx.con, ctx.job_id, purpose="expand")
         raise ResumableStop(f"setup: {exc.failed} of {exc.asked} expansion calls failed (most "
                             f"often: {error}); resume with "
                             f"{RUN.resume_hint(ctx.job_id, ctx.db)}") from None

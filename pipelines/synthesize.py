@@ -45,7 +45,8 @@ from personahub.agents.synthesis_schemas import Solution, content_of
 from personahub.agents.tasks import synthesis_task, tasks
 from personahub.agents.tasks.shipped_demos import builtin_name
 from personahub.analysis.kept import kept_lines
-from personahub.core.commit import call_counts, records_of
+from personahub.core.call_log import call_counts
+from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import check_max_failed_share

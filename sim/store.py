@@ -21,7 +21,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from personahub.core.commit import call_counts
+from personahub.core.call_log import call_counts
 from personahub.core.store import insert_columns, scalar
 
 if TYPE_CHECKING:
@@ -260,36 +260,3 @@ def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
             "answers": count("survey_answers"), "events": count("events"),
             "calls": call_counts(con, run_id=run_id)}
 
-
-def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int] | None:
-    """(cached, prompt) tokens over the run's own attempts (its steps and its persona expansion,
-    not a later judge or interview) whose server reported prefix-cache reuse
-    (``llm_calls.cached_prompt_tokens``); None when none did."""
-    cached, prompt = con.execute(
-        "SELECT sum(cached_prompt_tokens), sum(tokens_in) FROM llm_calls WHERE run_id = ? AND "
-        "cached_prompt_tokens IS NOT NULL AND coalesce(job_kind, 'run') IN ('run', 'expansion')",
-        [run_id]).fetchall()[0]
-    return None if prompt is None else (int(cached), int(prompt))
-
-
-def prompt_tokens_per_action(con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
-    """Mean prompt tokens of the run's answered actions and survey questions (None if unknown).
-
-    One ``ok`` attempt answers each action (a repaired answer's ``ok`` attempt carries the
-    repair prompt); calls outside steps (persona expansion) are left out. Offline runs count
-    4 characters a token, as the offline engine does.
-    """
-    mean = con.execute("SELECT avg(tokens_in) FROM llm_calls WHERE run_id = ? AND status = 'ok' "
-                       "AND step IS NOT NULL", [run_id]).fetchall()[0][0]
-    return None if mean is None else float(mean)
-
-
-def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
-                         purpose: str | None = None) -> str:
-    """The most frequent error of a run's failed model calls (for the one-line stop message),
-    of calls for ``purpose`` only when given."""
-    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
-                       "AND error IS NOT NULL AND (? IS NULL OR purpose = ?) "
-                       "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
-                       [run_id, purpose, purpose]).fetchall()
-    return str(rows[0][0])[:160] if rows else "no model call succeeded"

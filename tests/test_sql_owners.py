@@ -27,8 +27,8 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "jobs": (frozenset({"jobs", "schema_meta"}),
              frozenset({"personahub/core/jobs_store.py", "personahub/core/stored_views.py"})),
     "calls": (frozenset({"llm_calls", "llm_cache", "prices", "llm_batches"}),
-              frozenset({"personahub/core/commit.py", "personahub/core/batch_records.py",
-                         "agents/llm/cache.py"})),
+              frozenset({"personahub/core/commit.py", "personahub/core/call_log.py",
+                         "personahub/core/batch_records.py", "agents/llm/cache.py"})),
     "personas and graph": (frozenset({
         "personas", "relations", "persona_texts", "text_done", "text_jobs",
         "dedup_jobs", "persona_embeddings", "dedup_judged", "persona_merges", "expansions",
@@ -49,7 +49,7 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 _READ_VIEWS = "reads to go through analysis/views.sql or the owner's functions"
-_JOB_LOG = "a job's own call counts, to come from core/commit.py"
+_JOB_LOG = "a job's own call figures, to come from core/call_log.py"
 # (module, family): the crossings left, each to go (issue 27, item 3)
 KNOWN: dict[tuple[str, str], str] = {
     ("personahub/results.py", "personas and graph"): _READ_VIEWS,
@@ -89,9 +89,7 @@ KNOWN: dict[tuple[str, str], str] = {
     ("pipelines/synthesis_inputs.py", "personas and graph"): "the personas a job samples",
     ("pipelines/population_write.py", "personas and graph"): "a population's personas",
     ("personas/expand.py", "calls"): _JOB_LOG,
-    ("sim/store.py", "calls"): _JOB_LOG,
     ("personahub/core/jobs_store.py", "run log"): "a job's status mirrored into runs",
-    ("personahub/core/jobs_store.py", "calls"): _JOB_LOG,
 }
 
 _SQL = re.compile(r"\b(?:SELECT|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)

@@ -141,20 +141,3 @@ def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
             insert_rows(con, "llm_calls", rows)
     return [row["call_id"] for row in rows]
 
-
-def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
-                job_id: str | None = None) -> dict[str, int]:
-    """``llm_calls`` rows by status, of a run (or the job its calls are tagged with as
-    ``run_id``) or of one job (``job_id``): what a job's summary reports."""
-    column, value = ("job_id", job_id) if job_id is not None else ("run_id", run_id)
-    rows = con.execute(f"SELECT status, count(*) FROM llm_calls WHERE {column} = ? "
-                       "GROUP BY 1 ORDER BY 1", [value]).fetchall()
-    return {str(status): int(n) for status, n in rows}
-
-
-def committed_requests(con: duckdb.DuckDBPyConnection, job_id: str) -> set[tuple[str, str]]:
-    """(batch id, custom_id) of the job's batch requests whose answers are committed: what a
-    resumed ``--batch`` job never collects again."""
-    return {(b, c) for b, c in con.execute(
-        "SELECT batch_id, custom_id FROM llm_calls WHERE job_id = ? AND batch_id IS NOT NULL "
-        "AND custom_id IS NOT NULL", [job_id]).fetchall()}

@@ -161,11 +161,3 @@ def supersede_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> No
     con.execute(f"UPDATE jobs SET status = 'superseded', finished_at = ?, updated_at = ? WHERE "
                 f"job_id IN ({', '.join('?' * len(job_ids))})", [stamp, stamp, *job_ids])
 
-
-def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str) -> str:
-    """The most frequent error of a job's failed model attempts (``llm_calls`` tagged with the
-    job), for the one line that stops it."""
-    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE job_kind = ? AND job_id = ? "
-                       "AND status <> 'ok' AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 "
-                       "LIMIT 1", [kind, job_id]).fetchall()
-    return " ".join(str(rows[0][0]).split())[:160] if rows else "no model call answered"

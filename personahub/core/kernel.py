@@ -54,7 +54,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import duckdb
 
-from personahub.core import call_spill, jobs_store
+from personahub.core import call_log, call_spill, jobs_store
 from personahub.core.commit import (
     JobRef,
     ProgressHook,
@@ -795,7 +795,7 @@ def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, k
     """The job's end status: ``failed`` (one line, non-zero) when it kept nothing ever, else
     the spec's ``end_status`` (``partial`` when it kept less than it asked, or ``finished``)."""
     if asked and not kept and not ctx.done_before:
-        error = jobs_store.most_common_job_error(ctx.con, spec.kind, ctx.job_id)
+        error = call_log.most_common_job_error(ctx.con, spec.kind, ctx.job_id)
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed",
                               f"kept none of {asked} {spec.unit}: {error}")
         raise PersonahubError(f"{spec.noun} {ctx.job_id}: {spec.nothing_kept(ctx, asked)} "

@@ -17,9 +17,9 @@ from personahub.agents.llm.prompt_prefix import PrefixWindow, SharedPrefixMeter
 from personahub.agents.loopback.server import PREFIX_CACHE_PROMPTS
 from personahub.api import run_simulation
 from personahub.cli.app import app
+from personahub.core.call_log import prefix_reused
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
-from personahub.sim.store import prefix_reused
 
 
 def test_the_window_finds_the_longest_prefix_among_recent_prompts_and_forgets_the_oldest() -> None:

@@ -1,0 +1,70 @@
+"""Reads of the call log (``llm_calls``): what a job's summary, its stop message and a run's
+prompt figures say of the model calls. Writes are the batch commit's (``core/commit.py``)."""
+
+from __future__ import annotations
+
+import duckdb
+
+__all__ = ["call_counts", "committed_requests", "most_common_error_in", "most_common_job_error",
+           "prefix_reused", "prompt_tokens_per_action"]
+
+
+def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
+                job_id: str | None = None) -> dict[str, int]:
+    """``llm_calls`` rows by status, of a run (or the job its calls are tagged with as
+    ``run_id``) or of one job (``job_id``): what a job's summary reports."""
+    column, value = ("job_id", job_id) if job_id is not None else ("run_id", run_id)
+    rows = con.execute(f"SELECT status, count(*) FROM llm_calls WHERE {column} = ? "
+                       "GROUP BY 1 ORDER BY 1", [value]).fetchall()
+    return {str(status): int(n) for status, n in rows}
+
+
+def committed_requests(con: duckdb.DuckDBPyConnection, job_id: str) -> set[tuple[str, str]]:
+    """(batch id, custom_id) of the job's batch requests whose answers are committed: what a
+    resumed ``--batch`` job never collects again."""
+    return {(b, c) for b, c in con.execute(
+        "SELECT batch_id, custom_id FROM llm_calls WHERE job_id = ? AND batch_id IS NOT NULL "
+        "AND custom_id IS NOT NULL", [job_id]).fetchall()}
+
+
+def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str) -> str:
+    """The most frequent error of a job's failed model attempts (``llm_calls`` tagged with the
+    job), for the one line that stops it."""
+    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE job_kind = ? AND job_id = ? "
+                       "AND status <> 'ok' AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 "
+                       "LIMIT 1", [kind, job_id]).fetchall()
+    return " ".join(str(rows[0][0]).split())[:160] if rows else "no model call answered"
+
+
+def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int] | None:
+    """(cached, prompt) tokens over the run's own attempts (its steps and its persona expansion,
+    not a later judge or interview) whose server reported prefix-cache reuse
+    (``llm_calls.cached_prompt_tokens``); None when none did."""
+    cached, prompt = con.execute(
+        "SELECT sum(cached_prompt_tokens), sum(tokens_in) FROM llm_calls WHERE run_id = ? AND "
+        "cached_prompt_tokens IS NOT NULL AND coalesce(job_kind, 'run') IN ('run', 'expansion')",
+        [run_id]).fetchall()[0]
+    return None if prompt is None else (int(cached), int(prompt))
+
+
+def prompt_tokens_per_action(con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
+    """Mean prompt tokens of the run's answered actions and survey questions (None if unknown).
+
+    One ``ok`` attempt answers each action (a repaired answer's ``ok`` attempt carries the
+    repair prompt); calls outside steps (persona expansion) are left out. Offline runs count
+    4 characters a token, as the offline engine does.
+    """
+    mean = con.execute("SELECT avg(tokens_in) FROM llm_calls WHERE run_id = ? AND status = 'ok' "
+                       "AND step IS NOT NULL", [run_id]).fetchall()[0][0]
+    return None if mean is None else float(mean)
+
+
+def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
+                         purpose: str | None = None) -> str:
+    """The most frequent error of a run's failed model calls (for the one-line stop message),
+    of calls for ``purpose`` only when given."""
+    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
+                       "AND error IS NOT NULL AND (? IS NULL OR purpose = ?) "
+                       "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
+                       [run_id, purpose, purpose]).fetchall()
+    return str(rows[0][0])[:160] if rows else "no model call succeeded"
