@@ -97,3 +97,16 @@ def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -
     rows = con.execute("SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) "
                        "ORDER BY seq").fetchall()
     return [r[0] for r in rows][:limit]
+
+
+def persona_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many personas the hub holds (duplicates and ungated ones too)."""
+    return int(scalar(con, "SELECT count(*) FROM personas"))
+
+
+def population_persona_ids(con: duckdb.DuckDBPyConnection, population_id: str) -> set[str]:
+    """The ids of the personas written for population ``population_id`` (their attributes'
+    ``population``)."""
+    return {r[0] for r in con.execute(
+        "SELECT persona_id FROM personas WHERE json_extract_string(attributes, '$.population') = ?",
+        [population_id]).fetchall()}

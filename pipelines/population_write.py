@@ -44,7 +44,7 @@ from personahub.core.validate import check_int, check_number, check_optional_num
 from personahub.personas.population import SOURCE, Population, draw_population, person_id
 from personahub.personas.population_files import read_joint, read_marginals
 from personahub.personas.record import Persona
-from personahub.personas.store import upsert_personas
+from personahub.personas.store import population_persona_ids, upsert_personas
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.sim.executors import check_executor
@@ -215,9 +215,7 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
                 for i, attrs in enumerate(state.population.people)]
 
     def plan(self, ctx: JobContext[WriteConfig]) -> Iterator[Sequence[Person]]:
-        done = {r[0] for r in ctx.con.execute(
-            "SELECT persona_id FROM personas WHERE json_extract_string(attributes, '$.population')"
-            " = ?", [_state(ctx).population_id]).fetchall()}
+        done = population_persona_ids(ctx.con, _state(ctx).population_id)
         batches = remaining(ctx, self._people(ctx), done, lambda p: p.persona_id,
                             ctx.config.batch_size)
         _state(ctx).summary.skipped_done = ctx.done_before
@@ -248,9 +246,7 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
     def summary(self, ctx: JobContext[WriteConfig]) -> WriteSummary:
         summary = _state(ctx).summary
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
-        summary.written = int(ctx.con.execute(
-            "SELECT count(*) FROM personas WHERE json_extract_string(attributes, '$.population')"
-            " = ?", [summary.population_id]).fetchall()[0][0])
+        summary.written = len(population_persona_ids(ctx.con, summary.population_id))
         return summary
 
     def resume_hint(self, job_id: str, db: Path) -> str:

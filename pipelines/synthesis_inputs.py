@@ -21,13 +21,13 @@ from personahub.agents.tasks import synthesis_task
 from personahub.agents.tasks.shipped_demos import builtin_text, is_builtin
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.store import insert_columns, scalar, transaction
+from personahub.core.store import insert_columns, transaction
 from personahub.core.validate import read_text_file
 from personahub.personas.hub_gate import DRAWN
 from personahub.personas.importers import iter_personas
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw
-from personahub.personas.store import fetch_personas, upsert_personas
+from personahub.personas.store import fetch_personas, persona_count, upsert_personas
 
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 
@@ -150,7 +150,7 @@ def store_selection(con: duckdb.DuckDBPyConnection, job_id: str, personas: Seque
 
 def seed_hub_if_empty(con: duckdb.DuckDBPyConnection) -> int:
     """Import the shipped seed personas into an empty hub, so a fresh database just works."""
-    if scalar(con, "SELECT count(*) FROM personas"):
+    if persona_count(con):
         return 0
     path = resources.files("personahub.personas").joinpath("data/seed_personas.jsonl")
     with transaction(con):
