@@ -30,6 +30,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from personahub.core.call_log import last_errors
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import QUALITY_FAIL_MIN_ACTIONS, endpoint_error
@@ -319,12 +320,11 @@ def setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
     if failed >= size or (size >= QUALITY_FAIL_MIN_ACTIONS and failed > size * max_failed_share):
         return True
     # each failed persona's last failed attempt says how it failed
-    last = con.execute(
-        "SELECT arg_max(error, started_at) FROM llm_calls WHERE purpose = 'expand' "
-        "AND status <> 'ok' AND (? IS NULL OR run_id = ?) AND persona_id IN (SELECT persona_id "
-        "FROM expansion_frontier WHERE expansion_id = ? AND hop = ? AND status = 'failed') "
-        "GROUP BY persona_id", [run_id, run_id, expansion_id, level]).fetchall()
-    return any(endpoint_error(error) for (error,) in last)
+    failed_ids = [r[0] for r in con.execute(
+        "SELECT persona_id FROM expansion_frontier WHERE expansion_id = ? AND hop = ? "
+        "AND status = 'failed'", [expansion_id, level]).fetchall()]
+    return any(endpoint_error(error) for error in
+               last_errors(con, "expand", failed_ids, run_id=run_id).values())
 
 
 def new_expansion_rows(con: duckdb.DuckDBPyConnection, expansion_id: str,

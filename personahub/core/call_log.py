@@ -3,10 +3,12 @@ prompt figures say of the model calls. Writes are the batch commit's (``core/com
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import duckdb
 
-__all__ = ["call_counts", "committed_requests", "most_common_error_in", "most_common_job_error",
-           "prefix_reused", "prompt_tokens_per_action"]
+__all__ = ["call_counts", "committed_requests", "last_errors", "most_common_error_in",
+           "most_common_job_error", "prefix_reused", "prompt_tokens_per_action"]
 
 
 def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
@@ -68,3 +70,17 @@ def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
                        "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
                        [run_id, purpose, purpose]).fetchall()
     return str(rows[0][0])[:160] if rows else "no model call succeeded"
+
+
+def last_errors(con: duckdb.DuckDBPyConnection, purpose: str, persona_ids: Sequence[str], *,
+                run_id: str | None = None) -> dict[str, str | None]:
+    """Each persona's last failed ``purpose`` attempt's error (of ``run_id``'s calls when given):
+    how a persona that yielded nothing failed."""
+    if not persona_ids:
+        return {}
+    marks = ", ".join("?" * len(persona_ids))
+    rows = con.execute(
+        "SELECT persona_id, arg_max(error, started_at) FROM llm_calls WHERE purpose = ? AND "
+        f"status <> 'ok' AND (? IS NULL OR run_id = ?) AND persona_id IN ({marks}) "
+        "GROUP BY persona_id", [purpose, run_id, run_id, *persona_ids]).fetchall()
+    return {str(pid): (None if error is None else str(error)) for pid, error in rows}
