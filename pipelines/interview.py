@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from personahub.agents.llm.generation import Generation
 from personahub.agents.llm.settings import LLMSettings, parse_concurrency
@@ -49,11 +48,20 @@ from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, r
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.personas.sampling import HubQuery, matching_ids
+from personahub.personas.store import fetch_personas
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import remaining
 from personahub.pipelines.model_fields import ModelFields
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
+from personahub.sim.store import (
+    agent_count,
+    agents_playing,
+    latest_states,
+    run_agent,
+    run_record,
+    steps_done,
+)
 
 PURPOSE = "interview"
 
@@ -139,10 +147,9 @@ def _now() -> dt.datetime:
 def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> RunFacts:
     """The run's seed, steps done, world, prompt budget and memory sizes (unknown run: error)."""
     job = find_job(con, run_id)
-    rows = con.execute("SELECT steps_done FROM runs WHERE run_id = ?", [run_id]).fetchall()
-    if job is None or not rows:
+    if job is None or run_record(con, run_id) is None:
         raise PersonahubError(f"--run {run_id}: no such run in this database")
-    seed, done, config = job.seed, rows[0][0], job.config
+    seed, done, config = job.seed, steps_done(con, run_id), job.config
     scenario = config.get("scenario") or {}
     known = {f.name for f in dataclasses.fields(Memory)}
     memory = Memory(**{k: v for k, v in (scenario.get("memory") or {}).items() if k in known})
@@ -184,49 +191,33 @@ def select_agents(con: duckdb.DuckDBPyConnection, request: InterviewRequest) -> 
     run_id = request.run_id
     if request.agent is not None:
         ref = request.agent.strip()
-        by_id = ref.isdigit()
-        rows = con.execute("SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND "
-                           f"{'agent_id' if by_id else 'persona_id'} = ?",
-                           [run_id, int(ref) if by_id else ref]).fetchall()
-        if not rows and by_id:  # a persona id made of digits
-            rows = con.execute("SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND "
-                               "persona_id = ?", [run_id, ref]).fetchall()
-        if not rows:
-            n = con.execute("SELECT count(*) FROM run_agents WHERE run_id = ?", [run_id]).fetchall()[0][0]
+        found = run_agent(con, run_id, agent_id=int(ref)) if ref.isdigit() else None
+        if found is None:  # a persona id (one made of digits too)
+            found = run_agent(con, run_id, persona_id=ref)
+        if found is None:
             raise PersonahubError(f"--agent {ref}: not an agent of run {run_id} (give a persona id "
-                                  f"of the run, or an agent id 1..{n})")
-        return [(int(rows[0][0]), str(rows[0][1]))]
+                                  f"of the run, or an agent id 1..{agent_count(con, run_id)})")
+        return [found]
     query = HubQuery(where=request.where, carve=request.carve)
     ids = matching_ids(con, query)  # user SQL: evaluated in the sandbox, never on ``con``
-    con.register("_interview_ids", pa.table({"id": pa.array(ids, type=pa.string())}))
-    try:
-        sql = ("SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND persona_id IN "
-               "(SELECT id FROM _interview_ids) ORDER BY agent_id")
-        if request.limit is not None:
-            sql += f" LIMIT {int(request.limit)}"
-        rows = con.execute(sql, [run_id]).fetchall()
-    finally:
-        con.unregister("_interview_ids")
+    rows = agents_playing(con, run_id, ids, request.limit)
     if not rows:
         raise PersonahubError(f"{query.describe()}: no agent of run {run_id} matches")
-    return [(int(a), str(p)) for a, p in rows]
+    return rows
 
 
 def agents_at(con: duckdb.DuckDBPyConnection, facts: RunFacts, agents: Sequence[tuple[int, str]],
               step: int) -> list[AgentAt]:
     """Each agent after ``step``: its latest checkpoint with step ≤ ``step`` restored through
     ``AgentMemory.load_state`` (no checkpoint: the hub persona and an empty memory)."""
-    ids = [a for a, _ in agents]
-    states = dict(con.execute(
-        "SELECT agent_id, arg_max(state, step) FROM agent_states WHERE run_id = ? AND step <= ? "
-        "AND list_contains(?, agent_id) GROUP BY agent_id", [facts.run_id, step, ids]).fetchall())
+    states = latest_states(con, facts.run_id, step, [a for a, _ in agents])
     texts = _persona_texts(con, [p for _, p in agents])
     found = []
     for agent_id, persona_id in agents:
         memory = facts.memory.new_agent_memory(facts.inbox_size)
         text = texts.get(persona_id, "")
         if agent_id in states:
-            state = json.loads(states[agent_id])
+            state = states[agent_id]
             text = state.get("persona_text", text)
             memory.load_state(state["memory"])
         found.append(AgentAt(agent_id, persona_id, text, memory))
@@ -234,10 +225,9 @@ def agents_at(con: duckdb.DuckDBPyConnection, facts: RunFacts, agents: Sequence[
 
 
 def _persona_texts(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, str]:
-    if not ids:
-        return {}
-    return dict(con.execute("SELECT persona_id, text FROM personas WHERE list_contains(?, persona_id)",
-                            [list(dict.fromkeys(ids))]).fetchall())
+    """Persona id → text, of ``ids`` (the hub's owner reads them)."""
+    return {p.persona_id: p.text for p in fetch_personas(con, list(dict.fromkeys(ids)))} \
+        if ids else {}
 
 
 def prompt_for(facts: RunFacts, agent: AgentAt, step: int, question: str,

@@ -209,11 +209,46 @@ def next_indexes(con: duckdb.DuckDBPyConnection, run_id: str, events: int,
     return max(events, int(last_event) + 1), max(interventions, int(last_x) + 1)
 
 
-def latest_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int) -> dict[int, Any]:
-    """Each checkpointed agent's latest state up to step ``done`` (agent id → state)."""
+def latest_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int,
+                  agent_ids: Sequence[int] | None = None) -> dict[int, Any]:
+    """Each checkpointed agent's latest state up to step ``done`` (agent id → state), of the
+    agents ``agent_ids`` only when given."""
     rows = con.execute("SELECT agent_id, arg_max(state, step) FROM agent_states "
-                       "WHERE run_id = ? AND step <= ? GROUP BY agent_id", [run_id, done]).fetchall()
+                       "WHERE run_id = ? AND step <= ? AND (? IS NULL OR list_contains(?, agent_id)) "
+                       "GROUP BY agent_id",
+                       [run_id, done, None if agent_ids is None else 1,
+                        list(agent_ids or [])]).fetchall()
     return {int(a): json.loads(s) for a, s in rows}
+
+
+def run_agent(con: duckdb.DuckDBPyConnection, run_id: str, *, agent_id: int | None = None,
+              persona_id: str | None = None) -> tuple[int, str] | None:
+    """(agent id, persona id) of the run's agent with that agent id or playing that persona."""
+    column, value = ("agent_id", agent_id) if agent_id is not None else ("persona_id", persona_id)
+    rows = con.execute(f"SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND "
+                       f"{column} = ?", [run_id, value]).fetchall()
+    return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+def agent_count(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """How many agents the run has."""
+    return int(scalar(con, "SELECT count(*) FROM run_agents WHERE run_id = ?", [run_id]))
+
+
+def agents_playing(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
+                   limit: int | None = None) -> list[tuple[int, str]]:
+    """(agent id, persona id) of the run's agents playing one of ``persona_ids``, in agent-id
+    order, the first ``limit`` of them when given."""
+    con.register("_playing_ids", pa.table({"id": pa.array(list(persona_ids), type=pa.string())}))
+    try:
+        sql = ("SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND persona_id IN "
+               "(SELECT id FROM _playing_ids) ORDER BY agent_id")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = con.execute(sql, [run_id]).fetchall()
+    finally:
+        con.unregister("_playing_ids")
+    return [(int(a), str(p)) for a, p in rows]
 
 
 def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,

@@ -84,8 +84,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("pipelines/judge.py", "run log"): "a judge reads its target's items and personas",
     ("pipelines/judge.py", "synthesis"): "a judge reads its target's items and personas",
     ("pipelines/judge.py", "judgments"): "its writes, to move to analysis/judgments.py",
-    ("pipelines/interview.py", "personas and graph"): "an interview reads its run's agents",
-    ("pipelines/interview.py", "run log"): "an interview reads its run's agents",
     ("personahub/core/jobs_store.py", "run log"): "a job's status mirrored into runs",
 }
 
