@@ -91,6 +91,12 @@ def validity(con: duckdb.DuckDBPyConnection, judge_id: str) -> Validity | None:
                     {name: Rate(yes[name], asked[name]) for name in asked})
 
 
+def judged_item_ids(con: duckdb.DuckDBPyConnection, judge_id: str) -> set[str]:
+    """The items judge ``judge_id`` has rated (what its resume skips)."""
+    return {r[0] for r in con.execute("SELECT item_id FROM judgments WHERE judge_id = ?",
+                                      [judge_id]).fetchall()}
+
+
 def latest_judge(con: duckdb.DuckDBPyConnection, target_id: str) -> str | None:
     """The judge that last wrote judgments of run or job ``target_id`` (None if none did; an
     older database without the table has none)."""

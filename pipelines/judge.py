@@ -38,6 +38,7 @@ from personahub.agents.llm.structured import check_setting
 from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.prompts.synthesis import world_for_prompt
 from personahub.agents.tasks import Criterion, Task, stored_task
+from personahub.analysis.judgments import judged_item_ids
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
@@ -320,8 +321,7 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
     def plan(self, ctx: JobContext[JudgeConfig]) -> Iterator[Sequence[Item]]:
         """The items this judge has not rated, in batches."""
         state = _state(ctx)
-        done = {r[0] for r in ctx.con.execute("SELECT item_id FROM judgments WHERE judge_id = ?",
-                                              [ctx.job_id]).fetchall()}
+        done = judged_item_ids(ctx.con, ctx.job_id)
         batches = remaining(ctx, state.items, done, lambda item: item.item_id,
                             ctx.config.batch_size)
         state.summary.skipped_done = ctx.done_before

@@ -83,7 +83,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("pipelines/judge.py", "personas and graph"): "a judge reads its target's items and personas",
     ("pipelines/judge.py", "run log"): "a judge reads its target's items and personas",
     ("pipelines/judge.py", "synthesis"): "a judge reads its target's items and personas",
-    ("pipelines/judge.py", "judgments"): "its writes, to move to analysis/judgments.py",
     ("personahub/core/jobs_store.py", "run log"): "a job's status mirrored into runs",
 }
 
