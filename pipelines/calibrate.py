@@ -39,9 +39,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from personahub.agents.llm.failures import call_error
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import LLMSettings, parse_concurrency
-from personahub.agents.llm.structured import check_setting
+from personahub.agents.llm.settings import LLMSettings
 from personahub.agents.prompts.calibration import (
     CALIBRATE_PURPOSE,
     NO_PERSONA,
@@ -53,16 +51,14 @@ from personahub.analysis.calibration_store import answer_totals, answered_keys
 from personahub.analysis.survey import Question, read_survey
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import check_max_failed_share
 from personahub.core.kernel import (
     BatchOutcome,
     JobContext,
     SpecBase,
-    check_cache_mode,
     engine,
     register,
 )
-from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.core.validate import check_int
 from personahub.personas.demographics import KEYS
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import answered, remaining
@@ -80,8 +76,7 @@ from personahub.pipelines.calibrate_data import (
     select,
     survey_sha1,
 )
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields
-from personahub.sim.executors import check_executor
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 
 __all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "CalibrationSpec",
            "CalibrationSummary"]
@@ -112,7 +107,6 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     def __post_init__(self) -> None:
         for name in ("carve", "steering", "questions", "attributes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if not str(self.survey).strip():
             raise UsageError("give a SURVEY: an OpinionQA wave folder or a long CSV")
         if not str(self.population).strip():
@@ -131,16 +125,7 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
             check_int(self.no_persona_n, "--no-persona-n", low=0)
         if self.limit is not None:
             check_int(self.limit, "--limit", low=1)
-        check_seed(self.seed)
-        check_setting(self.structured)
-        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        check_max_failed_share(self.max_failed_share)
-        check_cache_mode(self.cache)
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
-        self.check_batch(executor=self.executor, cache=self.cache)
-        check_optional_number(self.rps, "--rps", above=0)
-        check_number(self.timeout_s, "--timeout", above=0)
-        check_number(self.offline_latency_s, "offline latency", low=0)
+        check_model_fields(self)
         check_int(self.batch_size, "batch size", low=1)
         population_query(self.population, self.carve).conditions()  # a bad --carve: one line
 

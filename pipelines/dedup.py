@@ -24,6 +24,7 @@ runs (batch size, cache, rate, executor) is the caller's on a resume.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,15 @@ from personahub.agents.llm.embedding_batches import BatchingEmbedder
 from personahub.core.batch_records import save_handle
 from personahub.core.contracts import StructuredCaller, StructuredResult, carried_records
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
-from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
+from personahub.core.kernel import (
+    BatchOutcome,
+    JobContext,
+    SpecBase,
+    check_cache_mode,
+    engine,
+    register,
+    unfinished_twins,
+)
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_optional_number
 from personahub.personas.dedup import (
@@ -180,8 +189,8 @@ class Vectors:
 class DedupState:
     """What the driver keeps between batches (``JobContext.state``)."""
 
+    sign: MinHashSource  # where stage 1 runs (the executor's ``minhash_source``)
     embedder: Embedder | None = None
-    sign: MinHashSource | None = None
     log: JudgedLog = field(default_factory=JudgedLog)
     ids: list[str] = field(default_factory=list)  # stage 2's judged survivors, in seq order
     parts: list[np.ndarray] = field(default_factory=list)  # and their vectors
@@ -214,8 +223,7 @@ class DedupAsker:
         embedder = self.state.embedder
         if isinstance(batch, MinHashPass):
             t0 = time.perf_counter()
-            ids, dup = minhash_duplicates(self.con, self.config, self.report,
-                                          self.state.sign or minhash_source(None))
+            ids, dup = minhash_duplicates(self.con, self.config, self.report, self.state.sign)
             return Marks(ids, dup, time.perf_counter() - t0)
         assert embedder is not None  # stage 2 is planned only with an embedder
         if isinstance(batch, EmbedBatch):
@@ -363,12 +371,12 @@ class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
         return f" (stages done: {', '.join(done) or 'none'})"
 
     def summary(self, ctx: JobContext[DedupJobConfig]) -> DedupSummary:
-        state = ctx.state if isinstance(ctx.state, DedupState) else DedupState()
+        state = _state(ctx)  # set by prepare, which runs for a finished job too
         stages = []
         for name, counts in stages_of(ctx.con, ctx.job_id).items():
             skipped = int(counts.get("skipped_language", 0))
-            by_script = state.log.skipped_by_script() if name == "embedding" and state.seconds.get(
-                name) is not None else ()
+            ran = name in state.seconds  # by this run: its log knows the scripts it skipped
+            by_script = state.log.skipped_by_script() if name == "embedding" and ran else ()
             stages.append(StageSummary(name, int(counts["input"]), int(counts["marked"]),
                                        state.seconds.get(name, 0.0), skipped, by_script))
         order = {"minhash": 0, "embedding": 1}
@@ -383,25 +391,16 @@ def dedup_job_of(db: str | Path, config: DedupJobConfig) -> str | None:
     """The newest unfinished dedup job in ``db`` that marks what ``config`` marks (the same
     identity fields): what running the same command again goes on with (None: none, or no
     database)."""
-    from personahub.core.jobs_store import UNFINISHED, list_jobs
-    from personahub.core.kernel import identity_fields
     from personahub.core.store import connect
 
     if not Path(db).exists():
         return None
-    names = identity_fields(DedupJobConfig)
-    mine = {k: getattr(config, k) for k in names}
     con = connect(db, read_only=True)
     try:
-        rows = list_jobs(con, kind=DEDUP.kind, status=UNFINISHED)
+        twins = unfinished_twins(DEDUP, con, dataclasses.asdict(config))
     finally:
         con.close()
-    for row in rows:
-        stored = DEDUP.upgrade(dict(row.config))
-        theirs = {k: stored.get(k, DedupJobConfig.__dataclass_fields__[k].default) for k in names}
-        if theirs == mine:
-            return row.job_id
-    return None
+    return twins[0] if twins else None
 
 
 def dedup_lines(summary: DedupSummary) -> list[str]:

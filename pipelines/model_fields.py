@@ -53,7 +53,8 @@ def check_model_fields(config: Any) -> None:
     """Check (and normalise ``concurrency`` of) a frozen config holding the usual model fields
     (``seed``, ``structured``, ``max_tokens``, ``temperature``, ``top_p``, ``concurrency``,
     ``cache``, ``executor``, ``ray_workers``, ``rps``, ``timeout_s``, ``offline_latency_s``,
-    ``max_failed_share``) and the batch ones (``pipelines.batch_jobs.BatchFields``)."""
+    ``max_failed_share``) and the batch ones (``pipelines.batch_jobs.BatchFields``), when it
+    has them."""
     object.__setattr__(config, "concurrency", parse_concurrency(config.concurrency))
     check_seed(config.seed)
     check_setting(config.structured)
@@ -64,4 +65,6 @@ def check_model_fields(config: Any) -> None:
     check_optional_number(config.rps, "--rps", above=0)
     check_number(config.timeout_s, "--timeout", above=0)
     check_number(config.offline_latency_s, "offline latency", low=0)
-    config.check_batch(executor=config.executor, cache=config.cache)
+    check_batch = getattr(config, "check_batch", None)
+    if check_batch is not None:
+        check_batch(executor=config.executor, cache=config.cache)

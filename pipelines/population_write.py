@@ -25,29 +25,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import LLMSettings, parse_concurrency
-from personahub.agents.llm.structured import check_setting
+from personahub.agents.llm.settings import LLMSettings
 from personahub.agents.write_persona import Written, write_persona
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import check_max_failed_share
 from personahub.core.kernel import (
     BatchOutcome,
     JobContext,
     SpecBase,
-    check_cache_mode,
     engine,
     register,
 )
-from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.core.validate import check_int
 from personahub.personas.population import SOURCE, Population, draw_population, person_id
 from personahub.personas.population_files import read_joint, read_marginals
 from personahub.personas.record import Persona
 from personahub.personas.store import population_persona_ids, upsert_personas
 from personahub.pipelines.batches import answered, remaining
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields
-from personahub.sim.executors import check_executor
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 
 __all__ = ["POPULATION_WRITE", "TEXT_ORIGIN", "WriteConfig", "WriteSpec", "WriteSummary",
            "written_population_id"]
@@ -70,19 +65,10 @@ class WriteConfig(ModelFields, ExecutorFields):
     batch_size: int = engine(64)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if self.marginals is None and self.joint is None:
             raise UsageError("give --marginals FILE, --joint FILE or both")
         check_int(self.n, "--n", low=1)
-        check_seed(self.seed)
-        check_setting(self.structured)
-        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        check_max_failed_share(self.max_failed_share)
-        check_cache_mode(self.cache)
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
-        check_optional_number(self.rps, "--rps", above=0)
-        check_number(self.timeout_s, "--timeout", above=0)
-        check_number(self.offline_latency_s, "offline latency", low=0)
+        check_model_fields(self)
         check_int(self.batch_size, "batch size", low=1)
 
     def draw(self) -> Population:

@@ -213,11 +213,11 @@ def latest_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int,
                   agent_ids: Sequence[int] | None = None) -> dict[int, Any]:
     """Each checkpointed agent's latest state up to step ``done`` (agent id → state), of the
     agents ``agent_ids`` only when given."""
+    only, params = "", [run_id, done]
+    if agent_ids is not None:
+        only, params = " AND list_contains(?, agent_id)", [*params, list(agent_ids)]
     rows = con.execute("SELECT agent_id, arg_max(state, step) FROM agent_states "
-                       "WHERE run_id = ? AND step <= ? AND (? IS NULL OR list_contains(?, agent_id)) "
-                       "GROUP BY agent_id",
-                       [run_id, done, None if agent_ids is None else 1,
-                        list(agent_ids or [])]).fetchall()
+                       f"WHERE run_id = ? AND step <= ?{only} GROUP BY agent_id", params).fetchall()
     return {int(a): json.loads(s) for a, s in rows}
 
 

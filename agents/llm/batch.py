@@ -329,15 +329,9 @@ def give_up(client: LLMClient, call: BatchCall[Any], reason: str) -> StructuredR
 def write_batch_file(path: str | Path, client: LLMClient, calls: Sequence[BatchCall[Any]], *,
                      key: str, endpoint: int = 0, job_kind: str | None = None,
                      job_id: str | None = None) -> BatchHandle:
-    """Write ``calls`` as a batch input file for another runner (whole or not at all) and return
-    the handle to store: status ``awaiting_results``, batch id ``file:<name>``."""
-    lines, mode = request_lines(client, calls, endpoint)
-    write_jsonl(path, lines)
-    return BatchHandle(key=key, endpoint=endpoint, model=batch_endpoint(client, endpoint).label,
-                       custom_ids=tuple(line["custom_id"] for line in lines),
-                       structured_mode=mode, job_kind=job_kind, job_id=job_id,
-                       batch_id=f"file:{Path(path).name}", status=AWAITING_RESULTS,
-                       created_at=time.time())
+    """Write ``calls`` as a batch input file for another runner (``BatchSession.write_file``)."""
+    return BatchSession(client, endpoint=endpoint).write_file(path, key, calls, job_kind=job_kind,
+                                                              job_id=job_id)
 
 
 def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str | Path,
@@ -381,6 +375,18 @@ class BatchSession:
         if self.on_handle is not None:
             self.on_handle(handle)
         return handle
+
+    def write_file(self, path: str | Path, key: str, calls: Sequence[Any], *,
+                   job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
+        """Write ``calls`` as a batch input file for another runner (whole or not at all) and
+        return the handle to store: status ``awaiting_results``, batch id ``file:<name>``."""
+        lines, mode = self.lines(calls)
+        write_jsonl(path, lines)
+        return BatchHandle(key=key, endpoint=self.index, model=self.wire.label,
+                           custom_ids=tuple(line["custom_id"] for line in lines),
+                           structured_mode=mode, job_kind=job_kind, job_id=job_id,
+                           batch_id=f"file:{Path(path).name}", status=AWAITING_RESULTS,
+                           created_at=time.time())
 
     async def submit(self, key: str, calls: Sequence[Any], *,
                      job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:

@@ -41,7 +41,6 @@ from personahub.agents.llm.batch import (
     collect,
     finish_online,
     mode_known,
-    write_batch_file,
 )
 from personahub.agents.llm.batch_lines import ResultLine, read_results_file
 from personahub.agents.llm.settings import LLMConfigError
@@ -263,15 +262,10 @@ class BatchingCaller:
     def _write_file(self, calls: list[BatchCall[Any]]) -> None:
         """``--batch-file``: the round's requests into the file; the job waits for results."""
         assert self.batch_file is not None
-        handle = write_batch_file(self.batch_file, self.client, calls,
-                                  key=f"{self.job_id}:{uuid.uuid4().hex[:12]}",
-                                  job_kind=self.job_kind, job_id=self.job_id)
-        self._keep(handle)
+        self._keep(self.session.write_file(self.batch_file, f"{self.job_id}:{uuid.uuid4().hex[:12]}",
+                                           calls, job_kind=self.job_kind, job_id=self.job_id))
         self.tally.created += 1
-        raise AwaitingResults(
-            f"{len(calls)} requests written to {self.batch_file} (OpenAI batch format); run "
-            f"them (e.g. `vllm run-batch -i {self.batch_file} -o results.jsonl --model ...`), "
-            f"then: personahub batch import results.jsonl --job {self.job_id}")
+        raise written_for_import(len(calls), self.batch_file, self.job_id)
 
     async def _submit(self, chunk: list[_Queued]) -> list[_Queued]:
         key = f"{self.job_id}:{uuid.uuid4().hex[:12]}"
@@ -282,9 +276,7 @@ class BatchingCaller:
 
     async def _finish_stored(self, handle: BatchHandle, items: list[_Queued]) -> list[_Queued]:
         if handle.status == AWAITING_RESULTS:
-            raise StillAwaiting(
-                f"batch file {handle.batch_id} is still waiting for its results: personahub "
-                f"batch import RESULTS.jsonl --job {self.job_id}")
+            raise still_awaiting(handle, self.job_id)
         self.tally.polled += 1
         handle = await self.session.resume(handle, [q.call for q in items])
         return await self._await(handle, items)
@@ -343,6 +335,20 @@ async def forget_spent(session: BatchSession, book: BatchBook,
             continue
         keep(handle.updated(input_file_id=None, output_file_id=None, error_file_id=None))
         tally.deleted += 1
+
+
+def written_for_import(n: int, path: str, job_id: str) -> AwaitingResults:
+    """What a job that wrote its ``--batch-file`` stops with: where to run it, how to import."""
+    return AwaitingResults(
+        f"{n} requests written to {path} (OpenAI batch format); run them (e.g. `vllm run-batch "
+        f"-i {path} -o results.jsonl --model ...`), then: personahub batch import results.jsonl "
+        f"--job {job_id}")
+
+
+def still_awaiting(handle: BatchHandle, job_id: str) -> StillAwaiting:
+    """What a job whose batch file has no results yet stops with (it runs nothing)."""
+    return StillAwaiting(f"batch file {handle.batch_id} is still waiting for its results: "
+                         f"personahub batch import RESULTS.jsonl --job {job_id}")
 
 
 def status_text(handle: BatchHandle) -> str:

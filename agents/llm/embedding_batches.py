@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,13 +33,14 @@ from personahub.agents.llm.batch_caller import (
     check_fallback,
     forget_spent,
     status_text,
+    still_awaiting,
+    written_for_import,
 )
 from personahub.agents.llm.batch_lines import (
     ResultLine,
     by_custom_id,
     read_results_file,
     request_line,
-    write_jsonl,
 )
 from personahub.agents.llm.embedders import OpenAIEmbedder
 from personahub.agents.llm.endpoint_embeddings import EMBED_PURPOSE, EmbeddingVectors
@@ -53,7 +53,7 @@ from personahub.core.contracts import (
     carried_records,
     carry_records,
 )
-from personahub.core.errors import AwaitingResults, PersonahubError, StillAwaiting
+from personahub.core.errors import PersonahubError
 from personahub.personas.embedding import normalise
 
 EMBEDDINGS_URL = "/v1/embeddings"
@@ -165,26 +165,17 @@ class BatchingEmbedder:
     async def _submit(self, calls: list[EmbedCall]) -> list[EmbedCall]:
         key = f"{self.job_id}:{uuid.uuid4().hex[:12]}"
         if self.batch_file is not None:
-            lines, mode = self._lines(calls)
-            write_jsonl(self.batch_file, lines)
-            self._keep(BatchHandle(key=key, endpoint=0, model=self.label,
-                                   custom_ids=tuple(c.custom_id for c in calls),
-                                   structured_mode=mode, job_kind=self.job_kind,
-                                   job_id=self.job_id, batch_id=f"file:{Path(self.batch_file).name}",
-                                   status=AWAITING_RESULTS, created_at=time.time()))
+            self._keep(self.session.write_file(self.batch_file, key, calls,
+                                               job_kind=self.job_kind, job_id=self.job_id))
             self.tally.created += 1
-            raise AwaitingResults(
-                f"{len(calls)} requests written to {self.batch_file} (OpenAI batch format); run "
-                "them (e.g. `vllm run-batch -i FILE -o results.jsonl --model ...`), then: "
-                f"personahub batch import results.jsonl --job {self.job_id}")
+            raise written_for_import(len(calls), self.batch_file, self.job_id)
         handle = await self.session.submit(key, calls, job_kind=self.job_kind, job_id=self.job_id)
         self.tally.created += 1
         return await self._await(handle, calls)
 
     async def _stored(self, handle: BatchHandle, calls: list[EmbedCall]) -> list[EmbedCall]:
         if handle.status == AWAITING_RESULTS:
-            raise StillAwaiting(f"batch file {handle.batch_id} is still waiting for its results: "
-                                f"personahub batch import RESULTS.jsonl --job {self.job_id}")
+            raise still_awaiting(handle, self.job_id)
         self.tally.polled += 1
         handle = await self.session.resume(handle, calls)
         return await self._await(handle, calls)

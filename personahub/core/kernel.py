@@ -639,9 +639,16 @@ def _typed(value: Any, hint: Any) -> Any:
 
 def _twins(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> list[str]:
     """Unfinished jobs of the kind with the same identity, newest first."""
+    return unfinished_twins(spec, ctx.con, ctx.stored)
+
+
+def unfinished_twins(spec: JobSpec[Any, Any, Any, Any], con: duckdb.DuckDBPyConnection,
+                     stored: Mapping[str, Any]) -> list[str]:
+    """The unfinished jobs of ``spec``'s kind whose identity fields equal those of ``stored`` (a
+    config as stored), newest first: what a spec that does not refuse twins goes on with."""
     names = identity_fields(spec.config_type)
-    mine = {k: ctx.stored.get(k) for k in names}
-    return [row.job_id for row in jobs_store.list_jobs(ctx.con, kind=spec.kind,
+    mine = {k: stored.get(k) for k in names}
+    return [row.job_id for row in jobs_store.list_jobs(con, kind=spec.kind,
                                                        status=jobs_store.UNFINISHED)
             if {k: spec.upgrade(dict(row.config)).get(k) for k in names} == mine]
 
