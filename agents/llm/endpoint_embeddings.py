@@ -39,6 +39,8 @@ from personahub.core.contracts import (
 )
 
 EMBED_PURPOSE = "embed"
+#: what a stopped embedding job tells the user to check (not --llm: it has none)
+EMBED_SERVER = "--embedder (OPENAI_BASE_URL)"
 
 
 class EmbeddingVectors(BaseModel):
@@ -128,10 +130,11 @@ class EmbeddingClient:
                          modes=ModeBook("prompt", 1), fail_fast=FailFast(1),
                          on_timeout=limited.lower_on_timeout,
                          budget_s=settings.call_budget_s, attempt_s=settings.timeout_s,
-                         spill=self._spill)
+                         spill=self._spill, server=EMBED_SERVER)
         self._cached = EmbeddingCached(retry, make_value=lambda v: EmbeddingVectors.model_construct(
             vectors=v))
-        self._top = Accounted(self._cached, liveness=Liveness(settings.stall_bound_s),
+        self._top = Accounted(self._cached,
+                              liveness=Liveness(settings.stall_bound_s, server=EMBED_SERVER),
                               spill=self._spill)
         self.stats = self._top.stats
         self.liveness = self._top.liveness

@@ -33,10 +33,11 @@ T = TypeVar("T")
 class Liveness:
     """Calls in flight at the top of the stack and when one last completed (module doc)."""
 
-    __slots__ = ("bound_s", "completed", "in_flight", "_since")
+    __slots__ = ("bound_s", "completed", "in_flight", "server", "_since")
 
-    def __init__(self, bound_s: float) -> None:
+    def __init__(self, bound_s: float, server: str = "--llm") -> None:
         self.bound_s = bound_s
+        self.server = server  # what the stop line tells the user to check
         self.in_flight = 0
         self.completed = 0
         self._since = time.monotonic()  # the last completion, or the start after an idle spell
@@ -64,7 +65,7 @@ class Liveness:
             return None
         return (f"no model call completed in {quiet:.0f} s with {self.in_flight} in flight (the "
                 f"bound is {self.bound_s:.0f} s, from --timeout): the model endpoint stopped "
-                "answering; check the --llm server")
+                f"answering; check the {self.server} server")
 
     @asynccontextmanager
     async def watchdog(self) -> AsyncIterator[None]:

@@ -55,8 +55,9 @@ class Retrying:
                  modes: ModeBook, fail_fast: FailFast,
                  on_timeout: Callable[[], int | None] | None = None,
                  budget_s: float = math.inf, attempt_s: float = 0.0,
-                 spill: SinkSlot | None = None) -> None:
+                 spill: SinkSlot | None = None, server: str = "--llm") -> None:
         self.inner, self.modes, self.fail_fast = inner, modes, fail_fast
+        self.server = server  # what the stop line tells the user to check
         self.max_retries, self.backoff_s, self.on_timeout = max_retries, backoff_s, on_timeout
         self.budget_s, self.attempt_s = budget_s, attempt_s
         self.spill = spill if spill is not None else SinkSlot()
@@ -167,7 +168,7 @@ class Retrying:
         attempts = "1 attempt" if transient == 1 else f"{transient} attempts"
         return (f"model endpoint {record.model} kept failing: one call made {attempts} in "
                 f"{spent + delay:.0f} s, the last: {failure.description[:160]}; {why}; check the "
-                "--llm server")
+                f"{self.server} server")
 
     def _delay(self, failure: Failure, transient: int) -> float:
         """Jittered exponential backoff, or longer when the server says when (``Retry-After``)."""

@@ -221,6 +221,21 @@ def test_refused_embeddings_fail_the_job_without_half_written_vectors(tmp_path, 
         ("dedup", "embed", "error")]
 
 
+def test_an_embedding_server_that_keeps_failing_stops_the_job_naming_the_embedder(
+        tmp_path, monkeypatch, openai_env):
+    db = hub(tmp_path / "hub.duckdb")
+    monkeypatch.setattr("personahub.agents.llm.seam_retry.BACKOFF_CAP_S", 0.02)
+    with running_server(ServerOptions(error_rate=1.0, error_statuses=(503,))) as failing:
+        monkeypatch.setenv("OPENAI_BASE_URL", failing.base_url)
+        result = dedup(db, embedder=MODEL)
+    assert result.exit_code == 1
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "kept failing" in line and "check the --embedder (OPENAI_BASE_URL) server" in line
+    assert "--llm" not in line and "--resume" in line
+    assert rows(db, "SELECT count(*) FROM persona_embeddings") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM llm_calls WHERE status = 'error'")[0][0] > 0
+
+
 def test_cache_and_rps_need_a_model_embedder(tmp_path):
     db = hub(tmp_path / "hub.duckdb")
     assert "calls no model" in one_line_error(dedup(db, "--cache", "record"))
