@@ -30,7 +30,7 @@ class InferredPersona(BaseModel):
 
 
 _BUILT_IN_TASKS = ("math_problem", "reasoning_problem", "instruction", "multi_turn",
-                   "knowledge_text", "npc", "tool")
+                   "knowledge_text", "npc", "tool_spec")
 SYNTH_SCHEMAS = MappingProxyType({name: synthesis_task(name).synthesis_schema()
                                   for name in _BUILT_IN_TASKS})
 

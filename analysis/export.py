@@ -35,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from personahub.agents.tasks import Task, stored_task
+from personahub.agents.tasks import Task, canonical, stored_task
 from personahub.analysis.export_arrow import (
     SOLUTION_TYPE,
     content_array,
@@ -72,7 +72,7 @@ class ExportItem:
 
     @property
     def task(self) -> str:
-        """The task name this item corresponds to (``tool_spec`` emissions are ``tool``s)."""
+        """The name of the item's kind (as stored, for a kind no longer registered)."""
         task = self.output_task
         return task.name if task is not None else self.kind
 
@@ -108,6 +108,7 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
         raise PersonahubError(f"{flag} {key}: not found in the database")
     params: list[Any] = [key]
     if kind:
+        kind = canonical(kind)  # a former name (``tool``) finds the kind's items
         kinds = [r[0] for r in con.execute(kinds_sql, [key]).fetchall()]
         if kind not in kinds:  # an empty export file would look like a successful one
             what = "job" if job is not None else "run"

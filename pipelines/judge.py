@@ -37,7 +37,7 @@ from personahub.agents.llm.settings import LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
 from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.prompts.synthesis import world_for_prompt
-from personahub.agents.tasks import Criterion, Task, stored_task
+from personahub.agents.tasks import Criterion, Task, canonical, stored_task
 from personahub.analysis.judgments import judged_item_ids
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
@@ -80,6 +80,8 @@ class JudgeConfig(BatchFields, ModelFields):
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if (self.job is None) == (self.run is None):
             raise PersonahubError("judge: give exactly one of --job or --run")
+        if self.kind is not None:  # a kind's former name (``tool``) is judged as its name
+            object.__setattr__(self, "kind", canonical(self.kind))
         if self.sample is not None and self.sample < 1:
             raise PersonahubError(f"--sample must be >= 1, got {self.sample}")
         if self.batch_size < 1:

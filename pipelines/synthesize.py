@@ -42,8 +42,8 @@ from personahub.agents.llm.settings import LLMSettings, parse_concurrency
 from personahub.agents.llm.structured import check_setting
 from personahub.agents.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
 from personahub.agents.synthesis_schemas import Solution, content_of
-from personahub.agents.tasks import synthesis_task, tasks
-from personahub.agents.tasks.shipped_demos import builtin_name
+from personahub.agents.tasks import canonical, synthesis_task, tasks
+from personahub.agents.tasks.shipped_demos import BUILTIN_PREFIX, builtin_name, is_builtin
 from personahub.analysis.kept import kept_lines
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
@@ -138,6 +138,10 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
         check_number(self.offline_latency_s, "offline latency", low=0)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         task = synthesis_task(self.task)  # PersonahubError naming the tasks when unknown
+        object.__setattr__(self, "task", task.name)  # a former name (``tool``) is stored as the name
+        if self.examples and is_builtin(self.examples):
+            object.__setattr__(self, "examples", builtin_name(canonical(
+                self.examples.removeprefix(BUILTIN_PREFIX))))
         if self.prompting not in PROMPTING_MODES:
             raise UsageError(
                 f"--prompting {self.prompting!r}: choose one of {', '.join(PROMPTING_MODES)}")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from personahub.agents.prompts.budget import PromptBudget
-from personahub.agents.tasks import emission_kinds
+from personahub.agents.tasks import canonical, emission_kinds
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.validate import (
     check_int,
@@ -471,6 +471,9 @@ class Scenario:
         _valid(check_int, self.steps, "scenario.steps", low=1)
         _valid(check_seed, self.seed, "scenario.seed")
         _check(len(self.kinds) > 0, "scenario.kinds must name at least one emission kind")
+        # a kind's former name (``tool``) is taken as its name
+        object.__setattr__(self, "kinds", tuple(canonical(k) if isinstance(k, str) else k
+                                                for k in self.kinds))
         known = emission_kinds()
         unknown = [k for k in self.kinds if k not in known]
         _check(not unknown, f"scenario.kinds: unknown kind(s) {unknown}; known: {sorted(known)}")

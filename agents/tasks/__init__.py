@@ -21,8 +21,10 @@ from personahub.agents.tasks import (
 )
 from personahub.agents.tasks.base import Content, Criterion, EmissionSpec, SynthesisSpec, Task
 from personahub.agents.tasks.registry import (
+    ALIASES,
     UnknownTaskError,
     addressed_kinds,
+    canonical,
     emission_kinds,
     emission_task,
     get,
@@ -44,6 +46,7 @@ register(tool_spec.TASK)
 register(npc_dialogue.TASK)
 register(conversation.TASK)
 
-__all__ = ["Content", "Criterion", "EmissionSpec", "SynthesisSpec", "Task", "UnknownTaskError",
-           "addressed_kinds", "emission_kinds", "emission_task", "get", "register", "stored_task",
-           "synthesis_names", "synthesis_task", "tasks", "unregister"]
+__all__ = ["ALIASES", "Content", "Criterion", "EmissionSpec", "SynthesisSpec", "Task",
+           "UnknownTaskError", "addressed_kinds", "canonical", "emission_kinds", "emission_task",
+           "get", "register", "stored_task", "synthesis_names", "synthesis_task", "tasks",
+           "unregister"]

@@ -27,9 +27,9 @@ OfflineWriter = str | Callable[[Any], str]
 
 @dataclass(frozen=True, kw_only=True)
 class EmissionSpec:
-    """The simulation side: the kind's name in scenarios and its agent prompt."""
+    """The simulation side: the agent prompt. The kind's name in scenarios and ``emissions.kind``
+    is the task's name: one name per kind, in runs, jobs and exports alike."""
 
-    kind: str  # what scenarios list and ``emissions.kind`` stores
     prompt: str  # the agent prompt's ``## Task`` section
     addressed: bool = False  # said to a graph neighbour (needs one, sends them a message)
     max_tokens: int | None = None  # default output limit of one call (None: the fallback)
@@ -94,7 +94,7 @@ def _joined_values(content: Content) -> str:
 class Task:
     """One output kind, for every pipeline that makes or exports it."""
 
-    name: str  # the task name jobs, ``synth_items.task`` and exports use
+    name: str  # the kind's one name: scenarios, ``emissions.kind``, ``synth_items.task``, exports
     schema: type[BaseModel]
     check: Validator  # the semantic check after schema validation (first issue, or None)
     describe: Callable[[Content], str] = _joined_values  # the searchable text of the content

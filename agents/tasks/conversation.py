@@ -55,7 +55,7 @@ TASK = ConversationTask(
     check=check_neighbour_conversation,
     describe=lambda content: "\n".join(t["line"] for t in content["turns"]),
     emission=EmissionSpec(
-        kind="conversation", addressed=True, max_tokens=450,
+        addressed=True, max_tokens=450,
         prompt="Write a short talk (2 to 6 lines) between this person and the neighbour under "
                "Talking to. Take turns, this person first. Continue what was said."),
     offline_writers={"line": "spoken_line"},

@@ -38,7 +38,7 @@ TASK = Task(
     check=check_instruction,
     describe=lambda content: content["instruction"],
     emission=EmissionSpec(
-        kind="instruction", max_tokens=256,
+        max_tokens=256,
         prompt="Write one request this person would type to an AI assistant today, in their "
                "own words."),
     synthesis=SynthesisSpec(

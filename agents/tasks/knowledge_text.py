@@ -42,7 +42,7 @@ TASK = Task(
     describe=lambda content: f"{content['title']}\n\n{content['text']}",
     description="knowledge-rich text",
     emission=EmissionSpec(
-        kind="knowledge_text", max_tokens=600,
+        max_tokens=600,
         prompt="Write a short explainer with a title that this person would write or want to "
                "read."),
     synthesis=SynthesisSpec(

@@ -52,7 +52,7 @@ TASK = Task(
     describe=problem_text,
     description="math problem",
     emission=EmissionSpec(
-        kind="math_problem", max_tokens=PROBLEM_MAX_TOKENS,
+        max_tokens=PROBLEM_MAX_TOKENS,
         prompt=MATH_PROMPT),
     synthesis=SynthesisSpec(
         summary="a challenging math word problem", solvable=True,

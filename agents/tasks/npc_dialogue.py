@@ -36,7 +36,7 @@ TASK = Task(
     describe=lambda content: content["line"],
     description="npc dialogue",
     emission=EmissionSpec(
-        kind="npc_dialogue", addressed=True, max_tokens=200,
+        addressed=True, max_tokens=200,
         prompt="Say one line to the neighbour under Talking to, in character. If they said "
                "something, reply to it."),
     offline_writers={"line": "spoken_line", "tone": "sentence"},

@@ -49,7 +49,7 @@ TASK = Task(
     describe=problem_text,
     description="logical reasoning problem",
     emission=EmissionSpec(
-        kind="reasoning_problem", max_tokens=PROBLEM_MAX_TOKENS,
+        max_tokens=PROBLEM_MAX_TOKENS,
         prompt=REASONING_PROMPT),
     synthesis=SynthesisSpec(
         summary="a logical reasoning problem", solvable=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib import resources
 
+from personahub.agents.tasks.registry import ALIASES
 from personahub.core.errors import PersonahubError
 
 BUILTIN_PREFIX = "builtin:"
@@ -35,7 +36,8 @@ def shipped_tasks() -> tuple[str, ...]:
 
 def builtin_text(examples: str) -> str:
     """The JSONL text of ``builtin:<task>`` (PersonahubError naming the tasks that have some)."""
-    task = examples.removeprefix(BUILTIN_PREFIX)
+    named = examples.removeprefix(BUILTIN_PREFIX)
+    task = ALIASES.get(named, named)  # a job stored before a kind was renamed names it so
     entry = resources.files("personahub.agents.tasks").joinpath("demos", f"{task}.jsonl")
     if not task or "/" in task or not entry.is_file():
         raise PersonahubError(f"--examples {examples}: no shipped demonstrations for {task!r}; "

@@ -1,5 +1,6 @@
-"""Tool: a function interface in Persona Hub's tool shape, data only and never executed (emitted
-as ``tool_spec`` in runs, made as ``tool`` by synthesis; exported with an OpenAI tools list).
+"""``tool_spec``: a function interface in Persona Hub's tool shape, data only and never executed
+(one name in runs and synthesis; ``tool``, its former synthesis name, still answers; exported
+with an OpenAI tools list).
 
 Two schemas: ``ToolSpec`` is what models are asked for, in shapes Persona Hub released that a
 small model can fill: ``input_args`` a list of ``{name, type, description}`` (the name a Python
@@ -244,13 +245,13 @@ class ToolTask(Task):
 
 
 TASK = ToolTask(
-    name="tool",
+    name="tool_spec",
     schema=ToolSpec,
     check=check_tool_spec,
     describe=lambda content: json.dumps(content, ensure_ascii=False),
     description="tool development",
     emission=EmissionSpec(
-        kind="tool_spec", max_tokens=400,
+        max_tokens=400,
         prompt="Describe one software tool this person would find useful: name, description, "
                "function_name (a Python identifier), input_args (each a name, a JSON type and a "
                "description), return (a JSON type and a description), depend (library or API "

@@ -10,6 +10,12 @@ Version 3 labels each persona with what a draw may take (``personas.gate``,
 ``personas/hub_gate.py``): the column is added by ``schema.sql``; the migration labels the rows
 an older personahub wrote ``legacy``, which draws take as they did before.
 
+Version 4 gives the tool kind one name: synthesis called it ``tool``, runs ``tool_spec``. The
+migration renames the stored synthesis task (``synth_items``, ``synth_jobs``, judgments of its
+items, its calls' purposes and its jobs' stored configuration) to ``tool_spec``; a reader sees an
+older file's items under the new name through temporary views (``legacy_views``). A judge's id
+stays what it was (it is a hash of the settings it was made with).
+
 A writer migrates in one transaction: the lifecycle is copied into ``jobs``, then dropped from
 the detail tables. A migrated text job's id is its corpus name (what its ``llm_calls`` rows are
 tagged with), unless another job already has that id (then ``text-`` and a hash, and its calls
@@ -27,10 +33,12 @@ import duckdb
 
 from personahub.core.errors import PersonahubError
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 #: columns the migration adds to an older file's tables (the file-shape check lets them be missing)
 ADDED_BY_MIGRATION: Final = {"text_jobs": frozenset({"job_id"})}
 _LIFECYCLE = ("status", "config", "seed", "error", "started_at", "finished_at")
+#: version 4: kinds' former names -> their names (as ``agents.tasks.ALIASES``, which core cannot import)
+RENAMED_KINDS: Final = {"tool": "tool_spec"}
 
 
 @dataclass(frozen=True)
@@ -110,12 +118,37 @@ def migrate(con: duckdb.DuckDBPyConnection, ddl: str, path: object = "") -> None
             _migrate_table(con, legacy, ddl)
         if version < 3:  # rows written before the label: drawn as they were (hub_gate.LEGACY)
             con.execute("UPDATE personas SET gate = 'legacy' WHERE gate IS NULL")
+        if version < 4:
+            _rename_kinds(con)
         con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?)",
                     [str(SCHEMA_VERSION)])
     except BaseException:
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def _rename_kinds(con: duckdb.DuckDBPyConnection) -> None:
+    """Version 4: a kind's former synthesis name becomes its one name wherever it is stored."""
+    for old, new in RENAMED_KINDS.items():
+        con.execute("UPDATE synth_items SET task = ? WHERE task = ?", [new, old])
+        con.execute("UPDATE synth_jobs SET task = ? WHERE task = ?", [new, old])
+        con.execute("UPDATE judgments SET kind = ? WHERE kind = ? AND target_kind = 'synthesis'",
+                    [new, old])
+        for verb in ("synth", "solve"):
+            con.execute("UPDATE llm_calls SET purpose = ? WHERE purpose = ?",
+                        [f"{verb}:{new}", f"{verb}:{old}"])
+        patches = (("task", old, new), ("examples", f"builtin:{old}", f"builtin:{new}"))
+        for key, was, now in patches:
+            con.execute("UPDATE jobs SET config = json_merge_patch(config, json_object(?, ?)) "
+                        "WHERE kind = 'synthesis' AND json_extract_string(config, '$.' || ?) = ?",
+                        [key, now, key, was])
+
+
+def _renamed(column: str) -> str:
+    """``column`` read with each former kind name as the kind's name (version-4 shape)."""
+    cases = " ".join(f"WHEN '{old}' THEN '{new}'" for old, new in RENAMED_KINDS.items())
+    return f"CASE {column} {cases} ELSE {column} END"
 
 
 def _migrate_table(con: duckdb.DuckDBPyConnection, legacy: _Legacy, ddl: str) -> None:
@@ -151,7 +184,7 @@ def _migrate_text_jobs(con: duckdb.DuckDBPyConnection, columns: set[str], ddl: s
 # the version-2 shape of each detail table, read from a version-1 table (``legacy_views``)
 _DETAIL_VIEWS = {
     "runs": "run_id, scenario, scenario_path, llm, steps_planned, steps_done",
-    "synth_jobs": "job_id, task, prompting, n, llm",
+    "synth_jobs": f"job_id, {_renamed('task')} AS task, prompting, n, llm",
     "expansions": "expansion_id, params_key, hops_done",
     "text_jobs": "{text_key} AS job_id, corpus",
     "dedup_jobs": "job_id, stages",
@@ -164,15 +197,22 @@ _NO_JOBS = ("SELECT CAST(NULL AS VARCHAR) AS job_id, CAST(NULL AS VARCHAR) AS ki
 
 
 def legacy_views(con: duckdb.DuckDBPyConnection) -> None:
-    """On a read-only connection to a version-1 file: temporary views named ``jobs`` and after
-    each version-1 detail table, in the version-2 shape (the file is not changed)."""
+    """On a read-only connection to an older file: temporary views in this schema's shape, named
+    after the tables they stand for (the file is not changed)."""
     if schema_version(con) >= SCHEMA_VERSION:
         return
+    db = con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
+    shadowed = _version_1_views(con, db)
+    _renamed_kind_views(con, db, shadowed)
+
+
+def _version_1_views(con: duckdb.DuckDBPyConnection, db: str) -> set[str]:
+    """A version-1 file: ``jobs`` and each detail table in the version-2 shape; returns the
+    tables it stood in for."""
     has_jobs = bool(_columns(con, "jobs"))
     legacy = _legacy_tables(con)
     if has_jobs and not legacy:
-        return
-    db = con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
+        return set()
     others = " UNION ALL ".join([f'SELECT {t.key} FROM "{db}".main.{t.table}' for t in legacy
                                  if t.table != "text_jobs"] or ["SELECT NULL WHERE false"])
     text_key = _TEXT_KEY.format(taken=others)
@@ -183,3 +223,17 @@ def legacy_views(con: duckdb.DuckDBPyConnection) -> None:
     for t in legacy:
         shape = _DETAIL_VIEWS[t.table].format(text_key=text_key)
         con.execute(f'CREATE OR REPLACE TEMP VIEW {t.table} AS SELECT {shape} FROM "{db}".main.{t.table}')
+    return {t.table for t in legacy}
+
+
+def _renamed_kind_views(con: duckdb.DuckDBPyConnection, db: str, shadowed: set[str]) -> None:
+    """A file before version 4: its synthesis items (and their judgments) under the kinds'
+    names (``RENAMED_KINDS``)."""
+    for table, column in (("synth_items", "task"), ("synth_jobs", "task"), ("judgments", "kind")):
+        if table in shadowed or column not in _columns(con, table):
+            continue
+        renamed = _renamed(column)
+        if table == "judgments":
+            renamed = f"CASE WHEN target_kind = 'synthesis' THEN {renamed} ELSE {column} END"
+        con.execute(f'CREATE OR REPLACE TEMP VIEW {table} AS SELECT * REPLACE ({renamed} AS {column}) '
+                    f'FROM "{db}".main.{table}')

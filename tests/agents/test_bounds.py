@@ -41,7 +41,7 @@ def _asked_schemas() -> list[tuple[str, type[BaseModel], int]]:
     out: list[tuple[str, type[BaseModel], int]] = []
     for task in tasks():
         if task.emission is not None:
-            out.append((task.name, task.schema, default_max_tokens(task.emission.kind)))
+            out.append((task.name, task.schema, default_max_tokens(task.name)))
         if task.synthesis is not None:
             budget = default_max_tokens(f"synth:{task.name}")
             out.append((f"synth:{task.name}", task.synthesis_schema(), budget))

@@ -24,7 +24,7 @@ def test_every_kind_states_usable_criteria():
         "well_posed", "solvable", "solution_correct"]
     assert [c.name for c in get("math_problem").criteria_for(has_solution=False)] == [
         "well_posed", "solvable"]
-    assert [c.name for c in get("tool").judge_criteria] == ["coherent", "arguments_sufficient"]
+    assert [c.name for c in get("tool_spec").judge_criteria] == ["coherent", "arguments_sufficient"]
     assert [c.name for c in get("instruction").judge_criteria] == ["clear", "answerable"]
     assert get("npc").judge_criteria[0].name == "consistent_with_world"
     assert get("knowledge_text").judge_criteria == DEFAULT_CRITERIA

@@ -43,7 +43,7 @@ def test_demonstrations_load_and_validate_as_the_task(task: str) -> None:
 
 
 def test_tool_demonstrations_are_persona_hub_tool_json() -> None:
-    for demo in load_examples(builtin_name("tool")):
+    for demo in load_examples(builtin_name("tool_spec")):
         assert list(json.loads(demo.text)) == TOOL_KEYS
 
 

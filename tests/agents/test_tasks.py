@@ -23,10 +23,12 @@ from personahub.agents.tasks import (
     Task,
     UnknownTaskError,
     addressed_kinds,
+    canonical,
     emission_kinds,
     emission_task,
     get,
     register,
+    stored_task,
     synthesis_names,
     synthesis_task,
     tasks,
@@ -67,7 +69,7 @@ TOY = Task(
     schema=Haiku,
     check=check_haiku,
     describe=lambda content: " / ".join(content["haiku_lines"]),
-    emission=EmissionSpec(kind="haiku", prompt="Write a haiku about your day.", max_tokens=99),
+    emission=EmissionSpec(prompt="Write a haiku about your day.", max_tokens=99),
     synthesis=SynthesisSpec(summary="a haiku", instruction="Write a haiku this persona would "
                                                            "write about their work."),
     offline_writers={"haiku_line": "sentence", "season": write_season},
@@ -143,10 +145,6 @@ def test_unregistering_the_toy_forgets_it_everywhere(toy: Task) -> None:
 def test_registration_refuses_clashes(toy: Task) -> None:
     with pytest.raises(ValueError, match="already registered"):
         register(TOY)
-    renamed = Task(name="haiku2", schema=Haiku, check=check_haiku,
-                   emission=EmissionSpec(kind="haiku", prompt="x"))
-    with pytest.raises(ValueError, match="emission kind 'haiku'"):
-        register(renamed)
     # the engine sees field names only: a task may not change how an existing field is written
     rewriter = Task(name="liner", schema=Haiku, check=check_haiku,
                     offline_writers={"season": write_season, "line": "sentence"})
@@ -157,9 +155,26 @@ def test_registration_refuses_clashes(toy: Task) -> None:
 
 
 def test_lookups_name_what_is_known() -> None:
-    with pytest.raises(UnknownTaskError, match="unknown emission kind 'tool'"):
-        emission_task("tool")  # the tool task is emitted as tool_spec
-    assert emission_task("tool_spec") is get("tool") is synthesis_task("tool")
+    with pytest.raises(UnknownTaskError, match="unknown emission kind 'tools'"):
+        emission_task("tools")
+    with pytest.raises(UnknownTaskError, match="unknown task 'tools'"):
+        get("tools")
+
+
+def test_every_kind_has_one_name_and_its_former_name_still_answers() -> None:
+    for task in tasks():
+        assert stored_task(task.name, emission=False) is task
+        if task.emission is not None:
+            assert emission_task(task.name) is task is stored_task(task.name, emission=True)
+    tool = get("tool_spec")
+    assert tool.name == "tool_spec" and "tool" not in [t.name for t in tasks()]
+    # ``tool``, its synthesis name before, is read as the kind everywhere it may still be written
+    assert emission_task("tool") is synthesis_task("tool") is get("tool") is tool
+    assert stored_task("tool", emission=False) is stored_task("tool", emission=True) is tool
+    assert canonical("tool") == "tool_spec" and canonical("npc") == "npc"
+    with pytest.raises(ValueError, match="'tool' is already registered"):
+        register(Task(name="tool", schema=Haiku, check=check_haiku))
+    assert Scenario(name="s", kinds=("instruction", "tool")).kinds == ("instruction", "tool_spec")
     with pytest.raises(KeyError):
         synthesis_task("npc_dialogue")  # emitted in runs, not made by synthesis jobs
     assert addressed_kinds() == {"npc_dialogue", "conversation"}
@@ -169,10 +184,10 @@ def test_built_in_kinds_keep_their_offline_writers_and_limits() -> None:
     for task in tasks():
         for field_name, writer in task.offline_writers.items():
             assert offline_text._writer_for(field_name) == writer, (task.name, field_name)
-    assert [default_max_tokens(p) for p in ("instruction", "tool_spec", "synth:tool",
-                                            "synth:math_problem", "synth:multi_turn", "tool",
-                                            "solve:math_problem")] == [256, 400, 450, 640, 600,
-                                                                      512, 600]
+    assert [default_max_tokens(p) for p in ("instruction", "tool_spec", "synth:tool_spec",
+                                            "synth:tool", "synth:math_problem", "synth:multi_turn",
+                                            "solve:math_problem")] == [256, 400, 450, 450, 640,
+                                                                      600, 600]
 
 
 def test_instruction_is_one_schema_under_two_wire_titles() -> None:

@@ -43,7 +43,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     con.execute("UPDATE emissions SET is_duplicate = true, duplicate_of = ? WHERE emission_id = ?",
                 [first[0], second[0]])
     con.close()
-    tool = run_synthesis(SynthOptions(task="tool", n=12, db=str(db)))
+    tool = run_synthesis(SynthOptions(task="tool_spec", n=12, db=str(db)))
     math = run_synthesis(SynthOptions(task="math_problem", n=5, solve=True, db=str(db)))
     chat = run_synthesis(SynthOptions(task="multi_turn", n=5, with_assistant=True, db=str(db)))
     return {"db": db, "run": run.run_id, "tool": tool.job_id, "math": math.job_id,
@@ -278,7 +278,7 @@ def test_sql_command_accepts_files(data: dict, tmp_path: Path) -> None:
     result = runner.invoke(app, ["sql", "--db", str(data["db"]), "--format", "jsonl",
                                  str(query_files()["synth_jobs"])])
     assert result.exit_code == 0
-    assert {json.loads(x)["task"] for x in result.stdout.splitlines()} >= {"tool", "multi_turn"}
+    assert {json.loads(x)["task"] for x in result.stdout.splitlines()} >= {"tool_spec", "multi_turn"}
     result = runner.invoke(app, ["sql", "--db", str(data["db"]), str(tmp_path / "none.sql")])
     assert result.exit_code == 1 and "none.sql" in result.output
 

@@ -37,8 +37,8 @@ def test_judge_errors_are_one_line(tmp_path: Path):
     job = _job(db)
     assert "exactly one of --job or --run" in one_line_error(invoke("judge", "--db", db))
     assert "no such run" in one_line_error(invoke("judge", "--db", db, "--run", "nope"))
-    assert "no items of kind 'tool'" in one_line_error(
-        invoke("judge", "--db", db, "--job", job, "--kind", "tool"))
+    assert "no items of kind 'tool_spec'" in one_line_error(
+        invoke("judge", "--db", db, "--job", job, "--kind", "tool_spec"))
     line = one_line_error(invoke("judge", "--db", db, "--job", job,
                                  "--llm", "http://127.0.0.1:9/v1?model=m"))
     assert "unreachable" in line

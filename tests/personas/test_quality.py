@@ -330,8 +330,8 @@ TASK_CASES = [
              "line": "Two coppers."}, "no_name"),
     ("npc", {"name": "Mira", "role": "ferrywoman", "description": "Runs the crossing.",
              "line": "..."}, "empty_line"),
-    ("tool", GOOD_TOOL, None),
-    ("tool", tool(function_name="import"), "keyword_identifier"),
+    ("tool_spec", GOOD_TOOL, None),
+    ("tool_spec", tool(function_name="import"), "keyword_identifier"),
     ("math_problem", {"problem": "A ferry carries 40 cars per trip and makes 9 trips a day. "
                                  "How many cars does it carry in a week?"}, None),
     ("reasoning_problem", {"problem": "Three ferries leave at different hours; deduce which "

@@ -158,8 +158,8 @@ def test_bad_targets_and_options(db):
         run_judge(JudgeOptions(job="synth-nope", db=str(path)))
     with pytest.raises(PersonahubError, match="no such run"):
         run_judge(JudgeOptions(run="run-nope", db=str(path)))
-    with pytest.raises(PersonahubError, match="no items of kind 'tool' to judge"):
-        run_judge(JudgeOptions(job=job, kind="tool", db=str(path)))
+    with pytest.raises(PersonahubError, match="no items of kind 'tool_spec' to judge"):
+        run_judge(JudgeOptions(job=job, kind="tool_spec", db=str(path)))
 
 
 def test_judge_id_follows_the_settings():

@@ -77,7 +77,8 @@ def loopback_url():
 # tool and instruction tasks (a JSON-valued and a text-valued schema), the full suite all of them
 @pytest.mark.parametrize(("task", "mode"), [
     pytest.param(task, mode, id=f"{task}-{mode}",
-                 marks=() if mode == "zero-shot" and task in ("tool", "instruction") else pytest.mark.slow)
+                 marks=() if mode == "zero-shot" and task in ("tool_spec", "instruction")
+                 else pytest.mark.slow)
     for task in sorted(synthesis_names()) for mode in PROMPTING_MODES])
 def test_every_task_and_mode_over_http(tmp_path: Path, loopback_url: str, task: str,
                                        mode: str) -> None:
@@ -120,7 +121,7 @@ def test_persona_hub_rows_are_persona_enhanced_demonstrations(tmp_path: Path) ->
     assert [json.loads(d.text) for d in demos] == [json.loads(json.loads(r["synthesized text"]))
                                                    for r in rows]
     db = tmp_path / "s.duckdb"
-    summary = run_synthesis(SynthOptions(task="tool", n=2, prompting="persona-few-shot",
+    summary = run_synthesis(SynthOptions(task="tool_spec", n=2, prompting="persona-few-shot",
                                          examples=str(examples), db=str(db)))
     assert summary.written == 2 and summary.failed == 0
     assert scalar(db, "SELECT count(*) FROM llm_calls WHERE purpose = 'text_to_persona'") == 0
@@ -181,7 +182,7 @@ def test_loopback_server_with_faults(tmp_path: Path) -> None:
         client = LLMClient(LLMSettings(spec=spec, backoff_s=0.001, max_retries=6,
                                        concurrency=4, timeout_s=10))
         jobs = []
-        for task, solve in (("tool", False), ("math_problem", True), ("npc", False)):
+        for task, solve in (("tool_spec", False), ("math_problem", True), ("npc", False)):
             summary = run_synthesis(SynthOptions(task=task, n=6, solve=solve, db=str(db),
                                                  llm=spec, batch_size=4), client=client)
             assert summary.written + summary.failed == 6
@@ -271,20 +272,20 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(PersonahubError, match="task 'poem'"):
         SynthOptions(task="poem")
     with pytest.raises(PersonahubError, match="--solve"):
-        SynthOptions(task="tool", solve=True)
+        SynthOptions(task="tool_spec", solve=True)
     with pytest.raises(PersonahubError, match="--personas"):
-        run_synthesis(SynthOptions(task="tool", n=2, db=db, where="no_such_column = 1"))
+        run_synthesis(SynthOptions(task="tool_spec", n=2, db=db, where="no_such_column = 1"))
     with pytest.raises(PersonahubError, match="no personas match"):
-        run_synthesis(SynthOptions(task="tool", n=2, db=db, where="text = 'nobody'"))
+        run_synthesis(SynthOptions(task="tool_spec", n=2, db=db, where="text = 'nobody'"))
     with pytest.raises(PersonahubError, match="--world"):
         run_synthesis(SynthOptions(task="npc", n=1, db=db, world=str(tmp_path / "none.md")))
     with pytest.raises(PersonahubError, match="--resume nope"):
-        run_synthesis(SynthOptions(task="tool", db=db), resume="nope")
+        run_synthesis(SynthOptions(task="tool_spec", db=db), resume="nope")
 
 
 def test_personas_filter_selects_subset(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
-    run_synthesis(SynthOptions(task="tool", n=1, db=str(db)))  # seeds the hub
+    run_synthesis(SynthOptions(task="tool_spec", n=1, db=str(db)))  # seeds the hub
     wanted = _col(db, "SELECT count(*) FROM personas WHERE text ILIKE '%a%' AND seq % 2 = 0")[0]
     summary = run_synthesis(SynthOptions(task="instruction", n=1000, db=str(db),
                                          where="text ILIKE '%a%' AND seq % 2 = 0"))

@@ -46,7 +46,7 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     def fake_run(spec: Any, config: Any, db: Any, **kwargs: Any) -> JobResult[SynthSummary]:
         seen.append({"kind": spec.kind, "config": config, "db": str(db), "resume": kwargs["resume"]})
-        summary = SynthSummary(job_id="synth-x", task=getattr(config, "task", "tool"),
+        summary = SynthSummary(job_id="synth-x", task=getattr(config, "task", "tool_spec"),
                                prompting="zero-shot", engine="offline", offline=True)
         return JobResult("synth-x", "finished", summary)
 

@@ -36,10 +36,10 @@ ITEMS = "SELECT persona_id, content, text, solution, is_duplicate FROM synth_ite
 
 
 def test_few_shot_modes_default_to_the_shipped_demonstrations() -> None:
-    assert SynthOptions(task="tool", prompting="few-shot").examples == "builtin:tool"
+    assert SynthOptions(task="tool_spec", prompting="few-shot").examples == "builtin:tool_spec"
     assert SynthOptions(task="npc", prompting="persona-few-shot").examples == "builtin:npc"
-    assert SynthOptions(task="tool").examples is None  # zero-shot takes none
-    given = SynthOptions(task="tool", prompting="few-shot", examples="mine.jsonl")
+    assert SynthOptions(task="tool_spec").examples is None  # zero-shot takes none
+    given = SynthOptions(task="tool_spec", prompting="few-shot", examples="mine.jsonl")
     assert given.examples == "mine.jsonl"
 
 
@@ -48,12 +48,12 @@ def test_job_prompts_with_and_records_the_shipped_demonstrations(tmp_path: Path,
                                                                  mode: str) -> None:
     db = tmp_path / "s.duckdb"
     client = FakeClient()
-    summary = run_synthesis(SynthOptions(task="tool", n=3, prompting=mode, db=str(db)),
+    summary = run_synthesis(SynthOptions(task="tool_spec", n=3, prompting=mode, db=str(db)),
                             client=client)
     assert summary.written == 3 and summary.failed == 0
     shipped = load_examples("builtin:tool")
     stored = config(db, summary.job_id)
-    assert stored["examples"] == "builtin:tool"
+    assert stored["examples"] == "builtin:tool_spec"
     assert stored["demos"] == [{"text": d.text, "persona": d.persona} for d in shipped]
     assert client.by_purpose["text_to_persona"] == 0  # shipped demonstrations have personas
     prompts = [text for purpose, _, text in client.prompts if purpose != "text_to_persona"]

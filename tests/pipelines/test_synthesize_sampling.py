@@ -120,13 +120,13 @@ def test_carve_selects_and_is_part_of_the_job(tmp_path: Path) -> None:
 def test_cli_carve_errors_are_one_line(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     hub(db)
-    line = one_line_error(invoke("synthesize", "tool", "--db", db, "--carve", "age>30",
+    line = one_line_error(invoke("synthesize", "tool_spec", "--db", db, "--carve", "age>30",
                                  "--carve", "age"))
     assert "--carve 'age': expected KEY OP VALUE" in line
-    line = one_line_error(invoke("synthesize", "tool", "--db", db, "--carve", "age>900"))
+    line = one_line_error(invoke("synthesize", "tool_spec", "--db", db, "--carve", "age>900"))
     assert "--carve 'age>900': no personas match" in line
-    line = usage_error(invoke("synthesize", "tool", "--db", db, "--sample", "first"))
+    line = usage_error(invoke("synthesize", "tool_spec", "--db", db, "--sample", "first"))
     assert "--sample 'first'" in line
-    ok = invoke("synthesize", "tool", "--db", db, "--n", "2", "--carve", "age<25")
+    ok = invoke("synthesize", "tool_spec", "--db", db, "--n", "2", "--carve", "age<25")
     assert ok.exit_code == 0, ok.output
     assert rows(db, "SELECT count(*) FROM synth_items")[0][0] == 2
