@@ -15,6 +15,7 @@ it: a new upward import fails, and so does a listed one that is gone (take it of
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +49,17 @@ def layer_of_file(path: Path) -> str:
     return "package"
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """A source file's syntax tree, parsed once per test process (the layer, SQL-owner and store
+    tests all walk every module)."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def imports_of(path: Path) -> list[tuple[int, str]]:
     """Every absolute import of a file: (line, module)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.append((node.lineno, node.module))
         elif isinstance(node, ast.Import):
@@ -69,6 +77,7 @@ def sources() -> list[Path]:
     return sorted(files)
 
 
+@functools.cache
 def upward_imports() -> dict[tuple[str, str], list[int]]:
     """(module, imported module) → lines, for each import of a higher layer."""
     found: dict[tuple[str, str], list[int]] = {}
