@@ -26,6 +26,7 @@ from personahub.analysis.diversity import (
 from personahub.core.errors import PersonahubError
 from personahub.core.jobs_store import latest_job_id
 from personahub.personas.embedding import Embedder
+from personahub.personas.embedding_store import vectors_of
 
 DEFAULT_PAIRS = 300
 
@@ -58,16 +59,16 @@ def load_groups(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
     """Items by 'synth <task>' / 'run <kind>': job ``job_id``'s (or every job's with
     ``all_jobs``) and run ``run_id``'s emissions, each in the order they were written."""
     rows: list[Any] = []
+    # items whose persona is in the hub (``persona`` is NULL otherwise), through v_items
     if job_id is not None or all_jobs:
-        where = "WHERE i.job_id = ?" if job_id is not None else ""
-        rows += _rows(con, "SELECT 'synth ' || i.task, p.persona_id, p.text, i.text, "
-                           "i.is_duplicate FROM synth_items i JOIN personas p USING (persona_id) "
-                           f"{where} ORDER BY i.job_id, i.item_id",
-                      [job_id] if job_id is not None else [])
+        where = "AND source_id = ?" if job_id is not None else ""
+        rows += _rows(con, "SELECT 'synth ' || kind, persona_id, persona, text, is_duplicate "
+                           f"FROM v_items WHERE source = 'job' AND persona IS NOT NULL {where} "
+                           "ORDER BY source_id, item_id", [job_id] if job_id is not None else [])
     if run_id is not None:
-        rows += _rows(con, "SELECT 'run ' || e.kind, p.persona_id, p.text, e.text, e.is_duplicate "
-                           "FROM emissions e JOIN personas p USING (persona_id) "
-                           "WHERE e.run_id = ? ORDER BY e.emission_id", [run_id])
+        rows += _rows(con, "SELECT 'run ' || kind, persona_id, persona, text, is_duplicate "
+                           "FROM v_items WHERE source = 'run' AND persona IS NOT NULL "
+                           "AND source_id = ? ORDER BY item_id", [run_id])
     groups: dict[str, list[Item]] = defaultdict(list)
     for group, persona_id, persona, text, dup in rows:
         groups[group].append(Item(persona_id, persona or "", text or "", bool(dup)))
@@ -79,21 +80,14 @@ def latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
     return latest_job_id(con, "run")
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(_rows(con, "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [name]))
-
-
 def stored_vectors(con: duckdb.DuckDBPyConnection, model: str,
                    ids_by_text: dict[str, str]) -> StoredVectors:
     """A lookup of the ``model`` vectors stored for persona texts (none when the table is
     missing, as in databases from before dedup stored vectors)."""
 
     def lookup(texts: list[str]) -> dict[str, np.ndarray]:
-        if not _has_table(con, "persona_embeddings"):
-            return {}
         ids = [ids_by_text[t] for t in texts if t in ids_by_text]
-        rows = _rows(con, "SELECT persona_id, vector FROM persona_embeddings "
-                          "WHERE model = ? AND list_contains(?, persona_id)", [model, ids])
+        rows = vectors_of(con, model, ids)
         text_of = {ids_by_text[t]: t for t in texts if t in ids_by_text}
         return {text_of[pid]: np.asarray(vector, dtype=np.float32) for pid, vector in rows}
 
@@ -107,10 +101,10 @@ def diversity_table(con: duckdb.DuckDBPyConnection, embedder: Embedder, *,
     and the summary figures."""
     if pairs < 1:
         raise PersonahubError(f"--pairs {pairs}: must be at least 1")
-    if job_id is not None and not _rows(con, "SELECT 1 FROM synth_jobs WHERE job_id = ?", [job_id]):
-        raise PersonahubError(f"--job {job_id}: not found in the database")
-    if run_id is not None and not _rows(con, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
-        raise PersonahubError(f"--run {run_id}: not found in the database")
+    for flag, source, key in (("--job", "job", job_id), ("--run", "run", run_id)):
+        if key is not None and not _rows(con, "SELECT 1 FROM v_item_sources WHERE source = ? "
+                                              "AND source_id = ?", [source, key]):
+            raise PersonahubError(f"{flag} {key}: not found in the database")
     out: dict[str, GroupResult] = {}
     groups = load_groups(con, run_id=run_id, job_id=job_id, all_jobs=all_jobs)
     for i, (group, items) in enumerate(sorted(groups.items())):

@@ -87,37 +87,30 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
     """Items of one synthesis job or one run (exactly one of ``job`` / ``run``)."""
     if (job is None) == (run is None):
         raise UsageError("export: give exactly one of --job or --run")
-    key: str | None
-    if job is not None:
-        sql = ("SELECT 'job', i.job_id, i.item_id, i.persona_id, p.text, i.task, i.content, "
-               "i.text, i.solution, i.is_duplicate FROM synth_items i "
-               "LEFT JOIN personas p USING (persona_id) WHERE i.job_id = ?")
-        exists = "SELECT count(*) FROM synth_jobs WHERE job_id = ?"
-        kinds_sql = "SELECT DISTINCT task FROM synth_items WHERE job_id = ? ORDER BY 1"
-        key, alias, kind_col, order = job, "i", "i.task", "i.created_at, i.item_id"
-    else:
-        sql = ("SELECT 'run', e.run_id, e.emission_id, e.persona_id, p.text, e.kind, e.content, "
-               "e.text, NULL, e.is_duplicate FROM emissions e "
-               "LEFT JOIN personas p USING (persona_id) WHERE e.run_id = ?")
-        exists = "SELECT count(*) FROM runs WHERE run_id = ?"
-        kinds_sql = "SELECT DISTINCT kind FROM emissions WHERE run_id = ? ORDER BY 1"
-        key, alias, kind_col, order = run, "e", "e.kind", "e.step, e.agent_id, e.emission_id"
+    source, key = ("job", job) if job is not None else ("run", run)
     assert key is not None  # exactly one of job / run, checked above
-    if not con.execute(exists, [key]).fetchall()[0][0]:
+    # the items and what made them, through the analysis views (analysis/views.sql)
+    sql = ("SELECT source, source_id, item_id, persona_id, persona, kind, content, text, solution, "
+           "is_duplicate FROM v_items WHERE source = ? AND source_id = ?")
+    order = "created_at, item_id" if source == "job" else "step, agent_id, item_id"
+    if not con.execute("SELECT count(*) FROM v_item_sources WHERE source = ? AND source_id = ?",
+                       [source, key]).fetchall()[0][0]:
         flag = "--job" if job is not None else "--run"
         raise PersonahubError(f"{flag} {key}: not found in the database")
-    params: list[Any] = [key]
+    params: list[Any] = [source, key]
     if kind:
         kind = canonical(kind)  # a former name (``tool``) finds the kind's items
-        kinds = [r[0] for r in con.execute(kinds_sql, [key]).fetchall()]
+        kinds = [r[0] for r in con.execute(
+            "SELECT DISTINCT kind FROM v_items WHERE source = ? AND source_id = ? ORDER BY 1",
+            [source, key]).fetchall()]
         if kind not in kinds:  # an empty export file would look like a successful one
             what = "job" if job is not None else "run"
             raise PersonahubError(f"--kind {kind!r}: {what} {key} has no such items "
                                   f"(it has: {', '.join(kinds) or 'none'})")
-        sql += f" AND {kind_col} = ?"
+        sql += " AND kind = ?"
         params.append(kind)
     if drop_duplicates:
-        sql += f" AND NOT coalesce({alias}.is_duplicate, false)"
+        sql += " AND NOT coalesce(is_duplicate, false)"
     rows = con.execute(f"{sql} ORDER BY {order}", params).fetchall()
     return [ExportItem(r[0], r[1], r[2], r[3], r[4] or "", r[5], _loads(r[6]), r[7],
                        _loads(r[8]), bool(r[9])) for r in rows]

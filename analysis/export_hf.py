@@ -28,6 +28,7 @@ from personahub.analysis.export_arrow import MESSAGES_TYPE
 from personahub.core.errors import PersonahubError
 from personahub.core.jobs_store import find_job
 from personahub.core.outputs import atomic_file, staged_folder
+from personahub.personas.store import source_counts
 
 HUB_DATA = "data/train-00000-of-00001.parquet"
 #: the files ``export --format hf`` writes into DIR (``check_output`` refuses to overwrite them)
@@ -58,14 +59,15 @@ def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) ->
     """What produced the items: the job's task and prompting, or the run's scenario and seed."""
     if job is not None:
         task, prompting, llm = con.execute(
-            "SELECT task, prompting, llm FROM synth_jobs WHERE job_id = ?", [job]).fetchall()[0]
+            "SELECT made_by, prompting, llm FROM v_item_sources WHERE source = 'job' AND "
+            "source_id = ?", [job]).fetchall()[0]
         stored = find_job(con, job)
         examples = stored.config.get("examples") if stored is not None else None
         return {"kind": "synthesis job", "id": job, "what": f"task `{task}`", "llm": llm,
                 "prompting": prompting + (f" (demonstrations: {examples})" if examples else "")}
     assert run is not None
-    scenario, llm = con.execute("SELECT scenario, llm FROM runs WHERE run_id = ?",
-                                [run]).fetchall()[0]
+    scenario, llm = con.execute("SELECT made_by, llm FROM v_item_sources WHERE source = 'run' "
+                                "AND source_id = ?", [run]).fetchall()[0]
     found = find_job(con, run)
     seed = found.seed if found is not None else None
     return {"kind": "simulation run", "id": run, "what": f"scenario `{scenario}`, seed {seed}",
@@ -83,9 +85,7 @@ def _persona_sources(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem]
     """(source, personas) of the items' personas; a file source by its name only, so a card
     published on the Hub does not carry the exporting machine's paths."""
     ids = sorted({item.persona_id for item in items})
-    return [(Path(str(s)).name if "/" in str(s) else str(s), int(n)) for s, n in con.execute(
-        "SELECT coalesce(source, 'unknown'), count(*) FROM personas WHERE list_contains(?, persona_id) "
-        "GROUP BY 1 ORDER BY 2 DESC, 1", [ids]).fetchall()]
+    return [(Path(s).name if "/" in s else s, n) for s, n in source_counts(con, ids)]
 
 
 def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,

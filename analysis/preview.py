@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from personahub.core.errors import PersonahubError, UsageError
+from personahub.personas.store import CORPUS_PERSONAS, EXPANSION_PERSONAS, persona_text
 
 DEFAULT_PREVIEW = 3  # rows per kind a command's end-of-job preview shows
 REPORT_SAMPLES = 5  # rows per kind in a report's samples section
@@ -59,33 +60,13 @@ class Preview:
 
 # Each source yields (kind, item_id, source_id, source, output, is_duplicate, duplicate_of) for
 # one owner id (the one ? parameter).
-_JOB_ITEMS = """
-SELECT i.task, i.item_id, i.persona_id, coalesce(p.text, '(persona not in the hub)'), i.text,
-       coalesce(i.is_duplicate, false), i.duplicate_of
-FROM synth_items i LEFT JOIN personas p ON p.persona_id = i.persona_id WHERE i.job_id = ?
-"""
-_RUN_EMISSIONS = """
-SELECT e.kind, e.emission_id, e.persona_id, coalesce(p.text, '(persona not in the hub)'), e.text,
-       coalesce(e.is_duplicate, false), e.duplicate_of
-FROM emissions e LEFT JOIN personas p ON p.persona_id = e.persona_id WHERE e.run_id = ?
-"""
-# text-to-persona does not store its texts: the source column names the text by corpus and id
-_CORPUS_PERSONAS = """
-SELECT coalesce(attributes->>'relation', 'persona'), persona_id, attributes->>'text_id',
-       'text ' || coalesce(attributes->>'text_id', '?') || ' of ' || (attributes->>'corpus'), text,
+_ITEMS = """
+SELECT kind, item_id, persona_id, coalesce(persona, '(persona not in the hub)'), text,
        coalesce(is_duplicate, false), duplicate_of
-FROM personas WHERE source = 'text-to-persona' AND attributes->>'corpus' = ?
+FROM v_items WHERE source = '{source}' AND source_id = ?
 """
-_EXPANSION_PERSONAS = """
-WITH made AS (
-    SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child
-    FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
-)
-SELECT 'hop ' || coalesce(c.hop, 0), c.persona_id, m.parent, coalesce(p.text, '?'),
-       coalesce(c.attributes->>'relation' || ': ', '') || c.text,
-       coalesce(c.is_duplicate, false), c.duplicate_of
-FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.persona_id = m.parent
-"""
+_JOB_ITEMS = _ITEMS.format(source="job")  # through the analysis views (analysis/views.sql)
+_RUN_EMISSIONS = _ITEMS.format(source="run")
 
 
 def _picked(con: duckdb.DuckDBPyConnection, source: str, owner: str, per_kind: int) -> list[Sample]:
@@ -123,13 +104,13 @@ def run_preview(con: duckdb.DuckDBPyConnection, run_id: str, per_kind: int = DEF
 def corpus_preview(con: duckdb.DuckDBPyConnection, corpus: str,
                    per_kind: int = DEFAULT_PREVIEW) -> Preview:
     """A text-to-persona corpus's personas: text → persona, ``per_kind`` per relation."""
-    return _preview(con, _CORPUS_PERSONAS, corpus, per_kind, f"corpus {corpus}", ("text", "persona"))
+    return _preview(con, CORPUS_PERSONAS, corpus, per_kind, f"corpus {corpus}", ("text", "persona"))
 
 
 def expansion_preview(con: duckdb.DuckDBPyConnection, expansion_id: str,
                       per_kind: int = DEFAULT_PREVIEW) -> Preview:
     """An expansion's new personas: parent → relation: persona, ``per_kind`` per hop."""
-    return _preview(con, _EXPANSION_PERSONAS, expansion_id, per_kind, f"expansion {expansion_id}",
+    return _preview(con, EXPANSION_PERSONAS, expansion_id, per_kind, f"expansion {expansion_id}",
                     ("parent persona", "related persona"))
 
 
@@ -230,12 +211,12 @@ def show(con: duckdb.DuckDBPyConnection, ident: str) -> Shown:
               if name != column and value is not None and name != "seq"]
     persona_id = row.get("persona_id") if table != "personas" else None
     if persona_id is not None:
-        text = con.execute("SELECT text FROM personas WHERE persona_id = ?", [persona_id]).fetchone()
-        fields.insert(0, ("persona", text[0] if text else "(not in the hub)"))
+        text = persona_text(con, persona_id)
+        fields.insert(0, ("persona", text if text is not None else "(not in the hub)"))
     if table == "personas":
         made = con.execute(
-            "SELECT (SELECT count(*) FROM synth_items WHERE persona_id = $1), "
-            "(SELECT count(*) FROM emissions WHERE persona_id = $1)", [full]).fetchone()
+            "SELECT count(*) FILTER (WHERE source = 'job'), count(*) FILTER (WHERE source = 'run') "
+            "FROM v_items WHERE persona_id = ?", [full]).fetchone()
         items, emissions = made if made else (0, 0)
         fields.append(("made", f"{items} synthesis items, {emissions} emissions"))
     return Shown(what, full, fields)

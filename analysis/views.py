@@ -9,20 +9,16 @@ changes. ``temporary=False`` stores them on a writable connection.
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 
 import duckdb
 
-from personahub.core.store import schema_sql
-from personahub.core.stored_views import statements, views_text
-
-_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
+from personahub.core.stored_views import stand_in_missing_tables, statements, views_text
 
 VIEW_NAMES = ("v_emissions_by_step", "v_duplicate_rate", "v_run_usage", "v_run_cost",
               "v_agent_activity", "v_message_edges", "v_persona_degree", "v_synth_jobs",
-              "v_rejected", "v_persona_demographics")
+              "v_rejected", "v_persona_demographics", "v_item_sources", "v_items")
 
 
 def views_sql() -> str:
@@ -35,19 +31,6 @@ def view_statements(*, temporary: bool) -> list[str]:
     return statements(views_sql(), temporary=temporary)
 
 
-def _stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Empty TEMP copies of schema tables a (read-only, older) database lacks, e.g. synth_*."""
-    present = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables").fetchall()}
-    missing = []
-    for name, body in _TABLE.findall(schema_sql()):
-        if name not in present:
-            columns = re.sub(r"DEFAULT nextval\('\w+'\)", "", body)
-            con.execute(f"CREATE TEMP TABLE {name} ({columns}\n)")
-            missing.append(name)
-    return missing
-
-
 def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = True) -> list[str]:
     """Create (or replace) every analysis view on ``con``; returns the view names.
 
@@ -55,7 +38,7 @@ def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = True) -> 
     version) are stood in for by empty TEMP tables, so every view exists and reads as empty.
     """
     if temporary:
-        _stand_in_missing_tables(con)
+        stand_in_missing_tables(con)
     for statement in view_statements(temporary=temporary):
         con.execute(statement)
     return list(VIEW_NAMES)

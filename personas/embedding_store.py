@@ -121,3 +121,15 @@ def stored_vector_count(con: duckdb.DuckDBPyConnection, model: str) -> int:
     """How many personas have a stored ``model`` vector."""
     return int(con.execute("SELECT count(*) FROM persona_embeddings WHERE model = ?",
                            [model]).fetchall()[0][0])
+
+
+def vectors_of(con: duckdb.DuckDBPyConnection, model: str,
+               persona_ids: list[str]) -> list[tuple[str, list[float]]]:
+    """(persona id, vector) stored for ``model`` among ``persona_ids``; none in a file from
+    before dedup stored vectors (no ``persona_embeddings``)."""
+    if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = "
+                       "'persona_embeddings'").fetchall():
+        return []
+    return [(str(pid), vector) for pid, vector in con.execute(
+        "SELECT persona_id, vector FROM persona_embeddings WHERE model = ? "
+        "AND list_contains(?, persona_id)", [model, persona_ids]).fetchall()]

@@ -110,3 +110,38 @@ def population_persona_ids(con: duckdb.DuckDBPyConnection, population_id: str) -
     return {r[0] for r in con.execute(
         "SELECT persona_id FROM personas WHERE json_extract_string(attributes, '$.population') = ?",
         [population_id]).fetchall()}
+
+
+def source_counts(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> list[tuple[str, int]]:
+    """(source, personas) among ``persona_ids``, most first ('unknown' for no source)."""
+    return [(str(s), int(n)) for s, n in con.execute(
+        "SELECT coalesce(source, 'unknown'), count(*) FROM personas WHERE list_contains(?, persona_id) "
+        "GROUP BY 1 ORDER BY 2 DESC, 1", [list(persona_ids)]).fetchall()]
+
+
+def persona_text(con: duckdb.DuckDBPyConnection, persona_id: str) -> str | None:
+    """The text of persona ``persona_id`` (None when it is not in the hub)."""
+    row = con.execute("SELECT text FROM personas WHERE persona_id = ?", [persona_id]).fetchone()
+    return str(row[0]) if row else None
+
+
+# What a text-to-persona job or an expansion made, one row per persona in the preview's shape
+# (kind, item_id, source_id, source, output, is_duplicate, duplicate_of), for one job's corpus
+# or expansion id (the one ? parameter); ``analysis/preview.py`` samples them.
+# text-to-persona does not store its texts: the source column names the text by corpus and id
+CORPUS_PERSONAS = """
+SELECT coalesce(attributes->>'relation', 'persona'), persona_id, attributes->>'text_id',
+       'text ' || coalesce(attributes->>'text_id', '?') || ' of ' || (attributes->>'corpus'), text,
+       coalesce(is_duplicate, false), duplicate_of
+FROM personas WHERE source = 'text-to-persona' AND attributes->>'corpus' = ?
+"""
+EXPANSION_PERSONAS = """
+WITH made AS (
+    SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child
+    FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
+)
+SELECT 'hop ' || coalesce(c.hop, 0), c.persona_id, m.parent, coalesce(p.text, '?'),
+       coalesce(c.attributes->>'relation' || ': ', '') || c.text,
+       coalesce(c.is_duplicate, false), c.duplicate_of
+FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.persona_id = m.parent
+"""

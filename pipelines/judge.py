@@ -179,21 +179,17 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[I
     """The items the judge rates: all of the target's (of ``kind``), or the first ``sample``
     in ``md5(seed:item_id)`` order — a seeded uniform sample, the same for the same seed."""
     what, target = options.target
-    if what == "synthesis":
-        if not con.execute("SELECT 1 FROM synth_jobs WHERE job_id = ?", [target]).fetchall():
-            raise PersonahubError(f"--job {target}: no such synthesis job in {options.db}")
-        sql = ("SELECT i.item_id, i.task, i.text, coalesce(p.text, ''), i.solution FROM synth_items i "
-               "LEFT JOIN personas p USING (persona_id) WHERE i.job_id = ?")
-        column = "i.task"
-    else:
-        if not con.execute("SELECT 1 FROM runs WHERE run_id = ?", [target]).fetchall():
-            raise PersonahubError(f"--run {target}: no such run in {options.db}")
-        sql = ("SELECT i.emission_id AS item_id, i.kind, i.text, coalesce(p.text, ''), NULL "
-               "FROM emissions i LEFT JOIN personas p USING (persona_id) WHERE i.run_id = ?")
-        column = "i.kind"
-    params: list[Any] = [target]
+    source = "job" if what == "synthesis" else "run"
+    if not con.execute("SELECT 1 FROM v_item_sources WHERE source = ? AND source_id = ?",
+                       [source, target]).fetchall():
+        which = "synthesis job" if what == "synthesis" else "run"
+        raise PersonahubError(f"--{source} {target}: no such {which} in {options.db}")
+    # the target's items with their personas' texts, through the analysis views
+    sql = ("SELECT item_id, kind, text, coalesce(persona, ''), solution FROM v_items "
+           "WHERE source = ? AND source_id = ?")
+    params: list[Any] = [source, target]
     if options.kind is not None:
-        sql += f" AND {column} = ?"
+        sql += " AND kind = ?"
         params.append(options.kind)
     sql += " ORDER BY md5(? || ':' || item_id), item_id"
     params.append(str(options.seed))

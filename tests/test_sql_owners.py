@@ -49,7 +49,6 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 _READ_VIEWS = "reads to go through analysis/views.sql or the owner's functions"
-_JOB_LOG = "a job's own call figures, to come from core/call_log.py"
 # (module, family): the crossings left, each to go (issue 27, item 3)
 KNOWN: dict[tuple[str, str], str] = {
     ("personahub/results.py", "personas and graph"): _READ_VIEWS,
@@ -57,18 +56,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("personahub/results.py", "calls"): _READ_VIEWS,
     ("personahub/results.py", "synthesis"): _READ_VIEWS,
     ("personahub/results.py", "judgments"): _READ_VIEWS,
-    ("analysis/diversity_table.py", "personas and graph"): _READ_VIEWS,
-    ("analysis/diversity_table.py", "run log"): _READ_VIEWS,
-    ("analysis/diversity_table.py", "synthesis"): _READ_VIEWS,
-    ("analysis/preview.py", "personas and graph"): _READ_VIEWS,
-    ("analysis/preview.py", "run log"): _READ_VIEWS,
-    ("analysis/preview.py", "synthesis"): _READ_VIEWS,
-    ("analysis/export.py", "personas and graph"): _READ_VIEWS,
-    ("analysis/export.py", "run log"): _READ_VIEWS,
-    ("analysis/export.py", "synthesis"): _READ_VIEWS,
-    ("analysis/export_hf.py", "personas and graph"): _READ_VIEWS,
-    ("analysis/export_hf.py", "run log"): _READ_VIEWS,
-    ("analysis/export_hf.py", "synthesis"): _READ_VIEWS,
     ("analysis/report.py", "personas and graph"): _READ_VIEWS,
     ("analysis/report.py", "run log"): _READ_VIEWS,
     ("analysis/report.py", "calls"): _READ_VIEWS,
@@ -80,9 +67,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("analysis/live_queries.py", "run log"): _READ_VIEWS,
     ("analysis/live_queries.py", "calls"): _READ_VIEWS,
     ("analysis/kept.py", "calls"): _READ_VIEWS,
-    ("pipelines/judge.py", "personas and graph"): "a judge reads its target's items and personas",
-    ("pipelines/judge.py", "run log"): "a judge reads its target's items and personas",
-    ("pipelines/judge.py", "synthesis"): "a judge reads its target's items and personas",
     ("personahub/core/jobs_store.py", "run log"): "a job's status mirrored into runs",
 }
 

@@ -32,7 +32,7 @@ from personahub.core.dbcheck import (
 )
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.migrate import SCHEMA_VERSION, legacy_views, migrate
-from personahub.core.stored_views import sync_views
+from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
 
@@ -100,7 +100,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     A file written by an older personahub is migrated by the first writer that opens it; a
     reader sees it in this schema's shape through temporary views (``core.migrate``). A writer
     also stores the analysis views in the file when it lacks this version's (``core.stored_views``);
-    a reader writes nothing.
+    a reader writes nothing and lays TEMP copies of them instead, so both see this version's.
 
     An existing file is checked before anything is written to it (``personahub/core/dbcheck.py``):
     a file that is not DuckDB, a DuckDB file of another program, or (for writers) a file with a
@@ -132,6 +132,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
             raise
         if read_only:
             legacy_views(probe)  # an older file, seen in this schema's shape (not changed)
+            lay_views(probe)  # and with this version's analysis views (TEMP: nothing written)
             return probe
         probe.close()
     elif not path.parent.is_dir():  # a typo'd folder is not created: the database would hide there

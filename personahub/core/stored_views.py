@@ -5,9 +5,10 @@ every writer that opens it (``core.store.connect``), so the ``duckdb`` CLI, DBea
 ``duckdb.connect`` find the same views as ``personahub sql``. The file records which text of the
 views it holds (``schema_meta``: ``views_version``, a hash of the SQL, and ``views``, their
 names): a writer re-creates them only when the installed text differs, and drops views an older
-version stored that this one no longer has. A read-only connection never writes: the commands'
-own readers still lay TEMP copies over them (``analysis.views.install_views``), which match the
-installed code even on a file last written by another version.
+version stored that this one no longer has. A read-only connection never writes: when the
+file's views are not this text's (another version wrote it last, or none did since the views
+came), ``lay_views`` lays TEMP copies over them on that connection, so every reader sees the
+installed code's views (``analysis.views.install_views`` does the same on demand).
 
 The core reads ``views.sql`` as data from the analysis package; it imports no analysis code.
 """
@@ -15,6 +16,7 @@ The core reads ``views.sql`` as data from the analysis package; it imports no an
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib import resources
 
 import duckdb
@@ -79,4 +81,37 @@ def sync_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+    return True
+
+
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
+
+
+def stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Empty TEMP copies of schema tables a (read-only, older) file lacks, e.g. ``synth_*``, so
+    every view exists and reads as empty; returns their names."""
+    ddl = resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
+    present = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables").fetchall()}
+    missing = []
+    for name, body in _TABLE.findall(ddl):
+        if name not in present:
+            columns = re.sub(r"DEFAULT nextval\('\w+'\)", "", body)
+            con.execute(f"CREATE TEMP TABLE {name} ({columns}\n)")
+            missing.append(name)
+    return missing
+
+
+def lay_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
+    """On a read-only connection: TEMP copies of the views of ``text`` (default: the installed
+    ``views.sql``) unless the file holds them; True when they were laid."""
+    text = views_text() if text is None else text
+    try:
+        if _meta(con, VERSION_KEY) == version(text) and set(view_names(text)) <= _stored(con):
+            return False
+    except duckdb.CatalogException:  # a file from before schema_meta
+        pass
+    stand_in_missing_tables(con)
+    for statement in statements(text, temporary=True):
+        con.execute(statement)
     return True

@@ -91,3 +91,31 @@ def test_a_reader_does_not_write_the_views(tmp_path: Path) -> None:
     reader.close()
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     assert not set(VIEW_NAMES) & _views(db)
+
+
+def test_a_reader_of_a_file_with_other_views_sees_this_versions(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    con = connect(db)
+    older = "CREATE OR REPLACE {temp} VIEW v_items AS SELECT 1 AS stale\n;\n"
+    assert stored_views.sync_views(con, older)  # as an older personahub stored them
+    con.execute("CHECKPOINT")
+    con.close()
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    reader = connect(db, read_only=True)
+    try:  # TEMP copies over the stored ones: the items' shape this version reads
+        columns = [d[0] for d in reader.execute("SELECT * FROM v_items").description]
+        assert columns[:3] == ["source", "source_id", "item_id"]
+        assert all(reader.execute(f"SELECT count(*) FROM {name}").fetchall() for name in VIEW_NAMES)
+    finally:
+        reader.close()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert "v_item_sources" not in _views(db)  # nothing stored: the file is as it was
+    current = connect(db, read_only=False)
+    current.close()
+    reader = connect(db, read_only=True)  # the file's views are this version's: none laid
+    try:
+        assert not stored_views.lay_views(reader)
+        assert not reader.execute("SELECT count(*) FROM duckdb_views() WHERE temporary AND NOT internal"
+                                  ).fetchall()[0][0]
+    finally:
+        reader.close()
