@@ -14,32 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from personahub.agents.llm.failures import plain_reason
+from personahub.core.call_log import last_attempt_counts
 
 if TYPE_CHECKING:
     import duckdb
 
 TOP_REASONS = 3  # reasons named per kind
 
-# each call's attempts in order: a call starts at attempt 1 (or at the first row of its group)
-_LAST_ATTEMPTS = """
-WITH calls AS (
-    SELECT purpose, status, error, attempt, started_at, call_id,
-           coalesce(job_id, run_id, '') AS job, coalesce(persona_id, '') AS who,
-           coalesce(step, -1) AS at_step
-    FROM llm_calls WHERE {where}
-), numbered AS (
-    SELECT *, sum(CASE WHEN attempt <= 1 THEN 1 ELSE 0 END) OVER (
-        PARTITION BY job, purpose, who, at_step ORDER BY started_at, attempt, call_id
-        ROWS UNBOUNDED PRECEDING) AS call_no
-    FROM calls
-), last AS (
-    SELECT purpose, status, error, row_number() OVER (
-        PARTITION BY job, purpose, who, at_step, call_no ORDER BY started_at DESC, attempt DESC,
-        call_id DESC) AS back
-    FROM numbered
-)
-SELECT purpose, status, error, count(*) FROM last WHERE back = 1 GROUP BY 1, 2, 3
-"""
 
 
 @dataclass
@@ -76,12 +57,7 @@ def kept_shares(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, jo
                 job_id: str | None = None) -> list[KeptShare]:
     """Each purpose's kept share among the calls of a run (``run_id``) or a job
     (``job_kind`` and ``job_id``), by purpose name."""
-    params: list[Any]
-    if run_id is not None:
-        where, params = "run_id = ?", [run_id]
-    else:
-        where, params = "job_kind = ? AND job_id = ?", [job_kind, job_id]
-    rows = con.execute(_LAST_ATTEMPTS.format(where=where), params).fetchall()
+    rows = last_attempt_counts(con, run_id=run_id, job_kind=job_kind, job_id=job_id)
     shares: dict[str, KeptShare] = {}
     for purpose, status, error, n in rows:
         kind = str(purpose).removeprefix("synth:")  # a synthesis call is its task's

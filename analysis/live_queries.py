@@ -13,8 +13,8 @@ from typing import Any
 import duckdb
 import networkx as nx
 
-from personahub.core.jobs_store import find_job, latest_job_id, list_jobs
-from personahub.sim.store import source_of
+from personahub.core.jobs_store import find_job, latest_job_id
+from personahub.sim.store import delivered_events
 
 #: Nodes the graph drawing keeps: a neighbourhood sample of a larger society.
 MAX_GRAPH_NODES = 150
@@ -31,15 +31,19 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = No
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def run_rows(con: duckdb.DuckDBPyConnection, *, status: str | None = None) -> list[dict[str, Any]]:
+    """The simulation runs with a lifecycle, newest first (by start, then id), as dicts of
+    ``v_runs``' columns (``personahub runs``), of ``status`` when given."""
+    where = " AND status = ?" if status else ""
+    return rows(con, "SELECT run_id, scenario, status, steps_done, steps_planned, started_at, "
+                     f"finished_at, llm FROM v_runs WHERE status IS NOT NULL{where} "
+                     "ORDER BY started_at DESC NULLS LAST, run_id DESC", [status] if status else [])
+
+
 def list_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Every run, newest first (id, scenario, status, steps)."""
-    detail = {r["run_id"]: r for r in rows(
-        con, "SELECT run_id, scenario, steps_done, steps_planned FROM runs")}
-    return [_jsonable({"run_id": job.job_id, "scenario": detail[job.job_id]["scenario"],
-                       "status": job.status, "steps_done": detail[job.job_id]["steps_done"],
-                       "steps_planned": detail[job.job_id]["steps_planned"],
-                       "started_at": job.started_at})
-            for job in list_jobs(con, kind="run") if job.job_id in detail]
+    """Every run, newest first (id, scenario, status, steps), for the live view."""
+    keys = ("run_id", "scenario", "status", "steps_done", "steps_planned", "started_at")
+    return [_jsonable({key: row[key] for key in keys}) for row in run_rows(con)]
 
 
 def resolve_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str | None:
@@ -133,9 +137,8 @@ def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any
 def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
     """Events delivered so far (step, text, audience, recipients, and who put them in: the
     scenario, or ``view`` for one typed into the live view), in order."""
-    return [_jsonable(r) for r in rows(
-        con, f"SELECT step, text, audience, n_recipients, {source_of(con, 'events')} AS source "
-             "FROM events WHERE run_id = ? ORDER BY step, event_index", [run_id])]
+    keys = ("step", "text", "audience", "n_recipients", "source")
+    return [_jsonable(dict(zip(keys, row, strict=True))) for row in delivered_events(con, run_id)]
 
 
 def surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import duckdb
 import networkx as nx
 
 from personahub.core.jobs_store import find_job
-from personahub.sim.store import source_of
+from personahub.sim.store import delivered_events
 
 NO_EMISSION = "no emission"
 
@@ -114,18 +114,16 @@ def run_events(con: duckdb.DuckDBPyConnection, run_id: str | None) -> list[Event
     """Events delivered in the run, labelled E1, E2, ... in step order."""
     if run_id is None:
         return []
-    rows = con.execute(f"SELECT step, text, n_recipients, {source_of(con, 'events')} FROM events "
-                       "WHERE run_id = ? ORDER BY step, event_index", [run_id]).fetchall()
     return [Event(f"E{i}", step, text, n or 0, source)
-            for i, (step, text, n, source) in enumerate(rows, 1)]
+            for i, (step, text, _, n, source) in enumerate(delivered_events(con, run_id), 1)]
 
 
 def agent_roles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, str]:
     """What each persona did in the run: its most frequent emission kind (ties: by name)."""
     if run_id is None:
         return {}
-    rows = con.execute("SELECT persona_id, kind, count(*) FROM emissions WHERE run_id = ? "
-                       "GROUP BY ALL", [run_id]).fetchall()
+    rows = con.execute("SELECT persona_id, kind, count(*) FROM v_items WHERE source = 'run' "
+                       "AND source_id = ? GROUP BY ALL", [run_id]).fetchall()
     best: dict[str, tuple[int, str]] = {}
     for persona, kind, n in rows:
         if persona not in best or (-n, kind) < (-best[persona][0], best[persona][1]):

@@ -18,7 +18,7 @@ from personahub.core.stored_views import stand_in_missing_tables, statements, vi
 
 VIEW_NAMES = ("v_emissions_by_step", "v_duplicate_rate", "v_run_usage", "v_run_cost",
               "v_agent_activity", "v_message_edges", "v_persona_degree", "v_synth_jobs",
-              "v_rejected", "v_persona_demographics", "v_item_sources", "v_items")
+              "v_rejected", "v_persona_demographics", "v_item_sources", "v_items", "v_runs")
 
 
 def views_sql() -> str:

@@ -198,3 +198,10 @@ SELECT 'run', e.run_id, e.emission_id, e.kind, e.persona_id, p.text, e.content, 
        e.is_duplicate, e.duplicate_of, NULL, e.step, e.agent_id
 FROM emissions e LEFT JOIN personas p USING (persona_id)
 ;
+-- v_runs: each simulation run with its lifecycle (the jobs row): scenario, status, steps done
+-- of planned, start and end, model spec, seed and error, for listing runs.
+CREATE OR REPLACE {temp} VIEW v_runs AS
+SELECT r.run_id, r.scenario, j.status, r.steps_done, r.steps_planned, j.started_at,
+       j.finished_at, r.llm, j.seed, j.error
+FROM runs r LEFT JOIN jobs j ON j.job_id = r.run_id AND j.kind = 'run'
+;

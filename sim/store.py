@@ -295,3 +295,13 @@ def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
             "answers": count("survey_answers"), "events": count("events"),
             "calls": call_counts(con, run_id=run_id)}
 
+
+
+def delivered_events(con: duckdb.DuckDBPyConnection,
+                     run_id: str) -> list[tuple[int, str, str | None, int | None, str]]:
+    """The events delivered in a run, in step order: (step, text, audience, recipients, who put
+    it in: the scenario, or ``view`` for one typed into the live view)."""
+    return [(int(step), str(text), audience, n, str(source)) for step, text, audience, n, source
+            in con.execute(f"SELECT step, text, audience, n_recipients, {source_of(con, 'events')} "
+                           "FROM events WHERE run_id = ? ORDER BY step, event_index",
+                           [run_id]).fetchall()]

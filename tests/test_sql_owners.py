@@ -66,8 +66,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("analysis/report_data.py", "run log"): _READ_VIEWS,
     ("analysis/live_queries.py", "run log"): _READ_VIEWS,
     ("analysis/live_queries.py", "calls"): _READ_VIEWS,
-    ("analysis/kept.py", "calls"): _READ_VIEWS,
-    ("personahub/core/jobs_store.py", "run log"): "a job's status mirrored into runs",
 }
 
 _SQL = re.compile(r"\b(?:SELECT|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)

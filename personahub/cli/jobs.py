@@ -96,12 +96,12 @@ def runs(
     """List the runs in the database, newest first: id, scenario, status, steps, started."""
     from rich.table import Table
 
-    from personahub.core.jobs_store import list_runs
+    from personahub.analysis.live_queries import run_rows
     from personahub.core.store import connect
 
     con = connect(db, read_only=True)
     try:
-        rows = list_runs(con, status=status)
+        rows = run_rows(con, status=status)
     finally:
         con.close()
     listed = [{**{k: v for k, v in r.items() if not k.endswith("_at")},

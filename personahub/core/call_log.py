@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-__all__ = ["call_counts", "committed_requests", "last_errors", "most_common_error_in",
+__all__ = ["call_counts", "committed_requests", "last_attempt_counts", "last_errors", "most_common_error_in",
            "most_common_job_error", "prefix_reused", "prompt_tokens_per_action"]
 
 
@@ -84,3 +84,39 @@ def last_errors(con: duckdb.DuckDBPyConnection, purpose: str, persona_ids: Seque
         f"status <> 'ok' AND (? IS NULL OR run_id = ?) AND persona_id IN ({marks}) "
         "GROUP BY persona_id", [purpose, run_id, run_id, *persona_ids]).fetchall()
     return {str(pid): (None if error is None else str(error)) for pid, error in rows}
+
+
+# each call's attempts in order: a call starts at attempt 1 (or at the first row of its group)
+_LAST_ATTEMPTS = """
+WITH calls AS (
+    SELECT purpose, status, error, attempt, started_at, call_id,
+           coalesce(job_id, run_id, '') AS job, coalesce(persona_id, '') AS who,
+           coalesce(step, -1) AS at_step
+    FROM llm_calls WHERE {where}
+), numbered AS (
+    SELECT *, sum(CASE WHEN attempt <= 1 THEN 1 ELSE 0 END) OVER (
+        PARTITION BY job, purpose, who, at_step ORDER BY started_at, attempt, call_id
+        ROWS UNBOUNDED PRECEDING) AS call_no
+    FROM calls
+), last AS (
+    SELECT purpose, status, error, row_number() OVER (
+        PARTITION BY job, purpose, who, at_step, call_no ORDER BY started_at DESC, attempt DESC,
+        call_id DESC) AS back
+    FROM numbered
+)
+SELECT purpose, status, error, count(*) FROM last WHERE back = 1 GROUP BY 1, 2, 3
+"""
+
+
+def last_attempt_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
+                        job_kind: str | None = None,
+                        job_id: str | None = None) -> list[tuple[str, str, str | None, int]]:
+    """(purpose, status, error, calls) of the last attempt of each call of a run (``run_id``)
+    or a job (``job_kind`` and ``job_id``): what the kept shares count (``analysis/kept.py``)."""
+    params: list[str | None]
+    if run_id is not None:
+        where, params = "run_id = ?", [run_id]
+    else:
+        where, params = "job_kind = ? AND job_id = ?", [job_kind, job_id]
+    return [(str(p), str(s), e, int(n))
+            for p, s, e, n in con.execute(_LAST_ATTEMPTS.format(where=where), params).fetchall()]

@@ -140,19 +140,6 @@ def latest_job_id(con: duckdb.DuckDBPyConnection, kind: str) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-def list_runs(con: duckdb.DuckDBPyConnection, *, status: str | None = None) -> list[dict[str, Any]]:
-    """The simulation runs, newest first: each run's detail (``runs``: scenario, steps) beside
-    its lifecycle here (status, start, end), as dicts (``personahub runs``)."""
-    where = "WHERE j.status = ?" if status else ""
-    rows = con.execute("SELECT r.run_id, r.scenario, j.status, r.steps_done, r.steps_planned, "
-                       "j.started_at, j.finished_at, r.llm FROM runs r LEFT JOIN jobs j ON "
-                       f"j.job_id = r.run_id {where} ORDER BY j.started_at DESC NULLS LAST, "
-                       "r.run_id", [status] if status else []).fetchall()
-    keys = ("run_id", "scenario", "status", "steps_done", "steps_planned", "started_at",
-            "finished_at", "llm")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
-
-
 def supersede_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> None:
     """Mark unfinished jobs ``superseded`` (``--fresh`` started anew): never resumed again."""
     if not job_ids:
