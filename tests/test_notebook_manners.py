@@ -43,6 +43,7 @@ def test_progress_bars_on_stderr_and_hooks(tmp_path: Path, capsys: pytest.Captur
     assert "synthesis" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_persona_jobs_report_progress_and_stay_quiet_when_told(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """text_to_persona (texts read), expand (hops) and dedup (its stages) take ``progress=``
@@ -116,6 +117,7 @@ def test_the_stop_button_interrupts_a_job_run_from_a_notebook_loop(tmp_path: Pat
     assert rows(db, "SELECT count(*) FROM synth_items")[0][0] == 6
 
 
+@pytest.mark.slow
 def test_handles_show_as_html_cards(launch: personahub.Run, tmp_path: Path) -> None:
     card = launch._repr_html_()
     assert launch.run_id in card and "finished" in card and "<table" in card

@@ -45,6 +45,7 @@ def _ask(client: LLMClient, calls: int, workers: int) -> list[int]:
     return asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_auto_backs_off_on_429_and_grows_back_when_calls_succeed(server) -> None:
     srv = server(error_rate=1.0, error_statuses=(429,), retry_after_s=0.0, latency_s=0.05)
     client = LLMClient(LLMSettings(spec=f"{srv.base_url}?model=offline", concurrency="auto",

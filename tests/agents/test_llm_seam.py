@@ -90,6 +90,7 @@ def test_invalid_twice_gives_up_without_raising(server):
     assert srv.stats.requests == 2
 
 
+@pytest.mark.slow
 def test_a_malformed_multi_turn_answer_is_repaired_to_the_whole_one(server):
     """Issue 32: serve's malformed answer is the intended one cut in half; for a conversation
     the half can end after a closed turn. The seam must not take those turns for the answer:
@@ -121,6 +122,7 @@ def test_a_malformed_answer_gets_one_fresh_sample_and_a_repeat_is_recorded(serve
     assert faulty.stats.requests == sum(len(s) for s in shapes)
 
 
+@pytest.mark.slow
 def test_a_hang_hits_the_timeout_and_spends_the_calls_budget(server):
     srv = server(hang_rate=1.0, hang_s=5.0)
     client = LLMClient(LLMSettings(spec=srv.base_url, timeout_s=0.3, max_retries=1,
@@ -142,6 +144,7 @@ def test_unreachable_endpoint_raises_llm_unavailable():
     assert client.stats.attempts == 2 and client.stats.failed == 1
 
 
+@pytest.mark.slow
 def test_concurrency_limit_is_respected(server, monkeypatch):
     from personahub.agents.llm.endpoint_http import HttpEndpoint
     from personahub.agents.tasks.instruction import Instruction
@@ -287,6 +290,7 @@ def test_check_reachable_tolerates_some_dead_endpoints(server):
         check_reachable(LLMClient(LLMSettings(spec=f"{dead},{dead}")))
 
 
+@pytest.mark.slow
 def test_a_run_completes_with_one_dead_endpoint(server, scenario_file, tmp_path):
     import duckdb
 

@@ -63,6 +63,7 @@ def _ask(base_url: str, content: str) -> dict:
     return response.json()["usage"]
 
 
+@pytest.mark.slow
 def test_the_loopback_server_reports_the_prefix_it_shares_with_recent_prompts(server) -> None:
     srv = server()
     first = _ask(srv.base_url, "World: a river town. Persona: a baker.")
@@ -97,6 +98,7 @@ def _calls(db: Path) -> list[tuple]:
         con.close()
 
 
+@pytest.mark.slow
 def test_a_run_stores_the_reuse_and_its_summary_shows_it_next_to_the_estimate(
         server, scenario_file, tmp_path: Path) -> None:
     # a cache that holds both runs' prompts whatever order they arrive in (a loaded machine

@@ -234,6 +234,7 @@ def test_a_scenarios_budget_reaches_agent_and_survey_prompts():
     assert all("Named places" in text for _, _, text in prompts["open"])
 
 
+@pytest.mark.slow
 def test_the_run_summary_reports_prompt_tokens_per_action(tmp_path):
     means = {}
     for name, budget in (("default", PromptBudget()), ("open", PromptBudget.unlimited())):

@@ -90,6 +90,7 @@ def _synthesize(db: Path, url: str, task: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("task", ["tool_spec", "multi_turn", "knowledge_text", "npc"])
+@pytest.mark.slow
 def test_synthesize_against_a_runaway_server_keeps_every_item(tmp_path: Path, task: str) -> None:
     db = tmp_path / "hub.duckdb"
     run_default_scenario(db, steps=1)

@@ -100,6 +100,7 @@ def test_attempts_sent_before_the_estimate_are_moved_to_their_deadline_when_it_c
     assert before == pytest.approx(60.0) and after == pytest.approx(FACTOR * 0.001 * 68)
 
 
+@pytest.mark.slow
 def test_a_hung_request_is_cut_as_a_straggler_and_asked_again_long_before_the_timeout(server):
     srv = server(hang_rate=0.2, hang_s=120.0, fault_seed=3)
     # a fixed mode (no probe) and a timeout no hang would outlive unnoticed: a hung request
@@ -323,6 +324,7 @@ KILLED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_attempts_made_before_a_kill_are_in_the_spill(tmp_path: Path) -> None:
     path = tmp_path / "spill.jsonl"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PERSONAHUB_")},

@@ -117,6 +117,7 @@ def test_released_tool_reads_both_encodings() -> None:
     assert released_tool(json.dumps({"name": "x"})) is None
 
 
+@pytest.mark.slow
 def test_official_tool_rows_import_and_export_value_for_value(tmp_path: Path) -> None:
     """The sample's parsable tool rows: imported, exported as Persona Hub text and as OpenAI
     tools, equal value for value to what was released."""

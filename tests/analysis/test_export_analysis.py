@@ -54,6 +54,7 @@ def ro(db: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(db), read_only=True)
 
 
+@pytest.mark.slow
 def test_tool_export_round_trips(data: dict, tmp_path: Path) -> None:
     con = ro(data["db"])
     out = tmp_path / "tools.jsonl"

@@ -27,6 +27,7 @@ def launch(tmp_path_factory: pytest.TempPathFactory) -> tuple[duckdb.DuckDBPyCon
     con.close()
 
 
+@pytest.mark.slow
 def test_resolve_run(launch):
     con, run_id = launch
     assert q.resolve_run(con, None) == run_id

@@ -132,6 +132,7 @@ def _get(port: int, path: str, host: str, origin: str | None = None) -> tuple[in
 
 
 @pytest.mark.parametrize("path", ["/api/runs", "/api/state", "/api/graph", "/"])
+@pytest.mark.slow
 def test_a_host_or_origin_that_is_not_the_view_gets_a_403(launch_db, path):
     """DNS rebinding (issue 32): a page whose name re-resolves to 127.0.0.1 read the runs."""
     db, run_id = launch_db

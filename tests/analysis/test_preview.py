@@ -133,6 +133,7 @@ def test_show_refuses_unknown_ambiguous_and_empty_ids(con: duckdb.DuckDBPyConnec
         show(con, "  ")
 
 
+@pytest.mark.slow
 def test_the_job_report_has_samples_and_outliers(launch_db: dict, tmp_path: Path) -> None:
     con = duckdb.connect(str(launch_db["db"]), read_only=True)
     page = write_report(con, tmp_path / "r", job_id=launch_db["job"]).read_text(encoding="utf-8")

@@ -56,6 +56,7 @@ def survey_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return db, run_simulation(RunConfig(scenario=load_scenario(folder / "s.py"), db=db)).run_id
 
 
+@pytest.mark.slow
 def test_report_with_dollar_options_is_written(survey_db, tmp_path) -> None:
     db, run = survey_db
     con = duckdb.connect(str(db), read_only=True)

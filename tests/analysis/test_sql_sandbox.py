@@ -186,10 +186,11 @@ ALLOW_WRITES: list[tuple[str, str, str]] = [
     ("set-external-access", "SET enable_external_access = true", LOCKED),
 ]
 
-CASES = ([pytest.param((), s, r, id=f"none-{c}") for c, s, r in NO_FLAGS]
-         + [pytest.param(("--allow-files",), s, r, id=f"files-{c}") for c, s, r in ALLOW_FILES]
-         + [pytest.param(("--allow-writes", "{out}"), s, r, id=f"writes-{c}")
-            for c, s, r in ALLOW_WRITES])
+# the first case of each flag set runs in the fast subset, the rest in the full suite
+CASES = [pytest.param(flags, s, r, id=f"{name}-{c}", marks=() if i == 0 else pytest.mark.slow)
+         for name, flags, cases in (("none", (), NO_FLAGS), ("files", ("--allow-files",), ALLOW_FILES),
+                                    ("writes", ("--allow-writes", "{out}"), ALLOW_WRITES))
+         for i, (c, s, r) in enumerate(cases)]
 
 
 @pytest.mark.parametrize(("flags", "sql", "refusal"), CASES)
@@ -222,6 +223,7 @@ def test_refused_statements_stop_the_whole_query(hub: dict, files: Path) -> None
     ("a-folder-link-inside", lambda db, out: (out / "up").symlink_to(db.parent) or out),
     ("a-missing-folder", lambda db, out: out / "nope"),
 ])
+@pytest.mark.slow
 def test_a_write_folder_that_reaches_the_database_is_refused(hub: dict, files: Path, case: str,
                                                              make) -> None:
     db = hub["db"]
@@ -273,12 +275,14 @@ WORKS = [
 
 @pytest.mark.parametrize(("sql", "check"), [(s, c) for _, s, c in WORKS],
                          ids=[case for case, _, _ in WORKS])
+@pytest.mark.slow
 def test_plain_queries_work(hub: dict, sql: str, check) -> None:
     got = rows(invoke("sql", "--db", hub["db"], "--format", "jsonl", sql))
     assert check(got), got
 
 
 @pytest.mark.parametrize("view", VIEW_NAMES)
+@pytest.mark.slow
 def test_every_view_runs(hub: dict, view: str) -> None:
     result = invoke("sql", "--db", hub["db"], "--format", "csv", f"SELECT * FROM {view}")
     assert result.exit_code == 0, result.output

@@ -155,6 +155,7 @@ def injected(scenario_path: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return db, run_id
 
 
+@pytest.mark.slow
 def test_an_injected_event_changes_exactly_the_steps_after_it(plain, injected):
     db, run_id = injected
     steered = snapshot(db, run_id)
@@ -217,6 +218,7 @@ def test_the_endpoint_refuses_what_it_cannot_do(tmp_path):
         assert watch_only.status_code == 409 and "only watches" in watch_only.json()["error"]
 
 
+@pytest.mark.slow
 def test_a_paused_run_still_stops_on_an_interrupt(scenario_path, tmp_path):
     """A run waiting at the barrier is interrupted like any other: marked interrupted, resumable."""
     db = tmp_path / "interrupted.duckdb"

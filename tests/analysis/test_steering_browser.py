@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import duckdb
+import pytest
 
 from personahub.analysis.live_view import RunView, ViewSource, start_view
 from personahub.api import run_simulation
@@ -27,6 +28,7 @@ def re_search(pattern: str, text: str) -> bool:
     return re.search(pattern, text) is not None
 
 
+@pytest.mark.slow
 def test_inject_an_event_from_the_page(scenario_path, tmp_path):  # noqa: F811  # a fixture
     need_browser()
     from playwright.sync_api import sync_playwright
@@ -105,6 +107,7 @@ def test_inject_an_event_from_the_page(scenario_path, tmp_path):  # noqa: F811  
 
 
 
+@pytest.mark.slow
 def test_a_database_without_runs_says_so(tmp_path):
     need_browser()
     from playwright.sync_api import sync_playwright

@@ -27,6 +27,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("dialect", sorted(EXPECTED))
+@pytest.mark.slow
 def test_doctor_prints_its_table_for_every_dialect(server, dialect) -> None:
     srv = server(dialect=dialect)
     result = invoke("doctor", "--llm", f"{srv.base_url}?model=offline", *QUICK)
@@ -48,6 +49,7 @@ def test_doctor_prints_its_table_for_every_dialect(server, dialect) -> None:
         assert rows[mode] == verdict, (mode, rows)
 
 
+@pytest.mark.slow
 def test_doctor_on_strict_openai_prints_no_langchain_advice(server) -> None:
     """The strict dialect refuses maxLength; langchain-openai then warns to use its
     ``with_structured_output``, advice for other code: the seam strips the keyword itself, and
@@ -81,6 +83,7 @@ def test_doctor_json_names_the_mode_and_concurrency_to_use(server) -> None:
     assert srv.stats.requests >= 4 + 1 + sum(x["requests"] for x in levels) + 2
 
 
+@pytest.mark.slow
 def test_doctor_exits_1_with_one_line_when_every_request_is_refused(server) -> None:
     srv = server(error_rate=1.0, retry_after_s=0.0)
     result = invoke("doctor", "--llm", f"{srv.base_url}?model=offline", *QUICK)

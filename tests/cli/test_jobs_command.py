@@ -26,6 +26,7 @@ def listed(db: Path, *flags: object) -> list[dict]:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_jobs_lists_every_kind_and_resume_goes_through_each_kinds_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "hub.duckdb"

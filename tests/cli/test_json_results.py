@@ -32,6 +32,7 @@ def one_object(*argv: object, code: int = 0) -> dict[str, Any]:
     return record
 
 
+@pytest.mark.slow
 def test_every_job_command_prints_one_json_object(tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
     hub(db, 4)
@@ -92,6 +93,7 @@ def test_a_job_that_stops_still_prints_its_object(tmp_path: Path,
     assert resumed["counts"]["steps"] == 2
 
 
+@pytest.mark.slow
 def test_runs_lists_the_runs(tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
     hub(db, 4)

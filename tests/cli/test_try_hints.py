@@ -8,6 +8,7 @@ import shlex
 from collections import Counter
 
 import duckdb
+import pytest
 
 from tests.cli_helpers import invoke
 
@@ -18,6 +19,7 @@ def _hints(output: str) -> list[list[str]]:
     return [shlex.split(line) for line in lines[start + 1:] if line.startswith("  personahub sql ")]
 
 
+@pytest.mark.slow
 def test_run_hints_filter_by_the_run_just_made(scenario_file, tmp_path):
     db = tmp_path / "two.duckdb"
     path = scenario_file()

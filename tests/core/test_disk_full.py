@@ -132,6 +132,7 @@ def run_id_of(db: Path) -> str:
 
 
 @pytest.mark.parametrize("own_connection", [True, False])
+@pytest.mark.slow
 def test_a_run_that_fills_its_disk_stops_in_one_line_and_resumes(
         scenario: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         own_connection: bool) -> None:

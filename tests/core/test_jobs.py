@@ -173,6 +173,7 @@ def job_calls(db: Path) -> list[tuple]:
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=IDS)
+@pytest.mark.slow
 def test_calls_name_their_job_and_model(tmp_path, command):
     db = tmp_path / "hub.duckdb"
     finished(db, command)
@@ -221,6 +222,7 @@ def test_replay_without_recorded_answers_is_one_error(tmp_path, command):
 
 
 @pytest.mark.parametrize("command", fast(COMMANDS, "run", "personas dedup", "synthesize"))
+@pytest.mark.slow
 def test_rps_reaches_the_client_rate_limiter(tmp_path, monkeypatch, command):
     limits: list[float] = []
     acquired: list[float] = []
@@ -289,6 +291,7 @@ def test_from_text_resume_by_corpus_name(tmp_path, monkeypatch):
     assert rows(db, "SELECT status FROM text_jobs JOIN jobs USING (job_id)") == [("finished",)]
 
 
+@pytest.mark.slow
 def test_from_text_stopped_on_the_command_line_resumes_through_the_api(tmp_path, monkeypatch):
     """The API goes on with the corpus's job (the kernel's resume) to the rows of the
     uninterrupted job; an option the job fixed otherwise is refused by name."""

@@ -38,6 +38,7 @@ def _job(db: Path) -> dict[str, Any]:
     return dict(job)
 
 
+@pytest.mark.slow
 def test_a_job_whose_calls_never_complete_is_stopped_and_resumes(tmp_path: Path) -> None:
     db = tmp_path / "hung.duckdb"
     client = LLMClient(LLMSettings(), endpoints=[Hanging()])

@@ -75,6 +75,7 @@ def test_force_replaces_only_a_regular_file(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
+@pytest.mark.slow
 def test_export_force_onto_a_device_is_one_line_and_keeps_it(run_db, tmp_path) -> None:
     db, run = run_db
     target = _special_files(tmp_path)["char device" if os.geteuid() == 0 else "fifo"]
@@ -243,6 +244,7 @@ def test_staged_folder_replaces_an_earlier_output_whole(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["report"]
 
 
+@pytest.mark.slow
 def test_a_report_that_fails_half_way_writes_nothing(run_db, tmp_path) -> None:
     """The diversity section comes last: an embedder failing there used to leave the PNGs of
     the sections before it and no index.html."""

@@ -226,6 +226,7 @@ def hub(tmp_path: Path) -> Path:
     (["sex=Female", "party!=Democrat"], ["A mid-career pharmacist."]),
     (["sex=woman"], ["A young organiser.", "A mid-career pharmacist."]),
 ])
+@pytest.mark.slow
 def test_carve_takes_any_spelling_of_a_demographic_value(hub: Path, conditions: list[str],
                                                          expected: list[str]) -> None:
     args = ["personas", "sample", "--db", str(hub), "--format", "jsonl"]

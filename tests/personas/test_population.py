@@ -180,6 +180,7 @@ def test_joint_file_reads_and_refuses_repeats(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_sample_population_command_writes_the_hub(tmp_path: Path) -> None:
     marginals = _write(tmp_path / "m.json", json.dumps(US))
     db = tmp_path / "hub.duckdb"

@@ -59,6 +59,7 @@ def test_sample_depends_on_the_personas_not_their_import_order(hub, tmp_path: Pa
         other.close()
 
 
+@pytest.mark.slow
 def test_every_persona_can_be_drawn(hub) -> None:
     """Rough uniformity: over 600 seeds each of the 60 personas is drawn first a few times."""
     counts = Counter(draw_ids(hub, HubQuery(), 1, seed=s)[0] for s in range(600))

@@ -86,6 +86,7 @@ COMMANDS = {
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize("condition", [c for _, c in READS], ids=[n for n, _ in READS])
+@pytest.mark.slow
 def test_sql_conditions_cannot_read_files(hub: dict, command: str, condition: str) -> None:
     before = table_counts(hub["db"])
     line = one_line_error(invoke(*COMMANDS[command](hub, fill(condition, hub))))
@@ -113,6 +114,7 @@ PARAMETERISED = [
 
 
 @pytest.mark.parametrize("args", [a for _, a in PARAMETERISED], ids=[n for n, _ in PARAMETERISED])
+@pytest.mark.slow
 def test_parameterised_conditions_answer_the_same_whatever_the_file_holds(hub: dict,
                                                                          args: list[str]) -> None:
     secret = hub["folder"] / "secret.txt"
@@ -148,6 +150,7 @@ def writer(tmp_path: Path):
 
 
 @pytest.mark.parametrize("condition", [c for _, c in READS], ids=[n for n, _ in READS])
+@pytest.mark.slow
 def test_draw_and_match_refuse_reading_conditions_on_a_writer(writer, condition: str) -> None:
     con, secret = writer
     where = condition.format(secret=secret, folder=secret.parent, db=secret.parent / "hub.duckdb")

@@ -107,6 +107,7 @@ def test_provenance_and_rerun_skips_done(tmp_path):
 
 
 @pytest.mark.parametrize("fail_after", [1, 7, 16])
+@pytest.mark.slow
 def test_interrupted_job_resumes_to_the_same_hub(tmp_path, fail_after):
     path = write_jsonl(tmp_path / "c.jsonl", 10)
     whole = connect(tmp_path / "whole.duckdb")

@@ -161,6 +161,7 @@ def _interrupted(db: Path, config: CalibrateConfig, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize("through", ["cli", "api"])
+@pytest.mark.slow
 def test_an_interrupted_calibration_resumes_to_the_uninterrupted_rows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, through: str) -> None:
     survey = write_survey(tmp_path / "survey.csv")

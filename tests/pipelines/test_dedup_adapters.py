@@ -56,6 +56,7 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("flags,options", FLAG_SETS, ids=["defaults", "what-it-marks", "engine", "ray"])
+@pytest.mark.slow
 def test_the_command_and_the_api_build_the_same_config(tmp_path: Path, handed: list[dict[str, Any]],
                                                        flags: list[object],
                                                        options: dict[str, Any]) -> None:
@@ -84,6 +85,7 @@ def stop_at_second_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dedup_spec, "write_vectors", counting)
 
 
+@pytest.mark.slow
 def test_an_interrupted_dedup_job_resumes_through_the_api_and_the_command(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     whole = hub(tmp_path / "whole.duckdb")

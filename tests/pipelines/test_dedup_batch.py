@@ -83,6 +83,7 @@ def test_a_batched_dedup_marks_what_the_online_one_marks_with_no_online_call(
         ("completed", None)]  # committed: the provider files are gone
 
 
+@pytest.mark.slow
 def test_failed_and_expired_lines_are_sent_again_and_accounted(
         server: Any, reach: Any, online: Path, tmp_path: Path) -> None:
     srv = reach(server(batch_error_rate=0.3, batch_expire_rate=0.3, fault_seed=4))
@@ -98,6 +99,7 @@ def test_failed_and_expired_lines_are_sent_again_and_accounted(
     assert "resent:" in result.stdout and srv.stats.requests == 0
 
 
+@pytest.mark.slow
 def test_failed_lines_go_online_with_the_online_fallback(
         server: Any, reach: Any, online: Path, tmp_path: Path) -> None:
     srv = reach(server(batch_error_rate=0.5, fault_seed=2))
@@ -140,6 +142,7 @@ def test_a_dedup_killed_during_its_batch_polls_the_same_batch_on_resume(
     assert rows(db, VECTORS) == rows(online, VECTORS)
 
 
+@pytest.mark.slow
 def test_a_batch_file_then_import_equals_the_batched_job(
         server: Any, reach: Any, tmp_path: Path) -> None:
     srv = reach(server())

@@ -65,6 +65,7 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("flags,options", FLAG_SETS, ids=["defaults", "what-it-makes", "engine", "ray"])
+@pytest.mark.slow
 def test_the_command_and_the_api_build_the_same_config(tmp_path: Path, handed: list[dict[str, Any]],
                                                        flags: list[object],
                                                        options: dict[str, Any]) -> None:
@@ -85,6 +86,7 @@ def _fake_models(monkeypatch: pytest.MonkeyPatch, client: Any) -> None:
     monkeypatch.setattr(runtime.StandardModels, "check_reachable", lambda self, c: None)
 
 
+@pytest.mark.slow
 def test_an_interrupted_expansion_resumes_through_the_api_and_the_command(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     options = {"hops": 2, "fanout": 2, "batch_size": 2, "link_candidates": 2}

@@ -70,6 +70,7 @@ def whole(run: tuple[Path, str], tmp_path: Path) -> list[tuple[Any, ...]]:
     return rows(db, ANSWERS, [result.batch_id])
 
 
+@pytest.mark.slow
 def test_a_crashed_interview_keeps_its_batches_and_resumes_to_the_whole(run, tmp_path):
     expected = whole(run, tmp_path)
     db = copy(run, tmp_path / "cut.duckdb")
@@ -87,6 +88,7 @@ def test_a_crashed_interview_keeps_its_batches_and_resumes_to_the_whole(run, tmp
         ("finished", run[1])]
 
 
+@pytest.mark.slow
 def test_a_failed_answer_is_asked_again_on_resume_and_replaced(run, tmp_path):
     expected = whole(run, tmp_path)
     db = copy(run, tmp_path / "weak.duckdb")
@@ -107,6 +109,7 @@ def test_a_failed_answer_is_asked_again_on_resume_and_replaced(run, tmp_path):
     assert rows(db, "SELECT status FROM jobs WHERE job_id = ?", [first.batch_id]) == [("finished",)]
 
 
+@pytest.mark.slow
 def test_the_same_interview_again_while_unfinished_offers_the_resume(run, tmp_path):
     db = copy(run, tmp_path / "twice.duckdb")
     with pytest.raises(PersonahubError):

@@ -177,6 +177,7 @@ CASES = {"from-text": _text, "judge": _judge, "interview": _interview, "calibrat
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
+@pytest.mark.slow
 def test_a_batched_job_commits_the_online_rows_with_no_online_call(
         kind: str, server: Any, tmp_path: Path) -> None:
     case = CASES[kind](tmp_path)
@@ -230,6 +231,7 @@ def stored_files(db: Path, job_id: str) -> list[tuple[Any, ...]]:
                     "WHERE job_id = ? ORDER BY created_at", [job_id])
 
 
+@pytest.mark.slow
 def test_a_batchs_provider_files_are_deleted_once_its_results_are_committed(
         server: Any, tmp_path: Path) -> None:
     srv = server(batch_error_rate=0.2, fault_seed=5)  # output and error files, and a resend
@@ -296,6 +298,7 @@ def test_a_judge_killed_during_its_batch_polls_the_same_batch_on_resume(
 
 # -- a batch file, then batch import ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_interview_batch_file_then_import_equals_the_batched_interview(
         server: Any, tmp_path: Path) -> None:
     case = _interview(tmp_path)
@@ -322,6 +325,7 @@ def test_an_interview_batch_file_then_import_equals_the_batched_interview(
                 [job_id]) == [("file:requests.jsonl",)]
 
 
+@pytest.mark.slow
 def test_resuming_a_job_that_waits_for_its_batch_file_exits_3_with_the_import_command(
         tmp_path: Path) -> None:
     corpus = tmp_path / "ferry.txt"
@@ -347,6 +351,7 @@ def test_resuming_a_job_that_waits_for_its_batch_file_exits_3_with_the_import_co
         assert requests.read_bytes() == sent  # the batch file is not written again
 
 
+@pytest.mark.slow
 def test_the_api_takes_the_batch_options(server: Any, tmp_path: Path) -> None:
     import personahub
 
@@ -364,6 +369,7 @@ def test_the_api_takes_the_batch_options(server: Any, tmp_path: Path) -> None:
     assert srv.stats.requests == 0 and srv.stats.batches_created == 2
 
 
+@pytest.mark.slow
 def test_an_expansion_goes_through_batch_files_a_level_at_a_time(
         server: Any, tmp_path: Path) -> None:
     """Each level's batch is one file: written, run elsewhere, imported; the import goes on to

@@ -10,6 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from personahub.analysis.export import export, load_items
 from personahub.api import run_judge, run_synthesis
 from personahub.core.jobs_store import find_job
@@ -47,6 +49,7 @@ def exported(db: Path, out: Path, job: str, kind: str | None = None) -> list[dic
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow
 def test_an_older_files_tool_items_read_and_migrate_to_the_one_name(tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
     job = run_synthesis(SynthOptions(task="tool", n=3, prompting="few-shot", db=str(db))).job_id

@@ -45,6 +45,7 @@ def scalar(db: Path, sql: str, params: list | None = None):
 
 @pytest.mark.parametrize("mode", PROMPTING_MODES)
 @pytest.mark.parametrize("task", sorted(synthesis_names()))
+@pytest.mark.slow
 def test_every_task_and_mode_offline(tmp_path: Path, task: str, mode: str) -> None:
     db = tmp_path / "s.duckdb"
     examples = write_examples(tmp_path / "ex.jsonl") if mode != "zero-shot" else None

@@ -54,6 +54,7 @@ def online_items(server: Any, tmp_path: Path) -> list[tuple[Any, ...]]:
     return items(db, result.job_id)
 
 
+@pytest.mark.slow
 def test_a_batched_job_writes_the_online_items_with_no_online_call(
         server: Any, tmp_path: Path, online_items: list[tuple[Any, ...]]) -> None:
     srv = server(batch_delay_s=0.05)
@@ -77,6 +78,7 @@ def test_a_batched_job_writes_the_online_items_with_no_online_call(
     assert "batches: 6 created" in (result.summary.batches or "")
 
 
+@pytest.mark.slow
 def test_failed_and_expired_requests_go_out_again_and_are_counted(
         server: Any, tmp_path: Path, online_items: list[tuple[Any, ...]]) -> None:
     srv = server(batch_error_rate=0.05, batch_expire=(1,), fault_seed=11)
@@ -93,6 +95,7 @@ def test_failed_and_expired_requests_go_out_again_and_are_counted(
     assert srv.stats.requests == 0
 
 
+@pytest.mark.slow
 def test_batch_fallback_online_sends_the_failures_online(
         server: Any, tmp_path: Path, online_items: list[tuple[Any, ...]]) -> None:
     srv = server(batch_error_rate=0.2, fault_seed=11)
@@ -177,6 +180,7 @@ def results_by_server(server_handle: Any, requests: Path, out: Path,
     out.write_bytes(lines)
 
 
+@pytest.mark.slow
 def test_a_batch_file_then_import_equals_the_batch_api(
         server: Any, tmp_path: Path, online_items: list[tuple[Any, ...]]) -> None:
     srv = server()
@@ -208,6 +212,7 @@ def test_a_batch_file_then_import_equals_the_batch_api(
     assert sorted(b for (b,) in batch_ids) == ["file:requests.jsonl"]
 
 
+@pytest.mark.slow
 def test_importing_results_of_another_job_is_one_line(server: Any, tmp_path: Path) -> None:
     srv = server()
     db = tmp_path / "file.duckdb"
@@ -227,6 +232,7 @@ def test_importing_results_of_another_job_is_one_line(server: Any, tmp_path: Pat
     assert rows(db, "SELECT status FROM jobs") == [("awaiting_results",)]
 
 
+@pytest.mark.slow
 def test_synthesize_batch_file_exits_0_saying_what_to_do_next(server: Any,
                                                               tmp_path: Path) -> None:
     srv = server()

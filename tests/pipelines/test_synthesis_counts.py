@@ -131,6 +131,7 @@ def test_per_persona_must_be_a_positive_count(tmp_path: Path) -> None:
         SynthConfig(task="instruction", per_persona=100_000)
 
 
+@pytest.mark.slow
 def test_resume_says_a_shortfall_and_exits_1_unless_allowed(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "resumed.duckdb"

@@ -68,6 +68,7 @@ def _corpus(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("flags,options", FLAG_SETS, ids=["defaults", "what-it-makes", "columns", "engine"])
+@pytest.mark.slow
 def test_the_command_and_the_api_build_the_same_config(tmp_path: Path, handed: list[dict[str, Any]],
                                                        flags: list[object],
                                                        options: dict[str, Any]) -> None:

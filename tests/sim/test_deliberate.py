@@ -182,6 +182,7 @@ def test_nothing_makes_no_act_call_and_a_failed_decision_is_a_failed_action(scen
 
 
 @pytest.mark.parametrize("order_seed", [1, 2])
+@pytest.mark.slow
 def test_seeded_runs_are_identical_whatever_the_completion_order(scenario_path, tmp_path,
                                                                  uninterrupted, order_seed):
     db = tmp_path / f"shuffled{order_seed}.duckdb"

@@ -116,6 +116,7 @@ JOB_STATUS = {"synthesize": "SELECT status FROM synth_jobs JOIN jobs USING (job_
 
 
 @pytest.mark.parametrize("kind", ["synthesize", "from-text", "expand", "judge", "interview", "run"])
+@pytest.mark.slow
 def test_every_job_kind_against_a_failing_endpoint_exits_1_in_one_line(broken_endpoint, kind):
     result, db = broken_endpoint[kind]
     line = one_line_error(result)
@@ -232,6 +233,7 @@ def test_quality_failures_past_the_share_stop_the_job(server, tmp_path):
     assert _status(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == [("failed",)]
 
 
+@pytest.mark.slow
 def test_a_run_stops_for_quality_past_the_share_and_resume_keeps_the_share(server, scenario_file,
                                                                            tmp_path):
     """Malformed answers only: the default share stops the run after step 1 (every action

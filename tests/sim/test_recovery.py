@@ -300,6 +300,7 @@ def test_a_resumed_job_flags_exactly_what_the_uninterrupted_job_flags(tmp_path):
     assert flags(cut_db, job_id) == flags(whole_db, whole.job_id)
 
 
+@pytest.mark.slow
 def test_cli_resume_uses_the_jobs_seed_not_the_cli_default(tmp_path):
     whole_db, cut_db = tmp_path / "whole.duckdb", tmp_path / "cut.duckdb"
     args = ["synthesize", "instruction", "--n", "12", "--seed", "7", "--batch-size", "4"]

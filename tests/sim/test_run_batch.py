@@ -75,6 +75,7 @@ def step_calls(db: Path, run_id: str) -> list[tuple[Any, ...]]:
         con.close()
 
 
+@pytest.mark.slow
 def test_a_batched_run_writes_the_online_tables_one_batch_a_step(
         server: Any, tmp_path: Path, online_tables: dict[str, list[tuple[Any, ...]]]) -> None:
     srv = server(batch_delay_s=0.05)

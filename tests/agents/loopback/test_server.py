@@ -1,6 +1,7 @@
 import json
 
 import httpx
+import pytest
 
 from personahub.agents.tasks.tool_spec import ToolSpec
 
@@ -56,6 +57,7 @@ def test_bad_json_body_is_a_400(server):
     assert response.status_code == 400
 
 
+@pytest.mark.slow
 def test_latency_runs_from_arrival_and_requests_wait_it_out_together(server, monkeypatch):
     """Each answer waits until its own arrival + latency, and eight requests wait at the same time.
 

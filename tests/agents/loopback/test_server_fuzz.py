@@ -85,6 +85,7 @@ def serve() -> Iterator[Serve]:
         handle.stop()
 
 
+@pytest.mark.slow
 def test_the_audit_requests_get_a_400_and_serve_stays_small(serve: Serve) -> None:
     """Done when (issue 32): a ``dimensions: 1e9`` request and a ``minItems: 1e8`` schema get a
     400 at once, and serve stays under 300 MB."""
@@ -165,6 +166,7 @@ EXAMPLES = [150, pytest.param(1500, marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("examples", EXAMPLES)
+@pytest.mark.slow
 def test_every_answer_is_2xx_or_4xx_and_memory_stays_bounded(serve: Serve, examples: int) -> None:
     serve.post("chat/completions", {"model": "m", "messages": [USER]})
     before = serve.memory()
@@ -193,6 +195,7 @@ DIALECTS = ["openai-strict", "vllm", "vllm-legacy", "ollama", "tools-only", "lla
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.slow
 def test_every_dialect_answers_random_requests_without_python_text(server, dialect: str) -> None:
     """In process, each dialect: no dropped connection, no exception text; no 5xx but the
     llama-cpp-python server's own (it answers a body its validation rejects with a 500)."""

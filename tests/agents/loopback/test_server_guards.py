@@ -205,6 +205,7 @@ BOUNDS = [
 
 @pytest.mark.parametrize(("route", "body", "fragment"), [(r, b, f) for _, r, b, f in BOUNDS],
                          ids=[case for case, *_ in BOUNDS])
+@pytest.mark.slow
 def test_out_of_bounds_requests_get_a_400_json_error(server, route: str, body: dict,
                                                      fragment: str) -> None:
     srv = server(latency_s=5.0)  # answered at once: a refusal does not wait for the latency
