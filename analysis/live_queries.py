@@ -13,7 +13,19 @@ from typing import Any
 import duckdb
 import networkx as nx
 
+from personahub.core.batch_records import open_batches
+from personahub.core.call_log import calls_by_step, calls_since, run_call_totals
 from personahub.core.jobs_store import find_job, latest_job_id
+from personahub.sim.run_queries import (
+    agent_ids,
+    kinds_by_agent,
+    newest_emissions,
+    run_detail,
+    run_totals,
+    starting_edge_list,
+    step_table,
+    survey_counts,
+)
 from personahub.sim.store import delivered_events
 
 #: Nodes the graph drawing keeps: a neighbourhood sample of a larger society.
@@ -57,37 +69,22 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str | Non
 def overview(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     """The run's header and its running totals: calls, calls/s, tokens, failures, duplicates."""
     job = find_job(con, run_id)
-    detail = rows(con, "SELECT run_id, scenario, llm, steps_planned, steps_done FROM runs "
-                       "WHERE run_id = ?", [run_id])[0]
-    assert job is not None, run_id  # resolve_run found it
+    detail = run_detail(con, run_id)
+    assert job is not None and detail is not None, run_id  # resolve_run found it
     run = {"run_id": run_id, "scenario": detail["scenario"], "seed": job.seed, "llm": detail["llm"],
            "status": job.status, "error": job.error, "steps_planned": detail["steps_planned"],
            "steps_done": detail["steps_done"], "started_at": job.started_at,
            "finished_at": job.finished_at}
-    calls = rows(con, """
-        SELECT count(*) AS calls,
-               count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
-               coalesce(sum(tokens_in), 0) AS tokens_in,
-               coalesce(sum(tokens_out), 0) AS tokens_out,
-               count(*) FILTER (WHERE cached) AS cached,
-               epoch(max(started_at)) - epoch(min(started_at)) AS span_s,
-               epoch(max(started_at)) AS last_s
-        FROM llm_calls WHERE run_id = ?""", [run_id])[0]
+    calls = run_call_totals(con, run_id)
     recent = 0
     if calls["last_s"] is not None:
-        recent = con.execute(
-            "SELECT count(*) FROM llm_calls WHERE run_id = ? AND epoch(started_at) > ?",
-            [run_id, calls["last_s"] - RECENT_S]).fetchall()[0][0]
+        recent = calls_since(con, run_id, calls["last_s"] - RECENT_S)
     span = calls.pop("span_s") or 0.0
     calls.pop("last_s")
-    emitted = rows(con, """
-        SELECT count(*) AS emissions, count(*) FILTER (WHERE is_duplicate) AS duplicates
-        FROM emissions WHERE run_id = ?""", [run_id])[0]
-    counts = rows(con, """
-        SELECT coalesce(sum(n_failed), 0) AS failed_actions, coalesce(sum(n_messages), 0) AS messages,
-               coalesce(sum(n_answers), 0) AS answers
-        FROM steps WHERE run_id = ?""", [run_id])[0]
-    agents = con.execute("SELECT count(*) FROM run_agents WHERE run_id = ?", [run_id]).fetchall()[0][0]
+    totals = run_totals(con, run_id)
+    agents = totals.pop("agents")
+    emitted = {k: totals[k] for k in ("emissions", "duplicates")}
+    counts = {k: totals[k] for k in ("failed_actions", "messages", "answers")}
     offline = str(run["llm"] or "").startswith("offline")
     return _jsonable({
         **run, **calls, **emitted, **counts, "agents": agents,
@@ -103,14 +100,7 @@ def overview(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
 def waiting_on(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
     """The run's batches that have not ended (``run --batch``: a step waits on its batch), as
     ``batch ID (in_progress, 40/100)``; None when it waits on none."""
-    try:
-        open_ = con.execute(
-            "SELECT coalesce(batch_id, batch_key), status, completed + failed, requests "
-            "FROM llm_batches WHERE job_id = ? AND status NOT IN ('completed', 'failed', "
-            "'expired', 'cancelled') ORDER BY created_at NULLS LAST, batch_key",
-            [run_id]).fetchall()
-    except duckdb.CatalogException:  # a database from before batches
-        return None
+    open_ = open_batches(con, run_id)
     if not open_:
         return None
     return ", ".join(f"batch {name} ({status}, {done}/{total})"
@@ -120,18 +110,11 @@ def waiting_on(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
 def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
     """One row per committed step: actions, emissions, messages, failures, answers, duplicates,
     calls and tokens."""
-    return [_jsonable(r) for r in rows(con, """
-        SELECT s.step, s.n_active, s.n_emissions, s.n_messages, s.n_failed, s.n_answers,
-               coalesce(d.duplicates, 0) AS duplicates, coalesce(c.calls, 0) AS calls,
-               coalesce(c.tokens, 0) AS tokens,
-               epoch(s.finished_at) - epoch(s.started_at) AS seconds
-        FROM steps s
-        LEFT JOIN (SELECT step, count(*) FILTER (WHERE is_duplicate) AS duplicates
-                   FROM emissions WHERE run_id = ? GROUP BY step) d USING (step)
-        LEFT JOIN (SELECT step, count(*) AS calls,
-                          coalesce(sum(tokens_in), 0) + coalesce(sum(tokens_out), 0) AS tokens
-                   FROM llm_calls WHERE run_id = ? GROUP BY step) c USING (step)
-        WHERE s.run_id = ? ORDER BY s.step""", [run_id, run_id, run_id])]
+    by_step = calls_by_step(con, run_id)
+    return [_jsonable({**{k: v for k, v in row.items() if k != "seconds"},
+                       "calls": by_step.get(row["step"], (0, 0))[0],
+                       "tokens": by_step.get(row["step"], (0, 0))[1], "seconds": row["seconds"]})
+            for row in step_table(con, run_id)]
 
 
 def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
@@ -145,12 +128,7 @@ def surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]
     """Per survey: its question, answer options in the scenario's order, and the count of each
     answer per step answered so far (free-text answers are counted, not shown)."""
     planned = _planned_surveys(con, run_id)
-    found = rows(con, """
-        SELECT survey_id, any_value(question) AS question, any_value(answer_kind) AS kind, step,
-               coalesce(answer_choice, CAST(answer_scale AS VARCHAR), '(text)') AS answer,
-               count(*) AS n
-        FROM survey_answers WHERE run_id = ? GROUP BY survey_id, step, answer
-        ORDER BY survey_id, step, answer""", [run_id])
+    found = survey_counts(con, run_id)
     out: dict[str, dict[str, Any]] = {}
     for sid, spec in planned.items():
         out[sid] = {"id": sid, "question": spec.get("question", ""), "kind": spec.get("answer"),
@@ -167,14 +145,7 @@ def surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]
 
 def stream(con: duckdb.DuckDBPyConnection, run_id: str, limit: int = STREAM_LIMIT) -> list[dict[str, Any]]:
     """The newest emissions (with whether each is a near-duplicate) and the messages they sent."""
-    found = rows(con, """
-        SELECT e.step, e.agent_id, e.kind, e.text, e.is_duplicate,
-               t.agent_id AS to_agent
-        FROM emissions e
-        LEFT JOIN run_agents t ON t.run_id = e.run_id AND t.persona_id = e.target_persona_id
-        WHERE e.run_id = ?
-        ORDER BY e.step DESC, e.agent_id DESC LIMIT ?""", [run_id, limit])
-    return [_jsonable(r) for r in found]
+    return [_jsonable(r) for r in newest_emissions(con, run_id, limit)]
 
 
 def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, Any]:
@@ -185,20 +156,17 @@ def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAP
     neighbourhood (edges among kept nodes are all kept), not a scatter of unrelated dots.
     """
     # every read in a fixed order: the layout depends on the order nodes and edges are added
-    agents = dict(con.execute("SELECT persona_id, agent_id FROM run_agents WHERE run_id = ? "
-                              "ORDER BY agent_id", [run_id]).fetchall())
+    agents = agent_ids(con, run_id)
     g = nx.Graph()
     g.add_nodes_from(agents.values())
-    for src, dst in con.execute("SELECT src, dst FROM run_edges WHERE run_id = ? ORDER BY src, dst",
-                                [run_id]).fetchall():
+    for src, dst in starting_edge_list(con, run_id):
         if src in agents and dst in agents and src != dst:
             g.add_edge(agents[src], agents[dst])
     total_nodes, total_edges = g.number_of_nodes(), g.number_of_edges()
     if total_nodes > max_nodes:
         g = g.subgraph(_neighbourhood(g, max_nodes)).copy()
     kinds: dict[int, Counter[str]] = {}
-    for agent, kind, n in con.execute("SELECT agent_id, kind, count(*) FROM emissions WHERE run_id = ? "
-                                      "GROUP BY ALL ORDER BY ALL", [run_id]).fetchall():
+    for agent, kind, n in kinds_by_agent(con, run_id):
         kinds.setdefault(agent, Counter())[kind] = n
     pos = _layout(run_id, g)
     nodes = [{"id": int(n), "x": round(float(pos[n][0]), 4), "y": round(float(pos[n][1]), 4),

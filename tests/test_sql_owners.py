@@ -36,7 +36,7 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "run log": (frozenset({
         "runs", "run_agents", "steps", "emissions", "messages", "run_edges", "events",
         "interventions", "survey_answers", "agent_states", "decisions"}),
-        frozenset({"sim/store.py"})),
+        frozenset({"sim/store.py", "sim/run_queries.py"})),
     "synthesis": (frozenset({"synth_jobs", "synth_job_personas", "synth_items"}),
                   frozenset({"pipelines/synthesize.py", "pipelines/synthesis_inputs.py"})),
     "judgments": (frozenset({"judgments"}), frozenset({"analysis/judgments.py"})),
@@ -64,8 +64,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("analysis/report_header.py", "calls"): _READ_VIEWS,
     ("analysis/report_header.py", "synthesis"): _READ_VIEWS,
     ("analysis/report_data.py", "run log"): _READ_VIEWS,
-    ("analysis/live_queries.py", "run log"): _READ_VIEWS,
-    ("analysis/live_queries.py", "calls"): _READ_VIEWS,
 }
 
 _SQL = re.compile(r"\b(?:SELECT|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)

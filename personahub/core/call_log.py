@@ -4,11 +4,13 @@ prompt figures say of the model calls. Writes are the batch commit's (``core/com
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 
-__all__ = ["call_counts", "committed_requests", "last_attempt_counts", "last_errors", "most_common_error_in",
-           "most_common_job_error", "prefix_reused", "prompt_tokens_per_action"]
+__all__ = ["call_counts", "calls_by_step", "calls_since", "committed_requests", "last_attempt_counts",
+           "last_errors", "most_common_error_in", "most_common_job_error", "prefix_reused",
+           "prompt_tokens_per_action", "run_call_totals"]
 
 
 def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
@@ -120,3 +122,33 @@ def last_attempt_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = 
         where, params = "job_kind = ? AND job_id = ?", [job_kind, job_id]
     return [(str(p), str(s), e, int(n))
             for p, s, e, n in con.execute(_LAST_ATTEMPTS.format(where=where), params).fetchall()]
+
+
+def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """A run's (or job's) calls so far: attempts, failed attempts, tokens in and out, cached
+    answers, and the epoch seconds between its first and last call (``span_s``) and of its last
+    (``last_s``; None before the first)."""
+    cursor = con.execute("""
+        SELECT count(*) AS calls,
+               count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
+               coalesce(sum(tokens_in), 0) AS tokens_in,
+               coalesce(sum(tokens_out), 0) AS tokens_out,
+               count(*) FILTER (WHERE cached) AS cached,
+               epoch(max(started_at)) - epoch(min(started_at)) AS span_s,
+               epoch(max(started_at)) AS last_s
+        FROM llm_calls WHERE run_id = ?""", [run_id])
+    names = [d[0] for d in cursor.description]
+    return dict(zip(names, cursor.fetchall()[0], strict=True))
+
+
+def calls_since(con: duckdb.DuckDBPyConnection, run_id: str, epoch_s: float) -> int:
+    """A run's calls started after ``epoch_s`` (epoch seconds)."""
+    return int(con.execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND epoch(started_at) > ?",
+                           [run_id, epoch_s]).fetchall()[0][0])
+
+
+def calls_by_step(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[int, tuple[int, int]]:
+    """Step → (calls, tokens in and out) of a run."""
+    return {int(step): (int(calls), int(tokens)) for step, calls, tokens in con.execute(
+        "SELECT step, count(*), coalesce(sum(tokens_in), 0) + coalesce(sum(tokens_out), 0) "
+        "FROM llm_calls WHERE run_id = ? GROUP BY step", [run_id]).fetchall() if step is not None}

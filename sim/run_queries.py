@@ -1,0 +1,93 @@
+"""Reads of a run's log for the live view and the report: its header, totals, steps, newest
+emissions, survey answers and graph, each as the run log's tables hold them.
+
+The run log's SQL lives with the run log (``sim/store.py`` writes it and reads what a resume
+needs; this module reads what is shown). Readers join these rows with the calls' figures
+(``core/call_log.py``) in Python, so no query here reaches into another family's tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+
+def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    cursor = con.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def run_detail(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+    """The run's ``runs`` row: scenario, model spec, steps planned and done (None if absent)."""
+    found = _dicts(con, "SELECT run_id, scenario, scenario_path, llm, steps_planned, steps_done "
+                        "FROM runs WHERE run_id = ?", [run_id])
+    return found[0] if found else None
+
+
+def run_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+    """Emissions and near-duplicates, failed actions, messages and answers, agents so far."""
+    emitted = _dicts(con, "SELECT count(*) AS emissions, count(*) FILTER (WHERE is_duplicate) "
+                          "AS duplicates FROM emissions WHERE run_id = ?", [run_id])[0]
+    counts = _dicts(con, "SELECT coalesce(sum(n_failed), 0) AS failed_actions, "
+                         "coalesce(sum(n_messages), 0) AS messages, "
+                         "coalesce(sum(n_answers), 0) AS answers FROM steps WHERE run_id = ?",
+                    [run_id])[0]
+    agents = con.execute("SELECT count(*) FROM run_agents WHERE run_id = ?", [run_id]).fetchall()
+    return {**{k: int(v) for k, v in {**emitted, **counts}.items()}, "agents": int(agents[0][0])}
+
+
+def step_table(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+    """One row per committed step: agents active, emissions, messages, failed actions, answers,
+    near-duplicates and seconds taken, in step order."""
+    return _dicts(con, """
+        SELECT s.step, s.n_active, s.n_emissions, s.n_messages, s.n_failed, s.n_answers,
+               coalesce(d.duplicates, 0) AS duplicates,
+               epoch(s.finished_at) - epoch(s.started_at) AS seconds
+        FROM steps s
+        LEFT JOIN (SELECT step, count(*) FILTER (WHERE is_duplicate) AS duplicates
+                   FROM emissions WHERE run_id = ? GROUP BY step) d USING (step)
+        WHERE s.run_id = ? ORDER BY s.step""", [run_id, run_id])
+
+
+def survey_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+    """Answers per survey, step and answer (a free-text answer counts as ``(text)``)."""
+    return _dicts(con, """
+        SELECT survey_id, any_value(question) AS question, any_value(answer_kind) AS kind, step,
+               coalesce(answer_choice, CAST(answer_scale AS VARCHAR), '(text)') AS answer,
+               count(*) AS n
+        FROM survey_answers WHERE run_id = ? GROUP BY survey_id, step, answer
+        ORDER BY survey_id, step, answer""", [run_id])
+
+
+def newest_emissions(con: duckdb.DuckDBPyConnection, run_id: str, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` emissions: step, agent, kind, text, near-duplicate, and the agent a
+    message went to."""
+    return _dicts(con, """
+        SELECT e.step, e.agent_id, e.kind, e.text, e.is_duplicate,
+               t.agent_id AS to_agent
+        FROM emissions e
+        LEFT JOIN run_agents t ON t.run_id = e.run_id AND t.persona_id = e.target_persona_id
+        WHERE e.run_id = ?
+        ORDER BY e.step DESC, e.agent_id DESC LIMIT ?""", [run_id, limit])
+
+
+def agent_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+    """Persona id → agent id, in agent order."""
+    return {str(p): int(a) for p, a in con.execute(
+        "SELECT persona_id, agent_id FROM run_agents WHERE run_id = ? ORDER BY agent_id",
+        [run_id]).fetchall()}
+
+
+def starting_edge_list(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str, str]]:
+    """The run's relationship edges (persona ids), sorted."""
+    return [(str(s), str(d)) for s, d in con.execute(
+        "SELECT src, dst FROM run_edges WHERE run_id = ? ORDER BY src, dst", [run_id]).fetchall()]
+
+
+def kinds_by_agent(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, str, int]]:
+    """(agent, kind, emissions), sorted."""
+    return [(int(a), str(k), int(n)) for a, k, n in con.execute(
+        "SELECT agent_id, kind, count(*) FROM emissions WHERE run_id = ? GROUP BY ALL ORDER BY ALL",
+        [run_id]).fetchall()]
