@@ -16,6 +16,7 @@ import duckdb
 import networkx as nx
 
 from personahub.core.jobs_store import find_job
+from personahub.sim.run_queries import choice_answer_counts
 from personahub.sim.store import delivered_events
 
 NO_EMISSION = "no emission"
@@ -51,11 +52,6 @@ class Event:
     source: str = "scenario"  # or who injected it while the run ran (``view``)
 
 
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
-    return {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                      "WHERE table_name = ?", [table]).fetchall()}
-
-
 def declared_surveys(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, dict[str, Any]]:
     """The run's scenario surveys by id (options, low, high), from its stored configuration."""
     if run_id is None:
@@ -82,16 +78,9 @@ def _option_order(declared: dict[str, Any] | None, kind: str, seen: list[str]) -
 
 def survey_shares(con: duckdb.DuckDBPyConnection, run_id: str | None) -> list[SurveyShares]:
     """Choice and scale surveys of a run (all answers when ``run_id`` is None), by survey id."""
-    columns = _columns(con, "survey_answers")
-    if not {"step", "survey_id", "answer_kind"} <= columns:
+    rows = choice_answer_counts(con, run_id)
+    if rows is None:
         return []
-    where = "AND run_id = ?" if run_id and "run_id" in columns else ""
-    rows = con.execute(
-        "SELECT survey_id, any_value(question), answer_kind, step, "
-        "coalesce(answer_choice, CAST(answer_scale AS VARCHAR)) AS answer, count(*) "
-        f"FROM survey_answers WHERE answer_kind IN ('choice', 'scale') {where} "
-        "GROUP BY survey_id, answer_kind, step, answer ORDER BY survey_id, step",
-        [run_id] if where else []).fetchall()
     declared = declared_surveys(con, run_id)
     grouped: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for row in rows:

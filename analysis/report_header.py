@@ -13,7 +13,9 @@ from typing import Any
 import duckdb
 
 from personahub.analysis.kept import kept_lines
+from personahub.core.call_log import cached_calls, call_counts
 from personahub.core.jobs_store import find_job
+from personahub.sim.run_queries import decisions_per_step, run_detail, run_totals
 
 OFFLINE_ENGINE = "offline engine — not a language model"
 
@@ -50,12 +52,9 @@ def _dates(started: datetime | None, finished: datetime | None) -> str:
 def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) -> Facts:
     """Calls, failures, the kept share per kind (``analysis.kept``), tokens and cost of a run or
     job (``llm_calls.run_id`` holds both)."""
-    calls = _one(con, "SELECT count(*), count(*) FILTER (WHERE status = 'ok'), "
-                      "count(*) FILTER (WHERE status = 'error'), "
-                      "count(*) FILTER (WHERE status = 'invalid'), "
-                      "count(*) FILTER (WHERE coalesce(cached, false)) "
-                      "FROM llm_calls WHERE run_id = ?", [owner_id]) or (0, 0, 0, 0, 0)
-    n, ok, errors, invalid, cached = calls
+    by_status = call_counts(con, run_id=owner_id)
+    n, cached = sum(by_status.values()), cached_calls(con, owner_id)
+    ok, errors, invalid = (by_status.get(s, 0) for s in ("ok", "error", "invalid"))
     cost = _one(con, "SELECT tokens_in, tokens_out, cost_usd, cached_calls FROM v_run_cost "
                      "WHERE run_id = ?", [owner_id])
     tokens_in, tokens_out, cost_usd = (cost[0], cost[1], cost[2]) if cost else (0, 0, 0.0)
@@ -81,17 +80,16 @@ def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) ->
 def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
     """Header facts of a simulation run (``jobs``, ``runs``, ``steps``, ``run_agents``,
     ``llm_calls``)."""
-    row = _one(con, "SELECT scenario, scenario_path, llm, steps_planned, steps_done FROM runs "
-                    "WHERE run_id = ?", [run_id])
+    detail = run_detail(con, run_id)
     job = find_job(con, run_id)
-    if row is None or job is None:
+    if detail is None or job is None:
         return [("run", f"{run_id} (not found)")]
-    scenario, path, llm, planned, done = row
+    scenario, path, llm = detail["scenario"], detail["scenario_path"], detail["llm"]
+    planned, done = detail["steps_planned"], detail["steps_done"]
     seed, status, error = job.seed, job.status, job.error
     started, finished = job.started_at, job.finished_at
-    agents = (_one(con, "SELECT count(*) FROM run_agents WHERE run_id = ?", [run_id]) or (0,))[0]
-    failed = (_one(con, "SELECT coalesce(sum(n_failed), 0) FROM steps WHERE run_id = ?",
-                   [run_id]) or (0,))[0]
+    totals = run_totals(con, run_id)
+    agents, failed = totals["agents"], totals["failed_actions"]
     facts: Facts = [
         ("run", run_id),
         ("scenario", f"{scenario} ({path})" if path else str(scenario)),
@@ -109,14 +107,7 @@ def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
 def decision_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
     """Deliberate runs' decisions per step (none for scripted runs, or a database from before
     the ``decisions`` table)."""
-    there = _one(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = "
-                      "'decisions'", [])
-    if not there or not there[0]:
-        return []
-    per_step = con.execute("SELECT step, count(*), count(*) FILTER (WHERE action = 'nothing'), "
-                           "count(*) FILTER (WHERE fallback IS NOT NULL), "
-                           "count(*) FILTER (WHERE action IS NULL) FROM decisions "
-                           "WHERE run_id = ? GROUP BY step ORDER BY step", [run_id]).fetchall()
+    per_step = decisions_per_step(con, run_id)
     if not per_step:
         return []
     total, nothing, fallback, failed = (sum(row[i] for row in per_step) for i in range(1, 5))
@@ -127,16 +118,15 @@ def decision_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
 
 def job_facts(con: duckdb.DuckDBPyConnection, job_id: str) -> Facts:
     """Header facts of a synthesis job (``jobs``, ``synth_jobs``, ``synth_items``, ``llm_calls``)."""
-    row = _one(con, "SELECT task, prompting, n, llm FROM synth_jobs WHERE job_id = ?", [job_id])
+    row = _one(con, "SELECT task, prompting, n, llm, items, duplicates FROM v_synth_jobs "
+                    "WHERE job_id = ?", [job_id])
     job = find_job(con, job_id)
     if row is None or job is None:
         return [("job", f"{job_id} (not found)")]
-    task, prompting, n, llm = row
+    task, prompting, n, llm, *items = row
     config, status, error = job.config, job.status, job.error
     started, finished = job.started_at, job.finished_at
     seed = config.get("seed", "—")
-    items = _one(con, "SELECT count(*), count(*) FILTER (WHERE is_duplicate) FROM synth_items "
-                      "WHERE job_id = ?", [job_id]) or (0, 0)
     facts: Facts = [
         ("job", job_id),
         ("task", f"{task} ({prompting})"),

@@ -91,3 +91,38 @@ def kinds_by_agent(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[in
     return [(int(a), str(k), int(n)) for a, k, n in con.execute(
         "SELECT agent_id, kind, count(*) FROM emissions WHERE run_id = ? GROUP BY ALL ORDER BY ALL",
         [run_id]).fetchall()]
+
+
+def decisions_per_step(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, int, int, int, int]]:
+    """A deliberate run's decisions per step: (step, decisions, chose nothing, addressee
+    fallbacks, failed); none for a scripted run or a database from before ``decisions``."""
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = "
+                       "'decisions'").fetchall()[0][0]:
+        return []
+    return [tuple(int(v) for v in row) for row in con.execute(  # type: ignore[misc]
+        "SELECT step, count(*), count(*) FILTER (WHERE action = 'nothing'), "
+        "count(*) FILTER (WHERE fallback IS NOT NULL), "
+        "count(*) FILTER (WHERE action IS NULL) FROM decisions "
+        "WHERE run_id = ? GROUP BY step ORDER BY step", [run_id]).fetchall()]
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_name = ?", [table]).fetchall()}
+
+
+def choice_answer_counts(con: duckdb.DuckDBPyConnection,
+                         run_id: str | None) -> list[tuple[Any, ...]] | None:
+    """Choice and scale answers per survey, kind, step and answer, of a run (every run's when
+    ``run_id`` is None): (survey, question, kind, step, answer, count), by survey and step;
+    None for a database from before surveys had steps and kinds."""
+    columns = _columns(con, "survey_answers")
+    if not {"step", "survey_id", "answer_kind"} <= columns:
+        return None
+    where = "AND run_id = ?" if run_id and "run_id" in columns else ""
+    return con.execute(
+        "SELECT survey_id, any_value(question), answer_kind, step, "
+        "coalesce(answer_choice, CAST(answer_scale AS VARCHAR)) AS answer, count(*) "
+        f"FROM survey_answers WHERE answer_kind IN ('choice', 'scale') {where} "
+        "GROUP BY survey_id, answer_kind, step, answer ORDER BY survey_id, step",
+        [run_id] if where else []).fetchall()

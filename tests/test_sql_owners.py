@@ -60,10 +60,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("analysis/report.py", "run log"): _READ_VIEWS,
     ("analysis/report.py", "calls"): _READ_VIEWS,
     ("analysis/report.py", "synthesis"): _READ_VIEWS,
-    ("analysis/report_header.py", "run log"): _READ_VIEWS,
-    ("analysis/report_header.py", "calls"): _READ_VIEWS,
-    ("analysis/report_header.py", "synthesis"): _READ_VIEWS,
-    ("analysis/report_data.py", "run log"): _READ_VIEWS,
 }
 
 _SQL = re.compile(r"\b(?:SELECT|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)

@@ -8,9 +8,9 @@ from typing import Any
 
 import duckdb
 
-__all__ = ["call_counts", "calls_by_step", "calls_since", "committed_requests", "last_attempt_counts",
-           "last_errors", "most_common_error_in", "most_common_job_error", "prefix_reused",
-           "prompt_tokens_per_action", "run_call_totals"]
+__all__ = ["cached_calls", "call_counts", "calls_by_step", "calls_since", "committed_requests",
+           "last_attempt_counts", "last_errors", "most_common_error_in", "most_common_job_error",
+           "prefix_reused", "prompt_tokens_per_action", "run_call_totals"]
 
 
 def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
@@ -152,3 +152,9 @@ def calls_by_step(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[int, tupl
     return {int(step): (int(calls), int(tokens)) for step, calls, tokens in con.execute(
         "SELECT step, count(*), coalesce(sum(tokens_in), 0) + coalesce(sum(tokens_out), 0) "
         "FROM llm_calls WHERE run_id = ? GROUP BY step", [run_id]).fetchall() if step is not None}
+
+
+def cached_calls(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """A run's (or job's) calls answered from the record/replay cache."""
+    return int(con.execute("SELECT count(*) FILTER (WHERE coalesce(cached, false)) FROM llm_calls "
+                           "WHERE run_id = ?", [run_id]).fetchall()[0][0])
