@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
@@ -95,6 +98,18 @@ def judged_item_ids(con: duckdb.DuckDBPyConnection, judge_id: str) -> set[str]:
     """The items judge ``judge_id`` has rated (what its resume skips)."""
     return {r[0] for r in con.execute("SELECT item_id FROM judgments WHERE judge_id = ?",
                                       [judge_id]).fetchall()}
+
+
+def judgment_rows(con: duckdb.DuckDBPyConnection, judge_id: str) -> pd.DataFrame:
+    """Every column of judge ``judge_id``'s judgments (criteria as JSON text), by item id."""
+    return con.execute("SELECT * FROM judgments WHERE judge_id = ? ORDER BY item_id",
+                       [judge_id]).df()
+
+
+def sample_judgments(con: duckdb.DuckDBPyConnection, judge_id: str, n: int) -> pd.DataFrame:
+    """``n`` of the judge's verdicts (item_id, valid, criteria), the same ones every time."""
+    return con.execute("SELECT item_id, valid, criteria FROM judgments WHERE judge_id = ? "
+                       "ORDER BY hash(item_id) LIMIT ?", [judge_id, n]).df()
 
 
 def latest_judge(con: duckdb.DuckDBPyConnection, target_id: str) -> str | None:

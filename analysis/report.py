@@ -57,9 +57,12 @@ from personahub.analysis.report_data import (  # noqa: E402
 )
 from personahub.analysis.report_header import Facts, job_facts, run_facts  # noqa: E402
 from personahub.analysis.views import install_views  # noqa: E402
+from personahub.core.call_log import failed_call_groups  # noqa: E402
 from personahub.core.jobs_store import latest_job_id
 from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
 from personahub.personas.embedding import Embedder, HashEmbedder  # noqa: E402
+from personahub.personas.store import relation_edges  # noqa: E402
+from personahub.sim.run_queries import agent_persona_ids  # noqa: E402
 
 MAX_DRAWN_NODES = 300
 # Every file a report may write into its folder (checked up front so --force means something).
@@ -197,15 +200,10 @@ def _duplicate_rate(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
 
 def _graph(con: duckdb.DuckDBPyConnection, rep: Report) -> nx.Graph:
     if rep.run_id:
-        edges = _rows(con, "SELECT r.src, r.dst FROM relations r "
-                           "JOIN run_agents a ON a.persona_id = r.src AND a.run_id = ? "
-                           "JOIN run_agents b ON b.persona_id = r.dst AND b.run_id = ?",
-                      [rep.run_id, rep.run_id])
-        nodes = [r[0] for r in _rows(con, "SELECT persona_id FROM run_agents WHERE run_id = ?",
-                                     [rep.run_id])]
+        nodes = agent_persona_ids(con, rep.run_id)
+        edges = relation_edges(con, nodes)
     else:
-        edges = _rows(con, "SELECT src, dst FROM relations")
-        nodes = []
+        edges, nodes = relation_edges(con), []
     graph = nx.Graph()
     graph.add_nodes_from(nodes)
     graph.add_edges_from(edges)
@@ -374,11 +372,9 @@ def _failures(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     """Failed model calls by purpose and first error line, and what the quality gate refused."""
     section = Section("Failures")
     owner = rep.job_id or rep.run_id
-    calls = _rows(con, "SELECT purpose, status, split_part(coalesce(error, ''), chr(10), 1) AS e, "
-                       "count(*) FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
-                       "GROUP BY ALL ORDER BY 4 DESC, 1, 2, 3 LIMIT 20", [owner])
+    calls = failed_call_groups(con, owner, limit=20)
     column = "job_id" if rep.job_id else "run_id"
-    refused = _rows(con, f"SELECT kind, reason, count(*) FROM rejected WHERE {column} = ? "
+    refused = _rows(con, f"SELECT kind, reason, sum(n) FROM v_rejected WHERE {column} = ? "
                          "GROUP BY ALL ORDER BY 3 DESC, 1, 2 LIMIT 20", [owner])
     rows = [("model call", p, s, e, n) for p, s, e, n in calls]
     rows += [("quality gate", k, "rejected", r, n) for k, r, n in refused]
@@ -394,8 +390,8 @@ def _items_per_task(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     section = Section("Items per task")
     rows = _rows(con, "SELECT task, prompting, n, items, duplicates, solved FROM v_synth_jobs "
                       "WHERE job_id = ?", [rep.job_id])
-    refused = _rows(con, "SELECT count(*) FROM rejected WHERE source = 'synthesis' AND job_id = ?",
-                    [rep.job_id])[0][0]
+    refused = _rows(con, "SELECT coalesce(sum(n), 0) FROM v_rejected WHERE source = 'synthesis' "
+                         "AND job_id = ?", [rep.job_id])[0][0]
     section.table = (["task", "prompting", "personas asked", "items", "near-duplicates",
                       "solved", "refused by the quality gate"],
                      [(*r, refused) for r in rows])
@@ -529,9 +525,10 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
     install_views(con)
     if run_id is not None and job_id is not None:
         raise PersonahubError("--run and --job: give one (a report is of a run or of a job)")
-    if run_id is not None and not _rows(con, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
+    if run_id is not None and not _rows(con, "SELECT 1 FROM v_runs WHERE run_id = ?", [run_id]):
         raise PersonahubError(f"--run {run_id}: not found in the database")
-    if job_id is not None and not _rows(con, "SELECT 1 FROM synth_jobs WHERE job_id = ?", [job_id]):
+    if job_id is not None and not _rows(con, "SELECT 1 FROM v_synth_jobs WHERE job_id = ?",
+                                        [job_id]):
         raise PersonahubError(f"--job {job_id}: not found in the database")
     if isinstance(embedder, str):
         embedder = make_embedder(embedder)

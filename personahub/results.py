@@ -10,24 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import duckdb
     import pandas as pd
-
-#: the personas a persona job produced (or, for dedup, flagged), by job kind
-_PERSONAS_OF = {
-    "text_to_persona": "SELECT p.* FROM personas p WHERE p.persona_id IN (SELECT DISTINCT "
-                       "unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = "
-                       "(SELECT corpus FROM text_jobs WHERE job_id = ?)) "
-                       "ORDER BY p.seq",
-    "dedup": "SELECT * FROM personas WHERE coalesce(is_duplicate, false) AND ? IS NOT NULL "
-             "ORDER BY seq",
-}
 
 
 def _read(db: Path, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
@@ -39,6 +28,20 @@ def _read(db: Path, query: str, params: Sequence[Any] | None = None) -> pd.DataF
     try:
         install_views(con)
         return con.execute(query, list(params or [])).df()
+    finally:
+        con.close()
+
+
+def _frame(db: Path, read: Callable[..., pd.DataFrame], *args: Any) -> pd.DataFrame:
+    """``read(con, *args)`` (a table owner's read) on a read-only connection with the analysis
+    views, closed before returning."""
+    from personahub.analysis.views import install_views
+    from personahub.core.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        install_views(con)
+        return read(con, *args)
     finally:
         con.close()
 
@@ -58,12 +61,10 @@ def _items_frame(db: Path, *, job: str | None = None, run: str | None = None) ->
 #: the few rows a handle's card shows, sampled by a hash of their id (the same rows every time)
 SAMPLE_ROWS = 3
 _SAMPLES = {
-    "run": "SELECT step, agent_id, kind, text FROM emissions WHERE run_id = ? "
-           "ORDER BY hash(emission_id) LIMIT {n}",
-    "synthesis": "SELECT p.text AS persona, i.text FROM synth_items i LEFT JOIN personas p "
-                 "USING (persona_id) WHERE i.job_id = ? ORDER BY hash(i.item_id) LIMIT {n}",
-    "judge": "SELECT item_id, valid, criteria FROM judgments WHERE judge_id = ? "
-             "ORDER BY hash(item_id) LIMIT {n}",
+    "run": "SELECT step, agent_id, kind, text FROM v_items WHERE source = 'run' AND "
+           "source_id = ? ORDER BY hash(item_id) LIMIT {n}",
+    "synthesis": "SELECT persona, text FROM v_items WHERE source = 'job' AND source_id = ? "
+                 "ORDER BY hash(item_id) LIMIT {n}",
 }
 _CELL = 120  # characters of a text cell in a card
 
@@ -131,7 +132,14 @@ class Job:
     def sample(self, n: int = SAMPLE_ROWS) -> pd.DataFrame:
         """A few of what the job made (the same rows each time), text cut to a line's length."""
         query = _SAMPLES.get(self.kind)
-        frame = self.sql(query.format(n=int(n)), [self.job_id]) if query else self.items().head(n)
+        if query:
+            frame = self.sql(query.format(n=int(n)), [self.job_id])
+        elif self.kind == "judge":
+            from personahub.analysis.judgments import sample_judgments
+
+            frame = _frame(self.db, sample_judgments, self.job_id, int(n))
+        else:
+            frame = self.items().head(n)
         return frame.apply(lambda column: column.map(_cut))
 
     def _repr_html_(self) -> str:
@@ -153,7 +161,9 @@ class Job:
 
     def calls(self) -> pd.DataFrame:
         """The job's model calls (``llm_calls``)."""
-        return self.sql("SELECT * FROM llm_calls WHERE job_id = ? ORDER BY started_at", [self.job_id])
+        from personahub.core.call_log import job_calls
+
+        return _frame(self.db, job_calls, self.job_id)
 
     def export(self, path: str | Path, fmt: str = "chat", *, kind: str | None = None,
                drop_duplicates: bool = False, overwrite: bool = False) -> int:
@@ -190,19 +200,19 @@ class Job:
             return _items_frame(self.db, job=self.job_id)
         if self.kind == "expand":
             return self._expansion_personas()
-        return self.sql(_PERSONAS_OF[self.kind], [self.job_id])
+        from personahub.personas.store import flagged_duplicates, text_job_personas
+
+        if self.kind == "dedup":  # the personas flagged as near-duplicates
+            return _frame(self.db, flagged_duplicates)
+        if self.kind == "text_to_persona":
+            return _frame(self.db, text_job_personas, self.job_id)
+        raise KeyError(self.kind)
 
     def _expansion_personas(self) -> pd.DataFrame:
-        from personahub.core.store import connect
         from personahub.personas.expand import expansion_personas
+        from personahub.personas.store import personas_frame
 
-        con: duckdb.DuckDBPyConnection = connect(self.db, read_only=True)
-        try:
-            ids = expansion_personas(con, self.job_id)
-            return con.execute("SELECT * FROM personas WHERE list_contains(?, persona_id) "
-                               "ORDER BY seq", [ids]).df()
-        finally:
-            con.close()
+        return _frame(self.db, lambda con: personas_frame(con, expansion_personas(con, self.job_id)))
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -221,13 +231,11 @@ class Run(Job):
 
     def emissions(self) -> pd.DataFrame:
         """Rows of ``emissions`` for this run, by step and agent."""
-        return self.sql("SELECT * FROM emissions WHERE run_id = ? ORDER BY step, agent_id",
-                        [self.job_id])
+        return self._rows("emissions")
 
     def survey_answers(self) -> pd.DataFrame:
         """Rows of ``survey_answers`` for this run, by step, survey and agent."""
-        return self.sql("SELECT * FROM survey_answers WHERE run_id = ? "
-                        "ORDER BY step, survey_id, agent_id", [self.job_id])
+        return self._rows("survey_answers")
 
     def survey_shares(self, survey: str | None = None, *, wide: bool = False) -> pd.DataFrame:
         """Each survey answer's share per step, tidy: one row per (survey_id, step, answer) with
@@ -236,11 +244,9 @@ class Run(Job):
         ``wide=True`` (one survey) gives steps × answers, ready for ``.plot.bar(stacked=True)``."""
         import pandas as pd
 
-        answers = self.sql(
-            "SELECT survey_id, step, coalesce(answer_choice, CAST(answer_scale AS VARCHAR), "
-            "answer_text) AS answer FROM survey_answers WHERE run_id = ?"
-            + (" AND survey_id = ?" if survey else ""),
-            [self.job_id, *([survey] if survey else [])])
+        from personahub.sim.run_queries import survey_answer_values
+
+        answers = _frame(self.db, survey_answer_values, self.job_id, survey)
         frames = []
         for survey_id, group in answers.groupby("survey_id", sort=True):
             order = self._survey_options(str(survey_id))
@@ -275,36 +281,22 @@ class Run(Job):
         failed actions, near-duplicates flagged, events delivered, the events injected by hand
         while it ran (``injected``: their texts, from the live view; empty when none), and the
         step's start and seconds."""
-        from personahub.core.store import connect
-        from personahub.sim.store import source_of
+        from personahub.sim.run_queries import timeline
 
-        con = connect(self.db, read_only=True)
-        try:
-            source = source_of(con, "events")
-        finally:
-            con.close()
-        return self.sql(
-            "SELECT s.step, s.n_active AS active, s.n_emissions AS emissions, "
-            "s.n_messages AS messages, coalesce(s.n_answers, 0) AS survey_answers, "
-            "s.n_failed AS failed, coalesce(d.duplicates, 0) AS duplicates, "
-            "coalesce(ev.events, 0) AS events, coalesce(ev.injected, []::VARCHAR[]) AS injected, "
-            "s.started_at, "
-            "round(epoch(s.finished_at) - epoch(s.started_at), 3) AS seconds "
-            "FROM steps s LEFT JOIN (SELECT step, count(*) FILTER (WHERE is_duplicate) AS "
-            "duplicates FROM emissions WHERE run_id = ? GROUP BY step) d USING (step) "
-            f"LEFT JOIN (SELECT step, count(*) AS events, list(text ORDER BY event_index) "
-            f"FILTER (WHERE {source} <> 'scenario') AS injected FROM events WHERE run_id = ? "
-            "GROUP BY step) ev USING (step) "
-            "WHERE s.run_id = ? ORDER BY s.step", [self.job_id, self.job_id, self.job_id])
+        return _frame(self.db, timeline, self.job_id)
 
     def messages(self) -> pd.DataFrame:
         """Rows of ``messages`` for this run."""
-        return self.sql("SELECT * FROM messages WHERE run_id = ? ORDER BY step", [self.job_id])
+        return self._rows("messages")
 
     def decisions(self) -> pd.DataFrame:
         """Rows of ``decisions`` for this run (deliberate policy; empty for scripted runs)."""
-        return self.sql("SELECT * FROM decisions WHERE run_id = ? ORDER BY step, agent_id",
-                        [self.job_id])
+        return self._rows("decisions")
+
+    def _rows(self, table: str) -> pd.DataFrame:
+        from personahub.sim.run_queries import run_rows
+
+        return _frame(self.db, run_rows, table, self.job_id)
 
     def interview(self, question: str, *, llm: str = "offline", **options: Any) -> pd.DataFrame:
         """Ask this run's agents ``question`` (``personahub.interview``: ``agent=`` or
@@ -334,7 +326,9 @@ class Judged(Job):
 
     def items(self) -> pd.DataFrame:
         """The judge's rows of ``judgments`` (criteria as JSON text), by item id."""
-        return self.sql("SELECT * FROM judgments WHERE judge_id = ? ORDER BY item_id", [self.job_id])
+        from personahub.analysis.judgments import judgment_rows
+
+        return _frame(self.db, judgment_rows, self.job_id)
 
     def validity(self) -> Any:
         """The validity rate and per-criterion rates with 95% Wilson intervals

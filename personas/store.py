@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -17,6 +17,9 @@ from personahub.core.contracts import StructuredCaller
 from personahub.core.store import insert_columns, scalar
 from personahub.personas.hub_gate import checked_gate, written_gate
 from personahub.personas.record import Persona
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dict[str, list[Any]]:
@@ -123,6 +126,39 @@ def persona_text(con: duckdb.DuckDBPyConnection, persona_id: str) -> str | None:
     """The text of persona ``persona_id`` (None when it is not in the hub)."""
     row = con.execute("SELECT text FROM personas WHERE persona_id = ?", [persona_id]).fetchone()
     return str(row[0]) if row else None
+
+
+def text_job_personas(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+    """Every column of the personas text-to-persona job ``job_id``'s corpus produced, in hub
+    order (a resumed or repeated job's corpus is the job's)."""
+    return con.execute(
+        "SELECT p.* FROM personas p WHERE p.persona_id IN (SELECT DISTINCT "
+        "unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = "
+        "(SELECT corpus FROM text_jobs WHERE job_id = ?)) ORDER BY p.seq", [job_id]).df()
+
+
+def flagged_duplicates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every column of the personas flagged as near-duplicates, in hub order."""
+    return con.execute("SELECT * FROM personas WHERE coalesce(is_duplicate, false) "
+                       "ORDER BY seq").df()
+
+
+def personas_frame(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> pd.DataFrame:
+    """Every column of the personas among ``persona_ids``, in hub order."""
+    return con.execute("SELECT * FROM personas WHERE list_contains(?, persona_id) ORDER BY seq",
+                       [list(persona_ids)]).df()
+
+
+def relation_edges(con: duckdb.DuckDBPyConnection,
+                   persona_ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The relationship graph's edges (src, dst): all of them, or those between two of
+    ``persona_ids``."""
+    if persona_ids is None:
+        return [(str(s), str(d)) for s, d in con.execute("SELECT src, dst FROM relations").fetchall()]
+    ids = list(persona_ids)
+    return [(str(s), str(d)) for s, d in con.execute(
+        "SELECT src, dst FROM relations WHERE list_contains(?, src) AND list_contains(?, dst)",
+        [ids, ids]).fetchall()]
 
 
 # What a text-to-persona job or an expansion made, one row per persona in the preview's shape

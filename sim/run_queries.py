@@ -1,5 +1,5 @@
-"""Reads of a run's log for the live view and the report: its header, totals, steps, newest
-emissions, survey answers and graph, each as the run log's tables hold them.
+"""Reads of a run's log for the live view, the report and the Python API's handles: its header,
+totals, steps, newest emissions, survey answers and graph, each as the run log's tables hold them.
 
 The run log's SQL lives with the run log (``sim/store.py`` writes it and reads what a resume
 needs; this module reads what is shown). Readers join these rows with the calls' figures
@@ -8,9 +8,14 @@ needs; this module reads what is shown). Readers join these rows with the calls'
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
+
+from personahub.sim.store import source_of
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -126,3 +131,57 @@ def choice_answer_counts(con: duckdb.DuckDBPyConnection,
         f"FROM survey_answers WHERE answer_kind IN ('choice', 'scale') {where} "
         "GROUP BY survey_id, answer_kind, step, answer ORDER BY survey_id, step",
         [run_id] if where else []).fetchall()
+
+
+#: a run's rows of each run-log table the Python API hands out (``personahub.results.Run``),
+#: with the order they come in
+_RUN_ROWS = {
+    "emissions": "step, agent_id",
+    "survey_answers": "step, survey_id, agent_id",
+    "messages": "step",
+    "decisions": "step, agent_id",
+}
+
+
+def run_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pd.DataFrame:
+    """Every column of ``table``'s rows for the run, as a DataFrame (``table`` is one of
+    emissions, survey_answers, messages, decisions)."""
+    order = _RUN_ROWS[table]
+    return con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY {order}", [run_id]).df()
+
+
+def survey_answer_values(con: duckdb.DuckDBPyConnection, run_id: str,
+                         survey: str | None = None) -> pd.DataFrame:
+    """(survey_id, step, answer) per answer of the run, the answer as text whatever its kind;
+    one survey's with ``survey``."""
+    return con.execute(
+        "SELECT survey_id, step, coalesce(answer_choice, CAST(answer_scale AS VARCHAR), "
+        "answer_text) AS answer FROM survey_answers WHERE run_id = ?"
+        + (" AND survey_id = ?" if survey else ""),
+        [run_id, *([survey] if survey else [])]).df()
+
+
+def timeline(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """One row per committed step: active agents, emissions, messages, survey answers, failed
+    actions, near-duplicates, events delivered and those injected while it ran (their texts),
+    the step's start and seconds."""
+    source = source_of(con, "events")
+    return con.execute(
+        "SELECT s.step, s.n_active AS active, s.n_emissions AS emissions, "
+        "s.n_messages AS messages, coalesce(s.n_answers, 0) AS survey_answers, "
+        "s.n_failed AS failed, coalesce(d.duplicates, 0) AS duplicates, "
+        "coalesce(ev.events, 0) AS events, coalesce(ev.injected, []::VARCHAR[]) AS injected, "
+        "s.started_at, "
+        "round(epoch(s.finished_at) - epoch(s.started_at), 3) AS seconds "
+        "FROM steps s LEFT JOIN (SELECT step, count(*) FILTER (WHERE is_duplicate) AS "
+        "duplicates FROM emissions WHERE run_id = ? GROUP BY step) d USING (step) "
+        f"LEFT JOIN (SELECT step, count(*) AS events, list(text ORDER BY event_index) "
+        f"FILTER (WHERE {source} <> 'scenario') AS injected FROM events WHERE run_id = ? "
+        "GROUP BY step) ev USING (step) "
+        "WHERE s.run_id = ? ORDER BY s.step", [run_id, run_id, run_id]).df()
+
+
+def agent_persona_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """The personas the run's agents are, in the order ``run_agents`` holds them."""
+    return [str(r[0]) for r in con.execute(
+        "SELECT persona_id FROM run_agents WHERE run_id = ?", [run_id]).fetchall()]

@@ -8,8 +8,7 @@ The layers, lowest first:
         < personahub (api, runtime, results, persona_jobs, ...) < personahub.cli
 
 ``import personahub`` for its ``__version__`` is not a layer's import (the package root imports
-nothing eagerly). What still breaks the order is listed in ``KNOWN`` with the issue that removes
-it: a new upward import fails, and so does a listed one that is gone (take it off the list).
+nothing eagerly). Nothing breaks the order; an upward import fails the test.
 """
 
 from __future__ import annotations
@@ -22,10 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ORDER = ("core", "personas", "agents", "sim", "analysis", "pipelines", "package", "cli")
 FOLDERS = {"personahub/core": "core", "personas": "personas", "agents": "agents", "sim": "sim",
            "analysis": "analysis", "pipelines": "pipelines", "personahub/cli": "cli"}
-
-# (module, what it imports): the upward imports left, each to go (issue 27, item 3)
-KNOWN: set[tuple[str, str]] = set()  # none left: every upward import is gone
-
 
 def layer_of_module(name: str) -> str | None:
     """The layer of an imported ``personahub...`` module (None: not the project's, or the
@@ -92,14 +87,8 @@ def upward_imports() -> dict[tuple[str, str], list[int]]:
 
 def test_no_module_imports_a_higher_layer() -> None:
     found = upward_imports()
-    new = {f"{module}:{lines[0]} imports {target}" for (module, target), lines in found.items()
-           if (module, target) not in KNOWN}
-    assert not new, f"imports of a higher layer (docs/architecture.md, Layers): {sorted(new)}"
-
-
-def test_the_known_exceptions_are_still_there() -> None:
-    gone = KNOWN - set(upward_imports())
-    assert not gone, f"no longer imported: take these off KNOWN in tests/test_layers.py: {sorted(gone)}"
+    named = {f"{module}:{lines[0]} imports {target}" for (module, target), lines in found.items()}
+    assert not named, f"imports of a higher layer (docs/architecture.md, Layers): {sorted(named)}"
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:

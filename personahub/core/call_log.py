@@ -4,13 +4,17 @@ prompt figures say of the model calls. Writes are the batch commit's (``core/com
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["cached_calls", "call_counts", "calls_by_step", "calls_since", "committed_requests",
-           "last_attempt_counts", "last_errors", "most_common_error_in", "most_common_job_error",
-           "prefix_reused", "prompt_tokens_per_action", "run_call_totals"]
+           "failed_call_groups", "job_calls", "last_attempt_counts", "last_errors",
+           "most_common_error_in", "most_common_job_error", "prefix_reused",
+           "prompt_tokens_per_action", "run_call_totals"]
 
 
 def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
@@ -158,3 +162,19 @@ def cached_calls(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     """A run's (or job's) calls answered from the record/replay cache."""
     return int(con.execute("SELECT count(*) FILTER (WHERE coalesce(cached, false)) FROM llm_calls "
                            "WHERE run_id = ?", [run_id]).fetchall()[0][0])
+
+
+def failed_call_groups(con: duckdb.DuckDBPyConnection, run_id: str | None,
+                       limit: int = 20) -> list[tuple[str, str, str, int]]:
+    """A run's (or job's) failed attempts grouped by purpose, status and first error line:
+    (purpose, status, error line, attempts), most first (the first ``limit``)."""
+    return [(str(p), str(s), str(e), int(n)) for p, s, e, n in con.execute(
+        "SELECT purpose, status, split_part(coalesce(error, ''), chr(10), 1) AS e, count(*) "
+        "FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
+        "GROUP BY ALL ORDER BY 4 DESC, 1, 2, 3 LIMIT ?", [run_id, limit]).fetchall()]
+
+
+def job_calls(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+    """Every column of a job's (or run's) model calls, in the order they started."""
+    return con.execute("SELECT * FROM llm_calls WHERE job_id = ? ORDER BY started_at",
+                       [job_id]).df()
