@@ -18,7 +18,6 @@ persona and embedder, whether it was judged.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from personahub.core.errors import PersonahubError
+from personahub.core.loop import run as run_on_loop
 from personahub.core.store import transaction
 from personahub.personas.dedup_languages import JudgedLog, split_by_script
 from personahub.personas.embedding import (
@@ -327,7 +327,7 @@ def run_embedding_stage(
         if config.embedder is None:
             raise PersonahubError("embedding stage needs DedupConfig.embedder (e.g. 'hash')")
         embedder = offline_embedder(config.embedder)
-    return asyncio.run(embedding_stage(con, config, embedder, progress=progress))
+    return run_on_loop(embedding_stage(con, config, embedder, progress=progress))
 
 
 def run_dedup(

@@ -11,7 +11,6 @@ the job kernel checks, caches and accounts it as it does a chat model.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from personahub.agents.llm.endpoint_embeddings import EmbeddingClient, openai_em
 from personahub.agents.llm.settings import LLMConfigError, LLMSettings
 from personahub.core.contracts import carry_records
 from personahub.core.errors import PersonahubError
+from personahub.core.loop import run as run_on_loop
 from personahub.personas.embedding import Embedder, normalise, offline_embedder
 from personahub.personas.scripts import ANY_SCRIPT
 
@@ -116,7 +116,7 @@ class OpenAIEmbedder:
             finally:
                 await self.aclose()
 
-        return asyncio.run(once())[0]
+        return run_on_loop(once())[0]
 
     async def aclose(self) -> None:
         """Close the HTTP client on the loop that used it (before that loop closes)."""

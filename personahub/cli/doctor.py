@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Annotated
 
@@ -37,6 +36,7 @@ def doctor(
     from personahub.agents.llm.client import redact_spec, resolve_spec
     from personahub.agents.llm.doctor import diagnose
     from personahub.agents.llm.offline import OFFLINE_MODEL_NAME
+    from personahub.core.loop import run as run_on_loop
 
     spec = resolve_spec(llm)
     if spec.strip() == OFFLINE_MODEL_NAME:
@@ -47,7 +47,7 @@ def doctor(
     reports = []
     for url in urls:
         with console.status(f"probing {redact_spec(url)} …"):  # shown on a terminal only
-            report = asyncio.run(diagnose(url, timeout_s=timeout, max_concurrency=max_concurrency,
+            report = run_on_loop(diagnose(url, timeout_s=timeout, max_concurrency=max_concurrency,
                                           budget_s=budget))
         reports.append(report)
         if not as_json:
