@@ -303,7 +303,7 @@ def _expansion(db: str | Path, llm: str, seed: int, resume: str | None,
     with progress_hook(progress) as hook:
         job_id, summary = persona_jobs.expand_job(db=Path(db), resume=resume, progress=hook,
                                                   given=named, **settings)
-    return Job(kind="expand", job_id=job_id, db=Path(db), summary=summary)
+    return Job(kind="expansion", job_id=job_id, db=Path(db), summary=summary)
 
 
 def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,

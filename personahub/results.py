@@ -93,7 +93,7 @@ class Job:
     """A finished (or stopped) job: ``kind``, ``job_id``, ``db`` and what the job function
     returned (``summary``); attributes the handle lacks are read from the summary."""
 
-    kind: str  # synthesis | text_to_persona | expand | dedup | run | judge
+    kind: str  # the job's kind, as the jobs table names it (synthesis, expansion, run, ...)
     job_id: str
     db: Path
     summary: Any = None
@@ -198,7 +198,7 @@ class Job:
         (for ``dedup``: the personas flagged as duplicates)."""
         if self.kind == "synthesis":
             return _items_frame(self.db, job=self.job_id)
-        if self.kind == "expand":
+        if self.kind == "expansion":
             return self._expansion_personas()
         from personahub.personas.store import flagged_duplicates, text_job_personas
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from personahub.core.commit import ProgressHook
 from personahub.core.contracts import StructuredCaller
-from personahub.core.kernel import Executor, JobResult, JobSpec, run_job, spec_for
+from personahub.core.kernel import Executor, JobResult, JobSpec, registered, run_job, spec_for
 
 if TYPE_CHECKING:
     import duckdb
@@ -117,6 +117,18 @@ def recorded_llm(db: str | Path, job_id: str) -> str:
 
 def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
     """The spec of ``kind`` once the shipped specs are registered (they register on import)."""
+    _register_shipped()
+    return spec_for(kind)
+
+
+def registered_kinds() -> list[str]:
+    """Every registered job kind, the shipped ones and any registered from outside, sorted."""
+    _register_shipped()
+    return sorted(registered())
+
+
+def _register_shipped() -> None:
+    """Import the shipped specs' modules: each registers its kind."""
     import personahub.pipelines.calibrate  # noqa: F401 - registers "calibration"
     import personahub.pipelines.dedup  # noqa: F401 - registers "dedup"
     import personahub.pipelines.expand  # noqa: F401 - registers "expansion"
@@ -126,5 +138,3 @@ def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
     import personahub.pipelines.run  # noqa: F401 - registers "run"
     import personahub.pipelines.synthesize  # noqa: F401 - registers "synthesis"
     import personahub.pipelines.text_to_persona  # noqa: F401 - registers "text_to_persona"
-
-    return spec_for(kind)

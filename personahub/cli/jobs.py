@@ -28,16 +28,7 @@ from personahub.cli.common import (
     summary_counts,
     unreachable,
 )
-from personahub.core.errors import PersonahubError
 from personahub.core.store import DEFAULT_DB
-
-
-def _label(kind: str, config: dict[str, Any]) -> str:
-    """A few words on what a job makes, from its stored config."""
-    from personahub.runtime import registered_spec
-
-    spec = registered_spec(kind)
-    return spec.label(config) if spec is not None else ""
 
 
 def _stamp(value: Any) -> str:
@@ -57,18 +48,12 @@ def jobs(
     """List every job in the database, newest first: id, kind, status, started, finished."""
     from rich.table import Table
 
-    from personahub.core.jobs_store import list_jobs
-    from personahub.core.store import connect
+    from personahub.any_job import job_rows
 
-    con = connect(db, read_only=True)
-    try:
-        rows = list_jobs(con, kind=kind, status=status)
-    finally:
-        con.close()
-    listed = [{"job_id": r.job_id, "kind": r.kind, "status": r.status,
-               "started": _stamp(r.started_at), "finished": _stamp(r.finished_at),
-               "what": _label(r.kind, r.config), "parent": r.parent_id, "error": r.error}
-              for r in rows]
+    listed = [{"job_id": r["job_id"], "kind": r["kind"], "status": r["status"],
+               "started": _stamp(r["started_at"]), "finished": _stamp(r["finished_at"]),
+               "what": r["what"], "parent": r["parent"], "error": r["error"]}
+              for r in job_rows(db, kind=kind, status=status)]
     if as_json:
         out.print(json.dumps(listed, ensure_ascii=False), highlight=False, soft_wrap=True)
         return
@@ -147,29 +132,10 @@ def resume(
     with fewer items than asked says so in one line and exits 1, unless --allow-fewer. A job
     still waiting for the results of its --batch-file runs nothing: it prints the batch
     import command and exits 3."""
-    from personahub.agents.llm.client import resolve_spec
-    from personahub.core.jobs_store import find_job
-    from personahub.core.store import connect
-    from personahub.runtime import recorded_llm
-
-    if not Path(db).exists():
-        raise PersonahubError(f"--db {db}: no such database")
-    con = connect(db, read_only=True)
-    try:
-        row = find_job(con, job_id)
-    finally:
-        con.close()
-    if row is None:
-        raise PersonahubError(f"resume {job_id}: no such job in {db} (personahub jobs lists them)")
-    # --llm replaces the job's recorded (redacted) model spec; without it, the recorded one
-    # (as run --resume does): a resume asks the model the job was asking
-    model = resolve_spec(llm) if llm is not None else recorded_llm(db, job_id)
-    given = {"llm": model, "cache": cache, "executor": executor,
-             "ray_address": ray_address, "ray_workers": ray_workers,
-             "max_failed_share": max_failed_share}
+    engine = {"cache": cache, "executor": executor, "ray_address": ray_address,
+              "ray_workers": ray_workers, "max_failed_share": max_failed_share}
     with awaiting_results():  # a job waiting on its batch file: the import command, exit 3
-        shortfall = _by_kernel(row.kind, job_id, db,
-                               {k: v for k, v in given.items() if v is not None}, as_json)
+        shortfall = _by_kernel(job_id, db, llm, engine, as_json)
     if shortfall:
         if not allow_fewer:
             error_line(f"{shortfall} (--allow-fewer accepts fewer)")
@@ -177,11 +143,13 @@ def resume(
         say(("note:", "yellow"), f" {shortfall} (allowed by --allow-fewer)")
 
 
-def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any],
+def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, Any],
                as_json: bool) -> str | None:
-    """A job spec's job, through the kernel; its report printed. Returns its shortfall (the
-    line saying it holds fewer items than asked), if any."""
+    """The job, resumed through the kernel (``any_job.resume_job``, as ``personahub.resume``);
+    its report printed. Returns its shortfall (the line saying it holds fewer items than asked),
+    if any."""
     from personahub import runtime
+    from personahub.any_job import resume_job
     from personahub.cli.common import banner
 
     def on_ready(client: Any) -> None:
@@ -191,11 +159,11 @@ def _by_kernel(kind: str, job_id: str, db: Path, engine: dict[str, Any],
     def on_start(job: str, resumed: bool) -> None:
         say("resuming job ", (job, "bold"), f" in {db}")
 
+    resumed = resume_job(job_id, db, llm=llm, engine=engine, on_ready=on_ready,
+                         on_start=on_start, warn=unreachable)
+    kind, result = resumed.kind, resumed.result
     spec = runtime.registered_spec(kind)
-    if spec is None:
-        raise PersonahubError(f"resume {job_id}: no job spec of kind {kind!r} is registered")
-    result = runtime.run(spec, engine, db, resume=job_id, on_ready=on_ready, on_start=on_start,
-                         warn=unreachable)
+    assert spec is not None  # resume_job refuses a kind with no spec
     if not result.ran:
         say("job ", (job_id, "bold"), " already finished; nothing to resume")
     shortfall = getattr(result.summary, "shortfall", None) or None

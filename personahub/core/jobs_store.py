@@ -133,6 +133,11 @@ def list_jobs(con: duckdb.DuckDBPyConnection, *, kind: str | None = None,
     return [_row(r) for r in rows]
 
 
+def job_kinds(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The kinds of the jobs the database holds."""
+    return [str(r[0]) for r in con.execute("SELECT DISTINCT kind FROM jobs ORDER BY 1").fetchall()]
+
+
 def latest_job_id(con: duckdb.DuckDBPyConnection, kind: str) -> str | None:
     """The id of the newest job of ``kind`` (the default run of reports and the live view)."""
     rows = con.execute("SELECT job_id FROM jobs WHERE kind = ? ORDER BY started_at DESC NULLS LAST, "

@@ -1,6 +1,6 @@
 """``personahub jobs`` lists jobs of every kind from the one ``jobs`` table; ``personahub resume
-ID`` finds a job's kind by its id alone and resumes it (a kind that is not a job spec yet
-through its own command's ``--resume``)."""
+ID`` finds a job's kind by its id alone and resumes it through the kernel (every kind, stopped
+and resumed through the command and the API: tests/pipelines/test_every_kind_resumes.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def listed(db: Path, *flags: object) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_jobs_lists_every_kind_and_resume_goes_through_each_kinds_path(
+def test_jobs_lists_every_kind_and_resume_goes_through_the_kernel(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "hub.duckdb"
     hub(db, 4)
@@ -49,12 +49,12 @@ def test_jobs_lists_every_kind_and_resume_goes_through_each_kinds_path(
     assert [j["kind"] for j in listed(db, "--status", "interrupted")] == ["run"]
 
     run_id = next(j["job_id"] for j in jobs if j["kind"] == "run")
-    resumed = invoke("resume", run_id, "--db", db)  # not a spec yet: run --resume
+    resumed = invoke("resume", run_id, "--db", db)
     assert resumed.exit_code == 0, resumed.output
     assert rows(db, f"SELECT status FROM jobs WHERE job_id = '{run_id}'") == [("finished",)]
     assert rows(db, f"SELECT steps_done FROM runs WHERE run_id = '{run_id}'") == [(3,)]
     synth_id = next(j["job_id"] for j in jobs if j["kind"] == "synthesis")
-    again = invoke("resume", synth_id, "--db", db)  # a spec: the kernel
+    again = invoke("resume", synth_id, "--db", db)  # ended: nothing asked
     assert again.exit_code == 0 and "already finished; nothing to resume" in again.stderr
     assert "3 instruction items written" not in again.stdout and "0 instruction" in again.stdout
 

@@ -1,0 +1,169 @@
+"""Any job by its id, whatever its kind: the listing of every job and the resume of one, shared
+by ``personahub jobs`` / ``personahub resume ID`` and ``personahub.jobs()`` /
+``personahub.resume(ID)``, so the command and the API cannot drift.
+
+A resume goes through the job kernel (``personahub.runtime.run``) with the kind's registered
+spec: the job keeps what it makes (its stored config) and asks with the model it recorded
+unless it is given another; only how it runs (cache, executor, failure share) is the caller's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from personahub.bridge import call_blocking, call_in_thread
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.jobs_store import STATUSES
+from personahub.progress_bars import ProgressSetting, progress_hook
+from personahub.results import Calibration, Job, Judged, Run
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+    from personahub.core.commit import ProgressHook
+    from personahub.core.contracts import StructuredCaller
+    from personahub.core.kernel import JobResult
+
+DEFAULT_DB = "personahub.duckdb"  # = core.store.DEFAULT_DB, without importing the store
+#: the handle a resumed job of each kind returns (any other kind: ``Job``)
+_HANDLES: dict[str, type[Job]] = {"run": Run, "judge": Judged, "calibration": Calibration}
+
+
+def _check_filters(con: duckdb.DuckDBPyConnection, kind: str | None, status: str | None) -> None:
+    """A kind neither registered nor in the database, or an unknown status, is a usage error
+    (an empty listing would hide the typo)."""
+    from personahub.core.jobs_store import job_kinds
+    from personahub.runtime import registered_kinds
+
+    if status is not None and status not in STATUSES:
+        raise UsageError(f"--status {status}: no such status; choose from {', '.join(STATUSES)}")
+    if kind is not None:
+        kinds = sorted({*registered_kinds(), *job_kinds(con)})
+        if kind not in kinds:
+            raise UsageError(f"--kind {kind}: no such job kind; choose from {', '.join(kinds)}")
+
+
+def job_rows(db: str | Path, *, kind: str | None = None,
+             status: str | None = None) -> list[dict[str, Any]]:
+    """Every job in ``db``, newest first, as plain rows: id, kind, status, times, a few words on
+    what it makes (``what``), its parent run or job, and why it stopped (``error``)."""
+    from personahub.core.jobs_store import list_jobs
+    from personahub.core.store import connect
+    from personahub.runtime import registered_spec
+
+    if not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database")
+    con = connect(db, read_only=True)
+    try:
+        _check_filters(con, kind, status)
+        found = list_jobs(con, kind=kind, status=status)
+    finally:
+        con.close()
+    rows = []
+    for r in found:
+        spec = registered_spec(r.kind)
+        rows.append({"job_id": r.job_id, "kind": r.kind, "status": r.status,
+                     "started_at": r.started_at, "finished_at": r.finished_at,
+                     "what": spec.label(r.config) if spec is not None else "",
+                     "parent": r.parent_id, "error": r.error})
+    return rows
+
+
+def jobs(*, db: str | Path = DEFAULT_DB, kind: str | None = None,
+         status: str | None = None) -> pd.DataFrame:
+    """Every job in ``db`` as a DataFrame, newest first (``personahub jobs``): ``job_id``,
+    ``kind``, ``status``, ``started_at``, ``finished_at``, ``what``, ``parent``, ``error``;
+    ``kind`` / ``status`` keep only those."""
+    import pandas as pd
+
+    columns = ["job_id", "kind", "status", "started_at", "finished_at", "what", "parent", "error"]
+    return pd.DataFrame(job_rows(db, kind=kind, status=status), columns=columns)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What a resume did: the job's ``kind`` and the kernel's ``result`` (``result.ran`` is
+    False for a job that had already ended: nothing was asked)."""
+
+    kind: str
+    result: JobResult[Any]
+
+
+def resume_job(job_id: str, db: str | Path, *, llm: str | None = None,
+               engine: dict[str, Any] | None = None, progress: ProgressHook | None = None,
+               client: StructuredCaller | None = None,
+               on_ready: Callable[[StructuredCaller | None], None] | None = None,
+               on_start: Callable[[str, bool], None] | None = None,
+               warn: Callable[[str], None] | None = None) -> Resumed:
+    """Resume job ``job_id`` of ``db`` through the kernel with its kind's spec. ``llm`` replaces
+    the recorded (redacted) model spec; ``engine`` holds how it runs this time (``cache``,
+    ``executor``, ``ray_address``, ``ray_workers``, ``max_failed_share``; None values are
+    dropped). An unknown job or database is one error naming it."""
+    from personahub import runtime
+    from personahub.agents.llm.client import resolve_spec
+    from personahub.core.jobs_store import find_job
+    from personahub.core.store import connect
+
+    if not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database")
+    con = connect(db, read_only=True)
+    try:
+        row = find_job(con, job_id)
+    finally:
+        con.close()
+    if row is None:
+        raise PersonahubError(f"resume {job_id}: no such job in {db} (personahub jobs lists them)")
+    spec = runtime.registered_spec(row.kind)
+    if spec is None:
+        raise PersonahubError(f"resume {job_id}: no job spec of kind {row.kind!r} is registered")
+    # without llm the recorded spec, as every command's --resume does: a resume asks the model
+    # the job was asking
+    model = resolve_spec(llm) if llm is not None else runtime.recorded_llm(db, job_id)
+    given = {"llm": model, **{k: v for k, v in (engine or {}).items() if v is not None}}
+    result = runtime.run(spec, given, db, resume=job_id, client=client, progress=progress,
+                         on_ready=on_ready, on_start=on_start, warn=warn)
+    return Resumed(row.kind, result)
+
+
+def handle_of(resumed: Resumed, db: str | Path) -> Job:
+    """The API's handle of a resumed job: ``Run``, ``Judged``, ``Calibration`` or ``Job``."""
+    handle = _HANDLES.get(resumed.kind, Job)
+    return handle(kind=resumed.kind, job_id=resumed.result.job_id, db=Path(db),
+                  summary=resumed.result.summary)
+
+def _resume(job_id: str, db: str | Path, engine: dict[str, Any], llm: str | None,
+            progress: ProgressSetting) -> Job:
+    with progress_hook(progress) as hook:
+        resumed = resume_job(job_id, db, llm=llm, engine=engine, progress=hook)
+    return handle_of(resumed, db)
+
+
+def resume(job_id: str, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
+           cache: str | None = None, executor: str | None = None, ray_address: str | None = None,
+           ray_workers: int | None = None, max_failed_share: float | None = None,
+           progress: ProgressSetting = None) -> Job:
+    """Resume any stopped job by its id (``personahub resume ID``): it goes on with its own
+    settings, asking the model it recorded unless ``llm`` names another (with its
+    credentials); ``cache``, ``executor``, ``ray_address``, ``ray_workers`` and
+    ``max_failed_share`` are this resume's. Returns the job's handle (``Run`` for a run,
+    ``Judged``, ``Calibration``, else ``Job``); a job that had already ended is returned as it
+    is, nothing asked. ``progress`` as for ``run_scenario``."""
+    engine = {"cache": cache, "executor": executor, "ray_address": ray_address,
+              "ray_workers": ray_workers, "max_failed_share": max_failed_share}
+    return call_blocking(partial(_resume, job_id, db, engine, llm, progress))
+
+
+async def resume_async(job_id: str, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
+                       cache: str | None = None, executor: str | None = None,
+                       ray_address: str | None = None, ray_workers: int | None = None,
+                       max_failed_share: float | None = None,
+                       progress: ProgressSetting = None) -> Job:
+    """``resume`` for ``await``."""
+    engine = {"cache": cache, "executor": executor, "ray_address": ray_address,
+              "ray_workers": ray_workers, "max_failed_share": max_failed_share}
+    return await call_in_thread(partial(_resume, job_id, db, engine, llm, progress))
