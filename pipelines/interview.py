@@ -44,14 +44,15 @@ from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
-from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import remaining
-from personahub.pipelines.model_fields import ModelFields
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields
+from personahub.sim.executors import check_executor
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
 from personahub.sim.store import (
@@ -288,7 +289,7 @@ def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
 # --- the job spec ------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
-class InterviewConfig(BatchFields, ModelFields):
+class InterviewConfig(BatchFields, ExecutorFields, ModelFields):
     """What an interview asks of whom (``InterviewRequest``'s fields, and the generation
     settings) and, in ``engine`` fields, how this run of it asks (a resume takes those from its
     caller). ``seed`` None: the run's seed."""
@@ -321,7 +322,9 @@ class InterviewConfig(BatchFields, ModelFields):
         check_optional_number(self.rps, "--rps", above=0)
         check_number(self.timeout_s, "--timeout", above=0)
         check_number(self.offline_latency_s, "--offline-latency", low=0)
-        self.check_batch(executor="local", cache="off")
+        check_cache_mode(self.cache)
+        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
+        self.check_batch(executor=self.executor, cache=self.cache)
 
     def request(self) -> InterviewRequest:
         """Who is asked what, at which step."""
@@ -359,6 +362,23 @@ class InterviewAsker:
             caller.structured(InterviewAnswer, self.prompts[agent_id], purpose=PURPOSE,
                               persona_id=persona_id) for agent_id, persona_id in batch]))
 
+    # -- ShardCodec: how an answer travels from a Ray worker ------------------------------------
+    def key(self, agent: tuple[int, str]) -> str:
+        return str(agent[0])
+
+    def dump(self, answer: StructuredResult[Any]) -> str:
+        return json.dumps(answer.value.model_dump() if answer.value is not None else None)
+
+    def calls(self, answer: StructuredResult[Any]) -> Sequence[StructuredResult[Any]]:
+        return [answer]
+
+    def load(self, agent: tuple[int, str], value: str,
+             calls: list[StructuredResult[Any]]) -> StructuredResult[Any]:
+        content = json.loads(value)
+        call = calls[0]
+        return dataclasses.replace(
+            call, value=InterviewAnswer.model_validate(content) if content is not None else None)
+
 
 @dataclass
 class InterviewState:
@@ -379,6 +399,7 @@ class InterviewSpec(SpecBase[InterviewConfig, Sequence[tuple[int, str]],
 
     kind = "interview"
     config_type = InterviewConfig
+    independent_batches = True  # the agents' batches are planned ahead: Ray may ship them all
     noun = "interview"
     unit = "answers"
     id_prefix = "iv"

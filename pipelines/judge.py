@@ -32,9 +32,7 @@ from pydantic import BaseModel
 
 from personahub.agents.llm.client import redact_spec
 from personahub.agents.llm.failures import call_error
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import LLMSettings, parse_concurrency
-from personahub.agents.llm.structured import check_setting
+from personahub.agents.llm.settings import LLMSettings
 from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.agents.prompts.synthesis import world_for_prompt
 from personahub.agents.tasks import Criterion, Task, canonical, stored_task
@@ -43,14 +41,13 @@ from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
-from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB, connect
-from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.core.validate import check_int
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import answered, remaining
-from personahub.pipelines.model_fields import ModelFields
+from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 
 # What makes two judges the same judge (its id): the target, the items drawn, the model asked.
 JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
@@ -58,7 +55,7 @@ JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "
 
 
 @dataclass(frozen=True, kw_only=True)
-class JudgeConfig(BatchFields, ModelFields):
+class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
     """What a judge rates and with which model (its identity: ``JUDGE_IDENTITY``), and in
     ``engine`` fields how this run of it asks (a resume takes those from its caller). Stored,
     model spec redacted, in ``jobs.config`` and (its identity) in ``judgments.config``."""
@@ -76,24 +73,14 @@ class JudgeConfig(BatchFields, ModelFields):
     batch_size: int = engine(32)
 
     def __post_init__(self) -> None:
-        check_max_failed_share(self.max_failed_share)
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if (self.job is None) == (self.run is None):
             raise PersonahubError("judge: give exactly one of --job or --run")
         if self.kind is not None:  # a kind's former name (``tool``) is judged as its name
             object.__setattr__(self, "kind", canonical(self.kind))
         if self.sample is not None and self.sample < 1:
             raise PersonahubError(f"--sample must be >= 1, got {self.sample}")
-        if self.batch_size < 1:
-            raise PersonahubError(f"batch size must be >= 1, got {self.batch_size}")
         check_int(self.batch_size, "batch size", low=1)
-        check_seed(self.seed)
-        check_setting(self.structured)
-        check_optional_number(self.rps, "--rps", above=0)
-        check_number(self.timeout_s, "--timeout", above=0)
-        check_number(self.offline_latency_s, "offline latency", low=0)
-        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        self.check_batch(executor="local", cache="off")
+        check_model_fields(self)
 
     @property
     def target(self) -> tuple[str, str]:
@@ -270,6 +257,22 @@ class JudgeAsker:
         """Judge a batch concurrently (the client bounds how many calls are in flight)."""
         return list(await asyncio.gather(*(self._one(item, caller) for item in batch)))
 
+    # -- ShardCodec: how a judgment travels from a Ray worker -----------------------------------
+    def key(self, item: Item) -> str:
+        return item.item_id
+
+    def dump(self, answer: Judgment) -> str:
+        return json.dumps(answer.row, default=str)
+
+    def calls(self, answer: Judgment) -> Sequence[StructuredResult[Any]]:
+        return [answer.call]
+
+    def load(self, item: Item, value: str, calls: list[StructuredResult[Any]]) -> Judgment:
+        row = json.loads(value)
+        if row is not None:  # its time as a timestamp again (JSON has none)
+            row["created_at"] = dt.datetime.fromisoformat(row["created_at"])
+        return Judgment(item, row, calls[0])
+
 
 @dataclass
 class JudgeState:
@@ -291,6 +294,7 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
 
     kind = "judge"
     config_type = JudgeConfig
+    independent_batches = True  # every item's batch is planned ahead: Ray may ship them all
     # the id is the settings: a second start of the same judge is the same job, which the
     # adapters resume (``judge_resume``); no twin can exist
     refuses_twins = False

@@ -312,3 +312,25 @@ def test_an_interview_recalls_with_the_run_s_retrieval_memory(tmp_path: Path) ->
             assert agent.memory.to_state() == json.loads(states[agent.agent_id])["memory"]
             reflected += bool(agent.memory.reflection)
     assert reflected  # some agents reflected, and the interview sees their reflections
+
+
+def test_an_interview_recorded_then_replayed_answers_from_the_cache(db_copy):
+    db, run_id = db_copy
+    args = ("interview", "--db", db, "--run", run_id, "--carve", "hop=0", "--limit", "3",
+            "--format", "json")
+    recorded = invoke(*args, "--cache", "record", "What changed?")
+    replayed = invoke(*args, "--cache", "replay", "What changed?")
+    assert recorded.exit_code == 0 and replayed.exit_code == 0, recorded.output + replayed.output
+    first, again = json.loads(recorded.stdout), json.loads(replayed.stdout)
+    assert first["batch_id"] != again["batch_id"]
+    assert [a["answer"] for a in again["answers"]] == [a["answer"] for a in first["answers"]]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        cached = con.execute("SELECT job_id, bool_and(cached), count(*) FROM llm_calls "
+                             "WHERE job_id IN (?, ?) GROUP BY 1 ORDER BY 2",
+                             [first["batch_id"], again["batch_id"]]).fetchall()
+    finally:
+        con.close()
+    assert cached == [(first["batch_id"], False, 3), (again["batch_id"], True, 3)]
+    missed = invoke(*args, "-q", "--cache", "replay", "A question never asked?")
+    assert "--cache replay: no recorded answer for the 'interview' call" in one_line_error(missed)

@@ -17,6 +17,7 @@ from personahub.core.store import connect
 from personahub.pipelines import interview as interview_module
 from personahub.pipelines.interview import InterviewConfig, InterviewResult
 from personahub.pipelines.judge import JudgeConfig, JudgeSummary
+from personahub.sim import executors
 from tests.cli_helpers import invoke
 
 
@@ -39,6 +40,8 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     # the request is checked against a run in the database first: none here
     monkeypatch.setattr(interview_module, "prepare", lambda db, request: None)
     monkeypatch.delenv("PERSONAHUB_LLM", raising=False)
+    # the config is compared, nothing runs: --executor ray is accepted without the [ray] extra
+    monkeypatch.setattr(executors, "ray_installed", lambda: True)
     return seen
 
 
@@ -52,10 +55,14 @@ JUDGE_SETS: list[tuple[list[object], dict[str, Any]]] = [
       "--offline-latency", 0.25, "--max-failed-share", 0.5],
      {"concurrency": "auto", "timeout_s": 7.0, "rps": 3.0, "batch_size": 4,
       "offline_latency_s": 0.25, "max_failed_share": 0.5}),
+    (["--cache", "record"], {"cache": "record"}),
+    (["--executor", "ray", "--ray-address", "127.0.0.1:6379", "--ray-workers", 2],
+     {"executor": "ray", "ray_address": "127.0.0.1:6379", "ray_workers": 2}),
 ]
 
 
-@pytest.mark.parametrize("flags,options", JUDGE_SETS, ids=["defaults", "generation", "engine"])
+@pytest.mark.parametrize("flags,options", JUDGE_SETS,
+                         ids=["defaults", "generation", "engine", "cache", "ray"])
 def test_judge_command_and_api_build_the_same_config(tmp_path: Path, handed: list[dict[str, Any]],
                                                      flags: list[object],
                                                      options: dict[str, Any]) -> None:
@@ -79,10 +86,14 @@ INTERVIEW_SETS: list[tuple[list[object], dict[str, Any]]] = [
       "--offline-latency", 0.5, "--max-failed-share", 0.6],
      {"agent": "1", "concurrency": 3, "timeout_s": 9.0, "rps": 2.0, "batch_size": 5,
       "offline_latency_s": 0.5, "max_failed_share": 0.6}),
+    (["--agent", "2", "--cache", "replay"], {"agent": "2", "cache": "replay"}),
+    (["--agent", "2", "--executor", "ray", "--ray-workers", 3],
+     {"agent": "2", "executor": "ray", "ray_workers": 3}),
 ]
 
 
-@pytest.mark.parametrize("flags,options", INTERVIEW_SETS, ids=["agent", "group", "engine"])
+@pytest.mark.parametrize("flags,options", INTERVIEW_SETS,
+                         ids=["agent", "group", "engine", "cache", "ray"])
 def test_interview_command_and_api_build_the_same_config(tmp_path: Path,
                                                          handed: list[dict[str, Any]],
                                                          flags: list[object],
@@ -108,7 +119,9 @@ def test_an_interview_resume_hands_only_how_it_asks(tmp_path: Path,
     assert cli == api and cli["resume"] == "iv-1"
     assert cli["config"] == {"db": str(db), "llm": "offline", "concurrency": 16,
                              "timeout_s": 60.0, "offline_latency_s": 0.5, "batch_size": 3,
-                             "rps": None, "batch": False, "batch_file": None,
+                             "rps": None, "cache": "off", "executor": "local",
+                             "ray_address": None, "ray_workers": None,
+                             "batch": False, "batch_file": None,
                              "batch_window": "24h", "batch_fallback": "batch",
                              "batch_poll_s": 5.0}  # the job keeps its own --max-failed-share
     with pytest.raises(personahub.PersonahubError, match="agent cannot change"):
