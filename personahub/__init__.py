@@ -50,6 +50,8 @@ _PUBLIC = {
     "judge_async": "personahub.api",
     "calibrate": "personahub.api",
     "calibrate_async": "personahub.api",
+    "write_population": "personahub.api",
+    "write_population_async": "personahub.api",
     "Calibration": "personahub.results",
     "Judged": "personahub.results",
     "Run": "personahub.results",

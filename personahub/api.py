@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from personahub.pipelines.calibrate import CalibrateConfig
     from personahub.pipelines.interview import InterviewConfig, InterviewResult
     from personahub.pipelines.judge import JudgeConfig, JudgeSummary
+    from personahub.pipelines.population_write import WriteConfig
     from personahub.pipelines.run import RunConfig, RunSummary
     from personahub.pipelines.synthesize import SynthConfig, SynthSummary
     from personahub.sim.scenario import Scenario
@@ -564,3 +565,85 @@ async def calibrate_async(survey: str | Path | None = None, *, population: str |
     """``calibrate`` for ``await``."""
     return await call_in_thread(partial(_calibration, survey, population, db, llm, seed, n,
                                         resume, options))
+
+
+# what a population job makes: a new job is built from these, a resume keeps the job's
+_POPULATION_MADE = {"marginals", "joint", "n", "seed"}
+
+
+def population_write_config(marginals: str | Path | None, joint: str | Path | None, n: int,
+                            seed: int, llm: str, options: dict[str, Any]) -> WriteConfig:
+    """The ``WriteConfig`` of ``write_population(marginals, joint, n=..., ...)``; ``personas
+    sample-population --llm`` builds its config here too, so the two cannot drift."""
+    from personahub.pipelines.population_write import WriteConfig
+
+    known = {f.name for f in dataclasses.fields(WriteConfig)}
+    _refuse_unknown("write_population", options, known - _POPULATION_MADE - {"llm"})
+    return WriteConfig(marginals=None if marginals is None else str(marginals),
+                       joint=None if joint is None else str(joint), n=n, seed=seed, llm=llm,
+                       **options)
+
+
+def population_write_resume(llm: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What a resume of a population job takes from its caller: how it runs (the config's
+    engine fields) and nothing of what it makes (files, n, seed, generation settings), which
+    stay the job's; any other option is refused by name."""
+    from personahub.core.kernel import engine_fields
+    from personahub.pipelines.population_write import WriteConfig
+
+    _refuse_unknown("write_population(resume=...)", options,
+                    set(engine_fields(WriteConfig) - {"llm"}))
+    return {"llm": llm, **options}
+
+
+def _population_writing(marginals: str | Path | None, joint: str | Path | None, n: int,
+                        seed: int, db: str | Path, llm: str, resume: str | None,
+                        options: dict[str, Any], progress: ProgressSetting = None) -> Job:
+    from personahub import runtime
+    from personahub.core.errors import UsageError
+    from personahub.pipelines.population_write import POPULATION_WRITE
+
+    config: WriteConfig | dict[str, Any]
+    if resume is not None:
+        if marginals is not None or joint is not None:
+            raise UsageError("write_population(resume=...): the job keeps its marginals and "
+                             "joint files; give neither")
+        # the default llm means the model the job recorded, as a command's --resume does
+        model = runtime.recorded_llm(db, resume) if llm == "offline" else llm
+        config = population_write_resume(model, options)
+    else:
+        config = population_write_config(marginals, joint, n, seed, llm, options)
+    with progress_hook(progress) as hook:
+        result = runtime.run(POPULATION_WRITE, config, db, resume=resume, progress=hook)
+    return Job(kind=POPULATION_WRITE.kind, job_id=result.job_id, db=Path(db),
+               summary=result.summary)
+
+
+def write_population(marginals: str | Path | None = None, joint: str | Path | None = None, *,
+                     n: int = 1000, seed: int = 0, db: str | Path = DEFAULT_DB,
+                     llm: str = "offline", resume: str | None = None,
+                     progress: ProgressSetting = None, **options: Any) -> Job:
+    """Draw ``n`` people matching ``marginals`` (and/or a ``joint`` table) and have ``llm``
+    write each one's text, as ``personahub personas sample-population --llm`` does; returns a
+    ``Job`` (``kind="population_write"``) whose ``items()`` are the people written and whose
+    ``population_id`` names their population.
+
+    ``options`` are ``WriteConfig`` fields: the model flags (``structured``, ``max_tokens``,
+    ``temperature``, ``top_p``), ``concurrency``, ``timeout_s``, ``rps``, ``offline_latency_s``,
+    ``cache``, ``batch_size``, ``max_failed_share``, ``executor``, ``ray_address``,
+    ``ray_workers``. ``resume=JOB_ID`` goes on with a stopped job (its files, n, seed and
+    generation settings are the job's; only how it runs is this call's, and the default
+    ``llm`` asks the model it recorded). ``progress`` as for ``run_scenario``.
+    """
+    return call_blocking(partial(_population_writing, marginals, joint, n, seed, db, llm, resume,
+                                 options, progress))
+
+
+async def write_population_async(marginals: str | Path | None = None,
+                                 joint: str | Path | None = None, *, n: int = 1000,
+                                 seed: int = 0, db: str | Path = DEFAULT_DB,
+                                 llm: str = "offline", resume: str | None = None,
+                                 progress: ProgressSetting = None, **options: Any) -> Job:
+    """``write_population`` for ``await``."""
+    return await call_in_thread(partial(_population_writing, marginals, joint, n, seed, db, llm,
+                                        resume, options, progress))

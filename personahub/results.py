@@ -194,8 +194,8 @@ class Job:
             con.close()
 
     def items(self) -> pd.DataFrame:
-        """What the job made: synthesized items, or the personas a persona job produced
-        (for ``dedup``: the personas flagged as duplicates)."""
+        """What the job made: synthesized items, or the personas a persona job produced or,
+        for ``population_write``, wrote (for ``dedup``: the personas flagged as duplicates)."""
         if self.kind == "synthesis":
             return _items_frame(self.db, job=self.job_id)
         if self.kind == "expansion":
@@ -206,7 +206,16 @@ class Job:
             return _frame(self.db, flagged_duplicates)
         if self.kind == "text_to_persona":
             return _frame(self.db, text_job_personas, self.job_id)
+        if self.kind == "population_write":  # the people it wrote (its own population)
+            return self._population_personas()
         raise KeyError(self.kind)
+
+    def _population_personas(self) -> pd.DataFrame:
+        from personahub.personas.store import personas_frame, population_persona_ids
+
+        population = self.summary.population_id
+        return _frame(self.db, lambda con: personas_frame(
+            con, sorted(population_persona_ids(con, population))))
 
     def _expansion_personas(self) -> pd.DataFrame:
         from personahub.personas.expand import expansion_personas

@@ -5,7 +5,10 @@ Without ``--llm`` no model is called: each person's text is written from a templ
 transaction) or, with ``--out``, to a JSONL/CSV attribute table that ``personas import`` reads
 back. With ``--llm`` the same people's texts are written by the model, one structured call per
 person checked against the attributes (``pipelines/population_write.py``, a job of the kernel:
-``personahub resume ID`` goes on with an interrupted one).
+``--resume ID`` or ``personahub resume ID`` goes on with an interrupted one). Its config is
+built by ``personahub.api.population_write_config``, as ``personahub.write_population``'s is.
+The model and engine flags mean nothing to the template path: without ``--llm`` (or
+``--resume``) they are a usage error, not silently ignored.
 """
 
 from __future__ import annotations
@@ -18,21 +21,55 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
+    CacheOption,
     ConcurrencyOption,
     DbOption,
+    ExecutorOption,
+    JsonOption,
     LlmOption,
+    MaxFailedShareOption,
+    MaxTokensOption,
+    ModelFlags,
+    OfflineLatencyOption,
+    RayAddressOption,
+    RayWorkersOption,
+    RpsOption,
+    StructuredOption,
+    TemperatureOption,
     TimeoutOption,
+    TopPOption,
     banner,
+    batch_progress,
     console,
+    emit_job_json,
     job_progress,
+    note_job,
     one_line_errors,
     out,
+    say,
     started,
+    summary_counts,
     unreachable,
 )
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import FORCE_HELP, atomic_file, check_output
 from personahub.core.store import DEFAULT_DB
+
+# the options only a model job reads (parameter names): without --llm or --resume they are refused
+MODEL_ONLY = ("concurrency", "timeout", "offline_latency", "cache", "rps", "structured",
+              "max_tokens", "temperature", "top_p", "executor", "ray_address", "ray_workers",
+              "max_failed_share", "batch_size", "fresh", "as_json")
+# what a population job makes: a resume keeps the job's
+RESUME_FIXED = ("marginals", "joint", "n", "seed", "output")
+
+
+def _typed(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
+    """The flags among the parameters ``names`` typed on the command line, as spelled there.
+    A value from the environment does not count: RAY_ADDRESS or PERSONAHUB_OFFLINE_LATENCY in
+    the shell must not break the template path."""
+    return [next(o for o in param.opts if o.startswith("--")) for param in ctx.command.params
+            if param.name in names and getattr(ctx.get_parameter_source(param.name), "name", "")
+            == "COMMANDLINE"]
 
 
 def _write_table(path: Path, personas: list[Any], force: bool) -> None:
@@ -63,6 +100,7 @@ def _error_lines(population: Any) -> list[str]:
 
 @one_line_errors
 def personas_sample_population(
+    ctx: typer.Context,
     marginals: Annotated[Path | None, typer.Option(
         "--marginals", help="Shares per attribute: CSV attribute,value,share (or count/weight) "
                             'or JSON {"sex": {"female": 0.52, ...}} (docs/personas.md).')] = None,
@@ -72,37 +110,76 @@ def personas_sample_population(
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=10_000_000,
                                    help="How many people to draw.")] = 1000,
     seed: Annotated[int, typer.Option(help="Sampling seed (same inputs and seed: same people).")] = 0,
+    resume: Annotated[str | None, typer.Option(
+        metavar="JOB_ID", help="Go on with this population job (its files, -n, seed and "
+                               "settings), writing only the people not yet written.")] = None,
+    fresh: Annotated[bool, typer.Option(
+        help="With --llm: start a new job even if an unfinished one has the same settings (it "
+             "is marked superseded).")] = False,
     db: DbOption = Path(DEFAULT_DB),
     output: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Write the people to this .jsonl or .csv attribute table instead "
                             "of the hub.")] = None,
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="With --llm: people written per transaction.")] = 64,
     llm: LlmOption = None,
     concurrency: ConcurrencyOption = 16,
     timeout: TimeoutOption = 60.0,
+    offline_latency: OfflineLatencyOption = 0.0,
+    cache: CacheOption = "off",
+    rps: RpsOption = None,
+    structured: StructuredOption = "auto",
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
+    max_failed_share: MaxFailedShareOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Draw a seeded population whose attribute shares match --marginals (and/or --joint).
 
     Each person's text comes from a template (no model call), marked as such in its attributes
     (text_origin=template); with --llm a model writes it (one call per person, checked against
-    the attributes; text_origin=model). Carve them with --carve population=<id> or --source
-    population.
+    the attributes; text_origin=model) as a job: --resume JOB_ID (or personahub resume JOB_ID)
+    goes on with a stopped one. The model and engine options need --llm (or --resume). Carve
+    them with --carve population=<id> or --source population.
     """
     from personahub.personas.population import draw_population, template_personas
     from personahub.personas.population_files import read_joint, read_marginals
 
-    if marginals is None and joint is None:
+    if resume is not None:
+        fixed = _typed(ctx, RESUME_FIXED)
+        if fixed:
+            raise UsageError(f"--resume {resume} takes the files, -n and seed from the job; "
+                             f"leave out {', '.join(fixed)}")
+    elif llm is None:
+        needs_model = _typed(ctx, MODEL_ONLY)
+        if needs_model:
+            raise UsageError(f"{', '.join(needs_model)} need{'s' * (len(needs_model) == 1)} "
+                             "--llm (or --resume): without it the texts come from a template "
+                             "and no model is called")
+    if resume is None and marginals is None and joint is None:
         raise typer.BadParameter("give --marginals FILE, --joint FILE or both",
                                  param_hint="--marginals")
     if output is not None:
         if output.suffix.lower() not in (".jsonl", ".csv"):
             raise PersonahubError(f"--out {output}: give a .jsonl or .csv file")
         check_output(output, db=db, force=force)
-    if llm is not None:
+    if llm is not None or resume is not None:
         if output is not None:
             raise typer.BadParameter("--llm writes the people to the hub (--db), not --out",
                                      param_hint="--out")
-        _write_with_model(marginals, joint, n, seed, db, llm, concurrency, timeout)
+        engine: dict[str, Any] = {
+            "concurrency": concurrency, "timeout_s": timeout, "offline_latency_s": offline_latency,
+            "cache": cache, "rps": rps, "executor": executor, "ray_address": ray_address,
+            "ray_workers": ray_workers, "batch_size": batch_size}
+        if max_failed_share is not None:  # else the job's own (a new one: the default)
+            engine["max_failed_share"] = max_failed_share
+        _write_with_model(marginals, joint, n, seed, db, llm, resume, fresh, engine,
+                          ModelFlags(structured, max_tokens, temperature, top_p), as_json)
         return
     targets = read_marginals(marginals) if marginals is not None else None
     table = read_joint(joint) if joint is not None else None
@@ -131,25 +208,48 @@ def personas_sample_population(
         console.print(line, highlight=False, soft_wrap=True)
 
 
-def _banner(client: Any) -> None:
-    banner(client)
-
-
 def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: int, db: Path,
-                      llm: str, concurrency: Any, timeout: float) -> None:
-    """The people drawn as without a model, their texts written by ``llm`` (a kernel job)."""
+                      llm: str | None, resume: str | None, fresh: bool, engine: dict[str, Any],
+                      flags: ModelFlags, as_json: bool) -> None:
+    """The people drawn as without a model, their texts written by ``llm`` (a kernel job); the
+    config is the one ``personahub.write_population`` builds from the same settings."""
     from personahub import runtime
     from personahub.agents.llm.client import resolve_spec
+    from personahub.api import population_write_config, population_write_resume
+    from personahub.cli.progress import LateCounts
     from personahub.pipelines.population_write import POPULATION_WRITE, WriteConfig
 
-    config = WriteConfig(marginals=None if marginals is None else str(marginals),
-                         joint=None if joint is None else str(joint), n=n, seed=seed,
-                         llm=resolve_spec(llm), concurrency=concurrency, timeout_s=timeout)
-    with job_progress() as bar:
-        handle = bar.add_task("writing personas", total=n)
-        result = runtime.run(POPULATION_WRITE, config, db, on_ready=_banner,
-                             on_start=lambda job_id, _: started("population job", job_id, db),
-                             warn=unreachable, progress=lambda _, done, total: bar.update(
-                                 handle, completed=done, total=total))
+    config: WriteConfig | dict[str, Any]
+    if resume is not None:  # without --llm, the model the job recorded
+        config = population_write_resume(
+            resolve_spec(llm) if llm is not None else runtime.recorded_llm(db, resume), engine)
+    else:
+        config = population_write_config(marginals, joint, n, seed, resolve_spec(llm),
+                                          {**flags.settings(), **engine})
+    counts = LateCounts()
+
+    def on_ready(client: Any) -> None:
+        counts.follow(client.stats)
+        banner(client)
+
+    def on_start(job_id: str, resumed: bool) -> None:
+        if resumed:
+            say("resuming population job ", (job_id, "bold"), f" in {db}")
+            note_job("population job", job_id, db)
+        else:
+            started("population job", job_id, db)
+
+    label = "writing personas"
+    with job_progress(counts=counts) as bar:
+        handle = bar.add_task(label, total=None if resume else n)
+        result = runtime.run(POPULATION_WRITE, config, db, resume=resume, fresh=fresh,
+                             on_ready=on_ready, on_start=on_start, warn=unreachable,
+                             progress=batch_progress(bar, handle, label))
+    if not result.ran:
+        say("population job ", (result.job_id, "bold"), " already finished; nothing to resume")
     for line in POPULATION_WRITE.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
+    if as_json:
+        emit_job_json("personas sample-population", db, job_id=result.job_id,
+                      counts=summary_counts(result.summary),
+                      population_id=result.summary.population_id)

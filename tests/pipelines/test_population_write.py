@@ -47,8 +47,10 @@ def test_a_model_writes_the_drawn_people(tmp_path: Path) -> None:
                                          "--llm", "offline", "--out", tmp_path / "p.jsonl"))
 
 
+@pytest.mark.parametrize("how", [["resume"], ["personas", "sample-population", "--resume"]],
+                         ids=["resume ID", "sample-population --resume"])
 def test_an_interrupted_population_job_resumes_to_the_same_people(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: list[str]) -> None:
     marginals = tmp_path / "m.csv"
     marginals.write_text(MARGINALS, encoding="utf-8")
     config = WriteConfig(marginals=str(marginals), n=10, seed=5, batch_size=3)
@@ -70,7 +72,7 @@ def test_an_interrupted_population_job_resumes_to_the_same_people(
     con = duckdb.connect(str(cut_db), read_only=True)
     (job_id,) = [r[0] for r in con.execute("SELECT job_id FROM jobs").fetchall()]
     con.close()
-    resumed = invoke("resume", job_id, "--db", cut_db)
+    resumed = invoke(*how, job_id, "--db", cut_db)
     assert resumed.exit_code == 0, resumed.output
     # the same people with the same texts; the population id names the job (its last 6 hex)
     strip = [(t, {k: v for k, v in json.loads(a).items() if k != "population"})
