@@ -13,6 +13,7 @@ import pytest
 import typer.testing
 
 from personahub.agents.loopback.server import RunningServer, ServerOptions, start_server
+from tests.optional import need_ray
 
 # The CLI driven in-process builds its click command tree once, not at every invoke: typer's
 # CliRunner rebuilds it from the app's functions each time (about 50 ms, type hints evaluated
@@ -108,3 +109,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                     for d in defs]
         if any(_calls_need(f) for f in ([function] if function else []) + fixtures):
             item.add_marker(pytest.mark.extra)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray (2 CPUs) for a module's tests, shut down after them (the [ray] extra:
+    ``need_ray`` marks the tests that use it ``extra``)."""
+    need_ray()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -11,28 +11,14 @@ on Ray; and no shard folder is left beside the database.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cli_helpers import invoke
-from tests.optional import need_ray
 from tests.pipeline_helpers import rows
 from tests.pipelines.every_kind import KEPT_CALLS, KINDS, Kind, prepared
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    need_ray()
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture

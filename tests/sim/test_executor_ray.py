@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +31,6 @@ from tests.personas.test_dedup import hub, snapshot
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    need_ray()
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def rows(db: Path, job_id: str) -> list[tuple]:
