@@ -94,7 +94,20 @@ _NEEDS_EXTRA = re.compile(r"\bneed_(?:ray|hf|local_model|browser)\(")
 
 
 @functools.cache
+def _file_mentions_need(filename: str) -> bool:
+    """Whether a source file calls a need_* helper anywhere (most do not: their functions need
+    no closer look, and ``inspect.getsource`` costs about a millisecond a function)."""
+    try:
+        return bool(_NEEDS_EXTRA.search(Path(filename).read_text(encoding="utf-8")))
+    except OSError:
+        return True  # unreadable here: let inspect decide
+
+
+@functools.cache
 def _calls_need(func: Callable[..., object]) -> bool:
+    code = getattr(func, "__code__", None)
+    if code is not None and not _file_mentions_need(code.co_filename):
+        return False
     try:
         return bool(_NEEDS_EXTRA.search(inspect.getsource(func)))
     except (OSError, TypeError):
