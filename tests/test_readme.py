@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.doc_commands import ROOT, clean_clone, missing_extra, needs_something_outside, page_commands
+from tests.doc_commands import ROOT, clean_clone, missing_here, needs_something_outside, page_commands
 
 README = ROOT / "README.md"
 
@@ -47,7 +47,7 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
     for command in readme_commands():
         if command in NEEDS_A_MODEL:
             continue
-        if missing_extra(command):
+        if missing_here(command):
             continue  # the [embed], [hf] or [ray] extra is not installed
         script.append(f"echo '>>> {command.replace(chr(39), '')}' >&2\n{command}")
         ran.append(command)
@@ -55,5 +55,5 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
                           capture_output=True, timeout=900)
     assert done.returncode == 0, f"{done.stderr[-3000:]}\n{done.stdout[-2000:]}"
     assert (work / "math.jsonl").stat().st_size > 0 and (work / "report").is_dir()
-    skipped_extras = sum(1 for c in readme_commands() if c not in NEEDS_A_MODEL and missing_extra(c))
+    skipped_extras = sum(1 for c in readme_commands() if c not in NEEDS_A_MODEL and missing_here(c))
     assert len(ran) == len(readme_commands()) - len(NEEDS_A_MODEL) - skipped_extras
