@@ -3,8 +3,8 @@ resolves (file and heading anchor), every ``personahub ...`` command in their ba
 real command and real flags of the CLI app, every repository path they quote in backticks exists,
 and CHANGELOG.md is Keep a Changelog with one line per entry.
 
-README's commands also *run* (tests/test_readme.py, slow); docs' commands often need a model,
-a corpus or a cluster, so here they are parsed against the app object, not run.
+Here the commands are parsed against the app object, which is fast and catches a renamed flag;
+they also *run*, offline, in tests/test_readme.py and tests/test_docs_run.py (slow).
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ import typer.main
 from typer.testing import CliRunner
 
 from personahub.cli.app import app
+from tests.doc_commands import ROOT, shell_blocks
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "RESULTS.md"]
-# Written on another branch at the same time (issue 27: the job kernel); a link to it is accepted
-# while it is missing and checked like any other once it exists.
-PENDING = {ROOT / "docs" / "architecture.md"}
 # Top-level folders whose files docs name by path (`agents/llm/client.py`): such a path must exist.
 REPO_FOLDERS = ("agents", "analysis", "bench", "docs", "examples", "personahub", "personas",
                 "pipelines", "scenarios", "sim", "tests", ".ci")
@@ -82,8 +79,6 @@ def test_every_relative_link_resolves(page_id: str, link: str) -> None:
     page = ROOT / page_id
     path_part, _, anchor = link.partition("#")
     target = (page.parent / path_part).resolve() if path_part else page
-    if target in PENDING and not target.exists():
-        return
     assert target.exists(), f"{page_id}: link to a missing file: {link}"
     if anchor:
         assert target.suffix == ".md", f"{page_id}: anchor into a non-Markdown file: {link}"
@@ -93,7 +88,7 @@ def test_every_relative_link_resolves(page_id: str, link: str) -> None:
 def test_the_pages_link_to_each_other() -> None:
     """The README links every docs page, and the link checks above have links to check."""
     readme_links = {link.partition("#")[0] for link in relative_links(ROOT / "README.md")}
-    for page in [*sorted((ROOT / "docs").glob("*.md")), *PENDING]:
+    for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"docs/{page.name}" in readme_links, f"README.md does not link docs/{page.name}"
     assert len(link_cases()) > 40
 
@@ -106,10 +101,6 @@ def test_the_slug_is_githubs() -> None:
 
 
 # --- commands ------------------------------------------------------------------------------
-
-def bash_blocks(page: Path) -> list[str]:
-    return re.findall(r"^```(?:bash|sh|shell)\n(.*?)^```", page.read_text("utf-8"), re.S | re.M)
-
 
 def personahub_invocations(block: str) -> list[list[str]]:
     """Each ``personahub`` invocation in a shell block, as its argument words (comments,
@@ -144,10 +135,8 @@ def personahub_invocations(block: str) -> list[list[str]]:
 def command_cases() -> list[tuple[str, str]]:
     cases = []
     for page in PAGES:
-        for block in bash_blocks(page):
-            # a quoted string may span lines (SQL in $(...)): rejoin such lines first
-            joined = re.sub(r"\n\s+(?=[^\n]*\"\s*\|)", " ", block)
-            for words in personahub_invocations(joined):
+        for block in shell_blocks(page.read_text("utf-8")):
+            for words in personahub_invocations(block):
                 cases.append((_page_id(page), shlex.join(words)))
     return cases
 
