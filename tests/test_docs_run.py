@@ -173,6 +173,10 @@ SKIPPED: dict[str, dict[str, str]] = {
         '"http://127.0.0.1:8000/v1?model=NAME"': MODEL,
         "personahub personas dedup --embedder openai:text-embedding-3-small --cache record --rps 20":
             OPENAI,
+        "personahub personas sample-population --marginals shares.csv -n 2000 --llm "
+        "openai:gpt-4o-mini --cache record": OPENAI,
+        "personahub personas sample-population --resume popwrite-20250101-120000-abc123 --llm "
+        "openai:gpt-4o-mini": OPENAI,
     },
     "docs/scale.md": {
         "personahub synthesize math_problem --n 200 --executor ray --ray-address auto --ray-workers 8":
@@ -198,14 +202,7 @@ SKIPPED: dict[str, dict[str, str]] = {
 
 # Commands the CLI gets wrong today (reported, not fixed here), left out with the bug so that the
 # page's other commands still run. An entry goes when its bug is fixed.
-CLI_BUGS: dict[str, dict[str, str]] = {
-    "docs/scale.md": {
-        "personahub run scenarios/riverside_town.py --steps 2 --executor ray --ray-workers 2 "
-        "--db ray-run.duckdb":
-            "hangs at 0 calls where the local Ray has fewer than 4 CPUs: the setup expansion, a child "
-            "job, starts its own actors, which wait for the CPUs the run's actors hold",
-    },
-}
+CLI_BUGS: dict[str, dict[str, str]] = {}
 
 # A skipped command whose output a later command of the page reads: what runs in its place.
 STAND_INS: dict[str, dict[str, str]] = {

@@ -11,7 +11,8 @@ on Ray, while the kernel on the driver commits them in batch order.
   the spec may still send whole stages to Ray (``minhash_source``).
 - Any other spec (its next batch depends on the last commit: a run's steps, an expansion's
   levels) keeps ``run_batch`` on the driver and hands it a remote caller: the job-long actor
-  pool of ``ray_actors.RayCaller``, a round trip per set of calls.
+  pool of ``ray_actors.RayCaller``, a round trip per set of calls. A child job run from one
+  of those batches (a run's setup expansion) asks through the same pool.
 
 Either way each worker spills every attempt as it is final into the job's worker folder
 (``core.call_spill.WorkerSpill``), which the kernel collects when the job ends or resumes: a
@@ -30,7 +31,7 @@ from typing import Any, TypeVar, cast
 from personahub.core.call_spill import WorkerSpill
 from personahub.core.contracts import StructuredCaller
 from personahub.core.kernel import Asker, JobContext, JobSpec, ShardCodec
-from personahub.sim.executors.ray_actors import ray_caller
+from personahub.sim.executors.ray_actors import RayCaller, ray_caller
 from personahub.sim.executors.ray_batches import (
     _BatchActor,
     _stream,
@@ -52,6 +53,10 @@ class RayExecutor:
     def __init__(self, address: str | None = None, workers: int | None = None) -> None:
         self.address = address
         self.workers = workers
+        # the actor pool a job holds while its batches run: a child job (a run's setup
+        # expansion, run from the run's first batch) asks through it, since a second pool would
+        # wait for the CPUs the first one holds (with one worker per CPU, forever)
+        self._pool: RayCaller | None = None
 
     def check(self, spec: JobSpec[Any, Any, Any, Any], ctx: JobContext[Any]) -> None:
         """A worker must be able to rebuild the client (built from --llm, no credential in it)."""
@@ -72,12 +77,20 @@ class RayExecutor:
             planned = list(plan)
             yield from zip(planned, self._shipped(ctx, asker, planned), strict=True)
             return
+        if self._pool is not None and self._pool.inner is ctx.caller:  # a child of that job
+            for batch in plan:
+                yield batch, ctx.run(asker.run_batch(batch, self._pool))
+            return
         lost = (f"the {spec.noun} {ctx.job_id} stopped after its last committed batch: resume "
                 f"with {spec.resume_hint(ctx.job_id, ctx.db)}")
         with ray_caller(ctx.caller, address=self.address, workers=self.workers,
                         run_id=ctx.job_id, lost=lost, spill=_worker_spill(ctx)) as caller:
-            for batch in plan:
-                yield batch, ctx.run(asker.run_batch(batch, caller))
+            self._pool = caller
+            try:
+                for batch in plan:
+                    yield batch, ctx.run(asker.run_batch(batch, caller))
+            finally:
+                self._pool = None
 
     def _shipped(self, ctx: JobContext[Any], asker: Asker[B, R],
                  batches: Sequence[B]) -> Iterator[R]:

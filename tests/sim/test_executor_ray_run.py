@@ -50,6 +50,31 @@ def test_offline_run_on_ray_gives_the_local_tables(local_ray: None, scenario_pat
     assert local["survey_answers"] and local["messages"] and local["emissions"]
 
 
+def test_a_run_growing_its_graph_on_ray_with_a_worker_per_cpu_gives_the_local_tables(
+        local_ray: None, scenario_path: Path, tmp_path: Path) -> None:
+    """The setup expansion, a child job run from the run's first batch, asks through the run's
+    actor pool: a pool of its own would wait for the CPUs the run's workers hold (one per CPU
+    by default), and the run never ended."""
+    grown = tmp_path / "grown.py"
+    grown.write_text(SCENARIO.replace("GraphGrowth(hops=0,", "GraphGrowth(hops=1, fanout=2,"))
+    local = run(grown, tmp_path / "local.duckdb")
+    remote = run(grown, tmp_path / "ray.duckdb", executor="ray")  # ray_workers: one per CPU
+    assert remote == local
+    assert [1] == sorted({hop for _, hop in rows_of(tmp_path / "ray.duckdb",
+                                                   "SELECT persona_id, hop FROM personas "
+                                                   "WHERE hop > 0")})
+
+
+def rows_of(db: Path, sql: str) -> list[tuple]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def test_loopback_server_run_on_ray_gives_the_local_tables(local_ray: None, scenario_path: Path,
                                                             tmp_path: Path, server: Any) -> None:
     """Over HTTP: ChatOpenAI on each worker, the same server, the same tables and accounting."""
