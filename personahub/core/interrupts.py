@@ -61,11 +61,15 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def interrupt_of(exc: BaseException) -> KeyboardInterrupt | None:
-    """The interrupt ``exc`` stands for: itself, or the signal DuckDB's "Query interrupted" hid."""
+    """The interrupt ``exc`` stands for: itself, or the signal DuckDB's error hid: "Query
+    interrupted", or (a signal landing while DuckDB reads Python's Arrow data) an error that
+    names the interrupt's class ("... Arrow data failed: Terminated")."""
     if isinstance(exc, KeyboardInterrupt):
         return exc
-    if _raised and isinstance(exc, RuntimeError | duckdb.Error) and "interrupted" in str(exc).lower():
-        return _raised[-1]
+    if _raised and isinstance(exc, RuntimeError | duckdb.Error):
+        text = str(exc)
+        if "interrupted" in text.lower() or type(_raised[-1]).__name__ in text:
+            return _raised[-1]
     return None
 
 

@@ -36,6 +36,20 @@ def test_duckdbs_query_interrupted_comes_out_as_the_signal(sig, expected):
     assert type(caught.value) is expected
 
 
+def test_a_signal_while_duckdb_reads_arrow_data_comes_out_as_the_signal():
+    """Seen under load: SIGTERM during a read of a registered Arrow table came out of DuckDB as
+    an InvalidInputException naming the interrupt, and the job was marked failed."""
+    with sigterm_as_interrupt(), pytest.raises(Terminated):
+        with interrupts_from_queries():
+            _deliver(signal.SIGTERM)
+            raise duckdb.InvalidInputException(
+                "Invalid Input Error: Python exception occurred while reading Arrow data failed: "
+                "Terminated")
+    with sigterm_as_interrupt(), pytest.raises(duckdb.InvalidInputException):
+        with interrupts_from_queries():  # no signal: the same text stays an error
+            raise duckdb.InvalidInputException("reading Arrow data failed: Terminated")
+
+
 def test_without_a_signal_duckdbs_error_stays_an_error():
     with sigterm_as_interrupt(), pytest.raises(RuntimeError, match="Query interrupted"):
         with interrupts_from_queries():
