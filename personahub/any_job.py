@@ -106,16 +106,10 @@ def resume_job(job_id: str, db: str | Path, *, llm: str | None = None,
     dropped). An unknown job or database is one error naming it."""
     from personahub import runtime
     from personahub.agents.llm.client import resolve_spec
-    from personahub.core.jobs_store import find_job
-    from personahub.core.store import connect
 
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
-    con = connect(db, read_only=True)
-    try:
-        row = find_job(con, job_id)
-    finally:
-        con.close()
+    row = runtime.stored_job(db, job_id)
     if row is None:
         raise PersonahubError(f"resume {job_id}: no such job in {db} (personahub jobs lists them)")
     spec = runtime.registered_spec(row.kind)

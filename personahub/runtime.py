@@ -21,6 +21,8 @@ from personahub.core.kernel import Executor, JobResult, JobSpec, registered, run
 if TYPE_CHECKING:
     import duckdb
 
+    from personahub.core.jobs_store import JobRow
+
 C = TypeVar("C")
 S = TypeVar("S")
 
@@ -88,9 +90,9 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
                    on_start=on_start, con=con)
 
 
-def recorded_spec(db: str | Path, job_id: str) -> str | None:
-    """The (redacted) model spec job ``job_id`` recorded (None: no such job or database, or a
-    job that recorded none)."""
+def stored_job(db: str | Path, job_id: str) -> JobRow | None:
+    """Job ``job_id``'s row in ``db``, read through a read-only connection closed at once (None:
+    no such job or database)."""
     from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
 
@@ -98,9 +100,15 @@ def recorded_spec(db: str | Path, job_id: str) -> str | None:
         return None
     con = connect(db, read_only=True)
     try:
-        job = find_job(con, job_id)
+        return find_job(con, job_id)
     finally:
         con.close()
+
+
+def recorded_spec(db: str | Path, job_id: str) -> str | None:
+    """The (redacted) model spec job ``job_id`` recorded (None: no such job or database, or a
+    job that recorded none)."""
+    job = stored_job(db, job_id)
     if job is None:
         return None
     spec = registered_spec(job.kind)
