@@ -18,8 +18,12 @@ that view; issue 27 added it, so an older tree prints ``n/a``).
 The CLI runs as ``sys.executable -m personahub`` with ``PYTHONPATH`` set to ``--tree`` (the
 checkout whose code is measured) and the scratch folder as working directory; the rest of the
 environment is inherited. Only commands and options present before and after issue 27 are used.
+With ``--baseline OTHER_CHECKOUT`` each tree builds its own databases and the two trees' reads
+are timed alternately, repeat by repeat, and each command's ratio (the tree's median over the
+baseline's) is printed: both measured in the same run, under the same load.
 
-    python bench/bench_reads.py --tree /path/to/checkout [--sizes 1000,10000] [--repeats 3]
+    python bench/bench_reads.py --tree /path/to/checkout [--baseline /path/to/older] \
+        [--sizes 1000,10000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -129,9 +133,18 @@ def reads(cli: Cli, db: Path, job_id: str, run_id: str, item_id: str, out: Path)
     return cases
 
 
+def describe(cli: Cli, tree: Path) -> str:
+    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False).stdout.strip() or "?"
+    print(f"tree {tree} (commit {head}); {cli('--version').strip()}")
+    return head
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, required=True, help="checkout whose code is measured")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="an older checkout timed alternately with --tree, for ratios")
     parser.add_argument("--sizes", default="1000,10000",
                         help="personas and items per database, comma-separated")
     parser.add_argument("--repeats", type=int, default=3)
@@ -139,41 +152,65 @@ def main() -> None:
                         help="folder for the databases (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="leave the scratch folder")
     args = parser.parse_args()
-    tree = args.tree.resolve()
-    if not (tree / "personahub" / "__init__.py").is_file():
-        raise SystemExit(f"--tree {tree}: no personahub package there")
+    trees = [args.tree.resolve()] + ([args.baseline.resolve()] if args.baseline else [])
+    for tree in trees:
+        if not (tree / "personahub" / "__init__.py").is_file():
+            raise SystemExit(f"{tree}: no personahub package there")
     folder = Path(tempfile.mkdtemp(prefix="bench-reads-", dir=args.scratch))
-    cli = Cli(tree, folder)
-    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, check=False).stdout.strip() or "?"
-    print(f"tree {tree} (commit {head}); {cli('--version').strip()}; python {sys.version.split()[0]}")
-    print(f"scratch {folder}; sizes {args.sizes}; repeats {args.repeats}")
-    rows = []
+    clis = []
+    for i, tree in enumerate(trees):
+        (folder / str(i)).mkdir()
+        clis.append(Cli(tree, folder / str(i)))
+    heads = [describe(cli, tree) for cli, tree in zip(clis, trees, strict=True)]
+    print(f"python {sys.version.split()[0]}; scratch {folder}; sizes {args.sizes}; "
+          f"repeats {args.repeats}")
+    # (n, command) -> one list of seconds per tree
+    times: dict[tuple[int, str], list[list[float] | None]] = {}
     try:
         for n in (int(s) for s in args.sizes.split(",")):
-            db, job_id, run_id, item_id, spent = build(cli, folder, n, tree)
-            print(f"n={n}: built in " + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
-                  + f" (job {job_id}, run {run_id}, item {item_id})")
-            out = folder / f"out-{n}"
-            out.mkdir()
-            for name, argv in reads(cli, db, job_id, run_id, item_id, out).items():
-                if argv is None:
-                    rows.append((n, name, None, None))
-                    continue
-                times = [cli.timed(*argv) for _ in range(args.repeats)]
-                rows.append((n, name, min(times), statistics.median(times)))
+            cases = []
+            for cli, tree in zip(clis, trees, strict=True):
+                db, job_id, run_id, item_id, spent = build(cli, cli.cwd, n, tree)
+                print(f"n={n} {tree.name}: built in "
+                      + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items()))
+                out = cli.cwd / f"out-{n}"
+                out.mkdir()
+                cases.append(reads(cli, db, job_id, run_id, item_id, out))
+            for name in cases[0]:
+                times[(n, name)] = [None if c[name] is None else [] for c in cases]
+            for _ in range(args.repeats):  # the trees alternate, repeat by repeat
+                for name in cases[0]:
+                    for i, (cli, c) in enumerate(zip(clis, cases, strict=True)):
+                        argv = c[name]
+                        slot = times[(n, name)][i]
+                        if argv is not None and slot is not None:
+                            slot.append(cli.timed(*argv))
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     print()
-    print(f"{'n':>7}  {'command':<28} {'min s':>8} {'median s':>9}")
-    for n, name, low, mid in rows:
-        if low is None:
-            print(f"{n:>7}  {name:<28} {'n/a':>8} {'n/a':>9}  (no v_items in this tree's database)")
-        else:
-            print(f"{n:>7}  {name:<28} {low:>8.3f} {mid:>9.3f}")
-    total = sum(mid for _, name, _, mid in rows if mid is not None and name != "sql v_items")
-    print(f"RESULT tree={head} sum_of_medians_s={total:.2f} (without sql v_items)")
+    header = f"{'n':>7}  {'command':<28} {'min s':>8} {'median s':>9}"
+    if len(trees) == 2:
+        header += f" {'baseline median s':>18} {'ratio':>6}"
+    print(header)
+    sums = [0.0] * len(trees)
+    for (n, name), per_tree in times.items():
+        meds = [None if t is None else statistics.median(t) for t in per_tree]
+        line = f"{n:>7}  {name:<28} "
+        line += (f"{'n/a':>8} {'n/a':>9}" if per_tree[0] is None else
+                 f"{min(per_tree[0]):>8.3f} {meds[0]:>9.3f}")
+        if len(trees) == 2:
+            base, mine = meds[1], meds[0]
+            line += f" {'n/a' if base is None else f'{base:.3f}':>18}"
+            line += f" {'' if base is None or mine is None else f'{mine / base:.2f}':>6}"
+        print(line)
+        if name != "sql v_items" and all(m is not None for m in meds):
+            for i, m in enumerate(meds):
+                sums[i] += m or 0.0
+    result = f"RESULT tree={heads[0]} sum_of_medians_s={sums[0]:.2f}"
+    if len(trees) == 2:
+        result += f" baseline={heads[1]} baseline_s={sums[1]:.2f} ratio={sums[0] / sums[1]:.2f}"
+    print(result + " (without sql v_items)")
 
 
 if __name__ == "__main__":
