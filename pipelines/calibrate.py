@@ -60,6 +60,7 @@ from personahub.core.kernel import (
 )
 from personahub.core.validate import check_int
 from personahub.personas.demographics import KEYS
+from personahub.pipelines import labels
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.calibrate_data import (
@@ -421,8 +422,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         return lines
 
     def label(self, config: Mapping[str, Any]) -> str:
-        return (f"{Path(str(config.get('survey', '?'))).name} x {config.get('population', '?')}, "
-                f"n={config.get('n', '?')}")
+        return labels.calibration(config)
 
 
 CALIBRATION = register(CalibrationSpec())

@@ -70,6 +70,7 @@ from personahub.personas.embedding import (
 )
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.minhash import MinHashConfig
+from personahub.pipelines import labels
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batch_status, job_book
 from personahub.sim.executors import check_executor, minhash_source
 
@@ -264,7 +265,7 @@ class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
         return f"personahub personas dedup --resume {job_id} --db {db}"
 
     def label(self, config: Mapping[str, Any]) -> str:
-        return f"embedder {config.get('embedder') or 'none'}"
+        return labels.dedup(config)
 
     def end_status(self, ctx: JobContext[DedupJobConfig], asked: int, kept: int) -> str:
         return "finished"  # a batch that failed stopped the job: there is no partial dedup

@@ -68,6 +68,7 @@ from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
+from personahub.pipelines import labels
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
@@ -202,7 +203,7 @@ class ExpandSpec(SpecBase[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary]
         return f"personahub personas expand --resume {job_id} --db {db}"
 
     def label(self, config: Mapping[str, Any]) -> str:
-        return f"{config.get('hops')} hop(s) × {config.get('fanout')}"
+        return labels.expansion(config)
 
     def end_status(self, ctx: JobContext[ExpandConfig], asked: int, kept: int) -> str:
         """Finished: personas whose answers failed are counted on the frontier, not missing."""

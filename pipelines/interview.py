@@ -49,6 +49,7 @@ from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
+from personahub.pipelines import labels
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
@@ -483,8 +484,7 @@ class InterviewSpec(SpecBase[InterviewConfig, Sequence[tuple[int, str]],
         return f" ({answered} of {ctx.total} agents answered)"
 
     def label(self, config: Mapping[str, Any]) -> str:
-        question = str(config.get("question", ""))
-        return f"run {config.get('run_id', '?')}: {question[:40]}"
+        return labels.interview(config)
 
     def report(self, summary: InterviewResult, db: Path) -> list[str]:
         answered = len(summary.rows) - summary.failed

@@ -45,6 +45,7 @@ from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int
+from personahub.pipelines import labels
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
@@ -356,8 +357,7 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
         return f" ({summary.skipped_done + summary.judged} of {summary.selected} items judged)"
 
     def label(self, config: Mapping[str, Any]) -> str:
-        target = f"job {config['job']}" if config.get("job") else f"run {config.get('run', '?')}"
-        return target + (f", sample {config['sample']}" if config.get("sample") else "")
+        return labels.judge(config)
 
     def report(self, summary: JudgeSummary, db: Path) -> list[str]:
         target = f"{'job' if summary.target_kind == 'synthesis' else 'run'} {summary.target_id}"

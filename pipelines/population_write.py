@@ -41,6 +41,7 @@ from personahub.personas.population import SOURCE, Population, draw_population, 
 from personahub.personas.population_files import read_joint, read_marginals
 from personahub.personas.record import Persona
 from personahub.personas.store import population_persona_ids, upsert_personas
+from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 
@@ -250,8 +251,7 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
         return lines
 
     def label(self, config: Mapping[str, Any]) -> str:
-        files = [Path(str(config[k])).name for k in ("marginals", "joint") if config.get(k)]
-        return f"{' + '.join(files)} n={config.get('n', '?')}"
+        return labels.population_write(config)
 
 
 POPULATION_WRITE = register(WriteSpec())

@@ -64,6 +64,7 @@ from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
+from personahub.pipelines import labels
 from personahub.pipelines.batch_jobs import BatchFields, batched_asker
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
@@ -295,7 +296,7 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         return f"personahub run --resume {job_id} --db {db}"
 
     def label(self, config: Mapping[str, Any]) -> str:
-        return str((config.get("scenario") or {}).get("name", ""))
+        return labels.run(config)
 
     # -- before anything is recorded --------------------------------------------------------------
     def prepare(self, ctx: JobContext[RunConfig]) -> None:

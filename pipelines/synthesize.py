@@ -72,6 +72,7 @@ from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import QualityIssue, rejected_row, rejection_line, tally
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery
+from personahub.pipelines import labels
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.synthesis_inputs import (
@@ -458,7 +459,7 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
         return lines
 
     def label(self, config: Mapping[str, Any]) -> str:
-        return f"{config.get('task', '?')} x{config.get('n', '?')}"
+        return labels.synthesis(config)
 
     def stop_note(self, ctx: JobContext[SynthConfig]) -> str:
         summary = _state(ctx).summary

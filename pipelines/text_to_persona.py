@@ -58,6 +58,7 @@ from personahub.personas.text_to_persona import (
     screen,
     text_personas_schema,
 )
+from personahub.pipelines import labels
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 
@@ -223,7 +224,7 @@ class TextToPersonaSpec(SpecBase[TextConfig, TextBatch, list[StructuredResult[An
         return f"personahub personas from-text --resume {job_id} --db {db}"
 
     def label(self, config: Mapping[str, Any]) -> str:
-        return str(config.get("corpus") or Path(str(config.get("path") or "")).name)
+        return labels.text_to_persona(config)
 
     def prepare(self, ctx: JobContext[TextConfig]) -> None:
         """The corpus, read end to end and found to hold a text (nothing is recorded before)."""

@@ -12,6 +12,8 @@ without a case there fails ``test_every_registered_kind_has_a_case``.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ import pytest
 
 import personahub
 from personahub.core import kernel
-from personahub.runtime import registered_kinds
+from personahub.core.store import connect
+from personahub.pipelines.labels import SHIPPED_KINDS
+from personahub.runtime import registered_kinds, registered_spec
 from tests.cli_helpers import invoke
 from tests.pipeline_helpers import rows
 from tests.pipelines.every_kind import KEPT_CALLS, KINDS, Kind, import_people, prepared
@@ -32,6 +36,43 @@ def test_every_registered_kind_has_a_case() -> None:
                if type(kernel.spec_for(kind)).__module__.startswith("personahub.")]
     assert sorted(k.kind for k in KINDS) == shipped
     assert len(shipped) >= 9
+    # personahub jobs labels the shipped kinds from pipelines/labels.py without importing them
+    assert sorted(SHIPPED_KINDS) == shipped
+    for kind in shipped:
+        assert type(kernel.spec_for(kind)).label is not kernel.SpecBase.label, kind
+
+
+def test_listing_jobs_labels_every_kind_without_importing_a_spec(tmp_path: Path) -> None:
+    """``personahub jobs`` reads labels from ``pipelines/labels.py``: a listing of one job of
+    each shipped kind imports no spec module (they bring in LangGraph and LangChain), and each
+    label is the one the kind's spec gives."""
+    from personahub.core.jobs_store import create_job
+
+    configs = {"run": {"scenario": {"name": "riverside"}}, "synthesis": {"task": "npc", "n": 3},
+               "expansion": {"hops": 2, "fanout": 3}, "text_to_persona": {"corpus": "c.txt"},
+               "dedup": {"embedder": "hash"}, "judge": {"job": "j1", "sample": 5},
+               "interview": {"run_id": "r1", "question": "Why?"},
+               "calibration": {"survey": "/x/w.csv", "population": "p", "n": 4},
+               "population_write": {"marginals": "/x/m.csv", "n": 9}}
+    assert sorted(configs) == sorted(SHIPPED_KINDS)
+    db = tmp_path / "hub.duckdb"
+    con = connect(db)
+    for kind, config in configs.items():
+        create_job(con, f"id-{kind}", kind, config)
+    con.close()
+    script = ("import json, sys\n"
+              "from personahub.any_job import job_rows\n"
+              f"rows = job_rows({str(db)!r})\n"
+              "heavy = sorted(m for m in sys.modules if m.startswith(('langgraph', 'langchain',"
+              " 'personahub.pipelines.')) and m != 'personahub.pipelines.labels')\n"
+              "print(json.dumps({'what': {r['kind']: r['what'] for r in rows}, 'heavy': heavy}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          cwd=tmp_path)
+    listed = json.loads(done.stdout)
+    assert listed["heavy"] == []
+    assert listed["what"] == {kind: registered_spec(kind).label(config)
+                              for kind, config in configs.items()}
+    assert listed["what"]["synthesis"] == "npc x3"
 
 
 def stop_at_write(monkeypatch: pytest.MonkeyPatch, number: int) -> None:

@@ -1,0 +1,65 @@
+"""A few words on what a job makes, read from its stored config: the ``what`` column of
+``personahub jobs`` and ``personahub.jobs()``.
+
+Kept apart from the specs so that listing jobs imports no model stack: every spec module imports
+LangGraph and LangChain, most of a listing's time before (``bench/bench_reads.py``). Each shipped
+spec's ``label`` is the function here; a kind registered from outside keeps its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+Config = Mapping[str, Any]
+
+
+def run(config: Config) -> str:
+    return str((config.get("scenario") or {}).get("name", ""))
+
+
+def synthesis(config: Config) -> str:
+    return f"{config.get('task', '?')} x{config.get('n', '?')}"
+
+
+def expansion(config: Config) -> str:
+    return f"{config.get('hops')} hop(s) × {config.get('fanout')}"
+
+
+def text_to_persona(config: Config) -> str:
+    return str(config.get("corpus") or Path(str(config.get("path") or "")).name)
+
+
+def dedup(config: Config) -> str:
+    return f"embedder {config.get('embedder') or 'none'}"
+
+
+def judge(config: Config) -> str:
+    target = f"job {config['job']}" if config.get("job") else f"run {config.get('run', '?')}"
+    return target + (f", sample {config['sample']}" if config.get("sample") else "")
+
+
+def interview(config: Config) -> str:
+    question = str(config.get("question", ""))
+    return f"run {config.get('run_id', '?')}: {question[:40]}"
+
+
+def calibration(config: Config) -> str:
+    return (f"{Path(str(config.get('survey', '?'))).name} x {config.get('population', '?')}, "
+            f"n={config.get('n', '?')}")
+
+
+def population_write(config: Config) -> str:
+    files = [Path(str(config[k])).name for k in ("marginals", "joint") if config.get(k)]
+    return f"{' + '.join(files)} n={config.get('n', '?')}"
+
+
+#: every shipped kind and its label (``personahub.runtime`` registers exactly these kinds; a test
+#: keeps the two in step)
+LABELS: dict[str, Callable[[Config], str]] = {
+    "run": run, "synthesis": synthesis, "expansion": expansion,
+    "text_to_persona": text_to_persona, "dedup": dedup, "judge": judge, "interview": interview,
+    "calibration": calibration, "population_write": population_write,
+}
+SHIPPED_KINDS: tuple[str, ...] = tuple(LABELS)
