@@ -48,7 +48,7 @@ from personahub.personas.quality import (
     rejected_counts,
 )
 from personahub.personas.record import Persona
-from personahub.personas.store import fetch_personas, upsert_personas
+from personahub.personas.store import fetch_personas, live_persona_texts, upsert_personas
 
 MAX_HOPS = 6
 DEFAULT_BATCH = 256
@@ -126,10 +126,7 @@ class ExpandSummary:
 
 def hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
     index = NearDuplicateIndex(threshold=threshold)
-    rows = con.execute(
-        "SELECT persona_id, text FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
-    ).fetchall()
-    index.add_many(rows)
+    index.add_many(live_persona_texts(con))
     return index
 
 

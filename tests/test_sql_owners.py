@@ -56,7 +56,7 @@ DYNAMIC: dict[str, str] = {
     "personahub/core/migrate.py": "the schema's upgrades",
     "sim/store.py": "counts of its own run-log tables",
     "sim/run_queries.py": "the API's rows of its own run-log tables (run_rows)",
-    "personas/dedup.py": "a temporary view of its own registering",
+    "personas/store.py": "a temporary view of its own registering (dedup's marks)",
     "personas/dedup_languages.py": "a temporary view of its own registering",
     "personas/embedding_store.py": "a temporary view of its own registering",
     "analysis/preview.py": ("personahub show: one whole row by id of synth_items, emissions or "
