@@ -142,15 +142,6 @@ def persona_text(con: duckdb.DuckDBPyConnection, persona_id: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def text_job_personas(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """Every column of the personas text-to-persona job ``job_id``'s corpus produced, in hub
-    order (a resumed or repeated job's corpus is the job's)."""
-    return con.execute(
-        "SELECT p.* FROM personas p WHERE p.persona_id IN (SELECT DISTINCT "
-        "unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = "
-        "(SELECT corpus FROM text_jobs WHERE job_id = ?)) ORDER BY p.seq", [job_id]).df()
-
-
 def flagged_duplicates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every column of the personas flagged as near-duplicates, in hub order."""
     return con.execute("SELECT * FROM personas WHERE coalesce(is_duplicate, false) "
