@@ -258,6 +258,14 @@ def summary_of(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSumma
     return summary
 
 
+# Each (parent, child) pair of persona ids expansion ``?`` made: a frontier persona it asked
+# about and each persona its answer created (the preview's rows: ``personas.store.child_personas``)
+EXPANSION_CHILDREN = """
+SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child
+FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
+"""
+
+
 def expansion_personas(con: duckdb.DuckDBPyConnection, expansion_id: str) -> list[str]:
     """Every persona an expansion asked about, reached or created, in first-seen order."""
     rows = con.execute(

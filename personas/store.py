@@ -6,7 +6,7 @@ This module owns the SQL of those three tables (``tests/test_sql_owners.py``): e
 reads and writes them through its functions, except the selection language that
 ``personas.sampling`` and ``personas.carve`` compile from user conditions. An owner that joins its
 own rows to the personas in one statement takes this module's query text as a subquery
-(``SURVIVORS``).
+(``SURVIVORS``, ``child_personas``).
 
 Writes are Arrow batches (``core.store.insert_columns``): a dict per row cost seconds per 100,000
 personas. The generic connection, schema and batch-insert helpers are in ``core/store.py``.
@@ -166,9 +166,10 @@ def relation_edges(con: duckdb.DuckDBPyConnection,
         [ids, ids]).fetchall()]
 
 
-# What a text-to-persona job or an expansion made, one row per persona in the preview's shape
-# (kind, item_id, source_id, source, output, is_duplicate, duplicate_of), for one job's corpus
-# or expansion id (the one ? parameter); ``analysis/preview.py`` samples them.
+# What a text-to-persona job or an expansion made (``CORPUS_PERSONAS``, ``child_personas``), one
+# row per persona in the preview's shape (kind, item_id, source_id, source, output, is_duplicate,
+# duplicate_of), for one job's corpus or expansion id (the one ? parameter);
+# ``analysis/preview.py`` samples them.
 # text-to-persona does not store its texts: the source column names the text by corpus and id
 CORPUS_PERSONAS = """
 SELECT coalesce(attributes->>'relation', 'persona'), persona_id, attributes->>'text_id',
@@ -177,11 +178,14 @@ SELECT coalesce(attributes->>'relation', 'persona'), persona_id, attributes->>'t
 FROM personas WHERE source = 'text-to-persona' AND attributes->>'corpus' = ?
 """
 
-EXPANSION_PERSONAS = """
-WITH made AS (
-    SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child
-    FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
-)
+
+def child_personas(children: str) -> str:
+    """The preview's rows (as ``CORPUS_PERSONAS``: kind ``hop N``, the child's id, its parent's id
+    and text, the relation and the child's text, its duplicate flag) of the personas ``children``
+    made: a query of ``(parent, child)`` persona ids taking the one ? parameter, such as
+    ``personas.expand.EXPANSION_CHILDREN`` (an expansion's), joined here to both personas."""
+    return f"""
+WITH made AS ({children})
 SELECT 'hop ' || coalesce(c.hop, 0), c.persona_id, m.parent, coalesce(p.text, '?'),
        coalesce(c.attributes->>'relation' || ': ', '') || c.text,
        coalesce(c.is_duplicate, false), c.duplicate_of
