@@ -3,11 +3,12 @@
 ``JOIN``, ``INTO``, ``UPDATE`` it) sits in one of the family's own modules, or in the schema's
 (``core/store.py``, ``core/migrate.py``: they make and upgrade every table).
 
-The families and their owners are ``FAMILIES`` below; nothing reaches across. Reads that join
-families go through the analysis views (``analysis/views.sql``: a view is no family's table) or
-the owners' functions. An f-string's table is followed through the module's string constants;
-SQL that names its table through a variable is allowed only in the ``DYNAMIC`` modules, each
-with why.
+The families and their owners (named modules, never a folder) are ``FAMILIES`` below; nothing
+reaches across. Reads that join families go through the analysis views (``analysis/views.sql``:
+a view is no family's table), the owners' functions, or an owner's query text taken whole as a
+subquery (``personas.store.SURVIVORS``, ``personas.store.child_personas``). An f-string's table
+is followed through the module's string constants; SQL that names its table through a variable
+is allowed only in the ``DYNAMIC`` modules, each with why.
 """
 
 from __future__ import annotations
@@ -23,17 +24,29 @@ SCHEMA_MODULES = {"personahub/core/store.py", "personahub/core/migrate.py"}
 # queries shown to the user (a help text, the "Try:" lines after a run), never run by the module
 EXAMPLES = {"personahub/cli/run.py", "personahub/cli/sql.py"}
 
-# family -> (its tables, the modules (or folders, ending in "/") that own their SQL)
+# family -> (its tables, the modules that own their SQL)
 FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "jobs": (frozenset({"jobs", "schema_meta"}),
              frozenset({"personahub/core/jobs_store.py", "personahub/core/stored_views.py"})),
     "calls": (frozenset({"llm_calls", "llm_cache", "prices", "llm_batches"}),
               frozenset({"personahub/core/commit.py", "personahub/core/call_log.py",
                          "personahub/core/batch_records.py", "agents/llm/cache.py"})),
-    "personas and graph": (frozenset({
-        "personas", "relations", "persona_texts", "text_done", "text_jobs",
-        "dedup_jobs", "persona_embeddings", "dedup_judged", "persona_merges", "expansions",
-        "expansion_frontier", "rejected"}), frozenset({"personas/"})),
+    # sampling and carve compile the selection language (``--personas`` SQL conditions, carve's
+    # KEY OP VALUE conditions and --stratify keys, run in personas/selection_sandbox.py's sandbox
+    # where they are user text) into the one statement over ``personas`` each evaluates: like
+    # ``personahub sql``, a query compiler over the hub, not a second store. Every other read or
+    # write of the hub (their graph walks, fetches and gate counts too) is personas/store.py's.
+    "persona hub": (frozenset({"personas", "relations", "persona_merges"}),
+                    frozenset({"personas/store.py", "personas/sampling.py", "personas/carve.py"})),
+    "imported texts": (frozenset({"persona_texts"}), frozenset({"personas/persona_texts.py"})),
+    "dedup": (frozenset({"dedup_jobs", "persona_embeddings", "dedup_judged"}),
+              frozenset({"personas/dedup_jobs.py", "personas/embedding_store.py",
+                         "personas/dedup_languages.py"})),
+    "expansion": (frozenset({"expansions", "expansion_frontier"}),
+                  frozenset({"personas/expand.py"})),
+    "text-to-persona": (frozenset({"text_jobs", "text_done"}),
+                        frozenset({"personas/text_jobs.py", "personas/text_to_persona.py"})),
+    "rejected": (frozenset({"rejected"}), frozenset({"personas/quality.py"})),
     "run log": (frozenset({
         "runs", "run_agents", "steps", "emissions", "messages", "run_edges", "events",
         "interventions", "survey_answers", "agent_states", "decisions"}),
@@ -82,8 +95,7 @@ def owns(family: str, module: str) -> bool:
     """Whether ``module`` (a path relative to the checkout) owns ``family``'s SQL."""
     if module in SCHEMA_MODULES or module in EXAMPLES:
         return True
-    return any(module == owner or (owner.endswith("/") and module.startswith(owner))
-               for owner in FAMILIES[family][1])
+    return module in FAMILIES[family][1]
 
 
 def _constants(tree: ast.Module) -> dict[str, str]:
@@ -137,6 +149,11 @@ def test_every_table_has_a_family() -> None:
     assert schema_tables() == families, "add each new table of schema.sql to its family here"
 
 
+def test_every_owner_is_a_module() -> None:
+    owners = set().union(*(modules for _, modules in FAMILIES.values()), DYNAMIC)
+    assert not {o for o in owners if not (ROOT / o).is_file()}, "owners are modules that exist"
+
+
 def test_no_sql_reaches_into_another_familys_tables() -> None:
     found = crossings()
     assert not found, ("SQL on another family's tables (use the owner's functions or the analysis "
@@ -164,4 +181,5 @@ def test_the_check_sees_a_crossing() -> None:
     assert named == ["runs", "personas", "synth_items", "synth_items", "calibration_jobs"]
     assert [line for line, text in texts if _NAMED_BY_VARIABLE.search(text)] == [5]
     assert not owns("run log", "analysis/report.py") and owns("run log", "sim/store.py")
-    assert owns("personas and graph", "personas/expand.py")
+    assert owns("expansion", "personas/expand.py") and not owns("persona hub", "personas/expand.py")
+    assert owns("persona hub", "personas/store.py") and not owns("persona hub", "personas/graph.py")
