@@ -1,7 +1,8 @@
 """Each table family's SQL lives with the family (issue 27, item 3; ``docs/architecture.md``,
 "Who owns which SQL"): a string literal that reads or writes a family's table (``FROM``,
-``JOIN``, ``INTO``, ``UPDATE`` it) sits in one of the family's own modules, or in the schema's
-(``core/store.py``, ``core/migrate.py``: they make and upgrade every table).
+``JOIN``, ``INTO``, ``UPDATE`` it), or a batch insert (``core.store.insert_rows`` /
+``insert_columns``) given the table by name, sits in one of the family's own modules, or in the
+schema's (``core/store.py``, ``core/migrate.py``: they make and upgrade every table).
 
 The families and their owners (named modules, never a folder) are ``FAMILIES`` below; nothing
 reaches across. Reads that join families go through the analysis views (``analysis/views.sql``:
@@ -79,6 +80,8 @@ DYNAMIC: dict[str, str] = {
 _SQL = re.compile(r"\b(?:SELECT|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 _NAMED = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
 _UNFOLLOWED = "{?}"  # an f-string placeholder the scanner cannot resolve to a string
+# core/store.py's batch inserts, which write the table they are given (their second argument)
+_INSERTERS = frozenset({"insert_rows", "insert_columns"})
 _NAMED_BY_VARIABLE = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+\{\?\}", re.IGNORECASE)
 
 
@@ -105,9 +108,23 @@ def _constants(tree: ast.Module) -> dict[str, str]:
             for target in node.targets if isinstance(target, ast.Name)}
 
 
+def _inserted_table(node: ast.Call, constants: dict[str, str]) -> str | None:
+    """The table a call of a batch insert (``insert_rows(con, "relations", ...)``) names, as a
+    string or a module constant; None for any other call."""
+    callee = node.func.id if isinstance(node.func, ast.Name) else \
+        node.func.attr if isinstance(node.func, ast.Attribute) else None
+    if callee not in _INSERTERS or len(node.args) < 2:
+        return None
+    table = node.args[1]
+    if isinstance(table, ast.Constant) and isinstance(table.value, str):
+        return table.value
+    return constants.get(table.id) if isinstance(table, ast.Name) else None
+
+
 def sql_texts(tree: ast.Module) -> list[tuple[int, str]]:
-    """(line, text) of each string that may be SQL: plain strings, and f-strings with their
-    placeholders filled from the module's string constants (``_UNFOLLOWED`` where they are not)."""
+    """(line, text) of each string that may be SQL: plain strings, f-strings with their
+    placeholders filled from the module's string constants (``_UNFOLLOWED`` where they are not),
+    and ``INSERT INTO`` the table a batch insert of ``core/store.py`` is given by name."""
     constants = _constants(tree)
     texts: list[tuple[int, str]] = []
     for node in ast.walk(tree):
@@ -119,6 +136,8 @@ def sql_texts(tree: ast.Module) -> list[tuple[int, str]]:
                      if isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name)
                      else _UNFOLLOWED for part in node.values]
             texts.append((node.lineno, "".join(str(p) for p in parts)))
+        elif isinstance(node, ast.Call) and (table := _inserted_table(node, constants)):
+            texts.append((node.lineno, f"INSERT INTO {table}"))
     return [(line, text) for line, text in texts if _SQL.search(text)]
 
 
@@ -170,15 +189,19 @@ def test_a_table_named_by_a_variable_is_in_a_module_that_says_why() -> None:
 
 def test_the_check_sees_a_crossing() -> None:
     """The scanner finds SQL in a plain string, a query with a JOIN, an f-string's parts, a
-    table an f-string takes from a module constant, and one it takes from a variable."""
+    table an f-string takes from a module constant, one it takes from a variable, and the
+    table a batch insert is given."""
     tree = ast.parse('T = "calibration_jobs"\n'
                      'q = "SELECT a FROM runs r JOIN personas p USING (id)"\n'
                      'w = f"UPDATE synth_items SET x = {1}"\n'
                      'c = f"SELECT * FROM {T} WHERE job_id = ?"\n'
-                     'd = f"SELECT * FROM {table}"\n')
+                     'd = f"SELECT * FROM {table}"\n'
+                     'insert_rows(con, "run_agents", rows)\n'
+                     'store.insert_columns(con, T, columns)\n')
     texts = sql_texts(tree)
     named = [t for _, text in sorted(texts) for t in _NAMED.findall(text)]
-    assert named == ["runs", "personas", "synth_items", "synth_items", "calibration_jobs"]
+    assert named == ["runs", "personas", "synth_items", "synth_items", "calibration_jobs",
+                     "run_agents", "calibration_jobs"]
     assert [line for line, text in texts if _NAMED_BY_VARIABLE.search(text)] == [5]
     assert not owns("run log", "analysis/report.py") and owns("run log", "sim/store.py")
     assert owns("expansion", "personas/expand.py") and not owns("persona hub", "personas/expand.py")
