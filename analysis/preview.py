@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.personas.store import CORPUS_PERSONAS, EXPANSION_PERSONAS, persona_text
+from personahub.personas.store import CORPUS_PERSONAS, child_personas, persona_text
 
 DEFAULT_PREVIEW = 3  # rows per kind a command's end-of-job preview shows
 REPORT_SAMPLES = 5  # rows per kind in a report's samples section
@@ -110,8 +110,11 @@ def corpus_preview(con: duckdb.DuckDBPyConnection, corpus: str,
 def expansion_preview(con: duckdb.DuckDBPyConnection, expansion_id: str,
                       per_kind: int = DEFAULT_PREVIEW) -> Preview:
     """An expansion's new personas: parent → relation: persona, ``per_kind`` per hop."""
-    return _preview(con, EXPANSION_PERSONAS, expansion_id, per_kind, f"expansion {expansion_id}",
-                    ("parent persona", "related persona"))
+    # deferred: the expansion module (its model schemas, the graph) is loaded when one is shown
+    from personahub.personas.expand import EXPANSION_CHILDREN
+
+    return _preview(con, child_personas(EXPANSION_CHILDREN), expansion_id, per_kind,
+                    f"expansion {expansion_id}", ("parent persona", "related persona"))
 
 
 @dataclass(frozen=True)

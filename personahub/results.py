@@ -200,12 +200,14 @@ class Job:
             return _items_frame(self.db, job=self.job_id)
         if self.kind == "expansion":
             return self._expansion_personas()
-        from personahub.personas.store import flagged_duplicates, text_job_personas
+        from personahub.personas.store import flagged_duplicates, personas_frame
+        from personahub.personas.text_to_persona import text_job_persona_ids
 
         if self.kind == "dedup":  # the personas flagged as near-duplicates
             return _frame(self.db, flagged_duplicates)
-        if self.kind == "text_to_persona":
-            return _frame(self.db, text_job_personas, self.job_id)
+        if self.kind == "text_to_persona":  # in hub order, as personas_frame gives them
+            return _frame(self.db, lambda con: personas_frame(
+                con, text_job_persona_ids(con, self.job_id)))
         if self.kind == "population_write":  # the people it wrote (its own population)
             return self._population_personas()
         raise KeyError(self.kind)

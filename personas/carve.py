@@ -30,7 +30,7 @@ from personahub.personas.demographics import VOCABULARY, canonical
 from personahub.personas.hub_gate import drawn_gates, gate_clause, none_eligible
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
-from personahub.personas.store import fetch_personas
+from personahub.personas.store import adjacent_ids, fetch_personas, has_persona
 
 COLUMNS = ("hop", "source", "source_ref", "persona_id")
 _CONDITION = re.compile(r"^\s*([^<>=!~]+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
@@ -105,22 +105,14 @@ def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) ->
     An id the hub does not hold is an error (a typo must not read as an empty neighbourhood)."""
     if hops < 0:
         raise ValueError(f"--within must be >= 0, got {hops}")
-    if not con.execute("SELECT 1 FROM personas WHERE persona_id = ?", [persona_id]).fetchall():
+    if not has_persona(con, persona_id):
         raise ValueError(f"--near {persona_id!r}: no such persona id in the hub")
     seen = {persona_id}
     frontier = [persona_id]
     for _ in range(hops):
         if not frontier:
             break
-        con.register("_carve_frontier", pa.table({"id": frontier}))
-        try:
-            rows = con.execute(
-                "SELECT dst FROM relations WHERE src IN (SELECT id FROM _carve_frontier) "
-                "UNION SELECT src FROM relations WHERE dst IN (SELECT id FROM _carve_frontier)"
-            ).fetchall()
-        finally:
-            con.unregister("_carve_frontier")
-        frontier = [r[0] for r in rows if r[0] not in seen]
+        frontier = [pid for pid in adjacent_ids(con, frontier) if pid not in seen]
         seen.update(frontier)
     return seen
 

@@ -18,7 +18,6 @@ persona and embedder, whether it was judged.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from personahub.personas.minhash import (
     resolve_first_seen,
     sketch,
 )
+from personahub.personas.store import mark_duplicates, survivor_batches, survivor_count
 
 __all__ = [
     "DedupConfig",
@@ -84,7 +84,6 @@ class PairFinder:
 
 # where stage 1's work runs: signatures (banded here) or verified pairs (banded elsewhere)
 MinHashSource = Signer | PairFinder
-_SURVIVORS = "FROM personas WHERE NOT coalesce(is_duplicate, false)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,25 +161,14 @@ class DedupSummary:
 
 def count_survivors(con: duckdb.DuckDBPyConnection) -> int:
     """How many personas are not (yet) marked duplicates."""
-    return int(con.execute(f"SELECT count(*) {_SURVIVORS}").fetchall()[0][0])
-
-
-def _survivor_batches(
-    con: duckdb.DuckDBPyConnection, batch_rows: int
-) -> Iterator[tuple[list[str], list[str]]]:
-    """(persona_ids, texts) of non-duplicates in ``seq`` order, streamed in batches."""
-    rel = con.sql(f"SELECT persona_id, text {_SURVIVORS} ORDER BY seq, persona_id")
-    # duckdb 2 names it to_arrow_reader, 1.x fetch_arrow_reader
-    to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
-    for batch in to_reader(batch_rows):
-        yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
+    return survivor_count(con)
 
 
 def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray,
                 stage: str) -> int:
-    """Mark ``ids[j]`` as a duplicate of ``ids[dup[j]]`` for every ``dup[j] >= 0`` (one UPDATE
-    joined against a registered Arrow table; call inside the transaction the marks belong to);
-    returns how many were marked."""
+    """Mark ``ids[j]`` as a duplicate of ``ids[dup[j]]`` for every ``dup[j] >= 0``
+    (``store.mark_duplicates``: one UPDATE joined against a registered Arrow table; call inside
+    the transaction the marks belong to); returns how many were marked."""
     rows = np.flatnonzero(dup >= 0)
     if rows.size == 0:
         return 0
@@ -190,22 +178,7 @@ def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray
             "duplicate_of": pa.array(ids[dup[rows]].tolist(), pa.string()),
         }
     )
-    view = f"_dedup_marks_{stage}"
-    con.register(view, marks)
-    try:
-        con.execute(
-            f"""
-            UPDATE personas
-            SET is_duplicate = true, duplicate_of = m.duplicate_of, dup_stage = ?
-            FROM {view} AS m
-            WHERE personas.persona_id = m.persona_id
-              AND NOT coalesce(personas.is_duplicate, false)
-            """,
-            [stage],
-        )
-    finally:  # in an aborted transaction unregistering fails too: the update's error counts
-        with contextlib.suppress(duckdb.Error):
-            con.unregister(view)
+    mark_duplicates(con, marks, stage)
     return int(rows.size)
 
 
@@ -233,7 +206,7 @@ def minhash_duplicates(con: duckdb.DuckDBPyConnection, config: DedupConfig,
     ids: list[str] = []
 
     def texts() -> Iterator[list[str]]:
-        for batch_ids, batch_texts in _survivor_batches(con, config.batch_rows):
+        for batch_ids, batch_texts in survivor_batches(con, config.batch_rows):
             ids.extend(batch_ids)
             yield batch_texts
 
@@ -302,7 +275,7 @@ async def embedding_stage(
     log = JudgedLog()
     ids: list[str] = []
     parts: list[np.ndarray] = []
-    for batch_ids, texts in _survivor_batches(con, config.batch_rows):
+    for batch_ids, texts in survivor_batches(con, config.batch_rows):
         judged, batch_scripts = split_by_script(texts, scripts)
         log.add(batch_ids, judged, batch_scripts)
         if judged.any():

@@ -19,11 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_SURVIVORS_WITH_VECTORS = """
+from personahub.personas.store import SURVIVORS
+
+# the survivors (the hub's query, ``personas.store``) with this table's vector of one embedder
+_SURVIVORS_WITH_VECTORS = f"""
 SELECT p.persona_id, p.text, e.vector
-FROM personas AS p
+FROM ({SURVIVORS}) AS p
 LEFT JOIN persona_embeddings AS e ON e.persona_id = p.persona_id AND e.model = ?
-WHERE NOT coalesce(p.is_duplicate, false)
 ORDER BY p.seq, p.persona_id
 """
 

@@ -48,7 +48,7 @@ from personahub.personas.quality import (
     rejected_counts,
 )
 from personahub.personas.record import Persona
-from personahub.personas.store import fetch_personas, upsert_personas
+from personahub.personas.store import fetch_personas, live_persona_texts, upsert_personas
 
 MAX_HOPS = 6
 DEFAULT_BATCH = 256
@@ -126,10 +126,7 @@ class ExpandSummary:
 
 def hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
     index = NearDuplicateIndex(threshold=threshold)
-    rows = con.execute(
-        "SELECT persona_id, text FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
-    ).fetchall()
-    index.add_many(rows)
+    index.add_many(live_persona_texts(con))
     return index
 
 
@@ -259,6 +256,14 @@ def summary_of(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSumma
     summary.rejected = rejected_counts(con, source="expand", job_id=expansion_id)
     summary.graph = expansion_graph_stats(con, expansion_id)
     return summary
+
+
+# Each (parent, child) pair of persona ids expansion ``?`` made: a frontier persona it asked
+# about and each persona its answer created (the preview's rows: ``personas.store.child_personas``)
+EXPANSION_CHILDREN = """
+SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child
+FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
+"""
 
 
 def expansion_personas(con: duckdb.DuckDBPyConnection, expansion_id: str) -> list[str]:

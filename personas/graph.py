@@ -17,8 +17,14 @@ import networkx as nx
 import numpy as np
 import pyarrow as pa
 
-from personahub.core.store import insert_columns
-from personahub.personas.store import fetch_personas, upsert_personas
+from personahub.personas.store import (
+    add_relations,
+    duplicate_ids,
+    fetch_personas,
+    relation_rows,
+    social_pairs,
+    upsert_personas,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +41,10 @@ class Relation:
 def save_relations(con: duckdb.DuckDBPyConnection, relations: Iterable[Relation]) -> int:
     """Insert relations not yet stored; returns how many rows were offered."""
     unique = [r for r in dict.fromkeys(relations) if r.src != r.dst]
-    return insert_columns(con, "relations", {
+    return add_relations(con, {
         "src": [r.src for r in unique], "dst": [r.dst for r in unique],
         "relation": [r.relation for r in unique], "hop": [r.hop for r in unique],
-        "source": [r.source for r in unique]}, ignore_conflicts=True)
+        "source": [r.source for r in unique]})
 
 
 def load_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str] | None = None,
@@ -49,10 +55,8 @@ def load_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str] | None
         graph.add_node(p.persona_id, text=p.text, hop=p.hop, source=p.source,
                        source_ref=p.source_ref, attributes=dict(p.attributes))
     if not include_duplicates:
-        dups = {r[0] for r in con.execute("SELECT persona_id FROM personas WHERE is_duplicate").fetchall()}
-        graph.remove_nodes_from(dups)
-    rows = con.execute("SELECT src, dst, relation, hop, source FROM relations ORDER BY src, dst, relation")
-    for src, dst, relation, hop, source in rows.fetchall():
+        graph.remove_nodes_from(duplicate_ids(con))
+    for src, dst, relation, hop, source in relation_rows(con):
         if src in graph and dst in graph:
             graph.add_edge(src, dst, key=relation, relation=relation, hop=hop, source=source or "")
     return graph
@@ -158,23 +162,7 @@ def social_edges(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
     Python object is made per edge (grouped and sorted on id ranks, which is faster than on strings).
     """
     ids = list(dict.fromkeys(persona_ids))
-    con.register("_social_ids", pa.table({"id": ids, "pos": np.arange(len(ids), dtype=np.int64)}))
-    try:
-        # each id's rank in id order stands in for the id: pairs are grouped and sorted as
-        # integers (by the lesser id, then the greater), not as strings
-        found = con.sql("""
-            WITH ranked AS (
-                SELECT id, pos, row_number() OVER (ORDER BY id) AS rk FROM _social_ids),
-            ends AS (
-                SELECT s.pos AS ps, d.pos AS pd, s.rk AS rs, d.rk AS rd, relation
-                FROM relations JOIN ranked s ON s.id = src JOIN ranked d ON d.id = dst
-                WHERE src <> dst)
-            SELECT CASE WHEN rs < rd THEN ps ELSE pd END AS pa,
-                   CASE WHEN rs < rd THEN pd ELSE ps END AS pb, min(relation) AS r
-            FROM ends GROUP BY least(rs, rd), greatest(rs, rd), 1, 2
-            ORDER BY least(rs, rd), greatest(rs, rd)""").to_arrow_table()
-    finally:
-        con.unregister("_social_ids")
+    found = social_pairs(con, ids)
     return SocialEdges.from_positions(ids, found.column("pa").to_numpy(),
                                       found.column("pb").to_numpy(),
                                       found.column("r").combine_chunks())
@@ -227,11 +215,11 @@ def save_links(con: duckdb.DuckDBPyConnection, ids: Sequence[str], near: np.ndar
     names = pa.array(ids, type=pa.string())
     count = int(near.size)
     distinct = len(set(ids)) == len(ids)  # then the pairs' keys are distinct too
-    return insert_columns(con, "relations", {
+    return add_relations(con, {
         "src": names.take(pa.array(near)), "dst": names.take(pa.array(far)),
         "relation": pa.repeat(pa.scalar(relation, pa.string()), count),
         "hop": pa.repeat(pa.scalar(hop, pa.int32()), count),
-        "source": pa.repeat(pa.scalar(source, pa.string()), count)}, ignore_conflicts=True,
+        "source": pa.repeat(pa.scalar(source, pa.string()), count)},
         new_by=("src", "dst", "relation") if distinct else ())
 
 

@@ -23,6 +23,7 @@ import duckdb
 
 from personahub.personas.quality import clean_persona_text, coherence_issue, screen_persona
 from personahub.personas.record import Persona
+from personahub.personas.store import failed_count, gate_counts, gates_of, persona_table_columns
 
 PASSED: Final = "passed"
 FAILED: Final = "failed"
@@ -64,7 +65,7 @@ def drawn_gates(*, include_ungated: bool = False, offline: bool = False) -> tupl
 def has_gate(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the file's ``personas`` has the column (a read-only look at an older file may not:
     every row of it is then ``legacy``)."""
-    return "gate" in con.sql("SELECT * FROM personas LIMIT 0").columns
+    return "gate" in persona_table_columns(con)
 
 
 def gate_clause(con: duckdb.DuckDBPyConnection, gates: Sequence[str] | None) -> str | None:
@@ -86,9 +87,7 @@ def none_eligible(con: duckdb.DuckDBPyConnection, what: str) -> str:
     flag that takes them."""
     if not has_gate(con):
         return f"{what}: no personas match"
-    rows = con.execute("SELECT coalesce(gate, 'legacy'), count(*) FROM personas "
-                       "WHERE NOT coalesce(is_duplicate, false) GROUP BY ALL ORDER BY 1").fetchall()
-    left = ", ".join(f"{n} {gate}" for gate, n in rows if gate not in DRAWN)
+    left = ", ".join(f"{n} {gate}" for gate, n in gate_counts(con) if gate not in DRAWN)
     if not left:
         return f"{what}: no personas match"
     return (f"{what}: no persona that passed the quality gate matches (the hub also holds "
@@ -101,16 +100,11 @@ def persona_gates(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[st
         return {}
     if not has_gate(con):
         return dict.fromkeys(ids, LEGACY)
-    rows = con.execute("SELECT persona_id, coalesce(gate, 'legacy') FROM personas "
-                       "WHERE persona_id IN (SELECT unnest(?))", [list(ids)]).fetchall()
-    return {pid: gate for pid, gate in rows}
+    return gates_of(con, ids)
 
 
 def count_failed(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> int:
     """How many of ``ids`` are labelled ``failed`` (what an import reports)."""
     if not ids:
         return 0
-    # fetchall: DuckDB 2 keeps a result open after fetchone, refusing the connection's next work
-    rows = con.execute("SELECT count(*) FROM personas WHERE gate = 'failed' AND persona_id IN "
-                       "(SELECT unnest(?))", [list(ids)]).fetchall()
-    return int(rows[0][0]) if rows else 0
+    return failed_count(con, ids)

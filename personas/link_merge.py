@@ -16,10 +16,10 @@ from typing import Any
 
 import duckdb
 
-from personahub.core.store import insert_rows
 from personahub.personas.graph import Relation
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.record import Persona
+from personahub.personas.store import add_merges, expansion_merges
 
 
 def resolve(aliases: Mapping[str, str], persona_id: str) -> str:
@@ -58,8 +58,7 @@ def apply_merges(merges: Mapping[str, str], created: list[Persona], relations: l
 def load_aliases(con: duckdb.DuckDBPyConnection, expansion_id: str,
                  index: NearDuplicateIndex) -> dict[str, str]:
     """An expansion's merges so far (id → person), their texts put back into ``index``."""
-    rows = con.execute("SELECT persona_id, text, merged_into FROM persona_merges "
-                       "WHERE expansion_id = ? ORDER BY position", [expansion_id]).fetchall()
+    rows = expansion_merges(con, expansion_id)
     index.add_many([(pid, text) for pid, text, _ in rows])
     return {pid: into for pid, _, into in rows}
 
@@ -76,4 +75,4 @@ def merge_rows(expansion_id: str, first_position: int, hop: int,
 def save_merges(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> None:
     """Insert merge rows (inside the batch's transaction)."""
     if rows:
-        insert_rows(con, "persona_merges", rows, ignore_conflicts=True)
+        add_merges(con, rows)

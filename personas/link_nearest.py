@@ -22,6 +22,7 @@ import numpy as np
 from personahub.core.errors import PersonahubError
 from personahub.personas.embedding import Embedder, embedder_scripts, offline_embedder
 from personahub.personas.scripts import covered
+from personahub.personas.store import texts_by_id
 
 OFFLINE_EMBEDDERS = ("hash", "local")
 DEFAULT_LINK_EMBEDDER = "hash"  # what `personas expand` uses unless told otherwise
@@ -89,7 +90,6 @@ def load_pool(con: duckdb.DuckDBPyConnection, embedder: Embedder, persona_ids: S
     """A pool of ``persona_ids`` (an expansion's committed personas) with their hub texts."""
     pool = NearestPool(embedder)
     if persona_ids:
-        rows = dict(con.execute("SELECT persona_id, text FROM personas WHERE persona_id IN "
-                                "(SELECT unnest(?))", [list(persona_ids)]).fetchall())
+        rows = texts_by_id(con, persona_ids)
         pool.add([(pid, rows[pid]) for pid in persona_ids if pid in rows])
     return pool

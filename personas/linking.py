@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, create_model
 
 from personahub.core.text_bounds import SHORT
 from personahub.personas.graph import Relation
+from personahub.personas.store import relation_neighbours, texts_by_id
 
 LINK_SOURCE = "expand:link"
 LINK_PURPOSE = "expand:link"
@@ -57,12 +58,7 @@ def hub_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]
     """Each persona's stored relations in either direction, sorted by id (deterministic)."""
     if not persona_ids:
         return {}
-    rows = con.execute(
-        "SELECT p, list(DISTINCT q ORDER BY q) FROM ("
-        " SELECT src AS p, dst AS q FROM relations WHERE src IN (SELECT unnest(?))"
-        " UNION SELECT dst AS p, src AS q FROM relations WHERE dst IN (SELECT unnest(?)))"
-        " WHERE p <> q GROUP BY p", [list(persona_ids), list(persona_ids)]).fetchall()
-    return {p: list(qs) for p, qs in rows}
+    return relation_neighbours(con, persona_ids)
 
 
 def pick_candidates(child: str, source: str, siblings: Sequence[str], neighbours: Sequence[str],
@@ -114,6 +110,5 @@ def texts_of(con: duckdb.DuckDBPyConnection, ids: Sequence[str],
     missing = [i for i in ids if i not in known]
     found = dict(known)
     if missing:
-        found.update(con.execute("SELECT persona_id, text FROM personas WHERE persona_id IN "
-                                 "(SELECT unnest(?))", [missing]).fetchall())
+        found.update(texts_by_id(con, missing))
     return found

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import duckdb
 
 from personahub.core.sandbox import fragment_sandbox, referenced_columns
+from personahub.personas.store import persona_table_columns, personas_arrow
 
 _KEY_COLUMNS = ("persona_id", "seq", "is_duplicate", "gate")  # what every selection itself reads
 
@@ -27,9 +28,8 @@ def persona_sandbox(con: duckdb.DuckDBPyConnection,
     """A sandboxed in-memory connection (no file system, no extensions, locked settings) whose
     ``personas`` holds the columns of ``con``'s that SQL ``fragments`` name (all of them when a
     fragment could name one indirectly), plus the key columns. Where user conditions run."""
-    columns = con.sql("SELECT * FROM personas LIMIT 0").columns
+    columns = persona_table_columns(con)
     keep = set(referenced_columns(fragments, columns)) | set(_KEY_COLUMNS)
-    names = ", ".join(f'"{c}"' for c in columns if c in keep)
-    table = con.sql(f"SELECT {names} FROM personas").to_arrow_table()
+    table = personas_arrow(con, [c for c in columns if c in keep])
     with fragment_sandbox({"personas": table}, {"personas": ("attributes",)}) as sandbox:
         yield sandbox

@@ -1,4 +1,12 @@
-"""The persona hub's rows: personas written (only the new ones), read back in hub order, counted.
+"""The persona hub's rows: personas written (only the new ones), read back in hub order, counted;
+the relationship graph's edges (``relations``) and an expansion's same-person merges
+(``persona_merges``).
+
+This module owns the SQL of those three tables (``tests/test_sql_owners.py``): every other module
+reads and writes them through its functions, except the selection language that
+``personas.sampling`` and ``personas.carve`` compile from user conditions. An owner that joins its
+own rows to the personas in one statement takes this module's query text as a subquery
+(``SURVIVORS``, ``child_personas``).
 
 Writes are Arrow batches (``core.store.insert_columns``): a dict per row cost seconds per 100,000
 personas. The generic connection, schema and batch-insert helpers are in ``core/store.py``.
@@ -6,16 +14,17 @@ personas. The generic connection, schema and batch-insert helpers are in ``core/
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from personahub.core.contracts import StructuredCaller
-from personahub.core.store import insert_columns, scalar
-from personahub.personas.hub_gate import checked_gate, written_gate
+from personahub.core.store import insert_columns, insert_rows, scalar
 from personahub.personas.record import Persona
 
 if TYPE_CHECKING:
@@ -25,6 +34,9 @@ if TYPE_CHECKING:
 def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dict[str, list[Any]]:
     """Columns for the ``personas`` table, one row per distinct persona id (first wins); ``gate``
     labels every row (None: each row's text is checked, ``hub_gate.checked_gate``)."""
+    # deferred: hub_gate reads the hub through this module
+    from personahub.personas.hub_gate import checked_gate
+
     people = list(personas)
     ids = [p.persona_id for p in people]
     if len(set(ids)) < len(ids):  # repeats: keep each id's first persona
@@ -59,6 +71,8 @@ def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
     rows written without a model (imports, seeds, a scenario's people) have their text checked;
     ``gate`` sets it outright."""
     if gate is None and written_by is not None:
+        from personahub.personas.hub_gate import written_gate  # deferred, as in persona_columns
+
         gate = written_gate(written_by.is_offline)
     columns = persona_columns(personas, gate)
     if not columns["persona_id"]:
@@ -128,15 +142,6 @@ def persona_text(con: duckdb.DuckDBPyConnection, persona_id: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def text_job_personas(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """Every column of the personas text-to-persona job ``job_id``'s corpus produced, in hub
-    order (a resumed or repeated job's corpus is the job's)."""
-    return con.execute(
-        "SELECT p.* FROM personas p WHERE p.persona_id IN (SELECT DISTINCT "
-        "unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = "
-        "(SELECT corpus FROM text_jobs WHERE job_id = ?)) ORDER BY p.seq", [job_id]).df()
-
-
 def flagged_duplicates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every column of the personas flagged as near-duplicates, in hub order."""
     return con.execute("SELECT * FROM personas WHERE coalesce(is_duplicate, false) "
@@ -161,9 +166,10 @@ def relation_edges(con: duckdb.DuckDBPyConnection,
         [ids, ids]).fetchall()]
 
 
-# What a text-to-persona job or an expansion made, one row per persona in the preview's shape
-# (kind, item_id, source_id, source, output, is_duplicate, duplicate_of), for one job's corpus
-# or expansion id (the one ? parameter); ``analysis/preview.py`` samples them.
+# What a text-to-persona job or an expansion made (``CORPUS_PERSONAS``, ``child_personas``), one
+# row per persona in the preview's shape (kind, item_id, source_id, source, output, is_duplicate,
+# duplicate_of), for one job's corpus or expansion id (the one ? parameter);
+# ``analysis/preview.py`` samples them.
 # text-to-persona does not store its texts: the source column names the text by corpus and id
 CORPUS_PERSONAS = """
 SELECT coalesce(attributes->>'relation', 'persona'), persona_id, attributes->>'text_id',
@@ -171,13 +177,216 @@ SELECT coalesce(attributes->>'relation', 'persona'), persona_id, attributes->>'t
        coalesce(is_duplicate, false), duplicate_of
 FROM personas WHERE source = 'text-to-persona' AND attributes->>'corpus' = ?
 """
-EXPANSION_PERSONAS = """
-WITH made AS (
-    SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child
-    FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
-)
+
+
+def child_personas(children: str) -> str:
+    """The preview's rows (as ``CORPUS_PERSONAS``: kind ``hop N``, the child's id, its parent's id
+    and text, the relation and the child's text, its duplicate flag) of the personas ``children``
+    made: a query of ``(parent, child)`` persona ids taking the one ? parameter, such as
+    ``personas.expand.EXPANSION_CHILDREN`` (an expansion's), joined here to both personas."""
+    return f"""
+WITH made AS ({children})
 SELECT 'hop ' || coalesce(c.hop, 0), c.persona_id, m.parent, coalesce(p.text, '?'),
        coalesce(c.attributes->>'relation' || ': ', '') || c.text,
        coalesce(c.is_duplicate, false), c.duplicate_of
 FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.persona_id = m.parent
 """
+
+
+# --------------------------------------------------------------------------- columns and gates
+
+
+def persona_table_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The ``personas`` table's column names, in table order (a read-only look at an older file
+    may lack the newer ones, such as ``gate``)."""
+    return list(con.sql("SELECT * FROM personas LIMIT 0").columns)
+
+
+def personas_arrow(con: duckdb.DuckDBPyConnection, columns: Sequence[str]) -> pa.Table:
+    """The ``columns`` (names of the table's, quoted here) of every persona, as one Arrow table
+    in the table's order (what ``personas.selection_sandbox`` copies into its sandbox)."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    return con.sql(f"SELECT {names} FROM personas").to_arrow_table()
+
+
+def gate_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
+    """(gate label, personas) among the non-duplicates, by label (``legacy`` where the label is
+    NULL); the file's ``personas`` must have the column (``persona_table_columns``)."""
+    return [(str(gate), int(n)) for gate, n in con.execute(
+        "SELECT coalesce(gate, 'legacy'), count(*) FROM personas "
+        "WHERE NOT coalesce(is_duplicate, false) GROUP BY ALL ORDER BY 1").fetchall()]
+
+
+def gates_of(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
+    """The gate label of each of ``persona_ids`` the hub holds (``legacy`` where it is NULL); the
+    file's ``personas`` must have the column."""
+    rows = con.execute("SELECT persona_id, coalesce(gate, 'legacy') FROM personas "
+                       "WHERE persona_id IN (SELECT unnest(?))", [list(persona_ids)]).fetchall()
+    return {pid: gate for pid, gate in rows}
+
+
+def failed_count(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> int:
+    """How many of ``persona_ids`` are labelled ``failed``."""
+    # fetchall: DuckDB 2 keeps a result open after fetchone, refusing the connection's next work
+    rows = con.execute("SELECT count(*) FROM personas WHERE gate = 'failed' AND persona_id IN "
+                       "(SELECT unnest(?))", [list(persona_ids)]).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+# --------------------------------------------------------------------------- single reads
+
+
+def has_persona(con: duckdb.DuckDBPyConnection, persona_id: str) -> bool:
+    """Whether the hub holds persona ``persona_id`` (flagged duplicates too)."""
+    return bool(con.execute("SELECT 1 FROM personas WHERE persona_id = ?", [persona_id]).fetchall())
+
+
+def texts_by_id(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
+    """The text of each of ``persona_ids`` the hub holds (ids it does not hold are left out)."""
+    return dict(con.execute("SELECT persona_id, text FROM personas WHERE persona_id IN "
+                            "(SELECT unnest(?))", [list(persona_ids)]).fetchall())
+
+
+def duplicate_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Ids of the personas flagged as near-duplicates."""
+    return {r[0] for r in con.execute("SELECT persona_id FROM personas WHERE is_duplicate").fetchall()}
+
+
+def live_persona_texts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(persona id, text) of the personas not flagged as duplicates, in hub order."""
+    rows: list[tuple[str, str]] = con.execute(
+        "SELECT persona_id, text FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
+    ).fetchall()
+    return rows
+
+
+# --------------------------------------------------------------------------- dedup's survivors
+
+# The personas dedup still judges (not flagged as duplicates), with their hub order (``seq``): for
+# an owner that joins its own rows to them in one statement (``embedding_store``: stored vectors).
+SURVIVORS = "SELECT persona_id, text, seq FROM personas WHERE NOT coalesce(is_duplicate, false)"
+
+
+def survivor_count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many personas are not (yet) flagged as duplicates."""
+    return int(con.execute("SELECT count(*) FROM personas WHERE NOT coalesce(is_duplicate, false)"
+                           ).fetchall()[0][0])
+
+
+def survivor_batches(con: duckdb.DuckDBPyConnection,
+                     batch_rows: int) -> Iterator[tuple[list[str], list[str]]]:
+    """(persona_ids, texts) of the personas not flagged as duplicates in ``seq`` order (then id),
+    streamed in Arrow batches of ``batch_rows``."""
+    rel = con.sql("SELECT persona_id, text FROM personas WHERE NOT coalesce(is_duplicate, false) "
+                  "ORDER BY seq, persona_id")
+    # duckdb 2 names it to_arrow_reader, 1.x fetch_arrow_reader
+    to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+    for batch in to_reader(batch_rows):
+        yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
+
+
+def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str) -> None:
+    """Flag each ``marks.persona_id`` as a duplicate of its ``marks.duplicate_of`` by dedup stage
+    ``stage``, unless already flagged: one UPDATE joined against ``marks`` registered as a view
+    (call inside the transaction the marks belong to)."""
+    view = f"_dedup_marks_{stage}"
+    con.register(view, marks)
+    try:
+        con.execute(
+            f"""
+            UPDATE personas
+            SET is_duplicate = true, duplicate_of = m.duplicate_of, dup_stage = ?
+            FROM {view} AS m
+            WHERE personas.persona_id = m.persona_id
+              AND NOT coalesce(personas.is_duplicate, false)
+            """,
+            [stage],
+        )
+    finally:  # in an aborted transaction unregistering fails too: the update's error counts
+        with contextlib.suppress(duckdb.Error):
+            con.unregister(view)
+
+
+# --------------------------------------------------------------------------- relations
+
+
+def add_relations(con: duckdb.DuckDBPyConnection,
+                  columns: Mapping[str, Sequence[Any] | pa.Array | pa.ChunkedArray], *,
+                  new_by: Sequence[str] = ()) -> int:
+    """Insert ``relations`` rows given as columns (src, dst, relation, hop, source), leaving the
+    stored ones as they are; ``new_by`` as in ``core.store.insert_columns``. Returns how many rows
+    were offered."""
+    return insert_columns(con, "relations", columns, ignore_conflicts=True, new_by=new_by)
+
+
+def relation_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    """Every stored relation as (src, dst, relation, hop, source), ordered by src, dst, relation."""
+    rows = con.execute("SELECT src, dst, relation, hop, source FROM relations ORDER BY src, dst, relation")
+    return rows.fetchall()
+
+
+def adjacent_ids(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> list[str]:
+    """The ids one relation away from any of ``persona_ids``, in either direction (each once, in
+    no set order; ``persona_ids`` themselves too where related to one another)."""
+    con.register("_carve_frontier", pa.table({"id": list(persona_ids)}))
+    try:
+        rows = con.execute(
+            "SELECT dst FROM relations WHERE src IN (SELECT id FROM _carve_frontier) "
+            "UNION SELECT src FROM relations WHERE dst IN (SELECT id FROM _carve_frontier)"
+        ).fetchall()
+    finally:
+        con.unregister("_carve_frontier")
+    return [r[0] for r in rows]
+
+
+def relation_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]
+                        ) -> dict[str, list[str]]:
+    """Each of ``persona_ids``'s stored relations in either direction, sorted by id, itself left
+    out (an id without relations is left out)."""
+    rows = con.execute(
+        "SELECT p, list(DISTINCT q ORDER BY q) FROM ("
+        " SELECT src AS p, dst AS q FROM relations WHERE src IN (SELECT unnest(?))"
+        " UNION SELECT dst AS p, src AS q FROM relations WHERE dst IN (SELECT unnest(?)))"
+        " WHERE p <> q GROUP BY p", [list(persona_ids), list(persona_ids)]).fetchall()
+    return {p: list(qs) for p, qs in rows}
+
+
+def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> pa.Table:
+    """The undirected simple graph among ``persona_ids`` (distinct) as positions into them: one
+    row (pa, pb, r) per related pair, ``pa`` the position of the lesser id, ``r`` the pair's
+    alphabetically first relation, ordered by the lesser id, then the greater."""
+    ids = list(persona_ids)
+    con.register("_social_ids", pa.table({"id": ids, "pos": np.arange(len(ids), dtype=np.int64)}))
+    try:
+        # each id's rank in id order stands in for the id: pairs are grouped and sorted as
+        # integers (by the lesser id, then the greater), not as strings
+        return con.sql("""
+            WITH ranked AS (
+                SELECT id, pos, row_number() OVER (ORDER BY id) AS rk FROM _social_ids),
+            ends AS (
+                SELECT s.pos AS ps, d.pos AS pd, s.rk AS rs, d.rk AS rd, relation
+                FROM relations JOIN ranked s ON s.id = src JOIN ranked d ON d.id = dst
+                WHERE src <> dst)
+            SELECT CASE WHEN rs < rd THEN ps ELSE pd END AS pa,
+                   CASE WHEN rs < rd THEN pd ELSE ps END AS pb, min(relation) AS r
+            FROM ends GROUP BY least(rs, rd), greatest(rs, rd), 1, 2
+            ORDER BY least(rs, rd), greatest(rs, rd)""").to_arrow_table()
+    finally:
+        con.unregister("_social_ids")
+
+
+# --------------------------------------------------------------------------- same-person merges
+
+
+def add_merges(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``persona_merges`` rows (``personas.link_merge.merge_rows``), leaving stored ones."""
+    insert_rows(con, "persona_merges", rows, ignore_conflicts=True)
+
+
+def expansion_merges(con: duckdb.DuckDBPyConnection,
+                     expansion_id: str) -> list[tuple[str, str, str]]:
+    """(persona id, text, merged into) of expansion ``expansion_id``'s merges, in their order."""
+    rows: list[tuple[str, str, str]] = con.execute(
+        "SELECT persona_id, text, merged_into FROM persona_merges "
+        "WHERE expansion_id = ? ORDER BY position", [expansion_id]).fetchall()
+    return rows

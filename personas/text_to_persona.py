@@ -206,6 +206,14 @@ def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str])
     return {(r[0], r[1]) for r in rows}
 
 
+def text_job_persona_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> list[str]:
+    """The ids of the personas text-to-persona job ``job_id``'s corpus produced, each once, in no
+    set order (a resumed or repeated job's corpus is the job's; none for an unknown job)."""
+    return [r[0] for r in con.execute(
+        "SELECT DISTINCT unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = "
+        "(SELECT corpus FROM text_jobs WHERE job_id = ?)", [job_id]).fetchall()]
+
+
 def screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
             job: JobRef) -> tuple[list[Persona], list[dict[str, Any]]]:
     """The answered personas that pass the quality gate, and ``rejected`` rows for the others."""

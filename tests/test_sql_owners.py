@@ -1,13 +1,15 @@
 """Each table family's SQL lives with the family (issue 27, item 3; ``docs/architecture.md``,
 "Who owns which SQL"): a string literal that reads or writes a family's table (``FROM``,
-``JOIN``, ``INTO``, ``UPDATE`` it) sits in one of the family's own modules, or in the schema's
-(``core/store.py``, ``core/migrate.py``: they make and upgrade every table).
+``JOIN``, ``INTO``, ``UPDATE`` it), or a batch insert (``core.store.insert_rows`` /
+``insert_columns``) given the table by name, sits in one of the family's own modules, or in the
+schema's (``core/store.py``, ``core/migrate.py``: they make and upgrade every table).
 
-The families and their owners are ``FAMILIES`` below; nothing reaches across. Reads that join
-families go through the analysis views (``analysis/views.sql``: a view is no family's table) or
-the owners' functions. An f-string's table is followed through the module's string constants;
-SQL that names its table through a variable is allowed only in the ``DYNAMIC`` modules, each
-with why.
+The families and their owners (named modules, never a folder) are ``FAMILIES`` below; nothing
+reaches across. Reads that join families go through the analysis views (``analysis/views.sql``:
+a view is no family's table), the owners' functions, or an owner's query text taken whole as a
+subquery (``personas.store.SURVIVORS``, ``personas.store.child_personas``). An f-string's table
+is followed through the module's string constants; SQL that names its table through a variable
+is allowed only in the ``DYNAMIC`` modules, each with why.
 """
 
 from __future__ import annotations
@@ -23,17 +25,29 @@ SCHEMA_MODULES = {"personahub/core/store.py", "personahub/core/migrate.py"}
 # queries shown to the user (a help text, the "Try:" lines after a run), never run by the module
 EXAMPLES = {"personahub/cli/run.py", "personahub/cli/sql.py"}
 
-# family -> (its tables, the modules (or folders, ending in "/") that own their SQL)
+# family -> (its tables, the modules that own their SQL)
 FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "jobs": (frozenset({"jobs", "schema_meta"}),
              frozenset({"personahub/core/jobs_store.py", "personahub/core/stored_views.py"})),
     "calls": (frozenset({"llm_calls", "llm_cache", "prices", "llm_batches"}),
               frozenset({"personahub/core/commit.py", "personahub/core/call_log.py",
                          "personahub/core/batch_records.py", "agents/llm/cache.py"})),
-    "personas and graph": (frozenset({
-        "personas", "relations", "persona_texts", "text_done", "text_jobs",
-        "dedup_jobs", "persona_embeddings", "dedup_judged", "persona_merges", "expansions",
-        "expansion_frontier", "rejected"}), frozenset({"personas/"})),
+    # sampling and carve compile the selection language (``--personas`` SQL conditions, carve's
+    # KEY OP VALUE conditions and --stratify keys, run in personas/selection_sandbox.py's sandbox
+    # where they are user text) into the one statement over ``personas`` each evaluates: like
+    # ``personahub sql``, a query compiler over the hub, not a second store. Every other read or
+    # write of the hub (their graph walks, fetches and gate counts too) is personas/store.py's.
+    "persona hub": (frozenset({"personas", "relations", "persona_merges"}),
+                    frozenset({"personas/store.py", "personas/sampling.py", "personas/carve.py"})),
+    "imported texts": (frozenset({"persona_texts"}), frozenset({"personas/persona_texts.py"})),
+    "dedup": (frozenset({"dedup_jobs", "persona_embeddings", "dedup_judged"}),
+              frozenset({"personas/dedup_jobs.py", "personas/embedding_store.py",
+                         "personas/dedup_languages.py"})),
+    "expansion": (frozenset({"expansions", "expansion_frontier"}),
+                  frozenset({"personas/expand.py"})),
+    "text-to-persona": (frozenset({"text_jobs", "text_done"}),
+                        frozenset({"personas/text_jobs.py", "personas/text_to_persona.py"})),
+    "rejected": (frozenset({"rejected"}), frozenset({"personas/quality.py"})),
     "run log": (frozenset({
         "runs", "run_agents", "steps", "emissions", "messages", "run_edges", "events",
         "interventions", "survey_answers", "agent_states", "decisions"}),
@@ -56,7 +70,7 @@ DYNAMIC: dict[str, str] = {
     "personahub/core/migrate.py": "the schema's upgrades",
     "sim/store.py": "counts of its own run-log tables",
     "sim/run_queries.py": "the API's rows of its own run-log tables (run_rows)",
-    "personas/dedup.py": "a temporary view of its own registering",
+    "personas/store.py": "a temporary view of its own registering (dedup's marks)",
     "personas/dedup_languages.py": "a temporary view of its own registering",
     "personas/embedding_store.py": "a temporary view of its own registering",
     "analysis/preview.py": ("personahub show: one whole row by id of synth_items, emissions or "
@@ -66,6 +80,8 @@ DYNAMIC: dict[str, str] = {
 _SQL = re.compile(r"\b(?:SELECT|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 _NAMED = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
 _UNFOLLOWED = "{?}"  # an f-string placeholder the scanner cannot resolve to a string
+# core/store.py's batch inserts, which write the table they are given (their second argument)
+_INSERTERS = frozenset({"insert_rows", "insert_columns"})
 _NAMED_BY_VARIABLE = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+\{\?\}", re.IGNORECASE)
 
 
@@ -82,8 +98,7 @@ def owns(family: str, module: str) -> bool:
     """Whether ``module`` (a path relative to the checkout) owns ``family``'s SQL."""
     if module in SCHEMA_MODULES or module in EXAMPLES:
         return True
-    return any(module == owner or (owner.endswith("/") and module.startswith(owner))
-               for owner in FAMILIES[family][1])
+    return module in FAMILIES[family][1]
 
 
 def _constants(tree: ast.Module) -> dict[str, str]:
@@ -93,9 +108,23 @@ def _constants(tree: ast.Module) -> dict[str, str]:
             for target in node.targets if isinstance(target, ast.Name)}
 
 
+def _inserted_table(node: ast.Call, constants: dict[str, str]) -> str | None:
+    """The table a call of a batch insert (``insert_rows(con, "relations", ...)``) names, as a
+    string or a module constant; None for any other call."""
+    callee = node.func.id if isinstance(node.func, ast.Name) else \
+        node.func.attr if isinstance(node.func, ast.Attribute) else None
+    if callee not in _INSERTERS or len(node.args) < 2:
+        return None
+    table = node.args[1]
+    if isinstance(table, ast.Constant) and isinstance(table.value, str):
+        return table.value
+    return constants.get(table.id) if isinstance(table, ast.Name) else None
+
+
 def sql_texts(tree: ast.Module) -> list[tuple[int, str]]:
-    """(line, text) of each string that may be SQL: plain strings, and f-strings with their
-    placeholders filled from the module's string constants (``_UNFOLLOWED`` where they are not)."""
+    """(line, text) of each string that may be SQL: plain strings, f-strings with their
+    placeholders filled from the module's string constants (``_UNFOLLOWED`` where they are not),
+    and ``INSERT INTO`` the table a batch insert of ``core/store.py`` is given by name."""
     constants = _constants(tree)
     texts: list[tuple[int, str]] = []
     for node in ast.walk(tree):
@@ -107,6 +136,8 @@ def sql_texts(tree: ast.Module) -> list[tuple[int, str]]:
                      if isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name)
                      else _UNFOLLOWED for part in node.values]
             texts.append((node.lineno, "".join(str(p) for p in parts)))
+        elif isinstance(node, ast.Call) and (table := _inserted_table(node, constants)):
+            texts.append((node.lineno, f"INSERT INTO {table}"))
     return [(line, text) for line, text in texts if _SQL.search(text)]
 
 
@@ -137,6 +168,11 @@ def test_every_table_has_a_family() -> None:
     assert schema_tables() == families, "add each new table of schema.sql to its family here"
 
 
+def test_every_owner_is_a_module() -> None:
+    owners = set().union(*(modules for _, modules in FAMILIES.values()), DYNAMIC)
+    assert not {o for o in owners if not (ROOT / o).is_file()}, "owners are modules that exist"
+
+
 def test_no_sql_reaches_into_another_familys_tables() -> None:
     found = crossings()
     assert not found, ("SQL on another family's tables (use the owner's functions or the analysis "
@@ -153,15 +189,20 @@ def test_a_table_named_by_a_variable_is_in_a_module_that_says_why() -> None:
 
 def test_the_check_sees_a_crossing() -> None:
     """The scanner finds SQL in a plain string, a query with a JOIN, an f-string's parts, a
-    table an f-string takes from a module constant, and one it takes from a variable."""
+    table an f-string takes from a module constant, one it takes from a variable, and the
+    table a batch insert is given."""
     tree = ast.parse('T = "calibration_jobs"\n'
                      'q = "SELECT a FROM runs r JOIN personas p USING (id)"\n'
                      'w = f"UPDATE synth_items SET x = {1}"\n'
                      'c = f"SELECT * FROM {T} WHERE job_id = ?"\n'
-                     'd = f"SELECT * FROM {table}"\n')
+                     'd = f"SELECT * FROM {table}"\n'
+                     'insert_rows(con, "run_agents", rows)\n'
+                     'store.insert_columns(con, T, columns)\n')
     texts = sql_texts(tree)
     named = [t for _, text in sorted(texts) for t in _NAMED.findall(text)]
-    assert named == ["runs", "personas", "synth_items", "synth_items", "calibration_jobs"]
+    assert named == ["runs", "personas", "synth_items", "synth_items", "calibration_jobs",
+                     "run_agents", "calibration_jobs"]
     assert [line for line, text in texts if _NAMED_BY_VARIABLE.search(text)] == [5]
     assert not owns("run log", "analysis/report.py") and owns("run log", "sim/store.py")
-    assert owns("personas and graph", "personas/expand.py")
+    assert owns("expansion", "personas/expand.py") and not owns("persona hub", "personas/expand.py")
+    assert owns("persona hub", "personas/store.py") and not owns("persona hub", "personas/graph.py")
