@@ -78,23 +78,27 @@ _PLACEHOLDERS = frozenset({
     "a persona", "the persona", "person", "a person", "someone", "anyone", "no one", "nobody",
     "lorem ipsum", "not applicable", "not available", "same as above", "example", "placeholder",
 })
-_META = re.compile(
-    r"^(?:sure|certainly|of course|okay|ok|absolutely|great question)\b"
-    r"|^(?:here(?:'s|’s| is| are)|below is|the following)\b"
-    r"|^(?:i'm|i’m|i am) (?:sorry|unable|not able)|^i can(?:not|'t|’t)\b"
-    r"|\bas an ai\b|\blanguage model\b|^(?:output|answer|response|json)\s*:|^[{\[`<]",
+# model chatter: an opening (tried at the start only: re.match) or a phrase anywhere
+_META_OPENING = re.compile(
+    r"(?:sure|certainly|of course|okay|ok|absolutely|great question)\b"
+    r"|(?:here(?:'s|’s| is| are)|below is|the following)\b"
+    r"|(?:i'm|i’m|i am) (?:sorry|unable|not able)|i can(?:not|'t|’t)\b"
+    r"|(?:output|answer|response|json)\s*:|[{\[`<]",
     re.IGNORECASE)
+_META_PHRASE = re.compile(r"\bas an ai\b|\blanguage model\b", re.IGNORECASE)
 _TITLES = frozenset({"dr", "mr", "mrs", "ms", "miss", "mx", "prof", "professor", "sir", "dame",
                      "lady", "lord", "rev", "fr", "st", "capt", "captain", "madam", "señor", "sr"})
 _NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "md", "phd", "esq"})
 _PARTICLES = frozenset({"de", "da", "del", "della", "der", "di", "van", "von", "la", "le", "du",
                         "bin", "al", "el", "ibn", "y", "dos", "das", "ten", "ter"})
+_NAME_PARTS = _TITLES | _NAME_SUFFIXES | _PARTICLES  # tokens a bare name may hold besides names
 _AGE_WORDS = frozenset({"a", "an", "age", "aged", "is", "year", "years", "yr", "yrs", "y/o", "yo",
                         "old", "month", "months", "week", "weeks", "day", "days", "and", "half"})
 _NUMBER_WORDS = frozenset(
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
     "hundred".split())
+_COUNTS = _NUMBER_WORDS - {"one"}  # a count of people opens a plural: "Two farmers"
 # words a text cannot end on without a final stop (prepositions can: "logged on")
 _DANGLING = frozenset({"a", "an", "the", "of", "and", "or", "who", "whose", "whom", "which",
                        "that", "is", "are", "am", "was", "his", "their", "my", "but"})
@@ -154,9 +158,11 @@ _NOT_ROLES = frozenset({"list", "mist", "twist", "exist", "assist", "resist", "i
                         "setlist", "amidst", "midst", "whilst", "against", "human", "german",
                         "roman", "ottoman", "inhuman", "superhuman", "career", "veneer",
                         "desist", "subsist"})
+# what says a text is about a person: a pronoun opening it (re.match) or a cue anywhere
+_PERSON_OPENING = re.compile(r"(?:i|i'm|i’m|she|he|they|we)\b", re.IGNORECASE)
 _PERSON_CUES = re.compile(
     r"\b(?:who|whose|whom)\b"
-    r"|^(?:i|i'm|i’m|she|he|they|we)\b|\b(?:her|his|herself|himself)\b"
+    r"|\b(?:her|his|herself|himself)\b"
     r"|\b\d{1,3}[- ]?(?:year|yr)s?[- ]old\b|\baged \d|\bin (?:his|her|their) (?:early |mid |mid-"
     r"|late )?(?:teens|twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties|\d0s)\b"
     r"|\b(?:interested in|fascinated by|passionate about|obsessed with|devoted to|dedicated to"
@@ -166,6 +172,30 @@ _PERSON_CUES = re.compile(
     r"|young|elderly|middle-aged|teenage|learning to|trying to|hoping to|struggling to|juggling"
     r"|raising|caring for|looking for|preparing for)\b",
     re.IGNORECASE)
+# The same cues matched case-sensitively in a lowercased text, for ASCII texts only: there
+# IGNORECASE finds nothing more (its extra folds, such as the long s and the dotless i, are not
+# ASCII), and re scans a case-sensitive pattern several times faster.
+_PERSON_OPENING_LOWER = re.compile(_PERSON_OPENING.pattern)
+_PERSON_CUES_LOWER = re.compile(_PERSON_CUES.pattern)
+_META_PHRASE_LOWER = re.compile(_META_PHRASE.pattern)
+
+
+def _person_cue(text: str) -> bool:
+    """A pronoun opening the text, or a person cue anywhere in it."""
+    if text.isascii():
+        low = text.lower()
+        return bool(_PERSON_OPENING_LOWER.match(low) or _PERSON_CUES_LOWER.search(low))
+    return bool(_PERSON_OPENING.match(text) or _PERSON_CUES.search(text))
+
+
+def _meta_phrase(text: str) -> bool:
+    """Model chatter anywhere in the text ("as an AI", "language model")."""
+    if text.isascii():
+        low = text.lower()
+        return ("as an ai" in low or "language model" in low) and bool(_META_PHRASE_LOWER.search(low))
+    return bool(_META_PHRASE.search(text))
+
+
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 
 # Languages the script rule knows: code or English name -> the Unicode script(s) they are
@@ -220,20 +250,42 @@ def language_scripts(language: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- measures
 
 
+# ASCII's letters, digits and what str.isspace calls space, as bytes: an ASCII text's counts are
+# its length less what bytes.translate leaves when they are deleted (one C pass each)
+_ASCII_LETTERS = bytes(c for c in range(128) if chr(c).isalpha())
+_ASCII_DIGITS = bytes(c for c in range(128) if chr(c).isdigit())
+_ASCII_SPACES = bytes(c for c in range(128) if chr(c).isspace())
+
+
+def _ascii_count(raw: bytes, kind: bytes) -> int:
+    return len(raw) - len(raw.translate(None, kind))
+
+
 def letter_share(text: str) -> float:
     """Letters among the non-space characters (1.0 for an empty text)."""
-    chars = [c for c in text if not c.isspace()]
-    return sum(c.isalpha() for c in chars) / len(chars) if chars else 1.0
+    if text.isascii():
+        raw = text.encode("ascii")
+        non_space = len(raw) - _ascii_count(raw, _ASCII_SPACES)
+        return _ascii_count(raw, _ASCII_LETTERS) / non_space if non_space else 1.0
+    non_space = len(text) - sum(map(str.isspace, text))  # a letter is never a space
+    return sum(map(str.isalpha, text)) / non_space if non_space else 1.0
 
 
 def digit_share(text: str) -> float:
     """Digits among the letters and digits (0.0 when there are none)."""
-    alnum = [c for c in text if c.isalnum()]
-    return sum(c.isdigit() for c in alnum) / len(alnum) if alnum else 0.0
+    if text.isascii():
+        raw = text.encode("ascii")
+        digits = _ascii_count(raw, _ASCII_DIGITS)
+        alnum = digits + _ascii_count(raw, _ASCII_LETTERS)
+        return digits / alnum if alnum else 0.0
+    alnum = sum(map(str.isalnum, text))  # every digit is alphanumeric
+    return sum(map(str.isdigit, text)) / alnum if alnum else 0.0
 
 
 def script_share(text: str, scripts: tuple[str, ...]) -> float:
     """Letters written in one of ``scripts`` among all letters (1.0 when there are none)."""
+    if text.isascii():  # every ASCII letter is Latin (the common case, without a name per letter)
+        return 1.0 if "LATIN" in scripts or not any(map(str.isalpha, text)) else 0.0
     letters = [c for c in text if c.isalpha()]
     if not letters:
         return 1.0
@@ -242,6 +294,8 @@ def script_share(text: str, scripts: tuple[str, ...]) -> float:
 
 def _wide(text: str) -> int:
     """Letters of scripts written without spaces and twice as wide (Han, kana, Hangul)."""
+    if text.isascii():
+        return 0
     return sum(unicodedata.east_asian_width(c) in "WF" and c.isalpha() for c in text)
 
 
@@ -292,26 +346,41 @@ def _is_name_token(token: str) -> bool:
 
 
 def _bare_name(tokens: list[str]) -> bool:
-    names = [t for t in tokens if t.strip(".,;").lower() not in _TITLES | _NAME_SUFFIXES | _PARTICLES]
-    return (0 < len(tokens) <= MAX_NAME_TOKENS and bool(names)
+    if not 0 < len(tokens) <= MAX_NAME_TOKENS:  # a description is longer than a name
+        return False
+    return (any(t.strip(".,;").lower() not in _NAME_PARTS for t in tokens)
             and all(_is_name_token(t) for t in tokens))
 
 
+_AGE_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[^\W\d_]+(?:/[^\W\d_]+)?")
+
+
 def _age_only(text: str) -> bool:
-    tokens = re.findall(r"\d+(?:[.,]\d+)?|[^\W\d_]+(?:/[^\W\d_]+)?", text.lower())
-    numbers = [t for t in tokens if t[0].isdigit() or t in _NUMBER_WORDS]
-    return bool(numbers) and all(t in _AGE_WORDS or t in numbers for t in tokens)
+    """Numbers and age words only, with one number at least ("42", "aged 42 years"); read token
+    by token, so a description stops at its first other word."""
+    number = False
+    for found in _AGE_TOKEN.finditer(text.lower()):
+        token = found.group()
+        if token[0].isdigit() or token in _NUMBER_WORDS:
+            number = True
+        elif token not in _AGE_WORDS:
+            return False
+    return number
 
 
 def _fragment(text: str) -> bool:
     if text[-1] in ":;,-–—(/&":
         return True
+    if not text[-1].isalpha():  # ends in a full stop or the like: the words are not needed
+        return False
     words = _WORD.findall(text)
-    return bool(words) and words[-1].lower() in _DANGLING and text[-1].isalpha()
+    return bool(words) and words[-1].lower() in _DANGLING
 
 
-def _has_role(text: str, words: list[str]) -> bool:
-    return bool(_PERSON_CUES.search(text)) or any(is_role_word(w) for w in words)
+def _has_role(text: str) -> bool:
+    """A person cue, or a word naming a role (the words are found only when no cue is)."""
+    return (_person_cue(text)
+            or any(is_role_word(w) for w in _WORD.findall(text)))
 
 
 def _judges_roles(text: str, language: str | None) -> bool:
@@ -323,10 +392,12 @@ def _judges_roles(text: str, language: str | None) -> bool:
 
 
 Rule = Callable[[str, str | None], QualityIssue | None]
+# Unicode's control characters (category Cc) are exactly these 65 code points
+_CONTROL_CHAR = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _control(text: str, language: str | None) -> QualityIssue | None:
-    if any(unicodedata.category(c) == "Cc" for c in text):  # NUL, ESC...: bytes, not a person
+    if _CONTROL_CHAR.search(text):  # NUL, ESC...: bytes, not a person
         return QualityIssue("control_chars", "holds control characters (binary data, not text)")
     return None
 
@@ -338,7 +409,7 @@ def _placeholder(text: str, language: str | None) -> QualityIssue | None:
 
 
 def _meta(text: str, language: str | None) -> QualityIssue | None:
-    if _META.search(text):
+    if _META_OPENING.match(text) or _meta_phrase(text):
         return QualityIssue("meta", "model chatter or markup, not a persona description")
     return None
 
@@ -396,7 +467,7 @@ def _unfinished(text: str, language: str | None) -> QualityIssue | None:
 
 
 def _role(text: str, language: str | None) -> QualityIssue | None:
-    if _judges_roles(text, language) and not _has_role(text, _WORD.findall(text)):
+    if _judges_roles(text, language) and not _has_role(text):
         return QualityIssue("no_role", "names no role, occupation or situation of a person")
     return None
 
@@ -464,21 +535,24 @@ def _singular_role(word: str) -> bool:
 
 def _many_people(text: str) -> bool:
     """A group or a plural: "A group of nurses", "Patients of the clinic", "Two farmers"."""
-    if _GROUP_OPENERS.search(text):
+    if _GROUP_OPENERS.match(text):  # both of its branches are anchored at the start
         return True
-    words = _WORD.findall(text)
-    if not words:
+    words = _WORD.finditer(text)  # the first two words are all it reads
+    found = next(words, None)
+    if found is None:
         return False
-    first = words[0]
-    if first.lower() in _NUMBER_WORDS - {"one"} and len(words) > 1:
-        return _plural_role(words[1])  # "Two farmers", not "Two-time champion"
+    first = found.group()
+    if first.lower() in _COUNTS and (second := next(words, None)) is not None:
+        return _plural_role(second.group())  # "Two farmers", not "Two-time champion"
     return text[len(first):len(first) + 1] != "'" and _plural_role(first)
 
 
 def _either_or(text: str) -> bool:
     """Two roles offered as alternatives in the head: "A nurse or a teacher", "doctor/lawyer"."""
-    return any(_singular_role(a) and _singular_role(b)
-               for a, b in _EITHER_OR.findall(_head(text)))
+    head = _head(text)
+    if "/" not in head and "or" not in head.lower():  # what every alternative is written with
+        return False
+    return any(_singular_role(a) and _singular_role(b) for a, b in _EITHER_OR.findall(head))
 
 
 def relation_issue(relation: str) -> QualityIssue | None:
