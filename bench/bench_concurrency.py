@@ -258,7 +258,7 @@ def _import_all() -> None:
     import openai  # noqa: F401
     from openai import DefaultAioHttpClient  # noqa: F401
 
-    from personahub.agents.llm import endpoint_specs, llm, openai_wire  # noqa: F401
+    from personahub.agents.llm import client, endpoint_specs, openai_wire  # noqa: F401
 
 
 CLIENTS: dict[str, Callable[[str, int, list[Any]], tuple[float, float]]] = {

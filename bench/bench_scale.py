@@ -98,19 +98,20 @@ def time_setup_steps(phases: dict[str, float]) -> None:
 
 
 def mark_first_step() -> list[float]:
-    """Wrap ``SocietyModel.step`` so the returned list holds when the first step started: setup
-    is everything before it (the step times in ``steps`` start later, after their own work)."""
+    """Wrap ``SocietyModel.advance`` (a step: its agents asked, then Mesa's ``step``) so the
+    returned list holds when the first step started: setup is everything before it (the step
+    times in ``steps`` start later, after their own work)."""
     from personahub.sim.society import SocietyModel
 
     mark: list[float] = []
-    original = SocietyModel.step
+    original = SocietyModel.advance
 
-    def step(self: Any, *args: Any, **kwargs: Any) -> Any:
+    async def advance(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not mark:
             mark.append(time.perf_counter())
-        return original(self, *args, **kwargs)
+        return await original(self, *args, **kwargs)
 
-    SocietyModel.step = functools.wraps(original)(step)  # type: ignore[method-assign]
+    SocietyModel.advance = functools.wraps(original)(advance)  # type: ignore[method-assign]
     return mark
 
 
@@ -163,6 +164,8 @@ def main() -> None:
           f"actions={actions:,} emissions={sum(summary.emissions_by_kind.values()):,} "
           f"messages={summary.messages:,} failed={summary.failed_actions}")
     setup_s = first_step[0] - started if first_step else phases.get("step 1", 0)
+    if "runs and jobs rows" in setup and "insert personas" in setup:  # the personas go in with them
+        setup["runs and jobs rows"] -= setup["insert personas"]
     print("setup phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in setup.items())
           + f"; other {setup_s - sum(setup.values()):.2f} s")
     print(f"setup (until step 1 starts): {setup_s:.2f} s; "
