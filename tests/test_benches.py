@@ -56,7 +56,7 @@ def test_a_bench_imports_only_what_exists(path: Path) -> None:
 
 def test_every_bench_has_a_figure_in_results() -> None:
     results = (BENCH / "RESULTS.md").read_text(encoding="utf-8")
-    headed = set(re.findall(r"^## (bench_[a-z_]+)\.py", results, flags=re.MULTILINE))
+    headed = set(re.findall(r"^## (bench_[a-z0-9_]+)\.py", results, flags=re.MULTILINE))
     assert {p.stem for p in BENCHES} - headed == set(), "add the bench's latest figure to RESULTS.md"
 
 
