@@ -42,6 +42,7 @@ def test_every_registered_kind_has_a_case() -> None:
         assert type(kernel.spec_for(kind)).label is not kernel.SpecBase.label, kind
 
 
+@pytest.mark.slow
 def test_listing_jobs_labels_every_kind_without_importing_a_spec(tmp_path: Path) -> None:
     """``personahub jobs`` reads labels from ``pipelines/labels.py``: a listing of one job of
     each shipped kind imports no spec module (they bring in LangGraph and LangChain), and each
