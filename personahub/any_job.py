@@ -49,14 +49,25 @@ def _check_filters(con: duckdb.DuckDBPyConnection, kind: str | None, status: str
             raise UsageError(f"--kind {kind}: no such job kind; choose from {', '.join(kinds)}")
 
 
+def _what(kind: str, config: dict[str, Any]) -> str:
+    """A few words on what a job makes: a shipped kind's label without importing its spec (the
+    model stack); a kind registered from outside in this process labels itself."""
+    from personahub.core.kernel import spec_for
+    from personahub.pipelines.labels import LABELS
+
+    label = LABELS.get(kind)
+    if label is not None:
+        return label(config)
+    spec = spec_for(kind)
+    return spec.label(config) if spec is not None else ""
+
+
 def job_rows(db: str | Path, *, kind: str | None = None,
              status: str | None = None) -> list[dict[str, Any]]:
     """Every job in ``db``, newest first, as plain rows: id, kind, status, times, a few words on
     what it makes (``what``), its parent run or job, and why it stopped (``error``)."""
     from personahub.core.jobs_store import list_jobs
-    from personahub.core.kernel import spec_for
     from personahub.core.store import connect
-    from personahub.pipelines.labels import LABELS
 
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
@@ -68,14 +79,9 @@ def job_rows(db: str | Path, *, kind: str | None = None,
         con.close()
     rows = []
     for r in found:
-        # a shipped kind's label without importing its spec (the model stack); a kind
-        # registered from outside in this process labels itself
-        label = LABELS.get(r.kind)
-        spec = spec_for(r.kind) if label is None else None
-        what = label(r.config) if label is not None else spec.label(r.config) if spec else ""
         rows.append({"job_id": r.job_id, "kind": r.kind, "status": r.status,
                      "started_at": r.started_at, "finished_at": r.finished_at,
-                     "what": what,
+                     "what": _what(r.kind, r.config),
                      "parent": r.parent_id, "error": r.error})
     return rows
 

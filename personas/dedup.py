@@ -53,7 +53,6 @@ __all__ = [
     "MinHashSource",
     "PairFinder",
     "StageSummary",
-    "count_survivors",
     "embedding_stage",
     "local_signatures",
     "minhash_duplicates",
@@ -159,11 +158,6 @@ class DedupSummary:
         return "\n".join(lines)
 
 
-def count_survivors(con: duckdb.DuckDBPyConnection) -> int:
-    """How many personas are not (yet) marked duplicates."""
-    return survivor_count(con)
-
-
 def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray,
                 stage: str) -> int:
     """Mark ``ids[j]`` as a duplicate of ``ids[dup[j]]`` for every ``dup[j] >= 0``
@@ -202,7 +196,7 @@ def minhash_duplicates(con: duckdb.DuckDBPyConnection, config: DedupConfig,
     order and, for each, the position of the earlier one it duplicates (-1: kept). ``sign``
     computes the signatures, here or elsewhere, or is a ``PairFinder`` that returns the
     verified pairs, so only they come back here."""
-    total = count_survivors(con)
+    total = survivor_count(con)
     ids: list[str] = []
 
     def texts() -> Iterator[list[str]]:
@@ -270,7 +264,7 @@ async def embedding_stage(
     """Stage 2 with its vectors in memory: embed the current non-duplicates in the embedder's
     scripts, then mark ANN pairs above threshold (texts outside its scripts are not judged)."""
     t0 = time.perf_counter()
-    total = count_survivors(con)
+    total = survivor_count(con)
     scripts = embedder_scripts(embedder)
     log = JudgedLog()
     ids: list[str] = []

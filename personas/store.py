@@ -30,6 +30,13 @@ from personahub.personas.record import Persona
 if TYPE_CHECKING:
     import pandas as pd
 
+# A live persona is one not flagged as a duplicate: what dedup still judges, expansion indexes and
+# draws take. ``SURVIVORS`` is every live persona with its hub order (``seq``): the reads below
+# select from it, and an owner that joins its own rows to them in one statement takes it as a
+# subquery (``embedding_store``: stored vectors).
+_LIVE = "NOT coalesce(is_duplicate, false)"
+SURVIVORS = f"SELECT persona_id, text, seq FROM personas WHERE {_LIVE}"
+
 
 def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dict[str, list[Any]]:
     """Columns for the ``personas`` table, one row per distinct persona id (first wins); ``gate``
@@ -111,8 +118,7 @@ def flagged_duplicate_count(con: duckdb.DuckDBPyConnection) -> int:
 
 def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
     """Ids of the personas not flagged as duplicates, in hub order (the first ``limit``)."""
-    rows = con.execute("SELECT persona_id FROM personas WHERE NOT coalesce(is_duplicate, false) "
-                       "ORDER BY seq").fetchall()
+    rows = con.execute(f"SELECT persona_id FROM ({SURVIVORS}) ORDER BY seq").fetchall()
     return [r[0] for r in rows][:limit]
 
 
@@ -213,8 +219,8 @@ def gate_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
     """(gate label, personas) among the non-duplicates, by label (``legacy`` where the label is
     NULL); the file's ``personas`` must have the column (``persona_table_columns``)."""
     return [(str(gate), int(n)) for gate, n in con.execute(
-        "SELECT coalesce(gate, 'legacy'), count(*) FROM personas "
-        "WHERE NOT coalesce(is_duplicate, false) GROUP BY ALL ORDER BY 1").fetchall()]
+        f"SELECT coalesce(gate, 'legacy'), count(*) FROM personas WHERE {_LIVE} "
+        "GROUP BY ALL ORDER BY 1").fetchall()]
 
 
 def gates_of(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
@@ -255,30 +261,23 @@ def duplicate_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
 def live_persona_texts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     """(persona id, text) of the personas not flagged as duplicates, in hub order."""
     rows: list[tuple[str, str]] = con.execute(
-        "SELECT persona_id, text FROM personas WHERE NOT coalesce(is_duplicate, false) ORDER BY seq"
-    ).fetchall()
+        f"SELECT persona_id, text FROM ({SURVIVORS}) ORDER BY seq").fetchall()
     return rows
 
 
 # --------------------------------------------------------------------------- dedup's survivors
 
-# The personas dedup still judges (not flagged as duplicates), with their hub order (``seq``): for
-# an owner that joins its own rows to them in one statement (``embedding_store``: stored vectors).
-SURVIVORS = "SELECT persona_id, text, seq FROM personas WHERE NOT coalesce(is_duplicate, false)"
-
 
 def survivor_count(con: duckdb.DuckDBPyConnection) -> int:
     """How many personas are not (yet) flagged as duplicates."""
-    return int(con.execute("SELECT count(*) FROM personas WHERE NOT coalesce(is_duplicate, false)"
-                           ).fetchall()[0][0])
+    return int(scalar(con, f"SELECT count(*) FROM ({SURVIVORS})"))
 
 
 def survivor_batches(con: duckdb.DuckDBPyConnection,
                      batch_rows: int) -> Iterator[tuple[list[str], list[str]]]:
     """(persona_ids, texts) of the personas not flagged as duplicates in ``seq`` order (then id),
     streamed in Arrow batches of ``batch_rows``."""
-    rel = con.sql("SELECT persona_id, text FROM personas WHERE NOT coalesce(is_duplicate, false) "
-                  "ORDER BY seq, persona_id")
+    rel = con.sql(f"SELECT persona_id, text FROM ({SURVIVORS}) ORDER BY seq, persona_id")
     # duckdb 2 names it to_arrow_reader, 1.x fetch_arrow_reader
     to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
     for batch in to_reader(batch_rows):
@@ -328,14 +327,14 @@ def relation_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
 def adjacent_ids(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> list[str]:
     """The ids one relation away from any of ``persona_ids``, in either direction (each once, in
     no set order; ``persona_ids`` themselves too where related to one another)."""
-    con.register("_carve_frontier", pa.table({"id": list(persona_ids)}))
+    con.register("_adjacent_of", pa.table({"id": list(persona_ids)}))
     try:
         rows = con.execute(
-            "SELECT dst FROM relations WHERE src IN (SELECT id FROM _carve_frontier) "
-            "UNION SELECT src FROM relations WHERE dst IN (SELECT id FROM _carve_frontier)"
+            "SELECT dst FROM relations WHERE src IN (SELECT id FROM _adjacent_of) "
+            "UNION SELECT src FROM relations WHERE dst IN (SELECT id FROM _adjacent_of)"
         ).fetchall()
     finally:
-        con.unregister("_carve_frontier")
+        con.unregister("_adjacent_of")
     return [r[0] for r in rows]
 
 

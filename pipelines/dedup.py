@@ -54,7 +54,6 @@ from personahub.personas.dedup import (
     DedupSummary,
     MinHashSource,
     StageSummary,
-    count_survivors,
     embed_texts,
     embedding_marks,
     minhash_duplicates,
@@ -70,6 +69,7 @@ from personahub.personas.embedding import (
 )
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.minhash import MinHashConfig
+from personahub.personas.store import survivor_count
 from personahub.pipelines import labels
 from personahub.pipelines.batch_jobs import BatchFields, batch_line, batch_status, job_book
 from personahub.sim.executors import check_executor, minhash_source
@@ -315,7 +315,7 @@ class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
         assert embedder is not None
         state.embedding_started = time.perf_counter()
         scripts = embedder_scripts(embedder)
-        state.total = total = count_survivors(ctx.con)
+        state.total = total = survivor_count(ctx.con)
         for batch in survivor_batches(ctx.con, embedder.name, ctx.config.batch_size):
             judged, batch_scripts = split_by_script(batch.texts, scripts)
             state.log.add(batch.ids, judged, batch_scripts)
