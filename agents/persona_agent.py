@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from personahub.agents.decide import DECIDE_PURPOSE, Decision, decision_schema, resolve
 from personahub.agents.prompts.agent import agent_messages, decision_messages
 from personahub.agents.prompts.budget import DEFAULT_BUDGET, PromptBudget
-from personahub.agents.tasks import addressed_kinds, emission_task
+from personahub.tasks import addressed_kinds, emission_task
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.personas.quality import QualityIssue
 
@@ -77,7 +77,7 @@ class AgentOutcome:
     """What one agent produced: the validated output, its text, or the failure.
 
     ``rejected`` is set when the output passed its schema but failed the kind's semantic check
-    (``agents.validators``): the output is kept for the ``rejected`` table, not emitted.
+    (``tasks.validators``): the output is kept for the ``rejected`` table, not emitted.
     ``records`` and ``cache_entries`` are those of the agent's model calls (the decision's
     first, for a deliberating agent), for the step's commit. ``decision`` is set for deliberate
     inputs: what the agent chose; when it chose ``nothing`` or the decision failed there is no

@@ -1,6 +1,6 @@
-"""The emission kinds under the names used before the task registry (``agents.tasks``).
+"""The emission kinds under the names used before the task registry (``tasks``).
 
-Code looks kinds up in ``agents.tasks``; these read-only views of the built-in kinds, in the
+Code looks kinds up in ``tasks``; these read-only views of the built-in kinds, in the
 order they were always listed, stay for the frozen golden data (``tests/agents/test_offline_golden.py``
 draws kinds by position).
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from personahub.agents.tasks import addressed_kinds, emission_task
-from personahub.agents.tasks.survey import survey_schema, survey_value
+from personahub.tasks import addressed_kinds, emission_task
+from personahub.tasks.survey import survey_schema, survey_value
 
 _BUILT_IN_KINDS = ("instruction", "npc_dialogue", "tool_spec", "conversation", "math_problem",
                    "reasoning_problem", "knowledge_text")

@@ -35,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from personahub.agents.tasks import Task, canonical, stored_task
+from personahub.tasks import Task, canonical, stored_task
 from personahub.analysis.export_arrow import (
     SOLUTION_TYPE,
     content_array,

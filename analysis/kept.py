@@ -2,7 +2,7 @@
 
 A *call* is one question to the model (its attempts share a purpose, persona and step, and
 number 1, 2, ... from its first); it is *kept* when its last attempt is ``ok``. A call whose
-last attempt failed counts under that attempt's reason, said plainly (``agents.llm.failures.
+last attempt failed counts under that attempt's reason, said plainly (``models.failures.
 plain_reason``): "instruction: 18 of 20 kept (90%); 2 failed: cut off at max_tokens ×1,
 rejected by the gate ×1". Read from ``llm_calls``, so a resumed job counts its whole history.
 """
@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from personahub.agents.llm.failures import plain_reason
+from personahub.models.failures import plain_reason
 from personahub.core.call_log import last_attempt_counts
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ finished (or stopped) run. Either way the page only ever sees committed steps.
 
 The server binds 127.0.0.1 only and runs in a daemon thread; ``stop()`` ends it. It answers
 only requests whose ``Host`` names it and that carry no foreign ``Origin``
-(``personahub.core.loopback``): a page served under another name that re-resolves to 127.0.0.1
+(``personahub.core.hosts``): a page served under another name that re-resolves to 127.0.0.1
 (DNS rebinding) gets a 403, not the runs.
 
 A view served by ``run --view`` also steers its run (``sim/steering.py``): ``POST /api/steer``
@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from personahub.analysis import live_queries
 from personahub.core.errors import PersonahubError
-from personahub.core.loopback import host_allowed, origin_allowed
+from personahub.core.hosts import host_allowed, origin_allowed
 from personahub.sim.steering import Steering, SteeringError
 
 if TYPE_CHECKING:

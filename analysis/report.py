@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import networkx as nx  # noqa: E402
 
-from personahub.agents.llm.embedders import make_embedder  # noqa: E402
+from personahub.models.embedders import make_embedder  # noqa: E402
 from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row  # noqa: E402
 from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table  # noqa: E402
 from personahub.analysis.judgments import OFFLINE_NOTE, latest_validity  # noqa: E402

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from personahub.core.errors import InputFileError
 from personahub.personas.demographics import group_conditions
 
-__all__ = ["OVERALL", "GroupKey", "Question", "Survey", "read_survey"]
+__all__ = ["OVERALL", "GroupKey", "Question", "Survey"]
 
 OVERALL = "Overall"
 GroupKey = tuple[str, tuple[str, ...]]  # (attribute, group labels)
@@ -150,17 +149,3 @@ def add_counts(into: dict[GroupKey, list[float]], key: GroupKey, question: Quest
             raise InputFileError(name, line, f"{where}: count {count!r} for {option!r} is not a "
                                              "number >= 0")
         vector[index] += float(count)
-
-
-def read_survey(path: str | Path) -> Survey:
-    """Read human answers: an OpinionQA wave folder, or a long CSV (see ``survey_csv``)."""
-    from personahub.analysis.survey_csv import read_long_csv
-    from personahub.analysis.survey_opinionqa import read_opinionqa
-
-    path = Path(path)
-    if path.is_dir():
-        return read_opinionqa(path)
-    if path.is_file():
-        return read_long_csv(path)
-    raise InputFileError(str(path), None, "no such file or folder (give an OpinionQA wave folder "
-                                          "or a long CSV)")

@@ -4,7 +4,7 @@
                                 [--batch-size 10000] [--batch-delay 0] [--model gpt-4o-mini]
                                 [--price-in 0.15] [--price-out 0.60]
 
-One loopback server (``personahub serve``'s ``agents/loopback/server.py``, in a child process so
+One loopback server (``personahub serve``'s ``personahub/models/fake_server/server.py``, in a child process so
 its CPU is not the client's) answers both jobs with the offline engine under the model name
 ``--model``: online, each request after ``--latency`` seconds; as a batch, after
 ``--batch-delay`` seconds (0: the server answers the lines as fast as it can, so the figure is
@@ -32,7 +32,7 @@ import _synthetic
 
 
 def _serve(latency: float, delay: float, urls: Any, stop: Any) -> None:
-    from personahub.agents.loopback.server import ServerOptions, start_server
+    from personahub.models.fake_server.server import ServerOptions, start_server
 
     handle = start_server(ServerOptions(latency_s=latency, batch_delay_s=delay))
     urls.put(handle.base_url)

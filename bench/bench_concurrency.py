@@ -3,7 +3,7 @@
     python bench/bench_concurrency.py [--concurrency 64 256] [--rounds 8] [--latency 0.5]
                                       [--repeat 3] [--simulation] [--server process|thread]
 
-One loopback server (``agents/loopback/server.py``) answers every request after ``--latency`` seconds; it
+One loopback server (``personahub/models/fake_server/server.py``) answers every request after ``--latency`` seconds; it
 runs in a child process, so its CPU is not counted as the client's. At each concurrency ``c``,
 ``c x --rounds`` calls with the same structured-output schemas and agent prompts, each client in
 its own event loop, gathered under a semaphore of ``c``:
@@ -41,7 +41,7 @@ from _synthetic import write_personas, write_scenario
 
 
 def _serve(latency: float, urls: mp.Queue, stop: mp.Event, lifetime: float) -> None:
-    from personahub.agents.loopback.server import ServerOptions, start_server
+    from personahub.models.fake_server.server import ServerOptions, start_server
 
     handle = start_server(ServerOptions(latency_s=latency))
     urls.put(handle.base_url)
@@ -55,7 +55,7 @@ class Server:
     def __init__(self, latency: float, mode: str, lifetime: float) -> None:
         self.mode = mode
         if mode == "thread":
-            from personahub.agents.loopback.server import ServerOptions, start_server
+            from personahub.models.fake_server.server import ServerOptions, start_server
 
             self._handle = start_server(ServerOptions(latency_s=latency))
             self.url = self._handle.base_url
@@ -124,8 +124,8 @@ def _role(message: Any) -> str:
 
 def _bodies(model: str) -> dict[str, dict[str, Any]]:
     """The request body (minus messages) per kind, as the seam sends it in json_schema mode."""
-    from personahub.agents.llm.generation import default_max_tokens
-    from personahub.agents.llm.structured import response_format
+    from personahub.models.generation import default_max_tokens
+    from personahub.models.structured import response_format
     from personahub.agents.schemas import EMISSION_SCHEMAS
 
     return {k: {"model": model, "max_tokens": default_max_tokens(k),
@@ -203,7 +203,7 @@ def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
     """The project's model seam: ``make_client`` and ``structured`` (json_schema mode)."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    from personahub.agents.llm.client import LLMSettings, make_client
+    from personahub.models.client import LLMSettings, make_client
     from personahub.agents.schemas import EMISSION_SCHEMAS
     from personahub.core.loop import run
 
@@ -258,7 +258,7 @@ def _import_all() -> None:
     import openai  # noqa: F401
     from openai import DefaultAioHttpClient  # noqa: F401
 
-    from personahub.agents.llm import client, endpoint_specs, openai_wire  # noqa: F401
+    from personahub.models import client, endpoint_specs, openai_wire  # noqa: F401
 
 
 CLIENTS: dict[str, Callable[[str, int, list[Any]], tuple[float, float]]] = {

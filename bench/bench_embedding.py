@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_minhash import make_texts  # noqa: E402
 
-from personahub.agents.llm.embedders import make_embedder  # noqa: E402
+from personahub.models.embedders import make_embedder  # noqa: E402
 from personahub.personas.embedding import ANN_BACKENDS, neighbour_pairs  # noqa: E402
 
 

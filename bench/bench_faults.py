@@ -118,7 +118,7 @@ def spill_cost(calls: int, repeat: int) -> None:
 
     from bench_offline_engine import DEFAULT_KINDS, agent_inputs, prompts_of
 
-    from personahub.agents.llm.client import LLMClient, LLMSettings
+    from personahub.models.client import LLMClient, LLMSettings
     from personahub.agents.persona_agent import DEFAULT_CHUNK
     from personahub.agents.schemas import EMISSION_SCHEMAS
     from personahub.core.call_spill import CallSpill

@@ -26,8 +26,8 @@ from typing import Any
 
 from _synthetic import HOBBIES, PLACES, ROLES, TRAITS
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.offline import OfflineEngine, to_openai_dicts
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.offline import OfflineEngine, to_openai_dicts
 from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, run_agents
 from personahub.agents.prompts.agent import agent_messages
 from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS

@@ -51,9 +51,9 @@ def _persona_key_schema(count: int) -> type[BaseModel]:
 
 def _asks(which: str, variant: str) -> list[tuple[list[dict[str, str]], type[BaseModel], str, int]]:
     """(messages, bounded schema, list key, max_tokens) for one seed of ``which``."""
-    from personahub.agents.llm.bounds import bounded
-    from personahub.agents.llm.generation import default_max_tokens
-    from personahub.agents.prompts.personas import expand_messages, text_to_persona_messages
+    from personahub.models.bounds import bounded
+    from personahub.models.generation import default_max_tokens
+    from personahub.pipelines.prompts.personas import expand_messages, text_to_persona_messages
     from personahub.personas.expand import related_personas_schema
     from personahub.personas.text_to_persona import text_personas_schema
     from tests.conftest import persona_texts
@@ -91,7 +91,7 @@ def main() -> None:
 
     from openai import OpenAI
 
-    from personahub.agents.llm.llamacpp import local_llama_cpp_server
+    from personahub.models.llamacpp import local_llama_cpp_server
 
     counts = {"t2p": Counter[str](), "expand": Counter[str]()}
     with local_llama_cpp_server() as server:

@@ -54,10 +54,10 @@ def _free_schema() -> type[BaseModel]:
 
 def _ask(task: str, persona: str, variant: str) -> tuple[list[dict[str, str]], dict[str, Any], int]:
     """(messages, JSON schema, max_tokens) of one problem in ``variant``."""
-    from personahub.agents.llm.bounds import bounded
-    from personahub.agents.prompts.synthesis import synthesis_messages
-    from personahub.agents.tasks import synthesis_task
-    from personahub.agents.tasks.prompting import prompt_messages
+    from personahub.models.bounds import bounded
+    from personahub.pipelines.prompts.synthesis import synthesis_messages
+    from personahub.tasks import synthesis_task
+    from personahub.tasks.prompting import prompt_messages
 
     spec = synthesis_task(task)
     budget = spec.emission.max_tokens if spec.emission else 640
@@ -79,8 +79,8 @@ def main() -> None:
 
     from openai import OpenAI
 
-    from personahub.agents.llm.llamacpp import local_llama_cpp_server
-    from personahub.agents.validators import problem_issue
+    from personahub.models.llamacpp import local_llama_cpp_server
+    from personahub.tasks.validators import problem_issue
     from tests.conftest import persona_texts
 
     tasks = args.tasks.split(",")

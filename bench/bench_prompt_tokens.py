@@ -14,7 +14,7 @@ structured output adds on top.
 
 It also measures what a server's prefix cache could reuse: each prompt's longest common prefix
 with any earlier prompt of the run, in the same approximate tokens
-(``agents.llm.prompt_prefix.SharedPrefixMeter``, prompts in the order the run made them, messages laid
+(``models.prompt_prefix.SharedPrefixMeter``, prompts in the order the run made them, messages laid
 out as role and content as a chat template does). The last line is
 ``RESULT median_tokens=<p50 per action, default budget> p90_tokens=<p90> shared_prefix=<share>``
 (issue 16's goal: median <= 400, shared prefix >= 0.6).
@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from personahub.agents.llm.client import make_client
-from personahub.agents.llm.offline_text import split_sections
-from personahub.agents.llm.prompt_prefix import SharedPrefixMeter
+from personahub.models.client import make_client
+from personahub.models.offline_text import split_sections
+from personahub.models.prompt_prefix import SharedPrefixMeter
 from personahub.agents.prompts.budget import PromptBudget, count_prompt_tokens, count_tokens
 from personahub.agents.schemas import EMISSION_SCHEMAS
 from personahub.api import run_simulation

@@ -3,7 +3,7 @@
     python bench/bench_real_model.py [--requests 6] [--concurrency 1]
 
 Needs the ``[llamacpp]`` extra: starts llama-cpp-python's server with SmolLM2-135M-Instruct on
-127.0.0.1 (``agents/llm/llamacpp.py``) and, in one run:
+127.0.0.1 (``personahub/models/llamacpp.py``) and, in one run:
 
 1. personahub: ``LLMClient.structured`` (``--structured auto``: a new client's first request is
    refused and the endpoint moves to ``json_object``) over agent prompts of the default
@@ -51,7 +51,7 @@ def _requests(n: int) -> list[tuple[str, type, list[BaseMessage], str]]:
 
 
 async def _personahub(spec: str, requests: list, concurrency: int) -> tuple[float, int, list[int]]:
-    from personahub.agents.llm.client import LLMClient, LLMSettings
+    from personahub.models.client import LLMClient, LLMSettings
 
     client = LLMClient(LLMSettings(spec=spec, concurrency=concurrency, temperature=0.0,
                                    timeout_s=600))
@@ -68,7 +68,7 @@ async def _plain(base: str, model: str, requests: list, concurrency: int) -> tup
     from langchain_core.messages import convert_to_openai_messages
     from openai import AsyncOpenAI
 
-    from personahub.agents.llm.generation import default_max_tokens
+    from personahub.models.generation import default_max_tokens
 
     client = AsyncOpenAI(base_url=base, api_key="not-needed", timeout=600, max_retries=0)
     gate = asyncio.Semaphore(concurrency)
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
 
-    from personahub.agents.llm.llamacpp import local_llama_server
+    from personahub.models.llamacpp import local_llama_server
 
     requests = _requests(args.requests)
     plain_wall = ours_wall = 0.0

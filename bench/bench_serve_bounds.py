@@ -3,7 +3,7 @@
 Starts ``personahub serve --port 0`` in a child process and reads its resident memory (VmRSS,
 and VmHWM, the peak) from /proc after each hostile request of issue 32 (``dimensions: 1e9``,
 ``minItems: 1e8``, a recursive ``$ref``, a 50,000-deep body, a body over the size bound), then
-after ``--requests`` ordinary structured requests. Then times ``agents.loopback.limits`` on the
+after ``--requests`` ordinary structured requests. Then times ``models.fake_server.limits`` on the
 schemas personahub sends, in process (what every request pays for the bounds).
 
 Run: ``python bench/bench_serve_bounds.py [--requests 500]`` (Linux: reads /proc).
@@ -82,7 +82,7 @@ def main() -> None:
             took = time.perf_counter() - began
             print(f"{name:<26} {status:>6} {took:>9.3f} {memory(proc.pid, 'VmRSS'):>7.0f} "
                   f"{memory(proc.pid, 'VmHWM'):>8.0f}")
-        from personahub.agents.tasks.tool_spec import ToolSpec
+        from personahub.tasks.tool_spec import ToolSpec
 
         spec = schema_format(ToolSpec.model_json_schema())
         began = time.perf_counter()
@@ -95,8 +95,8 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=10)
 
-    from personahub.agents.loopback.limits import check_answer, check_body
-    from personahub.agents.tasks.tool_spec import ToolSpec
+    from personahub.models.fake_server.limits import check_answer, check_body
+    from personahub.tasks.tool_spec import ToolSpec
 
     schema = ToolSpec.model_json_schema()
     body = {"model": "m", "messages": [USER], "response_format": schema_format(schema)}

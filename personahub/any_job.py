@@ -117,7 +117,7 @@ def resume_job(job_id: str, db: str | Path, *, llm: str | None = None,
     ``executor``, ``ray_address``, ``ray_workers``, ``max_failed_share``; None values are
     dropped). An unknown job or database is one error naming it."""
     from personahub import runtime
-    from personahub.agents.llm.client import resolve_spec
+    from personahub.models.client import resolve_spec
 
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")

@@ -242,7 +242,7 @@ _DEDUP_DEFAULTS: dict[str, Any] = {
 # how a dedup job runs (pipelines/dedup.py DedupJobConfig's engine fields)
 _DEDUP_ENGINE = {"cache", "rps", "timeout_s", "executor", "ray_address", "ray_workers"}
 _MODEL_FLAGS = {"structured", "max_tokens", "temperature", "top_p", "timeout_s", "rps"}
-# --batch and its options (pipelines/batch_jobs.py BatchFields; docs/batch.md)
+# --batch and its options (pipelines/provider_batch_jobs.py BatchFields; docs/batch.md)
 _BATCH_FLAGS = {"batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s"}
 
 

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.client import LLMClient, LLMSettings, check_reachable, make_client
 from personahub.core.commit import ProgressHook
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
+from personahub.models.adaptive_limit import Concurrency
+from personahub.models.client import LLMClient, LLMSettings, check_reachable, make_client
 
 if TYPE_CHECKING:
     from personahub.pipelines.dedup import DedupJobConfig

@@ -2,9 +2,9 @@
 
 ``personahub.core.kernel.run_job`` is given its dependencies rather than importing them (the core
 imports nothing above it). This module gives the standard ones: the model seam's one client
-factory (``agents.llm.client.make_client``) with its reachability check and the record/replay
+factory (``models.client.make_client``) with its reachability check and the record/replay
 cache (``StandardModels``), and the executor a config names (``executor_for``: ``local`` or
-``ray`` from ``sim/executors``). The CLI and the API call ``run``; nothing else in the package
+``ray`` from ``personahub/executors``). The CLI and the API call ``run``; nothing else in the package
 does (a test may hand ``run`` a client of its own).
 """
 
@@ -40,26 +40,26 @@ class StandardModels:
     def build(self, settings: Any) -> StructuredCaller:
         if self.client is not None:
             return self.client
-        from personahub.agents.llm.client import make_client
+        from personahub.models.client import make_client
 
         return make_client(settings)
 
     def check_reachable(self, client: StructuredCaller) -> None:
         if self.client is not None:
             return
-        from personahub.agents.llm.client import check_reachable
+        from personahub.models.client import check_reachable
 
         for label in check_reachable(client):  # type: ignore[arg-type]  # built by make_client
             if self.warn is not None:
                 self.warn(label)
 
     def attach_cache(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller, mode: str) -> None:
-        from personahub.agents.llm.cache import attach_cache
+        from personahub.models.cache import attach_cache
 
         attach_cache(con, client, mode)
 
     def redact(self, spec: str) -> str:
-        from personahub.agents.llm.client import redact_spec
+        from personahub.models.client import redact_spec
 
         return redact_spec(spec)
 
@@ -68,10 +68,10 @@ def executor_for(config: Any) -> Executor:
     """The executor a (resolved) config names: ``local`` (default) or ``ray``."""
     name = getattr(config, "executor", "local")
     if name == "ray":
-        from personahub.sim.executors.ray_executor import RayExecutor
+        from personahub.executors.ray_executor import RayExecutor
 
         return RayExecutor(getattr(config, "ray_address", None), getattr(config, "ray_workers", None))
-    from personahub.sim.executors.local import LocalExecutor
+    from personahub.executors.local import LocalExecutor
 
     return LocalExecutor()
 

@@ -27,7 +27,8 @@ import duckdb
 import pyarrow as pa
 
 from personahub.personas.demographics import VOCABULARY, canonical
-from personahub.personas.hub_gate import drawn_gates, gate_clause, none_eligible
+from personahub.personas.gate_labels import drawn_gates
+from personahub.personas.hub_gate import gate_clause, none_eligible
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
 from personahub.personas.store import adjacent_ids, fetch_personas, has_persona

@@ -64,13 +64,13 @@ __all__ = [
 
 Progress = Callable[[str, int, int], None]
 # Stage 1's signatures of each batch of texts, in order: ``local_signatures`` here, or on Ray
-# workers (``sim.executors.ray_batches.minhash_signer``); the banding and verification then run here.
+# workers (``executors.ray_batches.minhash_signer``); the banding and verification then run here.
 Signer = Callable[[Iterator[list[str]], MinHashConfig], Iterator[tuple[np.ndarray, FeatureSets]]]
 
 
 @dataclass(frozen=True)
 class PairFinder:
-    """Stage 1 done elsewhere up to its verified pairs (``sim.executors.ray_minhash.minhash_pair_finder``:
+    """Stage 1 done elsewhere up to its verified pairs (``executors.ray_minhash.minhash_pair_finder``:
     band buckets through a Ray shuffle), so no signature comes to this process.
 
     ``find(texts, config)`` consumes every batch of ``texts`` and returns ``(n, pairs)``: how many

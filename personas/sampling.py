@@ -28,7 +28,8 @@ import duckdb
 
 from personahub.core.errors import PersonahubError
 from personahub.personas.carve import Condition
-from personahub.personas.hub_gate import DRAWN, gate_clause, none_eligible
+from personahub.personas.gate_labels import DRAWN
+from personahub.personas.hub_gate import gate_clause, none_eligible
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
 from personahub.personas.store import fetch_personas

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from personahub.core.contracts import StructuredCaller
 from personahub.core.store import insert_columns, insert_rows, scalar
+from personahub.personas.gate_labels import checked_gate, written_gate
 from personahub.personas.record import Persona
 
 if TYPE_CHECKING:
@@ -40,10 +41,7 @@ SURVIVORS = f"SELECT persona_id, text, seq FROM personas WHERE {_LIVE}"
 
 def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dict[str, list[Any]]:
     """Columns for the ``personas`` table, one row per distinct persona id (first wins); ``gate``
-    labels every row (None: each row's text is checked, ``hub_gate.checked_gate``)."""
-    # deferred: hub_gate reads the hub through this module
-    from personahub.personas.hub_gate import checked_gate
-
+    labels every row (None: each row's text is checked, ``gate_labels.checked_gate``)."""
     people = list(personas)
     ids = [p.persona_id for p in people]
     if len(set(ids)) < len(ids):  # repeats: keep each id's first persona
@@ -78,8 +76,6 @@ def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
     rows written without a model (imports, seeds, a scenario's people) have their text checked;
     ``gate`` sets it outright."""
     if gate is None and written_by is not None:
-        from personahub.personas.hub_gate import written_gate  # deferred, as in persona_columns
-
         gate = written_gate(written_by.is_offline)
     columns = persona_columns(personas, gate)
     if not columns["persona_id"]:

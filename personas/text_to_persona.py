@@ -43,7 +43,7 @@ from personahub.personas.quality import (
 from personahub.personas.record import Persona
 
 SOURCE = "text-to-persona"
-# who a text implies: the relations the prompts word (agents/prompts/personas.py TEXT_RELATIONS)
+# who a text implies: the relations the prompts word (pipelines/prompts/personas.py TEXT_RELATIONS)
 RELATIONS: tuple[str, ...] = ("read", "write", "like", "dislike")
 TEXT_FIELDS = ("text", "content", "body", "document")
 SPLITS = ("paragraph", "line")

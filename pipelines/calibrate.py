@@ -3,7 +3,7 @@ their answers against the people's, group by group, beside three baselines (issu
 
 A job spec of the kernel (``personahub/core/kernel.py``):
 
-- ``prepare`` reads the survey (either layout, ``analysis.survey.read_survey``) and picks its
+- ``prepare`` reads the survey (either layout, ``analysis.survey_read.read_survey``) and picks its
   questions and scored groups, and draws each group's panel of N personas from the population
   (``pipelines/calibrate_data.py``); a resume reads all of that back from the job's tables.
 - ``start`` stores the questions, the human answers and the panels with the job's row.
@@ -12,8 +12,8 @@ A job spec of the kernel (``personahub/core/kernel.py``):
   no-persona pass: ``no_persona_n`` anonymous asks per question (the ``no_persona`` baseline).
   Asks already answered are skipped, so a resume asks only the rest. The batches are
   independent (planned ahead): on ``--executor ray`` they are shipped to workers whole.
-- Each ask is **one structured call** (``agents/prompts/calibration.py``) whose answer is an
-  enum of the options (``agents.tasks.survey.survey_schema("choice", options)``).
+- Each ask is **one structured call** (``pipelines/prompts/calibration.py``) whose answer is an
+  enum of the options (``tasks.survey.survey_schema("choice", options)``).
 - **Refusals.** The survey's refusal options ("Refused", "Not sure") are offered as options by
   default, as OpinionQA's prompts did, so the model's refusal share can be set beside people's;
   like OpinionQA, they are left out of both distributions when scoring (``sim_refusal`` and
@@ -38,17 +38,9 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from personahub.agents.llm.failures import call_error
-from personahub.agents.llm.settings import LLMSettings
-from personahub.agents.prompts.calibration import (
-    CALIBRATE_PURPOSE,
-    NO_PERSONA,
-    STEERINGS,
-    calibration_messages,
-)
-from personahub.agents.tasks.survey import survey_schema
 from personahub.analysis.calibration_store import answer_totals, answered_keys
-from personahub.analysis.survey import Question, read_survey
+from personahub.analysis.survey import Question
+from personahub.analysis.survey_read import read_survey
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
@@ -59,9 +51,10 @@ from personahub.core.kernel import (
     register,
 )
 from personahub.core.validate import check_int
+from personahub.models.failures import call_error
+from personahub.models.settings import LLMSettings
 from personahub.personas.demographics import KEYS
 from personahub.pipelines import labels
-from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.calibrate_data import (
     GroupKey,
@@ -78,6 +71,14 @@ from personahub.pipelines.calibrate_data import (
     survey_sha1,
 )
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.prompts.calibration import (
+    CALIBRATE_PURPOSE,
+    NO_PERSONA,
+    STEERINGS,
+    calibration_messages,
+)
+from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.tasks.survey import survey_schema
 
 __all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "CalibrationSpec",
            "CalibrationSummary"]

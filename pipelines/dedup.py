@@ -33,9 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from personahub.agents.llm.embedders import EmbedderSettings, calls_model
-from personahub.agents.llm.embedding_batches import BatchingEmbedder
-from personahub.core.batch_records import save_handle
 from personahub.core.contracts import StructuredCaller, StructuredResult, carried_records
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.kernel import (
@@ -47,8 +44,12 @@ from personahub.core.kernel import (
     register,
     unfinished_twins,
 )
+from personahub.core.provider_batch_records import save_handle
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_optional_number
+from personahub.executors import check_executor, minhash_source
+from personahub.models.embedders import EmbedderSettings, calls_model
+from personahub.models.embedding_batches import BatchingEmbedder
 from personahub.personas.dedup import (
     DedupConfig,
     DedupSummary,
@@ -71,8 +72,7 @@ from personahub.personas.embedding_store import SurvivorBatch, survivor_batches,
 from personahub.personas.minhash import MinHashConfig
 from personahub.personas.store import survivor_count
 from personahub.pipelines import labels
-from personahub.pipelines.batch_jobs import BatchFields, batch_line, batch_status, job_book
-from personahub.sim.executors import check_executor, minhash_source
+from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batch_status, job_book
 
 __all__ = ["DEDUP", "DedupAsker", "DedupJobConfig", "DedupSpec", "dedup_job_of", "dedup_lines"]
 

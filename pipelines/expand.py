@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from personahub.agents.llm.settings import LLMSettings
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int, check_number
+from personahub.models.settings import LLMSettings
 from personahub.personas.expand import (
     ASKS_PER_ROUND,
     DEFAULT_BATCH,
@@ -69,9 +69,9 @@ from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
 from personahub.pipelines import labels
-from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 
 __all__ = ["EXPANSION", "ExpandAsker", "ExpandBatch", "ExpandConfig", "ExpandSpec",
            "expansion_lines"]

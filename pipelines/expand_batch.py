@@ -2,7 +2,7 @@
 with link candidates, the batch's triangle-closing questions; and what the answers add to the
 hub, before the expansion spec (``pipelines/expand.py``) commits it.
 
-The prompts are the model seam's (``agents/prompts/personas.py``); what the answers become
+The prompts are the model seam's (``pipelines/prompts/personas.py``); what the answers become
 (personas, relations, merges, frontier marks) and the SQL are the data side's
 (``personas/expand.py``, ``personas/linking.py``, ``personas/link_merge.py``).
 """
@@ -15,7 +15,6 @@ from typing import Any
 
 import duckdb
 
-from personahub.agents.prompts.personas import expand_messages, link_messages, prompt_text
 from personahub.core.contracts import StructuredCaller
 from personahub.core.failures import call_error
 from personahub.personas.asks import Ask, Asks, local_asks
@@ -34,6 +33,7 @@ from personahub.personas.linking import (
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import gate_answer, gate_item, rejected_row
 from personahub.personas.record import Persona
+from personahub.pipelines.prompts.personas import expand_messages, link_messages, prompt_text
 
 
 @dataclass

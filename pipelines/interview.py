@@ -34,12 +34,8 @@ from typing import Any
 
 import duckdb
 
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import LLMSettings, parse_concurrency
-from personahub.agents.llm.structured import check_setting
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
-from personahub.agents.tasks.interview import InterviewAnswer
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import check_max_failed_share
@@ -47,13 +43,16 @@ from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.executors import check_executor
+from personahub.models.generation import Generation
+from personahub.models.settings import LLMSettings, parse_concurrency
+from personahub.models.structured import check_setting
 from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
 from personahub.pipelines import labels
-from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
-from personahub.sim.executors import check_executor
+from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
 from personahub.sim.store import (
@@ -64,6 +63,7 @@ from personahub.sim.store import (
     run_record,
     steps_done,
 )
+from personahub.tasks.interview import InterviewAnswer
 
 PURPOSE = "interview"
 

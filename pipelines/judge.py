@@ -1,7 +1,7 @@
 """The judge job: rate a synthesis job's items or a run's emissions against per-kind criteria.
 
 Why: the paper measured its data (96.5% of 200 sampled math problems were valid); this makes
-that measurement on any model. Each item gets one structured call (``agents/prompts/judge.py``,
+that measurement on any model. Each item gets one structured call (``pipelines/prompts/judge.py``,
 purpose ``judge``) whose verdicts land in ``judgments``, batch by batch with the calls'
 ``llm_calls`` rows (``run_id`` = the judged job or run, ``job_kind`` = ``judge``, ``job_id`` =
 the judge's id). ``sample`` draws the first N items in ``md5(seed:item_id)`` order (as
@@ -30,12 +30,6 @@ from typing import Any, NamedTuple
 import duckdb
 from pydantic import BaseModel
 
-from personahub.agents.llm.client import redact_spec
-from personahub.agents.llm.failures import call_error
-from personahub.agents.llm.settings import LLMSettings
-from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
-from personahub.agents.prompts.synthesis import world_for_prompt
-from personahub.agents.tasks import Criterion, Task, canonical, stored_task
 from personahub.analysis.judgments import judged_item_ids
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
@@ -45,10 +39,16 @@ from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int
+from personahub.models.client import redact_spec
+from personahub.models.failures import call_error
+from personahub.models.settings import LLMSettings
 from personahub.pipelines import labels
-from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
+from personahub.pipelines.prompts.synthesis import world_for_prompt
+from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.tasks import Criterion, Task, canonical, stored_task
 
 # What makes two judges the same judge (its id): the target, the items drawn, the model asked.
 JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",

@@ -2,7 +2,7 @@
 model, concurrency, timeouts, rate and failure policy; ``ExecutorFields``: the cache and where the
 calls run), and the checks of those fields and the generation settings.
 
-A job's config inherits the field sets it has (with ``pipelines.batch_jobs.BatchFields`` for
+A job's config inherits the field sets it has (with ``pipelines.provider_batch_jobs.BatchFields`` for
 ``--batch``); its ``__post_init__`` checks what is its own, then calls
 ``check_model_fields(self)``; each bad value is a one-line usage error naming its flag, before
 anything is opened.
@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from personahub.agents.llm.adaptive_limit import Concurrency
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import parse_concurrency
-from personahub.agents.llm.structured import check_setting
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
 from personahub.core.kernel import check_cache_mode, engine
 from personahub.core.validate import check_number, check_optional_number, check_seed
-from personahub.sim.executors import check_executor
+from personahub.executors import check_executor
+from personahub.models.adaptive_limit import Concurrency
+from personahub.models.generation import Generation
+from personahub.models.settings import parse_concurrency
+from personahub.models.structured import check_setting
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,9 +41,9 @@ class ModelFields:
 @dataclass(frozen=True, kw_only=True)
 class ExecutorFields:
     """Where a job's calls are answered from and run: the record / replay cache and the
-    executor (``sim/executors/``: the rows are the same whichever runs them)."""
+    executor (``personahub/executors/``: the rows are the same whichever runs them)."""
 
-    cache: str = engine("off")  # off | record | replay (agents/llm/cache.py)
+    cache: str = engine("off")  # off | record | replay (personahub/models/cache.py)
     executor: str = engine("local")
     ray_address: str | None = engine(None)  # None: RAY_ADDRESS, else a local Ray for the job
     ray_workers: int | None = engine(None)  # Ray actors asking the model; None: one per CPU
@@ -53,7 +53,7 @@ def check_model_fields(config: Any) -> None:
     """Check (and normalise ``concurrency`` of) a frozen config holding the usual model fields
     (``seed``, ``structured``, ``max_tokens``, ``temperature``, ``top_p``, ``concurrency``,
     ``cache``, ``executor``, ``ray_workers``, ``rps``, ``timeout_s``, ``offline_latency_s``,
-    ``max_failed_share``) and the batch ones (``pipelines.batch_jobs.BatchFields``), when it
+    ``max_failed_share``) and the batch ones (``pipelines.provider_batch_jobs.BatchFields``), when it
     has them."""
     object.__setattr__(config, "concurrency", parse_concurrency(config.concurrency))
     check_seed(config.seed)

@@ -2,7 +2,7 @@
 as a job of the kernel (attribute-to-persona, one structured call per person).
 
 The people are drawn as without a model (``personas/population.py``: the same inputs and seed
-give the same people); each one's text is then written by ``agents.write_persona`` (one
+give the same people); each one's text is then written by ``pipelines.write_persona`` (one
 structured call; the quality gate and ``personas/persona_consistency.py`` are the call's check,
 so an answer that contradicts the attributes earns the seam's one fresh sample, and a person
 whose answers are all rejected gets no text: a failed action, asked again on resume).
@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from personahub.agents.llm.settings import LLMSettings
-from personahub.agents.write_persona import Written, write_persona
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
@@ -37,6 +35,7 @@ from personahub.core.kernel import (
     register,
 )
 from personahub.core.validate import check_int
+from personahub.models.settings import LLMSettings
 from personahub.personas.population import SOURCE, Population, draw_population, person_id
 from personahub.personas.population_files import read_joint, read_marginals
 from personahub.personas.record import Persona
@@ -44,6 +43,7 @@ from personahub.personas.store import population_persona_ids, upsert_personas
 from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.write_persona import Written, write_persona
 
 __all__ = ["POPULATION_WRITE", "TEXT_ORIGIN", "WriteConfig", "WriteSpec", "WriteSummary",
            "written_population_id"]

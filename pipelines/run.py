@@ -42,10 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from personahub.agents.llm.cache import check_replay_file
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import DEFAULT_MAX_RETRIES, LLMSettings, parse_concurrency
-from personahub.agents.llm.structured import check_setting
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
 from personahub.core.contracts import StructuredCaller
@@ -58,18 +54,22 @@ from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.executors import check_executor
+from personahub.models.cache import check_replay_file
+from personahub.models.generation import Generation
+from personahub.models.settings import DEFAULT_MAX_RETRIES, LLMSettings, parse_concurrency
+from personahub.models.structured import check_setting
 from personahub.personas.expand import ExpansionIncomplete
-from personahub.personas.hub_gate import spec_is_offline
+from personahub.personas.gate_labels import spec_is_offline
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines import labels
-from personahub.pipelines.batch_jobs import BatchFields, batched_asker
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
+from personahub.pipelines.provider_batch_jobs import BatchFields, batched_asker
 from personahub.sim import runner, store
-from personahub.sim.executors import check_executor
 from personahub.sim.heap import RunHeap
 from personahub.sim.scenario import Scenario, load_scenario, raised_text, scenario_frame
 from personahub.sim.society import SocietyModel, StepResult
@@ -97,8 +97,8 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
     seed: int | None = None
     price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
     price_out: float | None = None  # USD per 1M output tokens
-    structured: str = "auto"  # how the schema is asked for (agents/llm/structured.py)
-    max_tokens: int | None = None  # None: per output kind (agents/llm/generation.py)
+    structured: str = "auto"  # how the schema is asked for (personahub/models/structured.py)
+    max_tokens: int | None = None  # None: per output kind (personahub/models/generation.py)
     temperature: float | None = None
     top_p: float | None = None
     # a hub source draws personas the quality gate did not pass too (personas/hub_gate.py;

@@ -15,19 +15,19 @@ from typing import Any
 
 import duckdb
 
-from personahub.agents.prompts.synthesis import demo_persona_messages, world_for_prompt
-from personahub.agents.synthesis_schemas import InferredPersona
-from personahub.agents.tasks import synthesis_task
-from personahub.agents.tasks.shipped_demos import builtin_text, is_builtin
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.store import insert_columns, transaction
 from personahub.core.validate import read_text_file
-from personahub.personas.hub_gate import DRAWN
+from personahub.personas.gate_labels import DRAWN
 from personahub.personas.importers import iter_personas
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw
 from personahub.personas.store import fetch_personas, persona_count, upsert_personas
+from personahub.pipelines.prompts.synthesis import demo_persona_messages, world_for_prompt
+from personahub.tasks import synthesis_task
+from personahub.tasks.shipped_demos import builtin_text, is_builtin
+from personahub.tasks.synthesis_schemas import InferredPersona
 
 DEFAULT_NPC_WORLD = "worlds/fantasy_village.md"
 

@@ -14,7 +14,7 @@ job flags exactly what an uninterrupted one does. Starting a job whose settings 
 unfinished one is refused (it would be a second copy); ``fresh`` marks the old one
 ``superseded`` and starts anew (the kernel's rules, for every kind).
 
-An answer that fails its task's semantic check (``agents.validators``) is not solved and not
+An answer that fails its task's semantic check (``tasks.validators``) is not solved and not
 written as an item: it goes to ``rejected`` with its reason, in the same transaction, and counts
 as failed (a resume asks that persona again).
 
@@ -36,14 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from personahub.agents.llm.failures import call_error
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import LLMSettings, parse_concurrency
-from personahub.agents.llm.structured import check_setting
-from personahub.agents.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
-from personahub.agents.synthesis_schemas import Solution, content_of
-from personahub.agents.tasks import canonical, synthesis_task, tasks
-from personahub.agents.tasks.shipped_demos import BUILTIN_PREFIX, builtin_name, is_builtin
 from personahub.analysis.kept import kept_lines
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
@@ -67,14 +59,20 @@ from personahub.core.validate import (
     check_optional_number,
     check_seed,
 )
-from personahub.personas.hub_gate import drawn_gates, spec_is_offline
+from personahub.executors import check_executor
+from personahub.models.failures import call_error
+from personahub.models.generation import Generation
+from personahub.models.settings import LLMSettings, parse_concurrency
+from personahub.models.structured import check_setting
+from personahub.personas.gate_labels import drawn_gates, spec_is_offline
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import QualityIssue, rejected_row, rejection_line, tally
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery
 from personahub.pipelines import labels
-from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
+from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
+from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.synthesis_inputs import (
     DEFAULT_NPC_WORLD,
     Demo,
@@ -86,7 +84,9 @@ from personahub.pipelines.synthesis_inputs import (
     select_personas,
     store_selection,
 )
-from personahub.sim.executors import check_executor
+from personahub.tasks import canonical, synthesis_task, tasks
+from personahub.tasks.shipped_demos import BUILTIN_PREFIX, builtin_name, is_builtin
+from personahub.tasks.synthesis_schemas import Solution, content_of
 
 __all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConfig", "SynthOptions",
            "SynthSummary", "SynthesisAsker", "SynthesisSpec", "item_id_for", "load_examples",
@@ -112,8 +112,8 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
     solve: bool = False
     with_assistant: bool = False
     seed: int = 0
-    structured: str = "auto"  # how the schema is asked for (agents/llm/structured.py)
-    max_tokens: int | None = None  # None: per output kind (agents/llm/generation.py)
+    structured: str = "auto"  # how the schema is asked for (personahub/models/structured.py)
+    max_tokens: int | None = None  # None: per output kind (personahub/models/generation.py)
     temperature: float | None = None
     top_p: float | None = None
     db: str = engine(DEFAULT_DB)
@@ -236,7 +236,7 @@ def item_id_for(job_id: str, persona_id: str, sample: int = 0) -> str:
 
 def sample_seed(sample: int) -> int:
     """The ``CallRequest.sample`` of a persona's ``sample``-th item: 0, 2, 4, ... (each odd one
-    stays free for the fresh sample a weak answer earns: ``agents.llm.seam_validate``), so each
+    stays free for the fresh sample a weak answer earns: ``models.seam_validate``), so each
     item is its own draw, seeded (the offline engine's digest; an HTTP server's ``seed``)."""
     return 2 * sample
 

@@ -31,8 +31,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from personahub.agents.llm.settings import LLMSettings
-from personahub.agents.prompts.personas import text_to_persona_messages
 from personahub.core.commit import JobRef
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
@@ -40,6 +38,7 @@ from personahub.core.failures import call_error
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int
+from personahub.models.settings import LLMSettings
 from personahub.personas.asks import Ask, ask_one
 from personahub.personas.importers import ImportStats, container_of
 from personahub.personas.quality import gate_answer, language_scripts, rejection_line, tally
@@ -59,8 +58,9 @@ from personahub.personas.text_to_persona import (
     text_personas_schema,
 )
 from personahub.pipelines import labels
-from personahub.pipelines.batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.prompts.personas import text_to_persona_messages
+from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 
 __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
            "text_job_of"]

@@ -14,9 +14,9 @@ from typing import Any
 
 from personahub.agents.prompts.agent import reflection_messages
 from personahub.agents.prompts.budget import PromptBudget
-from personahub.agents.tasks.reflection import Reflection
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.sim.memory import AgentMemory
+from personahub.tasks.reflection import Reflection
 
 PURPOSE = "reflection"
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect, transaction
+from personahub.personas.gate_labels import drawn_gates
 from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
-from personahub.personas.hub_gate import drawn_gates
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.record import Persona

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, cast
 
 from personahub.agents.prompts.budget import PromptBudget
-from personahub.agents.tasks import canonical, emission_kinds
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.validate import (
     check_int,
@@ -34,6 +33,7 @@ from personahub.personas.expand import MAX_HOPS
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery
 from personahub.sim.memory import AgentMemory
+from personahub.tasks import canonical, emission_kinds
 
 SEED_PERSONAS = "seed"
 HUB = "hub"  # PersonaSource(path="hub"): sample the run's own database
@@ -417,7 +417,7 @@ class Scenario:
         steps: number of simulation steps.
         kinds: emission kinds agents choose from (instruction, npc_dialogue, tool_spec,
             conversation, math_problem, reasoning_problem, knowledge_text, or any kind
-            registered in ``agents.tasks``).
+            registered in ``tasks``).
         kind_weights: relative weights for ``kinds`` (uniform when None).
         policy: how an active agent chooses what it does. ``scripted`` (default, one model call):
             the kind is drawn from ``kind_weights`` and the addressee from its neighbours.

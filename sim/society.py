@@ -44,8 +44,6 @@ from personahub.agents.persona_agent import (
     run_agents,
 )
 from personahub.agents.prompts.agent import survey_messages
-from personahub.agents.tasks import addressed_kinds, emission_task
-from personahub.agents.tasks.survey import survey_schema, survey_value
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.personas.graph import SocialEdges
 from personahub.personas.quality import rejected_row
@@ -63,6 +61,8 @@ from personahub.sim.scenario import (
     ScenarioError,
     Survey,
 )
+from personahub.tasks import addressed_kinds, emission_task
+from personahub.tasks.survey import survey_schema, survey_value
 
 T = TypeVar("T")
 __all__ = ["AgentInfo", "Emission", "Message", "SocietyAgent", "SocietyModel", "StepResult",

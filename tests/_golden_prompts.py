@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from personahub.agents.prompts.personas import section
+from personahub.core.sections import section
 
 AGENT_SYSTEM = (
     "You are role-playing one member of a simulated society. Stay in character as the persona "

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import typer.testing
 
-from personahub.agents.loopback.server import RunningServer, ServerOptions, start_server
+from personahub.models.fake_server.server import RunningServer, ServerOptions, start_server
 from tests.optional import need_ray
 
 # The CLI driven in-process builds its click command tree once, not at every invoke: typer's

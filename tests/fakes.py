@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from personahub.agents.llm.client import LLMClient, LLMSettings, LLMUnavailable, StructuredResult
+from personahub.models.client import LLMClient, LLMSettings, LLMUnavailable, StructuredResult
 from personahub.core.contracts import CallStats, Endpoint
 
 

@@ -34,7 +34,7 @@ def handed_runs(monkeypatch: Any, answer: Any) -> list[dict[str, Any]]:
     ``answer`` (a ``JobResult``) without running the job; executors report Ray installed (its
     configs are compared, never run)."""
     from personahub import runtime
-    from personahub.sim import executors
+    from personahub import executors
 
     seen: list[dict[str, Any]] = []
 

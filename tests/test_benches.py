@@ -36,7 +36,7 @@ def resolves(module: str, name: str | None) -> bool:
         return False
     if name is None or hasattr(imported, name):
         return True
-    try:  # a submodule: from personahub.agents.llm import client
+    try:  # a submodule: from personahub.models import client
         importlib.import_module(f"{module}.{name}")
     except ModuleNotFoundError:
         return False
@@ -62,9 +62,9 @@ def test_every_bench_has_a_figure_in_results() -> None:
 
 def test_the_check_sees_a_missing_name(tmp_path: Path) -> None:
     bench = tmp_path / "bench_x.py"
-    bench.write_text("def f():\n    from personahub.agents.llm import client, llm\n"
+    bench.write_text("def f():\n    from personahub.models import client, llm\n"
                      "import personahub.core.nothing_here\n")
     found = project_imports(bench)
     assert {(m, n) for _, m, n in found if not resolves(m, n)} == {
-        ("personahub.agents.llm", "llm"), ("personahub.core.nothing_here", None)}
-    assert ("personahub.agents.llm", "client") in {(m, n) for _, m, n in found}
+        ("personahub.models", "llm"), ("personahub.core.nothing_here", None)}
+    assert ("personahub.models", "client") in {(m, n) for _, m, n in found}

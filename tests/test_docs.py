@@ -23,7 +23,7 @@ from personahub.cli.app import app
 from tests.doc_commands import ROOT, shell_blocks
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "RESULTS.md"]
-# Top-level folders whose files docs name by path (`agents/llm/client.py`): such a path must exist.
+# Top-level folders whose files docs name by path (`personahub/models/client.py`): such a path must exist.
 REPO_FOLDERS = ("agents", "analysis", "bench", "docs", "examples", "personahub", "personas",
                 "pipelines", "scenarios", "sim", "tests", ".ci")
 CHANGELOG_SECTIONS = ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security")

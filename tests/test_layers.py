@@ -4,7 +4,8 @@ of a module or inside a function (a deferred import is still a dependency).
 
 The layers, lowest first:
 
-    personahub.core < personas < agents < sim < analysis < pipelines
+    personahub.core < personas < personahub.models < personahub.executors < personahub.tasks
+        < agents < sim < analysis < pipelines
         < personahub (api, runtime, results, persona_jobs, ...) < personahub.cli
 
 ``import personahub`` for its ``__version__`` is not a layer's import (the package root imports
@@ -18,9 +19,11 @@ import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ("core", "personas", "agents", "sim", "analysis", "pipelines", "package", "cli")
-FOLDERS = {"personahub/core": "core", "personas": "personas", "agents": "agents", "sim": "sim",
-           "analysis": "analysis", "pipelines": "pipelines", "personahub/cli": "cli"}
+ORDER = ("core", "personas", "models", "executors", "tasks", "agents", "sim", "analysis", "pipelines",
+         "package", "cli")
+FOLDERS = {"personahub/core": "core", "personahub/models": "models", "personas": "personas",
+           "personahub/executors": "executors", "personahub/tasks": "tasks", "agents": "agents",
+           "sim": "sim", "analysis": "analysis", "pipelines": "pipelines", "personahub/cli": "cli"}
 
 def layer_of_module(name: str) -> str | None:
     """The layer of an imported ``personahub...`` module (None: not the project's, or the
@@ -85,8 +88,15 @@ def upward_imports() -> dict[tuple[str, str], list[int]]:
     return found
 
 
+# Upward imports still to remove (issue 43): the model layer's per-purpose output limits read the
+# task registry; callers are to pass each call's limit instead.
+KNOWN = {("personahub/models/generation.py", "personahub.tasks")}
+# Circles still to break (issue 43): a run's handle asks its interview through the API function.
+KNOWN_CIRCLES = [["personahub.api", "personahub.results"]]
+
+
 def test_no_module_imports_a_higher_layer() -> None:
-    found = upward_imports()
+    found = {key: lines for key, lines in upward_imports().items() if key not in KNOWN}
     named = {f"{module}:{lines[0]} imports {target}" for (module, target), lines in found.items()}
     assert not named, f"imports of a higher layer (docs/architecture.md, Layers): {sorted(named)}"
 
@@ -102,3 +112,75 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert layer_of_file(ROOT / "personas" / "expand.py") == "personas"
     assert layer_of_file(ROOT / "personahub" / "core" / "kernel.py") == "core"
     assert layer_of_file(ROOT / "personahub" / "runtime.py") == "package"
+
+
+def module_name(path: Path) -> str:
+    """The dotted name a source file is imported as (``personahub.`` + its path)."""
+    rel = path.relative_to(ROOT).with_suffix("").as_posix()
+    rel = rel.removeprefix("personahub/").removesuffix("/__init__")
+    return "personahub" if rel in ("personahub", "__init__") else "personahub." + rel.replace("/", ".")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the project's modules it imports (an ``from pkg import name`` counts as the module
+    ``pkg.name`` where that is a module, else ``pkg``)."""
+    names = {module_name(p) for p in sources()}
+    graph: dict[str, set[str]] = {}
+    for path in sources():
+        me = module_name(path)
+        targets: set[str] = set()
+        for node in ast.walk(parsed(path)):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    targets.add(full if full in names else node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[me] = {t for t in targets if t in names and t != me and t != "personahub"}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle() -> None:
+    """No two modules import each other, directly or round a longer circle, deferred imports
+    included: a circle is a layer in disguise."""
+    assert [c for c in circles(import_graph()) if c not in KNOWN_CIRCLES] == []
+
+
+def test_the_circle_check_sees_a_circle() -> None:
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []

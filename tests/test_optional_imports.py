@@ -53,7 +53,7 @@ def package_modules() -> list[str]:
 
 def test_the_module_list_covers_the_ray_executor() -> None:
     modules = package_modules()
-    assert "personahub.sim.executors.ray_actors" in modules
+    assert "personahub.executors.ray_actors" in modules
     assert "personahub.analysis.export_hf" in modules
     assert len(modules) > 140
 

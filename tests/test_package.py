@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import personahub
-from personahub.agents.tasks import synthesis_names
+from personahub.tasks import synthesis_names
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ("agents", "sim", "personas", "pipelines", "analysis", "scenarios")
@@ -56,9 +56,9 @@ def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
     assert tops == {"personahub"}
     for data in ("personahub/core/schema.sql", "personahub/analysis/views.sql",
                  "personahub/personas/data/seed_personas.jsonl", "personahub/cli/app.py",
-                 "personahub/scenarios/riverside_town.py", "personahub/agents/tasks/registry.py",
+                 "personahub/scenarios/riverside_town.py", "personahub/tasks/registry.py",
                  *(f"personahub/analysis/view/{f}" for f in ("index.html", "view.js", "view.css")),
-                 *(f"personahub/agents/tasks/demos/{task}.jsonl" for task in synthesis_names())):
+                 *(f"personahub/tasks/demos/{task}.jsonl" for task in synthesis_names())):
         assert data in names, data
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),

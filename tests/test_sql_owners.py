@@ -31,7 +31,7 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
              frozenset({"personahub/core/jobs_store.py", "personahub/core/stored_views.py"})),
     "calls": (frozenset({"llm_calls", "llm_cache", "prices", "llm_batches"}),
               frozenset({"personahub/core/commit.py", "personahub/core/call_log.py",
-                         "personahub/core/batch_records.py", "agents/llm/cache.py"})),
+                         "personahub/core/provider_batch_records.py", "personahub/models/cache.py"})),
     # sampling and carve compile the selection language (``--personas`` SQL conditions, carve's
     # KEY OP VALUE conditions and --stratify keys, run in personas/selection_sandbox.py's sandbox
     # where they are user text) into the one statement over ``personas`` each evaluates: like

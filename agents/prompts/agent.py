@@ -5,9 +5,9 @@ real model reads them as ordinary structure; the offline engine uses the same he
 context. Sections run from the most shared to the most specific: the system text, the world
 (the same summary for every agent of a run), the step's events, then persona, memory, messages
 and task, so a server's prefix cache holds the world once for a whole run
-(``agents/llm/prompt_prefix.py`` measures how much of a run's prompts such a cache could reuse).
+(``personahub/models/prompt_prefix.py`` measures how much of a run's prompts such a cache could reuse).
 Texts are short and plain, for small instruction models; a ``PromptBudget`` trims the variable
-parts (``agents/prompts/budget.py``). Each kind's task text is in its module under ``agents/tasks/``.
+parts (``agents/prompts/budget.py``). Each kind's task text is in its module under ``personahub/tasks/``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from personahub.agents.prompts.budget import (
     fit_context,
     part_tokens,
 )
-from personahub.agents.prompts.personas import section
-from personahub.agents.tasks import emission_task
-from personahub.agents.tasks.interview import INTERVIEW_SYSTEM
-from personahub.agents.tasks.reflection import REFLECTION_SYSTEM, REFLECTION_TASK
-from personahub.agents.tasks.survey import SURVEY_SYSTEM
+from personahub.core.sections import section
+from personahub.tasks import emission_task
+from personahub.tasks.interview import INTERVIEW_SYSTEM
+from personahub.tasks.reflection import REFLECTION_SYSTEM, REFLECTION_TASK
+from personahub.tasks.survey import SURVEY_SYSTEM
 
 AGENT_SYSTEM = ("You are the person described under Persona. Stay in character. "
                 "Answer only with JSON that matches the schema.")

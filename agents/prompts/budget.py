@@ -22,9 +22,9 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from personahub.agents.llm.offline import approx_tokens
-from personahub.agents.llm.offline_text import keywords
-from personahub.agents.prompts.personas import section
+from personahub.models.offline import approx_tokens
+from personahub.models.offline_text import keywords
+from personahub.core.sections import section
 from personahub.core.errors import PersonahubError
 
 PARTS = ("world", "events", "inbox", "memory")

@@ -105,7 +105,7 @@ def _shown(name: str, value: Any) -> str:
     if any(word in name for word in SECRET_WORDS):
         return "***"
     if isinstance(value, str) and "://" in value:
-        from personahub.agents.llm.endpoint_specs import redact_spec
+        from personahub.models.endpoint_specs import redact_spec
 
         return redact_spec(value)
     if isinstance(value, (list, tuple)):

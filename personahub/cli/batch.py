@@ -1,7 +1,7 @@
 """``personahub batch import``: the results of a ``--batch-file`` run elsewhere (vLLM
 ``run-batch``, a provider's console); the ``--batch`` options are in ``cli/common.py``.
 
-A job sent as batches writes the same rows as an online one (``pipelines/batch_jobs.py``);
+A job sent as batches writes the same rows as an online one (``pipelines/provider_batch_jobs.py``);
 ``docs/batch.md`` says when it pays.
 """
 
@@ -36,11 +36,11 @@ def batch_import(
     """Import the results of a --batch-file and go on with the job: its answers are committed
     as online ones, and it finishes or writes its next batch file."""
     from personahub import runtime
-    from personahub.agents.llm.batch_lines import read_results_file
-    from personahub.agents.llm.client import resolve_spec
-    from personahub.core.batch_records import attach_results
     from personahub.core.jobs_store import find_job
+    from personahub.core.provider_batch_records import attach_results
     from personahub.core.store import connect
+    from personahub.models.client import resolve_spec
+    from personahub.models.provider_batch_lines import read_results_file
 
     lines = read_results_file(results)  # a bad file: one line naming it, nothing changed
     if not Path(db).exists():

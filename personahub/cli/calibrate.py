@@ -122,8 +122,8 @@ def calibrate(
     group (representativeness, dispersion, modal agreement) beside the uniform, human-overall
     and no-persona baselines, and print per-attribute representativeness."""
     from personahub import runtime
-    from personahub.agents.llm.client import resolve_spec
     from personahub.cli.progress import LateCounts
+    from personahub.models.client import resolve_spec
     from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
 
     if resume is None and survey is None:

@@ -35,9 +35,9 @@ except ImportError:  # pragma: no cover - older typer runs on click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
-    from personahub.agents.llm.adaptive_limit import Concurrency as _ConcurrencyValue
-    from personahub.agents.llm.client import LLMClient
     from personahub.core.contracts import StructuredCaller
+    from personahub.models.adaptive_limit import Concurrency as _ConcurrencyValue
+    from personahub.models.client import LLMClient
 else:  # typer reads annotations at run time and takes no Union: the parser gives the value
     _ConcurrencyValue = Any
 
@@ -104,9 +104,9 @@ class CountsCalls(Protocol):
 MODEL_PANEL = "Model options"
 EXECUTOR_PANEL = "Executor options"
 # The choices, as the layers below list them (tests/cli/test_usage_errors.py compares them):
-CacheMode = Literal["off", "record", "replay"]  # agents/llm/cache.py
+CacheMode = Literal["off", "record", "replay"]  # personahub/models/cache.py
 StructuredSetting = Literal["auto", "json_schema", "json_object", "tools", "prompt"]  # llm/structured
-ExecutorName = Literal["local", "ray"]  # sim/executors
+ExecutorName = Literal["local", "ray"]  # personahub/executors
 
 DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
                                         help="DuckDB database file.")]
@@ -305,8 +305,8 @@ def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, t
     """Build the model client for a command and check the endpoint answers (unless ``check``
     is off, as for a replay from the cache, which calls no model). ``announce=False`` leaves
     the banner to the caller, once its input is checked (a bad input then prints one line)."""
-    from personahub.agents.llm.client import LLMSettings, check_reachable, resolve_spec
-    from personahub.agents.llm.client import make_client as make_llm_client
+    from personahub.models.client import LLMSettings, check_reachable, resolve_spec
+    from personahub.models.client import make_client as make_llm_client
 
     client = make_llm_client(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
                                          timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
@@ -317,7 +317,7 @@ def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, t
     if announce:
         banner(client)
     if verbosity() > 0:
-        from personahub.agents.llm.endpoint_specs import redact_spec
+        from personahub.models.endpoint_specs import redact_spec
 
         detail(f"model: {redact_spec(resolve_spec(llm))}; seed {seed}, concurrency {concurrency}, "
                f"timeout {timeout:g}s, rps {rps if rps is not None else 'unlimited'}, "
@@ -508,7 +508,7 @@ def summary_counts(summary: Any) -> dict[str, int]:
     return {k: v for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
-# --- --batch (pipelines/batch_jobs.py; docs/batch.md) ------------------------------------
+# --- --batch (pipelines/provider_batch_jobs.py; docs/batch.md) ------------------------------------
 
 BATCH_PANEL = "Batch"
 DEFAULT_ONLINE_SIZE = 64  # items per transaction online

@@ -1,4 +1,4 @@
-"""``personahub doctor``: probe a model endpoint before a big job (``agents.llm.doctor``)."""
+"""``personahub doctor``: probe a model endpoint before a big job (``models.doctor``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.table import Table
 from personahub.cli.common import LlmOption, console, error_line, one_line_errors, out, say
 
 if TYPE_CHECKING:
-    from personahub.agents.llm.doctor import DoctorReport
+    from personahub.models.doctor import DoctorReport
 
 
 @one_line_errors
@@ -33,10 +33,10 @@ def doctor(
     Exits 1 with the reason when the endpoint cannot serve a job (unreachable, refuses every
     request, no structured mode works).
     """
-    from personahub.agents.llm.client import redact_spec, resolve_spec
-    from personahub.agents.llm.doctor import diagnose
-    from personahub.agents.llm.offline import OFFLINE_MODEL_NAME
     from personahub.core.loop import run as run_on_loop
+    from personahub.models.client import redact_spec, resolve_spec
+    from personahub.models.doctor import diagnose
+    from personahub.models.offline import OFFLINE_MODEL_NAME
 
     spec = resolve_spec(llm)
     if spec.strip() == OFFLINE_MODEL_NAME:

@@ -115,9 +115,9 @@ def interview(
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
     from each agent's stored state at a step and go to the interviews table, batch by batch (the
     run itself is not changed). A stopped interview goes on with --resume ID."""
-    from personahub.agents.llm.client import resolve_spec
     from personahub.api import run_interview
     from personahub.cli.progress import LateCounts
+    from personahub.models.client import resolve_spec
     from personahub.pipelines.interview import InterviewConfig, resume_settings
 
     if output not in FORMATS:
@@ -198,8 +198,8 @@ def _table(result: InterviewResult) -> None:
     out.print(table)
     from collections import Counter
 
-    from personahub.agents.llm.failures import plain_reason
     from personahub.analysis.kept import kept_line
+    from personahub.models.failures import plain_reason
 
     reasons = Counter(plain_reason(r["error"]) for r in result.rows if r["status"] != "ok")
     kept = kept_line(f"interview {result.batch_id}", len(result.rows),

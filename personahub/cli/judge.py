@@ -84,11 +84,11 @@ def judge(
 ) -> None:
     """Ask a model whether each item meets its kind's criteria; print the validity rate with a
     95% interval. Re-running the same judge skips the items it has rated."""
-    from personahub.agents.llm.client import resolve_spec
     from personahub.analysis.judgments import validity, validity_lines
     from personahub.api import run_judge
     from personahub.cli.progress import LateCounts
     from personahub.core.store import connect
+    from personahub.models.client import resolve_spec
     from personahub.pipelines.judge import JUDGE, JudgeConfig
 
     config = JudgeConfig(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),

@@ -59,8 +59,8 @@ from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import UNFINISHED
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
+from personahub.executors import check_executor
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
-from personahub.sim.executors import check_executor
 
 # What a resumed job takes from its stored configuration (giving them with --resume is an error).
 EXPANSION_FIXED = ("hops", "fanout", "limit", "language", "seed", "fresh")
@@ -188,11 +188,11 @@ def personas_expand(
     --hops, --fanout and --limit exists, it goes on from its stored frontier (--fresh starts anew).
     --resume EXPANSION_ID resumes that expansion by its id.
     """
-    from personahub.agents.llm.client import resolve_spec
     from personahub.analysis.kept import kept_lines
     from personahub.cli.progress import LateCounts
     from personahub.core.kernel import check_cache_mode
     from personahub.core.store import connect
+    from personahub.models.client import resolve_spec
     from personahub.persona_jobs import run_expansion
     from personahub.personas.expand import link_embedder_of
     from personahub.pipelines.expand import ExpandConfig, expansion_lines
@@ -347,8 +347,8 @@ def personas_from_text(
     already answered for a relation are skipped; the job keeps its seed, relations and
     generation settings), or give --resume CORPUS (or the job id), or personahub resume ID.
     """
-    from personahub.agents.llm.client import resolve_spec
     from personahub.cli.progress import LateCounts
+    from personahub.models.client import resolve_spec
     from personahub.persona_jobs import run_text_job
     from personahub.personas.quality import rejection_line
     from personahub.pipelines.text_to_persona import TextConfig, text_line

@@ -214,9 +214,9 @@ def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: 
     """The people drawn as without a model, their texts written by ``llm`` (a kernel job); the
     config is the one ``personahub.write_population`` builds from the same settings."""
     from personahub import runtime
-    from personahub.agents.llm.client import resolve_spec
     from personahub.api import population_write_config, population_write_resume
     from personahub.cli.progress import LateCounts
+    from personahub.models.client import resolve_spec
     from personahub.pipelines.population_write import POPULATION_WRITE, WriteConfig
 
     config: WriteConfig | dict[str, Any]

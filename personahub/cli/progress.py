@@ -25,7 +25,7 @@ LINE_EVERY_S = 5.0
 
 
 class CallCounts(Protocol):
-    """What a model client counts (``agents.llm.CallStats``)."""
+    """What a model client counts (``models.CallStats``)."""
 
     attempts: int
     ok: int

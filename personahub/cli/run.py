@@ -13,7 +13,6 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from personahub.agents.llm.adaptive_limit import Concurrency
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     BatchFallbackOption,
@@ -54,6 +53,7 @@ from personahub.core.errors import UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
+from personahub.models.adaptive_limit import Concurrency
 
 
 class Where(NamedTuple):
@@ -205,7 +205,7 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None, l
                 include_ungated: bool = False) -> Any:
     """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags (``personahub.run_scenario``
     builds the same one, ``personahub.api.run_config``)."""
-    from personahub.agents.llm.client import resolve_spec
+    from personahub.models.client import resolve_spec
     from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
 
@@ -221,7 +221,7 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None, l
 def _resumed(run_id: str, db: Path, llm: str | None, offline_latency: float, where: Where,
              max_failed_share: float | None) -> dict[str, Any]:
     """The engine settings of ``personahub run --resume RUN_ID`` (the run keeps the rest)."""
-    from personahub.agents.llm.client import resolve_spec
+    from personahub.models.client import resolve_spec
     from personahub.pipelines.run import resume_settings
 
     return resume_settings(run_id, db, llm=None if llm is None else resolve_spec(llm),

@@ -56,7 +56,7 @@ def serve(
     """Serve the offline engine as an OpenAI-compatible endpoint on loopback (for dry runs)."""
     import time
 
-    from personahub.agents.loopback.server import ServerOptions, start_server
+    from personahub.models.fake_server.server import ServerOptions, start_server
 
     handle = start_server(ServerOptions(seed=seed, latency_s=latency, error_rate=error_rate,
                                         malformed_rate=malformed_rate, stubborn=stubborn,

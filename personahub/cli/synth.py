@@ -58,8 +58,8 @@ from personahub.core.validate import MAX_SEED
 def _list_templates() -> None:
     from rich.table import Table
 
-    from personahub.agents.tasks import synthesis_names, synthesis_task
-    from personahub.agents.tasks.prompting import PROMPTING_MODES
+    from personahub.tasks import synthesis_names, synthesis_task
+    from personahub.tasks.prompting import PROMPTING_MODES
 
     table = Table("task", "makes", "prompt template", title="synthesis tasks")
     for name in synthesis_names():
@@ -151,8 +151,8 @@ def synthesize(
     --per-persona K asks K items of each persona. A job that holds fewer items than it asked
     says why and exits 1, unless --allow-fewer."""
     from personahub import runtime
-    from personahub.agents.llm.client import resolve_spec
     from personahub.cli.progress import LateCounts
+    from personahub.models.client import resolve_spec
     from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
 
     if list_templates:
@@ -328,9 +328,9 @@ def report(
 ) -> None:
     """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
     graph, diversity), of a synthesis job (--job) or of a calibration (--calibration)."""
-    from personahub.agents.llm.embedders import make_embedder
     from personahub.analysis.report import REPORT_FILES, write_report
     from personahub.core.store import connect
+    from personahub.models.embedders import make_embedder
 
     if calibration is not None:
         _calibration_report(out_dir, calibration, db, force, given=run or job)
@@ -376,10 +376,10 @@ def diversity(
     (default: every synthesis job and the latest run)."""
     from rich.table import Table
 
-    from personahub.agents.llm.embedders import make_embedder
     from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row
     from personahub.analysis.diversity_table import diversity_table, latest_run
     from personahub.core.store import connect
+    from personahub.models.embedders import make_embedder
 
     model = make_embedder(embedder)
     con = connect(db, read_only=True)

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 T_co = TypeVar("T_co", bound=BaseModel, covariant=True)
-#: the record/replay cache's modes (``--cache``; ``agents/llm/cache.py``)
+#: the record/replay cache's modes (``--cache``; ``personahub/models/cache.py``)
 CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 
@@ -47,11 +47,11 @@ class CallRecord:
     structured_mode: str | None = None
     max_tokens: int | None = None
     finish_reason: str | None = None
-    repaired: bool = False  # valid only after local repair (agents.llm.repair)
+    repaired: bool = False  # valid only after local repair (models.repair)
     queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
     # prompt tokens the server's prefix cache reused, as it reports them (None: not reported)
     cached_prompt_tokens: int | None = None
-    # sent in a batch (agents.llm.batch): the provider's batch id (or ``file:NAME`` for an
+    # sent in a batch (models.provider_batch): the provider's batch id (or ``file:NAME`` for an
     # imported results file) and the request's custom_id there; None for online attempts
     batch_id: str | None = None
     custom_id: str | None = None
@@ -86,7 +86,7 @@ class Failure:
     unreachable: bool = False
     other_endpoint_up: bool = False  # set by failover: another endpoint may answer at once
     # cut short of --timeout for taking far longer than the endpoint's recent answers
-    # (``agents.llm.seam_deadlines``): asked again at once, and not a sign of overload
+    # (``models.seam_deadlines``): asked again at once, and not a sign of overload
     straggler: bool = False
 
     @property
@@ -246,7 +246,7 @@ class ServesModels(Protocol):
 
 
 class StructuredCaller(ServesModels, Protocol):
-    """The client façade the job loops and agents call (``agents.llm.LLMClient``; the tests'
+    """The client façade the job loops and agents call (``models.LLMClient``; the tests'
     ``FakeClient``). Call records and cache entries come back with each result, nowhere else."""
 
     @property
@@ -266,7 +266,7 @@ class StructuredCaller(ServesModels, Protocol):
         ...
 
     def use_cache(self, cache: Any) -> None:
-        """Answer from (and record into) ``cache`` (an ``agents.llm.cache.ResponseCache``; None
+        """Answer from (and record into) ``cache`` (an ``models.cache.ResponseCache``; None
         turns caching off)."""
         ...
 

@@ -9,7 +9,7 @@ Per step or batch (the kernel, ``core/kernel.py``, applies it after each commit)
   batch's failed share passes ``--max-failed-share`` with at least ``QUALITY_FAIL_MIN_ACTIONS``.
 
 How a failed call is classified and retried is the model seam's business
-(``agents/llm/failures.py``); this module only reads the errors the calls left.
+(``personahub/models/failures.py``); this module only reads the errors the calls left.
 """
 
 from __future__ import annotations

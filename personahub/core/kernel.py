@@ -123,7 +123,7 @@ class Asker(Protocol[B_contra, R_co]):
     (it may hold constants derived from the context: world text, demonstrations, a task).
     Picklable and free of the database: a Ray worker rebuilds it. An asker may also have
     ``async committed()``, which the kernel awaits after each batch's commit (a batched asker
-    deletes its provider files then: ``pipelines/batch_jobs.py``)."""
+    deletes its provider files then: ``pipelines/provider_batch_jobs.py``)."""
 
     async def run_batch(self, batch: B_contra, caller: StructuredCaller) -> R_co: ...
 
@@ -199,7 +199,7 @@ class Models(Protocol):
 
 
 class Executor(Protocol):
-    """Where a job's batches are asked: ``local`` or ``ray`` (``sim/executors``). It changes only
+    """Where a job's batches are asked: ``local`` or ``ray`` (``personahub/executors``). It changes only
     where the calls run; rows are committed by the kernel, in batch order."""
 
     name: str

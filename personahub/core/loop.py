@@ -18,7 +18,7 @@ An interrupt (Ctrl-C, or SIGTERM turned into one by the CLI) leaves model calls 
 it is pending" and "exception was never retrieved" reports, one traceback per call.
 
 A job whose model calls stop completing must stop rather than hang: ``JobLoop.watch`` hands the
-loop the client's ``Watchdog`` (``agents.llm.liveness.Liveness``), and every coroutine the loop
+loop the client's ``Watchdog`` (``models.liveness.Liveness``), and every coroutine the loop
 then runs to completion runs under it, so a batch, a step or a setup stuck on calls that never
 end raises ``Stalled`` (a resumable stop) once no call completed for the client's bound.
 """
@@ -80,7 +80,7 @@ def steady_gc_stop() -> None:
 
 
 class Watchdog(Protocol):
-    """What stops work whose model calls stopped completing (``agents.llm.liveness``)."""
+    """What stops work whose model calls stopped completing (``models.liveness``)."""
 
     async def guarded(self, work: Coroutine[Any, Any, T]) -> T:
         """``await work``, raising a resumable stop when no call completes for too long."""

@@ -37,7 +37,7 @@ SCHEMA_VERSION: Final = 4
 #: columns the migration adds to an older file's tables (the file-shape check lets them be missing)
 ADDED_BY_MIGRATION: Final = {"text_jobs": frozenset({"job_id"})}
 _LIFECYCLE = ("status", "config", "seed", "error", "started_at", "finished_at")
-#: version 4: kinds' former names -> their names (as ``agents.tasks.ALIASES``, which core cannot import)
+#: version 4: kinds' former names -> their names (as ``tasks.ALIASES``, which core cannot import)
 RENAMED_KINDS: Final = {"tool": "tool_spec"}
 
 
@@ -116,7 +116,7 @@ def migrate(con: duckdb.DuckDBPyConnection, ddl: str, path: object = "") -> None
     try:
         for legacy in _legacy_tables(con):
             _migrate_table(con, legacy, ddl)
-        if version < 3:  # rows written before the label: drawn as they were (hub_gate.LEGACY)
+        if version < 3:  # rows written before the label: drawn as they were (gate_labels.LEGACY)
             con.execute("UPDATE personas SET gate = 'legacy' WHERE gate IS NULL")
         if version < 4:
             _rename_kinds(con)

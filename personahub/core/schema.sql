@@ -406,7 +406,7 @@ CREATE TABLE IF NOT EXISTS synth_items (
     created_at   TIMESTAMP DEFAULT current_timestamp
 );
 
--- The quality gate (personas/quality.py, agents/validators.py) ------------------------------
+-- The quality gate (personas/quality.py, personahub/tasks/validators.py) ------------------------------
 -- Generated personas and items that failed a rule: kept with the reason, never in personas,
 -- emissions or synth_items. Written in the same transaction as the batch or step they came from.
 CREATE TABLE IF NOT EXISTS rejected (
@@ -424,7 +424,7 @@ CREATE TABLE IF NOT EXISTS rejected (
 );
 
 -- The judge (personahub judge, pipelines/judge.py) ---------------------------------------------------
--- One row per item a judge rated against its kind's criteria (agents/tasks/: Task.judge_criteria).
+-- One row per item a judge rated against its kind's criteria (personahub/tasks/: Task.judge_criteria).
 -- Written batch by batch with the calls' llm_calls rows; a judge's id is derived from its
 -- settings, so re-running the same judge skips the items it has rated.
 CREATE TABLE IF NOT EXISTS judgments (

@@ -1,4 +1,4 @@
-"""Markers a schema's string fields carry for ``agents.llm.bounds`` (which sizes every string a
+"""Markers a schema's string fields carry for ``models.bounds`` (which sizes every string a
 model fills so that the whole answer closes within ``max_tokens``).
 
 They are plain data in ``typing.Annotated`` metadata (pydantic ignores them), kept here, below
@@ -41,7 +41,7 @@ DIGITS = Density(1.0)
 @dataclass(frozen=True)
 class Shape:
     """``Annotated`` metadata: how a field's text begins and ends, sent to the server as a
-    ``pattern`` that carries the field's bound too (``agents.llm.bounds``; pydantic ignores it).
+    ``pattern`` that carries the field's bound too (``models.bounds``; pydantic ignores it).
 
     Why: a grammar-constrained server then cannot open a problem with a run of digits (SmolLM2
     ran "1002: 20: 20: …" to its bound) or close a question without its question mark. The

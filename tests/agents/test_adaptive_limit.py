@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from personahub.agents.llm.adaptive_limit import AUTO_CEILING, AdaptiveLimit, concurrency_bound
-from personahub.agents.llm.seam_limits import Limited
-from personahub.agents.llm.settings import LLMConfigError, LLMSettings, parse_concurrency
+from personahub.models.adaptive_limit import AUTO_CEILING, AdaptiveLimit, concurrency_bound
+from personahub.models.seam_limits import Limited
+from personahub.models.settings import LLMConfigError, LLMSettings, parse_concurrency
 from personahub.core.contracts import CallRequest, Failure, StructuredResult
 
 

@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 import personahub
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.settings import EndpointFailing
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.settings import EndpointFailing
 from personahub.api import run_simulation
 from personahub.core.errors import PersonahubError
 from personahub.pipelines.run import RunConfig

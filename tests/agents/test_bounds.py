@@ -13,7 +13,7 @@ from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ValidationError
 
 from personahub.agents.decide import decision_schema
-from personahub.agents.llm.bounds import (
+from personahub.models.bounds import (
     MIN_STRING_CHARS,
     bounded,
     clip,
@@ -21,16 +21,16 @@ from personahub.agents.llm.bounds import (
     plan,
     unbounded,
 )
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.generation import DEFAULT_MAX_TOKENS, default_max_tokens
-from personahub.agents.llm.offline import resolve_node
-from personahub.agents.prompts.judge import judge_schema
-from personahub.agents.synthesis_schemas import InferredPersona, Solution
-from personahub.agents.tasks import tasks
-from personahub.agents.tasks.interview import InterviewAnswer
-from personahub.agents.tasks.reflection import Reflection
-from personahub.agents.tasks.survey import survey_schema
-from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.generation import DEFAULT_MAX_TOKENS, default_max_tokens
+from personahub.models.offline import resolve_node
+from personahub.pipelines.prompts.judge import judge_schema
+from personahub.tasks.synthesis_schemas import InferredPersona, Solution
+from personahub.tasks import tasks
+from personahub.tasks.interview import InterviewAnswer
+from personahub.tasks.reflection import Reflection
+from personahub.tasks.survey import survey_schema
+from personahub.tasks.tool_spec import ToolSpec
 from personahub.personas.expand import related_personas_schema
 from personahub.personas.linking import link_schema
 from personahub.personas.text_to_persona import text_personas_schema
@@ -142,8 +142,8 @@ def test_client_asks_with_the_effective_max_tokens() -> None:
 def test_json_object_mode_keeps_string_bounds_within_what_llama_cpp_python_can_parse() -> None:
     """llama-cpp-python turns ``maxLength: N`` into N nested groups and its grammar parser fails
     on a knowledge text's bound (~1,500), killing the server: json_object never sends more."""
-    from personahub.agents.llm.structured import GRAMMAR_SAFE_MAX_LENGTH, response_format
-    from personahub.agents.tasks import synthesis_task
+    from personahub.models.structured import GRAMMAR_SAFE_MAX_LENGTH, response_format
+    from personahub.tasks import synthesis_task
 
     schema = bounded(synthesis_task("knowledge_text").synthesis_schema(), 700)
     lengths = _max_lengths(response_format(schema, "json_schema")["json_schema"]["schema"])
@@ -167,7 +167,7 @@ def test_a_problem_of_nothing_but_digits_still_closes_in_time(task: str) -> None
     cut off): its bound is sized at one character a token (``DIGITS``), the least an ASCII
     character costs in a byte-level BPE vocabulary, so even that answer closes. Prose fields
     keep the larger bound of ``CHARS_PER_TOKEN``."""
-    from personahub.agents.tasks import synthesis_task
+    from personahub.tasks import synthesis_task
 
     for purpose in (f"synth:{task}", task):
         budget = default_max_tokens(purpose)
@@ -213,7 +213,7 @@ def test_a_problem_is_asked_as_facts_then_a_question_each_shaped_within_its_boun
     bound matches; one character more does not; a question must end with '?'."""
     import re
 
-    from personahub.agents.tasks import synthesis_task
+    from personahub.tasks import synthesis_task
 
     props = bounded(synthesis_task(task).synthesis_schema(), 640).model_json_schema()["properties"]
     assert list(props) == ["problem", "question"]
@@ -229,7 +229,7 @@ def test_a_problem_is_asked_as_facts_then_a_question_each_shaped_within_its_boun
 def test_a_shape_guides_decoding_but_is_not_validated() -> None:
     """Answers are judged by the quality gate, not by the pattern: a server that ignores
     patterns still has its answer taken (and its question mark checked by the gate)."""
-    from personahub.agents.tasks import synthesis_task
+    from personahub.tasks import synthesis_task
 
     schema = bounded(synthesis_task("math_problem").synthesis_schema(), 640)
     value = schema.model_validate({"problem": "3 boats carry 12 people each.",
@@ -240,8 +240,8 @@ def test_a_shape_guides_decoding_but_is_not_validated() -> None:
 def test_grammar_safe_lowers_a_shaped_patterns_bound_with_its_max_length() -> None:
     import re
 
-    from personahub.agents.llm.structured import GRAMMAR_SAFE_MAX_LENGTH, grammar_safe
-    from personahub.agents.tasks import synthesis_task
+    from personahub.models.structured import GRAMMAR_SAFE_MAX_LENGTH, grammar_safe
+    from personahub.tasks import synthesis_task
 
     schema = bounded(synthesis_task("math_problem").synthesis_schema(), 640).model_json_schema()
     assert schema["properties"]["problem"]["maxLength"] > GRAMMAR_SAFE_MAX_LENGTH
@@ -255,8 +255,8 @@ def test_grammar_safe_lowers_a_shaped_patterns_bound_with_its_max_length() -> No
 def test_the_offline_engine_writes_a_problems_question_in_its_own_field() -> None:
     """Facts in ``problem``, the question (ending '?') in ``question``; a schema with only a
     ``problem`` gets both in it, as before; the budget changes nothing but the clipping."""
-    from personahub.agents.llm.offline import EngineRequest, OfflineEngine
-    from personahub.agents.tasks import synthesis_task
+    from personahub.models.offline import EngineRequest, OfflineEngine
+    from personahub.tasks import synthesis_task
 
     messages = [{"role": "user", "content": "## Persona\nA ferry pilot in Tartu.\n\n## Task\nWrite."}]
     shaped = synthesis_task("math_problem").synthesis_schema()

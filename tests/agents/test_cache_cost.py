@@ -8,10 +8,10 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel
 
-from personahub.agents.llm.cache import CacheMiss, ResponseCache
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.endpoint_offline import OfflineEndpoint
-from personahub.agents.llm.offline import OfflineChatModel
+from personahub.models.cache import CacheMiss, ResponseCache
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.endpoint_offline import OfflineEndpoint
+from personahub.models.offline import OfflineChatModel
 from personahub.analysis.views import install_views, query_files
 from personahub.api import run_simulation
 from personahub.cli.app import app

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from personahub.agents.llm.client import LLMClient, LLMConfigError, LLMSettings, redact_spec
+from personahub.models.client import LLMClient, LLMConfigError, LLMSettings, redact_spec
 from personahub.agents.prompts.agent import agent_messages
-from personahub.agents.tasks.instruction import Instruction
+from personahub.tasks.instruction import Instruction
 
 SECRET = "sk-test-very-secret-value"
 

@@ -14,7 +14,7 @@ from personahub.agents.decide import (
     decision_schema,
     resolve,
 )
-from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.models.client import LLMClient, LLMSettings
 from personahub.agents.persona_agent import AGENT_GRAPH, AgentInput, run_agents
 from personahub.agents.prompts.agent import decision_messages
 from personahub.core.contracts import StructuredResult

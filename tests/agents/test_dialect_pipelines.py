@@ -10,14 +10,14 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-import personahub.agents.llm.seam_retry as retry_module
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.settings import EndpointFailing
-from personahub.agents.llm.structured import mode_of
-from personahub.agents.loopback.dialects import DIALECTS
-from personahub.agents.loopback.server import ServerOptions, running_server
+import personahub.models.seam_retry as retry_module
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.settings import EndpointFailing
+from personahub.models.structured import mode_of
+from personahub.models.fake_server.dialects import DIALECTS
+from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.agents.prompts.agent import agent_messages
-from personahub.agents.tasks.npc_dialogue import NpcDialogue
+from personahub.tasks.npc_dialogue import NpcDialogue
 from personahub.cli.app import app
 from personahub.core.contracts import carried_records
 

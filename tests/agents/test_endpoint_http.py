@@ -14,9 +14,9 @@ from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
 
-from personahub.agents.llm import endpoint_http
-from personahub.agents.llm.endpoint_http import generate
-from personahub.agents.llm.openai_wire import pass_through_clients
+from personahub.models import endpoint_http
+from personahub.models.endpoint_http import generate
+from personahub.models.openai_wire import pass_through_clients
 
 _COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from personahub.agents.llm.failures import plain_reason
+from personahub.models.failures import plain_reason
 from personahub.analysis.kept import kept_line
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import (
@@ -92,7 +92,7 @@ def test_max_failed_share_is_checked(value: float) -> None:
 
 
 def test_the_offline_engine_answers_a_fresh_sample_deterministically() -> None:
-    from personahub.agents.llm.offline import EngineRequest, OfflineEngine
+    from personahub.models.offline import EngineRequest, OfflineEngine
 
     request = EngineRequest({"type": "object", "properties": {"text": {"type": "string"}},
                              "required": ["text"]})

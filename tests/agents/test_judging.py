@@ -1,4 +1,4 @@
-"""The judge's call (agents/prompts/judge.py) and the criteria each kind states (agents/tasks/)."""
+"""The judge's call (pipelines/prompts/judge.py) and the criteria each kind states (personahub/tasks/)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from personahub.agents.llm.client import LLMSettings, make_client
-from personahub.agents.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
-from personahub.agents.tasks import Criterion, Task, get, register, tasks, unregister
-from personahub.agents.tasks.base import DEFAULT_CRITERIA
+from personahub.models.client import LLMSettings, make_client
+from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
+from personahub.tasks import Criterion, Task, get, register, tasks, unregister
+from personahub.tasks.base import DEFAULT_CRITERIA
 
 
 def test_every_kind_states_usable_criteria():

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from personahub.agents.llm.limits import ConcurrencyLimit
+from personahub.models.limits import ConcurrencyLimit
 
 
 def test_never_more_than_the_limit_and_lowering_takes_effect() -> None:

@@ -1,4 +1,4 @@
-"""The seam's batch side (`agents/llm/batch.py`) against the loopback server's Batch API.
+"""The seam's batch side (`personahub/models/provider_batch.py`) against the loopback server's Batch API.
 
 A batch sends the very bodies an online call posts, and each result line becomes the result an
 online call gives (validated, repaired, recorded with the batch id). Failed, expired and
@@ -17,8 +17,8 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from personahub.agents.llm import batch as batching
-from personahub.agents.llm.batch import (
+from personahub.models import provider_batch as batching
+from personahub.models.provider_batch import (
     BatchApiError,
     BatchCall,
     BatchSession,
@@ -31,12 +31,12 @@ from personahub.agents.llm.batch import (
     mode_known,
     write_batch_file,
 )
-from personahub.agents.llm.batch_lines import BatchFileError, read_results, read_results_file
-from personahub.agents.llm.client import LLMClient, LLMSettings, make_client
-from personahub.agents.llm.settings import LLMConfigError
-from personahub.agents.loopback import server as loopback
-from personahub.agents.tasks.tool_spec import ToolSpec
-from personahub.core.batch_records import AWAITING_RESULTS, BatchHandle, load_handles, save_handle
+from personahub.models.provider_batch_lines import BatchFileError, read_results, read_results_file
+from personahub.models.client import LLMClient, LLMSettings, make_client
+from personahub.models.settings import LLMConfigError
+from personahub.models.fake_server import server as loopback
+from personahub.tasks.tool_spec import ToolSpec
+from personahub.core.provider_batch_records import AWAITING_RESULTS, BatchHandle, load_handles, save_handle
 from personahub.core.commit import JobRef, call_rows
 from personahub.core.failures import endpoint_error
 from personahub.core.store import connect, insert_rows, transaction

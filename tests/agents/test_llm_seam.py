@@ -4,12 +4,12 @@ import time as time_module
 
 import pytest
 
-from personahub.agents.llm.client import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
-from personahub.agents.llm.settings import EndpointFailing
+from personahub.models.client import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
+from personahub.models.settings import EndpointFailing
 from personahub.agents.prompts.agent import agent_messages
-from personahub.agents.tasks.conversation import NeighbourConversation
-from personahub.agents.tasks.npc_dialogue import NpcDialogue
-from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.tasks.conversation import NeighbourConversation
+from personahub.tasks.npc_dialogue import NpcDialogue
+from personahub.tasks.tool_spec import ToolSpec
 from personahub.core.contracts import carried_records
 
 
@@ -146,8 +146,8 @@ def test_unreachable_endpoint_raises_llm_unavailable():
 
 @pytest.mark.slow
 def test_concurrency_limit_is_respected(server, monkeypatch):
-    from personahub.agents.llm.endpoint_http import HttpEndpoint
-    from personahub.agents.tasks.instruction import Instruction
+    from personahub.models.endpoint_http import HttpEndpoint
+    from personahub.tasks.instruction import Instruction
 
     live = peak = 0
     real = HttpEndpoint.call
@@ -180,7 +180,7 @@ def _frozen_rate_limiter(monkeypatch) -> list[float]:
     nothing sleeps)."""
     from types import SimpleNamespace
 
-    from personahub.agents.llm import seam_limits
+    from personahub.models import seam_limits
 
     waits: list[float] = []
 
@@ -200,7 +200,7 @@ def _frozen_rate_limiter(monkeypatch) -> list[float]:
 
 
 def test_rps_limit_is_honoured_across_endpoints(server, monkeypatch):
-    from personahub.agents.tasks.instruction import Instruction
+    from personahub.tasks.instruction import Instruction
 
     waits = _frozen_rate_limiter(monkeypatch)
     a, b = server(), server()
@@ -219,7 +219,7 @@ def test_rps_limit_is_honoured_across_endpoints(server, monkeypatch):
 
 
 def test_rps_limit_applies_to_the_offline_engine_and_validates(monkeypatch):
-    from personahub.agents.llm.client import RateLimiter
+    from personahub.models.client import RateLimiter
 
     with pytest.raises(LLMConfigError, match="--rps"):
         LLMSettings(rps=0)
@@ -280,7 +280,7 @@ def test_retry_after_a_server_error_moves_to_the_next_endpoint(server):
 
 
 def test_check_reachable_tolerates_some_dead_endpoints(server):
-    from personahub.agents.llm.client import check_reachable
+    from personahub.models.client import check_reachable
 
     srv = server()
     dead = f"http://127.0.0.1:{free_port()}/v1"

@@ -3,8 +3,8 @@ import json
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from personahub.agents.llm.offline import OFFLINE_MODEL_NAME, OfflineChatModel, OfflineEngine
-from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.models.offline import OFFLINE_MODEL_NAME, OfflineChatModel, OfflineEngine
+from personahub.tasks.tool_spec import ToolSpec
 
 
 def prompt(persona: str, task: str = "Write something.") -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personahub.agents.llm.offline_text import _STOPWORDS, _heading_at, _keywords, split_sections
+from personahub.models.offline_text import _STOPWORDS, _heading_at, _keywords, split_sections
 
 WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
 SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)

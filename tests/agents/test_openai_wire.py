@@ -18,8 +18,8 @@ from openai._models import FinalRequestOptions
 from openai._types import NotGiven
 from openai.types.chat import ChatCompletion
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.openai_wire import (
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.openai_wire import (
     PassThroughCompletions,
     PassThroughOpenAI,
     is_plain,
@@ -27,7 +27,7 @@ from personahub.agents.llm.openai_wire import (
     pass_through_clients,
     post_options,
 )
-from personahub.agents.tasks import emission_task
+from personahub.tasks import emission_task
 from personahub.core.loop import InlineExecutor, close_quietly, new_run_loop
 
 _COMPLETION = {
@@ -270,7 +270,7 @@ def test_plain_http_endpoints_skip_the_ca_bundle(monkeypatch: pytest.MonkeyPatch
     """Loading the CA bundle is setup work an http:// server never needs; https keeps it."""
     import ssl
 
-    from personahub.agents.llm import endpoint_specs
+    from personahub.models import endpoint_specs
 
     loaded: list[int] = []
 

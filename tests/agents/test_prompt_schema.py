@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from personahub.agents.llm.prompt_schema import find_prompt_schema, render_schema_block, schema_in_text
-from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.models.prompt_schema import find_prompt_schema, render_schema_block, schema_in_text
+from personahub.tasks.tool_spec import ToolSpec
 
 SCHEMA = ToolSpec.model_json_schema()
 

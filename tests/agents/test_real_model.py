@@ -22,14 +22,14 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from personahub.agents.llm.llamacpp import (
+from personahub.models.llamacpp import (
     LlamaServer,
     local_llama_cpp_server,
     local_llama_server,
     missing_extra,
     missing_llama_server,
 )
-from personahub.agents.tasks import synthesis_names
+from personahub.tasks import synthesis_names
 from personahub.cli.app import app
 from tests.conftest import persona_texts
 
@@ -335,7 +335,7 @@ def test_the_llama_cpp_python_dialect_answers_as_the_real_server(llama: LlamaSer
     import httpx
     if llama.server != "llama-cpp-python":
         pytest.skip("the loopback server's llama-cpp-python dialect copies llama-cpp-python only")
-    from personahub.agents.loopback.server import ServerOptions, running_server
+    from personahub.models.fake_server.server import ServerOptions, running_server
 
     with running_server(ServerOptions(dialect="llama-cpp-python")) as emulated:
         for name, body in _probes():

@@ -14,18 +14,18 @@ import pytest
 from langchain_core.messages import HumanMessage
 from typer.testing import CliRunner
 
-from personahub.agents.llm.bounds import bounded, estimate_tokens
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.repair import check_answer
-from personahub.agents.llm.structured import (
+from personahub.models.bounds import bounded, estimate_tokens
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.repair import check_answer
+from personahub.models.structured import (
     mode_of,
     refused_keywords,
     sent_mode,
     strip_keywords,
     stripped_of,
 )
-from personahub.agents.loopback.server import ServerOptions, running_server
-from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.models.fake_server.server import ServerOptions, running_server
+from personahub.tasks.tool_spec import ToolSpec
 from personahub.cli.app import app
 from personahub.core.contracts import CallRequest
 from tests.synth_helpers import run_default_scenario

@@ -16,18 +16,18 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
-from personahub.agents.llm.adaptive_limit import overload_reason
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.failures import FailFast
-from personahub.agents.llm.limits import ConcurrencyLimit
-from personahub.agents.llm.liveness import Liveness
-from personahub.agents.llm.seam_deadlines import FACTOR, MIN_S, PROBE_S, WARM, StragglerDeadlines
-from personahub.agents.llm.seam_limits import FIXED_TOKENS, Limited
-from personahub.agents.llm.seam_retry import Retrying
-from personahub.agents.llm.settings import Stalled, call_budget_s, stall_bound_s
-from personahub.agents.llm.structured import ModeBook
+from personahub.models.adaptive_limit import overload_reason
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.failures import FailFast
+from personahub.models.limits import ConcurrencyLimit
+from personahub.models.liveness import Liveness
+from personahub.models.seam_deadlines import FACTOR, MIN_S, PROBE_S, WARM, StragglerDeadlines
+from personahub.models.seam_limits import FIXED_TOKENS, Limited
+from personahub.models.seam_retry import Retrying
+from personahub.models.settings import Stalled, call_budget_s, stall_bound_s
+from personahub.models.structured import ModeBook
 from personahub.agents.prompts.agent import agent_messages
-from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.tasks.tool_spec import ToolSpec
 from personahub.core import call_spill
 from personahub.core.call_spill import CallSpill, spill_path
 from personahub.core.commit import JobRef, call_rows
@@ -306,7 +306,7 @@ KILLED = textwrap.dedent("""
     import asyncio, sys
     from langchain_core.messages import HumanMessage
     from personahub.core.call_spill import CallSpill
-    from personahub.agents.llm.client import LLMClient, LLMSettings
+    from personahub.models.client import LLMClient, LLMSettings
     from personahub.core.contracts import Failure, StructuredResult
     from tests.agents.test_seam_wrappers import Answer, FakeEndpoint
 

@@ -11,18 +11,18 @@ import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel
 
-from personahub.agents.llm import seam_retry
-from personahub.agents.llm.cache import CacheMiss, ResponseCache
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.llm.failures import FailFast
-from personahub.agents.llm.seam_accounting import Accounted
-from personahub.agents.llm.seam_cache import CUT_OFF, Cached
-from personahub.agents.llm.seam_failover import Failover
-from personahub.agents.llm.seam_limits import Limited
-from personahub.agents.llm.seam_retry import BACKOFF_CAP_S, Retrying
-from personahub.agents.llm.seam_validate import Validated
-from personahub.agents.llm.settings import EndpointFailing, LLMUnavailable
-from personahub.agents.llm.structured import ModeBook
+from personahub.models import seam_retry
+from personahub.models.cache import CacheMiss, ResponseCache
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.failures import FailFast
+from personahub.models.seam_accounting import Accounted
+from personahub.models.seam_cache import CUT_OFF, Cached
+from personahub.models.seam_failover import Failover
+from personahub.models.seam_limits import Limited
+from personahub.models.seam_retry import BACKOFF_CAP_S, Retrying
+from personahub.models.seam_validate import Validated
+from personahub.models.settings import EndpointFailing, LLMUnavailable
+from personahub.models.structured import ModeBook
 from personahub.core.contracts import (
     CallRequest,
     Capabilities,

@@ -9,8 +9,8 @@ from importlib import resources
 
 import pytest
 
-from personahub.agents.tasks import synthesis_names, synthesis_task
-from personahub.agents.tasks.shipped_demos import builtin_name, builtin_text, shipped_tasks
+from personahub.tasks import synthesis_names, synthesis_task
+from personahub.tasks.shipped_demos import builtin_name, builtin_text, shipped_tasks
 from personahub.core.errors import PersonahubError
 from personahub.pipelines.synthesize import DEFAULT_NPC_WORLD, load_examples
 from tests.official_sample import sample_path

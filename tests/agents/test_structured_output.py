@@ -8,10 +8,10 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from personahub.agents.llm.failures import FailFast, classify
-from personahub.agents.llm.generation import Generation, default_max_tokens
-from personahub.agents.llm.repair import check_answer
-from personahub.agents.llm.structured import (
+from personahub.models.failures import FailFast, classify
+from personahub.models.generation import Generation, default_max_tokens
+from personahub.models.repair import check_answer
+from personahub.models.structured import (
     SCHEMA_PROMPT_LEAD,
     ModeBook,
     names_mode,

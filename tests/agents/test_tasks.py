@@ -15,9 +15,9 @@ import duckdb
 import pytest
 from pydantic import BaseModel, Field
 
-from personahub.agents.llm import offline_text
-from personahub.agents.llm.generation import default_max_tokens
-from personahub.agents.tasks import (
+from personahub.models import offline_text
+from personahub.models.generation import default_max_tokens
+from personahub.tasks import (
     EmissionSpec,
     SynthesisSpec,
     Task,
@@ -34,8 +34,8 @@ from personahub.agents.tasks import (
     tasks,
     unregister,
 )
-from personahub.agents.tasks.base import Content
-from personahub.agents.tasks.instruction import Instruction, InstructionItem
+from personahub.tasks.base import Content
+from personahub.tasks.instruction import Instruction, InstructionItem
 from personahub.analysis.export import export, load_items
 from personahub.api import run_simulation, run_synthesis
 from personahub.core.errors import PersonahubError

@@ -12,8 +12,8 @@ import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import ValidationError
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.tasks.tool_spec import (
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.tasks.tool_spec import (
     TASK,
     ReleasedToolSpec,
     ToolSpec,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from personahub.agents.llm.seam_validate import Validated
-from personahub.agents.prompts.population import WrittenPersona, write_persona_messages
-from personahub.agents.write_persona import persona_check, write_persona
+from personahub.models.seam_validate import Validated
+from personahub.pipelines.prompts.population import WrittenPersona, write_persona_messages
+from personahub.pipelines.write_persona import persona_check, write_persona
 from personahub.core.contracts import CallRequest, StructuredResult
 from tests.agents.test_seam_wrappers import FakeEndpoint
 from tests.fakes import Call, FakeClient

@@ -18,7 +18,8 @@ from personahub.analysis.calibration_scores import (
     split,
     summarise,
 )
-from personahub.analysis.survey import Question, read_survey
+from personahub.analysis.survey import Question
+from personahub.analysis.survey_read import read_survey
 
 LIKERT = Question("L", "How much?", ("A lot", "Some", "A little", "None", "Refused"), (1, 2, 3, 4))
 MIDDLE = Question("M", "Safer?", ("Safer", "More dangerous", "Neither", "Refused"), (1, 2, 1.5))

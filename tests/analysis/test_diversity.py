@@ -11,7 +11,6 @@ import duckdb
 import numpy as np
 import pytest
 
-from personahub.agents.llm.embedders import make_embedder
 from personahub.analysis.diversity import (
     SUMMARY_HEADER,
     embedder_label,
@@ -23,6 +22,7 @@ from personahub.analysis.diversity import (
 from personahub.analysis.diversity_table import diversity_table
 from personahub.analysis.report import write_report
 from personahub.api import run_synthesis
+from personahub.models.embedders import make_embedder
 from personahub.personas.embedding import HashEmbedder
 from personahub.personas.embedding_store import write_vectors
 from personahub.personas.scripts import LATIN, covered

@@ -10,7 +10,6 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from personahub.agents.tasks.tool_spec import ToolSpec
 from personahub.analysis.diversity import distinct_n, exact_jaccard, pair_similarities
 from personahub.analysis.export import (
     export,
@@ -25,6 +24,7 @@ from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
 from personahub.personas.importers import iter_personas
 from personahub.pipelines.synthesize import SynthOptions
+from personahub.tasks.tool_spec import ToolSpec
 from tests.synth_helpers import run_default_scenario
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_tool_sample.jsonl"

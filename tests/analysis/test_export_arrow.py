@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from personahub.agents.tasks import stored_task
 from personahub.analysis.export_arrow import (
     annotation_type,
     content_array,
@@ -17,6 +16,7 @@ from personahub.analysis.export_arrow import (
     model_type,
     task_models,
 )
+from personahub.tasks import stored_task
 
 
 class Arg(BaseModel):

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from personahub.analysis.survey import OVERALL, Question, read_survey
+from personahub.analysis.survey import OVERALL, Question
 from personahub.analysis.survey_csv import read_long_csv
 from personahub.analysis.survey_opinionqa import read_opinionqa
+from personahub.analysis.survey_read import read_survey
 from personahub.core.errors import InputFileError
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from personahub.agents.llm.client import CallRecord, CallStats
+from personahub.models.client import CallRecord, CallStats
 from personahub.cli.progress import JobProgress
 
 

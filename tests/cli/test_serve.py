@@ -3,7 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from personahub.agents.loopback import server as server_module
+from personahub.models.fake_server import server as server_module
 from personahub.cli.app import app
 
 

@@ -12,9 +12,9 @@ from typing import Any, Generic, Protocol
 import duckdb
 from langchain_core.messages import HumanMessage
 
-from personahub.agents.llm.cache import ResponseCache
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.tasks.instruction import Instruction
+from personahub.models.cache import ResponseCache
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.tasks.instruction import Instruction
 from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.store import connect

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.agents.llm import seam_limits
+from personahub.models import seam_limits
 from personahub.core import commit as jobs
 from personahub.core.store import connect
 from tests.cli_helpers import invoke

@@ -12,8 +12,8 @@ import duckdb
 import pytest
 
 from personahub import runtime
-from personahub.agents.llm.client import LLMClient
-from personahub.agents.llm.settings import LLMSettings
+from personahub.models.client import LLMClient
+from personahub.models.settings import LLMSettings
 from personahub.core import call_spill
 from personahub.core.contracts import CallRecord
 from personahub.core.errors import PersonahubError

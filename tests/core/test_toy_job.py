@@ -20,8 +20,8 @@ from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field
 
 from personahub import runtime
-from personahub.agents.llm.failures import call_error
-from personahub.agents.llm.settings import LLMSettings
+from personahub.models.failures import call_error
+from personahub.models.settings import LLMSettings
 from personahub.core.contracts import CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.interrupts import Stopped

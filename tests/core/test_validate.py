@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from personahub.agents.llm.generation import Generation
-from personahub.agents.llm.settings import LLMConfigError, LLMSettings
+from personahub.models.generation import Generation
+from personahub.models.settings import LLMConfigError, LLMSettings
 from personahub.core import validate
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.validate import (

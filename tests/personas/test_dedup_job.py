@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.agents.llm import seam_limits
-from personahub.agents.loopback.server import ServerOptions, running_server
+from personahub.models import seam_limits
+from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.pipelines import dedup as dedup_spec
 from tests._planted import planted_corpus
 from tests.cli_helpers import invoke, one_line_error, usage_error
@@ -224,7 +224,7 @@ def test_refused_embeddings_fail_the_job_without_half_written_vectors(tmp_path, 
 def test_an_embedding_server_that_keeps_failing_stops_the_job_naming_the_embedder(
         tmp_path, monkeypatch, openai_env):
     db = hub(tmp_path / "hub.duckdb")
-    monkeypatch.setattr("personahub.agents.llm.seam_retry.BACKOFF_CAP_S", 0.02)
+    monkeypatch.setattr("personahub.models.seam_retry.BACKOFF_CAP_S", 0.02)
     with running_server(ServerOptions(error_rate=1.0, error_statuses=(503,))) as failing:
         monkeypatch.setenv("OPENAI_BASE_URL", failing.base_url)
         result = dedup(db, embedder=MODEL)

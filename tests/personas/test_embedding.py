@@ -6,10 +6,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from personahub.agents.llm.embedders import OpenAIEmbedder, make_embedder
-from personahub.agents.llm.settings import EndpointFailing
 from personahub.core.contracts import carried_records
 from personahub.core.errors import PersonahubError
+from personahub.models.embedders import OpenAIEmbedder, make_embedder
+from personahub.models.settings import EndpointFailing
 from personahub.personas.embedding import (
     Embedder,
     HashEmbedder,
@@ -113,8 +113,8 @@ def _embedding_client(handler: Any, **settings: Any) -> Any:
     import httpx
     from openai import AsyncOpenAI
 
-    from personahub.agents.llm.endpoint_embeddings import EmbeddingClient, EmbeddingEndpoint
-    from personahub.agents.llm.settings import LLMSettings
+    from personahub.models.endpoint_embeddings import EmbeddingClient, EmbeddingEndpoint
+    from personahub.models.settings import LLMSettings
 
     def make() -> Any:
         transport = httpx.MockTransport(handler)

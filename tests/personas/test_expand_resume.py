@@ -1,9 +1,9 @@
 
 import pytest
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
+from personahub.models.client import LLMClient, LLMSettings
 from personahub.personas.expand import find_unfinished, list_expansions
 from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
 from personahub.personas.linking import DEFAULT_LINK_CANDIDATES

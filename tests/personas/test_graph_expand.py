@@ -1,8 +1,8 @@
 
 import networkx as nx
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.core.store import connect
+from personahub.models.client import LLMClient, LLMSettings
 from personahub.personas.expand import related_personas_schema
 from personahub.personas.graph import Relation, load_graph, save_graph, save_relations, social_view
 from personahub.personas.record import Persona

@@ -3,9 +3,9 @@ import json
 import networkx as nx
 from typer.testing import CliRunner
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.cli.app import app
 from personahub.core.store import connect
+from personahub.models.client import LLMClient, LLMSettings
 from personahub.personas.graph import (
     Relation,
     graph_stats,

@@ -10,18 +10,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.api import synthesize
 from personahub.core.errors import PersonahubError
 from personahub.core.migrate import SCHEMA_VERSION, schema_version
 from personahub.core.store import connect, schema_sql
-from personahub.personas.hub_gate import (
-    DRAWN,
-    OFFLINE,
-    checked_gate,
-    drawn_gates,
-    spec_is_offline,
-)
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.personas.gate_labels import DRAWN, OFFLINE, checked_gate, drawn_gates, spec_is_offline
 from personahub.personas.quality import coherence_issue, gate_persona, relation_issue
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw_ids

@@ -4,8 +4,8 @@
 import networkx as nx
 import pytest
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
 from personahub.core.store import connect
+from personahub.models.client import LLMClient, LLMSettings
 from personahub.personas.expand import expansion_graph_stats, related_personas_schema
 from personahub.personas.graph import graph_stats, load_graph, shape_stats, social_view
 from personahub.personas.linking import (

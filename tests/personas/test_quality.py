@@ -13,30 +13,13 @@ import pytest
 from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
-from personahub.agents.llm.client import LLMClient, LLMSettings, StructuredResult
 from personahub.agents.prompts.agent import agent_messages
-from personahub.agents.prompts.personas import expand_messages, prompt_text, text_to_persona_messages
-from personahub.agents.prompts.synthesis import synthesis_messages
 from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
-from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
-from personahub.agents.tasks import emission_kinds, emission_task, synthesis_names, synthesis_task, tasks
-from personahub.agents.tasks.base import Content
-from personahub.agents.tasks.math_problem import MathProblem
-from personahub.agents.tasks.tool_spec import ToolSpec
-from personahub.agents.validators import (
-    MIN_BODY_CHARS,
-    MIN_BODY_WORDS,
-    MIN_INSTRUCTION_CHARS,
-    MIN_INSTRUCTION_WORDS,
-    MIN_PROBLEM_WORDS,
-    MIN_TITLE_CHARS,
-    MIN_TURNS,
-    args_issue,
-)
 from personahub.analysis.views import install_views
 from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app, print_summary
 from personahub.core.store import connect
+from personahub.models.client import LLMClient, LLMSettings, StructuredResult
 from personahub.personas import quality
 from personahub.personas.expand import related_personas_schema
 from personahub.personas.importers import iter_personas
@@ -61,9 +44,26 @@ from personahub.personas.quality import (
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.personas.text_to_persona import text_personas_schema
+from personahub.pipelines.prompts.personas import expand_messages, prompt_text, text_to_persona_messages
+from personahub.pipelines.prompts.synthesis import synthesis_messages
 from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.scenario import load_scenario
+from personahub.tasks import emission_kinds, emission_task, synthesis_names, synthesis_task, tasks
+from personahub.tasks.base import Content
+from personahub.tasks.math_problem import MathProblem
+from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
+from personahub.tasks.tool_spec import ToolSpec
+from personahub.tasks.validators import (
+    MIN_BODY_CHARS,
+    MIN_BODY_WORDS,
+    MIN_INSTRUCTION_CHARS,
+    MIN_INSTRUCTION_WORDS,
+    MIN_PROBLEM_WORDS,
+    MIN_TITLE_CHARS,
+    MIN_TURNS,
+    args_issue,
+)
 from tests.conftest import persona_texts
 from tests.expansions import expand_hub
 from tests.fakes import Answer, Call, Edit, FakeClient, people_answers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from personahub.agents.llm.embedders import OpenAIEmbedder, make_embedder
+from personahub.models.embedders import OpenAIEmbedder, make_embedder
 from personahub.personas.embedding import HashEmbedder, LocalEmbedder, embedder_scripts
 from personahub.personas.scripts import LATIN, covered, dominant_script, script_counts
 

@@ -10,17 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.prompts.personas import text_to_persona_messages
 from personahub.cli.app import app
 from personahub.core.errors import PersonaFileError, PersonahubError
 from personahub.core.store import connect
+from personahub.models.client import LLMClient, LLMSettings
 from personahub.personas.text_to_persona import (
     RELATIONS,
     iter_texts,
     parse_relations,
     text_personas_schema,
 )
+from personahub.pipelines.prompts.personas import text_to_persona_messages
 from tests.fakes import FakeClient, crash_after
 from tests.pipeline_helpers import personas_snapshot
 from tests.text_jobs import text_job
@@ -78,7 +78,7 @@ def test_corpus_formats_and_text_ids(tmp_path):
 
 
 def test_prompt_and_schema():
-    from personahub.agents.prompts.personas import TEXT_RELATIONS
+    from personahub.pipelines.prompts.personas import TEXT_RELATIONS
 
     assert tuple(TEXT_RELATIONS) == RELATIONS  # the prompts word every relation the data side takes
     body = text_to_persona_messages("A note on ferries.", "write", 3)[1].content
@@ -139,7 +139,7 @@ def test_interrupted_job_over_the_loopback_server(tmp_path, server):
 SCRIPT = """
 import sys
 from personahub import runtime
-from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.models.client import LLMClient, LLMSettings
 from personahub.pipelines.text_to_persona import TEXT_TO_PERSONA, TextConfig
 client = LLMClient(LLMSettings(seed=5, offline_latency_s=float(sys.argv[3])))
 config = TextConfig(corpus="c", path=sys.argv[2], id_column="id", relations=("read", "dislike"),

@@ -24,7 +24,7 @@ from tests.pipelines.every_kind import KEPT_CALLS, KINDS, Kind, prepared
 @pytest.fixture
 def ray_batches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The kinds whose batches the Ray executor was asked for, in order."""
-    from personahub.sim.executors.ray_executor import RayExecutor
+    from personahub.executors.ray_executor import RayExecutor
 
     asked: list[str] = []
     real = RayExecutor.batches

@@ -15,7 +15,7 @@ import pytest
 
 import personahub
 from personahub import runtime
-from personahub.agents.llm.client import LLMClient, LLMSettings
+from personahub.models.client import LLMClient, LLMSettings
 from personahub.core import jobs_store
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult

@@ -1,7 +1,7 @@
 """``--batch`` on ``personas from-text``, ``personas expand``, ``judge``, ``interview`` and
 ``calibrate`` (issue 29).
 
-Each of the five wraps its asker with ``pipelines.batch_jobs.batched_asker``, as synthesis does
+Each of the five wraps its asker with ``pipelines.provider_batch_jobs.batched_asker``, as synthesis does
 (``test_synthesis_batch.py``): the same ``BatchingCaller`` sends, polls and collects, so what is
 tested there of the caller (faults, fallback, mode learning) holds here. What is tested here is
 each job's own seam: a batched job commits the rows the online job with the same seed commits,
@@ -245,8 +245,8 @@ def test_a_batchs_provider_files_are_deleted_once_its_results_are_committed(
 
 
 def test_a_batch_whose_files_are_gone_is_not_collected_from() -> None:
-    from personahub.agents.llm.batch_caller import BatchBook
-    from personahub.core.batch_records import BatchHandle
+    from personahub.models.provider_batch_caller import BatchBook
+    from personahub.core.provider_batch_records import BatchHandle
 
     book = BatchBook()
     ended = BatchHandle(key="k", endpoint=0, model="m", custom_ids=("a", "b"), batch_id="b1",

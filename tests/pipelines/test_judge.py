@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from personahub.agents.tasks import get
+from personahub.tasks import get
 from personahub.api import run_judge, run_synthesis
 from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
@@ -179,7 +179,7 @@ def test_a_run_is_judged_with_each_kind_own_criteria(tmp_path):
     summary = run_judge(JudgeOptions(run=run.run_id, db=str(db), sample=15))
     rows = _rows(db, "SELECT kind, criteria FROM judgments")
     assert summary.judged == len(rows) == 15
-    from personahub.agents.tasks import emission_task
+    from personahub.tasks import emission_task
 
     for kind, criteria in rows:
         expected = [c.name for c in emission_task(kind).criteria_for(has_solution=False)]

@@ -17,7 +17,7 @@ from personahub.core.store import connect
 from personahub.pipelines import interview as interview_module
 from personahub.pipelines.interview import InterviewConfig, InterviewResult
 from personahub.pipelines.judge import JudgeConfig, JudgeSummary
-from personahub.sim import executors
+from personahub import executors
 from tests.cli_helpers import invoke
 
 

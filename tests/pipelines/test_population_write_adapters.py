@@ -18,7 +18,7 @@ import personahub
 from personahub import runtime
 from personahub.core.kernel import JobResult, engine_fields
 from personahub.pipelines.population_write import WriteConfig, WriteSummary
-from personahub.sim import executors
+from personahub import executors
 from tests.cli_helpers import invoke, usage_error
 from tests.pipelines.calibrate_fixtures import MARGINALS
 

@@ -16,7 +16,7 @@ from personahub import runtime
 from personahub.core.kernel import JobResult
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig, RunSummary
-from personahub.sim import executors
+from personahub import executors
 from tests.cli_helpers import invoke
 
 ROOT = Path(__file__).resolve().parents[2]

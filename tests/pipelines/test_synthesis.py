@@ -9,13 +9,13 @@ import duckdb
 import pytest
 from pydantic import BaseModel
 
-from personahub.agents.llm.client import LLMClient, LLMSettings
-from personahub.agents.loopback.server import running_server
-from personahub.agents.prompts.synthesis import PROMPTING_MODES
-from personahub.agents.synthesis_schemas import SYNTH_SCHEMAS, Solution, schema_for
-from personahub.agents.tasks import synthesis_names, synthesis_task
-from personahub.agents.tasks.multi_turn import Conversation
-from personahub.agents.tasks.tool_spec import ToolSpec, tool_to_openai_function
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.fake_server.server import running_server
+from personahub.pipelines.prompts.synthesis import PROMPTING_MODES
+from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, schema_for
+from personahub.tasks import synthesis_names, synthesis_task
+from personahub.tasks.multi_turn import Conversation
+from personahub.tasks.tool_spec import ToolSpec, tool_to_openai_function
 from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.pipelines import synthesize
@@ -133,7 +133,7 @@ def test_persona_hub_rows_are_persona_enhanced_demonstrations(tmp_path: Path) ->
 
 
 def test_prompt_modes_differ_and_pair_personas() -> None:
-    from personahub.agents.prompts.synthesis import synthesis_messages
+    from personahub.pipelines.prompts.synthesis import synthesis_messages
 
     demos = [("Example problem text", "A chemist")]
     zero = synthesis_messages("math_problem", "A nurse")[1].content

@@ -14,7 +14,7 @@ from personahub import runtime
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
 from personahub.pipelines.synthesize import SynthConfig, SynthSummary
-from personahub.sim import executors
+from personahub import executors
 from tests.cli_helpers import invoke
 
 # (command-line flags after TASK, the same as keyword arguments of personahub.synthesize)

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from personahub import runtime
-from personahub.agents.llm.settings import LLMConfigError
+from personahub.models.settings import LLMConfigError
 from personahub.core.errors import AwaitingResults, UsageError
 from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
-from personahub.sim import executors
+from personahub import executors
 from tests.cli_helpers import cli, env, kill_when
 from tests.pipeline_helpers import rows
 

@@ -18,7 +18,7 @@ from personahub.core.store import connect, transaction
 from personahub.personas.text_to_persona import TextToPersonaSummary
 from personahub.pipelines.synthesize import SynthSummary
 from personahub.pipelines.text_to_persona import TextConfig
-from personahub.sim import executors
+from personahub import executors
 from tests.cli_helpers import invoke
 
 # (command-line flags after CORPUS, the same as keyword arguments of personahub.text_to_persona)

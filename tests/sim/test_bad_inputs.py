@@ -28,7 +28,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from personahub.agents.loopback.server import running_server, start_server
+from personahub.models.fake_server.server import running_server, start_server
 from personahub.api import run_simulation
 from personahub.cli.app import app
 from personahub.pipelines.run import RunConfig

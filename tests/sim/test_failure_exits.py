@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from personahub.agents.loopback.server import ServerOptions, running_server
+from personahub.models.fake_server.server import ServerOptions, running_server
 from tests.cli_helpers import invoke
 from tests.conftest import persona_texts
 
@@ -69,7 +69,7 @@ def broken_endpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple
     database. Each stops when its first call has spent the call's retry budget (nine attempts);
     the backoff between them is capped at 20 ms here (about 13 s each otherwise: the seam's
     own tests time it), and the module runs them once for the tests below."""
-    from personahub.agents.llm import seam_retry
+    from personahub.models import seam_retry
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(seam_retry, "BACKOFF_CAP_S", 0.02)

@@ -5,7 +5,7 @@ import json
 import duckdb
 import pytest
 
-from personahub.agents.tasks import emission_task
+from personahub.tasks import emission_task
 from personahub.api import run_simulation
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario

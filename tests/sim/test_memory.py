@@ -20,7 +20,7 @@ import duckdb
 import networkx as nx
 import pytest
 
-from personahub.agents.tasks.reflection import Reflection
+from personahub.tasks.reflection import Reflection
 from personahub.api import resume_run, run_simulation
 from personahub.core.contracts import StructuredResult
 from personahub.core.errors import PersonahubError
@@ -320,7 +320,7 @@ def test_reflection_schema_is_small():
 # -- against a real model -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def llama():
-    from personahub.agents.llm.llamacpp import local_llama_server, missing_extra
+    from personahub.models.llamacpp import local_llama_server, missing_extra
 
     reason = missing_extra()
     if reason:

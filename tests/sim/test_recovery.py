@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from personahub.agents.llm.client import CallRecord, StructuredResult
+from personahub.models.client import CallRecord, StructuredResult
 from personahub.api import resume_run, run_simulation, run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError

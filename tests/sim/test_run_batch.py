@@ -18,7 +18,7 @@ import pytest
 
 from personahub.analysis.live_queries import waiting_on
 from personahub.api import run_simulation
-from personahub.core.batch_records import BatchHandle, save_handle
+from personahub.core.provider_batch_records import BatchHandle, save_handle
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario

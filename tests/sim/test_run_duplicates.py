@@ -11,8 +11,8 @@ import duckdb
 import pytest
 
 import personahub.personas.near_dup as near_dup
-from personahub.agents.llm.client import StructuredResult
-from personahub.agents.tasks.instruction import Instruction
+from personahub.models.client import StructuredResult
+from personahub.tasks.instruction import Instruction
 from personahub.api import resume_run, run_simulation
 from personahub.core.errors import PersonahubError
 from personahub.pipelines.run import RunConfig

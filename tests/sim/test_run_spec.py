@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.agents.llm.client import CallRecord, StructuredResult
+from personahub.models.client import CallRecord, StructuredResult
 from personahub.api import resume_run, run_simulation
 from personahub.core.errors import PersonahubError
 from personahub.pipelines.run import RunConfig

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personahub.agents.tasks.tool_spec import ToolSpec
+from personahub.tasks.tool_spec import ToolSpec
 from personahub.api import run_simulation
 from personahub.core.errors import PersonahubError
 from personahub.pipelines.run import RunConfig

@@ -22,7 +22,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from personahub.agents.loopback.server import ServerOptions, running_server
+from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app
 from personahub.core.store import connect
@@ -261,9 +261,9 @@ def test_kill_personas_expand_then_run_it_again(uninterrupted_expansion, tmp_pat
 # -- endpoint faults: nothing lost, nothing doubled, the fault-free tables ------------------------
 
 # Issue 32: 30% mixed faults (errors, malformed answers, hangs), and 30% errors with 10% hangs. A
-# hang outlasts --timeout (60 s): it ends only as a straggler (agents/llm/seam_deadlines.py). A
+# hang outlasts --timeout (60 s): it ends only as a straggler (personahub/models/seam_deadlines.py). A
 # malformed answer is the intended one cut short, which the repair prompt gets whole (serve's
-# fault model: agents/loopback/server.py).
+# fault model: personahub/models/fake_server/server.py).
 FAULTS = {
     "mixed30": {"error_rate": 0.1, "malformed_rate": 0.1, "hang_rate": 0.1},
     "errors30_hangs10": {"error_rate": 0.3, "hang_rate": 0.1},
@@ -310,7 +310,7 @@ def fault_free(scenario: Path) -> dict[str, Any]:
 # The run under mixed30 once sometimes wrote other emission texts than the fault-free run: the
 # seam's local repair took a malformed answer's first half for the answer when it ended after a
 # closed inner object (a conversation's second of four turns). It now asks the repair prompt,
-# which ``serve`` answers whole (agents/llm/repair.py; tests/agents/test_structured_output.py).
+# which ``serve`` answers whole (personahub/models/repair.py; tests/agents/test_structured_output.py).
 
 @pytest.mark.parametrize("faults", list(FAULTS))
 def test_a_run_through_endpoint_faults_equals_the_fault_free_run(scenario, fault_free, server,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mesa.discrete_space import Network
 
-from personahub.agents.tasks import emission_task
+from personahub.tasks import emission_task
 from personahub.api import run_simulation
 from personahub.personas.record import Persona
 from personahub.pipelines.run import RunConfig

@@ -1,0 +1,37 @@
+"""The local executor: a job's batches asked on the job's own event loop, one after another."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeVar, cast
+
+from personahub.core.contracts import StructuredCaller
+from personahub.core.kernel import Asker, JobContext, JobSpec
+from personahub.executors.shards import clear_job_folder
+
+B = TypeVar("B")
+R = TypeVar("R")
+
+
+class LocalExecutor:
+    """Runs ``asker.run_batch`` on the job's loop with the job's client, batch by batch: the
+    next batch is planned only after the previous one is committed."""
+
+    name = "local"
+
+    def check(self, spec: JobSpec[Any, Any, Any, Any], ctx: JobContext[Any]) -> None:
+        """Nothing to refuse: any spec runs here."""
+
+    def session(self, ctx: JobContext[Any]) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def batches(self, spec: JobSpec[Any, B, R, Any], ctx: JobContext[Any], asker: Asker[B, R],
+                plan: Iterator[B]) -> Iterator[tuple[B, R]]:
+        caller = cast(StructuredCaller, ctx.client)  # None for a job that calls no model
+        for batch in plan:
+            yield batch, ctx.run(asker.run_batch(batch, caller))
+
+    def finish(self, ctx: JobContext[Any]) -> None:
+        """Every answer is committed: what an earlier Ray attempt left on disk goes."""
+        clear_job_folder(ctx.db, ctx.job_id)

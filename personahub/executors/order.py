@@ -1,0 +1,28 @@
+"""Answers that come back from workers in any order, put back into their batches' order."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from personahub.core.errors import PersonahubError
+
+
+def in_batch_order(pieces: Iterable[Mapping[str, Any]], sizes: Sequence[int]) -> Iterator[list[Any]]:
+    """Answers (``index``, pickled ``answer`` columns, any order) regrouped into the batches of
+    ``sizes``, each yielded once it and every batch before it are complete. An answer given
+    twice (a retried task) counts once; one arriving after its batch was yielded is dropped."""
+    pending: dict[int, Any] = {}
+    start = 0
+    batch = 0
+    for piece in pieces:
+        for index, blob in zip(piece["index"], piece["answer"], strict=True):
+            if int(index) >= start:
+                pending[int(index)] = blob
+        while batch < len(sizes) and all(i in pending for i in range(start, start + sizes[batch])):
+            yield [pickle.loads(pending.pop(i)) for i in range(start, start + sizes[batch])]
+            start += sizes[batch]
+            batch += 1
+    if batch < len(sizes):
+        raise PersonahubError(f"the executor returned no answer for batch {batch + 1} of {len(sizes)}")

@@ -1,0 +1,134 @@
+"""``--concurrency auto``: a concurrency limit that finds what the server can take (AIMD).
+
+A server's capacity is rarely known in advance: llama.cpp's ``--parallel`` slots, a vLLM batch,
+a hosted API's rate limit. Too few calls in flight leave it idle; too many queue inside it
+(latency grows, throughput does not) or are refused (429). As NeMo Data Designer's throttle and
+TCP's congestion window do, this limit grows additively while calls succeed and cuts itself
+multiplicatively when the server shows it is overloaded:
+
+- it starts at ``start`` (2) and, until the first cut, grows by one per success (the window
+  doubles per round, TCP's slow start); after a cut, by one per window of successes;
+- it grows only while latency holds (latency per output token, 32 tokens added for the fixed
+  costs, smoothed, at most ``grow_factor`` times the best seen for the same purpose) and while
+  the window is used (calls waited for a slot, or all slots were taken), so a job with three
+  calls at a time does not climb to the ceiling unseen;
+- a 429, 502, 503, 504 or timeout cuts it to ``decrease`` times itself (at least 1);
+- so does queueing: that latency rising ``queue_factor`` times above the best while the window
+  is full (each answer weighs in at most ``OUTLIER_RATIO`` x ``queue_factor``, so one answer a
+  hung worker sent late does not cut the limit: a queue slows every answer);
+- one cut per round: a failure of a call that started before the last cut does not cut again
+  (those calls were sent at the old limit), and the latency baseline restarts after a cut;
+- it never passes ``ceiling`` (64), nor goes below 1.
+
+Decisions count calls, never read a clock: the latencies come from the call records, so tests
+drive it with a fake endpoint whose latency grows with the calls in flight.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from personahub.models.limits import ConcurrencyLimit
+
+#: ``--concurrency``: a fixed number of calls in flight, or ``auto``
+Concurrency = int | Literal["auto"]
+AUTO_START = 2
+AUTO_CEILING = 64
+QUEUE_SAMPLES = 4  # answers in an epoch before its latency may cut the limit
+OUTLIER_RATIO = 2.0  # one answer's latency ratio counts for at most this times queue_factor
+# statuses that mean "fewer at once, please" (a refusal of the request itself is not overload)
+OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class AdaptiveLimit(ConcurrencyLimit):
+    """A ``ConcurrencyLimit`` whose limit follows the server (see the module doc)."""
+
+    def __init__(self, start: int = AUTO_START, ceiling: int = AUTO_CEILING, *,
+                 decrease: float = 0.5, grow_factor: float = 2.0, queue_factor: float = 3.0,
+                 smoothing: float = 0.25) -> None:
+        if (ceiling < 1 or not 0 < decrease < 1 or not 1 < grow_factor <= queue_factor
+                or not 0 < smoothing <= 1):
+            raise ValueError("adaptive limit needs ceiling >= 1, 0 < decrease < 1, "
+                             "1 < grow_factor <= queue_factor and 0 < smoothing <= 1")
+        super().__init__(max(1, min(start, ceiling)))
+        self.start, self.ceiling = self.limit, ceiling
+        self.decrease, self.smoothing = decrease, smoothing
+        self.grow_factor, self.queue_factor = grow_factor, queue_factor
+        self.peak = self.limit
+        self.epoch = 0  # bumped by every cut: a call remembers the epoch it started in
+        self.cuts: dict[str, int] = {}  # why the limit was cut, how often
+        self._slow_start = True
+        self._successes = 0  # since the last change of the limit
+        self._saturated = False  # the window was full since the last change
+        self._best: dict[str, float] = {}  # the best latency per token per purpose (all epochs)
+        self._ratio: float | None = None  # smoothed latency / best, in this epoch
+        self._samples = 0  # latency samples in this epoch
+
+    async def __aenter__(self) -> None:
+        await super().__aenter__()
+        if self.active >= self.limit or self._waiters:
+            self._saturated = True
+
+    def succeeded(self, purpose: str, cost: float, epoch: int) -> None:
+        """A call that started in ``epoch`` answered, at ``cost`` seconds per output token."""
+        if epoch != self.epoch:
+            return  # sent before the last cut: says nothing about the limit now
+        best = self._best.get(purpose)
+        if best is None or cost < best:
+            self._best[purpose] = best = cost
+        # one answer counts for at most ``OUTLIER_RATIO`` times the best: a straggler the server
+        # answered late (a hung worker) is not a queue, and must not cut the limit on its own
+        ratio = min(OUTLIER_RATIO * self.queue_factor, cost / best if best > 0 else 1.0)
+        self._ratio = ratio if self._ratio is None else self._ratio + self.smoothing * (ratio - self._ratio)
+        self._samples += 1
+        if self._ratio > self.queue_factor and self.limit > 1 and self._saturated \
+                and self._samples >= QUEUE_SAMPLES:
+            self._cut("queueing")
+            return
+        self._successes += 1
+        if not self._saturated or self.limit >= self.ceiling or self._ratio > self.grow_factor:
+            return  # not used in full, at the ceiling, or latency no longer holds
+        if self._slow_start or self._successes >= self.limit:
+            self._set(self.limit + 1)
+
+    def overloaded(self, reason: str, epoch: int) -> None:
+        """A call that started in ``epoch`` was refused for overload (429, 503, timeout...)."""
+        if epoch == self.epoch:
+            self._cut(reason)
+
+    def _cut(self, reason: str) -> None:
+        self.cuts[reason] = self.cuts.get(reason, 0) + 1
+        self._slow_start = False
+        self.epoch += 1
+        self._ratio, self._samples = None, 0
+        self._set(max(1, int(self.limit * self.decrease)))
+
+    def _set(self, limit: int) -> None:
+        self.limit = limit
+        self.peak = max(self.peak, limit)
+        self._successes, self._saturated = 0, False
+        self._wake()
+
+    def carry_from(self, other: AdaptiveLimit) -> None:
+        """Start from what ``other`` (the same endpoint's limit on an earlier event loop) learned."""
+        self.limit, self.peak, self.cuts = other.limit, other.peak, dict(other.cuts)
+        self._slow_start, self._best = other._slow_start, dict(other._best)
+
+    def report(self) -> dict[str, Any]:
+        """What a run records about its concurrency (``runs.config.concurrency_limit``)."""
+        return {"setting": "auto", "start": self.start, "ceiling": self.ceiling,
+                "final": self.limit, "peak": self.peak, "cuts": dict(self.cuts)}
+
+
+def concurrency_bound(value: Concurrency) -> int:
+    """The most calls in flight ``value`` allows (``auto``: its ceiling)."""
+    return AUTO_CEILING if value == "auto" else int(value)
+
+
+def overload_reason(failure: Any) -> str | None:
+    """Why a failed attempt means the server is overloaded ("429", "timeout"...), or None."""
+    if failure.description == "timeout":
+        return "timeout"
+    if failure.status in OVERLOAD_STATUSES:
+        return str(failure.status)
+    return None

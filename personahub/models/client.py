@@ -1,0 +1,257 @@
+"""The one seam to language models: ``make_client(settings)`` and the client it returns.
+
+The client is a stack of small layers with one interface (``personahub.core.contracts.ModelEndpoint``),
+outermost first::
+
+    Accounted        running totals, liveness (models.seam_accounting, models.liveness)
+    Validated        validate, check, one fresh sample; learn ignored modes (models.seam_validate)
+    Cached           record / replay (models.seam_cache)
+    Retrying         retries within a call's budget, refused-mode step-down, fail fast
+                     (models.seam_retry)
+    Limited          concurrency and --rps limits (models.seam_limits; left out when unneeded)
+    Failover         round-robin over endpoints, skipping dead ones (models.seam_failover)
+    endpoints        the offline engine or HTTP servers (agents.endpoint_*, from the --llm spec
+                     by models.endpoint_specs); an HTTP attempt that takes far longer than
+                     the server's recent answers is cut short (models.seam_deadlines)
+
+Every call carries ``max_tokens`` (``models.generation``), a schema bounded for it
+(``models.bounds``) and an explicit timeout; every attempt
+gets a ``CallRecord`` (tokens, latency, status, mode, finish reason, cached) that comes back with
+the result and that the run log writes to ``llm_calls``, and goes, once final, to the sink a job
+set with ``spill_to`` (``core.call_spill``: records that outlive a kill). ``LLMClient`` is
+the façade the job loops call; which engine answers is declared by the endpoints' ``Capabilities``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel
+
+from personahub.core.call_spill import RecordSink, SinkSlot
+from personahub.core.contracts import (
+    CallRecord,
+    CallRequest,
+    Endpoint,
+    ModelEndpoint,
+    StructuredResult,
+)
+from personahub.models.bounds import bounded, unbounded
+from personahub.models.cache import ResponseCache
+from personahub.models.embedders import EmbedderSettings, OpenAIEmbedder
+from personahub.models.endpoint_specs import make_endpoints, redact_spec, spec_size
+from personahub.models.failures import FailFast
+from personahub.models.liveness import Liveness
+from personahub.models.offline import OFFLINE_MODEL_NAME
+from personahub.models.seam_accounting import Accounted, CallStats
+from personahub.models.seam_cache import CUT_OFF, Cached
+from personahub.models.seam_failover import DEAD_ENDPOINT_COOLDOWN_S, Failover
+from personahub.models.seam_limits import Limited, RateLimiter
+from personahub.models.seam_retry import Retrying
+from personahub.models.seam_validate import Validated
+from personahub.models.settings import LLMConfigError, LLMSettings, LLMUnavailable
+from personahub.models.structured import ModeBook
+
+T = TypeVar("T", bound=BaseModel)
+__all__ = ["CUT_OFF", "DEAD_ENDPOINT_COOLDOWN_S", "CallRecord", "CallStats", "LLMClient",
+           "LLMConfigError", "LLMSettings", "LLMUnavailable", "RateLimiter", "StructuredResult",
+           "check_reachable", "make_client", "redact_spec", "resolve_spec"]
+
+
+class LLMClient:
+    """The stack's top for callers: validated structured answers (each with its call records
+    and new cache entries), plus what the job loops ask of the client (label, cache, modes,
+    running totals): a ``contracts.StructuredCaller``. ``endpoints`` replaces the spec's (tests)."""
+
+    def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None) -> None:
+        self.settings = settings
+        self.generation = settings.generation
+        self.modes = ModeBook(settings.structured,
+                              len(endpoints) if endpoints is not None else spec_size(settings.spec))
+        self.endpoints = list(endpoints) if endpoints is not None else make_endpoints(settings,
+                                                                                        self.modes)
+        self._build()
+
+    def _build(self) -> None:
+        """Stack the layers (see the module doc) over ``self.endpoints``."""
+        settings, caps = self.settings, [e.capabilities for e in self.endpoints]
+        fail_fast = FailFast(len(self.endpoints))
+        self._failover = Failover(self.endpoints, fail_fast=fail_fast)
+        below: Any = self._failover
+        self._limits: Limited | None = None
+        in_process = all(c.in_process for c in caps)
+        if settings.rps or not in_process:
+            below = self._limits = Limited(below, rps=settings.rps,
+                                           concurrency=None if in_process else settings.concurrency)
+        self._spill = SinkSlot()
+        retry = Retrying(below, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
+                         modes=self.modes, fail_fast=fail_fast,
+                         on_timeout=self._limits.lower_on_timeout if self._limits else None,
+                         budget_s=settings.call_budget_s, attempt_s=settings.timeout_s,
+                         spill=self._spill)
+        self._retry = retry
+        self._cached = Cached(retry, params=self._cache_params)
+        negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned
+        validated = self.validated = Validated(self._cached, modes=self.modes if negotiated
+                                               else None, spill=self._spill)
+        self._top = Accounted(validated, liveness=Liveness(settings.stall_bound_s),
+                              spill=self._spill)
+        self.stats = self._top.stats
+        self.liveness = self._top.liveness
+
+    def spill_to(self, sink: RecordSink | None) -> None:
+        """Hand every attempt to ``sink`` as soon as it is final (None: stop): a job's
+        ``core.call_spill.CallSpill``, so that a kill loses no billed attempt."""
+        self._spill.sink = sink
+
+    @property
+    def label(self) -> str:
+        """What the console banner and the run log call this engine."""
+        return self._failover.label
+
+    @property
+    def is_offline(self) -> bool:
+        """True when the offline engine answers (no language model is used)."""
+        return all(e.capabilities.deterministic for e in self.endpoints)
+
+    @property
+    def cache_model(self) -> str:
+        """The model name cache entries are keyed and stored under (endpoints' names, sorted)."""
+        return ",".join(sorted({e.model_name for e in self.endpoints}))
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The record/replay cache in use, if any."""
+        return self._cached.cache
+
+    @property
+    def _semaphore(self) -> Any:
+        """The concurrency limit of the current event loop (None for in-process engines)."""
+        return self._limits.slots if self._limits is not None else None
+
+    def use_cache(self, cache: ResponseCache | None) -> None:
+        """Answer from (and record into) ``cache`` from now on; None turns caching off."""
+        self._cached.cache = cache
+
+    @property
+    def uncached(self) -> ModelEndpoint:
+        """The layers below the cache (retries, limits, endpoints): what answers a cache miss."""
+        return self._retry
+
+    def answer_misses_with(self, below: ModelEndpoint | None) -> None:
+        """Send the attempts the cache does not answer to ``below`` (None: this client's own
+        retries and endpoints again). A Ray run keeps the cache here, on the driver that holds
+        the database, and sends only the misses to a worker's ``uncached`` layers."""
+        self._cached.inner = below if below is not None else self._retry
+
+    def _cache_params(self, max_tokens: int) -> dict[str, Any]:
+        """What besides the conversation decides an answer (the cache key's ``params``)."""
+        settings = self.settings
+        params: dict[str, Any] = {"structured": settings.structured, "max_tokens": max_tokens,
+                                  "temperature": settings.temperature, "top_p": settings.top_p}
+        if self.is_offline:
+            params["seed"] = settings.seed  # the offline engine's answers depend on it
+        return params
+
+    def mark_down(self, index: int, seconds: float = DEAD_ENDPOINT_COOLDOWN_S) -> None:
+        """Skip endpoint ``index`` in round-robin for ``seconds`` (it refused a connection)."""
+        self._failover.mark_down(index, seconds)
+
+    def structured_modes(self) -> dict[str, str]:
+        """The structured-output mode each endpoint uses now (for the run's config)."""
+        return {e.label: e.current_mode() for e in self.endpoints}
+
+    def concurrency_report(self) -> dict[str, Any]:
+        """``--concurrency`` and the limit it came to: final and peak, and for ``auto`` why it
+        was cut (for the run's config). An in-process engine has no limit (``final`` None)."""
+        if self._limits is None or self._limits.concurrency is None:
+            return {"setting": self.settings.concurrency, "final": None, "peak": None}
+        return self._limits.report()
+
+    async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
+                         persona_id: str | None = None, step: int | None = None,
+                         check: Callable[[T], str | None] | None = None, sample: int = 0,
+                         ) -> StructuredResult[T]:
+        """Ask for an instance of ``schema``; returns ``value=None`` when every attempt failed.
+        ``check`` is the job's quality check of a valid answer: a rejected one earns the one
+        fresh sample (``models.seam_validate``), and comes back with its reason if that fails too.
+
+        Raises ``LLMUnavailable`` when no endpoint can be reached, ``ModelRejected`` when an
+        endpoint rejects every request for one reason, and ``CacheMiss`` when a replay holds no
+        answer; the attempts made before are counted either way.
+        """
+        request = self.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
+                                   step=step, check=check, sample=sample)
+        result = await self._top.call(request)
+        if result.value is not None:
+            result.value = unbounded(result.value, schema)
+        return result
+
+    def request_for(self, schema: type[T], messages: list[Any], *, purpose: str,
+                    persona_id: str | None = None, step: int | None = None,
+                    check: Callable[[T], str | None] | None = None, sample: int = 0) -> CallRequest:
+        """The request ``structured`` sends for these arguments (a batch sends the same).
+        ``sample`` > 0 asks another sample of the same prompt (``CallRequest.sample``): a job
+        asking one persona for several items passes 2, 4, ... (the odd ones stay free for the
+        fresh sample a weak answer earns)."""
+        max_tokens = self.generation.max_tokens_for(purpose)
+        # the schema asked for carries bounds sized for this call's budget (models.bounds), so a
+        # grammar-constrained server closes the JSON in time and validation agrees with them
+        return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
+                           persona_id, step, check=check, sample=sample)
+
+
+@overload
+def make_client(settings: LLMSettings) -> LLMClient: ...
+@overload
+def make_client(settings: EmbedderSettings) -> OpenAIEmbedder: ...
+
+
+def make_client(settings: LLMSettings | EmbedderSettings) -> LLMClient | OpenAIEmbedder:
+    """The project's one client factory: the chat stack for ``LLMSettings``, the embedding one
+    for ``EmbedderSettings`` (a dedup job's model)."""
+    if isinstance(settings, EmbedderSettings):
+        return OpenAIEmbedder.of(settings)
+    return LLMClient(settings)
+
+
+def resolve_spec(cli_value: str | None) -> str:
+    """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``.
+
+    ``--llm ""`` is refused: an empty value (an unset shell variable, ``--llm "$MODEL"``) must
+    not quietly mean the offline engine.
+    """
+    if cli_value is not None and not cli_value.strip():
+        raise LLMConfigError("--llm is empty: give 'offline', 'openai:<model>' or a URL "
+                             "(an unset shell variable?)")
+    return cli_value or os.environ.get("PERSONAHUB_LLM") or OFFLINE_MODEL_NAME
+
+
+def check_reachable(client: LLMClient, timeout_s: float = 5.0) -> list[str]:
+    """Fail fast with one line when no HTTP endpoint answers at all.
+
+    Any HTTP answer (even 401 or 404) counts as reachable; only connection failures do not.
+    With several endpoints, the unreachable ones are marked down (round-robin skips them for a
+    while) and their labels returned; the error is raised only when none is reachable.
+    """
+    import httpx
+
+    down: list[str] = []
+    failure: BaseException | None = None
+    for index, endpoint in enumerate(client.endpoints):
+        if endpoint.capabilities.in_process:
+            continue
+        url = (endpoint.base_url or "https://api.openai.com/v1").rstrip("/") + "/models"
+        try:
+            httpx.get(url, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            down.append(endpoint.label)
+            failure = exc
+            client.mark_down(index)
+    if failure is not None and len(down) == len(client.endpoints):
+        where = getattr(client.endpoints[0], "setting", None) or "--llm / PERSONAHUB_LLM"
+        raise LLMUnavailable(f"model endpoint {down[0]} is unreachable ({type(failure).__name__}); "
+                             f"check {where}") from failure
+    return down

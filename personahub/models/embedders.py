@@ -1,0 +1,168 @@
+"""Embedders as the model seam builds them: ``make_embedder`` is the one factory of every
+embedder spec, and ``OpenAIEmbedder`` is an OpenAI-compatible ``/embeddings`` model behind the
+seam's policy (``endpoint_embeddings.EmbeddingClient``: timeout, retries, ``--rps``, record /
+replay, a call record per attempt).
+
+The data side (``personas/embedding.py``) holds the embedders that call no model (``hash``,
+``local``) and the ANN search; it never builds a model client. A dedup job's client is the
+``OpenAIEmbedder`` that ``models.client.make_client`` builds from ``EmbedderSettings``, so
+the job kernel checks, caches and accounts it as it does a chat model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from personahub.core.contracts import carry_records
+from personahub.core.errors import PersonahubError
+from personahub.core.loop import run as run_on_loop
+from personahub.models.endpoint_embeddings import EmbeddingClient, openai_embedding_endpoint
+from personahub.models.settings import LLMConfigError, LLMSettings
+from personahub.personas.embedding import Embedder, normalise, offline_embedder
+from personahub.personas.scripts import ANY_SCRIPT
+
+__all__ = ["EMBED_MAX_RETRIES", "EmbedderSettings", "OpenAIEmbedder", "calls_model",
+           "make_embedder"]
+
+EMBED_MAX_RETRIES = 3  # an embedding request is cheap to ask again; a stage stops soon after
+
+
+def calls_model(spec: str) -> bool:
+    """Whether the embedder ``spec`` names calls a model (``openai:<model>``)."""
+    return spec.strip().partition(":")[0].lower() == "openai"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedderSettings:
+    """How to reach an embedding model (``openai:<model>``): what ``make_client`` builds an
+    ``OpenAIEmbedder`` from."""
+
+    spec: str
+    rps: float | None = None
+    timeout_s: float = 60.0
+    max_retries: int = EMBED_MAX_RETRIES
+
+    def __post_init__(self) -> None:
+        if not calls_model(self.spec):
+            raise LLMConfigError(f"embedder {self.spec!r}: only openai:<model> calls a model")
+        if not self.spec.partition(":")[2].strip():
+            raise LLMConfigError("embedder 'openai' needs a model, e.g. "
+                                 "openai:text-embedding-3-small")
+        LLMSettings(timeout_s=self.timeout_s, max_retries=self.max_retries, rps=self.rps)
+
+
+@dataclass
+class OpenAIEmbedder:
+    """OpenAI (or compatible) ``/embeddings`` through the model seam's policy: an explicit
+    timeout, retries of what can pass, ``rps``, record / replay per text, and a call record
+    (purpose ``embed``) per attempt, which :meth:`embed_with_results` hands back with the vectors.
+    It is the model client of a dedup job (``endpoints``, ``cache_model``, ``use_cache``,
+    ``liveness`` are the job kernel's questions, answered by the seam's client)."""
+
+    model: str
+    batch_size: int = 256
+    timeout_s: float = 60.0
+    max_retries: int = EMBED_MAX_RETRIES
+    rps: float | None = None
+    name: str = field(init=False)
+    scripts: frozenset[str] | None = field(default=ANY_SCRIPT, init=False)  # multilingual models
+    _client: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"openai:{self.model}"
+
+    @classmethod
+    def of(cls, settings: EmbedderSettings) -> OpenAIEmbedder:
+        """The embedder ``settings`` describe."""
+        return cls(model=settings.spec.partition(":")[2].strip(), timeout_s=settings.timeout_s,
+                   max_retries=settings.max_retries, rps=settings.rps)
+
+    def _get_client(self) -> EmbeddingClient:
+        if self._client is None:
+            settings = LLMSettings(timeout_s=self.timeout_s, max_retries=self.max_retries,
+                                   rps=self.rps)
+            self._client = EmbeddingClient(openai_embedding_endpoint(self.model, settings), settings)
+        return self._client
+
+    async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
+        """(normalised vectors, the requests' results, which carry call records and cache
+        entries) of ``texts``, asked in requests of ``batch_size``; a request that fails for good
+        raises, its attempts' records on the exception (``personahub.core.contracts.carried_records``)."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32), []
+        client = self._get_client()
+        out: list[list[float]] = []
+        results: list[Any] = []
+        for lo in range(0, len(texts), self.batch_size):
+            vectors, result = await client.embed(texts[lo : lo + self.batch_size])
+            results.append(result)
+            if vectors is None:
+                error = PersonahubError(f"{self.name}: embedding failed ({result.records[-1].error})")
+                carry_records(error, [r for done in results for r in done.records])
+                raise error
+            out.extend(vectors)
+        return normalise(np.asarray(out, dtype=np.float32)), results
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed via the API in batches (from synchronous code); re-normalised locally."""
+
+        async def once() -> tuple[np.ndarray, list[Any]]:
+            try:
+                return await self.embed_with_results(list(texts))
+            finally:
+                await self.aclose()
+
+        return run_on_loop(once())[0]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client on the loop that used it (before that loop closes)."""
+        if self._client is not None:
+            await self._client.aclose()
+
+    @property
+    def endpoints(self) -> list[Any]:
+        """The seam's endpoint (its ``model_name`` tags ``llm_calls``)."""
+        return self._get_client().endpoints
+
+    @property
+    def cache_model(self) -> str:
+        """The name cached vectors are stored under: the embedding model's."""
+        return self.model
+
+    @property
+    def stats(self) -> Any:
+        """Running call counts (for progress displays)."""
+        return self._get_client().stats
+
+    @property
+    def liveness(self) -> Any:
+        """The seam's watch on completed calls (the job loop's stall watchdog reads it)."""
+        return self._get_client().liveness
+
+    def spill_to(self, sink: Any) -> None:
+        """Every attempt to ``sink`` once final (the job kernel's call spill; None: stop)."""
+        self._get_client().spill_to(sink)
+
+    def use_cache(self, cache: Any) -> None:
+        """Answer from (and record into) a ``ResponseCache`` of vectors."""
+        self._get_client().use_cache(cache)
+
+    def mark_down(self, index: int, seconds: float | None = None) -> None:
+        """Skip endpoint ``index`` for a while (a reachability check found it down)."""
+        self._get_client().mark_down(index, seconds)
+
+
+def make_embedder(spec: str, *, rps: float | None = None) -> Embedder:
+    """Any embedder from its spec: ``hash[:<dim>]``, ``local[:<model>]`` (the data side's,
+    ``personas.embedding.offline_embedder``) or ``openai:<model>`` (``rps`` caps its requests
+    per second)."""
+    if calls_model(spec):
+        try:
+            return OpenAIEmbedder.of(EmbedderSettings(spec=spec, rps=rps))
+        except LLMConfigError as exc:
+            raise PersonahubError(str(exc)) from None
+    return offline_embedder(spec)

@@ -1,0 +1,59 @@
+"""The offline engine as an endpoint: in process, deterministic, and given the schema itself.
+
+It declares what it can do (``Capabilities``), so no layer of the seam needs to know its class:
+no structured-mode negotiation, no connection pool or concurrency limit. A fresh sample
+(``CallRequest.sample``) is answered deterministically from (seed, prompt, sample).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from personahub.core.contracts import CallRequest, Capabilities, StructuredResult
+from personahub.models.attempts import answered, failed
+from personahub.models.offline import OFFLINE_MODEL_NAME, OfflineChatModel
+from personahub.models.structured import StructuredMode, openai_tools
+
+OFFLINE_CAPABILITIES = Capabilities(native_schemas=True, in_process=True, deterministic=True)
+
+
+class OfflineEndpoint:
+    """Answers from ``OfflineChatModel.answer_async`` (LangChain's callbacks skipped: they cost
+    more than the answer)."""
+
+    capabilities = OFFLINE_CAPABILITIES
+    base_url: str | None = None
+
+    def __init__(self, model: OfflineChatModel, label: str = OFFLINE_MODEL_NAME, *,
+                 use_tools: bool = False, index: int = 0) -> None:
+        self.model = model
+        self.label = label
+        self.index = index
+        self.mode: StructuredMode = "tools" if use_tools else "json_schema"
+
+    @property
+    def model_name(self) -> str:
+        """The name answers are cached under."""
+        return str(getattr(self.model, "model_name", None) or self.label)
+
+    def current_mode(self) -> str:
+        """The structured mode this endpoint answers in (fixed: nothing to negotiate)."""
+        return self.mode
+
+    def _kwargs(self, request: CallRequest) -> dict[str, Any]:
+        """The schema class itself as ``response_format`` (one engine request per class), or tools."""
+        if self.mode == "tools":
+            return {"tools": openai_tools(request.schema), "tool_choice": request.schema.__name__}
+        return {"response_format": request.schema}
+
+    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+        """One answer from the engine."""
+        record = request.record(model=self.label, endpoint=self.index, structured_mode=self.mode)
+        started = time.perf_counter()
+        try:
+            message = await self.model.answer_async(list(request.messages), sample=request.sample,
+                                                    **self._kwargs(request))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a record
+            return failed(record, exc, started)
+        return answered(record, message, self.mode, started)

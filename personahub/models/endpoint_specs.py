@@ -1,0 +1,234 @@
+"""From an ``--llm`` spec to endpoints, with credentials kept to the endpoint they belong to.
+
+- ``offline`` — the deterministic offline engine (not a language model);
+- ``openai:<model>`` — OpenAI (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` honoured);
+- ``http://host:port/v1`` — any OpenAI-compatible server (vLLM, Ollama, llama.cpp); the served
+  model name comes from ``?model=NAME`` or ``PERSONAHUB_MODEL``;
+- several URLs separated by commas — one endpoint each (``models.seam_failover`` rotates them).
+
+``OPENAI_API_KEY`` goes only to OpenAI (or to the ``OPENAI_BASE_URL`` set with it); another
+server gets a key only when its URL names the variable holding it (``?api_key_env=NAME``), and
+never over plain http to a non-loopback host unless the URL says ``allow_http_key=1``. That
+variable must be one set to hold a key: its name ends in ``_API_KEY`` or starts with
+``PERSONAHUB_KEY_`` (``api_key_env=HOME`` or ``=AWS_SECRET_ACCESS_KEY`` would send that value as a
+Bearer token to whatever server the URL names). Other query
+parameters are forwarded to the server; every query value but ``model`` is redacted wherever a
+spec is stored or printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cache, partial
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import SecretStr
+
+from personahub.core.contracts import Endpoint
+from personahub.models.endpoint_http import HttpEndpoint
+from personahub.models.endpoint_offline import OfflineEndpoint
+from personahub.models.offline import OFFLINE_MODEL_NAME, OfflineChatModel
+from personahub.models.settings import LLMConfigError, LLMSettings
+from personahub.models.structured import ModeBook
+
+# query parameters of a --llm URL that personahub reads itself (never forwarded to the server)
+_OWN_PARAMS = frozenset({"model", "api_key", "api_key_env", "allow_http_key"})
+# query parameters whose values are shown and stored as they are; every other value is redacted
+_PUBLIC_PARAMS = frozenset({"model", "api_key_env", "allow_http_key"})
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+OPENAI_API_BASE = "https://api.openai.com/v1"
+
+
+def _redact_one(item: str) -> str:
+    url = urlsplit(item)
+    try:
+        netloc = url.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        if url.port:
+            netloc += f":{url.port}"
+    except ValueError:  # a port out of range or not a number: shown as written, credentials not
+        netloc = url.netloc.rsplit("@", 1)[-1]
+    if url.username or url.password:
+        netloc = "***@" + netloc
+    query = urlencode([(k, v if k in _PUBLIC_PARAMS else "***")
+                       for k, v in parse_qsl(url.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((url.scheme, netloc, url.path, query, ""))
+
+
+def redact_spec(spec: str) -> str:
+    """The spec with credentials in URLs (user:password@) and every query value but ``model``
+    replaced by ``***`` (a server's extra parameters may be signatures or keys)."""
+    return ",".join(_redact_one(item.strip()) if "://" in item else item.strip()
+                    for item in spec.split(","))
+
+
+def _sdk_httpx() -> Any:
+    """The httpx the installed openai SDK is built on (``httpx2`` from openai 3, else ``httpx``)."""
+    from openai import _base_client
+
+    return getattr(_base_client, "httpx2", None) or getattr(_base_client, "httpx")  # noqa: B009
+
+
+@cache
+def _ssl_context() -> Any:
+    """One TLS context for every client of the process (loading the CA bundle is slow to repeat)."""
+    return _sdk_httpx().create_ssl_context()
+
+
+def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
+    """The endpoint's one async HTTP client, its pool sized to ``--concurrency`` (its ceiling for ``auto``).
+
+    A plain ``http://`` endpoint (a local llama.cpp or vLLM server) has no certificate to check
+    and the client never follows a redirect to one that has, so it skips loading the CA bundle.
+
+    The openai SDK's aiohttp transport (``DefaultAioHttpClient``, the ``openai[aiohttp]`` extra,
+    which the SDK's README recommends for concurrency) costs a fraction of httpx's pool in CPU per
+    call; without aiohttp the SDK's default httpx client is used. A private client (not
+    langchain-openai's per-process one), because pooled connections die with the event loop that
+    opened them.
+    """
+    from openai import DefaultAioHttpClient, DefaultAsyncHttpxClient
+
+    from personahub.models.openai_wire import merging_urls_once
+
+    size = settings.max_in_flight
+    options = {"limits": _sdk_httpx().Limits(max_connections=size, max_keepalive_connections=size),
+               "timeout": settings.timeout_s,
+               "verify": False if _is_plain_http(base_url) else _ssl_context(),
+               "follow_redirects": False}  # as before: a key never follows a redirect
+    try:
+        return merging_urls_once(DefaultAioHttpClient)(**options)
+    except RuntimeError:  # the aiohttp extra is not installed
+        return merging_urls_once(DefaultAsyncHttpxClient)(**options)
+
+
+def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSettings,
+                query: dict[str, str] | None = None) -> Any:
+    """One ``ChatOpenAI`` with the endpoint's HTTP client, posting through ``PassThroughCompletions``.
+
+    ``api_key`` is always given: with None, both the openai SDK and ``ChatOpenAI`` would read
+    ``OPENAI_API_KEY`` from the environment and send it to whatever server this is.
+    """
+    from langchain_openai import ChatOpenAI
+
+    from personahub.models.openai_wire import PassThroughOpenAI, pass_through_clients
+
+    root = PassThroughOpenAI(api_key=api_key, base_url=base_url, timeout=settings.timeout_s,
+                       max_retries=0, http_client=_http_client(settings, base_url),
+                       default_query=query or None)
+    return ChatOpenAI(model=model, base_url=base_url, api_key=SecretStr(api_key), timeout=settings.timeout_s,
+                      max_retries=0, temperature=settings.temperature, top_p=settings.top_p,
+                      **pass_through_clients(root))
+
+
+def _is_plain_http(base_url: str | None) -> bool:
+    return bool(base_url) and urlsplit(str(base_url)).scheme.lower() == "http"
+
+
+def _is_loopback(host: str | None) -> bool:
+    return bool(host) and (host in _LOOPBACK_HOSTS or str(host).startswith("127."))
+
+
+def _same_base(a: str, b: str) -> bool:
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+KEY_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*_API_KEY|PERSONAHUB_KEY_[A-Za-z0-9_]+", re.IGNORECASE)
+
+
+def _named_key(url: str, query: dict[str, str]) -> str | None:
+    """The key the URL names (``api_key_env`` or ``api_key``), if any."""
+    key_env = query.get("api_key_env")
+    if key_env is not None and not KEY_VARIABLE.fullmatch(key_env):
+        raise LLMConfigError(f"--llm {redact_spec(url)}: api_key_env={key_env} is not a key "
+                             "variable; name one whose name ends in _API_KEY or starts with "
+                             "PERSONAHUB_KEY_ (e.g. export MY_SERVER_API_KEY=...)")
+    if key_env:
+        key = os.environ.get(key_env)
+        if not key:
+            raise LLMConfigError(f"--llm {redact_spec(url)}: api_key_env={key_env} names a variable "
+                                 "that is not set")
+        return key
+    return query.get("api_key") or None
+
+
+def _endpoint_key(url: str, parsed: Any, query: dict[str, str]) -> str | None:
+    """The API key an OpenAI-compatible URL may be sent (see the module doc), or None."""
+    base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
+    key = _named_key(url, query)
+    if key is None and os.environ.get("OPENAI_API_KEY") and (
+            _same_base(base, OPENAI_API_BASE)
+            or _same_base(base, os.environ.get("OPENAI_BASE_URL") or OPENAI_API_BASE)):
+        key = os.environ["OPENAI_API_KEY"]  # the endpoint the key was set for
+    if key is None:
+        return None
+    if (parsed.scheme == "http" and not _is_loopback(parsed.hostname)
+            and query.get("allow_http_key", "").lower() not in ("1", "true", "yes")):
+        raise LLMConfigError(
+            f"--llm {redact_spec(url)}: refusing to send an API key over plain http to "
+            f"{parsed.hostname}; use https, or add allow_http_key=1 to the URL on a trusted network")
+    return key
+
+
+def _http(settings: LLMSettings, modes: ModeBook, index: int, *, label: str, name: str,
+          base: str | None, key: str, param: str, query: dict[str, str] | None = None) -> HttpEndpoint:
+    return HttpEndpoint(label=label, model_name=name, base_url=base,
+                        make_model=partial(chat_openai, name, base, key, settings, query),
+                        timeout_s=settings.timeout_s,
+                        modes=modes, index=index, max_tokens_param=param)
+
+
+def _openai_compatible(url: str, settings: LLMSettings, modes: ModeBook, index: int) -> HttpEndpoint:
+    try:
+        parsed = urlsplit(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port out of 0..65535 or not a number
+    except ValueError as exc:
+        raise LLMConfigError(f"--llm {redact_spec(url)!r}: not a valid URL ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise LLMConfigError(f"--llm: {redact_spec(url)!r} is not an http(s) URL")
+    pairs = parse_qsl(parsed.query, keep_blank_values=True)
+    query = dict(pairs)
+    name = query.get("model") or os.environ.get("PERSONAHUB_MODEL") or "default"
+    key = _endpoint_key(url, parsed, query) or "not-needed"
+    forward = {k: v for k, v in pairs if k not in _OWN_PARAMS}  # e.g. api-version
+    base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
+    param = "max_completion_tokens" if _same_base(base, OPENAI_API_BASE) else "max_tokens"
+    return _http(settings, modes, index, label=f"{name}@{redact_spec(base)}", name=name, base=base,
+                 key=key, param=param, query=forward)
+
+
+def _openai(spec: str, settings: LLMSettings, modes: ModeBook) -> HttpEndpoint:
+    name = spec.split(":", 1)[1].strip()
+    if not name:
+        raise LLMConfigError("--llm openai:<model> needs a model name, e.g. openai:gpt-4o-mini")
+    key = os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise LLMConfigError(f"--llm {spec}: OPENAI_API_KEY is not set")
+    base = os.environ.get("OPENAI_BASE_URL") or None
+    param = "max_tokens" if base and not _same_base(base, OPENAI_API_BASE) else "max_completion_tokens"
+    return _http(settings, modes, 0, label=spec, name=name, base=base, key=key, param=param)
+
+
+def spec_size(spec: str) -> int:
+    """How many endpoints ``spec`` names (the ModeBook is sized before they are built)."""
+    return max(1, len([u for u in spec.split(",") if u.strip()])) if "://" in spec else 1
+
+
+def make_endpoints(settings: LLMSettings, modes: ModeBook) -> list[Endpoint]:
+    """The endpoint(s) a spec names; raises LLMConfigError with the setting at fault."""
+    spec = settings.spec.strip()
+    if not spec:
+        raise LLMConfigError("--llm is empty (use 'offline', 'openai:<model>' or a URL)")
+    if spec == OFFLINE_MODEL_NAME:
+        model = OfflineChatModel(seed=settings.seed, latency_s=settings.offline_latency_s)
+        return [OfflineEndpoint(model, use_tools=settings.structured == "tools")]
+    if spec.startswith("openai:"):
+        return [_openai(spec, settings, modes)]
+    if "://" in spec:
+        urls = [url.strip() for url in spec.split(",") if url.strip()]
+        return [_openai_compatible(url, settings, modes, i) for i, url in enumerate(urls)]
+    raise LLMConfigError(
+        f"--llm {spec!r} is not understood: use 'offline', 'openai:<model>' or http(s)://host/v1")

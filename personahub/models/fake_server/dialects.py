@@ -1,0 +1,673 @@
+"""How the loopback server answers as particular OpenAI-compatible servers (its ``dialect``).
+
+Each dialect decides what a chat request may carry (``response_format``, ``tools``,
+``tool_choice``, ``max_tokens``), how a refusal looks (status and body), and how an answer is
+shaped (``content``, ``tool_calls``, ``finish_reason``), so fast tests reach every path of a
+client that negotiates structured output per server. The rules, as read in each server's source:
+
+``openai`` (this server's original behaviour, kept lenient)
+    ``response_format`` ``text``, ``json_object`` and ``json_schema``; tools with any
+    ``tool_choice`` (``none`` answers text); tool calls end with ``tool_calls``. ``max_tokens``
+    and ``max_completion_tokens`` (the latter wins) must be >= 1. Errors are
+    ``{"error": {"message", "type", "param", "code"}}``.
+
+``vllm`` (vllm ``entrypoints/openai/engine/protocol.py``, ``chat_completion/protocol.py``,
+``chat_completion/serving.py``, ``engine/serving.py``, ``api_server.py``)
+    ``response_format`` types ``text``, ``json_object``, ``json_schema`` (its ``json_schema``
+    needs a ``name``; the schema sits under ``schema``) and ``structural_tag``; extra keys are
+    allowed and ignored. ``tool_choice`` defaults to ``auto`` when tools are given; a
+    ``tool_choice`` without ``tools`` and a named tool missing from ``tools`` are refused. A named
+    tool call has ``content: ""`` and ends with ``stop``; ``required`` and ``auto`` calls end
+    with ``tool_calls``; a cut answer ends with ``length``. ``max_completion_tokens`` wins over
+    ``max_tokens``; below 1 is refused. Since v0.10.1 errors are 400
+    ``{"error": {"message", "type", "param", "code": <int status>}}`` with type
+    ``BadRequestError`` (request checks) or ``Bad Request`` (body validation). Emulated as run
+    with ``--enable-auto-tool-choice --tool-call-parser ...``; without them recent versions
+    refuse ``auto``, ``required`` and named tool choices with 400. Validation messages are
+    approximations of FastAPI's wording.
+
+``vllm-legacy``
+    ``vllm`` before v0.10.1: the same rules, errors flat as
+    ``{"object": "error", "message", "type", "param", "code"}`` (vllm PR 22099 nested them).
+
+``llama-cpp-python`` (``llama_cpp/server/types.py``, ``server/errors.py``, ``server/app.py``,
+``llama_types.py``, ``llama_chat_format.py``, ``llama.py``)
+    ``response_format`` is ``{"type": "text" | "json_object", "schema"?: ...}``; ``json_object``
+    is enforced by a grammar, from ``schema`` when given (else any JSON object). Any other type,
+    ``json_schema`` included, fails the request model's validation; the server's route class
+    catches that exception like any other and answers **500**
+    ``{"error": {"message": <str of FastAPI's RequestValidationError>, "type":
+    "internal_server_error", "param": null, "code": null}}`` (recent FastAPI words it
+    ``"1 validation error:\\n  {...'loc': ('body', 'response_format', 'type')...}"`` and then names
+    the endpoint's file and line, which this emulation leaves out). With the generic chat handler
+    (a GGUF's own template, as SmolLM2's): tools are used only when ``tool_choice`` names a
+    function (``{"type": "function", "function": {"name": ...}}``); the answer is then that tool
+    call, from a grammar on its parameters, with ``content: null``, a ``function_call`` copy and
+    ``finish_reason: "tool_calls"`` **even when cut by max_tokens**. A named tool missing from
+    ``tools`` is a 500 (``Tool choice '...' not found in tools.``). ``tool_choice`` ``auto``,
+    ``required`` or absent: tools are ignored and the model answers text. Only ``max_tokens``
+    counts (``max_completion_tokens`` is ignored); absent or <= 0 it generates to the end of the
+    context (``n_ctx``, 2048 by default), the limit is clamped to what the context leaves, and a
+    prompt that fills the context is a 400 ``context_length_exceeded``. A body that is not JSON
+    gets a plain-text 500 ``Internal Server Error``: the route's handler parses the body again
+    while reporting the validation error, and that raises past it.
+
+``ollama`` (``openai/openai.go``, ``middleware/openai.go``)
+    ``response_format`` ``json_object`` becomes JSON mode (any ``schema`` key is ignored),
+    ``json_schema`` becomes the schema (without ``json_schema.schema`` it is plain text), other
+    types are ignored. ``tools`` are passed to the model; ``tool_choice`` is not read. Only
+    ``max_tokens`` counts (as ``num_predict``; ``max_completion_tokens`` is ignored). A tool call
+    turns ``stop`` into ``tool_calls``; a cut answer ends with ``length``, and a tool call cut
+    short is no tool call (its arguments are parsed, so it stays text). An empty ``messages`` is
+    refused. Errors are ``{"error": {"message", "type", "param": null, "code": null}}`` with
+    type ``invalid_request_error`` (400), ``not_found_error`` (404) or ``api_error``.
+
+``openai-strict`` (OpenAI's strict structured outputs, as its guide documents the supported
+schemas)
+    ``openai``, but a schema (``response_format.json_schema.schema``, or a tool's
+    ``parameters``) may only use the keywords OpenAI lists as supported: ``type``,
+    ``properties``, ``required``, ``additionalProperties``, ``items``, ``enum``, ``const``,
+    ``anyOf``, ``$ref``, ``$defs``, ``description``, ``title``; ``pattern`` and ``format`` on
+    strings; ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``,
+    ``multipleOf`` on numbers; ``minItems``, ``maxItems`` on arrays. The first other keyword
+    (``minLength``, ``maxLength``, ``default``...) is a 400 worded as OpenAI words it:
+    ``Invalid schema for response_format 'NAME': In context=('properties', 'x'), 'maxLength' is
+    not permitted.`` Only keywords are checked (strict mode's other rules, every property
+    required and ``additionalProperties: false``, are not).
+
+``tools-only`` (made up, for clients' fallback paths)
+    ``openai``, but any ``response_format`` other than ``text`` is a 400 naming
+    ``response_format``; tools work.
+
+``n`` (choices): ``openai``, ``vllm`` and ``tools-only`` answer ``n`` choices (1 to 128);
+llama-cpp-python lists ``n`` among the fields it ignores and Ollama's request has none, so both
+answer one. A model the server is not configured with (``ServerOptions.models``) is a 404 in the
+dialect's words (OpenAI's ``model_not_found``, vLLM's ``does not exist``, Ollama's ``try pulling
+it first``); a server configured with no names answers any.
+
+Prefix-cache reuse: ``openai``, ``vllm`` and ``tools-only`` report the prompt tokens a prefix
+cache reused as ``usage.prompt_tokens_details.cached_tokens`` (vLLM does when run with
+``--enable-prompt-tokens-details``); llama-cpp-python and Ollama report none
+(``reports_cached_tokens``). The server counts them itself (``models.fake_server.server``).
+
+All dialects cut an answer longer than the limit to about ``limit * 4`` characters (the offline
+engine counts 4 characters a token) and report ``length`` (except as noted). Requests without a
+schema in ``response_format`` that want JSON (plain ``json_object``, or none at all) are answered
+from a schema written in the prompt (see ``models.prompt_schema``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired
+
+from pydantic import BaseModel, ValidationError
+from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
+
+DIALECTS: tuple[str, ...] = ("openai", "openai-strict", "vllm", "vllm-legacy", "llama-cpp-python",
+                             "ollama", "tools-only")
+# The schema keywords OpenAI's strict structured outputs document as supported.
+STRICT_KEYWORDS = frozenset({
+    "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf",
+    "$ref", "$defs", "definitions", "description", "title", "pattern", "format", "minimum",
+    "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems"})
+_FORMAT_TYPES = ("text", "json_object", "json_schema")
+LLAMA_CPP_N_CTX = 2048  # llama_cpp/server/settings.py default
+MAX_CHOICES = 128  # the OpenAI API's bound on ``n``
+_NOT_AN_OBJECT = "Input should be a valid dictionary or object to extract fields from"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An error answer: status and body (a dict is sent as JSON, a string as plain text)."""
+
+    status: int
+    body: dict[str, Any] | str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to answer an accepted request.
+
+    ``json_schema`` is the schema to fill; ``wants_json`` says JSON is due even without one (the
+    prompt's schema is then used, or any object); ``prompt_schema`` says to look in the prompt.
+    ``tools``/``tool_choice`` go to the engine (None: answer without tools). ``max_tokens`` is the
+    limit (None: none).
+    """
+
+    json_schema: Mapping[str, Any] | None = None
+    wants_json: bool = False
+    prompt_schema: bool = True
+    tools: Sequence[Mapping[str, Any]] | None = None
+    tool_choice: Any = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Shaped:
+    """A finished assistant message and its ``finish_reason``."""
+
+    message: dict[str, Any]
+    finish_reason: str
+
+
+class Dialect:
+    """The ``openai`` dialect; the others override parts of it."""
+
+    name = "openai"
+    #: whether answers carry ``usage.prompt_tokens_details.cached_tokens``
+    reports_cached_tokens = True
+
+    # -- errors ---------------------------------------------------------------------------
+    def error(self, status: int, message: str, *, param: str | None = None,
+              code: str | None = None) -> Refusal:
+        """An error answer in this dialect's body shape."""
+        kinds = {400: "invalid_request_error", 403: "invalid_request_error",
+                 404: "invalid_request_error", 413: "invalid_request_error",
+                 415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "server_error"}
+        return Refusal(status, {"error": {"message": message, "type": kinds.get(status, "server_error"),
+                                          "param": param, "code": code}})
+
+    def bad_body(self, problem: str, *, parsed: bool, value: Any = None) -> Refusal:
+        """The answer to a body that is not a JSON object (``parsed``: it was JSON, ``value``,
+        but not an object)."""
+        return self.error(400, f"We could not parse the JSON body of your request. ({problem})")
+
+    def messages_problem(self, messages: Any) -> Refusal | None:
+        """Why ``messages`` cannot be answered, if it cannot."""
+        if messages is None:
+            return self.error(400, "Missing required parameter: 'messages'.", param="messages")
+        if not isinstance(messages, list):
+            return self.error(400, "Invalid type for 'messages': expected an array.",
+                              param="messages")
+        if not messages:
+            return self.error(400, "[] is too short - 'messages'", param="messages")
+        return None
+
+    # -- requests -------------------------------------------------------------------------
+    def plan(self, request: dict[str, Any], prompt_tokens: int) -> Plan | Refusal:
+        """How to answer ``request``, or why it is refused."""
+        problem = self.messages_problem(request.get("messages"))
+        if problem is not None:
+            return problem
+        limit = self.max_tokens(request)
+        if isinstance(limit, Refusal):
+            return limit
+        formats = self.response_format(request.get("response_format"))
+        if isinstance(formats, Refusal):
+            return formats
+        tools = self.tools(request)
+        if isinstance(tools, Refusal):
+            return tools
+        return Plan(**formats, **tools, max_tokens=limit)
+
+    def max_tokens(self, request: Mapping[str, Any]) -> int | None | Refusal:
+        """The answer's token limit: ``max_completion_tokens``, else ``max_tokens``."""
+        for key in ("max_completion_tokens", "max_tokens"):
+            value = request.get(key)
+            if value is None:
+                continue
+            if not _is_int(value) or value < 1:
+                code = "integer_below_min_value" if _is_int(value) else "invalid_type"
+                return self.error(400, f"Invalid '{key}': expected an integer >= 1, got {value!r}.",
+                                  param=key, code=code)
+            return int(value)
+        return None
+
+    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+        """Plan fields for ``response_format``: its schema, whether JSON is due."""
+        if response_format is None:
+            return {}
+        kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+        if kind not in _FORMAT_TYPES:
+            return self.error(400, f"Invalid value for 'response_format.type': {kind!r}; supported "
+                              "values are 'text', 'json_object' and 'json_schema'.",
+                              param="response_format", code="invalid_value")
+        return _format_plan(kind, _schema_of(response_format))
+
+    def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+        """Plan fields for ``tools``/``tool_choice``."""
+        tools, choice = request.get("tools"), request.get("tool_choice")
+        if not tools or choice == "none":
+            return {}
+        return {"tools": tools, "tool_choice": choice}
+
+    def choices(self, request: Mapping[str, Any]) -> int | Refusal:
+        """How many choices to answer with: ``n`` (1 to 128, as the OpenAI API allows)."""
+        value = request.get("n")
+        if value is None:
+            return 1
+        if not _is_int(value) or not 1 <= value <= MAX_CHOICES:
+            return self.error(400, f"Invalid 'n': expected an integer from 1 to {MAX_CHOICES}, "
+                              f"got {value!r}.", param="n", code="invalid_value")
+        return int(value)
+
+    def model_not_found(self, model: Any) -> Refusal:
+        """The answer to a request for a model the server does not serve."""
+        return self.error(404, f"The model `{model}` does not exist or you do not have access "
+                          "to it.", param="model", code="model_not_found")
+
+    # -- answers --------------------------------------------------------------------------
+    def text_answer(self, content: str, cut: bool) -> Shaped:
+        """A text (or JSON) answer."""
+        return Shaped({"role": "assistant", "content": content}, "length" if cut else "stop")
+
+    def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
+        """A tool-call answer; each call has ``id``, ``name`` and ``arguments`` (a string)."""
+        message = {"role": "assistant", "content": None, "tool_calls": _wire_calls(calls)}
+        return Shaped(message, "length" if cut else "tool_calls")
+
+
+class VllmDialect(Dialect):
+    """vLLM's OpenAI server (see the module docstring)."""
+
+    name = "vllm"
+
+    def error(self, status: int, message: str, *, param: str | None = None,
+              code: str | None = None, kind: str | None = None) -> Refusal:
+        kinds = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError",
+                 503: "ServiceUnavailableError"}
+        kind = kind or kinds.get(status, "InternalServerError")
+        return Refusal(status, {"error": {"message": message, "type": kind, "param": param,
+                                          "code": status}})
+
+    def model_not_found(self, model: Any) -> Refusal:
+        return self.error(404, f"The model `{model}` does not exist.", param="model")
+
+    def invalid(self, *errors: dict[str, Any]) -> Refusal:
+        """A FastAPI RequestValidationError as vllm's handler answers it: 400 ``Bad Request``,
+        the exception's text then its error list."""
+        listed = list(errors)
+        return self.error(400, f"{validation_text(listed)} {listed}", kind="Bad Request")
+
+    def bad_body(self, problem: str, *, parsed: bool, value: Any = None) -> Refusal:
+        if parsed:
+            return self.invalid({"type": "model_attributes_type", "loc": ("body",),
+                                 "msg": _NOT_AN_OBJECT, "input": value})
+        return self.invalid({"type": "json_invalid", "loc": ("body", 0),
+                             "msg": "JSON decode error", "input": {}, "ctx": {"error": problem}})
+
+    def max_tokens(self, request: Mapping[str, Any]) -> int | None | Refusal:
+        for key in ("max_completion_tokens", "max_tokens"):
+            value = request.get(key)
+            if value is None:
+                continue
+            if not _is_int(value):
+                return self.invalid({"type": "int_type", "loc": ("body", key),
+                                     "msg": "Input should be a valid integer", "input": value})
+            if value < 1:
+                return self.error(400, f"max_tokens must be at least 1, got {value}.")
+            return int(value)
+        return None
+
+    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+        if response_format is None:
+            return {}
+        kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+        if kind == "structural_tag":
+            return {}
+        where = ("body", "response_format", "ResponseFormat")
+        if kind not in _FORMAT_TYPES:
+            return self.invalid({"type": "literal_error", "loc": (*where, "type"),
+                                 "msg": "Input should be 'text', 'json_object' or 'json_schema'",
+                                 "input": kind})
+        spec = response_format.get("json_schema")
+        if kind == "json_schema" and not (isinstance(spec, Mapping) and isinstance(spec.get("name"), str)):
+            return self.invalid({"type": "missing", "loc": (*where, "json_schema", "name"),
+                                 "msg": "Field required", "input": spec})
+        return _format_plan(kind, _schema_of(response_format))
+
+    def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+        tools, choice = request.get("tools"), request.get("tool_choice")
+        if choice is None and tools:
+            choice = "auto"
+        if choice is None or choice == "none":
+            return {}
+        if tools is None:
+            return self.error(400, "When using `tool_choice`, `tools` must be set.")
+        if not isinstance(tools, list) or not all(
+                isinstance(t, Mapping) and isinstance(t.get("function") or {}, Mapping)
+                for t in tools):  # FastAPI's validation of ChatCompletionToolsParam
+            return self.invalid({"type": "model_type", "loc": ("body", "tools"),
+                                 "msg": "Input should be a list of tool objects", "input": tools})
+        if isinstance(choice, Mapping):
+            function = choice.get("function") or {}
+            name = function.get("name") if isinstance(function, Mapping) else None
+            if not any((t.get("function") or {}).get("name") == name for t in tools):
+                return self.error(400, "The tool specified in `tool_choice` does not match any "
+                                  "of the specified `tools`")
+        elif choice not in ("auto", "required"):
+            return self.error(400, f"Invalid value for `tool_choice`: {choice}! Only named tools, "
+                              '"none", "auto" or "required" are supported.')
+        if choice == "required" and not tools:
+            return {}
+        return {"tools": tools, "tool_choice": choice}
+
+    def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
+        message = {"role": "assistant", "content": "", "tool_calls": _wire_calls(calls)}
+        named = isinstance(plan.tool_choice, Mapping)
+        return Shaped(message, "length" if cut else "stop" if named else "tool_calls")
+
+
+class VllmLegacyDialect(VllmDialect):
+    """vLLM before v0.10.1: flat error bodies."""
+
+    name = "vllm-legacy"
+
+    def error(self, status: int, message: str, *, param: str | None = None,
+              code: str | None = None, kind: str | None = None) -> Refusal:
+        nested = super().error(status, message, param=param, code=code, kind=kind)
+        assert isinstance(nested.body, dict)
+        return Refusal(status, {"object": "error", **nested.body["error"]})
+
+
+# llama-cpp-python's request types, as far as this emulation checks them (llama_types.py);
+# named as there, since FastAPI's error locations name union members by their type names
+_JsonType = None | int | str | bool | list[Any] | dict[str, Any]
+
+
+class ChatCompletionRequestResponseFormat(TypedDict):
+    """``response_format``: text, or JSON with an optional schema."""
+
+    type: Literal["text", "json_object"]
+    schema: NotRequired[_JsonType]
+
+
+class ChatCompletionToolFunction(TypedDict):
+    """A tool's function: name, description, parameters."""
+
+    name: str
+    description: NotRequired[str]
+    parameters: dict[str, _JsonType]
+
+
+class ChatCompletionTool(TypedDict):
+    """One entry of ``tools``."""
+
+    type: Literal["function"]
+    function: ChatCompletionToolFunction
+
+
+class ChatCompletionNamedToolChoiceFunction(TypedDict):
+    """The function a named ``tool_choice`` picks."""
+
+    name: str
+
+
+class ChatCompletionNamedToolChoice(TypedDict):
+    """``tool_choice`` naming one function."""
+
+    type: Literal["function"]
+    function: ChatCompletionNamedToolChoiceFunction
+
+
+class _LlamaCppChatRequest(BaseModel):
+    """The fields of llama-cpp-python's chat request model this emulation checks."""
+
+    messages: list[dict[str, Any]] = []
+    tools: list[ChatCompletionTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ChatCompletionNamedToolChoice | None = None
+    max_tokens: int | None = None
+    response_format: ChatCompletionRequestResponseFormat | None = None
+
+
+class LlamaCppDialect(Dialect):
+    """llama-cpp-python's server with a GGUF's own chat template (see the module docstring)."""
+
+    name = "llama-cpp-python"
+    reports_cached_tokens = False
+
+    def __init__(self, context_tokens: int = LLAMA_CPP_N_CTX) -> None:
+        self.context_tokens = context_tokens
+
+    def error(self, status: int, message: str, *, param: str | None = None,
+              code: str | None = None) -> Refusal:
+        kind = "invalid_request_error" if status == 400 else "internal_server_error"
+        return Refusal(status, {"error": {"message": message, "type": kind, "param": param,
+                                          "code": code}})
+
+    def bad_body(self, problem: str, *, parsed: bool, value: Any = None) -> Refusal:
+        if not parsed:  # the error handler's own request.json() raises: Starlette's plain 500
+            return Refusal(500, "Internal Server Error")
+        return self._validation_failed([{"type": "model_attributes_type", "loc": ("body",),
+                                         "msg": _NOT_AN_OBJECT, "input": value}])
+
+    def _validation_failed(self, errors: list[dict[str, Any]]) -> Refusal:
+        return self.error(500, validation_text(errors))
+
+    def plan(self, request: dict[str, Any], prompt_tokens: int) -> Plan | Refusal:
+        try:
+            checked = _LlamaCppChatRequest.model_validate(request, from_attributes=True)
+        except ValidationError as exc:
+            return self._validation_failed([
+                {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)])
+        if prompt_tokens >= self.context_tokens:
+            wanted = checked.max_tokens
+            return self.error(400, (
+                f"This model's maximum context length is {self.context_tokens} tokens. However, you "
+                f"requested {(wanted or 0) + prompt_tokens} tokens ({prompt_tokens} in the "
+                f"messages, {wanted} in the completion). Please reduce the length of the messages "
+                "or completion."), param="messages", code="context_length_exceeded")
+        room = self.context_tokens - prompt_tokens
+        wanted = checked.max_tokens
+        limit = room if wanted is None or wanted <= 0 else min(wanted, room)
+        response_format = checked.response_format
+        formats: dict[str, Any] = {}
+        if response_format is not None and response_format["type"] == "json_object":
+            schema = response_format.get("schema")
+            formats = _format_plan("json_object", schema if isinstance(schema, dict) else None)
+        choice = checked.tool_choice
+        if isinstance(choice, dict) and checked.tools is not None:
+            name = choice["function"]["name"]
+            tool = next((t for t in checked.tools if t["function"]["name"] == name), None)
+            if tool is None:
+                return self.error(500, f"Tool choice '{name}' not found in tools.")
+            return Plan(tools=[tool], tool_choice=choice, max_tokens=limit)
+        return Plan(**formats, max_tokens=limit)
+
+    def choices(self, request: Mapping[str, Any]) -> int | Refusal:
+        return 1  # ``n`` is among the request fields the server ignores
+
+    def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
+        call = calls[0]
+        function = {"name": call["name"], "arguments": call["arguments"]}
+        message = {"role": "assistant", "content": None, "function_call": function,
+                   "tool_calls": [{"id": f"call__0_{call['name']}_cmpl-{call['id'][5:]}",
+                                   "type": "function", "function": dict(function)}]}
+        return Shaped(message, "tool_calls")  # also when cut: the handler hard-codes it
+
+
+class OllamaDialect(Dialect):
+    """Ollama's OpenAI-compatible endpoint (see the module docstring)."""
+
+    name = "ollama"
+    reports_cached_tokens = False
+
+    def error(self, status: int, message: str, *, param: str | None = None,
+              code: str | None = None) -> Refusal:
+        kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+        return Refusal(status, {"error": {"message": message, "type": kind, "param": None,
+                                          "code": None}})
+
+    def bad_body(self, problem: str, *, parsed: bool, value: Any = None) -> Refusal:
+        if parsed:
+            return self.error(400, f"json: cannot unmarshal {_go_kind(value)} into Go value of "
+                              "type openai.ChatCompletionRequest")
+        return self.error(400, problem)
+
+    def messages_problem(self, messages: Any) -> Refusal | None:
+        if messages is not None and not isinstance(messages, list):
+            return self.error(400, f"json: cannot unmarshal {_go_kind(messages)} into Go struct "
+                              "field ChatCompletionRequest.messages of type []openai.Message")
+        return None if messages else self.error(400, "[] is too short - 'messages'")
+
+    def max_tokens(self, request: Mapping[str, Any]) -> int | None | Refusal:
+        value = request.get("max_tokens")
+        if value is None:
+            return None
+        if not _is_int(value):
+            return self.error(400, f"json: cannot unmarshal {_go_kind(value)} into Go struct field "
+                              "ChatCompletionRequest.max_tokens of type int")
+        return int(value) if value > 0 else None
+
+    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+        if response_format is None:
+            return {}
+        if not isinstance(response_format, Mapping):
+            return self.error(400, f"json: cannot unmarshal {_go_kind(response_format)} into Go "
+                              "struct field ChatCompletionRequest.response_format of type "
+                              "openai.ResponseFormat")
+        kind = str(response_format.get("type") or "").strip().lower()
+        if kind == "json_object":
+            return _format_plan("json_object", None)
+        spec = response_format.get("json_schema")
+        if kind == "json_schema" and isinstance(spec, Mapping):
+            schema = spec.get("schema")
+            return _format_plan("json_schema", schema if isinstance(schema, dict) else None)
+        return {}
+
+    def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+        tools = request.get("tools")
+        return {"tools": tools, "tool_choice": None} if tools else {}
+
+    def choices(self, request: Mapping[str, Any]) -> int | Refusal:
+        return 1  # the request type has no ``n``: one choice whatever is asked
+
+    def model_not_found(self, model: Any) -> Refusal:
+        return self.error(404, f'model "{model}" not found, try pulling it first')
+
+    def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
+        if cut:  # the arguments never parsed: no tool call, the text stays content
+            return Shaped({"role": "assistant", "content": calls[0]["arguments"]}, "length")
+        wire = [{**c, "index": i} for i, c in enumerate(_wire_calls(calls))]
+        return Shaped({"role": "assistant", "content": "", "tool_calls": wire}, "tool_calls")
+
+
+class OpenAIStrictDialect(Dialect):
+    """OpenAI with strict structured outputs: unsupported schema keywords are refused."""
+
+    name = "openai-strict"
+
+    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+        planned = super().response_format(response_format)
+        if isinstance(planned, Refusal) or not isinstance(response_format, Mapping):
+            return planned
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        name = spec.get("name") if isinstance(spec, Mapping) else None
+        return self._check(schema, f"response_format {name!r}", "response_format") or planned
+
+    def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+        for tool in request.get("tools") or []:
+            function = tool.get("function") if isinstance(tool, Mapping) else None
+            if isinstance(function, Mapping):
+                refusal = self._check(function.get("parameters"),
+                                      f"function {function.get('name')!r}", "tools")
+                if refusal is not None:
+                    return refusal
+        return super().tools(request)
+
+    def _check(self, schema: Any, what: str, param: str) -> Refusal | None:
+        found = _unsupported_keyword(schema, ())
+        if found is None:
+            return None
+        context, keyword = found
+        return self.error(400, f"Invalid schema for {what}: In context={context!r}, {keyword!r} "
+                          "is not permitted.", param=param, code="invalid_json_schema")
+
+
+def _unsupported_keyword(node: Any, context: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
+    """The first keyword of a schema outside ``STRICT_KEYWORDS`` and where it is, or None."""
+    if not isinstance(node, Mapping):
+        return None
+    for key, value in node.items():
+        if key not in STRICT_KEYWORDS:
+            return context, key
+        if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
+            children: list[tuple[tuple[str, ...], Any]] = [
+                ((*context, key, name), sub) for name, sub in value.items()]
+        elif key == "anyOf" and isinstance(value, list):
+            children = [((*context, key, str(i)), sub) for i, sub in enumerate(value)]
+        elif key in ("items", "additionalProperties") and isinstance(value, Mapping):
+            children = [((*context, key), value)]
+        else:
+            children = []
+        for where, sub in children:
+            found = _unsupported_keyword(sub, where)
+            if found is not None:
+                return found
+    return None
+
+
+class ToolsOnlyDialect(Dialect):
+    """A server that has tools but no ``response_format`` beyond ``text``."""
+
+    name = "tools-only"
+
+    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+        kind = response_format.get("type") if isinstance(response_format, Mapping) else response_format
+        if response_format is None or kind == "text":
+            return {}
+        return self.error(400, f"response_format {kind!r} is not supported by this server "
+                          "(only 'text'); use tools", param="response_format",
+                          code="unsupported_parameter")
+
+
+def make_dialect(name: str, *, context_tokens: int = LLAMA_CPP_N_CTX) -> Dialect:
+    """The dialect called ``name`` (one of ``DIALECTS``)."""
+    kinds: dict[str, type[Dialect]] = {
+        "openai": Dialect, "openai-strict": OpenAIStrictDialect, "vllm": VllmDialect,
+        "vllm-legacy": VllmLegacyDialect, "ollama": OllamaDialect, "tools-only": ToolsOnlyDialect}
+    if name == "llama-cpp-python":
+        return LlamaCppDialect(context_tokens)
+    if name not in kinds:
+        raise ValueError(f"unknown dialect {name!r}; choose one of {', '.join(DIALECTS)}")
+    return kinds[name]()
+
+
+def validation_text(errors: Sequence[Mapping[str, Any]]) -> str:
+    """How recent FastAPI words a RequestValidationError (without the endpoint's file and line,
+    which it appends)."""
+    count = len(errors)
+    return f"{count} validation error{'s' if count != 1 else ''}:" + "".join(
+        f"\n  {dict(e)}" for e in errors)
+
+
+def _format_plan(kind: str, schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Plan fields for a response format of type ``kind`` carrying ``schema`` (or none)."""
+    if kind == "text":
+        return {}
+    if schema:
+        return {"json_schema": schema, "wants_json": True, "prompt_schema": False}
+    return {"wants_json": True}
+
+
+def _schema_of(response_format: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The schema a ``json_schema`` response format carries (json_object's is not read)."""
+    if response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, Mapping) else None
+    return schema if isinstance(schema, dict) else None
+
+
+def _wire_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _go_kind(value: Any) -> str:
+    """How Go's encoding/json names a JSON value's kind in unmarshal errors."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int | float):
+        return "number"
+    return "array" if isinstance(value, list) else "object"

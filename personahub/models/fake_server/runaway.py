@@ -1,0 +1,104 @@
+"""The loopback server's ``runaway`` fault: an answer whose last string never ends.
+
+It copies what grammar-constrained decoding does with a small model that repeats itself
+(SmolLM2-135M on llama.cpp's ``llama-server``, issue 26): the answer's last string field repeats
+its text until the request's ``max_tokens`` is used up, and the answer is cut there
+(``finish_reason: length``, JSON left open) — unless the request's schema bounds that field with
+``maxLength``: the grammar then ends the string at the bound and the JSON closes. Tokens are
+counted as ``models.bounds`` assumes (``estimate_tokens``), so an answer to a schema bounded for
+its budget always closes, and one to an unbounded schema never does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from personahub.models.bounds import CHARS_PER_TOKEN, JSON_CHARS_PER_TOKEN, estimate_tokens, json_chars
+from personahub.models.offline import resolve_node
+
+NO_LIMIT_TOKENS = 4096  # what a request without max_tokens runs to (a server's context)
+_MARK = "@@personahub-runaway@@"
+
+
+@dataclass(frozen=True)
+class Runaway:
+    """A runaway answer: its JSON text, whether it was cut at the limit, and its tokens."""
+
+    text: str
+    cut: bool
+    tokens: int
+
+
+def _last_string(value: Any, schema: Mapping[str, Any] | None,
+                 root: Mapping[str, Any]) -> tuple[list[Any], Mapping[str, Any]] | None:
+    """The path to the last free string in ``value`` (document order) and its schema node."""
+    node = resolve_node(schema, root) if schema else {}
+    if isinstance(value, str):  # a choice (enum, const) cannot run on: the grammar ends it
+        return None if "enum" in node or "const" in node else ([], node)
+    found = None
+    if isinstance(value, dict):
+        props = node.get("properties") or {}
+        for key, item in value.items():
+            inner = _last_string(item, props.get(key), root)
+            if inner is not None:
+                found = ([key, *inner[0]], inner[1])
+    elif isinstance(value, list):
+        items = node.get("items") if isinstance(node.get("items"), Mapping) else None
+        for index, item in enumerate(value):
+            inner = _last_string(item, items, root)
+            if inner is not None:
+                found = ([index, *inner[0]], inner[1])
+    return found
+
+
+def _set(value: Any, path: list[Any], new: Any) -> None:
+    for step in path[:-1]:
+        value = value[step]
+    value[path[-1]] = new
+
+
+def run_away(value: Any, schema: Mapping[str, Any] | None, limit: int | None) -> Runaway | None:
+    """``value`` (an answer) with its last string run away under ``limit`` tokens; None when
+    the answer has no string to repeat."""
+    limit = limit or NO_LIMIT_TOKENS
+    root = schema or {}
+    found = _last_string(value, schema, root)
+    if found is None:
+        return None
+    path, node = found
+    value = json.loads(json.dumps(value))  # a copy to change
+    original = _get(value, path) or "and so on"
+    bound = node.get("maxLength")
+    if isinstance(bound, int):  # the grammar ends the string at the bound, the JSON closes
+        _set(value, path, _repeat(original, bound))
+        tokens = estimate_tokens(value)
+        if tokens <= limit:
+            return Runaway(json.dumps(value, ensure_ascii=False), False, tokens)
+    return _cut(value, path, original, limit)
+
+
+def _get(value: Any, path: list[Any]) -> Any:
+    for step in path:
+        value = value[step]
+    return value
+
+
+def _repeat(text: str, length: int) -> str:
+    return ((text + " ") * (length // (len(text) + 1) + 1))[:length]
+
+
+def _cut(value: Any, path: list[Any], original: str, limit: int) -> Runaway:
+    """The answer cut where its repeating string reaches ``limit`` tokens: JSON left open."""
+    _set(value, path, "")
+    content, structure = json_chars(value)
+    length = max(0, math.ceil((limit - structure / JSON_CHARS_PER_TOKEN) * CHARS_PER_TOKEN
+                              - content))
+    _set(value, path, _MARK)
+    text = json.dumps(value, ensure_ascii=False)
+    start = text.index(json.dumps(_MARK))
+    repeated = json.dumps(_repeat(original, length), ensure_ascii=False)[1:-1]
+    return Runaway(text[:start + 1] + repeated, True, limit)

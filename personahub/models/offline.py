@@ -1,0 +1,365 @@
+"""The offline engine: a seeded, deterministic stand-in that fills any JSON schema.
+
+It is not a language model and never claims to be one: its model name is ``offline``. It exists
+so that every pipeline runs and is testable on machines with no model. Answers depend only on
+(seed, messages, schema), so a seeded run is reproducible. It serves both LangChain (as a
+``BaseChatModel`` with structured output and tool calls) and the loopback OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel
+
+from personahub.models.bounds import clip, without_bound
+from personahub.models.offline_text import TextMaker, read_context
+from personahub.models.structured import strip_keywords
+
+OFFLINE_MODEL_NAME = "offline"
+
+
+@dataclass(frozen=True)
+class EngineReply:
+    """What the engine answered: text content or tool calls, plus approximate token counts."""
+
+    content: str
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a field with this pattern gets an identifier
+
+
+def approx_tokens(text: str) -> int:
+    """Rough token count (4 characters a token), used for accounting of offline calls."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        node: Any = defs
+        for part in ref[2:].split("/"):
+            node = node.get(part, {})
+        return _resolve(node, defs)
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(combinator)
+        if options:
+            non_null = [o for o in options if o.get("type") != "null"] or options
+            merged = {k: v for k, v in schema.items() if k != combinator}
+            merged.update(_resolve(non_null[0], defs))
+            return merged
+    return schema
+
+
+def resolve_node(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``schema`` with its ``$ref`` (into ``root``) and ``anyOf``/``oneOf``/``allOf`` resolved
+    to the first non-null option."""
+    return _resolve(schema, root)
+
+
+class SchemaFiller:
+    """Fills a JSON schema with values written by a TextMaker."""
+
+    def __init__(self, maker: TextMaker, root: Mapping[str, Any]) -> None:
+        self.maker = maker
+        self.root = root
+
+    def fill(
+        self, schema: Mapping[str, Any], name: str = "", siblings: Mapping[str, Any] | None = None
+    ) -> Any:
+        """A value for ``schema``; ``name`` is the field it fills (steers what is written)."""
+        schema = _resolve(schema, self.root)
+        rng = self.maker.rng
+        if "const" in schema:
+            return schema["const"]
+        if schema.get("enum"):
+            return rng.choice(list(schema["enum"]))
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "string")
+        if kind is None:
+            kind = "object" if "properties" in schema else "string"
+        if kind == "object":
+            out: dict[str, Any] = {}
+            properties = schema.get("properties") or {}
+            outer, self.maker.fields = self.maker.fields, frozenset(properties)
+            try:
+                for prop, sub in properties.items():
+                    out[prop] = self.fill(sub, prop, out)
+            finally:
+                self.maker.fields = outer
+            return out
+        if kind == "array":
+            low = int(schema.get("minItems", 1))
+            high = int(schema.get("maxItems", max(low, 3)))
+            count = rng.randint(low, max(low, min(high, low + 2)))
+            items = schema.get("items") or {"type": "string"}
+            return [self.fill(items, name.rstrip("s"), {}) for _ in range(count)]
+        if kind == "integer":
+            low = int(schema.get("minimum", 1))
+            high = int(schema.get("maximum", low + 9))
+            if high < low and "minimum" not in schema:  # only a maximum, below the default 1
+                low = high
+            return rng.randint(low, high)
+        if kind == "number":
+            floor = float(schema.get("minimum", 0.0))
+            ceiling = float(schema.get("maximum", floor + 10.0))
+            return round(rng.uniform(floor, ceiling), 2)
+        if kind == "boolean":
+            return rng.random() < 0.5
+        text = self.maker.string_for(name or "text", siblings or {})
+        if schema.get("pattern") == _IDENTIFIER and not text.isidentifier():
+            text = self.maker.argument_name()  # e.g. a tool argument's name
+        max_len = schema.get("maxLength")
+        return clip(text, int(max_len), int(schema.get("minLength", 0))) if max_len else text
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """What a request asks for besides its messages: a JSON schema, tools to call, or neither.
+
+    ``key`` (its part of the answer's seed) is serialised once: a request made once per schema
+    class and reused (``OfflineChatModel``) is not serialised again on every call.
+    """
+
+    json_schema: Mapping[str, Any] | None = None
+    tools: Sequence[Mapping[str, Any]] | None = None
+    tool_choice: Any = None
+    key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # repr, not json.dumps(sort_keys=True): same determinism (schemas are built in a fixed
+        # order), a fraction of the cost. Bounds are left out: they clip what is written and
+        # change nothing else, in process and over HTTP alike (models.bounds).
+        tools = [_unbounded_tool(t) for t in self.tools] if self.tools else self.tools
+        extra = repr([_unbounded(self.json_schema), tools, self.tool_choice])
+        object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
+
+
+def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes, sample: int = 0) -> int:
+    # sample 0 (a first answer) hashes as it always did: seeded runs keep their answers
+    parts = [repr(seed).encode() if not sample else repr((seed, sample)).encode()]
+    for message in messages:
+        parts.append(b"\x1e" + str(message.get("role")).encode() + b"\x1f")
+        parts.append(str(message.get("content")).encode("utf-8", "surrogatepass"))
+    parts.append(key)
+    return int.from_bytes(hashlib.blake2b(b"".join(parts), digest_size=8).digest(), "big")
+
+
+_BOUNDS = frozenset({"maxLength", "maxItems"})
+
+
+def _unbounded(schema: Any) -> Any:
+    """A JSON schema without its bounds (what seeds an answer): no ``maxLength``/``maxItems``,
+    and a shaped string's pattern without its length (``bounds.pattern_for``)."""
+    return _unshaped(strip_keywords(schema, _BOUNDS, describe=False)) if schema else schema
+
+
+def _unshaped(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: without_bound(value) if key == "pattern" and isinstance(value, str)
+                else _unshaped(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_unshaped(item) for item in node]
+    return node
+
+
+def _unbounded_tool(tool: Any) -> Any:
+    """A tool with its parameters' bounds left out (what seeds a tool call)."""
+    if not isinstance(tool, Mapping):
+        return tool
+    function = tool.get("function", tool)
+    if not isinstance(function, Mapping) or "parameters" not in function:
+        return tool
+    unbounded = {**function, "parameters": _unbounded(function["parameters"])}
+    return {**tool, "function": unbounded} if "function" in tool else unbounded
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
+
+
+class OfflineEngine:
+    """Answers chat requests deterministically from (seed, messages, schema or tools)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def respond(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+    ) -> EngineReply:
+        """Answer with a tool call when tools are given, JSON when a schema is, else plain text."""
+        return self.answer(messages, EngineRequest(json_schema, tools, tool_choice))
+
+    def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest,
+               sample: int = 0) -> EngineReply:
+        """``respond`` for a prepared request (one that can be reused across calls); ``sample``
+        > 0 asks for another answer to the same request (still a function of its inputs)."""
+        rng = random.Random(_digest(self.seed, messages, request.key, sample))
+        maker = TextMaker(read_context(list(messages)), rng)
+        prompt_text = " ".join(str(m.get("content") or "") for m in messages)
+        tokens_in = approx_tokens(prompt_text)
+        if request.tools:
+            tool = pick_tool(request.tools, request.tool_choice)
+            params = tool.get("parameters") or {"type": "object", "properties": {}}
+            args = SchemaFiller(maker, params).fill(params)
+            call_id = f"call_{rng.getrandbits(48):012x}"
+            arguments = json.dumps(args)
+            return EngineReply(
+                content="",
+                tool_calls=[{"id": call_id, "name": tool["name"], "args": args}],
+                tokens_in=tokens_in,
+                tokens_out=approx_tokens(arguments),
+            )
+        if request.json_schema is not None:
+            schema = request.json_schema
+            content = _JSON.encode(SchemaFiller(maker, schema).fill(schema))
+        else:
+            content = maker.sentence()
+        return EngineReply(content=content, tokens_in=tokens_in, tokens_out=approx_tokens(content))
+
+
+def pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: Any) -> Mapping[str, Any]:
+    specs = [t.get("function", t) for t in tools]
+    wanted = None
+    if isinstance(tool_choice, str) and tool_choice not in ("auto", "any", "required", "none"):
+        wanted = tool_choice
+    elif isinstance(tool_choice, Mapping):
+        wanted = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+    for spec in specs:
+        if wanted is None or spec.get("name") == wanted:
+            return spec
+    return specs[0]
+
+
+def response_format_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON schema inside an OpenAI ``response_format`` (dict or pydantic class), if any."""
+    if response_format is None:
+        return None
+    if _is_model_class(response_format):
+        return response_format.model_json_schema()
+    if isinstance(response_format, Mapping):
+        if response_format.get("type") == "json_schema":
+            return dict((response_format.get("json_schema") or {}).get("schema") or {})
+        if response_format.get("type") == "json_object":
+            return {"type": "object", "properties": {"text": {"type": "string"}}}
+    return None
+
+
+def to_openai_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """LangChain messages as plain role/content dicts (the form the engine hashes)."""
+    roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+    return [{"role": roles.get(m.type, m.type), "content": m.content} for m in messages]
+
+
+def _request_of(kwargs: Mapping[str, Any]) -> EngineRequest:
+    """The engine request of a chat model call's ``response_format`` / ``tools`` arguments."""
+    response_format = kwargs.get("response_format")
+    tools, tool_choice = kwargs.get("tools"), kwargs.get("tool_choice")
+    if _is_model_class(response_format) and tools is None and tool_choice is None:
+        return _model_request(response_format)
+    return EngineRequest(response_format_schema(response_format), tools, tool_choice)
+
+
+def _is_model_class(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+@lru_cache(maxsize=256)
+def _model_request(schema: type[BaseModel]) -> EngineRequest:
+    """The request for a pydantic ``response_format``, built once per class: its JSON schema and
+    key are not rebuilt on every call (a class's schema is fixed, as ``models`` assumes too)."""
+    return EngineRequest(schema.model_json_schema())
+
+
+class OfflineChatModel(BaseChatModel):
+    """LangChain chat model backed by the OfflineEngine (model name ``offline``, not an LLM).
+
+    Supports ``bind_tools`` (so ``with_structured_output`` works through tool calls) and an
+    OpenAI-style ``response_format`` bound as a call argument. ``latency_s`` simulates a slow model.
+    """
+
+    seed: int = 0
+    latency_s: float = 0.0
+    model_name: str = OFFLINE_MODEL_NAME
+
+    @property
+    def _llm_type(self) -> str:
+        return OFFLINE_MODEL_NAME
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "seed": self.seed}
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
+        """Bind tools as OpenAI tool dicts, like ChatOpenAI does."""
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=formatted, **kwargs)
+
+    async def answer_async(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
+        """The answer message, without LangChain's callback machinery (used by the model seam)."""
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return self._reply_message(messages, kwargs)
+
+    def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self._reply_message(messages, kwargs))])
+
+    def _reply_message(self, messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> AIMessage:
+        reply = OfflineEngine(self.seed).answer(to_openai_dicts(messages), _request_of(kwargs),
+                                                int(kwargs.get("sample") or 0))
+        usage = {
+            "input_tokens": reply.tokens_in,
+            "output_tokens": reply.tokens_out,
+            "total_tokens": reply.tokens_in + reply.tokens_out,
+        }
+        return AIMessage(
+            content=reply.content,
+            tool_calls=[{**call, "type": "tool_call"} for call in reply.tool_calls],
+            usage_metadata=usage,
+            response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        return self._answer(messages, **kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return self._answer(messages, **kwargs)

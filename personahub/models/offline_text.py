@@ -1,0 +1,458 @@
+"""Deterministic text and value generation for the offline engine.
+
+The offline engine is not a language model. It reads the prompt's sections (persona, world,
+events, messages received), pulls content words out of them, and fills a JSON schema field by
+field with small templates chosen by a seeded RNG. Field names steer what is written, so a
+``function_name`` is an identifier, a ``relation`` is a relation label and an ``instruction`` is
+a request. Different personas give different words; the same (seed, prompt) gives the same answer.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
+from typing import Any
+
+_STOPWORDS = frozenset(
+    """a an the and or but if of to in on at by for with from into onto over under about after
+    before between through during without within who whom whose which that this these those is
+    are was were be been being am do does did done has have had having it its they them their
+    there here he she his her him you your yours we our ours us i me my mine not no nor so than
+    too very can could should would will shall may might must just also only own same such
+    each every some any all both few more most other what when where why how as up down out off
+    again further then once while because until per via one two three who's it's don't
+    persona personas message messages received event events world step reply answer json schema
+    field fields write writes written someone person people like likes task following give return
+    only valid object""".split()
+)
+# A word is ``[A-Za-z][A-Za-z'\-]{2,}``: a run of letters, apostrophes and hyphens from its first
+# letter on. ``_keywords`` strips apostrophes and hyphens off words, so it splits whole runs.
+_RUN_CHARS = string.ascii_letters + "'-"
+_ASCII_RUNS = bytes(b if chr(b) in _RUN_CHARS else 32 for b in range(256)).lower()  # others: space
+_SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
+# the same headings without retrying the title one character at a time (see ``_heading_at``)
+_FAST_SECTION = re.compile(r"^#++\s*+(\S(?:[^\n]*\S)?)\s*$", re.MULTILINE)
+
+RELATIONS = (
+    "colleague", "neighbour", "customer", "supplier", "patient", "student", "mentor", "sibling",
+    "friend", "landlord", "tenant", "teammate", "manager", "apprentice", "rival", "client",
+    "parent", "child", "partner", "volunteer", "competitor", "critic", "fan", "regulator",
+)
+_ROLES = (
+    "retired schoolteacher", "delivery driver", "community nurse", "market stall owner",
+    "graduate student", "plumber", "bus mechanic", "claims adjuster", "youth football coach",
+    "pharmacist", "freelance illustrator", "warehouse supervisor", "beekeeper", "paralegal",
+    "sound engineer", "librarian", "dairy farmer", "translator", "night-shift security guard",
+    "bakery apprentice", "ferry deckhand", "city planner", "hospice chaplain", "data clerk",
+    "tattoo artist", "tax accountant", "river ecologist", "forklift operator", "radio host",
+    "hotel receptionist", "carpenter", "physiotherapist", "game designer", "court interpreter",
+)
+_PLACES = (
+    "a coastal town", "a mountain village", "the old mill district", "a busy ring-road suburb",
+    "a university quarter", "a farming valley", "a port city", "a rust-belt city",
+    "a fast-growing exurb", "an island ferry stop", "a border town", "a historic market town",
+)
+_ACTIVITIES = (
+    "keeps a notebook of", "argues online about", "saves up for", "volunteers at events about",
+    "teaches evening classes on", "collects stories about", "repairs things related to",
+    "writes a small newsletter on", "campaigns on", "quietly worries about", "budgets carefully for",
+    "organises meetups about",
+)
+_REQUESTS = (
+    "Can you help me {verb} {obj}{ctx}?",
+    "Please {verb} {obj}{ctx}, step by step.",
+    "I need to {verb} {obj}{ctx}. Where should I start?",
+    "Draft a short plan to {verb} {obj}{ctx}.",
+    "Explain how I could {verb} {obj}{ctx}, with one concrete example.",
+    "What is the cheapest way to {verb} {obj}{ctx}?",
+    "Give me a checklist to {verb} {obj}{ctx}.",
+    "Compare two options to {verb} {obj}{ctx} and recommend one.",
+)
+_VERBS = (
+    "organise", "explain", "budget for", "compare", "schedule", "track", "improve", "plan",
+    "summarise", "fix", "design", "estimate", "teach", "automate", "document", "negotiate",
+)
+_LINES = (
+    "{greet} {name}, have you heard anything more about {topic}?",
+    "{greet} {name}. I keep thinking about {topic}; {opinion}",
+    "Listen, {name}: {opinion} And {topic} won't sort itself out.",
+    "{greet}! If you see anyone dealing with {topic}, send them my way.",
+    "{name}, about {topic}: {opinion}",
+    "{greet} {name}. Between {topic} and {topic2}, it's been a week.",
+)
+_REPLIES = (
+    "You mentioned {heard}; {opinion}",
+    "About what you said on {heard}: {opinion}",
+    "I've been turning over your point on {heard}. {opinion}",
+)
+_OPINIONS = (
+    "I think we should ask around before deciding.",
+    "honestly, I'm not convinced it helps people like us.",
+    "it could work if someone keeps an eye on the costs.",
+    "I'd rather wait and see what the others say.",
+    "we tried something like it years ago and it went badly.",
+    "it's the best news I've heard in a while.",
+    "I need to see the numbers first.",
+    "my family is split on it.",
+)
+_GREETS = ("Morning", "Hey", "Evening", "Hello", "Well met", "Hi there", "Good day")
+_DEPENDS = (
+    "requests", "pandas", "numpy", "sqlite3", "OpenStreetMap API", "datetime", "matplotlib",
+    "scikit-learn", "a weather API", "a public transit API", "geopy", "beautifulsoup4",
+)
+
+
+@dataclass
+class PromptContext:
+    """Content words pulled from a prompt, by section, in first-seen order."""
+
+    persona: list[str] = field(default_factory=list)
+    world: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    heard: list[str] = field(default_factory=list)
+    source_text: list[str] = field(default_factory=list)  # a "## Text" section (text-to-persona)
+    other: list[str] = field(default_factory=list)
+    persona_text: str = ""
+    neighbour_names: list[str] = field(default_factory=list)
+
+    def pool(self) -> list[str]:
+        """Words to draw from, persona first so the persona dominates what is written."""
+        words = self.persona + self.heard + self.events + self.world + self.other
+        return words or ["everyday", "matters"]
+
+
+_WORD_FIELDS = ("persona", "world", "events", "heard", "source_text", "other")  # deduplicated
+
+
+def keywords(text: str, limit: int = 40) -> list[str]:
+    """Distinct lower-case content words of ``text`` in first-seen order."""
+    return list(_keywords(text, limit))
+
+
+@lru_cache(maxsize=8192)
+def _keywords(text: str, limit: int) -> tuple[str, ...]:
+    # World texts and personas repeat across thousands of prompts: extract once. Runs are cut
+    # by a byte table: every non-ASCII character becomes "?", a separator, as for the regex.
+    runs = text.encode("ascii", "replace").translate(_ASCII_RUNS).decode("ascii").split()
+    if "'" in text or "-" in text:  # else no run has an apostrophe or hyphen to strip
+        runs = [run.strip("'-") for run in runs if len(run) > 3]
+    seen = dict.fromkeys([word for word in runs if len(word) > 3 and word not in _STOPWORDS])
+    return tuple(seen)[: max(limit, 1)]
+
+
+def _section_matches(text: str) -> list[re.Match[str]]:
+    """What ``_SECTION.finditer(text)`` finds, trying only where a heading can start.
+
+    The regex engine would try every position (a leading ``^`` gives it no literal prefix to
+    skip to); a heading starts at a ``#`` beginning a line, and resuming after each match's end
+    keeps finditer's non-overlapping matches.
+    """
+    matches: list[re.Match[str]] = []
+    resume = 0
+    start = 0 if text.startswith("#") else -1
+    while True:
+        if start >= resume and (match := _heading_at(text, start)) is not None:
+            matches.append(match)
+            resume = match.end()
+        found = text.find("\n#", start + 1)
+        if found == -1:
+            return matches
+        start = found + 1
+
+
+def _heading_at(text: str, start: int) -> re.Match[str] | None:
+    # _FAST_SECTION matches as _SECTION does wherever a non-space follows the '#'s and spaces
+    # (then the title is that line up to its last non-space); only at the end of the text can
+    # it miss, and _SECTION, backtracking into the '#'s and spaces, decides there.
+    return _FAST_SECTION.match(text, start) or _SECTION.match(text, start)
+
+
+def split_sections(text: str) -> dict[str, str]:
+    """Map markdown-style ``## Heading`` sections of a prompt to their bodies (lower-case keys)."""
+    sections: dict[str, str] = {}
+    heading, body_start = "", 0  # the text before the first heading is keyed ""
+    for match in _section_matches(text):
+        sections[heading] = text[body_start : match.start()]
+        heading, body_start = match.group(1).lower(), match.end()
+    if not sections:
+        return {"": text}
+    sections[heading] = text[body_start:]
+    return sections
+
+
+@lru_cache(maxsize=256)
+def _field_for(heading: str) -> str:
+    """The PromptContext field a section feeds (cached: the same few headings come every call)."""
+    if heading.startswith("persona") or heading == "you":
+        return "persona"
+    if heading.startswith("world") or heading.startswith("setting"):
+        return "world"
+    if heading.startswith("event"):
+        return "events"
+    if heading == "text":
+        return "source_text"
+    if heading.startswith(("messages", "inbox", "conversation", "heard")):
+        return "heard"
+    if heading.startswith(("neighbour", "neighbor", "addressee", "talking to")):
+        return "neighbour_names"
+    return "other"
+
+
+def _text_of(content: Any) -> str:
+    """A message's content as text (OpenAI content parts joined)."""
+    if isinstance(content, str):
+        return content
+    return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+
+
+def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
+    """Build a PromptContext from chat messages whose content uses ``## Section`` headings."""
+    found: dict[str, list[tuple[str, ...]]] = {name: [] for name in _WORD_FIELDS}
+    names: list[str] = []
+    persona_text = ""
+    for message in messages:
+        system = message.get("role") == "system"
+        for heading, body in split_sections(_text_of(message.get("content") or "")).items():
+            if heading == "" and system:
+                continue  # instructions to the model, not context to write about
+            field_name = _field_for(heading)
+            words = _keywords(body, 40)
+            if field_name == "neighbour_names":
+                names += [w.capitalize() for w in words[:3]]
+                continue
+            found[field_name].append(words)
+            if field_name == "persona" and not persona_text:
+                persona_text = " ".join(body.split())
+    unique = {name: _distinct(parts) for name, parts in found.items()}
+    return PromptContext(**unique, persona_text=persona_text, neighbour_names=names)
+
+
+def _distinct(parts: list[tuple[str, ...]]) -> list[str]:
+    """The words of ``parts`` in first-seen order, once each (one part is distinct already)."""
+    if len(parts) == 1:
+        return list(parts[0])
+    return list(dict.fromkeys(chain.from_iterable(parts)))
+
+
+class TextMaker:
+    """Writes field values from a PromptContext with one seeded RNG."""
+
+    def __init__(self, ctx: PromptContext, rng: random.Random) -> None:
+        self.ctx = ctx
+        self.rng = rng
+        # the field names of the object being filled (SchemaFiller sets them): a problem beside
+        # a ``question`` field leaves its question to that field
+        self.fields: frozenset[str] = frozenset()
+        self._question = ""
+
+    def words(self, n: int, pool: list[str] | None = None) -> list[str]:
+        pool = pool or self.ctx.pool()
+        k = min(n, len(pool))
+        head = pool[: max(k * 3, 8)]
+        return self.rng.sample(head, min(k, len(head)))
+
+    def topic(self) -> str:
+        pool = self.ctx.persona or self.ctx.pool()
+        return " ".join(self.words(self.rng.choice((2, 2, 3)), pool))
+
+    def identifier(self) -> str:
+        verb = self.rng.choice(("get", "find", "calc", "plan", "track", "list", "score", "check"))
+        parts = [re.sub(r"[^a-z0-9]", "", w) for w in self.words(2)]
+        ident = "_".join([verb, *[p for p in parts if p]])
+        return ident if ident.isidentifier() else "get_info"
+
+    def title(self) -> str:
+        noun = self.rng.choice(("Planner", "Tracker", "Lookup", "Estimator", "Finder", "Assistant"))
+        return " ".join(w.capitalize() for w in self.words(2)) + " " + noun
+
+    def persona(self, relation: str | None) -> str:
+        role = self.rng.choice(_ROLES)
+        place = self.rng.choice(_PLACES)
+        activity = self.rng.choice(_ACTIVITIES)
+        if self.ctx.source_text and not self.ctx.persona:
+            # text-to-persona: someone defined by the text's subject, not by another persona
+            subject = " ".join(self.words(3, self.ctx.source_text))
+            detail = " ".join(self.words(2, self.ctx.source_text))
+            return f"A {role} from {place} who {activity} {subject}, especially {detail}."
+        relation = relation or self.rng.choice(RELATIONS)
+        anchor = " ".join(self.words(2, self.ctx.persona or self.ctx.pool()))
+        interest = " ".join(self.words(2, self.ctx.world + self.ctx.persona or self.ctx.pool()))
+        return (
+            f"A {role} from {place}, the {relation} of someone known for {anchor}, "
+            f"who {activity} {interest}."
+        )
+
+    def request(self) -> str:
+        template = self.rng.choice(_REQUESTS)
+        ctx_words = self.ctx.events or self.ctx.heard or self.ctx.world
+        extra = f" given {' '.join(self.words(2, ctx_words))}" if ctx_words else ""
+        return template.format(verb=self.rng.choice(_VERBS), obj=self.topic(), ctx=extra)
+
+    def spoken_line(self) -> str:
+        name = self.rng.choice(self.ctx.neighbour_names or ["friend", "neighbour"])
+        opinion = self.rng.choice(_OPINIONS)
+        if self.ctx.heard and self.rng.random() < 0.6:
+            heard = " ".join(self.words(2, self.ctx.heard))
+            return self.rng.choice(_REPLIES).format(heard=heard, opinion=opinion)
+        topics = self.ctx.events or self.ctx.world or self.ctx.persona or self.ctx.pool()
+        return self.rng.choice(_LINES).format(
+            greet=self.rng.choice(_GREETS),
+            name=name,
+            topic=" ".join(self.words(2, topics)),
+            topic2=" ".join(self.words(1, self.ctx.persona or topics)),
+            opinion=opinion,
+        )
+
+    def description(self) -> str:
+        subject = self.topic()
+        detail = " ".join(self.words(3))
+        return self.rng.choice(
+            (
+                f"Looks up {subject} and reports {detail} in a short summary.",
+                f"Helps with {subject}, taking {detail} into account.",
+                f"A practical take on {subject}, covering {detail}.",
+                f"Covers {subject} for readers who care about {detail}.",
+            )
+        )
+
+    def problem(self) -> str:
+        """A word problem with numbers, set among the prompt's content words: its facts and its
+        question, or only its facts when the schema asks for the question on its own."""
+        a, b, c = self.rng.randint(3, 40), self.rng.randint(2, 12), self.rng.randint(5, 95)
+        subject, other = self.topic(), " ".join(self.words(2))
+        facts, question = self.rng.choice((
+            (f"A project on {subject} needs {a} units of {other}, each costing {b} coins, plus a "
+             f"fixed fee of {c}.",
+             f"If the budget grows by {b}% a year, after how many years does it cover the total?"),
+            (f"Three people share the work on {subject}. The first finishes {a} tasks in {b} "
+             f"hours, the second is twice as fast, the third does {c} tasks a day.",
+             f"Who handles {other}, given that no two of them work on the same day?"),
+            (f"In a study of {subject}, {a}% of {c} cases involve {other}. Of those, {b} are "
+             "excluded.",
+             "What share of the original cases remains, and is it above one third?"),
+        ))
+        if "question" in self.fields:
+            self._question = question
+            return facts
+        return f"{facts} {question}"
+
+    def question(self) -> str:
+        """The question of the problem written beside it, else a request (the built-in rule)."""
+        question, self._question = self._question, ""
+        return question or self.request()
+
+    def solution(self) -> str:
+        """A short worked solution (the offline engine does not actually solve anything)."""
+        return (f"Step 1: list what is known about {self.topic()}. Step 2: set up the relation "
+                f"between {' and '.join(self.words(2))}. Step 3: solve and check the result.")
+
+    def sentence(self) -> str:
+        return f"{self.topic().capitalize()}: " + " ".join(self.words(self.rng.randint(4, 8))) + "."
+
+    def relation(self) -> str:
+        return self.rng.choice(RELATIONS)
+
+    def arguments(self) -> str:
+        return ", ".join(dict.fromkeys(re.sub(r"[^a-z]", "", w) or "value" for w in self.words(2)))
+
+    def returns(self) -> str:
+        return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
+
+    def dependencies(self) -> str:
+        return self.rng.choice(_DEPENDS)  # one library or API (``depend`` lists them)
+
+    def argument_name(self) -> str:
+        """A lower-case identifier from the prompt's content words (a tool argument's name)."""
+        return re.sub(r"[^a-z]", "", self.words(1)[0].lower()) or "value"
+
+    def answer(self) -> str:
+        return str(self.rng.randint(2, 500))
+
+    def assistant_reply(self) -> str:
+        return f"Here is how I would approach it: {self.description()}"
+
+    def string_for(self, name: str, siblings: Mapping[str, Any]) -> str:
+        """A string value for a field called ``name`` (already-filled siblings may steer it)."""
+        writer = _writer_for(name)
+        if writer.__class__ is not str:  # a task's own writer (``add_field_writer``)
+            return writer(self)  # type: ignore[operator]
+        relation = siblings.get("relation") or siblings.get("relationship")
+        # a description beside a relation describes the related person (the expansion asks
+        # for its persona under "description": personas/expand.py)
+        if writer == "persona" or (writer == "description" and relation):
+            return self.persona(relation)
+        return getattr(self, writer)()
+
+
+# Writers that output kinds added for their own field names (``tasks`` registers them):
+# a TextMaker method name or a function of the TextMaker. The built-in rules below stay as they are.
+_ADDED_WRITERS: dict[str, str | Callable[[TextMaker], str]] = {}
+
+
+def add_field_writer(name: str, writer: str | Callable[[TextMaker], str]) -> bool:
+    """Write fields called ``name`` with ``writer``; False when the built-in rules already do.
+
+    The engine sees field names only, so a writer applies to that field in every schema: a
+    writer that would change how an existing field name is written raises ``ValueError``.
+    """
+    current = _writer_for(name)
+    if current == writer:
+        return False
+    if name.lower() in _ADDED_WRITERS or current != "sentence":
+        raise ValueError(f"offline engine: field {name!r} is already written by {current!r}")
+    _ADDED_WRITERS[name.lower()] = writer
+    _writer_for.cache_clear()
+    return True
+
+
+def remove_field_writer(name: str) -> None:
+    """Forget the writer ``add_field_writer`` stored for ``name``: the built-in rules apply again."""
+    if _ADDED_WRITERS.pop(name.lower(), None) is not None:
+        _writer_for.cache_clear()
+
+
+@lru_cache(maxsize=1024)
+def _writer_for(name: str) -> str | Callable[[TextMaker], str]:
+    """The TextMaker method that writes a field called ``name`` (cached: names repeat every call)."""
+    key = name.lower()
+    added = _ADDED_WRITERS.get(key)
+    if added is not None:
+        return added
+    if "function" in key and "name" in key or key in ("identifier", "func", "tool_name"):
+        return "identifier"
+    if key in ("relation", "relationship", "relation_label", "role_to_them"):
+        return "relation"
+    if "persona" in key:
+        return "persona"
+    if key in ("name", "title", "tool", "label"):
+        return "title"
+    if key in ("input_args", "args", "arguments", "parameters"):
+        return "arguments"
+    if key in ("return", "returns", "output"):
+        return "returns"
+    if key in ("depend", "depends", "dependencies"):
+        return "dependencies"
+    if key in ("problem", "puzzle", "exercise"):
+        return "problem"
+    if key in ("solution", "reasoning", "steps", "worked_solution"):
+        return "solution"
+    if key in ("answer", "final_answer"):
+        return "answer"
+    if key in ("user", "user_turn", "user_message"):
+        return "request"
+    if key in ("assistant", "assistant_turn", "assistant_reply"):
+        return "assistant_reply"
+    if key == "question":
+        return "question"
+    if key in ("instruction", "prompt", "request", "query", "user_prompt"):
+        return "request"
+    if key in ("line", "utterance", "dialogue", "message", "say", "speech", "reply"):
+        return "spoken_line"
+    if "description" in key or key in ("summary", "text", "content", "body", "reason"):
+        return "description"
+    return "sentence"

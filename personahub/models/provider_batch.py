@@ -1,0 +1,559 @@
+"""Structured calls sent as a provider batch (the OpenAI Batch API) or as a batch file.
+
+The online seam answers one ``CallRequest`` at a time; this module sends many as one batch and
+turns each result line into the very ``StructuredResult`` the online stack would have returned:
+
+1. ``batch_call`` prepares a call as ``LLMClient.structured`` would (the bounded schema, the
+   purpose's ``max_tokens``); ``request_lines`` writes each call's chat.completions body with the
+   endpoint's own body builder (``HttpEndpoint.request_body``: the structured mode the endpoint
+   uses now, without the schema keywords it refused), so a batch line is byte for byte the body
+   an online call posts. The ``custom_id`` is the caller's key and the attempt (``key#1``).
+2. ``BatchSession`` drives the endpoint's own openai SDK client (``files`` and ``batches``):
+   upload (purpose ``batch``), create (the job's key in the batch's ``metadata``), poll with
+   backoff until a terminal status, download the output and error files. It hands every new
+   state to ``on_handle`` (``personahub.core.provider_batch_records.save_handle``) before going on, so a
+   crash loses no batch id; ``resume`` finds a batch whose create may have been sent (by its
+   key, through ``batches.list``) before it would create one again.
+3. ``collect`` reads the result lines: an answer is read as ChatOpenAI reads an online one,
+   validated and locally repaired by the seam's own ``Validated.judge`` (the one fresh sample or
+   repair prompt it earns becomes a request of the next batch), and recorded as a ``CallRecord``
+   with the batch id and custom_id. A failed line (a refusal, a 5xx, a request an expired or
+   cancelled batch never ran) is recorded as an error; it goes out again, up to the client's
+   ``max_retries`` times, in a follow-up batch or online (``finish_online``). A refusal naming
+   the structured mode or schema keywords moves the endpoint on (``ModeBook``), as online, and
+   its calls go out again in the new mode without spending a retry.
+
+Offline files: ``write_batch_file`` writes the request lines for another runner (vLLM's
+``run_batch``, a provider's console) and ``read_results_file`` + ``collect`` read its results.
+The Batch API has no refusal to learn the structured mode from before the batch runs: a job
+asks ``mode_known`` and learns it first (an online call, ``personahub doctor``, ``--structured``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, runtime_checkable
+
+from pydantic import BaseModel
+
+from personahub.core.contracts import CallRecord, CallRequest, Failure, StructuredResult
+from personahub.core.errors import PersonahubError
+from personahub.core.provider_batch_records import AWAITING_RESULTS, BatchHandle
+from personahub.models.attempts import cached_prompt_tokens, usage
+from personahub.models.bounds import unbounded
+from personahub.models.failures import RETRYABLE_STATUSES, classify
+from personahub.models.provider_batch_lines import (
+    CHAT_URL,
+    ResultLine,
+    by_custom_id,
+    read_results,
+    read_results_file,
+    request_line,
+    to_jsonl,
+    write_jsonl,
+)
+from personahub.models.seam_validate import Progress
+from personahub.models.settings import LLMConfigError
+from personahub.models.structured import (
+    answer_text,
+    mode_of,
+    names_mode,
+    refused_keywords,
+    stripped_of,
+)
+
+if TYPE_CHECKING:
+    from personahub.models.client import LLMClient
+
+T = TypeVar("T", bound=BaseModel)
+#: The ``metadata`` key a batch carries the job's key under (what ``find`` looks for).
+KEY_FIELD = "personahub_key"
+#: Line errors of requests a batch never ran: they go out again like any transient failure.
+NOT_RUN = frozenset({"batch_expired", "batch_cancelled", "request_timeout"})
+API_TRIES = 4  # attempts at one Batch API request that fails transiently (upload, create, read)
+POLL_FAILURES = 10  # transient poll failures in a row after which waiting stops
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: a batch's request lines for its calls, and the structured mode they were written in
+RequestLines = Callable[[Sequence[Any]], tuple[list[dict[str, Any]], str]]
+
+
+class BatchApiError(PersonahubError):
+    """The endpoint's Batch API refused or failed a request (one line, with a likely fix)."""
+
+
+@runtime_checkable
+class BatchWire(Protocol):
+    """What an endpoint offers a batch: its body builder, its answer reader, its SDK client."""
+
+    label: str
+    index: int
+
+    def request_body(self, request: CallRequest) -> tuple[dict[str, Any], str]: ...
+
+    def answer_message(self, body: dict[str, Any]) -> Any: ...
+
+    async def openai_client(self) -> Any: ...
+
+
+@dataclass
+class BatchCall(Generic[T]):
+    """One structured call travelling by batch: what the caller asked (``schema``, the bounded
+    ``request``), the request the next batch sends (``asked``: the first, a second chance, or a
+    resend), what it has spent (``progress``: records, last answer, second chance), transport
+    resends so far, and, once it ends, its ``result`` (as ``LLMClient.structured`` returns it)."""
+
+    key: str
+    schema: type[T]
+    request: CallRequest
+    asked: CallRequest
+    progress: Progress = field(default_factory=lambda: Progress([], []))
+    resends: int = 0
+    result: StructuredResult[T] | None = None
+
+    @property
+    def custom_id(self) -> str:
+        """The ``custom_id`` of the next request: the key and the attempt (``key#1``)."""
+        return f"{self.key}#{self.asked.attempt}"
+
+    @property
+    def done(self) -> bool:
+        """True once the call has its result."""
+        return self.result is not None
+
+
+@dataclass
+class Collected:
+    """What one batch's results did: calls that ended (with a value or a recorded failure),
+    calls to send again (a second chance, a resend, a new structured mode), and the outcome of
+    every line (``ok``, ``invalid``, ``failed``, ``second chance``, ``resent: <reason>``)."""
+
+    finished: list[BatchCall[Any]] = field(default_factory=list)
+    resend: list[BatchCall[Any]] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+def batch_call(client: LLMClient, schema: type[T], messages: list[Any], *, key: str,
+               purpose: str, persona_id: str | None = None, step: int | None = None,
+               check: Callable[[T], str | None] | None = None,
+               sample: int = 0) -> BatchCall[T]:
+    """A call of ``schema`` to send by batch, prepared as ``client.structured`` prepares one;
+    ``key`` names it in ``custom_id``s (unique within the job, stable across a resume)."""
+    request = client.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
+                                 step=step, check=check, sample=sample)
+    return BatchCall(key, schema, request, request)
+
+
+def batch_endpoint(client: LLMClient, index: int = 0) -> BatchWire:
+    """Endpoint ``index`` of ``client`` if it can take batches, else a one-line error."""
+    endpoints = client.endpoints
+    if not 0 <= index < len(endpoints):
+        raise LLMConfigError(f"--batch: endpoint {index} does not exist ({len(endpoints)} given)")
+    endpoint = endpoints[index]
+    if not isinstance(endpoint, BatchWire):
+        raise LLMConfigError(f"--batch: {endpoint.label} answers in process and has no Batch "
+                             "API; give an OpenAI-compatible --llm")
+    return endpoint
+
+
+def mode_known(client: LLMClient, index: int = 0) -> bool:
+    """Whether endpoint ``index``'s structured mode is known (given with ``--structured``, or
+    learned by an answer): a batch gives no refusal to learn it from before it has run."""
+    return not client.modes.adaptive or client.modes.settled(index)
+
+
+def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
+                  endpoint: int = 0) -> tuple[list[dict[str, Any]], str]:
+    """The batch file's lines for ``calls`` (each one's ``asked`` request, as an online call
+    would post it now) and the structured mode they were written in."""
+    wire = batch_endpoint(client, endpoint)
+    if not calls:
+        raise PersonahubError("batch: no calls to send (a batch holds at least one request)")
+    lines, modes = [], set()
+    for call in calls:
+        body, mode = wire.request_body(call.asked)
+        modes.add(mode)
+        lines.append(request_line(call.custom_id, body))
+    if len({line["custom_id"] for line in lines}) < len(lines):
+        raise PersonahubError("batch: two calls share a custom_id (their keys must differ)")
+    return lines, modes.pop() if len(modes) == 1 else ", ".join(sorted(modes))
+
+
+# -- results ------------------------------------------------------------------------------
+
+def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> Failure:
+    """What a failed result line (or a missing one, of ``handle``) means for what happens
+    next."""
+    if line is None:
+        if handle is not None and handle.status == "failed":
+            why = handle.errors[0] if handle.errors else "no reason given"
+            return Failure(f"batch failed: {why}"[:400], True)
+        return Failure("batch: no result for this request", True)
+    code = line.error_code
+    if line.status is None:
+        return Failure(f"batch {code or 'error'}: {line.message()}"[:400],
+                       code in NOT_RUN or code is None)
+    message = line.message()
+    return Failure(f"HTTP {line.status}: {message}"[:400],
+                   line.status in RETRYABLE_STATUSES or line.status >= 500, line.status, message)
+
+
+def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequence[ResultLine],
+            handle: BatchHandle) -> Collected:
+    """Apply one batch's ``results`` to the ``calls`` it carried (those whose ``custom_id`` is
+    in ``handle``): see the module doc. Calls in the batch with no result line (a failed batch,
+    a results file missing lines) go out again like a transient failure."""
+    wire = batch_endpoint(client, handle.endpoint)
+    found = by_custom_id(results)
+    sent = set(handle.custom_ids)
+    mode = handle.structured_mode or client.modes.mode(handle.endpoint)
+    latency = (1000 * (handle.finished_at - handle.created_at)
+               if handle.finished_at is not None and handle.created_at is not None else 0.0)
+    out = Collected()
+    for call in calls:
+        if call.done or call.custom_id not in sent:
+            continue
+        record = call.asked.record(model=wire.label, endpoint=handle.endpoint,
+                                   structured_mode=mode, batch_id=handle.batch_id,
+                                   custom_id=call.custom_id, latency_ms=latency,
+                                   started_at=handle.created_at or time.time())
+        line = found.get(call.custom_id)
+        if line is None or not line.answered:
+            _failed(client, call, record, line_failure(line, handle), out)
+            continue
+        message = _answer(wire, line)
+        if message is None:
+            _failed(client, call, record,
+                    Failure("HTTP 200: the body is not a chat.completion", True, 200), out)
+            continue
+        record.tokens_in, record.tokens_out = usage(message)
+        record.cached_prompt_tokens = cached_prompt_tokens(message)
+        record.finish_reason = (message.response_metadata or {}).get("finish_reason")
+        call.progress.records.append(record)
+        result: StructuredResult[Any] = StructuredResult(None, [record],
+                                                         answer_text(message, mode_of(mode)))
+        value, again = client.validated.judge(call.request, call.asked, result, call.progress)
+        if again is None:
+            _finish(client, call, value)
+            out.finished.append(call)
+            out.outcomes["ok" if value is not None and record.status == "ok" else "invalid"] += 1
+        else:
+            call.asked = replace(again, attempt=call.asked.attempt + 1)
+            out.resend.append(call)
+            out.outcomes["second chance"] += 1
+    return out
+
+
+def _answer(wire: BatchWire, line: ResultLine) -> Any:
+    """The line's answer as an ``AIMessage``, or None when its body is no chat.completion."""
+    try:
+        return wire.answer_message(line.body)
+    except Exception:  # noqa: BLE001 - a body the reader cannot take is a failed line
+        return None
+
+
+def _failed(client: LLMClient, call: BatchCall[Any], record: CallRecord, failure: Failure,
+            out: Collected) -> None:
+    """Record a failed line; send the call again, or end it."""
+    record.status, record.error = "error", failure.description
+    call.progress.records.append(record)
+    reason = _learned(client, record, failure)
+    if reason is None and failure.retryable and call.resends < client.settings.max_retries:
+        call.resends += 1
+        reason = failure.description.split(":", 1)[0]
+    if reason is None:
+        _finish(client, call, None, failure)
+        out.finished.append(call)
+        out.outcomes["failed"] += 1
+        return
+    call.asked = replace(call.asked, attempt=call.asked.attempt + 1)
+    out.resend.append(call)
+    out.outcomes[f"resent: {reason}"] += 1
+
+
+def _learned(client: LLMClient, record: CallRecord, failure: Failure) -> str | None:
+    """What a refusal taught the endpoint (schema keywords to leave out, or the next
+    structured mode), as the reason to send the call again; None when it taught nothing."""
+    sent, index = record.structured_mode, record.endpoint
+    if failure.status is None or sent is None or index is None:
+        return None
+    mode = mode_of(sent)
+    refused = refused_keywords(failure.status, failure.body)
+    if mode != "prompt" and client.modes.strip(index, refused, stripped_of(sent)):
+        record.error = (f"schema keywords {', '.join(sorted(refused))} refused (stripped "
+                        f"for this endpoint): {failure.description}")[:400]
+        return "schema keywords refused"
+    if names_mode(mode, failure.status, failure.body) \
+            and client.modes.step_down(index, mode) is not None:
+        record.error = f"{sent} refused: {failure.description}"[:400]
+        return "structured mode refused"
+    return None
+
+
+def _finish(client: LLMClient, call: BatchCall[Any], value: Any,
+            failure: Failure | None = None) -> None:
+    """End ``call`` with ``value`` (the caller's schema, unbounded) and count its attempts."""
+    done = call.progress
+    if value is not None:
+        value = unbounded(value, call.schema)
+    call.result = StructuredResult(value, done.records, done.raw, done.entries, failure)
+    client.stats.add(done.records)
+
+
+async def finish_online(client: LLMClient, call: BatchCall[T]) -> StructuredResult[T]:
+    """Go on with a call a batch left pending, online (``--batch-fallback online``): its next
+    request through the client's stack below validation, with the second chances it has left."""
+    result = await client.validated.resume(call.request, call.asked, call.progress)
+    value = unbounded(result.value, call.schema) if result.value is not None else None
+    call.result = StructuredResult(value, result.records, result.raw, result.cache_entries,
+                                   result.failure)
+    client.stats.add(result.records)  # the batch attempts too: they were not counted yet
+    return call.result
+
+
+def give_up(client: LLMClient, call: BatchCall[Any], reason: str) -> StructuredResult[Any]:
+    """End a pending call without sending it again (its failure says why)."""
+    _finish(client, call, None, Failure(reason, False))
+    assert call.result is not None
+    return call.result
+
+
+# -- offline batch files ------------------------------------------------------------------
+
+def write_batch_file(path: str | Path, client: LLMClient, calls: Sequence[BatchCall[Any]], *,
+                     key: str, endpoint: int = 0, job_kind: str | None = None,
+                     job_id: str | None = None) -> BatchHandle:
+    """Write ``calls`` as a batch input file for another runner (``BatchSession.write_file``)."""
+    return BatchSession(client, endpoint=endpoint).write_file(path, key, calls, job_kind=job_kind,
+                                                              job_id=job_id)
+
+
+def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str | Path,
+                   handle: BatchHandle) -> tuple[BatchHandle, Collected]:
+    """Read a results file (vLLM ``run_batch``, or OpenAI output and error files joined) for
+    the batch file ``handle`` wrote; the handle is then ``completed``."""
+    results = read_results_file(path)
+    handle = handle.updated(status="completed", finished_at=time.time(),
+                            completed=sum(r.answered for r in results),
+                            failed=sum(not r.answered for r in results))
+    return handle, collect(client, calls, results, handle)
+
+
+# -- the Batch API ------------------------------------------------------------------------
+
+class BatchSession:
+    """One endpoint's Batch API, through its own openai SDK client (see the module doc).
+
+    ``poll_s`` is the first wait between polls, growing by half each time up to
+    ``max_poll_s``; ``on_handle`` receives each handle that must survive a crash.
+    """
+
+    def __init__(self, client: LLMClient | None, *, endpoint: int = 0, window: str = "24h",
+                 poll_s: float = 5.0, max_poll_s: float = 60.0,
+                 on_handle: Callable[[BatchHandle], None] | None = None,
+                 wire: Any = None, lines: RequestLines | None = None,
+                 url: str = CHAT_URL) -> None:
+        if poll_s <= 0 or max_poll_s < poll_s:
+            raise LLMConfigError(f"batch polling: need 0 < poll_s <= max_poll_s, got {poll_s} "
+                                 f"and {max_poll_s}")
+        self.client, self.index, self.window, self.url = client, endpoint, window, url
+        if client is None and (wire is None or lines is None):
+            raise LLMConfigError("batch: a session without a chat client needs its wire and lines")
+        # a chat client's endpoint and request lines, unless given (an embedding model's)
+        self.wire = wire if wire is not None else batch_endpoint(cast("LLMClient", client), endpoint)
+        self.lines: RequestLines = lines if lines is not None else partial(
+            request_lines, cast("LLMClient", client), endpoint=endpoint)
+        self.poll_s, self.max_poll_s, self.on_handle = poll_s, max_poll_s, on_handle
+
+    def _saved(self, handle: BatchHandle) -> BatchHandle:
+        if self.on_handle is not None:
+            self.on_handle(handle)
+        return handle
+
+    def write_file(self, path: str | Path, key: str, calls: Sequence[Any], *,
+                   job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
+        """Write ``calls`` as a batch input file for another runner (whole or not at all) and
+        return the handle to store: status ``awaiting_results``, batch id ``file:<name>``."""
+        lines, mode = self.lines(calls)
+        write_jsonl(path, lines)
+        return BatchHandle(key=key, endpoint=self.index, model=self.wire.label,
+                           custom_ids=tuple(line["custom_id"] for line in lines),
+                           structured_mode=mode, job_kind=job_kind, job_id=job_id,
+                           batch_id=f"file:{Path(path).name}", status=AWAITING_RESULTS,
+                           created_at=time.time())
+
+    async def submit(self, key: str, calls: Sequence[Any], *,
+                     job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
+        """Upload ``calls`` (each with a ``custom_id``: a chat ``BatchCall``, or what the
+        session's ``lines`` write) as a batch file and create the batch (``key`` in its
+        metadata)."""
+        lines, mode = self.lines(calls)
+        handle = self._saved(BatchHandle(
+            key=key, endpoint=self.index, model=self.wire.label,
+            custom_ids=tuple(line["custom_id"] for line in lines), window=self.window,
+            structured_mode=mode, job_kind=job_kind, job_id=job_id))
+        return await self._start(handle, to_jsonl(lines))
+
+    async def resume(self, handle: BatchHandle, calls: Sequence[Any] = ()) -> BatchHandle:
+        """A stored handle, created for sure: a batch created before a crash is found by its
+        key and never created twice; otherwise the stored input file (or, when the crash came
+        before the upload finished, ``calls`` uploaded again) makes it now."""
+        if handle.batch_id is not None or handle.status == AWAITING_RESULTS:
+            return handle
+        found = await self.find(handle.key)
+        if found is not None:
+            return self._saved(_from_batch(handle, found))
+        data = None
+        if handle.input_file_id is None:
+            wanted = set(handle.custom_ids)
+            mine = [c for c in calls if c.custom_id in wanted]
+            if len(mine) != len(wanted):
+                raise PersonahubError(f"batch {handle.key}: resuming its upload needs its "
+                                      f"{len(wanted)} calls; {len(mine)} were given")
+            lines, mode = self.lines(mine)
+            handle, data = handle.updated(structured_mode=mode), to_jsonl(lines)
+        return await self._start(handle, data)
+
+    async def _start(self, handle: BatchHandle, data: bytes | None) -> BatchHandle:
+        sdk = await self.wire.openai_client()
+        if handle.input_file_id is None:
+            assert data is not None
+            name = f"{_SAFE.sub('_', handle.key)[:80]}.jsonl"
+            uploaded = await self._api("upload the batch file", lambda: sdk.files.create(
+                file=(name, data), purpose="batch"))
+            handle = self._saved(handle.updated(input_file_id=uploaded.id))
+        return self._saved(_from_batch(handle, await self._create(sdk, handle)))
+
+    async def _create(self, sdk: Any, handle: BatchHandle) -> Any:
+        """``batches.create``; a create that failed in transit may have been made, so the key is
+        looked for before it is sent again."""
+        for attempt in range(1, API_TRIES + 1):
+            try:
+                return await sdk.batches.create(
+                    input_file_id=handle.input_file_id, endpoint=self.url,
+                    completion_window=handle.window, metadata={KEY_FIELD: handle.key})
+            except Exception as exc:  # noqa: BLE001 - classified below
+                failure = classify(exc)
+                if not failure.retryable or attempt == API_TRIES:
+                    raise self._error("create the batch", failure) from None
+            found = await self.find(handle.key)
+            if found is not None:
+                return found
+            await asyncio.sleep(min(self.max_poll_s, self.poll_s * attempt))
+        raise AssertionError("unreachable")
+
+    async def find(self, key: str, pages: int = 5) -> Any | None:
+        """The newest batch created with ``key`` (among the latest ``pages`` x 100), or None."""
+        sdk = await self.wire.openai_client()
+        page = await self._api("list batches", lambda: sdk.batches.list(limit=100))
+        for _ in range(pages):
+            for batch in page.data:
+                if (batch.metadata or {}).get(KEY_FIELD) == key:
+                    return batch
+            if not page.has_next_page():
+                return None
+            page = await self._api("list batches", page.get_next_page)
+        return None
+
+    async def refresh(self, handle: BatchHandle) -> BatchHandle:
+        """The handle as the provider sees it now (one retrieve)."""
+        sdk = await self.wire.openai_client()
+        batch = await self._api("read the batch", lambda: sdk.batches.retrieve(handle.batch_id))
+        updated = _from_batch(handle, batch)
+        return self._saved(updated) if updated != handle else handle
+
+    async def wait(self, handle: BatchHandle, *,
+                   on_status: Callable[[BatchHandle], None] | None = None) -> BatchHandle:
+        """Poll until the batch reaches a terminal status (waits grow from ``poll_s`` to
+        ``max_poll_s``); ``on_status`` sees each poll's handle (progress)."""
+        if handle.batch_id is None:
+            raise PersonahubError(f"batch {handle.key} has not been created; resume it first")
+        delay, failures = self.poll_s, 0
+        while not handle.done:
+            try:
+                handle = await self.refresh(handle)
+                failures = 0
+            except BatchApiError as exc:
+                failures += 1
+                if not getattr(exc, "retryable", False) or failures >= POLL_FAILURES:
+                    raise
+            if on_status is not None:
+                on_status(handle)
+            if handle.done:
+                break
+            await asyncio.sleep(delay)
+            delay = min(self.max_poll_s, delay * 1.5)
+        return handle
+
+    async def cancel(self, handle: BatchHandle) -> BatchHandle:
+        """Ask the provider to cancel (the batch goes ``cancelling``; ``wait`` sees it end)."""
+        sdk = await self.wire.openai_client()
+        batch = await self._api("cancel the batch", lambda: sdk.batches.cancel(handle.batch_id))
+        return self._saved(_from_batch(handle, batch))
+
+    async def results(self, handle: BatchHandle) -> list[ResultLine]:
+        """The result lines of a finished batch (its output and error files)."""
+        sdk = await self.wire.openai_client()
+        lines: list[ResultLine] = []
+        for file_id in (handle.output_file_id, handle.error_file_id):
+            if file_id:
+                content = await self._api("download the results", partial(sdk.files.content,
+                                                                          file_id))
+                lines.extend(read_results(content.content, f"{handle.batch_id} file {file_id}"))
+        return lines
+
+    async def forget(self, handle: BatchHandle) -> None:
+        """Delete the batch's files at the provider (once its results are committed)."""
+        sdk = await self.wire.openai_client()
+        for file_id in (handle.input_file_id, handle.output_file_id, handle.error_file_id):
+            if file_id:
+                try:
+                    await sdk.files.delete(file_id)
+                except Exception:  # noqa: BLE001, S112 - a file already gone is what was wanted
+                    continue
+
+    async def _api(self, what: str, request: Callable[[], Awaitable[Any]]) -> Any:
+        """One Batch API request, retried while its failure is transient."""
+        for attempt in range(1, API_TRIES + 1):
+            try:
+                return await request()
+            except Exception as exc:  # noqa: BLE001 - classified below
+                failure = classify(exc)
+                if not failure.retryable or attempt == API_TRIES:
+                    raise self._error(what, failure) from None
+            await asyncio.sleep(min(self.max_poll_s, self.poll_s * attempt))
+        raise AssertionError("unreachable")
+
+    def _error(self, what: str, failure: Failure) -> BatchApiError:
+        hint = ""
+        if failure.status in (404, 405):
+            hint = ("; this server has no Batch API (vLLM's server has none: write the requests "
+                    "with --batch-file and run them with `vllm run-batch`)")
+        elif failure.status in (401, 403):
+            hint = "; the server refuses the credentials"
+        error = BatchApiError(f"batch API at {self.wire.label}: cannot {what} "
+                              f"({failure.description}){hint}")
+        error.retryable = failure.retryable  # type: ignore[attr-defined]
+        return error
+
+
+def _from_batch(handle: BatchHandle, batch: Any) -> BatchHandle:
+    """``handle`` with what the provider's batch object says."""
+    counts = batch.request_counts
+    ended = next((t for t in (batch.completed_at, batch.failed_at, batch.expired_at,
+                              batch.cancelled_at) if t is not None), None)
+    errors = tuple(f"line {e.line}: {e.code}: {e.message}" if e.line else f"{e.code}: {e.message}"
+                   for e in ((batch.errors.data or []) if batch.errors else []))
+    return handle.updated(batch_id=batch.id, input_file_id=batch.input_file_id,
+                          status=batch.status, output_file_id=batch.output_file_id,
+                          error_file_id=batch.error_file_id,
+                          completed=counts.completed if counts else 0,
+                          failed=counts.failed if counts else 0,
+                          created_at=float(batch.created_at),
+                          finished_at=None if ended is None else float(ended), errors=errors)

@@ -1,0 +1,60 @@
+"""Accounting: running totals of every attempt (what progress displays show), the liveness a
+watchdog reads, and the record sink's last word on each call.
+
+Records and cache entries come back with each result and nowhere else: this layer only counts
+them, so two jobs sharing a client never see each other's records. A call that ends in an
+exception still counts, from the records the exception carries (``contracts.carry_records``).
+When a sink is set (``core.call_spill``), every attempt of a call that ended goes to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from personahub.core.call_spill import SinkSlot
+from personahub.core.contracts import (
+    CallRequest,
+    CallStats,
+    ModelEndpoint,
+    StructuredResult,
+    carried_records,
+)
+from personahub.models.liveness import Liveness
+
+__all__ = ["Accounted", "CallStats"]
+
+
+class Accounted:
+    """Counts every finished call's attempts, including those of a call that raised."""
+
+    def __init__(self, inner: ModelEndpoint, *, liveness: Liveness | None = None,
+                 spill: SinkSlot | None = None) -> None:
+        self.inner = inner
+        self.stats = CallStats()
+        self.liveness = liveness if liveness is not None else Liveness(float("inf"))
+        self.spill = spill if spill is not None else SinkSlot()
+
+    @property
+    def label(self) -> str:
+        """The label of the layer below."""
+        return self.inner.label
+
+    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+        """The result of the layer below, counted."""
+        self.liveness.started()
+        try:
+            result = await self.inner.call(request)
+        except BaseException as exc:
+            records = carried_records(exc)
+            self.liveness.finished()
+            self.stats.add(records)
+            sink = self.spill.sink
+            if sink is not None:
+                sink.done(records)
+            raise
+        self.liveness.finished()
+        self.stats.add(result.records)
+        sink = self.spill.sink
+        if sink is not None:
+            sink.done(result.records)
+        return result

@@ -1,0 +1,126 @@
+"""Straggler deadlines: an attempt that takes far longer than the endpoint's recent answers is cut
+and asked again, long before ``--timeout``.
+
+``--timeout`` has to be generous (a long answer from a slow model can take a minute), so a
+request the server dropped without a word (a hung worker, a connection nobody resets) would hold
+its call, its concurrency slot and the step or batch waiting for it for the whole timeout: at a
+10% hang rate every step waits that long, and a run takes tens of times its fault-free time.
+Answers say how fast the endpoint is, so each HTTP endpoint keeps, over its last ``WINDOW``
+answers, their pace (seconds per token: latency / (output tokens + ``FIXED_TOKENS``), as
+``models.adaptive_limit`` measures it) and per purpose the longest answers, and gives each
+attempt a deadline:
+
+    ``FACTOR`` x the pace's 90th percentile x (the purpose's longest recent answer + ``FIXED_TOKENS``)
+
+(``max_tokens`` for a purpose not seen yet), at least ``MIN_S``, at most ``--timeout``, and
+doubled for each earlier attempt of the call that was cut so: an answer that really needs longer
+gets it a few attempts later. Until ``WARM`` answers have been seen, attempts get ``--timeout``;
+when the estimate first exists, attempts sent before it that are still in flight are moved to
+their deadline (the first wave of calls would otherwise wait out ``--timeout`` on every hung
+request). The exception is a structured-mode probe (``--structured auto`` sends one request at a
+time to an endpoint until its mode is settled, ``endpoint_http``): everything waits for it, so
+before any answer it gets ``PROBE_S``, doubled for each probe cut in a row, whichever call sent
+it (a slow first answer costs a few single requests, never a wave of them; a server that never
+answers has the calls in line spend their budgets within about ``--timeout`` of probing).
+
+A cut attempt is a transient failure marked ``straggler``: the retry layer asks again at once
+(no backoff: the server is answering others) and the concurrency limits do not take it for
+overload. The estimate comes from the call records' latencies (``observe``), not from a clock,
+so tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from personahub.models.seam_limits import FIXED_TOKENS
+
+WINDOW = 64  # answers the pace looks back on
+LENGTHS = 16  # answers per purpose the longest-answer estimate looks back on
+WARM = 4  # answers before attempts get a deadline shorter than --timeout (a batch of 8 warms it)
+QUANTILE = 0.9
+FACTOR = 4.0
+MIN_S = 0.25  # no attempt is cut sooner: a loopback server answers in milliseconds
+ESCALATION = 2.0  # each earlier straggler of the call doubles the deadline
+PROBE_S = 5.0  # a probe's deadline before any answer came (the rest wait for it)
+
+
+class StragglerDeadlines:
+    """One endpoint's recent pace, and the deadline an attempt gets from it (module doc)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._paces: deque[float] = deque(maxlen=WINDOW)
+        self._pace: float | None = None  # the quantile, recomputed every few answers
+        self._lengths: dict[str, deque[int]] = {}
+        self._probe_cuts = 0  # probes cut in a row before any answer
+        # attempts sent before the estimate existed: loop time sent, purpose, max_tokens, stragglers
+        self._cold: dict[asyncio.Timeout, tuple[float, str, int, int]] = {}
+
+    @property
+    def warm(self) -> bool:
+        """True once the estimate exists."""
+        return self._pace is not None
+
+    def limit(self, purpose: str, max_tokens: int, stragglers: int = 0,
+              probe: bool = False) -> float:
+        """Seconds the attempt may take (``--timeout`` until the estimate exists; ``PROBE_S``
+        for the one request a structured-mode probe lets through)."""
+        pace = self._pace
+        if pace is None:
+            if probe:
+                return min(self.timeout_s, PROBE_S * ESCALATION ** self._probe_cuts)
+            return self.timeout_s
+        lengths = self._lengths.get(purpose)
+        tokens = min(max_tokens, max(lengths)) if lengths else max_tokens
+        seconds = FACTOR * pace * (tokens + FIXED_TOKENS) * ESCALATION ** stragglers
+        return min(self.timeout_s, max(MIN_S, seconds))
+
+    def observe(self, purpose: str, latency_s: float, tokens_out: int) -> None:
+        """An answer for ``purpose`` came back after ``latency_s``; the moment the estimate first
+        exists, attempts still in flight from before it are moved to their deadline."""
+        tokens_out = max(0, tokens_out)
+        self._probe_cuts = 0
+        self._paces.append(latency_s / (tokens_out + FIXED_TOKENS))
+        lengths = self._lengths.get(purpose)
+        if lengths is None:
+            lengths = self._lengths[purpose] = deque(maxlen=LENGTHS)
+        lengths.append(tokens_out)
+        count = len(self._paces)
+        if count >= WARM and (self._pace is None or count % WARM == 0):
+            cold = self._pace is None
+            ranked = sorted(self._paces)
+            self._pace = ranked[min(len(ranked) - 1, int(QUANTILE * len(ranked)))]
+            if cold and self._cold:
+                self._tighten()
+
+    def track(self, scope: asyncio.Timeout, sent: float, purpose: str, max_tokens: int,
+              stragglers: int) -> None:
+        """Remember an attempt sent under ``--timeout`` before the estimate existed."""
+        self._cold[scope] = (sent, purpose, max_tokens, stragglers)
+
+    def untrack(self, scope: asyncio.Timeout) -> None:
+        """The attempt is over."""
+        self._cold.pop(scope, None)
+
+    def forget_in_flight(self) -> None:
+        """A new event loop: the timeouts of the old one are gone."""
+        self._cold.clear()
+
+    def _tighten(self) -> None:
+        for scope, (sent, purpose, max_tokens, stragglers) in list(self._cold.items()):
+            when = sent + self.limit(purpose, max_tokens, stragglers)
+            current = scope.when()
+            if not scope.expired() and current is not None and when < current:
+                scope.reschedule(when)
+        self._cold.clear()
+
+    def cut_short(self, scope: asyncio.Timeout, sent: float, probe: bool = False) -> bool:
+        """True when ``scope`` expired before ``--timeout`` would have: the attempt was a
+        straggler (a cut probe doubles the next probe's deadline until an answer comes)."""
+        when = scope.when()
+        cut = scope.expired() and when is not None and when < sent + self.timeout_s - 1e-3
+        if cut and probe and self._pace is None:
+            self._probe_cuts += 1
+        return cut

@@ -1,0 +1,74 @@
+"""Round-robin over endpoints, with failover: a retry goes to the next endpoint, and one that
+refuses connections is skipped for ``DEAD_ENDPOINT_COOLDOWN_S`` seconds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from personahub.core.contracts import CallRequest, ModelEndpoint, StructuredResult
+from personahub.models.failures import FailFast
+
+DEAD_ENDPOINT_COOLDOWN_S = 5.0
+
+
+class Failover:
+    """Sends each call to the next endpoint in turn (after ``request.after`` for a retry)."""
+
+    def __init__(self, endpoints: Sequence[ModelEndpoint],
+                 cooldown_s: float = DEAD_ENDPOINT_COOLDOWN_S,
+                 fail_fast: FailFast | None = None) -> None:
+        if not endpoints:
+            raise ValueError("failover needs at least one endpoint")
+        self.endpoints = list(endpoints)
+        self.cooldown_s = cooldown_s
+        self.fail_fast = fail_fast
+        self._next = 0
+        self._down_until = [0.0] * len(self.endpoints)
+
+    @property
+    def label(self) -> str:
+        """The endpoints' labels, comma-separated."""
+        return ",".join(e.label for e in self.endpoints)
+
+    def mark_down(self, index: int, seconds: float | None = None) -> None:
+        """Skip endpoint ``index`` for ``seconds`` (it refused a connection)."""
+        self._down_until[index] = time.monotonic() + (self.cooldown_s if seconds is None else seconds)
+
+    def healthy_other(self, index: int) -> bool:
+        """True when an endpoint other than ``index`` is not marked down."""
+        now = time.monotonic()
+        return any(i != index and until <= now for i, until in enumerate(self._down_until))
+
+    def pick(self, after: int | None = None) -> int:
+        """The next endpoint in round-robin (after ``after`` for a retry), skipping dead ones."""
+        n = len(self.endpoints)
+        if after is None:
+            start, self._next = self._next, self._next + 1
+        else:
+            start = after + 1
+        if n > 1:
+            now = time.monotonic()
+            for offset in range(n):
+                index = (start + offset) % n
+                if self._down_until[index] <= now:
+                    return index
+        return start % n  # all down (or only one): try it anyway
+
+    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+        """The call on the picked endpoint; an unreachable one is marked down. Nothing is sent
+        once ``fail_fast`` has stopped the job."""
+        if self.fail_fast is not None:
+            self.fail_fast.check()
+        index = self.pick(request.after)
+        result = await self.endpoints[index].call(request)
+        failure = result.failure
+        if failure is None:
+            self._down_until[index] = 0.0
+        elif failure.unreachable:
+            if len(self.endpoints) > 1:
+                self.mark_down(index)
+            result.failure = replace(failure, other_endpoint_up=self.healthy_other(index))
+        return result

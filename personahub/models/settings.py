@@ -1,0 +1,140 @@
+"""How the model is reached and called (``LLMSettings``), and the seam's configuration errors.
+
+Plain data, validated on construction, safe to log once the spec is redacted; every layer of the
+seam (``personahub.core.contracts``) is built from one of these by
+``models.client.make_client``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from personahub.core.errors import ResumableStop, UsageError
+from personahub.core.validate import check_number, check_optional_number, check_seed
+from personahub.models.adaptive_limit import Concurrency, concurrency_bound
+from personahub.models.generation import Generation
+from personahub.models.offline import OFFLINE_MODEL_NAME
+from personahub.models.structured import STRUCTURED_SETTINGS, StructuredSetting
+
+
+class LLMConfigError(UsageError):
+    """The --llm spec or its environment is unusable: a usage error (the CLI exits 2)."""
+
+
+class LLMUnavailable(ResumableStop):
+    """The model endpoint cannot be reached (connection refused, DNS failure...): a job stops,
+    resumable."""
+
+
+class EndpointFailing(LLMUnavailable):
+    """A call's transient failures (5xx, 429, timeouts) outlasted its retry budget: the job
+    stops, resumably (``models.seam_retry``)."""
+
+
+class Stalled(LLMUnavailable):
+    """No model call completed for the stall bound while calls were in flight: the job stops,
+    resumably (``models.liveness``)."""
+
+
+# The retry budget of one call (``models.seam_retry``): transient failures are asked again up
+# to ``max_retries`` times, with backoff, while the call has spent (attempts and backoff, not
+# waits for a concurrency slot) less than its budget, counting a next attempt as ``--timeout``
+# long. With the defaults (60 s): two timed-out attempts, or nine fast errors (about 13 s of
+# backoff), at most 150 s.
+DEFAULT_MAX_RETRIES = 8
+CALL_BUDGET_TIMEOUTS = 2
+CALL_BUDGET_SLACK_S = 30.0
+STALL_SLACK_S = 30.0
+
+
+def call_budget_s(timeout_s: float) -> float:
+    """Seconds one call may spend before its transient failures stop the job."""
+    return CALL_BUDGET_TIMEOUTS * timeout_s + CALL_BUDGET_SLACK_S
+
+
+def stall_bound_s(timeout_s: float, rps: float | None = None) -> float:
+    """Seconds without a completed call (while some are in flight) that mean a stalled job."""
+    return call_budget_s(timeout_s) + STALL_SLACK_S + (1 / rps if rps else 0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMSettings:
+    """How to reach and call the model; plain data, safe to log once redacted."""
+
+    spec: str = OFFLINE_MODEL_NAME
+    seed: int = 0
+    timeout_s: float = 60.0
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_s: float = 0.5
+    concurrency: Concurrency = 16
+    structured: StructuredSetting = "auto"
+    max_tokens: int | None = None  # None: per output kind (models.generation)
+    temperature: float | None = None
+    top_p: float | None = None
+    offline_latency_s: float = 0.0
+    rps: float | None = None
+
+    @classmethod
+    def of_job(cls, config: Any) -> LLMSettings:
+        """The settings of a job config holding the usual model fields (``llm``, ``seed``,
+        ``concurrency``, ``timeout_s``, ``structured``, ``max_tokens``, ``temperature``,
+        ``top_p``, ``rps``, ``offline_latency_s``): what a job spec's ``model_settings`` returns."""
+        return cls(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
+                   timeout_s=config.timeout_s, structured=config.structured,
+                   max_tokens=config.max_tokens, temperature=config.temperature,
+                   top_p=config.top_p, rps=config.rps, offline_latency_s=config.offline_latency_s)
+    def __post_init__(self) -> None:
+        try:  # every job's client is built here: one check of these for all of them
+            check_seed(self.seed)
+            check_optional_number(self.rps, "--rps", above=0)
+            check_number(self.timeout_s, "--timeout", above=0)
+            check_number(self.offline_latency_s, "--offline-latency", low=0)
+        except UsageError as exc:
+            raise LLMConfigError(str(exc)) from None
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        if self.max_retries < 0:
+            raise LLMConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.structured not in STRUCTURED_SETTINGS:
+            raise LLMConfigError(f"--structured {self.structured!r}: use one of "
+                                 f"{', '.join(STRUCTURED_SETTINGS)}")
+        self.generation  # noqa: B018 - validates max_tokens, temperature and top_p
+
+    @property
+    def call_budget_s(self) -> float:
+        """Seconds one call may spend on attempts and backoff before its transient failures stop
+        the job (``models.seam_retry``): ``CALL_BUDGET_TIMEOUTS`` x ``--timeout`` +
+        ``CALL_BUDGET_SLACK_S``."""
+        return call_budget_s(self.timeout_s)
+
+    @property
+    def stall_bound_s(self) -> float:
+        """Seconds with calls in flight and none completed after which a job is stalled
+        (``models.liveness``): a call's budget, plus slack for a slot to come free and,
+        with ``--rps``, for a rate token."""
+        return stall_bound_s(self.timeout_s, self.rps)
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most calls in flight this setting allows (an HTTP pool's size)."""
+        return concurrency_bound(self.concurrency)
+
+    @property
+    def generation(self) -> Generation:
+        """Output limit and sampling settings of every call."""
+        return Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+
+
+def parse_concurrency(value: Any) -> Concurrency:
+    """``value`` as a concurrency setting: an integer >= 1 or ``auto`` (a one-line error else)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            value = int(text)
+        except ValueError:
+            raise LLMConfigError(f"--concurrency {value!r}: give a number >= 1 or 'auto'") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LLMConfigError(f"--concurrency must be >= 1 or 'auto', got {value!r}")
+    return value

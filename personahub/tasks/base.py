@@ -1,0 +1,192 @@
+"""What one output kind is: the ``Task`` every pipeline (simulation, synthesis, export) reads.
+
+A task holds its schema, its semantic check, the text near-duplicate detection and exports look
+at, and the parts each pipeline needs: an ``EmissionSpec`` when agents emit it in a scenario run,
+a ``SynthesisSpec`` when ``personahub synthesize`` makes it. Rendering for export (chat messages,
+Persona Hub's ``synthesized text``, tool lists) has defaults here; a kind with its own shape
+overrides the method in a ``Task`` subclass in its own module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from personahub.personas.quality import QualityIssue
+
+Content = Mapping[str, Any]
+Validator = Callable[[Content], QualityIssue | None]
+# How the offline engine writes a string field: a ``TextMaker`` method name, or a function of the
+# ``TextMaker`` (``models.offline_text``); it sees field names only, so writers are per field name.
+OfflineWriter = str | Callable[[Any], str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmissionSpec:
+    """The simulation side: the agent prompt. The kind's name in scenarios and ``emissions.kind``
+    is the task's name: one name per kind, in runs, jobs and exports alike."""
+
+    prompt: str  # the agent prompt's ``## Task`` section
+    addressed: bool = False  # said to a graph neighbour (needs one, sends them a message)
+    max_tokens: int | None = None  # default output limit of one call (None: the fallback)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthesisSpec:
+    """The synthesis side: what ``synthesize --list`` shows and the prompt's task text.
+
+    The same instruction serves the three prompting modes (``tasks.prompting``).
+    """
+
+    summary: str
+    instruction: str
+    needs_world: bool = False
+    solvable: bool = False  # ``--solve`` asks for a worked solution afterwards
+    max_tokens: int | None = None  # None: the emission's limit, else the fallback
+    schema: type[BaseModel] | None = None  # None: the task's schema
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One yes/no question the judge (``personahub judge``) answers about an item of a kind.
+
+    ``name`` is the answer's field and the key in ``judgments.criteria``; ``needs_solution``
+    criteria are asked only of items that carry a solution (``synthesize --solve``).
+    """
+
+    name: str
+    question: str
+    needs_solution: bool = False
+
+
+# What the judge asks of a kind that states no criteria of its own.
+DEFAULT_CRITERIA: tuple[Criterion, ...] = (
+    Criterion("coherent", "The item is coherent, complete and makes sense on its own."),
+    Criterion("fits_kind", "The item is what its kind asks for, not something else."),
+)
+
+# The output limit of a math or logic problem. Its statement is bounded at one character a token
+# (``models.bounds.DIGITS``: a small model may write nothing but digits, and still has to
+# close the JSON in time), so the limit is twice what prose would need: 640 tokens leave a
+# statement of 560 characters, above the 350-550 of the shipped demonstrations.
+PROBLEM_MAX_TOKENS = 640
+
+# What the paper measured of its math problems (96.5% of 200 valid), for problem kinds.
+PROBLEM_CRITERIA: tuple[Criterion, ...] = (
+    Criterion("well_posed", "The problem is stated completely and unambiguously: everything it "
+                            "needs is given and the question is clear."),
+    Criterion("solvable", "The problem has a definite answer that can be worked out from what it "
+                          "states."),
+    Criterion("solution_correct", "The given solution is correct and reaches the right answer.",
+              needs_solution=True),
+)
+
+
+def _joined_values(content: Content) -> str:
+    return " ".join(str(v) for v in content.values())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """One output kind, for every pipeline that makes or exports it."""
+
+    name: str  # the kind's one name: scenarios, ``emissions.kind``, ``synth_items.task``, exports
+    schema: type[BaseModel]
+    check: Validator  # the semantic check after schema validation (first issue, or None)
+    describe: Callable[[Content], str] = _joined_values  # the searchable text of the content
+    description: str = ""  # Persona Hub's ``description`` in exports ("" : the name, spaced)
+    emission: EmissionSpec | None = None
+    synthesis: SynthesisSpec | None = None
+    offline_writers: Mapping[str, OfflineWriter] = field(default_factory=dict)
+    # What the persona was asked, for kinds whose item is an answer (a line said, a tool designed):
+    # chat exports then hold that request as the user turn and the item as the assistant's.
+    # None for kinds whose item is itself the user's turn (an instruction, a problem).
+    chat_request: str | None = None
+    # What ``personahub judge`` asks of an item of this kind (each answered yes/no with a reason).
+    judge_criteria: tuple[Criterion, ...] = DEFAULT_CRITERIA
+
+    def criteria_for(self, *, has_solution: bool) -> tuple[Criterion, ...]:
+        """The judge's criteria for one item (solution criteria only when it has a solution)."""
+        return tuple(c for c in self.judge_criteria if has_solution or not c.needs_solution)
+
+    def gate(self, value: BaseModel) -> str | None:
+        """The check of a valid answer as the model seam takes it (``structured(check=...)``):
+        a rejected answer earns one fresh sample before the job records it as rejected."""
+        issue = self.check(value.model_dump(by_alias=True))
+        return None if issue is None else str(issue)
+
+    # -- text ----------------------------------------------------------------------------------
+    def text(self, content: Content) -> str:
+        """The text near-duplicate detection, diversity and exports look at."""
+        return self.describe(content)
+
+    def emission_text(self, content: Content) -> str:
+        """The text of an emission as a run stores it (the same as ``text`` unless overridden)."""
+        return self.text(content)
+
+    # -- simulation ----------------------------------------------------------------------------
+    def agent_prompt(self) -> str:
+        """The agent prompt's ``## Task`` section (KeyError when agents do not emit this kind)."""
+        if self.emission is None:
+            raise KeyError(self.name)
+        return self.emission.prompt
+
+    def addressed_content(self, content: dict[str, Any], text: str, speaker: str,
+                          listener: str) -> tuple[dict[str, Any], str]:
+        """(content to store, text sent to ``listener``) of an emission said to a neighbour."""
+        return content, text
+
+    # -- synthesis -----------------------------------------------------------------------------
+    def synthesis_spec(self) -> SynthesisSpec:
+        """The synthesis side (KeyError when synthesis jobs do not make this kind)."""
+        if self.synthesis is None:
+            raise KeyError(self.name)
+        return self.synthesis
+
+    def synthesis_schema(self, *, with_assistant: bool = False) -> type[BaseModel]:
+        """The schema a synthesis job asks for."""
+        if self.synthesis is not None and self.synthesis.schema is not None:
+            return self.synthesis.schema
+        return self.schema
+
+    def synthesis_instruction(self, *, with_assistant: bool = False) -> str:
+        """The synthesis prompt's task text (before the few-shot note)."""
+        return self.synthesis_spec().instruction
+
+    # -- export --------------------------------------------------------------------------------
+    @property
+    def export_description(self) -> str:
+        """Persona Hub's ``description`` field of an exported item."""
+        return self.description or self.name.replace("_", " ")
+
+    def chat_messages(self, content: Content, solution: Mapping[str, Any] | None = None, *,
+                      persona: str = "") -> list[dict[str, str]]:
+        """Chat messages (user first, roles alternating); the assistant only when known: the
+        item itself when it answers ``chat_request`` (asked of ``persona``), else a solution."""
+        if self.chat_request is not None:
+            ask = f"You are this person: {persona.strip()}\n\n{self.chat_request}" \
+                if persona.strip() else self.chat_request
+            return [{"role": "user", "content": ask},
+                    {"role": "assistant", "content": self.text(content)}]
+        messages = [{"role": "user", "content": self.text(content)}]
+        if solution:
+            messages.append({"role": "assistant",
+                             "content": f"{solution['solution']}\n\nAnswer: {solution['answer']}"})
+        return messages
+
+    def chat_tools(self, content: Content) -> list[dict[str, Any]] | None:
+        """OpenAI ``tools`` for a chat-format row, when the item describes tools."""
+        return None
+
+    def personahub_text(self, content: Content, text: str) -> str:
+        """Persona Hub's ``synthesized text`` of an item whose stored text is ``text``."""
+        return text
+
+
+def json_text(content: Content) -> str:
+    """An item's content as JSON text (the searchable text of kinds without a prose field)."""
+    return json.dumps(content, ensure_ascii=False)

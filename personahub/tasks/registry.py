@@ -1,0 +1,120 @@
+"""The task registry: every output kind, looked up by its one name.
+
+Simulation (scenario validation, the agent graph, the society), synthesis and export all ask
+here, so a kind registered once is usable everywhere. A kind has one name: a scenario lists it,
+``emissions.kind`` and ``synth_items.task`` store it, ``synthesize`` and ``judge --kind`` take
+it. ``ALIASES`` keeps the names a kind had before (a scenario file, a command line or a
+read-only database from an older version) answering to the kind's name. Registration also tells
+the offline engine how to write the kind's fields (``Task.offline_writers``).
+"""
+
+from __future__ import annotations
+
+from personahub.core.errors import PersonahubError
+from personahub.models import offline_text
+from personahub.tasks.base import Task
+
+
+class UnknownTaskError(PersonahubError, KeyError):
+    """No task of that name (a ``KeyError`` too, as a missing registry key always was)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+_TASKS: dict[str, Task] = {}  # by task name, in registration order
+_EMISSIONS: dict[str, Task] = {}  # the tasks agents emit in runs, by name
+# a kind's former names -> its name (the tool kind was ``tool`` in synthesis, ``tool_spec`` in runs)
+ALIASES: dict[str, str] = {"tool": "tool_spec"}
+_WRITERS_ADDED: dict[str, list[str]] = {}  # field writers each task added to the offline engine
+_addressed: frozenset[str] = frozenset()  # kinds said to a neighbour (asked per agent and step)
+
+
+def register(task: Task) -> Task:
+    """Add ``task`` (its name must be new, and no kind's former name); returns it."""
+    if task.name in _TASKS or task.name in ALIASES:
+        raise ValueError(f"task {task.name!r} is already registered")
+    added: list[str] = []
+    try:
+        for field_name, writer in task.offline_writers.items():
+            if offline_text.add_field_writer(field_name, writer):
+                added.append(field_name)
+    except ValueError:
+        for field_name in added:
+            offline_text.remove_field_writer(field_name)
+        raise
+    _TASKS[task.name] = task
+    _WRITERS_ADDED[task.name] = added
+    if task.emission is not None:
+        _EMISSIONS[task.name] = task
+    _update_addressed()
+    return task
+
+
+def unregister(name: str) -> None:
+    """Remove a task and the offline writers it added (tests register toy kinds and clean up)."""
+    _TASKS.pop(name)
+    _EMISSIONS.pop(name, None)
+    _update_addressed()
+    for field_name in _WRITERS_ADDED.pop(name, []):
+        offline_text.remove_field_writer(field_name)
+
+
+def canonical(name: str) -> str:
+    """A kind's name, given its name or a former one (``tool`` -> ``tool_spec``)."""
+    return ALIASES.get(name, name)
+
+
+def get(name: str) -> Task:
+    """The task called ``name`` (or formerly called it)."""
+    try:
+        return _TASKS[canonical(name)]
+    except KeyError:
+        raise UnknownTaskError(f"unknown task {name!r}; known: {', '.join(_TASKS)}") from None
+
+
+def emission_task(kind: str) -> Task:
+    """The task agents emit as ``kind`` in scenario runs."""
+    try:
+        return _EMISSIONS[canonical(kind)]
+    except KeyError:
+        raise UnknownTaskError(f"unknown emission kind {kind!r}; known: "
+                               f"{', '.join(_EMISSIONS)}") from None
+
+
+def synthesis_task(name: str) -> Task:
+    """The task ``synthesize --task name`` makes."""
+    task = _TASKS.get(canonical(name))
+    if task is None or task.synthesis is None:
+        raise UnknownTaskError(f"task {name!r}: choose one of {', '.join(synthesis_names())}")
+    return task
+
+
+def stored_task(kind: str, *, emission: bool) -> Task | None:
+    """The task of a stored item (an emission's kind or a synthesis item's task), if known."""
+    return (_EMISSIONS if emission else _TASKS).get(canonical(kind))
+
+
+def tasks() -> tuple[Task, ...]:
+    """Every registered task, in registration order."""
+    return tuple(_TASKS.values())
+
+
+def emission_kinds() -> tuple[str, ...]:
+    """Emission kinds, in registration order."""
+    return tuple(_EMISSIONS)
+
+
+def addressed_kinds() -> frozenset[str]:
+    """Emission kinds said to a graph neighbour."""
+    return _addressed
+
+
+def _update_addressed() -> None:
+    global _addressed
+    _addressed = frozenset(k for k, t in _EMISSIONS.items() if t.emission and t.emission.addressed)
+
+
+def synthesis_names() -> tuple[str, ...]:
+    """Synthesis task names, in registration order."""
+    return tuple(name for name, task in _TASKS.items() if task.synthesis is not None)

@@ -1,0 +1,65 @@
+"""The calibration prompt: one person (or nobody) and one survey question, answered as one option.
+
+``personahub calibrate`` asks each matched persona every question of a survey in one structured
+call whose answer is an enum of the options (``tasks.survey.survey_schema("choice", ...)``).
+How much of the person the prompt shows is the job's **steering** (Park et al.'s question of
+what a persona adds over demographics):
+
+- ``persona``: the persona text, as a simulation's agent sees it (the default);
+- ``attributes``: only the person's demographics, as ``- Name: label`` lines;
+- ``attributes+persona``: both;
+- ``none``: nobody: the ``no_persona`` baseline. Each of its samples names a respondent number
+  and nothing else, so that N asks are N samples (a cache, a seeded server and the offline engine
+  would otherwise answer one identical prompt N times with one answer).
+
+Sections run from the most shared to the most specific after the person (question, options,
+task), in the ``## Section`` layout of every other prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from personahub.core.sections import section
+from personahub.pipelines.prompts.population import attribute_lines
+
+STEERINGS = ("persona", "attributes", "attributes+persona")
+NO_PERSONA = "none"
+CALIBRATE_PURPOSE = "survey:calibrate"  # the survey output limit (personahub/models/generation.py)
+
+CALIBRATE_SYSTEM = ("You are the person described under Persona, answering a public opinion "
+                    "survey honestly, as that person would. Answer only with JSON that matches "
+                    "the schema.")
+NO_PERSONA_SYSTEM = ("You are answering a public opinion survey honestly. Answer only with JSON "
+                     "that matches the schema.")
+CALIBRATE_TASK = ("Choose the one option that is your answer to the question, written exactly "
+                  "as it is listed.")
+
+
+def person_section(steering: str, text: str, attributes: Mapping[str, object]) -> str:
+    """What the prompt says about the person under ``steering`` (see the module doc)."""
+    if steering == "persona":
+        return section("Persona", text)
+    lines = attribute_lines(attributes) or "- (no demographics known)"
+    if steering == "attributes":
+        return section("Persona", lines)
+    if steering == "attributes+persona":
+        return section("Persona", f"{text}\n\n{lines}")
+    raise ValueError(f"steering {steering!r}: use one of {', '.join(STEERINGS)}")
+
+
+def calibration_messages(question: str, options: Sequence[str], *, steering: str,
+                         text: str = "", attributes: Mapping[str, object] | None = None,
+                         respondent: int = 0) -> list[BaseMessage]:
+    """The messages asking one person (``steering`` a ``STEERINGS`` value) or, with
+    ``steering="none"``, anonymous respondent number ``respondent``, one question."""
+    listed = "\n".join(f"- {option}" for option in options)
+    tail = (section("Question", question) + "\n" + section("Options", listed) + "\n"
+            + section("Task", CALIBRATE_TASK))
+    if steering == NO_PERSONA:
+        head = section("Respondent", f"Survey respondent number {respondent + 1}.")
+        return [SystemMessage(NO_PERSONA_SYSTEM), HumanMessage(head + "\n" + tail)]
+    head = person_section(steering, text, attributes or {})
+    return [SystemMessage(CALIBRATE_SYSTEM), HumanMessage(head + "\n" + tail)]

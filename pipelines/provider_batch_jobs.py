@@ -1,0 +1,134 @@
+"""``--batch`` for a job spec: its config's batch fields and the asker wrapper that sends a
+batch's model calls as provider batches (``models.provider_batch_caller``).
+
+A spec adds ``BatchFields`` to its config and wraps its asker with ``batched_asker(ctx, asker)``
+when ``config.batch`` is on: the wrapped asker's calls are queued, sent as provider batches
+(or written to ``--batch-file``), and answered from their results, so the rows committed are
+those an online job writes. The handles go to ``llm_batches`` as they change; a resumed job
+loads them, with the (batch id, custom_id) pairs already committed, so a batch created before
+a stop is polled again and never created twice. Once a batch's answers are committed (the
+kernel calls the asker's ``committed`` after each commit), its files are deleted at the
+provider and its stored handle keeps no file ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from personahub.core.call_log import committed_requests
+from personahub.core.errors import UsageError
+from personahub.core.kernel import Asker, JobContext, engine
+from personahub.core.provider_batch_records import load_handles, save_handle
+from personahub.core.validate import check_number
+from personahub.models.provider_batch_caller import BatchBook, BatchingCaller, check_fallback
+
+B = TypeVar("B")
+R = TypeVar("R")
+_WINDOW = re.compile(r"^[1-9][0-9]*h$")
+#: requests in one provider batch at most, for a job without a batch size (the OpenAI cap)
+MAX_REQUESTS = 50_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchFields:
+    """How a job sends its calls: online (default) or as provider batches (``--batch``), or
+    written to a batch file for another runner (``--batch-file``). All engine settings: a
+    resume may switch them (the rows are the same)."""
+
+    batch: bool = engine(False)
+    batch_window: str = engine("24h")  # the provider's completion window (--batch-window)
+    batch_fallback: str = engine("batch")  # where failed requests go again: batch | online
+    batch_file: str | None = engine(None)  # write the requests here and wait (--batch-file)
+    batch_poll_s: float = engine(5.0)  # the first wait between polls (growing to 60 s)
+
+    def check_batch(self, *, executor: str, cache: str) -> None:
+        """Refuse batch settings that cannot work, in one line naming the option."""
+        check_fallback(self.batch_fallback)
+        check_number(self.batch_poll_s, "--batch-poll", above=0)
+        if not _WINDOW.match(self.batch_window):
+            raise UsageError(f"--batch-window {self.batch_window!r}: hours, e.g. 24h")
+        if not (self.batch or self.batch_file):
+            return
+        if executor != "local":
+            raise UsageError("--batch runs on the local executor: a provider batch needs no "
+                             "workers (drop --executor ray)")
+        if cache != "off":
+            raise UsageError("--batch with --cache: batch answers are not cached; use "
+                             "--cache off")
+
+    @property
+    def batching(self) -> bool:
+        """True when the job's calls go as batches (to a provider or to a file)."""
+        return bool(self.batch or self.batch_file)
+
+
+def job_book(ctx: JobContext[Any]) -> BatchBook:
+    """The job's stored batches and which of their requests are committed: what a resumed job
+    collects from instead of sending again."""
+    book = BatchBook()
+    for handle in load_handles(ctx.con, ctx.spec.kind, ctx.job_id).values():
+        book.add(handle)
+    book.committed = committed_requests(ctx.con, ctx.job_id)
+    return book
+
+
+def batch_status(ctx: JobContext[Any]) -> Callable[[str], None]:
+    """Where a job's batches report their states: its progress hook (a phase ``batch ...``)."""
+    return lambda text: ctx.report(text, ctx.done_before, ctx.total)
+
+
+class BatchedAsker(Generic[B, R]):
+    """``inner`` with its calls sent as batches through one ``BatchingCaller`` per job."""
+
+    def __init__(self, inner: Asker[B, R], ctx: JobContext[Any]) -> None:
+        self.inner, self.ctx = inner, ctx
+        self.caller: BatchingCaller | None = None
+
+    def make(self, client: Any) -> BatchingCaller:
+        """The job's batching caller (the stored handles loaded once)."""
+        if self.caller is None:
+            ctx, config = self.ctx, self.ctx.config
+            self.caller = BatchingCaller(
+                client, job_book(ctx), job_kind=ctx.spec.kind, job_id=ctx.job_id,
+                size=int(getattr(config, "batch_size", MAX_REQUESTS)), window=config.batch_window,
+                fallback=config.batch_fallback, batch_file=config.batch_file,
+                poll_s=config.batch_poll_s, max_poll_s=max(60.0, config.batch_poll_s),
+                on_handle=lambda handle: save_handle(ctx.con, handle),
+                on_status=batch_status(ctx))
+        return self.caller
+
+    async def committed(self) -> None:
+        """The kernel committed the last batch's answers: the provider files of the batches
+        they came from go (issue 29: nothing is left at the provider once committed)."""
+        if self.caller is not None:
+            await self.caller.forget_spent()
+
+    async def run_batch(self, batch: B, caller: Any) -> R:
+        """The inner asker's batch, its calls sent as provider batches."""
+        batching = self.make(caller)
+        work = asyncio.ensure_future(self.inner.run_batch(batch, batching))
+        await batching.drive(work)
+        return work.result()
+
+
+def batched_asker(ctx: JobContext[Any], asker: Asker[B, R]) -> Asker[B, R]:
+    """``asker``, batched when the job's config asks for batches."""
+    if getattr(ctx.config, "batching", False):
+        return BatchedAsker(asker, ctx)
+    return asker
+
+
+def batch_line(asker: Any) -> str | None:
+    """What the job's batches did in this run, in one line (None for an online job): ``asker``
+    is a batched asker, or anything with a batch ``tally``."""
+    caller = getattr(asker, "caller", None) or asker
+    tally = getattr(caller, "tally", None)
+    if tally is None:
+        return None
+    outcomes = ", ".join(f"{k}={v}" for k, v in sorted(tally.outcomes.items())) or "none"
+    return (f"batches: {tally.created} created, {tally.polled} picked up again; requests: "
+            f"{outcomes}; {tally.online} answered online")

@@ -1,0 +1,73 @@
+"""Write one person's persona text from their attributes with a model, kept to the attributes.
+
+``write_persona`` is the model path of ``personas sample-population`` (the offline path is
+``personas.persona_template``). It is a pure async function of the attributes and a caller, so
+the job that runs it over a population (on the job kernel) only plans people into batches and
+commits what comes back: text, call records and cache entries travel in the result.
+
+An answer is checked before it is kept (``persona_check``): the quality gate's persona rules,
+then ``personas.persona_consistency`` (no other age, sex, party, ... than the attributes). A
+rejected answer earns the seam's one fresh sample; if that is rejected too the person gets no
+text (``text`` None) and the records say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller
+from personahub.personas.persona_consistency import check_persona_text
+from personahub.personas.quality import gate_item
+from personahub.pipelines.prompts.population import (
+    WRITE_PERSONA_PURPOSE,
+    WrittenPersona,
+    write_persona_messages,
+)
+
+__all__ = ["Written", "persona_check", "write_persona"]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one attribute-to-persona call gave: the text (None when every answer was
+    rejected or failed), why the last answer was rejected, and the call's records."""
+
+    text: str | None
+    rejected: str | None
+    records: list[CallRecord]
+    cache_entries: list[CacheEntry]
+
+
+def persona_check(attributes: tuple[tuple[str, str], ...], answer: Any) -> str | None:
+    """Why a written persona is not kept (None: kept). Module-level and taking the attributes
+    as a tuple, so a ``partial`` of it pickles for Ray workers."""
+    text, issue = gate_item(answer)
+    if issue is not None:
+        return str(issue)
+    problems = check_persona_text(text, dict(attributes))
+    return "contradicts its attributes: " + "; ".join(problems) if problems else None
+
+
+def _frozen(attributes: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, str(v)) for k, v in attributes.items() if v not in (None, "")))
+
+
+async def write_persona(attributes: Mapping[str, object], caller: StructuredCaller, *,
+                        persona_id: str | None = None) -> Written:
+    """Ask ``caller`` to write the person ``attributes`` describe (one structured call)."""
+    check = partial(persona_check, _frozen(attributes))
+    result = await caller.structured(WrittenPersona, write_persona_messages(attributes),
+                                     purpose=WRITE_PERSONA_PURPOSE, persona_id=persona_id,
+                                     check=check)
+    text: str | None = None
+    rejected: str | None = None
+    if result.value is not None:
+        cleaned, issue = gate_item(result.value)
+        rejected = check(result.value)
+        text = cleaned if issue is None and rejected is None else None
+    elif result.records and result.records[-1].error:
+        rejected = result.records[-1].error
+    return Written(text, rejected, list(result.records), list(result.cache_entries))
