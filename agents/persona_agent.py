@@ -37,9 +37,9 @@ from pydantic import BaseModel
 from personahub.agents.decide import DECIDE_PURPOSE, Decision, decision_schema, resolve
 from personahub.agents.prompts.agent import agent_messages, decision_messages
 from personahub.agents.prompts.budget import DEFAULT_BUDGET, PromptBudget
-from personahub.tasks import addressed_kinds, emission_task
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.personas.quality import QualityIssue
+from personahub.tasks import addressed_kinds, emission_task
 
 DEFAULT_CHUNK = 128
 

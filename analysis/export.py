@@ -35,7 +35,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from personahub.tasks import Task, canonical, stored_task
 from personahub.analysis.export_arrow import (
     SOLUTION_TYPE,
     content_array,
@@ -46,6 +45,7 @@ from personahub.analysis.export_arrow import (
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import atomic_file
 from personahub.personas.persona_texts import iter_source_rows, resolve_source
+from personahub.tasks import Task, canonical, stored_task
 
 EXPORT_FORMATS = ("personahub", "chat", "parquet")
 

@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel
 
-from personahub.tasks.synthesis_schemas import Solution
 from personahub.tasks import Task
+from personahub.tasks.synthesis_schemas import Solution
 
 _SCALARS: dict[type, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(),
                                      bool: pa.bool_()}

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from personahub.models.failures import plain_reason
 from personahub.core.call_log import last_attempt_counts
+from personahub.models.failures import plain_reason
 
 if TYPE_CHECKING:
     import duckdb

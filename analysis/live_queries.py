@@ -13,9 +13,9 @@ from typing import Any
 import duckdb
 import networkx as nx
 
-from personahub.core.provider_batch_records import open_batches
 from personahub.core.call_log import calls_by_step, calls_since, run_call_totals
 from personahub.core.jobs_store import find_job, latest_job_id
+from personahub.core.provider_batch_records import open_batches
 from personahub.sim.run_queries import (
     agent_ids,
     kinds_by_agent,

@@ -31,7 +31,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import networkx as nx  # noqa: E402
 
-from personahub.models.embedders import make_embedder  # noqa: E402
 from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row  # noqa: E402
 from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table  # noqa: E402
 from personahub.analysis.judgments import OFFLINE_NOTE, latest_validity  # noqa: E402
@@ -60,6 +59,7 @@ from personahub.analysis.views import install_views  # noqa: E402
 from personahub.core.call_log import failed_call_groups  # noqa: E402
 from personahub.core.jobs_store import latest_job_id
 from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
+from personahub.models.embedders import make_embedder  # noqa: E402
 from personahub.personas.embedding import Embedder, HashEmbedder  # noqa: E402
 from personahub.personas.store import relation_edges  # noqa: E402
 from personahub.sim.run_queries import agent_persona_ids  # noqa: E402

@@ -3,7 +3,8 @@
     python bench/bench_concurrency.py [--concurrency 64 256] [--rounds 8] [--latency 0.5]
                                       [--repeat 3] [--simulation] [--server process|thread]
 
-One loopback server (``personahub/models/fake_server/server.py``) answers every request after ``--latency`` seconds; it
+One loopback server (``personahub/models/fake_server/server.py``) answers every request after
+``--latency`` seconds; it
 runs in a child process, so its CPU is not counted as the client's. At each concurrency ``c``,
 ``c x --rounds`` calls with the same structured-output schemas and agent prompts, each client in
 its own event loop, gathered under a semaphore of ``c``:
@@ -124,9 +125,9 @@ def _role(message: Any) -> str:
 
 def _bodies(model: str) -> dict[str, dict[str, Any]]:
     """The request body (minus messages) per kind, as the seam sends it in json_schema mode."""
+    from personahub.agents.schemas import EMISSION_SCHEMAS
     from personahub.models.generation import default_max_tokens
     from personahub.models.structured import response_format
-    from personahub.agents.schemas import EMISSION_SCHEMAS
 
     return {k: {"model": model, "max_tokens": default_max_tokens(k),
                 "response_format": response_format(s, "json_schema")}
@@ -203,9 +204,9 @@ def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
     """The project's model seam: ``make_client`` and ``structured`` (json_schema mode)."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    from personahub.models.client import LLMSettings, make_client
     from personahub.agents.schemas import EMISSION_SCHEMAS
     from personahub.core.loop import run
+    from personahub.models.client import LLMSettings, make_client
 
     types = {"system": SystemMessage, "user": HumanMessage}
     converted = [(kind, [types[m["role"]](m["content"]) for m in messages])

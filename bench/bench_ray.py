@@ -54,8 +54,8 @@ def synth_rows(db: Path, job_id: str) -> list[tuple]:
 
 def time_synthesis(tmp: Path, args: argparse.Namespace, executor: str,
                    workers: int | None) -> tuple[float, list[tuple]]:
-    from personahub.models.client import LLMSettings, make_client
     from personahub.api import run_synthesis
+    from personahub.models.client import LLMSettings, make_client
     from personahub.pipelines.synthesize import SynthOptions
 
     db = synth_db(tmp / f"synth-{executor}-{workers}.duckdb", args.n)
@@ -123,8 +123,8 @@ def time_persona_job(tmp: Path, args: argparse.Namespace, job: str,
     """``from-text`` over ``--persona-n`` texts (read, like) or ``expand`` (1 hop, fanout 2,
     closing triangles) from ``--persona-n`` personas, local or on Ray with ``workers``."""
     from personahub import runtime
-    from personahub.models.client import LLMSettings, make_client
     from personahub.core.store import connect
+    from personahub.models.client import LLMSettings, make_client
     from personahub.pipelines.expand import EXPANSION, ExpandConfig
     from personahub.pipelines.text_to_persona import TEXT_TO_PERSONA, TextConfig
 
@@ -182,8 +182,8 @@ def dedup_hub(texts: list[str]) -> duckdb.DuckDBPyConnection:
 
 
 def time_dedup(texts: list[str], workers: int | None) -> tuple[float, list[tuple]]:
-    from personahub.personas.dedup import DedupConfig, local_signatures, run_minhash_stage
     from personahub.executors.ray_minhash import minhash_pair_finder
+    from personahub.personas.dedup import DedupConfig, local_signatures, run_minhash_stage
 
     con = dedup_hub(texts)
     sign = local_signatures if workers is None else minhash_pair_finder(workers=workers)

@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from personahub.models.client import LLMClient, LLMSettings, LLMUnavailable, StructuredResult
 from personahub.core.contracts import CallStats, Endpoint
+from personahub.models.client import LLMClient, LLMSettings, LLMUnavailable, StructuredResult
 
 
 @dataclass

@@ -33,8 +33,7 @@ def handed_runs(monkeypatch: Any, answer: Any) -> list[dict[str, Any]]:
     """What each adapter hands ``runtime.run`` (kind, config, db, resume), which then answers
     ``answer`` (a ``JobResult``) without running the job; executors report Ray installed (its
     configs are compared, never run)."""
-    from personahub import runtime
-    from personahub import executors
+    from personahub import executors, runtime
 
     seen: list[dict[str, Any]] = []
 

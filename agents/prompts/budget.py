@@ -22,10 +22,10 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from personahub.core.errors import PersonahubError
+from personahub.core.sections import section
 from personahub.models.offline import approx_tokens
 from personahub.models.offline_text import keywords
-from personahub.core.sections import section
-from personahub.core.errors import PersonahubError
 
 PARTS = ("world", "events", "inbox", "memory")
 STEM = 5  # words compare by their first letters: flood, floods, flooding

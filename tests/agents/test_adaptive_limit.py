@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from personahub.core.contracts import CallRequest, Failure, StructuredResult
 from personahub.models.adaptive_limit import AUTO_CEILING, AdaptiveLimit, concurrency_bound
 from personahub.models.seam_limits import Limited
 from personahub.models.settings import LLMConfigError, LLMSettings, parse_concurrency
-from personahub.core.contracts import CallRequest, Failure, StructuredResult
 
 
 class _Answer(BaseModel):

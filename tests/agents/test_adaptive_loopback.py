@@ -10,10 +10,10 @@ import pytest
 from pydantic import BaseModel
 
 import personahub
-from personahub.models.client import LLMClient, LLMSettings
-from personahub.models.settings import EndpointFailing
 from personahub.api import run_simulation
 from personahub.core.errors import PersonahubError
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.settings import EndpointFailing
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke

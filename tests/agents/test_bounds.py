@@ -24,16 +24,16 @@ from personahub.models.bounds import (
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.generation import DEFAULT_MAX_TOKENS, default_max_tokens
 from personahub.models.offline import resolve_node
+from personahub.personas.expand import related_personas_schema
+from personahub.personas.linking import link_schema
+from personahub.personas.text_to_persona import text_personas_schema
 from personahub.pipelines.prompts.judge import judge_schema
-from personahub.tasks.synthesis_schemas import InferredPersona, Solution
 from personahub.tasks import tasks
 from personahub.tasks.interview import InterviewAnswer
 from personahub.tasks.reflection import Reflection
 from personahub.tasks.survey import survey_schema
+from personahub.tasks.synthesis_schemas import InferredPersona, Solution
 from personahub.tasks.tool_spec import ToolSpec
-from personahub.personas.expand import related_personas_schema
-from personahub.personas.linking import link_schema
-from personahub.personas.text_to_persona import text_personas_schema
 
 
 def _asked_schemas() -> list[tuple[str, type[BaseModel], int]]:

@@ -8,10 +8,6 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel
 
-from personahub.models.cache import CacheMiss, ResponseCache
-from personahub.models.client import LLMClient, LLMSettings
-from personahub.models.endpoint_offline import OfflineEndpoint
-from personahub.models.offline import OfflineChatModel
 from personahub.analysis.views import install_views, query_files
 from personahub.api import run_simulation
 from personahub.cli.app import app
@@ -19,6 +15,10 @@ from personahub.core.commit import cache_rows_of, records_of
 from personahub.core.errors import PersonahubError
 from personahub.core.jobs_store import create_job
 from personahub.core.store import connect, insert_rows, transaction
+from personahub.models.cache import CacheMiss, ResponseCache
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.endpoint_offline import OfflineEndpoint
+from personahub.models.offline import OfflineChatModel
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 

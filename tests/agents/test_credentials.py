@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from personahub.models.client import LLMClient, LLMConfigError, LLMSettings, redact_spec
 from personahub.agents.prompts.agent import agent_messages
+from personahub.models.client import LLMClient, LLMConfigError, LLMSettings, redact_spec
 from personahub.tasks.instruction import Instruction
 
 SECRET = "sk-test-very-secret-value"

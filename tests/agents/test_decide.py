@@ -14,10 +14,10 @@ from personahub.agents.decide import (
     decision_schema,
     resolve,
 )
-from personahub.models.client import LLMClient, LLMSettings
 from personahub.agents.persona_agent import AGENT_GRAPH, AgentInput, run_agents
 from personahub.agents.prompts.agent import decision_messages
 from personahub.core.contracts import StructuredResult
+from personahub.models.client import LLMClient, LLMSettings
 from tests.fakes import FakeClient
 
 ADDRESSED = frozenset({"npc_dialogue", "conversation"})

@@ -11,15 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 import personahub.models.seam_retry as retry_module
-from personahub.models.client import LLMClient, LLMSettings
-from personahub.models.settings import EndpointFailing
-from personahub.models.structured import mode_of
-from personahub.models.fake_server.dialects import DIALECTS
-from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.agents.prompts.agent import agent_messages
-from personahub.tasks.npc_dialogue import NpcDialogue
 from personahub.cli.app import app
 from personahub.core.contracts import carried_records
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.fake_server.dialects import DIALECTS
+from personahub.models.fake_server.server import ServerOptions, running_server
+from personahub.models.settings import EndpointFailing
+from personahub.models.structured import mode_of
+from personahub.tasks.npc_dialogue import NpcDialogue
 
 runner = CliRunner()
 # what --structured auto settles on, per dialect

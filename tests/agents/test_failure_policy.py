@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from personahub.models.failures import plain_reason
 from personahub.analysis.kept import kept_line
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import (
@@ -16,6 +15,7 @@ from personahub.core.failures import (
     check_max_failed_share,
     endpoint_error,
 )
+from personahub.models.failures import plain_reason
 
 CUT = "answer cut off at max_tokens (finish_reason=length)"
 

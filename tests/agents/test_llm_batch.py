@@ -17,7 +17,13 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
+from personahub.core.commit import JobRef, call_rows
+from personahub.core.failures import endpoint_error
+from personahub.core.provider_batch_records import AWAITING_RESULTS, BatchHandle, load_handles, save_handle
+from personahub.core.store import connect, insert_rows, transaction
 from personahub.models import provider_batch as batching
+from personahub.models.client import LLMClient, LLMSettings, make_client
+from personahub.models.fake_server import server as loopback
 from personahub.models.provider_batch import (
     BatchApiError,
     BatchCall,
@@ -32,14 +38,8 @@ from personahub.models.provider_batch import (
     write_batch_file,
 )
 from personahub.models.provider_batch_lines import BatchFileError, read_results, read_results_file
-from personahub.models.client import LLMClient, LLMSettings, make_client
 from personahub.models.settings import LLMConfigError
-from personahub.models.fake_server import server as loopback
 from personahub.tasks.tool_spec import ToolSpec
-from personahub.core.provider_batch_records import AWAITING_RESULTS, BatchHandle, load_handles, save_handle
-from personahub.core.commit import JobRef, call_rows
-from personahub.core.failures import endpoint_error
-from personahub.core.store import connect, insert_rows, transaction
 
 POLL = {"poll_s": 0.01, "max_poll_s": 0.05}
 

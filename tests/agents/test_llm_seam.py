@@ -4,13 +4,13 @@ import time as time_module
 
 import pytest
 
+from personahub.agents.prompts.agent import agent_messages
+from personahub.core.contracts import carried_records
 from personahub.models.client import LLMClient, LLMConfigError, LLMSettings, LLMUnavailable, redact_spec
 from personahub.models.settings import EndpointFailing
-from personahub.agents.prompts.agent import agent_messages
 from personahub.tasks.conversation import NeighbourConversation
 from personahub.tasks.npc_dialogue import NpcDialogue
 from personahub.tasks.tool_spec import ToolSpec
-from personahub.core.contracts import carried_records
 
 
 def ask(client: LLMClient, schema=ToolSpec, persona: str = "A welder in Tartu"):

@@ -31,15 +31,18 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
 
+from personahub.agents.persona_agent import run_agents
+from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS, survey_schema
 from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.fake_server.server import _completion
 from personahub.models.offline import (
     OfflineChatModel,
     OfflineEngine,
     response_format_schema,
     to_openai_dicts,
 )
-from personahub.models.fake_server.server import _completion
-from personahub.agents.persona_agent import run_agents
+from personahub.personas.expand import related_personas_schema
+from personahub.personas.text_to_persona import text_personas_schema
 from personahub.pipelines.prompts.personas import expand_messages
 from personahub.pipelines.prompts.personas import text_to_persona_messages as corpus_text_messages
 from personahub.pipelines.prompts.synthesis import (
@@ -48,10 +51,7 @@ from personahub.pipelines.prompts.synthesis import (
     text_to_persona_messages,
     world_for_prompt,
 )
-from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS, survey_schema
 from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, InferredPersona, Solution, schema_for
-from personahub.personas.expand import related_personas_schema
-from personahub.personas.text_to_persona import text_personas_schema
 from tests._golden_prompts import agent_messages, survey_messages
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

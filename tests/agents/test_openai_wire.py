@@ -18,6 +18,7 @@ from openai._models import FinalRequestOptions
 from openai._types import NotGiven
 from openai.types.chat import ChatCompletion
 
+from personahub.core.loop import InlineExecutor, close_quietly, new_run_loop
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.openai_wire import (
     PassThroughCompletions,
@@ -28,7 +29,6 @@ from personahub.models.openai_wire import (
     post_options,
 )
 from personahub.tasks import emission_task
-from personahub.core.loop import InlineExecutor, close_quietly, new_run_loop
 
 _COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",

@@ -12,12 +12,12 @@ import pytest
 from langchain_core.messages import AIMessage
 from typer.testing import CliRunner
 
-from personahub.models.attempts import cached_prompt_tokens
-from personahub.models.prompt_prefix import PrefixWindow, SharedPrefixMeter
-from personahub.models.fake_server.server import PREFIX_CACHE_PROMPTS
 from personahub.api import run_simulation
 from personahub.cli.app import app
 from personahub.core.call_log import prefix_reused
+from personahub.models.attempts import cached_prompt_tokens
+from personahub.models.fake_server.server import PREFIX_CACHE_PROMPTS
+from personahub.models.prompt_prefix import PrefixWindow, SharedPrefixMeter
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 

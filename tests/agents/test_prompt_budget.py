@@ -13,9 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from personahub.models.offline import OfflineEngine, to_openai_dicts
-from personahub.models.offline_text import split_sections
-from personahub.models.prompt_prefix import SharedPrefixMeter, common_prefix, prompt_text
 from personahub.agents.prompts.agent import agent_messages, survey_messages
 from personahub.agents.prompts.budget import (
     Context,
@@ -29,11 +26,14 @@ from personahub.agents.prompts.budget import (
     world_units,
 )
 from personahub.agents.prompts.budget import sentences as split_sentences
-from personahub.core.sections import section
-from personahub.tasks import emission_kinds, emission_task
 from personahub.api import run_simulation
+from personahub.core.sections import section
+from personahub.models.offline import OfflineEngine, to_openai_dicts
+from personahub.models.offline_text import split_sections
+from personahub.models.prompt_prefix import SharedPrefixMeter, common_prefix, prompt_text
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import Event, PersonaSource, Scenario, ScenarioError, Survey, load_scenario
+from personahub.tasks import emission_kinds, emission_task
 from tests.fakes import FakeClient
 from tests.sim.test_society import make_model
 

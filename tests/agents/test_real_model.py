@@ -22,6 +22,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from personahub.cli.app import app
 from personahub.models.llamacpp import (
     LlamaServer,
     local_llama_cpp_server,
@@ -30,7 +31,6 @@ from personahub.models.llamacpp import (
     missing_llama_server,
 )
 from personahub.tasks import synthesis_names
-from personahub.cli.app import app
 from tests.conftest import persona_texts
 
 pytestmark = pytest.mark.real_model

@@ -14,8 +14,11 @@ import pytest
 from langchain_core.messages import HumanMessage
 from typer.testing import CliRunner
 
+from personahub.cli.app import app
+from personahub.core.contracts import CallRequest
 from personahub.models.bounds import bounded, estimate_tokens
 from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.models.repair import check_answer
 from personahub.models.structured import (
     mode_of,
@@ -24,10 +27,7 @@ from personahub.models.structured import (
     strip_keywords,
     stripped_of,
 )
-from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.tasks.tool_spec import ToolSpec
-from personahub.cli.app import app
-from personahub.core.contracts import CallRequest
 from tests.synth_helpers import run_default_scenario
 
 USER = {"role": "user", "content": "## Persona\nA harbour master in Cork\n## Task\nGo"}

@@ -16,6 +16,12 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
+from personahub.agents.prompts.agent import agent_messages
+from personahub.core import call_spill
+from personahub.core.call_spill import CallSpill, spill_path
+from personahub.core.commit import JobRef, call_rows
+from personahub.core.contracts import CallRecord, CallRequest, Failure, StructuredResult
+from personahub.core.store import connect, insert_rows
 from personahub.models.adaptive_limit import overload_reason
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.failures import FailFast
@@ -26,13 +32,7 @@ from personahub.models.seam_limits import FIXED_TOKENS, Limited
 from personahub.models.seam_retry import Retrying
 from personahub.models.settings import Stalled, call_budget_s, stall_bound_s
 from personahub.models.structured import ModeBook
-from personahub.agents.prompts.agent import agent_messages
 from personahub.tasks.tool_spec import ToolSpec
-from personahub.core import call_spill
-from personahub.core.call_spill import CallSpill, spill_path
-from personahub.core.commit import JobRef, call_rows
-from personahub.core.contracts import CallRecord, CallRequest, Failure, StructuredResult
-from personahub.core.store import connect, insert_rows
 from tests.agents.test_seam_wrappers import TRANSIENT, Answer, FakeEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]

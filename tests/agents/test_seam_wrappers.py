@@ -11,6 +11,15 @@ import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel
 
+from personahub.core.contracts import (
+    CallRequest,
+    Capabilities,
+    Failure,
+    ModelEndpoint,
+    StructuredResult,
+    carried_records,
+)
+from personahub.core.failures import ModelRejected
 from personahub.models import seam_retry
 from personahub.models.cache import CacheMiss, ResponseCache
 from personahub.models.client import LLMClient, LLMSettings
@@ -23,15 +32,6 @@ from personahub.models.seam_retry import BACKOFF_CAP_S, Retrying
 from personahub.models.seam_validate import Validated
 from personahub.models.settings import EndpointFailing, LLMUnavailable
 from personahub.models.structured import ModeBook
-from personahub.core.contracts import (
-    CallRequest,
-    Capabilities,
-    Failure,
-    ModelEndpoint,
-    StructuredResult,
-    carried_records,
-)
-from personahub.core.failures import ModelRejected
 
 TRANSIENT = Failure("HTTP 503: busy", True, 503)
 UNREACHABLE = Failure("connection error: refused", True, unreachable=True)

@@ -9,10 +9,10 @@ from importlib import resources
 
 import pytest
 
-from personahub.tasks import synthesis_names, synthesis_task
-from personahub.tasks.shipped_demos import builtin_name, builtin_text, shipped_tasks
 from personahub.core.errors import PersonahubError
 from personahub.pipelines.synthesize import DEFAULT_NPC_WORLD, load_examples
+from personahub.tasks import synthesis_names, synthesis_task
+from personahub.tasks.shipped_demos import builtin_name, builtin_text, shipped_tasks
 from tests.official_sample import sample_path
 
 TOOL_KEYS = ["name", "description", "function_name", "input_args", "return", "depend"]

@@ -8,6 +8,8 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
+from personahub.core.errors import PersonahubError
+from personahub.core.failures import ModelRejected
 from personahub.models.failures import FailFast, classify
 from personahub.models.generation import Generation, default_max_tokens
 from personahub.models.repair import check_answer
@@ -18,8 +20,6 @@ from personahub.models.structured import (
     prepare_messages,
     response_format,
 )
-from personahub.core.errors import PersonahubError
-from personahub.core.failures import ModelRejected
 
 
 class Item(BaseModel):

@@ -15,8 +15,15 @@ import duckdb
 import pytest
 from pydantic import BaseModel, Field
 
+from personahub.analysis.export import export, load_items
+from personahub.api import run_simulation, run_synthesis
+from personahub.core.errors import PersonahubError
 from personahub.models import offline_text
 from personahub.models.generation import default_max_tokens
+from personahub.personas.quality import QualityIssue
+from personahub.pipelines.run import RunConfig
+from personahub.pipelines.synthesize import SynthOptions
+from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError
 from personahub.tasks import (
     EmissionSpec,
     SynthesisSpec,
@@ -36,13 +43,6 @@ from personahub.tasks import (
 )
 from personahub.tasks.base import Content
 from personahub.tasks.instruction import Instruction, InstructionItem
-from personahub.analysis.export import export, load_items
-from personahub.api import run_simulation, run_synthesis
-from personahub.core.errors import PersonahubError
-from personahub.personas.quality import QualityIssue
-from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthOptions
-from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError
 
 
 class Haiku(BaseModel):

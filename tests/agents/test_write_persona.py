@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from personahub.core.contracts import CallRequest, StructuredResult
 from personahub.models.seam_validate import Validated
 from personahub.pipelines.prompts.population import WrittenPersona, write_persona_messages
 from personahub.pipelines.write_persona import persona_check, write_persona
-from personahub.core.contracts import CallRequest, StructuredResult
 from tests.agents.test_seam_wrappers import FakeEndpoint
 from tests.fakes import Call, FakeClient
 

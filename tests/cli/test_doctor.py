@@ -11,7 +11,8 @@ from personahub.models.doctor import CacheResult, LoadLevel, _cache_numbers, rec
 from tests.cli_helpers import invoke, one_line_error
 
 QUICK = ("--budget", "3", "--max-concurrency", "4", "--timeout", "20")
-# what each dialect's modes come to (personahub/models/fake_server/dialects.py): accepted, or refused with its error
+# what each dialect's modes come to (personahub/models/fake_server/dialects.py): accepted, or
+# refused with its error
 EXPECTED = {
     "openai": {"json_schema": "accepted", "tools": "accepted", "prompt": "accepted"},
     "vllm": {"json_schema": "accepted", "json_object": "invalid", "tools": "accepted",

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from personahub.models.client import CallRecord, CallStats
 from personahub.cli.progress import JobProgress
+from personahub.models.client import CallRecord, CallStats
 
 
 def test_plain_progress_line_has_counts_tokens_failures() -> None:

@@ -3,8 +3,8 @@
 import pytest
 from typer.testing import CliRunner
 
-from personahub.models.fake_server import server as server_module
 from personahub.cli.app import app
+from personahub.models.fake_server import server as server_module
 
 
 class _Stop(Exception):

@@ -115,16 +115,16 @@ def test_the_error_names_the_option_and_where_help_is() -> None:
 def test_declared_choices_are_the_librarys() -> None:
     """Choices are declared as Literal types (so help shows them and click checks them): they
     must stay the lists the code below the CLI accepts."""
-    from personahub.models.cache import CACHE_MODES
-    from personahub.models.structured import STRUCTURED_SETTINGS
-    from personahub.models.fake_server.dialects import DIALECTS
-    from personahub.tasks.prompting import PROMPTING_MODES
     from personahub.analysis.export import EXPORT_FORMATS
     from personahub.cli.interview import FORMATS as INTERVIEW_FORMATS
+    from personahub.executors import EXECUTORS
+    from personahub.models.cache import CACHE_MODES
+    from personahub.models.fake_server.dialects import DIALECTS
+    from personahub.models.structured import STRUCTURED_SETTINGS
     from personahub.personas.embedding import ANN_BACKENDS
     from personahub.personas.importers import FORMATS as IMPORT_FORMATS
     from personahub.personas.text_to_persona import SPLITS
-    from personahub.executors import EXECUTORS
+    from personahub.tasks.prompting import PROMPTING_MODES
 
     expected = {
         ("run", "--cache"): CACHE_MODES, ("run", "--structured"): STRUCTURED_SETTINGS,

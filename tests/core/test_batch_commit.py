@@ -12,12 +12,12 @@ from typing import Any, Generic, Protocol
 import duckdb
 from langchain_core.messages import HumanMessage
 
-from personahub.models.cache import ResponseCache
-from personahub.models.client import LLMClient, LLMSettings
-from personahub.tasks.instruction import Instruction
 from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.store import connect
+from personahub.models.cache import ResponseCache
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.tasks.instruction import Instruction
 from tests.fakes import FakeClient, shuffled_completion
 
 

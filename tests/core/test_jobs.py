@@ -14,9 +14,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.models import seam_limits
 from personahub.core import commit as jobs
 from personahub.core.store import connect
+from personahub.models import seam_limits
 from tests.cli_helpers import invoke
 
 SEED_PERSONAS = Path(__file__).resolve().parents[2] / "personas" / "data" / "seed_personas.jsonl"

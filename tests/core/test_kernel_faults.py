@@ -12,13 +12,13 @@ import duckdb
 import pytest
 
 from personahub import runtime
-from personahub.models.client import LLMClient
-from personahub.models.settings import LLMSettings
 from personahub.core import call_spill
 from personahub.core.contracts import CallRecord
 from personahub.core.errors import PersonahubError
 from personahub.core.interrupts import Stopped
 from personahub.core.kernel import BatchOutcome
+from personahub.models.client import LLMClient
+from personahub.models.settings import LLMSettings
 from tests.agents.test_seam_faults import Hanging
 from tests.cli_helpers import invoke
 from tests.core.test_toy_job import TEXTS, TOY, CountConfig, CountSpec, counts

@@ -20,13 +20,13 @@ from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field
 
 from personahub import runtime
-from personahub.models.failures import call_error
-from personahub.models.settings import LLMSettings
 from personahub.core.contracts import CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.interrupts import Stopped
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, iter_batches, register
 from personahub.core.store import transaction
+from personahub.models.failures import call_error
+from personahub.models.settings import LLMSettings
 from tests.cli_helpers import invoke
 from tests.optional import need_ray
 

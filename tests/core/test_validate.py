@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from personahub.models.generation import Generation
-from personahub.models.settings import LLMConfigError, LLMSettings
 from personahub.core import validate
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.validate import (
@@ -25,6 +23,8 @@ from personahub.core.validate import (
     persona_text_problem,
     read_text_file,
 )
+from personahub.models.generation import Generation
+from personahub.models.settings import LLMConfigError, LLMSettings
 from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthOptions
 from personahub.sim.scenario import Scenario, ScenarioValueError

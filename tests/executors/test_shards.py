@@ -1,4 +1,5 @@
-"""Parquet shards of a Ray job's answers (personahub/executors/shards.py): complete or ignored, committed in batch
+"""Parquet shards of a Ray job's answers (personahub/executors/shards.py): complete or ignored,
+committed in batch
 order, released once committed, plain columns, and no folder for a local job."""
 
 from __future__ import annotations

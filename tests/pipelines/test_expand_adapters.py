@@ -15,11 +15,11 @@ import pytest
 
 import personahub
 from personahub import runtime
-from personahub.models.client import LLMClient, LLMSettings
 from personahub.core import jobs_store
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
 from personahub.core.store import connect
+from personahub.models.client import LLMClient, LLMSettings
 from personahub.personas.expand import ExpandSummary
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas

@@ -245,8 +245,8 @@ def test_a_batchs_provider_files_are_deleted_once_its_results_are_committed(
 
 
 def test_a_batch_whose_files_are_gone_is_not_collected_from() -> None:
-    from personahub.models.provider_batch_caller import BatchBook
     from personahub.core.provider_batch_records import BatchHandle
+    from personahub.models.provider_batch_caller import BatchBook
 
     book = BatchBook()
     ended = BatchHandle(key="k", endpoint=0, model="m", custom_ids=("a", "b"), batch_id="b1",

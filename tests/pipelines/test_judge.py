@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from personahub.tasks import get
 from personahub.api import run_judge, run_synthesis
 from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
 from personahub.pipelines.judge import JudgeOptions, judge_id_for, select_items
 from personahub.pipelines.synthesize import SynthOptions
+from personahub.tasks import get
 from tests.fakes import Call, FakeClient, crash_after
 
 

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 
 import personahub
-from personahub import runtime
+from personahub import executors, runtime
 from personahub.core.kernel import JobResult
 from personahub.core.store import connect
 from personahub.pipelines import interview as interview_module
 from personahub.pipelines.interview import InterviewConfig, InterviewResult
 from personahub.pipelines.judge import JudgeConfig, JudgeSummary
-from personahub import executors
 from tests.cli_helpers import invoke
 
 

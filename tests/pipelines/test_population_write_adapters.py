@@ -15,10 +15,9 @@ import duckdb
 import pytest
 
 import personahub
-from personahub import runtime
+from personahub import executors, runtime
 from personahub.core.kernel import JobResult, engine_fields
 from personahub.pipelines.population_write import WriteConfig, WriteSummary
-from personahub import executors
 from tests.cli_helpers import invoke, usage_error
 from tests.pipelines.calibrate_fixtures import MARGINALS
 

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 import personahub
-from personahub import runtime
+from personahub import executors, runtime
 from personahub.core.kernel import JobResult
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig, RunSummary
-from personahub import executors
 from tests.cli_helpers import invoke
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,17 +9,17 @@ import duckdb
 import pytest
 from pydantic import BaseModel
 
-from personahub.models.client import LLMClient, LLMSettings
-from personahub.models.fake_server.server import running_server
-from personahub.pipelines.prompts.synthesis import PROMPTING_MODES
-from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, schema_for
-from personahub.tasks import synthesis_names, synthesis_task
-from personahub.tasks.multi_turn import Conversation
-from personahub.tasks.tool_spec import ToolSpec, tool_to_openai_function
 from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
+from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.fake_server.server import running_server
 from personahub.pipelines import synthesize
+from personahub.pipelines.prompts.synthesis import PROMPTING_MODES
 from personahub.pipelines.synthesize import SynthOptions, load_examples
+from personahub.tasks import synthesis_names, synthesis_task
+from personahub.tasks.multi_turn import Conversation
+from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, schema_for
+from personahub.tasks.tool_spec import ToolSpec, tool_to_openai_function
 from tests.fakes import Call, FakeClient
 from tests.official_sample import sample_rows
 from tests.synth_helpers import write_examples

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 import personahub
-from personahub import runtime
+from personahub import executors, runtime
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
 from personahub.pipelines.synthesize import SynthConfig, SynthSummary
-from personahub import executors
 from tests.cli_helpers import invoke
 
 # (command-line flags after TASK, the same as keyword arguments of personahub.synthesize)

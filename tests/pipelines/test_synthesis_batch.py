@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 
-from personahub import runtime
-from personahub.models.settings import LLMConfigError
+from personahub import executors, runtime
 from personahub.core.errors import AwaitingResults, UsageError
+from personahub.models.settings import LLMConfigError
 from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
-from personahub import executors
 from tests.cli_helpers import cli, env, kill_when
 from tests.pipeline_helpers import rows
 

@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 
 import personahub
-from personahub import runtime
+from personahub import executors, runtime
 from personahub.core import jobs_store
 from personahub.core.kernel import JobResult
 from personahub.core.store import connect, transaction
 from personahub.personas.text_to_persona import TextToPersonaSummary
 from personahub.pipelines.synthesize import SynthSummary
 from personahub.pipelines.text_to_persona import TextConfig
-from personahub import executors
 from tests.cli_helpers import invoke
 
 # (command-line flags after CORPUS, the same as keyword arguments of personahub.text_to_persona)

@@ -28,9 +28,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from personahub.models.fake_server.server import running_server, start_server
 from personahub.api import run_simulation
 from personahub.cli.app import app
+from personahub.models.fake_server.server import running_server, start_server
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.conftest import persona_texts

@@ -5,10 +5,10 @@ import json
 import duckdb
 import pytest
 
-from personahub.tasks import emission_task
 from personahub.api import run_simulation
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
+from personahub.tasks import emission_task
 
 
 @pytest.mark.slow  # end to end; a run over HTTP stays fast in test_llm_seam (one dead endpoint)

@@ -20,7 +20,6 @@ import duckdb
 import networkx as nx
 import pytest
 
-from personahub.tasks.reflection import Reflection
 from personahub.api import resume_run, run_simulation
 from personahub.core.contracts import StructuredResult
 from personahub.core.errors import PersonahubError
@@ -29,6 +28,7 @@ from personahub.pipelines.run import RunConfig
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Event, Memory, Scenario, ScenarioError, load_scenario
 from personahub.sim.society import SocietyModel
+from personahub.tasks.reflection import Reflection
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
 from tests.sim.test_resume import snapshot

@@ -16,11 +16,11 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from personahub.models.client import CallRecord, StructuredResult
 from personahub.api import resume_run, run_simulation, run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
+from personahub.models.client import CallRecord, StructuredResult
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.run import RunConfig

@@ -11,12 +11,12 @@ import duckdb
 import pytest
 
 import personahub.personas.near_dup as near_dup
-from personahub.models.client import StructuredResult
-from personahub.tasks.instruction import Instruction
 from personahub.api import resume_run, run_simulation
 from personahub.core.errors import PersonahubError
+from personahub.models.client import StructuredResult
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import Scenario, ScenarioError, load_scenario
+from personahub.tasks.instruction import Instruction
 from tests._dict_index import DictNearDuplicateIndex
 from tests._planted import planted_corpus
 from tests.conftest import persona_texts

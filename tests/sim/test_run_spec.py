@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.models.client import CallRecord, StructuredResult
 from personahub.api import resume_run, run_simulation
 from personahub.core.errors import PersonahubError
+from personahub.models.client import CallRecord, StructuredResult
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personahub.tasks.tool_spec import ToolSpec
 from personahub.api import run_simulation
 from personahub.core.errors import PersonahubError
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
+from personahub.tasks.tool_spec import ToolSpec
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
 

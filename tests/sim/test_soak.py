@@ -22,10 +22,10 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app
 from personahub.core.store import connect
+from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.run import RunConfig

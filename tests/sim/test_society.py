@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from mesa.discrete_space import Network
 
-from personahub.tasks import emission_task
 from personahub.api import run_simulation
 from personahub.personas.record import Persona
 from personahub.pipelines.run import RunConfig
@@ -27,6 +26,7 @@ from personahub.sim.scenario import (
     load_scenario,
 )
 from personahub.sim.society import SocietyModel, _derived_seed, derived_rng, step_draws
+from personahub.tasks import emission_task
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient
 

@@ -16,9 +16,9 @@ import httpx
 import openai
 import pytest
 
+from personahub.core.errors import PersonahubError
 from personahub.models.fake_server.server import ServerOptions
 from personahub.tasks.tool_spec import ToolSpec
-from personahub.core.errors import PersonahubError
 
 _HTTP = httpx.Client(timeout=30)
 TERMINAL = {"completed", "failed", "expired", "cancelled"}

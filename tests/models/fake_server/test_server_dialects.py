@@ -7,12 +7,12 @@ import httpx
 import openai
 import pytest
 
-from personahub.models.prompt_schema import render_schema_block
-from personahub.models.structured import strip_keywords
+from personahub.core.errors import PersonahubError
 from personahub.models.fake_server import server as server_module
 from personahub.models.fake_server.server import ServerOptions
+from personahub.models.prompt_schema import render_schema_block
+from personahub.models.structured import strip_keywords
 from personahub.tasks.tool_spec import ToolSpec
-from personahub.core.errors import PersonahubError
 
 _HTTP = httpx.Client(timeout=10)
 SCHEMA = ToolSpec.model_json_schema()
