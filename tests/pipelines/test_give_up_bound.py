@@ -58,3 +58,15 @@ def test_expand_gives_up_within_the_bound_when_the_server_never_answers(server, 
     line = gave_up_in_time(hanging, "personas", "expand", "--db", db, "--llm", hanging.base_url)
     assert "kept failing" in line and "personas expand --resume exp-" in line
 
+
+@pytest.mark.slow
+def test_dedup_gives_up_within_the_bound_when_the_embeddings_never_come(
+        server, tmp_path, monkeypatch):
+    """``--timeout`` reaches stage 2's ``openai:<model>`` embedding calls."""
+    db = hub(tmp_path, 30)
+    hanging = server(hang_rate=1.0, hang_s=3600.0)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-placeholder")
+    monkeypatch.setenv("OPENAI_BASE_URL", hanging.base_url)
+    line = gave_up_in_time(hanging, "personas", "dedup", "--db", db, "--embedder", "openai:emb",
+                           "--batch-size", 10)
+    assert "kept failing" in line and "check the --embedder (OPENAI_BASE_URL) server" in line
