@@ -141,7 +141,7 @@ TimeoutOption = Annotated[float, typer.Option(
     "--timeout", min=0.1, rich_help_panel=MODEL_PANEL,
     help="Seconds before a model request is abandoned (one far slower than the server's recent "
          "answers is cut sooner and sent again). A call still failing after 2 x this + 30 s of "
-         "retries stops the command, resumably.")]
+         "retries, or no answer to any call for that long, stops the command, resumably.")]
 StructuredOption = Annotated[StructuredSetting, typer.Option(
     "--structured", rich_help_panel=MODEL_PANEL,
     help="How the JSON schema is asked for: auto (learn per endpoint from the first refusal), "

@@ -4,7 +4,7 @@ The command is a thin adapter over the ``dedup`` job spec (``pipelines/dedup.py`
 the same ``DedupJobConfig`` as ``personahub.dedup`` and runs it on the kernel. Each stage-2 batch's
 vectors are committed with that batch's model-call records and cache entries, and the ANN
 marking runs once every vector is in. Re-running the same command, or ``--resume JOB_ID``, goes
-on from the stored vectors. ``--cache`` and ``--rps`` apply to model
+on from the stored vectors. ``--cache``, ``--rps`` and ``--timeout`` apply to model
 embedders (``openai:<model>``); ``hash`` and ``local`` call no model. Stage 2 judges only texts
 in the scripts its embedder was trained on; the summary counts the others ("skipped for language").
 """
@@ -29,6 +29,7 @@ from personahub.cli.common import (
     RayAddressOption,
     RayWorkersOption,
     RpsOption,
+    TimeoutOption,
     awaiting_results,
     batch_engine,
     console,
@@ -69,6 +70,7 @@ def personas_dedup(
         min=1, help="Stage 2: personas embedded per transaction.")] = 50_000,
     cache: CacheOption = "off",
     rps: RpsOption = None,
+    timeout: TimeoutOption = 60.0,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="JOB_ID",
         help="Continue this dedup job from its stored vectors (with its thresholds, embedder "
@@ -104,7 +106,8 @@ def personas_dedup(
     if resume is not None:
         _check_resumable(db, resume)
     # how this invocation runs (a resume keeps what the job marks)
-    engine: dict[str, Any] = {"db": str(db), "cache": cache, "rps": rps, "executor": executor,
+    engine: dict[str, Any] = {"db": str(db), "cache": cache, "rps": rps, "timeout_s": timeout,
+                              "executor": executor,
                               "ray_address": ray_address, "ray_workers": ray_workers,
                               # (--batch-size stays the personas embedded per transaction)
                               **batch_engine(batch, batch_size, batch_window, batch_fallback,

@@ -7,8 +7,13 @@ connections) are retried with jittered exponential backoff (``backoff_s`` doubli
 (``models.seam_deadlines``) is asked again at once. Each call has a budget: ``max_retries``
 retries, and ``budget_s`` seconds of attempts and backoff (waits for a concurrency slot do not
 count), a next attempt counted as ``attempt_s`` (``--timeout``) long, so a call never runs past
-its budget. A transient fault that outlasts the budget raises ``EndpointFailing``: the job stops,
-resumably, instead of keeping an action it never got (``LLMUnavailable`` when the endpoint was
+its budget. The layer as a whole keeps the same budget: a failed attempt that would take the
+time since the first attempt failing after the last answer (of any call) past ``budget_s`` is
+not retried either. A call's budget leaves out its waits for a slot, so without this, a server
+that never answers, with calls in line behind a concurrency lowered to 1 (or behind a
+structured-mode probe), would let each call spend its budget in turn: N calls, N budgets. A
+transient fault that outlasts the budget raises ``EndpointFailing``: the job stops, resumably,
+instead of keeping an action it never got (``LLMUnavailable`` when the endpoint was
 unreachable). A refusal that names schema keywords strips them for that endpoint
 (``ModeBook.strip``) and asks again at once; one that names the structured mode moves the
 endpoint to the next mode (``ModeBook``) and asks again at once; any other rejection ends the
@@ -61,6 +66,8 @@ class Retrying:
         self.max_retries, self.backoff_s, self.on_timeout = max_retries, backoff_s, on_timeout
         self.budget_s, self.attempt_s = budget_s, attempt_s
         self.spill = spill if spill is not None else SinkSlot()
+        self._answered_at = -math.inf  # monotonic time of the last answer
+        self._failing_since: float | None = None  # the first failed attempt's start since then
 
     @property
     def label(self) -> str:
@@ -81,6 +88,7 @@ class Retrying:
             records.extend(result.records)
             failure, record = result.failure, result.last
             if failure is None:
+                self._answered_at, self._failing_since = time.monotonic(), None
                 if record.endpoint is not None:
                     self.fail_fast.succeeded(record.endpoint)  # it answered: it takes the request
                 result.records = records
@@ -145,14 +153,36 @@ class Retrying:
         self._decided(attempt)
         failover = failure.unreachable and failure.other_endpoint_up  # another endpoint, at once
         delay = 0.0 if failover or failure.straggler else self._delay(failure, transient)
-        if transient > self.max_retries or spent + delay + self.attempt_s > self.budget_s:
+        outage = self._outage_s(record)
+        if (transient > self.max_retries
+                or max(spent, outage) + delay + self.attempt_s > self.budget_s):
             if failure.unreachable and not failure.other_endpoint_up:
                 raise LLMUnavailable(f"model endpoint {record.model} is unreachable "
                                      f"({failure.description}); check --llm / PERSONAHUB_LLM")
-            raise EndpointFailing(self._spent(failure, record, transient, spent, delay))
+            raise EndpointFailing(self._spent(failure, record, transient, spent, delay)
+                                  if transient > self.max_retries or spent >= outage
+                                  else self._unanswered(failure, record, outage, delay))
         if delay:
             await asyncio.sleep(delay)
         return transient
+
+    def _outage_s(self, record: CallRecord) -> float:
+        """Seconds since the first attempt (of any call) that failed after the last answer:
+        the failed attempt ``record`` is counted from when it was sent."""
+        now = time.monotonic()
+        sent = max(now - (record.latency_ms or 0.0) / 1000, self._answered_at)
+        if self._failing_since is None or sent < self._failing_since:
+            self._failing_since = sent
+        return now - self._failing_since
+
+    def _unanswered(self, failure: Failure, record: CallRecord, outage: float,
+                    delay: float) -> str:
+        """The one line that stops the job when no call was answered for the budget."""
+        return (f"model endpoint {record.model} kept failing: no call was answered in "
+                f"{outage + delay:.0f} s, the last attempt: {failure.description[:160]}; another "
+                f"attempt could end past the {self.budget_s:.0f} s retry budget "
+                f"({CALL_BUDGET_TIMEOUTS} x --timeout + {CALL_BUDGET_SLACK_S:g} s); check the "
+                f"{self.server} server")
 
     def _decided(self, attempt: list[CallRecord]) -> None:
         sink = self.spill.sink

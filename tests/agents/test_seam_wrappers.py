@@ -173,6 +173,38 @@ def test_retry_starts_no_attempt_that_could_end_past_the_calls_budget() -> None:
     assert run(roomy).raw == '{"text": "in time"}'
 
 
+class QueuedTimeouts:
+    """Every attempt waits ``wait_s`` for a slot, then times out after ``attempt_s``, on a fake
+    clock (a server that never answers, the calls in line behind a concurrency of 1)."""
+
+    def __init__(self, clock: list[float], wait_s: float, attempt_s: float) -> None:
+        self.clock, self.wait_s, self.attempt_s = clock, wait_s, attempt_s
+        self.asked = 0
+
+    async def call(self, req: CallRequest) -> StructuredResult[Any]:
+        self.asked += 1
+        self.clock[0] += self.wait_s + self.attempt_s
+        record = req.record(model="fake", endpoint=0, structured_mode="json_schema")
+        record.status, record.error = "error", "timeout"
+        record.queue_ms, record.latency_ms = self.wait_s * 1000, self.attempt_s * 1000
+        return StructuredResult(None, [record], None, failure=Failure("timeout", True))
+
+
+def test_retry_stops_when_no_call_is_answered_for_the_budget_though_each_call_queued(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slot's wait is not in a call's budget, but the layer's time without an answer is:
+    with attempts of 3 s behind waits of 6 s and a 10 s budget, the second timeout stops the
+    job (12 s without an answer), where the call alone (6 s spent) would try a third time."""
+    clock = [100.0]
+    monkeypatch.setattr(seam_retry.time, "monotonic", lambda: clock[0])
+    fake = QueuedTimeouts(clock, wait_s=6.0, attempt_s=3.0)
+    layer = Retrying(fake, max_retries=8, backoff_s=0.0, modes=ModeBook("json_schema", 1),
+                     fail_fast=FailFast(1), budget_s=10.0, attempt_s=2.0)
+    with pytest.raises(EndpointFailing, match="no call was answered in 12 s") as raised:
+        run(layer)
+    assert fake.asked == 2 and "10 s retry budget" in str(raised.value)
+
+
 def test_retry_backs_off_exponentially_with_a_cap_and_asks_a_straggler_again_at_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []

@@ -209,11 +209,20 @@ class ServerStats:
     batch_cancels: int = 0
     batch_lines: int = 0
     batch_line_errors: int = 0
+    #: ``time.monotonic()`` when the first POST arrived (None before): tests time a client's
+    #: give-up from its first request, not from its start-up.
+    first_request_s: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def bump(self, name: str) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + 1)
+
+    def arrived(self, received: float) -> None:
+        """Note a POST's arrival time (only the first one is kept)."""
+        with self.lock:
+            if self.first_request_s is None:
+                self.first_request_s = received
 
     def snapshot(self) -> dict[str, int]:
         """Every count, as ``GET /personahub/stats`` answers them."""
@@ -472,6 +481,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         received = time.monotonic()
         srv, dialect = self.server, self.server.dialect
+        srv.stats.arrived(received)
         if not self._guard():
             return
         path = self.path.split("?")[0].rstrip("/")
