@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from personahub.agents.llm.settings import call_budget_s
-from personahub.agents.loopback.server import RunningServer
+from personahub.models.fake_server.server import RunningServer
+from personahub.models.settings import call_budget_s
 from tests.cli_helpers import invoke
 from tests.conftest import persona_texts
 
