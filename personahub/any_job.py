@@ -144,7 +144,7 @@ def handle_of(resumed: Resumed, db: str | Path) -> Job:
     return handle(kind=resumed.kind, job_id=resumed.result.job_id, db=Path(db),
                   summary=resumed.result.summary)
 
-def _resume(job_id: str, db: str | Path, engine: dict[str, Any], llm: str | None,
+def _resume(job_id: str | int, db: str | Path, engine: dict[str, Any], llm: str | None,
             progress: ProgressSetting) -> Job:
     job_id = as_id(job_id)
     with progress_hook(progress) as hook:

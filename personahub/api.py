@@ -305,7 +305,7 @@ async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_
     return await call_in_thread(_text_call(corpus, db, llm, seed, options, progress))
 
 
-def _expansion(db: str | Path, llm: str, seed: int, resume: str | None,
+def _expansion(db: str | Path, llm: str, seed: int, resume: str | int | None,
                options: dict[str, Any], progress: ProgressSetting = None) -> Job:
     from personahub import persona_jobs
 
@@ -346,7 +346,7 @@ async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", see
     return await call_in_thread(partial(_expansion, db, llm, seed, resume, options, progress))
 
 
-def _dedup_call(db: str | Path, resume: str | None, options: dict[str, Any],
+def _dedup_call(db: str | Path, resume: str | int | None, options: dict[str, Any],
                 progress: ProgressSetting = None) -> Callable[[], Job]:
     return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, _DEDUP_ENGINE | _BATCH_FLAGS, db,
                    options, progress,
@@ -417,7 +417,7 @@ def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *
     return summary
 
 
-def _interview(question: str | None, db: str | Path, run: str | None, llm: str,
+def _interview(question: str | None, db: str | Path, run: str | int | None, llm: str,
                options: dict[str, Any], resume: str | int | None = None,
                progress: ProgressSetting = None) -> Any:
     """Ask (or go on asking), store, and return the answers as a DataFrame (one row per agent)."""
@@ -446,8 +446,8 @@ def _interview(question: str | None, db: str | Path, run: str | None, llm: str,
     return frame
 
 
-def _interview_call(question: str | None, db: str | Path, run: str | None, llm: str,
-                    options: dict[str, Any], resume: str | None,
+def _interview_call(question: str | None, db: str | Path, run: str | int | None, llm: str,
+                    options: dict[str, Any], resume: str | int | None,
                     progress: ProgressSetting = None) -> Callable[[], Any]:
     return partial(_interview, question, db, run, llm, options, resume, progress)
 
@@ -512,7 +512,7 @@ def run_judge(config: JudgeConfig, *, client: StructuredCaller | None = None,
     return summary
 
 
-def _judging(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
+def _judging(job: str | int | None, run: str | int | None, db: str | Path, llm: str, seed: int,
              options: dict[str, Any], progress: ProgressSetting = None) -> Judged:
     config = judge_config(as_id(job), as_id(run), db, llm, seed, options)
     with progress_hook(progress) as hook:
@@ -556,7 +556,7 @@ def calibration_config(survey: str | Path, population: str, llm: str, seed: int,
 
 
 def _calibration(survey: str | Path | None, population: str | None, db: str | Path, llm: str,
-                 seed: int, n: int, resume: str | None, options: dict[str, Any],
+                 seed: int, n: int, resume: str | int | None, options: dict[str, Any],
                  progress: ProgressSetting = None) -> Calibration:
     from personahub import runtime
     from personahub.core.errors import UsageError
@@ -637,7 +637,7 @@ def population_write_resume(llm: str, options: dict[str, Any]) -> dict[str, Any]
 
 
 def _population_writing(marginals: str | Path | None, joint: str | Path | None, n: int,
-                        seed: int, db: str | Path, llm: str, resume: str | None,
+                        seed: int, db: str | Path, llm: str, resume: str | int | None,
                         options: dict[str, Any], progress: ProgressSetting = None) -> Job:
     from personahub import runtime
     from personahub.core.errors import UsageError

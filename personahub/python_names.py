@@ -16,7 +16,7 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from personahub.core.errors import PersonahubError
 
@@ -32,7 +32,7 @@ RENAMES: Mapping[str, str] = {"format": "fmt"}
 
 _FLAG = re.compile(r"--(?P<name>[a-z][a-z0-9]*(?:-[a-z0-9]+)*)"
                    r"(?P<value> (?:'[^']*'|\"[^\"]*\"|[^\s:;,()]+)(?=[:;,)]|$)"
-                   r"| -?[0-9][0-9.]*\b| [^\s:;,()]*/[^\s:;,()]*)?")
+                   r"| -?[0-9][0-9.]*\b| [A-Z][A-Z_]+\b| [^\s:;,()]*/[^\s:;,()]*)?")
 _COMMAND = re.compile(r"personahub [^;()]*")
 
 
@@ -88,9 +88,11 @@ def speaks_python(renames: Mapping[str, str] | None = None) -> Callable[[F], F]:
     return wrap
 
 
-def as_id(value: Any) -> Any:
+@overload
+def as_id(value: None) -> None: ...
+@overload
+def as_id(value: str | int) -> str: ...
+def as_id(value: str | int | None) -> str | None:
     """An id given as a number (``agent=1``, ``resume=12``) as the text every id is stored as;
     None and text pass through."""
-    if isinstance(value, bool):
-        return value
     return str(value) if isinstance(value, int) else value

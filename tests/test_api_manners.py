@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import personahub
-from personahub import api, runtime
+from personahub import runtime
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import JobResult
 from personahub.pipelines.calibrate import CalibrationSummary
@@ -67,6 +67,7 @@ def test_export_over_an_existing_file_names_overwrite(tmp_path: Path) -> None:
     ("--n 5 but only 2 personas match (allowed by --allow-fewer)",
      "n=5 but only 2 personas match (allowed by allow_fewer=True)"),
     ("--db /x/h.duckdb: no such database", "db=/x/h.duckdb: no such database"),
+    ("give --marginals FILE, --joint FILE or both", "give marginals=FILE, joint=FILE or both"),
     ("--population/--carve 'age>3': bad", "population/carve='age>3': bad"),
     ("held back (3 failed; --include-ungated, or include_ungated=True from Python, draws those)",
      "held back (3 failed; include_ungated=True draws those)"),
