@@ -19,6 +19,7 @@ from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import STATUSES
 from personahub.progress_bars import ProgressSetting, progress_hook
+from personahub.python_names import as_id, speaks_python
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def job_rows(db: str | Path, *, kind: str | None = None,
     return rows
 
 
+@speaks_python()
 def jobs(*, db: str | Path = DEFAULT_DB, kind: str | None = None,
          status: str | None = None) -> pd.DataFrame:
     """Every job in ``db`` as a DataFrame, newest first (``personahub jobs``): ``job_id``,
@@ -142,14 +144,16 @@ def handle_of(resumed: Resumed, db: str | Path) -> Job:
     return handle(kind=resumed.kind, job_id=resumed.result.job_id, db=Path(db),
                   summary=resumed.result.summary)
 
-def _resume(job_id: str, db: str | Path, engine: dict[str, Any], llm: str | None,
+def _resume(job_id: str | int, db: str | Path, engine: dict[str, Any], llm: str | None,
             progress: ProgressSetting) -> Job:
+    job_id = as_id(job_id)
     with progress_hook(progress) as hook:
         resumed = resume_job(job_id, db, llm=llm, engine=engine, progress=hook)
     return handle_of(resumed, db)
 
 
-def resume(job_id: str, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
+@speaks_python()
+def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
            cache: str | None = None, executor: str | None = None, ray_address: str | None = None,
            ray_workers: int | None = None, max_failed_share: float | None = None,
            progress: ProgressSetting = None) -> Job:
@@ -164,7 +168,8 @@ def resume(job_id: str, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
     return call_blocking(partial(_resume, job_id, db, engine, llm, progress))
 
 
-async def resume_async(job_id: str, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
+@speaks_python()
+async def resume_async(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
                        cache: str | None = None, executor: str | None = None,
                        ray_address: str | None = None, ray_workers: int | None = None,
                        max_failed_share: float | None = None,

@@ -18,6 +18,7 @@ the job is marked ``interrupted`` and resumes as after Ctrl-C in a command::
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
+from personahub.python_names import as_id, python_message, speaks_python
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
@@ -95,7 +97,8 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
     return summary
 
 
-def resume_run(run_id: str, *, db: str | Path, llm: str | None = None,
+@speaks_python()
+def resume_run(run_id: str | int, *, db: str | Path, llm: str | None = None,
                offline_latency_s: float = 0.0, progress: ProgressHook | None = None,
                client: StructuredCaller | None = None,
                on_ready: Callable[[], None] | None = None, executor: str = "local",
@@ -107,6 +110,7 @@ def resume_run(run_id: str, *, db: str | Path, llm: str | None = None,
     the recorded share; the offline latency and where the calls run are this call's."""
     from personahub.pipelines.run import resume_settings
 
+    run_id = as_id(run_id)
     settings = resume_settings(run_id, db, llm=llm, offline_latency_s=offline_latency_s,
                                executor=executor, ray_address=ray_address,
                                ray_workers=ray_workers, max_failed_share=max_failed_share)
@@ -120,6 +124,8 @@ def _scenario_run(scenario_or_path: Scenario | str | Path, run_options: RunConfi
     config = run_config(scenario_or_path, run_options, overrides)
     with progress_hook(progress) as hook:
         summary = run_simulation(config, progress=hook)
+    if summary.personas_note:  # fewer personas than the scenario's limit: said, on stderr
+        print(f"note: {python_message(summary.personas_note)}", file=sys.stderr)
     return Run(job_id=summary.run_id, db=Path(config.db), summary=summary)
 
 
@@ -130,6 +136,7 @@ def _scenario_call(scenario_or_path: Scenario | str | Path, run_options: RunConf
                    {"db": db, "llm": llm, "seed": seed, "steps": steps, **options}, progress)
 
 
+@speaks_python()
 def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None, /,
                  *, db: str | Path | None = None, llm: str | None = None, seed: int | None = None,
                  steps: int | None = None, progress: ProgressSetting = None, **options: Any) -> Run:
@@ -145,6 +152,7 @@ def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig
                                         options, progress))
 
 
+@speaks_python()
 async def run_scenario_async(scenario_or_path: Scenario | str | Path,
                              run_options: RunConfig | None = None, /, *,
                              db: str | Path | None = None, llm: str | None = None,
@@ -202,6 +210,7 @@ def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: 
     return job
 
 
+@speaks_python()
 def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                n: int = 10, progress: ProgressSetting = None, **options: Any) -> Job:
     """Run a synthesis job (``task``: math_problem, instruction, …) and return its ``Job``.
@@ -214,6 +223,7 @@ def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", 
     return call_blocking(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
 
+@speaks_python()
 async def synthesize_async(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
                            seed: int = 0, n: int = 10, progress: ProgressSetting = None,
                            **options: Any) -> Job:
@@ -270,6 +280,7 @@ def _text_call(corpus: str | Path, db: str | Path, llm: str, seed: int,
                    corpus=Path(corpus), llm=llm, seed=seed, given=frozenset(options))
 
 
+@speaks_python()
 def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
                     seed: int = 0, progress: ProgressSetting = None, **options: Any) -> Job:
     """Text-to-persona over a corpus file: who is likely to read/write/like/dislike each text.
@@ -286,6 +297,7 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
     return call_blocking(_text_call(corpus, db, llm, seed, options, progress))
 
 
+@speaks_python()
 async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_DB,
                                 llm: str = "offline", seed: int = 0,
                                 progress: ProgressSetting = None, **options: Any) -> Job:
@@ -293,10 +305,13 @@ async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_
     return await call_in_thread(_text_call(corpus, db, llm, seed, options, progress))
 
 
-def _expansion(db: str | Path, llm: str, seed: int, resume: str | None,
+def _expansion(db: str | Path, llm: str, seed: int, resume: str | int | None,
                options: dict[str, Any], progress: ProgressSetting = None) -> Job:
     from personahub import persona_jobs
 
+    resume = as_id(resume)
+    if isinstance(options.get("start_ids"), list | tuple):
+        options = {**options, "start_ids": [as_id(i) for i in options["start_ids"]]}
     _refuse_unknown("expand", options, set(_EXPAND_DEFAULTS) | _MODEL_FLAGS | _BATCH_FLAGS)
     settings = {**_EXPAND_DEFAULTS, **options, "llm": llm, "seed": seed}
     # a resume takes what the job makes from the job: only what the caller named is compared
@@ -307,8 +322,9 @@ def _expansion(db: str | Path, llm: str, seed: int, resume: str | None,
     return Job(kind="expansion", job_id=job_id, db=Path(db), summary=summary)
 
 
+@speaks_python()
 def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-           resume: str | None = None, progress: ProgressSetting = None, **options: Any) -> Job:
+           resume: str | int | None = None, progress: ProgressSetting = None, **options: Any) -> Job:
     """Persona-to-persona: grow the hub in ``db`` by ``hops`` rounds of related people.
 
     ``options``: hops, fanout, limit (start from the first N personas) or start_ids, batch_size,
@@ -322,21 +338,23 @@ def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
     return call_blocking(partial(_expansion, db, llm, seed, resume, options, progress))
 
 
+@speaks_python()
 async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-                       resume: str | None = None, progress: ProgressSetting = None,
+                       resume: str | int | None = None, progress: ProgressSetting = None,
                        **options: Any) -> Job:
     """``expand`` for ``await``."""
     return await call_in_thread(partial(_expansion, db, llm, seed, resume, options, progress))
 
 
-def _dedup_call(db: str | Path, resume: str | None, options: dict[str, Any],
+def _dedup_call(db: str | Path, resume: str | int | None, options: dict[str, Any],
                 progress: ProgressSetting = None) -> Callable[[], Job]:
     return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, _DEDUP_ENGINE | _BATCH_FLAGS, db,
                    options, progress,
-                   resume=resume, given=frozenset(options))
+                   resume=as_id(resume), given=frozenset(options))
 
 
-def dedup(*, db: str | Path = DEFAULT_DB, resume: str | None = None,
+@speaks_python()
+def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
           progress: ProgressSetting = None, **options: Any) -> Job:
     """Flag near-duplicate personas in ``db``: MinHash, then embeddings (never deletes).
 
@@ -352,7 +370,8 @@ def dedup(*, db: str | Path = DEFAULT_DB, resume: str | None = None,
     return call_blocking(_dedup_call(db, resume, options, progress))
 
 
-async def dedup_async(*, db: str | Path = DEFAULT_DB, resume: str | None = None,
+@speaks_python()
+async def dedup_async(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
                       progress: ProgressSetting = None, **options: Any) -> Job:
     """``dedup`` for ``await``."""
     return await call_in_thread(_dedup_call(db, resume, options, progress))
@@ -398,11 +417,15 @@ def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *
     return summary
 
 
-def _interview(question: str | None, db: str | Path, run: str | None, llm: str,
-               options: dict[str, Any], resume: str | None = None) -> Any:
+def _interview(question: str | None, db: str | Path, run: str | int | None, llm: str,
+               options: dict[str, Any], resume: str | int | None = None,
+               progress: ProgressSetting = None) -> Any:
     """Ask (or go on asking), store, and return the answers as a DataFrame (one row per agent)."""
     import pandas as pd
 
+    run, resume = as_id(run), as_id(resume)
+    if "agent" in options:
+        options = {**options, "agent": as_id(options["agent"])}
     config: InterviewConfig | dict[str, Any]
     if resume is not None:  # a resume takes only how it asks from the caller
         from personahub.pipelines.interview import resume_settings
@@ -415,21 +438,24 @@ def _interview(question: str | None, db: str | Path, run: str | None, llm: str,
         if question is None or run is None:
             raise PersonahubError("interview: give a question and run= (or resume=JOB_ID)")
         config = interview_config(question, db, run, llm, options)
-    result = run_interview(config, db, resume=resume)
+    with progress_hook(progress) as hook:
+        result = run_interview(config, db, resume=resume, progress=hook)
     frame = pd.DataFrame(result.rows).drop(columns=["content"], errors="ignore")
     frame.attrs["offline"] = result.offline  # the offline engine answered (not a language model)
     frame.attrs["batch_id"] = result.batch_id
     return frame
 
 
-def _interview_call(question: str | None, db: str | Path, run: str | None, llm: str,
-                    options: dict[str, Any], resume: str | None) -> Callable[[], Any]:
-    return partial(_interview, question, db, run, llm, options, resume)
+def _interview_call(question: str | None, db: str | Path, run: str | int | None, llm: str,
+                    options: dict[str, Any], resume: str | int | None,
+                    progress: ProgressSetting = None) -> Callable[[], Any]:
+    return partial(_interview, question, db, run, llm, options, resume, progress)
 
 
-def interview(question: str | None = None, *, run: str | None = None,
-              db: str | Path = DEFAULT_DB, llm: str = "offline", resume: str | None = None,
-              **options: Any) -> Any:
+@speaks_python()
+def interview(question: str | None = None, *, run: str | int | None = None,
+              db: str | Path = DEFAULT_DB, llm: str = "offline", resume: str | int | None = None,
+              progress: ProgressSetting = None, **options: Any) -> Any:
     """Ask a run's agents ``question``; returns a pandas DataFrame, one row per agent asked
     (``interview_id``, ``batch_id``, ``agent_id``, ``persona_id``, ``step``, ``answer``,
     ``status``, ``error``, ``model``; ``model == 'offline'`` is the offline engine, not a
@@ -442,15 +468,20 @@ def interview(question: str | None = None, *, run: str | None = None,
     ``limit``, ``step`` (default: the run's last), ``batch_size``, the model flags
     (concurrency, structured, max_tokens, temperature, top_p, timeout_s, rps) and the batch
     ones (``batch``, ``batch_file``, ``batch_window``, ``batch_fallback``, ``batch_poll_s``).
+    Ids (``run``, ``agent``, ``resume``) are text or numbers. ``progress`` as for
+    ``run_scenario``.
     """
-    return call_blocking(_interview_call(question, db, run, llm, options, resume))
+    return call_blocking(_interview_call(question, db, run, llm, options, resume, progress))
 
 
-async def interview_async(question: str | None = None, *, run: str | None = None,
+@speaks_python()
+async def interview_async(question: str | None = None, *, run: str | int | None = None,
                           db: str | Path = DEFAULT_DB, llm: str = "offline",
-                          resume: str | None = None, **options: Any) -> Any:
+                          resume: str | int | None = None, progress: ProgressSetting = None,
+                          **options: Any) -> Any:
     """``interview`` for ``await``."""
-    return await call_in_thread(_interview_call(question, db, run, llm, options, resume))
+    return await call_in_thread(_interview_call(question, db, run, llm, options, resume,
+                                                progress))
 
 
 def judge_config(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
@@ -481,17 +512,18 @@ def run_judge(config: JudgeConfig, *, client: StructuredCaller | None = None,
     return summary
 
 
-def _judging(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
+def _judging(job: str | int | None, run: str | int | None, db: str | Path, llm: str, seed: int,
              options: dict[str, Any], progress: ProgressSetting = None) -> Judged:
-    config = judge_config(job, run, db, llm, seed, options)
+    config = judge_config(as_id(job), as_id(run), db, llm, seed, options)
     with progress_hook(progress) as hook:
         summary = run_judge(config, progress=hook)
     return Judged(job_id=summary.judge_id, db=Path(db), summary=summary)
 
 
-def judge(*, job: str | None = None, run: str | None = None, db: str | Path = DEFAULT_DB,
-          llm: str = "offline", seed: int = 0, progress: ProgressSetting = None,
-          **options: Any) -> Judged:
+@speaks_python()
+def judge(*, job: str | int | None = None, run: str | int | None = None,
+          db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
+          progress: ProgressSetting = None, **options: Any) -> Judged:
     """Judge a synthesis job's items (``job``) or a run's emissions (``run``) against their
     kind's criteria; returns a ``Judged`` handle (``.items()``, ``.validity()``).
 
@@ -503,7 +535,8 @@ def judge(*, job: str | None = None, run: str | None = None, db: str | Path = DE
     return call_blocking(partial(_judging, job, run, db, llm, seed, options, progress))
 
 
-async def judge_async(*, job: str | None = None, run: str | None = None,
+@speaks_python()
+async def judge_async(*, job: str | int | None = None, run: str | int | None = None,
                       db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                       progress: ProgressSetting = None, **options: Any) -> Judged:
     """``judge`` for ``await``."""
@@ -523,12 +556,14 @@ def calibration_config(survey: str | Path, population: str, llm: str, seed: int,
 
 
 def _calibration(survey: str | Path | None, population: str | None, db: str | Path, llm: str,
-                 seed: int, n: int, resume: str | None, options: dict[str, Any]) -> Calibration:
+                 seed: int, n: int, resume: str | int | None, options: dict[str, Any],
+                 progress: ProgressSetting = None) -> Calibration:
     from personahub import runtime
     from personahub.core.errors import UsageError
     from personahub.core.kernel import engine_fields
     from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
 
+    population, resume = as_id(population), as_id(resume)
     config: CalibrateConfig | dict[str, Any]
     if resume is not None:  # a resume takes only how it runs from the caller (engine fields)
         allowed = engine_fields(CalibrateConfig)
@@ -538,13 +573,16 @@ def _calibration(survey: str | Path | None, population: str | None, db: str | Pa
         if survey is None or population is None:
             raise UsageError("calibrate: give a survey and population= (or resume=JOB_ID)")
         config = calibration_config(survey, population, llm, seed, n, options)
-    result = runtime.run(CALIBRATION, config, db, resume=resume)
+    with progress_hook(progress) as hook:
+        result = runtime.run(CALIBRATION, config, db, resume=resume, progress=hook)
     return Calibration(job_id=result.job_id, db=Path(db), summary=result.summary)
 
 
+@speaks_python()
 def calibrate(survey: str | Path | None = None, *, population: str | None = None,
               db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0, n: int = 20,
-              resume: str | None = None, **options: Any) -> Calibration:
+              resume: str | int | None = None, progress: ProgressSetting = None,
+              **options: Any) -> Calibration:
     """Calibrate a population against a human survey (an OpinionQA wave folder or a long CSV),
     as ``personahub calibrate`` does; returns a ``Calibration`` whose ``per_attribute()``,
     ``scores()``, ``summary_table()`` and ``answers()`` are DataFrames.
@@ -553,18 +591,20 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
     ``limit``, ``no_persona_n``, ``carve``, ``offer_refusal``, the model flags, ``batch``
     and the other batch settings of docs/batch.md, ...).
     ``resume=JOB_ID`` goes on with an interrupted calibration (then only ``llm`` and the engine
-    settings apply).
+    settings apply). ``progress`` as for ``run_scenario``.
     """
     return call_blocking(partial(_calibration, survey, population, db, llm, seed, n, resume,
-                                 options))
+                                 options, progress))
 
 
+@speaks_python()
 async def calibrate_async(survey: str | Path | None = None, *, population: str | None = None,
                           db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-                          n: int = 20, resume: str | None = None, **options: Any) -> Calibration:
+                          n: int = 20, resume: str | int | None = None,
+                          progress: ProgressSetting = None, **options: Any) -> Calibration:
     """``calibrate`` for ``await``."""
     return await call_in_thread(partial(_calibration, survey, population, db, llm, seed, n,
-                                        resume, options))
+                                        resume, options, progress))
 
 
 # what a population job makes: a new job is built from these, a resume keeps the job's
@@ -597,12 +637,13 @@ def population_write_resume(llm: str, options: dict[str, Any]) -> dict[str, Any]
 
 
 def _population_writing(marginals: str | Path | None, joint: str | Path | None, n: int,
-                        seed: int, db: str | Path, llm: str, resume: str | None,
+                        seed: int, db: str | Path, llm: str, resume: str | int | None,
                         options: dict[str, Any], progress: ProgressSetting = None) -> Job:
     from personahub import runtime
     from personahub.core.errors import UsageError
     from personahub.pipelines.population_write import POPULATION_WRITE
 
+    resume = as_id(resume)
     config: WriteConfig | dict[str, Any]
     if resume is not None:
         if marginals is not None or joint is not None:
@@ -619,9 +660,10 @@ def _population_writing(marginals: str | Path | None, joint: str | Path | None, 
                summary=result.summary)
 
 
+@speaks_python()
 def write_population(marginals: str | Path | None = None, joint: str | Path | None = None, *,
                      n: int = 1000, seed: int = 0, db: str | Path = DEFAULT_DB,
-                     llm: str = "offline", resume: str | None = None,
+                     llm: str = "offline", resume: str | int | None = None,
                      progress: ProgressSetting = None, **options: Any) -> Job:
     """Draw ``n`` people matching ``marginals`` (and/or a ``joint`` table) and have ``llm``
     write each one's text, as ``personahub personas sample-population --llm`` does; returns a
@@ -639,10 +681,11 @@ def write_population(marginals: str | Path | None = None, joint: str | Path | No
                                  options, progress))
 
 
+@speaks_python()
 async def write_population_async(marginals: str | Path | None = None,
                                  joint: str | Path | None = None, *, n: int = 1000,
                                  seed: int = 0, db: str | Path = DEFAULT_DB,
-                                 llm: str = "offline", resume: str | None = None,
+                                 llm: str = "offline", resume: str | int | None = None,
                                  progress: ProgressSetting = None, **options: Any) -> Job:
     """``write_population`` for ``await``."""
     return await call_in_thread(partial(_population_writing, marginals, joint, n, seed, db, llm,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from personahub.python_names import speaks_python
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -84,8 +86,10 @@ def _counts(summary: Any) -> dict[str, Any]:
 
 
 def _cut(value: Any) -> Any:
-    text = value if isinstance(value, str) else None
-    return text if text is None or len(text) <= _CELL else text[:_CELL - 1] + "…"
+    """A text cell cut to a line's length; any other value (a step, an agent id) as it is."""
+    if not isinstance(value, str) or len(value) <= _CELL:
+        return value
+    return value[:_CELL - 1] + "…"
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -97,6 +101,11 @@ class Job:
     job_id: str
     db: Path
     summary: Any = None
+
+    def __post_init__(self) -> None:
+        # an id typed as a number (``Job(job_id=12, ...)``) is the text the tables hold
+        object.__setattr__(self, "job_id", str(self.job_id))
+        object.__setattr__(self, "db", Path(self.db))
 
     def __getattr__(self, name: str) -> Any:
         # keeps code written against the summaries (``summary.written``) working on handles
@@ -165,6 +174,7 @@ class Job:
 
         return _frame(self.db, job_calls, self.job_id)
 
+    @speaks_python({"out": "path", "force": "overwrite"})
     def export(self, path: str | Path, fmt: str = "chat", *, kind: str | None = None,
                drop_duplicates: bool = False, overwrite: bool = False) -> int:
         """Write a run's or synthesis job's items as ``personahub export`` does: ``fmt`` is
@@ -354,7 +364,7 @@ class Judged(Job):
             con.close()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class Calibration(Job):
     """A calibration (``personahub.calibrate``): ``job_id``, ``db``, the ``CalibrationSummary``
     and its tables as DataFrames (docs/calibration.md)."""

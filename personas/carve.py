@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from personahub.personas.demographics import VOCABULARY, canonical
 from personahub.personas.gate_labels import drawn_gates
-from personahub.personas.hub_gate import gate_clause, none_eligible
+from personahub.personas.hub_gate import fewer_than_asked, gate_clause, held_back, none_eligible
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
 from personahub.personas.store import adjacent_ids, fetch_personas, has_persona
@@ -231,3 +231,22 @@ def carve(con: duckdb.DuckDBPyConnection, selection: Selection | None = None, *,
     """Select, then sample: the personas themselves, in hub order."""
     ids = sample_ids(con, select_ids(con, selection), k, seed=seed, stratify=stratify, equal=equal)
     return fetch_personas(con, ids)
+
+
+def shortfall(con: duckdb.DuckDBPyConnection, selection: Selection | None, k: int | None,
+              got: int, what: str = "personas sample") -> str | None:
+    """The line a draw of ``k`` that returned ``got`` < k says: how many matched, and the
+    matching personas the quality gate or the near-duplicate flag left out, with the flag
+    that takes them (None: it returned what was asked)."""
+    if k is None or got >= k:
+        return None
+    selection = selection or Selection()
+    matched = set(select_ids(con, selection))
+    gated = [] if selection.include_ungated else [
+        pid for pid in select_ids(con, replace(selection, include_ungated=True))
+        if pid not in matched]
+    duplicates = 0 if selection.include_duplicates else len(
+        set(select_ids(con, replace(selection, include_duplicates=True))) - matched)
+    flagged = (f"{duplicates} more match but are flagged near-duplicates "
+               "(--include-duplicates takes them)" if duplicates else None)
+    return fewer_than_asked(what, k, got, [held_back(con, gated), flagged])

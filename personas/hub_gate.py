@@ -45,6 +45,27 @@ def none_eligible(con: duckdb.DuckDBPyConnection, what: str) -> str:
             f"{left}; {INCLUDE_FLAG}, or include_ungated=True from Python, draws those too)")
 
 
+def held_back(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> str | None:
+    """What a draw says of the matching personas its gate left out (``ids``): how many, their
+    labels and the flag that takes them; None when it left none out."""
+    if not ids:
+        return None
+    counts: dict[str, int] = {}
+    for gate in persona_gates(con, ids).values():
+        counts[gate] = counts.get(gate, 0) + 1
+    labels = ", ".join(f"{n} {gate}" for gate, n in sorted(counts.items(), key=lambda c: -c[1]))
+    return (f"{len(ids)} more match but the quality gate held them back ({labels}; "
+            f"{INCLUDE_FLAG} takes them)")
+
+
+def fewer_than_asked(what: str, asked: int, got: int, reasons: Sequence[str | None]) -> str:
+    """The one line a draw of ``asked`` that found ``got`` says: how many matched and why the
+    rest were left out (``reasons``: ``held_back``'s clause and the like; None ones dropped)."""
+    why = "; ".join(r for r in reasons if r)
+    return (f"{what}: {got} of {asked} asked: only {got} personas match"
+            + (f"; {why}" if why else ""))
+
+
 def persona_gates(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, str]:
     """Each of ``ids``'s label (``legacy`` in an older file without the column)."""
     if not ids:

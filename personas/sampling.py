@@ -29,7 +29,7 @@ import duckdb
 from personahub.core.errors import PersonahubError
 from personahub.personas.carve import Condition
 from personahub.personas.gate_labels import DRAWN
-from personahub.personas.hub_gate import gate_clause, none_eligible
+from personahub.personas.hub_gate import gate_clause, held_back, none_eligible
 from personahub.personas.record import Persona
 from personahub.personas.selection_sandbox import persona_sandbox
 from personahub.personas.store import fetch_personas
@@ -161,6 +161,17 @@ def _reason(exc: duckdb.Error) -> str:
     if isinstance(exc, duckdb.PermissionException):
         return "selection conditions cannot read files (they run without file access)"
     return str(exc).splitlines()[0]
+
+
+def gated_out(con: duckdb.DuckDBPyConnection, query: HubQuery,
+              gates: Sequence[str] | None = DRAWN) -> str | None:
+    """``hub_gate.held_back``'s clause for ``query``: the non-duplicate personas it matches
+    that ``gates`` leave out, by label, and the flag that takes them (None: none left out)."""
+    if gates is None:
+        return None
+    drawn = set(draw_ids(con, query, None, mode="head", gates=gates))
+    every = draw_ids(con, query, None, mode="head", gates=None)
+    return held_back(con, [pid for pid in every if pid not in drawn])
 
 
 def draw(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,

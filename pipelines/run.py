@@ -188,6 +188,8 @@ class RunSummary:
     prefix_estimated: float | None = None
     wall_s: float = 0.0
     kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
+    # the scenario's hub draw found fewer personas than its limit: how many, and why (None: all)
+    personas_note: str | None = None
 
 
 class ActionsLost(ResumableStop):
@@ -223,6 +225,7 @@ class RunState:
     model: SocietyModel | None = None
     indexes: IndexesByKind | None = None
     heap: RunHeap | None = None
+    personas_note: str | None = None  # the hub draw's shortfall (runner.load_scenario_personas)
 
     @property
     def scenario_now(self) -> Scenario:
@@ -315,12 +318,15 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
             scenario = dataclasses.replace(scenario, personas=dataclasses.replace(
                 scenario.personas, include_ungated=True))
         personas = None
+        notes: list[str] = []
         if not (ctx.resumed and store.agent_persona_ids(ctx.con, ctx.job_id)):
             with RunHeap():  # many objects, all long-lived: no collector passes over them
                 personas = runner.load_scenario_personas(scenario, ctx.db, ctx.con,
-                                                         offline=spec_is_offline(ctx.config.llm))
+                                                         offline=spec_is_offline(ctx.config.llm),
+                                                         notes=notes)
         world = runner.check_scenario(scenario, personas)
-        ctx.state = RunState(scenario.name, scenario, personas, world)
+        ctx.state = RunState(scenario.name, scenario, personas, world,
+                             personas_note=notes[0] if notes else None)
         ctx.total = ctx.config.run_steps
 
     def start(self, ctx: JobContext[RunConfig]) -> BatchOutcome:
@@ -424,6 +430,7 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         summary.prefix_reused = call_log.prefix_reused(con, run_id)
         summary.prefix_estimated = runner.estimated_prefix_share(caller.endpoints)
         summary.wall_s = time.perf_counter() - _state(ctx).started
+        summary.personas_note = _state(ctx).personas_note
         return summary
 
     def report(self, summary: RunSummary, db: Path) -> list[str]:
@@ -432,6 +439,7 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         return [f"run {summary.run_id} ({summary.scenario}): {summary.steps} steps, "
                 f"{summary.agents} agents, {emitted} emissions, {summary.answers} survey answers, "
                 f"{summary.failed_actions} failed actions in {db}",
+                *([summary.personas_note] if summary.personas_note else []),
                 f"  personahub report --db {db} --run {summary.run_id} --out report"]
 
 

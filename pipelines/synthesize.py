@@ -68,7 +68,7 @@ from personahub.personas.gate_labels import drawn_gates, spec_is_offline
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import QualityIssue, rejected_row, rejection_line, tally
 from personahub.personas.record import Persona
-from personahub.personas.sampling import SAMPLE_MODES, HubQuery
+from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
 from personahub.pipelines import labels
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
@@ -188,6 +188,8 @@ class SynthSummary:
     seeded: int = 0  # shipped personas put into an empty hub for this job
     items: int = 0  # the job's items, all its runs together
     shortfall: str | None = None  # one line: fewer items than asked, and why (None: as asked)
+    # fewer personas drawn than --n: the matching ones the quality gate held back, and the flag
+    held_back: str | None = None
     batches: str | None = None  # --batch: what the job's provider batches did in this run
 
 
@@ -353,20 +355,24 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
         world = load_world(config)
         personas = job_personas(ctx.con, ctx.job_id) if ctx.resumed else None
         seeded = 0
+        held: str | None = None
         if personas is None:  # a new job, or one from before the selection was stored
             if not config.where and not config.carve:
                 seeded = seed_hub_if_empty(ctx.con)
+            gates = drawn_gates(include_ungated=config.include_ungated,
+                                offline=spec_is_offline(config.llm))
             personas = select_personas(ctx.con, config.where, config.n, carve=config.carve,
-                                       seed=config.seed, sample=config.sample,
-                                       gates=drawn_gates(include_ungated=config.include_ungated,
-                                                         offline=spec_is_offline(config.llm)))
+                                       seed=config.seed, sample=config.sample, gates=gates)
+            if len(personas) < config.n:
+                held = gated_out(ctx.con, HubQuery(where=config.where or None,
+                                                   carve=tuple(config.carve)), gates)
         if not personas:
             raise PersonahubError(f"--resume {ctx.job_id}: the personas the job drew are gone "
                                   f"from --db {ctx.db}")
         summary = SynthSummary(job_id=ctx.job_id, task=config.task, prompting=config.prompting,
                                engine="", offline=False, selected=len(personas), db=str(ctx.db),
                                asked=config.n * config.per_persona,
-                               per_persona=config.per_persona, seeded=seeded)
+                               per_persona=config.per_persona, seeded=seeded, held_back=held)
         ctx.state = SynthState(demos, world, personas, summary)
         ctx.total = len(personas) * config.per_persona
 
@@ -495,6 +501,8 @@ def shortfall(summary: SynthSummary, n: int, resume_hint: str) -> str | None:
                   if summary.seeded else "")
         reasons.append(f"--n {n} but only {summary.selected} personas match{seeded}, so "
                        f"{(n - summary.selected) * k} items had no persona to ask")
+        if summary.held_back:
+            reasons.append(summary.held_back)
     missing = summary.selected * k - summary.items
     if missing > 0:
         reasons.append(f"{missing} asked items failed or were rejected (resume to retry: "

@@ -33,12 +33,13 @@ import numpy as np
 
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect, transaction
-from personahub.personas.gate_labels import drawn_gates
+from personahub.personas.gate_labels import INCLUDE_FLAG, drawn_gates
 from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
+from personahub.personas.hub_gate import fewer_than_asked
 from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.record import Persona
-from personahub.personas.sampling import draw
+from personahub.personas.sampling import draw, gated_out
 from personahub.personas.store import fetch_personas
 from personahub.sim import store
 from personahub.sim.scenario import Scenario, check_references, check_steps
@@ -47,14 +48,15 @@ from personahub.sim.society import SocietyModel, StepResult
 
 def load_scenario_personas(scenario: Scenario, db: Path | str | None = None,
                            con: duckdb.DuckDBPyConnection | None = None, *,
-                           offline: bool = False) -> list[Persona]:
+                           offline: bool = False, notes: list[str] | None = None) -> list[Persona]:
     """The scenario's personas: from its source file (at most ``limit``, in file order), or a
     seeded sample of the hub (``PersonaSource(path="hub")``: the run's database ``db``, read
     through ``con`` when the run has it open; ``hub=FILE``: that database) among the personas
     that passed the quality gate (``personas.hub_gate``; ``offline``: an offline run, which
-    takes the offline engine's too)."""
+    takes the offline engine's too). A hub draw of fewer than ``limit`` adds to ``notes`` the
+    line saying how many matched and what the quality gate held back."""
     if scenario.personas.from_hub:
-        return _hub_personas(scenario, db, con, offline)
+        return _hub_personas(scenario, db, con, offline, notes)
     stream = iter_personas(scenario.persona_path(), fmt=scenario.personas.fmt)
     personas = list(itertools.islice(stream, scenario.personas.limit))
     unique = list({p.persona_id: p for p in reversed(personas)}.values())[::-1]
@@ -64,7 +66,8 @@ def load_scenario_personas(scenario: Scenario, db: Path | str | None = None,
 
 
 def _hub_personas(scenario: Scenario, db: Path | str | None,
-                  con: duckdb.DuckDBPyConnection | None, offline: bool = False) -> list[Persona]:
+                  con: duckdb.DuckDBPyConnection | None, offline: bool = False,
+                  notes: list[str] | None = None) -> list[Persona]:
     source = scenario.personas
     prefix = f"scenario {scenario.name}: personas"
     path = scenario.resolve(source.hub) if source.hub else (Path(db) if db is not None else None)
@@ -81,7 +84,13 @@ def _hub_personas(scenario: Scenario, db: Path | str | None,
     assert hub is not None
     try:
         gates = drawn_gates(include_ungated=source.include_ungated, offline=offline)
-        return draw(hub, source.query(), source.limit, seed=source.seed, gates=gates)
+        drawn = draw(hub, source.query(), source.limit, seed=source.seed, gates=gates)
+        if notes is not None and source.limit is not None and len(drawn) < source.limit:
+            held = gated_out(hub, source.query(), gates)
+            if held:  # the scenario's field, not a flag: personas.include_ungated
+                held = held.replace(INCLUDE_FLAG, f"{INCLUDE_FLAG} or personas.include_ungated")
+            notes.append(fewer_than_asked(f"{prefix}.limit", source.limit, len(drawn), [held]))
+        return drawn
     except PersonahubError as exc:
         raise PersonahubError(f"{prefix} from {path}: {exc}") from None
     finally:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, BinaryIO, Literal, cast
 import typer
 from rich.table import Table
 
-from personahub.cli.common import DbOption, console, job_progress, one_line_errors, out
+from personahub.cli.common import DbOption, console, job_progress, one_line_errors, out, say
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import FORCE_HELP, atomic_file, check_output
 from personahub.core.store import DEFAULT_DB
@@ -112,9 +112,13 @@ def personas_sample(
         "--format", help="What is printed.")] = "table",
     show: Annotated[int, typer.Option(min=1, help="Rows to print at most (table).")] = 50,
 ) -> None:
-    """Carve the hub: select by attribute, text or neighbourhood, then sample (seeded)."""
+    """Carve the hub: select by attribute, text or neighbourhood, then sample (seeded).
+
+    Fewer matches than -k prints a note on stderr: how many matched, and how many more the
+    quality gate (--include-ungated) or the near-duplicate flag (--include-duplicates) held back.
+    """
     from personahub.core.store import connect
-    from personahub.personas.carve import Selection, carve
+    from personahub.personas.carve import Selection, carve, shortfall
     from personahub.personas.hub_gate import persona_gates
 
     if fmt not in ("table", "jsonl", "ids"):
@@ -128,11 +132,14 @@ def personas_sample(
     try:
         personas = carve(con, selection, k=k, seed=seed, stratify=stratify, equal=equal)
         gates = persona_gates(con, [p.persona_id for p in personas[:show]])
+        fewer = shortfall(con, selection, k, len(personas))
     except ValueError as exc:
         raise PersonahubError(str(exc)) from None
     finally:
         con.close()
     lines = [_jsonl_line(p, with_attributes) for p in personas]
+    if fewer:  # on stderr: stdout stays data
+        say(("note:", "yellow"), f" {fewer}")
     if output is not None:
         with atomic_file(output, overwrite=force) as f:
             f.write("".join(line + "\n" for line in lines))

@@ -195,6 +195,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
         summary = run_simulation(config, resume=resume, progress=step_progress(bar),
                                  on_ready=ready, on_start=on_start, warn=unreachable)
     print_summary(summary)
+    if summary.personas_note:  # on stderr, as every draw's shortfall
+        say(("note:", "yellow"), f" {summary.personas_note}")
     return summary
 
 

@@ -102,6 +102,6 @@ def test_the_python_api_takes_auto(server, scenario_file, tmp_path) -> None:
     run = personahub.run_scenario(scenario_file(n_personas=6, steps=1), db=tmp_path / "r.duckdb",
                                   concurrency="auto")  # the offline engine: no limit to adapt
     assert run.summary.steps == 1
-    with pytest.raises(PersonahubError, match="--concurrency"):
+    with pytest.raises(PersonahubError, match="concurrency"):
         personahub.run_scenario(scenario_file(n_personas=6, steps=1), db=tmp_path / "x.duckdb",
                                 concurrency="lots")

@@ -203,7 +203,7 @@ def test_synthesis_draws_only_gated_personas_unless_asked(tmp_path: Path) -> Non
     con = connect(db)
     upsert_personas(con, [Persona(text=JUNK, source="f")])
     con.close()
-    with pytest.raises(PersonahubError, match="include-ungated"):
+    with pytest.raises(PersonahubError, match="include_ungated=True"):
         synthesize("instruction", db=db, n=1)
     job = synthesize("instruction", db=db, n=1, include_ungated=True)
     con = connect(db, read_only=True)

@@ -163,9 +163,9 @@ def test_jobs_lists_every_job_as_a_frame_and_refuses_an_unknown_filter(tmp_path:
     assert set(frame["status"]) == {"finished"}
     assert list(personahub.jobs(db=db, kind="dedup")["kind"]) == ["dedup"]
     assert personahub.jobs(db=db, status="interrupted").empty
-    with pytest.raises(personahub.PersonahubError, match="--kind expand: no such job kind"):
+    with pytest.raises(personahub.PersonahubError, match="kind=expand: no such job kind"):
         personahub.jobs(db=db, kind="expand")
-    with pytest.raises(personahub.PersonahubError, match="--status done: no such status"):
+    with pytest.raises(personahub.PersonahubError, match="status=done: no such status"):
         personahub.jobs(db=db, status="done")
     assert invoke("jobs", "--db", db, "--kind", "expand").exit_code == 2
     with pytest.raises(personahub.PersonahubError, match="no such job"):

@@ -112,7 +112,7 @@ def test_an_unknown_api_option_is_refused(tmp_path: Path, handed: list[dict[str,
     marginals = _marginals(tmp_path)
     with pytest.raises(personahub.PersonahubError, match="unknown option.*steering"):
         personahub.write_population(marginals, db=tmp_path / "p.duckdb", steering="persona")
-    with pytest.raises(personahub.PersonahubError, match="--marginals FILE, --joint FILE"):
+    with pytest.raises(personahub.PersonahubError, match="marginals=FILE, joint=FILE"):
         personahub.write_population(db=tmp_path / "p.duckdb")
     assert handed == []
 
