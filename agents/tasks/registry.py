@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from personahub.agents.llm import offline_text
 from personahub.agents.tasks.base import Task
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import UsageError
 
 
-class UnknownTaskError(PersonahubError, KeyError):
-    """No task of that name (a ``KeyError`` too, as a missing registry key always was)."""
+class UnknownTaskError(UsageError, KeyError):
+    """No task of that name: a name the user gave (``synthesize TASK``, a scenario's kinds), so a
+    usage error (the CLI exits 2); a ``KeyError`` too, as a missing registry key always was."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
