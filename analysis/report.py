@@ -520,11 +520,11 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
     it was: a report is all there or not at all. ``embedder`` (a spec for ``make_embedder`` or
     an embedder) judges the diversity section's pairs; the default ``hash`` is labelled lexical.
     """
-    from personahub.core.errors import PersonahubError
+    from personahub.core.errors import PersonahubError, UsageError
 
-    install_views(con)
     if run_id is not None and job_id is not None:
-        raise PersonahubError("--run and --job: give one (a report is of a run or of a job)")
+        raise UsageError("--run and --job: give one (a report is of a run or of a job)")
+    install_views(con)
     if run_id is not None and not _rows(con, "SELECT 1 FROM v_runs WHERE run_id = ?", [run_id]):
         raise PersonahubError(f"--run {run_id}: not found in the database")
     if job_id is not None and not _rows(con, "SELECT 1 FROM v_synth_jobs WHERE job_id = ?",

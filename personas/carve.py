@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from personahub.core.errors import UsageError
 from personahub.personas.demographics import VOCABULARY, canonical
 from personahub.personas.gate_labels import drawn_gates
 from personahub.personas.hub_gate import fewer_than_asked, gate_clause, held_back, none_eligible
@@ -37,6 +38,12 @@ COLUMNS = ("hop", "source", "source_ref", "persona_id")
 _CONDITION = re.compile(r"^\s*([^<>=!~]+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 MISSING = "(missing)"
+_KNOWN_SHOWN = 30  # attribute names an unknown --stratify lists at most
+
+
+class ConditionError(UsageError, ValueError):
+    """A ``KEY OP VALUE`` condition that does not parse: a usage error (the CLI exits 2), found
+    without the database; a ``ValueError`` too, as it always was."""
 
 
 @dataclass(frozen=True)
@@ -49,13 +56,13 @@ class Condition:
 
     @classmethod
     def parse(cls, text: str, *, flag: str = "--where") -> Condition:
-        """Parse ``KEY OP VALUE``; raises ValueError naming ``flag`` and the condition."""
+        """Parse ``KEY OP VALUE``; raises ConditionError naming ``flag`` and the condition."""
         match = _CONDITION.match(text)
         if not match or not match.group(3):
-            raise ValueError(f"{flag} {text!r}: expected KEY OP VALUE, e.g. age>=30 or occupation=nurse")
+            raise ConditionError(f"{flag} {text!r}: expected KEY OP VALUE, e.g. age>=30 or occupation=nurse")
         key, op, value = match.groups()
         if op != "~" and value[0] in "<>=!":  # "age>>3", "age=>3": a typo, not a value to match
-            raise ValueError(f"{flag} {text!r}: the value starts with {value[0]!r}; "
+            raise ConditionError(f"{flag} {text!r}: the value starts with {value[0]!r}; "
                              f"use one operator of = != >= <= > < ~, e.g. age>=30")
         op = "=" if op == "==" else op
         if key in VOCABULARY and op in ("=", "!="):
@@ -207,9 +214,31 @@ def strata(con: duckdb.DuckDBPyConnection, ids: Sequence[str], attribute: str) -
     return dict(groups)
 
 
+def check_attribute(con: duckdb.DuckDBPyConnection, attribute: str,
+                    flag: str = "--stratify") -> None:
+    """Refuse an attribute no persona of the hub has (nor a column): a typo would otherwise
+    stratify into the one stratum ``(missing)``, an unstratified sample that looks right. A
+    usage error (exit 2) naming ``flag`` and the attributes the hub knows."""
+    if attribute in COLUMNS:
+        return
+    path = '$."' + attribute.replace('"', '\\"') + '"'
+    if con.execute("SELECT 1 FROM personas WHERE json_extract(attributes, ?) IS NOT NULL LIMIT 1",
+                   [path]).fetchall():
+        return
+    keys = [r[0] for r in con.execute(
+        "SELECT DISTINCT unnest(json_keys(attributes)) AS k FROM personas ORDER BY k").fetchall()]
+    shown = ", ".join(keys[:_KNOWN_SHOWN]) + (f", ... ({len(keys)} in all)"
+                                               if len(keys) > _KNOWN_SHOWN else "")
+    raise UsageError(f"{flag} {attribute!r}: no persona has that attribute; known: "
+                     f"{shown or '(none)'}; or a column: {', '.join(COLUMNS)}")
+
+
 def sample_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str], k: int | None, *, seed: int = 0,
                stratify: str | None = None, equal: bool = False) -> list[str]:
-    """Draw ``k`` of ``ids`` (all when k is None), uniformly or stratified; result in hub order."""
+    """Draw ``k`` of ``ids`` (all when k is None), uniformly or stratified; result in hub order.
+    An attribute no persona has is a usage error (``check_attribute``), whatever ``k``."""
+    if stratify is not None:
+        check_attribute(con, stratify)
     if k is None or k >= len(ids):
         return list(ids)
     if k < 0:

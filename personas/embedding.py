@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.personas.minhash import TEXT_SEPARATOR, batch_tokens, resolve_first_seen, token_hash
 from personahub.personas.scripts import ANY_SCRIPT, LATIN
 
@@ -41,6 +41,7 @@ __all__ = [
     "HashEmbedder",
     "LocalEmbedder",
     "ModelEmbedder",
+    "check_embedder_spec",
     "embedder_scripts",
     "embedding_duplicates",
     "neighbour_pairs",
@@ -212,26 +213,42 @@ class LocalEmbedder:
         return normalise(vectors)
 
 
-def offline_embedder(spec: str) -> Embedder:
-    """An embedder that calls no model, from ``hash``, ``hash:<dim>`` or ``local[:<m>]``. A
-    model embedder (``openai:<model>``) is the model seam's to build
-    (``models.embedders.make_embedder``, the one factory of every spec)."""
+EMBEDDER_SPECS = "hash[:<dim>], local[:<name-or-path>] or openai:<model>"
+
+
+def check_embedder_spec(spec: str) -> None:
+    """Refuse a spec no embedder answers to (a UsageError: the CLI exits 2), building nothing:
+    the one check of ``--embedder`` (report, diversity, personas dedup) as the flag is parsed,
+    and of ``offline_embedder`` / ``make_embedder``, so a typo fails before any database or
+    model is touched."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "hash":
-        if not arg:
-            return HashEmbedder()
-        if not arg.isdigit():
-            raise PersonahubError(f"embedder {spec!r}: hash dimension must be an integer")
-        return HashEmbedder(dim=int(arg))
+        if arg and not arg.isdigit():
+            raise UsageError(f"embedder {spec!r}: the hash dimension must be a whole number, "
+                             "e.g. hash:256")
+    elif kind == "openai":
+        if not arg.strip():
+            raise UsageError(f"embedder {spec!r}: name the model, e.g. "
+                             "openai:text-embedding-3-small")
+    elif kind != "local":
+        raise UsageError(f"unknown embedder {spec!r}: use {EMBEDDER_SPECS}")
+
+
+def offline_embedder(spec: str) -> Embedder:
+    """An embedder that calls no model, from ``hash``, ``hash:<dim>`` or ``local[:<m>]``. A
+    model embedder (``openai:<model>``) is the model seam's to build
+    (``models.embedders.make_embedder``, the one factory of every spec). A spec no
+    embedder answers to is a UsageError (``check_embedder_spec``)."""
+    check_embedder_spec(spec)
+    kind, _, arg = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind == "hash":
+        return HashEmbedder(dim=int(arg)) if arg else HashEmbedder()
     if kind == "local":
         return LocalEmbedder(model=arg)
-    if kind == "openai":
-        raise PersonahubError(f"embedder {spec!r} calls a model: build it with "
-                              "personahub.models.embedders.make_embedder")
-    raise PersonahubError(
-        f"unknown embedder {spec!r}: use hash, openai:<model> or local[:<name-or-path>]"
-    )
+    raise PersonahubError(f"embedder {spec!r} calls a model: build it with "
+                          "personahub.models.embedders.make_embedder")
 
 
 # --------------------------------------------------------------------------- ANN indexes

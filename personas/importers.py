@@ -25,7 +25,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from personahub.core.errors import PersonaFileError
+from personahub.core.errors import PersonaFileError, UsageError
 from personahub.core.validate import MAX_JSON_DEPTH, persona_text_problem, too_deep
 from personahub.personas.demographic_columns import TABLE_COLUMNS, DemographicProblem, normalise_row
 from personahub.personas.record import Persona
@@ -333,6 +333,11 @@ def _format_from_keys(keys: Iterable[str], plain: str) -> str:
     return plain
 
 
+class FormatNotKnown(PersonaFileError, UsageError):
+    """The file's name does not tell its format and ``--format`` does not say it: the command
+    line lacks a setting, so a usage error (exit 2), decided before the file is read."""
+
+
 def detect_format(path: str | Path) -> str:
     """Guess the format from the extension and field names, so users rarely need ``--format``."""
     name = str(path)
@@ -341,8 +346,9 @@ def detect_format(path: str | Path) -> str:
     container = _container_of(path)
     if container is None:
         choices = ", ".join(f for f in FORMATS if f != "auto")
-        raise PersonaFileError(
-            name, None, f"cannot tell the format from the extension; choose one of: {choices}"
+        raise FormatNotKnown(
+            name, None, f"cannot tell the format from the extension; give --format, one of: "
+            f"{choices}"
         )
     if container == "jsonl":
         keys = _first_json_keys(path)
@@ -358,7 +364,7 @@ def _resolve_container(fmt: str, path: Path, name: str) -> str:
     if container is not None:
         return container
     if fmt == "attributes":
-        raise PersonaFileError(name, None, "format 'attributes' needs a .csv or .parquet file")
+        raise FormatNotKnown(name, None, "--format attributes needs a .csv or .parquet file")
     return "jsonl"
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import duckdb
 import numpy as np
 
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import UsageError
 from personahub.personas.embedding import Embedder, embedder_scripts, offline_embedder
 from personahub.personas.scripts import covered
 from personahub.personas.store import texts_by_id
@@ -33,7 +33,7 @@ def pool_embedder(spec: str) -> Embedder:
     """An embedder for the pool: only offline ones (``hash[:dim]``, ``local[:model]``), since
     pool embeddings are not model calls on the job kernel."""
     if spec.strip().partition(":")[0].lower() not in OFFLINE_EMBEDDERS:
-        raise PersonahubError(f"--link-embedder {spec!r}: use hash or local[:model] "
+        raise UsageError(f"--link-embedder {spec!r}: use hash or local[:model] "
                               "(embeddings made during expansion are not accounted calls)")
     return offline_embedder(spec)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.personas.carve import Condition
 from personahub.personas.gate_labels import DRAWN
 from personahub.personas.hub_gate import gate_clause, held_back, none_eligible
@@ -48,21 +48,19 @@ class HubQuery:
     carve_label: str = "--carve"
 
     def conditions(self) -> list[tuple[str, str, list[Any]]]:
-        """``(label, sql, params)`` per condition; raises PersonahubError naming a bad one."""
+        """``(label, sql, params)`` per condition; raises UsageError (a flag's or scenario
+        field's value: the CLI exits 2) naming a bad one."""
         parts: list[tuple[str, str, list[Any]]] = []
         if self.where is not None:
             if not self.where.strip():
-                raise PersonahubError(f"{self.where_label}: give an SQL condition, not an empty string")
+                raise UsageError(f"{self.where_label}: give an SQL condition, not an empty string")
             if ";" in self.where:
-                raise PersonahubError(f"{self.where_label}: give one WHERE condition, without ';'")
+                raise UsageError(f"{self.where_label}: give one WHERE condition, without ';'")
             # on lines of its own: a trailing comment cannot swallow the closing parenthesis
             parts.append((f"{self.where_label} {self.where!r}", f"(\n{self.where}\n)", []))
         for text in self.carve:
             label = f"{self.carve_label} {text!r}"
-            try:
-                sql, params = Condition.parse(text, flag=self.carve_label).sql()
-            except ValueError as exc:
-                raise PersonahubError(str(exc)) from None
+            sql, params = Condition.parse(text, flag=self.carve_label).sql()  # or ConditionError
             parts.append((label, sql, params))
         return parts
 
@@ -82,7 +80,7 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
     ``gates`` (``personas.hub_gate``; None: any label): a seeded uniform sample in key order, or
     the first in hub order (``head``). Empty result is an error."""
     if mode not in SAMPLE_MODES:
-        raise PersonahubError(f"sample mode {mode!r}: choose one of {', '.join(SAMPLE_MODES)}")
+        raise UsageError(f"sample mode {mode!r}: choose one of {', '.join(SAMPLE_MODES)}")
     parts = query.conditions()
     gated = gate_clause(con, gates)
     clauses = ["NOT coalesce(is_duplicate, false)", *([gated] if gated else []),

@@ -114,9 +114,9 @@ class DedupJobConfig(BatchFields):
             given = [flag for flag, on in (("--cache", self.cache != "off"),
                                            ("--rps", self.rps is not None)) if on]
             if given:
-                raise PersonahubError(f"{' and '.join(given)}: the {self.embedder or 'none'!r} "
-                                      "embedder calls no model; they apply to --embedder "
-                                      "openai:<model>")
+                raise UsageError(f"{' and '.join(given)}: the {self.embedder or 'none'!r} "
+                                 "embedder calls no model; they apply to --embedder "
+                                 "openai:<model>")
         self.check_batch(executor=self.executor, cache=self.cache)
         if self.batching and (self.embedder is None or not calls_model(self.embedder)):
             raise UsageError(f"--batch: the {self.embedder or 'none'!r} embedder calls no "
@@ -128,10 +128,10 @@ class DedupJobConfig(BatchFields):
         else:
             offline_embedder(self.embedder)  # a bad spec fails before anything is opened
         if self.executor == "ray" and self.embedder.partition(":")[0].lower() not in DRIVER_EMBEDDERS:
-            raise PersonahubError(f"--executor ray with --embedder {self.embedder}: stage 2's "
-                                  "embeddings do not run on Ray yet (docs/scale.md); use "
-                                  "--embedder hash or none with --executor ray, or --executor "
-                                  "local for a model embedder")
+            raise UsageError(f"--executor ray with --embedder {self.embedder}: stage 2's "
+                             "embeddings do not run on Ray yet (docs/scale.md); use "
+                             "--embedder hash or none with --executor ray, or --executor "
+                             "local for a model embedder")
 
     def stages(self) -> DedupConfig:
         """The data side's settings of both stages."""

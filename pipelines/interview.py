@@ -37,7 +37,7 @@ import duckdb
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.contracts import StructuredCaller, StructuredResult
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
@@ -86,18 +86,18 @@ class InterviewRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "carve", tuple(self.carve))
         if not self.question.strip():
-            raise PersonahubError("interview: the question is empty; give the question to ask")
+            raise UsageError("interview: the question is empty; give the question to ask")
         group = self.where is not None or bool(self.carve)
         if self.agent is not None and group:
-            raise PersonahubError("interview: give --agent for one agent or --carve/--personas for "
-                                  "a group, not both")
+            raise UsageError("interview: give --agent for one agent or --carve/--personas for "
+                             "a group, not both")
         if self.agent is None and not group:
-            raise PersonahubError("interview: give --agent PERSONA_ID (or an agent id), or "
-                                  "--carve/--personas to ask a group")
+            raise UsageError("interview: give --agent PERSONA_ID (or an agent id), or "
+                             "--carve/--personas to ask a group")
         if self.limit is not None and self.limit < 1:
-            raise PersonahubError(f"interview: --limit must be >= 1, got {self.limit}")
+            raise UsageError(f"interview: --limit must be >= 1, got {self.limit}")
         if self.step is not None and self.step < 0:
-            raise PersonahubError(f"--step {self.step}: steps are 0 (before the first) or more")
+            raise UsageError(f"--step {self.step}: steps are 0 (before the first) or more")
         HubQuery(where=self.where, carve=self.carve).conditions()  # syntax, before the database
 
 

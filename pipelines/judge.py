@@ -34,7 +34,7 @@ from personahub.analysis.judgments import judged_item_ids
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB, connect
@@ -75,11 +75,11 @@ class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
 
     def __post_init__(self) -> None:
         if (self.job is None) == (self.run is None):
-            raise PersonahubError("judge: give exactly one of --job or --run")
+            raise UsageError("judge: give exactly one of --job or --run")
         if self.kind is not None:  # a kind's former name (``tool``) is judged as its name
             object.__setattr__(self, "kind", canonical(self.kind))
         if self.sample is not None and self.sample < 1:
-            raise PersonahubError(f"--sample must be >= 1, got {self.sample}")
+            raise UsageError(f"--sample must be >= 1, got {self.sample}")
         check_int(self.batch_size, "batch size", low=1)
         check_model_fields(self)
 

@@ -95,8 +95,8 @@ class TextConfig(BatchFields, ModelFields, ExecutorFields):
             text_personas_schema(self.per_text)
             if self.language is not None:
                 language_scripts(self.language)
-        except ValueError as exc:
-            raise PersonahubError(str(exc)) from None
+        except ValueError as exc:  # a flag's value (--relations, --per-text, --language)
+            raise UsageError(str(exc)) from None
         if not self.corpus:
             raise UsageError("--corpus: give the corpus a name")
         if self.split not in SPLITS:

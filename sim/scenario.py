@@ -11,6 +11,8 @@ Run one with ``personahub run FILE`` or ``python FILE`` (which calls ``personahu
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import random
 import runpy
 import traceback
@@ -18,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.errors import PersonahubError, UsageError
@@ -44,6 +46,7 @@ POLICIES = ("scripted", "deliberate")  # how an active agent chooses what it doe
 # One of the scenario's own personas: a persona id, or an agent id (file order: 1, 2, ...).
 # Personas an expansion adds cannot be named (check_references).
 AgentRef = str | int
+_T = TypeVar("_T")
 
 
 class ScenarioError(PersonahubError):
@@ -67,6 +70,40 @@ def _valid(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise ScenarioValueError(str(exc)) from None
 
 
+def _named_fields(cls: type[_T]) -> type[_T]:
+    """Make a scenario dataclass refuse an unknown or missing field as a ScenarioValueError (a
+    usage error, exit 2, naming the class, the field and the known ones), as it refuses a bad
+    value: both are the author's mistake in the file, not Python's ``TypeError``."""
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    shown = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+             if f.init and f.compare]  # not base_dir and source: load_scenario sets those
+    required = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+
+    @functools.wraps(init)
+    def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], shown, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ScenarioValueError(f"{cls.__name__}: unknown field {unknown[0]!r}{hint}; "
+                                     f"known: {', '.join(shown)}")
+        if args:
+            raise ScenarioValueError(f"{cls.__name__}: give its fields by name "
+                                     f"({', '.join(shown[:3])}, ...), not by position")
+        missing = [k for k in required if k not in kwargs]
+        if missing:
+            raise ScenarioValueError(f"{cls.__name__}: give {', '.join(missing)} "
+                                     f"(required field{'s' * (len(missing) > 1)})")
+        init(self, **kwargs)
+
+    cls.__init__ = checked_init  # type: ignore[method-assign]
+    return cls
+
+
+@_named_fields
 @dataclass(frozen=True, kw_only=True)
 class PersonaSource:
     """Where the scenario's personas come from: a file (the default), or the hub.
@@ -131,6 +168,7 @@ class PersonaSource:
                         carve_label="personas.carve")
 
 
+@_named_fields
 @dataclass(frozen=True, kw_only=True)
 class GraphGrowth:
     """How the relationship graph is built before the first step.
@@ -167,6 +205,7 @@ class AgentInfo:
     memory: tuple[str, ...] = ()
 
 
+@_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Activation:
     """Which agents act in a step (idle agents make no model call).
@@ -196,6 +235,7 @@ class Activation:
             _check(callable(self.when), "activation.when must be a function (step, info, rng) -> bool")
 
 
+@_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Audience:
     """Who receives an event or a survey. With no field set: everyone.
@@ -250,6 +290,7 @@ class Audience:
         return "; ".join(parts)
 
 
+@_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Event:
     """Something that happens at a step, seen by its audience (it enters their memory)."""
@@ -265,6 +306,7 @@ class Event:
                f"event at step {self.step}: text must be a non-empty string")
 
 
+@_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Intervention:
     """A change made to the society at the start of a step.
@@ -299,6 +341,7 @@ class Intervention:
                    f"{where}: {self.action} needs another agent in 'other'")
 
 
+@_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Survey:
     """A question asked to (a group of) agents at chosen steps; answers go to ``survey_answers``.
@@ -344,6 +387,7 @@ class Survey:
             _check(self.low < self.high, f"{where}: scale needs low < high, got {self.low}..{self.high}")
 
 
+@_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Memory:
     """How much each agent remembers; older items are folded into a bounded keyword summary.
@@ -405,6 +449,7 @@ class Memory:
                            reflect_overflow=self.reflect_overflow)
 
 
+@_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     """A runnable virtual-society scenario.

@@ -185,6 +185,24 @@ def _failed_share(value: float | None) -> float | None:
     return value
 
 
+def embedder_spec(value: str) -> str:
+    """``--embedder`` (report, diversity): a spec some embedder answers to, else a usage error
+    (exit 2) naming the flag, raised as the flag is parsed, before any database is opened. One
+    check for every command and the library: ``personas.embedding.check_embedder_spec``."""
+    from personahub.personas.embedding import check_embedder_spec
+
+    try:
+        check_embedder_spec(value)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def embedder_spec_or_none(value: str) -> str:
+    """``personas dedup --embedder``: as ``embedder_spec``, or ``none`` (no stage 2)."""
+    return value if value.strip().lower() in ("", "none") else embedder_spec(value)
+
+
 MaxFailedShareOption = Annotated[float | None, typer.Option(
     "--max-failed-share", callback=_failed_share, rich_help_panel=MODEL_PANEL,
     help="Stop when more than this share of a step's (or batch's) actions fail for the model's "

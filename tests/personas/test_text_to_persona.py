@@ -189,6 +189,6 @@ def test_cli_from_text_and_rerun(tmp_path):
     again = runner.invoke(app, args + ["--limit", "3"])
     assert again.exit_code == 0 and "6 already done, asked 0" in again.output
     bad = runner.invoke(app, ["personas", "from-text", str(corpus), "--db", str(db), "--relations", "hate"])
-    assert bad.exit_code == 1 and "unknown hate" in bad.output
+    assert bad.exit_code == 2 and "unknown hate" in bad.output  # a usage error
     missing = runner.invoke(app, ["personas", "from-text", str(tmp_path / "nope.txt"), "--db", str(db)])
     assert missing.exit_code == 1 and "file not found" in missing.output

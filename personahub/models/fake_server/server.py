@@ -981,11 +981,12 @@ def start_server(options: ServerOptions | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> RunningServer:
     """Start the server on a loopback address in a daemon thread (port 0 picks a free port).
 
-    ``::1`` binds IPv6 loopback. A port in use (or an address this machine cannot bind) is a
-    one-line PersonahubError naming the setting.
+    ``::1`` binds IPv6 loopback; any other host is a UsageError. A port in use (or an address
+    this machine cannot bind) is a one-line PersonahubError naming the setting.
     """
-    if host not in _LOOPBACK:
-        raise PersonahubError(f"--host {host!r}: the offline server only binds to loopback")
+    if host not in _LOOPBACK:  # a value the server never takes: a usage error (exit 2)
+        raise UsageError(f"--host {host!r}: the offline server only binds to loopback: "
+                         f"{', '.join(_LOOPBACK)}")
     ipv6 = ":" in host
     try:
         server = (_Server6 if ipv6 else _Server)((host, port), options or ServerOptions())
