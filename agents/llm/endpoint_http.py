@@ -35,6 +35,7 @@ from personahub.agents.llm.structured import (
     sent_mode,
     tool_choice,
 )
+from personahub.core.call_spill import SinkSlot
 from personahub.core.contracts import CallRequest, Capabilities, StructuredResult
 
 HTTP_CAPABILITIES = Capabilities()
@@ -182,6 +183,8 @@ class HttpEndpoint:
         self._callbacks = False
         self.prompt_prefix = SharedPrefixMeter(PREFIX_WINDOW)
         self.deadlines = StragglerDeadlines(timeout_s)  # an attempt's deadline (seam_deadlines)
+        # where an attempt is recorded as it goes out: the client's slot (``LLMClient._build``)
+        self.spill = SinkSlot()
 
     def current_mode(self) -> str:
         """The structured mode this endpoint is asked in now, and the schema keywords it is sent
@@ -271,6 +274,9 @@ class HttpEndpoint:
         self.prompt_prefix.add(messages)
         deadlines = self.deadlines
         limit = deadlines.limit(request.purpose, request.max_tokens, request.stragglers, probe)
+        sink = self.spill.sink
+        if sink is not None:  # on record before the server has it (core.call_spill: ``sent``)
+            sink.sent(record)
         sent = asyncio.get_running_loop().time()
         started = time.perf_counter()
         scope = asyncio.timeout(limit)  # no extra task per call
