@@ -39,7 +39,8 @@ attempts of the tasks in flight at a kill (a whole step's, for a run) would stil
 kernel reads the driver's file and every worker's (``read_job``; the driver's first, so where a
 call id is in both the record the driver's layers finished wins), and removes them together
 (``remove_job``). A worker file is not emptied as batches commit (a worker does not see the
-commits): it grows with the job, at about 300 bytes an attempt, and the kernel reads it once at
+commits): it grows with the job, at about 300 bytes an attempt (twice that over HTTP: the
+``sent`` line and the final one), and the kernel reads it once at
 the job's end (``bench/bench_faults.py --spill``). On a cluster, a worker that does not see the
 folder (the database's folder is not on a shared filesystem) spills nothing, and the records
 shipped back with the answers are all there is, as before.
