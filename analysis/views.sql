@@ -24,7 +24,10 @@ SELECT 'job', job_id, task, count(*), count(*) FILTER (WHERE is_duplicate),
 FROM synth_items GROUP BY ALL
 ;
 -- v_run_usage: model calls and tokens per run or synthesis job (llm_calls.run_id holds both).
--- calls counts attempts; failed = error + invalid attempts. Costs: see v_run_cost.
+-- calls counts attempts; failed = error + invalid attempts; sent = attempts that went out and
+-- whose outcome was never recorded (a kill); unknown_usage = attempts whose tokens are unknown
+-- (NULL: sent ones, and answers whose server reported an impossible figure), left out of the
+-- token sums. Costs: see v_run_cost.
 CREATE OR REPLACE {temp} VIEW v_run_usage AS
 SELECT run_id, count(*) AS calls,
        count(*) FILTER (WHERE status = 'ok') AS ok,
@@ -33,7 +36,9 @@ SELECT run_id, count(*) AS calls,
        coalesce(sum(tokens_in), 0) AS tokens_in,
        coalesce(sum(tokens_out), 0) AS tokens_out,
        round(avg(latency_ms), 2) AS avg_latency_ms,
-       min(started_at) AS first_call, max(started_at) AS last_call
+       min(started_at) AS first_call, max(started_at) AS last_call,
+       count(*) FILTER (WHERE status = 'sent') AS sent,
+       count(*) FILTER (WHERE tokens_in IS NULL OR tokens_out IS NULL) AS unknown_usage
 FROM llm_calls GROUP BY run_id
 ;
 -- v_run_cost: tokens and cost in USD per run (or synthesis job). Prices are USD per 1M tokens:
@@ -45,12 +50,16 @@ FROM llm_calls GROUP BY run_id
 -- batch_price_in/out, else half its price_in/out (the OpenAI Batch API's discount).
 -- Answers from the record/replay cache (llm_calls.cached) are not billed: their tokens and what
 -- they would have cost are reported apart. cost_usd is NULL when a billed call has no price.
+-- unknown_usage_calls: billed attempts whose tokens are unknown (status 'sent', out at a kill,
+-- or an impossible figure from the server, stored as NULL): billed, but not in the token sums,
+-- so cost_usd is a lower bound when it is above 0.
 -- (A database written before batches lacks llm_calls.batch_id and the batch prices: the empty
 -- UNION ALL BY NAME stands in for them with NULLs on a read-only connection.)
 CREATE OR REPLACE {temp} VIEW v_run_cost AS
 WITH calls AS (
     SELECT run_id, coalesce(cached, false) AS cached, batch_id IS NOT NULL AS batch,
            coalesce(tokens_in, 0) AS tokens_in, coalesce(tokens_out, 0) AS tokens_out,
+           tokens_in IS NULL OR tokens_out IS NULL AS unknown_usage,
            regexp_replace(regexp_replace(coalesce(model, ''), '@.*$', ''), '^openai:', '')
                AS model_name
     FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS batch_id WHERE false))
@@ -99,7 +108,8 @@ SELECT run_id,
            AS cached_cost_usd,
        count(*) FILTER (WHERE batch) AS batch_calls,
        round(sum((tokens_in * price_in + tokens_out * price_out) / 1e6)
-             FILTER (WHERE batch AND NOT cached), 6) AS batch_cost_usd
+             FILTER (WHERE batch AND NOT cached), 6) AS batch_cost_usd,
+       count(*) FILTER (WHERE unknown_usage AND NOT cached) AS unknown_usage_calls
 FROM priced GROUP BY run_id
 ;
 -- v_agent_activity: per run and persona, emissions made and messages sent/received;

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from personahub.analysis.kept import kept_lines
-from personahub.core.call_log import call_counts
+from personahub.core.call_log import call_counts, unknown_usage, unknown_usage_note
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
@@ -181,6 +181,7 @@ class SynthSummary:
     solved: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # quality-gate rejects by reason
     calls: dict[str, int] = field(default_factory=dict)
+    unknown_usage: int = 0  # attempts whose token counts are unknown (call_log.unknown_usage)
     db: str = DEFAULT_DB
     kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
     asked: int = 0  # items asked: --n personas x --per-persona
@@ -452,7 +453,8 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
                  f"({summary.skipped_done} already done, {summary.failed} failed, "
                  f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",
                  rejection_line(summary.rejected), *summary.kept,
-                 f"model calls: {calls}; engine: {summary.engine}"
+                 f"model calls: {calls}{unknown_usage_note(summary.unknown_usage)}; "
+                 f"engine: {summary.engine}"
                  + (" (offline engine, not a language model)" if summary.offline else "")]
         if summary.batches:
             lines.append(summary.batches)
@@ -476,6 +478,7 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
         summary = _state(ctx).summary
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
         summary.calls = call_counts(ctx.con, run_id=ctx.job_id)
+        summary.unknown_usage = unknown_usage(ctx.con, run_id=ctx.job_id)
         summary.kept = kept_lines(ctx.con, run_id=ctx.job_id)
         summary.items = int(scalar(ctx.con, "SELECT count(*) FROM synth_items WHERE job_id = ?",
                                    [ctx.job_id]))

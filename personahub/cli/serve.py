@@ -29,6 +29,9 @@ def serve(
         help="Share of answers whose last string repeats until max_tokens (cut off), unless the "
              "request's schema bounds it with maxLength (then the JSON closes), as "
              "grammar-constrained servers do with small models.")] = 0.0,
+    bad_usage_rate: Annotated[float, typer.Option(
+        help="Share of answers whose usage reports impossible token counts (completion_tokens "
+             "10**15, prompt_tokens -100).")] = 0.0,
     dialect: Annotated[Literal["openai", "openai-strict", "vllm", "vllm-legacy",
                                "llama-cpp-python", "ollama", "tools-only"], typer.Option(
         help="Answer as this server does.")] = "openai",
@@ -62,6 +65,7 @@ def serve(
                                         malformed_rate=malformed_rate, stubborn=stubborn,
                                         hang_rate=hang_rate,
                                         hang_s=hang_seconds, runaway_rate=runaway_rate,
+                                        bad_usage_rate=bad_usage_rate,
                                         dialect=dialect, fault_seed=fault_seed,
                                         retry_after_s=retry_after, models=tuple(model or ()),
                                         batch_delay_s=batch_delay,

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["cached_calls", "call_counts", "calls_by_step", "calls_since", "committed_requests",
            "failed_call_groups", "job_calls", "last_attempt_counts", "last_errors",
            "most_common_error_in", "most_common_job_error", "prefix_reused",
-           "prompt_tokens_per_action", "run_call_totals"]
+           "prompt_tokens_per_action", "run_call_totals", "unknown_usage", "unknown_usage_note"]
 
 
 def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
@@ -25,6 +25,21 @@ def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
     rows = con.execute(f"SELECT status, count(*) FROM llm_calls WHERE {column} = ? "
                        "GROUP BY 1 ORDER BY 1", [value]).fetchall()
     return {str(status): int(n) for status, n in rows}
+
+
+def unknown_usage(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
+                  job_id: str | None = None) -> int:
+    """``llm_calls`` rows of a run or job (as ``call_counts``) whose token counts are unknown
+    (NULL): attempts out at a kill (``sent``) and answers whose server reported an impossible
+    figure (``contracts.token_count``). Billed, but in no token sum: a job's summary says so."""
+    column, value = ("job_id", job_id) if job_id is not None else ("run_id", run_id)
+    return int(con.execute(f"SELECT count(*) FROM llm_calls WHERE {column} = ? AND "
+                           "(tokens_in IS NULL OR tokens_out IS NULL)", [value]).fetchall()[0][0])
+
+
+def unknown_usage_note(count: int) -> str:
+    """What a summary's ``model calls`` line adds for ``count`` attempts of unknown tokens."""
+    return f" ({count} with unknown token usage: not in the token counts)" if count else ""
 
 
 def committed_requests(con: duckdb.DuckDBPyConnection, job_id: str) -> set[tuple[str, str]]:

@@ -16,8 +16,12 @@ until then):
 - every other attempt when its call ends, with a value, without, or with an exception that
   carries its records (``seam_accounting``, the top of the stack).
 
-Nothing is written twice: the attempts written during a call are remembered by ``call_id`` until
-the call ends. An attempt still in flight at a kill has no outcome and no line.
+Nothing final is written twice: the attempts written during a call are remembered by ``call_id``
+until the call ends. An HTTP attempt also gets a line as it goes out (``sent``: written by the
+endpoint just before the request, status ``sent``, tokens unknown), since the server has it and a
+paid API bills it whatever happens here: an attempt in flight at a kill keeps that line, and the
+kernel writes it to ``llm_calls`` as a ``sent`` row (a resume asks again, as a new attempt). The
+attempt's final line, written later, supersedes its ``sent`` line (``core.commit.commit_spilled``).
 
 The kernel's side (see docs/models.md, "When calls fail"): open one spill per job, next to the
 database (``spill_path``); ``LLMClient.spill_to(spill)`` while the job runs; at resume, and when
@@ -35,7 +39,8 @@ attempts of the tasks in flight at a kill (a whole step's, for a run) would stil
 kernel reads the driver's file and every worker's (``read_job``; the driver's first, so where a
 call id is in both the record the driver's layers finished wins), and removes them together
 (``remove_job``). A worker file is not emptied as batches commit (a worker does not see the
-commits): it grows with the job, at about 300 bytes an attempt, and the kernel reads it once at
+commits): it grows with the job, at about 300 bytes an attempt (twice that over HTTP: the
+``sent`` line and the final one), and the kernel reads it once at
 the job's end (``bench/bench_faults.py --spill``). On a cluster, a worker that does not see the
 folder (the database's folder is not on a shared filesystem) spills nothing, and the records
 shipped back with the answers are all there is, as before.
@@ -53,7 +58,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from personahub.core.contracts import CallRecord
+from personahub.core.contracts import SENT, CallRecord
 
 SUFFIX = ".calls.jsonl"
 _FIELDS = frozenset(f.name for f in fields(CallRecord))
@@ -61,6 +66,9 @@ _FIELDS = frozenset(f.name for f in fields(CallRecord))
 
 class RecordSink(Protocol):
     """Where final call records go as soon as they are final (see the module doc)."""
+
+    def sent(self, record: CallRecord) -> None:
+        """An attempt about to go out (its final record follows through ``early``/``done``)."""
 
     def early(self, records: Sequence[CallRecord]) -> None:
         """Attempts of a call still going on that no layer will change any more."""
@@ -112,6 +120,16 @@ class CallSpill:
         head = self._head
         os.write(self._fd, b"".join(head + orjson.dumps(r.__dict__) + b"}\n" for r in records))
 
+    def sent(self, record: CallRecord) -> None:
+        """Write an attempt as it goes out: status ``sent``, tokens unknown (module doc). One
+        ``write`` of a line of about 300 bytes, before the request: a kill after it leaves the
+        billed attempt on record."""
+        if self._fd is None:
+            return
+        self._pending.add(record.call_id)
+        line = {**record.__dict__, "status": SENT, "tokens_in": None, "tokens_out": None}
+        os.write(self._fd, self._head + orjson.dumps(line) + b"}\n")
+
     def early(self, records: Sequence[CallRecord]) -> None:
         """Write attempts of a call still going on (remembered, so ``done`` skips them)."""
         fresh = [r for r in records if r.call_id not in self._early]
@@ -159,8 +177,11 @@ class CallSpill:
 
 
 def read(path: str | Path) -> list[SpilledCall]:
-    """The attempts a spill holds, in the order written; none when the file is missing. A line
-    cut short by a kill in mid-write (the last one) is skipped; so is one that is not a record."""
+    """The attempts a spill holds, in the order written (an attempt's ``sent`` line, then its
+    final one); none when the file is missing. A line cut short by a kill in mid-write (the
+    last one) is skipped; so is one that is not a record. Figures are as written: they become
+    ``llm_calls`` rows through ``core.commit.call_rows``, which stores an impossible one as
+    NULL."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:

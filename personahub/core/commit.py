@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from personahub.core.call_spill import SpilledCall
-from personahub.core.contracts import CallRecord, CarriesCalls, ServesModels
+from personahub.core.contracts import SENT, CallRecord, CarriesCalls, ServesModels, token_count
 from personahub.core.jobs_store import touch_job
 from personahub.core.store import insert_rows, record_rows, transaction
 
@@ -24,6 +24,7 @@ JobKind = str
 ProgressHook = Callable[[str, int, "int | None"], None]
 # Tables whose batch rows may repeat after a retried batch (their keys are stable ids).
 IDEMPOTENT_TABLES = frozenset({"synth_items", "rejected", "text_done", "llm_cache", "judgments"})
+_TOKEN_COLUMNS = ("tokens_in", "tokens_out", "cached_prompt_tokens")
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,17 @@ def call_rows(client: ServesModels, records: Iterable[CallRecord],
     """``llm_calls`` rows for ``records``, tagged with the job and the model name.
 
     A record answered from the cache has no endpoint; its ``model`` is then the cache's model
-    name already. ``job=None`` writes untagged rows (calls outside any job, as in tests).
+    name already. ``job=None`` writes untagged rows (calls outside any job, as in tests). Token
+    figures pass ``token_count`` here, the one way into ``llm_calls``: an impossible one (from
+    a server, or from a spill written before the check) is stored as NULL, never refused.
     """
     records = list(records)
     names = model_names(client) if records else {}  # a batch without calls asks nothing of it
     rows = record_rows(records, run_id=job.run_id if job else None,
                        job_kind=job.kind if job else None, job_id=job.job_id if job else None)
     for row in rows:
+        for name in _TOKEN_COLUMNS:
+            row[name] = token_count(row.get(name))
         endpoint = row.get("endpoint")
         row["model_name"] = names.get(endpoint, row.get("model")) if endpoint is not None \
             else row.get("model")
@@ -116,7 +121,8 @@ def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
     committed, tagged as the spill's job; returns their call ids. A successful one is written
     as ``discarded``: a resume asks it again, and the job's answers stay those it committed
     (unless a batch commits the answer after all, as a Ray job's shards do: ``commit_batch``'s
-    ``replacing``)."""
+    ``replacing``). An attempt's final line supersedes its ``sent`` line; one with only a
+    ``sent`` line (out at a kill) is written as ``sent``, its tokens unknown."""
     if not spilled:
         return []
     ids = list({s.record.call_id for s in spilled})
@@ -125,11 +131,16 @@ def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
     known = {row[0] for row in con.execute(
         "SELECT call_id FROM llm_calls WHERE call_id IN (SELECT unnest(?::VARCHAR[]))",
         [ids]).fetchall()}
-    rows: list[dict[str, Any]] = []
+    chosen: dict[str, SpilledCall] = {}  # each attempt's line: the first final one, else sent
     for item in spilled:
-        if item.record.call_id in known:
+        call_id = item.record.call_id
+        if call_id in known:
             continue
-        known.add(item.record.call_id)
+        have = chosen.get(call_id)
+        if have is None or (have.record.status == SENT and item.record.status != SENT):
+            chosen[call_id] = item
+    rows: list[dict[str, Any]] = []
+    for item in chosen.values():
         tags = item.tags
         job = JobRef(str(tags.get("job_kind")), str(tags.get("job_id")), tags.get("run_id"))
         row = call_rows(client, [item.record], job)[0]

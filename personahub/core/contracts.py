@@ -23,6 +23,28 @@ T_co = TypeVar("T_co", bound=BaseModel, covariant=True)
 CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 
+#: the most tokens one attempt can report (far past any model's context window): a figure above
+#: it, below 0, or not a whole number is no real count (a broken server or proxy), and is
+#: stored as unknown (``llm_calls.tokens_in``/``tokens_out`` NULL), never as itself
+MAX_CALL_TOKENS = 10**9
+#: ``llm_calls.status`` of an attempt recorded as it went out, whose outcome never came back (a
+#: kill, a cancelled call): the server got it and a paid API bills it, its tokens are unknown
+SENT = "sent"
+
+
+def token_count(value: object) -> int | None:
+    """A server's token figure as a count, or None (unknown) when it cannot be one: negative,
+    above ``MAX_CALL_TOKENS``, not a whole number. What a server reports is data, never a
+    reason for a job to stop: every figure written to ``llm_calls`` passes through here."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_CALL_TOKENS:
+        return value
+    return None
+
+
 def new_call_id() -> str:
     """16 random hex digits (a uuid4 costs several times more, and only half of it was kept)."""
     return os.urandom(8).hex()
@@ -35,10 +57,14 @@ class CallRecord:
     purpose: str
     model: str
     attempt: int
-    status: str  # ok | error (endpoint) | invalid (cut off, not JSON, or rejected by a check)
+    # ok | error (endpoint) | invalid (cut off, not JSON, or rejected by a check) | sent (gone
+    # out, no outcome recorded: ``SENT``)
+    status: str
     latency_ms: float
-    tokens_in: int = 0
-    tokens_out: int = 0
+    # as the server reports them (0: it reported none); None: unknown, an impossible figure
+    # (``token_count``) or an attempt still out
+    tokens_in: int | None = 0
+    tokens_out: int | None = 0
     error: str | None = None
     persona_id: str | None = None
     step: int | None = None
@@ -67,8 +93,8 @@ class CacheEntry:
     model: str
     request: Mapping[str, Any]
     response: str | None
-    tokens_in: int
-    tokens_out: int
+    tokens_in: int | None  # None: unknown (as ``CallRecord``'s)
+    tokens_out: int | None
     sample: int
     error: str | None = None
     created_at: float = field(default_factory=time.time)
@@ -168,8 +194,8 @@ class CallStats:
         """Count ``records`` (a finished call's attempts)."""
         for record in records:
             self.attempts += 1
-            self.tokens_in += record.tokens_in
-            self.tokens_out += record.tokens_out
+            self.tokens_in += record.tokens_in or 0
+            self.tokens_out += record.tokens_out or 0
         if records:
             if records[-1].status == "ok":
                 self.ok += 1

@@ -16,6 +16,9 @@ items, its calls' purposes and its jobs' stored configuration) to ``tool_spec``;
 older file's items under the new name through temporary views (``legacy_views``). A judge's id
 stays what it was (it is a hash of the settings it was made with).
 
+Whatever its version, a file whose token counts are INTEGER (before issue 42) has them widened
+to BIGINT (``widen_counts``) by the first writer that opens it; no version number marks it.
+
 A writer migrates in one transaction: the lifecycle is copied into ``jobs``, then dropped from
 the detail tables. A migrated text job's id is its corpus name (what its ``llm_calls`` rows are
 tagged with), unless another job already has that id (then ``text-`` and a hash, and its calls
@@ -110,6 +113,7 @@ def migrate(con: duckdb.DuckDBPyConnection, ddl: str, path: object = "") -> None
     if version > SCHEMA_VERSION:
         raise PersonahubError(f"--db {path}: written by a newer personahub (schema version "
                               f"{version}, this one knows {SCHEMA_VERSION}); upgrade personahub")
+    widen_counts(con)
     if version == SCHEMA_VERSION:
         return
     con.execute("BEGIN TRANSACTION")
@@ -126,6 +130,25 @@ def migrate(con: duckdb.DuckDBPyConnection, ddl: str, path: object = "") -> None
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+#: token counts once INTEGER, BIGINT since issue 42 (a real count of a long job's sums, or a
+#: server's figure, must never fail to fit: ``contracts.token_count`` bounds what is stored)
+WIDENED: Final = {"llm_calls": ("tokens_in", "tokens_out", "cached_prompt_tokens"),
+                  "llm_cache": ("tokens_in", "tokens_out")}
+
+
+def widen_counts(con: duckdb.DuckDBPyConnection) -> None:
+    """Make an older file's token count columns BIGINT (only those still INTEGER, so a current
+    file is not written to)."""
+    for table, names in WIDENED.items():
+        marks = ", ".join("?" * len(names))
+        narrow = [r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            f"AND schema_name = 'main' AND table_name = ? AND column_name IN ({marks}) "
+            "AND data_type = 'INTEGER'", [table, *names]).fetchall()]
+        for name in narrow:
+            con.execute(f"ALTER TABLE {table} ALTER COLUMN {name} SET DATA TYPE BIGINT")
 
 
 def _rename_kinds(con: duckdb.DuckDBPyConnection) -> None:

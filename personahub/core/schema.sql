@@ -301,8 +301,8 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     attempt    INTEGER,
     status     VARCHAR,
     error      VARCHAR,
-    tokens_in  INTEGER,
-    tokens_out INTEGER,
+    tokens_in  BIGINT,
+    tokens_out BIGINT,
     latency_ms DOUBLE,
     cached     BOOLEAN,
     started_at TIMESTAMP,
@@ -323,11 +323,14 @@ ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_kind VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_id VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS model_name VARCHAR;
 -- prompt tokens the server's prefix cache reused (issue 26)
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cached_prompt_tokens INTEGER;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cached_prompt_tokens BIGINT;
 -- attempts sent in a batch (issue 29): the batch id (file:NAME for an imported results file)
 -- and the request's custom_id there; NULL for online attempts
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS batch_id VARCHAR;
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS custom_id VARCHAR;
+-- token counts are BIGINT (issue 42); a file made when they were INTEGER is widened by
+-- core.migrate.widen_counts when a writer opens it (a figure no real call has is stored as NULL:
+-- core.contracts.token_count)
 CREATE TABLE IF NOT EXISTS llm_cache (
     key        VARCHAR PRIMARY KEY,
     model      VARCHAR NOT NULL,
@@ -335,8 +338,8 @@ CREATE TABLE IF NOT EXISTS llm_cache (
     request    JSON,
     response   VARCHAR,
     error      VARCHAR,
-    tokens_in  INTEGER,
-    tokens_out INTEGER,
+    tokens_in  BIGINT,
+    tokens_out BIGINT,
     created_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS prices (

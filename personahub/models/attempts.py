@@ -9,15 +9,17 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from personahub.core.contracts import CallRecord, StructuredResult
+from personahub.core.contracts import CallRecord, StructuredResult, token_count
 from personahub.models.failures import classify
 from personahub.models.structured import StructuredMode, answer_text
 
 
-def usage(message: Any) -> tuple[int, int]:
-    """(input tokens, output tokens) the answer reports (0 when it reports none)."""
+def usage(message: Any) -> tuple[int | None, int | None]:
+    """(input tokens, output tokens) the answer reports (0 when it reports none; None when the
+    figure is impossible: ``contracts.token_count``)."""
     counts = getattr(message, "usage_metadata", None) or {}
-    return int(counts.get("input_tokens", 0) or 0), int(counts.get("output_tokens", 0) or 0)
+    return (token_count(counts.get("input_tokens", 0) or 0),
+            token_count(counts.get("output_tokens", 0) or 0))
 
 
 def cached_prompt_tokens(message: Any) -> int | None:
@@ -30,7 +32,7 @@ def cached_prompt_tokens(message: Any) -> int | None:
     counts = getattr(message, "usage_metadata", None) or {}
     details = counts.get("input_token_details") or {}
     value = details.get("cache_read")
-    return None if value is None else int(value)
+    return None if value is None else token_count(value)
 
 
 def answered(record: CallRecord, message: Any, mode: StructuredMode,

@@ -121,7 +121,8 @@ class ResponseCache:
 
     def put(self, entry: CacheEntry) -> None:
         """Remember an answer (later samples of this run may hit it); writing it is the job's."""
-        self._answers[entry.key] = (entry.response, entry.tokens_in, entry.tokens_out, entry.error)
+        self._answers[entry.key] = (entry.response, entry.tokens_in or 0, entry.tokens_out or 0,
+                                    entry.error)  # unknown counts replay as 0, as ``load`` reads them
 
 
 def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ Every call carries ``max_tokens`` (``models.generation``), a schema bounded for 
 (``models.bounds``) and an explicit timeout; every attempt
 gets a ``CallRecord`` (tokens, latency, status, mode, finish reason, cached) that comes back with
 the result and that the run log writes to ``llm_calls``, and goes, once final, to the sink a job
-set with ``spill_to`` (``core.call_spill``: records that outlive a kill). ``LLMClient`` is
+set with ``spill_to`` (``core.call_spill``: records that outlive a kill; an HTTP attempt goes
+there as ``sent`` before its request, too). ``LLMClient`` is
 the façade the job loops call; which engine answers is declared by the endpoints' ``Capabilities``.
 """
 
@@ -86,6 +87,9 @@ class LLMClient:
             below = self._limits = Limited(below, rps=settings.rps,
                                            concurrency=None if in_process else settings.concurrency)
         self._spill = SinkSlot()
+        for endpoint in self.endpoints:  # an HTTP endpoint records each attempt as it goes out
+            if isinstance(getattr(endpoint, "spill", None), SinkSlot):
+                endpoint.spill = self._spill  # type: ignore[attr-defined]
         retry = Retrying(below, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
                          modes=self.modes, fail_fast=fail_fast,
                          on_timeout=self._limits.lower_on_timeout if self._limits else None,

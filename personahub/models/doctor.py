@@ -232,12 +232,12 @@ async def probe_runaway(spec: str, timeout_s: float, mode: StructuredMode) -> Ru
     last = result.records[-1]
     if result.value is not None and last.finish_reason != "length":
         return RunawayResult(mode, True, f"closed after {last.tokens_out} tokens",
-                             last.tokens_out)
+                             last.tokens_out or 0)
     if last.finish_reason == "length":
         why = f"cut at max_tokens ({PROBE_MAX_TOKENS}): the string ran on"
     else:
         why = _failure_text(result)
-    return RunawayResult(mode, False, why, last.tokens_out)
+    return RunawayResult(mode, False, why, last.tokens_out or 0)
 
 
 def _messages(i: int) -> list[Any]:
@@ -265,7 +265,7 @@ async def _level(spec: str, timeout_s: float, mode: StructuredMode, concurrency:
         else:
             answered.append(result.records[-1])
     latencies = sorted(r.latency_ms for r in answered)
-    tokens = sum(r.tokens_out for r in answered)
+    tokens = sum(r.tokens_out or 0 for r in answered)
     return LoadLevel(concurrency, requests, len(answered), requests - len(answered), round(wall, 3),
                      round(latencies[len(latencies) // 2], 1) if latencies else 0.0, tokens,
                      round(tokens / wall, 2), round(len(answered) / wall, 3),

@@ -32,6 +32,7 @@ from personahub.core.contracts import (
     StructuredResult,
     carried_records,
     carry_records,
+    token_count,
 )
 from personahub.core.errors import PersonahubError
 from personahub.core.provider_batch_records import AWAITING_RESULTS, BatchHandle
@@ -211,7 +212,7 @@ class BatchingEmbedder:
                 assert line is not None
                 record.status = "ok"
                 usage = line.body.get("usage") or {}
-                record.tokens_in = int(usage.get("prompt_tokens") or 0)
+                record.tokens_in = token_count(usage.get("prompt_tokens") or 0)
                 call.vectors = vectors
                 self.tally.outcomes["ok"] += 1
                 continue

@@ -25,6 +25,7 @@ from personahub.core.contracts import (
     CallRequest,
     Capabilities,
     StructuredResult,
+    token_count,
 )
 from personahub.models.attempts import failed
 from personahub.models.cache import ResponseCache
@@ -95,7 +96,7 @@ class EmbeddingEndpoint:
             return failed(record, exc, started)
         record.latency_ms = (time.perf_counter() - started) * 1000
         record.status = "ok"
-        record.tokens_in = int(getattr(response.usage, "prompt_tokens", 0) or 0)
+        record.tokens_in = token_count(getattr(response.usage, "prompt_tokens", 0) or 0)
         rows = sorted(response.data, key=lambda d: d.index)
         vectors = EmbeddingVectors.model_construct(vectors=[list(d.embedding) for d in rows])
         return StructuredResult(vectors, [record])

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from personahub.core.call_spill import SinkSlot
 from personahub.core.contracts import CallRequest, Capabilities, StructuredResult
 from personahub.models.attempts import answered, failed, straggled
 from personahub.models.prompt_prefix import SharedPrefixMeter
@@ -182,6 +183,8 @@ class HttpEndpoint:
         self._callbacks = False
         self.prompt_prefix = SharedPrefixMeter(PREFIX_WINDOW)
         self.deadlines = StragglerDeadlines(timeout_s)  # an attempt's deadline (seam_deadlines)
+        # where an attempt is recorded as it goes out: the client's slot (``LLMClient._build``)
+        self.spill = SinkSlot()
 
     def current_mode(self) -> str:
         """The structured mode this endpoint is asked in now, and the schema keywords it is sent
@@ -271,6 +274,9 @@ class HttpEndpoint:
         self.prompt_prefix.add(messages)
         deadlines = self.deadlines
         limit = deadlines.limit(request.purpose, request.max_tokens, request.stragglers, probe)
+        sink = self.spill.sink
+        if sink is not None:  # on record before the server has it (core.call_spill: ``sent``)
+            sink.sent(record)
         sent = asyncio.get_running_loop().time()
         started = time.perf_counter()
         scope = asyncio.timeout(limit)  # no extra task per call

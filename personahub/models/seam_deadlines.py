@@ -77,11 +77,14 @@ class StragglerDeadlines:
         seconds = FACTOR * pace * (tokens + FIXED_TOKENS) * ESCALATION ** stragglers
         return min(self.timeout_s, max(MIN_S, seconds))
 
-    def observe(self, purpose: str, latency_s: float, tokens_out: int) -> None:
+    def observe(self, purpose: str, latency_s: float, tokens_out: int | None) -> None:
         """An answer for ``purpose`` came back after ``latency_s``; the moment the estimate first
-        exists, attempts still in flight from before it are moved to their deadline."""
-        tokens_out = max(0, tokens_out)
+        exists, attempts still in flight from before it are moved to their deadline. An answer
+        of unknown length (its server reported an impossible figure) tells no pace."""
         self._probe_cuts = 0
+        if tokens_out is None:
+            return
+        tokens_out = max(0, tokens_out)
         self._paces.append(latency_s / (tokens_out + FIXED_TOKENS))
         lengths = self._lengths.get(purpose)
         if lengths is None:

@@ -75,7 +75,7 @@ class EmbeddingCached:
         records: list[CallRecord] = []
         if len(missing) < len(texts):
             records.append(request.record(model=cache.model, endpoint=None, cached=True, status="ok",
-                                          tokens_in=sum(h[1] for h in hits if h is not None)))
+                                          tokens_in=sum(h[1] or 0 for h in hits if h is not None)))
         if not missing:
             return StructuredResult(self.make_value(vectors), records)
         asked = [texts[i] for i in missing]
@@ -91,7 +91,7 @@ class EmbeddingCached:
     @staticmethod
     def _store(cache: ResponseCache, texts: list[str], result: StructuredResult[Any]) -> list[CacheEntry]:
         assert result.value is not None  # only answered calls are stored
-        shares = token_shares(result.last.tokens_in, texts)
+        shares = token_shares(result.last.tokens_in or 0, texts)  # unknown: none
         entries = [CacheEntry(embedding_key(cache.model, text), cache.model,
                               embedding_request(cache.model, text), json.dumps(vector), tokens, 0, 0)
                    for text, vector, tokens in zip(texts, result.value.vectors, shares, strict=True)]

@@ -147,5 +147,7 @@ def _tell(slots: AdaptiveLimit, request: CallRequest, result: StructuredResult[A
             slots.overloaded(reason, epoch)
         return
     record = result.records[-1]
+    if record.tokens_out is None:  # an impossible usage figure: no pace to learn from
+        return
     slots.succeeded(request.purpose, record.latency_ms / 1000 / (record.tokens_out + FIXED_TOKENS),
                     epoch)

@@ -150,3 +150,34 @@ def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PersonahubError, match="newer personahub"):
         connect(db)
     assert db.read_bytes() == copy.read_bytes()
+
+
+def test_token_counts_of_an_older_file_become_bigint_and_take_any_figure(tmp_path: Path) -> None:
+    """Issue 42: a file whose token counts are INTEGER (as before) is widened by the first writer,
+    its rows kept; a count past INT32 then fits. A file already widened is not written to."""
+    from personahub.core.migrate import WIDENED
+    from personahub.core.store import DDL_KEY
+
+    db = tmp_path / "old.duckdb"
+    connect(db).close()
+    raw = duckdb.connect(str(db))
+    for table, names in WIDENED.items():
+        for name in names:
+            raw.execute(f"ALTER TABLE {table} ALTER COLUMN {name} SET DATA TYPE INTEGER")
+    raw.execute("INSERT INTO llm_calls (call_id, tokens_in, tokens_out) VALUES ('c1', 7, 9)")
+    raw.execute("DELETE FROM schema_meta WHERE key = ?", [DDL_KEY])  # as an older schema left it
+    raw.close()
+    con = connect(db)
+    try:
+        types = con.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                            "WHERE column_name LIKE '%tokens%' AND table_name LIKE 'llm_ca%' "
+                            "AND column_name <> 'max_tokens' ORDER BY 1, 2").fetchall()
+        assert {t for _, _, t in types} == {"BIGINT"} and len(types) == 5
+        con.execute("INSERT INTO llm_calls (call_id, tokens_out) VALUES ('c2', ?)", [2**40])
+        assert con.execute("SELECT call_id, tokens_in, tokens_out FROM llm_calls ORDER BY 1"
+                           ).fetchall() == [("c1", 7, 9), ("c2", None, 2**40)]
+    finally:
+        con.close()
+    before = db.read_bytes()
+    connect(db).close()
+    assert db.read_bytes() == before

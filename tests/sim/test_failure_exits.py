@@ -276,10 +276,15 @@ def test_an_expansion_killed_mid_call_keeps_its_attempts(server, tmp_path):
         return [s for path in db.parent.glob(f"{db.name}.*.calls*") if path.is_file()
                 for s in call_spill.read(path)]
 
-    kill_when([*args, "--hops", "1", "--fanout", "1", "--llm", hanging.base_url], lambda: len(spilled()) >= 2,
+    def finals() -> list[Any]:  # an attempt's final line (each also has a ``sent`` line first)
+        return [s for s in spilled() if s.record.status != "sent"]
+
+    kill_when([*args, "--hops", "1", "--fanout", "1", "--llm", hanging.base_url], lambda: len(finals()) >= 2,
               "no attempt reached the expansion's call spill")
-    before = spilled()
+    before = finals()
     assert before and all(s.record.error.startswith("timeout") for s in before)
+    assert {s.record.call_id for s in before} <= {s.record.call_id for s in spilled()
+                                                  if s.record.status == "sent"}
     expansion = _status(db, "SELECT job_id FROM jobs WHERE kind = 'expansion'")[0][0]
     assert _status(db, "SELECT count(*) FROM llm_calls") == [(0,)]  # killed before any commit
     healthy = server()

@@ -28,7 +28,9 @@ injected HTTP errors, streaming), so a batch answer equals the online answer to 
 Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
 (``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
 when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
-``hang_s`` before answering), and runaway answers (``models.fake_server.runaway``: the last string
+``hang_s`` before answering), impossible usage (``bad_usage_rate``: ``usage`` reports
+``completion_tokens`` 10**15 and ``prompt_tokens`` -100, as a broken server or proxy might; the
+answer itself is intact), and runaway answers (``models.fake_server.runaway``: the last string
 repeats until ``max_tokens`` unless the schema bounds it with ``maxLength``). A malformed answer
 is the intended one cut in half, a formatting slip: the client's repair prompt (its answer shown
 back with ``seam_validate``'s request to fix it) gets the intended answer, unbroken, as a model
@@ -107,6 +109,8 @@ _ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
 _BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
 _MAX_BODY = 8 * 1024 * 1024  # the largest requests personahub sends are well under 1 MB
 PREFIX_CACHE_PROMPTS = 64  # prompts the emulated prefix cache remembers
+#: what an answer drawn at ``bad_usage_rate`` reports as its usage: no real call has these
+IMPOSSIBLE_USAGE = {"prompt_tokens": -100, "completion_tokens": 10**15, "total_tokens": 10**15 - 100}
 
 
 @dataclass(kw_only=True)
@@ -121,6 +125,7 @@ class ServerOptions:
     hang_rate: float = 0.0
     hang_s: float = 30.0
     runaway_rate: float = 0.0
+    bad_usage_rate: float = 0.0  # answers whose usage figures are impossible (module doc)
     fault_seed: int = 1234
     dialect: str = "openai"
     retry_after_s: float | None = None
@@ -143,7 +148,7 @@ class ServerOptions:
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate",
-                     "batch_error_rate", "batch_fail_rate", "batch_expire_rate"):
+                     "bad_usage_rate", "batch_error_rate", "batch_fail_rate", "batch_expire_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise UsageError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
@@ -199,6 +204,7 @@ class ServerStats:
     repairs: int = 0
     hangs: int = 0
     runaways: int = 0
+    bad_usage: int = 0
     refused: int = 0
     truncated: int = 0
     bad_bodies: int = 0
@@ -717,6 +723,9 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
         usage = body["usage"]
         usage["prompt_tokens_details"] = {
             "cached_tokens": srv.cached_tokens(prepared.messages, usage["prompt_tokens"])}
+    if opts.bad_usage_rate and srv.draw() < opts.bad_usage_rate:
+        srv.stats.bump("bad_usage")
+        body["usage"].update(IMPOSSIBLE_USAGE)
     return body, cut, malformed
 
 
