@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEMOS = Path(__file__).resolve().parents[1] / "agents" / "tasks" / "demos"
+DEMOS = Path(__file__).resolve().parents[1] / "personahub" / "tasks" / "demos"
 
 # what SmolLM2-135M wrote when an answer ran away (copied from llama-server answers, issue 26)
 RUNAWAYS = {

@@ -146,10 +146,7 @@ class Retrying:
                                       record.structured_mode or "", self.modes.setting)
             return -1
         transient += 1
-        if failure.description == "timeout" and self.on_timeout is not None:
-            lowered = self.on_timeout()
-            if lowered is not None:
-                record.error = f"timeout (concurrency lowered to {lowered})"
+        self._lower_on_timeout(failure, record)
         self._decided(attempt)
         failover = failure.unreachable and failure.other_endpoint_up  # another endpoint, at once
         delay = 0.0 if failover or failure.straggler else self._delay(failure, transient)
@@ -165,6 +162,13 @@ class Retrying:
         if delay:
             await asyncio.sleep(delay)
         return transient
+
+    def _lower_on_timeout(self, failure: Failure, record: CallRecord) -> None:
+        """A timeout lowers the adaptive concurrency (``on_timeout``), and its record says so."""
+        if failure.description == "timeout" and self.on_timeout is not None:
+            lowered = self.on_timeout()
+            if lowered is not None:
+                record.error = f"timeout (concurrency lowered to {lowered})"
 
     def _outage_s(self, record: CallRecord) -> float:
         """Seconds since the first attempt (of any call) that failed after the last answer:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LLM = ROOT / "agents" / "llm"
+LLM = ROOT / "personahub" / "models"
 CONTRACTS = ROOT / "personahub" / "core" / "contracts.py"
 SEAM_MODULES = sorted(
     [CONTRACTS, *(LLM / name for name in ("client.py", "settings.py", "attempts.py"))]

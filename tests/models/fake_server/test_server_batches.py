@@ -112,7 +112,7 @@ def test_an_upload_is_a_multipart_batch_file_from_this_origin(server) -> None:
 
 def test_an_upload_past_its_bound_is_refused_before_it_is_read(server) -> None:
     from personahub.models.fake_server.files import FILE_MAX_BYTES
-    from tests.agents.loopback.test_server_guards import port_of, raw_exchange
+    from tests.models.fake_server.test_server_guards import port_of, raw_exchange
 
     srv = server()
     answer = raw_exchange(port_of(srv.base_url), (
