@@ -99,6 +99,7 @@ from personahub.agents.loopback.runaway import Runaway, run_away
 from personahub.agents.loopback.stream import include_usage, sse_events, wants_stream
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.loopback import host_allowed, origin_allowed
+from personahub.core.validate import check_number, check_optional_number
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,11 @@ _ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
 _BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
 _MAX_BODY = 8 * 1024 * 1024  # the largest requests personahub sends are well under 1 MB
 PREFIX_CACHE_PROMPTS = 64  # prompts the emulated prefix cache remembers
+# ServerOptions' shares (each within [0, 1]) and times in seconds (>= 0), by their serve flag
+_RATES = ("error_rate", "malformed_rate", "hang_rate", "runaway_rate", "batch_error_rate",
+          "batch_fail_rate", "batch_expire_rate")
+_SECONDS = {"latency_s": "--latency", "hang_s": "--hang-seconds", "retry_after_s": "--retry-after",
+            "batch_delay_s": "--batch-delay"}
 
 
 @dataclass(kw_only=True)
@@ -142,17 +148,16 @@ class ServerOptions:
     batch_expire: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate",
-                     "batch_error_rate", "batch_fail_rate", "batch_expire_rate"):
-            value = getattr(self, name)
+        # every float is finite (``inf`` started the server, then each request's sleep raised
+        # OverflowError: issue 42), each named by its ``serve`` flag
+        for name in _RATES:
+            value = check_number(getattr(self, name), f"--{name.replace('_', '-')}")
             if not 0.0 <= value <= 1.0:
                 raise UsageError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
-        if self.latency_s < 0 or self.hang_s < 0:
-            raise UsageError("latency and hang times must be >= 0")
+        for name, flag in _SECONDS.items():
+            check_optional_number(getattr(self, name), flag, low=0)
         if self.dialect not in DIALECTS:
             raise UsageError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
-        if self.retry_after_s is not None and self.retry_after_s < 0:
-            raise UsageError(f"--retry-after must be >= 0, got {self.retry_after_s}")
         if not self.error_statuses or any(not 400 <= s <= 599 for s in self.error_statuses):
             raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
         if self.prefix_cache_prompts < 1:
@@ -161,8 +166,6 @@ class ServerOptions:
             raise PersonahubError(f"context_tokens must be >= 1, got {self.context_tokens}")
         if any(not isinstance(m, str) or not m.strip() for m in self.models):
             raise PersonahubError(f"--model names must be non-empty, got {list(self.models)}")
-        if self.batch_delay_s < 0:
-            raise PersonahubError(f"--batch-delay must be >= 0 seconds, got {self.batch_delay_s}")
         for name in ("batch_fail", "batch_expire"):
             if any(isinstance(n, bool) or not isinstance(n, int) or n < 1
                    for n in getattr(self, name)):

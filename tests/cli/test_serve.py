@@ -39,3 +39,43 @@ def test_serve_runaway_rate_reaches_the_server_and_is_checked(monkeypatch: pytes
     monkeypatch.undo()
     bad = CliRunner().invoke(app, ["serve", "--port", "0", "--runaway-rate", "1.5"])
     assert bad.exit_code != 0 and "--runaway-rate must be within [0, 1]" in bad.output
+
+
+def _float_flags() -> list[str]:
+    """Every float option of ``serve``, read from its signature (a new one is covered too)."""
+    import typing
+
+    from personahub.cli.serve import serve
+
+    hints = typing.get_type_hints(serve, include_extras=True)
+    flags = []
+    for name, hint in hints.items():
+        base, *meta = typing.get_args(hint) if typing.get_origin(hint) is typing.Annotated else (hint,)
+        if base in (float, float | None):
+            declared = [d for m in meta for d in getattr(m, "param_decls", ()) or ()]
+            flags.append(declared[0] if declared else "--" + name.replace("_", "-"))
+    return sorted(flags)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+@pytest.mark.parametrize("flag", _float_flags())
+def test_serve_refuses_a_non_finite_float_before_starting(
+        monkeypatch: pytest.MonkeyPatch, flag: str, value: str) -> None:
+    """Issue 42: ``serve --latency inf`` started, then answered every request with a 500
+    (``time.sleep(inf)``: OverflowError). Every float option is refused up front, exit 2."""
+    from tests.cli_helpers import usage_error
+
+    started = []
+    monkeypatch.setattr(server_module, "start_server", lambda *a, **k: started.append(a))
+    result = CliRunner().invoke(app, ["serve", "--port", "0", flag, value])
+    line = usage_error(result)
+    assert not started
+    assert flag in line  # typer refuses some (nan and -inf below a min=0), the options the rest
+    if value == "inf":
+        assert line == f"error: {flag} must be a finite number, got inf"
+
+
+def test_serve_float_flags_are_the_expected_ones() -> None:
+    """The parametrised check above sees the float options (not an empty list)."""
+    assert {"--latency", "--hang-seconds", "--retry-after", "--batch-delay",
+            "--error-rate"} <= set(_float_flags())
