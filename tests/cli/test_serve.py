@@ -1,5 +1,7 @@
 """``personahub serve`` passes its options to the loopback server."""
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -79,3 +81,35 @@ def test_serve_float_flags_are_the_expected_ones() -> None:
     """The parametrised check above sees the float options (not an empty list)."""
     assert {"--latency", "--hang-seconds", "--retry-after", "--batch-delay",
             "--error-rate"} <= set(_float_flags())
+
+
+def _threads(pid: int) -> int:
+    """The thread count of process ``pid`` (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc for thread counts")
+def test_serve_closes_partial_heads_and_bounds_its_threads() -> None:
+    """Issue 42: ``serve`` held connections sending partial headers for as long as they liked,
+    a thread each (3,004 threads for 3,000). As a user starts it, with a small --header-timeout
+    and --max-connections: the connections are closed, threads stay under the cap, and a
+    normal request is answered meanwhile."""
+    from contextlib import ExitStack
+
+    import httpx
+
+    from tests.agents.loopback.test_server_connections import CHAT, open_partial, wait_closed
+    from tests.agents.loopback.test_server_fuzz import Serve
+
+    serve = Serve("--header-timeout", "1", "--max-connections", "40")
+    try:
+        before = _threads(serve.proc.pid)
+        with ExitStack() as stack:
+            socks = open_partial(serve.url, 30, stack)
+            answer = httpx.post(serve.url + "/chat/completions", json=CHAT, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert _threads(serve.proc.pid) <= before + 40
+            assert wait_closed(socks) == [b""] * 30
+    finally:
+        serve.stop()
