@@ -36,6 +36,7 @@ def doctor(
     from personahub.core.loop import run as run_on_loop
     from personahub.models.client import redact_spec, resolve_spec
     from personahub.models.doctor import diagnose
+    from personahub.models.endpoint_specs import refuse_url_credentials
     from personahub.models.offline import OFFLINE_MODEL_NAME
 
     spec = resolve_spec(llm)
@@ -43,6 +44,9 @@ def doctor(
         raise typer.BadParameter("doctor probes a model server; give --llm URL or "
                                  "openai:<model> (or set PERSONAHUB_LLM)", param_hint="'--llm'")
     urls = [u.strip() for u in spec.split(",") if u.strip()] if "://" in spec else [spec]
+    for url in urls:  # every URL of a list, before the first is probed
+        if "://" in url:
+            refuse_url_credentials(url)
     failed = False
     reports = []
     for url in urls:

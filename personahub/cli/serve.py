@@ -8,6 +8,7 @@ import typer
 
 from personahub.cli.common import console, one_line_errors
 from personahub.core.validate import MAX_SEED
+from personahub.models.fake_server.limits import HEADER_TIMEOUT_S, KEEP_ALIVE_S, MAX_CONNECTIONS
 
 
 @one_line_errors
@@ -55,6 +56,14 @@ def serve(
         help="Batch API: the Nth batch created expires (repeatable; 1 = the first).")] = None,
     fault_seed: Annotated[int, typer.Option(
         help="Seed of every injected fault (online and batch).")] = 1234,
+    header_timeout: Annotated[float, typer.Option(
+        help="Seconds a request's headers may take from its first byte; a slower connection "
+             "is closed.")] = HEADER_TIMEOUT_S,
+    keep_alive: Annotated[float, typer.Option(
+        help="Seconds an idle connection is kept open for its next request.")] = KEEP_ALIVE_S,
+    max_connections: Annotated[int, typer.Option(
+        min=1, help="Connections open at once (a thread each); one more is answered 503 and "
+                    "closed.")] = MAX_CONNECTIONS,
 ) -> None:
     """Serve the offline engine as an OpenAI-compatible endpoint on loopback (for dry runs)."""
     import time
@@ -73,7 +82,9 @@ def serve(
                                         batch_fail_rate=batch_fail_rate,
                                         batch_expire_rate=batch_expire_rate,
                                         batch_fail=tuple(batch_fail or ()),
-                                        batch_expire=tuple(batch_expire or ())),
+                                        batch_expire=tuple(batch_expire or ()),
+                                        header_timeout_s=header_timeout, keep_alive_s=keep_alive,
+                                        max_connections=max_connections),
                           host=host, port=port)
     console.print(f"offline engine (not a language model) serving OpenAI-compatible API ({dialect}) at "
                   f"{handle.base_url} — use --llm {handle.base_url}; Ctrl-C stops.", soft_wrap=True)

@@ -108,6 +108,10 @@ def openai_embedding_endpoint(model: str, settings: LLMSettings) -> EmbeddingEnd
     if not key:
         raise LLMConfigError("openai embedder: OPENAI_API_KEY is not set")
     base = os.environ.get("OPENAI_BASE_URL") or None
+    if base:
+        from personahub.models.endpoint_specs import refuse_url_credentials
+
+        refuse_url_credentials(base, "OPENAI_BASE_URL")
 
     def client() -> Any:
         from openai import AsyncOpenAI

@@ -13,7 +13,8 @@ variable must be one set to hold a key: its name ends in ``_API_KEY`` or starts 
 ``PERSONAHUB_KEY_`` (``api_key_env=HOME`` or ``=AWS_SECRET_ACCESS_KEY`` would send that value as a
 Bearer token to whatever server the URL names). Other query
 parameters are forwarded to the server; every query value but ``model`` is redacted wherever a
-spec is stored or printed.
+spec is stored or printed. A URL with credentials in it (``user:password@host``, also in
+``OPENAI_BASE_URL``) is refused up front: the client sends its own Authorization header.
 """
 
 from __future__ import annotations
@@ -155,6 +156,20 @@ def _named_key(url: str, query: dict[str, str]) -> str | None:
     return query.get("api_key") or None
 
 
+def refuse_url_credentials(url: str, setting: str = "--llm") -> None:
+    """Refuse ``user:password@`` in an endpoint URL, before anything runs.
+
+    The HTTP client sends its own ``Authorization: Bearer`` header, so such a URL failed every
+    call (aiohttp: "Cannot combine AUTHORIZATION header with AUTH argument") after the job had
+    started, and the password sat in the spec. The message shows the URL redacted: never the
+    password."""
+    if urlsplit(url).username is not None:  # not None whenever the URL has an '@' before the host
+        raise LLMConfigError(
+            f"{setting} {redact_spec(url)}: credentials in the URL (user:password@) are not "
+            "supported; put the key in a variable named ..._API_KEY and name it in the URL with "
+            "?api_key_env=NAME (docs/models.md, Credentials)")
+
+
 def _endpoint_key(url: str, parsed: Any, query: dict[str, str]) -> str | None:
     """The API key an OpenAI-compatible URL may be sent (see the module doc), or None."""
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
@@ -189,6 +204,7 @@ def _openai_compatible(url: str, settings: LLMSettings, modes: ModeBook, index: 
         raise LLMConfigError(f"--llm {redact_spec(url)!r}: not a valid URL ({exc})") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise LLMConfigError(f"--llm: {redact_spec(url)!r} is not an http(s) URL")
+    refuse_url_credentials(url)
     pairs = parse_qsl(parsed.query, keep_blank_values=True)
     query = dict(pairs)
     name = query.get("model") or os.environ.get("PERSONAHUB_MODEL") or "default"
@@ -208,6 +224,8 @@ def _openai(spec: str, settings: LLMSettings, modes: ModeBook) -> HttpEndpoint:
     if not key:
         raise LLMConfigError(f"--llm {spec}: OPENAI_API_KEY is not set")
     base = os.environ.get("OPENAI_BASE_URL") or None
+    if base:
+        refuse_url_credentials(base, "OPENAI_BASE_URL")
     param = "max_tokens" if base and not _same_base(base, OPENAI_API_BASE) else "max_completion_tokens"
     return _http(settings, modes, 0, label=spec, name=name, base=base, key=key, param=param)
 

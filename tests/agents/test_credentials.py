@@ -146,3 +146,35 @@ def test_every_request_carries_max_tokens(capture) -> None:
     body = seen[-1]["body"]
     assert body["max_tokens"] == 256  # the instruction kind's default
     assert "max_completion_tokens" not in body
+
+
+PASSWORD = "hunter2-not-to-be-echoed"
+
+
+@pytest.mark.parametrize("url", [
+    f"http://user:{PASSWORD}@127.0.0.1:{{port}}/v1?model=m",
+    f"http://:{PASSWORD}@127.0.0.1:{{port}}/v1",
+    f"http://127.0.0.1:9/v1,http://u:{PASSWORD}@127.0.0.1:{{port}}/v1",  # any URL of a list
+])
+def test_credentials_in_the_url_are_refused_up_front(capture, url) -> None:
+    """Issue 42: ``user:pw@`` in a --llm URL passed, then every call failed ("Cannot combine
+    AUTHORIZATION header with AUTH argument"). ``doctor`` as a user runs it: exit 2, one line
+    that says where a key belongs, no password in it, and no request reaches the server."""
+    from tests.cli_helpers import invoke, usage_error
+
+    base, seen = capture
+    port = base.split(":")[2].split("/")[0]
+    result = invoke("doctor", "--llm", url.format(port=port), "--budget", "1")
+    line = usage_error(result)
+    assert "credentials in the URL" in line and "api_key_env=NAME" in line
+    assert PASSWORD not in result.output
+    assert not seen
+
+
+def test_credentials_in_openai_base_url_are_refused(monkeypatch) -> None:
+    """``OPENAI_BASE_URL`` (for ``openai:MODEL``) is an endpoint URL too."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"https://u:{PASSWORD}@api.example.test/v1")
+    with pytest.raises(LLMConfigError, match="OPENAI_BASE_URL https://\\*\\*\\*@api.example.test") as info:
+        LLMClient(LLMSettings(spec="openai:gpt-4o-mini"))
+    assert PASSWORD not in str(info.value)

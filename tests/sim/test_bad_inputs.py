@@ -572,6 +572,13 @@ CASES = [
          ("run", "{tmp}/scenario.py", "--db", "{db}", "--llm",
           "http://127.0.0.1:9/v1?model=m&api_key_env=HOME"),
          "api_key_env=HOME is not a key variable", exit_code=2, tables=RUN),
+    # issue 42: the job started, then every call failed ("Cannot combine AUTHORIZATION header")
+    Case("--llm with user:password@", hub_and_scenario(),
+         ("run", "{tmp}/scenario.py", "--db", "{db}", "--llm",
+          "http://user:hunter2-pw@127.0.0.1:9/v1?model=m"),
+         "--llm http://***@127.0.0.1:9/v1?model=m: credentials in the URL (user:password@) are "
+         "not supported; put the key in a variable named ..._API_KEY and name it in the URL with "
+         "?api_key_env=NAME", exit_code=2, tables=RUN),
     Case("export --out /proc/x.jsonl", lambda ctx: ctx.hub(),
          ("export", "--db", "{db}", "--run", "{run}", "--out", "/proc/x.jsonl"),
          "--out /proc/x.jsonl: cannot create a file in /proc", exit_code=2, tables=RUN),
@@ -606,6 +613,8 @@ CASES = [
          exit_code=2, untouched=("hub.duckdb",)),
     Case("serve --error-rate 2", nothing, ("serve", "--port", "0", "--error-rate", "2"),
          "--error-rate must be within [0, 1], got 2.0", exit_code=2),
+    Case("serve --latency inf", nothing, ("serve", "--port", "0", "--latency", "inf"),
+         "--latency must be a finite number, got inf", exit_code=2),
     Case("serve --dialect bogus", nothing, ("serve", "--port", "0", "--dialect", "bogus"),
          "--dialect 'bogus'", exit_code=2),
     Case("expand --resume with --hops", lambda ctx: ctx.hub(),

@@ -22,6 +22,14 @@ from typing import Any
 
 SCHEMA_LISTS = ("anyOf", "oneOf", "allOf")
 
+# Connection limits of the server (``models.fake_server.server``'s doc; ``serve`` flags): connections
+# open at once, above every benchmark's concurrency (256) with room, one thread each; seconds for
+# a request's head from its first byte (a few hundred bytes on loopback); seconds an idle
+# connection is kept (beyond aiohttp's 15 s and httpx's 5 s client-side expiry)
+MAX_CONNECTIONS = 1024
+HEADER_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 30.0
+
 
 @dataclass(frozen=True)
 class Limits:

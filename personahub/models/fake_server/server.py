@@ -51,6 +51,14 @@ Only binds to loopback addresses, and answers only requests a web page cannot fo
 nesting, ``dimensions``, ``n``, ``max_tokens``, schema size, ``minItems``/``maxItems``, ``$ref``
 recursion): beyond a bound it gets a 400 at once. No exception text reaches a client: a request
 that breaks the server is logged here and answered with a plain 500.
+
+Connections are bounded as uvicorn and llama-server bound theirs (issue 42: 3,000 connections
+sending partial headers held 3,004 threads): a request's head (request line and headers) must
+arrive within ``header_timeout_s`` of its first byte, and an idle connection sends its next
+request's first byte within ``keep_alive_s`` (longer than aiohttp's 15 s and httpx's 5 s
+client-side idle expiry, so a pooled client closes first), else the server closes it. At most
+``max_connections`` are open at once (one thread each); one more is answered 503 with
+``Retry-After: 1`` and closed.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import io
 import json
 import logging
 import random
@@ -76,6 +85,7 @@ from urllib.parse import parse_qs, unquote
 
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.hosts import host_allowed, origin_allowed
+from personahub.core.validate import check_int, check_number, check_optional_number
 from personahub.models.fake_server.batches import BatchBook, BatchFaults
 from personahub.models.fake_server.dialects import (
     DIALECTS,
@@ -88,7 +98,10 @@ from personahub.models.fake_server.dialects import (
 )
 from personahub.models.fake_server.files import FILE_MAX_BYTES, FileProblem, FileStore, parse_upload
 from personahub.models.fake_server.limits import (
+    HEADER_TIMEOUT_S,
+    KEEP_ALIVE_S,
     LIMITS,
+    MAX_CONNECTIONS,
     Problem,
     check_answer,
     check_body,
@@ -111,6 +124,12 @@ _MAX_BODY = 8 * 1024 * 1024  # the largest requests personahub sends are well un
 PREFIX_CACHE_PROMPTS = 64  # prompts the emulated prefix cache remembers
 #: what an answer drawn at ``bad_usage_rate`` reports as its usage: no real call has these
 IMPOSSIBLE_USAGE = {"prompt_tokens": -100, "completion_tokens": 10**15, "total_tokens": 10**15 - 100}
+# ServerOptions' shares (each within [0, 1]) and times in seconds (>= 0), by their serve flag
+_RATES = ("error_rate", "malformed_rate", "hang_rate", "runaway_rate",
+          "bad_usage_rate", "batch_error_rate",
+          "batch_fail_rate", "batch_expire_rate")
+_SECONDS = {"latency_s": "--latency", "hang_s": "--hang-seconds", "retry_after_s": "--retry-after",
+            "batch_delay_s": "--batch-delay"}
 
 
 @dataclass(kw_only=True)
@@ -145,19 +164,26 @@ class ServerOptions:
     batch_expire_rate: float = 0.0
     batch_fail: tuple[int, ...] = ()
     batch_expire: tuple[int, ...] = ()
+    #: Connection limits (module doc): seconds for a request's head from its first byte, seconds
+    #: an idle connection is kept, and how many connections may be open at once.
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    keep_alive_s: float = KEEP_ALIVE_S
+    max_connections: int = MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "malformed_rate", "hang_rate", "runaway_rate",
-                     "bad_usage_rate", "batch_error_rate", "batch_fail_rate", "batch_expire_rate"):
-            value = getattr(self, name)
+        # every float is finite (``inf`` started the server, then each request's sleep raised
+        # OverflowError: issue 42), each named by its ``serve`` flag
+        for name in _RATES:
+            value = check_number(getattr(self, name), f"--{name.replace('_', '-')}")
             if not 0.0 <= value <= 1.0:
                 raise UsageError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
-        if self.latency_s < 0 or self.hang_s < 0:
-            raise UsageError("latency and hang times must be >= 0")
+        for name, flag in _SECONDS.items():
+            check_optional_number(getattr(self, name), flag, low=0)
+        check_number(self.header_timeout_s, "--header-timeout", above=0)
+        check_number(self.keep_alive_s, "--keep-alive", above=0)
+        check_int(self.max_connections, "--max-connections", low=1)
         if self.dialect not in DIALECTS:
             raise UsageError(f"--dialect {self.dialect!r}: choose one of {', '.join(DIALECTS)}")
-        if self.retry_after_s is not None and self.retry_after_s < 0:
-            raise UsageError(f"--retry-after must be >= 0, got {self.retry_after_s}")
         if not self.error_statuses or any(not 400 <= s <= 599 for s in self.error_statuses):
             raise PersonahubError(f"error statuses must be 4xx/5xx, got {self.error_statuses}")
         if self.prefix_cache_prompts < 1:
@@ -166,8 +192,6 @@ class ServerOptions:
             raise PersonahubError(f"context_tokens must be >= 1, got {self.context_tokens}")
         if any(not isinstance(m, str) or not m.strip() for m in self.models):
             raise PersonahubError(f"--model names must be non-empty, got {list(self.models)}")
-        if self.batch_delay_s < 0:
-            raise PersonahubError(f"--batch-delay must be >= 0 seconds, got {self.batch_delay_s}")
         for name in ("batch_fail", "batch_expire"):
             if any(isinstance(n, bool) or not isinstance(n, int) or n < 1
                    for n in getattr(self, name)):
@@ -194,7 +218,9 @@ class ServerStats:
     ``requests`` and ``answered`` count online requests only; the Batch API has its own:
     ``files_uploaded``, ``batches_created`` (``POST /v1/batches`` that made a batch),
     ``batch_cancels``, ``batch_lines`` (batch requests answered) and ``batch_line_errors`` (of
-    them, injected failures).
+    them, injected failures). Connections: ``header_timeouts`` (closed for a head that took
+    longer than ``header_timeout_s``), ``idle_closed`` (idle past ``keep_alive_s``) and
+    ``turned_away`` (answered 503 at ``max_connections``).
     """
 
     requests: int = 0
@@ -218,6 +244,9 @@ class ServerStats:
     #: ``time.monotonic()`` when the first POST arrived (None before): tests time a client's
     #: give-up from its first request, not from its start-up.
     first_request_s: float | None = None
+    header_timeouts: int = 0
+    idle_closed: int = 0
+    turned_away: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def bump(self, name: str) -> None:
@@ -255,6 +284,40 @@ class _Server(ThreadingHTTPServer):
         self.files = FileStore()
         self.batches = BatchBook(self.files, partial(answer_line, self), options.batch_faults,
                                  self.stopping, self.stats.bump)
+        self.open_connections = 0
+        self.open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in its own thread, or answer 503 and close it when
+        ``max_connections`` are open already (threads stay bounded)."""
+        with self.open_lock:
+            full = self.open_connections >= self.options.max_connections
+            if not full:
+                self.open_connections += 1
+        if not full:
+            super().process_request(request, client_address)
+            return
+        self.stats.bump("turned_away")
+        refusal = self.dialect.error(503, f"this server has {self.options.max_connections} "
+                                          "connections open, its --max-connections; retry shortly")
+        body = json.dumps(refusal.body).encode("utf-8")
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+        try:  # never blocks the accepting thread: a fresh socket's send buffer is empty
+            request.setblocking(False)
+            request.send(head.encode("ascii") + body)
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.close_request(request)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close a served connection and free its place (also after a failed thread start)."""
+        try:
+            super().shutdown_request(request)
+        finally:
+            with self.open_lock:
+                self.open_connections -= 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore clients that hang up (timeouts in tests do that on purpose)."""
@@ -283,6 +346,34 @@ class _TooLarge(_BadBody):
     """The request body is longer than the server takes."""
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads, each bounded by ``deadline`` (``time.monotonic``) while it is set: a
+    per-read socket timeout alone lets a client that sends a byte now and then hold its
+    connection for ever. With no deadline the socket's own timeout applies."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.deadline: float | None = None
+        self.timed_out = False  # a read under the deadline timed out
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is None:
+            return self.sock.recv_into(buffer)
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError("deadline passed")
+            self.sock.settimeout(left)
+            return self.sock.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as separate writes
@@ -290,6 +381,41 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silence per-request logging (tests and benchmarks make many requests)."""
+
+    def setup(self) -> None:
+        """Reads go through a ``_DeadlineReader`` (the head's and the idle wait's deadlines)."""
+        super().setup()
+        self._reader = _DeadlineReader(self.connection)
+        self._buffered = io.BufferedReader(self._reader)
+        self.rfile = self._buffered
+
+    def handle_one_request(self) -> None:
+        """Wait for a request's first byte at most ``keep_alive_s``, then give its head at most
+        ``header_timeout_s`` (``parse_request`` lifts the deadline); else close the connection."""
+        options = self.server.options
+        self._reader.deadline = time.monotonic() + options.keep_alive_s
+        self._reader.timed_out = False
+        try:
+            started = self._buffered.peek(1)
+        except TimeoutError:
+            self.server.stats.bump("idle_closed")
+            self.close_connection = True
+            return
+        if not started:  # the client closed it
+            self.close_connection = True
+            return
+        self._reader.deadline = time.monotonic() + options.header_timeout_s
+        self._reader.timed_out = False
+        super().handle_one_request()  # its TimeoutError closes the connection
+        if self._reader.timed_out and self._reader.deadline is not None:
+            self.server.stats.bump("header_timeouts")
+
+    def parse_request(self) -> bool:
+        """Parse the head, then read the body and answer without the head's deadline."""
+        ok = super().parse_request()
+        self._reader.deadline = None
+        self.connection.settimeout(None)
+        return ok
 
     def _send(self, status: int, body: dict[str, Any] | str,
               headers: Mapping[str, str] | None = None, *, plain: bool = False) -> None:

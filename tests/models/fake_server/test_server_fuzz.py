@@ -34,9 +34,10 @@ MB = 1024 * 1024
 class Serve:
     """``personahub serve --port 0`` in a child process: its URL and its memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "personahub", "serve", "--port", "0"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "personahub", "serve", "--port", "0",
+                                      *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                      text=True)
         self.url = self._read_url()
