@@ -19,7 +19,7 @@ from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import STATUSES
 from personahub.progress_bars import ProgressSetting, progress_hook
-from personahub.python_names import as_id, speaks_python
+from personahub.python_names import DEFAULT_DB, as_id, speaks_python
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from personahub.core.contracts import StructuredCaller
     from personahub.core.kernel import JobResult
 
-DEFAULT_DB = "personahub.duckdb"  # = core.store.DEFAULT_DB, without importing the store
 #: the handle a resumed job of each kind returns (any other kind: ``Job``)
 _HANDLES: dict[str, type[Job]] = {"run": Run, "judge": Judged, "calibration": Calibration}
 

@@ -28,30 +28,21 @@ from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
-from personahub.python_names import as_id, python_message, speaks_python
+from personahub.python_names import DEFAULT_DB, as_id, python_message, refuse_unknown, speaks_python
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
     from personahub.pipelines.calibrate import CalibrateConfig
-    from personahub.pipelines.interview import InterviewConfig, InterviewResult
     from personahub.pipelines.judge import JudgeConfig, JudgeSummary
     from personahub.pipelines.population_write import WriteConfig
     from personahub.pipelines.run import RunConfig, RunSummary
     from personahub.pipelines.synthesize import SynthConfig, SynthSummary
     from personahub.sim.scenario import Scenario
 
-DEFAULT_DB = "personahub.duckdb"  # = personas.store.DEFAULT_DB, without importing the store
 
 
-def _refuse_unknown(what: str, given: dict[str, Any], known: set[str]) -> None:
-    from personahub.core.errors import PersonahubError
-
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise PersonahubError(f"{what}: unknown option(s) {', '.join(unknown)}; "
-                              f"choose from {', '.join(sorted(known))}")
 
 
 def run_config(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None,
@@ -65,7 +56,7 @@ def run_config(scenario_or_path: Scenario | str | Path, run_options: RunConfig |
                 else scenario_or_path)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     known = {f.name for f in dataclasses.fields(RunConfig)} - {"scenario"}
-    _refuse_unknown("run_scenario", given, known)
+    refuse_unknown("run_scenario", given, known)
     if "db" in given:
         given["db"] = Path(given["db"])
     return dataclasses.replace(run_options or RunConfig(), scenario=scenario, **given)
@@ -169,7 +160,7 @@ def synthesis_config(task: str, db: str | Path, llm: str, seed: int, n: int,
     (the command builds the same one from its flags)."""
     from personahub.pipelines.synthesize import SynthConfig
 
-    _refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthConfig)})
+    refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthConfig)})
     return SynthConfig(task=task, db=str(db), llm=llm, seed=seed, n=n, **options)
 
 
@@ -262,7 +253,7 @@ def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str |
     (``progress`` as for ``run_scenario``)."""
     from personahub import persona_jobs
 
-    _refuse_unknown(kind, options, set(defaults) | flags)
+    refuse_unknown(kind, options, set(defaults) | flags)
     jobs: dict[str, Callable[..., tuple[str, Any]]] = {
         "text_to_persona": persona_jobs.text_to_persona_job,
         "dedup": persona_jobs.dedup_job_run}
@@ -312,7 +303,7 @@ def _expansion(db: str | Path, llm: str, seed: int, resume: str | int | None,
     resume = as_id(resume)
     if isinstance(options.get("start_ids"), list | tuple):
         options = {**options, "start_ids": [as_id(i) for i in options["start_ids"]]}
-    _refuse_unknown("expand", options, set(_EXPAND_DEFAULTS) | _MODEL_FLAGS | _BATCH_FLAGS)
+    refuse_unknown("expand", options, set(_EXPAND_DEFAULTS) | _MODEL_FLAGS | _BATCH_FLAGS)
     settings = {**_EXPAND_DEFAULTS, **options, "llm": llm, "seed": seed}
     # a resume takes what the job makes from the job: only what the caller named is compared
     named = {k: v for k, v in options.items() if k in _EXPAND_IDENTITY}
@@ -377,113 +368,6 @@ async def dedup_async(*, db: str | Path = DEFAULT_DB, resume: str | int | None =
     return await call_in_thread(_dedup_call(db, resume, options, progress))
 
 
-_ASKS = ("agent", "where", "carve", "step", "limit")
-
-
-def interview_config(question: str, db: str | Path, run: str, llm: str,
-                     options: dict[str, Any]) -> InterviewConfig:
-    """The ``InterviewConfig`` of ``interview(question, run=..., db=..., llm=..., **options)``
-    (the command builds the same one from its flags)."""
-    from personahub.pipelines.interview import InterviewConfig
-
-    known = {f.name for f in dataclasses.fields(InterviewConfig)}
-    _refuse_unknown("interview", options, known - {"run_id", "question", "db", "llm"})
-    given = dict(options)
-    if isinstance(given.get("carve"), str):
-        given["carve"] = (given["carve"],)
-    return InterviewConfig(run_id=run, question=question, db=str(db), llm=llm, **given)
-
-
-def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *,
-                  resume: str | None = None, fresh: bool = False,
-                  client: StructuredCaller | None = None, progress: ProgressHook | None = None,
-                  on_ready: Callable[[StructuredCaller | None], None] | None = None,
-                  on_start: Callable[[str, bool], None] | None = None,
-                  warn: Callable[[str], None] | None = None) -> InterviewResult:
-    """Run (or, with ``resume``, go on with) an interview on the kernel and return every answer
-    of it (what ``interview`` and ``personahub interview`` go through; ``client``: a model
-    client of your own, used as it is). A new one is checked against the database read-only
-    first, so a bad input writes nothing."""
-    from personahub import runtime
-    from personahub.pipelines.interview import INTERVIEW, InterviewConfig, prepare
-
-    if isinstance(config, InterviewConfig) and resume is None:
-        prepare(db, config.request())
-    elif not Path(db).exists():
-        raise PersonahubError(f"--db {db}: no such database")
-    result = runtime.run(INTERVIEW, config, db, resume=resume, fresh=fresh, client=client,
-                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn)
-    summary: InterviewResult = result.summary
-    return summary
-
-
-def _interview(question: str | None, db: str | Path, run: str | int | None, llm: str,
-               options: dict[str, Any], resume: str | int | None = None,
-               progress: ProgressSetting = None) -> Any:
-    """Ask (or go on asking), store, and return the answers as a DataFrame (one row per agent)."""
-    import pandas as pd
-
-    run, resume = as_id(run), as_id(resume)
-    if "agent" in options:
-        options = {**options, "agent": as_id(options["agent"])}
-    config: InterviewConfig | dict[str, Any]
-    if resume is not None:  # a resume takes only how it asks from the caller
-        from personahub.pipelines.interview import resume_settings
-
-        if question is not None or run is not None:
-            raise PersonahubError("interview(resume=...): the interview keeps its question and "
-                                  "run; give neither")
-        config = resume_settings(llm=llm, db=str(db), **options)
-    else:
-        if question is None or run is None:
-            raise PersonahubError("interview: give a question and run= (or resume=JOB_ID)")
-        config = interview_config(question, db, run, llm, options)
-    with progress_hook(progress) as hook:
-        result = run_interview(config, db, resume=resume, progress=hook)
-    frame = pd.DataFrame(result.rows).drop(columns=["content"], errors="ignore")
-    frame.attrs["offline"] = result.offline  # the offline engine answered (not a language model)
-    frame.attrs["batch_id"] = result.batch_id
-    return frame
-
-
-def _interview_call(question: str | None, db: str | Path, run: str | int | None, llm: str,
-                    options: dict[str, Any], resume: str | int | None,
-                    progress: ProgressSetting = None) -> Callable[[], Any]:
-    return partial(_interview, question, db, run, llm, options, resume, progress)
-
-
-@speaks_python()
-def interview(question: str | None = None, *, run: str | int | None = None,
-              db: str | Path = DEFAULT_DB, llm: str = "offline", resume: str | int | None = None,
-              progress: ProgressSetting = None, **options: Any) -> Any:
-    """Ask a run's agents ``question``; returns a pandas DataFrame, one row per agent asked
-    (``interview_id``, ``batch_id``, ``agent_id``, ``persona_id``, ``step``, ``answer``,
-    ``status``, ``error``, ``model``; ``model == 'offline'`` is the offline engine, not a
-    language model). The answers are stored in ``interviews``, batch by batch; the run is not
-    changed. ``resume=ID`` (``batch_id``) goes on with a stopped interview, asking only the
-    agents not yet answered (then only ``llm`` and the engine settings apply).
-
-    ``options``: ``agent`` (a persona id or agent id) for one agent, or ``carve`` (conditions
-    ``KEY OP VALUE``) and/or ``where`` (SQL over ``personas``) for a group of the run's agents,
-    ``limit``, ``step`` (default: the run's last), ``batch_size``, the model flags
-    (concurrency, structured, max_tokens, temperature, top_p, timeout_s, rps) and the batch
-    ones (``batch``, ``batch_file``, ``batch_window``, ``batch_fallback``, ``batch_poll_s``).
-    Ids (``run``, ``agent``, ``resume``) are text or numbers. ``progress`` as for
-    ``run_scenario``.
-    """
-    return call_blocking(_interview_call(question, db, run, llm, options, resume, progress))
-
-
-@speaks_python()
-async def interview_async(question: str | None = None, *, run: str | int | None = None,
-                          db: str | Path = DEFAULT_DB, llm: str = "offline",
-                          resume: str | int | None = None, progress: ProgressSetting = None,
-                          **options: Any) -> Any:
-    """``interview`` for ``await``."""
-    return await call_in_thread(_interview_call(question, db, run, llm, options, resume,
-                                                progress))
-
-
 def judge_config(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
                  options: dict[str, Any]) -> JudgeConfig:
     """The ``JudgeConfig`` of ``judge(job=..., run=..., db=..., llm=..., seed=..., **options)``
@@ -491,7 +375,7 @@ def judge_config(job: str | None, run: str | None, db: str | Path, llm: str, see
     from personahub.pipelines.judge import JudgeConfig
 
     known = {f.name for f in dataclasses.fields(JudgeConfig)} - {"job", "run", "db", "llm", "seed"}
-    _refuse_unknown("judge", options, known)
+    refuse_unknown("judge", options, known)
     return JudgeConfig(job=job, run=run, db=str(db), llm=llm, seed=seed, **options)
 
 
@@ -550,7 +434,7 @@ def calibration_config(survey: str | Path, population: str, llm: str, seed: int,
     from personahub.pipelines.calibrate import CalibrateConfig
 
     known = {f.name for f in dataclasses.fields(CalibrateConfig)}
-    _refuse_unknown("calibrate", options, known - {"survey", "population", "llm", "seed", "n"})
+    refuse_unknown("calibrate", options, known - {"survey", "population", "llm", "seed", "n"})
     return CalibrateConfig(survey=str(survey), population=population, llm=llm, seed=seed, n=n,
                            **options)
 
@@ -567,7 +451,7 @@ def _calibration(survey: str | Path | None, population: str | None, db: str | Pa
     config: CalibrateConfig | dict[str, Any]
     if resume is not None:  # a resume takes only how it runs from the caller (engine fields)
         allowed = engine_fields(CalibrateConfig)
-        _refuse_unknown("calibrate(resume=...)", options, set(allowed - {"llm"}))
+        refuse_unknown("calibrate(resume=...)", options, set(allowed - {"llm"}))
         config = {"llm": llm, **options}
     else:
         if survey is None or population is None:
@@ -618,7 +502,7 @@ def population_write_config(marginals: str | Path | None, joint: str | Path | No
     from personahub.pipelines.population_write import WriteConfig
 
     known = {f.name for f in dataclasses.fields(WriteConfig)}
-    _refuse_unknown("write_population", options, known - _POPULATION_MADE - {"llm"})
+    refuse_unknown("write_population", options, known - _POPULATION_MADE - {"llm"})
     return WriteConfig(marginals=None if marginals is None else str(marginals),
                        joint=None if joint is None else str(joint), n=n, seed=seed, llm=llm,
                        **options)
@@ -631,7 +515,7 @@ def population_write_resume(llm: str, options: dict[str, Any]) -> dict[str, Any]
     from personahub.core.kernel import engine_fields
     from personahub.pipelines.population_write import WriteConfig
 
-    _refuse_unknown("write_population(resume=...)", options,
+    refuse_unknown("write_population(resume=...)", options,
                     set(engine_fields(WriteConfig) - {"llm"}))
     return {"llm": llm, **options}
 

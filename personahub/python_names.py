@@ -22,6 +22,18 @@ from personahub.core.errors import PersonahubError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: the database every API function opens when given no ``db`` (``core.store.DEFAULT_DB``,
+#: without importing DuckDB)
+DEFAULT_DB = "personahub.duckdb"
+
+
+def refuse_unknown(what: str, given: Mapping[str, Any], known: set[str]) -> None:
+    """Refuse keyword options a job function does not take, naming those it does."""
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise PersonahubError(f"{what}: unknown option(s) {', '.join(unknown)}; "
+                              f"choose from {', '.join(sorted(known))}")
+
 #: flags that take no value: said as ``keyword=True`` (``--no-X``: ``X=False``)
 SWITCHES = frozenset({
     "force", "overwrite", "include-ungated", "include-duplicates", "allow-fewer", "fresh",

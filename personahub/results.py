@@ -322,14 +322,14 @@ class Run(Job):
     def interview(self, question: str, *, llm: str = "offline", **options: Any) -> pd.DataFrame:
         """Ask this run's agents ``question`` (``personahub.interview``: ``agent=`` or
         ``carve=``/``where=``, ``step=``, model flags); a DataFrame, one row per agent."""
-        from personahub.api import interview
+        from personahub.interviews import interview
 
         return interview(question, run=self.job_id, db=self.db, llm=llm, **options)
 
     async def interview_async(self, question: str, *, llm: str = "offline",
                               **options: Any) -> pd.DataFrame:
         """``interview`` for ``await``."""
-        from personahub.api import interview_async
+        from personahub.interviews import interview_async
 
         return await interview_async(question, run=self.job_id, db=self.db, llm=llm, **options)
 

@@ -115,8 +115,8 @@ def interview(
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
     from each agent's stored state at a step and go to the interviews table, batch by batch (the
     run itself is not changed). A stopped interview goes on with --resume ID."""
-    from personahub.api import run_interview
     from personahub.cli.progress import LateCounts
+    from personahub.interviews import run_interview
     from personahub.models.client import resolve_spec
     from personahub.pipelines.interview import InterviewConfig, resume_settings
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub.api import run_interview, run_simulation
+from personahub.api import run_simulation
 from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
+from personahub.interviews import run_interview
 from personahub.pipelines.interview import (
     InterviewConfig,
     InterviewRequest,

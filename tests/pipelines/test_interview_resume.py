@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from personahub.api import run_interview, run_simulation
+from personahub.api import run_simulation
 from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
+from personahub.interviews import run_interview
 from personahub.pipelines.interview import InterviewConfig
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 
 from personahub import runtime
-from personahub.api import run_interview, run_judge, run_simulation, run_synthesis
+from personahub.api import run_judge, run_simulation, run_synthesis
 from personahub.core.errors import AwaitingResults
 from personahub.core.store import connect
+from personahub.interviews import run_interview
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig

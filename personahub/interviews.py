@@ -1,0 +1,130 @@
+"""The Python API's interview: ask a run's agents a question, as ``personahub interview`` does.
+
+Apart from ``personahub.api`` so that a run's handle (``results.Run.interview``) can ask through
+it without the API module and the handles importing each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from personahub.bridge import call_blocking, call_in_thread
+from personahub.core.errors import PersonahubError
+from personahub.progress_bars import ProgressSetting, progress_hook
+from personahub.python_names import DEFAULT_DB, as_id, refuse_unknown, speaks_python
+
+if TYPE_CHECKING:
+    from personahub.core.commit import ProgressHook
+    from personahub.core.contracts import StructuredCaller
+    from personahub.pipelines.interview import InterviewConfig, InterviewResult
+
+
+_ASKS = ("agent", "where", "carve", "step", "limit")
+
+
+def interview_config(question: str, db: str | Path, run: str, llm: str,
+                     options: dict[str, Any]) -> InterviewConfig:
+    """The ``InterviewConfig`` of ``interview(question, run=..., db=..., llm=..., **options)``
+    (the command builds the same one from its flags)."""
+    from personahub.pipelines.interview import InterviewConfig
+
+    known = {f.name for f in dataclasses.fields(InterviewConfig)}
+    refuse_unknown("interview", options, known - {"run_id", "question", "db", "llm"})
+    given = dict(options)
+    if isinstance(given.get("carve"), str):
+        given["carve"] = (given["carve"],)
+    return InterviewConfig(run_id=run, question=question, db=str(db), llm=llm, **given)
+
+
+def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *,
+                  resume: str | None = None, fresh: bool = False,
+                  client: StructuredCaller | None = None, progress: ProgressHook | None = None,
+                  on_ready: Callable[[StructuredCaller | None], None] | None = None,
+                  on_start: Callable[[str, bool], None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> InterviewResult:
+    """Run (or, with ``resume``, go on with) an interview on the kernel and return every answer
+    of it (what ``interview`` and ``personahub interview`` go through; ``client``: a model
+    client of your own, used as it is). A new one is checked against the database read-only
+    first, so a bad input writes nothing."""
+    from personahub import runtime
+    from personahub.pipelines.interview import INTERVIEW, InterviewConfig, prepare
+
+    if isinstance(config, InterviewConfig) and resume is None:
+        prepare(db, config.request())
+    elif not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database")
+    result = runtime.run(INTERVIEW, config, db, resume=resume, fresh=fresh, client=client,
+                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn)
+    summary: InterviewResult = result.summary
+    return summary
+
+
+def _interview(question: str | None, db: str | Path, run: str | int | None, llm: str,
+               options: dict[str, Any], resume: str | int | None = None,
+               progress: ProgressSetting = None) -> Any:
+    """Ask (or go on asking), store, and return the answers as a DataFrame (one row per agent)."""
+    import pandas as pd
+
+    run, resume = as_id(run), as_id(resume)
+    if "agent" in options:
+        options = {**options, "agent": as_id(options["agent"])}
+    config: InterviewConfig | dict[str, Any]
+    if resume is not None:  # a resume takes only how it asks from the caller
+        from personahub.pipelines.interview import resume_settings
+
+        if question is not None or run is not None:
+            raise PersonahubError("interview(resume=...): the interview keeps its question and "
+                                  "run; give neither")
+        config = resume_settings(llm=llm, db=str(db), **options)
+    else:
+        if question is None or run is None:
+            raise PersonahubError("interview: give a question and run= (or resume=JOB_ID)")
+        config = interview_config(question, db, run, llm, options)
+    with progress_hook(progress) as hook:
+        result = run_interview(config, db, resume=resume, progress=hook)
+    frame = pd.DataFrame(result.rows).drop(columns=["content"], errors="ignore")
+    frame.attrs["offline"] = result.offline  # the offline engine answered (not a language model)
+    frame.attrs["batch_id"] = result.batch_id
+    return frame
+
+
+def _interview_call(question: str | None, db: str | Path, run: str | int | None, llm: str,
+                    options: dict[str, Any], resume: str | int | None,
+                    progress: ProgressSetting = None) -> Callable[[], Any]:
+    return partial(_interview, question, db, run, llm, options, resume, progress)
+
+
+@speaks_python()
+def interview(question: str | None = None, *, run: str | int | None = None,
+              db: str | Path = DEFAULT_DB, llm: str = "offline", resume: str | int | None = None,
+              progress: ProgressSetting = None, **options: Any) -> Any:
+    """Ask a run's agents ``question``; returns a pandas DataFrame, one row per agent asked
+    (``interview_id``, ``batch_id``, ``agent_id``, ``persona_id``, ``step``, ``answer``,
+    ``status``, ``error``, ``model``; ``model == 'offline'`` is the offline engine, not a
+    language model). The answers are stored in ``interviews``, batch by batch; the run is not
+    changed. ``resume=ID`` (``batch_id``) goes on with a stopped interview, asking only the
+    agents not yet answered (then only ``llm`` and the engine settings apply).
+
+    ``options``: ``agent`` (a persona id or agent id) for one agent, or ``carve`` (conditions
+    ``KEY OP VALUE``) and/or ``where`` (SQL over ``personas``) for a group of the run's agents,
+    ``limit``, ``step`` (default: the run's last), ``batch_size``, the model flags
+    (concurrency, structured, max_tokens, temperature, top_p, timeout_s, rps) and the batch
+    ones (``batch``, ``batch_file``, ``batch_window``, ``batch_fallback``, ``batch_poll_s``).
+    Ids (``run``, ``agent``, ``resume``) are text or numbers. ``progress`` as for
+    ``run_scenario``.
+    """
+    return call_blocking(_interview_call(question, db, run, llm, options, resume, progress))
+
+
+@speaks_python()
+async def interview_async(question: str | None = None, *, run: str | int | None = None,
+                          db: str | Path = DEFAULT_DB, llm: str = "offline",
+                          resume: str | int | None = None, progress: ProgressSetting = None,
+                          **options: Any) -> Any:
+    """``interview`` for ``await``."""
+    return await call_in_thread(_interview_call(question, db, run, llm, options, resume,
+                                                progress))
