@@ -25,6 +25,7 @@ from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
 from personahub.personas.importers import iter_personas
 from personahub.pipelines.synthesize import SynthOptions
+from tests.cli_helpers import invoke
 from tests.synth_helpers import run_default_scenario
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_tool_sample.jsonl"
@@ -85,6 +86,29 @@ def test_export_encoding_matches_persona_hub_sample(data: dict, tmp_path: Path) 
     assert set(theirs) == set(mine)
     for row in (theirs, mine):  # both decode the same way: twice
         assert set(json.loads(json.loads(row["synthesized text"]))) >= {"name", "function_name"}
+
+
+def test_npc_chat_rows_hold_the_npc_line_as_the_assistant_turn(tmp_path: Path) -> None:
+    """``export --format chat`` of an NPC job: the player meets the character (user turn, with
+    its name, role and background) and the NPC's line is the assistant's turn (issue 44)."""
+    db = tmp_path / "npc.duckdb"
+    assert invoke("synthesize", "npc", "--n", 3, "--db", db, "--preview", 0).exit_code == 0
+    con = ro(db)
+    job = con.execute("SELECT job_id FROM synth_jobs").fetchone()[0]  # type: ignore[index]
+    items = {i.item_id: i for i in load_items(con, job=job)}
+    con.close()
+    out = tmp_path / "npc.chat.jsonl"
+    result = invoke("export", "--db", db, "--job", job, "--format", "chat", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    lines = sorted(i.content["line"] for i in items.values())
+    assert sorted(r["messages"][1]["content"] for r in rows) == lines
+    for row in rows:
+        user, assistant = row["messages"]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        assert assistant["content"] not in user["content"]
+        assert "You meet the player" in user["content"]
+    validate_export(out, "chat")
 
 
 def test_chat_and_parquet_exports_validate(data: dict, tmp_path: Path) -> None:
