@@ -277,8 +277,8 @@ def print_summary(summary: Any) -> None:
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")
     table.add_row("failed actions", str(summary.failed_actions))
-    table.add_row("rejected by the quality gate", rejection_text(summary.rejected))
-    table.add_row("kept per kind", "\n".join(summary.kept) or "no model call")
+    table.add_row("rejected by the quality gate", rejection_text(summary.rejected, "emissions"))
+    table.add_row("model calls kept", "\n".join(summary.kept) or "no model call")
     table.add_row("prompt tokens per action", _tokens_per_action(summary))
     table.add_row("prefix cache", prefix_cache_text(summary))
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
