@@ -82,3 +82,41 @@ def test_a_second_expansion_previews_its_own_hops(tmp_path: Path) -> None:
         con.close()
     preview = _flat(result.stderr)
     assert "hop 1" in preview and "hop 2" not in preview, preview
+
+
+SURVEYED = """
+from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey
+
+SCENARIO = Scenario(name="surveyed", personas=PersonaSource(limit=6), graph=GraphGrowth(hops=0,
+                    acquaintances=2), steps=2, kinds=("instruction",), seed=3,
+                    surveys=(Survey(id="ferry", steps=(1, 2), answer="choice",
+                                    options=("keep it", "close it", "not sure"),
+                                    question="Should the ferry keep running?"),))
+"""
+
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+def test_run_summary_shows_each_survey_and_the_queries_the_readme_promises(
+        tmp_path: Path) -> None:
+    """The run summary has a line per survey (its question, its top answers with shares, at
+    the last step asked), and as many queries to try as the README's quick start says."""
+    scenario = tmp_path / "surveyed.py"
+    scenario.write_text(SURVEYED, encoding="utf-8")
+    db = tmp_path / "run.duckdb"
+    result = invoke("run", scenario, "--db", db, "--preview", 0)
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        top = con.execute("SELECT answer_choice, count(*) AS n FROM survey_answers WHERE step = 2 "
+                          "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1").fetchone()
+    finally:
+        con.close()
+    assert top is not None
+    summary = _flat(result.stdout)
+    assert 'ferry, step 2: "Should the ferry keep running?"' in summary, summary
+    assert f"{top[0]} {top[1] / 6:.0%}" in summary and "(of 6 answers)" in summary
+    hints = [line for line in result.stdout.splitlines() if line.startswith("  personahub sql")]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    promised = readme.split("## Quick start", 1)[1].split(" queries to try", 1)[0].split()[-1]
+    assert NUMBERS[promised] == len(hints)
