@@ -3,7 +3,7 @@
 A *call* is one question to the model (its attempts share a purpose, persona and step, and
 number 1, 2, ... from its first); it is *kept* when its last attempt is ``ok``. A call whose
 last attempt failed counts under that attempt's reason, said plainly (``models.failures.
-plain_reason``): "instruction: 18 of 20 kept (90%); 2 failed: cut off at max_tokens ×1,
+plain_reason``): "instruction: 18 of 20 calls kept (90%); 2 failed: cut off at max_tokens ×1,
 rejected by the gate ×1". Read from ``llm_calls``, so a resumed job counts its whole history.
 """
 
@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 
 TOP_REASONS = 3  # reasons named per kind
 
+# What a purpose's calls asked, for purposes whose name alone is jargon (issue 44): a summary
+# shows "expand (who is close to a persona)", not a bare "expand" or "expand:link".
+PURPOSE_WORDS = {
+    "expand": "expand (who is close to a persona)",
+    "expand:link": "expand, linking (are two personas related)",
+}
+
+
+def purpose_label(kind: str) -> str:
+    """The purpose as a summary names it: its plain words where it has them, else its name."""
+    return PURPOSE_WORDS.get(kind, kind)
 
 
 @dataclass
@@ -38,13 +49,14 @@ class KeptShare:
 
     def line(self) -> str:
         """The kind's share in plain words."""
-        return kept_line(self.kind, self.asked, self.kept, self.reasons)
+        return kept_line(purpose_label(self.kind), self.asked, self.kept, self.reasons)
 
 
 def kept_line(kind: str, asked: int, kept: int, reasons: Counter[str] | dict[str, int]) -> str:
-    """"KIND: K of N kept (P%); F failed: REASON ×n, ..." (the reasons most frequent first)."""
+    """"KIND: K of N calls kept (P%); F failed: REASON ×n, ..." (the reasons most frequent
+    first): it counts model calls, not the personas or items they returned."""
     share = f"{kept / asked:.0%}" if asked else "-"
-    line = f"{kind}: {kept} of {asked} kept ({share})"
+    line = f"{kind}: {kept} of {asked} calls kept ({share})"
     failed = asked - kept
     if failed > 0:
         top = sorted(Counter(reasons).items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]

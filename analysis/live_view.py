@@ -214,9 +214,10 @@ class RunningView:
         self.source.close()
 
 
-def bind(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
+def bind(port: int = 0, host: str = "127.0.0.1", flag: str = "--port") -> socket.socket:
     """A listening socket on loopback (port 0 picks a free one); a port in use is a one-line
-    PersonahubError. Binding before a run starts refuses a taken port before anything is written."""
+    PersonahubError naming ``flag``, the option that gave the port (``run --view`` takes
+    ``--view-port``). Binding before a run starts refuses a taken port before anything is written."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise PersonahubError(f"--host {host!r}: the view only binds to loopback")
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -225,9 +226,9 @@ def bind(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise PersonahubError(f"--port {port}: {host} port {port} is already in use; choose "
+            raise PersonahubError(f"{flag} {port}: {host} port {port} is already in use; choose "
                                   "another (0 picks a free one)") from None
-        raise PersonahubError(f"--port {port}: cannot listen on {host} ({exc.strerror or exc})") from None
+        raise PersonahubError(f"{flag} {port}: cannot listen on {host} ({exc.strerror or exc})") from None
     sock.listen(64)
     return sock
 
@@ -263,7 +264,7 @@ class RunView:
                  paused: bool = False) -> None:
         self.db = db
         self.say = say
-        self.sock: socket.socket | None = bind(port)
+        self.sock: socket.socket | None = bind(port, flag="--view-port")
         self.handle: RunningView | None = None
         self.steering = Steering(paused=paused)  # what the page's buttons change
 

@@ -175,9 +175,9 @@ def _duplicate_rate(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
         rows = _rows(con, "SELECT source, source_id, kind, n, n_duplicates, duplicate_rate "
                           "FROM v_duplicate_rate WHERE source = 'job' AND source_id = ? "
                           "ORDER BY kind", [rep.job_id])
-    else:
+    else:  # the run's own emissions: a synthesis job in the same file is not this run's
         rows = _rows(con, "SELECT source, source_id, kind, n, n_duplicates, duplicate_rate "
-                          "FROM v_duplicate_rate WHERE source = 'job' OR source_id = ? "
+                          "FROM v_duplicate_rate WHERE source = 'run' AND source_id = ? "
                           "ORDER BY source, source_id, kind", [rep.run_id])
     if not rows:
         section.note = "Nothing to measure yet."
@@ -271,7 +271,7 @@ def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     label = embedder_label(rep.embedder)
     section = Section(f"Diversity: persona similarity vs output similarity ({label})")
     results = diversity_table(con, rep.embedder, run_id=rep.run_id, job_id=rep.job_id,
-                              all_jobs=rep.job_id is None, seed=rep.seed)
+                              all_jobs=False, seed=rep.seed)
     if not results:
         section.note = "No items to analyse."
         return section
@@ -530,9 +530,15 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
     if job_id is not None and not _rows(con, "SELECT 1 FROM v_synth_jobs WHERE job_id = ?",
                                         [job_id]):
         raise PersonahubError(f"--job {job_id}: not found in the database")
+    if run_id is None and job_id is None:  # the latest run; with none, the latest synthesis job
+        run_id = _latest_run(con)
+        job_id = None if run_id is not None else latest_job_id(con, "synthesis")
+        if run_id is None and job_id is None:
+            raise PersonahubError("nothing to report: the database holds no run and no synthesis "
+                                  "job (personahub run SCENARIO, or personahub synthesize TASK)")
     if isinstance(embedder, str):
         embedder = make_embedder(embedder)
-    run = None if job_id is not None else run_id or _latest_run(con)
+    run = run_id
     out_dir = Path(out_dir)
     with staged_folder(out_dir, overwrite=overwrite, names=REPORT_FILES) as staged, \
             matplotlib.rc_context(LITERAL_TEXT):

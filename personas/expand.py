@@ -261,7 +261,7 @@ def summary_of(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSumma
 # Each (parent, child) pair of persona ids expansion ``?`` made: a frontier persona it asked
 # about and each persona its answer created (the preview's rows: ``personas.store.child_personas``)
 EXPANSION_CHILDREN = """
-SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child
+SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child, hop + 1 AS hop
 FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
 """
 

@@ -749,15 +749,19 @@ def tally(counts: Mapping[str, int], reasons: Iterable[str] = ()) -> dict[str, i
     return dict(sorted(merged.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def rejection_text(counts: Mapping[str, int]) -> str:
-    """``N (top reasons: a 2, b 1)``: the count and its most frequent reasons."""
+def rejection_text(counts: Mapping[str, int], what: str = "") -> str:
+    """``N WHAT (top reasons: a 2, b 1)``: the count, what it counts (``what``, if given) and
+    its most frequent reasons."""
     total = sum(counts.values())
+    count = f"{total} {what}" if what else str(total)
     if not total:
-        return "0"
+        return count
     top = list(tally(counts).items())[:TOP_REASONS]
-    return f"{total} (top reasons: {', '.join(f'{r} {n}' for r, n in top)})"
+    return f"{count} (top reasons: {', '.join(f'{r} {n}' for r, n in top)})"
 
 
-def rejection_line(counts: Mapping[str, int]) -> str:
-    """The summary line every command prints: ``rejected by the quality gate: N (...)``."""
-    return f"rejected by the quality gate: {rejection_text(counts)}"
+def rejection_line(counts: Mapping[str, int], what: str) -> str:
+    """The summary line every command prints: ``WHAT rejected by the quality gate: N (...)``,
+    ``what`` saying what the gate counted (personas, items, emissions), so the line reads
+    beside the count of calls kept (an answer may hold several personas)."""
+    return f"{what} rejected by the quality gate: {rejection_text(counts)}"

@@ -184,11 +184,13 @@ FROM personas WHERE source = 'text-to-persona' AND attributes->>'corpus' = ?
 def child_personas(children: str) -> str:
     """The preview's rows (as ``CORPUS_PERSONAS``: kind ``hop N``, the child's id, its parent's id
     and text, the relation and the child's text, its duplicate flag) of the personas ``children``
-    made: a query of ``(parent, child)`` persona ids taking the one ? parameter, such as
-    ``personas.expand.EXPANSION_CHILDREN`` (an expansion's), joined here to both personas."""
+    made: a query of ``(parent, child, hop)`` taking the one ? parameter, such as
+    ``personas.expand.EXPANSION_CHILDREN`` (an expansion's), joined here to both personas.
+    ``hop`` is the job's own (1 to ``--hops``): a persona's stored hop counts from a seed, so an
+    expansion of personas an earlier one made would show ``hop 3`` under ``--hops 2``."""
     return f"""
 WITH made AS ({children})
-SELECT 'hop ' || coalesce(c.hop, 0), c.persona_id, m.parent, coalesce(p.text, '?'),
+SELECT 'hop ' || m.hop, c.persona_id, m.parent, coalesce(p.text, '?'),
        coalesce(c.attributes->>'relation' || ': ', '') || c.text,
        coalesce(c.is_duplicate, false), c.duplicate_of
 FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.persona_id = m.parent

@@ -339,7 +339,7 @@ def expansion_lines(summary: ExpandSummary) -> list[str]:
         lines.append(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges, "
                      f"{shape['components']} components, {shape['cycles']} cycles, clustering "
                      f"{shape['clustering']}, degrees {shape['degree_histogram']}")
-    lines.append(rejection_line(summary.rejected))
+    lines.append(rejection_line(summary.rejected, "personas"))
     if summary.provider_batches:
         lines.append(summary.provider_batches)
     return lines

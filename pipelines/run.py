@@ -190,6 +190,7 @@ class RunSummary:
     kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
     # the scenario's hub draw found fewer personas than its limit: how many, and why (None: all)
     personas_note: str | None = None
+    surveys: list[str] = field(default_factory=list)  # per survey: question and top shares
 
 
 class ActionsLost(ResumableStop):
@@ -427,6 +428,7 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         summary.rejected = rejected_counts(con, run_id=run_id)
         summary.prompt_tokens_per_action = call_log.prompt_tokens_per_action(con, run_id)
         summary.kept = kept_lines(con, run_id=run_id)
+        summary.surveys = store.survey_lines(con, run_id)
         summary.prefix_reused = call_log.prefix_reused(con, run_id)
         summary.prefix_estimated = runner.estimated_prefix_share(caller.endpoints)
         summary.wall_s = time.perf_counter() - _state(ctx).started

@@ -452,7 +452,7 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
         lines = [f"job {summary.job_id}: {summary.written} {summary.task} items written "
                  f"({summary.skipped_done} already done, {summary.failed} failed, "
                  f"{summary.duplicates} near-duplicates flagged, {summary.solved} solved) in {db}",
-                 rejection_line(summary.rejected), *summary.kept,
+                 rejection_line(summary.rejected, "items"), *summary.kept,
                  f"model calls: {calls}{unknown_usage_note(summary.unknown_usage)}; "
                  f"engine: {summary.engine}"
                  + (" (offline engine, not a language model)" if summary.offline else "")]

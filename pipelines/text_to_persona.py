@@ -336,7 +336,7 @@ class TextToPersonaSpec(SpecBase[TextConfig, TextBatch, list[StructuredResult[An
 
     def report(self, summary: TextToPersonaSummary, db: Path) -> list[str]:
         """What the job did, in lines for the console."""
-        lines = [text_line(summary, summary.relations, db), rejection_line(summary.rejected)]
+        lines = [text_line(summary, summary.relations, db), rejection_line(summary.rejected, "personas")]
         return lines + ([summary.provider_batches] if summary.provider_batches else [])
 
 

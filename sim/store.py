@@ -296,6 +296,33 @@ def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
             "calls": call_counts(con, run_id=run_id)}
 
 
+SURVEY_SHARES = 3  # answers a summary names per survey, most frequent first
+
+
+def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """One line per survey of a run, at the last step it was asked: its question and its most
+    frequent answers with their shares (``purchase_intent, step 5: "How likely ...?" likely 40%,
+    unsure 35%, unlikely 15% (of 240 answers)``): what a run's summary shows of its surveys."""
+    rows = con.execute("""
+        WITH last AS (SELECT survey_id, max(step) AS step FROM survey_answers WHERE run_id = ?
+                      GROUP BY 1)
+        SELECT a.survey_id, a.step, any_value(a.question),
+               coalesce(a.answer_choice, CAST(a.answer_scale AS VARCHAR), a.answer_text, '?'),
+               count(*) AS n
+        FROM survey_answers a JOIN last USING (survey_id, step)
+        WHERE a.run_id = ? GROUP BY 1, 2, 4 ORDER BY 1, n DESC, 4""", [run_id, run_id]).fetchall()
+    surveys: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        surveys.setdefault(str(row[0]), []).append(row)
+    lines = []
+    for survey_id, answers in surveys.items():
+        total = sum(int(r[4]) for r in answers)
+        shares = ", ".join(f"{r[3]} {int(r[4]) / total:.0%}" for r in answers[:SURVEY_SHARES])
+        lines.append(f"{survey_id}, step {answers[0][1]}: \"{answers[0][2]}\" {shares} "
+                     f"(of {total} answers)")
+    return lines
+
+
 
 def delivered_events(con: duckdb.DuckDBPyConnection,
                      run_id: str) -> list[tuple[int, str, str | None, int | None, str]]:

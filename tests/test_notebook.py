@@ -1,6 +1,7 @@
 """examples/quickstart.ipynb ships executed (every code cell has its outputs, none an error), and
 re-executes top to bottom in a fresh Jupyter kernel (nbclient, the [dev] extra), offline, in a
-temporary folder, with the same kinds of output in every cell as the shipped file.
+temporary folder, with the same kinds of output in every cell as the shipped file and the same
+text (ids aside): the seeded notebook reproduces its shipped outputs.
 
 Rewrite the shipped outputs with ``python tests/test_notebook.py`` (from the repository root)
 after changing the notebook, and read the diff.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +48,26 @@ def shape(notebook: dict[str, Any]) -> list[list[str]]:
         kinds.append([k for i, k in enumerate(cell_kinds)
                       if not (k == "stdout" and i and cell_kinds[i - 1] == "stdout")])
     return kinds
+
+
+# What differs between two executions of the same seeded notebook: run and job ids (a time and
+# random letters). Everything else a cell prints as text is the seeded run's and must repeat.
+VOLATILE_ID = re.compile(r"\b(?:synth-)?\d{8}-\d{6}-[0-9a-f]{6}\b")
+
+
+def text_outputs(notebook: dict[str, Any]) -> list[list[str]]:
+    """Per code cell, its stdout and the ``text/plain`` of its results, ids replaced by ``ID``
+    (stderr holds progress bars with rates, not results)."""
+    cells = []
+    for cell in code_cells(notebook):
+        texts = []
+        for o in cell["outputs"]:
+            if o["output_type"] == "stream" and o["name"] == "stdout":
+                texts.append("".join(o["text"]))
+            elif "data" in o and "text/plain" in o["data"]:
+                texts.append("".join(o["data"]["text/plain"]))
+        cells.append([VOLATILE_ID.sub("ID", "".join(texts))])
+    return cells
 
 
 def execute(folder: Path) -> dict[str, Any]:
@@ -86,12 +108,29 @@ def test_the_notebook_ships_executed() -> None:
     assert "offline" in text and str(Path.home()) not in text  # no machine's paths shipped
 
 
+def test_the_chart_colours_definitely_green_as_the_live_view_does() -> None:
+    """The purchase-intent chart's first option ("definitely") is green and its last ("definitely
+    not") red, as in the live view and the report (issue 44, item 7)."""
+    import matplotlib
+
+    source = next("".join(c["source"]) for c in code_cells(load(NOTEBOOK))
+                  if "survey_shares" in "".join(c["source"]))
+    found = re.search(r'colormap="([^"]+)"', source)
+    assert found, source
+    cmap = matplotlib.colormaps[found.group(1)]
+    first, last = cmap(0.0), cmap(1.0)
+    assert first[1] > first[0] and last[0] > last[1], (first, last)
+
+
 @pytest.mark.slow
 def test_the_notebook_runs_top_to_bottom_in_a_fresh_kernel(tmp_path: Path) -> None:
     executed = execute(tmp_path)
     for cell in code_cells(executed):
         assert not [o for o in cell["outputs"] if o["output_type"] == "error"], cell["source"]
     assert shape(executed) == shape(load(NOTEBOOK))  # the shipped outputs are this notebook's
+    # and their values too: the seeded notebook reproduces itself (counts, shares, the tables)
+    assert text_outputs(executed) == text_outputs(load(NOTEBOOK)), \
+        "the shipped outputs are stale: python tests/test_notebook.py, and read the diff"
     assert (tmp_path / "purchase_intent.png").stat().st_size > 1000
     assert len((tmp_path / "math.chat.jsonl").read_text(encoding="utf-8").splitlines()) == 5
 

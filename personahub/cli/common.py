@@ -47,9 +47,11 @@ else:  # typer reads annotations at run time and takes no Union: the parser give
 # ``console``: chatter on stderr (banners, progress, summaries, hints), silenced by ``-q``;
 # ``errors``: the one ``error:`` line and interrupt lines, on stderr whatever ``-q`` says;
 # ``out``: results on stdout (tables, exported data), moved to stderr under ``--json``.
-console = Console(stderr=True, markup=False)
-errors = Console(stderr=True, markup=False)
-out = Console(markup=False)
+# Emoji codes are off too: a label such as ``expand:link`` or a persona's ``:smile:`` is data, not
+# an emoji (issue 44).
+console = Console(stderr=True, markup=False, emoji=False)
+errors = Console(stderr=True, markup=False, emoji=False)
+out = Console(markup=False, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

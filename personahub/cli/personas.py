@@ -407,7 +407,7 @@ def personas_from_text(
     out.print(text_line(summary, summary.relations, db), soft_wrap=True)
     for line in _kept(db, result.job_id):
         out.print(line, highlight=False, soft_wrap=True)
-    out.print(rejection_line(summary.rejected), highlight=False, soft_wrap=True)
+    out.print(rejection_line(summary.rejected, "personas"), highlight=False, soft_wrap=True)
     if summary.provider_batches:
         out.print(summary.provider_batches, highlight=False, soft_wrap=True)
     if summary.bad_records:

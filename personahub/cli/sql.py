@@ -155,5 +155,5 @@ def print_table(columns: Sequence[str], rows: Sequence[tuple[object, ...]], *,
         out.print(table)
         return
     wide = Measurement.get(out, out.options.update_width(MAX_TABLE_WIDTH), table).maximum
-    Console(file=out.file, width=max(wide, 20), markup=False, highlight=False,
+    Console(file=out.file, width=max(wide, 20), markup=False, emoji=False, highlight=False,
             color_system=None).print(table)

@@ -316,7 +316,8 @@ EMBEDDER_HELP = ("Embedder judging persona and output pairs: 'hash' (feature has
 @one_line_errors
 def report(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for index.html and PNGs.")],
-    run: Annotated[str | None, typer.Option(help="Run id (default: the latest run).")] = None,
+    run: Annotated[str | None, typer.Option(help="Run id (default: the latest run; with no run in "
+                                                 "the database, the latest synthesis job).")] = None,
     job: Annotated[str | None, typer.Option(help="Synthesis job id: a report of that job instead "
                                                  "of a run.")] = None,
     calibration: Annotated[str | None, typer.Option(
@@ -328,7 +329,11 @@ def report(
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
-    graph, diversity), of a synthesis job (--job) or of a calibration (--calibration)."""
+    graph, diversity), of a synthesis job (--job) or of a calibration (--calibration).
+
+    A report covers only what it is of: a run's charts leave out the synthesis jobs in the same
+    database. With neither --run nor --job: the latest run, else the latest synthesis job; a
+    database with neither is an error."""
     from personahub.analysis.report import REPORT_FILES, write_report
     from personahub.core.store import connect
     from personahub.models.embedders import make_embedder

@@ -3,7 +3,8 @@ comes from ``--world``, by default the shipped fantasy village)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -37,7 +38,26 @@ def npc_text(content: Content) -> str:
     return f"{head} \"{content['line']}\""
 
 
-TASK = Task(
+# The user's turn of an NPC's chat row: the player walks up to the character (issue 44).
+PLAYER_MEETS = "You meet the player. What do you say?"
+
+
+def npc_setup(content: Content) -> str:
+    """Who the character is (name, role, background): how the user turn of its chat row opens."""
+    return f"You are {content['name']} ({content['role']}): {content['description']}"
+
+
+class NpcTask(Task):
+    """An NPC exports as a chat exchange: the character is set up and met by the player (user
+    turn), and the NPC's line is the assistant's answer, as chat format alternates."""
+
+    def chat_messages(self, content: Content, solution: Mapping[str, Any] | None = None, *,
+                      persona: str = "") -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"{npc_setup(content)}\n\n{PLAYER_MEETS}"},
+                {"role": "assistant", "content": str(content["line"])}]
+
+
+TASK = NpcTask(
     name="npc",
     schema=NpcProfile,
     check=check_npc_profile,

@@ -79,9 +79,9 @@ def test_reasons_in_plain_words() -> None:
 def test_kept_line_reads_as_the_issue_asks() -> None:
     line = kept_line("instruction", 20, 18, {"cut off at max_tokens": 1,
                                              "rejected by the gate (too_short)": 1})
-    assert line == ("instruction: 18 of 20 kept (90%); 2 failed: cut off at max_tokens ×1, "
+    assert line == ("instruction: 18 of 20 calls kept (90%); 2 failed: cut off at max_tokens ×1, "
                     "rejected by the gate (too_short) ×1")
-    assert kept_line("survey", 3, 3, {}) == "survey: 3 of 3 kept (100%)"
+    assert kept_line("survey", 3, 3, {}) == "survey: 3 of 3 calls kept (100%)"
 
 
 @pytest.mark.parametrize("value", [0, -0.1, 1.5, float("nan")])

@@ -25,6 +25,7 @@ from personahub.core.errors import PersonahubError
 from personahub.personas.importers import iter_personas
 from personahub.pipelines.synthesize import SynthOptions
 from personahub.tasks.tool_spec import ToolSpec
+from tests.cli_helpers import invoke
 from tests.synth_helpers import run_default_scenario
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared/data/personahub_tool_sample.jsonl"
@@ -85,6 +86,29 @@ def test_export_encoding_matches_persona_hub_sample(data: dict, tmp_path: Path) 
     assert set(theirs) == set(mine)
     for row in (theirs, mine):  # both decode the same way: twice
         assert set(json.loads(json.loads(row["synthesized text"]))) >= {"name", "function_name"}
+
+
+def test_npc_chat_rows_hold_the_npc_line_as_the_assistant_turn(tmp_path: Path) -> None:
+    """``export --format chat`` of an NPC job: the player meets the character (user turn, with
+    its name, role and background) and the NPC's line is the assistant's turn (issue 44)."""
+    db = tmp_path / "npc.duckdb"
+    assert invoke("synthesize", "npc", "--n", 3, "--db", db, "--preview", 0).exit_code == 0
+    con = ro(db)
+    job = con.execute("SELECT job_id FROM synth_jobs").fetchone()[0]  # type: ignore[index]
+    items = {i.item_id: i for i in load_items(con, job=job)}
+    con.close()
+    out = tmp_path / "npc.chat.jsonl"
+    result = invoke("export", "--db", db, "--job", job, "--format", "chat", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    lines = sorted(i.content["line"] for i in items.values())
+    assert sorted(r["messages"][1]["content"] for r in rows) == lines
+    for row in rows:
+        user, assistant = row["messages"]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        assert assistant["content"] not in user["content"]
+        assert "You meet the player" in user["content"]
+    validate_export(out, "chat")
 
 
 def test_chat_and_parquet_exports_validate(data: dict, tmp_path: Path) -> None:
@@ -321,8 +345,9 @@ def test_report_cli_and_survey_section(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r" / "index.html").read_text()
-    assert "Survey answers" in html and (tmp_path / "r" / "survey_answers.png").exists()
-    assert "No emissions for this run." in html
+    # no run in the file: the report is the synthesis job's, and stray survey rows are not its
+    assert "synthesis job synth-" in html and "Survey answers" not in html
+    assert not (tmp_path / "r" / "survey_answers.png").exists()
 
 
 def test_diversity_measures() -> None:

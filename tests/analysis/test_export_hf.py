@@ -179,3 +179,23 @@ def test_hf_needs_one_job_or_run(tmp_path: Path) -> None:
     run_default_scenario(db, steps=1)
     result = invoke("export", "--db", db, "--format", "hf", "--out", tmp_path / "x")
     assert "exactly one of --job or --run" in usage_error(result)
+
+
+def test_npc_rows_hold_the_npc_line_as_the_assistant_turn(tmp_path: Path) -> None:
+    """An NPC's ``messages`` alternate: the player meets the character (user), the character
+    says its line (assistant); not one user turn holding everything (issue 44, item 3)."""
+    import pyarrow.parquet as pq
+
+    db = tmp_path / "npc.duckdb"
+    assert invoke("synthesize", "npc", "--n", 3, "--db", db, "--preview", 0).exit_code == 0
+    job = duckdb.connect(str(db), read_only=True).execute(
+        "SELECT job_id FROM synth_jobs").fetchone()[0]  # type: ignore[index]
+    out = tmp_path / "npc_hf"
+    result = invoke("export", "--db", db, "--job", job, "--format", "hf", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / HUB_DATA).to_pylist()
+    assert len(rows) == 3
+    for row in rows:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert row["messages"][1]["content"] == row["content"]["line"]
+        assert row["content"]["name"] in row["messages"][0]["content"]

@@ -180,12 +180,14 @@ def test_run_view_refuses_a_taken_port_before_writing(tmp_path):
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     db = tmp_path / "never.duckdb"
+    port = taken.getsockname()[1]
     try:
         line = one_line_error(invoke("run", SCENARIOS / "product_launch.py", "--db", db, "--view",
-                                     "--view-port", taken.getsockname()[1]))
+                                     "--view-port", port))
     finally:
         taken.close()
     assert "already in use" in line and not db.exists()
+    assert line.startswith(f"error: --view-port {port}: "), line  # the flag given (issue 44)
 
 
 def test_view_refuses_a_database_another_process_holds(tmp_path):

@@ -11,8 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from personahub.analysis.report import write_report
+from personahub.api import run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
+from personahub.pipelines.synthesize import SynthOptions
+from tests.cli_helpers import invoke, one_line_error
 from tests.optional import CHROMIUM, CHROMIUM_ARGS, need_browser
 
 
@@ -46,6 +49,41 @@ def test_job_report(launch_db: dict, tmp_path: Path) -> None:
     assert "Emissions over steps" not in page and "Relationship graph" not in page
     assert "offline engine — not a language model" in page
     assert {p.name for p in out.iterdir()} == {"index.html", "duplicate_rate.png", "diversity.png"}
+
+
+def test_run_report_leaves_out_the_synthesis_jobs_beside_it(launch_db: dict,
+                                                          tmp_path: Path) -> None:
+    """The database holds a run and a math_problem job: the run's report (the default) charts
+    the run's near-duplicates and diversity only (issue 44, item 5)."""
+    out = tmp_path / "run"
+    result = invoke("report", "--db", launch_db["db"], "--out", out)
+    assert result.exit_code == 0, result.output
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert f"run {launch_db['run']}" in page
+    dup = page[page.index("<h2>Near-duplicate rate"):page.index("<h2>Degree distribution")]
+    assert "<td>run</td>" in dup and "<td>job</td>" not in dup
+    assert launch_db["job"] not in page and "synth math_problem" not in page
+    assert "run npc_dialogue" in page
+
+
+def test_report_of_a_database_with_only_synthesis_jobs(tmp_path: Path) -> None:
+    """No run: the report is the latest synthesis job's, and says so; not a page saying "No
+    run in the database". A database with neither is one error line."""
+    db = tmp_path / "jobs.duckdb"
+    run_synthesis(SynthOptions(task="instruction", n=4, db=str(db)))
+    job = run_synthesis(SynthOptions(task="math_problem", n=4, db=str(db)))
+    result = invoke("report", "--db", db, "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    assert f"synthesis job {job.job_id}" in page and "No run in the database" not in page
+    assert "synth math_problem" in page and "synth instruction" not in page
+    empty = tmp_path / "empty.duckdb"
+    people = tmp_path / "people.jsonl"
+    people.write_text('{"persona": "A ferry pilot on the wide river who knows every bank"}\n',
+                      encoding="utf-8")
+    assert invoke("personas", "import", people, "--db", empty).exit_code == 0
+    error = one_line_error(invoke("report", "--db", empty, "--out", tmp_path / "e"))
+    assert "nothing to report" in error and not (tmp_path / "e").exists()
 
 
 def test_report_refuses_run_and_job_together(launch_db: dict, tmp_path: Path) -> None:

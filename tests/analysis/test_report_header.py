@@ -43,7 +43,7 @@ def test_job_facts(launch_db: dict) -> None:
     assert facts["engine"].endswith("(offline engine — not a language model)")
     assert facts["items"].startswith("6 of 6 personas")
     assert facts["model calls"].startswith("6 attempts")
-    assert facts["kept"] == "math_problem: 6 of 6 kept (100%)"
+    assert facts["kept"] == "math_problem: 6 of 6 calls kept (100%)"
 
 
 def test_the_kept_share_names_each_failure_plainly(tmp_path) -> None:
@@ -68,7 +68,7 @@ def test_the_kept_share_names_each_failure_plainly(tmp_path) -> None:
     facts = usage_facts(con, "j", offline=False)
     con.close()
     kept = [value for label, value in facts if label in ("kept", "")]
-    assert kept == ["instruction: 2 of 4 kept (50%); 2 failed: endpoint error (HTTP 503) ×1, "
+    assert kept == ["instruction: 2 of 4 calls kept (50%); 2 failed: endpoint error (HTTP 503) ×1, "
                     "rejected by the gate (too_short) ×1"]
 
 

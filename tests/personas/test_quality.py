@@ -469,8 +469,8 @@ def test_expansion_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
                                       "persona")}
     assert json.loads(rows[1][5])["persona"] == "Lilith Maddox"
     assert con.execute("select count(*) from relations where source = 'expand'").fetchall() == [(1,)]
-    assert "rejected by the quality gate: 3 (top reasons: age_only 1, bare_name 1, " \
-        "mostly_digits 1)" == rejection_line(summary.rejected)
+    assert "personas rejected by the quality gate: 3 (top reasons: age_only 1, bare_name 1, " \
+        "mostly_digits 1)" == rejection_line(summary.rejected, "personas")
 
 
 ECHO_PARENT = "A welder from Osaka aged 24 who loves gardening and astronomy."

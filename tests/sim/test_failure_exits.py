@@ -215,7 +215,7 @@ def test_weak_answers_are_retried_once_and_the_job_goes_on(server, tmp_path):
     assert srv.stats.malformed > 0
     assert srv.stats.malformed <= sum(1 for c in calls if c[2] == "invalid")
     kept = sum(1 for a in by_persona.values() if a[-1][1] == "ok")
-    assert f"instruction: {kept} of 12 kept" in result.stdout
+    assert f"instruction: {kept} of 12 calls kept" in result.stdout
     status = _status(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)")[0][0]
     assert status == ("finished" if kept == 12 else "partial")
 
