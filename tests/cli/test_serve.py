@@ -99,8 +99,8 @@ def test_serve_closes_partial_heads_and_bounds_its_threads() -> None:
 
     import httpx
 
-    from tests.agents.loopback.test_server_connections import CHAT, open_partial, wait_closed
-    from tests.agents.loopback.test_server_fuzz import Serve
+    from tests.models.fake_server.test_server_connections import CHAT, open_partial, wait_closed
+    from tests.models.fake_server.test_server_fuzz import Serve
 
     serve = Serve("--header-timeout", "1", "--max-connections", "40")
     try:
