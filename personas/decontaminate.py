@@ -39,10 +39,11 @@ from personahub.personas.minhash import (
     _EMPTY,
     MinHashConfig,
     _band_keys,
+    _batch_ids,
     _fmix64,
-    batch_tokens,
+    _signatures_of_ids,
+    _Vocabulary,
     recall_lsh_params,
-    signatures,
     tokenize,
 )
 
@@ -126,35 +127,52 @@ def _column(path: Path, columns: Sequence[str], wanted: str | None) -> str:
 class _Ngrams:
     """Word n-gram hashes over one vocabulary shared by the benchmark and the items."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, config: MinHashConfig) -> None:
         self.n = n
-        self.ids: dict[str, int] = {"\x00": 0}
+        self.vocab = _Vocabulary(config)
 
-    def hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(hashes, text index, start word) of every n-gram of ``texts``; a text shorter than
-        ``n`` words gives one hash of all its words (start 0); an empty text gives none."""
-        ids = self.ids
-        toks = batch_tokens(texts) if texts else []
-        arr = np.fromiter((ids.setdefault(t, len(ids)) for t in toks), dtype=np.uint64,
-                          count=len(toks))
-        sep = arr == 0
-        counts = np.diff(np.concatenate([[-1], np.flatnonzero(sep), [arr.size]])) - 1
+    def ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of a batch and each text's word count (tokenised once for both checks)."""
+        return _batch_ids(texts, self.vocab)
+
+    def signatures(self, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """MinHash signatures of a batch from its ids (those of ``minhash.signatures``)."""
+        out = np.empty((counts.size, self.vocab.config.num_perm), dtype=np.uint32)
+        _signatures_of_ids(self.vocab, ids, counts, out)
+        return out
+
+    def hashes(self, ids: np.ndarray, counts: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hashes, text index, start word) of every n-gram of a batch; a text shorter than
+        ``n`` words gives one hash of all its words (start 0); an empty text gives none.
+
+        A word's hash mixes its vocabulary id (distinct ids, distinct hashes: fmix64 is a
+        bijection); an n-gram's is the wrapping polynomial sum(word_k * G^(n-1-k)), mixed
+        once, computed for every position of the batch in ``n`` multiply-adds (positions
+        running past a text's end are dropped afterwards)."""
         with np.errstate(over="ignore"):
-            word = _fmix64(arr[~sep] * _GOLDEN + np.uint64(1))
+            word = _fmix64(ids.astype(np.uint64) * _GOLDEN + np.uint64(1))
         total = word.size
         starts = np.cumsum(counts) - counts
-        text_of = np.repeat(np.arange(counts.size), counts)
-        pos = np.arange(total) - starts[text_of]
-        remaining = counts[text_of] - pos
-        combined = word.copy()
+        short = np.flatnonzero((counts < self.n) & (counts > 0))
+        padded = np.concatenate([word, np.zeros(self.n, dtype=np.uint64)])
+        combined = np.zeros(total, dtype=np.uint64)
+        short_hash = np.zeros(short.size, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            for k in range(1, self.n):
-                use = remaining > k
-                nxt = np.zeros(total, dtype=np.uint64)
-                nxt[:-k] = word[k:]
-                combined = np.where(use, _fmix64(combined * _GOLDEN + nxt), combined)
-        keep = (remaining >= self.n) | ((counts[text_of] < self.n) & (pos == 0))
-        return combined[keep], text_of[keep], pos[keep]
+            for k in range(self.n):
+                combined *= _GOLDEN
+                combined += padded[k : k + total]
+                done = counts[short] == k + 1  # short texts of k + 1 words: their whole hash
+                short_hash[done] = combined[starts[short[done]]]
+        full = counts >= self.n
+        per_text = np.where(full, counts - self.n + 1, 0)
+        text_of = np.repeat(np.arange(counts.size), per_text)
+        pos = np.arange(text_of.size) - (np.cumsum(per_text) - per_text)[text_of]
+        hashes = np.concatenate([combined[starts[text_of] + pos], short_hash])
+        text_of = np.concatenate([text_of, short])
+        pos = np.concatenate([pos, np.zeros(short.size, dtype=pos.dtype)])
+        order = np.argsort(text_of, kind="stable")  # by text, then start word
+        return _fmix64(hashes[order]), text_of[order], pos[order]
 
 
 def decontaminate(
@@ -186,34 +204,40 @@ def decontaminate(
     bands, rows = recall_lsh_params(threshold, config.num_perm)
     out: list[Match] = []
     for name, texts in benchmarks.items():
-        grams = _Ngrams(ngram)
-        b_hash, b_row, _ = grams.hashes(list(texts))
+        grams = _Ngrams(ngram, config)
+        b_ids = grams.ids(list(texts))
+        b_hash, b_row, _ = grams.hashes(*b_ids)
         order = np.argsort(b_hash, kind="stable")
         b_hash, b_row = b_hash[order], b_row[order]
         if minhash:
-            b_sigs = signatures(list(texts), config)
+            b_sigs = grams.signatures(*b_ids)
             b_keys = _band_keys(b_sigs, bands, rows)
             b_order = np.argsort(b_keys, axis=0, kind="stable")
             b_sorted = np.take_along_axis(b_keys, b_order, axis=0)
         found: dict[int, Match] = {}
         for lo in range(0, len(items), _BATCH):
             batch = list(items[lo : lo + _BATCH])
-            found.update(_ngram_matches(grams, batch, lo, b_hash, b_row, name))
+            ids = grams.ids(batch)
+            found.update(_ngram_matches(grams, ids, batch, lo, b_hash, b_row, name))
             if minhash:
+                sigs = grams.signatures(*ids)
                 found.update({m.item: m for m in _minhash_matches(
-                    batch, lo, config, b_sigs, b_sorted, b_order, (bands, rows), name)
+                    sigs, lo, config, b_sigs, b_sorted, b_order, (bands, rows), name)
                     if m.item not in found})
         out.extend(found[i] for i in sorted(found))
     return out
 
 
-def _ngram_matches(grams: _Ngrams, batch: list[str], lo: int, b_hash: np.ndarray,
-                   b_row: np.ndarray, name: str) -> dict[int, Match]:
+def _ngram_matches(grams: _Ngrams, ids: tuple[np.ndarray, np.ndarray], batch: list[str],
+                   lo: int, b_hash: np.ndarray, b_row: np.ndarray, name: str
+                   ) -> dict[int, Match]:
     """The first n-gram match of each item of ``batch`` that has one."""
-    hashes, text_of, pos = grams.hashes(batch)
+    hashes, text_of, pos = grams.hashes(*ids)
     if b_hash.size == 0 or hashes.size == 0:
         return {}
-    at = np.searchsorted(b_hash, hashes)
+    order = np.argsort(hashes)  # sorted needles: searchsorted walks the table in order
+    at = np.empty_like(order)
+    at[order] = np.searchsorted(b_hash, hashes[order])
     hit = np.flatnonzero(b_hash[np.minimum(at, b_hash.size - 1)] == hashes)
     found: dict[int, Match] = {}
     for h in hit:  # first hit per item: text_of is ascending, pos ascending within a text
@@ -227,27 +251,33 @@ def _ngram_matches(grams: _Ngrams, batch: list[str], lo: int, b_hash: np.ndarray
     return {lo + k: m for k, m in found.items()}
 
 
-def _minhash_matches(batch: list[str], lo: int, config: MinHashConfig, b_sigs: np.ndarray,
+def _minhash_matches(sigs: np.ndarray, lo: int, config: MinHashConfig, b_sigs: np.ndarray,
                      b_sorted: np.ndarray, b_order: np.ndarray, params: tuple[int, int],
                      name: str) -> list[Match]:
-    """Each item of ``batch`` whose best LSH candidate has estimated Jaccard >= threshold."""
-    sigs = signatures(batch, config)
+    """Each item of a batch (``sigs``) whose best LSH candidate has estimated Jaccard >=
+    threshold."""
     keys = _band_keys(sigs, *params)
     pairs: list[np.ndarray] = []
     n_bench = b_sorted.shape[0]
     if n_bench == 0:
         return []
     for band in range(params[0]):
-        left = np.searchsorted(b_sorted[:, band], keys[:, band], side="left")
-        right = np.searchsorted(b_sorted[:, band], keys[:, band], side="right")
-        for k in range(_MAX_PER_BUCKET):
-            item = np.flatnonzero(left + k < right)
+        column = b_sorted[:, band]
+        left = np.searchsorted(column, keys[:, band])
+        item = np.arange(keys.shape[0])
+        for k in range(_MAX_PER_BUCKET):  # the bucket's first rows, while they hold the key
+            at = left[item] + k
+            inside = at < n_bench
+            item, at = item[inside], at[inside]
+            same = column[at] == keys[item, band]
+            item, at = item[same], at[same]
             if item.size == 0:
                 break
-            pairs.append(np.stack([item, b_order[left[item] + k, band]], axis=1))
+            pairs.append(np.stack([item, b_order[at, band]], axis=1).astype(np.int64))
     if not pairs:
         return []
-    cand = np.unique(np.concatenate(pairs), axis=0)
+    code = np.unique(np.concatenate(pairs) @ np.array([n_bench, 1], dtype=np.int64))
+    cand = np.stack([code // n_bench, code % n_bench], axis=1)
     cand = cand[sigs[cand[:, 0], 0] != _EMPTY]
     est = (sigs[cand[:, 0]] == b_sigs[cand[:, 1]]).mean(axis=1)
     ok = est >= config.threshold
