@@ -58,7 +58,7 @@ def plant(items: list[str], bench: list[str], count: int, rng: np.random.Generat
 
 def datasketch_baseline(items: list[str], bench: list[str], threshold: float) -> tuple[float, int]:
     """Seconds to index ``bench`` in ``MinHashLSH`` and query every item; items flagged."""
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHash, MinHashLSH  # type: ignore[import-untyped]
 
     def sketch(text: str) -> MinHash:
         m = MinHash(num_perm=128, seed=1)

@@ -136,3 +136,13 @@ def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
     path.write_text("x")
     with pytest.raises(ValueError, match="unknown benchmark format"):
         read_benchmark(path)
+
+
+def test_batches_do_not_change_the_matches(planted: tuple[list[str], list[str], dict[int, int]],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items are checked a batch at a time; indices and matches do not depend on the batch size."""
+    import personahub.personas.decontaminate as decon
+
+    items, bench, rows = planted
+    monkeypatch.setattr(decon, "_BATCH", 37)
+    assert {m.item: m.benchmark_row for m in decontaminate(items, {"b": bench})} == rows
