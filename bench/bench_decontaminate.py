@@ -3,7 +3,9 @@
     python bench/bench_decontaminate.py [--items 1000000] [--bench 50000] [--datasketch 10000]
 
 Items and benchmark texts are seeded synthetic questions (20-60 words drawn from a Zipf-like
-vocabulary of 50,000 words, so common words repeat as in real text); ``--bench // 50``
+vocabulary of 50,000 words, so common words repeat as in real text; ranks past the vocabulary
+are capped to its last word, about 32% of all words, so a few items and benchmark rows truly
+share a 13-gram of it); ``--bench // 50``
 benchmark rows are planted items (a third verbatim, a third one word changed, a third one
 word added), which must all be flagged. Runs ``personas.decontaminate.decontaminate`` with
 both checks (13-gram and MinHash at 0.8), then the 13-gram check alone, then, as a baseline,
