@@ -146,3 +146,10 @@ def test_batches_do_not_change_the_matches(planted: tuple[list[str], list[str], 
     items, bench, rows = planted
     monkeypatch.setattr(decon, "_BATCH", 37)
     assert {m.item: m.benchmark_row for m in decontaminate(items, {"b": bench})} == rows
+
+
+def test_empty_texts_and_benchmarks_match_nothing() -> None:
+    assert decontaminate(["x y"], {"b": []}) == []
+    assert decontaminate([], {"b": ["x"]}) == []
+    assert [(m.item, m.benchmark_row) for m in decontaminate(["", "a b"], {"b": ["", "a b"]})] == [
+        (1, 1)]
