@@ -23,7 +23,7 @@ import pandas as pd
 
 from personahub.analysis import calibration_store as store
 from personahub.analysis.calibration_report import per_attribute_table, source_label
-from personahub.analysis.calibration_scores import MODEL, SCORES, score_survey
+from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES, score_survey
 from personahub.pipelines.calibrate_data import load_panels, load_survey
 
 __all__ = ["SCORE_COLUMNS", "Scored", "per_attribute", "score_job", "source_label", "summarise_job",
@@ -78,10 +78,11 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         model = {(qid, attribute, labels): simulated[steering].get((qid, attribute, " / ".join(labels)))
                  for qid in survey.questions for attribute, labels, _ in survey.groups(qid)}
         table = score_survey(survey, {k: v for k, v in model.items() if v is not None},
-                             no_persona=none)
+                             no_persona=none, seed=int(job["seed"] or 0))
+        on_panel = table["source"].isin(PANEL_SOURCES)
         if position > 0:  # the baselines do not depend on the steering: scored once
-            table = table[table["source"] == MODEL]
-        table.insert(4, "steering", np.where(table["source"] == MODEL, steering, ""))
+            table, on_panel = table[on_panel], on_panel[on_panel]
+        table.insert(4, "steering", np.where(on_panel, steering, ""))
         frames.append(table)
     scores = pd.concat(frames, ignore_index=True)
     # a group no persona matched is not scored, for the baselines either: every source's means
@@ -98,6 +99,8 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
             asked = panel_size.get((row.attribute, row.group), 0)
         elif row.source == "no_persona":
             vector, asked = none.get(row.question_id), no_persona_n
+        elif row.source in FLOORS:  # drawn, not asked
+            vector, asked = None, None
         else:  # not asked: nothing failed
             vector = (survey.overall(row.question_id) if row.source == "human_overall"
                       else [1.0] * len(question.ordinal) + [0.0] * len(question.refusals))

@@ -47,7 +47,8 @@ def test_calibrate_asks_matched_panels_and_prints_per_attribute_scores(hub: dict
     (job_id,) = [r[0] for r in rows(db, "SELECT job_id FROM calibration_jobs")]
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("attribute"))
-    assert header.split() == ["attribute", "model", "uniform", "human_overall", "no_persona"]
+    assert header.split() == ["attribute", "model", "uniform", "human_overall", "no_persona",
+                              "human_resample", "perfect_panel", "human_overall_panel"]
     assert {line.split()[0] for line in lines} >= {"overall", "SEX", "POLPARTY"}
     assert "AGE=65+" in result.stdout  # a group nobody in the population matches, said so
     assert "offline engine" in result.stdout
@@ -117,13 +118,20 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
         checked += 1
     assert checked >= 10
     baselines = scores[scores["source"] != "model"]
-    assert set(baselines["source"]) == {"uniform", "human_overall", "no_persona"}
+    assert set(baselines["source"]) == {"uniform", "human_overall", "no_persona",
+                                        "human_resample", "perfect_panel", "human_overall_panel"}
+    # the ceiling is drawn at the model's effective panel size: its substantive answers
+    perfect = scores[scores["source"] == "perfect_panel"].set_index(
+        ["question_id", "attribute", "group"])["sim_n"]
+    assert (perfect == model.set_index(["question_id", "attribute", "group"])["sim_n"]
+            .reindex(perfect.index)).all()
     uniform = baselines[(baselines["source"] == "uniform") & (baselines["question_id"] == "SAFE")
                         & (baselines["group"] == "Male")]
     assert uniform["representativeness"].item() == pytest.approx(
         _expected("SAFE", COUNTS[("SEX", "Male")]["SAFE"], np.ones(5)))
     table = job.per_attribute()
-    assert list(table.columns) == ["model", "uniform", "human_overall", "no_persona"]
+    assert list(table.columns) == ["model", "uniform", "human_overall", "no_persona",
+                                   "human_resample", "perfect_panel", "human_overall_panel"]
     assert list(table.index) == ["overall", "SEX", "POLPARTY"]
     assert table.loc["overall", "model"] == pytest.approx(model["representativeness"].mean())
 
@@ -135,7 +143,12 @@ def test_three_steerings_in_one_calibration(hub: dict[str, Any]) -> None:
     table = job.per_attribute()
     assert list(table.columns) == ["model[persona]", "model[attributes]",
                                    "model[attributes+persona]", "uniform", "human_overall",
-                                   "no_persona"]
+                                   "no_persona", "human_resample", "perfect_panel[persona]",
+                                   "perfect_panel[attributes]",
+                                   "perfect_panel[attributes+persona]",
+                                   "human_overall_panel[persona]",
+                                   "human_overall_panel[attributes]",
+                                   "human_overall_panel[attributes+persona]"]
     got = job.answers()
     assert set(got["steering"]) == {"persona", "attributes", "attributes+persona", "none"}
     per = got[got["steering"] != "none"].groupby("steering")["respondent"].apply(set)
