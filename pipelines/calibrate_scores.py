@@ -26,8 +26,8 @@ from personahub.analysis.calibration_report import per_attribute_table, source_l
 from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES, score_survey
 from personahub.pipelines.calibrate_data import load_panels, load_survey
 
-__all__ = ["SCORE_COLUMNS", "Scored", "per_attribute", "score_job", "source_label", "summarise_job",
-           "table_lines"]
+__all__ = ["SCORE_COLUMNS", "Scored", "per_attribute", "score_job", "size_lines", "source_label",
+           "summarise_job", "table_lines"]
 
 SCORE_COLUMNS = ["question_id", "attribute", "group", "source", "steering", "metric", *SCORES,
                  "human_n", "sim_n", "sim_failed", "human_refusal", "sim_refusal", "counts"]
@@ -166,4 +166,17 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
         cells = ["-" if pd.isna(v) else f"{v:.3f}" for v in row]
         lines.append(f"{str(index):<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in
                                                            zip(cells, widths, strict=True)))
+    return lines
+
+
+def size_lines(sizes: pd.DataFrame) -> list[str]:
+    """The effective panel sizes (``analysis.calibration_verdict.panel_sizes``) as console
+    lines: min / median substantive answers per question x group, overall and per attribute."""
+    lines: list[str] = []
+    if sizes.empty:
+        return lines
+    for who, own in sizes.groupby("who", sort=False):
+        cells = [f"{row.attribute} {row.min:g}/{row.median:g}" for row in own.itertuples()]
+        lines.append(f"effective panel size of {who} (substantive answers per question x group, "
+                     f"min/median): {', '.join(cells)}")
     return lines

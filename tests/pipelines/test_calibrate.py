@@ -52,6 +52,10 @@ def test_calibrate_asks_matched_panels_and_prints_per_attribute_scores(hub: dict
     assert {line.split()[0] for line in lines} >= {"overall", "SEX", "POLPARTY"}
     assert "AGE=65+" in result.stdout  # a group nobody in the population matches, said so
     assert "offline engine" in result.stdout
+    (sizes_line,) = [line for line in lines if line.startswith("effective panel size of model")]
+    assert "SEX " in sizes_line and "POLPARTY " in sizes_line
+    assert any(line.startswith("verdict: overall: ") and " wins (" in line for line in lines)
+    assert any("(perfect_panel) scores" in line for line in lines)
 
     panels = rows(db, "SELECT attribute, grp, persona_id FROM calibration_panels WHERE job_id = ?",
                   [job_id])
@@ -134,6 +138,14 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
                                    "human_resample", "perfect_panel", "human_overall_panel"]
     assert list(table.index) == ["overall", "SEX", "POLPARTY"]
     assert table.loc["overall", "model"] == pytest.approx(model["representativeness"].mean())
+    # the effective panel size: substantive answers (refusals out) per question x group
+    sizes = job.panel_sizes().set_index("attribute")
+    assert sizes.loc["overall", "min"] == model["sim_n"].min()
+    assert sizes.loc["overall", "median"] == model["sim_n"].median()
+    spans = job.intervals().set_index(["attribute", "who"])
+    assert spans.loc[("overall", "model"), "mean"] == pytest.approx(table.loc["overall", "model"])
+    assert spans.loc[("overall", "model"), "low"] <= table.loc["overall", "model"]
+    assert job.verdict == job.summary.verdict  # the handle recomputes what the run printed
 
 
 def test_three_steerings_in_one_calibration(hub: dict[str, Any]) -> None:
