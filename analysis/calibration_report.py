@@ -34,7 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 from personahub.analysis import calibration_store as store  # noqa: E402
-from personahub.analysis.calibration_scores import MODEL, SCORES  # noqa: E402
+from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES  # noqa: E402
 from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
 from personahub.analysis.report_header import engine_text  # noqa: E402
 from personahub.core.errors import PersonahubError  # noqa: E402
@@ -49,10 +49,18 @@ MAX_QUESTIONS = 6  # questions drawn in calibration_answers.png (the table has t
 
 
 def source_label(source: str, steering: str, steerings: Sequence[str]) -> str:
-    """How tables name a source: ``model`` (``model[attributes]`` beside other steerings)."""
-    if source != MODEL:
+    """How tables name a source: ``model`` (``model[attributes]`` beside other steerings; so
+    too the rows drawn at the model's panel size, ``perfect_panel[attributes]``)."""
+    if source not in PANEL_SOURCES:
         return source
-    return MODEL if len(steerings) <= 1 else f"{MODEL}[{steering}]"
+    return source if len(steerings) <= 1 else f"{source}[{steering}]"
+
+
+def column_order(steerings: Sequence[str]) -> list[str]:
+    """The sources' columns: the model per steering, the baselines, then floor and ceilings."""
+    return ([source_label(MODEL, s, steerings) for s in steerings] + list(BASELINES)
+            + ["human_resample"]
+            + [source_label(f, s, steerings) for f in FLOORS[1:] for s in steerings])
 
 
 def group_bars(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
@@ -247,7 +255,7 @@ def per_attribute_table(summary: pd.DataFrame, score: str) -> pd.DataFrame:
                                                         strict=True)]
     rows["where"] = np.where(rows["level"] == "overall", "overall", rows["attribute"])
     table = rows.pivot_table(index="where", columns="who", values=score, sort=False, dropna=False)
-    order = [source_label(MODEL, s, steerings) for s in steerings] + list(BASELINES)
+    order = column_order(steerings)
     table = table.reindex(columns=[c for c in order if c in table.columns])
     places = list(dict.fromkeys(rows["where"]))
     table = table.reindex(["overall", *[p for p in places if p != "overall"]])

@@ -23,10 +23,23 @@ group with no substantive human answer is not scored (OpinionQA skips it too).
 Baselines scored the same way beside the model, per question and group: ``uniform`` (every
 substantive option alike), ``human_overall`` (everyone's answers, given to every group) and
 ``no_persona`` (the model asked without a persona; passed in per question).
+
+Floor and ceiling rows, given a seed (``sampled_scores``: the expected scores over ``DRAWS``
+multinomial draws, ``numpy.random.Generator.multinomial``, each row's generator seeded from the
+seed and the row's key so a row does not depend on which others are scored):
+
+- ``human_resample``: the group's own answers redrawn at the group's size, scored against the
+  group: the sampling noise of the survey itself (near 1 for big groups);
+- ``perfect_panel``: the group's answers drawn at the model's *effective* panel size (its
+  substantive answers for that question and group): what a perfect simulator would score with
+  as few answers as the model gave;
+- ``human_overall_panel``: everyone's answers drawn at that same size: ``human_overall`` with
+  the model's sampling noise.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,11 +53,15 @@ from personahub.analysis.survey import Question, Survey
 
 __all__ = [
     "BASELINES",
+    "DRAWS",
+    "FLOORS",
+    "PANEL_SOURCES",
     "SCORES",
     "Split",
     "dispersion",
     "modal_agreement",
     "representativeness",
+    "sampled_scores",
     "score",
     "score_survey",
     "split",
@@ -54,6 +71,9 @@ __all__ = [
 MODEL = "model"
 BASELINES = ("uniform", "human_overall", "no_persona")
 SCORES = ("representativeness", "dispersion", "modal_agreement")
+FLOORS = ("human_resample", "perfect_panel", "human_overall_panel")
+PANEL_SOURCES = (MODEL, "perfect_panel", "human_overall_panel")  # depend on the model's panel
+DRAWS = 200  # multinomial draws behind each floor/ceiling row
 Counts = Sequence[float] | np.ndarray
 GroupAnswers = Mapping[tuple[str, str, tuple[str, ...]], Counts]  # (qid, attribute, group)
 
@@ -112,6 +132,56 @@ def modal_agreement(sim: np.ndarray, human: np.ndarray) -> float:
     return sum(int(i) in human_modes for i in sim_modes) / len(sim_modes)
 
 
+def _w1_rows(positions: np.ndarray, sims: np.ndarray, human: np.ndarray) -> np.ndarray:
+    """W1 between each row of ``sims`` and ``human`` on the same ``positions``: the integral of
+    the CDFs' gap (what ``wasserstein_distance`` computes, for many rows at once)."""
+    order = np.argsort(positions, kind="stable")
+    gaps = np.diff(positions[order])
+    cdf_gap = np.cumsum(sims[:, order] - human[order], axis=1)[:, :-1]
+    return np.abs(cdf_gap) @ gaps
+
+
+def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n: float,
+                   rng: np.random.Generator, draws: int = DRAWS) -> dict[str, float]:
+    """The expected scores of ``n`` answers drawn from ``source`` against ``human``.
+
+    Args:
+        question: the question (its ordinal positions choose the metric).
+        source: the distribution answers are drawn from (substantive options).
+        human: the distribution scored against.
+        n: answers per draw (rounded; below 1 every score is NaN).
+        rng: the generator of the draws.
+        draws: how many draws the means are over.
+
+    Returns:
+        The mean of each score in ``SCORES`` over the draws.
+    """
+    size = int(round(n))
+    if size < 1:
+        return dict.fromkeys(SCORES, float("nan"))
+    sims = rng.multinomial(size, source / source.sum(), size=draws) / size
+    if question.is_ordinal:
+        positions = np.asarray(question.ordinal, dtype=float)
+        span = float(positions.max() - positions.min())
+        rep = 1.0 - _w1_rows(positions, sims, human) / span
+    else:
+        rep = 1.0 - jensenshannon(sims, np.broadcast_to(human, sims.shape), base=2, axis=1)
+    human_entropy = entropy_bits(human)
+    disp = (entr(sims).sum(axis=1) / np.log(2) / human_entropy if human_entropy > 1e-12
+            else np.full(draws, np.nan))
+    sim_modes = sims >= sims.max(axis=1, keepdims=True) - 1e-12
+    human_modes = human >= human.max() - 1e-12
+    modal = (sim_modes & human_modes).sum(axis=1) / sim_modes.sum(axis=1)
+    return {"representativeness": float(np.mean(rep)),
+            "dispersion": float(np.mean(disp)) if human_entropy > 1e-12 else float("nan"),
+            "modal_agreement": float(np.mean(modal))}
+
+
+def row_rng(seed: int, *key: str) -> np.random.Generator:
+    """A generator for one row, from the seed and the row's key (stable across runs)."""
+    return np.random.default_rng([seed, zlib.crc32("\x1f".join(key).encode())])
+
+
 def score(question: Question, sim: np.ndarray, human: np.ndarray) -> dict[str, float]:
     """The three scores of one simulated distribution against one human one."""
     return {"representativeness": representativeness(question, sim, human),
@@ -138,7 +208,8 @@ def _row(question: Question, attribute: str, group: tuple[str, ...], source: str
 
 def score_survey(survey: Survey, model: GroupAnswers, *,
                  no_persona: Mapping[str, Counts] | None = None,
-                 matched_only: bool = True) -> pd.DataFrame:
+                 matched_only: bool = True, seed: int | None = None,
+                 draws: int = DRAWS) -> pd.DataFrame:
     """Every question × group of ``survey`` scored for the model and the three baselines.
 
     ``model`` maps (question id, attribute, group) to the simulated counts (aligned with the
@@ -147,7 +218,8 @@ def score_survey(survey: Survey, model: GroupAnswers, *,
     (questions it lacks get NaN for ``no_persona``). Groups without a substantive human answer
     are left out, and so, unless ``matched_only`` is false, are groups no persona can match
     (``survey.conditions`` empty: "Refused", "Mixed Race"), as OpinionQA scores only the groups
-    of its metadata. Uniform's counts are one per substantive option.
+    of its metadata. Uniform's counts are one per substantive option. Given a ``seed``, the
+    ``FLOORS`` rows are added (module doc), each the mean over ``draws`` draws.
     """
     no_persona = no_persona or {}
     rows: list[dict[str, object]] = []
@@ -165,9 +237,34 @@ def score_survey(survey: Survey, model: GroupAnswers, *,
                 "human_overall": overall, "no_persona": no_persona.get(qid)}
             rows += [_row(question, attribute, group, source, sim, human)
                      for source, sim in sources.items()]
+            if seed is not None:
+                rows += _floor_rows(question, attribute, group, human, overall, rows[-4],
+                                    seed, draws)
     columns = ["question_id", "attribute", "group", "source", "metric", *SCORES,
                "human_n", "sim_n", "human_refusal", "sim_refusal"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _floor_rows(question: Question, attribute: str, group: tuple[str, ...], human: Split,
+                overall: Counts, model_row: Mapping[str, object], seed: int,
+                draws: int) -> list[dict[str, object]]:
+    """The ``FLOORS`` rows of one question and group (``model_row``: the model's row, whose
+    ``sim_n`` is the effective panel size)."""
+    assert human.distribution is not None
+    everyone = split(question, overall).distribution
+    panel_n = float(model_row["sim_n"])  # type: ignore[arg-type]
+    plan = {"human_resample": (human.distribution, human.n),
+            "perfect_panel": (human.distribution, panel_n),
+            "human_overall_panel": (everyone, panel_n)}
+    rows = []
+    for source, (drawn, n) in plan.items():
+        row = _row(question, attribute, group, source, None, human)
+        row["sim_n"] = round(n) if np.isfinite(n) else float("nan")
+        if drawn is not None and np.isfinite(n):
+            rng = row_rng(seed, question.qid, attribute, *group, source)
+            row.update(sampled_scores(question, drawn, human.distribution, n, rng, draws))
+        rows.append(row)
+    return rows
 
 
 def summarise(table: pd.DataFrame, by: Sequence[str] = ("attribute",)) -> pd.DataFrame:

@@ -383,8 +383,9 @@ class Calibration(Job):
             con.close()
 
     def scores(self) -> pd.DataFrame:
-        """One row per question x group x source (``model`` per steering and the baselines
-        ``uniform``, ``human_overall``, ``no_persona``): representativeness, dispersion, modal
+        """One row per question x group x source (``model`` per steering, the baselines
+        ``uniform``, ``human_overall``, ``no_persona``, the floor ``human_resample`` and the
+        ceilings ``perfect_panel``, ``human_overall_panel``): representativeness, dispersion, modal
         agreement, the refusal shares, the simulated counts."""
         return self._frame("scores_frame")
 
@@ -397,6 +398,39 @@ class Calibration(Job):
         from personahub.pipelines.calibrate_scores import per_attribute
 
         return per_attribute(self.summary_table(), score)
+
+    def _seed(self) -> int:
+        from personahub.analysis import calibration_store
+        from personahub.core.store import connect
+
+        con = connect(self.db, read_only=True)
+        try:
+            return int(calibration_store.job_row(con, self.job_id)["seed"] or 0)
+        finally:
+            con.close()
+
+    def panel_sizes(self) -> pd.DataFrame:
+        """The model's effective panel size (substantive answers per question x group): min and
+        median per attribute and overall, per steering."""
+        from personahub.analysis.calibration_verdict import panel_sizes
+
+        return panel_sizes(self.scores())
+
+    def intervals(self) -> pd.DataFrame:
+        """Every source's mean representativeness per attribute and overall, with a 95%
+        bootstrap interval over questions (seeded with the job's seed)."""
+        from personahub.analysis.calibration_verdict import intervals
+
+        return intervals(self.scores(), self._seed())
+
+    @property
+    def verdict(self) -> list[str]:
+        """The scores in plain sentences (as the command prints them): the winner overall and
+        per attribute with its margin's interval, the model between ceiling and noise floor,
+        warnings on a degenerate model."""
+        from personahub.analysis.calibration_verdict import verdict
+
+        return verdict(self.scores(), self._seed())
 
     def answers(self) -> pd.DataFrame:
         """Every answer: question, steering, respondent (a persona id, ``#k`` without one),

@@ -232,6 +232,8 @@ class CalibrationSummary:
     engine: str = ""
     offline: bool = False
     per_attribute: pd.DataFrame = field(default_factory=pd.DataFrame)  # representativeness
+    panel_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)  # effective, per attribute
+    verdict: list[str] = field(default_factory=list)  # the scores in plain sentences
     batches: str | None = None  # --batch: what its provider batches did in this run
 
     @property
@@ -379,6 +381,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
 
     def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
         """Score the answers (replacing the job's earlier scores) and sum the job up."""
+        from personahub.analysis.calibration_verdict import panel_sizes, verdict
         from personahub.pipelines.calibrate_scores import per_attribute, score_job
 
         summary = _state(ctx).summary
@@ -388,6 +391,8 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
+        summary.panel_sizes = panel_sizes(scored.scores)
+        summary.verdict = verdict(scored.scores, ctx.config.seed)
         summary.batches = batch_line(_state(ctx).asker)
         return summary
 
@@ -397,7 +402,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
 
     def report(self, summary: CalibrationSummary, db: Path) -> list[str]:
         """What the job did and its per-attribute representativeness, as console lines."""
-        from personahub.pipelines.calibrate_scores import table_lines
+        from personahub.pipelines.calibrate_scores import size_lines, table_lines
 
         lines = [f"calibration {summary.job_id}: {summary.questions} questions x {summary.groups} "
                  f"groups, {summary.personas} personas; {summary.answered} of {summary.asks} "
@@ -415,6 +420,9 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
                          f"{', '.join(summary.small_groups[:6])}"
                          + (" ..." if len(summary.small_groups) > 6 else ""))
         lines += table_lines(summary.per_attribute)
+        lines += size_lines(summary.panel_sizes)
+        if summary.verdict:
+            lines += [f"verdict: {summary.verdict[0]}", *(f"  {v}" for v in summary.verdict[1:])]
         if summary.batches:
             lines.append(summary.batches)
         if summary.failed:

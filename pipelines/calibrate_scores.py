@@ -23,11 +23,11 @@ import pandas as pd
 
 from personahub.analysis import calibration_store as store
 from personahub.analysis.calibration_report import per_attribute_table, source_label
-from personahub.analysis.calibration_scores import MODEL, SCORES, score_survey
+from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES, score_survey
 from personahub.pipelines.calibrate_data import load_panels, load_survey
 
-__all__ = ["SCORE_COLUMNS", "Scored", "per_attribute", "score_job", "source_label", "summarise_job",
-           "table_lines"]
+__all__ = ["SCORE_COLUMNS", "Scored", "per_attribute", "score_job", "size_lines", "source_label",
+           "summarise_job", "table_lines"]
 
 SCORE_COLUMNS = ["question_id", "attribute", "group", "source", "steering", "metric", *SCORES,
                  "human_n", "sim_n", "sim_failed", "human_refusal", "sim_refusal", "counts"]
@@ -78,10 +78,11 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         model = {(qid, attribute, labels): simulated[steering].get((qid, attribute, " / ".join(labels)))
                  for qid in survey.questions for attribute, labels, _ in survey.groups(qid)}
         table = score_survey(survey, {k: v for k, v in model.items() if v is not None},
-                             no_persona=none)
+                             no_persona=none, seed=int(job["seed"] or 0))
+        on_panel = table["source"].isin(PANEL_SOURCES)
         if position > 0:  # the baselines do not depend on the steering: scored once
-            table = table[table["source"] == MODEL]
-        table.insert(4, "steering", np.where(table["source"] == MODEL, steering, ""))
+            table, on_panel = table[on_panel], on_panel[on_panel]
+        table.insert(4, "steering", np.where(on_panel, steering, ""))
         frames.append(table)
     scores = pd.concat(frames, ignore_index=True)
     # a group no persona matched is not scored, for the baselines either: every source's means
@@ -98,6 +99,8 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
             asked = panel_size.get((row.attribute, row.group), 0)
         elif row.source == "no_persona":
             vector, asked = none.get(row.question_id), no_persona_n
+        elif row.source in FLOORS:  # drawn, not asked
+            vector, asked = None, None
         else:  # not asked: nothing failed
             vector = (survey.overall(row.question_id) if row.source == "human_overall"
                       else [1.0] * len(question.ordinal) + [0.0] * len(question.refusals))
@@ -163,4 +166,17 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
         cells = ["-" if pd.isna(v) else f"{v:.3f}" for v in row]
         lines.append(f"{str(index):<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in
                                                            zip(cells, widths, strict=True)))
+    return lines
+
+
+def size_lines(sizes: pd.DataFrame) -> list[str]:
+    """The effective panel sizes (``analysis.calibration_verdict.panel_sizes``) as console
+    lines: min / median substantive answers per question x group, overall and per attribute."""
+    lines: list[str] = []
+    if sizes.empty:
+        return lines
+    for who, own in sizes.groupby("who", sort=False):
+        cells = [f"{row.attribute} {row.min:g}/{row.median:g}" for row in own.itertuples()]
+        lines.append(f"effective panel size of {who} (substantive answers per question x group, "
+                     f"min/median): {', '.join(cells)}")
     return lines

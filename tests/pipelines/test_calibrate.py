@@ -47,10 +47,15 @@ def test_calibrate_asks_matched_panels_and_prints_per_attribute_scores(hub: dict
     (job_id,) = [r[0] for r in rows(db, "SELECT job_id FROM calibration_jobs")]
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("attribute"))
-    assert header.split() == ["attribute", "model", "uniform", "human_overall", "no_persona"]
+    assert header.split() == ["attribute", "model", "uniform", "human_overall", "no_persona",
+                              "human_resample", "perfect_panel", "human_overall_panel"]
     assert {line.split()[0] for line in lines} >= {"overall", "SEX", "POLPARTY"}
     assert "AGE=65+" in result.stdout  # a group nobody in the population matches, said so
     assert "offline engine" in result.stdout
+    (sizes_line,) = [line for line in lines if line.startswith("effective panel size of model")]
+    assert "SEX " in sizes_line and "POLPARTY " in sizes_line
+    assert any(line.startswith("verdict: overall: ") and " wins (" in line for line in lines)
+    assert any("(perfect_panel) scores" in line for line in lines)
 
     panels = rows(db, "SELECT attribute, grp, persona_id FROM calibration_panels WHERE job_id = ?",
                   [job_id])
@@ -117,15 +122,30 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
         checked += 1
     assert checked >= 10
     baselines = scores[scores["source"] != "model"]
-    assert set(baselines["source"]) == {"uniform", "human_overall", "no_persona"}
+    assert set(baselines["source"]) == {"uniform", "human_overall", "no_persona",
+                                        "human_resample", "perfect_panel", "human_overall_panel"}
+    # the ceiling is drawn at the model's effective panel size: its substantive answers
+    perfect = scores[scores["source"] == "perfect_panel"].set_index(
+        ["question_id", "attribute", "group"])["sim_n"]
+    assert (perfect == model.set_index(["question_id", "attribute", "group"])["sim_n"]
+            .reindex(perfect.index)).all()
     uniform = baselines[(baselines["source"] == "uniform") & (baselines["question_id"] == "SAFE")
                         & (baselines["group"] == "Male")]
     assert uniform["representativeness"].item() == pytest.approx(
         _expected("SAFE", COUNTS[("SEX", "Male")]["SAFE"], np.ones(5)))
     table = job.per_attribute()
-    assert list(table.columns) == ["model", "uniform", "human_overall", "no_persona"]
+    assert list(table.columns) == ["model", "uniform", "human_overall", "no_persona",
+                                   "human_resample", "perfect_panel", "human_overall_panel"]
     assert list(table.index) == ["overall", "SEX", "POLPARTY"]
     assert table.loc["overall", "model"] == pytest.approx(model["representativeness"].mean())
+    # the effective panel size: substantive answers (refusals out) per question x group
+    sizes = job.panel_sizes().set_index("attribute")
+    assert sizes.loc["overall", "min"] == model["sim_n"].min()
+    assert sizes.loc["overall", "median"] == model["sim_n"].median()
+    spans = job.intervals().set_index(["attribute", "who"])
+    assert spans.loc[("overall", "model"), "mean"] == pytest.approx(table.loc["overall", "model"])
+    assert spans.loc[("overall", "model"), "low"] <= table.loc["overall", "model"]
+    assert job.verdict == job.summary.verdict  # the handle recomputes what the run printed
 
 
 def test_three_steerings_in_one_calibration(hub: dict[str, Any]) -> None:
@@ -135,7 +155,12 @@ def test_three_steerings_in_one_calibration(hub: dict[str, Any]) -> None:
     table = job.per_attribute()
     assert list(table.columns) == ["model[persona]", "model[attributes]",
                                    "model[attributes+persona]", "uniform", "human_overall",
-                                   "no_persona"]
+                                   "no_persona", "human_resample", "perfect_panel[persona]",
+                                   "perfect_panel[attributes]",
+                                   "perfect_panel[attributes+persona]",
+                                   "human_overall_panel[persona]",
+                                   "human_overall_panel[attributes]",
+                                   "human_overall_panel[attributes+persona]"]
     got = job.answers()
     assert set(got["steering"]) == {"persona", "attributes", "attributes+persona", "none"}
     per = got[got["steering"] != "none"].groupby("steering")["respondent"].apply(set)

@@ -1,0 +1,210 @@
+"""What a calibration's scores say, from its per question x group x source table alone
+(``pipelines/calibrate_scores.py``'s ``SCORE_COLUMNS``).
+
+- ``panel_sizes``: the model's effective panel size per question x group (its substantive
+  answers, refusals left out), min and median per attribute and overall;
+- ``intervals``: each source's mean representativeness per attribute and overall with a
+  bootstrap interval over *questions* (``scipy.stats.bootstrap``, percentile, seeded): questions
+  are resampled whole, a question's groups with it, and the statistic is the mean over the
+  resampled rows, so the point estimate is the table's mean;
+- ``verdict``: plain sentences: which source wins overall and per attribute and by how much
+  (the gap to the runner-up with a paired bootstrap interval over questions), where the model
+  sits between the ceiling (``perfect_panel``) and the data's noise floor (``human_resample``),
+  and warnings when the model is degenerate (no spread, many refusals).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import bootstrap
+
+from personahub.analysis.calibration_report import source_label
+from personahub.analysis.calibration_scores import BASELINES, MODEL
+
+__all__ = ["REFUSAL_WARNING", "intervals", "panel_sizes", "verdict"]
+
+LEVEL = 0.95
+RESAMPLES = 2000
+REFUSAL_WARNING = 0.25  # a refusal share above this is warned about
+SCORE = "representativeness"
+
+
+def _labelled(scores: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` with a ``who`` column: the source as tables name it."""
+    steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
+    frame = scores.copy()
+    frame["who"] = [source_label(s, t or "", steerings)
+                    for s, t in zip(frame["source"], frame["steering"], strict=True)]
+    return frame
+
+
+def _levels(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(``overall``, every row), then (attribute, its rows) per attribute."""
+    return [("overall", frame), *((str(a), rows) for a, rows in
+                                  frame.groupby("attribute", sort=False))]
+
+
+def panel_sizes(scores: pd.DataFrame) -> pd.DataFrame:
+    """The model's effective panel size (substantive answers per question x group).
+
+    Args:
+        scores: a job's per question x group x source scores.
+
+    Returns:
+        One row per model source (``who``) and level (``overall`` then each attribute):
+        ``min``, ``median``, and ``pairs`` (question x group pairs).
+    """
+    model = _labelled(scores[scores["source"] == MODEL])
+    rows = []
+    for who, own in model.groupby("who", sort=False):
+        for where, part in _levels(own):
+            n = part["sim_n"].fillna(0)
+            rows.append({"who": who, "attribute": where, "min": float(n.min()),
+                         "median": float(n.median()), "pairs": len(n)})
+    return pd.DataFrame(rows, columns=["who", "attribute", "min", "median", "pairs"])
+
+
+def _per_question(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per question: the sum and count of its scored rows (what a cluster resample carries)."""
+    scored = rows.dropna(subset=[SCORE])
+    return scored.groupby("question_id", sort=False)[SCORE].agg(["sum", "count"])
+
+
+def _interval(samples: Sequence[np.ndarray], statistic: object, seed: int
+              ) -> tuple[float, float]:
+    """A percentile bootstrap interval of ``statistic`` over paired per-question samples
+    (NaN, NaN with fewer than two questions)."""
+    if len(samples[0]) < 2:
+        return float("nan"), float("nan")
+    result = bootstrap(tuple(samples), statistic, paired=True, vectorized=True,
+                       n_resamples=RESAMPLES, confidence_level=LEVEL, method="percentile",
+                       random_state=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return float(low), float(high)
+
+
+def _ratio(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.asarray(sums.sum(axis=axis) / counts.sum(axis=axis))
+
+
+def _gap(sums_a: np.ndarray, counts_a: np.ndarray, sums_b: np.ndarray, counts_b: np.ndarray,
+         axis: int = -1) -> np.ndarray:
+    return _ratio(sums_a, counts_a, axis) - _ratio(sums_b, counts_b, axis)
+
+
+def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Each source's mean representativeness with a 95% bootstrap interval over questions.
+
+    Args:
+        scores: a job's per question x group x source scores.
+        seed: seeds the resampling.
+
+    Returns:
+        One row per source (``who``) and level (``overall``, then each attribute): ``mean``,
+        ``low``, ``high`` and ``questions`` (how many questions had a score).
+    """
+    rows = []
+    for where, part in _levels(_labelled(scores)):
+        for who, own in part.groupby("who", sort=False):
+            per = _per_question(own)
+            if per.empty:
+                continue
+            sums, counts = per["sum"].to_numpy(float), per["count"].to_numpy(float)
+            low, high = _interval((sums, counts), _ratio, seed)
+            rows.append({"who": who, "attribute": where, "mean": sums.sum() / counts.sum(),
+                         "low": low, "high": high, "questions": len(per)})
+    return pd.DataFrame(rows, columns=["who", "attribute", "mean", "low", "high", "questions"])
+
+
+def _gap_interval(part: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, float, float]:
+    """The gap of ``a``'s mean over ``b``'s, over the questions both scored, with its paired
+    bootstrap interval."""
+    per_a = _per_question(part[part["who"] == a])
+    per_b = _per_question(part[part["who"] == b])
+    both = per_a.index.intersection(per_b.index)
+    per_a, per_b = per_a.loc[both], per_b.loc[both]
+    samples = [per_a["sum"].to_numpy(float), per_a["count"].to_numpy(float),
+               per_b["sum"].to_numpy(float), per_b["count"].to_numpy(float)]
+    gap = float(_gap(*samples))
+    low, high = _interval(samples, _gap, seed)
+    return gap, low, high
+
+
+def _ci(low: float, high: float) -> str:
+    return "" if np.isnan(low) else f" [{low:.3f}, {high:.3f}]"
+
+
+def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
+    """The calibration's verdict in plain sentences (module doc).
+
+    Args:
+        scores: a job's per question x group x source scores.
+        seed: seeds the bootstrap.
+
+    Returns:
+        One sentence a line: the winner overall and per attribute, the model between ceiling and
+        floor, and warnings.
+    """
+    frame = _labelled(scores)
+    means = intervals(scores, seed).set_index(["attribute", "who"])
+    models = list(dict.fromkeys(frame.loc[frame["source"] == MODEL, "who"]))
+    if not models or means.empty:
+        return ["no group was scored: no verdict"]
+    contenders = [*models, *BASELINES]
+    lines = []
+    for where, part in _levels(frame):
+        if where not in means.index.get_level_values(0):
+            continue
+        level = means.loc[where]
+        ranked = [w for w in level.sort_values("mean", ascending=False).index if w in contenders]
+        if len(ranked) < 2:
+            continue
+        first, second = ranked[0], ranked[1]
+        gap, low, high = _gap_interval(part, first, second, seed)
+        unsure = "" if np.isnan(low) or low > 0 else " (the interval holds 0: not a clear win)"
+        lines.append(f"{where}: {first} wins ({level.loc[first, 'mean']:.3f}"
+                     f"{_ci(level.loc[first, 'low'], level.loc[first, 'high'])}), "
+                     f"{gap:.3f}{_ci(low, high)} above {second}{unsure}")
+        if where == "overall":
+            for who in (m for m in models if m not in (first, second) and m in level.index):
+                gap, low, high = _gap_interval(part, first, who, seed)
+                lines.append(f"overall: {who} is {gap:.3f}{_ci(low, high)} below {first}")
+    overall = means.loc["overall"]
+    for who in models:
+        suffix = who[len(MODEL):]
+        ceiling, floor = f"perfect_panel{suffix}", "human_resample"
+        if ceiling not in overall.index or floor not in overall.index:
+            continue
+        model, top, noise = (float(overall.loc[w, "mean"]) for w in (who, ceiling, floor))
+        lines.append(f"{who} scores {model:.3f}: a perfect simulator with as many answers "
+                     f"(perfect_panel) scores {top:.3f}, the survey's own sampling noise "
+                     f"(human_resample) {noise:.3f}; the model is {top - model:.3f} below what "
+                     "its panel size allows")
+    lines += _warnings(frame, models)
+    return lines
+
+
+def _warnings(frame: pd.DataFrame, models: Sequence[str]) -> list[str]:
+    """Warnings on a degenerate model: no spread at all, or too many refusals."""
+    lines = []
+    for who in models:
+        own = frame[frame["who"] == who]
+        spread = own["dispersion"].dropna()
+        if len(spread) and (spread <= 1e-12).all():
+            lines.append(f"warning: {who} is degenerate: in every question x group all its "
+                         "personas gave the same answer (dispersion 0)")
+        elif len(spread) and (spread <= 1e-12).mean() > 0.5:
+            lines.append(f"warning: {who}: in {(spread <= 1e-12).mean():.0%} of question x "
+                         "group pairs all its personas gave the same answer (dispersion 0)")
+        totals = own["counts"].map(lambda c: sum(json.loads(c)) if isinstance(c, str) else 0.0)
+        answered = float(totals.sum())
+        share = (float((totals - own["sim_n"].fillna(0)).sum()) / answered if answered > 0
+                 else 0.0)
+        if share > REFUSAL_WARNING:
+            lines.append(f"warning: {who} chose a refusal option in {share:.0%} of its answers "
+                         f"(above {REFUSAL_WARNING:.0%}): its scores rest on the rest")
+    return lines

@@ -1,0 +1,104 @@
+"""Effective panel sizes, bootstrap intervals over questions and the plain-words verdict of a
+calibration, on synthetic score tables (``analysis.calibration_verdict``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from personahub.analysis.calibration_verdict import intervals, panel_sizes, verdict
+
+
+def _table(values: dict[str, np.ndarray], *, attributes: tuple[str, ...] = ("SEX",),
+           sim_n: float = 10, refused: float = 0, dispersion: float = 0.8) -> pd.DataFrame:
+    """A score table: per source, one row per question (and attribute) holding its score."""
+    rows = []
+    for source, scores in values.items():
+        for attribute in attributes:
+            for q, value in enumerate(scores):
+                model = source in ("model", "perfect_panel")
+                rows.append({"question_id": f"Q{q}", "attribute": attribute, "group": "g",
+                             "source": source, "steering": "persona" if model else "",
+                             "representativeness": value, "dispersion": dispersion,
+                             "modal_agreement": 1.0, "sim_n": sim_n + q % 3,
+                             "sim_refusal": refused / (sim_n + q % 3 + refused),
+                             "counts": json.dumps([sim_n + q % 3, refused])})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.slow
+def test_bootstrap_interval_covers_a_known_mean_at_about_the_nominal_rate() -> None:
+    rng = np.random.default_rng(45)
+    truth, covered, trials = 0.8, 0, 200
+    for trial in range(trials):
+        table = _table({"model": rng.normal(truth, 0.05, size=30)})
+        row = intervals(table, seed=trial).iloc[0]
+        covered += row["low"] <= truth <= row["high"]
+    assert 0.90 <= covered / trials <= 0.99
+
+
+def test_intervals_are_around_each_mean_and_resample_questions_whole() -> None:
+    rng = np.random.default_rng(1)
+    table = _table({"model": rng.uniform(0.6, 0.7, 20), "uniform": rng.uniform(0.4, 0.5, 20)},
+                   attributes=("SEX", "AGE"))
+    got = intervals(table, seed=3).set_index(["attribute", "who"])
+    assert list(got.index.get_level_values(0).unique()) == ["overall", "SEX", "AGE"]
+    for _, row in got.iterrows():
+        assert row["low"] < row["mean"] < row["high"]
+    assert got.loc[("overall", "model"), "mean"] == pytest.approx(
+        table.loc[table["source"] == "model", "representativeness"].mean())
+    # questions, not rows, are resampled: the two attributes' copies of a question move
+    # together, so the overall interval is as wide as one attribute's
+    overall = got.loc[("overall", "model")]
+    sex = got.loc[("SEX", "model")]
+    assert overall["high"] - overall["low"] == pytest.approx(sex["high"] - sex["low"], rel=0.3)
+    assert got.loc[("overall", "model"), "questions"] == 20
+    assert intervals(table, seed=3).equals(intervals(table, seed=3))
+
+
+def test_panel_sizes_min_and_median_per_attribute() -> None:
+    table = _table({"model": np.full(6, 0.7), "uniform": np.full(6, 0.5)}, sim_n=4)
+    sizes = panel_sizes(table).set_index("attribute")
+    assert sizes.loc["overall", "min"] == 4 and sizes.loc["overall", "median"] == 5
+    assert sizes.loc["overall", "pairs"] == 6
+
+
+def test_verdict_names_the_winner_its_margin_and_the_ceiling() -> None:
+    rng = np.random.default_rng(2)
+    table = _table({"model": rng.uniform(0.80, 0.84, 25), "uniform": rng.uniform(0.60, 0.64, 25),
+                    "human_overall": rng.uniform(0.70, 0.74, 25),
+                    "human_resample": np.full(25, 0.99), "perfect_panel": np.full(25, 0.90)})
+    lines = verdict(table, seed=0)
+    assert lines[0].startswith("overall: model wins (0.8")
+    assert "0.10" in lines[0] and "above human_overall" in lines[0]
+    assert "not a clear win" not in lines[0]
+    assert any("perfect_panel) scores 0.900" in line and "(human_resample) 0.990" in line
+               for line in lines)
+    assert not any(line.startswith("warning") for line in lines)
+
+
+def test_verdict_says_when_the_model_loses_and_when_a_win_is_unclear() -> None:
+    rng = np.random.default_rng(3)
+    same = rng.uniform(0.6, 0.8, 25)
+    table = _table({"model": same - 0.1 + rng.normal(0, 0.01, 25), "uniform": same,
+                    "human_overall": same + 0.05})
+    lines = verdict(table, seed=0)
+    assert lines[0].startswith("overall: human_overall wins")
+    assert "above uniform" in lines[0]
+    (below,) = [line for line in lines if line.startswith("overall: model is ")]
+    assert below.endswith("below human_overall")
+    assert float(below.split()[3]) == pytest.approx(0.15, abs=0.01)
+    tie = verdict(_table({"model": same, "uniform": same + rng.normal(0, 0.01, 25)}), seed=0)
+    assert "not a clear win" in tie[0]
+
+
+def test_verdict_warns_of_a_degenerate_model() -> None:
+    values = {"model": np.full(5, 0.5), "uniform": np.full(5, 0.6)}
+    lines = verdict(_table(values, dispersion=0.0, refused=10, sim_n=10), seed=0)
+    assert any("degenerate" in line and "dispersion 0" in line for line in lines)
+    assert any("refusal option in" in line and "above 25%" in line for line in lines)
+    fine = verdict(_table(values, refused=1, sim_n=10), seed=0)
+    assert not any(line.startswith("warning") for line in fine)
