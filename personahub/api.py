@@ -206,7 +206,7 @@ def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", 
                n: int = 10, progress: ProgressSetting = None, **options: Any) -> Job:
     """Run a synthesis job (``task``: math_problem, instruction, …) and return its ``Job``.
 
-    ``options`` are ``SynthOptions`` fields (``prompting``, ``examples``, ``carve``, ``solve``,
+    ``options`` are ``SynthConfig`` fields (``prompting``, ``examples``, ``carve``, ``solve``,
     ``per_persona``…). A job holding fewer than ``n`` x ``per_persona`` items raises
     ``FewerItems`` (its ``job`` attribute is the handle) unless ``allow_fewer=True``.
     ``progress`` as for ``run_scenario``.

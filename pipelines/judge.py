@@ -199,10 +199,10 @@ def target_world(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> str:
     job = find_job(con, target)
     config = job.config if job is not None else {}
     if what == "synthesis":
-        from personahub.pipelines.synthesize import SynthOptions, load_world
+        from personahub.pipelines.synthesize import SynthConfig, load_world
 
         try:
-            return load_world(SynthOptions(task=config["task"], world=config.get("world")))
+            return load_world(SynthConfig(task=config["task"], world=config.get("world")))
         except (KeyError, PersonahubError):
             return ""
     scenario = config.get("scenario") or {}

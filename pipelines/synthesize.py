@@ -88,7 +88,7 @@ from personahub.tasks import canonical, synthesis_task, tasks
 from personahub.tasks.shipped_demos import BUILTIN_PREFIX, builtin_name, is_builtin
 from personahub.tasks.synthesis_schemas import Solution, content_of
 
-__all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConfig", "SynthOptions",
+__all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConfig",
            "SynthSummary", "SynthesisAsker", "SynthesisSpec", "item_id_for", "load_examples",
            "load_world", "select_personas"]
 
@@ -160,7 +160,6 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
         return HubQuery(where=self.where or None, carve=tuple(self.carve))
 
 
-SynthOptions = SynthConfig  # its name before the job kernel (issue 27)
 MAX_PER_PERSONA = 1000  # --per-persona at most (a typo of 10000 would ask for a fortune)
 
 

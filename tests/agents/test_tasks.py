@@ -22,7 +22,7 @@ from personahub.models import offline_text
 from personahub.models.generation import default_max_tokens
 from personahub.personas.quality import QualityIssue
 from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError
 from personahub.tasks import (
     EmissionSpec,
@@ -96,7 +96,7 @@ def test_a_kind_added_from_outside_runs_in_simulation_synthesis_and_export(
         toy: Task, tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
     run = run_simulation(RunConfig(scenario=toy_scenario(), db=db))
-    job = run_synthesis(SynthOptions(task="haiku", n=4, db=str(db)))
+    job = run_synthesis(SynthConfig(task="haiku", n=4, db=str(db)))
     assert job.written == 4
 
     con = duckdb.connect(str(db))
@@ -137,7 +137,7 @@ def test_unregistering_the_toy_forgets_it_everywhere(toy: Task) -> None:
         with pytest.raises(ScenarioError, match="unknown kind"):
             toy_scenario()
         with pytest.raises(PersonahubError, match="choose one of"):
-            SynthOptions(task="haiku")
+            SynthConfig(task="haiku")
     finally:
         register(TOY)  # the fixture unregisters it again
 

@@ -47,7 +47,7 @@ from personahub.personas.text_to_persona import text_personas_schema
 from personahub.pipelines.prompts.personas import expand_messages, prompt_text, text_to_persona_messages
 from personahub.pipelines.prompts.synthesis import synthesis_messages
 from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.scenario import load_scenario
 from personahub.tasks import emission_kinds, emission_task, synthesis_names, synthesis_task, tasks
 from personahub.tasks.base import Content
@@ -651,7 +651,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     seed_hub_if_empty(con)
     lucky.add(select_personas(con, None, 1)[0].persona_id)
     con.close()
-    summary = run_synthesis(SynthOptions(task="math_problem", n=4, db=str(db), solve=True),
+    summary = run_synthesis(SynthConfig(task="math_problem", n=4, db=str(db), solve=True),
                             client=client)
     assert summary.written == 1 and summary.failed == 3 and summary.solved == 1
     assert summary.rejected == {"not_a_question": 3}
@@ -667,7 +667,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     con = connect(db, read_only=True)
     assert export(con, out, "personahub", job=summary.job_id) == 1
     con.close()
-    again = run_synthesis(SynthOptions(task="math_problem", db=str(db)), resume=summary.job_id,
+    again = run_synthesis(SynthConfig(task="math_problem", db=str(db)), resume=summary.job_id,
                           client=client)
     assert again.skipped_done == 1 and again.rejected == {"not_a_question": 3}
     con = connect(db)

@@ -12,7 +12,7 @@ from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
 from personahub.pipelines.judge import JudgeOptions, judge_id_for, select_items
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.tasks import get
 from tests.fakes import Call, FakeClient, crash_after
 
@@ -21,7 +21,7 @@ from tests.fakes import Call, FakeClient, crash_after
 def math_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A synthesis job of 12 solved math problems, offline (copied per test that writes)."""
     db = tmp_path_factory.mktemp("judge") / "math.duckdb"
-    job = run_synthesis(SynthOptions(task="math_problem", n=12, solve=True, db=str(db)))
+    job = run_synthesis(SynthConfig(task="math_problem", n=12, solve=True, db=str(db)))
     return db, job.job_id
 
 
@@ -191,7 +191,7 @@ def test_a_run_is_judged_with_each_kind_own_criteria(tmp_path):
 
 def test_npc_items_are_judged_against_the_jobs_world(tmp_path):
     db = tmp_path / "npc.duckdb"
-    job = run_synthesis(SynthOptions(task="npc", n=2, db=str(db))).job_id
+    job = run_synthesis(SynthConfig(task="npc", n=2, db=str(db))).job_id
     fake = FakeClient(seed=0)
     run_judge(JudgeOptions(job=job, db=str(db)), client=fake)
     assert len(fake.prompts) == 2

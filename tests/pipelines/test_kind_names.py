@@ -18,7 +18,7 @@ from personahub.core.jobs_store import find_job
 from personahub.core.migrate import SCHEMA_VERSION, schema_version
 from personahub.core.store import connect
 from personahub.pipelines.judge import JudgeOptions
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke
 
 
@@ -52,7 +52,7 @@ def exported(db: Path, out: Path, job: str, kind: str | None = None) -> list[dic
 @pytest.mark.slow
 def test_an_older_files_tool_items_read_and_migrate_to_the_one_name(tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
-    job = run_synthesis(SynthOptions(task="tool", n=3, prompting="few-shot", db=str(db))).job_id
+    job = run_synthesis(SynthConfig(task="tool", n=3, prompting="few-shot", db=str(db))).job_id
     run_judge(JudgeOptions(job=job, db=str(db)))
     fresh = exported(db, tmp_path / "fresh.jsonl", job)
     assert len(fresh) == 3
