@@ -411,7 +411,7 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
     """Judge a synthesis job's items (``job``) or a run's emissions (``run``) against their
     kind's criteria; returns a ``Judged`` handle (``.items()``, ``.validity()``).
 
-    ``options`` are ``JudgeOptions`` fields: ``kind``, ``sample``, ``concurrency``,
+    ``options`` are ``JudgeConfig`` fields: ``kind``, ``sample``, ``concurrency``,
     ``timeout_s``, ``batch_size``, ``rps``, the model flags and the batch ones (``batch``,
     ``batch_file``, ...: docs/batch.md). The same settings are the same judge: calling again
     skips the items it has rated.

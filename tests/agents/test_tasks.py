@@ -30,7 +30,6 @@ from personahub.tasks import (
     Task,
     UnknownTaskError,
     addressed_kinds,
-    canonical,
     emission_kinds,
     emission_task,
     get,
@@ -168,13 +167,13 @@ def test_every_kind_has_one_name_and_its_former_name_still_answers() -> None:
             assert emission_task(task.name) is task is stored_task(task.name, emission=True)
     tool = get("tool_spec")
     assert tool.name == "tool_spec" and "tool" not in [t.name for t in tasks()]
-    # ``tool``, its synthesis name before, is read as the kind everywhere it may still be written
-    assert emission_task("tool") is synthesis_task("tool") is get("tool") is tool
-    assert stored_task("tool", emission=False) is stored_task("tool", emission=True) is tool
-    assert canonical("tool") == "tool_spec" and canonical("npc") == "npc"
-    with pytest.raises(ValueError, match="'tool' is already registered"):
-        register(Task(name="tool", schema=Haiku, check=check_haiku))
-    assert Scenario(name="s", kinds=("instruction", "tool")).kinds == ("instruction", "tool_spec")
+    # ``tool``, the kind's synthesis name before 0.1.0, is an unknown kind everywhere
+    for lookup in (emission_task, synthesis_task, get):
+        with pytest.raises(UnknownTaskError, match="'tool'"):
+            lookup("tool")
+    assert stored_task("tool", emission=False) is None is stored_task("tool", emission=True)
+    with pytest.raises(ScenarioError, match="tool"):
+        Scenario(name="s", kinds=("instruction", "tool"))
     with pytest.raises(KeyError):
         synthesis_task("npc_dialogue")  # emitted in runs, not made by synthesis jobs
     assert addressed_kinds() == {"npc_dialogue", "conversation"}
@@ -185,9 +184,8 @@ def test_built_in_kinds_keep_their_offline_writers_and_limits() -> None:
         for field_name, writer in task.offline_writers.items():
             assert offline_text._writer_for(field_name) == writer, (task.name, field_name)
     assert [default_max_tokens(p) for p in ("instruction", "tool_spec", "synth:tool_spec",
-                                            "synth:tool", "synth:math_problem", "synth:multi_turn",
-                                            "solve:math_problem")] == [256, 400, 450, 450, 640,
-                                                                      600, 600]
+                                            "synth:math_problem", "synth:multi_turn",
+                                            "solve:math_problem")] == [256, 400, 450, 640, 600, 600]
 
 
 def test_instruction_is_one_schema_under_two_wire_titles() -> None:

@@ -51,7 +51,7 @@ def test_job_prompts_with_and_records_the_shipped_demonstrations(tmp_path: Path,
     summary = run_synthesis(SynthConfig(task="tool_spec", n=3, prompting=mode, db=str(db)),
                             client=client)
     assert summary.written == 3 and summary.failed == 0
-    shipped = load_examples("builtin:tool")
+    shipped = load_examples("builtin:tool_spec")
     stored = config(db, summary.job_id)
     assert stored["examples"] == "builtin:tool_spec"
     assert stored["demos"] == [{"text": d.text, "persona": d.persona} for d in shipped]
