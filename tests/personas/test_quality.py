@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
 from personahub.agents.prompts.agent import agent_messages
-from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
 from personahub.analysis.views import install_views
 from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app, print_summary
@@ -49,7 +48,14 @@ from personahub.pipelines.prompts.synthesis import synthesis_messages
 from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.scenario import load_scenario
-from personahub.tasks import emission_kinds, emission_task, synthesis_names, synthesis_task, tasks
+from personahub.tasks import (
+    addressed_kinds,
+    emission_kinds,
+    emission_task,
+    synthesis_names,
+    synthesis_task,
+    tasks,
+)
 from personahub.tasks.base import Content
 from personahub.tasks.math_problem import MathProblem
 from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
@@ -68,6 +74,9 @@ from tests.conftest import persona_texts
 from tests.expansions import expand_hub
 from tests.fakes import Answer, Call, Edit, FakeClient, people_answers
 from tests.text_jobs import text_job
+
+EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
+ADDRESSED_KINDS = addressed_kinds()
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_FILE = ROOT / "personas" / "data" / "seed_personas.jsonl"
