@@ -45,7 +45,7 @@ from personahub.analysis.export_arrow import (
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import atomic_file
 from personahub.personas.persona_texts import iter_source_rows, resolve_source
-from personahub.tasks import Task, canonical, stored_task
+from personahub.tasks import Task, stored_task
 
 EXPORT_FORMATS = ("personahub", "chat", "parquet")
 
@@ -99,7 +99,6 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
         raise PersonahubError(f"{flag} {key}: not found in the database")
     params: list[Any] = [source, key]
     if kind:
-        kind = canonical(kind)  # a former name (``tool``) finds the kind's items
         kinds = [r[0] for r in con.execute(
             "SELECT DISTINCT kind FROM v_items WHERE source = ? AND source_id = ? ORDER BY 1",
             [source, key]).fetchall()]

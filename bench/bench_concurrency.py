@@ -114,9 +114,9 @@ def _workload(calls: int) -> list[tuple[str, list[dict[str, str]]]]:
 
 
 def _kinds() -> list[str]:
-    from personahub.agents.schemas import EMISSION_SCHEMAS
+    from personahub.tasks import emission_kinds
 
-    return list(EMISSION_SCHEMAS)
+    return list(emission_kinds())
 
 
 def _role(message: Any) -> str:
@@ -125,9 +125,11 @@ def _role(message: Any) -> str:
 
 def _bodies(model: str) -> dict[str, dict[str, Any]]:
     """The request body (minus messages) per kind, as the seam sends it in json_schema mode."""
-    from personahub.agents.schemas import EMISSION_SCHEMAS
     from personahub.models.generation import default_max_tokens
     from personahub.models.structured import response_format
+    from personahub.tasks import emission_kinds, emission_task
+
+    EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
     return {k: {"model": model, "max_tokens": default_max_tokens(k),
                 "response_format": response_format(s, "json_schema")}
@@ -204,9 +206,11 @@ def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
     """The project's model seam: ``make_client`` and ``structured`` (json_schema mode)."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    from personahub.agents.schemas import EMISSION_SCHEMAS
     from personahub.core.loop import run
     from personahub.models.client import LLMSettings, make_client
+    from personahub.tasks import emission_kinds, emission_task
+
+    EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
     types = {"system": SystemMessage, "user": HumanMessage}
     converted = [(kind, [types[m["role"]](m["content"]) for m in messages])

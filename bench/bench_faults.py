@@ -119,10 +119,12 @@ def spill_cost(calls: int, repeat: int) -> None:
     from bench_offline_engine import DEFAULT_KINDS, agent_inputs, prompts_of
 
     from personahub.agents.persona_agent import DEFAULT_CHUNK
-    from personahub.agents.schemas import EMISSION_SCHEMAS
     from personahub.core.call_spill import CallSpill
     from personahub.core.contracts import CallRecord
     from personahub.models.client import LLMClient, LLMSettings
+    from personahub.tasks import emission_kinds, emission_task
+
+    EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
     inputs = agent_inputs(calls, DEFAULT_KINDS)
     prompts = prompts_of(inputs)

@@ -28,9 +28,12 @@ from _synthetic import HOBBIES, PLACES, ROLES, TRAITS
 
 from personahub.agents.persona_agent import DEFAULT_CHUNK, AgentInput, run_agents
 from personahub.agents.prompts.agent import agent_messages
-from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.offline import OfflineEngine, to_openai_dicts
+from personahub.tasks import addressed_kinds, emission_kinds, emission_task
+
+EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
+ADDRESSED_KINDS = addressed_kinds()
 
 WORLD = "A river town with a ferry, a market and a library."
 EVENTS = ("The ferry fare doubled overnight.", "A flood warning was issued for the lower bank.",

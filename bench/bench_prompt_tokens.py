@@ -33,13 +33,15 @@ from typing import Any
 import numpy as np
 
 from personahub.agents.prompts.budget import PromptBudget, count_prompt_tokens, count_tokens
-from personahub.agents.schemas import EMISSION_SCHEMAS
 from personahub.api import run_simulation
 from personahub.models.client import make_client
 from personahub.models.offline_text import split_sections
 from personahub.models.prompt_prefix import SharedPrefixMeter
 from personahub.pipelines.run import RUN, RunConfig
 from personahub.sim.scenario import Scenario, load_scenario
+from personahub.tasks import emission_kinds, emission_task
+
+EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
 PERSONA_HUB = "Create a math problem with the following persona: {persona}"
 Prompt = tuple[int, str, list[Any]]  # (step, persona text, messages)

@@ -56,11 +56,11 @@ def time_synthesis(tmp: Path, args: argparse.Namespace, executor: str,
                    workers: int | None) -> tuple[float, list[tuple]]:
     from personahub.api import run_synthesis
     from personahub.models.client import LLMSettings, make_client
-    from personahub.pipelines.synthesize import SynthOptions
+    from personahub.pipelines.synthesize import SynthConfig
 
     db = synth_db(tmp / f"synth-{executor}-{workers}.duckdb", args.n)
     client = make_client(LLMSettings(concurrency=args.concurrency, offline_latency_s=args.latency))
-    options = SynthOptions(task="math_problem", n=args.n, solve=True, db=str(db),
+    options = SynthConfig(task="math_problem", n=args.n, solve=True, db=str(db),
                            batch_size=args.batch_size, concurrency=args.concurrency,
                            executor=executor, ray_workers=workers)
     t0 = time.perf_counter()

@@ -33,9 +33,11 @@ from langchain_core.messages import BaseMessage
 def _requests(n: int) -> list[tuple[str, type, list[BaseMessage], str]]:
     """(kind, schema, messages, persona) for ``n`` agent actions of the default scenario."""
     from personahub.agents.prompts.agent import agent_messages
-    from personahub.agents.schemas import EMISSION_SCHEMAS
     from personahub.personas.importers import iter_personas
     from personahub.sim.scenario import load_scenario
+    from personahub.tasks import emission_kinds, emission_task
+
+    EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
     scenario = load_scenario("scenarios/riverside_town.py")
     people = [p.text for p, _ in zip(iter_personas(scenario.persona_path()), range(n), strict=False)]

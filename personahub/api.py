@@ -206,7 +206,7 @@ def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", 
                n: int = 10, progress: ProgressSetting = None, **options: Any) -> Job:
     """Run a synthesis job (``task``: math_problem, instruction, …) and return its ``Job``.
 
-    ``options`` are ``SynthOptions`` fields (``prompting``, ``examples``, ``carve``, ``solve``,
+    ``options`` are ``SynthConfig`` fields (``prompting``, ``examples``, ``carve``, ``solve``,
     ``per_persona``…). A job holding fewer than ``n`` x ``per_persona`` items raises
     ``FewerItems`` (its ``job`` attribute is the handle) unless ``allow_fewer=True``.
     ``progress`` as for ``run_scenario``.
@@ -411,7 +411,7 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
     """Judge a synthesis job's items (``job``) or a run's emissions (``run``) against their
     kind's criteria; returns a ``Judged`` handle (``.items()``, ``.validity()``).
 
-    ``options`` are ``JudgeOptions`` fields: ``kind``, ``sample``, ``concurrency``,
+    ``options`` are ``JudgeConfig`` fields: ``kind``, ``sample``, ``concurrency``,
     ``timeout_s``, ``batch_size``, ``rps``, the model flags and the batch ones (``batch``,
     ``batch_file``, ...: docs/batch.md). The same settings are the same judge: calling again
     skips the items it has rated.

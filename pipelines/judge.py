@@ -48,7 +48,7 @@ from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check
 from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.pipelines.prompts.synthesis import world_for_prompt
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
-from personahub.tasks import Criterion, Task, canonical, stored_task
+from personahub.tasks import Criterion, Task, stored_task
 
 # What makes two judges the same judge (its id): the target, the items drawn, the model asked.
 JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
@@ -76,8 +76,6 @@ class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
     def __post_init__(self) -> None:
         if (self.job is None) == (self.run is None):
             raise UsageError("judge: give exactly one of --job or --run")
-        if self.kind is not None:  # a kind's former name (``tool``) is judged as its name
-            object.__setattr__(self, "kind", canonical(self.kind))
         if self.sample is not None and self.sample < 1:
             raise UsageError(f"--sample must be >= 1, got {self.sample}")
         check_int(self.batch_size, "batch size", low=1)
@@ -93,9 +91,6 @@ class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
         config = {key: getattr(self, key) for key in JUDGE_IDENTITY}
         config["llm"] = redact_spec(self.llm)
         return config
-
-
-JudgeOptions = JudgeConfig  # its name before the job kernel (issue 27)
 
 
 def judge_id_for(options: JudgeConfig) -> str:
@@ -199,10 +194,10 @@ def target_world(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> str:
     job = find_job(con, target)
     config = job.config if job is not None else {}
     if what == "synthesis":
-        from personahub.pipelines.synthesize import SynthOptions, load_world
+        from personahub.pipelines.synthesize import SynthConfig, load_world
 
         try:
-            return load_world(SynthOptions(task=config["task"], world=config.get("world")))
+            return load_world(SynthConfig(task=config["task"], world=config.get("world")))
         except (KeyError, PersonahubError):
             return ""
     scenario = config.get("scenario") or {}

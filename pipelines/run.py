@@ -75,7 +75,7 @@ from personahub.sim.scenario import Scenario, load_scenario, raised_text, scenar
 from personahub.sim.society import SocietyModel, StepResult
 from personahub.sim.steering import Steering
 
-__all__ = ["RUN", "RunConfig", "RunOptions", "RunSpec", "RunSummary", "resume_settings"]
+__all__ = ["RUN", "RunConfig", "RunSpec", "RunSummary", "resume_settings"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,7 +157,6 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
         return int(self.steps or 0)
 
 
-RunOptions = RunConfig  # its name before the job kernel (issue 27)
 
 
 @dataclass

@@ -84,11 +84,11 @@ from personahub.pipelines.synthesis_inputs import (
     select_personas,
     store_selection,
 )
-from personahub.tasks import canonical, synthesis_task, tasks
-from personahub.tasks.shipped_demos import BUILTIN_PREFIX, builtin_name, is_builtin
+from personahub.tasks import synthesis_task, tasks
+from personahub.tasks.shipped_demos import builtin_name
 from personahub.tasks.synthesis_schemas import Solution, content_of
 
-__all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConfig", "SynthOptions",
+__all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConfig",
            "SynthSummary", "SynthesisAsker", "SynthesisSpec", "item_id_for", "load_examples",
            "load_world", "select_personas"]
 
@@ -139,10 +139,6 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
         check_number(self.offline_latency_s, "offline latency", low=0)
         Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         task = synthesis_task(self.task)  # PersonahubError naming the tasks when unknown
-        object.__setattr__(self, "task", task.name)  # a former name (``tool``) is stored as the name
-        if self.examples and is_builtin(self.examples):
-            object.__setattr__(self, "examples", builtin_name(canonical(
-                self.examples.removeprefix(BUILTIN_PREFIX))))
         if self.prompting not in PROMPTING_MODES:
             raise UsageError(
                 f"--prompting {self.prompting!r}: choose one of {', '.join(PROMPTING_MODES)}")
@@ -160,7 +156,6 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
         return HubQuery(where=self.where or None, carve=tuple(self.carve))
 
 
-SynthOptions = SynthConfig  # its name before the job kernel (issue 27)
 MAX_PER_PERSONA = 1000  # --per-persona at most (a typo of 10000 would ask for a fortune)
 
 

@@ -35,7 +35,7 @@ from personahub.personas.expand import MAX_HOPS
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery
 from personahub.sim.memory import AgentMemory
-from personahub.tasks import canonical, emission_kinds
+from personahub.tasks import emission_kinds
 
 SEED_PERSONAS = "seed"
 HUB = "hub"  # PersonaSource(path="hub"): sample the run's own database
@@ -516,9 +516,6 @@ class Scenario:
         _valid(check_int, self.steps, "scenario.steps", low=1)
         _valid(check_seed, self.seed, "scenario.seed")
         _check(len(self.kinds) > 0, "scenario.kinds must name at least one emission kind")
-        # a kind's former name (``tool``) is taken as its name
-        object.__setattr__(self, "kinds", tuple(canonical(k) if isinstance(k, str) else k
-                                                for k in self.kinds))
         known = emission_kinds()
         unknown = [k for k in self.kinds if k not in known]
         _check(not unknown, f"scenario.kinds: unknown kind(s) {unknown}; known: {sorted(known)}")

@@ -12,7 +12,7 @@ import pytest
 
 import personahub
 from personahub.core.errors import PersonahubError
-from personahub.pipelines.run import RunOptions
+from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,11 +52,11 @@ async def test_sync_form_inside_a_running_loop(tmp_path: Path) -> None:
         personahub.run_scenario(LAUNCH, db=db, no_such=1)
 
 
-def test_positional_run_options_still_work(tmp_path: Path) -> None:
-    """``run_scenario(scenario, RunOptions(...))`` as documented before keeps working; the
+def test_positional_run_config_is_the_base(tmp_path: Path) -> None:
+    """``run_scenario(scenario, RunConfig(...))`` is the base the keywords override; the
     handle reads the summary's fields."""
     db = tmp_path / "b.duckdb"
-    run = personahub.run_scenario(load_scenario(LAUNCH), RunOptions(db=db, steps=1), seed=3)
+    run = personahub.run_scenario(load_scenario(LAUNCH), RunConfig(db=db, steps=1), seed=3)
     assert run.summary.steps == 1 and run.agents > 0 and run.offline
     assert run.sql("SELECT seed FROM runs JOIN jobs ON job_id = run_id")["seed"].tolist() == [3]
 

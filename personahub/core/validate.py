@@ -1,6 +1,6 @@
 """Shared checks of what a user gives: flag and scenario values, and the files they name.
 
-Values are checked where the options are built (``RunConfig``, ``SynthOptions``, ``Scenario``,
+Values are checked where the options are built (``RunConfig``, ``SynthConfig``, ``Scenario``,
 ``Generation``, the importers), through these functions, so whatever builds them - the CLI, the
 Python API or the job kernel - refuses a bad value before anything is recorded. A bad value raises
 ``UsageError`` (the CLI exits 2) with one line naming the setting; a file that is not text raises

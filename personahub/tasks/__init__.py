@@ -21,10 +21,8 @@ from personahub.tasks import (
 )
 from personahub.tasks.base import Content, Criterion, EmissionSpec, SynthesisSpec, Task
 from personahub.tasks.registry import (
-    ALIASES,
     UnknownTaskError,
     addressed_kinds,
-    canonical,
     emission_kinds,
     emission_task,
     get,
@@ -46,7 +44,7 @@ register(tool_spec.TASK)
 register(npc_dialogue.TASK)
 register(conversation.TASK)
 
-__all__ = ["ALIASES", "Content", "Criterion", "EmissionSpec", "SynthesisSpec", "Task",
-           "UnknownTaskError", "addressed_kinds", "canonical", "emission_kinds", "emission_task",
+__all__ = ["Content", "Criterion", "EmissionSpec", "SynthesisSpec", "Task",
+           "UnknownTaskError", "addressed_kinds", "emission_kinds", "emission_task",
            "get", "register", "stored_task", "synthesis_names", "synthesis_task", "tasks",
            "unregister"]

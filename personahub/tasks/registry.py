@@ -3,8 +3,7 @@
 Simulation (scenario validation, the agent graph, the society), synthesis and export all ask
 here, so a kind registered once is usable everywhere. A kind has one name: a scenario lists it,
 ``emissions.kind`` and ``synth_items.task`` store it, ``synthesize`` and ``judge --kind`` take
-it. ``ALIASES`` keeps the names a kind had before (a scenario file, a command line or a
-read-only database from an older version) answering to the kind's name. Registration also tells
+it; any other name is an unknown kind (a usage error). Registration also tells
 the offline engine how to write the kind's fields (``Task.offline_writers``).
 """
 
@@ -25,15 +24,13 @@ class UnknownTaskError(UsageError, KeyError):
 
 _TASKS: dict[str, Task] = {}  # by task name, in registration order
 _EMISSIONS: dict[str, Task] = {}  # the tasks agents emit in runs, by name
-# a kind's former names -> its name (the tool kind was ``tool`` in synthesis, ``tool_spec`` in runs)
-ALIASES: dict[str, str] = {"tool": "tool_spec"}
 _WRITERS_ADDED: dict[str, list[str]] = {}  # field writers each task added to the offline engine
 _addressed: frozenset[str] = frozenset()  # kinds said to a neighbour (asked per agent and step)
 
 
 def register(task: Task) -> Task:
-    """Add ``task`` (its name must be new, and no kind's former name); returns it."""
-    if task.name in _TASKS or task.name in ALIASES:
+    """Add ``task`` (its name must be new); returns it."""
+    if task.name in _TASKS:
         raise ValueError(f"task {task.name!r} is already registered")
     added: list[str] = []
     try:
@@ -61,15 +58,10 @@ def unregister(name: str) -> None:
         offline_text.remove_field_writer(field_name)
 
 
-def canonical(name: str) -> str:
-    """A kind's name, given its name or a former one (``tool`` -> ``tool_spec``)."""
-    return ALIASES.get(name, name)
-
-
 def get(name: str) -> Task:
-    """The task called ``name`` (or formerly called it)."""
+    """The task called ``name``."""
     try:
-        return _TASKS[canonical(name)]
+        return _TASKS[name]
     except KeyError:
         raise UnknownTaskError(f"unknown task {name!r}; known: {', '.join(_TASKS)}") from None
 
@@ -77,7 +69,7 @@ def get(name: str) -> Task:
 def emission_task(kind: str) -> Task:
     """The task agents emit as ``kind`` in scenario runs."""
     try:
-        return _EMISSIONS[canonical(kind)]
+        return _EMISSIONS[kind]
     except KeyError:
         raise UnknownTaskError(f"unknown emission kind {kind!r}; known: "
                                f"{', '.join(_EMISSIONS)}") from None
@@ -85,7 +77,7 @@ def emission_task(kind: str) -> Task:
 
 def synthesis_task(name: str) -> Task:
     """The task ``synthesize --task name`` makes."""
-    task = _TASKS.get(canonical(name))
+    task = _TASKS.get(name)
     if task is None or task.synthesis is None:
         raise UnknownTaskError(f"task {name!r}: choose one of {', '.join(synthesis_names())}")
     return task
@@ -93,7 +85,7 @@ def synthesis_task(name: str) -> Task:
 
 def stored_task(kind: str, *, emission: bool) -> Task | None:
     """The task of a stored item (an emission's kind or a synthesis item's task), if known."""
-    return (_EMISSIONS if emission else _TASKS).get(canonical(kind))
+    return (_EMISSIONS if emission else _TASKS).get(kind)
 
 
 def tasks() -> tuple[Task, ...]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from importlib import resources
 
 from personahub.core.errors import PersonahubError
-from personahub.tasks.registry import ALIASES
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -36,8 +35,7 @@ def shipped_tasks() -> tuple[str, ...]:
 
 def builtin_text(examples: str) -> str:
     """The JSONL text of ``builtin:<task>`` (PersonahubError naming the tasks that have some)."""
-    named = examples.removeprefix(BUILTIN_PREFIX)
-    task = ALIASES.get(named, named)  # a job stored before a kind was renamed names it so
+    task = examples.removeprefix(BUILTIN_PREFIX)
     entry = resources.files("personahub.tasks").joinpath("demos", f"{task}.jsonl")
     if not task or "/" in task or not entry.is_file():
         raise PersonahubError(f"--examples {examples}: no shipped demonstrations for {task!r}; "

@@ -1,6 +1,5 @@
 """``tool_spec``: a function interface in Persona Hub's tool shape, data only and never executed
-(one name in runs and synthesis; ``tool``, its former synthesis name, still answers; exported
-with an OpenAI tools list).
+(one name in runs and synthesis; exported with an OpenAI tools list).
 
 Two schemas: ``ToolSpec`` is what models are asked for, in shapes Persona Hub released that a
 small model can fill: ``input_args`` a list of ``{name, type, description}`` (the name a Python

@@ -287,7 +287,9 @@ def test_a_bounded_schema_pickled_to_another_process_keeps_its_descriptions() ->
     import subprocess
     import sys
 
-    from personahub.agents.schemas import EMISSION_SCHEMAS
+    from personahub.tasks import emission_kinds, emission_task
+
+    EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
     schema = bounded(EMISSION_SCHEMAS["conversation"], 450)
     assert schema is not EMISSION_SCHEMAS["conversation"]  # a class made here, pickled by value

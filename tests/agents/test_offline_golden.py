@@ -32,7 +32,6 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
 
 from personahub.agents.persona_agent import run_agents
-from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS, survey_schema
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.fake_server.server import _completion
 from personahub.models.offline import (
@@ -51,8 +50,16 @@ from personahub.pipelines.prompts.synthesis import (
     text_to_persona_messages,
     world_for_prompt,
 )
+from personahub.tasks import addressed_kinds, emission_task
+from personahub.tasks.survey import survey_schema
 from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, InferredPersona, Solution, schema_for
 from tests._golden_prompts import agent_messages, survey_messages
+
+#: the built-in emission kinds in the order the frozen golden data draws them by position
+GOLDEN_KINDS = ("instruction", "npc_dialogue", "tool_spec", "conversation", "math_problem",
+                "reasoning_problem", "knowledge_text")
+EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in GOLDEN_KINDS}
+ADDRESSED_KINDS = addressed_kinds()
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 

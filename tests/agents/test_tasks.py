@@ -22,7 +22,7 @@ from personahub.models import offline_text
 from personahub.models.generation import default_max_tokens
 from personahub.personas.quality import QualityIssue
 from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError
 from personahub.tasks import (
     EmissionSpec,
@@ -30,7 +30,6 @@ from personahub.tasks import (
     Task,
     UnknownTaskError,
     addressed_kinds,
-    canonical,
     emission_kinds,
     emission_task,
     get,
@@ -96,7 +95,7 @@ def test_a_kind_added_from_outside_runs_in_simulation_synthesis_and_export(
         toy: Task, tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
     run = run_simulation(RunConfig(scenario=toy_scenario(), db=db))
-    job = run_synthesis(SynthOptions(task="haiku", n=4, db=str(db)))
+    job = run_synthesis(SynthConfig(task="haiku", n=4, db=str(db)))
     assert job.written == 4
 
     con = duckdb.connect(str(db))
@@ -137,7 +136,7 @@ def test_unregistering_the_toy_forgets_it_everywhere(toy: Task) -> None:
         with pytest.raises(ScenarioError, match="unknown kind"):
             toy_scenario()
         with pytest.raises(PersonahubError, match="choose one of"):
-            SynthOptions(task="haiku")
+            SynthConfig(task="haiku")
     finally:
         register(TOY)  # the fixture unregisters it again
 
@@ -168,13 +167,13 @@ def test_every_kind_has_one_name_and_its_former_name_still_answers() -> None:
             assert emission_task(task.name) is task is stored_task(task.name, emission=True)
     tool = get("tool_spec")
     assert tool.name == "tool_spec" and "tool" not in [t.name for t in tasks()]
-    # ``tool``, its synthesis name before, is read as the kind everywhere it may still be written
-    assert emission_task("tool") is synthesis_task("tool") is get("tool") is tool
-    assert stored_task("tool", emission=False) is stored_task("tool", emission=True) is tool
-    assert canonical("tool") == "tool_spec" and canonical("npc") == "npc"
-    with pytest.raises(ValueError, match="'tool' is already registered"):
-        register(Task(name="tool", schema=Haiku, check=check_haiku))
-    assert Scenario(name="s", kinds=("instruction", "tool")).kinds == ("instruction", "tool_spec")
+    # ``tool``, the kind's synthesis name before 0.1.0, is an unknown kind everywhere
+    for lookup in (emission_task, synthesis_task, get):
+        with pytest.raises(UnknownTaskError, match="'tool'"):
+            lookup("tool")
+    assert stored_task("tool", emission=False) is None is stored_task("tool", emission=True)
+    with pytest.raises(ScenarioError, match="tool"):
+        Scenario(name="s", kinds=("instruction", "tool"))
     with pytest.raises(KeyError):
         synthesis_task("npc_dialogue")  # emitted in runs, not made by synthesis jobs
     assert addressed_kinds() == {"npc_dialogue", "conversation"}
@@ -185,9 +184,8 @@ def test_built_in_kinds_keep_their_offline_writers_and_limits() -> None:
         for field_name, writer in task.offline_writers.items():
             assert offline_text._writer_for(field_name) == writer, (task.name, field_name)
     assert [default_max_tokens(p) for p in ("instruction", "tool_spec", "synth:tool_spec",
-                                            "synth:tool", "synth:math_problem", "synth:multi_turn",
-                                            "solve:math_problem")] == [256, 400, 450, 450, 640,
-                                                                      600, 600]
+                                            "synth:math_problem", "synth:multi_turn",
+                                            "solve:math_problem")] == [256, 400, 450, 640, 600, 600]
 
 
 def test_instruction_is_one_schema_under_two_wire_titles() -> None:

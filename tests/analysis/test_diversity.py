@@ -26,7 +26,7 @@ from personahub.models.embedders import make_embedder
 from personahub.personas.embedding import HashEmbedder
 from personahub.personas.embedding_store import write_vectors
 from personahub.personas.scripts import LATIN, covered
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, one_line_error, usage_error
 from tests.optional import need_local_model
 
@@ -58,8 +58,8 @@ class FakeModel:
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("div") / "hub.duckdb"
-    run_synthesis(SynthOptions(task="instruction", n=8, db=str(path)))
-    run_synthesis(SynthOptions(task="math_problem", n=6, db=str(path)))
+    run_synthesis(SynthConfig(task="instruction", n=8, db=str(path)))
+    run_synthesis(SynthConfig(task="math_problem", n=6, db=str(path)))
     return path
 
 

@@ -23,7 +23,7 @@ from personahub.api import run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
 from personahub.personas.importers import iter_personas
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.tasks.tool_spec import ToolSpec
 from tests.cli_helpers import invoke
 from tests.synth_helpers import run_default_scenario
@@ -44,9 +44,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     con.execute("UPDATE emissions SET is_duplicate = true, duplicate_of = ? WHERE emission_id = ?",
                 [first[0], second[0]])
     con.close()
-    tool = run_synthesis(SynthOptions(task="tool_spec", n=12, db=str(db)))
-    math = run_synthesis(SynthOptions(task="math_problem", n=5, solve=True, db=str(db)))
-    chat = run_synthesis(SynthOptions(task="multi_turn", n=5, with_assistant=True, db=str(db)))
+    tool = run_synthesis(SynthConfig(task="tool_spec", n=12, db=str(db)))
+    math = run_synthesis(SynthConfig(task="math_problem", n=5, solve=True, db=str(db)))
+    chat = run_synthesis(SynthConfig(task="multi_turn", n=5, with_assistant=True, db=str(db)))
     return {"db": db, "run": run.run_id, "tool": tool.job_id, "math": math.job_id,
             "chat": chat.job_id}
 
@@ -336,7 +336,7 @@ def test_report_images_exist_and_are_png(data: dict, tmp_path: Path) -> None:
 
 def test_report_cli_and_survey_section(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
-    run_synthesis(SynthOptions(task="instruction", n=4, db=str(db)))
+    run_synthesis(SynthConfig(task="instruction", n=4, db=str(db)))
     con = duckdb.connect(str(db))
     con.execute("INSERT INTO survey_answers (run_id, step, survey_id, question, persona_id, agent_id, "
                 "answer_kind, answer_choice) VALUES ('r', 1, 's', 'q?', 'p1', 1, 'choice', 'yes'), "

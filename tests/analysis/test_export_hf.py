@@ -20,7 +20,7 @@ from personahub.analysis.export_hf import (
 )
 from personahub.api import run_synthesis
 from personahub.core.errors import PersonahubError
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, usage_error
 from tests.optional import need_hf
 from tests.synth_helpers import run_default_scenario
@@ -44,7 +44,7 @@ def _files(folder: Path) -> list[str]:
 @pytest.mark.slow
 def test_job_export_loads_with_load_dataset(tmp_path: Path) -> None:
     db = tmp_path / "h.duckdb"
-    job = run_synthesis(SynthOptions(task="math_problem", n=5, solve=True, db=str(db)))
+    job = run_synthesis(SynthConfig(task="math_problem", n=5, solve=True, db=str(db)))
     out = tmp_path / "math_hf"
     result = invoke("export", "--db", db, "--job", job.job_id, "--format", "hf", "--out", out)
     assert result.exit_code == 0, result.output
@@ -138,7 +138,7 @@ def test_push_to_hub_uploads_the_export_folder_as_it_is(tmp_path, monkeypatch) -
     import huggingface_hub
 
     db = tmp_path / "p.duckdb"
-    job = run_synthesis(SynthOptions(task="instruction", n=3, db=str(db)))
+    job = run_synthesis(SynthConfig(task="instruction", n=3, db=str(db)))
     out = tmp_path / "hf"
     assert invoke("export", "--db", db, "--job", job.job_id, "--format", "hf",
                   "--out", out).exit_code == 0

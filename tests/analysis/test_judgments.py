@@ -92,7 +92,7 @@ def test_an_old_database_without_the_table_has_no_judge(tmp_path: Path):
 def test_report_and_live_view_show_the_validity(launch_db, tmp_path: Path):
     from personahub.analysis.report import write_report
     from personahub.api import run_judge
-    from personahub.pipelines.judge import JudgeOptions
+    from personahub.pipelines.judge import JudgeConfig
 
     db = tmp_path / "judged.duckdb"
     db.write_bytes(Path(launch_db["db"]).read_bytes())
@@ -101,8 +101,8 @@ def test_report_and_live_view_show_the_validity(launch_db, tmp_path: Path):
         assert live_queries.state(con, launch_db["run"])["validity"] is None
     finally:
         con.close()
-    run_judge(JudgeOptions(run=launch_db["run"], db=str(db), sample=8))
-    run_judge(JudgeOptions(job=launch_db["job"], db=str(db)))
+    run_judge(JudgeConfig(run=launch_db["run"], db=str(db), sample=8))
+    run_judge(JudgeConfig(job=launch_db["job"], db=str(db)))
     con = connect(db, read_only=True)
     try:
         shown = live_queries.state(con, launch_db["run"])["validity"]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from personahub.api import run_synthesis
 from personahub.core.store import connect
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, one_line_error, usage_error
 
 
 def _job(db: Path) -> str:
-    return run_synthesis(SynthOptions(task="instruction", n=6, db=str(db))).job_id
+    return run_synthesis(SynthConfig(task="instruction", n=6, db=str(db))).job_id
 
 
 def test_judge_prints_the_rate_with_its_interval_and_says_offline(tmp_path: Path):

@@ -26,7 +26,7 @@ from personahub.core.validate import (
 from personahub.models.generation import Generation
 from personahub.models.settings import LLMConfigError, LLMSettings
 from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.scenario import Scenario, ScenarioValueError
 
 
@@ -157,7 +157,7 @@ def test_run_options_refuse_bad_values(tmp_path: Path, kwargs, says) -> None:
 ])
 def test_synth_options_refuse_bad_values(kwargs, says) -> None:
     with pytest.raises(UsageError, match=says):
-        SynthOptions(task="instruction", **kwargs)
+        SynthConfig(task="instruction", **kwargs)
 
 
 def test_client_settings_refuse_bad_values() -> None:

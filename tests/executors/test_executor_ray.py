@@ -23,7 +23,7 @@ from personahub.models.fake_server.server import running_server
 from personahub.personas.dedup import DedupConfig, run_dedup
 from personahub.personas.minhash import MinHashConfig
 from personahub.pipelines import synthesize
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from tests._planted import planted_corpus
 from tests.cli_helpers import invoke
 from tests.optional import need_ray
@@ -58,7 +58,7 @@ def accounting(db: Path, job_id: str) -> list[tuple]:
 def synth(db: Path, **kwargs: Any) -> synthesize.SynthSummary:
     defaults: dict[str, Any] = {"task": "math_problem", "n": 23, "batch_size": 5, "solve": True,
                                 "db": str(db)}
-    return run_synthesis(SynthOptions(**{**defaults, **kwargs}))
+    return run_synthesis(SynthConfig(**{**defaults, **kwargs}))
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -108,7 +108,7 @@ def test_a_failed_ray_job_resumed_loses_and_doubles_nothing(local_ray: None, tmp
         "SELECT job_id FROM synth_jobs").fetchall()[0][0]
     assert len(rows(db, job_id)) == 10  # two batches committed, the third rolled back
     resumed = run_synthesis(
-        SynthOptions(task="math_problem", db=str(db), executor="ray", ray_workers=2), resume=job_id)
+        SynthConfig(task="math_problem", db=str(db), executor="ray", ray_workers=2), resume=job_id)
     assert resumed.skipped_done == 10 and resumed.written == 13
     local = synth(tmp_path / "local.duckdb")
     assert rows(db, job_id) == rows(tmp_path / "local.duckdb", local.job_id)
@@ -154,7 +154,7 @@ def test_a_worker_killed_mid_job_loses_and_doubles_nothing(local_ray: None, tmp_
         killed.append(workers[0])
 
     db = tmp_path / "ray.duckdb"
-    options = SynthOptions(task="math_problem", n=23, batch_size=2, solve=True, db=str(db),
+    options = SynthConfig(task="math_problem", n=23, batch_size=2, solve=True, db=str(db),
                            executor="ray", ray_workers=2)
     try:
         summary = run_synthesis(options, progress=kill_one_worker)
@@ -549,7 +549,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import ray
 from personahub.pipelines import synthesize
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.api import run_synthesis
 
 db, llm, address = sys.argv[1:4]
@@ -575,7 +575,7 @@ def dies_at_the_third(self, ctx, batch, result):
     return real(self, ctx, batch, result)
 
 synthesize.SynthesisSpec.commit = dies_at_the_third
-run_synthesis(SynthOptions(task="math_problem", n=23, batch_size=5, db=db, llm=llm,
+run_synthesis(SynthConfig(task="math_problem", n=23, batch_size=5, db=db, llm=llm,
                            executor="ray", ray_workers=2))
 sys.exit(4)
 """
@@ -620,7 +620,7 @@ def test_a_killed_driver_resumed_commits_the_shards_without_asking_again(
         assert len(rows(db, job_id)) == 10 and len(set().union(*_shard_keys(folder).values())) >= 13
         assert not any(SHARD_KEY.encode() in p.read_bytes() for p in folder.iterdir())
         asked = server.stats.requests
-        resumed = run_synthesis(SynthOptions(task="math_problem", db=str(db), llm=llm,
+        resumed = run_synthesis(SynthConfig(task="math_problem", db=str(db), llm=llm,
                                              executor="ray", ray_workers=2), resume=job_id)
         assert server.stats.requests == asked  # every answer came from a shard
         assert resumed.skipped_done == 10 and resumed.written == 13
@@ -659,7 +659,7 @@ def test_a_corrupt_or_partial_shard_is_ignored_and_its_answers_asked_again(
         (folder / ".0123.part").write_bytes(b"PAR1")  # a write that never finished
         ready = set().union(*(keys for name, keys in shards.items() if name != broken))
         asked = server.stats.requests
-        resumed = run_synthesis(SynthOptions(task="math_problem", db=str(db), llm=llm,
+        resumed = run_synthesis(SynthConfig(task="math_problem", db=str(db), llm=llm,
                                              executor="ray", ray_workers=2), resume=job_id)
         assert server.stats.requests - asked == 13 - len(ready) > 0
         assert resumed.written == 13

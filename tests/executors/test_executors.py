@@ -10,7 +10,7 @@ import pytest
 from personahub.core.errors import PersonahubError
 from personahub.executors import check_executor
 from personahub.executors.order import in_batch_order
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke
 
 
@@ -38,12 +38,12 @@ def test_a_missing_answer_fails_the_job_rather_than_skipping_a_batch() -> None:
 ])
 def test_refused_before_anything_is_opened(kwargs: dict, message: str) -> None:
     with pytest.raises(PersonahubError, match=message):
-        SynthOptions(task="instruction", **kwargs)
+        SynthConfig(task="instruction", **kwargs)
 
 
 def test_local_is_the_default_and_needs_no_ray() -> None:
     check_executor("local")
-    assert SynthOptions(task="instruction").executor == "local"
+    assert SynthConfig(task="instruction").executor == "local"
 
 
 @pytest.mark.slow

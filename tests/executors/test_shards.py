@@ -23,7 +23,7 @@ from personahub.executors.shards import (
     jobs_root,
     write_shard,
 )
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 
 
 def shard(folder: Path, keys: list[str]) -> str:
@@ -119,5 +119,5 @@ def test_clearing_a_job_folder_keeps_other_jobs(tmp_path: Path) -> None:
 
 def test_a_local_job_makes_no_job_folder(tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
-    summary = run_synthesis(SynthOptions(task="math_problem", n=3, db=str(db)))
+    summary = run_synthesis(SynthConfig(task="math_problem", n=3, db=str(db)))
     assert summary.written == 3 and not jobs_root(db).exists()

@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
 from personahub.agents.prompts.agent import agent_messages
-from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
 from personahub.analysis.views import install_views
 from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app, print_summary
@@ -47,9 +46,16 @@ from personahub.personas.text_to_persona import text_personas_schema
 from personahub.pipelines.prompts.personas import expand_messages, prompt_text, text_to_persona_messages
 from personahub.pipelines.prompts.synthesis import synthesis_messages
 from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.scenario import load_scenario
-from personahub.tasks import emission_kinds, emission_task, synthesis_names, synthesis_task, tasks
+from personahub.tasks import (
+    addressed_kinds,
+    emission_kinds,
+    emission_task,
+    synthesis_names,
+    synthesis_task,
+    tasks,
+)
 from personahub.tasks.base import Content
 from personahub.tasks.math_problem import MathProblem
 from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
@@ -68,6 +74,9 @@ from tests.conftest import persona_texts
 from tests.expansions import expand_hub
 from tests.fakes import Answer, Call, Edit, FakeClient, people_answers
 from tests.text_jobs import text_job
+
+EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
+ADDRESSED_KINDS = addressed_kinds()
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_FILE = ROOT / "personas" / "data" / "seed_personas.jsonl"
@@ -651,7 +660,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     seed_hub_if_empty(con)
     lucky.add(select_personas(con, None, 1)[0].persona_id)
     con.close()
-    summary = run_synthesis(SynthOptions(task="math_problem", n=4, db=str(db), solve=True),
+    summary = run_synthesis(SynthConfig(task="math_problem", n=4, db=str(db), solve=True),
                             client=client)
     assert summary.written == 1 and summary.failed == 3 and summary.solved == 1
     assert summary.rejected == {"not_a_question": 3}
@@ -667,7 +676,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     con = connect(db, read_only=True)
     assert export(con, out, "personahub", job=summary.job_id) == 1
     con.close()
-    again = run_synthesis(SynthOptions(task="math_problem", db=str(db)), resume=summary.job_id,
+    again = run_synthesis(SynthConfig(task="math_problem", db=str(db)), resume=summary.job_id,
                           client=client)
     assert again.skipped_done == 1 and again.rejected == {"not_a_question": 3}
     con = connect(db)

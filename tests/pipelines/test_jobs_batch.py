@@ -35,7 +35,7 @@ from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.interview import InterviewConfig
 from personahub.pipelines.judge import JudgeConfig
 from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.pipelines.text_to_persona import TEXT_TO_PERSONA, TextConfig
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import invoke, kill_when
@@ -96,7 +96,7 @@ def _text(folder: Path) -> Case:
 
 def _judge(folder: Path) -> Case:
     base = folder / "judged.duckdb"
-    target = run_synthesis(SynthOptions(task="math_problem", n=10, solve=True, db=str(base))).job_id
+    target = run_synthesis(SynthConfig(task="math_problem", n=10, solve=True, db=str(base))).job_id
 
     def run(db: Path, url: str, **more: Any) -> str:
         shutil.copy(base, db)
@@ -364,7 +364,7 @@ def test_the_api_takes_the_batch_options(server: Any, tmp_path: Path) -> None:
                "batch_fallback": "online", "batch_poll_s": 0.02}
     text = personahub.text_to_persona(corpus, db=db, relations="read", **options)
     assert "batches: 1 created" in (text.summary.provider_batches or "")
-    target = run_synthesis(SynthOptions(task="math_problem", n=3, db=str(db))).job_id
+    target = run_synthesis(SynthConfig(task="math_problem", n=3, db=str(db))).job_id
     judged = personahub.judge(job=target, db=db, **options)
     assert "batches: 1 created" in (judged.summary.batches or "")
     assert srv.stats.requests == 0 and srv.stats.batches_created == 2

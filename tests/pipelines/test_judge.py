@@ -11,8 +11,8 @@ from personahub.api import run_judge, run_synthesis
 from personahub.core.contracts import CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
-from personahub.pipelines.judge import JudgeOptions, judge_id_for, select_items
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.judge import JudgeConfig, judge_id_for, select_items
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.tasks import get
 from tests.fakes import Call, FakeClient, crash_after
 
@@ -21,7 +21,7 @@ from tests.fakes import Call, FakeClient, crash_after
 def math_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A synthesis job of 12 solved math problems, offline (copied per test that writes)."""
     db = tmp_path_factory.mktemp("judge") / "math.duckdb"
-    job = run_synthesis(SynthOptions(task="math_problem", n=12, solve=True, db=str(db)))
+    job = run_synthesis(SynthConfig(task="math_problem", n=12, solve=True, db=str(db)))
     return db, job.job_id
 
 
@@ -42,7 +42,7 @@ def _rows(db: Path, sql: str, params: list | None = None) -> list:
 
 def test_one_row_per_item_with_every_criterion(db):
     path, job = db
-    summary = run_judge(JudgeOptions(job=job, db=str(path)))
+    summary = run_judge(JudgeConfig(job=job, db=str(path)))
     rows = _rows(path, "SELECT item_id, kind, criteria, valid, model, target_kind, target_id "
                        "FROM judgments WHERE judge_id = ?", [summary.judge_id])
     assert summary.judged == len(rows) == 12 and summary.failed == 0
@@ -64,8 +64,8 @@ def test_offline_verdicts_are_deterministic(db, tmp_path):
     path, job = db
     other = tmp_path / "other.duckdb"
     other.write_bytes(path.read_bytes())
-    first = run_judge(JudgeOptions(job=job, db=str(path), seed=3))
-    second = run_judge(JudgeOptions(job=job, db=str(other), seed=3))
+    first = run_judge(JudgeConfig(job=job, db=str(path), seed=3))
+    second = run_judge(JudgeConfig(job=job, db=str(other), seed=3))
     query = "SELECT item_id, criteria, valid, reason FROM judgments ORDER BY item_id"
     assert first.judge_id == second.judge_id
     assert _rows(path, query) == _rows(other, query)
@@ -75,10 +75,10 @@ def test_sample_is_seeded_and_nested(db):
     path, job = db
     con = connect(path)
     try:
-        five = [i.item_id for i in select_items(con, JudgeOptions(job=job, db=str(path), sample=5))]
-        again = [i.item_id for i in select_items(con, JudgeOptions(job=job, db=str(path), sample=5))]
-        six = [i.item_id for i in select_items(con, JudgeOptions(job=job, db=str(path), sample=6))]
-        other = [i.item_id for i in select_items(con, JudgeOptions(job=job, db=str(path), sample=5,
+        five = [i.item_id for i in select_items(con, JudgeConfig(job=job, db=str(path), sample=5))]
+        again = [i.item_id for i in select_items(con, JudgeConfig(job=job, db=str(path), sample=5))]
+        six = [i.item_id for i in select_items(con, JudgeConfig(job=job, db=str(path), sample=6))]
+        other = [i.item_id for i in select_items(con, JudgeConfig(job=job, db=str(path), sample=5,
                                                                    seed=9))]
     finally:
         con.close()
@@ -88,7 +88,7 @@ def test_sample_is_seeded_and_nested(db):
 
 def test_resume_skips_judged_items_and_retries_failed_ones(db):
     path, job = db
-    options = JudgeOptions(job=job, db=str(path), batch_size=4)
+    options = JudgeConfig(job=job, db=str(path), batch_size=4)
 
     def refuse_odd(call: Call) -> StructuredResult | None:
         if call.number % 2:
@@ -112,7 +112,7 @@ def test_resume_skips_judged_items_and_retries_failed_ones(db):
 
 def test_a_crash_keeps_committed_batches(db):
     path, job = db
-    options = JudgeOptions(job=job, db=str(path), batch_size=4)
+    options = JudgeConfig(job=job, db=str(path), batch_size=4)
     # the kernel says a crash in one line, the error it was kept as the cause
     with pytest.raises(PersonahubError, match="failed: Interrupted: simulated crash") as caught:
         run_judge(options, client=FakeClient(answer=crash_after(5, "judge"), seed=0))
@@ -133,7 +133,7 @@ def test_every_call_failed_is_one_line_error(db):
     # three endpoint failures stop the batch (the failure policy); a quality failure of every
     # item is said as the judge keeping none
     with pytest.raises(PersonahubError, match="3 of 3 actions failed at the endpoint.*HTTP 500: boom"):
-        run_judge(JudgeOptions(job=job, db=str(path), sample=3), client=FakeClient(answer=refuse))
+        run_judge(JudgeConfig(job=job, db=str(path), sample=3), client=FakeClient(answer=refuse))
     assert _rows(path, "SELECT count(*) FROM judgments")[0][0] == 0
     assert _rows(path, "SELECT status FROM jobs WHERE kind = 'judge'") == [("failed",)]
 
@@ -143,31 +143,31 @@ def test_every_call_failed_is_one_line_error(db):
         return StructuredResult(None, [record])
 
     with pytest.raises(PersonahubError, match="every model call failed \\(2 items\\).*not JSON"):
-        run_judge(JudgeOptions(job=job, db=str(path), sample=2), client=FakeClient(answer=weak))
+        run_judge(JudgeConfig(job=job, db=str(path), sample=2), client=FakeClient(answer=weak))
 
 
 def test_bad_targets_and_options(db):
     path, job = db
     with pytest.raises(PersonahubError, match="exactly one of --job or --run"):
-        JudgeOptions(db=str(path))
+        JudgeConfig(db=str(path))
     with pytest.raises(PersonahubError, match="exactly one"):
-        JudgeOptions(job=job, run="r", db=str(path))
+        JudgeConfig(job=job, run="r", db=str(path))
     with pytest.raises(PersonahubError, match="--sample must be >= 1"):
-        JudgeOptions(job=job, sample=0)
+        JudgeConfig(job=job, sample=0)
     with pytest.raises(PersonahubError, match="no such synthesis job"):
-        run_judge(JudgeOptions(job="synth-nope", db=str(path)))
+        run_judge(JudgeConfig(job="synth-nope", db=str(path)))
     with pytest.raises(PersonahubError, match="no such run"):
-        run_judge(JudgeOptions(run="run-nope", db=str(path)))
+        run_judge(JudgeConfig(run="run-nope", db=str(path)))
     with pytest.raises(PersonahubError, match="no items of kind 'tool_spec' to judge"):
-        run_judge(JudgeOptions(job=job, kind="tool_spec", db=str(path)))
+        run_judge(JudgeConfig(job=job, kind="tool_spec", db=str(path)))
 
 
 def test_judge_id_follows_the_settings():
-    base = JudgeOptions(job="j", sample=5)
-    assert judge_id_for(base) == judge_id_for(JudgeOptions(job="j", sample=5, concurrency=2))
-    assert judge_id_for(base) != judge_id_for(JudgeOptions(job="j", sample=6))
-    assert judge_id_for(base) != judge_id_for(JudgeOptions(job="j", sample=5, llm="openai:m"))
-    assert judge_id_for(base) != judge_id_for(JudgeOptions(run="j", sample=5))
+    base = JudgeConfig(job="j", sample=5)
+    assert judge_id_for(base) == judge_id_for(JudgeConfig(job="j", sample=5, concurrency=2))
+    assert judge_id_for(base) != judge_id_for(JudgeConfig(job="j", sample=6))
+    assert judge_id_for(base) != judge_id_for(JudgeConfig(job="j", sample=5, llm="openai:m"))
+    assert judge_id_for(base) != judge_id_for(JudgeConfig(run="j", sample=5))
 
 
 @pytest.mark.slow
@@ -176,7 +176,7 @@ def test_a_run_is_judged_with_each_kind_own_criteria(tmp_path):
 
     db = tmp_path / "run.duckdb"
     run = run_default_scenario(db, steps=1)
-    summary = run_judge(JudgeOptions(run=run.run_id, db=str(db), sample=15))
+    summary = run_judge(JudgeConfig(run=run.run_id, db=str(db), sample=15))
     rows = _rows(db, "SELECT kind, criteria FROM judgments")
     assert summary.judged == len(rows) == 15
     from personahub.tasks import emission_task
@@ -191,9 +191,9 @@ def test_a_run_is_judged_with_each_kind_own_criteria(tmp_path):
 
 def test_npc_items_are_judged_against_the_jobs_world(tmp_path):
     db = tmp_path / "npc.duckdb"
-    job = run_synthesis(SynthOptions(task="npc", n=2, db=str(db))).job_id
+    job = run_synthesis(SynthConfig(task="npc", n=2, db=str(db))).job_id
     fake = FakeClient(seed=0)
-    run_judge(JudgeOptions(job=job, db=str(db)), client=fake)
+    run_judge(JudgeConfig(job=job, db=str(db)), client=fake)
     assert len(fake.prompts) == 2
     for purpose, _, prompt in fake.prompts:
         assert purpose == "judge" and "## World" in prompt and "consistent_with_world" in prompt
@@ -205,7 +205,7 @@ def test_a_stopped_judge_is_a_job_that_personahub_resume_finishes(db):
     from tests.cli_helpers import invoke
 
     path, job = db
-    options = JudgeOptions(job=job, db=str(path), batch_size=4)
+    options = JudgeConfig(job=job, db=str(path), batch_size=4)
     with pytest.raises(PersonahubError):
         run_judge(options, client=FakeClient(answer=crash_after(5, "judge"), seed=0))
     listed = json.loads(invoke("jobs", "--db", path, "--kind", "judge", "--json").stdout)

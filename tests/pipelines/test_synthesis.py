@@ -15,7 +15,7 @@ from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.fake_server.server import running_server
 from personahub.pipelines import synthesize
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES
-from personahub.pipelines.synthesize import SynthOptions, load_examples
+from personahub.pipelines.synthesize import SynthConfig, load_examples
 from personahub.tasks import synthesis_names, synthesis_task
 from personahub.tasks.multi_turn import Conversation
 from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, schema_for
@@ -49,7 +49,7 @@ def scalar(db: Path, sql: str, params: list | None = None):
 def test_every_task_and_mode_offline(tmp_path: Path, task: str, mode: str) -> None:
     db = tmp_path / "s.duckdb"
     examples = write_examples(tmp_path / "ex.jsonl") if mode != "zero-shot" else None
-    summary = run_synthesis(SynthOptions(task=task, n=4, prompting=mode, db=str(db),
+    summary = run_synthesis(SynthConfig(task=task, n=4, prompting=mode, db=str(db),
                                          examples=str(examples) if examples else None))
     assert summary.written == 4 and summary.failed == 0
     rows = items(db, summary.job_id)
@@ -86,7 +86,7 @@ def test_every_task_and_mode_over_http(tmp_path: Path, loopback_url: str, task: 
     """The same matrix through ChatOpenAI against the loopback OpenAI-compatible server."""
     db = tmp_path / "h.duckdb"
     examples = write_examples(tmp_path / "ex.jsonl") if mode != "zero-shot" else None
-    summary = run_synthesis(SynthOptions(task=task, n=2, prompting=mode, db=str(db),
+    summary = run_synthesis(SynthConfig(task=task, n=2, prompting=mode, db=str(db),
                                          llm=loopback_url, solve=task in ("math_problem",),
                                          examples=str(examples) if examples else None))
     assert summary.written == 2 and summary.failed == 0 and not summary.offline
@@ -103,7 +103,7 @@ def test_every_task_and_mode_over_http(tmp_path: Path, loopback_url: str, task: 
 def test_persona_few_shot_infers_missing_personas(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     examples = write_examples(tmp_path / "ex.jsonl", with_personas=False)
-    summary = run_synthesis(SynthOptions(task="instruction", n=2, prompting="persona-few-shot",
+    summary = run_synthesis(SynthConfig(task="instruction", n=2, prompting="persona-few-shot",
                                          examples=str(examples), db=str(db)))
     config = json.loads(scalar(db, "SELECT config FROM synth_jobs JOIN jobs USING (job_id) WHERE job_id = ?",
                                [summary.job_id]))
@@ -122,7 +122,7 @@ def test_persona_hub_rows_are_persona_enhanced_demonstrations(tmp_path: Path) ->
     assert [json.loads(d.text) for d in demos] == [json.loads(json.loads(r["synthesized text"]))
                                                    for r in rows]
     db = tmp_path / "s.duckdb"
-    summary = run_synthesis(SynthOptions(task="tool_spec", n=2, prompting="persona-few-shot",
+    summary = run_synthesis(SynthConfig(task="tool_spec", n=2, prompting="persona-few-shot",
                                          examples=str(examples), db=str(db)))
     assert summary.written == 2 and summary.failed == 0
     assert scalar(db, "SELECT count(*) FROM llm_calls WHERE purpose = 'text_to_persona'") == 0
@@ -147,11 +147,11 @@ def test_prompt_modes_differ_and_pair_personas() -> None:
 
 def test_solve_and_multi_turn_with_assistant(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
-    solved = run_synthesis(SynthOptions(task="reasoning_problem", n=3, solve=True, db=str(db)))
+    solved = run_synthesis(SynthConfig(task="reasoning_problem", n=3, solve=True, db=str(db)))
     assert solved.solved == 3
     for row in items(db, solved.job_id):
         Solution.model_validate(json.loads(row[5]))
-    chat = run_synthesis(SynthOptions(task="multi_turn", n=3, with_assistant=True, db=str(db)))
+    chat = run_synthesis(SynthConfig(task="multi_turn", n=3, with_assistant=True, db=str(db)))
     for row in items(db, chat.job_id):
         content = json.loads(row[3])
         Conversation.model_validate(content)
@@ -184,12 +184,12 @@ def test_loopback_server_with_faults(tmp_path: Path) -> None:
                                        concurrency=4, timeout_s=10))
         jobs = []
         for task, solve in (("tool_spec", False), ("math_problem", True), ("npc", False)):
-            summary = run_synthesis(SynthOptions(task=task, n=6, solve=solve, db=str(db),
+            summary = run_synthesis(SynthConfig(task=task, n=6, solve=solve, db=str(db),
                                                  llm=spec, batch_size=4), client=client)
             assert summary.written + summary.failed == 6
             jobs.append((task, summary.job_id))
     for task, job_id in jobs:  # failed personas are retried by a resume (here: offline)
-        resumed = run_synthesis(SynthOptions(task=task, db=str(db)), resume=job_id)
+        resumed = run_synthesis(SynthConfig(task=task, db=str(db)), resume=job_id)
         assert resumed.failed == 0
         rows = items(db, job_id)
         assert len(rows) == 6 and len({r[0] for r in rows}) == 6
@@ -225,17 +225,17 @@ def test_resume_skips_done_personas(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(synthesize.SynthesisSpec, "commit", flaky)
     with pytest.raises(PersonahubError, match="--resume"):
-        run_synthesis(SynthOptions(task="instruction", n=7, batch_size=3, db=str(db)))
+        run_synthesis(SynthConfig(task="instruction", n=7, batch_size=3, db=str(db)))
     job_id = _col(db, "SELECT job_id FROM synth_jobs")[0]
     assert _col(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == ["failed"]
     assert len(items(db, job_id)) == 3  # the first batch committed, the second rolled back
     monkeypatch.setattr(synthesize.SynthesisSpec, "commit", real)
-    resumed = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=job_id)
+    resumed = run_synthesis(SynthConfig(task="instruction", db=str(db)), resume=job_id)
     assert resumed.job_id == job_id and resumed.skipped_done == 3 and resumed.written == 4
     rows = items(db, job_id)
     assert len(rows) == 7 and len({r[0] for r in rows}) == 7
     assert _col(db, "SELECT status FROM synth_jobs JOIN jobs USING (job_id)") == ["finished"]
-    again = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=job_id)
+    again = run_synthesis(SynthConfig(task="instruction", db=str(db)), resume=job_id)
     assert again.written == 0 and again.skipped_done == 7
 
 
@@ -246,7 +246,7 @@ def same_instruction(call: Call) -> BaseModel:
 
 def test_near_duplicates_flagged_within_job(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
-    summary = run_synthesis(SynthOptions(task="instruction", n=3, db=str(db)),
+    summary = run_synthesis(SynthConfig(task="instruction", n=3, db=str(db)),
                             client=FakeClient(same_instruction, name="same-answer", offline=True))
     rows = items(db, summary.job_id)
     originals = [r for r in rows if not r[6]]
@@ -269,25 +269,25 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(PersonahubError, match="--examples builtin:poem: no shipped"):
         load_examples("builtin:poem")
     with pytest.raises(PersonahubError, match="--prompting"):
-        SynthOptions(task="instruction", prompting="two-shot")
+        SynthConfig(task="instruction", prompting="two-shot")
     with pytest.raises(PersonahubError, match="task 'poem'"):
-        SynthOptions(task="poem")
+        SynthConfig(task="poem")
     with pytest.raises(PersonahubError, match="--solve"):
-        SynthOptions(task="tool_spec", solve=True)
+        SynthConfig(task="tool_spec", solve=True)
     with pytest.raises(PersonahubError, match="--personas"):
-        run_synthesis(SynthOptions(task="tool_spec", n=2, db=db, where="no_such_column = 1"))
+        run_synthesis(SynthConfig(task="tool_spec", n=2, db=db, where="no_such_column = 1"))
     with pytest.raises(PersonahubError, match="no personas match"):
-        run_synthesis(SynthOptions(task="tool_spec", n=2, db=db, where="text = 'nobody'"))
+        run_synthesis(SynthConfig(task="tool_spec", n=2, db=db, where="text = 'nobody'"))
     with pytest.raises(PersonahubError, match="--world"):
-        run_synthesis(SynthOptions(task="npc", n=1, db=db, world=str(tmp_path / "none.md")))
+        run_synthesis(SynthConfig(task="npc", n=1, db=db, world=str(tmp_path / "none.md")))
     with pytest.raises(PersonahubError, match="--resume nope"):
-        run_synthesis(SynthOptions(task="tool_spec", db=db), resume="nope")
+        run_synthesis(SynthConfig(task="tool_spec", db=db), resume="nope")
 
 
 def test_personas_filter_selects_subset(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
-    run_synthesis(SynthOptions(task="tool_spec", n=1, db=str(db)))  # seeds the hub
+    run_synthesis(SynthConfig(task="tool_spec", n=1, db=str(db)))  # seeds the hub
     wanted = _col(db, "SELECT count(*) FROM personas WHERE text ILIKE '%a%' AND seq % 2 = 0")[0]
-    summary = run_synthesis(SynthOptions(task="instruction", n=1000, db=str(db),
+    summary = run_synthesis(SynthConfig(task="instruction", n=1000, db=str(db),
                                          where="text ILIKE '%a%' AND seq % 2 = 0"))
     assert summary.written == wanted > 0

@@ -13,7 +13,7 @@ import pytest
 
 from personahub.api import run_synthesis
 from personahub.core.store import connect
-from personahub.pipelines.synthesize import SynthOptions, load_examples
+from personahub.pipelines.synthesize import SynthConfig, load_examples
 from tests.cli_helpers import invoke
 from tests.fakes import FakeClient
 from tests.synth_helpers import write_examples
@@ -36,10 +36,10 @@ ITEMS = "SELECT persona_id, content, text, solution, is_duplicate FROM synth_ite
 
 
 def test_few_shot_modes_default_to_the_shipped_demonstrations() -> None:
-    assert SynthOptions(task="tool_spec", prompting="few-shot").examples == "builtin:tool_spec"
-    assert SynthOptions(task="npc", prompting="persona-few-shot").examples == "builtin:npc"
-    assert SynthOptions(task="tool_spec").examples is None  # zero-shot takes none
-    given = SynthOptions(task="tool_spec", prompting="few-shot", examples="mine.jsonl")
+    assert SynthConfig(task="tool_spec", prompting="few-shot").examples == "builtin:tool_spec"
+    assert SynthConfig(task="npc", prompting="persona-few-shot").examples == "builtin:npc"
+    assert SynthConfig(task="tool_spec").examples is None  # zero-shot takes none
+    given = SynthConfig(task="tool_spec", prompting="few-shot", examples="mine.jsonl")
     assert given.examples == "mine.jsonl"
 
 
@@ -48,10 +48,10 @@ def test_job_prompts_with_and_records_the_shipped_demonstrations(tmp_path: Path,
                                                                  mode: str) -> None:
     db = tmp_path / "s.duckdb"
     client = FakeClient()
-    summary = run_synthesis(SynthOptions(task="tool_spec", n=3, prompting=mode, db=str(db)),
+    summary = run_synthesis(SynthConfig(task="tool_spec", n=3, prompting=mode, db=str(db)),
                             client=client)
     assert summary.written == 3 and summary.failed == 0
-    shipped = load_examples("builtin:tool")
+    shipped = load_examples("builtin:tool_spec")
     stored = config(db, summary.job_id)
     assert stored["examples"] == "builtin:tool_spec"
     assert stored["demos"] == [{"text": d.text, "persona": d.persona} for d in shipped]
@@ -64,7 +64,7 @@ def test_job_prompts_with_and_records_the_shipped_demonstrations(tmp_path: Path,
 def test_examples_file_overrides_the_shipped_demonstrations(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     examples = write_examples(tmp_path / "ex.jsonl")
-    summary = run_synthesis(SynthOptions(task="math_problem", n=2, prompting="few-shot",
+    summary = run_synthesis(SynthConfig(task="math_problem", n=2, prompting="few-shot",
                                          examples=str(examples), db=str(db)))
     stored = config(db, summary.job_id)
     assert stored["examples"] == str(examples)
@@ -74,7 +74,7 @@ def test_examples_file_overrides_the_shipped_demonstrations(tmp_path: Path) -> N
 def test_resume_reads_the_jobs_demonstrations(tmp_path: Path) -> None:
     """An interrupted job (half its items gone, marked interrupted) resumes to the same rows."""
     db = tmp_path / "s.duckdb"
-    options = SynthOptions(task="instruction", n=6, prompting="persona-few-shot", db=str(db))
+    options = SynthConfig(task="instruction", n=6, prompting="persona-few-shot", db=str(db))
     job_id = run_synthesis(options).job_id
     whole = query(db, ITEMS)
     con = connect(db)
@@ -82,7 +82,7 @@ def test_resume_reads_the_jobs_demonstrations(tmp_path: Path) -> None:
                 "ORDER BY item_id DESC LIMIT 3)")
     con.execute("UPDATE jobs SET status = 'interrupted' WHERE job_id = ?", [job_id])
     con.close()
-    summary = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=job_id)
+    summary = run_synthesis(SynthConfig(task="instruction", db=str(db)), resume=job_id)
     assert (summary.prompting, summary.skipped_done, summary.written) == ("persona-few-shot", 3, 3)
     assert query(db, ITEMS) == whole
     assert config(db, job_id)["examples"] == "builtin:instruction"

@@ -14,7 +14,7 @@ from personahub.core.store import connect, transaction
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines import synthesize
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, one_line_error, usage_error
 
 
@@ -47,16 +47,16 @@ def test_n_is_a_seeded_uniform_sample(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     hub(db)
     first_five = {r[0] for r in rows(db, "SELECT persona_id FROM personas ORDER BY seq LIMIT 5")}
-    a = run_synthesis(SynthOptions(task="instruction", n=5, seed=3, db=str(db)))
-    b = run_synthesis(SynthOptions(task="instruction", n=5, seed=3, db=str(db)), fresh=True)
-    c = run_synthesis(SynthOptions(task="instruction", n=5, seed=4, db=str(db)))
+    a = run_synthesis(SynthConfig(task="instruction", n=5, seed=3, db=str(db)))
+    b = run_synthesis(SynthConfig(task="instruction", n=5, seed=3, db=str(db)), fresh=True)
+    c = run_synthesis(SynthConfig(task="instruction", n=5, seed=4, db=str(db)))
     assert len(asked(db, a.job_id)) == 5 and asked(db, a.job_id) != first_five
     assert asked(db, a.job_id) == asked(db, b.job_id)  # same seed, same hub
     assert asked(db, a.job_id) != asked(db, c.job_id)
     stored = [r[0] for r in rows(db, "SELECT persona_id FROM synth_job_personas WHERE job_id = ? "
                                      "ORDER BY position", [a.job_id])]
     assert set(stored) == asked(db, a.job_id) and len(stored) == 5
-    head = run_synthesis(SynthOptions(task="instruction", n=5, sample="head", db=str(db)))
+    head = run_synthesis(SynthConfig(task="instruction", n=5, sample="head", db=str(db)))
     assert asked(db, head.job_id) == first_five  # the old order, on request
 
 
@@ -76,15 +76,15 @@ def test_resume_asks_the_drawn_personas_after_the_hub_grew(tmp_path: Path,
 
     monkeypatch.setattr(synthesize.SynthesisSpec, "commit", flaky)
     with pytest.raises(PersonahubError, match="--resume"):
-        run_synthesis(SynthOptions(task="instruction", n=8, batch_size=3, seed=9, db=str(db)))
+        run_synthesis(SynthConfig(task="instruction", n=8, batch_size=3, seed=9, db=str(db)))
     monkeypatch.setattr(synthesize.SynthesisSpec, "commit", real)
     job_id = rows(db, "SELECT job_id FROM synth_jobs")[0][0]
     drawn = [r[0] for r in rows(db, "SELECT persona_id FROM synth_job_personas WHERE job_id = ? "
                                     "ORDER BY position", [job_id])]
     hub(db, n=400, start=1000)  # many new personas: a fresh draw would take some of them
-    fresh = run_synthesis(SynthOptions(task="instruction", n=8, seed=9, db=str(db)), fresh=True)
+    fresh = run_synthesis(SynthConfig(task="instruction", n=8, seed=9, db=str(db)), fresh=True)
     assert asked(db, fresh.job_id) != set(drawn)
-    resumed = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=job_id)
+    resumed = run_synthesis(SynthConfig(task="instruction", db=str(db)), resume=job_id)
     assert resumed.skipped_done == 3 and resumed.written == 5
     assert asked(db, job_id) == set(drawn)
 
@@ -92,27 +92,27 @@ def test_resume_asks_the_drawn_personas_after_the_hub_grew(tmp_path: Path,
 def test_a_job_from_before_sampling_resumes_in_hub_order(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     hub(db)
-    summary = run_synthesis(SynthOptions(task="instruction", n=4, sample="head", db=str(db)))
+    summary = run_synthesis(SynthConfig(task="instruction", n=4, sample="head", db=str(db)))
     con = connect(db)  # as an older personahub left it: no stored draw, no sample in the config
     con.execute("DELETE FROM synth_job_personas")
     con.execute("DELETE FROM synth_items WHERE persona_id = (SELECT persona_id FROM personas "
                 "ORDER BY seq LIMIT 1)")
     con.execute("UPDATE jobs SET status = 'partial', config = json_remove(config, '$.sample')")
     con.close()
-    resumed = run_synthesis(SynthOptions(task="instruction", db=str(db)), resume=summary.job_id)
+    resumed = run_synthesis(SynthConfig(task="instruction", db=str(db)), resume=summary.job_id)
     assert resumed.written == 1 and resumed.skipped_done == 3
 
 
 def test_carve_selects_and_is_part_of_the_job(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     hub(db)
-    summary = run_synthesis(SynthOptions(task="instruction", n=100, carve=("age>=50",),
+    summary = run_synthesis(SynthConfig(task="instruction", n=100, carve=("age>=50",),
                                          db=str(db)))
     assert summary.written == 10
     assert all(r[0] >= 50 for r in rows(
         db, "SELECT CAST(json_extract_string(p.attributes, '$.age') AS INT) FROM synth_items i "
             "JOIN personas p USING (persona_id) WHERE i.job_id = ?", [summary.job_id]))
-    other = run_synthesis(SynthOptions(task="instruction", n=100, carve=("age>=50",),
+    other = run_synthesis(SynthConfig(task="instruction", n=100, carve=("age>=50",),
                                        where="text ILIKE '%nurse%'", db=str(db)))
     assert other.written == 5
 

@@ -24,7 +24,7 @@ from personahub.models.client import CallRecord, StructuredResult
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthOptions, select_personas
+from personahub.pipelines.synthesize import SynthConfig, select_personas
 from personahub.sim.runner import load_scenario_personas
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import cli, env
@@ -288,14 +288,14 @@ def test_a_resumed_job_flags_exactly_what_the_uninterrupted_job_flags(tmp_path):
     order = hub(whole_db)
     assert hub(cut_db) == order
     options = {"task": "instruction", "n": 6, "batch_size": 2}
-    whole = run_synthesis(SynthOptions(**options, db=str(whole_db)), client=wrapped(chain_answers(order)))
+    whole = run_synthesis(SynthConfig(**options, db=str(whole_db)), client=wrapped(chain_answers(order)))
     assert whole.duplicates == 1  # B; C is close to B, which is flagged, but not to A
 
     with pytest.raises(PersonahubError, match="simulated crash"):
-        run_synthesis(SynthOptions(**options, db=str(cut_db)),
+        run_synthesis(SynthConfig(**options, db=str(cut_db)),
                       client=wrapped(chain_answers(order, crash_at=2)))
     (job_id,), = rows(cut_db, "SELECT job_id FROM synth_jobs")
-    run_synthesis(SynthOptions(**options, db=str(cut_db)), resume=job_id,
+    run_synthesis(SynthConfig(**options, db=str(cut_db)), resume=job_id,
                   client=wrapped(chain_answers(order)))
     assert flags(cut_db, job_id) == flags(whole_db, whole.job_id)
 
@@ -308,7 +308,7 @@ def test_cli_resume_uses_the_jobs_seed_not_the_cli_default(tmp_path):
     (whole_job,), = rows(whole_db, "SELECT job_id FROM synth_jobs")
 
     with pytest.raises(PersonahubError):
-        run_synthesis(SynthOptions(task="instruction", n=12, seed=7, batch_size=4, db=str(cut_db)),
+        run_synthesis(SynthConfig(task="instruction", n=12, seed=7, batch_size=4, db=str(cut_db)),
                       client=wrapped(crash_after(8, error=RuntimeError), seed=7))
     (job_id,), = rows(cut_db, "SELECT job_id FROM synth_jobs")
     resumed = CliRunner().invoke(app, ["synthesize", "--resume", job_id, "--db", str(cut_db)])
@@ -321,7 +321,7 @@ def test_the_same_command_again_offers_the_resume_instead_of_a_second_job(tmp_pa
     db = tmp_path / "s.duckdb"
     args = ["synthesize", "instruction", "--n", "6", "--seed", "3", "--db", str(db)]
     with pytest.raises(PersonahubError):
-        run_synthesis(SynthOptions(task="instruction", n=6, seed=3, db=str(db)),
+        run_synthesis(SynthConfig(task="instruction", n=6, seed=3, db=str(db)),
                       client=wrapped(crash_after(0, error=RuntimeError), seed=3))
     (job_id,), = rows(db, "SELECT job_id FROM synth_jobs")
     again = CliRunner().invoke(app, args)

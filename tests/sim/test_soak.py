@@ -29,7 +29,7 @@ from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import cli, env
 from tests.conftest import persona_texts
@@ -204,7 +204,7 @@ def calls(db: Path, job_id: str) -> list[tuple]:
 @pytest.fixture(scope="module")
 def uninterrupted_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, list]:
     db = tmp_path_factory.mktemp("synth") / "whole.duckdb"
-    summary = run_synthesis(SynthOptions(task="instruction", n=80, seed=7, batch_size=8, db=str(db)))
+    summary = run_synthesis(SynthConfig(task="instruction", n=80, seed=7, batch_size=8, db=str(db)))
     return items(db, summary.job_id), calls(db, summary.job_id)
 
 
@@ -298,7 +298,7 @@ def fault_free(scenario: Path) -> dict[str, Any]:
     with running_server(ServerOptions()) as clean:
         url = f"{clean.base_url}?model=m"
         run = run_simulation(RunConfig(scenario=load_scenario(scenario), db=folder / "clean.duckdb", llm=url))
-        job = run_synthesis(SynthOptions(task="instruction", n=40, seed=7, batch_size=8, llm=url,
+        job = run_synthesis(SynthConfig(task="instruction", n=40, seed=7, batch_size=8, llm=url,
                                          db=str(folder / "clean-synth.duckdb")))
         tables = served(folder / "clean.duckdb", run.run_id, clean.base_url)
     return {"run": (tables, hub_tables(folder / "clean.duckdb"),
@@ -339,7 +339,7 @@ def test_a_synthesis_through_endpoint_faults_equals_the_fault_free_one(fault_fre
                                                                         tmp_path, faults):
     srv = server(**FAULTS[faults], hang_s=120.0, fault_seed=9)
     db = tmp_path / "faulty.duckdb"
-    job = run_synthesis(SynthOptions(task="instruction", n=40, seed=7, batch_size=8, db=str(db),
+    job = run_synthesis(SynthConfig(task="instruction", n=40, seed=7, batch_size=8, db=str(db),
                                      llm=f"{srv.base_url}?model=m"))
     clean_items, clean_answers = fault_free["synth"]
     assert items(db, job.job_id) == clean_items
