@@ -14,7 +14,7 @@ from personahub.analysis.report import write_report
 from personahub.api import run_synthesis
 from personahub.cli.app import app
 from personahub.core.errors import PersonahubError
-from personahub.pipelines.synthesize import SynthOptions
+from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, one_line_error
 from tests.optional import CHROMIUM, CHROMIUM_ARGS, need_browser
 
@@ -70,8 +70,8 @@ def test_report_of_a_database_with_only_synthesis_jobs(tmp_path: Path) -> None:
     """No run: the report is the latest synthesis job's, and says so; not a page saying "No
     run in the database". A database with neither is one error line."""
     db = tmp_path / "jobs.duckdb"
-    run_synthesis(SynthOptions(task="instruction", n=4, db=str(db)))
-    job = run_synthesis(SynthOptions(task="math_problem", n=4, db=str(db)))
+    run_synthesis(SynthConfig(task="instruction", n=4, db=str(db)))
+    job = run_synthesis(SynthConfig(task="math_problem", n=4, db=str(db)))
     result = invoke("report", "--db", db, "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
