@@ -126,8 +126,8 @@ def _role(message: Any) -> str:
 def _bodies(model: str) -> dict[str, dict[str, Any]]:
     """The request body (minus messages) per kind, as the seam sends it in json_schema mode."""
     from personahub.agents.schemas import EMISSION_SCHEMAS
-    from personahub.models.generation import default_max_tokens
     from personahub.models.structured import response_format
+    from personahub.tasks.limits import default_max_tokens
 
     return {k: {"model": model, "max_tokens": default_max_tokens(k),
                 "response_format": response_format(s, "json_schema")}
@@ -207,6 +207,7 @@ def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
     from personahub.agents.schemas import EMISSION_SCHEMAS
     from personahub.core.loop import run
     from personahub.models.client import LLMSettings, make_client
+    from personahub.tasks.limits import default_max_tokens
 
     types = {"system": SystemMessage, "user": HumanMessage}
     converted = [(kind, [types[m["role"]](m["content"]) for m in messages])
@@ -220,7 +221,8 @@ def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
 
         async def one(item: Any) -> None:
             kind, messages = item
-            result = await client.structured(EMISSION_SCHEMAS[kind], messages, purpose=kind)
+            result = await client.structured(EMISSION_SCHEMAS[kind], messages, purpose=kind,
+                                             max_tokens=default_max_tokens(kind))
             assert result.value is not None, result
 
         # the seam applies ``concurrency`` itself; the outer semaphore only mirrors the others

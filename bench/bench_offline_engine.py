@@ -31,6 +31,7 @@ from personahub.agents.prompts.agent import agent_messages
 from personahub.agents.schemas import ADDRESSED_KINDS, EMISSION_SCHEMAS
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.offline import OfflineEngine, to_openai_dicts
+from personahub.tasks.limits import default_max_tokens
 
 WORLD = "A river town with a ferry, a market and a library."
 EVENTS = ("The ferry fare doubled overnight.", "A flood warning was issued for the lower bank.",
@@ -79,7 +80,8 @@ async def structured_all(inputs: list[AgentInput], prompts: list[Any]) -> int:
         chunk = range(start, min(start + DEFAULT_CHUNK, len(inputs)))
         results = await asyncio.gather(*[
             client.structured(EMISSION_SCHEMAS[inputs[i]["kind"]], prompts[i], purpose=inputs[i]["kind"],
-                              persona_id=inputs[i]["persona_id"], step=2) for i in chunk])
+                              persona_id=inputs[i]["persona_id"], step=2,
+                              max_tokens=default_max_tokens(inputs[i]["kind"])) for i in chunk])
         ok += sum(r.value is not None for r in results)
     return ok
 

@@ -307,7 +307,7 @@ class StructuredCaller(ServesModels, Protocol):
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
-                         ) -> StructuredResult[T]: ...
+                         max_tokens: int | None = None) -> StructuredResult[T]: ...
 
 
 def carry_records(exc: BaseException, earlier: Sequence[CallRecord]) -> None:
