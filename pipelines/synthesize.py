@@ -114,7 +114,7 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
     with_assistant: bool = False
     seed: int = 0
     structured: str = "auto"  # how the schema is asked for (personahub/models/structured.py)
-    max_tokens: int | None = None  # None: per output kind (personahub/models/generation.py)
+    max_tokens: int | None = None  # None: per output kind (personahub/tasks/limits.py)
     temperature: float | None = None
     top_p: float | None = None
     db: str = engine(DEFAULT_DB)

@@ -273,7 +273,9 @@ class ServesModels(Protocol):
 
 class StructuredCaller(ServesModels, Protocol):
     """The client façade the job loops and agents call (``models.LLMClient``; the tests'
-    ``FakeClient``). Call records and cache entries come back with each result, nowhere else."""
+    ``FakeClient``). Call records and cache entries come back with each result, nowhere else.
+    A call passes its own ``max_tokens`` (None: the model layer's fallback; ``--max-tokens``
+    overrides it); ``purpose`` is only a label for its records and cache key."""
 
     @property
     def label(self) -> str: ...
