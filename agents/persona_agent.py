@@ -40,6 +40,7 @@ from personahub.agents.prompts.budget import DEFAULT_BUDGET, PromptBudget
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.personas.quality import QualityIssue
 from personahub.tasks import addressed_kinds, emission_task
+from personahub.tasks.limits import default_max_tokens
 
 DEFAULT_CHUNK = 128
 
@@ -134,7 +135,7 @@ async def decide(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str,
             memory=a.get("memory", []), recent=a.get("recent", []), budget=budget)
         return await llm.structured(decision_schema(tuple(options), len(people)), messages,
                                     purpose=DECIDE_PURPOSE, persona_id=a["persona_id"],
-                                    step=a.get("step"))
+                                    step=a.get("step"), max_tokens=default_max_tokens(DECIDE_PURPOSE))
 
     answers = await asyncio.gather(*[ask(agents[i]) for i in deliberating])
     updated = list(agents)
@@ -194,7 +195,8 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
     done = await asyncio.gather(*[
         llm.structured(emission_task(a["kind"]).schema, prompt, purpose=a["kind"],
                        persona_id=a["persona_id"], step=a.get("step"),
-                       check=emission_task(a["kind"]).gate)
+                       check=emission_task(a["kind"]).gate,
+                       max_tokens=default_max_tokens(a["kind"]))
         for _, a, prompt in acting
     ])
     results: list[StructuredResult[Any] | None] = [None] * len(state["agents"])

@@ -31,6 +31,7 @@ from personahub.agents.prompts.agent import agent_messages
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.offline import OfflineEngine, to_openai_dicts
 from personahub.tasks import addressed_kinds, emission_kinds, emission_task
+from personahub.tasks.limits import default_max_tokens
 
 EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 ADDRESSED_KINDS = addressed_kinds()
@@ -82,7 +83,8 @@ async def structured_all(inputs: list[AgentInput], prompts: list[Any]) -> int:
         chunk = range(start, min(start + DEFAULT_CHUNK, len(inputs)))
         results = await asyncio.gather(*[
             client.structured(EMISSION_SCHEMAS[inputs[i]["kind"]], prompts[i], purpose=inputs[i]["kind"],
-                              persona_id=inputs[i]["persona_id"], step=2) for i in chunk])
+                              persona_id=inputs[i]["persona_id"], step=2,
+                              max_tokens=default_max_tokens(inputs[i]["kind"])) for i in chunk])
         ok += sum(r.value is not None for r in results)
     return ok
 

@@ -52,10 +52,10 @@ def _persona_key_schema(count: int) -> type[BaseModel]:
 def _asks(which: str, variant: str) -> list[tuple[list[dict[str, str]], type[BaseModel], str, int]]:
     """(messages, bounded schema, list key, max_tokens) for one seed of ``which``."""
     from personahub.models.bounds import bounded
-    from personahub.models.generation import default_max_tokens
     from personahub.personas.expand import related_personas_schema
     from personahub.personas.text_to_persona import text_personas_schema
     from personahub.pipelines.prompts.personas import expand_messages, text_to_persona_messages
+    from personahub.tasks.limits import default_max_tokens
     from tests.conftest import persona_texts
 
     def wire(messages: list[Any]) -> list[dict[str, str]]:

@@ -35,6 +35,7 @@ class Ask:
     # the job's quality check of a valid answer (a module-level function or a partial of one,
     # so that it pickles): a rejected answer earns the seam's one fresh sample
     check: Callable[[Any], str | None] | None = None
+    max_tokens: int | None = None  # the call's output limit (its job's, personahub.tasks.limits)
 
     def model(self) -> type[BaseModel]:
         """The answer's class."""
@@ -44,7 +45,8 @@ class Ask:
 async def ask_one(caller: StructuredCaller, ask: Ask) -> StructuredResult[Any]:
     """``ask`` through ``caller``."""
     return await caller.structured(ask.model(), ask.messages, purpose=ask.purpose,
-                                   persona_id=ask.persona_id, check=ask.check)
+                                   persona_id=ask.persona_id, check=ask.check,
+                                   max_tokens=ask.max_tokens)
 
 
 def local_asks(caller: StructuredCaller) -> Asks:

@@ -78,6 +78,7 @@ from personahub.pipelines.prompts.calibration import (
     calibration_messages,
 )
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.survey import survey_schema
 
 __all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "CalibrationSpec",
@@ -187,7 +188,8 @@ class CalibrationAsker:
             messages = calibration_messages(text, options, steering=ask.steering, text=persona,
                                             attributes=attributes)
         result = await caller.structured(survey_schema("choice", options), messages,
-                                         purpose=CALIBRATE_PURPOSE, persona_id=ask.persona_id)
+                                         purpose=CALIBRATE_PURPOSE, persona_id=ask.persona_id,
+                                         max_tokens=default_max_tokens(CALIBRATE_PURPOSE))
         if result.value is None:
             return Answer(ask, None, None, result)
         value = result.value.model_dump()

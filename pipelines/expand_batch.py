@@ -34,6 +34,7 @@ from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import gate_answer, gate_item, rejected_row
 from personahub.personas.record import Persona
 from personahub.pipelines.prompts.personas import expand_messages, link_messages, prompt_text
+from personahub.tasks.limits import default_max_tokens
 
 
 @dataclass
@@ -66,6 +67,7 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     shown = {p.persona_id: expand_messages(p.text, fanout, language=language) for p in parents}
     results = await asks([Ask(related_personas_schema, (fanout,), shown[p.persona_id],
                               purpose="expand", persona_id=p.persona_id,
+                              max_tokens=default_max_tokens("expand"),
                               check=partial(gate_answer, "people", language,
                                             shown=prompt_text(shown[p.persona_id])))
                           for p in parents])
@@ -182,7 +184,8 @@ async def _close_triangles(con: duckdb.DuckDBPyConnection, asks: Asks,
         link_schema, (len(candidates),),
         link_messages(child.text, str(child.attributes.get("relation", "")), parent.text,
                       [texts[c] for c in candidates]),
-        purpose=LINK_PURPOSE, persona_id=child.persona_id)
+        purpose=LINK_PURPOSE, persona_id=child.persona_id,
+        max_tokens=default_max_tokens(LINK_PURPOSE))
         for _, parent, child, candidates in order]) if order else []
     edges: list[Relation] = []
     said_same: dict[str, str] = {}

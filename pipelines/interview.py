@@ -64,6 +64,7 @@ from personahub.sim.store import (
     steps_done,
 )
 from personahub.tasks.interview import InterviewAnswer
+from personahub.tasks.limits import default_max_tokens
 
 PURPOSE = "interview"
 
@@ -271,7 +272,8 @@ async def ask(client: StructuredCaller, prepared: Prepared) -> list[StructuredRe
     """One structured call per agent, all at once: the client's limits pace them. ``step`` is
     not passed, so the calls' ``llm_calls`` rows stay out of the run's step metrics."""
     return list(await asyncio.gather(*[
-        client.structured(InterviewAnswer, prompt, purpose=PURPOSE, persona_id=agent.persona_id)
+        client.structured(InterviewAnswer, prompt, purpose=PURPOSE, persona_id=agent.persona_id,
+                          max_tokens=default_max_tokens(PURPOSE))
         for agent, prompt in zip(prepared.agents, prepared.prompts, strict=True)]))
 
 
@@ -361,7 +363,8 @@ class InterviewAsker:
                         caller: StructuredCaller) -> list[StructuredResult[Any]]:
         return list(await asyncio.gather(*[
             caller.structured(InterviewAnswer, self.prompts[agent_id], purpose=PURPOSE,
-                              persona_id=persona_id) for agent_id, persona_id in batch]))
+                              persona_id=persona_id, max_tokens=default_max_tokens(PURPOSE))
+            for agent_id, persona_id in batch]))
 
     # -- ShardCodec: how an answer travels from a Ray worker ------------------------------------
     def key(self, agent: tuple[int, str]) -> str:

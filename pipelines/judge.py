@@ -49,6 +49,7 @@ from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, ju
 from personahub.pipelines.prompts.synthesis import world_for_prompt
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.tasks import Criterion, Task, stored_task
+from personahub.tasks.limits import default_max_tokens
 
 # What makes two judges the same judge (its id): the target, the items drawn, the model asked.
 JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
@@ -238,7 +239,8 @@ class JudgeAsker:
         schema = judge_schema(tuple(c.name for c in criteria))
         messages = judge_messages(task, item.text, criteria, persona=item.persona,
                                   solution=item.solution, world=self.world)
-        result = await caller.structured(schema, messages, purpose=JUDGE_PURPOSE)
+        result = await caller.structured(schema, messages, purpose=JUDGE_PURPOSE,
+                                         max_tokens=default_max_tokens(JUDGE_PURPOSE))
         if result.value is None:
             return Judgment(item, None, result)
         what, target = self.config.target

@@ -98,7 +98,7 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
     price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
     price_out: float | None = None  # USD per 1M output tokens
     structured: str = "auto"  # how the schema is asked for (personahub/models/structured.py)
-    max_tokens: int | None = None  # None: per output kind (personahub/models/generation.py)
+    max_tokens: int | None = None  # None: per output kind (personahub/tasks/limits.py)
     temperature: float | None = None
     top_p: float | None = None
     # a hub source draws personas the quality gate did not pass too (personas/hub_gate.py;

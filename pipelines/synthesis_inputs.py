@@ -26,6 +26,7 @@ from personahub.personas.sampling import HubQuery, draw
 from personahub.personas.store import fetch_personas, persona_count, upsert_personas
 from personahub.pipelines.prompts.synthesis import demo_persona_messages, world_for_prompt
 from personahub.tasks import synthesis_task
+from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.shipped_demos import builtin_text, is_builtin
 from personahub.tasks.synthesis_schemas import InferredPersona
 
@@ -99,7 +100,8 @@ async def infer_personas(client: StructuredCaller,
         if demo.persona:
             return demo, None
         result = await client.structured(InferredPersona, demo_persona_messages(demo.text),
-                                         purpose="text_to_persona")
+                                         purpose="text_to_persona",
+                                         max_tokens=default_max_tokens("text_to_persona"))
         if result.value is None:
             raise PersonahubError("--examples: text-to-persona failed for a demonstration "
                                   f"starting {demo.text[:40]!r}; give it a 'persona'")

@@ -85,6 +85,7 @@ from personahub.pipelines.synthesis_inputs import (
     store_selection,
 )
 from personahub.tasks import synthesis_task, tasks
+from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.shipped_demos import builtin_name
 from personahub.tasks.synthesis_schemas import Solution, content_of
 
@@ -113,7 +114,7 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
     with_assistant: bool = False
     seed: int = 0
     structured: str = "auto"  # how the schema is asked for (personahub/models/structured.py)
-    max_tokens: int | None = None  # None: per output kind (personahub/models/generation.py)
+    max_tokens: int | None = None  # None: per output kind (personahub/tasks/limits.py)
     temperature: float | None = None
     top_p: float | None = None
     db: str = engine(DEFAULT_DB)
@@ -265,6 +266,7 @@ class SynthesisAsker:
         drawn: dict[str, Any] = {"sample": sample_seed(k)} if k else {}  # sample 0 as before
         result = await caller.structured(self.schema, messages, purpose=f"synth:{opts.task}",
                                          persona_id=persona.persona_id, check=self.task.gate,
+                                         max_tokens=default_max_tokens(f"synth:{opts.task}"),
                                          **drawn)
         if result.value is None:
             return Answer(persona, None, calls=(result,), sample=k)
@@ -276,6 +278,7 @@ class SynthesisAsker:
             return Answer(persona, content, calls=(result,), sample=k)
         solved = await caller.structured(Solution, solve_messages(self.task.text(content)),
                                          purpose=f"solve:{opts.task}", persona_id=persona.persona_id,
+                                         max_tokens=default_max_tokens(f"solve:{opts.task}"),
                                          **drawn)
         solution = solved.value.model_dump() if solved.value is not None else None
         return Answer(persona, content, solution, calls=(result, solved), sample=k)

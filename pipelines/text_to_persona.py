@@ -61,6 +61,7 @@ from personahub.pipelines import labels
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.personas import text_to_persona_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.tasks.limits import default_max_tokens
 
 __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
            "text_job_of"]
@@ -144,6 +145,7 @@ class TextAsker:
                    text_to_persona_messages(pair.text[:self.max_chars], pair.relation,
                                             self.per_text, language=self.language),
                    purpose=f"text-to-persona:{pair.relation}", key=pair.key,
+                   max_tokens=default_max_tokens(f"text-to-persona:{pair.relation}"),
                    check=partial(gate_answer, "personas", self.language))
 
     async def run_batch(self, batch: Sequence[TextAsk],

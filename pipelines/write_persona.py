@@ -26,6 +26,7 @@ from personahub.pipelines.prompts.population import (
     WrittenPersona,
     write_persona_messages,
 )
+from personahub.tasks.limits import default_max_tokens
 
 __all__ = ["Written", "persona_check", "write_persona"]
 
@@ -61,7 +62,7 @@ async def write_persona(attributes: Mapping[str, object], caller: StructuredCall
     check = partial(persona_check, _frozen(attributes))
     result = await caller.structured(WrittenPersona, write_persona_messages(attributes),
                                      purpose=WRITE_PERSONA_PURPOSE, persona_id=persona_id,
-                                     check=check)
+                                     check=check, max_tokens=default_max_tokens(WRITE_PERSONA_PURPOSE))
     text: str | None = None
     rejected: str | None = None
     if result.value is not None:

@@ -62,6 +62,7 @@ from personahub.sim.scenario import (
     Survey,
 )
 from personahub.tasks import addressed_kinds, emission_task
+from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.survey import survey_schema, survey_value
 
 T = TypeVar("T")
@@ -539,7 +540,8 @@ class SocietyModel(mesa.Model):
             memory=agent.memory.prompt_lines(step), budget=self.scenario.prompt_budget,
         )
         return await self.llm.structured(schema, messages, purpose="survey",
-                                         persona_id=agent.persona_id, step=step)
+                                         persona_id=agent.persona_id, step=step,
+                                         max_tokens=default_max_tokens("survey"))
 
     def _intervene(self, step: int, result: StepResult) -> None:
         for index, x in self.scenario.interventions_at(step):

@@ -88,13 +88,8 @@ def upward_imports() -> dict[tuple[str, str], list[int]]:
     return found
 
 
-# Upward imports still to remove (issue 43): the model layer's per-purpose output limits read the
-# task registry; callers are to pass each call's limit instead.
-KNOWN = {("personahub/models/generation.py", "personahub.tasks")}
-
-
 def test_no_module_imports_a_higher_layer() -> None:
-    found = {key: lines for key, lines in upward_imports().items() if key not in KNOWN}
+    found = upward_imports()
     named = {f"{module}:{lines[0]} imports {target}" for (module, target), lines in found.items()}
     assert not named, f"imports of a higher layer (docs/architecture.md, Layers): {sorted(named)}"
 
@@ -110,6 +105,69 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert layer_of_file(ROOT / "personas" / "expand.py") == "personas"
     assert layer_of_file(ROOT / "personahub" / "core" / "kernel.py") == "core"
     assert layer_of_file(ROOT / "personahub" / "runtime.py") == "package"
+
+
+# The rooms below the tasks room know no kinds or purposes (issue 43): a call carries its own
+# max_tokens, and ``purpose`` is a label they record, never read.
+UNAWARE = ("personahub/core", "personahub/models", "personahub/executors")
+# the purposes the model layer's old limit table named (now ``personahub.tasks.limits``)
+PURPOSES = frozenset({"survey", "reflection", "decide", "interview", "expand", "text-to-persona",
+                      "text_to_persona", "write_persona", "solve", "judge", "synth"})
+# the same words where they name something else: the store's version-4 migration rewrites stored
+# names (data, not a call's limit), and the offline engine reads prompt headings and JSON keys
+NOT_KINDS = frozenset({("personahub/core/migrate.py", "tool_spec"),
+                       ("personahub/core/migrate.py", "text_to_persona"),  # a job's label
+                       ("personahub/core/migrate.py", "synth"), ("personahub/core/migrate.py", "solve"),
+                       ("personahub/models/offline_text.py", "conversation"),
+                       ("personahub/models/offline_text.py", "instruction")})
+
+
+def string_constants(tree: ast.Module) -> list[tuple[int, str]]:
+    """Every string constant of a module with its line, docstrings left out (a module's, a
+    class's or a function's first statement)."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                                | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings]
+
+
+def kind_literals(tree: ast.Module, names: frozenset[str]) -> list[tuple[int, str]]:
+    """The string constants of ``tree`` that name a kind or a purpose: the whole string, or its
+    head before ':' (``synth:math_problem``, ``text-to-persona:read``)."""
+    return [(line, text) for line, text in string_constants(tree)
+            if text in names or text.partition(":")[0] in names]
+
+
+def kind_names() -> frozenset[str]:
+    """The task registry's kind and task names and the old per-purpose limits' purposes."""
+    from personahub.tasks.registry import emission_kinds, tasks
+
+    return frozenset({*emission_kinds(), *(t.name for t in tasks()), *PURPOSES})
+
+
+def test_no_room_below_the_tasks_names_a_kind_or_purpose() -> None:
+    """No module of core, models or executors holds a kind's name or a purpose as a string
+    (docstrings aside): the model layer is told each call's limit, it does not look it up."""
+    names = kind_names()
+    found = [f"{path.relative_to(ROOT).as_posix()}:{line} {text!r}"
+             for path in sources() if path.relative_to(ROOT).as_posix().startswith(UNAWARE)
+             for line, text in kind_literals(parsed(path), names)
+             if (path.relative_to(ROOT).as_posix(), text) not in NOT_KINDS]
+    assert not found, f"kind or purpose literals below the tasks room (issue 43): {found}"
+
+
+def test_the_kind_check_sees_a_purpose_literal_and_skips_docstrings() -> None:
+    tree = ast.parse('"""About survey."""\ndef f():\n    """The judge."""\n'
+                     '    return {"synth:math_problem": 1, "decide": 2, "text-to-persona:read": 3,'
+                     ' "a survey": 4}\n')
+    names = frozenset({"survey", "judge", "synth", "decide", "text-to-persona"})
+    assert kind_literals(tree, names) == [(4, "synth:math_problem"), (4, "decide"),
+                                          (4, "text-to-persona:read")]
+    assert {"math_problem", "survey", "judge"} <= kind_names()
 
 
 def module_name(path: Path) -> str:

@@ -273,7 +273,9 @@ class ServesModels(Protocol):
 
 class StructuredCaller(ServesModels, Protocol):
     """The client façade the job loops and agents call (``models.LLMClient``; the tests'
-    ``FakeClient``). Call records and cache entries come back with each result, nowhere else."""
+    ``FakeClient``). Call records and cache entries come back with each result, nowhere else.
+    A call passes its own ``max_tokens`` (None: the model layer's fallback; ``--max-tokens``
+    overrides it); ``purpose`` is only a label for its records and cache key."""
 
     @property
     def label(self) -> str: ...
@@ -307,7 +309,7 @@ class StructuredCaller(ServesModels, Protocol):
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
-                         ) -> StructuredResult[T]: ...
+                         max_tokens: int | None = None) -> StructuredResult[T]: ...
 
 
 def carry_records(exc: BaseException, earlier: Sequence[CallRecord]) -> None:

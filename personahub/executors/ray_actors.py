@@ -72,7 +72,7 @@ MAX_BATCH = 64  # calls per actor task: large enough to amortise a task, small e
 ACTOR_RESTARTS = 3  # restarts of a dead actor (and retries of the batch it held) before failing
 ACTOR_PREFIX = "personahub-run-"  # actors are named ACTOR_PREFIX + <run id>-<n> (tests find them)
 
-Call = tuple[type[BaseModel], list[Any], str, str | None, int | None, Any, int]
+Call = tuple[type[BaseModel], list[Any], str, str | None, int | None, Any, int, int | None]
 
 
 def _portable_error(exc: Exception) -> Exception:
@@ -131,11 +131,11 @@ class _CallActor:
     async def _one(self, schema: type[BaseModel], messages: list[Any], purpose: str,
                    persona_id: str | None, step: int | None,
                    check: Callable[[Any], str | None] | None = None,
-                   sample: int = 0) -> tuple[Any, ...]:
+                   sample: int = 0, max_tokens: int | None = None) -> tuple[Any, ...]:
         try:
             result = await self.client.structured(schema, messages, purpose=purpose,
                                                   persona_id=persona_id, step=step, check=check,
-                                                  sample=sample)
+                                                  sample=sample, max_tokens=max_tokens)
         except Exception as exc:  # noqa: BLE001 - raised again on the driver
             return ("raised", _portable_error(exc))
         fields = None if result.value is None else result.value.model_dump(by_alias=True)
@@ -216,14 +216,15 @@ class RayCaller:
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
-                         ) -> StructuredResult[T]:
+                         max_tokens: int | None = None) -> StructuredResult[T]:
         """Ask on an actor; the result is the one a local client would have returned. With a
         cache, the driver client answers (its cache layer sends the misses to the actors)."""
         if self.cached:
             return await self.inner.structured(schema, messages, purpose=purpose,
                                                persona_id=persona_id, step=step, check=check,
-                                               sample=sample)
-        answer = await self.ask((schema, list(messages), purpose, persona_id, step, check, sample))
+                                               sample=sample, max_tokens=max_tokens)
+        answer = await self.ask((schema, list(messages), purpose, persona_id, step, check, sample,
+                                 max_tokens))
         if answer[0] == "raised":
             error: Exception = answer[1]
             self.stats.add(carried_records(error))

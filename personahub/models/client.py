@@ -177,7 +177,7 @@ class LLMClient:
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
-                         ) -> StructuredResult[T]:
+                         max_tokens: int | None = None) -> StructuredResult[T]:
         """Ask for an instance of ``schema``; returns ``value=None`` when every attempt failed.
         ``check`` is the job's quality check of a valid answer: a rejected one earns the one
         fresh sample (``models.seam_validate``), and comes back with its reason if that fails too.
@@ -187,7 +187,7 @@ class LLMClient:
         answer; the attempts made before are counted either way.
         """
         request = self.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
-                                   step=step, check=check, sample=sample)
+                                   step=step, check=check, sample=sample, max_tokens=max_tokens)
         result = await self._top.call(request)
         if result.value is not None:
             result.value = unbounded(result.value, schema)
@@ -195,12 +195,14 @@ class LLMClient:
 
     def request_for(self, schema: type[T], messages: list[Any], *, purpose: str,
                     persona_id: str | None = None, step: int | None = None,
-                    check: Callable[[T], str | None] | None = None, sample: int = 0) -> CallRequest:
+                    check: Callable[[T], str | None] | None = None, sample: int = 0,
+                    max_tokens: int | None = None) -> CallRequest:
         """The request ``structured`` sends for these arguments (a batch sends the same).
         ``sample`` > 0 asks another sample of the same prompt (``CallRequest.sample``): a job
         asking one persona for several items passes 2, 4, ... (the odd ones stay free for the
-        fresh sample a weak answer earns)."""
-        max_tokens = self.generation.max_tokens_for(purpose)
+        fresh sample a weak answer earns). ``max_tokens`` is the call's own limit (its caller's,
+        ``personahub.tasks.limits``); ``--max-tokens`` overrides it (``Generation``)."""
+        max_tokens = self.generation.max_tokens_for(max_tokens)
         # the schema asked for carries bounds sized for this call's budget (models.bounds), so a
         # grammar-constrained server closes the JSON in time and validation agrees with them
         return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,

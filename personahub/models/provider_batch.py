@@ -142,11 +142,11 @@ class Collected:
 def batch_call(client: LLMClient, schema: type[T], messages: list[Any], *, key: str,
                purpose: str, persona_id: str | None = None, step: int | None = None,
                check: Callable[[T], str | None] | None = None,
-               sample: int = 0) -> BatchCall[T]:
+               sample: int = 0, max_tokens: int | None = None) -> BatchCall[T]:
     """A call of ``schema`` to send by batch, prepared as ``client.structured`` prepares one;
     ``key`` names it in ``custom_id``s (unique within the job, stable across a resume)."""
     request = client.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
-                                 step=step, check=check, sample=sample)
+                                 step=step, check=check, sample=sample, max_tokens=max_tokens)
     return BatchCall(key, schema, request, request)
 
 

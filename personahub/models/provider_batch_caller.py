@@ -166,7 +166,7 @@ class BatchingCaller:
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
-                         ) -> StructuredResult[T]:
+                         max_tokens: int | None = None) -> StructuredResult[T]:
         """Queue the call for the next batch and wait for its result."""
         key = call_key(schema, messages, purpose=purpose, persona_id=persona_id, step=step,
                        sample=sample)
@@ -174,7 +174,8 @@ class BatchingCaller:
         if self._keys[key] > 1:
             key = f"{key}~{self._keys[key]}"
         call = batch_call(self.client, schema, messages, key=key, purpose=purpose,
-                          persona_id=persona_id, step=step, check=check, sample=sample)
+                          persona_id=persona_id, step=step, check=check, sample=sample,
+                          max_tokens=max_tokens)
         future: asyncio.Future[StructuredResult[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(call, future))
         if self._arrived is not None:

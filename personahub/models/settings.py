@@ -69,7 +69,7 @@ class LLMSettings:
     backoff_s: float = 0.5
     concurrency: Concurrency = 16
     structured: StructuredSetting = "auto"
-    max_tokens: int | None = None  # None: per output kind (models.generation)
+    max_tokens: int | None = None  # None: each call's own limit (its caller passes it: tasks.limits)
     temperature: float | None = None
     top_p: float | None = None
     offline_latency_s: float = 0.0

@@ -16,6 +16,7 @@ from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.settings import EndpointFailing
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
+from personahub.tasks.limits import default_max_tokens
 from tests.cli_helpers import invoke
 
 
@@ -34,7 +35,8 @@ def _ask(client: LLMClient, calls: int, workers: int) -> list[int]:
             while pending:
                 i = pending.pop()
                 try:
-                    await client.structured(_Reply, [("user", f"say hello {i}")], purpose="survey")
+                    await client.structured(_Reply, [("user", f"say hello {i}")], purpose="survey",
+                                            max_tokens=default_max_tokens("survey"))
                 except EndpointFailing:  # max_retries=0: the first 429 spends a call's budget
                     pass
                 seen.append(client.concurrency_report()["final"])

@@ -22,7 +22,6 @@ from personahub.models.bounds import (
     unbounded,
 )
 from personahub.models.client import LLMClient, LLMSettings
-from personahub.models.generation import DEFAULT_MAX_TOKENS, default_max_tokens
 from personahub.models.offline import resolve_node
 from personahub.personas.expand import related_personas_schema
 from personahub.personas.linking import link_schema
@@ -30,6 +29,7 @@ from personahub.personas.text_to_persona import text_personas_schema
 from personahub.pipelines.prompts.judge import judge_schema
 from personahub.tasks import tasks
 from personahub.tasks.interview import InterviewAnswer
+from personahub.tasks.limits import DEFAULT_MAX_TOKENS, default_max_tokens
 from personahub.tasks.reflection import Reflection
 from personahub.tasks.survey import survey_schema
 from personahub.tasks.synthesis_schemas import InferredPersona, Solution
@@ -131,7 +131,8 @@ def test_client_asks_with_the_effective_max_tokens() -> None:
     for max_tokens in (None, 90):
         client = LLMClient(LLMSettings(spec="offline", max_tokens=max_tokens))
         result = asyncio.run(client.structured(ToolSpec, [HumanMessage("A harbour master")],
-                                               purpose="synth:tool"))
+                                               purpose="synth:tool",
+                                               max_tokens=default_max_tokens("synth:tool")))
         assert result.value is not None and type(result.value) is ToolSpec
         seen[result.records[-1].max_tokens] = result.value
     assert set(seen) == {default_max_tokens("synth:tool"), 90}

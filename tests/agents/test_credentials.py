@@ -14,6 +14,7 @@ import pytest
 from personahub.agents.prompts.agent import agent_messages
 from personahub.models.client import LLMClient, LLMConfigError, LLMSettings, redact_spec
 from personahub.tasks.instruction import Instruction
+from personahub.tasks.limits import default_max_tokens
 
 SECRET = "sk-test-very-secret-value"
 
@@ -59,7 +60,8 @@ def capture() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 def call(spec: str) -> None:
     client = LLMClient(LLMSettings(spec=spec, structured="json_schema"))
     result = asyncio.run(client.structured(
-        Instruction, agent_messages(persona="A ferry pilot", kind="instruction"), purpose="instruction"))
+        Instruction, agent_messages(persona="A ferry pilot", kind="instruction"), purpose="instruction",
+        max_tokens=default_max_tokens("instruction")))
     assert result.value is not None
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from personahub.core.errors import PersonahubError
 from personahub.core.failures import ModelRejected
 from personahub.models.failures import FailFast, classify
-from personahub.models.generation import Generation, default_max_tokens
+from personahub.models.generation import FALLBACK_MAX_TOKENS, Generation
 from personahub.models.repair import check_answer
 from personahub.models.structured import (
     SCHEMA_PROMPT_LEAD,
@@ -20,6 +20,7 @@ from personahub.models.structured import (
     prepare_messages,
     response_format,
 )
+from personahub.tasks.limits import default_max_tokens
 
 
 class Item(BaseModel):
@@ -224,7 +225,10 @@ def test_generation_limits() -> None:
     assert default_max_tokens("synth:knowledge_text") == 700
     assert default_max_tokens("text-to-persona:read") == 400
     assert default_max_tokens("something-new") == 512
-    assert Generation(max_tokens=50).max_tokens_for("tool_spec") == 50
+    # the model layer: --max-tokens over the call's own limit, over the fallback
+    assert Generation(max_tokens=50).max_tokens_for(256) == 50
+    assert Generation().max_tokens_for(256) == 256
+    assert Generation().max_tokens_for(None) == FALLBACK_MAX_TOKENS == 512
     for bad in ({"max_tokens": 0}, {"temperature": 3.0}, {"top_p": 0.0}):
         with pytest.raises(PersonahubError):
             Generation(**bad)

@@ -19,7 +19,6 @@ from personahub.analysis.export import export, load_items
 from personahub.api import run_simulation, run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.models import offline_text
-from personahub.models.generation import default_max_tokens
 from personahub.personas.quality import QualityIssue
 from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthConfig
@@ -42,6 +41,7 @@ from personahub.tasks import (
 )
 from personahub.tasks.base import Content
 from personahub.tasks.instruction import Instruction, InstructionItem
+from personahub.tasks.limits import default_max_tokens
 
 
 class Haiku(BaseModel):

@@ -111,10 +111,11 @@ def test_a_ray_call_actor_spills_every_attempt_into_the_job_worker_folder(tmp_pa
     tags = {"job_kind": "run", "job_id": "run-1", "run_id": "run-1"}
     actor = _CallActor(LLMSettings(spec="offline", seed=3),
                        call_spill.WorkerSpill.beside(db, "run-1", tags))
-    call = (Answer, [HumanMessage("hi")], "t", "p1", 2, None, 0)
+    call = (Answer, [HumanMessage("hi")], "t", "p1", 2, None, 0, 77)  # its own max_tokens, forwarded
     request = actor.client.request_for(Answer, [HumanMessage("again")], purpose="t", step=2)
     (kind, _, result), (missed, _, below) = asyncio.run(actor.answer([call, request]))
     assert kind == missed == "ok"
+    assert result.records[-1].max_tokens == 77 and below.records[-1].max_tokens == 512
     spilled = call_spill.read_job(db, "run-1")
     assert [s.record for s in spilled] == [*result.records, *below.records]
     assert all(s.tags == tags for s in spilled)

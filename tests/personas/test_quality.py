@@ -57,6 +57,7 @@ from personahub.tasks import (
     tasks,
 )
 from personahub.tasks.base import Content
+from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.math_problem import MathProblem
 from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
 from personahub.tasks.tool_spec import ToolSpec
@@ -238,7 +239,8 @@ def _offline_personas() -> list[str]:
         texts = []
         for parent in parents:
             answer = await client.structured(related_personas_schema(3), expand_messages(parent, 3),
-                                             purpose="expand")
+                                             purpose="expand",
+                                             max_tokens=default_max_tokens("expand"))
             texts += [p.persona for p in answer.value.people]
             for relation in ("read", "dislike"):
                 answer = await client.structured(text_personas_schema(2),
@@ -430,14 +432,16 @@ def test_offline_emissions_and_items_all_pass() -> None:
                                           inbox=[(people[i - 1], "any news about the mill?")],
                                           addressee=people[i - 1] if kind in ADDRESSED_KINDS
                                           else None)
-                answer = await client.structured(schema, messages, purpose=kind)
+                answer = await client.structured(schema, messages, purpose=kind,
+                                                 max_tokens=default_max_tokens(kind))
                 out.append(("emission", kind, answer.value.model_dump(by_alias=True)))
             for task in SYNTH_SCHEMAS:
                 for assistant in (False, True) if task == "multi_turn" else (False,):
                     messages = synthesis_messages(task, persona, world=world,
                                                   with_assistant=assistant)
                     answer = await client.structured(schema_for(task, with_assistant=assistant),
-                                                     messages, purpose=task)
+                                                     messages, purpose=task,
+                                                     max_tokens=default_max_tokens(task))
                     out.append(("task", task, content_of(answer.value)))
         return out
 
