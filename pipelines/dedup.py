@@ -249,6 +249,7 @@ class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
     refuses_twins = False  # the adapters find an unfinished twin and resume it
     noun = "dedup job"
     unit = "personas embedded"
+    progress_per_answer = False  # its progress counts its own stages, not batch items
     id_prefix = "dedup"
 
     def model_settings(self, config: DedupJobConfig) -> EmbedderSettings | None:

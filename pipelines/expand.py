@@ -185,6 +185,7 @@ class ExpandSpec(SpecBase[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary]
     refuses_twins = False  # the adapters find an unfinished twin and resume it
     noun = "expansion"
     unit = "personas asked"
+    progress_per_answer = False  # its progress counts its own stages, not batch items
     id_prefix = "exp"
 
     def model_settings(self, config: ExpandConfig) -> LLMSettings:

@@ -137,6 +137,8 @@ class InterviewResult:
     offline: bool
     rows: list[dict[str, Any]] = field(default_factory=list)
     batches: str | None = None  # --batch: what its provider batches did in this run
+    # agent id -> its persona text at the step (``set_persona`` included): who is speaking
+    personas: dict[int, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -500,7 +502,8 @@ class InterviewSpec(SpecBase[InterviewConfig, Sequence[tuple[int, str]],
         config, prepared = ctx.config, _state(ctx).prepared
         out = InterviewResult(ctx.job_id, config.run_id, prepared.step, config.question,
                               ctx.caller.label, ctx.caller.is_offline,
-                              batches=batch_line(_state(ctx).asker))
+                              batches=batch_line(_state(ctx).asker),
+                              personas={a.agent_id: a.persona_text for a in prepared.agents})
         cursor = ctx.con.execute("SELECT * FROM interviews WHERE batch_id = ? ORDER BY agent_id",
                                  [ctx.job_id])
         names = [d[0] for d in cursor.description]

@@ -270,6 +270,7 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
     refuses_twins = False  # as before the kernel: a new run of a scenario is a new experiment
     noun = "run"
     unit = "actions"
+    progress_per_answer = False  # its progress counts its own stages, not batch items
 
     def new_id(self) -> str:
         """UTC time and a random suffix (sortable, unique), as run ids were before the kernel."""

@@ -213,6 +213,7 @@ class TextToPersonaSpec(SpecBase[TextConfig, TextBatch, list[StructuredResult[An
     refuses_twins = False  # one job per corpus name: ``prepare`` refuses a second
     noun = "text-to-persona job"
     unit = "answers"
+    progress_per_answer = False  # its progress counts its own stages, not batch items
     id_prefix = "text"
 
     def model_settings(self, config: TextConfig) -> LLMSettings:

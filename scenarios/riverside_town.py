@@ -2,12 +2,13 @@
 
 120 of the shipped seed personas, linked as acquaintances and expanded one persona-to-persona
 hop, live through six steps of an ordinary week in Millbrook-on-Vale. Each step every resident
-writes a prompt for an AI assistant, says a line to a neighbour, or sketches a software tool.
+writes a prompt for an AI assistant, says a line to a neighbour, or sketches a software tool;
+at the last step every resident also answers one survey question on the postponed flood wall.
 Run it with ``personahub run scenarios/riverside_town.py`` or ``python scenarios/riverside_town.py``.
 """
 
 from personahub.cli import main
-from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
+from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey
 
 SCENARIO = Scenario(
     name="riverside_town",
@@ -22,6 +23,12 @@ SCENARIO = Scenario(
         3: ("The council announces that the flood wall vote is postponed by a month.",),
         5: ("Heavy rain is forecast; the ferry may stop running tomorrow.",),
     },
+    surveys=(
+        Survey(id="flood_wall", steps=(6,),
+               question="The flood wall vote was postponed. What should the town do?",
+               answer="choice", options=("build the wall now", "wait for the vote",
+                                         "spend the money elsewhere")),
+    ),
     seed=7,
 )
 

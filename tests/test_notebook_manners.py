@@ -84,8 +84,8 @@ def test_the_stop_button_interrupts_a_job_run_from_a_notebook_loop(tmp_path: Pat
     reports: list[int] = []
 
     def stop_after_first_batch(phase: str, done: int, total: int | None) -> None:
-        reports.append(done)
-        if len(reports) > 1:
+        reports.append(done)  # each answer (1, 2), then the first batch's commit (2)
+        if len(reports) != 3:
             return
         signal.pthread_kill(main, signal.SIGINT)  # the stop button, delivered to the kernel
         deadline = time.monotonic() + 60
@@ -107,7 +107,7 @@ def test_the_stop_button_interrupts_a_job_run_from_a_notebook_loop(tmp_path: Pat
     assert job_id in str(stopped.value) and "resume" in str(stopped.value)
     assert rows(db, f"SELECT status FROM jobs WHERE job_id = '{job_id}'") == [("interrupted",)]
     assert rows(db, "SELECT count(*) FROM synth_items")[0][0] == 2  # the first batch is kept
-    assert len(reports) == 1
+    assert reports == [1, 2, 2]
 
     from tests.cli_helpers import invoke
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from personahub.cli.common import (
     BatchFallbackOption,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from personahub.pipelines.interview import InterviewResult
 
 FORMATS = ("table", "json")
+WHO_WIDTH = 60  # characters of the persona text that say who is speaking
 OFFLINE_NOTE = "offline engine — deterministic, not a language model"
 
 
@@ -183,6 +185,20 @@ def answers_json(result: InterviewResult) -> dict[str, Any]:
     }
 
 
+def speaker(text: str, width: int = WHO_WIDTH) -> str:
+    """Who is speaking, in short: the persona text's start, cut at a word with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text or "(no persona text)"
+    cut = text[:width].rsplit(" ", 1)[0] or text[:width]
+    return cut.rstrip(" ,;:.") + "…"
+
+
+def short_id(persona_id: str) -> str:
+    """A persona id kept compact for reference (its first 8 characters)."""
+    return persona_id if len(persona_id) <= 10 else persona_id[:8] + "…"
+
+
 def _table(result: InterviewResult) -> None:
     engine = OFFLINE_NOTE if result.offline else result.model
     say(f"run {result.run_id}, agents' state after step {result.step}; answered by: {engine}",
@@ -190,11 +206,13 @@ def _table(result: InterviewResult) -> None:
     say(f"question: {result.question}", to=out)
     table = Table(show_lines=True)
     table.add_column("agent", justify="right")
-    table.add_column("persona", overflow="fold")
-    table.add_column("answer", overflow="fold", ratio=1)
+    table.add_column("who", overflow="fold", ratio=1)
+    table.add_column("answer", overflow="fold", ratio=2)
     for row in result.rows:
         answer = row["answer"] if row["status"] == "ok" else f"(failed: {row['error']})"
-        table.add_row(str(row["agent_id"]), row["persona_id"], answer)
+        who = Text(speaker(result.personas.get(row["agent_id"], "")))
+        who.append(f"\npersona {short_id(row['persona_id'])}", style="dim")
+        table.add_row(str(row["agent_id"]), who, answer)
     out.print(table)
     from collections import Counter
 

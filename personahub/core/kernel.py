@@ -50,7 +50,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Se
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import duckdb
 
@@ -292,6 +292,9 @@ class SpecBase(Generic[C, B, R, S]):
     noun: ClassVar[str] = "job"
     unit: ClassVar[str] = "items"
     id_prefix: ClassVar[str] = ""
+    # the progress hook hears each answered call as it arrives (not only each committed batch);
+    # False for a kind whose progress counts something else than its batches' items (steps)
+    progress_per_answer: ClassVar[bool] = True
 
     def model_settings(self, config: C) -> Any | None:
         """What ``Models.build`` makes the client from (None: the job calls no model)."""
@@ -417,6 +420,7 @@ class JobContext(Generic[C]):
     # (``_spilling``): a batch that commits one of those answers after all (from a Ray shard)
     # replaces its row
     spilled_ids: frozenset[str] = frozenset()
+    asked: int = 0  # items this run of the job has committed so far (for progress)
     executor: Executor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -459,12 +463,41 @@ class JobContext(Generic[C]):
         if self.env.progress is not None:
             self.env.progress(phase, done, total)
 
+    def counting(self, caller: StructuredCaller, batch: Any) -> StructuredCaller:
+        """``caller``, reporting progress as each of a batch's calls is answered: the items
+        committed before it and the batch's calls answered so far (at most its size), so a
+        progress bar moves from the first answer, not when the batch lands (issue 44)."""
+        if (self.env.progress is None or not getattr(self.spec, "progress_per_answer", True)
+                or not isinstance(batch, Sequence)):
+            return caller
+        return cast(StructuredCaller, _Counting(caller, self, len(batch)))
+
     def run_child(self, spec: JobSpec[Any, Any, Any, S], config: Any, *,
                   resume: str | None = None) -> JobResult[S]:
         """Run ``spec`` under this job: same connection, loop, client and executor."""
         child = dataclasses.replace(self.env, parent=self.job_id, client=self.client,
                                     choice=self.executor, on_ready=None, on_start=None)
         return _run(spec, config, child, resume=resume, fresh=False)
+
+
+class _Counting:
+    """A model client that reports progress as each call is answered (``JobContext.counting``);
+    everything else is the client's own."""
+
+    def __init__(self, caller: StructuredCaller, ctx: JobContext[Any], size: int) -> None:
+        self._caller, self._ctx, self._size, self._answered = caller, ctx, size, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._caller, name)
+
+    async def structured(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self._caller.structured(*args, **kwargs)
+        finally:
+            self._answered += 1
+            ctx = self._ctx
+            ctx.report(ctx.spec.kind, ctx.done_before + ctx.asked + min(self._answered, self._size),
+                       ctx.total)
 
 
 # --- the registry ----------------------------------------------------------------------------
@@ -789,6 +822,7 @@ def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
         if after_commit is not None:  # a batched asker: its provider files go
             ctx.run(after_commit())
         asked, kept = asked + outcome.asked, kept + outcome.kept
+        ctx.asked = asked
         ctx.report(*(outcome.progress or (spec.kind, ctx.done_before + asked, ctx.total)))
         reason = batch_failure(outcome.label or f"batch {number}", outcome.asked, outcome.errors,
                                records_of(outcome.calls), share)

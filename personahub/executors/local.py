@@ -30,7 +30,7 @@ class LocalExecutor:
                 plan: Iterator[B]) -> Iterator[tuple[B, R]]:
         caller = cast(StructuredCaller, ctx.client)  # None for a job that calls no model
         for batch in plan:
-            yield batch, ctx.run(asker.run_batch(batch, caller))
+            yield batch, ctx.run(asker.run_batch(batch, ctx.counting(caller, batch)))
 
     def finish(self, ctx: JobContext[Any]) -> None:
         """Every answer is committed: what an earlier Ray attempt left on disk goes."""

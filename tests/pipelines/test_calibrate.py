@@ -350,3 +350,17 @@ def test_calibrate_json_prints_one_object(hub: dict[str, Any]) -> None:
     asked = rows(db, "SELECT count(*) FROM calibration_answers WHERE job_id = ?", [job_id])[0][0]
     assert record["counts"]["answered"] == asked > 0 and record["counts"]["questions"] == 1
     assert "attribute" in result.stderr
+
+
+def test_progress_counts_answers_as_they_arrive_not_committed_batches(hub: dict[str, Any]) -> None:
+    """Issue 44 item 4: ``calibrating … 0`` stayed at 0 until a batch of 256 answers was
+    committed. With one batch larger than all the job's answers, the hook hears every answer:
+    counts rising by one, below the batch's size, against the total, before the commit."""
+    seen: list[tuple[str, int, int | None]] = []
+    job = personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"], n=4,
+                               questions=("SAFE",), batch_size=1000,
+                               progress=lambda phase, done, total: seen.append((phase, done, total)))
+    total = len(job.answers())
+    done = [d for phase, d, _ in seen if phase == "calibration"]
+    assert total > 2 and done == [*range(1, total + 1), total]  # each answer, then the commit
+    assert {t for phase, _, t in seen if phase == "calibration"} == {total}

@@ -210,6 +210,18 @@ def test_offline_answers_are_deterministic_and_labelled(db_copy):
     assert "no language model is used" in table.stderr
 
 
+def test_the_table_says_who_is_speaking(db_copy):
+    """Issue 44 item 4: each answer shows the start of its agent's persona text at the step (agent
+    5's ``set_persona`` text, not its hub persona), the persona id kept short beside it."""
+    db, run_id = db_copy
+    table = invoke("interview", "--db", db, "--run", run_id, "--agent", "5", "How are you?")
+    assert table.exit_code == 0, table.output
+    cells = [line.split("│") for line in table.stdout.splitlines() if line.startswith("│")]
+    who = " ".join(" ".join(c[2] for c in cells).split())  # the "who" column, its lines joined
+    assert who.startswith("A retired lighthouse keeper who collects sea glass"), table.stdout
+    assert "persona p" in who and NEW_PERSONA not in who  # shortened, with a compact id
+
+
 def test_a_group_is_asked_concurrently_and_in_agent_order(db_copy):
     db, run_id = db_copy
     client = FakeClient(delay=lambda call: 0.01 * (call.number % 3))
