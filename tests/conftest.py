@@ -13,6 +13,14 @@ import pytest
 import typer.testing
 
 from personahub.models.fake_server.server import RunningServer, ServerOptions, start_server
+
+# A bare ``pytest``: the fast subset on two workers; ``--all``; the module check (tests/fast_subset.py)
+from tests.fast_subset import (  # noqa: F401
+    pytest_addoption,
+    pytest_cmdline_main,
+    pytest_configure,
+    pytest_report_header,
+)
 from tests.optional import need_ray
 
 # The CLI driven in-process builds its click command tree once, not at every invoke: typer's

@@ -399,7 +399,13 @@ SECTIONS: dict[str, Callable[[], Iterator[Any]]] = {
 }
 
 
-@pytest.mark.parametrize("section", list(SECTIONS))
+# the engine and chat-model sections are the longest (seconds each); the other sections go through
+# the same offline engine in the fast subset, and CI's slow step runs these two
+SLOW_SECTIONS = {"engine", "chat_model"}
+
+
+@pytest.mark.parametrize("section", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SECTIONS else s
+                                     for s in SECTIONS])
 def test_offline_answers_are_byte_identical_to_the_golden_data(section: str) -> None:
     # split on newlines only: the answers may hold other line separators (U+2028, NEL)
     want = golden_path(section).read_text(encoding="utf-8").split("\n")[:-1]

@@ -107,3 +107,13 @@ def test_scenario_runs_offline_and_shows_its_point(name, tmp_path):
         CHECKS[name](con, summary.run_id)
     finally:
         con.close()
+
+
+def test_every_scenario_file_loads():
+    """Each shipped scenario file, run or not above, defines a valid SCENARIO (a fast check for
+    the ones only the slow runs and the README's commands run)."""
+    files = sorted(p for p in SCENARIOS.glob("*.py") if p.name != "__init__.py")
+    assert {"first_real_run", "developer_community", "riverside_town"} <= {p.stem for p in files}
+    for path in files:
+        scenario = load_scenario(path)
+        assert scenario.steps >= 1 and scenario.source == path.resolve(), path
