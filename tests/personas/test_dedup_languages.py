@@ -128,7 +128,8 @@ def test_cli_summary_says_how_many_were_skipped(tmp_path: Path, monkeypatch: pyt
     db = tmp_path / "hub.db"
     hub(db).close()
     monkeypatch.setattr(dedup_spec, "offline_embedder", lambda spec: LatinOnlyFake())
-    result = invoke("personas", "dedup", "--db", db, "--embedder", "hash")  # a spec the flag takes; the fake answers
+    # a spec the flag takes; the fake answers for it
+    result = invoke("personas", "dedup", "--db", db, "--embedder", "hash")
     assert result.exit_code == 0, result.output
     assert "skipped for language 6 (Hani 3, Thai 2, Hang 1)" in result.output
 
