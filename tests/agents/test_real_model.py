@@ -436,7 +436,8 @@ def test_calibrate_five_questions_three_groups(llama: LlamaServer, tmp_path: Pat
     assert len(groups) == 3 and {q for q, _ in answered} <= set(FIVE_QUESTIONS)
     assert all(answer in FIVE_QUESTIONS[qid][1] for qid, answer in answered)
     if code == 0:
-        assert sources == {"model", "uniform", "human_overall", "no_persona"}
+        assert sources == {"model", "uniform", "human_overall", "no_persona", "human_resample",
+                           "perfect_panel", "human_overall_panel"}
         assert "human_overall" in output and "SEX" in output
         code, output = invoke("report", "--calibration", job_id, "--db", str(db), "--out",
                               str(tmp_path / "report"))
