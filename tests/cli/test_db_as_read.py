@@ -1,0 +1,37 @@
+"""The database as a stranger reads it (issue 44, item 6): after the quick start's
+``personahub run``, the user's own commands (``personahub sql``, ``personahub jobs``) show one
+name per thing."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import ROOT, invoke
+
+
+@pytest.fixture(scope="module")
+def quick_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick start's run (one step), offline."""
+    db = tmp_path_factory.mktemp("quick") / "personahub.duckdb"
+    result = invoke("run", ROOT / "scenarios" / "riverside_town.py", "--db", db, "--steps", "1",
+                    "--preview", "0")
+    assert result.exit_code == 0, result.output
+    return db
+
+
+def sql_rows(db: Path, query: str) -> list[list[str]]:
+    """``personahub sql --format csv --no-header QUERY``, as rows."""
+    result = invoke("sql", "--db", db, "--format", "csv", "--no-header", query)
+    assert result.exit_code == 0, result.output
+    return list(csv.reader(io.StringIO(result.stdout)))
+
+
+def test_show_tables_lists_every_view_once(quick_start: Path) -> None:
+    names = [row[0] for row in sql_rows(quick_start, "show tables")]
+    views = [n for n in names if n.startswith("v_")]
+    assert "v_runs" in views and len(views) >= 13
+    assert len(views) == len(set(views)), sorted(views)
