@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,19 @@ def test_show_tables_lists_every_view_once(quick_start: Path) -> None:
     views = [n for n in names if n.startswith("v_")]
     assert "v_runs" in views and len(views) >= 13
     assert len(views) == len(set(views)), sorted(views)
+
+
+def test_seed_personas_have_one_source_name(quick_start: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's seed personas and the rest of the seed file imported by its relative path (the
+    README's walk-through) are all ``seed``: not an absolute path here and a relative one there."""
+    db = tmp_path / "hub.duckdb"
+    shutil.copy(quick_start, db)
+    monkeypatch.chdir(ROOT)
+    imported = invoke("personas", "import", "personas/data/seed_personas.jsonl", "--db", db)
+    assert imported.exit_code == 0, imported.output
+    sources = sql_rows(db, "select source, count(*) from personas where source <> 'expand' "
+                           "group by 1")
+    assert [s for s, _ in sources] == ["seed"]
+    assert int(sources[0][1]) == sum(1 for line in (ROOT / "personas" / "data" /
+                                                    "seed_personas.jsonl").open() if line.strip())
