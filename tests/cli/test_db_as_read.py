@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from personahub.cli.common import out
 from tests.cli_helpers import ROOT, invoke
 
 
@@ -52,3 +54,24 @@ def test_seed_personas_have_one_source_name(quick_start: Path, tmp_path: Path,
     assert [s for s, _ in sources] == ["seed"]
     assert int(sources[0][1]) == sum(1 for line in (ROOT / "personas" / "data" /
                                                     "seed_personas.jsonl").open() if line.strip())
+
+
+def test_jobs_listing_names_the_jobs_tables_columns(quick_start: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``personahub jobs``'s columns are the ``jobs`` table's by name, but ``what``, which the
+    listing and docs/database.md both say is no column."""
+    monkeypatch.setattr(out, "width", 160)  # a terminal wide enough for every name
+    columns = {row[0] for row in sql_rows(quick_start, "select column_name from "
+                                                       "information_schema.columns where "
+                                                       "table_name = 'jobs'")}
+    result = invoke("jobs", "--db", quick_start)
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "kind" in line and "┃" in line)
+    shown = [cell.strip() for cell in header.split("┃") if cell.strip()]
+    assert "what" in shown and set(shown) - {"what"} <= columns, shown
+    assert "what: a few words from the job's config, not a column" in " ".join(
+        result.stdout.split())
+    listed = json.loads(invoke("jobs", "--db", quick_start, "--json").stdout)
+    assert set(listed[0]) - {"what"} <= columns, listed[0]
+    doc = (ROOT / "docs" / "database.md").read_text(encoding="utf-8")
+    assert "`what`, which is not a column" in doc
