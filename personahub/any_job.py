@@ -65,7 +65,9 @@ def _what(kind: str, config: dict[str, Any]) -> str:
 def job_rows(db: str | Path, *, kind: str | None = None,
              status: str | None = None) -> list[dict[str, Any]]:
     """Every job in ``db``, newest first, as plain rows: id, kind, status, times, a few words on
-    what it makes (``what``), its parent run or job, and why it stopped (``error``)."""
+    what it makes (``what``), its parent run or job, and why it stopped (``error``). Every key
+    but ``what`` (a few words from the job's ``config``, by its kind) is the ``jobs`` table's
+    column of that name."""
     from personahub.core.jobs_store import list_jobs
     from personahub.core.store import connect
 
@@ -82,7 +84,7 @@ def job_rows(db: str | Path, *, kind: str | None = None,
         rows.append({"job_id": r.job_id, "kind": r.kind, "status": r.status,
                      "started_at": r.started_at, "finished_at": r.finished_at,
                      "what": _what(r.kind, r.config),
-                     "parent": r.parent_id, "error": r.error})
+                     "parent_id": r.parent_id, "error": r.error})
     return rows
 
 
@@ -90,11 +92,13 @@ def job_rows(db: str | Path, *, kind: str | None = None,
 def jobs(*, db: str | Path = DEFAULT_DB, kind: str | None = None,
          status: str | None = None) -> pd.DataFrame:
     """Every job in ``db`` as a DataFrame, newest first (``personahub jobs``): ``job_id``,
-    ``kind``, ``status``, ``started_at``, ``finished_at``, ``what``, ``parent``, ``error``;
+    ``kind``, ``status``, ``started_at``, ``finished_at``, ``what``, ``parent_id``, ``error`` (the
+    ``jobs`` table's columns, and ``what``: a few words from the job's ``config``, by its kind);
     ``kind`` / ``status`` keep only those."""
     import pandas as pd
 
-    columns = ["job_id", "kind", "status", "started_at", "finished_at", "what", "parent", "error"]
+    columns = ["job_id", "kind", "status", "started_at", "finished_at", "what", "parent_id",
+               "error"]
     return pd.DataFrame(job_rows(db, kind=kind, status=status), columns=columns)
 
 

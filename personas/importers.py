@@ -54,6 +54,9 @@ FORMATS: dict[str, str] = {
 }
 
 MAX_BAD_EXAMPLES = 5
+#: the ``source`` of the shipped seed personas, however they were read (a run's default personas,
+#: the hub a synthesis job seeds, ``personas import`` of the file by any path): one name
+SEED_SOURCE = "seed"
 _JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_BATCH_ROWS = 1024
@@ -513,6 +516,26 @@ def _records(container: str, path: Path, name: str) -> Iterator[tuple[int, Row |
     return _parquet_records(path, name)
 
 
+def seed_file() -> Path:
+    """The shipped seed persona file (``personas/data/seed_personas.jsonl``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("personahub.personas").joinpath("data/seed_personas.jsonl")))
+
+
+def is_seed_file(path: Path) -> bool:
+    """Whether ``path`` is the shipped seed file, or a copy of it byte for byte (a checkout's
+    ``personas/data/seed_personas.jsonl`` beside an installed package)."""
+    seed = seed_file()
+    try:
+        if path.resolve() == seed.resolve():
+            return True
+        return path.is_file() and path.stat().st_size == seed.stat().st_size \
+            and path.read_bytes() == seed.read_bytes()
+    except OSError:
+        return False
+
+
 def iter_personas(
     path: str | Path,
     *,
@@ -527,6 +550,9 @@ def iter_personas(
 
     For a Persona Hub synthesis file, ``synth_rows`` (when given) receives each imported record
     whole, as it is yielded: its synthesized text is data the persona alone does not carry.
+
+    ``source`` (default: the path as given; the shipped seed file is ``seed`` by any path) names
+    where the personas came from in ``personas.source``.
 
     File-level problems raise ``PersonaFileError`` (without line) right away; a bad record
     raises ``PersonaFileError`` (with line) when reached, or is counted in ``stats`` and skipped
@@ -548,7 +574,7 @@ def iter_personas(
         candidates=candidates,
         attributes_of=_attribute_builder(resolved, container, stats),
         name=name,
-        source=name if source is None else source,
+        source=source if source is not None else SEED_SOURCE if is_seed_file(path) else name,
         ref_word=ref_word,
         skip_bad=skip_bad,
         stats=stats,

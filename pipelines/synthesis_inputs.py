@@ -20,7 +20,7 @@ from personahub.core.errors import PersonahubError
 from personahub.core.store import insert_columns, transaction
 from personahub.core.validate import read_text_file
 from personahub.personas.gate_labels import DRAWN
-from personahub.personas.importers import iter_personas
+from personahub.personas.importers import iter_personas, seed_file
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw
 from personahub.personas.store import fetch_personas, persona_count, upsert_personas
@@ -154,6 +154,5 @@ def seed_hub_if_empty(con: duckdb.DuckDBPyConnection) -> int:
     """Import the shipped seed personas into an empty hub, so a fresh database just works."""
     if persona_count(con):
         return 0
-    path = resources.files("personahub.personas").joinpath("data/seed_personas.jsonl")
     with transaction(con):
-        return upsert_personas(con, iter_personas(str(path), source="seed"))
+        return upsert_personas(con, iter_personas(seed_file()))

@@ -18,7 +18,6 @@ import runpy
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -604,7 +603,9 @@ class Scenario:
     def persona_path(self) -> Path:
         """The persona file to import (the shipped seed set by default)."""
         if self.personas.path == SEED_PERSONAS:
-            return Path(str(resources.files("personahub.personas").joinpath("data/seed_personas.jsonl")))
+            from personahub.personas.importers import seed_file
+
+            return seed_file()
         return self.resolve(self.personas.path)
 
 

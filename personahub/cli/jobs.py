@@ -30,6 +30,11 @@ from personahub.cli.common import (
 )
 from personahub.core.store import DEFAULT_DB
 
+# what ``personahub jobs`` shows of each job: the jobs table's columns of these names (times in
+# UTC), and ``what``, which no table holds
+LISTED = ("job_id", "kind", "status", "started_at", "finished_at", "what")
+JOBS_CAPTION = "times in UTC; what: a few words from the job's config, not a column"
+
 
 def _stamp(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
@@ -45,14 +50,15 @@ def jobs(
                                                     "superseded, awaiting_results).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
 ) -> None:
-    """List every job in the database, newest first: id, kind, status, started, finished."""
+    """List every job in the database, newest first: job_id, kind, status, started_at, finished_at.
+
+    Those are the jobs table's columns, by name (times in UTC); what, beside them, is a few words
+    from the job's config, not a column. --json adds parent_id and error."""
     from rich.table import Table
 
     from personahub.any_job import job_rows
 
-    listed = [{"job_id": r["job_id"], "kind": r["kind"], "status": r["status"],
-               "started": _stamp(r["started_at"]), "finished": _stamp(r["finished_at"]),
-               "what": r["what"], "parent": r["parent"], "error": r["error"]}
+    listed = [{**r, "started_at": _stamp(r["started_at"]), "finished_at": _stamp(r["finished_at"])}
               for r in job_rows(db, kind=kind, status=status)]
     if as_json:
         out.print(json.dumps(listed, ensure_ascii=False), highlight=False, soft_wrap=True)
@@ -60,14 +66,13 @@ def jobs(
     if not listed:
         say(f"no jobs in {db}", to=out)
         return
-    table = Table(title=f"jobs in {db} (newest first)")
-    for name in ("job", "kind", "status"):  # ids are what the user copies: never wrapped
-        table.add_column(name, no_wrap=True)
-    for name in ("started (UTC)", "finished (UTC)", "what"):
-        table.add_column(name)
+    # the columns are the jobs table's, by their names (docs/database.md), but what
+    table = Table(title=f"jobs in {db} (newest first)", caption=JOBS_CAPTION)
+    for name in LISTED:
+        # ids are what the user copies: never wrapped
+        table.add_column(name, no_wrap=name in ("job_id", "kind", "status"))
     for job in listed:
-        table.add_row(job["job_id"], job["kind"], job["status"], job["started"], job["finished"],
-                      job["what"])
+        table.add_row(*(job[name] for name in LISTED))
     out.print(table)
 
 

@@ -102,15 +102,25 @@ def stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     return missing
 
 
+def holds_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
+    """Whether the file behind ``con`` stores the views of ``text`` (default: the installed
+    ``views.sql``) already: TEMP copies over them would list every view twice (``show tables``).
+
+    The version alone is checked: a writer storing this text stored every view of it
+    (``sync_views``)."""
+    text = views_text() if text is None else text
+    try:
+        return _meta(con, VERSION_KEY) == version(text)
+    except duckdb.CatalogException:  # a file from before schema_meta
+        return False
+
+
 def lay_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
     """On a read-only connection: TEMP copies of the views of ``text`` (default: the installed
     ``views.sql``) unless the file holds them; True when they were laid."""
     text = views_text() if text is None else text
-    try:  # the version alone: a writer storing this text stored every view of it (sync_views)
-        if _meta(con, VERSION_KEY) == version(text):
-            return False
-    except duckdb.CatalogException:  # a file from before schema_meta
-        pass
+    if holds_views(con, text):
+        return False
     stand_in_missing_tables(con)
     for statement in statements(text, temporary=True):
         con.execute(statement)

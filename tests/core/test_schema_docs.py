@@ -38,3 +38,27 @@ def test_every_analysis_view_is_documented():
     assert len(views) >= 9
     missing = sorted(v for v in views if f"| `{v}` |" not in section)
     assert not missing, f"views not in the Views table: {missing}"
+
+
+def test_every_view_column_has_its_own_line(tmp_path):
+    """Each analysis view has a ``### v_name`` section under "## Views" with one ``- `column` —``
+    line per column the view has in a database made by this version (issue 44, item 6)."""
+    con = connect(tmp_path / "views.duckdb")
+    text = DOC.read_text()
+    start = text.index("## Views")
+    views_part = text[start:text.index("\n## ", start + 1)]
+    sections = {s.split("\n", 1)[0].strip(): s
+                for s in re.split(r"^### ", views_part, flags=re.MULTILINE)[1:]}
+    views = [v for (v,) in con.execute(
+        "select view_name from duckdb_views() where not internal and not temporary").fetchall()]
+    assert len(views) >= 13
+    undocumented = {}
+    for view in views:
+        columns = [c for (c,) in con.execute(
+            "select column_name from information_schema.columns where table_name = ? "
+            "order by ordinal_position", [view]).fetchall()]
+        lines = sections.get(view, "")
+        missing = [c for c in columns if f"\n- `{c}` —" not in lines]
+        if missing:
+            undocumented[view] = missing
+    assert not undocumented, f"view columns without their line in docs/database.md: {undocumented}"

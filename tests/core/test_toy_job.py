@@ -244,7 +244,7 @@ def test_a_child_job_runs_under_its_parent(tmp_path: Path) -> None:
     parent = runtime.run(TWO, CountConfig(texts=TEXTS, seed=1), db)
     jobs = {j["kind"]: j for j in json.loads(invoke("jobs", "--db", db, "--json").stdout)}
     assert jobs["toy_two_counts"]["job_id"] == parent.job_id
-    assert jobs["toy_word_count"]["parent"] == parent.job_id
+    assert jobs["toy_word_count"]["parent_id"] == parent.job_id
     assert jobs["toy_word_count"]["status"] == jobs["toy_two_counts"]["status"] == "finished"
     child = jobs["toy_word_count"]["job_id"]
     assert len(counts(db, child)["rows"]) == 3 and len(counts(db, parent.job_id)["rows"]) == 7

@@ -210,7 +210,7 @@ def test_a_stopped_judge_is_a_job_that_personahub_resume_finishes(db):
         run_judge(options, client=FakeClient(answer=crash_after(5, "judge"), seed=0))
     listed = json.loads(invoke("jobs", "--db", path, "--kind", "judge", "--json").stdout)
     judge_id = judge_id_for(options)
-    assert [(j["job_id"], j["status"], j["parent"]) for j in listed] == [(judge_id, "failed", job)]
+    assert [(j["job_id"], j["status"], j["parent_id"]) for j in listed] == [(judge_id, "failed", job)]
     resumed = invoke("resume", judge_id, "--db", path)
     assert resumed.exit_code == 0, resumed.output
     assert f"judge {judge_id} of job {job}: 8 items judged (4 already judged, 0 failed)" in resumed.stdout
