@@ -237,6 +237,7 @@ class CalibrationSummary:
     panel_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)  # effective, per attribute
     verdict: list[str] = field(default_factory=list)  # the scores in plain sentences
     batches: str | None = None  # --batch: what its provider batches did in this run
+    weighting: str = ""  # respondent-level input: weighted or not (empty: counts as given)
 
     @property
     def failed(self) -> int:
@@ -314,6 +315,8 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
             steering=config.steering, questions=len(selected.questions), groups=len(names),
             empty_groups=[n for n in names if sizes[n] == 0],
             small_groups=[n for n in names if 0 < sizes[n] < config.n], personas=len(everyone))
+        if not ctx.resumed:
+            summary.weighting = survey.weighting
         personas = {pid: (p.text, demographics(p.attributes)) for pid, p in everyone.items()}
         ctx.state = CalibrationState(selected, panels, personas, summary)
 
@@ -413,6 +416,8 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
                  f"engine: {summary.engine}" + (" (offline engine, not a language model: the "
                                                 "scores say nothing about people)"
                                                 if summary.offline else "")]
+        if summary.weighting:
+            lines.append(f"human answers: one row per respondent, {summary.weighting}")
         if summary.empty_groups:
             lines.append(f"{len(summary.empty_groups)} groups without a matching persona, not "
                          f"scored: {', '.join(summary.empty_groups[:6])}"
