@@ -237,6 +237,8 @@ class CalibrationSummary:
     panel_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)  # effective, per attribute
     verdict: list[str] = field(default_factory=list)  # the scores in plain sentences
     batches: str | None = None  # --batch: what its provider batches did in this run
+    dispersion: pd.DataFrame = field(default_factory=pd.DataFrame)  # entropy and SD ratios
+    sd_per_question: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, per steering
     weighting: str = ""  # respondent-level input: weighted or not (empty: counts as given)
 
     @property
@@ -387,7 +389,12 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
     def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
         """Score the answers (replacing the job's earlier scores) and sum the job up."""
         from personahub.analysis.calibration_verdict import panel_sizes, verdict
-        from personahub.pipelines.calibrate_scores import per_attribute, score_job
+        from personahub.pipelines.calibrate_scores import (
+            dispersion_table,
+            per_attribute,
+            score_job,
+            sd_by_question,
+        )
 
         summary = _state(ctx).summary
         if not summary.asks:
@@ -396,6 +403,8 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
+        summary.dispersion = dispersion_table(scored.summary)
+        summary.sd_per_question = sd_by_question(scored.scores)
         summary.panel_sizes = panel_sizes(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
         summary.batches = batch_line(_state(ctx).asker)
@@ -407,7 +416,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
 
     def report(self, summary: CalibrationSummary, db: Path) -> list[str]:
         """What the job did and its per-attribute representativeness, as console lines."""
-        from personahub.pipelines.calibrate_scores import size_lines, table_lines
+        from personahub.pipelines.calibrate_scores import dispersion_lines, size_lines, table_lines
 
         lines = [f"calibration {summary.job_id}: {summary.questions} questions x {summary.groups} "
                  f"groups, {summary.personas} personas; {summary.answered} of {summary.asks} "
@@ -427,6 +436,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
                          f"{', '.join(summary.small_groups[:6])}"
                          + (" ..." if len(summary.small_groups) > 6 else ""))
         lines += table_lines(summary.per_attribute)
+        lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
         lines += size_lines(summary.panel_sizes)
         if summary.verdict:
             lines += [f"verdict: {summary.verdict[0]}", *(f"  {v}" for v in summary.verdict[1:])]
