@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -38,7 +39,7 @@ from personahub.analysis.survey_csv import REFUSAL_LABELS, _question, _Row
 from personahub.core.errors import InputFileError
 from personahub.personas.demographics import attribute_keys
 
-__all__ = ["codebook_path", "read_respondents"]
+__all__ = ["Respondents", "codebook_path", "read_respondent_rows", "read_respondents"]
 
 IDENTIFIERS = {"id", "respondent", "respondent_id", "caseid", "qkey"}
 CODEBOOK_COLUMNS = ("question_id", "question", "options")
@@ -155,15 +156,27 @@ def _nominal(qid: str, values: set[str]) -> Question:
     return Question(qid, qid, tuple(substantive + refusals), (1.0,) * len(substantive))
 
 
-def read_respondents(path: str | Path, *, weight: str | None = None) -> Survey:
-    """Read a respondent-level file into a ``Survey`` (see the module docstring).
+@dataclass(frozen=True)
+class Respondents:
+    """A respondent-level file as read: its questions, demographic columns, weight column and
+    one ``(weight, groups, answers)`` per respondent (weights as given; empty cells left out)."""
+
+    questions: dict[str, Question]
+    demographics: tuple[str, ...]
+    weight_column: str | None
+    rows: tuple[tuple[float, dict[str, str], dict[str, str]], ...]
+    skipped: dict[str, str]
+
+
+def read_respondent_rows(path: str | Path, *, weight: str | None = None) -> Respondents:
+    """Read a respondent-level file (module docstring) without aggregating it.
 
     Args:
         path: a CSV or Parquet file, one row per respondent.
         weight: the weight column (default: the one named ``weight`` or ``weight_*``, if any).
 
     Returns:
-        The survey: weighted counts per question and group, ``weighting`` saying which.
+        The questions, the columns read as demographics, and each respondent's row.
     """
     name, path = str(path), Path(path)
     header, records = _records(path, name)
@@ -200,13 +213,27 @@ def read_respondents(path: str | Path, *, weight: str | None = None) -> Survey:
         rows.append((w, {c: cells[index[c]] for c in demographics if cells[index[c]]}, answers))
     if not rows:
         raise InputFileError(name, None, "no data rows")
-    total = sum(w for w, _, _ in rows)
-    if total <= 0:
+    if sum(w for w, _, _ in rows) <= 0:
         raise InputFileError(name, None, f"every weight in column {weight_column} is 0")
-    scale = len(rows) / total
     questions = dict(book) if book is not None else {
         q: _nominal(q, {a[q] for _, _, a in rows if q in a}) for q in rest
         if any(q in a for _, _, a in rows)}
+    return Respondents(questions, tuple(demographics), weight_column, tuple(rows), skipped)
+
+
+def read_respondents(path: str | Path, *, weight: str | None = None) -> Survey:
+    """Read a respondent-level file into a ``Survey`` (see the module docstring).
+
+    Args:
+        path: a CSV or Parquet file, one row per respondent.
+        weight: the weight column (default: the one named ``weight`` or ``weight_*``, if any).
+
+    Returns:
+        The survey: weighted counts per question and group, ``weighting`` saying which.
+    """
+    read = read_respondent_rows(path, weight=weight)
+    questions, rows, skipped = read.questions, read.rows, dict(read.skipped)
+    scale = len(rows) / sum(w for w, _, _ in rows)
     counts: dict[str, dict[GroupKey, list[float]]] = {}
     for w, groups, answers in rows:
         for qid, value in answers.items():
@@ -221,9 +248,9 @@ def read_respondents(path: str | Path, *, weight: str | None = None) -> Survey:
     for qid in questions:
         if qid not in counts:
             skipped[qid] = "no respondent answered it"
-    weighting = (f"weighted by column {weight_column} (rescaled to a mean of 1)"
-                 if weight_column is not None else "unweighted (no weight column): each "
+    weighting = (f"weighted by column {read.weight_column} (rescaled to a mean of 1)"
+                 if read.weight_column is not None else "unweighted (no weight column): each "
                  "respondent counts 1")
     return Survey({q: questions[q] for q in counts},
                   {q: {k: tuple(v) for k, v in g.items()} for q, g in counts.items()},
-                  source=name, skipped=skipped, weighting=weighting)
+                  source=str(path), skipped=skipped, weighting=weighting)
