@@ -90,7 +90,7 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     """What a calibration makes (stored in ``jobs.config``) and, in ``engine`` fields, how this
     run of it asks (a resume takes those from its caller)."""
 
-    survey: str  # an OpinionQA wave folder or a long CSV
+    survey: str  # an OpinionQA wave folder, a long CSV or a respondent-level CSV/Parquet
     population: str  # a sample-population id, or "all" (every persona of the hub)
     carve: tuple[str, ...] = ()  # further carve conditions on the population
     n: int = 20  # personas per group

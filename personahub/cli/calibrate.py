@@ -57,8 +57,10 @@ from personahub.core.validate import MAX_SEED
 def calibrate(
     ctx: typer.Context,
     survey: Annotated[str | None, typer.Argument(
-        help="Human answers: an OpinionQA wave folder (info.csv, <ATTRIBUTE>_data.json) or a "
-             "long CSV (question_id, question, options, attribute, group, option, count).")] = None,
+        help="Human answers: an OpinionQA wave folder (info.csv, <ATTRIBUTE>_data.json), a "
+             "long CSV (question_id, question, options, attribute, group, option, count), or "
+             "one row per respondent (CSV or Parquet; demographic, question and optional "
+             "weight columns).")] = None,
     population: Annotated[str | None, typer.Option(
         "--population", help="Who answers: a population id (personas sample-population) or "
                              "'all' (every persona with demographics in the hub).")] = None,
