@@ -68,6 +68,7 @@ def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarra
         ``ppi`` (``ppi_py.ppi_mean_ci``, PPI++ with its tuned lambda), ``humans`` (the humans
         alone, ``ppi_py.classical_mean_ci``) and ``simulated`` (the panel's mean prediction with
         its CLT interval, ``classical_mean_ci`` on the panel: what trusting the simulator gives).
+        Bounds are clipped to [0, 1].
     """
     from ppi_py import classical_mean_ci, ppi_mean_ci  # heavy (numba): only when asked
 
@@ -83,10 +84,11 @@ def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarra
         pl, ph = (float(np.ravel(v)[0]) for v in ppi_mean_ci(y, yhat, yu, alpha=alpha, w=weights))
         hl, hh = (float(np.ravel(v)[0]) for v in classical_mean_ci(y, w=weights, alpha=alpha))
         sl, sh = (float(np.ravel(v)[0]) for v in classical_mean_ci(yu, alpha=alpha))
-        # the intervals are symmetric (normal): their midpoint is the point estimate
-        out["ppi"].append([(pl + ph) / 2, pl, ph])
-        out["humans"].append([(hl + hh) / 2, hl, hh])
-        out["simulated"].append([(sl + sh) / 2, sl, sh])
+        # the intervals are symmetric (normal): their midpoint is the point estimate; a share
+        # lies in [0, 1], so the bounds are clipped to it (no truth is cut off)
+        for name, (low, high) in (("ppi", (pl, ph)), ("humans", (hl, hh)),
+                                  ("simulated", (sl, sh))):
+            out[name].append([(low + high) / 2, max(low, 0.0), min(high, 1.0)])
     return {name: Interval(*np.asarray(rows).T) for name, rows in out.items()}
 
 
