@@ -15,6 +15,10 @@ refusal options are split off first, and each distribution is over the substanti
   person gave the same answer (no spread to compare with).
 - **modal agreement**: the share of the simulated modal options (1 unless tied) that are modal
   among people.
+- **sd_ratio** (ordinal questions only): the simulated distribution's standard deviation over
+  the options' ordinal positions over the humans' (the digital-twin studies' under-dispersion
+  measure: 0.40-0.56 there). Below 1: under-dispersed. NaN for a nominal question (positions
+  mean nothing there; the entropy ratio covers it) and when every person gave the same answer.
 
 Refusals: like OpinionQA, option counts after the substantive ones ("Refused") are left out of
 both distributions; their share is reported beside (``human_refusal``, ``sim_refusal``). A
@@ -64,13 +68,14 @@ __all__ = [
     "sampled_scores",
     "score",
     "score_survey",
+    "sd_ratio",
     "split",
     "summarise",
 ]
 
 MODEL = "model"
 BASELINES = ("uniform", "human_overall", "no_persona")
-SCORES = ("representativeness", "dispersion", "modal_agreement")
+SCORES = ("representativeness", "dispersion", "modal_agreement", "sd_ratio")
 FLOORS = ("human_resample", "perfect_panel", "human_overall_panel")
 PANEL_SOURCES = (MODEL, "perfect_panel", "human_overall_panel")  # depend on the model's panel
 DRAWS = 200  # multinomial draws behind each floor/ceiling row
@@ -125,6 +130,27 @@ def dispersion(sim: np.ndarray, human: np.ndarray) -> float:
     return entropy_bits(sim) / human_entropy
 
 
+def _ordinal_sd(positions: np.ndarray, distributions: np.ndarray) -> np.ndarray:
+    """The standard deviation of each row of ``distributions`` over ``positions``: the moments
+    as matrix products, so the floors' many draws cost one product (``np.cov`` with the shares
+    as ``aweights`` gives the same, one row at a time)."""
+    rows = np.atleast_2d(distributions)
+    centred = positions[None, :] - (rows @ positions / rows.sum(axis=1))[:, None]
+    return np.sqrt(np.maximum((rows * centred**2).sum(axis=1) / rows.sum(axis=1), 0.0))
+
+
+def sd_ratio(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
+    """Simulated SD over human SD on the ordinal positions; NaN for a nominal question or when
+    people all gave one answer."""
+    if not question.is_ordinal:
+        return float("nan")
+    positions = np.asarray(question.ordinal, dtype=float)
+    human_sd = float(_ordinal_sd(positions, human)[0])
+    if human_sd <= 1e-12:
+        return float("nan")
+    return float(_ordinal_sd(positions, sim)[0]) / human_sd
+
+
 def modal_agreement(sim: np.ndarray, human: np.ndarray) -> float:
     """The share of ``sim``'s modal options that are modal in ``human`` (ties within 1e-12)."""
     sim_modes = np.flatnonzero(sim >= sim.max() - 1e-12)
@@ -172,9 +198,15 @@ def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n:
     sim_modes = sims >= sims.max(axis=1, keepdims=True) - 1e-12
     human_modes = human >= human.max() - 1e-12
     modal = (sim_modes & human_modes).sum(axis=1) / sim_modes.sum(axis=1)
+    sd = float("nan")
+    if question.is_ordinal:
+        positions = np.asarray(question.ordinal, dtype=float)
+        human_sd = float(_ordinal_sd(positions, human)[0])
+        if human_sd > 1e-12:
+            sd = float(np.mean(_ordinal_sd(positions, sims))) / human_sd
     return {"representativeness": float(np.mean(rep)),
             "dispersion": float(np.mean(disp)) if human_entropy > 1e-12 else float("nan"),
-            "modal_agreement": float(np.mean(modal))}
+            "modal_agreement": float(np.mean(modal)), "sd_ratio": sd}
 
 
 def row_rng(seed: int, *key: str) -> np.random.Generator:
@@ -183,10 +215,11 @@ def row_rng(seed: int, *key: str) -> np.random.Generator:
 
 
 def score(question: Question, sim: np.ndarray, human: np.ndarray) -> dict[str, float]:
-    """The three scores of one simulated distribution against one human one."""
+    """The scores (``SCORES``) of one simulated distribution against one human one."""
     return {"representativeness": representativeness(question, sim, human),
             "dispersion": dispersion(sim, human),
-            "modal_agreement": modal_agreement(sim, human)}
+            "modal_agreement": modal_agreement(sim, human),
+            "sd_ratio": sd_ratio(question, sim, human)}
 
 
 def _row(question: Question, attribute: str, group: tuple[str, ...], source: str,

@@ -137,7 +137,7 @@ def summary_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     """The job's mean scores per source, steering and level (``grp`` as ``group``)."""
     return con.execute(
         "SELECT source, steering, level, attribute, grp AS \"group\", representativeness, "
-        "dispersion, modal_agreement, scored FROM calibration_summary WHERE job_id = ? "
+        "dispersion, modal_agreement, sd_ratio, scored FROM calibration_summary WHERE job_id = ? "
         "ORDER BY rowid", [job_id]).df()
 
 
@@ -145,7 +145,8 @@ def summary_levels(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     """The job's overall and per-attribute means (``level`` is ``overall`` or the attribute)."""
     return con.execute(
         "SELECT source, steering, CASE WHEN level = 'overall' THEN 'overall' ELSE attribute END "
-        "AS level, representativeness, dispersion, modal_agreement FROM calibration_summary "
+        "AS level, representativeness, dispersion, modal_agreement, sd_ratio "
+        "FROM calibration_summary "
         "WHERE job_id = ? AND level IN ('overall', 'attribute')", [job_id]).df()
 
 

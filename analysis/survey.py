@@ -1,7 +1,8 @@
 """Human survey answers in memory: questions, their options, and answer counts per group.
 
-Both input layouts (``survey_opinionqa``: OpinionQA's wave folders; ``survey_csv``: a plain long
-CSV) are read into one ``Survey``, so the calibration and its scores never see a file format.
+The input layouts (``survey_opinionqa``: OpinionQA's wave folders; ``survey_csv``: a plain long
+CSV; ``survey_respondents``: one row per respondent, CSV or Parquet) are read into one
+``Survey``, so the calibration and its scores never see a file format.
 
 - A ``Question`` has its options in order: the substantive ones first, each with an ordinal
   position (OpinionQA's ``option_ordinal``), then the refusal options ("Refused", "Not sure"),
@@ -75,6 +76,8 @@ class Survey:
     source: str = field(default="", compare=False)
     # question ids the source holds but that cannot be scored, with why (read, then left out)
     skipped: dict[str, str] = field(default_factory=dict, compare=False)
+    # how the counts were made from respondents (weighted or not); empty: counts as given
+    weighting: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         for qid, groups in self.counts.items():

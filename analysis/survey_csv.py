@@ -15,7 +15,9 @@ Columns (a header row; order free):
   name is read and matched to no persona) or ``Overall`` for everyone's answers. A crossed
   attribute is ``party+race_ethnicity`` (or OpinionQA's ``POLPARTY_RACE``), its ``group``
   ``Democrat / Black``.
-- ``count``: a number >= 0 (weighted counts are fine).
+- ``count``: a number >= 0 (weighted counts are fine). Rows repeating a question, group and
+  option add up, so a file with one row per respondent (``count`` 1, or the respondent's
+  weight) reads as the summed counts.
 
 Every problem is one error naming the file and line.
 """
@@ -144,7 +146,6 @@ def read_long_csv(path: str | Path) -> Survey:
     questions: dict[str, Question] = {}
     first_line: dict[str, int] = {}
     counts: dict[str, dict[GroupKey, list[float]]] = {}
-    seen: set[tuple[str, GroupKey, str]] = set()
     for row in rows:
         question = _question(row, has_ordinal, name)
         known = questions.setdefault(question.qid, question)
@@ -154,11 +155,7 @@ def read_long_csv(path: str | Path) -> Survey:
                                                  f"line {first_line[question.qid]} (text, options "
                                                  "or ordinal)")
         key = _group_key(row, name)
-        option = row.cells["option"].strip()
-        if (question.qid, key, option.casefold()) in seen:
-            raise InputFileError(name, row.line, f"{question.qid}, {key[0]} {' / '.join(key[1])}, "
-                                                 f"option {option!r} is given twice")
-        seen.add((question.qid, key, option.casefold()))
+        option = row.cells["option"].strip()  # a repeated option adds to its count
         add_counts(counts.setdefault(question.qid, {}), key, question, {option: _count(row, name)},
                    name, row.line, f"{question.qid}, {key[0]} {' / '.join(key[1])}")
     return Survey(questions, {q: {k: tuple(v) for k, v in g.items()} for q, g in counts.items()},

@@ -1,21 +1,38 @@
-"""Which reader a survey path takes: an OpinionQA wave folder or a long CSV."""
+"""Which reader a survey path takes: an OpinionQA wave folder, a long CSV, or a
+respondent-level file (CSV or Parquet)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from personahub.analysis.survey import Survey
 from personahub.analysis.survey_csv import read_long_csv
 from personahub.analysis.survey_opinionqa import read_opinionqa
+from personahub.analysis.survey_respondents import read_respondents
 from personahub.core.errors import InputFileError
 
 
+def _is_long_csv(path: Path) -> bool:
+    """A CSV whose header names ``question_id`` is the long layout; any other is one row per
+    respondent."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), [])
+    except (csv.Error, UnicodeDecodeError):
+        return True  # the long reader says what is wrong, naming the line
+    return "question_id" in (h.strip() for h in header)
+
+
 def read_survey(path: str | Path) -> Survey:
-    """Read human answers: an OpinionQA wave folder, or a long CSV (see ``survey_csv``)."""
+    """Read human answers: an OpinionQA wave folder, a long CSV (``survey_csv``), or one row
+    per respondent, CSV or Parquet (``survey_respondents``)."""
     path = Path(path)
     if path.is_dir():
         return read_opinionqa(path)
     if path.is_file():
+        if path.suffix.casefold() in (".parquet", ".pq") or not _is_long_csv(path):
+            return read_respondents(path)
         return read_long_csv(path)
-    raise InputFileError(str(path), None, "no such file or folder (give an OpinionQA wave folder "
-                                          "or a long CSV)")
+    raise InputFileError(str(path), None, "no such file or folder (give an OpinionQA wave folder, "
+                                          "a long CSV or a respondent-level CSV or Parquet)")

@@ -467,9 +467,10 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
               db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0, n: int = 20,
               resume: str | int | None = None, progress: ProgressSetting = None,
               **options: Any) -> Calibration:
-    """Calibrate a population against a human survey (an OpinionQA wave folder or a long CSV),
-    as ``personahub calibrate`` does; returns a ``Calibration`` whose ``per_attribute()``,
-    ``scores()``, ``summary_table()`` and ``answers()`` are DataFrames.
+    """Calibrate a population against a human survey (an OpinionQA wave folder, a long CSV or a
+    respondent-level CSV or Parquet), as ``personahub calibrate`` does; returns a
+    ``Calibration`` whose ``per_attribute()``, ``scores()``, ``summary_table()``, ``answers()``
+    and ``ppi(FILE)`` are DataFrames.
 
     ``options`` are ``CalibrateConfig`` fields (``steering``, ``questions``, ``attributes``,
     ``limit``, ``no_persona_n``, ``carve``, ``offer_refusal``, the model flags, ``batch``

@@ -423,6 +423,30 @@ class Calibration(Job):
 
         return intervals(self.scores(), self._seed())
 
+    def ppi(self, humans: str | Path, *, steering: str | None = None,
+            alpha: float = 0.05) -> pd.DataFrame:
+        """Group shares corrected by a small human sample (prediction-powered inference), beside
+        the humans-only and simulated-only intervals (docs/calibration.md).
+
+        Args:
+            humans: a respondent-level file (CSV or Parquet) on the same questions.
+            steering: whose answers predict (default: the job's first steering).
+            alpha: one minus the intervals' coverage.
+
+        Returns:
+            One row per question x group x option (``analysis.calibration_ppi.PPI_COLUMNS``).
+        """
+        from personahub.analysis.calibration_ppi import ppi_table
+        from personahub.analysis.survey_respondents import read_respondent_rows
+        from personahub.core.store import connect
+
+        sample = read_respondent_rows(humans)
+        con = connect(self.db, read_only=True)
+        try:
+            return ppi_table(con, self.job_id, sample, steering=steering, alpha=alpha)
+        finally:
+            con.close()
+
     @property
     def verdict(self) -> list[str]:
         """The scores in plain sentences (as the command prints them): the winner overall and

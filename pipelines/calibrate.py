@@ -90,7 +90,7 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     """What a calibration makes (stored in ``jobs.config``) and, in ``engine`` fields, how this
     run of it asks (a resume takes those from its caller)."""
 
-    survey: str  # an OpinionQA wave folder or a long CSV
+    survey: str  # an OpinionQA wave folder, a long CSV or a respondent-level CSV/Parquet
     population: str  # a sample-population id, or "all" (every persona of the hub)
     carve: tuple[str, ...] = ()  # further carve conditions on the population
     n: int = 20  # personas per group
@@ -237,6 +237,9 @@ class CalibrationSummary:
     panel_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)  # effective, per attribute
     verdict: list[str] = field(default_factory=list)  # the scores in plain sentences
     batches: str | None = None  # --batch: what its provider batches did in this run
+    dispersion: pd.DataFrame = field(default_factory=pd.DataFrame)  # entropy and SD ratios
+    sd_per_question: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, per steering
+    weighting: str = ""  # respondent-level input: weighted or not (empty: counts as given)
 
     @property
     def failed(self) -> int:
@@ -314,6 +317,8 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
             steering=config.steering, questions=len(selected.questions), groups=len(names),
             empty_groups=[n for n in names if sizes[n] == 0],
             small_groups=[n for n in names if 0 < sizes[n] < config.n], personas=len(everyone))
+        if not ctx.resumed:
+            summary.weighting = survey.weighting
         personas = {pid: (p.text, demographics(p.attributes)) for pid, p in everyone.items()}
         ctx.state = CalibrationState(selected, panels, personas, summary)
 
@@ -384,7 +389,12 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
     def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
         """Score the answers (replacing the job's earlier scores) and sum the job up."""
         from personahub.analysis.calibration_verdict import panel_sizes, verdict
-        from personahub.pipelines.calibrate_scores import per_attribute, score_job
+        from personahub.pipelines.calibrate_scores import (
+            dispersion_table,
+            per_attribute,
+            score_job,
+            sd_by_question,
+        )
 
         summary = _state(ctx).summary
         if not summary.asks:
@@ -393,6 +403,8 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
+        summary.dispersion = dispersion_table(scored.summary)
+        summary.sd_per_question = sd_by_question(scored.scores)
         summary.panel_sizes = panel_sizes(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
         summary.batches = batch_line(_state(ctx).asker)
@@ -404,7 +416,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
 
     def report(self, summary: CalibrationSummary, db: Path) -> list[str]:
         """What the job did and its per-attribute representativeness, as console lines."""
-        from personahub.pipelines.calibrate_scores import size_lines, table_lines
+        from personahub.pipelines.calibrate_scores import dispersion_lines, size_lines, table_lines
 
         lines = [f"calibration {summary.job_id}: {summary.questions} questions x {summary.groups} "
                  f"groups, {summary.personas} personas; {summary.answered} of {summary.asks} "
@@ -413,6 +425,8 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
                  f"engine: {summary.engine}" + (" (offline engine, not a language model: the "
                                                 "scores say nothing about people)"
                                                 if summary.offline else "")]
+        if summary.weighting:
+            lines.append(f"human answers: one row per respondent, {summary.weighting}")
         if summary.empty_groups:
             lines.append(f"{len(summary.empty_groups)} groups without a matching persona, not "
                          f"scored: {', '.join(summary.empty_groups[:6])}"
@@ -422,6 +436,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
                          f"{', '.join(summary.small_groups[:6])}"
                          + (" ..." if len(summary.small_groups) > 6 else ""))
         lines += table_lines(summary.per_attribute)
+        lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
         lines += size_lines(summary.panel_sizes)
         if summary.verdict:
             lines += [f"verdict: {summary.verdict[0]}", *(f"  {v}" for v in summary.verdict[1:])]

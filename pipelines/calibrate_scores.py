@@ -26,7 +26,9 @@ from personahub.analysis.calibration_report import per_attribute_table, source_l
 from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES, score_survey
 from personahub.pipelines.calibrate_data import load_panels, load_survey
 
-__all__ = ["SCORE_COLUMNS", "Scored", "per_attribute", "score_job", "size_lines", "source_label",
+__all__ = ["SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "per_attribute",
+           "sd_by_question",
+           "score_job", "size_lines", "source_label",
            "summarise_job", "table_lines"]
 
 SCORE_COLUMNS = ["question_id", "attribute", "group", "source", "steering", "metric", *SCORES,
@@ -151,6 +153,53 @@ def per_attribute(summary: pd.DataFrame, score: str = "representativeness") -> p
     """One row per level (``overall``, then each attribute), one column per source: the model
     under each steering first, then the baselines."""
     return per_attribute_table(summary, score)
+
+
+def dispersion_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The model's dispersion overall and per attribute: the entropy ratio (every question) and
+    the SD ratio (ordinal questions) per steering, beside the SD ratio of ``perfect_panel`` (a
+    perfect simulator with as few answers: small panels understate the spread a little)."""
+    parts = []
+    for score, suffix, sources in (("dispersion", "entropy", (MODEL,)),
+                                   ("sd_ratio", "sd", (MODEL, "perfect_panel"))):
+        rows = summary[summary["source"].isin(sources)]
+        if rows.empty:
+            continue
+        table = per_attribute_table(rows, score)
+        table.columns = [f"{c} {suffix}" for c in table.columns]
+        parts.append(table)
+    if not parts:
+        return pd.DataFrame()
+    table = pd.concat(parts, axis=1)
+    return table[sorted(table.columns, key=lambda c: not c.startswith(MODEL))]
+
+
+def sd_by_question(scores: pd.DataFrame) -> pd.DataFrame:
+    """The model's SD ratio per ordinal question (its mean over the question's groups), one
+    column per steering, lowest first."""
+    rows = scores[(scores["source"] == MODEL) & scores["sd_ratio"].notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    table = rows.pivot_table(index="question_id", columns="steering", values="sd_ratio",
+                             aggfunc="mean", sort=False)
+    return table.sort_values(list(table.columns)[0])
+
+
+def dispersion_lines(table: pd.DataFrame, per_question: pd.DataFrame | None = None,
+                     shown: int = 8) -> list[str]:
+    """The dispersion table, and the ``shown`` most under-dispersed questions per steering, as
+    console lines (nothing when nothing was scored)."""
+    if table.empty:
+        return []
+    lines = table_lines(table, "dispersion (simulated / human: entropy on every question, SD on "
+                               "ordinal ones; 1 = as spread as people, below 1 under-dispersed)")
+    per_question = pd.DataFrame() if per_question is None else per_question
+    for steering in per_question.columns:
+        own = per_question[steering].dropna().sort_values()
+        cells = [f"{qid} {value:.2f}" for qid, value in own.head(shown).items()]
+        lines.append(f"SD ratio per ordinal question, lowest first ({MODEL}[{steering}]): "
+                     + ", ".join(cells) + (" ..." if len(own) > shown else ""))
+    return lines
 
 
 def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as people answer)") -> list[str]:

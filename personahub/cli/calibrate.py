@@ -57,8 +57,10 @@ from personahub.core.validate import MAX_SEED
 def calibrate(
     ctx: typer.Context,
     survey: Annotated[str | None, typer.Argument(
-        help="Human answers: an OpinionQA wave folder (info.csv, <ATTRIBUTE>_data.json) or a "
-             "long CSV (question_id, question, options, attribute, group, option, count).")] = None,
+        help="Human answers: an OpinionQA wave folder (info.csv, <ATTRIBUTE>_data.json), a "
+             "long CSV (question_id, question, options, attribute, group, option, count), or "
+             "one row per respondent (CSV or Parquet; demographic, question and optional "
+             "weight columns).")] = None,
     population: Annotated[str | None, typer.Option(
         "--population", help="Who answers: a population id (personas sample-population) or "
                              "'all' (every persona with demographics in the hub).")] = None,
@@ -87,6 +89,11 @@ def calibrate(
              "Scores leave them out either way.")] = True,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed: the panels and the "
                                                                 "offline engine.")] = 0,
+    humans: Annotated[Path | None, typer.Option(
+        "--humans", help="A small human sample on the same questions (one row per respondent, "
+                         "CSV or Parquet): print group shares by prediction-powered inference "
+                         "(the panel corrected by these humans) beside the humans-only "
+                         "interval.")] = None,
     resume: Annotated[str | None, typer.Option(
         help="Go on with this calibration job (its survey, panels and settings).")] = None,
     fresh: Annotated[bool, typer.Option(
@@ -150,6 +157,11 @@ def calibrate(
             questions=tuple(question or ()), attributes=tuple(attribute or ()), limit=limit,
             offer_refusal=refusal_option, seed=seed,
             **ModelFlags(structured, max_tokens, temperature, top_p).settings(), **engine)
+    sample = None
+    if humans is not None:  # a bad file fails before any model is asked
+        from personahub.analysis.survey_respondents import read_respondent_rows
+
+        sample = read_respondent_rows(humans)
     counts = LateCounts()
 
     def on_ready(client: Any) -> None:
@@ -172,6 +184,17 @@ def calibrate(
         say("calibration ", (result.job_id, "bold"), " already finished; nothing to resume")
     for line in CALIBRATION.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
+    if sample is not None:
+        from personahub.analysis.calibration_ppi import ppi_lines, ppi_table
+        from personahub.core.store import connect
+
+        con = connect(db, read_only=True)
+        try:
+            table = ppi_table(con, result.job_id, sample)
+        finally:
+            con.close()
+        for line in ppi_lines(table):
+            out.print(line, highlight=False, soft_wrap=True)
     if as_json:
         emit_job_json("calibrate", db, job_id=result.job_id, counts=summary_counts(result.summary))
 

@@ -527,6 +527,9 @@ CREATE TABLE IF NOT EXISTS calibration_summary (
     modal_agreement    DOUBLE,
     scored             INTEGER
 );
+-- simulated SD / human SD on ordinal questions (issue 45), beside the entropy ratio
+ALTER TABLE calibration_scores ADD COLUMN IF NOT EXISTS sd_ratio DOUBLE;
+ALTER TABLE calibration_summary ADD COLUMN IF NOT EXISTS sd_ratio DOUBLE;
 
 -- Populations written by a model (personas sample-population --llm, pipelines/population_write.py)
 -- (lifecycle and stored configuration: jobs); the people are personas rows.

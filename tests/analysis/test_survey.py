@@ -106,7 +106,6 @@ ROW = "Q,q,A | B | Refused,1 | 2,sex,female,A,3\n"
     (ROW + "Q,q,A | B | Refused,1 | 2,sex,male,A,-1\n", 3, "count '-1' must be a number >= 0"),
     (ROW + "Q,q,A | B | Refused,1 | 2,sex,male,A,many\n", 3, "count 'many' is not a number"),
     (ROW + "Q,q,A | B,1 | 2,sex,male,A,1\n", 3, "question Q differs from its row on line 2"),
-    (ROW + "Q,q,A | B | Refused,1 | 2,sex,female,A,1\n", 3, "option 'A' is given twice"),
     (ROW + "Q,q,A | B | Refused,1 | 2,POLPARTY_RACE,Democrat,A,1\n", 3, "must give 2 labels"),
     (ROW + "Q,q,A | B | Refused,1 | x,sex,male,A,1\n", 3, "not numbers"),
     (ROW + "Q,q,A | B | Refused,1 | 2 | 3 | 4,sex,male,A,1\n", 3, "4 ordinal values for 3 options"),

@@ -1,0 +1,227 @@
+"""Group shares from a simulated panel corrected by a few humans: prediction-powered inference
+(PPI++, Angelopoulos, Duchi and Zrnic 2023, through ``ppi-python``'s ``ppi_mean_ci``), beside the
+humans-only and the simulated-only interval (issue 45, item 6).
+
+For one question and group, each option's share is a mean of indicators. The simulator gives a
+**prediction** ``f(x)`` of a person's answer distribution from their demographics ``x``: the
+answer shares of the calibration's personas (every panel's, one steering) who share ``x`` on the
+demographics the human file has, or the group's panel shares when fewer than ``MIN_CELL`` such
+personas answered. ``f`` is applied alike to the group's panel personas (the unlabelled sample,
+many and cheap) and to the group's humans (the labelled sample, few, their real answers ``Y``).
+PPI estimates the share as the panel's mean prediction plus the humans' mean error ``Y - f(x)``
+(the rectifier), with the weight ``lambda`` on the predictions tuned by PPI++ so the interval is
+never much wider than the humans-only one: a biased simulator is corrected by its humans, an
+accurate one narrows their interval.
+
+Assumptions (docs/calibration.md): the humans are a random sample of the group (with their
+survey weights, if any); the group's panel personas stand for the group's demographic mix
+(drawn from a population matching it); ``f`` is fixed before the humans are seen (it is built
+from the personas only). Nothing is assumed about the simulator being right. Refusals are left
+out on both sides, as in the scores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from personahub.analysis.survey import Question, match_option
+from personahub.analysis.survey_respondents import Respondents
+from personahub.core.errors import PersonahubError
+from personahub.personas.demographics import group_conditions
+
+__all__ = ["MIN_CELL", "PPI_COLUMNS", "Interval", "ppi_lines", "ppi_shares", "ppi_table"]
+
+MIN_CELL = 5  # personas a demographic cell needs before its shares are the prediction
+PPI_COLUMNS = ["question_id", "attribute", "group", "option", "humans_n", "sim_n",
+               "ppi", "ppi_low", "ppi_high", "humans", "humans_low", "humans_high",
+               "simulated", "simulated_low", "simulated_high"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Per option: the estimate and its interval (arrays aligned with the options)."""
+
+    estimate: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarray, *,
+               alpha: float = 0.05, weights: np.ndarray | None = None
+               ) -> dict[str, Interval]:
+    """Each option's share, three ways, with ``1 - alpha`` intervals.
+
+    Args:
+        answers: the humans' answers, one-hot (n x K).
+        predicted: the simulator's predicted shares for the same humans (n x K).
+        unlabelled: its predicted shares for the panel personas (N x K).
+        alpha: one minus the intervals' coverage.
+        weights: the humans' survey weights (None: equal).
+
+    Returns:
+        ``ppi`` (``ppi_py.ppi_mean_ci``, PPI++ with its tuned lambda), ``humans`` (the humans
+        alone, ``ppi_py.classical_mean_ci``) and ``simulated`` (the panel's mean prediction with
+        its CLT interval, ``classical_mean_ci`` on the panel: what trusting the simulator gives).
+        Bounds are clipped to [0, 1].
+    """
+    from ppi_py import classical_mean_ci, ppi_mean_ci  # heavy (numba): only when asked
+
+    answers, predicted, unlabelled = (np.asarray(a, dtype=float)
+                                      for a in (answers, predicted, unlabelled))
+    if answers.shape != predicted.shape or answers.shape[1] != unlabelled.shape[1]:
+        raise ValueError("answers, predictions and panel predictions must have K columns alike")
+    if len(answers) < 2 or len(unlabelled) < 2:
+        raise ValueError("PPI needs at least two humans and two panel personas")
+    out: dict[str, list[list[float]]] = {"ppi": [], "humans": [], "simulated": []}
+    for k in range(answers.shape[1]):
+        y, yhat, yu = answers[:, k], predicted[:, k], unlabelled[:, k]
+        pl, ph = (float(np.ravel(v)[0]) for v in ppi_mean_ci(y, yhat, yu, alpha=alpha, w=weights))
+        hl, hh = (float(np.ravel(v)[0]) for v in classical_mean_ci(y, w=weights, alpha=alpha))
+        sl, sh = (float(np.ravel(v)[0]) for v in classical_mean_ci(yu, alpha=alpha))
+        # the intervals are symmetric (normal): their midpoint is the point estimate; a share
+        # lies in [0, 1], so the bounds are clipped to it (no truth is cut off)
+        for name, (low, high) in (("ppi", (pl, ph)), ("humans", (hl, hh)),
+                                  ("simulated", (sl, sh))):
+            out[name].append([(low + high) / 2, max(low, 0.0), min(high, 1.0)])
+    return {name: Interval(*np.asarray(rows).T) for name, rows in out.items()}
+
+
+def _profile(attributes: Mapping[str, object], keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, str(attributes[k])) for k in keys if attributes.get(k) not in (None, ""))
+
+
+def _human_profile(groups: Mapping[str, str]) -> dict[str, str]:
+    profile: dict[str, str] = {}
+    for column, value in groups.items():
+        for key, slug in group_conditions(column, (value,)):
+            profile[key] = slug
+    return profile
+
+
+def _shares(answers: Sequence[int], k: int) -> np.ndarray:
+    return np.bincount(np.asarray(answers, dtype=int), minlength=k)[:k] / max(len(answers), 1)
+
+
+def ppi_table(con: duckdb.DuckDBPyConnection, job_id: str, humans: Respondents, *,
+              steering: str | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """PPI shares for every question the job and the human file share, per group of the human
+    file's demographic columns that a panel of the job stands for (``PPI_COLUMNS``).
+
+    Args:
+        con: the hub holding the calibration.
+        job_id: the calibration job.
+        humans: the human sample, one row per respondent (``read_respondent_rows``).
+        steering: whose answers predict (default: the job's first steering).
+        alpha: one minus the intervals' coverage.
+
+    Returns:
+        One row per question x group x substantive option; empty when nothing is shared.
+    """
+    steerings = json.loads(con.execute("SELECT steering FROM calibration_jobs WHERE job_id = ?",
+                                       [job_id]).fetchall()[0][0])
+    steering = steering or steerings[0]
+    if steering not in steerings:
+        raise PersonahubError(f"steering {steering!r}: the job asked {', '.join(steerings)}")
+    answered = con.execute(
+        "SELECT a.question_id, a.persona_id, a.answer, p.attributes FROM calibration_answers a "
+        "JOIN personas p USING (persona_id) WHERE a.job_id = ? AND a.steering = ?",
+        [job_id, steering]).fetchall()
+    panels: dict[tuple[tuple[str, str], ...], tuple[str, str, set[str]]] = {}
+    for attribute, grp, pid in con.execute(
+            "SELECT attribute, grp, persona_id FROM calibration_panels WHERE job_id = ?",
+            [job_id]).fetchall():
+        conditions = group_conditions(attribute, tuple(grp.split(" / ")))
+        if conditions:
+            panels.setdefault(conditions, (attribute, grp, set()))[2].add(pid)
+    keys = sorted({k for _, groups, _ in humans.rows for k in _human_profile(groups)})
+    rows: list[dict[str, object]] = []
+    for question in humans.questions.values():
+        rows += _question_rows(question, answered, panels, humans, keys, alpha)
+    return pd.DataFrame(rows, columns=PPI_COLUMNS)
+
+
+def _question_rows(question: Question, answered: list[tuple[str, str, str, str]],
+                   panels: Mapping[tuple[tuple[str, str], ...], tuple[str, str, set[str]]],
+                   humans: Respondents, keys: Sequence[str], alpha: float
+                   ) -> list[dict[str, object]]:
+    """One question's rows of ``ppi_table``."""
+    k = len(question.ordinal)
+    sim: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {}  # persona -> answer, profile
+    for qid, pid, answer, attributes in answered:
+        index = match_option(question, answer) if qid == question.qid else None
+        if index is not None and index < k:
+            sim[pid] = (index, _profile(json.loads(attributes), keys))
+    if not sim:
+        return []
+    cells: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    for index, profile in sim.values():
+        cells.setdefault(profile, []).append(index)
+    rows: list[dict[str, object]] = []
+    for column in humans.demographics:
+        for value in sorted({g[column] for _, g, _ in humans.rows if column in g}):
+            conditions = group_conditions(column, (value,))
+            if conditions not in panels:
+                continue
+            attribute, grp, members = panels[conditions]
+            panel = [sim[p] for p in members if p in sim]
+            if len(panel) < 2:
+                continue
+            fallback = _shares([i for i, _ in panel], k)
+
+            def predict(profile: tuple[tuple[str, str], ...],
+                        fallback: np.ndarray = fallback) -> np.ndarray:
+                """The shares of the personas with this profile (the group's when too few)."""
+                matched = [i for p, answers in cells.items()
+                           if set(profile) <= set(p) for i in answers]
+                return _shares(matched, k) if len(matched) >= MIN_CELL else fallback
+
+            labelled = []
+            for w, groups, answers in humans.rows:
+                option = match_option(question, answers.get(question.qid, "\x00"))
+                if groups.get(column) == value and option is not None and option < k:
+                    profile = tuple(sorted(_human_profile(groups).items()))
+                    labelled.append((w, option, predict(profile)))
+            if len(labelled) < 2:
+                continue
+            y = np.eye(k)[[o for _, o, _ in labelled]]
+            yhat = np.vstack([f for _, _, f in labelled])
+            yu = np.vstack([predict(profile) for _, profile in panel])
+            weights = (np.asarray([w for w, _, _ in labelled])
+                       if humans.weight_column is not None else None)
+            got = ppi_shares(y, yhat, yu, alpha=alpha, weights=weights)
+            for i, label in enumerate(question.substantive):
+                row: dict[str, object] = {
+                    "question_id": question.qid, "attribute": attribute, "group": grp,
+                    "option": label, "humans_n": len(labelled), "sim_n": len(panel)}
+                for name, interval in got.items():
+                    row[name] = interval.estimate[i]
+                    row[f"{name}_low"], row[f"{name}_high"] = interval.low[i], interval.high[i]
+                rows.append(row)
+    return rows
+
+
+def ppi_lines(table: pd.DataFrame, shown: int = 6) -> list[str]:
+    """A PPI table as console lines: the median interval widths, then its first rows."""
+    if table.empty:
+        return ["prediction-powered shares: no question and group shared by the human file and "
+                "the calibration's panels"]
+    width = {name: float((table[f"{name}_high"] - table[f"{name}_low"]).median())
+             for name in ("ppi", "humans", "simulated")}
+    lines = [f"prediction-powered shares ({table['humans_n'].max()} humans at most per group; "
+             f"median 95% interval width: PPI {width['ppi']:.3f}, humans only "
+             f"{width['humans']:.3f}, simulated only {width['simulated']:.3f})"]
+    for row in table.head(shown).itertuples(index=False):
+        lines.append(f"  {row.question_id} {row.attribute}={row.group} {row.option!r}: "
+                     f"PPI {row.ppi:.2f} [{row.ppi_low:.2f}, {row.ppi_high:.2f}]  humans "
+                     f"{row.humans:.2f} [{row.humans_low:.2f}, {row.humans_high:.2f}]  "
+                     f"simulated {row.simulated:.2f} [{row.simulated_low:.2f}, "
+                     f"{row.simulated_high:.2f}]")
+    if len(table) > shown:
+        lines.append(f"  ... {len(table) - shown} more rows (Calibration.ppi(FILE) in the API)")
+    return lines
