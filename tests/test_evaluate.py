@@ -1,0 +1,161 @@
+"""Evaluation of a synthesis job's items (issue 46): the held-out split, solver agreement,
+the agreement matrix and a model's score with its Wilson interval."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import duckdb
+import pytest
+from scipy.stats import binomtest
+
+from personahub.core.errors import UsageError
+from personahub.core.store import connect
+from personahub.models.client import make_client
+from personahub.pipelines.evaluate import (
+    agreement_matrix,
+    held_out_items,
+    score,
+    solve,
+    solver_answers,
+    solver_settings,
+    split_job,
+    verify_items,
+)
+
+JOB = "synth-test"
+
+
+def _items(con: duckdb.DuckDBPyConnection, n: int = 100) -> dict[str, str]:
+    """n items; every 10th item starts a chain of two near-duplicates (i+1 -> i, i+2 -> i+1)."""
+    duplicate_of: dict[str, str] = {}
+    rows = []
+    for i in range(n):
+        item = f"item-{i:03d}"
+        original = None
+        if i % 10 in (1, 2):
+            original = f"item-{i - 1:03d}"
+            duplicate_of[item] = original
+        rows.append([item, JOB, f"p{i}", "math_problem", "default",
+                     json.dumps({"problem": f"What is {i} + {i}?"}), f"What is {i} + {i}?",
+                     original is not None, original])
+    con.executemany("INSERT INTO synth_items (item_id, job_id, persona_id, task, prompting, "
+                    "content, text, is_duplicate, duplicate_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows)
+    return duplicate_of
+
+
+@pytest.fixture
+def con(tmp_path):
+    con = connect(tmp_path / "eval.duckdb")
+    yield con
+    con.close()
+
+
+def _split(con, eval_id):
+    return dict(con.execute("SELECT item_id, split FROM eval_splits WHERE eval_id = ?",
+                            [eval_id]).fetchall())
+
+
+def test_split_is_seeded_and_near_duplicates_never_straddle(con):
+    _items(con)
+    first = split_job(con, JOB, test_share=0.2, seed=1, eval_id="e1")
+    assert (first.items, first.test, first.train) == (100, 20, 80)
+    assert first.groups == 80  # 10 chains of 3 and 70 single items
+    split = _split(con, "e1")
+    for start in range(0, 100, 10):  # each chain on one side
+        assert len({split[f"item-{start + k:03d}"] for k in range(3)}) == 1
+    split_job(con, JOB, test_share=0.2, seed=1, eval_id="e2")
+    assert _split(con, "e2") == split  # the same seed, the same split
+    split_job(con, JOB, test_share=0.2, seed=2, eval_id="e3")
+    assert _split(con, "e3") != split
+    again = split_job(con, JOB, test_share=0.5, seed=9, eval_id="e1")  # stored: read back
+    assert (again.test, _split(con, "e1")) == (20, split)
+    assert len(held_out_items(con, "e1")) == 20
+
+
+def test_split_with_a_count_never_exceeds_it_and_refuses_bad_settings(con):
+    _items(con, 30)
+    summary = split_job(con, JOB, test_n=7, seed=3, eval_id="n")
+    assert summary.test == 7
+    with pytest.raises(UsageError):
+        split_job(con, JOB, test_share=0.2, test_n=3)
+    with pytest.raises(UsageError):
+        split_job(con, JOB, test_share=1.5)
+
+
+def test_offline_seed_in_a_solver_spec():
+    assert solver_settings("offline?seed=2").seed == 2
+    assert solver_settings("offline?seed=2").spec == "offline"
+    assert solver_settings("offline").seed == 0
+    with pytest.raises(UsageError):
+        solver_settings("offline?temperature=1")
+
+
+def test_offline_solvers_answer_every_test_item_and_every_call_is_logged(con):
+    _items(con, 20)
+    split_job(con, JOB, test_n=5, seed=0, eval_id="ev")
+    for seed in (1, 2):
+        caller = make_client(solver_settings(f"offline?seed={seed}"))
+        done = asyncio.run(solve(con, "ev", f"offline?seed={seed}", caller, samples=2))
+        assert (done.written, done.failed) == (10, 0)
+    answers = solver_answers(con, "ev")
+    assert set(answers) == {"offline?seed=1", "offline?seed=2"}
+    assert all(len(per) == 5 for per in answers.values())
+    assert answers["offline?seed=1"] != answers["offline?seed=2"]  # seeds make them differ
+    calls = con.execute("SELECT count(*), count(DISTINCT run_id), any_value(run_id) FROM llm_calls "
+                        "WHERE job_kind = 'evaluate' AND job_id = 'ev' AND purpose = 'solve'"
+                        ).fetchone()
+    assert calls == (20, 1, JOB)
+    # a second pass (a resume) asks nothing again
+    again = asyncio.run(solve(con, "ev", "offline?seed=1",
+                              make_client(solver_settings("offline?seed=1")), samples=2))
+    assert (again.written, again.skipped) == (0, 10)
+    assert con.execute("SELECT count(*) FROM llm_calls WHERE job_id = 'ev'").fetchone() == (20,)
+
+
+def _answers(con, eval_id, role, spec, answers, sample=0):
+    con.executemany("INSERT INTO eval_answers (eval_id, item_id, role, spec, mode, sample, answer) "
+                    "VALUES (?, ?, ?, ?, 'cot', ?, ?)",
+                    [[eval_id, item, role, spec, sample, a] for item, a in answers.items()])
+
+
+def test_items_are_verified_by_equivalent_answers_and_models_scored_on_them(con):
+    _answers(con, "v", "solver", "a", {"i1": "0.5", "i2": "7", "i3": "{1, 2}", "i4": "x=3"})
+    _answers(con, "v", "solver", "b", {"i1": "1/2", "i2": "8", "i3": r"\{2,1\}", "i4": "4"})
+    _answers(con, "v", "solver", "c", {"i1": r"\frac{1}{2}", "i2": "9", "i3": "2", "i4": "3"})
+    counts = verify_items(con, "v", agree=2)
+    assert counts == {"verified": 3, "unverified": 1}
+    rows = {r[0]: r[1:] for r in con.execute(
+        "SELECT item_id, verified, reference, agreed FROM eval_verified WHERE eval_id = 'v'"
+    ).fetchall()}
+    assert rows["i1"] == (True, "0.5", json.dumps(["a", "b", "c"]))
+    assert rows["i2"] == (False, None, "[]")
+    assert rows["i3"][:2] == (True, "{1, 2}") and json.loads(rows["i3"][2]) == ["a", "b"]
+    assert json.loads(rows["i4"][2]) == ["a", "c"]
+    assert verify_items(con, "v", agree=3) == {"verified": 1, "unverified": 3}
+    with pytest.raises(UsageError):
+        verify_items(con, "v", agree=4)
+    verify_items(con, "v", agree=2)
+
+    matrix = agreement_matrix(con, "v")
+    assert matrix["a"]["a"] == 1.0
+    assert matrix["a"]["b"] == pytest.approx(2 / 4)
+    assert matrix["a"]["c"] == pytest.approx(2 / 4)  # i1 and i4 (x=3 is 3)
+    assert matrix["b"]["c"] == pytest.approx(1 / 4)
+    assert matrix["b"]["a"] == matrix["a"]["b"]
+
+    _answers(con, "v", "model", "m", {"i1": "0.50", "i3": "{1,3}", "i4": "3"})
+    result = score(con, "v", "m")
+    assert (result.correct, result.total) == (2, 3)  # i3 wrong; i2 unverified, not scored
+    low, high = binomtest(2, 3).proportion_ci(method="wilson")
+    assert (result.low, result.high) == pytest.approx((low, high))
+    assert score(con, "v", "nobody").correct == 0
+
+
+def test_a_solvers_samples_vote_for_its_answer(con):
+    _answers(con, "s", "solver", "a", {"i1": "3"}, sample=0)
+    _answers(con, "s", "solver", "a", {"i1": "1/2"}, sample=1)
+    _answers(con, "s", "solver", "a", {"i1": "0.5"}, sample=2)
+    assert solver_answers(con, "s") == {"a": {"i1": "1/2"}}
