@@ -162,8 +162,8 @@ def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float 
     if stored is not None and stored[0]:
         return SplitSummary(eval_id, job_id, stored[0], stored[1], stored[0] - stored[1],
                             stored[2])
-    rows = con.execute("SELECT item_id, duplicate_of FROM synth_items WHERE job_id = ? "
-                       "ORDER BY item_id", [job_id]).fetchall()
+    rows = con.execute("SELECT item_id, duplicate_of FROM v_items WHERE source = 'job' AND "
+                       "source_id = ? ORDER BY item_id", [job_id]).fetchall()
     if not rows:
         raise PersonahubError(f"--job {job_id}: no synthesized items")
     group_of = _groups(rows)
@@ -195,8 +195,9 @@ class HeldOutItem(NamedTuple):
 def held_out_items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[HeldOutItem]:
     """The test split's items, in item order."""
     return [HeldOutItem(*row) for row in con.execute(
-        "SELECT s.item_id, i.text FROM eval_splits s JOIN synth_items i USING (item_id) "
-        "WHERE s.eval_id = ? AND s.split = 'test' ORDER BY s.item_id", [eval_id]).fetchall()]
+        "SELECT s.item_id, i.text FROM eval_splits s JOIN v_items i ON i.source = 'job' AND "
+        "i.source_id = s.job_id AND i.item_id = s.item_id WHERE s.eval_id = ? AND "
+        "s.split = 'test' ORDER BY s.item_id", [eval_id]).fetchall()]
 
 
 # -- 2. solvers and their agreement ------------------------------------------------------------
