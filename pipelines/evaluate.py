@@ -30,7 +30,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
@@ -40,6 +40,7 @@ import duckdb
 from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.store import DEFAULT_DB
 from personahub.models.client import redact_spec
 from personahub.models.settings import LLMSettings
 from personahub.pipelines.prompts.evaluate import (
@@ -130,7 +131,8 @@ def _groups(rows: Sequence[tuple[str, str | None]]) -> dict[str, str]:
 
 
 def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float | None = None,
-              test_n: int | None = None, seed: int = 0, eval_id: str | None = None) -> SplitSummary:
+              test_n: int | None = None, seed: int = 0, eval_id: str | None = None,
+              exclude: frozenset[str] = frozenset()) -> SplitSummary:
     """Hold out a seeded test split of a synthesis job's items, near-duplicates kept together.
 
     Groups (an item and its near-duplicates, by the job's MinHash flags) are drawn in
@@ -145,6 +147,7 @@ def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float 
         test_n: its number of items (exactly one of the two).
         seed: the draw's seed.
         eval_id: the evaluation's id (default: ``eval_id_for`` the settings).
+        exclude: items in neither split (contaminated: stored with split ``excluded``).
 
     Returns:
         The split's counts; a split stored under ``eval_id`` already is read back, not redrawn.
@@ -156,22 +159,22 @@ def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float 
     if test_n is not None and test_n < 1:
         raise UsageError(f"--test-n must be >= 1, got {test_n}")
     eval_id = eval_id or eval_id_for(job_id, seed, test_share, test_n)
-    stored = con.execute("SELECT count(*), count(*) FILTER (split = 'test'), "
-                         "count(DISTINCT group_id) FROM eval_splits WHERE eval_id = ?",
-                         [eval_id]).fetchone()
+    stored = con.execute("SELECT count(*), count(*) FILTER (split = 'test'), count(*) FILTER "
+                         "(split = 'train'), count(DISTINCT group_id) FILTER (split <> 'excluded') "
+                         "FROM eval_splits WHERE eval_id = ?", [eval_id]).fetchone()
     if stored is not None and stored[0]:
-        return SplitSummary(eval_id, job_id, stored[0], stored[1], stored[0] - stored[1],
-                            stored[2])
+        return SplitSummary(eval_id, job_id, *stored)
     rows = con.execute("SELECT item_id, duplicate_of FROM v_items WHERE source = 'job' AND "
                        "source_id = ? ORDER BY item_id", [job_id]).fetchall()
     if not rows:
         raise PersonahubError(f"--job {job_id}: no synthesized items")
-    group_of = _groups(rows)
+    excluded = {item for item, _ in rows if item in exclude}
+    group_of = _groups([(item, original) for item, original in rows if item not in excluded])
     members: dict[str, list[str]] = {}
     for item, group in group_of.items():
         members.setdefault(group, []).append(item)
-    target = test_n if test_n is not None else round(float(test_share or 0) * len(rows))
-    target = min(target, len(rows))
+    kept = len(group_of)
+    target = min(test_n if test_n is not None else round(float(test_share or 0) * kept), kept)
     order = sorted(members, key=lambda g: (hashlib.md5(f"{seed}:{g}".encode()).hexdigest(), g))
     test: set[str] = set()
     for group in order:
@@ -181,8 +184,9 @@ def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float 
             break
     con.executemany("INSERT INTO eval_splits VALUES (?, ?, ?, ?, ?, ?)",
                     [[eval_id, job_id, item, "test" if item in test else "train", group_of[item],
-                      seed] for item in sorted(group_of)])
-    return SplitSummary(eval_id, job_id, len(rows), len(test), len(rows) - len(test), len(members))
+                      seed] for item in sorted(group_of)]
+                    + [[eval_id, job_id, item, "excluded", item, seed] for item in sorted(excluded)])
+    return SplitSummary(eval_id, job_id, len(rows), len(test), kept - len(test), len(members))
 
 
 class HeldOutItem(NamedTuple):
@@ -407,3 +411,168 @@ def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
     low, high = wilson(correct, len(refs), alpha)
     return Score(name, correct, len(refs), low, high)
 
+
+
+# -- decontamination and the whole evaluation --------------------------------------------------
+
+
+def contaminated(con: duckdb.DuckDBPyConnection, eval_id: str, job_id: str,
+                 against: Sequence[str], *, ngram: int = 13) -> frozenset[str]:
+    """Flag the job's items that overlap a benchmark file (``personas/decontaminate.py``) and
+    store the matches in ``eval_contamination``; a stored evaluation's flags are read back.
+
+    Returns:
+        The flagged items' ids.
+    """
+    from personahub.personas.decontaminate import decontaminate, read_benchmark
+
+    if con.execute("SELECT count(*) FROM eval_splits WHERE eval_id = ?", [eval_id]).fetchone() \
+            != (0,):
+        return frozenset(r[0] for r in con.execute(
+            "SELECT item_id FROM eval_contamination WHERE eval_id = ?", [eval_id]).fetchall())
+    rows = con.execute("SELECT item_id, text FROM v_items WHERE source = 'job' AND source_id = ? "
+                       "ORDER BY item_id", [job_id]).fetchall()
+    matches = decontaminate([text for _, text in rows],
+                            {path: read_benchmark(path) for path in against}, ngram=ngram)
+    found = [[eval_id, rows[m.item][0], m.benchmark, m.benchmark_row, m.kind, m.detail]
+             for m in matches]
+    if found:
+        con.executemany("INSERT INTO eval_contamination VALUES (?, ?, ?, ?, ?, ?)", found)
+    return frozenset(row[1] for row in found)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """One evaluation: the job, its split, its solvers and the models scored."""
+
+    job: str
+    solvers: tuple[str, ...]
+    models: tuple[str, ...] = ()
+    test_share: float | None = None
+    test_n: int | None = None
+    seed: int = 0
+    agree: int = 2
+    samples: int = 1
+    mode: SolveMode = "cot"
+    against: tuple[str, ...] = ()
+    ngram: int = 13
+    db: str = DEFAULT_DB
+    concurrency: int = 16
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.solvers:
+            raise UsageError("evaluate: give at least one --solver")
+        if len(set(self.solvers)) != len(self.solvers):
+            raise UsageError("evaluate: a --solver is given twice")
+        if not 1 <= self.agree <= len(self.solvers):
+            raise UsageError(f"--agree must be between 1 and the {len(self.solvers)} solvers, "
+                             f"got {self.agree}")
+        if self.mode not in SOLVE_MODES:
+            raise UsageError(f"--mode must be one of {SOLVE_MODES}, got {self.mode!r}")
+        if self.samples < 1:
+            raise UsageError(f"--samples must be >= 1, got {self.samples}")
+
+    @property
+    def eval_id(self) -> str:
+        """The evaluation's id: its split's settings and the benchmark files."""
+        base = eval_id_for(self.job, self.seed, self.test_share, self.test_n)
+        if not self.against:
+            return base
+        extra = json.dumps([sorted(self.against), self.ngram])
+        return base[:5] + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
+
+
+@dataclass
+class EvalSummary:
+    """What an evaluation found: its split, answers, verified share, agreement and scores."""
+
+    eval_id: str
+    split: SplitSummary
+    contaminated: int
+    solved: list[SolveSummary]
+    verified: int
+    unverified: int
+    matrix: dict[str, dict[str, float | None]]
+    scores: list[Score]
+    calls: dict[str, int]
+
+    @property
+    def verified_share(self) -> float | None:
+        """Verified items among the answered test items."""
+        total = self.verified + self.unverified
+        return self.verified / total if total else None
+
+
+async def _evaluate(con: duckdb.DuckDBPyConnection, config: EvalConfig,
+                    callers: Mapping[str, StructuredCaller] | None) -> EvalSummary:
+    from personahub.core.call_log import call_counts
+    from personahub.models.client import make_client
+
+    eval_id = config.eval_id
+    flagged = contaminated(con, eval_id, config.job, config.against, ngram=config.ngram) \
+        if config.against else frozenset()
+    split = split_job(con, config.job, test_share=config.test_share, test_n=config.test_n,
+                      seed=config.seed, eval_id=eval_id, exclude=flagged)
+    items = held_out_items(con, eval_id)
+
+    def caller_for(spec: str) -> StructuredCaller:
+        if callers is not None and spec in callers:
+            return callers[spec]
+        return make_client(solver_settings(spec, concurrency=config.concurrency,
+                                           timeout_s=config.timeout_s))
+
+    solved = [await solve(con, eval_id, spec, caller_for(spec), mode=config.mode,
+                          samples=config.samples, items=items) for spec in config.solvers]
+    counts = verify_items(con, eval_id, agree=config.agree)
+    for spec in config.models:
+        solved.append(await solve(con, eval_id, spec, caller_for(spec), mode=config.mode,
+                                  role="model", items=items))
+    return EvalSummary(eval_id, split, len(flagged), solved, counts["verified"],
+                       counts["unverified"], agreement_matrix(con, eval_id),
+                       [score(con, eval_id, spec) for spec in config.models],
+                       call_counts(con, job_id=eval_id))
+
+
+def run_evaluation(config: EvalConfig, *,
+                   callers: Mapping[str, StructuredCaller] | None = None) -> EvalSummary:
+    """Split, solve, verify and score one synthesis job (see the module doc).
+
+    Args:
+        config: what to evaluate and with which models.
+        callers: clients of your own by spec (tests); the others are built from their specs.
+
+    Returns:
+        The summary. Running the same evaluation again reuses its split and stored answers
+        and asks only what is missing (after a kill, too).
+    """
+    from personahub.core.store import connect
+
+    con = connect(config.db)
+    try:
+        return asyncio.run(_evaluate(con, config, callers))
+    finally:
+        con.close()
+
+
+def summary_lines(summary: EvalSummary) -> list[str]:
+    """The console's lines: split, verified share, agreement matrix, scores with intervals."""
+    s = summary.split
+    lines = [f"evaluation {summary.eval_id} of job {s.job_id}: {s.items} items, test {s.test}, "
+             f"train {s.train} ({s.groups} near-duplicate groups, {summary.contaminated} "
+             "contaminated left out)"]
+    share = summary.verified_share
+    lines.append(f"verified: {summary.verified} of {summary.verified + summary.unverified} test "
+                 f"items" + (f" ({share:.1%})" if share is not None else ""))
+    specs = list(summary.matrix)
+    if len(specs) > 1:
+        lines.append("agreement: " + "; ".join(
+            f"{a} ~ {b} {summary.matrix[a][b]:.0%}" for i, a in enumerate(specs)
+            for b in specs[i + 1:] if summary.matrix[a][b] is not None))
+    for sc in summary.scores:
+        acc = f"{sc.accuracy:.1%}" if sc.accuracy is not None else "n/a"
+        lines.append(f"score {sc.spec}: {sc.correct}/{sc.total} = {acc} "
+                     f"(95% Wilson {sc.low:.1%}-{sc.high:.1%})")
+    calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
+    lines.append(f"model calls: {calls}")
+    return lines

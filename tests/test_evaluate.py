@@ -159,3 +159,61 @@ def test_a_solvers_samples_vote_for_its_answer(con):
     _answers(con, "s", "solver", "a", {"i1": "1/2"}, sample=1)
     _answers(con, "s", "solver", "a", {"i1": "0.5"}, sample=2)
     assert solver_answers(con, "s") == {"a": {"i1": "1/2"}}
+
+
+def _word_items(con: duckdb.DuckDBPyConnection, n: int) -> list[str]:
+    """n items of 20 words drawn from a large vocabulary (no two near-duplicates)."""
+    import random
+
+    rng = random.Random(7)
+    vocab = [f"w{k}" for k in range(5000)]
+    texts = [" ".join(rng.sample(vocab, 20)) for _ in range(n)]
+    con.executemany("INSERT INTO synth_items (item_id, job_id, persona_id, task, prompting, "
+                    "content, text) VALUES (?, ?, ?, 'math_problem', 'default', '{}', ?)",
+                    [[f"item-{i:03d}", JOB, f"p{i}", t] for i, t in enumerate(texts)])
+    return texts
+
+
+def test_a_whole_evaluation_flags_planted_items_scores_and_resumes(tmp_path):
+    from personahub.pipelines.evaluate import EvalConfig, run_evaluation, summary_lines
+
+    db = tmp_path / "whole.duckdb"
+    con = connect(db)
+    texts = _word_items(con, 60)
+    con.close()
+    planted = [3, 10, 17, 25, 40]
+    reworded = {17: "changed", 25: "other"}  # one word of the item replaced
+    bench = tmp_path / "bench.jsonl"
+    with bench.open("w") as f:
+        for i in planted:
+            words = texts[i].split()
+            if i in reworded:
+                words[0] = reworded[i]
+            f.write(json.dumps({"question": " ".join(words)}) + "\n")
+        for k in range(30):
+            f.write(json.dumps({"question": f"unrelated benchmark question number {k} here"}) + "\n")
+    config = EvalConfig(job=JOB, solvers=("offline?seed=1", "offline?seed=2", "offline?seed=3"),
+                        models=("offline?seed=4",), test_n=10, seed=5, agree=2,
+                        against=(str(bench),), db=str(db))
+    first = run_evaluation(config)
+    flagged = {f"item-{i:03d}" for i in planted}
+    assert first.contaminated == 5
+    assert (first.split.test, first.split.train) == (10, 45)
+    assert first.verified + first.unverified == 10
+    assert set(first.matrix) == set(config.solvers)
+    assert [s.total for s in first.scores] == [first.verified]
+    assert first.calls == {"ok": 40}  # 3 solvers and 1 model, 10 test items each
+    lines = summary_lines(first)
+    assert "5 contaminated left out" in lines[0] and lines[-2].startswith("score offline?seed=4")
+
+    again = run_evaluation(config)  # a re-run (as after a kill): nothing asked again
+    assert again.calls == {"ok": 40} and again.matrix == first.matrix
+    assert (again.verified, again.split) == (first.verified, first.split)
+    con = connect(db)
+    try:
+        stored = {r[0] for r in con.execute(
+            "SELECT item_id FROM eval_splits WHERE split = 'excluded'").fetchall()}
+        assert stored == flagged
+        assert con.execute("SELECT count(*) FROM eval_answers").fetchone() == (40,)
+    finally:
+        con.close()

@@ -457,6 +457,17 @@ CREATE TABLE IF NOT EXISTS eval_splits (
     PRIMARY KEY (eval_id, item_id)
 );
 
+-- Items that overlap a benchmark (--against): in neither split.
+CREATE TABLE IF NOT EXISTS eval_contamination (
+    eval_id       VARCHAR NOT NULL,
+    item_id       VARCHAR NOT NULL,
+    benchmark     VARCHAR NOT NULL,
+    benchmark_row INTEGER NOT NULL,
+    kind          VARCHAR NOT NULL,
+    detail        VARCHAR,
+    PRIMARY KEY (eval_id, item_id, benchmark)
+);
+
 -- One row per (test item, solver or scored model, sample), written with the calls' llm_calls rows.
 CREATE TABLE IF NOT EXISTS eval_answers (
     eval_id    VARCHAR NOT NULL,
