@@ -41,6 +41,7 @@ from personahub.core.commit import JobRef, commit_batch
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import DEFAULT_DB
+from personahub.models.adaptive_limit import Concurrency
 from personahub.models.client import redact_spec
 from personahub.models.settings import LLMSettings
 from personahub.pipelines.prompts.evaluate import (
@@ -457,10 +458,12 @@ class EvalConfig:
     against: tuple[str, ...] = ()
     ngram: int = 13
     db: str = DEFAULT_DB
-    concurrency: int = 16
+    concurrency: Concurrency = 16
     timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
+        if (self.test_share is None) == (self.test_n is None):
+            raise UsageError("evaluate: give exactly one of --test-share or --test-n")
         if not self.solvers:
             raise UsageError("evaluate: give at least one --solver")
         if len(set(self.solvers)) != len(self.solvers):
