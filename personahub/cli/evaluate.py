@@ -24,10 +24,10 @@ from personahub.core.validate import MAX_SEED
 def evaluate(
     job: Annotated[str, typer.Option(help="The synthesis job whose items are evaluated.")],
     solver: Annotated[list[str], typer.Option(
-        help="A solver: any --llm spec; offline?seed=N is the offline engine with seed N. "
+        metavar="SPEC", help="A solver: any --llm spec; offline?seed=N is the offline engine with seed N. "
              "Repeatable.")],
     model: Annotated[list[str] | None, typer.Option(
-        help="A model to score on the verified test items (any --llm spec). Repeatable.")] = None,
+        metavar="SPEC", help="A model to score on the verified test items (any --llm spec). Repeatable.")] = None,
     test_share: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="The test split's share of the items.")] = None,
     test_n: Annotated[int | None, typer.Option(min=1, help="The test split's size.")] = None,
@@ -36,7 +36,7 @@ def evaluate(
     samples: Annotated[int, typer.Option(
         min=1, help="Answers per solver and item (self-consistency: the most frequent counts).")] = 1,
     mode: Annotated[str, typer.Option(
-        help="Prompting: cot (reasoning, then the answer) or answer (the answer only).")] = "cot",
+        metavar="cot|answer", help="Prompting: cot (reasoning, then the answer) or answer (the answer only).")] = "cot",
     against: Annotated[list[Path] | None, typer.Option(
         help="A benchmark file (JSONL, Parquet or CSV with a text column): overlapping items "
              "are left out of both splits. Repeatable.")] = None,
