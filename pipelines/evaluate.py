@@ -175,7 +175,11 @@ def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float 
     for item, group in group_of.items():
         members.setdefault(group, []).append(item)
     kept = len(group_of)
-    target = min(test_n if test_n is not None else round(float(test_share or 0) * kept), kept)
+    target = test_n if test_n is not None else round(float(test_share or 0) * kept)
+    if not 0 < target < kept:
+        raise PersonahubError(f"--job {job_id}: a test split of {target} of the {kept} items "
+                              f"left{' after decontamination' if excluded else ''} would leave "
+                              "one split empty")
     order = sorted(members, key=lambda g: (hashlib.md5(f"{seed}:{g}".encode()).hexdigest(), g))
     test: set[str] = set()
     for group in order:
@@ -573,7 +577,10 @@ def summary_lines(summary: EvalSummary) -> list[str]:
             f"{a} ~ {b} {summary.matrix[a][b]:.0%}" for i, a in enumerate(specs)
             for b in specs[i + 1:] if summary.matrix[a][b] is not None))
     for sc in summary.scores:
-        acc = f"{sc.accuracy:.1%}" if sc.accuracy is not None else "n/a"
+        if sc.accuracy is None:
+            lines.append(f"score {sc.spec}: no verified items to score")
+            continue
+        acc = f"{sc.accuracy:.1%}"
         lines.append(f"score {sc.spec}: {sc.correct}/{sc.total} = {acc} "
                      f"(95% Wilson {sc.low:.1%}-{sc.high:.1%})")
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"

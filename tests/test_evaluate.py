@@ -10,7 +10,7 @@ import duckdb
 import pytest
 from scipy.stats import binomtest
 
-from personahub.core.errors import UsageError
+from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import connect
 from personahub.models.client import make_client
 from personahub.pipelines.evaluate import (
@@ -217,3 +217,11 @@ def test_a_whole_evaluation_flags_planted_items_scores_and_resumes(tmp_path):
         assert con.execute("SELECT count(*) FROM eval_answers").fetchone() == (40,)
     finally:
         con.close()
+
+
+def test_a_split_that_would_leave_one_side_empty_is_refused(con):
+    _items(con, 10)
+    with pytest.raises(PersonahubError, match="would leave one split empty"):
+        split_job(con, JOB, test_n=10)
+    with pytest.raises(PersonahubError, match="would leave one split empty"):
+        split_job(con, JOB, test_share=0.01)
