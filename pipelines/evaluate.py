@@ -18,7 +18,7 @@ A first slice, as library functions over one database connection:
 
 Answers land in ``eval_answers`` with their calls' ``llm_calls`` rows (``job_kind`` =
 ``evaluate``, ``job_id`` = the evaluation, ``run_id`` = the evaluated job) in one transaction
-per solver pass; answers already stored are not asked again (a re-run goes on where a killed
+per batch of 32; answers already stored are not asked again (a re-run goes on where a killed
 one stopped). A solver spec may carry a seed, ``offline?seed=2`` (``solver_settings``), so that
 offline solvers differ.
 """
@@ -225,7 +225,8 @@ class SolveSummary:
 
 async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
                 caller: StructuredCaller, *, mode: SolveMode = "cot", samples: int = 1,
-                role: str = "solver", items: Sequence[HeldOutItem] | None = None) -> SolveSummary:
+                role: str = "solver", items: Sequence[HeldOutItem] | None = None,
+                batch_size: int = 32) -> SolveSummary:
     """Ask one solver (or a scored model: ``role="model"``) for every test item's final answer.
 
     Args:
@@ -237,6 +238,7 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
         samples: answers per item (self-consistency); sample k is the engine's sample k.
         role: ``solver`` (its answers verify items) or ``model`` (its answers are scored).
         items: the items to ask (default: the test split).
+        batch_size: answers per transaction (a kill loses at most the batch in flight).
 
     Returns:
         The counts; answers and the calls' ``llm_calls`` rows are committed together.
@@ -258,24 +260,27 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
         return await caller.structured(schema, solve_messages(item.text, mode),
                                        purpose=SOLVE_PURPOSE, sample=k)
 
-    results = list(await asyncio.gather(*(one(item, k) for item, k in todo)))
-    rows = []
-    for (item, k), result in zip(todo, results, strict=True):
-        value = result.value
-        if value is None:
-            summary.failed += 1
-            continue
-        rows.append({"eval_id": eval_id, "item_id": item.item_id, "role": role, "spec": name,
-                     "mode": mode, "sample": k,
-                     "answer": str(value.final_answer)[:_ANSWER_CHARS],
-                     "reasoning": str(getattr(value, "reasoning", ""))[:_REASONING_CHARS] or None,
-                     "model": caller.label, "created_at": _now()})
     job_id = con.execute("SELECT any_value(job_id) FROM eval_splits WHERE eval_id = ?",
                          [eval_id]).fetchone()
-    commit_batch(con, JobRef(EVAL_KIND, eval_id, job_id[0] if job_id else None), caller,
-                 {"eval_answers": rows}, results)
-    summary.written = len(rows)
-    summary.calls = results
+    job = JobRef(EVAL_KIND, eval_id, job_id[0] if job_id else None)
+    for start in range(0, len(todo), batch_size):  # a batch's answers and calls commit together
+        batch = todo[start:start + batch_size]
+        results = list(await asyncio.gather(*(one(item, k) for item, k in batch)))
+        rows = []
+        for (item, k), result in zip(batch, results, strict=True):
+            value = result.value
+            if value is None:
+                summary.failed += 1
+                continue
+            rows.append({"eval_id": eval_id, "item_id": item.item_id, "role": role,
+                         "spec": name, "mode": mode, "sample": k,
+                         "answer": str(value.final_answer)[:_ANSWER_CHARS],
+                         "reasoning": str(getattr(value, "reasoning", ""))[:_REASONING_CHARS]
+                         or None,
+                         "model": caller.label, "created_at": _now()})
+        commit_batch(con, job, caller, {"eval_answers": rows}, results)
+        summary.written += len(rows)
+        summary.calls.extend(results)
     return summary
 
 

@@ -225,3 +225,34 @@ def test_a_split_that_would_leave_one_side_empty_is_refused(con):
         split_job(con, JOB, test_n=10)
     with pytest.raises(PersonahubError, match="would leave one split empty"):
         split_job(con, JOB, test_share=0.01)
+
+
+def test_answers_commit_batch_by_batch_so_a_kill_keeps_the_batches_done(con):
+    """A pass stopped in its third batch keeps the first two (answers and calls), and the next
+    pass asks only the rest."""
+    _items(con, 40)
+    split_job(con, JOB, test_n=10, seed=0, eval_id="k")
+    caller = make_client(solver_settings("offline?seed=1"))
+
+    class Killed(Exception):
+        pass
+
+    asked = 0
+    real = caller.structured
+
+    async def dying(*args, **kwargs):
+        nonlocal asked
+        asked += 1
+        if asked > 8:
+            raise Killed
+        return await real(*args, **kwargs)
+
+    caller.structured = dying  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        asyncio.run(solve(con, "k", "offline?seed=1", caller, batch_size=4))
+    stored = con.execute("SELECT count(*) FROM eval_answers WHERE eval_id = 'k'").fetchone()
+    assert stored == (8,)
+    assert con.execute("SELECT count(*) FROM llm_calls WHERE job_id = 'k'").fetchone() == (8,)
+    rest = asyncio.run(solve(con, "k", "offline?seed=1",
+                             make_client(solver_settings("offline?seed=1")), batch_size=4))
+    assert (rest.skipped, rest.written) == (8, 2)
