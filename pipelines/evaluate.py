@@ -52,6 +52,7 @@ from personahub.pipelines.prompts.evaluate import (
     solve_schema,
 )
 from personahub.tasks.answer_equivalence import equivalent
+from personahub.tasks.limits import default_max_tokens
 
 __all__ = ["EVAL_KIND", "HeldOutItem", "Score", "SplitSummary", "agreement_matrix", "eval_id_for",
            "held_out_items", "score", "solve", "solver_answers", "solver_settings", "split_job",
@@ -258,7 +259,8 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
 
     async def one(item: HeldOutItem, k: int) -> StructuredResult[Any]:
         return await caller.structured(schema, solve_messages(item.text, mode),
-                                       purpose=SOLVE_PURPOSE, sample=k)
+                                       purpose=SOLVE_PURPOSE, sample=k,
+                                       max_tokens=default_max_tokens(SOLVE_PURPOSE))
 
     job_id = con.execute("SELECT any_value(job_id) FROM eval_splits WHERE eval_id = ?",
                          [eval_id]).fetchone()

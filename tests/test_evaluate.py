@@ -108,6 +108,8 @@ def test_offline_solvers_answer_every_test_item_and_every_call_is_logged(con):
                         "WHERE job_kind = 'evaluate' AND job_id = 'ev' AND purpose = 'solve'"
                         ).fetchone()
     assert calls == (20, 1, JOB)
+    assert con.execute("SELECT DISTINCT max_tokens FROM llm_calls WHERE job_id = 'ev'"
+                       ).fetchall() == [(600,)]  # every call bounded (DEFAULT_MAX_TOKENS["solve"])
     # a second pass (a resume) asks nothing again
     again = asyncio.run(solve(con, "ev", "offline?seed=1",
                               make_client(solver_settings("offline?seed=1")), samples=2))
