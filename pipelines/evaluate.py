@@ -468,6 +468,7 @@ class EvalConfig:
     mode: SolveMode = "cot"
     against: tuple[str, ...] = ()
     ngram: int = 13
+    keep_contaminated: bool = False  # flagged items stay in the splits (their matches stored)
     db: str = DEFAULT_DB
     concurrency: Concurrency = 16
     timeout_s: float = 60.0
@@ -493,7 +494,7 @@ class EvalConfig:
         base = eval_id_for(self.job, self.seed, self.test_share, self.test_n)
         if not self.against:
             return base
-        extra = json.dumps([sorted(self.against), self.ngram])
+        extra = json.dumps([sorted(self.against), self.ngram, self.keep_contaminated])
         return base[:5] + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
 
 
@@ -527,7 +528,8 @@ async def _evaluate(con: duckdb.DuckDBPyConnection, config: EvalConfig,
     flagged = contaminated(con, eval_id, config.job, config.against, ngram=config.ngram) \
         if config.against else frozenset()
     split = split_job(con, config.job, test_share=config.test_share, test_n=config.test_n,
-                      seed=config.seed, eval_id=eval_id, exclude=flagged)
+                      seed=config.seed, eval_id=eval_id,
+                      exclude=frozenset() if config.keep_contaminated else flagged)
     items = held_out_items(con, eval_id)
 
     def caller_for(spec: str) -> StructuredCaller:
@@ -573,8 +575,10 @@ def summary_lines(summary: EvalSummary) -> list[str]:
     """The console's lines: split, verified share, agreement matrix, scores with intervals."""
     s = summary.split
     lines = [f"evaluation {summary.eval_id} of job {s.job_id}: {s.items} items, test {s.test}, "
-             f"train {s.train} ({s.groups} near-duplicate groups, {summary.contaminated} "
-             "contaminated left out)"]
+             f"train {s.train} ({s.groups} near-duplicate groups"
+             + (f", {summary.contaminated} contaminated "
+                f"{'kept' if s.items == s.test + s.train else 'left out'}"
+                if summary.contaminated else "") + ")"]
     share = summary.verified_share
     lines.append(f"verified: {summary.verified} of {summary.verified + summary.unverified} test "
                  f"items" + (f" ({share:.1%})" if share is not None else ""))

@@ -4,6 +4,7 @@ the agreement matrix and a model's score with its Wilson interval."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import duckdb
@@ -219,6 +220,10 @@ def test_a_whole_evaluation_flags_planted_items_scores_and_resumes(tmp_path):
         assert con.execute("SELECT count(*) FROM eval_answers").fetchone() == (40,)
     finally:
         con.close()
+    kept = run_evaluation(dataclasses.replace(config, keep_contaminated=True, models=()))
+    assert kept.eval_id != first.eval_id
+    assert (kept.contaminated, kept.split.test, kept.split.train) == (5, 10, 50)
+    assert "5 contaminated kept" in summary_lines(kept)[0]
 
 
 def test_a_split_that_would_leave_one_side_empty_is_refused(con):

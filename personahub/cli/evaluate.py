@@ -27,7 +27,8 @@ def evaluate(
         metavar="SPEC", help="A solver: any --llm spec; offline?seed=N is the offline engine with seed N. "
              "Repeatable.")],
     model: Annotated[list[str] | None, typer.Option(
-        metavar="SPEC", help="A model to score on the verified test items (any --llm spec). Repeatable.")] = None,
+        metavar="SPEC",
+        help="A model to score on the verified test items (any --llm spec). Repeatable.")] = None,
     test_share: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="The test split's share of the items.")] = None,
     test_n: Annotated[int | None, typer.Option(min=1, help="The test split's size.")] = None,
@@ -36,11 +37,15 @@ def evaluate(
     samples: Annotated[int, typer.Option(
         min=1, help="Answers per solver and item (self-consistency: the most frequent counts).")] = 1,
     mode: Annotated[str, typer.Option(
-        metavar="cot|answer", help="Prompting: cot (reasoning, then the answer) or answer (the answer only).")] = "cot",
+        metavar="cot|answer",
+        help="Prompting: cot (reasoning, then the answer) or answer (the answer only).")] = "cot",
     against: Annotated[list[Path] | None, typer.Option(
         help="A benchmark file (JSONL, Parquet or CSV with a text column): overlapping items "
              "are left out of both splits. Repeatable.")] = None,
     ngram: Annotated[int, typer.Option(min=1, help="Words per n-gram for --against.")] = 13,
+    keep_contaminated: Annotated[bool, typer.Option(
+        help="Keep the items --against flags in the splits (their matches are still stored).")
+    ] = False,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
     concurrency: ConcurrencyOption = 16,
@@ -54,7 +59,8 @@ def evaluate(
     config = EvalConfig(job=job, solvers=tuple(solver), models=tuple(model or ()),
                         test_share=test_share, test_n=test_n, seed=seed, agree=agree,
                         samples=samples, mode=mode,  # type: ignore[arg-type]  # checked by EvalConfig
-                        against=tuple(str(p) for p in against or ()), ngram=ngram, db=str(db),
+                        against=tuple(str(p) for p in against or ()), ngram=ngram,
+                        keep_contaminated=keep_contaminated, db=str(db),
                         concurrency=concurrency, timeout_s=timeout)
     summary = run_evaluation_config(config)
     for line in summary_lines(summary):
