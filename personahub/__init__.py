@@ -47,6 +47,8 @@ _PUBLIC = {
     "interview_async": "personahub.interviews",
     "judge": "personahub.api",
     "judge_async": "personahub.api",
+    "evaluate": "personahub.api",
+    "evaluate_async": "personahub.api",
     "calibrate": "personahub.api",
     "calibrate_async": "personahub.api",
     "write_population": "personahub.api",

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
     from personahub.pipelines.calibrate import CalibrateConfig
+    from personahub.pipelines.evaluate import EvalConfig, EvalSummary
     from personahub.pipelines.judge import JudgeConfig, JudgeSummary
     from personahub.pipelines.population_write import WriteConfig
     from personahub.pipelines.run import RunConfig, RunSummary
@@ -425,6 +426,55 @@ async def judge_async(*, job: str | int | None = None, run: str | int | None = N
                       progress: ProgressSetting = None, **options: Any) -> Judged:
     """``judge`` for ``await``."""
     return await call_in_thread(partial(_judging, job, run, db, llm, seed, options, progress))
+
+
+def run_evaluation_config(config: EvalConfig) -> EvalSummary:
+    """Run one evaluation (what ``evaluate`` and ``personahub evaluate`` go through)."""
+    from personahub.pipelines.evaluate import run_evaluation
+
+    return run_evaluation(config)
+
+
+def _evaluating(job: str | int, solvers: tuple[str, ...], db: str | Path,
+                options: dict[str, Any]) -> EvalSummary:
+    from personahub.pipelines.evaluate import EvalConfig
+
+    known = {f.name for f in dataclasses.fields(EvalConfig)} - {"job", "solvers", "db"}
+    refuse_unknown("evaluate", options, known)
+    for key in ("models", "against"):
+        if key in options:
+            options[key] = tuple(str(v) for v in options[key])
+    return run_evaluation_config(EvalConfig(job=str(as_id(job)), solvers=solvers, db=str(db),
+                                            **options))
+
+
+@speaks_python()
+def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
+             db: str | Path = DEFAULT_DB, **options: Any) -> EvalSummary:
+    """Evaluate a synthesis job's items as the Persona Hub paper did (issue 46): a seeded
+    held-out split (near-duplicates kept together, benchmark overlaps left out), solver
+    agreement on the test items, and models scored on the verified ones with a Wilson interval.
+
+    Args:
+        job: the synthesis job.
+        solvers: solver specs (any ``llm`` spec; ``offline?seed=N`` for differing offline ones).
+        db: the database.
+        **options: ``EvalConfig`` fields: ``test_share`` or ``test_n``, ``models``, ``agree``,
+            ``samples``, ``mode``, ``against``, ``ngram``, ``seed``, ``concurrency``,
+            ``timeout_s``.
+
+    Returns:
+        An ``EvalSummary`` (``verified_share``, ``matrix``, ``scores``); calling again reuses
+        the stored split and answers.
+    """
+    return call_blocking(partial(_evaluating, job, tuple(solvers), db, dict(options)))
+
+
+@speaks_python()
+async def evaluate_async(*, job: str | int, solvers: list[str] | tuple[str, ...],
+                         db: str | Path = DEFAULT_DB, **options: Any) -> EvalSummary:
+    """``evaluate`` for ``await``."""
+    return await call_in_thread(partial(_evaluating, job, tuple(solvers), db, dict(options)))
 
 
 def calibration_config(survey: str | Path, population: str, llm: str, seed: int, n: int,

@@ -61,6 +61,9 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         "calibration_answers", "calibration_scores", "calibration_summary"}),
         frozenset({"analysis/calibration_store.py"})),
     "population": (frozenset({"population_jobs"}), frozenset({"pipelines/population_write.py"})),
+    "evaluation": (frozenset({"eval_splits", "eval_contamination", "eval_answers",
+                              "eval_verified"}),
+                   frozenset({"pipelines/evaluate.py"})),
 }
 
 # modules whose SQL names its table through a variable the scanner cannot follow (``FROM {table}``),

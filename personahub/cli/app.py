@@ -13,7 +13,7 @@ Layout (the CLI is the outermost layer; no command module imports another, nor t
 in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
 consoles, errors, client, progress, the JSON result), ``run``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``batch`` (batch import), ``calibrate`` (calibrate, calibrations), ``doctor``,
+``judge``, ``evaluate``, ``batch`` (batch import), ``calibrate`` (calibrate, calibrations), ``doctor``,
 ``jobs`` (jobs, runs, resume),
 ``show`` (one item, emission or persona), ``hub`` (personas import, sample, stats,
 export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
@@ -39,6 +39,9 @@ from personahub.cli import (
 )
 from personahub.cli import (
     doctor as cli_doctor,
+)
+from personahub.cli import (
+    evaluate as cli_evaluate,
 )
 from personahub.cli import (
     hub as cli_hub,
@@ -150,6 +153,7 @@ app.command("export")(cli_synth.export_cmd)
 app.command()(cli_synth.report)
 app.command()(cli_synth.diversity)
 app.command()(cli_judge.judge)
+app.command()(cli_evaluate.evaluate)
 app.command()(cli_calibrate.calibrate)
 app.command()(cli_calibrate.calibrations)
 app.command()(cli_view.view)

@@ -445,6 +445,56 @@ CREATE TABLE IF NOT EXISTS judgments (
     PRIMARY KEY (judge_id, item_id)
 );
 
+-- Evaluation of a synthesis job's items (pipelines/evaluate.py, issue 46) --------------------------
+-- An evaluation's id names its split; a split is stored once and read back on every later call.
+CREATE TABLE IF NOT EXISTS eval_splits (
+    eval_id  VARCHAR NOT NULL,
+    job_id   VARCHAR NOT NULL,
+    item_id  VARCHAR NOT NULL,
+    split    VARCHAR NOT NULL,
+    group_id VARCHAR NOT NULL,
+    seed     INTEGER NOT NULL,
+    PRIMARY KEY (eval_id, item_id)
+);
+
+-- Items that overlap a benchmark (--against): in neither split.
+CREATE TABLE IF NOT EXISTS eval_contamination (
+    eval_id       VARCHAR NOT NULL,
+    item_id       VARCHAR NOT NULL,
+    benchmark     VARCHAR NOT NULL,
+    benchmark_row INTEGER NOT NULL,
+    kind          VARCHAR NOT NULL,
+    detail        VARCHAR,
+    PRIMARY KEY (eval_id, item_id, benchmark)
+);
+
+-- One row per (test item, solver or scored model, sample), written with the calls' llm_calls rows.
+CREATE TABLE IF NOT EXISTS eval_answers (
+    eval_id    VARCHAR NOT NULL,
+    item_id    VARCHAR NOT NULL,
+    role       VARCHAR NOT NULL,
+    spec       VARCHAR NOT NULL,
+    mode       VARCHAR NOT NULL,
+    sample     INTEGER NOT NULL,
+    answer     VARCHAR,
+    reasoning  VARCHAR,
+    model      VARCHAR,
+    created_at TIMESTAMP,
+    PRIMARY KEY (eval_id, item_id, role, spec, sample)
+);
+
+-- One row per test item once its solvers answered: verified when enough of them agree.
+CREATE TABLE IF NOT EXISTS eval_verified (
+    eval_id   VARCHAR NOT NULL,
+    item_id   VARCHAR NOT NULL,
+    verified  BOOLEAN NOT NULL,
+    reference VARCHAR,
+    agreed    JSON NOT NULL,
+    answered  INTEGER NOT NULL,
+    agree     INTEGER NOT NULL,
+    PRIMARY KEY (eval_id, item_id)
+);
+
 -- Calibration against human surveys (personahub calibrate, pipelines/calibrate.py) ---------
 -- (lifecycle and stored configuration: jobs). What the job asked about and whom is stored with
 -- its row, so scores, reports and a resume never read the survey file again.

@@ -405,6 +405,36 @@ def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     assert judged == ok and 1 <= judged[0][0] <= 3
 
 
+def test_evaluate_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
+    """``personahub evaluate`` on a real model: offline-made math problems, a seeded split, two
+    solvers (the served model and the offline engine) and a score with its interval; every
+    evaluate call is accounted to the evaluation (a low score is fine)."""
+    db = tmp_path / "evaluate.duckdb"
+    code, output = invoke("synthesize", "math_problem", "--n", "8", "--db", str(db))
+    assert code == 0, output
+    con = duckdb.connect(str(db), read_only=True)
+    job = con.execute("SELECT job_id FROM synth_jobs").fetchall()[0][0]
+    con.close()
+    code, output = invoke("evaluate", "--db", str(db), "--job", job, "--test-n", "3",
+                          "--solver", llama.spec, "--solver", "offline?seed=1", "--agree", "1",
+                          "--model", llama.spec, "--mode", "answer", "--timeout", "120")
+    assert code == 0, output
+    assert "test 3, train 5" in output
+    assert "95% Wilson" in output or "no verified items" in output
+    rows = calls(db, "job_kind = 'evaluate'")
+    assert {r[4] for r in rows} == {"solve"}
+    assert all(r[3] and r[3] > 0 for r in rows)  # every request carried max_tokens
+    assert all(r[1] for r in rows if r[0] != "ok")  # every failure says why
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        answers = con.execute("SELECT count(*) FROM eval_answers").fetchone()
+        ok = con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluate' AND "
+                         "status = 'ok'").fetchone()
+    finally:
+        con.close()
+    assert answers == ok  # each ok call wrote one answer (the offline solver's 3 among them)
+
+
 def test_calibrate_five_questions_three_groups(llama: LlamaServer, tmp_path: Path) -> None:
     """``personahub calibrate`` on SmolLM2: 5 questions x 3 groups, 2 personas per group, to
     its end; every answer is one of its question's options, the scores table holds the model

@@ -1,0 +1,67 @@
+"""CLI command ``personahub evaluate`` (registered by ``personahub/cli/app.py``): hold out a
+seeded test split of a synthesis job's items, have several solvers answer it, keep the items
+enough of them agree on, and score models on those (``pipelines/evaluate.py``, issue 46)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from personahub.cli.common import (
+    ConcurrencyOption,
+    DbOption,
+    TimeoutOption,
+    one_line_errors,
+    out,
+)
+from personahub.core.store import DEFAULT_DB
+from personahub.core.validate import MAX_SEED
+
+
+@one_line_errors
+def evaluate(
+    job: Annotated[str, typer.Option(help="The synthesis job whose items are evaluated.")],
+    solver: Annotated[list[str], typer.Option(
+        metavar="SPEC", help="A solver: any --llm spec; offline?seed=N is the offline engine with seed N. "
+             "Repeatable.")],
+    model: Annotated[list[str] | None, typer.Option(
+        metavar="SPEC",
+        help="A model to score on the verified test items (any --llm spec). Repeatable.")] = None,
+    test_share: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="The test split's share of the items.")] = None,
+    test_n: Annotated[int | None, typer.Option(min=1, help="The test split's size.")] = None,
+    agree: Annotated[int, typer.Option(
+        min=1, help="Solvers that must give equivalent answers for an item to be verified.")] = 2,
+    samples: Annotated[int, typer.Option(
+        min=1, help="Answers per solver and item (self-consistency: the most frequent counts).")] = 1,
+    mode: Annotated[str, typer.Option(
+        metavar="cot|answer",
+        help="Prompting: cot (reasoning, then the answer) or answer (the answer only).")] = "cot",
+    against: Annotated[list[Path] | None, typer.Option(
+        help="A benchmark file (JSONL, Parquet or CSV with a text column): overlapping items "
+             "are left out of both splits. Repeatable.")] = None,
+    ngram: Annotated[int, typer.Option(min=1, help="Words per n-gram for --against.")] = 13,
+    keep_contaminated: Annotated[bool, typer.Option(
+        help="Keep the items --against flags in the splits (their matches are still stored).")
+    ] = False,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split.")] = 0,
+    db: DbOption = Path(DEFAULT_DB),
+    concurrency: ConcurrencyOption = 16,
+    timeout: TimeoutOption = 60.0,
+) -> None:
+    """Split a synthesis job's items, verify the test items by solver agreement and score models
+    on them with a 95% Wilson interval. Running it again reuses the stored split and answers."""
+    from personahub.api import run_evaluation_config
+    from personahub.pipelines.evaluate import EvalConfig, summary_lines
+
+    config = EvalConfig(job=job, solvers=tuple(solver), models=tuple(model or ()),
+                        test_share=test_share, test_n=test_n, seed=seed, agree=agree,
+                        samples=samples, mode=mode,  # type: ignore[arg-type]  # checked by EvalConfig
+                        against=tuple(str(p) for p in against or ()), ngram=ngram,
+                        keep_contaminated=keep_contaminated, db=str(db),
+                        concurrency=concurrency, timeout_s=timeout)
+    summary = run_evaluation_config(config)
+    for line in summary_lines(summary):
+        out.print(line, highlight=False, soft_wrap=True)

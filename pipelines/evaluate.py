@@ -1,0 +1,599 @@
+"""Evaluate a synthesis job's items the way the Persona Hub paper did (§4.1.2, issue 46).
+
+A first slice, as library functions over one database connection:
+
+1. **A held-out split** (``split_job``): a seeded share or count of the job's items becomes the
+   test split, the rest train. Near-duplicates never straddle the two: the job's MinHash flags
+   (``synth_items.duplicate_of``) join items into groups, and a group goes whole to one side.
+   Stored in ``eval_splits``; a second call with the same ``eval_id`` reads it back.
+2. **Solver agreement** (``solve``, ``verify_items``): each solver answers every test item
+   with a structured final answer (``pipelines/prompts/evaluate.py``), ``samples`` times for
+   self-consistency (a solver's answer is the most frequent of its samples, by equivalence).
+   An item is **verified** when at least ``agree`` solvers give equivalent answers
+   (``tasks/answer_equivalence.py``: math-verify, nothing executed); the agreed answer is its
+   reference, stored with who agreed (``eval_verified``). ``agreement_matrix`` gives, per pair
+   of solvers, the share of items both answered on which they agree.
+3. **A model's score** (``score``): accuracy on the verified test items, with a Wilson interval
+   (statsmodels ``proportion_confint``).
+
+Answers land in ``eval_answers`` with their calls' ``llm_calls`` rows (``job_kind`` =
+``evaluate``, ``job_id`` = the evaluation, ``run_id`` = the evaluated job) in one transaction
+per batch of 32; answers already stored are not asked again (a re-run goes on where a killed
+one stopped). A solver spec may carry a seed, ``offline?seed=2`` (``solver_settings``), so that
+offline solvers differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
+
+import duckdb
+
+from personahub.core.commit import JobRef, commit_batch
+from personahub.core.contracts import StructuredCaller, StructuredResult
+from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.store import DEFAULT_DB
+from personahub.models.adaptive_limit import Concurrency
+from personahub.models.client import redact_spec
+from personahub.models.settings import LLMSettings
+from personahub.pipelines.prompts.evaluate import (
+    SOLVE_MODES,
+    SOLVE_PURPOSE,
+    SolveMode,
+    solve_messages,
+    solve_schema,
+)
+from personahub.tasks.answer_equivalence import equivalent
+from personahub.tasks.limits import default_max_tokens
+
+__all__ = ["EVAL_KIND", "HeldOutItem", "Score", "SplitSummary", "agreement_matrix", "eval_id_for",
+           "held_out_items", "score", "solve", "solver_answers", "solver_settings", "split_job",
+           "verify_items", "wilson"]
+
+EVAL_KIND = "evaluate"
+_ANSWER_CHARS = 500  # what a row keeps of a final answer
+_REASONING_CHARS = 4000
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def eval_id_for(job_id: str, seed: int, test_share: float | None, test_n: int | None) -> str:
+    """``eval-`` + 12 hex digits of SHA-1 over what names a split: the same settings, the same
+    evaluation (whose stored split and answers a re-run reuses)."""
+    text = json.dumps({"job": job_id, "seed": seed, "test_share": test_share, "test_n": test_n},
+                      sort_keys=True)
+    return "eval-" + hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def solver_settings(spec: str, **settings: Any) -> LLMSettings:
+    """The model settings of a solver spec: any ``--llm`` spec, where ``offline?seed=N`` is the
+    offline engine with seed N (offline solvers with different seeds answer differently).
+
+    Args:
+        spec: ``offline``, ``offline?seed=N``, ``openai:<model>`` or a URL.
+        **settings: other ``LLMSettings`` fields (timeout, concurrency...).
+
+    Returns:
+        The settings to build the solver's client with (``models.client.make_client``).
+    """
+    base, _, query = spec.partition("?")
+    if base == "offline" and query:
+        params = dict(parse_qsl(query, strict_parsing=True))
+        if set(params) != {"seed"}:
+            raise UsageError(f"solver {spec!r}: the offline engine takes only ?seed=N")
+        try:
+            seed = int(params["seed"])
+        except ValueError:
+            raise UsageError(f"solver {spec!r}: seed must be an integer") from None
+        return LLMSettings(spec=base, seed=seed, **settings)
+    return LLMSettings(spec=spec, **settings)
+
+
+# -- 1. the held-out split ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """A split's counts: items, test items, train items and near-duplicate groups."""
+
+    eval_id: str
+    job_id: str
+    items: int
+    test: int
+    train: int
+    groups: int
+
+
+def _groups(rows: Sequence[tuple[str, str | None]]) -> dict[str, str]:
+    """Each item's group: the root of its ``duplicate_of`` chain (union-find over the flags)."""
+    parent = {item: item for item, _ in rows}
+
+    def root(item: str) -> str:
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for item, original in rows:
+        if original is not None and original in parent:
+            a, b = root(item), root(original)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return {item: root(item) for item in parent}
+
+
+def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float | None = None,
+              test_n: int | None = None, seed: int = 0, eval_id: str | None = None,
+              exclude: frozenset[str] = frozenset()) -> SplitSummary:
+    """Hold out a seeded test split of a synthesis job's items, near-duplicates kept together.
+
+    Groups (an item and its near-duplicates, by the job's MinHash flags) are drawn in
+    ``md5(seed:group)`` order and go to the test split while they fit in its target size
+    (``test_n``, or ``round(test_share * items)``); a group that does not fit is passed over
+    for a smaller one, so the test split never exceeds its target.
+
+    Args:
+        con: the database.
+        job_id: a synthesis job.
+        test_share: the test split's share of the items (0 < share < 1), or
+        test_n: its number of items (exactly one of the two).
+        seed: the draw's seed.
+        eval_id: the evaluation's id (default: ``eval_id_for`` the settings).
+        exclude: items in neither split (contaminated: stored with split ``excluded``).
+
+    Returns:
+        The split's counts; a split stored under ``eval_id`` already is read back, not redrawn.
+    """
+    if (test_share is None) == (test_n is None):
+        raise UsageError("evaluate: give exactly one of --test-share or --test-n")
+    if test_share is not None and not 0 < test_share < 1:
+        raise UsageError(f"--test-share must be between 0 and 1, got {test_share}")
+    if test_n is not None and test_n < 1:
+        raise UsageError(f"--test-n must be >= 1, got {test_n}")
+    eval_id = eval_id or eval_id_for(job_id, seed, test_share, test_n)
+    stored = con.execute("SELECT count(*), count(*) FILTER (split = 'test'), count(*) FILTER "
+                         "(split = 'train'), count(DISTINCT group_id) FILTER (split <> 'excluded') "
+                         "FROM eval_splits WHERE eval_id = ?", [eval_id]).fetchone()
+    if stored is not None and stored[0]:
+        return SplitSummary(eval_id, job_id, *stored)
+    rows = con.execute("SELECT item_id, duplicate_of FROM v_items WHERE source = 'job' AND "
+                       "source_id = ? ORDER BY item_id", [job_id]).fetchall()
+    if not rows:
+        raise PersonahubError(f"--job {job_id}: no synthesized items")
+    excluded = {item for item, _ in rows if item in exclude}
+    group_of = _groups([(item, original) for item, original in rows if item not in excluded])
+    members: dict[str, list[str]] = {}
+    for item, group in group_of.items():
+        members.setdefault(group, []).append(item)
+    kept = len(group_of)
+    target = test_n if test_n is not None else round(float(test_share or 0) * kept)
+    if not 0 < target < kept:
+        raise PersonahubError(f"--job {job_id}: a test split of {target} of the {kept} items "
+                              f"left{' after decontamination' if excluded else ''} would leave "
+                              "one split empty")
+    order = sorted(members, key=lambda g: (hashlib.md5(f"{seed}:{g}".encode()).hexdigest(), g))
+    test: set[str] = set()
+    for group in order:
+        if len(test) + len(members[group]) <= target:
+            test.update(members[group])
+        if len(test) == target:
+            break
+    con.executemany("INSERT INTO eval_splits VALUES (?, ?, ?, ?, ?, ?)",
+                    [[eval_id, job_id, item, "test" if item in test else "train", group_of[item],
+                      seed] for item in sorted(group_of)]
+                    + [[eval_id, job_id, item, "excluded", item, seed] for item in sorted(excluded)])
+    return SplitSummary(eval_id, job_id, len(rows), len(test), kept - len(test), len(members))
+
+
+class HeldOutItem(NamedTuple):
+    """A test item to solve: its id and its problem text."""
+
+    item_id: str
+    text: str
+
+
+def held_out_items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[HeldOutItem]:
+    """The test split's items, in item order."""
+    return [HeldOutItem(*row) for row in con.execute(
+        "SELECT s.item_id, i.text FROM eval_splits s JOIN v_items i ON i.source = 'job' AND "
+        "i.source_id = s.job_id AND i.item_id = s.item_id WHERE s.eval_id = ? AND "
+        "s.split = 'test' ORDER BY s.item_id", [eval_id]).fetchall()]
+
+
+# -- 2. solvers and their agreement ------------------------------------------------------------
+
+
+@dataclass
+class SolveSummary:
+    """What one solver pass did: answers written, already stored, failed calls."""
+
+    spec: str
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    calls: list[StructuredResult[Any]] = field(default_factory=list, repr=False)
+
+
+async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
+                caller: StructuredCaller, *, mode: SolveMode = "cot", samples: int = 1,
+                role: str = "solver", items: Sequence[HeldOutItem] | None = None,
+                batch_size: int = 32) -> SolveSummary:
+    """Ask one solver (or a scored model: ``role="model"``) for every test item's final answer.
+
+    Args:
+        con: the database (the split stored under ``eval_id``).
+        eval_id: the evaluation.
+        spec: the solver's spec (stored redacted: its name in ``eval_answers``).
+        caller: the client answering for it (``models.client.make_client``).
+        mode: ``cot`` (reasoning, then the answer) or ``answer`` (the answer only).
+        samples: answers per item (self-consistency); sample k is the engine's sample k.
+        role: ``solver`` (its answers verify items) or ``model`` (its answers are scored).
+        items: the items to ask (default: the test split).
+        batch_size: answers per transaction (a kill loses at most the batch in flight).
+
+    Returns:
+        The counts; answers and the calls' ``llm_calls`` rows are committed together.
+    """
+    if mode not in SOLVE_MODES:
+        raise UsageError(f"solver mode must be one of {SOLVE_MODES}, got {mode!r}")
+    if samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {samples}")
+    name = redact_spec(spec)
+    items = held_out_items(con, eval_id) if items is None else items
+    done = {(r[0], r[1]) for r in con.execute(
+        "SELECT item_id, sample FROM eval_answers WHERE eval_id = ? AND role = ? AND spec = ? "
+        "AND answer IS NOT NULL", [eval_id, role, name]).fetchall()}
+    todo = [(item, k) for item in items for k in range(samples) if (item.item_id, k) not in done]
+    summary = SolveSummary(name, skipped=len(items) * samples - len(todo))
+    schema = solve_schema(mode)
+
+    async def one(item: HeldOutItem, k: int) -> StructuredResult[Any]:
+        return await caller.structured(schema, solve_messages(item.text, mode),
+                                       purpose=SOLVE_PURPOSE, sample=k,
+                                       max_tokens=default_max_tokens(SOLVE_PURPOSE))
+
+    job_id = con.execute("SELECT any_value(job_id) FROM eval_splits WHERE eval_id = ?",
+                         [eval_id]).fetchone()
+    job = JobRef(EVAL_KIND, eval_id, job_id[0] if job_id else None)
+    for start in range(0, len(todo), batch_size):  # a batch's answers and calls commit together
+        batch = todo[start:start + batch_size]
+        results = list(await asyncio.gather(*(one(item, k) for item, k in batch)))
+        rows = []
+        for (item, k), result in zip(batch, results, strict=True):
+            value = result.value
+            if value is None:
+                summary.failed += 1
+                continue
+            rows.append({"eval_id": eval_id, "item_id": item.item_id, "role": role,
+                         "spec": name, "mode": mode, "sample": k,
+                         "answer": str(value.final_answer)[:_ANSWER_CHARS],
+                         "reasoning": str(getattr(value, "reasoning", ""))[:_REASONING_CHARS]
+                         or None,
+                         "model": caller.label, "created_at": _now()})
+        commit_batch(con, job, caller, {"eval_answers": rows}, results)
+        summary.written += len(rows)
+        summary.calls.extend(results)
+    return summary
+
+
+def _clusters(answers: Sequence[str]) -> list[list[int]]:
+    """Indices of ``answers`` grouped by equivalence to each group's first answer (undecided
+    pairs are not equivalent: no judge settles them in this slice)."""
+    groups: list[list[int]] = []
+    for i, answer in enumerate(answers):
+        for group in groups:
+            if equivalent(answers[group[0]], answer) is True:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def _consensus(samples: Sequence[str]) -> str:
+    """A solver's answer from its samples: the first answer of the largest equivalence group."""
+    biggest = max(_clusters(samples), key=len)
+    return samples[biggest[0]]
+
+
+def solver_answers(con: duckdb.DuckDBPyConnection, eval_id: str,
+                   role: str = "solver") -> dict[str, dict[str, str]]:
+    """``{spec: {item_id: answer}}``: each solver's (self-consistent) answer per item."""
+    by: dict[tuple[str, str], list[str]] = {}
+    for spec, item, answer in con.execute(
+            "SELECT spec, item_id, answer FROM eval_answers WHERE eval_id = ? AND role = ? "
+            "AND answer IS NOT NULL ORDER BY spec, item_id, sample", [eval_id, role]).fetchall():
+        by.setdefault((spec, item), []).append(answer)
+    out: dict[str, dict[str, str]] = {}
+    for (spec, item), samples in by.items():
+        out.setdefault(spec, {})[item] = _consensus(samples)
+    return out
+
+
+def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2) -> Counter[str]:
+    """Mark each answered test item verified when at least ``agree`` solvers agree.
+
+    Args:
+        con: the database.
+        eval_id: the evaluation (its solvers have answered: ``solve``).
+        agree: how many solvers must give equivalent answers (the paper: 2 of 3).
+
+    Returns:
+        Counts of ``verified`` and ``unverified`` items; ``eval_verified`` is rewritten.
+    """
+    if agree < 1:
+        raise UsageError(f"--agree must be >= 1, got {agree}")
+    answers = solver_answers(con, eval_id)
+    if agree > len(answers):
+        raise UsageError(f"--agree {agree}: only {len(answers)} solvers answered")
+    items = sorted({item for per in answers.values() for item in per})
+    rows, counts = [], Counter[str]()
+    for item in items:
+        specs = [s for s in sorted(answers) if item in answers[s]]
+        given = [answers[s][item] for s in specs]
+        best = max(_clusters(given), key=len) if given else []
+        ok = len(best) >= agree
+        counts["verified" if ok else "unverified"] += 1
+        rows.append([eval_id, item, ok, given[best[0]] if ok else None,
+                     json.dumps([specs[i] for i in best] if ok else []), len(given), agree])
+    con.execute("DELETE FROM eval_verified WHERE eval_id = ?", [eval_id])
+    if rows:
+        con.executemany("INSERT INTO eval_verified VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    return counts
+
+
+def agreement_matrix(con: duckdb.DuckDBPyConnection,
+                     eval_id: str) -> dict[str, dict[str, float | None]]:
+    """Per pair of solvers, the share of the items both answered on which they agree.
+
+    Returns:
+        ``{a: {b: share}}`` (1.0 on the diagonal; None where two solvers share no item).
+    """
+    answers = solver_answers(con, eval_id)
+    specs = sorted(answers)
+    matrix: dict[str, dict[str, float | None]] = {a: {} for a in specs}
+    for a in specs:
+        for b in specs:
+            common = sorted(set(answers[a]) & set(answers[b]))
+            if not common:
+                matrix[a][b] = None
+                continue
+            same = sum(a == b or equivalent(answers[a][i], answers[b][i]) is True for i in common)
+            matrix[a][b] = same / len(common)
+    return matrix
+
+
+# -- 3. a model's score ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Score:
+    """A model's accuracy on the verified test items, with its Wilson interval."""
+
+    spec: str
+    correct: int
+    total: int
+    low: float
+    high: float
+
+    @property
+    def accuracy(self) -> float | None:
+        """correct / total, None when nothing was scored."""
+        return self.correct / self.total if self.total else None
+
+
+def wilson(correct: int, total: int, alpha: float = 0.05) -> tuple[float, float]:
+    """The Wilson score interval of ``correct`` out of ``total`` (statsmodels)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if total == 0:
+        return (0.0, 1.0)
+    low, high = proportion_confint(correct, total, alpha=alpha, method="wilson")
+    return float(low), float(high)
+
+
+def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
+          alpha: float = 0.05) -> Score:
+    """A scored model's accuracy on the verified test items (its answer against the reference).
+
+    Args:
+        con: the database (``solve(..., role="model")`` has run and ``verify_items`` too).
+        eval_id: the evaluation.
+        spec: the model's spec, as given to ``solve``.
+        alpha: 1 - the interval's confidence.
+
+    Returns:
+        The score; a verified item the model did not answer counts as wrong.
+    """
+    name = redact_spec(spec)
+    model = solver_answers(con, eval_id, role="model").get(name, {})
+    refs = con.execute("SELECT item_id, reference FROM eval_verified WHERE eval_id = ? AND "
+                       "verified ORDER BY item_id", [eval_id]).fetchall()
+    correct = sum(item in model and equivalent(model[item], ref) is True for item, ref in refs)
+    low, high = wilson(correct, len(refs), alpha)
+    return Score(name, correct, len(refs), low, high)
+
+
+
+# -- decontamination and the whole evaluation --------------------------------------------------
+
+
+def contaminated(con: duckdb.DuckDBPyConnection, eval_id: str, job_id: str,
+                 against: Sequence[str], *, ngram: int = 13) -> frozenset[str]:
+    """Flag the job's items that overlap a benchmark file (``personas/decontaminate.py``) and
+    store the matches in ``eval_contamination``; a stored evaluation's flags are read back.
+
+    Returns:
+        The flagged items' ids.
+    """
+    from personahub.personas.decontaminate import decontaminate, read_benchmark
+
+    if con.execute("SELECT count(*) FROM eval_splits WHERE eval_id = ?", [eval_id]).fetchone() \
+            != (0,):
+        return frozenset(r[0] for r in con.execute(
+            "SELECT item_id FROM eval_contamination WHERE eval_id = ?", [eval_id]).fetchall())
+    rows = con.execute("SELECT item_id, text FROM v_items WHERE source = 'job' AND source_id = ? "
+                       "ORDER BY item_id", [job_id]).fetchall()
+    matches = decontaminate([text for _, text in rows],
+                            {path: read_benchmark(path) for path in against}, ngram=ngram)
+    found = [[eval_id, rows[m.item][0], m.benchmark, m.benchmark_row, m.kind, m.detail]
+             for m in matches]
+    if found:
+        con.executemany("INSERT INTO eval_contamination VALUES (?, ?, ?, ?, ?, ?)", found)
+    return frozenset(row[1] for row in found)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """One evaluation: the job, its split, its solvers and the models scored."""
+
+    job: str
+    solvers: tuple[str, ...]
+    models: tuple[str, ...] = ()
+    test_share: float | None = None
+    test_n: int | None = None
+    seed: int = 0
+    agree: int = 2
+    samples: int = 1
+    mode: SolveMode = "cot"
+    against: tuple[str, ...] = ()
+    ngram: int = 13
+    keep_contaminated: bool = False  # flagged items stay in the splits (their matches stored)
+    db: str = DEFAULT_DB
+    concurrency: Concurrency = 16
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if (self.test_share is None) == (self.test_n is None):
+            raise UsageError("evaluate: give exactly one of --test-share or --test-n")
+        if not self.solvers:
+            raise UsageError("evaluate: give at least one --solver")
+        if len(set(self.solvers)) != len(self.solvers):
+            raise UsageError("evaluate: a --solver is given twice")
+        if not 1 <= self.agree <= len(self.solvers):
+            raise UsageError(f"--agree must be between 1 and the {len(self.solvers)} solvers, "
+                             f"got {self.agree}")
+        if self.mode not in SOLVE_MODES:
+            raise UsageError(f"--mode must be one of {SOLVE_MODES}, got {self.mode!r}")
+        if self.samples < 1:
+            raise UsageError(f"--samples must be >= 1, got {self.samples}")
+
+    @property
+    def eval_id(self) -> str:
+        """The evaluation's id: its split's settings and the benchmark files."""
+        base = eval_id_for(self.job, self.seed, self.test_share, self.test_n)
+        if not self.against:
+            return base
+        extra = json.dumps([sorted(self.against), self.ngram, self.keep_contaminated])
+        return base[:5] + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
+
+
+@dataclass
+class EvalSummary:
+    """What an evaluation found: its split, answers, verified share, agreement and scores."""
+
+    eval_id: str
+    split: SplitSummary
+    contaminated: int
+    solved: list[SolveSummary]
+    verified: int
+    unverified: int
+    matrix: dict[str, dict[str, float | None]]
+    scores: list[Score]
+    calls: dict[str, int]
+
+    @property
+    def verified_share(self) -> float | None:
+        """Verified items among the answered test items."""
+        total = self.verified + self.unverified
+        return self.verified / total if total else None
+
+
+async def _evaluate(con: duckdb.DuckDBPyConnection, config: EvalConfig,
+                    callers: Mapping[str, StructuredCaller] | None) -> EvalSummary:
+    from personahub.core.call_log import call_counts
+    from personahub.models.client import make_client
+
+    eval_id = config.eval_id
+    flagged = contaminated(con, eval_id, config.job, config.against, ngram=config.ngram) \
+        if config.against else frozenset()
+    split = split_job(con, config.job, test_share=config.test_share, test_n=config.test_n,
+                      seed=config.seed, eval_id=eval_id,
+                      exclude=frozenset() if config.keep_contaminated else flagged)
+    items = held_out_items(con, eval_id)
+
+    def caller_for(spec: str) -> StructuredCaller:
+        if callers is not None and spec in callers:
+            return callers[spec]
+        return make_client(solver_settings(spec, concurrency=config.concurrency,
+                                           timeout_s=config.timeout_s))
+
+    solved = [await solve(con, eval_id, spec, caller_for(spec), mode=config.mode,
+                          samples=config.samples, items=items) for spec in config.solvers]
+    counts = verify_items(con, eval_id, agree=config.agree)
+    for spec in config.models:
+        solved.append(await solve(con, eval_id, spec, caller_for(spec), mode=config.mode,
+                                  role="model", items=items))
+    return EvalSummary(eval_id, split, len(flagged), solved, counts["verified"],
+                       counts["unverified"], agreement_matrix(con, eval_id),
+                       [score(con, eval_id, spec) for spec in config.models],
+                       call_counts(con, job_id=eval_id))
+
+
+def run_evaluation(config: EvalConfig, *,
+                   callers: Mapping[str, StructuredCaller] | None = None) -> EvalSummary:
+    """Split, solve, verify and score one synthesis job (see the module doc).
+
+    Args:
+        config: what to evaluate and with which models.
+        callers: clients of your own by spec (tests); the others are built from their specs.
+
+    Returns:
+        The summary. Running the same evaluation again reuses its split and stored answers
+        and asks only what is missing (after a kill, too).
+    """
+    from personahub.core.store import connect
+
+    con = connect(config.db)
+    try:
+        return asyncio.run(_evaluate(con, config, callers))
+    finally:
+        con.close()
+
+
+def summary_lines(summary: EvalSummary) -> list[str]:
+    """The console's lines: split, verified share, agreement matrix, scores with intervals."""
+    s = summary.split
+    lines = [f"evaluation {summary.eval_id} of job {s.job_id}: {s.items} items, test {s.test}, "
+             f"train {s.train} ({s.groups} near-duplicate groups"
+             + (f", {summary.contaminated} contaminated "
+                f"{'kept' if s.items == s.test + s.train else 'left out'}"
+                if summary.contaminated else "") + ")"]
+    share = summary.verified_share
+    lines.append(f"verified: {summary.verified} of {summary.verified + summary.unverified} test "
+                 f"items" + (f" ({share:.1%})" if share is not None else ""))
+    specs = list(summary.matrix)
+    if len(specs) > 1:
+        lines.append("agreement: " + "; ".join(
+            f"{a} ~ {b} {summary.matrix[a][b]:.0%}" for i, a in enumerate(specs)
+            for b in specs[i + 1:] if summary.matrix[a][b] is not None))
+    for sc in summary.scores:
+        if sc.accuracy is None:
+            lines.append(f"score {sc.spec}: no verified items to score")
+            continue
+        acc = f"{sc.accuracy:.1%}"
+        lines.append(f"score {sc.spec}: {sc.correct}/{sc.total} = {acc} "
+                     f"(95% Wilson {sc.low:.1%}-{sc.high:.1%})")
+    calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
+    lines.append(f"model calls: {calls}")
+    return lines

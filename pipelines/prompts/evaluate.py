@@ -1,0 +1,48 @@
+"""The solvers' one structured call per test item (issue 46: ``pipelines/evaluate.py``).
+
+A solver answers a synthesized problem with a structured final answer, in one of two promptings:
+``cot`` (reasoning, then the final answer) or ``answer`` (the final answer only). The final
+answer is compared by meaning (``personahub/tasks/answer_equivalence.py``); the reasoning is
+kept as data and never executed (no program-of-thought execution).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
+
+SOLVE_PURPOSE = "solve"
+SolveMode = Literal["cot", "answer"]
+SOLVE_MODES: tuple[SolveMode, ...] = ("cot", "answer")
+SOLVE_SYSTEM = ("You solve problems carefully. Answer only with JSON for the schema. The final "
+                "answer is a number, expression, set or interval alone: no words, no units.")
+_TASK = {
+    "cot": "Solve the problem above. Reason step by step in `reasoning`, then give the final "
+           "answer alone in `final_answer`.",
+    "answer": "Give the final answer to the problem above alone in `final_answer`.",
+}
+
+
+class ReasonedAnswer(BaseModel):
+    """Chain of thought: the reasoning, then the final answer."""
+
+    reasoning: str = Field(description="the steps, briefly")
+    final_answer: str = Field(description="the final answer alone")
+
+
+class FinalAnswer(BaseModel):
+    """Answer only."""
+
+    final_answer: str = Field(description="the final answer alone")
+
+
+def solve_schema(mode: SolveMode) -> type[BaseModel]:
+    """The answer schema of a prompting mode."""
+    return ReasonedAnswer if mode == "cot" else FinalAnswer
+
+
+def solve_messages(problem: str, mode: SolveMode) -> list[BaseMessage]:
+    """The messages asking one solver for one problem's final answer."""
+    return [SystemMessage(SOLVE_SYSTEM), HumanMessage(f"Problem:\n{problem}\n\n{_TASK[mode]}")]

@@ -1,0 +1,61 @@
+"""``personahub evaluate`` (personahub/cli/evaluate.py) and ``personahub.evaluate``: over a real
+offline synthesis job, the split, verified share, agreement and score are printed, and a second
+run asks nothing again."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import personahub
+from personahub.api import run_synthesis
+from personahub.core.store import connect
+from personahub.pipelines.synthesize import SynthConfig
+from tests.cli_helpers import invoke, usage_error
+
+
+def _job(db: Path, n: int = 12) -> str:
+    return run_synthesis(SynthConfig(task="math_problem", n=n, db=str(db))).job_id
+
+
+def test_evaluate_prints_split_agreement_and_score_and_resumes(tmp_path: Path) -> None:
+    db = tmp_path / "ev.duckdb"
+    job = _job(db)
+    args = ("evaluate", "--db", db, "--job", job, "--test-n", "4", "--seed", "1",
+            "--solver", "offline?seed=1", "--solver", "offline?seed=2",
+            "--model", "offline?seed=3", "--agree", "1", "--mode", "answer")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"of job \S+: 12 items, test 4, train 8", result.output)
+    # --agree 1: every answered item is verified, with the first solver's answer as reference
+    assert "verified: 4 of 4 test items (100.0%)" in result.output
+    assert re.search(r"agreement: offline\?seed=1 ~ offline\?seed=2 \d+%", result.output)
+    assert re.search(r"score offline\?seed=3: \d/4 = .*95% Wilson", result.output)
+    assert "model calls: ok=12" in result.output
+    again = invoke(*args)
+    assert "model calls: ok=12" in again.output  # nothing asked again
+    con = connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluate'"
+                           ).fetchone() == (12,)
+    finally:
+        con.close()
+
+
+def test_evaluate_usage_errors(tmp_path: Path) -> None:
+    db = tmp_path / "bad.duckdb"
+    job = _job(db, 3)
+    assert "exactly one of --test-share or --test-n" in usage_error(
+        invoke("evaluate", "--db", db, "--job", job, "--solver", "offline"))
+    assert "--agree must be between 1 and the 1 solvers" in usage_error(
+        invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--test-n", "1"))
+
+
+def test_the_api_evaluates_like_the_command(tmp_path: Path) -> None:
+    db = tmp_path / "api.duckdb"
+    job = _job(db)
+    summary = personahub.evaluate(job=job, solvers=["offline?seed=1", "offline?seed=2"], db=db,
+                                  test_share=0.25, agree=1, models=["offline"])
+    assert (summary.split.test, summary.verified) == (3, 3)
+    assert summary.scores[0].total == 3
+    assert summary.calls == {"ok": 9}
