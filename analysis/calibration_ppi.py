@@ -22,7 +22,6 @@ out on both sides, as in the scores.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,10 +29,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from personahub.analysis.calibration_store import answers_frame, job_row, panel_rows
 from personahub.analysis.survey import Question, match_option
 from personahub.analysis.survey_respondents import Respondents
 from personahub.core.errors import PersonahubError
 from personahub.personas.demographics import group_conditions
+from personahub.personas.store import fetch_personas
 
 __all__ = ["MIN_CELL", "PPI_COLUMNS", "Interval", "ppi_lines", "ppi_shares", "ppi_table"]
 
@@ -123,19 +124,19 @@ def ppi_table(con: duckdb.DuckDBPyConnection, job_id: str, humans: Respondents, 
     Returns:
         One row per question x group x substantive option; empty when nothing is shared.
     """
-    steerings = json.loads(con.execute("SELECT steering FROM calibration_jobs WHERE job_id = ?",
-                                       [job_id]).fetchall()[0][0])
+    steerings = job_row(con, job_id)["steering"]
     steering = steering or steerings[0]
     if steering not in steerings:
         raise PersonahubError(f"steering {steering!r}: the job asked {', '.join(steerings)}")
-    answered = con.execute(
-        "SELECT a.question_id, a.persona_id, a.answer, p.attributes FROM calibration_answers a "
-        "JOIN personas p USING (persona_id) WHERE a.job_id = ? AND a.steering = ?",
-        [job_id, steering]).fetchall()
+    frame = answers_frame(con, job_id)
+    frame = frame[(frame["steering"] == steering) & frame["persona_id"].notna()]
+    profiles = {p.persona_id: p.attributes
+                for p in fetch_personas(con, sorted(set(frame["persona_id"])))}
+    answered = [(qid, pid, answer, profiles[pid]) for qid, pid, answer in
+                frame[["question_id", "persona_id", "answer"]].itertuples(index=False)
+                if pid in profiles]
     panels: dict[tuple[tuple[str, str], ...], tuple[str, str, set[str]]] = {}
-    for attribute, grp, pid in con.execute(
-            "SELECT attribute, grp, persona_id FROM calibration_panels WHERE job_id = ?",
-            [job_id]).fetchall():
+    for attribute, grp, pid in panel_rows(con, job_id):
         conditions = group_conditions(attribute, tuple(grp.split(" / ")))
         if conditions:
             panels.setdefault(conditions, (attribute, grp, set()))[2].add(pid)
@@ -146,7 +147,8 @@ def ppi_table(con: duckdb.DuckDBPyConnection, job_id: str, humans: Respondents, 
     return pd.DataFrame(rows, columns=PPI_COLUMNS)
 
 
-def _question_rows(question: Question, answered: list[tuple[str, str, str, str]],
+def _question_rows(question: Question,
+                   answered: list[tuple[str, str, str, Mapping[str, object]]],
                    panels: Mapping[tuple[tuple[str, str], ...], tuple[str, str, set[str]]],
                    humans: Respondents, keys: Sequence[str], alpha: float
                    ) -> list[dict[str, object]]:
@@ -156,7 +158,7 @@ def _question_rows(question: Question, answered: list[tuple[str, str, str, str]]
     for qid, pid, answer, attributes in answered:
         index = match_option(question, answer) if qid == question.qid else None
         if index is not None and index < k:
-            sim[pid] = (index, _profile(json.loads(attributes), keys))
+            sim[pid] = (index, _profile(attributes, keys))
     if not sim:
         return []
     cells: dict[tuple[tuple[str, str], ...], list[int]] = {}
