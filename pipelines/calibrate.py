@@ -70,6 +70,7 @@ from personahub.pipelines.calibrate_data import (
     select,
     survey_sha1,
 )
+from personahub.pipelines.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.calibration import (
     CALIBRATE_PURPOSE,
@@ -101,10 +102,10 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     limit: int | None = None  # the first questions only
     offer_refusal: bool = True  # the survey's refusal options are in the enum
     seed: int = 0
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     batch_size: int = engine(256)
 
     def __post_init__(self) -> None:

@@ -72,6 +72,7 @@ from personahub.personas.embedding_store import SurvivorBatch, survivor_batches,
 from personahub.personas.minhash import MinHashConfig
 from personahub.personas.store import survivor_count
 from personahub.pipelines import labels
+from personahub.pipelines.engine_options import default
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batch_status, job_book
 
 __all__ = ["DEDUP", "DedupAsker", "DedupJobConfig", "DedupSpec", "dedup_job_of", "dedup_lines"]
@@ -94,12 +95,12 @@ class DedupJobConfig(BatchFields):
     ann: str = "auto"
     batch_size: int = engine(50_000)  # stage 2: personas embedded per transaction
     db: str = engine(DEFAULT_DB)
-    cache: str = engine("off")
-    rps: float | None = engine(None)
-    timeout_s: float = engine(60.0)
-    executor: str = engine("local")
-    ray_address: str | None = engine(None)
-    ray_workers: int | None = engine(None)
+    cache: str = engine(default("cache"))
+    rps: float | None = engine(default("rps"))
+    timeout_s: float = engine(default("timeout_s"))
+    executor: str = engine(default("executor"))
+    ray_address: str | None = engine(default("ray_address"))
+    ray_workers: int | None = engine(default("ray_workers"))
 
     def __post_init__(self) -> None:
         if self.embedder is not None and self.embedder.strip().lower() in ("", "none"):

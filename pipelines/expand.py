@@ -69,6 +69,7 @@ from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
 from personahub.pipelines import labels
+from personahub.pipelines.engine_options import default
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
@@ -94,10 +95,10 @@ class ExpandConfig(BatchFields, ModelFields, ExecutorFields):
     start_ids: tuple[str, ...] | None = None  # start from these personas (hub order)
     origin: str = "api"  # who started it: api, cli, or a run's setup
     seed: int = 0
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     # frontier personas per transaction: what the job makes, as each batch is checked against
     # the people the batches before it added (near duplicates, link candidates)
     batch_size: int = DEFAULT_BATCH

@@ -51,6 +51,7 @@ from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
 from personahub.pipelines import labels
 from personahub.pipelines.batches import remaining
+from personahub.pipelines.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.sim.memory import AgentMemory, Message
@@ -307,10 +308,10 @@ class InterviewConfig(BatchFields, ExecutorFields, ModelFields):
     step: int | None = None
     limit: int | None = None
     seed: int | None = None
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(16)  # agents whose answers are committed together
 

@@ -44,6 +44,7 @@ from personahub.models.failures import call_error
 from personahub.models.settings import LLMSettings
 from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
+from personahub.pipelines.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.pipelines.prompts.synthesis import world_for_prompt
@@ -67,10 +68,10 @@ class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
     kind: str | None = None  # only items of this task / emission kind
     sample: int | None = None  # at most N items, drawn in md5(seed:item_id) order
     seed: int = 0
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(32)
 

@@ -42,6 +42,7 @@ from personahub.personas.record import Persona
 from personahub.personas.store import population_persona_ids, upsert_personas
 from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
+from personahub.pipelines.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.write_persona import Written, write_persona
 
@@ -59,10 +60,10 @@ class WriteConfig(ModelFields, ExecutorFields):
     joint: str | None = None
     n: int = 1000
     seed: int = 0
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     batch_size: int = engine(64)
 
     def __post_init__(self) -> None:

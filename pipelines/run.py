@@ -66,6 +66,7 @@ from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines import labels
+from personahub.pipelines.engine_options import default
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batched_asker
@@ -97,10 +98,10 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
     seed: int | None = None
     price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
     price_out: float | None = None  # USD per 1M output tokens
-    structured: str = "auto"  # how the schema is asked for (personahub/models/structured.py)
-    max_tokens: int | None = None  # None: per output kind (personahub/tasks/limits.py)
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")  # how the schema is asked for (personahub/models/structured.py)
+    max_tokens: int | None = default("max_tokens")  # None: per output kind (personahub/tasks/limits.py)
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     # a hub source draws personas the quality gate did not pass too (personas/hub_gate.py;
     # --include-ungated); the scenario's personas.include_ungated says the same
     include_ungated: bool = False

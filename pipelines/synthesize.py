@@ -70,6 +70,7 @@ from personahub.personas.quality import QualityIssue, rejected_row, rejection_li
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
 from personahub.pipelines import labels
+from personahub.pipelines.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
@@ -113,10 +114,10 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
     solve: bool = False
     with_assistant: bool = False
     seed: int = 0
-    structured: str = "auto"  # how the schema is asked for (personahub/models/structured.py)
-    max_tokens: int | None = None  # None: per output kind (personahub/tasks/limits.py)
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")  # how the schema is asked for (personahub/models/structured.py)
+    max_tokens: int | None = default("max_tokens")  # None: per output kind (personahub/tasks/limits.py)
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(64)
     # a job writing fewer items than asked is an error for its caller unless this says otherwise

@@ -58,6 +58,7 @@ from personahub.personas.text_to_persona import (
     text_personas_schema,
 )
 from personahub.pipelines import labels
+from personahub.pipelines.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.personas import text_to_persona_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
@@ -81,10 +82,10 @@ class TextConfig(BatchFields, ModelFields, ExecutorFields):
     skip_bad: bool = False
     language: str | None = None
     seed: int = 0
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     path: str = engine("")  # the corpus file (resolved): where it is now
     limit: int | None = engine(None)  # the first N texts of the corpus
     db: str = engine(DEFAULT_DB)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
+    ENGINE,
     BatchFallbackOption,
     BatchOption,
     BatchPollOption,
@@ -72,23 +73,23 @@ def run(
     steps: Annotated[int | None, typer.Option(min=1, help="Override the scenario's steps.")] = None,
     seed: Annotated[int | None, typer.Option(
         min=0, max=MAX_SEED, help="Override the scenario's seed.")] = None,
-    llm: LlmOption = None,
-    concurrency: ConcurrencyOption = 16,
-    timeout: TimeoutOption = 60.0,
+    llm: LlmOption = ENGINE.llm,
+    concurrency: ConcurrencyOption = ENGINE.concurrency,
+    timeout: TimeoutOption = ENGINE.timeout,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="RUN_ID",
         help="Continue a stopped run from its last committed step (same seed and options).")] = None,
-    offline_latency: OfflineLatencyOption = 0.0,
-    cache: CacheOption = "off",
-    rps: RpsOption = None,
+    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
+    cache: CacheOption = ENGINE.cache,
+    rps: RpsOption = ENGINE.rps,
     price_in: Annotated[float | None, typer.Option(
         "--price-in", min=0, help="USD per 1M input tokens, for v_run_cost.")] = None,
     price_out: Annotated[float | None, typer.Option(
         "--price-out", min=0, help="USD per 1M output tokens, for v_run_cost.")] = None,
-    structured: StructuredOption = "auto",
-    max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = None,
-    top_p: TopPOption = None,
+    structured: StructuredOption = ENGINE.structured,
+    max_tokens: MaxTokensOption = ENGINE.max_tokens,
+    temperature: TemperatureOption = ENGINE.temperature,
+    top_p: TopPOption = ENGINE.top_p,
     view: Annotated[bool, typer.Option(
         "--view", help="Serve the live view of this run on 127.0.0.1 while it runs, and after it "
                        "until Ctrl-C (personahub view shows a run no process is writing).")] = False,
@@ -97,20 +98,20 @@ def run(
     view_paused: Annotated[bool, typer.Option(
         "--view-paused", help="With --view: wait before step 1 until the page's Resume or Step "
                               "button is pressed.")] = False,
-    executor: ExecutorOption = "local",
-    ray_address: RayAddressOption = None,
-    ray_workers: RayWorkersOption = None,
-    max_failed_share: MaxFailedShareOption = None,
+    executor: ExecutorOption = ENGINE.executor,
+    ray_address: RayAddressOption = ENGINE.ray_address,
+    ray_workers: RayWorkersOption = ENGINE.ray_workers,
+    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     include_ungated: Annotated[bool, typer.Option(
         help="A hub source draws personas the quality gate did not pass too: imported rows "
              "that fail it and, for a model run, the offline engine's (docs/personas.md).")
     ] = False,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
-    batch: BatchOption = False,
-    batch_window: BatchWindowOption = "24h",
-    batch_fallback: BatchFallbackOption = "batch",
-    batch_poll: BatchPollOption = 5.0,
+    batch: BatchOption = ENGINE.batch,
+    batch_window: BatchWindowOption = ENGINE.batch_window,
+    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
+    batch_poll: BatchPollOption = ENGINE.batch_poll,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log.
 
