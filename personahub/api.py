@@ -88,23 +88,38 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
     return summary
 
 
+#: the engine options ``resume_run`` takes (``resume_settings``): how this resume runs
+RUN_RESUME_OPTIONS = frozenset({"offline_latency_s", "executor", "ray_address", "ray_workers",
+                                "max_failed_share"})
+
+
 @speaks_python()
 def resume_run(run_id: str | int, *, db: str | Path, llm: str | None = None,
-               offline_latency_s: float = 0.0, progress: ProgressHook | None = None,
-               client: StructuredCaller | None = None,
-               on_ready: Callable[[], None] | None = None, executor: str = "local",
-               ray_address: str | None = None, ray_workers: int | None = None,
-               max_failed_share: float | None = None) -> RunSummary:
+               progress: ProgressHook | None = None, client: StructuredCaller | None = None,
+               on_ready: Callable[[], None] | None = None, **engine: Any) -> RunSummary:
     """Continue run ``run_id`` in ``db`` from its last committed step (its scenario file checked
     first). It keeps what the run makes (scenario, seed, steps, generation settings) and its
-    model settings; ``llm`` replaces the recorded (redacted) model spec, ``max_failed_share``
-    the recorded share; the offline latency and where the calls run are this call's."""
+    model settings; ``llm`` replaces the recorded (redacted) model spec. ``engine``:
+    ``max_failed_share`` (None: the recorded share), ``offline_latency_s``, ``executor``,
+    ``ray_address``, ``ray_workers``: this call's (an unknown keyword is refused by name).
+
+    Args:
+        run_id: the run to go on with.
+        db: the database holding it.
+        llm: the model spec (None: the recorded one).
+        progress: a progress hook ``(phase, done, total)``.
+        client: a model client of your own, used as it is.
+        on_ready: called once the model client is ready.
+        **engine: how this resume runs (see above).
+
+    Returns:
+        The run's summary.
+    """
     from personahub.pipelines.run import resume_settings
 
+    refuse_unknown("resume_run", engine, set(RUN_RESUME_OPTIONS))
     run_id = as_id(run_id)
-    settings = resume_settings(run_id, db, llm=llm, offline_latency_s=offline_latency_s,
-                               executor=executor, ray_address=ray_address,
-                               ray_workers=ray_workers, max_failed_share=max_failed_share)
+    settings = resume_settings(run_id, db, llm=llm, **engine)
     return run_simulation(settings, resume=run_id, client=client, progress=progress,
                           on_ready=None if on_ready is None else lambda _: on_ready())
 

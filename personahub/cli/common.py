@@ -121,7 +121,8 @@ def engine_option(field: str, **more: Any) -> Any:
     callback). Every command taking the option uses this one object (tests/cli/
     test_engine_options.py checks it), so none can declare it differently."""
     option = ENGINE_OPTIONS[field]
-    bounds = {k: v for k, v in (("min", option.low), ("max", option.high)) if v is not None}
+    bounds: dict[str, Any] = {k: v for k, v in (("min", option.low), ("max", option.high))
+                              if v is not None}
     return typer.Option(option.flag, help=option.help, rich_help_panel=option.panel,
                         envvar=option.envvar, metavar=option.metavar, **bounds, **more)
 
