@@ -150,3 +150,8 @@ BATCH = ("batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s"
 def default(field: str) -> Any:
     """The config default of engine option ``field``."""
     return ENGINE_OPTIONS[field].default
+
+
+def defaults(*fields: str) -> dict[str, Any]:
+    """The config defaults of engine options ``fields``, by name (an API function's defaults)."""
+    return {field: ENGINE_OPTIONS[field].default for field in fields}

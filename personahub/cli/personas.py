@@ -61,7 +61,7 @@ from personahub.core.jobs_store import UNFINISHED
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 from personahub.executors import check_executor
-from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
+from personahub.personas.link_nearest import DEFAULT_LINK_CANDIDATES, DEFAULT_LINK_EMBEDDER
 
 # What a resumed job takes from its stored configuration (giving them with --resume is an error).
 EXPANSION_FIXED = ("hops", "fanout", "limit", "language", "seed", "fresh")
@@ -160,7 +160,8 @@ def personas_expand(
     batch_poll: BatchPollOption = ENGINE.batch_poll,
     link_candidates: Annotated[int, typer.Option(
         min=0, max=20, help="Close triangles: ask whether each new persona knows up to this many "
-                            "people near its source (0: grow trees, no link calls).")] = 4,
+                            "people near its source (0: grow trees, no link calls).")
+    ] = DEFAULT_LINK_CANDIDATES,
     link_embedder: Annotated[str, typer.Option(
         help="Offline embedder (hash, lexical; or local[:model]) proposing the nearest people "
              "of the whole expansion as link candidates and merging a new persona at cosine "
