@@ -278,12 +278,7 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
     def model_settings(self, config: RunConfig) -> LLMSettings:
-        return LLMSettings(spec=config.llm, seed=config.run_seed, timeout_s=config.timeout_s,
-                           concurrency=config.concurrency, max_retries=config.max_retries,
-                           offline_latency_s=config.offline_latency_s, rps=config.rps,
-                           structured=config.structured,  # type: ignore[arg-type]
-                           max_tokens=config.max_tokens, temperature=config.temperature,
-                           top_p=config.top_p)
+        return LLMSettings.of_job(config, seed=config.run_seed, max_retries=config.max_retries)
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
         """A run from before the kernel stored ``{scenario, options, seed, steps, ...}``: its

@@ -51,7 +51,6 @@ from personahub.cli.common import (
     unreachable,
 )
 from personahub.core.errors import UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 from personahub.models.adaptive_limit import Concurrency
@@ -206,19 +205,17 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None, l
                 rps: float | None, price_in: float | None, price_out: float | None,
                 flags: ModelFlags, where: Where, max_failed_share: float | None,
                 include_ungated: bool = False) -> Any:
-    """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags (``personahub.run_scenario``
-    builds the same one, ``personahub.api.run_config``)."""
+    """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags, built by
+    ``personahub.api.run_config`` as ``personahub.run_scenario``'s is (None: the default)."""
+    from personahub.api import run_config
     from personahub.models.client import resolve_spec
-    from personahub.pipelines.run import RunConfig
-    from personahub.sim.scenario import load_scenario
 
-    return RunConfig(scenario=load_scenario(scenario), db=db, steps=steps, seed=seed,
-                     llm=resolve_spec(llm), concurrency=concurrency, timeout_s=timeout,
-                     offline_latency_s=offline_latency, cache=cache, rps=rps, price_in=price_in,
-                     price_out=price_out, **where._asdict(), **flags.settings(),
-                     include_ungated=include_ungated,
-                     max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
-                                       else max_failed_share))
+    return run_config(scenario, None, {
+        "db": db, "steps": steps, "seed": seed, "llm": resolve_spec(llm),
+        "concurrency": concurrency, "timeout_s": timeout, "offline_latency_s": offline_latency,
+        "cache": cache, "rps": rps, "price_in": price_in, "price_out": price_out,
+        **where._asdict(), **flags.settings(), "include_ungated": include_ungated,
+        "max_failed_share": max_failed_share})
 
 
 def _resumed(run_id: str, db: Path, llm: str | None, offline_latency: float, where: Where,

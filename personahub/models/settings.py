@@ -76,14 +76,18 @@ class LLMSettings:
     rps: float | None = None
 
     @classmethod
-    def of_job(cls, config: Any) -> LLMSettings:
+    def of_job(cls, config: Any, **overrides: Any) -> LLMSettings:
         """The settings of a job config holding the usual model fields (``llm``, ``seed``,
         ``concurrency``, ``timeout_s``, ``structured``, ``max_tokens``, ``temperature``,
-        ``top_p``, ``rps``, ``offline_latency_s``): what a job spec's ``model_settings`` returns."""
-        return cls(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
-                   timeout_s=config.timeout_s, structured=config.structured,
-                   max_tokens=config.max_tokens, temperature=config.temperature,
-                   top_p=config.top_p, rps=config.rps, offline_latency_s=config.offline_latency_s)
+        ``top_p``, ``rps``, ``offline_latency_s``): what a job spec's ``model_settings`` returns.
+        ``overrides``: settings the job resolves otherwise (a run's seed, its retries)."""
+        fields = {"spec": config.llm, "seed": config.seed, "concurrency": config.concurrency,
+                  "timeout_s": config.timeout_s, "structured": config.structured,
+                  "max_tokens": config.max_tokens, "temperature": config.temperature,
+                  "top_p": config.top_p, "rps": config.rps,
+                  "offline_latency_s": config.offline_latency_s}
+        return cls(**{**fields, **overrides})
+
     def __post_init__(self) -> None:
         try:  # every job's client is built here: one check of these for all of them
             check_seed(self.seed)
