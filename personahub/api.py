@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personahub.bridge import call_blocking, call_in_thread
+from personahub.core.engine_options import BATCH, SAMPLING, defaults
 from personahub.core.errors import PersonahubError
-from personahub.pipelines.engine_options import BATCH, SAMPLING, defaults
 from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
 from personahub.python_names import DEFAULT_DB, as_id, python_message, refuse_unknown, speaks_python
 from personahub.results import Calibration, Job, Judged, Run

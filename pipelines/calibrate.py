@@ -70,7 +70,7 @@ from personahub.pipelines.calibrate_data import (
     select,
     survey_sha1,
 )
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.calibration import (
     CALIBRATE_PURPOSE,

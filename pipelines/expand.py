@@ -69,7 +69,7 @@ from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
 from personahub.pipelines import labels
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker

@@ -51,7 +51,7 @@ from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
 from personahub.pipelines import labels
 from personahub.pipelines.batches import remaining
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.sim.memory import AgentMemory, Message

@@ -44,7 +44,7 @@ from personahub.models.failures import call_error
 from personahub.models.settings import LLMSettings
 from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.pipelines.prompts.synthesis import world_for_prompt

@@ -21,7 +21,7 @@ from personahub.models.adaptive_limit import Concurrency
 from personahub.models.generation import Generation
 from personahub.models.settings import parse_concurrency
 from personahub.models.structured import check_setting
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 
 
 @dataclass(frozen=True, kw_only=True)

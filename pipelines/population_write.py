@@ -42,7 +42,7 @@ from personahub.personas.record import Persona
 from personahub.personas.store import population_persona_ids, upsert_personas
 from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.write_persona import Written, write_persona
 

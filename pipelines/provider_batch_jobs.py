@@ -25,7 +25,7 @@ from personahub.core.kernel import Asker, JobContext, engine
 from personahub.core.provider_batch_records import load_handles, save_handle
 from personahub.core.validate import check_number
 from personahub.models.provider_batch_caller import BatchBook, BatchingCaller, check_fallback
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 
 B = TypeVar("B")
 R = TypeVar("R")

@@ -66,7 +66,7 @@ from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines import labels
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batched_asker

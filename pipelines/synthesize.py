@@ -70,7 +70,7 @@ from personahub.personas.quality import QualityIssue, rejected_row, rejection_li
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
 from personahub.pipelines import labels
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker

@@ -58,7 +58,7 @@ from personahub.personas.text_to_persona import (
     text_personas_schema,
 )
 from personahub.pipelines import labels
-from personahub.pipelines.engine_options import default
+from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.personas import text_to_persona_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker

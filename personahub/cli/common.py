@@ -25,15 +25,15 @@ from rich.progress import Progress
 from rich.text import Text
 
 from personahub.core.dbcheck import first_line
-from personahub.core.errors import AwaitingResults, PersonahubError, StillAwaiting, UsageError
-from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
-from personahub.core.store import is_damage
-from personahub.pipelines.engine_options import (
+from personahub.core.engine_options import (
     BY_PARAM,
     ENGINE_OPTIONS,
     SAMPLING,
     default,
 )
+from personahub.core.errors import AwaitingResults, PersonahubError, StillAwaiting, UsageError
+from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
+from personahub.core.store import is_damage
 
 try:  # typer >= 0.22 ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -117,7 +117,7 @@ ExecutorName = Literal["local", "ray"]  # personahub/executors
 
 def engine_option(field: str, **more: Any) -> Any:
     """The typer option of engine option ``field``: flag, help, panel, bounds and environment
-    variable as ``pipelines.engine_options`` declares them (``more``: typer's parser or
+    variable as ``core.engine_options`` declares them (``more``: typer's parser or
     callback). Every command taking the option uses this one object (tests/cli/
     test_engine_options.py checks it), so none can declare it differently."""
     option = ENGINE_OPTIONS[field]
@@ -130,7 +130,7 @@ def engine_option(field: str, **more: Any) -> Any:
 DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
                                         help="DuckDB database file.")]
 #: each engine option's command default by its parameter name (``ENGINE.concurrency``): the
-#: default a command's signature gives, declared once in ``pipelines.engine_options``
+#: default a command's signature gives, declared once in ``core.engine_options``
 ENGINE: Any = SimpleNamespace(**{name: option.command_default for name, option in BY_PARAM.items()})
 LlmOption = Annotated[str | None, engine_option("llm")]
 # The offline engine ignores --concurrency on purpose: it answers in this process, with no server

@@ -1,4 +1,4 @@
-"""Every engine option is declared once (issue 43, item 2): ``pipelines/engine_options.py``.
+"""Every engine option is declared once (issue 43, item 2): ``core/engine_options.py``.
 
 * each command taking an engine option takes the one shared typer option built from the
   declaration (``cli.common.engine_option``) with the declared default, never its own;
@@ -26,7 +26,7 @@ import personahub
 from personahub import any_job, api, interviews, runtime
 from personahub.cli import common
 from personahub.cli.app import app
-from personahub.pipelines.engine_options import BY_PARAM, ENGINE_OPTIONS
+from personahub.core.engine_options import BY_PARAM, ENGINE_OPTIONS
 
 # Options named like an engine option that are another option: (command, parameter) -> why.
 NOT_ENGINE = {
@@ -119,16 +119,22 @@ def config_types() -> list[type]:
 
 
 def test_every_config_defaults_to_the_declared_defaults() -> None:
+    from personahub.models.embedders import EmbedderSettings, OpenAIEmbedder
+    from personahub.models.generation import Generation
+    from personahub.models.offline import OFFLINE_MODEL_NAME
+    from personahub.models.settings import LLMSettings
     from personahub.pipelines.dedup import DedupJobConfig
     from personahub.pipelines.interview import InterviewConfig
     from personahub.pipelines.synthesize import SynthConfig
 
-    types = {*config_types(), SynthConfig, DedupJobConfig, InterviewConfig}
-    assert len(types) >= 9
+    assert ENGINE_OPTIONS["llm"].default == OFFLINE_MODEL_NAME
+    types = {*config_types(), SynthConfig, DedupJobConfig, InterviewConfig, LLMSettings,
+             Generation, EmbedderSettings, OpenAIEmbedder}
+    assert len(types) >= 13
     for config_type in types:
         for field in dataclasses.fields(config_type):
-            option = ENGINE_OPTIONS.get(field.name)
-            if option is not None:
+            option = ENGINE_OPTIONS.get("llm" if field.name == "spec" else field.name)
+            if option is not None and field.default is not dataclasses.MISSING:
                 assert field.default == option.default, (config_type.__name__, field.name)
 
 
