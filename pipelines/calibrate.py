@@ -42,6 +42,7 @@ from personahub.analysis.calibration_store import answer_totals, answered_keys
 from personahub.analysis.survey import Question
 from personahub.analysis.survey_read import read_survey
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
@@ -70,7 +71,6 @@ from personahub.pipelines.calibrate_data import (
     select,
     survey_sha1,
 )
-from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.calibration import (
     CALIBRATE_PURPOSE,

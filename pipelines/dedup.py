@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from personahub.core.contracts import StructuredCaller, StructuredResult, carried_records
+from personahub.core.engine_options import default
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
@@ -72,7 +73,6 @@ from personahub.personas.embedding_store import SurvivorBatch, survivor_batches,
 from personahub.personas.minhash import MinHashConfig
 from personahub.personas.store import survivor_count
 from personahub.pipelines import labels
-from personahub.core.engine_options import default
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batch_status, job_book
 
 __all__ = ["DEDUP", "DedupAsker", "DedupJobConfig", "DedupSpec", "dedup_job_of", "dedup_lines"]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from personahub.core.contracts import StructuredCaller
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB
@@ -69,7 +70,6 @@ from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
 from personahub.pipelines import labels
-from personahub.core.engine_options import default
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker

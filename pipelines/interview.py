@@ -37,6 +37,7 @@ import duckdb
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.contracts import StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
@@ -51,7 +52,6 @@ from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
 from personahub.pipelines import labels
 from personahub.pipelines.batches import remaining
-from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.sim.memory import AgentMemory, Message

@@ -34,6 +34,7 @@ from personahub.analysis.judgments import judged_item_ids
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
@@ -44,7 +45,6 @@ from personahub.models.failures import call_error
 from personahub.models.settings import LLMSettings
 from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
-from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.pipelines.prompts.synthesis import world_for_prompt

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from personahub.core.engine_options import default
 from personahub.core.failures import check_max_failed_share
 from personahub.core.kernel import check_cache_mode, engine
 from personahub.core.validate import check_number, check_optional_number, check_seed
@@ -21,7 +22,6 @@ from personahub.models.adaptive_limit import Concurrency
 from personahub.models.generation import Generation
 from personahub.models.settings import parse_concurrency
 from personahub.models.structured import check_setting
-from personahub.core.engine_options import default
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
@@ -42,7 +43,6 @@ from personahub.personas.record import Persona
 from personahub.personas.store import population_persona_ids, upsert_personas
 from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
-from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.write_persona import Written, write_persona
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from personahub.core.call_log import committed_requests
+from personahub.core.engine_options import default
 from personahub.core.errors import UsageError
 from personahub.core.kernel import Asker, JobContext, engine
 from personahub.core.provider_batch_records import load_handles, save_handle
 from personahub.core.validate import check_number
 from personahub.models.provider_batch_caller import BatchBook, BatchingCaller, check_fallback
-from personahub.core.engine_options import default
 
 B = TypeVar("B")
 R = TypeVar("R")

@@ -45,6 +45,7 @@ from typing import Any
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
 from personahub.core.contracts import StructuredCaller
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import (
     check_max_failed_share,
@@ -66,7 +67,6 @@ from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines import labels
-from personahub.core.engine_options import default
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batched_asker

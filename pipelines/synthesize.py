@@ -40,6 +40,7 @@ from personahub.analysis.kept import kept_lines
 from personahub.core.call_log import call_counts, unknown_usage, unknown_usage_note
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import now as _now
@@ -70,7 +71,6 @@ from personahub.personas.quality import QualityIssue, rejected_row, rejection_li
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
 from personahub.pipelines import labels
-from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 from personahub.core.commit import JobRef
 from personahub.core.contracts import StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import call_error
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
@@ -58,7 +59,6 @@ from personahub.personas.text_to_persona import (
     text_personas_schema,
 )
 from personahub.pipelines import labels
-from personahub.core.engine_options import default
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.personas import text_to_persona_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
