@@ -19,7 +19,7 @@ from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import STATUSES
 from personahub.progress_bars import ProgressSetting, progress_hook
-from personahub.python_names import DEFAULT_DB, as_id, speaks_python
+from personahub.python_names import DEFAULT_DB, as_id, refuse_unknown, speaks_python
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
@@ -155,29 +155,32 @@ def _resume(job_id: str | int, db: str | Path, engine: dict[str, Any], llm: str 
     return handle_of(resumed, db)
 
 
+#: the engine options a resume of any job takes from its caller (``personahub resume``'s too)
+RESUME_OPTIONS = frozenset({"cache", "executor", "ray_address", "ray_workers",
+                            "max_failed_share"})
+
+
+def _resume_engine(engine: dict[str, Any]) -> dict[str, Any]:
+    """``resume``'s engine keywords, an unknown one refused by name."""
+    refuse_unknown("resume", engine, set(RESUME_OPTIONS))
+    return {name: engine.get(name) for name in sorted(RESUME_OPTIONS)}
+
+
 @speaks_python()
 def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
-           cache: str | None = None, executor: str | None = None, ray_address: str | None = None,
-           ray_workers: int | None = None, max_failed_share: float | None = None,
-           progress: ProgressSetting = None) -> Job:
+           progress: ProgressSetting = None, **engine: Any) -> Job:
     """Resume any stopped job by its id (``personahub resume ID``): it goes on with its own
     settings, asking the model it recorded unless ``llm`` names another (with its
-    credentials); ``cache``, ``executor``, ``ray_address``, ``ray_workers`` and
-    ``max_failed_share`` are this resume's. Returns the job's handle (``Run`` for a run,
-    ``Judged``, ``Calibration``, else ``Job``); a job that had already ended is returned as it
-    is, nothing asked. ``progress`` as for ``run_scenario``."""
-    engine = {"cache": cache, "executor": executor, "ray_address": ray_address,
-              "ray_workers": ray_workers, "max_failed_share": max_failed_share}
-    return call_blocking(partial(_resume, job_id, db, engine, llm, progress))
+    credentials); ``engine``: ``cache``, ``executor``, ``ray_address``, ``ray_workers`` and
+    ``max_failed_share``, this resume's (None or not given: the job's). Returns the job's
+    handle (``Run`` for a run, ``Judged``, ``Calibration``, else ``Job``); a job that had
+    already ended is returned as it is, nothing asked. ``progress`` as for ``run_scenario``."""
+    return call_blocking(partial(_resume, job_id, db, _resume_engine(engine), llm, progress))
 
 
 @speaks_python()
 async def resume_async(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
-                       cache: str | None = None, executor: str | None = None,
-                       ray_address: str | None = None, ray_workers: int | None = None,
-                       max_failed_share: float | None = None,
-                       progress: ProgressSetting = None) -> Job:
+                       progress: ProgressSetting = None, **engine: Any) -> Job:
     """``resume`` for ``await``."""
-    engine = {"cache": cache, "executor": executor, "ray_address": ray_address,
-              "ray_workers": ray_workers, "max_failed_share": max_failed_share}
-    return await call_in_thread(partial(_resume, job_id, db, engine, llm, progress))
+    return await call_in_thread(partial(_resume, job_id, db, _resume_engine(engine), llm,
+                                        progress))

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personahub.bridge import call_blocking, call_in_thread
+from personahub.core.engine_options import BATCH, SAMPLING, defaults
 from personahub.core.errors import PersonahubError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
 from personahub.python_names import DEFAULT_DB, as_id, python_message, refuse_unknown, speaks_python
 from personahub.results import Calibration, Job, Judged, Run
@@ -89,23 +89,38 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
     return summary
 
 
+#: the engine options ``resume_run`` takes (``resume_settings``): how this resume runs
+RUN_RESUME_OPTIONS = frozenset({"offline_latency_s", "executor", "ray_address", "ray_workers",
+                                "max_failed_share"})
+
+
 @speaks_python()
 def resume_run(run_id: str | int, *, db: str | Path, llm: str | None = None,
-               offline_latency_s: float = 0.0, progress: ProgressHook | None = None,
-               client: StructuredCaller | None = None,
-               on_ready: Callable[[], None] | None = None, executor: str = "local",
-               ray_address: str | None = None, ray_workers: int | None = None,
-               max_failed_share: float | None = None) -> RunSummary:
+               progress: ProgressHook | None = None, client: StructuredCaller | None = None,
+               on_ready: Callable[[], None] | None = None, **engine: Any) -> RunSummary:
     """Continue run ``run_id`` in ``db`` from its last committed step (its scenario file checked
     first). It keeps what the run makes (scenario, seed, steps, generation settings) and its
-    model settings; ``llm`` replaces the recorded (redacted) model spec, ``max_failed_share``
-    the recorded share; the offline latency and where the calls run are this call's."""
+    model settings; ``llm`` replaces the recorded (redacted) model spec. ``engine``:
+    ``max_failed_share`` (None: the recorded share), ``offline_latency_s``, ``executor``,
+    ``ray_address``, ``ray_workers``: this call's (an unknown keyword is refused by name).
+
+    Args:
+        run_id: the run to go on with.
+        db: the database holding it.
+        llm: the model spec (None: the recorded one).
+        progress: a progress hook ``(phase, done, total)``.
+        client: a model client of your own, used as it is.
+        on_ready: called once the model client is ready.
+        **engine: how this resume runs (see above).
+
+    Returns:
+        The run's summary.
+    """
     from personahub.pipelines.run import resume_settings
 
+    refuse_unknown("resume_run", engine, set(RUN_RESUME_OPTIONS))
     run_id = as_id(run_id)
-    settings = resume_settings(run_id, db, llm=llm, offline_latency_s=offline_latency_s,
-                               executor=executor, ray_address=ray_address,
-                               ray_workers=ray_workers, max_failed_share=max_failed_share)
+    settings = resume_settings(run_id, db, llm=llm, **engine)
     return run_simulation(settings, resume=run_id, client=client, progress=progress,
                           on_ready=None if on_ready is None else lambda _: on_ready())
 
@@ -223,29 +238,37 @@ async def synthesize_async(task: str, *, db: str | Path = DEFAULT_DB, llm: str =
     return await call_in_thread(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
 
+# how a persona job runs, unless the caller says (pipelines/engine_options.py)
+_PERSONA_ENGINE = ("concurrency", "cache", "executor", "ray_address", "ray_workers",
+                   "max_failed_share", "offline_latency_s")
 _TEXT_DEFAULTS: dict[str, Any] = {
     "relations": "read,write,like,dislike", "per_text": 1, "limit": None, "corpus_name": None,
     "text_column": None, "id_column": None, "split": "paragraph", "batch_size": 64,
-    "concurrency": 16, "language": None, "cache": "off", "skip_bad": False, "executor": "local",
-    "ray_address": None, "ray_workers": None, "max_failed_share": DEFAULT_MAX_FAILED_SHARE,
-    "offline_latency_s": 0.0}
-_EXPAND_DEFAULTS: dict[str, Any] = {
-    "hops": 1, "fanout": 2, "limit": None, "start_ids": None, "batch_size": 256, "concurrency": 16,
-    "language": None, "link_candidates": 4, "link_embedder": "hash", "cache": "off",
-    "executor": "local", "ray_address": None, "ray_workers": None,
-    "max_failed_share": DEFAULT_MAX_FAILED_SHARE, "offline_latency_s": 0.0}
+    "language": None, "skip_bad": False, **defaults(*_PERSONA_ENGINE)}
+
+
+def _expand_defaults() -> dict[str, Any]:
+    """What ``expand`` starts with unless told (``personas expand``'s defaults: the same
+    constants; imported here, not with the API, as they load the persona layer)."""
+    from personahub.personas.expand import DEFAULT_BATCH
+    from personahub.personas.link_nearest import DEFAULT_LINK_CANDIDATES, DEFAULT_LINK_EMBEDDER
+
+    return {"hops": 1, "fanout": 2, "limit": None, "start_ids": None, "batch_size": DEFAULT_BATCH,
+            "language": None, "link_candidates": DEFAULT_LINK_CANDIDATES,
+            "link_embedder": DEFAULT_LINK_EMBEDDER, **defaults(*_PERSONA_ENGINE)}
+
+
 # what an expansion makes: a resume compares these when the caller names them
 _EXPAND_IDENTITY = {"hops", "fanout", "limit", "start_ids", "language", "link_candidates",
-                    "link_embedder", "batch_size", "structured", "max_tokens", "temperature",
-                    "top_p"}
+                    "link_embedder", "batch_size", *SAMPLING}
 _DEDUP_DEFAULTS: dict[str, Any] = {
     "embedder": "hash", "threshold": 0.9, "num_perm": 128, "ngram": 1, "embed_threshold": 0.9,
     "ann": "auto", "batch_size": 50_000}
 # how a dedup job runs (pipelines/dedup.py DedupJobConfig's engine fields)
 _DEDUP_ENGINE = {"cache", "rps", "timeout_s", "executor", "ray_address", "ray_workers"}
-_MODEL_FLAGS = {"structured", "max_tokens", "temperature", "top_p", "timeout_s", "rps"}
+_MODEL_FLAGS = {*SAMPLING, "timeout_s", "rps"}
 # --batch and its options (pipelines/provider_batch_jobs.py BatchFields; docs/batch.md)
-_BATCH_FLAGS = {"batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s"}
+_BATCH_FLAGS = set(BATCH)
 
 
 def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str | Path,
@@ -304,8 +327,9 @@ def _expansion(db: str | Path, llm: str, seed: int, resume: str | int | None,
     resume = as_id(resume)
     if isinstance(options.get("start_ids"), list | tuple):
         options = {**options, "start_ids": [as_id(i) for i in options["start_ids"]]}
-    refuse_unknown("expand", options, set(_EXPAND_DEFAULTS) | _MODEL_FLAGS | _BATCH_FLAGS)
-    settings = {**_EXPAND_DEFAULTS, **options, "llm": llm, "seed": seed}
+    start = _expand_defaults()
+    refuse_unknown("expand", options, set(start) | _MODEL_FLAGS | _BATCH_FLAGS)
+    settings = {**start, **options, "llm": llm, "seed": seed}
     # a resume takes what the job makes from the job: only what the caller named is compared
     named = {k: v for k, v in options.items() if k in _EXPAND_IDENTITY}
     with progress_hook(progress) as hook:

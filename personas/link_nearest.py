@@ -26,6 +26,9 @@ from personahub.personas.store import texts_by_id
 
 OFFLINE_EMBEDDERS = ("hash", "local")
 DEFAULT_LINK_EMBEDDER = "hash"  # what `personas expand` uses unless told otherwise
+# and its candidates per new persona (``ExpandConfig`` itself defaults to 0, trees: a run's
+# setup expansions and expansions stored before links)
+DEFAULT_LINK_CANDIDATES = 4
 _DECIMALS = 5  # ranks ties (and float noise between runs) by id, not by bit patterns
 
 

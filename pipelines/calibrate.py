@@ -42,6 +42,7 @@ from personahub.analysis.calibration_store import answer_totals, answered_keys
 from personahub.analysis.survey import Question
 from personahub.analysis.survey_read import read_survey
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
@@ -101,10 +102,10 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     limit: int | None = None  # the first questions only
     offer_refusal: bool = True  # the survey's refusal options are in the enum
     seed: int = 0
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     batch_size: int = engine(256)
 
     def __post_init__(self) -> None:

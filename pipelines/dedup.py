@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from personahub.core.contracts import StructuredCaller, StructuredResult, carried_records
+from personahub.core.engine_options import default
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
@@ -94,12 +95,12 @@ class DedupJobConfig(BatchFields):
     ann: str = "auto"
     batch_size: int = engine(50_000)  # stage 2: personas embedded per transaction
     db: str = engine(DEFAULT_DB)
-    cache: str = engine("off")
-    rps: float | None = engine(None)
-    timeout_s: float = engine(60.0)
-    executor: str = engine("local")
-    ray_address: str | None = engine(None)
-    ray_workers: int | None = engine(None)
+    cache: str = engine(default("cache"))
+    rps: float | None = engine(default("rps"))
+    timeout_s: float = engine(default("timeout_s"))
+    executor: str = engine(default("executor"))
+    ray_address: str | None = engine(default("ray_address"))
+    ray_workers: int | None = engine(default("ray_workers"))
 
     def __post_init__(self) -> None:
         if self.embedder is not None and self.embedder.strip().lower() in ("", "none"):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from personahub.core.contracts import StructuredCaller
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB
@@ -94,10 +95,10 @@ class ExpandConfig(BatchFields, ModelFields, ExecutorFields):
     start_ids: tuple[str, ...] | None = None  # start from these personas (hub order)
     origin: str = "api"  # who started it: api, cli, or a run's setup
     seed: int = 0
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     # frontier personas per transaction: what the job makes, as each batch is checked against
     # the people the batches before it added (near duplicates, link candidates)
     batch_size: int = DEFAULT_BATCH

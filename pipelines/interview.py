@@ -37,6 +37,7 @@ import duckdb
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.contracts import StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
@@ -307,10 +308,10 @@ class InterviewConfig(BatchFields, ExecutorFields, ModelFields):
     step: int | None = None
     limit: int | None = None
     seed: int | None = None
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(16)  # agents whose answers are committed together
 

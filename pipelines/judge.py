@@ -34,6 +34,7 @@ from personahub.analysis.judgments import judged_item_ids
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
@@ -67,10 +68,10 @@ class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
     kind: str | None = None  # only items of this task / emission kind
     sample: int | None = None  # at most N items, drawn in md5(seed:item_id) order
     seed: int = 0
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(32)
 

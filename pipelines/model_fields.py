@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, check_max_failed_share
+from personahub.core.engine_options import default
+from personahub.core.failures import check_max_failed_share
 from personahub.core.kernel import check_cache_mode, engine
 from personahub.core.validate import check_number, check_optional_number, check_seed
 from personahub.executors import check_executor
@@ -28,14 +29,16 @@ class ModelFields:
     """How a job asks its model: engine fields (a resume takes the caller's), the model spec
     also telling two jobs apart (it is stored redacted)."""
 
-    llm: str = engine("offline", identity=True, secret=True)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
-    offline_latency_s: float = engine(0.0)  # the offline engine's wait per call (a slow model)
-    rps: float | None = engine(None)  # model requests per second at most, all endpoints together
+    llm: str = engine(default("llm"), identity=True, secret=True)
+    concurrency: Concurrency = engine(default("concurrency"))
+    timeout_s: float = engine(default("timeout_s"))
+    # the offline engine's wait per call (a slow model)
+    offline_latency_s: float = engine(default("offline_latency_s"))
+    # model requests per second at most, all endpoints together
+    rps: float | None = engine(default("rps"))
     # a batch or step whose failed share passes this (and has >= 5 actions) stops the job
     # (core.failures); not part of what a job makes
-    max_failed_share: float = engine(DEFAULT_MAX_FAILED_SHARE)
+    max_failed_share: float = engine(default("max_failed_share"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,10 +46,12 @@ class ExecutorFields:
     """Where a job's calls are answered from and run: the record / replay cache and the
     executor (``personahub/executors/``: the rows are the same whichever runs them)."""
 
-    cache: str = engine("off")  # off | record | replay (personahub/models/cache.py)
-    executor: str = engine("local")
-    ray_address: str | None = engine(None)  # None: RAY_ADDRESS, else a local Ray for the job
-    ray_workers: int | None = engine(None)  # Ray actors asking the model; None: one per CPU
+    cache: str = engine(default("cache"))  # off | record | replay (personahub/models/cache.py)
+    executor: str = engine(default("executor"))
+    # None: RAY_ADDRESS, else a local Ray for the job
+    ray_address: str | None = engine(default("ray_address"))
+    # Ray actors asking the model; None: one per CPU
+    ray_workers: int | None = engine(default("ray_workers"))
 
 
 def check_model_fields(config: Any) -> None:

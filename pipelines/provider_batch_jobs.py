@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from personahub.core.call_log import committed_requests
+from personahub.core.engine_options import default
 from personahub.core.errors import UsageError
 from personahub.core.kernel import Asker, JobContext, engine
 from personahub.core.provider_batch_records import load_handles, save_handle
@@ -39,11 +40,15 @@ class BatchFields:
     written to a batch file for another runner (``--batch-file``). All engine settings: a
     resume may switch them (the rows are the same)."""
 
-    batch: bool = engine(False)
-    batch_window: str = engine("24h")  # the provider's completion window (--batch-window)
-    batch_fallback: str = engine("batch")  # where failed requests go again: batch | online
-    batch_file: str | None = engine(None)  # write the requests here and wait (--batch-file)
-    batch_poll_s: float = engine(5.0)  # the first wait between polls (growing to 60 s)
+    batch: bool = engine(default("batch"))
+    # the provider's completion window (--batch-window)
+    batch_window: str = engine(default("batch_window"))
+    # where failed requests go again: batch | online
+    batch_fallback: str = engine(default("batch_fallback"))
+    # write the requests here and wait (--batch-file)
+    batch_file: str | None = engine(default("batch_file"))
+    # the first wait between polls (growing to 60 s)
+    batch_poll_s: float = engine(default("batch_poll_s"))
 
     def check_batch(self, *, executor: str, cache: str) -> None:
         """Refuse batch settings that cannot work, in one line naming the option."""

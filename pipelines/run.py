@@ -45,6 +45,7 @@ from typing import Any
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
 from personahub.core.contracts import StructuredCaller
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import (
     check_max_failed_share,
@@ -97,10 +98,10 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
     seed: int | None = None
     price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
     price_out: float | None = None  # USD per 1M output tokens
-    structured: str = "auto"  # how the schema is asked for (personahub/models/structured.py)
-    max_tokens: int | None = None  # None: per output kind (personahub/tasks/limits.py)
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")  # how the schema is asked for (personahub/models/structured.py)
+    max_tokens: int | None = default("max_tokens")  # None: per output kind (personahub/tasks/limits.py)
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     # a hub source draws personas the quality gate did not pass too (personas/hub_gate.py;
     # --include-ungated); the scenario's personas.include_ungated says the same
     include_ungated: bool = False
@@ -277,12 +278,7 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
     def model_settings(self, config: RunConfig) -> LLMSettings:
-        return LLMSettings(spec=config.llm, seed=config.run_seed, timeout_s=config.timeout_s,
-                           concurrency=config.concurrency, max_retries=config.max_retries,
-                           offline_latency_s=config.offline_latency_s, rps=config.rps,
-                           structured=config.structured,  # type: ignore[arg-type]
-                           max_tokens=config.max_tokens, temperature=config.temperature,
-                           top_p=config.top_p)
+        return LLMSettings.of_job(config, seed=config.run_seed, max_retries=config.max_retries)
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
         """A run from before the kernel stored ``{scenario, options, seed, steps, ...}``: its

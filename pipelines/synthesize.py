@@ -40,6 +40,7 @@ from personahub.analysis.kept import kept_lines
 from personahub.core.call_log import call_counts, unknown_usage, unknown_usage_note
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import now as _now
@@ -113,10 +114,10 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
     solve: bool = False
     with_assistant: bool = False
     seed: int = 0
-    structured: str = "auto"  # how the schema is asked for (personahub/models/structured.py)
-    max_tokens: int | None = None  # None: per output kind (personahub/tasks/limits.py)
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")  # how the schema is asked for (personahub/models/structured.py)
+    max_tokens: int | None = default("max_tokens")  # None: per output kind (personahub/tasks/limits.py)
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(64)
     # a job writing fewer items than asked is an error for its caller unless this says otherwise

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 from personahub.core.commit import JobRef
 from personahub.core.contracts import StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import call_error
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
@@ -81,10 +82,10 @@ class TextConfig(BatchFields, ModelFields, ExecutorFields):
     skip_bad: bool = False
     language: str | None = None
     seed: int = 0
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
     path: str = engine("")  # the corpus file (resolved): where it is now
     limit: int | None = engine(None)  # the first N texts of the corpus
     db: str = engine(DEFAULT_DB)

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from personahub.cli.common import (
+    ENGINE,
     DbOption,
     LlmOption,
     awaiting_results,
@@ -31,7 +32,7 @@ def batch_import(
              "output).")],
     job: Annotated[str, typer.Option("--job", help="The job that wrote the batch file.")],
     db: DbOption = Path(DEFAULT_DB),
-    llm: LlmOption = None,
+    llm: LlmOption = ENGINE.llm,
 ) -> None:
     """Import the results of a --batch-file and go on with the job: its answers are committed
     as online ones, and it finishes or writes its next batch file."""

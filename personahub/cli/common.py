@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Protocol, TypeVar, cast
 
 import duckdb
@@ -24,10 +25,15 @@ from rich.progress import Progress
 from rich.text import Text
 
 from personahub.core.dbcheck import first_line
+from personahub.core.engine_options import (
+    BY_PARAM,
+    ENGINE_OPTIONS,
+    SAMPLING,
+    default,
+)
 from personahub.core.errors import AwaitingResults, PersonahubError, StillAwaiting, UsageError
 from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
 from personahub.core.store import is_damage
-from personahub.core.validate import MAX_TOKENS
 
 try:  # typer >= 0.22 ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -103,20 +109,30 @@ class CountsCalls(Protocol):
     @property
     def stats(self) -> Any: ...
 
-MODEL_PANEL = "Model options"
-EXECUTOR_PANEL = "Executor options"
 # The choices, as the layers below list them (tests/cli/test_usage_errors.py compares them):
 CacheMode = Literal["off", "record", "replay"]  # personahub/models/cache.py
 StructuredSetting = Literal["auto", "json_schema", "json_object", "tools", "prompt"]  # llm/structured
 ExecutorName = Literal["local", "ray"]  # personahub/executors
 
+
+def engine_option(field: str, **more: Any) -> Any:
+    """The typer option of engine option ``field``: flag, help, panel, bounds and environment
+    variable as ``core.engine_options`` declares them (``more``: typer's parser or
+    callback). Every command taking the option uses this one object (tests/cli/
+    test_engine_options.py checks it), so none can declare it differently."""
+    option = ENGINE_OPTIONS[field]
+    bounds: dict[str, Any] = {k: v for k, v in (("min", option.low), ("max", option.high))
+                              if v is not None}
+    return typer.Option(option.flag, help=option.help, rich_help_panel=option.panel,
+                        envvar=option.envvar, metavar=option.metavar, **bounds, **more)
+
+
 DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
                                         help="DuckDB database file.")]
-LlmOption = Annotated[str | None, typer.Option(
-    "--llm", rich_help_panel=MODEL_PANEL,
-    help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
-         "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
-         "Env: PERSONAHUB_LLM.")]
+#: each engine option's command default by its parameter name (``ENGINE.concurrency``): the
+#: default a command's signature gives, declared once in ``core.engine_options``
+ENGINE: Any = SimpleNamespace(**{name: option.command_default for name, option in BY_PARAM.items()})
+LlmOption = Annotated[str | None, engine_option("llm")]
 # The offline engine ignores --concurrency on purpose: it answers in this process, with no server
 # or connection pool to protect, so a limit would only queue calls; with --offline-latency it
 # stands for a model whose every call waits that long at once (timed tests rely on that).
@@ -134,50 +150,19 @@ def parse_concurrency(value: Any) -> Any:
     return int(text)
 
 
-ConcurrencyOption = Annotated[_ConcurrencyValue, typer.Option(
-    "--concurrency", parser=parse_concurrency, metavar="N|auto", rich_help_panel=MODEL_PANEL,
-    help="Model calls in flight at most, per HTTP endpoint set, or 'auto': start at 2, grow "
-         "while the server keeps up, halve on 429/503, timeouts or queueing (at most 64). The "
-         "offline engine answers in process and ignores it.")]
-TimeoutOption = Annotated[float, typer.Option(
-    "--timeout", min=0.1, rich_help_panel=MODEL_PANEL,
-    help="Seconds before a model request is abandoned (one far slower than the server's recent "
-         "answers is cut sooner and sent again). A call still failing after 2 x this + 30 s of "
-         "retries, or no answer to any call for that long, stops the command, resumably.")]
-StructuredOption = Annotated[StructuredSetting, typer.Option(
-    "--structured", rich_help_panel=MODEL_PANEL,
-    help="How the JSON schema is asked for: auto (learn per endpoint from the first refusal), "
-         "json_schema, json_object, tools or prompt.")]
-MaxTokensOption = Annotated[int | None, typer.Option(
-    "--max-tokens", min=1, max=MAX_TOKENS, rich_help_panel=MODEL_PANEL,
-    help="Output tokens per model call at most (default: per output kind, 160-700).")]
-TemperatureOption = Annotated[float | None, typer.Option(
-    "--temperature", min=0, max=2, rich_help_panel=MODEL_PANEL,
-    help="Sampling temperature (default: the server's).")]
-TopPOption = Annotated[float | None, typer.Option(
-    "--top-p", min=0, max=1, rich_help_panel=MODEL_PANEL,
-    help="Nucleus sampling top_p (default: the server's).")]
-OfflineLatencyOption = Annotated[float, typer.Option(
-    "--offline-latency", min=0, envvar="PERSONAHUB_OFFLINE_LATENCY", rich_help_panel=MODEL_PANEL,
-    help="Seconds the offline engine waits per call (to simulate a slow model).")]
-CacheOption = Annotated[CacheMode, typer.Option(
-    "--cache", rich_help_panel=MODEL_PANEL,
-    help="Model answer cache: off, record (answer hits from the cache, record misses) or "
-         "replay (cache only: no model call; a miss is an error).")]
-RpsOption = Annotated[float | None, typer.Option(
-    "--rps", min=0.001, rich_help_panel=MODEL_PANEL,
-    help="Model requests per second at most (all endpoints together).")]
-ExecutorOption = Annotated[ExecutorName, typer.Option(
-    "--executor", rich_help_panel=EXECUTOR_PANEL,
-    help="Where the model calls run: local (this process) or ray (Ray Data workers; the [ray] "
-         "extra). The rows are the same either way.")]
-RayAddressOption = Annotated[str | None, typer.Option(
-    "--ray-address", envvar="RAY_ADDRESS", rich_help_panel=EXECUTOR_PANEL,
-    help="Ray cluster to use with --executor ray (default: a local Ray started for the job).")]
-RayWorkersOption = Annotated[int | None, typer.Option(
-    "--ray-workers", min=1, rich_help_panel=EXECUTOR_PANEL,
-    help="Ray workers asking the model, each with its own --concurrency and --rps (default: "
-         "one per CPU of the cluster).")]
+ConcurrencyOption = Annotated[_ConcurrencyValue,
+                              engine_option("concurrency", parser=parse_concurrency)]
+TimeoutOption = Annotated[float, engine_option("timeout_s")]
+StructuredOption = Annotated[StructuredSetting, engine_option("structured")]
+MaxTokensOption = Annotated[int | None, engine_option("max_tokens")]
+TemperatureOption = Annotated[float | None, engine_option("temperature")]
+TopPOption = Annotated[float | None, engine_option("top_p")]
+OfflineLatencyOption = Annotated[float, engine_option("offline_latency_s")]
+CacheOption = Annotated[CacheMode, engine_option("cache")]
+RpsOption = Annotated[float | None, engine_option("rps")]
+ExecutorOption = Annotated[ExecutorName, engine_option("executor")]
+RayAddressOption = Annotated[str | None, engine_option("ray_address")]
+RayWorkersOption = Annotated[int | None, engine_option("ray_workers")]
 
 
 def _failed_share(value: float | None) -> float | None:
@@ -205,12 +190,8 @@ def embedder_spec_or_none(value: str) -> str:
     return value if value.strip().lower() in ("", "none") else embedder_spec(value)
 
 
-MaxFailedShareOption = Annotated[float | None, typer.Option(
-    "--max-failed-share", callback=_failed_share, rich_help_panel=MODEL_PANEL,
-    help="Stop when more than this share of a step's (or batch's) actions fail for the model's "
-         "answers (invalid JSON, cut off at max_tokens, rejected by a check) after their one "
-         "fresh sample; steps of fewer than 5 actions never stop for that. Endpoint failures "
-         "stop at once whatever it says. Default 0.8; a resume keeps the job's.")]
+MaxFailedShareOption = Annotated[float | None,
+                                 engine_option("max_failed_share", callback=_failed_share)]
 
 
 LanguageOption = Annotated[str | None, typer.Option(
@@ -222,10 +203,10 @@ LanguageOption = Annotated[str | None, typer.Option(
 class ModelFlags:
     """The generation flags every model-calling command takes."""
 
-    structured: str = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    structured: str = default("structured")
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
 
     def settings(self) -> dict[str, Any]:
         """As ``LLMSettings`` / job option keyword arguments."""
@@ -381,7 +362,7 @@ def note_job(what: str, key: str, db: Path) -> None:
 def stored_flags(stored: Mapping[str, Any], default: ModelFlags) -> ModelFlags:
     """The generation flags a job was started with (``default`` for each one it did not store)."""
     return ModelFlags(*(stored.get(k, getattr(default, k)) for k in
-                        ("structured", "max_tokens", "temperature", "top_p")))
+                        SAMPLING))
 
 
 def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]:
@@ -530,29 +511,15 @@ def summary_counts(summary: Any) -> dict[str, int]:
 
 # --- --batch (pipelines/provider_batch_jobs.py; docs/batch.md) ------------------------------------
 
-BATCH_PANEL = "Batch"
 DEFAULT_ONLINE_SIZE = 64  # items per transaction online
 DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transaction) with --batch
 
-BatchOption = Annotated[bool, typer.Option(
-    "--batch", rich_help_panel=BATCH_PANEL,
-    help="Send the model calls as provider batches (the OpenAI Batch API: about half the "
-         "price, results within the window). A resume polls the batches it made; see "
-         "docs/batch.md.")]
-BatchWindowOption = Annotated[str, typer.Option(
-    "--batch-window", rich_help_panel=BATCH_PANEL,
-    help="The batches' completion window (the provider's: 24h).")]
-BatchFallbackOption = Annotated[Literal["batch", "online"], typer.Option(
-    "--batch-fallback", rich_help_panel=BATCH_PANEL,
-    help="Where a batch's failed or expired requests go again: a follow-up batch, or online.")]
-BatchFileOption = Annotated[Path | None, typer.Option(
-    "--batch-file", rich_help_panel=BATCH_PANEL,
-    help="Write the requests to this JSONL file (OpenAI batch format) and stop, the job "
-         "awaiting_results; run it elsewhere (e.g. vllm run-batch) and bring the results in "
-         "with `personahub batch import`.")]
-BatchPollOption = Annotated[float, typer.Option(
-    "--batch-poll", min=0.001, rich_help_panel=BATCH_PANEL,
-    help="Seconds before the first poll of a batch (the waits grow to 60).")]
+BatchOption = Annotated[bool, engine_option("batch")]
+BatchWindowOption = Annotated[str, engine_option("batch_window")]
+BatchFallbackOption = Annotated[Literal["batch", "online"],
+                                engine_option("batch_fallback")]
+BatchFileOption = Annotated[Path | None, engine_option("batch_file")]
+BatchPollOption = Annotated[float, engine_option("batch_poll_s")]
 
 
 def batch_engine(batch: bool, batch_size: int | None, window: str, fallback: str,

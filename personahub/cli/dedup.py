@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from personahub.cli.common import (
+    ENGINE,
     BatchFallbackOption,
     BatchFileOption,
     BatchOption,
@@ -70,21 +71,21 @@ def personas_dedup(
         help="Stage 2 index.")] = "auto",
     batch_size: Annotated[int, typer.Option(
         min=1, help="Stage 2: personas embedded per transaction.")] = 50_000,
-    cache: CacheOption = "off",
-    rps: RpsOption = None,
-    timeout: TimeoutOption = 60.0,
+    cache: CacheOption = ENGINE.cache,
+    rps: RpsOption = ENGINE.rps,
+    timeout: TimeoutOption = ENGINE.timeout,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="JOB_ID",
         help="Continue this dedup job from its stored vectors (with its thresholds, embedder "
              "and index).")] = None,
-    executor: ExecutorOption = "local",
-    ray_address: RayAddressOption = None,
-    ray_workers: RayWorkersOption = None,
-    batch: BatchOption = False,
-    batch_window: BatchWindowOption = "24h",
-    batch_fallback: BatchFallbackOption = "batch",
-    batch_file: BatchFileOption = None,
-    batch_poll: BatchPollOption = 5.0,
+    executor: ExecutorOption = ENGINE.executor,
+    ray_address: RayAddressOption = ENGINE.ray_address,
+    ray_workers: RayWorkersOption = ENGINE.ray_workers,
+    batch: BatchOption = ENGINE.batch,
+    batch_window: BatchWindowOption = ENGINE.batch_window,
+    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
+    batch_file: BatchFileOption = ENGINE.batch_file,
+    batch_poll: BatchPollOption = ENGINE.batch_poll,
     as_json: JsonOption = False,
 ) -> None:
     """Flag near-duplicate personas: MinHash LSH, then embedding similarity (never deletes).

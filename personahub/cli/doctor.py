@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from personahub.cli.common import LlmOption, console, error_line, one_line_errors, out, say
+from personahub.cli.common import ENGINE, LlmOption, console, error_line, one_line_errors, out, say
 
 if TYPE_CHECKING:
     from personahub.models.doctor import DoctorReport
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @one_line_errors
 def doctor(
-    llm: LlmOption = None,
+    llm: LlmOption = ENGINE.llm,
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0.1, help="Seconds before one probe request is abandoned.")] = 60.0,
     max_concurrency: Annotated[int, typer.Option(

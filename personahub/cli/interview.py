@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from personahub.cli.common import (
+    ENGINE,
     BatchFallbackOption,
     BatchFileOption,
     BatchOption,
@@ -90,28 +91,28 @@ def interview(
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start anew although the same interview is unfinished (it is marked "
                         "superseded).")] = False,
-    llm: LlmOption = None,
-    concurrency: ConcurrencyOption = 16,
-    timeout: TimeoutOption = 60.0,
-    offline_latency: OfflineLatencyOption = 0.0,
+    llm: LlmOption = ENGINE.llm,
+    concurrency: ConcurrencyOption = ENGINE.concurrency,
+    timeout: TimeoutOption = ENGINE.timeout,
+    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Answers committed together: a stop keeps every batch before it (default "
                     "16; with --batch 1000, also the most requests in one provider batch).")] = None,
-    batch: BatchOption = False,
-    batch_window: BatchWindowOption = "24h",
-    batch_fallback: BatchFallbackOption = "batch",
-    batch_file: BatchFileOption = None,
-    batch_poll: BatchPollOption = 5.0,
-    cache: CacheOption = "off",
-    rps: RpsOption = None,
-    structured: StructuredOption = "auto",
-    max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = None,
-    top_p: TopPOption = None,
-    executor: ExecutorOption = "local",
-    ray_address: RayAddressOption = None,
-    ray_workers: RayWorkersOption = None,
-    max_failed_share: MaxFailedShareOption = None,
+    batch: BatchOption = ENGINE.batch,
+    batch_window: BatchWindowOption = ENGINE.batch_window,
+    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
+    batch_file: BatchFileOption = ENGINE.batch_file,
+    batch_poll: BatchPollOption = ENGINE.batch_poll,
+    cache: CacheOption = ENGINE.cache,
+    rps: RpsOption = ENGINE.rps,
+    structured: StructuredOption = ENGINE.structured,
+    max_tokens: MaxTokensOption = ENGINE.max_tokens,
+    temperature: TemperatureOption = ENGINE.temperature,
+    top_p: TopPOption = ENGINE.top_p,
+    executor: ExecutorOption = ENGINE.executor,
+    ray_address: RayAddressOption = ENGINE.ray_address,
+    ray_workers: RayWorkersOption = ENGINE.ray_workers,
+    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     as_json: JsonOption = False,
 ) -> None:
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
+    ENGINE,
     DbOption,
     JsonOption,
     LlmOption,
@@ -117,15 +118,15 @@ def runs(
 def resume(
     job_id: Annotated[str, typer.Argument(help="The job's id (personahub jobs lists them).")],
     db: DbOption = Path(DEFAULT_DB),
-    llm: LlmOption = None,
+    llm: LlmOption = ENGINE.llm,
     cache: Annotated[str | None, typer.Option(
         "--cache", help="Model answer cache for this run of the job: off, record or replay "
                         "(default: off).")] = None,
     executor: Annotated[str | None, typer.Option(
         "--executor", help="Where the model calls run: local or ray (default: local).")] = None,
-    ray_address: RayAddressOption = None,
-    ray_workers: RayWorkersOption = None,
-    max_failed_share: MaxFailedShareOption = None,
+    ray_address: RayAddressOption = ENGINE.ray_address,
+    ray_workers: RayWorkersOption = ENGINE.ray_workers,
+    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     allow_fewer: Annotated[bool, typer.Option(
         "--allow-fewer", help="Exit 0 when the resumed job holds fewer items than it asked for "
                               "(as synthesize --allow-fewer); otherwise that exits 1.")] = False,

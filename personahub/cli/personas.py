@@ -14,6 +14,7 @@ import typer
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
+    ENGINE,
     BatchFallbackOption,
     BatchFileOption,
     BatchOption,
@@ -60,7 +61,7 @@ from personahub.core.jobs_store import UNFINISHED
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 from personahub.executors import check_executor
-from personahub.personas.link_nearest import DEFAULT_LINK_EMBEDDER
+from personahub.personas.link_nearest import DEFAULT_LINK_CANDIDATES, DEFAULT_LINK_EMBEDDER
 
 # What a resumed job takes from its stored configuration (giving them with --resume is an error).
 EXPANSION_FIXED = ("hops", "fanout", "limit", "language", "seed", "fresh")
@@ -141,25 +142,26 @@ def personas_expand(
     fanout: Annotated[int, typer.Option(min=1, max=20, help="Related people per persona.")] = 2,
     limit: Annotated[int | None, typer.Option(min=1, help="Start from the first N personas.")] = None,
     language: LanguageOption = None,
-    llm: LlmOption = None,
+    llm: LlmOption = ENGINE.llm,
     seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: a resumed expansion's own seed, else 0).")] = None,
-    concurrency: ConcurrencyOption = 16,
-    timeout: TimeoutOption = 60.0,
-    offline_latency: OfflineLatencyOption = 0.0,
-    cache: CacheOption = "off",
-    rps: RpsOption = None,
+    concurrency: ConcurrencyOption = ENGINE.concurrency,
+    timeout: TimeoutOption = ENGINE.timeout,
+    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
+    cache: CacheOption = ENGINE.cache,
+    rps: RpsOption = ENGINE.rps,
     batch_size: Annotated[int, typer.Option(
         min=1, help="Frontier personas per transaction (a resumed expansion keeps its own); "
                     "with --batch also the most requests in one provider batch.")] = 256,
-    batch: BatchOption = False,
-    batch_window: BatchWindowOption = "24h",
-    batch_fallback: BatchFallbackOption = "batch",
-    batch_file: BatchFileOption = None,
-    batch_poll: BatchPollOption = 5.0,
+    batch: BatchOption = ENGINE.batch,
+    batch_window: BatchWindowOption = ENGINE.batch_window,
+    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
+    batch_file: BatchFileOption = ENGINE.batch_file,
+    batch_poll: BatchPollOption = ENGINE.batch_poll,
     link_candidates: Annotated[int, typer.Option(
         min=0, max=20, help="Close triangles: ask whether each new persona knows up to this many "
-                            "people near its source (0: grow trees, no link calls).")] = 4,
+                            "people near its source (0: grow trees, no link calls).")
+    ] = DEFAULT_LINK_CANDIDATES,
     link_embedder: Annotated[str, typer.Option(
         help="Offline embedder (hash, lexical; or local[:model]) proposing the nearest people "
              "of the whole expansion as link candidates and merging a new persona at cosine "
@@ -171,14 +173,14 @@ def personas_expand(
         help="Continue this expansion from its stored frontier (with its hops, fanout, limit, "
              "language, seed and generation settings, and the model it recorded unless --llm).")
     ] = None,
-    structured: StructuredOption = "auto",
-    max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = None,
-    top_p: TopPOption = None,
-    executor: ExecutorOption = "local",
-    ray_address: RayAddressOption = None,
-    ray_workers: RayWorkersOption = None,
-    max_failed_share: MaxFailedShareOption = None,
+    structured: StructuredOption = ENGINE.structured,
+    max_tokens: MaxTokensOption = ENGINE.max_tokens,
+    temperature: TemperatureOption = ENGINE.temperature,
+    top_p: TopPOption = ENGINE.top_p,
+    executor: ExecutorOption = ENGINE.executor,
+    ray_address: RayAddressOption = ENGINE.ray_address,
+    ray_workers: RayWorkersOption = ENGINE.ray_workers,
+    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
 ) -> None:
@@ -311,33 +313,33 @@ def personas_from_text(
                                                     "resume (default: the file name).")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
     language: LanguageOption = None,
-    llm: LlmOption = None,
+    llm: LlmOption = ENGINE.llm,
     seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Texts per transaction (default 64); with --batch also the most requests "
                     "in one provider batch (default 1000).")] = None,
-    batch: BatchOption = False,
-    batch_window: BatchWindowOption = "24h",
-    batch_fallback: BatchFallbackOption = "batch",
-    batch_file: BatchFileOption = None,
-    batch_poll: BatchPollOption = 5.0,
-    concurrency: ConcurrencyOption = 16,
-    timeout: TimeoutOption = 60.0,
-    cache: CacheOption = "off",
-    rps: RpsOption = None,
+    batch: BatchOption = ENGINE.batch,
+    batch_window: BatchWindowOption = ENGINE.batch_window,
+    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
+    batch_file: BatchFileOption = ENGINE.batch_file,
+    batch_poll: BatchPollOption = ENGINE.batch_poll,
+    concurrency: ConcurrencyOption = ENGINE.concurrency,
+    timeout: TimeoutOption = ENGINE.timeout,
+    cache: CacheOption = ENGINE.cache,
+    rps: RpsOption = ENGINE.rps,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="CORPUS",
         help="Continue the job over this corpus name (with its corpus file, relations, reading "
              "options, seed and generation settings).")] = None,
-    structured: StructuredOption = "auto",
-    max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = None,
-    top_p: TopPOption = None,
-    executor: ExecutorOption = "local",
-    ray_address: RayAddressOption = None,
-    ray_workers: RayWorkersOption = None,
-    max_failed_share: MaxFailedShareOption = None,
+    structured: StructuredOption = ENGINE.structured,
+    max_tokens: MaxTokensOption = ENGINE.max_tokens,
+    temperature: TemperatureOption = ENGINE.temperature,
+    top_p: TopPOption = ENGINE.top_p,
+    executor: ExecutorOption = ENGINE.executor,
+    ray_address: RayAddressOption = ENGINE.ray_address,
+    ray_workers: RayWorkersOption = ENGINE.ray_workers,
+    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
 ) -> None:

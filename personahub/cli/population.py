@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
+    ENGINE,
     CacheOption,
     ConcurrencyOption,
     DbOption,
@@ -123,20 +124,20 @@ def personas_sample_population(
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     batch_size: Annotated[int, typer.Option(
         min=1, help="With --llm: people written per transaction.")] = 64,
-    llm: LlmOption = None,
-    concurrency: ConcurrencyOption = 16,
-    timeout: TimeoutOption = 60.0,
-    offline_latency: OfflineLatencyOption = 0.0,
-    cache: CacheOption = "off",
-    rps: RpsOption = None,
-    structured: StructuredOption = "auto",
-    max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = None,
-    top_p: TopPOption = None,
-    executor: ExecutorOption = "local",
-    ray_address: RayAddressOption = None,
-    ray_workers: RayWorkersOption = None,
-    max_failed_share: MaxFailedShareOption = None,
+    llm: LlmOption = ENGINE.llm,
+    concurrency: ConcurrencyOption = ENGINE.concurrency,
+    timeout: TimeoutOption = ENGINE.timeout,
+    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
+    cache: CacheOption = ENGINE.cache,
+    rps: RpsOption = ENGINE.rps,
+    structured: StructuredOption = ENGINE.structured,
+    max_tokens: MaxTokensOption = ENGINE.max_tokens,
+    temperature: TemperatureOption = ENGINE.temperature,
+    top_p: TopPOption = ENGINE.top_p,
+    executor: ExecutorOption = ENGINE.executor,
+    ray_address: RayAddressOption = ENGINE.ray_address,
+    ray_workers: RayWorkersOption = ENGINE.ray_workers,
+    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     as_json: JsonOption = False,
 ) -> None:
     """Draw a seeded population whose attribute shares match --marginals (and/or --joint).

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
+    ENGINE,
     BatchFallbackOption,
     BatchOption,
     BatchPollOption,
@@ -50,7 +51,6 @@ from personahub.cli.common import (
     unreachable,
 )
 from personahub.core.errors import UsageError
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 from personahub.models.adaptive_limit import Concurrency
@@ -72,23 +72,23 @@ def run(
     steps: Annotated[int | None, typer.Option(min=1, help="Override the scenario's steps.")] = None,
     seed: Annotated[int | None, typer.Option(
         min=0, max=MAX_SEED, help="Override the scenario's seed.")] = None,
-    llm: LlmOption = None,
-    concurrency: ConcurrencyOption = 16,
-    timeout: TimeoutOption = 60.0,
+    llm: LlmOption = ENGINE.llm,
+    concurrency: ConcurrencyOption = ENGINE.concurrency,
+    timeout: TimeoutOption = ENGINE.timeout,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="RUN_ID",
         help="Continue a stopped run from its last committed step (same seed and options).")] = None,
-    offline_latency: OfflineLatencyOption = 0.0,
-    cache: CacheOption = "off",
-    rps: RpsOption = None,
+    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
+    cache: CacheOption = ENGINE.cache,
+    rps: RpsOption = ENGINE.rps,
     price_in: Annotated[float | None, typer.Option(
         "--price-in", min=0, help="USD per 1M input tokens, for v_run_cost.")] = None,
     price_out: Annotated[float | None, typer.Option(
         "--price-out", min=0, help="USD per 1M output tokens, for v_run_cost.")] = None,
-    structured: StructuredOption = "auto",
-    max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = None,
-    top_p: TopPOption = None,
+    structured: StructuredOption = ENGINE.structured,
+    max_tokens: MaxTokensOption = ENGINE.max_tokens,
+    temperature: TemperatureOption = ENGINE.temperature,
+    top_p: TopPOption = ENGINE.top_p,
     view: Annotated[bool, typer.Option(
         "--view", help="Serve the live view of this run on 127.0.0.1 while it runs, and after it "
                        "until Ctrl-C (personahub view shows a run no process is writing).")] = False,
@@ -97,20 +97,20 @@ def run(
     view_paused: Annotated[bool, typer.Option(
         "--view-paused", help="With --view: wait before step 1 until the page's Resume or Step "
                               "button is pressed.")] = False,
-    executor: ExecutorOption = "local",
-    ray_address: RayAddressOption = None,
-    ray_workers: RayWorkersOption = None,
-    max_failed_share: MaxFailedShareOption = None,
+    executor: ExecutorOption = ENGINE.executor,
+    ray_address: RayAddressOption = ENGINE.ray_address,
+    ray_workers: RayWorkersOption = ENGINE.ray_workers,
+    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     include_ungated: Annotated[bool, typer.Option(
         help="A hub source draws personas the quality gate did not pass too: imported rows "
              "that fail it and, for a model run, the offline engine's (docs/personas.md).")
     ] = False,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
-    batch: BatchOption = False,
-    batch_window: BatchWindowOption = "24h",
-    batch_fallback: BatchFallbackOption = "batch",
-    batch_poll: BatchPollOption = 5.0,
+    batch: BatchOption = ENGINE.batch,
+    batch_window: BatchWindowOption = ENGINE.batch_window,
+    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
+    batch_poll: BatchPollOption = ENGINE.batch_poll,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log.
 
@@ -205,19 +205,17 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None, l
                 rps: float | None, price_in: float | None, price_out: float | None,
                 flags: ModelFlags, where: Where, max_failed_share: float | None,
                 include_ungated: bool = False) -> Any:
-    """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags (``personahub.run_scenario``
-    builds the same one, ``personahub.api.run_config``)."""
+    """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags, built by
+    ``personahub.api.run_config`` as ``personahub.run_scenario``'s is (None: the default)."""
+    from personahub.api import run_config
     from personahub.models.client import resolve_spec
-    from personahub.pipelines.run import RunConfig
-    from personahub.sim.scenario import load_scenario
 
-    return RunConfig(scenario=load_scenario(scenario), db=db, steps=steps, seed=seed,
-                     llm=resolve_spec(llm), concurrency=concurrency, timeout_s=timeout,
-                     offline_latency_s=offline_latency, cache=cache, rps=rps, price_in=price_in,
-                     price_out=price_out, **where._asdict(), **flags.settings(),
-                     include_ungated=include_ungated,
-                     max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
-                                       else max_failed_share))
+    return run_config(scenario, None, {
+        "db": db, "steps": steps, "seed": seed, "llm": resolve_spec(llm),
+        "concurrency": concurrency, "timeout_s": timeout, "offline_latency_s": offline_latency,
+        "cache": cache, "rps": rps, "price_in": price_in, "price_out": price_out,
+        **where._asdict(), **flags.settings(), "include_ungated": include_ungated,
+        "max_failed_share": max_failed_share})
 
 
 def _resumed(run_id: str, db: Path, llm: str | None, offline_latency: float, where: Where,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from personahub.core.contracts import carry_records
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError
 from personahub.core.loop import run as run_on_loop
 from personahub.models.endpoint_embeddings import EmbeddingClient, openai_embedding_endpoint
@@ -47,8 +48,8 @@ class EmbedderSettings:
     ``OpenAIEmbedder`` from."""
 
     spec: str
-    rps: float | None = None
-    timeout_s: float = 60.0
+    rps: float | None = default("rps")
+    timeout_s: float = default("timeout_s")
     max_retries: int = EMBED_MAX_RETRIES
 
     def __post_init__(self) -> None:
@@ -70,7 +71,7 @@ class OpenAIEmbedder:
 
     model: str
     batch_size: int = 256
-    timeout_s: float = 60.0
+    timeout_s: float = default("timeout_s")
     max_retries: int = EMBED_MAX_RETRIES
     rps: float | None = None
     name: str = field(init=False)

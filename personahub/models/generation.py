@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from personahub.core.engine_options import default
 from personahub.core.validate import check_max_tokens, check_optional_number
 
 # The limit of a call that passes none (and no --max-tokens is given).
@@ -21,9 +22,9 @@ FALLBACK_MAX_TOKENS = 512
 class Generation:
     """``max_tokens`` (None: each call's own limit), ``temperature`` and ``top_p`` for every call."""
 
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
 
     def __post_init__(self) -> None:
         check_max_tokens(self.max_tokens)  # stored in an INTEGER column: bounded (core.validate)

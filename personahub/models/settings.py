@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from personahub.core.engine_options import default
 from personahub.core.errors import ResumableStop, UsageError
 from personahub.core.validate import check_number, check_optional_number, check_seed
 from personahub.models.adaptive_limit import Concurrency, concurrency_bound
 from personahub.models.generation import Generation
-from personahub.models.offline import OFFLINE_MODEL_NAME
 from personahub.models.structured import STRUCTURED_SETTINGS, StructuredSetting
 
 
@@ -62,28 +62,33 @@ def stall_bound_s(timeout_s: float, rps: float | None = None) -> float:
 class LLMSettings:
     """How to reach and call the model; plain data, safe to log once redacted."""
 
-    spec: str = OFFLINE_MODEL_NAME
+    spec: str = default("llm")
     seed: int = 0
-    timeout_s: float = 60.0
+    timeout_s: float = default("timeout_s")
     max_retries: int = DEFAULT_MAX_RETRIES
     backoff_s: float = 0.5
-    concurrency: Concurrency = 16
-    structured: StructuredSetting = "auto"
-    max_tokens: int | None = None  # None: each call's own limit (its caller passes it: tasks.limits)
-    temperature: float | None = None
-    top_p: float | None = None
-    offline_latency_s: float = 0.0
-    rps: float | None = None
+    concurrency: Concurrency = default("concurrency")
+    structured: StructuredSetting = default("structured")
+    # None: each call's own limit (its caller passes it: tasks.limits)
+    max_tokens: int | None = default("max_tokens")
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
+    offline_latency_s: float = default("offline_latency_s")
+    rps: float | None = default("rps")
 
     @classmethod
-    def of_job(cls, config: Any) -> LLMSettings:
+    def of_job(cls, config: Any, **overrides: Any) -> LLMSettings:
         """The settings of a job config holding the usual model fields (``llm``, ``seed``,
         ``concurrency``, ``timeout_s``, ``structured``, ``max_tokens``, ``temperature``,
-        ``top_p``, ``rps``, ``offline_latency_s``): what a job spec's ``model_settings`` returns."""
-        return cls(spec=config.llm, seed=config.seed, concurrency=config.concurrency,
-                   timeout_s=config.timeout_s, structured=config.structured,
-                   max_tokens=config.max_tokens, temperature=config.temperature,
-                   top_p=config.top_p, rps=config.rps, offline_latency_s=config.offline_latency_s)
+        ``top_p``, ``rps``, ``offline_latency_s``): what a job spec's ``model_settings`` returns.
+        ``overrides``: settings the job resolves otherwise (a run's seed, its retries)."""
+        fields = {"spec": config.llm, "seed": config.seed, "concurrency": config.concurrency,
+                  "timeout_s": config.timeout_s, "structured": config.structured,
+                  "max_tokens": config.max_tokens, "temperature": config.temperature,
+                  "top_p": config.top_p, "rps": config.rps,
+                  "offline_latency_s": config.offline_latency_s}
+        return cls(**{**fields, **overrides})
+
     def __post_init__(self) -> None:
         try:  # every job's client is built here: one check of these for all of them
             check_seed(self.seed)

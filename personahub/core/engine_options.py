@@ -1,0 +1,157 @@
+"""The engine options, declared once: how a job asks its model (model, sampling, rate, timeouts,
+failure policy), where its calls run (cache, executor) and how they are sent (``--batch``).
+
+Each ``EngineOption`` names its config field, its command-line flag, its default, its help text
+and its bounds. The config dataclasses take their defaults from here
+(``pipelines.model_fields``, ``pipelines.provider_batch_jobs.BatchFields``), the CLI builds its
+shared typer options from here (``personahub.cli.common``), and the Python API refuses or fills
+the same names. A new sampling setting is one entry here (and its field on the config).
+Plain data: nothing here imports typer or a model client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
+from personahub.core.validate import MAX_TOKENS
+
+MODEL_PANEL = "Model options"
+EXECUTOR_PANEL = "Executor options"
+BATCH_PANEL = "Batch"
+
+
+@dataclass(frozen=True)
+class EngineOption:
+    """One engine option: config ``field``, CLI ``flag`` (and parameter ``param``), the config's
+    ``default`` and the command's (``cli_default``: None where the command means "the job's" or
+    resolves it later, as ``--llm``), help text, panel and bounds (typer's ``min``/``max``)."""
+
+    field: str
+    flag: str
+    default: Any
+    help: str
+    panel: str = MODEL_PANEL
+    cli_default: Any = ...  # ...: the same as ``default``
+    low: float | None = None
+    high: float | None = None
+    envvar: str | None = None
+    metavar: str | None = None
+
+    @property
+    def param(self) -> str:
+        """The command function's parameter name (``--batch-poll`` -> ``batch_poll``)."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def command_default(self) -> Any:
+        """What a command's parameter defaults to."""
+        return self.default if self.cli_default is ... else self.cli_default
+
+
+_OPTIONS = (
+    EngineOption(
+        "llm", "--llm", "offline", cli_default=None,
+        help="Model: 'offline' (default), 'openai:<model>', an OpenAI-compatible base URL "
+             "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
+             "Env: PERSONAHUB_LLM."),
+    EngineOption(
+        "concurrency", "--concurrency", 16, metavar="N|auto",
+        help="Model calls in flight at most, per HTTP endpoint set, or 'auto': start at 2, grow "
+             "while the server keeps up, halve on 429/503, timeouts or queueing (at most 64). "
+             "The offline engine answers in process and ignores it."),
+    EngineOption(
+        "timeout_s", "--timeout", 60.0, low=0.1,
+        help="Seconds before a model request is abandoned (one far slower than the server's "
+             "recent answers is cut sooner and sent again). A call still failing after 2 x this "
+             "+ 30 s of retries, or no answer to any call for that long, stops the command, "
+             "resumably."),
+    EngineOption(
+        "offline_latency_s", "--offline-latency", 0.0, low=0,
+        envvar="PERSONAHUB_OFFLINE_LATENCY",
+        help="Seconds the offline engine waits per call (to simulate a slow model)."),
+    EngineOption(
+        "rps", "--rps", None, low=0.001,
+        help="Model requests per second at most (all endpoints together)."),
+    EngineOption(
+        "max_failed_share", "--max-failed-share", DEFAULT_MAX_FAILED_SHARE, cli_default=None,
+        help="Stop when more than this share of a step's (or batch's) actions fail for the "
+             "model's answers (invalid JSON, cut off at max_tokens, rejected by a check) after "
+             "their one fresh sample; steps of fewer than 5 actions never stop for that. "
+             "Endpoint failures stop at once whatever it says. Default 0.8; a resume keeps the "
+             "job's."),
+    EngineOption(
+        "structured", "--structured", "auto",
+        help="How the JSON schema is asked for: auto (learn per endpoint from the first "
+             "refusal), json_schema, json_object, tools or prompt."),
+    EngineOption(
+        "max_tokens", "--max-tokens", None, low=1, high=MAX_TOKENS,
+        help="Output tokens per model call at most (default: per output kind, 160-700)."),
+    EngineOption(
+        "temperature", "--temperature", None, low=0, high=2,
+        help="Sampling temperature (default: the server's)."),
+    EngineOption(
+        "top_p", "--top-p", None, low=0, high=1,
+        help="Nucleus sampling top_p (default: the server's)."),
+    EngineOption(
+        "cache", "--cache", "off",
+        help="Model answer cache: off, record (answer hits from the cache, record misses) or "
+             "replay (cache only: no model call; a miss is an error)."),
+    EngineOption(
+        "executor", "--executor", "local", panel=EXECUTOR_PANEL,
+        help="Where the model calls run: local (this process) or ray (Ray Data workers; the "
+             "[ray] extra). The rows are the same either way."),
+    EngineOption(
+        "ray_address", "--ray-address", None, panel=EXECUTOR_PANEL, envvar="RAY_ADDRESS",
+        help="Ray cluster to use with --executor ray (default: a local Ray started for the "
+             "job)."),
+    EngineOption(
+        "ray_workers", "--ray-workers", None, panel=EXECUTOR_PANEL, low=1,
+        help="Ray workers asking the model, each with its own --concurrency and --rps "
+             "(default: one per CPU of the cluster)."),
+    EngineOption(
+        "batch", "--batch", False, panel=BATCH_PANEL,
+        help="Send the model calls as provider batches (the OpenAI Batch API: about half the "
+             "price, results within the window). A resume polls the batches it made; see "
+             "docs/batch.md."),
+    EngineOption(
+        "batch_window", "--batch-window", "24h", panel=BATCH_PANEL,
+        help="The batches' completion window (the provider's: 24h)."),
+    EngineOption(
+        "batch_fallback", "--batch-fallback", "batch", panel=BATCH_PANEL,
+        help="Where a batch's failed or expired requests go again: a follow-up batch, or "
+             "online."),
+    EngineOption(
+        "batch_file", "--batch-file", None, panel=BATCH_PANEL,
+        help="Write the requests to this JSONL file (OpenAI batch format) and stop, the job "
+             "awaiting_results; run it elsewhere (e.g. vllm run-batch) and bring the results in "
+             "with `personahub batch import`."),
+    EngineOption(
+        "batch_poll_s", "--batch-poll", 5.0, panel=BATCH_PANEL, low=0.001,
+        help="Seconds before the first poll of a batch (the waits grow to 60)."),
+)
+
+#: every engine option by its config field name, in declaration order
+ENGINE_OPTIONS: MappingProxyType[str, EngineOption] = MappingProxyType(
+    {option.field: option for option in _OPTIONS})
+
+#: the same options by their command parameter name (``timeout``, ``batch_poll``, ...)
+BY_PARAM: MappingProxyType[str, EngineOption] = MappingProxyType(
+    {option.param: option for option in _OPTIONS})
+
+#: the generation settings (part of what a job makes, not how it runs)
+SAMPLING = ("structured", "max_tokens", "temperature", "top_p")
+#: ``--batch`` and its options (``BatchFields``)
+BATCH = ("batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s")
+
+
+def default(field: str) -> Any:
+    """The config default of engine option ``field``."""
+    return ENGINE_OPTIONS[field].default
+
+
+def defaults(*fields: str) -> dict[str, Any]:
+    """The config defaults of engine options ``fields``, by name (an API function's defaults)."""
+    return {field: ENGINE_OPTIONS[field].default for field in fields}

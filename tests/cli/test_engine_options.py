@@ -1,0 +1,327 @@
+"""Every engine option is declared once (issue 43, item 2): ``core/engine_options.py``.
+
+* each command taking an engine option takes the one shared typer option built from the
+  declaration (``cli.common.engine_option``) with the declared default, never its own;
+* each config dataclass defaults an engine field to the declared default;
+* no public API function declares an engine option as a parameter of its own (``llm`` aside,
+  with the declared default or None: the model a job recorded);
+* the CLI and the API build equal configs from equal inputs, for every job kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.models import OptionInfo
+from typer.testing import CliRunner
+
+import personahub
+from personahub import any_job, api, interviews, runtime
+from personahub.cli import common
+from personahub.cli.app import app
+from personahub.core.engine_options import BY_PARAM, ENGINE_OPTIONS
+
+# Options named like an engine option that are another option: (command, parameter) -> why.
+NOT_ENGINE = {
+    ("doctor", "timeout"): "the probe's own timeout, not a job's model timeout",
+    ("resume", "cache"): "None keeps the resumed job's own cache mode",
+    ("resume", "executor"): "None keeps the resumed job's own executor",
+}
+
+
+def flag_of(info: OptionInfo) -> Any:
+    """An option's first flag (typer takes ``Option("--x")`` in ``Annotated`` as its default)."""
+    return info.param_decls[0] if info.param_decls else info.default
+
+
+def shared_infos() -> dict[int, str]:
+    """id of each shared engine ``OptionInfo`` in ``cli.common`` -> its flag."""
+    found = {}
+    for value in vars(common).values():
+        if typing.get_origin(value) is typing.Annotated:
+            for meta in typing.get_args(value)[1:]:
+                if isinstance(meta, OptionInfo) and \
+                        flag_of(meta) in {o.flag for o in ENGINE_OPTIONS.values()}:
+                    found[id(meta)] = flag_of(meta)
+    return found
+
+
+def commands(typer_app: typer.Typer = app,
+             prefix: str = "") -> Iterator[tuple[str, Callable[..., Any]]]:
+    """(command path, function) of every command of the app (typer's own records: click's
+    callbacks are typer's wrappers)."""
+    for info in typer_app.registered_commands:
+        assert info.callback is not None
+        name = info.name or info.callback.__name__.replace("_", "-")
+        yield f"{prefix} {name}".strip(), info.callback
+    for group in typer_app.registered_groups:
+        assert group.typer_instance is not None
+        yield from commands(group.typer_instance, f"{prefix} {group.name}".strip())
+
+
+def redeclared(name: str, callback: Callable[..., Any]) -> list[str]:
+    """The engine options ``callback`` declares otherwise than the shared declaration says."""
+    shared = shared_infos()
+    hints = typing.get_type_hints(callback, include_extras=True)
+    problems = []
+    for param in inspect.signature(callback).parameters.values():
+        option = BY_PARAM.get(param.name)
+        if option is None or (name.split(" ")[-1], param.name) in NOT_ENGINE:
+            continue
+        infos = [m for m in typing.get_args(hints.get(param.name))[1:] if isinstance(m, OptionInfo)]
+        if not infos or shared.get(id(infos[0])) != option.flag:
+            problems.append(f"{name}: {option.flag} is declared in the command, not shared")
+        elif param.default != option.command_default:
+            problems.append(f"{name}: {option.flag} defaults to {param.default!r}, the "
+                            f"declaration to {option.command_default!r}")
+    return problems
+
+
+def test_every_command_takes_the_shared_engine_options() -> None:
+    found = [p for name, cb in commands() for p in redeclared(name, cb)]
+    assert found == []
+    # and the commands that take model options at all were seen
+    takes = {name for name, cb in commands()
+             if "concurrency" in inspect.signature(cb).parameters}
+    assert {"run", "synthesize", "judge", "interview", "calibrate", "personas from-text",
+            "personas expand", "personas sample-population"} <= takes
+
+
+def test_a_command_declaring_its_own_engine_option_is_found() -> None:
+    """The check above can fail: a command's own --concurrency, or a shared one with another
+    default, is reported."""
+
+    def own(concurrency: typing.Annotated[int, typer.Option("--concurrency")] = 16) -> None:
+        """A command restating --concurrency."""
+
+    def other_default(concurrency: common.ConcurrencyOption = 8,
+                      top_p: common.TopPOption = common.ENGINE.top_p) -> None:
+        """A command with the shared option and its own default."""
+
+    assert redeclared("own", own) == ["own: --concurrency is declared in the command, not shared"]
+    assert redeclared("other", other_default) == [
+        "other: --concurrency defaults to 8, the declaration to 16"]
+
+
+def config_types() -> list[type]:
+    from personahub.core.kernel import spec_for
+
+    runtime.registered_kinds()
+    return [spec.config_type for kind in runtime.registered_kinds()
+            if (spec := spec_for(kind)) is not None and hasattr(spec, "config_type")]
+
+
+def test_every_config_defaults_to_the_declared_defaults() -> None:
+    from personahub.models.embedders import EmbedderSettings, OpenAIEmbedder
+    from personahub.models.generation import Generation
+    from personahub.models.offline import OFFLINE_MODEL_NAME
+    from personahub.models.settings import LLMSettings
+    from personahub.pipelines.dedup import DedupJobConfig
+    from personahub.pipelines.interview import InterviewConfig
+    from personahub.pipelines.synthesize import SynthConfig
+
+    assert ENGINE_OPTIONS["llm"].default == OFFLINE_MODEL_NAME
+    types = {*config_types(), SynthConfig, DedupJobConfig, InterviewConfig, LLMSettings,
+             Generation, EmbedderSettings, OpenAIEmbedder}
+    assert len(types) >= 13
+    for config_type in types:
+        for field in dataclasses.fields(config_type):
+            option = ENGINE_OPTIONS.get("llm" if field.name == "spec" else field.name)
+            if option is not None and field.default is not dataclasses.MISSING:
+                assert field.default == option.default, (config_type.__name__, field.name)
+
+
+API_MODULES = (api, any_job, interviews)
+
+
+def test_no_api_function_declares_an_engine_option() -> None:
+    """API functions take engine options through ``**options`` (checked against the
+    configs' fields), ``llm`` aside: its default is the declared one or None."""
+    found = []
+    for module in API_MODULES:
+        for name, func in vars(module).items():
+            if name.startswith("_") or not inspect.isfunction(func) or \
+                    func.__module__ != module.__name__:
+                continue
+            for param in inspect.signature(func).parameters.values():
+                if param.name not in ENGINE_OPTIONS or param.default is inspect.Parameter.empty:
+                    continue
+                if param.name == "llm" and param.default in (ENGINE_OPTIONS["llm"].default, None):
+                    continue
+                found.append(f"{module.__name__}.{name}({param.name}=...)")
+    assert found == []
+
+
+# --- the CLI and the API build the same config -------------------------------------------------
+
+
+class Captured(Exception):
+    """What ``runtime.run`` was given, instead of running the job."""
+
+    def __init__(self, kind: str, config: Any) -> None:
+        super().__init__(kind)
+        self.kind, self.config = kind, config
+
+
+@pytest.fixture
+def capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run(spec: Any, config: Any, db: Any, **_: Any) -> Any:
+        raise Captured(spec.kind, config)
+
+    monkeypatch.setattr(runtime, "run", run)
+
+
+def cli_config(*args: object) -> Captured:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert isinstance(result.exception, Captured), result.output
+    return result.exception
+
+
+def api_config(call: Callable[[], Any]) -> Captured:
+    with pytest.raises(Captured) as caught:
+        call()
+    return caught.value
+
+
+# the engine options given to every command taking them: flag value, and the API's keyword value
+GIVEN: dict[str, tuple[str, Any]] = {
+    "concurrency": ("3", 3), "timeout_s": ("7", 7.0), "rps": ("2", 2.0),
+    "max_failed_share": ("0.5", 0.5), "cache": ("record", "record"),
+    "structured": ("json_object", "json_object"), "max_tokens": ("99", 99),
+    "temperature": ("0.5", 0.5), "top_p": ("0.9", 0.9), "offline_latency_s": ("0.01", 0.01)}
+
+
+def given_options(command: str) -> tuple[list[str], dict[str, Any]]:
+    """The flags of ``GIVEN`` that ``command`` takes, and the same as API keywords."""
+    params = inspect.signature(dict(commands())[command]).parameters
+    flags: list[str] = []
+    kwargs = {}
+    for field, (text, value) in GIVEN.items():
+        option = ENGINE_OPTIONS[field]
+        if option.param in params:
+            flags += [option.flag, text]
+            kwargs[field] = value
+    return flags, kwargs
+
+
+# fields that say who started the job or hold a live object, not what it is
+NOT_COMPARED = {"origin", "scenario", "steering"}
+
+
+def fields_of(config: Any) -> dict[str, Any]:
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()
+            if k not in NOT_COMPARED}
+
+
+def assert_same(cli: Captured, made: Captured) -> None:
+    assert cli.kind == made.kind
+    assert type(cli.config) is type(made.config)
+    assert fields_of(cli.config) == fields_of(made.config)
+
+
+def _marginals(tmp_path: Path) -> Path:
+    path = tmp_path / "marginals.json"
+    path.write_text('{"age": {"18-29": 0.5, "30-49": 0.5}}', encoding="utf-8")
+    return path
+
+
+def kinds(tmp_path: Path, scenario: Path, corpus: Path) -> dict[str, tuple[list[object],
+                                                                               Callable[[], Any]]]:
+    """Per job kind: the command line and the API call that should make the same config."""
+    db = tmp_path / "hub.duckdb"
+    marginals = _marginals(tmp_path)
+    return {
+        "synthesis": (["synthesize", "math_problem", "--db", db, "--n", 4],
+                      lambda **kw: personahub.synthesize("math_problem", db=db, n=4, **kw)),
+        "run": (["run", scenario, "--db", db],
+                lambda **kw: personahub.run_scenario(scenario, db=db, **kw)),
+        "judge": (["judge", "--job", "j1", "--db", db],
+                  lambda **kw: personahub.judge(job="j1", db=db, **kw)),
+        "calibration": (["calibrate", tmp_path / "survey.csv", "--population", "all",
+                         "--db", db],
+                        lambda **kw: personahub.calibrate(tmp_path / "survey.csv",
+                                                          population="all", db=db, **kw)),
+        "text_to_persona": (["personas", "from-text", corpus, "--db", db],
+                            lambda **kw: personahub.text_to_persona(corpus, db=db, **kw)),
+        "expansion": (["personas", "expand", "--db", db],
+                      lambda **kw: personahub.expand(db=db, **kw)),
+        "population_write": (["personas", "sample-population", "--marginals", marginals,
+                              "--n", 5, "--llm", "offline", "--db", db],
+                             lambda **kw: personahub.write_population(marginals, n=5, db=db,
+                                                                      **kw)),
+    }
+
+
+KINDS = ["synthesis", "run", "judge", "calibration", "text_to_persona", "expansion",
+         "population_write"]
+
+
+@pytest.fixture
+def hub(tmp_path: Path, persona_file: Callable[[int], Path]) -> Path:
+    """A hub of 6 personas in ``tmp_path / hub.duckdb`` (what expand and dedup read)."""
+    db = tmp_path / "hub.duckdb"
+    result = CliRunner().invoke(app, ["personas", "import", str(persona_file(6)), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    return db
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["defaults", "engine-flags"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_cli_and_the_api_build_the_same_config(kind: str, given: bool, tmp_path: Path,
+                                                   scenario_file: Callable[..., Path],
+                                                   hub: Path, capture: None) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("A nurse on night shift.\n\nA farmer at dawn.\n", encoding="utf-8")
+    args, call = kinds(tmp_path, scenario_file(), corpus)[kind]
+    command = args[0] if args[0] != "personas" else f"personas {args[1]}"
+    flags, kwargs = given_options(str(command)) if given else ([], {})
+    cli = cli_config(*args, *flags)
+    made = api_config(lambda: call(**kwargs))
+    assert cli.kind == kind
+    assert_same(cli, made)
+    if given:  # the flags reached the config
+        assert len(kwargs) >= 8
+        assert {k: getattr(cli.config, k) for k in kwargs} == kwargs
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["defaults", "engine-flags"])
+def test_dedup_cli_and_api_build_the_same_config(given: bool, hub: Path, capture: None) -> None:
+    flags = ["--timeout", "7", "--embedder", "openai:text-embedding-3-small", "--rps", "2",
+             "--cache", "record"] if given else []
+    cli = cli_config("personas", "dedup", "--db", hub, *flags)
+    kwargs = {"timeout_s": 7.0, "embedder": "openai:text-embedding-3-small", "rps": 2.0,
+              "cache": "record"} if given else {}
+    made = api_config(lambda: personahub.dedup(db=hub, **kwargs))
+    assert cli.kind == "dedup"
+    assert_same(cli, made)
+
+
+@pytest.fixture
+def run_id(tmp_path: Path, scenario_file: Callable[..., Path]) -> str:
+    """A one-step offline run in ``tmp_path / hub.duckdb`` (what an interview asks)."""
+    run = personahub.run_scenario(scenario_file(n_personas=4), db=tmp_path / "hub.duckdb",
+                                  steps=1, progress=False)
+    return run.job_id
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["defaults", "engine-flags"])
+def test_interview_cli_and_api_build_the_same_config(given: bool, tmp_path: Path, run_id: str,
+                                                     capture: None) -> None:
+    db = tmp_path / "hub.duckdb"
+    flags, kwargs = given_options("interview") if given else ([], {})
+    cli = cli_config("interview", "how are you?", "--run", run_id, "--agent", "1", "--db", db,
+                     *flags)
+    made = api_config(lambda: personahub.interview("how are you?", run=run_id, agent="1", db=db,
+                                                   **kwargs))
+    assert cli.kind == "interview"
+    assert_same(cli, made)
+    if given:
+        assert {k: getattr(cli.config, k) for k in kwargs} == kwargs
