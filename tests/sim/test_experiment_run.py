@@ -1,0 +1,80 @@
+"""Running an experiment (personahub/experiments.py): each arm x replicate a run on the kernel,
+linked in the ``experiments`` table, resumable by experiment id; an A/A experiment shows no
+effect."""
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from personahub.experiments import experiment
+
+SCENARIO = '''
+from personahub.sim.experiment import Arm, Experiment, Outcome
+from personahub.sim.scenario import Activation, Event, GraphGrowth, PersonaSource, Scenario, Survey
+SCENARIO = Scenario(
+    name="tiny_launch", personas=PersonaSource(limit=8),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, kinds=("npc_dialogue",),
+    activation=Activation(mode="count", count=2),
+    events=(Event(step=1, text="A new e-bike goes on sale."),),
+    surveys=(Survey(id="buy", steps=(2,), options=("yes", "no", "unsure"), question="Buy it?"),
+             Survey(id="fair", steps=(2,), answer="scale", low=1, high=10,
+                    question="Fair price?")),
+    seed=5)
+EXPERIMENT = Experiment(arms=ARMS, replicates=2,
+                        outcomes=(Outcome(survey="buy", step=2, options=("yes",)),
+                                  Outcome(survey="fair", step=2)))
+'''
+
+
+def scenario_file(tmp_path: Path, arms: str) -> Path:
+    path = tmp_path / "tiny_launch.py"
+    path.write_text(SCENARIO.replace("ARMS", arms))
+    return path
+
+
+@pytest.mark.slow
+def test_aa_experiment_runs_each_arm_and_replicate_and_shows_no_effect(tmp_path):
+    db = tmp_path / "exp.duckdb"
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
+    result = experiment(path, db=db)
+    assert len(result.ran) == 4
+    assert sorted(zip(result.runs.arm, result.runs.replicate, result.runs.seed,
+                      strict=True)) == \
+        [("a", 0, 5), ("a", 1, 6), ("b", 0, 5), ("b", 1, 6)]
+    assert list(result.runs.is_control) == [True, False, True, False]
+    assert set(result.arms.n) == {16}  # 8 agents x 2 replicates answered each survey
+    assert list(result.effects.outcome) == ["buy@2", "fair@2"]
+    # two identical worlds from the same seeds: the same answers, no effect
+    assert (result.effects.effect == 0).all() and not result.effects.significant.any()
+    assert all("no detectable effect of b against a" in v for v in result.verdicts())
+    # run again with the same id: every run is finished, nothing runs, the same tables
+    again = experiment(path, db=db)
+    assert again.ran == [] and again.runs.equals(result.runs)
+    assert again.effects.drop(columns="verdict").equals(result.effects.drop(columns="verdict"))
+
+
+@pytest.mark.slow
+def test_a_killed_experiment_runs_only_what_is_missing(tmp_path):
+    db = tmp_path / "exp.duckdb"
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b", world="Prices are rising."))')
+    first = experiment(path, db=db, replicates=1)
+    assert len(first.ran) == 2 and set(first.runs.replicate) == {0}
+    con = duckdb.connect(str(db))  # as if killed before the last run finished
+    con.execute("DELETE FROM experiments WHERE arm = 'b'")
+    con.close()
+    second = experiment(path, db=db)
+    assert len(second.ran) == 3  # b of replicate 0, a and b of replicate 1
+    assert first.ran[0] in set(second.runs.run_id)
+    assert len(second.runs) == 4
+    # the treatment's world differs: its agents answer otherwise (the offline engine hashes
+    # the prompt), so the arms' values are not the same
+    values = second.values[second.values.outcome == "fair@2"]
+    assert list(values[values.arm == "a"].value) != list(values[values.arm == "b"].value)
+
+
+def test_replicates_must_be_positive(tmp_path):
+    from personahub.sim.scenario import ScenarioValueError
+    with pytest.raises(ScenarioValueError, match="replicates must be an int >= 1"):
+        experiment(scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))'),
+                   db=tmp_path / "x.duckdb", replicates=0)
