@@ -78,3 +78,21 @@ def test_replicates_must_be_positive(tmp_path):
     with pytest.raises(ScenarioValueError, match="replicates must be an int >= 1"):
         experiment(scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))'),
                    db=tmp_path / "x.duckdb", replicates=0)
+
+
+@pytest.mark.slow
+def test_experiment_command_prints_the_effect_table_and_verdicts(tmp_path):
+    from tests.cli_helpers import invoke
+
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
+    result = invoke("experiment", path, "--db", tmp_path / "exp.duckdb", "--replicates", "1",
+                    "--id", "trial")
+    assert result.exit_code == 0, result.output
+    assert "experiment trial: 2 arms x 1 replicates, 2 runs run now, 0 finished before" \
+        in result.stderr
+    lines = result.stdout.splitlines()
+    assert any("buy@2" in line and "chi-squared" in line and "+0.0 pp" in line for line in lines)
+    assert any("fair@2" in line and "Mann-Whitney U" in line for line in lines)
+    verdicts = [line for line in lines if "no detectable effect of b against a" in line]
+    assert [v.split(":")[0] for v in verdicts] == \
+        ["buy at step 2 (share answering yes)", "fair at step 2 (mean answer)"]

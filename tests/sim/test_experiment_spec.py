@@ -81,3 +81,13 @@ def test_fields_are_checked_on_construction():
                    replicates=0)
     with pytest.raises(ScenarioValueError, match="Arm: unknown field 'drop_event'"):
         Arm(name="a", drop_event=(1,))  # type: ignore[call-arg]
+
+
+def test_product_launch_experiment_compares_rumour_and_answer():
+    scenario, experiment = load_experiment(
+        Path(__file__).resolve().parents[2] / "personahub/scenarios/product_launch.py")
+    assert experiment.id == "product_launch" and experiment.replicates == 5
+    steps = {arm.name: [e.step for e in arm_scenario(scenario, arm).scheduled_events]
+             for arm in experiment.arms}
+    assert steps == {"no_rumour": [2], "rumour": [2, 4], "rumour_answered": [2, 4, 5]}
+    assert [o.name for o in experiment.outcomes] == ["intent_to_buy", "price_fairness@5"]
