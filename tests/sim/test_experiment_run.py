@@ -80,8 +80,8 @@ def test_replicates_must_be_positive(tmp_path):
                    db=tmp_path / "x.duckdb", replicates=0)
 
 
-@pytest.mark.slow
 def test_experiment_command_prints_the_effect_table_and_verdicts(tmp_path):
+    """Fast (two small runs): the one test of the fast subset through the runner and the CLI."""
     from tests.cli_helpers import invoke
 
     path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
