@@ -27,7 +27,7 @@ from personahub.analysis.experiment_effects import (
 from personahub.api import run_simulation
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
-from personahub.python_names import DEFAULT_DB
+from personahub.python_names import DEFAULT_DB, refuse_unknown
 from personahub.sim.experiment import Experiment, arm_scenario, load_experiment
 from personahub.sim.experiment_store import finished_arm_runs, record_arm_run
 from personahub.sim.scenario import Scenario
@@ -75,6 +75,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         The ``experiments`` rows (arm, replicate, seed, run_id, is_control) and the new run ids.
     """
     experiment_id = experiment.id or scenario.name
+    known = {f.name for f in dataclasses.fields(RunConfig)} - {"scenario", "db", "llm", "seed"}
+    refuse_unknown("experiment", options, known)
+    options = {k: v for k, v in options.items() if v is not None}
     db = Path(db)
     done: set[tuple[str, int]] = set()
     if db.exists():

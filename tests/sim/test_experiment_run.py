@@ -73,11 +73,15 @@ def test_a_killed_experiment_runs_only_what_is_missing(tmp_path):
     assert list(values[values.arm == "a"].value) != list(values[values.arm == "b"].value)
 
 
-def test_replicates_must_be_positive(tmp_path):
+def test_bad_replicates_and_options_are_refused_before_any_run(tmp_path):
+    from personahub.core.errors import PersonahubError
     from personahub.sim.scenario import ScenarioValueError
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
     with pytest.raises(ScenarioValueError, match="replicates must be an int >= 1"):
-        experiment(scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))'),
-                   db=tmp_path / "x.duckdb", replicates=0)
+        experiment(path, db=tmp_path / "x.duckdb", replicates=0)
+    with pytest.raises(PersonahubError, match="experiment: unknown option.s. stepz; choose from"):
+        experiment(path, db=tmp_path / "x.duckdb", stepz=2)
+    assert not (tmp_path / "x.duckdb").exists()
 
 
 def test_experiment_command_prints_the_effect_table_and_verdicts(tmp_path):
