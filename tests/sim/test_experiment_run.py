@@ -71,6 +71,12 @@ def test_a_killed_experiment_runs_only_what_is_missing(tmp_path):
     # the prompt), so the arms' values are not the same
     values = second.values[second.values.outcome == "fair@2"]
     assert list(values[values.arm == "a"].value) != list(values[values.arm == "b"].value)
+    # the resumed experiment's answers and effects are those of one never interrupted
+    whole = experiment(path, db=tmp_path / "whole.duckdb")
+    keys = ["outcome", "arm", "replicate", "agent_id"]
+    assert whole.values.drop(columns="run_id").sort_values(keys).reset_index(drop=True).equals(
+        second.values.drop(columns="run_id").sort_values(keys).reset_index(drop=True))
+    assert whole.effects.equals(second.effects)
 
 
 def test_bad_replicates_and_options_are_refused_before_any_run(tmp_path):
