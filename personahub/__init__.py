@@ -34,6 +34,7 @@ _PUBLIC = {
     "RunConfig": "personahub.pipelines.run",
     "RunSummary": "personahub.pipelines.run",
     "run_scenario": "personahub.api",
+    "experiment": "personahub.experiments",
     "run_scenario_async": "personahub.api",
     "synthesize": "personahub.api",
     "synthesize_async": "personahub.api",

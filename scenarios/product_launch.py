@@ -9,9 +9,13 @@ at step 5 a price-fairness scale. Read the answers with one query per step, e.g.
 
     personahub sql "select step, answer_choice, count(*) from survey_answers
                     where survey_id = 'purchase_intent' group by all order by all"
+
+Its ``EXPERIMENT`` runs it as three arms (no rumour, rumour, rumour answered) over five seeds:
+``personahub experiment product_launch.py`` prints the effects (docs/scenarios.md).
 """
 
 from personahub.cli import main
+from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import Activation, Audience, Event, GraphGrowth, PersonaSource, Scenario, Survey
 
 INTENT = ("definitely", "probably", "unsure", "probably not", "definitely not")
@@ -43,6 +47,19 @@ SCENARIO = Scenario(
                         "10 = a bargain)?"),
     ),
     seed=21,
+)
+
+# ``personahub experiment product_launch.py``: what the rumour changes against no rumour, and
+# what the company's answer changes against leaving it unanswered; each arm its own society from
+# the same seeds (events are numbered from 0 in step order: 1 the rumour, 2 the answer).
+EXPERIMENT = Experiment(
+    arms=(Arm(name="no_rumour", drop_events=(1, 2)),
+          Arm(name="rumour", drop_events=(2,)),
+          Arm(name="rumour_answered")),
+    replicates=5,
+    outcomes=(Outcome(survey="purchase_intent", step=5, options=("definitely", "probably"),
+                      name="intent_to_buy"),
+              Outcome(survey="price_fairness", step=5)),
 )
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ missing or bad value, a bad choice) exits 2 with one ``error:`` line.
 
 Layout (the CLI is the outermost layer; no command module imports another, nor this one), all
 in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
-consoles, errors, client, progress, the JSON result), ``run``,
+consoles, errors, client, progress, the JSON result), ``run``, ``experiment``,
 ``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
 ``judge``, ``evaluate``, ``batch`` (batch import), ``calibrate`` (calibrate, calibrations), ``doctor``,
 ``jobs`` (jobs, runs, resume),
@@ -42,6 +42,7 @@ from personahub.cli import (
 )
 from personahub.cli import (
     evaluate as cli_evaluate,
+    experiment as cli_experiment,
 )
 from personahub.cli import (
     hub as cli_hub,
@@ -146,6 +147,7 @@ def _root(version: Annotated[bool, typer.Option(
 
 # Commands in the order ``--help`` lists them.
 app.command()(cli_run.run)
+app.command()(cli_experiment.experiment)
 app.command()(cli_sql.sql)
 app.command()(cli_serve.serve)
 app.command()(cli_synth.synthesize)

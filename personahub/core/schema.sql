@@ -253,6 +253,17 @@ CREATE TABLE IF NOT EXISTS survey_answers (
     content       JSON,
     PRIMARY KEY (run_id, step, survey_id, agent_id)
 );
+-- experiments (sim/experiment.py): each arm x replicate of an experiment is one run; a row is
+-- written when its run finished, so running the experiment again skips it
+CREATE TABLE IF NOT EXISTS experiments (
+    experiment_id VARCHAR NOT NULL,
+    arm           VARCHAR NOT NULL,
+    replicate     INTEGER NOT NULL,
+    seed          BIGINT NOT NULL,
+    run_id        VARCHAR NOT NULL,
+    is_control    BOOLEAN NOT NULL,
+    PRIMARY KEY (experiment_id, arm, replicate)
+);
 CREATE TABLE IF NOT EXISTS agent_states (
     run_id   VARCHAR NOT NULL,
     agent_id INTEGER NOT NULL,

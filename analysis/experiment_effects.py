@@ -1,0 +1,292 @@
+"""Effects of an experiment's treatments against its control, with intervals, tests and power.
+
+The input is one value per agent and outcome (``outcome_values``): 1 or 0 for a share outcome
+(the agent chose one of the outcome's options, or not), the answer for a scale outcome. For each
+outcome and treatment arm, ``effects`` gives
+
+- the effect: the treatment's share minus the control's, in percentage points, or the difference
+  of means, in scale points;
+- a bootstrap interval of that difference (``scipy.stats.bootstrap``, agents resampled within
+  each arm, pooled over the replicates);
+- the test that fits: chi-squared on the 2x2 table for a share, Mann-Whitney U for a scale
+  (scipy), Holm-corrected across every outcome and treatment of the experiment (statsmodels);
+- an effect size: Cohen's h for a share, Cohen's d for a scale;
+- the minimum detectable effect at the sample sizes it had (statsmodels power, 80% power).
+
+Limit: agents of one run talk to each other, so they are not independent draws; the intervals and
+tests treat them as such and are optimistic when the society spreads opinions. Replicates
+(independent worlds) are what makes the answer general; report them with the effect.
+
+``plan_power`` answers the question before running: agents per arm and replicates needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import NormalIndPower, TTestIndPower
+from statsmodels.stats.proportion import proportion_effectsize
+
+from personahub.sim.experiment import Experiment, Outcome
+from personahub.sim.experiment_store import outcome_answers
+
+SHARE_UNIT = "percentage points"
+SCALE_UNIT = "scale points"
+EFFECT_COLUMNS = ["outcome", "treatment", "control", "unit", "control_value", "treatment_value",
+                  "effect", "ci_low", "ci_high", "test", "statistic", "p_value", "p_holm",
+                  "effect_size", "effect_size_kind", "n_control", "n_treatment", "replicates",
+                  "mde", "significant", "verdict"]
+
+
+def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
+                   runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per outcome, arm and agent answer: outcome, arm, replicate, run_id, agent_id, value.
+
+    Args:
+        con: the experiment's database.
+        experiment: the experiment (its outcomes).
+        runs: its runs (``arm``, ``replicate``, ``run_id``), as the ``experiments`` table holds.
+
+    Returns:
+        The values, 1.0/0.0 for a share outcome and the answer for a scale outcome.
+    """
+    frames = []
+    for outcome in experiment.outcomes:
+        answers = outcome_answers(con, list(runs["run_id"]), outcome.survey, outcome.step)
+        answers = answers.merge(runs[["run_id", "arm", "replicate"]], on="run_id")
+        if outcome.is_share:
+            value = answers["answer_choice"].isin(outcome.options).astype(float)
+        else:
+            value = answers["answer_scale"].astype(float)
+        frames.append(pd.DataFrame({"outcome": outcome.name, "arm": answers["arm"],
+                                    "replicate": answers["replicate"],
+                                    "run_id": answers["run_id"], "agent_id": answers["agent_id"],
+                                    "value": value}).dropna(subset=["value"]))
+    columns = ["outcome", "arm", "replicate", "run_id", "agent_id", "value"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def arm_table(values: pd.DataFrame) -> pd.DataFrame:
+    """Per outcome and arm: agents answering, replicates, and the share or mean (``value``)."""
+    grouped = values.groupby(["outcome", "arm"], sort=False)
+    return grouped.agg(n=("value", "size"), replicates=("replicate", "nunique"),
+                       value=("value", "mean")).reset_index()
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One treatment against the control on one outcome (a row of ``effects``)."""
+
+    outcome: str
+    treatment: str
+    control: str
+    unit: str
+    control_value: float
+    treatment_value: float
+    effect: float
+    ci_low: float
+    ci_high: float
+    test: str
+    statistic: float
+    p_value: float
+    effect_size: float
+    effect_size_kind: str
+    n_control: int
+    n_treatment: int
+    replicates: int
+    mde: float
+
+
+def _mean_difference(treated: np.ndarray, control: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.asarray(np.mean(treated, axis=axis) - np.mean(control, axis=axis))
+
+
+def bootstrap_difference(treated: np.ndarray, control: np.ndarray, *, confidence: float = 0.95,
+                         n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The percentile bootstrap interval of mean(treated) - mean(control), each arm resampled
+    on its own (``scipy.stats.bootstrap``)."""
+    if np.ptp(np.concatenate([treated, control])) == 0:  # every value alike: no spread at all
+        return 0.0, 0.0
+    result = stats.bootstrap((treated, control), _mean_difference, vectorized=True,
+                             paired=False, confidence_level=confidence, n_resamples=n_resamples,
+                             method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def share_test(treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
+    """Chi-squared (no continuity correction) on the 2x2 table arm x chose-or-not: (chi2, p);
+    (0, 1) when nobody or everybody chose the options in both arms."""
+    table = np.array([[treated.sum(), len(treated) - treated.sum()],
+                      [control.sum(), len(control) - control.sum()]])
+    if (table.sum(axis=0) == 0).any():
+        return 0.0, 1.0
+    result = stats.chi2_contingency(table, correction=False)
+    return float(result.statistic), float(result.pvalue)
+
+
+def scale_test(treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U: (U, p); (U, 1) when every answer is alike."""
+    if np.ptp(np.concatenate([treated, control])) == 0:
+        return float(len(treated) * len(control) / 2), 1.0
+    result = stats.mannwhitneyu(treated, control, alternative="two-sided")
+    return float(result.statistic), float(result.pvalue)
+
+
+def cohens_d(treated: np.ndarray, control: np.ndarray) -> float:
+    """Cohen's d with the pooled standard deviation (0 when there is no spread)."""
+    n1, n2 = len(treated), len(control)
+    pooled = math.sqrt(((n1 - 1) * np.var(treated, ddof=1) + (n2 - 1) * np.var(control, ddof=1))
+                       / (n1 + n2 - 2)) if n1 + n2 > 2 else 0.0
+    return float((treated.mean() - control.mean()) / pooled) if pooled > 0 else 0.0
+
+
+def minimum_detectable(*, share: bool, n_treatment: int, n_control: int, alpha: float = 0.05,
+                       power: float = 0.8) -> float:
+    """The smallest effect size (Cohen's h for a share, d for a scale) a two-sided test at
+    ``alpha`` detects with ``power`` at these sample sizes (statsmodels)."""
+    analysis = NormalIndPower() if share else TTestIndPower()
+    return float(analysis.solve_power(effect_size=None, nobs1=n_treatment,
+                                      ratio=n_control / n_treatment, alpha=alpha, power=power))
+
+
+def share_from_h(p_control: float, h: float) -> float:
+    """The share a Cohen's h of ``h`` above ``p_control`` reaches (capped at 1)."""
+    angle = min(math.asin(math.sqrt(p_control)) + h / 2, math.pi / 2)
+    return math.sin(angle) ** 2
+
+
+def compare(outcome: str, share: bool, treatment: str, control: str, treated: np.ndarray,
+            controls: np.ndarray, replicates: int, *, confidence: float = 0.95,
+            alpha: float = 0.05, seed: int = 0) -> Effect:
+    """One treatment against the control on one outcome (see the module doc)."""
+    scale = 100.0 if share else 1.0
+    low, high = bootstrap_difference(treated, controls, confidence=confidence, seed=seed)
+    if share:
+        statistic, p = share_test(treated, controls)
+        size = float(proportion_effectsize(treated.mean(), controls.mean()))
+        mde_h = minimum_detectable(share=True, n_treatment=len(treated),
+                                   n_control=len(controls), alpha=alpha)
+        mde = (share_from_h(float(controls.mean()), mde_h) - float(controls.mean())) * scale
+    else:
+        statistic, p = scale_test(treated, controls)
+        size = cohens_d(treated, controls)
+        mde_d = minimum_detectable(share=False, n_treatment=len(treated),
+                                   n_control=len(controls), alpha=alpha)
+        spread = float(np.std(np.concatenate([treated, controls]), ddof=1))
+        mde = mde_d * spread
+    return Effect(outcome=outcome, treatment=treatment, control=control,
+                  unit=SHARE_UNIT if share else SCALE_UNIT,
+                  control_value=float(controls.mean()), treatment_value=float(treated.mean()),
+                  effect=float(treated.mean() - controls.mean()) * scale, ci_low=low * scale,
+                  ci_high=high * scale, test="chi-squared" if share else "Mann-Whitney U",
+                  statistic=statistic, p_value=p, effect_size=size,
+                  effect_size_kind="Cohen's h" if share else "Cohen's d",
+                  n_control=len(controls), n_treatment=len(treated), replicates=replicates,
+                  mde=mde)
+
+
+def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float = 0.95,
+            alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """The effect table: one row per outcome and treatment (columns ``EFFECT_COLUMNS``).
+
+    Args:
+        values: one value per outcome, arm and agent (``outcome_values``).
+        experiment: its outcomes and arms (the first arm is the control).
+        confidence: the bootstrap interval's level.
+        alpha: the tests' level, after Holm's correction across every row.
+        seed: the bootstrap's seed (the table is a function of the values and the seed).
+
+    Returns:
+        The table, with ``p_holm``, ``significant`` and a plain ``verdict`` per row.
+    """
+    rows: list[Effect] = []
+    control = experiment.control.name
+    for outcome in experiment.outcomes:
+        mine = values[values["outcome"] == outcome.name]
+        controls = mine.loc[mine["arm"] == control, "value"].to_numpy(dtype=float)
+        for arm in experiment.arms[1:]:
+            treated_rows = mine[mine["arm"] == arm.name]
+            treated = treated_rows["value"].to_numpy(dtype=float)
+            if len(treated) < 2 or len(controls) < 2:
+                continue
+            replicates = int(treated_rows["replicate"].nunique())
+            rows.append(compare(outcome.name, outcome.is_share, arm.name, control, treated,
+                                controls, replicates, confidence=confidence, alpha=alpha,
+                                seed=seed))
+    if not rows:
+        return pd.DataFrame(columns=EFFECT_COLUMNS)
+    table = pd.DataFrame([dataclasses.asdict(r) for r in rows])
+    rejected, holm, _, _ = multipletests(table["p_value"].to_numpy(), alpha=alpha, method="holm")
+    table.insert(table.columns.get_loc("p_value") + 1, "p_holm", holm)
+    table["significant"] = rejected
+    described = {o.name: describe_outcome(o) for o in experiment.outcomes}
+    table["verdict"] = [verdict(row, described[row["outcome"]], confidence)
+                        for row in table.to_dict("records")]
+    return table[EFFECT_COLUMNS]
+
+
+def describe_outcome(outcome: Outcome) -> str:
+    """An outcome in words: ``purchase_intent at step 5 (share answering definitely, probably)``."""
+    what = f"share answering {', '.join(outcome.options)}" if outcome.is_share else "mean answer"
+    return f"{outcome.survey} at step {outcome.step} ({what})"
+
+
+def verdict(row: Mapping[str, Any], described: str, confidence: float = 0.95) -> str:
+    """One plain line for a row of the effect table: the effect with its interval and corrected
+    test, and what it means."""
+    unit = row["unit"]
+    change = (f"{row['effect']:+.1f} {unit} ({confidence:.0%} CI {row['ci_low']:+.1f} to "
+              f"{row['ci_high']:+.1f}; {row['test']} p={row['p_value']:.3g}, "
+              f"Holm p={row['p_holm']:.3g})")
+    who = f"{row['treatment']} against {row['control']}"
+    if row["significant"]:
+        way = "raises" if row["effect"] > 0 else "lowers"
+        return f"{described}: {row['treatment']} {way} it by {change}, {who}."
+    return (f"{described}: no detectable effect of {who}, {change}; the smallest effect these "
+            f"sizes detect is about {abs(row['mde']):.1f} {unit}.")
+
+
+def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
+               alpha: float = 0.05, power: float = 0.8) -> dict[str, int | float]:
+    """Agents per arm and replicates needed to detect an effect before running (statsmodels).
+
+    Args:
+        effect_size: the standardised effect to detect: Cohen's h for a share
+            (``share_effect_size``), Cohen's d for a scale.
+        agents_per_run: agents that answer the outcome's survey in one run.
+        share: whether the outcome is a share (z test power) or a scale (t test power).
+        alpha: the two-sided test's level.
+        power: the wanted chance of detecting the effect.
+
+    Returns:
+        ``agents_per_arm`` and ``replicates`` (runs per arm at ``agents_per_run`` agents each),
+        with the inputs.
+    """
+    if effect_size == 0:
+        raise ValueError("an effect size of 0 cannot be detected by any sample size")
+    analysis = NormalIndPower() if share else TTestIndPower()
+    n = float(analysis.solve_power(effect_size=abs(effect_size), nobs1=None, ratio=1.0,
+                                   alpha=alpha, power=power))
+    agents = math.ceil(n)
+    return {"effect_size": effect_size, "alpha": alpha, "power": power,
+            "agents_per_arm": agents, "agents_per_run": agents_per_run,
+            "replicates": math.ceil(agents / agents_per_run)}
+
+
+def share_effect_size(p_control: float, p_treatment: float) -> float:
+    """Cohen's h between two shares (statsmodels ``proportion_effectsize``)."""
+    return float(proportion_effectsize(p_treatment, p_control))
+
+
+def detection_rate(p_values: Sequence[float], alpha: float = 0.05) -> float:
+    """The share of p values below ``alpha``: an A/A experiment's false-positive rate."""
+    return float(np.mean(np.asarray(p_values) < alpha))

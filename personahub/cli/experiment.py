@@ -1,0 +1,67 @@
+"""``personahub experiment``: run a scenario file's ``EXPERIMENT`` and print its effect table.
+
+Each arm x replicate is a run in ``--db``; running the command again goes on with the runs not
+finished (``personahub/experiments.py``). The table has, per outcome and treatment, the effect
+against the control with its bootstrap interval, the test, Holm's corrected p and the effect
+size; a plain verdict line per outcome follows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+from personahub.cli.common import DbOption, LlmOption, one_line_errors, out, say
+from personahub.core.store import DEFAULT_DB
+
+
+@one_line_errors
+def experiment(
+    scenario: Annotated[Path, typer.Argument(
+        help="A scenario file defining SCENARIO and EXPERIMENT.")],
+    db: DbOption = Path(DEFAULT_DB),
+    llm: LlmOption = None,
+    replicates: Annotated[int | None, typer.Option(
+        "--replicates", min=1, help="Runs per arm (default: the experiment's).")] = None,
+    experiment_id: Annotated[str | None, typer.Option(
+        "--id", help="The experiment's id (default: the experiment's, else the scenario's name); "
+                     "the same id goes on with its unfinished runs.")] = None,
+    steps: Annotated[int | None, typer.Option(
+        "--steps", min=1, help="Steps per run (default: the scenario's).")] = None,
+) -> None:
+    """Run an experiment (arms x replicates, each a run) and print its effects with intervals."""
+    from personahub.experiments import experiment as run_it
+    from personahub.models.client import resolve_spec
+
+    def told(arm: str, replicate: int, run_id: str) -> None:
+        say(f"  arm {arm}, replicate {replicate}: run {run_id}")
+
+    result = run_it(scenario, db=db, llm=resolve_spec(llm), replicates=replicates,
+                    experiment_id=experiment_id, on_run=told, steps=steps)
+    runs = result.runs
+    say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "
+        f"{runs.replicate.nunique()} replicates, {len(result.ran)} runs run now, "
+        f"{len(runs) - len(result.ran)} finished before, in {db}")
+    table = Table("outcome", "treatment", "control", "effect", "95% CI", "test", "p", "Holm p",
+                  "effect size (h/d)", "n (t/c)")
+    for row in result.effects.to_dict("records"):
+        unit = "pp" if row["unit"] == "percentage points" else "pts"
+        table.add_row(row["outcome"], row["treatment"], row["control"],
+                      f"{row['effect']:+.1f} {unit}",
+                      f"{row['ci_low']:+.1f} to {row['ci_high']:+.1f}", row["test"],
+                      f"{row['p_value']:.3g}", f"{row['p_holm']:.3g}",
+                      f"{row['effect_size']:+.2f} {row['effect_size_kind'][-1]}",
+                      f"{row['n_treatment']}/{row['n_control']}")
+    if out.is_terminal:
+        out.print(table)
+    else:  # piped: as wide as its rows, never cut
+        wide = Measurement.get(out, out.options.update_width(1000), table).maximum
+        Console(file=out.file, width=wide, markup=False, emoji=False, highlight=False,
+                color_system=None).print(table)
+    for line in result.verdicts():
+        say(line, to=out)

@@ -1,0 +1,159 @@
+"""``personahub experiment``: run a scenario file's ``EXPERIMENT`` and read its effects.
+
+Each arm x replicate is an ordinary run on the job kernel (``run_simulation``), the arm's scenario
+being the base with the arm's differences (``sim/experiment.py``) and the replicate's seed
+``scenario.seed + replicate``, the same in every arm. A finished run is linked to its experiment in
+the ``experiments`` table; running the experiment again with the same id (in the same database)
+skips the runs already linked, so a killed experiment goes on where it stopped. A run stopped
+mid-way is started again from its first step (its arm's scenario is not its file's, so
+``personahub run --resume`` would not rebuild it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from personahub.analysis.experiment_effects import (
+    arm_table,
+    effects,
+    outcome_values,
+)
+from personahub.api import run_simulation
+from personahub.core.store import connect
+from personahub.pipelines.run import RunConfig
+from personahub.python_names import DEFAULT_DB, refuse_unknown
+from personahub.sim.experiment import Experiment, arm_scenario, load_experiment
+from personahub.sim.experiment_store import finished_arm_runs, record_arm_run
+from personahub.sim.scenario import Scenario
+
+
+@dataclass
+class ExperimentResult:
+    """An experiment's tables as DataFrames.
+
+    Attributes:
+        experiment_id: its id in the ``experiments`` table.
+        runs: arm, replicate, seed, run_id, is_control of each run.
+        arms: per outcome and arm, agents answering (``n``), replicates and the share or mean.
+        effects: per outcome and treatment, the effect table (``analysis/experiment_effects.py``).
+        values: one value per outcome, arm and agent answer (what ``effects`` is computed from).
+        ran: the run ids this call ran (the others were finished before).
+    """
+
+    experiment_id: str
+    runs: pd.DataFrame
+    arms: pd.DataFrame
+    effects: pd.DataFrame
+    values: pd.DataFrame
+    ran: list[str] = field(default_factory=list)
+
+    def verdicts(self) -> list[str]:
+        """One plain line per outcome and treatment."""
+        return [str(v) for v in self.effects["verdict"]]
+
+
+def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path = DEFAULT_DB,
+                   llm: str = "offline", on_run: Callable[[str, int, str], None] | None = None,
+                   **options: Any) -> tuple[pd.DataFrame, list[str]]:
+    """Run every arm x replicate not finished yet; the experiment's runs and the ids run now.
+
+    Args:
+        scenario: the base scenario.
+        experiment: its experiment (``experiment.id`` names it in the table).
+        db: the database every run writes to.
+        llm: the model spec of every run.
+        on_run: told (arm, replicate, run_id) after each run finished.
+        **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
+
+    Returns:
+        The ``experiments`` rows (arm, replicate, seed, run_id, is_control) and the new run ids.
+    """
+    experiment_id = experiment.id or scenario.name
+    known = {f.name for f in dataclasses.fields(RunConfig)} - {"scenario", "db", "llm", "seed"}
+    refuse_unknown("experiment", options, known)
+    options = {k: v for k, v in options.items() if v is not None}
+    db = Path(db)
+    done: set[tuple[str, int]] = set()
+    if db.exists():
+        con = connect(db)
+        try:
+            done = {(r.arm, int(r.replicate))
+                    for r in finished_arm_runs(con, experiment_id).itertuples()}
+        finally:
+            con.close()
+    ran: list[str] = []
+    for replicate in range(experiment.replicates):
+        seed = scenario.seed + replicate
+        for arm in experiment.arms:
+            if (arm.name, replicate) in done:
+                continue
+            config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed,
+                               **options)
+            summary = run_simulation(config)
+            con = connect(db)
+            try:
+                record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
+                               arm is experiment.control)
+            finally:
+                con.close()
+            ran.append(summary.run_id)
+            if on_run is not None:
+                on_run(arm.name, replicate, summary.run_id)
+    con = connect(db, read_only=True)
+    try:
+        runs = finished_arm_runs(con, experiment_id)
+    finally:
+        con.close()
+    return runs, ran
+
+
+def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Path,
+                    confidence: float = 0.95, alpha: float = 0.05, seed: int = 0,
+                    ran: list[str] | None = None) -> ExperimentResult:
+    """The tables of an experiment whose runs are ``runs`` (see ``ExperimentResult``)."""
+    runs = runs[runs["replicate"] < experiment.replicates].reset_index(drop=True)
+    con = connect(db, read_only=True)
+    try:
+        values = outcome_values(con, experiment, runs)
+    finally:
+        con.close()
+    return ExperimentResult(experiment_id=experiment.id, runs=runs, arms=arm_table(values),
+                            effects=effects(values, experiment, confidence=confidence,
+                                            alpha=alpha, seed=seed),
+                            values=values, ran=list(ran or []))
+
+
+def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
+               replicates: int | None = None, experiment_id: str | None = None,
+               confidence: float = 0.95, alpha: float = 0.05,
+               on_run: Callable[[str, int, str], None] | None = None,
+               **options: Any) -> ExperimentResult:
+    """Run a scenario file's ``EXPERIMENT`` (its unfinished runs) and return its tables.
+
+    Args:
+        scenario_file: a scenario file defining ``SCENARIO`` and ``EXPERIMENT``.
+        db: the database the runs and the ``experiments`` table are in.
+        llm: the model spec of every run (``offline`` by default).
+        replicates: runs per arm instead of the experiment's ``replicates``.
+        experiment_id: the id instead of the experiment's (default: the scenario's name).
+        confidence: the bootstrap intervals' level.
+        alpha: the tests' level after Holm's correction.
+        on_run: told (arm, replicate, run_id) after each run finished.
+        **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
+
+    Returns:
+        An ``ExperimentResult``: ``runs``, ``arms``, ``effects`` and ``values`` DataFrames.
+    """
+    scenario, spec = load_experiment(scenario_file)
+    if replicates is not None:
+        spec = spec.with_replicates(replicates)
+    if experiment_id is not None:
+        spec = dataclasses.replace(spec, id=experiment_id)
+    runs, ran = run_experiment(scenario, spec, db=db, llm=llm, on_run=on_run, **options)
+    return read_experiment(spec, runs, db=db, confidence=confidence, alpha=alpha, ran=ran)

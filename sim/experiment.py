@@ -1,0 +1,256 @@
+"""Experiments on the society: arms as differences from a scenario, replicated over seeds.
+
+A scenario file declares one next to its ``SCENARIO``::
+
+    EXPERIMENT = Experiment(
+        arms=(Arm(name="no_rumour", drop_events=(1,)), Arm(name="rumour")),
+        replicates=5,
+        outcomes=(Outcome(survey="purchase_intent", step=5, options=("definitely", "probably")),),
+    )
+
+The first arm is the control. The design is *between worlds*: each arm is its own society built
+from the same seed, so only the arm's difference separates it from the control; replicate ``r``
+runs every arm with seed ``scenario.seed + r``. An outcome is a survey's share of some options
+(a ``choice`` survey) or the mean of a ``scale`` survey, at one of the steps it is asked.
+
+Everything is validated against the scenario when the file is loaded (``load_experiment``), so a
+wrong arm or outcome fails with the file and the field at fault before any run starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import runpy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from personahub.sim.scenario import (
+    SCENARIO_MODULE,
+    Event,
+    Intervention,
+    Scenario,
+    ScenarioError,
+    ScenarioValueError,
+    _named_fields,
+    check_steps,
+    load_scenario,
+    raised_text,
+    scenario_frame,
+)
+
+DESIGNS = ("between",)  # within-world randomisation is not built yet (issue 47)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ScenarioValueError(message)
+
+
+def _tuple(value: object, field_name: str) -> tuple[object, ...]:
+    _check(isinstance(value, Sequence) and not isinstance(value, str | bytes),
+           f"{field_name} must be a tuple, got {value!r}")
+    return tuple(value)  # type: ignore[arg-type]
+
+
+@_named_fields
+@dataclass(frozen=True, kw_only=True)
+class Arm:
+    """One arm: the base scenario with these differences (none: the base scenario itself).
+
+    Attributes:
+        name: the arm's name (a short identifier, unique in the experiment).
+        drop_events: indices (0-based, in step order) of the base scenario's events this arm
+            leaves out.
+        add_events: ``Event`` objects this arm adds.
+        drop_interventions: indices of the base scenario's interventions this arm leaves out.
+        add_interventions: ``Intervention`` objects this arm adds.
+        world: text appended to the world text (None: the base world).
+    """
+
+    name: str
+    drop_events: tuple[int, ...] = ()
+    add_events: tuple[Event, ...] = ()
+    drop_interventions: tuple[int, ...] = ()
+    add_interventions: tuple[Intervention, ...] = ()
+    world: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and self.name.isidentifier(),
+               f"arm.name must be a short identifier (letters, digits, _), got {self.name!r}")
+        where = f"arm {self.name!r}"
+        for name in ("drop_events", "add_events", "drop_interventions", "add_interventions"):
+            object.__setattr__(self, name, _tuple(getattr(self, name), f"{where}: {name}"))
+        for name in ("drop_events", "drop_interventions"):
+            _check(all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                       for i in getattr(self, name)),
+                   f"{where}: {name} must hold indices >= 0, got {getattr(self, name)!r}")
+        _check(all(isinstance(e, Event) for e in self.add_events),
+               f"{where}: add_events must hold Event(...) objects")
+        _check(all(isinstance(x, Intervention) for x in self.add_interventions),
+               f"{where}: add_interventions must hold Intervention(...) objects")
+        _check(self.world is None or (isinstance(self.world, str) and bool(self.world.strip())),
+               f"{where}: world must be a non-empty string or None")
+
+
+@_named_fields
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What an experiment measures: a survey's answers at one step.
+
+    Attributes:
+        survey: the survey id.
+        step: the step whose answers count (one of the survey's steps).
+        options: for a ``choice`` survey, the options whose share is the outcome (e.g. the two
+            positive answers); empty for a ``scale`` survey, whose outcome is the mean.
+        name: the outcome's name in tables (default ``SURVEY@STEP``).
+    """
+
+    survey: str
+    step: int
+    options: tuple[str, ...] = ()
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.survey, str) and bool(self.survey),
+               f"outcome.survey must be a survey id, got {self.survey!r}")
+        _check(isinstance(self.step, int) and not isinstance(self.step, bool) and self.step >= 1,
+               f"outcome {self.survey!r}: step must be an int >= 1, got {self.step!r}")
+        if isinstance(self.options, str):
+            object.__setattr__(self, "options", (self.options,))
+        object.__setattr__(self, "options",
+                           _tuple(self.options, f"outcome {self.survey!r}: options"))
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.survey}@{self.step}")
+
+    @property
+    def is_share(self) -> bool:
+        """Whether the outcome is a share of options (else the mean of a scale)."""
+        return bool(self.options)
+
+
+@_named_fields
+@dataclass(frozen=True, kw_only=True)
+class Experiment:
+    """Arms (the first is the control), replicates and outcomes.
+
+    Attributes:
+        arms: two or more ``Arm`` objects; the first is the control.
+        outcomes: one or more ``Outcome`` objects.
+        replicates: runs per arm, over seeds ``scenario.seed + 0 .. replicates - 1``.
+        design: ``between`` (each arm its own society from the same seed).
+        id: the experiment's id in the ``experiments`` table (default: the scenario's name);
+            running it again with the same id skips its finished runs.
+    """
+
+    arms: tuple[Arm, ...]
+    outcomes: tuple[Outcome, ...]
+    replicates: int = 3
+    design: str = "between"
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arms", _tuple(self.arms, "experiment.arms"))
+        object.__setattr__(self, "outcomes", _tuple(self.outcomes, "experiment.outcomes"))
+        _check(len(self.arms) >= 2 and all(isinstance(a, Arm) for a in self.arms),
+               "experiment.arms must hold two or more Arm(...) objects (the first is the control)")
+        names = [a.name for a in self.arms]
+        _check(len(set(names)) == len(names), f"experiment.arms: duplicate arm names in {names}")
+        _check(len(self.outcomes) >= 1 and all(isinstance(o, Outcome) for o in self.outcomes),
+               "experiment.outcomes must hold one or more Outcome(...) objects")
+        outcome_names = [o.name for o in self.outcomes]
+        _check(len(set(outcome_names)) == len(outcome_names),
+               f"experiment.outcomes: duplicate outcome names in {outcome_names} (give name=)")
+        _check(isinstance(self.replicates, int) and not isinstance(self.replicates, bool)
+               and self.replicates >= 1,
+               f"experiment.replicates must be an int >= 1, got {self.replicates!r}")
+        _check(self.design in DESIGNS,
+               f"experiment.design must be one of {DESIGNS} (within-world randomisation is not "
+               f"built yet), got {self.design!r}")
+        _check(isinstance(self.id, str), f"experiment.id must be a string, got {self.id!r}")
+
+    @property
+    def control(self) -> Arm:
+        """The control arm (the first)."""
+        return self.arms[0]
+
+    def with_replicates(self, replicates: int) -> Experiment:
+        """The same experiment with another number of replicates (``--replicates``)."""
+        return dataclasses.replace(self, replicates=replicates)
+
+
+def check_experiment(experiment: Experiment, scenario: Scenario) -> None:
+    """Fail, naming the field, when an arm or outcome does not fit the scenario."""
+    events, interventions = len(scenario.scheduled_events), len(scenario.interventions)
+    for i, arm in enumerate(experiment.arms):
+        where = f"experiment.arms[{i}] ({arm.name})"
+        for index in arm.drop_events:
+            _check(index < events, f"{where}.drop_events: index {index} is out of range (the "
+                                   f"scenario has {events} events, 0..{events - 1})")
+        for index in arm.drop_interventions:
+            _check(index < interventions,
+                   f"{where}.drop_interventions: index {index} is out of range (the scenario "
+                   f"has {interventions} interventions)")
+    surveys = {s.id: s for s in scenario.surveys}
+    for i, outcome in enumerate(experiment.outcomes):
+        where = f"experiment.outcomes[{i}] ({outcome.name})"
+        survey = surveys.get(outcome.survey)
+        _check(survey is not None, f"{where}.survey: no survey {outcome.survey!r} in the "
+                                   f"scenario (it has: {', '.join(surveys) or 'none'})")
+        assert survey is not None
+        _check(outcome.step in survey.steps, f"{where}.step: survey {survey.id!r} is asked at "
+                                             f"steps {survey.steps}, not {outcome.step}")
+        if survey.answer == "choice":
+            _check(outcome.is_share, f"{where}.options: give the options of {survey.id!r} "
+                                     f"whose share is the outcome ({', '.join(survey.options)})")
+            unknown = [o for o in outcome.options if o not in survey.options]
+            if unknown:
+                raise ScenarioValueError(f"{where}.options: {unknown[0]!r} is not an option of "
+                                         f"{survey.id!r} ({', '.join(survey.options)})")
+        elif survey.answer == "scale":
+            _check(not outcome.is_share, f"{where}.options: {survey.id!r} is a scale; its "
+                                         "outcome is the mean, give no options")
+        else:
+            raise ScenarioValueError(f"{where}.survey: {survey.id!r} has free-text answers, "
+                                     "which are no outcome (use a choice or scale survey)")
+
+
+def arm_scenario(scenario: Scenario, arm: Arm) -> Scenario:
+    """The base scenario with the arm's differences (the same file, name and seed)."""
+    events = [e for i, e in enumerate(scenario.scheduled_events) if i not in arm.drop_events]
+    interventions = [x for i, x in enumerate(scenario.interventions)
+                     if i not in arm.drop_interventions]
+    world = scenario.world if arm.world is None else "\n\n".join(
+        part for part in (scenario.world.strip(), arm.world.strip()) if part)
+    changed = dataclasses.replace(scenario, events=(*events, *arm.add_events),
+                                  interventions=(*interventions, *arm.add_interventions),
+                                  world=world)
+    check_steps(changed)
+    return changed
+
+
+def load_experiment(path: str | Path) -> tuple[Scenario, Experiment]:
+    """A scenario file's ``SCENARIO`` and ``EXPERIMENT``, checked against each other.
+
+    Raises ScenarioError naming the file when it defines no valid ``EXPERIMENT`` or an arm or
+    outcome does not fit the scenario.
+    """
+    scenario = load_scenario(path)
+    source = scenario.source or Path(path)
+    try:
+        namespace = runpy.run_path(str(source), run_name=SCENARIO_MODULE)
+    except BaseException as exc:  # noqa: BLE001 - user code; load_scenario ran it once already
+        raise ScenarioError(f"{scenario_frame(exc) or source}: scenario {raised_text(exc)}") from None
+    experiment = namespace.get("EXPERIMENT")
+    if not isinstance(experiment, Experiment):
+        raise ScenarioError(f"{source}: defines no EXPERIMENT = Experiment(...) (see "
+                            "docs/scenarios.md, \"Experiments\")")
+    try:
+        check_experiment(experiment, scenario)
+        for arm in experiment.arms:
+            arm_scenario(scenario, arm)
+    except ScenarioError as exc:
+        raise type(exc)(f"{source}: {exc}") from None
+    if not experiment.id:
+        experiment = dataclasses.replace(experiment, id=scenario.name)
+    return scenario, experiment

@@ -1,0 +1,108 @@
+"""Running an experiment (personahub/experiments.py): each arm x replicate a run on the kernel,
+linked in the ``experiments`` table, resumable by experiment id; an A/A experiment shows no
+effect."""
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from personahub.experiments import experiment
+
+SCENARIO = '''
+from personahub.sim.experiment import Arm, Experiment, Outcome
+from personahub.sim.scenario import Activation, Event, GraphGrowth, PersonaSource, Scenario, Survey
+SCENARIO = Scenario(
+    name="tiny_launch", personas=PersonaSource(limit=8),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, kinds=("npc_dialogue",),
+    activation=Activation(mode="count", count=2),
+    events=(Event(step=1, text="A new e-bike goes on sale."),),
+    surveys=(Survey(id="buy", steps=(2,), options=("yes", "no", "unsure"), question="Buy it?"),
+             Survey(id="fair", steps=(2,), answer="scale", low=1, high=10,
+                    question="Fair price?")),
+    seed=5)
+EXPERIMENT = Experiment(arms=ARMS, replicates=2,
+                        outcomes=(Outcome(survey="buy", step=2, options=("yes",)),
+                                  Outcome(survey="fair", step=2)))
+'''
+
+
+def scenario_file(tmp_path: Path, arms: str) -> Path:
+    path = tmp_path / "tiny_launch.py"
+    path.write_text(SCENARIO.replace("ARMS", arms))
+    return path
+
+
+@pytest.mark.slow
+def test_aa_experiment_runs_each_arm_and_replicate_and_shows_no_effect(tmp_path):
+    db = tmp_path / "exp.duckdb"
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
+    result = experiment(path, db=db)
+    assert len(result.ran) == 4
+    assert sorted(zip(result.runs.arm, result.runs.replicate, result.runs.seed,
+                      strict=True)) == \
+        [("a", 0, 5), ("a", 1, 6), ("b", 0, 5), ("b", 1, 6)]
+    assert list(result.runs.is_control) == [True, False, True, False]
+    assert set(result.arms.n) == {16}  # 8 agents x 2 replicates answered each survey
+    assert list(result.effects.outcome) == ["buy@2", "fair@2"]
+    # two identical worlds from the same seeds: the same answers, no effect
+    assert (result.effects.effect == 0).all() and not result.effects.significant.any()
+    assert all("no detectable effect of b against a" in v for v in result.verdicts())
+    # run again with the same id: every run is finished, nothing runs, the same tables
+    again = experiment(path, db=db)
+    assert again.ran == [] and again.runs.equals(result.runs)
+    assert again.effects.drop(columns="verdict").equals(result.effects.drop(columns="verdict"))
+
+
+@pytest.mark.slow
+def test_a_killed_experiment_runs_only_what_is_missing(tmp_path):
+    db = tmp_path / "exp.duckdb"
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b", world="Prices are rising."))')
+    first = experiment(path, db=db, replicates=1)
+    assert len(first.ran) == 2 and set(first.runs.replicate) == {0}
+    con = duckdb.connect(str(db))  # as if killed before the last run finished
+    con.execute("DELETE FROM experiments WHERE arm = 'b'")
+    con.close()
+    second = experiment(path, db=db)
+    assert len(second.ran) == 3  # b of replicate 0, a and b of replicate 1
+    assert first.ran[0] in set(second.runs.run_id)
+    assert len(second.runs) == 4
+    # the treatment's world differs: its agents answer otherwise (the offline engine hashes
+    # the prompt), so the arms' values are not the same
+    values = second.values[second.values.outcome == "fair@2"]
+    assert list(values[values.arm == "a"].value) != list(values[values.arm == "b"].value)
+    # the resumed experiment's answers and effects are those of one never interrupted
+    whole = experiment(path, db=tmp_path / "whole.duckdb")
+    keys = ["outcome", "arm", "replicate", "agent_id"]
+    assert whole.values.drop(columns="run_id").sort_values(keys).reset_index(drop=True).equals(
+        second.values.drop(columns="run_id").sort_values(keys).reset_index(drop=True))
+    assert whole.effects.equals(second.effects)
+
+
+def test_bad_replicates_and_options_are_refused_before_any_run(tmp_path):
+    from personahub.core.errors import PersonahubError
+    from personahub.sim.scenario import ScenarioValueError
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
+    with pytest.raises(ScenarioValueError, match="replicates must be an int >= 1"):
+        experiment(path, db=tmp_path / "x.duckdb", replicates=0)
+    with pytest.raises(PersonahubError, match="experiment: unknown option.s. stepz; choose from"):
+        experiment(path, db=tmp_path / "x.duckdb", stepz=2)
+    assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_experiment_command_prints_the_effect_table_and_verdicts(tmp_path):
+    """Fast (two small runs): the one test of the fast subset through the runner and the CLI."""
+    from tests.cli_helpers import invoke
+
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
+    result = invoke("experiment", path, "--db", tmp_path / "exp.duckdb", "--replicates", "1",
+                    "--id", "trial")
+    assert result.exit_code == 0, result.output
+    assert "experiment trial: 2 arms x 1 replicates, 2 runs run now, 0 finished before" \
+        in result.stderr
+    lines = result.stdout.splitlines()
+    assert any("buy@2" in line and "chi-squared" in line and "+0.0 pp" in line for line in lines)
+    assert any("fair@2" in line and "Mann-Whitney U" in line for line in lines)
+    verdicts = [line for line in lines if "no detectable effect of b against a" in line]
+    assert [v.split(":")[0] for v in verdicts] == \
+        ["buy at step 2 (share answering yes)", "fair at step 2 (mean answer)"]
