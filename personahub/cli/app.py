@@ -42,6 +42,8 @@ from personahub.cli import (
 )
 from personahub.cli import (
     evaluate as cli_evaluate,
+)
+from personahub.cli import (
     experiment as cli_experiment,
 )
 from personahub.cli import (

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from personahub.cli.common import (
+    ENGINE,
     ConcurrencyOption,
     DbOption,
     TimeoutOption,
@@ -48,8 +49,8 @@ def evaluate(
     ] = False,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
-    concurrency: ConcurrencyOption = 16,
-    timeout: TimeoutOption = 60.0,
+    concurrency: ConcurrencyOption = ENGINE.concurrency,
+    timeout: TimeoutOption = ENGINE.timeout,
 ) -> None:
     """Split a synthesis job's items, verify the test items by solver agreement and score models
     on them with a 95% Wilson interval. Running it again reuses the stored split and answers."""

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from personahub.cli.common import DbOption, LlmOption, one_line_errors, out, say
+from personahub.cli.common import ENGINE, DbOption, LlmOption, one_line_errors, out, say
 from personahub.core.store import DEFAULT_DB
 
 
@@ -25,7 +25,7 @@ def experiment(
     scenario: Annotated[Path, typer.Argument(
         help="A scenario file defining SCENARIO and EXPERIMENT.")],
     db: DbOption = Path(DEFAULT_DB),
-    llm: LlmOption = None,
+    llm: LlmOption = ENGINE.llm,
     replicates: Annotated[int | None, typer.Option(
         "--replicates", min=1, help="Runs per arm (default: the experiment's).")] = None,
     experiment_id: Annotated[str | None, typer.Option(
