@@ -12,6 +12,8 @@ mid-way is started again from its first step (its arm's scenario is not its file
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +27,13 @@ from personahub.analysis.experiment_effects import (
     outcome_values,
 )
 from personahub.api import run_simulation
+from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.python_names import DEFAULT_DB, refuse_unknown
 from personahub.sim.experiment import Experiment, arm_scenario, load_experiment
 from personahub.sim.experiment_store import finished_arm_runs, record_arm_run
+from personahub.sim.runner import scenario_key
 from personahub.sim.scenario import Scenario
 
 
@@ -58,6 +62,14 @@ class ExperimentResult:
         return [str(v) for v in self.effects["verdict"]]
 
 
+def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]) -> str:
+    """SHA-256 of what an arm's runs are run with: the scenario (its file's bytes, which hold the
+    experiment too), the arm, the model spec and the run options. A re-run whose settings differ
+    from a finished run's is refused rather than mixing two experiments under one id."""
+    text = json.dumps([scenario_key(scenario), arm, llm, sorted(options.items())], default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path = DEFAULT_DB,
                    llm: str = "offline", on_run: Callable[[str, int, str], None] | None = None,
                    **options: Any) -> tuple[pd.DataFrame, list[str]]:
@@ -79,11 +91,11 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     refuse_unknown("experiment", options, known)
     options = {k: v for k, v in options.items() if v is not None}
     db = Path(db)
-    done: set[tuple[str, int]] = set()
+    done: dict[tuple[str, int], str] = {}
     if db.exists():
         con = connect(db)
         try:
-            done = {(r.arm, int(r.replicate))
+            done = {(r.arm, int(r.replicate)): r.settings
                     for r in finished_arm_runs(con, experiment_id).itertuples()}
         finally:
             con.close()
@@ -91,7 +103,13 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     for replicate in range(experiment.replicates):
         seed = scenario.seed + replicate
         for arm in experiment.arms:
+            settings = arm_settings(scenario, arm.name, llm, options)
             if (arm.name, replicate) in done:
+                if done[arm.name, replicate] != settings:
+                    raise PersonahubError(
+                        f"experiment {experiment_id}: arm {arm.name!r} replicate {replicate} was "
+                        "run with other settings (the scenario file, --llm or a run option "
+                        "changed since); give a new --id")
                 continue
             config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed,
                                **options)
@@ -99,7 +117,7 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
             con = connect(db)
             try:
                 record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
-                               arm is experiment.control)
+                               arm is experiment.control, settings)
             finally:
                 con.close()
             ran.append(summary.run_id)

@@ -15,21 +15,22 @@ from personahub.core.store import insert_rows
 
 
 def finished_arm_runs(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.DataFrame:
-    """The experiment's recorded runs (arm, replicate, seed, run_id, is_control), in replicate
-    and arm order: a run is recorded only once it finished."""
+    """The experiment's recorded runs (arm, replicate, seed, run_id, is_control, settings), in
+    replicate and arm order: a run is recorded only once it finished."""
     return con.execute(
-        "SELECT arm, replicate, seed, run_id, is_control FROM experiments "
+        "SELECT arm, replicate, seed, run_id, is_control, settings FROM experiments "
         "WHERE experiment_id = ? ORDER BY replicate, arm", [experiment_id]).df()
 
 
 def record_arm_run(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str, replicate: int,
-                   seed: int, run_id: str, is_control: bool) -> None:
-    """Link a finished run to its experiment, arm and replicate (replacing an older link)."""
+                   seed: int, run_id: str, is_control: bool, settings: str) -> None:
+    """Link a finished run to its experiment, arm and replicate (replacing an older link);
+    ``settings`` is the digest of what the run was run with (``experiments.arm_settings``)."""
     con.execute("DELETE FROM experiments WHERE experiment_id = ? AND arm = ? AND replicate = ?",
                 [experiment_id, arm, replicate])
     insert_rows(con, "experiments", [{"experiment_id": experiment_id, "arm": arm,
                                       "replicate": replicate, "seed": seed, "run_id": run_id,
-                                      "is_control": is_control}])
+                                      "is_control": is_control, "settings": settings}])
 
 
 def outcome_answers(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], survey_id: str,

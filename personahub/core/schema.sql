@@ -262,6 +262,7 @@ CREATE TABLE IF NOT EXISTS experiments (
     seed          BIGINT NOT NULL,
     run_id        VARCHAR NOT NULL,
     is_control    BOOLEAN NOT NULL,
+    settings      VARCHAR NOT NULL,
     PRIMARY KEY (experiment_id, arm, replicate)
 );
 CREATE TABLE IF NOT EXISTS agent_states (

@@ -106,3 +106,17 @@ def test_experiment_command_prints_the_effect_table_and_verdicts(tmp_path):
     verdicts = [line for line in lines if "no detectable effect of b against a" in line]
     assert [v.split(":")[0] for v in verdicts] == \
         ["buy at step 2 (share answering yes)", "fair at step 2 (mean answer)"]
+    # the file edited since (arm b's world): the same id is refused, nothing is run or rewritten
+    con = duckdb.connect(str(tmp_path / "exp.duckdb"), read_only=True)
+    before = con.execute("SELECT * FROM experiments ORDER BY ALL").fetchall()
+    con.close()
+    scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b", world="Prices are rising."))')
+    edited = invoke("experiment", path, "--db", tmp_path / "exp.duckdb", "--replicates", "1",
+                    "--id", "trial")
+    assert edited.exit_code == 1
+    assert edited.stderr.strip().splitlines()[-1].endswith(
+        "experiment trial: arm 'a' replicate 0 was run with other settings (the scenario file, "
+        "--llm or a run option changed since); give a new --id")
+    con = duckdb.connect(str(tmp_path / "exp.duckdb"), read_only=True)
+    assert con.execute("SELECT * FROM experiments ORDER BY ALL").fetchall() == before
+    con.close()
