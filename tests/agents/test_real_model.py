@@ -435,6 +435,40 @@ def test_evaluate_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     assert answers == ok  # each ok call wrote one answer (the offline solver's 3 among them)
 
 
+def test_experiment_two_arms_two_replicates(llama: LlamaServer, tmp_path: Path) -> None:
+    """``personahub experiment`` on llama-server: two arms (a world text apart) x two replicates
+    of a three-agent, one-step scenario, each a run; the effect table prints with its interval
+    and every call is accounted (the tiny model's answers may show anything)."""
+    if llama.server != "llama-server":
+        pytest.skip("the issue asks it of llama-server; llama-cpp-python runs the same code")
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(3)))
+    scenario = tmp_path / "tiny_experiment.py"
+    scenario.write_text(
+        "from personahub.sim.experiment import Arm, Experiment, Outcome\n"
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+        f"SCENARIO = Scenario(name='tiny_exp', personas=PersonaSource(path={str(people)!r}),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=('npc_dialogue',),\n"
+        "    world='A river town with a ferry.',\n"
+        "    surveys=(Survey(id='ferry', question='Would you take the ferry?', steps=(1,),\n"
+        "                    options=('yes', 'no', 'unsure')),), seed=3)\n"
+        "EXPERIMENT = Experiment(arms=(Arm(name='calm'), Arm(name='storm',\n"
+        "    world='A storm is coming tonight.')), replicates=2,\n"
+        "    outcomes=(Outcome(survey='ferry', step=1, options=('yes',)),))\n")
+    db = tmp_path / "experiment.duckdb"
+    code, output = invoke("experiment", str(scenario), "--db", str(db), "--llm", llama.spec)
+    assert code == 0, output
+    assert "2 arms x 2 replicates, 4 runs run now" in output
+    assert "ferry@1" in output and "storm" in output
+    assert_accounted(db, llama)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        linked = con.execute("SELECT arm, replicate FROM experiments ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+    assert linked == [("calm", 0), ("calm", 1), ("storm", 0), ("storm", 1)]
+
+
 def test_calibrate_five_questions_three_groups(llama: LlamaServer, tmp_path: Path) -> None:
     """``personahub calibrate`` on SmolLM2: 5 questions x 3 groups, 2 personas per group, to
     its end; every answer is one of its question's options, the scores table holds the model
