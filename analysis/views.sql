@@ -43,7 +43,7 @@ FROM llm_calls GROUP BY run_id
 ;
 -- v_run_cost: tokens and cost in USD per run (or synthesis job). Prices are USD per 1M tokens:
 -- the run's own --price-in/--price-out (its jobs.config) first, else the prices table row for the
--- call's model name (llm_calls.model without '@URL' or 'openai:'); the offline engine costs 0.
+-- call's served model name (llm_calls.model_name); the offline engine costs 0.
 -- Attempts sent in a batch (llm_calls.batch_id set) are priced at the batch price: the run's
 -- own batch_price_in/out options (at the top of its config, or under 'options' before the job
 -- kernel), else half the run's own price, else the prices table's
@@ -59,9 +59,7 @@ CREATE OR REPLACE {temp} VIEW v_run_cost AS
 WITH calls AS (
     SELECT run_id, coalesce(cached, false) AS cached, batch_id IS NOT NULL AS batch,
            coalesce(tokens_in, 0) AS tokens_in, coalesce(tokens_out, 0) AS tokens_out,
-           tokens_in IS NULL OR tokens_out IS NULL AS unknown_usage,
-           regexp_replace(regexp_replace(coalesce(model, ''), '@.*$', ''), '^openai:', '')
-               AS model_name
+           tokens_in IS NULL OR tokens_out IS NULL AS unknown_usage, model_name
     FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS batch_id WHERE false))
 ), prices AS (
     FROM prices UNION ALL BY NAME (SELECT NULL::DOUBLE AS batch_price_in,

@@ -59,8 +59,9 @@ def call_rows(client: ServesModels, records: Iterable[CallRecord],
         for name in _TOKEN_COLUMNS:
             row[name] = token_count(row.get(name))
         endpoint = row.get("endpoint")
-        row["model_name"] = names.get(endpoint, row.get("model")) if endpoint is not None \
-            else row.get("model")
+        label = row.pop("model")  # the record's engine label: the table's ``llm`` column
+        row["llm"] = label
+        row["model_name"] = names.get(endpoint, label) if endpoint is not None else label
     return rows
 
 
