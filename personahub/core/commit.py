@@ -29,8 +29,8 @@ _TOKEN_COLUMNS = ("tokens_in", "tokens_out", "cached_prompt_tokens")
 
 @dataclass(frozen=True)
 class JobRef:
-    """Which job a call belongs to. ``run_id`` is what ``llm_calls.run_id`` held before the
-    kernel (a run id, a synthesis job id, or NULL) and is kept as is for old queries."""
+    """Which job a call belongs to, and ``run_id`` the scenario run it is part of (None for the
+    calls of a job that is not part of a run: ``JobContext.ref``)."""
 
     kind: JobKind
     job_id: str
