@@ -295,6 +295,9 @@ class SpecBase(Generic[C, B, R, S]):
     # the progress hook hears each answered call as it arrives (not only each committed batch);
     # False for a kind whose progress counts something else than its batches' items (steps)
     progress_per_answer: ClassVar[bool] = True
+    # False for a kind whose calls are not part of the run it belongs to (a judge of a run):
+    # they get no ``llm_calls.run_id`` (``JobContext.ref``)
+    calls_in_run: ClassVar[bool] = True
 
     def model_settings(self, config: C) -> Any | None:
         """What ``Models.build`` makes the client from (None: the job calls no model)."""
@@ -448,7 +451,8 @@ class JobContext(Generic[C]):
         interviews'); None for any other job's, a judge's too (it judges a run or a synthesis
         job, it is not part of it: its calls are its own job's)."""
         kind = self.spec.kind
-        run_id = self.job_id if kind == "run" else None if kind == "judge" else self.parent_id
+        in_run = getattr(self.spec, "calls_in_run", True)
+        run_id = self.job_id if kind == "run" else self.parent_id if in_run else None
         return JobRef(kind, self.job_id, run_id=run_id)
 
     @property
