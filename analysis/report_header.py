@@ -51,7 +51,7 @@ def _dates(started: datetime | None, finished: datetime | None) -> str:
 
 def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) -> Facts:
     """Calls, failures, the kept share per kind (``analysis.kept``), tokens and cost of a run or
-    job (``llm_calls.run_id`` holds both)."""
+    job (``v_run_cost.run_id``: the run's calls, else the job's)."""
     by_status = call_counts(con, run_id=owner_id)
     n, cached = sum(by_status.values()), cached_calls(con, owner_id)
     ok, errors, invalid = (by_status.get(s, 0) for s in ("ok", "error", "invalid"))

@@ -23,13 +23,15 @@ SELECT 'job', job_id, task, count(*), count(*) FILTER (WHERE is_duplicate),
        round(count(*) FILTER (WHERE is_duplicate) / count(*), 4)
 FROM synth_items GROUP BY ALL
 ;
--- v_run_usage: model calls and tokens per run or synthesis job (llm_calls.run_id holds both).
+-- v_run_usage: model calls and tokens per run (its own calls, its expansion's and interviews') or
+-- other job (a synthesis job, a standalone expansion, a judge...): run_id is llm_calls.run_id,
+-- else the job's id (llm_calls.job_id).
 -- calls counts attempts; failed = error + invalid attempts; sent = attempts that went out and
 -- whose outcome was never recorded (a kill); unknown_usage = attempts whose tokens are unknown
 -- (NULL: sent ones, and answers whose server reported an impossible figure), left out of the
 -- token sums. Costs: see v_run_cost.
 CREATE OR REPLACE {temp} VIEW v_run_usage AS
-SELECT run_id, count(*) AS calls,
+SELECT coalesce(run_id, job_id) AS run_id, count(*) AS calls,
        count(*) FILTER (WHERE status = 'ok') AS ok,
        count(*) FILTER (WHERE status = 'error') AS errors,
        count(*) FILTER (WHERE status = 'invalid') AS invalid,
@@ -39,11 +41,11 @@ SELECT run_id, count(*) AS calls,
        min(started_at) AS first_call, max(started_at) AS last_call,
        count(*) FILTER (WHERE status = 'sent') AS sent,
        count(*) FILTER (WHERE tokens_in IS NULL OR tokens_out IS NULL) AS unknown_usage
-FROM llm_calls GROUP BY run_id
+FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS job_id WHERE false)) GROUP BY ALL
 ;
--- v_run_cost: tokens and cost in USD per run (or synthesis job). Prices are USD per 1M tokens:
--- the run's own --price-in/--price-out (its jobs.config) first, else the prices table row for the
--- call's model name (llm_calls.model without '@URL' or 'openai:'); the offline engine costs 0.
+-- v_run_cost: tokens and cost in USD per run (or other job: run_id as in v_run_usage). Prices are
+-- USD per 1M tokens: the run's own --price-in/--price-out (its jobs.config) first, else the prices table row for the
+-- call's served model name (llm_calls.model_name); the offline engine costs 0.
 -- Attempts sent in a batch (llm_calls.batch_id set) are priced at the batch price: the run's
 -- own batch_price_in/out options (at the top of its config, or under 'options' before the job
 -- kernel), else half the run's own price, else the prices table's
@@ -53,16 +55,16 @@ FROM llm_calls GROUP BY run_id
 -- unknown_usage_calls: billed attempts whose tokens are unknown (status 'sent', out at a kill,
 -- or an impossible figure from the server, stored as NULL): billed, but not in the token sums,
 -- so cost_usd is a lower bound when it is above 0.
--- (A database written before batches lacks llm_calls.batch_id and the batch prices: the empty
--- UNION ALL BY NAME stands in for them with NULLs on a read-only connection.)
+-- (A database written before batches lacks llm_calls.batch_id and the batch prices, one written
+-- before the job kernel llm_calls.job_id and model_name: the empty UNION ALL BY NAME stands in for them with NULLs on a read-only connection.)
 CREATE OR REPLACE {temp} VIEW v_run_cost AS
 WITH calls AS (
-    SELECT run_id, coalesce(cached, false) AS cached, batch_id IS NOT NULL AS batch,
+    SELECT coalesce(run_id, job_id) AS run_id, coalesce(cached, false) AS cached,
+           batch_id IS NOT NULL AS batch,
            coalesce(tokens_in, 0) AS tokens_in, coalesce(tokens_out, 0) AS tokens_out,
-           tokens_in IS NULL OR tokens_out IS NULL AS unknown_usage,
-           regexp_replace(regexp_replace(coalesce(model, ''), '@.*$', ''), '^openai:', '')
-               AS model_name
-    FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS batch_id WHERE false))
+           tokens_in IS NULL OR tokens_out IS NULL AS unknown_usage, model_name
+    FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS batch_id, NULL::VARCHAR AS job_id,
+                                                   NULL::VARCHAR AS model_name WHERE false))
 ), prices AS (
     FROM prices UNION ALL BY NAME (SELECT NULL::DOUBLE AS batch_price_in,
                                           NULL::DOUBLE AS batch_price_out WHERE false)

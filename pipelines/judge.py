@@ -292,6 +292,7 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
     """``personahub judge`` as a job spec (see the module doc)."""
 
     kind = "judge"
+    calls_in_run = False  # a judge of a run is its own job: its calls get no run_id
     config_type = JudgeConfig
     independent_batches = True  # every item's batch is planned ahead: Ray may ship them all
     # the id is the settings: a second start of the same judge is the same job, which the

@@ -1,5 +1,9 @@
 """Reads of the call log (``llm_calls``): what a job's summary, its stop message and a run's
-prompt figures say of the model calls. Writes are the batch commit's (``core/commit.py``)."""
+prompt figures say of the model calls. Writes are the batch commit's (``core/commit.py``).
+
+A ``run_id`` argument names a run (its calls: ``llm_calls.run_id``, its own, its expansion's and
+its interviews') or another job (whose calls have no ``run_id``: ``job_id``), as
+``v_run_usage`` groups them: ``coalesce(run_id, job_id)``."""
 
 from __future__ import annotations
 
@@ -16,12 +20,15 @@ __all__ = ["cached_calls", "call_counts", "calls_by_step", "calls_since", "commi
            "most_common_error_in", "most_common_job_error", "prefix_reused",
            "prompt_tokens_per_action", "run_call_totals", "unknown_usage", "unknown_usage_note"]
 
+#: the run a call counts under, else its job (the module docstring)
+_OWNER = "coalesce(run_id, job_id)"
+
 
 def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
                 job_id: str | None = None) -> dict[str, int]:
-    """``llm_calls`` rows by status, of a run (or the job its calls are tagged with as
-    ``run_id``) or of one job (``job_id``): what a job's summary reports."""
-    column, value = ("job_id", job_id) if job_id is not None else ("run_id", run_id)
+    """``llm_calls`` rows by status, of a run (or another job: the module's ``run_id``) or of
+    one job (``job_id``): what a job's summary reports."""
+    column, value = ("job_id", job_id) if job_id is not None else (_OWNER, run_id)
     rows = con.execute(f"SELECT status, count(*) FROM llm_calls WHERE {column} = ? "
                        "GROUP BY 1 ORDER BY 1", [value]).fetchall()
     return {str(status): int(n) for status, n in rows}
@@ -32,7 +39,7 @@ def unknown_usage(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
     """``llm_calls`` rows of a run or job (as ``call_counts``) whose token counts are unknown
     (NULL): attempts out at a kill (``sent``) and answers whose server reported an impossible
     figure (``contracts.token_count``). Billed, but in no token sum: a job's summary says so."""
-    column, value = ("job_id", job_id) if job_id is not None else ("run_id", run_id)
+    column, value = ("job_id", job_id) if job_id is not None else (_OWNER, run_id)
     return int(con.execute(f"SELECT count(*) FROM llm_calls WHERE {column} = ? AND "
                            "(tokens_in IS NULL OR tokens_out IS NULL)", [value]).fetchall()[0][0])
 
@@ -64,7 +71,7 @@ def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int
     not a later judge or interview) whose server reported prefix-cache reuse
     (``llm_calls.cached_prompt_tokens``); None when none did."""
     cached, prompt = con.execute(
-        "SELECT sum(cached_prompt_tokens), sum(tokens_in) FROM llm_calls WHERE run_id = ? AND "
+        f"SELECT sum(cached_prompt_tokens), sum(tokens_in) FROM llm_calls WHERE {_OWNER} = ? AND "
         "cached_prompt_tokens IS NOT NULL AND coalesce(job_kind, 'run') IN ('run', 'expansion')",
         [run_id]).fetchall()[0]
     return None if prompt is None else (int(cached), int(prompt))
@@ -77,7 +84,7 @@ def prompt_tokens_per_action(con: duckdb.DuckDBPyConnection, run_id: str) -> flo
     repair prompt); calls outside steps (persona expansion) are left out. Offline runs count
     4 characters a token, as the offline engine does.
     """
-    mean = con.execute("SELECT avg(tokens_in) FROM llm_calls WHERE run_id = ? AND status = 'ok' "
+    mean = con.execute(f"SELECT avg(tokens_in) FROM llm_calls WHERE {_OWNER} = ? AND status = 'ok' "
                        "AND step IS NOT NULL", [run_id]).fetchall()[0][0]
     return None if mean is None else float(mean)
 
@@ -86,7 +93,7 @@ def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
                          purpose: str | None = None) -> str:
     """The most frequent error of a run's failed model calls (for the one-line stop message),
     of calls for ``purpose`` only when given."""
-    rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
+    rows = con.execute(f"SELECT error, count(*) AS n FROM llm_calls WHERE {_OWNER} = ? AND status <> 'ok' "
                        "AND error IS NOT NULL AND (? IS NULL OR purpose = ?) "
                        "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
                        [run_id, purpose, purpose]).fetchall()
@@ -102,7 +109,7 @@ def last_errors(con: duckdb.DuckDBPyConnection, purpose: str, persona_ids: Seque
     marks = ", ".join("?" * len(persona_ids))
     rows = con.execute(
         "SELECT persona_id, arg_max(error, started_at) FROM llm_calls WHERE purpose = ? AND "
-        f"status <> 'ok' AND (? IS NULL OR run_id = ?) AND persona_id IN ({marks}) "
+        f"status <> 'ok' AND (? IS NULL OR {_OWNER} = ?) AND persona_id IN ({marks}) "
         "GROUP BY persona_id", [purpose, run_id, run_id, *persona_ids]).fetchall()
     return {str(pid): (None if error is None else str(error)) for pid, error in rows}
 
@@ -136,7 +143,7 @@ def last_attempt_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = 
     or a job (``job_kind`` and ``job_id``): what the kept shares count (``analysis/kept.py``)."""
     params: list[str | None]
     if run_id is not None:
-        where, params = "run_id = ?", [run_id]
+        where, params = f"{_OWNER} = ?", [run_id]
     else:
         where, params = "job_kind = ? AND job_id = ?", [job_kind, job_id]
     return [(str(p), str(s), e, int(n))
@@ -147,7 +154,7 @@ def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, An
     """A run's (or job's) calls so far: attempts, failed attempts, tokens in and out, cached
     answers, and the epoch seconds between its first and last call (``span_s``) and of its last
     (``last_s``; None before the first)."""
-    cursor = con.execute("""
+    cursor = con.execute(f"""
         SELECT count(*) AS calls,
                count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
                coalesce(sum(tokens_in), 0) AS tokens_in,
@@ -155,14 +162,14 @@ def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, An
                count(*) FILTER (WHERE cached) AS cached,
                epoch(max(started_at)) - epoch(min(started_at)) AS span_s,
                epoch(max(started_at)) AS last_s
-        FROM llm_calls WHERE run_id = ?""", [run_id])
+        FROM llm_calls WHERE {_OWNER} = ?""", [run_id])
     names = [d[0] for d in cursor.description]
     return dict(zip(names, cursor.fetchall()[0], strict=True))
 
 
 def calls_since(con: duckdb.DuckDBPyConnection, run_id: str, epoch_s: float) -> int:
     """A run's calls started after ``epoch_s`` (epoch seconds)."""
-    return int(con.execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND epoch(started_at) > ?",
+    return int(con.execute(f"SELECT count(*) FROM llm_calls WHERE {_OWNER} = ? AND epoch(started_at) > ?",
                            [run_id, epoch_s]).fetchall()[0][0])
 
 
@@ -170,13 +177,13 @@ def calls_by_step(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[int, tupl
     """Step → (calls, tokens in and out) of a run."""
     return {int(step): (int(calls), int(tokens)) for step, calls, tokens in con.execute(
         "SELECT step, count(*), coalesce(sum(tokens_in), 0) + coalesce(sum(tokens_out), 0) "
-        "FROM llm_calls WHERE run_id = ? GROUP BY step", [run_id]).fetchall() if step is not None}
+        f"FROM llm_calls WHERE {_OWNER} = ? GROUP BY step", [run_id]).fetchall() if step is not None}
 
 
 def cached_calls(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     """A run's (or job's) calls answered from the record/replay cache."""
     return int(con.execute("SELECT count(*) FILTER (WHERE coalesce(cached, false)) FROM llm_calls "
-                           "WHERE run_id = ?", [run_id]).fetchall()[0][0])
+                           f"WHERE {_OWNER} = ?", [run_id]).fetchall()[0][0])
 
 
 def failed_call_groups(con: duckdb.DuckDBPyConnection, run_id: str | None,
@@ -185,7 +192,7 @@ def failed_call_groups(con: duckdb.DuckDBPyConnection, run_id: str | None,
     (purpose, status, error line, attempts), most first (the first ``limit``)."""
     return [(str(p), str(s), str(e), int(n)) for p, s, e, n in con.execute(
         "SELECT purpose, status, split_part(coalesce(error, ''), chr(10), 1) AS e, count(*) "
-        "FROM llm_calls WHERE run_id = ? AND status <> 'ok' "
+        f"FROM llm_calls WHERE {_OWNER} = ? AND status <> 'ok' "
         "GROUP BY ALL ORDER BY 4 DESC, 1, 2, 3 LIMIT ?", [run_id, limit]).fetchall()]
 
 

@@ -29,8 +29,8 @@ _TOKEN_COLUMNS = ("tokens_in", "tokens_out", "cached_prompt_tokens")
 
 @dataclass(frozen=True)
 class JobRef:
-    """Which job a call belongs to. ``run_id`` is what ``llm_calls.run_id`` held before the
-    kernel (a run id, a synthesis job id, or NULL) and is kept as is for old queries."""
+    """Which job a call belongs to, and ``run_id`` the scenario run it is part of (None for the
+    calls of a job that is not part of a run: ``JobContext.ref``)."""
 
     kind: JobKind
     job_id: str
@@ -59,8 +59,9 @@ def call_rows(client: ServesModels, records: Iterable[CallRecord],
         for name in _TOKEN_COLUMNS:
             row[name] = token_count(row.get(name))
         endpoint = row.get("endpoint")
-        row["model_name"] = names.get(endpoint, row.get("model")) if endpoint is not None \
-            else row.get("model")
+        label = row.pop("model")  # the record's engine label: the table's ``llm`` column
+        row["llm"] = label
+        row["model_name"] = names.get(endpoint, label) if endpoint is not None else label
     return rows
 
 

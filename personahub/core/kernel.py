@@ -295,6 +295,9 @@ class SpecBase(Generic[C, B, R, S]):
     # the progress hook hears each answered call as it arrives (not only each committed batch);
     # False for a kind whose progress counts something else than its batches' items (steps)
     progress_per_answer: ClassVar[bool] = True
+    # False for a kind whose calls are not part of the run it belongs to (a judge of a run):
+    # they get no ``llm_calls.run_id`` (``JobContext.ref``)
+    calls_in_run: ClassVar[bool] = True
 
     def model_settings(self, config: C) -> Any | None:
         """What ``Models.build`` makes the client from (None: the job calls no model)."""
@@ -318,8 +321,8 @@ class SpecBase(Generic[C, B, R, S]):
         return self.new_id()
 
     def belongs_to(self, config: C) -> str | None:
-        """The run or job a (not child) job of this kind works on: its ``jobs.parent_id`` and
-        its calls' ``llm_calls.run_id`` (a judge's target, an interview's run); None: its own."""
+        """The run or job a (not child) job of this kind works on: its ``jobs.parent_id`` (a
+        judge's target, an interview's run, also its calls' ``llm_calls.run_id``); None: none."""
         return None
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
@@ -444,8 +447,13 @@ class JobContext(Generic[C]):
     @property
     def ref(self) -> JobRef:
         """How the job's model calls are tagged: ``llm_calls.job_kind`` / ``job_id``, and
-        ``run_id`` the job it belongs to (its parent's id, else its own)."""
-        return JobRef(self.spec.kind, self.job_id, run_id=self.parent_id or self.job_id)
+        ``run_id`` the scenario run they are part of (a run's own calls, its expansion's and its
+        interviews'); None for any other job's, a judge's too (it judges a run or a synthesis
+        job, it is not part of it: its calls are its own job's)."""
+        kind = self.spec.kind
+        in_run = getattr(self.spec, "calls_in_run", True)
+        run_id = self.job_id if kind == "run" else self.parent_id if in_run else None
+        return JobRef(kind, self.job_id, run_id=run_id)
 
     @property
     def caller(self) -> StructuredCaller:

@@ -16,6 +16,13 @@ items, its calls' purposes and its jobs' stored configuration) to ``tool_spec``;
 older file's items under the new name through temporary views (``legacy_views``). A judge's id
 stays what it was (it is a hash of the settings it was made with).
 
+Version 5 gives ``llm_calls`` one name per thing: its engine label column ``model`` becomes
+``llm`` (as in ``synth_jobs.llm`` and a run's ``llm``), and ``model_name`` (the served model's
+name) is filled on rows written before the job kernel from that label (without ``@URL`` and
+``openai:``). Its ``run_id`` holds a scenario run's id only: the calls of other jobs (synthesis,
+a standalone expansion, dedup, text, a judge) had their own job's id, or the judged one's, there
+and get NULL. A reader sees an older file's ``llm_calls`` so through a temporary view.
+
 Whatever its version, a file whose token counts are INTEGER (before issue 42) has them widened
 to BIGINT (``widen_counts``) by the first writer that opens it; no version number marks it.
 
@@ -36,9 +43,9 @@ import duckdb
 
 from personahub.core.errors import PersonahubError
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 #: columns the migration adds to an older file's tables (the file-shape check lets them be missing)
-ADDED_BY_MIGRATION: Final = {"text_jobs": frozenset({"job_id"})}
+ADDED_BY_MIGRATION: Final = {"text_jobs": frozenset({"job_id"}), "llm_calls": frozenset({"llm"})}
 _LIFECYCLE = ("status", "config", "seed", "error", "started_at", "finished_at")
 #: version 4: kinds' former names -> their names (as ``tasks.ALIASES``, which core cannot import)
 RENAMED_KINDS: Final = {"tool": "tool_spec"}
@@ -124,6 +131,10 @@ def migrate(con: duckdb.DuckDBPyConnection, ddl: str, path: object = "") -> None
             con.execute("UPDATE personas SET gate = 'legacy' WHERE gate IS NULL")
         if version < 4:
             _rename_kinds(con)
+        if version < 5 and "model" in _columns(con, "llm_calls"):
+            con.execute(f"UPDATE llm_calls SET model_name = {_SERVED_NAME} WHERE model_name IS NULL")
+            con.execute("ALTER TABLE llm_calls RENAME COLUMN model TO llm")
+            con.execute(f"UPDATE llm_calls SET run_id = NULL WHERE NOT ({_RUN_ID_KEPT})")
         con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?)",
                     [str(SCHEMA_VERSION)])
     except BaseException:
@@ -166,6 +177,14 @@ def _rename_kinds(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("UPDATE jobs SET config = json_merge_patch(config, json_object(?, ?)) "
                         "WHERE kind = 'synthesis' AND json_extract_string(config, '$.' || ?) = ?",
                         [key, now, key, was])
+
+
+#: version 5: the served model's name read from a pre-kernel row's engine label (``model``)
+_SERVED_NAME: Final = "regexp_replace(regexp_replace(coalesce(model, ''), '@.*$', ''), '^openai:', '')"
+
+#: version 5: an older row's run_id that is a scenario run's (the rest were other jobs' ids)
+_RUN_ID_KEPT: Final = ("job_kind IS NULL OR job_kind = 'run' "
+                       "OR (job_kind <> 'judge' AND run_id IS DISTINCT FROM job_id)")
 
 
 def _renamed(column: str) -> str:
@@ -227,6 +246,15 @@ def legacy_views(con: duckdb.DuckDBPyConnection) -> None:
     db = con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
     shadowed = _version_1_views(con, db)
     _renamed_kind_views(con, db, shadowed)
+    calls = _columns(con, "llm_calls")
+    if "model" in calls:  # before version 5: llm_calls.model is llm
+        named = "model_name" in calls
+        served = f"coalesce(model_name, {_SERVED_NAME})" if named else _SERVED_NAME
+        run_id = (f"CASE WHEN {_RUN_ID_KEPT} THEN run_id END" if "job_kind" in calls
+                  else "run_id")  # before the job kernel: no other jobs' ids to tell apart
+        con.execute(f"CREATE OR REPLACE TEMP VIEW llm_calls AS SELECT * EXCLUDE "
+                    f"({'model, model_name' if named else 'model'}) REPLACE ({run_id} AS run_id), "
+                    f'model AS llm, {served} AS model_name FROM "{db}".main.llm_calls')
 
 
 def _version_1_views(con: duckdb.DuckDBPyConnection, db: str) -> set[str]:

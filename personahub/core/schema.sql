@@ -308,7 +308,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     step       INTEGER,
     persona_id VARCHAR,
     purpose    VARCHAR,
-    model      VARCHAR,
+    llm        VARCHAR,  -- the engine label (model_name: the served model's name)
     endpoint   INTEGER,
     attempt    INTEGER,
     status     VARCHAR,

@@ -190,10 +190,12 @@ def test_cost_per_run_from_known_token_counts(tmp_path):
             insert_rows(con, "runs", [{"run_id": run_id}])
         insert_rows(con, "prices", [{"model": "gpt-x", "price_in": 0.5, "price_out": 1.5}])
 
-        def call(run_id, model, tokens_in, tokens_out, cached=False, i=[0]):  # noqa: B006
-            i[0] += 1
-            return {"call_id": f"c{i[0]}", "run_id": run_id, "model": model, "status": "ok",
-                    "tokens_in": tokens_in, "tokens_out": tokens_out, "cached": cached}
+        def call(run_id, llm, tokens_in, tokens_out, cached=False, i=[0]):  # noqa: B006
+            i[0] += 1  # model_name: the served name the writer (core.commit) stores with the label
+            name = llm.split("@")[0].removeprefix("openai:")
+            return {"call_id": f"c{i[0]}", "run_id": run_id, "llm": llm, "model_name": name,
+                    "status": "ok", "tokens_in": tokens_in, "tokens_out": tokens_out,
+                    "cached": cached}
 
         insert_rows(con, "llm_calls", [
             call("r-priced", "gpt-x@http://127.0.0.1:1/v1", 1_000_000, 500_000),
@@ -208,7 +210,7 @@ def test_cost_per_run_from_known_token_counts(tmp_path):
     cost = dict(con.execute("SELECT run_id, cost_usd FROM v_run_cost").fetchall())
     # 1.25M in x $2 + 0.5M out x $8 (the cached call is not billed)
     assert cost["r-priced"] == pytest.approx(2.5 + 4.0)
-    assert cost["r-table"] == pytest.approx(2 * 0.5 + 1 * 1.5)  # prices table, 'openai:' stripped
+    assert cost["r-table"] == pytest.approx(2 * 0.5 + 1 * 1.5)  # prices table, by model_name
     assert cost["r-unknown"] is None  # a billed call without a price: unknown, not 0
     assert cost["r-offline"] == 0
     row = con.execute("""SELECT calls, cached_calls, tokens_in, tokens_out, cached_tokens_in,

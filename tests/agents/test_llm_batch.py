@@ -411,7 +411,7 @@ def test_batch_attempts_are_written_and_priced_at_the_batch_price(server, tmp_pa
             records = [online_record, batched]
             rows = call_rows(client, records, JobRef("synthesis", job, job))
             for row in rows:
-                row["model"] = f"{model}@http://h/v1"
+                row["llm"], row["model_name"] = f"{model}@http://h/v1", model
                 row["call_id"] = f"{job}-{row['call_id']}"
             insert_rows(con, "llm_calls", rows)
     install_views(con)
@@ -432,6 +432,9 @@ def test_cost_view_reads_a_database_written_before_batches(tmp_path) -> None:
     for table, column in (("llm_calls", "batch_id"), ("llm_calls", "custom_id"),
                           ("prices", "batch_price_in"), ("prices", "batch_price_out")):
         con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    # and before schema version 5: the engine label in llm_calls.model, no model_name
+    con.execute("ALTER TABLE llm_calls RENAME COLUMN llm TO model")
+    con.execute("UPDATE schema_meta SET value = '4' WHERE key = 'schema_version'")
     con.execute("INSERT INTO llm_calls (call_id, run_id, model, tokens_in, tokens_out) VALUES "
                 "('c1', 'r1', 'gpt-x@http://h/v1', 1000000, 1000000)")
     con.execute("INSERT INTO prices (model, price_in, price_out) VALUES ('gpt-x', 2, 8)")

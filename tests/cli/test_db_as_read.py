@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from personahub.cli.common import out
@@ -75,3 +76,74 @@ def test_jobs_listing_names_the_jobs_tables_columns(quick_start: Path,
     assert set(listed[0]) - {"what"} <= columns, listed[0]
     doc = (ROOT / "docs" / "database.md").read_text(encoding="utf-8")
     assert "`what`, which is not a column" in doc
+
+
+def test_llm_calls_name_the_engine_llm_and_the_served_model_model_name(quick_start: Path) -> None:
+    """One name per thing: ``llm`` is the engine label (as ``runs.llm``), ``model_name`` the
+    served model's name; no ``model`` column beside them."""
+    columns = [row[0] for row in sql_rows(quick_start, "select column_name from "
+                                                       "(describe llm_calls)")]
+    assert "llm" in columns and "model_name" in columns and "model" not in columns
+    assert sql_rows(quick_start, "select distinct l.llm, l.model_name, r.llm from llm_calls l "
+                                 "join runs r using (run_id)") == [["offline", "offline", "offline"]]
+
+
+def test_a_version_4_file_shows_and_gets_llm_calls_llm(quick_start: Path, tmp_path: Path) -> None:
+    """A file written before schema version 5 (the label in ``llm_calls.model``, pre-kernel rows
+    without ``model_name``): ``personahub sql`` shows it with ``llm`` and ``model_name`` without
+    changing it; the first writer renames the column and fills ``model_name`` once."""
+    db = tmp_path / "v4.duckdb"
+    shutil.copy(quick_start, db)
+    con = duckdb.connect(str(db))
+    con.execute("ALTER TABLE llm_calls RENAME COLUMN llm TO model")
+    con.execute("UPDATE llm_calls SET model = 'openai:gpt-x@http://h/v1', model_name = NULL "
+                "WHERE call_id = (SELECT min(call_id) FROM llm_calls)")
+    # and a judge's call of the run, which carried the judged run's id
+    con.execute("UPDATE llm_calls SET job_kind = 'judge', job_id = 'judge-x' "
+                "WHERE call_id = (SELECT max(call_id) FROM llm_calls)")
+    con.execute("UPDATE schema_meta SET value = '4' WHERE key = 'schema_version'")
+    con.close()
+    judged = "select job_id, run_id from llm_calls where job_kind = 'judge'"
+    assert sql_rows(db, judged) == [["judge-x", ""]]  # read: run_id holds runs' ids only
+    query = ("select llm, model_name, count(*) from llm_calls group by all order by all")
+    expected = [["offline", "offline", str(int(sql_rows(quick_start, "select count(*) from "
+                                                                       "llm_calls")[0][0]) - 1)],
+                ["openai:gpt-x@http://h/v1", "gpt-x", "1"]]
+    assert sql_rows(db, query) == expected  # read: nothing migrates
+    con = duckdb.connect(str(db), read_only=True)
+    assert "model" in {r[0] for r in con.execute("describe llm_calls").fetchall()}
+    con.close()
+    imported = invoke("personas", "import", ROOT / "personas" / "data" / "seed_personas.jsonl",
+                      "--db", db)  # a writer: migrates the file
+    assert imported.exit_code == 0, imported.output
+    assert sql_rows(db, query) == expected
+    assert sql_rows(db, judged) == [["judge-x", ""]]
+    con = duckdb.connect(str(db), read_only=True)
+    stored = con.execute("select llm, model_name from llm_calls where llm <> 'offline'").fetchall()
+    assert stored == [("openai:gpt-x@http://h/v1", "gpt-x")]
+    assert con.execute("select value from schema_meta where key = 'schema_version'").fetchall() \
+        == [("5",)]
+    con.close()
+
+
+def test_llm_calls_run_id_holds_a_scenario_runs_id_only(quick_start: Path, tmp_path: Path) -> None:
+    """``llm_calls.run_id`` is the run a call is part of (its own, its expansion's, its
+    interviews'); a synthesis job's and a judge's calls (even of the run) have none, and
+    ``v_run_usage`` counts those under their own job."""
+    db = tmp_path / "jobs.duckdb"
+    shutil.copy(quick_start, db)
+    run_id = sql_rows(db, "select run_id from runs")[0][0]
+    for args in (("interview", "What now?", "--run", run_id, "--agent", "1"),
+                 ("judge", "--run", run_id, "--sample", "2"),
+                 ("synthesize", "instruction", "--n", "2")):
+        result = invoke(*args, "--db", db)
+        assert result.exit_code == 0, result.output
+    tags = sql_rows(db, "select job_kind, run_id, job_id = run_id from llm_calls "
+                        "group by all order by all")
+    assert tags == [["expansion", run_id, "False"], ["interview", run_id, "False"],
+                    ["judge", "", ""], ["run", run_id, "True"], ["synthesis", "", ""]]
+    usage = dict(sql_rows(db, "select j.kind, u.calls from v_run_usage u "
+                              "join jobs j on j.job_id = u.run_id"))
+    calls = dict(sql_rows(db, "select job_kind, count(*) from llm_calls group by 1"))
+    assert usage == {"run": str(sum(int(calls[k]) for k in ("run", "expansion", "interview"))),
+                     "judge": calls["judge"], "synthesis": calls["synthesis"]}

@@ -57,7 +57,8 @@ def test_one_row_per_item_with_every_criterion(db):
         assert (target_kind, target_id) == ("synthesis", job)
     calls = _rows(path, "SELECT purpose, run_id, job_kind, status FROM llm_calls WHERE job_id = ?",
                   [summary.judge_id])
-    assert len(calls) == 12 and {c[:3] for c in calls} == {("judge", job, "judge")}
+    # a judge's calls are its own job's: no run_id, not even the judged job's
+    assert len(calls) == 12 and {c[:3] for c in calls} == {("judge", None, "judge")}
 
 
 def test_offline_verdicts_are_deterministic(db, tmp_path):
@@ -184,9 +185,9 @@ def test_a_run_is_judged_with_each_kind_own_criteria(tmp_path):
     for kind, criteria in rows:
         expected = [c.name for c in emission_task(kind).criteria_for(has_solution=False)]
         assert list(json.loads(criteria)) == expected
-    calls = _rows(db, "SELECT count(*) FROM llm_calls WHERE run_id = ? AND job_kind = 'judge'",
-                  [run.run_id])
-    assert calls[0][0] == 15
+    calls = _rows(db, "SELECT count(*), count(run_id) FROM llm_calls WHERE job_id = ?",
+                  [summary.judge_id])
+    assert calls[0] == (15, 0)  # the judge's own calls, not the judged run's
 
 
 def test_npc_items_are_judged_against_the_jobs_world(tmp_path):

@@ -96,7 +96,7 @@ def test_every_task_and_mode_over_http(tmp_path: Path, loopback_url: str, task: 
         assert text.strip()
         if task == "math_problem":
             Solution.model_validate(json.loads(solution))
-    models = _col(db, "SELECT DISTINCT model FROM llm_calls")
+    models = _col(db, "SELECT DISTINCT llm FROM llm_calls")
     assert models == ["offline@http://127.0.0.1:" + loopback_url.split(":")[2].split("/")[0] + "/v1"]
 
 
@@ -199,7 +199,7 @@ def test_loopback_server_with_faults(tmp_path: Path) -> None:
     assert "ok" in statuses and statuses & {"error", "invalid"}
     dump = "\n".join(str(r) for r in _col(db, "SELECT config::VARCHAR || llm FROM synth_jobs "
                                               "JOIN jobs USING (job_id)"))
-    dump += "\n".join(str(r) for r in _col(db, "SELECT coalesce(error, '') || model "
+    dump += "\n".join(str(r) for r in _col(db, "SELECT coalesce(error, '') || llm "
                                                "FROM llm_calls"))
     assert "sekrit" not in dump
 
