@@ -17,7 +17,7 @@ A first slice, as library functions over one database connection:
    (statsmodels ``proportion_confint``).
 
 Answers land in ``eval_answers`` with their calls' ``llm_calls`` rows (``job_kind`` =
-``evaluate``, ``job_id`` = the evaluation, ``run_id`` = the evaluated job) in one transaction
+``evaluate``, ``job_id`` = the evaluation; ``run_id`` NULL, not a run) in one transaction
 per batch of 32; answers already stored are not asked again (a re-run goes on where a killed
 one stopped). A solver spec may carry a seed, ``offline?seed=2`` (``solver_settings``), so that
 offline solvers differ.
@@ -262,9 +262,7 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
                                        purpose=SOLVE_PURPOSE, sample=k,
                                        max_tokens=default_max_tokens(SOLVE_PURPOSE))
 
-    job_id = con.execute("SELECT any_value(job_id) FROM eval_splits WHERE eval_id = ?",
-                         [eval_id]).fetchone()
-    job = JobRef(EVAL_KIND, eval_id, job_id[0] if job_id else None)
+    job = JobRef(EVAL_KIND, eval_id)  # not part of a run: run_id stays NULL
     for start in range(0, len(todo), batch_size):  # a batch's answers and calls commit together
         batch = todo[start:start + batch_size]
         results = list(await asyncio.gather(*(one(item, k) for item, k in batch)))

@@ -3,7 +3,7 @@
 Why: the paper measured its data (96.5% of 200 sampled math problems were valid); this makes
 that measurement on any model. Each item gets one structured call (``pipelines/prompts/judge.py``,
 purpose ``judge``) whose verdicts land in ``judgments``, batch by batch with the calls'
-``llm_calls`` rows (``run_id`` = the judged job or run, ``job_kind`` = ``judge``, ``job_id`` =
+``llm_calls`` rows (``run_id`` NULL, ``job_kind`` = ``judge``, ``job_id`` =
 the judge's id). ``sample`` draws the first N items in ``md5(seed:item_id)`` order (as
 ``personas/sampling.py`` draws personas), the same N for the same seed.
 
