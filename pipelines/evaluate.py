@@ -560,8 +560,12 @@ def run_evaluation(config: EvalConfig, *,
         The summary. Running the same evaluation again reuses its split and stored answers
         and asks only what is missing (after a kill, too).
     """
+    from pathlib import Path
+
     from personahub.core.store import connect
 
+    if not Path(config.db).exists():  # nothing to evaluate: no empty database left behind
+        raise PersonahubError(f"--job {config.job}: no such synthesis job in {config.db}")
     con = connect(config.db)
     try:
         return asyncio.run(_evaluate(con, config, callers))

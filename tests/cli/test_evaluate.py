@@ -59,3 +59,24 @@ def test_the_api_evaluates_like_the_command(tmp_path: Path) -> None:
     assert (summary.split.test, summary.verified) == (3, 3)
     assert summary.scores[0].total == 3
     assert summary.calls == {"ok": 9}
+
+
+def test_an_unknown_job_or_database_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    """A job id that is not there exits 1 in one line; a database that does not exist is not
+    created (nothing half-written), and one that exists gets no evaluation rows."""
+    missing = tmp_path / "none.duckdb"
+    args = ("--job", "nosuch", "--solver", "offline", "--agree", "1", "--test-n", "2")
+    result = invoke("evaluate", "--db", missing, *args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == \
+        f"error: --job nosuch: no such synthesis job in {missing}"
+    assert not missing.exists()
+    db = tmp_path / "ev.duckdb"
+    _job(db, n=2)
+    result = invoke("evaluate", "--db", db, *args)
+    assert result.exit_code == 1 and "--job nosuch: no synthesized items" in result.output
+    con = connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM eval_splits").fetchone() == (0,)
+    finally:
+        con.close()
