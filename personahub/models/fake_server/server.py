@@ -110,6 +110,7 @@ from personahub.models.fake_server.limits import (
 )
 from personahub.models.fake_server.runaway import Runaway, run_away
 from personahub.models.fake_server.stream import include_usage, sse_events, wants_stream
+from personahub.models.fake_server.turn_away import LingeringCloser
 from personahub.models.offline import EngineReply, OfflineEngine, approx_tokens, pick_tool
 from personahub.models.prompt_prefix import PrefixWindow
 from personahub.models.prompt_schema import find_prompt_schema, message_text
@@ -286,6 +287,7 @@ class _Server(ThreadingHTTPServer):
                                  self.stopping, self.stats.bump)
         self.open_connections = 0
         self.open_lock = threading.Lock()
+        self.refused = LingeringCloser(self.stopping)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection in its own thread, or answer 503 and close it when
@@ -308,8 +310,9 @@ class _Server(ThreadingHTTPServer):
             request.send(head.encode("ascii") + body)
             request.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
-        self.close_request(request)
+            self.close_request(request)
+            return
+        self.refused.close_later(request)  # closed once drained: no reset eats the 503
 
     def shutdown_request(self, request: Any) -> None:
         """Close a served connection and free its place (also after a failed thread start)."""

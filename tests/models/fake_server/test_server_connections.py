@@ -94,7 +94,8 @@ def test_connections_past_the_cap_get_a_503_and_are_closed(server: RunningServer
             time.sleep(0.01)
         extra = open_partial(server.base_url, 20, stack)
         turned = wait_closed(extra)
-        assert threading.active_count() <= baseline + 5
+        # the five held connections' threads, and one that closes the refused ones once drained
+        assert threading.active_count() <= baseline + 6
         wait_closed(held)
     assert all(t.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in t for t in turned), turned
     assert server.stats.turned_away == 20
