@@ -59,7 +59,7 @@ def test_every_task_and_mode_offline(tmp_path: Path, task: str, mode: str) -> No
         assert (row_task, prompting) == (task, mode)
         schema.model_validate(json.loads(content))
         assert text.strip() and solution is None
-    calls = scalar(db, "SELECT count(*) FROM llm_calls WHERE run_id = ? AND status = 'ok'",
+    calls = scalar(db, "SELECT count(*) FROM llm_calls WHERE job_id = ? AND status = 'ok'",
                    [summary.job_id])
     # one call per item, plus one text-to-persona call for the example without a persona
     assert calls == 4 + (mode == "persona-few-shot")

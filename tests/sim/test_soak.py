@@ -197,7 +197,7 @@ def items(db: Path, job_id: str) -> list[tuple]:
 def calls(db: Path, job_id: str) -> list[tuple]:
     # answers a killed batch got are committed from the call spill as ``discarded``: billed,
     # and asked again by the resume
-    return rows(db, "SELECT purpose, status, count(*) FROM llm_calls WHERE run_id = ? "
+    return rows(db, "SELECT purpose, status, count(*) FROM llm_calls WHERE job_id = ? "
                     "AND status <> 'discarded' GROUP BY ALL ORDER BY ALL", [job_id])
 
 
@@ -271,8 +271,10 @@ FAULTS = {
 
 
 def answered(db: Path, job_id: str) -> list[tuple]:
-    """The answers per step and purpose: one per action when nothing was lost or doubled."""
-    return rows(db, "SELECT step, purpose, count(*) FROM llm_calls WHERE run_id = ? AND status = "
+    """The answers per step and purpose: one per action when nothing was lost or doubled (a
+    run's calls by ``run_id``, its expansion's too; another job's by ``job_id``)."""
+    return rows(db, "SELECT step, purpose, count(*) FROM llm_calls "
+                    "WHERE coalesce(run_id, job_id) = ? AND status = "
                     "'ok' GROUP BY ALL ORDER BY ALL", [job_id])
 
 
@@ -280,7 +282,8 @@ def faults_seen(db: Path, job_id: str) -> dict[str, int]:
     """Failed attempts by kind; a hang that waited out --timeout would read exactly "timeout"."""
     found = rows(db, "SELECT CASE WHEN error LIKE 'timeout after %' THEN 'straggler' WHEN status = "
                      "'invalid' THEN 'invalid' WHEN error LIKE 'HTTP %' THEN 'http' ELSE error END, "
-                     "count(*) FROM llm_calls WHERE run_id = ? AND status <> 'ok' GROUP BY 1",
+                     "count(*) FROM llm_calls WHERE coalesce(run_id, job_id) = ? "
+                     "AND status <> 'ok' GROUP BY 1",
                  [job_id])
     return dict(found)
 
