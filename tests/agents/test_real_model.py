@@ -393,7 +393,9 @@ def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
                           llama.spec, "--concurrency", "auto", "--timeout", "120")
     assert code == 0, output
     assert "valid: " in output and "95% CI" in output and "not a judge of quality" not in output
-    rows = assert_accounted(db, llama, f"job_kind = 'judge' AND run_id = '{job}'")
+    # a judge is its own job (no run_id); jobs.parent_id names the job it judged
+    rows = assert_accounted(db, llama, "job_kind = 'judge' AND run_id IS NULL AND job_id IN "
+                                       f"(SELECT job_id FROM jobs WHERE parent_id = '{job}')")
     assert {r[4] for r in rows} == {"judge"}
     con = duckdb.connect(str(db), read_only=True)
     try:
