@@ -107,7 +107,8 @@ def test_run_export_types_every_column(tmp_path: Path) -> None:
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "scenario `riverside_town`" in card
     sources = card.split("**Persona source:**")[1].split("- **Near")[0]
-    assert ".jsonl`" in sources and "/" not in sources  # file names, not this machine's paths
+    # the shipped seed personas by their one source name, never this machine's paths
+    assert "`seed`: 120 personas" in sources and "/" not in sources
 
 
 class _Recorder:
