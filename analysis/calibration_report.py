@@ -40,8 +40,8 @@ from personahub.analysis.report_header import engine_text  # noqa: E402
 from personahub.core.errors import PersonahubError  # noqa: E402
 from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
 
-__all__ = ["BASELINES", "CALIBRATION_FILES", "answer_bars", "group_bars", "per_attribute_table",
-           "source_label", "write_calibration_report"]
+__all__ = ["BASELINES", "CALIBRATION_FILES", "answer_bars", "group_bars", "group_marks",
+           "per_attribute_table", "source_label", "write_calibration_report"]
 
 CALIBRATION_FILES = ("index.html", "calibration_groups.png", "calibration_answers.png")
 BASELINES = ("uniform", "human_overall", "no_persona")
@@ -80,6 +80,25 @@ def group_bars(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     table = table.reindex(columns=[c for c in order if c in table.columns])
     table.index.name, table.columns.name = "group", None
     return table
+
+
+def group_marks(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+    """Per group (rows ``attribute=group``, as ``group_bars``): the noise floor of the data
+    (``human_resample``) and the ceiling at the model's panel size (``perfect_panel`` under the
+    first steering), drawn as marks beside the group's bars so a bar reads against them."""
+    summary = store.summary_frame(con, job_id)
+    rows = summary[(summary["level"] == "group")
+                   & summary["source"].isin(["human_resample", "perfect_panel"])].copy()
+    if rows.empty:
+        return pd.DataFrame(columns=["human_resample", "perfect_panel"])
+    first = rows.loc[rows["source"] == "perfect_panel", "steering"]
+    if len(first):
+        rows = rows[(rows["source"] != "perfect_panel") | (rows["steering"] == first.iloc[0])]
+    rows["name"] = rows["attribute"] + "=" + rows["group"]
+    table = rows.pivot_table(index="name", columns="source", values="representativeness",
+                             sort=False, dropna=False)
+    table.index.name, table.columns.name = "group", None
+    return table.reindex(columns=["human_resample", "perfect_panel"])
 
 
 @dataclass(frozen=True)
@@ -134,13 +153,25 @@ def answer_bars(con: duckdb.DuckDBPyConnection, job_id: str,
     return bars
 
 
-def _draw_groups(table: pd.DataFrame, path: Path) -> None:
+MARKS = {"human_resample": ("|", "black", "noise floor of the data (human_resample)"),
+         "perfect_panel": ("D", "dimgray", "ceiling at this panel size (perfect_panel)")}
+
+
+def _draw_groups(table: pd.DataFrame, path: Path, marks: pd.DataFrame | None = None) -> None:
     height = max(2.5, 0.28 * len(table) * max(1, len(table.columns)) ** 0.5 + 1.2)
     fig, ax = plt.subplots(figsize=(8, height))
     width = 0.8 / max(1, len(table.columns))
     y = np.arange(len(table))
     for i, column in enumerate(table.columns):
         ax.barh(y + i * width, table[column].to_numpy(float), height=width, label=str(column))
+    if marks is not None and not marks.empty:
+        centre = y + width * (len(table.columns) - 1) / 2
+        placed = marks.reindex(table.index)
+        for source, (marker, colour, label) in MARKS.items():
+            values = placed[source].to_numpy(float)
+            if np.isfinite(values).any():
+                ax.scatter(values, centre, marker=marker, color=colour, s=60, zorder=3,
+                           label=label)
     ax.set_yticks(y + width * (len(table.columns) - 1) / 2, [str(i) for i in table.index])
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -231,11 +262,14 @@ def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path
     with staged_folder(Path(out_dir), overwrite=overwrite, names=CALIBRATION_FILES) as staged, \
             matplotlib.rc_context(LITERAL_TEXT):
         if not groups.empty:
-            _draw_groups(groups, staged / "calibration_groups.png")
+            _draw_groups(groups, staged / "calibration_groups.png", group_marks(con, job_id))
         images.append(("Representativeness per group", "calibration_groups.png"
                        if not groups.empty else "", "The model beside the baselines, per group: "
                        "uniform (guessing), human_overall (knows the question, not the group), "
-                       "no_persona (the model without a persona)."))
+                       "no_persona (the model without a persona). Marks: | the noise floor of "
+                       "the data (the people's own answers resampled), ◆ the ceiling at this "
+                       "panel size (what a perfect simulator would score with this many "
+                       "answers)."))
         if bars:
             _draw_answers(bars, staged / "calibration_answers.png")
         images.append(("Answers: people against the simulated panel", "calibration_answers.png"

@@ -17,7 +17,7 @@ from scipy.stats import wasserstein_distance
 
 import personahub
 from personahub import runtime
-from personahub.analysis.calibration_report import answer_bars, group_bars
+from personahub.analysis.calibration_report import answer_bars, group_bars, group_marks
 from personahub.core.interrupts import Stopped
 from personahub.core.kernel import BatchOutcome
 from personahub.pipelines import calibrate as calibrate_module
@@ -228,9 +228,20 @@ def test_the_report_shows_per_group_bars_with_the_baselines(hub: dict[str, Any],
     con = duckdb.connect(str(db), read_only=True)
     try:
         bars, answered = group_bars(con, job.job_id), answer_bars(con, job.job_id)
+        marks = group_marks(con, job.job_id)
+        stored = dict(con.execute(
+            "SELECT attribute || '=' || grp, representativeness FROM calibration_summary "
+            "WHERE job_id = ? AND level = 'group' AND source = 'human_resample'",
+            [job.job_id]).fetchall())
     finally:
         con.close()
     assert list(bars.columns) == ["model", "uniform", "human_overall", "no_persona"]
+    # each group's bars read against its floor and ceiling marks, as stored
+    assert list(marks.columns) == ["human_resample", "perfect_panel"]
+    assert set(marks.index) == set(bars.index)
+    assert marks["human_resample"].to_dict() == pytest.approx(stored)
+    assert (marks["perfect_panel"].between(0, 1)).all()
+    assert "noise floor of the data" in page and "ceiling at this panel size" in page
     assert set(bars.index) == {"SEX=Female", "SEX=Male", "POLPARTY=Democrat",
                                "POLPARTY=Republican"}
     safe = answered[0]
