@@ -88,7 +88,15 @@ def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
 def fetch_personas(
     con: duckdb.DuckDBPyConnection, ids: Sequence[str] | None = None
 ) -> list[Persona]:
-    """Personas in hub order (``seq``), optionally restricted to ``ids``."""
+    """Personas in hub order (``seq``), as ``Persona`` records.
+
+    Args:
+        con: a connection to the DuckDB file (``personahub.connect``).
+        ids: keep only these persona ids (None: every persona).
+
+    Returns:
+        The personas, in the order they entered the hub.
+    """
     sql = "SELECT persona_id, text, source, source_ref, attributes, hop FROM personas"
     params: list[Any] = []
     if ids is not None:
