@@ -64,7 +64,7 @@ class StandardModels:
         return redact_spec(spec)
 
 
-def executor_for(config: Any) -> Executor:
+def executor_for(config: object) -> Executor:
     """The executor a (resolved) config names: ``local`` (default) or ``ray``."""
     name = getattr(config, "executor", "local")
     if name == "ray":

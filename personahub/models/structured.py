@@ -101,7 +101,7 @@ def schema_json(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS)
     return strip_keywords(built, stripped) if stripped else built
 
 
-def strip_keywords(node: Any, keywords: frozenset[str], *, describe: bool = True) -> Any:
+def strip_keywords(node: object, keywords: frozenset[str], *, describe: bool = True) -> Any:
     """A JSON schema without ``keywords`` (property names are kept, whatever they are called);
     a stripped ``maxLength``/``maxItems`` goes into the description (unless not ``describe``)."""
     if not isinstance(node, Mapping):
@@ -171,7 +171,7 @@ def response_format(schema: type[BaseModel], mode: StructuredMode,
 GRAMMAR_SAFE_MAX_LENGTH = 360
 
 
-def grammar_safe(node: Any) -> Any:
+def grammar_safe(node: object) -> Any:
     """``node`` with every ``maxLength`` at most ``GRAMMAR_SAFE_MAX_LENGTH``, a shaped string's
     pattern with it (a copy when any changes)."""
     if isinstance(node, list):
