@@ -1,10 +1,9 @@
-"""Any job by its id, whatever its kind: the listing of every job and the resume of one, shared
-by ``personahub jobs`` / ``personahub resume ID`` and ``personahub.jobs()`` /
-``personahub.resume(ID)``, so the command and the API cannot drift.
+"""Any job by its id, whatever its kind: list every job, or resume one.
 
-A resume goes through the job kernel (``personahub.runtime.run``) with the kind's registered
-spec: the job keeps what it makes (its stored config) and asks with the model it recorded
-unless it is given another; only how it runs (cache, executor, failure share) is the caller's.
+``personahub jobs`` and ``personahub resume`` use these functions too, so the command and the API
+cannot drift. A resume runs the kind's registered spec on the job kernel: the job keeps what it
+makes (its stored config) and the model it recorded unless given another; only how it runs
+(cache, executor, failure share) is the caller's.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
-"""The Python API: each job as a plain call and an ``async`` twin, returning a handle whose tables
-read as pandas DataFrames (``personahub.results``).
+"""The Python API: each job as a plain call and an ``async`` twin, returning a handle on its tables.
 
-Thin wrappers over the job functions the CLI runs (the job kernel through
-``personahub.runtime`` for runs and synthesis, and the persona jobs), building the same configs as the
-commands, so a notebook and a command do the same work. A job owns an event loop for its
-model calls, so the sync form runs it in a worker thread when called inside a running loop
-(Jupyter) and the ``_async`` form always does (``personahub.bridge``). A job shows a progress
-bar in a notebook (``progress=``: ``personahub.progress_bars``), and the stop button stops it:
-the job is marked ``interrupted`` and resumes as after Ctrl-C in a command::
+The functions build the same configs as the CLI commands and run the same job functions, so a
+notebook and a command do the same work. Each job owns an event loop for its model calls; inside
+a running loop (Jupyter) the sync form runs the job in a worker thread, and the ``_async`` form
+always does. In a notebook a job shows a progress bar, and the stop button marks the job
+``interrupted``, to be resumed as after Ctrl-C in a command::
 
     import personahub
     run = personahub.run_scenario("scenarios/riverside_town.py", db="society.duckdb", steps=2)

@@ -1,7 +1,7 @@
 """The Python API's interview: ask a run's agents a question, as ``personahub interview`` does.
 
-Apart from ``personahub.api`` so that a run's handle (``results.Run.interview``) can ask through
-it without the API module and the handles importing each other.
+A module of its own so that a run's handle can ask through it without the API module and the
+handles importing each other.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """What the Python API returns: a handle on one run or job in its DuckDB file, read as DataFrames.
 
-A handle holds ids and the database path, not a connection: every read opens the file read-only
-and closes it again, so a notebook never keeps the file locked against the next run or the CLI.
-In a notebook a handle shows as a short HTML card (``_repr_html_``): its ids, status, counts and
-a few sampled rows; ``repr`` is one line.
+A handle holds ids and the database path, not a connection: every read opens the file
+read-only and closes it, so a notebook never keeps the file locked against the next run or the
+CLI. In a notebook a handle shows as a short HTML card (ids, status, counts, a few sampled
+rows); ``repr`` is one line.
 """
 
 from __future__ import annotations
