@@ -22,13 +22,9 @@ description instead ("at most N characters"), and validation still holds answers
 sent is recorded: ``llm_calls.structured_mode`` reads ``json_schema without default, maxLength``,
 and so does each endpoint's entry in the run's config (``runs.config.structured_modes``).
 
-OpenAI's strict structured outputs (the ``openai-strict`` loopback dialect copies it) document
-these keywords as supported: ``type``, ``properties``, ``required``, ``additionalProperties``,
-``items``, ``enum``, ``const``, ``anyOf``, ``$ref``/``$defs``, ``description``, ``title``;
-strings ``pattern`` and ``format``; numbers ``minimum``, ``maximum``, ``exclusiveMinimum``,
-``exclusiveMaximum``, ``multipleOf``; arrays ``minItems``, ``maxItems``. ``minLength``,
-``maxLength`` and ``default`` are not among them (and fine-tuned models refuse the string and
-number constraints too), so strict mode strips them.
+OpenAI's strict structured outputs support neither ``minLength``, ``maxLength`` nor ``default``
+(the fake server's ``openai-strict`` dialect lists the keywords it does), so strict mode strips
+them.
 """
 
 from __future__ import annotations
