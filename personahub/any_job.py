@@ -1,10 +1,9 @@
-"""Any job by its id, whatever its kind: the listing of every job and the resume of one, shared
-by ``personahub jobs`` / ``personahub resume ID`` and ``personahub.jobs()`` /
-``personahub.resume(ID)``, so the command and the API cannot drift.
+"""Any job by its id, whatever its kind: list every job, or resume one.
 
-A resume goes through the job kernel (``personahub.runtime.run``) with the kind's registered
-spec: the job keeps what it makes (its stored config) and asks with the model it recorded
-unless it is given another; only how it runs (cache, executor, failure share) is the caller's.
+``personahub jobs`` and ``personahub resume`` use these functions too, so the command and the API
+cannot drift. A resume runs the kind's registered spec on the job kernel: the job keeps what it
+makes (its stored config) and the model it recorded unless given another; only how it runs
+(cache, executor, failure share) is the caller's.
 """
 
 from __future__ import annotations
@@ -91,10 +90,20 @@ def job_rows(db: str | Path, *, kind: str | None = None,
 @speaks_python()
 def jobs(*, db: str | Path = DEFAULT_DB, kind: str | None = None,
          status: str | None = None) -> pd.DataFrame:
-    """Every job in ``db`` as a DataFrame, newest first (``personahub jobs``): ``job_id``,
-    ``kind``, ``status``, ``started_at``, ``finished_at``, ``what``, ``parent_id``, ``error`` (the
-    ``jobs`` table's columns, and ``what``: a few words from the job's ``config``, by its kind);
-    ``kind`` / ``status`` keep only those."""
+    """Every job in a database, newest first, as ``personahub jobs`` lists them.
+
+    Args:
+        db: the DuckDB file.
+        kind: keep only jobs of this kind.
+        status: keep only jobs with this status (finished, interrupted, ...).
+
+    Returns:
+        A DataFrame with the ``jobs`` table's columns (job_id, kind, status, started_at,
+        finished_at, parent_id, error) and ``what``, a few words on what each job makes.
+
+    Raises:
+        UsageError: an unknown kind or status (an empty listing would hide the typo).
+    """
     import pandas as pd
 
     columns = ["job_id", "kind", "status", "started_at", "finished_at", "what", "parent_id",
@@ -169,18 +178,38 @@ def _resume_engine(engine: dict[str, Any]) -> dict[str, Any]:
 @speaks_python()
 def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
            progress: ProgressSetting = None, **engine: Any) -> Job:
-    """Resume any stopped job by its id (``personahub resume ID``): it goes on with its own
-    settings, asking the model it recorded unless ``llm`` names another (with its
-    credentials); ``engine``: ``cache``, ``executor``, ``ray_address``, ``ray_workers`` and
-    ``max_failed_share``, this resume's (None or not given: the job's). Returns the job's
-    handle (``Run`` for a run, ``Judged``, ``Calibration``, else ``Job``); a job that had
-    already ended is returned as it is, nothing asked. ``progress`` as for ``run_scenario``."""
+    """Resume any stopped job by its id, as ``personahub resume ID`` does.
+
+    The job goes on with its own settings; a job that had already ended is returned as it is,
+    nothing asked.
+
+    Args:
+        job_id: the job's id (text or a number).
+        db: the DuckDB file holding it.
+        llm: the model spec to ask, with its credentials (None: the one the job recorded).
+        progress: as for ``run_scenario``.
+        **engine: how this resume runs: cache, executor, ray_address, ray_workers,
+            max_failed_share (None or not given: the job's); an unknown keyword is refused.
+
+    Returns:
+        The job's handle: ``Run`` for a run, ``Judged``, ``Calibration``, else ``Job``.
+
+    Raises:
+        PersonahubError: no such database, job, or registered kind.
+    """
     return call_blocking(partial(_resume, job_id, db, _resume_engine(engine), llm, progress))
 
 
 @speaks_python()
 async def resume_async(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
                        progress: ProgressSetting = None, **engine: Any) -> Job:
-    """``resume`` for ``await``."""
+    """``resume`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        job_id, db, llm, progress, **engine: as for ``resume``.
+
+    Returns:
+        The job's handle.
+    """
     return await call_in_thread(partial(_resume, job_id, db, _resume_engine(engine), llm,
                                         progress))

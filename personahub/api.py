@@ -1,13 +1,10 @@
-"""The Python API: each job as a plain call and an ``async`` twin, returning a handle whose tables
-read as pandas DataFrames (``personahub.results``).
+"""The Python API: each job as a plain call and an ``async`` twin, returning a handle on its tables.
 
-Thin wrappers over the job functions the CLI runs (the job kernel through
-``personahub.runtime`` for runs and synthesis, and the persona jobs), building the same configs as the
-commands, so a notebook and a command do the same work. A job owns an event loop for its
-model calls, so the sync form runs it in a worker thread when called inside a running loop
-(Jupyter) and the ``_async`` form always does (``personahub.bridge``). A job shows a progress
-bar in a notebook (``progress=``: ``personahub.progress_bars``), and the stop button stops it:
-the job is marked ``interrupted`` and resumes as after Ctrl-C in a command::
+The functions build the same configs as the CLI commands and run the same job functions, so a
+notebook and a command do the same work. Each job owns an event loop for its model calls; inside
+a running loop (Jupyter) the sync form runs the job in a worker thread, and the ``_async`` form
+always does. In a notebook a job shows a progress bar, and the stop button marks the job
+``interrupted``, to be resumed as after Ctrl-C in a command::
 
     import personahub
     run = personahub.run_scenario("scenarios/riverside_town.py", db="society.duckdb", steps=2)
@@ -69,9 +66,26 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
                    on_ready: Callable[[StructuredCaller | None], None] | None = None,
                    on_start: Callable[[str, bool], None] | None = None,
                    warn: Callable[[str], None] | None = None) -> RunSummary:
-    """Run (or, with ``resume``, go on with) a scenario run on the kernel and return its summary
-    (what ``run_scenario``, ``resume_run`` and ``personahub run`` go through; ``client``: a model
-    client of your own, used as it is). A finished run asked to resume is refused."""
+    """Run a scenario run on the job kernel, or go on with one.
+
+    What ``run_scenario``, ``resume_run`` and ``personahub run`` go through.
+
+    Args:
+        config: the run's ``RunConfig``, or a resume's settings as a mapping.
+        resume: the id of the run to go on with.
+        fresh: start over rather than resume an unfinished run of the same config.
+        client: a model client of your own, used as it is.
+        progress: a progress hook ``(phase, done, total)``.
+        on_ready: called with the model client once it is ready.
+        on_start: called with the run's id and whether it resumed.
+        warn: where warnings go.
+
+    Returns:
+        The run's ``RunSummary``.
+
+    Raises:
+        PersonahubError: a finished run was asked to resume.
+    """
     from personahub import runtime
     from personahub.core.errors import PersonahubError
     from personahub.pipelines.run import RUN, check_new_run
@@ -98,23 +112,26 @@ RUN_RESUME_OPTIONS = frozenset({"offline_latency_s", "executor", "ray_address", 
 def resume_run(run_id: str | int, *, db: str | Path, llm: str | None = None,
                progress: ProgressHook | None = None, client: StructuredCaller | None = None,
                on_ready: Callable[[], None] | None = None, **engine: Any) -> RunSummary:
-    """Continue run ``run_id`` in ``db`` from its last committed step (its scenario file checked
-    first). It keeps what the run makes (scenario, seed, steps, generation settings) and its
-    model settings; ``llm`` replaces the recorded (redacted) model spec. ``engine``:
-    ``max_failed_share`` (None: the recorded share), ``offline_latency_s``, ``executor``,
-    ``ray_address``, ``ray_workers``: this call's (an unknown keyword is refused by name).
+    """Continue a run from its last committed step, its scenario file checked first.
+
+    The run keeps what it makes (scenario, seed, steps, generation settings) and its model
+    settings.
 
     Args:
         run_id: the run to go on with.
-        db: the database holding it.
-        llm: the model spec (None: the recorded one).
+        db: the DuckDB file holding it.
+        llm: the model spec (None: the recorded one, whose credentials were redacted).
         progress: a progress hook ``(phase, done, total)``.
         client: a model client of your own, used as it is.
         on_ready: called once the model client is ready.
-        **engine: how this resume runs (see above).
+        **engine: how this resume runs: max_failed_share (None: the recorded share),
+            offline_latency_s, executor, ray_address, ray_workers; an unknown keyword is refused.
 
     Returns:
-        The run's summary.
+        The run's ``RunSummary``.
+
+    Raises:
+        PersonahubError: the run had already finished.
     """
     from personahub.pipelines.run import resume_settings
 
@@ -147,13 +164,24 @@ def _scenario_call(scenario_or_path: Scenario | str | Path, run_options: RunConf
 def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None, /,
                  *, db: str | Path | None = None, llm: str | None = None, seed: int | None = None,
                  steps: int | None = None, progress: ProgressSetting = None, **options: Any) -> Run:
-    """Run a scenario (a ``Scenario`` or its file) and return its ``Run``.
+    """Run a scenario and return a handle on the run's tables.
 
-    ``options`` are ``RunConfig`` fields (``concurrency``, ``cache``, ``temperature``, …);
-    ``run_options`` (positional, as in earlier releases) is the base they override. None keeps
-    the scenario's seed and steps and the offline engine. Safe inside a running event loop.
-    ``progress``: True/False for a bar per phase (default: in a notebook or on a terminal), or
-    a hook ``(phase, done, total)``.
+    Safe inside a running event loop (Jupyter): the run then goes on in a worker thread.
+
+    Args:
+        scenario_or_path: a ``Scenario`` or the path of its file.
+        run_options: a ``RunConfig`` the other arguments override (positional only).
+        db: the DuckDB file (default: the base's, else ``society.duckdb``).
+        llm: the model spec (default: the offline engine).
+        seed: the run's seed (default: the scenario's).
+        steps: how many steps (default: the scenario's).
+        progress: True/False for a bar per phase (default: in a notebook or on a terminal), or a
+            hook ``(phase, done, total)``.
+        **options: further ``RunConfig`` fields (concurrency, cache, temperature, ...); an unknown
+            one is refused by name.
+
+    Returns:
+        The ``Run``: its ``run_id``, summary and tables as DataFrames.
     """
     return call_blocking(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
                                         options, progress))
@@ -165,7 +193,14 @@ async def run_scenario_async(scenario_or_path: Scenario | str | Path,
                              db: str | Path | None = None, llm: str | None = None,
                              seed: int | None = None, steps: int | None = None,
                              progress: ProgressSetting = None, **options: Any) -> Run:
-    """``run_scenario`` for ``await``: the run goes on in a worker thread with its own loop."""
+    """``run_scenario`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        scenario_or_path, run_options, db, llm, seed, steps, progress, **options: as for ``run_scenario``.
+
+    Returns:
+        The ``Run``.
+    """
     return await call_in_thread(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
                                                options, progress))
 
@@ -184,9 +219,22 @@ def run_synthesis(options: SynthConfig, *, resume: str | None = None,
                   client: StructuredCaller | None = None, progress: ProgressHook | None = None,
                   on_ready: Callable[[], None] | None = None, fresh: bool = False,
                   on_start: Callable[[str], None] | None = None) -> SynthSummary:
-    """Run (or resume) a synthesis job on the kernel and return its summary (the function
-    ``synthesize`` and ``personahub synthesize`` go through; ``client``: a model client of
-    your own, used as it is)."""
+    """Run or resume a synthesis job on the job kernel.
+
+    What ``synthesize`` and ``personahub synthesize`` go through.
+
+    Args:
+        options: the job's ``SynthConfig``.
+        resume: the id of the job to go on with.
+        client: a model client of your own, used as it is.
+        progress: a progress hook ``(phase, done, total)``.
+        on_ready: called once the model client is ready.
+        fresh: start over rather than resume an unfinished job of the same config.
+        on_start: called with the job's id.
+
+    Returns:
+        The job's ``SynthSummary``.
+    """
     from personahub import runtime
     from personahub.pipelines.synthesize import SYNTHESIS
 
@@ -198,8 +246,10 @@ def run_synthesis(options: SynthConfig, *, resume: str | None = None,
 
 
 class FewerItems(PersonahubError):
-    """A synthesis job holds fewer items than it asked and ``allow_fewer`` was not given. What it
-    wrote is kept: ``job`` is its handle (the message says why it fell short)."""
+    """A synthesis job holds fewer items than it asked and ``allow_fewer`` was not given.
+
+    What it wrote is kept: ``job`` is its handle; the message says why it fell short.
+    """
 
     def __init__(self, message: str, job: Job) -> None:
         super().__init__(message)
@@ -220,12 +270,24 @@ def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: 
 @speaks_python()
 def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                n: int = 10, progress: ProgressSetting = None, **options: Any) -> Job:
-    """Run a synthesis job (``task``: math_problem, instruction, …) and return its ``Job``.
+    """Run a synthesis job: each persona writes items of one task kind.
 
-    ``options`` are ``SynthConfig`` fields (``prompting``, ``examples``, ``carve``, ``solve``,
-    ``per_persona``…). A job holding fewer than ``n`` x ``per_persona`` items raises
-    ``FewerItems`` (its ``job`` attribute is the handle) unless ``allow_fewer=True``.
-    ``progress`` as for ``run_scenario``.
+    Args:
+        task: the task kind (math_problem, instruction, ...).
+        db: the DuckDB file holding the personas and, after, the items.
+        llm: the model spec (default: the offline engine).
+        seed: the job's seed.
+        n: how many personas are drawn.
+        progress: as for ``run_scenario``.
+        **options: further ``SynthConfig`` fields (prompting, examples, carve, solve,
+            per_persona, allow_fewer, ...).
+
+    Returns:
+        The job's ``Job`` handle (``items()``, ``export()``).
+
+    Raises:
+        FewerItems: the job holds fewer than ``n`` x ``per_persona`` items and ``allow_fewer``
+            was not given; its ``job`` attribute is the handle.
     """
     return call_blocking(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
@@ -234,7 +296,14 @@ def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", 
 async def synthesize_async(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
                            seed: int = 0, n: int = 10, progress: ProgressSetting = None,
                            **options: Any) -> Job:
-    """``synthesize`` for ``await``."""
+    """``synthesize`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        task, db, llm, seed, n, progress, **options: as for ``synthesize``.
+
+    Returns:
+        The job's ``Job`` handle.
+    """
     return await call_in_thread(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
 
@@ -298,16 +367,24 @@ def _text_call(corpus: str | Path, db: str | Path, llm: str, seed: int,
 @speaks_python()
 def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
                     seed: int = 0, progress: ProgressSetting = None, **options: Any) -> Job:
-    """Text-to-persona over a corpus file: who is likely to read/write/like/dislike each text.
+    """Text-to-persona over a corpus file: who is likely to read, write, like or dislike each text.
 
-    ``options``: relations, per_text, limit, corpus_name, text_column, id_column, split,
-    skip_bad, batch_size, concurrency, language, cache, executor (local or ray), ray_address,
-    ray_workers, max_failed_share, offline_latency_s, the model flags (structured,
-    max_tokens, temperature, top_p, timeout_s, rps) and the batch ones (batch, batch_file,
-    batch_window, batch_fallback, batch_poll_s; docs/batch.md): the same job as ``personahub
-    personas from-text``. Running again over the same corpus name goes on with its job (what it did is
-    skipped); an option named here that the job fixed otherwise is an error. ``progress`` as
-    for ``run_scenario`` (the texts read).
+    The same job as ``personahub personas from-text``. Running again over the same corpus name
+    goes on with its job, skipping what it did; an option that job fixed otherwise is an error.
+
+    Args:
+        corpus: the corpus file.
+        db: the DuckDB file the personas go to.
+        llm: the model spec (default: the offline engine).
+        seed: the job's seed.
+        progress: as for ``run_scenario`` (counts the texts read).
+        **options: relations, per_text, limit, corpus_name, text_column, id_column, split,
+            skip_bad, batch_size, concurrency, language, cache, executor, ray_address,
+            ray_workers, max_failed_share, offline_latency_s, the model flags and the batch ones
+            (docs/batch.md).
+
+    Returns:
+        The job's ``Job`` handle; ``items()`` are the personas it made.
     """
     return call_blocking(_text_call(corpus, db, llm, seed, options, progress))
 
@@ -316,7 +393,14 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
 async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_DB,
                                 llm: str = "offline", seed: int = 0,
                                 progress: ProgressSetting = None, **options: Any) -> Job:
-    """``text_to_persona`` for ``await``."""
+    """``text_to_persona`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        corpus, db, llm, seed, progress, **options: as for ``text_to_persona``.
+
+    Returns:
+        The job's ``Job`` handle.
+    """
     return await call_in_thread(_text_call(corpus, db, llm, seed, options, progress))
 
 
@@ -341,15 +425,24 @@ def _expansion(db: str | Path, llm: str, seed: int, resume: str | int | None,
 @speaks_python()
 def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
            resume: str | int | None = None, progress: ProgressSetting = None, **options: Any) -> Job:
-    """Persona-to-persona: grow the hub in ``db`` by ``hops`` rounds of related people.
+    """Persona-to-persona: grow the hub in ``db`` by rounds of people related to those in it.
 
-    ``options``: hops, fanout, limit (start from the first N personas) or start_ids, batch_size,
-    concurrency, language, link_candidates, link_embedder (None: no nearest-people links), cache,
-    executor (local or ray), ray_address, ray_workers, max_failed_share, offline_latency_s, the
-    model flags and the batch ones (docs/batch.md): the same job as ``personahub personas
-    expand``. ``resume`` (an expansion id) goes on with that expansion (an option naming what
-    it makes otherwise is an error). ``progress`` as for ``run_scenario``. The ``Job``'s id is
-    the expansion id.
+    The same job as ``personahub personas expand``.
+
+    Args:
+        db: the DuckDB file holding the hub.
+        llm: the model spec (default: the offline engine).
+        seed: the job's seed.
+        resume: an expansion id to go on with; an option naming what it makes otherwise is an
+            error.
+        progress: as for ``run_scenario``.
+        **options: hops, fanout, limit (start from the first N personas) or start_ids,
+            batch_size, concurrency, language, link_candidates, link_embedder (None: no
+            nearest-people links), cache, executor, ray_address, ray_workers, max_failed_share,
+            offline_latency_s, the model flags and the batch ones (docs/batch.md).
+
+    Returns:
+        The job's ``Job`` handle; its id is the expansion id, ``items()`` the new personas.
     """
     return call_blocking(partial(_expansion, db, llm, seed, resume, options, progress))
 
@@ -358,7 +451,14 @@ def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
 async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                        resume: str | int | None = None, progress: ProgressSetting = None,
                        **options: Any) -> Job:
-    """``expand`` for ``await``."""
+    """``expand`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        db, llm, seed, resume, progress, **options: as for ``expand``.
+
+    Returns:
+        The job's ``Job`` handle.
+    """
     return await call_in_thread(partial(_expansion, db, llm, seed, resume, options, progress))
 
 
@@ -372,16 +472,22 @@ def _dedup_call(db: str | Path, resume: str | int | None, options: dict[str, Any
 @speaks_python()
 def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
           progress: ProgressSetting = None, **options: Any) -> Job:
-    """Flag near-duplicate personas in ``db``: MinHash, then embeddings (never deletes).
+    """Flag near-duplicate personas in ``db``: MinHash, then embeddings. Nothing is deleted.
 
-    ``options``: embedder (``hash``, ``local``, ``openai:<model>``, None for MinHash only),
-    threshold, num_perm, ngram, embed_threshold, ann, batch_size, cache, rps, timeout_s,
-    executor (local or ray), ray_address, ray_workers and, for a model embedder, the batch ones
-    (batch, batch_file, batch_window, batch_fallback, batch_poll_s; docs/batch.md): the same job
-    as ``personahub personas dedup``. ``items()`` are the flagged personas; an unfinished job
-    with the same settings is resumed, and ``resume`` (a job id) goes on with that job (an
-    option naming what it marks otherwise is an error). ``progress`` as for ``run_scenario``
-    (a bar per stage: ``minhash``, ``embedding``).
+    The same job as ``personahub personas dedup``; an unfinished job with the same settings is
+    resumed.
+
+    Args:
+        db: the DuckDB file holding the personas.
+        resume: a dedup job id to go on with; an option naming what it marks otherwise is an
+            error.
+        progress: as for ``run_scenario`` (a bar per stage: minhash, embedding).
+        **options: embedder (hash, local, ``openai:<model>``, None for MinHash only), threshold,
+            num_perm, ngram, embed_threshold, ann, batch_size, cache, rps, timeout_s, executor,
+            ray_address, ray_workers and, for a model embedder, the batch ones (docs/batch.md).
+
+    Returns:
+        The job's ``Job`` handle; ``items()`` are the flagged personas.
     """
     return call_blocking(_dedup_call(db, resume, options, progress))
 
@@ -389,7 +495,14 @@ def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
 @speaks_python()
 async def dedup_async(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
                       progress: ProgressSetting = None, **options: Any) -> Job:
-    """``dedup`` for ``await``."""
+    """``dedup`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        db, resume, progress, **options: as for ``dedup``.
+
+    Returns:
+        The job's ``Job`` handle.
+    """
     return await call_in_thread(_dedup_call(db, resume, options, progress))
 
 
@@ -433,13 +546,22 @@ def _judging(job: str | int | None, run: str | int | None, db: str | Path, llm: 
 def judge(*, job: str | int | None = None, run: str | int | None = None,
           db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
           progress: ProgressSetting = None, **options: Any) -> Judged:
-    """Judge a synthesis job's items (``job``) or a run's emissions (``run``) against their
-    kind's criteria; returns a ``Judged`` handle (``.items()``, ``.validity()``).
+    """Judge a synthesis job's items or a run's emissions against their kind's criteria.
 
-    ``options`` are ``JudgeConfig`` fields: ``kind``, ``sample``, ``concurrency``,
-    ``timeout_s``, ``batch_size``, ``rps``, the model flags and the batch ones (``batch``,
-    ``batch_file``, ...: docs/batch.md). The same settings are the same judge: calling again
-    skips the items it has rated.
+    The same settings are the same judge: calling again skips the items it has rated.
+
+    Args:
+        job: the synthesis job to judge (or give ``run``).
+        run: the run whose emissions to judge.
+        db: the DuckDB file.
+        llm: the judge's model spec (default: the offline engine).
+        seed: the judge's seed (which items a sample takes).
+        progress: as for ``run_scenario``.
+        **options: further ``JudgeConfig`` fields: kind, sample, concurrency, timeout_s,
+            batch_size, rps, the model flags and the batch ones (docs/batch.md).
+
+    Returns:
+        A ``Judged`` handle: ``items()`` the judgments, ``validity()`` the rates.
     """
     return call_blocking(partial(_judging, job, run, db, llm, seed, options, progress))
 
@@ -448,7 +570,14 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
 async def judge_async(*, job: str | int | None = None, run: str | int | None = None,
                       db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                       progress: ProgressSetting = None, **options: Any) -> Judged:
-    """``judge`` for ``await``."""
+    """``judge`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        job, run, db, llm, seed, progress, **options: as for ``judge``.
+
+    Returns:
+        A ``Judged`` handle.
+    """
     return await call_in_thread(partial(_judging, job, run, db, llm, seed, options, progress))
 
 
@@ -475,21 +604,21 @@ def _evaluating(job: str | int, solvers: tuple[str, ...], db: str | Path,
 @speaks_python()
 def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
              db: str | Path = DEFAULT_DB, **options: Any) -> EvalSummary:
-    """Evaluate a synthesis job's items as the Persona Hub paper did (issue 46): a seeded
-    held-out split (near-duplicates kept together, benchmark overlaps left out), solver
+    """Evaluate a synthesis job's items as the Persona Hub paper did.
+
+    A seeded held-out split (near-duplicates kept together, benchmark overlaps left out), solver
     agreement on the test items, and models scored on the verified ones with a Wilson interval.
 
     Args:
         job: the synthesis job.
         solvers: solver specs (any ``llm`` spec; ``offline?seed=N`` for differing offline ones).
-        db: the database.
-        **options: ``EvalConfig`` fields: ``test_share`` or ``test_n``, ``models``, ``agree``,
-            ``samples``, ``mode``, ``against``, ``ngram``, ``seed``, ``concurrency``,
-            ``timeout_s``.
+        db: the DuckDB file.
+        **options: further ``EvalConfig`` fields: test_share or test_n, models, agree, samples,
+            mode, against, ngram, seed, concurrency, timeout_s.
 
     Returns:
-        An ``EvalSummary`` (``verified_share``, ``matrix``, ``scores``); calling again reuses
-        the stored split and answers.
+        An ``EvalSummary`` (``verified_share``, ``matrix``, ``scores``); calling again reuses the
+        stored split and answers.
     """
     return call_blocking(partial(_evaluating, job, tuple(solvers), db, dict(options)))
 
@@ -497,7 +626,14 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
 @speaks_python()
 async def evaluate_async(*, job: str | int, solvers: list[str] | tuple[str, ...],
                          db: str | Path = DEFAULT_DB, **options: Any) -> EvalSummary:
-    """``evaluate`` for ``await``."""
+    """``evaluate`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        job, solvers, db, **options: as for ``evaluate``.
+
+    Returns:
+        An ``EvalSummary``.
+    """
     return await call_in_thread(partial(_evaluating, job, tuple(solvers), db, dict(options)))
 
 
@@ -541,16 +677,27 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
               db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0, n: int = 20,
               resume: str | int | None = None, progress: ProgressSetting = None,
               **options: Any) -> Calibration:
-    """Calibrate a population against a human survey (an OpinionQA wave folder, a long CSV or a
-    respondent-level CSV or Parquet), as ``personahub calibrate`` does; returns a
-    ``Calibration`` whose ``per_attribute()``, ``scores()``, ``summary_table()``, ``answers()``
-    and ``ppi(FILE)`` are DataFrames.
+    """Calibrate a population against a human survey, as ``personahub calibrate`` does.
 
-    ``options`` are ``CalibrateConfig`` fields (``steering``, ``questions``, ``attributes``,
-    ``limit``, ``no_persona_n``, ``carve``, ``offer_refusal``, the model flags, ``batch``
-    and the other batch settings of docs/batch.md, ...).
-    ``resume=JOB_ID`` goes on with an interrupted calibration (then only ``llm`` and the engine
-    settings apply). ``progress`` as for ``run_scenario``.
+    Args:
+        survey: an OpinionQA wave folder, a long CSV, or a respondent-level CSV or Parquet.
+        population: a sample-population id, or ``all`` (every persona of the hub).
+        db: the DuckDB file.
+        llm: the model spec (default: the offline engine).
+        seed: the job's seed.
+        n: personas per group.
+        resume: a calibration job id to go on with (then only ``llm`` and the engine settings
+            apply).
+        progress: as for ``run_scenario``.
+        **options: further ``CalibrateConfig`` fields (steering, questions, attributes, limit,
+            no_persona_n, carve, offer_refusal, the model flags, the batch ones, ...).
+
+    Returns:
+        A ``Calibration`` whose ``per_attribute()``, ``scores()``, ``summary_table()``,
+        ``answers()`` and ``ppi(FILE)`` are DataFrames.
+
+    Raises:
+        UsageError: neither a survey and population nor ``resume`` was given.
     """
     return call_blocking(partial(_calibration, survey, population, db, llm, seed, n, resume,
                                  options, progress))
@@ -561,7 +708,14 @@ async def calibrate_async(survey: str | Path | None = None, *, population: str |
                           db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                           n: int = 20, resume: str | int | None = None,
                           progress: ProgressSetting = None, **options: Any) -> Calibration:
-    """``calibrate`` for ``await``."""
+    """``calibrate`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        survey, population, db, llm, seed, n, resume, progress, **options: as for ``calibrate``.
+
+    Returns:
+        A ``Calibration`` handle.
+    """
     return await call_in_thread(partial(_calibration, survey, population, db, llm, seed, n,
                                         resume, options, progress))
 
@@ -624,17 +778,29 @@ def write_population(marginals: str | Path | None = None, joint: str | Path | No
                      n: int = 1000, seed: int = 0, db: str | Path = DEFAULT_DB,
                      llm: str = "offline", resume: str | int | None = None,
                      progress: ProgressSetting = None, **options: Any) -> Job:
-    """Draw ``n`` people matching ``marginals`` (and/or a ``joint`` table) and have ``llm``
-    write each one's text, as ``personahub personas sample-population --llm`` does; returns a
-    ``Job`` (``kind="population_write"``) whose ``items()`` are the people written and whose
-    ``population_id`` names their population.
+    """Draw people matching census-like tables and have a model write each one's text.
 
-    ``options`` are ``WriteConfig`` fields: the model flags (``structured``, ``max_tokens``,
-    ``temperature``, ``top_p``), ``concurrency``, ``timeout_s``, ``rps``, ``offline_latency_s``,
-    ``cache``, ``batch_size``, ``max_failed_share``, ``executor``, ``ray_address``,
-    ``ray_workers``. ``resume=JOB_ID`` goes on with a stopped job (its files, n, seed and
-    generation settings are the job's; only how it runs is this call's, and the default
-    ``llm`` asks the model it recorded). ``progress`` as for ``run_scenario``.
+    As ``personahub personas sample-population --llm`` does.
+
+    Args:
+        marginals: the marginals file (give it, ``joint``, or both).
+        joint: the joint table's file.
+        n: how many people to draw.
+        seed: the job's seed.
+        db: the DuckDB file.
+        llm: the model spec; on a resume the default asks the model the job recorded.
+        resume: a stopped job's id; its files, n, seed and generation settings stay the job's.
+        progress: as for ``run_scenario``.
+        **options: further ``WriteConfig`` fields: the model flags, concurrency, timeout_s, rps,
+            offline_latency_s, cache, batch_size, max_failed_share, executor, ray_address,
+            ray_workers.
+
+    Returns:
+        A ``Job`` (kind ``population_write``) whose ``items()`` are the people written and whose
+        ``population_id`` names their population.
+
+    Raises:
+        UsageError: a resume was also given ``marginals`` or ``joint``.
     """
     return call_blocking(partial(_population_writing, marginals, joint, n, seed, db, llm, resume,
                                  options, progress))
@@ -646,6 +812,13 @@ async def write_population_async(marginals: str | Path | None = None,
                                  seed: int = 0, db: str | Path = DEFAULT_DB,
                                  llm: str = "offline", resume: str | int | None = None,
                                  progress: ProgressSetting = None, **options: Any) -> Job:
-    """``write_population`` for ``await``."""
+    """``write_population`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        marginals, joint, n, seed, db, llm, resume, progress, **options: as for ``write_population``.
+
+    Returns:
+        The job's ``Job`` handle.
+    """
     return await call_in_thread(partial(_population_writing, marginals, joint, n, seed, db, llm,
                                         resume, options, progress))

@@ -1,17 +1,15 @@
 """Run a blocking job from any context: a script, a worker thread, or a running event loop.
 
-The job functions (``api.run_simulation``, ``api.run_synthesis``, the persona
-jobs) each own an event loop for their model calls (``core.loop.JobLoop``). Inside a running loop,
-as in Jupyter, running a second loop in the same thread fails ("Cannot run the event loop while
-another loop is running"), so there the job runs in a worker thread of its own instead, and the
-``_async`` forms always do, leaving the caller's loop free while the job runs.
+Each job owns an event loop for its model calls. Inside a running loop, as in Jupyter, a second
+loop in the same thread fails ("Cannot run the event loop while another loop is running"), so
+there the job runs in a worker thread, and the ``_async`` forms always do, leaving the caller's
+loop free.
 
-A notebook's stop button (SIGINT) raises ``KeyboardInterrupt`` in the thread that waits, not in
-the worker that runs the job. The waiter passes it on: it raises ``KeyboardInterrupt`` in the
-worker (``PyThreadState_SetAsyncExc``, and a wake-up of the worker's event loop so a job waiting
-for the network sees it at once), waits for the job to mark itself ``interrupted`` as it does
-after Ctrl-C in a command, and raises the job's ``Stopped`` (its id and how to resume it).
-A second interrupt while it waits stops waiting.
+A notebook's stop button (SIGINT) raises ``KeyboardInterrupt`` in the waiting thread, not in the
+worker. The waiter passes it on: it raises ``KeyboardInterrupt`` in the worker and wakes the
+worker's event loop (so a job waiting on the network sees it at once), waits for the job to mark
+itself ``interrupted`` as after Ctrl-C in a command, and raises the job's ``Stopped`` (its id and
+how to resume). A second interrupt stops the waiting.
 """
 
 from __future__ import annotations

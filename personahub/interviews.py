@@ -1,7 +1,7 @@
 """The Python API's interview: ask a run's agents a question, as ``personahub interview`` does.
 
-Apart from ``personahub.api`` so that a run's handle (``results.Run.interview``) can ask through
-it without the API module and the handles importing each other.
+A module of its own so that a run's handle can ask through it without the API module and the
+handles importing each other.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from personahub.progress_bars import ProgressSetting, progress_hook
 from personahub.python_names import DEFAULT_DB, as_id, refuse_unknown, speaks_python
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
     from personahub.pipelines.interview import InterviewConfig, InterviewResult
@@ -65,7 +67,7 @@ def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *
 
 def _interview(question: str | None, db: str | Path, run: str | int | None, llm: str,
                options: dict[str, Any], resume: str | int | None = None,
-               progress: ProgressSetting = None) -> Any:
+               progress: ProgressSetting = None) -> pd.DataFrame:
     """Ask (or go on asking), store, and return the answers as a DataFrame (one row per agent)."""
     import pandas as pd
 
@@ -94,28 +96,37 @@ def _interview(question: str | None, db: str | Path, run: str | int | None, llm:
 
 def _interview_call(question: str | None, db: str | Path, run: str | int | None, llm: str,
                     options: dict[str, Any], resume: str | int | None,
-                    progress: ProgressSetting = None) -> Callable[[], Any]:
+                    progress: ProgressSetting = None) -> Callable[[], pd.DataFrame]:
     return partial(_interview, question, db, run, llm, options, resume, progress)
 
 
 @speaks_python()
 def interview(question: str | None = None, *, run: str | int | None = None,
               db: str | Path = DEFAULT_DB, llm: str = "offline", resume: str | int | None = None,
-              progress: ProgressSetting = None, **options: Any) -> Any:
-    """Ask a run's agents ``question``; returns a pandas DataFrame, one row per agent asked
-    (``interview_id``, ``batch_id``, ``agent_id``, ``persona_id``, ``step``, ``answer``,
-    ``status``, ``error``, ``model``; ``model == 'offline'`` is the offline engine, not a
-    language model). The answers are stored in ``interviews``, batch by batch; the run is not
-    changed. ``resume=ID`` (``batch_id``) goes on with a stopped interview, asking only the
-    agents not yet answered (then only ``llm`` and the engine settings apply).
+              progress: ProgressSetting = None, **options: Any) -> pd.DataFrame:
+    """Ask a run's agents a question, as ``personahub interview`` does; the run is not changed.
 
-    ``options``: ``agent`` (a persona id or agent id) for one agent, or ``carve`` (conditions
-    ``KEY OP VALUE``) and/or ``where`` (SQL over ``personas``) for a group of the run's agents,
-    ``limit``, ``step`` (default: the run's last), ``batch_size``, the model flags
-    (concurrency, structured, max_tokens, temperature, top_p, timeout_s, rps) and the batch
-    ones (``batch``, ``batch_file``, ``batch_window``, ``batch_fallback``, ``batch_poll_s``).
-    Ids (``run``, ``agent``, ``resume``) are text or numbers. ``progress`` as for
-    ``run_scenario``.
+    The answers are stored in ``interviews``, batch by batch. ``model == 'offline'`` in the
+    answers is the offline engine, not a language model.
+
+    Args:
+        question: what to ask (None only with ``resume``).
+        run: the run whose agents answer (text or a number).
+        db: the DuckDB file.
+        llm: the model spec (default: the offline engine).
+        resume: a stopped interview's ``batch_id``: only the agents not yet answered are asked,
+            and only ``llm`` and the engine settings apply.
+        progress: as for ``run_scenario``.
+        **options: ``agent`` (a persona or agent id) for one agent, or ``carve`` (``KEY OP
+            VALUE`` conditions) and/or ``where`` (SQL over ``personas``) for a group; limit,
+            step (default: the run's last), batch_size, the model flags and the batch ones.
+
+    Returns:
+        A pandas DataFrame, one row per agent asked: interview_id, batch_id, agent_id,
+        persona_id, step, answer, status, error, model.
+
+    Raises:
+        PersonahubError: neither a question and run nor ``resume`` was given, or both.
     """
     return call_blocking(_interview_call(question, db, run, llm, options, resume, progress))
 
@@ -124,7 +135,14 @@ def interview(question: str | None = None, *, run: str | int | None = None,
 async def interview_async(question: str | None = None, *, run: str | int | None = None,
                           db: str | Path = DEFAULT_DB, llm: str = "offline",
                           resume: str | int | None = None, progress: ProgressSetting = None,
-                          **options: Any) -> Any:
-    """``interview`` for ``await``."""
+                          **options: Any) -> pd.DataFrame:
+    """``interview`` for ``await``: the job runs in a worker thread.
+
+    Args:
+        question, run, db, llm, resume, progress, **options: as for ``interview``.
+
+    Returns:
+        A pandas DataFrame, one row per agent asked.
+    """
     return await call_in_thread(_interview_call(question, db, run, llm, options, resume,
                                                 progress))

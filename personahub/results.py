@@ -1,9 +1,9 @@
 """What the Python API returns: a handle on one run or job in its DuckDB file, read as DataFrames.
 
-A handle holds ids and the database path, not a connection: every read opens the file read-only
-and closes it again, so a notebook never keeps the file locked against the next run or the CLI.
-In a notebook a handle shows as a short HTML card (``_repr_html_``): its ids, status, counts and
-a few sampled rows; ``repr`` is one line.
+A handle holds ids and the database path, not a connection: every read opens the file
+read-only and closes it, so a notebook never keeps the file locked against the next run or the
+CLI. In a notebook a handle shows as a short HTML card (ids, status, counts, a few sampled
+rows); ``repr`` is one line.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from personahub.python_names import speaks_python
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from personahub.analysis.judgments import Validity
+    from personahub.core.jobs_store import JobRow
 
 
 def _read(db: Path, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
@@ -71,11 +74,11 @@ _SAMPLES = {
 _CELL = 120  # characters of a text cell in a card
 
 
-def _counts(summary: Any) -> dict[str, Any]:
+def _counts(summary: object) -> dict[str, int | str]:
     """A summary's counts: its whole-number fields and small dicts of them (per kind, ...)."""
     if summary is None or not dataclasses.is_dataclass(summary):
         return {}
-    counts: dict[str, Any] = {}
+    counts: dict[str, int | str] = {}
     for field in dataclasses.fields(summary):
         value = getattr(summary, field.name)
         if isinstance(value, int) and not isinstance(value, bool):
@@ -85,7 +88,7 @@ def _counts(summary: Any) -> dict[str, Any]:
     return counts
 
 
-def _cut(value: Any) -> Any:
+def _cut(value: object) -> object:
     """A text cell cut to a line's length; any other value (a step, an agent id) as it is."""
     if not isinstance(value, str) or len(value) <= _CELL:
         return value
@@ -94,8 +97,11 @@ def _cut(value: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Job:
-    """A finished (or stopped) job: ``kind``, ``job_id``, ``db`` and what the job function
-    returned (``summary``); attributes the handle lacks are read from the summary."""
+    """A finished or stopped job in a DuckDB file: its ``kind``, ``job_id``, ``db`` and ``summary``.
+
+    ``summary`` is what the job function returned; an attribute the handle lacks is read from it
+    (``job.written``).
+    """
 
     kind: str  # the job's kind, as the jobs table names it (synthesis, expansion, run, ...)
     job_id: str
@@ -115,10 +121,18 @@ class Job:
         return getattr(summary, name)
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        """Any SQL over the database (read-only, analysis views installed) as a DataFrame."""
+        """Run any SQL over the database, read-only, with the analysis views installed.
+
+        Args:
+            query: the SQL, with ``?`` placeholders.
+            params: the placeholders' values.
+
+        Returns:
+            The result as a DataFrame.
+        """
         return _read(self.db, query, params)
 
-    def _row(self) -> Any:
+    def _row(self) -> JobRow | None:
         """The job's row of ``jobs`` (None for a handle whose job is not there)."""
         from personahub.core.jobs_store import find_job
         from personahub.core.store import connect
@@ -139,7 +153,14 @@ class Job:
         return f"{type(self).__name__}(kind={self.kind!r}, job_id={self.job_id!r}, db={str(self.db)!r})"
 
     def sample(self, n: int = SAMPLE_ROWS) -> pd.DataFrame:
-        """A few of what the job made (the same rows each time), text cut to a line's length."""
+        """A few of what the job made, the same rows each time, text cut to a line's length.
+
+        Args:
+            n: how many rows.
+
+        Returns:
+            A DataFrame of at most ``n`` rows.
+        """
         query = _SAMPLES.get(self.kind)
         if query:
             frame = self.sql(query.format(n=int(n)), [self.job_id])
@@ -169,7 +190,11 @@ class Job:
         return f"<div><strong>{title}</strong><table>{head}</table>{body}</div>"
 
     def calls(self) -> pd.DataFrame:
-        """The job's model calls (``llm_calls``)."""
+        """The job's model calls.
+
+        Returns:
+            Its rows of ``llm_calls`` as a DataFrame.
+        """
         from personahub.core.call_log import job_calls
 
         return _frame(self.db, job_calls, self.job_id)
@@ -177,10 +202,22 @@ class Job:
     @speaks_python({"out": "path", "force": "overwrite"})
     def export(self, path: str | Path, fmt: str = "chat", *, kind: str | None = None,
                drop_duplicates: bool = False, overwrite: bool = False) -> int:
-        """Write a run's or synthesis job's items as ``personahub export`` does: ``fmt`` is
-        personahub, chat, parquet (a file) or hf (a folder in the Hub's layout:
-        data/*.parquet and a card ``datasets.load_dataset`` reads); returns
-        the number of records."""
+        """Write a run's or synthesis job's items to a file, as ``personahub export`` does.
+
+        Args:
+            path: the file, or for ``hf`` the folder, to write.
+            fmt: personahub, chat, parquet, or hf (the Hub's layout: data/*.parquet and a card that
+                ``datasets.load_dataset`` reads).
+            kind: keep only items of this kind.
+            drop_duplicates: leave out items flagged as near-duplicates.
+            overwrite: replace an existing file or folder.
+
+        Returns:
+            The number of records written.
+
+        Raises:
+            PersonahubError: the job is neither a run nor a synthesis job.
+        """
         from personahub.analysis.export import export
         from personahub.core.errors import PersonahubError
         from personahub.core.outputs import check_output
@@ -204,8 +241,13 @@ class Job:
             con.close()
 
     def items(self) -> pd.DataFrame:
-        """What the job made: synthesized items, or the personas a persona job produced or,
-        for ``population_write``, wrote (for ``dedup``: the personas flagged as duplicates)."""
+        """What the job made, as a DataFrame.
+
+        Returns:
+            Synthesized items, or the personas a persona job produced (an expansion's new people, a
+            text-to-persona job's, the people a ``population_write`` job wrote); for ``dedup``, the
+            personas flagged as duplicates.
+        """
         if self.kind == "synthesis":
             return _items_frame(self.db, job=self.job_id)
         if self.kind == "expansion":
@@ -238,31 +280,56 @@ class Job:
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Run(Job):
-    """A simulation run: ``run_id``, ``db``, the ``RunSummary`` and its tables as DataFrames."""
+    """A simulation run: ``run_id``, ``db``, the ``RunSummary`` and the run's tables as DataFrames."""
 
     kind: str = "run"
 
     @property
     def run_id(self) -> str:
+        """The run's id (the job id)."""
         return self.job_id
 
     def items(self) -> pd.DataFrame:
-        """The run's emissions in the export's column layout (persona text, task, JSON content)."""
+        """The run's emissions in the export's column layout.
+
+        Returns:
+            A DataFrame: persona text, task, JSON content, one row per emission.
+        """
         return _items_frame(self.db, run=self.job_id)
 
     def emissions(self) -> pd.DataFrame:
-        """Rows of ``emissions`` for this run, by step and agent."""
+        """What the agents emitted in this run.
+
+        Returns:
+            Its rows of ``emissions``, by step and agent.
+        """
         return self._rows("emissions")
 
     def survey_answers(self) -> pd.DataFrame:
-        """Rows of ``survey_answers`` for this run, by step, survey and agent."""
+        """The agents' survey answers in this run.
+
+        Returns:
+            Its rows of ``survey_answers``, by step, survey and agent.
+        """
         return self._rows("survey_answers")
 
     def survey_shares(self, survey: str | None = None, *, wide: bool = False) -> pd.DataFrame:
-        """Each survey answer's share per step, tidy: one row per (survey_id, step, answer) with
-        ``n`` and ``share`` (the shares of a step sum to 1); answers in the survey's own order
-        (a categorical), choices nobody picked at a step as 0. ``survey`` keeps one survey;
-        ``wide=True`` (one survey) gives steps × answers, ready for ``.plot.bar(stacked=True)``."""
+        """Each survey answer's share per step.
+
+        Answers come in the survey's own order (a categorical); a choice nobody picked at a step shows
+        as 0.
+
+        Args:
+            survey: keep only this survey.
+            wide: one survey as steps x answers, ready for ``.plot.bar(stacked=True)``.
+
+        Returns:
+            One row per (survey_id, step, answer) with ``n`` and ``share`` (a step's shares sum to 1),
+            or the wide table.
+
+        Raises:
+            PersonahubError: ``wide=True`` over more than one survey.
+        """
         import pandas as pd
 
         from personahub.sim.run_queries import survey_answer_values
@@ -298,20 +365,31 @@ class Run(Job):
         return [str(o) for o in found.get("options") or []]
 
     def timeline(self) -> pd.DataFrame:
-        """One row per committed step: active agents, emissions, messages, survey answers,
-        failed actions, near-duplicates flagged, events delivered, the events injected by hand
-        while it ran (``injected``: their texts, from the live view; empty when none), and the
-        step's start and seconds."""
+        """The run step by step.
+
+        Returns:
+            One row per committed step: active agents, emissions, messages, survey answers, failed
+            actions, near-duplicates flagged, events delivered, the texts injected by hand while it
+            ran (``injected``), and the step's start and seconds.
+        """
         from personahub.sim.run_queries import timeline
 
         return _frame(self.db, timeline, self.job_id)
 
     def messages(self) -> pd.DataFrame:
-        """Rows of ``messages`` for this run."""
+        """The messages agents sent each other in this run.
+
+        Returns:
+            Its rows of ``messages``.
+        """
         return self._rows("messages")
 
     def decisions(self) -> pd.DataFrame:
-        """Rows of ``decisions`` for this run (deliberate policy; empty for scripted runs)."""
+        """The deliberate policy's decisions in this run (none for scripted runs).
+
+        Returns:
+            Its rows of ``decisions``.
+        """
         return self._rows("decisions")
 
     def _rows(self, table: str) -> pd.DataFrame:
@@ -320,15 +398,30 @@ class Run(Job):
         return _frame(self.db, run_rows, table, self.job_id)
 
     def interview(self, question: str, *, llm: str = "offline", **options: Any) -> pd.DataFrame:
-        """Ask this run's agents ``question`` (``personahub.interview``: ``agent=`` or
-        ``carve=``/``where=``, ``step=``, model flags); a DataFrame, one row per agent."""
+        """Ask this run's agents a question (``personahub.interview`` on this run).
+
+        Args:
+            question: what to ask.
+            llm: the model spec (default: the offline engine).
+            **options: as for ``personahub.interview``: agent, or carve and where; step, model flags.
+
+        Returns:
+            A DataFrame, one row per agent asked.
+        """
         from personahub.interviews import interview
 
         return interview(question, run=self.job_id, db=self.db, llm=llm, **options)
 
     async def interview_async(self, question: str, *, llm: str = "offline",
                               **options: Any) -> pd.DataFrame:
-        """``interview`` for ``await``."""
+        """``interview`` for ``await``.
+
+        Args:
+            question, llm, **options: as for ``interview``.
+
+        Returns:
+            A DataFrame, one row per agent asked.
+        """
         from personahub.interviews import interview_async
 
         return await interview_async(question, run=self.job_id, db=self.db, llm=llm, **options)
@@ -336,24 +429,32 @@ class Run(Job):
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Judged(Job):
-    """A judge (``personahub.judge``): ``judge_id``, ``db``, the ``JudgeSummary``, its
-    judgments as a DataFrame and its validity figures."""
+    """A judge's handle: ``judge_id``, ``db``, the ``JudgeSummary``, its judgments and validity figures."""
 
     kind: str = "judge"
 
     @property
     def judge_id(self) -> str:
+        """The judge's id (the job id)."""
         return self.job_id
 
     def items(self) -> pd.DataFrame:
-        """The judge's rows of ``judgments`` (criteria as JSON text), by item id."""
+        """The judge's judgments.
+
+        Returns:
+            Its rows of ``judgments`` by item id, criteria as JSON text.
+        """
         from personahub.analysis.judgments import judgment_rows
 
         return _frame(self.db, judgment_rows, self.job_id)
 
-    def validity(self) -> Any:
-        """The validity rate and per-criterion rates with 95% Wilson intervals
-        (``analysis.judgments.Validity``; ``.valid.text()``, ``.as_dict()``)."""
+    def validity(self) -> Validity | None:
+        """The validity rate and per-criterion rates with 95% Wilson intervals.
+
+        Returns:
+            A ``Validity`` (``.valid.text()``, ``.as_dict()``), or None when the judge has no
+            judgments.
+        """
         from personahub.analysis.judgments import validity
         from personahub.core.store import connect
 
@@ -366,8 +467,10 @@ class Judged(Job):
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Calibration(Job):
-    """A calibration (``personahub.calibrate``): ``job_id``, ``db``, the ``CalibrationSummary``
-    and its tables as DataFrames (docs/calibration.md)."""
+    """A calibration's handle: ``job_id``, ``db``, the ``CalibrationSummary`` and its tables.
+
+    docs/calibration.md explains the scores.
+    """
 
     kind: str = "calibration"
 
@@ -383,18 +486,33 @@ class Calibration(Job):
             con.close()
 
     def scores(self) -> pd.DataFrame:
-        """One row per question x group x source (``model`` per steering, the baselines
-        ``uniform``, ``human_overall``, ``no_persona``, the floor ``human_resample`` and the
-        ceilings ``perfect_panel``, ``human_overall_panel``): representativeness, dispersion, modal
-        agreement, the refusal shares, the simulated counts."""
+        """The scores of every source, per question and group.
+
+        Returns:
+            One row per question x group x source (``model`` per steering; the baselines uniform,
+            human_overall, no_persona; the floor human_resample; the ceilings perfect_panel and
+            human_overall_panel): representativeness, dispersion, modal agreement, refusal shares and
+            simulated counts.
+        """
         return self._frame("scores_frame")
 
     def summary_table(self) -> pd.DataFrame:
-        """The scores' means per source and steering: ``level`` overall, attribute and group."""
+        """The scores' means per source and steering.
+
+        Returns:
+            A DataFrame with ``level`` overall, attribute and group.
+        """
         return self._frame("summary_frame")
 
     def per_attribute(self, score: str = "representativeness") -> pd.DataFrame:
-        """One row overall and per attribute, one column per source (as the command prints)."""
+        """One score overall and per attribute, as the command prints it.
+
+        Args:
+            score: which score (a column of ``summary_table()``).
+
+        Returns:
+            One row overall and per attribute, one column per source.
+        """
         from personahub.pipelines.calibrate_scores import per_attribute
 
         return per_attribute(self.summary_table(), score)
@@ -410,23 +528,32 @@ class Calibration(Job):
             con.close()
 
     def panel_sizes(self) -> pd.DataFrame:
-        """The model's effective panel size (substantive answers per question x group): min and
-        median per attribute and overall, per steering."""
+        """The model's effective panel size: substantive answers per question x group.
+
+        Returns:
+            Min and median per attribute and overall, per steering.
+        """
         from personahub.analysis.calibration_verdict import panel_sizes
 
         return panel_sizes(self.scores())
 
     def intervals(self) -> pd.DataFrame:
-        """Every source's mean representativeness per attribute and overall, with a 95%
-        bootstrap interval over questions (seeded with the job's seed)."""
+        """Every source's mean representativeness with a 95% bootstrap interval over questions.
+
+        The bootstrap is seeded with the job's seed, so the intervals are the same each time.
+
+        Returns:
+            One row per source, per attribute and overall.
+        """
         from personahub.analysis.calibration_verdict import intervals
 
         return intervals(self.scores(), self._seed())
 
     def ppi(self, humans: str | Path, *, steering: str | None = None,
             alpha: float = 0.05) -> pd.DataFrame:
-        """Group shares corrected by a small human sample (prediction-powered inference), beside
-        the humans-only and simulated-only intervals (docs/calibration.md).
+        """Group shares corrected by a small human sample (prediction-powered inference).
+
+        Shown beside the humans-only and simulated-only intervals (docs/calibration.md).
 
         Args:
             humans: a respondent-level file (CSV or Parquet) on the same questions.
@@ -434,7 +561,7 @@ class Calibration(Job):
             alpha: one minus the intervals' coverage.
 
         Returns:
-            One row per question x group x option (``analysis.calibration_ppi.PPI_COLUMNS``).
+            One row per question x group x option (columns: ``analysis.calibration_ppi.PPI_COLUMNS``).
         """
         from personahub.analysis.calibration_ppi import ppi_table
         from personahub.analysis.survey_respondents import read_respondent_rows
@@ -449,14 +576,20 @@ class Calibration(Job):
 
     @property
     def verdict(self) -> list[str]:
-        """The scores in plain sentences (as the command prints them): the winner overall and
-        per attribute with its margin's interval, the model between ceiling and noise floor,
-        warnings on a degenerate model."""
+        """The scores in plain sentences, as the command prints them.
+
+        The winner overall and per attribute with its margin's interval, the model between ceiling and
+        noise floor, and warnings on a degenerate model.
+        """
         from personahub.analysis.calibration_verdict import verdict
 
         return verdict(self.scores(), self._seed())
 
     def answers(self) -> pd.DataFrame:
-        """Every answer: question, steering, respondent (a persona id, ``#k`` without one),
-        the option chosen, whether it is a refusal, the model's reason."""
+        """Every answer the calibration collected.
+
+        Returns:
+            Question, steering, respondent (a persona id, ``#k`` without one), the option chosen,
+            whether it is a refusal, and the model's reason.
+        """
         return self._frame("answers_frame")

@@ -1,11 +1,9 @@
 """The standard wiring of the job kernel: what the CLI and the Python API run every job with.
 
-``personahub.core.kernel.run_job`` is given its dependencies rather than importing them (the core
-imports nothing above it). This module gives the standard ones: the model seam's one client
-factory (``models.client.make_client``) with its reachability check and the record/replay
-cache (``StandardModels``), and the executor a config names (``executor_for``: ``local`` or
-``ray`` from ``personahub/executors``). The CLI and the API call ``run``; nothing else in the package
-does (a test may hand ``run`` a client of its own).
+The kernel is handed its dependencies (the core imports nothing above it). This module supplies
+the standard ones: the model layer's client factory with its reachability check and
+record/replay cache, and the executor a config names (local or Ray). Only the CLI and the API
+call ``run``; a test may hand it a client of its own.
 """
 
 from __future__ import annotations
@@ -28,9 +26,11 @@ S = TypeVar("S")
 
 
 class StandardModels:
-    """``make_client`` and ``check_reachable`` of the model seam, and its cache. A ``client``
-    given here is used as it is (built and checked by its maker: a test double, a command's
-    own); ``warn`` hears of each unreachable endpoint of several (the others are used)."""
+    """The model layer as the kernel uses it: build a client, check it is reachable, cache it.
+
+    A ``client`` given here is used as it is (its maker built and checked it: a test double, a
+    command's own). ``warn`` hears of each unreachable endpoint of several; the others are used.
+    """
 
     def __init__(self, client: StructuredCaller | None = None,
                  warn: Callable[[str], None] | None = None) -> None:
@@ -64,7 +64,7 @@ class StandardModels:
         return redact_spec(spec)
 
 
-def executor_for(config: Any) -> Executor:
+def executor_for(config: object) -> Executor:
     """The executor a (resolved) config names: ``local`` (default) or ``ray``."""
     name = getattr(config, "executor", "local")
     if name == "ray":

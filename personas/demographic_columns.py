@@ -125,7 +125,7 @@ def _parse_cached(key: str, raw: str | int | float) -> str | None:
     return parse(key, raw)
 
 
-def _parse_value(key: str, raw: Any) -> str | None:
+def _parse_value(key: str, raw: object) -> str | None:
     """``parse``, remembered: a table repeats its demographic values on every row (two sexes,
     seven education levels, fifty states), and an import runs this per value. Measured on a
     200,000-row Nemotron-shaped CSV (shared 2-core machine): uncached, normalising took about
@@ -136,7 +136,7 @@ def _parse_value(key: str, raw: Any) -> str | None:
     return parse(key, raw)
 
 
-def _present(value: Any) -> bool:
+def _present(value: object) -> bool:
     return value is not None and value != ""
 
 
@@ -145,7 +145,7 @@ _FEEDS: dict[str, str] = {**{k: k for k in KEYS},
                           **{c: k for k, columns in SOURCES.items() for c in columns}}
 
 
-def normalise_row(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def normalise_row(fields: Mapping[str, object]) -> tuple[dict[str, Any], list[str]]:
     """``fields`` with canonical keys normalised or derived, and the derivable columns whose
     value mapped to nothing (``DemographicProblem`` for a canonical column's unknown value)."""
     out = dict(fields)

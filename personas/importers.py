@@ -151,7 +151,7 @@ def _check_file(path: Path, name: str) -> None:
 # --------------------------------------------------------------------------- record readers
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: object) -> str:
     """Name a decoded value's type in JSON terms, for error messages."""
     if value is None:
         return "null"
@@ -422,7 +422,7 @@ def _natural_fields(row: Row, exclude: str) -> dict[str, Any]:
             if key != exclude and value is not None and value != ""}
 
 
-def _parse_labels(value: Any) -> list[Any]:
+def _parse_labels(value: object) -> list[Any]:
     """FinePersonas stores labels as a list or as a JSON-encoded list string; accept both."""
     if isinstance(value, str):
         try:

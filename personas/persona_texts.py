@@ -36,7 +36,7 @@ class SourceText:
         return cls(source, row_no, persona_id, dict(row))
 
 
-def _text_or_none(value: Any) -> str | None:
+def _text_or_none(value: object) -> str | None:
     """A field as stored: strings verbatim, other JSON values as JSON text, absent as NULL."""
     if value is None:
         return None

@@ -655,7 +655,7 @@ def _drop_tail(text: str) -> str:
     return text[:max(text.rfind(" "), 0)].rstrip(_TRAILING)
 
 
-def max_length(item: Any, name: str) -> int | None:
+def max_length(item: object, name: str) -> int | None:
     """The ``maxLength`` the schema of ``item`` (a pydantic model: the bounded class the model
     answered) set on field ``name``, if any."""
     info = getattr(type(item), "model_fields", {}).get(name)
@@ -684,7 +684,7 @@ def gate_persona(text: str, *, language: str | None = None, shown: str | None = 
     return cleaned, issue
 
 
-def gate_item(item: Any, *, language: str | None = None,
+def gate_item(item: object, *, language: str | None = None,
               shown: str | None = None) -> tuple[str, QualityIssue | None]:
     """``gate_persona`` of an answered item's ``persona``, bounded by the ``maxLength`` its
     class (the bounded schema the model answered) set on it; an item with a ``relation`` (an
@@ -695,7 +695,7 @@ def gate_item(item: Any, *, language: str | None = None,
                         relation=relation if isinstance(relation, str) else None)
 
 
-def gate_answer(field: str, language: str | None, value: Any, *,
+def gate_answer(field: str, language: str | None, value: object, *,
                 shown: str | None = None) -> str | None:
     """The model seam's check of an answer listing personas (``value.<field>``, each with a
     ``persona``): the first rejection when the gate keeps none of them, else None (``shown``:
@@ -713,7 +713,7 @@ def gate_answer(field: str, language: str | None, value: Any, *,
 SOURCES = ("text_to_persona", "expand", "emission", "synthesis")
 
 
-def rejected_row(source: str, issue: QualityIssue, payload: Any, *, key: str,
+def rejected_row(source: str, issue: QualityIssue, payload: object, *, key: str,
                  run_id: str | None = None, job_id: str | None = None, step: int | None = None,
                  persona_id: str | None = None, kind: str | None = None) -> dict[str, Any]:
     """A ``rejected`` table row; ``key`` (unique within ``source``) makes the id stable.

@@ -1,15 +1,10 @@
 """The persona hub's rows: personas written (only the new ones), read back in hub order, counted;
-the relationship graph's edges (``relations``) and an expansion's same-person merges
-(``persona_merges``).
+the relationship graph's edges and an expansion's same-person merges.
 
-This module owns the SQL of those three tables (``tests/test_sql_owners.py``): every other module
-reads and writes them through its functions, except the selection language that
-``personas.sampling`` and ``personas.carve`` compile from user conditions. An owner that joins its
-own rows to the personas in one statement takes this module's query text as a subquery
-(``SURVIVORS``, ``child_personas``).
-
-Writes are Arrow batches (``core.store.insert_columns``): a dict per row cost seconds per 100,000
-personas. The generic connection, schema and batch-insert helpers are in ``core/store.py``.
+This module owns the SQL of ``personas``, ``relations`` and ``persona_merges``
+(tests/test_sql_owners.py checks it): other modules go through its functions, except the
+selection language that sampling and carving compile from user conditions. Writes are Arrow
+batches: a dict per row cost seconds per 100,000 personas.
 """
 
 from __future__ import annotations
@@ -88,7 +83,15 @@ def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
 def fetch_personas(
     con: duckdb.DuckDBPyConnection, ids: Sequence[str] | None = None
 ) -> list[Persona]:
-    """Personas in hub order (``seq``), optionally restricted to ``ids``."""
+    """Personas in hub order (``seq``), as ``Persona`` records.
+
+    Args:
+        con: a connection to the DuckDB file (``personahub.connect``).
+        ids: keep only these persona ids (None: every persona).
+
+    Returns:
+        The personas, in the order they entered the hub.
+    """
     sql = "SELECT persona_id, text, source, source_ref, attributes, hop FROM personas"
     params: list[Any] = []
     if ids is not None:

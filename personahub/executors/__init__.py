@@ -62,7 +62,7 @@ def executor_session(name: str, address: str | None) -> Iterator[None]:
         yield
 
 
-def minhash_source(executor: Any) -> Any:
+def minhash_source(executor: object) -> Any:
     """Where dedup's stage 1 runs on ``executor``: signatures in this process (``local``), or,
     on Ray, the whole stage up to its verified pairs (band buckets through a Ray Data shuffle:
     ``ray_minhash.minhash_pair_finder``), so no signature comes to the driver. The dedup spec

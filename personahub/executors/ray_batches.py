@@ -146,7 +146,7 @@ def _names(shard: str, count: int) -> np.ndarray:
     return names
 
 
-def _stream(actor: type, context: bytes, items: Sequence[Any], sizes: Sequence[int], *,
+def _stream(actor: type, context: bytes, items: Sequence[object], sizes: Sequence[int], *,
             batch_size: int, address: str | None, workers: int | None,
             store: ShardStore | None = None, keys: Sequence[str] = (),
             spill: WorkerSpill | None = None) -> Iterator[list[Any]]:
@@ -193,7 +193,7 @@ def _stream(actor: type, context: bytes, items: Sequence[Any], sizes: Sequence[i
                 close()
 
 
-def _blobs(values: Sequence[Any]) -> np.ndarray:
+def _blobs(values: Sequence[object]) -> np.ndarray:
     blobs = np.empty(len(values), dtype=object)
     blobs[:] = [pickle.dumps(v) for v in values]
     return blobs

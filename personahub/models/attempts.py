@@ -14,7 +14,7 @@ from personahub.models.failures import classify
 from personahub.models.structured import StructuredMode, answer_text
 
 
-def usage(message: Any) -> tuple[int | None, int | None]:
+def usage(message: object) -> tuple[int | None, int | None]:
     """(input tokens, output tokens) the answer reports (0 when it reports none; None when the
     figure is impossible: ``contracts.token_count``)."""
     counts = getattr(message, "usage_metadata", None) or {}
@@ -22,7 +22,7 @@ def usage(message: Any) -> tuple[int | None, int | None]:
             token_count(counts.get("output_tokens", 0) or 0))
 
 
-def cached_prompt_tokens(message: Any) -> int | None:
+def cached_prompt_tokens(message: object) -> int | None:
     """Prompt tokens the server says its prefix cache reused (None when it says nothing).
 
     langchain-openai maps ``usage.prompt_tokens_details.cached_tokens`` (OpenAI, vLLM,

@@ -79,14 +79,14 @@ class Plan:
         return int(self.string_chars / max(self.slots, 1.0))
 
 
-def estimate_tokens(value: Any) -> int:
+def estimate_tokens(value: object) -> int:
     """Tokens an answer is counted at: string content at ``CHARS_PER_TOKEN``, the JSON around
     it at ``JSON_CHARS_PER_TOKEN`` (what ``bounded`` assumes)."""
     content, structure = json_chars(value)
     return math.ceil(content / CHARS_PER_TOKEN + structure / JSON_CHARS_PER_TOKEN)
 
 
-def json_chars(value: Any, *, key: bool = False) -> tuple[int, int]:
+def json_chars(value: object, *, key: bool = False) -> tuple[int, int]:
     """(string content characters, structure characters) of ``value`` as compact JSON."""
     if isinstance(value, str):
         return (0, len(value) + 3) if key else (len(value), 2)  # a key: quotes and the colon
@@ -121,7 +121,7 @@ def clip(text: str, max_len: int, min_len: int = 0) -> str:
 
 
 # -- annotations ------------------------------------------------------------------------------
-def _unwrap(annotation: Any) -> tuple[Any, list[Any], bool]:
+def _unwrap(annotation: object) -> tuple[Any, list[Any], bool]:
     """(the type, its ``Annotated`` metadata, whether None is allowed)."""
     metadata: list[Any] = []
     while get_origin(annotation) is Annotated:
@@ -137,11 +137,11 @@ def _unwrap(annotation: Any) -> tuple[Any, list[Any], bool]:
     return annotation, metadata, optional
 
 
-def _is_model(annotation: Any) -> bool:
+def _is_model(annotation: object) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def _is_list(annotation: Any) -> bool:
+def _is_list(annotation: object) -> bool:
     return get_origin(annotation) in (list, typing.List) or annotation is list  # noqa: UP006
 
 
@@ -154,7 +154,7 @@ def _limit(metadata: list[Any], name: str) -> int | None:
     return None
 
 
-def _item_type(annotation: Any) -> Any:
+def _item_type(annotation: object) -> Any:
     args = get_args(annotation)
     return args[0] if args else Any
 
@@ -167,7 +167,7 @@ def _max_items(metadata: list[Any]) -> int:
     return max(1, _limit(metadata, "max_length") or DEFAULT_MAX_ITEMS)
 
 
-def _fixed_value_chars(annotation: Any) -> int:
+def _fixed_value_chars(annotation: object) -> int:
     """Characters of a value that is not free text (a choice, a number, a flag)."""
     if get_origin(annotation) is Literal:
         return max((len(str(a)) + 2 for a in get_args(annotation)), default=4)
@@ -178,7 +178,7 @@ def _fixed_value_chars(annotation: Any) -> int:
     return 8
 
 
-def _measure(annotation: Any, metadata: list[Any]) -> tuple[float, int]:
+def _measure(annotation: object, metadata: list[Any]) -> tuple[float, int]:
     """(string slots, fixed characters) of one value of ``annotation``."""
     kind, more, _ = _unwrap(annotation)
     metadata = metadata + more
@@ -269,7 +269,7 @@ def _string_extras(metadata: list[Any], bound: int) -> list[Any]:
     return extras
 
 
-def _bound_type(annotation: Any, metadata: list[Any], per_slot: int
+def _bound_type(annotation: object, metadata: list[Any], per_slot: int
                 ) -> tuple[Any, int | None, list[Any]]:
     """(the bounded annotation, the ``max_length`` its field takes if any, the ``Field`` extras
     its field takes)."""

@@ -60,7 +60,7 @@ def schema_fingerprint(schema: type[BaseModel]) -> str:
 
 
 def request_payload(model: str, messages: Sequence[BaseMessage], schema: type[BaseModel],
-                    params: Mapping[str, Any]) -> dict[str, Any]:
+                    params: Mapping[str, object]) -> dict[str, Any]:
     """The request as keyed and stored: no URL, no credentials, schema by name and fingerprint."""
     return {
         "model": model,
@@ -70,7 +70,7 @@ def request_payload(model: str, messages: Sequence[BaseMessage], schema: type[Ba
     }
 
 
-def request_hash(request: Mapping[str, Any]) -> str:
+def request_hash(request: Mapping[str, object]) -> str:
     """SHA-256 of the canonical JSON of a request (sample index not included)."""
     text = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                       default=str)

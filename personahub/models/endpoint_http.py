@@ -150,7 +150,7 @@ def wire_body(model: Any, messages: list[Any], kwargs: dict[str, Any]) -> dict[s
     return {**payload, **extra}
 
 
-async def _close_at_shutdown(model: Any) -> AsyncGenerator[None, None]:
+async def _close_at_shutdown(model: object) -> AsyncGenerator[None, None]:
     """Suspended for the life of the event loop; the loop's ``shutdown_asyncgens`` (run by
     ``asyncio.run`` and ``run_loop.close_quietly``) resumes it to close ``model``'s client."""
     try:

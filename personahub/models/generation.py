@@ -3,7 +3,7 @@
 A request without ``max_tokens`` may generate until the server's context is full (llama.cpp
 servers do exactly that), so each call passes a limit sized for its schema (its caller takes it
 from ``personahub.tasks.limits``), ``--max-tokens`` overrides them all, and a call that passes
-none gets ``FALLBACK_MAX_TOKENS``. The model layer knows no kinds or purposes (issue 43). These
+none gets ``FALLBACK_MAX_TOKENS``. The model layer knows no kinds or purposes. These
 settings are part of the cache key and of a job's stored config.
 """
 

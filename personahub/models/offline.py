@@ -67,7 +67,7 @@ def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str,
     return schema
 
 
-def resolve_node(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+def resolve_node(schema: Mapping[str, object], root: Mapping[str, object]) -> Mapping[str, Any]:
     """``schema`` with its ``$ref`` (into ``root``) and ``anyOf``/``oneOf``/``allOf`` resolved
     to the first non-null option."""
     return _resolve(schema, root)
@@ -76,7 +76,7 @@ def resolve_node(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[
 class SchemaFiller:
     """Fills a JSON schema with values written by a TextMaker."""
 
-    def __init__(self, maker: TextMaker, root: Mapping[str, Any]) -> None:
+    def __init__(self, maker: TextMaker, root: Mapping[str, object]) -> None:
         self.maker = maker
         self.root = root
 
@@ -165,13 +165,13 @@ def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes, sample
 _BOUNDS = frozenset({"maxLength", "maxItems"})
 
 
-def _unbounded(schema: Any) -> Any:
+def _unbounded(schema: object) -> Any:
     """A JSON schema without its bounds (what seeds an answer): no ``maxLength``/``maxItems``,
     and a shaped string's pattern without its length (``bounds.pattern_for``)."""
     return _unshaped(strip_keywords(schema, _BOUNDS, describe=False)) if schema else schema
 
 
-def _unshaped(node: Any) -> Any:
+def _unshaped(node: object) -> Any:
     if isinstance(node, dict):
         return {key: without_bound(value) if key == "pattern" and isinstance(value, str)
                 else _unshaped(value) for key, value in node.items()}
@@ -180,7 +180,7 @@ def _unshaped(node: Any) -> Any:
     return node
 
 
-def _unbounded_tool(tool: Any) -> Any:
+def _unbounded_tool(tool: object) -> Any:
     """A tool with its parameters' bounds left out (what seeds a tool call)."""
     if not isinstance(tool, Mapping):
         return tool
@@ -206,7 +206,7 @@ class OfflineEngine:
         *,
         json_schema: Mapping[str, Any] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: Any = None,
+        tool_choice: object = None,
     ) -> EngineReply:
         """Answer with a tool call when tools are given, JSON when a schema is, else plain text."""
         return self.answer(messages, EngineRequest(json_schema, tools, tool_choice))
@@ -239,7 +239,7 @@ class OfflineEngine:
         return EngineReply(content=content, tokens_in=tokens_in, tokens_out=approx_tokens(content))
 
 
-def pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: Any) -> Mapping[str, Any]:
+def pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: object) -> Mapping[str, Any]:
     specs = [t.get("function", t) for t in tools]
     wanted = None
     if isinstance(tool_choice, str) and tool_choice not in ("auto", "any", "required", "none"):
@@ -281,7 +281,7 @@ def _request_of(kwargs: Mapping[str, Any]) -> EngineRequest:
     return EngineRequest(response_format_schema(response_format), tools, tool_choice)
 
 
-def _is_model_class(value: Any) -> bool:
+def _is_model_class(value: object) -> bool:
     return isinstance(value, type) and issubclass(value, BaseModel)
 
 

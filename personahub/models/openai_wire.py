@@ -61,11 +61,11 @@ class CompletionJSON(BaseModel):
     openai ``BaseModel`` keeps the SDK's handling of JSON sent under another content type."""
 
     @classmethod
-    def build(cls, *, response: Any, data: object) -> Any:  # noqa: ARG003 - the protocol's
+    def build(cls, *, response: object, data: object) -> Any:  # noqa: ARG003 - the protocol's
         return data
 
 
-def _given(value: Any) -> bool:
+def _given(value: object) -> bool:
     return not isinstance(value, NotGiven | Omit)
 
 
@@ -140,7 +140,7 @@ class MergedOnce:
     httpx would parse the one and re-normalise and merge the other every time. ``Request``
     copies the headers it is given, so a merged result is never changed by a request."""
 
-    def build_request(self, method: str, url: Any, *, params: Any = None, **kwargs: Any) -> Any:
+    def build_request(self, method: str, url: object, *, params: object = None, **kwargs: Any) -> Any:
         """httpx's own, but an empty query (the SDK always passes one) on a URL without a query
         is passed as none: ``URL(url, params={})`` rebuilds the URL to the same thing."""
         if params is not None and not params and isinstance(url, str) and "?" not in url \
@@ -148,14 +148,14 @@ class MergedOnce:
             params = None
         return super().build_request(method, url, params=params, **kwargs)  # type: ignore[misc]
 
-    def _merge_url(self, url: Any) -> Any:
+    def _merge_url(self, url: object) -> Any:
         merge = super()._merge_url  # type: ignore[misc]
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             return merge(url)  # relative: the answer depends on the client's base URL
         cache: dict[Any, Any] = self.__dict__.setdefault("_merged_urls", {})
         return _cached(cache, url, merge)
 
-    def _merge_headers(self, headers: Any = None) -> Any:
+    def _merge_headers(self, headers: object = None) -> Any:
         merge = super()._merge_headers  # type: ignore[misc]
         if not isinstance(headers, list):
             return merge(headers)

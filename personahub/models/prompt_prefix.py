@@ -86,7 +86,7 @@ class SharedPrefixMeter:
     shared_tokens: int = 0
     _window: PrefixWindow | None = field(default=None, repr=False)
 
-    def add(self, messages: Sequence[Any]) -> int:
+    def add(self, messages: Sequence[object]) -> int:
         """Count one prompt; returns its tokens in a shared prefix."""
         return self.add_text(prompt_text(messages))
 

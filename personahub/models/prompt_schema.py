@@ -39,7 +39,7 @@ _SCHEMA_KEYS = ("properties", "$ref", "$defs", "definitions", "anyOf", "oneOf", 
 _DECODER = json.JSONDecoder()
 
 
-def render_schema_block(schema: Mapping[str, Any],
+def render_schema_block(schema: Mapping[str, object],
                         intro: str = "Answer with one JSON object that fits this JSON schema:") -> str:
     """The prompt text that carries ``schema`` by the convention above (``intro`` must keep the
     words "JSON schema")."""
@@ -49,7 +49,7 @@ def render_schema_block(schema: Mapping[str, Any],
     return f"{intro}\n```json\n{text}\n```"
 
 
-def message_text(content: Any) -> str:
+def message_text(content: object) -> str:
     """A message's text: the string itself, or its text parts joined by newlines."""
     if isinstance(content, str):
         return content
@@ -115,7 +115,7 @@ def _first_schema(text: str, *, whole: bool) -> dict[str, Any] | None:
     return None
 
 
-def _as_schema(value: Any) -> dict[str, Any] | None:
+def _as_schema(value: object) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return None
     for wrapper in ("json_schema", "schema"):
@@ -125,5 +125,5 @@ def _as_schema(value: Any) -> dict[str, Any] | None:
     return value if _looks_like_schema(value) else None
 
 
-def _looks_like_schema(value: Mapping[str, Any]) -> bool:
+def _looks_like_schema(value: Mapping[str, object]) -> bool:
     return any(key in value for key in _SCHEMA_KEYS) or value.get("type") in ("object", "array")

@@ -69,7 +69,7 @@ def check_fallback(value: str) -> None:
         raise LLMConfigError(f"--batch-fallback {value!r}: choose one of {', '.join(FALLBACKS)}")
 
 
-def call_key(schema: type[BaseModel], messages: Sequence[Any], *, purpose: str,
+def call_key(schema: type[BaseModel], messages: Sequence[object], *, purpose: str,
              persona_id: str | None, step: int | None, sample: int) -> str:
     """What a call asks, as a short stable digest (its ``custom_id`` before the attempt)."""
     text = json.dumps([purpose, persona_id, step, sample, schema.__name__,

@@ -28,7 +28,7 @@ class BatchFileError(PersonahubError):
     """A results file that cannot be read: the message names the file and line."""
 
 
-def request_line(custom_id: str, body: Mapping[str, Any], url: str = CHAT_URL) -> dict[str, Any]:
+def request_line(custom_id: str, body: Mapping[str, object], url: str = CHAT_URL) -> dict[str, Any]:
     """One request line of a batch input file."""
     return {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}
 
@@ -89,7 +89,7 @@ class ResultLine:
         return "no answer"
 
 
-def _message_of(value: Any) -> str | None:
+def _message_of(value: object) -> str | None:
     if isinstance(value, str):
         return value or None
     if not isinstance(value, dict):

@@ -91,7 +91,7 @@ def _repaired_object(text: str) -> Any:
 _TOO_LONG = ("string_too_long", "too_long")
 
 
-def _clipped(schema: type[T], data: Any, exc: ValidationError) -> T | None:
+def _clipped(schema: type[T], data: object, exc: ValidationError) -> T | None:
     """``data`` valid once its over-long strings and lists are cut to their bounds, else None."""
     for _ in range(4):  # a list cut may leave errors inside the items it keeps: a few rounds
         errors = exc.errors()

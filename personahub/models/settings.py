@@ -130,7 +130,7 @@ class LLMSettings:
         return Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
 
 
-def parse_concurrency(value: Any) -> Concurrency:
+def parse_concurrency(value: object) -> Concurrency:
     """``value`` as a concurrency setting: an integer >= 1 or ``auto`` (a one-line error else)."""
     if isinstance(value, str):
         text = value.strip().lower()

@@ -22,13 +22,9 @@ description instead ("at most N characters"), and validation still holds answers
 sent is recorded: ``llm_calls.structured_mode`` reads ``json_schema without default, maxLength``,
 and so does each endpoint's entry in the run's config (``runs.config.structured_modes``).
 
-OpenAI's strict structured outputs (the ``openai-strict`` loopback dialect copies it) document
-these keywords as supported: ``type``, ``properties``, ``required``, ``additionalProperties``,
-``items``, ``enum``, ``const``, ``anyOf``, ``$ref``/``$defs``, ``description``, ``title``;
-strings ``pattern`` and ``format``; numbers ``minimum``, ``maximum``, ``exclusiveMinimum``,
-``exclusiveMaximum``, ``multipleOf``; arrays ``minItems``, ``maxItems``. ``minLength``,
-``maxLength`` and ``default`` are not among them (and fine-tuned models refuse the string and
-number constraints too), so strict mode strips them.
+OpenAI's strict structured outputs support neither ``minLength``, ``maxLength`` nor ``default``
+(the fake server's ``openai-strict`` dialect lists the keywords it does), so strict mode strips
+them.
 """
 
 from __future__ import annotations
@@ -101,7 +97,7 @@ def schema_json(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS)
     return strip_keywords(built, stripped) if stripped else built
 
 
-def strip_keywords(node: Any, keywords: frozenset[str], *, describe: bool = True) -> Any:
+def strip_keywords(node: object, keywords: frozenset[str], *, describe: bool = True) -> Any:
     """A JSON schema without ``keywords`` (property names are kept, whatever they are called);
     a stripped ``maxLength``/``maxItems`` goes into the description (unless not ``describe``)."""
     if not isinstance(node, Mapping):
@@ -171,7 +167,7 @@ def response_format(schema: type[BaseModel], mode: StructuredMode,
 GRAMMAR_SAFE_MAX_LENGTH = 360
 
 
-def grammar_safe(node: Any) -> Any:
+def grammar_safe(node: object) -> Any:
     """``node`` with every ``maxLength`` at most ``GRAMMAR_SAFE_MAX_LENGTH``, a shaped string's
     pattern with it (a copy when any changes)."""
     if isinstance(node, list):

@@ -1,6 +1,6 @@
 """Default output limits (``max_tokens``) by purpose: what each caller passes its model call.
 
-The model layer knows no kinds or purposes (issue 43): a call carries its own ``max_tokens``,
+The model layer knows no kinds or purposes: a call carries its own ``max_tokens``,
 which ``--max-tokens`` overrides (``models.generation``). This table is where the callers take
 theirs from: an output kind's limits are in its task (``personahub/tasks/``), the other calls'
 here. Sized for the JSON with room to spare, small enough that a runaway generation ends soon.

@@ -142,12 +142,12 @@ def _text_params(text: str) -> dict[str, Any]:
     return params
 
 
-def _json_type(name: Any) -> str | None:
+def _json_type(name: object) -> str | None:
     """The JSON schema type a written type name means ("List[str]" -> array), or None."""
     return _JSON_TYPES.get(str(name).split("[")[0].strip().lower())
 
 
-def _param(spec: Any) -> dict[str, Any]:
+def _param(spec: object) -> dict[str, Any]:
     """One argument's JSON schema from what a released tool says of it (a type name, a
     description, or an object with ``type`` / ``description``)."""
     if isinstance(spec, dict):
@@ -175,7 +175,7 @@ def _structured_params(args: dict[str, Any] | list[Any]) -> dict[str, Any]:
     return params
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     """A released value as text: strings as they are, anything else as compact JSON."""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 

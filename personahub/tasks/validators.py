@@ -46,12 +46,12 @@ _QUANTITY = re.compile(
     r"many|much)\b", re.IGNORECASE)
 
 
-def squash(value: Any) -> str:
+def squash(value: object) -> str:
     """A field's value as text with runs of whitespace made single spaces."""
     return " ".join(str(value or "").split())
 
 
-def has_letters(value: Any) -> bool:
+def has_letters(value: object) -> bool:
     """Whether a field's value says anything (has a letter)."""
     return any(c.isalpha() for c in str(value or ""))
 
@@ -98,7 +98,7 @@ def _json_args_issue(text: str) -> str | None:
     return _structured_args_issue(data)
 
 
-def _structured_args_issue(data: Any) -> str | None:
+def _structured_args_issue(data: object) -> str | None:
     """Arguments as a JSON value (Persona Hub's release has objects and lists as well as text)."""
     if isinstance(data, dict):
         names = list(data.get("properties", data))
@@ -111,7 +111,7 @@ def _structured_args_issue(data: Any) -> str | None:
     return f"argument names {bad[:3]} are not identifiers" if bad else None
 
 
-def args_issue(value: Any) -> str | None:
+def args_issue(value: object) -> str | None:
     """Why ``input_args`` does not read as ``name: type`` entries (or JSON), or None."""
     if isinstance(value, dict | list) and value:
         return _structured_args_issue(value)

@@ -131,7 +131,7 @@ class BatchBook:
         self._lock = threading.Lock()
 
     # -- the API ------------------------------------------------------------------------
-    def create(self, request: Mapping[str, Any]) -> dict[str, Any]:
+    def create(self, request: Mapping[str, object]) -> dict[str, Any]:
         """``POST /v1/batches``: check the request, start the batch, return it (validating)."""
         input_file_id = request.get("input_file_id")
         if not isinstance(input_file_id, str) or not input_file_id:
@@ -343,7 +343,7 @@ def read_lines(data: bytes, endpoint: str) -> tuple[list[_Line], list[dict[str, 
     return lines, problems
 
 
-def _metadata(value: Any) -> dict[str, str] | None:
+def _metadata(value: object) -> dict[str, str] | None:
     """The create request's ``metadata`` (at most 16 string pairs), or a ``FileProblem``."""
     if value is None:
         return None
@@ -355,7 +355,7 @@ def _metadata(value: Any) -> dict[str, str] | None:
     return dict(value)
 
 
-def _result(custom_id: str, status: int, body: Any) -> dict[str, Any]:
+def _result(custom_id: str, status: int, body: object) -> dict[str, Any]:
     return {"id": new_id("batch_req_"), "custom_id": custom_id,
             "response": {"status_code": status, "request_id": new_id("req_"), "body": body},
             "error": None}

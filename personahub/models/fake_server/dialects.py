@@ -170,12 +170,12 @@ class Dialect:
         return Refusal(status, {"error": {"message": message, "type": kinds.get(status, "server_error"),
                                           "param": param, "code": code}})
 
-    def bad_body(self, problem: str, *, parsed: bool, value: Any = None) -> Refusal:
+    def bad_body(self, problem: str, *, parsed: bool, value: object = None) -> Refusal:
         """The answer to a body that is not a JSON object (``parsed``: it was JSON, ``value``,
         but not an object)."""
         return self.error(400, f"We could not parse the JSON body of your request. ({problem})")
 
-    def messages_problem(self, messages: Any) -> Refusal | None:
+    def messages_problem(self, messages: object) -> Refusal | None:
         """Why ``messages`` cannot be answered, if it cannot."""
         if messages is None:
             return self.error(400, "Missing required parameter: 'messages'.", param="messages")
@@ -227,7 +227,7 @@ class Dialect:
                               param="response_format", code="invalid_value")
         return _format_plan(kind, _schema_of(response_format))
 
-    def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
         """Plan fields for ``tools``/``tool_choice``."""
         tools, choice = request.get("tools"), request.get("tool_choice")
         if not tools or choice == "none":
@@ -244,7 +244,7 @@ class Dialect:
                               f"got {value!r}.", param="n", code="invalid_value")
         return int(value)
 
-    def model_not_found(self, model: Any) -> Refusal:
+    def model_not_found(self, model: object) -> Refusal:
         """The answer to a request for a model the server does not serve."""
         return self.error(404, f"The model `{model}` does not exist or you do not have access "
                           "to it.", param="model", code="model_not_found")
@@ -273,7 +273,7 @@ class VllmDialect(Dialect):
         return Refusal(status, {"error": {"message": message, "type": kind, "param": param,
                                           "code": status}})
 
-    def model_not_found(self, model: Any) -> Refusal:
+    def model_not_found(self, model: object) -> Refusal:
         return self.error(404, f"The model `{model}` does not exist.", param="model")
 
     def invalid(self, *errors: dict[str, Any]) -> Refusal:
@@ -282,7 +282,7 @@ class VllmDialect(Dialect):
         listed = list(errors)
         return self.error(400, f"{validation_text(listed)} {listed}", kind="Bad Request")
 
-    def bad_body(self, problem: str, *, parsed: bool, value: Any = None) -> Refusal:
+    def bad_body(self, problem: str, *, parsed: bool, value: object = None) -> Refusal:
         if parsed:
             return self.invalid({"type": "model_attributes_type", "loc": ("body",),
                                  "msg": _NOT_AN_OBJECT, "input": value})
@@ -319,7 +319,7 @@ class VllmDialect(Dialect):
                                  "msg": "Field required", "input": spec})
         return _format_plan(kind, _schema_of(response_format))
 
-    def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
         tools, choice = request.get("tools"), request.get("tool_choice")
         if choice is None and tools:
             choice = "auto"
@@ -428,7 +428,7 @@ class LlamaCppDialect(Dialect):
         return Refusal(status, {"error": {"message": message, "type": kind, "param": param,
                                           "code": code}})
 
-    def bad_body(self, problem: str, *, parsed: bool, value: Any = None) -> Refusal:
+    def bad_body(self, problem: str, *, parsed: bool, value: object = None) -> Refusal:
         if not parsed:  # the error handler's own request.json() raises: Starlette's plain 500
             return Refusal(500, "Internal Server Error")
         return self._validation_failed([{"type": "model_attributes_type", "loc": ("body",),
@@ -467,7 +467,7 @@ class LlamaCppDialect(Dialect):
             return Plan(tools=[tool], tool_choice=choice, max_tokens=limit)
         return Plan(**formats, max_tokens=limit)
 
-    def choices(self, request: Mapping[str, Any]) -> int | Refusal:
+    def choices(self, request: Mapping[str, object]) -> int | Refusal:
         return 1  # ``n`` is among the request fields the server ignores
 
     def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
@@ -491,13 +491,13 @@ class OllamaDialect(Dialect):
         return Refusal(status, {"error": {"message": message, "type": kind, "param": None,
                                           "code": None}})
 
-    def bad_body(self, problem: str, *, parsed: bool, value: Any = None) -> Refusal:
+    def bad_body(self, problem: str, *, parsed: bool, value: object = None) -> Refusal:
         if parsed:
             return self.error(400, f"json: cannot unmarshal {_go_kind(value)} into Go value of "
                               "type openai.ChatCompletionRequest")
         return self.error(400, problem)
 
-    def messages_problem(self, messages: Any) -> Refusal | None:
+    def messages_problem(self, messages: object) -> Refusal | None:
         if messages is not None and not isinstance(messages, list):
             return self.error(400, f"json: cannot unmarshal {_go_kind(messages)} into Go struct "
                               "field ChatCompletionRequest.messages of type []openai.Message")
@@ -512,7 +512,7 @@ class OllamaDialect(Dialect):
                               "ChatCompletionRequest.max_tokens of type int")
         return int(value) if value > 0 else None
 
-    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> dict[str, Any] | Refusal:
         if response_format is None:
             return {}
         if not isinstance(response_format, Mapping):
@@ -528,14 +528,14 @@ class OllamaDialect(Dialect):
             return _format_plan("json_schema", schema if isinstance(schema, dict) else None)
         return {}
 
-    def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
         tools = request.get("tools")
         return {"tools": tools, "tool_choice": None} if tools else {}
 
-    def choices(self, request: Mapping[str, Any]) -> int | Refusal:
+    def choices(self, request: Mapping[str, object]) -> int | Refusal:
         return 1  # the request type has no ``n``: one choice whatever is asked
 
-    def model_not_found(self, model: Any) -> Refusal:
+    def model_not_found(self, model: object) -> Refusal:
         return self.error(404, f'model "{model}" not found, try pulling it first')
 
     def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
@@ -550,7 +550,7 @@ class OpenAIStrictDialect(Dialect):
 
     name = "openai-strict"
 
-    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> dict[str, Any] | Refusal:
         planned = super().response_format(response_format)
         if isinstance(planned, Refusal) or not isinstance(response_format, Mapping):
             return planned
@@ -569,7 +569,7 @@ class OpenAIStrictDialect(Dialect):
                     return refusal
         return super().tools(request)
 
-    def _check(self, schema: Any, what: str, param: str) -> Refusal | None:
+    def _check(self, schema: object, what: str, param: str) -> Refusal | None:
         found = _unsupported_keyword(schema, ())
         if found is None:
             return None
@@ -578,7 +578,7 @@ class OpenAIStrictDialect(Dialect):
                           "is not permitted.", param=param, code="invalid_json_schema")
 
 
-def _unsupported_keyword(node: Any, context: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
+def _unsupported_keyword(node: object, context: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
     """The first keyword of a schema outside ``STRICT_KEYWORDS`` and where it is, or None."""
     if not isinstance(node, Mapping):
         return None
@@ -606,7 +606,7 @@ class ToolsOnlyDialect(Dialect):
 
     name = "tools-only"
 
-    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> dict[str, Any] | Refusal:
         kind = response_format.get("type") if isinstance(response_format, Mapping) else response_format
         if response_format is None or kind == "text":
             return {}
@@ -644,7 +644,7 @@ def _format_plan(kind: str, schema: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"wants_json": True}
 
 
-def _schema_of(response_format: Mapping[str, Any]) -> dict[str, Any] | None:
+def _schema_of(response_format: Mapping[str, object]) -> dict[str, Any] | None:
     """The schema a ``json_schema`` response format carries (json_object's is not read)."""
     if response_format.get("type") != "json_schema":
         return None
@@ -658,11 +658,11 @@ def _wire_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _go_kind(value: Any) -> str:
+def _go_kind(value: object) -> str:
     """How Go's encoding/json names a JSON value's kind in unmarshal errors."""
     if isinstance(value, bool):
         return "bool"

@@ -60,7 +60,7 @@ class Problem(Exception):
         self.param = param
 
 
-def check_body(value: Any, limits: Limits = LIMITS) -> None:
+def check_body(value: object, limits: Limits = LIMITS) -> None:
     """Refuse a parsed body nesting deeper than ``limits.depth`` or holding more than
     ``limits.nodes`` values (only containers are walked: a body is mostly strings)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -77,12 +77,12 @@ def check_body(value: Any, limits: Limits = LIMITS) -> None:
         stack.extend((c, depth + 1) for c in inner)
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: object) -> bool:
     """A JSON integer (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_chat(max_tokens: int | None, choices: int, tools: Any,
+def check_chat(max_tokens: int | None, choices: int, tools: object,
                limits: Limits = LIMITS) -> None:
     """Refuse a token limit, a choices x tokens product or a ``tools`` list out of bounds."""
     if max_tokens is not None and max_tokens > limits.max_tokens:
@@ -146,7 +146,7 @@ def _number(value: Any) -> bool:
     return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def _resolve(ref: str, root: Mapping[str, Any], where: str) -> Mapping[str, Any] | None:
+def _resolve(ref: str, root: Mapping[str, object], where: str) -> Mapping[str, Any] | None:
     """The node a local ``$ref`` points at (None: nothing there, which the engine reads as {})."""
     if not ref.startswith("#/"):
         return None
@@ -203,7 +203,7 @@ _CHECKED_SIZE = 256
 _CHECKED_LOCK = threading.Lock()
 
 
-def check_schema(schema: Any, where: str, limits: Limits = LIMITS) -> int:
+def check_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
     """``walk_schema``, remembered for the last few hundred schemas (a client sends the same
     few schemas again and again; serialising one costs a tenth of checking it)."""
     if not isinstance(schema, dict):
@@ -227,7 +227,7 @@ def check_schema(schema: Any, where: str, limits: Limits = LIMITS) -> int:
     return found
 
 
-def walk_schema(schema: Any, where: str, limits: Limits = LIMITS) -> int:
+def walk_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
     """Refuse a schema the engine cannot fill within the bounds; returns how many values an
     answer to it holds at most.
 

@@ -33,8 +33,8 @@ class Runaway:
     tokens: int
 
 
-def _last_string(value: Any, schema: Mapping[str, Any] | None,
-                 root: Mapping[str, Any]) -> tuple[list[Any], Mapping[str, Any]] | None:
+def _last_string(value: object, schema: Mapping[str, Any] | None,
+                 root: Mapping[str, object]) -> tuple[list[Any], Mapping[str, Any]] | None:
     """The path to the last free string in ``value`` (document order) and its schema node."""
     node = resolve_node(schema, root) if schema else {}
     if isinstance(value, str):  # a choice (enum, const) cannot run on: the grammar ends it
@@ -61,7 +61,7 @@ def _set(value: Any, path: list[Any], new: Any) -> None:
     value[path[-1]] = new
 
 
-def run_away(value: Any, schema: Mapping[str, Any] | None, limit: int | None) -> Runaway | None:
+def run_away(value: object, schema: Mapping[str, Any] | None, limit: int | None) -> Runaway | None:
     """``value`` (an answer) with its last string run away under ``limit`` tokens; None when
     the answer has no string to repeat."""
     limit = limit or NO_LIMIT_TOKENS
@@ -91,7 +91,7 @@ def _repeat(text: str, length: int) -> str:
     return ((text + " ") * (length // (len(text) + 1) + 1))[:length]
 
 
-def _cut(value: Any, path: list[Any], original: str, limit: int) -> Runaway:
+def _cut(value: object, path: list[Any], original: str, limit: int) -> Runaway:
     """The answer cut where its repeating string reaches ``limit`` tokens: JSON left open."""
     _set(value, path, "")
     content, structure = json_chars(value)

@@ -858,7 +858,7 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
     return body, cut, malformed
 
 
-def answer_line(srv: _Server, url: str, request: Any) -> tuple[int, Any]:
+def answer_line(srv: _Server, url: str, request: object) -> tuple[int, Any]:
     """(status, body) answering one batch line's ``request`` to ``url`` as the online route
     would (the dialect's refusals, the bounds, the models served, the engine's answer), minus
     what belongs to a connection: latency, hangs, injected HTTP errors, streaming."""
@@ -933,7 +933,7 @@ def _retry_after(status: int, seconds: float | None) -> dict[str, str]:
     return {"Retry-After": str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"}
 
 
-def _plain_messages(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _plain_messages(request: Mapping[str, object]) -> list[dict[str, Any]]:
     """The request's messages as role and text (the form the engine hashes)."""
     raw = request.get("messages")
     if not isinstance(raw, list):
@@ -987,7 +987,7 @@ def _answer_schema(plan: Plan, messages: list[dict[str, Any]]) -> Mapping[str, A
     return schema
 
 
-def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, Any],
+def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, object],
                  messages: list[dict[str, Any]], plan: Plan,
                  malformed: bool, choices: int = 1, *,
                  runaway: bool = False,

@@ -19,7 +19,7 @@ from typing import Any
 PIECE_CHARS = 16
 
 
-def wants_stream(request: Mapping[str, Any]) -> bool:
+def wants_stream(request: Mapping[str, object]) -> bool:
     """True when the request asked for a stream."""
     return request.get("stream") is True
 
@@ -58,14 +58,14 @@ def completion_chunks(body: Mapping[str, Any], *, include_usage: bool = False,
         yield {**head, "choices": [], "usage": body.get("usage")}
 
 
-def sse_events(body: Mapping[str, Any], *, include_usage: bool = False) -> Iterator[bytes]:
+def sse_events(body: Mapping[str, object], *, include_usage: bool = False) -> Iterator[bytes]:
     """The stream of ``body`` as server-sent event lines, ``data: [DONE]`` last."""
     for item in completion_chunks(body, include_usage=include_usage):
         yield b"data: " + json.dumps(item, ensure_ascii=False).encode("utf-8") + b"\n\n"
     yield b"data: [DONE]\n\n"
 
 
-def include_usage(request: Mapping[str, Any]) -> bool:
+def include_usage(request: Mapping[str, object]) -> bool:
     """Whether the request's ``stream_options`` ask for a usage chunk."""
     options = request.get("stream_options")
     return isinstance(options, Mapping) and options.get("include_usage") is True
