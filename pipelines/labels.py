@@ -3,12 +3,13 @@
 
 Kept apart from the specs so that listing jobs imports no model stack: every spec module imports
 LangGraph and LangChain, most of a listing's time before (``bench/bench_reads.py``). Each shipped
-spec's ``label`` is the function here; a kind registered from outside keeps its own.
+spec's ``label`` is the function here, and ``pipelines/kinds.py`` maps each shipped kind to its
+function; a kind registered from outside keeps its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,3 @@ def population_write(config: Config) -> str:
     files = [Path(str(config[k])).name for k in ("marginals", "joint") if config.get(k)]
     return f"{' + '.join(files)} n={config.get('n', '?')}"
 
-
-#: every shipped kind and its label (``personahub.runtime`` registers exactly these kinds; a test
-#: keeps the two in step)
-LABELS: dict[str, Callable[[Config], str]] = {
-    "run": run, "synthesis": synthesis, "expansion": expansion,
-    "text_to_persona": text_to_persona, "dedup": dedup, "judge": judge, "interview": interview,
-    "calibration": calibration, "population_write": population_write,
-}
-SHIPPED_KINDS: tuple[str, ...] = tuple(LABELS)
