@@ -35,7 +35,7 @@ def _check_filters(con: duckdb.DuckDBPyConnection, kind: str | None, status: str
     (an empty listing would hide the typo)."""
     from personahub.core.jobs_store import job_kinds
     from personahub.core.kernel import registered
-    from personahub.pipelines.kinds import SHIPPED
+    from personahub.pipelines.labels import SHIPPED
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"--status {status}: no such status; choose from {', '.join(STATUSES)}")
@@ -49,7 +49,7 @@ def _what(kind: str, config: dict[str, Any]) -> str:
     """A few words on what a job makes: a shipped kind's label without importing its spec (the
     model stack); a kind registered from outside in this process labels itself."""
     from personahub.core.kernel import spec_for
-    from personahub.pipelines.kinds import SHIPPED
+    from personahub.pipelines.labels import SHIPPED
 
     if kind in SHIPPED:
         return SHIPPED[kind].label(config)

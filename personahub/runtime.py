@@ -137,8 +137,8 @@ def registered_kinds() -> list[str]:
 
 
 def _register_shipped() -> None:
-    """Import the shipped specs' modules (``pipelines/kinds.py``): each registers its kind."""
-    from personahub.pipelines.kinds import SHIPPED
+    """Import the shipped specs' modules (``pipelines/labels.py``): each registers its kind."""
+    from personahub.pipelines.labels import SHIPPED
 
     for shipped in SHIPPED.values():
         import_module(shipped.module)

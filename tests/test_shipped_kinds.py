@@ -1,4 +1,4 @@
-"""A shipped job kind is named in one place, ``pipelines/kinds.py`` (issue 43, item 3): the
+"""A shipped job kind is named in one place, ``pipelines/labels.py`` (issue 43, item 3): the
 registry registers exactly the kinds of that table from the modules it names, with the labels
 it names; no other module registers a kernel spec of the package or lists the shipped kinds;
 a kind's result handle is the ``Job`` subclass that names the kind, else ``Job``; and each
@@ -15,7 +15,7 @@ from pathlib import Path
 import personahub
 from personahub import results, runtime
 from personahub.core import kernel
-from personahub.pipelines.kinds import SHIPPED
+from personahub.pipelines.labels import SHIPPED
 
 PACKAGE = Path(personahub.__file__).resolve().parent
 

@@ -22,7 +22,7 @@ import pytest
 import personahub
 from personahub.core import kernel
 from personahub.core.store import connect
-from personahub.pipelines.kinds import SHIPPED
+from personahub.pipelines.labels import SHIPPED
 from personahub.runtime import registered_kinds, registered_spec
 from tests.cli_helpers import invoke
 from tests.pipeline_helpers import rows
@@ -36,7 +36,7 @@ def test_every_registered_kind_has_a_case() -> None:
                if type(kernel.spec_for(kind)).__module__.startswith("personahub.")]
     assert sorted(k.kind for k in KINDS) == shipped
     assert len(shipped) >= 9
-    # personahub jobs labels the shipped kinds from pipelines/kinds.py without importing them
+    # personahub jobs labels the shipped kinds from pipelines/labels.py without importing them
     assert sorted(SHIPPED) == shipped
     for kind in shipped:
         assert type(kernel.spec_for(kind)).label is not kernel.SpecBase.label, kind
@@ -44,7 +44,7 @@ def test_every_registered_kind_has_a_case() -> None:
 
 @pytest.mark.slow
 def test_listing_jobs_labels_every_kind_without_importing_a_spec(tmp_path: Path) -> None:
-    """``personahub jobs`` reads labels from ``pipelines/kinds.py``: a listing of one job of
+    """``personahub jobs`` reads labels from ``pipelines/labels.py``: a listing of one job of
     each shipped kind imports no spec module (they bring in LangGraph and LangChain), and each
     label is the one the kind's spec gives."""
     from personahub.core.jobs_store import create_job
@@ -65,8 +65,7 @@ def test_listing_jobs_labels_every_kind_without_importing_a_spec(tmp_path: Path)
               "from personahub.any_job import job_rows\n"
               f"rows = job_rows({str(db)!r})\n"
               "heavy = sorted(m for m in sys.modules if m.startswith(('langgraph', 'langchain',"
-              " 'personahub.pipelines.')) and m not in ('personahub.pipelines.labels',"
-              " 'personahub.pipelines.kinds'))\n"
+              " 'personahub.pipelines.')) and m != 'personahub.pipelines.labels')\n"
               "print(json.dumps({'what': {r['kind']: r['what'] for r in rows}, 'heavy': heavy}))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                           cwd=tmp_path)
