@@ -19,7 +19,7 @@ from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import STATUSES
 from personahub.progress_bars import ProgressSetting, progress_hook
 from personahub.python_names import DEFAULT_DB, as_id, refuse_unknown, speaks_python
-from personahub.results import Calibration, Job, Judged, Run
+from personahub.results import Job, handle_class
 
 if TYPE_CHECKING:
     import duckdb
@@ -29,21 +29,17 @@ if TYPE_CHECKING:
     from personahub.core.contracts import StructuredCaller
     from personahub.core.kernel import JobResult
 
-#: the handle a resumed job of each kind returns (any other kind: ``Job``)
-_HANDLES: dict[str, type[Job]] = {"run": Run, "judge": Judged, "calibration": Calibration}
-
-
 def _check_filters(con: duckdb.DuckDBPyConnection, kind: str | None, status: str | None) -> None:
     """A kind neither registered nor in the database, or an unknown status, is a usage error
     (an empty listing would hide the typo)."""
     from personahub.core.jobs_store import job_kinds
     from personahub.core.kernel import registered
-    from personahub.pipelines.labels import SHIPPED_KINDS
+    from personahub.pipelines.labels import SHIPPED
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"--status {status}: no such status; choose from {', '.join(STATUSES)}")
     if kind is not None:  # the shipped kinds without importing their specs, and any registered
-        kinds = sorted({*SHIPPED_KINDS, *registered(), *job_kinds(con)})
+        kinds = sorted({*SHIPPED, *registered(), *job_kinds(con)})
         if kind not in kinds:
             raise UsageError(f"--kind {kind}: no such job kind; choose from {', '.join(kinds)}")
 
@@ -52,11 +48,10 @@ def _what(kind: str, config: dict[str, Any]) -> str:
     """A few words on what a job makes: a shipped kind's label without importing its spec (the
     model stack); a kind registered from outside in this process labels itself."""
     from personahub.core.kernel import spec_for
-    from personahub.pipelines.labels import LABELS
+    from personahub.pipelines.labels import SHIPPED
 
-    label = LABELS.get(kind)
-    if label is not None:
-        return label(config)
+    if kind in SHIPPED:
+        return SHIPPED[kind].label(config)
     spec = spec_for(kind)
     return spec.label(config) if spec is not None else ""
 
@@ -151,8 +146,9 @@ def resume_job(job_id: str, db: str | Path, *, llm: str | None = None,
 
 
 def handle_of(resumed: Resumed, db: str | Path) -> Job:
-    """The API's handle of a resumed job: ``Run``, ``Judged``, ``Calibration`` or ``Job``."""
-    handle = _HANDLES.get(resumed.kind, Job)
+    """The API's handle of a resumed job: its kind's own (``Run``, ``Judged``,
+    ``Calibration``) or ``Job`` (``personahub.results.handle_class``)."""
+    handle = handle_class(resumed.kind)
     return handle(kind=resumed.kind, job_id=resumed.result.job_id, db=Path(db),
                   summary=resumed.result.summary)
 

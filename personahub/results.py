@@ -593,3 +593,20 @@ class Calibration(Job):
             whether it is a refusal, and the model's reason.
         """
         return self._frame("answers_frame")
+
+
+def handle_class(kind: str) -> type[Job]:
+    """The handle a job of ``kind`` gets: the ``Job`` subclass made for that kind (whose
+    ``kind`` default names it: ``Run``, ``Judged``, ``Calibration``), else ``Job``. A kind with
+    a handle of its own declares it there, and nowhere else.
+
+    Args:
+        kind: a job kind, as the ``jobs`` table names it.
+
+    Returns:
+        The handle class to build the job's handle with.
+    """
+    for handle in Job.__subclasses__():
+        if getattr(handle, "kind", None) == kind:
+            return handle
+    return Job

@@ -9,6 +9,7 @@ call ``run``; a test may hand it a client of its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -136,13 +137,8 @@ def registered_kinds() -> list[str]:
 
 
 def _register_shipped() -> None:
-    """Import the shipped specs' modules: each registers its kind."""
-    import personahub.pipelines.calibrate  # noqa: F401 - registers "calibration"
-    import personahub.pipelines.dedup  # noqa: F401 - registers "dedup"
-    import personahub.pipelines.expand  # noqa: F401 - registers "expansion"
-    import personahub.pipelines.interview  # noqa: F401 - registers "interview"
-    import personahub.pipelines.judge  # noqa: F401 - registers "judge"
-    import personahub.pipelines.population_write  # noqa: F401 - registers "population_write"
-    import personahub.pipelines.run  # noqa: F401 - registers "run"
-    import personahub.pipelines.synthesize  # noqa: F401 - registers "synthesis"
-    import personahub.pipelines.text_to_persona  # noqa: F401 - registers "text_to_persona"
+    """Import the shipped specs' modules (``pipelines/labels.py``): each registers its kind."""
+    from personahub.pipelines.labels import SHIPPED
+
+    for shipped in SHIPPED.values():
+        import_module(shipped.module)

@@ -1,14 +1,19 @@
-"""A few words on what a job makes, read from its stored config: the ``what`` column of
-``personahub jobs`` and ``personahub.jobs()``.
+"""The shipped job kinds, each named once (``SHIPPED``: the module that registers its spec, and
+its label), and the labels: a few words on what a job makes, read from its stored config (the
+``what`` column of ``personahub jobs`` and ``personahub.jobs()``).
 
-Kept apart from the specs so that listing jobs imports no model stack: every spec module imports
-LangGraph and LangChain, most of a listing's time before (``bench/bench_reads.py``). Each shipped
-spec's ``label`` is the function here; a kind registered from outside keeps its own.
+The registry (``personahub.runtime.registered_spec`` / ``registered_kinds``) imports the modules
+``SHIPPED`` names, and ``personahub jobs`` labels rows and checks ``--kind`` from it; a test
+fails when the table and the registry disagree (``tests/test_shipped_kinds.py``). Kept apart from
+the specs so that listing jobs imports no model stack: every spec module imports LangGraph and
+LangChain, most of a listing's time before (``bench/bench_reads.py``). Each shipped spec's
+``label`` is its function here; a kind registered from outside keeps its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +60,24 @@ def population_write(config: Config) -> str:
     return f"{' + '.join(files)} n={config.get('n', '?')}"
 
 
-#: every shipped kind and its label (``personahub.runtime`` registers exactly these kinds; a test
-#: keeps the two in step)
-LABELS: dict[str, Callable[[Config], str]] = {
-    "run": run, "synthesis": synthesis, "expansion": expansion,
-    "text_to_persona": text_to_persona, "dedup": dedup, "judge": judge, "interview": interview,
-    "calibration": calibration, "population_write": population_write,
+@dataclass(frozen=True)
+class ShippedKind:
+    """Where a shipped kind lives: ``module`` registers its spec on import; ``label`` gives a
+    few words on what a job of it makes, from its stored config (the spec's ``label`` too)."""
+
+    module: str
+    label: Callable[[Config], str]
+
+
+#: every shipped kind: the one place a kind shipped with personahub is named
+SHIPPED: dict[str, ShippedKind] = {
+    "run": ShippedKind("personahub.pipelines.run", run),
+    "synthesis": ShippedKind("personahub.pipelines.synthesize", synthesis),
+    "expansion": ShippedKind("personahub.pipelines.expand", expansion),
+    "text_to_persona": ShippedKind("personahub.pipelines.text_to_persona", text_to_persona),
+    "dedup": ShippedKind("personahub.pipelines.dedup", dedup),
+    "judge": ShippedKind("personahub.pipelines.judge", judge),
+    "interview": ShippedKind("personahub.pipelines.interview", interview),
+    "calibration": ShippedKind("personahub.pipelines.calibrate", calibration),
+    "population_write": ShippedKind("personahub.pipelines.population_write", population_write),
 }
-SHIPPED_KINDS: tuple[str, ...] = tuple(LABELS)

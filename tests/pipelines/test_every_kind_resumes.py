@@ -22,7 +22,7 @@ import pytest
 import personahub
 from personahub.core import kernel
 from personahub.core.store import connect
-from personahub.pipelines.labels import SHIPPED_KINDS
+from personahub.pipelines.labels import SHIPPED
 from personahub.runtime import registered_kinds, registered_spec
 from tests.cli_helpers import invoke
 from tests.pipeline_helpers import rows
@@ -37,7 +37,7 @@ def test_every_registered_kind_has_a_case() -> None:
     assert sorted(k.kind for k in KINDS) == shipped
     assert len(shipped) >= 9
     # personahub jobs labels the shipped kinds from pipelines/labels.py without importing them
-    assert sorted(SHIPPED_KINDS) == shipped
+    assert sorted(SHIPPED) == shipped
     for kind in shipped:
         assert type(kernel.spec_for(kind)).label is not kernel.SpecBase.label, kind
 
@@ -55,7 +55,7 @@ def test_listing_jobs_labels_every_kind_without_importing_a_spec(tmp_path: Path)
                "interview": {"run_id": "r1", "question": "Why?"},
                "calibration": {"survey": "/x/w.csv", "population": "p", "n": 4},
                "population_write": {"marginals": "/x/m.csv", "n": 9}}
-    assert sorted(configs) == sorted(SHIPPED_KINDS)
+    assert sorted(configs) == sorted(SHIPPED)
     db = tmp_path / "hub.duckdb"
     con = connect(db)
     for kind, config in configs.items():
