@@ -6,16 +6,19 @@ outcome and treatment arm, ``effects`` gives
 
 - the effect: the treatment's share minus the control's, in percentage points, or the difference
   of means, in scale points;
-- a bootstrap interval of that difference (``scipy.stats.bootstrap``, agents resampled within
-  each arm, pooled over the replicates);
+- a bootstrap interval of that difference that respects the design (``cluster_bootstrap``): the
+  replicates (worlds, the same seeds in every arm) resampled, then the agents within each arm's
+  world, so that world-to-world variation widens the interval; with one replicate only agents
+  can be resampled (``bootstrap_difference``), which the ``resampled`` column says;
 - the test that fits: chi-squared on the 2x2 table for a share, Mann-Whitney U for a scale
   (scipy), Holm-corrected across every outcome and treatment of the experiment (statsmodels);
 - an effect size: Cohen's h for a share, Cohen's d for a scale;
 - the minimum detectable effect at the sample sizes it had (statsmodels power, 80% power).
 
-Limit: agents of one run talk to each other, so they are not independent draws; the intervals and
-tests treat them as such and are optimistic when the society spreads opinions. Replicates
-(independent worlds) are what makes the answer general; report them with the effect.
+Limit: agents of one run talk to each other, so they are not independent draws; the tests treat
+them as such and are optimistic when the society spreads opinions. The interval resamples whole
+worlds, so it carries that dependence once there are several replicates; with few replicates
+(under about ten) a percentile interval over them is itself somewhat narrow.
 
 ``plan_power`` answers the question before running: agents per arm and replicates needed.
 """
@@ -41,8 +44,11 @@ from personahub.sim.experiment_store import outcome_answers
 
 SHARE_UNIT = "percentage points"
 SCALE_UNIT = "scale points"
+RESAMPLED_WORLDS = "replicates, then agents within them"
+RESAMPLED_AGENTS = "agents (one replicate: world-to-world variation not measured)"
 EFFECT_COLUMNS = ["outcome", "treatment", "control", "unit", "control_value", "treatment_value",
-                  "effect", "ci_low", "ci_high", "test", "statistic", "p_value", "p_holm",
+                  "effect", "ci_low", "ci_high", "resampled", "test", "statistic", "p_value",
+                  "p_holm",
                   "effect_size", "effect_size_kind", "n_control", "n_treatment", "replicates",
                   "mde", "significant", "verdict"]
 
@@ -95,6 +101,7 @@ class Effect:
     effect: float
     ci_low: float
     ci_high: float
+    resampled: str
     test: str
     statistic: float
     p_value: float
@@ -120,6 +127,59 @@ def bootstrap_difference(treated: np.ndarray, control: np.ndarray, *, confidence
                              paired=False, confidence_level=confidence, n_resamples=n_resamples,
                              method="percentile", rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def cluster_bootstrap(treated: np.ndarray, treated_clusters: np.ndarray, control: np.ndarray,
+                      control_clusters: np.ndarray, *, confidence: float = 0.95,
+                      n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The percentile interval of mean(treated) - mean(control) by a two-stage bootstrap.
+
+    Each resample draws the clusters (replicates: worlds, whose labels are shared by the arms
+    since replicate ``r`` has the same seed in every arm) with replacement, the same draw for both
+    arms, then each arm's agents within every drawn cluster with replacement; the difference is
+    that of the agents' means pooled over the drawn clusters. Pooling agents as if independent
+    (``bootstrap_difference``) ignores how much whole worlds differ, and is too narrow when they
+    do.
+
+    Args:
+        treated: the treatment arm's values, one per agent.
+        treated_clusters: each treated value's cluster label (its replicate).
+        control: the control arm's values.
+        control_clusters: each control value's cluster label.
+        confidence: the interval's level.
+        n_resamples: bootstrap resamples.
+        seed: the resampling's seed.
+
+    Returns:
+        (low, high); (0, 0) when every value is alike.
+    """
+    if np.ptp(np.concatenate([treated, control])) == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    labels = np.unique(np.concatenate([treated_clusters, control_clusters]))
+    drawn = rng.integers(0, len(labels), size=(n_resamples, len(labels)))
+    means = []
+    for values, clusters in ((treated, treated_clusters), (control, control_clusters)):
+        sums = np.zeros(n_resamples)
+        counts = np.zeros(n_resamples)
+        for k, label in enumerate(labels):
+            members = values[clusters == label]
+            times = (drawn == k).sum(axis=1)  # how often resample b drew this cluster
+            if len(members) == 0 or not times.any():
+                continue
+            total = int(times.sum())
+            picks = members[rng.integers(0, len(members), size=(total, len(members)))]
+            draw_sums = picks.sum(axis=1)
+            owner = np.repeat(np.arange(n_resamples), times)
+            sums += np.bincount(owner, weights=draw_sums, minlength=n_resamples)
+            counts += times * len(members)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means.append(sums / counts)
+    difference = means[0] - means[1]
+    difference = difference[np.isfinite(difference)]  # a resample without one arm's agents
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(difference, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def share_test(treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
@@ -166,10 +226,19 @@ def share_from_h(p_control: float, h: float) -> float:
 
 def compare(outcome: str, share: bool, treatment: str, control: str, treated: np.ndarray,
             controls: np.ndarray, replicates: int, *, confidence: float = 0.95,
-            alpha: float = 0.05, seed: int = 0) -> Effect:
-    """One treatment against the control on one outcome (see the module doc)."""
+            alpha: float = 0.05, seed: int = 0, treated_clusters: np.ndarray | None = None,
+            control_clusters: np.ndarray | None = None) -> Effect:
+    """One treatment against the control on one outcome (see the module doc); with cluster
+    labels (replicates) over more than one cluster the interval is ``cluster_bootstrap``'s."""
     scale = 100.0 if share else 1.0
-    low, high = bootstrap_difference(treated, controls, confidence=confidence, seed=seed)
+    if (treated_clusters is not None and control_clusters is not None
+            and len(np.unique(np.concatenate([treated_clusters, control_clusters]))) > 1):
+        low, high = cluster_bootstrap(treated, treated_clusters, controls, control_clusters,
+                                      confidence=confidence, seed=seed)
+        resampled = RESAMPLED_WORLDS
+    else:
+        low, high = bootstrap_difference(treated, controls, confidence=confidence, seed=seed)
+        resampled = RESAMPLED_AGENTS
     if share:
         statistic, p = share_test(treated, controls)
         size = float(proportion_effectsize(treated.mean(), controls.mean()))
@@ -187,7 +256,8 @@ def compare(outcome: str, share: bool, treatment: str, control: str, treated: np
                   unit=SHARE_UNIT if share else SCALE_UNIT,
                   control_value=float(controls.mean()), treatment_value=float(treated.mean()),
                   effect=float(treated.mean() - controls.mean()) * scale, ci_low=low * scale,
-                  ci_high=high * scale, test="chi-squared" if share else "Mann-Whitney U",
+                  ci_high=high * scale, resampled=resampled,
+                  test="chi-squared" if share else "Mann-Whitney U",
                   statistic=statistic, p_value=p, effect_size=size,
                   effect_size_kind="Cohen's h" if share else "Cohen's d",
                   n_control=len(controls), n_treatment=len(treated), replicates=replicates,
@@ -212,7 +282,8 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
     control = experiment.control.name
     for outcome in experiment.outcomes:
         mine = values[values["outcome"] == outcome.name]
-        controls = mine.loc[mine["arm"] == control, "value"].to_numpy(dtype=float)
+        control_rows = mine[mine["arm"] == control]
+        controls = control_rows["value"].to_numpy(dtype=float)
         for arm in experiment.arms[1:]:
             treated_rows = mine[mine["arm"] == arm.name]
             treated = treated_rows["value"].to_numpy(dtype=float)
@@ -221,7 +292,8 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
             replicates = int(treated_rows["replicate"].nunique())
             rows.append(compare(outcome.name, outcome.is_share, arm.name, control, treated,
                                 controls, replicates, confidence=confidence, alpha=alpha,
-                                seed=seed))
+                                seed=seed, treated_clusters=treated_rows["replicate"].to_numpy(),
+                                control_clusters=control_rows["replicate"].to_numpy()))
     if not rows:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
     table = pd.DataFrame([dataclasses.asdict(r) for r in rows])

@@ -63,5 +63,7 @@ def experiment(
         wide = Measurement.get(out, out.options.update_width(1000), table).maximum
         Console(file=out.file, width=wide, markup=False, emoji=False, highlight=False,
                 color_system=None).print(table)
+    for unit in result.effects["resampled"].unique():
+        say(f"intervals: {unit} resampled", to=out)
     for line in result.verdicts():
         say(line, to=out)
