@@ -1,7 +1,8 @@
 """Effects of an experiment's treatments against its control, with intervals, tests and power.
 
 The input is one value per agent and outcome (``outcome_values``): 1 or 0 for a share outcome
-(the agent chose one of the outcome's options, or not), the answer for a scale outcome. For each
+(the agent chose one of the outcome's options, or not), the answer for a scale outcome, the
+query's number (per agent, or one per run) for a SQL outcome, compared as a scale is. For each
 outcome and treatment arm, ``effects`` gives
 
 - the effect: the treatment's share minus the control's, in percentage points, or the difference
@@ -40,10 +41,11 @@ from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
 from personahub.sim.experiment import Experiment, Outcome
-from personahub.sim.experiment_store import outcome_answers
+from personahub.sim.experiment_store import outcome_answers, sql_outcome_values
 
 SHARE_UNIT = "percentage points"
 SCALE_UNIT = "scale points"
+SQL_UNIT = "units of the query's value"
 RESAMPLED_WORLDS = "replicates, then agents within them"
 RESAMPLED_AGENTS = "agents (one replicate: world-to-world variation not measured)"
 EFFECT_COLUMNS = ["outcome", "treatment", "control", "unit", "control_value", "treatment_value",
@@ -63,10 +65,22 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
         runs: its runs (``arm``, ``replicate``, ``run_id``), as the ``experiments`` table holds.
 
     Returns:
-        The values, 1.0/0.0 for a share outcome and the answer for a scale outcome.
+        The values, 1.0/0.0 for a share outcome, the answer for a scale outcome and the query's
+        number for a SQL outcome (``agent_id`` NULL when it gives one number per run).
+
+    Raises:
+        PersonahubError: naming a SQL outcome whose query fails or returns the wrong shape.
     """
     frames = []
     for outcome in experiment.outcomes:
+        if outcome.is_sql:
+            got = sql_outcome_values(con, list(runs["run_id"]), outcome.name, outcome.sql)
+            got = got.merge(runs[["run_id", "arm", "replicate"]], on="run_id")
+            frames.append(pd.DataFrame({"outcome": outcome.name, "arm": got["arm"],
+                                        "replicate": got["replicate"], "run_id": got["run_id"],
+                                        "agent_id": got["agent_id"],
+                                        "value": got["value"]}).dropna(subset=["value"]))
+            continue
         answers = outcome_answers(con, list(runs["run_id"]), outcome.survey, outcome.step)
         answers = answers.merge(runs[["run_id", "arm", "replicate"]], on="run_id")
         if outcome.is_share:
@@ -227,7 +241,7 @@ def share_from_h(p_control: float, h: float) -> float:
 def compare(outcome: str, share: bool, treatment: str, control: str, treated: np.ndarray,
             controls: np.ndarray, replicates: int, *, confidence: float = 0.95,
             alpha: float = 0.05, seed: int = 0, treated_clusters: np.ndarray | None = None,
-            control_clusters: np.ndarray | None = None) -> Effect:
+            control_clusters: np.ndarray | None = None, unit: str | None = None) -> Effect:
     """One treatment against the control on one outcome (see the module doc); with cluster
     labels (replicates) over more than one cluster the interval is ``cluster_bootstrap``'s."""
     scale = 100.0 if share else 1.0
@@ -253,7 +267,7 @@ def compare(outcome: str, share: bool, treatment: str, control: str, treated: np
         spread = float(np.std(np.concatenate([treated, controls]), ddof=1))
         mde = mde_d * spread
     return Effect(outcome=outcome, treatment=treatment, control=control,
-                  unit=SHARE_UNIT if share else SCALE_UNIT,
+                  unit=unit or (SHARE_UNIT if share else SCALE_UNIT),
                   control_value=float(controls.mean()), treatment_value=float(treated.mean()),
                   effect=float(treated.mean() - controls.mean()) * scale, ci_low=low * scale,
                   ci_high=high * scale, resampled=resampled,
@@ -293,7 +307,8 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
             rows.append(compare(outcome.name, outcome.is_share, arm.name, control, treated,
                                 controls, replicates, confidence=confidence, alpha=alpha,
                                 seed=seed, treated_clusters=treated_rows["replicate"].to_numpy(),
-                                control_clusters=control_rows["replicate"].to_numpy()))
+                                control_clusters=control_rows["replicate"].to_numpy(),
+                                unit=SQL_UNIT if outcome.is_sql else None))
     if not rows:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
     table = pd.DataFrame([dataclasses.asdict(r) for r in rows])
@@ -308,6 +323,8 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
 
 def describe_outcome(outcome: Outcome) -> str:
     """An outcome in words: ``purchase_intent at step 5 (share answering definitely, probably)``."""
+    if outcome.is_sql:
+        return f"{outcome.name} (mean of its SQL values)"
     what = f"share answering {', '.join(outcome.options)}" if outcome.is_share else "mean answer"
     return f"{outcome.survey} at step {outcome.step} ({what})"
 

@@ -50,7 +50,7 @@ def experiment(
     table = Table("outcome", "treatment", "control", "effect", "95% CI", "test", "p", "Holm p",
                   "effect size (h/d)", "n (t/c)")
     for row in result.effects.to_dict("records"):
-        unit = "pp" if row["unit"] == "percentage points" else "pts"
+        unit = {"percentage points": "pp", "scale points": "pts"}.get(row["unit"], "units")
         table.add_row(row["outcome"], row["treatment"], row["control"],
                       f"{row['effect']:+.1f} {unit}",
                       f"{row['ci_low']:+.1f} to {row['ci_high']:+.1f}", row["test"],
