@@ -345,8 +345,14 @@ def verdict(row: Mapping[str, Any], described: str, confidence: float = 0.95) ->
 
 
 def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
-               alpha: float = 0.05, power: float = 0.8) -> dict[str, int | float]:
+               alpha: float = 0.05, power: float = 0.8, icc: float = 0.0) -> dict[str, int | float]:
     """Agents per arm and replicates needed to detect an effect before running (statsmodels).
+
+    Agents of one world answer alike (they share events and talk to each other), so ``m``
+    agents of a run carry less than ``m`` independent answers. ``icc``, the intraclass
+    correlation of the outcome within a run, inflates the agents needed by the design effect
+    ``1 + (agents_per_run - 1) * icc`` (Kish); 0 (the default) treats agents as independent,
+    which is optimistic when the society spreads opinions.
 
     Args:
         effect_size: the standardised effect to detect: Cohen's h for a share
@@ -355,19 +361,24 @@ def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
         share: whether the outcome is a share (z test power) or a scale (t test power).
         alpha: the two-sided test's level.
         power: the wanted chance of detecting the effect.
+        icc: the outcome's intraclass correlation within a run, 0 to 1.
 
     Returns:
         ``agents_per_arm`` and ``replicates`` (runs per arm at ``agents_per_run`` agents each),
-        with the inputs.
+        with the inputs and ``design_effect``.
     """
     if effect_size == 0:
         raise ValueError("an effect size of 0 cannot be detected by any sample size")
+    if not 0.0 <= icc <= 1.0:
+        raise ValueError(f"icc must be between 0 and 1, got {icc}")
     analysis = NormalIndPower() if share else TTestIndPower()
     n = float(analysis.solve_power(effect_size=abs(effect_size), nobs1=None, ratio=1.0,
                                    alpha=alpha, power=power))
-    agents = math.ceil(n)
-    return {"effect_size": effect_size, "alpha": alpha, "power": power,
-            "agents_per_arm": agents, "agents_per_run": agents_per_run,
+    design_effect = 1.0 + (agents_per_run - 1) * icc
+    agents = math.ceil(n * design_effect)
+    return {"effect_size": effect_size, "alpha": alpha, "power": power, "icc": icc,
+            "design_effect": design_effect, "agents_per_arm": agents,
+            "agents_per_run": agents_per_run,
             "replicates": math.ceil(agents / agents_per_run)}
 
 

@@ -171,3 +171,15 @@ def test_plan_power_for_a_scale_and_refusals():
     assert plan["agents_per_arm"] == 64 and plan["replicates"] == 3  # the textbook 64 per group
     with pytest.raises(ValueError, match="effect size of 0"):
         plan_power(0.0, agents_per_run=30)
+    with pytest.raises(ValueError, match="icc must be between 0 and 1"):
+        plan_power(0.5, agents_per_run=30, icc=1.5)
+
+
+def test_plan_power_inflates_by_the_design_effect_of_clustered_agents():
+    """Agents of one world answer alike: an icc of 0.05 over 30 agents a run is a design effect
+    of 2.45, so 2.45 times the agents (157 for the textbook 64) and more runs."""
+    plain = plan_power(0.5, agents_per_run=30, share=False)
+    clustered = plan_power(0.5, agents_per_run=30, share=False, icc=0.05)
+    assert clustered["design_effect"] == pytest.approx(2.45)
+    assert clustered["agents_per_arm"] == 157 and clustered["replicates"] == 6
+    assert plain["design_effect"] == 1.0 and plain["agents_per_arm"] == 64
