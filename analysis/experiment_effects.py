@@ -1,21 +1,25 @@
 """Effects of an experiment's treatments against its control, with intervals, tests and power.
 
 The input is one value per agent and outcome (``outcome_values``): 1 or 0 for a share outcome
-(the agent chose one of the outcome's options, or not), the answer for a scale outcome. For each
+(the agent chose one of the outcome's options, or not), the answer for a scale outcome, the
+query's number (per agent, or one per run) for a SQL outcome, compared as a scale is. For each
 outcome and treatment arm, ``effects`` gives
 
 - the effect: the treatment's share minus the control's, in percentage points, or the difference
   of means, in scale points;
-- a bootstrap interval of that difference (``scipy.stats.bootstrap``, agents resampled within
-  each arm, pooled over the replicates);
+- a bootstrap interval of that difference that respects the design (``cluster_bootstrap``): the
+  replicates (worlds, the same seeds in every arm) resampled, then the agents within each arm's
+  world, so that world-to-world variation widens the interval; with one replicate only agents
+  can be resampled (``bootstrap_difference``), which the ``resampled`` column says;
 - the test that fits: chi-squared on the 2x2 table for a share, Mann-Whitney U for a scale
   (scipy), Holm-corrected across every outcome and treatment of the experiment (statsmodels);
 - an effect size: Cohen's h for a share, Cohen's d for a scale;
 - the minimum detectable effect at the sample sizes it had (statsmodels power, 80% power).
 
-Limit: agents of one run talk to each other, so they are not independent draws; the intervals and
-tests treat them as such and are optimistic when the society spreads opinions. Replicates
-(independent worlds) are what makes the answer general; report them with the effect.
+Limit: agents of one run talk to each other, so they are not independent draws; the tests treat
+them as such and are optimistic when the society spreads opinions. The interval resamples whole
+worlds, so it carries that dependence once there are several replicates; with few replicates
+(under about ten) a percentile interval over them is itself somewhat narrow.
 
 ``plan_power`` answers the question before running: agents per arm and replicates needed.
 """
@@ -37,12 +41,16 @@ from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
 from personahub.sim.experiment import Experiment, Outcome
-from personahub.sim.experiment_store import outcome_answers
+from personahub.sim.experiment_store import outcome_answers, sql_outcome_values
 
 SHARE_UNIT = "percentage points"
 SCALE_UNIT = "scale points"
+SQL_UNIT = "units of the query's value"
+RESAMPLED_WORLDS = "replicates, then agents within them"
+RESAMPLED_AGENTS = "agents (one replicate: world-to-world variation not measured)"
 EFFECT_COLUMNS = ["outcome", "treatment", "control", "unit", "control_value", "treatment_value",
-                  "effect", "ci_low", "ci_high", "test", "statistic", "p_value", "p_holm",
+                  "effect", "ci_low", "ci_high", "resampled", "test", "statistic", "p_value",
+                  "p_holm",
                   "effect_size", "effect_size_kind", "n_control", "n_treatment", "replicates",
                   "mde", "significant", "verdict"]
 
@@ -57,10 +65,22 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
         runs: its runs (``arm``, ``replicate``, ``run_id``), as the ``experiments`` table holds.
 
     Returns:
-        The values, 1.0/0.0 for a share outcome and the answer for a scale outcome.
+        The values, 1.0/0.0 for a share outcome, the answer for a scale outcome and the query's
+        number for a SQL outcome (``agent_id`` NULL when it gives one number per run).
+
+    Raises:
+        PersonahubError: naming a SQL outcome whose query fails or returns the wrong shape.
     """
     frames = []
     for outcome in experiment.outcomes:
+        if outcome.is_sql:
+            got = sql_outcome_values(con, list(runs["run_id"]), outcome.name, outcome.sql)
+            got = got.merge(runs[["run_id", "arm", "replicate"]], on="run_id")
+            frames.append(pd.DataFrame({"outcome": outcome.name, "arm": got["arm"],
+                                        "replicate": got["replicate"], "run_id": got["run_id"],
+                                        "agent_id": got["agent_id"],
+                                        "value": got["value"]}).dropna(subset=["value"]))
+            continue
         answers = outcome_answers(con, list(runs["run_id"]), outcome.survey, outcome.step)
         answers = answers.merge(runs[["run_id", "arm", "replicate"]], on="run_id")
         if outcome.is_share:
@@ -95,6 +115,7 @@ class Effect:
     effect: float
     ci_low: float
     ci_high: float
+    resampled: str
     test: str
     statistic: float
     p_value: float
@@ -120,6 +141,59 @@ def bootstrap_difference(treated: np.ndarray, control: np.ndarray, *, confidence
                              paired=False, confidence_level=confidence, n_resamples=n_resamples,
                              method="percentile", rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def cluster_bootstrap(treated: np.ndarray, treated_clusters: np.ndarray, control: np.ndarray,
+                      control_clusters: np.ndarray, *, confidence: float = 0.95,
+                      n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The percentile interval of mean(treated) - mean(control) by a two-stage bootstrap.
+
+    Each resample draws the clusters (replicates: worlds, whose labels are shared by the arms
+    since replicate ``r`` has the same seed in every arm) with replacement, the same draw for both
+    arms, then each arm's agents within every drawn cluster with replacement; the difference is
+    that of the agents' means pooled over the drawn clusters. Pooling agents as if independent
+    (``bootstrap_difference``) ignores how much whole worlds differ, and is too narrow when they
+    do.
+
+    Args:
+        treated: the treatment arm's values, one per agent.
+        treated_clusters: each treated value's cluster label (its replicate).
+        control: the control arm's values.
+        control_clusters: each control value's cluster label.
+        confidence: the interval's level.
+        n_resamples: bootstrap resamples.
+        seed: the resampling's seed.
+
+    Returns:
+        (low, high); (0, 0) when every value is alike.
+    """
+    if np.ptp(np.concatenate([treated, control])) == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    labels = np.unique(np.concatenate([treated_clusters, control_clusters]))
+    drawn = rng.integers(0, len(labels), size=(n_resamples, len(labels)))
+    means = []
+    for values, clusters in ((treated, treated_clusters), (control, control_clusters)):
+        sums = np.zeros(n_resamples)
+        counts = np.zeros(n_resamples)
+        for k, label in enumerate(labels):
+            members = values[clusters == label]
+            times = (drawn == k).sum(axis=1)  # how often resample b drew this cluster
+            if len(members) == 0 or not times.any():
+                continue
+            total = int(times.sum())
+            picks = members[rng.integers(0, len(members), size=(total, len(members)))]
+            draw_sums = picks.sum(axis=1)
+            owner = np.repeat(np.arange(n_resamples), times)
+            sums += np.bincount(owner, weights=draw_sums, minlength=n_resamples)
+            counts += times * len(members)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means.append(sums / counts)
+    difference = means[0] - means[1]
+    difference = difference[np.isfinite(difference)]  # a resample without one arm's agents
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(difference, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def share_test(treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
@@ -166,10 +240,19 @@ def share_from_h(p_control: float, h: float) -> float:
 
 def compare(outcome: str, share: bool, treatment: str, control: str, treated: np.ndarray,
             controls: np.ndarray, replicates: int, *, confidence: float = 0.95,
-            alpha: float = 0.05, seed: int = 0) -> Effect:
-    """One treatment against the control on one outcome (see the module doc)."""
+            alpha: float = 0.05, seed: int = 0, treated_clusters: np.ndarray | None = None,
+            control_clusters: np.ndarray | None = None, unit: str | None = None) -> Effect:
+    """One treatment against the control on one outcome (see the module doc); with cluster
+    labels (replicates) over more than one cluster the interval is ``cluster_bootstrap``'s."""
     scale = 100.0 if share else 1.0
-    low, high = bootstrap_difference(treated, controls, confidence=confidence, seed=seed)
+    if (treated_clusters is not None and control_clusters is not None
+            and len(np.unique(np.concatenate([treated_clusters, control_clusters]))) > 1):
+        low, high = cluster_bootstrap(treated, treated_clusters, controls, control_clusters,
+                                      confidence=confidence, seed=seed)
+        resampled = RESAMPLED_WORLDS
+    else:
+        low, high = bootstrap_difference(treated, controls, confidence=confidence, seed=seed)
+        resampled = RESAMPLED_AGENTS
     if share:
         statistic, p = share_test(treated, controls)
         size = float(proportion_effectsize(treated.mean(), controls.mean()))
@@ -184,10 +267,11 @@ def compare(outcome: str, share: bool, treatment: str, control: str, treated: np
         spread = float(np.std(np.concatenate([treated, controls]), ddof=1))
         mde = mde_d * spread
     return Effect(outcome=outcome, treatment=treatment, control=control,
-                  unit=SHARE_UNIT if share else SCALE_UNIT,
+                  unit=unit or (SHARE_UNIT if share else SCALE_UNIT),
                   control_value=float(controls.mean()), treatment_value=float(treated.mean()),
                   effect=float(treated.mean() - controls.mean()) * scale, ci_low=low * scale,
-                  ci_high=high * scale, test="chi-squared" if share else "Mann-Whitney U",
+                  ci_high=high * scale, resampled=resampled,
+                  test="chi-squared" if share else "Mann-Whitney U",
                   statistic=statistic, p_value=p, effect_size=size,
                   effect_size_kind="Cohen's h" if share else "Cohen's d",
                   n_control=len(controls), n_treatment=len(treated), replicates=replicates,
@@ -212,7 +296,8 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
     control = experiment.control.name
     for outcome in experiment.outcomes:
         mine = values[values["outcome"] == outcome.name]
-        controls = mine.loc[mine["arm"] == control, "value"].to_numpy(dtype=float)
+        control_rows = mine[mine["arm"] == control]
+        controls = control_rows["value"].to_numpy(dtype=float)
         for arm in experiment.arms[1:]:
             treated_rows = mine[mine["arm"] == arm.name]
             treated = treated_rows["value"].to_numpy(dtype=float)
@@ -221,7 +306,9 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
             replicates = int(treated_rows["replicate"].nunique())
             rows.append(compare(outcome.name, outcome.is_share, arm.name, control, treated,
                                 controls, replicates, confidence=confidence, alpha=alpha,
-                                seed=seed))
+                                seed=seed, treated_clusters=treated_rows["replicate"].to_numpy(),
+                                control_clusters=control_rows["replicate"].to_numpy(),
+                                unit=SQL_UNIT if outcome.is_sql else None))
     if not rows:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
     table = pd.DataFrame([dataclasses.asdict(r) for r in rows])
@@ -236,6 +323,8 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
 
 def describe_outcome(outcome: Outcome) -> str:
     """An outcome in words: ``purchase_intent at step 5 (share answering definitely, probably)``."""
+    if outcome.is_sql:
+        return f"{outcome.name} (mean of its SQL values)"
     what = f"share answering {', '.join(outcome.options)}" if outcome.is_share else "mean answer"
     return f"{outcome.survey} at step {outcome.step} ({what})"
 
@@ -256,8 +345,14 @@ def verdict(row: Mapping[str, Any], described: str, confidence: float = 0.95) ->
 
 
 def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
-               alpha: float = 0.05, power: float = 0.8) -> dict[str, int | float]:
+               alpha: float = 0.05, power: float = 0.8, icc: float = 0.0) -> dict[str, int | float]:
     """Agents per arm and replicates needed to detect an effect before running (statsmodels).
+
+    Agents of one world answer alike (they share events and talk to each other), so ``m``
+    agents of a run carry less than ``m`` independent answers. ``icc``, the intraclass
+    correlation of the outcome within a run, inflates the agents needed by the design effect
+    ``1 + (agents_per_run - 1) * icc`` (Kish); 0 (the default) treats agents as independent,
+    which is optimistic when the society spreads opinions.
 
     Args:
         effect_size: the standardised effect to detect: Cohen's h for a share
@@ -266,19 +361,24 @@ def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
         share: whether the outcome is a share (z test power) or a scale (t test power).
         alpha: the two-sided test's level.
         power: the wanted chance of detecting the effect.
+        icc: the outcome's intraclass correlation within a run, 0 to 1.
 
     Returns:
         ``agents_per_arm`` and ``replicates`` (runs per arm at ``agents_per_run`` agents each),
-        with the inputs.
+        with the inputs and ``design_effect``.
     """
     if effect_size == 0:
         raise ValueError("an effect size of 0 cannot be detected by any sample size")
+    if not 0.0 <= icc <= 1.0:
+        raise ValueError(f"icc must be between 0 and 1, got {icc}")
     analysis = NormalIndPower() if share else TTestIndPower()
     n = float(analysis.solve_power(effect_size=abs(effect_size), nobs1=None, ratio=1.0,
                                    alpha=alpha, power=power))
-    agents = math.ceil(n)
-    return {"effect_size": effect_size, "alpha": alpha, "power": power,
-            "agents_per_arm": agents, "agents_per_run": agents_per_run,
+    design_effect = 1.0 + (agents_per_run - 1) * icc
+    agents = math.ceil(n * design_effect)
+    return {"effect_size": effect_size, "alpha": alpha, "power": power, "icc": icc,
+            "design_effect": design_effect, "agents_per_arm": agents,
+            "agents_per_run": agents_per_run,
             "replicates": math.ceil(agents / agents_per_run)}
 
 

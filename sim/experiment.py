@@ -11,7 +11,8 @@ A scenario file declares one next to its ``SCENARIO``::
 The first arm is the control. The design is *between worlds*: each arm is its own society built
 from the same seed, so only the arm's difference separates it from the control; replicate ``r``
 runs every arm with seed ``scenario.seed + r``. An outcome is a survey's share of some options
-(a ``choice`` survey) or the mean of a ``scale`` survey, at one of the steps it is asked.
+(a ``choice`` survey) or the mean of a ``scale`` survey, at one of the steps it is asked, or the
+mean of the numbers a SQL query returns per agent or per run (``Outcome(sql=..., name=...)``).
 
 Everything is validated against the scenario when the file is loaded (``load_experiment``), so a
 wrong arm or outcome fails with the file and the field at fault before any run starts.
@@ -96,24 +97,40 @@ class Arm:
 @_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Outcome:
-    """What an experiment measures: a survey's answers at one step.
+    """What an experiment measures: a survey's answers at one step, or a SQL query's numbers.
 
     Attributes:
-        survey: the survey id.
+        survey: the survey id (empty for a SQL outcome).
         step: the step whose answers count (one of the survey's steps).
         options: for a ``choice`` survey, the options whose share is the outcome (e.g. the two
             positive answers); empty for a ``scale`` survey, whose outcome is the mean.
-        name: the outcome's name in tables (default ``SURVEY@STEP``).
+        name: the outcome's name in tables (default ``SURVEY@STEP``; a SQL outcome must give it).
+        sql: instead of a survey, a query over a run's tables returning one number per agent
+            (columns ``agent_id, value``) or per run (one row, column ``value``); it reads the
+            run's id from the parameter ``$run_id`` (bound, never pasted into the text). The
+            outcome is the mean of the values.
     """
 
-    survey: str
-    step: int
+    survey: str = ""
+    step: int = 0
     options: tuple[str, ...] = ()
     name: str = ""
+    sql: str = ""
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.sql, str), f"outcome.sql must be a string, got {self.sql!r}")
+        if self.sql:
+            _check(isinstance(self.name, str) and bool(self.name),
+                   "outcome.sql: give the outcome a name= (it names the outcome in tables)")
+            where = f"outcome {self.name!r}"
+            _check(not self.survey and not self.step and not self.options,
+                   f"{where}: give either sql or survey/step/options, not both")
+            _check("$run_id" in self.sql,
+                   f"{where}: sql must read the run from the parameter $run_id "
+                   "(e.g. WHERE run_id = $run_id)")
+            return
         _check(isinstance(self.survey, str) and bool(self.survey),
-               f"outcome.survey must be a survey id, got {self.survey!r}")
+               f"outcome.survey must be a survey id (or give sql=), got {self.survey!r}")
         _check(isinstance(self.step, int) and not isinstance(self.step, bool) and self.step >= 1,
                f"outcome {self.survey!r}: step must be an int >= 1, got {self.step!r}")
         if isinstance(self.options, str):
@@ -125,8 +142,13 @@ class Outcome:
 
     @property
     def is_share(self) -> bool:
-        """Whether the outcome is a share of options (else the mean of a scale)."""
+        """Whether the outcome is a share of options (else the mean of a scale or SQL values)."""
         return bool(self.options)
+
+    @property
+    def is_sql(self) -> bool:
+        """Whether the outcome is a SQL query's values (else a survey's answers)."""
+        return bool(self.sql)
 
 
 @_named_fields
@@ -193,6 +215,8 @@ def check_experiment(experiment: Experiment, scenario: Scenario) -> None:
                    f"has {interventions} interventions)")
     surveys = {s.id: s for s in scenario.surveys}
     for i, outcome in enumerate(experiment.outcomes):
+        if outcome.is_sql:  # checked when it runs, against a run's tables
+            continue
         where = f"experiment.outcomes[{i}] ({outcome.name})"
         survey = surveys.get(outcome.survey)
         _check(survey is not None, f"{where}.survey: no survey {outcome.survey!r} in the "

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import duckdb
 import pandas as pd
 
+from personahub.core.errors import PersonahubError
 from personahub.core.store import insert_rows
 
 
@@ -41,3 +42,53 @@ def outcome_answers(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], surv
         "SELECT run_id, agent_id, answer_choice, answer_scale FROM survey_answers "
         "WHERE run_id IN (SELECT unnest(?)) AND survey_id = ? AND step = ? "
         "ORDER BY run_id, agent_id", [list(run_ids), survey_id, step]).df()
+
+
+def sql_outcome_values(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], name: str,
+                       sql: str) -> pd.DataFrame:
+    """The values a SQL outcome's query returns for each run: run_id, agent_id, value.
+
+    The query runs once per run with ``$run_id`` bound to the run's id (a parameter, never text
+    pasted into the query). It returns one number per agent (columns ``agent_id, value``, one row
+    per agent) or per run (one row, column ``value``; its ``agent_id`` is then NULL).
+
+    Raises:
+        PersonahubError: one line naming the outcome, when the query fails or returns another
+            shape (other columns, several rows without ``agent_id``, a repeated agent, a value
+            that is no number).
+    """
+    frames = []
+    for run_id in run_ids:
+        try:
+            got = con.execute(sql, {"run_id": run_id}).df()
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PersonahubError(f"outcome {name!r}: its sql failed on run {run_id}: "
+                                  f"{first}") from None
+        columns = [str(c).lower() for c in got.columns]
+        got.columns = columns
+        if sorted(columns) == ["agent_id", "value"]:
+            if got["agent_id"].duplicated().any():
+                raise PersonahubError(f"outcome {name!r}: its sql returned agent "
+                                      f"{got['agent_id'][got['agent_id'].duplicated()].iloc[0]} "
+                                      f"more than once on run {run_id} (one row per agent)")
+        elif columns == ["value"]:
+            if len(got) != 1:
+                raise PersonahubError(f"outcome {name!r}: its sql returned {len(got)} rows "
+                                      f"without agent_id on run {run_id} (a per-run outcome is "
+                                      "one row, column value)")
+            got = got.assign(agent_id=None)
+        else:
+            raise PersonahubError(f"outcome {name!r}: its sql must return the columns agent_id, "
+                                  f"value (per agent) or value (per run), got "
+                                  f"{', '.join(columns) or 'none'}")
+        try:
+            value = pd.to_numeric(got["value"], errors="raise").astype(float)
+        except (TypeError, ValueError):
+            raise PersonahubError(f"outcome {name!r}: its sql returned a value that is no "
+                                  f"number on run {run_id} ({got['value'].iloc[0]!r})") from None
+        frames.append(pd.DataFrame({"run_id": run_id, "agent_id": got["agent_id"],
+                                    "value": value}))
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "agent_id", "value"])
+    return pd.concat(frames, ignore_index=True)

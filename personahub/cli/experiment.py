@@ -50,7 +50,7 @@ def experiment(
     table = Table("outcome", "treatment", "control", "effect", "95% CI", "test", "p", "Holm p",
                   "effect size (h/d)", "n (t/c)")
     for row in result.effects.to_dict("records"):
-        unit = "pp" if row["unit"] == "percentage points" else "pts"
+        unit = {"percentage points": "pp", "scale points": "pts"}.get(row["unit"], "units")
         table.add_row(row["outcome"], row["treatment"], row["control"],
                       f"{row['effect']:+.1f} {unit}",
                       f"{row['ci_low']:+.1f} to {row['ci_high']:+.1f}", row["test"],
@@ -63,5 +63,7 @@ def experiment(
         wide = Measurement.get(out, out.options.update_width(1000), table).maximum
         Console(file=out.file, width=wide, markup=False, emoji=False, highlight=False,
                 color_system=None).print(table)
+    for unit in result.effects["resampled"].unique():
+        say(f"intervals: {unit} resampled", to=out)
     for line in result.verdicts():
         say(line, to=out)

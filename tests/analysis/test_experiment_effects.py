@@ -9,7 +9,10 @@ from statsmodels.stats.multitest import multipletests
 
 from personahub.analysis.experiment_effects import (
     EFFECT_COLUMNS,
+    RESAMPLED_AGENTS,
+    RESAMPLED_WORLDS,
     bootstrap_difference,
+    cluster_bootstrap,
     detection_rate,
     effects,
     minimum_detectable,
@@ -53,6 +56,7 @@ def test_effect_table_has_units_intervals_tests_sizes_and_verdicts():
     assert share.effect_size > 0.2 and scale.effect_size > 0.4
     assert share.p_holm >= share.p_value and share.significant and scale.significant
     assert share.replicates == 2 and share.n_control == 400
+    assert share.resampled == RESAMPLED_WORLDS  # two replicates: worlds, then agents in them
     assert share.verdict.startswith("buy at step 2 (share answering yes): treated raises it by +")
 
 
@@ -63,6 +67,58 @@ def test_identical_arms_show_no_effect():
     assert (table.effect == 0).all() and (table.ci_low < 0).all() and (table.ci_high > 0).all()
     assert (table.p_value == 1).all() and not table.significant.any()
     assert all("no detectable effect of treated against control" in v for v in table.verdict)
+
+
+def varying_worlds(rng: np.random.Generator, worlds: int, agents: int, effect: float,
+                   spread: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A share outcome over ``worlds`` replicates of ``agents`` agents per arm: the control's
+    share 40% everywhere, the treatment's effect drawn per world around ``effect`` (sd
+    ``spread``). Returns treated, treated worlds, control, control worlds."""
+    shifts = effect + rng.normal(0.0, spread, worlds)
+    treated = np.concatenate([(rng.random(agents) < 0.4 + s).astype(float) for s in shifts])
+    control = (rng.random(worlds * agents) < 0.4).astype(float)
+    labels = np.repeat(np.arange(worlds), agents)
+    return treated, labels, control, labels
+
+
+def test_cluster_bootstrap_is_wider_than_pooled_agents_when_worlds_differ():
+    treated, t_worlds, control, c_worlds = varying_worlds(np.random.default_rng(6), 8, 40,
+                                                          0.1, 0.15)
+    low, high = cluster_bootstrap(treated, t_worlds, control, c_worlds, seed=1)
+    pooled_low, pooled_high = bootstrap_difference(treated, control, seed=1)
+    assert high - low > 1.3 * (pooled_high - pooled_low)
+    assert low < treated.mean() - control.mean() < high
+    # the same seed gives the same interval; alike values give (0, 0)
+    assert cluster_bootstrap(treated, t_worlds, control, c_worlds, seed=1) == (low, high)
+    ones = np.ones(10)
+    assert cluster_bootstrap(ones, np.arange(10) % 2, ones, np.arange(10) % 2) == (0.0, 0.0)
+
+
+def test_one_replicate_falls_back_to_agents_and_says_so():
+    values = planted(np.random.default_rng(7), 100, 0.3, 0.5, replicates=1)
+    table = effects(values, EXPERIMENT)
+    assert (table.resampled == RESAMPLED_AGENTS).all()
+    assert "one replicate" in RESAMPLED_AGENTS
+
+
+@pytest.mark.slow
+def test_cluster_bootstrap_covers_a_varying_effect_at_about_its_nominal_rate():
+    """200 experiments of 8 worlds whose treatment effect varies by world (sd 10 points around
+    10): the two-stage interval covers the mean effect in about 95% of them, the pooled-agents
+    interval clearly less often, and it is wider."""
+    rng = np.random.default_rng(8)
+    covered, pooled, widths = [], [], []
+    for i in range(200):
+        treated, t_worlds, control, c_worlds = varying_worlds(rng, 8, 40, 0.1, 0.1)
+        low, high = cluster_bootstrap(treated, t_worlds, control, c_worlds, n_resamples=400,
+                                      seed=i)
+        p_low, p_high = bootstrap_difference(treated, control, n_resamples=400, seed=i)
+        covered.append(low <= 0.1 <= high)
+        pooled.append(p_low <= 0.1 <= p_high)
+        widths.append((high - low) / (p_high - p_low))
+    assert 0.9 <= np.mean(covered) <= 0.99
+    assert np.mean(pooled) <= 0.9
+    assert np.mean(widths) > 1.3
 
 
 def arms(values: pd.DataFrame, outcome: str) -> tuple[np.ndarray, np.ndarray]:
@@ -115,3 +171,15 @@ def test_plan_power_for_a_scale_and_refusals():
     assert plan["agents_per_arm"] == 64 and plan["replicates"] == 3  # the textbook 64 per group
     with pytest.raises(ValueError, match="effect size of 0"):
         plan_power(0.0, agents_per_run=30)
+    with pytest.raises(ValueError, match="icc must be between 0 and 1"):
+        plan_power(0.5, agents_per_run=30, icc=1.5)
+
+
+def test_plan_power_inflates_by_the_design_effect_of_clustered_agents():
+    """Agents of one world answer alike: an icc of 0.05 over 30 agents a run is a design effect
+    of 2.45, so 2.45 times the agents (157 for the textbook 64) and more runs."""
+    plain = plan_power(0.5, agents_per_run=30, share=False)
+    clustered = plan_power(0.5, agents_per_run=30, share=False, icc=0.05)
+    assert clustered["design_effect"] == pytest.approx(2.45)
+    assert clustered["agents_per_arm"] == 157 and clustered["replicates"] == 6
+    assert plain["design_effect"] == 1.0 and plain["agents_per_arm"] == 64

@@ -103,6 +103,8 @@ def test_experiment_command_prints_the_effect_table_and_verdicts(tmp_path):
     lines = result.stdout.splitlines()
     assert any("buy@2" in line and "chi-squared" in line and "+0.0 pp" in line for line in lines)
     assert any("fair@2" in line and "Mann-Whitney U" in line for line in lines)
+    assert "intervals: agents (one replicate: world-to-world variation not measured) resampled" \
+        in lines
     verdicts = [line for line in lines if "no detectable effect of b against a" in line]
     assert [v.split(":")[0] for v in verdicts] == \
         ["buy at step 2 (share answering yes)", "fair at step 2 (mean answer)"]
