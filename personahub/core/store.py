@@ -88,8 +88,8 @@ def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     version = "no schema version" if found is None else f"schema version {found}"
     raise DatabaseFileError(
         f"--db {path}: written by another personahub ({version}; this one reads schema version "
-        f"{SCHEMA_VERSION} only); give a new --db, and take the old file's personas out with the "
-        "personahub that wrote it (personahub personas export)")
+        f"{SCHEMA_VERSION} only); give a new --db, and take what you need out of this file with "
+        "the personahub that wrote it (personahub export, personahub sql)")
 
 
 def schema_sql() -> str:

@@ -120,7 +120,7 @@ def test_a_file_of_another_schema_version_is_refused_unchanged(
         line = one_line_error(invoke(*args))
         assert str(db) in line and f"({found}; " in line, line
         assert f"schema version {SCHEMA_VERSION} only" in line
-        assert "give a new --db" in line and "personahub personas export" in line
+        assert "give a new --db" in line and "personahub export, personahub sql" in line
     assert db.read_bytes() == before
 
 
@@ -133,8 +133,9 @@ def test_the_store_refuses_another_version_to_readers_and_writers(quick_start: P
     raw.close()
     db = another_version(quick_start, tmp_path / "old.duckdb", "4")
     for read_only in (True, False):
-        with pytest.raises(DatabaseFileError, match=r"schema version 4; this one reads schema "
-                                                    rf"version {SCHEMA_VERSION} only"):
+        with pytest.raises(DatabaseFileError, match=rf"old.duckdb: written by another personahub "
+                                                    rf"\(schema version 4; this one reads schema "
+                                                    rf"version {SCHEMA_VERSION} only\)"):
             connect(db, read_only=read_only)
     for read_only in (True, False):
         connect(quick_start, read_only=read_only).close()
