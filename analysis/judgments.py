@@ -113,13 +113,9 @@ def sample_judgments(con: duckdb.DuckDBPyConnection, judge_id: str, n: int) -> p
 
 
 def latest_judge(con: duckdb.DuckDBPyConnection, target_id: str) -> str | None:
-    """The judge that last wrote judgments of run or job ``target_id`` (None if none did; an
-    older database without the table has none)."""
-    try:
-        found = con.execute("SELECT judge_id FROM judgments WHERE target_id = ? GROUP BY judge_id "
-                            "ORDER BY max(created_at) DESC, judge_id LIMIT 1", [target_id]).fetchall()
-    except duckdb.CatalogException:  # a database from before the judge, opened read-only
-        return None
+    """The judge that last wrote judgments of run or job ``target_id`` (None if none did)."""
+    found = con.execute("SELECT judge_id FROM judgments WHERE target_id = ? GROUP BY judge_id "
+                        "ORDER BY max(created_at) DESC, judge_id LIMIT 1", [target_id]).fetchall()
     return found[0][0] if found else None
 
 

@@ -79,8 +79,6 @@ def _option_order(declared: dict[str, Any] | None, kind: str, seen: list[str]) -
 def survey_shares(con: duckdb.DuckDBPyConnection, run_id: str | None) -> list[SurveyShares]:
     """Choice and scale surveys of a run (all answers when ``run_id`` is None), by survey id."""
     rows = choice_answer_counts(con, run_id)
-    if rows is None:
-        return []
     declared = declared_surveys(con, run_id)
     grouped: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for row in rows:

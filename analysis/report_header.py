@@ -105,8 +105,7 @@ def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
 
 
 def decision_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
-    """Deliberate runs' decisions per step (none for scripted runs, or a database from before
-    the ``decisions`` table)."""
+    """Deliberate runs' decisions per step (none for scripted runs)."""
     per_step = decisions_per_step(con, run_id)
     if not per_step:
         return []

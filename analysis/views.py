@@ -41,9 +41,8 @@ def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = True) -> 
     """Create (or replace) every analysis view on ``con``; returns the view names.
 
     With ``temporary=True`` nothing is laid when the file stores these views already (TEMP
-    copies would list every view twice), and tables that the database predates (it was written
-    by an older version) are stood in for by empty TEMP tables, so every view exists and reads as
-    empty.
+    copies would list every view twice), and tables the file lacks (an empty file) are stood in
+    for by empty TEMP tables, so every view exists and reads as empty.
     """
     if temporary:
         if holds_views(con):

@@ -41,45 +41,34 @@ SELECT coalesce(run_id, job_id) AS run_id, count(*) AS calls,
        min(started_at) AS first_call, max(started_at) AS last_call,
        count(*) FILTER (WHERE status = 'sent') AS sent,
        count(*) FILTER (WHERE tokens_in IS NULL OR tokens_out IS NULL) AS unknown_usage
-FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS job_id WHERE false)) GROUP BY ALL
+FROM llm_calls GROUP BY ALL
 ;
 -- v_run_cost: tokens and cost in USD per run (or other job: run_id as in v_run_usage). Prices are
 -- USD per 1M tokens: the run's own --price-in/--price-out (its jobs.config) first, else the prices table row for the
 -- call's served model name (llm_calls.model_name); the offline engine costs 0.
 -- Attempts sent in a batch (llm_calls.batch_id set) are priced at the batch price: the run's
--- own batch_price_in/out options (at the top of its config, or under 'options' before the job
--- kernel), else half the run's own price, else the prices table's
+-- own batch_price_in/out options (its jobs.config), else half the run's own price, else the prices table's
 -- batch_price_in/out, else half its price_in/out (the OpenAI Batch API's discount).
 -- Answers from the record/replay cache (llm_calls.cached) are not billed: their tokens and what
 -- they would have cost are reported apart. cost_usd is NULL when a billed call has no price.
 -- unknown_usage_calls: billed attempts whose tokens are unknown (status 'sent', out at a kill,
 -- or an impossible figure from the server, stored as NULL): billed, but not in the token sums,
 -- so cost_usd is a lower bound when it is above 0.
--- (A database written before batches lacks llm_calls.batch_id and the batch prices, one written
--- before the job kernel llm_calls.job_id and model_name: the empty UNION ALL BY NAME stands in for them with NULLs on a read-only connection.)
 CREATE OR REPLACE {temp} VIEW v_run_cost AS
 WITH calls AS (
     SELECT coalesce(run_id, job_id) AS run_id, coalesce(cached, false) AS cached,
            batch_id IS NOT NULL AS batch,
            coalesce(tokens_in, 0) AS tokens_in, coalesce(tokens_out, 0) AS tokens_out,
            tokens_in IS NULL OR tokens_out IS NULL AS unknown_usage, model_name
-    FROM (FROM llm_calls UNION ALL BY NAME (SELECT NULL::VARCHAR AS batch_id, NULL::VARCHAR AS job_id,
-                                                   NULL::VARCHAR AS model_name WHERE false))
-), prices AS (
-    FROM prices UNION ALL BY NAME (SELECT NULL::DOUBLE AS batch_price_in,
-                                          NULL::DOUBLE AS batch_price_out WHERE false)
+    FROM llm_calls
 ), options AS (
     SELECT c.*, p.price_in AS table_in, p.price_out AS table_out,
            p.batch_price_in AS table_batch_in, p.batch_price_out AS table_batch_out,
-           try_cast(coalesce(json_extract_string(r.config, '$.price_in'),
-                            json_extract_string(r.config, '$.options.price_in')) AS DOUBLE) AS run_in,
-           try_cast(coalesce(json_extract_string(r.config, '$.price_out'),
-                            json_extract_string(r.config, '$.options.price_out')) AS DOUBLE) AS run_out,
-           try_cast(coalesce(json_extract_string(r.config, '$.batch_price_in'),
-                            json_extract_string(r.config, '$.options.batch_price_in')) AS DOUBLE)
+           try_cast(json_extract_string(r.config, '$.price_in') AS DOUBLE) AS run_in,
+           try_cast(json_extract_string(r.config, '$.price_out') AS DOUBLE) AS run_out,
+           try_cast(json_extract_string(r.config, '$.batch_price_in') AS DOUBLE)
                AS run_batch_in,
-           try_cast(coalesce(json_extract_string(r.config, '$.batch_price_out'),
-                            json_extract_string(r.config, '$.options.batch_price_out')) AS DOUBLE)
+           try_cast(json_extract_string(r.config, '$.batch_price_out') AS DOUBLE)
                AS run_batch_out,
            CASE WHEN c.model_name = 'offline' THEN 0.0 END AS free
     FROM calls c

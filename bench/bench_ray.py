@@ -175,8 +175,8 @@ def dedup_hub(texts: list[str]) -> duckdb.DuckDBPyConnection:
     con = connect(":memory:")
     ids = [f"p{i:09d}" for i in range(len(texts))]
     con.register("incoming", pa.table({"persona_id": ids, "text": texts, "pos": np.arange(len(texts))}))
-    con.execute("INSERT INTO personas (persona_id, text, source) SELECT persona_id, text, 'bench' "
-                "FROM incoming ORDER BY pos")
+    con.execute("INSERT INTO personas (persona_id, text, source, gate) SELECT persona_id, text, "
+                "'bench', 'passed' FROM incoming ORDER BY pos")
     con.unregister("incoming")
     return con
 

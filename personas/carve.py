@@ -132,7 +132,7 @@ def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = Non
     params: list[Any] = []
     if not selection.include_duplicates:
         clauses.append("NOT coalesce(is_duplicate, false)")
-    gated = gate_clause(con, drawn_gates(include_ungated=selection.include_ungated))
+    gated = gate_clause(drawn_gates(include_ungated=selection.include_ungated))
     if gated:
         clauses.append(gated)
     for text in selection.where:

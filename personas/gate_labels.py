@@ -10,8 +10,7 @@ synthesis, a run's setup, calibration) take only ``DRAWN`` rows unless asked for
   (an import, the seed personas, a scenario's people) whose text passes the gate's rules;
 - ``failed``: such a row whose text fails them (kept, never drawn by default);
 - ``offline``: written by the offline engine (drawn by default only by an offline job, so the
-  offline quick start and its goldens are unchanged);
-- ``legacy``: written before the label existed (drawn, as it was then; ``core/migrate.py``).
+  offline quick start and its goldens are unchanged).
 """
 
 from __future__ import annotations
@@ -24,9 +23,8 @@ from personahub.personas.record import Persona
 PASSED: Final = "passed"
 FAILED: Final = "failed"
 OFFLINE: Final = "offline"
-LEGACY: Final = "legacy"
-GATES: Final = (PASSED, FAILED, OFFLINE, LEGACY)
-DRAWN: Final = (PASSED, LEGACY)  # what every draw takes by default
+GATES: Final = (PASSED, FAILED, OFFLINE)
+DRAWN: Final = (PASSED,)  # what every draw takes by default
 INCLUDE_FLAG: Final = "--include-ungated"
 
 

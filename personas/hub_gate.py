@@ -9,35 +9,25 @@ from collections.abc import Sequence
 
 import duckdb
 
-from personahub.personas.gate_labels import DRAWN, GATES, INCLUDE_FLAG, LEGACY
-from personahub.personas.store import failed_count, gate_counts, gates_of, persona_table_columns
+from personahub.personas.gate_labels import DRAWN, GATES, INCLUDE_FLAG
+from personahub.personas.store import failed_count, gate_counts, gates_of
 
 
-def has_gate(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the file's ``personas`` has the column (a read-only look at an older file may not:
-    every row of it is then ``legacy``)."""
-    return "gate" in persona_table_columns(con)
-
-
-def gate_clause(con: duckdb.DuckDBPyConnection, gates: Sequence[str] | None) -> str | None:
+def gate_clause(gates: Sequence[str] | None) -> str | None:
     """An SQL condition keeping the rows labelled ``gates`` (None: no condition). The labels are
     this module's constants, never user text, so they are inlined."""
     if gates is None:
         return None
-    if not has_gate(con):
-        return "true" if LEGACY in gates else "false"
     for gate in gates:
         if gate not in GATES:
             raise ValueError(f"unknown persona gate {gate!r}")
     listed = ", ".join(f"'{g}'" for g in gates)
-    return f"coalesce(gate, '{LEGACY}') IN ({listed})"
+    return f"gate IN ({listed})"
 
 
 def none_eligible(con: duckdb.DuckDBPyConnection, what: str) -> str:
     """The one line a draw that found nobody eligible prints: how many were left out, and the
     flag that takes them."""
-    if not has_gate(con):
-        return f"{what}: no personas match"
     left = ", ".join(f"{n} {gate}" for gate, n in gate_counts(con) if gate not in DRAWN)
     if not left:
         return f"{what}: no personas match"
@@ -67,11 +57,9 @@ def fewer_than_asked(what: str, asked: int, got: int, reasons: Sequence[str | No
 
 
 def persona_gates(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, str]:
-    """Each of ``ids``'s label (``legacy`` in an older file without the column)."""
+    """Each of ``ids``'s label."""
     if not ids:
         return {}
-    if not has_gate(con):
-        return dict.fromkeys(ids, LEGACY)
     return gates_of(con, ids)
 
 

@@ -82,7 +82,7 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
     if mode not in SAMPLE_MODES:
         raise UsageError(f"sample mode {mode!r}: choose one of {', '.join(SAMPLE_MODES)}")
     parts = query.conditions()
-    gated = gate_clause(con, gates)
+    gated = gate_clause(gates)
     clauses = ["NOT coalesce(is_duplicate, false)", *([gated] if gated else []),
                *(sql for _, sql, _ in parts)]
     params: list[Any] = [p for _, _, ps in parts for p in ps]

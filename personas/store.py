@@ -204,8 +204,7 @@ FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.
 
 
 def persona_table_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The ``personas`` table's column names, in table order (a read-only look at an older file
-    may lack the newer ones, such as ``gate``)."""
+    """The ``personas`` table's column names, in table order."""
     return list(con.sql("SELECT * FROM personas LIMIT 0").columns)
 
 
@@ -217,17 +216,15 @@ def personas_arrow(con: duckdb.DuckDBPyConnection, columns: Sequence[str]) -> pa
 
 
 def gate_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
-    """(gate label, personas) among the non-duplicates, by label (``legacy`` where the label is
-    NULL); the file's ``personas`` must have the column (``persona_table_columns``)."""
+    """(gate label, personas) among the non-duplicates, by label."""
     return [(str(gate), int(n)) for gate, n in con.execute(
-        f"SELECT coalesce(gate, 'legacy'), count(*) FROM personas WHERE {_LIVE} "
+        f"SELECT gate, count(*) FROM personas WHERE {_LIVE} "
         "GROUP BY ALL ORDER BY 1").fetchall()]
 
 
 def gates_of(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
-    """The gate label of each of ``persona_ids`` the hub holds (``legacy`` where it is NULL); the
-    file's ``personas`` must have the column."""
-    rows = con.execute("SELECT persona_id, coalesce(gate, 'legacy') FROM personas "
+    """The gate label of each of ``persona_ids`` the hub holds."""
+    rows = con.execute("SELECT persona_id, gate FROM personas "
                        "WHERE persona_id IN (SELECT unnest(?))", [list(persona_ids)]).fetchall()
     return {pid: gate for pid, gate in rows}
 

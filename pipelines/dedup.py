@@ -259,10 +259,6 @@ class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
             return None
         return EmbedderSettings(spec=config.embedder, rps=config.rps, timeout_s=config.timeout_s)
 
-    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A job stored before the kernel held only what it marks, under today's names."""
-        return {k: v for k, v in stored.items() if k in DedupJobConfig.__dataclass_fields__}
-
     def resume_hint(self, job_id: str, db: Path) -> str:
         return f"personahub personas dedup --resume {job_id} --db {db}"
 

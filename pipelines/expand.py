@@ -192,15 +192,6 @@ class ExpandSpec(SpecBase[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary]
     def model_settings(self, config: ExpandConfig) -> LLMSettings:
         return LLMSettings.of_job(config)
 
-    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """An expansion stored before the kernel, in today's terms: no linking (it grew trees),
-        no origin (a run's setup), and keys no field holds (its start count) left out."""
-        upgraded = {k: v for k, v in stored.items() if k in ExpandConfig.__dataclass_fields__}
-        upgraded.setdefault("link_candidates", 0)
-        upgraded.setdefault("link_embedder", None)
-        upgraded.setdefault("origin", "run")
-        return upgraded
-
     def resume_hint(self, job_id: str, db: Path) -> str:
         return f"personahub personas expand --resume {job_id} --db {db}"
 

@@ -281,13 +281,9 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         return LLMSettings.of_job(config, seed=config.run_seed, max_retries=config.max_retries)
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A run from before the kernel stored ``{scenario, options, seed, steps, ...}``: its
-        options flattened. The stored ``scenario`` is a description (reports read it); a run
+        """The stored config without its ``scenario``: a description (reports read it); a run
         reloads its scenario from its file."""
         stored = dict(stored)
-        options = stored.pop("options", None)
-        if isinstance(options, dict):
-            stored = {**{k: v for k, v in options.items() if k not in ("seed", "steps")}, **stored}
         stored.pop("scenario", None)
         stored.pop("steering", None)  # this invocation's, never a stored one's
         return stored

@@ -337,10 +337,6 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
     def model_settings(self, config: SynthConfig) -> LLMSettings:
         return LLMSettings.of_job(config)
 
-    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A job from before sampling took the hub's first N (``head``)."""
-        return {"sample": "head", "per_persona": 1, **stored}
-
     def resume_hint(self, job_id: str, db: Path) -> str:
         return f"personahub synthesize --resume {job_id} --db {db}"
 
@@ -353,10 +349,11 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
             demos = (load_examples(config.examples)
                      if config.examples and config.prompting != "zero-shot" else [])
         world = load_world(config)
-        personas = job_personas(ctx.con, ctx.job_id) if ctx.resumed else None
+        # a resume asks the personas the job drew (stored with the job: ``store_selection``)
+        personas = (job_personas(ctx.con, ctx.job_id) or []) if ctx.resumed else None
         seeded = 0
         held: str | None = None
-        if personas is None:  # a new job, or one from before the selection was stored
+        if personas is None:  # a new job
             if not config.where and not config.carve:
                 seeded = seed_hub_if_empty(ctx.con)
             gates = drawn_gates(include_ungated=config.include_ungated,

@@ -220,10 +220,6 @@ class TextToPersonaSpec(SpecBase[TextConfig, TextBatch, list[StructuredResult[An
     def model_settings(self, config: TextConfig) -> LLMSettings:
         return LLMSettings.of_job(config)
 
-    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A job from before the kernel stored no corpus name (it is in ``text_jobs``)."""
-        return {"corpus": Path(str(stored.get("path") or "")).name, **stored}
-
     def resume_hint(self, job_id: str, db: Path) -> str:
         return f"personahub personas from-text --resume {job_id} --db {db}"
 

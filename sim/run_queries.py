@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from personahub.sim.store import source_of
+from personahub.sim.store import SOURCE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,10 +100,7 @@ def kinds_by_agent(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[in
 
 def decisions_per_step(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, int, int, int, int]]:
     """A deliberate run's decisions per step: (step, decisions, chose nothing, addressee
-    fallbacks, failed); none for a scripted run or a database from before ``decisions``."""
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = "
-                       "'decisions'").fetchall()[0][0]:
-        return []
+    fallbacks, failed); none for a scripted run."""
     return [tuple(int(v) for v in row) for row in con.execute(  # type: ignore[misc]
         "SELECT step, count(*), count(*) FILTER (WHERE action = 'nothing'), "
         "count(*) FILTER (WHERE fallback IS NOT NULL), "
@@ -111,20 +108,11 @@ def decisions_per_step(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tupl
         "WHERE run_id = ? GROUP BY step ORDER BY step", [run_id]).fetchall()]
 
 
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
-    return {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                      "WHERE table_name = ?", [table]).fetchall()}
-
-
 def choice_answer_counts(con: duckdb.DuckDBPyConnection,
-                         run_id: str | None) -> list[tuple[Any, ...]] | None:
+                         run_id: str | None) -> list[tuple[Any, ...]]:
     """Choice and scale answers per survey, kind, step and answer, of a run (every run's when
-    ``run_id`` is None): (survey, question, kind, step, answer, count), by survey and step;
-    None for a database from before surveys had steps and kinds."""
-    columns = _columns(con, "survey_answers")
-    if not {"step", "survey_id", "answer_kind"} <= columns:
-        return None
-    where = "AND run_id = ?" if run_id and "run_id" in columns else ""
+    ``run_id`` is None): (survey, question, kind, step, answer, count), by survey and step."""
+    where = "AND run_id = ?" if run_id else ""
     return con.execute(
         "SELECT survey_id, any_value(question), answer_kind, step, "
         "coalesce(answer_choice, CAST(answer_scale AS VARCHAR)) AS answer, count(*) "
@@ -165,7 +153,7 @@ def timeline(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     """One row per committed step: active agents, emissions, messages, survey answers, failed
     actions, near-duplicates, events delivered and those injected while it ran (their texts),
     the step's start and seconds."""
-    source = source_of(con, "events")
+    source = SOURCE
     return con.execute(
         "SELECT s.step, s.n_active AS active, s.n_emissions AS emissions, "
         "s.n_messages AS messages, coalesce(s.n_answers, 0) AS survey_answers, "

@@ -145,7 +145,7 @@ def verified_scenario_file(run_id: str, recorded_file: str | None, recorded_sha2
                               "(its scenario was built in code); start a new run")
     if not recorded_sha256:
         raise PersonahubError(f"--resume {run_id}: the run does not record the sha256 of its scenario "
-                              f"file {source} (started by an older personahub), so the file cannot "
+                              f"file {source}, so the file cannot "
                               "be checked; start a new run")
     path = Path(source)
     try:

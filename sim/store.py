@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import duckdb
 import numpy as np
@@ -136,14 +136,8 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
         con.execute("RESET memory_limit")
 
 
-def source_of(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """The SQL for who put a row of ``events`` or ``interventions`` into the run: its
-    ``source`` column, or ``'scenario'`` in a file written before runs could be steered (read
-    without writing, it lacks the column)."""
-    found = scalar(con, "SELECT count(*) FROM duckdb_columns() WHERE database_name = "
-                        "current_database() AND schema_name = 'main' AND table_name = ? AND "
-                        "column_name = 'source'", [table])
-    return "coalesce(source, 'scenario')" if found else "'scenario'"
+#: who put a row of ``events`` or ``interventions`` into the run (NULL: the scenario)
+SOURCE: Final = "coalesce(source, 'scenario')"
 
 
 # --- what a resume restores from ---------------------------------------------------------------
@@ -329,6 +323,6 @@ def delivered_events(con: duckdb.DuckDBPyConnection,
     """The events delivered in a run, in step order: (step, text, audience, recipients, who put
     it in: the scenario, or ``view`` for one typed into the live view)."""
     return [(int(step), str(text), audience, n, str(source)) for step, text, audience, n, source
-            in con.execute(f"SELECT step, text, audience, n_recipients, {source_of(con, 'events')} "
+            in con.execute(f"SELECT step, text, audience, n_recipients, {SOURCE} "
                            "FROM events WHERE run_id = ? ORDER BY step, event_index",
                            [run_id]).fetchall()]

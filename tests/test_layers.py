@@ -113,12 +113,9 @@ UNAWARE = ("personahub/core", "personahub/models", "personahub/executors")
 # the purposes the model layer's old limit table named (now ``personahub.tasks.limits``)
 PURPOSES = frozenset({"survey", "reflection", "decide", "interview", "expand", "text-to-persona",
                       "text_to_persona", "write_persona", "solve", "judge", "synth"})
-# the same words where they name something else: the store's version-4 migration rewrites stored
-# names (data, not a call's limit), and the offline engine reads prompt headings and JSON keys
-NOT_KINDS = frozenset({("personahub/core/migrate.py", "tool_spec"),
-                       ("personahub/core/migrate.py", "text_to_persona"),  # a job's label
-                       ("personahub/core/migrate.py", "synth"), ("personahub/core/migrate.py", "solve"),
-                       ("personahub/models/offline_text.py", "conversation"),
+# the same words where they name something else: the offline engine reads prompt headings and
+# JSON keys
+NOT_KINDS = frozenset({("personahub/models/offline_text.py", "conversation"),
                        ("personahub/models/offline_text.py", "instruction")})
 
 

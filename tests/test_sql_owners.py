@@ -2,7 +2,7 @@
 "Who owns which SQL"): a string literal that reads or writes a family's table (``FROM``,
 ``JOIN``, ``INTO``, ``UPDATE`` it), or a batch insert (``core.store.insert_rows`` /
 ``insert_columns``) given the table by name, sits in one of the family's own modules, or in the
-schema's (``core/store.py``, ``core/migrate.py``: they make and upgrade every table).
+schema's (``core/store.py``: it makes every table).
 
 The families and their owners (named modules, never a folder) are ``FAMILIES`` below; nothing
 reaches across. Reads that join families go through the analysis views (``analysis/views.sql``:
@@ -20,8 +20,8 @@ import re
 from tests.test_layers import ROOT, parsed, sources
 
 SCHEMA = ROOT / "personahub" / "core" / "schema.sql"
-# the modules that make and upgrade every table
-SCHEMA_MODULES = {"personahub/core/store.py", "personahub/core/migrate.py"}
+# the module that makes every table
+SCHEMA_MODULES = {"personahub/core/store.py"}
 # queries shown to the user (a help text, the "Try:" lines after a run), never run by the module
 EXAMPLES = {"personahub/cli/run.py", "personahub/cli/sql.py"}
 
@@ -70,7 +70,6 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 # each with why: the tables it can name are its own, or it is a row-by-id reader like ``personahub sql``
 DYNAMIC: dict[str, str] = {
     "personahub/core/store.py": "the schema's generic batch insert, given its table by the owner",
-    "personahub/core/migrate.py": "the schema's upgrades",
     "sim/store.py": "counts of its own run-log tables",
     "sim/run_queries.py": "the API's rows of its own run-log tables (run_rows)",
     "personas/store.py": "a temporary view of its own registering (dedup's marks)",

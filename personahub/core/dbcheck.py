@@ -5,8 +5,8 @@ each failure is one line naming the file:
 
 - the file is a DuckDB file at all (random bytes, an empty file or an SQLite file are not);
 - the personahub tables it holds have personahub's columns: a DuckDB file of another program
-  (say with a ``personas`` table of its own shape) is refused, not "migrated" by adding ours
-  next to it;
+  (say with a ``personas`` table of its own shape) is refused, not filled with ours next to it
+  (a personahub file of another schema version is refused before this: ``store.check_version``);
 - for writers, every stored block passes its checksum. DuckDB checks a block only when a query
   reads it, and an insert reads little: a file with a damaged table block or index block took
   new rows without a word. The blocks are checked here with DuckDB's own block checksum
@@ -20,7 +20,6 @@ each failure is one line naming the file:
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -29,7 +28,6 @@ import duckdb
 import numpy as np
 
 from personahub.core.errors import PersonahubError
-from personahub.core.migrate import ADDED_BY_MIGRATION
 
 MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB file, after the main header's checksum
 HEADER_SIZE = 4096  # the main header and two database headers precede the first block
@@ -185,17 +183,12 @@ _TABLE_COLUMNS = ("SELECT c.table_name, c.column_name FROM duckdb_columns() c "
                   "JOIN duckdb_tables() t USING (database_name, schema_name, table_name) "
                   "WHERE t.database_name = current_database() AND t.schema_name = 'main' "
                   "AND NOT t.temporary")
-_ADDED = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
 
 
 @functools.lru_cache(maxsize=1)
-def expected_tables() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
-    """Per personahub table: (every column, the columns an older file must already have).
-
-    Read from ``schema.sql`` itself (built in memory), so it never drifts from the schema;
-    columns the schema adds with ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, or a migration adds
-    (``core.migrate``), may be missing.
-    """
+def expected_tables() -> dict[str, frozenset[str]]:
+    """Per personahub table, its columns: read from ``schema.sql`` itself (built in memory), so
+    the check never drifts from the schema."""
     sql = resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
     con = duckdb.connect(":memory:")
     try:
@@ -206,10 +199,7 @@ def expected_tables() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     columns: dict[str, set[str]] = {}
     for table, column in rows:
         columns.setdefault(table, set()).add(column)
-    added: dict[str, set[str]] = {t: set(c) for t, c in ADDED_BY_MIGRATION.items()}
-    for table, column in _ADDED.findall(sql):
-        added.setdefault(table.lower(), set()).add(column.lower())
-    return {t: (frozenset(c), frozenset(c - added.get(t, set()))) for t, c in columns.items()}
+    return {t: frozenset(c) for t, c in columns.items()}
 
 
 def check_shape(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -227,7 +217,7 @@ def check_shape(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         raise _fail(path, f"not a personahub database (it holds other tables: {names}); "
                           "give another --db")
     for table in ours:
-        missing = sorted(expected[table][1] - present[table])
+        missing = sorted(expected[table] - present[table])
         if missing:
             raise _fail(path, f"not a personahub database, or one damaged: its table {table} "
                               f"lacks column(s) {', '.join(missing[:5])}; give another --db")

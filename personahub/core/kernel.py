@@ -326,7 +326,8 @@ class SpecBase(Generic[C, B, R, S]):
         return None
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A stored config written by an older version, in today's terms (as is by default)."""
+        """A stored config as a resume reads it (as is by default; a run drops what is no
+        field of its config)."""
         return stored
 
     def resume_hint(self, job_id: str, db: Path) -> str:

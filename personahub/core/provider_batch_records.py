@@ -154,12 +154,9 @@ def attach_results(con: duckdb.DuckDBPyConnection, job_kind: str | None, job_id:
 
 def open_batches(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[Any, ...]]:
     """A job's batches that have not ended: (batch id or key, status, lines done, lines), oldest
-    first; none in a database from before batches."""
-    try:
-        return [tuple(row) for row in con.execute(
-            "SELECT coalesce(batch_id, batch_key), status, completed + failed, requests "
-            "FROM llm_batches WHERE job_id = ? AND status NOT IN ('completed', 'failed', "
-            "'expired', 'cancelled') ORDER BY created_at NULLS LAST, batch_key",
-            [job_id]).fetchall()]
-    except duckdb.CatalogException:  # a database from before batches
-        return []
+    first."""
+    return [tuple(row) for row in con.execute(
+        "SELECT coalesce(batch_id, batch_key), status, completed + failed, requests "
+        "FROM llm_batches WHERE job_id = ? AND status NOT IN ('completed', 'failed', "
+        "'expired', 'cancelled') ORDER BY created_at NULLS LAST, batch_key",
+        [job_id]).fetchall()]

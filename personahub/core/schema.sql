@@ -18,8 +18,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at TIMESTAMP,
     parent_id   VARCHAR
 );
--- What the file's schema is (schema_version), so an older file is migrated once on open
--- (personahub/core/migrate.py).
+-- What the file's schema is: schema_version (core/store.py's SCHEMA_VERSION; a file of another
+-- version is refused, not converted), the digest of the DDL it was made with, its stored views.
 CREATE TABLE IF NOT EXISTS schema_meta (
     key   VARCHAR PRIMARY KEY,
     value VARCHAR
@@ -38,12 +38,11 @@ CREATE TABLE IF NOT EXISTS personas (
     created_at   TIMESTAMP DEFAULT current_timestamp,
     is_duplicate BOOLEAN DEFAULT false,
     duplicate_of VARCHAR,
-    dup_stage    VARCHAR
+    dup_stage    VARCHAR,
+    -- what a draw may take (personas/hub_gate.py): passed, failed (a row written without a
+    -- model whose text fails the gate), offline (the offline engine's)
+    gate         VARCHAR NOT NULL
 );
--- what a draw may take (personas/hub_gate.py): passed, failed (a row written without a model
--- whose text fails the gate), offline (the offline engine's), legacy (written before the column:
--- set by core/migrate.py)
-ALTER TABLE personas ADD COLUMN IF NOT EXISTS gate VARCHAR;
 CREATE TABLE IF NOT EXISTS relations (
     src        VARCHAR NOT NULL,
     dst        VARCHAR NOT NULL,
@@ -142,10 +141,10 @@ CREATE TABLE IF NOT EXISTS expansion_frontier (
     targets      JSON,
     created      JSON,
     merged       INTEGER,
+    attempts     INTEGER,
+    linked       INTEGER,
     PRIMARY KEY (expansion_id, hop, persona_id)
 );
-ALTER TABLE expansion_frontier ADD COLUMN IF NOT EXISTS attempts INTEGER;
-ALTER TABLE expansion_frontier ADD COLUMN IF NOT EXISTS linked INTEGER;
 
 -- Simulation runs -------------------------------------------------------------------------
 -- (lifecycle, seed and stored configuration: jobs)
@@ -177,7 +176,6 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at TIMESTAMP,
     PRIMARY KEY (run_id, step)
 );
-ALTER TABLE steps ADD COLUMN IF NOT EXISTS n_answers INTEGER;
 CREATE TABLE IF NOT EXISTS emissions (
     emission_id       VARCHAR PRIMARY KEY,
     run_id            VARCHAR NOT NULL,
@@ -203,8 +201,6 @@ CREATE TABLE IF NOT EXISTS messages (
     emission_id    VARCHAR,
     thread_id      VARCHAR
 );
--- databases created before dialogue threads existed gain the column
-ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_id VARCHAR;
 CREATE TABLE IF NOT EXISTS run_edges (
     run_id   VARCHAR NOT NULL,
     src      VARCHAR NOT NULL,
@@ -219,10 +215,9 @@ CREATE TABLE IF NOT EXISTS events (
     audience     VARCHAR NOT NULL,
     n_recipients INTEGER,
     recipients   JSON,
+    source       VARCHAR,  -- who put the event into the run: the scenario, or a person steering it (view)
     PRIMARY KEY (run_id, event_index)
 );
--- who put an event into the run: the scenario, or a person steering it (``view``)
-ALTER TABLE events ADD COLUMN IF NOT EXISTS source VARCHAR;
 CREATE TABLE IF NOT EXISTS interventions (
     run_id             VARCHAR NOT NULL,
     step               INTEGER NOT NULL,
@@ -234,11 +229,11 @@ CREATE TABLE IF NOT EXISTS interventions (
     text               VARCHAR,
     relation           VARCHAR,
     applied            BOOLEAN,
+    -- ``scenario``, or who steered the run (``view``: an event typed into the live view, action
+    -- ``event``, persona ``*`` for everyone)
+    source             VARCHAR,
     PRIMARY KEY (run_id, intervention_index)
 );
--- ``scenario``, or who steered the run (``view``: an event typed into the live view, action
--- ``event``, persona ``*`` for everyone)
-ALTER TABLE interventions ADD COLUMN IF NOT EXISTS source VARCHAR;
 CREATE TABLE IF NOT EXISTS survey_answers (
     run_id        VARCHAR NOT NULL,
     step          INTEGER NOT NULL,
@@ -322,27 +317,18 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     max_tokens INTEGER,
     finish_reason VARCHAR,
     repaired   BOOLEAN,
-    queue_ms   DOUBLE
+    queue_ms   DOUBLE,
+    -- the job kernel (personahub/core/kernel.py): which job a call belongs to
+    job_kind   VARCHAR,
+    job_id     VARCHAR,
+    model_name VARCHAR,  -- the served model's name
+    cached_prompt_tokens BIGINT,  -- prompt tokens the server's prefix cache reused
+    -- attempts sent in a batch: the batch id (file:NAME for an imported results file) and the
+    -- request's custom_id there; NULL for online attempts
+    batch_id   VARCHAR,
+    custom_id  VARCHAR
 );
--- columns added after the table first shipped (older databases gain them on open)
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS structured_mode VARCHAR;
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS max_tokens INTEGER;
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS finish_reason VARCHAR;
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS repaired BOOLEAN;
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS queue_ms DOUBLE;
--- the job kernel (personahub/core/kernel.py): which job a call belongs to, and the served model's name
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_kind VARCHAR;
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS job_id VARCHAR;
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS model_name VARCHAR;
--- prompt tokens the server's prefix cache reused (issue 26)
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS cached_prompt_tokens BIGINT;
--- attempts sent in a batch (issue 29): the batch id (file:NAME for an imported results file)
--- and the request's custom_id there; NULL for online attempts
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS batch_id VARCHAR;
-ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS custom_id VARCHAR;
--- token counts are BIGINT (issue 42); a file made when they were INTEGER is widened by
--- core.migrate.widen_counts when a writer opens it (a figure no real call has is stored as NULL:
--- core.contracts.token_count)
+-- token counts are BIGINT (a figure no real call has is stored as NULL: core.contracts.token_count)
 CREATE TABLE IF NOT EXISTS llm_cache (
     key        VARCHAR PRIMARY KEY,
     model      VARCHAR NOT NULL,
@@ -358,11 +344,11 @@ CREATE TABLE IF NOT EXISTS prices (
     model      VARCHAR PRIMARY KEY,
     price_in   DOUBLE NOT NULL,
     price_out  DOUBLE NOT NULL,
-    updated_at TIMESTAMP DEFAULT current_timestamp
+    updated_at TIMESTAMP DEFAULT current_timestamp,
+    -- batch prices: NULL means half the online price (the OpenAI Batch API's discount)
+    batch_price_in  DOUBLE,
+    batch_price_out DOUBLE
 );
--- batch prices (issue 29): NULL means half the online price (the OpenAI Batch API's discount)
-ALTER TABLE prices ADD COLUMN IF NOT EXISTS batch_price_in DOUBLE;
-ALTER TABLE prices ADD COLUMN IF NOT EXISTS batch_price_out DOUBLE;
 
 -- A job's provider batches (issue 29; personahub/core/batch_records.py): what a resume polls
 -- instead of submitting again. One row per submission, keyed by the job's own key for it.
@@ -575,7 +561,8 @@ CREATE TABLE IF NOT EXISTS calibration_scores (
     sim_failed         INTEGER,
     human_refusal      DOUBLE,
     sim_refusal        DOUBLE,
-    counts             JSON
+    counts             JSON,
+    sd_ratio           DOUBLE  -- simulated SD / human SD on ordinal questions
 );
 CREATE TABLE IF NOT EXISTS calibration_summary (
     job_id             VARCHAR NOT NULL,
@@ -587,11 +574,9 @@ CREATE TABLE IF NOT EXISTS calibration_summary (
     representativeness DOUBLE,
     dispersion         DOUBLE,
     modal_agreement    DOUBLE,
-    scored             INTEGER
+    scored             INTEGER,
+    sd_ratio           DOUBLE  -- simulated SD / human SD on ordinal questions
 );
--- simulated SD / human SD on ordinal questions (issue 45), beside the entropy ratio
-ALTER TABLE calibration_scores ADD COLUMN IF NOT EXISTS sd_ratio DOUBLE;
-ALTER TABLE calibration_summary ADD COLUMN IF NOT EXISTS sd_ratio DOUBLE;
 
 -- Populations written by a model (personas sample-population --llm, pipelines/population_write.py)
 -- (lifecycle and stored configuration: jobs); the people are personas rows.

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
@@ -31,10 +31,13 @@ from personahub.core.dbcheck import (
     read_back,
 )
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.migrate import SCHEMA_VERSION, legacy_views, migrate
 from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
+
+#: the shape of the file's tables (``schema_meta.schema_version``). ``schema.sql`` is its one
+#: definition; a file of another version is refused, never converted (``check_version``)
+SCHEMA_VERSION: Final = 1
 
 
 # schema_meta's key for the digest of the DDL a file was last brought up to: a file that holds
@@ -52,9 +55,41 @@ def _schema_current(con: duckdb.DuckDBPyConnection, ddl: str) -> bool:
     try:
         rows = dict(con.execute("SELECT key, value FROM schema_meta WHERE key IN (?, ?)",
                                 [DDL_KEY, "schema_version"]).fetchall())
-    except duckdb.CatalogException:  # a new file, or one from before schema_meta
+    except duckdb.CatalogException:  # a new (empty) file
         return False
     return rows.get(DDL_KEY) == _digest(ddl) and rows.get("schema_version") == str(SCHEMA_VERSION)
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The file's ``schema_meta.schema_version`` (None: the file has no such table or key)."""
+    try:
+        rows = con.execute("SELECT value FROM schema_meta WHERE key = 'schema_version'").fetchall()
+    except duckdb.CatalogException:
+        return None
+    return str(rows[0][0]) if rows else None
+
+
+def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse a personahub file of another schema version, in one line, before anything reads or
+    writes it: before 1.0 there are no migrations, so its data is taken out with the personahub
+    that wrote it. An empty DuckDB file (no tables) is a new one and passes; a file without
+    ``schema_meta`` that holds other tables is refused as not personahub's (``check_shape``)."""
+    try:
+        found = schema_version(con)
+    except duckdb.Error:  # a damaged file: the block checks that follow name the damage
+        return
+    if found == str(SCHEMA_VERSION):
+        return
+    if found is None:
+        check_shape(con, path)  # a foreign file is refused as one
+        if not con.execute("SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
+                           "AND schema_name = 'main' AND NOT temporary LIMIT 1").fetchall():
+            return  # an empty DuckDB file: ours to fill
+    version = "no schema version" if found is None else f"schema version {found}"
+    raise DatabaseFileError(
+        f"--db {path}: written by another personahub ({version}; this one reads schema version "
+        f"{SCHEMA_VERSION} only); give a new --db, and take what you need out of this file with "
+        "the personahub that wrote it (personahub export, personahub sql)")
 
 
 def schema_sql() -> str:
@@ -95,10 +130,10 @@ def _lock_holder(message: str) -> str | None:
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (and for writers, create and migrate) the database at ``path``.
+    """Open (and for writers, create) the database at ``path``.
 
-    A file written by an older personahub is migrated by the first writer that opens it; a
-    reader sees it in this schema's shape through temporary views (``core.migrate``). A writer
+    A file of another schema version (``schema_meta.schema_version`` is not ``SCHEMA_VERSION``)
+    is refused by readers and writers alike, unchanged (``check_version``). A writer
     also stores the analysis views in the file when it lacks this version's (``core.stored_views``);
     a reader writes nothing and lays TEMP copies of them instead, so both see this version's.
 
@@ -116,6 +151,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         check_header(path)
         probe = _open(path, read_only=True)  # read-only: looking cannot change the file
         try:
+            check_version(probe, path)
             check_shape(probe, path)
             if not read_only:
                 block_size = int(probe.execute("SELECT block_size FROM pragma_database_size() "
@@ -131,7 +167,6 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
             raise
         if read_only:
-            legacy_views(probe)  # an older file, seen in this schema's shape (not changed)
             lay_views(probe)  # and with this version's analysis views (TEMP: nothing written)
             return probe
         probe.close()
@@ -144,12 +179,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         if not _schema_current(con, ddl):
             with transaction(con):  # one commit for every table (a new file: 28 ms -> 11 ms)
                 con.execute(ddl)
-                if not exists:  # made in this schema: nothing to migrate
-                    con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?)",
-                                [str(SCHEMA_VERSION)])
-            migrate(con, ddl, path)  # an older file's job tables, once (personahub/core/migrate.py)
-            con.execute("INSERT OR REPLACE INTO schema_meta VALUES (?, ?)",
-                        [DDL_KEY, _digest(ddl)])
+                con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
+                            "(?, ?)", [str(SCHEMA_VERSION), DDL_KEY, _digest(ddl)])
         sync_views(con)  # the analysis views, in the file for any DuckDB client (stored_views.py)
     except BaseException:
         con.close()

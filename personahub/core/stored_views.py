@@ -88,8 +88,9 @@ _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
 
 
 def stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Empty TEMP copies of schema tables a (read-only, older) file lacks, e.g. ``synth_*``, so
-    every view exists and reads as empty; returns their names."""
+    """Empty TEMP copies of schema tables a file opened read-only lacks (an empty DuckDB file, or
+    one a writer has not brought up to this DDL yet), so every view exists and reads as empty;
+    returns their names."""
     ddl = resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
     present = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables").fetchall()}
@@ -111,7 +112,7 @@ def holds_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool
     text = views_text() if text is None else text
     try:
         return _meta(con, VERSION_KEY) == version(text)
-    except duckdb.CatalogException:  # a file from before schema_meta
+    except duckdb.CatalogException:  # an empty file: no schema_meta
         return False
 
 

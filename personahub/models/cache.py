@@ -150,10 +150,7 @@ def check_replay_file(db: str | Path) -> None:
 
 
 def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) -> None:
-    try:
-        recorded = scalar(con, "SELECT count(*) FROM llm_cache WHERE model = ?", [model])
-    except duckdb.CatalogException:  # a database from before the cache existed
-        recorded = 0
+    recorded = scalar(con, "SELECT count(*) FROM llm_cache WHERE model = ?", [model])
     if not recorded:
         others = [r[0] for r in con.execute(
             "SELECT DISTINCT model FROM llm_cache ORDER BY 1 LIMIT 4").fetchall()]

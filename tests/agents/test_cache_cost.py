@@ -186,7 +186,7 @@ def test_cost_per_run_from_known_token_counts(tmp_path):
         for run_id, options in (("r-priced", {"price_in": 2.0, "price_out": 8.0}),
                                 ("r-table", {"price_in": None, "price_out": None}),
                                 ("r-unknown", {})):
-            create_job(con, run_id, "run", {"options": options})
+            create_job(con, run_id, "run", options)
             insert_rows(con, "runs", [{"run_id": run_id}])
         insert_rows(con, "prices", [{"model": "gpt-x", "price_in": 0.5, "price_out": 1.5}])
 

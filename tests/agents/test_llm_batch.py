@@ -422,25 +422,3 @@ def test_batch_attempts_are_written_and_priced_at_the_batch_price(server, tmp_pa
     assert con.execute("SELECT count(*) FROM llm_calls WHERE batch_id = 'batch_1' AND "
                        "custom_id = 'a#1'").fetchone() == (2,)
     con.close()
-
-
-def test_cost_view_reads_a_database_written_before_batches(tmp_path) -> None:
-    from personahub.analysis.views import install_views
-
-    path = tmp_path / "old.duckdb"
-    con = connect(path)
-    for table, column in (("llm_calls", "batch_id"), ("llm_calls", "custom_id"),
-                          ("prices", "batch_price_in"), ("prices", "batch_price_out")):
-        con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    # and before schema version 5: the engine label in llm_calls.model, no model_name
-    con.execute("ALTER TABLE llm_calls RENAME COLUMN llm TO model")
-    con.execute("UPDATE schema_meta SET value = '4' WHERE key = 'schema_version'")
-    con.execute("INSERT INTO llm_calls (call_id, run_id, model, tokens_in, tokens_out) VALUES "
-                "('c1', 'r1', 'gpt-x@http://h/v1', 1000000, 1000000)")
-    con.execute("INSERT INTO prices (model, price_in, price_out) VALUES ('gpt-x', 2, 8)")
-    con.close()
-    reader = connect(path, read_only=True)  # as `personahub sql` reads it: nothing migrates
-    install_views(reader)
-    assert reader.execute("SELECT cost_usd, batch_calls FROM v_run_cost").fetchall() == [
-        (10.0, 0)]
-    reader.close()

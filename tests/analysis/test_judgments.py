@@ -80,14 +80,6 @@ def test_validity_per_criterion_and_latest_judge(tmp_path: Path):
     con.close()
 
 
-def test_an_old_database_without_the_table_has_no_judge(tmp_path: Path):
-    import duckdb
-
-    con = duckdb.connect(str(tmp_path / "old.duckdb"))
-    assert latest_validity(con, "run-1") is None
-    con.close()
-
-
 @pytest.mark.slow
 def test_report_and_live_view_show_the_validity(launch_db, tmp_path: Path):
     from personahub.analysis.report import write_report

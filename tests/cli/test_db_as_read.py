@@ -14,7 +14,9 @@ import duckdb
 import pytest
 
 from personahub.cli.common import out
-from tests.cli_helpers import ROOT, invoke
+from personahub.core.dbcheck import DatabaseFileError
+from personahub.core.store import SCHEMA_VERSION, connect, schema_version
+from tests.cli_helpers import ROOT, invoke, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -88,42 +90,55 @@ def test_llm_calls_name_the_engine_llm_and_the_served_model_model_name(quick_sta
                                  "join runs r using (run_id)") == [["offline", "offline", "offline"]]
 
 
-def test_a_version_4_file_shows_and_gets_llm_calls_llm(quick_start: Path, tmp_path: Path) -> None:
-    """A file written before schema version 5 (the label in ``llm_calls.model``, pre-kernel rows
-    without ``model_name``): ``personahub sql`` shows it with ``llm`` and ``model_name`` without
-    changing it; the first writer renames the column and fills ``model_name`` once."""
-    db = tmp_path / "v4.duckdb"
-    shutil.copy(quick_start, db)
-    con = duckdb.connect(str(db))
-    con.execute("ALTER TABLE llm_calls RENAME COLUMN llm TO model")
-    con.execute("UPDATE llm_calls SET model = 'openai:gpt-x@http://h/v1', model_name = NULL "
-                "WHERE call_id = (SELECT min(call_id) FROM llm_calls)")
-    # and a judge's call of the run, which carried the judged run's id
-    con.execute("UPDATE llm_calls SET job_kind = 'judge', job_id = 'judge-x' "
-                "WHERE call_id = (SELECT max(call_id) FROM llm_calls)")
-    con.execute("UPDATE schema_meta SET value = '4' WHERE key = 'schema_version'")
+def another_version(quick_start: Path, path: Path, version: str | None) -> Path:
+    """A copy of the quick start's file stamped with another schema version (None: no
+    ``schema_meta`` at all, as a personahub file before the table)."""
+    shutil.copy(quick_start, path)
+    con = duckdb.connect(str(path))
+    if version is None:
+        con.execute("DROP TABLE schema_meta")
+    else:
+        con.execute("UPDATE schema_meta SET value = ? WHERE key = 'schema_version'", [version])
     con.close()
-    judged = "select job_id, run_id from llm_calls where job_kind = 'judge'"
-    assert sql_rows(db, judged) == [["judge-x", ""]]  # read: run_id holds runs' ids only
-    query = ("select llm, model_name, count(*) from llm_calls group by all order by all")
-    expected = [["offline", "offline", str(int(sql_rows(quick_start, "select count(*) from "
-                                                                       "llm_calls")[0][0]) - 1)],
-                ["openai:gpt-x@http://h/v1", "gpt-x", "1"]]
-    assert sql_rows(db, query) == expected  # read: nothing migrates
-    con = duckdb.connect(str(db), read_only=True)
-    assert "model" in {r[0] for r in con.execute("describe llm_calls").fetchall()}
-    con.close()
-    imported = invoke("personas", "import", ROOT / "personas" / "data" / "seed_personas.jsonl",
-                      "--db", db)  # a writer: migrates the file
-    assert imported.exit_code == 0, imported.output
-    assert sql_rows(db, query) == expected
-    assert sql_rows(db, judged) == [["judge-x", ""]]
-    con = duckdb.connect(str(db), read_only=True)
-    stored = con.execute("select llm, model_name from llm_calls where llm <> 'offline'").fetchall()
-    assert stored == [("openai:gpt-x@http://h/v1", "gpt-x")]
-    assert con.execute("select value from schema_meta where key = 'schema_version'").fetchall() \
-        == [("5",)]
-    con.close()
+    return path
+
+
+@pytest.mark.parametrize("version", ["5", "2", None])
+def test_a_file_of_another_schema_version_is_refused_unchanged(
+        quick_start: Path, tmp_path: Path, version: str | None) -> None:
+    """No migrations before 1.0: readers (``sql``, ``jobs``) and writers (``run``, ``personas
+    import``) refuse a file of another schema version in one line naming the file, its version
+    and this one, and what to do; not a byte of it changes."""
+    db = another_version(quick_start, tmp_path / "old.duckdb", version)
+    before = db.read_bytes()
+    found = "no schema version" if version is None else f"schema version {version}"
+    seeds = ROOT / "personas" / "data" / "seed_personas.jsonl"
+    for args in (("sql", "--db", db, "select count(*) from personas"),
+                 ("jobs", "--db", db),
+                 ("run", ROOT / "scenarios" / "riverside_town.py", "--db", db, "--steps", "1"),
+                 ("personas", "import", seeds, "--db", db)):
+        line = one_line_error(invoke(*args))
+        assert str(db) in line and f"({found}; " in line, line
+        assert f"schema version {SCHEMA_VERSION} only" in line
+        assert "give a new --db" in line and "personahub export, personahub sql" in line
+    assert db.read_bytes() == before
+
+
+def test_the_store_refuses_another_version_to_readers_and_writers(quick_start: Path,
+                                                                  tmp_path: Path) -> None:
+    """The same refusal from Python (``core.store.connect``), read-only or not; this version's
+    file opens both ways."""
+    raw = duckdb.connect(str(quick_start), read_only=True)
+    assert schema_version(raw) == str(SCHEMA_VERSION) == "1"
+    raw.close()
+    db = another_version(quick_start, tmp_path / "old.duckdb", "4")
+    for read_only in (True, False):
+        with pytest.raises(DatabaseFileError, match=rf"old.duckdb: written by another personahub "
+                                                    rf"\(schema version 4; this one reads schema "
+                                                    rf"version {SCHEMA_VERSION} only\)"):
+            connect(db, read_only=read_only)
+    for read_only in (True, False):
+        connect(quick_start, read_only=read_only).close()
 
 
 def test_llm_calls_run_id_holds_a_scenario_runs_id_only(quick_start: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Hub hygiene (issue 30, item 9): every persona row carries a ``gate`` label, draws take only
 the rows that passed the quality gate unless asked, the offline engine's rows are labelled
-``offline``, the gate checks coherence as well as form, and an older file's rows stay drawn."""
+``offline``, and the gate checks coherence as well as form."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 
 from personahub.api import synthesize
 from personahub.core.errors import PersonahubError
-from personahub.core.migrate import SCHEMA_VERSION, schema_version
-from personahub.core.store import connect, schema_sql
+from personahub.core.store import connect
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.personas.gate_labels import DRAWN, OFFLINE, checked_gate, drawn_gates, spec_is_offline
 from personahub.personas.quality import coherence_issue, gate_persona, relation_issue
@@ -222,34 +221,14 @@ def test_an_offline_synthesis_draws_the_offline_engines_personas(tmp_path: Path)
     assert job.job_id
 
 
-# ---------------------------------------------------------------------- an older file
+# ---------------------------------------------------------------------- every row labelled
 
 
-def version_2_file(path: Path, texts: list[str]) -> Path:
-    """A file as personahub wrote it before the gate column (schema version 2)."""
-    con = duckdb.connect(str(path))
-    con.execute(schema_sql())
-    con.execute("ALTER TABLE personas DROP COLUMN gate")
-    con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', '2')")
-    for i, text in enumerate(texts):
-        con.execute("INSERT INTO personas (persona_id, text, source) VALUES (?, ?, 'old')",
-                    [f"p{i:015d}", text])
-    con.close()
-    return path
-
-
-def test_an_older_files_personas_are_labelled_legacy_and_still_drawn(tmp_path: Path) -> None:
-    texts = [*persona_texts(2), JUNK]
-    path = version_2_file(tmp_path / "old.duckdb", texts)
-    reader = connect(path, read_only=True)  # a reader sees the file unchanged: every row drawn
-    assert drawn_texts(reader) == set(texts)
-    reader.close()
-    con = connect(path)
-    assert schema_version(con) == SCHEMA_VERSION
-    assert set(gates(con).values()) == {"legacy"}
-    assert drawn_texts(con) == set(texts)  # today's behaviour for the rows it held
-    upsert_personas(con, [Persona(text="Lilith Maddox Jones", source="new")])
-    assert gates(con)["Lilith Maddox Jones"] == "failed"  # new rows are labelled on write
+def test_a_persona_row_without_a_label_is_refused(tmp_path: Path) -> None:
+    """The label is part of every row (no unlabelled rows a draw would have to guess about)."""
+    con = connect(tmp_path / "hub.duckdb")
+    with pytest.raises(duckdb.ConstraintException, match="gate"):
+        con.execute("INSERT INTO personas (persona_id, text, source) VALUES ('p1', 'x', 'raw')")
     con.close()
 
 

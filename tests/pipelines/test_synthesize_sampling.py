@@ -89,20 +89,6 @@ def test_resume_asks_the_drawn_personas_after_the_hub_grew(tmp_path: Path,
     assert asked(db, job_id) == set(drawn)
 
 
-def test_a_job_from_before_sampling_resumes_in_hub_order(tmp_path: Path) -> None:
-    db = tmp_path / "s.duckdb"
-    hub(db)
-    summary = run_synthesis(SynthConfig(task="instruction", n=4, sample="head", db=str(db)))
-    con = connect(db)  # as an older personahub left it: no stored draw, no sample in the config
-    con.execute("DELETE FROM synth_job_personas")
-    con.execute("DELETE FROM synth_items WHERE persona_id = (SELECT persona_id FROM personas "
-                "ORDER BY seq LIMIT 1)")
-    con.execute("UPDATE jobs SET status = 'partial', config = json_remove(config, '$.sample')")
-    con.close()
-    resumed = run_synthesis(SynthConfig(task="instruction", db=str(db)), resume=summary.job_id)
-    assert resumed.written == 1 and resumed.skipped_done == 3
-
-
 def test_carve_selects_and_is_part_of_the_job(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     hub(db)
