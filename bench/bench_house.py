@@ -236,6 +236,8 @@ def main() -> None:
     parser.add_argument("--no-bench", action="store_true", help="The tables only.")
     parser.add_argument("--no-tables", action="store_true", help="The benchmarks only.")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", default="e2e,loopback,offline",
+                        help="Benchmarks to run, comma-separated (default: all three).")
     parser.add_argument("--keep", type=Path, help="Copy the two databases into this folder.")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE_DB", "AFTER_DB"),
                         help="Only compare two databases the workflow wrote (with --keep).")
@@ -273,26 +275,28 @@ def main() -> None:
                 print("tables equal" if not differ else
                       "tables differ:\n  " + "\n  ".join(differ))
             if not options.no_bench:
-                run_benches(trees, Path(tmp), options.repeats)
+                run_benches(trees, Path(tmp), options.repeats, options.cases.split(","))
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                                 str(tree)], check=False)
 
 
-def run_benches(trees: dict[str, Path], tmp: Path, repeats: int) -> None:
+def run_benches(trees: dict[str, Path], tmp: Path, repeats: int, chosen: list[str]) -> None:
     """The end-to-end offline run, the offline engine and the model path (through the loopback
     server), alternately before and after; medians and the after/before ratio."""
     cases = {
-        "end-to-end offline run (s)": lambda tree, folder: seconds(
+        "e2e": lambda tree, folder: seconds(
             tree, ["run", folder / "house1.py", "--db", folder / f"e2e{time.time_ns()}.duckdb"],
             folder),
-        "synthesize 40 over loopback (s)": lambda tree, folder: _loopback(tree, folder),
-        "synthesize 200 offline (s)": lambda tree, folder: seconds(
-            tree, ["synthesize", "instruction", "--n", 200, "--db",
-                   folder / f"s{time.time_ns()}.duckdb"], folder),
+        "loopback": lambda tree, folder: _loopback(tree, folder),
+        "offline": lambda tree, folder: _offline(tree, folder),
     }
-    for label, case in cases.items():
+    labels = {"e2e": "end-to-end offline run of 3 steps (s)",
+              "loopback": "synthesize 40 through the loopback server (s)",
+              "offline": "synthesize 200 with the offline engine (s)"}
+    for chosen_case in chosen:
+        label, case = labels[chosen_case], cases[chosen_case]
         times: dict[str, list[float]] = {"before": [], "after": []}
         for _ in range(repeats):
             for name, tree in trees.items():
@@ -308,11 +312,20 @@ def run_benches(trees: dict[str, Path], tmp: Path, repeats: int) -> None:
               f"ratio after/before {med['after'] / med['before']:.2f}")
 
 
+def _offline(tree: Path, folder: Path) -> float:
+    """Seconds to synthesize 200 items (8 personas x 25) with the offline engine."""
+    db = folder / f"s{time.time_ns()}.duckdb"
+    personahub(tree, folder, "personas", "import", folder / "people.jsonl", "--db", db)
+    return seconds(tree, ["synthesize", "instruction", "--n", 8, "--per-persona", 25, "--db", db],
+                   folder)
+
+
 def _loopback(tree: Path, folder: Path) -> float:
     """Seconds to synthesize 40 items through ``tree``'s loopback server (its own process)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen([sys.executable, "-m", "personahub", "serve", "--port", "0"],
-                              cwd=folder, env=env, stdout=subprocess.PIPE, text=True)
+                              cwd=folder, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
     try:
         assert server.stdout is not None
         url = None
@@ -325,8 +338,8 @@ def _loopback(tree: Path, folder: Path) -> float:
             raise SystemExit(f"{tree.name}: the loopback server printed no URL")
         db = folder / f"l{time.time_ns()}.duckdb"
         personahub(tree, folder, "personas", "import", folder / "people.jsonl", "--db", db)
-        return seconds(tree, ["synthesize", "instruction", "--n", 40, "--llm", url, "--db", db],
-                       folder)
+        return seconds(tree, ["synthesize", "instruction", "--n", 8, "--per-persona", 5,
+                              "--llm", url, "--db", db], folder)
     finally:
         server.terminate()
         server.wait(timeout=30)
