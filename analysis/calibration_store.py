@@ -23,6 +23,7 @@ from personahub.core.store import insert_rows, scalar, transaction
 __all__ = ["answer_totals", "answered_keys", "answers_frame", "calibration_exists",
            "human_rows", "job_row", "list_calibrations", "no_persona_counts", "panel_answer_counts",
            "panel_rows", "question_ids", "question_rows", "replace_scores", "scores_frame",
+           "stated_answers",
            "summary_frame", "summary_levels"]
 
 JOBS = "calibration_jobs"
@@ -113,7 +114,16 @@ def no_persona_counts(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple
     """(question id, answer, count) of the no-persona asks."""
     return [tuple(r) for r in con.execute(
         f"SELECT question_id, answer, count(*) FROM {ANSWERS} WHERE job_id = ? "
-        "AND persona_id IS NULL GROUP BY ALL", [job_id]).fetchall()]
+        "AND persona_id IS NULL AND steering = 'none' GROUP BY ALL", [job_id]).fetchall()]
+
+
+def stated_answers(con: duckdb.DuckDBPyConnection,
+                   job_id: str) -> list[tuple[str, str, str, str]]:
+    """(method, question id, group key, shares JSON) of the group-level asks (``--elicit
+    distribution``, ``few-shot:K``: no persona, and not the no-persona baseline)."""
+    return [tuple(r) for r in con.execute(
+        f"SELECT steering, question_id, respondent, reason FROM {ANSWERS} WHERE job_id = ? "
+        "AND persona_id IS NULL AND steering <> 'none' ORDER BY ALL", [job_id]).fetchall()]
 
 
 def replace_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: Sequence[dict[str, Any]],

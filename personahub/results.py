@@ -411,10 +411,13 @@ class Calibration(Job):
 
     def panel_sizes(self) -> pd.DataFrame:
         """The model's effective panel size (substantive answers per question x group): min and
-        median per attribute and overall, per steering."""
+        median per attribute and overall, per steering (a stated distribution, ``--elicit
+        distribution``, has no panel: not listed)."""
         from personahub.analysis.calibration_verdict import panel_sizes
+        from personahub.pipelines.calibrate_elicit import is_group_method
 
-        return panel_sizes(self.scores())
+        scores = self.scores()
+        return panel_sizes(scores[~scores["steering"].map(is_group_method)])
 
     def intervals(self) -> pd.DataFrame:
         """Every source's mean representativeness per attribute and overall, with a 95%

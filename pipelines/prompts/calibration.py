@@ -63,3 +63,25 @@ def calibration_messages(question: str, options: Sequence[str], *, steering: str
         return [SystemMessage(NO_PERSONA_SYSTEM), HumanMessage(head + "\n" + tail)]
     head = person_section(steering, text, attributes or {})
     return [SystemMessage(CALIBRATE_SYSTEM), HumanMessage(head + "\n" + tail)]
+
+
+# -- elicitation methods other than one answer per persona (issue 45; pipelines/calibrate_elicit.py)
+DISTRIBUTION_SYSTEM = ("You are a survey researcher who knows how groups of people in the United "
+                       "States answer public opinion surveys. Answer only with JSON that matches "
+                       "the schema.")
+DISTRIBUTION_TASK = ("Give the percentage of this group (0 to 100) that chose each option, one "
+                     "number per option, written exactly as it is listed; the percentages sum "
+                     "to 100.")
+
+
+def distribution_messages(question: str, options: Sequence[str], *, group: str,
+                          shots: str = "") -> list[BaseMessage]:
+    """The messages asking for a group's answer shares to one question (``group``: the group's
+    ``- Name: label`` lines; ``shots``: the group's answers to other questions, for few-shot)."""
+    listed = "\n".join(f"- {option}" for option in options)
+    body = section("Group", group) + "\n"
+    if shots:
+        body += section("How this group answered other questions of the survey", shots) + "\n"
+    body += (section("Question", question) + "\n" + section("Options", listed) + "\n"
+             + section("Task", DISTRIBUTION_TASK))
+    return [SystemMessage(DISTRIBUTION_SYSTEM), HumanMessage(body)]
