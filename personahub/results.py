@@ -413,11 +413,9 @@ class Calibration(Job):
         """The model's effective panel size (substantive answers per question x group): min and
         median per attribute and overall, per steering (a stated distribution, ``--elicit
         distribution``, has no panel: not listed)."""
-        from personahub.analysis.calibration_verdict import panel_sizes
-        from personahub.pipelines.calibrate_elicit import is_group_method
+        from personahub.pipelines.calibrate_scores import panel_sizes_of
 
-        scores = self.scores()
-        return panel_sizes(scores[~scores["steering"].map(is_group_method)])
+        return panel_sizes_of(self.scores())
 
     def intervals(self) -> pd.DataFrame:
         """Every source's mean representativeness per attribute and overall, with a 95%

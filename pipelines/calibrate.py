@@ -464,9 +464,10 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
 
     def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
         """Score the answers (replacing the job's earlier scores) and sum the job up."""
-        from personahub.analysis.calibration_verdict import panel_sizes, verdict
+        from personahub.analysis.calibration_verdict import verdict
         from personahub.pipelines.calibrate_scores import (
             dispersion_table,
+            panel_sizes_of,
             per_attribute,
             score_job,
             sd_by_question,
@@ -481,9 +482,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         summary.per_attribute = per_attribute(scored.summary)
         summary.dispersion = dispersion_table(scored.summary)
         summary.sd_per_question = sd_by_question(scored.scores)
-        # a stated distribution has no panel: its size is not an effective panel size
-        summary.panel_sizes = panel_sizes(
-            scored.scores[~scored.scores["steering"].map(is_group_method)])
+        summary.panel_sizes = panel_sizes_of(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
         summary.batches = batch_line(_state(ctx).asker)
         return summary

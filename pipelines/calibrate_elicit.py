@@ -121,7 +121,8 @@ def shots_text(survey: Survey, shots: Sequence[str], attribute: str,
             continue
         question = survey.questions[qid]
         shares = np.asarray(counts, float) / float(np.sum(counts))
-        lines = [f"- {o}: {p}" for o, p in zip(question.options, _percent(shares), strict=True)]
+        lines = [f"- {o}: {p}" for o, p in zip(question.options, _percent(shares.tolist()),
+                                                 strict=True)]
         blocks.append(f"Question: {question.text}\n" + "\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -132,7 +133,7 @@ def distribution_schema(options: Sequence[str]) -> type[BaseModel]:
     fields: dict[str, Any] = {
         f"o{i}": (float, Field(ge=0, le=100, alias=option, description="percent of the group"))
         for i, option in enumerate(options)}
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         "StatedShares", __doc__="The group's answer shares, one per option.",
         __config__=ConfigDict(populate_by_name=True), **fields)
     return model

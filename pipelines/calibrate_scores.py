@@ -34,7 +34,7 @@ from personahub.pipelines.calibrate_elicit import (
 )
 
 __all__ = ["SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "per_attribute",
-           "elicit_lines", "sd_by_question",
+           "elicit_lines", "panel_sizes_of", "sd_by_question",
            "score_job", "size_lines", "source_label",
            "summarise_job", "table_lines"]
 
@@ -240,6 +240,17 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
         lines.append(f"{str(index):<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in
                                                            zip(cells, widths, strict=True)))
     return lines
+
+
+def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
+    """The effective panel sizes (``analysis.calibration_verdict.panel_sizes``) of the model
+    rows that have a panel: a stated distribution (``--elicit distribution``) has none."""
+    from personahub.analysis.calibration_verdict import panel_sizes
+
+    sizes = panel_sizes(scores)
+    steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
+    stated = {source_label(MODEL, s, steerings) for s in steerings if is_group_method(s)}
+    return sizes[~sizes["who"].isin(stated)].reset_index(drop=True)
 
 
 def elicit_lines(summary: Any) -> list[str]:
