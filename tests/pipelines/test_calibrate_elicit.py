@@ -199,3 +199,52 @@ def test_distribution_and_few_shot_over_the_loopback_server(hub: dict[str, Any])
                     [job.job_id])
     assert purposes == [("survey:calibrate",), ("survey:calibrate-distribution",),
                         ("survey:calibrate-few-shot:1",)]
+
+
+@pytest.mark.slow
+def test_an_interrupted_elicit_calibration_resumes_to_the_uninterrupted_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from personahub import runtime
+    from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
+    from tests.pipelines.test_calibrate import _interrupted
+
+    survey = write_survey(tmp_path / "survey.csv")
+
+    def config(population: str) -> CalibrateConfig:
+        return CalibrateConfig(survey=str(survey), population=population, n=4, seed=2,
+                               no_persona_n=1, batch_size=5,
+                               elicit=("few-shot:1", "distribution", "sample"))
+
+    whole_db, cut_db = tmp_path / "whole.duckdb", tmp_path / "cut.duckdb"
+    whole = runtime.run(CALIBRATION, config(make_population(tmp_path, whole_db)), whole_db)
+    job_id = _interrupted(cut_db, config(make_population(tmp_path, cut_db)), monkeypatch)
+    handle = personahub.calibrate(resume=job_id, db=cut_db)
+    assert handle.summary.skipped_done == 5
+    assert handle.summary.calls == whole.summary.calls
+    answer_sql = ("SELECT question_id, steering, respondent, answer, reason "
+                  "FROM calibration_answers WHERE job_id = ? ORDER BY ALL")
+    assert rows(cut_db, answer_sql, [job_id]) == rows(whole_db, answer_sql, [whole.job_id])
+    score_sql = ("SELECT question_id, attribute, grp, source, steering, representativeness "
+                 "FROM calibration_scores WHERE job_id = ? ORDER BY ALL")
+    assert rows(cut_db, score_sql, [job_id]) == rows(whole_db, score_sql, [whole.job_id])
+
+
+def test_the_report_draws_each_method(hub: dict[str, Any], tmp_path: Path) -> None:
+    import duckdb
+
+    from personahub.analysis.calibration_report import group_bars
+
+    db = hub["db"]
+    job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=3,
+                               no_persona_n=1, elicit=("sample", "distribution"))
+    out = tmp_path / "report"
+    result = invoke("report", "--calibration", job.job_id, "--db", db, "--out", out)
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        bars = group_bars(con, job.job_id)
+    finally:
+        con.close()
+    assert list(bars.columns)[:2] == ["model[persona]", "model[distribution]"]
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "model[distribution]" in page
