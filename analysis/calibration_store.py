@@ -20,7 +20,7 @@ import pandas as pd
 from personahub.core.jobs_store import find_job, list_jobs
 from personahub.core.store import insert_rows, scalar, transaction
 
-__all__ = ["answer_totals", "answered_keys", "answers_frame", "calibration_exists",
+__all__ = ["answer_totals", "answered_keys", "answers_by_steering", "answers_frame", "calibration_exists",
            "human_rows", "job_row", "list_calibrations", "no_persona_counts", "panel_answer_counts",
            "panel_rows", "question_ids", "question_rows", "replace_scores", "scores_frame",
            "stated_answers",
@@ -97,6 +97,13 @@ def answer_totals(con: duckdb.DuckDBPyConnection, job_id: str) -> tuple[int, int
         f"SELECT count(*), count(*) FILTER (WHERE refused) FROM {ANSWERS} WHERE job_id = ?",
         [job_id]).fetchall()[0]
     return int(answered or 0), int(refused or 0)
+
+
+def answers_by_steering(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, int]:
+    """Answers per ``steering`` value (a steering, ``none``, or an ``--elicit`` method)."""
+    return {str(s): int(n) for s, n in con.execute(
+        f"SELECT steering, count(*) FROM {ANSWERS} WHERE job_id = ? GROUP BY ALL",
+        [job_id]).fetchall()}
 
 
 def panel_answer_counts(con: duckdb.DuckDBPyConnection,

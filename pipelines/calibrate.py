@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from personahub.analysis.calibration_store import answer_totals, answered_keys
+from personahub.analysis.calibration_store import answer_totals, answered_keys, answers_by_steering
 from personahub.analysis.survey import Question
 from personahub.analysis.survey_read import read_survey
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
@@ -217,7 +217,7 @@ class CalibrationAsker:
         return Answer(ask, max(shares, key=lambda o: shares[o]), json.dumps(shares), result)
 
     async def _one(self, ask: Ask, caller: StructuredCaller) -> Answer:
-        if ask.persona_id is None and not ask.respondent.startswith("#"):
+        if is_group_method(ask.steering):
             return await self._stated(ask, caller)
         text, options = self.questions[ask.question_id]
         if ask.persona_id is None:
@@ -273,6 +273,7 @@ class CalibrationSummary:
     skipped_done: int = 0  # answered before this run (a resume)
     elicit: tuple[str, ...] = (SAMPLE,)
     calls: dict[str, int] = field(default_factory=dict)  # planned calls per method
+    answered_calls: dict[str, int] = field(default_factory=dict)  # calls with an answer
     cells: dict[str, int] = field(default_factory=dict)  # question x group pairs per method
     engine: str = ""
     offline: bool = False
@@ -478,6 +479,11 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
             self.plan(ctx)
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
         summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
+        methods = {s: SAMPLE for s in ctx.config.steering} | {NO_PERSONA: "no_persona"}
+        summary.answered_calls = {}
+        for steering, count in answers_by_steering(ctx.con, ctx.job_id).items():
+            method = methods.get(steering, steering)
+            summary.answered_calls[method] = summary.answered_calls.get(method, 0) + count
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
         summary.dispersion = dispersion_table(scored.summary)

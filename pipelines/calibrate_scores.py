@@ -262,7 +262,8 @@ def elicit_lines(summary: Any) -> list[str]:
     for method in summary.elicit:
         calls, pairs = summary.calls.get(method, 0), summary.cells.get(method, 0)
         per = f", {calls / pairs:.2f} per question x group" if pairs else ""
-        cells.append(f"{method} {calls}{per}")
+        failed = calls - summary.answered_calls.get(method, calls)
+        cells.append(f"{method} {calls}{per}" + (f" ({failed} failed)" if failed > 0 else ""))
     if summary.calls.get("no_persona"):
         cells.append(f"no_persona baseline {summary.calls['no_persona']}")
     return [f"calls per method (--elicit): {'; '.join(cells)}"]

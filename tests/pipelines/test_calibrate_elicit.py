@@ -248,3 +248,26 @@ def test_the_report_draws_each_method(hub: dict[str, Any], tmp_path: Path) -> No
     assert list(bars.columns)[:2] == ["model[persona]", "model[distribution]"]
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "model[distribution]" in page
+
+
+def test_invalid_stated_shares_are_failed_calls_counted_per_method(
+        hub: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from personahub.pipelines import calibrate as calibrate_module
+    from personahub.pipelines import calibrate_elicit
+    from personahub.pipelines.calibrate import CALIBRATION
+
+    def no_shares_for_why(value: Any) -> dict[str, float] | None:  # WHY's options only
+        shares = calibrate_elicit.shares_of(value)
+        return None if shares is not None and "Exercise" in shares else shares
+
+    monkeypatch.setattr(calibrate_module, "shares_of", no_shares_for_why)
+    job = personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"], n=3,
+                               no_persona_n=1, elicit=("distribution",), max_failed_share=1.0)
+    summary = job.summary
+    assert summary.calls["distribution"] == 12 and summary.answered_calls["distribution"] == 8
+    assert summary.failed == 4
+    model = job.scores().query("source == 'model'")
+    assert set(model.loc[model["question_id"] == "WHY", "sim_failed"]) == {1}
+    assert set(model.loc[model["question_id"] != "WHY", "sim_failed"]) == {0}
+    (line,) = [x for x in CALIBRATION.report(summary, hub["db"]) if x.startswith("calls per")]
+    assert "distribution 12, 1.00 per question x group (4 failed)" in line
