@@ -10,10 +10,13 @@ A job spec of the kernel (``personahub/core/kernel.py``):
 - ``plan``: one ask per (question, steering, persona) for every persona in a panel of one of
   the question's groups (a persona in several groups answers once and counts in each), then the
   no-persona pass: ``no_persona_n`` anonymous asks per question (the ``no_persona`` baseline).
+  The ``--elicit`` methods decide which: ``sample`` asks the personas; ``distribution`` and
+  ``few-shot:K`` ask one call per question x group (``pipelines/calibrate_elicit.py``).
   Asks already answered are skipped, so a resume asks only the rest. The batches are
   independent (planned ahead): on ``--executor ray`` they are shipped to workers whole.
 - Each ask is **one structured call** (``pipelines/prompts/calibration.py``) whose answer is an
-  enum of the options (``tasks.survey.survey_schema("choice", options)``).
+  enum of the options (``tasks.survey.survey_schema("choice", options)``), or for a group-level
+  method an object option -> percentage (``calibrate_elicit.distribution_schema``).
 - **Refusals.** The survey's refusal options ("Refused", "Not sure") are offered as options by
   default, as OpinionQA's prompts did, so the model's refusal share can be set beside people's;
   like OpinionQA, they are left out of both distributions when scoring (``sim_refusal`` and
