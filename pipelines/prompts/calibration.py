@@ -66,11 +66,10 @@ def calibration_messages(question: str, options: Sequence[str], *, steering: str
 
 
 # -- elicitation methods other than one answer per persona (issue 45; pipelines/calibrate_elicit.py)
-DISTRIBUTION_SYSTEM = ("You are a survey researcher who knows how groups of people in the United "
-                       "States answer public opinion surveys. Answer only with JSON that matches "
-                       "the schema.")
-DISTRIBUTION_TASK = ("Give the percentage of this group (0 to 100) that chose each option, one "
-                     "number per option, written exactly as it is listed; the percentages sum "
+DISTRIBUTION_SYSTEM = ("You are a survey researcher who knows how groups of people answer "
+                       "public opinion surveys. Answer only with JSON that matches the schema.")
+DISTRIBUTION_TASK = ("For each option (its key written exactly as it is listed), give the "
+                     "percentage of this group (0 to 100) who chose it; the percentages sum "
                      "to 100.")
 
 
