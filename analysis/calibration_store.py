@@ -20,9 +20,10 @@ import pandas as pd
 from personahub.core.jobs_store import find_job, list_jobs
 from personahub.core.store import insert_rows, scalar, transaction
 
-__all__ = ["answer_totals", "answered_keys", "answers_frame", "calibration_exists",
+__all__ = ["answer_totals", "answered_keys", "answers_by_steering", "answers_frame", "calibration_exists",
            "human_rows", "job_row", "list_calibrations", "no_persona_counts", "panel_answer_counts",
            "panel_rows", "question_ids", "question_rows", "replace_scores", "scores_frame",
+           "stated_answers",
            "summary_frame", "summary_levels"]
 
 JOBS = "calibration_jobs"
@@ -98,6 +99,13 @@ def answer_totals(con: duckdb.DuckDBPyConnection, job_id: str) -> tuple[int, int
     return int(answered or 0), int(refused or 0)
 
 
+def answers_by_steering(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, int]:
+    """Answers per ``steering`` value (a steering, ``none``, or an ``--elicit`` method)."""
+    return {str(s): int(n) for s, n in con.execute(
+        f"SELECT steering, count(*) FROM {ANSWERS} WHERE job_id = ? GROUP BY ALL",
+        [job_id]).fetchall()}
+
+
 def panel_answer_counts(con: duckdb.DuckDBPyConnection,
                         job_id: str) -> list[tuple[str, str, str, str, str, int]]:
     """(steering, question id, attribute, group, answer, count): each panel's answers (a
@@ -113,7 +121,16 @@ def no_persona_counts(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple
     """(question id, answer, count) of the no-persona asks."""
     return [tuple(r) for r in con.execute(
         f"SELECT question_id, answer, count(*) FROM {ANSWERS} WHERE job_id = ? "
-        "AND persona_id IS NULL GROUP BY ALL", [job_id]).fetchall()]
+        "AND persona_id IS NULL AND steering = 'none' GROUP BY ALL", [job_id]).fetchall()]
+
+
+def stated_answers(con: duckdb.DuckDBPyConnection,
+                   job_id: str) -> list[tuple[str, str, str, str]]:
+    """(method, question id, group key, shares JSON) of the group-level asks (``--elicit
+    distribution``, ``few-shot:K``: no persona, and not the no-persona baseline)."""
+    return [tuple(r) for r in con.execute(
+        f"SELECT steering, question_id, respondent, reason FROM {ANSWERS} WHERE job_id = ? "
+        "AND persona_id IS NULL AND steering <> 'none' ORDER BY ALL", [job_id]).fetchall()]
 
 
 def replace_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: Sequence[dict[str, Any]],

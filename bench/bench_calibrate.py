@@ -3,6 +3,7 @@ and the time to score.
 
     python bench/bench_calibrate.py [--personas 1000] [--questions 50] [--concurrency 256]
                                     [--latency 0.5] [--no-persona-n 20] [--batch-size 2048]
+                                    [--elicit sample --elicit distribution --elicit few-shot:2]
 
 A seeded template population of ``--personas`` people over sex and party (``personas
 sample-population``'s drawing, written to a temporary hub) and a synthetic long-CSV survey of
@@ -18,7 +19,10 @@ Figures: calls/s over the asking phase (the first call's start to the last call'
 ``llm_calls``) and over the whole job, each as a fraction of the bound ``C / L``; the client's
 CPU per call; the time to score (``pipelines.calibrate_scores.score_job`` again on the finished
 job: every question x group x source, and the summary). The last line is
-``RESULT calls=<n> rate=<calls/s> fraction=<of C/L> score_s=<s>``.
+``RESULT calls=<n> rate=<calls/s> fraction=<of C/L> score_s=<s>``, after one line per
+``--elicit`` method (default ``sample``): its calls and the calls per answer of a group
+(``METHOD <name> calls=<n> pairs=<question x group pairs scored> calls_per_answer=<n/pairs>``):
+``sample`` asks each panel member, ``distribution`` and ``few-shot:K`` one call per pair.
 """
 
 from __future__ import annotations
@@ -100,6 +104,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--no-persona-n", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--elicit", action="append", default=None,
+                        help="an elicitation method (repeat): sample, distribution, few-shot:K")
     args = parser.parse_args()
 
     from personahub import runtime
@@ -120,7 +126,8 @@ def main() -> None:
             config = CalibrateConfig(survey=str(survey), population=population,
                                      n=args.personas // 2, no_persona_n=args.no_persona_n,
                                      llm=f"{url}?model=offline", concurrency=args.concurrency,
-                                     batch_size=args.batch_size, timeout_s=600)
+                                     batch_size=args.batch_size, timeout_s=600,
+                                     elicit=tuple(args.elicit or ("sample",)))
             cpu0, began = time.process_time(), time.perf_counter()
             result = runtime.run(CALIBRATION, config, db)
             wall, cpu = time.perf_counter() - began, time.process_time() - cpu0
@@ -146,6 +153,10 @@ def main() -> None:
     print(f"whole job: {wall:.1f} s, {calls / wall:.0f} calls/s = {calls / wall / bound:.3f} of "
           f"the bound; client CPU {1000 * cpu / calls:.2f} ms per call")
     print(f"time to score: {score_s:.2f} s ({len(scored.scores)} question x group x source rows)")
+    for method in summary.elicit:
+        made, pairs = summary.calls.get(method, 0), summary.cells.get(method, 0)
+        print(f"METHOD {method} calls={made} pairs={pairs} "
+              f"calls_per_answer={made / pairs if pairs else float('nan'):.2f}")
     print(f"RESULT calls={calls} rate={calls / span:.0f} fraction={calls / span / bound:.3f} "
           f"score_s={score_s:.2f}")
 

@@ -530,12 +530,14 @@ class Calibration(Job):
     def panel_sizes(self) -> pd.DataFrame:
         """The model's effective panel size: substantive answers per question x group.
 
+        A stated distribution (``--elicit distribution``) has no panel and is not listed.
+
         Returns:
             Min and median per attribute and overall, per steering.
         """
-        from personahub.analysis.calibration_verdict import panel_sizes
+        from personahub.pipelines.calibrate_scores import panel_sizes_of
 
-        return panel_sizes(self.scores())
+        return panel_sizes_of(self.scores())
 
     def intervals(self) -> pd.DataFrame:
         """Every source's mean representativeness with a 95% bootstrap interval over questions.

@@ -10,10 +10,13 @@ A job spec of the kernel (``personahub/core/kernel.py``):
 - ``plan``: one ask per (question, steering, persona) for every persona in a panel of one of
   the question's groups (a persona in several groups answers once and counts in each), then the
   no-persona pass: ``no_persona_n`` anonymous asks per question (the ``no_persona`` baseline).
+  The ``--elicit`` methods decide which: ``sample`` asks the personas; ``distribution`` and
+  ``few-shot:K`` ask one call per question x group (``pipelines/calibrate_elicit.py``).
   Asks already answered are skipped, so a resume asks only the rest. The batches are
   independent (planned ahead): on ``--executor ray`` they are shipped to workers whole.
 - Each ask is **one structured call** (``pipelines/prompts/calibration.py``) whose answer is an
-  enum of the options (``tasks.survey.survey_schema("choice", options)``).
+  enum of the options (``tasks.survey.survey_schema("choice", options)``), or for a group-level
+  method an object option -> percentage (``calibrate_elicit.distribution_schema``).
 - **Refusals.** The survey's refusal options ("Refused", "Not sure") are offered as options by
   default, as OpinionQA's prompts did, so the model's refusal share can be set beside people's;
   like OpinionQA, they are left out of both distributions when scoring (``sim_refusal`` and
@@ -38,7 +41,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from personahub.analysis.calibration_store import answer_totals, answered_keys
+from personahub.analysis.calibration_store import answer_totals, answered_keys, answers_by_steering
 from personahub.analysis.survey import Question
 from personahub.analysis.survey_read import read_survey
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
@@ -71,13 +74,27 @@ from personahub.pipelines.calibrate_data import (
     select,
     survey_sha1,
 )
+from personahub.pipelines.calibrate_elicit import (
+    SAMPLE,
+    asks_per_method,
+    check_elicit,
+    check_shares,
+    distribution_schema,
+    group_key,
+    held_out,
+    is_group_method,
+    shares_of,
+    shots_text,
+)
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.calibration import (
     CALIBRATE_PURPOSE,
     NO_PERSONA,
     STEERINGS,
     calibration_messages,
+    distribution_messages,
 )
+from personahub.pipelines.prompts.population import attribute_lines
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.survey import survey_schema
@@ -102,6 +119,7 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     limit: int | None = None  # the first questions only
     offer_refusal: bool = True  # the survey's refusal options are in the enum
     seed: int = 0
+    elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (pipelines/calibrate_elicit.py)
     structured: str = default("structured")
     max_tokens: int | None = default("max_tokens")
     temperature: float | None = default("temperature")
@@ -111,6 +129,8 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     def __post_init__(self) -> None:
         for name in ("carve", "steering", "questions", "attributes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "elicit", check_elicit(
+            (self.elicit,) if isinstance(self.elicit, str) else self.elicit))
         if not str(self.survey).strip():
             raise UsageError("give a SURVEY: an OpinionQA wave folder or a long CSV")
         if not str(self.population).strip():
@@ -175,11 +195,33 @@ class CalibrationAsker:
     rebuilds). Also the batch's ``ShardCodec``."""
 
     def __init__(self, questions: Mapping[str, tuple[str, tuple[str, ...]]],
-                 personas: Mapping[str, tuple[str, dict[str, str]]]) -> None:
+                 personas: Mapping[str, tuple[str, dict[str, str]]],
+                 groups: Mapping[str, str] | None = None,
+                 shots: Mapping[str, str] | None = None) -> None:
         self.questions = dict(questions)  # id -> (text, offered options)
         self.personas = dict(personas)  # id -> (text, canonical demographics)
+        self.groups = dict(groups or {})  # group_key -> the group's "- Name: label" lines
+        self.shots = dict(shots or {})  # "method\x1fgroup_key" -> the group's other answers
+
+    async def _stated(self, ask: Ask, caller: StructuredCaller) -> Answer:
+        """A group-level ask (``distribution``, ``few-shot:K``): the group's stated shares, as
+        the modal option and the shares' JSON (in ``reason``)."""
+        text, options = self.questions[ask.question_id]
+        messages = distribution_messages(
+            text, options, group=self.groups.get(ask.respondent, ask.respondent),
+            shots=self.shots.get(f"{ask.steering}\x1f{ask.respondent}", ""))
+        limit = default_max_tokens(CALIBRATE_PURPOSE) + 16 * len(options)
+        result = await caller.structured(distribution_schema(options), messages,
+                                         purpose=f"{CALIBRATE_PURPOSE}-{ask.steering}",
+                                         check=check_shares, max_tokens=limit)
+        shares = None if result.value is None else shares_of(result.value)
+        if shares is None:
+            return Answer(ask, None, None, result)
+        return Answer(ask, max(shares, key=lambda o: shares[o]), json.dumps(shares), result)
 
     async def _one(self, ask: Ask, caller: StructuredCaller) -> Answer:
+        if is_group_method(ask.steering):
+            return await self._stated(ask, caller)
         text, options = self.questions[ask.question_id]
         if ask.persona_id is None:
             messages = calibration_messages(text, options, steering=NO_PERSONA,
@@ -232,6 +274,10 @@ class CalibrationSummary:
     answered: int = 0  # an option (refusals included)
     refused: int = 0  # a refusal option
     skipped_done: int = 0  # answered before this run (a resume)
+    elicit: tuple[str, ...] = (SAMPLE,)
+    calls: dict[str, int] = field(default_factory=dict)  # planned calls per method
+    answered_calls: dict[str, int] = field(default_factory=dict)  # calls with an answer
+    cells: dict[str, int] = field(default_factory=dict)  # question x group pairs per method
     engine: str = ""
     offline: bool = False
     per_attribute: pd.DataFrame = field(default_factory=pd.DataFrame)  # representativeness
@@ -313,9 +359,12 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
                       for key in (g.key for g in selected.groups[qid])]
         names = list(dict.fromkeys(f"{a}={g}" for _, (a, g) in all_groups))
         sizes = {f"{a}={g}": len(panels.get((a, g), [])) for _, (a, g) in all_groups}
+        for method in config.elicit:  # K too large for the questions: one line, nothing asked
+            held_out(method, selected.questions, config.seed)
         summary = CalibrationSummary(
             job_id=ctx.job_id, survey=config.survey, population=config.population,
-            steering=config.steering, questions=len(selected.questions), groups=len(names),
+            steering=config.steering, elicit=config.elicit, questions=len(selected.questions),
+            groups=len(names),
             empty_groups=[n for n in names if sizes[n] == 0],
             small_groups=[n for n in names if 0 < sizes[n] < config.n], personas=len(everyone))
         if not ctx.resumed:
@@ -340,16 +389,34 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         """Every ask of the job, in order: per question, each steering's panel personas (once
         each, in group order), then the no-persona asks."""
         state, config = _state(ctx), ctx.config
+        group_methods = [m for m in config.elicit if is_group_method(m)]
+        shown = {m: set(held_out(m, state.selected.questions, config.seed)) for m in group_methods}
         asks: list[Ask] = []
         for qid in state.selected.questions:
-            people = list(dict.fromkeys(
-                pid for group in state.selected.groups[qid]
-                for pid in state.panels.get(group.key, [])))
-            for steering in config.steering:
-                asks += [Ask(qid, steering, pid, pid) for pid in people]
+            asked = [g for g in state.selected.groups[qid] if state.panels.get(g.key)]
+            people = list(dict.fromkeys(pid for group in asked for pid in state.panels[group.key]))
+            if SAMPLE in config.elicit:
+                for steering in config.steering:
+                    asks += [Ask(qid, steering, pid, pid) for pid in people]
+            for method in group_methods:
+                if qid not in shown[method]:
+                    asks += [Ask(qid, method, group_key(*g.key), None) for g in asked]
             asks += [Ask(qid, NO_PERSONA, f"#{k}", None)
                      for k in range(config.asks_without_persona)]
         return asks
+
+    def _count_calls(self, ctx: JobContext[CalibrateConfig], asks: Sequence[Ask]) -> None:
+        """Calls per method and the question x group pairs each scores, for the summary."""
+        state, config = _state(ctx), ctx.config
+        methods = {s: SAMPLE for s in config.steering} | {NO_PERSONA: "no_persona"}
+        summary = state.summary
+        summary.calls = asks_per_method(asks, methods)
+        pairs = [(qid, g.key) for qid in state.selected.questions
+                 for g in state.selected.groups[qid] if state.panels.get(g.key)]
+        summary.cells = {}
+        for method in config.elicit:
+            shown = set(held_out(method, state.selected.questions, config.seed))
+            summary.cells[method] = sum(1 for qid, _ in pairs if qid not in shown)
 
     def plan(self, ctx: JobContext[CalibrateConfig]) -> Iterator[Sequence[Ask]]:
         """The asks not yet answered, in batches."""
@@ -359,14 +426,26 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
                             ctx.config.batch_size)
         summary = _state(ctx).summary
         summary.asks, summary.skipped_done = len(asks), ctx.done_before
+        self._count_calls(ctx, asks)
         return batches
 
     def asker(self, ctx: JobContext[CalibrateConfig]) -> Any:
         """The asker (with ``--batch``: its calls sent as provider batches)."""
         state = _state(ctx)
-        questions = {qid: (q.text, offered(q, ctx.config.offer_refusal))
-                     for qid, q in state.selected.survey.questions.items()}
-        state.asker = batched_asker(ctx, CalibrationAsker(questions, state.personas))
+        config, survey = ctx.config, state.selected.survey
+        questions = {qid: (q.text, offered(q, config.offer_refusal))
+                     for qid, q in survey.questions.items()}
+        groups = {group_key(*g.key): attribute_lines(dict(g.conditions)) or g.name
+                  for g in state.selected.all_groups()}
+        shots: dict[str, str] = {}
+        for method in config.elicit:
+            shown = held_out(method, state.selected.questions, config.seed)
+            if shown:
+                shots |= {f"{method}\x1f{group_key(*g.key)}": shots_text(survey, shown,
+                                                                      g.attribute, g.labels)
+                          for g in state.selected.all_groups()}
+        state.asker = batched_asker(ctx, CalibrationAsker(questions, state.personas, groups,
+                                                          shots))
         return state.asker
 
     def commit(self, ctx: JobContext[CalibrateConfig], batch: Sequence[Ask],
@@ -389,9 +468,10 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
 
     def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
         """Score the answers (replacing the job's earlier scores) and sum the job up."""
-        from personahub.analysis.calibration_verdict import panel_sizes, verdict
+        from personahub.analysis.calibration_verdict import verdict
         from personahub.pipelines.calibrate_scores import (
             dispersion_table,
+            panel_sizes_of,
             per_attribute,
             score_job,
             sd_by_question,
@@ -402,11 +482,16 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
             self.plan(ctx)
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
         summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
+        methods = {s: SAMPLE for s in ctx.config.steering} | {NO_PERSONA: "no_persona"}
+        summary.answered_calls = {}
+        for steering, count in answers_by_steering(ctx.con, ctx.job_id).items():
+            method = methods.get(steering, steering)
+            summary.answered_calls[method] = summary.answered_calls.get(method, 0) + count
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
         summary.dispersion = dispersion_table(scored.summary)
         summary.sd_per_question = sd_by_question(scored.scores)
-        summary.panel_sizes = panel_sizes(scored.scores)
+        summary.panel_sizes = panel_sizes_of(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
         summary.batches = batch_line(_state(ctx).asker)
         return summary
@@ -417,7 +502,12 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
 
     def report(self, summary: CalibrationSummary, db: Path) -> list[str]:
         """What the job did and its per-attribute representativeness, as console lines."""
-        from personahub.pipelines.calibrate_scores import dispersion_lines, size_lines, table_lines
+        from personahub.pipelines.calibrate_scores import (
+            dispersion_lines,
+            elicit_lines,
+            size_lines,
+            table_lines,
+        )
 
         lines = [f"calibration {summary.job_id}: {summary.questions} questions x {summary.groups} "
                  f"groups, {summary.personas} personas; {summary.answered} of {summary.asks} "
@@ -436,6 +526,7 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
             lines.append(f"{len(summary.small_groups)} groups with fewer personas than --n: "
                          f"{', '.join(summary.small_groups[:6])}"
                          + (" ..." if len(summary.small_groups) > 6 else ""))
+        lines += elicit_lines(summary)
         lines += table_lines(summary.per_attribute)
         lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
         lines += size_lines(summary.panel_sizes)

@@ -25,9 +25,16 @@ from personahub.analysis import calibration_store as store
 from personahub.analysis.calibration_report import per_attribute_table, source_label
 from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES, score_survey
 from personahub.pipelines.calibrate_data import load_panels, load_survey
+from personahub.pipelines.calibrate_elicit import (
+    SAMPLE,
+    held_out,
+    is_group_method,
+    split_group_key,
+    stated_vector,
+)
 
 __all__ = ["SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "per_attribute",
-           "sd_by_question",
+           "elicit_lines", "panel_sizes_of", "sd_by_question",
            "score_job", "size_lines", "source_label",
            "summarise_job", "table_lines"]
 
@@ -47,10 +54,12 @@ class Scored:
 GroupCounts = dict[tuple[str, str, str], np.ndarray]
 
 
-def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, options: dict[str, tuple[str, ...]]
+def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: dict[str, Any]
                ) -> tuple[dict[str, GroupCounts], dict[str, np.ndarray]]:
-    """Counts per steering and (question, attribute, group), and the no-persona counts per
-    question, aligned with each question's options."""
+    """Counts per steering (or group-level method: its stated shares) and (question,
+    attribute, group), and the no-persona counts per question, aligned with each question's
+    options."""
+    options = {qid: q.options for qid, q in survey_questions.items()}
     groups: dict[str, GroupCounts] = defaultdict(dict)
     for steering, qid, attribute, grp, answer, n in store.panel_answer_counts(con, job_id):
         vector = groups[steering].setdefault((qid, attribute, grp), np.zeros(len(options[qid])))
@@ -58,6 +67,9 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, options: dict[str, t
     none: dict[str, np.ndarray] = {}
     for qid, answer, n in store.no_persona_counts(con, job_id):
         none.setdefault(qid, np.zeros(len(options[qid])))[options[qid].index(answer)] += n
+    for method, qid, key, shares in store.stated_answers(con, job_id):
+        attribute, group = split_group_key(key)
+        groups[method][(qid, attribute, group)] = stated_vector(survey_questions[qid], shares)
     return groups, none
 
 
@@ -72,17 +84,28 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     job = store.job_row(con, job_id)
     steerings = list(job["steering"])
     no_persona_n = int(job["no_persona_n"])
-    options = {qid: q.options for qid, q in survey.questions.items()}
-    simulated, none = _simulated(con, job_id, options)
+    simulated, none = _simulated(con, job_id, dict(survey.questions))
     panel_size = {key: len(members) for key, members in load_panels(con, job_id).items()}
+    seed = int(job["seed"] or 0)
+    elicit = list((job.get("config") or {}).get("elicit") or [SAMPLE])
+    # one model row per steering (asked one answer per persona), then per group-level method
+    rows = ([s for s in steerings] if SAMPLE in elicit else []) + [
+        m for m in elicit if is_group_method(m)]
     frames = []
-    for position, steering in enumerate(steerings):
+    for position, steering in enumerate(rows):
         model = {(qid, attribute, labels): simulated[steering].get((qid, attribute, " / ".join(labels)))
                  for qid in survey.questions for attribute, labels, _ in survey.groups(qid)}
         table = score_survey(survey, {k: v for k, v in model.items() if v is not None},
-                             no_persona=none, seed=int(job["seed"] or 0))
+                             no_persona=none, seed=seed)
         on_panel = table["source"].isin(PANEL_SOURCES)
-        if position > 0:  # the baselines do not depend on the steering: scored once
+        if is_group_method(steering):
+            # a stated distribution has no panel: no perfect_panel at its size; a few-shot
+            # row's shown questions are held out of its score
+            shown = set(held_out(steering, selected.questions, seed))
+            own = (table["source"] == MODEL) & ~table["question_id"].isin(shown)
+            keep = own | (~on_panel if position == 0 else False)
+            table, on_panel = table[keep], own[keep]
+        elif position > 0:  # the baselines do not depend on the steering: scored once
             table, on_panel = table[on_panel], on_panel[on_panel]
         table.insert(4, "steering", np.where(on_panel, steering, ""))
         frames.append(table)
@@ -98,7 +121,8 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         vector: Any
         if row.source == MODEL:
             vector = simulated[row.steering].get((row.question_id, row.attribute, row.group))
-            asked = panel_size.get((row.attribute, row.group), 0)
+            asked = (1 if is_group_method(row.steering)
+                     else panel_size.get((row.attribute, row.group), 0))
         elif row.source == "no_persona":
             vector, asked = none.get(row.question_id), no_persona_n
         elif row.source in FLOORS:  # drawn, not asked
@@ -216,6 +240,33 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
         lines.append(f"{str(index):<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in
                                                            zip(cells, widths, strict=True)))
     return lines
+
+
+def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
+    """The effective panel sizes (``analysis.calibration_verdict.panel_sizes``) of the model
+    rows that have a panel: a stated distribution (``--elicit distribution``) has none."""
+    from personahub.analysis.calibration_verdict import panel_sizes
+
+    sizes = panel_sizes(scores)
+    steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
+    stated = {source_label(MODEL, s, steerings) for s in steerings if is_group_method(s)}
+    return sizes[~sizes["who"].isin(stated)].reset_index(drop=True)
+
+
+def elicit_lines(summary: Any) -> list[str]:
+    """Calls per elicitation method (``--elicit``), and per question x group it scores, as
+    console lines (a ``CalibrationSummary``; nothing for a plain one-sample-per-persona job)."""
+    if tuple(summary.elicit) == (SAMPLE,) or not summary.calls:
+        return []
+    cells = []
+    for method in summary.elicit:
+        calls, pairs = summary.calls.get(method, 0), summary.cells.get(method, 0)
+        per = f", {calls / pairs:.2f} per question x group" if pairs else ""
+        failed = calls - summary.answered_calls.get(method, calls)
+        cells.append(f"{method} {calls}{per}" + (f" ({failed} failed)" if failed > 0 else ""))
+    if summary.calls.get("no_persona"):
+        cells.append(f"no_persona baseline {summary.calls['no_persona']}")
+    return [f"calls per method (--elicit): {'; '.join(cells)}"]
 
 
 def size_lines(sizes: pd.DataFrame) -> list[str]:

@@ -77,6 +77,12 @@ def calibrate(
         "--steering", help="What the prompt shows of a person: persona (its text; default), "
                            "attributes (its demographics only) or attributes+persona; repeat "
                            "to compare them in one calibration.")] = None,
+    elicit: Annotated[list[str] | None, typer.Option(
+        "--elicit", help="How answers are elicited, each scored as a row of its own: sample "
+                         "(each persona answers once; default), distribution (the model states "
+                         "each group's answer shares: one call per question x group), "
+                         "few-shot:K (as distribution, shown the group's answers to K other "
+                         "questions, held out of its score); repeat to compare.")] = None,
     question: Annotated[list[str] | None, typer.Option(
         "--question", help="Only this question id (repeat for several).")] = None,
     attribute: Annotated[list[str] | None, typer.Option(
@@ -155,6 +161,7 @@ def calibrate(
         config = CalibrateConfig(
             survey=survey, population=population, carve=tuple(carve or ()), n=n,
             no_persona_n=no_persona_n, steering=tuple(steering or ("persona",)),
+            elicit=tuple(elicit or ("sample",)),
             questions=tuple(question or ()), attributes=tuple(attribute or ()), limit=limit,
             offer_refusal=refusal_option, seed=seed,
             **ModelFlags(structured, max_tokens, temperature, top_p).settings(), **engine)

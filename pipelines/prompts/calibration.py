@@ -63,3 +63,24 @@ def calibration_messages(question: str, options: Sequence[str], *, steering: str
         return [SystemMessage(NO_PERSONA_SYSTEM), HumanMessage(head + "\n" + tail)]
     head = person_section(steering, text, attributes or {})
     return [SystemMessage(CALIBRATE_SYSTEM), HumanMessage(head + "\n" + tail)]
+
+
+# -- elicitation methods other than one answer per persona (issue 45; pipelines/calibrate_elicit.py)
+DISTRIBUTION_SYSTEM = ("You are a survey researcher who knows how groups of people answer "
+                       "public opinion surveys. Answer only with JSON that matches the schema.")
+DISTRIBUTION_TASK = ("For each option (its key written exactly as it is listed), give the "
+                     "percentage of this group (0 to 100) who chose it; the percentages sum "
+                     "to 100.")
+
+
+def distribution_messages(question: str, options: Sequence[str], *, group: str,
+                          shots: str = "") -> list[BaseMessage]:
+    """The messages asking for a group's answer shares to one question (``group``: the group's
+    ``- Name: label`` lines; ``shots``: the group's answers to other questions, for few-shot)."""
+    listed = "\n".join(f"- {option}" for option in options)
+    body = section("Group", group) + "\n"
+    if shots:
+        body += section("How this group answered other questions of the survey", shots) + "\n"
+    body += (section("Question", question) + "\n" + section("Options", listed) + "\n"
+             + section("Task", DISTRIBUTION_TASK))
+    return [SystemMessage(DISTRIBUTION_SYSTEM), HumanMessage(body)]

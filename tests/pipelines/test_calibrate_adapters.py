@@ -30,6 +30,8 @@ FLAG_SETS: list[tuple[list[object], dict[str, Any]]] = [
       "--max-failed-share", 0.5, "--batch-size", 9, "--offline-latency", 0.25],
      {"concurrency": "auto", "timeout_s": 12.0, "rps": 2.0, "cache": "record",
       "max_failed_share": 0.5, "batch_size": 9, "offline_latency_s": 0.25}),
+    (["--elicit", "distribution", "--elicit", "few-shot:2"],
+     {"elicit": ("distribution", "few-shot:2")}),
 ]
 
 
@@ -50,7 +52,7 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return seen
 
 
-@pytest.mark.parametrize("flags,options", FLAG_SETS, ids=["defaults", "sizes", "what", "engine"])
+@pytest.mark.parametrize("flags,options", FLAG_SETS, ids=["defaults", "sizes", "what", "engine", "elicit"])
 def test_the_command_and_the_api_build_the_same_config(tmp_path: Path, handed: list[dict[str, Any]],
                                                        flags: list[object],
                                                        options: dict[str, Any]) -> None:

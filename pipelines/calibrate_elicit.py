@@ -1,0 +1,168 @@
+"""How a calibration elicits the model's answers (``--elicit``, issue 45 item 3).
+
+Each method is scored as a ``model`` row of its own (its label in the ``steering`` column),
+beside the steerings and the baselines:
+
+- ``sample``: each persona of a group's panel answers once (one call per persona and question,
+  under each ``--steering``); the group's distribution is its panel's counts. The default.
+- ``distribution``: the model states the group's answer shares: **one** structured call per
+  question x group, whose answer is a JSON object option -> percentage
+  (``distribution_schema``). The shares are normalised; an answer whose shares sum to 0 is
+  rejected (one fresh sample, then a failed call, counted). Scored exactly as a panel's
+  distribution.
+- ``few-shot:K``: as ``distribution``, with the group's human answer shares to K other
+  questions of the survey shown in the prompt. The K questions are drawn once per job (seeded)
+  and **held out** of that row's score, so its means are over the other questions.
+
+Why: asking the model to state a group's distribution, and showing it the group's answers to
+other questions, scored closer to people than one sample per persona on OpinionQA groups
+(arXiv 2411.05403), at one call per question x group instead of N.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from personahub.analysis.survey import Question, Survey
+from personahub.core.errors import UsageError
+
+__all__ = ["DISTRIBUTION", "FEW_SHOT", "SAMPLE", "asks_per_method", "check_elicit", "check_shares",
+           "distribution_schema", "few_shot_k", "group_key", "held_out", "is_group_method", "shares_of",
+           "shots_text",
+           "split_group_key", "stated_vector"]
+
+SAMPLE = "sample"
+DISTRIBUTION = "distribution"
+FEW_SHOT = "few-shot"
+_USE = f"use {SAMPLE}, {DISTRIBUTION} or {FEW_SHOT}:K (K a whole number from 1)"
+
+
+def few_shot_k(method: str) -> int | None:
+    """K of a ``few-shot:K`` method (None for any other method or a malformed one)."""
+    head, colon, tail = method.partition(":")
+    if head != FEW_SHOT or not colon or not tail.isdigit() or int(tail) < 1:
+        return None
+    return int(tail)
+
+
+def check_elicit(methods: Iterable[str]) -> tuple[str, ...]:
+    """The methods, checked: one line naming the bad value otherwise.
+
+    Args:
+        methods: ``--elicit`` values.
+
+    Returns:
+        The methods as a tuple, in the order given.
+
+    Raises:
+        UsageError: an unknown or repeated method, or none.
+    """
+    chosen = tuple(str(m).strip() for m in methods)
+    if not chosen:
+        raise UsageError(f"--elicit: give one or more methods: {_USE}")
+    for method in chosen:
+        if method not in (SAMPLE, DISTRIBUTION) and few_shot_k(method) is None:
+            raise UsageError(f"--elicit {method!r}: {_USE}")
+    if len(set(chosen)) != len(chosen):
+        raise UsageError("--elicit: a method is given twice")
+    return chosen
+
+
+def is_group_method(method: str) -> bool:
+    """Whether a method asks once per question x group (not once per persona)."""
+    return method == DISTRIBUTION or few_shot_k(method) is not None
+
+
+def group_key(attribute: str, group: str) -> str:
+    """The respondent of a group-level ask: ``attribute=group``."""
+    return f"{attribute}={group}"
+
+
+def split_group_key(key: str) -> tuple[str, str]:
+    """(attribute, group) of ``group_key``."""
+    attribute, _, group = key.partition("=")
+    return attribute, group
+
+
+def held_out(method: str, questions: Sequence[str], seed: int) -> tuple[str, ...]:
+    """The K questions a ``few-shot:K`` row shows and does not score (none for other methods):
+    a seeded draw from the job's questions, the same on resume and when scoring.
+
+    Raises:
+        UsageError: K leaves no question to score.
+    """
+    k = few_shot_k(method)
+    if k is None:
+        return ()
+    if k >= len(questions):
+        raise UsageError(f"--elicit {method}: the calibration asks {len(questions)} questions; "
+                         "K must leave at least one to score")
+    return tuple(random.Random(f"{seed}:{method}").sample(sorted(questions), k))
+
+
+def _percent(shares: Sequence[float]) -> list[str]:
+    return [f"{round(100 * s)}%" for s in shares]
+
+
+def shots_text(survey: Survey, shots: Sequence[str], attribute: str,
+               labels: tuple[str, ...]) -> str:
+    """The group's answer shares to the ``shots`` questions, as prompt text (questions the group
+    has no answers to are left out)."""
+    blocks = []
+    for qid in shots:
+        counts = survey.counts.get(qid, {}).get((attribute, labels))
+        if counts is None or float(np.sum(counts)) <= 0:
+            continue
+        question = survey.questions[qid]
+        shares = np.asarray(counts, float) / float(np.sum(counts))
+        lines = [f"- {o}: {p}" for o, p in zip(question.options, _percent(shares.tolist()),
+                                                 strict=True)]
+        blocks.append(f"Question: {question.text}\n" + "\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def distribution_schema(options: Sequence[str]) -> type[BaseModel]:
+    """The answer schema of a stated distribution: an object whose keys are the options, each
+    a percentage 0..100 (normalised afterwards, so shares 0..1 read the same)."""
+    fields: dict[str, Any] = {
+        f"o{i}": (float, Field(ge=0, le=100, alias=option, description="percent of the group"))
+        for i, option in enumerate(options)}
+    model: type[BaseModel] = create_model(
+        "StatedShares", __doc__="The group's answer shares, one per option.",
+        __config__=ConfigDict(populate_by_name=True), **fields)
+    return model
+
+
+def shares_of(value: BaseModel) -> dict[str, float] | None:
+    """The normalised shares of a stated distribution (None: they sum to 0, no answer)."""
+    raw = {str(k): float(v) for k, v in value.model_dump(by_alias=True).items()}
+    total = sum(raw.values())
+    if not np.isfinite(total) or total <= 0:
+        return None
+    return {k: v / total for k, v in raw.items()}
+
+
+def check_shares(value: BaseModel) -> str | None:
+    """The seam's check of a stated distribution: shares that sum to 0 are rejected."""
+    return None if shares_of(value) is not None else "the shares sum to 0"
+
+
+def stated_vector(question: Question, shares_json: str) -> np.ndarray:
+    """Stored shares (``{option: share}``) as a vector over the question's options."""
+    shares = json.loads(shares_json)
+    return np.array([float(shares.get(o, 0.0)) for o in question.options])
+
+
+def asks_per_method(asks: Iterable[Any], methods: Mapping[str, str]) -> dict[str, int]:
+    """Calls per method: ``methods`` maps an ask's ``steering`` to its method."""
+    counts: dict[str, int] = {}
+    for ask in asks:
+        method = methods.get(ask.steering, ask.steering)
+        counts[method] = counts.get(method, 0) + 1
+    return counts
