@@ -64,10 +64,15 @@ def serve(
     max_connections: Annotated[int, typer.Option(
         min=1, help="Connections open at once (a thread each); one more is answered 503 and "
                     "closed.")] = MAX_CONNECTIONS,
+    plant: Annotated[list[str] | None, typer.Option(
+        metavar="MARKER=OPTION:SHARE",
+        help="Answer OPTION to that share of the survey questions whose prompt holds MARKER "
+             "(repeatable): a known effect for an arm whose world text carries the marker.")] = None,
 ) -> None:
     """Serve the offline engine as an OpenAI-compatible endpoint on loopback (for dry runs)."""
     import time
 
+    from personahub.models.fake_server.plant import parse_plant
     from personahub.models.fake_server.server import ServerOptions, start_server
 
     handle = start_server(ServerOptions(seed=seed, latency_s=latency, error_rate=error_rate,
@@ -84,7 +89,8 @@ def serve(
                                         batch_fail=tuple(batch_fail or ()),
                                         batch_expire=tuple(batch_expire or ()),
                                         header_timeout_s=header_timeout, keep_alive_s=keep_alive,
-                                        max_connections=max_connections),
+                                        max_connections=max_connections,
+                                        plants=tuple(parse_plant(p) for p in plant or ())),
                           host=host, port=port)
     console.print(f"offline engine (not a language model) serving OpenAI-compatible API ({dialect}) at "
                   f"{handle.base_url} — use --llm {handle.base_url}; Ctrl-C stops.", soft_wrap=True)

@@ -324,13 +324,17 @@ def report(
     calibration: Annotated[str | None, typer.Option(
         help="Calibration job id: its per-group bars of people against the simulated panel, "
              "with the baselines, instead of a run.")] = None,
+    experiment: Annotated[str | None, typer.Option(
+        help="Experiment id: each outcome per arm over the steps and the effect forest plot, "
+             "with intervals, instead of a run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(callback=embedder_spec, help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
-    graph, diversity), of a synthesis job (--job) or of a calibration (--calibration).
+    graph, diversity), of a synthesis job (--job), of a calibration (--calibration) or of an
+    experiment (--experiment).
 
     A report covers only what it is of: a run's charts leave out the synthesis jobs in the same
     database. With neither --run nor --job: the latest run, else the latest synthesis job; a
@@ -340,7 +344,10 @@ def report(
     from personahub.models.embedders import make_embedder
 
     if calibration is not None:
-        _calibration_report(out_dir, calibration, db, force, given=run or job)
+        _calibration_report(out_dir, calibration, db, force, given=run or job or experiment)
+        return
+    if experiment is not None:
+        _experiment_report(out_dir, experiment, db, force, seed, given=run or job)
         return
 
     model = make_embedder(embedder)
@@ -360,11 +367,27 @@ def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
     from personahub.core.store import connect
 
     if given is not None:
-        raise UsageError("--calibration: give it alone (not with --run or --job)")
+        raise UsageError("--calibration: give it alone (not with --run, --job or --experiment)")
     check_output(out_dir, db=db, force=force, kind="dir", names=CALIBRATION_FILES)
     con = connect(db, read_only=True)
     try:
         index = write_calibration_report(con, out_dir, job_id, overwrite=force)
+    finally:
+        con.close()
+    out.print(f"report written to {index}", highlight=False, soft_wrap=True)
+
+
+def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool, seed: int,
+                       given: str | None) -> None:
+    from personahub.analysis.experiment_report import EXPERIMENT_FILES, write_experiment_report
+    from personahub.core.store import connect
+
+    if given is not None:
+        raise UsageError("--experiment: give it alone (not with --run or --job)")
+    check_output(out_dir, db=db, force=force, kind="dir", names=EXPERIMENT_FILES)
+    con = connect(db, read_only=True)
+    try:
+        index = write_experiment_report(con, out_dir, experiment_id, seed=seed, overwrite=force)
     finally:
         con.close()
     out.print(f"report written to {index}", highlight=False, soft_wrap=True)

@@ -108,6 +108,7 @@ from personahub.models.fake_server.limits import (
     check_chat,
     check_embeddings,
 )
+from personahub.models.fake_server.plant import Plant, PlantedEngine
 from personahub.models.fake_server.runaway import Runaway, run_away
 from personahub.models.fake_server.stream import include_usage, sse_events, wants_stream
 from personahub.models.fake_server.turn_away import LingeringCloser
@@ -170,6 +171,9 @@ class ServerOptions:
     header_timeout_s: float = HEADER_TIMEOUT_S
     keep_alive_s: float = KEEP_ALIVE_S
     max_connections: int = MAX_CONNECTIONS
+    #: Planted answers (``models.fake_server.plant``): marked prompts answered otherwise, by a
+    #: known share, so an experiment has an effect to find.
+    plants: tuple[Plant, ...] = ()
 
     def __post_init__(self) -> None:
         # every float is finite (``inf`` started the server, then each request's sleep raised
@@ -275,7 +279,8 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.options = options
         self.dialect = make_dialect(options.dialect, context_tokens=options.context_tokens)
-        self.engine = OfflineEngine(options.seed)
+        self.engine = (PlantedEngine(options.seed, options.plants) if options.plants
+                       else OfflineEngine(options.seed))
         self.stats = ServerStats()
         self.fault_rng = random.Random(options.fault_seed)
         self.fault_lock = threading.Lock()

@@ -1,0 +1,280 @@
+"""``personahub report --experiment ID``: an experiment's HTML report (matplotlib, Agg).
+
+Read from the database and the scenario file its runs recorded (``runs.scenario_path``), which
+holds the experiment's arms and outcomes:
+
+- its facts (experiment, scenario file, arms, replicates, runs);
+- each outcome per arm over the steps its survey is asked, with intervals
+  (``experiment_arms.png``): the share (in %) of agents choosing the outcome's options with a
+  Wilson interval (statsmodels), or the mean of a scale with a t interval (scipy), pooled over
+  the replicates;
+- the effect forest plot (``experiment_effects.png``): each treatment's effect on each outcome
+  with its bootstrap interval (``analysis/experiment_effects.py``) and a zero line;
+- the effect table and its verdict lines.
+
+Like the effect table, the intervals treat the agents of one run as independent draws, which they
+are not when the society spreads opinions. The data behind the charts is ``arm_steps`` and
+``experiment_tables``, so tests can check it without reading a PNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import matplotlib
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from personahub.analysis.experiment_effects import effects, outcome_values  # noqa: E402
+from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
+from personahub.core.errors import PersonahubError  # noqa: E402
+from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
+from personahub.sim.experiment import Experiment, load_experiment  # noqa: E402
+from personahub.sim.experiment_store import finished_arm_runs, outcome_answers  # noqa: E402
+from personahub.sim.scenario import Scenario, ScenarioError  # noqa: E402
+
+__all__ = ["ARM_STEP_COLUMNS", "EXPERIMENT_FILES", "arm_steps", "experiment_tables",
+           "load_recorded_experiment", "write_experiment_report"]
+
+EXPERIMENT_FILES = ("index.html", "experiment_arms.png", "experiment_effects.png")
+ARM_STEP_COLUMNS = ["outcome", "arm", "step", "n", "value", "ci_low", "ci_high", "unit"]
+
+
+def load_recorded_experiment(con: duckdb.DuckDBPyConnection, experiment_id: str
+                             ) -> tuple[Scenario, Experiment, pd.DataFrame]:
+    """The scenario, experiment and runs of a recorded experiment.
+
+    Args:
+        con: the experiment's database.
+        experiment_id: its id in the ``experiments`` table.
+
+    Returns:
+        The scenario and experiment loaded from the file the runs recorded (its replicates those
+        recorded), and the recorded runs (``finished_arm_runs``).
+
+    Raises:
+        PersonahubError: no such experiment, or its scenario file is gone or no longer fits.
+    """
+    runs = finished_arm_runs(con, experiment_id)
+    if runs.empty:
+        raise PersonahubError(f"--experiment {experiment_id}: not found in the database (no "
+                              "finished run; personahub experiment runs one)")
+    paths = con.execute("SELECT DISTINCT scenario_path FROM runs WHERE run_id IN "
+                        "(SELECT unnest(?))", [list(runs["run_id"])]).fetchall()
+    path = next((p for (p,) in paths if p), None)
+    if path is None:
+        raise PersonahubError(f"--experiment {experiment_id}: its runs record no scenario file")
+    try:
+        scenario, spec = load_experiment(path)
+    except (ScenarioError, OSError) as exc:
+        raise PersonahubError(f"--experiment {experiment_id}: its scenario file cannot be read "
+                              f"again: {exc}") from None
+    missing = sorted(set(runs["arm"]) - {a.name for a in spec.arms})
+    if missing:
+        raise PersonahubError(f"--experiment {experiment_id}: arm(s) {', '.join(missing)} are no "
+                              f"longer in {path} (the file changed since the experiment ran)")
+    spec = spec.with_replicates(int(runs["replicate"].max()) + 1)
+    return scenario, dataclasses.replace(spec, id=experiment_id), runs
+
+
+def _interval(values: np.ndarray, share: bool, confidence: float) -> tuple[float, float, float]:
+    """The share (in %) or mean of ``values`` and its interval."""
+    n = len(values)
+    if share:
+        low, high = proportion_confint(int(values.sum()), n, alpha=1 - confidence,
+                                       method="wilson")
+        return 100 * float(values.mean()), 100 * float(low), 100 * float(high)
+    mean = float(values.mean())
+    sem = float(stats.sem(values)) if n > 1 else 0.0
+    if sem == 0 or not np.isfinite(sem):
+        return mean, mean, mean
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Experiment,
+              runs: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Each outcome per arm at every step its survey is asked (columns ``ARM_STEP_COLUMNS``).
+
+    Args:
+        con: the experiment's database.
+        scenario: the base scenario (the surveys' steps).
+        experiment: the arms and outcomes.
+        runs: the runs (``arm``, ``run_id``), pooled over their replicates.
+        confidence: the intervals' level.
+
+    Returns:
+        One row per outcome, arm and step: agents answering, the share (%) or mean and its
+        interval; a step nobody answered is left out.
+    """
+    steps = {s.id: s.steps for s in scenario.surveys}
+    rows = []
+    for outcome in experiment.outcomes:
+        unit = "% of agents" if outcome.is_share else "scale points"
+        for step in steps[outcome.survey]:
+            answers = outcome_answers(con, list(runs["run_id"]), outcome.survey, step)
+            answers = answers.merge(runs[["run_id", "arm"]], on="run_id")
+            for arm in experiment.arms:
+                mine = answers[answers["arm"] == arm.name]
+                if outcome.is_share:
+                    values = mine["answer_choice"].isin(outcome.options).to_numpy(float)
+                else:
+                    values = mine["answer_scale"].dropna().to_numpy(float)
+                if len(values) == 0:
+                    continue
+                value, low, high = _interval(values, outcome.is_share, confidence)
+                rows.append({"outcome": outcome.name, "arm": arm.name, "step": step,
+                             "n": len(values), "value": value, "ci_low": low, "ci_high": high,
+                             "unit": unit})
+    return pd.DataFrame(rows, columns=ARM_STEP_COLUMNS)
+
+
+def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
+                      confidence: float = 0.95, seed: int = 0
+                      ) -> tuple[Experiment, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A recorded experiment, its runs, its ``arm_steps`` and its effect table (``effects``)."""
+    scenario, spec, runs = load_recorded_experiment(con, experiment_id)
+    values = outcome_values(con, spec, runs)
+    table = effects(values, spec, confidence=confidence, seed=seed)
+    return spec, runs, arm_steps(con, scenario, spec, runs, confidence=confidence), table
+
+
+def _draw_arms(steps: pd.DataFrame, experiment: Experiment, path: Path) -> None:
+    outcomes = list(dict.fromkeys(steps["outcome"]))
+    fig, axes = plt.subplots(len(outcomes), 1, figsize=(8, 3.2 * len(outcomes)), squeeze=False)
+    for ax, outcome in zip(axes[:, 0], outcomes, strict=True):
+        mine = steps[steps["outcome"] == outcome]
+        for i, arm in enumerate(a.name for a in experiment.arms):
+            line = mine[mine["arm"] == arm]
+            if line.empty:
+                continue
+            x = line["step"].to_numpy(float) + 0.06 * (i - (len(experiment.arms) - 1) / 2)
+            y = line["value"].to_numpy(float)
+            err = np.vstack([y - line["ci_low"].to_numpy(float),
+                             line["ci_high"].to_numpy(float) - y])
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=arm)
+        ticks = sorted(set(mine["step"]))
+        ax.set_xticks(ticks)
+        ax.set_xlim(ticks[0] - 0.5, ticks[-1] + 0.5)
+        ax.set_xlabel("step")
+        ax.set_ylabel(str(mine["unit"].iloc[0]))
+        ax.set_title(outcome, fontsize=10, loc="left")
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    _save(fig, path)
+
+
+def _draw_forest(table: pd.DataFrame, path: Path) -> None:
+    units = list(dict.fromkeys(table["unit"]))
+    heights = [max(1.2, 0.45 * int((table["unit"] == u).sum()) + 0.9) for u in units]
+    fig, axes = plt.subplots(len(units), 1, figsize=(8, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, unit in zip(axes[:, 0], units, strict=True):
+        mine = table[table["unit"] == unit]
+        labels = [f"{r.outcome}: {r.treatment}" for r in mine.itertuples()]
+        y = np.arange(len(mine))
+        effect = mine["effect"].to_numpy(float)
+        err = np.vstack([effect - mine["ci_low"].to_numpy(float),
+                         mine["ci_high"].to_numpy(float) - effect])
+        ax.errorbar(effect, y, xerr=err, fmt="o", capsize=3)
+        ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_yticks(y, labels)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"effect against the control ({unit})")
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    try:
+        with atomic_file(path, overwrite=False, binary=True) as f:
+            fig.savefig(f, format="png", dpi=90)
+    finally:
+        plt.close(fig)
+
+
+def _frame_html(frame: pd.DataFrame) -> str:
+    esc = html.escape
+
+    def cell(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else esc(str(v))
+
+    head = "".join(f"<th>{esc(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(spec: Experiment, facts: list[tuple[str, str]], steps: pd.DataFrame,
+          table: pd.DataFrame, images: list[tuple[str, str, str]]) -> str:
+    esc = html.escape
+    title = f"personahub report — experiment {spec.id}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+             "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>",
+             "<table class='facts'>"
+             + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+             + "</table>"]
+    for heading, image, note in images:
+        parts += [f"<h2>{esc(heading)}</h2>", f"<p>{esc(note)}</p>"]
+        if image:
+            parts.append(f"<img src='{esc(image)}' alt='{esc(heading)}'>")
+    parts += ["<h2>Verdicts</h2>", "<ul>",
+              *(f"<li>{esc(str(v))}</li>" for v in table["verdict"]), "</ul>",
+              "<h2>Effects</h2>", _frame_html(table.drop(columns="verdict")),
+              "<h2>Outcomes per arm and step</h2>", _frame_html(steps), "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
+                            experiment_id: str, *, confidence: float = 0.95, seed: int = 0,
+                            overwrite: bool = False) -> Path:
+    """Write the experiment's ``index.html`` and charts into ``out_dir`` (all or nothing).
+
+    Args:
+        con: the experiment's database.
+        out_dir: the report's folder.
+        experiment_id: the experiment's id in the ``experiments`` table.
+        confidence: the intervals' level.
+        seed: the bootstrap's seed.
+        overwrite: replace the files of an earlier report.
+
+    Returns:
+        The path of ``index.html``.
+    """
+    spec, runs, steps, table = experiment_tables(con, experiment_id, confidence=confidence,
+                                                 seed=seed)
+    path = con.execute("SELECT scenario_path FROM runs WHERE run_id = ?",
+                       [runs["run_id"].iloc[0]]).fetchone()
+    facts = [("experiment", spec.id), ("scenario file", str(path[0] if path else "")),
+             ("arms", ", ".join(f"{a.name} (control)" if a is spec.control else a.name
+                                for a in spec.arms)),
+             ("replicates", str(spec.replicates)), ("runs", str(len(runs))),
+             ("design", f"{spec.design} worlds")]
+    level = f"{confidence:.0%}"
+    images = []
+    with staged_folder(Path(out_dir), overwrite=overwrite, names=EXPERIMENT_FILES) as staged, \
+            matplotlib.rc_context(LITERAL_TEXT):
+        if not steps.empty:
+            _draw_arms(steps, spec, staged / "experiment_arms.png")
+        images.append(("Outcomes per arm over the steps", "experiment_arms.png"
+                       if not steps.empty else "", f"Each arm pooled over its replicates, with "
+                       f"{level} intervals: Wilson for a share, t for a mean."))
+        if not table.empty:
+            _draw_forest(table, staged / "experiment_effects.png")
+        images.append(("Effects against the control", "experiment_effects.png"
+                       if not table.empty else "", f"Each treatment's effect with its {level} "
+                       "bootstrap interval; an interval crossing the dashed zero line is no "
+                       "clear effect."))
+        with atomic_file(staged / "index.html", overwrite=False) as f:
+            f.write(_html(spec, facts, steps, table, images))
+    return Path(out_dir) / "index.html"
