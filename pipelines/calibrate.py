@@ -50,15 +50,12 @@ from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
     JobContext,
-    SpecBase,
     engine,
     register,
 )
 from personahub.core.validate import check_int
 from personahub.models.failures import call_error
-from personahub.models.settings import LLMSettings
 from personahub.personas.demographics import KEYS
-from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.calibrate_data import (
     GroupKey,
@@ -96,6 +93,7 @@ from personahub.pipelines.prompts.calibration import (
 )
 from personahub.pipelines.prompts.population import attribute_lines
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.survey import survey_schema
 
@@ -320,7 +318,7 @@ def demographics(attributes: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(attributes[k]) for k in KEYS if attributes.get(k) not in (None, "")}
 
 
-class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], CalibrationSummary]):
+class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], CalibrationSummary]):
     """``personahub calibrate`` as a job spec (see the module doc)."""
 
     kind = "calibration"
@@ -329,9 +327,6 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
     noun = "calibration"
     unit = "answers"
     id_prefix = "calib"
-
-    def model_settings(self, config: CalibrateConfig) -> LLMSettings:
-        return LLMSettings.of_job(config)
 
     def prepare(self, ctx: JobContext[CalibrateConfig]) -> None:
         """The questions, human answers and panels: read and drawn (a new job), or the job's."""
@@ -539,8 +534,6 @@ class CalibrationSpec(SpecBase[CalibrateConfig, Sequence[Ask], list[Answer], Cal
         lines.append(f"  personahub report --calibration {summary.job_id} --db {db} --out report/")
         return lines
 
-    def label(self, config: Mapping[str, Any]) -> str:
-        return labels.calibration(config)
 
 
 CALIBRATION = register(CalibrationSpec())

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,6 @@ from personahub.core.errors import AwaitingResults, PersonahubError, ResumableSt
 from personahub.core.kernel import (
     BatchOutcome,
     JobContext,
-    SpecBase,
     check_cache_mode,
     engine,
     register,
@@ -72,8 +71,8 @@ from personahub.personas.embedding import (
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.minhash import MinHashConfig
 from personahub.personas.store import survivor_count
-from personahub.pipelines import labels
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batch_status, job_book
+from personahub.pipelines.shipped_spec import ShippedSpec
 
 __all__ = ["DEDUP", "DedupAsker", "DedupJobConfig", "DedupSpec", "dedup_job_of", "dedup_lines"]
 
@@ -242,10 +241,11 @@ class DedupAsker:
         return Marks(ids, dup, time.perf_counter() - t0)
 
 
-class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
+class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary]):
     """``personahub personas dedup`` as a job spec (see the module doc)."""
 
     kind = "dedup"
+    resume_command = "personahub personas dedup"
     config_type = DedupJobConfig
     refuses_twins = False  # the adapters find an unfinished twin and resume it
     noun = "dedup job"
@@ -258,12 +258,6 @@ class DedupSpec(SpecBase[DedupJobConfig, DedupBatch, Any, DedupSummary]):
         if config.embedder is None or not calls_model(config.embedder):
             return None
         return EmbedderSettings(spec=config.embedder, rps=config.rps, timeout_s=config.timeout_s)
-
-    def resume_hint(self, job_id: str, db: Path) -> str:
-        return f"personahub personas dedup --resume {job_id} --db {db}"
-
-    def label(self, config: Mapping[str, Any]) -> str:
-        return labels.dedup(config)
 
     def end_status(self, ctx: JobContext[DedupJobConfig], asked: int, kept: int) -> str:
         return "finished"  # a batch that failed stopped the job: there is no partial dedup

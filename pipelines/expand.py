@@ -27,7 +27,7 @@ the caller's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,9 @@ from typing import Any
 from personahub.core.contracts import StructuredCaller
 from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int, check_number
-from personahub.models.settings import LLMSettings
 from personahub.personas.expand import (
     ASKS_PER_ROUND,
     DEFAULT_BATCH,
@@ -69,10 +68,10 @@ from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
-from personahub.pipelines import labels
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.shipped_spec import ShippedSpec
 
 __all__ = ["EXPANSION", "ExpandAsker", "ExpandBatch", "ExpandConfig", "ExpandSpec",
            "expansion_lines"]
@@ -178,25 +177,17 @@ class ExpandAsker:
                                   self.config.language, self.linking)
 
 
-class ExpandSpec(SpecBase[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary]):
+class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary]):
     """``personahub personas expand`` as a job spec (see the module doc)."""
 
     kind = "expansion"
+    resume_command = "personahub personas expand"
     config_type = ExpandConfig
     refuses_twins = False  # the adapters find an unfinished twin and resume it
     noun = "expansion"
     unit = "personas asked"
     progress_per_answer = False  # its progress counts its own stages, not batch items
     id_prefix = "exp"
-
-    def model_settings(self, config: ExpandConfig) -> LLMSettings:
-        return LLMSettings.of_job(config)
-
-    def resume_hint(self, job_id: str, db: Path) -> str:
-        return f"personahub personas expand --resume {job_id} --db {db}"
-
-    def label(self, config: Mapping[str, Any]) -> str:
-        return labels.expansion(config)
 
     def end_status(self, ctx: JobContext[ExpandConfig], asked: int, kept: int) -> str:
         """Finished: personas whose answers failed are counted on the frontier, not missing."""

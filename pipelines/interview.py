@@ -41,19 +41,19 @@ from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
-from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, check_cache_mode, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.executors import check_executor
 from personahub.models.generation import Generation
-from personahub.models.settings import LLMSettings, parse_concurrency
+from personahub.models.settings import parse_concurrency
 from personahub.models.structured import check_setting
 from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
-from personahub.pipelines import labels
 from personahub.pipelines.batches import remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
 from personahub.sim.store import (
@@ -400,7 +400,7 @@ def _state(ctx: JobContext[InterviewConfig]) -> InterviewState:
     return state
 
 
-class InterviewSpec(SpecBase[InterviewConfig, Sequence[tuple[int, str]],
+class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
                              list[StructuredResult[Any]], InterviewResult]):
     """``personahub interview`` as a job spec (see the module doc)."""
 
@@ -410,15 +410,10 @@ class InterviewSpec(SpecBase[InterviewConfig, Sequence[tuple[int, str]],
     noun = "interview"
     unit = "answers"
     id_prefix = "iv"
+    resume_command = "personahub interview"
 
     def belongs_to(self, config: InterviewConfig) -> str | None:
         return config.run_id
-
-    def model_settings(self, config: InterviewConfig) -> LLMSettings:
-        return LLMSettings.of_job(config)
-
-    def resume_hint(self, job_id: str, db: Path) -> str:
-        return f"personahub interview --resume {job_id} --db {db}"
 
     def prepare(self, ctx: JobContext[InterviewConfig]) -> None:
         """The run's facts, the step and agents (a resumed job's own), every agent's prompt;
@@ -488,9 +483,6 @@ class InterviewSpec(SpecBase[InterviewConfig, Sequence[tuple[int, str]],
         answered = ctx.con.execute("SELECT count(*) FROM interviews WHERE batch_id = ? AND "
                                    "status = 'ok'", [ctx.job_id]).fetchall()[0][0]
         return f" ({answered} of {ctx.total} agents answered)"
-
-    def label(self, config: Mapping[str, Any]) -> str:
-        return labels.interview(config)
 
     def report(self, summary: InterviewResult, db: Path) -> list[str]:
         answered = len(summary.rows) - summary.failed

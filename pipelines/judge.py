@@ -22,7 +22,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,18 +37,17 @@ from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, 
 from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import find_job
-from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int
 from personahub.models.client import redact_spec
 from personahub.models.failures import call_error
-from personahub.models.settings import LLMSettings
-from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
 from personahub.pipelines.prompts.synthesis import world_for_prompt
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.tasks import Criterion, Task, stored_task
 from personahub.tasks.limits import default_max_tokens
 
@@ -288,7 +287,7 @@ def _state(ctx: JobContext[JudgeConfig]) -> JudgeState:
     return state
 
 
-class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSummary]):
+class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSummary]):
     """``personahub judge`` as a job spec (see the module doc)."""
 
     kind = "judge"
@@ -306,9 +305,6 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
 
     def belongs_to(self, config: JudgeConfig) -> str | None:
         return config.target[1]
-
-    def model_settings(self, config: JudgeConfig) -> LLMSettings:
-        return LLMSettings.of_job(config)
 
     def prepare(self, ctx: JobContext[JudgeConfig]) -> None:
         """The target's items (a missing target or no items: one line, nothing recorded)."""
@@ -354,9 +350,6 @@ class JudgeSpec(SpecBase[JudgeConfig, Sequence[Item], list[Judgment], JudgeSumma
     def stop_note(self, ctx: JobContext[JudgeConfig]) -> str:
         summary = _state(ctx).summary
         return f" ({summary.skipped_done + summary.judged} of {summary.selected} items judged)"
-
-    def label(self, config: Mapping[str, Any]) -> str:
-        return labels.judge(config)
 
     def report(self, summary: JudgeSummary, db: Path) -> list[str]:
         target = f"{'job' if summary.target_kind == 'synthesis' else 'run'} {summary.target_id}"

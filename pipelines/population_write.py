@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,19 +31,17 @@ from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
     JobContext,
-    SpecBase,
     engine,
     register,
 )
 from personahub.core.validate import check_int
-from personahub.models.settings import LLMSettings
 from personahub.personas.population import SOURCE, Population, draw_population, person_id
 from personahub.personas.population_files import read_joint, read_marginals
 from personahub.personas.record import Persona
 from personahub.personas.store import population_persona_ids, upsert_personas
-from personahub.pipelines import labels
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.pipelines.write_persona import Written, write_persona
 
 __all__ = ["POPULATION_WRITE", "TEXT_ORIGIN", "WriteConfig", "WriteSpec", "WriteSummary",
@@ -165,7 +163,7 @@ def _state(ctx: JobContext[WriteConfig]) -> WriteState:
     return state
 
 
-class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummary]):
+class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSummary]):
     """``personas sample-population --llm`` as a job spec (see the module doc)."""
 
     kind = "population_write"
@@ -174,9 +172,6 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
     noun = "population job"
     unit = "personas"
     id_prefix = "popwrite"
-
-    def model_settings(self, config: WriteConfig) -> LLMSettings:
-        return LLMSettings.of_job(config)
 
     def prepare(self, ctx: JobContext[WriteConfig]) -> None:
         population = ctx.config.draw()
@@ -237,9 +232,6 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
         summary.written = len(population_persona_ids(ctx.con, summary.population_id))
         return summary
 
-    def resume_hint(self, job_id: str, db: Path) -> str:
-        return f"personahub resume {job_id} --db {db}"
-
     def report(self, summary: WriteSummary, db: Path) -> list[str]:
         lines = [f"population {summary.population_id}: {summary.written} of {summary.n} people "
                  f"written by {summary.engine} (drawn population {summary.drawn_id}; "
@@ -251,8 +243,6 @@ class WriteSpec(SpecBase[WriteConfig, Sequence[Person], list[Wrote], WriteSummar
                          f"to ask again: {self.resume_hint(summary.job_id, db)}")
         return lines
 
-    def label(self, config: Mapping[str, Any]) -> str:
-        return labels.population_write(config)
 
 
 POPULATION_WRITE = register(WriteSpec())

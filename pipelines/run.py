@@ -36,7 +36,7 @@ import dataclasses
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +52,7 @@ from personahub.core.failures import (
     endpoint_error,
 )
 from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
-from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, check_cache_mode, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, check_cache_mode, engine, register
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
 from personahub.executors import check_executor
@@ -66,10 +66,10 @@ from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
-from personahub.pipelines import labels
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batched_asker
+from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.sim import runner, store
 from personahub.sim.heap import RunHeap
 from personahub.sim.scenario import Scenario, load_scenario, raised_text, scenario_frame
@@ -262,10 +262,11 @@ class RunAsker:
         return Taken(await model.advance(caller), started)
 
 
-class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
+class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
     """``personahub run`` as a job spec (see the module doc)."""
 
     kind = "run"
+    resume_command = "personahub run"
     config_type = RunConfig
     independent_batches = False
     refuses_twins = False  # as before the kernel: a new run of a scenario is a new experiment
@@ -287,12 +288,6 @@ class RunSpec(SpecBase[RunConfig, int, Taken, RunSummary]):
         stored.pop("scenario", None)
         stored.pop("steering", None)  # this invocation's, never a stored one's
         return stored
-
-    def resume_hint(self, job_id: str, db: Path) -> str:
-        return f"personahub run --resume {job_id} --db {db}"
-
-    def label(self, config: Mapping[str, Any]) -> str:
-        return labels.run(config)
 
     # -- before anything is recorded --------------------------------------------------------------
     def prepare(self, ctx: JobContext[RunConfig]) -> None:

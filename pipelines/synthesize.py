@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,7 +47,6 @@ from personahub.core.jobs_store import now as _now
 from personahub.core.kernel import (
     BatchOutcome,
     JobContext,
-    SpecBase,
     check_cache_mode,
     engine,
     iter_batches,
@@ -63,17 +62,17 @@ from personahub.core.validate import (
 from personahub.executors import check_executor
 from personahub.models.failures import call_error
 from personahub.models.generation import Generation
-from personahub.models.settings import LLMSettings, parse_concurrency
+from personahub.models.settings import parse_concurrency
 from personahub.models.structured import check_setting
 from personahub.personas.gate_labels import drawn_gates, spec_is_offline
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import QualityIssue, rejected_row, rejection_line, tally
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
-from personahub.pipelines import labels
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.pipelines.synthesis_inputs import (
     DEFAULT_NPC_WORLD,
     Demo,
@@ -324,21 +323,16 @@ def _state(ctx: JobContext[SynthConfig]) -> SynthState:
     return state
 
 
-class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSummary]):
+class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthSummary]):
     """``personahub synthesize`` as a job spec (see the module doc)."""
 
     kind = "synthesis"
+    resume_command = "personahub synthesize"
     config_type = SynthConfig
     independent_batches = True
     noun = "synthesis job"
     unit = "items"
     id_prefix = "synth"
-
-    def model_settings(self, config: SynthConfig) -> LLMSettings:
-        return LLMSettings.of_job(config)
-
-    def resume_hint(self, job_id: str, db: Path) -> str:
-        return f"personahub synthesize --resume {job_id} --db {db}"
 
     def prepare(self, ctx: JobContext[SynthConfig]) -> None:
         """Demonstrations, world and the personas to ask (a resume's: those the job drew)."""
@@ -461,9 +455,6 @@ class SynthesisSpec(SpecBase[SynthConfig, Sequence[Ask], list[Answer], SynthSumm
         lines.append(f"  personahub export --db {db} --job {summary.job_id} --format chat "
                      f"--out {summary.task}.chat.jsonl")
         return lines
-
-    def label(self, config: Mapping[str, Any]) -> str:
-        return labels.synthesis(config)
 
     def stop_note(self, ctx: JobContext[SynthConfig]) -> str:
         summary = _state(ctx).summary

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,10 +36,9 @@ from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import call_error
-from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int
-from personahub.models.settings import LLMSettings
 from personahub.personas.asks import Ask, ask_one
 from personahub.personas.importers import ImportStats, container_of
 from personahub.personas.quality import gate_answer, language_scripts, rejection_line, tally
@@ -58,10 +57,10 @@ from personahub.personas.text_to_persona import (
     screen,
     text_personas_schema,
 )
-from personahub.pipelines import labels
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.prompts.personas import text_to_persona_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.tasks.limits import default_max_tokens
 
 __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
@@ -204,11 +203,12 @@ def text_job_of(db: str | Path, corpus: str) -> str | None:
     return job.job_id if job is not None else None
 
 
-class TextToPersonaSpec(SpecBase[TextConfig, TextBatch, list[StructuredResult[Any]],
+class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult[Any]],
                                  TextToPersonaSummary]):
     """``personahub personas from-text`` as a job spec (see the module doc)."""
 
     kind = "text_to_persona"
+    resume_command = "personahub personas from-text"
     config_type = TextConfig
     independent_batches = True
     refuses_twins = False  # one job per corpus name: ``prepare`` refuses a second
@@ -216,15 +216,6 @@ class TextToPersonaSpec(SpecBase[TextConfig, TextBatch, list[StructuredResult[An
     unit = "answers"
     progress_per_answer = False  # its progress counts its own stages, not batch items
     id_prefix = "text"
-
-    def model_settings(self, config: TextConfig) -> LLMSettings:
-        return LLMSettings.of_job(config)
-
-    def resume_hint(self, job_id: str, db: Path) -> str:
-        return f"personahub personas from-text --resume {job_id} --db {db}"
-
-    def label(self, config: Mapping[str, Any]) -> str:
-        return labels.text_to_persona(config)
 
     def prepare(self, ctx: JobContext[TextConfig]) -> None:
         """The corpus, read end to end and found to hold a text (nothing is recorded before)."""

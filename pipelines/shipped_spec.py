@@ -1,0 +1,44 @@
+"""The parts every shipped job kind's spec shares, stated once.
+
+A shipped kind's label is its row of ``labels.SHIPPED``, its model is built from its config's
+model fields, and a job stopped half-way is resumed by its own command when it has one. A spec
+subclasses ``ShippedSpec`` and overrides only where its kind differs (a run's seed, dedup's
+embedder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from personahub.core.kernel import SpecBase
+from personahub.models.settings import LLMSettings
+from personahub.pipelines.labels import SHIPPED
+
+C = TypeVar("C")
+B = TypeVar("B")
+R = TypeVar("R")
+S = TypeVar("S")
+
+
+class ShippedSpec(SpecBase[C, B, R, S]):
+    """``SpecBase`` with a shipped kind's defaults: label, model settings and resume command."""
+
+    #: the command that goes on with a stopped job (``--resume ID --db DB`` follows); None:
+    #: ``personahub resume``
+    resume_command: ClassVar[str | None] = None
+
+    def model_settings(self, config: C) -> Any | None:
+        """The model the job asks, from its config's model fields."""
+        return LLMSettings.of_job(config)
+
+    def resume_hint(self, job_id: str, db: Path) -> str:
+        """The command that resumes the job."""
+        if self.resume_command is None:
+            return super().resume_hint(job_id, db)
+        return f"{self.resume_command} --resume {job_id} --db {db}"
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        """A few words on what a job makes, from its stored config (``personahub jobs``)."""
+        return SHIPPED[self.kind].label(config)
