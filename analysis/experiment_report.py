@@ -41,6 +41,7 @@ from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
 from personahub.sim.experiment import Experiment, load_experiment  # noqa: E402
 from personahub.sim.experiment_store import finished_arm_runs, outcome_answers  # noqa: E402
 from personahub.sim.scenario import Scenario, ScenarioError  # noqa: E402
+from personahub.sim.store import run_record  # noqa: E402
 
 __all__ = ["ARM_STEP_COLUMNS", "EXPERIMENT_FILES", "arm_steps", "experiment_tables",
            "load_recorded_experiment", "write_experiment_report"]
@@ -68,9 +69,8 @@ def load_recorded_experiment(con: duckdb.DuckDBPyConnection, experiment_id: str
     if runs.empty:
         raise PersonahubError(f"--experiment {experiment_id}: not found in the database (no "
                               "finished run; personahub experiment runs one)")
-    paths = con.execute("SELECT DISTINCT scenario_path FROM runs WHERE run_id IN "
-                        "(SELECT unnest(?))", [list(runs["run_id"])]).fetchall()
-    path = next((p for (p,) in paths if p), None)
+    records = (run_record(con, run_id) for run_id in runs["run_id"])
+    path = next((r.scenario_path for r in records if r and r.scenario_path), None)
     if path is None:
         raise PersonahubError(f"--experiment {experiment_id}: its runs record no scenario file")
     try:
@@ -253,9 +253,8 @@ def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
     """
     spec, runs, steps, table = experiment_tables(con, experiment_id, confidence=confidence,
                                                  seed=seed)
-    path = con.execute("SELECT scenario_path FROM runs WHERE run_id = ?",
-                       [runs["run_id"].iloc[0]]).fetchone()
-    facts = [("experiment", spec.id), ("scenario file", str(path[0] if path else "")),
+    record = run_record(con, runs["run_id"].iloc[0])
+    facts = [("experiment", spec.id), ("scenario file", record.scenario_path if record else ""),
              ("arms", ", ".join(f"{a.name} (control)" if a is spec.control else a.name
                                 for a in spec.arms)),
              ("replicates", str(spec.replicates)), ("runs", str(len(runs))),

@@ -158,28 +158,6 @@ def test_offline_runs_report_no_reuse(scenario_file, tmp_path: Path) -> None:
     assert summary.prefix_reused is None and summary.prefix_estimated is None
 
 
-def test_an_older_database_gains_the_column(tmp_path: Path) -> None:
-    from importlib import resources
-
-    from personahub.core.store import connect
-
-    sql = resources.files("personahub.core").joinpath("schema.sql").read_text()
-    create = re.search(r"CREATE TABLE IF NOT EXISTS llm_calls \(.*?\);", sql, re.S)
-    assert create and "cached_prompt_tokens" not in create.group(0)  # added by ALTER TABLE
-    db = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(db))
-    con.execute(create.group(0))
-    con.execute("INSERT INTO llm_calls (call_id, run_id, tokens_in) VALUES ('c1', 'r1', 10)")
-    con.close()
-
-    con = connect(db)
-    try:
-        assert con.execute("SELECT call_id, cached_prompt_tokens FROM llm_calls").fetchall() == [
-            ("c1", None)]
-    finally:
-        con.close()
-
-
 def test_prefix_order_groups_equal_keys_first_seen_first_and_unorder_restores() -> None:
     from personahub.sim.society import prefix_order, unorder
 

@@ -32,7 +32,8 @@ def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     """Six personas, a job of two tasks (one item a near-duplicate), a run's emissions, a
     text-to-persona corpus and an expansion, written as the jobs write them."""
     con = connect(tmp_path / "p.duckdb")
-    insert_rows(con, "personas", [{"persona_id": pid, "text": text} for pid, text in PERSONAS.items()])
+    insert_rows(con, "personas", [{"persona_id": pid, "text": text, "gate": "passed"}
+                                    for pid, text in PERSONAS.items()])
     ids = list(PERSONAS)
     items = []
     for i, pid in enumerate(ids):
@@ -51,10 +52,10 @@ def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
          "content": "{}", "text": f"emission of agent {a}"} for a in range(4)])
     insert_rows(con, "personas", [
         {"persona_id": "p0000000000000a1", "text": "A reader of the harbour gazette",
-         "source": "text-to-persona", "hop": 0, "attributes": json.dumps(
+         "source": "text-to-persona", "hop": 0, "gate": "passed", "attributes": json.dumps(
              {"relation": "read", "text_id": "t7", "corpus": "news.jsonl"})},
         {"persona_id": "p0000000000000b1", "text": "Her younger brother, a ferry mechanic",
-         "source": "expand", "hop": 1, "attributes": json.dumps({"parent": ids[1],
+         "source": "expand", "hop": 1, "gate": "passed", "attributes": json.dumps({"parent": ids[1],
                                                                    "relation": "brother"})}])
     insert_rows(con, "expansion_frontier", [
         {"expansion_id": "exp-1", "hop": 0, "position": 0, "persona_id": ids[1], "status": "done",

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-from pathlib import Path
 
 import duckdb
 import networkx as nx
@@ -289,15 +288,3 @@ def test_reference_to_an_agent_not_in_the_run_fails_before_anything_is_written(s
     assert not db.exists()
 
 
-def test_existing_database_gains_new_columns(tmp_path):
-    db = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE messages (message_id VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, "
-                "step INTEGER NOT NULL, sender_id VARCHAR NOT NULL, receiver_id VARCHAR NOT NULL, "
-                "text VARCHAR NOT NULL, reply_to VARCHAR, emission_id VARCHAR)")
-    con.close()
-    from personahub.core.store import connect
-
-    con = connect(Path(db))
-    assert "thread_id" in [c[0] for c in con.execute("describe messages").fetchall()]
-    con.close()
