@@ -104,6 +104,11 @@ def test_every_command_takes_the_shared_engine_options() -> None:
             "personas expand", "personas sample-population"} <= takes
 
 
+# the shared parameter types, as a command would name them (typer reads them at run time)
+SharedConcurrency = common.ENGINE_PARAMS["concurrency"]
+SharedTopP = common.ENGINE_PARAMS["top_p"]
+
+
 def test_a_command_declaring_its_own_engine_option_is_found() -> None:
     """The check above can fail: a command's own --concurrency, or a shared one with another
     default, is reported."""
@@ -111,11 +116,11 @@ def test_a_command_declaring_its_own_engine_option_is_found() -> None:
     def own(concurrency: typing.Annotated[int, typer.Option("--concurrency")] = 16) -> None:
         """A command restating --concurrency."""
 
-    def other_default(concurrency: common.ENGINE_PARAMS["concurrency"] = 8,  # type: ignore[valid-type]
-                      top_p: common.ENGINE_PARAMS["top_p"] = None) -> None:  # type: ignore[valid-type]
+    def other_default(concurrency: SharedConcurrency = 8,  # type: ignore[valid-type]
+                      top_p: SharedTopP = None) -> None:  # type: ignore[valid-type]
         """A command with the shared option and its own default."""
 
-    def by_hand(concurrency: common.ENGINE_PARAMS["concurrency"] = 16,  # type: ignore[valid-type]
+    def by_hand(concurrency: SharedConcurrency = 16,  # type: ignore[valid-type]
                 *, engine: common.Engine) -> None:
         """A command listing the shared --concurrency itself, beside ``@engine_options``."""
 
