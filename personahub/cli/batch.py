@@ -13,10 +13,10 @@ from typing import Annotated
 import typer
 
 from personahub.cli.common import (
-    ENGINE,
     DbOption,
-    LlmOption,
+    Engine,
     awaiting_results,
+    engine_options,
     one_line_errors,
     out,
     say,
@@ -26,13 +26,15 @@ from personahub.core.store import DEFAULT_DB
 
 
 @one_line_errors
+@engine_options("llm")
 def batch_import(
     results: Annotated[Path, typer.Argument(
         help="The results JSONL (OpenAI Batch API output/error lines or vLLM run-batch "
              "output).")],
     job: Annotated[str, typer.Option("--job", help="The job that wrote the batch file.")],
     db: DbOption = Path(DEFAULT_DB),
-    llm: LlmOption = ENGINE.llm,
+    *,
+    engine: Engine,
 ) -> None:
     """Import the results of a --batch-file and go on with the job: its answers are committed
     as online ones, and it finishes or writes its next batch file."""
@@ -61,7 +63,7 @@ def batch_import(
     if spec is None:
         raise PersonahubError(f"batch import: jobs of kind {row.kind!r} do not take batches")
     with awaiting_results():
-        result = runtime.run(spec, {"llm": resolve_spec(llm), "batch": False}, db, resume=job)
+        result = runtime.run(spec, {"llm": resolve_spec(engine.llm), "batch": False}, db, resume=job)
     for line in spec.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
 

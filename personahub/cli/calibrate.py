@@ -12,34 +12,14 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
-    ENGINE,
-    BatchFallbackOption,
-    BatchFileOption,
-    BatchOption,
-    BatchPollOption,
-    BatchWindowOption,
-    CacheOption,
-    ConcurrencyOption,
     DbOption,
-    ExecutorOption,
+    Engine,
     JsonOption,
-    LlmOption,
-    MaxFailedShareOption,
-    MaxTokensOption,
-    ModelFlags,
-    OfflineLatencyOption,
-    RayAddressOption,
-    RayWorkersOption,
-    RpsOption,
-    StructuredOption,
-    TemperatureOption,
-    TimeoutOption,
-    TopPOption,
     awaiting_results,
     banner,
-    batch_engine,
     batch_progress,
     emit_job_json,
+    engine_options,
     job_progress,
     missing_argument,
     one_line_errors,
@@ -55,6 +35,7 @@ from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
+@engine_options("model", "batch", "executor")
 def calibrate(
     ctx: typer.Context,
     survey: Annotated[str | None, typer.Argument(
@@ -107,29 +88,12 @@ def calibrate(
         help="Start a new job even if an unfinished one has the same settings (it is marked "
              "superseded).")] = False,
     db: DbOption = Path(DEFAULT_DB),
-    llm: LlmOption = ENGINE.llm,
-    concurrency: ConcurrencyOption = ENGINE.concurrency,
-    timeout: TimeoutOption = ENGINE.timeout,
-    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Answers per transaction (default 256); with --batch also the most "
                     "requests in one provider batch (default 1000).")] = None,
-    batch: BatchOption = ENGINE.batch,
-    batch_window: BatchWindowOption = ENGINE.batch_window,
-    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
-    batch_file: BatchFileOption = ENGINE.batch_file,
-    batch_poll: BatchPollOption = ENGINE.batch_poll,
-    cache: CacheOption = ENGINE.cache,
-    rps: RpsOption = ENGINE.rps,
-    structured: StructuredOption = ENGINE.structured,
-    max_tokens: MaxTokensOption = ENGINE.max_tokens,
-    temperature: TemperatureOption = ENGINE.temperature,
-    top_p: TopPOption = ENGINE.top_p,
-    executor: ExecutorOption = ENGINE.executor,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     as_json: JsonOption = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Calibrate personas against a human survey: ask N matched personas per group every
     question (one structured call each, the options as an enum), score their answers group by
@@ -137,7 +101,6 @@ def calibrate(
     and no-persona baselines, and print per-attribute representativeness."""
     from personahub import runtime
     from personahub.cli.progress import LateCounts
-    from personahub.models.client import resolve_spec
     from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
 
     if resume is None and survey is None:
@@ -145,17 +108,10 @@ def calibrate(
     if resume is None and population is None:
         raise UsageError("--population: give a population id (personas sample-population) or "
                          "'all'")
-    engine: dict[str, Any] = {
-        "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
-        "offline_latency_s": offline_latency, "cache": cache,
-        "rps": rps, "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers,
-        **batch_engine(batch, batch_size, batch_window, batch_fallback, batch_file, batch_poll,
-                       online_size=256)}
-    if max_failed_share is not None:
-        engine["max_failed_share"] = max_failed_share
+    settings = {**engine.settings(llm=True), **engine.batching(batch_size, online_size=256)}
     config: CalibrateConfig | dict[str, Any]
     if resume:
-        config = engine
+        config = settings
     else:
         assert survey is not None and population is not None
         config = CalibrateConfig(
@@ -164,7 +120,7 @@ def calibrate(
             elicit=tuple(elicit or ("sample",)),
             questions=tuple(question or ()), attributes=tuple(attribute or ()), limit=limit,
             offer_refusal=refusal_option, seed=seed,
-            **ModelFlags(structured, max_tokens, temperature, top_p).settings(), **engine)
+            **engine.flags.settings(), **settings)
     sample = None
     if humans is not None:  # a bad file fails before any model is asked
         from personahub.analysis.survey_respondents import read_respondent_rows

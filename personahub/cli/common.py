@@ -9,13 +9,14 @@ Command modules (``personahub/cli/*.py``) import this module and nothing of each
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Protocol, TypeVar, cast
 
 import duckdb
@@ -26,8 +27,11 @@ from rich.text import Text
 
 from personahub.core.dbcheck import first_line
 from personahub.core.engine_options import (
-    BY_PARAM,
+    BATCH,
+    BATCH_PANEL,
     ENGINE_OPTIONS,
+    EXECUTOR_PANEL,
+    MODEL_PANEL,
     SAMPLING,
     default,
 )
@@ -129,10 +133,6 @@ def engine_option(field: str, **more: Any) -> Any:
 
 DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
                                         help="DuckDB database file.")]
-#: each engine option's command default by its parameter name (``ENGINE.concurrency``): the
-#: default a command's signature gives, declared once in ``core.engine_options``
-ENGINE: Any = SimpleNamespace(**{name: option.command_default for name, option in BY_PARAM.items()})
-LlmOption = Annotated[str | None, engine_option("llm")]
 # The offline engine ignores --concurrency on purpose: it answers in this process, with no server
 # or connection pool to protect, so a limit would only queue calls; with --offline-latency it
 # stands for a model whose every call waits that long at once (timed tests rely on that).
@@ -150,26 +150,139 @@ def parse_concurrency(value: Any) -> Any:
     return int(text)
 
 
-ConcurrencyOption = Annotated[_ConcurrencyValue,
-                              engine_option("concurrency", parser=parse_concurrency)]
-TimeoutOption = Annotated[float, engine_option("timeout_s")]
-StructuredOption = Annotated[StructuredSetting, engine_option("structured")]
-MaxTokensOption = Annotated[int | None, engine_option("max_tokens")]
-TemperatureOption = Annotated[float | None, engine_option("temperature")]
-TopPOption = Annotated[float | None, engine_option("top_p")]
-OfflineLatencyOption = Annotated[float, engine_option("offline_latency_s")]
-CacheOption = Annotated[CacheMode, engine_option("cache")]
-RpsOption = Annotated[float | None, engine_option("rps")]
-ExecutorOption = Annotated[ExecutorName, engine_option("executor")]
-RayAddressOption = Annotated[str | None, engine_option("ray_address")]
-RayWorkersOption = Annotated[int | None, engine_option("ray_workers")]
-
-
 def _failed_share(value: float | None) -> float | None:
     """``--max-failed-share`` in (0, 1], else a usage error (exit 2) naming the flag."""
     if value is not None and not 0 < value <= 1:
         raise typer.BadParameter(f"must be > 0 and <= 1, got {value:g}")
     return value
+
+
+# What typer parses each engine option's value into (typer reads these types at run time), and
+# the parser or callback of those that need one.
+_VALUE_TYPES: dict[str, Any] = {
+    "llm": str | None, "concurrency": _ConcurrencyValue, "timeout_s": float,
+    "offline_latency_s": float, "cache": CacheMode, "rps": float | None,
+    "structured": StructuredSetting, "max_tokens": int | None, "temperature": float | None,
+    "top_p": float | None, "max_failed_share": float | None, "executor": ExecutorName,
+    "ray_address": str | None, "ray_workers": int | None, "batch": bool, "batch_window": str,
+    "batch_fallback": Literal["batch", "online"], "batch_file": Path | None,
+    "batch_poll_s": float}
+_PARSING: dict[str, dict[str, Any]] = {"concurrency": {"parser": parse_concurrency},
+                                       "max_failed_share": {"callback": _failed_share}}
+
+#: each engine option's command parameter type, ``Annotated[type, typer.Option(...)]``, by
+#: config field: built once, and every command taking the option gets this very object
+#: (through ``engine_options``)
+ENGINE_PARAMS: Mapping[str, Any] = MappingProxyType({
+    field: Annotated[_VALUE_TYPES[field], engine_option(field, **_PARSING.get(field, {}))]
+    for field in ENGINE_OPTIONS})
+
+DEFAULT_ONLINE_SIZE = 64  # items per transaction online
+DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transaction) with --batch
+
+#: the panels of ``--help`` a command can take whole (``engine_options("model", ...)``)
+ENGINE_GROUPS = {"model": MODEL_PANEL, "executor": EXECUTOR_PANEL, "batch": BATCH_PANEL}
+
+
+def engine_fields(*taken: str) -> tuple[str, ...]:
+    """The config fields of ``taken``: group names (``ENGINE_GROUPS``: every option of that
+    panel, in declaration order) and field names, in the order given."""
+    fields: list[str] = []
+    for name in taken:
+        if name in ENGINE_GROUPS:
+            fields += [f for f, o in ENGINE_OPTIONS.items() if o.panel == ENGINE_GROUPS[name]]
+        elif name in ENGINE_OPTIONS:
+            fields.append(name)
+        else:
+            raise ValueError(f"{name!r} is no engine option nor group "
+                             f"({', '.join([*ENGINE_GROUPS, *ENGINE_OPTIONS])})")
+    return tuple(dict.fromkeys(fields))
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The engine options one invocation of a command was given, by config field
+    (``engine.timeout_s``): what ``engine_options`` hands the command as one value, so that
+    no command lists the options (or passes them on) one by one."""
+
+    given: Mapping[str, Any]
+
+    def __getattr__(self, field: str) -> Any:
+        given = self.__dict__.get("given", {})
+        if field in given:
+            return given[field]
+        raise AttributeError(f"this command takes no engine option {field!r}")
+
+    @property
+    def flags(self) -> ModelFlags:
+        """The generation flags (``ModelFlags``; the defaults of those the command does not
+        take)."""
+        return ModelFlags(**{k: self.given.get(k, default(k)) for k in SAMPLING})
+
+    def settings(self, *, llm: bool = False) -> dict[str, Any]:
+        """How the job runs, as job config keywords: every option given but the model, the
+        generation flags and the batch options (``flags``, ``batching``); no
+        ``max_failed_share`` when it was not given (the job's own, or the default). ``llm``:
+        with the model spec too, resolved (``--llm``, ``PERSONAHUB_LLM`` or offline)."""
+        settings = {k: v for k, v in self.given.items()
+                    if k not in ("llm", *SAMPLING, *BATCH)
+                    and not (k == "max_failed_share" and v is None)}
+        if llm:
+            from personahub.models.client import resolve_spec
+
+            settings["llm"] = resolve_spec(self.given.get("llm"))
+        return settings
+
+    def batching(self, batch_size: int | None, *,
+                 online_size: int = DEFAULT_ONLINE_SIZE) -> dict[str, Any]:
+        """The batch options as job config keywords (``batch_engine``)."""
+        return batch_engine(self.given["batch"], batch_size, self.given["batch_window"],
+                            self.given["batch_fallback"], self.given.get("batch_file"),
+                            self.given["batch_poll_s"], online_size=online_size)
+
+
+def engine_options(*taken: str, without: tuple[str, ...] = ()
+                   ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the engine options ``taken`` (``engine_fields``) as one value: the
+    command declares a keyword-only ``engine: Engine`` parameter, and this decorator puts the
+    shared typer parameter of each option in its place in the signature typer reads (their
+    order is ``--help``'s order within each panel, and the panels' order), then hands the
+    command the values given as ``engine``.
+
+    Args:
+        taken: group names (``model``, ``executor``, ``batch``) and config field names.
+        without: config fields of those groups the command does not take.
+
+    Returns:
+        A decorator for the command function (below ``one_line_errors``).
+    """
+    options = [ENGINE_OPTIONS[field] for field in engine_fields(*taken) if field not in without]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(func, eval_str=True)
+        own = signature.parameters
+        place = own.get("engine")
+        if place is None or place.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"{func.__name__}: declare a keyword-only 'engine: Engine' parameter")
+        listed = [o.flag for o in options if o.param in own]
+        if listed:
+            raise TypeError(f"{func.__name__} lists {', '.join(listed)} itself")
+        params = [q for p in own.values()
+                  for q in ([inspect.Parameter(o.param, p.kind, default=o.command_default,
+                                               annotation=ENGINE_PARAMS[o.field])
+                             for o in options] if p is place else [p])]
+
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            given = {o.field: kwargs.pop(o.param, o.command_default) for o in options}
+            return func(*args, engine=Engine(given), **kwargs)
+
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {**{p.name: p.annotation for p in params},
+                                   "return": signature.return_annotation}
+        return command
+
+    return decorate
 
 
 def embedder_spec(value: str) -> str:
@@ -188,10 +301,6 @@ def embedder_spec(value: str) -> str:
 def embedder_spec_or_none(value: str) -> str:
     """``personas dedup --embedder``: as ``embedder_spec``, or ``none`` (no stage 2)."""
     return value if value.strip().lower() in ("", "none") else embedder_spec(value)
-
-
-MaxFailedShareOption = Annotated[float | None,
-                                 engine_option("max_failed_share", callback=_failed_share)]
 
 
 LanguageOption = Annotated[str | None, typer.Option(
@@ -510,16 +619,6 @@ def summary_counts(summary: Any) -> dict[str, int]:
 
 
 # --- --batch (pipelines/provider_batch_jobs.py; docs/batch.md) ------------------------------------
-
-DEFAULT_ONLINE_SIZE = 64  # items per transaction online
-DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transaction) with --batch
-
-BatchOption = Annotated[bool, engine_option("batch")]
-BatchWindowOption = Annotated[str, engine_option("batch_window")]
-BatchFallbackOption = Annotated[Literal["batch", "online"],
-                                engine_option("batch_fallback")]
-BatchFileOption = Annotated[Path | None, engine_option("batch_file")]
-BatchPollOption = Annotated[float, engine_option("batch_poll_s")]
 
 
 def batch_engine(batch: bool, batch_size: int | None, window: str, fallback: str,

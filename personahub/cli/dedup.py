@@ -17,25 +17,14 @@ from typing import Annotated, Any, Literal
 import typer
 
 from personahub.cli.common import (
-    ENGINE,
-    BatchFallbackOption,
-    BatchFileOption,
-    BatchOption,
-    BatchPollOption,
-    BatchWindowOption,
-    CacheOption,
     DbOption,
-    ExecutorOption,
+    Engine,
     JsonOption,
-    RayAddressOption,
-    RayWorkersOption,
-    RpsOption,
-    TimeoutOption,
     awaiting_results,
-    batch_engine,
     console,
     embedder_spec_or_none,
     emit_job_json,
+    engine_options,
     given_on_command_line,
     job_progress,
     note_job,
@@ -53,6 +42,7 @@ DEDUP_FIXED = ("threshold", "num_perm", "ngram", "embedder", "embed_threshold", 
 
 
 @one_line_errors
+@engine_options("cache", "rps", "timeout_s", "executor", "batch")
 def personas_dedup(
     ctx: typer.Context,
     db: DbOption = Path(DEFAULT_DB),
@@ -71,22 +61,13 @@ def personas_dedup(
         help="Stage 2 index.")] = "auto",
     batch_size: Annotated[int, typer.Option(
         min=1, help="Stage 2: personas embedded per transaction.")] = 50_000,
-    cache: CacheOption = ENGINE.cache,
-    rps: RpsOption = ENGINE.rps,
-    timeout: TimeoutOption = ENGINE.timeout,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="JOB_ID",
         help="Continue this dedup job from its stored vectors (with its thresholds, embedder "
              "and index).")] = None,
-    executor: ExecutorOption = ENGINE.executor,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    batch: BatchOption = ENGINE.batch,
-    batch_window: BatchWindowOption = ENGINE.batch_window,
-    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
-    batch_file: BatchFileOption = ENGINE.batch_file,
-    batch_poll: BatchPollOption = ENGINE.batch_poll,
     as_json: JsonOption = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Flag near-duplicate personas: MinHash LSH, then embedding similarity (never deletes).
 
@@ -109,15 +90,12 @@ def personas_dedup(
     if resume is not None:
         _check_resumable(db, resume)
     # how this invocation runs (a resume keeps what the job marks)
-    engine: dict[str, Any] = {"db": str(db), "cache": cache, "rps": rps, "timeout_s": timeout,
-                              "executor": executor,
-                              "ray_address": ray_address, "ray_workers": ray_workers,
-                              # (--batch-size stays the personas embedded per transaction)
-                              **batch_engine(batch, batch_size, batch_window, batch_fallback,
-                                             batch_file, batch_poll), "batch_size": batch_size}
-    config: DedupJobConfig | dict[str, Any] = engine if resume is not None else DedupJobConfig(
+    settings: dict[str, Any] = {"db": str(db), **engine.settings(), **engine.batching(batch_size),
+                                # (--batch-size stays the personas embedded per transaction)
+                                "batch_size": batch_size}
+    config: DedupJobConfig | dict[str, Any] = settings if resume is not None else DedupJobConfig(
         threshold=threshold, num_perm=num_perm, ngram=ngram, embedder=embedder,
-        embed_threshold=embed_threshold, ann=ann, **engine)
+        embed_threshold=embed_threshold, ann=ann, **settings)
     counts = LateCounts()
 
     def on_ready(client: Any) -> None:

@@ -8,15 +8,23 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from personahub.cli.common import ENGINE, LlmOption, console, error_line, one_line_errors, out, say
+from personahub.cli.common import (
+    Engine,
+    console,
+    engine_options,
+    error_line,
+    one_line_errors,
+    out,
+    say,
+)
 
 if TYPE_CHECKING:
     from personahub.models.doctor import DoctorReport
 
 
 @one_line_errors
+@engine_options("llm")
 def doctor(
-    llm: LlmOption = ENGINE.llm,
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0.1, help="Seconds before one probe request is abandoned.")] = 60.0,
     max_concurrency: Annotated[int, typer.Option(
@@ -26,6 +34,8 @@ def doctor(
         "--budget", min=1, help="Seconds the load probe may spend, about.")] = 60.0,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the findings as one JSON object on stdout instead of tables.")] = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Probe an endpoint: structured modes it accepts, whether bounded answers close, latency and
     tokens/s at concurrency 1, 2, 4, …, prefix-cache reuse, and the --concurrency to use.
@@ -39,7 +49,7 @@ def doctor(
     from personahub.models.endpoint_specs import refuse_url_credentials
     from personahub.models.offline import OFFLINE_MODEL_NAME
 
-    spec = resolve_spec(llm)
+    spec = resolve_spec(engine.llm)
     if spec.strip() == OFFLINE_MODEL_NAME:
         raise typer.BadParameter("doctor probes a model server; give --llm URL or "
                                  "openai:<model> (or set PERSONAHUB_LLM)", param_hint="'--llm'")

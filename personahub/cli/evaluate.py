@@ -10,10 +10,9 @@ from typing import Annotated
 import typer
 
 from personahub.cli.common import (
-    ENGINE,
-    ConcurrencyOption,
     DbOption,
-    TimeoutOption,
+    Engine,
+    engine_options,
     one_line_errors,
     out,
 )
@@ -22,6 +21,7 @@ from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
+@engine_options("concurrency", "timeout_s")
 def evaluate(
     job: Annotated[str, typer.Option(help="The synthesis job whose items are evaluated.")],
     solver: Annotated[list[str], typer.Option(
@@ -49,8 +49,8 @@ def evaluate(
     ] = False,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
-    concurrency: ConcurrencyOption = ENGINE.concurrency,
-    timeout: TimeoutOption = ENGINE.timeout,
+    *,
+    engine: Engine,
 ) -> None:
     """Split a synthesis job's items, verify the test items by solver agreement and score models
     on them with a 95% Wilson interval. Running it again reuses the stored split and answers."""
@@ -62,7 +62,7 @@ def evaluate(
                         samples=samples, mode=mode,  # type: ignore[arg-type]  # checked by EvalConfig
                         against=tuple(str(p) for p in against or ()), ngram=ngram,
                         keep_contaminated=keep_contaminated, db=str(db),
-                        concurrency=concurrency, timeout_s=timeout)
+                        **engine.settings())
     summary = run_evaluation_config(config)
     for line in summary_lines(summary):
         out.print(line, highlight=False, soft_wrap=True)

@@ -16,16 +16,16 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from personahub.cli.common import ENGINE, DbOption, LlmOption, one_line_errors, out, say
+from personahub.cli.common import DbOption, Engine, engine_options, one_line_errors, out, say
 from personahub.core.store import DEFAULT_DB
 
 
 @one_line_errors
+@engine_options("llm")
 def experiment(
     scenario: Annotated[Path, typer.Argument(
         help="A scenario file defining SCENARIO and EXPERIMENT.")],
     db: DbOption = Path(DEFAULT_DB),
-    llm: LlmOption = ENGINE.llm,
     replicates: Annotated[int | None, typer.Option(
         "--replicates", min=1, help="Runs per arm (default: the experiment's).")] = None,
     experiment_id: Annotated[str | None, typer.Option(
@@ -33,6 +33,8 @@ def experiment(
                      "the same id goes on with its unfinished runs.")] = None,
     steps: Annotated[int | None, typer.Option(
         "--steps", min=1, help="Steps per run (default: the scenario's).")] = None,
+    *,
+    engine: Engine,
 ) -> None:
     """Run an experiment (arms x replicates, each a run) and print its effects with intervals."""
     from personahub.experiments import experiment as run_it
@@ -41,7 +43,7 @@ def experiment(
     def told(arm: str, replicate: int, run_id: str) -> None:
         say(f"  arm {arm}, replicate {replicate}: run {run_id}")
 
-    result = run_it(scenario, db=db, llm=resolve_spec(llm), replicates=replicates,
+    result = run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
                     experiment_id=experiment_id, on_run=told, steps=steps)
     runs = result.runs
     say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "

@@ -13,34 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 from personahub.cli.common import (
-    ENGINE,
-    BatchFallbackOption,
-    BatchFileOption,
-    BatchOption,
-    BatchPollOption,
-    BatchWindowOption,
-    CacheOption,
-    ConcurrencyOption,
     DbOption,
-    ExecutorOption,
+    Engine,
     JsonOption,
-    LlmOption,
-    MaxFailedShareOption,
-    MaxTokensOption,
-    ModelFlags,
-    OfflineLatencyOption,
-    RayAddressOption,
-    RayWorkersOption,
-    RpsOption,
-    StructuredOption,
-    TemperatureOption,
-    TimeoutOption,
-    TopPOption,
     awaiting_results,
     banner,
-    batch_engine,
     batch_progress,
     emit_job_json,
+    engine_options,
     job_progress,
     note_job,
     one_line_errors,
@@ -61,6 +41,7 @@ OFFLINE_NOTE = "offline engine — deterministic, not a language model"
 
 
 @one_line_errors
+@engine_options("model", "batch", "executor")
 def interview(
     question: Annotated[str | None, typer.Argument(
         help="The question to ask, in quotes (not with --resume).")] = None,
@@ -91,61 +72,36 @@ def interview(
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start anew although the same interview is unfinished (it is marked "
                         "superseded).")] = False,
-    llm: LlmOption = ENGINE.llm,
-    concurrency: ConcurrencyOption = ENGINE.concurrency,
-    timeout: TimeoutOption = ENGINE.timeout,
-    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Answers committed together: a stop keeps every batch before it (default "
                     "16; with --batch 1000, also the most requests in one provider batch).")] = None,
-    batch: BatchOption = ENGINE.batch,
-    batch_window: BatchWindowOption = ENGINE.batch_window,
-    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
-    batch_file: BatchFileOption = ENGINE.batch_file,
-    batch_poll: BatchPollOption = ENGINE.batch_poll,
-    cache: CacheOption = ENGINE.cache,
-    rps: RpsOption = ENGINE.rps,
-    structured: StructuredOption = ENGINE.structured,
-    max_tokens: MaxTokensOption = ENGINE.max_tokens,
-    temperature: TemperatureOption = ENGINE.temperature,
-    top_p: TopPOption = ENGINE.top_p,
-    executor: ExecutorOption = ENGINE.executor,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     as_json: JsonOption = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
     from each agent's stored state at a step and go to the interviews table, batch by batch (the
     run itself is not changed). A stopped interview goes on with --resume ID."""
     from personahub.cli.progress import LateCounts
     from personahub.interviews import run_interview
-    from personahub.models.client import resolve_spec
     from personahub.pipelines.interview import InterviewConfig, resume_settings
 
     if output not in FORMATS:
         raise UsageError(f"--format {output}: choose one of {', '.join(FORMATS)}")
     # how this run asks (a resume keeps what the interview asks of whom, and its settings)
-    engine: dict[str, Any] = {
-        "db": str(db), "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
-        "offline_latency_s": offline_latency, "rps": rps, "cache": cache, "executor": executor,
-        "ray_address": ray_address, "ray_workers": ray_workers,
-        **batch_engine(batch, batch_size, batch_window, batch_fallback, batch_file, batch_poll,
-                       online_size=16)}
-    if max_failed_share is not None:  # else the job's own (a new one: the default)
-        engine["max_failed_share"] = max_failed_share
+    settings = {"db": str(db), **engine.settings(llm=True),
+                **engine.batching(batch_size, online_size=16)}
     config: InterviewConfig | dict[str, Any]
     if resume:
         if question is not None or run is not None:
             raise UsageError("--resume: the interview keeps its question and run; give neither")
-        config = resume_settings(**engine)
+        config = resume_settings(**settings)
     else:
         if question is None or run is None:
             raise UsageError("give the QUESTION and --run RUN_ID (or --resume ID)")
         config = InterviewConfig(
             run_id=run, question=question, agent=agent, where=personas, carve=tuple(carve or ()),
-            step=step, limit=limit, **ModelFlags(structured, max_tokens, temperature,
-                                                 top_p).settings(), **engine)
+            step=step, limit=limit, **engine.flags.settings(), **settings)
     counts = LateCounts()
 
     def on_ready(client: Any) -> None:

@@ -11,15 +11,12 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
-    ENGINE,
     DbOption,
+    Engine,
     JsonOption,
-    LlmOption,
-    MaxFailedShareOption,
-    RayAddressOption,
-    RayWorkersOption,
     awaiting_results,
     emit_job_json,
+    engine_options,
     error_line,
     job_id_key,
     one_line_errors,
@@ -115,22 +112,21 @@ def runs(
 
 
 @one_line_errors
+@engine_options("llm", "max_failed_share", "ray_address", "ray_workers")
 def resume(
     job_id: Annotated[str, typer.Argument(help="The job's id (personahub jobs lists them).")],
     db: DbOption = Path(DEFAULT_DB),
-    llm: LlmOption = ENGINE.llm,
     cache: Annotated[str | None, typer.Option(
         "--cache", help="Model answer cache for this run of the job: off, record or replay "
                         "(default: off).")] = None,
     executor: Annotated[str | None, typer.Option(
         "--executor", help="Where the model calls run: local or ray (default: local).")] = None,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     allow_fewer: Annotated[bool, typer.Option(
         "--allow-fewer", help="Exit 0 when the resumed job holds fewer items than it asked for "
                               "(as synthesize --allow-fewer); otherwise that exits 1.")] = False,
     as_json: JsonOption = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Resume any stopped job by its id: it goes on with its own settings (what it makes, its
     seed and generation settings), asking with the model it recorded (--llm: another, e.g.
@@ -138,10 +134,10 @@ def resume(
     with fewer items than asked says so in one line and exits 1, unless --allow-fewer. A job
     still waiting for the results of its --batch-file runs nothing: it prints the batch
     import command and exits 3."""
-    engine = {"cache": cache, "executor": executor, "ray_address": ray_address,
-              "ray_workers": ray_workers, "max_failed_share": max_failed_share}
+    settings = {"cache": cache, "executor": executor, "ray_address": engine.ray_address,
+                "ray_workers": engine.ray_workers, "max_failed_share": engine.max_failed_share}
     with awaiting_results():  # a job waiting on its batch file: the import command, exit 3
-        shortfall = _by_kernel(job_id, db, llm, engine, as_json)
+        shortfall = _by_kernel(job_id, db, engine.llm, settings, as_json)
     if shortfall:
         if not allow_fewer:
             error_line(f"{shortfall} (--allow-fewer accepts fewer)")

@@ -10,46 +10,26 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
-    ENGINE,
-    BatchFallbackOption,
-    BatchFileOption,
-    BatchOption,
-    BatchPollOption,
-    BatchWindowOption,
-    CacheOption,
-    ConcurrencyOption,
     DbOption,
-    ExecutorOption,
+    Engine,
     JsonOption,
-    LlmOption,
-    MaxFailedShareOption,
-    MaxTokensOption,
-    ModelFlags,
-    OfflineLatencyOption,
-    RayAddressOption,
-    RayWorkersOption,
-    RpsOption,
-    StructuredOption,
-    TemperatureOption,
-    TimeoutOption,
-    TopPOption,
     awaiting_results,
     banner,
-    batch_engine,
     batch_progress,
     emit_job_json,
+    engine_options,
     job_progress,
     one_line_errors,
     out,
     started,
     unreachable,
 )
-from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
+@engine_options("model", "batch", "executor")
 def judge(
     job: Annotated[str | None, typer.Option(help="Judge this synthesis job's items.")] = None,
     run: Annotated[str | None, typer.Option(help="Judge this run's emissions.")] = None,
@@ -59,29 +39,12 @@ def judge(
     seed: Annotated[int, typer.Option(
         min=0, max=MAX_SEED, help="Seed: the sample and the offline engine.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
-    llm: LlmOption = ENGINE.llm,
-    concurrency: ConcurrencyOption = ENGINE.concurrency,
-    timeout: TimeoutOption = ENGINE.timeout,
-    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Judgments per transaction (default 32); with --batch also the most "
                     "requests in one provider batch (default 1000).")] = None,
-    batch: BatchOption = ENGINE.batch,
-    batch_window: BatchWindowOption = ENGINE.batch_window,
-    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
-    batch_file: BatchFileOption = ENGINE.batch_file,
-    batch_poll: BatchPollOption = ENGINE.batch_poll,
-    cache: CacheOption = ENGINE.cache,
-    rps: RpsOption = ENGINE.rps,
-    structured: StructuredOption = ENGINE.structured,
-    max_tokens: MaxTokensOption = ENGINE.max_tokens,
-    temperature: TemperatureOption = ENGINE.temperature,
-    top_p: TopPOption = ENGINE.top_p,
-    executor: ExecutorOption = ENGINE.executor,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     as_json: JsonOption = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Ask a model whether each item meets its kind's criteria; print the validity rate with a
     95% interval. Re-running the same judge skips the items it has rated."""
@@ -89,18 +52,12 @@ def judge(
     from personahub.api import run_judge
     from personahub.cli.progress import LateCounts
     from personahub.core.store import connect
-    from personahub.models.client import resolve_spec
     from personahub.pipelines.judge import JUDGE, JudgeConfig
 
+    # without --max-failed-share, JudgeConfig's default (the declared one)
     config = JudgeConfig(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),
-                         llm=resolve_spec(llm), concurrency=concurrency, timeout_s=timeout,
-                         offline_latency_s=offline_latency, rps=rps, cache=cache,
-                         executor=executor, ray_address=ray_address, ray_workers=ray_workers,
-                         **batch_engine(batch, batch_size, batch_window, batch_fallback,
-                                        batch_file, batch_poll, online_size=32),
-                         **ModelFlags(structured, max_tokens, temperature, top_p).settings(),
-                         max_failed_share=(DEFAULT_MAX_FAILED_SHARE if max_failed_share is None
-                                           else max_failed_share))
+                         **engine.settings(llm=True), **engine.flags.settings(),
+                         **engine.batching(batch_size, online_size=32))
     counts = LateCounts()
 
     def on_ready(client: Any) -> None:

@@ -14,37 +14,17 @@ import typer
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
-    ENGINE,
-    BatchFallbackOption,
-    BatchFileOption,
-    BatchOption,
-    BatchPollOption,
-    BatchWindowOption,
-    CacheOption,
-    ConcurrencyOption,
     DbOption,
-    ExecutorOption,
+    Engine,
     JsonOption,
     LanguageOption,
-    LlmOption,
-    MaxFailedShareOption,
-    MaxTokensOption,
-    ModelFlags,
-    OfflineLatencyOption,
     PreviewOption,
-    RayAddressOption,
-    RayWorkersOption,
-    RpsOption,
-    StructuredOption,
-    TemperatureOption,
-    TimeoutOption,
-    TopPOption,
     awaiting_results,
     banner,
-    batch_engine,
     batch_progress,
     console,
     emit_job_json,
+    engine_options,
     given_on_command_line,
     job_progress,
     missing_argument,
@@ -135,6 +115,7 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
 
 
 @one_line_errors
+@engine_options("model", "batch", "executor")
 def personas_expand(
     ctx: typer.Context,
     db: DbOption = Path(DEFAULT_DB),
@@ -142,22 +123,11 @@ def personas_expand(
     fanout: Annotated[int, typer.Option(min=1, max=20, help="Related people per persona.")] = 2,
     limit: Annotated[int | None, typer.Option(min=1, help="Start from the first N personas.")] = None,
     language: LanguageOption = None,
-    llm: LlmOption = ENGINE.llm,
     seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: a resumed expansion's own seed, else 0).")] = None,
-    concurrency: ConcurrencyOption = ENGINE.concurrency,
-    timeout: TimeoutOption = ENGINE.timeout,
-    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
-    cache: CacheOption = ENGINE.cache,
-    rps: RpsOption = ENGINE.rps,
     batch_size: Annotated[int, typer.Option(
         min=1, help="Frontier personas per transaction (a resumed expansion keeps its own); "
                     "with --batch also the most requests in one provider batch.")] = 256,
-    batch: BatchOption = ENGINE.batch,
-    batch_window: BatchWindowOption = ENGINE.batch_window,
-    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
-    batch_file: BatchFileOption = ENGINE.batch_file,
-    batch_poll: BatchPollOption = ENGINE.batch_poll,
     link_candidates: Annotated[int, typer.Option(
         min=0, max=20, help="Close triangles: ask whether each new persona knows up to this many "
                             "people near its source (0: grow trees, no link calls).")
@@ -173,16 +143,10 @@ def personas_expand(
         help="Continue this expansion from its stored frontier (with its hops, fanout, limit, "
              "language, seed and generation settings, and the model it recorded unless --llm).")
     ] = None,
-    structured: StructuredOption = ENGINE.structured,
-    max_tokens: MaxTokensOption = ENGINE.max_tokens,
-    temperature: TemperatureOption = ENGINE.temperature,
-    top_p: TopPOption = ENGINE.top_p,
-    executor: ExecutorOption = ENGINE.executor,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
 
@@ -202,35 +166,29 @@ def personas_expand(
 
     if resume is not None:
         _refuse_fixed(ctx, "expansion", resume, EXPANSION_FIXED)
-    check_cache_mode(cache)
-    check_executor(executor, cache=cache, workers=ray_workers)
+    check_cache_mode(engine.cache)
+    check_executor(engine.executor, cache=engine.cache, workers=engine.ray_workers)
     _check_language(language)
     embedder = None if link_embedder.lower() == "none" else link_embedder
     link_embedder_of(embedder)  # a bad spec fails before the database is touched
     # how this invocation asks (a resume keeps what the expansion makes)
-    engine: dict[str, Any] = {
-        "db": str(db), "concurrency": concurrency, "timeout_s": timeout,
-        "offline_latency_s": offline_latency, "cache": cache, "rps": rps,
-        "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers,
-        **{k: v for k, v in batch_engine(batch, batch_size, batch_window, batch_fallback,
-                                         batch_file, batch_poll).items() if k != "batch_size"}}
-    if max_failed_share is not None:  # else the expansion's own (a new one: the default)
-        engine["max_failed_share"] = max_failed_share
-    flags = ModelFlags(structured, max_tokens, temperature, top_p)
+    # (--batch-size is part of what the expansion makes)
+    settings = {"db": str(db), **engine.settings(),
+                **{k: v for k, v in engine.batching(batch_size).items() if k != "batch_size"}}
     made = {"link_candidates": link_candidates, "link_embedder": embedder,
-            "batch_size": batch_size, **flags.settings()}
+            "batch_size": batch_size, **engine.flags.settings()}
     config: ExpandConfig | dict[str, Any]
     job_id = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
                                   language=language, resume=resume)
     if job_id is not None:
         # what the expansion makes is its own: of those, only flags given are compared
         named = {k: v for k, v in made.items() if given_on_command_line(ctx, [k])}
-        config = {**engine, **named,
-                  "llm": resolve_spec(llm) if llm is not None else recorded_llm(db, job_id)}
+        config = {**settings, **named, "llm": resolve_spec(engine.llm) if engine.llm is not None
+                  else recorded_llm(db, job_id)}
     else:
         config = ExpandConfig(hops=hops, fanout=fanout, limit=limit, language=language,
                               seed=seed if seed is not None else 0, origin="cli",
-                              llm=resolve_spec(llm), **made, **engine)
+                              llm=resolve_spec(engine.llm), **made, **settings)
     counts = LateCounts()
 
     def on_ready(client: Any) -> None:
@@ -291,6 +249,7 @@ def _text_job(db: Path, resume: str) -> str:
 
 
 @one_line_errors
+@engine_options("model", "batch", "executor", without=("offline_latency_s",))
 def personas_from_text(
     ctx: typer.Context,
     corpus: Annotated[Path | None, typer.Argument(
@@ -313,35 +272,19 @@ def personas_from_text(
                                                     "resume (default: the file name).")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Skip malformed records and count them.")] = False,
     language: LanguageOption = None,
-    llm: LlmOption = ENGINE.llm,
     seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Texts per transaction (default 64); with --batch also the most requests "
                     "in one provider batch (default 1000).")] = None,
-    batch: BatchOption = ENGINE.batch,
-    batch_window: BatchWindowOption = ENGINE.batch_window,
-    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
-    batch_file: BatchFileOption = ENGINE.batch_file,
-    batch_poll: BatchPollOption = ENGINE.batch_poll,
-    concurrency: ConcurrencyOption = ENGINE.concurrency,
-    timeout: TimeoutOption = ENGINE.timeout,
-    cache: CacheOption = ENGINE.cache,
-    rps: RpsOption = ENGINE.rps,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="CORPUS",
         help="Continue the job over this corpus name (with its corpus file, relations, reading "
              "options, seed and generation settings).")] = None,
-    structured: StructuredOption = ENGINE.structured,
-    max_tokens: MaxTokensOption = ENGINE.max_tokens,
-    temperature: TemperatureOption = ENGINE.temperature,
-    top_p: TopPOption = ENGINE.top_p,
-    executor: ExecutorOption = ENGINE.executor,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
 
@@ -361,22 +304,17 @@ def personas_from_text(
     elif corpus is None:
         missing_argument(ctx, "corpus")
     # how this invocation reads and asks (a resume keeps what the job makes)
-    engine: dict[str, Any] = {
-        "db": str(db), "concurrency": concurrency, "timeout_s": timeout,
-        "cache": cache, "rps": rps, "executor": executor,
-        "ray_address": ray_address, "ray_workers": ray_workers,
-        **batch_engine(batch, batch_size, batch_window, batch_fallback, batch_file, batch_poll,
-                       online_size=64)}
-    if max_failed_share is not None:  # else the job's own (a new job: the default)
-        engine["max_failed_share"] = max_failed_share
+    settings: dict[str, Any] = {"db": str(db), **engine.settings(),
+                                **engine.batching(batch_size, online_size=64)}
     if corpus is not None:
-        engine["path"] = str(corpus.resolve())
+        settings["path"] = str(corpus.resolve())
     config: TextConfig | dict[str, Any]
     if resume is not None:
         found = _text_job(db, resume)
         job_id: str | None = found
         # --llm replaces the job's recorded (redacted) model spec; without it, the recorded one
-        config = {**engine, "llm": resolve_spec(llm) if llm is not None else recorded_llm(db, found)}
+        config = {**settings, "llm": resolve_spec(engine.llm) if engine.llm is not None
+                  else recorded_llm(db, found)}
     else:
         assert corpus is not None
         job_id = None
@@ -384,8 +322,7 @@ def personas_from_text(
             corpus=corpus_name or corpus.name, relations=tuple(relations.split(",")), per_text=per_text,
             text_column=text_column, id_column=id_column, split=split, skip_bad=skip_bad,
             language=language, seed=seed if seed is not None else 0, limit=limit,
-            llm=resolve_spec(llm), **ModelFlags(structured, max_tokens, temperature, top_p).settings(),
-            **engine)
+            llm=resolve_spec(engine.llm), **engine.flags.settings(), **settings)
     counts = LateCounts()
 
     def on_ready(client: Any) -> None:

@@ -21,28 +21,14 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
-    ENGINE,
-    CacheOption,
-    ConcurrencyOption,
     DbOption,
-    ExecutorOption,
+    Engine,
     JsonOption,
-    LlmOption,
-    MaxFailedShareOption,
-    MaxTokensOption,
-    ModelFlags,
-    OfflineLatencyOption,
-    RayAddressOption,
-    RayWorkersOption,
-    RpsOption,
-    StructuredOption,
-    TemperatureOption,
-    TimeoutOption,
-    TopPOption,
     banner,
     batch_progress,
     console,
     emit_job_json,
+    engine_options,
     job_progress,
     note_job,
     one_line_errors,
@@ -100,6 +86,7 @@ def _error_lines(population: Any) -> list[str]:
 
 
 @one_line_errors
+@engine_options("model", "executor")
 def personas_sample_population(
     ctx: typer.Context,
     marginals: Annotated[Path | None, typer.Option(
@@ -124,21 +111,9 @@ def personas_sample_population(
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     batch_size: Annotated[int, typer.Option(
         min=1, help="With --llm: people written per transaction.")] = 64,
-    llm: LlmOption = ENGINE.llm,
-    concurrency: ConcurrencyOption = ENGINE.concurrency,
-    timeout: TimeoutOption = ENGINE.timeout,
-    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
-    cache: CacheOption = ENGINE.cache,
-    rps: RpsOption = ENGINE.rps,
-    structured: StructuredOption = ENGINE.structured,
-    max_tokens: MaxTokensOption = ENGINE.max_tokens,
-    temperature: TemperatureOption = ENGINE.temperature,
-    top_p: TopPOption = ENGINE.top_p,
-    executor: ExecutorOption = ENGINE.executor,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     as_json: JsonOption = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Draw a seeded population whose attribute shares match --marginals (and/or --joint).
 
@@ -156,7 +131,7 @@ def personas_sample_population(
         if fixed:
             raise UsageError(f"--resume {resume} takes the files, -n and seed from the job; "
                              f"leave out {', '.join(fixed)}")
-    elif llm is None:
+    elif engine.llm is None:
         needs_model = _typed(ctx, MODEL_ONLY)
         if needs_model:
             raise UsageError(f"{', '.join(needs_model)} need{'s' * (len(needs_model) == 1)} "
@@ -169,18 +144,12 @@ def personas_sample_population(
         if output.suffix.lower() not in (".jsonl", ".csv"):
             raise PersonahubError(f"--out {output}: give a .jsonl or .csv file")
         check_output(output, db=db, force=force)
-    if llm is not None or resume is not None:
+    if engine.llm is not None or resume is not None:
         if output is not None:
             raise typer.BadParameter("--llm writes the people to the hub (--db), not --out",
                                      param_hint="--out")
-        engine: dict[str, Any] = {
-            "concurrency": concurrency, "timeout_s": timeout, "offline_latency_s": offline_latency,
-            "cache": cache, "rps": rps, "executor": executor, "ray_address": ray_address,
-            "ray_workers": ray_workers, "batch_size": batch_size}
-        if max_failed_share is not None:  # else the job's own (a new one: the default)
-            engine["max_failed_share"] = max_failed_share
-        _write_with_model(marginals, joint, n, seed, db, llm, resume, fresh, engine,
-                          ModelFlags(structured, max_tokens, temperature, top_p), as_json)
+        _write_with_model(marginals, joint, n, seed, db, resume, fresh, engine, batch_size,
+                          as_json)
         return
     targets = read_marginals(marginals) if marginals is not None else None
     table = read_joint(joint) if joint is not None else None
@@ -210,23 +179,26 @@ def personas_sample_population(
 
 
 def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: int, db: Path,
-                      llm: str | None, resume: str | None, fresh: bool, engine: dict[str, Any],
-                      flags: ModelFlags, as_json: bool) -> None:
-    """The people drawn as without a model, their texts written by ``llm`` (a kernel job); the
-    config is the one ``personahub.write_population`` builds from the same settings."""
+                      resume: str | None, fresh: bool, engine: Engine, batch_size: int,
+                      as_json: bool) -> None:
+    """The people drawn as without a model, their texts written by ``engine.llm`` (a kernel
+    job); the config is the one ``personahub.write_population`` builds from the same
+    settings."""
     from personahub import runtime
     from personahub.api import population_write_config, population_write_resume
     from personahub.cli.progress import LateCounts
     from personahub.models.client import resolve_spec
     from personahub.pipelines.population_write import POPULATION_WRITE, WriteConfig
 
+    llm = engine.llm
+    settings = {**engine.settings(), "batch_size": batch_size}
     config: WriteConfig | dict[str, Any]
     if resume is not None:  # without --llm, the model the job recorded
         config = population_write_resume(
-            resolve_spec(llm) if llm is not None else runtime.recorded_llm(db, resume), engine)
+            resolve_spec(llm) if llm is not None else runtime.recorded_llm(db, resume), settings)
     else:
         config = population_write_config(marginals, joint, n, seed, resolve_spec(llm),
-                                          {**flags.settings(), **engine})
+                                          {**engine.flags.settings(), **settings})
     counts = LateCounts()
 
     def on_ready(client: Any) -> None:

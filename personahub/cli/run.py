@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
@@ -15,31 +15,13 @@ from rich.table import Table
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
-    ENGINE,
-    BatchFallbackOption,
-    BatchOption,
-    BatchPollOption,
-    BatchWindowOption,
-    CacheOption,
-    ConcurrencyOption,
     DbOption,
-    ExecutorOption,
+    Engine,
     JsonOption,
-    LlmOption,
-    MaxFailedShareOption,
-    MaxTokensOption,
-    ModelFlags,
-    OfflineLatencyOption,
     PreviewOption,
-    RayAddressOption,
-    RayWorkersOption,
-    RpsOption,
-    StructuredOption,
-    TemperatureOption,
-    TimeoutOption,
-    TopPOption,
     banner,
     emit_job_json,
+    engine_options,
     job_progress,
     note_job,
     one_line_errors,
@@ -53,18 +35,10 @@ from personahub.cli.common import (
 from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
-from personahub.models.adaptive_limit import Concurrency
-
-
-class Where(NamedTuple):
-    """Where a run's model calls run (``RunConfig`` / ``resume_run`` arguments)."""
-
-    executor: str
-    ray_address: str | None
-    ray_workers: int | None
 
 
 @one_line_errors
+@engine_options("model", "executor", "batch", without=("batch_file",))
 def run(
     scenario: Annotated[Path | None, typer.Argument(
         help="Scenario script (a .py file defining SCENARIO); omit with --resume.")] = None,
@@ -72,23 +46,13 @@ def run(
     steps: Annotated[int | None, typer.Option(min=1, help="Override the scenario's steps.")] = None,
     seed: Annotated[int | None, typer.Option(
         min=0, max=MAX_SEED, help="Override the scenario's seed.")] = None,
-    llm: LlmOption = ENGINE.llm,
-    concurrency: ConcurrencyOption = ENGINE.concurrency,
-    timeout: TimeoutOption = ENGINE.timeout,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="RUN_ID",
         help="Continue a stopped run from its last committed step (same seed and options).")] = None,
-    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
-    cache: CacheOption = ENGINE.cache,
-    rps: RpsOption = ENGINE.rps,
     price_in: Annotated[float | None, typer.Option(
         "--price-in", min=0, help="USD per 1M input tokens, for v_run_cost.")] = None,
     price_out: Annotated[float | None, typer.Option(
         "--price-out", min=0, help="USD per 1M output tokens, for v_run_cost.")] = None,
-    structured: StructuredOption = ENGINE.structured,
-    max_tokens: MaxTokensOption = ENGINE.max_tokens,
-    temperature: TemperatureOption = ENGINE.temperature,
-    top_p: TopPOption = ENGINE.top_p,
     view: Annotated[bool, typer.Option(
         "--view", help="Serve the live view of this run on 127.0.0.1 while it runs, and after it "
                        "until Ctrl-C (personahub view shows a run no process is writing).")] = False,
@@ -97,20 +61,14 @@ def run(
     view_paused: Annotated[bool, typer.Option(
         "--view-paused", help="With --view: wait before step 1 until the page's Resume or Step "
                               "button is pressed.")] = False,
-    executor: ExecutorOption = ENGINE.executor,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     include_ungated: Annotated[bool, typer.Option(
         help="A hub source draws personas the quality gate did not pass too: imported rows "
              "that fail it and, for a model run, the offline engine's (docs/personas.md).")
     ] = False,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
-    batch: BatchOption = ENGINE.batch,
-    batch_window: BatchWindowOption = ENGINE.batch_window,
-    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
-    batch_poll: BatchPollOption = ENGINE.batch_poll,
+    *,
+    engine: Engine,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log.
 
@@ -123,11 +81,8 @@ def run(
     # the port is taken now, or refused
     watcher = RunView(db, view_port, say, paused=view_paused) if view else None
     try:
-        summary = _run(
-            scenario, db, steps, seed, llm, concurrency, timeout, resume, offline_latency, cache, rps,
-            price_in, price_out, ModelFlags(structured, max_tokens, temperature, top_p), watcher,
-            Where(executor, ray_address, ray_workers), max_failed_share,
-            _batching(batch, batch_window, batch_fallback, batch_poll), include_ungated)
+        summary = _run(scenario, db, steps, seed, resume, price_in, price_out, engine, watcher,
+                       include_ungated)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -139,32 +94,29 @@ def run(
         watcher.linger()
 
 
-def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, llm: str | None,
-         concurrency: Concurrency, timeout: float, resume: str | None, offline_latency: float, cache: str,
-         rps: float | None, price_in: float | None, price_out: float | None, flags: ModelFlags,
-         watcher: Any, where: Where, max_failed_share: float | None = None,
-         batching: dict[str, Any] | None = None, include_ungated: bool = False) -> Any:
+def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
+         resume: str | None, price_in: float | None, price_out: float | None, engine: Engine,
+         watcher: Any, include_ungated: bool = False) -> Any:
     """The run (or resume) itself, on the job kernel; ``watcher`` (a ``RunView``) starts once
     the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
     from personahub.cli.progress import LateCounts
 
     config: Any
+    batching = _batching(engine)
     if resume is not None:
         if scenario is not None or steps is not None or seed is not None or include_ungated:
             raise UsageError("--resume RUN_ID takes the scenario, steps, seed and "
                              "--include-ungated from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials,"
                                   " --executor for where its calls run)")
-        config = {**_resumed(resume, db, llm, offline_latency, where, max_failed_share),
-                  **(batching or {})}
+        config = {**_resumed(resume, db, engine), **batching}
         if watcher is not None:
             config["steering"] = watcher.steering
     elif scenario is None:
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
     else:
-        config = run_options(scenario, db, steps, seed, llm, concurrency, timeout, offline_latency,
-                             cache, rps, price_in, price_out, flags, where, max_failed_share,
+        config = run_options(scenario, db, steps, seed, price_in, price_out, engine,
                              include_ungated)
         if batching:
             config = dataclasses.replace(config, **batching)
@@ -200,41 +152,38 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None, l
     return summary
 
 
-def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None, llm: str | None,
-                concurrency: Concurrency, timeout: float, offline_latency: float, cache: str,
-                rps: float | None, price_in: float | None, price_out: float | None,
-                flags: ModelFlags, where: Where, max_failed_share: float | None,
+def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
+                price_in: float | None, price_out: float | None, engine: Engine,
                 include_ungated: bool = False) -> Any:
     """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags, built by
     ``personahub.api.run_config`` as ``personahub.run_scenario``'s is (None: the default)."""
     from personahub.api import run_config
-    from personahub.models.client import resolve_spec
 
     return run_config(scenario, None, {
-        "db": db, "steps": steps, "seed": seed, "llm": resolve_spec(llm),
-        "concurrency": concurrency, "timeout_s": timeout, "offline_latency_s": offline_latency,
-        "cache": cache, "rps": rps, "price_in": price_in, "price_out": price_out,
-        **where._asdict(), **flags.settings(), "include_ungated": include_ungated,
-        "max_failed_share": max_failed_share})
+        "db": db, "steps": steps, "seed": seed, **engine.settings(llm=True),
+        "price_in": price_in, "price_out": price_out, **engine.flags.settings(),
+        "include_ungated": include_ungated, "max_failed_share": engine.max_failed_share})
 
 
-def _resumed(run_id: str, db: Path, llm: str | None, offline_latency: float, where: Where,
-             max_failed_share: float | None) -> dict[str, Any]:
+def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:
     """The engine settings of ``personahub run --resume RUN_ID`` (the run keeps the rest)."""
     from personahub.models.client import resolve_spec
     from personahub.pipelines.run import resume_settings
 
-    return resume_settings(run_id, db, llm=None if llm is None else resolve_spec(llm),
-                           offline_latency_s=offline_latency, max_failed_share=max_failed_share,
-                           **where._asdict())
+    return resume_settings(run_id, db,
+                           llm=None if engine.llm is None else resolve_spec(engine.llm),
+                           offline_latency_s=engine.offline_latency_s,
+                           max_failed_share=engine.max_failed_share,
+                           executor=engine.executor, ray_address=engine.ray_address,
+                           ray_workers=engine.ray_workers)
 
 
-def _batching(batch: bool, window: str, fallback: str, poll_s: float) -> dict[str, Any]:
+def _batching(engine: Engine) -> dict[str, Any]:
     """The run's batch settings (none unless --batch: a resume keeps the run's own)."""
-    if not batch:
+    if not engine.batch:
         return {}
-    return {"batch": True, "batch_window": window, "batch_fallback": fallback,
-            "batch_poll_s": poll_s}
+    return {"batch": True, "batch_window": engine.batch_window,
+            "batch_fallback": engine.batch_fallback, "batch_poll_s": engine.batch_poll_s}
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:

@@ -11,36 +11,16 @@ import typer
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
-    ENGINE,
-    BatchFallbackOption,
-    BatchFileOption,
-    BatchOption,
-    BatchPollOption,
-    BatchWindowOption,
-    CacheOption,
-    ConcurrencyOption,
     DbOption,
-    ExecutorOption,
+    Engine,
     JsonOption,
-    LlmOption,
-    MaxFailedShareOption,
-    MaxTokensOption,
-    ModelFlags,
-    OfflineLatencyOption,
     PreviewOption,
-    RayAddressOption,
-    RayWorkersOption,
-    RpsOption,
-    StructuredOption,
-    TemperatureOption,
-    TimeoutOption,
-    TopPOption,
     awaiting_results,
     banner,
-    batch_engine,
     batch_progress,
     embedder_spec,
     emit_job_json,
+    engine_options,
     error_line,
     job_progress,
     note_job,
@@ -75,6 +55,7 @@ def _list_templates() -> None:
 
 
 @one_line_errors
+@engine_options("model", "batch", "executor")
 def synthesize(
     task: Annotated[str | None, typer.Argument(help="Task name (see --list).")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Personas to synthesize from: a uniform "
@@ -121,32 +102,15 @@ def synthesize(
         "--out", help="Also export the job as Persona Hub JSONL to this file.")] = None,
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     list_templates: Annotated[bool, typer.Option("--list", help="List tasks and prompts.")] = False,
-    llm: LlmOption = ENGINE.llm,
     seed: Annotated[int, typer.Option(
         min=0, max=MAX_SEED, help="Seed: the persona sample and the offline engine.")] = 0,
-    concurrency: ConcurrencyOption = ENGINE.concurrency,
-    timeout: TimeoutOption = ENGINE.timeout,
-    offline_latency: OfflineLatencyOption = ENGINE.offline_latency,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Items per transaction (default 64); with --batch also the most requests "
                     "in one provider batch (default 1000).")] = None,
-    batch: BatchOption = ENGINE.batch,
-    batch_window: BatchWindowOption = ENGINE.batch_window,
-    batch_fallback: BatchFallbackOption = ENGINE.batch_fallback,
-    batch_file: BatchFileOption = ENGINE.batch_file,
-    batch_poll: BatchPollOption = ENGINE.batch_poll,
-    cache: CacheOption = ENGINE.cache,
-    rps: RpsOption = ENGINE.rps,
-    structured: StructuredOption = ENGINE.structured,
-    max_tokens: MaxTokensOption = ENGINE.max_tokens,
-    temperature: TemperatureOption = ENGINE.temperature,
-    top_p: TopPOption = ENGINE.top_p,
-    executor: ExecutorOption = ENGINE.executor,
-    ray_address: RayAddressOption = ENGINE.ray_address,
-    ray_workers: RayWorkersOption = ENGINE.ray_workers,
-    max_failed_share: MaxFailedShareOption = ENGINE.max_failed_share,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
+    *,
+    engine: Engine,
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items.
 
@@ -154,7 +118,6 @@ def synthesize(
     says why and exits 1, unless --allow-fewer."""
     from personahub import runtime
     from personahub.cli.progress import LateCounts
-    from personahub.models.client import resolve_spec
     from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
 
     if list_templates:
@@ -165,17 +128,11 @@ def synthesize(
     if out_file is not None:  # refuse before synthesizing, not after
         check_output(out_file, db=db, force=force)
     # how this run asks (a resume keeps what the job makes: task, seed, generation settings, ...)
-    engine: dict[str, Any] = {
-        "db": str(db), "llm": resolve_spec(llm), "concurrency": concurrency, "timeout_s": timeout,
-        "offline_latency_s": offline_latency, "cache": cache, "rps": rps,
-        "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers,
-        "allow_fewer": allow_fewer,
-        **batch_engine(batch, batch_size, batch_window, batch_fallback, batch_file, batch_poll)}
-    if max_failed_share is not None:  # else the job's own (a new job: the default)
-        engine["max_failed_share"] = max_failed_share
+    settings: dict[str, Any] = {"db": str(db), **engine.settings(llm=True),
+                                "allow_fewer": allow_fewer, **engine.batching(batch_size)}
     config: SynthConfig | dict[str, Any]
     if resume:
-        config = {**engine, **({"task": task} if task else {})}
+        config = {**settings, **({"task": task} if task else {})}
     else:
         assert task is not None
         config = SynthConfig(
@@ -183,7 +140,7 @@ def synthesize(
             include_ungated=include_ungated,
             prompting=prompting, examples=str(examples) if examples else None,
             world=str(world) if world else None, solve=solve, with_assistant=with_assistant,
-            seed=seed, **ModelFlags(structured, max_tokens, temperature, top_p).settings(), **engine)
+            seed=seed, **engine.flags.settings(), **settings)
     counts = LateCounts()
 
     def on_ready(client: Any) -> None:

@@ -51,6 +51,7 @@ class EngineOption:
         return self.default if self.cli_default is ... else self.cli_default
 
 
+# in the order ``--help`` lists them within their panel (``cli.common.engine_options``)
 _OPTIONS = (
     EngineOption(
         "llm", "--llm", "offline", cli_default=None,
@@ -73,15 +74,12 @@ _OPTIONS = (
         envvar="PERSONAHUB_OFFLINE_LATENCY",
         help="Seconds the offline engine waits per call (to simulate a slow model)."),
     EngineOption(
+        "cache", "--cache", "off",
+        help="Model answer cache: off, record (answer hits from the cache, record misses) or "
+             "replay (cache only: no model call; a miss is an error)."),
+    EngineOption(
         "rps", "--rps", None, low=0.001,
         help="Model requests per second at most (all endpoints together)."),
-    EngineOption(
-        "max_failed_share", "--max-failed-share", DEFAULT_MAX_FAILED_SHARE, cli_default=None,
-        help="Stop when more than this share of a step's (or batch's) actions fail for the "
-             "model's answers (invalid JSON, cut off at max_tokens, rejected by a check) after "
-             "their one fresh sample; steps of fewer than 5 actions never stop for that. "
-             "Endpoint failures stop at once whatever it says. Default 0.8; a resume keeps the "
-             "job's."),
     EngineOption(
         "structured", "--structured", "auto",
         help="How the JSON schema is asked for: auto (learn per endpoint from the first "
@@ -96,9 +94,12 @@ _OPTIONS = (
         "top_p", "--top-p", None, low=0, high=1,
         help="Nucleus sampling top_p (default: the server's)."),
     EngineOption(
-        "cache", "--cache", "off",
-        help="Model answer cache: off, record (answer hits from the cache, record misses) or "
-             "replay (cache only: no model call; a miss is an error)."),
+        "max_failed_share", "--max-failed-share", DEFAULT_MAX_FAILED_SHARE, cli_default=None,
+        help="Stop when more than this share of a step's (or batch's) actions fail for the "
+             "model's answers (invalid JSON, cut off at max_tokens, rejected by a check) after "
+             "their one fresh sample; steps of fewer than 5 actions never stop for that. "
+             "Endpoint failures stop at once whatever it says. Default 0.8; a resume keeps the "
+             "job's."),
     EngineOption(
         "executor", "--executor", "local", panel=EXECUTOR_PANEL,
         help="Where the model calls run: local (this process) or ray (Ray Data workers; the "

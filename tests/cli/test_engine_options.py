@@ -1,7 +1,8 @@
 """Every engine option is declared once (issue 43, item 2): ``core/engine_options.py``.
 
 * each command taking an engine option takes the one shared typer option built from the
-  declaration (``cli.common.engine_option``) with the declared default, never its own;
+  declaration (``cli.common.engine_option``) with the declared default, never its own, and
+  gets it from ``@engine_options``: no command lists an engine option parameter by hand;
 * each config dataclass defaults an engine field to the declared default;
 * no public API function declares an engine option as a parameter of its own (``llm`` aside,
   with the declared default or None: the model a job recorded);
@@ -44,12 +45,13 @@ def flag_of(info: OptionInfo) -> Any:
 def shared_infos() -> dict[int, str]:
     """id of each shared engine ``OptionInfo`` in ``cli.common`` -> its flag."""
     found = {}
-    for value in vars(common).values():
-        if typing.get_origin(value) is typing.Annotated:
-            for meta in typing.get_args(value)[1:]:
-                if isinstance(meta, OptionInfo) and \
-                        flag_of(meta) in {o.flag for o in ENGINE_OPTIONS.values()}:
-                    found[id(meta)] = flag_of(meta)
+    for value in common.ENGINE_PARAMS.values():
+        assert typing.get_origin(value) is typing.Annotated
+        for meta in typing.get_args(value)[1:]:
+            if isinstance(meta, OptionInfo) and \
+                    flag_of(meta) in {o.flag for o in ENGINE_OPTIONS.values()}:
+                found[id(meta)] = flag_of(meta)
+    assert len(found) == len(ENGINE_OPTIONS)
     return found
 
 
@@ -84,14 +86,27 @@ def redeclared(name: str, callback: Callable[..., Any]) -> list[str]:
     return problems
 
 
+def listed_by_hand(name: str, callback: Callable[..., Any]) -> list[str]:
+    """The engine options the command function, as written (under its decorators), lists as
+    parameters itself instead of taking them from ``@engine_options``."""
+    own = inspect.signature(inspect.unwrap(callback)).parameters
+    return [f"{name}: {BY_PARAM[p].flag} is listed by hand" for p in own
+            if p in BY_PARAM and (name.split(" ")[-1], p) not in NOT_ENGINE]
+
+
 def test_every_command_takes_the_shared_engine_options() -> None:
-    found = [p for name, cb in commands() for p in redeclared(name, cb)]
+    found = [p for name, cb in commands() for p in redeclared(name, cb) + listed_by_hand(name, cb)]
     assert found == []
     # and the commands that take model options at all were seen
     takes = {name for name, cb in commands()
              if "concurrency" in inspect.signature(cb).parameters}
     assert {"run", "synthesize", "judge", "interview", "calibrate", "personas from-text",
             "personas expand", "personas sample-population"} <= takes
+
+
+# the shared parameter types, as a command would name them (typer reads them at run time)
+SharedConcurrency = common.ENGINE_PARAMS["concurrency"]
+SharedTopP = common.ENGINE_PARAMS["top_p"]
 
 
 def test_a_command_declaring_its_own_engine_option_is_found() -> None:
@@ -101,13 +116,58 @@ def test_a_command_declaring_its_own_engine_option_is_found() -> None:
     def own(concurrency: typing.Annotated[int, typer.Option("--concurrency")] = 16) -> None:
         """A command restating --concurrency."""
 
-    def other_default(concurrency: common.ConcurrencyOption = 8,
-                      top_p: common.TopPOption = common.ENGINE.top_p) -> None:
+    def other_default(concurrency: SharedConcurrency = 8,  # type: ignore[valid-type]
+                      top_p: SharedTopP = None) -> None:  # type: ignore[valid-type]
         """A command with the shared option and its own default."""
+
+    def by_hand(concurrency: SharedConcurrency = 16,  # type: ignore[valid-type]
+                *, engine: common.Engine) -> None:
+        """A command listing the shared --concurrency itself, beside ``@engine_options``."""
 
     assert redeclared("own", own) == ["own: --concurrency is declared in the command, not shared"]
     assert redeclared("other", other_default) == [
         "other: --concurrency defaults to 8, the declaration to 16"]
+    assert redeclared("by-hand", by_hand) == []  # shared, with its default: yet by hand
+    assert listed_by_hand("by-hand", by_hand) == ["by-hand: --concurrency is listed by hand"]
+    assert listed_by_hand("decorated", common.engine_options("model")(
+        lambda *, engine: None)) == []
+    with pytest.raises(TypeError, match="lists --concurrency itself"):
+        common.engine_options("concurrency")(by_hand)
+
+
+def test_engine_options_hands_the_command_one_engine() -> None:
+    """The decorated command's typer signature holds the shared options, in the order asked
+    (panels as given: --help lists them so), and the command gets their values as one
+    ``Engine``."""
+    got: list[common.Engine] = []
+    toy = typer.Typer()
+
+    @toy.command()
+    @common.engine_options("model", "batch", without=("offline_latency_s",))
+    def command(n: int = 1, *, engine: common.Engine) -> None:
+        got.append(engine)
+
+    params = list(inspect.signature(command).parameters)
+    assert params[:4] == ["n", "llm", "concurrency", "timeout"]
+    assert "offline_latency" not in params and "executor" not in params
+    assert params.index("max_failed_share") < params.index("batch") < params.index("batch_poll")
+    result = CliRunner().invoke(toy, ["--concurrency", "auto", "--top-p", "0.5", "--batch",
+                                      "--batch-window", "1h", "--rps", "3"])
+    assert result.exit_code == 0, result.output
+    engine = got[-1]
+    assert engine.concurrency == "auto" and engine.rps == 3.0 and engine.llm is None
+    assert engine.flags == common.ModelFlags(top_p=0.5)
+    assert engine.settings() == {"concurrency": "auto", "timeout_s": 60.0, "cache": "off",
+                                 "rps": 3.0}
+    assert engine.batching(None) == {
+        "batch": True, "batch_file": None, "batch_window": "1h", "batch_fallback": "batch",
+        "batch_poll_s": 5.0, "batch_size": common.DEFAULT_BATCH_SIZE}
+    with pytest.raises(AttributeError, match="executor"):
+        _ = engine.executor
+    result = CliRunner().invoke(toy, ["--max-failed-share", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert got[-1].settings()["max_failed_share"] == 0.5
+    assert CliRunner().invoke(toy, ["--max-failed-share", "2"]).exit_code == 2
 
 
 def config_types() -> list[type]:
