@@ -158,8 +158,11 @@ def _located(parse: Callable[[], Any], ctx: Any) -> Any:
         raise
 
 
-class PersonahubCommand(TyperCommand):
-    """A leaf command with the app's conventions (see the module docstring)."""
+class _Conventions:
+    """What a command and a group of the app share: conventional option names, the verbosity
+    flags, normal chatter at each entry, and usage errors that name where they are."""
+
+    params: list[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -168,10 +171,14 @@ class PersonahubCommand(TyperCommand):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         reset_cli_state()  # the entry point: each invocation starts at normal chatter
-        return super().main(*args, **kwargs)
+        return super().main(*args, **kwargs)  # type: ignore[misc]
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return _located(partial(super().parse_args, ctx, args), ctx)
+        return _located(partial(super().parse_args, ctx, args), ctx)  # type: ignore[misc]
+
+
+class PersonahubCommand(_Conventions, TyperCommand):
+    """A leaf command with the app's conventions (see the module docstring)."""
 
     def invoke(self, ctx: Any) -> Any:
         if verbosity() > 0:
@@ -184,20 +191,8 @@ class PersonahubCommand(TyperCommand):
             subcommands=None, width=helpfmt.width_now()))
 
 
-class PersonahubGroup(TyperGroup):
+class PersonahubGroup(_Conventions, TyperGroup):
     """A command group with the app's conventions; its help lists its commands."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        conventional_names(self.params)
-        self.params.extend(verbosity_params())
-
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        reset_cli_state()  # the entry point: each invocation starts at normal chatter
-        return super().main(*args, **kwargs)
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return _located(partial(super().parse_args, ctx, args), ctx)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         subcommands = []

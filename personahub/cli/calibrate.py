@@ -14,18 +14,16 @@ import typer
 from personahub.cli.common import (
     DbOption,
     Engine,
+    JobHooks,
     JsonOption,
     awaiting_results,
-    banner,
     batch_progress,
     emit_job_json,
     engine_options,
-    job_progress,
     missing_argument,
     one_line_errors,
     out,
     say,
-    started,
     summary_counts,
     unreachable,
 )
@@ -100,7 +98,6 @@ def calibrate(
     group (representativeness, dispersion, modal agreement) beside the uniform, human-overall
     and no-persona baselines, and print per-attribute representativeness."""
     from personahub import runtime
-    from personahub.cli.progress import LateCounts
     from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
 
     if resume is None and survey is None:
@@ -126,23 +123,12 @@ def calibrate(
         from personahub.analysis.survey_respondents import read_respondent_rows
 
         sample = read_respondent_rows(humans)
-    counts = LateCounts()
-
-    def on_ready(client: Any) -> None:
-        counts.follow(client.stats)
-        banner(client)
-
-    def on_start(job_id: str, resumed: bool) -> None:
-        if resumed:
-            say("resuming calibration ", (job_id, "bold"), f" in {db}")
-        else:
-            started("calibration", job_id, db)
-
+    hooks = JobHooks("calibration", db)
     label = f"calibrating {survey or resume}"
-    with job_progress(counts=counts) as bar, awaiting_results():
+    with hooks.progress() as bar, awaiting_results():
         handle = bar.add_task(label, total=None)
         result = runtime.run(CALIBRATION, config, db, resume=resume, fresh=fresh,
-                             on_ready=on_ready, on_start=on_start, warn=unreachable,
+                             on_ready=hooks.on_ready, on_start=hooks.on_start, warn=unreachable,
                              progress=batch_progress(bar, handle, label))
     if not result.ran:
         say("calibration ", (result.job_id, "bold"), " already finished; nothing to resume")

@@ -447,6 +447,44 @@ def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Pr
                        every_update=verbosity() > 0)
 
 
+class JobHooks:
+    """What a job command hands its job to hear from it: ``on_ready`` (the client is built: its
+    call counts shown from now on, and its banner) and ``on_start`` (the job's id named as it
+    starts or resumes, so ``--json`` can print it if the job stops).
+
+    Args:
+        noun: how the console names the job ("job", "interview", ...).
+        db: the database the job writes.
+        show_banner: print the client's banner when it is ready.
+    """
+
+    def __init__(self, noun: str, db: Path, *, show_banner: bool = True) -> None:
+        from personahub.cli.progress import LateCounts
+
+        self.noun, self.db, self.show_banner = noun, db, show_banner
+        self.counts = LateCounts()
+
+    def on_ready(self, client: Any) -> None:
+        """Follow the client's call counts (None: a job that calls no model)."""
+        if client is None:
+            return
+        self.counts.follow(client.stats)
+        if self.show_banner:
+            banner(client)
+
+    def on_start(self, job_id: str, resumed: bool) -> None:
+        """Name the job on stderr and remember it for ``--json``."""
+        if resumed:
+            say(f"resuming {self.noun} ", (job_id, "bold"), f" in {self.db}")
+            note_job(self.noun, job_id, self.db)
+        else:
+            started(self.noun, job_id, self.db)
+
+    def progress(self) -> Progress:
+        """The progress display, with the client's counts once it is ready."""
+        return job_progress(counts=self.counts)
+
+
 _ID_KEYS = {"run": "run_id", "judge": "judge_id", "expansion": "expansion_id",
             "interview": "batch_id"}
 

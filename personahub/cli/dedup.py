@@ -19,6 +19,7 @@ import typer
 from personahub.cli.common import (
     DbOption,
     Engine,
+    JobHooks,
     JsonOption,
     awaiting_results,
     console,
@@ -26,12 +27,8 @@ from personahub.cli.common import (
     emit_job_json,
     engine_options,
     given_on_command_line,
-    job_progress,
-    note_job,
     one_line_errors,
     out,
-    say,
-    started,
     unreachable,
 )
 from personahub.core.errors import PersonahubError, UsageError
@@ -76,7 +73,6 @@ def personas_dedup(
     openai:<model> embedder, --batch sends the embedding requests as provider batches and
     --batch-file writes them for another runner (docs/batch.md).
     """
-    from personahub.cli.progress import LateCounts
     from personahub.persona_jobs import run_dedup_job
     from personahub.pipelines.dedup import DedupJobConfig, dedup_lines
 
@@ -96,22 +92,10 @@ def personas_dedup(
     config: DedupJobConfig | dict[str, Any] = settings if resume is not None else DedupJobConfig(
         threshold=threshold, num_perm=num_perm, ngram=ngram, embedder=embedder,
         embed_threshold=embed_threshold, ann=ann, **settings)
-    counts = LateCounts()
-
-    def on_ready(client: Any) -> None:
-        if client is not None:
-            counts.follow(client.stats)
-
-    def on_start(job: str, resumed: bool) -> None:
-        if resumed:
-            say("resuming dedup job ", (job, "bold"), f" in {db}")
-            note_job("dedup", job, db)
-        else:
-            started("dedup job", job, db)
-
-    with job_progress(counts=counts) as bar, awaiting_results():
+    hooks = JobHooks("dedup job", db, show_banner=False)
+    with hooks.progress() as bar, awaiting_results():
         result = run_dedup_job(config, db=db, resume=resume, progress=_progress_hook(bar),
-                               on_ready=on_ready, on_start=on_start, warn=unreachable)
+                               on_ready=hooks.on_ready, on_start=hooks.on_start, warn=unreachable)
     summary = result.summary
     if embedder == "hash" and resume is None:
         console.print("stage 2 used the 'hash' embedder (feature hashing, not a neural model); "

@@ -15,18 +15,15 @@ from rich.text import Text
 from personahub.cli.common import (
     DbOption,
     Engine,
+    JobHooks,
     JsonOption,
     awaiting_results,
-    banner,
     batch_progress,
     emit_job_json,
     engine_options,
-    job_progress,
-    note_job,
     one_line_errors,
     out,
     say,
-    started,
     unreachable,
 )
 from personahub.core.errors import UsageError
@@ -82,7 +79,6 @@ def interview(
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
     from each agent's stored state at a step and go to the interviews table, batch by batch (the
     run itself is not changed). A stopped interview goes on with --resume ID."""
-    from personahub.cli.progress import LateCounts
     from personahub.interviews import run_interview
     from personahub.pipelines.interview import InterviewConfig, resume_settings
 
@@ -102,23 +98,11 @@ def interview(
         config = InterviewConfig(
             run_id=run, question=question, agent=agent, where=personas, carve=tuple(carve or ()),
             step=step, limit=limit, **engine.flags.settings(), **settings)
-    counts = LateCounts()
-
-    def on_ready(client: Any) -> None:
-        counts.follow(client.stats)
-        banner(client)
-
-    def on_start(job_id: str, resumed: bool) -> None:
-        if resumed:
-            say("resuming interview ", (job_id, "bold"), f" in {db}")
-            note_job("interview", job_id, db)
-        else:
-            started("interview", job_id, db)
-
-    with job_progress(counts=counts) as bar, awaiting_results():
+    hooks = JobHooks("interview", db)
+    with hooks.progress() as bar, awaiting_results():
         handle = bar.add_task("interviewing", total=None)
-        result = run_interview(config, db, resume=resume, fresh=fresh, on_ready=on_ready,
-                               on_start=on_start, warn=unreachable,
+        result = run_interview(config, db, resume=resume, fresh=fresh, on_ready=hooks.on_ready,
+                               on_start=hooks.on_start, warn=unreachable,
                                progress=batch_progress(bar, handle, "interviewing"))
     if output == "json" and not as_json:
         sys.stdout.write(json.dumps(answers_json(result), ensure_ascii=False, default=str,

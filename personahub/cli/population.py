@@ -23,18 +23,15 @@ import typer
 from personahub.cli.common import (
     DbOption,
     Engine,
+    JobHooks,
     JsonOption,
-    banner,
     batch_progress,
     console,
     emit_job_json,
     engine_options,
-    job_progress,
-    note_job,
     one_line_errors,
     out,
     say,
-    started,
     summary_counts,
     unreachable,
 )
@@ -186,7 +183,6 @@ def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: 
     settings."""
     from personahub import runtime
     from personahub.api import population_write_config, population_write_resume
-    from personahub.cli.progress import LateCounts
     from personahub.models.client import resolve_spec
     from personahub.pipelines.population_write import POPULATION_WRITE, WriteConfig
 
@@ -199,24 +195,12 @@ def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: 
     else:
         config = population_write_config(marginals, joint, n, seed, resolve_spec(llm),
                                           {**engine.flags.settings(), **settings})
-    counts = LateCounts()
-
-    def on_ready(client: Any) -> None:
-        counts.follow(client.stats)
-        banner(client)
-
-    def on_start(job_id: str, resumed: bool) -> None:
-        if resumed:
-            say("resuming population job ", (job_id, "bold"), f" in {db}")
-            note_job("population job", job_id, db)
-        else:
-            started("population job", job_id, db)
-
+    hooks = JobHooks("population job", db)
     label = "writing personas"
-    with job_progress(counts=counts) as bar:
+    with hooks.progress() as bar:
         handle = bar.add_task(label, total=None if resume else n)
         result = runtime.run(POPULATION_WRITE, config, db, resume=resume, fresh=fresh,
-                             on_ready=on_ready, on_start=on_start, warn=unreachable,
+                             on_ready=hooks.on_ready, on_start=hooks.on_start, warn=unreachable,
                              progress=batch_progress(bar, handle, label))
     if not result.ran:
         say("population job ", (result.job_id, "bold"), " already finished; nothing to resume")

@@ -13,22 +13,19 @@ from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     DbOption,
     Engine,
+    JobHooks,
     JsonOption,
     PreviewOption,
     awaiting_results,
-    banner,
     batch_progress,
     embedder_spec,
     emit_job_json,
     engine_options,
     error_line,
-    job_progress,
-    note_job,
     one_line_errors,
     out,
     print_preview,
     say,
-    started,
     unreachable,
 )
 from personahub.core.errors import UsageError
@@ -117,7 +114,6 @@ def synthesize(
     --per-persona K asks K items of each persona. A job that holds fewer items than it asked
     says why and exits 1, unless --allow-fewer."""
     from personahub import runtime
-    from personahub.cli.progress import LateCounts
     from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
 
     if list_templates:
@@ -141,23 +137,11 @@ def synthesize(
             prompting=prompting, examples=str(examples) if examples else None,
             world=str(world) if world else None, solve=solve, with_assistant=with_assistant,
             seed=seed, **engine.flags.settings(), **settings)
-    counts = LateCounts()
-
-    def on_ready(client: Any) -> None:
-        counts.follow(client.stats)
-        banner(client)
-
-    def on_start(job_id: str, resumed: bool) -> None:
-        if resumed:
-            say("resuming job ", (job_id, "bold"), f" in {db}")
-            note_job("job", job_id, db)
-        else:
-            started("job", job_id, db)
-
-    with job_progress(counts=counts) as bar, awaiting_results():
+    hooks = JobHooks("job", db)
+    with hooks.progress() as bar, awaiting_results():
         handle = bar.add_task(f"synthesizing {task or resume}", total=n * per_persona)
-        result = runtime.run(SYNTHESIS, config, db, resume=resume, fresh=fresh, on_ready=on_ready,
-                             on_start=on_start, warn=unreachable,
+        result = runtime.run(SYNTHESIS, config, db, resume=resume, fresh=fresh, on_ready=hooks.on_ready,
+                             on_start=hooks.on_start, warn=unreachable,
                              progress=batch_progress(bar, handle, f"synthesizing {task or resume}"))
     summary = result.summary
     if not result.ran:
