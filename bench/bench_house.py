@@ -35,6 +35,8 @@ VOLATILE = re.compile(r".*(_at|_ms|_s|latency.*|elapsed.*|duration.*|host|pid|_s
 # ids hashed from a job's id (which holds its start time): left out; the job ids themselves are
 # replaced by their order of start (J1, J2, ...) wherever they appear, so what refers to which
 # job is still compared
+# the workflow's folder as a path names it (also in databases compared later with --compare)
+RUN_FOLDER = re.compile(r"/[^\s\"']*/(before|after)_run")
 HASHED_IDS = {"call_id", "item_id", "judge_id", "interview_id"}
 PERSONAS = [
     "A retired nurse who volunteers at the community garden and reads mystery novels.",
@@ -70,6 +72,8 @@ INTENDED = {
     "personas.source of seed rows -> seed": "issue 44: one source name however a file was read",
     "llm_calls.run_id of non-run jobs -> NULL": "issue 44: run_id holds a scenario run's id only",
     "synthesis task tool -> tool_spec": "issue 44: one name for the tool kind",
+    "a calibration's stored elicit ['sample'] -> absent": "issue 45: --elicit, whose default "
+                                                          "is the one way asked before",
 }
 # Left out of the comparison, each with the reason: what later issues added on purpose.
 ADDED = {
@@ -176,7 +180,8 @@ def table_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
                 column, values, _ = ADDED_ROWS[table]
                 frame = frame[~frame[column].isin(values)]
             frame = frame[sorted(frame.columns)].map(
-                lambda v: pattern.sub(lambda m: named[m.group(0)], v) if isinstance(v, str) else v)
+                lambda v: RUN_FOLDER.sub("<folder>", pattern.sub(lambda m: named[m.group(0)], v))
+                if isinstance(v, str) else v)
             found[table] = sorted(tuple("" if v is None else str(v) for v in row)
                                   for row in frame.itertuples(index=False))
             found[table].insert(0, tuple(frame.columns))
@@ -189,10 +194,22 @@ def _intended(table: str, frame, con):  # type: ignore[no-untyped-def]
     if table == "personas" and "source" in frame:
         frame["source"] = frame["source"].where(frame["hop"].astype(str) != "0", "seed") \
             if "hop" in frame else frame["source"]
+    if table == "jobs" and "config" in frame:
+        frame["config"] = [_without_default_elicit(c) for c in frame["config"]]
     if table == "llm_calls" and "run_id" in frame:
         runs = {r[0] for r in con.execute("SELECT job_id FROM jobs WHERE kind = 'run'").fetchall()}
         frame["run_id"] = frame["run_id"].where(frame["run_id"].isin(runs), None)
     return frame
+
+
+def _without_default_elicit(config: str | None) -> str | None:
+    """A stored config without ``elicit`` when it holds the default ``["sample"]``."""
+    if not config:
+        return config
+    data = json.loads(config)
+    if data.get("elicit") == ["sample"]:
+        del data["elicit"]
+    return json.dumps(data, sort_keys=True)
 
 
 def compare(before: dict[str, list[tuple[object, ...]]],
