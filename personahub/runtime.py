@@ -139,6 +139,7 @@ def _register_shipped() -> None:
     """Import the shipped specs' modules: each registers its kind."""
     import personahub.pipelines.calibrate  # noqa: F401 - registers "calibration"
     import personahub.pipelines.dedup  # noqa: F401 - registers "dedup"
+    import personahub.pipelines.evaluate  # noqa: F401 - registers "evaluation"
     import personahub.pipelines.expand  # noqa: F401 - registers "expansion"
     import personahub.pipelines.interview  # noqa: F401 - registers "interview"
     import personahub.pipelines.judge  # noqa: F401 - registers "judge"

@@ -55,11 +55,18 @@ def population_write(config: Config) -> str:
     return f"{' + '.join(files)} n={config.get('n', '?')}"
 
 
+def evaluation(config: Config) -> str:
+    solvers, models = config.get("solvers") or [], config.get("models") or []
+    return (f"job {config.get('job', '?')}: {len(solvers)} solver(s)"
+            + (f", {len(models)} model(s)" if models else ""))
+
+
 #: every shipped kind and its label (``personahub.runtime`` registers exactly these kinds; a test
 #: keeps the two in step)
 LABELS: dict[str, Callable[[Config], str]] = {
     "run": run, "synthesis": synthesis, "expansion": expansion,
     "text_to_persona": text_to_persona, "dedup": dedup, "judge": judge, "interview": interview,
     "calibration": calibration, "population_write": population_write,
+    "evaluation": evaluation,
 }
 SHIPPED_KINDS: tuple[str, ...] = tuple(LABELS)

@@ -36,7 +36,7 @@ def test_evaluate_prints_split_agreement_and_score_and_resumes(tmp_path: Path) -
     assert "model calls: ok=12" in again.output  # nothing asked again
     con = connect(db, read_only=True)
     try:
-        assert con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluate'"
+        assert con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluation'"
                            ).fetchone() == (12,)
     finally:
         con.close()
