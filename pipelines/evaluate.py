@@ -56,6 +56,14 @@ from personahub.models.client import redact_spec
 from personahub.models.failures import call_error
 from personahub.models.settings import LLMSettings
 from personahub.pipelines import labels
+from personahub.pipelines.evaluate_scores import (
+    _clusters,
+    breakdown_lines,
+    group_scores,
+    model_differences,
+    solver_answers,
+    wilson,
+)
 from personahub.pipelines.prompts.evaluate import (
     SOLVE_MODES,
     SOLVE_PURPOSE,
@@ -297,40 +305,6 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
     return summary
 
 
-def _clusters(answers: Sequence[str]) -> list[list[int]]:
-    """Indices of ``answers`` grouped by equivalence to each group's first answer (undecided
-    pairs are not equivalent: no judge settles them in this slice)."""
-    groups: list[list[int]] = []
-    for i, answer in enumerate(answers):
-        for group in groups:
-            if equivalent(answers[group[0]], answer) is True:
-                group.append(i)
-                break
-        else:
-            groups.append([i])
-    return groups
-
-
-def _consensus(samples: Sequence[str]) -> str:
-    """A solver's answer from its samples: the first answer of the largest equivalence group."""
-    biggest = max(_clusters(samples), key=len)
-    return samples[biggest[0]]
-
-
-def solver_answers(con: duckdb.DuckDBPyConnection, eval_id: str,
-                   role: str = "solver") -> dict[str, dict[str, str]]:
-    """``{spec: {item_id: answer}}``: each solver's (self-consistent) answer per item."""
-    by: dict[tuple[str, str], list[str]] = {}
-    for spec, item, answer in con.execute(
-            "SELECT spec, item_id, answer FROM eval_answers WHERE eval_id = ? AND role = ? "
-            "AND answer IS NOT NULL ORDER BY spec, item_id, sample", [eval_id, role]).fetchall():
-        by.setdefault((spec, item), []).append(answer)
-    out: dict[str, dict[str, str]] = {}
-    for (spec, item), samples in by.items():
-        out.setdefault(spec, {})[item] = _consensus(samples)
-    return out
-
-
 def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2) -> Counter[str]:
     """Mark each answered test item verified when at least ``agree`` solvers agree.
 
@@ -401,16 +375,6 @@ class Score:
     def accuracy(self) -> float | None:
         """correct / total, None when nothing was scored."""
         return self.correct / self.total if self.total else None
-
-
-def wilson(correct: int, total: int, alpha: float = 0.05) -> tuple[float, float]:
-    """The Wilson score interval of ``correct`` out of ``total`` (statsmodels)."""
-    from statsmodels.stats.proportion import proportion_confint
-
-    if total == 0:
-        return (0.0, 1.0)
-    low, high = proportion_confint(correct, total, alpha=alpha, method="wilson")
-    return float(low), float(high)
 
 
 def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
@@ -543,6 +507,10 @@ class EvalSummary:
     scores: list[Score]
     calls: dict[str, int]
     job_id: str = ""  # the kernel job (``personahub resume`` takes it)
+    # each model's accuracy per task, prompting and persona source, and each pair's paired
+    # difference (``pipelines/evaluate_scores.py``): DataFrames, None without models
+    groups: Any = field(default=None, repr=False)
+    differences: Any = field(default=None, repr=False)
 
     @property
     def verified_share(self) -> float | None:
@@ -765,11 +733,16 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
                               "eval_id = ?", [eval_id]).fetchone()
         counts = verify_items(con, eval_id, agree=config.agree)
         state = _eval_state(ctx)
-        return EvalSummary(eval_id, split, int(flagged[0]) if flagged else 0,
-                           list(state.solved.values()), counts["verified"],
-                           counts["unverified"], agreement_matrix(con, eval_id),
-                           [score(con, eval_id, spec) for spec in config.models],
-                           call_counts(con, job_id=ctx.job_id), job_id=ctx.job_id)
+        summary = EvalSummary(eval_id, split, int(flagged[0]) if flagged else 0,
+                              list(state.solved.values()), counts["verified"],
+                              counts["unverified"], agreement_matrix(con, eval_id),
+                              [score(con, eval_id, spec) for spec in config.models],
+                              call_counts(con, job_id=ctx.job_id), job_id=ctx.job_id)
+        if config.models:
+            summary.groups = group_scores(con, eval_id, config.models)
+            summary.differences = model_differences(con, eval_id, config.models,
+                                                    seed=config.seed)
+        return summary
 
 
 EVALUATION = register(EvaluationSpec())
@@ -814,6 +787,8 @@ def summary_lines(summary: EvalSummary) -> list[str]:
         acc = f"{sc.accuracy:.1%}"
         lines.append(f"score {sc.spec}: {sc.correct}/{sc.total} = {acc} "
                      f"(95% Wilson {sc.low:.1%}-{sc.high:.1%})")
+    if summary.groups is not None:
+        lines.extend(breakdown_lines(summary.groups, summary.differences))
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     lines.append(f"model calls: {calls}")
     return lines
