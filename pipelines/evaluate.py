@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, cast
-from urllib.parse import parse_qsl
 
 import duckdb
 
@@ -97,26 +96,24 @@ def eval_id_for(job_id: str, seed: int, test_share: float | None, test_n: int | 
 
 
 def solver_settings(spec: str, **settings: Any) -> LLMSettings:
-    """The model settings of a solver spec: any ``--llm`` spec, where ``offline?seed=N`` is the
-    offline engine with seed N (offline solvers with different seeds answer differently).
+    """The model settings of a solver spec: any ``--llm`` spec, ``offline?seed=N`` too (the
+    offline engine with seed N, read by the model layer: ``models.endpoint_specs``).
 
     Args:
         spec: ``offline``, ``offline?seed=N``, ``openai:<model>`` or a URL.
         **settings: other ``LLMSettings`` fields (timeout, concurrency...).
 
     Returns:
-        The settings to build the solver's client with (``models.client.make_client``).
+        The settings to build the solver's client with (``models.client.make_client``); a
+        malformed ``offline?...`` spec is a usage error now, not when the job starts.
     """
-    base, _, query = spec.partition("?")
-    if base == "offline" and query:
-        params = dict(parse_qsl(query, strict_parsing=True))
-        if set(params) != {"seed"}:
-            raise UsageError(f"solver {spec!r}: the offline engine takes only ?seed=N")
-        try:
-            seed = int(params["seed"])
-        except ValueError:
-            raise UsageError(f"solver {spec!r}: seed must be an integer") from None
-        return LLMSettings(spec=base, seed=seed, **settings)
+    from personahub.models.endpoint_specs import with_spec_seed
+    from personahub.models.settings import LLMConfigError
+
+    try:
+        with_spec_seed(LLMSettings(spec=spec, **settings))
+    except LLMConfigError as exc:
+        raise UsageError(f"solver {spec!r}: {exc}") from None
     return LLMSettings(spec=spec, **settings)
 
 

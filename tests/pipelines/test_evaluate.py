@@ -87,11 +87,14 @@ def test_split_with_a_count_never_exceeds_it_and_refuses_bad_settings(con):
 
 
 def test_offline_seed_in_a_solver_spec():
-    assert solver_settings("offline?seed=2").seed == 2
-    assert solver_settings("offline?seed=2").spec == "offline"
-    assert solver_settings("offline").seed == 0
-    with pytest.raises(UsageError):
+    """The model layer reads ``offline?seed=N`` (any ``--llm``): the offline engine, seed N."""
+    client = make_client(solver_settings("offline?seed=2", seed=7))
+    assert (client.settings.spec, client.settings.seed) == ("offline", 2)
+    assert make_client(solver_settings("offline")).settings.seed == 0
+    with pytest.raises(UsageError, match="only \\?seed=N"):
         solver_settings("offline?temperature=1")
+    with pytest.raises(UsageError, match="seed must be an integer"):
+        solver_settings("offline?seed=x")
 
 
 def test_offline_solvers_answer_every_test_item_and_every_call_is_logged(con):
