@@ -581,11 +581,24 @@ async def judge_async(*, job: str | int | None = None, run: str | int | None = N
     return await call_in_thread(partial(_judging, job, run, db, llm, seed, options, progress))
 
 
-def run_evaluation_config(config: EvalConfig) -> EvalSummary:
-    """Run one evaluation (what ``evaluate`` and ``personahub evaluate`` go through)."""
-    from personahub.pipelines.evaluate import run_evaluation
+def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path | None = None,
+                          resume: str | None = None) -> EvalSummary:
+    """Run one evaluation job through the kernel (what ``evaluate`` and ``personahub evaluate``
+    go through): a new one, the stored one with the same settings, or with ``resume`` (and
+    ``config`` the engine fields given, ``db`` the database) the job of that id."""
+    from personahub import runtime
+    from personahub.core.errors import PersonahubError
+    from personahub.pipelines.evaluate import EVALUATION, EvalConfig, evaluation_resume
 
-    return run_evaluation(config)
+    if isinstance(config, EvalConfig):
+        if not Path(config.db).exists():  # nothing to evaluate: no empty database left behind
+            raise PersonahubError(f"--job {config.job}: no such synthesis job in {config.db}")
+        db, resume = config.db, resume or evaluation_resume(config)
+    elif db is None or not Path(db).exists():
+        raise PersonahubError(f"--db {db}: no such database")
+    result = runtime.run(EVALUATION, config, db, resume=resume)
+    summary: EvalSummary = result.summary
+    return summary
 
 
 def _evaluating(job: str | int, solvers: tuple[str, ...], db: str | Path,

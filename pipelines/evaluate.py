@@ -16,11 +16,16 @@ A first slice, as library functions over one database connection:
 3. **A model's score** (``score``): accuracy on the verified test items, with a Wilson interval
    (statsmodels ``proportion_confint``).
 
-Answers land in ``eval_answers`` with their calls' ``llm_calls`` rows (``job_kind`` =
-``evaluate``, ``job_id`` = the evaluation; ``run_id`` NULL, not a run) in one transaction
-per batch of 32; answers already stored are not asked again (a re-run goes on where a killed
-one stopped). A solver spec may carry a seed, ``offline?seed=2`` (``solver_settings``), so that
-offline solvers differ.
+The whole evaluation is a job of the kernel (``EvaluationSpec``, kind ``evaluation``): its
+``jobs`` row (config with the specs redacted; ``parent_id`` the synthesis job) is written with
+the split, then each batch of one solver's (or scored model's) answers lands in
+``eval_answers`` with its calls' ``llm_calls`` rows (``job_kind`` = ``evaluation``, ``job_id``
+= the job; ``run_id`` NULL, not a run) in one transaction. Its id is derived from its settings
+(``evaluation_id_for``): a second start goes on with the same job (``evaluation_resume``), as
+does ``personahub resume ID`` after a kill, asking only the answers not stored. The tables are
+keyed by the split's id (``eval_id``), so jobs with other models on the same split reuse its
+solvers' answers. Local executor only (the asker holds one client per spec). A solver spec may
+carry a seed, ``offline?seed=2`` (``solver_settings``), so that offline solvers differ.
 """
 
 from __future__ import annotations
@@ -30,20 +35,34 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-from urllib.parse import parse_qsl
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple, cast
 
 import duckdb
 
-from personahub.core.commit import JobRef, commit_batch
-from personahub.core.contracts import StructuredCaller, StructuredResult
+from personahub.core.commit import JobRef, cache_rows_of, call_rows, commit_batch, records_of
+from personahub.core.contracts import ServesModels, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.store import DEFAULT_DB
+from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
+from personahub.core.store import DEFAULT_DB, insert_rows
+from personahub.core.validate import check_int
 from personahub.models.adaptive_limit import Concurrency
 from personahub.models.client import redact_spec
+from personahub.models.failures import call_error
 from personahub.models.settings import LLMSettings
+from personahub.pipelines import labels
+from personahub.pipelines.evaluate_scores import (
+    _clusters,
+    breakdown_lines,
+    group_scores,
+    model_differences,
+    solver_answers,
+    wilson,
+)
 from personahub.pipelines.prompts.evaluate import (
     SOLVE_MODES,
     SOLVE_PURPOSE,
@@ -54,11 +73,12 @@ from personahub.pipelines.prompts.evaluate import (
 from personahub.tasks.answer_equivalence import equivalent
 from personahub.tasks.limits import default_max_tokens
 
-__all__ = ["EVAL_KIND", "HeldOutItem", "Score", "SplitSummary", "agreement_matrix", "eval_id_for",
-           "held_out_items", "score", "solve", "solver_answers", "solver_settings", "split_job",
-           "verify_items", "wilson"]
+__all__ = ["EVALUATION", "EVAL_KIND", "EvalConfig", "EvalSummary", "HeldOutItem", "Score",
+           "SplitSummary", "agreement_matrix", "eval_id_for", "evaluation_id_for",
+           "evaluation_resume", "held_out_items", "score", "solve", "solver_answers",
+           "solver_settings", "split_job", "summary_lines", "verify_items", "wilson"]
 
-EVAL_KIND = "evaluate"
+EVAL_KIND = "evaluation"
 _ANSWER_CHARS = 500  # what a row keeps of a final answer
 _REASONING_CHARS = 4000
 
@@ -76,26 +96,24 @@ def eval_id_for(job_id: str, seed: int, test_share: float | None, test_n: int | 
 
 
 def solver_settings(spec: str, **settings: Any) -> LLMSettings:
-    """The model settings of a solver spec: any ``--llm`` spec, where ``offline?seed=N`` is the
-    offline engine with seed N (offline solvers with different seeds answer differently).
+    """The model settings of a solver spec: any ``--llm`` spec, ``offline?seed=N`` too (the
+    offline engine with seed N, read by the model layer: ``models.endpoint_specs``).
 
     Args:
         spec: ``offline``, ``offline?seed=N``, ``openai:<model>`` or a URL.
         **settings: other ``LLMSettings`` fields (timeout, concurrency...).
 
     Returns:
-        The settings to build the solver's client with (``models.client.make_client``).
+        The settings to build the solver's client with (``models.client.make_client``); a
+        malformed ``offline?...`` spec is a usage error now, not when the job starts.
     """
-    base, _, query = spec.partition("?")
-    if base == "offline" and query:
-        params = dict(parse_qsl(query, strict_parsing=True))
-        if set(params) != {"seed"}:
-            raise UsageError(f"solver {spec!r}: the offline engine takes only ?seed=N")
-        try:
-            seed = int(params["seed"])
-        except ValueError:
-            raise UsageError(f"solver {spec!r}: seed must be an integer") from None
-        return LLMSettings(spec=base, seed=seed, **settings)
+    from personahub.models.endpoint_specs import with_spec_seed
+    from personahub.models.settings import LLMConfigError
+
+    try:
+        with_spec_seed(LLMSettings(spec=spec, **settings))
+    except LLMConfigError as exc:
+        raise UsageError(f"solver {spec!r}: {exc}") from None
     return LLMSettings(spec=spec, **settings)
 
 
@@ -284,40 +302,6 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
     return summary
 
 
-def _clusters(answers: Sequence[str]) -> list[list[int]]:
-    """Indices of ``answers`` grouped by equivalence to each group's first answer (undecided
-    pairs are not equivalent: no judge settles them in this slice)."""
-    groups: list[list[int]] = []
-    for i, answer in enumerate(answers):
-        for group in groups:
-            if equivalent(answers[group[0]], answer) is True:
-                group.append(i)
-                break
-        else:
-            groups.append([i])
-    return groups
-
-
-def _consensus(samples: Sequence[str]) -> str:
-    """A solver's answer from its samples: the first answer of the largest equivalence group."""
-    biggest = max(_clusters(samples), key=len)
-    return samples[biggest[0]]
-
-
-def solver_answers(con: duckdb.DuckDBPyConnection, eval_id: str,
-                   role: str = "solver") -> dict[str, dict[str, str]]:
-    """``{spec: {item_id: answer}}``: each solver's (self-consistent) answer per item."""
-    by: dict[tuple[str, str], list[str]] = {}
-    for spec, item, answer in con.execute(
-            "SELECT spec, item_id, answer FROM eval_answers WHERE eval_id = ? AND role = ? "
-            "AND answer IS NOT NULL ORDER BY spec, item_id, sample", [eval_id, role]).fetchall():
-        by.setdefault((spec, item), []).append(answer)
-    out: dict[str, dict[str, str]] = {}
-    for (spec, item), samples in by.items():
-        out.setdefault(spec, {})[item] = _consensus(samples)
-    return out
-
-
 def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2) -> Counter[str]:
     """Mark each answered test item verified when at least ``agree`` solvers agree.
 
@@ -390,16 +374,6 @@ class Score:
         return self.correct / self.total if self.total else None
 
 
-def wilson(correct: int, total: int, alpha: float = 0.05) -> tuple[float, float]:
-    """The Wilson score interval of ``correct`` out of ``total`` (statsmodels)."""
-    from statsmodels.stats.proportion import proportion_confint
-
-    if total == 0:
-        return (0.0, 1.0)
-    low, high = proportion_confint(correct, total, alpha=alpha, method="wilson")
-    return float(low), float(high)
-
-
 def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
           alpha: float = 0.05) -> Score:
     """A scored model's accuracy on the verified test items (its answer against the reference).
@@ -453,11 +427,15 @@ def contaminated(con: duckdb.DuckDBPyConnection, eval_id: str, job_id: str,
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    """One evaluation: the job, its split, its solvers and the models scored."""
+    """One evaluation: the job, its split, its solvers and the models scored.
+
+    ``solvers`` and ``models`` are engine fields that still name the job (``identity``): a
+    resume takes the caller's specs (with their credentials) and else the stored, redacted
+    ones; ``db``, ``concurrency``, ``timeout_s`` and ``batch_size`` are how this run asks."""
 
     job: str
-    solvers: tuple[str, ...]
-    models: tuple[str, ...] = ()
+    solvers: tuple[str, ...] = engine((), identity=True)
+    models: tuple[str, ...] = engine((), identity=True)
     test_share: float | None = None
     test_n: int | None = None
     seed: int = 0
@@ -467,9 +445,10 @@ class EvalConfig:
     against: tuple[str, ...] = ()
     ngram: int = 13
     keep_contaminated: bool = False  # flagged items stay in the splits (their matches stored)
-    db: str = DEFAULT_DB
-    concurrency: Concurrency = 16
-    timeout_s: float = 60.0
+    db: str = engine(DEFAULT_DB)
+    concurrency: Concurrency = engine(16)
+    timeout_s: float = engine(60.0)
+    batch_size: int = engine(32)  # answers per committed batch (a kill loses at most one)
 
     def __post_init__(self) -> None:
         if (self.test_share is None) == (self.test_n is None):
@@ -485,15 +464,30 @@ class EvalConfig:
             raise UsageError(f"--mode must be one of {SOLVE_MODES}, got {self.mode!r}")
         if self.samples < 1:
             raise UsageError(f"--samples must be >= 1, got {self.samples}")
+        check_int(self.batch_size, "batch size", low=1)
 
     @property
     def eval_id(self) -> str:
-        """The evaluation's id: its split's settings and the benchmark files."""
+        """The split's id (the evaluation tables' key): its settings and the benchmark files.
+        Jobs with other solvers or models on the same split share its stored answers."""
         base = eval_id_for(self.job, self.seed, self.test_share, self.test_n)
         if not self.against:
             return base
         extra = json.dumps([sorted(self.against), self.ngram, self.keep_contaminated])
         return base[:5] + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
+
+    def identity(self) -> dict[str, Any]:
+        """What names the evaluation job: its split, solvers (redacted), models and prompting."""
+        return {"split": self.eval_id, "solvers": [redact_spec(s) for s in self.solvers],
+                "models": [redact_spec(m) for m in self.models], "agree": self.agree,
+                "samples": self.samples, "mode": self.mode}
+
+
+def evaluation_id_for(config: EvalConfig) -> str:
+    """``evaluation-`` + 12 hex digits of SHA-1 over the job's identity: the same settings, the
+    same job (a second start goes on with it, as a judge does)."""
+    text = json.dumps(config.identity(), sort_keys=True)
+    return "evaluation-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -509,6 +503,11 @@ class EvalSummary:
     matrix: dict[str, dict[str, float | None]]
     scores: list[Score]
     calls: dict[str, int]
+    job_id: str = ""  # the kernel job (``personahub resume`` takes it)
+    # each model's accuracy per task, prompting and persona source, and each pair's paired
+    # difference (``pipelines/evaluate_scores.py``): DataFrames, None without models
+    groups: Any = field(default=None, repr=False)
+    differences: Any = field(default=None, repr=False)
 
     @property
     def verified_share(self) -> float | None:
@@ -517,58 +516,247 @@ class EvalSummary:
         return self.verified / total if total else None
 
 
-async def _evaluate(con: duckdb.DuckDBPyConnection, config: EvalConfig,
-                    callers: Mapping[str, StructuredCaller] | None) -> EvalSummary:
-    from personahub.core.call_log import call_counts
-    from personahub.models.client import make_client
+class Ask(NamedTuple):
+    """One answer to ask: who (``role``, ``spec``), which test item, which sample."""
 
-    eval_id = config.eval_id
-    flagged = contaminated(con, eval_id, config.job, config.against, ngram=config.ngram) \
-        if config.against else frozenset()
-    split = split_job(con, config.job, test_share=config.test_share, test_n=config.test_n,
-                      seed=config.seed, eval_id=eval_id,
+    role: str
+    spec: str
+    item_id: str
+    text: str
+    sample: int
+
+
+def _answer_row(eval_id: str, ask: Ask, mode: str, value: Any, label: str) -> dict[str, Any]:
+    """An ``eval_answers`` row of a structured answer."""
+    return {"eval_id": eval_id, "item_id": ask.item_id, "role": ask.role,
+            "spec": redact_spec(ask.spec), "mode": mode, "sample": ask.sample,
+            "answer": str(value.final_answer)[:_ANSWER_CHARS],
+            "reasoning": str(getattr(value, "reasoning", ""))[:_REASONING_CHARS] or None,
+            "model": label, "created_at": _now()}
+
+
+class EvalAsker:
+    """Asks one batch (one solver's or model's answers) of the client of its spec; the job's
+    own client (the first solver's, watched and spilled by the kernel) for that spec."""
+
+    def __init__(self, mode: SolveMode, primary: str,
+                 clients: Mapping[str, StructuredCaller]) -> None:
+        self.mode = mode
+        self.primary = primary
+        self.clients = clients
+
+    def client_for(self, spec: str, caller: StructuredCaller) -> StructuredCaller:
+        """The client answering for ``spec`` (``caller``: the kernel's, for the first solver)."""
+        return caller if spec == self.primary else self.clients[spec]
+
+    async def run_batch(self, batch: Sequence[Ask],
+                        caller: StructuredCaller) -> list[StructuredResult[Any]]:
+        """The batch's answers, asked concurrently (the client bounds the calls in flight)."""
+        client = self.client_for(batch[0].spec, caller)
+        schema = solve_schema(self.mode)
+        return list(await asyncio.gather(*(
+            client.structured(schema, solve_messages(ask.text, self.mode), purpose=SOLVE_PURPOSE,
+                              sample=ask.sample, max_tokens=default_max_tokens(SOLVE_PURPOSE))
+            for ask in batch)))
+
+
+@dataclass
+class EvalState:
+    """One evaluation's own state (``JobContext.state``): the other specs' clients and what
+    this run of the job asked, per spec."""
+
+    clients: dict[str, StructuredCaller] = field(default_factory=dict)
+    solved: dict[tuple[str, str], SolveSummary] = field(default_factory=dict)
+
+
+def _eval_state(ctx: JobContext[EvalConfig]) -> EvalState:
+    state: EvalState = ctx.state
+    return state
+
+
+def _write_calls(con: duckdb.DuckDBPyConnection, job: JobRef, client: StructuredCaller,
+                 results: Sequence[StructuredResult[Any]]) -> None:
+    """The call rows (model names from their own client) and cache entries of a batch asked
+    of a client other than the job's, inside the batch's transaction."""
+    insert_rows(con, "llm_calls", call_rows(cast(ServesModels, client), records_of(results), job))
+    insert_rows(con, "llm_cache", cache_rows_of(results), ignore_conflicts=True)
+
+
+class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[Any]],
+                             EvalSummary]):
+    """``personahub evaluate`` as a job spec: the split and the benchmark matches are written
+    with the ``jobs`` row; each batch is one solver's (then one scored model's) answers, committed
+    with their calls; verification and scores are computed from the stored answers at the end.
+    Local executor only: its asker holds several clients (Ray ships one)."""
+
+    kind = EVAL_KIND
+    calls_in_run = False
+    config_type = EvalConfig
+    refuses_twins = False  # the id is the settings: a second start is the same job, resumed
+    noun = "evaluation"
+    unit = "answers"
+
+    def job_id_for(self, config: EvalConfig) -> str:
+        return evaluation_id_for(config)
+
+    def belongs_to(self, config: EvalConfig) -> str | None:
+        return config.job
+
+    def model_settings(self, config: EvalConfig) -> LLMSettings:
+        return solver_settings(config.solvers[0], concurrency=config.concurrency,
+                               timeout_s=config.timeout_s)
+
+    def prepare(self, ctx: JobContext[EvalConfig]) -> None:
+        """Refuse a job without items (nothing recorded) and a Ray executor."""
+        config = ctx.config
+        if ctx.executor.name != "local":
+            raise UsageError(f"evaluate: runs on the local executor only, not {ctx.executor.name}")
+        found = ctx.con.execute("SELECT count(*) FROM v_items WHERE source = 'job' AND "
+                                "source_id = ?", [config.job]).fetchone()
+        if not found or not found[0]:
+            raise PersonahubError(f"--job {config.job}: no synthesized items")
+        ctx.state = EvalState()
+
+    def start(self, ctx: JobContext[EvalConfig]) -> BatchOutcome:
+        """The split and the benchmark matches, in the ``jobs`` row's transaction (a split that
+        would leave one side empty records nothing); the specs stored redacted."""
+        config = ctx.config
+        ctx.stored["solvers"] = [redact_spec(s) for s in config.solvers]
+        ctx.stored["models"] = [redact_spec(m) for m in config.models]
+
+        def split() -> None:
+            flagged = contaminated(ctx.con, config.eval_id, config.job, config.against,
+                                   ngram=config.ngram) if config.against else frozenset()
+            split_job(ctx.con, config.job, test_share=config.test_share, test_n=config.test_n,
+                      seed=config.seed, eval_id=config.eval_id,
                       exclude=frozenset() if config.keep_contaminated else flagged)
-    items = held_out_items(con, eval_id)
 
-    def caller_for(spec: str) -> StructuredCaller:
-        if callers is not None and spec in callers:
-            return callers[spec]
-        return make_client(solver_settings(spec, concurrency=config.concurrency,
-                                           timeout_s=config.timeout_s))
+        return BatchOutcome(then=split)
 
-    solved = [await solve(con, eval_id, spec, caller_for(spec), mode=config.mode,
-                          samples=config.samples, items=items) for spec in config.solvers]
-    counts = verify_items(con, eval_id, agree=config.agree)
-    for spec in config.models:
-        solved.append(await solve(con, eval_id, spec, caller_for(spec), mode=config.mode,
-                                  role="model", items=items))
-    return EvalSummary(eval_id, split, len(flagged), solved, counts["verified"],
-                       counts["unverified"], agreement_matrix(con, eval_id),
-                       [score(con, eval_id, spec) for spec in config.models],
-                       call_counts(con, job_id=eval_id))
+    def plan(self, ctx: JobContext[EvalConfig]) -> Iterator[Sequence[Ask]]:
+        """Every solver's answers (``samples`` per item), then every model's (one per item),
+        less those stored (by any job on this split), in batches of one spec each."""
+        config, state = ctx.config, _eval_state(ctx)
+        eval_id = config.eval_id
+        items = held_out_items(ctx.con, eval_id)
+        done = {tuple(r) for r in ctx.con.execute(
+            "SELECT role, spec, item_id, sample FROM eval_answers WHERE eval_id = ? "
+            "AND answer IS NOT NULL", [eval_id]).fetchall()}
+        who = [("solver", s, config.samples) for s in config.solvers] + \
+            [("model", m, 1) for m in config.models]
+        batches: list[list[Ask]] = []
+        total = 0
+        for role, spec, samples in who:
+            name = redact_spec(spec)
+            summary = state.solved.setdefault((role, name), SolveSummary(name))
+            todo = [Ask(role, spec, item.item_id, item.text, k) for item in items
+                    for k in range(samples) if (role, name, item.item_id, k) not in done]
+            summary.skipped = len(items) * samples - len(todo)
+            total += len(items) * samples
+            batches.extend(todo[i:i + config.batch_size]
+                           for i in range(0, len(todo), config.batch_size))
+        ctx.total = total
+        ctx.done_before = total - sum(len(b) for b in batches)
+        return iter(batches)
+
+    @contextmanager
+    def _clients(self, ctx: JobContext[EvalConfig]) -> Iterator[None]:
+        config, state = ctx.config, _eval_state(ctx)
+        models = ctx.env.models
+        others = [s for s in dict.fromkeys(config.solvers + config.models)
+                  if s != config.solvers[0]]
+        for spec in others:
+            client = models.build(solver_settings(spec, concurrency=config.concurrency,
+                                                  timeout_s=config.timeout_s))
+            models.check_reachable(client)
+            state.clients[spec] = client
+        spilling = [c for c in state.clients.values() if ctx.spill is not None
+                    and c is not ctx.client and hasattr(c, "spill_to")]
+        for client in spilling:  # their attempts outlive a kill too
+            client.spill_to(ctx.spill)
+        try:
+            yield
+        finally:
+            for client in spilling:
+                client.spill_to(None)
+
+    def running(self, ctx: JobContext[EvalConfig]) -> AbstractContextManager[None]:
+        """The other solvers' and models' clients, built, checked and spilling while it runs."""
+        return self._clients(ctx)
+
+    def asker(self, ctx: JobContext[EvalConfig]) -> EvalAsker:
+        return EvalAsker(ctx.config.mode, ctx.config.solvers[0], _eval_state(ctx).clients)
+
+    def commit(self, ctx: JobContext[EvalConfig], batch: Sequence[Ask],
+               result: list[StructuredResult[Any]]) -> BatchOutcome:
+        """The batch's answers; its calls with their own client's model names."""
+        config, state = ctx.config, _eval_state(ctx)
+        spec = batch[0].spec
+        client = ctx.caller if spec == config.solvers[0] else state.clients[spec]
+        rows, errors = [], []
+        for ask, answer in zip(batch, result, strict=True):
+            if answer.value is None:
+                errors.append(call_error(answer))
+            else:
+                rows.append(_answer_row(config.eval_id, ask, config.mode, answer.value,
+                                        client.label))
+        summary = state.solved[(batch[0].role, redact_spec(spec))]
+        summary.written += len(rows)
+        summary.failed += len(errors)
+        own = spec == config.solvers[0]
+        return BatchOutcome(rows={"eval_answers": rows}, calls=result if own else (),
+                            asked=len(batch), kept=len(rows), errors=errors,
+                            then=None if own else partial(_write_calls, ctx.con, ctx.ref, client,
+                                                          result))
+
+    def stop_note(self, ctx: JobContext[EvalConfig]) -> str:
+        return f" ({ctx.done_before + ctx.asked} of {ctx.total} answers stored)"
+
+    def label(self, config: Mapping[str, Any]) -> str:
+        return labels.evaluation(config)
+
+    def report(self, summary: EvalSummary, db: Path) -> list[str]:
+        return summary_lines(summary)
+
+    def summary(self, ctx: JobContext[EvalConfig]) -> EvalSummary:
+        """Verification and scores from the stored answers (``eval_verified`` rewritten)."""
+        from personahub.core.call_log import call_counts
+
+        config, con = ctx.config, ctx.con
+        eval_id = config.eval_id
+        split = split_job(con, config.job, test_share=config.test_share, test_n=config.test_n,
+                          seed=config.seed, eval_id=eval_id)
+        flagged = con.execute("SELECT count(DISTINCT item_id) FROM eval_contamination WHERE "
+                              "eval_id = ?", [eval_id]).fetchone()
+        counts = verify_items(con, eval_id, agree=config.agree)
+        state = _eval_state(ctx)
+        summary = EvalSummary(eval_id, split, int(flagged[0]) if flagged else 0,
+                              list(state.solved.values()), counts["verified"],
+                              counts["unverified"], agreement_matrix(con, eval_id),
+                              [score(con, eval_id, spec) for spec in config.models],
+                              call_counts(con, job_id=ctx.job_id), job_id=ctx.job_id)
+        if config.models:
+            summary.groups = group_scores(con, eval_id, config.models)
+            summary.differences = model_differences(con, eval_id, config.models,
+                                                    seed=config.seed)
+        return summary
 
 
-def run_evaluation(config: EvalConfig, *,
-                   callers: Mapping[str, StructuredCaller] | None = None) -> EvalSummary:
-    """Split, solve, verify and score one synthesis job (see the module doc).
+EVALUATION = register(EvaluationSpec())
 
-    Args:
-        config: what to evaluate and with which models.
-        callers: clients of your own by spec (tests); the others are built from their specs.
 
-    Returns:
-        The summary. Running the same evaluation again reuses its split and stored answers
-        and asks only what is missing (after a kill, too).
-    """
-    from pathlib import Path
-
+def evaluation_resume(config: EvalConfig) -> str | None:
+    """The evaluation job to go on with: this one's id when ``config.db`` holds it (the same
+    settings, the same job), else None (a new one): what the command and the API hand the
+    kernel as ``resume``."""
+    from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
 
-    if not Path(config.db).exists():  # nothing to evaluate: no empty database left behind
-        raise PersonahubError(f"--job {config.job}: no such synthesis job in {config.db}")
-    con = connect(config.db)
+    if not Path(config.db).exists():
+        return None
+    con = connect(config.db, read_only=True)
     try:
-        return asyncio.run(_evaluate(con, config, callers))
+        return job_id if find_job(con, job_id := evaluation_id_for(config)) is not None else None
     finally:
         con.close()
 
@@ -576,11 +764,11 @@ def run_evaluation(config: EvalConfig, *,
 def summary_lines(summary: EvalSummary) -> list[str]:
     """The console's lines: split, verified share, agreement matrix, scores with intervals."""
     s = summary.split
-    lines = [f"evaluation {summary.eval_id} of job {s.job_id}: {s.items} items, test {s.test}, "
-             f"train {s.train} ({s.groups} near-duplicate groups"
+    lines = [f"evaluation {summary.job_id or summary.eval_id} of job {s.job_id}: {s.items} "
+             f"items, test {s.test}, train {s.train} ({s.groups} near-duplicate groups"
              + (f", {summary.contaminated} contaminated "
                 f"{'kept' if s.items == s.test + s.train else 'left out'}"
-                if summary.contaminated else "") + ")"]
+                if summary.contaminated else "") + f"); split {summary.eval_id}"]
     share = summary.verified_share
     lines.append(f"verified: {summary.verified} of {summary.verified + summary.unverified} test "
                  f"items" + (f" ({share:.1%})" if share is not None else ""))
@@ -596,6 +784,8 @@ def summary_lines(summary: EvalSummary) -> list[str]:
         acc = f"{sc.accuracy:.1%}"
         lines.append(f"score {sc.spec}: {sc.correct}/{sc.total} = {acc} "
                      f"(95% Wilson {sc.low:.1%}-{sc.high:.1%})")
+    if summary.groups is not None:
+        lines.extend(breakdown_lines(summary.groups, summary.differences))
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     lines.append(f"model calls: {calls}")
     return lines

@@ -60,6 +60,12 @@ def population_write(config: Config) -> str:
     return f"{' + '.join(files)} n={config.get('n', '?')}"
 
 
+def evaluation(config: Config) -> str:
+    solvers, models = config.get("solvers") or [], config.get("models") or []
+    return (f"job {config.get('job', '?')}: {len(solvers)} solver(s)"
+            + (f", {len(models)} model(s)" if models else ""))
+
+
 @dataclass(frozen=True)
 class ShippedKind:
     """Where a shipped kind lives: ``module`` registers its spec on import; ``label`` gives a
@@ -80,4 +86,5 @@ SHIPPED: dict[str, ShippedKind] = {
     "interview": ShippedKind("personahub.pipelines.interview", interview),
     "calibration": ShippedKind("personahub.pipelines.calibrate", calibration),
     "population_write": ShippedKind("personahub.pipelines.population_write", population_write),
+    "evaluation": ShippedKind("personahub.pipelines.evaluate", evaluation),
 }

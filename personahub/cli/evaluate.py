@@ -23,10 +23,11 @@ from personahub.core.validate import MAX_SEED
 @one_line_errors
 @engine_options("concurrency", "timeout_s")
 def evaluate(
-    job: Annotated[str, typer.Option(help="The synthesis job whose items are evaluated.")],
-    solver: Annotated[list[str], typer.Option(
+    job: Annotated[str | None, typer.Option(
+        help="The synthesis job whose items are evaluated.")] = None,
+    solver: Annotated[list[str] | None, typer.Option(
         metavar="SPEC", help="A solver: any --llm spec; offline?seed=N is the offline engine with seed N. "
-             "Repeatable.")],
+             "Repeatable.")] = None,
     model: Annotated[list[str] | None, typer.Option(
         metavar="SPEC",
         help="A model to score on the verified test items (any --llm spec). Repeatable.")] = None,
@@ -49,20 +50,36 @@ def evaluate(
     ] = False,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Answers per committed batch (a kill loses at most the batch in flight).")
+    ] = 32,
+    resume: Annotated[str | None, typer.Option(
+        metavar="ID", help="Go on with evaluation job ID (stopped or killed) with its own "
+             "settings; --solver / --model here give the specs' credentials again.")] = None,
     *,
     engine: Engine,
 ) -> None:
     """Split a synthesis job's items, verify the test items by solver agreement and score models
     on them with a 95% Wilson interval. Running it again reuses the stored split and answers."""
     from personahub.api import run_evaluation_config
-    from personahub.pipelines.evaluate import EvalConfig, summary_lines
+    from personahub.core.errors import UsageError
+    from personahub.pipelines.evaluate import EvalConfig, EvalSummary, summary_lines
 
-    config = EvalConfig(job=job, solvers=tuple(solver), models=tuple(model or ()),
-                        test_share=test_share, test_n=test_n, seed=seed, agree=agree,
-                        samples=samples, mode=mode,  # type: ignore[arg-type]  # checked by EvalConfig
-                        against=tuple(str(p) for p in against or ()), ngram=ngram,
-                        keep_contaminated=keep_contaminated, db=str(db),
-                        **engine.settings())
-    summary = run_evaluation_config(config)
+    summary: EvalSummary
+    if resume is not None:  # only how it runs is this command's: the rest is the job's
+        given = {"db": str(db), **engine.settings(), "batch_size": batch_size,
+                 **({"solvers": tuple(solver)} if solver else {}),
+                 **({"models": tuple(model)} if model else {})}
+        summary = run_evaluation_config(given, db=db, resume=resume)
+    else:
+        if job is None or not solver:
+            raise UsageError("evaluate: give --job and at least one --solver (or --resume ID)")
+        config = EvalConfig(job=job, solvers=tuple(solver), models=tuple(model or ()),
+                            test_share=test_share, test_n=test_n, seed=seed, agree=agree,
+                            samples=samples, mode=mode,  # type: ignore[arg-type]  # checked by EvalConfig
+                            against=tuple(str(p) for p in against or ()), ngram=ngram,
+                            keep_contaminated=keep_contaminated, db=str(db),
+                            batch_size=batch_size, **engine.settings())
+        summary = run_evaluation_config(config)
     for line in summary_lines(summary):
         out.print(line, highlight=False, soft_wrap=True)

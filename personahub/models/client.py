@@ -42,7 +42,12 @@ from personahub.core.contracts import (
 from personahub.models.bounds import bounded, unbounded
 from personahub.models.cache import ResponseCache
 from personahub.models.embedders import EmbedderSettings, OpenAIEmbedder
-from personahub.models.endpoint_specs import make_endpoints, redact_spec, spec_size
+from personahub.models.endpoint_specs import (
+    make_endpoints,
+    redact_spec,
+    spec_size,
+    with_spec_seed,
+)
 from personahub.models.failures import FailFast
 from personahub.models.liveness import Liveness
 from personahub.models.offline import OFFLINE_MODEL_NAME
@@ -67,6 +72,7 @@ class LLMClient:
     running totals): a ``contracts.StructuredCaller``. ``endpoints`` replaces the spec's (tests)."""
 
     def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None) -> None:
+        settings = with_spec_seed(settings)  # ``offline?seed=N``: the offline engine, seed N
         self.settings = settings
         self.generation = settings.generation
         self.modes = ModeBook(settings.structured,

@@ -4,7 +4,9 @@
 - ``openai:<model>`` — OpenAI (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` honoured);
 - ``http://host:port/v1`` — any OpenAI-compatible server (vLLM, Ollama, llama.cpp); the served
   model name comes from ``?model=NAME`` or ``PERSONAHUB_MODEL``;
-- several URLs separated by commas — one endpoint each (``models.seam_failover`` rotates them).
+- several URLs separated by commas — one endpoint each (``models.seam_failover`` rotates them);
+- ``offline?seed=N`` — the offline engine with seed N (``with_spec_seed``): offline "models"
+  that answer differently, e.g. an evaluation's solvers.
 
 ``OPENAI_API_KEY`` goes only to OpenAI (or to the ``OPENAI_BASE_URL`` set with it); another
 server gets a key only when its URL names the variable holding it (``?api_key_env=NAME``), and
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from functools import cache, partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -228,6 +231,29 @@ def _openai(spec: str, settings: LLMSettings, modes: ModeBook) -> HttpEndpoint:
         refuse_url_credentials(base, "OPENAI_BASE_URL")
     param = "max_tokens" if base and not _same_base(base, OPENAI_API_BASE) else "max_completion_tokens"
     return _http(settings, modes, 0, label=spec, name=name, base=base, key=key, param=param)
+
+
+def with_spec_seed(settings: LLMSettings) -> LLMSettings:
+    """``settings`` with an ``offline?seed=N`` spec read: the offline engine, seed N (the spec's
+    seed wins over ``settings.seed``); any other spec as it is.
+
+    Args:
+        settings: the settings, their spec as given (``--llm``, a solver's spec).
+
+    Returns:
+        The settings the client is built from (``models.client.LLMClient``).
+    """
+    base, _, query = settings.spec.strip().partition("?")
+    if base != OFFLINE_MODEL_NAME or not query:
+        return settings
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    if set(params) != {"seed"}:
+        raise LLMConfigError(f"--llm {settings.spec!r}: the offline engine takes only ?seed=N")
+    try:
+        seed = int(params["seed"])
+    except ValueError:
+        raise LLMConfigError(f"--llm {settings.spec!r}: seed must be an integer") from None
+    return replace(settings, spec=OFFLINE_MODEL_NAME, seed=seed)
 
 
 def spec_size(spec: str) -> int:

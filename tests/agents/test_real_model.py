@@ -423,14 +423,14 @@ def test_evaluate_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     assert code == 0, output
     assert "test 3, train 5" in output
     assert "95% Wilson" in output or "no verified items" in output
-    rows = calls(db, "job_kind = 'evaluate'")
+    rows = calls(db, "job_kind = 'evaluation'")
     assert {r[4] for r in rows} == {"solve"}
     assert all(r[3] and r[3] > 0 for r in rows)  # every request carried max_tokens
     assert all(r[1] for r in rows if r[0] != "ok")  # every failure says why
     con = duckdb.connect(str(db), read_only=True)
     try:
         answers = con.execute("SELECT count(*) FROM eval_answers").fetchone()
-        ok = con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluate' AND "
+        ok = con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluation' AND "
                          "status = 'ok'").fetchone()
     finally:
         con.close()

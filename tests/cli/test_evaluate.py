@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 import personahub
 from personahub.api import run_synthesis
 from personahub.core.store import connect
@@ -36,7 +38,7 @@ def test_evaluate_prints_split_agreement_and_score_and_resumes(tmp_path: Path) -
     assert "model calls: ok=12" in again.output  # nothing asked again
     con = connect(db, read_only=True)
     try:
-        assert con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluate'"
+        assert con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluation'"
                            ).fetchone() == (12,)
     finally:
         con.close()
@@ -80,3 +82,24 @@ def test_an_unknown_job_or_database_is_refused_and_writes_nothing(tmp_path: Path
         assert con.execute("SELECT count(*) FROM eval_splits").fetchone() == (0,)
     finally:
         con.close()
+
+
+def test_two_models_print_their_paired_difference_and_return_dataframes(tmp_path: Path) -> None:
+    db = tmp_path / "two.duckdb"
+    job = _job(db)
+    result = invoke("evaluate", "--db", db, "--job", job, "--test-n", "6", "--agree", "1",
+                    "--solver", "offline?seed=1", "--model", "offline?seed=1",
+                    "--model", "offline?seed=2")
+    assert result.exit_code == 0, result.output
+    # the first model is the solver itself: right on every verified item
+    assert "score offline?seed=1: 6/6 = 100.0%" in result.output
+    assert re.search(r"difference offline\?seed=1 - offline\?seed=2: \+\d+\.\d% on 6 items "
+                     r"\(95% paired bootstrap .* McNemar p=", result.output)
+    summary = personahub.evaluate(job=job, solvers=["offline?seed=1"], db=db, test_n=6,
+                                  agree=1, models=["offline?seed=1", "offline?seed=2"])
+    assert summary.calls == {"ok": 18}  # the same job: its 3 x 6 answers, none asked again
+    overall = summary.groups[summary.groups["by"] == "all"]
+    assert overall[["model", "correct", "total"]].values.tolist()[0] == ["offline?seed=1", 6, 6]
+    (row,) = summary.differences.itertuples()
+    assert (row.model_a, row.model_b, row.items) == ("offline?seed=1", "offline?seed=2", 6)
+    assert row.difference == pytest.approx(1 - overall["accuracy"].tolist()[1])

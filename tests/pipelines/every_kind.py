@@ -41,6 +41,7 @@ class Kind:
     start: Callable[[Path, dict[str, Any]], list[object]]  # personahub ARGS, without --db
     made: str
     stop_at_write: int = 3  # the job's own row, one batch, then the stop
+    ray: bool = True  # False: a kind the Ray executor refuses (its asker holds several clients)
 
 
 def import_people(folder: Path, db: Path, n: int = 8) -> dict[str, Any]:
@@ -127,6 +128,11 @@ KINDS = [
                        "--seed", 5, "--llm", "offline"],  # two batches of the default 64
          "SELECT text, json_extract_string(attributes, '$.sex'), "
          "json_extract_string(attributes, '$.party') FROM personas ORDER BY ALL"),
+    Kind("evaluation", _synthesized,
+         lambda f, n: ["evaluate", "--job", n["job"], "--test-n", 3, "--solver", "offline?seed=1",
+                       "--solver", "offline?seed=2", "--model", "offline?seed=3", "--agree", 1],
+         "SELECT item_id, role, spec, mode, sample, answer FROM eval_answers ORDER BY ALL",
+         ray=False),
 ]
 
 

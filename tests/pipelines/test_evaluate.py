@@ -87,11 +87,14 @@ def test_split_with_a_count_never_exceeds_it_and_refuses_bad_settings(con):
 
 
 def test_offline_seed_in_a_solver_spec():
-    assert solver_settings("offline?seed=2").seed == 2
-    assert solver_settings("offline?seed=2").spec == "offline"
-    assert solver_settings("offline").seed == 0
-    with pytest.raises(UsageError):
+    """The model layer reads ``offline?seed=N`` (any ``--llm``): the offline engine, seed N."""
+    client = make_client(solver_settings("offline?seed=2", seed=7))
+    assert (client.settings.spec, client.settings.seed) == ("offline", 2)
+    assert make_client(solver_settings("offline")).settings.seed == 0
+    with pytest.raises(UsageError, match="only \\?seed=N"):
         solver_settings("offline?temperature=1")
+    with pytest.raises(UsageError, match="seed must be an integer"):
+        solver_settings("offline?seed=x")
 
 
 def test_offline_solvers_answer_every_test_item_and_every_call_is_logged(con):
@@ -106,7 +109,7 @@ def test_offline_solvers_answer_every_test_item_and_every_call_is_logged(con):
     assert all(len(per) == 5 for per in answers.values())
     assert answers["offline?seed=1"] != answers["offline?seed=2"]  # seeds make them differ
     calls = con.execute("SELECT count(*), count(run_id) FROM llm_calls "
-                        "WHERE job_kind = 'evaluate' AND job_id = 'ev' AND purpose = 'solve'"
+                        "WHERE job_kind = 'evaluation' AND job_id = 'ev' AND purpose = 'solve'"
                         ).fetchone()
     assert calls == (20, 0)  # the evaluation's calls, none of a scenario run (run_id NULL)
     assert con.execute("SELECT DISTINCT max_tokens FROM llm_calls WHERE job_id = 'ev'"
@@ -178,7 +181,8 @@ def _word_items(con: duckdb.DuckDBPyConnection, n: int) -> list[str]:
 
 
 def test_a_whole_evaluation_flags_planted_items_scores_and_resumes(tmp_path):
-    from personahub.pipelines.evaluate import EvalConfig, run_evaluation, summary_lines
+    from personahub.api import run_evaluation_config as run_evaluation
+    from personahub.pipelines.evaluate import EvalConfig, summary_lines
 
     db = tmp_path / "whole.duckdb"
     con = connect(db)

@@ -54,7 +54,8 @@ def test_listing_jobs_labels_every_kind_without_importing_a_spec(tmp_path: Path)
                "dedup": {"embedder": "hash"}, "judge": {"job": "j1", "sample": 5},
                "interview": {"run_id": "r1", "question": "Why?"},
                "calibration": {"survey": "/x/w.csv", "population": "p", "n": 4},
-               "population_write": {"marginals": "/x/m.csv", "n": 9}}
+               "population_write": {"marginals": "/x/m.csv", "n": 9},
+               "evaluation": {"job": "j1", "solvers": ["offline", "offline?seed=2"]}}
     assert sorted(configs) == sorted(SHIPPED)
     db = tmp_path / "hub.duckdb"
     con = connect(db)

@@ -1,0 +1,205 @@
+"""A scored model's accuracy broken down, and two models compared on the same items (issue 46).
+
+``group_scores``: each model's accuracy on the verified test items overall, per task, per the
+prompting the item was synthesized with, and per persona cluster, each with a Wilson interval
+(statsmodels). The project computes no persona clusters, so the cluster is the persona's
+``source`` (``seed``, ``expansion``, ``text``, an import's name; ``unknown`` for a persona not
+in the hub). ``model_differences``: for each pair of models, the difference of their accuracies
+on the same verified items, with a paired bootstrap interval over items (scipy
+``stats.bootstrap``, ``paired=True``, seeded) and McNemar's exact test on the discordant items
+(statsmodels): the two models' answers to one item are not independent, so an interval for two
+independent proportions would be too wide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from personahub.models.client import redact_spec
+from personahub.tasks.answer_equivalence import equivalent
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+GROUP_COLUMNS = ["model", "by", "group", "correct", "total", "accuracy", "low", "high"]
+DIFFERENCE_COLUMNS = ["model_a", "model_b", "items", "accuracy_a", "accuracy_b", "difference",
+                      "low", "high", "only_a", "only_b", "mcnemar_p"]
+#: the breakdowns: column of ``_items`` -> its name in the table
+BREAKDOWNS = (("task", "task"), ("prompting", "prompting"), ("cluster", "persona_source"))
+
+
+# -- a solver's or model's answer per item, and the Wilson interval (``pipelines/evaluate.py``
+# uses them too) ----------
+
+
+def _clusters(answers: Sequence[str]) -> list[list[int]]:
+    """Indices of ``answers`` grouped by equivalence to each group's first answer (undecided
+    pairs are not equivalent: no judge settles them in this slice)."""
+    groups: list[list[int]] = []
+    for i, answer in enumerate(answers):
+        for group in groups:
+            if equivalent(answers[group[0]], answer) is True:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def _consensus(samples: Sequence[str]) -> str:
+    """A solver's answer from its samples: the first answer of the largest equivalence group."""
+    biggest = max(_clusters(samples), key=len)
+    return samples[biggest[0]]
+
+
+def solver_answers(con: duckdb.DuckDBPyConnection, eval_id: str,
+                   role: str = "solver") -> dict[str, dict[str, str]]:
+    """``{spec: {item_id: answer}}``: each solver's (self-consistent) answer per item."""
+    by: dict[tuple[str, str], list[str]] = {}
+    for spec, item, answer in con.execute(
+            "SELECT spec, item_id, answer FROM eval_answers WHERE eval_id = ? AND role = ? "
+            "AND answer IS NOT NULL ORDER BY spec, item_id, sample", [eval_id, role]).fetchall():
+        by.setdefault((spec, item), []).append(answer)
+    out: dict[str, dict[str, str]] = {}
+    for (spec, item), samples in by.items():
+        out.setdefault(spec, {})[item] = _consensus(samples)
+    return out
+
+
+def wilson(correct: int, total: int, alpha: float = 0.05) -> tuple[float, float]:
+    """The Wilson score interval of ``correct`` out of ``total`` (statsmodels)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if total == 0:
+        return (0.0, 1.0)
+    low, high = proportion_confint(correct, total, alpha=alpha, method="wilson")
+    return float(low), float(high)
+
+
+
+def _items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str, str, str, str]]:
+    """The verified test items: (item_id, reference, task, prompting, persona source)."""
+    return [tuple(r) for r in con.execute(
+        "SELECT v.item_id, v.reference, i.task, i.prompting, coalesce(p.source, 'unknown') "
+        "FROM eval_verified v JOIN synth_items i USING (item_id) "
+        "LEFT JOIN personas p USING (persona_id) WHERE v.eval_id = ? AND v.verified "
+        "ORDER BY v.item_id", [eval_id]).fetchall()]
+
+
+def correctness(con: duckdb.DuckDBPyConnection, eval_id: str,
+                spec: str) -> dict[str, bool]:
+    """``{item_id: answered correctly}`` of a scored model on the verified test items (an item
+    it did not answer is wrong, as in ``score``)."""
+    model = solver_answers(con, eval_id, role="model").get(redact_spec(spec), {})
+    return {item: item in model and equivalent(model[item], ref) is True
+            for item, ref, *_ in _items(con, eval_id)}
+
+
+def group_scores(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[str], *,
+                 alpha: float = 0.05) -> pd.DataFrame:
+    """Each model's accuracy overall and per task, prompting and persona source.
+
+    Args:
+        con: the database (the evaluation verified and its models answered).
+        eval_id: the evaluation's split.
+        specs: the scored models' specs.
+        alpha: 1 - the Wilson intervals' confidence.
+
+    Returns:
+        One row per (model, breakdown, group): ``model``, ``by`` (``all``, ``task``,
+        ``prompting``, ``persona_source``), ``group``, ``correct``, ``total``, ``accuracy``
+        (None for no items), ``low``, ``high``.
+    """
+    import pandas as pd
+
+    items = _items(con, eval_id)
+    rows = []
+    for spec in specs:
+        right = correctness(con, eval_id, spec)
+        groups: dict[tuple[str, str], list[bool]] = {("all", "all"): []}
+        for item_id, _, task, prompting, source in items:
+            groups[("all", "all")].append(right[item_id])
+            for by, value in (("task", task), ("prompting", prompting),
+                              ("persona_source", source)):
+                groups.setdefault((by, value), []).append(right[item_id])
+        for (by, group), marks in groups.items():
+            low, high = wilson(sum(marks), len(marks), alpha)
+            rows.append([redact_spec(spec), by, group, sum(marks), len(marks),
+                         sum(marks) / len(marks) if marks else None, low, high])
+    return pd.DataFrame(rows, columns=GROUP_COLUMNS)
+
+
+def model_differences(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[str], *,
+                      alpha: float = 0.05, seed: int = 0,
+                      resamples: int = 9999) -> pd.DataFrame:
+    """Each pair of models' accuracy difference (a - b) on the same verified items.
+
+    Args:
+        con: the database.
+        eval_id: the evaluation's split.
+        specs: the scored models' specs (every pair, in the order given).
+        alpha: 1 - the interval's confidence.
+        seed: the bootstrap's seed (the same seed, the same interval).
+        resamples: bootstrap resamples.
+
+    Returns:
+        One row per pair: ``items``, both accuracies, ``difference``, its paired bootstrap
+        interval (percentile; NaN without items), the discordant counts ``only_a`` /
+        ``only_b`` and McNemar's exact p-value.
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import bootstrap
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    marks = {spec: correctness(con, eval_id, spec) for spec in specs}
+    rows = []
+    for i, a in enumerate(specs):
+        for b in specs[i + 1:]:
+            items = sorted(marks[a])
+            x = np.array([marks[a][k] for k in items], dtype=float)
+            y = np.array([marks[b][k] for k in items], dtype=float)
+            only_a, only_b = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+            if len(items) == 0:
+                rows.append([redact_spec(a), redact_spec(b), 0, None, None, None, float("nan"),
+                             float("nan"), 0, 0, float("nan")])
+                continue
+            diff = float(x.mean() - y.mean())
+            if len(items) > 1 and (only_a or only_b):
+                ci = bootstrap((x, y), lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis),
+                               paired=True, vectorized=True, confidence_level=1 - alpha,
+                               n_resamples=resamples, method="percentile",
+                               rng=np.random.default_rng(seed)).confidence_interval
+                low, high = float(ci.low), float(ci.high)
+            else:  # the two models agree on every item: no resample differs
+                low = high = diff
+            both = int(((x == 1) & (y == 1)).sum())
+            neither = len(items) - both - only_a - only_b
+            p = float(mcnemar([[both, only_a], [only_b, neither]], exact=True).pvalue)
+            rows.append([redact_spec(a), redact_spec(b), len(items), float(x.mean()),
+                         float(y.mean()), diff, low, high, only_a, only_b, p])
+    return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
+
+
+def breakdown_lines(groups: pd.DataFrame, differences: pd.DataFrame) -> list[str]:
+    """The console's lines: each model's accuracy per breakdown of more than one group, and
+    each pair's difference."""
+    lines = []
+    for (model, by), part in groups[groups["by"] != "all"].groupby(["model", "by"], sort=False):
+        if len(part) < 2:  # one group: the overall score says it already
+            continue
+        cells = "; ".join(
+            f"{r.group} {r.correct}/{r.total} = {r.accuracy:.1%} ({r.low:.1%}-{r.high:.1%})"
+            for r in part.itertuples())
+        lines.append(f"  {model} by {by} (95% Wilson): {cells}")
+    for r in differences.itertuples():
+        if not r.items:
+            lines.append(f"difference {r.model_a} - {r.model_b}: no verified items")
+            continue
+        lines.append(f"difference {r.model_a} - {r.model_b}: {r.difference:+.1%} on {r.items} "
+                     f"items (95% paired bootstrap {r.low:+.1%} to {r.high:+.1%}; "
+                     f"{r.only_a} vs {r.only_b} discordant, McNemar p={r.mcnemar_p:.3g})")
+    return lines
