@@ -141,6 +141,13 @@ def source_counts(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) ->
         "GROUP BY 1 ORDER BY 2 DESC, 1", [list(persona_ids)]).fetchall()]
 
 
+def persona_sources(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
+    """``{persona_id: source}`` of the given personas (those found)."""
+    return dict(con.execute(
+        "SELECT persona_id, source FROM personas WHERE persona_id IN "
+        "(SELECT unnest(?::VARCHAR[]))", [list(persona_ids)]).fetchall())
+
+
 def persona_text(con: duckdb.DuckDBPyConnection, persona_id: str) -> str | None:
     """The text of persona ``persona_id`` (None when it is not in the hub)."""
     row = con.execute("SELECT text FROM personas WHERE persona_id = ?", [persona_id]).fetchone()

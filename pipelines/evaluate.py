@@ -44,11 +44,11 @@ from typing import Any, NamedTuple, cast
 
 import duckdb
 
-from personahub.core.commit import JobRef, cache_rows_of, call_rows, commit_batch, records_of
+from personahub.core.commit import JobRef, commit_batch, write_calls
 from personahub.core.contracts import ServesModels, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
-from personahub.core.store import DEFAULT_DB, insert_rows
+from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int
 from personahub.models.adaptive_limit import Concurrency
 from personahub.models.client import redact_spec
@@ -578,8 +578,7 @@ def _write_calls(con: duckdb.DuckDBPyConnection, job: JobRef, client: Structured
                  results: Sequence[StructuredResult[Any]]) -> None:
     """The call rows (model names from their own client) and cache entries of a batch asked
     of a client other than the job's, inside the batch's transaction."""
-    insert_rows(con, "llm_calls", call_rows(cast(ServesModels, client), records_of(results), job))
-    insert_rows(con, "llm_cache", cache_rows_of(results), ignore_conflicts=True)
+    write_calls(con, cast(ServesModels, client), results, job)
 
 
 class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[Any]],

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from personahub.models.client import redact_spec
+from personahub.personas.store import persona_sources
+from personahub.pipelines.synthesis_inputs import item_facets
 from personahub.tasks.answer_equivalence import equivalent
 
 if TYPE_CHECKING:
@@ -82,11 +84,14 @@ def wilson(correct: int, total: int, alpha: float = 0.05) -> tuple[float, float]
 
 def _items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str, str, str, str]]:
     """The verified test items: (item_id, reference, task, prompting, persona source)."""
-    return [tuple(r) for r in con.execute(
-        "SELECT v.item_id, v.reference, i.task, i.prompting, coalesce(p.source, 'unknown') "
-        "FROM eval_verified v JOIN synth_items i USING (item_id) "
-        "LEFT JOIN personas p USING (persona_id) WHERE v.eval_id = ? AND v.verified "
-        "ORDER BY v.item_id", [eval_id]).fetchall()]
+    verified = con.execute(
+        "SELECT item_id, reference FROM eval_verified WHERE eval_id = ? AND verified "
+        "ORDER BY item_id", [eval_id]).fetchall()
+    facets = item_facets(con, [item for item, _ in verified])
+    sources = persona_sources(con, [f[2] for f in facets.values()])
+    return [(item, ref, facets[item][0], facets[item][1],
+             sources.get(facets[item][2], "unknown"))
+            for item, ref in verified if item in facets]
 
 
 def correctness(con: duckdb.DuckDBPyConnection, eval_id: str,

@@ -156,3 +156,11 @@ def seed_hub_if_empty(con: duckdb.DuckDBPyConnection) -> int:
         return 0
     with transaction(con):
         return upsert_personas(con, iter_personas(seed_file()))
+
+
+def item_facets(con: duckdb.DuckDBPyConnection,
+                item_ids: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+    """``{item_id: (task, prompting, persona_id)}`` of synthesized items (those found)."""
+    return {item: (task, prompting, persona) for item, task, prompting, persona in con.execute(
+        "SELECT item_id, task, prompting, persona_id FROM synth_items "
+        "WHERE item_id IN (SELECT unnest(?::VARCHAR[]))", [list(item_ids)]).fetchall()}

@@ -22,7 +22,8 @@ PACKAGE = Path(personahub.__file__).resolve().parent
 #: a stored config with every key some label reads, so each label says something its own
 CONFIG = {"scenario": {"name": "town"}, "task": "npc", "n": 3, "hops": 2, "fanout": 4,
           "corpus": "c.txt", "embedder": "hash", "job": "j1", "sample": 5, "run_id": "r1",
-          "question": "Why?", "survey": "/x/w.csv", "population": "p", "marginals": "/x/m.csv"}
+          "question": "Why?", "survey": "/x/w.csv", "population": "p", "marginals": "/x/m.csv",
+          "solvers": ["offline", "offline?seed=2"], "models": ["offline"]}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -58,7 +59,7 @@ def test_the_registry_registers_exactly_the_table() -> None:
     shipped = {kind: spec for kind, spec in kernel.registered().items()
                if type(spec).__module__.startswith("personahub.")}
     assert sorted(shipped) == sorted(SHIPPED)
-    assert len(SHIPPED) == 9
+    assert len(SHIPPED) == 10
     for kind, spec in shipped.items():
         assert type(spec).__module__ == SHIPPED[kind].module, kind
         assert runtime.registered_spec(kind) is spec

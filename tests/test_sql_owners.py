@@ -63,7 +63,7 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "population": (frozenset({"population_jobs"}), frozenset({"pipelines/population_write.py"})),
     "evaluation": (frozenset({"eval_splits", "eval_contamination", "eval_answers",
                               "eval_verified"}),
-                   frozenset({"pipelines/evaluate.py"})),
+                   frozenset({"pipelines/evaluate.py", "pipelines/evaluate_scores.py"})),
 }
 
 # modules whose SQL names its table through a variable the scanner cannot follow (``FROM {table}``),

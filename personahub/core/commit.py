@@ -88,19 +88,24 @@ def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Ser
 
     Records and cache entries come from the batch's own results, never from the client: two
     jobs sharing one client write only their own calls."""
-    calls = call_rows(client, records_of(results), job)
-    cached = cache_rows_of(results)
     with transaction(con):
         for table, table_rows in rows.items():
             insert_rows(con, table, table_rows, ignore_conflicts=table in IDEMPOTENT_TABLES)
         if replacing:
             con.execute("DELETE FROM llm_calls WHERE call_id IN (SELECT unnest(?::VARCHAR[]))",
                         [list(replacing)])
-        insert_rows(con, "llm_calls", calls)
-        insert_rows(con, "llm_cache", cached, ignore_conflicts=True)
+        write_calls(con, client, results, job)
         if job is not None:
             touch_job(con, job.job_id)  # the job made progress (jobs.updated_at)
         return then() if then is not None else None
+
+
+def write_calls(con: duckdb.DuckDBPyConnection, client: ServesModels,
+                results: Iterable[CarriesCalls], job: JobRef | None) -> None:
+    """Write the call records and new cache answers ``results`` carry (model names from
+    ``client``), inside the caller's transaction: a batch's own calls, never the client's."""
+    insert_rows(con, "llm_calls", call_rows(client, records_of(results), job))
+    insert_rows(con, "llm_cache", cache_rows_of(results), ignore_conflicts=True)
 
 
 def not_kept_call_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> frozenset[str]:

@@ -27,7 +27,7 @@ def con(tmp_path: Path):
     10 synthesized few_shot, the rest default; personas: 20 seed, 10 expansion. Model ``a`` is
     right on all, ``b`` on the first 10, ``c`` on items 5..29 (i.e. b and c disagree on 20)."""
     con = connect(tmp_path / "s.duckdb")
-    con.executemany("INSERT INTO personas (persona_id, text, source) VALUES (?, ?, ?)",
+    con.executemany("INSERT INTO personas (persona_id, text, source, gate) VALUES (?, ?, ?, 'passed')",
                     [[f"p{i}", f"persona {i}", "seed" if i < 20 else "expansion"]
                      for i in range(N)])
     con.executemany("INSERT INTO synth_items (item_id, job_id, persona_id, task, prompting, "
