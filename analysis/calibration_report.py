@@ -37,6 +37,7 @@ from personahub.analysis import calibration_store as store  # noqa: E402
 from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES  # noqa: E402
 from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
 from personahub.analysis.report_header import engine_text  # noqa: E402
+from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
 from personahub.core.errors import PersonahubError  # noqa: E402
 from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
 
@@ -177,7 +178,7 @@ def _draw_groups(table: pd.DataFrame, path: Path, marks: pd.DataFrame | None = N
     ax.set_xlim(0, 1)
     ax.set_xlabel("representativeness (1 = as people answer)")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _draw_answers(bars: list[QuestionBars], path: Path) -> None:
@@ -195,16 +196,7 @@ def _draw_answers(bars: list[QuestionBars], path: Path) -> None:
         ax.tick_params(axis="y", labelsize=7)
         ax.set_title(f"{bar.question_id}: {bar.text[:90]}", fontsize=9, loc="left")
         ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    try:
-        with atomic_file(path, overwrite=False, binary=True) as f:
-            fig.savefig(f, format="png", dpi=90)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def _facts(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str]]:
@@ -229,19 +221,8 @@ def _table_html(table: pd.DataFrame, title: str) -> str:
 
 def _html(job_id: str, facts: list[tuple[str, str]], images: list[tuple[str, str, str]],
           tables: list[str]) -> str:
-    esc = html.escape
     title = f"personahub report — calibration {job_id}"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:0 1em}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>",
-             "<table class='facts'>"
-             + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-             + "</table>"]
-    for heading, image, note in images:
-        parts += [f"<h2>{esc(heading)}</h2>", f"<p>{esc(note)}</p>"]
-        if image:
-            parts.append(f"<img src='{esc(image)}' alt='{esc(heading)}'>")
+    parts = page_head(title, facts, images)
     parts += ["<h2>Scores per attribute</h2>", *tables, "</body></html>"]
     return "\n".join(parts)
 

@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 from personahub.analysis.experiment_effects import effects, outcome_values  # noqa: E402
 from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
+from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
 from personahub.core.errors import PersonahubError  # noqa: E402
 from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
 from personahub.sim.experiment import Experiment, load_experiment  # noqa: E402
@@ -169,7 +170,7 @@ def _draw_arms(steps: pd.DataFrame, experiment: Experiment, path: Path) -> None:
         ax.set_ylabel(str(mine["unit"].iloc[0]))
         ax.set_title(outcome, fontsize=10, loc="left")
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _draw_forest(table: pd.DataFrame, path: Path) -> None:
@@ -189,16 +190,7 @@ def _draw_forest(table: pd.DataFrame, path: Path) -> None:
         ax.set_yticks(y, labels)
         ax.invert_yaxis()
         ax.set_xlabel(f"effect against the control ({unit})")
-    _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    try:
-        with atomic_file(path, overwrite=False, binary=True) as f:
-            fig.savefig(f, format="png", dpi=90)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def _frame_html(frame: pd.DataFrame) -> str:
@@ -217,17 +209,7 @@ def _html(spec: Experiment, facts: list[tuple[str, str]], steps: pd.DataFrame,
           table: pd.DataFrame, images: list[tuple[str, str, str]]) -> str:
     esc = html.escape
     title = f"personahub report — experiment {spec.id}"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:0 1em}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>",
-             "<table class='facts'>"
-             + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-             + "</table>"]
-    for heading, image, note in images:
-        parts += [f"<h2>{esc(heading)}</h2>", f"<p>{esc(note)}</p>"]
-        if image:
-            parts.append(f"<img src='{esc(image)}' alt='{esc(heading)}'>")
+    parts = page_head(title, facts, images)
     parts += ["<h2>Verdicts</h2>", "<ul>",
               *(f"<li>{esc(str(v))}</li>" for v in table["verdict"]), "</ul>",
               "<h2>Effects</h2>", _frame_html(table.drop(columns="verdict")),

@@ -4,8 +4,9 @@ layer)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -32,6 +33,9 @@ from personahub.core.errors import UsageError
 from personahub.core.outputs import FORCE_HELP, check_output
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def _list_templates() -> None:
@@ -302,36 +306,40 @@ def report(
     out.print(f"report written to {index}", highlight=False, soft_wrap=True)
 
 
-def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
-                        given: str | None) -> None:
-    from personahub.analysis.calibration_report import CALIBRATION_FILES, write_calibration_report
+def _folder_report(option: str, out_dir: Path, db: Path, force: bool, given: str | None,
+                   others: str, names: tuple[str, ...],
+                   write: Callable[[duckdb.DuckDBPyConnection], Path]) -> None:
+    """Write a report folder (a calibration's or an experiment's) with ``write`` over a
+    read-only connection, after refusing other targets and files of an earlier report."""
     from personahub.core.store import connect
 
     if given is not None:
-        raise UsageError("--calibration: give it alone (not with --run, --job or --experiment)")
-    check_output(out_dir, db=db, force=force, kind="dir", names=CALIBRATION_FILES)
+        raise UsageError(f"{option}: give it alone (not with {others})")
+    check_output(out_dir, db=db, force=force, kind="dir", names=names)
     con = connect(db, read_only=True)
     try:
-        index = write_calibration_report(con, out_dir, job_id, overwrite=force)
+        index = write(con)
     finally:
         con.close()
     out.print(f"report written to {index}", highlight=False, soft_wrap=True)
+
+
+def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
+                        given: str | None) -> None:
+    from personahub.analysis.calibration_report import CALIBRATION_FILES, write_calibration_report
+
+    _folder_report("--calibration", out_dir, db, force, given, "--run, --job or --experiment",
+                   CALIBRATION_FILES,
+                   lambda con: write_calibration_report(con, out_dir, job_id, overwrite=force))
 
 
 def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool, seed: int,
                        given: str | None) -> None:
     from personahub.analysis.experiment_report import EXPERIMENT_FILES, write_experiment_report
-    from personahub.core.store import connect
 
-    if given is not None:
-        raise UsageError("--experiment: give it alone (not with --run or --job)")
-    check_output(out_dir, db=db, force=force, kind="dir", names=EXPERIMENT_FILES)
-    con = connect(db, read_only=True)
-    try:
-        index = write_experiment_report(con, out_dir, experiment_id, seed=seed, overwrite=force)
-    finally:
-        con.close()
-    out.print(f"report written to {index}", highlight=False, soft_wrap=True)
+    _folder_report("--experiment", out_dir, db, force, given, "--run or --job", EXPERIMENT_FILES,
+                   lambda con: write_experiment_report(con, out_dir, experiment_id, seed=seed,
+                                                       overwrite=force))
 
 
 @one_line_errors

@@ -1,0 +1,53 @@
+"""The HTML a calibration or experiment report opens with: title, style, facts, then each
+figure with its heading and note. Kept in one place so the reports look alike."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from personahub.core.outputs import atomic_file
+
+STYLE = ("<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:0 1em}"
+         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+         "img{max-width:100%}</style>")
+
+
+def page_head(title: str, facts: Sequence[tuple[str, str]],
+              images: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The page's opening parts, escaped.
+
+    Args:
+        title: the page's title and first heading.
+        facts: (label, value) rows of the facts table.
+        images: (heading, file name or "" when there is no figure, note) per figure.
+
+    Returns:
+        HTML fragments to join; the caller adds its own sections and closes the body.
+    """
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             STYLE + "</head><body>", f"<h1>{esc(title)}</h1>",
+             "<table class='facts'>"
+             + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+             + "</table>"]
+    for heading, image, note in images:
+        parts += [f"<h2>{esc(heading)}</h2>", f"<p>{esc(note)}</p>"]
+        if image:
+            parts.append(f"<img src='{esc(image)}' alt='{esc(heading)}'>")
+    return parts
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path`` (atomically: no half-written file on a failure) and
+    close it."""
+    import matplotlib.pyplot as plt  # the caller chose the backend (Agg) before importing it
+
+    fig.tight_layout()
+    try:
+        with atomic_file(path, overwrite=False, binary=True) as f:
+            fig.savefig(f, format="png", dpi=90)
+    finally:
+        plt.close(fig)
