@@ -27,7 +27,7 @@ from personahub.analysis.experiment_effects import (
     outcome_values,
 )
 from personahub.api import run_simulation
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.python_names import DEFAULT_DB, refuse_unknown
@@ -113,7 +113,16 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
                 continue
             config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed,
                                **options)
-            summary = run_simulation(config)
+            try:
+                summary = run_simulation(config)
+            except ResumableStop as exc:
+                if isinstance(exc, AwaitingResults):
+                    raise
+                reason = str(exc).split("; resume with ", 1)[0]  # the run's own resume command
+                raise PersonahubError(
+                    f"experiment {experiment_id}, arm {arm.name!r} replicate {replicate}: "
+                    f"{reason}; the same personahub experiment command goes on (finished runs "
+                    "are kept)") from None
             con = connect(db)
             try:
                 record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,

@@ -122,3 +122,30 @@ def test_experiment_command_prints_the_effect_table_and_verdicts(tmp_path):
     con = duckdb.connect(str(tmp_path / "exp.duckdb"), read_only=True)
     assert con.execute("SELECT * FROM experiments ORDER BY ALL").fetchall() == before
     con.close()
+
+
+def test_a_stopped_arm_run_says_the_experiment_goes_on_not_the_run(tmp_path, monkeypatch):
+    """An arm's run stopped by its endpoint names the experiment, the arm and the replicate, and
+    points at the experiment command (re-running it goes on), not at the run's own resume."""
+    import personahub.experiments as experiments
+    from personahub.core.errors import PersonahubError, ResumableStop
+
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b", world="Prices are rising."))')
+    real = experiments.run_simulation
+    calls = []
+
+    def stops_on_b(config, *args, **kwargs):
+        calls.append(config.scenario.world)
+        if config.scenario.world:
+            raise ResumableStop("run r-b stopped: model endpoint kept failing; resume with "
+                                "personahub run --resume r-b --db x.duckdb")
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(experiments, "run_simulation", stops_on_b)
+    with pytest.raises(PersonahubError) as stopped:
+        experiment(path, db=tmp_path / "e.duckdb", replicates=1)
+    text = str(stopped.value)
+    assert text.startswith("experiment tiny_launch, arm 'b' replicate 0: run r-b stopped: model "
+                           "endpoint kept failing; the same personahub experiment command goes on")
+    assert "personahub run --resume" not in text and not isinstance(stopped.value, ResumableStop)
+    assert len(calls) == 2  # arm a ran and was kept: the next attempt starts at b
