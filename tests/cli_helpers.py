@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from typer.testing import CliRunner, Result
 
@@ -54,13 +55,15 @@ def env() -> dict[str, str]:
     return {**clean, "PYTHONPATH": str(ROOT)}
 
 
-def kill_when(args: list[str], ready: Callable[[], bool], what: str) -> int:
+def kill_when(args: list[str], ready: Callable[[], bool], what: str, *,
+              stderr: IO[str] | int = subprocess.DEVNULL, within_s: float = 120) -> int:
     """Start ``cli(*args)``, ``kill -9`` it once ``ready()`` holds (``what``: the assertion
-    message if it never does within two minutes); returns its exit code."""
+    message if it never does within ``within_s`` seconds); returns its exit code. ``stderr``:
+    where its stderr goes (a file lets ``ready`` read what it said)."""
     proc = subprocess.Popen(cli(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=stderr)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + within_s
         while not ready() and proc.poll() is None:
             assert time.monotonic() < deadline, what
             time.sleep(0.05)

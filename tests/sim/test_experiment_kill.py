@@ -7,15 +7,13 @@ an uninterrupted experiment.
 """
 
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from personahub.experiments import experiment
-from tests.cli_helpers import ROOT, cli, env
+from tests.cli_helpers import kill_when
 
 SCENARIO = '''
 from personahub.sim.experiment import Arm, Experiment, Outcome
@@ -50,19 +48,9 @@ def test_an_experiment_killed_after_its_first_run_resumes_to_the_same_tables(tmp
     db, said = tmp_path / "exp.duckdb", tmp_path / "stderr.txt"
     args = ["experiment", str(path), "--db", str(db)]
     with said.open("w") as stderr:
-        proc = subprocess.Popen(cli(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                                stderr=stderr)
-        try:
-            deadline = time.monotonic() + 300
-            while FIRST not in said.read_text() and proc.poll() is None:
-                assert time.monotonic() < deadline, "the first run never finished"
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == -signal.SIGKILL, said.read_text()
+        code = kill_when(args, lambda: FIRST in said.read_text(), "the first run never finished",
+                         stderr=stderr, within_s=300)
+    assert code == -signal.SIGKILL, said.read_text()
     before = recorded(db)
     assert 1 <= len(before) < 4 and before[0][:2] == ("calm", 0)
     first_run = said.read_text().split(FIRST)[1].split()[0]
