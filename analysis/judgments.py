@@ -9,7 +9,6 @@ all read the latest judge of a run or job through ``latest_validity``.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,18 +17,15 @@ import duckdb
 if TYPE_CHECKING:
     import pandas as pd
 
-Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` (statsmodels; (0, 1) when ``n``
+    is 0)."""
+    from statsmodels.stats.proportion import proportion_confint
 
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``successes / n`` ((0, 1) when ``n`` is 0)."""
     if n <= 0:
         return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = proportion_confint(successes, n, alpha=alpha, method="wilson")
+    return max(0.0, float(low)), min(1.0, float(high))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from typing import Any, NamedTuple, cast
 
 import duckdb
 
+from personahub.analysis.judgments import wilson
 from personahub.core.commit import JobRef, commit_batch, write_calls
 from personahub.core.contracts import ServesModels, StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
@@ -61,7 +62,6 @@ from personahub.pipelines.evaluate_scores import (
     group_scores,
     model_differences,
     solver_answers,
-    wilson,
 )
 from personahub.pipelines.prompts.evaluate import (
     SOLVE_MODES,

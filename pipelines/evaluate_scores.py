@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from personahub.analysis.judgments import wilson
 from personahub.models.client import redact_spec
 from personahub.personas.store import persona_sources
 from personahub.pipelines.synthesis_inputs import item_facets
@@ -69,16 +70,6 @@ def solver_answers(con: duckdb.DuckDBPyConnection, eval_id: str,
     for (spec, item), samples in by.items():
         out.setdefault(spec, {})[item] = _consensus(samples)
     return out
-
-
-def wilson(correct: int, total: int, alpha: float = 0.05) -> tuple[float, float]:
-    """The Wilson score interval of ``correct`` out of ``total`` (statsmodels)."""
-    from statsmodels.stats.proportion import proportion_confint
-
-    if total == 0:
-        return (0.0, 1.0)
-    low, high = proportion_confint(correct, total, alpha=alpha, method="wilson")
-    return float(low), float(high)
 
 
 
