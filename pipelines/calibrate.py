@@ -237,7 +237,7 @@ class CalibrationAsker:
                                          purpose=f"{CALIBRATE_PURPOSE}-{LOGPROBS}")
         if result.value is None:
             return Answer(ask, None, None, result)
-        shares = {o: float(result.value.get(letter, 0.0))
+        shares = {o: float(result.value.probabilities.get(letter, 0.0))
                   for letter, o in zip(letters, options, strict=True)}
         return Answer(ask, max(shares, key=lambda o: shares[o]), json.dumps(shares), result)
 

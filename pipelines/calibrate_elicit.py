@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from scipy.optimize import minimize_scalar
 
@@ -195,7 +196,7 @@ def asks_per_method(asks: Iterable[Any], methods: Mapping[str, str]) -> dict[str
     return counts
 
 
-def scaled(probabilities: Sequence[float], temperature: float) -> np.ndarray:
+def scaled(probabilities: ArrayLike, temperature: float) -> np.ndarray:
     """Temperature scaling of a distribution: ``p ** (1 / T)``, renormalised (T > 1 flattens
     it, T < 1 sharpens it; options at 0 stay at 0)."""
     p = np.asarray(probabilities, float)
@@ -206,7 +207,7 @@ def scaled(probabilities: Sequence[float], temperature: float) -> np.ndarray:
     return out / out.sum()
 
 
-def fit_temperature(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> float:
+def fit_temperature(pairs: Sequence[tuple[ArrayLike, ArrayLike]]) -> float:
     """The one temperature that minimises the mean cross-entropy of the human distributions
     under the scaled model ones (``scipy.optimize.minimize_scalar`` over log T in [-4, 4]).
 

@@ -51,7 +51,7 @@ from personahub.models.endpoint_specs import (
 from personahub.models.failures import FailFast
 from personahub.models.liveness import Liveness
 from personahub.models.offline import OFFLINE_MODEL_NAME
-from personahub.models.option_logprobs import option_probabilities
+from personahub.models.option_logprobs import OptionProbabilities, option_probabilities
 from personahub.models.seam_accounting import Accounted, CallStats
 from personahub.models.seam_cache import CUT_OFF, Cached
 from personahub.models.seam_failover import DEAD_ENDPOINT_COOLDOWN_S, Failover
@@ -202,7 +202,7 @@ class LLMClient:
 
     async def option_probabilities(self, messages: list[Any], labels: Sequence[str], *,
                                    purpose: str, persona_id: str | None = None,
-                                   top_logprobs: int = 20) -> StructuredResult[dict[str, float]]:
+                                   top_logprobs: int = 20) -> StructuredResult[OptionProbabilities]:
         """Each label's probability as the answer's first token, from the server's token
         log-probabilities (``models.option_logprobs``; offline: seeded probabilities).
 

@@ -24,23 +24,41 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from langchain_core.messages import convert_to_openai_messages
+from pydantic import BaseModel
 
-from personahub.core.contracts import CallRecord, StructuredResult, carried_records, carry_records
+from personahub.core.call_spill import SinkSlot
+from personahub.core.contracts import CallRecord, CallStats, StructuredResult, carried_records, carry_records
 from personahub.core.errors import PersonahubError
 from personahub.models.attempts import failed
+from personahub.models.settings import LLMSettings
 
-if TYPE_CHECKING:
-    from personahub.models.client import LLMClient
 
-__all__ = ["LOGPROBS_MODE", "LogprobsUnavailable", "offline_probabilities", "option_probabilities",
-           "read_top_logprobs"]
+class LLMClient(Protocol):
+    """What these calls use of ``models.client.LLMClient`` (that module imports this one)."""
+
+    settings: LLMSettings
+    endpoints: list[Any]
+    stats: CallStats
+    _spill: SinkSlot
+
+    @property
+    def is_offline(self) -> bool: ...
+
+__all__ = ["LOGPROBS_MODE", "LogprobsUnavailable", "OptionProbabilities", "offline_probabilities",
+           "option_probabilities", "read_top_logprobs"]
 
 LOGPROBS_MODE = "logprobs"  # ``llm_calls.structured_mode`` of these calls
 _SLOTS: dict[tuple[int, int], asyncio.Semaphore] = {}  # (client, loop) -> calls in flight
+
+
+class OptionProbabilities(BaseModel):
+    """A call's answer: each label's probability (summing to 1)."""
+
+    probabilities: dict[str, float]
 
 
 class LogprobsUnavailable(PersonahubError):
@@ -92,7 +110,7 @@ def _slots(client: LLMClient) -> asyncio.Semaphore:
 
 async def _attempt(client: LLMClient, index: int, messages: list[dict[str, Any]],
                    labels: Sequence[str], record: CallRecord,
-                   top_logprobs: int) -> StructuredResult[dict[str, float]]:
+                   top_logprobs: int) -> StructuredResult[OptionProbabilities]:
     endpoint: Any = client.endpoints[index]
     started = time.perf_counter()
     try:
@@ -114,23 +132,23 @@ async def _attempt(client: LLMClient, index: int, messages: list[dict[str, Any]]
     probabilities = read_top_logprobs(reply, labels)
     if probabilities is None:
         record.status, record.error = "invalid", "no logprobs in the answer"
-        exc = LogprobsUnavailable(
+        refused = LogprobsUnavailable(
             f"--llm {endpoint.label}: the server answered POST {endpoint.base_url}/chat/"
             "completions without token log-probabilities (logprobs=true, top_logprobs="
             f"{top_logprobs}); --elicit logprobs needs a server that returns them (OpenAI, "
             "vLLM, llama-server)")
-        carry_records(exc, [record])
-        raise exc
+        carry_records(refused, [record])
+        raise refused
     if not any(probabilities.values()):
         record.status, record.error = "invalid", "no option among the top log-probabilities"
         return StructuredResult(None, [record])
     record.status = "ok"
-    return StructuredResult(probabilities, [record])
+    return StructuredResult(OptionProbabilities(probabilities=probabilities), [record])
 
 
 async def option_probabilities(client: LLMClient, messages: Sequence[Any], labels: Sequence[str],
                                *, purpose: str, persona_id: str | None = None,
-                               top_logprobs: int = 20) -> StructuredResult[dict[str, float]]:
+                               top_logprobs: int = 20) -> StructuredResult[OptionProbabilities]:
     """Each label's probability as the first answer token (see the module doc).
 
     Args:
@@ -142,14 +160,14 @@ async def option_probabilities(client: LLMClient, messages: Sequence[Any], label
         top_logprobs: How many alternatives the server lists (at least the labels' count).
 
     Returns:
-        ``value`` label -> probability (None: every attempt failed, or no label was listed),
+        ``value.probabilities`` label -> probability (None: every attempt failed, or no label was listed),
         with every attempt's record.
 
     Raises:
         LogprobsUnavailable: the server answered without log-probabilities.
     """
     settings, records = client.settings, []
-    outcome: StructuredResult[dict[str, float]] = StructuredResult(None, [])
+    outcome: StructuredResult[OptionProbabilities] = StructuredResult(None, [])
     try:
         for attempt in range(1, settings.max_retries + 2):
             record = CallRecord(purpose=purpose, model="", attempt=attempt, status="",
@@ -158,8 +176,8 @@ async def option_probabilities(client: LLMClient, messages: Sequence[Any], label
             if client.is_offline:
                 endpoint = client.endpoints[0]
                 record.model, record.endpoint, record.status = endpoint.label, 0, "ok"
-                outcome = StructuredResult(
-                    offline_probabilities(settings.seed, messages, labels), [record])
+                outcome = StructuredResult(OptionProbabilities(
+                    probabilities=offline_probabilities(settings.seed, messages, labels)), [record])
             else:
                 index = (attempt - 1) % len(client.endpoints)
                 record.model, record.endpoint = client.endpoints[index].label, index

@@ -98,9 +98,9 @@ def test_offline_probabilities_are_seeded_and_recorded() -> None:
     messages = logprobs_messages("Q?", ["x", "y", "z"], group="- Sex: female", letters="ABC")
     client = LLMClient(LLMSettings(spec="offline", seed=4))
     result = asyncio.run(client.option_probabilities(messages, list("ABC"), purpose="p"))
-    assert result.value == offline_probabilities(4, messages, "ABC")
-    assert sum(result.value.values()) == pytest.approx(1.0)
-    assert offline_probabilities(5, messages, "ABC") != result.value
+    assert result.value.probabilities == offline_probabilities(4, messages, "ABC")
+    assert sum(result.value.probabilities.values()) == pytest.approx(1.0)
+    assert offline_probabilities(5, messages, "ABC") != result.value.probabilities
     (record,) = result.records
     assert (record.status, record.purpose, record.structured_mode) == ("ok", "p", "logprobs")
     assert client.stats.attempts == 1
