@@ -197,3 +197,16 @@ def test_logprobs_on_llama_server_with_smollm2(hub: dict[str, Any]) -> None:
           f"{job.summary.logprobs_temperature:.3g}")
     assert job.summary.logprobs_temperature is not None
     assert np.isfinite(job.per_attribute().loc["overall", "model"])
+
+
+def test_top_logprobs_are_read_per_label_and_a_body_without_them_is_none() -> None:
+    from personahub.models.option_logprobs import read_top_logprobs
+
+    tops = [{"token": " A", "logprob": math.log(0.3)}, {"token": "A", "logprob": math.log(0.1)},
+            {"token": "B", "logprob": math.log(0.2)}, {"token": "The", "logprob": math.log(0.4)}]
+    body = {"choices": [{"logprobs": {"content": [{"token": "The", "logprob": math.log(0.4),
+                                                   "top_logprobs": tops}]}}]}
+    assert read_top_logprobs(body, ["A", "B", "C"]) == pytest.approx(
+        {"A": 0.4 / 0.6, "B": 0.2 / 0.6, "C": 0.0})
+    assert read_top_logprobs({"choices": [{"logprobs": None}]}, ["A"]) is None
+    assert read_top_logprobs({"choices": []}, ["A"]) is None
