@@ -106,7 +106,7 @@ def test_offline_probabilities_are_seeded_and_recorded() -> None:
     assert client.stats.attempts == 1
 
 
-def test_logprobs_is_a_row_of_its_own_offline(hub: dict[str, Any]) -> None:
+def test_logprobs_is_a_row_of_its_own_offline(hub: dict[str, Any], tmp_path: Path) -> None:
     db = hub["db"]
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=4,
                                no_persona_n=1, seed=5, elicit=("sample", "logprobs"))
@@ -116,6 +116,20 @@ def test_logprobs_is_a_row_of_its_own_offline(hub: dict[str, Any]) -> None:
     assert job.summary.calls["logprobs"] == 3 * 4
     assert job.summary.cells["logprobs"] == 2 * 4
     _check_scaled(db, job, seed=5)
+    out = tmp_path / "report"
+    report = invoke("report", "--calibration", job.job_id, "--db", db, "--out", out)
+    assert report.exit_code == 0, report.output
+    assert "model[logprobs]" in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_the_console_prints_the_logprobs_calls_and_temperature(hub: dict[str, Any]) -> None:
+    result = invoke("calibrate", hub["survey"], "--population", hub["population"], "--n", 2,
+                    "--db", hub["db"], "--no-persona-n", 1, "--seed", 5, "--elicit", "logprobs")
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("calls per method")]
+    assert "logprobs 12, 1.50 per question x group" in line  # 12 calls, 8 pairs scored
+    (scaled_line,) = [x for x in result.stdout.splitlines() if x.startswith("logprobs: temp")]
+    assert "fitted on held-out questions" in scaled_line
 
 
 def test_logprobs_over_the_loopback_server_reads_the_servers_probabilities(
