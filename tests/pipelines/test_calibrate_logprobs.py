@@ -98,6 +98,7 @@ def test_offline_probabilities_are_seeded_and_recorded() -> None:
     messages = logprobs_messages("Q?", ["x", "y", "z"], group="- Sex: female", letters="ABC")
     client = LLMClient(LLMSettings(spec="offline", seed=4))
     result = asyncio.run(client.option_probabilities(messages, list("ABC"), purpose="p"))
+    assert result.value is not None
     assert result.value.probabilities == offline_probabilities(4, messages, "ABC")
     assert sum(result.value.probabilities.values()) == pytest.approx(1.0)
     assert offline_probabilities(5, messages, "ABC") != result.value.probabilities
@@ -150,6 +151,7 @@ def test_logprobs_over_the_loopback_server_reads_the_servers_probabilities(
             for m in convert_to_openai_messages(messages)]
     letters = letter_logprobs(3, sent, 20)
     total = sum(math.exp(letters[x]) for x in LETTERS)
+    assert answer.reason is not None
     assert json.loads(answer.reason) == pytest.approx(
         {o: math.exp(letters[x]) / total for x, o in zip(LETTERS, options, strict=True)})
     assert not job.summary.offline and job.summary.failed == 0
