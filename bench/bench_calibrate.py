@@ -3,7 +3,8 @@ and the time to score.
 
     python bench/bench_calibrate.py [--personas 1000] [--questions 50] [--concurrency 256]
                                     [--latency 0.5] [--no-persona-n 20] [--batch-size 2048]
-                                    [--elicit sample --elicit distribution --elicit few-shot:2]
+                                    [--elicit sample --elicit distribution --elicit few-shot:2
+                                     --elicit logprobs]
 
 A seeded template population of ``--personas`` people over sex and party (``personas
 sample-population``'s drawing, written to a temporary hub) and a synthetic long-CSV survey of
@@ -22,7 +23,9 @@ job: every question x group x source, and the summary). The last line is
 ``RESULT calls=<n> rate=<calls/s> fraction=<of C/L> score_s=<s>``, after one line per
 ``--elicit`` method (default ``sample``): its calls and the calls per answer of a group
 (``METHOD <name> calls=<n> pairs=<question x group pairs scored> calls_per_answer=<n/pairs>``):
-``sample`` asks each panel member, ``distribution`` and ``few-shot:K`` one call per pair.
+``sample`` asks each panel member, ``distribution`` and ``few-shot:K`` one call per pair;
+``logprobs`` one call per pair too, its held-out questions included (they fit its temperature
+and are not scored: about 4/3 calls per scored pair), plus one probe call.
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ def main() -> None:
     parser.add_argument("--no-persona-n", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--elicit", action="append", default=None,
-                        help="an elicitation method (repeat): sample, distribution, few-shot:K")
+                        help="an elicitation method (repeat): sample, distribution, logprobs, "
+                             "few-shot:K")
     args = parser.parse_args()
 
     from personahub import runtime

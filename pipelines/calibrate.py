@@ -72,7 +72,10 @@ from personahub.pipelines.calibrate_data import (
     survey_sha1,
 )
 from personahub.pipelines.calibrate_elicit import (
+    LETTERS,
+    LOGPROBS,
     SAMPLE,
+    asks_held_out,
     asks_per_method,
     check_elicit,
     check_shares,
@@ -90,6 +93,7 @@ from personahub.pipelines.prompts.calibration import (
     STEERINGS,
     calibration_messages,
     distribution_messages,
+    logprobs_messages,
 )
 from personahub.pipelines.prompts.population import attribute_lines
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
@@ -217,7 +221,29 @@ class CalibrationAsker:
             return Answer(ask, None, None, result)
         return Answer(ask, max(shares, key=lambda o: shares[o]), json.dumps(shares), result)
 
+    async def _logprobs(self, ask: Ask, caller: StructuredCaller) -> Answer:
+        """A ``logprobs`` ask: the option letters' token probabilities for a member of the
+        group, as the modal option and the raw (unscaled) shares' JSON (in ``reason``)."""
+        text, options = self.questions[ask.question_id]
+        letters = LETTERS[:len(options)]
+        ask_probabilities = getattr(caller, "option_probabilities", None)
+        if ask_probabilities is None or len(options) > len(LETTERS):
+            raise UsageError(f"--elicit {LOGPROBS}: this model client cannot read token "
+                             "log-probabilities (not with --batch or a remote executor; at "
+                             f"most {len(LETTERS)} options)")
+        messages = logprobs_messages(text, options, letters=letters,
+                                     group=self.groups.get(ask.respondent, ask.respondent))
+        result = await ask_probabilities(messages, letters,
+                                         purpose=f"{CALIBRATE_PURPOSE}-{LOGPROBS}")
+        if result.value is None:
+            return Answer(ask, None, None, result)
+        shares = {o: float(result.value.probabilities.get(letter, 0.0))
+                  for letter, o in zip(letters, options, strict=True)}
+        return Answer(ask, max(shares, key=lambda o: shares[o]), json.dumps(shares), result)
+
     async def _one(self, ask: Ask, caller: StructuredCaller) -> Answer:
+        if ask.steering == LOGPROBS:
+            return await self._logprobs(ask, caller)
         if is_group_method(ask.steering):
             return await self._stated(ask, caller)
         text, options = self.questions[ask.question_id]
@@ -285,6 +311,7 @@ class CalibrationSummary:
     dispersion: pd.DataFrame = field(default_factory=pd.DataFrame)  # entropy and SD ratios
     sd_per_question: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, per steering
     weighting: str = ""  # respondent-level input: weighted or not (empty: counts as given)
+    logprobs_temperature: float | None = None  # --elicit logprobs: its fitted temperature
 
     @property
     def failed(self) -> int:
@@ -378,7 +405,20 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         return BatchOutcome(rows={"calibration_jobs": [job],
                                   "calibration_questions": question_rows(ctx.job_id, state.selected),
                                   "calibration_human": human_rows(ctx.job_id, state.selected),
-                                  "calibration_panels": group_rows(ctx.job_id, state.panels)})
+                                  "calibration_panels": group_rows(ctx.job_id, state.panels)},
+                            calls=self._probe(ctx))
+
+    def _probe(self, ctx: JobContext[CalibrateConfig]) -> list[StructuredResult[Any]]:
+        """With ``--elicit logprobs`` on a model server: one ask first, so that a server that
+        returns no log-probabilities stops the job before anything of it is written (its
+        ``LogprobsUnavailable``, one line). The probe's attempts are stored with the job."""
+        if LOGPROBS not in ctx.config.elicit or ctx.caller.is_offline:
+            return []
+        asks = [a for a in self._asks(ctx) if a.steering == LOGPROBS]
+        if not asks:
+            return []
+        answer = ctx.run(self._plain_asker(ctx).run_batch(asks[:1], ctx.caller))[0]
+        return [answer.call]
 
     def _asks(self, ctx: JobContext[CalibrateConfig]) -> list[Ask]:
         """Every ask of the job, in order: per question, each steering's panel personas (once
@@ -394,7 +434,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                 for steering in config.steering:
                     asks += [Ask(qid, steering, pid, pid) for pid in people]
             for method in group_methods:
-                if qid not in shown[method]:
+                if qid not in shown[method] or asks_held_out(method):
                     asks += [Ask(qid, method, group_key(*g.key), None) for g in asked]
             asks += [Ask(qid, NO_PERSONA, f"#{k}", None)
                      for k in range(config.asks_without_persona)]
@@ -427,6 +467,12 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
     def asker(self, ctx: JobContext[CalibrateConfig]) -> Any:
         """The asker (with ``--batch``: its calls sent as provider batches)."""
         state = _state(ctx)
+        state.asker = batched_asker(ctx, self._plain_asker(ctx))
+        return state.asker
+
+    def _plain_asker(self, ctx: JobContext[CalibrateConfig]) -> CalibrationAsker:
+        """The job's asker, calling the model directly."""
+        state = _state(ctx)
         config, survey = ctx.config, state.selected.survey
         questions = {qid: (q.text, offered(q, config.offer_refusal))
                      for qid, q in survey.questions.items()}
@@ -435,13 +481,11 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         shots: dict[str, str] = {}
         for method in config.elicit:
             shown = held_out(method, state.selected.questions, config.seed)
-            if shown:
+            if shown and not asks_held_out(method):
                 shots |= {f"{method}\x1f{group_key(*g.key)}": shots_text(survey, shown,
                                                                       g.attribute, g.labels)
                           for g in state.selected.all_groups()}
-        state.asker = batched_asker(ctx, CalibrationAsker(questions, state.personas, groups,
-                                                          shots))
-        return state.asker
+        return CalibrationAsker(questions, state.personas, groups, shots)
 
     def commit(self, ctx: JobContext[CalibrateConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:
@@ -466,6 +510,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         from personahub.analysis.calibration_verdict import verdict
         from personahub.pipelines.calibrate_scores import (
             dispersion_table,
+            logprobs_temperature,
             panel_sizes_of,
             per_attribute,
             score_job,
@@ -488,6 +533,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.sd_per_question = sd_by_question(scored.scores)
         summary.panel_sizes = panel_sizes_of(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
+        summary.logprobs_temperature = logprobs_temperature(ctx.con, ctx.job_id)
         summary.batches = batch_line(_state(ctx).asker)
         return summary
 

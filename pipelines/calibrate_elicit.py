@@ -10,6 +10,16 @@ beside the steerings and the baselines:
   (``distribution_schema``). The shares are normalised; an answer whose shares sum to 0 is
   rejected (one fresh sample, then a failed call, counted). Scored exactly as a panel's
   distribution.
+- ``logprobs``: **one** call per question x group asking for the letter of a group member's
+  answer, read as the server's token log-probabilities of the option letters
+  (``models.option_logprobs``): the group's distribution with no sampling at all. Per group,
+  not per persona, for the same reason as ``distribution`` (one call instead of N) and because
+  the probabilities are already a distribution. The raw probabilities are stored; **temperature
+  scaling** (``p_T ~ p ** (1 / T)``) is fitted on held-out questions (a seeded quarter of the
+  survey's questions, at least one) by minimising the cross-entropy of the human distributions
+  under the scaled ones (``scipy.optimize.minimize_scalar``), and those questions are out of the
+  row's score. A server that returns no log-probabilities stops the job before anything is
+  written (one line naming the endpoint).
 - ``few-shot:K``: as ``distribution``, with the group's human answer shares to K other
   questions of the survey shown in the prompt. The K questions are drawn once per job (seeded)
   and **held out** of that row's score, so its means are over the other questions.
@@ -27,12 +37,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from scipy.optimize import minimize_scalar
 
 from personahub.analysis.survey import Question, Survey
 from personahub.core.errors import UsageError
 
-__all__ = ["DISTRIBUTION", "FEW_SHOT", "SAMPLE", "asks_per_method", "check_elicit", "check_shares",
+__all__ = ["DISTRIBUTION", "FEW_SHOT", "LETTERS", "LOGPROBS", "SAMPLE", "asks_held_out",
+           "asks_per_method", "fit_temperature", "scaled", "check_elicit", "check_shares",
            "distribution_schema", "few_shot_k", "group_key", "held_out", "is_group_method", "shares_of",
            "shots_text",
            "split_group_key", "stated_vector"]
@@ -40,7 +53,9 @@ __all__ = ["DISTRIBUTION", "FEW_SHOT", "SAMPLE", "asks_per_method", "check_elici
 SAMPLE = "sample"
 DISTRIBUTION = "distribution"
 FEW_SHOT = "few-shot"
-_USE = f"use {SAMPLE}, {DISTRIBUTION} or {FEW_SHOT}:K (K a whole number from 1)"
+LOGPROBS = "logprobs"
+_USE = f"use {SAMPLE}, {DISTRIBUTION}, {LOGPROBS} or {FEW_SHOT}:K (K a whole number from 1)"
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def few_shot_k(method: str) -> int | None:
@@ -67,7 +82,7 @@ def check_elicit(methods: Iterable[str]) -> tuple[str, ...]:
     if not chosen:
         raise UsageError(f"--elicit: give one or more methods: {_USE}")
     for method in chosen:
-        if method not in (SAMPLE, DISTRIBUTION) and few_shot_k(method) is None:
+        if method not in (SAMPLE, DISTRIBUTION, LOGPROBS) and few_shot_k(method) is None:
             raise UsageError(f"--elicit {method!r}: {_USE}")
     if len(set(chosen)) != len(chosen):
         raise UsageError("--elicit: a method is given twice")
@@ -76,7 +91,13 @@ def check_elicit(methods: Iterable[str]) -> tuple[str, ...]:
 
 def is_group_method(method: str) -> bool:
     """Whether a method asks once per question x group (not once per persona)."""
-    return method == DISTRIBUTION or few_shot_k(method) is not None
+    return method in (DISTRIBUTION, LOGPROBS) or few_shot_k(method) is not None
+
+
+def asks_held_out(method: str) -> bool:
+    """Whether a method asks its held-out questions too (``logprobs`` fits its temperature on
+    them; ``few-shot:K`` shows them instead of asking)."""
+    return method == LOGPROBS
 
 
 def group_key(attribute: str, group: str) -> str:
@@ -91,13 +112,20 @@ def split_group_key(key: str) -> tuple[str, str]:
 
 
 def held_out(method: str, questions: Sequence[str], seed: int) -> tuple[str, ...]:
-    """The K questions a ``few-shot:K`` row shows and does not score (none for other methods):
-    a seeded draw from the job's questions, the same on resume and when scoring.
+    """The questions a row does not score (none for most methods): the K a ``few-shot:K`` row
+    shows, or the quarter (at least one) ``logprobs`` fits its temperature on; a seeded draw
+    from the job's questions, the same on resume and when scoring.
 
     Raises:
-        UsageError: K leaves no question to score.
+        UsageError: no question would be left to score.
     """
     k = few_shot_k(method)
+    if method == LOGPROBS:
+        if len(questions) < 2:
+            raise UsageError(f"--elicit {LOGPROBS}: the calibration asks {len(questions)} "
+                             "question; fitting the temperature on held-out questions needs "
+                             "at least 2")
+        k = max(1, len(questions) // 4)
     if k is None:
         return ()
     if k >= len(questions):
@@ -166,3 +194,40 @@ def asks_per_method(asks: Iterable[Any], methods: Mapping[str, str]) -> dict[str
         method = methods.get(ask.steering, ask.steering)
         counts[method] = counts.get(method, 0) + 1
     return counts
+
+
+def scaled(probabilities: ArrayLike, temperature: float) -> np.ndarray:
+    """Temperature scaling of a distribution: ``p ** (1 / T)``, renormalised (T > 1 flattens
+    it, T < 1 sharpens it; options at 0 stay at 0)."""
+    p = np.asarray(probabilities, float)
+    if p.sum() <= 0:
+        return p
+    logits = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), -np.inf) / temperature
+    out = np.exp(logits - np.max(logits))
+    return out / out.sum()
+
+
+def fit_temperature(pairs: Sequence[tuple[ArrayLike, ArrayLike]]) -> float:
+    """The one temperature that minimises the mean cross-entropy of the human distributions
+    under the scaled model ones (``scipy.optimize.minimize_scalar`` over log T in [-4, 4]).
+
+    Args:
+        pairs: (model probabilities, human counts or shares) over the same options, one pair
+            per held-out question x group.
+
+    Returns:
+        The fitted temperature (1.0 without pairs).
+    """
+    usable = [(np.clip(np.asarray(m, float), 1e-9, None), np.asarray(h, float))
+              for m, h in pairs if np.sum(m) > 0 and np.sum(h) > 0]
+    if not usable:
+        return 1.0
+
+    def loss(log_t: float) -> float:
+        total = 0.0
+        for model, human in usable:
+            total -= float(np.dot(human / human.sum(), np.log(scaled(model, float(np.exp(log_t))))))
+        return total / len(usable)
+
+    fitted = minimize_scalar(loss, bounds=(-4.0, 4.0), method="bounded")
+    return float(np.exp(fitted.x))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +27,18 @@ from personahub.analysis.calibration_report import per_attribute_table, source_l
 from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES, score_survey
 from personahub.pipelines.calibrate_data import load_panels, load_survey
 from personahub.pipelines.calibrate_elicit import (
+    LOGPROBS,
     SAMPLE,
+    fit_temperature,
     held_out,
     is_group_method,
+    scaled,
     split_group_key,
     stated_vector,
 )
 
-__all__ = ["SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "per_attribute",
+__all__ = ["SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "logprobs_temperature",
+           "per_attribute", "temperature_scaled",
            "elicit_lines", "panel_sizes_of", "sd_by_question",
            "score_job", "size_lines", "source_label",
            "summarise_job", "table_lines"]
@@ -73,6 +78,45 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: di
     return groups, none
 
 
+def temperature_scaled(survey: Any, stated: GroupCounts,
+                       fit_questions: Sequence[str]) -> tuple[GroupCounts, float]:
+    """``--elicit logprobs``: the temperature fitted on the held-out questions' question x
+    group cells (the substantive options, against the human distributions), and every other
+    cell's probabilities scaled by it (``calibrate_elicit.fit_temperature``).
+
+    Args:
+        survey: The job's survey (questions and human counts).
+        stated: (question, attribute, group) -> raw option probabilities.
+        fit_questions: The held-out questions the temperature is fitted on.
+
+    Returns:
+        The scaled cells of the other questions, and the temperature.
+    """
+    fit = set(fit_questions)
+    pairs = []
+    for qid in fit:
+        question = survey.questions[qid]
+        keep = [i for i, o in enumerate(question.options) if o not in question.refusals]
+        for attribute, labels, human in survey.groups(qid):
+            model = stated.get((qid, attribute, " / ".join(labels)))
+            if model is not None:
+                pairs.append((np.asarray(model)[keep], np.asarray(human, float)[keep]))
+    temperature = fit_temperature(pairs)
+    return ({key: scaled(vector, temperature) for key, vector in stated.items()
+             if key[0] not in fit}, temperature)
+
+
+def logprobs_temperature(con: duckdb.DuckDBPyConnection, job_id: str) -> float | None:
+    """The temperature a job's ``logprobs`` row is scaled by (None: no such row)."""
+    job = store.job_row(con, job_id)
+    if LOGPROBS not in list((job.get("config") or {}).get("elicit") or []):
+        return None
+    selected = load_survey(con, job_id)
+    simulated, _ = _simulated(con, job_id, dict(selected.survey.questions))
+    return temperature_scaled(selected.survey, simulated.get(LOGPROBS, {}), held_out(
+        LOGPROBS, selected.questions, int(job["seed"] or 0)))[1]
+
+
 def _counts(vector: Any) -> str | None:
     return None if vector is None else json.dumps([float(v) for v in vector])
 
@@ -91,6 +135,9 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     # one model row per steering (asked one answer per persona), then per group-level method
     rows = ([s for s in steerings] if SAMPLE in elicit else []) + [
         m for m in elicit if is_group_method(m)]
+    if LOGPROBS in elicit:  # scaled by the temperature fitted on its held-out questions
+        simulated[LOGPROBS], _ = temperature_scaled(
+            survey, simulated.get(LOGPROBS, {}), held_out(LOGPROBS, selected.questions, seed))
     frames = []
     for position, steering in enumerate(rows):
         model = {(qid, attribute, labels): simulated[steering].get((qid, attribute, " / ".join(labels)))
@@ -266,7 +313,12 @@ def elicit_lines(summary: Any) -> list[str]:
         cells.append(f"{method} {calls}{per}" + (f" ({failed} failed)" if failed > 0 else ""))
     if summary.calls.get("no_persona"):
         cells.append(f"no_persona baseline {summary.calls['no_persona']}")
-    return [f"calls per method (--elicit): {'; '.join(cells)}"]
+    lines = [f"calls per method (--elicit): {'; '.join(cells)}"]
+    temperature = getattr(summary, "logprobs_temperature", None)
+    if temperature is not None:
+        lines.append(f"logprobs: temperature {temperature:.3g}, fitted on held-out questions "
+                     "(not scored in its row)")
+    return lines
 
 
 def size_lines(sizes: pd.DataFrame) -> list[str]:

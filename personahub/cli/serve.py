@@ -36,6 +36,9 @@ def serve(
     dialect: Annotated[Literal["openai", "openai-strict", "vllm", "vllm-legacy",
                                "llama-cpp-python", "ollama", "tools-only"], typer.Option(
         help="Answer as this server does.")] = "openai",
+    logprobs: Annotated[bool, typer.Option(
+        help="Answer token log-probabilities when a request asks logprobs=true (seeded letter "
+             "probabilities); --no-logprobs acts as a server that ignores the request.")] = True,
     retry_after: Annotated[float | None, typer.Option(
         min=0, help="Seconds sent as Retry-After on 429/503 answers.")] = None,
     model: Annotated[list[str] | None, typer.Option(
@@ -81,6 +84,7 @@ def serve(
                                         hang_s=hang_seconds, runaway_rate=runaway_rate,
                                         bad_usage_rate=bad_usage_rate,
                                         dialect=dialect, fault_seed=fault_seed,
+                                        logprobs=logprobs,
                                         retry_after_s=retry_after, models=tuple(model or ()),
                                         batch_delay_s=batch_delay,
                                         batch_error_rate=batch_error_rate,

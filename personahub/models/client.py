@@ -51,6 +51,7 @@ from personahub.models.endpoint_specs import (
 from personahub.models.failures import FailFast
 from personahub.models.liveness import Liveness
 from personahub.models.offline import OFFLINE_MODEL_NAME
+from personahub.models.option_logprobs import OptionProbabilities, option_probabilities
 from personahub.models.seam_accounting import Accounted, CallStats
 from personahub.models.seam_cache import CUT_OFF, Cached
 from personahub.models.seam_failover import DEAD_ENDPOINT_COOLDOWN_S, Failover
@@ -198,6 +199,16 @@ class LLMClient:
         if result.value is not None:
             result.value = unbounded(result.value, schema)
         return result
+
+    async def option_probabilities(self, messages: list[Any], labels: Sequence[str], *,
+                                   purpose: str, persona_id: str | None = None,
+                                   top_logprobs: int = 20) -> StructuredResult[OptionProbabilities]:
+        """Each label's probability as the answer's first token, from the server's token
+        log-probabilities (``models.option_logprobs``; offline: seeded probabilities).
+
+        Raises ``LogprobsUnavailable`` when the server answers without log-probabilities."""
+        return await option_probabilities(self, messages, labels, purpose=purpose,
+                                          persona_id=persona_id, top_logprobs=top_logprobs)
 
     def request_for(self, schema: type[T], messages: list[Any], *, purpose: str,
                     persona_id: str | None = None, step: int | None = None,

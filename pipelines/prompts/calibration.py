@@ -84,3 +84,20 @@ def distribution_messages(question: str, options: Sequence[str], *, group: str,
     body += (section("Question", question) + "\n" + section("Options", listed) + "\n"
              + section("Task", DISTRIBUTION_TASK))
     return [SystemMessage(DISTRIBUTION_SYSTEM), HumanMessage(body)]
+
+
+LOGPROBS_SYSTEM = ("You are a member of the group described under Group, answering a public "
+                   "opinion survey honestly, as a typical member of that group would.")
+LOGPROBS_TASK = "Answer with the letter of your option only."
+
+
+def logprobs_messages(question: str, options: Sequence[str], *, group: str,
+                      letters: Sequence[str]) -> list[BaseMessage]:
+    """The messages asking a member of a group (``group``: its ``- Name: label`` lines) for the
+    letter of their answer to one question (``--elicit logprobs``: the letters' token
+    probabilities are the answer)."""
+    listed = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options,
+                                                                      strict=True))
+    body = (section("Group", group) + "\n" + section("Question", question) + "\n"
+            + section("Options", listed) + "\n" + section("Task", LOGPROBS_TASK))
+    return [SystemMessage(LOGPROBS_SYSTEM), HumanMessage(body)]

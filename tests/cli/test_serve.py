@@ -27,6 +27,20 @@ def test_serve_model_options_become_the_served_names(monkeypatch: pytest.MonkeyP
     assert seen[0].models == ("qwen2.5", "org/served")
 
 
+def test_serve_no_logprobs_reaches_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def capture(options, host, port):
+        seen.append(options)
+        raise _Stop
+
+    monkeypatch.setattr(server_module, "start_server", capture)
+    for flags, expected in (([], True), (["--no-logprobs"], False)):
+        result = CliRunner().invoke(app, ["serve", "--port", "0", *flags])
+        assert isinstance(result.exception, _Stop)
+        assert seen[-1].logprobs is expected
+
+
 def test_serve_runaway_rate_reaches_the_server_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
 

@@ -108,6 +108,7 @@ from personahub.models.fake_server.limits import (
     check_chat,
     check_embeddings,
 )
+from personahub.models.fake_server.logprobs import logprobs_content
 from personahub.models.fake_server.plant import Plant, PlantedEngine
 from personahub.models.fake_server.runaway import Runaway, run_away
 from personahub.models.fake_server.stream import include_usage, sse_events, wants_stream
@@ -174,6 +175,9 @@ class ServerOptions:
     #: Planted answers (``models.fake_server.plant``): marked prompts answered otherwise, by a
     #: known share, so an experiment has an effect to find.
     plants: tuple[Plant, ...] = ()
+    #: Token log-probabilities when a request asks ``logprobs=true`` (``fake_server.logprobs``);
+    #: False: a server that ignores the request and answers ``logprobs: null``.
+    logprobs: bool = True
 
     def __post_init__(self) -> None:
         # every float is finite (``inf`` started the server, then each request's sleep raised
@@ -857,6 +861,9 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
         usage = body["usage"]
         usage["prompt_tokens_details"] = {
             "cached_tokens": srv.cached_tokens(prepared.messages, usage["prompt_tokens"])}
+    if opts.logprobs and request.get("logprobs") is True:
+        for choice in body["choices"]:
+            choice["logprobs"] = logprobs_content(opts.seed, asked, request)
     if opts.bad_usage_rate and srv.draw() < opts.bad_usage_rate:
         srv.stats.bump("bad_usage")
         body["usage"].update(IMPOSSIBLE_USAGE)

@@ -1,0 +1,43 @@
+"""Token log-probabilities of the loopback server (``logprobs=true``, ``top_logprobs=N``).
+
+The first answer token's alternatives are the letters ``A``, ``B``, ... (as many as
+``top_logprobs`` asks, at most 26), their log-probabilities a Dirichlet draw seeded by the
+server's seed and the messages' text, in OpenAI's shape (``choices[i].logprobs.content[0]``),
+which vLLM and llama-server share. A test can compute them with ``letter_logprobs``. With
+``ServerOptions.logprobs`` False the server acts as one that ignores the request (``logprobs``
+stays null): what a client must refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["letter_logprobs", "logprobs_content"]
+
+
+def letter_logprobs(seed: int, messages: Sequence[Mapping[str, Any]], n: int) -> dict[str, float]:
+    """The log-probability of each of the first ``n`` letters as the first answer token."""
+    letters = string.ascii_uppercase[:max(1, min(n, 26))]
+    text = "\x1e".join(str(m.get("content", "")) for m in messages)
+    digest = hashlib.sha256(f"{seed}\x1flogprobs\x1f{text}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    draw = rng.dirichlet(np.full(len(letters), 0.7))
+    return {letter: math.log(max(float(p), 1e-12)) for letter, p in zip(letters, draw, strict=True)}
+
+
+def logprobs_content(seed: int, messages: Sequence[Mapping[str, Any]],
+                     request: Mapping[str, Any]) -> dict[str, Any]:
+    """A choice's ``logprobs`` object for ``request`` (its ``top_logprobs``, default 1)."""
+    top = request.get("top_logprobs")
+    n = top if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 1
+    ranked = sorted(letter_logprobs(seed, messages, n).items(), key=lambda kv: -kv[1])
+    first = ranked[0]
+    return {"content": [{"token": first[0], "logprob": first[1], "bytes": list(first[0].encode()),
+                         "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                          for t, lp in ranked]}]}
