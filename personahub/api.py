@@ -624,10 +624,11 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
 
     Args:
         job: the synthesis job.
-        solvers: solver specs (any ``llm`` spec; ``offline?seed=N`` for differing offline ones).
+        solvers: solver specs (any ``llm`` spec; ``offline?seed=N`` for differing offline ones;
+            ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else ``mode``).
         db: the DuckDB file.
         **options: further ``EvalConfig`` fields: test_share or test_n, models, agree, samples,
-            mode, against, ngram, seed, concurrency, timeout_s.
+            mode, equivalence_judge, against, ngram, seed, concurrency, timeout_s.
 
     Returns:
         An ``EvalSummary`` (``verified_share``, ``matrix``, ``scores``); calling again reuses the

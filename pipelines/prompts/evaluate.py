@@ -46,3 +46,21 @@ def solve_schema(mode: SolveMode) -> type[BaseModel]:
 def solve_messages(problem: str, mode: SolveMode) -> list[BaseMessage]:
     """The messages asking one solver for one problem's final answer."""
     return [SystemMessage(SOLVE_SYSTEM), HumanMessage(f"Problem:\n{problem}\n\n{_TASK[mode]}")]
+
+
+EQUIVALENCE_PURPOSE = "equivalence"
+EQUIVALENCE_SYSTEM = ("You compare two final answers to the same math problem. Answer only with "
+                      "JSON for the schema: equal is true when they state the same value or "
+                      "result, however written, and false otherwise.")
+
+
+class EquivalenceVerdict(BaseModel):
+    """The equivalence judge's yes/no on two answers math-verify could not compare."""
+
+    equal: bool = Field(description="true when the two answers mean the same")
+
+
+def equivalence_messages(a: str, b: str) -> list[BaseMessage]:
+    """The messages asking the equivalence judge whether answers ``a`` and ``b`` are equal."""
+    return [SystemMessage(EQUIVALENCE_SYSTEM),
+            HumanMessage(f"Answer A: {a}\nAnswer B: {b}\n\nDo A and B mean the same?")]
