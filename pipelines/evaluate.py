@@ -89,7 +89,7 @@ from personahub.tasks.limits import default_max_tokens
 __all__ = ["EVALUATION", "EVAL_KIND", "EvalConfig", "EvalSummary", "HeldOutItem", "Score",
            "SplitSummary", "agreement_matrix", "answer_name", "eval_id_for", "evaluation_id_for",
            "evaluation_resume", "held_out_items", "score", "solve", "solver_answers",
-           "solver_settings", "spec_mode", "split_job", "summary_lines",
+           "refuse_unsupported", "solver_settings", "spec_mode", "split_job", "summary_lines",
            "undecided_pairs", "verify_items", "wilson"]
 
 EVAL_KIND = "evaluation"
@@ -458,6 +458,24 @@ def judge_verdicts(con: duckdb.DuckDBPyConnection, eval_id: str,
         [eval_id, judge]).fetchall()}
 
 
+def refuse_unsupported(executor: str = "local", batch: bool = False) -> None:
+    """Refuse, in one line, what an evaluation does not do yet rather than ignore it: the Ray
+    executor (its solvers', models' and judge's several clients are asked from the driver; Ray
+    ships one) and provider batches (``--batch``: its answers are asked online).
+
+    Args:
+        executor: the executor asked for (``local`` only).
+        batch: whether provider batches were asked for.
+    """
+    if executor != "local":
+        raise UsageError(f"evaluate: --executor {executor} is not supported yet; evaluations "
+                         "run on the local executor (its several solvers' clients are asked "
+                         "from one process)")
+    if batch:
+        raise UsageError("evaluate: --batch is not supported yet; evaluations ask their solvers "
+                         "online")
+
+
 # -- 3. a model's score ------------------------------------------------------------------------
 
 
@@ -758,8 +776,7 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
     def prepare(self, ctx: JobContext[EvalConfig]) -> None:
         """Refuse a job without items (nothing recorded) and a Ray executor."""
         config = ctx.config
-        if ctx.executor.name != "local":
-            raise UsageError(f"evaluate: runs on the local executor only, not {ctx.executor.name}")
+        refuse_unsupported(ctx.executor.name)
         found = ctx.con.execute("SELECT count(*) FROM v_items WHERE source = 'job' AND "
                                 "source_id = ?", [config.job]).fetchone()
         if not found or not found[0]:

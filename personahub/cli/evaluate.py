@@ -60,6 +60,11 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(
         min=1, help="Answers per committed batch (a kill loses at most the batch in flight).")
     ] = 32,
+    executor: Annotated[str, typer.Option(
+        metavar="local", help="Where the answers are asked: local only (ray is refused, not "
+             "supported yet).")] = "local",
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="Provider batches: not supported yet for evaluate (refused).")] = False,
     resume: Annotated[str | None, typer.Option(
         metavar="ID", help="Go on with evaluation job ID (stopped or killed) with its own "
              "settings; --solver / --model here give the specs' credentials again.")] = None,
@@ -70,8 +75,14 @@ def evaluate(
     on them with a 95% Wilson interval. Running it again reuses the stored split and answers."""
     from personahub.api import run_evaluation_config
     from personahub.core.errors import UsageError
-    from personahub.pipelines.evaluate import EvalConfig, EvalSummary, summary_lines
+    from personahub.pipelines.evaluate import (
+        EvalConfig,
+        EvalSummary,
+        refuse_unsupported,
+        summary_lines,
+    )
 
+    refuse_unsupported(executor, batch)
     summary: EvalSummary
     if resume is not None:  # only how it runs is this command's: the rest is the job's
         given = {"db": str(db), **engine.settings(), "batch_size": batch_size,

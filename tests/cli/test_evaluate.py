@@ -11,6 +11,7 @@ import pytest
 
 import personahub
 from personahub.api import run_synthesis
+from personahub.core.errors import UsageError
 from personahub.core.store import connect
 from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, usage_error
@@ -58,6 +59,16 @@ def test_evaluate_usage_errors(tmp_path: Path) -> None:
     assert "must be one of cot, answer, got 'pot'" in usage_error(
         invoke("evaluate", "--db", db, "--job", job, "--solver", "offline#pot", "--test-n", "1",
                "--agree", "1"))
+    # not supported yet: refused in one line, not ignored (the command and the API alike)
+    assert "--executor ray is not supported yet" in usage_error(
+        invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--test-n", "1",
+               "--agree", "1", "--executor", "ray"))
+    assert "--batch is not supported yet" in usage_error(
+        invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--test-n", "1",
+               "--agree", "1", "--batch"))
+    for option in ({"executor": "ray"}, {"batch": True}):
+        with pytest.raises(UsageError, match="is not supported yet"):
+            personahub.evaluate(job=job, solvers=["offline"], db=db, test_n=1, agree=1, **option)
     assert "a --solver is given twice (with the same prompting)" in usage_error(
         invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--solver",
                "offline#cot", "--test-n", "1"))
