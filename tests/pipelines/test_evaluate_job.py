@@ -24,7 +24,8 @@ from tests.pipelines.test_every_kind_resumes import stop_at_write
 
 ANSWERS = "SELECT eval_id, item_id, role, spec, mode, sample, answer FROM eval_answers ORDER BY ALL"
 TABLES = (ANSWERS, "SELECT * FROM eval_splits ORDER BY ALL",
-          "SELECT * FROM eval_verified ORDER BY ALL")
+          "SELECT * FROM eval_verified ORDER BY ALL",
+          "SELECT eval_id, answer_a, answer_b, judge, equal FROM eval_equivalence ORDER BY ALL")
 
 
 def _copies(tmp_path: Path, n: int, *names: str) -> tuple[str, dict[str, Path]]:
@@ -46,14 +47,16 @@ def test_a_stopped_evaluation_resumes_by_its_id_to_the_same_tables(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     job, dbs = _copies(tmp_path, 16, "whole", "stopped", "again")
     args = ["evaluate", "--job", job, "--test-n", "6", "--seed", "2", "--solver",
-            "offline?seed=1", "--solver", "offline?seed=2", "--model", "offline?seed=3",
-            "--agree", "1", "--batch-size", "4"]
+            "offline?seed=1", "--solver", "offline?seed=2#answer", "--model", "offline?seed=3",
+            "--agree", "1", "--batch-size", "4", "--equivalence-judge", "offline?seed=4"]
     whole = invoke(*args, "--db", dbs["whole"])
     assert whole.exit_code == 0, whole.output
     (job_id, status, config, parent), = rows(
         dbs["whole"], "SELECT job_id, status, config, parent_id FROM jobs WHERE kind = 'evaluation'")
     assert status == "finished" and parent == job and job_id.startswith("evaluation-")
-    assert json.loads(config)["solvers"] == ["offline?seed=1", "offline?seed=2"]
+    stored = json.loads(config)  # a solver's own prompting and the judge go with the job
+    assert stored["solvers"] == ["offline?seed=1", "offline?seed=2#answer"]
+    assert stored["equivalence_judge"] == "offline?seed=4"
     # every call is the evaluation's own (run_id NULL): 6 items x 2 solvers + 6 for the model
     assert rows(dbs["whole"], "SELECT job_kind, job_id, count(*), count(run_id) FROM llm_calls "
                 "WHERE job_kind = 'evaluation' GROUP BY ALL") == [("evaluation", job_id, 18, 0)]
@@ -184,3 +187,31 @@ def test_an_equivalence_judge_settles_the_pairs_math_verify_cannot(
         assert f"verified: {verified} of 4 test items" in again.output, again.output
         assert f"judged, {verified} equal" in again.output
     assert rows(db, "SELECT count(*) FROM eval_equivalence") == [(4,)]
+
+
+def test_a_judge_stopped_between_its_batches_resumes_asking_only_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job, dbs = _copies(tmp_path, 12, "db")
+    db = dbs["db"]
+    base = ["evaluate", "--db", db, "--job", job, "--test-n", "4", "--solver", "offline?seed=1",
+            "--solver", "offline?seed=2", "--batch-size", "1"]
+    assert invoke(*base).exit_code == 0
+    with connect(db) as con:  # words against numbers: four undecidable pairs
+        con.execute("UPDATE eval_answers SET answer = CASE spec WHEN 'offline?seed=1' THEN "
+                    "'word ' || item_id ELSE '7' END")
+    judged = [*base, "--equivalence-judge", "offline?seed=4"]
+    with monkeypatch.context() as patch:
+        stop_at_write(patch, 3)  # the job's row, one verdict, then Ctrl-C
+        stopped = invoke(*judged)
+    assert stopped.exit_code == 130, stopped.output
+    assert rows(db, "SELECT count(*) FROM eval_equivalence") == [(1,)]
+    first = rows(db, "SELECT * EXCLUDE (created_at) FROM eval_equivalence")
+    resumed = invoke(*judged)
+    assert resumed.exit_code == 0, resumed.output
+    verdicts = rows(db, "SELECT * EXCLUDE (created_at) FROM eval_equivalence ORDER BY ALL")
+    assert len(verdicts) == 4 and set(first) <= set(verdicts)
+    (job_id,), = rows(db, "SELECT job_id FROM jobs WHERE config->>'equivalence_judge' "
+                          "IS NOT NULL")
+    # one verdict a pair: the resume asked only the three not stored
+    assert rows(db, "SELECT count(*) FROM llm_calls WHERE job_id = ? AND status = 'ok'",
+                [job_id]) == [(4,)]
