@@ -3,7 +3,9 @@
 A solver answers a synthesized problem with a structured final answer, in one of two promptings:
 ``cot`` (reasoning, then the final answer) or ``answer`` (the final answer only). The final
 answer is compared by meaning (``personahub/tasks/answer_equivalence.py``); the reasoning is
-kept as data and never executed (no program-of-thought execution).
+kept as data and never executed (no program-of-thought execution). The equivalence judge
+(``--equivalence-judge``) makes one structured yes/no call per answer pair math-verify cannot
+decide (``EquivalenceVerdict``).
 """
 
 from __future__ import annotations
