@@ -603,8 +603,9 @@ def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path
 
 def _evaluating(job: str | int, solvers: tuple[str, ...], db: str | Path,
                 options: dict[str, Any]) -> EvalSummary:
-    from personahub.pipelines.evaluate import EvalConfig
+    from personahub.pipelines.evaluate import EvalConfig, refuse_unsupported
 
+    refuse_unsupported(options.pop("executor", "local"), options.pop("batch", False))
     known = {f.name for f in dataclasses.fields(EvalConfig)} - {"job", "solvers", "db"}
     refuse_unknown("evaluate", options, known)
     for key in ("models", "against"):
@@ -624,10 +625,11 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
 
     Args:
         job: the synthesis job.
-        solvers: solver specs (any ``llm`` spec; ``offline?seed=N`` for differing offline ones).
+        solvers: solver specs (any ``llm`` spec; ``offline?seed=N`` for differing offline ones;
+            ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else ``mode``).
         db: the DuckDB file.
         **options: further ``EvalConfig`` fields: test_share or test_n, models, agree, samples,
-            mode, against, ngram, seed, concurrency, timeout_s.
+            mode, equivalence_judge, against, ngram, seed, concurrency, timeout_s.
 
     Returns:
         An ``EvalSummary`` (``verified_share``, ``matrix``, ``scores``); calling again reuses the

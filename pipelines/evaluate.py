@@ -25,7 +25,15 @@ the split, then each batch of one solver's (or scored model's) answers lands in
 does ``personahub resume ID`` after a kill, asking only the answers not stored. The tables are
 keyed by the split's id (``eval_id``), so jobs with other models on the same split reuse its
 solvers' answers. Local executor only (the asker holds one client per spec). A solver spec may
-carry a seed, ``offline?seed=2`` (``solver_settings``), so that offline solvers differ.
+carry a seed, ``offline?seed=2`` (``solver_settings``), so that offline solvers differ, and
+its own prompting, ``offline?seed=2#answer`` (``spec_mode``; ``--mode`` is the default).
+
+Answer equality is math-verify's (``tasks/answer_equivalence.py``). A pair it cannot decide
+(``three`` against ``3``, a sentence) is not equal, unless the job has an equivalence judge
+(``equivalence_judge``, ``--equivalence-judge SPEC``): after the answers, the judge is asked a
+structured yes/no on each undecidable pair of answers to one item, its verdicts stored in
+``eval_equivalence`` with their calls in ``llm_calls``, and verification, the agreement matrix
+and the scores take its verdicts (``evaluate_scores.same_answers``).
 """
 
 from __future__ import annotations
@@ -57,16 +65,21 @@ from personahub.models.failures import call_error
 from personahub.models.settings import LLMSettings
 from personahub.pipelines import labels
 from personahub.pipelines.evaluate_scores import (
+    Same,
     _clusters,
     breakdown_lines,
     group_scores,
     model_differences,
+    same_answers,
     solver_answers,
 )
 from personahub.pipelines.prompts.evaluate import (
+    EQUIVALENCE_PURPOSE,
     SOLVE_MODES,
     SOLVE_PURPOSE,
+    EquivalenceVerdict,
     SolveMode,
+    equivalence_messages,
     solve_messages,
     solve_schema,
 )
@@ -74,9 +87,10 @@ from personahub.tasks.answer_equivalence import equivalent
 from personahub.tasks.limits import default_max_tokens
 
 __all__ = ["EVALUATION", "EVAL_KIND", "EvalConfig", "EvalSummary", "HeldOutItem", "Score",
-           "SplitSummary", "agreement_matrix", "eval_id_for", "evaluation_id_for",
+           "SplitSummary", "agreement_matrix", "answer_name", "eval_id_for", "evaluation_id_for",
            "evaluation_resume", "held_out_items", "score", "solve", "solver_answers",
-           "solver_settings", "split_job", "summary_lines", "verify_items", "wilson"]
+           "refuse_unsupported", "solver_settings", "spec_mode", "split_job", "summary_lines",
+           "undecided_pairs", "verify_items", "wilson"]
 
 EVAL_KIND = "evaluation"
 _ANSWER_CHARS = 500  # what a row keeps of a final answer
@@ -95,12 +109,56 @@ def eval_id_for(job_id: str, seed: int, test_share: float | None, test_n: int | 
     return "eval-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def spec_mode(spec: str, default: SolveMode = "cot") -> tuple[str, SolveMode]:
+    """A solver's (or scored model's) spec and its prompting mode: ``SPEC#answer`` or
+    ``SPEC#cot`` carries its own (a URL's fragment is never sent to a server, so ``#`` clashes
+    with no spec); a spec without one takes ``default`` (``--mode``).
+
+    Args:
+        spec: a solver spec, perhaps ending in ``#cot`` or ``#answer``.
+        default: the mode of a spec without one.
+
+    Returns:
+        The spec without its mode, and the mode; another word after ``#`` is a usage error.
+    """
+    base, mark, mode = spec.rpartition("#")
+    if not mark:
+        return spec, default
+    if mode not in SOLVE_MODES:
+        raise UsageError(f"solver {spec!r}: the prompting after '#' must be one of "
+                         f"{', '.join(SOLVE_MODES)}, got {mode!r}")
+    return base, mode
+
+
+def answer_name(spec: str, default: SolveMode = "cot") -> str:
+    """The name a solver's or model's answers are stored and shown under (``eval_answers.spec``,
+    the agreement matrix, the scores): its spec redacted, then ``#answer`` when it answers
+    without reasoning (``cot`` has no mark), so one spec may solve in both modes.
+
+    Args:
+        spec: a solver spec, perhaps with its own mode (``spec_mode``).
+        default: the mode of a spec without one (``--mode``).
+
+    Returns:
+        The name, e.g. ``offline?seed=2`` or ``offline?seed=2#answer``.
+    """
+    base, mode = spec_mode(spec, default)
+    return redact_spec(base) + ("" if mode == "cot" else f"#{mode}")
+
+
+def _stored_spec(spec: str) -> str:
+    """A spec as the job's config stores it: redacted, its own mode kept."""
+    base, mark, mode = spec.rpartition("#")
+    return redact_spec(base) + f"#{mode}" if mark else redact_spec(spec)
+
+
 def solver_settings(spec: str, **settings: Any) -> LLMSettings:
     """The model settings of a solver spec: any ``--llm`` spec, ``offline?seed=N`` too (the
     offline engine with seed N, read by the model layer: ``models.endpoint_specs``).
 
     Args:
-        spec: ``offline``, ``offline?seed=N``, ``openai:<model>`` or a URL.
+        spec: ``offline``, ``offline?seed=N``, ``openai:<model>`` or a URL (a ``#cot`` or
+            ``#answer`` mode at its end is the prompting's, not the model's: dropped).
         **settings: other ``LLMSettings`` fields (timeout, concurrency...).
 
     Returns:
@@ -110,6 +168,7 @@ def solver_settings(spec: str, **settings: Any) -> LLMSettings:
     from personahub.models.endpoint_specs import with_spec_seed
     from personahub.models.settings import LLMConfigError
 
+    spec, _ = spec_mode(spec)
     try:
         with_spec_seed(LLMSettings(spec=spec, **settings))
     except LLMConfigError as exc:
@@ -251,9 +310,10 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
     Args:
         con: the database (the split stored under ``eval_id``).
         eval_id: the evaluation.
-        spec: the solver's spec (stored redacted: its name in ``eval_answers``).
+        spec: the solver's spec (stored as ``answer_name`` names it in ``eval_answers``).
         caller: the client answering for it (``models.client.make_client``).
-        mode: ``cot`` (reasoning, then the answer) or ``answer`` (the answer only).
+        mode: ``cot`` (reasoning, then the answer) or ``answer`` (the answer only), for a spec
+            without its own (``spec_mode``).
         samples: answers per item (self-consistency); sample k is the engine's sample k.
         role: ``solver`` (its answers verify items) or ``model`` (its answers are scored).
         items: the items to ask (default: the test split).
@@ -266,7 +326,8 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
         raise UsageError(f"solver mode must be one of {SOLVE_MODES}, got {mode!r}")
     if samples < 1:
         raise UsageError(f"--samples must be >= 1, got {samples}")
-    name = redact_spec(spec)
+    name = answer_name(spec, mode)
+    spec, mode = spec_mode(spec, mode)
     items = held_out_items(con, eval_id) if items is None else items
     done = {(r[0], r[1]) for r in con.execute(
         "SELECT item_id, sample FROM eval_answers WHERE eval_id = ? AND role = ? AND spec = ? "
@@ -302,20 +363,22 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
     return summary
 
 
-def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2) -> Counter[str]:
+def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2,
+                 same: Same | None = None) -> Counter[str]:
     """Mark each answered test item verified when at least ``agree`` solvers agree.
 
     Args:
         con: the database.
         eval_id: the evaluation (its solvers have answered: ``solve``).
         agree: how many solvers must give equivalent answers (the paper: 2 of 3).
+        same: answer equality (default: math-verify's, undecidable pairs not equal).
 
     Returns:
         Counts of ``verified`` and ``unverified`` items; ``eval_verified`` is rewritten.
     """
     if agree < 1:
         raise UsageError(f"--agree must be >= 1, got {agree}")
-    answers = solver_answers(con, eval_id)
+    answers = solver_answers(con, eval_id, same=same)
     if agree > len(answers):
         raise UsageError(f"--agree {agree}: only {len(answers)} solvers answered")
     items = sorted({item for per in answers.values() for item in per})
@@ -323,7 +386,7 @@ def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2
     for item in items:
         specs = [s for s in sorted(answers) if item in answers[s]]
         given = [answers[s][item] for s in specs]
-        best = max(_clusters(given), key=len) if given else []
+        best = max(_clusters(given, same), key=len) if given else []
         ok = len(best) >= agree
         counts["verified" if ok else "unverified"] += 1
         rows.append([eval_id, item, ok, given[best[0]] if ok else None,
@@ -334,14 +397,20 @@ def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2
     return counts
 
 
-def agreement_matrix(con: duckdb.DuckDBPyConnection,
-                     eval_id: str) -> dict[str, dict[str, float | None]]:
+def agreement_matrix(con: duckdb.DuckDBPyConnection, eval_id: str,
+                     same: Same | None = None) -> dict[str, dict[str, float | None]]:
     """Per pair of solvers, the share of the items both answered on which they agree.
+
+    Args:
+        con: the database.
+        eval_id: the evaluation.
+        same: answer equality (default: math-verify's, undecidable pairs not equal).
 
     Returns:
         ``{a: {b: share}}`` (1.0 on the diagonal; None where two solvers share no item).
     """
-    answers = solver_answers(con, eval_id)
+    same = same or same_answers()
+    answers = solver_answers(con, eval_id, same=same)
     specs = sorted(answers)
     matrix: dict[str, dict[str, float | None]] = {a: {} for a in specs}
     for a in specs:
@@ -350,9 +419,61 @@ def agreement_matrix(con: duckdb.DuckDBPyConnection,
             if not common:
                 matrix[a][b] = None
                 continue
-            same = sum(a == b or equivalent(answers[a][i], answers[b][i]) is True for i in common)
-            matrix[a][b] = same / len(common)
+            agreed = sum(a == b or same(answers[a][i], answers[b][i]) for i in common)
+            matrix[a][b] = agreed / len(common)
     return matrix
+
+
+def undecided_pairs(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str]]:
+    """The pairs of answers to one test item (any solver's sample or scored model's) that
+    math-verify cannot decide: what an equivalence judge is asked, each pair once
+    (``pair_key`` order), sorted.
+
+    Args:
+        con: the database.
+        eval_id: the evaluation (its answers stored).
+
+    Returns:
+        The undecidable pairs, the smaller answer first.
+    """
+    by_item: dict[str, set[str]] = {}
+    for item, answer in con.execute("SELECT item_id, answer FROM eval_answers WHERE eval_id = ? "
+                                    "AND answer IS NOT NULL", [eval_id]).fetchall():
+        by_item.setdefault(item, set()).add(answer)
+    pairs: set[tuple[str, str]] = set()
+    for answers in by_item.values():
+        ordered = sorted(answers)
+        for i, a in enumerate(ordered):
+            for b in ordered[i + 1:]:
+                if (a, b) not in pairs and equivalent(a, b) is None:
+                    pairs.add((a, b))
+    return sorted(pairs)
+
+
+def judge_verdicts(con: duckdb.DuckDBPyConnection, eval_id: str,
+                   judge: str) -> dict[tuple[str, str], bool]:
+    """The stored verdicts of one equivalence judge (redacted spec) on an evaluation's pairs."""
+    return {(a, b): bool(equal) for a, b, equal in con.execute(
+        "SELECT answer_a, answer_b, equal FROM eval_equivalence WHERE eval_id = ? AND judge = ?",
+        [eval_id, judge]).fetchall()}
+
+
+def refuse_unsupported(executor: str = "local", batch: bool = False) -> None:
+    """Refuse, in one line, what an evaluation does not do yet rather than ignore it: the Ray
+    executor (its solvers', models' and judge's several clients are asked from the driver; Ray
+    ships one) and provider batches (``--batch``: its answers are asked online).
+
+    Args:
+        executor: the executor asked for (``local`` only).
+        batch: whether provider batches were asked for.
+    """
+    if executor != "local":
+        raise UsageError(f"evaluate: --executor {executor} is not supported yet; evaluations "
+                         "run on the local executor (its several solvers' clients are asked "
+                         "from one process)")
+    if batch:
+        raise UsageError("evaluate: --batch is not supported yet; evaluations ask their solvers "
+                         "online")
 
 
 # -- 3. a model's score ------------------------------------------------------------------------
@@ -375,7 +496,7 @@ class Score:
 
 
 def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
-          alpha: float = 0.05) -> Score:
+          alpha: float = 0.05, mode: SolveMode = "cot", same: Same | None = None) -> Score:
     """A scored model's accuracy on the verified test items (its answer against the reference).
 
     Args:
@@ -383,15 +504,18 @@ def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
         eval_id: the evaluation.
         spec: the model's spec, as given to ``solve``.
         alpha: 1 - the interval's confidence.
+        mode: the prompting of a spec without its own, as given to ``solve``.
+        same: answer equality (default: math-verify's, undecidable pairs not equal).
 
     Returns:
         The score; a verified item the model did not answer counts as wrong.
     """
-    name = redact_spec(spec)
-    model = solver_answers(con, eval_id, role="model").get(name, {})
+    name = answer_name(spec, mode)
+    same = same or same_answers()
+    model = solver_answers(con, eval_id, role="model", same=same).get(name, {})
     refs = con.execute("SELECT item_id, reference FROM eval_verified WHERE eval_id = ? AND "
                        "verified ORDER BY item_id", [eval_id]).fetchall()
-    correct = sum(item in model and equivalent(model[item], ref) is True for item, ref in refs)
+    correct = sum(item in model and same(model[item], ref) for item, ref in refs)
     low, high = wilson(correct, len(refs), alpha)
     return Score(name, correct, len(refs), low, high)
 
@@ -436,6 +560,8 @@ class EvalConfig:
     job: str
     solvers: tuple[str, ...] = engine((), identity=True)
     models: tuple[str, ...] = engine((), identity=True)
+    # asked about the answer pairs math-verify cannot decide (None: those are not equal)
+    equivalence_judge: str | None = engine(None, identity=True)
     test_share: float | None = None
     test_n: int | None = None
     seed: int = 0
@@ -455,13 +581,18 @@ class EvalConfig:
             raise UsageError("evaluate: give exactly one of --test-share or --test-n")
         if not self.solvers:
             raise UsageError("evaluate: give at least one --solver")
-        if len(set(self.solvers)) != len(self.solvers):
-            raise UsageError("evaluate: a --solver is given twice")
+        if self.mode not in SOLVE_MODES:
+            raise UsageError(f"--mode must be one of {SOLVE_MODES}, got {self.mode!r}")
+        if len({answer_name(s, self.mode) for s in self.solvers}) != len(self.solvers):
+            raise UsageError("evaluate: a --solver is given twice (with the same prompting)")
+        if len({answer_name(s, self.mode) for s in self.models}) != len(self.models):
+            raise UsageError("evaluate: a --model is given twice (with the same prompting)")
+        if self.equivalence_judge is not None and "#" in self.equivalence_judge:
+            raise UsageError(f"--equivalence-judge {self.equivalence_judge!r}: a judge has no "
+                             "prompting mode ('#')")
         if not 1 <= self.agree <= len(self.solvers):
             raise UsageError(f"--agree must be between 1 and the {len(self.solvers)} solvers, "
                              f"got {self.agree}")
-        if self.mode not in SOLVE_MODES:
-            raise UsageError(f"--mode must be one of {SOLVE_MODES}, got {self.mode!r}")
         if self.samples < 1:
             raise UsageError(f"--samples must be >= 1, got {self.samples}")
         check_int(self.batch_size, "batch size", low=1)
@@ -477,10 +608,18 @@ class EvalConfig:
         return base[:5] + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
 
     def identity(self) -> dict[str, Any]:
-        """What names the evaluation job: its split, solvers (redacted), models and prompting."""
-        return {"split": self.eval_id, "solvers": [redact_spec(s) for s in self.solvers],
-                "models": [redact_spec(m) for m in self.models], "agree": self.agree,
-                "samples": self.samples, "mode": self.mode}
+        """What names the evaluation job: its split, solvers and models (``answer_name``: redacted,
+        with their prompting), and its equivalence judge when it has one."""
+        judge = self.equivalence_judge
+        return {"split": self.eval_id, "solvers": [answer_name(s, self.mode) for s in self.solvers],
+                "models": [answer_name(m, self.mode) for m in self.models], "agree": self.agree,
+                "samples": self.samples, "mode": self.mode,
+                **({"equivalence_judge": redact_spec(judge)} if judge else {})}
+
+    def names(self, role: str) -> list[str]:
+        """The solvers' (``role="solver"``) or scored models' answer names, in order."""
+        specs = self.solvers if role == "solver" else self.models
+        return [answer_name(s, self.mode) for s in specs]
 
 
 def evaluation_id_for(config: EvalConfig) -> str:
@@ -508,6 +647,11 @@ class EvalSummary:
     # difference (``pipelines/evaluate_scores.py``): DataFrames, None without models
     groups: Any = field(default=None, repr=False)
     differences: Any = field(default=None, repr=False)
+    # answer pairs math-verify could not decide; the equivalence judge's verdicts on them
+    undecided: int = 0
+    judge: str | None = None
+    judged: int = 0
+    judged_equal: int = 0
 
     @property
     def verified_share(self) -> float | None:
@@ -517,56 +661,79 @@ class EvalSummary:
 
 
 class Ask(NamedTuple):
-    """One answer to ask: who (``role``, ``spec``), which test item, which sample."""
+    """One call to make: an answer (who: ``role``, ``spec``; which test item, which sample;
+    ``name`` and ``mode`` as ``answer_name`` and ``spec_mode`` give them), or, with role
+    ``judge``, the equivalence judge's verdict on the answers ``text`` and ``other``."""
 
     role: str
     spec: str
     item_id: str
     text: str
     sample: int
+    name: str = ""
+    mode: SolveMode = "cot"
+    other: str = ""
 
 
-def _answer_row(eval_id: str, ask: Ask, mode: str, value: Any, label: str) -> dict[str, Any]:
+def _answer_row(eval_id: str, ask: Ask, value: Any, label: str) -> dict[str, Any]:
     """An ``eval_answers`` row of a structured answer."""
     return {"eval_id": eval_id, "item_id": ask.item_id, "role": ask.role,
-            "spec": redact_spec(ask.spec), "mode": mode, "sample": ask.sample,
+            "spec": ask.name, "mode": ask.mode, "sample": ask.sample,
             "answer": str(value.final_answer)[:_ANSWER_CHARS],
             "reasoning": str(getattr(value, "reasoning", ""))[:_REASONING_CHARS] or None,
             "model": label, "created_at": _now()}
 
 
-class EvalAsker:
-    """Asks one batch (one solver's or model's answers) of the client of its spec; the job's
-    own client (the first solver's, watched and spilled by the kernel) for that spec."""
+def _verdict_row(eval_id: str, ask: Ask, value: Any, label: str) -> dict[str, Any]:
+    """An ``eval_equivalence`` row of the judge's structured verdict."""
+    return {"eval_id": eval_id, "answer_a": ask.text, "answer_b": ask.other, "judge": ask.name,
+            "equal": bool(value.equal), "model": label, "created_at": _now()}
 
-    def __init__(self, mode: SolveMode, primary: str,
-                 clients: Mapping[str, StructuredCaller]) -> None:
-        self.mode = mode
-        self.primary = primary
+
+def _base(spec: str) -> str:
+    """The spec a client is built for: without its prompting mode (``#answer``)."""
+    return spec_mode(spec)[0]
+
+
+class EvalAsker:
+    """Asks one batch (one solver's or model's answers, or the judge's verdicts) of the client
+    of its spec; the job's own client (the first solver's, watched and spilled by the kernel)
+    for that spec in any prompting."""
+
+    def __init__(self, primary: str, clients: Mapping[str, StructuredCaller]) -> None:
+        self.primary = _base(primary)
         self.clients = clients
 
     def client_for(self, spec: str, caller: StructuredCaller) -> StructuredCaller:
         """The client answering for ``spec`` (``caller``: the kernel's, for the first solver)."""
-        return caller if spec == self.primary else self.clients[spec]
+        base = _base(spec)
+        return caller if base == self.primary else self.clients[base]
 
     async def run_batch(self, batch: Sequence[Ask],
                         caller: StructuredCaller) -> list[StructuredResult[Any]]:
         """The batch's answers, asked concurrently (the client bounds the calls in flight)."""
         client = self.client_for(batch[0].spec, caller)
-        schema = solve_schema(self.mode)
+        if batch[0].role == "judge":
+            return list(await asyncio.gather(*(
+                client.structured(EquivalenceVerdict, equivalence_messages(ask.text, ask.other),
+                                  purpose=EQUIVALENCE_PURPOSE,
+                                  max_tokens=default_max_tokens(EQUIVALENCE_PURPOSE))
+                for ask in batch)))
         return list(await asyncio.gather(*(
-            client.structured(schema, solve_messages(ask.text, self.mode), purpose=SOLVE_PURPOSE,
-                              sample=ask.sample, max_tokens=default_max_tokens(SOLVE_PURPOSE))
+            client.structured(solve_schema(ask.mode), solve_messages(ask.text, ask.mode),
+                              purpose=SOLVE_PURPOSE, sample=ask.sample,
+                              max_tokens=default_max_tokens(SOLVE_PURPOSE))
             for ask in batch)))
 
 
 @dataclass
 class EvalState:
-    """One evaluation's own state (``JobContext.state``): the other specs' clients and what
-    this run of the job asked, per spec."""
+    """One evaluation's own state (``JobContext.state``): the other specs' clients (by spec
+    without its mode) and what this run of the job asked, per (role, name)."""
 
     clients: dict[str, StructuredCaller] = field(default_factory=dict)
     solved: dict[tuple[str, str], SolveSummary] = field(default_factory=dict)
+    judged: int = 0  # the judge's verdicts this run stored
 
 
 def _eval_state(ctx: JobContext[EvalConfig]) -> EvalState:
@@ -584,9 +751,10 @@ def _write_calls(con: duckdb.DuckDBPyConnection, job: JobRef, client: Structured
 class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[Any]],
                              EvalSummary]):
     """``personahub evaluate`` as a job spec: the split and the benchmark matches are written
-    with the ``jobs`` row; each batch is one solver's (then one scored model's) answers, committed
-    with their calls; verification and scores are computed from the stored answers at the end.
-    Local executor only: its asker holds several clients (Ray ships one)."""
+    with the ``jobs`` row; each batch is one solver's (then one scored model's) answers, then
+    the equivalence judge's verdicts, committed with their calls; verification and scores are
+    computed from the stored answers at the end. Local executor only: its asker holds several
+    clients (Ray ships one)."""
 
     kind = EVAL_KIND
     calls_in_run = False
@@ -608,8 +776,7 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
     def prepare(self, ctx: JobContext[EvalConfig]) -> None:
         """Refuse a job without items (nothing recorded) and a Ray executor."""
         config = ctx.config
-        if ctx.executor.name != "local":
-            raise UsageError(f"evaluate: runs on the local executor only, not {ctx.executor.name}")
+        refuse_unsupported(ctx.executor.name)
         found = ctx.con.execute("SELECT count(*) FROM v_items WHERE source = 'job' AND "
                                 "source_id = ?", [config.job]).fetchone()
         if not found or not found[0]:
@@ -620,8 +787,10 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
         """The split and the benchmark matches, in the ``jobs`` row's transaction (a split that
         would leave one side empty records nothing); the specs stored redacted."""
         config = ctx.config
-        ctx.stored["solvers"] = [redact_spec(s) for s in config.solvers]
-        ctx.stored["models"] = [redact_spec(m) for m in config.models]
+        ctx.stored["solvers"] = [_stored_spec(s) for s in config.solvers]
+        ctx.stored["models"] = [_stored_spec(m) for m in config.models]
+        if config.equivalence_judge is not None:
+            ctx.stored["equivalence_judge"] = redact_spec(config.equivalence_judge)
 
         def split() -> None:
             flagged = contaminated(ctx.con, config.eval_id, config.job, config.against,
@@ -634,7 +803,9 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
 
     def plan(self, ctx: JobContext[EvalConfig]) -> Iterator[Sequence[Ask]]:
         """Every solver's answers (``samples`` per item), then every model's (one per item),
-        less those stored (by any job on this split), in batches of one spec each."""
+        less those stored (by any job on this split), in batches of one spec each; then, with
+        an equivalence judge, its verdicts on the undecidable pairs of the answers stored by
+        then (the local executor commits each batch before it asks for the next)."""
         config, state = ctx.config, _eval_state(ctx)
         eval_id = config.eval_id
         items = held_out_items(ctx.con, eval_id)
@@ -646,9 +817,10 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
         batches: list[list[Ask]] = []
         total = 0
         for role, spec, samples in who:
-            name = redact_spec(spec)
+            name = answer_name(spec, config.mode)
+            mode = spec_mode(spec, config.mode)[1]
             summary = state.solved.setdefault((role, name), SolveSummary(name))
-            todo = [Ask(role, spec, item.item_id, item.text, k) for item in items
+            todo = [Ask(role, spec, item.item_id, item.text, k, name, mode) for item in items
                     for k in range(samples) if (role, name, item.item_id, k) not in done]
             summary.skipped = len(items) * samples - len(todo)
             total += len(items) * samples
@@ -656,15 +828,36 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
                            for i in range(0, len(todo), config.batch_size))
         ctx.total = total
         ctx.done_before = total - sum(len(b) for b in batches)
-        return iter(batches)
+        return self._then_judge(ctx, batches)
+
+    def _then_judge(self, ctx: JobContext[EvalConfig],
+                    batches: list[list[Ask]]) -> Iterator[Sequence[Ask]]:
+        """The answer batches, then the judge's (pairs computed once the answers are stored)."""
+        yield from batches
+        config = ctx.config
+        judge = config.equivalence_judge
+        if judge is None:
+            return
+        name = redact_spec(judge)
+        pairs = undecided_pairs(ctx.con, config.eval_id)
+        known = judge_verdicts(ctx.con, config.eval_id, name)
+        todo = [Ask("judge", judge, "", a, 0, name, "cot", b) for a, b in pairs
+                if (a, b) not in known]
+        ctx.total = (ctx.total or 0) + len(pairs)
+        ctx.done_before += len(pairs) - len(todo)
+        for i in range(0, len(todo), config.batch_size):
+            yield todo[i:i + config.batch_size]
+
+    def _specs(self, config: EvalConfig) -> list[str]:
+        """The specs clients are built for, without their modes, the job's own first."""
+        judge = [config.equivalence_judge] if config.equivalence_judge else []
+        return list(dict.fromkeys(_base(s) for s in (*config.solvers, *config.models, *judge)))
 
     @contextmanager
     def _clients(self, ctx: JobContext[EvalConfig]) -> Iterator[None]:
         config, state = ctx.config, _eval_state(ctx)
         models = ctx.env.models
-        others = [s for s in dict.fromkeys(config.solvers + config.models)
-                  if s != config.solvers[0]]
-        for spec in others:
+        for spec in self._specs(config)[1:]:
             client = models.build(solver_settings(spec, concurrency=config.concurrency,
                                                   timeout_s=config.timeout_s))
             models.check_reachable(client)
@@ -680,30 +873,37 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
                 client.spill_to(None)
 
     def running(self, ctx: JobContext[EvalConfig]) -> AbstractContextManager[None]:
-        """The other solvers' and models' clients, built, checked and spilling while it runs."""
+        """The other solvers', models' and judge's clients, built, checked and spilling while
+        it runs."""
         return self._clients(ctx)
 
     def asker(self, ctx: JobContext[EvalConfig]) -> EvalAsker:
-        return EvalAsker(ctx.config.mode, ctx.config.solvers[0], _eval_state(ctx).clients)
+        return EvalAsker(ctx.config.solvers[0], _eval_state(ctx).clients)
 
     def commit(self, ctx: JobContext[EvalConfig], batch: Sequence[Ask],
                result: list[StructuredResult[Any]]) -> BatchOutcome:
-        """The batch's answers; its calls with their own client's model names."""
+        """The batch's answers (or verdicts); its calls with their own client's model names."""
         config, state = ctx.config, _eval_state(ctx)
-        spec = batch[0].spec
-        client = ctx.caller if spec == config.solvers[0] else state.clients[spec]
+        first = batch[0]
+        own = _base(first.spec) == _base(config.solvers[0])
+        client = ctx.caller if own else state.clients[_base(first.spec)]
+        judging = first.role == "judge"
         rows, errors = [], []
         for ask, answer in zip(batch, result, strict=True):
             if answer.value is None:
                 errors.append(call_error(answer))
+            elif judging:
+                rows.append(_verdict_row(config.eval_id, ask, answer.value, client.label))
             else:
-                rows.append(_answer_row(config.eval_id, ask, config.mode, answer.value,
-                                        client.label))
-        summary = state.solved[(batch[0].role, redact_spec(spec))]
-        summary.written += len(rows)
-        summary.failed += len(errors)
-        own = spec == config.solvers[0]
-        return BatchOutcome(rows={"eval_answers": rows}, calls=result if own else (),
+                rows.append(_answer_row(config.eval_id, ask, answer.value, client.label))
+        if judging:
+            state.judged += len(rows)
+        else:
+            summary = state.solved[(first.role, first.name)]
+            summary.written += len(rows)
+            summary.failed += len(errors)
+        table = "eval_equivalence" if judging else "eval_answers"
+        return BatchOutcome(rows={table: rows}, calls=result if own else (),
                             asked=len(batch), kept=len(rows), errors=errors,
                             then=None if own else partial(_write_calls, ctx.con, ctx.ref, client,
                                                           result))
@@ -727,17 +927,24 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
                           seed=config.seed, eval_id=eval_id)
         flagged = con.execute("SELECT count(DISTINCT item_id) FROM eval_contamination WHERE "
                               "eval_id = ?", [eval_id]).fetchone()
-        counts = verify_items(con, eval_id, agree=config.agree)
+        judge = redact_spec(config.equivalence_judge) if config.equivalence_judge else None
+        verdicts = judge_verdicts(con, eval_id, judge) if judge else {}
+        same = same_answers(verdicts)
+        counts = verify_items(con, eval_id, agree=config.agree, same=same)
         state = _eval_state(ctx)
+        models = config.names("model")
         summary = EvalSummary(eval_id, split, int(flagged[0]) if flagged else 0,
                               list(state.solved.values()), counts["verified"],
-                              counts["unverified"], agreement_matrix(con, eval_id),
-                              [score(con, eval_id, spec) for spec in config.models],
-                              call_counts(con, job_id=ctx.job_id), job_id=ctx.job_id)
+                              counts["unverified"], agreement_matrix(con, eval_id, same),
+                              [score(con, eval_id, spec, mode=config.mode, same=same)
+                               for spec in config.models],
+                              call_counts(con, job_id=ctx.job_id), job_id=ctx.job_id,
+                              undecided=len(undecided_pairs(con, eval_id)), judge=judge,
+                              judged_equal=sum(verdicts.values()), judged=len(verdicts))
         if config.models:
-            summary.groups = group_scores(con, eval_id, config.models)
-            summary.differences = model_differences(con, eval_id, config.models,
-                                                    seed=config.seed)
+            summary.groups = group_scores(con, eval_id, models, same=same)
+            summary.differences = model_differences(con, eval_id, models, seed=config.seed,
+                                                    same=same)
         return summary
 
 
@@ -783,6 +990,13 @@ def summary_lines(summary: EvalSummary) -> list[str]:
         acc = f"{sc.accuracy:.1%}"
         lines.append(f"score {sc.spec}: {sc.correct}/{sc.total} = {acc} "
                      f"(95% Wilson {sc.low:.1%}-{sc.high:.1%})")
+    if summary.judge is not None:
+        lines.append(f"equivalence judge {summary.judge}: {summary.judged} of "
+                     f"{summary.undecided} undecidable answer pairs judged, "
+                     f"{summary.judged_equal} equal")
+    elif summary.undecided:
+        lines.append(f"equivalence: {summary.undecided} answer pairs math-verify cannot decide "
+                     "count as not equal (--equivalence-judge SPEC asks a model)")
     if summary.groups is not None:
         lines.extend(breakdown_lines(summary.groups, summary.differences))
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"

@@ -13,13 +13,12 @@ independent proportions would be too wide.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import duckdb
 
 from personahub.analysis.judgments import wilson
-from personahub.models.client import redact_spec
 from personahub.personas.store import persona_sources
 from personahub.pipelines.synthesis_inputs import item_facets
 from personahub.tasks.answer_equivalence import equivalent
@@ -38,13 +37,45 @@ BREAKDOWNS = (("task", "task"), ("prompting", "prompting"), ("cluster", "persona
 # uses them too) ----------
 
 
-def _clusters(answers: Sequence[str]) -> list[list[int]]:
+#: whether two final answers are the same (``same_answers``)
+Same = Callable[[str, str], bool]
+
+
+def pair_key(a: str, b: str) -> tuple[str, str]:
+    """An unordered answer pair as stored in ``eval_equivalence`` (the smaller first)."""
+    return (a, b) if a <= b else (b, a)
+
+
+def same_answers(verdicts: Mapping[tuple[str, str], bool] | None = None) -> Same:
+    """Answer equality: math-verify's verdict (``equivalent``); a pair it cannot decide is the
+    equivalence judge's verdict when ``verdicts`` holds one (keyed by ``pair_key``), else not
+    equal.
+
+    Args:
+        verdicts: the judge's verdicts on undecidable pairs (``--equivalence-judge``).
+
+    Returns:
+        A function of two answers, True when they count as the same.
+    """
+    judged = verdicts or {}
+
+    def same(a: str, b: str) -> bool:
+        decided = equivalent(a, b)
+        if decided is None:
+            return judged.get(pair_key(a, b), False)
+        return decided
+
+    return same
+
+
+def _clusters(answers: Sequence[str], same: Same | None = None) -> list[list[int]]:
     """Indices of ``answers`` grouped by equivalence to each group's first answer (undecided
-    pairs are not equivalent: no judge settles them in this slice)."""
+    pairs: the judge's verdict, else not equivalent: ``same_answers``)."""
+    same = same or same_answers()
     groups: list[list[int]] = []
     for i, answer in enumerate(answers):
         for group in groups:
-            if equivalent(answers[group[0]], answer) is True:
+            if same(answers[group[0]], answer):
                 group.append(i)
                 break
         else:
@@ -52,14 +83,14 @@ def _clusters(answers: Sequence[str]) -> list[list[int]]:
     return groups
 
 
-def _consensus(samples: Sequence[str]) -> str:
+def _consensus(samples: Sequence[str], same: Same | None = None) -> str:
     """A solver's answer from its samples: the first answer of the largest equivalence group."""
-    biggest = max(_clusters(samples), key=len)
+    biggest = max(_clusters(samples, same), key=len)
     return samples[biggest[0]]
 
 
 def solver_answers(con: duckdb.DuckDBPyConnection, eval_id: str,
-                   role: str = "solver") -> dict[str, dict[str, str]]:
+                   role: str = "solver", same: Same | None = None) -> dict[str, dict[str, str]]:
     """``{spec: {item_id: answer}}``: each solver's (self-consistent) answer per item."""
     by: dict[tuple[str, str], list[str]] = {}
     for spec, item, answer in con.execute(
@@ -68,7 +99,7 @@ def solver_answers(con: duckdb.DuckDBPyConnection, eval_id: str,
         by.setdefault((spec, item), []).append(answer)
     out: dict[str, dict[str, str]] = {}
     for (spec, item), samples in by.items():
-        out.setdefault(spec, {})[item] = _consensus(samples)
+        out.setdefault(spec, {})[item] = _consensus(samples, same)
     return out
 
 
@@ -86,23 +117,25 @@ def _items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str,
 
 
 def correctness(con: duckdb.DuckDBPyConnection, eval_id: str,
-                spec: str) -> dict[str, bool]:
-    """``{item_id: answered correctly}`` of a scored model on the verified test items (an item
-    it did not answer is wrong, as in ``score``)."""
-    model = solver_answers(con, eval_id, role="model").get(redact_spec(spec), {})
-    return {item: item in model and equivalent(model[item], ref) is True
+                spec: str, same: Same | None = None) -> dict[str, bool]:
+    """``{item_id: answered correctly}`` of a scored model (named as ``answer_name`` gives) on
+    the verified test items (an item it did not answer is wrong, as in ``score``)."""
+    same = same or same_answers()
+    model = solver_answers(con, eval_id, role="model", same=same).get(spec, {})
+    return {item: item in model and same(model[item], ref)
             for item, ref, *_ in _items(con, eval_id)}
 
 
 def group_scores(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[str], *,
-                 alpha: float = 0.05) -> pd.DataFrame:
+                 alpha: float = 0.05, same: Same | None = None) -> pd.DataFrame:
     """Each model's accuracy overall and per task, prompting and persona source.
 
     Args:
         con: the database (the evaluation verified and its models answered).
         eval_id: the evaluation's split.
-        specs: the scored models' specs.
+        specs: the scored models' names (``answer_name``: the spec redacted, its mode).
         alpha: 1 - the Wilson intervals' confidence.
+        same: answer equality (default: math-verify's, undecidable pairs not equal).
 
     Returns:
         One row per (model, breakdown, group): ``model``, ``by`` (``all``, ``task``,
@@ -114,7 +147,7 @@ def group_scores(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[s
     items = _items(con, eval_id)
     rows = []
     for spec in specs:
-        right = correctness(con, eval_id, spec)
+        right = correctness(con, eval_id, spec, same)
         groups: dict[tuple[str, str], list[bool]] = {("all", "all"): []}
         for item_id, _, task, prompting, source in items:
             groups[("all", "all")].append(right[item_id])
@@ -123,23 +156,24 @@ def group_scores(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[s
                 groups.setdefault((by, value), []).append(right[item_id])
         for (by, group), marks in groups.items():
             low, high = wilson(sum(marks), len(marks), alpha)
-            rows.append([redact_spec(spec), by, group, sum(marks), len(marks),
+            rows.append([spec, by, group, sum(marks), len(marks),
                          sum(marks) / len(marks) if marks else None, low, high])
     return pd.DataFrame(rows, columns=GROUP_COLUMNS)
 
 
 def model_differences(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[str], *,
                       alpha: float = 0.05, seed: int = 0,
-                      resamples: int = 9999) -> pd.DataFrame:
+                      resamples: int = 9999, same: Same | None = None) -> pd.DataFrame:
     """Each pair of models' accuracy difference (a - b) on the same verified items.
 
     Args:
         con: the database.
         eval_id: the evaluation's split.
-        specs: the scored models' specs (every pair, in the order given).
+        specs: the scored models' names (every pair, in the order given).
         alpha: 1 - the interval's confidence.
         seed: the bootstrap's seed (the same seed, the same interval).
         resamples: bootstrap resamples.
+        same: answer equality (default: math-verify's, undecidable pairs not equal).
 
     Returns:
         One row per pair: ``items``, both accuracies, ``difference``, its paired bootstrap
@@ -151,7 +185,7 @@ def model_differences(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Seque
     from scipy.stats import bootstrap
     from statsmodels.stats.contingency_tables import mcnemar
 
-    marks = {spec: correctness(con, eval_id, spec) for spec in specs}
+    marks = {spec: correctness(con, eval_id, spec, same) for spec in specs}
     rows = []
     for i, a in enumerate(specs):
         for b in specs[i + 1:]:
@@ -160,7 +194,7 @@ def model_differences(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Seque
             y = np.array([marks[b][k] for k in items], dtype=float)
             only_a, only_b = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
             if len(items) == 0:
-                rows.append([redact_spec(a), redact_spec(b), 0, None, None, None, float("nan"),
+                rows.append([a, b, 0, None, None, None, float("nan"),
                              float("nan"), 0, 0, float("nan")])
                 continue
             diff = float(x.mean() - y.mean())
@@ -175,7 +209,7 @@ def model_differences(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Seque
             both = int(((x == 1) & (y == 1)).sum())
             neither = len(items) - both - only_a - only_b
             p = float(mcnemar([[both, only_a], [only_b, neither]], exact=True).pvalue)
-            rows.append([redact_spec(a), redact_spec(b), len(items), float(x.mean()),
+            rows.append([a, b, len(items), float(x.mean()),
                          float(y.mean()), diff, low, high, only_a, only_b, p])
     return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
 

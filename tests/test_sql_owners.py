@@ -62,7 +62,7 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"analysis/calibration_store.py"})),
     "population": (frozenset({"population_jobs"}), frozenset({"pipelines/population_write.py"})),
     "evaluation": (frozenset({"eval_splits", "eval_contamination", "eval_answers",
-                              "eval_verified"}),
+                              "eval_verified", "eval_equivalence"}),
                    frozenset({"pipelines/evaluate.py", "pipelines/evaluate_scores.py"})),
 }
 

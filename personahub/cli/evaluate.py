@@ -26,11 +26,17 @@ def evaluate(
     job: Annotated[str | None, typer.Option(
         help="The synthesis job whose items are evaluated.")] = None,
     solver: Annotated[list[str] | None, typer.Option(
-        metavar="SPEC", help="A solver: any --llm spec; offline?seed=N is the offline engine with seed N. "
-             "Repeatable.")] = None,
+        metavar="SPEC", help="A solver: any --llm spec; offline?seed=N is the offline engine with seed N; "
+             "SPEC#answer or SPEC#cot gives it its own prompting (else --mode). Repeatable.")
+    ] = None,
     model: Annotated[list[str] | None, typer.Option(
         metavar="SPEC",
-        help="A model to score on the verified test items (any --llm spec). Repeatable.")] = None,
+        help="A model to score on the verified test items (any --llm spec, #answer or #cot "
+             "as for --solver). Repeatable.")] = None,
+    equivalence_judge: Annotated[str | None, typer.Option(
+        metavar="SPEC",
+        help="A model asked yes/no on answer pairs math-verify cannot decide (without it, "
+             "those pairs are not equal).")] = None,
     test_share: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="The test split's share of the items.")] = None,
     test_n: Annotated[int | None, typer.Option(min=1, help="The test split's size.")] = None,
@@ -40,7 +46,8 @@ def evaluate(
         min=1, help="Answers per solver and item (self-consistency: the most frequent counts).")] = 1,
     mode: Annotated[str, typer.Option(
         metavar="cot|answer",
-        help="Prompting: cot (reasoning, then the answer) or answer (the answer only).")] = "cot",
+        help="Prompting of a solver or model without its own #mode: cot (reasoning, then the "
+             "answer) or answer (the answer only).")] = "cot",
     against: Annotated[list[Path] | None, typer.Option(
         help="A benchmark file (JSONL, Parquet or CSV with a text column): overlapping items "
              "are left out of both splits. Repeatable.")] = None,
@@ -53,6 +60,11 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(
         min=1, help="Answers per committed batch (a kill loses at most the batch in flight).")
     ] = 32,
+    executor: Annotated[str, typer.Option(
+        metavar="local", help="Where the answers are asked: local only (ray is refused, not "
+             "supported yet).")] = "local",
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="Provider batches: not supported yet for evaluate (refused).")] = False,
     resume: Annotated[str | None, typer.Option(
         metavar="ID", help="Go on with evaluation job ID (stopped or killed) with its own "
              "settings; --solver / --model here give the specs' credentials again.")] = None,
@@ -63,18 +75,26 @@ def evaluate(
     on them with a 95% Wilson interval. Running it again reuses the stored split and answers."""
     from personahub.api import run_evaluation_config
     from personahub.core.errors import UsageError
-    from personahub.pipelines.evaluate import EvalConfig, EvalSummary, summary_lines
+    from personahub.pipelines.evaluate import (
+        EvalConfig,
+        EvalSummary,
+        refuse_unsupported,
+        summary_lines,
+    )
 
+    refuse_unsupported(executor, batch)
     summary: EvalSummary
     if resume is not None:  # only how it runs is this command's: the rest is the job's
         given = {"db": str(db), **engine.settings(), "batch_size": batch_size,
                  **({"solvers": tuple(solver)} if solver else {}),
-                 **({"models": tuple(model)} if model else {})}
+                 **({"models": tuple(model)} if model else {}),
+                 **({"equivalence_judge": equivalence_judge} if equivalence_judge else {})}
         summary = run_evaluation_config(given, db=db, resume=resume)
     else:
         if job is None or not solver:
             raise UsageError("evaluate: give --job and at least one --solver (or --resume ID)")
         config = EvalConfig(job=job, solvers=tuple(solver), models=tuple(model or ()),
+                            equivalence_judge=equivalence_judge,
                             test_share=test_share, test_n=test_n, seed=seed, agree=agree,
                             samples=samples, mode=mode,  # type: ignore[arg-type]  # checked by EvalConfig
                             against=tuple(str(p) for p in against or ()), ngram=ngram,

@@ -493,6 +493,19 @@ CREATE TABLE IF NOT EXISTS eval_verified (
     PRIMARY KEY (eval_id, item_id)
 );
 
+-- The equivalence judge's verdicts (--equivalence-judge) on answer pairs math-verify cannot
+-- decide, one row per (pair, judge): answer_a <= answer_b; written with the calls' llm_calls rows.
+CREATE TABLE IF NOT EXISTS eval_equivalence (
+    eval_id    VARCHAR NOT NULL,
+    answer_a   VARCHAR NOT NULL,
+    answer_b   VARCHAR NOT NULL,
+    judge      VARCHAR NOT NULL,
+    equal      BOOLEAN NOT NULL,
+    model      VARCHAR,
+    created_at TIMESTAMP,
+    PRIMARY KEY (eval_id, answer_a, answer_b, judge)
+);
+
 -- Calibration against human surveys (personahub calibrate, pipelines/calibrate.py) ---------
 -- (lifecycle and stored configuration: jobs). What the job asked about and whom is stored with
 -- its row, so scores, reports and a resume never read the survey file again.

@@ -25,6 +25,7 @@ DEFAULT_MAX_TOKENS: dict[str, int] = {
     "text_to_persona": 400,
     "write_persona": 240,  # two or three sentences about one person (pipelines/prompts/population.py)
     "solve": 600,
+    "equivalence": 60,  # a yes/no on two final answers (pipelines/prompts/evaluate.py)
     "judge": 400,  # a verdict and a one-sentence reason per criterion (pipelines/prompts/judge.py)
 }
 

@@ -3,7 +3,9 @@
 A solver answers a synthesized problem with a structured final answer, in one of two promptings:
 ``cot`` (reasoning, then the final answer) or ``answer`` (the final answer only). The final
 answer is compared by meaning (``personahub/tasks/answer_equivalence.py``); the reasoning is
-kept as data and never executed (no program-of-thought execution).
+kept as data and never executed (no program-of-thought execution). The equivalence judge
+(``--equivalence-judge``) makes one structured yes/no call per answer pair math-verify cannot
+decide (``EquivalenceVerdict``).
 """
 
 from __future__ import annotations
@@ -46,3 +48,21 @@ def solve_schema(mode: SolveMode) -> type[BaseModel]:
 def solve_messages(problem: str, mode: SolveMode) -> list[BaseMessage]:
     """The messages asking one solver for one problem's final answer."""
     return [SystemMessage(SOLVE_SYSTEM), HumanMessage(f"Problem:\n{problem}\n\n{_TASK[mode]}")]
+
+
+EQUIVALENCE_PURPOSE = "equivalence"
+EQUIVALENCE_SYSTEM = ("You compare two final answers to the same math problem. Answer only with "
+                      "JSON for the schema: equal is true when they state the same value or "
+                      "result, however written, and false otherwise.")
+
+
+class EquivalenceVerdict(BaseModel):
+    """The equivalence judge's yes/no on two answers math-verify could not compare."""
+
+    equal: bool = Field(description="true when the two answers mean the same")
+
+
+def equivalence_messages(a: str, b: str) -> list[BaseMessage]:
+    """The messages asking the equivalence judge whether answers ``a`` and ``b`` are equal."""
+    return [SystemMessage(EQUIVALENCE_SYSTEM),
+            HumanMessage(f"Answer A: {a}\nAnswer B: {b}\n\nDo A and B mean the same?")]

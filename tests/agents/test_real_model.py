@@ -409,8 +409,9 @@ def test_judge_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
 
 def test_evaluate_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     """``personahub evaluate`` on a real model: offline-made math problems, a seeded split, two
-    solvers (the served model and the offline engine) and a score with its interval; every
-    evaluate call is accounted to the evaluation (a low score is fine)."""
+    solvers (the served model reasoning by its own ``#cot``, the offline engine answering only)
+    and a score with its interval, the served model judging the answer pairs math-verify cannot
+    decide; every evaluate call is accounted to the evaluation (a low score is fine)."""
     db = tmp_path / "evaluate.duckdb"
     code, output = invoke("synthesize", "math_problem", "--n", "8", "--db", str(db))
     assert code == 0, output
@@ -418,23 +419,28 @@ def test_evaluate_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
     job = con.execute("SELECT job_id FROM synth_jobs").fetchall()[0][0]
     con.close()
     code, output = invoke("evaluate", "--db", str(db), "--job", job, "--test-n", "3",
-                          "--solver", llama.spec, "--solver", "offline?seed=1", "--agree", "1",
-                          "--model", llama.spec, "--mode", "answer", "--timeout", "120")
+                          "--solver", llama.spec + "#cot", "--solver", "offline?seed=1",
+                          "--agree", "1", "--model", llama.spec, "--mode", "answer",
+                          "--equivalence-judge", llama.spec, "--timeout", "120")
     assert code == 0, output
     assert "test 3, train 5" in output
     assert "95% Wilson" in output or "no verified items" in output
     rows = calls(db, "job_kind = 'evaluation'")
-    assert {r[4] for r in rows} == {"solve"}
+    assert {"solve"} <= {r[4] for r in rows} <= {"solve", "equivalence"}
     assert all(r[3] and r[3] > 0 for r in rows)  # every request carried max_tokens
     assert all(r[1] for r in rows if r[0] != "ok")  # every failure says why
     con = duckdb.connect(str(db), read_only=True)
     try:
-        answers = con.execute("SELECT count(*) FROM eval_answers").fetchone()
+        answers = con.execute("SELECT (SELECT count(*) FROM eval_answers) + "
+                              "(SELECT count(*) FROM eval_equivalence)").fetchone()
         ok = con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluation' AND "
                          "status = 'ok'").fetchone()
+        modes = con.execute("SELECT DISTINCT role, mode FROM eval_answers ORDER BY ALL").fetchall()
     finally:
         con.close()
-    assert answers == ok  # each ok call wrote one answer (the offline solver's 3 among them)
+    # each ok call wrote one answer (the offline solver's 3 among them) or one verdict
+    assert answers == ok
+    assert modes == [("model", "answer"), ("solver", "answer"), ("solver", "cot")]
 
 
 def test_experiment_two_arms_two_replicates(llama: LlamaServer, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import personahub
 from personahub.api import run_synthesis
+from personahub.core.errors import UsageError
 from personahub.core.store import connect
 from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, usage_error
@@ -24,15 +25,16 @@ def test_evaluate_prints_split_agreement_and_score_and_resumes(tmp_path: Path) -
     db = tmp_path / "ev.duckdb"
     job = _job(db)
     args = ("evaluate", "--db", db, "--job", job, "--test-n", "4", "--seed", "1",
-            "--solver", "offline?seed=1", "--solver", "offline?seed=2",
+            "--solver", "offline?seed=1", "--solver", "offline?seed=2#cot",
             "--model", "offline?seed=3", "--agree", "1", "--mode", "answer")
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert re.search(r"of job \S+: 12 items, test 4, train 8", result.output)
     # --agree 1: every answered item is verified, with the first solver's answer as reference
     assert "verified: 4 of 4 test items (100.0%)" in result.output
-    assert re.search(r"agreement: offline\?seed=1 ~ offline\?seed=2 \d+%", result.output)
-    assert re.search(r"score offline\?seed=3: \d/4 = .*95% Wilson", result.output)
+    # --mode answer is the default; the second solver's own #cot wins: its name has no mark
+    assert re.search(r"agreement: offline\?seed=1#answer ~ offline\?seed=2 \d+%", result.output)
+    assert re.search(r"score offline\?seed=3#answer: \d/4 = .*95% Wilson", result.output)
     assert "model calls: ok=12" in result.output
     again = invoke(*args)
     assert "model calls: ok=12" in again.output  # nothing asked again
@@ -40,6 +42,11 @@ def test_evaluate_prints_split_agreement_and_score_and_resumes(tmp_path: Path) -
     try:
         assert con.execute("SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluation'"
                            ).fetchone() == (12,)
+        # each solver's answers are stored with its own prompting, reasoning only under cot
+        assert con.execute("SELECT spec, mode, count(reasoning) FROM eval_answers GROUP BY ALL "
+                           "ORDER BY ALL").fetchall() == [
+            ("offline?seed=1#answer", "answer", 0), ("offline?seed=2", "cot", 4),
+            ("offline?seed=3#answer", "answer", 0)]
     finally:
         con.close()
 
@@ -49,6 +56,22 @@ def test_evaluate_usage_errors(tmp_path: Path) -> None:
     job = _job(db, 3)
     assert "exactly one of --test-share or --test-n" in usage_error(
         invoke("evaluate", "--db", db, "--job", job, "--solver", "offline"))
+    assert "must be one of cot, answer, got 'pot'" in usage_error(
+        invoke("evaluate", "--db", db, "--job", job, "--solver", "offline#pot", "--test-n", "1",
+               "--agree", "1"))
+    # not supported yet: refused in one line, not ignored (the command and the API alike)
+    assert "--executor ray is not supported yet" in usage_error(
+        invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--test-n", "1",
+               "--agree", "1", "--executor", "ray"))
+    assert "--batch is not supported yet" in usage_error(
+        invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--test-n", "1",
+               "--agree", "1", "--batch"))
+    for option in ({"executor": "ray"}, {"batch": True}):
+        with pytest.raises(UsageError, match="is not supported yet"):
+            personahub.evaluate(job=job, solvers=["offline"], db=db, test_n=1, agree=1, **option)
+    assert "a --solver is given twice (with the same prompting)" in usage_error(
+        invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--solver",
+               "offline#cot", "--test-n", "1"))
     assert "--agree must be between 1 and the 1 solvers" in usage_error(
         invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--test-n", "1"))
 

@@ -16,14 +16,18 @@ from personahub.core.store import connect
 from personahub.models.client import make_client
 from personahub.pipelines.evaluate import (
     agreement_matrix,
+    answer_name,
     held_out_items,
     score,
     solve,
     solver_answers,
     solver_settings,
+    spec_mode,
     split_job,
+    undecided_pairs,
     verify_items,
 )
+from personahub.pipelines.evaluate_scores import pair_key, same_answers
 
 JOB = "synth-test"
 
@@ -158,6 +162,38 @@ def test_items_are_verified_by_equivalent_answers_and_models_scored_on_them(con)
     low, high = binomtest(2, 3).proportion_ci(method="wilson")
     assert (result.low, result.high) == pytest.approx((low, high))
     assert score(con, "v", "nobody").correct == 0
+
+
+def test_undecidable_pairs_count_as_unequal_unless_a_judge_said_equal(con):
+    _answers(con, "j", "solver", "a", {"i1": "three", "i2": "7", "i3": "a dozen"})
+    _answers(con, "j", "solver", "b", {"i1": "3", "i2": "7.0", "i3": "12"})
+    _answers(con, "j", "model", "m", {"i1": "3", "i3": "twelve"})
+    # math-verify cannot read the words: those pairs are what a judge is asked, each once
+    assert undecided_pairs(con, "j") == [("12", "a dozen"), ("12", "twelve"),
+                                         ("3", "three"), ("a dozen", "twelve")]
+    assert verify_items(con, "j", agree=2) == {"verified": 1, "unverified": 2}
+    assert agreement_matrix(con, "j")["a"]["b"] == pytest.approx(1 / 3)
+    # a judge said i1's pair equal and i3's not: i1 is verified, the matrix and score follow
+    same = same_answers({pair_key("three", "3"): True, pair_key("a dozen", "12"): False,
+                         pair_key("twelve", "12"): True})
+    assert verify_items(con, "j", agree=2, same=same) == {"verified": 2, "unverified": 1}
+    assert agreement_matrix(con, "j", same)["a"]["b"] == pytest.approx(2 / 3)
+    # i1 (reference "three") is right only by the verdict; i2 unanswered; i3 unverified
+    assert (score(con, "j", "m", same=same).correct, score(con, "j", "m").correct) == (1, 0)
+    # a verdict never overrides what math-verify decides
+    assert same_answers({pair_key("7", "8"): True})("7", "8") is False
+
+
+def test_a_spec_carries_its_own_prompting_mode():
+    assert spec_mode("offline?seed=2#answer") == ("offline?seed=2", "answer")
+    assert spec_mode("offline?seed=2", "answer") == ("offline?seed=2", "answer")
+    assert spec_mode("http://h:8080/v1#cot", "answer") == ("http://h:8080/v1", "cot")
+    assert answer_name("offline#cot", "answer") == "offline"
+    assert answer_name("offline", "answer") == "offline#answer"
+    assert answer_name("http://user:secret@h:8080/v1#answer") == "http://***@h:8080/v1#answer"
+    with pytest.raises(UsageError, match="one of cot, answer"):
+        spec_mode("offline#pot")
+    assert solver_settings("offline?seed=3#answer").spec == "offline?seed=3"
 
 
 def test_a_solvers_samples_vote_for_its_answer(con):

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from personahub.api import run_synthesis
+from personahub.core.store import connect
+from personahub.models.fake_server.server import running_server
 from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, kill_when
 from tests.pipeline_helpers import rows
@@ -22,7 +24,8 @@ from tests.pipelines.test_every_kind_resumes import stop_at_write
 
 ANSWERS = "SELECT eval_id, item_id, role, spec, mode, sample, answer FROM eval_answers ORDER BY ALL"
 TABLES = (ANSWERS, "SELECT * FROM eval_splits ORDER BY ALL",
-          "SELECT * FROM eval_verified ORDER BY ALL")
+          "SELECT * FROM eval_verified ORDER BY ALL",
+          "SELECT eval_id, answer_a, answer_b, judge, equal FROM eval_equivalence ORDER BY ALL")
 
 
 def _copies(tmp_path: Path, n: int, *names: str) -> tuple[str, dict[str, Path]]:
@@ -44,14 +47,16 @@ def test_a_stopped_evaluation_resumes_by_its_id_to_the_same_tables(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     job, dbs = _copies(tmp_path, 16, "whole", "stopped", "again")
     args = ["evaluate", "--job", job, "--test-n", "6", "--seed", "2", "--solver",
-            "offline?seed=1", "--solver", "offline?seed=2", "--model", "offline?seed=3",
-            "--agree", "1", "--batch-size", "4"]
+            "offline?seed=1", "--solver", "offline?seed=2#answer", "--model", "offline?seed=3",
+            "--agree", "1", "--batch-size", "4", "--equivalence-judge", "offline?seed=4"]
     whole = invoke(*args, "--db", dbs["whole"])
     assert whole.exit_code == 0, whole.output
     (job_id, status, config, parent), = rows(
         dbs["whole"], "SELECT job_id, status, config, parent_id FROM jobs WHERE kind = 'evaluation'")
     assert status == "finished" and parent == job and job_id.startswith("evaluation-")
-    assert json.loads(config)["solvers"] == ["offline?seed=1", "offline?seed=2"]
+    stored = json.loads(config)  # a solver's own prompting and the judge go with the job
+    assert stored["solvers"] == ["offline?seed=1", "offline?seed=2#answer"]
+    assert stored["equivalence_judge"] == "offline?seed=4"
     # every call is the evaluation's own (run_id NULL): 6 items x 2 solvers + 6 for the model
     assert rows(dbs["whole"], "SELECT job_kind, job_id, count(*), count(run_id) FROM llm_calls "
                 "WHERE job_kind = 'evaluation' GROUP BY ALL") == [("evaluation", job_id, 18, 0)]
@@ -131,3 +136,82 @@ def test_a_killed_evaluation_resumes_to_the_tables_of_an_uninterrupted_one(
     # every kept answer's call is on record, tagged with the job
     assert rows(dbs["killed"], "SELECT count(DISTINCT call_id) >= 24 FROM llm_calls WHERE "
                 "job_id = ? AND status = 'ok'", [job_id]) == [(True,)]
+
+
+@pytest.fixture(scope="module")
+def loopback_url() -> Any:
+    with running_server(seed=3) as server:
+        yield server.base_url + "?model=offline"
+
+
+@pytest.mark.parametrize("where", ["offline", "loopback"])
+def test_an_equivalence_judge_settles_the_pairs_math_verify_cannot(
+        tmp_path: Path, where: str, request: pytest.FixtureRequest) -> None:
+    """Without a judge an undecidable pair is unequal; with one, each such pair is asked once
+    (its calls logged under the job), its verdicts stored and used, and nothing asked again."""
+    judge = "offline?seed=4" if where == "offline" else request.getfixturevalue("loopback_url")
+    job, dbs = _copies(tmp_path, 12, "db")
+    db = dbs["db"]
+    base = ["evaluate", "--db", db, "--job", job, "--test-n", "4", "--solver", "offline?seed=1",
+            "--solver", "offline?seed=2", "--agree", "2"]
+    assert invoke(*base).exit_code == 0
+    items = [r[0] for r in rows(db, "SELECT DISTINCT item_id FROM eval_answers ORDER BY 1")]
+    words = ["one", "two", "three", "four"]
+    for k, item in enumerate(items):  # one solver writes its answer in words: undecidable
+        with connect(db) as con:
+            con.execute("UPDATE eval_answers SET answer = CASE spec WHEN 'offline?seed=1' THEN ? "
+                        "ELSE ? END WHERE item_id = ?", [words[k], str(k + 1), item])
+    plain = invoke(*base)
+    assert "verified: 0 of 4 test items" in plain.output
+    assert "equivalence: 4 answer pairs math-verify cannot decide count as not equal" \
+        in plain.output
+
+    judged = invoke(*base, "--equivalence-judge", judge)
+    assert judged.exit_code == 0, judged.output
+    (job_id,), = rows(db, "SELECT job_id FROM jobs WHERE kind = 'evaluation' AND "
+                          "config->>'equivalence_judge' IS NOT NULL")
+    assert rows(db, "SELECT DISTINCT purpose FROM llm_calls WHERE job_id = ?",
+                [job_id]) == [("equivalence",)]  # no answer asked again: only the judge
+    if where == "offline":  # over loopback a loaded machine may add straggler attempts
+        assert rows(db, "SELECT count(*) FROM llm_calls WHERE job_id = ? AND status = 'ok'",
+                    [job_id]) == [(4,)]
+    stored = rows(db, "SELECT answer_a, answer_b FROM eval_equivalence ORDER BY ALL")
+    assert stored == sorted((str(k + 1), w) for k, w in enumerate(words))
+    assert "equivalence judge " in judged.output and "4 of 4 undecidable answer pairs judged" \
+        in judged.output
+
+    for equal, verified in ((True, 4), (False, 0)):  # the stored verdicts decide, not re-asked
+        with connect(db) as con:
+            con.execute("UPDATE eval_equivalence SET equal = ?", [equal])
+        again = invoke(*base, "--equivalence-judge", judge)
+        assert f"verified: {verified} of 4 test items" in again.output, again.output
+        assert f"judged, {verified} equal" in again.output
+    assert rows(db, "SELECT count(*) FROM eval_equivalence") == [(4,)]
+
+
+def test_a_judge_stopped_between_its_batches_resumes_asking_only_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job, dbs = _copies(tmp_path, 12, "db")
+    db = dbs["db"]
+    base = ["evaluate", "--db", db, "--job", job, "--test-n", "4", "--solver", "offline?seed=1",
+            "--solver", "offline?seed=2", "--batch-size", "1"]
+    assert invoke(*base).exit_code == 0
+    with connect(db) as con:  # words against numbers: four undecidable pairs
+        con.execute("UPDATE eval_answers SET answer = CASE spec WHEN 'offline?seed=1' THEN "
+                    "'word ' || item_id ELSE '7' END")
+    judged = [*base, "--equivalence-judge", "offline?seed=4"]
+    with monkeypatch.context() as patch:
+        stop_at_write(patch, 3)  # the job's row, one verdict, then Ctrl-C
+        stopped = invoke(*judged)
+    assert stopped.exit_code == 130, stopped.output
+    assert rows(db, "SELECT count(*) FROM eval_equivalence") == [(1,)]
+    first = rows(db, "SELECT * EXCLUDE (created_at) FROM eval_equivalence")
+    resumed = invoke(*judged)
+    assert resumed.exit_code == 0, resumed.output
+    verdicts = rows(db, "SELECT * EXCLUDE (created_at) FROM eval_equivalence ORDER BY ALL")
+    assert len(verdicts) == 4 and set(first) <= set(verdicts)
+    (job_id,), = rows(db, "SELECT job_id FROM jobs WHERE config->>'equivalence_judge' "
+                          "IS NOT NULL")
+    # one verdict a pair: the resume asked only the three not stored
+    assert rows(db, "SELECT count(*) FROM llm_calls WHERE job_id = ? AND status = 'ok'",
+                [job_id]) == [(4,)]
