@@ -279,6 +279,8 @@ class CalibrationSummary:
     engine: str = ""
     offline: bool = False
     per_attribute: pd.DataFrame = field(default_factory=pd.DataFrame)  # representativeness
+    # the overall row weighing each question x group alike (per_attribute's weighs attributes)
+    overall_per_group: pd.DataFrame = field(default_factory=pd.DataFrame)
     panel_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)  # effective, per attribute
     verdict: list[str] = field(default_factory=list)  # the scores in plain sentences
     batches: str | None = None  # --batch: what its provider batches did in this run
@@ -484,6 +486,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             summary.answered_calls[method] = summary.answered_calls.get(method, 0) + count
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
+        summary.overall_per_group = per_attribute(scored.summary, overall="per-group").head(1)
         summary.dispersion = dispersion_table(scored.summary)
         summary.sd_per_question = sd_by_question(scored.scores)
         summary.panel_sizes = panel_sizes_of(scored.scores)
@@ -500,6 +503,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         from personahub.pipelines.calibrate_scores import (
             dispersion_lines,
             elicit_lines,
+            overall_lines,
             size_lines,
             table_lines,
         )
@@ -523,6 +527,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                          + (" ..." if len(summary.small_groups) > 6 else ""))
         lines += elicit_lines(summary)
         lines += table_lines(summary.per_attribute)
+        lines += overall_lines(summary.per_attribute, summary.overall_per_group)
         lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
         lines += size_lines(summary.panel_sizes)
         if summary.verdict:

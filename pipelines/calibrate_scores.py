@@ -33,8 +33,8 @@ from personahub.pipelines.calibrate_elicit import (
     stated_vector,
 )
 
-__all__ = ["SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "per_attribute",
-           "elicit_lines", "panel_sizes_of", "sd_by_question",
+__all__ = ["OVERALL", "SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "per_attribute",
+           "elicit_lines", "overall_lines", "panel_sizes_of", "sd_by_question",
            "score_job", "size_lines", "source_label",
            "summarise_job", "table_lines"]
 
@@ -139,12 +139,23 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     return scores[SCORE_COLUMNS]
 
 
+OVERALL = ("per-attribute", "per-group")  # how "overall" weighs its rows (summarise_job)
+PER_GROUP_LEVEL = "overall_per_group"  # the summary level of the per-group weighting
+
+
 def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean scores per source and steering: overall, per attribute and per group
-    (``SUMMARY_COLUMNS``; ``scored`` counts the rows with a representativeness)."""
+    (``SUMMARY_COLUMNS``; ``scored`` counts the rows with a representativeness).
+
+    Two overall levels: ``overall`` gives each attribute equal weight (the mean over attributes
+    of each attribute's mean), so an attribute of eight groups does not outweigh one of two;
+    ``overall_per_group`` is the mean over every question x group row (each group alike). A
+    persona in several groups counts in each group's panel, but neither overall counts a row
+    twice: each row is one question x group."""
     keys = ["source", "steering"]
     parts = []
-    for level, by in (("overall", []), ("attribute", ["attribute"]), ("group", ["attribute", "group"])):
+    for level, by in ((PER_GROUP_LEVEL, []), ("attribute", ["attribute"]),
+                      ("group", ["attribute", "group"])):
         grouped = scores.groupby(keys + by, sort=False)
         means = grouped[list(SCORES)].mean()
         means["scored"] = grouped["representativeness"].count()
@@ -154,7 +165,12 @@ def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
             if column not in by:
                 means[column] = ""
         parts.append(means)
-    return pd.concat(parts, ignore_index=True)[SUMMARY_COLUMNS]
+    per_attribute = parts[1].groupby(keys, sort=False)
+    overall = per_attribute[list(SCORES)].mean()  # NaN attribute means are left out
+    overall["scored"] = per_attribute["scored"].sum()
+    overall = overall.reset_index()
+    overall["level"], overall["attribute"], overall["group"] = "overall", "", ""
+    return pd.concat([overall, *parts], ignore_index=True)[SUMMARY_COLUMNS]
 
 
 def score_job(con: duckdb.DuckDBPyConnection, job_id: str) -> Scored:
@@ -173,9 +189,24 @@ def _records(frame: pd.DataFrame, job_id: str, rename: dict[str, str]) -> list[d
     return [{"job_id": job_id, **row} for row in frame.to_dict("records")]
 
 
-def per_attribute(summary: pd.DataFrame, score: str = "representativeness") -> pd.DataFrame:
+def per_attribute(summary: pd.DataFrame, score: str = "representativeness",
+                  overall: str = "per-attribute") -> pd.DataFrame:
     """One row per level (``overall``, then each attribute), one column per source: the model
-    under each steering first, then the baselines."""
+    under each steering first, then the baselines.
+
+    Args:
+        summary: a job's means (``summarise_job``).
+        score: which score.
+        overall: ``per-attribute`` (each attribute alike: the default) or ``per-group`` (each
+            question x group row alike) for the ``overall`` row.
+
+    Returns:
+        The table, indexed by ``attribute``.
+    """
+    if overall not in OVERALL:
+        raise ValueError(f"overall must be one of {', '.join(OVERALL)}, not {overall!r}")
+    if overall == "per-group":
+        summary = summary[summary["level"] != "overall"].replace({"level": {PER_GROUP_LEVEL: "overall"}})
     return per_attribute_table(summary, score)
 
 
@@ -240,6 +271,17 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
         lines.append(f"{str(index):<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in
                                                            zip(cells, widths, strict=True)))
     return lines
+
+
+def overall_lines(table: pd.DataFrame, per_group: pd.DataFrame) -> list[str]:
+    """A console line on how ``overall`` weighs its rows, with the per-group figures when they
+    differ (several attributes of different sizes)."""
+    if table.empty or per_group.empty or len(table.index) <= 2:  # overall and one attribute
+        return []
+    cells = [f"{c} {v:.3f}" for c, v in per_group.iloc[0].items() if pd.notna(v)]
+    return ["overall weighs each attribute alike (the mean of the attribute rows); weighing each "
+            "question x group alike instead "
+            "(Calibration.per_attribute(overall='per-group')): " + ", ".join(cells)]
 
 
 def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
