@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import bootstrap
 
 from personahub.analysis.calibration_report import source_label
-from personahub.analysis.calibration_scores import BASELINES, MODEL
+from personahub.analysis.calibration_scores import BASELINES, MODEL, POPULATION
 
 __all__ = ["REFUSAL_WARNING", "intervals", "panel_sizes", "verdict"]
 
@@ -35,7 +35,9 @@ SCORE = "representativeness"
 
 
 def _labelled(scores: pd.DataFrame) -> pd.DataFrame:
-    """``scores`` with a ``who`` column: the source as tables name it."""
+    """``scores`` with a ``who`` column: the source as tables name it (the whole-population
+    rows left out: they are not a group's)."""
+    scores = scores[scores["attribute"] != POPULATION]  # the whole population: rows of its own
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
     frame = scores.copy()
     frame["who"] = [source_label(s, t or "", steerings)

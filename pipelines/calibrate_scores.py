@@ -23,7 +23,15 @@ import pandas as pd
 
 from personahub.analysis import calibration_store as store
 from personahub.analysis.calibration_report import per_attribute_table, source_label
-from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES, score_survey
+from personahub.analysis.calibration_scores import (
+    FLOORS,
+    MODEL,
+    PANEL_SOURCES,
+    POPULATION,
+    SCORES,
+    score_population,
+    score_survey,
+)
 from personahub.pipelines.calibrate_data import load_panels, load_survey
 from personahub.pipelines.calibrate_elicit import (
     SAMPLE,
@@ -95,8 +103,10 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     for position, steering in enumerate(rows):
         model = {(qid, attribute, labels): simulated[steering].get((qid, attribute, " / ".join(labels)))
                  for qid in survey.questions for attribute, labels, _ in survey.groups(qid)}
-        table = score_survey(survey, {k: v for k, v in model.items() if v is not None},
-                             no_persona=none, seed=seed)
+        given = {k: v for k, v in model.items() if v is not None}
+        table = pd.concat([score_survey(survey, given, no_persona=none, seed=seed),
+                           score_population(survey, given, no_persona=none, seed=seed)],
+                          ignore_index=True)
         on_panel = table["source"].isin(PANEL_SOURCES)
         if is_group_method(steering):
             # a stated distribution has no panel: no perfect_panel at its size; a few-shot
@@ -112,14 +122,17 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     scores = pd.concat(frames, ignore_index=True)
     # a group no persona matched is not scored, for the baselines either: every source's means
     # are over the same questions and groups
-    asked_groups = [panel_size.get((a, g), 0) > 0 for a, g in zip(scores["attribute"],
-                                                                  scores["group"], strict=True)]
+    # (the whole-population rows mix the groups that were asked)
+    asked_groups = [a == POPULATION or panel_size.get((a, g), 0) > 0
+                    for a, g in zip(scores["attribute"], scores["group"], strict=True)]
     scores = scores[asked_groups].reset_index(drop=True)
     failed, counts = [], []
     for row in scores.itertuples(index=False):
         question = survey.questions[row.question_id]
         vector: Any
-        if row.source == MODEL:
+        if row.attribute == POPULATION and row.source in (MODEL, *FLOORS):  # mixed or drawn
+            vector, asked = None, None
+        elif row.source == MODEL:
             vector = simulated[row.steering].get((row.question_id, row.attribute, row.group))
             asked = (1 if is_group_method(row.steering)
                      else panel_size.get((row.attribute, row.group), 0))
@@ -151,9 +164,22 @@ def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
     of each attribute's mean), so an attribute of eight groups does not outweigh one of two;
     ``overall_per_group`` is the mean over every question x group row (each group alike). A
     persona in several groups counts in each group's panel, but neither overall counts a row
-    twice: each row is one question x group."""
+    twice: each row is one question x group. The whole-population rows (attribute
+    ``POPULATION``) are in neither: their level is ``population``, one per stratifying
+    attribute (``group``)."""
     keys = ["source", "steering"]
+    population = scores["attribute"] == POPULATION
+    scores, mixed = scores[~population], scores[population]
     parts = []
+    if not mixed.empty:
+        grouped = mixed.groupby([*keys, "attribute", "group"], sort=False)
+        means = grouped[list(SCORES)].mean()
+        means["scored"] = grouped["representativeness"].count()
+        means = means.reset_index()
+        means["level"] = "population"
+        population_part = [means]
+    else:
+        population_part = []
     for level, by in ((PER_GROUP_LEVEL, []), ("attribute", ["attribute"]),
                       ("group", ["attribute", "group"])):
         grouped = scores.groupby(keys + by, sort=False)
@@ -170,7 +196,7 @@ def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
     overall["scored"] = per_attribute["scored"].sum()
     overall = overall.reset_index()
     overall["level"], overall["attribute"], overall["group"] = "overall", "", ""
-    return pd.concat([overall, *parts], ignore_index=True)[SUMMARY_COLUMNS]
+    return pd.concat([overall, *parts, *population_part], ignore_index=True)[SUMMARY_COLUMNS]
 
 
 def score_job(con: duckdb.DuckDBPyConnection, job_id: str) -> Scored:
@@ -232,7 +258,8 @@ def dispersion_table(summary: pd.DataFrame) -> pd.DataFrame:
 def sd_by_question(scores: pd.DataFrame) -> pd.DataFrame:
     """The model's SD ratio per ordinal question (its mean over the question's groups), one
     column per steering, lowest first."""
-    rows = scores[(scores["source"] == MODEL) & scores["sd_ratio"].notna()]
+    rows = scores[(scores["source"] == MODEL) & scores["sd_ratio"].notna()
+                  & (scores["attribute"] != POPULATION)]
     if rows.empty:
         return pd.DataFrame()
     table = rows.pivot_table(index="question_id", columns="steering", values="sd_ratio",
@@ -276,7 +303,10 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
 def overall_lines(table: pd.DataFrame, per_group: pd.DataFrame) -> list[str]:
     """A console line on how ``overall`` weighs its rows, with the per-group figures when they
     differ (several attributes of different sizes)."""
-    if table.empty or per_group.empty or len(table.index) <= 2:  # overall and one attribute
+    if table.empty or per_group.empty:
+        return []
+    overall = table.loc["overall"].reindex(per_group.columns)
+    if ((overall - per_group.iloc[0]).abs() < 5e-4).all():  # one attribute, or sizes alike
         return []
     cells = [f"{c} {v:.3f}" for c, v in per_group.iloc[0].items() if pd.notna(v)]
     return ["overall weighs each attribute alike (the mean of the attribute rows); weighing each "

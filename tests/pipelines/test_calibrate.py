@@ -105,6 +105,10 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=8, seed=3)
     scores = job.scores()
     assert "AGE" not in set(scores["attribute"])  # no persona is 65+: not scored, by any source
+    population = scores[scores["attribute"] == "(population)"]  # rows of their own
+    assert set(zip(population["question_id"], population["group"], strict=True)) == {
+        (q, a) for q in QUESTIONS for a in ("SEX", "POLPARTY")}
+    scores = scores[scores["attribute"] != "(population)"]
     model = scores[scores["source"] == "model"]
     assert set(zip(model["question_id"], model["attribute"], strict=True)) == {
         (q, a) for q in QUESTIONS for a in ("SEX", "POLPARTY")}
@@ -136,8 +140,10 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
     table = job.per_attribute()
     assert list(table.columns) == ["model", "uniform", "human_overall", "no_persona",
                                    "human_resample", "perfect_panel", "human_overall_panel"]
-    assert list(table.index) == ["overall", "SEX", "POLPARTY"]
-    assert table.loc["overall", "model"] == pytest.approx(model["representativeness"].mean())
+    assert list(table.index) == ["overall", "SEX", "POLPARTY", "population by SEX",
+                                 "population by POLPARTY"]
+    assert table.loc["overall", "model"] == pytest.approx(
+        model.groupby("attribute")["representativeness"].mean().mean())
     # the effective panel size: substantive answers (refusals out) per question x group
     sizes = job.panel_sizes().set_index("attribute")
     assert sizes.loc["overall", "min"] == model["sim_n"].min()
