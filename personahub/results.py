@@ -530,6 +530,18 @@ class Calibration(Job):
         finally:
             con.close()
 
+    def sd_ratios(self) -> pd.DataFrame:
+        """The model's SD ratio (simulated / human SD) per ordinal question, its mean over the
+        question's groups: one column per steering, so with ``dispersion="temper"`` the
+        ``STEERING:tempered`` column beside ``STEERING`` is the same question after.
+
+        Returns:
+            One row per ordinal question, lowest first.
+        """
+        from personahub.pipelines.calibrate_scores import sd_by_question
+
+        return sd_by_question(self.scores())
+
     def panel_sizes(self) -> pd.DataFrame:
         """The model's effective panel size: substantive answers per question x group.
 

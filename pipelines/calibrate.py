@@ -118,6 +118,7 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     offer_refusal: bool = True  # the survey's refusal options are in the enum
     seed: int = 0
     elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (pipelines/calibrate_elicit.py)
+    dispersion: str = "none"  # "temper": also score the panels tempered (calibration_dispersion)
     structured: str = default("structured")
     max_tokens: int | None = default("max_tokens")
     temperature: float | None = default("temperature")
@@ -142,6 +143,8 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
                                  "(the no-persona baseline is always asked)")
         if len(set(self.steering)) != len(self.steering):
             raise UsageError("--steering: a steering is given twice")
+        if self.dispersion not in ("none", "temper"):
+            raise UsageError(f"--dispersion {self.dispersion!r}: use none or temper")
         check_int(self.n, "--n", low=1)
         if self.no_persona_n is not None:
             check_int(self.no_persona_n, "--no-persona-n", low=0)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from personahub.analysis import calibration_store as store
+from personahub.analysis.calibration_dispersion import cross_fitted
 from personahub.analysis.calibration_report import per_attribute_table, source_label
 from personahub.analysis.calibration_scores import (
     FLOORS,
@@ -41,7 +42,7 @@ from personahub.pipelines.calibrate_elicit import (
     stated_vector,
 )
 
-__all__ = ["OVERALL", "SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "per_attribute",
+__all__ = ["DISPERSION_CONTROLS", "OVERALL", "SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "per_attribute",
            "elicit_lines", "overall_lines", "panel_sizes_of", "sd_by_question",
            "score_job", "size_lines", "source_label",
            "summarise_job", "table_lines"]
@@ -60,6 +61,9 @@ class Scored:
 
 
 GroupCounts = dict[tuple[str, str, str], np.ndarray]
+NO_CONTROL, TEMPER = "none", "temper"  # --dispersion
+DISPERSION_CONTROLS = (NO_CONTROL, TEMPER)
+TEMPERED = ":tempered"  # the steering suffix of a tempered model row
 
 
 def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: dict[str, Any]
@@ -96,6 +100,7 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     panel_size = {key: len(members) for key, members in load_panels(con, job_id).items()}
     seed = int(job["seed"] or 0)
     elicit = list((job.get("config") or {}).get("elicit") or [SAMPLE])
+    control = (job.get("config") or {}).get("dispersion") or NO_CONTROL
     # one model row per steering (asked one answer per persona), then per group-level method
     rows = ([s for s in steerings] if SAMPLE in elicit else []) + [
         m for m in elicit if is_group_method(m)]
@@ -119,6 +124,8 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
             table, on_panel = table[on_panel], on_panel[on_panel]
         table.insert(4, "steering", np.where(on_panel, steering, ""))
         frames.append(table)
+        if control == TEMPER and not is_group_method(steering):
+            frames.append(_tempered(survey, given, none, seed, steering, simulated))
     scores = pd.concat(frames, ignore_index=True)
     # a group no persona matched is not scored, for the baselines either: every source's means
     # are over the same questions and groups
@@ -132,6 +139,9 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         vector: Any
         if row.attribute == POPULATION and row.source in (MODEL, *FLOORS):  # mixed or drawn
             vector, asked = None, None
+        elif row.source == MODEL and row.steering.endswith(TEMPERED):  # fitted, not asked
+            vector = simulated[row.steering].get((row.question_id, row.attribute, row.group))
+            asked = None
         elif row.source == MODEL:
             vector = simulated[row.steering].get((row.question_id, row.attribute, row.group))
             asked = (1 if is_group_method(row.steering)
@@ -154,6 +164,23 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 OVERALL = ("per-attribute", "per-group")  # how "overall" weighs its rows (summarise_job)
 PER_GROUP_LEVEL = "overall_per_group"  # the summary level of the per-group weighting
+
+
+def _tempered(survey: Any, given: dict[Any, Any], none: dict[str, np.ndarray], seed: int,
+              steering: str, simulated: dict[str, GroupCounts]) -> pd.DataFrame:
+    """The model rows of ``steering``'s panels tempered with cross-fitted temperatures
+    (``analysis.calibration_dispersion``), as steering ``<steering>:tempered``; its counts are
+    added to ``simulated`` under that name."""
+    humans = {(qid, a, labels): counts for qid in survey.counts
+              for a, labels, counts in survey.groups(qid)}
+    tempered, _ = cross_fitted(dict(survey.questions), given, humans, seed)
+    name = f"{steering}{TEMPERED}"
+    simulated[name] = {(q, a, " / ".join(g)): v for (q, a, g), v in tempered.items()}
+    table = pd.concat([score_survey(survey, tempered, no_persona=none),
+                       score_population(survey, tempered, no_persona=none)], ignore_index=True)
+    table = table[table["source"] == MODEL]
+    table.insert(4, "steering", name)
+    return table
 
 
 def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
@@ -321,7 +348,8 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
 
     sizes = panel_sizes(scores)
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
-    stated = {source_label(MODEL, s, steerings) for s in steerings if is_group_method(s)}
+    stated = {source_label(MODEL, s, steerings) for s in steerings
+              if is_group_method(s) or s.endswith(TEMPERED)}
     return sizes[~sizes["who"].isin(stated)].reset_index(drop=True)
 
 
