@@ -263,12 +263,16 @@ def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path
 
 
 def per_attribute_table(summary: pd.DataFrame, score: str) -> pd.DataFrame:
-    """One row overall and per attribute, one column per source."""
-    rows = summary[summary["level"].isin(["overall", "attribute"])].copy()
+    """One row overall and per attribute, then one per whole-population mixture (``population
+    by SEX``: the panels mixed to the survey's shares of SEX's groups), one column per source."""
+    rows = summary[summary["level"].isin(["overall", "attribute", "population"])].copy()
     steerings = list(dict.fromkeys(rows.loc[rows["source"] == MODEL, "steering"]))
     rows["who"] = [source_label(s, t, steerings) for s, t in zip(rows["source"], rows["steering"],
                                                         strict=True)]
-    rows["where"] = np.where(rows["level"] == "overall", "overall", rows["attribute"])
+    rows["where"] = np.where(rows["level"] == "overall", "overall",
+                             np.where(rows["level"] == "population",
+                                      "population by " + rows["group"].astype(str),
+                                      rows["attribute"]))
     table = rows.pivot_table(index="where", columns="who", values=score, sort=False, dropna=False)
     order = column_order(steerings)
     table = table.reindex(columns=[c for c in order if c in table.columns])

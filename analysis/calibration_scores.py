@@ -39,6 +39,15 @@ seed and the row's key so a row does not depend on which others are scored):
   as few answers as the model gave;
 - ``human_overall_panel``: everyone's answers drawn at that same size: ``human_overall`` with
   the model's sampling noise.
+
+The whole population (``score_population``; OpinionQA's headline, the model against everyone):
+per question and attribute, the groups' panels are mixed with the weights of the groups among the
+survey's respondents to that question (post-stratification: a panel drawn to the survey's
+distribution of groups) and scored against everyone's answers (``Survey.overall``), as rows of
+attribute ``POPULATION`` and group the stratifying attribute. Its effective size is Kish's for a
+stratified sample, ``1 / sum(w_g**2 / n_g)``; ``human_resample`` redraws everyone's answers at
+their own size, ``perfect_panel`` at the mixture's effective size; ``human_overall`` is the
+target itself and is not scored.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ __all__ = [
     "DRAWS",
     "FLOORS",
     "PANEL_SOURCES",
+    "POPULATION",
     "SCORES",
     "Split",
     "dispersion",
@@ -67,6 +77,7 @@ __all__ = [
     "representativeness",
     "sampled_scores",
     "score",
+    "score_population",
     "score_survey",
     "sd_ratio",
     "split",
@@ -79,6 +90,7 @@ SCORES = ("representativeness", "dispersion", "modal_agreement", "sd_ratio")
 FLOORS = ("human_resample", "perfect_panel", "human_overall_panel")
 PANEL_SOURCES = (MODEL, "perfect_panel", "human_overall_panel")  # depend on the model's panel
 DRAWS = 200  # multinomial draws behind each floor/ceiling row
+POPULATION = "(population)"  # the attribute of the whole-population rows (score_population)
 Counts = Sequence[float] | np.ndarray
 GroupAnswers = Mapping[tuple[str, str, tuple[str, ...]], Counts]  # (qid, attribute, group)
 
@@ -313,3 +325,84 @@ def summarise(table: pd.DataFrame, by: Sequence[str] = ("attribute",)) -> pd.Dat
     for column in by:
         overall[column] = "overall"
     return pd.concat([overall[keys + [*SCORES, "scored"]], per.reset_index()], ignore_index=True)
+
+
+def population_panel(question: Question, weighted: Sequence[tuple[float, Counts]]
+                     ) -> np.ndarray | None:
+    """The counts of a panel mixed over groups: each group's answer shares (refusals included)
+    weighted by ``weight`` (the group's share of the population), scaled so the substantive
+    answers sum to the mixture's effective size (Kish: ``1 / sum(w**2 / n)``, ``n`` a group's
+    substantive answers). None when no group has a substantive answer.
+
+    Args:
+        question: the question (its refusal options).
+        weighted: (weight, simulated counts) per group; the weights need not sum to 1.
+
+    Returns:
+        A count vector aligned with ``question.options``, or None.
+    """
+    parts = [(w, split(question, c), np.asarray(c, dtype=float)) for w, c in weighted]
+    parts = [(w, s, c) for w, s, c in parts if w > 0 and s.n > 0]
+    if not parts:
+        return None
+    total = sum(w for w, _, _ in parts)
+    shares = sum((w / total) * c / c.sum() for w, _, c in parts)
+    effective = 1.0 / sum((w / total) ** 2 / s.n for w, s, _ in parts)
+    substantive = float(np.sum(shares[: len(question.ordinal)]))
+    return np.asarray(shares * effective / substantive)
+
+
+def score_population(survey: Survey, model: GroupAnswers, *,
+                     no_persona: Mapping[str, Counts] | None = None,
+                     seed: int | None = None, draws: int = DRAWS) -> pd.DataFrame:
+    """The whole-population rows: per question and attribute, the model's group panels mixed to
+    the survey's distribution of groups, scored against everyone's answers (module doc).
+
+    Args:
+        survey: the survey.
+        model: simulated counts per (question id, attribute, group), as ``score_survey`` takes.
+        no_persona: the model's counts without a persona per question (a baseline row).
+        seed: adds the ``human_resample`` and ``perfect_panel`` rows (None: none).
+        draws: draws per floor/ceiling row.
+
+    Returns:
+        ``score_survey``'s columns; ``attribute`` is ``POPULATION``, ``group`` the attribute
+        whose groups were mixed. The weights are the groups' respondents to the question
+        (refusals included); groups without a model answer are left out and the rest
+        reweighted.
+    """
+    no_persona = no_persona or {}
+    rows: list[dict[str, object]] = []
+    for qid in survey.counts:
+        question = survey.questions[qid]
+        human = split(question, survey.overall(qid))
+        if human.distribution is None:
+            continue
+        uniform = [1.0] * len(question.ordinal) + [0.0] * len(question.refusals)
+        weighted: dict[str, list[tuple[float, Counts]]] = {}
+        for attribute, group, counts in survey.groups(qid):
+            sim = model.get((qid, attribute, group))
+            if sim is not None:
+                weighted.setdefault(attribute, []).append((float(np.sum(counts)), sim))
+        for attribute, parts in weighted.items():
+            panel = population_panel(question, parts)
+            sources: dict[str, Counts | None] = {
+                MODEL: panel, "uniform": uniform, "no_persona": no_persona.get(qid)}
+            own = [_row(question, POPULATION, (attribute,), source, sim, human)
+                   for source, sim in sources.items()]
+            rows += own
+            if seed is None:
+                continue
+            panel_n = float(own[0]["sim_n"])  # type: ignore[arg-type]
+            assert human.distribution is not None
+            for source, n in (("human_resample", human.n), ("perfect_panel", panel_n)):
+                row = _row(question, POPULATION, (attribute,), source, None, human)
+                row["sim_n"] = round(n) if np.isfinite(n) else float("nan")
+                if np.isfinite(n):
+                    rng = row_rng(seed, question.qid, POPULATION, attribute, source)
+                    row.update(sampled_scores(question, human.distribution, human.distribution,
+                                              n, rng, draws))
+                rows.append(row)
+    columns = ["question_id", "attribute", "group", "source", "metric", *SCORES,
+               "human_n", "sim_n", "human_refusal", "sim_refusal"]
+    return pd.DataFrame(rows, columns=columns)

@@ -5,8 +5,9 @@
   answers, refusals left out), min and median per attribute and overall;
 - ``intervals``: each source's mean representativeness per attribute and overall with a
   bootstrap interval over *questions* (``scipy.stats.bootstrap``, percentile, seeded): questions
-  are resampled whole, a question's groups with it, and the statistic is the mean over the
-  resampled rows, so the point estimate is the table's mean;
+  are resampled whole, a question's groups with it; the statistic is the mean over the
+  resampled rows within an attribute, and overall the mean of the attributes' means (each
+  attribute alike), so the point estimate is the summary's mean;
 - ``verdict``: plain sentences: which source wins overall and per attribute and by how much
   (the gap to the runner-up with a paired bootstrap interval over questions), where the model
   sits between the ceiling (``perfect_panel``) and the data's noise floor (``human_resample``),
@@ -23,7 +24,7 @@ import pandas as pd
 from scipy.stats import bootstrap
 
 from personahub.analysis.calibration_report import source_label
-from personahub.analysis.calibration_scores import BASELINES, MODEL
+from personahub.analysis.calibration_scores import BASELINES, MODEL, POPULATION
 
 __all__ = ["REFUSAL_WARNING", "intervals", "panel_sizes", "verdict"]
 
@@ -34,7 +35,9 @@ SCORE = "representativeness"
 
 
 def _labelled(scores: pd.DataFrame) -> pd.DataFrame:
-    """``scores`` with a ``who`` column: the source as tables name it."""
+    """``scores`` with a ``who`` column: the source as tables name it (the whole-population
+    rows left out: they are not a group's)."""
+    scores = scores[scores["attribute"] != POPULATION]  # the whole population: rows of its own
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
     frame = scores.copy()
     frame["who"] = [source_label(s, t or "", steerings)
@@ -68,10 +71,18 @@ def panel_sizes(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["who", "attribute", "min", "median", "pairs"])
 
 
-def _per_question(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per question: the sum and count of its scored rows (what a cluster resample carries)."""
+def _per_question(rows: pd.DataFrame, questions: pd.Index | None = None) -> list[np.ndarray]:
+    """Per question and attribute: the sum and count of its scored rows (what a cluster
+    resample carries), as [sums of attribute 1, counts of attribute 1, sums of attribute 2, ...]
+    aligned with ``questions`` (default: the questions ``rows`` scored; 0 where none)."""
     scored = rows.dropna(subset=[SCORE])
-    return scored.groupby("question_id", sort=False)[SCORE].agg(["sum", "count"])
+    per = scored.groupby(["question_id", "attribute"], sort=False)[SCORE].agg(["sum", "count"])
+    sums = per["sum"].unstack(fill_value=0.0)
+    counts = per["count"].unstack(fill_value=0.0)
+    if questions is not None:
+        sums, counts = (f.reindex(questions, fill_value=0.0) for f in (sums, counts))
+    return [a for c in sums.columns for a in (sums[c].to_numpy(float),
+                                              counts[c].to_numpy(float))]
 
 
 def _interval(samples: Sequence[np.ndarray], statistic: object, seed: int
@@ -87,17 +98,30 @@ def _interval(samples: Sequence[np.ndarray], statistic: object, seed: int
     return float(low), float(high)
 
 
-def _ratio(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.asarray(sums.sum(axis=axis) / counts.sum(axis=axis))
+def _ratio(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The mean over attributes of each attribute's mean (``samples``: sums and counts per
+    attribute, as ``_per_question`` gives them): each attribute weighs alike, as in the
+    summary's ``overall``. An attribute a resample left without a row is left out."""
+    means = [np.asarray(sums.sum(axis=axis), float) / counts.sum(axis=axis)
+             for sums, counts in zip(samples[::2], samples[1::2], strict=True)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stacked = np.stack(means)
+        valid = np.isfinite(stacked)
+        return np.asarray(np.where(valid, stacked, 0.0).sum(axis=0) / valid.sum(axis=0))
 
 
-def _gap(sums_a: np.ndarray, counts_a: np.ndarray, sums_b: np.ndarray, counts_b: np.ndarray,
-         axis: int = -1) -> np.ndarray:
-    return _ratio(sums_a, counts_a, axis) - _ratio(sums_b, counts_b, axis)
+def _gap_of(split: int) -> object:
+    """The statistic: the first ``split`` samples' ``_ratio`` minus the rest's."""
+    def gap(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        return _ratio(*samples[:split], axis=axis) - _ratio(*samples[split:], axis=axis)
+    return gap
 
 
 def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Each source's mean representativeness with a 95% bootstrap interval over questions.
+
+    Overall, each attribute weighs alike (the mean of the attributes' means, as the summary's
+    ``overall``); within an attribute every question x group row does.
 
     Args:
         scores: a job's per question x group x source scores.
@@ -110,27 +134,28 @@ def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     rows = []
     for where, part in _levels(_labelled(scores)):
         for who, own in part.groupby("who", sort=False):
-            per = _per_question(own)
-            if per.empty:
+            samples = _per_question(own)
+            if not samples or not len(samples[0]):
                 continue
-            sums, counts = per["sum"].to_numpy(float), per["count"].to_numpy(float)
-            low, high = _interval((sums, counts), _ratio, seed)
-            rows.append({"who": who, "attribute": where, "mean": sums.sum() / counts.sum(),
-                         "low": low, "high": high, "questions": len(per)})
+            low, high = _interval(samples, _ratio, seed)
+            rows.append({"who": who, "attribute": where, "mean": float(_ratio(*samples)),
+                         "low": low, "high": high, "questions": len(samples[0])})
     return pd.DataFrame(rows, columns=["who", "attribute", "mean", "low", "high", "questions"])
 
 
 def _gap_interval(part: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, float, float]:
     """The gap of ``a``'s mean over ``b``'s, over the questions both scored, with its paired
     bootstrap interval."""
-    per_a = _per_question(part[part["who"] == a])
-    per_b = _per_question(part[part["who"] == b])
-    both = per_a.index.intersection(per_b.index)
-    per_a, per_b = per_a.loc[both], per_b.loc[both]
-    samples = [per_a["sum"].to_numpy(float), per_a["count"].to_numpy(float),
-               per_b["sum"].to_numpy(float), per_b["count"].to_numpy(float)]
-    gap = float(_gap(*samples))
-    low, high = _interval(samples, _gap, seed)
+    own_a, own_b = part[part["who"] == a], part[part["who"] == b]
+    both = (pd.Index(own_a.dropna(subset=[SCORE])["question_id"].unique())
+            .intersection(pd.Index(own_b.dropna(subset=[SCORE])["question_id"].unique())))
+    samples_a = _per_question(own_a[own_a["question_id"].isin(both)], both)
+    samples_b = _per_question(own_b[own_b["question_id"].isin(both)], both)
+    if not samples_a or not samples_b:
+        return float("nan"), float("nan"), float("nan")
+    statistic = _gap_of(len(samples_a))
+    gap = float(statistic(*samples_a, *samples_b))  # type: ignore[operator]
+    low, high = _interval([*samples_a, *samples_b], statistic, seed)
     return gap, low, high
 
 

@@ -504,18 +504,21 @@ class Calibration(Job):
         """
         return self._frame("summary_frame")
 
-    def per_attribute(self, score: str = "representativeness") -> pd.DataFrame:
+    def per_attribute(self, score: str = "representativeness",
+                      overall: str = "per-attribute") -> pd.DataFrame:
         """One score overall and per attribute, as the command prints it.
 
         Args:
             score: which score (a column of ``summary_table()``).
+            overall: how the ``overall`` row weighs: ``per-attribute`` (each attribute alike,
+                the default) or ``per-group`` (each question x group alike).
 
         Returns:
             One row overall and per attribute, one column per source.
         """
         from personahub.pipelines.calibrate_scores import per_attribute
 
-        return per_attribute(self.summary_table(), score)
+        return per_attribute(self.summary_table(), score, overall)
 
     def _seed(self) -> int:
         from personahub.analysis import calibration_store
@@ -526,6 +529,18 @@ class Calibration(Job):
             return int(calibration_store.job_row(con, self.job_id)["seed"] or 0)
         finally:
             con.close()
+
+    def sd_ratios(self) -> pd.DataFrame:
+        """The model's SD ratio (simulated / human SD) per ordinal question, its mean over the
+        question's groups: one column per steering, so with ``dispersion="temper"`` the
+        ``STEERING:tempered`` column beside ``STEERING`` is the same question after.
+
+        Returns:
+            One row per ordinal question, lowest first.
+        """
+        from personahub.pipelines.calibrate_scores import sd_by_question
+
+        return sd_by_question(self.scores())
 
     def panel_sizes(self) -> pd.DataFrame:
         """The model's effective panel size: substantive answers per question x group.

@@ -122,6 +122,7 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     offer_refusal: bool = True  # the survey's refusal options are in the enum
     seed: int = 0
     elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (pipelines/calibrate_elicit.py)
+    dispersion: str = "none"  # "temper": also score the panels tempered (calibration_dispersion)
     structured: str = default("structured")
     max_tokens: int | None = default("max_tokens")
     temperature: float | None = default("temperature")
@@ -146,6 +147,8 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
                                  "(the no-persona baseline is always asked)")
         if len(set(self.steering)) != len(self.steering):
             raise UsageError("--steering: a steering is given twice")
+        if self.dispersion not in ("none", "temper"):
+            raise UsageError(f"--dispersion {self.dispersion!r}: use none or temper")
         check_int(self.n, "--n", low=1)
         if self.no_persona_n is not None:
             check_int(self.no_persona_n, "--no-persona-n", low=0)
@@ -305,6 +308,8 @@ class CalibrationSummary:
     engine: str = ""
     offline: bool = False
     per_attribute: pd.DataFrame = field(default_factory=pd.DataFrame)  # representativeness
+    # the overall row weighing each question x group alike (per_attribute's weighs attributes)
+    overall_per_group: pd.DataFrame = field(default_factory=pd.DataFrame)
     panel_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)  # effective, per attribute
     verdict: list[str] = field(default_factory=list)  # the scores in plain sentences
     batches: str | None = None  # --batch: what its provider batches did in this run
@@ -529,6 +534,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             summary.answered_calls[method] = summary.answered_calls.get(method, 0) + count
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
+        summary.overall_per_group = per_attribute(scored.summary, overall="per-group").head(1)
         summary.dispersion = dispersion_table(scored.summary)
         summary.sd_per_question = sd_by_question(scored.scores)
         summary.panel_sizes = panel_sizes_of(scored.scores)
@@ -546,6 +552,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         from personahub.pipelines.calibrate_scores import (
             dispersion_lines,
             elicit_lines,
+            overall_lines,
             size_lines,
             table_lines,
         )
@@ -569,6 +576,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                          + (" ..." if len(summary.small_groups) > 6 else ""))
         lines += elicit_lines(summary)
         lines += table_lines(summary.per_attribute)
+        lines += overall_lines(summary.per_attribute, summary.overall_per_group)
         lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
         lines += size_lines(summary.panel_sizes)
         if summary.verdict:

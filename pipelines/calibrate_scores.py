@@ -23,8 +23,17 @@ import numpy as np
 import pandas as pd
 
 from personahub.analysis import calibration_store as store
+from personahub.analysis.calibration_dispersion import cross_fitted
 from personahub.analysis.calibration_report import per_attribute_table, source_label
-from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES, score_survey
+from personahub.analysis.calibration_scores import (
+    FLOORS,
+    MODEL,
+    PANEL_SOURCES,
+    POPULATION,
+    SCORES,
+    score_population,
+    score_survey,
+)
 from personahub.pipelines.calibrate_data import load_panels, load_survey
 from personahub.pipelines.calibrate_elicit import (
     LOGPROBS,
@@ -37,9 +46,9 @@ from personahub.pipelines.calibrate_elicit import (
     stated_vector,
 )
 
-__all__ = ["SCORE_COLUMNS", "Scored", "dispersion_lines", "dispersion_table", "logprobs_temperature",
-           "per_attribute", "temperature_scaled",
-           "elicit_lines", "panel_sizes_of", "sd_by_question",
+__all__ = ["DISPERSION_CONTROLS", "OVERALL", "SCORE_COLUMNS", "Scored", "dispersion_lines",
+           "dispersion_table", "logprobs_temperature", "per_attribute", "temperature_scaled",
+           "elicit_lines", "overall_lines", "panel_sizes_of", "sd_by_question",
            "score_job", "size_lines", "source_label",
            "summarise_job", "table_lines"]
 
@@ -57,6 +66,9 @@ class Scored:
 
 
 GroupCounts = dict[tuple[str, str, str], np.ndarray]
+NO_CONTROL, TEMPER = "none", "temper"  # --dispersion
+DISPERSION_CONTROLS = (NO_CONTROL, TEMPER)
+TEMPERED = ":tempered"  # the steering suffix of a tempered model row
 
 
 def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: dict[str, Any]
@@ -132,6 +144,7 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     panel_size = {key: len(members) for key, members in load_panels(con, job_id).items()}
     seed = int(job["seed"] or 0)
     elicit = list((job.get("config") or {}).get("elicit") or [SAMPLE])
+    control = (job.get("config") or {}).get("dispersion") or NO_CONTROL
     # one model row per steering (asked one answer per persona), then per group-level method
     rows = ([s for s in steerings] if SAMPLE in elicit else []) + [
         m for m in elicit if is_group_method(m)]
@@ -142,8 +155,10 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     for position, steering in enumerate(rows):
         model = {(qid, attribute, labels): simulated[steering].get((qid, attribute, " / ".join(labels)))
                  for qid in survey.questions for attribute, labels, _ in survey.groups(qid)}
-        table = score_survey(survey, {k: v for k, v in model.items() if v is not None},
-                             no_persona=none, seed=seed)
+        given = {k: v for k, v in model.items() if v is not None}
+        table = pd.concat([score_survey(survey, given, no_persona=none, seed=seed),
+                           score_population(survey, given, no_persona=none, seed=seed)],
+                          ignore_index=True)
         on_panel = table["source"].isin(PANEL_SOURCES)
         if is_group_method(steering):
             # a stated distribution has no panel: no perfect_panel at its size; a few-shot
@@ -156,17 +171,25 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
             table, on_panel = table[on_panel], on_panel[on_panel]
         table.insert(4, "steering", np.where(on_panel, steering, ""))
         frames.append(table)
+        if control == TEMPER and not is_group_method(steering):
+            frames.append(_tempered(survey, given, none, seed, steering, simulated))
     scores = pd.concat(frames, ignore_index=True)
     # a group no persona matched is not scored, for the baselines either: every source's means
     # are over the same questions and groups
-    asked_groups = [panel_size.get((a, g), 0) > 0 for a, g in zip(scores["attribute"],
-                                                                  scores["group"], strict=True)]
+    # (the whole-population rows mix the groups that were asked)
+    asked_groups = [a == POPULATION or panel_size.get((a, g), 0) > 0
+                    for a, g in zip(scores["attribute"], scores["group"], strict=True)]
     scores = scores[asked_groups].reset_index(drop=True)
     failed, counts = [], []
     for row in scores.itertuples(index=False):
         question = survey.questions[row.question_id]
         vector: Any
-        if row.source == MODEL:
+        if row.attribute == POPULATION and row.source in (MODEL, *FLOORS):  # mixed or drawn
+            vector, asked = None, None
+        elif row.source == MODEL and row.steering.endswith(TEMPERED):  # fitted, not asked
+            vector = simulated[row.steering].get((row.question_id, row.attribute, row.group))
+            asked = None
+        elif row.source == MODEL:
             vector = simulated[row.steering].get((row.question_id, row.attribute, row.group))
             asked = (1 if is_group_method(row.steering)
                      else panel_size.get((row.attribute, row.group), 0))
@@ -186,12 +209,53 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     return scores[SCORE_COLUMNS]
 
 
+OVERALL = ("per-attribute", "per-group")  # how "overall" weighs its rows (summarise_job)
+PER_GROUP_LEVEL = "overall_per_group"  # the summary level of the per-group weighting
+
+
+def _tempered(survey: Any, given: dict[Any, Any], none: dict[str, np.ndarray], seed: int,
+              steering: str, simulated: dict[str, GroupCounts]) -> pd.DataFrame:
+    """The model rows of ``steering``'s panels tempered with cross-fitted temperatures
+    (``analysis.calibration_dispersion``), as steering ``<steering>:tempered``; its counts are
+    added to ``simulated`` under that name."""
+    humans = {(qid, a, labels): counts for qid in survey.counts
+              for a, labels, counts in survey.groups(qid)}
+    tempered, _ = cross_fitted(dict(survey.questions), given, humans, seed)
+    name = f"{steering}{TEMPERED}"
+    simulated[name] = {(q, a, " / ".join(g)): v for (q, a, g), v in tempered.items()}
+    table = pd.concat([score_survey(survey, tempered, no_persona=none),
+                       score_population(survey, tempered, no_persona=none)], ignore_index=True)
+    table = table[table["source"] == MODEL]
+    table.insert(4, "steering", name)
+    return table
+
+
 def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean scores per source and steering: overall, per attribute and per group
-    (``SUMMARY_COLUMNS``; ``scored`` counts the rows with a representativeness)."""
+    (``SUMMARY_COLUMNS``; ``scored`` counts the rows with a representativeness).
+
+    Two overall levels: ``overall`` gives each attribute equal weight (the mean over attributes
+    of each attribute's mean), so an attribute of eight groups does not outweigh one of two;
+    ``overall_per_group`` is the mean over every question x group row (each group alike). A
+    persona in several groups counts in each group's panel, but neither overall counts a row
+    twice: each row is one question x group. The whole-population rows (attribute
+    ``POPULATION``) are in neither: their level is ``population``, one per stratifying
+    attribute (``group``)."""
     keys = ["source", "steering"]
+    population = scores["attribute"] == POPULATION
+    scores, mixed = scores[~population], scores[population]
     parts = []
-    for level, by in (("overall", []), ("attribute", ["attribute"]), ("group", ["attribute", "group"])):
+    if not mixed.empty:
+        grouped = mixed.groupby([*keys, "attribute", "group"], sort=False)
+        means = grouped[list(SCORES)].mean()
+        means["scored"] = grouped["representativeness"].count()
+        means = means.reset_index()
+        means["level"] = "population"
+        population_part = [means]
+    else:
+        population_part = []
+    for level, by in ((PER_GROUP_LEVEL, []), ("attribute", ["attribute"]),
+                      ("group", ["attribute", "group"])):
         grouped = scores.groupby(keys + by, sort=False)
         means = grouped[list(SCORES)].mean()
         means["scored"] = grouped["representativeness"].count()
@@ -201,7 +265,12 @@ def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
             if column not in by:
                 means[column] = ""
         parts.append(means)
-    return pd.concat(parts, ignore_index=True)[SUMMARY_COLUMNS]
+    per_attribute = parts[1].groupby(keys, sort=False)
+    overall = per_attribute[list(SCORES)].mean()  # NaN attribute means are left out
+    overall["scored"] = per_attribute["scored"].sum()
+    overall = overall.reset_index()
+    overall["level"], overall["attribute"], overall["group"] = "overall", "", ""
+    return pd.concat([overall, *parts, *population_part], ignore_index=True)[SUMMARY_COLUMNS]
 
 
 def score_job(con: duckdb.DuckDBPyConnection, job_id: str) -> Scored:
@@ -220,9 +289,24 @@ def _records(frame: pd.DataFrame, job_id: str, rename: dict[str, str]) -> list[d
     return [{"job_id": job_id, **row} for row in frame.to_dict("records")]
 
 
-def per_attribute(summary: pd.DataFrame, score: str = "representativeness") -> pd.DataFrame:
+def per_attribute(summary: pd.DataFrame, score: str = "representativeness",
+                  overall: str = "per-attribute") -> pd.DataFrame:
     """One row per level (``overall``, then each attribute), one column per source: the model
-    under each steering first, then the baselines."""
+    under each steering first, then the baselines.
+
+    Args:
+        summary: a job's means (``summarise_job``).
+        score: which score.
+        overall: ``per-attribute`` (each attribute alike: the default) or ``per-group`` (each
+            question x group row alike) for the ``overall`` row.
+
+    Returns:
+        The table, indexed by ``attribute``.
+    """
+    if overall not in OVERALL:
+        raise ValueError(f"overall must be one of {', '.join(OVERALL)}, not {overall!r}")
+    if overall == "per-group":
+        summary = summary[summary["level"] != "overall"].replace({"level": {PER_GROUP_LEVEL: "overall"}})
     return per_attribute_table(summary, score)
 
 
@@ -248,7 +332,8 @@ def dispersion_table(summary: pd.DataFrame) -> pd.DataFrame:
 def sd_by_question(scores: pd.DataFrame) -> pd.DataFrame:
     """The model's SD ratio per ordinal question (its mean over the question's groups), one
     column per steering, lowest first."""
-    rows = scores[(scores["source"] == MODEL) & scores["sd_ratio"].notna()]
+    rows = scores[(scores["source"] == MODEL) & scores["sd_ratio"].notna()
+                  & (scores["attribute"] != POPULATION)]
     if rows.empty:
         return pd.DataFrame()
     table = rows.pivot_table(index="question_id", columns="steering", values="sd_ratio",
@@ -289,6 +374,20 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
     return lines
 
 
+def overall_lines(table: pd.DataFrame, per_group: pd.DataFrame) -> list[str]:
+    """A console line on how ``overall`` weighs its rows, with the per-group figures when they
+    differ (several attributes of different sizes)."""
+    if table.empty or per_group.empty:
+        return []
+    overall = table.loc["overall"].reindex(per_group.columns)
+    if ((overall - per_group.iloc[0]).abs() < 5e-4).all():  # one attribute, or sizes alike
+        return []
+    cells = [f"{c} {v:.3f}" for c, v in per_group.iloc[0].items() if pd.notna(v)]
+    return ["overall weighs each attribute alike (the mean of the attribute rows); weighing each "
+            "question x group alike instead "
+            "(Calibration.per_attribute(overall='per-group')): " + ", ".join(cells)]
+
+
 def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
     """The effective panel sizes (``analysis.calibration_verdict.panel_sizes``) of the model
     rows that have a panel: a stated distribution (``--elicit distribution``) has none."""
@@ -296,7 +395,8 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
 
     sizes = panel_sizes(scores)
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
-    stated = {source_label(MODEL, s, steerings) for s in steerings if is_group_method(s)}
+    stated = {source_label(MODEL, s, steerings) for s in steerings
+              if is_group_method(s) or s.endswith(TEMPERED)}
     return sizes[~sizes["who"].isin(stated)].reset_index(drop=True)
 
 

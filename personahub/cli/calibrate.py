@@ -64,6 +64,11 @@ def calibrate(
                          "question x group; temperature fitted on held-out questions), "
                          "few-shot:K (as distribution, shown the group's answers to K other "
                          "questions, held out of its score); repeat to compare.")] = None,
+    dispersion: Annotated[str, typer.Option(
+        "--dispersion", help="Dispersion control: temper also scores each sample steering's "
+                             "panels tempered towards people's spread (a temperature fitted "
+                             "on the other half of the questions), as model[STEERING:tempered]; "
+                             "none (default) does not.")] = "none",
     question: Annotated[list[str] | None, typer.Option(
         "--question", help="Only this question id (repeat for several).")] = None,
     attribute: Annotated[list[str] | None, typer.Option(
@@ -116,7 +121,7 @@ def calibrate(
         config = CalibrateConfig(
             survey=survey, population=population, carve=tuple(carve or ()), n=n,
             no_persona_n=no_persona_n, steering=tuple(steering or ("persona",)),
-            elicit=tuple(elicit or ("sample",)),
+            elicit=tuple(elicit or ("sample",)), dispersion=dispersion,
             questions=tuple(question or ()), attributes=tuple(attribute or ()), limit=limit,
             offer_refusal=refusal_option, seed=seed,
             **engine.flags.settings(), **settings)

@@ -18,6 +18,7 @@ from scipy.stats import wasserstein_distance
 import personahub
 from personahub import runtime
 from personahub.analysis.calibration_report import answer_bars, group_bars, group_marks
+from personahub.core.errors import UsageError
 from personahub.core.interrupts import Stopped
 from personahub.core.kernel import BatchOutcome
 from personahub.pipelines import calibrate as calibrate_module
@@ -105,6 +106,10 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=8, seed=3)
     scores = job.scores()
     assert "AGE" not in set(scores["attribute"])  # no persona is 65+: not scored, by any source
+    population = scores[scores["attribute"] == "(population)"]  # rows of their own
+    assert set(zip(population["question_id"], population["group"], strict=True)) == {
+        (q, a) for q in QUESTIONS for a in ("SEX", "POLPARTY")}
+    scores = scores[scores["attribute"] != "(population)"]
     model = scores[scores["source"] == "model"]
     assert set(zip(model["question_id"], model["attribute"], strict=True)) == {
         (q, a) for q in QUESTIONS for a in ("SEX", "POLPARTY")}
@@ -136,8 +141,10 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
     table = job.per_attribute()
     assert list(table.columns) == ["model", "uniform", "human_overall", "no_persona",
                                    "human_resample", "perfect_panel", "human_overall_panel"]
-    assert list(table.index) == ["overall", "SEX", "POLPARTY"]
-    assert table.loc["overall", "model"] == pytest.approx(model["representativeness"].mean())
+    assert list(table.index) == ["overall", "SEX", "POLPARTY", "population by SEX",
+                                 "population by POLPARTY"]
+    assert table.loc["overall", "model"] == pytest.approx(
+        model.groupby("attribute")["representativeness"].mean().mean())
     # the effective panel size: substantive answers (refusals out) per question x group
     sizes = job.panel_sizes().set_index("attribute")
     assert sizes.loc["overall", "min"] == model["sim_n"].min()
@@ -375,3 +382,31 @@ def test_progress_counts_answers_as_they_arrive_not_committed_batches(hub: dict[
     done = [d for phase, d, _ in seen if phase == "calibration"]
     assert total > 2 and done == [*range(1, total + 1), total]  # each answer, then the commit
     assert {t for phase, _, t in seen if phase == "calibration"} == {total}
+
+
+def test_dispersion_temper_scores_the_panels_tempered_towards_peoples_spread(
+        hub: dict[str, Any]) -> None:
+    job = personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"], n=8,
+                               seed=3, dispersion="temper")
+    scores = job.scores()
+    model = scores[scores["source"] == "model"]
+    plain = model[model["steering"] == "persona"].set_index(["question_id", "attribute", "group"])
+    tempered = model[model["steering"] == "persona:tempered"].set_index(
+        ["question_id", "attribute", "group"])
+    assert set(tempered.index) == set(plain.index)  # every group, and the population rows
+    assert np.allclose(tempered["sim_n"], plain["sim_n"].reindex(tempered.index),
+                       equal_nan=True)  # the same panels
+    assert tempered["sim_failed"].isna().all()  # fitted, not asked
+    # the offline engine's personas agree with each other: under-dispersed before, nearer 1 after
+    sd = job.per_attribute("sd_ratio").loc["overall"]
+    assert sd["model[persona]"] < 0.6
+    assert abs(np.log(sd["model[persona:tempered]"])) < abs(np.log(sd["model[persona]"]))
+    per_question = job.sd_ratios()
+    assert list(per_question.columns) == ["persona", "persona:tempered"]
+    assert (abs(np.log(per_question["persona:tempered"]))
+            < abs(np.log(per_question["persona"]))).all()
+    # the asked answers are the same: tempering is scoring only
+    assert job.summary.asks == job.summary.answered
+    with pytest.raises(UsageError, match="use none or temper"):
+        personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"],
+                             dispersion="mixture")

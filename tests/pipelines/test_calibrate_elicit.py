@@ -94,7 +94,8 @@ def test_distribution_and_few_shot_are_rows_of_their_own_offline(hub: dict[str, 
     assert list(table.columns)[:6] == ["model[persona]", "model[distribution]",
                                        "model[few-shot:1]", "uniform", "human_overall",
                                        "no_persona"]
-    assert list(table.index) == ["overall", "SEX", "POLPARTY"]
+    assert list(table.index) == ["overall", "SEX", "POLPARTY", "population by SEX",
+                                 "population by POLPARTY"]
     _check_rows(db, job, ("distribution", "few-shot:1"), seed=5)
     people = {p for (p,) in rows(db, "SELECT DISTINCT persona_id FROM calibration_panels "
                                      "WHERE job_id = ?", [job.job_id])}
@@ -266,7 +267,7 @@ def test_invalid_stated_shares_are_failed_calls_counted_per_method(
     summary = job.summary
     assert summary.calls["distribution"] == 12 and summary.answered_calls["distribution"] == 8
     assert summary.failed == 4
-    model = job.scores().query("source == 'model'")
+    model = job.scores().query("source == 'model' and attribute != '(population)'")
     assert set(model.loc[model["question_id"] == "WHY", "sim_failed"]) == {1}
     assert set(model.loc[model["question_id"] != "WHY", "sim_failed"]) == {0}
     (line,) = [x for x in CALIBRATION.report(summary, hub["db"]) if x.startswith("calls per")]
