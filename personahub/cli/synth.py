@@ -200,12 +200,17 @@ def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
     """``--format hf``: the Hub's layout, data/*.parquet and a card (``analysis.export_hf``)."""
     from personahub.analysis.export_hf import HF_FILES, export_hf
     from personahub.core.store import connect
+    from personahub.pipelines.evaluate_quality import export_selection
 
-    if source_file is not None or (which["job"] is None) == (which["run"] is None):
+    evaluation, split = which.pop("evaluation"), which.pop("split")
+    if source_file is not None or (which["job"] is None and evaluation is None) == \
+            (which["run"] is None):
         raise UsageError("export --format hf: give exactly one of --job or --run")
     check_output(out_dir, db=db, force=force, kind="dir", names=HF_FILES)
     con = connect(db, read_only=True)
     try:
+        which |= export_selection(con, job=which["job"], evaluation=evaluation, split=split,
+                                  hf=True)
         written = export_hf(con, out_dir, overwrite=force, **which)
     finally:
         con.close()
@@ -230,17 +235,28 @@ def export_cmd(
              "as read.")] = None,
     drop_duplicates: Annotated[bool, typer.Option(
         help="Leave out items flagged as near-duplicates.")] = False,
+    split: Annotated[Literal["train", "test"] | None, typer.Option(
+        help="Only this side of an evaluation's split (--evaluation, default the job's latest "
+             "evaluation); contaminated items are in neither unless the evaluation kept "
+             "them.")] = None,
+    evaluation: Annotated[str | None, typer.Option(
+        metavar="ID", help="The evaluation (job id or eval-... split id) whose split --split "
+             "and --format hf use (default: the job's latest).")] = None,
     db: DbOption = Path(DEFAULT_DB),
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Export a synthesis job, a simulation run or an imported Persona Hub file (validated,
-    atomic)."""
+    atomic). --format hf writes a job's train and test splits when it has an evaluation."""
     from personahub.analysis.export import EXPORT_FORMATS
 
+    if (split or evaluation) and run is not None:
+        raise UsageError("--split / --evaluation: a synthesis job's, not a run's")
     if fmt == "hf":  # a folder, not a file: analysis/export_hf.py
         _export_hf(db, out_file, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
-                   force=force, source_file=source_file)
+                   force=force, source_file=source_file, evaluation=evaluation, split=split)
         return
+    if evaluation is not None and job is None and source_file is None:
+        job = _evaluation_job(db, evaluation)
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if sum(x is not None for x in (job, run, source_file)) != 1:
@@ -249,8 +265,38 @@ def export_cmd(
     if source_file is not None:
         _export_source(db, out_file, source_file, fmt, overwrite=force)
         return
+    selected: dict[str, Any] = {}
+    if split is not None or evaluation is not None:
+        selected = _split_selection(db, job, evaluation, split)
     _export(db, out_file, fmt, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
-            overwrite=force)
+            overwrite=force, only=selected.get("only"))
+
+
+def _evaluation_job(db: Path, evaluation: str) -> str:
+    """The synthesis job that evaluation ``evaluation`` evaluates."""
+    from personahub.core.store import connect
+    from personahub.pipelines.evaluate_quality import find_evaluation
+
+    con = connect(db, read_only=True)
+    try:
+        found = find_evaluation(con, evaluation)
+        assert found is not None  # a named evaluation is found or refused
+        return found.job
+    finally:
+        con.close()
+
+
+def _split_selection(db: Path, job: str | None, evaluation: str | None,
+                     split: Literal["train", "test"] | None) -> dict[str, Any]:
+    """``export``'s items of one side of the split (``pipelines.evaluate_quality``)."""
+    from personahub.core.store import connect
+    from personahub.pipelines.evaluate_quality import export_selection
+
+    con = connect(db, read_only=True)
+    try:
+        return export_selection(con, job=job, evaluation=evaluation, split=split)
+    finally:
+        con.close()
 
 
 EMBEDDER_HELP = ("Embedder judging persona and output pairs: 'hash' (feature hashing of words: "
