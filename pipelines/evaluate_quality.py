@@ -252,3 +252,40 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
     return {"job": ev.job, "splits": {s: split_item_ids(con, ev, s) for s in sides},
             "evaluation": ev.job_id or ev.eval_id,
             "quality": card_lines(quality_table(con, ev))}
+
+
+def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, evaluation: str, *,
+                 overwrite: bool = False) -> tuple[Path, pd.DataFrame]:
+    """``report --evaluation ID``: the page of ``analysis.evaluation_report`` with this
+    evaluation's quality table and its models' scores per task.
+
+    Args:
+        con: the database.
+        out_dir: the report's folder.
+        evaluation: an evaluation job's id or a split's id.
+        overwrite: replace the files of an earlier report.
+
+    Returns:
+        The path of ``index.html`` and the quality table drawn.
+    """
+    import pandas as pd
+
+    from personahub.analysis.evaluation_report import write_evaluation_report
+
+    ev = find_evaluation(con, evaluation)
+    assert ev is not None  # a named evaluation is found or refused
+    table = quality_table(con, ev)
+    scores = group_scores(con, ev.eval_id, ev.models) if ev.models else pd.DataFrame(
+        columns=["model", "by", "group", "correct", "total", "accuracy", "low", "high"])
+    scores = scores[scores["by"].isin(["all", "task"])].reset_index(drop=True)
+    facts = [("evaluation", ev.job_id or ev.eval_id), ("split", ev.eval_id),
+             ("synthesis job", ev.job)]
+    if ev.config is not None:
+        facts += [("solvers", ", ".join(ev.config.solvers)),
+                  ("agree", f"{ev.config.agree} of {len(ev.config.solvers)}"),
+                  ("models", ", ".join(ev.config.models) or "none")]
+    index = write_evaluation_report(out_dir, title=f"personahub report — evaluation "
+                                    f"{ev.job_id or ev.eval_id}", facts=facts, quality=table,
+                                    quality_md=card_lines(table), scores=scores,
+                                    overwrite=overwrite)
+    return index, table

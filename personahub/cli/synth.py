@@ -318,14 +318,18 @@ def report(
     experiment: Annotated[str | None, typer.Option(
         help="Experiment id: each outcome per arm over the steps and the effect forest plot, "
              "with intervals, instead of a run.")] = None,
+    evaluation: Annotated[str | None, typer.Option(
+        metavar="ID", help="Evaluation job id (or eval-... split id): its quality at a glance "
+             "and each model's score per task with Wilson intervals (index.html, index.md), "
+             "instead of a run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(callback=embedder_spec, help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
-    graph, diversity), of a synthesis job (--job), of a calibration (--calibration) or of an
-    experiment (--experiment).
+    graph, diversity), of a synthesis job (--job), of a calibration (--calibration), of an
+    experiment (--experiment) or of an evaluation (--evaluation).
 
     A report covers only what it is of: a run's charts leave out the synthesis jobs in the same
     database. With neither --run nor --job: the latest run, else the latest synthesis job; a
@@ -335,10 +339,14 @@ def report(
     from personahub.models.embedders import make_embedder
 
     if calibration is not None:
-        _calibration_report(out_dir, calibration, db, force, given=run or job or experiment)
+        _calibration_report(out_dir, calibration, db, force,
+                            given=run or job or experiment or evaluation)
         return
     if experiment is not None:
-        _experiment_report(out_dir, experiment, db, force, seed, given=run or job)
+        _experiment_report(out_dir, experiment, db, force, seed, given=run or job or evaluation)
+        return
+    if evaluation is not None:
+        _evaluation_report(out_dir, evaluation, db, force, given=run or job)
         return
 
     model = make_embedder(embedder)
@@ -374,7 +382,8 @@ def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
                         given: str | None) -> None:
     from personahub.analysis.calibration_report import CALIBRATION_FILES, write_calibration_report
 
-    _folder_report("--calibration", out_dir, db, force, given, "--run, --job or --experiment",
+    _folder_report("--calibration", out_dir, db, force, given,
+                   "--run, --job, --experiment or --evaluation",
                    CALIBRATION_FILES,
                    lambda con: write_calibration_report(con, out_dir, job_id, overwrite=force))
 
@@ -386,6 +395,21 @@ def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool,
     _folder_report("--experiment", out_dir, db, force, given, "--run or --job", EXPERIMENT_FILES,
                    lambda con: write_experiment_report(con, out_dir, experiment_id, seed=seed,
                                                        overwrite=force))
+
+
+def _evaluation_report(out_dir: Path, evaluation: str, db: Path, force: bool,
+                       given: str | None) -> None:
+    from personahub.analysis.evaluation_report import EVALUATION_FILES
+    from personahub.pipelines.evaluate_quality import quality_lines, write_report
+
+    def write(con: duckdb.DuckDBPyConnection) -> Path:
+        index, table = write_report(con, out_dir, evaluation, overwrite=force)
+        for line in quality_lines(table):
+            out.print(line, highlight=False, soft_wrap=True)
+        return index
+
+    _folder_report("--evaluation", out_dir, db, force, given, "--run or --job", EVALUATION_FILES,
+                   write)
 
 
 @one_line_errors

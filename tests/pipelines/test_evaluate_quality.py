@@ -139,3 +139,34 @@ def test_the_hf_folder_holds_both_splits_and_a_card_with_the_figures(
     card = _card(folder)
     assert "## Evaluation" in card and summary.job_id in card
     assert "| verified share | test |" in card and "| contaminated share | bench.jsonl |" in card
+
+
+def test_the_api_gives_the_same_table_by_evaluation_or_by_job(
+        evaluated: tuple[Path, str, EvalSummary, set[str]]) -> None:
+    import personahub
+
+    db, job, summary, _ = evaluated
+    by_job = personahub.evaluation_quality(job=job, db=db)
+    by_id = personahub.evaluation_quality(summary.job_id, db=db)
+    assert by_job.equals(by_id)
+    assert list(by_job.columns) == ["figure", "group", "value", "low", "high", "detail"]
+
+
+def test_report_evaluation_draws_the_table_and_the_scores(
+        evaluated: tuple[Path, str, EvalSummary, set[str]], tmp_path: Path) -> None:
+    db, job, summary, _ = evaluated
+    out = tmp_path / "report"
+    result = invoke("report", "--evaluation", summary.job_id, "--out", out, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "verified share" in result.output and "report written to" in result.output
+    page = (out / "index.html").read_text()
+    assert "Quality at a glance" in page and "evaluation_scores.png" in page
+    assert (out / "evaluation_scores.png").stat().st_size > 0
+    markdown = (out / "index.md").read_text()
+    score = summary.scores[0]
+    assert (f"| offline?seed=4 | all | all | {score.correct} | {score.total} | "
+            f"{score.accuracy:.3f} | {score.low:.3f}–{score.high:.3f} |") in markdown
+    assert "| verified share | test |" in markdown
+    again = invoke("report", "--evaluation", summary.job_id, "--job", job, "--out", out,
+                   "--db", db)
+    assert again.exit_code != 0  # one target at a time
