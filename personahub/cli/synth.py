@@ -246,7 +246,9 @@ def export_cmd(
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Export a synthesis job, a simulation run or an imported Persona Hub file (validated,
-    atomic). --format hf writes a job's train and test splits when it has an evaluation."""
+    atomic).
+
+    --format hf writes a job's train and test splits when it has an evaluation."""
     from personahub.analysis.export import EXPORT_FORMATS
 
     if (split or evaluation) and run is not None:
