@@ -26,7 +26,7 @@ is only replaced when asked.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,10 @@ def _loads(value: Any) -> Any:
 
 def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
                run: str | None = None, kind: str | None = None,
-               drop_duplicates: bool = False) -> list[ExportItem]:
-    """Items of one synthesis job or one run (exactly one of ``job`` / ``run``)."""
+               drop_duplicates: bool = False,
+               only: Collection[str] | None = None) -> list[ExportItem]:
+    """Items of one synthesis job or one run (exactly one of ``job`` / ``run``); with ``only``,
+    just the items of those ids (one side of an evaluation's split: ``export --split``)."""
     if (job is None) == (run is None):
         raise UsageError("export: give exactly one of --job or --run")
     source, key = ("job", job) if job is not None else ("run", run)
@@ -111,6 +113,8 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
     if drop_duplicates:
         sql += " AND NOT coalesce(is_duplicate, false)"
     rows = con.execute(f"{sql} ORDER BY {order}", params).fetchall()
+    if only is not None:
+        rows = [r for r in rows if r[2] in only]
     return [ExportItem(r[0], r[1], r[2], r[3], r[4] or "", r[5], _loads(r[6]), r[7],
                        _loads(r[8]), bool(r[9])) for r in rows]
 
@@ -230,9 +234,12 @@ def _check_row(row: Any, fmt: str) -> str | None:
 
 def export(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
            job: str | None = None, run: str | None = None, kind: str | None = None,
-           drop_duplicates: bool = False, overwrite: bool = False) -> int:
-    """Load items from a job or run, write them in ``fmt``, and validate the file."""
-    items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
+           drop_duplicates: bool = False, overwrite: bool = False,
+           only: Collection[str] | None = None) -> int:
+    """Load items from a job or run (``only`` those ids, if given), write them in ``fmt``, and
+    validate the file."""
+    items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+                       only=only)
     written = write_export(items, path, fmt, overwrite=overwrite)
     validate_export(path, fmt)
     return written

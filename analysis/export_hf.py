@@ -8,14 +8,18 @@ task or scenario), the model, the prompting, where the personas came from, and a
 The rows are the Parquet export's typed columns (``analysis.export.item_columns``: ``content``
 and ``solution`` as structs) plus ``messages``, the chat-format turns. Everything is written into
 a temporary folder beside DIR and moved in only once complete (``core.outputs.staged_folder``),
-so a failed export leaves DIR as it was. Needs the ``[hf]`` extra (``pip install
-'personahub[hf]'``): ``datasets`` checks that it can read every column's type.
+so a failed export leaves DIR as it was. Given an evaluation's split (``splits``), the folder
+holds its two sides, ``data/train-*.parquet`` and ``data/test-*.parquet`` (contaminated items in
+neither unless the evaluation kept them), both named in the card's ``configs``, and the card
+states the evaluation's quality figures (``pipelines.evaluate_quality.quality_table``). Needs
+the ``[hf]`` extra (``pip install 'personahub[hf]'``): ``datasets`` checks that it can read every
+column's type.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +35,9 @@ from personahub.core.outputs import atomic_file, staged_folder
 from personahub.personas.store import source_counts
 
 HUB_DATA = "data/train-00000-of-00001.parquet"
+HUB_TEST = "data/test-00000-of-00001.parquet"  # the test split, when the job has an evaluation
 #: the files ``export --format hf`` writes into DIR (``check_output`` refuses to overwrite them)
-HF_FILES = ("README.md", HUB_DATA)
+HF_FILES = ("README.md", HUB_DATA, HUB_TEST)
 # what earlier versions wrote (Dataset.save_to_disk): removed from DIR by --force
 _OLD_FILES = ("dataset_info.json", "state.json", "data-00000-of-00001.arrow")
 INSTALL_HINT = "the hf format needs the datasets package: pip install 'personahub[hf]'"
@@ -88,10 +93,20 @@ def _persona_sources(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem]
     return [(Path(s).name if "/" in s else s, n) for s, n in source_counts(con, ids)]
 
 
+def _card_split_lines(splits: Mapping[str, int] | None) -> list[str]:
+    """The YAML ``data_files`` entries: one train file, or each side of the split."""
+    files = {"train": HUB_DATA, "test": HUB_TEST}
+    return [line for side in (splits or {"train": 0}) for line in
+            (f"  - split: {side}", f"    path: {files[side]}")]
+
+
 def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
                  job: str | None = None, run: str | None = None, kind: str | None = None,
-                 drop_duplicates: bool = False, as_json: Sequence[str] = ()) -> str:
-    """The ``README.md`` of an exported dataset (Hub card: YAML header, then prose)."""
+                 drop_duplicates: bool = False, as_json: Sequence[str] = (),
+                 splits: Mapping[str, int] | None = None, evaluation: str | None = None,
+                 quality: Sequence[str] = ()) -> str:
+    """The ``README.md`` of an exported dataset (Hub card: YAML header, then prose); with
+    ``splits`` (rows per side) and ``quality`` (a markdown table), an evaluation's section."""
     from personahub import __version__
 
     source = _source(con, job, run)
@@ -104,8 +119,8 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
     lines = [
         "---", "license: other", "language:", "- en", "tags:", "- synthetic", "- personahub",
         "- persona-hub", "size_categories:", f"- {_size_category(len(items))}",
-        "configs:", "- config_name: default", "  data_files:", "  - split: train",
-        f"    path: {HUB_DATA}", "---", "",
+        "configs:", "- config_name: default", "  data_files:", *_card_split_lines(splits),
+        "---", "",
         f"# personahub {source['kind']} {source['id']}", "",
         f"Synthetic data written by personahub {__version__} (the Persona Hub method, Tencent AI "
         f"Lab 2024: one persona per prompt) from {source['kind']} `{source['id']}`, "
@@ -125,6 +140,12 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
         "`is_duplicate`, and `messages` (chat turns, user first)."
         + (f" Content fields kept as JSON text: {', '.join(f'`{n}`' for n in as_json)}."
            if as_json else ""), "",
+        *(["## Evaluation", "",
+            f"Split and figures of evaluation `{evaluation}` (`personahub evaluate`): "
+            + ", ".join(f"{side} {n} rows" for side, n in (splits or {}).items())
+            + ". Items a benchmark file flagged are in neither split unless the evaluation kept "
+            "them. Shares of items carry a 95% Wilson interval.", "", *quality, ""]
+          if evaluation is not None else []),
         "## Licence", "",
         "personahub's code is Apache-2.0; that licence does not decide the terms of this data. "
         "Generated text is subject to the terms of the model that wrote it, and personas taken "
@@ -139,29 +160,53 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
 
 def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str | None = None,
               run: str | None = None, kind: str | None = None, drop_duplicates: bool = False,
-              overwrite: bool = False) -> int:
-    """Write the items of a job or run into ``out_dir`` in the Hub's layout (``HF_FILES``; the
-    caller checked it: ``check_output(kind="dir", names=HF_FILES)``); returns the row count,
-    after reading the Parquet file back. ``overwrite`` (``--force``) replaces earlier files."""
+              overwrite: bool = False, splits: Mapping[str, Collection[str]] | None = None,
+              evaluation: str | None = None, quality: Sequence[str] = ()) -> int:
+    """Write the items of a job or run into ``out_dir`` in the Hub's layout.
+
+    Args:
+        con: the database.
+        out_dir: the folder (the caller checked it: ``check_output(kind="dir",
+            names=HF_FILES)``).
+        job, run, kind, drop_duplicates: which items (as for ``load_items``).
+        overwrite: replace earlier files (``--force``).
+        splits: an evaluation's sides, ``{"train": ids, "test": ids}``: one Parquet file each
+            (items in neither are left out); None writes every item as ``train``.
+        evaluation: the evaluation's id, named in the card.
+        quality: the evaluation's figures as markdown lines, stated in the card.
+
+    Returns:
+        The rows written, after reading the Parquet files back.
+    """
     datasets = _datasets()
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
-    table, as_json = hf_table(items)
-    try:
-        datasets.Features.from_arrow_schema(table.schema)
-    except (TypeError, ValueError) as exc:  # a type datasets cannot read: say so, write nothing
-        raise PersonahubError(f"{out_dir}: datasets cannot read these columns ({exc})") from None
-    card = dataset_card(con, items, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
-                        as_json=as_json)
+    parts = ({"train": items} if splits is None else
+             {side: [item for item in items if item.item_id in ids]
+              for side, ids in splits.items()})
+    tables = {side: hf_table(part) for side, part in parts.items()}
+    for table, _ in tables.values():
+        try:
+            datasets.Features.from_arrow_schema(table.schema)
+        except (TypeError, ValueError) as exc:  # a type datasets cannot read: write nothing
+            raise PersonahubError(f"{out_dir}: datasets cannot read these columns ({exc})") \
+                from None
+    kept = [item for part in parts.values() for item in part]
+    card = dataset_card(con, kept, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+                        as_json=sorted({n for _, as_json in tables.values() for n in as_json}),
+                        splits=None if splits is None else {s: len(p) for s, p in parts.items()},
+                        evaluation=evaluation, quality=quality)
+    files = {"train": HUB_DATA, "test": HUB_TEST}
     out_dir = Path(out_dir)
     with staged_folder(out_dir, overwrite=overwrite, names=HF_FILES + _OLD_FILES) as staged:
         (staged / "data").mkdir()
-        with atomic_file(staged / HUB_DATA, overwrite=False, binary=True) as f:
-            pq.write_table(table, f)
+        for side, (table, _) in tables.items():
+            with atomic_file(staged / files[side], overwrite=False, binary=True) as f:
+                pq.write_table(table, f)
+            if pq.read_metadata(staged / files[side]).num_rows != len(parts[side]):
+                raise PersonahubError(f"{out_dir}: the dataset did not read back")
         with atomic_file(staged / "README.md", overwrite=False) as f:
             f.write(card)
-        if pq.read_metadata(staged / HUB_DATA).num_rows != len(items):
-            raise PersonahubError(f"{out_dir}: the dataset did not read back")
-    return len(items)
+    return len(kept)
 
 
 def card_data_files(folder: str | Path) -> list[str]:

@@ -55,6 +55,7 @@ _PUBLIC = {
     "Run": "personahub.results",
     "Job": "personahub.results",
     "resume_run": "personahub.api",
+    "evaluation_quality": "personahub.api",
     "jobs": "personahub.any_job",
     "run_simulation": "personahub.api",
     "SynthConfig": "personahub.pipelines.synthesize",

@@ -29,6 +29,8 @@ from personahub.python_names import DEFAULT_DB, as_id, python_message, refuse_un
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
     from personahub.pipelines.calibrate import CalibrateConfig
@@ -650,6 +652,38 @@ async def evaluate_async(*, job: str | int, solvers: list[str] | tuple[str, ...]
         An ``EvalSummary``.
     """
     return await call_in_thread(partial(_evaluating, job, tuple(solvers), db, dict(options)))
+
+
+@speaks_python()
+def evaluation_quality(evaluation: str | None = None, *, job: str | int | None = None,
+                       db: str | Path = DEFAULT_DB, embedder: str = "hash") -> pd.DataFrame:
+    """An evaluation's quality at a glance, as one table (``pipelines.evaluate_quality``).
+
+    The verified share of the test items, the solvers' agreement, the contaminated share per
+    benchmark, the latest judge's validity rate where a judge ran on the job, each scored
+    model's accuracy, and the job's diversity figures; shares of items with a 95% Wilson
+    interval. ``report --evaluation ID`` draws the same table.
+
+    Args:
+        evaluation: an evaluation job's id or its split's ``eval-...`` id; or
+        job: a synthesis job (its latest evaluation).
+        db: the DuckDB file.
+        embedder: the diversity figures' embedder spec (``hash``: no model called).
+
+    Returns:
+        A DataFrame of ``figure``, ``group``, ``value``, ``low``, ``high``, ``detail``.
+    """
+    from personahub.core.store import connect
+    from personahub.pipelines.evaluate_quality import find_evaluation, quality_table
+
+    con = connect(db, read_only=True)
+    try:
+        found = find_evaluation(con, evaluation, job=None if job is None else str(as_id(job)))
+        if found is None:
+            raise PersonahubError(f"job {job} has no evaluation (personahub.evaluate makes one)")
+        return quality_table(con, found, embedder=embedder)
+    finally:
+        con.close()
 
 
 def calibration_config(survey: str | Path, population: str, llm: str, seed: int, n: int,

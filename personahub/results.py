@@ -225,13 +225,17 @@ class Job:
 
         if self.kind not in ("run", "synthesis"):
             raise PersonahubError(f"export: a {self.kind} job has no items to export; use .items()")
-        which = {"run": self.job_id} if self.kind == "run" else {"job": self.job_id}
+        which: dict[str, Any] = ({"run": self.job_id} if self.kind == "run"
+                                 else {"job": self.job_id})
         con = connect(self.db, read_only=True)
         try:
             if fmt == "hf":
                 from personahub.analysis.export_hf import HF_FILES, export_hf
+                from personahub.pipelines.evaluate_quality import export_selection
 
                 check_output(path, db=self.db, force=overwrite, kind="dir", names=HF_FILES)
+                if self.kind == "synthesis":  # with an evaluation: its train and test splits
+                    which |= export_selection(con, job=self.job_id, hf=True)
                 return export_hf(con, path, kind=kind, drop_duplicates=drop_duplicates,
                                  overwrite=overwrite, **which)
             check_output(path, db=self.db, force=overwrite)

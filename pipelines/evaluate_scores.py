@@ -233,3 +233,35 @@ def breakdown_lines(groups: pd.DataFrame, differences: pd.DataFrame) -> list[str
                      f"items (95% paired bootstrap {r.low:+.1%} to {r.high:+.1%}; "
                      f"{r.only_a} vs {r.only_b} discordant, McNemar p={r.mcnemar_p:.3g})")
     return lines
+
+
+# -- what exports and the quality table read of an evaluation (``pipelines/evaluate_quality.py``)
+
+
+def split_of(con: duckdb.DuckDBPyConnection, eval_id: str) -> dict[str, str]:
+    """Each item's side of split ``eval_id``: ``train``, ``test`` or ``excluded``
+    (contaminated, left out of both)."""
+    return {str(item): str(side) for item, side in con.execute(
+        "SELECT item_id, split FROM eval_splits WHERE eval_id = ? ORDER BY item_id",
+        [eval_id]).fetchall()}
+
+
+def contamination_counts(con: duckdb.DuckDBPyConnection, eval_id: str) -> dict[str, int]:
+    """Per benchmark file, how many of the job's items it flagged (distinct items)."""
+    return {str(bench): int(n) for bench, n in con.execute(
+        "SELECT benchmark, count(DISTINCT item_id) FROM eval_contamination WHERE eval_id = ? "
+        "GROUP BY benchmark ORDER BY benchmark", [eval_id]).fetchall()}
+
+
+def verified_counts(con: duckdb.DuckDBPyConnection, eval_id: str) -> tuple[int, int]:
+    """(verified, answered) test items of split ``eval_id`` (``eval_verified``)."""
+    row = con.execute("SELECT count(*) FILTER (verified), count(*) FROM eval_verified WHERE "
+                      "eval_id = ?", [eval_id]).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def split_job_of(con: duckdb.DuckDBPyConnection, eval_id: str) -> str | None:
+    """The synthesis job whose items split ``eval_id`` divides (None: no such split)."""
+    row = con.execute("SELECT any_value(job_id) FROM eval_splits WHERE eval_id = ?",
+                      [eval_id]).fetchone()
+    return str(row[0]) if row and row[0] is not None else None

@@ -141,6 +141,7 @@ REPLACED: dict[str, dict[str, str]] = {
     "docs/synthesis.md": {
         "synth-20250101-120000-abc123": latest("synthesis", "hub.duckdb"),
         "20250101-120000-abc123": latest("run", "hub.duckdb"),
+        "evaluation-b9932f39c03f": latest("evaluation", "math.duckdb"),
         "s83ab84a8b3c9711":
             '$(personahub sql -d hub.duckdb --scalar "select min(item_id) from synth_items")'},
 }

@@ -200,12 +200,17 @@ def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
     """``--format hf``: the Hub's layout, data/*.parquet and a card (``analysis.export_hf``)."""
     from personahub.analysis.export_hf import HF_FILES, export_hf
     from personahub.core.store import connect
+    from personahub.pipelines.evaluate_quality import export_selection
 
-    if source_file is not None or (which["job"] is None) == (which["run"] is None):
+    evaluation, split = which.pop("evaluation"), which.pop("split")
+    if source_file is not None or (which["job"] is None and evaluation is None) == \
+            (which["run"] is None):
         raise UsageError("export --format hf: give exactly one of --job or --run")
     check_output(out_dir, db=db, force=force, kind="dir", names=HF_FILES)
     con = connect(db, read_only=True)
     try:
+        which |= export_selection(con, job=which["job"], evaluation=evaluation, split=split,
+                                  hf=True)
         written = export_hf(con, out_dir, overwrite=force, **which)
     finally:
         con.close()
@@ -230,17 +235,30 @@ def export_cmd(
              "as read.")] = None,
     drop_duplicates: Annotated[bool, typer.Option(
         help="Leave out items flagged as near-duplicates.")] = False,
+    split: Annotated[Literal["train", "test"] | None, typer.Option(
+        help="Only this side of an evaluation's split (--evaluation, default the job's latest "
+             "evaluation); contaminated items are in neither unless the evaluation kept "
+             "them.")] = None,
+    evaluation: Annotated[str | None, typer.Option(
+        metavar="ID", help="The evaluation (job id or eval-... split id) whose split --split "
+             "and --format hf use (default: the job's latest).")] = None,
     db: DbOption = Path(DEFAULT_DB),
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Export a synthesis job, a simulation run or an imported Persona Hub file (validated,
-    atomic)."""
+    atomic).
+
+    --format hf writes a job's train and test splits when it has an evaluation."""
     from personahub.analysis.export import EXPORT_FORMATS
 
+    if (split or evaluation) and run is not None:
+        raise UsageError("--split / --evaluation: a synthesis job's, not a run's")
     if fmt == "hf":  # a folder, not a file: analysis/export_hf.py
         _export_hf(db, out_file, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
-                   force=force, source_file=source_file)
+                   force=force, source_file=source_file, evaluation=evaluation, split=split)
         return
+    if evaluation is not None and job is None and source_file is None:
+        job = _evaluation_job(db, evaluation)
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if sum(x is not None for x in (job, run, source_file)) != 1:
@@ -249,8 +267,38 @@ def export_cmd(
     if source_file is not None:
         _export_source(db, out_file, source_file, fmt, overwrite=force)
         return
+    selected: dict[str, Any] = {}
+    if split is not None or evaluation is not None:
+        selected = _split_selection(db, job, evaluation, split)
     _export(db, out_file, fmt, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
-            overwrite=force)
+            overwrite=force, only=selected.get("only"))
+
+
+def _evaluation_job(db: Path, evaluation: str) -> str:
+    """The synthesis job that evaluation ``evaluation`` evaluates."""
+    from personahub.core.store import connect
+    from personahub.pipelines.evaluate_quality import find_evaluation
+
+    con = connect(db, read_only=True)
+    try:
+        found = find_evaluation(con, evaluation)
+        assert found is not None  # a named evaluation is found or refused
+        return found.job
+    finally:
+        con.close()
+
+
+def _split_selection(db: Path, job: str | None, evaluation: str | None,
+                     split: Literal["train", "test"] | None) -> dict[str, Any]:
+    """``export``'s items of one side of the split (``pipelines.evaluate_quality``)."""
+    from personahub.core.store import connect
+    from personahub.pipelines.evaluate_quality import export_selection
+
+    con = connect(db, read_only=True)
+    try:
+        return export_selection(con, job=job, evaluation=evaluation, split=split)
+    finally:
+        con.close()
 
 
 EMBEDDER_HELP = ("Embedder judging persona and output pairs: 'hash' (feature hashing of words: "
@@ -272,14 +320,18 @@ def report(
     experiment: Annotated[str | None, typer.Option(
         help="Experiment id: each outcome per arm over the steps and the effect forest plot, "
              "with intervals, instead of a run.")] = None,
+    evaluation: Annotated[str | None, typer.Option(
+        metavar="ID", help="Evaluation job id (or eval-... split id): its quality at a glance "
+             "and each model's score per task with Wilson intervals (index.html, index.md), "
+             "instead of a run.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(callback=embedder_spec, help=EMBEDDER_HELP)] = "hash",
     force: Annotated[bool, typer.Option(help="Overwrite files of an earlier report in --out.")] = False,
 ) -> None:
     """Write an HTML report of a run (facts, survey shares, emissions, failures, duplicates,
-    graph, diversity), of a synthesis job (--job), of a calibration (--calibration) or of an
-    experiment (--experiment).
+    graph, diversity), of a synthesis job (--job), of a calibration (--calibration), of an
+    experiment (--experiment) or of an evaluation (--evaluation).
 
     A report covers only what it is of: a run's charts leave out the synthesis jobs in the same
     database. With neither --run nor --job: the latest run, else the latest synthesis job; a
@@ -289,10 +341,14 @@ def report(
     from personahub.models.embedders import make_embedder
 
     if calibration is not None:
-        _calibration_report(out_dir, calibration, db, force, given=run or job or experiment)
+        _calibration_report(out_dir, calibration, db, force,
+                            given=run or job or experiment or evaluation)
         return
     if experiment is not None:
-        _experiment_report(out_dir, experiment, db, force, seed, given=run or job)
+        _experiment_report(out_dir, experiment, db, force, seed, given=run or job or evaluation)
+        return
+    if evaluation is not None:
+        _evaluation_report(out_dir, evaluation, db, force, given=run or job)
         return
 
     model = make_embedder(embedder)
@@ -328,7 +384,8 @@ def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
                         given: str | None) -> None:
     from personahub.analysis.calibration_report import CALIBRATION_FILES, write_calibration_report
 
-    _folder_report("--calibration", out_dir, db, force, given, "--run, --job or --experiment",
+    _folder_report("--calibration", out_dir, db, force, given,
+                   "--run, --job, --experiment or --evaluation",
                    CALIBRATION_FILES,
                    lambda con: write_calibration_report(con, out_dir, job_id, overwrite=force))
 
@@ -340,6 +397,21 @@ def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool,
     _folder_report("--experiment", out_dir, db, force, given, "--run or --job", EXPERIMENT_FILES,
                    lambda con: write_experiment_report(con, out_dir, experiment_id, seed=seed,
                                                        overwrite=force))
+
+
+def _evaluation_report(out_dir: Path, evaluation: str, db: Path, force: bool,
+                       given: str | None) -> None:
+    from personahub.analysis.evaluation_report import EVALUATION_FILES
+    from personahub.pipelines.evaluate_quality import quality_lines, write_report
+
+    def write(con: duckdb.DuckDBPyConnection) -> Path:
+        index, table = write_report(con, out_dir, evaluation, overwrite=force)
+        for line in quality_lines(table):
+            out.print(line, highlight=False, soft_wrap=True)
+        return index
+
+    _folder_report("--evaluation", out_dir, db, force, given, "--run or --job", EVALUATION_FILES,
+                   write)
 
 
 @one_line_errors

@@ -12,7 +12,6 @@ import duckdb
 import pytest
 
 from personahub.analysis.export_hf import (
-    HF_FILES,
     HUB_DATA,
     card_data_files,
     check_hub_folder,
@@ -24,6 +23,9 @@ from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, usage_error
 from tests.optional import need_hf
 from tests.synth_helpers import run_default_scenario
+
+#: a job without an evaluation: one train file and its card
+ONE_SPLIT = sorted(["README.md", HUB_DATA])
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +50,7 @@ def test_job_export_loads_with_load_dataset(tmp_path: Path) -> None:
     out = tmp_path / "math_hf"
     result = invoke("export", "--db", db, "--job", job.job_id, "--format", "hf", "--out", out)
     assert result.exit_code == 0, result.output
-    assert _files(out) == sorted(HF_FILES)
+    assert _files(out) == ONE_SPLIT
     assert card_data_files(out) == [HUB_DATA]
     dataset = _load(out, tmp_path)
     assert dataset.num_rows == 5
@@ -153,8 +155,8 @@ def test_push_to_hub_uploads_the_export_folder_as_it_is(tmp_path, monkeypatch) -
     create, upload = _Recorder.calls[1][1], _Recorder.calls[2][1]
     assert create["repo_type"] == "dataset" and create["private"] is True
     assert upload["repo_type"] == "dataset" and Path(upload["folder_path"]) == out
-    assert _uploaded(upload) == sorted(HF_FILES)  # the card and the data it names, nothing else
-    assert [str(p.relative_to(out)) for p in check_hub_folder(out)] == sorted(HF_FILES)
+    assert _uploaded(upload) == ONE_SPLIT  # the card and the data it names, nothing else
+    assert [str(p.relative_to(out)) for p in check_hub_folder(out)] == ONE_SPLIT
 
 
 def test_push_refuses_a_folder_whose_card_names_missing_data(tmp_path, monkeypatch) -> None:

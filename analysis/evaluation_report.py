@@ -1,0 +1,108 @@
+"""``personahub report --evaluation ID``: an evaluation's page (matplotlib, Agg), like the
+experiment report.
+
+It draws what the caller computed (``pipelines.evaluate_quality``: this layer reads no
+evaluation table): the quality table (verified share, solver agreement, contaminated share per
+benchmark, the judge's validity rate, model accuracy, diversity), and each scored model's
+accuracy per task with its 95% Wilson interval (``evaluation_scores.png``), the data behind it as
+a table too. The page is written twice, as ``index.html`` and as ``index.md`` (the markdown a
+repository or a dataset card can show), both all or nothing.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from personahub.analysis.experiment_report import _frame_html  # noqa: E402
+from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
+from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
+from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
+
+__all__ = ["EVALUATION_FILES", "write_evaluation_report"]
+
+EVALUATION_FILES = ("index.html", "index.md", "evaluation_scores.png")
+SCORES_NOTE = ("Each scored model's accuracy on the verified test items, overall and per task, "
+               "with its 95% Wilson interval.")
+
+
+def _draw_scores(scores: pd.DataFrame, path: Path) -> None:
+    """Accuracy per (model, task) with Wilson error bars; one row per model and group."""
+    labels = [f"{r.model}: {r.group}" for r in scores.itertuples()]
+    y = np.arange(len(scores))
+    acc = scores["accuracy"].to_numpy(float)
+    err = np.vstack([acc - scores["low"].to_numpy(float), scores["high"].to_numpy(float) - acc])
+    fig, ax = plt.subplots(figsize=(8, max(1.6, 0.45 * len(scores) + 0.9)))
+    ax.errorbar(acc, y, xerr=err, fmt="o", capsize=3)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("accuracy on the verified test items (95% Wilson interval)")
+    save_figure(fig, path)
+
+
+def _markdown(title: str, facts: Sequence[tuple[str, str]], quality: Sequence[str],
+              scores: pd.DataFrame, drawn: bool) -> str:
+    lines = [f"# {title}", "", *(f"- **{k}:** {v}" for k, v in facts), "",
+             "## Quality at a glance", "", *quality, "", "## Scores", "", SCORES_NOTE, ""]
+    if drawn:
+        lines += ["![scores](evaluation_scores.png)", "",
+                  "| model | by | group | correct | total | accuracy | 95% CI |",
+                  "| --- | --- | --- | --- | --- | --- | --- |",
+                  *(f"| {r.model} | {r.by} | {r.group} | {r.correct} | {r.total} | "
+                    f"{r.accuracy:.3f} | {r.low:.3f}–{r.high:.3f} |" for r in scores.itertuples())]
+    else:
+        lines.append("No model was scored (`personahub evaluate --model SPEC`).")
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation_report(out_dir: str | Path, *, title: str,
+                            facts: Sequence[tuple[str, str]], quality: pd.DataFrame,
+                            quality_md: Sequence[str], scores: pd.DataFrame,
+                            overwrite: bool = False) -> Path:
+    """Write an evaluation's ``index.html``, ``index.md`` and score chart (all or nothing).
+
+    Args:
+        out_dir: the report's folder.
+        title: the page's title.
+        facts: (label, value) rows: the evaluation, its job, solvers, models.
+        quality: the quality table (``pipelines.evaluate_quality.quality_table``).
+        quality_md: the same as markdown lines (``card_lines``).
+        scores: ``group_scores`` rows to draw (``all`` and ``task``; empty: no model scored).
+        overwrite: replace the files of an earlier report.
+
+    Returns:
+        The path of ``index.html``.
+    """
+    drawn = not scores.empty and scores["accuracy"].notna().any()
+    if drawn:
+        scores = scores[scores["accuracy"].notna()]
+    with staged_folder(Path(out_dir), overwrite=overwrite, names=EVALUATION_FILES) as staged, \
+            matplotlib.rc_context(LITERAL_TEXT):
+        if drawn:
+            _draw_scores(scores, staged / "evaluation_scores.png")
+        images = [("Scores per model and task", "evaluation_scores.png" if drawn else "",
+                   SCORES_NOTE if drawn else "No model was scored.")]
+        parts = page_head(title, facts, [])
+        shown = quality.astype(object).where(quality.notna(), "")  # no "nan" cells
+        parts += ["<h2>Quality at a glance</h2>", _frame_html(shown)]
+        for heading, image, note in images:
+            parts += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(note)}</p>"]
+            if image:
+                parts.append(f"<img src='{image}' alt='{html.escape(heading)}'>")
+        if drawn:
+            parts.append(_frame_html(scores))
+        parts.append("</body></html>")
+        with atomic_file(staged / "index.html", overwrite=False) as f:
+            f.write("\n".join(parts))
+        with atomic_file(staged / "index.md", overwrite=False) as f:
+            f.write(_markdown(title, facts, quality_md, scores, drawn))
+    return Path(out_dir) / "index.html"

@@ -1,0 +1,291 @@
+"""An evaluation at a glance, and the splits exports write (issue 46, items 1 and 5).
+
+``find_evaluation`` names an evaluation: an evaluation job's id (``evaluation-...``), its split's
+id (``eval-...``), or, given only a synthesis job, that job's latest evaluation.
+``split_item_ids`` gives the items of one side of its split: contaminated items are in neither
+side unless the evaluation kept them (``--keep-contaminated``; the split stores the choice).
+
+``quality_table`` puts the figures a user of the data asks for into one table: the split, the
+verified share of the test items (with its Wilson interval), the solvers' agreement (the mean
+and lowest pairwise share of ``agreement_matrix``), the contaminated share per benchmark file,
+the latest judge's validity rate where a judge ran on the job (``analysis.judgments``), each
+scored model's accuracy, and the diversity figures of ``personahub diversity``
+(``analysis.diversity_table``: distinct-2, mean persona and output similarity, with the feature-
+hashing embedder unless told otherwise). The console, ``report --evaluation`` and the dataset
+card all draw it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+
+from personahub.analysis.judgments import latest_validity, wilson
+from personahub.core.errors import PersonahubError
+from personahub.core.jobs_store import find_job, list_jobs
+from personahub.pipelines.evaluate import EVAL_KIND, EvalConfig, agreement_matrix
+from personahub.pipelines.evaluate_scores import (
+    contamination_counts,
+    group_scores,
+    split_job_of,
+    split_of,
+    verified_counts,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+QUALITY_COLUMNS = ["figure", "group", "value", "low", "high", "detail"]
+Side = Literal["train", "test"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation: its split's id, the synthesis job, and the evaluation job (None when
+    only the split was named) with its settings."""
+
+    eval_id: str
+    job: str
+    job_id: str | None = None
+    config: EvalConfig | None = None
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The scored models' specs (as stored: redacted)."""
+        return self.config.models if self.config is not None else ()
+
+
+def _config(stored: Mapping[str, Any]) -> EvalConfig:
+    """The settings stored in an evaluation job's row (lists back to tuples)."""
+    names = {f.name for f in dataclasses.fields(EvalConfig)}
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in stored.items() if k in names}
+    return EvalConfig(**fields)
+
+
+def find_evaluation(con: duckdb.DuckDBPyConnection, evaluation: str | None = None, *,
+                    job: str | None = None) -> Evaluation | None:
+    """The evaluation named by ``evaluation``, or else the latest one of synthesis job ``job``.
+
+    Args:
+        con: the database.
+        evaluation: an evaluation job's id or a split's id (``eval-...``).
+        job: the synthesis job (its latest evaluation when ``evaluation`` is None; else it must
+            be the evaluation's job).
+
+    Returns:
+        The evaluation; None when ``job`` has none (a named evaluation not found is an error).
+    """
+    if evaluation is None:
+        if job is None:
+            raise PersonahubError("give an evaluation id or a synthesis job")
+        rows = list_jobs(con, kind=EVAL_KIND, parent_id=job)
+        if not rows:
+            return None
+        config = _config(rows[0].config)
+        return Evaluation(config.eval_id, job, rows[0].job_id, config)
+    found = find_job(con, evaluation)
+    if found is not None and found.kind == EVAL_KIND:
+        config = _config(found.config)
+        ev = Evaluation(config.eval_id, config.job, found.job_id, config)
+    else:
+        split_job = split_job_of(con, evaluation)
+        if split_job is None:
+            raise PersonahubError(f"--evaluation {evaluation}: no such evaluation (an "
+                                  "evaluation job's id or its split's eval-... id)")
+        ev = next((Evaluation(evaluation, c.job, r.job_id, c) for r in
+                   list_jobs(con, kind=EVAL_KIND) if (c := _config(r.config)).eval_id
+                   == evaluation), None) or Evaluation(evaluation, split_job)
+    if job is not None and ev.job != job:
+        raise PersonahubError(f"--evaluation {evaluation} evaluates job {ev.job}, not {job}")
+    return ev
+
+
+def split_item_ids(con: duckdb.DuckDBPyConnection, ev: Evaluation, side: Side) -> frozenset[str]:
+    """The items of one side of the evaluation's split (contaminated items, stored as
+    ``excluded``, are in neither unless the evaluation kept them)."""
+    if side not in ("train", "test"):
+        raise PersonahubError(f"--split {side!r}: train or test")
+    return frozenset(item for item, s in split_of(con, ev.eval_id).items() if s == side)
+
+
+def _row(figure: str, group: str, value: float | int | None, low: float | None = None,
+         high: float | None = None, detail: str = "") -> list[Any]:
+    return [figure, group, value, low, high, detail]
+
+
+def quality_table(con: duckdb.DuckDBPyConnection, ev: Evaluation, *, embedder: str = "hash",
+                  pairs: int = 200, seed: int = 0) -> pd.DataFrame:
+    """The evaluation's quality figures in one table.
+
+    Args:
+        con: the database.
+        ev: the evaluation (``find_evaluation``).
+        embedder: the diversity figures' embedder spec (``hash``: no model called).
+        pairs: persona/output pairs sampled per task for the similarity figures.
+        seed: their sampling seed.
+
+    Returns:
+        One row per figure (``QUALITY_COLUMNS``): ``figure``, ``group`` (a benchmark, a solver
+        pair, a model, a task), ``value`` (a share, a count or a mean), ``low`` / ``high`` (a
+        95% Wilson interval where the value is a share of items) and ``detail`` (counts).
+    """
+    import pandas as pd
+
+    from personahub.analysis.diversity_table import diversity_table
+    from personahub.models.embedders import make_embedder
+
+    sides = split_of(con, ev.eval_id)
+    counts = {s: sum(v == s for v in sides.values()) for s in ("train", "test", "excluded")}
+    rows = [_row("items", "all", len(sides)), _row("split", "train", counts["train"]),
+            _row("split", "test", counts["test"])]
+    verified, answered = verified_counts(con, ev.eval_id)
+    if answered:
+        rows.append(_row("verified share", "test", verified / answered,
+                         *wilson(verified, answered), f"{verified}/{answered}"))
+    matrix = agreement_matrix(con, ev.eval_id)
+    specs = sorted(matrix)
+    shares = [(a, b, matrix[a][b]) for i, a in enumerate(specs) for b in specs[i + 1:]]
+    known = [(a, b, s) for a, b, s in shares if s is not None]
+    if known:
+        low = min(known, key=lambda t: t[2])
+        rows.append(_row("solver agreement", "mean of pairs",
+                         sum(s for _, _, s in known) / len(known),
+                         detail=f"{len(specs)} solvers, {len(known)} pairs"))
+        rows.append(_row("solver agreement", f"{low[0]} ~ {low[1]}", low[2], detail="lowest pair"))
+    for bench, n in contamination_counts(con, ev.eval_id).items():
+        name = Path(bench).name
+        kept = ev.config is not None and ev.config.keep_contaminated
+        rows.append(_row("contaminated share", name, n / len(sides), *wilson(n, len(sides)),
+                         f"{n}/{len(sides)} {'kept' if kept else 'left out'}"))
+    validity = latest_validity(con, ev.job)
+    if validity is not None:
+        low_v, high_v = validity.valid.interval
+        rows.append(_row("judge validity", validity.model, validity.valid.value, low_v, high_v,
+                         f"{validity.valid.yes}/{validity.valid.n} ({validity.judge_id})"))
+    if ev.models:
+        scores = group_scores(con, ev.eval_id, ev.models)
+        for r in scores[scores["by"] == "all"].itertuples():
+            rows.append(_row("model accuracy", str(r.model), r.accuracy, r.low, r.high,
+                             f"{r.correct}/{r.total} verified"))
+    for group, result in diversity_table(con, make_embedder(embedder), job_id=ev.job,
+                                         all_jobs=False, pairs=pairs, seed=seed).items():
+        s = result.summary
+        rows.append(_row("distinct-2", group, s.distinct_2, detail=f"{s.items} items"))
+        rows.append(_row("persona similarity (mean)", group, s.persona_mean,
+                         detail=f"{s.pairs} pairs, {embedder}"))
+        rows.append(_row("output similarity (mean)", group, s.output_mean,
+                         detail=f"{s.pairs} pairs, {embedder}"))
+    return pd.DataFrame(rows, columns=QUALITY_COLUMNS)
+
+
+_COUNTS = ("items", "split")  # figures that are counts, not shares or means
+
+
+def _value(value: Any, figure: str = "") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if figure in _COUNTS:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def quality_lines(table: pd.DataFrame) -> list[str]:
+    """The table as aligned console lines (value, then ``[low, high]`` where there is one)."""
+    cells = [(str(r.figure), str(r.group), _value(r.value, str(r.figure))
+              + (f" [{_value(r.low)}, {_value(r.high)}]" if r.low is not None and r.low == r.low
+                 else ""), str(r.detail)) for r in table.itertuples()]
+    head = ("figure", "group", "value [95% CI]", "detail")
+    widths = [max(len(c[i]) for c in [head, *cells]) for i in range(3)]
+    return ["  ".join(c[i].ljust(widths[i]) for i in range(3)) + "  " + c[3]
+            for c in [head, *cells]]
+
+
+def card_lines(table: pd.DataFrame) -> list[str]:
+    """The table as a markdown table (the dataset card's and the report page's)."""
+    lines = ["| figure | group | value | 95% CI | detail |", "| --- | --- | --- | --- | --- |"]
+    for r in table.itertuples():
+        ci = (f"{_value(r.low)}–{_value(r.high)}" if r.low is not None and r.low == r.low
+              else "")
+        lines.append(f"| {r.figure} | {str(r.group).replace('|', '/')} | "
+                     f"{_value(r.value, str(r.figure))} | "
+                     f"{ci} | {r.detail} |")
+    return lines
+
+
+def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
+                     evaluation: str | None = None, split: Side | None = None,
+                     hf: bool = False) -> dict[str, Any]:
+    """What an export of a synthesis job writes, given ``--evaluation`` / ``--split``.
+
+    Args:
+        con: the database.
+        job: the synthesis job (None: the evaluation's).
+        evaluation: the evaluation (None: the job's latest).
+        split: only this side (``train`` or ``test``); None writes every item, or, for the
+            Hugging Face folder, both sides when the job has an evaluation.
+        hf: for ``export_hf`` (its ``splits``, ``evaluation`` and ``quality`` card lines)
+            rather than ``export`` (its ``only``).
+
+    Returns:
+        Keyword arguments for ``export`` / ``export_hf``: ``job`` and the split's items.
+    """
+    if job is None and evaluation is None:
+        return {}
+    ev = find_evaluation(con, evaluation, job=job)
+    if ev is None:
+        if split is not None:
+            raise PersonahubError(f"--split {split}: job {job} has no evaluation (personahub "
+                                  "evaluate --job ... makes its split)")
+        return {"job": job}
+    if not hf:
+        return {"job": ev.job} | ({"only": split_item_ids(con, ev, split)}
+                                  if split is not None else {})
+    sides: tuple[Side, ...] = (split,) if split is not None else ("train", "test")
+    return {"job": ev.job, "splits": {s: split_item_ids(con, ev, s) for s in sides},
+            "evaluation": ev.job_id or ev.eval_id,
+            "quality": card_lines(quality_table(con, ev))}
+
+
+def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, evaluation: str, *,
+                 overwrite: bool = False) -> tuple[Path, pd.DataFrame]:
+    """``report --evaluation ID``: the page of ``analysis.evaluation_report`` with this
+    evaluation's quality table and its models' scores per task.
+
+    Args:
+        con: the database.
+        out_dir: the report's folder.
+        evaluation: an evaluation job's id or a split's id.
+        overwrite: replace the files of an earlier report.
+
+    Returns:
+        The path of ``index.html`` and the quality table drawn.
+    """
+    import pandas as pd
+
+    from personahub.analysis.evaluation_report import write_evaluation_report
+
+    ev = find_evaluation(con, evaluation)
+    assert ev is not None  # a named evaluation is found or refused
+    table = quality_table(con, ev)
+    scores = group_scores(con, ev.eval_id, ev.models) if ev.models else pd.DataFrame(
+        columns=["model", "by", "group", "correct", "total", "accuracy", "low", "high"])
+    scores = scores[scores["by"].isin(["all", "task"])].reset_index(drop=True)
+    facts = [("evaluation", ev.job_id or ev.eval_id), ("split", ev.eval_id),
+             ("synthesis job", ev.job)]
+    if ev.config is not None:
+        facts += [("solvers", ", ".join(ev.config.solvers)),
+                  ("agree", f"{ev.config.agree} of {len(ev.config.solvers)}"),
+                  ("models", ", ".join(ev.config.models) or "none")]
+    index = write_evaluation_report(out_dir, title=f"personahub report — evaluation "
+                                    f"{ev.job_id or ev.eval_id}", facts=facts, quality=table,
+                                    quality_md=card_lines(table), scores=scores,
+                                    overwrite=overwrite)
+    return index, table
