@@ -102,7 +102,8 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         experiment: its experiment (``experiment.id`` names it in the table).
         db: the database every run writes to.
         llm: the model spec of every run.
-        on_run: told (arm, replicate, run_id) after each run finished.
+        on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
+            within-world replicate's one run).
         **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
 
     Returns:
@@ -130,7 +131,7 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
             if run_id is not None:
                 ran.append(run_id)
                 if on_run is not None:
-                    on_run("*", replicate, run_id)
+                    on_run("all", replicate, run_id)  # one world holds every arm
             continue
         for arm in experiment.arms:
             settings = arm_settings(scenario, arm.name, llm, options)
@@ -246,7 +247,8 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         experiment_id: the id instead of the experiment's (default: the scenario's name).
         confidence: the bootstrap intervals' level.
         alpha: the tests' level after Holm's correction.
-        on_run: told (arm, replicate, run_id) after each run finished.
+        on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
+            within-world replicate's one run).
         **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
 
     Returns:

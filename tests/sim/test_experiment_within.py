@@ -75,6 +75,12 @@ def test_within_treatment_reaches_only_its_arm_and_gives_an_effect_table(tmp_pat
     assert (result.effects.ci_low <= result.effects.effect).all()
     assert (result.effects.effect <= result.effects.ci_high).all()
     assert set(result.effects.n_control) == {10} and set(result.effects.replicates) == {2}
+    # the report reads the same arms from the recorded randomisation
+    from personahub.analysis.experiment_report import experiment_tables
+    con = duckdb.connect(str(db), read_only=True)
+    _, _, steps, table = experiment_tables(con, result.experiment_id)
+    con.close()
+    assert set(steps.n) == {10} and table.equals(result.effects)
 
 
 @pytest.mark.slow
