@@ -373,8 +373,8 @@ def verdict(row: Mapping[str, Any], described: str, confidence: float = 0.95) ->
             f"sizes detect is about {abs(row['mde']):.1f} {unit}.")
 
 
-WITHIN_LIMIT = ("within a world, icc is the outcome's correlation among agents of one run across "
-                "arms; agents of one graph community answer more alike than that, and "
+WITHIN_LIMIT = ("within a world, icc is the outcome's correlation among one arm's agents of a "
+                "run; agents of one graph community answer more alike than that, and "
                 "spill-over from treated to control neighbours shrinks the effect itself: "
                 "neither is in this figure, which is a lower bound on what is needed")
 
