@@ -42,7 +42,7 @@ def scenario_file(tmp_path: Path, stratify: str = "") -> Path:
 
 def test_within_treatment_reaches_only_its_arm_and_gives_an_effect_table(tmp_path):
     db = tmp_path / "exp.duckdb"
-    result = experiment(scenario_file(tmp_path), db=db)
+    result = experiment(scenario_file(tmp_path, "community"), db=db)
     assert len(result.ran) == 2  # one world per replicate
     assert sorted(zip(result.runs.arm, result.runs.replicate, strict=True)) == \
         [("quiet", 0), ("quiet", 1), ("rumour", 0), ("rumour", 1)]
