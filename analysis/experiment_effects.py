@@ -21,6 +21,12 @@ them as such and are optimistic when the society spreads opinions. The interval 
 worlds, so it carries that dependence once there are several replicates; with few replicates
 (under about ten) a percentile interval over them is itself somewhat narrow.
 
+Within a world (``design="within"``) the arms' agents live in the same runs: the clusters are
+the replicates (each world holds every arm), drawn once for both arms, then each arm's agents
+within them; the graph's communities are not resampled as clusters. Treated agents talk to
+control agents, so a treatment that spreads also moves the control (spill-over): the effect is
+then biased towards zero, which no interval corrects.
+
 ``plan_power`` answers the question before running: agents per arm and replicates needed.
 """
 
@@ -40,6 +46,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
+from personahub.core.errors import PersonahubError
 from personahub.sim.experiment import Experiment, Outcome
 from personahub.sim.experiment_store import outcome_answers, sql_outcome_values
 
@@ -48,6 +55,10 @@ SCALE_UNIT = "scale points"
 SQL_UNIT = "units of the query's value"
 RESAMPLED_WORLDS = "replicates, then agents within them"
 RESAMPLED_AGENTS = "agents (one replicate: world-to-world variation not measured)"
+RESAMPLED_WITHIN = ("replicates (worlds, each holding every arm), then agents within them; "
+                    "graph communities are not clusters")
+RESAMPLED_WITHIN_AGENTS = ("agents within the one world (one replicate: world-to-world "
+                           "variation not measured)")
 EFFECT_COLUMNS = ["outcome", "treatment", "control", "unit", "control_value", "treatment_value",
                   "effect", "ci_low", "ci_high", "resampled", "test", "statistic", "p_value",
                   "p_holm",
@@ -56,13 +67,16 @@ EFFECT_COLUMNS = ["outcome", "treatment", "control", "unit", "control_value", "t
 
 
 def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
-                   runs: pd.DataFrame) -> pd.DataFrame:
+                   runs: pd.DataFrame, agents: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per outcome, arm and agent answer: outcome, arm, replicate, run_id, agent_id, value.
 
     Args:
         con: the experiment's database.
         experiment: the experiment (its outcomes).
         runs: its runs (``arm``, ``replicate``, ``run_id``), as the ``experiments`` table holds.
+        agents: within a world, each agent's arm (``run_id``, ``agent_id``, ``arm``,
+            ``replicate``, as ``experiment_agents`` holds it): an answer's arm is its agent's,
+            not its run's. None: between worlds.
 
     Returns:
         The values, 1.0/0.0 for a share outcome, the answer for a scale outcome and the query's
@@ -72,17 +86,29 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
         PersonahubError: naming a SQL outcome whose query fails or returns the wrong shape.
     """
     frames = []
+    run_ids = list(dict.fromkeys(runs["run_id"]))  # within a world every arm has the same run
+    if agents is not None:
+        members = agents[["run_id", "agent_id", "arm", "replicate"]].astype({"agent_id": "int64"})
+
+        def attach(found: pd.DataFrame) -> pd.DataFrame:
+            return found.astype({"agent_id": "int64"}).merge(members, on=["run_id", "agent_id"])
+    else:
+        def attach(found: pd.DataFrame) -> pd.DataFrame:
+            return found.merge(runs[["run_id", "arm", "replicate"]], on="run_id")
     for outcome in experiment.outcomes:
         if outcome.is_sql:
-            got = sql_outcome_values(con, list(runs["run_id"]), outcome.name, outcome.sql)
-            got = got.merge(runs[["run_id", "arm", "replicate"]], on="run_id")
+            got = sql_outcome_values(con, run_ids, outcome.name, outcome.sql)
+            if agents is not None and got["agent_id"].isna().any():
+                raise PersonahubError(f"outcome {outcome.name!r}: a within-world experiment "
+                                      "compares agents of one run; its sql must return one "
+                                      "value per agent (agent_id, value)")
+            got = attach(got)
             frames.append(pd.DataFrame({"outcome": outcome.name, "arm": got["arm"],
                                         "replicate": got["replicate"], "run_id": got["run_id"],
                                         "agent_id": got["agent_id"],
                                         "value": got["value"]}).dropna(subset=["value"]))
             continue
-        answers = outcome_answers(con, list(runs["run_id"]), outcome.survey, outcome.step)
-        answers = answers.merge(runs[["run_id", "arm", "replicate"]], on="run_id")
+        answers = attach(outcome_answers(con, run_ids, outcome.survey, outcome.step))
         if outcome.is_share:
             value = answers["answer_choice"].isin(outcome.options).astype(float)
         else:
@@ -241,18 +267,20 @@ def share_from_h(p_control: float, h: float) -> float:
 def compare(outcome: str, share: bool, treatment: str, control: str, treated: np.ndarray,
             controls: np.ndarray, replicates: int, *, confidence: float = 0.95,
             alpha: float = 0.05, seed: int = 0, treated_clusters: np.ndarray | None = None,
-            control_clusters: np.ndarray | None = None, unit: str | None = None) -> Effect:
+            control_clusters: np.ndarray | None = None, unit: str | None = None,
+            within: bool = False) -> Effect:
     """One treatment against the control on one outcome (see the module doc); with cluster
-    labels (replicates) over more than one cluster the interval is ``cluster_bootstrap``'s."""
+    labels (replicates) over more than one cluster the interval is ``cluster_bootstrap``'s;
+    ``within``: the arms' agents share their worlds (the ``resampled`` text says so)."""
     scale = 100.0 if share else 1.0
     if (treated_clusters is not None and control_clusters is not None
             and len(np.unique(np.concatenate([treated_clusters, control_clusters]))) > 1):
         low, high = cluster_bootstrap(treated, treated_clusters, controls, control_clusters,
                                       confidence=confidence, seed=seed)
-        resampled = RESAMPLED_WORLDS
+        resampled = RESAMPLED_WITHIN if within else RESAMPLED_WORLDS
     else:
         low, high = bootstrap_difference(treated, controls, confidence=confidence, seed=seed)
-        resampled = RESAMPLED_AGENTS
+        resampled = RESAMPLED_WITHIN_AGENTS if within else RESAMPLED_AGENTS
     if share:
         statistic, p = share_test(treated, controls)
         size = float(proportion_effectsize(treated.mean(), controls.mean()))
@@ -308,7 +336,8 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
                                 controls, replicates, confidence=confidence, alpha=alpha,
                                 seed=seed, treated_clusters=treated_rows["replicate"].to_numpy(),
                                 control_clusters=control_rows["replicate"].to_numpy(),
-                                unit=SQL_UNIT if outcome.is_sql else None))
+                                unit=SQL_UNIT if outcome.is_sql else None,
+                                within=experiment.design == "within"))
     if not rows:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
     table = pd.DataFrame([dataclasses.asdict(r) for r in rows])
@@ -344,8 +373,15 @@ def verdict(row: Mapping[str, Any], described: str, confidence: float = 0.95) ->
             f"sizes detect is about {abs(row['mde']):.1f} {unit}.")
 
 
+WITHIN_LIMIT = ("within a world, icc is the outcome's correlation among one arm's agents of a "
+                "run; agents of one graph community answer more alike than that, and "
+                "spill-over from treated to control neighbours shrinks the effect itself: "
+                "neither is in this figure, which is a lower bound on what is needed")
+
+
 def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
-               alpha: float = 0.05, power: float = 0.8, icc: float = 0.0) -> dict[str, int | float]:
+               alpha: float = 0.05, power: float = 0.8, icc: float = 0.0,
+               design: str = "between", arms: int = 2) -> dict[str, int | float | str]:
     """Agents per arm and replicates needed to detect an effect before running (statsmodels).
 
     Agents of one world answer alike (they share events and talk to each other), so ``m``
@@ -362,10 +398,15 @@ def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
         alpha: the two-sided test's level.
         power: the wanted chance of detecting the effect.
         icc: the outcome's intraclass correlation within a run, 0 to 1.
+        design: ``between`` (``agents_per_run`` agents per arm and run) or ``within`` (the
+            ``agents_per_run`` agents of one run split evenly over ``arms`` arms, so a run gives
+            each arm ``agents_per_run / arms``).
+        arms: the experiment's arms (used within a world).
 
     Returns:
-        ``agents_per_arm`` and ``replicates`` (runs per arm at ``agents_per_run`` agents each),
-        with the inputs and ``design_effect``.
+        ``agents_per_arm`` and ``replicates`` (runs needed: per arm between worlds, in all within
+        a world), with the inputs, ``design_effect`` and ``limit`` (what the figure leaves out;
+        within a world the clustering by graph community and the spill-over).
     """
     if effect_size == 0:
         raise ValueError("an effect size of 0 cannot be detected by any sample size")
@@ -374,12 +415,17 @@ def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
     analysis = NormalIndPower() if share else TTestIndPower()
     n = float(analysis.solve_power(effect_size=abs(effect_size), nobs1=None, ratio=1.0,
                                    alpha=alpha, power=power))
-    design_effect = 1.0 + (agents_per_run - 1) * icc
+    if design not in ("between", "within"):
+        raise ValueError(f"design must be 'between' or 'within', got {design!r}")
+    per_arm_run = agents_per_run / arms if design == "within" else float(agents_per_run)
+    design_effect = 1.0 + (per_arm_run - 1) * icc
     agents = math.ceil(n * design_effect)
+    limit = WITHIN_LIMIT if design == "within" else (
+        "icc 0 treats agents of one run as independent" if icc == 0 else "")
     return {"effect_size": effect_size, "alpha": alpha, "power": power, "icc": icc,
-            "design_effect": design_effect, "agents_per_arm": agents,
+            "design": design, "design_effect": design_effect, "agents_per_arm": agents,
             "agents_per_run": agents_per_run,
-            "replicates": math.ceil(agents / agents_per_run)}
+            "replicates": math.ceil(agents / per_arm_run), "limit": limit}
 
 
 def share_effect_size(p_control: float, p_treatment: float) -> float:

@@ -40,7 +40,11 @@ from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
 from personahub.core.errors import PersonahubError  # noqa: E402
 from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
 from personahub.sim.experiment import Experiment, load_experiment  # noqa: E402
-from personahub.sim.experiment_store import finished_arm_runs, outcome_answers  # noqa: E402
+from personahub.sim.experiment_store import (  # noqa: E402
+    arm_agents,
+    finished_arm_runs,
+    outcome_answers,
+)
 from personahub.sim.scenario import Scenario, ScenarioError  # noqa: E402
 from personahub.sim.store import run_record  # noqa: E402
 
@@ -103,7 +107,8 @@ def _interval(values: np.ndarray, share: bool, confidence: float) -> tuple[float
 
 
 def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Experiment,
-              runs: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+              runs: pd.DataFrame, *, confidence: float = 0.95,
+              agents: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each outcome per arm at every step its survey is asked (columns ``ARM_STEP_COLUMNS``).
 
     Args:
@@ -112,6 +117,8 @@ def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Ex
         experiment: the arms and outcomes.
         runs: the runs (``arm``, ``run_id``), pooled over their replicates.
         confidence: the intervals' level.
+        agents: within a world, each agent's arm (``experiment_agents``: ``run_id``,
+            ``agent_id``, ``arm``); None: an answer's arm is its run's.
 
     Returns:
         One row per outcome, arm and step: agents answering, the share (%) or mean and its
@@ -122,8 +129,13 @@ def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Ex
     for outcome in experiment.outcomes:
         unit = "% of agents" if outcome.is_share else "scale points"
         for step in steps[outcome.survey]:
-            answers = outcome_answers(con, list(runs["run_id"]), outcome.survey, step)
-            answers = answers.merge(runs[["run_id", "arm"]], on="run_id")
+            answers = outcome_answers(con, list(dict.fromkeys(runs["run_id"])), outcome.survey,
+                                      step)
+            if agents is not None:
+                answers = answers.merge(agents[["run_id", "agent_id", "arm"]],
+                                        on=["run_id", "agent_id"])
+            else:
+                answers = answers.merge(runs[["run_id", "arm"]], on="run_id")
             for arm in experiment.arms:
                 mine = answers[answers["arm"] == arm.name]
                 if outcome.is_share:
@@ -144,9 +156,14 @@ def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
                       ) -> tuple[Experiment, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """A recorded experiment, its runs, its ``arm_steps`` and its effect table (``effects``)."""
     scenario, spec, runs = load_recorded_experiment(con, experiment_id)
-    values = outcome_values(con, spec, runs)
+    agents = None
+    if spec.design == "within":
+        agents = arm_agents(con, experiment_id)
+        agents = agents[agents["run_id"].isin(runs["run_id"])]
+    values = outcome_values(con, spec, runs, agents)
     table = effects(values, spec, confidence=confidence, seed=seed)
-    return spec, runs, arm_steps(con, scenario, spec, runs, confidence=confidence), table
+    return spec, runs, arm_steps(con, scenario, spec, runs, confidence=confidence,
+                                 agents=agents), table
 
 
 def _draw_arms(steps: pd.DataFrame, experiment: Experiment, path: Path) -> None:

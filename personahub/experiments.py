@@ -7,6 +7,11 @@ the ``experiments`` table; running the experiment again with the same id (in the
 skips the runs already linked, so a killed experiment goes on where it stopped. A run stopped
 mid-way is started again from its first step (its arm's scenario is not its file's, so
 ``personahub run --resume`` would not rebuild it).
+
+Within a world (``design="within"``) replicate ``r`` is one run of ``within_scenario`` (every arm's
+differences, each restricted to its arm's agents); once it finished, its randomisation is written
+to ``experiment_agents`` (recomputed from the run's recorded agents and starting graph, as the
+society drew it) and every arm's ``experiments`` row links to that run.
 """
 
 from __future__ import annotations
@@ -31,9 +36,22 @@ from personahub.core.errors import AwaitingResults, PersonahubError, ResumableSt
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.python_names import DEFAULT_DB, refuse_unknown
-from personahub.sim.experiment import Experiment, arm_scenario, load_experiment
-from personahub.sim.experiment_store import finished_arm_runs, record_arm_run
-from personahub.sim.runner import scenario_key
+from personahub.sim.experiment import (
+    STRATIFY_COMMUNITY,
+    Experiment,
+    arm_scenario,
+    assign_arms,
+    load_experiment,
+    strata,
+    within_scenario,
+)
+from personahub.sim.experiment_store import (
+    arm_agents,
+    finished_arm_runs,
+    record_arm_agents,
+    record_arm_run,
+)
+from personahub.sim.runner import restore_society, scenario_key
 from personahub.sim.scenario import Scenario
 
 
@@ -43,7 +61,10 @@ class ExperimentResult:
 
     Attributes:
         experiment_id: its id in the ``experiments`` table.
-        runs: arm, replicate, seed, run_id, is_control of each run.
+        runs: arm, replicate, seed, run_id, is_control of each run (within a world: each arm
+            of a replicate has the replicate's one run).
+        agents: within a world, each agent's arm per replicate (replicate, run_id, persona_id,
+            agent_id, arm); empty between worlds.
         arms: per outcome and arm, agents answering (``n``), replicates and the share or mean.
         effects: per outcome and treatment, the effect table (``analysis/experiment_effects.py``).
         values: one value per outcome, arm and agent answer (what ``effects`` is computed from).
@@ -56,6 +77,7 @@ class ExperimentResult:
     effects: pd.DataFrame
     values: pd.DataFrame
     ran: list[str] = field(default_factory=list)
+    agents: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def verdicts(self) -> list[str]:
         """One plain line per outcome and treatment."""
@@ -80,7 +102,8 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         experiment: its experiment (``experiment.id`` names it in the table).
         db: the database every run writes to.
         llm: the model spec of every run.
-        on_run: told (arm, replicate, run_id) after each run finished.
+        on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
+            within-world replicate's one run).
         **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
 
     Returns:
@@ -102,6 +125,14 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     ran: list[str] = []
     for replicate in range(experiment.replicates):
         seed = scenario.seed + replicate
+        if experiment.design == "within":
+            run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm,
+                                 options=options)
+            if run_id is not None:
+                ran.append(run_id)
+                if on_run is not None:
+                    on_run("all", replicate, run_id)  # one world holds every arm
+            continue
         for arm in experiment.arms:
             settings = arm_settings(scenario, arm.name, llm, options)
             if (arm.name, replicate) in done:
@@ -113,16 +144,8 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
                 continue
             config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed,
                                **options)
-            try:
-                summary = run_simulation(config)
-            except ResumableStop as exc:
-                if isinstance(exc, AwaitingResults):
-                    raise
-                reason = str(exc).split("; resume with ", 1)[0]  # the run's own resume command
-                raise PersonahubError(
-                    f"experiment {experiment_id}, arm {arm.name!r} replicate {replicate}: "
-                    f"{reason}; the same personahub experiment command goes on (finished runs "
-                    "are kept)") from None
+            summary = _run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate "
+                                   f"{replicate}")
             con = connect(db)
             try:
                 record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
@@ -140,6 +163,54 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     return runs, ran
 
 
+def _run(config: RunConfig, where: str) -> Any:
+    """``run_simulation``; a run stopped by its endpoint says the experiment command goes on."""
+    try:
+        return run_simulation(config)
+    except ResumableStop as exc:
+        if isinstance(exc, AwaitingResults):
+            raise
+        reason = str(exc).split("; resume with ", 1)[0]  # the run's own resume command
+        raise PersonahubError(f"{where}: {reason}; the same personahub experiment command goes "
+                              "on (finished runs are kept)") from None
+
+
+def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
+                done: dict[tuple[str, int], str], *, db: Path, llm: str,
+                options: dict[str, Any]) -> str | None:
+    """Run a within-world replicate's one run unless finished; record its randomisation and
+    link every arm to it. Returns the new run's id (None: it was finished)."""
+    experiment_id = experiment.id or scenario.name
+    settings = arm_settings(scenario, "within:" + experiment.stratify, llm, options)
+    recorded = [done.get((arm.name, replicate)) for arm in experiment.arms]
+    if all(r is not None for r in recorded):
+        if any(r != settings for r in recorded):
+            raise PersonahubError(
+                f"experiment {experiment_id}: replicate {replicate} was run with other settings "
+                "(the scenario file, --llm or a run option changed since); give a new --id")
+        return None
+    seed = scenario.seed + replicate
+    config = RunConfig(scenario=within_scenario(scenario, experiment), db=db, llm=llm, seed=seed,
+                       **options)
+    summary = _run(config, f"experiment {experiment_id}, replicate {replicate} (one world)")
+    con = connect(db)
+    try:
+        personas, graph = restore_society(con, summary.run_id)
+        ids = [p.persona_id for p in personas]
+        labels = strata(ids, [p.attributes for p in personas],
+                        graph.to_networkx() if experiment.stratify == STRATIFY_COMMUNITY else None,
+                        experiment.stratify, seed)
+        arm_of = assign_arms(ids, [a.name for a in experiment.arms], seed, labels)
+        record_arm_agents(con, experiment_id, replicate, summary.run_id,
+                          [(pid, position + 1, arm_of[pid]) for position, pid in enumerate(ids)])
+        for arm in experiment.arms:  # last: these rows say the replicate finished
+            record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
+                           arm is experiment.control, settings)
+    finally:
+        con.close()
+    return str(summary.run_id)
+
+
 def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Path,
                     confidence: float = 0.95, alpha: float = 0.05, seed: int = 0,
                     ran: list[str] | None = None) -> ExperimentResult:
@@ -147,13 +218,18 @@ def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Pat
     runs = runs[runs["replicate"] < experiment.replicates].reset_index(drop=True)
     con = connect(db, read_only=True)
     try:
-        values = outcome_values(con, experiment, runs)
+        agents = pd.DataFrame()
+        if experiment.design == "within":
+            agents = arm_agents(con, experiment.id)
+            agents = agents[agents["replicate"] < experiment.replicates].reset_index(drop=True)
+        values = outcome_values(con, experiment, runs,
+                                agents if experiment.design == "within" else None)
     finally:
         con.close()
     return ExperimentResult(experiment_id=experiment.id, runs=runs, arms=arm_table(values),
                             effects=effects(values, experiment, confidence=confidence,
                                             alpha=alpha, seed=seed),
-                            values=values, ran=list(ran or []))
+                            values=values, ran=list(ran or []), agents=agents)
 
 
 def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
@@ -171,7 +247,8 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         experiment_id: the id instead of the experiment's (default: the scenario's name).
         confidence: the bootstrap intervals' level.
         alpha: the tests' level after Holm's correction.
-        on_run: told (arm, replicate, run_id) after each run finished.
+        on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
+            within-world replicate's one run).
         **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
 
     Returns:

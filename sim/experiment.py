@@ -8,9 +8,12 @@ A scenario file declares one next to its ``SCENARIO``::
         outcomes=(Outcome(survey="purchase_intent", step=5, options=("definitely", "probably")),),
     )
 
-The first arm is the control. The design is *between worlds*: each arm is its own society built
-from the same seed, so only the arm's difference separates it from the control; replicate ``r``
-runs every arm with seed ``scenario.seed + r``. An outcome is a survey's share of some options
+The first arm is the control. The default design is *between worlds*: each arm is its own society
+built from the same seed, so only the arm's difference separates it from the control; replicate
+``r`` runs every arm with seed ``scenario.seed + r``. With ``design="within"`` replicate ``r`` is one
+society (seed ``scenario.seed + r``) whose agents are randomised into the arms (``assign_arms``,
+optionally stratified by an attribute or a graph community); an arm's added or dropped events and
+interventions reach only its own agents (``within_scenario``). An outcome is a survey's share of some options
 (a ``choice`` survey) or the mean of a ``scale`` survey, at one of the steps it is asked, or the
 mean of the numbers a SQL query returns per agent or per run (``Outcome(sql=..., name=...)``).
 
@@ -22,9 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import runpy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
 
 from personahub.sim.scenario import (
     SCENARIO_MODULE,
@@ -40,7 +47,9 @@ from personahub.sim.scenario import (
     scenario_frame,
 )
 
-DESIGNS = ("between",)  # within-world randomisation is not built yet (issue 47)
+DESIGNS = ("between", "within")
+STRATIFY_ATTRIBUTES = "attributes:"  # stratify="attributes:<name>"
+STRATIFY_COMMUNITY = "community"  # stratify="community": Louvain communities of the graph
 
 
 def _check(condition: bool, message: str) -> None:
@@ -160,7 +169,11 @@ class Experiment:
         arms: two or more ``Arm`` objects; the first is the control.
         outcomes: one or more ``Outcome`` objects.
         replicates: runs per arm, over seeds ``scenario.seed + 0 .. replicates - 1``.
-        design: ``between`` (each arm its own society from the same seed).
+        design: ``between`` (each arm its own society from the same seed) or ``within`` (one
+            society per replicate, its agents randomised into the arms).
+        stratify: for ``within``: randomise within strata, ``attributes:<name>`` (the persona
+            attribute's values) or ``community`` (the graph's Louvain communities, seeded);
+            empty: one stratum.
         id: the experiment's id in the ``experiments`` table (default: the scenario's name);
             running it again with the same id skips its finished runs.
     """
@@ -169,6 +182,7 @@ class Experiment:
     outcomes: tuple[Outcome, ...]
     replicates: int = 3
     design: str = "between"
+    stratify: str = ""
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -187,8 +201,21 @@ class Experiment:
                and self.replicates >= 1,
                f"experiment.replicates must be an int >= 1, got {self.replicates!r}")
         _check(self.design in DESIGNS,
-               f"experiment.design must be one of {DESIGNS} (within-world randomisation is not "
-               f"built yet), got {self.design!r}")
+               f"experiment.design must be one of {DESIGNS}, got {self.design!r}")
+        _check(isinstance(self.stratify, str) and (
+            self.stratify in ("", STRATIFY_COMMUNITY)
+            or (self.stratify.startswith(STRATIFY_ATTRIBUTES)
+                and bool(self.stratify[len(STRATIFY_ATTRIBUTES):].strip()))),
+            f"experiment.stratify must be '', 'community' or 'attributes:<name>', got "
+            f"{self.stratify!r}")
+        _check(not self.stratify or self.design == "within",
+               f"experiment.stratify: {self.stratify!r} needs design='within' (between worlds "
+               "randomises no agents)")
+        if self.design == "within":
+            for arm in self.arms:
+                _check(arm.world is None,
+                       f"experiment.arms ({arm.name}).world: one world has one world text; a "
+                       "world-text arm needs design='between'")
         _check(isinstance(self.id, str), f"experiment.id must be a string, got {self.id!r}")
 
     @property
@@ -273,8 +300,103 @@ def load_experiment(path: str | Path) -> tuple[Scenario, Experiment]:
         check_experiment(experiment, scenario)
         for arm in experiment.arms:
             arm_scenario(scenario, arm)
+        if experiment.design == "within":
+            within_scenario(scenario, experiment)
     except ScenarioError as exc:
         raise type(exc)(f"{source}: {exc}") from None
     if not experiment.id:
         experiment = dataclasses.replace(experiment, id=scenario.name)
     return scenario, experiment
+
+
+def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
+    """The one scenario of a within-world replicate: every arm's events and interventions, each
+    restricted to the arms that have it (``Audience.arms``, ``Intervention.arms``).
+
+    An event or intervention every arm keeps stays as it is; one some arms drop reaches only the
+    others' agents; one an arm adds reaches only that arm's agents.
+    """
+    names = tuple(a.name for a in experiment.arms)
+
+    def keeping(dropped: str, index: int) -> tuple[str, ...]:
+        return tuple(a.name for a in experiment.arms if index not in getattr(a, dropped))
+
+    events: list[Event] = []
+    for index, event in enumerate(scenario.scheduled_events):
+        arms = keeping("drop_events", index)
+        if arms:
+            events.append(event if arms == names else dataclasses.replace(
+                event, audience=dataclasses.replace(event.audience, arms=arms)))
+    interventions: list[Intervention] = []
+    for index, x in enumerate(scenario.interventions):
+        arms = keeping("drop_interventions", index)
+        if arms:
+            interventions.append(x if arms == names else dataclasses.replace(x, arms=arms))
+    for arm in experiment.arms:
+        events += [dataclasses.replace(e, audience=dataclasses.replace(e.audience,
+                                                                         arms=(arm.name,)))
+                   for e in arm.add_events]
+        interventions += [dataclasses.replace(x, arms=(arm.name,)) for x in arm.add_interventions]
+    changed = dataclasses.replace(scenario, events=tuple(events),
+                                  interventions=tuple(interventions), within_arms=names,
+                                  within_stratify=experiment.stratify)
+    check_steps(changed)
+    return changed
+
+
+def strata(persona_ids: Sequence[str], attributes: Sequence[Mapping[str, Any]],
+           graph: nx.Graph | None, stratify: str, seed: int) -> list[str]:
+    """Each agent's stratum label for ``stratify`` (see ``Experiment.stratify``).
+
+    ``community`` runs networkx's Louvain community detection (seeded) on the graph among these
+    agents, rebuilt with sorted nodes and edges so that the communities do not depend on the order
+    the graph was built in.
+    """
+    if not stratify:
+        return ["" for _ in persona_ids]
+    if stratify.startswith(STRATIFY_ATTRIBUTES):
+        name = stratify[len(STRATIFY_ATTRIBUTES):].strip()
+        return [str(a.get(name)) for a in attributes]
+    members = set(persona_ids)
+    canonical = nx.Graph()
+    canonical.add_nodes_from(sorted(members))
+    if graph is not None:
+        canonical.add_edges_from(sorted(tuple(sorted((str(u), str(v))))
+                                        for u, v in graph.edges() if u in members and v in members))
+    label = {}
+    communities = nx.community.louvain_communities(canonical, seed=seed)
+    for k, community in enumerate(sorted(communities, key=lambda c: min(c))):
+        label.update({node: f"community {k}" for node in community})
+    return [label[p] for p in persona_ids]
+
+
+def assign_arms(persona_ids: Sequence[str], arms: Sequence[str], seed: int,
+                labels: Sequence[str] | None = None) -> dict[str, str]:
+    """Randomise agents into arms, balanced within each stratum.
+
+    Within a stratum (strata in sorted order) the agents are shuffled (numpy, seeded) and dealt
+    to the arms in turn, the turn going on from one stratum to the next, so each arm's count
+    differs by at most one within every stratum and overall.
+
+    Args:
+        persona_ids: the agents.
+        arms: the arm names.
+        seed: the randomisation's seed (the replicate's run seed).
+        labels: each agent's stratum (``strata``); None: one stratum.
+
+    Returns:
+        persona id -> arm name.
+    """
+    rng = np.random.default_rng([seed, 47])
+    labels = list(labels) if labels is not None else ["" for _ in persona_ids]
+    by_stratum: dict[str, list[str]] = {}
+    for persona_id, label in zip(persona_ids, labels, strict=True):
+        by_stratum.setdefault(label, []).append(persona_id)
+    assignment: dict[str, str] = {}
+    turn = 0
+    for label in sorted(by_stratum):
+        members = sorted(by_stratum[label])
+        for position in rng.permutation(len(members)):
+            assignment[members[int(position)]] = arms[turn % len(arms)]
+            turn += 1
+    return assignment

@@ -1,7 +1,9 @@
 """SQL of the ``experiments`` table and the survey answers an experiment's outcomes read.
 
 An experiment's runs are ordinary runs (``runs``, ``survey_answers``, ...); ``experiments`` links
-each (experiment, arm, replicate) to its run, written once the run finished.
+each (experiment, arm, replicate) to its run, written once the run finished (within a world, every
+arm of a replicate links to its one run); ``experiment_agents`` holds a within-world replicate's
+randomisation of agents into arms.
 """
 
 from __future__ import annotations
@@ -32,6 +34,25 @@ def record_arm_run(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
     insert_rows(con, "experiments", [{"experiment_id": experiment_id, "arm": arm,
                                       "replicate": replicate, "seed": seed, "run_id": run_id,
                                       "is_control": is_control, "settings": settings}])
+
+
+def record_arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str, replicate: int,
+                      run_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
+    """Store a within-world replicate's randomisation (replacing an older one): one row per
+    (persona id, agent id, arm) of its run."""
+    con.execute("DELETE FROM experiment_agents WHERE experiment_id = ? AND replicate = ?",
+                [experiment_id, replicate])
+    insert_rows(con, "experiment_agents", [
+        {"experiment_id": experiment_id, "replicate": replicate, "run_id": run_id,
+         "persona_id": persona_id, "agent_id": agent_id, "arm": arm}
+        for persona_id, agent_id, arm in rows])
+
+
+def arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.DataFrame:
+    """A within-world experiment's randomisation: replicate, run_id, persona_id, agent_id, arm."""
+    return con.execute(
+        "SELECT replicate, run_id, persona_id, agent_id, arm FROM experiment_agents "
+        "WHERE experiment_id = ? ORDER BY replicate, agent_id", [experiment_id]).df()
 
 
 def outcome_answers(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], survey_id: str,

@@ -246,6 +246,8 @@ class Audience:
         where: agents for which ``where(info)`` is true (``info`` an ``AgentInfo``).
         near: agents within ``hops`` of this agent on the relationship graph (itself included).
         hops: radius for ``near``.
+        arms: agents randomised into one of these arms of a within-world experiment (set by
+            ``sim/experiment.py``, not in scenario files).
     Set criteria combine with AND.
     """
 
@@ -255,9 +257,12 @@ class Audience:
     where: Callable[[AgentInfo], bool] | None = None
     near: AgentRef | None = None
     hops: int = 1
+    arms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(not isinstance(self.personas, str), "audience.personas must be a tuple of ids")
+        _check(not isinstance(self.arms, str), "audience.arms must be a tuple of arm names")
+        object.__setattr__(self, "arms", tuple(self.arms))
         _check(not isinstance(self.text_contains, str),
                "audience.text_contains must be a tuple of strings")
         object.__setattr__(self, "personas", tuple(self.personas))
@@ -269,7 +274,7 @@ class Audience:
     def everyone(self) -> bool:
         """True when no criterion is set."""
         return not (self.personas or self.text_contains or self.attributes or self.where
-                    or self.near is not None)
+                    or self.near is not None or self.arms)
 
     def describe(self) -> str:
         """A short description stored with delivered events (``all`` for everyone)."""
@@ -286,6 +291,8 @@ class Audience:
             parts.append(f"where={getattr(self.where, '__name__', 'function')}")
         if self.near is not None:
             parts.append(f"within {self.hops} hops of {self.near}")
+        if self.arms:
+            parts.append("arms=" + ",".join(self.arms))
         return "; ".join(parts)
 
 
@@ -319,6 +326,8 @@ class Intervention:
         other: the other end of an edge.
         text: the new persona text or the memory.
         relation: label of an added edge.
+        arms: applied only when the target is in one of these arms of a within-world experiment
+            (set by ``sim/experiment.py``, not in scenario files).
     """
 
     step: int
@@ -327,9 +336,11 @@ class Intervention:
     other: AgentRef | None = None
     text: str = ""
     relation: str = "acquaintance"
+    arms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"intervention at step {self.step}"
+        object.__setattr__(self, "arms", tuple(self.arms))
         _check(isinstance(self.step, int) and self.step >= 1, f"{where}: step must be an int >= 1")
         _check(self.action in INTERVENTION_ACTIONS,
                f"{where}: action must be one of {INTERVENTION_ACTIONS}, got {self.action!r}")
@@ -484,6 +495,9 @@ class Scenario:
             many kept emissions of its kind (None: all of them), which bounds the index's memory
             in very long runs; the default is far above what runs of realistic size keep, so
             their flags are those of an unbounded index.
+        within_arms: the arms agents are randomised into when the run is one world of a
+            within-world experiment (set by ``sim/experiment.py``; empty: no randomisation).
+        within_stratify: how that randomisation is stratified (``Experiment.stratify``).
         base_dir, source: set by ``load_scenario`` (the file's folder and the file itself).
     """
 
@@ -506,6 +520,8 @@ class Scenario:
     prompt_budget: PromptBudget = field(default_factory=PromptBudget)
     seed: int = 0
     duplicate_window: int | None = 1_000_000
+    within_arms: tuple[str, ...] = ()
+    within_stratify: str = ""
     base_dir: Path = field(default=Path("."), compare=False)
     source: Path | None = field(default=None, compare=False)
 

@@ -49,6 +49,7 @@ from personahub.personas.graph import SocialEdges
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
 from personahub.sim import bulk_agents
+from personahub.sim.experiment import STRATIFY_COMMUNITY, assign_arms, strata
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.network import SocialNetwork
 from personahub.sim.reflection import apply_reflection, reflect
@@ -295,7 +296,18 @@ class SocietyModel(mesa.Model):
         self.injected: list[Any] = []
         self.next_event_index = len(scenario.scheduled_events)
         self.next_intervention_index = len(scenario.interventions)
+        # a within-world experiment's replicate: each agent's arm, drawn from the run seed
+        self.arm_of: dict[str, str] = self._assign_arms(personas) if scenario.within_arms else {}
         self._check_references()
+
+    def _assign_arms(self, personas: Sequence[Persona]) -> dict[str, str]:
+        """Each agent's arm (``sim/experiment.py``'s ``assign_arms``, as the experiment records
+        it after the run from the same personas, graph and seed)."""
+        ids = [p.persona_id for p in personas]
+        graph = self.network.G if self.scenario.within_stratify == STRATIFY_COMMUNITY else None
+        labels = strata(ids, [p.attributes for p in personas], graph,
+                        self.scenario.within_stratify, self.run_seed)
+        return assign_arms(ids, self.scenario.within_arms, self.run_seed, labels)
 
     @property
     def ordered(self) -> list[SocietyAgent]:
@@ -350,6 +362,9 @@ class SocietyModel(mesa.Model):
         if audience.where is not None:
             where = audience.where
             agents = agents.select(lambda a: where(a.info(step)))
+        if audience.arms:  # a within-world arm's event: its arm's agents only
+            arms = set(audience.arms)
+            agents = agents.select(lambda a: self.arm_of.get(a.persona_id) in arms)
         return list(agents)
 
     # -- planning ------------------------------------------------------------------------------
@@ -546,6 +561,8 @@ class SocietyModel(mesa.Model):
     def _intervene(self, step: int, result: StepResult) -> None:
         for index, x in self.scenario.interventions_at(step):
             agent = self.agent(x.target)
+            if x.arms and self.arm_of.get(agent.persona_id) not in x.arms:
+                continue  # a within-world arm's intervention on an agent of another arm
             other = self.agent(x.other) if x.other is not None else None
             applied = self.apply_intervention(x, step)
             result.interventions.append({

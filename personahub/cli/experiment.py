@@ -48,7 +48,7 @@ def experiment(
     runs = result.runs
     say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "
         f"{runs.replicate.nunique()} replicates, {len(result.ran)} runs run now, "
-        f"{len(runs) - len(result.ran)} finished before, in {db}")
+        f"{runs.run_id.nunique() - len(result.ran)} finished before, in {db}")
     table = Table("outcome", "treatment", "control", "effect", "95% CI", "test", "p", "Holm p",
                   "effect size (h/d)", "n (t/c)")
     for row in result.effects.to_dict("records"):

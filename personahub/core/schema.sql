@@ -260,6 +260,17 @@ CREATE TABLE IF NOT EXISTS experiments (
     settings      VARCHAR NOT NULL,
     PRIMARY KEY (experiment_id, arm, replicate)
 );
+-- experiment_agents (sim/experiment_store.py): a within-world experiment's randomisation, each
+-- agent of a replicate's one run and its arm (written with the run's ``experiments`` rows)
+CREATE TABLE IF NOT EXISTS experiment_agents (
+    experiment_id VARCHAR NOT NULL,
+    replicate     INTEGER NOT NULL,
+    run_id        VARCHAR NOT NULL,
+    persona_id    VARCHAR NOT NULL,
+    agent_id      INTEGER NOT NULL,
+    arm           VARCHAR NOT NULL,
+    PRIMARY KEY (experiment_id, replicate, persona_id)
+);
 CREATE TABLE IF NOT EXISTS agent_states (
     run_id   VARCHAR NOT NULL,
     agent_id INTEGER NOT NULL,

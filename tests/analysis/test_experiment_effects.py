@@ -183,3 +183,37 @@ def test_plan_power_inflates_by_the_design_effect_of_clustered_agents():
     assert clustered["design_effect"] == pytest.approx(2.45)
     assert clustered["agents_per_arm"] == 157 and clustered["replicates"] == 6
     assert plain["design_effect"] == 1.0 and plain["agents_per_arm"] == 64
+
+
+def test_within_effects_resample_shared_worlds_and_say_so():
+    """Within a world the arms' agents share their replicates: the interval draws the replicates
+    once for both arms, then agents within them, and the table says which clusters it used."""
+    import dataclasses
+
+    from personahub.analysis.experiment_effects import RESAMPLED_WITHIN, RESAMPLED_WITHIN_AGENTS
+    within = dataclasses.replace(EXPERIMENT, design="within")
+    values = planted(np.random.default_rng(3), 300, 0.3, 0.5, shift=1.0, replicates=3)
+    table = effects(values, within)
+    assert set(table.resampled) == {RESAMPLED_WITHIN} and "communities are not" in \
+        RESAMPLED_WITHIN
+    # the same values between worlds: the same numbers, only the words differ
+    between = effects(values, EXPERIMENT)
+    assert table.drop(columns="resampled").equals(between.drop(columns="resampled"))
+    one = effects(values[values.replicate == 0], within)
+    assert set(one.resampled) == {RESAMPLED_WITHIN_AGENTS}
+
+
+def test_plan_power_within_splits_each_run_over_the_arms_and_states_its_limit():
+    """Within a world a run of 60 agents gives each of two arms 30: the textbook 64 per arm
+    need 3 runs in all; an icc of 0.05 among an arm's 30 agents of a run is the design effect
+    2.45; the result states what the figure leaves out (communities, spill-over)."""
+    plan = plan_power(0.5, agents_per_run=60, share=False, design="within")
+    assert plan["agents_per_arm"] == 64 and plan["replicates"] == 3
+    clustered = plan_power(0.5, agents_per_run=60, share=False, icc=0.05, design="within")
+    assert clustered["design_effect"] == pytest.approx(2.45)
+    assert clustered["agents_per_arm"] == 157 and clustered["replicates"] == 6
+    assert "community" in str(plan["limit"]) and "spill-over" in str(plan["limit"])
+    three = plan_power(0.5, agents_per_run=60, share=False, design="within", arms=3)
+    assert three["replicates"] == 4  # 20 agents per arm and run
+    with pytest.raises(ValueError, match="design must be"):
+        plan_power(0.5, agents_per_run=60, design="inside")
