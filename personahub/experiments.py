@@ -28,6 +28,7 @@ from personahub.analysis.experiment_effects import (
 )
 from personahub.api import run_simulation
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop
+from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.python_names import DEFAULT_DB, refuse_unknown
@@ -64,9 +65,14 @@ class ExperimentResult:
 
 def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]) -> str:
     """SHA-256 of what an arm's runs are run with: the scenario (its file's bytes, which hold the
-    experiment too), the arm, the model spec and the run options. A re-run whose settings differ
-    from a finished run's is refused rather than mixing two experiments under one id."""
-    text = json.dumps([scenario_key(scenario), arm, llm, sorted(options.items())], default=str)
+    experiment too), the arm, the model spec and the run options that say what a run makes
+    (``steps``, sampling, ...), not how it runs (``engine`` fields: timeouts, concurrency,
+    cache, executor, ...). A re-run whose settings differ from a finished run's is refused
+    rather than mixing two experiments under one id; one with another timeout or executor goes
+    on."""
+    how = engine_fields(RunConfig)
+    made = sorted((k, v) for k, v in options.items() if k not in how)
+    text = json.dumps([scenario_key(scenario), arm, llm, made], default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
