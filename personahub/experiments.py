@@ -178,7 +178,9 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         confidence: the bootstrap intervals' level.
         alpha: the tests' level after Holm's correction.
         on_run: told (arm, replicate, run_id) after each run finished.
-        **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
+        **options: further ``RunConfig`` fields, handed to every arm run: ``steps``, the
+            sampling options and the engine options (``timeout_s``, ``concurrency``, ``cache``,
+            ``executor``, ...; those change no run's settings, see ``arm_settings``).
 
     Returns:
         An ``ExperimentResult``: ``runs``, ``arms``, ``effects`` and ``values`` DataFrames.
