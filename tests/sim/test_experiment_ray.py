@@ -18,7 +18,7 @@ SCENARIO = '''
 from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource, Scenario, Survey
 SCENARIO = Scenario(
-    name="ray_ab", personas=PersonaSource(limit=8),
+    name="ray_ab", personas=PersonaSource(limit=6),
     graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("npc_dialogue",),
     activation=Activation(mode="count", count=2),
     surveys=(Survey(id="buy", steps=(1,), options=("yes", "no"), question="Buy it?"),),
@@ -46,15 +46,15 @@ def test_an_experiment_on_ray_makes_the_local_tables(local_ray: None, tmp_path: 
     monkeypatch.setattr(RayExecutor, "batches", counting)
     path = tmp_path / "ray_ab.py"
     path.write_text(SCENARIO, encoding="utf-8")
-    local = invoke("experiment", path, "--db", tmp_path / "local.duckdb")
+    local = invoke("experiment", path, "--db", tmp_path / "local.duckdb", "--replicates", 1)
     assert local.exit_code == 0, local.output
     assert not asked
     on_ray = invoke("experiment", path, "--db", tmp_path / "ray.duckdb", "--executor", "ray",
-                    "--ray-workers", 2)
+                    "--ray-workers", 1, "--replicates", 1)
     assert on_ray.exit_code == 0, on_ray.output
-    assert asked == ["run"] * 4  # every arm x replicate's calls went to Ray
+    assert asked == ["run"] * 2  # both arm runs' calls went to Ray
     assert on_ray.stdout == local.stdout  # the effect table and verdicts
     assert rows(tmp_path / "ray.duckdb", ANSWERS) == rows(tmp_path / "local.duckdb", ANSWERS)
     configs = rows(tmp_path / "ray.duckdb", "SELECT config FROM jobs WHERE kind = 'run'")
-    assert len(configs) == 4
+    assert len(configs) == 2
     assert {json.loads(c)["executor"] for c, in configs} == {"ray"}
