@@ -66,12 +66,16 @@ class ExperimentResult:
 def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]) -> str:
     """SHA-256 of what an arm's runs are run with: the scenario (its file's bytes, which hold the
     experiment too), the arm, the model spec and the run options that say what a run makes
-    (``steps``, sampling, ...), not how it runs (``engine`` fields: timeouts, concurrency,
-    cache, executor, ...). A re-run whose settings differ from a finished run's is refused
-    rather than mixing two experiments under one id; one with another timeout or executor goes
-    on."""
+    (``steps``, sampling, ...; not at their defaults), not how it runs (``engine`` fields:
+    timeouts, concurrency, cache, executor, ...). A re-run whose settings differ from a
+    finished run's is refused rather than mixing two experiments under one id; one with another
+    timeout or executor goes on."""
     how = engine_fields(RunConfig)
-    made = sorted((k, v) for k, v in options.items() if k not in how)
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)
+                if f.default is not dataclasses.MISSING}
+    # an option at its default is no option: the command passes them all, the API none
+    made = sorted((k, v) for k, v in options.items()
+                  if k not in how and not (k in defaults and defaults[k] == v))
     text = json.dumps([scenario_key(scenario), arm, llm, made], default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

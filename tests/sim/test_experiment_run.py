@@ -162,6 +162,9 @@ def test_how_a_run_runs_is_no_other_setting_but_what_it_makes_is(tmp_path):
     assert arm_settings(scenario, "a", "offline",
                         {"steps": 2, "timeout_s": 5.0, "concurrency": 3, "cache": "record",
                          "executor": "ray", "ray_workers": 2, "max_failed_share": 0.5}) == base
+    # the command passes every option, at its default where not given; the API none
+    assert arm_settings(scenario, "a", "offline",
+                        {"steps": 2, "structured": "auto", "temperature": None}) == base
     for made in ({"steps": 3}, {"steps": 2, "temperature": 0.5}, {"steps": 2, "max_tokens": 9}):
         assert arm_settings(scenario, "a", "offline", made) != base, made
     assert arm_settings(scenario, "b", "offline", {"steps": 2}) != base
