@@ -33,6 +33,7 @@ from personahub.analysis.experiment_effects import (
 )
 from personahub.api import run_simulation
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop
+from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.python_names import DEFAULT_DB, refuse_unknown
@@ -86,9 +87,18 @@ class ExperimentResult:
 
 def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]) -> str:
     """SHA-256 of what an arm's runs are run with: the scenario (its file's bytes, which hold the
-    experiment too), the arm, the model spec and the run options. A re-run whose settings differ
-    from a finished run's is refused rather than mixing two experiments under one id."""
-    text = json.dumps([scenario_key(scenario), arm, llm, sorted(options.items())], default=str)
+    experiment too), the arm, the model spec and the run options that say what a run makes
+    (``steps``, sampling, ...; not at their defaults), not how it runs (``engine`` fields:
+    timeouts, concurrency, cache, executor, ...). A re-run whose settings differ from a
+    finished run's is refused rather than mixing two experiments under one id; one with another
+    timeout or executor goes on."""
+    how = engine_fields(RunConfig)
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)
+                if f.default is not dataclasses.MISSING}
+    # an option at its default is no option: the command passes them all, the API none
+    made = sorted((k, v) for k, v in options.items()
+                  if k not in how and not (k in defaults and defaults[k] == v))
+    text = json.dumps([scenario_key(scenario), arm, llm, made], default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -249,7 +259,9 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         alpha: the tests' level after Holm's correction.
         on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
             within-world replicate's one run).
-        **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
+        **options: further ``RunConfig`` fields, handed to every arm run: ``steps``, the
+            sampling options and the engine options (``timeout_s``, ``concurrency``, ``cache``,
+            ``executor``, ...; those change no run's settings, see ``arm_settings``).
 
     Returns:
         An ``ExperimentResult``: ``runs``, ``arms``, ``effects`` and ``values`` DataFrames.

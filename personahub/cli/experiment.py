@@ -21,7 +21,7 @@ from personahub.core.store import DEFAULT_DB
 
 
 @one_line_errors
-@engine_options("llm")
+@engine_options("model", "executor")
 def experiment(
     scenario: Annotated[Path, typer.Argument(
         help="A scenario file defining SCENARIO and EXPERIMENT.")],
@@ -36,7 +36,10 @@ def experiment(
     *,
     engine: Engine,
 ) -> None:
-    """Run an experiment (arms x replicates, each a run) and print its effects with intervals."""
+    """Run an experiment (arms x replicates, each a run) and print its effects with intervals.
+
+    The engine options reach every arm run as they reach `personahub run`'s (with --executor
+    ray each run's model calls go to Ray workers; the runs follow one another)."""
     from personahub.experiments import experiment as run_it
     from personahub.models.client import resolve_spec
 
@@ -44,7 +47,8 @@ def experiment(
         say(f"  arm {arm}, replicate {replicate}: run {run_id}")
 
     result = run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
-                    experiment_id=experiment_id, on_run=told, steps=steps)
+                    experiment_id=experiment_id, on_run=told, steps=steps,
+                    **engine.settings(), **engine.flags.settings())
     runs = result.runs
     say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "
         f"{runs.replicate.nunique()} replicates, {len(result.ran)} runs run now, "

@@ -385,3 +385,37 @@ def test_interview_cli_and_api_build_the_same_config(given: bool, tmp_path: Path
     assert_same(cli, made)
     if given:
         assert {k: getattr(cli.config, k) for k in kwargs} == kwargs
+
+
+EXPERIMENT_FILE = '''
+from personahub.sim.experiment import Arm, Experiment, Outcome
+from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey
+SCENARIO = Scenario(name="ab", personas=PersonaSource(limit=4), steps=1,
+                    graph=GraphGrowth(hops=0, acquaintances=2), kinds=("npc_dialogue",),
+                    surveys=(Survey(id="buy", steps=(1,), options=("yes", "no"),
+                                    question="Buy it?"),))
+EXPERIMENT = Experiment(arms=(Arm(name="a"), Arm(name="b", world="It rains.")), replicates=1,
+                        outcomes=(Outcome(survey="buy", step=1, options=("yes",)),))
+'''
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["defaults", "engine-flags"])
+def test_experiment_cli_and_api_build_the_same_arm_run_config(given: bool, tmp_path: Path,
+                                                              capture: None) -> None:
+    """``personahub experiment`` takes the engine options ``run`` takes (but ``--batch``) and
+    hands them to each arm run as ``personahub.experiment(**options)`` does."""
+    takes = set(inspect.signature(dict(commands())["experiment"]).parameters)
+    run_takes = set(inspect.signature(dict(commands())["run"]).parameters)
+    assert {o.param for o in ENGINE_OPTIONS.values()
+            if o.param in run_takes and not o.param.startswith("batch")} <= takes
+    path = tmp_path / "ab.py"
+    path.write_text(EXPERIMENT_FILE, encoding="utf-8")
+    db = tmp_path / "ab.duckdb"
+    flags, kwargs = given_options("experiment") if given else ([], {})
+    cli = cli_config("experiment", path, "--db", db, *flags)
+    made = api_config(lambda: personahub.experiment(path, db=db, **kwargs))
+    assert cli.kind == "run"
+    assert_same(cli, made)
+    if given:  # every engine flag reached the arm run's config
+        assert len(kwargs) == len(GIVEN)
+        assert {k: getattr(cli.config, k) for k in kwargs} == kwargs

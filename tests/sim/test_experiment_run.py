@@ -149,3 +149,22 @@ def test_a_stopped_arm_run_says_the_experiment_goes_on_not_the_run(tmp_path, mon
                            "endpoint kept failing; the same personahub experiment command goes on")
     assert "personahub run --resume" not in text and not isinstance(stopped.value, ResumableStop)
     assert len(calls) == 2  # arm a ran and was kept: the next attempt starts at b
+
+
+def test_how_a_run_runs_is_no_other_setting_but_what_it_makes_is(tmp_path):
+    """An experiment goes on with another --timeout, --concurrency, --cache or --executor (how
+    its runs run), but not with other steps or sampling (what they make)."""
+    from personahub.experiments import arm_settings
+    from personahub.sim.experiment import load_experiment
+
+    scenario, _ = load_experiment(scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))'))
+    base = arm_settings(scenario, "a", "offline", {"steps": 2})
+    assert arm_settings(scenario, "a", "offline",
+                        {"steps": 2, "timeout_s": 5.0, "concurrency": 3, "cache": "record",
+                         "executor": "ray", "ray_workers": 2, "max_failed_share": 0.5}) == base
+    # the command passes every option, at its default where not given; the API none
+    assert arm_settings(scenario, "a", "offline",
+                        {"steps": 2, "structured": "auto", "temperature": None}) == base
+    for made in ({"steps": 3}, {"steps": 2, "temperature": 0.5}, {"steps": 2, "max_tokens": 9}):
+        assert arm_settings(scenario, "a", "offline", made) != base, made
+    assert arm_settings(scenario, "b", "offline", {"steps": 2}) != base
