@@ -96,6 +96,7 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
     scenario_sha256: str | None = None
     steps: int | None = None
     seed: int | None = None
+    archetypes: int | None = None  # overrides scenario.archetypes (--archetypes)
     price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
     price_out: float | None = None  # USD per 1M output tokens
     structured: str = default("structured")  # how the schema is asked for (personahub/models/structured.py)
@@ -135,6 +136,8 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
             check_seed(self.seed)
         if self.steps is not None:
             check_int(self.steps, "--steps", low=1)
+        if self.archetypes is not None:
+            check_int(self.archetypes, "--archetypes", low=1)
 
     def _fill_from(self, scenario: Scenario) -> None:
         """Seed, steps, file and digest from the scenario where not given."""
@@ -502,9 +505,12 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     else:
         agents, graph = runner.restore_society(con, run_id)
         done = store.steps_done(con, run_id)
+    k = config.archetypes if config.archetypes is not None else scenario.archetypes
+    grouping = runner.archetype_grouping(con, run_id, k, agents, config.run_seed)
     state.model = SocietyModel(scenario=scenario, personas=agents, graph=graph,
                                llm=ctx.caller, run_id=run_id, seed=config.run_seed,
-                               runner=ctx.run, world=state.world, chunk_size=config.chunk_size)
+                               runner=ctx.run, world=state.world, chunk_size=config.chunk_size,
+                               archetypes=grouping)
     state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
                                   texts=store.emission_texts(con))
     if done:

@@ -484,6 +484,10 @@ class Scenario:
             many kept emissions of its kind (None: all of them), which bounds the index's memory
             in very long runs; the default is far above what runs of realistic size keep, so
             their flags are those of an unbounded index.
+        archetypes: group the agents into this many archetypes at setup (``personas.archetypes``,
+            seeded by the run seed) and ask choice and scale surveys, and draw free-text actions,
+            once per archetype instead of once per agent (None: every agent is asked; see
+            docs/scenarios.md, "Archetypes").
         base_dir, source: set by ``load_scenario`` (the file's folder and the file itself).
     """
 
@@ -506,6 +510,7 @@ class Scenario:
     prompt_budget: PromptBudget = field(default_factory=PromptBudget)
     seed: int = 0
     duplicate_window: int | None = 1_000_000
+    archetypes: int | None = None
     base_dir: Path = field(default=Path("."), compare=False)
     source: Path | None = field(default=None, compare=False)
 
@@ -541,6 +546,8 @@ class Scenario:
         _check(self.duplicate_window is None or (isinstance(self.duplicate_window, int)
                                                  and self.duplicate_window >= 1),
                f"scenario.duplicate_window must be an int >= 1 or None, got {self.duplicate_window!r}")
+        if self.archetypes is not None:
+            _valid(check_int, self.archetypes, "scenario.archetypes", low=1)
         events: list[Event] = []
         if isinstance(self.events, Mapping):
             for step, items in self.events.items():
