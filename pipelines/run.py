@@ -194,6 +194,9 @@ class RunSummary:
     # the scenario's hub draw found fewer personas than its limit: how many, and why (None: all)
     personas_note: str | None = None
     surveys: list[str] = field(default_factory=list)  # per survey: question and top shares
+    archetypes: list[str] = field(default_factory=list)  # the grouping (none without archetypes)
+    archetype_calls: int = 0  # calls made once per archetype (survey shares, action pools)
+    drawn: int = 0  # answers and emissions drawn from them, one per member
 
 
 class ActionsLost(ResumableStop):
@@ -419,6 +422,7 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
         summary.prompt_tokens_per_action = call_log.prompt_tokens_per_action(con, run_id)
         summary.kept = kept_lines(con, run_id=run_id)
         summary.surveys = store.survey_lines(con, run_id)
+        summary.archetypes = store.archetype_lines(con, run_id)
         summary.prefix_reused = call_log.prefix_reused(con, run_id)
         summary.prefix_estimated = runner.estimated_prefix_share(caller.endpoints)
         summary.wall_s = time.perf_counter() - _state(ctx).started

@@ -128,6 +128,7 @@ def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | No
         "run_id": run_id, "step": result.step, "n_active": result.n_active,
         "n_emissions": len(result.emissions), "n_messages": len(result.messages),
         "n_failed": len(result.failures), "n_answers": len(result.answers),
+        "n_archetype_calls": result.archetype_calls, "n_drawn": result.drawn,
         "started_at": started_at, "finished_at": _now(),
     }
     tagged = {"run_id": run_id}
@@ -325,21 +326,25 @@ def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], 
 def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     """A run's totals, read back (the whole run, resumed or not): agents, edges, steps
     committed, failed actions, emissions by kind, near-duplicates, messages, survey answers,
-    delivered events, and its model calls by status."""
+    delivered events, its model calls by status, and the calls made once per archetype with the
+    answers and emissions drawn from them."""
     def rows(sql: str) -> list[tuple[Any, ...]]:
         return con.execute(sql, [run_id]).fetchall()
 
     def count(table: str, where: str = "") -> int:
         return int(rows(f"SELECT count(*) FROM {table} WHERE run_id = ?{where}")[0][0])
 
-    steps, failed = rows("SELECT coalesce(max(step), 0), coalesce(sum(n_failed), 0) FROM steps "
-                         "WHERE run_id = ?")[0]
+    steps, failed, pooled, drawn = rows(
+        "SELECT coalesce(max(step), 0), coalesce(sum(n_failed), 0), "
+        "coalesce(sum(n_archetype_calls), 0), coalesce(sum(n_drawn), 0) FROM steps "
+        "WHERE run_id = ?")[0]
     kinds = rows("SELECT kind, count(*) FROM emissions WHERE run_id = ? GROUP BY 1 ORDER BY 1")
     return {"agents": count("run_agents"), "edges": count("run_edges"), "steps": int(steps),
             "failed_actions": int(failed), "emissions_by_kind": {k: int(n) for k, n in kinds},
             "duplicates": count("emissions", " AND is_duplicate"), "messages": count("messages"),
             "answers": count("survey_answers"), "events": count("events"),
-            "calls": call_counts(con, run_id=run_id)}
+            "calls": call_counts(con, run_id=run_id), "archetype_calls": int(pooled),
+            "drawn": int(drawn)}
 
 
 SURVEY_SHARES = 3  # answers a summary names per survey, most frequent first

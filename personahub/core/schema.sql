@@ -188,6 +188,8 @@ CREATE TABLE IF NOT EXISTS steps (
     n_messages  INTEGER,
     n_failed    INTEGER,
     n_answers   INTEGER,
+    n_archetype_calls INTEGER DEFAULT 0,  -- calls made once per archetype (scenario.archetypes)
+    n_drawn     INTEGER DEFAULT 0,  -- answers and emissions drawn from those calls
     started_at  TIMESTAMP,
     finished_at TIMESTAMP,
     PRIMARY KEY (run_id, step)
