@@ -189,3 +189,19 @@ def test_share_schema_refuses_zero_shares_and_normalises():
         schema.model_validate({"shares": [10, 10]})  # one per answer
     assert normalised_shares(schema.model_validate({"shares": [10, 30, 60]}).model_dump()) \
         == pytest.approx([0.1, 0.3, 0.6])
+
+
+def test_show_on_a_run_prints_its_grouping(tmp_path):
+    from personahub.analysis.preview import show
+
+    db = tmp_path / "run.duckdb"
+    run_id = _run(_scenario(tmp_path), db, steps=1)
+    con = duckdb.connect(str(db), read_only=True)
+    largest = con.execute("SELECT size, representative FROM run_archetypes WHERE run_id = ? "
+                          "ORDER BY size DESC, archetype LIMIT 1", [run_id]).fetchone()
+    shown = show(con, run_id)
+    con.close()
+    assert shown.what == "run"
+    grouping = dict(shown.fields)["archetypes"]
+    assert grouping.startswith("archetypes: ")
+    assert f"{largest[0]} agents" in grouping.splitlines()[1] and largest[1] in grouping
