@@ -205,3 +205,18 @@ def test_show_on_a_run_prints_its_grouping(tmp_path):
     grouping = dict(shown.fields)["archetypes"]
     assert grouping.startswith("archetypes: ")
     assert f"{largest[0]} agents" in grouping.splitlines()[1] and largest[1] in grouping
+
+
+def test_the_command_takes_archetypes_and_resume_refuses_them(tmp_path):
+    from tests.cli_helpers import invoke
+
+    db = tmp_path / "run.duckdb"
+    result = invoke("run", _scenario(tmp_path, k=None), "--db", db, "--archetypes", "3",
+                    "--steps", "1", "--preview", "0")
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(db), read_only=True)
+    run_id, n = con.execute("SELECT run_id, count(*) FROM run_archetypes GROUP BY 1").fetchone()
+    con.close()
+    assert n == 3 and "calls once per archetype" in result.stdout
+    refused = invoke("run", "--resume", run_id, "--db", db, "--archetypes", "2")
+    assert refused.exit_code == 2 and "--archetypes" in refused.stderr
