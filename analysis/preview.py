@@ -18,6 +18,7 @@ import duckdb
 
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.personas.store import CORPUS_PERSONAS, child_personas, persona_text
+from personahub.sim.store import archetype_lines
 
 DEFAULT_PREVIEW = 3  # rows per kind a command's end-of-job preview shows
 REPORT_SAMPLES = 5  # rows per kind in a report's samples section
@@ -165,7 +166,7 @@ class Shown:
     """One item, emission or persona as ``personahub show`` prints it: what it is, its id, and
     labelled fields in order (long values whole)."""
 
-    what: str  # "synthesis item", "emission", "persona"
+    what: str  # "synthesis item", "emission", "persona", "run"
     ident: str
     fields: list[tuple[str, Any]]
 
@@ -174,6 +175,7 @@ _LOOKUPS: list[tuple[str, str, str]] = [
     ("synthesis item", "synth_items", "item_id"),
     ("emission", "emissions", "emission_id"),
     ("persona", "personas", "persona_id"),
+    ("run", "runs", "run_id"),
 ]
 MIN_PREFIX = 6  # the shortest id prefix show takes (shorter ones match too much)
 
@@ -194,9 +196,9 @@ def _find(con: duckdb.DuckDBPyConnection, ident: str) -> tuple[str, str, str]:
     if found:
         names = ", ".join(f"{what} {full}" for what, _, full in found)
         raise PersonahubError(f"show {ident}: several ids start with it ({names}); give more of it")
-    raise PersonahubError(f"show {ident}: no synthesis item, emission or persona has this id "
-                          "(ids look like s0123456789abcde for an item, p0123456789abcde for a "
-                          "persona, RUN_ID:STEP:AGENT for an emission)")
+    raise PersonahubError(f"show {ident}: no synthesis item, emission, persona or run has this "
+                          "id (ids look like s0123456789abcde for an item, p0123456789abcde for "
+                          "a persona, RUN_ID:STEP:AGENT for an emission)")
 
 
 def show(con: duckdb.DuckDBPyConnection, ident: str) -> Shown:
@@ -222,4 +224,8 @@ def show(con: duckdb.DuckDBPyConnection, ident: str) -> Shown:
             "FROM v_items WHERE persona_id = ?", [full]).fetchone()
         items, emissions = made if made else (0, 0)
         fields.append(("made", f"{items} synthesis items, {emissions} emissions"))
+    if table == "runs":  # a run with archetypes: its grouping, largest first
+        grouping = archetype_lines(con, full)
+        if grouping:
+            fields.append(("archetypes", "\n".join(grouping)))
     return Shown(what, full, fields)

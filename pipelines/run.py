@@ -96,6 +96,7 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
     scenario_sha256: str | None = None
     steps: int | None = None
     seed: int | None = None
+    archetypes: int | None = None  # overrides scenario.archetypes (--archetypes)
     price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
     price_out: float | None = None  # USD per 1M output tokens
     structured: str = default("structured")  # how the schema is asked for (personahub/models/structured.py)
@@ -135,6 +136,8 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
             check_seed(self.seed)
         if self.steps is not None:
             check_int(self.steps, "--steps", low=1)
+        if self.archetypes is not None:
+            check_int(self.archetypes, "--archetypes", low=1)
 
     def _fill_from(self, scenario: Scenario) -> None:
         """Seed, steps, file and digest from the scenario where not given."""
@@ -191,6 +194,9 @@ class RunSummary:
     # the scenario's hub draw found fewer personas than its limit: how many, and why (None: all)
     personas_note: str | None = None
     surveys: list[str] = field(default_factory=list)  # per survey: question and top shares
+    archetypes: list[str] = field(default_factory=list)  # the grouping (none without archetypes)
+    archetype_calls: int = 0  # calls made once per archetype (survey shares, action pools)
+    drawn: int = 0  # answers and emissions drawn from them, one per member
 
 
 class ActionsLost(ResumableStop):
@@ -416,6 +422,7 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
         summary.prompt_tokens_per_action = call_log.prompt_tokens_per_action(con, run_id)
         summary.kept = kept_lines(con, run_id=run_id)
         summary.surveys = store.survey_lines(con, run_id)
+        summary.archetypes = store.archetype_lines(con, run_id)
         summary.prefix_reused = call_log.prefix_reused(con, run_id)
         summary.prefix_estimated = runner.estimated_prefix_share(caller.endpoints)
         summary.wall_s = time.perf_counter() - _state(ctx).started
@@ -502,9 +509,12 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     else:
         agents, graph = runner.restore_society(con, run_id)
         done = store.steps_done(con, run_id)
+    k = config.archetypes if config.archetypes is not None else scenario.archetypes
+    grouping = runner.archetype_grouping(con, run_id, k, agents, config.run_seed)
     state.model = SocietyModel(scenario=scenario, personas=agents, graph=graph,
                                llm=ctx.caller, run_id=run_id, seed=config.run_seed,
-                               runner=ctx.run, world=state.world, chunk_size=config.chunk_size)
+                               runner=ctx.run, world=state.world, chunk_size=config.chunk_size,
+                               archetypes=grouping)
     state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
                                   texts=store.emission_texts(con))
     if done:

@@ -33,6 +33,7 @@ import numpy as np
 
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect, transaction
+from personahub.personas.archetypes import group_archetypes
 from personahub.personas.gate_labels import INCLUDE_FLAG, drawn_gates
 from personahub.personas.graph import SocialEdges, save_links, small_world_arrays, social_edges
 from personahub.personas.hub_gate import fewer_than_asked
@@ -197,6 +198,30 @@ def record_society(con: duckdb.DuckDBPyConnection, run_id: str, personas: list[P
     with transaction(con):
         store.add_agents(con, run_id, graph.ids, np.arange(1, len(agents) + 1), graph.columns())
     return agents, graph
+
+
+def archetype_grouping(con: duckdb.DuckDBPyConnection, run_id: str, k: int | None,
+                       agents: Sequence[Persona], seed: int) -> tuple[list[int], list[str]] | None:
+    """The run's archetypes as (each agent's archetype in agent order, each archetype's
+    representative persona id): read back when recorded, else grouped (``group_archetypes``
+    on the agents' texts and attributes, seeded by the run seed; at most one per agent) and
+    recorded in one transaction. None when the scenario asks for none."""
+    if k is None:
+        return None
+    recorded = store.archetypes_of(con, run_id)
+    ids = [p.persona_id for p in agents]
+    if recorded is None:
+        grouped = group_archetypes([p.text for p in agents], [p.attributes for p in agents],
+                                   min(k, len(agents)), seed)
+        labels = [int(a) for a in grouped.labels]
+        representatives = [ids[i] for i in grouped.representatives]
+        with transaction(con):
+            store.add_archetypes(con, run_id, ids, labels, representatives,
+                                 [int(n) for n in grouped.sizes], grouped.attribute_shares,
+                                 f"{grouped.method}; k={k}")
+        return labels, representatives
+    of, representatives = recorded
+    return [of[i] for i in ids], representatives
 
 
 def restore_society(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[Persona], SocialEdges]:

@@ -498,6 +498,10 @@ class Scenario:
         within_arms: the arms agents are randomised into when the run is one world of a
             within-world experiment (set by ``sim/experiment.py``; empty: no randomisation).
         within_stratify: how that randomisation is stratified (``Experiment.stratify``).
+        archetypes: group the agents into this many archetypes at setup (``personas.archetypes``,
+            seeded by the run seed) and ask choice and scale surveys, and draw free-text actions,
+            once per archetype instead of once per agent (None: every agent is asked; see
+            docs/scenarios.md, "Archetypes").
         base_dir, source: set by ``load_scenario`` (the file's folder and the file itself).
     """
 
@@ -522,6 +526,7 @@ class Scenario:
     duplicate_window: int | None = 1_000_000
     within_arms: tuple[str, ...] = ()
     within_stratify: str = ""
+    archetypes: int | None = None
     base_dir: Path = field(default=Path("."), compare=False)
     source: Path | None = field(default=None, compare=False)
 
@@ -557,6 +562,8 @@ class Scenario:
         _check(self.duplicate_window is None or (isinstance(self.duplicate_window, int)
                                                  and self.duplicate_window >= 1),
                f"scenario.duplicate_window must be an int >= 1 or None, got {self.duplicate_window!r}")
+        if self.archetypes is not None:
+            _valid(check_int, self.archetypes, "scenario.archetypes", low=1)
         events: list[Event] = []
         if isinstance(self.events, Mapping):
             for step, items in self.events.items():

@@ -64,7 +64,13 @@ from personahub.sim.scenario import (
 )
 from personahub.tasks import addressed_kinds, emission_task
 from personahub.tasks.limits import default_max_tokens
-from personahub.tasks.survey import survey_schema, survey_value
+from personahub.tasks.survey import (
+    normalised_shares,
+    share_schema,
+    survey_schema,
+    survey_value,
+    survey_values,
+)
 
 T = TypeVar("T")
 __all__ = ["AgentInfo", "Emission", "Message", "SocietyAgent", "SocietyModel", "StepResult",
@@ -83,6 +89,7 @@ class Emission:
     content: dict[str, Any]
     text: str
     target_persona_id: str | None = None
+    archetype: int | None = None  # set when drawn from its archetype's pool (not its own call)
 
 
 @dataclass
@@ -103,6 +110,8 @@ class StepResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)  # deliberate decisions (rows)
     records: list[CallRecord] = field(default_factory=list)  # the step's model calls' attempts
     cache_entries: list[CacheEntry] = field(default_factory=list)  # answers the calls recorded
+    archetype_calls: int = 0  # calls made once per archetype (survey shares, action pools)
+    drawn: int = 0  # answers and emissions drawn from those calls (one per member)
 
 
 def _derived_seed(parts: tuple[object, ...]) -> int:
@@ -233,8 +242,23 @@ class SocietyAgent(FixedAgent):
 
 
 Plan = tuple[SocietyAgent, str, str | None]
-# what a step's calls returned: the agents' outcomes, the survey answers, the reflections
-Gathered = tuple[list[AgentOutcome], list[StructuredResult[Any]], list[StructuredResult[Any]]]
+# an archetype's free-text action pool: (archetype, kind, its active members in agent-id order)
+Pool = tuple[int, str, list[SocietyAgent]]
+# what a step's calls returned: the agents' outcomes (then the pools'), the survey answers (one
+# per asked agent; drawn ones too), the reflections, the archetypes' survey-share calls
+Gathered = tuple[list[AgentOutcome], list[Any], list[StructuredResult[Any]],
+                 list[StructuredResult[Any]]]
+
+
+@dataclass(frozen=True)
+class _Drawn:
+    """A member's survey answer drawn from its archetype's stated distribution (no call of its
+    own: the call's records are counted once, with the archetype's call)."""
+
+    value: Any
+    error: str | None = None
+    records: tuple[CallRecord, ...] = ()
+    cache_entries: tuple[CacheEntry, ...] = ()
 
 
 @dataclass
@@ -248,6 +272,7 @@ class _Planned:
     asked: list[tuple[Survey, SocietyAgent]]
     seen: dict[int, list[str]]
     reflecting: list[SocietyAgent]
+    pools: list[Pool] = field(default_factory=list)  # their inputs follow the agents' in inputs
 
 
 class SocietyModel(mesa.Model):
@@ -265,7 +290,13 @@ class SocietyModel(mesa.Model):
         runner: Callable[[Coroutine[Any, Any, Any]], Any],
         world: str = "",
         chunk_size: int = DEFAULT_CHUNK,
+        archetypes: tuple[Sequence[int], Sequence[str]] | None = None,
     ) -> None:
+        """Args:
+            archetypes: each agent's archetype (in agent order) and each archetype's
+                representative persona id (``sim.runner.archetype_grouping``); None asks every
+                agent itself.
+        """
         super().__init__(seed=seed)
         self.scenario = scenario
         self.llm = llm
@@ -299,6 +330,18 @@ class SocietyModel(mesa.Model):
         # a within-world experiment's replicate: each agent's arm, drawn from the run seed
         self.arm_of: dict[str, str] = self._assign_arms(personas) if scenario.within_arms else {}
         self._check_references()
+        # archetype by agent id, and each archetype's representative agent
+        self.archetype_of: dict[int, int] | None = None
+        self.representatives: list[SocietyAgent] = []
+        if archetypes is not None:
+            labels, reps = archetypes
+            self.archetype_of = {a.unique_id: int(x) for a, x in zip(created, labels, strict=True)}
+            self.representatives = [self.by_persona[r] for r in reps]
+
+    def pooled_survey(self, survey: Survey) -> bool:
+        """Whether ``survey`` is asked once per archetype (choice and scale, in a run with
+        archetypes); free-text answers stay per agent."""
+        return self.archetype_of is not None and survey.answer in ("choice", "scale")
 
     def _assign_arms(self, personas: Sequence[Persona]) -> dict[str, str]:
         """Each agent's arm (``sim/experiment.py``'s ``assign_arms``, as the experiment records
@@ -460,10 +503,14 @@ class SocietyModel(mesa.Model):
         planned: list[Plan] = []
         inputs: list[AgentInput] = []
         deliberate = self.scenario.policy == DELIBERATE
+        pooled: dict[tuple[int, str], list[SocietyAgent]] = {}
         for agent in self._active(step):
             choice = self._deliberate_input(agent, step) if deliberate else None
             plan = self._plan(agent, step) if not deliberate else None
             if choice is None and plan is None:
+                continue
+            if plan is not None and plan[1] is None and self.archetype_of is not None:
+                pooled.setdefault((self.archetype_of[agent.unique_id], plan[0]), []).append(agent)
                 continue
             kind, addressee = plan or ("", None)  # a deliberating agent's come from its decision
             planned.append((agent, kind, addressee))
@@ -480,23 +527,48 @@ class SocietyModel(mesa.Model):
                 recent=agent.memory.recent_own(),
                 **(choice or {}),
             ))
+        pools = [(archetype, kind, members) for (archetype, kind), members in sorted(pooled.items())]
+        for archetype, kind, members in pools:
+            representative = self.representatives[archetype]
+            inputs.append(AgentInput(
+                persona_id=representative.persona_id, persona=representative.persona_text,
+                step=step, kind=kind, world=self.world,
+                events=seen.get(members[0].unique_id, []), inbox=[], addressee=None, memory=[],
+                recent=[]))
         asked = [(survey, agent) for survey in self.scenario.surveys_at(step)
                  for agent in self.audience(survey.audience, step)]
-        return _Planned(result, planned, inputs, asked, seen, self._reflecting(step))
+        return _Planned(result, planned, inputs, asked, seen, self._reflecting(step), pools)
 
     def _gather_step(self, p: _Planned) -> Coroutine[Any, Any, Gathered]:
         return self._gather(p.result.step, p.inputs, p.asked, p.seen, p.reflecting)
 
+    def _share_groups(self, asked: list[tuple[Survey, SocietyAgent]]) -> list[list[int]]:
+        """Positions in ``asked`` of each (survey, archetype) asked once, first asked first."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        if self.archetype_of is None:
+            return []
+        surveys: dict[int, int] = {}
+        for i, (survey, agent) in enumerate(asked):
+            if self.pooled_survey(survey):
+                key = (surveys.setdefault(id(survey), len(surveys)), self.archetype_of[agent.unique_id])
+                groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
     def _close_step(self, p: _Planned, gathered: Gathered) -> StepResult:
         """Apply what the step's calls returned, in agent-id order."""
-        outcomes, answers, reflections = gathered
+        outcomes, answers, reflections, shares = gathered
         step, result = p.result.step, p.result
-        result.n_active = len(p.planned)
+        n = len(p.planned)
+        result.n_active = n + sum(len(members) for _, _, members in p.pools)
         self._apply_reflections(step, p.reflecting, reflections, result)
-        self._apply(step, p.planned, outcomes, result)
+        self._apply(step, p.planned, outcomes[:n], result)
+        self._apply_pools(step, p.pools, outcomes[n:], result)
         self._apply_answers(step, p.asked, answers, result)
-        # agents in id order, then survey answers as asked, then reflections in agent-id order
-        calls: list[AgentOutcome | StructuredResult[Any]] = [*outcomes, *answers, *reflections]
+        result.archetype_calls = len(p.pools) + len(shares)
+        result.drawn += sum(isinstance(a, _Drawn) for a in answers)
+        # agents in id order, pools, survey answers as asked (then the archetypes' share calls),
+        # then reflections in agent-id order
+        calls: list[Any] = [*outcomes, *answers, *shares, *reflections]
         for call in calls:
             result.records.extend(call.records)
             result.cache_entries.extend(call.cache_entries)
@@ -510,15 +582,63 @@ class SocietyModel(mesa.Model):
         order = prefix_order([tuple(i.get("events", ())) for i in inputs])
         actions = run_agents([inputs[i] for i in order], self.llm, chunk_size=self.chunk_size,
                              budget=self.scenario.prompt_budget)
-        asked_order = prefix_order([tuple(seen.get(agent.unique_id, [])) for _, agent in asked])
+        groups = self._share_groups(asked)
+        grouped = {i for group in groups for i in group}
+        own = [i for i in range(len(asked)) if i not in grouped]  # asked one by one
+        asked_order = prefix_order([tuple(seen.get(asked[i][1].unique_id, [])) for i in own])
         questions = [self._ask(step, survey, agent, seen.get(agent.unique_id, []))
-                     for survey, agent in (asked[i] for i in asked_order)]
+                     for survey, agent in (asked[own[i]] for i in asked_order)]
+        share_calls = [self._ask_shares(step, asked[g[0]][0], self._archetype(asked[g[0]][1]),
+                                        seen.get(asked[g[0]][1].unique_id, []))
+                       for g in groups]
         thoughts = [reflect(self.llm, agent.memory, persona=agent.persona_text,
                             persona_id=agent.persona_id, step=step,
                             budget=self.scenario.prompt_budget) for agent in reflecting]
-        sent, *rest = await asyncio.gather(actions, *questions, *thoughts)
-        return (unorder(sent, order), unorder(rest[: len(questions)], asked_order),
-                rest[len(questions):])
+        sent, *rest = await asyncio.gather(actions, *questions, *share_calls, *thoughts)
+        answers: list[Any] = [None] * len(asked)
+        for i, answer in zip(own, unorder(rest[: len(questions)], asked_order), strict=True):
+            answers[i] = answer
+        shares = rest[len(questions): len(questions) + len(groups)]
+        for group, stated in zip(groups, shares, strict=True):
+            for i in group:
+                answers[i] = self._drawn_answer(step, *asked[i], stated)
+        return (unorder(sent, order), answers, rest[len(questions) + len(groups):], shares)
+
+    def _archetype(self, agent: SocietyAgent) -> SocietyAgent:
+        """The representative of ``agent``'s archetype."""
+        assert self.archetype_of is not None
+        return self.representatives[self.archetype_of[agent.unique_id]]
+
+    async def _ask_shares(self, step: int, survey: Survey, representative: SocietyAgent,
+                          events: list[str]) -> StructuredResult[Any]:
+        """One archetype's answer distribution to a choice or scale survey, asked through its
+        representative's persona text (with the events its first asked member saw)."""
+        values = survey_values(survey.answer, survey.options, survey.low, survey.high)
+        hint = ("For each of these answers, in this order, the percent of people like you "
+                "(the persona's archetype) who would give it: " + " | ".join(map(str, values)))
+        messages = survey_messages(
+            persona=representative.persona_text, question=survey.question, answer_hint=hint,
+            world=self.world, events=events, budget=self.scenario.prompt_budget)
+        return await self.llm.structured(
+            share_schema(survey.answer, survey.options, survey.low, survey.high), messages,
+            purpose="survey_archetype", persona_id=representative.persona_id, step=step,
+            max_tokens=default_max_tokens("survey"))
+
+    def _drawn_answer(self, step: int, survey: Survey, agent: SocietyAgent,
+                      stated: StructuredResult[Any]) -> _Drawn:
+        """A member's answer drawn from its archetype's stated shares with an RNG derived from
+        (run seed, step, persona, survey), so it does not depend on who else was asked."""
+        if stated.value is None:
+            last = stated.records[-1] if stated.records else None
+            return _Drawn(None, "archetype call: " + (getattr(last, "error", None)
+                                                      or "no valid answer"))
+        values = survey_values(survey.answer, survey.options, survey.low, survey.high)
+        rng = derived_rng(self.run_seed, step, agent.persona_id, survey.id)
+        value = rng.choices(values, weights=normalised_shares(stated.value.model_dump()))[0]
+        schema = survey_schema(survey.answer, survey.options, survey.low, survey.high)
+        archetype = self.archetype_of[agent.unique_id] if self.archetype_of else None
+        return _Drawn(schema.model_validate(
+            {"answer": value, "reason": f"drawn from archetype {archetype}'s shares"}))
 
     def _reflecting(self, step: int) -> list[SocietyAgent]:
         """Agents due to reflect at ``step``, in agent-id order (none unless the scenario's
@@ -690,6 +810,33 @@ class SocietyModel(mesa.Model):
                 receiver.pending.append(message)
                 receiver.touch()
 
+    def _apply_pools(self, step: int, pools: list[Pool], outcomes: list[AgentOutcome],
+                     result: StepResult) -> None:
+        """Each pool's one action, emitted by each of its members as its own emission (marked
+        with the archetype); a failed or rejected pool call fails every member's action."""
+        for (archetype, kind, members), outcome in zip(pools, outcomes, strict=True):
+            error = (outcome.error or "failed") if outcome.output is None or outcome.text is None \
+                else (f"quality gate: {outcome.rejected}" if outcome.rejected is not None else None)
+            if error is not None:
+                if outcome.rejected is not None and outcome.output is not None:
+                    result.rejected.append(rejected_row(
+                        "emission", outcome.rejected, outcome.output,
+                        key=f"{self.run_id}:{step}:a{archetype}:{kind}", run_id=self.run_id,
+                        step=step, persona_id=self.representatives[archetype].persona_id,
+                        kind=kind))
+                result.failures.extend(
+                    (agent.persona_id, f"archetype {archetype}: {error}") for agent in members)
+                continue
+            assert outcome.output is not None and outcome.text is not None
+            for agent in members:
+                result.emissions.append(Emission(
+                    emission_id=f"{self.run_id}:{step}:{agent.unique_id}", step=step,
+                    agent_id=agent.unique_id, persona_id=agent.persona_id, kind=kind,
+                    content=outcome.output, text=outcome.text, archetype=archetype))
+                agent.memory.remember_own(step, kind, outcome.text[:300])
+                agent.touch()
+            result.drawn += len(members)
+
     @staticmethod
     def _decision_row(step: int, agent: SocietyAgent, decision: Decision) -> dict[str, Any]:
         """A ``decisions`` row (without run id) for one deliberating agent's step."""
@@ -704,7 +851,8 @@ class SocietyModel(mesa.Model):
         for (survey, agent), answer in zip(asked, answers, strict=True):
             if answer.value is None:
                 last = answer.records[-1] if answer.records else None
-                error = getattr(last, "error", None) or "no valid answer"
+                error = (getattr(answer, "error", None) or getattr(last, "error", None)
+                         or "no valid answer")
                 result.failures.append((agent.persona_id, f"survey {survey.id}: {error}"))
                 continue
             content = answer.value.model_dump()

@@ -1,6 +1,7 @@
 """The run log's SQL, in one place: ``runs``, ``run_agents``, ``run_edges``, ``steps``,
 ``emissions``, ``messages``, ``events``, ``interventions``, ``survey_answers``,
-``agent_states`` and ``decisions`` (the run's own tables; ``jobs`` is ``core/jobs_store.py``'s).
+``agent_states``, ``decisions``, ``run_archetypes`` and ``run_agent_archetypes`` (the run's
+own tables; ``jobs`` is ``core/jobs_store.py``'s).
 
 A step is the unit of durability: its rows (``step_rows``) are committed together with the
 step's model-call records by the job kernel (``core.commit.commit_batch``), and ``steps_done``
@@ -59,6 +60,57 @@ def add_agents(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequenc
         "run_id": pa.repeat(run, len(src)), "src": src, "dst": dst, "relation": relation})
 
 
+def add_archetypes(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
+                   labels: Sequence[int], representatives: Sequence[str], sizes: Sequence[int],
+                   attribute_shares: Sequence[Mapping[str, Any]], method: str) -> None:
+    """Record a run's archetypes and each agent's (``persona_ids`` and ``labels`` in agent
+    order), in the caller's transaction."""
+    insert_columns(con, "run_archetypes", {
+        "run_id": [run_id] * len(sizes), "archetype": list(range(len(sizes))),
+        "size": [int(n) for n in sizes], "representative": list(representatives),
+        "attribute_shares": [json.dumps(s, sort_keys=True) for s in attribute_shares],
+        "method": [method] * len(sizes)})
+    insert_columns(con, "run_agent_archetypes", {
+        "run_id": pa.repeat(pa.scalar(run_id, pa.string()), len(persona_ids)),
+        "persona_id": pa.array(persona_ids, type=pa.string()),
+        "archetype": pa.array(np.asarray(labels, dtype=np.int32))})
+
+
+def archetypes_of(con: duckdb.DuckDBPyConnection,
+                  run_id: str) -> tuple[dict[str, int], list[str]] | None:
+    """A run's recorded grouping: each persona's archetype and each archetype's representative
+    persona id (None when the run recorded none)."""
+    reps = [str(r[0]) for r in con.execute(
+        "SELECT representative FROM run_archetypes WHERE run_id = ? ORDER BY archetype",
+        [run_id]).fetchall()]
+    if not reps:
+        return None
+    labels = {str(p): int(a) for p, a in con.execute(
+        "SELECT persona_id, archetype FROM run_agent_archetypes WHERE run_id = ?",
+        [run_id]).fetchall()}
+    return labels, reps
+
+
+ARCHETYPE_LINES = 5  # archetypes ``personahub show`` names, largest first
+
+
+def archetype_lines(con: duckdb.DuckDBPyConnection, run_id: str,
+                    top: int = ARCHETYPE_LINES) -> list[str]:
+    """A run's grouping as lines (none without archetypes): how many, how made, then the
+    largest ``top`` with their size and representative persona."""
+    rows = con.execute("SELECT archetype, size, representative, method FROM run_archetypes "
+                       "WHERE run_id = ? ORDER BY size DESC, archetype", [run_id]).fetchall()
+    if not rows:
+        return []
+    total = sum(int(r[1]) for r in rows)
+    lines = [f"archetypes: {len(rows)} over {total} agents ({rows[0][3]})"]
+    lines += [f"  archetype {a}: {n} agents ({int(n) / total:.0%}), representative {rep}"
+              for a, n, rep, _ in rows[:top]]
+    if len(rows) > top:
+        lines.append(f"  ... {len(rows) - top} more")
+    return lines
+
+
 def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | None],
               started_at: dt.datetime, *, model: str) -> Rows:
     """A step's rows by table, in the order they are inserted: its emissions (with their
@@ -70,12 +122,13 @@ def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | No
         "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
         "content": e.content, "text": e.text, "target_persona_id": e.target_persona_id,
         "model": model, "is_duplicate": duplicates.get(e.emission_id) is not None,
-        "duplicate_of": duplicates.get(e.emission_id),
+        "duplicate_of": duplicates.get(e.emission_id), "archetype": e.archetype,
     } for e in result.emissions]
     step_row = {
         "run_id": run_id, "step": result.step, "n_active": result.n_active,
         "n_emissions": len(result.emissions), "n_messages": len(result.messages),
         "n_failed": len(result.failures), "n_answers": len(result.answers),
+        "n_archetype_calls": result.archetype_calls, "n_drawn": result.drawn,
         "started_at": started_at, "finished_at": _now(),
     }
     tagged = {"run_id": run_id}
@@ -273,21 +326,25 @@ def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], 
 def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     """A run's totals, read back (the whole run, resumed or not): agents, edges, steps
     committed, failed actions, emissions by kind, near-duplicates, messages, survey answers,
-    delivered events, and its model calls by status."""
+    delivered events, its model calls by status, and the calls made once per archetype with the
+    answers and emissions drawn from them."""
     def rows(sql: str) -> list[tuple[Any, ...]]:
         return con.execute(sql, [run_id]).fetchall()
 
     def count(table: str, where: str = "") -> int:
         return int(rows(f"SELECT count(*) FROM {table} WHERE run_id = ?{where}")[0][0])
 
-    steps, failed = rows("SELECT coalesce(max(step), 0), coalesce(sum(n_failed), 0) FROM steps "
-                         "WHERE run_id = ?")[0]
+    steps, failed, pooled, drawn = rows(
+        "SELECT coalesce(max(step), 0), coalesce(sum(n_failed), 0), "
+        "coalesce(sum(n_archetype_calls), 0), coalesce(sum(n_drawn), 0) FROM steps "
+        "WHERE run_id = ?")[0]
     kinds = rows("SELECT kind, count(*) FROM emissions WHERE run_id = ? GROUP BY 1 ORDER BY 1")
     return {"agents": count("run_agents"), "edges": count("run_edges"), "steps": int(steps),
             "failed_actions": int(failed), "emissions_by_kind": {k: int(n) for k, n in kinds},
             "duplicates": count("emissions", " AND is_duplicate"), "messages": count("messages"),
             "answers": count("survey_answers"), "events": count("events"),
-            "calls": call_counts(con, run_id=run_id)}
+            "calls": call_counts(con, run_id=run_id), "archetype_calls": int(pooled),
+            "drawn": int(drawn)}
 
 
 SURVEY_SHARES = 3  # answers a summary names per survey, most frequent first

@@ -51,7 +51,7 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "run log": (frozenset({
         "runs", "run_agents", "steps", "emissions", "messages", "run_edges", "events",
         "interventions", "survey_answers", "agent_states", "decisions", "experiments",
-        "experiment_agents"}),
+        "experiment_agents", "run_archetypes", "run_agent_archetypes"}),
         frozenset({"sim/store.py", "sim/run_queries.py", "sim/experiment_store.py"})),
     "synthesis": (frozenset({"synth_jobs", "synth_job_personas", "synth_items"}),
                   frozenset({"pipelines/synthesize.py", "pipelines/synthesis_inputs.py"})),

@@ -46,6 +46,11 @@ def run(
     steps: Annotated[int | None, typer.Option(min=1, help="Override the scenario's steps.")] = None,
     seed: Annotated[int | None, typer.Option(
         min=0, max=MAX_SEED, help="Override the scenario's seed.")] = None,
+    archetypes: Annotated[int | None, typer.Option(
+        min=1, metavar="K", help="Group the agents into K archetypes and ask choice and scale "
+                                 "surveys (and draw unaddressed actions) once per archetype; "
+                                 "overrides the scenario's archetypes (docs/scenarios.md).")
+    ] = None,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="RUN_ID",
         help="Continue a stopped run from its last committed step (same seed and options).")] = None,
@@ -82,7 +87,7 @@ def run(
     watcher = RunView(db, view_port, say, paused=view_paused) if view else None
     try:
         summary = _run(scenario, db, steps, seed, resume, price_in, price_out, engine, watcher,
-                       include_ungated)
+                       include_ungated, archetypes)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -96,7 +101,7 @@ def run(
 
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
          resume: str | None, price_in: float | None, price_out: float | None, engine: Engine,
-         watcher: Any, include_ungated: bool = False) -> Any:
+         watcher: Any, include_ungated: bool = False, archetypes: int | None = None) -> Any:
     """The run (or resume) itself, on the job kernel; ``watcher`` (a ``RunView``) starts once
     the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
@@ -105,8 +110,9 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
     config: Any
     batching = _batching(engine)
     if resume is not None:
-        if scenario is not None or steps is not None or seed is not None or include_ungated:
-            raise UsageError("--resume RUN_ID takes the scenario, steps, seed and "
+        if (scenario is not None or steps is not None or seed is not None or include_ungated
+                or archetypes is not None):
+            raise UsageError("--resume RUN_ID takes the scenario, steps, seed, --archetypes and "
                              "--include-ungated from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials,"
                                   " --executor for where its calls run)")
@@ -117,7 +123,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
     else:
         config = run_options(scenario, db, steps, seed, price_in, price_out, engine,
-                             include_ungated)
+                             include_ungated, archetypes)
         if batching:
             config = dataclasses.replace(config, **batching)
         if watcher is not None:
@@ -154,7 +160,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
 
 def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
                 price_in: float | None, price_out: float | None, engine: Engine,
-                include_ungated: bool = False) -> Any:
+                include_ungated: bool = False, archetypes: int | None = None) -> Any:
     """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags, built by
     ``personahub.api.run_config`` as ``personahub.run_scenario``'s is (None: the default)."""
     from personahub.api import run_config
@@ -162,7 +168,8 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
     return run_config(scenario, None, {
         "db": db, "steps": steps, "seed": seed, **engine.settings(llm=True),
         "price_in": price_in, "price_out": price_out, **engine.flags.settings(),
-        "include_ungated": include_ungated, "max_failed_share": engine.max_failed_share})
+        "include_ungated": include_ungated, "max_failed_share": engine.max_failed_share,
+        "archetypes": archetypes})
 
 
 def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:
@@ -222,6 +229,10 @@ def print_summary(summary: Any) -> None:
     table.add_row("messages", str(summary.messages))
     table.add_row("events delivered", str(summary.events))
     table.add_row("survey answers", "\n".join([str(summary.answers), *summary.surveys]))
+    if summary.archetypes:
+        table.add_row("archetypes", "\n".join([
+            f"{summary.archetype_calls} calls once per archetype, {summary.drawn} answers and "
+            "emissions drawn from them", *summary.archetypes]))
     table.add_row("near-duplicates flagged", str(summary.duplicates))
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")

@@ -28,12 +28,13 @@ def _value_text(value: Any) -> str:
 @one_line_errors
 def show(
     ident: Annotated[str, typer.Argument(
-        metavar="ID", help="A synthesis item id (s…), an emission id (RUN_ID:STEP:AGENT) or a "
-                           "persona id (p…), as previews and sql print them; a unique prefix of "
-                           "at least 6 characters will do.")],
+        metavar="ID", help="A synthesis item id (s…), an emission id (RUN_ID:STEP:AGENT), a "
+                           "persona id (p…) or a run id (its row and archetypes), as previews "
+                           "and sql print them; a unique prefix of at least 6 characters will "
+                           "do.")],
     db: DbOption = Path(DEFAULT_DB),
 ) -> None:
-    """Print one synthesis item, emission or persona whole: its persona, text, content and
+    """Print one synthesis item, emission, persona or run whole: its persona, text, content and
     every stored field."""
     from personahub.analysis.preview import show as look_up
     from personahub.core.store import connect

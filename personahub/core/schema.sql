@@ -164,6 +164,22 @@ CREATE TABLE IF NOT EXISTS run_agents (
     agent_id   INTEGER NOT NULL,
     persona_id VARCHAR NOT NULL
 );
+-- A run's archetypes (scenario.archetypes, personas/archetypes.py), fixed at setup: each with its
+-- size, representative persona and members' attribute shares; and each agent's archetype
+CREATE TABLE IF NOT EXISTS run_archetypes (
+    run_id           VARCHAR NOT NULL,
+    archetype        INTEGER NOT NULL,
+    size             INTEGER NOT NULL,
+    representative   VARCHAR NOT NULL,
+    attribute_shares JSON,
+    method           VARCHAR,
+    PRIMARY KEY (run_id, archetype)
+);
+CREATE TABLE IF NOT EXISTS run_agent_archetypes (
+    run_id     VARCHAR NOT NULL,
+    persona_id VARCHAR NOT NULL,
+    archetype  INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS steps (
     run_id      VARCHAR NOT NULL,
     step        INTEGER NOT NULL,
@@ -172,6 +188,8 @@ CREATE TABLE IF NOT EXISTS steps (
     n_messages  INTEGER,
     n_failed    INTEGER,
     n_answers   INTEGER,
+    n_archetype_calls INTEGER DEFAULT 0,  -- calls made once per archetype (scenario.archetypes)
+    n_drawn     INTEGER DEFAULT 0,  -- answers and emissions drawn from those calls
     started_at  TIMESTAMP,
     finished_at TIMESTAMP,
     PRIMARY KEY (run_id, step)
@@ -188,7 +206,8 @@ CREATE TABLE IF NOT EXISTS emissions (
     target_persona_id VARCHAR,
     model             VARCHAR,
     is_duplicate      BOOLEAN DEFAULT false,
-    duplicate_of      VARCHAR
+    duplicate_of      VARCHAR,
+    archetype         INTEGER  -- set when drawn from its archetype's pool (scenario.archetypes)
 );
 CREATE TABLE IF NOT EXISTS messages (
     message_id     VARCHAR PRIMARY KEY,

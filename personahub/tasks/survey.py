@@ -7,9 +7,9 @@ free text), not chosen by name, and answers go to ``survey_answers``, not to emi
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import AfterValidator, BaseModel, Field, create_model
 
 SURVEY_SYSTEM = ("You are the person described under Persona, answering a survey honestly. "
                  "Answer only with JSON that matches the schema.")
@@ -42,3 +42,40 @@ def survey_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
 def survey_value(content: dict[str, Any]) -> Any:
     """The answer in a validated survey answer's content."""
     return content["answer"] if "answer" in content else content["reply"]
+
+
+def survey_values(answer: str, options: tuple[str, ...] = (), low: int = 1,
+                  high: int = 5) -> tuple[Any, ...]:
+    """The answers a choice or scale survey allows, in order (what a share list is over)."""
+    if answer == "choice":
+        return tuple(options)
+    if answer == "scale":
+        return tuple(range(low, high + 1))
+    raise ValueError(f"a {answer!r} survey has no answer distribution")
+
+
+@lru_cache(maxsize=256)
+def share_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
+                 high: int = 5) -> type[BaseModel]:
+    """The schema of an archetype's answer distribution to a choice or scale survey: the
+    percent of its members giving each allowed answer, in order (``survey_values``)."""
+    n = len(survey_values(answer, options, low, high))
+    percent = Annotated[float, Field(ge=0, le=100)]
+
+    def some(value: list[float]) -> list[float]:
+        if sum(value) <= 0:
+            raise ValueError("the shares sum to zero")
+        return value
+
+    return create_model(
+        "AnswerShares", __doc__="How the people like this persona would answer, in percent.",
+        shares=(Annotated[list[percent], AfterValidator(some)],
+                Field(min_length=n, max_length=n,
+                      description="percent of such people giving each answer, in order")))
+
+
+def normalised_shares(content: dict[str, Any]) -> list[float]:
+    """An ``share_schema`` answer's shares, summing to 1."""
+    shares = [float(s) for s in content["shares"]]
+    total = sum(shares)
+    return [s / total for s in shares]

@@ -93,7 +93,7 @@ def test_show_prints_one_whole_and_refuses_unknown_ids(tmp_path: Path) -> None:
     assert f"  {persona}\n" in result.stdout and text in result.stdout  # whole, not clipped
     assert invoke("show", item_id[:8], "--db", db).stdout == result.stdout
     line = one_line_error(invoke("show", "s0000000000000zz", "--db", db))
-    assert "no synthesis item, emission or persona has this id" in line
+    assert "no synthesis item, emission, persona or run has this id" in line
     usage_error(invoke("show", " ", "--db", db))
 
 
