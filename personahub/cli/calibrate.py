@@ -62,6 +62,12 @@ def calibrate(
                          "each group's answer shares: one call per question x group), "
                          "few-shot:K (as distribution, shown the group's answers to K other "
                          "questions, held out of its score); repeat to compare.")] = None,
+    archetypes: Annotated[list[int] | None, typer.Option(
+        "--archetypes", min=1, help="Also group the panels' personas into K archetypes, ask "
+                                    "each archetype once per question for its answer shares "
+                                    "and draw each member's answer from them; scored as row "
+                                    "archetypes:K beside the per-agent one, with its price per "
+                                    "group (repeat for several K).")] = None,
     question: Annotated[list[str] | None, typer.Option(
         "--question", help="Only this question id (repeat for several).")] = None,
     attribute: Annotated[list[str] | None, typer.Option(
@@ -115,6 +121,7 @@ def calibrate(
             survey=survey, population=population, carve=tuple(carve or ()), n=n,
             no_persona_n=no_persona_n, steering=tuple(steering or ("persona",)),
             elicit=tuple(elicit or ("sample",)),
+            archetypes=tuple(archetypes or ()),
             questions=tuple(question or ()), attributes=tuple(attribute or ()), limit=limit,
             offer_refusal=refusal_option, seed=seed,
             **engine.flags.settings(), **settings)
