@@ -558,6 +558,7 @@ def test_calibrate_archetypes_prices_k_on_smollm2(llama: LlamaServer, tmp_path: 
         assert not table.empty and set(table["method"]) == {"archetypes:2"}
         assert table["calls"].iloc[0] == by_steering["archetypes:2"]
         assert "the price of archetypes" in output
+        print("\n".join(line for line in output.splitlines() if "similarity" in line))
 
 
 def test_doctor_prints_its_table_and_recommends(llama: LlamaServer) -> None:
