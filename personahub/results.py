@@ -558,6 +558,30 @@ class Calibration(Job):
 
         return panel_sizes_of(self.scores())
 
+    def archetype_price(self) -> pd.DataFrame:
+        """The price of ``--archetypes K``: per K and group, the archetype row's distribution
+        against the per-agent ``sample`` row's (docs/calibration.md).
+
+        Returns:
+            One row per ``archetypes:K`` and group: ``similarity`` (1 - W1/(options-1); 1 -
+            Jensen-Shannon on nominal questions) and ``tvd`` (total variation distance), means
+            over questions, both rows' representativeness, the ``human_resample`` floor and the
+            calls of each; empty without ``--archetypes``.
+        """
+        from personahub.analysis import calibration_store
+        from personahub.core.store import connect
+        from personahub.pipelines.calibrate_archetypes import price_table
+        from personahub.pipelines.calibrate_data import load_survey
+
+        con = connect(self.db, read_only=True)
+        try:
+            scores = calibration_store.scores_frame(con, self.job_id)
+            questions = load_survey(con, self.job_id).survey.questions
+            calls = calibration_store.answers_by_steering(con, self.job_id)
+        finally:
+            con.close()
+        return price_table(scores, questions, calls)
+
     def intervals(self) -> pd.DataFrame:
         """Every source's mean representativeness with a 95% bootstrap interval over questions.
 

@@ -57,6 +57,16 @@ from personahub.core.validate import check_int
 from personahub.models.failures import call_error
 from personahub.personas.demographics import KEYS
 from personahub.pipelines.batches import answered, remaining
+from personahub.pipelines.calibrate_archetypes import (
+    archetype_k,
+    archetype_method,
+    archetype_respondent,
+    check_archetypes,
+    describe,
+    grouping,
+    price_lines,
+    price_table,
+)
 from personahub.pipelines.calibrate_data import (
     GroupKey,
     Selected,
@@ -123,6 +133,7 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
     seed: int = 0
     elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (pipelines/calibrate_elicit.py)
     dispersion: str = "none"  # "temper": also score the panels tempered (calibration_dispersion)
+    archetypes: tuple[int, ...] = ()  # K values: one call per archetype (calibrate_archetypes.py)
     structured: str = default("structured")
     max_tokens: int | None = default("max_tokens")
     temperature: float | None = default("temperature")
@@ -134,6 +145,8 @@ class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "elicit", check_elicit(
             (self.elicit,) if isinstance(self.elicit, str) else self.elicit))
+        object.__setattr__(self, "archetypes", check_archetypes(
+            (self.archetypes,) if isinstance(self.archetypes, int) else self.archetypes))
         if not str(self.survey).strip():
             raise UsageError("give a SURVEY: an OpinionQA wave folder or a long CSV")
         if not str(self.population).strip():
@@ -247,7 +260,7 @@ class CalibrationAsker:
     async def _one(self, ask: Ask, caller: StructuredCaller) -> Answer:
         if ask.steering == LOGPROBS:
             return await self._logprobs(ask, caller)
-        if is_group_method(ask.steering):
+        if is_group_method(ask.steering) or archetype_k(ask.steering) is not None:
             return await self._stated(ask, caller)
         text, options = self.questions[ask.question_id]
         if ask.persona_id is None:
@@ -317,6 +330,8 @@ class CalibrationSummary:
     sd_per_question: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, per steering
     weighting: str = ""  # respondent-level input: weighted or not (empty: counts as given)
     logprobs_temperature: float | None = None  # --elicit logprobs: its fitted temperature
+    archetypes: tuple[int, ...] = ()  # --archetypes K values
+    price: pd.DataFrame = field(default_factory=pd.DataFrame)  # calibrate_archetypes.price_table
 
     @property
     def failed(self) -> int:
@@ -333,6 +348,7 @@ class CalibrationState:
     personas: dict[str, tuple[str, dict[str, str]]]
     summary: CalibrationSummary
     asker: Any = None  # this run's asker (a batched one tallies its batches)
+    archetypes: dict[int, tuple[list[str], Any]] = field(default_factory=dict)  # K -> grouping
 
 
 def _state(ctx: JobContext[CalibrateConfig]) -> CalibrationState:
@@ -390,14 +406,16 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             held_out(method, selected.questions, config.seed)
         summary = CalibrationSummary(
             job_id=ctx.job_id, survey=config.survey, population=config.population,
-            steering=config.steering, elicit=config.elicit, questions=len(selected.questions),
+            steering=config.steering, elicit=config.elicit, archetypes=config.archetypes,
+            questions=len(selected.questions),
             groups=len(names),
             empty_groups=[n for n in names if sizes[n] == 0],
             small_groups=[n for n in names if 0 < sizes[n] < config.n], personas=len(everyone))
         if not ctx.resumed:
             summary.weighting = survey.weighting
         personas = {pid: (p.text, demographics(p.attributes)) for pid, p in everyone.items()}
-        ctx.state = CalibrationState(selected, panels, personas, summary)
+        groupings = {k: grouping(personas, k, config.seed) for k in config.archetypes}
+        ctx.state = CalibrationState(selected, panels, personas, summary, archetypes=groupings)
 
     def start(self, ctx: JobContext[CalibrateConfig]) -> BatchOutcome:
         """The job's row, its questions, the human answers it scores against, its panels."""
@@ -441,6 +459,9 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             for method in group_methods:
                 if qid not in shown[method] or asks_held_out(method):
                     asks += [Ask(qid, method, group_key(*g.key), None) for g in asked]
+            for k, (_, grouped) in state.archetypes.items():
+                asks += [Ask(qid, archetype_method(k), archetype_respondent(k, a), None)
+                         for a in range(len(grouped))]
             asks += [Ask(qid, NO_PERSONA, f"#{k}", None)
                      for k in range(config.asks_without_persona)]
         return asks
@@ -457,6 +478,8 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         for method in config.elicit:
             shown = set(held_out(method, state.selected.questions, config.seed))
             summary.cells[method] = sum(1 for qid, _ in pairs if qid not in shown)
+        for k in config.archetypes:
+            summary.cells[archetype_method(k)] = len(pairs)
 
     def plan(self, ctx: JobContext[CalibrateConfig]) -> Iterator[Sequence[Ask]]:
         """The asks not yet answered, in batches."""
@@ -483,6 +506,9 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                      for qid, q in survey.questions.items()}
         groups = {group_key(*g.key): attribute_lines(dict(g.conditions)) or g.name
                   for g in state.selected.all_groups()}
+        for k, (ids, grouped) in state.archetypes.items():
+            groups |= {archetype_respondent(k, a): describe(state.personas, ids, grouped, a)
+                       for a in range(len(grouped))}
         shots: dict[str, str] = {}
         for method in config.elicit:
             shown = held_out(method, state.selected.questions, config.seed)
@@ -529,7 +555,8 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
         methods = {s: SAMPLE for s in ctx.config.steering} | {NO_PERSONA: "no_persona"}
         summary.answered_calls = {}
-        for steering, count in answers_by_steering(ctx.con, ctx.job_id).items():
+        by_steering = answers_by_steering(ctx.con, ctx.job_id)
+        for steering, count in by_steering.items():
             method = methods.get(steering, steering)
             summary.answered_calls[method] = summary.answered_calls.get(method, 0) + count
         scored = score_job(ctx.con, ctx.job_id)
@@ -540,6 +567,9 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.panel_sizes = panel_sizes_of(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
         summary.logprobs_temperature = logprobs_temperature(ctx.con, ctx.job_id)
+        if ctx.config.archetypes:
+            summary.price = price_table(scored.scores, _state(ctx).selected.survey.questions,
+                                        by_steering)
         summary.batches = batch_line(_state(ctx).asker)
         return summary
 
@@ -579,6 +609,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         lines += overall_lines(summary.per_attribute, summary.overall_per_group)
         lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
         lines += size_lines(summary.panel_sizes)
+        lines += price_lines(summary.price)
         if summary.verdict:
             lines += [f"verdict: {summary.verdict[0]}", *(f"  {v}" for v in summary.verdict[1:])]
         if summary.batches:

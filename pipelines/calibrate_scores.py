@@ -34,7 +34,13 @@ from personahub.analysis.calibration_scores import (
     score_population,
     score_survey,
 )
-from personahub.pipelines.calibrate_data import load_panels, load_survey
+from personahub.pipelines.calibrate_archetypes import (
+    archetype_counts,
+    archetype_k,
+    archetype_method,
+    demographics_of,
+)
+from personahub.pipelines.calibrate_data import load_panels, load_survey, panel_personas
 from personahub.pipelines.calibrate_elicit import (
     LOGPROBS,
     SAMPLE,
@@ -85,6 +91,8 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: di
     for qid, answer, n in store.no_persona_counts(con, job_id):
         none.setdefault(qid, np.zeros(len(options[qid])))[options[qid].index(answer)] += n
     for method, qid, key, shares in store.stated_answers(con, job_id):
+        if archetype_k(method) is not None:  # its members' draws: _archetype_rows
+            continue
         attribute, group = split_group_key(key)
         groups[method][(qid, attribute, group)] = stated_vector(survey_questions[qid], shares)
     return groups, none
@@ -141,13 +149,21 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     steerings = list(job["steering"])
     no_persona_n = int(job["no_persona_n"])
     simulated, none = _simulated(con, job_id, dict(survey.questions))
-    panel_size = {key: len(members) for key, members in load_panels(con, job_id).items()}
+    panels = load_panels(con, job_id)
+    panel_size = {key: len(members) for key, members in panels.items()}
     seed = int(job["seed"] or 0)
     elicit = list((job.get("config") or {}).get("elicit") or [SAMPLE])
     control = (job.get("config") or {}).get("dispersion") or NO_CONTROL
-    # one model row per steering (asked one answer per persona), then per group-level method
+    ks = [int(k) for k in (job.get("config") or {}).get("archetypes") or []]
+    if ks:  # each member's answer drawn from its archetype's stated shares
+        personas = {pid: (p.text, demographics_of(p.attributes))
+                    for pid, p in panel_personas(con, panels).items()}
+        simulated.update(archetype_counts(con, job_id, dict(survey.questions), panels, personas,
+                                          ks, seed))
+    # one model row per steering (asked one answer per persona), then per group-level method,
+    # then per --archetypes K
     rows = ([s for s in steerings] if SAMPLE in elicit else []) + [
-        m for m in elicit if is_group_method(m)]
+        m for m in elicit if is_group_method(m)] + [archetype_method(k) for k in ks]
     if LOGPROBS in elicit:  # scaled by the temperature fitted on its held-out questions
         simulated[LOGPROBS], _ = temperature_scaled(
             survey, simulated.get(LOGPROBS, {}), held_out(LOGPROBS, selected.questions, seed))
@@ -160,9 +176,9 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
                            score_population(survey, given, no_persona=none, seed=seed)],
                           ignore_index=True)
         on_panel = table["source"].isin(PANEL_SOURCES)
-        if is_group_method(steering):
-            # a stated distribution has no panel: no perfect_panel at its size; a few-shot
-            # row's shown questions are held out of its score
+        if is_group_method(steering) or archetype_k(steering) is not None:
+            # a stated distribution (or an archetype's draws) has no panel: no perfect_panel
+            # at its size; a few-shot row's shown questions are held out of its score
             shown = set(held_out(steering, selected.questions, seed))
             own = (table["source"] == MODEL) & ~table["question_id"].isin(shown)
             keep = own | (~on_panel if position == 0 else False)
@@ -171,7 +187,7 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
             table, on_panel = table[on_panel], on_panel[on_panel]
         table.insert(4, "steering", np.where(on_panel, steering, ""))
         frames.append(table)
-        if control == TEMPER and not is_group_method(steering):
+        if control == TEMPER and not is_group_method(steering) and archetype_k(steering) is None:
             frames.append(_tempered(survey, given, none, seed, steering, simulated))
     scores = pd.concat(frames, ignore_index=True)
     # a group no persona matched is not scored, for the baselines either: every source's means
@@ -403,10 +419,11 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
 def elicit_lines(summary: Any) -> list[str]:
     """Calls per elicitation method (``--elicit``), and per question x group it scores, as
     console lines (a ``CalibrationSummary``; nothing for a plain one-sample-per-persona job)."""
-    if tuple(summary.elicit) == (SAMPLE,) or not summary.calls:
+    ks = tuple(getattr(summary, "archetypes", ()))
+    if (tuple(summary.elicit) == (SAMPLE,) and not ks) or not summary.calls:
         return []
     cells = []
-    for method in summary.elicit:
+    for method in (*summary.elicit, *(archetype_method(k) for k in ks)):
         calls, pairs = summary.calls.get(method, 0), summary.cells.get(method, 0)
         per = f", {calls / pairs:.2f} per question x group" if pairs else ""
         failed = calls - summary.answered_calls.get(method, calls)

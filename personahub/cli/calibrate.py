@@ -69,6 +69,12 @@ def calibrate(
                              "panels tempered towards people's spread (a temperature fitted "
                              "on the other half of the questions), as model[STEERING:tempered]; "
                              "none (default) does not.")] = "none",
+    archetypes: Annotated[list[int] | None, typer.Option(
+        "--archetypes", min=1, help="Also group the panels' personas into K archetypes, ask "
+                                    "each archetype once per question for its answer shares "
+                                    "and draw each member's answer from them; scored as row "
+                                    "archetypes:K beside the per-agent one, with its price per "
+                                    "group (repeat for several K).")] = None,
     question: Annotated[list[str] | None, typer.Option(
         "--question", help="Only this question id (repeat for several).")] = None,
     attribute: Annotated[list[str] | None, typer.Option(
@@ -122,6 +128,7 @@ def calibrate(
             survey=survey, population=population, carve=tuple(carve or ()), n=n,
             no_persona_n=no_persona_n, steering=tuple(steering or ("persona",)),
             elicit=tuple(elicit or ("sample",)), dispersion=dispersion,
+            archetypes=tuple(archetypes or ()),
             questions=tuple(question or ()), attributes=tuple(attribute or ()), limit=limit,
             offer_refusal=refusal_option, seed=seed,
             **engine.flags.settings(), **settings)

@@ -517,6 +517,56 @@ def test_calibrate_five_questions_three_groups(llama: LlamaServer, tmp_path: Pat
         assert (tmp_path / "report" / "calibration_groups.png").stat().st_size > 0
 
 
+def test_calibrate_archetypes_prices_k_on_smollm2(llama: LlamaServer, tmp_path: Path) -> None:
+    """``calibrate --archetypes 2`` on SmolLM2 (llama-server only: a handful of calls): every
+    archetype call is accounted for (an answer row or a failed call with its reason), the
+    archetype row costs K x questions calls, and the price table has a row per group."""
+    if llama.server != "llama-server":
+        pytest.skip("the archetype price is measured on llama-server only")
+    from personahub.pipelines.calibrate_archetypes import price_table
+    from personahub.pipelines.calibrate_data import load_survey
+    from tests.pipelines.calibrate_fixtures import (
+        FIVE_COUNTS,
+        FIVE_QUESTIONS,
+        make_population,
+        write_survey,
+    )
+
+    db = tmp_path / "archetypes.duckdb"
+    survey = write_survey(tmp_path / "survey.csv", FIVE_QUESTIONS, FIVE_COUNTS)
+    population = make_population(tmp_path, db, n=30)
+    code, output = invoke("calibrate", str(survey), "--population", population, "--n", "2",
+                          "--no-persona-n", "0", "--limit", "2", "--archetypes", "2",
+                          "--db", str(db), "--llm", llama.spec, "--concurrency", "auto",
+                          "--timeout", "120")
+    assert_ends_clearly(code, output)
+    assert_accounted(db, llama, "purpose LIKE 'survey:calibrate%'", kept_floor=code == 0)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        job_id = con.execute("SELECT job_id FROM calibration_jobs").fetchall()[0][0]
+        answered = con.execute("SELECT question_id, respondent FROM calibration_answers "
+                               "WHERE steering = 'archetypes:2'").fetchall()
+        ok_calls = con.execute(
+            "SELECT count(*) FROM llm_calls WHERE purpose = 'survey:calibrate-archetypes:2' "
+            "AND status = 'ok'").fetchall()[0][0]
+        scores = con.execute("SELECT question_id, attribute, grp AS \"group\", source, steering, "
+                             "representativeness, counts FROM calibration_scores "
+                             "WHERE job_id = ?", [job_id]).df()
+        questions = load_survey(con, job_id).survey.questions
+        by_steering = dict(con.execute("SELECT steering, count(*) FROM calibration_answers "
+                                       "GROUP BY ALL").fetchall())
+    finally:
+        con.close()
+    assert "archetypes:2 4" in output  # K x questions: 2 archetypes x 2 questions
+    assert len(answered) <= 4 and ok_calls >= len(answered)  # every answer has its call
+    if code == 0 and answered and by_steering.get("persona"):
+        table = price_table(scores, questions, by_steering)
+        assert not table.empty and set(table["method"]) == {"archetypes:2"}
+        assert table["calls"].iloc[0] == by_steering["archetypes:2"]
+        assert "the price of archetypes" in output
+        print("\n".join(line for line in output.splitlines() if "similarity" in line))
+
+
 def test_doctor_prints_its_table_and_recommends(llama: LlamaServer) -> None:
     """``personahub doctor`` on each real server: the mode table (llama-cpp-python refuses
     json_schema, llama-server takes it), a runaway probe that closes under the bounds, the load

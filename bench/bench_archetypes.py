@@ -1,0 +1,153 @@
+"""The price of archetypes (issue 48 item 3): calls per answer and the archetype-versus-per-agent
+distance per group for three values of K, offline and through the loopback server, and the time
+and peak memory of grouping 100k and 1M personas.
+
+    python bench/bench_archetypes.py [--personas 1200] [--questions 4] [--k 10 --k 100 --k 1000]
+                                     [--scale 100000 --scale 1000000] [--no-server]
+
+Part 1: a seeded template population of ``--personas`` people over sex, party, race, region,
+education and ideology (written to a temporary hub) and a synthetic survey of ``--questions``
+four-point questions; ``calibrate --archetypes K`` for every K beside the per-agent ``sample``
+row, with the offline engine and then through the loopback server (``personahub/models/fake_server``,
+no added latency). Per K: its calls, calls per answer (calls / (personas x questions)), and the
+mean similarity (1 - W1/(options-1)) and total variation distance to the per-agent row per group
+(``Calibration.archetype_price()``). With the offline engine and the fake server every answer is
+a seeded draw, not a language model: the distances measure the machinery (how far a K-archetype
+draw strays from per-agent draws), not a model's consistency.
+
+Part 2: ``personas.archetypes.group_archetypes`` (K = 100) on ``--scale`` synthetic personas
+(template texts, three demographic attributes), each size in a fresh child process: the grouping's
+wall time and the child's peak RSS (``resource.getrusage``, inputs included) beside the RSS before
+grouping.
+
+Lines: ``PRICE engine=<offline|server> k=<K> calls=<n> calls_per_answer=<x> similarity=<mean>
+tvd=<mean>`` and ``GROUP <attribute>=<group> ...`` under each, then ``SCALE personas=<n> k=100
+seconds=<s> rss_before_mb=<m> peak_rss_mb=<m>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _synthetic import HOBBIES, PLACES, ROLES, TRAITS  # noqa: E402
+from bench_calibrate import write_survey  # noqa: E402
+
+# sex and party are the survey's groups; the rest make ~2,400 distinct profiles to group
+SHARES = {"sex": {"female": 0.5, "male": 0.5}, "party": {"democrat": 0.5, "republican": 0.5},
+          "race_ethnicity": {"white": 0.4, "black": 0.15, "asian": 0.1, "hispanic": 0.25,
+                             "other": 0.1},
+          "region": {"northeast": 0.2, "midwest": 0.2, "south": 0.35, "west": 0.25},
+          "education": {"less_than_high_school": 0.1, "high_school": 0.25, "some_college": 0.2,
+                        "associates": 0.1, "bachelors": 0.2, "postgraduate": 0.15},
+          "ideology": {"very_conservative": 0.1, "conservative": 0.25, "moderate": 0.3,
+                       "liberal": 0.25, "very_liberal": 0.1}}
+
+
+def make_population(db: Path, people: int) -> str:
+    """A seeded template population over ``SHARES`` in ``db``; returns its id."""
+    from personahub.core.store import connect, transaction
+    from personahub.personas.population import draw_population, template_personas
+    from personahub.personas.population_files import Marginals
+    from personahub.personas.store import upsert_personas
+
+    population = draw_population(people, seed=0, marginals=Marginals(SHARES))
+    con = connect(db)
+    try:
+        with transaction(con):
+            upsert_personas(con, template_personas(population))
+    finally:
+        con.close()
+    return population.population_id
+
+
+def price(engine: str, llm: str, personas: int, questions: int, ks: list[int]) -> None:
+    import personahub
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db, survey = Path(tmp) / "bench.duckdb", Path(tmp) / "survey.csv"
+        write_survey(survey, questions)
+        population = make_population(db, personas)
+        began = time.perf_counter()
+        job = personahub.calibrate(str(survey), population=population, db=db, llm=llm,
+                                   n=personas // 2, no_persona_n=0, seed=0, archetypes=ks,
+                                   concurrency=64, batch_size=4096, timeout_s=600)
+        wall = time.perf_counter() - began
+        table = job.archetype_price()
+        summary = job.summary
+    answers = summary.personas * summary.questions
+    print(f"{engine}: {summary.personas} personas x {summary.questions} questions, "
+          f"{summary.asks} calls, {summary.failed} failed, {wall:.1f} s; per-agent sample "
+          f"{summary.calls.get('sample', 0)} calls")
+    for k in ks:
+        part = table[table["k"] == k]
+        calls = summary.calls.get(f"archetypes:{k}", 0)
+        print(f"PRICE engine={engine} k={k} calls={calls} calls_per_answer={calls / answers:.4f} "
+              f"similarity={part['similarity'].mean():.3f} tvd={part['tvd'].mean():.3f}")
+        for row in part.itertuples(index=False):
+            print(f"  GROUP {row.attribute}={row.group} similarity={row.similarity:.3f} "
+                  f"tvd={row.tvd:.3f} floor={row.human_resample:.3f}")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _group(n: int, k: int, out: Any) -> None:
+    from personahub.personas.archetypes import group_archetypes
+
+    rng = random.Random(0)
+    texts = [f"A {rng.choice(TRAITS)} {rng.choice(ROLES)} from {rng.choice(PLACES)} who likes "
+             f"{rng.choice(HOBBIES)} and {rng.choice(HOBBIES)}." for _ in range(n)]
+    sexes, parties = ("female", "male"), ("democrat", "republican", "independent")
+    ages = ("18-29", "30-49", "50-64", "65+")
+    attributes = [{"sex": rng.choice(sexes), "party": rng.choice(parties),
+                   "age": rng.choice(ages)} for _ in range(n)]
+    before = _rss_mb()
+    began = time.perf_counter()
+    grouped = group_archetypes(texts, attributes, k, seed=0)
+    out.put((time.perf_counter() - began, before, _rss_mb(), len(grouped)))
+
+
+def scale(n: int, k: int = 100) -> None:
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    child = context.Process(target=_group, args=(n, k, out))
+    child.start()
+    seconds, before, peak, made = out.get(timeout=3600)
+    child.join()
+    print(f"SCALE personas={n} k={k} archetypes={made} seconds={seconds:.1f} "
+          f"rss_before_mb={before:.0f} peak_rss_mb={peak:.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--personas", type=int, default=1200)
+    parser.add_argument("--questions", type=int, default=4)
+    parser.add_argument("--k", type=int, action="append", default=None)
+    parser.add_argument("--scale", type=int, action="append", default=None)
+    parser.add_argument("--no-server", action="store_true")
+    args = parser.parse_args()
+    ks = args.k or [10, 100, 1000]
+    price("offline", "offline", args.personas, args.questions, ks)
+    if not args.no_server:
+        from personahub.models.fake_server.server import running_server
+
+        with running_server(seed=0) as server:
+            price("server", server.base_url + "?model=offline", args.personas, args.questions,
+                  ks)
+    for n in args.scale or [100_000, 1_000_000]:
+        scale(n)
+
+
+if __name__ == "__main__":
+    main()

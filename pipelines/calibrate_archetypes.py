@@ -1,0 +1,236 @@
+"""``calibrate --archetypes K``: the price of asking one call per archetype instead of one per
+persona, measured group by group (issue 48 item 3).
+
+The personas of a calibration's panels (all of them, in persona-id order) are grouped into K
+archetypes (``personas.archetypes.group_archetypes``, seeded with the calibration's seed). Each
+(archetype, question) is asked **once**, through the archetype's representative persona, for its
+answer shares (the ``distribution`` method's structured call); each member's answer is then drawn
+from those shares with the member's own generator (the calibration seed, the persona id and the
+question id), and the members' draws count in every group whose panel holds them, as a
+``sample`` answer would. The result is scored as a model row of its own, ``archetypes:K``, at
+K x questions calls instead of one per persona and question.
+
+``price_table`` sets each archetype row beside the per-agent ``sample`` row, per group: the
+mean similarity of the two distributions (``analysis.calibration_scores.representativeness``:
+1 - W1/(n_options - 1) on ordinal questions, 1 - Jensen-Shannon distance on nominal ones), the
+mean total variation distance, both rows' representativeness against people, the group's
+``human_resample`` floor, and the calls each made.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from personahub.analysis import calibration_store as store
+from personahub.analysis.calibration_scores import representativeness, row_rng, split
+from personahub.analysis.survey import Question
+from personahub.core.errors import UsageError
+from personahub.personas.archetypes import Archetypes, group_archetypes
+from personahub.personas.demographics import KEYS
+from personahub.pipelines.prompts.population import attribute_lines
+
+__all__ = ["ARCHETYPES", "PRICE_COLUMNS", "archetype_k", "archetype_method", "archetype_respondent",
+           "check_archetypes", "describe", "draw_members", "grouping", "price_lines",
+           "price_table"]
+
+ARCHETYPES = "archetypes"
+PRICE_COLUMNS = ["method", "k", "attribute", "group", "questions", "similarity",
+                 "tvd", "archetype_representativeness", "sample_representativeness",
+                 "human_resample", "calls", "sample_calls"]
+
+GroupKey = tuple[str, str]
+Personas = Mapping[str, tuple[str, Mapping[str, str]]]  # id -> (text, demographics)
+
+
+def archetype_method(k: int) -> str:
+    """The row label of ``--archetypes K``: ``archetypes:K``."""
+    return f"{ARCHETYPES}:{k}"
+
+
+def archetype_k(method: str) -> int | None:
+    """K of an ``archetypes:K`` label (None for any other)."""
+    head, colon, tail = method.partition(":")
+    return int(tail) if head == ARCHETYPES and colon and tail.isdigit() else None
+
+
+def archetype_respondent(k: int, archetype: int) -> str:
+    """The respondent of an archetype's ask (unique across K)."""
+    return f"archetype {archetype} of {k}"
+
+
+def check_archetypes(values: Iterable[int]) -> tuple[int, ...]:
+    """``--archetypes`` values, checked (whole numbers from 1, none twice).
+
+    Raises:
+        UsageError: a bad or repeated value.
+    """
+    chosen = tuple(values)
+    for k in chosen:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise UsageError(f"--archetypes {k!r}: give a whole number from 1")
+    if len(set(chosen)) != len(chosen):
+        raise UsageError("--archetypes: a value is given twice")
+    return chosen
+
+
+def demographics_of(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """A persona's canonical demographics (what the grouping and the prompt use)."""
+    return {k: str(attributes[k]) for k in KEYS if attributes.get(k) not in (None, "")}
+
+
+def grouping(personas: Personas, k: int, seed: int) -> tuple[list[str], Archetypes]:
+    """The panel personas (sorted ids) and their grouping into ``k`` archetypes.
+
+    Raises:
+        UsageError: ``k`` larger than the panels' personas.
+    """
+    ids = sorted(personas)
+    if k > len(ids):
+        raise UsageError(f"--archetypes {k}: the panels hold only {len(ids)} personas")
+    grouped = group_archetypes([personas[p][0] for p in ids],
+                               [dict(personas[p][1]) for p in ids], k, seed)
+    return ids, grouped
+
+
+def describe(personas: Personas, ids: Sequence[str], grouped: Archetypes, archetype: int) -> str:
+    """An archetype as the prompt's ``Group`` section: its size, its representative's text and
+    demographics."""
+    text, attributes = personas[ids[grouped.representatives[archetype]]]
+    size = int(grouped.sizes[archetype])
+    return (f"{size} people like this one:\n{text}\n" + attribute_lines(dict(attributes))).strip()
+
+
+def draw_members(shares: np.ndarray, members: Sequence[str], seed: int,
+                 question_id: str) -> list[int]:
+    """Each member's answer (an option index), drawn from the archetype's shares with the
+    member's own generator (seed, persona id, question id): stable across runs and resumes."""
+    p = np.asarray(shares, float)
+    p = p / p.sum()
+    return [int(row_rng(seed, ARCHETYPES, pid, question_id).choice(len(p), p=p))
+            for pid in members]
+
+
+def archetype_counts(con: duckdb.DuckDBPyConnection, job_id: str,
+                     questions: Mapping[str, Question], panels: Mapping[GroupKey, Sequence[str]],
+                     personas: Personas, ks: Sequence[int], seed: int
+                     ) -> dict[str, dict[tuple[str, str, str], np.ndarray]]:
+    """Counts per ``archetypes:K`` row and (question, attribute, group): the members' draws
+    from their archetype's stored shares, counted in each group whose panel holds them."""
+    from personahub.pipelines.calibrate_elicit import stated_vector
+
+    member_groups: dict[str, list[GroupKey]] = {}
+    for key, members in panels.items():
+        for pid in members:
+            member_groups.setdefault(pid, []).append(key)
+    out: dict[str, dict[tuple[str, str, str], np.ndarray]] = {}
+    stated = [row for row in store.stated_answers(con, job_id) if archetype_k(row[0]) is not None]
+    for k in ks:
+        method = archetype_method(k)
+        ids, grouped = grouping(personas, k, seed)
+        of_archetype = {archetype_respondent(k, a): [ids[i] for i in grouped.members(a)]
+                   for a in range(len(grouped))}
+        counts = out.setdefault(method, {})
+        for row_method, qid, respondent, shares in stated:
+            if row_method != method or respondent not in of_archetype:
+                continue
+            question = questions[qid]
+            vector = stated_vector(question, shares)
+            if float(vector.sum()) <= 0:
+                continue
+            who = of_archetype[respondent]
+            for pid, option in zip(who, draw_members(vector, who, seed, qid), strict=True):
+                for attribute, grp in member_groups.get(pid, []):
+                    cell = counts.setdefault((qid, attribute, grp), np.zeros(len(question.options)))
+                    cell[option] += 1
+    return out
+
+
+def _tvd(a: np.ndarray, b: np.ndarray) -> float:
+    return 0.5 * float(np.abs(a - b).sum())
+
+
+def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
+                calls: Mapping[str, int], sample: str | None = None) -> pd.DataFrame:
+    """The price of each K, per group (``PRICE_COLUMNS``).
+
+    Args:
+        scores: a job's scores (``calibration_store.scores_frame`` or ``score_tables``).
+        questions: the job's questions by id.
+        calls: answered calls per ``steering`` value (``answers_by_steering``).
+        sample: the per-agent row to compare with (default: the first steering scored).
+
+    Returns:
+        One row per ``archetypes:K`` and group: mean similarity and total variation distance of
+        the archetype row's distribution to the per-agent one over the questions both answered,
+        both rows' mean representativeness, the group's ``human_resample`` floor, and the calls.
+    """
+    model = scores[scores["source"] == "model"]
+    methods = [m for m in dict.fromkeys(model["steering"]) if archetype_k(m) is not None]
+    agents = [m for m in dict.fromkeys(model["steering"])
+              if archetype_k(m) is None and ":" not in m and m != "distribution"]
+    sample = sample or (agents[0] if agents else None)
+    if not methods or sample is None:
+        return pd.DataFrame(columns=PRICE_COLUMNS)
+    keys = ["question_id", "attribute", "group"]
+    own = model[model["steering"] == sample].set_index(keys)
+    floor = scores[scores["source"] == "human_resample"].groupby(
+        ["attribute", "group"], sort=False)["representativeness"].mean()
+    rows = []
+    for method in methods:
+        k = archetype_k(method)
+        mine = model[model["steering"] == method]
+        for (attribute, group), cells in mine.groupby(["attribute", "group"], sort=False):
+            sims, tvds, reps, theirs = [], [], [], []
+            for row in cells.itertuples(index=False):
+                key = (row.question_id, attribute, group)
+                if key not in own.index or row.counts is None:
+                    continue
+                other = own.loc[key]
+                if other["counts"] is None:
+                    continue
+                question = questions[row.question_id]
+                a = split(question, json.loads(row.counts)).distribution
+                b = split(question, json.loads(other["counts"])).distribution
+                if a is None or b is None:
+                    continue
+                sims.append(representativeness(question, a, b))
+                tvds.append(_tvd(a, b))
+                reps.append(row.representativeness)
+                theirs.append(other["representativeness"])
+            rows.append({"method": method, "k": k, "attribute": attribute, "group": group,
+                         "questions": len(sims),
+                         "similarity": float(np.mean(sims)) if sims else float("nan"),
+                         "tvd": float(np.mean(tvds)) if tvds else float("nan"),
+                         "archetype_representativeness": float(np.nanmean(reps)) if reps
+                         else float("nan"),
+                         "sample_representativeness": float(np.nanmean(theirs)) if theirs
+                         else float("nan"),
+                         "human_resample": float(floor.get((attribute, group), float("nan"))),
+                         "calls": int(calls.get(method, 0)),
+                         "sample_calls": int(calls.get(sample, 0))})
+    return pd.DataFrame(rows, columns=PRICE_COLUMNS)
+
+
+def price_lines(table: pd.DataFrame) -> list[str]:
+    """The price table as console lines: one block per K, one line per group."""
+    if table.empty:
+        return []
+    lines = ["the price of archetypes (archetype row vs per-agent sample, per group; "
+             "similarity 1 - W1/(options-1), TVD, beside people's resample floor):"]
+    for method, part in table.groupby("method", sort=False):
+        first = part.iloc[0]
+        lines.append(f"  {method}: {first['calls']} calls vs {first['sample_calls']} per agent; "
+                     f"mean similarity {part['similarity'].mean():.3f}, "
+                     f"mean TVD {part['tvd'].mean():.3f}")
+        for row in part.itertuples(index=False):
+            lines.append(f"    {row.attribute}={row.group}: similarity {row.similarity:.3f}, "
+                         f"TVD {row.tvd:.3f}, representativeness {row.archetype_representativeness:.3f}"
+                         f" (per agent {row.sample_representativeness:.3f}, floor "
+                         f"{row.human_resample:.3f})")
+    return lines

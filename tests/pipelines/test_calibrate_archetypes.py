@@ -1,0 +1,177 @@
+"""``personahub calibrate --archetypes K``: one call per archetype and question, each member's
+answer drawn from its archetype's stated shares, scored as row ``archetypes:K``, and its price
+per group against the per-agent row (issue 48 item 3). Fixtures:
+``tests/pipelines/calibrate_fixtures.py``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import personahub
+from personahub.analysis.survey import Question
+from personahub.core.errors import UsageError
+from personahub.models.fake_server.server import running_server
+from personahub.pipelines.calibrate_archetypes import (
+    archetype_respondent,
+    check_archetypes,
+    draw_members,
+    grouping,
+    price_table,
+)
+from tests.cli_helpers import invoke, usage_error
+from tests.pipeline_helpers import rows
+from tests.pipelines.calibrate_fixtures import QUESTIONS, make_population, write_survey
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> dict[str, Any]:
+    db = tmp_path / "hub.duckdb"
+    population = make_population(tmp_path, db)
+    return {"db": db, "survey": write_survey(tmp_path / "survey.csv"), "population": population}
+
+
+def test_the_price_is_computed_as_by_hand() -> None:
+    """Known per-agent and archetype counts: similarity and TVD worked out on paper."""
+    question = Question("Q", "Q?", ("Low", "Mid", "High", "Refused"), (1.0, 2.0, 3.0))
+    nominal = Question("N", "N?", ("A", "B", "Refused"), (0.0, 0.0))  # nominal
+
+    def row(qid: str, source: str, steering: str, counts: list[float] | None,
+            rep: float) -> dict[str, Any]:
+        return {"question_id": qid, "attribute": "SEX", "group": "Female", "source": source,
+                "steering": steering, "representativeness": rep,
+                "counts": None if counts is None else json.dumps(counts)}
+
+    scores = pd.DataFrame([
+        # archetype shares (.5, .25, .25), the panel's (.25, .25, .5): refusals left out
+        row("Q", "model", "persona", [1, 1, 2, 7], 0.8),
+        row("Q", "model", "archetypes:10", [2, 1, 1, 0], 0.6),
+        row("Q", "human_resample", "", None, 0.9),
+        # nominal: identical distributions
+        row("N", "model", "persona", [3, 1, 0], 0.7),
+        row("N", "model", "archetypes:10", [6, 2, 5], 0.5),
+        row("N", "human_resample", "", None, 0.95),
+    ])
+    table = price_table(scores, {"Q": question, "N": nominal},
+                        {"persona": 40, "archetypes:10": 20, "none": 2})
+    (got,) = table.to_dict("records")
+    # Q: W1 = |.5-.25| + |.75-.5| = .5 over a span of 2 -> .75; TVD = (.25 + 0 + .25)/2 = .25
+    # N: the same distribution -> similarity 1, TVD 0
+    assert got["similarity"] == pytest.approx((0.75 + 1.0) / 2)
+    assert got["tvd"] == pytest.approx((0.25 + 0.0) / 2)
+    assert got["questions"] == 2 and got["k"] == 10
+    assert got["archetype_representativeness"] == pytest.approx(0.55)
+    assert got["sample_representativeness"] == pytest.approx(0.75)
+    assert got["human_resample"] == pytest.approx(0.925)
+    assert (got["calls"], got["sample_calls"]) == (20, 40)
+    assert price_table(scores[scores["steering"] != "archetypes:10"],
+                       {"Q": question, "N": nominal}, {}).empty
+
+
+def test_members_draw_from_their_archetype_with_their_own_seed() -> None:
+    shares = np.array([0.2, 0.5, 0.3])
+    members = [f"p{i}" for i in range(2000)]
+    draws = draw_members(shares, members, 7, "Q")
+    assert draws == draw_members(shares, members, 7, "Q")  # seeded
+    assert draws[:50] == draw_members(shares, members[:50], 7, "Q")  # per member, not per list
+    assert draws != draw_members(shares, members, 8, "Q")
+    assert np.bincount(draws, minlength=3) / len(draws) == pytest.approx(shares, abs=0.04)
+    assert draw_members(np.array([0.0, 1.0, 0.0]), members[:5], 1, "Q") == [1] * 5
+
+
+def test_archetype_rows_cost_k_calls_per_question_offline(hub: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    db = hub["db"]
+    job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=6,
+                               no_persona_n=1, seed=5, archetypes=[2, 3])
+    summary = job.summary
+    people = {p for (p,) in rows(db, "SELECT DISTINCT persona_id FROM calibration_panels "
+                                     "WHERE job_id = ?", [job.job_id])}
+    # calls per archetype row: K x questions, not the panel's size
+    assert summary.calls == {"sample": 3 * len(people), "archetypes:2": 2 * 3,
+                             "archetypes:3": 3 * 3, "no_persona": 3}
+    assert summary.asks == sum(summary.calls.values()) == summary.answered
+    scores = job.scores()
+    panels = rows(db, "SELECT attribute, grp, persona_id FROM calibration_panels "
+                      "WHERE job_id = ?", [job.job_id])
+    stated = {(s, q, r): json.loads(reason) for s, q, r, reason in rows(
+        db, "SELECT steering, question_id, respondent, reason FROM calibration_answers "
+            "WHERE job_id = ? AND steering LIKE 'archetypes:%'", [job.job_id])}
+    texts = dict(rows(db, "SELECT persona_id, text FROM personas"))
+    attrs = {p: json.loads(a) for p, a in rows(db, "SELECT persona_id, attributes FROM personas")}
+    from personahub.pipelines.calibrate_archetypes import demographics_of
+
+    personas = {p: (texts[p], demographics_of(attrs[p])) for p in people}
+    for k in (2, 3):
+        ids, grouped = grouping(personas, k, 5)
+        archetype_of = {ids[i]: a for a in range(len(grouped)) for i in grouped.members(a)}
+        for qid, (_, options, _) in QUESTIONS.items():
+            for attribute, group in {(a, g) for a, g, _ in panels}:
+                members = sorted(p for a, g, p in panels if (a, g) == (attribute, group))
+                expected = np.zeros(len(options))
+                for pid in members:  # each member's draw, by hand from its archetype's shares
+                    shares = stated[(f"archetypes:{k}", qid,
+                                     archetype_respondent(k, archetype_of[pid]))]
+                    (option,) = draw_members(np.array([shares[o] for o in options]), [pid], 5,
+                                             qid)
+                    expected[option] += 1
+                (row,) = scores[(scores["source"] == "model")
+                                & (scores["steering"] == f"archetypes:{k}")
+                                & (scores["question_id"] == qid) & (scores["attribute"] == attribute)
+                                & (scores["group"] == group)].itertuples(index=False)
+                assert json.loads(row.counts) == expected.tolist()
+                assert row.sim_failed == 0
+    price = job.archetype_price()
+    assert set(price["method"]) == {"archetypes:2", "archetypes:3"}
+    assert len(price) == 2 * 4  # four groups matched personas
+    assert price["similarity"].between(0, 1).all() and price["tvd"].between(0, 1).all()
+    assert set(price["calls"]) == {6, 9}
+    assert price.equals(summary.price)
+    # seeded: the same population and seed in another hub price the same
+    other = tmp_path / "again"
+    other.mkdir()
+    again = personahub.calibrate(hub["survey"], population=make_population(other, other / "h.db"),
+                                 db=other / "h.db", n=6, no_persona_n=1, seed=5,
+                                 archetypes=[2, 3])
+    pd.testing.assert_frame_equal(again.archetype_price(), price)
+
+
+def test_the_cli_prints_the_price_and_refuses_bad_values(hub: dict[str, Any]) -> None:
+    db, survey, population = hub["db"], hub["survey"], hub["population"]
+    result = invoke("calibrate", survey, "--population", population, "--n", 3, "--db", db,
+                    "--no-persona-n", 1, "--archetypes", 2)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "the price of archetypes" in out
+    assert "archetypes:2: 6 calls vs" in out
+    assert "SEX=Female: similarity" in out
+    (line,) = [x for x in out.splitlines() if x.startswith("calls per method")]
+    assert "archetypes:2 6" in line
+    too_many = usage_error(invoke("calibrate", survey, "--population", population, "--n", 3,
+                                  "--archetypes", 500, "--db", db))
+    assert "--archetypes 500" in too_many
+    with pytest.raises(UsageError, match="twice"):
+        check_archetypes([2, 2])
+    with pytest.raises(UsageError, match="whole number"):
+        check_archetypes([0])
+
+
+def test_archetypes_over_the_loopback_server(hub: dict[str, Any]) -> None:
+    db = hub["db"]
+    with running_server(seed=3) as server:
+        job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=3,
+                                   no_persona_n=1, seed=2, llm=server.base_url + "?model=offline",
+                                   archetypes=[2])
+    assert not job.summary.offline and job.summary.failed == 0
+    answered = dict(rows(db, "SELECT steering, count(*) FROM calibration_answers "
+                             "WHERE job_id = ? GROUP BY ALL", [job.job_id]))
+    assert answered["archetypes:2"] == 2 * 3
+    purposes = {p for (p,) in rows(db, "SELECT DISTINCT purpose FROM llm_calls WHERE job_id = ?",
+                                   [job.job_id])}
+    assert "survey:calibrate-archetypes:2" in purposes
+    assert not job.archetype_price().empty
