@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from personahub.analysis import calibration_store as store
-from personahub.analysis.calibration_scores import representativeness, row_rng, split
+from personahub.analysis.calibration_scores import POPULATION, representativeness, row_rng, split
 from personahub.analysis.survey import Question
 from personahub.core.errors import UsageError
 from personahub.personas.archetypes import Archetypes, group_archetypes
@@ -170,7 +170,8 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
         the archetype row's distribution to the per-agent one over the questions both answered,
         both rows' mean representativeness, the group's ``human_resample`` floor, and the calls.
     """
-    model = scores[scores["source"] == "model"]
+    # per group only: the whole-population rows mix the groups (and may carry no counts)
+    model = scores[(scores["source"] == "model") & (scores["attribute"] != POPULATION)]
     methods = [m for m in dict.fromkeys(model["steering"]) if archetype_k(m) is not None]
     agents = [m for m in dict.fromkeys(model["steering"])
               if archetype_k(m) is None and ":" not in m and m != "distribution"]
@@ -189,10 +190,10 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
             sims, tvds, reps, theirs = [], [], [], []
             for row in cells.itertuples(index=False):
                 key = (row.question_id, attribute, group)
-                if key not in own.index or row.counts is None:
+                if key not in own.index or not isinstance(row.counts, str):
                     continue
                 other = own.loc[key]
-                if other["counts"] is None:
+                if not isinstance(other["counts"], str):
                     continue
                 question = questions[row.question_id]
                 a = split(question, json.loads(row.counts)).distribution

@@ -21,7 +21,10 @@ from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
-@engine_options("concurrency", "timeout_s")
+# --executor and --batch only to refuse ray and provider batches in one line (not built yet)
+@engine_options("concurrency", "timeout_s", "executor", "batch",
+                without=("ray_address", "ray_workers", "batch_window", "batch_fallback",
+                         "batch_file", "batch_poll_s"))
 def evaluate(
     job: Annotated[str | None, typer.Option(
         help="The synthesis job whose items are evaluated.")] = None,
@@ -60,11 +63,6 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(
         min=1, help="Answers per committed batch (a kill loses at most the batch in flight).")
     ] = 32,
-    executor: Annotated[str, typer.Option(
-        metavar="local", help="Where the answers are asked: local only (ray is refused, not "
-             "supported yet).")] = "local",
-    batch: Annotated[bool, typer.Option(
-        "--batch", help="Provider batches: not supported yet for evaluate (refused).")] = False,
     resume: Annotated[str | None, typer.Option(
         metavar="ID", help="Go on with evaluation job ID (stopped or killed) with its own "
              "settings; --solver / --model here give the specs' credentials again.")] = None,
@@ -72,7 +70,8 @@ def evaluate(
     engine: Engine,
 ) -> None:
     """Split a synthesis job's items, verify the test items by solver agreement and score models
-    on them with a 95% Wilson interval. Running it again reuses the stored split and answers."""
+    on them with a 95% Wilson interval. Running it again reuses the stored split and answers.
+    --executor ray and --batch are refused for now."""
     from personahub.api import run_evaluation_config
     from personahub.core.errors import UsageError
     from personahub.pipelines.evaluate import (
@@ -82,10 +81,11 @@ def evaluate(
         summary_lines,
     )
 
-    refuse_unsupported(executor, batch)
+    refuse_unsupported(engine.executor, engine.batch)  # taken to be refused in one line
+    settings = {k: v for k, v in engine.settings().items() if k not in ("executor", "batch")}
     summary: EvalSummary
     if resume is not None:  # only how it runs is this command's: the rest is the job's
-        given = {"db": str(db), **engine.settings(), "batch_size": batch_size,
+        given = {"db": str(db), **settings, "batch_size": batch_size,
                  **({"solvers": tuple(solver)} if solver else {}),
                  **({"models": tuple(model)} if model else {}),
                  **({"equivalence_judge": equivalence_judge} if equivalence_judge else {})}
@@ -99,7 +99,7 @@ def evaluate(
                             samples=samples, mode=mode,  # type: ignore[arg-type]  # checked by EvalConfig
                             against=tuple(str(p) for p in against or ()), ngram=ngram,
                             keep_contaminated=keep_contaminated, db=str(db),
-                            batch_size=batch_size, **engine.settings())
+                            batch_size=batch_size, **settings)
         summary = run_evaluation_config(config)
     for line in summary_lines(summary):
         out.print(line, highlight=False, soft_wrap=True)
