@@ -82,8 +82,10 @@ from personahub.pipelines.calibrate_data import (
     survey_sha1,
 )
 from personahub.pipelines.calibrate_elicit import (
+    DISTRIBUTION_PANEL,
     LETTERS,
     LOGPROBS,
+    PANEL_SHOWN,
     SAMPLE,
     asks_held_out,
     asks_per_method,
@@ -215,11 +217,13 @@ class CalibrationAsker:
     def __init__(self, questions: Mapping[str, tuple[str, tuple[str, ...]]],
                  personas: Mapping[str, tuple[str, dict[str, str]]],
                  groups: Mapping[str, str] | None = None,
-                 shots: Mapping[str, str] | None = None) -> None:
+                 shots: Mapping[str, str] | None = None,
+                 panels: Mapping[str, str] | None = None) -> None:
         self.questions = dict(questions)  # id -> (text, offered options)
         self.personas = dict(personas)  # id -> (text, canonical demographics)
         self.groups = dict(groups or {})  # group_key -> the group's "- Name: label" lines
         self.shots = dict(shots or {})  # "method\x1fgroup_key" -> the group's other answers
+        self.panels = dict(panels or {})  # group_key -> some members' "- text" lines
 
     async def _stated(self, ask: Ask, caller: StructuredCaller) -> Answer:
         """A group-level ask (``distribution``, ``few-shot:K``): the group's stated shares, as
@@ -227,7 +231,9 @@ class CalibrationAsker:
         text, options = self.questions[ask.question_id]
         messages = distribution_messages(
             text, options, group=self.groups.get(ask.respondent, ask.respondent),
-            shots=self.shots.get(f"{ask.steering}\x1f{ask.respondent}", ""))
+            shots=self.shots.get(f"{ask.steering}\x1f{ask.respondent}", ""),
+            panel=self.panels.get(ask.respondent, "") if ask.steering == DISTRIBUTION_PANEL
+            else "")
         limit = default_max_tokens(CALIBRATE_PURPOSE) + 16 * len(options)
         result = await caller.structured(distribution_schema(options), messages,
                                          purpose=f"{CALIBRATE_PURPOSE}-{ask.steering}",
@@ -516,7 +522,11 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                 shots |= {f"{method}\x1f{group_key(*g.key)}": shots_text(survey, shown,
                                                                       g.attribute, g.labels)
                           for g in state.selected.all_groups()}
-        return CalibrationAsker(questions, state.personas, groups, shots)
+        panels = ({group_key(*g.key): "\n".join(f"- {state.personas[p][0]}"
+                                                 for p in state.panels.get(g.key, [])[:PANEL_SHOWN])
+                   for g in state.selected.all_groups()}
+                  if DISTRIBUTION_PANEL in config.elicit else {})
+        return CalibrationAsker(questions, state.personas, groups, shots, panels)
 
     def commit(self, ctx: JobContext[CalibrateConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:

@@ -10,6 +10,9 @@ beside the steerings and the baselines:
   (``distribution_schema``). The shares are normalised; an answer whose shares sum to 0 is
   rejected (one fresh sample, then a failed call, counted). Scored exactly as a panel's
   distribution.
+- ``distribution:panel``: as ``distribution``, with the persona texts of (up to
+  ``PANEL_SHOWN`` of) the group's panel in the prompt, so the stated shares can lean on who the
+  group's members are, still one call per question x group.
 - ``logprobs``: **one** call per question x group asking for the letter of a group member's
   answer, read as the server's token log-probabilities of the option letters
   (``models.option_logprobs``): the group's distribution with no sampling at all. Per group,
@@ -44,7 +47,8 @@ from scipy.optimize import minimize_scalar
 from personahub.analysis.survey import Question, Survey
 from personahub.core.errors import UsageError
 
-__all__ = ["DISTRIBUTION", "FEW_SHOT", "LETTERS", "LOGPROBS", "SAMPLE", "asks_held_out",
+__all__ = ["DISTRIBUTION", "DISTRIBUTION_PANEL", "FEW_SHOT", "LETTERS", "LOGPROBS", "PANEL_SHOWN",
+           "SAMPLE", "asks_held_out",
            "asks_per_method", "fit_temperature", "scaled", "check_elicit", "check_shares",
            "distribution_schema", "few_shot_k", "group_key", "held_out", "is_group_method", "shares_of",
            "shots_text",
@@ -52,9 +56,12 @@ __all__ = ["DISTRIBUTION", "FEW_SHOT", "LETTERS", "LOGPROBS", "SAMPLE", "asks_he
 
 SAMPLE = "sample"
 DISTRIBUTION = "distribution"
+DISTRIBUTION_PANEL = "distribution:panel"  # the panel's persona texts shown
+PANEL_SHOWN = 10  # persona texts a distribution:panel prompt shows per group (the panel's first)
 FEW_SHOT = "few-shot"
 LOGPROBS = "logprobs"
-_USE = f"use {SAMPLE}, {DISTRIBUTION}, {LOGPROBS} or {FEW_SHOT}:K (K a whole number from 1)"
+_USE = (f"use {SAMPLE}, {DISTRIBUTION}, {DISTRIBUTION_PANEL}, {LOGPROBS} or {FEW_SHOT}:K "
+        "(K a whole number from 1)")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -82,7 +89,8 @@ def check_elicit(methods: Iterable[str]) -> tuple[str, ...]:
     if not chosen:
         raise UsageError(f"--elicit: give one or more methods: {_USE}")
     for method in chosen:
-        if method not in (SAMPLE, DISTRIBUTION, LOGPROBS) and few_shot_k(method) is None:
+        if (method not in (SAMPLE, DISTRIBUTION, DISTRIBUTION_PANEL, LOGPROBS)
+                and few_shot_k(method) is None):
             raise UsageError(f"--elicit {method!r}: {_USE}")
     if len(set(chosen)) != len(chosen):
         raise UsageError("--elicit: a method is given twice")
@@ -91,7 +99,7 @@ def check_elicit(methods: Iterable[str]) -> tuple[str, ...]:
 
 def is_group_method(method: str) -> bool:
     """Whether a method asks once per question x group (not once per persona)."""
-    return method in (DISTRIBUTION, LOGPROBS) or few_shot_k(method) is not None
+    return method in (DISTRIBUTION, DISTRIBUTION_PANEL, LOGPROBS) or few_shot_k(method) is not None
 
 
 def asks_held_out(method: str) -> bool:

@@ -60,7 +60,8 @@ def calibrate(
         "--elicit", help="How answers are elicited, each scored as a row of its own: sample "
                          "(each persona answers once; default), distribution (the model states "
                          "each group's answer shares: one call per question x group), "
-                         "logprobs (the option letters' token probabilities, one call per "
+                         "distribution:panel (as distribution, shown some of the group's "
+                         "persona texts), logprobs (the option letters' token probabilities, one call per "
                          "question x group; temperature fitted on held-out questions), "
                          "few-shot:K (as distribution, shown the group's answers to K other "
                          "questions, held out of its score); repeat to compare.")] = None,

@@ -71,7 +71,8 @@ def evaluate(
 ) -> None:
     """Split a synthesis job's items, verify the test items by solver agreement and score models
     on them with a 95% Wilson interval. Running it again reuses the stored split and answers.
-    --executor ray and --batch are refused for now."""
+
+    --executor ray and --batch are refused for now (not built yet)."""
     from personahub.api import run_evaluation_config
     from personahub.core.errors import UsageError
     from personahub.pipelines.evaluate import (

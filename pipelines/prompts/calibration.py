@@ -74,11 +74,14 @@ DISTRIBUTION_TASK = ("For each option (its key written exactly as it is listed),
 
 
 def distribution_messages(question: str, options: Sequence[str], *, group: str,
-                          shots: str = "") -> list[BaseMessage]:
+                          shots: str = "", panel: str = "") -> list[BaseMessage]:
     """The messages asking for a group's answer shares to one question (``group``: the group's
-    ``- Name: label`` lines; ``shots``: the group's answers to other questions, for few-shot)."""
+    ``- Name: label`` lines; ``shots``: the group's answers to other questions, for few-shot;
+    ``panel``: some members' persona texts, one ``- text`` line each)."""
     listed = "\n".join(f"- {option}" for option in options)
     body = section("Group", group) + "\n"
+    if panel:
+        body += section("Some people in this group", panel) + "\n"
     if shots:
         body += section("How this group answered other questions of the survey", shots) + "\n"
     body += (section("Question", question) + "\n" + section("Options", listed) + "\n"

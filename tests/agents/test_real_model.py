@@ -605,3 +605,35 @@ def test_kept_share_over_the_module(llama: LlamaServer) -> None:
     assert kept / total >= KEPT_SHARE_MODULE_MIN, (
         f"{llama.server}: kept {kept} of {total} ({kept / total:.0%}): "
         + ", ".join(f"{kind} {k}/{n}" for kind, (k, n) in sorted(kinds.items())))
+
+
+def test_calibrate_stated_distributions_on_smollm2(llama: LlamaServer, tmp_path: Path) -> None:
+    """``calibrate --elicit distribution --elicit distribution:panel`` on SmolLM2 (llama-server
+    only: four calls): one structured call per question x group and method, every call accounted
+    for, and what was answered is normalised shares over the question's options."""
+    if llama.server != "llama-server":
+        pytest.skip("stated distributions are measured on llama-server only")
+    from tests.pipelines.calibrate_fixtures import make_population, write_survey
+
+    db = tmp_path / "stated.duckdb"
+    survey = write_survey(tmp_path / "survey.csv")
+    population = make_population(tmp_path, db)
+    code, output = invoke("calibrate", str(survey), "--population", population, "--n", "2",
+                          "--no-persona-n", "0", "--limit", "1", "--attribute", "SEX",
+                          "--elicit", "distribution", "--elicit", "distribution:panel",
+                          "--db", str(db), "--llm", llama.spec, "--timeout", "120")
+    assert_ends_clearly(code, output)
+    assert_accounted(db, llama, "purpose LIKE 'survey:calibrate-distribution%'",
+                     kept_floor=code == 0)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        asked = con.execute("SELECT DISTINCT purpose FROM llm_calls").fetchall()
+        stated = con.execute("SELECT steering, reason FROM calibration_answers").fetchall()
+    finally:
+        con.close()
+    assert "distribution 2" in output and "distribution:panel 2" in output  # 1 question x 2 groups
+    assert {p for (p,) in asked} <= {"survey:calibrate-distribution",
+                                     "survey:calibrate-distribution:panel"}
+    for steering, reason in stated:
+        assert steering in ("distribution", "distribution:panel")
+        assert sum(json.loads(reason).values()) == pytest.approx(1.0)

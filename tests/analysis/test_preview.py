@@ -126,7 +126,8 @@ def test_show_finds_an_item_an_emission_and_a_persona(con: duckdb.DuckDBPyConnec
 
 
 def test_show_refuses_unknown_ambiguous_and_empty_ids(con: duckdb.DuckDBPyConnection) -> None:
-    with pytest.raises(PersonahubError, match="show nothing-here: no synthesis item, emission, persona or run"):
+    with pytest.raises(PersonahubError,
+                       match="show nothing-here: no synthesis item, emission, persona or run"):
         show(con, "nothing-here")
     with pytest.raises(PersonahubError, match="several ids start with it"):
         show(con, "s00000000")

@@ -272,3 +272,38 @@ def test_invalid_stated_shares_are_failed_calls_counted_per_method(
     assert set(model.loc[model["question_id"] != "WHY", "sim_failed"]) == {0}
     (line,) = [x for x in CALIBRATION.report(summary, hub["db"]) if x.startswith("calls per")]
     assert "distribution 12, 1.00 per question x group (4 failed)" in line
+
+
+def test_distribution_panel_shows_the_groups_persona_texts_and_only_there() -> None:
+    seen: dict[str, str] = {}
+
+    class Recording:  # keeps each call's prompt; answers even shares
+        async def structured(self, schema: Any, messages: Any, **kwargs: Any) -> Any:
+            seen[kwargs["purpose"]] = str(messages[1].content)
+            return StructuredResult(schema.model_validate({"Yes": 50, "No": 50}), [])
+
+    asker = CalibrationAsker({"A": ("Is A good?", ("Yes", "No"))}, {}, {"SEX=Female": "- Sex"},
+                             panels={"SEX=Female": "- a beekeeper in Ohio\n- a retired nurse"})
+    answers = asyncio.run(asker.run_batch(
+        [Ask("A", "distribution:panel", "SEX=Female", None),
+         Ask("A", "distribution", "SEX=Female", None)], Recording()))  # type: ignore[arg-type]
+    assert [a.reason for a in answers] == [json.dumps({"Yes": 0.5, "No": 0.5})] * 2
+    shown = seen["survey:calibrate-distribution:panel"]
+    assert "## Some people in this group\n- a beekeeper in Ohio\n- a retired nurse" in shown
+    assert "beekeeper" not in seen["survey:calibrate-distribution"]
+
+
+def test_distribution_panel_is_a_row_of_its_own_with_one_call_per_group(
+        hub: dict[str, Any]) -> None:
+    db = hub["db"]
+    job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=4,
+                               no_persona_n=1, seed=7,
+                               elicit=("distribution", "distribution:panel"))
+    _check_rows(db, job, ("distribution", "distribution:panel"), seed=7)
+    assert job.summary.calls == {"distribution": 12, "distribution:panel": 3 * 4,
+                                 "no_persona": 3}
+    # the same questions and groups, and the panel's persona texts on top
+    tokens = dict(rows(db, "SELECT purpose, min(tokens_in) FROM llm_calls WHERE job_id = ? "
+                           "AND purpose LIKE 'survey:calibrate-distribution%' GROUP BY 1",
+                       [job.job_id]))
+    assert tokens["survey:calibrate-distribution:panel"] > tokens["survey:calibrate-distribution"]
