@@ -41,7 +41,9 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Eval
                              for _, text in items[:PLANTED]))
     summary = run_evaluation_config(EvalConfig(
         job=job, solvers=("offline?seed=1", "offline?seed=2", "offline?seed=3"),
-        models=("offline?seed=4",), test_n=8, agree=2, against=(str(bench),), db=str(db)))
+        models=("offline?seed=4",), test_n=8, agree=1, against=(str(bench),), db=str(db)))
+    # agree=1: every answered test item is verified, so the model has a score whatever items the
+    # time-stamped job ids put in the test split (offline solvers agree only by chance)
     # the planted items, and any item the offline engine's templates made near one of them
     flagged = {r[0] for r in rows(db, "SELECT DISTINCT item_id FROM eval_contamination")}
     assert flagged >= {item for item, _ in items[:PLANTED]}
