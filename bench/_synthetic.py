@@ -45,3 +45,21 @@ def write_scenario(path: Path, personas: Path, *, steps: int, activation: float 
         encoding="utf-8",
     )
     return path
+
+
+def template_population(db: Path, people: int, shares: dict[str, dict[str, float]]) -> str:
+    """A seeded population of ``people`` template personas over ``shares`` (attribute -> value
+    -> share) written to ``db``; returns its id (what ``calibrate --population`` takes)."""
+    from personahub.core.store import connect, transaction
+    from personahub.personas.population import draw_population, template_personas
+    from personahub.personas.population_files import Marginals
+    from personahub.personas.store import upsert_personas
+
+    population = draw_population(people, seed=0, marginals=Marginals(shares))
+    con = connect(db)
+    try:
+        with transaction(con):
+            upsert_personas(con, template_personas(population))
+    finally:
+        con.close()
+    return population.population_id

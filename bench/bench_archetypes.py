@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _synthetic import HOBBIES, PLACES, ROLES, TRAITS  # noqa: E402
+from _synthetic import HOBBIES, PLACES, ROLES, TRAITS, template_population  # noqa: E402
 from bench_calibrate import write_survey  # noqa: E402
 
 # sex and party are the survey's groups; the rest make ~2,400 distinct profiles to group
@@ -55,19 +55,7 @@ SHARES = {"sex": {"female": 0.5, "male": 0.5}, "party": {"democrat": 0.5, "repub
 
 def make_population(db: Path, people: int) -> str:
     """A seeded template population over ``SHARES`` in ``db``; returns its id."""
-    from personahub.core.store import connect, transaction
-    from personahub.personas.population import draw_population, template_personas
-    from personahub.personas.population_files import Marginals
-    from personahub.personas.store import upsert_personas
-
-    population = draw_population(people, seed=0, marginals=Marginals(SHARES))
-    con = connect(db)
-    try:
-        with transaction(con):
-            upsert_personas(con, template_personas(population))
-    finally:
-        con.close()
-    return population.population_id
+    return template_population(db, people, SHARES)
 
 
 def price(engine: str, llm: str, personas: int, questions: int, ks: list[int]) -> None:

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _synthetic import template_population
 
 GROUPS = (("SEX", "Female"), ("SEX", "Male"), ("POLPARTY", "Democrat"),
           ("POLPARTY", "Republican"), ("Overall", "all"))
@@ -70,20 +71,8 @@ def write_survey(path: Path, questions: int, seed: int = 0) -> None:
 
 
 def make_population(db: Path, people: int) -> str:
-    from personahub.core.store import connect, transaction
-    from personahub.personas.population import draw_population, template_personas
-    from personahub.personas.population_files import Marginals
-    from personahub.personas.store import upsert_personas
-
     shares = {"sex": {"female": 0.5, "male": 0.5}, "party": {"democrat": 0.5, "republican": 0.5}}
-    population = draw_population(people, seed=0, marginals=Marginals(shares))
-    con = connect(db)
-    try:
-        with transaction(con):
-            upsert_personas(con, template_personas(population))
-    finally:
-        con.close()
-    return population.population_id
+    return template_population(db, people, shares)
 
 
 def asking_span(db: Path, job_id: str) -> tuple[int, float]:
