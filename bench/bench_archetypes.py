@@ -4,6 +4,8 @@ and peak memory of grouping 100k and 1M personas.
 
     python bench/bench_archetypes.py [--personas 1200] [--questions 4] [--k 10 --k 100 --k 1000]
                                      [--scale 100000 --scale 1000000] [--no-server]
+                                     [--run 100000 --run 1000000 [--run-k 100]
+                                      [--activation 0.1] [--per-agent] [--only-runs]]
 
 Part 1: a seeded template population of ``--personas`` people over sex, party, race, region,
 education and ideology (written to a temporary hub) and a synthetic survey of ``--questions``
@@ -20,9 +22,16 @@ Part 2: ``personas.archetypes.group_archetypes`` (K = 100) on ``--scale`` synthe
 wall time and the child's peak RSS (``resource.getrusage``, inputs included) beside the RSS before
 grouping.
 
+Part 3 (``--run N``, first): a society of N template personas (sex, party) with ``--run-k``
+archetypes, two steps at ``--activation``, two unaddressed kinds (instruction, tool_spec) and a
+three-option survey to everyone each step, offline, in a spawned child: per step its model calls
+(``llm_calls``), active agents, answers and drawn answers; the run's wall time and peak RSS and
+the step-1 survey shares per sex. ``--per-agent`` runs the same society without archetypes.
+
 Lines: ``PRICE engine=<offline|server> k=<K> calls=<n> calls_per_answer=<x> similarity=<mean>
 tvd=<mean>`` and ``GROUP <attribute>=<group> ...`` under each, then ``SCALE personas=<n> k=100
-seconds=<s> rss_before_mb=<m> peak_rss_mb=<m>``.
+seconds=<s> rss_before_mb=<m> peak_rss_mb=<m>``, and ``RUN agents=<n> archetypes=<K> step=<s>
+... calls=<c> calls_per_active=<x>`` per step.
 """
 
 from __future__ import annotations
@@ -117,6 +126,76 @@ def scale(n: int, k: int = 100) -> None:
           f"rss_before_mb={before:.0f} peak_rss_mb={peak:.0f}")
 
 
+def _society(n: int, k: int | None, activation: float, steps: int, out: Any) -> None:
+    """One society run of ``n`` agents (``k`` archetypes, or every agent asked when None): two
+    unaddressed kinds and a choice survey to everyone each step; per step its calls, active
+    agents, answers and drawn answers, then the run's wall time and this process's peak RSS."""
+    import json as json_
+
+    import duckdb
+
+    from personahub.api import run_simulation
+    from personahub.pipelines.run import RunConfig
+    from personahub.sim.scenario import load_scenario
+
+    rng = random.Random(0)
+    sexes, parties = ("female", "male"), ("democrat", "republican", "independent")
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        people = base / "people.jsonl"
+        with people.open("w", encoding="utf-8") as f:
+            for i in range(n):
+                text = (f"A {rng.choice(TRAITS)} {rng.choice(ROLES)} from {rng.choice(PLACES)} "
+                        f"who likes {rng.choice(HOBBIES)} (resident no. {i}).")
+                f.write(json_.dumps({"persona": text, "sex": rng.choice(sexes),
+                                     "party": rng.choice(parties)}) + "\n")
+        scenario_file = base / "society.py"
+        scenario_file.write_text(
+            "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+            f"SCENARIO = Scenario(name='archetypes', personas=PersonaSource(path={str(people)!r}),"
+            f" graph=GraphGrowth(hops=0, acquaintances=4), steps={steps},"
+            f" activation={activation}, seed=1, kinds=('instruction', 'tool_spec'),"
+            f" archetypes={k!r},"
+            " surveys=(Survey(id='ferry', question='Should the town keep the ferry?',"
+            f" steps=tuple(range(1, {steps} + 1)), options=('yes', 'no', 'unsure')),),"
+            " world='A river town with a ferry, a market and a library.')\n", encoding="utf-8")
+        scenario = load_scenario(scenario_file)
+        began = time.perf_counter()
+        run_simulation(RunConfig(scenario=scenario, db=base / "society.duckdb"))
+        seconds = time.perf_counter() - began
+        con = duckdb.connect(str(base / "society.duckdb"), read_only=True)
+        per_step = con.execute(
+            "SELECT s.step, s.n_active, s.n_answers, s.n_archetype_calls, s.n_drawn, "
+            "(SELECT count(*) FROM llm_calls c WHERE c.run_id = s.run_id AND c.step = s.step) "
+            "FROM steps s ORDER BY s.step").fetchall()
+        shares = con.execute(
+            "SELECT p.attributes->>'sex' AS sex, a.answer_choice, count(*) FROM survey_answers a "
+            "JOIN personas p USING (persona_id) WHERE a.step = 1 GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        con.close()
+    out.put((seconds, _rss_mb(), per_step, shares))
+
+
+def society(n: int, k: int | None, activation: float, steps: int = 2) -> None:
+    """``_society`` in a fresh child process (its peak RSS is the run's own)."""
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    child = context.Process(target=_society, args=(n, k, activation, steps, out))
+    child.start()
+    seconds, peak, per_step, shares = out.get(timeout=7200)
+    child.join()
+    for step, active, answers, arch_calls, drawn, calls in per_step:
+        print(f"RUN agents={n} archetypes={k} step={step} active={active} answers={answers} "
+              f"calls={calls} archetype_calls={arch_calls} drawn={drawn} "
+              f"calls_per_active={calls / max(active, 1):.4f}")
+    total = {}
+    for sex, _, count in shares:
+        total[sex] = total.get(sex, 0) + count
+    print(f"RUN agents={n} archetypes={k} seconds={seconds:.1f} peak_rss_mb={peak:.0f} "
+          "step-1 shares: " + "; ".join(f"{sex}/{answer} {count / total[sex]:.3f}"
+                                        for sex, answer, count in shares))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--personas", type=int, default=1200)
@@ -124,7 +203,20 @@ def main() -> None:
     parser.add_argument("--k", type=int, action="append", default=None)
     parser.add_argument("--scale", type=int, action="append", default=None)
     parser.add_argument("--no-server", action="store_true")
+    parser.add_argument("--run", type=int, action="append", default=None,
+                        help="agents of a society run with --run-k archetypes (repeatable)")
+    parser.add_argument("--run-k", type=int, default=100)
+    parser.add_argument("--activation", type=float, default=0.1)
+    parser.add_argument("--per-agent", action="store_true",
+                        help="also run each --run size without archetypes (the baseline)")
+    parser.add_argument("--only-runs", action="store_true", help="skip parts 1 and 2")
     args = parser.parse_args()
+    for n in args.run or []:
+        society(n, args.run_k, args.activation)
+        if args.per_agent:
+            society(n, None, args.activation)
+    if args.only_runs:
+        return
     ks = args.k or [10, 100, 1000]
     price("offline", "offline", args.personas, args.questions, ks)
     if not args.no_server:
