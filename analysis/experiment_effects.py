@@ -373,6 +373,44 @@ def verdict(row: Mapping[str, Any], described: str, confidence: float = 0.95) ->
             f"sizes detect is about {abs(row['mde']):.1f} {unit}.")
 
 
+AGREEMENT_COLUMNS = ["outcome", "treatment", "control", "unit", "effect", "ci_low", "ci_high",
+                     "compared_effect", "agrees", "line"]
+
+
+def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
+              compared_label: str) -> pd.DataFrame:
+    """Whether another estimate of an experiment's effects (``compared``: e.g. the same
+    experiment run with archetypes) agrees with ``base`` (e.g. asking every agent): for each
+    outcome and treatment both hold, whether the compared effect lies within the base effect's
+    interval, with a plain line saying so (or saying that it does not).
+
+    Args:
+        base: the reference effect table (``EFFECT_COLUMNS``).
+        compared: the other effect table.
+        base_label: the reference in words (``experiment per-agent``).
+        compared_label: the other in words (``experiment with 100 archetypes``).
+
+    Returns:
+        One row per outcome and treatment in both tables (``AGREEMENT_COLUMNS``).
+    """
+    keys = ["outcome", "treatment", "control"]
+    joined = base.merge(compared[[*keys, "effect"]].rename(columns={"effect": "compared_effect"}),
+                        on=keys)
+    rows = []
+    for row in joined.to_dict("records"):
+        agrees = bool(row["ci_low"] <= row["compared_effect"] <= row["ci_high"])
+        line = (f"{row['outcome']}, {row['treatment']} against {row['control']}: "
+                f"{compared_label} estimates {row['compared_effect']:+.1f} {row['unit']}, "
+                + ("within" if agrees else "OUTSIDE")
+                + f" {base_label}'s interval {row['ci_low']:+.1f} to {row['ci_high']:+.1f} "
+                f"(its effect {row['effect']:+.1f})"
+                + ("." if agrees else ": the two estimates do not agree."))
+        rows.append({**{k: row[k] for k in (*keys, "unit", "effect", "ci_low", "ci_high",
+                                             "compared_effect")},
+                     "agrees": agrees, "line": line})
+    return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
+
+
 WITHIN_LIMIT = ("within a world, icc is the outcome's correlation among one arm's agents of a "
                 "run; agents of one graph community answer more alike than that, and "
                 "spill-over from treated to control neighbours shrinks the effect itself: "

@@ -9,7 +9,7 @@ size; a plain verdict line per outcome follows.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from personahub.cli.common import DbOption, Engine, engine_options, one_line_errors, out, say
 from personahub.core.store import DEFAULT_DB
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @one_line_errors
@@ -33,6 +36,14 @@ def experiment(
                      "the same id goes on with its unfinished runs.")] = None,
     steps: Annotated[int | None, typer.Option(
         "--steps", min=1, help="Steps per run (default: the scenario's).")] = None,
+    archetypes: Annotated[int | None, typer.Option(
+        "--archetypes", min=1, metavar="K",
+        help="Every arm run asks its surveys and unaddressed actions once per archetype of K "
+             "(as run --archetypes; default: the scenario's).")] = None,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", metavar="ID",
+        help="An earlier experiment in the same database (e.g. the same one without "
+             "--archetypes): say whether each effect here lies within its interval.")] = None,
     *,
     engine: Engine,
 ) -> None:
@@ -46,8 +57,10 @@ def experiment(
     def told(arm: str, replicate: int, run_id: str) -> None:
         say(f"  arm {arm}, replicate {replicate}: run {run_id}")
 
+    base = _recorded_effects(db, compare) if compare is not None else None  # checked first
     result = run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
                     experiment_id=experiment_id, on_run=told, steps=steps,
+                    **({"archetypes": archetypes} if archetypes is not None else {}),
                     **engine.settings(), **engine.flags.settings())
     runs = result.runs
     say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "
@@ -73,3 +86,37 @@ def experiment(
         say(f"intervals: {unit} resampled", to=out)
     for line in result.verdicts():
         say(line, to=out)
+    if compare is not None and base is not None:
+        for line in _agreement_lines(base, compare, result.experiment_id, result.effects):
+            say(line, to=out)
+
+
+def _recorded_effects(db: Path, experiment_id: str) -> pd.DataFrame:
+    """The effect table of an experiment recorded in ``db`` (for ``--compare``)."""
+    from personahub.analysis.experiment_report import experiment_tables
+    from personahub.core.errors import PersonahubError
+    from personahub.core.store import connect
+
+    if not Path(db).exists():
+        raise PersonahubError(f"--compare {experiment_id}: {db} does not exist")
+    con = connect(db, read_only=True)
+    try:
+        return experiment_tables(con, experiment_id)[3]
+    except PersonahubError as exc:
+        raise PersonahubError(str(exc).replace("--experiment", "--compare", 1)) from None
+    finally:
+        con.close()
+
+
+def _agreement_lines(base: pd.DataFrame, base_id: str, own_id: str,
+                     effects: pd.DataFrame) -> list[str]:
+    """Whether this experiment's effects lie within experiment ``base_id``'s intervals."""
+    from personahub.analysis.experiment_effects import agreement
+
+    table = agreement(base, effects, base_label=f"experiment {base_id}",
+                      compared_label=f"experiment {own_id}")
+    if table.empty:
+        return [f"--compare {base_id}: no outcome and treatment in common with {own_id}"]
+    held = int(table["agrees"].sum())
+    return [*table["line"], f"{held} of {len(table)} effects within experiment {base_id}'s "
+                            "intervals"]

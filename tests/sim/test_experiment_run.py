@@ -168,3 +168,65 @@ def test_how_a_run_runs_is_no_other_setting_but_what_it_makes_is(tmp_path):
     for made in ({"steps": 3}, {"steps": 2, "temperature": 0.5}, {"steps": 2, "max_tokens": 9}):
         assert arm_settings(scenario, "a", "offline", made) != base, made
     assert arm_settings(scenario, "b", "offline", {"steps": 2}) != base
+
+
+def test_agreement_says_whether_an_effect_lies_within_the_reference_interval():
+    import pandas as pd
+
+    from personahub.analysis.experiment_effects import agreement
+
+    keys = {"treatment": "b", "control": "a", "unit": "percentage points"}
+    base = pd.DataFrame([{"outcome": "buy@2", **keys, "effect": 5.0, "ci_low": -2.0,
+                          "ci_high": 12.0},
+                         {"outcome": "fair@2", **keys, "effect": 0.5, "ci_low": 0.1,
+                          "ci_high": 0.9}])
+    compared = pd.DataFrame([{"outcome": "buy@2", **keys, "effect": 11.5},
+                             {"outcome": "fair@2", **keys, "effect": 1.2},
+                             {"outcome": "other@1", **keys, "effect": 0.0}])
+    table = agreement(base, compared, base_label="experiment full",
+                      compared_label="experiment arch")
+    assert list(table["outcome"]) == ["buy@2", "fair@2"]  # only what both hold
+    assert list(table["agrees"]) == [True, False]
+    assert "experiment arch estimates +11.5 percentage points, within experiment full's " \
+           "interval -2.0 to +12.0" in table["line"][0]
+    assert table["line"][1].endswith("the two estimates do not agree.")
+
+
+def test_an_experiment_with_archetypes_is_compared_with_the_per_agent_one(tmp_path):
+    from tests.cli_helpers import invoke
+
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
+    db = tmp_path / "exp.duckdb"
+    full = invoke("experiment", path, "--db", db, "--replicates", "1", "--id", "full")
+    assert full.exit_code == 0, full.output
+    arch = invoke("experiment", path, "--db", db, "--replicates", "1", "--id", "arch",
+                  "--archetypes", "2", "--compare", "full")
+    assert arch.exit_code == 0, arch.output
+    lines = arch.stdout.splitlines()
+    compared = [line for line in lines if "experiment arch estimates" in line]
+    assert [line.split(",")[0] for line in compared] == ["buy@2", "fair@2"]
+    assert all("experiment full's interval" in line for line in compared)
+    held = sum(" within experiment full" in line for line in compared)
+    assert f"{held} of 2 effects within experiment full's intervals" in lines
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        grouped = con.execute(
+            "SELECT e.experiment_id, count(DISTINCT a.run_id), max(a.archetype) FROM experiments e "
+            "JOIN run_archetypes a USING (run_id) GROUP BY 1").fetchall()
+        asked = con.execute(
+            "SELECT DISTINCT e.experiment_id, c.purpose FROM experiments e JOIN llm_calls c "
+            "USING (run_id) WHERE c.purpose LIKE 'survey%' ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+    assert grouped == [("arch", 2, 1)]  # both arm runs grouped into 2 archetypes (0 and 1)
+    assert asked == [("arch", "survey_archetype"), ("full", "survey")]
+    # a comparison with an experiment that is not there: one line, exit 1, before any run
+    missing = invoke("experiment", path, "--db", db, "--replicates", "1", "--id", "new",
+                     "--archetypes", "2", "--compare", "nope")
+    assert missing.exit_code == 1 and "--compare nope: not found" in missing.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM experiments WHERE experiment_id = 'new'"
+                           ).fetchall() == [(0,)]
+    finally:
+        con.close()
