@@ -63,6 +63,7 @@ from personahub.models.embedders import make_embedder  # noqa: E402
 from personahub.personas.embedding import Embedder, HashEmbedder  # noqa: E402
 from personahub.personas.store import relation_edges  # noqa: E402
 from personahub.sim.run_queries import agent_persona_ids  # noqa: E402
+from personahub.sim.store import archetype_table  # noqa: E402
 
 MAX_DRAWN_NODES = 300
 # Every file a report may write into its folder (checked up front so --force means something).
@@ -167,6 +168,21 @@ def duplicate_axis_limit(rates: list[float]) -> float:
     """The x-axis end for duplicate rates: the largest rate with room for its label, at least
     1%, at most 100% (a 0-1 axis shows 0.3% as nothing)."""
     return min(1.0, max(0.01, max(rates, default=0.0) * 1.35))
+
+
+def _archetypes(con: duckdb.DuckDBPyConnection, run_id: str) -> Section | None:
+    """The run's archetypes (``run --archetypes K``), largest first; None without them."""
+    method, rows = archetype_table(con, run_id)
+    if not rows:
+        return None
+    section = Section("Archetypes")
+    total = sum(size for _, size, _, _ in rows)
+    section.note = (f"{len(rows)} archetypes over {total} agents ({method}). Surveys and "
+                    "unaddressed actions were asked once per archetype, through its "
+                    "representative; each member's answer was drawn from the stated shares.")
+    section.table = (["archetype", "agents", "representative persona", "members' attributes"],
+                     rows)
+    return section
 
 
 def _duplicate_rate(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
@@ -562,7 +578,9 @@ def _write_sections(con: duckdb.DuckDBPyConnection, rep: Report) -> None:
         survey = _survey(con, rep)
         graph = _graph(con, rep)
         validity = _validity(con, run)
+        archetypes = _archetypes(con, run) if run is not None else None
         rep.sections += [*([survey] if survey is not None else []),
+                         *([archetypes] if archetypes is not None else []),
                          *([validity] if validity is not None else []),
                          _emissions_over_steps(con, rep),
                          *(_samples(con, rep) + [_outliers(con, rep)] if run is not None else []),

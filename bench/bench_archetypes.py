@@ -26,12 +26,13 @@ Part 3 (``--run N``, first): a society of N template personas (sex, party) with 
 archetypes, two steps at ``--activation``, two unaddressed kinds (instruction, tool_spec) and a
 three-option survey to everyone each step, offline, in a spawned child: per step its model calls
 (``llm_calls``), active agents, answers and drawn answers; the run's wall time and peak RSS and
-the step-1 survey shares per sex. ``--per-agent`` runs the same society without archetypes.
+the step-1 survey shares per sex. ``--per-agent`` runs the same society without archetypes;
+without ``--no-server`` it runs again through the loopback server.
 
 Lines: ``PRICE engine=<offline|server> k=<K> calls=<n> calls_per_answer=<x> similarity=<mean>
 tvd=<mean>`` and ``GROUP <attribute>=<group> ...`` under each, then ``SCALE personas=<n> k=100
-seconds=<s> rss_before_mb=<m> peak_rss_mb=<m>``, and ``RUN agents=<n> archetypes=<K> step=<s>
-... calls=<c> calls_per_active=<x>`` per step.
+seconds=<s> rss_before_mb=<m> peak_rss_mb=<m>``, and ``RUN engine=<offline|server> agents=<n>
+archetypes=<K> step=<s> ... calls=<c> calls_per_active=<x>`` per step.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def scale(n: int, k: int = 100) -> None:
           f"rss_before_mb={before:.0f} peak_rss_mb={peak:.0f}")
 
 
-def _society(n: int, k: int | None, activation: float, steps: int, out: Any) -> None:
+def _society(n: int, k: int | None, activation: float, steps: int, llm: str, out: Any
+             ) -> None:
     """One society run of ``n`` agents (``k`` archetypes, or every agent asked when None): two
     unaddressed kinds and a choice survey to everyone each step; per step its calls, active
     agents, answers and drawn answers, then the run's wall time and this process's peak RSS."""
@@ -161,7 +163,7 @@ def _society(n: int, k: int | None, activation: float, steps: int, out: Any) -> 
             " world='A river town with a ferry, a market and a library.')\n", encoding="utf-8")
         scenario = load_scenario(scenario_file)
         began = time.perf_counter()
-        run_simulation(RunConfig(scenario=scenario, db=base / "society.duckdb"))
+        run_simulation(RunConfig(scenario=scenario, db=base / "society.duckdb", llm=llm))
         seconds = time.perf_counter() - began
         con = duckdb.connect(str(base / "society.duckdb"), read_only=True)
         per_step = con.execute(
@@ -176,22 +178,23 @@ def _society(n: int, k: int | None, activation: float, steps: int, out: Any) -> 
     out.put((seconds, _rss_mb(), per_step, shares))
 
 
-def society(n: int, k: int | None, activation: float, steps: int = 2) -> None:
+def society(n: int, k: int | None, activation: float, steps: int = 2, llm: str = "offline",
+            engine: str = "offline") -> None:
     """``_society`` in a fresh child process (its peak RSS is the run's own)."""
     context = mp.get_context("spawn")
     out = context.Queue()
-    child = context.Process(target=_society, args=(n, k, activation, steps, out))
+    child = context.Process(target=_society, args=(n, k, activation, steps, llm, out))
     child.start()
     seconds, peak, per_step, shares = out.get(timeout=7200)
     child.join()
     for step, active, answers, arch_calls, drawn, calls in per_step:
-        print(f"RUN agents={n} archetypes={k} step={step} active={active} answers={answers} "
+        print(f"RUN engine={engine} agents={n} archetypes={k} step={step} active={active} answers={answers} "
               f"calls={calls} archetype_calls={arch_calls} drawn={drawn} "
               f"calls_per_active={calls / max(active, 1):.4f}")
     total = {}
     for sex, _, count in shares:
         total[sex] = total.get(sex, 0) + count
-    print(f"RUN agents={n} archetypes={k} seconds={seconds:.1f} peak_rss_mb={peak:.0f} "
+    print(f"RUN engine={engine} agents={n} archetypes={k} seconds={seconds:.1f} peak_rss_mb={peak:.0f} "
           "step-1 shares: " + "; ".join(f"{sex}/{answer} {count / total[sex]:.3f}"
                                         for sex, answer, count in shares))
 
@@ -215,6 +218,12 @@ def main() -> None:
         society(n, args.run_k, args.activation)
         if args.per_agent:
             society(n, None, args.activation)
+        if not args.no_server:  # the same society through the loopback server
+            from personahub.models.fake_server.server import running_server
+
+            with running_server(seed=0) as server:
+                society(n, args.run_k, args.activation, llm=server.base_url + "?model=offline",
+                        engine="server")
     if args.only_runs:
         return
     ks = args.k or [10, 100, 1000]

@@ -111,6 +111,24 @@ def archetype_lines(con: duckdb.DuckDBPyConnection, run_id: str,
     return lines
 
 
+def archetype_table(con: duckdb.DuckDBPyConnection, run_id: str
+                    ) -> tuple[str, list[tuple[int, int, str, str]]]:
+    """A run's grouping for its report: how it was made, and per archetype (largest first) its
+    size, representative persona and members' attribute shares as ``name: value 60%`` text
+    (no rows: the run has no archetypes)."""
+    rows = con.execute("SELECT archetype, size, representative, attribute_shares, method "
+                       "FROM run_archetypes WHERE run_id = ? ORDER BY size DESC, archetype",
+                       [run_id]).fetchall()
+    table = []
+    for archetype, size, representative, shares, _ in rows:
+        by_attribute = json.loads(shares) if shares else {}
+        text = "; ".join(f"{name}: " + ", ".join(f"{v} {share:.0%}" for v, share in
+                                                  sorted(values.items(), key=lambda x: -x[1])[:3])
+                         for name, values in by_attribute.items())
+        table.append((int(archetype), int(size), str(representative), text))
+    return (str(rows[0][4] or "") if rows else ""), table
+
+
 def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | None],
               started_at: dt.datetime, *, model: str) -> Rows:
     """A step's rows by table, in the order they are inserted: its emissions (with their

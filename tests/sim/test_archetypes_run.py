@@ -220,3 +220,40 @@ def test_the_command_takes_archetypes_and_resume_refuses_them(tmp_path):
     assert n == 3 and "calls once per archetype" in result.stdout
     refused = invoke("run", "--resume", run_id, "--db", db, "--archetypes", "2")
     assert refused.exit_code == 2 and "--archetypes" in refused.stderr
+
+
+def test_the_run_report_lists_the_archetypes_with_their_members_attributes(tmp_path):
+    from personahub.analysis.report import write_report
+    from personahub.core.store import connect
+
+    path = _scenario(tmp_path)
+    (tmp_path / "people.jsonl").write_text("".join(  # the same people, each with a town
+        json.dumps({"persona": t, "town": "north" if i % 3 else "south"}) + "\n"
+        for i, t in enumerate(persona_texts(N))))
+    db = tmp_path / "run.duckdb"
+    run_id = _run(path, db, steps=1)
+    con = connect(db)
+    try:
+        representatives = [r for (r,) in con.execute(
+            "SELECT representative FROM run_archetypes WHERE run_id = ?", [run_id]).fetchall()]
+        page = write_report(con, tmp_path / "report", run_id=run_id).read_text()
+    finally:
+        con.close()
+    assert "<h2>Archetypes</h2>" in page and f"{len(representatives)} archetypes over {N} agents" \
+        in page
+    assert all(r in page for r in representatives)
+    assert "town: north" in page or "town: south" in page
+
+
+def test_a_run_without_archetypes_has_no_archetype_section(tmp_path):
+    from personahub.analysis.report import write_report
+    from personahub.core.store import connect
+
+    db = tmp_path / "run.duckdb"
+    run_id = _run(_scenario(tmp_path, k=None), db, steps=1)
+    con = connect(db)
+    try:
+        page = write_report(con, tmp_path / "report", run_id=run_id).read_text()
+    finally:
+        con.close()
+    assert "Archetypes" not in page
