@@ -739,11 +739,12 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
             apply).
         progress: as for ``run_scenario``.
         **options: further ``CalibrateConfig`` fields (steering, questions, attributes, limit,
-            no_persona_n, carve, offer_refusal, the model flags, the batch ones, ...).
+            no_persona_n, carve, offer_refusal, elicit, dispersion, archetypes, the model
+            flags, the batch ones, ...).
 
     Returns:
         A ``Calibration`` whose ``per_attribute()``, ``scores()``, ``summary_table()``,
-        ``answers()`` and ``ppi(FILE)`` are DataFrames.
+        ``answers()``, ``sd_ratios()``, ``archetype_price()`` and ``ppi(FILE)`` are DataFrames.
 
     Raises:
         UsageError: neither a survey and population nor ``resume`` was given.
