@@ -55,7 +55,6 @@ from personahub.core.kernel import (
 )
 from personahub.core.validate import check_int
 from personahub.models.failures import call_error
-from personahub.personas.demographics import KEYS
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.calibrate_archetypes import (
     archetype_k,
@@ -77,6 +76,7 @@ from personahub.pipelines.calibrate_data import (
     load_survey,
     panel_personas,
     population_query,
+    profiles,
     question_rows,
     select,
     survey_sha1,
@@ -367,11 +367,6 @@ def offered(question: Question, offer_refusal: bool) -> tuple[str, ...]:
     return question.options if offer_refusal else question.substantive
 
 
-def demographics(attributes: Mapping[str, Any]) -> dict[str, str]:
-    """A persona's canonical demographics (what ``attributes`` steering shows)."""
-    return {k: str(attributes[k]) for k in KEYS if attributes.get(k) not in (None, "")}
-
-
 class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], CalibrationSummary]):
     """``personahub calibrate`` as a job spec (see the module doc)."""
 
@@ -419,7 +414,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             small_groups=[n for n in names if 0 < sizes[n] < config.n], personas=len(everyone))
         if not ctx.resumed:
             summary.weighting = survey.weighting
-        personas = {pid: (p.text, demographics(p.attributes)) for pid, p in everyone.items()}
+        personas = profiles(everyone)
         groupings = {k: grouping(personas, k, config.seed) for k in config.archetypes}
         ctx.state = CalibrationState(selected, panels, personas, summary, archetypes=groupings)
 

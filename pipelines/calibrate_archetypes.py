@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import duckdb
 import numpy as np
@@ -32,7 +31,6 @@ from personahub.analysis.calibration_scores import POPULATION, representativenes
 from personahub.analysis.survey import Question
 from personahub.core.errors import UsageError
 from personahub.personas.archetypes import Archetypes, group_archetypes
-from personahub.personas.demographics import KEYS
 from personahub.pipelines.prompts.population import attribute_lines
 
 __all__ = ["ARCHETYPES", "PRICE_COLUMNS", "archetype_k", "archetype_method", "archetype_respondent",
@@ -77,11 +75,6 @@ def check_archetypes(values: Iterable[int]) -> tuple[int, ...]:
     if len(set(chosen)) != len(chosen):
         raise UsageError("--archetypes: a value is given twice")
     return chosen
-
-
-def demographics_of(attributes: Mapping[str, Any]) -> dict[str, str]:
-    """A persona's canonical demographics (what the grouping and the prompt use)."""
-    return {k: str(attributes[k]) for k in KEYS if attributes.get(k) not in (None, "")}
 
 
 def grouping(personas: Personas, k: int, seed: int) -> tuple[list[str], Archetypes]:

@@ -30,13 +30,14 @@ import numpy as np
 from personahub.analysis import calibration_store as store
 from personahub.analysis.survey import OVERALL, Question, Survey
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.personas.demographics import canonical
+from personahub.personas.demographics import KEYS, canonical
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw_ids
 from personahub.personas.store import fetch_personas
 
 __all__ = ["ALL", "Group", "Selected", "draw_panels", "group_rows", "human_rows", "load_panels",
-           "load_survey", "population_query", "select", "survey_sha1"]
+           "load_survey", "panel_personas", "population_query", "profiles", "select",
+           "survey_sha1"]
 
 ALL = "all"  # --population all: every persona of the hub
 GroupKey = tuple[str, str]  # (attribute, group label joined by " / ")
@@ -227,3 +228,14 @@ def panel_personas(con: duckdb.DuckDBPyConnection,
     """The personas of the panels, by id."""
     ids = list(dict.fromkeys(pid for members in panels.values() for pid in members))
     return {p.persona_id: p for p in fetch_personas(con, ids)}
+
+
+def demographics_of(attributes: Mapping[str, object]) -> dict[str, str]:
+    """A persona's canonical demographics (what ``attributes`` steering shows and archetypes
+    group by)."""
+    return {k: str(attributes[k]) for k in KEYS if attributes.get(k) not in (None, "")}
+
+
+def profiles(personas: Mapping[str, Persona]) -> dict[str, tuple[str, dict[str, str]]]:
+    """Each panel persona's text and canonical demographics, by id (what the asker is given)."""
+    return {pid: (p.text, demographics_of(p.attributes)) for pid, p in personas.items()}

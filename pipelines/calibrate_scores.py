@@ -38,9 +38,8 @@ from personahub.pipelines.calibrate_archetypes import (
     archetype_counts,
     archetype_k,
     archetype_method,
-    demographics_of,
 )
-from personahub.pipelines.calibrate_data import load_panels, load_survey, panel_personas
+from personahub.pipelines.calibrate_data import load_panels, load_survey, panel_personas, profiles
 from personahub.pipelines.calibrate_elicit import (
     LOGPROBS,
     SAMPLE,
@@ -156,8 +155,7 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
     control = (job.get("config") or {}).get("dispersion") or NO_CONTROL
     ks = [int(k) for k in (job.get("config") or {}).get("archetypes") or []]
     if ks:  # each member's answer drawn from its archetype's stated shares
-        personas = {pid: (p.text, demographics_of(p.attributes))
-                    for pid, p in panel_personas(con, panels).items()}
+        personas = profiles(panel_personas(con, panels))
         simulated.update(archetype_counts(con, job_id, dict(survey.questions), panels, personas,
                                           ks, seed))
     # one model row per steering (asked one answer per persona), then per group-level method,

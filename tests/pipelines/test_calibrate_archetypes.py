@@ -104,7 +104,7 @@ def test_archetype_rows_cost_k_calls_per_question_offline(hub: dict[str, Any],
             "WHERE job_id = ? AND steering LIKE 'archetypes:%'", [job.job_id])}
     texts = dict(rows(db, "SELECT persona_id, text FROM personas"))
     attrs = {p: json.loads(a) for p, a in rows(db, "SELECT persona_id, attributes FROM personas")}
-    from personahub.pipelines.calibrate_archetypes import demographics_of
+    from personahub.pipelines.calibrate_data import demographics_of
 
     personas = {p: (texts[p], demographics_of(attrs[p])) for p in people}
     for k in (2, 3):
