@@ -881,9 +881,10 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
                 unmarked.append(ctx.job_id)
             raise DiskFull(spec.noun, ctx.job_id, reason, hint, unmarked) from None
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed", f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, ResumableStop) and hint not in str(exc):
-            raise PersonahubError(f"{spec.noun} {ctx.job_id} stopped: {exc}; resume with "
-                                  f"{hint}") from None
+        if isinstance(exc, ResumableStop) and hint not in str(exc):  # still a ResumableStop:
+            # callers that go on themselves (an experiment's arm runs) recognise it by its type
+            raise ResumableStop(f"{spec.noun} {ctx.job_id} stopped: {exc}; resume with "
+                                f"{hint}") from None
         if isinstance(exc, PersonahubError):
             raise
         raise PersonahubError(f"{spec.noun} {ctx.job_id} {spec.failure_text(ctx, exc)}; "

@@ -230,3 +230,19 @@ def test_an_experiment_with_archetypes_is_compared_with_the_per_agent_one(tmp_pa
                            ).fetchall() == [(0,)]
     finally:
         con.close()
+
+
+def test_an_arm_run_stopped_by_a_failing_server_points_at_the_experiment(tmp_path):
+    """The same as above through the real path: a server failing every call stops the first
+    arm's run in the kernel, and the message still names the experiment command."""
+    from personahub.core.errors import PersonahubError
+    from personahub.models.fake_server.server import running_server
+
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
+    with running_server(error_rate=1.0) as server, pytest.raises(PersonahubError) as stopped:
+        experiment(path, db=tmp_path / "e.duckdb", replicates=1,
+                   llm=server.base_url + "?model=offline", timeout_s=2, max_retries=0)
+    text = str(stopped.value)
+    assert text.startswith("experiment tiny_launch, arm 'a' replicate 0: run ")
+    assert "the same personahub experiment command goes on" in text
+    assert "personahub run --resume" not in text
