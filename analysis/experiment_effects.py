@@ -411,6 +411,30 @@ def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
+def agreement_verdict(table: pd.DataFrame, base_label: str) -> str:
+    """One plain line over an ``agreement`` table: on how many effects the two estimates agree,
+    and which they do not agree on.
+
+    Args:
+        table: an ``agreement`` table.
+        base_label: the reference in words (``experiment per-agent``).
+
+    Returns:
+        ``agrees on 2 of 2 effects ...`` or ``does not agree on ...``; no common effect is said.
+    """
+    if table.empty:
+        return f"no outcome and treatment in common with {base_label}"
+    held = int(table["agrees"].sum())
+    said = (f"agrees on {held} of {len(table)} effects with {base_label} (each effect within "
+            "its interval)")
+    if held == len(table):
+        return said
+    off = table[~table["agrees"].astype(bool)]
+    return said + "; does not agree on " + ", ".join(
+        f"{r['outcome']} ({r['treatment']} against {r['control']})"
+        for r in off.to_dict("records"))
+
+
 WITHIN_LIMIT = ("within a world, icc is the outcome's correlation among one arm's agents of a "
                 "run; agents of one graph community answer more alike than that, and "
                 "spill-over from treated to control neighbours shrinks the effect itself: "

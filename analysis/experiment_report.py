@@ -10,7 +10,12 @@ holds the experiment's arms and outcomes:
   the replicates;
 - the effect forest plot (``experiment_effects.png``): each treatment's effect on each outcome
   with its bootstrap interval (``analysis/experiment_effects.py``) and a zero line;
-- the effect table and its verdict lines.
+- the effect table and its verdict lines;
+- with ``compare``, another experiment's effects (e.g. the same one asking every agent, where
+  this one drew answers from archetypes): per outcome and treatment whether this effect lies
+  within the other's interval (``agreement``), and one verdict line. The comparison is computed
+  from both experiments' recorded runs when the report is written, not stored, so it follows
+  replicates added to either later.
 
 Like the effect table, the intervals treat the agents of one run as independent draws, which they
 are not when the society spreads opinions. The data behind the charts is ``arm_steps`` and
@@ -34,7 +39,12 @@ from statsmodels.stats.proportion import proportion_confint
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-from personahub.analysis.experiment_effects import effects, outcome_values  # noqa: E402
+from personahub.analysis.experiment_effects import (  # noqa: E402
+    agreement,
+    agreement_verdict,
+    effects,
+    outcome_values,
+)
 from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
 from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
 from personahub.core.errors import PersonahubError  # noqa: E402
@@ -48,8 +58,9 @@ from personahub.sim.experiment_store import (  # noqa: E402
 from personahub.sim.scenario import Scenario, ScenarioError  # noqa: E402
 from personahub.sim.store import run_record  # noqa: E402
 
-__all__ = ["ARM_STEP_COLUMNS", "EXPERIMENT_FILES", "arm_steps", "experiment_tables",
-           "load_recorded_experiment", "write_experiment_report"]
+__all__ = ["ARM_STEP_COLUMNS", "EXPERIMENT_FILES", "arm_steps", "compared_effects",
+           "experiment_agreement", "experiment_tables", "load_recorded_experiment",
+           "write_experiment_report"]
 
 EXPERIMENT_FILES = ("index.html", "experiment_arms.png", "experiment_effects.png")
 ARM_STEP_COLUMNS = ["outcome", "arm", "step", "n", "value", "ci_low", "ci_high", "unit"]
@@ -166,6 +177,33 @@ def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
                                  agents=agents), table
 
 
+def compared_effects(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
+                     confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """The effect table of the experiment named by ``--compare`` (its errors say so)."""
+    try:
+        return experiment_tables(con, experiment_id, confidence=confidence, seed=seed)[3]
+    except PersonahubError as exc:
+        raise PersonahubError(str(exc).replace("--experiment", "--compare", 1)) from None
+
+
+def experiment_agreement(base: pd.DataFrame, base_id: str, own: pd.DataFrame, own_id: str
+                         ) -> tuple[pd.DataFrame, str]:
+    """Whether experiment ``own_id``'s effects lie within experiment ``base_id``'s intervals.
+
+    Args:
+        base: the reference experiment's effect table (e.g. asking every agent).
+        base_id: its id.
+        own: this experiment's effect table (e.g. with archetypes).
+        own_id: its id.
+
+    Returns:
+        The ``agreement`` table and its verdict line (``agreement_verdict``).
+    """
+    label = f"experiment {base_id}"
+    table = agreement(base, own, base_label=label, compared_label=f"experiment {own_id}")
+    return table, f"experiment {own_id} " + agreement_verdict(table, label)
+
+
 def _draw_arms(steps: pd.DataFrame, experiment: Experiment, path: Path) -> None:
     outcomes = list(dict.fromkeys(steps["outcome"]))
     fig, axes = plt.subplots(len(outcomes), 1, figsize=(8, 3.2 * len(outcomes)), squeeze=False)
@@ -223,20 +261,26 @@ def _frame_html(frame: pd.DataFrame) -> str:
 
 
 def _html(spec: Experiment, facts: list[tuple[str, str]], steps: pd.DataFrame,
-          table: pd.DataFrame, images: list[tuple[str, str, str]]) -> str:
+          table: pd.DataFrame, images: list[tuple[str, str, str]],
+          compared: tuple[str, pd.DataFrame, str] | None = None) -> str:
     esc = html.escape
     title = f"personahub report — experiment {spec.id}"
     parts = page_head(title, facts, images)
     parts += ["<h2>Verdicts</h2>", "<ul>",
               *(f"<li>{esc(str(v))}</li>" for v in table["verdict"]), "</ul>",
-              "<h2>Effects</h2>", _frame_html(table.drop(columns="verdict")),
-              "<h2>Outcomes per arm and step</h2>", _frame_html(steps), "</body></html>"]
+              "<h2>Effects</h2>", _frame_html(table.drop(columns="verdict"))]
+    if compared is not None:
+        other, agreed, said = compared
+        parts += [f"<h2>Agreement with experiment {esc(other)}</h2>", f"<p>{esc(said)}</p>",
+                  _frame_html(agreed.drop(columns="line")), "<ul>",
+                  *(f"<li>{esc(str(v))}</li>" for v in agreed["line"]), "</ul>"]
+    parts += ["<h2>Outcomes per arm and step</h2>", _frame_html(steps), "</body></html>"]
     return "\n".join(parts)
 
 
 def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
                             experiment_id: str, *, confidence: float = 0.95, seed: int = 0,
-                            overwrite: bool = False) -> Path:
+                            overwrite: bool = False, compare: str | None = None) -> Path:
     """Write the experiment's ``index.html`` and charts into ``out_dir`` (all or nothing).
 
     Args:
@@ -246,12 +290,23 @@ def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
         confidence: the intervals' level.
         seed: the bootstrap's seed.
         overwrite: replace the files of an earlier report.
+        compare: another experiment's id (e.g. the same one asking every agent): a section
+            saying whether each effect here lies within its interval (``experiment_agreement``).
 
     Returns:
         The path of ``index.html``.
+
+    Raises:
+        PersonahubError: either experiment is not found (one line naming its option).
     """
     spec, runs, steps, table = experiment_tables(con, experiment_id, confidence=confidence,
                                                  seed=seed)
+    compared = None
+    if compare is not None:
+        agreed, said = experiment_agreement(
+            compared_effects(con, compare, confidence=confidence, seed=seed), compare, table,
+            spec.id)
+        compared = (compare, agreed, said)
     record = run_record(con, runs["run_id"].iloc[0])
     facts = [("experiment", spec.id), ("scenario file", record.scenario_path if record else ""),
              ("arms", ", ".join(f"{a.name} (control)" if a is spec.control else a.name
@@ -274,5 +329,5 @@ def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
                        "bootstrap interval; an interval crossing the dashed zero line is no "
                        "clear effect."))
         with atomic_file(staged / "index.html", overwrite=False) as f:
-            f.write(_html(spec, facts, steps, table, images))
+            f.write(_html(spec, facts, steps, table, images, compared))
     return Path(out_dir) / "index.html"

@@ -70,6 +70,10 @@ class ExperimentResult:
         effects: per outcome and treatment, the effect table (``analysis/experiment_effects.py``).
         values: one value per outcome, arm and agent answer (what ``effects`` is computed from).
         ran: the run ids this call ran (the others were finished before).
+        agreement: with ``compare``, per outcome and treatment whether this effect lies within
+            the compared experiment's interval (``analysis.experiment_effects.agreement``);
+            else empty.
+        agreement_verdict: with ``compare``, one line over ``agreement``; else "".
     """
 
     experiment_id: str
@@ -79,6 +83,8 @@ class ExperimentResult:
     values: pd.DataFrame
     ran: list[str] = field(default_factory=list)
     agents: pd.DataFrame = field(default_factory=pd.DataFrame)
+    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
+    agreement_verdict: str = ""
 
     def verdicts(self) -> list[str]:
         """One plain line per outcome and treatment."""
@@ -114,6 +120,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         llm: the model spec of every run.
         on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
             within-world replicate's one run).
+        compare: an earlier experiment's id in ``db`` (e.g. the same one asking every agent,
+            where this one runs with ``archetypes``): ``agreement`` and ``agreement_verdict``
+            say whether each effect here lies within its interval (checked before any run).
         **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
 
     Returns:
@@ -246,7 +255,7 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
                replicates: int | None = None, experiment_id: str | None = None,
                confidence: float = 0.95, alpha: float = 0.05,
                on_run: Callable[[str, int, str], None] | None = None,
-               **options: Any) -> ExperimentResult:
+               compare: str | None = None, **options: Any) -> ExperimentResult:
     """Run a scenario file's ``EXPERIMENT`` (its unfinished runs) and return its tables.
 
     Args:
@@ -271,5 +280,30 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         spec = spec.with_replicates(replicates)
     if experiment_id is not None:
         spec = dataclasses.replace(spec, id=experiment_id)
+    base = recorded_effects(db, compare, confidence) if compare is not None else None
     runs, ran = run_experiment(scenario, spec, db=db, llm=llm, on_run=on_run, **options)
-    return read_experiment(spec, runs, db=db, confidence=confidence, alpha=alpha, ran=ran)
+    result = read_experiment(spec, runs, db=db, confidence=confidence, alpha=alpha, ran=ran)
+    if compare is not None and base is not None:
+        from personahub.analysis.experiment_report import experiment_agreement
+
+        result.agreement, result.agreement_verdict = experiment_agreement(
+            base, compare, result.effects, result.experiment_id)
+    return result
+
+
+def recorded_effects(db: str | Path, experiment_id: str, confidence: float = 0.95
+                     ) -> pd.DataFrame:
+    """The effect table of an experiment recorded in ``db`` (for ``compare``).
+
+    Raises:
+        PersonahubError: no such database or experiment (one line naming ``--compare``).
+    """
+    from personahub.analysis.experiment_report import compared_effects  # matplotlib: lazily
+
+    if not Path(db).exists():
+        raise PersonahubError(f"--compare {experiment_id}: {db} does not exist")
+    con = connect(db, read_only=True)
+    try:
+        return compared_effects(con, experiment_id, confidence=confidence)
+    finally:
+        con.close()

@@ -57,9 +57,8 @@ def experiment(
     def told(arm: str, replicate: int, run_id: str) -> None:
         say(f"  arm {arm}, replicate {replicate}: run {run_id}")
 
-    base = _recorded_effects(db, compare) if compare is not None else None  # checked first
     result = run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
-                    experiment_id=experiment_id, on_run=told, steps=steps,
+                    experiment_id=experiment_id, on_run=told, steps=steps, compare=compare,
                     **({"archetypes": archetypes} if archetypes is not None else {}),
                     **engine.settings(), **engine.flags.settings())
     runs = result.runs
@@ -86,35 +85,14 @@ def experiment(
         say(f"intervals: {unit} resampled", to=out)
     for line in result.verdicts():
         say(line, to=out)
-    if compare is not None and base is not None:
-        for line in _agreement_lines(base, compare, result.experiment_id, result.effects):
+    if compare is not None:
+        for line in _agreement_lines(result.agreement, compare, result.experiment_id):
             say(line, to=out)
 
 
-def _recorded_effects(db: Path, experiment_id: str) -> pd.DataFrame:
-    """The effect table of an experiment recorded in ``db`` (for ``--compare``)."""
-    from personahub.analysis.experiment_report import experiment_tables
-    from personahub.core.errors import PersonahubError
-    from personahub.core.store import connect
-
-    if not Path(db).exists():
-        raise PersonahubError(f"--compare {experiment_id}: {db} does not exist")
-    con = connect(db, read_only=True)
-    try:
-        return experiment_tables(con, experiment_id)[3]
-    except PersonahubError as exc:
-        raise PersonahubError(str(exc).replace("--experiment", "--compare", 1)) from None
-    finally:
-        con.close()
-
-
-def _agreement_lines(base: pd.DataFrame, base_id: str, own_id: str,
-                     effects: pd.DataFrame) -> list[str]:
-    """Whether this experiment's effects lie within experiment ``base_id``'s intervals."""
-    from personahub.analysis.experiment_effects import agreement
-
-    table = agreement(base, effects, base_label=f"experiment {base_id}",
-                      compared_label=f"experiment {own_id}")
+def _agreement_lines(table: pd.DataFrame, base_id: str, own_id: str) -> list[str]:
+    """Whether this experiment's effects lie within experiment ``base_id``'s intervals
+    (``table``: the result's ``agreement``)."""
     if table.empty:
         return [f"--compare {base_id}: no outcome and treatment in common with {own_id}"]
     held = int(table["agrees"].sum())

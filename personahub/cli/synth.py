@@ -324,6 +324,10 @@ def report(
         metavar="ID", help="Evaluation job id (or eval-... split id): its quality at a glance "
              "and each model's score per task with Wilson intervals (index.html, index.md), "
              "instead of a run.")] = None,
+    compare: Annotated[str | None, typer.Option(
+        metavar="ID", help="With --experiment: another experiment in the database (e.g. the "
+             "same one asking every agent): whether each effect lies within its interval, "
+             "with a verdict line.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(callback=embedder_spec, help=EMBEDDER_HELP)] = "hash",
@@ -340,12 +344,15 @@ def report(
     from personahub.core.store import connect
     from personahub.models.embedders import make_embedder
 
+    if compare is not None and experiment is None:
+        raise UsageError("--compare: give it with --experiment")
     if calibration is not None:
         _calibration_report(out_dir, calibration, db, force,
                             given=run or job or experiment or evaluation)
         return
     if experiment is not None:
-        _experiment_report(out_dir, experiment, db, force, seed, given=run or job or evaluation)
+        _experiment_report(out_dir, experiment, db, force, seed, given=run or job or evaluation,
+                           compare=compare)
         return
     if evaluation is not None:
         _evaluation_report(out_dir, evaluation, db, force, given=run or job)
@@ -391,12 +398,12 @@ def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
 
 
 def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool, seed: int,
-                       given: str | None) -> None:
+                       given: str | None, compare: str | None = None) -> None:
     from personahub.analysis.experiment_report import EXPERIMENT_FILES, write_experiment_report
 
     _folder_report("--experiment", out_dir, db, force, given, "--run or --job", EXPERIMENT_FILES,
                    lambda con: write_experiment_report(con, out_dir, experiment_id, seed=seed,
-                                                       overwrite=force))
+                                                       overwrite=force, compare=compare))
 
 
 def _evaluation_report(out_dir: Path, evaluation: str, db: Path, force: bool,

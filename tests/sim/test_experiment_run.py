@@ -190,6 +190,13 @@ def test_agreement_says_whether_an_effect_lies_within_the_reference_interval():
     assert "experiment arch estimates +11.5 percentage points, within experiment full's " \
            "interval -2.0 to +12.0" in table["line"][0]
     assert table["line"][1].endswith("the two estimates do not agree.")
+    from personahub.analysis.experiment_effects import agreement_verdict
+
+    said = agreement_verdict(table, "experiment full")
+    assert said.startswith("agrees on 1 of 2 effects with experiment full")
+    assert said.endswith("does not agree on fair@2 (b against a)")
+    assert agreement_verdict(table.iloc[:1], "experiment full") == (
+        "agrees on 1 of 1 effects with experiment full (each effect within its interval)")
 
 
 def test_an_experiment_with_archetypes_is_compared_with_the_per_agent_one(tmp_path):
@@ -220,6 +227,21 @@ def test_an_experiment_with_archetypes_is_compared_with_the_per_agent_one(tmp_pa
         con.close()
     assert grouped == [("arch", 2, 1)]  # both arm runs grouped into 2 archetypes (0 and 1)
     assert asked == [("arch", "survey_archetype"), ("full", "survey")]
+    # the report draws the same comparison, from the recorded runs, with a verdict line
+    report = invoke("report", "--experiment", "arch", "--compare", "full", "--db", db,
+                    "--out", tmp_path / "report")
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<h2>Agreement with experiment full</h2>" in page
+    assert f"experiment arch agrees on {held} of 2 effects with experiment full" in page
+    assert "<th>compared_effect</th><th>agrees</th>" in page
+    assert all(line.replace("'", "&#x27;") in page for line in compared)
+    bad = invoke("report", "--experiment", "arch", "--compare", "nope", "--db", db,
+                 "--out", tmp_path / "bad")
+    assert bad.exit_code == 1 and bad.stderr.strip().count("\n") == 0
+    assert "--compare nope: not found" in bad.stderr and not (tmp_path / "bad").exists()
+    alone = invoke("report", "--compare", "full", "--db", db, "--out", tmp_path / "alone")
+    assert alone.exit_code != 0 and "--compare: give it with --experiment" in alone.stderr
     # a comparison with an experiment that is not there: one line, exit 1, before any run
     missing = invoke("experiment", path, "--db", db, "--replicates", "1", "--id", "new",
                      "--archetypes", "2", "--compare", "nope")
