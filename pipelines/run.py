@@ -72,7 +72,13 @@ from personahub.pipelines.provider_batch_jobs import BatchFields, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.sim import runner, store
 from personahub.sim.heap import RunHeap
-from personahub.sim.scenario import Scenario, load_scenario, raised_text, scenario_frame
+from personahub.sim.scenario import (
+    Scenario,
+    archetype_sample_size,
+    load_scenario,
+    raised_text,
+    scenario_frame,
+)
 from personahub.sim.society import SocietyModel, StepResult
 from personahub.sim.steering import Steering
 
@@ -97,6 +103,8 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
     steps: int | None = None
     seed: int | None = None
     archetypes: int | None = None  # overrides scenario.archetypes (--archetypes)
+    # overrides scenario.archetype_elicit (--archetype-elicit): "stated" or "sample:N"
+    archetype_elicit: str | None = None
     price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
     price_out: float | None = None  # USD per 1M output tokens
     structured: str = default("structured")  # how the schema is asked for (personahub/models/structured.py)
@@ -138,6 +146,8 @@ class RunConfig(BatchFields, ModelFields, ExecutorFields):
             check_int(self.steps, "--steps", low=1)
         if self.archetypes is not None:
             check_int(self.archetypes, "--archetypes", low=1)
+        if self.archetype_elicit is not None:
+            archetype_sample_size(self.archetype_elicit)
 
     def _fill_from(self, scenario: Scenario) -> None:
         """Seed, steps, file and digest from the scenario where not given."""
@@ -511,10 +521,13 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
         done = store.steps_done(con, run_id)
     k = config.archetypes if config.archetypes is not None else scenario.archetypes
     grouping = runner.archetype_grouping(con, run_id, k, agents, config.run_seed)
+    elicit = (config.archetype_elicit if config.archetype_elicit is not None
+              else scenario.archetype_elicit)
     state.model = SocietyModel(scenario=scenario, personas=agents, graph=graph,
                                llm=ctx.caller, run_id=run_id, seed=config.run_seed,
                                runner=ctx.run, world=state.world, chunk_size=config.chunk_size,
-                               archetypes=grouping)
+                               archetypes=grouping,
+                               archetype_sample=archetype_sample_size(elicit))
     state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
                                   texts=store.emission_texts(con))
     if done:

@@ -502,6 +502,10 @@ class Scenario:
             seeded by the run seed) and ask choice and scale surveys, and draw free-text actions,
             once per archetype instead of once per agent (None: every agent is asked; see
             docs/scenarios.md, "Archetypes").
+        archetype_elicit: how an archetype's answer distribution to a choice or scale survey is
+            elicited: ``stated`` (one call: its representative states the shares) or
+            ``sample:N`` (N answer calls by a seeded draw of its asked members; their answers'
+            raw counts are the distribution). See ``archetype_sample_size``.
         base_dir, source: set by ``load_scenario`` (the file's folder and the file itself).
     """
 
@@ -527,6 +531,7 @@ class Scenario:
     within_arms: tuple[str, ...] = ()
     within_stratify: str = ""
     archetypes: int | None = None
+    archetype_elicit: str = "stated"
     base_dir: Path = field(default=Path("."), compare=False)
     source: Path | None = field(default=None, compare=False)
 
@@ -564,6 +569,7 @@ class Scenario:
                f"scenario.duplicate_window must be an int >= 1 or None, got {self.duplicate_window!r}")
         if self.archetypes is not None:
             _valid(check_int, self.archetypes, "scenario.archetypes", low=1)
+        _valid(archetype_sample_size, self.archetype_elicit, "scenario.archetype_elicit")
         events: list[Event] = []
         if isinstance(self.events, Mapping):
             for step, items in self.events.items():
@@ -633,6 +639,27 @@ class Scenario:
 
 
 SCENARIO_MODULE = "__personahub_scenario__"  # the module name a scenario file runs under
+
+
+def archetype_sample_size(elicit: object, name: str = "--archetype-elicit") -> int | None:
+    """The N of an ``archetype_elicit`` value ``sample:N`` (None for ``stated``).
+
+    Args:
+        elicit: ``stated`` or ``sample:N`` with N >= 1.
+        name: what the value is called in the error.
+
+    Returns:
+        N, or None when the archetype states its shares in one call.
+
+    Raises:
+        UsageError: any other value (one line).
+    """
+    if elicit == "stated":
+        return None
+    head, _, count = str(elicit).partition(":")
+    if isinstance(elicit, str) and head == "sample" and count.isdigit() and int(count) >= 1:
+        return int(count)
+    raise UsageError(f"{name} must be 'stated' or 'sample:N' with N >= 1, got {elicit!r}")
 
 
 def scenario_frame(exc: BaseException) -> str | None:

@@ -291,11 +291,15 @@ class SocietyModel(mesa.Model):
         world: str = "",
         chunk_size: int = DEFAULT_CHUNK,
         archetypes: tuple[Sequence[int], Sequence[str]] | None = None,
+        archetype_sample: int | None = None,
     ) -> None:
         """Args:
             archetypes: each agent's archetype (in agent order) and each archetype's
                 representative persona id (``sim.runner.archetype_grouping``); None asks every
                 agent itself.
+            archetype_sample: N of ``archetype_elicit="sample:N"``: an archetype's answer
+                distribution is the answers of N of its asked members (None: its
+                representative states it in one call).
         """
         super().__init__(seed=seed)
         self.scenario = scenario
@@ -337,6 +341,7 @@ class SocietyModel(mesa.Model):
             labels, reps = archetypes
             self.archetype_of = {a.unique_id: int(x) for a, x in zip(created, labels, strict=True)}
             self.representatives = [self.by_persona[r] for r in reps]
+        self.archetype_sample = archetype_sample
 
     def pooled_survey(self, survey: Survey) -> bool:
         """Whether ``survey`` is asked once per archetype (choice and scale, in a run with
@@ -564,7 +569,10 @@ class SocietyModel(mesa.Model):
         self._apply(step, p.planned, outcomes[:n], result)
         self._apply_pools(step, p.pools, outcomes[n:], result)
         self._apply_answers(step, p.asked, answers, result)
-        result.archetype_calls = len(p.pools) + len(shares)
+        result.archetype_calls = len(p.pools) + (
+            len(shares) if self.archetype_sample is None
+            else sum(len(self._sampled(p.result.step, p.asked, g)) for g in
+                     self._share_groups(p.asked)))
         result.drawn += sum(isinstance(a, _Drawn) for a in answers)
         # agents in id order, pools, survey answers as asked (then the archetypes' share calls),
         # then reflections in agent-id order
@@ -590,6 +598,9 @@ class SocietyModel(mesa.Model):
                      for survey, agent in (asked[own[i]] for i in asked_order)]
         share_calls = [self._ask_shares(step, asked[g[0]][0], self._archetype(asked[g[0]][1]),
                                         seen.get(asked[g[0]][1].unique_id, []))
+                       if self.archetype_sample is None
+                       else self._sample_shares(step, asked[g[0]][0],
+                                                self._sampled(step, asked, g), seen)
                        for g in groups]
         thoughts = [reflect(self.llm, agent.memory, persona=agent.persona_text,
                             persona_id=agent.persona_id, step=step,
@@ -623,6 +634,40 @@ class SocietyModel(mesa.Model):
             share_schema(survey.answer, survey.options, survey.low, survey.high), messages,
             purpose="survey_archetype", persona_id=representative.persona_id, step=step,
             max_tokens=default_max_tokens("survey"))
+
+    def _sampled(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
+                 group: list[int]) -> list[SocietyAgent]:
+        """The members of one (survey, archetype) group whose answers sample its distribution:
+        ``archetype_sample`` of them (all when fewer), drawn with an RNG derived from (run seed,
+        step, survey, archetype) so that a resume draws the same, in agent-id order."""
+        assert self.archetype_sample is not None and self.archetype_of is not None
+        survey, first = asked[group[0]]
+        members = [asked[i][1] for i in group]
+        if len(members) > self.archetype_sample:
+            rng = derived_rng(self.run_seed, step, survey.id, "sample",
+                              self.archetype_of[first.unique_id])
+            members = rng.sample(members, self.archetype_sample)
+        return sorted(members, key=lambda a: a.unique_id)
+
+    async def _sample_shares(self, step: int, survey: Survey, members: list[SocietyAgent],
+                             seen: dict[int, list[str]]) -> StructuredResult[Any]:
+        """One archetype's answer distribution sampled by asking ``members`` the survey (each
+        with its own persona, events, inbox and memory; purpose ``survey_archetype``): the raw
+        shares of their valid answers, as a ``share_schema`` answer with every call's records.
+        Raw, not smoothed: an answer no sampled member gave is never drawn, as in the
+        calibration's ``sample`` method, rather than pulling small samples toward uniform."""
+        results = await asyncio.gather(*(
+            self._ask(step, survey, agent, seen.get(agent.unique_id, []),
+                      purpose="survey_archetype") for agent in members))
+        records = [r for result in results for r in result.records]
+        entries = [e for result in results for e in result.cache_entries]
+        given = [result.value.answer for result in results if result.value is not None]
+        if not given:
+            return StructuredResult(None, records, cache_entries=entries)
+        values = survey_values(survey.answer, survey.options, survey.low, survey.high)
+        shares = [100.0 * sum(v == x for v in given) / len(given) for x in values]
+        schema = share_schema(survey.answer, survey.options, survey.low, survey.high)
+        return StructuredResult(schema(shares=shares), records, cache_entries=entries)
 
     def _drawn_answer(self, step: int, survey: Survey, agent: SocietyAgent,
                       stated: StructuredResult[Any]) -> _Drawn:
@@ -660,7 +705,7 @@ class SocietyModel(mesa.Model):
             agent.touch()
 
     async def _ask(self, step: int, survey: Survey, agent: SocietyAgent,
-                   events: list[str]) -> StructuredResult[Any]:
+                   events: list[str], purpose: str = "survey") -> StructuredResult[Any]:
         schema = survey_schema(survey.answer, survey.options, survey.low, survey.high)
         if survey.answer == "choice":
             hint = "Choose exactly one of: " + " | ".join(survey.options)
@@ -674,7 +719,7 @@ class SocietyModel(mesa.Model):
             inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
             memory=agent.memory.prompt_lines(step), budget=self.scenario.prompt_budget,
         )
-        return await self.llm.structured(schema, messages, purpose="survey",
+        return await self.llm.structured(schema, messages, purpose=purpose,
                                          persona_id=agent.persona_id, step=step,
                                          max_tokens=default_max_tokens("survey"))
 

@@ -51,6 +51,11 @@ def run(
                                  "surveys (and draw unaddressed actions) once per archetype; "
                                  "overrides the scenario's archetypes (docs/scenarios.md).")
     ] = None,
+    archetype_elicit: Annotated[str | None, typer.Option(
+        "--archetype-elicit", metavar="HOW",
+        help="How an archetype's answer distribution is elicited: 'stated' (its representative "
+             "states the shares, one call) or 'sample:N' (N of its asked members answer; "
+             "default: the scenario's, else stated).")] = None,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="RUN_ID",
         help="Continue a stopped run from its last committed step (same seed and options).")] = None,
@@ -87,7 +92,7 @@ def run(
     watcher = RunView(db, view_port, say, paused=view_paused) if view else None
     try:
         summary = _run(scenario, db, steps, seed, resume, price_in, price_out, engine, watcher,
-                       include_ungated, archetypes)
+                       include_ungated, archetypes, archetype_elicit)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -101,7 +106,8 @@ def run(
 
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
          resume: str | None, price_in: float | None, price_out: float | None, engine: Engine,
-         watcher: Any, include_ungated: bool = False, archetypes: int | None = None) -> Any:
+         watcher: Any, include_ungated: bool = False, archetypes: int | None = None,
+         archetype_elicit: str | None = None) -> Any:
     """The run (or resume) itself, on the job kernel; ``watcher`` (a ``RunView``) starts once
     the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
@@ -111,9 +117,9 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
     batching = _batching(engine)
     if resume is not None:
         if (scenario is not None or steps is not None or seed is not None or include_ungated
-                or archetypes is not None):
-            raise UsageError("--resume RUN_ID takes the scenario, steps, seed, --archetypes and "
-                             "--include-ungated from the run; "
+                or archetypes is not None or archetype_elicit is not None):
+            raise UsageError("--resume RUN_ID takes the scenario, steps, seed, --archetypes, "
+                             "--archetype-elicit and --include-ungated from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials,"
                                   " --executor for where its calls run)")
         config = {**_resumed(resume, db, engine), **batching}
@@ -123,7 +129,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
     else:
         config = run_options(scenario, db, steps, seed, price_in, price_out, engine,
-                             include_ungated, archetypes)
+                             include_ungated, archetypes, archetype_elicit)
         if batching:
             config = dataclasses.replace(config, **batching)
         if watcher is not None:
@@ -160,7 +166,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
 
 def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
                 price_in: float | None, price_out: float | None, engine: Engine,
-                include_ungated: bool = False, archetypes: int | None = None) -> Any:
+                include_ungated: bool = False, archetypes: int | None = None,
+                archetype_elicit: str | None = None) -> Any:
     """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags, built by
     ``personahub.api.run_config`` as ``personahub.run_scenario``'s is (None: the default)."""
     from personahub.api import run_config
@@ -169,7 +176,7 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
         "db": db, "steps": steps, "seed": seed, **engine.settings(llm=True),
         "price_in": price_in, "price_out": price_out, **engine.flags.settings(),
         "include_ungated": include_ungated, "max_failed_share": engine.max_failed_share,
-        "archetypes": archetypes})
+        "archetypes": archetypes, "archetype_elicit": archetype_elicit})
 
 
 def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:

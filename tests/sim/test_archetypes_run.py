@@ -257,3 +257,122 @@ def test_a_run_without_archetypes_has_no_archetype_section(tmp_path):
     finally:
         con.close()
     assert "Archetypes" not in page
+
+
+SAMPLE = 2  # archetype_elicit="sample:2"
+
+
+def _sizes(db: Path, run_id: str) -> dict[int, int]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return dict(con.execute("SELECT archetype, size FROM run_archetypes WHERE run_id = ?",
+                                [run_id]).fetchall())
+    finally:
+        con.close()
+
+
+def test_sampled_elicitation_asks_n_members_per_archetype_and_survey(tmp_path):
+    db = tmp_path / "run.duckdb"
+    client = FakeClient(seed=SEED)
+    run_id = _run(_scenario(tmp_path), db, client, archetype_elicit=f"sample:{SAMPLE}")
+    sizes = _sizes(db, run_id)
+    assert min(sizes.values()) >= SAMPLE  # so each archetype asks exactly SAMPLE members
+    con = duckdb.connect(str(db), read_only=True)
+    q = lambda sql: con.execute(sql, [run_id]).fetchall()  # noqa: E731
+    per_step = dict(q("SELECT step, count(DISTINCT persona_id) FROM llm_calls WHERE run_id = ? "
+                      "AND purpose = 'survey_archetype' GROUP BY 1"))
+    pools = dict(q("SELECT step, count(DISTINCT (archetype, kind)) FROM emissions "
+                   "WHERE run_id = ? GROUP BY 1"))
+    counted = dict(q("SELECT step, n_archetype_calls FROM steps WHERE run_id = ?"))
+    answers = q("SELECT step, count(*) FROM survey_answers WHERE run_id = ? GROUP BY 1 ORDER BY 1")
+    con.close()
+    # one survey a step, every agent asked: archetypes x N answer calls, no stated-share call
+    assert per_step == {1: len(sizes) * SAMPLE, 2: len(sizes) * SAMPLE, 3: len(sizes) * SAMPLE}
+    assert counted == {s: len(sizes) * SAMPLE + pools[s] for s in (1, 2, 3)}
+    assert client.by_purpose["survey_archetype"] == 3 * len(sizes) * SAMPLE
+    assert "survey" not in client.by_purpose  # no member asked for its own answer
+    assert answers == [(1, N), (2, N), (3, N)]  # yet every member has one, drawn
+
+
+def _by_persona(answers: dict[str, str]):
+    """Sampled members answer the (step 1: choice) survey by persona (``answers``)."""
+    def answer(call: Call):
+        if call.purpose != "survey_archetype":
+            return None
+        return call.schema(answer=answers[call.persona_id])
+    return answer
+
+
+def test_each_member_draws_from_its_archetypes_sampled_answers_repeatably(tmp_path):
+    from itertools import cycle
+
+    path = _scenario(tmp_path)
+    probe = tmp_path / "probe.duckdb"
+    probe_id = _run(path, probe, steps=1)
+    con = duckdb.connect(str(probe), read_only=True)
+    people = [p for (p,) in con.execute("SELECT persona_id FROM run_agent_archetypes WHERE "
+                                        "run_id = ? ORDER BY 1", [probe_id]).fetchall()]
+    con.close()
+    given = dict(zip(people, cycle(["well", "badly", "unsure"]), strict=False))
+
+    def tables(name: str) -> tuple[list, list]:
+        db = tmp_path / name
+        client = FakeClient(_by_persona(given), seed=SEED)
+        run_id = _run(path, db, client, steps=1, archetype_elicit=f"sample:{SAMPLE}")
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            archetype_of = dict(con.execute("SELECT persona_id, archetype FROM "
+                                            "run_agent_archetypes WHERE run_id = ?",
+                                            [run_id]).fetchall())
+            sampled = sorted((archetype_of[persona], persona) for purpose, persona, _ in
+                             client.prompts if purpose == "survey_archetype")
+            drawn = con.execute(
+                "SELECT a.archetype, s.persona_id, s.answer_choice FROM survey_answers s JOIN "
+                "run_agent_archetypes a USING (run_id, persona_id) WHERE s.run_id = ? "
+                "ORDER BY ALL", [run_id]).fetchall()
+        finally:
+            con.close()
+        return sampled, drawn
+
+    sampled, drawn = tables("a.duckdb")
+    allowed: dict[int, set[str]] = {}
+    for archetype, persona in sampled:
+        allowed.setdefault(archetype, set()).add(given[persona])
+    assert len(sampled) == len(allowed) * SAMPLE and len(drawn) == N
+    # raw counts: a member draws only answers its archetype's sampled members gave
+    assert all(choice in allowed[archetype] for archetype, _, choice in drawn)
+    assert len({choice for _, _, choice in drawn}) > 1  # not one answer for everyone
+    assert tables("b.duckdb") == (sampled, drawn)  # seeded: the same members and draws
+
+
+def test_sampled_elicitation_resumes_to_the_uninterrupted_tables(tmp_path):
+    path = _scenario(tmp_path)
+    sample = {"archetype_elicit": f"sample:{SAMPLE}"}
+    whole = _snapshot(tmp_path / "whole.duckdb", _run(path, tmp_path / "whole.duckdb", **sample))
+    db = tmp_path / "broken.duckdb"
+    with pytest.raises(PersonahubError, match="unreachable"):
+        _run(path, db, FakeClient(unreachable_from_step(2), seed=SEED), **sample)
+    con = duckdb.connect(str(db), read_only=True)
+    run_id, done = con.execute("SELECT run_id, steps_done FROM runs").fetchone()
+    con.close()
+    assert done == 1
+    resume_run(run_id, db=db)
+    assert _snapshot(db, run_id) == whole
+    assert whole["llm_calls"] != _snapshot(  # not the stated elicitation's calls
+        tmp_path / "stated.duckdb", _run(path, tmp_path / "stated.duckdb"))["llm_calls"]
+
+
+@pytest.mark.parametrize("bad", ["sample:0", "sample", "guess", "sample:x"])
+def test_a_bad_archetype_elicit_fails_in_one_line(tmp_path, bad):
+    from tests.cli_helpers import invoke
+
+    path = _scenario(tmp_path)
+    path.write_text(path.read_text().replace(
+        "archetypes=", f"archetype_elicit={bad!r}, archetypes="))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert "\n" not in str(caught.value) and "scenario.archetype_elicit" in str(caught.value)
+    refused = invoke("run", _scenario(tmp_path), "--db", tmp_path / "x.duckdb",
+                     "--archetype-elicit", bad)
+    assert refused.exit_code == 2 and "--archetype-elicit must be 'stated' or 'sample:N'" in \
+        refused.stderr and refused.stderr.strip().count("\n") == 0
