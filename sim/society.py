@@ -571,8 +571,7 @@ class SocietyModel(mesa.Model):
         self._apply_answers(step, p.asked, answers, result)
         result.archetype_calls = len(p.pools) + (
             len(shares) if self.archetype_sample is None
-            else sum(len(self._sampled(p.result.step, p.asked, g)) for g in
-                     self._share_groups(p.asked)))
+            else sum(min(self.archetype_sample, len(g)) for g in self._share_groups(p.asked)))
         result.drawn += sum(isinstance(a, _Drawn) for a in answers)
         # agents in id order, pools, survey answers as asked (then the archetypes' share calls),
         # then reflections in agent-id order
