@@ -243,3 +243,60 @@ def _options(spec: dict[str, Any]) -> list[str]:
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     """Timestamps as ISO text; everything else as it is."""
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+def experiment_state(con: duckdb.DuckDBPyConnection, experiment_id: str,
+                     replicates_planned: int | None = None) -> dict[str, Any] | None:
+    """An experiment's arms side by side, for the live view: each arm's outcome at every step its
+    survey is asked, pooled over the replicates recorded so far, with its interval.
+
+    A run counts once it finished (the ``experiments`` table links only finished runs), so the
+    series grow as runs land; an arm with no finished run yet has an empty series.
+
+    Args:
+        con: the experiment's database.
+        experiment_id: its id in the ``experiments`` table.
+        replicates_planned: the replicates the experiment will run, when known (the process
+            running it); None: unknown (a database viewed afterwards).
+
+    Returns:
+        JSON-ready: ``experiment_id``, ``design``, ``arms`` (name, control, replicates done,
+        run ids), ``outcomes`` (name, unit, steps, ``series`` of arm -> [step, n, value, ci_low,
+        ci_high]) and the SQL outcomes' names (``not_over_steps``: one number per run, not
+        per step); None when the experiment has no finished run.
+    """
+    import dataclasses
+
+    from personahub.analysis.experiment_report import arm_steps, load_recorded_experiment
+    from personahub.sim.experiment_store import arm_agents, finished_arm_runs
+
+    if finished_arm_runs(con, experiment_id).empty:
+        return None
+    scenario, spec, runs = load_recorded_experiment(con, experiment_id)
+    agents = None
+    if spec.design == "within":
+        agents = arm_agents(con, experiment_id)
+        agents = agents[agents["run_id"].isin(runs["run_id"])]
+    by_steps = [o for o in spec.outcomes if not o.is_sql]
+    steps = (arm_steps(con, scenario, dataclasses.replace(spec, outcomes=tuple(by_steps)), runs,
+                       agents=agents) if by_steps else None)
+    surveys = {s.id: list(s.steps) for s in scenario.surveys}
+    outcomes = []
+    for outcome in by_steps:
+        mine = steps[steps["outcome"] == outcome.name] if steps is not None else None
+        series: dict[str, list[dict[str, float]]] = {arm.name: [] for arm in spec.arms}
+        for row in (mine.to_dict("records") if mine is not None else []):
+            series[row["arm"]].append({k: (int(row[k]) if k in ("step", "n") else float(row[k]))
+                                       for k in ("step", "n", "value", "ci_low", "ci_high")})
+        outcomes.append({"name": outcome.name, "survey": outcome.survey,
+                         "unit": "% of agents" if outcome.is_share else "scale points",
+                         "steps": surveys.get(outcome.survey, []), "series": series})
+    arms = []
+    for arm in spec.arms:
+        mine = runs[runs["arm"] == arm.name]
+        arms.append({"name": arm.name, "control": arm is spec.control,
+                     "replicates_done": int(mine["replicate"].nunique()),
+                     "runs": list(dict.fromkeys(mine["run_id"]))})
+    return {"experiment_id": experiment_id, "design": spec.design, "arms": arms,
+            "replicates_planned": replicates_planned, "outcomes": outcomes,
+            "not_over_steps": [o.name for o in spec.outcomes if o.is_sql]}

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 #: What ``POST /api/steer`` accepts (``Steering``'s methods of the same names).
 STEER_ACTIONS = ("pause", "resume", "step", "inject")
 
-_STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; charset=utf-8"}
+_STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; charset=utf-8",
+           "experiment.js": "text/javascript; charset=utf-8"}
 
 
 class ViewSource:
@@ -83,6 +85,62 @@ class ViewSource:
                 self._con = None
 
 
+class ExperimentFeed:
+    """What ``/api/experiment`` answers: an experiment's arms side by side
+    (``live_queries.experiment_state``), read through ``source``'s cursors on each request.
+
+    ``experiment_id`` is the experiment shown without ``?id=``."""
+
+    def __init__(self, source: ViewSource, experiment_id: str) -> None:
+        self.source = source
+        self.experiment_id = experiment_id
+
+    def state(self, experiment_id: str) -> dict[str, Any] | None:
+        """The experiment's state; None when it has no finished run."""
+        cursor = self.source.cursor()
+        try:
+            return live_queries.experiment_state(cursor, experiment_id)
+        finally:
+            cursor.close()
+
+
+class ExperimentSnapshots(ExperimentFeed):
+    """The feed of ``experiment --view``: the database is held by each arm run in turn, so the
+    state is read between runs (``refresh``, called by the experiment after each run landed,
+    from its own thread) and served from that copy; before the first run lands the page waits.
+    """
+
+    def __init__(self, db: Path, experiment_id: str, arms: list[str],
+                 replicates_planned: int) -> None:
+        self.db = db
+        self.experiment_id = experiment_id
+        self.replicates_planned = replicates_planned
+        self._lock = threading.Lock()
+        self._state: dict[str, Any] = {
+            "experiment_id": experiment_id, "waiting": True, "design": None,
+            "arms": [{"name": a, "control": i == 0, "replicates_done": 0, "runs": []}
+                     for i, a in enumerate(arms)],
+            "replicates_planned": replicates_planned, "outcomes": [], "not_over_steps": []}
+
+    def refresh(self) -> None:
+        """Read the experiment's state again (call it while no run holds the database)."""
+        from personahub.core.store import connect
+
+        con = connect(self.db, read_only=True)
+        try:
+            found = live_queries.experiment_state(con, self.experiment_id,
+                                                  self.replicates_planned)
+        finally:
+            con.close()
+        if found is not None:
+            with self._lock:
+                self._state = found
+
+    def state(self, experiment_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return dict(self._state) if experiment_id == self.experiment_id else None
+
+
 class HostGuard:
     """ASGI middleware: a request whose ``Host`` does not name the server (the address and
     port it is bound to, or a loopback name) or whose ``Origin`` is another site's gets a 403."""
@@ -109,14 +167,24 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
-def make_app(source: ViewSource, steering: Steering | None = None) -> Starlette:
+def make_app(source: ViewSource | None, steering: Steering | None = None,
+             experiments: ExperimentFeed | None = None) -> Starlette:
     """The page (``/``), its script and style, and the JSON endpoints:
     ``/api/runs``, ``/api/state?run=ID`` (header, steps, events, surveys, stream) and
     ``/api/graph?run=ID``. Without ``run`` the source's run, else the newest, is shown.
     With ``steering`` (the source's run is being run by this process), ``/api/steer``: GET its
-    state, POST a request (see the module doc)."""
+    state, POST a request (see the module doc). ``/experiment?id=ID`` is the page of an
+    experiment's arms side by side and ``/api/experiment?id=ID`` its JSON (``experiments``:
+    where it is read; without one, from ``source``). Without ``source`` (``experiment --view``:
+    the runs hold the database in turn) the run endpoints answer 409."""
+    if experiments is None and source is not None:
+        experiments = ExperimentFeed(source, "")
+    no_runs = JSONResponse({"error": "this view watches an experiment; see its runs with "
+                                     "personahub view --db once it is over"}, status_code=409)
 
     def read(request: Request, what: Callable[[Any, str], Any]) -> Response:
+        if source is None:
+            return no_runs
         cursor = source.cursor()
         try:
             run_id = live_queries.resolve_run(cursor, request.query_params.get("run") or source.run_id)
@@ -143,6 +211,8 @@ def make_app(source: ViewSource, steering: Steering | None = None) -> Starlette:
                         headers={"Cache-Control": "no-cache"})
 
     def runs(request: Request) -> Response:
+        if source is None:
+            return no_runs
         cursor = source.cursor()
         try:
             return JSONResponse({"runs": live_queries.list_runs(cursor), "default": source.run_id})
@@ -158,10 +228,28 @@ def make_app(source: ViewSource, steering: Steering | None = None) -> Starlette:
     async def steer(request: Request) -> Response:
         return await steer_request(request, steering)
 
+    def experiment_page(request: Request) -> Response:
+        return HTMLResponse(_asset("experiment.html"))
+
+    def experiment(request: Request) -> Response:
+        wanted = request.query_params.get("id") or (experiments.experiment_id if experiments
+                                                    else "")
+        if not wanted or experiments is None:
+            return JSONResponse({"error": "give the experiment as ?id=ID"}, status_code=400)
+        try:
+            found = experiments.state(wanted)
+        except PersonahubError as exc:  # its scenario file is gone or changed
+            return JSONResponse({"experiment_id": wanted, "error": str(exc)}, status_code=409)
+        if found is None:
+            return JSONResponse({"experiment_id": wanted, "error": f"no experiment {wanted}"},
+                                status_code=404)
+        return JSONResponse(found)
+
     return Starlette(routes=[
         Route("/", page), Route("/static/{name}", static), Route("/api/runs", runs),
         Route("/api/state", state), Route("/api/graph", graph),
-        Route("/api/steer", steer, methods=["GET", "POST"])],
+        Route("/api/steer", steer, methods=["GET", "POST"]),
+        Route("/experiment", experiment_page), Route("/api/experiment", experiment)],
         middleware=[Middleware(HostGuard)])
 
 
@@ -205,13 +293,14 @@ class RunningView:
     url: str
     server: Any
     thread: threading.Thread
-    source: ViewSource
+    source: ViewSource | None
 
     def stop(self) -> None:
         """Stop serving and close the view's connection."""
         self.server.should_exit = True
         self.thread.join(timeout=10)
-        self.source.close()
+        if self.source is not None:
+            self.source.close()
 
 
 def bind(port: int = 0, host: str = "127.0.0.1", flag: str = "--port") -> socket.socket:
@@ -233,15 +322,17 @@ def bind(port: int = 0, host: str = "127.0.0.1", flag: str = "--port") -> socket
     return sock
 
 
-def start_view(source: ViewSource, port: int = 0, host: str = "127.0.0.1",
-               sock: socket.socket | None = None, steering: Steering | None = None) -> RunningView:
+def start_view(source: ViewSource | None, port: int = 0, host: str = "127.0.0.1",
+               sock: socket.socket | None = None, steering: Steering | None = None,
+               experiments: ExperimentFeed | None = None) -> RunningView:
     """Serve the view in a daemon thread on ``sock`` (else on a new loopback socket at ``port``);
-    with ``steering``, the page steers the source's run."""
+    with ``steering``, the page steers the source's run; ``experiments``: see ``make_app``."""
     import uvicorn
 
     sock = sock or bind(port, host)
     address = sock.getsockname()
-    config = uvicorn.Config(make_app(source, steering), log_level="warning", lifespan="off", access_log=False,
+    config = uvicorn.Config(make_app(source, steering, experiments), log_level="warning",
+                            lifespan="off", access_log=False,
                             timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="personahub-view",
@@ -302,6 +393,47 @@ class RunView:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        if self.handle is not None:
+            self.handle.stop()
+            self.handle = None
+
+
+class ExperimentView:
+    """The view an ``experiment --view`` serves from its own process: the port is taken when the
+    command starts, the page is served at once (it waits for the first run), each landed run
+    refreshes it (``landed``), and it stays up after the experiment ends until ``linger`` is
+    interrupted."""
+
+    def __init__(self, db: Path, port: int, say: Callable[[str], None], *, experiment_id: str,
+                 arms: list[str], replicates: int) -> None:
+        self.say = say
+        self.feed = ExperimentSnapshots(db, experiment_id, arms, replicates)
+        if Path(db).exists():  # runs of an earlier, stopped try are shown from the start
+            self.feed.refresh()
+        self.handle: RunningView | None = start_view(
+            None, sock=bind(port, flag="--view-port"), experiments=self.feed)
+        self.url = f"{self.handle.url}experiment?id={quote(experiment_id)}"
+        self.say(f"view: {self.url} (the arms side by side, as their runs land)")
+
+    def landed(self) -> None:
+        """A run finished and the database is free: read the experiment again."""
+        self.feed.refresh()
+
+    def linger(self) -> None:
+        """Keep serving until Ctrl-C or SIGTERM (an interrupt ends it quietly)."""
+        if self.handle is None:
+            return
+        self.say("the experiment is over; the view stays up until Ctrl-C")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop serving."""
         if self.handle is not None:
             self.handle.stop()
             self.handle = None

@@ -13,9 +13,10 @@ built from the same seed, so only the arm's difference separates it from the con
 ``r`` runs every arm with seed ``scenario.seed + r``. With ``design="within"`` replicate ``r`` is one
 society (seed ``scenario.seed + r``) whose agents are randomised into the arms (``assign_arms``,
 optionally stratified by an attribute or a graph community); an arm's added or dropped events and
-interventions reach only its own agents (``within_scenario``). An outcome is a survey's share of some options
-(a ``choice`` survey) or the mean of a ``scale`` survey, at one of the steps it is asked, or the
-mean of the numbers a SQL query returns per agent or per run (``Outcome(sql=..., name=...)``).
+interventions, and its world text, reach only its own agents (``within_scenario``). An outcome
+is a survey's share of some options (a ``choice`` survey) or the mean of a ``scale`` survey, at
+one of the steps it is asked, or the mean of the numbers a SQL query returns per agent or per run
+(``Outcome(sql=..., name=...)``).
 
 Everything is validated against the scenario when the file is loaded (``load_experiment``), so a
 wrong arm or outcome fails with the file and the field at fault before any run starts.
@@ -75,7 +76,8 @@ class Arm:
         add_events: ``Event`` objects this arm adds.
         drop_interventions: indices of the base scenario's interventions this arm leaves out.
         add_interventions: ``Intervention`` objects this arm adds.
-        world: text appended to the world text (None: the base world).
+        world: text appended to the world text (None: the base world); within a world, only
+            this arm's agents see it.
     """
 
     name: str
@@ -211,11 +213,6 @@ class Experiment:
         _check(not self.stratify or self.design == "within",
                f"experiment.stratify: {self.stratify!r} needs design='within' (between worlds "
                "randomises no agents)")
-        if self.design == "within":
-            for arm in self.arms:
-                _check(arm.world is None,
-                       f"experiment.arms ({arm.name}).world: one world has one world text; a "
-                       "world-text arm needs design='between'")
         _check(isinstance(self.id, str), f"experiment.id must be a string, got {self.id!r}")
 
     @property
@@ -314,7 +311,8 @@ def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
     restricted to the arms that have it (``Audience.arms``, ``Intervention.arms``).
 
     An event or intervention every arm keeps stays as it is; one some arms drop reaches only the
-    others' agents; one an arm adds reaches only that arm's agents.
+    others' agents; one an arm adds reaches only that arm's agents. An arm's ``world`` text is
+    appended to the world text in its own agents' prompts only (``Scenario.within_worlds``).
     """
     names = tuple(a.name for a in experiment.arms)
 
@@ -339,7 +337,9 @@ def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
         interventions += [dataclasses.replace(x, arms=(arm.name,)) for x in arm.add_interventions]
     changed = dataclasses.replace(scenario, events=tuple(events),
                                   interventions=tuple(interventions), within_arms=names,
-                                  within_stratify=experiment.stratify)
+                                  within_stratify=experiment.stratify,
+                                  within_worlds=tuple((a.name, a.world.strip())
+                                                      for a in experiment.arms if a.world))
     check_steps(changed)
     return changed
 

@@ -498,6 +498,8 @@ class Scenario:
         within_arms: the arms agents are randomised into when the run is one world of a
             within-world experiment (set by ``sim/experiment.py``; empty: no randomisation).
         within_stratify: how that randomisation is stratified (``Experiment.stratify``).
+        within_worlds: (arm, text) pairs: the text an arm's agents see after the world text in
+            every prompt, in a within-world run (``Arm.world``; set by ``sim/experiment.py``).
         archetypes: group the agents into this many archetypes at setup (``personas.archetypes``,
             seeded by the run seed) and ask choice and scale surveys, and draw free-text actions,
             once per archetype instead of once per agent (None: every agent is asked; see
@@ -530,6 +532,7 @@ class Scenario:
     duplicate_window: int | None = 1_000_000
     within_arms: tuple[str, ...] = ()
     within_stratify: str = ""
+    within_worlds: tuple[tuple[str, str], ...] = ()
     archetypes: int | None = None
     archetype_elicit: str = "stated"
     base_dir: Path = field(default=Path("."), compare=False)

@@ -45,6 +45,7 @@ from personahub.agents.persona_agent import (
 )
 from personahub.agents.prompts.agent import survey_messages
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.errors import PersonahubError
 from personahub.personas.graph import SocialEdges
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
@@ -333,7 +334,15 @@ class SocietyModel(mesa.Model):
         self.next_intervention_index = len(scenario.interventions)
         # a within-world experiment's replicate: each agent's arm, drawn from the run seed
         self.arm_of: dict[str, str] = self._assign_arms(personas) if scenario.within_arms else {}
+        # its world-text arms: the world each arm's agents see (the others see ``world``)
+        self.arm_worlds: dict[str, str] = {
+            arm: "\n\n".join(part for part in (world.strip(), text.strip()) if part)
+            for arm, text in scenario.within_worlds}
         self._check_references()
+        if self.arm_worlds and archetypes is not None:
+            raise PersonahubError("a within-world experiment whose arms differ by world text "
+                                  "cannot ask per archetype (an archetype's agents span the "
+                                  "arms); run it without archetypes or with design='between'")
         # archetype by agent id, and each archetype's representative agent
         self.archetype_of: dict[int, int] | None = None
         self.representatives: list[SocietyAgent] = []
@@ -356,6 +365,13 @@ class SocietyModel(mesa.Model):
         labels = strata(ids, [p.attributes for p in personas], graph,
                         self.scenario.within_stratify, self.run_seed)
         return assign_arms(ids, self.scenario.within_arms, self.run_seed, labels)
+
+    def world_of(self, agent: SocietyAgent) -> str:
+        """The world text ``agent`` sees: its arm's in a within-world run with world-text arms,
+        else the run's."""
+        if not self.arm_worlds:
+            return self.world
+        return self.arm_worlds.get(self.arm_of.get(agent.persona_id, ""), self.world)
 
     @property
     def ordered(self) -> list[SocietyAgent]:
@@ -524,7 +540,7 @@ class SocietyModel(mesa.Model):
                 persona=agent.persona_text,
                 step=step,
                 **({"kind": kind} if plan else {}),
-                world=self.world,
+                world=self.world_of(agent),
                 events=seen.get(agent.unique_id, []),
                 inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
                 addressee=self.by_persona[addressee].persona_text if addressee else None,
@@ -714,7 +730,7 @@ class SocietyModel(mesa.Model):
             hint = "A short answer in your own words."
         messages = survey_messages(
             persona=agent.persona_text, question=survey.question, answer_hint=hint,
-            world=self.world, events=events,
+            world=self.world_of(agent), events=events,
             inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
             memory=agent.memory.prompt_lines(step), budget=self.scenario.prompt_budget,
         )

@@ -198,6 +198,8 @@ SKIPPED: dict[str, dict[str, str]] = {
     "docs/view.md": {
         "personahub run scenarios/product_launch.py --view --offline-latency 0.2": SERVES,
         "personahub view --db personahub.duckdb --run 20250101-120000-abc123 --port 8765": SERVES,
+        "personahub experiment scenarios/product_launch.py --view --view-port 0": SERVES,
+        "personahub view --db personahub.duckdb --experiment product_launch --port 0": SERVES,
     },
 }
 

@@ -9,7 +9,7 @@ size; a plain verdict line per outcome follows.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -44,6 +44,11 @@ def experiment(
         "--compare", metavar="ID",
         help="An earlier experiment in the same database (e.g. the same one without "
              "--archetypes): say whether each effect here lies within its interval.")] = None,
+    view: Annotated[bool, typer.Option(
+        "--view", help="Serve the arms side by side on 127.0.0.1, updated as each run finishes, "
+                       "and after the experiment until Ctrl-C.")] = False,
+    view_port: Annotated[int, typer.Option(
+        "--view-port", min=0, max=65535, help="Port of --view (0 picks a free one).")] = 8765,
     *,
     engine: Engine,
 ) -> None:
@@ -51,16 +56,51 @@ def experiment(
 
     The engine options reach every arm run as they reach `personahub run`'s (with --executor
     ray each run's model calls go to Ray workers; the runs follow one another)."""
+    def told(arm: str, replicate: int, run_id: str) -> None:
+        say(f"  arm {arm}, replicate {replicate}: run {run_id}")
+        if watcher is not None:
+            watcher.landed()
+
+    watcher = _watcher(scenario, db, experiment_id, replicates, view_port) if view else None
+    try:
+        result = _run_it(scenario, db, replicates, experiment_id, told, steps, archetypes, compare,
+                         engine)
+    except BaseException:
+        if watcher is not None:
+            watcher.stop()
+        raise
+    _print(result, db, compare)
+    if watcher is not None:
+        watcher.linger()
+
+
+def _watcher(scenario: Path, db: Path, experiment_id: str | None, replicates: int | None,
+             port: int) -> Any:
+    """The ``--view`` server (``ExperimentView``), its port taken before any run starts."""
+    from personahub.analysis.live_view import ExperimentView
+    from personahub.sim.experiment import load_experiment
+
+    _, spec = load_experiment(scenario)
+    return ExperimentView(db, port, say, experiment_id=experiment_id or spec.id,
+                          arms=[a.name for a in spec.arms],
+                          replicates=replicates or spec.replicates)
+
+
+def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str | None,
+            told: Any, steps: int | None, archetypes: int | None, compare: str | None,
+            engine: Engine) -> Any:
+    """The experiment's unfinished runs, then its tables (``personahub.experiment``)."""
     from personahub.experiments import experiment as run_it
     from personahub.models.client import resolve_spec
 
-    def told(arm: str, replicate: int, run_id: str) -> None:
-        say(f"  arm {arm}, replicate {replicate}: run {run_id}")
+    return run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
+                  experiment_id=experiment_id, on_run=told, steps=steps, compare=compare,
+                  **({"archetypes": archetypes} if archetypes is not None else {}),
+                  **engine.settings(), **engine.flags.settings())
 
-    result = run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
-                    experiment_id=experiment_id, on_run=told, steps=steps, compare=compare,
-                    **({"archetypes": archetypes} if archetypes is not None else {}),
-                    **engine.settings(), **engine.flags.settings())
+
+def _print(result: Any, db: Path, compare: str | None) -> None:
+    """The effect table, its verdicts and (``--compare``) the agreement lines."""
     runs = result.runs
     say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "
         f"{runs.replicate.nunique()} replicates, {len(result.ran)} runs run now, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 
@@ -29,15 +30,25 @@ def view(
     run: Annotated[str | None, typer.Option(
         "--run", metavar="RUN_ID", help="The run to show first (default: the newest).")] = None,
     port: ViewPortOption = DEFAULT_VIEW_PORT,
+    experiment: Annotated[str | None, typer.Option(
+        "--experiment", metavar="ID",
+        help="Show this experiment's arms side by side (each outcome over the steps, pooled "
+             "over its finished replicates) instead of a run.")] = None,
 ) -> None:
     """Serve a page on 127.0.0.1 showing a run: graph, stream, survey answers per step, calls.
 
     The database is opened read-only, so it must not be held by a running process: to watch a
-    run while it runs, start it with personahub run SCENARIO --view.
+    run while it runs, start it with personahub run SCENARIO --view (an experiment: personahub
+    experiment SCENARIO --view).
     """
     from personahub.analysis.live_queries import resolve_run
-    from personahub.analysis.live_view import ViewSource, start_view
+    from personahub.analysis.live_view import ExperimentFeed, ViewSource, start_view
+    from personahub.core.errors import UsageError
     from personahub.core.store import connect
+    from personahub.sim.experiment_store import finished_arm_runs
+
+    if experiment is not None and run is not None:
+        raise UsageError("--run and --experiment: give one (a run, or an experiment's arms)")
 
     try:
         con = connect(db, read_only=True)
@@ -50,8 +61,16 @@ def view(
     if run is not None and resolve_run(con, run) is None:
         con.close()
         raise PersonahubError(f"--run {run}: no such run in {db}")
-    handle = start_view(ViewSource(lambda: con, run), port=port)
-    say(f"view: {handle.url} ({db}, read-only); Ctrl-C stops.")
+    if experiment is not None and finished_arm_runs(con, experiment).empty:
+        con.close()
+        raise PersonahubError(f"--experiment {experiment}: no such experiment in {db} (none of "
+                              "its runs finished)")
+    source = ViewSource(lambda: con, run)
+    feed = ExperimentFeed(source, experiment) if experiment is not None else None
+    handle = start_view(source, port=port, experiments=feed)
+    url = f"{handle.url}experiment?id={quote(experiment)}" if experiment is not None \
+        else handle.url
+    say(f"view: {url} ({db}, read-only); Ctrl-C stops.")
     try:
         while True:
             time.sleep(3600)

@@ -62,9 +62,6 @@ EXPERIMENT = Experiment(arms=(Arm(name="none", drop_events=(1,)), Arm(name="rumo
      'design="within", stratify="attributes:")', "experiment.stratify must be"),
     ('Experiment(arms=(Arm(name="a"), Arm(name="b")), outcomes=(Outcome(survey="s", step=3),), '
      'stratify="community")', "experiment.stratify: 'community' needs design='within'"),
-    ('Experiment(arms=(Arm(name="a"), Arm(name="b", world="Rain.")), '
-     'outcomes=(Outcome(survey="s", step=3),), design="within")',
-     "experiment.arms (b).world: one world has one world text"),
     ('Experiment(arms=(Arm(name="a"), Arm(name="a")), outcomes=(Outcome(survey="s", step=3),))',
      "duplicate arm names"),
     ('Experiment(arms=(Arm(name="a"), Arm(name="b", add_events=(Event(step=9, text="late"),))), '

@@ -119,3 +119,48 @@ def test_a_killed_within_experiment_resumes_to_the_same_tables(tmp_path):
         second.values.drop(columns="run_id").sort_values(keys).reset_index(drop=True))
     assert whole.effects.equals(second.effects)
     assert experiment(path, db=db).ran == []  # finished: nothing runs again
+
+
+WORLD_ARMS = '''
+from personahub.sim.experiment import Arm, Experiment, Outcome
+from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource
+from personahub.sim.scenario import Scenario, Survey
+SCENARIO = Scenario(
+    name="tiny_world_arms", personas=PersonaSource(limit=8),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("npc_dialogue",),
+    activation=Activation(mode="count", count=2), world="A small river town.",
+    surveys=(Survey(id="buy", steps=(1,), options=("yes", "no"), question="Buy it?"),),
+    seed=3)
+EXPERIMENT = Experiment(
+    arms=(Arm(name="plain"), Arm(name="storm", world="A storm warning is in force.")),
+    replicates=1, design="within", outcomes=(Outcome(survey="buy", step=1, options=("yes",)),))
+'''
+
+
+def test_a_world_text_arm_reaches_only_its_agents_prompts(tmp_path):
+    path = tmp_path / "world_arms.py"
+    path.write_text(WORLD_ARMS)
+    db = tmp_path / "exp.duckdb"
+    result = experiment(path, db=db, cache="record")  # the cache keeps each call's prompt
+    arm_of = dict(zip(result.agents.persona_id, result.agents.arm, strict=True))
+    assert sorted(arm_of.values()) == ["plain"] * 4 + ["storm"] * 4
+    con = duckdb.connect(str(db), read_only=True)
+    text_of = dict(con.execute("SELECT text, persona_id FROM personas").fetchall())
+    prompts = [json.loads(r[0])["messages"][-1]["content"]
+               for r in con.execute("SELECT CAST(request AS VARCHAR) FROM llm_cache").fetchall()]
+    con.close()
+    seen: dict[str, list[bool]] = {"plain": [], "storm": []}
+    for prompt in prompts:
+        persona = prompt.split("## Persona\n", 1)[1].split("\n\n## ", 1)[0]
+        assert "## World\nA small river town." in prompt  # the base world: every arm
+        seen[arm_of[text_of[persona]]].append("A storm warning is in force." in prompt)
+    assert len(seen["plain"]) >= 4 and len(seen["storm"]) >= 4  # every agent's survey at least
+    assert not any(seen["plain"]) and all(seen["storm"])
+
+
+def test_world_text_arms_within_a_world_refuse_archetypes(tmp_path):
+    path = tmp_path / "world_arms.py"
+    path.write_text(WORLD_ARMS)
+    from personahub.core.errors import PersonahubError
+    with pytest.raises(PersonahubError, match="differ by world text cannot ask per archetype"):
+        experiment(path, db=tmp_path / "exp.duckdb", archetypes=2)
