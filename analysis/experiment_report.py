@@ -133,11 +133,14 @@ def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Ex
 
     Returns:
         One row per outcome, arm and step: agents answering, the share (%) or mean and its
-        interval; a step nobody answered is left out.
+        interval; a step nobody answered is left out, and so are SQL outcomes (one value per
+        run or agent, not per step: the forest plot shows them).
     """
     steps = {s.id: s.steps for s in scenario.surveys}
     rows = []
     for outcome in experiment.outcomes:
+        if outcome.is_sql:
+            continue
         unit = "% of agents" if outcome.is_share else "scale points"
         for step in steps[outcome.survey]:
             answers = outcome_answers(con, list(dict.fromkeys(runs["run_id"])), outcome.survey,

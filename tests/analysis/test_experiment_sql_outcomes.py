@@ -110,6 +110,14 @@ def test_an_experiment_reads_sql_outcomes_from_its_runs(tmp_path: Path):
     assert table.loc["fair_sql", "effect"] == pytest.approx(table.loc["fair@2", "effect"])
     assert table.loc["fair_sql", "verdict"].startswith("fair_sql (mean of its SQL values): ")
 
+    # the report draws the survey outcome over the steps and every outcome in the forest plot
+    from tests.cli_helpers import invoke
+    cli = invoke("report", "--experiment", result.experiment_id, "--db", tmp_path / "exp.duckdb",
+                 "--out", tmp_path / "report")
+    assert cli.exit_code == 0, cli.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "fair_sql" in page and "fair@2" in page
+
 
 def test_a_bad_sql_outcome_stops_the_reading_naming_it(tmp_path: Path):
     from personahub.experiments import read_experiment
