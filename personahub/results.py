@@ -583,16 +583,32 @@ class Calibration(Job):
         return price_table(scores, questions, calls)
 
     def intervals(self) -> pd.DataFrame:
-        """Every source's mean representativeness with a 95% bootstrap interval over questions.
+        """Every source's mean representativeness with a 95% bootstrap interval over questions
+        (``low``, ``high``) and, for a model row with panels, one over panel answers with the
+        questions fixed (``panel_low``, ``panel_high``; docs/calibration.md).
 
-        The bootstrap is seeded with the job's seed, so the intervals are the same each time.
+        The bootstraps are seeded with the job's seed, so the intervals are the same each time.
 
         Returns:
-            One row per source, per attribute and overall.
+            One row per source, per attribute and overall (``panel_low``/``panel_high`` NaN for
+            a baseline, a stated distribution or a tempered row).
         """
+        from personahub.analysis import calibration_store
         from personahub.analysis.calibration_verdict import intervals
+        from personahub.core.store import connect
+        from personahub.pipelines.calibrate_data import load_survey
+        from personahub.pipelines.calibrate_scores import panel_intervals_of
 
-        return intervals(self.scores(), self._seed())
+        con = connect(self.db, read_only=True)
+        try:
+            scores = calibration_store.scores_frame(con, self.job_id)
+            survey = load_survey(con, self.job_id).survey
+        finally:
+            con.close()
+        seed = self._seed()
+        panel = panel_intervals_of(scores, survey, seed)[["who", "attribute", "panel_low",
+                                                          "panel_high"]]
+        return intervals(scores, seed).merge(panel, on=["who", "attribute"], how="left")
 
     def ppi(self, humans: str | Path, *, steering: str | None = None,
             alpha: float = 0.05) -> pd.DataFrame:

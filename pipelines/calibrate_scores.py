@@ -53,7 +53,8 @@ from personahub.pipelines.calibrate_elicit import (
 
 __all__ = ["DISPERSION_CONTROLS", "OVERALL", "SCORE_COLUMNS", "Scored", "dispersion_lines",
            "dispersion_table", "logprobs_temperature", "per_attribute", "temperature_scaled",
-           "elicit_lines", "overall_lines", "panel_sizes_of", "sd_by_question",
+           "elicit_lines", "interval_lines", "overall_lines", "panel_intervals_of",
+           "panel_sizes_of", "sd_by_question",
            "score_job", "size_lines", "source_label",
            "summarise_job", "table_lines"]
 
@@ -412,6 +413,36 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
     stated = {source_label(MODEL, s, steerings) for s in steerings
               if is_group_method(s) or s.endswith(TEMPERED)}
     return sizes[~sizes["who"].isin(stated)].reset_index(drop=True)
+
+
+def panel_intervals_of(scores: pd.DataFrame, survey: Any, seed: int) -> pd.DataFrame:
+    """The model's means with a bootstrap interval over panel answers
+    (``analysis.calibration_verdict.panel_intervals``), for the model rows that have a panel:
+    a stated distribution and a tempered row have none to redraw."""
+    from personahub.analysis.calibration_verdict import panel_intervals
+
+    steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
+    skip = [s for s in steerings if is_group_method(s) or s.endswith(TEMPERED)]
+    return panel_intervals(scores, survey, seed, skip=skip)
+
+
+def interval_lines(panel: pd.DataFrame, questions: pd.DataFrame) -> list[str]:
+    """One console line per model row with a panel: its overall mean with both 95% intervals,
+    over questions and over panel answers (the questions fixed), each named."""
+    if panel.empty:
+        return []
+    over_questions = questions.set_index(["attribute", "who"]) if not questions.empty else None
+    lines = []
+    for row in panel[panel["attribute"] == "overall"].itertuples(index=False):
+        cell = ""
+        if over_questions is not None and ("overall", row.who) in over_questions.index:
+            q = over_questions.loc[("overall", row.who)]
+            if pd.notna(q["low"]):
+                cell = f"over questions [{q['low']:.3f}, {q['high']:.3f}], "
+        lines.append(f"95% intervals of {row.who} overall {row.mean:.3f}: {cell}over panel "
+                     f"answers [{row.panel_low:.3f}, {row.panel_high:.3f}] (the same questions, "
+                     "each panel redrawn at its size; not stacked: docs/calibration.md)")
+    return lines
 
 
 def elicit_lines(summary: Any) -> list[str]:

@@ -57,6 +57,8 @@ def test_calibrate_asks_matched_panels_and_prints_per_attribute_scores(hub: dict
     assert "SEX " in sizes_line and "POLPARTY " in sizes_line
     assert any(line.startswith("verdict: overall: ") and " wins (" in line for line in lines)
     assert any("(perfect_panel) scores" in line for line in lines)
+    (span_line,) = [line for line in lines if line.startswith("95% intervals of model overall")]
+    assert "over questions [" in span_line and "over panel answers [" in span_line
 
     panels = rows(db, "SELECT attribute, grp, persona_id FROM calibration_panels WHERE job_id = ?",
                   [job_id])
@@ -152,6 +154,12 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
     spans = job.intervals().set_index(["attribute", "who"])
     assert spans.loc[("overall", "model"), "mean"] == pytest.approx(table.loc["overall", "model"])
     assert spans.loc[("overall", "model"), "low"] <= table.loc["overall", "model"]
+    # the model has panels: an interval over panel answers too; a baseline has none
+    model_span = spans.loc[("overall", "model")]
+    assert model_span["panel_low"] < model_span["mean"] < model_span["panel_high"]
+    assert np.isnan(spans.loc[("overall", "uniform"), "panel_low"])
+    summary_panel = job.summary.panel_intervals.set_index(["attribute", "who"])
+    assert summary_panel.loc[("overall", "model"), "panel_low"] == model_span["panel_low"]
     assert job.verdict == job.summary.verdict  # the handle recomputes what the run printed
 
 
