@@ -17,10 +17,14 @@
   new panels"; the question interval answers "over other questions like these" and already
   carries the panel noise each observed score holds, so the two are reported side by side, not
   stacked (docs/calibration.md);
+- ``question_spread``: each source's per-question scores (a question's mean over its groups;
+  overall, the mean over attributes of those) summarised per level: mean, SD, min, max and the
+  lowest question;
+- ``worst_groups``: the model's mean per group over questions, lowest first;
 - ``verdict``: plain sentences: which source wins overall and per attribute and by how much
   (the gap to the runner-up with a paired bootstrap interval over questions), where the model
   sits between the ceiling (``perfect_panel``) and the data's noise floor (``human_resample``),
-  and warnings when the model is degenerate (no spread, many refusals).
+  its worst group, and warnings when the model is degenerate (no spread, many refusals).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from personahub.analysis.calibration_scores import (
 )
 from personahub.analysis.survey import Survey
 
-__all__ = ["REFUSAL_WARNING", "intervals", "panel_intervals", "panel_sizes", "verdict"]
+__all__ = ["REFUSAL_WARNING", "intervals", "panel_intervals", "panel_sizes", "question_spread",
+           "verdict", "worst_groups"]
 
 LEVEL = 0.95
 RESAMPLES = 2000
@@ -220,6 +225,53 @@ def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
     return pd.DataFrame(rows, columns=columns)
 
 
+def question_spread(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each source's per-question representativeness and its spread across questions.
+
+    A question's score is its mean over the level's question x group rows; overall, the mean
+    over attributes of each attribute's (each attribute alike, as the summary's ``overall``).
+
+    Args:
+        scores: a job's per question x group x source scores.
+
+    Returns:
+        One row per source (``who``) and level (``overall``, then each attribute): ``mean``,
+        ``sd`` (across questions, ddof 1; NaN with one question), ``min``, ``max``, ``lowest``
+        (the question at the min) and ``questions``.
+    """
+    frame = _labelled(scores).dropna(subset=[SCORE])
+    per = frame.groupby(["who", "attribute", "question_id"], sort=False)[SCORE].mean()
+    rows = []
+    for who, own in per.groupby(level="who", sort=False):
+        by_attribute = own.droplevel("who")
+        overall = by_attribute.groupby(level="question_id", sort=False).mean()
+        levels = [("overall", overall),
+                  *((str(a), part.droplevel("attribute"))
+                    for a, part in by_attribute.groupby(level="attribute", sort=False))]
+        for where, values in levels:
+            rows.append({"who": who, "attribute": where, "mean": float(values.mean()),
+                         "sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+                         "min": float(values.min()), "max": float(values.max()),
+                         "lowest": str(values.idxmin()), "questions": len(values)})
+    return pd.DataFrame(rows, columns=["who", "attribute", "mean", "sd", "min", "max", "lowest",
+                                       "questions"])
+
+
+def worst_groups(scores: pd.DataFrame) -> pd.DataFrame:
+    """The model's mean representativeness per group (over its questions), lowest first.
+
+    Args:
+        scores: a job's per question x group x source scores.
+
+    Returns:
+        One row per model source (``who``), attribute and group: ``mean`` and ``questions``.
+    """
+    frame = _labelled(scores[scores["source"] == MODEL]).dropna(subset=[SCORE])
+    grouped = frame.groupby(["who", "attribute", "group"], sort=False)[SCORE]
+    table = grouped.agg(mean="mean", questions="count").reset_index()
+    return table.sort_values(["who", "mean"], kind="stable").reset_index(drop=True)
+
+
 def _gap_interval(part: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, float, float]:
     """The gap of ``a``'s mean over ``b``'s, over the questions both scored, with its paired
     bootstrap interval."""
@@ -286,6 +338,15 @@ def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
                      f"(perfect_panel) scores {top:.3f}, the survey's own sampling noise "
                      f"(human_resample) {noise:.3f}; the model is {top - model:.3f} below what "
                      "its panel size allows")
+    worst = worst_groups(scores)
+    for who in models:
+        own = worst[worst["who"] == who]
+        if len(own) > 1:
+            low = own.iloc[0]
+            lines.append(f"{who}'s worst group: {low['attribute']}={low['group']} at "
+                         f"{low['mean']:.3f} (its mean over {low['questions']} questions; "
+                         f"the best, {own.iloc[-1]['attribute']}={own.iloc[-1]['group']}, "
+                         f"{own.iloc[-1]['mean']:.3f})")
     lines += _warnings(frame, models)
     return lines
 

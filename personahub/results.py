@@ -610,6 +610,20 @@ class Calibration(Job):
                                                           "panel_high"]]
         return intervals(scores, seed).merge(panel, on=["who", "attribute"], how="left")
 
+    def question_spread(self) -> pd.DataFrame:
+        """Every source's per-question representativeness summarised across questions.
+
+        A question's score is its mean over the level's groups (overall: over attributes, each
+        alike), so the spread is between questions, not groups.
+
+        Returns:
+            One row per source and level (overall, then each attribute): ``mean``, ``sd``,
+            ``min``, ``max``, ``lowest`` (the question at the min) and ``questions``.
+        """
+        from personahub.analysis.calibration_verdict import question_spread
+
+        return question_spread(self.scores())
+
     def ppi(self, humans: str | Path, *, steering: str | None = None,
             alpha: float = 0.05) -> pd.DataFrame:
         """Group shares corrected by a small human sample (prediction-powered inference).

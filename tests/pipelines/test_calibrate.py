@@ -161,6 +161,10 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
     summary_panel = job.summary.panel_intervals.set_index(["attribute", "who"])
     assert summary_panel.loc[("overall", "model"), "panel_low"] == model_span["panel_low"]
     assert job.verdict == job.summary.verdict  # the handle recomputes what the run printed
+    assert any(line.startswith("model's worst group: ") for line in job.verdict)
+    spread = job.question_spread().set_index(["who", "attribute"]).loc[("model", "overall")]
+    assert spread["min"] <= spread["mean"] <= spread["max"] and spread["questions"] == 3
+    assert spread["mean"] == pytest.approx(table.loc["overall", "model"], abs=0.1)
 
 
 def test_three_steerings_in_one_calibration(hub: dict[str, Any]) -> None:
