@@ -546,6 +546,18 @@ class Calibration(Job):
 
         return sd_by_question(self.scores())
 
+    def temperatures(self) -> pd.DataFrame:
+        """The temperatures ``dispersion="temper"`` fitted, each on the other half of the
+        questions (docs/calibration.md).
+
+        Returns:
+            One row per tempered steering and temperature: ``steering``, ``temperature`` and
+            ``questions`` tempered with it; empty without tempering.
+        """
+        from personahub.pipelines.calibrate_scores import fitted_temperatures
+
+        return fitted_temperatures(self.scores())
+
     def panel_sizes(self) -> pd.DataFrame:
         """The model's effective panel size: substantive answers per question x group.
 

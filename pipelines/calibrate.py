@@ -341,6 +341,7 @@ class CalibrationSummary:
     # the model's overall means with intervals over questions and over panel answers
     intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
     panel_intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    temperatures: pd.DataFrame = field(default_factory=pd.DataFrame)  # --dispersion temper
 
     @property
     def failed(self) -> int:
@@ -549,6 +550,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         from personahub.analysis.calibration_verdict import intervals, verdict
         from personahub.pipelines.calibrate_scores import (
             dispersion_table,
+            fitted_temperatures,
             logprobs_temperature,
             panel_intervals_of,
             panel_sizes_of,
@@ -573,6 +575,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.overall_per_group = per_attribute(scored.summary, overall="per-group").head(1)
         summary.dispersion = dispersion_table(scored.summary)
         summary.sd_per_question = sd_by_question(scored.scores)
+        summary.temperatures = fitted_temperatures(scored.scores)
         summary.panel_sizes = panel_sizes_of(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
         summary.intervals = intervals(scored.scores, ctx.config.seed)
@@ -598,6 +601,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             overall_lines,
             size_lines,
             table_lines,
+            temperature_lines,
         )
 
         lines = [f"calibration {summary.job_id}: {summary.questions} questions x {summary.groups} "
@@ -621,6 +625,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         lines += table_lines(summary.per_attribute)
         lines += overall_lines(summary.per_attribute, summary.overall_per_group)
         lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
+        lines += temperature_lines(summary.temperatures)
         lines += size_lines(summary.panel_sizes)
         lines += interval_lines(summary.panel_intervals, summary.intervals)
         lines += price_lines(summary.price)

@@ -17,7 +17,9 @@ from scipy.stats import wasserstein_distance
 
 import personahub
 from personahub import runtime
+from personahub.analysis.calibration_dispersion import temper
 from personahub.analysis.calibration_report import answer_bars, group_bars, group_marks
+from personahub.analysis.survey import Question
 from personahub.core.errors import UsageError
 from personahub.core.interrupts import Stopped
 from personahub.core.kernel import BatchOutcome
@@ -419,6 +421,24 @@ def test_dispersion_temper_scores_the_panels_tempered_towards_peoples_spread(
             < abs(np.log(per_question["persona"]))).all()
     # the asked answers are the same: tempering is scoring only
     assert job.summary.asks == job.summary.answered
+    # the temperatures are stored with the tempered rows, one per half of the questions, and
+    # are the ones the rows were tempered with
+    fitted = job.temperatures()
+    assert list(fitted["steering"]) == ["persona:tempered"] * 2
+    assert fitted["questions"].sum() == len(QUESTIONS)
+    assert fitted.equals(job.summary.temperatures)
+    assert plain["temperature"].isna().all()
+    by_row = tempered[tempered.index.get_level_values("attribute") != "(population)"]
+    for (qid, _, _), row in by_row.iterrows():
+        question = Question(qid, "", tuple(QUESTIONS[qid][1]),
+                            tuple(QUESTIONS[qid][2] or [1.0] * (len(QUESTIONS[qid][1]) - 1)))
+        before = json.loads(plain.loc[row.name, "counts"])
+        assert json.loads(row["counts"]) == pytest.approx(
+            temper(question, before, row["temperature"]).tolist())
+    (line,) = [line for line in CALIBRATION.report(job.summary, hub["db"])
+               if line.startswith("dispersion temper: temperatures")]
+    for t in fitted["temperature"]:
+        assert f"T={t:.3g}" in line
     with pytest.raises(UsageError, match="use none or temper"):
         personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"],
                              dispersion="mixture")
