@@ -81,18 +81,18 @@ def test_panel_interval_is_around_the_observed_mean_and_reproducible() -> None:
     assert narrow["panel_high"] - narrow["panel_low"] < wide / 2
 
 
-@pytest.mark.slow  # about 35 s on a loaded two-core machine
+@pytest.mark.slow  # about 16 s on a loaded two-core machine
 def test_panel_interval_covers_the_true_expected_score_at_about_its_nominal_rate() -> None:
     rng = np.random.default_rng(45)
     n = 8
     survey, humans, model = _survey(15, rng)
     truth = float(np.mean([_expected(survey.questions[k[0]], p, humans[k], n)
                            for k, p in model.items()]))
-    trials, covered = 300, 0
+    trials, covered = 200, 0
     for trial in range(trials):
         table = _table(survey, humans, model, n, rng)
         row = panel_intervals(table, survey, seed=trial, resamples=400).iloc[0]
         covered += row["panel_low"] <= truth <= row["panel_high"]
-    # measured 0.957 (the question-only interval, same draws: 0.983, over-covering: with the
-    # questions fixed, question-to-question spread is not uncertainty)
+    # measured 0.945 (the question-only interval, over 300 such draws: 0.983, over-covering:
+    # with the questions fixed, question-to-question spread is not uncertainty)
     assert 0.91 <= covered / trials <= 0.99
