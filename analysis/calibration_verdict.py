@@ -204,8 +204,9 @@ def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
         One row per model source (``who``) and level (``overall``, then each attribute):
         ``mean``, ``panel_low``, ``panel_high`` and ``pairs`` (question x group rows).
     """
-    model = scores[(scores["source"] == MODEL) & ~scores["steering"].isin(list(skip))]
-    frame = _labelled(model).dropna(subset=[SCORE]).reset_index(drop=True)
+    frame = _labelled(scores)  # labelled before skipping: the labels name every steering
+    frame = frame[(frame["source"] == MODEL) & ~frame["steering"].isin(list(skip))]
+    frame = frame.dropna(subset=[SCORE]).reset_index(drop=True)
     columns = ["who", "attribute", "mean", "panel_low", "panel_high", "pairs"]
     if frame.empty:
         return pd.DataFrame(columns=columns)

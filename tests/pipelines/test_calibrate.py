@@ -435,8 +435,14 @@ def test_dispersion_temper_scores_the_panels_tempered_towards_peoples_spread(
         before = json.loads(plain.loc[row.name, "counts"])
         assert json.loads(row["counts"]) == pytest.approx(
             temper(question, before, row["temperature"]).tolist())
-    (line,) = [line for line in CALIBRATION.report(job.summary, hub["db"])
-               if line.startswith("dispersion temper: temperatures")]
+    console = CALIBRATION.report(job.summary, hub["db"])
+    (line,) = [line for line in console if line.startswith("dispersion temper: temperatures")]
+    # the untempered panels have an interval over panel answers; the tempered row has none
+    spans = job.intervals().set_index(["attribute", "who"])
+    assert spans.loc[("overall", "model[persona]"), "panel_low"] < spans.loc[
+        ("overall", "model[persona]"), "mean"]
+    assert np.isnan(spans.loc[("overall", "model[persona:tempered]"), "panel_low"])
+    assert any(c.startswith("95% intervals of model[persona] overall") for c in console)
     for t in fitted["temperature"]:
         assert f"T={t:.3g}" in line
     with pytest.raises(UsageError, match="use none or temper"):
