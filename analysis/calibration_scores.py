@@ -73,6 +73,7 @@ __all__ = [
     "SCORES",
     "Split",
     "dispersion",
+    "drawn_representativeness",
     "modal_agreement",
     "representativeness",
     "sampled_scores",
@@ -179,6 +180,40 @@ def _w1_rows(positions: np.ndarray, sims: np.ndarray, human: np.ndarray) -> np.n
     return np.abs(cdf_gap) @ gaps
 
 
+def _representativeness_rows(question: Question, sims: np.ndarray, human: np.ndarray
+                             ) -> np.ndarray:
+    """``representativeness`` of each row of ``sims`` against ``human``, vectorised."""
+    if question.is_ordinal:
+        positions = np.asarray(question.ordinal, dtype=float)
+        span = float(positions.max() - positions.min())
+        return np.asarray(1.0 - _w1_rows(positions, sims, human) / span)
+    return np.asarray(1.0 - jensenshannon(sims, np.broadcast_to(human, sims.shape), base=2,
+                                          axis=1))
+
+
+def drawn_representativeness(question: Question, source: np.ndarray, human: np.ndarray,
+                             n: float, rng: np.random.Generator, draws: int) -> np.ndarray:
+    """The representativeness of each of ``draws`` panels of ``n`` answers drawn from
+    ``source`` (multinomial), scored against ``human``: what the panel bootstrap redraws.
+
+    Args:
+        question: the question (its ordinal positions choose the metric).
+        source: the distribution answers are drawn from (substantive options).
+        human: the distribution scored against.
+        n: answers per panel (rounded; below 1: an empty array).
+        rng: the generator of the draws.
+        draws: how many panels.
+
+    Returns:
+        One score per drawn panel.
+    """
+    size = int(round(n))
+    if size < 1:
+        return np.empty(0)
+    sims = rng.multinomial(size, source / source.sum(), size=draws) / size
+    return _representativeness_rows(question, sims, human)
+
+
 def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n: float,
                    rng: np.random.Generator, draws: int = DRAWS) -> dict[str, float]:
     """The expected scores of ``n`` answers drawn from ``source`` against ``human``.
@@ -198,12 +233,7 @@ def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n:
     if size < 1:
         return dict.fromkeys(SCORES, float("nan"))
     sims = rng.multinomial(size, source / source.sum(), size=draws) / size
-    if question.is_ordinal:
-        positions = np.asarray(question.ordinal, dtype=float)
-        span = float(positions.max() - positions.min())
-        rep = 1.0 - _w1_rows(positions, sims, human) / span
-    else:
-        rep = 1.0 - jensenshannon(sims, np.broadcast_to(human, sims.shape), base=2, axis=1)
+    rep = _representativeness_rows(question, sims, human)
     human_entropy = entropy_bits(human)
     disp = (entr(sims).sum(axis=1) / np.log(2) / human_entropy if human_entropy > 1e-12
             else np.full(draws, np.nan))

@@ -8,10 +8,23 @@
   are resampled whole, a question's groups with it; the statistic is the mean over the
   resampled rows within an attribute, and overall the mean of the attributes' means (each
   attribute alike), so the point estimate is the summary's mean;
+- ``panel_intervals``: the model's same means with a bootstrap interval over *panel answers*,
+  the questions held fixed: each question x group panel is redrawn (multinomial, at its
+  effective size, from its own answer shares; ``numpy.random.Generator``, each row seeded from
+  the seed and its key) and re-scored against the group's people with OpinionQA's score; the
+  interval is the observed mean plus the percentiles of the redrawn means' deviations from
+  their centre. It answers "how far would this number move if the same questions were asked of
+  new panels"; the question interval answers "over other questions like these" and already
+  carries the panel noise each observed score holds, so the two are reported side by side, not
+  stacked (docs/calibration.md);
+- ``question_spread``: each source's per-question scores (a question's mean over its groups;
+  overall, the mean over attributes of those) summarised per level: mean, SD, min, max and the
+  lowest question;
+- ``worst_groups``: the model's mean per group over questions, lowest first;
 - ``verdict``: plain sentences: which source wins overall and per attribute and by how much
   (the gap to the runner-up with a paired bootstrap interval over questions), where the model
   sits between the ceiling (``perfect_panel``) and the data's noise floor (``human_resample``),
-  and warnings when the model is degenerate (no spread, many refusals).
+  its worst group, and warnings when the model is degenerate (no spread, many refusals).
 """
 
 from __future__ import annotations
@@ -24,9 +37,18 @@ import pandas as pd
 from scipy.stats import bootstrap
 
 from personahub.analysis.calibration_report import source_label
-from personahub.analysis.calibration_scores import BASELINES, MODEL, POPULATION
+from personahub.analysis.calibration_scores import (
+    BASELINES,
+    MODEL,
+    POPULATION,
+    drawn_representativeness,
+    row_rng,
+    split,
+)
+from personahub.analysis.survey import Survey
 
-__all__ = ["REFUSAL_WARNING", "intervals", "panel_sizes", "verdict"]
+__all__ = ["REFUSAL_WARNING", "intervals", "panel_intervals", "panel_sizes", "question_spread",
+           "verdict", "worst_groups"]
 
 LEVEL = 0.95
 RESAMPLES = 2000
@@ -143,6 +165,114 @@ def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["who", "attribute", "mean", "low", "high", "questions"])
 
 
+def _panel_deviations(rows: pd.DataFrame, survey: Survey, seed: int, resamples: int
+                      ) -> np.ndarray:
+    """Per row of ``rows`` (model rows with a score), ``resamples`` redrawn scores of its panel
+    minus their mean (zeros for a row without a panel to redraw)."""
+    humans = {(qid, attribute, " / ".join(labels)): counts for qid in survey.counts
+              for attribute, labels, counts in survey.groups(qid)}
+    deviations = np.zeros((len(rows), resamples))
+    for i, row in enumerate(rows.itertuples(index=False)):
+        question = survey.questions.get(row.question_id)
+        human = humans.get((row.question_id, row.attribute, row.group))
+        if question is None or human is None or not isinstance(row.counts, str):
+            continue
+        sim, people = split(question, json.loads(row.counts)), split(question, human)
+        if sim.distribution is None or people.distribution is None:
+            continue
+        rng = row_rng(seed, row.question_id, row.attribute, row.group, row.steering, "panel")
+        drawn = drawn_representativeness(question, sim.distribution, people.distribution,
+                                         sim.n, rng, resamples)
+        if drawn.size:
+            deviations[i] = drawn - drawn.mean()
+    return deviations
+
+
+def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
+                    skip: Sequence[str] = (), resamples: int = RESAMPLES) -> pd.DataFrame:
+    """The model's mean representativeness with a 95% bootstrap interval over panel answers,
+    the questions held fixed (module doc).
+
+    Args:
+        scores: a job's per question x group x source scores (the model rows' ``counts``).
+        survey: the job's survey: the questions and the people's counts scored against.
+        seed: seeds the redraws.
+        skip: steerings without a panel to redraw (a stated distribution, a tempered row).
+        resamples: redraws per panel.
+
+    Returns:
+        One row per model source (``who``) and level (``overall``, then each attribute):
+        ``mean``, ``panel_low``, ``panel_high`` and ``pairs`` (question x group rows).
+    """
+    frame = _labelled(scores)  # labelled before skipping: the labels name every steering
+    frame = frame[(frame["source"] == MODEL) & ~frame["steering"].isin(list(skip))]
+    frame = frame.dropna(subset=[SCORE]).reset_index(drop=True)
+    columns = ["who", "attribute", "mean", "panel_low", "panel_high", "pairs"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    deviations = _panel_deviations(frame, survey, seed, resamples)
+    values = frame[SCORE].to_numpy(float)[:, None] + deviations
+    rows = []
+    for who, own in frame.groupby("who", sort=False):
+        means = {str(a): values[part.index].mean(axis=0)
+                 for a, part in own.groupby("attribute", sort=False)}
+        levels = [("overall", np.mean(list(means.values()), axis=0)), *means.items()]
+        for where, redrawn in levels:
+            mean = float(redrawn.mean())  # the deviations are centred: the observed mean
+            low, high = np.quantile(redrawn, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+            pairs = len(own) if where == "overall" else int((own["attribute"] == where).sum())
+            rows.append({"who": who, "attribute": where, "mean": mean, "panel_low": float(low),
+                         "panel_high": float(high), "pairs": pairs})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def question_spread(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each source's per-question representativeness and its spread across questions.
+
+    A question's score is its mean over the level's question x group rows; overall, the mean
+    over attributes of each attribute's (each attribute alike, as the summary's ``overall``).
+
+    Args:
+        scores: a job's per question x group x source scores.
+
+    Returns:
+        One row per source (``who``) and level (``overall``, then each attribute): ``mean``,
+        ``sd`` (across questions, ddof 1; NaN with one question), ``min``, ``max``, ``lowest``
+        (the question at the min) and ``questions``.
+    """
+    frame = _labelled(scores).dropna(subset=[SCORE])
+    per = frame.groupby(["who", "attribute", "question_id"], sort=False)[SCORE].mean()
+    rows = []
+    for who, own in per.groupby(level="who", sort=False):
+        by_attribute = own.droplevel("who")
+        overall = by_attribute.groupby(level="question_id", sort=False).mean()
+        levels = [("overall", overall),
+                  *((str(a), part.droplevel("attribute"))
+                    for a, part in by_attribute.groupby(level="attribute", sort=False))]
+        for where, values in levels:
+            rows.append({"who": who, "attribute": where, "mean": float(values.mean()),
+                         "sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+                         "min": float(values.min()), "max": float(values.max()),
+                         "lowest": str(values.idxmin()), "questions": len(values)})
+    return pd.DataFrame(rows, columns=["who", "attribute", "mean", "sd", "min", "max", "lowest",
+                                       "questions"])
+
+
+def worst_groups(scores: pd.DataFrame) -> pd.DataFrame:
+    """The model's mean representativeness per group (over its questions), lowest first.
+
+    Args:
+        scores: a job's per question x group x source scores.
+
+    Returns:
+        One row per model source (``who``), attribute and group: ``mean`` and ``questions``.
+    """
+    frame = _labelled(scores[scores["source"] == MODEL]).dropna(subset=[SCORE])
+    grouped = frame.groupby(["who", "attribute", "group"], sort=False)[SCORE]
+    table = grouped.agg(mean="mean", questions="count").reset_index()
+    return table.sort_values(["who", "mean"], kind="stable").reset_index(drop=True)
+
+
 def _gap_interval(part: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, float, float]:
     """The gap of ``a``'s mean over ``b``'s, over the questions both scored, with its paired
     bootstrap interval."""
@@ -209,6 +339,15 @@ def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
                      f"(perfect_panel) scores {top:.3f}, the survey's own sampling noise "
                      f"(human_resample) {noise:.3f}; the model is {top - model:.3f} below what "
                      "its panel size allows")
+    worst = worst_groups(scores)
+    for who in models:
+        own = worst[worst["who"] == who]
+        if len(own) > 1:
+            low = own.iloc[0]
+            lines.append(f"{who}'s worst group: {low['attribute']}={low['group']} at "
+                         f"{low['mean']:.3f} (its mean over {low['questions']} questions; "
+                         f"the best, {own.iloc[-1]['attribute']}={own.iloc[-1]['group']}, "
+                         f"{own.iloc[-1]['mean']:.3f})")
     lines += _warnings(frame, models)
     return lines
 

@@ -744,7 +744,8 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
 
     Returns:
         A ``Calibration`` whose ``per_attribute()``, ``scores()``, ``summary_table()``,
-        ``answers()``, ``sd_ratios()``, ``archetype_price()`` and ``ppi(FILE)`` are DataFrames.
+        ``answers()``, ``sd_ratios()``, ``archetype_price()``, ``intervals()``,
+        ``question_spread()``, ``temperatures()`` and ``ppi(FILE)`` are DataFrames.
 
     Raises:
         UsageError: neither a survey and population nor ``resume`` was given.

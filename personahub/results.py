@@ -546,6 +546,18 @@ class Calibration(Job):
 
         return sd_by_question(self.scores())
 
+    def temperatures(self) -> pd.DataFrame:
+        """The temperatures ``dispersion="temper"`` fitted, each on the other half of the
+        questions (docs/calibration.md).
+
+        Returns:
+            One row per tempered steering and temperature: ``steering``, ``temperature`` and
+            ``questions`` tempered with it; empty without tempering.
+        """
+        from personahub.pipelines.calibrate_scores import fitted_temperatures
+
+        return fitted_temperatures(self.scores())
+
     def panel_sizes(self) -> pd.DataFrame:
         """The model's effective panel size: substantive answers per question x group.
 
@@ -583,16 +595,46 @@ class Calibration(Job):
         return price_table(scores, questions, calls)
 
     def intervals(self) -> pd.DataFrame:
-        """Every source's mean representativeness with a 95% bootstrap interval over questions.
+        """Every source's mean representativeness with a 95% bootstrap interval over questions
+        (``low``, ``high``) and, for a model row with panels, one over panel answers with the
+        questions fixed (``panel_low``, ``panel_high``; docs/calibration.md).
 
-        The bootstrap is seeded with the job's seed, so the intervals are the same each time.
+        The bootstraps are seeded with the job's seed, so the intervals are the same each time.
 
         Returns:
-            One row per source, per attribute and overall.
+            One row per source, per attribute and overall (``panel_low``/``panel_high`` NaN for
+            a baseline, a stated distribution or a tempered row).
         """
+        from personahub.analysis import calibration_store
         from personahub.analysis.calibration_verdict import intervals
+        from personahub.core.store import connect
+        from personahub.pipelines.calibrate_data import load_survey
+        from personahub.pipelines.calibrate_scores import panel_intervals_of
 
-        return intervals(self.scores(), self._seed())
+        con = connect(self.db, read_only=True)
+        try:
+            scores = calibration_store.scores_frame(con, self.job_id)
+            survey = load_survey(con, self.job_id).survey
+        finally:
+            con.close()
+        seed = self._seed()
+        panel = panel_intervals_of(scores, survey, seed)[["who", "attribute", "panel_low",
+                                                          "panel_high"]]
+        return intervals(scores, seed).merge(panel, on=["who", "attribute"], how="left")
+
+    def question_spread(self) -> pd.DataFrame:
+        """Every source's per-question representativeness summarised across questions.
+
+        A question's score is its mean over the level's groups (overall: over attributes, each
+        alike), so the spread is between questions, not groups.
+
+        Returns:
+            One row per source and level (overall, then each attribute): ``mean``, ``sd``,
+            ``min``, ``max``, ``lowest`` (the question at the min) and ``questions``.
+        """
+        from personahub.analysis.calibration_verdict import question_spread
+
+        return question_spread(self.scores())
 
     def ppi(self, humans: str | Path, *, steering: str | None = None,
             alpha: float = 0.05) -> pd.DataFrame:

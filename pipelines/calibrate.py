@@ -338,6 +338,10 @@ class CalibrationSummary:
     logprobs_temperature: float | None = None  # --elicit logprobs: its fitted temperature
     archetypes: tuple[int, ...] = ()  # --archetypes K values
     price: pd.DataFrame = field(default_factory=pd.DataFrame)  # calibrate_archetypes.price_table
+    # the model's overall means with intervals over questions and over panel answers
+    intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    panel_intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    temperatures: pd.DataFrame = field(default_factory=pd.DataFrame)  # --dispersion temper
 
     @property
     def failed(self) -> int:
@@ -543,10 +547,12 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
 
     def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
         """Score the answers (replacing the job's earlier scores) and sum the job up."""
-        from personahub.analysis.calibration_verdict import verdict
+        from personahub.analysis.calibration_verdict import intervals, verdict
         from personahub.pipelines.calibrate_scores import (
             dispersion_table,
+            fitted_temperatures,
             logprobs_temperature,
+            panel_intervals_of,
             panel_sizes_of,
             per_attribute,
             score_job,
@@ -569,8 +575,12 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.overall_per_group = per_attribute(scored.summary, overall="per-group").head(1)
         summary.dispersion = dispersion_table(scored.summary)
         summary.sd_per_question = sd_by_question(scored.scores)
+        summary.temperatures = fitted_temperatures(scored.scores)
         summary.panel_sizes = panel_sizes_of(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
+        summary.intervals = intervals(scored.scores, ctx.config.seed)
+        summary.panel_intervals = panel_intervals_of(
+            scored.scores, _state(ctx).selected.survey, ctx.config.seed)
         summary.logprobs_temperature = logprobs_temperature(ctx.con, ctx.job_id)
         if ctx.config.archetypes:
             summary.price = price_table(scored.scores, _state(ctx).selected.survey.questions,
@@ -587,9 +597,11 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         from personahub.pipelines.calibrate_scores import (
             dispersion_lines,
             elicit_lines,
+            interval_lines,
             overall_lines,
             size_lines,
             table_lines,
+            temperature_lines,
         )
 
         lines = [f"calibration {summary.job_id}: {summary.questions} questions x {summary.groups} "
@@ -613,7 +625,9 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         lines += table_lines(summary.per_attribute)
         lines += overall_lines(summary.per_attribute, summary.overall_per_group)
         lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
+        lines += temperature_lines(summary.temperatures)
         lines += size_lines(summary.panel_sizes)
+        lines += interval_lines(summary.panel_intervals, summary.intervals)
         lines += price_lines(summary.price)
         if summary.verdict:
             lines += [f"verdict: {summary.verdict[0]}", *(f"  {v}" for v in summary.verdict[1:])]

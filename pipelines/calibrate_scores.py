@@ -53,12 +53,14 @@ from personahub.pipelines.calibrate_elicit import (
 
 __all__ = ["DISPERSION_CONTROLS", "OVERALL", "SCORE_COLUMNS", "Scored", "dispersion_lines",
            "dispersion_table", "logprobs_temperature", "per_attribute", "temperature_scaled",
-           "elicit_lines", "overall_lines", "panel_sizes_of", "sd_by_question",
+           "elicit_lines", "fitted_temperatures", "interval_lines", "overall_lines", "panel_intervals_of",
+           "panel_sizes_of", "sd_by_question",
            "score_job", "size_lines", "source_label",
-           "summarise_job", "table_lines"]
+           "summarise_job", "table_lines", "temperature_lines"]
 
 SCORE_COLUMNS = ["question_id", "attribute", "group", "source", "steering", "metric", *SCORES,
-                 "human_n", "sim_n", "sim_failed", "human_refusal", "sim_refusal", "counts"]
+                 "human_n", "sim_n", "sim_failed", "human_refusal", "sim_refusal", "counts",
+                 "temperature"]  # temperature: a tempered row's T (--dispersion temper)
 SUMMARY_COLUMNS = ["source", "steering", "level", "attribute", "group", *SCORES, "scored"]
 
 
@@ -220,6 +222,8 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         counts.append(_counts(vector))
     scores["sim_failed"] = failed
     scores["counts"] = counts
+    if "temperature" not in scores:  # no tempered row
+        scores["temperature"] = np.nan
     return scores[SCORE_COLUMNS]
 
 
@@ -234,14 +238,45 @@ def _tempered(survey: Any, given: dict[Any, Any], none: dict[str, np.ndarray], s
     added to ``simulated`` under that name."""
     humans = {(qid, a, labels): counts for qid in survey.counts
               for a, labels, counts in survey.groups(qid)}
-    tempered, _ = cross_fitted(dict(survey.questions), given, humans, seed)
+    tempered, temperatures = cross_fitted(dict(survey.questions), given, humans, seed)
     name = f"{steering}{TEMPERED}"
     simulated[name] = {(q, a, " / ".join(g)): v for (q, a, g), v in tempered.items()}
     table = pd.concat([score_survey(survey, tempered, no_persona=none),
                        score_population(survey, tempered, no_persona=none)], ignore_index=True)
-    table = table[table["source"] == MODEL]
+    table = table[table["source"] == MODEL].copy()
     table.insert(4, "steering", name)
+    table["temperature"] = table["question_id"].map(temperatures)
     return table
+
+
+def fitted_temperatures(scores: pd.DataFrame) -> pd.DataFrame:
+    """The temperatures ``--dispersion temper`` fitted (one per half of the questions, each
+    fitted on the other half), per tempered steering.
+
+    Args:
+        scores: a job's per question x group x source scores.
+
+    Returns:
+        One row per tempered steering and temperature: ``steering``, ``temperature`` and
+        ``questions`` (how many questions were tempered with it); empty without tempering.
+    """
+    columns = ["steering", "temperature", "questions"]
+    if "temperature" not in scores:
+        return pd.DataFrame(columns=columns)
+    rows = scores[scores["temperature"].notna() & (scores["source"] == MODEL)]
+    per = rows.drop_duplicates(["steering", "question_id"])
+    table = per.groupby(["steering", "temperature"], sort=False)["question_id"].count()
+    return table.rename("questions").reset_index()[columns]
+
+
+def temperature_lines(temperatures: pd.DataFrame) -> list[str]:
+    """The fitted temperatures as one console line (nothing without tempering)."""
+    if temperatures.empty:
+        return []
+    cells = [f"{row.steering} T={row.temperature:.3g} on {row.questions} questions"
+             for row in temperatures.itertuples(index=False)]
+    return ["dispersion temper: temperatures (each fitted on the other half of the questions): "
+            + ", ".join(cells)]
 
 
 def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
@@ -412,6 +447,36 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
     stated = {source_label(MODEL, s, steerings) for s in steerings
               if is_group_method(s) or s.endswith(TEMPERED)}
     return sizes[~sizes["who"].isin(stated)].reset_index(drop=True)
+
+
+def panel_intervals_of(scores: pd.DataFrame, survey: Any, seed: int) -> pd.DataFrame:
+    """The model's means with a bootstrap interval over panel answers
+    (``analysis.calibration_verdict.panel_intervals``), for the model rows that have a panel:
+    a stated distribution and a tempered row have none to redraw."""
+    from personahub.analysis.calibration_verdict import panel_intervals
+
+    steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
+    skip = [s for s in steerings if is_group_method(s) or s.endswith(TEMPERED)]
+    return panel_intervals(scores, survey, seed, skip=skip)
+
+
+def interval_lines(panel: pd.DataFrame, questions: pd.DataFrame) -> list[str]:
+    """One console line per model row with a panel: its overall mean with both 95% intervals,
+    over questions and over panel answers (the questions fixed), each named."""
+    if panel.empty:
+        return []
+    over_questions = questions.set_index(["attribute", "who"]) if not questions.empty else None
+    lines = []
+    for row in panel[panel["attribute"] == "overall"].itertuples(index=False):
+        cell = ""
+        if over_questions is not None and ("overall", row.who) in over_questions.index:
+            q = over_questions.loc[("overall", row.who)]
+            if pd.notna(q["low"]):
+                cell = f"over questions [{q['low']:.3f}, {q['high']:.3f}], "
+        lines.append(f"95% intervals of {row.who} overall {row.mean:.3f}: {cell}over panel "
+                     f"answers [{row.panel_low:.3f}, {row.panel_high:.3f}] (the same questions, "
+                     "each panel redrawn at its size; not stacked: docs/calibration.md)")
+    return lines
 
 
 def elicit_lines(summary: Any) -> list[str]:

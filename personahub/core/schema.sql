@@ -605,7 +605,8 @@ CREATE TABLE IF NOT EXISTS calibration_scores (
     human_refusal      DOUBLE,
     sim_refusal        DOUBLE,
     counts             JSON,
-    sd_ratio           DOUBLE  -- simulated SD / human SD on ordinal questions
+    sd_ratio           DOUBLE, -- simulated SD / human SD on ordinal questions
+    temperature        DOUBLE  -- a --dispersion temper row: the T its question was tempered with
 );
 CREATE TABLE IF NOT EXISTS calibration_summary (
     job_id             VARCHAR NOT NULL,

@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personahub.analysis.calibration_verdict import intervals, panel_sizes, verdict
+from personahub.analysis.calibration_verdict import (
+    intervals,
+    panel_sizes,
+    question_spread,
+    verdict,
+    worst_groups,
+)
 
 
 def _table(values: dict[str, np.ndarray], *, attributes: tuple[str, ...] = ("SEX",),
@@ -102,3 +108,44 @@ def test_verdict_warns_of_a_degenerate_model() -> None:
     assert any("refusal option in" in line and "above 25%" in line for line in lines)
     fine = verdict(_table(values, refused=1, sim_n=10), seed=0)
     assert not any(line.startswith("warning") for line in fine)
+
+
+def _hand_made() -> pd.DataFrame:
+    """Model and uniform rows: SEX (Female, Male) and AGE (18-29) over three questions."""
+    model = {("SEX", "Female"): [0.5, 0.6, 0.4], ("SEX", "Male"): [0.9, 0.8, 1.0],
+             ("AGE", "18-29"): [0.7, 0.7, 0.1]}
+    rows = []
+    for (attribute, group), values in model.items():
+        for q, value in enumerate(values):
+            for source, score in (("model", value), ("uniform", 0.5)):
+                rows.append({"question_id": f"Q{q}", "attribute": attribute, "group": group,
+                             "source": source, "steering": "persona" if source == "model" else "",
+                             "representativeness": score, "dispersion": 0.8,
+                             "modal_agreement": 1.0, "sim_n": 10.0, "sim_refusal": 0.0,
+                             "counts": json.dumps([10.0, 0.0])})
+    return pd.DataFrame(rows)
+
+
+def test_question_spread_is_per_question_sd_min_and_max_per_level() -> None:
+    spread = question_spread(_hand_made()).set_index(["who", "attribute"])
+    sex = spread.loc[("model", "SEX")]  # per question, the mean of Female and Male: .7 .7 .7
+    assert (sex["mean"], sex["min"], sex["max"]) == pytest.approx((0.7, 0.7, 0.7))
+    assert sex["sd"] == pytest.approx(0.0, abs=1e-12)
+    age = spread.loc[("model", "AGE")]
+    assert (age["min"], age["max"], age["lowest"]) == (pytest.approx(0.1), pytest.approx(0.7),
+                                                       "Q2")
+    assert age["sd"] == pytest.approx(np.std([0.7, 0.7, 0.1], ddof=1))
+    overall = spread.loc[("model", "overall")]  # per question, the mean of SEX's and AGE's
+    assert overall["min"] == pytest.approx(0.4) and overall["max"] == pytest.approx(0.7)
+    assert overall["sd"] == pytest.approx(np.std([0.7, 0.7, 0.4], ddof=1))
+    assert overall["questions"] == 3
+    assert spread.loc[("uniform", "overall"), "sd"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_verdict_names_the_worst_group_with_its_score() -> None:
+    worst = worst_groups(_hand_made())
+    assert list(worst["group"]) == ["Female", "18-29", "Male"]
+    assert worst.iloc[0]["mean"] == pytest.approx(0.5)
+    (line,) = [line for line in verdict(_hand_made(), seed=0) if "worst group" in line]
+    assert line.startswith("model's worst group: SEX=Female at 0.500 (its mean over 3 questions")
+    assert "SEX=Male, 0.900" in line

@@ -17,7 +17,9 @@ from scipy.stats import wasserstein_distance
 
 import personahub
 from personahub import runtime
+from personahub.analysis.calibration_dispersion import temper
 from personahub.analysis.calibration_report import answer_bars, group_bars, group_marks
+from personahub.analysis.survey import Question
 from personahub.core.errors import UsageError
 from personahub.core.interrupts import Stopped
 from personahub.core.kernel import BatchOutcome
@@ -57,6 +59,8 @@ def test_calibrate_asks_matched_panels_and_prints_per_attribute_scores(hub: dict
     assert "SEX " in sizes_line and "POLPARTY " in sizes_line
     assert any(line.startswith("verdict: overall: ") and " wins (" in line for line in lines)
     assert any("(perfect_panel) scores" in line for line in lines)
+    (span_line,) = [line for line in lines if line.startswith("95% intervals of model overall")]
+    assert "over questions [" in span_line and "over panel answers [" in span_line
 
     panels = rows(db, "SELECT attribute, grp, persona_id FROM calibration_panels WHERE job_id = ?",
                   [job_id])
@@ -152,7 +156,17 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
     spans = job.intervals().set_index(["attribute", "who"])
     assert spans.loc[("overall", "model"), "mean"] == pytest.approx(table.loc["overall", "model"])
     assert spans.loc[("overall", "model"), "low"] <= table.loc["overall", "model"]
+    # the model has panels: an interval over panel answers too; a baseline has none
+    model_span = spans.loc[("overall", "model")]
+    assert model_span["panel_low"] < model_span["mean"] < model_span["panel_high"]
+    assert np.isnan(spans.loc[("overall", "uniform"), "panel_low"])
+    summary_panel = job.summary.panel_intervals.set_index(["attribute", "who"])
+    assert summary_panel.loc[("overall", "model"), "panel_low"] == model_span["panel_low"]
     assert job.verdict == job.summary.verdict  # the handle recomputes what the run printed
+    assert any(line.startswith("model's worst group: ") for line in job.verdict)
+    spread = job.question_spread().set_index(["who", "attribute"]).loc[("model", "overall")]
+    assert spread["min"] <= spread["mean"] <= spread["max"] and spread["questions"] == 3
+    assert spread["mean"] == pytest.approx(table.loc["overall", "model"], abs=0.1)
 
 
 def test_three_steerings_in_one_calibration(hub: dict[str, Any]) -> None:
@@ -407,6 +421,30 @@ def test_dispersion_temper_scores_the_panels_tempered_towards_peoples_spread(
             < abs(np.log(per_question["persona"]))).all()
     # the asked answers are the same: tempering is scoring only
     assert job.summary.asks == job.summary.answered
+    # the temperatures are stored with the tempered rows, one per half of the questions, and
+    # are the ones the rows were tempered with
+    fitted = job.temperatures()
+    assert list(fitted["steering"]) == ["persona:tempered"] * 2
+    assert fitted["questions"].sum() == len(QUESTIONS)
+    assert fitted.equals(job.summary.temperatures)
+    assert plain["temperature"].isna().all()
+    by_row = tempered[tempered.index.get_level_values("attribute") != "(population)"]
+    for (qid, _, _), row in by_row.iterrows():
+        question = Question(qid, "", tuple(QUESTIONS[qid][1]),
+                            tuple(QUESTIONS[qid][2] or [1.0] * (len(QUESTIONS[qid][1]) - 1)))
+        before = json.loads(plain.loc[row.name, "counts"])
+        assert json.loads(row["counts"]) == pytest.approx(
+            temper(question, before, row["temperature"]).tolist())
+    console = CALIBRATION.report(job.summary, hub["db"])
+    (line,) = [line for line in console if line.startswith("dispersion temper: temperatures")]
+    # the untempered panels have an interval over panel answers; the tempered row has none
+    spans = job.intervals().set_index(["attribute", "who"])
+    assert spans.loc[("overall", "model[persona]"), "panel_low"] < spans.loc[
+        ("overall", "model[persona]"), "mean"]
+    assert np.isnan(spans.loc[("overall", "model[persona:tempered]"), "panel_low"])
+    assert any(c.startswith("95% intervals of model[persona] overall") for c in console)
+    for t in fitted["temperature"]:
+        assert f"T={t:.3g}" in line
     with pytest.raises(UsageError, match="use none or temper"):
         personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"],
                              dispersion="mixture")
