@@ -34,7 +34,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 from personahub.analysis import calibration_store as store  # noqa: E402
-from personahub.analysis.calibration_scores import FLOORS, MODEL, PANEL_SOURCES, SCORES  # noqa: E402
+from personahub.analysis.calibration_scores import (  # noqa: E402
+    FLOORS,
+    MODEL,
+    SCORES,
+    source_label,
+)
+from personahub.analysis.calibration_verdict import intervals, verdict  # noqa: E402
 from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
 from personahub.analysis.report_header import engine_text  # noqa: E402
 from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
@@ -47,14 +53,6 @@ __all__ = ["BASELINES", "CALIBRATION_FILES", "answer_bars", "group_bars", "group
 CALIBRATION_FILES = ("index.html", "calibration_groups.png", "calibration_answers.png")
 BASELINES = ("uniform", "human_overall", "no_persona")
 MAX_QUESTIONS = 6  # questions drawn in calibration_answers.png (the table has them all)
-
-
-def source_label(source: str, steering: str, steerings: Sequence[str]) -> str:
-    """How tables name a source: ``model`` (``model[attributes]`` beside other steerings; so
-    too the rows drawn at the model's panel size, ``perfect_panel[attributes]``)."""
-    if source not in PANEL_SOURCES:
-        return source
-    return source if len(steerings) <= 1 else f"{source}[{steering}]"
 
 
 def column_order(steerings: Sequence[str]) -> list[str]:
@@ -219,11 +217,30 @@ def _table_html(table: pd.DataFrame, title: str) -> str:
     return f"<h3>{esc(title)}</h3><table><tr>{head}</tr>{body}</table>"
 
 
+def _verdict_html(scores: pd.DataFrame, seed: int) -> list[str]:
+    """The verdict lines the console prints, and each source's mean with its 95% interval over
+    questions (the panel-answer interval needs the survey file, which the report does not read:
+    ``Calibration.intervals()`` has it)."""
+    esc = html.escape
+    if scores.empty:
+        return []
+    lines = "".join(f"<li>{esc(line)}</li>" for line in verdict(scores, seed))
+    table = intervals(scores, seed)
+    rows = "".join(
+        f"<tr><td>{esc(str(r.attribute))}</td><td>{esc(str(r.who))}</td><td>{r.mean:.3f}</td>"
+        f"<td>{r.low:.3f} to {r.high:.3f}</td><td>{r.questions}</td></tr>"
+        for r in table.itertuples())
+    return ["<h2>Verdict</h2>", f"<ul>{lines}</ul>",
+            "<h3>Representativeness with its 95% interval over questions</h3>",
+            "<table><tr><th>level</th><th>source</th><th>mean</th><th>95% CI</th>"
+            f"<th>questions</th></tr>{rows}</table>"]
+
+
 def _html(job_id: str, facts: list[tuple[str, str]], images: list[tuple[str, str, str]],
-          tables: list[str]) -> str:
+          tables: list[str], judged: list[str]) -> str:
     title = f"personahub report — calibration {job_id}"
     parts = page_head(title, facts, images)
-    parts += ["<h2>Scores per attribute</h2>", *tables, "</body></html>"]
+    parts += [*judged, "<h2>Scores per attribute</h2>", *tables, "</body></html>"]
     return "\n".join(parts)
 
 
@@ -257,8 +274,10 @@ def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path
                        if bars else "", f"The first {len(bars)} questions, shares of the "
                        "substantive options (refusals left out)."))
         tables = [_table_html(per_attribute_table(summary, score), score) for score in SCORES]
+        judged = _verdict_html(store.scores_frame(con, job_id),
+                               int(store.job_row(con, job_id)["seed"] or 0))
         with atomic_file(staged / "index.html", overwrite=False) as f:
-            f.write(_html(job_id, _facts(con, job_id), images, tables))
+            f.write(_html(job_id, _facts(con, job_id), images, tables, judged))
     return Path(out_dir) / "index.html"
 
 

@@ -436,3 +436,11 @@ def score_population(survey: Survey, model: GroupAnswers, *,
     columns = ["question_id", "attribute", "group", "source", "metric", *SCORES,
                "human_n", "sim_n", "human_refusal", "sim_refusal"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def source_label(source: str, steering: str, steerings: Sequence[str]) -> str:
+    """How tables name a source: ``model`` (``model[attributes]`` beside other steerings; so
+    too the rows drawn at the model's panel size, ``perfect_panel[attributes]``)."""
+    if source not in PANEL_SOURCES:
+        return source
+    return source if len(steerings) <= 1 else f"{source}[{steering}]"

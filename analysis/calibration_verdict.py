@@ -36,13 +36,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
 
-from personahub.analysis.calibration_report import source_label
 from personahub.analysis.calibration_scores import (
     BASELINES,
     MODEL,
     POPULATION,
     drawn_representativeness,
     row_rng,
+    source_label,
     split,
 )
 from personahub.analysis.survey import Survey

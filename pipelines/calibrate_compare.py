@@ -35,8 +35,7 @@ import pandas as pd
 
 from personahub.analysis import calibration_store as store
 from personahub.analysis.calibration_report import BASELINES as BASELINE_ORDER
-from personahub.analysis.calibration_report import source_label
-from personahub.analysis.calibration_scores import MODEL, SCORES
+from personahub.analysis.calibration_scores import MODEL, SCORES, source_label
 from personahub.core.errors import PersonahubError
 
 __all__ = ["Comparison", "compare", "flips", "spread", "variants"]

@@ -24,7 +24,7 @@ import pandas as pd
 
 from personahub.analysis import calibration_store as store
 from personahub.analysis.calibration_dispersion import cross_fitted
-from personahub.analysis.calibration_report import per_attribute_table, source_label
+from personahub.analysis.calibration_report import per_attribute_table
 from personahub.analysis.calibration_scores import (
     FLOORS,
     MODEL,
@@ -33,6 +33,7 @@ from personahub.analysis.calibration_scores import (
     SCORES,
     score_population,
     score_survey,
+    source_label,
 )
 from personahub.pipelines.calibrate_archetypes import (
     archetype_counts,

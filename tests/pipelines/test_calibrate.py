@@ -5,6 +5,7 @@ report and the comparison. Fixtures: ``tests/pipelines/calibrate_fixtures.py`` (
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,11 @@ def test_the_report_shows_per_group_bars_with_the_baselines(hub: dict[str, Any],
                                                "calibration_answers.png"}
     page = (out / "index.html").read_text(encoding="utf-8")
     assert f"calibration {job.job_id}" in page and "offline engine" in page
+    for line in job.verdict:  # the console's verdict and the API's intervals are on the page
+        assert html.escape(line) in page, line
+    shown = job.intervals()
+    overall = shown[shown.who.str.startswith("model") & (shown.attribute == "overall")].iloc[0]
+    assert f"{overall['low']:.3f} to {overall['high']:.3f}" in page
     con = duckdb.connect(str(db), read_only=True)
     try:
         bars, answered = group_bars(con, job.job_id), answer_bars(con, job.job_id)
