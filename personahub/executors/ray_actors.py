@@ -152,9 +152,10 @@ class _CallActor:
                    sample: int = 0, max_tokens: int | None = None,
                    settings: LLMSettings | None = None) -> tuple[Any, ...]:
         try:
-            result = await self._client_for(settings).structured(schema, messages, purpose=purpose,
-                                                  persona_id=persona_id, step=step, check=check,
-                                                  sample=sample, max_tokens=max_tokens)
+            client = self._client_for(settings)
+            result = await client.structured(schema, messages, purpose=purpose,
+                                             persona_id=persona_id, step=step, check=check,
+                                             sample=sample, max_tokens=max_tokens)
         except Exception as exc:  # noqa: BLE001 - raised again on the driver
             return ("raised", _portable_error(exc))
         fields = None if result.value is None else result.value.model_dump(by_alias=True)

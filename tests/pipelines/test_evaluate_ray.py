@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import personahub
 from personahub.core import kernel
 from tests.cli_helpers import invoke
 from tests.pipeline_helpers import rows
@@ -76,7 +77,8 @@ def test_an_evaluation_on_ray_makes_the_local_tables(local_ray: None,
                                                      tmp_path: Path) -> None:
     job, template = synthesized
     local_db, ray_db = tmp_path / "local.duckdb", tmp_path / "ray.duckdb"
-    for db in (local_db, ray_db):
+    api_db = tmp_path / "api.duckdb"
+    for db in (local_db, ray_db, api_db):
         db.write_bytes(template.read_bytes())
     local = _evaluate(job, local_db)
     assert local.exit_code == 0, local.output
@@ -99,6 +101,11 @@ def test_an_evaluation_on_ray_makes_the_local_tables(local_ray: None,
     (config,), = rows(ray_db, "SELECT config FROM jobs WHERE kind = 'evaluation'")
     assert json.loads(config)["executor"] == "ray"
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("ray.duckdb.")]
+
+    # the Python API takes the executor as the command does
+    summary = personahub.evaluate(job=job, solvers=list(SOLVERS), db=api_db, test_n=5, agree=1,
+                                  batch_size=2, models=[MODEL], executor="ray", ray_workers=2)
+    assert summary.scores and _tables(api_db) == expected
 
 
 @pytest.mark.slow
