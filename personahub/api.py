@@ -607,7 +607,7 @@ def _evaluating(job: str | int, solvers: tuple[str, ...], db: str | Path,
                 options: dict[str, Any]) -> EvalSummary:
     from personahub.pipelines.evaluate import EvalConfig, refuse_unsupported
 
-    refuse_unsupported(options.pop("executor", "local"), options.pop("batch", False))
+    refuse_unsupported(options.pop("batch", False))
     known = {f.name for f in dataclasses.fields(EvalConfig)} - {"job", "solvers", "db"}
     refuse_unknown("evaluate", options, known)
     for key in ("models", "against"):
@@ -631,7 +631,8 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
             ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else ``mode``).
         db: the DuckDB file.
         **options: further ``EvalConfig`` fields: test_share or test_n, models, agree, samples,
-            mode, equivalence_judge, against, ngram, seed, concurrency, timeout_s.
+            mode, equivalence_judge, against, ngram, seed, concurrency, timeout_s, executor
+            (``ray``: every spec's calls on one Ray actor pool), ray_address, ray_workers.
 
     Returns:
         An ``EvalSummary`` (``verified_share``, ``matrix``, ``scores``); calling again reuses the

@@ -24,7 +24,9 @@ the split, then each batch of one solver's (or scored model's) answers lands in
 (``evaluation_id_for``): a second start goes on with the same job (``evaluation_resume``), as
 does ``personahub resume ID`` after a kill, asking only the answers not stored. The tables are
 keyed by the split's id (``eval_id``), so jobs with other models on the same split reuse its
-solvers' answers. Local executor only (the asker holds one client per spec). A solver spec may
+solvers' answers. On any executor: on Ray (``--executor ray``) every spec's calls run on the
+job's one actor pool, each actor building the other specs' clients from their settings
+(``executors.ray_actors.RayCaller.alongside``), and the rows are the local run's. A solver spec may
 carry a seed, ``offline?seed=2`` (``solver_settings``), so that offline solvers differ, and
 its own prompting, ``offline?seed=2#answer`` (``spec_mode``; ``--mode`` is the default).
 
@@ -55,10 +57,12 @@ import duckdb
 from personahub.analysis.judgments import wilson
 from personahub.core.commit import JobRef, commit_batch, write_calls
 from personahub.core.contracts import ServesModels, StructuredCaller, StructuredResult
+from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int
+from personahub.executors import check_executor
 from personahub.models.adaptive_limit import Concurrency
 from personahub.models.client import redact_spec
 from personahub.models.failures import call_error
@@ -458,19 +462,13 @@ def judge_verdicts(con: duckdb.DuckDBPyConnection, eval_id: str,
         [eval_id, judge]).fetchall()}
 
 
-def refuse_unsupported(executor: str = "local", batch: bool = False) -> None:
-    """Refuse, in one line, what an evaluation does not do yet rather than ignore it: the Ray
-    executor (its solvers', models' and judge's several clients are asked from the driver; Ray
-    ships one) and provider batches (``--batch``: its answers are asked online).
+def refuse_unsupported(batch: bool = False) -> None:
+    """Refuse, in one line, what an evaluation does not do yet rather than ignore it: provider
+    batches (``--batch``: its answers are asked online).
 
     Args:
-        executor: the executor asked for (``local`` only).
         batch: whether provider batches were asked for.
     """
-    if executor != "local":
-        raise UsageError(f"evaluate: --executor {executor} is not supported yet; evaluations "
-                         "run on the local executor (its several solvers' clients are asked "
-                         "from one process)")
     if batch:
         raise UsageError("evaluate: --batch is not supported yet; evaluations ask their solvers "
                          "online")
@@ -575,6 +573,10 @@ class EvalConfig:
     concurrency: Concurrency = engine(16)
     timeout_s: float = engine(60.0)
     batch_size: int = engine(32)  # answers per committed batch (a kill loses at most one)
+    # where the calls run (personahub/executors/): local, or every spec's on one Ray actor pool
+    executor: str = engine(default("executor"))
+    ray_address: str | None = engine(default("ray_address"))  # None: RAY_ADDRESS, else local
+    ray_workers: int | None = engine(default("ray_workers"))  # None: one per CPU
 
     def __post_init__(self) -> None:
         if (self.test_share is None) == (self.test_n is None):
@@ -596,6 +598,7 @@ class EvalConfig:
         if self.samples < 1:
             raise UsageError(f"--samples must be >= 1, got {self.samples}")
         check_int(self.batch_size, "batch size", low=1)
+        check_executor(self.executor, workers=self.ray_workers)
 
     @property
     def eval_id(self) -> str:
@@ -705,9 +708,15 @@ class EvalAsker:
         self.clients = clients
 
     def client_for(self, spec: str, caller: StructuredCaller) -> StructuredCaller:
-        """The client answering for ``spec`` (``caller``: the kernel's, for the first solver)."""
+        """The client answering for ``spec`` (``caller``: the kernel's, for the first solver).
+        A caller that asks elsewhere (the Ray executor's actor pool) asks for the other specs
+        too, through their own clients' settings (``alongside``); locally they answer here."""
         base = _base(spec)
-        return caller if base == self.primary else self.clients[base]
+        if base == self.primary:
+            return caller
+        alongside = getattr(caller, "alongside", None)
+        client = self.clients[base]
+        return cast(StructuredCaller, alongside(client)) if alongside is not None else client
 
     async def run_batch(self, batch: Sequence[Ask],
                         caller: StructuredCaller) -> list[StructuredResult[Any]]:
@@ -753,8 +762,8 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
     """``personahub evaluate`` as a job spec: the split and the benchmark matches are written
     with the ``jobs`` row; each batch is one solver's (then one scored model's) answers, then
     the equivalence judge's verdicts, committed with their calls; verification and scores are
-    computed from the stored answers at the end. Local executor only: its asker holds several
-    clients (Ray ships one)."""
+    computed from the stored answers at the end. On Ray, the other specs' calls go through the
+    job's actor pool too (``EvalAsker.client_for``)."""
 
     kind = EVAL_KIND
     calls_in_run = False
@@ -774,9 +783,8 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
                                timeout_s=config.timeout_s)
 
     def prepare(self, ctx: JobContext[EvalConfig]) -> None:
-        """Refuse a job without items (nothing recorded) and a Ray executor."""
+        """Refuse a job without items (nothing recorded)."""
         config = ctx.config
-        refuse_unsupported(ctx.executor.name)
         found = ctx.con.execute("SELECT count(*) FROM v_items WHERE source = 'job' AND "
                                 "source_id = ?", [config.job]).fetchone()
         if not found or not found[0]:
@@ -861,6 +869,10 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
             client = models.build(solver_settings(spec, concurrency=config.concurrency,
                                                   timeout_s=config.timeout_s))
             models.check_reachable(client)
+            if ctx.executor.name == "ray":  # its workers rebuild it: no secret through Ray
+                from personahub.executors.ray_batches import check_ray_client
+
+                check_ray_client(client)
             state.clients[spec] = client
         spilling = [c for c in state.clients.values() if ctx.spill is not None
                     and c is not ctx.client and hasattr(c, "spill_to")]

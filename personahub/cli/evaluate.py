@@ -21,10 +21,9 @@ from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
-# --executor and --batch only to refuse ray and provider batches in one line (not built yet)
+# --batch only to refuse provider batches in one line (not built yet)
 @engine_options("concurrency", "timeout_s", "executor", "batch",
-                without=("ray_address", "ray_workers", "batch_window", "batch_fallback",
-                         "batch_file", "batch_poll_s"))
+                without=("batch_window", "batch_fallback", "batch_file", "batch_poll_s"))
 def evaluate(
     job: Annotated[str | None, typer.Option(
         help="The synthesis job whose items are evaluated.")] = None,
@@ -72,7 +71,8 @@ def evaluate(
     """Split a synthesis job's items, verify the test items by solver agreement and score models
     on them with a 95% Wilson interval. Running it again reuses the stored split and answers.
 
-    --executor ray and --batch are refused for now (not built yet)."""
+    --executor ray runs every solver's, model's and judge's calls on one Ray actor pool; --batch
+    is refused for now (not built yet)."""
     from personahub.api import run_evaluation_config
     from personahub.core.errors import UsageError
     from personahub.pipelines.evaluate import (
@@ -82,8 +82,8 @@ def evaluate(
         summary_lines,
     )
 
-    refuse_unsupported(engine.executor, engine.batch)  # taken to be refused in one line
-    settings = {k: v for k, v in engine.settings().items() if k not in ("executor", "batch")}
+    refuse_unsupported(engine.batch)  # taken to be refused in one line
+    settings = {k: v for k, v in engine.settings().items() if k != "batch"}
     summary: EvalSummary
     if resume is not None:  # only how it runs is this command's: the rest is the job's
         given = {"db": str(db), **settings, "batch_size": batch_size,

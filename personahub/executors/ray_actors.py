@@ -72,7 +72,10 @@ MAX_BATCH = 64  # calls per actor task: large enough to amortise a task, small e
 ACTOR_RESTARTS = 3  # restarts of a dead actor (and retries of the batch it held) before failing
 ACTOR_PREFIX = "personahub-run-"  # actors are named ACTOR_PREFIX + <run id>-<n> (tests find them)
 
-Call = tuple[type[BaseModel], list[Any], str, str | None, int | None, Any, int, int | None]
+# schema, messages, purpose, persona_id, step, check, sample, max_tokens and, for a call asked
+# of another client of the job (``RayCaller.alongside``), that client's settings (None: the pool's)
+Call = tuple[type[BaseModel], list[Any], str, str | None, int | None, Any, int, int | None,
+             LLMSettings | None]
 
 
 def _portable_error(exc: Exception) -> Exception:
@@ -92,6 +95,9 @@ class _CallActor:
 
     def __init__(self, settings: LLMSettings, spill: WorkerSpill | None = None) -> None:
         self.client = make_client(settings)
+        self.settings = settings
+        # the job's other clients (``RayCaller.alongside``), built here on their first call
+        self.others: dict[str, Any] = {}
         # every attempt into the job's worker folder as soon as it is final (core.call_spill):
         # a driver killed mid-step ends this actor, and its answered attempts are billed
         self.spill = spill.open() if spill is not None else None
@@ -124,6 +130,18 @@ class _CallActor:
             self.client.modes.answered(record.endpoint, mode_of(record.structured_mode), has_json)
         return ("ok", None, result)
 
+    def _client_for(self, settings: LLMSettings | None) -> Any:
+        """The client answering a call: the pool's, or another client of the job built on this
+        worker from ``settings`` (once), spilling into the same folder."""
+        if settings is None or settings == self.settings:
+            return self.client
+        key = repr(settings)
+        if key not in self.others:
+            client = make_client(settings)
+            client.spill_to(self.spill)
+            self.others[key] = client
+        return self.others[key]
+
     def _spilled(self, records: Sequence[Any]) -> None:
         if self.spill is not None:
             self.spill.done(records)
@@ -131,11 +149,13 @@ class _CallActor:
     async def _one(self, schema: type[BaseModel], messages: list[Any], purpose: str,
                    persona_id: str | None, step: int | None,
                    check: Callable[[Any], str | None] | None = None,
-                   sample: int = 0, max_tokens: int | None = None) -> tuple[Any, ...]:
+                   sample: int = 0, max_tokens: int | None = None,
+                   settings: LLMSettings | None = None) -> tuple[Any, ...]:
         try:
-            result = await self.client.structured(schema, messages, purpose=purpose,
-                                                  persona_id=persona_id, step=step, check=check,
-                                                  sample=sample, max_tokens=max_tokens)
+            client = self._client_for(settings)
+            result = await client.structured(schema, messages, purpose=purpose,
+                                             persona_id=persona_id, step=step, check=check,
+                                             sample=sample, max_tokens=max_tokens)
         except Exception as exc:  # noqa: BLE001 - raised again on the driver
             return ("raised", _portable_error(exc))
         fields = None if result.value is None else result.value.model_dump(by_alias=True)
@@ -154,8 +174,11 @@ class RayCaller:
     """
 
     def __init__(self, inner: StructuredCaller, actors: Sequence[Any], run_id: str = "",
-                 lost: str | None = None) -> None:
+                 lost: str | None = None, target: LLMSettings | None = None) -> None:
         self.inner = inner
+        # the settings the actors build this caller's client from (None: the pool's own client)
+        self.target = target
+        self._alongside: dict[int, RayCaller] = {}
         self.run_id = run_id
         # what a lost worker's error tells the user to do (default: resume the run)
         self.lost = lost or (f"run {run_id} stopped after its last committed step: resume with "
@@ -224,7 +247,7 @@ class RayCaller:
                                                persona_id=persona_id, step=step, check=check,
                                                sample=sample, max_tokens=max_tokens)
         answer = await self.ask((schema, list(messages), purpose, persona_id, step, check, sample,
-                                 max_tokens))
+                                 max_tokens, self.target))
         if answer[0] == "raised":
             error: Exception = answer[1]
             self.stats.add(carried_records(error))
@@ -233,6 +256,28 @@ class RayCaller:
         self.stats.add(bare.records)
         value = None if fields is None else schema.model_validate(fields)
         return StructuredResult(value, bare.records, bare.raw, bare.cache_entries, bare.failure)
+
+    def alongside(self, client: StructuredCaller) -> RayCaller:
+        """A caller for another model client of the same job (an evaluation's other solvers,
+        scored models and judge) whose calls run on this pool's actors: each actor builds that
+        client from ``client``'s settings on its first call, so one pool serves every client
+        (a second pool would wait for the CPUs this one holds). Label, endpoints and totals are
+        ``client``'s, as for the pool's own; no cache (the job has none on Ray).
+
+        Args:
+            client: a driver-side client built from ``LLMSettings`` (no secret in its spec).
+
+        Returns:
+            The caller, one per client for the pool's life.
+        """
+        if client is self.inner:
+            return self
+        if id(client) not in self._alongside:
+            other = RayCaller(client, self.actors, self.run_id, self.lost,
+                              target=check_ray_client(client))
+            other._outstanding = self._outstanding  # one count per actor, whoever asks
+            self._alongside[id(client)] = other
+        return self._alongside[id(client)]
 
     async def ask(self, call: Call | CallRequest) -> tuple[Any, ...]:
         """An actor's answer to ``call``, sent with the calls asked in the same turn of the loop."""

@@ -41,7 +41,6 @@ class Kind:
     start: Callable[[Path, dict[str, Any]], list[object]]  # personahub ARGS, without --db
     made: str
     stop_at_write: int = 3  # the job's own row, one batch, then the stop
-    ray: bool = True  # False: a kind the Ray executor refuses (its asker holds several clients)
 
 
 def import_people(folder: Path, db: Path, n: int = 8) -> dict[str, Any]:
@@ -131,8 +130,7 @@ KINDS = [
     Kind("evaluation", _synthesized,
          lambda f, n: ["evaluate", "--job", n["job"], "--test-n", 3, "--solver", "offline?seed=1",
                        "--solver", "offline?seed=2", "--model", "offline?seed=3", "--agree", 1],
-         "SELECT item_id, role, spec, mode, sample, answer FROM eval_answers ORDER BY ALL",
-         ray=False),
+         "SELECT item_id, role, spec, mode, sample, answer FROM eval_answers ORDER BY ALL"),
 ]
 
 

@@ -41,8 +41,6 @@ def ray_batches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.mark.parametrize("case", KINDS, ids=[k.kind for k in KINDS])
 def test_every_kind_on_ray_makes_the_local_rows(local_ray: None, ray_batches: list[str],
                                                 case: Kind, tmp_path: Path) -> None:
-    if not case.ray:
-        pytest.skip(f"{case.kind} runs on the local executor only")
     names, dbs = prepared(case, tmp_path, ("local", "ray"))
     command = case.start(names["folder"], names)
     local = invoke(*command, "--db", dbs["local"])
