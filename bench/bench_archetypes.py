@@ -160,7 +160,7 @@ class RayMemory:
         self._thread.start()
 
     def _loop(self) -> None:
-        import psutil
+        import psutil  # type: ignore[import-untyped]  # with ray (its dependency), not ours
 
         me = psutil.Process()
         while True:
@@ -269,7 +269,7 @@ def society(n: int, k: int | None, activation: float, steps: int = 2, llm: str =
         print(f"RUN engine={engine} agents={n} archetypes={k} step={step} active={active} answers={answers} "
               f"calls={calls} archetype_calls={arch_calls} drawn={drawn} "
               f"calls_per_active={calls / max(active, 1):.4f}")
-    total = {}
+    total: dict[str, int] = {}
     for sex, _, count in shares:
         total[sex] = total.get(sex, 0) + count
     print(f"RUN engine={engine} agents={n} archetypes={k} seconds={seconds:.1f} peak_rss_mb={peak:.0f} "
