@@ -5,7 +5,8 @@ and peak memory of grouping 100k and 1M personas.
     python bench/bench_archetypes.py [--personas 1200] [--questions 4] [--k 10 --k 100 --k 1000]
                                      [--scale 100000 --scale 1000000] [--no-server]
                                      [--run 100000 --run 1000000 [--run-k 100]
-                                      [--activation 0.1] [--per-agent] [--only-runs]]
+                                      [--activation 0.1] [--per-agent] [--only-runs]
+                                      [--executor ray]]
 
 Part 1: a seeded template population of ``--personas`` people over sex, party, race, region,
 education and ideology (written to a temporary hub) and a synthetic survey of ``--questions``
@@ -27,12 +28,19 @@ archetypes, two steps at ``--activation``, two unaddressed kinds (instruction, t
 three-option survey to everyone each step, offline, in a spawned child: per step its model calls
 (``llm_calls``), active agents, answers and drawn answers; the run's wall time and peak RSS and
 the step-1 survey shares per sex. ``--per-agent`` runs the same society without archetypes;
-without ``--no-server`` it runs again through the loopback server.
+without ``--no-server`` it runs again through the loopback server. ``--executor ray`` runs the
+same offline society on Ray too (``RunConfig(executor="ray")``, a local Ray of two CPUs started in
+the child, one call actor per CPU), right after the local run: beside the driver's peak RSS, the
+Ray workers' (each ``ray::`` worker process under the child, found with psutil and sampled every
+0.5 s for its ``VmHWM`` in ``/proc/<pid>/status``; their sum, and the raylet and GCS apart), and the
+Ray run's wall time and RSS over the local run's. Run it with an interpreter that has the [ray]
+extra.
 
 Lines: ``PRICE engine=<offline|server> k=<K> calls=<n> calls_per_answer=<x> similarity=<mean>
 tvd=<mean>`` and ``GROUP <attribute>=<group> ...`` under each, then ``SCALE personas=<n> k=100
 seconds=<s> rss_before_mb=<m> peak_rss_mb=<m>``, and ``RUN engine=<offline|server> agents=<n>
-archetypes=<K> step=<s> ... calls=<c> calls_per_active=<x>`` per step.
+archetypes=<K> step=<s> ... calls=<c> calls_per_active=<x>`` per step (engine ``ray`` too, then
+``RAY workers=<n> workers_peak_rss_mb=<sum> ...`` and ``RATIO ray/local ...``).
 """
 
 from __future__ import annotations
@@ -127,11 +135,70 @@ def scale(n: int, k: int = 100) -> None:
           f"rss_before_mb={before:.0f} peak_rss_mb={peak:.0f}")
 
 
-def _society(n: int, k: int | None, activation: float, steps: int, llm: str, out: Any
-             ) -> None:
+def _peak_kb(pid: int) -> int:
+    """The process's peak RSS in KiB (``VmHWM``), 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class RayMemory:
+    """Samples, every ``every`` seconds until ``stop()``, the peak RSS of each process under this
+    one (a local Ray's GCS, raylet and ``ray::`` workers): ``peaks`` maps pid to (name, KiB)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        import threading
+
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self._done = threading.Event()
+        self._every = every
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import psutil  # type: ignore[import-untyped]  # with ray (its dependency), not ours
+
+        me = psutil.Process()
+        while True:
+            for child in me.children(recursive=True):
+                try:
+                    name = " ".join(child.cmdline()[:1]) or child.name()
+                except psutil.Error:
+                    continue
+                _, before = self.peaks.get(child.pid, (name, 0))
+                self.peaks[child.pid] = (name, max(before, _peak_kb(child.pid)))
+            if self._done.wait(self._every):
+                return
+
+    def stop(self) -> dict[str, float]:
+        """Stop sampling; the workers' count and summed peak (idle pooled workers included), the
+        largest worker's, the run's call actors' (``ray::_CallActor``) count and summed peak, and
+        the raylet's and GCS's peaks, in MB."""
+        self._done.set()
+        self._thread.join()
+        workers = [kb for name, kb in self.peaks.values() if name.startswith("ray::")]
+        other = {"raylet": 0, "gcs_server": 0}
+        for name, kb in self.peaks.values():
+            for key in other:
+                if key in name:
+                    other[key] = max(other[key], kb)
+        actors = [kb for name, kb in self.peaks.values() if name.startswith("ray::_CallActor")]
+        return {"workers": len(workers), "workers_peak_rss_mb": sum(workers) / 1024,
+                "largest_worker_mb": max(workers, default=0) / 1024,
+                "call_actors": len(actors), "call_actors_peak_rss_mb": sum(actors) / 1024,
+                "raylet_mb": other["raylet"] / 1024, "gcs_mb": other["gcs_server"] / 1024}
+
+
+def _society(n: int, k: int | None, activation: float, steps: int, llm: str, out: Any,
+             executor: str = "local") -> None:
     """One society run of ``n`` agents (``k`` archetypes, or every agent asked when None): two
     unaddressed kinds and a choice survey to everyone each step; per step its calls, active
-    agents, answers and drawn answers, then the run's wall time and this process's peak RSS."""
+    agents, answers and drawn answers, then the run's wall time and this process's peak RSS (on
+    Ray, also its workers' peaks: ``RayMemory``)."""
     import json as json_
 
     import duckdb
@@ -162,9 +229,19 @@ def _society(n: int, k: int | None, activation: float, steps: int, llm: str, out
             f" steps=tuple(range(1, {steps} + 1)), options=('yes', 'no', 'unsure')),),"
             " world='A river town with a ferry, a market and a library.')\n", encoding="utf-8")
         scenario = load_scenario(scenario_file)
+        memory: RayMemory | None = None
+        if executor == "ray":  # a local Ray under this process, so its workers are found
+            import ray
+
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            memory = RayMemory()
         began = time.perf_counter()
-        run_simulation(RunConfig(scenario=scenario, db=base / "society.duckdb", llm=llm))
+        run_simulation(RunConfig(scenario=scenario, db=base / "society.duckdb", llm=llm,
+                                 executor=executor))
         seconds = time.perf_counter() - began
+        ray_memory = memory.stop() if memory is not None else None
+        if executor == "ray":
+            ray.shutdown()
         con = duckdb.connect(str(base / "society.duckdb"), read_only=True)
         per_step = con.execute(
             "SELECT s.step, s.n_active, s.n_answers, s.n_archetype_calls, s.n_drawn, "
@@ -175,28 +252,33 @@ def _society(n: int, k: int | None, activation: float, steps: int, llm: str, out
             "JOIN personas p USING (persona_id) WHERE a.step = 1 GROUP BY ALL ORDER BY ALL"
             ).fetchall()
         con.close()
-    out.put((seconds, _rss_mb(), per_step, shares))
+    out.put((seconds, _rss_mb(), per_step, shares, ray_memory))
 
 
 def society(n: int, k: int | None, activation: float, steps: int = 2, llm: str = "offline",
-            engine: str = "offline") -> None:
-    """``_society`` in a fresh child process (its peak RSS is the run's own)."""
+            engine: str = "offline", executor: str = "local") -> tuple[float, float]:
+    """``_society`` in a fresh child process (its peak RSS is the run's own); returns the run's
+    wall time and the driver's peak RSS in MB."""
     context = mp.get_context("spawn")
     out = context.Queue()
-    child = context.Process(target=_society, args=(n, k, activation, steps, llm, out))
+    child = context.Process(target=_society, args=(n, k, activation, steps, llm, out, executor))
     child.start()
-    seconds, peak, per_step, shares = out.get(timeout=7200)
+    seconds, peak, per_step, shares, ray_memory = out.get(timeout=7200)
     child.join()
     for step, active, answers, arch_calls, drawn, calls in per_step:
         print(f"RUN engine={engine} agents={n} archetypes={k} step={step} active={active} answers={answers} "
               f"calls={calls} archetype_calls={arch_calls} drawn={drawn} "
               f"calls_per_active={calls / max(active, 1):.4f}")
-    total = {}
+    total: dict[str, int] = {}
     for sex, _, count in shares:
         total[sex] = total.get(sex, 0) + count
     print(f"RUN engine={engine} agents={n} archetypes={k} seconds={seconds:.1f} peak_rss_mb={peak:.0f} "
           "step-1 shares: " + "; ".join(f"{sex}/{answer} {count / total[sex]:.3f}"
                                         for sex, answer, count in shares))
+    if ray_memory is not None:
+        print(f"RAY agents={n} archetypes={k} driver_peak_rss_mb={peak:.0f} "
+              + " ".join(f"{key}={value:.0f}" for key, value in ray_memory.items()))
+    return seconds, peak
 
 
 def main() -> None:
@@ -213,9 +295,15 @@ def main() -> None:
     parser.add_argument("--per-agent", action="store_true",
                         help="also run each --run size without archetypes (the baseline)")
     parser.add_argument("--only-runs", action="store_true", help="skip parts 1 and 2")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="ray: also run each --run size on Ray, beside the local run")
     args = parser.parse_args()
     for n in args.run or []:
-        society(n, args.run_k, args.activation)
+        local_s, local_mb = society(n, args.run_k, args.activation)
+        if args.executor == "ray":
+            ray_s, ray_mb = society(n, args.run_k, args.activation, engine="ray", executor="ray")
+            print(f"RATIO ray/local agents={n} archetypes={args.run_k} "
+                  f"seconds={ray_s / local_s:.2f} driver_peak_rss={ray_mb / local_mb:.2f}")
         if args.per_agent:
             society(n, None, args.activation)
         if not args.no_server:  # the same society through the loopback server

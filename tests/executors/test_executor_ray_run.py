@@ -295,3 +295,31 @@ def test_attempts_ray_workers_made_before_the_driver_was_killed_are_billed(
     assert answered and len(timeouts) >= hangs - answered > 0
     assert len({c[2] for c in calls}) == len(calls)  # nothing doubled
     assert not list(tmp_path.glob("killed.duckdb.*.calls*"))
+
+
+def test_an_archetype_run_on_ray_gives_the_local_tables_and_calls(local_ray: None,
+                                                                   tmp_path: Path) -> None:
+    """Archetypes on Ray (issue 48 item 4): the archetypes' share and pool calls go through the
+    actors like any other, so a seeded run's survey answers (drawn per member from its
+    archetype's shares), emissions and steps are the local run's, and each step makes one call
+    per archetype for its survey and one per archetype and kind, not one per agent."""
+    from tests.sim.test_archetypes_run import N, _run, _scenario, _snapshot
+
+    path = _scenario(tmp_path)
+    local_db, ray_db = tmp_path / "local.duckdb", tmp_path / "ray.duckdb"
+    local = _snapshot(local_db, _run(path, local_db, steps=2))
+    remote_id = _run(path, ray_db, steps=2, executor="ray", ray_workers=2)
+    remote = _snapshot(ray_db, remote_id)
+    assert remote == local
+    archetypes = len(local["run_archetypes"])
+    assert 1 < archetypes < N and len(local["survey_answers"]) == 2 * N
+    calls = {(step, purpose): n for step, purpose, status, n in remote["llm_calls"]
+             if status == "ok"}
+    assert not [c for c in remote["llm_calls"] if c[2] != "ok"]
+    for step in (1, 2):  # every agent is active and asked: every archetype has active members
+        assert calls[(step, "survey_archetype")] == archetypes
+        for kind in ("instruction", "tool_spec"):
+            pooled = {row[6] for row in remote["emissions"] if row[0] == step and row[3] == kind}
+            assert calls.get((step, kind), 0) == len(pooled) <= archetypes
+        assert sum(n for (s, _), n in calls.items() if s == step) < N
+    assert not rows_of(ray_db, "SELECT count(*) FROM emissions WHERE archetype IS NULL")[0][0]
