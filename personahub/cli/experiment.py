@@ -40,6 +40,11 @@ def experiment(
         "--archetypes", min=1, metavar="K",
         help="Every arm run asks its surveys and unaddressed actions once per archetype of K "
              "(as run --archetypes; default: the scenario's).")] = None,
+    parallel: Annotated[int, typer.Option(
+        "--parallel", min=1, metavar="N",
+        help="Arm runs under way at once (threads of this process, one database); the tables "
+             "are those of the runs one after another. With --executor ray give --ray-workers "
+             "so N runs' workers fit the cluster.")] = 1,
     compare: Annotated[str | None, typer.Option(
         "--compare", metavar="ID",
         help="An earlier experiment in the same database (e.g. the same one without "
@@ -50,7 +55,7 @@ def experiment(
     """Run an experiment (arms x replicates, each a run) and print its effects with intervals.
 
     The engine options reach every arm run as they reach `personahub run`'s (with --executor
-    ray each run's model calls go to Ray workers; the runs follow one another)."""
+    ray each run's model calls go to Ray workers); --parallel N keeps N runs under way at once."""
     from personahub.experiments import experiment as run_it
     from personahub.models.client import resolve_spec
 
@@ -59,7 +64,7 @@ def experiment(
 
     base = _recorded_effects(db, compare) if compare is not None else None  # checked first
     result = run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
-                    experiment_id=experiment_id, on_run=told, steps=steps,
+                    experiment_id=experiment_id, on_run=told, steps=steps, parallel=parallel,
                     **({"archetypes": archetypes} if archetypes is not None else {}),
                     **engine.settings(), **engine.flags.settings())
     runs = result.runs
