@@ -14,15 +14,14 @@ to ``experiment_agents`` (recomputed from the run's recorded agents and starting
 society drew it) and every arm's ``experiments`` row links to that run.
 
 ``parallel=N`` (``--parallel N``) keeps N runs under way at once, on threads of this process,
-each run on its own kernel loop and its own DuckDB connection to the one file (DuckDB takes
-concurrent appends from one process's connections; run ids are random, so no allocation
-races). Threads rather than processes or a file per worker: a run waits on model calls (over
-the loopback server most of its time is spent in the event loop's poll), which threads overlap,
-and one file keeps resume as it is; with ``--executor ray`` each run ships its calls to Ray
-(give ``--ray-workers`` so N runs' actor pools fit the cluster, else they wait on each other).
-Ctrl-C starts no further run; the runs under way finish first (the kernel's interrupt
-handling is the main thread's). The offline engine answers in-process, so there it gains
-little on two cores.
+each run on its own kernel loop and DuckDB connection to the one file: threads, since a run over
+a server mostly waits on model calls, and one file keeps resume as it is (rather than a file per
+worker merged after). Write transactions take turns (``core.store.transaction``), random run ids
+allocate no shared counter, and runs sharing the file skip the per-step checkpoint under a
+lowered memory limit (``sim.store.shared_pool``). With ``--executor ray`` each run ships its
+calls to Ray (give ``--ray-workers`` so N runs' actor pools fit the cluster, else they wait on
+each other). Ctrl-C starts no further run; those under way finish first (the kernel's interrupt
+handling is the main thread's).
 """
 
 from __future__ import annotations
@@ -69,6 +68,7 @@ from personahub.sim.experiment_store import (
 )
 from personahub.sim.runner import restore_society, scenario_key
 from personahub.sim.scenario import Scenario
+from personahub.sim.store import shared_pool
 
 
 @dataclass
@@ -195,6 +195,7 @@ def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
         return [task() for task in tasks]
     with contextlib.ExitStack() as stack:
         stack.callback(connect(db).close)
+        stack.enter_context(shared_pool())  # no run lowers the shared pool's memory limit
         if executor == "ray":
             from personahub.executors.ray_batches import ray_session
 
