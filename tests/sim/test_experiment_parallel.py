@@ -165,3 +165,63 @@ def test_parallel_arm_runs_on_ray_make_the_local_tables(local_ray: None, tmp_pat
                      "SELECT DISTINCT json_extract_string(config, '$.executor') FROM jobs "
                      "WHERE kind = 'run'")
     assert executors == [("ray",)]
+
+
+def test_write_transactions_of_two_threads_take_turns(tmp_path: Path) -> None:
+    """Two connections inserting the same key (INSERT OR IGNORE, as two runs drawing one
+    persona) inside ``transaction``: without the turns the second COMMIT fails, DuckDB's
+    concurrency being optimistic; with them the second sees the first's row."""
+    from personahub.core.store import transaction
+
+    db = tmp_path / "t.duckdb"
+    first = duckdb.connect(str(db))
+    first.execute("CREATE TABLE t (k VARCHAR PRIMARY KEY)")
+    second = duckdb.connect(str(db))
+    inside = threading.Event()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        inside.wait(timeout=60)
+        try:
+            with transaction(second):
+                second.execute("INSERT OR IGNORE INTO t VALUES ('p1')")
+        except BaseException as exc:  # noqa: BLE001  # any failure is the test's
+            errors.append(exc)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with transaction(first):
+        first.execute("INSERT OR IGNORE INTO t VALUES ('p1')")
+        inside.set()  # the other thread now waits for this transaction's end
+        thread.join(timeout=0.5)
+    thread.join(timeout=60)
+    assert not thread.is_alive() and errors == []
+    assert first.execute("SELECT k FROM t").fetchall() == [("p1",)]
+    first.close()
+    second.close()
+
+
+def test_runs_sharing_the_pool_leave_its_memory_limit_alone() -> None:
+    """``release_cached_blocks`` lowers the instance's memory limit for its checkpoint, which
+    would fail another run's allocation; inside ``shared_pool`` it touches nothing."""
+    from personahub.sim.store import release_cached_blocks, shared_pool
+
+    class Recording:
+        """A DuckDB connection that notes each statement."""
+
+        def __init__(self) -> None:
+            self.con = duckdb.connect()
+            self.sql: list[str] = []
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            self.sql.append(sql)
+            return self.con.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.con, name)
+
+    alone, shared = Recording(), Recording()
+    release_cached_blocks(alone)  # type: ignore[arg-type]
+    with shared_pool():
+        release_cached_blocks(shared)  # type: ignore[arg-type]
+    assert any("memory_limit" in sql for sql in alone.sql) and shared.sql == []
