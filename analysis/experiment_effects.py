@@ -118,7 +118,25 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
                                     "run_id": answers["run_id"], "agent_id": answers["agent_id"],
                                     "value": value}).dropna(subset=["value"]))
     columns = ["outcome", "arm", "replicate", "run_id", "agent_id", "value"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return _in_design_order(pd.concat(frames, ignore_index=True), experiment, agents is None)
+
+
+def _in_design_order(values: pd.DataFrame, experiment: Experiment,
+                     between: bool) -> pd.DataFrame:
+    """``values`` by outcome, replicate, arm (between worlds; in the experiment's order) and
+    agent, not by run id: a run id starts with its start time, so runs started in the same
+    second (``experiment --parallel``) would come in random order, and the bootstrap draws and
+    the arm table's rows depend on the order."""
+    position = {o.name: i for i, o in enumerate(experiment.outcomes)}
+    keys = pd.DataFrame({"outcome": values["outcome"].map(position),
+                         "replicate": values["replicate"]})
+    if between:
+        keys["arm"] = values["arm"].map({a.name: i for i, a in enumerate(experiment.arms)})
+    keys["agent_id"] = values["agent_id"]
+    order = keys.sort_values(list(keys.columns), kind="stable", na_position="first").index
+    return values.loc[order].reset_index(drop=True)
 
 
 def arm_table(values: pd.DataFrame) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
     python bench/bench_concurrency.py [--concurrency 64 256] [--rounds 8] [--latency 0.5]
                                       [--repeat 3] [--simulation] [--server process|thread]
+                                      [--experiment N [--replicates 2]]
 
 One loopback server (``personahub/models/fake_server/server.py``) answers every request after
 ``--latency`` seconds; it
@@ -23,6 +24,11 @@ calls starting together, a run's fraction moves by about a hundredth with the ma
 ``--simulation`` adds ``run_scenario`` runs (calls/s over the steps phase). The last line is
 ``RESULT c64=<personahub / bound> c256=<personahub / bound> cpu_ms=<personahub CPU ms per call>``
 from our median runs (cpu_ms: the largest concurrency's).
+
+``--experiment N`` first runs a small two-arm experiment (``EXPERIMENT`` below, ``--replicates``
+per arm) over the server twice, its runs one after another and then ``parallel=N`` at once
+(issue 47), each into a fresh database, and prints ``EXPERIMENT sequential=<s> parallel=<s>
+speedup=<ratio> same_effects=<bool>`` (``--concurrency`` with no value skips the client runs).
 """
 
 from __future__ import annotations
@@ -259,6 +265,41 @@ def simulate(url: str, agents: int, steps: int, concurrency: int) -> tuple[int, 
     return calls, (last - first).total_seconds()
 
 
+EXPERIMENT = '''
+from personahub.sim.experiment import Arm, Experiment, Outcome
+from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource, Scenario, Survey
+SCENARIO = Scenario(
+    name="bench_parallel", personas=PersonaSource(limit=8),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=3, kinds=("npc_dialogue",),
+    activation=Activation(mode="count", count=4),
+    surveys=(Survey(id="buy", steps=(1, 3), options=("yes", "no", "unsure"), question="Buy?"),),
+    seed=11)
+EXPERIMENT = Experiment(arms=(Arm(name="calm"), Arm(name="rumour", world="A rumour spreads.")),
+                        replicates=REPLICATES,
+                        outcomes=(Outcome(survey="buy", step=3, options=("yes",)),))
+'''
+
+
+def experiment_walls(url: str, parallel: int, replicates: int) -> tuple[float, float, bool]:
+    """Wall seconds of ``EXPERIMENT`` with its runs one after another, then ``parallel`` at
+    once, over the server at ``url`` (each into a fresh database), and whether both gave the same
+    effect table (offline they do, ``tests/sim/test_experiment_parallel.py``; over the server a
+    few answers have differed, see bench/RESULTS.md)."""
+    from personahub.experiments import experiment
+
+    walls, tables = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bench_parallel.py"
+        path.write_text(EXPERIMENT.replace("REPLICATES", str(replicates)), encoding="utf-8")
+        for n in (1, parallel):
+            start = time.perf_counter()
+            result = experiment(path, db=Path(folder) / f"p{n}.duckdb",
+                                llm=f"{url}?model=offline", parallel=n, timeout_s=60)
+            walls.append(time.perf_counter() - start)
+            tables.append(result.effects)
+    return walls[0], walls[1], tables[0].equals(tables[1])
+
+
 def _import_all() -> None:
     import aiohttp  # noqa: F401
     import langchain_openai  # noqa: F401
@@ -284,7 +325,7 @@ def _median(runs: list[Figures]) -> Figures:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[64, 256])
     parser.add_argument("--rounds", type=int, default=8, help="calls = concurrency x rounds")
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--clients", nargs="+", choices=list(CLIENTS), default=list(CLIENTS))
@@ -296,6 +337,9 @@ def main() -> None:
     parser.add_argument("--server-lifetime", type=float, default=900.0)
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per client, interleaved; RESULT takes the median of ours")
+    parser.add_argument("--experiment", type=int, default=0, metavar="N",
+                        help="also an experiment, sequential against --parallel N")
+    parser.add_argument("--replicates", type=int, default=2, help="the experiment's per arm")
     args = parser.parse_args()
     _import_all()  # imports are not a client's per-call CPU
     server = Server(args.latency, args.server, args.server_lifetime)
@@ -303,6 +347,12 @@ def main() -> None:
     cpu_ms = float("nan")
     try:
         print(f"server: {args.server}, latency {args.latency} s; client CPU = this process's")
+        if args.experiment:
+            sequential, parallel, same = experiment_walls(server.url, args.experiment,
+                                                          args.replicates)
+            print(f"EXPERIMENT sequential={sequential:.1f} parallel={parallel:.1f} "
+                  f"speedup={sequential / parallel:.2f} same_effects={same} (2 arms x "
+                  f"{args.replicates} replicates, --parallel {args.experiment})")
         for concurrency in args.concurrency:
             bound = concurrency / args.latency
             calls = concurrency * args.rounds

@@ -12,17 +12,30 @@ Within a world (``design="within"``) replicate ``r`` is one run of ``within_scen
 differences, each restricted to its arm's agents); once it finished, its randomisation is written
 to ``experiment_agents`` (recomputed from the run's recorded agents and starting graph, as the
 society drew it) and every arm's ``experiments`` row links to that run.
+
+``parallel=N`` (``--parallel N``) keeps N runs under way at once, on threads of this process,
+each run on its own kernel loop and DuckDB connection to the one file: threads, since a run over
+a server mostly waits on model calls, and one file keeps resume as it is (rather than a file per
+worker merged after). Write transactions take turns (``core.store.transaction``), random run ids
+allocate no shared counter, and runs sharing the file skip the per-step checkpoint under a
+lowered memory limit (``sim.store.shared_pool``). With ``--executor ray`` each run ships its
+calls to Ray (give ``--ray-workers`` so N runs' actor pools fit the cluster, else they wait on
+each other). Ctrl-C starts no further run; those under way finish first (the kernel's interrupt
+handling is the main thread's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -39,6 +52,7 @@ from personahub.pipelines.run import RunConfig
 from personahub.python_names import DEFAULT_DB, refuse_unknown
 from personahub.sim.experiment import (
     STRATIFY_COMMUNITY,
+    Arm,
     Experiment,
     arm_scenario,
     assign_arms,
@@ -54,6 +68,7 @@ from personahub.sim.experiment_store import (
 )
 from personahub.sim.runner import restore_society, scenario_key
 from personahub.sim.scenario import Scenario
+from personahub.sim.store import shared_pool
 
 
 @dataclass
@@ -110,7 +125,7 @@ def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]
 
 def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path = DEFAULT_DB,
                    llm: str = "offline", on_run: Callable[[str, int, str], None] | None = None,
-                   **options: Any) -> tuple[pd.DataFrame, list[str]]:
+                   parallel: int = 1, **options: Any) -> tuple[pd.DataFrame, list[str]]:
     """Run every arm x replicate not finished yet; the experiment's runs and the ids run now.
 
     Args:
@@ -119,18 +134,23 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         db: the database every run writes to.
         llm: the model spec of every run.
         on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
-            within-world replicate's one run).
+            within-world replicate's one run); with ``parallel`` > 1 from the run's thread.
         compare: an earlier experiment's id in ``db`` (e.g. the same one asking every agent,
             where this one runs with ``archetypes``): ``agreement`` and ``agreement_verdict``
             say whether each effect here lies within its interval (checked before any run).
+        parallel: runs under way at once (threads of this process, see the module docstring);
+            1 runs them one after another. It changes no run's rows.
         **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
 
     Returns:
-        The ``experiments`` rows (arm, replicate, seed, run_id, is_control) and the new run ids.
+        The ``experiments`` rows (arm, replicate, seed, run_id, is_control) and the new run ids
+        (in arm x replicate order, whatever order they finished in).
     """
     experiment_id = experiment.id or scenario.name
     known = {f.name for f in dataclasses.fields(RunConfig)} - {"scenario", "db", "llm", "seed"}
     refuse_unknown("experiment", options, known)
+    if parallel < 1:
+        raise PersonahubError(f"experiment: parallel must be >= 1, got {parallel}")
     options = {k: v for k, v in options.items() if v is not None}
     db = Path(db)
     done: dict[tuple[str, int], str] = {}
@@ -141,45 +161,98 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
                     for r in finished_arm_runs(con, experiment_id).itertuples()}
         finally:
             con.close()
-    ran: list[str] = []
+    tasks: list[Callable[[], str | None]] = []
     for replicate in range(experiment.replicates):
-        seed = scenario.seed + replicate
         if experiment.design == "within":
-            run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm,
-                                 options=options)
-            if run_id is not None:
-                ran.append(run_id)
-                if on_run is not None:
-                    on_run("all", replicate, run_id)  # one world holds every arm
+            tasks.append(functools.partial(_within_task, scenario, experiment, replicate, done,
+                                           db=db, llm=llm, options=options, on_run=on_run))
             continue
         for arm in experiment.arms:
             settings = arm_settings(scenario, arm.name, llm, options)
-            if (arm.name, replicate) in done:
+            if (arm.name, replicate) in done:  # checked for all before any run starts
                 if done[arm.name, replicate] != settings:
                     raise PersonahubError(
                         f"experiment {experiment_id}: arm {arm.name!r} replicate {replicate} was "
                         "run with other settings (the scenario file, --llm or a run option "
                         "changed since); give a new --id")
                 continue
-            config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed,
-                               **options)
-            summary = _run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate "
-                                   f"{replicate}")
-            con = connect(db)
-            try:
-                record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
-                               arm is experiment.control, settings)
-            finally:
-                con.close()
-            ran.append(summary.run_id)
-            if on_run is not None:
-                on_run(arm.name, replicate, summary.run_id)
+            tasks.append(functools.partial(_arm_task, scenario, experiment, arm, replicate,
+                                           settings, db=db, llm=llm, options=options,
+                                           on_run=on_run))
+    ran = [r for r in _each(tasks, parallel, db, options.get("executor"),
+                            options.get("ray_address")) if r is not None]
     con = connect(db, read_only=True)
     try:
         runs = finished_arm_runs(con, experiment_id)
     finally:
         con.close()
     return runs, ran
+
+
+def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
+          executor: str | None, ray_address: str | None) -> list[str | None]:
+    """Each task's result, in task order: one after another, or ``parallel`` at once on threads.
+
+    In parallel one read-write connection is held open around the runs: DuckDB opens a file
+    once per process, so every run's connection (and ``connect``'s read-only probe, which falls
+    back to it) shares that instance rather than racing to open it read-only and read-write; and
+    with ``--executor ray`` one Ray connection is held around the runs (each run's own would
+    shut Ray down under the others). The first task that fails stops the ones not started; the
+    ones under way finish (their runs are recorded), then its error is raised.
+    """
+    if parallel == 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    with contextlib.ExitStack() as stack:
+        stack.callback(connect(db).close)
+        stack.enter_context(shared_pool())  # no run lowers the shared pool's memory limit
+        if executor == "ray":
+            from personahub.executors.ray_batches import ray_session
+
+            stack.enter_context(ray_session(ray_address))
+        pool = stack.enter_context(
+            ThreadPoolExecutor(max_workers=min(parallel, len(tasks)),
+                               thread_name_prefix="experiment-run"))
+        futures = [pool.submit(task) for task in tasks]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:  # a failure or Ctrl-C: start no further run, let those under way finish
+            for future in futures:
+                future.cancel()
+            wait(futures)
+        for future in futures:
+            if not future.cancelled() and future.exception() is not None:
+                raise cast(BaseException, future.exception())
+        return [future.result() for future in futures]
+
+
+def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: int,
+              settings: str, *, db: Path, llm: str, options: dict[str, Any],
+              on_run: Callable[[str, int, str], None] | None) -> str:
+    """Run one arm x replicate between worlds and link it to the experiment; its run id."""
+    experiment_id = experiment.id or scenario.name
+    seed = scenario.seed + replicate
+    config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed, **options)
+    summary = _run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate {replicate}")
+    con = connect(db)
+    try:
+        record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
+                       arm is experiment.control, settings)
+    finally:
+        con.close()
+    if on_run is not None:
+        on_run(arm.name, replicate, summary.run_id)
+    return str(summary.run_id)
+
+
+def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
+                 done: dict[tuple[str, int], str], *, db: Path, llm: str,
+                 options: dict[str, Any],
+                 on_run: Callable[[str, int, str], None] | None) -> str | None:
+    """``_run_within``, telling ``on_run`` (arm ``all``: one world holds every arm)."""
+    run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm, options=options)
+    if run_id is not None and on_run is not None:
+        on_run("all", replicate, run_id)
+    return run_id
 
 
 def _run(config: RunConfig, where: str) -> Any:
@@ -254,7 +327,7 @@ def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Pat
 def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
                replicates: int | None = None, experiment_id: str | None = None,
                confidence: float = 0.95, alpha: float = 0.05,
-               on_run: Callable[[str, int, str], None] | None = None,
+               on_run: Callable[[str, int, str], None] | None = None, parallel: int = 1,
                compare: str | None = None, **options: Any) -> ExperimentResult:
     """Run a scenario file's ``EXPERIMENT`` (its unfinished runs) and return its tables.
 
@@ -268,6 +341,8 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         alpha: the tests' level after Holm's correction.
         on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
             within-world replicate's one run).
+        parallel: arm runs under way at once (threads of this process, each run on its own
+            connection to ``db``); the tables are those of the runs one after another.
         **options: further ``RunConfig`` fields, handed to every arm run: ``steps``, the
             sampling options and the engine options (``timeout_s``, ``concurrency``, ``cache``,
             ``executor``, ...; those change no run's settings, see ``arm_settings``).
@@ -281,7 +356,8 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
     if experiment_id is not None:
         spec = dataclasses.replace(spec, id=experiment_id)
     base = recorded_effects(db, compare, confidence) if compare is not None else None
-    runs, ran = run_experiment(scenario, spec, db=db, llm=llm, on_run=on_run, **options)
+    runs, ran = run_experiment(scenario, spec, db=db, llm=llm, on_run=on_run,
+                               parallel=parallel, **options)
     result = read_experiment(spec, runs, db=db, confidence=confidence, alpha=alpha, ran=ran)
     if compare is not None and base is not None:
         from personahub.analysis.experiment_report import experiment_agreement

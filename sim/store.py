@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -169,6 +170,25 @@ def set_steps_done(con: duckdb.DuckDBPyConnection, run_id: str, step: int) -> No
     con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?", [step, run_id])
 
 
+_sharing = [0]  # runs under way in this process that share one DuckDB instance
+_sharing_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def shared_pool() -> Iterator[None]:
+    """Within the block several runs of this process write one database (``experiment
+    --parallel``): they share its instance's buffer pool, whose limit ``release_cached_blocks``
+    would lower under the others' allocations (DuckDB then fails them: out of memory), so it
+    leaves the checkpoints to DuckDB's own."""
+    with _sharing_lock:
+        _sharing[0] += 1
+    try:
+        yield
+    finally:
+        with _sharing_lock:
+            _sharing[0] -= 1
+
+
 def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20,
                           room: int = 64 << 20) -> None:
     """Checkpoint the step under a bounded buffer pool, then let the pool drop its copies of
@@ -188,8 +208,12 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
     group (up to 122,880 rows: a whole run log of that size), so each one took more memory than
     the last (the every-tenth-step spike). Checkpointing every step here, with the pool limited
     to the other buffers plus ``room``, makes DuckDB evict as it goes; a checkpoint that cannot
-    fit (or another transaction open, as a live view's) is left to DuckDB's own.
+    fit (or another transaction open, as a live view's) is left to DuckDB's own, as it is while
+    runs share the pool (``shared_pool``).
     """
+    if _sharing[0]:
+        return
+
     def others() -> int:
         return int(scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
                                "WHERE tag <> 'BASE_TABLE'"))

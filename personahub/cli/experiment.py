@@ -40,6 +40,11 @@ def experiment(
         "--archetypes", min=1, metavar="K",
         help="Every arm run asks its surveys and unaddressed actions once per archetype of K "
              "(as run --archetypes; default: the scenario's).")] = None,
+    parallel: Annotated[int, typer.Option(
+        "--parallel", min=1, metavar="N",
+        help="Arm runs under way at once (threads of this process, one database); the tables "
+             "are those of the runs one after another. With --executor ray give --ray-workers "
+             "so N runs' workers fit the cluster.")] = 1,
     compare: Annotated[str | None, typer.Option(
         "--compare", metavar="ID",
         help="An earlier experiment in the same database (e.g. the same one without "
@@ -55,7 +60,7 @@ def experiment(
     """Run an experiment (arms x replicates, each a run) and print its effects with intervals.
 
     The engine options reach every arm run as they reach `personahub run`'s (with --executor
-    ray each run's model calls go to Ray workers; the runs follow one another)."""
+    ray each run's model calls go to Ray workers); --parallel N keeps N runs under way at once."""
     def told(arm: str, replicate: int, run_id: str) -> None:
         say(f"  arm {arm}, replicate {replicate}: run {run_id}")
         if watcher is not None:
@@ -64,7 +69,7 @@ def experiment(
     watcher = _watcher(scenario, db, experiment_id, replicates, view_port) if view else None
     try:
         result = _run_it(scenario, db, replicates, experiment_id, told, steps, archetypes, compare,
-                         engine)
+                         parallel, engine)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -88,13 +93,14 @@ def _watcher(scenario: Path, db: Path, experiment_id: str | None, replicates: in
 
 def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str | None,
             told: Any, steps: int | None, archetypes: int | None, compare: str | None,
-            engine: Engine) -> Any:
+            parallel: int, engine: Engine) -> Any:
     """The experiment's unfinished runs, then its tables (``personahub.experiment``)."""
     from personahub.experiments import experiment as run_it
     from personahub.models.client import resolve_spec
 
     return run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
                   experiment_id=experiment_id, on_run=told, steps=steps, compare=compare,
+                  parallel=parallel,
                   **({"archetypes": archetypes} if archetypes is not None else {}),
                   **engine.settings(), **engine.flags.settings())
 

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -188,9 +189,22 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     return con
 
 
+# Write transactions of this process take turns: DuckDB's concurrency is optimistic, so two
+# connections' transactions inserting the same key (a persona two concurrent runs draw, with
+# INSERT OR IGNORE) both pass and one fails at COMMIT; in turn, the second sees the first's row.
+# Re-entrant: a transaction's own thread may take it again (a fresh connection's mark).
+_WRITES = threading.RLock()
+
+
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All-or-nothing block: commit on success, roll back on any exception."""
+    """All-or-nothing block: commit on success, roll back on any exception. Write transactions
+    of several threads (``experiment --parallel``) run one at a time (``_WRITES``)."""
+    with _WRITES:
+        yield from _transaction(con)
+
+
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     con.execute("BEGIN TRANSACTION")
     try:
         yield con

@@ -1,7 +1,8 @@
 """An experiment on Ray (issue 47: "Arms and replicates are runs on the kernel, on any executor"):
 ``personahub experiment --executor ray`` hands the executor to every arm run, whose model calls
-go to Ray workers as ``personahub run --executor ray``'s do; the runs follow one another (they
-write one database). The tables are those of the same experiment run locally."""
+go to Ray workers as ``personahub run --executor ray``'s do; without ``--parallel`` the runs
+follow one another (test_experiment_parallel.py has them overlap). The tables are those of the
+same experiment run locally."""
 
 from __future__ import annotations
 

@@ -1,0 +1,227 @@
+"""Arm runs under way at once (issue 47: "Arms and replicates are runs on the kernel, on any
+executor (Ray spreads them)"): ``experiment(..., parallel=N)`` / ``--parallel N`` runs N arm x
+replicate runs on threads, each on its own connection to the one database, and ends with the
+tables of the runs one after another; killed, the same command goes on to those tables."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pytest
+
+import personahub.experiments as experiments_module
+from personahub.core.errors import PersonahubError
+from personahub.experiments import ExperimentResult, experiment
+from tests.cli_helpers import invoke, kill_when
+from tests.pipeline_helpers import rows
+
+SCENARIO = '''
+from personahub.sim.experiment import Arm, Experiment, Outcome
+from personahub.sim.scenario import (Activation, Event, GraphGrowth, PersonaSource, Scenario,
+                                     Survey)
+SCENARIO = Scenario(
+    name="tiny_parallel", personas=PersonaSource(limit=6),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=STEPS, kinds=("npc_dialogue",),
+    activation=Activation(mode="count", count=2),
+    surveys=(Survey(id="buy", steps=(1, STEPS), options=("yes", "no", "unsure"), question="Buy?"),
+             Survey(id="fair", steps=(STEPS,), answer="scale", low=1, high=10, question="Fair?")),
+    seed=7)
+EXPERIMENT = Experiment(arms=(Arm(name="calm"), Arm(name="rumour", TREATMENT)),
+                        replicates=2, DESIGN
+                        outcomes=(Outcome(survey="buy", step=STEPS, options=("yes",)),
+                                  Outcome(survey="fair", step=STEPS)))
+'''
+KEYS = ["outcome", "arm", "replicate", "agent_id"]
+ANSWERS = ("SELECT e.arm, e.replicate, a.agent_id, a.step, a.answer_choice, a.answer_scale "
+           "FROM experiments e JOIN survey_answers a USING (run_id) ORDER BY ALL")
+
+
+def scenario_file(tmp_path: Path, *, steps: int = 1, design: str = "") -> Path:
+    """The tiny scenario file; ``design``: ``design="within",`` (the rumour an event of its
+    arm's agents) or between worlds (the rumour in the rumour world's text)."""
+    path = tmp_path / "tiny_parallel.py"
+    treatment = ('add_events=(Event(step=1, text="A rumour spreads."),)' if design
+                 else 'world="A rumour spreads."')
+    path.write_text(SCENARIO.replace("STEPS", str(steps)).replace("DESIGN", design)
+                    .replace("TREATMENT", treatment), encoding="utf-8")
+    return path
+
+
+def answers(values: pd.DataFrame) -> pd.DataFrame:
+    return values.drop(columns="run_id").sort_values(KEYS).reset_index(drop=True)
+
+
+def assert_same_tables(got: ExperimentResult, want: ExperimentResult) -> None:
+    """The runs (but their random ids), the answers, the arm table and the effects agree."""
+    assert got.runs.drop(columns="run_id").equals(want.runs.drop(columns="run_id"))
+    assert answers(got.values).equals(answers(want.values))
+    assert got.arms.equals(want.arms)
+    assert got.effects.equals(want.effects)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("design", ["", 'design="within",'])
+def test_parallel_runs_make_the_tables_of_sequential_runs(tmp_path: Path, design: str) -> None:
+    path = scenario_file(tmp_path, design=design)
+    told: list[tuple[str, int, str]] = []
+    parallel = experiment(path, db=tmp_path / "parallel.duckdb", parallel=4,
+                          on_run=lambda *a: told.append(a))
+    sequential = experiment(path, db=tmp_path / "sequential.duckdb")
+    assert len(parallel.ran) == (2 if design else 4)
+    assert sorted(r for _, _, r in told) == sorted(parallel.ran)
+    assert_same_tables(parallel, sequential)
+    if design:
+        assert parallel.agents.drop(columns="run_id").equals(
+            sequential.agents.drop(columns="run_id"))
+    # the same rows per run in the shared tables: no run lost or doubled a write
+    assert rows(tmp_path / "parallel.duckdb", ANSWERS) == rows(tmp_path / "sequential.duckdb",
+                                                               ANSWERS)
+    # the personas both arms drew are stored once (the runs' inserts took turns)
+    count = "SELECT count(*), count(DISTINCT persona_id) FROM personas"
+    assert rows(tmp_path / "parallel.duckdb", count) == rows(tmp_path / "sequential.duckdb", count)
+    again = experiment(path, db=tmp_path / "parallel.duckdb", parallel=4)
+    assert again.ran == []  # every run was linked: the same id goes on with nothing
+
+
+def test_runs_overlap_and_a_failed_one_is_raised_after_the_others_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs are under way together (each waits for the other at a barrier, which runs one
+    after another would never pass); a run that fails stops no run under way, is raised once
+    they finished, and the finished runs stay linked for the resume."""
+    meeting = threading.Barrier(2, timeout=60)
+    started: list[tuple[str, int]] = []
+
+    class Summary:
+        def __init__(self, run_id: str) -> None:
+            self.run_id = run_id
+
+    def fake_run(config: Any, where: str) -> Summary:
+        arm = "rumour" if "rumour" in (config.scenario.world or "") else "calm"
+        started.append((arm, config.seed - 7))
+        if config.seed == 7:  # replicate 0: both arms at once
+            meeting.wait()
+        if (arm, config.seed) == ("rumour", 8):
+            raise PersonahubError(f"{where}: the endpoint went away")
+        return Summary(f"run-{arm}-{config.seed}")
+
+    monkeypatch.setattr(experiments_module, "_run", fake_run)
+    path = scenario_file(tmp_path)
+    db = tmp_path / "exp.duckdb"
+    with pytest.raises(PersonahubError, match="arm 'rumour' replicate 1: the endpoint went"):
+        experiment(path, db=db, parallel=2)
+    assert sorted(started) == [("calm", 0), ("calm", 1), ("rumour", 0), ("rumour", 1)]
+    linked = rows(db, "SELECT arm, replicate, run_id FROM experiments ORDER BY ALL")
+    assert linked == [("calm", 0, "run-calm-7"), ("calm", 1, "run-calm-8"),
+                      ("rumour", 0, "run-rumour-7")]
+
+
+def test_parallel_is_no_run_setting_and_must_be_positive(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path)
+    with pytest.raises(PersonahubError, match="parallel must be >= 1"):
+        experiment(path, db=tmp_path / "exp.duckdb", parallel=0)
+    result = invoke("experiment", path, "--db", tmp_path / "exp.duckdb", "--parallel", 0)
+    assert result.exit_code == 2 and "--parallel" in result.output
+
+
+@pytest.mark.slow
+def test_a_parallel_experiment_killed_mid_way_resumes_to_the_same_tables(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, steps=3)
+    db, said = tmp_path / "exp.duckdb", tmp_path / "stderr.txt"
+    args = ["experiment", str(path), "--db", str(db), "--parallel", "2"]
+    with said.open("w") as stderr:
+        code = kill_when(args, lambda: ": run " in said.read_text(),
+                         "no run finished", stderr=stderr, within_s=300)
+    assert code == -signal.SIGKILL, said.read_text()
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        before = {r[0] for r in con.execute("SELECT run_id FROM experiments").fetchall()}
+    finally:
+        con.close()
+    assert 1 <= len(before) < 4
+
+    resumed = experiment(path, db=db, parallel=2)
+    assert len(resumed.ran) == 4 - len(before)
+    assert before <= set(resumed.runs.run_id) and before.isdisjoint(resumed.ran)
+    whole = experiment(path, db=tmp_path / "whole.duckdb")
+    assert_same_tables(resumed, whole)
+
+
+@pytest.mark.slow
+def test_parallel_arm_runs_on_ray_make_the_local_tables(local_ray: None, tmp_path: Path) -> None:
+    path = scenario_file(tmp_path)
+    local = invoke("experiment", path, "--db", tmp_path / "local.duckdb")
+    assert local.exit_code == 0, local.output
+    on_ray = invoke("experiment", path, "--db", tmp_path / "ray.duckdb", "--executor", "ray",
+                    "--ray-workers", 1, "--parallel", 2)
+    assert on_ray.exit_code == 0, on_ray.output
+    assert on_ray.stdout == local.stdout  # the effect table and verdicts
+    assert rows(tmp_path / "ray.duckdb", ANSWERS) == rows(tmp_path / "local.duckdb", ANSWERS)
+    executors = rows(tmp_path / "ray.duckdb",
+                     "SELECT DISTINCT json_extract_string(config, '$.executor') FROM jobs "
+                     "WHERE kind = 'run'")
+    assert executors == [("ray",)]
+
+
+def test_write_transactions_of_two_threads_take_turns(tmp_path: Path) -> None:
+    """Two connections inserting the same key (INSERT OR IGNORE, as two runs drawing one
+    persona) inside ``transaction``: without the turns the second COMMIT fails, DuckDB's
+    concurrency being optimistic; with them the second sees the first's row."""
+    from personahub.core.store import transaction
+
+    db = tmp_path / "t.duckdb"
+    first = duckdb.connect(str(db))
+    first.execute("CREATE TABLE t (k VARCHAR PRIMARY KEY)")
+    second = duckdb.connect(str(db))
+    inside = threading.Event()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        inside.wait(timeout=60)
+        try:
+            with transaction(second):
+                second.execute("INSERT OR IGNORE INTO t VALUES ('p1')")
+        except BaseException as exc:  # noqa: BLE001  # any failure is the test's
+            errors.append(exc)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with transaction(first):
+        first.execute("INSERT OR IGNORE INTO t VALUES ('p1')")
+        inside.set()  # the other thread now waits for this transaction's end
+        thread.join(timeout=0.5)
+    thread.join(timeout=60)
+    assert not thread.is_alive() and errors == []
+    assert first.execute("SELECT k FROM t").fetchall() == [("p1",)]
+    first.close()
+    second.close()
+
+
+def test_runs_sharing_the_pool_leave_its_memory_limit_alone() -> None:
+    """``release_cached_blocks`` lowers the instance's memory limit for its checkpoint, which
+    would fail another run's allocation; inside ``shared_pool`` it touches nothing."""
+    from personahub.sim.store import release_cached_blocks, shared_pool
+
+    class Recording:
+        """A DuckDB connection that notes each statement."""
+
+        def __init__(self) -> None:
+            self.con = duckdb.connect()
+            self.sql: list[str] = []
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            self.sql.append(sql)
+            return self.con.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.con, name)
+
+    alone, shared = Recording(), Recording()
+    release_cached_blocks(alone)  # type: ignore[arg-type]
+    with shared_pool():
+        release_cached_blocks(shared)  # type: ignore[arg-type]
+    assert any("memory_limit" in sql for sql in alone.sql) and shared.sql == []
