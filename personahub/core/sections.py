@@ -1,8 +1,5 @@
-"""The prompt section format shared by every prompt and the offline engine.
-
-Prompts are built of ``## Title`` blocks; the offline engine finds a prompt's persona, task and
-context by the same headings, so the format is a contract and lives below both.
-"""
+"""The `## Title` prompt section format, shared by every prompt and the offline engine (which finds
+a prompt's persona, task and context by these headings), so it lives below both."""
 
 from __future__ import annotations
 
