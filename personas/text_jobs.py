@@ -1,10 +1,5 @@
-"""The ``text_jobs`` record: which text-to-persona job works on which corpus.
-
-One job per corpus name: a re-run over the corpus (or ``personas from-text --resume CORPUS``, or
-``personahub resume JOB_ID``) goes on with it, with the configuration it stored first. Its
-lifecycle and configuration are in ``jobs`` (``core.jobs_store``); this table maps the corpus
-name to the job id its model calls are tagged with.
-"""
+"""The `text_jobs` record: which text-to-persona job works on which corpus. One job per corpus: a
+re-run goes on with it, with the configuration it stored first."""
 
 from __future__ import annotations
 
@@ -33,7 +28,7 @@ class TextJob:
 
 
 def new_text_job_id() -> str:
-    """``text-`` + UTC time + random suffix (sortable, unique)."""
+    """`text-` + UTC time + random suffix (sortable, unique)."""
     return "text-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
@@ -55,8 +50,7 @@ def text_job_by_id(con: duckdb.DuckDBPyConnection, job_id: str) -> TextJob | Non
 
 
 def start_text_job(con: duckdb.DuckDBPyConnection, corpus: str, config: Mapping[str, Any]) -> str:
-    """Record the job over ``corpus`` with ``config`` (seed from it), or mark the one started
-    before running again (its stored configuration stays); its job id."""
+    """Record the job over `corpus`, or mark the one started before running again; returns its id."""
     with transaction(con):
         known = con.execute("SELECT job_id FROM text_jobs WHERE corpus = ?", [corpus]).fetchall()
         if known:

@@ -17,7 +17,7 @@ __all__ = ["cached_calls", "call_counts", "calls_by_step", "calls_since", "commi
            "most_common_error_in", "most_common_job_error", "prefix_reused",
            "prompt_tokens_per_action", "run_call_totals", "unknown_usage", "unknown_usage_note"]
 
-# #: the run a call counts under, else its job
+#: the run a call counts under, else its job
 _OWNER = "coalesce(run_id, job_id)"
 
 

@@ -99,7 +99,7 @@ def not_kept_call_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> frozenset[
         "SELECT call_id FROM llm_calls WHERE job_id = ? AND status <> 'ok'", [job_id]).fetchall())
 
 
-# #: llm_calls.status of an answer the job never committed: billed and counted, but not kept
+#: llm_calls.status of an answer the job never committed: billed and counted, but not kept
 DISCARDED = "discarded"
 
 

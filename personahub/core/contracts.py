@@ -17,14 +17,14 @@ from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 T_co = TypeVar("T_co", bound=BaseModel, covariant=True)
-# #: the record/replay cache's modes (--cache)
+#: the record/replay cache's modes (--cache)
 CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 
-# #: the most tokens one attempt can report: a larger, negative or fractional figure (a broken
-# #: server) is stored as unknown (NULL)
+#: the most tokens one attempt can report: a larger, negative or fractional figure (a broken
+#: server) is stored as unknown (NULL)
 MAX_CALL_TOKENS = 10**9
-# #: llm_calls.status of an attempt that went out and whose outcome never came back (a kill)
+#: llm_calls.status of an attempt that went out and whose outcome never came back (a kill)
 SENT = "sent"
 
 

@@ -126,17 +126,17 @@ _OPTIONS = (
         help="Seconds before the first poll of a batch (the waits grow to 60)."),
 )
 
-# #: every engine option by its config field name, in declaration order
+#: every engine option by its config field name, in declaration order
 ENGINE_OPTIONS: MappingProxyType[str, EngineOption] = MappingProxyType(
     {option.field: option for option in _OPTIONS})
 
-# #: the same options by their command parameter name
+#: the same options by their command parameter name
 BY_PARAM: MappingProxyType[str, EngineOption] = MappingProxyType(
     {option.param: option for option in _OPTIONS})
 
-# #: the generation settings (part of what a job makes, not how it runs)
+#: the generation settings (part of what a job makes, not how it runs)
 SAMPLING = ("structured", "max_tokens", "temperature", "top_p")
-# #: --batch and its options
+#: --batch and its options
 BATCH = ("batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s")
 
 

@@ -15,13 +15,13 @@ from typing import Any, Final
 
 import duckdb
 
-# #: every status a job can have; awaiting_results: its requests wait in a batch file
+#: every status a job can have; awaiting_results: its requests wait in a batch file
 AWAITING: Final = "awaiting_results"
 STATUSES: Final = ("running", "finished", "partial", "failed", "interrupted", "superseded",
                    AWAITING)
-# #: statuses of a job that may go on
+#: statuses of a job that may go on
 UNFINISHED: Final = ("running", "interrupted", "failed", AWAITING)
-# #: statuses of a job that is over
+#: statuses of a job that is over
 ENDED: Final = ("finished", "partial", "superseded")
 
 _COLUMNS = ("job_id, kind, status, config, seed, error, started_at, updated_at, finished_at, "

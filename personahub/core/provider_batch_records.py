@@ -17,9 +17,9 @@ import duckdb
 
 from personahub.core.errors import PersonahubError
 
-# #: statuses after which a batch changes no more (the Batch API's terminal ones)
+#: statuses after which a batch changes no more (the Batch API's terminal ones)
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
-# #: a batch file written for another runner (--batch-file), waiting for its results
+#: a batch file written for another runner (--batch-file), waiting for its results
 AWAITING_RESULTS = "awaiting_results"
 
 

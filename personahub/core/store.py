@@ -35,8 +35,8 @@ from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
 
-# #: the version of the file's tables (schema_meta.schema_version); a file of another version is
-# #: refused, never converted
+#: the version of the file's tables (schema_meta.schema_version); a file of another version is
+#: refused, never converted
 SCHEMA_VERSION: Final = 1
 
 
