@@ -39,7 +39,7 @@ class Ask:
 
 
 async def ask_one(caller: StructuredCaller, ask: Ask) -> StructuredResult[Any]:
-    """``ask`` through ``caller``."""
+    """`ask` through `caller`."""
     return await caller.structured(ask.model(), ask.messages, purpose=ask.purpose,
                                    persona_id=ask.persona_id, check=ask.check,
                                    max_tokens=ask.max_tokens)

@@ -40,7 +40,7 @@ class ConditionError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class Condition:
-    """One parsed attribute condition such as ``age>=30``."""
+    """One parsed attribute condition such as `age>=30`."""
 
     key: str
     op: str
@@ -118,7 +118,7 @@ def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) ->
 
 
 def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = None) -> list[str]:
-    """Ids of the personas matching ``selection``, in hub order."""
+    """Ids of the personas matching `selection`, in hub order."""
     selection = selection or Selection()
     clauses: list[str] = []
     params: list[Any] = []

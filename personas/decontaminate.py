@@ -206,7 +206,6 @@ def decontaminate(
 def _ngram_matches(grams: _Ngrams, ids: tuple[np.ndarray, np.ndarray], batch: list[str],
                    lo: int, b_hash: np.ndarray, b_row: np.ndarray, name: str
                    ) -> dict[int, Match]:
-    """The first n-gram match of each item of ``batch`` that has one."""
     hashes, text_of, pos = grams.hashes(*ids)
     if b_hash.size == 0 or hashes.size == 0:
         return {}

@@ -158,7 +158,7 @@ def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray
 
 
 def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str) -> int:
-    """``write_marks`` in a transaction of its own."""
+    """`write_marks` in a transaction of its own."""
     with transaction(con):
         return write_marks(con, ids, dup, stage)
 

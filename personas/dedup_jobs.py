@@ -11,7 +11,7 @@ JOB_KIND: Final = "dedup"
 
 
 def detail_row(job_id: str) -> dict[str, Any]:
-    """A new job's ``dedup_jobs`` row (no stage done), written with its ``jobs`` row."""
+    """A new job's `dedup_jobs` row (no stage done), written with its `jobs` row."""
     return {"job_id": job_id, "stages": "{}"}
 
 

@@ -77,7 +77,7 @@ def region_of_state(state: object) -> str | None:
 
 
 def _number(raw: object) -> float | None:
-    """``raw`` as a number when it is one (bools are not), else None."""
+    """`raw` as a number when it is one (bools are not), else None."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int | float):

@@ -148,7 +148,7 @@ def values_of(key: str) -> tuple[str, ...]:
 
 
 def canonical(key: str, raw: object) -> str | None:
-    """The slug ``raw`` spells for ``key`` ("Female" -> "female"), or None if it spells none."""
+    """The slug `raw` spells for `key` ("Female" -> "female"), or None if it spells none."""
     if raw is None:
         return None
     return _LOOKUP[key].get(_fold(str(raw)))
@@ -197,7 +197,7 @@ def group_conditions(attribute: str, groups: tuple[str, ...]) -> tuple[tuple[str
 
 
 def age_group_of(age: float) -> str:
-    """The age group of an age in years (``ValueError`` outside 0..130)."""
+    """The age group of an age in years (`ValueError` outside 0..130)."""
     if not 0 <= age <= 130:
         raise ValueError(f"age {age:g} is not between 0 and 130")
     for bound, slug in ((18, "0-17"), (30, "18-29"), (50, "30-49"), (65, "50-64")):
@@ -207,7 +207,7 @@ def age_group_of(age: float) -> str:
 
 
 def income_bracket_of(amount: float) -> str:
-    """The income bracket of a yearly household income in dollars (``ValueError`` below 0)."""
+    """The income bracket of a yearly household income in dollars (`ValueError` below 0)."""
     if amount < 0:
         raise ValueError(f"income {amount:g} is negative")
     for bound, slug in ((30_000, "under_30k"), (50_000, "30k_50k"), (75_000, "50k_75k"),

@@ -92,7 +92,7 @@ class HashEmbedder:
         self.name = f"hash-{self.dim}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Hash every text's words and word pairs into ``dim`` signed buckets."""
+        """Hash every text's words and word pairs into `dim` signed buckets."""
         n = len(texts)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -136,7 +136,7 @@ _MINILM_ALIASES = {"", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-
 
 
 def _resolve_local_model(name: str) -> str:
-    """A path for the bundled MiniLM when asked for it, else ``name`` unchanged."""
+    """A path for the bundled MiniLM when asked for it, else `name` unchanged."""
     if name and Path(name).expanduser().exists():
         return str(Path(name).expanduser())
     if name.lower() in _MINILM_ALIASES:
@@ -239,7 +239,6 @@ Timings = dict[str, float] | None
 
 
 def _knn_faiss(x: np.ndarray, k: int, timings: Timings = None) -> tuple[np.ndarray, np.ndarray]:
-    """HNSW graph from faiss-cpu (inner-product metric)."""
     import faiss
 
     t0 = time.perf_counter()
@@ -255,7 +254,6 @@ def _knn_faiss(x: np.ndarray, k: int, timings: Timings = None) -> tuple[np.ndarr
 
 
 def _knn_usearch(x: np.ndarray, k: int, timings: Timings = None) -> tuple[np.ndarray, np.ndarray]:
-    """HNSW graph from usearch (inner-product metric, f32 storage)."""
     from usearch.index import Index
 
     t0 = time.perf_counter()

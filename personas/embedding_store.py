@@ -113,7 +113,7 @@ def write_vectors(con: duckdb.DuckDBPyConnection, ids: list[str], model: str, ve
 
 
 def stored_vector_count(con: duckdb.DuckDBPyConnection, model: str) -> int:
-    """How many personas have a stored ``model`` vector."""
+    """How many personas have a stored `model` vector."""
     return int(con.execute("SELECT count(*) FROM persona_embeddings WHERE model = ?",
                            [model]).fetchall()[0][0])
 

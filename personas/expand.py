@@ -122,7 +122,7 @@ def params_key(start_ids: Sequence[str], hops: int, fanout: int, threshold: floa
 
 @dataclass(frozen=True)
 class ExpansionInfo:
-    """A stored expansion (see the ``expansions`` table)."""
+    """A stored expansion (see the `expansions` table)."""
 
     expansion_id: str
     params_key: str
@@ -155,7 +155,7 @@ def find_unfinished(con: duckdb.DuckDBPyConnection, **config: Any) -> ExpansionI
 
 
 def find_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpansionInfo | None:
-    """The stored expansion ``expansion_id`` (any status), or None."""
+    """The stored expansion `expansion_id` (any status), or None."""
     return next((e for e in list_expansions(con) if e.expansion_id == expansion_id), None)
 
 
@@ -287,7 +287,7 @@ def write_answer(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, expan
 
 
 def link_embedder_of(spec: str | None) -> Embedder | None:
-    """The pool's embedder for ``--link-embedder`` (None: no pool)."""
+    """The pool's embedder for `--link-embedder` (None: no pool)."""
     return None if spec is None else pool_embedder(spec)
 
 

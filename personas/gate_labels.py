@@ -22,7 +22,7 @@ INCLUDE_FLAG: Final = "--include-ungated"
 
 
 def written_gate(offline: bool) -> str:
-    """The label of a model's persona that passed the gate: ``offline`` for the offline engine's."""
+    """The label of a model's persona that passed the gate: `offline` for the offline engine's."""
     return OFFLINE if offline else PASSED
 
 

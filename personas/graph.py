@@ -27,7 +27,7 @@ from personahub.personas.store import (
 
 @dataclass(frozen=True, slots=True)
 class Relation:
-    """A directed, labelled edge: ``dst`` is ``src``'s ``relation`` (e.g. patient)."""
+    """A directed, labelled edge: `dst` is `src`'s `relation` (e.g. patient)."""
 
     src: str
     dst: str
@@ -47,7 +47,7 @@ def save_relations(con: duckdb.DuckDBPyConnection, relations: Iterable[Relation]
 
 def load_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str] | None = None,
                *, include_duplicates: bool = True) -> nx.MultiDiGraph:
-    """The persona graph (all of it, or the subgraph induced by ``persona_ids``)."""
+    """The persona graph (all of it, or the subgraph induced by `persona_ids`)."""
     graph = nx.MultiDiGraph()
     for p in fetch_personas(con, persona_ids):
         graph.add_node(p.persona_id, text=p.text, hop=p.hop, source=p.source,
@@ -256,7 +256,6 @@ def _contains(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _first_occurrences(values: np.ndarray) -> np.ndarray:
-    """Mask of the first occurrence of each value (later repeats are False)."""
     mask = np.zeros(values.size, dtype=bool)
     mask[np.unique(values, return_index=True)[1]] = True
     return mask

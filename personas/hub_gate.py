@@ -54,7 +54,7 @@ def fewer_than_asked(what: str, asked: int, got: int, reasons: Sequence[str | No
 
 
 def persona_gates(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, str]:
-    """Each of ``ids``'s label."""
+    """Each of `ids`'s label."""
     if not ids:
         return {}
     return gates_of(con, ids)

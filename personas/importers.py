@@ -102,7 +102,6 @@ class _BadRecord(Exception):
 
 @contextmanager
 def _open_binary(path: Path) -> Iterator[io.BufferedReader | gzip.GzipFile]:
-    """Open a file for reading, gunzipping it when its magic bytes say so."""
     with open(path, "rb") as raw:
         if raw.peek(2)[:2] == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw) as unzipped:
@@ -113,19 +112,16 @@ def _open_binary(path: Path) -> Iterator[io.BufferedReader | gzip.GzipFile]:
 
 @contextmanager
 def _open_text(path: Path) -> Iterator[IO[str]]:
-    """Open as UTF-8 text (BOM tolerated) with newline="" as the csv module requires."""
     with _open_binary(path) as binary:
         with io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as text:
             yield text
 
 
 def _strip_gz(path: Path) -> Path:
-    """Drop a trailing .gz so ``x.jsonl.gz`` is classified like ``x.jsonl``."""
     return path.with_suffix("") if path.suffix.lower() == ".gz" else path
 
 
 def _container_of(path: Path) -> str | None:
-    """Physical layout implied by the extension: "jsonl", "csv", "parquet", or None."""
     suffix = _strip_gz(path).suffix.lower()
     if suffix in _JSONL_SUFFIXES:
         return "jsonl"
@@ -147,7 +143,6 @@ def _check_file(path: Path, name: str) -> None:
 
 
 def _json_type(value: object) -> str:
-    """Name a decoded value's type in JSON terms, for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -186,7 +181,6 @@ def _decode_json(text: str) -> Any:
 
 
 def _parse_json_line(raw: bytes, line_no: int) -> Row:
-    """Decode one JSONL line into an object, or raise _BadRecord saying why not."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -206,7 +200,6 @@ def _parse_json_line(raw: bytes, line_no: int) -> Row:
 
 
 def _jsonl_records(path: Path) -> Generator[tuple[int, Row | _BadRecord]]:
-    """Yield (physical line number, object or reason) for every non-blank line."""
     with _open_binary(path) as f:
         for line_no, raw in enumerate(f, 1):
             if not raw.strip():
@@ -218,7 +211,6 @@ def _jsonl_records(path: Path) -> Generator[tuple[int, Row | _BadRecord]]:
 
 
 def _read_csv_header(path: Path, name: str) -> list[str]:
-    """Read only the header row; a table without one cannot be mapped to columns."""
     with _open_text(path) as f:
         header = next(csv.reader(f), None)
     if not header:
@@ -263,7 +255,6 @@ def _quoting_problem(reason: str, start: int, end: int) -> str:
 
 
 def _open_parquet(path: Path, name: str) -> pq.ParquetFile:
-    """Open a Parquet file, turning pyarrow's errors into a one-line file error."""
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
@@ -271,7 +262,6 @@ def _open_parquet(path: Path, name: str) -> pq.ParquetFile:
 
 
 def _parquet_records(path: Path, name: str) -> Iterator[tuple[int, Row | _BadRecord]]:
-    """Yield (1-based row number, row) batch by batch."""
     parquet = _open_parquet(path, name)
     row_no = 0
     try:
@@ -286,7 +276,6 @@ def _parquet_records(path: Path, name: str) -> Iterator[tuple[int, Row | _BadRec
 
 
 def _first_json_keys(path: Path) -> set[str] | None:
-    """Keys of the first valid JSON object among the first lines, or None."""
     records = _jsonl_records(path)
     try:
         for _, record in islice(records, _DETECT_MAX_LINES):
@@ -298,7 +287,6 @@ def _first_json_keys(path: Path) -> set[str] | None:
 
 
 def _table_columns(path: Path, name: str, container: str) -> list[str]:
-    """Column names of a CSV header or Parquet schema, read without loading data."""
     if container == "csv":
         return _read_csv_header(path, name)
     parquet = _open_parquet(path, name)
@@ -309,7 +297,6 @@ def _table_columns(path: Path, name: str, container: str) -> list[str]:
 
 
 def _format_from_keys(keys: Iterable[str], plain: str) -> str:
-    """Recognise a known dataset from its field names; fall back to the plain container."""
     keys = set(keys)
     if "input persona" in keys:
         return "personahub-synth"
@@ -346,7 +333,6 @@ def detect_format(path: str | Path) -> str:
 
 
 def _resolve_container(fmt: str, path: Path, name: str) -> str:
-    """How to read the bytes: plain formats are their own layout, others go by extension."""
     if fmt in ("jsonl", "csv", "parquet"):
         return fmt
     container = _container_of(path)
@@ -369,7 +355,6 @@ def _natural(value: str) -> Any:
 
 
 def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
-    """(field name, text) from the first candidate field present, validated."""
     for name in candidates:  # a loop, not next(genexpr): this runs once per record
         if name in row:
             break
@@ -390,7 +375,6 @@ def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
 
 
 def _other_fields(row: Row, exclude: str) -> dict[str, Any]:
-    """Every non-empty field except the text, as attributes with values as decoded."""
     if len(row) == 1 and exclude in row:
         return {}
     return {key: value for key, value in row.items()
@@ -398,7 +382,6 @@ def _other_fields(row: Row, exclude: str) -> dict[str, Any]:
 
 
 def _natural_fields(row: Row, exclude: str) -> dict[str, Any]:
-    """`_other_fields` for CSV cells, each given its natural type."""
     return {key: _natural(value) for key, value in row.items()
             if key != exclude and value is not None and value != ""}
 
@@ -416,13 +399,11 @@ def _parse_labels(value: object) -> list[Any]:
 
 
 def _synth_attributes(row: Row) -> dict[str, Any]:
-    """Keep the synthesis task; the synthesized text is output, not a property of the persona."""
     task = row.get("description")
     return {"task": task} if task not in (None, "") else {}
 
 
 def _finepersonas_attributes(row: Row) -> dict[str, Any]:
-    """Keep the dataset's own id and topic labels; drop anything bulky such as embeddings."""
     attributes: dict[str, Any] = {}
     if row.get("id") not in (None, ""):
         attributes["source_id"] = row["id"]
@@ -433,7 +414,6 @@ def _finepersonas_attributes(row: Row) -> dict[str, Any]:
 
 def _attribute_builder(fmt: str, container: str,
                        stats: ImportStats) -> Callable[[Row, str], dict[str, Any]]:
-    """Pick how a format turns a record's non-text fields into attributes."""
     if fmt == "personahub-synth":
         return lambda row, _text_field: _synth_attributes(row)
     if fmt == "finepersonas":
@@ -460,7 +440,6 @@ def _demographics(fields: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
 def _text_candidates(
     fmt: str, container: str, text_column: str | None, path: Path, name: str
 ) -> tuple[str, ...]:
-    """Fields that may hold the text; for tables, resolved once against the header."""
     candidates = (text_column,) if text_column else _TEXT_FIELDS[fmt]
     if container == "jsonl":
         return candidates
@@ -475,7 +454,6 @@ def _text_candidates(
 
 
 def _check_parquet_text_type(path: Path, name: str, column: str) -> None:
-    """Reject a non-string text column up front instead of failing on every row."""
     parquet = _open_parquet(path, name)
     try:
         column_type = parquet.schema_arrow.field(column).type
@@ -488,7 +466,6 @@ def _check_parquet_text_type(path: Path, name: str, column: str) -> None:
 
 
 def _records(container: str, path: Path, name: str) -> Iterator[tuple[int, Row | _BadRecord]]:
-    """The streaming reader for a container."""
     if container == "jsonl":
         return _jsonl_records(path)
     if container == "csv":
@@ -569,7 +546,6 @@ def _generate(
     stats: ImportStats,
     kept: list[KeptRow] | None = None,
 ) -> Iterator[Persona]:
-    """The lazy part of `iter_personas`."""
     with _closing_stream(records, name) as stream:
         for number, record in stream:
             stats.read += 1
@@ -633,7 +609,6 @@ def iter_persona_batches(
 
 
 def _batched(personas: Iterator[Persona], batch_size: int) -> Iterator[list[Persona]]:
-    """Yield lists of up to ``batch_size`` items; lazy like the iterator it wraps."""
     while batch := list(islice(personas, batch_size)):
         yield batch
 
@@ -663,7 +638,6 @@ def iter_rows(
 
 def _generate_rows(records: Iterator[tuple[int, Row | _BadRecord]], name: str, skip_bad: bool,
                    stats: ImportStats) -> Iterator[tuple[int, Row]]:
-    """The lazy part of ``iter_rows``."""
     with _closing_stream(records, name) as stream:
         for number, record in stream:
             stats.read += 1

@@ -47,7 +47,7 @@ class NearestPool:
         return len(self._ids)
 
     def judges(self, text: str) -> bool:
-        """Whether the embedder was trained on ``text``'s script (else it proposes nobody)."""
+        """Whether the embedder was trained on `text`'s script (else it proposes nobody)."""
         return covered(text, self._scripts)
 
     def add(self, people: Sequence[tuple[str, str]]) -> None:

@@ -145,7 +145,6 @@ def _permuted(
 
 
 class _Ids(dict[str, int]):
-    """Token -> id map that numbers an unseen token on first lookup and lists the new ones."""
 
     def __init__(self, first: dict[str, int]) -> None:
         super().__init__(first)
@@ -194,7 +193,7 @@ class _Vocabulary:
         return min(self.size, _TABLE_ROWS)
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
-        """Ids of ``tokens`` (int64), adding unseen tokens to the vocabulary."""
+        """Ids of `tokens` (int64), adding unseen tokens to the vocabulary."""
         known = self.size
         ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         total = len(self.ids)
@@ -232,7 +231,7 @@ _JOIN = f" {TEXT_SEPARATOR} "
 
 
 def batch_tokens(texts: Sequence[str]) -> list[str]:
-    """All lower-cased tokens of a batch, texts separated by a ``TEXT_SEPARATOR`` token."""
+    """All lower-cased tokens of a batch, texts separated by a `TEXT_SEPARATOR` token."""
     joined = _JOIN.join(texts)
     if joined.count(TEXT_SEPARATOR) != len(texts) - 1:  # a text carries the separator itself
         joined = _JOIN.join(t.replace(TEXT_SEPARATOR, " ") for t in texts)
@@ -242,7 +241,6 @@ def batch_tokens(texts: Sequence[str]) -> list[str]:
 
 
 def _batch_ids(texts: Sequence[str], vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of a whole batch plus each text's token count."""
     ids = vocab.lookup(batch_tokens(texts))
     is_sep = ids == 0
     bounds = np.concatenate([[-1], np.flatnonzero(is_sep), [ids.size]])
@@ -501,7 +499,6 @@ def _shared_keys(keys: np.ndarray) -> np.ndarray:
 
 
 def _repeated_bits(keys: np.ndarray, *, high: bool) -> np.ndarray:
-    """Mask of keys whose low (or high) bits repeat."""
     bits = max(10, (4 * keys.size).bit_length())
     shift = _U64(64 - bits if high else 0)
     slot = ((keys >> shift) & _U64((1 << bits) - 1)).astype(np.intp)
@@ -541,7 +538,6 @@ def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.n
 
 
 def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Fraction of equal signature slots for each pair."""
     out = np.empty(len(pairs), dtype=np.float64)
     step = 1 << 18
     for lo in range(0, len(pairs), step):
@@ -658,7 +654,6 @@ def signature_keys(band_keys: np.ndarray) -> np.ndarray:
 
 
 def _signature_weights(bands: int) -> np.ndarray:
-    """The odd weight of each band's key."""
     weights = _WORD_MULTIPLIERS[np.arange(bands) % _WORD_MULTIPLIERS.size]
     return weights + _U64(2) * np.arange(bands, dtype=np.uint64)  # stay odd
 
@@ -744,7 +739,6 @@ def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndar
 def _equal_low_bits(
     sigs: np.ndarray, pairs: np.ndarray, head_slots: int, head_floor: int, floor: int
 ) -> np.ndarray:
-    """Mask of the pairs the packed test keeps."""
     out = np.empty(len(pairs), dtype=bool)
     step = 1 << 13
     for lo in range(0, len(pairs), step):

@@ -1,12 +1,10 @@
 """Incremental near-duplicate detection (MinHash LSH) for texts that arrive batch by batch and must
 be flagged at once: a run's emissions, expansion's personas. The earliest text is kept.
 
-Flags equal datasketch's `MinHashLSH` plus verification by estimated Jaccard (tested), at about
-half the time and a quarter of the memory (bench/bench_near_dup.py). A run indexes every emission
-for its whole length, so the index holds no Python object per text and band: band hashes live in
-sorted numpy arrays (bench/bench_memory.py). Given a `texts` reader, only the newest `HOT`
-signatures are kept and older ones are recomputed from their texts, which gives the same flags.
-`max_items` bounds memory outright but changes flags, so it is opt-in.
+Flags equal datasketch's `MinHashLSH` plus verification (tested), at half the time and a quarter
+of the memory (bench/bench_near_dup.py). Band hashes live in sorted numpy arrays, not a Python
+object per text and band, since a run indexes every emission (bench/bench_memory.py). With a
+`texts` reader older signatures are recomputed from their texts instead of kept.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ TextReader = Callable[[Sequence[str]], Sequence[str]]
 
 
 def word_ngrams(text: str, n: int = 1) -> set[str]:
-    """Lower-cased word n-grams of ``text`` (1-grams by default, as in the paper)."""
+    """Lower-cased word n-grams of `text` (1-grams by default, as in the paper)."""
     words = tokenize(text)
     if n == 1:
         return set(words)
@@ -144,7 +142,6 @@ class NearDuplicateIndex:
         return self._count - self._start()
 
     def _start(self) -> int:
-        """Number of the oldest text a new text may match."""
         return 0 if self.max_items is None else max(0, self._count - self.max_items)
 
     def _signature(self, number: int) -> np.ndarray:
@@ -205,7 +202,6 @@ class NearDuplicateIndex:
         return None
 
     def _store(self, key: str, sig: np.ndarray) -> int:
-        """Keep a text's key and signature; returns its number."""
         number = self._count
         self._keys.append(key)
         self._count += 1
@@ -295,7 +291,7 @@ class NearDuplicateIndex:
         return None if number is None else self._key(number)
 
     def add(self, key: str, text: str) -> None:
-        """Index ``text`` under ``key`` (keys must be unique)."""
+        """Index `text` under `key` (keys must be unique)."""
         self.add_many([(key, text)])
 
     def check_and_add(self, key: str, text: str) -> str | None:

@@ -48,7 +48,6 @@ def _who(attrs: Mapping[str, str]) -> str:
 
 
 def _life(attrs: Mapping[str, str], subject: str, has: str, is_: str) -> list[str]:
-    """Sentences on education, income and marital status."""
     owned = []
     if attrs.get("education"):
         owned.append(label("education", attrs["education"]))

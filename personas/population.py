@@ -97,7 +97,6 @@ def _population_id(marginals: Marginals | None, joint: Joint | None, n: int, see
 
 
 def _deal(shares: Mapping[str, float], n: int, rng: np.random.Generator) -> list[str]:
-    """Exact counts of each value, in a seeded random order."""
     values = [v for v, c in exact_counts(shares, n).items() for _ in range(c)]
     order = rng.permutation(n)
     return [values[i] for i in order]
@@ -114,7 +113,7 @@ def _systematic(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
 
 def _fix_counts(cells: list[list[str]], column: int, targets: dict[str, int],
                 weight_of: dict[tuple[str, ...], float], rng: np.random.Generator) -> None:
-    """Bring one attribute's counts to ``targets`` by changing that attribute only (in place)."""
+    """Bring one attribute's counts to `targets` by changing that attribute only (in place)."""
     counts = {value: 0 for value in targets}
     for cell in cells:
         counts[cell[column]] = counts.get(cell[column], 0) + 1
@@ -142,7 +141,6 @@ def _fix_counts(cells: list[list[str]], column: int, targets: dict[str, int],
 
 def _draw_joint(joint: Joint, weights: np.ndarray, n: int,
                 rng: np.random.Generator) -> tuple[list[list[str]], dict[str, dict[str, float]]]:
-    """People drawn from the (raked) joint, each attribute's counts made exact."""
     picks = _systematic(weights, n, rng)
     cells = [list(joint.cells[i]) for i in picks]
     weight_of = {cell: float(w) for cell, w in zip(joint.cells, weights, strict=True) if w > 0}

@@ -45,7 +45,6 @@ class Joint:
 
 
 def _key_of(name: str) -> str:
-    """The key an attribute name is stored under (its canonical key, else its own name)."""
     return canonical_key(name) or name.strip()
 
 
@@ -96,7 +95,6 @@ Rows = list[tuple[int, dict[str, str]]]  # (line, cells by column)
 
 
 def _csv_rows(path: Path, name: str, required: tuple[str, ...]) -> tuple[list[str], str, Rows]:
-    """The header, the weight column and the rows (with their line) of a CSV input."""
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, strict=True)
         try:

@@ -270,7 +270,7 @@ def digit_share(text: str) -> float:
 
 
 def script_share(text: str, scripts: tuple[str, ...]) -> float:
-    """Letters written in one of ``scripts`` among all letters (1.0 when there are none)."""
+    """Letters written in one of `scripts` among all letters (1.0 when there are none)."""
     if text.isascii():  # every ASCII letter is Latin (the common case)
         return 1.0 if "LATIN" in scripts or not any(map(str.isalpha, text)) else 0.0
     letters = [c for c in text if c.isalpha()]
@@ -364,7 +364,6 @@ def _fragment(text: str) -> bool:
 
 
 def _has_role(text: str) -> bool:
-    """A person cue, or a word naming a role."""
     return (_person_cue(text)
             or any(is_role_word(w) for w in _WORD.findall(text)))
 
@@ -504,7 +503,6 @@ def _head(text: str) -> str:
 
 
 def _plural_role(word: str) -> bool:
-    """"nurses", "librarians": a plural role word."""
     word = word.lower().strip("'’")
     return (word in _PLURAL_PEOPLE
             or (word.endswith("s") and word not in ROLE_WORDS and is_role_word(word)))

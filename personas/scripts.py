@@ -55,7 +55,7 @@ def script_counts(text: str) -> Counter[str]:
 
 
 def dominant_script(text: str) -> str:
-    """The script most of ``text``'s letters are in (``Zyyy``, Common, when it has none)."""
+    """The script most of `text`'s letters are in (`Zyyy`, Common, when it has none)."""
     counts = script_counts(text)
     return counts.most_common(1)[0][0] if counts else "Zyyy"
 

@@ -139,7 +139,7 @@ def persona_sources(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) 
 
 
 def persona_text(con: duckdb.DuckDBPyConnection, persona_id: str) -> str | None:
-    """The text of persona ``persona_id`` (None when it is not in the hub)."""
+    """The text of persona `persona_id` (None when it is not in the hub)."""
     row = con.execute("SELECT text FROM personas WHERE persona_id = ?", [persona_id]).fetchone()
     return str(row[0]) if row else None
 
@@ -151,7 +151,7 @@ def flagged_duplicates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def personas_frame(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> pd.DataFrame:
-    """Every column of the personas among ``persona_ids``, in hub order."""
+    """Every column of the personas among `persona_ids`, in hub order."""
     return con.execute("SELECT * FROM personas WHERE list_contains(?, persona_id) ORDER BY seq",
                        [list(persona_ids)]).df()
 
@@ -193,7 +193,7 @@ FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.
 
 
 def persona_table_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The ``personas`` table's column names, in table order."""
+    """The `personas` table's column names, in table order."""
     return list(con.sql("SELECT * FROM personas LIMIT 0").columns)
 
 
@@ -211,14 +211,14 @@ def gate_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
 
 
 def gates_of(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
-    """The gate label of each of ``persona_ids`` the hub holds."""
+    """The gate label of each of `persona_ids` the hub holds."""
     rows = con.execute("SELECT persona_id, gate FROM personas "
                        "WHERE persona_id IN (SELECT unnest(?))", [list(persona_ids)]).fetchall()
     return {pid: gate for pid, gate in rows}
 
 
 def failed_count(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> int:
-    """How many of ``persona_ids`` are labelled ``failed``."""
+    """How many of `persona_ids` are labelled `failed`."""
     # fetchall: DuckDB 2 keeps a result open after fetchone, refusing the connection's next work
     rows = con.execute("SELECT count(*) FROM personas WHERE gate = 'failed' AND persona_id IN "
                        "(SELECT unnest(?))", [list(persona_ids)]).fetchall()
@@ -228,7 +228,7 @@ def failed_count(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
 
 
 def has_persona(con: duckdb.DuckDBPyConnection, persona_id: str) -> bool:
-    """Whether the hub holds persona ``persona_id`` (flagged duplicates too)."""
+    """Whether the hub holds persona `persona_id` (flagged duplicates too)."""
     return bool(con.execute("SELECT 1 FROM personas WHERE persona_id = ?", [persona_id]).fetchall())
 
 

@@ -38,13 +38,13 @@ def _job(con: duckdb.DuckDBPyConnection, job_id: str, corpus: str) -> TextJob | 
 
 
 def find_text_job(con: duckdb.DuckDBPyConnection, corpus: str) -> TextJob | None:
-    """The text-to-persona job over ``corpus``, if one was started."""
+    """The text-to-persona job over `corpus`, if one was started."""
     rows = con.execute("SELECT job_id FROM text_jobs WHERE corpus = ?", [corpus]).fetchall()
     return _job(con, rows[0][0], corpus) if rows else None
 
 
 def text_job_by_id(con: duckdb.DuckDBPyConnection, job_id: str) -> TextJob | None:
-    """The text-to-persona job ``job_id``, if there is one."""
+    """The text-to-persona job `job_id`, if there is one."""
     rows = con.execute("SELECT corpus FROM text_jobs WHERE job_id = ?", [job_id]).fetchall()
     return _job(con, job_id, rows[0][0]) if rows else None
 

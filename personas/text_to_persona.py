@@ -50,7 +50,7 @@ class TextPersona(BaseModel):
 
 @lru_cache(maxsize=32)
 def text_personas_schema(count: int) -> type[BaseModel]:
-    """Schema asking for 1..``count`` personas."""
+    """Schema asking for 1..`count` personas."""
     if count < 1:
         raise ValueError(f"per-text must be >= 1, got {count}")
     return create_model(
@@ -181,7 +181,7 @@ def _plain_texts(path: Path, label: str, split: str) -> Iterator[SourceText]:
 
 
 def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str]) -> set[tuple[str, str]]:
-    """(text_id, relation) pairs of ``text_ids`` already answered for ``corpus``."""
+    """(text_id, relation) pairs of `text_ids` already answered for `corpus`."""
     con.register("_t2p_ids", pa.table({"text_id": text_ids}))
     try:
         rows = con.execute(

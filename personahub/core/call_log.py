@@ -154,7 +154,7 @@ def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, An
 
 
 def calls_since(con: duckdb.DuckDBPyConnection, run_id: str, epoch_s: float) -> int:
-    """A run's calls started after ``epoch_s`` (epoch seconds)."""
+    """A run's calls started after `epoch_s` (epoch seconds)."""
     return int(con.execute(f"SELECT count(*) FROM llm_calls WHERE {_OWNER} = ? AND epoch(started_at) > ?",
                            [run_id, epoch_s]).fetchall()[0][0])
 

@@ -39,7 +39,7 @@ class RecordSink(Protocol):
         """Attempts of a call still going on that no layer will change any more."""
 
     def done(self, records: Sequence[CallRecord]) -> None:
-        """Every attempt of a call that ended (those given to ``early`` among them)."""
+        """Every attempt of a call that ended (those given to `early` among them)."""
 
 
 class SinkSlot:
@@ -100,7 +100,7 @@ class CallSpill:
         self._write(fresh)
 
     def done(self, records: Sequence[CallRecord]) -> None:
-        """Write a finished call's attempts that ``early`` did not."""
+        """Write a finished call's attempts that `early` did not."""
         if self._early:
             written = self._early
             fresh = [r for r in records if r.call_id not in written]
@@ -201,7 +201,7 @@ def read_job(db: str | Path, job_id: str) -> list[SpilledCall]:
 
 
 def remove_job(db: str | Path, job_id: str) -> None:
-    """Delete the driver's spill and the worker folder once every line is in ``llm_calls``."""
+    """Delete the driver's spill and the worker folder once every line is in `llm_calls`."""
     remove(spill_path(db, job_id))
     remove_workers(db, job_id)
 

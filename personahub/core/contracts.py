@@ -47,7 +47,7 @@ def new_call_id() -> str:
 
 @dataclass
 class CallRecord:
-    """One attempt at one model call, as written to ``llm_calls``."""
+    """One attempt at one model call, as written to `llm_calls`."""
 
     purpose: str
     model: str
@@ -79,7 +79,7 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One recorded answer, as written to ``llm_cache``."""
+    """One recorded answer, as written to `llm_cache`."""
 
     key: str
     model: str
@@ -162,7 +162,7 @@ class StructuredResult(Generic[T]):
 
     @property
     def truncated(self) -> bool:
-        """True when the server cut the answer off at ``max_tokens``."""
+        """True when the server cut the answer off at `max_tokens`."""
         return bool(self.records) and self.records[-1].finish_reason == "length"
 
 
@@ -178,7 +178,7 @@ class CallStats:
     started: float = field(default_factory=time.monotonic)
 
     def add(self, records: Sequence[CallRecord]) -> None:
-        """Count ``records`` (a finished call's attempts)."""
+        """Count `records` (a finished call's attempts)."""
         for record in records:
             self.attempts += 1
             self.tokens_in += record.tokens_in or 0
@@ -213,7 +213,7 @@ class ModelEndpoint(Protocol):
         ...
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """Make the call; transport failures come back in ``failure``, never raised."""
+        """Make the call; transport failures come back in `failure`, never raised."""
         ...
 
 

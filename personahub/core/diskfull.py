@@ -23,7 +23,7 @@ _FILE = re.compile(r'Could not (?:write|open|create|truncate|sync)[^"]*"([^"]+)"
 
 
 def is_disk_full(exc: BaseException | None) -> bool:
-    """True when ``exc``, or an error it was raised from or during, says the disk is full."""
+    """True when `exc`, or an error it was raised from or during, says the disk is full."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -54,7 +54,7 @@ def what_filled(exc: BaseException) -> str:
 
 
 class DiskFull(PersonahubError):
-    """A job (and the jobs it ran in) stopped by a full disk; ``str()`` is the line to print."""
+    """A job (and the jobs it ran in) stopped by a full disk; `str()` is the line to print."""
 
     def __init__(self, noun: str, job_id: str, reason: str, hint: str,
                  unmarked: list[str]) -> None:

@@ -141,7 +141,7 @@ BATCH = ("batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s"
 
 
 def default(field: str) -> Any:
-    """The config default of engine option ``field``."""
+    """The config default of engine option `field`."""
     return ENGINE_OPTIONS[field].default
 
 

@@ -41,7 +41,7 @@ def check_max_failed_share(value: float) -> float:
 
 
 def most_common_error(records: Sequence[Any]) -> str | None:
-    """The most frequent ``error`` among failed attempts (None when none failed)."""
+    """The most frequent `error` among failed attempts (None when none failed)."""
     errors = Counter(r.error for r in records if r.status != "ok" and r.error)
     return errors.most_common(1)[0][0] if errors else None
 

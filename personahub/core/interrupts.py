@@ -33,7 +33,7 @@ class Stopped(KeyboardInterrupt):
 
 
 def signal_name(exc: BaseException) -> str:
-    """How the interrupt came: ``SIGTERM`` or ``Ctrl-C``."""
+    """How the interrupt came: `SIGTERM` or `Ctrl-C`."""
     terminated = isinstance(exc, Terminated) or getattr(exc, "terminated", False)
     return "SIGTERM" if terminated else "Ctrl-C"
 

@@ -35,7 +35,7 @@ def now() -> dt.datetime:
 
 @dataclass(frozen=True)
 class JobRow:
-    """One row of ``jobs``; ``config`` is the stored JSON, parsed."""
+    """One row of `jobs`; `config` is the stored JSON, parsed."""
 
     job_id: str
     kind: str
@@ -100,7 +100,7 @@ def set_job_config(con: duckdb.DuckDBPyConnection, job_id: str, config: Mapping[
 
 
 def find_job(con: duckdb.DuckDBPyConnection, job_id: str) -> JobRow | None:
-    """The job ``job_id`` (any kind, any status), or None."""
+    """The job `job_id` (any kind, any status), or None."""
     rows = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", [job_id]).fetchall()
     return _row(rows[0]) if rows else None
 

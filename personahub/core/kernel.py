@@ -185,7 +185,7 @@ class JobSpec(Protocol[C, B, R, S_co]):
 
     @property
     def kind(self) -> str:
-        """The key in the registry and ``jobs.kind``."""
+        """The key in the registry and `jobs.kind`."""
         ...
 
     @property
@@ -327,7 +327,6 @@ ExecutorChoice = Executor | Callable[[Any], Executor]
 
 @dataclass(frozen=True)
 class _Env:
-    """What a job runs with (shared by its children)."""
 
     db: Path
     con: duckdb.DuckDBPyConnection
@@ -392,7 +391,7 @@ class JobContext(Generic[C]):
 
     @property
     def caller(self) -> StructuredCaller:
-        """The job's model client (after ``prepare``)."""
+        """The job's model client (after `prepare`)."""
         if self.client is None:
             raise PersonahubError(f"{self.spec.kind}: this job calls no model")
         return self.client
@@ -454,7 +453,7 @@ def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
 
 
 def spec_for(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
-    """The registered spec of ``kind``, or None."""
+    """The registered spec of `kind`, or None."""
     return _REGISTRY.get(kind)
 
 
@@ -544,7 +543,6 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
 
 def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _Env,
           resume: str | None) -> JobContext[C]:
-    """The job's context: a new job's, or a resumed one's with its stored config first."""
     if resume is None:
         if not isinstance(config, spec.config_type):
             raise TypeError(f"{spec.kind}: a new job needs a {spec.config_type.__name__}")
@@ -594,7 +592,6 @@ def resumed_config(spec: JobSpec[C, Any, Any, Any], stored: Mapping[str, Any],
 
 
 def _typed(value: Any, hint: Any) -> Any:
-    """A stored JSON value as its field's type."""
     if isinstance(value, list) and hint is not None and (
             typing.get_origin(hint) is tuple or hint is tuple
             or any(typing.get_origin(a) is tuple for a in typing.get_args(hint))):
@@ -603,7 +600,6 @@ def _typed(value: Any, hint: Any) -> Any:
 
 
 def _twins(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> list[str]:
-    """Unfinished jobs of the kind with the same identity, newest first."""
     return unfinished_twins(spec, ctx.con, ctx.stored)
 
 
@@ -651,7 +647,6 @@ def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence
 
 
 def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
-    """One batch's rows, call records and cache entries, in one transaction."""
     if ctx.client is None:
         with transaction(ctx.con):
             for table, rows in outcome.rows.items():
@@ -739,7 +734,6 @@ def _closing(*generators: Iterator[Any]) -> Iterator[None]:
 def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
                    batches: Iterator[tuple[B, R]],
                    after_commit: Callable[[], Coroutine[Any, Any, Any]] | None) -> tuple[int, int]:
-    """The batches one after another: commit, after-commit hook, progress, failure policy."""
     asked = kept = 0
     share = float(getattr(ctx.config, "max_failed_share", DEFAULT_MAX_FAILED_SHARE))
     for number, (batch, result) in enumerate(batches, 1):
@@ -775,7 +769,7 @@ def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, k
 
 @contextmanager
 def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None]:
-    """Ctrl-C / SIGTERM → ``interrupted`` and ``Stopped``; any other error → ``failed``."""
+    """Ctrl-C / SIGTERM → `interrupted` and `Stopped`; any other error → `failed`."""
     hint = spec.resume_hint(ctx.job_id, ctx.db)
     try:
         with interrupts_from_queries():
@@ -808,5 +802,5 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
 
 
 def iter_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    """``items`` in consecutive batches of ``size`` (the last may be shorter)."""
+    """`items` in consecutive batches of `size` (the last may be shorter)."""
     return (items[start:start + size] for start in range(0, len(items), size))

@@ -144,12 +144,11 @@ HOST_TAG = _host_tag()
 
 
 def _temp_name(target: Path) -> Path:
-    """A fresh, unpredictable hidden name next to `target`, naming its writer."""
     return target.with_name(f".{target.name}.{secrets.token_hex(8)}.{HOST_TAG}-{os.getpid()}.tmp")
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (True when that cannot be told)."""
+    """Whether process `pid` exists on this machine (True when that cannot be told)."""
     if os.name == "nt":
         return True
     try:
@@ -213,7 +212,6 @@ def _create_temp(target: Path) -> tuple[int, Path]:
 
 
 def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the platform allows it."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -311,7 +309,6 @@ def staged_folder(path: str | Path, *, overwrite: bool, names: Sequence[str]) ->
 
 
 def _publish_folder(staged: Path, target: Path, overwrite: bool, names: Sequence[str]) -> None:
-    """Move a finished staged folder's files into `target`."""
     try:
         os.rename(staged, target)
         return

@@ -63,7 +63,7 @@ class BatchHandle:
         return self.done and self.input_file_id is None and not self.from_file
 
     def updated(self, **changes: Any) -> BatchHandle:
-        """A copy with ``changes``."""
+        """A copy with `changes`."""
         return replace(self, **changes)
 
 

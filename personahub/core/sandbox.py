@@ -221,7 +221,6 @@ def _words(sql: str) -> list[str]:
 
 
 def _after_explain(sql: str) -> str:
-    """The statement an EXPLAIN [ANALYZE] [(options)] explains."""
     found = duckdb.tokenize(sql)
     texts = [sql[s: (found[i + 1][0] if i + 1 < len(found) else len(sql))].strip()
              for i, (s, _) in enumerate(found)]
@@ -304,7 +303,6 @@ def _dir_entry(folder: Path) -> str:
 
 
 def _database_files(db: Path) -> list[Path]:
-    """The database and the files DuckDB keeps beside it."""
     return [db, *(db.with_name(db.name + suffix)
                   for suffix in (".wal", ".wal.checkpoint", ".wal.recovery"))]
 

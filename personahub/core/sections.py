@@ -5,5 +5,5 @@ from __future__ import annotations
 
 
 def section(title: str, body: str) -> str:
-    """One ``## Title`` block of a prompt."""
+    """One `## Title` block of a prompt."""
     return f"## {title}\n{body.strip()}\n"

@@ -19,7 +19,7 @@ NAMES_KEY = "views"
 
 
 def views_text() -> str:
-    """The text of ``analysis/views.sql``, as installed."""
+    """The text of `analysis/views.sql`, as installed."""
     return resources.files("personahub.analysis").joinpath("views.sql").read_text(encoding="utf-8")
 
 
@@ -30,7 +30,7 @@ def statements(text: str, *, temporary: bool) -> list[str]:
 
 
 def view_names(text: str) -> list[str]:
-    """The names of the views ``text`` creates, in order."""
+    """The names of the views `text` creates, in order."""
     names = []
     for statement in statements(text, temporary=False):
         words = statement[statement.index("CREATE"):].split()

@@ -77,12 +77,12 @@ def check_number(value: Any, setting: str, *, low: float | None = None,
 
 
 def check_optional_number(value: Any, setting: str, **bounds: float) -> float | None:
-    """``check_number`` for a setting that may be None."""
+    """`check_number` for a setting that may be None."""
     return None if value is None else check_number(value, setting, **bounds)
 
 
 def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[float, ...]:
-    """Relative weights: ``count`` finite numbers >= 0, not all zero."""
+    """Relative weights: `count` finite numbers >= 0, not all zero."""
     weights = tuple(values)
     if len(weights) != count:
         raise UsageError(f"{setting} must hold one weight per kind ({count}), got {len(weights)}")
