@@ -1,10 +1,8 @@
 """Carving the hub: select personas by attribute, text or graph neighbourhood, then sample.
 
-Selection is SQL over `personas` (attributes are JSON); neighbourhoods are breadth-first over
-`relations`; duplicates are left out unless asked for. Sampling is seeded, uniform or stratified.
-Conditions are `KEY OP VALUE` with OP one of `= != >= <= > < ~` (regex search): numbers compare
-numerically, strings case-insensitively, `=` on a list means "contains", and canonical
-demographic keys take any known spelling (`party=Democrat`).
+Conditions are `KEY OP VALUE` (OP one of `= != >= <= > < ~`): numbers compare numerically,
+strings case-insensitively, `=` on a list means "contains", and demographic keys take any known
+spelling. Duplicates are left out unless asked for; sampling is seeded, uniform or stratified.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Decontamination: flag synthesized items that overlap a benchmark.
 
-Two checks, as Persona Hub and the usual pipelines (GPT-3, NeMo Curator) do: an item sharing one
-word 13-gram with a benchmark item, or whose MinHash Jaccard estimate with one reaches 0.8. Both
-normalise as `minhash.tokenize` does (lower-cased, non-word runs split words). N-grams are hashed
-in numpy and looked up in a sorted array; a text shorter than the n-gram counts whole. An item is
-reported once per benchmark: its first n-gram match, else its best MinHash match.
+As Persona Hub and the usual pipelines (GPT-3, NeMo Curator) do: an item sharing one word 13-gram
+with a benchmark item, or whose MinHash Jaccard estimate with one reaches 0.8, is flagged, once
+per benchmark. N-grams are hashed in numpy and looked up in a sorted array.
 """
 
 from __future__ import annotations

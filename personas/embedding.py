@@ -1,10 +1,8 @@
 """Stage 2 of persona dedup: embeddings + approximate nearest neighbours.
 
 Persona Hub drops personas whose embedding has cosine above 0.9 with an earlier one; an ANN index
-keeps this from being quadratic. Embedders share a tiny protocol (`name` + `embed`): `hash`
-(feature hashing of word 1- and 2-grams: no neural model, but deterministic and dependency-free),
-`openai:<model>` (built by the model layer) and `local[:<name>]` (sentence-transformers, MiniLM by
-default). Each declares the scripts it was trained on; dedup leaves other texts unjudged.
+keeps this from being quadratic. Embedders: `hash` (lexical, deterministic, no model),
+`openai:<model>` (built by the model layer) and `local[:<name>]` (sentence-transformers).
 """
 
 from __future__ import annotations

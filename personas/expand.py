@@ -1,10 +1,8 @@
 """Persona-to-persona expansion, its data side: grow the hub by asking who is close to each persona.
 
-Breadth-first, `fanout` people per persona per hop. A new persona that near-duplicates one in the
-hub becomes an edge to it, so the graph gets cycles rather than being a tree; a persona that
-fails the quality gate is kept in `rejected`. The job itself is `pipelines/expand.py`; this module
-holds the frontier tables, the index, one batch's answer and writes, and the summary. A frontier
-persona whose call failed is asked once more in a second round.
+Breadth-first, `fanout` people per persona per hop; a near-duplicate of a hub persona becomes an
+edge to it, so the graph gets cycles. The job is `pipelines/expand.py`; this module holds the
+frontier tables, one batch's answer and writes, and the summary.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
-"""Stage 1 of persona dedup: vectorised MinHash + LSH over word n-grams.
+"""Stage 1 of persona dedup: vectorised MinHash + LSH over word n-grams, bit-identical to datasketch.
 
-Persona Hub drops near-duplicates with MinHash on 1-grams, 128 permutations, threshold 0.9; one
-object per text does not scale, so this module works on whole batches in numpy. Signatures are
-bit-identical to datasketch's. Bands are chosen for recall (16 x 8 proposes 99.99% of pairs at
-J = 0.9, datasketch's 5 x 25 only 31%) and every candidate is verified by exact Jaccard.
-
-Templated personas put thousands of texts in one bucket, so each text is paired with only the
-earliest 2 of a bucket, identical signatures are paired directly, and a low-bits pre-filter runs
-before the exact check (bench_ray's templated 100k: 12.7M band pairs -> 1.5M -> 45k checked).
-Duplicates are resolved first-seen. Measured with bench/bench_minhash.py.
+Persona Hub's settings (1-grams, 128 permutations, 0.9), on whole batches in numpy. Bands are
+chosen for recall (16 x 8 proposes 99.99% of pairs at J = 0.9, datasketch's 5 x 25 only 31%) and
+candidates are verified by exact Jaccard; templated text is kept near linear (bench_minhash.py).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""Incremental near-duplicate detection (MinHash LSH) for texts that arrive batch by batch and must
-be flagged at once: a run's emissions, expansion's personas. The earliest text is kept.
+"""Incremental near-duplicate detection (MinHash LSH) for texts flagged as they arrive: a run's
+emissions, expansion's personas. The earliest text is kept.
 
-Flags equal datasketch's `MinHashLSH` plus verification (tested), at half the time and a quarter
-of the memory (bench/bench_near_dup.py). Band hashes live in sorted numpy arrays, not a Python
-object per text and band, since a run indexes every emission (bench/bench_memory.py). With a
-`texts` reader older signatures are recomputed from their texts instead of kept.
+Flags equal datasketch's `MinHashLSH` plus verification, at half the time and a quarter of the
+memory (bench_near_dup.py, bench_memory.py): band hashes live in sorted numpy arrays.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Seeded synthetic populations whose attribute shares match given ones.
 
-With marginals only, attributes are drawn independently (the maximum-entropy joint): each one's
-counts are fixed first by largest remainder and dealt in a seeded order, so 10,000 people match
-every share within half a person. A plain multinomial draw missed by over 1 point for 45% of
-seeds (US shares). A joint table carries associations; it is raked (IPF) to the marginals,
-drawn by systematic sampling, and each attribute's counts are then made exact by changing that
-attribute alone. One seeded numpy generator: same inputs and seed, same people.
+Marginals alone are dealt independently with exact counts (largest remainder), so 10,000 people
+match every share within half a person (a multinomial draw missed by over 1 point for 45% of
+seeds). A joint table is raked (IPF) to the marginals and its counts then made exact.
 """
 
 from __future__ import annotations

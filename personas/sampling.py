@@ -1,10 +1,8 @@
 """Seeded samples of the hub, drawn in SQL: who a synthesis job or a scenario takes.
 
-A query is an SQL condition and/or carve conditions over the live personas that passed the
-allowed gates. A uniform sample orders them by `md5(seed:persona_id)` and takes the first `n`, so
-only the chosen ids leave the database, the sample does not depend on import order, and the
-sample of `n` is the head of the sample of `n + 1`. User conditions run in the sandbox, never on
-the caller's connection. A query that matches nothing is an error, never an empty sample.
+Ordering by `md5(seed:persona_id)` makes the sample independent of import order, keeps all but
+the chosen ids in the database, and makes the sample of `n` the head of that of `n + 1`. User
+conditions run in the sandbox; a query that matches nothing is an error.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""Text-to-persona (Persona Hub section 2.1): from any text, ask who is likely to read, write, like
-or dislike it. A detailed text implies a fine-grained persona.
+"""Text-to-persona (Persona Hub section 2.1): ask who is likely to read, write, like or dislike a text.
 
-This is the data side (corpora, schema, screening, `text_done`); the job is
-`pipelines/text_to_persona.py`. Each batch commits its personas, rejected rows and `text_done`
-rows together, and persona ids derive from the text, so a resumed job gives the same hub as an
-uninterrupted one. Corpora are JSONL/CSV/Parquet (one text per record) or plain text (one text
-per paragraph, or per line); a text's id is its id column, else `FILE:LINE`.
+This is the data side (corpora, schema, screening); the job is `pipelines/text_to_persona.py`.
+Persona ids derive from the text and each batch commits with its `text_done` rows, so a resumed
+job gives the same hub. Corpora are JSONL/CSV/Parquet or plain text (a text per paragraph).
 """
 
 from __future__ import annotations

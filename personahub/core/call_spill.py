@@ -1,14 +1,8 @@
 """Call records that outlive a kill: each final attempt is appended to a small file at once.
 
-A batch's call records are committed with its rows, so the attempts of a batch that never
-commits (a kill, a stop) would be lost and billed calls go uncounted. `CallSpill` writes one JSON
-line per final attempt with a single `write` to an `O_APPEND` file; an HTTP attempt also gets a
-`sent` line as it goes out, since a paid API bills it whatever happens here. At resume or stop the
-kernel inserts the lines not yet in `llm_calls` and removes the file.
-
-On Ray each worker spills into its own file in the job's worker folder: a Ray task returns only
-when all its calls are done, so shipping records back with the answers would lose the tasks in
-flight at a kill. Worker files grow with the job, about 300 bytes an attempt.
+Batch commits would lose the billed attempts of a batch that never commits, so each attempt goes
+to a JSON-lines file with one `O_APPEND` write (HTTP attempts also as they go out); the kernel
+commits what is left at resume or stop. Ray workers spill to files of their own.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Recognise a damaged or foreign database file before anything writes to it.
 
-Opening an existing file checks that it is DuckDB, that its personahub tables have our columns,
-and (for writers) that every block passes its checksum: DuckDB checks a block only when a query
-reads it, so a damaged file took inserts without a word. The checksum is DuckDB's internal one
-(src/common/checksum.cpp), used only when the file's main header verifies with it; otherwise
-every table is read back instead.
+DuckDB checks a block only when a query reads it, so a damaged file took inserts without a word.
+Here every block is checked with DuckDB's own checksum when the header verifies with it, else
+every table is read back; foreign files are refused by their columns.
 """
 
 from __future__ import annotations

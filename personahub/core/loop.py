@@ -1,11 +1,8 @@
-"""The event loop model calls run on, with an executor that skips needless thread hops.
+"""The event loop model calls run on, tuned for many calls in flight.
 
-ChatOpenAI builds each result in the loop's default executor; at 64 calls in flight the thread
-hops cost more than the work, so `RunLoop` runs it inline (name resolution still goes to
-threads). `steady_gc` freezes the heap and collects less often while calls run: each young
-collection re-scanned every live request (bench/bench_concurrency.py). `close_quietly` ends a
-loop after Ctrl-C without one asyncio traceback per call, and `JobLoop.watch` makes calls that
-never complete raise `Stalled` instead of hanging the job.
+`RunLoop` runs default-executor work inline (at 64 calls the thread hops cost more than the work),
+`steady_gc` keeps young collections from re-scanning every live request (bench_concurrency),
+`close_quietly` ends a loop after Ctrl-C, and `JobLoop.watch` turns stalled calls into `Stalled`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Output files that never destroy inputs: checks for `--out` and an atomic, no-follow writer.
 
-Every command that writes an output checks it first (`check_output`: never the database, an
-existing file only with `--force`, never a device or FIFO) and writes through a temporary file in
-the same folder, created with `O_EXCL` and renamed into place, so an error or Ctrl-C leaves the
-target as it was. Temporary names carry host and pid, so what a `kill -9` left is swept by the
-next write. Lives in `core` so every layer can use it.
+`check_output` refuses the database, an existing file without `--force`, and devices; writes go
+to an `O_EXCL` temporary in the target's folder, renamed into place, so an error or Ctrl-C leaves
+the target as it was. Lives in `core` so every layer can use it.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The one sandbox for SQL a user writes: `personahub sql` and the selection conditions.
 
-Each rule below closed an escape found in DuckDB 2.0. Without file access the local file system
-is switched off once the database is open, since DuckDB always lets a connection write its own
-database and WAL files. With `--allow-files`, file-writing statements are refused by kind and
-ATTACH is re-issued read-only. With `--allow-writes DIR` the SQL runs on a private copy of the
-database. The configuration is locked last. A selection condition runs on an in-memory connection
-over an Arrow copy of only the columns it names.
+Each rule closed an escape found in DuckDB 2.0, which always lets a connection write its own
+database files: without file access the local file system is switched off, file-writing
+statements are refused by kind, ATTACH is read-only, and the configuration is locked last.
 """
 
 from __future__ import annotations
