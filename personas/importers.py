@@ -98,8 +98,6 @@ class _BadRecord(Exception):
     """One record is unusable; the message is the reason shown to the user."""
 
 
-
-
 @contextmanager
 def _open_binary(path: Path) -> Iterator[io.BufferedReader | gzip.GzipFile]:
     with open(path, "rb") as raw:
@@ -138,8 +136,6 @@ def _check_file(path: Path, name: str) -> None:
         raise PersonaFileError(name, None, "file not found")
     if not path.is_file():
         raise PersonaFileError(name, None, "not a regular file")
-
-
 
 
 def _json_type(value: object) -> str:
@@ -273,8 +269,6 @@ def _parquet_records(path: Path, name: str) -> Iterator[tuple[int, Row | _BadRec
         parquet.close()
 
 
-
-
 def _first_json_keys(path: Path) -> set[str] | None:
     records = _jsonl_records(path)
     try:
@@ -341,8 +335,6 @@ def _resolve_container(fmt: str, path: Path, name: str) -> str:
     if fmt == "attributes":
         raise FormatNotKnown(name, None, "--format attributes needs a .csv or .parquet file")
     return "jsonl"
-
-
 
 
 def _natural(value: str) -> Any:
@@ -433,8 +425,6 @@ def _demographics(fields: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
         raise _BadRecord(str(exc)) from None
     stats.unmapped.update(unmapped)
     return attributes
-
-
 
 
 def _text_candidates(

@@ -32,7 +32,6 @@ MAX_ECHO_SHARE = 0.8  # of a related persona's words found in the persona it was
 TOP_REASONS = 3
 
 
-
 @dataclass(frozen=True, slots=True)
 class QualityIssue:
     """Why a generated persona or item was rejected: a stable code and a human message."""
@@ -42,7 +41,6 @@ class QualityIssue:
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
-
 
 
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
@@ -60,7 +58,6 @@ def clean_persona_text(text: str) -> str:
         if closing and len(text) >= 2 and text[-1] == closing and closing not in text[1:-1]:
             text = text[1:-1].strip()
     return text
-
 
 
 _PLACEHOLDERS = frozenset({
@@ -235,8 +232,6 @@ def language_scripts(language: str) -> tuple[str, ...]:
     return LANGUAGE_SCRIPTS[_language_key(language)]
 
 
-
-
 # ASCII letters, digits and spaces as bytes: an ASCII text's counts are its length less what
 # bytes.translate leaves when they are deleted (one C pass each)
 _ASCII_LETTERS = bytes(c for c in range(128) if chr(c).isalpha())
@@ -313,8 +308,6 @@ def is_role_word(word: str) -> bool:
         if part not in _NOT_ROLES and len(part) >= 6 and part.endswith(_ROLE_SUFFIXES):
             return True
     return False
-
-
 
 
 def _is_name_token(token: str) -> bool:
@@ -664,7 +657,6 @@ def gate_answer(field: str, language: str | None, value: object, *,
     if not issues or any(issue is None for issue in issues):
         return None
     return str(issues[0])
-
 
 
 SOURCES = ("text_to_persona", "expand", "emission", "synthesis")

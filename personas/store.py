@@ -190,8 +190,6 @@ FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.
 """
 
 
-
-
 def persona_table_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The `personas` table's column names, in table order."""
     return list(con.sql("SELECT * FROM personas LIMIT 0").columns)
@@ -225,8 +223,6 @@ def failed_count(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
     return int(rows[0][0]) if rows else 0
 
 
-
-
 def has_persona(con: duckdb.DuckDBPyConnection, persona_id: str) -> bool:
     """Whether the hub holds persona `persona_id` (flagged duplicates too)."""
     return bool(con.execute("SELECT 1 FROM personas WHERE persona_id = ?", [persona_id]).fetchall())
@@ -248,8 +244,6 @@ def live_persona_texts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = con.execute(
         f"SELECT persona_id, text FROM ({SURVIVORS}) ORDER BY seq").fetchall()
     return rows
-
-
 
 
 def survivor_count(con: duckdb.DuckDBPyConnection) -> int:
@@ -286,8 +280,6 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str)
     finally:  # in an aborted transaction unregistering fails too: the update's error counts
         with contextlib.suppress(duckdb.Error):
             con.unregister(view)
-
-
 
 
 def add_relations(con: duckdb.DuckDBPyConnection,
@@ -347,8 +339,6 @@ def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
             ORDER BY least(rs, rd), greatest(rs, rd)""").to_arrow_table()
     finally:
         con.unregister("_social_ids")
-
-
 
 
 def add_merges(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:

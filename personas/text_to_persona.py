@@ -98,8 +98,6 @@ def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:
     return relations
 
 
-
-
 def iter_texts(
     path: str | Path,
     *,
@@ -173,8 +171,6 @@ def _plain_texts(path: Path, label: str, split: str) -> Iterator[SourceText]:
                 lines = []
         if lines:
             yield SourceText(f"{label}:{start}", "\n".join(lines).strip())
-
-
 
 
 def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str]) -> set[tuple[str, str]]:

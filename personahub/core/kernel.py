@@ -48,9 +48,6 @@ R_co = TypeVar("R_co", covariant=True)
 S_co = TypeVar("S_co", covariant=True)
 
 
-
-# --- config fields ---------------------------------------------------------------------------
-
 def engine(default: Any = dataclasses.MISSING, *, identity: bool = False, secret: bool = False,
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A config field that says how the job runs, not what it makes: on resume the caller's value wins.
@@ -439,7 +436,6 @@ class _Counting:
                        ctx.total)
 
 
-
 _REGISTRY: dict[str, JobSpec[Any, Any, Any, Any]] = {}
 
 
@@ -460,7 +456,6 @@ def spec_for(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
 def registered() -> dict[str, JobSpec[Any, Any, Any, Any]]:
     """Every registered kind."""
     return dict(_REGISTRY)
-
 
 
 def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | Path, *,

@@ -47,7 +47,6 @@ class FileAccess:
                                   "(put the files to read there)")
 
 
-
 def lock_settings(con: duckdb.DuckDBPyConnection, *, external: bool = False,
                   no_files: bool = False, temp_dir: str = "",
                   allowed_dirs: Sequence[str] = ()) -> None:
@@ -71,7 +70,6 @@ def lock_settings(con: duckdb.DuckDBPyConnection, *, external: bool = False,
 def quoted(text: str) -> str:
     """`text` as an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
-
 
 
 @contextmanager
@@ -200,7 +198,6 @@ def _writable_databases(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in rows}
 
 
-
 def tokens(sql: str) -> list[tuple[str, str]]:
     """(text, kind) of each token of `sql` by DuckDB's tokenizer, comments left out."""
     found = duckdb.tokenize(sql)
@@ -294,7 +291,6 @@ def _attach_options(toks: list[tuple[str, str]]) -> list[str]:
     return kept
 
 
-
 def _dir_entry(folder: Path) -> str:
     return str(Path(folder).resolve()) + os.sep
 
@@ -361,7 +357,6 @@ def _snapshot(db: Path, into: Path) -> Path:
     return copy
 
 
-
 def refusal_text(exc: BaseException, access: FileAccess) -> str:
     """One line for a failed user statement, naming the way out when the sandbox refused it."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -377,7 +372,6 @@ def refusal_text(exc: BaseException, access: FileAccess) -> str:
         what = f"setting {name.group(1)!r}" if name else "settings"
         return f"{what} cannot be changed here (SET, RESET and PRAGMA settings are locked)"
     return text
-
 
 
 def referenced_columns(fragments: Iterable[str], columns: Sequence[str]) -> list[str]:

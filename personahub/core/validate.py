@@ -32,8 +32,6 @@ _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-
-
 def check_int(value: Any, setting: str, *, low: int | None = None,
               high: int | None = None) -> int:
     """`value` as an int within `low..high` (a bool, a float or a string is refused)."""
@@ -93,8 +91,6 @@ def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[floa
     return weights
 
 
-
-
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     """The nesting depth of a decoded JSON value, counted up to `limit + 1` without recursion."""
     depth = 0
@@ -119,8 +115,6 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
     return None
 
 
-
-
 def persona_text_problem(text: str) -> str | None:
     """Why an imported persona text cannot be kept (its size or a NUL character), or None."""
     if len(text) > MAX_PERSONA_CHARS:
@@ -129,8 +123,6 @@ def persona_text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "the persona text holds a NUL character (binary data, not text)"
     return None
-
-
 
 
 def _file_error(setting: str, path: Path, reason: str) -> PersonahubError:
