@@ -337,7 +337,7 @@ def _resolve_container(fmt: str, path: Path, name: str) -> str:
     return "jsonl"
 
 
-def _natural(value: str) -> Any:
+def _natural(value: str) -> int | float | str:
     """Give a CSV cell its natural type: "42" -> 42, "1.5" -> 1.5; "02139" stays a string."""
     if _INT_RE.fullmatch(value):
         return int(value)

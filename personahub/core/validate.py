@@ -32,7 +32,7 @@ _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def check_int(value: Any, setting: str, *, low: int | None = None,
+def check_int(value: object, setting: str, *, low: int | None = None,
               high: int | None = None) -> int:
     """`value` as an int within `low..high` (a bool, a float or a string is refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -48,17 +48,17 @@ def check_int(value: Any, setting: str, *, low: int | None = None,
     return value
 
 
-def check_seed(value: Any, setting: str = "--seed") -> int:
+def check_seed(value: object, setting: str = "--seed") -> int:
     """A seed: an int within 0 .. 2**63 - 1 (what numpy takes and a BIGINT stores)."""
     return check_int(value, setting, low=0, high=MAX_SEED)
 
 
-def check_max_tokens(value: Any, setting: str = "--max-tokens") -> int | None:
+def check_max_tokens(value: object, setting: str = "--max-tokens") -> int | None:
     """An answer's token limit: None (the default) or an int within 1..MAX_TOKENS."""
     return None if value is None else check_int(value, setting, low=1, high=MAX_TOKENS)
 
 
-def check_number(value: Any, setting: str, *, low: float | None = None,
+def check_number(value: object, setting: str, *, low: float | None = None,
                  high: float | None = None, above: float | None = None) -> float:
     """`value` as a finite float; `low`/`high` are inclusive bounds, `above` exclusive."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -74,7 +74,7 @@ def check_number(value: Any, setting: str, *, low: float | None = None,
     return float(value)
 
 
-def check_optional_number(value: Any, setting: str, **bounds: float) -> float | None:
+def check_optional_number(value: object, setting: str, **bounds: float) -> float | None:
     """`check_number` for a setting that may be None."""
     return None if value is None else check_number(value, setting, **bounds)
 
@@ -91,10 +91,10 @@ def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[floa
     return weights
 
 
-def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+def json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> int:
     """The nesting depth of a decoded JSON value, counted up to `limit + 1` without recursion."""
     depth = 0
-    level: list[Any] = [value]
+    level: list[object] = [value]
     while depth <= limit:
         containers = [item for item in level if isinstance(item, dict | list)]
         if not containers:
@@ -105,7 +105,7 @@ def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     return depth
 
 
-def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> str | None:
     """Why `value` nests too deeply to keep, or None."""
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     if not any(isinstance(item, dict | list) for item in items):
