@@ -1,10 +1,7 @@
-"""One structured model call as data (``Ask``), asked through whatever caller a job has: the
-job's client, or the ``RayCaller`` an executor lends (``local_asks`` for a batch of them).
+"""One structured model call as data (`Ask`), asked through whatever caller a job has.
 
-An ``Ask`` names its schema by a module-level factory and its arguments instead of holding the
-class: the schemas of ``from-text`` and ``expand`` are built at run time (``create_model``) and
-cannot be pickled, while the factory can, and rebuilds the same class where the call runs (a
-from-text asker shipped to a Ray worker holds its asks' factories, not their classes).
+An `Ask` names its schema by a module-level factory and its arguments, not the class: schemas
+built at run time (`create_model`) cannot be pickled to a Ray worker, while the factory can.
 """
 
 from __future__ import annotations
@@ -18,13 +15,12 @@ from pydantic import BaseModel
 
 from personahub.core.contracts import StructuredCaller, StructuredResult
 
-# a batch's calls in, their results out, in the same order
 Asks = Callable[[Sequence["Ask"]], Awaitable[list[StructuredResult[Any]]]]
 
 
 @dataclass(frozen=True)
 class Ask:
-    """One structured call: ``schema(*args)`` is the answer's class (a module-level factory)."""
+    """One structured call: `schema(*args)` is the answer's class."""
 
     schema: Callable[..., type[BaseModel]]
     args: tuple[Any, ...]
@@ -32,10 +28,10 @@ class Ask:
     purpose: str
     persona_id: str | None = None
     key: str | None = None  # what the call is for, stable across resumes (a text id and relation)
-    # the job's quality check of a valid answer (a module-level function or a partial of one,
-    # so that it pickles): a rejected answer earns the seam's one fresh sample
+    # the job's quality check of a valid answer (module-level, so it pickles): a rejection earns one
+    # fresh sample
     check: Callable[[Any], str | None] | None = None
-    max_tokens: int | None = None  # the call's output limit (its job's, personahub.tasks.limits)
+    max_tokens: int | None = None  # the call's output limit
 
     def model(self) -> type[BaseModel]:
         """The answer's class."""
@@ -43,14 +39,14 @@ class Ask:
 
 
 async def ask_one(caller: StructuredCaller, ask: Ask) -> StructuredResult[Any]:
-    """``ask`` through ``caller``."""
+    """`ask` through `caller`."""
     return await caller.structured(ask.model(), ask.messages, purpose=ask.purpose,
                                    persona_id=ask.persona_id, check=ask.check,
                                    max_tokens=ask.max_tokens)
 
 
 def local_asks(caller: StructuredCaller) -> Asks:
-    """A batch's calls on the running event loop, concurrently (the client bounds calls in flight)."""
+    """A batch's calls on the running event loop, concurrently."""
 
     async def run(asks: Sequence[Ask]) -> list[StructuredResult[Any]]:
         return list(await asyncio.gather(*(ask_one(caller, a) for a in asks)))

@@ -1,17 +1,8 @@
 """Carving the hub: select personas by attribute, text or graph neighbourhood, then sample.
 
-Selection is SQL over the ``personas`` table (attributes are JSON), so it scales with DuckDB;
-neighbourhoods are breadth-first over ``relations`` in both directions. Flagged near-duplicates
-are excluded unless asked for. Sampling is seeded: uniform, or stratified by an attribute
-(proportional allocation by largest remainder, or an equal share per stratum).
-
-Attribute conditions are ``KEY OP VALUE`` with OP one of ``= != >= <= > < ~`` (``~`` is a regex
-search). Numbers compare numerically; strings compare case-insensitively, and ``=`` on a list
-attribute (FinePersonas labels) means "contains". KEY is an attribute name, or one of the
-columns ``hop``, ``source``, ``source_ref``, ``persona_id``. For the canonical demographic keys
-(``personas.demographics``: age_group, sex, party, ...) ``=`` and ``!=`` take any known spelling
-of a value: ``party=Democrat``, ``education=College graduate/some postgrad`` and
-``age_group=30-49`` match the stored slugs.
+Conditions are `KEY OP VALUE` (OP one of `= != >= <= > < ~`): numbers compare numerically,
+strings case-insensitively, `=` on a list means "contains", and demographic keys take any known
+spelling. Duplicates are left out unless asked for; sampling is seeded, uniform or stratified.
 """
 
 from __future__ import annotations
@@ -42,13 +33,12 @@ _KNOWN_SHOWN = 30  # attribute names an unknown --stratify lists at most
 
 
 class ConditionError(UsageError, ValueError):
-    """A ``KEY OP VALUE`` condition that does not parse: a usage error (the CLI exits 2), found
-    without the database; a ``ValueError`` too, as it always was."""
+    """A `KEY OP VALUE` condition that does not parse: a usage error (exit 2), also a ValueError."""
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One parsed attribute condition such as ``age>=30``."""
+    """One parsed attribute condition such as `age>=30`."""
 
     key: str
     op: str
@@ -56,7 +46,7 @@ class Condition:
 
     @classmethod
     def parse(cls, text: str, *, flag: str = "--where") -> Condition:
-        """Parse ``KEY OP VALUE``; raises ConditionError naming ``flag`` and the condition."""
+        """Parse `KEY OP VALUE`; raises ConditionError naming `flag` and the condition."""
         match = _CONDITION.match(text)
         if not match or not match.group(3):
             raise ConditionError(f"{flag} {text!r}: expected KEY OP VALUE, e.g. age>=30 or occupation=nurse")
@@ -105,12 +95,12 @@ class Selection:
     within: int = 1
     include_duplicates: bool = False
     sources: Sequence[str] = field(default_factory=tuple)
-    include_ungated: bool = False  # personas the quality gate did not pass too (hub_gate)
+    include_ungated: bool = False  # personas the quality gate did not pass too
 
 
 def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) -> set[str]:
-    """Ids within ``hops`` relation edges of ``persona_id`` (either direction), itself included.
-    An id the hub does not hold is an error (a typo must not read as an empty neighbourhood)."""
+    """Ids within `hops` relation edges of `persona_id` (either direction), itself included. An unknown
+    id is an error: a typo must not read as an empty neighbourhood."""
     if hops < 0:
         raise ValueError(f"--within must be >= 0, got {hops}")
     if not has_persona(con, persona_id):
@@ -126,7 +116,7 @@ def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) ->
 
 
 def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = None) -> list[str]:
-    """Ids of the personas matching ``selection``, in hub order."""
+    """Ids of the personas matching `selection`, in hub order."""
     selection = selection or Selection()
     clauses: list[str] = []
     params: list[Any] = []
@@ -157,7 +147,7 @@ def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = Non
     sql = "SELECT persona_id FROM personas"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
-    # the conditions hold what a user typed: they run in the sandbox, not on ``con``
+    # the conditions hold what a user typed: they run in the sandbox
     with persona_sandbox(con, clauses) as sandbox:
         if near is not None:
             sandbox.register("_carve_near", pa.table({"id": pa.array(near, type=pa.string())}))
@@ -195,7 +185,7 @@ def _allocate(sizes: dict[str, int], k: int, equal: bool) -> dict[str, int]:
 
 
 def strata(con: duckdb.DuckDBPyConnection, ids: Sequence[str], attribute: str) -> dict[str, list[str]]:
-    """Group ``ids`` (kept in order) by the value of ``attribute`` (or a column)."""
+    """Group `ids` (kept in order) by the value of `attribute`."""
     if attribute in COLUMNS:
         expr, params = f"CAST({attribute} AS VARCHAR)", []
     else:
@@ -216,9 +206,8 @@ def strata(con: duckdb.DuckDBPyConnection, ids: Sequence[str], attribute: str) -
 
 def check_attribute(con: duckdb.DuckDBPyConnection, attribute: str,
                     flag: str = "--stratify") -> None:
-    """Refuse an attribute no persona of the hub has (nor a column): a typo would otherwise
-    stratify into the one stratum ``(missing)``, an unstratified sample that looks right. A
-    usage error (exit 2) naming ``flag`` and the attributes the hub knows."""
+    """Refuse an attribute no persona has: a typo would stratify into one `(missing)` stratum, an
+    unstratified sample that looks right."""
     if attribute in COLUMNS:
         return
     path = '$."' + attribute.replace('"', '\\"') + '"'
@@ -235,8 +224,7 @@ def check_attribute(con: duckdb.DuckDBPyConnection, attribute: str,
 
 def sample_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str], k: int | None, *, seed: int = 0,
                stratify: str | None = None, equal: bool = False) -> list[str]:
-    """Draw ``k`` of ``ids`` (all when k is None), uniformly or stratified; result in hub order.
-    An attribute no persona has is a usage error (``check_attribute``), whatever ``k``."""
+    """Draw `k` of `ids` (all when None), uniformly or stratified; result in hub order."""
     if stratify is not None:
         check_attribute(con, stratify)
     if k is None or k >= len(ids):
@@ -264,9 +252,8 @@ def carve(con: duckdb.DuckDBPyConnection, selection: Selection | None = None, *,
 
 def shortfall(con: duckdb.DuckDBPyConnection, selection: Selection | None, k: int | None,
               got: int, what: str = "personas sample") -> str | None:
-    """The line a draw of ``k`` that returned ``got`` < k says: how many matched, and the
-    matching personas the quality gate or the near-duplicate flag left out, with the flag
-    that takes them (None: it returned what was asked)."""
+    """The line a short draw prints: how many matched, and the personas the gate or the duplicate flag
+    left out with the flag that takes them (None: it returned what was asked)."""
     if k is None or got >= k:
         return None
     selection = selection or Selection()

@@ -1,27 +1,8 @@
-"""Decontamination: flag synthesized items that overlap a benchmark (issue 46).
+"""Decontamination: flag synthesized items that overlap a benchmark.
 
-Two checks, as the Persona Hub paper and the usual pipelines (GPT-3, NeMo Curator) did:
-
-* **n-gram**: an item sharing one word n-gram (``ngram``, default 13) with a benchmark item is
-  flagged. Benchmark n-grams are hashed to a sorted uint64 array once; each item's n-grams
-  are hashed in numpy (tokens to ids by one dict, ids mixed into 64-bit hashes, n-grams
-  combined by a rolling multiply-mix) and looked up with ``searchsorted``, a batch of items
-  at a time. A text shorter than ``ngram`` words counts its whole text as its one n-gram, on
-  both sides, so a short item matches a short benchmark item only when the two normalise
-  alike.
-* **MinHash**: an item whose word-set Jaccard with a benchmark item is estimated at or above
-  ``threshold`` (default 0.8) is flagged. Signatures are the project's
-  (:func:`personahub.personas.minhash.signatures`, bit-identical to datasketch's ``MinHash``,
-  1-gram features, 128 permutations); candidates come from LSH bands chosen for recall
-  (:func:`~personahub.personas.minhash.recall_lsh_params`) and are kept when the estimate
-  from all 128 slots reaches the threshold.
-
-Normalisation (both checks): lower-cased, every run of non-word characters (punctuation,
-whitespace) is one word boundary, so ``"What's 2+2?"`` is the words ``what s 2 2``. This is
-:func:`personahub.personas.minhash.tokenize`.
-
-An item is reported once per benchmark: its n-gram match if it has one (the first matching
-n-gram of the item, and the benchmark row holding it), else its best MinHash match.
+As Persona Hub and the usual pipelines (GPT-3, NeMo Curator) do: an item sharing one word 13-gram
+with a benchmark item, or whose MinHash Jaccard estimate with one reaches 0.8, is flagged, once
+per benchmark. N-grams are hashed in numpy and looked up in a sorted array.
 """
 
 from __future__ import annotations
@@ -60,11 +41,11 @@ class Match:
     """One flagged item.
 
     Attributes:
-        item: index of the item in the list checked.
-        benchmark: the benchmark's name (its file path when read from a file).
-        benchmark_row: row of the matched benchmark item (0-based, in file order).
-        kind: ``"ngram"`` or ``"minhash"``.
-        detail: the shared n-gram (normalised words), or the estimated Jaccard as ``"0.875"``.
+        item: Index of the item in the list checked.
+        benchmark: The benchmark's name (its file path when read from a file).
+        benchmark_row: Row of the matched benchmark item (0-based, in file order).
+        kind: "ngram" or "minhash".
+        detail: The shared n-gram, or the estimated Jaccard as "0.875".
     """
 
     item: int
@@ -78,16 +59,14 @@ def read_benchmark(path: str | Path, text_column: str | None = None) -> list[str
     """Texts of a benchmark file: JSONL, Parquet or CSV (by extension).
 
     Args:
-        path: the file (``.jsonl``/``.json``, ``.parquet``, ``.csv``).
-        text_column: the column holding the text; None takes the first of ``TEXT_COLUMNS``
-            the file has.
+        path: The file.
+        text_column: The column holding the text; None takes the first of `TEXT_COLUMNS` present.
 
     Returns:
-        The texts in file order (a missing or null value reads as ``""``, never matched).
+        The texts in file order (a missing value reads as "", never matched).
 
     Raises:
-        ValueError: no such column (the message names the file and its columns), or an
-            unknown extension.
+        ValueError: No such column, or an unknown extension.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -115,7 +94,7 @@ def read_benchmark(path: str | Path, text_column: str | None = None) -> list[str
 
 
 def _column(path: Path, columns: Sequence[str], wanted: str | None) -> str:
-    """The text column of a benchmark file, or a one-line error naming the file's columns."""
+    """The text column of a benchmark file, or a one-line error naming its columns."""
     tried = (wanted,) if wanted else TEXT_COLUMNS
     for name in tried:
         if name in columns:
@@ -132,24 +111,19 @@ class _Ngrams:
         self.vocab = _Vocabulary(config)
 
     def ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids of a batch and each text's word count (tokenised once for both checks)."""
+        """Token ids of a batch and each text's word count."""
         return _batch_ids(texts, self.vocab)
 
     def signatures(self, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """MinHash signatures of a batch from its ids (those of ``minhash.signatures``)."""
+        """MinHash signatures of a batch from its ids."""
         out = np.empty((counts.size, self.vocab.config.num_perm), dtype=np.uint32)
         _signatures_of_ids(self.vocab, ids, counts, out)
         return out
 
     def hashes(self, ids: np.ndarray, counts: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(hashes, text index, start word) of every n-gram of a batch; a text shorter than
-        ``n`` words gives one hash of all its words (start 0); an empty text gives none.
-
-        A word's hash mixes its vocabulary id (distinct ids, distinct hashes: fmix64 is a
-        bijection); an n-gram's is the wrapping polynomial sum(word_k * G^(n-1-k)), mixed
-        once, computed for every position of the batch in ``n`` multiply-adds (positions
-        running past a text's end are dropped afterwards)."""
+        """(hashes, text index, start word) of every n-gram of a batch; a short text gives one hash of all
+        its words, an empty one none. A rolling multiply-mix over fmix64 word hashes, in `n` passes."""
         with np.errstate(over="ignore"):
             word = _fmix64(ids.astype(np.uint64) * _GOLDEN + np.uint64(1))
         total = word.size
@@ -186,15 +160,14 @@ def decontaminate(
     """Flag the items that share an n-gram with, or nearly duplicate, a benchmark item.
 
     Args:
-        items: the synthesized texts.
-        benchmarks: benchmark name -> its texts (e.g. ``{path: read_benchmark(path)}``).
-        ngram: words per n-gram (13, as GPT-3 and NeMo Curator).
-        threshold: estimated Jaccard (word sets, 128-permutation MinHash) at or above which
-            an item is a near-duplicate.
+        items: The synthesized texts.
+        benchmarks: Benchmark name -> its texts.
+        ngram: Words per n-gram (13, as GPT-3 and NeMo Curator).
+        threshold: Estimated Jaccard at or above which an item is a near-duplicate.
         minhash: False runs the n-gram check only.
 
     Returns:
-        One :class:`Match` per flagged (item, benchmark), ordered by benchmark then item.
+        One `Match` per flagged (item, benchmark), ordered by benchmark then item.
     """
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
@@ -231,7 +204,6 @@ def decontaminate(
 def _ngram_matches(grams: _Ngrams, ids: tuple[np.ndarray, np.ndarray], batch: list[str],
                    lo: int, b_hash: np.ndarray, b_row: np.ndarray, name: str
                    ) -> dict[int, Match]:
-    """The first n-gram match of each item of ``batch`` that has one."""
     hashes, text_of, pos = grams.hashes(*ids)
     if b_hash.size == 0 or hashes.size == 0:
         return {}
@@ -254,8 +226,7 @@ def _ngram_matches(grams: _Ngrams, ids: tuple[np.ndarray, np.ndarray], batch: li
 def _minhash_matches(sigs: np.ndarray, lo: int, config: MinHashConfig, b_sigs: np.ndarray,
                      b_sorted: np.ndarray, b_order: np.ndarray, params: tuple[int, int],
                      name: str) -> list[Match]:
-    """Each item of a batch (``sigs``) whose best LSH candidate has estimated Jaccard >=
-    threshold."""
+    """Each item of a batch whose best LSH candidate has estimated Jaccard >= threshold."""
     keys = _band_keys(sigs, *params)
     pairs: list[np.ndarray] = []
     n_bench = b_sorted.shape[0]

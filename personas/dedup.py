@@ -1,19 +1,9 @@
-"""Persona Hub dedup over the DuckDB ``personas`` table: MinHash, then embeddings.
+"""Persona Hub dedup over the `personas` table: MinHash, then embeddings.
 
-Each stage reads the personas still marked non-duplicate in ``seq`` (creation) order,
-decides which are near-duplicates of an earlier kept persona, and marks them
-(``is_duplicate``, ``duplicate_of``, ``dup_stage``) in one transaction with one batched
-UPDATE. Nothing is deleted, so a wrong threshold can be undone with a single UPDATE, and
-an interrupted stage leaves the table as it was: run it again.
-
-``run_dedup`` runs both stages here, vectors in memory. The resumable job (``personas dedup``,
-``personahub.dedup``) is the job spec ``pipelines/dedup.py``: it puts these pieces in the job
-kernel's order (``minhash_duplicates``, ``write_marks``), notes each stage in ``dedup_jobs`` and
-keeps stage 2's vectors batch by batch in ``persona_embeddings`` with their call records.
-
-Stage 2 judges only texts in the scripts its embedder was trained on (``dedup_languages``): an
-English-only model leaves Chinese or Thai personas to stage 1, and ``dedup_judged`` records, per
-persona and embedder, whether it was judged.
+Each stage reads the live personas in creation order and marks near-duplicates of an earlier kept
+one in one transaction. Nothing is deleted, so a wrong threshold is undone by one UPDATE and an
+interrupted stage leaves the table as it was. `run_dedup` runs both stages in memory; the
+resumable job is `pipelines/dedup.py`. Stage 2 judges only texts in its embedder's scripts.
 """
 
 from __future__ import annotations
@@ -63,20 +53,14 @@ __all__ = [
 ]
 
 Progress = Callable[[str, int, int], None]
-# Stage 1's signatures of each batch of texts, in order: ``local_signatures`` here, or on Ray
-# workers (``executors.ray_batches.minhash_signer``); the banding and verification then run here.
+# stage 1's signatures of each batch, in order, computed here or on Ray workers; banding runs here
 Signer = Callable[[Iterator[list[str]], MinHashConfig], Iterator[tuple[np.ndarray, FeatureSets]]]
 
 
 @dataclass(frozen=True)
 class PairFinder:
-    """Stage 1 done elsewhere up to its verified pairs (``executors.ray_minhash.minhash_pair_finder``:
-    band buckets through a Ray shuffle), so no signature comes to this process.
-
-    ``find(texts, config)`` consumes every batch of ``texts`` and returns ``(n, pairs)``: how many
-    texts it saw and the unique (earlier, later) indices whose exact Jaccard reaches the
-    threshold, as ``duplicates_from_signatures`` verifies them; the marks are resolved here.
-    """
+    """Stage 1 done elsewhere up to its verified pairs (a Ray shuffle), so no signature comes here.
+    `find(texts, config)` returns (texts seen, unique verified pairs); the marks are resolved here."""
 
     find: Callable[[Iterator[list[str]], MinHashConfig], tuple[int, np.ndarray]]
 
@@ -90,12 +74,11 @@ class DedupConfig:
     """Settings shared by both stages.
 
     Attributes:
-        minhash: stage-1 settings (paper: 1-grams, 128 permutations, Jaccard 0.9).
-        embed_threshold: stage 2 marks pairs with cosine similarity above this.
-        embedder: embedder spec for stage 2 (``hash``, ``openai:<model>``, ``local``);
-            ``None`` skips stage 2.
-        ann_index: ANN backend for stage 2 (``auto``, ``faiss``, ``usearch``, ``ivf``).
-        batch_rows: rows fetched from DuckDB per batch while streaming.
+        minhash: Stage-1 settings (paper: 1-grams, 128 permutations, Jaccard 0.9).
+        embed_threshold: Stage 2 marks pairs with cosine similarity above this.
+        embedder: Embedder spec for stage 2 (`hash`, `openai:<model>`, `local`); None skips it.
+        ann_index: ANN backend for stage 2 (`auto`, `faiss`, `usearch`, `ivf`).
+        batch_rows: Rows fetched from DuckDB per batch while streaming.
     """
 
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
@@ -113,8 +96,7 @@ class DedupConfig:
 
 @dataclass(frozen=True)
 class StageSummary:
-    """What one stage saw and did (``skipped``: kept without being judged, the embedder was not
-    trained on their script; ``skipped_scripts``: how many of each script, when known)."""
+    """What one stage saw and did; `skipped` texts were kept unjudged (not in the embedder's scripts)."""
 
     stage: str
     input: int
@@ -147,7 +129,7 @@ class DedupSummary:
         return sum(s.marked for s in self.stages)
 
     def stage(self, name: str) -> StageSummary | None:
-        """The summary of stage ``name`` (``minhash`` / ``embedding``), if it ran."""
+        """The summary of stage `name`, if it ran."""
         return next((s for s in self.stages if s.stage == name), None)
 
     def __str__(self) -> str:
@@ -160,9 +142,8 @@ class DedupSummary:
 
 def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray,
                 stage: str) -> int:
-    """Mark ``ids[j]`` as a duplicate of ``ids[dup[j]]`` for every ``dup[j] >= 0``
-    (``store.mark_duplicates``: one UPDATE joined against a registered Arrow table; call inside
-    the transaction the marks belong to); returns how many were marked."""
+    """Mark `ids[j]` as a duplicate of `ids[dup[j]]` for every `dup[j] >= 0`, in the caller's
+    transaction; returns how many were marked."""
     rows = np.flatnonzero(dup >= 0)
     if rows.size == 0:
         return 0
@@ -177,25 +158,22 @@ def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray
 
 
 def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str) -> int:
-    """``write_marks`` in a transaction of its own."""
+    """`write_marks` in a transaction of its own."""
     with transaction(con):
         return write_marks(con, ids, dup, stage)
 
 
 def local_signatures(texts: Iterator[list[str]], config: MinHashConfig
                      ) -> Iterator[tuple[np.ndarray, FeatureSets]]:
-    """Each batch's signatures and feature sets (for exact verification), computed in this
-    process (the default ``Signer``)."""
+    """Each batch's signatures and feature sets, computed in this process."""
     return (sketch(batch, config) for batch in texts)
 
 
 def minhash_duplicates(con: duckdb.DuckDBPyConnection, config: DedupConfig,
                        progress: Progress | None = None,
                        sign: MinHashSource = local_signatures) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 1 up to its marks, nothing written: the current non-duplicates' ids in ``seq``
-    order and, for each, the position of the earlier one it duplicates (-1: kept). ``sign``
-    computes the signatures, here or elsewhere, or is a ``PairFinder`` that returns the
-    verified pairs, so only they come back here."""
+    """Stage 1 up to its marks, nothing written: the live ids in order and, for each, the position of
+    the earlier one it duplicates (-1: kept). `sign` computes signatures or finds verified pairs."""
     total = survivor_count(con)
     ids: list[str] = []
 
@@ -233,7 +211,7 @@ def run_minhash_stage(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
     *, sign: MinHashSource = local_signatures,
 ) -> StageSummary:
-    """Stage 1 alone: MinHash-LSH over the current non-duplicates, marked in one transaction."""
+    """Stage 1 alone, marked in one transaction."""
     t0 = time.perf_counter()
     ids, dup = minhash_duplicates(con, config, progress, sign)
     marked = _mark(con, ids, dup, "minhash")
@@ -242,7 +220,7 @@ def run_minhash_stage(
 
 def embedding_marks(ids: list[str], parts: list[np.ndarray], embedder: Embedder,
                     config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 2's marks once every judged survivor's vector is in: (ids, earlier position or -1)."""
+    """Stage 2's marks once every judged survivor's vector is in."""
     if not ids:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     dup = embedding_duplicates(ids, embedder, config.embed_threshold, index=config.ann_index,
@@ -251,7 +229,7 @@ def embedding_marks(ids: list[str], parts: list[np.ndarray], embedder: Embedder,
 
 
 async def embed_texts(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, list[Any]]:
-    """(vectors, results): a model embedder's calls come back on results with its vectors."""
+    """(vectors, results): a model embedder's calls come back on results."""
     if isinstance(embedder, ModelEmbedder):
         return await embedder.embed_with_results(texts)
     return embedder.embed(texts), []
@@ -261,8 +239,8 @@ async def embedding_stage(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder, *,
     progress: Progress | None = None,
 ) -> StageSummary:
-    """Stage 2 with its vectors in memory: embed the current non-duplicates in the embedder's
-    scripts, then mark ANN pairs above threshold (texts outside its scripts are not judged)."""
+    """Stage 2 with vectors in memory: embed the live personas in the embedder's scripts, then mark ANN
+    pairs above threshold."""
     t0 = time.perf_counter()
     total = survivor_count(con)
     scripts = embedder_scripts(embedder)
@@ -287,9 +265,7 @@ def run_embedding_stage(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
     embedder: Embedder | None = None,
 ) -> StageSummary:
-    """Stage 2 alone, vectors in memory only, with ``embedder`` (default: the one
-    ``config.embedder`` names, which must call no model; the job spec ``pipelines/dedup.py``
-    is the resumable stage, a model embedder's too)."""
+    """Stage 2 alone, vectors in memory, with an embedder that calls no model."""
     if embedder is None:
         if config.embedder is None:
             raise PersonahubError("embedding stage needs DedupConfig.embedder (e.g. 'hash')")
@@ -305,8 +281,7 @@ def run_dedup(
     sign: MinHashSource = local_signatures,
     embedder: Embedder | None = None,
 ) -> DedupSummary:
-    """Stage 1, then stage 2 on its survivors (if ``config.embedder`` or ``embedder``);
-    idempotent."""
+    """Stage 1, then stage 2 on its survivors (when an embedder is given); idempotent."""
     stages = [run_minhash_stage(con, config, progress, sign=sign)]
     if config.embedder is not None or embedder is not None:
         stages.append(run_embedding_stage(con, config, progress, embedder))

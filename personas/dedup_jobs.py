@@ -1,10 +1,4 @@
-"""The ``dedup_jobs`` record: a dedup job's finished stages (its lifecycle and stored
-configuration are in ``jobs``: ``core.jobs_store``; the job itself is the spec
-``pipelines/dedup.py``).
-
-A stage recorded as done is not run again (its marks are in ``personas``); the embedding
-stage's finished batches are in ``persona_embeddings``.
-"""
+"""The `dedup_jobs` record: a dedup job's finished stages, which are not run again."""
 
 from __future__ import annotations
 
@@ -17,7 +11,7 @@ JOB_KIND: Final = "dedup"
 
 
 def detail_row(job_id: str) -> dict[str, Any]:
-    """A new job's ``dedup_jobs`` row (no stage done), written with its ``jobs`` row."""
+    """A new job's `dedup_jobs` row (no stage done), written with its `jobs` row."""
     return {"job_id": job_id, "stages": "{}"}
 
 
@@ -29,8 +23,7 @@ def stages_of(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, dict[str
 
 def record_stage(con: duckdb.DuckDBPyConnection, job_id: str, stage: str, input_rows: int,
                  marked: int, skipped_language: int | None = None) -> None:
-    """Note ``stage`` as done (call inside the transaction that writes its marks);
-    ``skipped_language``: the texts the embedding stage left unjudged for their script."""
+    """Note `stage` as done, inside the transaction that writes its marks."""
     counts = {"input": input_rows, "marked": marked}
     if skipped_language is not None:
         counts["skipped_language"] = skipped_language

@@ -1,10 +1,6 @@
-"""Which texts the embedding stage judges: those in the scripts its embedder was trained on.
-
-An English-only model puts texts in other scripts close together whoever wrote them, so the
-stage leaves those texts out (MinHash, stage 1, has judged them already) and records, per persona
-and embedder, the text's script and whether it was judged (``dedup_judged``), in the transaction
-of the stage's marks.
-"""
+"""Which texts the embedding stage judges: those in its embedder's scripts. An English-only model
+puts texts in other scripts close together whoever wrote them, so they are left to MinHash, and
+`dedup_judged` records per persona and embedder whether each was judged."""
 
 from __future__ import annotations
 
@@ -54,7 +50,7 @@ class JudgedLog:
 
 def write_judged(con: duckdb.DuckDBPyConnection, log: JudgedLog, model: str,
                  job_id: str | None) -> int:
-    """Store ``log`` under embedder ``model`` (a persona judged again replaces its row)."""
+    """Store `log` under embedder `model` (a persona judged again replaces its row)."""
     n = len(log.ids)
     if n == 0:
         return 0

@@ -1,20 +1,9 @@
-"""Attribute-table columns to canonical demographics, for the ``attributes`` importer.
+"""Attribute-table columns to canonical demographics, for the `attributes` importer.
 
-A table in Nemotron-Personas' shape has one row per person: ``age`` (a number), ``sex``,
-``education_level`` (``bachelors``...), ``state``, ``marital_status``, ... and the persona text.
-Two kinds of columns feed the canonical keys of ``personas.demographics``:
-
-- a column named like a canonical key (``sex``, ``age_group``, ``party``...) promises a value of
-  that key's vocabulary: its value is replaced by the slug ("Male" -> "male"), and a value the
-  vocabulary does not know is a bad record (the row names the column and the values allowed);
-- a column the key can be derived from (``age`` -> ``age_group``, ``state`` -> ``region``,
-  ``gender`` -> ``sex``, ``education_level`` -> ``education``, ``household_income`` ->
-  ``income``) is kept as it is, and the canonical key is added when its value maps; when it
-  does not (an age of 15 is ``0-17``, but "Tokyo" is no US state) the row is imported without
-  that key and the column is counted, so the import can say how many values it left unmapped.
-
-A key given directly wins over one derived; among derivable columns the first in ``SOURCES``
-order that maps wins.
+A column named like a canonical key (`sex`, `party`) must hold that key's vocabulary: its value
+becomes the slug, and an unknown value is a bad record. A column the key derives from (`age` ->
+`age_group`, `state` -> `region`) is kept, the key added when the value maps, and unmapped values
+are counted. A key given directly wins over a derived one.
 """
 
 from __future__ import annotations
@@ -33,7 +22,7 @@ from personahub.personas.demographics import (
 
 __all__ = ["SOURCES", "DemographicProblem", "TABLE_COLUMNS", "normalise_row", "parse", "region_of_state"]
 
-# Columns each canonical key can be derived from, in order of preference.
+# columns each canonical key can be derived from, in order of preference
 SOURCES: dict[str, tuple[str, ...]] = {
     "age_group": ("age", "age_years"),
     "sex": ("gender",),
@@ -45,12 +34,12 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "ideology": ("political_ideology", "political_views"),
     "marital_status": ("marital",),
 }
-# Column names that mark a CSV/Parquet table with a persona column as an attribute table.
+# column names that mark a table with a persona column as an attribute table
 TABLE_COLUMNS: frozenset[str] = frozenset(
     {*KEYS, *(c for columns in SOURCES.values() for c in columns),
      "occupation", "city", "country", "zipcode"})
 
-# US states and DC by postal code and name, in the Census Bureau's four regions.
+# US states and DC by postal code and name, in the Census Bureau's four regions
 _REGIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "northeast": (("CT", "Connecticut"), ("ME", "Maine"), ("MA", "Massachusetts"),
                   ("NH", "New Hampshire"), ("RI", "Rhode Island"), ("VT", "Vermont"),
@@ -88,7 +77,7 @@ def region_of_state(state: object) -> str | None:
 
 
 def _number(raw: object) -> float | None:
-    """``raw`` as a number when it is one (bools are not), else None."""
+    """`raw` as a number when it is one (bools are not), else None."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int | float):
@@ -101,9 +90,8 @@ def _number(raw: object) -> float | None:
 
 
 def parse(key: str, raw: object) -> str | None:
-    """The slug of ``key`` that ``raw`` stands for, or None: a vocabulary spelling, or for
-    ``age_group`` an age in years, for ``income`` an amount in dollars, for ``region`` a US
-    state."""
+    """The slug of `key` that `raw` stands for, or None: a vocabulary spelling, an age, an income, or a
+    US state."""
     slug = canonical(key, raw)
     if slug is not None:
         return slug
@@ -126,11 +114,8 @@ def _parse_cached(key: str, raw: str | int | float) -> str | None:
 
 
 def _parse_value(key: str, raw: object) -> str | None:
-    """``parse``, remembered: a table repeats its demographic values on every row (two sexes,
-    seven education levels, fifty states), and an import runs this per value. Measured on a
-    200,000-row Nemotron-shaped CSV (shared 2-core machine): uncached, normalising took about
-    30% of the attributes import's rate (21,000 -> 15,000 rows/s); cached, best of four runs,
-    18,800 rows/s with it and 18,600 without (within noise)."""
+    """`parse`, cached: tables repeat their demographic values on every row. Uncached it cost about 30%
+    of a 200,000-row import's rate (21,000 -> 15,000 rows/s)."""
     if isinstance(raw, str | int | float) and not isinstance(raw, bool):
         return _parse_cached(key, raw)
     return parse(key, raw)
@@ -140,14 +125,14 @@ def _present(value: object) -> bool:
     return value is not None and value != ""
 
 
-# the keys a column feeds, for skipping rows (and keys) no demographic column touches
+# the keys a column feeds, for skipping rows no demographic column touches
 _FEEDS: dict[str, str] = {**{k: k for k in KEYS},
                           **{c: k for k, columns in SOURCES.items() for c in columns}}
 
 
 def normalise_row(fields: Mapping[str, object]) -> tuple[dict[str, Any], list[str]]:
-    """``fields`` with canonical keys normalised or derived, and the derivable columns whose
-    value mapped to nothing (``DemographicProblem`` for a canonical column's unknown value)."""
+    """`fields` with canonical keys normalised or derived, and the derivable columns that mapped to
+    nothing."""
     out = dict(fields)
     unmapped: list[str] = []
     touched = {_FEEDS[c] for c in fields if c in _FEEDS}

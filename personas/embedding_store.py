@@ -1,11 +1,7 @@
-"""Stored dedup vectors (``persona_embeddings``): what a resumed or repeated embedding stage
-reads instead of embedding again.
-
-A vector is keyed by persona and embedder name (``hash-512``, ``openai:<model>``, ``local:...``);
-a persona's id is derived from its text, so a stored vector never goes stale. Vectors are the
-embedder's own float32 output, stored as ``FLOAT[]``: reading them back gives the same bits, so
-a resumed stage marks what an uninterrupted one marks.
-"""
+"""Stored dedup vectors (`persona_embeddings`), which a resumed or repeated embedding stage reads
+instead of embedding again. Keyed by persona and embedder; a persona's id derives from its text,
+so a vector never goes stale. Stored as the embedder's own float32 bits, so a resumed stage marks
+what an uninterrupted one marks."""
 
 from __future__ import annotations
 
@@ -21,7 +17,7 @@ import pyarrow.compute as pc
 
 from personahub.personas.store import SURVIVORS
 
-# the survivors (the hub's query, ``personas.store``) with this table's vector of one embedder
+# the live personas with this table's vector of one embedder
 _SURVIVORS_WITH_VECTORS = f"""
 SELECT p.persona_id, p.text, e.vector
 FROM ({SURVIVORS}) AS p
@@ -32,11 +28,11 @@ ORDER BY p.seq, p.persona_id
 
 @dataclass(frozen=True)
 class SurvivorBatch:
-    """Non-duplicate personas in ``seq`` order, with the vectors already stored for them."""
+    """Live personas in hub order, with the vectors already stored for them."""
 
     ids: list[str]
     texts: list[str]
-    has_vector: np.ndarray  # bool per persona
+    has_vector: np.ndarray
     stored: np.ndarray  # (has_vector.sum(), dim) float32, in batch order
 
     @property
@@ -45,7 +41,7 @@ class SurvivorBatch:
         return np.flatnonzero(~self.has_vector).tolist()
 
     def select(self, keep: np.ndarray) -> SurvivorBatch:
-        """The personas where ``keep`` (bool per persona) is true, with their stored vectors."""
+        """The personas where `keep` is true, with their stored vectors."""
         if keep.all():
             return self
         stored = self.stored[keep[self.has_vector]]
@@ -54,7 +50,7 @@ class SurvivorBatch:
                              self.has_vector[keep], stored)
 
     def with_new(self, new: np.ndarray) -> np.ndarray:
-        """All the batch's vectors: the stored ones and ``new`` (one per missing persona)."""
+        """All the batch's vectors: the stored ones and `new` (one per missing persona)."""
         if not self.has_vector.any():
             return new
         out = np.empty((len(self.ids), self.stored.shape[1]), dtype=np.float32)
@@ -65,7 +61,7 @@ class SurvivorBatch:
 
 
 def _batch(ids: list[str], texts: list[str], column: pa.Array) -> SurvivorBatch:
-    """One batch from its ``list<float>`` vector column (null where no vector is stored)."""
+    """One batch from its vector column (null where no vector is stored)."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     has = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     present = column.filter(pa.array(has))
@@ -76,11 +72,8 @@ def _batch(ids: list[str], texts: list[str], column: pa.Array) -> SurvivorBatch:
 
 def survivor_batches(con: duckdb.DuckDBPyConnection, model: str,
                      batch_rows: int) -> Iterator[SurvivorBatch]:
-    """The survivors with their stored ``model`` vectors, streamed in batches.
-
-    The rows are read on a cursor of their own, so that each batch's vectors can be written on
-    ``con`` while the stream is open (the reader keeps the snapshot it started from).
-    """
+    """The live personas with their stored `model` vectors, streamed in batches on a cursor of their
+    own, so vectors can be written on `con` while the stream is open."""
     reader_con = con.cursor()
     try:
         rel = reader_con.sql(_SURVIVORS_WITH_VECTORS, params=[model])
@@ -93,7 +86,7 @@ def survivor_batches(con: duckdb.DuckDBPyConnection, model: str,
 
 def write_vectors(con: duckdb.DuckDBPyConnection, ids: list[str], model: str, vectors: np.ndarray,
                   job_id: str | None) -> int:
-    """Store ``vectors`` (one row per id) under ``model``; ids stored before keep theirs."""
+    """Store `vectors` under `model`; ids stored before keep theirs."""
     n = len(ids)
     if n == 0:
         return 0
@@ -120,15 +113,14 @@ def write_vectors(con: duckdb.DuckDBPyConnection, ids: list[str], model: str, ve
 
 
 def stored_vector_count(con: duckdb.DuckDBPyConnection, model: str) -> int:
-    """How many personas have a stored ``model`` vector."""
+    """How many personas have a stored `model` vector."""
     return int(con.execute("SELECT count(*) FROM persona_embeddings WHERE model = ?",
                            [model]).fetchall()[0][0])
 
 
 def vectors_of(con: duckdb.DuckDBPyConnection, model: str,
                persona_ids: list[str]) -> list[tuple[str, list[float]]]:
-    """(persona id, vector) stored for ``model`` among ``persona_ids``; none in a file from
-    before dedup stored vectors (no ``persona_embeddings``)."""
+    """(persona id, vector) stored for `model` among `persona_ids`."""
     if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = "
                        "'persona_embeddings'").fetchall():
         return []

@@ -1,20 +1,8 @@
 """Persona-to-persona expansion, its data side: grow the hub by asking who is close to each persona.
 
-Breadth-first from a set of personas, ``fanout`` related people per persona per hop (the paper
-goes up to six hops). A new persona that near-duplicates one already in the hub becomes an edge to
-the existing node instead of a new node, so the graph gets cycles and shared neighbours rather
-than being a tree. Every answered persona passes the quality gate (``personas.quality``) before
-that: one that fails is kept in ``rejected`` with its reason and becomes neither node nor edge.
-
-The job itself (levels, rounds, batches, resume, the failure policy) is the expansion spec on the
-job kernel (``pipelines/expand.py``). This module holds what it reads and writes: the frontier
-(``expansions``, ``expansion_frontier``), the near-duplicate index rebuilt from the hub, what one
-batch of frontier personas is asked and adds (``answer_batch``, ``write_answer``), and the
-summary counted from the frontier rows, so a resumed expansion reports all of it.
-
-A frontier persona whose call failed (after the model seam's own retries and re-asks) is asked
-once more in a second round over its level (``attempts`` counts the asks, so a resume knows
-which round it was in).
+Breadth-first, `fanout` people per persona per hop; a near-duplicate of a hub persona becomes an
+edge to it, so the graph gets cycles. The job is `pipelines/expand.py`; this module holds the
+frontier tables, one batch's answer and writes, and the summary.
 """
 
 from __future__ import annotations
@@ -52,15 +40,12 @@ from personahub.personas.store import fetch_personas, live_persona_texts, upsert
 
 MAX_HOPS = 6
 DEFAULT_BATCH = 256
-ASKS_PER_ROUND = 2  # a failed frontier persona is asked once more, in a second round
+ASKS_PER_ROUND = 2
 
 
 class ExpansionIncomplete(PersonahubError):
-    """Frontier personas of a level still failed after their second round (``stop_on_failure``).
-
-    The expansion stops ``failed`` at that level, so a resume asks them again; nothing of the
-    next level has been written.
-    """
+    """Frontier personas of a level still failed after their second round: the expansion stops there,
+    so a resume asks them again."""
 
     def __init__(self, expansion_id: str, failed: int, asked: int, level: int) -> None:
         super().__init__(f"expansion {expansion_id}: {failed} of {asked} calls failed in round "
@@ -76,16 +61,13 @@ class RelatedPersona(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    # Both fields are bounded at one character a token (DIGITS): a small model that degenerates
-    # here writes one-character tokens ("A_JM_N_N_C_M_G…", "MALADES-2019-10-20_…"), and the
-    # bound must close the JSON even then; the expansion's max_tokens leaves room for it.
+    # Both fields are bounded at one character a token: a small model that degenerates here writes
+    # one-character tokens ("A_JM_N_N_C_M_G…"), and the bound must still close the JSON.
     relation: Annotated[str, SHORT, DIGITS] = Field(
         min_length=2, max_length=RELATION_MAX_CHARS,
         description="how they relate, e.g. patient, supplier")
-    # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
-    # that runs to its maxLength is still a persona the gate can keep
-    # asked as "description": SmolLM2-135M filled a "persona" key with a name ("Lisa A. Novak")
-    # far more often (bench/RESULTS.md, issue 26); answers with either key validate
+    # one sentence, well inside the gate's limits. Asked as "description": SmolLM2-135M filled a
+    # "persona" key with a name far more often (bench/RESULTS.md); either key validates
     persona: Annotated[str, DIGITS] = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
                                             alias="description",
                                             description="a one-sentence persona description")
@@ -93,7 +75,7 @@ class RelatedPersona(BaseModel):
 
 @lru_cache(maxsize=32)
 def related_personas_schema(count: int) -> type[BaseModel]:
-    """Schema asking for exactly ``count`` related personas (min/max items pin the count)."""
+    """Schema asking for exactly `count` related personas."""
     if count < 1:
         raise ValueError("fanout must be >= 1")
     return create_model(
@@ -112,16 +94,16 @@ class ExpandSummary:
     new_personas: int = 0
     merged_into_existing: int = 0
     edges: int = 0
-    linked: int = 0  # edges added by triangle closing (``personas.linking``), not in ``edges``
+    linked: int = 0  # edges added by triangle closing, not in edges
     failed_calls: int = 0
-    kept: int = 0  # frontier personas whose answer yielded someone (the rest failed or were gated)
+    kept: int = 0  # frontier personas whose answer yielded someone
     new_ids: tuple[str, ...] = ()
     reached_ids: tuple[str, ...] = ()
     expansion_id: str = ""
     resumed: bool = False
-    rejected: dict[str, int] = field(default_factory=dict)  # by reason (the quality gate)
-    graph: dict[str, Any] = field(default_factory=dict)  # expansion_graph_stats of its personas
-    provider_batches: str | None = None  # what its provider batches did (--batch), one line
+    rejected: dict[str, int] = field(default_factory=dict)  # by reason
+    graph: dict[str, Any] = field(default_factory=dict)
+    provider_batches: str | None = None
 
 
 def hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
@@ -138,7 +120,7 @@ def params_key(start_ids: Sequence[str], hops: int, fanout: int, threshold: floa
 
 @dataclass(frozen=True)
 class ExpansionInfo:
-    """A stored expansion (see the ``expansions`` table)."""
+    """A stored expansion (see the `expansions` table)."""
 
     expansion_id: str
     params_key: str
@@ -149,8 +131,7 @@ class ExpansionInfo:
 
 
 def list_expansions(con: duckdb.DuckDBPyConnection, *, unfinished: bool = False) -> list[ExpansionInfo]:
-    """Stored expansions, newest first (only running, interrupted or failed ones with
-    ``unfinished``)."""
+    """Stored expansions, newest first (only unfinished ones with `unfinished`)."""
     jobs = list_jobs(con, kind="expansion", status=UNFINISHED if unfinished else None)
     if not jobs:
         return []
@@ -164,7 +145,7 @@ def list_expansions(con: duckdb.DuckDBPyConnection, *, unfinished: bool = False)
 
 
 def find_unfinished(con: duckdb.DuckDBPyConnection, **config: Any) -> ExpansionInfo | None:
-    """The newest running expansion whose config has all the given items (e.g. hops, fanout)."""
+    """The newest running expansion whose config has all the given items."""
     for info in list_expansions(con, unfinished=True):
         if all(info.config.get(k) == v for k, v in config.items()):
             return info
@@ -172,12 +153,12 @@ def find_unfinished(con: duckdb.DuckDBPyConnection, **config: Any) -> ExpansionI
 
 
 def find_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpansionInfo | None:
-    """The stored expansion ``expansion_id`` (any status), or None."""
+    """The stored expansion `expansion_id` (any status), or None."""
     return next((e for e in list_expansions(con) if e.expansion_id == expansion_id), None)
 
 
 def supersede_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> None:
-    """Mark an unfinished expansion ``superseded``: it is never resumed automatically again."""
+    """Mark an unfinished expansion `superseded`: it is never resumed automatically again."""
     supersede_jobs(con, [expansion_id])
 
 
@@ -206,7 +187,7 @@ def to_ask(rows: list[tuple[Any, ...]], round_: int) -> list[str]:
 
 def mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
                rows: list[dict[str, Any]]) -> None:
-    """Record the answers of a batch of frontier personas (one UPDATE from an Arrow batch)."""
+    """Record a batch's answers on the frontier (one UPDATE from an Arrow batch)."""
     data = pa.table({
         "persona_id": [r["persona_id"] for r in rows],
         "status": [r["status"] for r in rows],
@@ -258,8 +239,7 @@ def summary_of(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSumma
     return summary
 
 
-# Each (parent, child) pair of persona ids expansion ``?`` made: a frontier persona it asked
-# about and each persona its answer created (the preview's rows: ``personas.store.child_personas``)
+# each (parent, child) pair expansion ? made: a frontier persona and each persona its answer made
 EXPANSION_CHILDREN = """
 SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child, hop + 1 AS hop
 FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
@@ -280,15 +260,13 @@ def expansion_personas(con: duckdb.DuckDBPyConnection, expansion_id: str) -> lis
 
 
 def expansion_graph_stats(con: duckdb.DuckDBPyConnection, expansion_id: str) -> dict[str, Any]:
-    """``shape_stats`` (nodes, edges, components, cycles, clustering, degrees) of the social
-    graph among an expansion's personas: a tree-growing expansion has 0 cycles and clustering."""
+    """`shape_stats` of the social graph among an expansion's personas (a tree has 0 cycles)."""
     return shape_stats(social_graph(con, expansion_personas(con, expansion_id)))
 
 
 @dataclass
 class Linking:
-    """How an expansion closes triangles and merges the same person (``personas.linking``,
-    ``personas.link_nearest``, ``personas.link_merge``)."""
+    """How an expansion closes triangles and merges the same person."""
 
     candidates: int = 0  # link candidates per new persona; 0 asks no link question
     pool: NearestPool | None = None  # committed personas by embedding; None: no embedder
@@ -307,24 +285,19 @@ def write_answer(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, expan
 
 
 def link_embedder_of(spec: str | None) -> Embedder | None:
-    """The pool's embedder for ``--link-embedder`` (None: no pool)."""
+    """The pool's embedder for `--link-embedder` (None: no pool)."""
     return None if spec is None else pool_embedder(spec)
 
 
 def setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
                  run_id: str | None, failed: int, max_failed_share: float) -> bool:
-    """Whether a run's setup stops on the level's personas that still failed after their second
-    round (a resume asks them again). It does when one failed at the endpoint (a broken server
-    is not a weak model), when none of the level answered, or when their share passes
-    ``--max-failed-share`` (at least ``QUALITY_FAIL_MIN_ACTIONS``). Otherwise they failed on the
-    model's answers (invalid, cut off, refused by the gate, twice): issue 26's failure policy
-    counts them (``failed`` frontier rows, their calls' errors) and the society grows without
-    them, as a step goes on without its weak actions."""
+    """Whether a run's setup stops on the level's personas still failed after their second round: when
+    one failed at the endpoint, none answered, or their share passes `--max-failed-share`. Personas
+    that failed on weak answers are counted, and the society grows without them."""
     size = int(scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                            "AND hop = ?", [expansion_id, level]))
     if failed >= size or (size >= QUALITY_FAIL_MIN_ACTIONS and failed > size * max_failed_share):
         return True
-    # each failed persona's last failed attempt says how it failed
     failed_ids = [r[0] for r in con.execute(
         "SELECT persona_id FROM expansion_frontier WHERE expansion_id = ? AND hop = ? "
         "AND status = 'failed'", [expansion_id, level]).fetchall()]
@@ -335,8 +308,7 @@ def setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
 def new_expansion_rows(con: duckdb.DuckDBPyConnection, expansion_id: str,
                        start_ids: Sequence[str], threshold: float, hops: int,
                        fanout: int) -> dict[str, list[dict[str, Any]]]:
-    """A new expansion's detail rows: its ``expansions`` row and its first frontier level (the
-    start personas in hub order, unknown ids dropped)."""
+    """A new expansion's `expansions` row and first frontier level (unknown ids dropped)."""
     start = [p.persona_id for p in fetch_personas(con, list(start_ids))]
     return {"expansions": [{"expansion_id": expansion_id, "hops_done": 0,
                             "params_key": params_key(start_ids, hops, fanout, threshold)}],
@@ -365,7 +337,7 @@ def frontier_ids(con: duckdb.DuckDBPyConnection, expansion_id: str) -> set[str]:
 def frontier_count(con: duckdb.DuckDBPyConnection, expansion_id: str, *,
                    level: int | None = None, status: str | None = None,
                    asked: bool = False) -> int:
-    """Frontier rows of the expansion (of one level, of one status, or asked: not pending)."""
+    """Frontier rows of the expansion (of one level, one status, or asked)."""
     return int(scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                            "AND (? IS NULL OR hop = ?) AND (? IS NULL OR status = ?) "
                            "AND (NOT ? OR status <> 'pending')",
@@ -373,14 +345,13 @@ def frontier_count(con: duckdb.DuckDBPyConnection, expansion_id: str, *,
 
 
 def ask_failed_again(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> None:
-    """The level's failed frontier personas pending again, their asks reset (a resume of an
-    expansion that stopped on them)."""
+    """The level's failed frontier personas pending again, their asks reset."""
     con.execute("UPDATE expansion_frontier SET status = 'pending', attempts = 0 "
                 "WHERE expansion_id = ? AND hop = ? AND status = 'failed'", [expansion_id, level])
 
 
 def level_targets(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[str]:
-    """Everyone a level's answers reached, new or already in the hub, in frontier order."""
+    """Everyone a level's answers reached, in frontier order."""
     return [t for (t,) in con.execute(
         "SELECT unnest(CAST(targets AS VARCHAR[])) FROM expansion_frontier "
         "WHERE expansion_id = ? AND hop = ? AND status = 'done' ORDER BY position",
@@ -389,7 +360,7 @@ def level_targets(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int)
 
 def write_next_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
                      persona_ids: Sequence[str]) -> None:
-    """Level ``level`` done: the next level's frontier and the count, in one transaction."""
+    """Level `level` done: the next level's frontier and the count, in one transaction."""
     with transaction(con):
         insert_level(con, expansion_id, level + 1, persona_ids)
         con.execute("UPDATE expansions SET hops_done = ? WHERE expansion_id = ?",

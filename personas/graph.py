@@ -1,8 +1,6 @@
-"""The relationship graph: networkx in memory, the ``relations`` table in DuckDB.
-
-The stored form is a ``MultiDiGraph`` (one edge per (src, dst, relation)), so several relation
-labels between two people survive a round trip. Simulations use the undirected simple view.
-"""
+"""The relationship graph: networkx in memory, the `relations` table in DuckDB. Stored as a
+MultiDiGraph so several labels between two people survive a round trip; simulations use the
+undirected simple view."""
 
 from __future__ import annotations
 
@@ -29,7 +27,7 @@ from personahub.personas.store import (
 
 @dataclass(frozen=True, slots=True)
 class Relation:
-    """A directed, labelled edge: ``dst`` is ``src``'s ``relation`` (e.g. patient)."""
+    """A directed, labelled edge: `dst` is `src`'s `relation` (e.g. patient)."""
 
     src: str
     dst: str
@@ -49,7 +47,7 @@ def save_relations(con: duckdb.DuckDBPyConnection, relations: Iterable[Relation]
 
 def load_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str] | None = None,
                *, include_duplicates: bool = True) -> nx.MultiDiGraph:
-    """The persona graph (all of it, or the subgraph induced by ``persona_ids``)."""
+    """The persona graph (all of it, or the subgraph induced by `persona_ids`)."""
     graph = nx.MultiDiGraph()
     for p in fetch_personas(con, persona_ids):
         graph.add_node(p.persona_id, text=p.text, hop=p.hop, source=p.source,
@@ -81,25 +79,23 @@ def save_graph(con: duckdb.DuckDBPyConnection, graph: nx.MultiDiGraph) -> None:
 
 @dataclass(frozen=True)
 class SocialEdges:
-    """The undirected simple social graph among ``ids`` as arrays (no networkx).
+    """The undirected simple social graph among `ids` as arrays (no networkx).
 
-    Edge ``i`` joins positions ``lo[i] < hi[i]`` of ``ids`` with label ``relation[i]``; edges
-    are in the order networkx would list them for ``to_networkx()`` (``Graph.edges()``: by the
-    earlier persona, then by when the pair was added), so rows written from either agree.
-    A million-persona graph as networkx took about 17 s; these arrays take a fraction of that.
+    Edges are in the order networkx lists them, so rows written from either agree. A million-persona
+    graph took about 17 s as networkx; these arrays take a fraction of that.
     """
 
     ids: list[str]
-    lo: np.ndarray  # int64 positions in ``ids``
+    lo: np.ndarray
     hi: np.ndarray
-    # a list, or an Arrow string array (what ``social_edges`` reads: no Python str per edge)
+    # a list, or an Arrow string array (no Python str per edge)
     relation: list[str | None] | pa.Array
-    added: np.ndarray  # rank of each edge in the (least id, greatest id) order networkx adds them
+    added: np.ndarray  # rank of each edge in the order networkx adds them
 
     @classmethod
     def from_positions(cls, ids: list[str], a: np.ndarray, b: np.ndarray,
                        relation: list[str | None] | pa.Array) -> SocialEdges:
-        """Edges ``ids[a[i]] -- ids[b[i]]`` given in the order networkx would add them."""
+        """Edges `ids[a[i]] -- ids[b[i]]` given in the order networkx would add them."""
         a, b = a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)
         added = np.arange(a.size, dtype=np.int64)
         lo, hi = np.minimum(a, b), np.maximum(a, b)
@@ -117,50 +113,43 @@ class SocialEdges:
         return rel.to_pylist() if isinstance(rel, pa.Array) else list(rel)
 
     def rows(self) -> tuple[list[str], list[str], list[str | None]]:
-        """(src, dst, relation) columns: src is the pair's persona that comes first in ``ids``."""
+        """(src, dst, relation) columns: src is the pair's persona that comes first in `ids`."""
         ids = np.asarray(self.ids, dtype=object)
         return ids[self.lo].tolist(), ids[self.hi].tolist(), self.relations()
 
     def columns(self) -> tuple[pa.Array, pa.Array, pa.Array]:
-        """``rows()`` as Arrow arrays, for bulk writers: no Python object per edge."""
+        """`rows()` as Arrow arrays, for bulk writers."""
         names = pa.array(self.ids, type=pa.string())
         rel = self.relation
         return (names.take(pa.array(self.lo)), names.take(pa.array(self.hi)),
                 rel if isinstance(rel, pa.Array) else pa.array(rel, type=pa.string()))
 
     def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
-        """CSR adjacency ``(starts, targets)``: the neighbours of position ``i`` are
-        ``targets[starts[i]:starts[i + 1]]``, in the order networkx's adjacency holds them."""
+        """CSR adjacency `(starts, targets)`, in the order networkx's adjacency holds them."""
         rank = np.concatenate([self.added, self.added])
         source = np.concatenate([self.lo, self.hi])
         target = np.concatenate([self.hi, self.lo])
-        # by source, then rank: one sort of a combined key (ranks are distinct, < len(self))
         order = np.argsort(source * max(len(self), 1) + rank)
         starts = np.zeros(len(self.ids) + 1, dtype=np.int64)
         np.cumsum(np.bincount(source, minlength=len(self.ids)), out=starts[1:])
         return starts, target[order]
 
     def to_networkx(self) -> nx.Graph:
-        """The same graph in networkx (nodes in ``ids`` order, relation as edge data)."""
+        """The same graph in networkx."""
         graph = nx.Graph()
         graph.add_nodes_from(self.ids)
         ids, by_added = self.ids, np.argsort(self.added, kind="stable")
         lo, hi = self.lo[by_added].tolist(), self.hi[by_added].tolist()
         labels = self.relations()
         relation = [labels[i] for i in by_added.tolist()]
-        # networkx added each pair as (least id, greatest id)
         graph.add_edges_from((min(ids[a], ids[b]), max(ids[a], ids[b]), {"relation": r})
                              for a, b, r in zip(lo, hi, relation, strict=True))
         return graph
 
 
 def social_edges(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> SocialEdges:
-    """Undirected simple graph among ``persona_ids`` straight from the ``relations`` table.
-
-    What ``social_view(load_graph(con, ids))`` gives, as arrays: one edge per related pair,
-    labelled with the pair's alphabetically first relation. Positions are joined in SQL, so no
-    Python object is made per edge (grouped and sorted on id ranks, which is faster than on strings).
-    """
+    """Undirected simple graph among `persona_ids` straight from the `relations` table, as arrays: one
+    edge per related pair, labelled with its alphabetically first relation; no Python object per edge."""
     ids = list(dict.fromkeys(persona_ids))
     found = social_pairs(con, ids)
     return SocialEdges.from_positions(ids, found.column("pa").to_numpy(),
@@ -169,28 +158,20 @@ def social_edges(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
 
 
 def social_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> nx.Graph:
-    """``social_edges`` as a networkx graph (nodes in the given order), for callers that walk it."""
+    """`social_edges` as a networkx graph, for callers that walk it."""
     return social_edges(con, persona_ids).to_networkx()
 
 
 def small_world_pairs(n: int, k: int, rewire: float, seed: int) -> list[tuple[int, int]]:
-    """Watts-Strogatz edges on ``n`` nodes: a ring where each node links its ``k`` nearest,
-    then each lattice edge's far end moves to a random node with probability ``rewire``.
-
-    Returned sorted as (u, v) with u < v: ``n * (k // 2)`` distinct edges, no self loops.
-    ``small_world_arrays`` gives the same pairs as two arrays.
-    """
+    """Watts-Strogatz edges on `n` nodes (ring of `k` nearest, each edge rewired with probability
+    `rewire`), sorted as (u, v) with u < v: `n * (k // 2)` distinct edges, no self loops."""
     near, far = small_world_arrays(n, k, rewire, seed)
     return list(zip(near.tolist(), far.tolist(), strict=True))
 
 
 def small_world_arrays(n: int, k: int, rewire: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``small_world_pairs`` as parallel int64 arrays (u, v), sorted, u < v.
-
-    Vectorised over index arrays: a Python loop over pairs took about a second at 100,000
-    personas. Seeded through PCG64, whose stream is the same on every platform, so a run's
-    links are reproducible.
-    """
+    """`small_world_pairs` as parallel int64 arrays. Vectorised (a Python loop took about a second at
+    100,000 personas) and seeded through PCG64, the same on every platform."""
     if n < 3 or k < 2:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     half = min(k, n - 1) // 2
@@ -205,16 +186,11 @@ def small_world_arrays(n: int, k: int, rewire: float, seed: int) -> tuple[np.nda
 
 def save_links(con: duckdb.DuckDBPyConnection, ids: Sequence[str], near: np.ndarray,
                far: np.ndarray, *, relation: str, hop: int | None, source: str) -> int:
-    """Insert relations ``ids[near[i]] -> ids[far[i]]`` not yet stored, as columns.
-
-    ``save_relations`` for links between positions that are distinct pairs already (as
-    ``small_world_arrays`` gives): no ``Relation`` object per link, and with distinct ``ids``
-    only links not stored yet are inserted (no conflict check per row). Returns how many were
-    offered.
-    """
+    """Insert relations `ids[near[i]] -> ids[far[i]]` not yet stored, as columns, with no `Relation`
+    object per link; returns how many were offered."""
     names = pa.array(ids, type=pa.string())
     count = int(near.size)
-    distinct = len(set(ids)) == len(ids)  # then the pairs' keys are distinct too
+    distinct = len(set(ids)) == len(ids)
     return add_relations(con, {
         "src": names.take(pa.array(near)), "dst": names.take(pa.array(far)),
         "relation": pa.repeat(pa.scalar(relation, pa.string()), count),
@@ -223,30 +199,27 @@ def save_links(con: duckdb.DuckDBPyConnection, ids: Sequence[str], near: np.ndar
         new_by=("src", "dst", "relation") if distinct else ())
 
 
-# Rounds of redrawing a rewired edge's new end before it stays on its lattice place. Far more
-# than a large graph needs (a draw fails with odds ~k/n); it bounds small graphs with no room.
+# Rounds of redrawing a rewired edge's end before it stays put: far more than a large graph needs;
+# it bounds small graphs with no room.
 _REWIRE_ROUNDS = 100
 
 
 def _ring_lattice(n: int, half: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each node and its ``half`` successors on the ring, as parallel (near end, far end) arrays."""
+    """Each node and its `half` successors on the ring, as (near end, far end) arrays."""
     near = np.tile(np.arange(n, dtype=np.int64), half)
     far = (near + np.repeat(np.arange(1, half + 1, dtype=np.int64), n)) % n
     return near, far
 
 
 def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
-    """One int64 per undirected pair (``min * n + max``), so sets of edges are sorted arrays."""
+    """One int64 per undirected pair (`min * n + max`), so sets of edges are sorted arrays."""
     return np.minimum(a, b) * n + np.maximum(a, b)
 
 
 def _rewired(keys: np.ndarray, near: np.ndarray, n: int, rewire: float,
              rng: np.random.Generator) -> np.ndarray:
-    """``keys`` with each edge's far end moved, with probability ``rewire``, to a free node.
-
-    Free: not the near end, not a lattice neighbour of it, not already taken by another moved
-    edge; so the edge count stays exact. An edge that finds no free node stays where it was.
-    """
+    """`keys` with each edge's far end moved, with probability `rewire`, to a free node, so the edge
+    count stays exact; an edge that finds none stays."""
     moved = rng.random(keys.size) < rewire
     new = _free_partners(near[moved], np.sort(keys), n, rng)
     out = keys.copy()
@@ -256,11 +229,7 @@ def _rewired(keys: np.ndarray, near: np.ndarray, n: int, rewire: float,
 
 def _free_partners(near: np.ndarray, lattice: np.ndarray, n: int,
                    rng: np.random.Generator) -> np.ndarray:
-    """A new pair key per node in ``near`` (uniform partner among free ones), or -1 if none found.
-
-    All draws happen at once; the ones that clash (self, lattice, another new edge, or an
-    earlier draw of the same round) are drawn again.
-    """
+    """A new pair key per node in `near`, or -1 if none found; clashing draws are drawn again."""
     found = np.full(near.size, -1, dtype=np.int64)
     taken = np.empty(0, dtype=np.int64)
     pending = np.arange(near.size)
@@ -279,7 +248,7 @@ def _free_partners(near: np.ndarray, lattice: np.ndarray, n: int,
 
 
 def _contains(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Mask of ``values`` present in ``sorted_keys`` (binary search; np.isin re-sorts both)."""
+    """Mask of `values` present in `sorted_keys` (binary search; np.isin re-sorts both)."""
     if not sorted_keys.size:
         return np.zeros(values.size, dtype=bool)
     at = np.minimum(np.searchsorted(sorted_keys, values), sorted_keys.size - 1)
@@ -287,7 +256,6 @@ def _contains(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _first_occurrences(values: np.ndarray) -> np.ndarray:
-    """Mask of the first occurrence of each value (later repeats are False)."""
     mask = np.zeros(values.size, dtype=bool)
     mask[np.unique(values, return_index=True)[1]] = True
     return mask
@@ -325,9 +293,8 @@ def degree_histogram(degrees: Sequence[int]) -> dict[str, int]:
 
 
 def shape_stats(graph: nx.Graph) -> dict[str, Any]:
-    """How social a simple undirected graph is: nodes, edges, components, independent cycles
-    (edges − nodes + components: 0 for a forest), average clustering coefficient (0 for a
-    forest; closed triangles raise it) and the degree histogram."""
+    """How social a simple undirected graph is: nodes, edges, components, independent cycles,
+    average clustering and the degree histogram."""
     nodes, edges = graph.number_of_nodes(), graph.number_of_edges()
     components = nx.number_connected_components(graph) if nodes else 0
     return {"nodes": nodes, "edges": edges, "components": components,
@@ -337,11 +304,8 @@ def shape_stats(graph: nx.Graph) -> dict[str, Any]:
 
 
 def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, Any]:
-    """Nodes, edges, components, degree distribution, hop counts and relation-label counts,
-    plus cycles and the clustering coefficient of the undirected simple view (``shape_stats``).
-
-    Degrees count edges in both directions (a persona's relations plus those pointing to it).
-    """
+    """Nodes, edges, components, degrees (both directions), hop and relation-label counts, plus the
+    `shape_stats` of the undirected view."""
     from collections import Counter
     from statistics import median
 
@@ -373,14 +337,13 @@ def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, An
 
 
 def _source_kind(source: str) -> str:
-    """``expand``, ``text-to-persona``, ``seed`` kept; file paths summarised as ``file``."""
+    """`expand`, `text-to-persona`, `seed` kept; file paths summarised as `file`."""
     return source if source in ("expand", "text-to-persona", "seed", "") else (
         source.split(":", 1)[0] if source.startswith("scenario:") else "file")
 
 
 def write_graphml(graph: nx.MultiDiGraph, path: str | Path | BinaryIO) -> None:
-    """Write GraphML to a path or binary file (GraphML takes scalars only: ``attributes`` is
-    stored JSON-encoded)."""
+    """Write GraphML to a path or binary file (`attributes` stored JSON-encoded: GraphML takes scalars)."""
     out = nx.MultiDiGraph()
     for node, data in graph.nodes(data=True):
         out.add_node(node, text=data.get("text", ""), hop=int(data.get("hop", 0) or 0),
@@ -395,7 +358,7 @@ def write_graphml(graph: nx.MultiDiGraph, path: str | Path | BinaryIO) -> None:
 
 
 def read_graphml(path: str | Path) -> nx.MultiDiGraph:
-    """Read a GraphML file written by ``write_graphml`` back into the hub's graph form."""
+    """Read a GraphML file written by `write_graphml` back."""
     raw = nx.read_graphml(str(path), force_multigraph=True)
     graph = nx.MultiDiGraph()
     for node, data in raw.nodes(data=True):

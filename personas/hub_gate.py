@@ -1,7 +1,4 @@
-"""The hub's reads of the ``personas.gate`` label: which rows a draw may take, and why none can.
-
-The labels and the rules that set them are ``personas/gate_labels.py``.
-"""
+"""The hub's reads of the `personas.gate` label: which rows a draw may take, and why none can."""
 
 from __future__ import annotations
 
@@ -14,8 +11,8 @@ from personahub.personas.store import failed_count, gate_counts, gates_of
 
 
 def gate_clause(gates: Sequence[str] | None) -> str | None:
-    """An SQL condition keeping the rows labelled ``gates`` (None: no condition). The labels are
-    this module's constants, never user text, so they are inlined."""
+    """An SQL condition keeping the rows labelled `gates` (None: no condition); the labels are our
+    constants, never user text, so they are inlined."""
     if gates is None:
         return None
     for gate in gates:
@@ -26,8 +23,8 @@ def gate_clause(gates: Sequence[str] | None) -> str | None:
 
 
 def none_eligible(con: duckdb.DuckDBPyConnection, what: str) -> str:
-    """The one line a draw that found nobody eligible prints: how many were left out, and the
-    flag that takes them."""
+    """The line a draw that found nobody eligible prints: how many were left out, and the flag that
+    takes them."""
     left = ", ".join(f"{n} {gate}" for gate, n in gate_counts(con) if gate not in DRAWN)
     if not left:
         return f"{what}: no personas match"
@@ -36,8 +33,8 @@ def none_eligible(con: duckdb.DuckDBPyConnection, what: str) -> str:
 
 
 def held_back(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> str | None:
-    """What a draw says of the matching personas its gate left out (``ids``): how many, their
-    labels and the flag that takes them; None when it left none out."""
+    """How many of the matching `ids` the gate left out, their labels and the flag that takes them;
+    None when none."""
     if not ids:
         return None
     counts: dict[str, int] = {}
@@ -49,22 +46,22 @@ def held_back(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> str | None:
 
 
 def fewer_than_asked(what: str, asked: int, got: int, reasons: Sequence[str | None]) -> str:
-    """The one line a draw of ``asked`` that found ``got`` says: how many matched and why the
-    rest were left out (``reasons``: ``held_back``'s clause and the like; None ones dropped)."""
+    """The line a draw of `asked` that found `got` prints: how many matched and why the rest were left
+    out."""
     why = "; ".join(r for r in reasons if r)
     return (f"{what}: {got} of {asked} asked: only {got} personas match"
             + (f"; {why}" if why else ""))
 
 
 def persona_gates(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, str]:
-    """Each of ``ids``'s label."""
+    """Each of `ids`'s label."""
     if not ids:
         return {}
     return gates_of(con, ids)
 
 
 def count_failed(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> int:
-    """How many of ``ids`` are labelled ``failed`` (what an import reports)."""
+    """How many of `ids` are labelled `failed`."""
     if not ids:
         return 0
     return failed_count(con, ids)

@@ -1,9 +1,7 @@
 """Streaming importers that turn persona files (Persona Hub, FinePersonas, tables) into Personas.
 
-Files can be far larger than memory, so every reader streams: JSONL and CSV line by line,
-Parquet batch by batch. Problems with the file as a whole (missing, unknown format, no text
-column) raise as soon as ``iter_personas`` is called; problems with one record raise only when
-iteration reaches that record, and can be counted and skipped with ``skip_bad=True``.
+Files can be far larger than memory, so every reader streams. Problems with the whole file raise
+at once; a bad record raises when reached, or is counted and skipped with `skip_bad=True`.
 """
 
 from __future__ import annotations
@@ -54,14 +52,13 @@ FORMATS: dict[str, str] = {
 }
 
 MAX_BAD_EXAMPLES = 5
-#: the ``source`` of the shipped seed personas, however they were read (a run's default personas,
-#: the hub a synthesis job seeds, ``personas import`` of the file by any path): one name
+#: the source of the shipped seed personas, by whatever path they were read
 SEED_SOURCE = "seed"
 _JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_BATCH_ROWS = 1024
 _DETECT_MAX_LINES = 1000
-# Which record fields may hold the persona text, in order of preference, per format.
+# which record fields may hold the persona text, in order of preference, per format
 _TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "personahub": ("persona",),
     "personahub-synth": ("input persona",),
@@ -75,7 +72,7 @@ _INT_RE = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _FLOAT_RE = re.compile(r"-?[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?")
 
 Row = dict[str, Any]
-# (line or row number, the record as read, the persona it became): a synthesis file's row, whole.
+# (line or row number, the record as read, the persona it became): a synthesis file's row
 KeptRow = tuple[int, Row, Persona]
 
 
@@ -87,7 +84,7 @@ class ImportStats:
     imported: int = 0
     bad: int = 0
     bad_examples: list[str] = field(default_factory=list)
-    # attribute tables: derivable demographic columns whose value mapped to no canonical value
+    # attribute tables: demographic values that mapped to no canonical value
     unmapped: Counter[str] = field(default_factory=Counter)
 
     def note_bad(self, error: PersonaFileError) -> None:
@@ -101,12 +98,8 @@ class _BadRecord(Exception):
     """One record is unusable; the message is the reason shown to the user."""
 
 
-# --------------------------------------------------------------------------- opening files
-
-
 @contextmanager
 def _open_binary(path: Path) -> Iterator[io.BufferedReader | gzip.GzipFile]:
-    """Open a file for reading, transparently gunzipping it (decided by magic bytes, not name)."""
     with open(path, "rb") as raw:
         if raw.peek(2)[:2] == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw) as unzipped:
@@ -117,19 +110,16 @@ def _open_binary(path: Path) -> Iterator[io.BufferedReader | gzip.GzipFile]:
 
 @contextmanager
 def _open_text(path: Path) -> Iterator[IO[str]]:
-    """Open as UTF-8 text (BOM tolerated) with newline="" as the csv module requires."""
     with _open_binary(path) as binary:
         with io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as text:
             yield text
 
 
 def _strip_gz(path: Path) -> Path:
-    """Drop a trailing .gz so ``x.jsonl.gz`` is classified like ``x.jsonl``."""
     return path.with_suffix("") if path.suffix.lower() == ".gz" else path
 
 
 def _container_of(path: Path) -> str | None:
-    """Physical layout implied by the extension: "jsonl", "csv", "parquet", or None."""
     suffix = _strip_gz(path).suffix.lower()
     if suffix in _JSONL_SUFFIXES:
         return "jsonl"
@@ -148,11 +138,7 @@ def _check_file(path: Path, name: str) -> None:
         raise PersonaFileError(name, None, "not a regular file")
 
 
-# --------------------------------------------------------------------------- record readers
-
-
 def _json_type(value: object) -> str:
-    """Name a decoded value's type in JSON terms, for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -173,11 +159,8 @@ _LINE_ENDS = ("", "\n", "\r\n")
 
 
 def _decode_json(text: str) -> Any:
-    """``json.loads(text)``, minus its per-call checks on the usual line (a value then the newline).
-
-    Anything else (leading or other trailing whitespace, a BOM, bad JSON) goes through
-    ``json.loads`` itself, so values and error messages are exactly its own.
-    """
+    """`json.loads(text)` without its per-call checks on the usual line; anything else goes through
+    `json.loads` itself, so values and errors are exactly its own."""
     try:
         value, end = _raw_decode(text)
     except (json.JSONDecodeError, RecursionError):
@@ -194,7 +177,6 @@ def _decode_json(text: str) -> Any:
 
 
 def _parse_json_line(raw: bytes, line_no: int) -> Row:
-    """Decode one JSONL line into an object, or raise _BadRecord saying precisely why not."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -204,8 +186,7 @@ def _parse_json_line(raw: bytes, line_no: int) -> Row:
     value = _decode_json(text)
     if not isinstance(value, dict):
         raise _BadRecord(f"expected a JSON object, got {_json_type(value)}")
-    # nesting is bounded (no dataset nests more than a few levels); counting brackets costs a
-    # C-level pass over the line, so only a line with that many is measured
+    # counting brackets costs a C-level pass, so only a line with that many is measured
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
         for key, field in value.items():
             problem = too_deep(field)
@@ -215,7 +196,6 @@ def _parse_json_line(raw: bytes, line_no: int) -> Row:
 
 
 def _jsonl_records(path: Path) -> Generator[tuple[int, Row | _BadRecord]]:
-    """Yield (physical line number, object or reason) for every non-blank line."""
     with _open_binary(path) as f:
         for line_no, raw in enumerate(f, 1):
             if not raw.strip():
@@ -227,7 +207,6 @@ def _jsonl_records(path: Path) -> Generator[tuple[int, Row | _BadRecord]]:
 
 
 def _read_csv_header(path: Path, name: str) -> list[str]:
-    """Read only the header row; a table without one cannot be mapped to columns."""
     with _open_text(path) as f:
         header = next(csv.reader(f), None)
     if not header:
@@ -239,12 +218,8 @@ def _read_csv_header(path: Path, name: str) -> list[str]:
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, Row | _BadRecord]]:
-    """Yield (line where the row starts, cells by column or reason) for each data row.
-
-    The reader is strict about quotes: a lenient one silently glues the rows after a stray or
-    unbalanced quote into one field (two personas become one, exit 0). A quoted field may still
-    span lines, as CSV allows.
-    """
+    """Yield (line where the row starts, cells or reason) for each data row. The reader is strict about
+    quotes: a lenient one glues rows after a stray quote into one field (two personas become one)."""
     with _open_text(path) as f:
         reader = csv.reader(f, strict=True)
         header = next(reader)
@@ -268,7 +243,7 @@ def _csv_records(path: Path) -> Iterator[tuple[int, Row | _BadRecord]]:
 
 
 def _quoting_problem(reason: str, start: int, end: int) -> str:
-    """The reason shown for a row the strict CSV reader refused (it names where it ran to)."""
+    """The reason shown for a row the strict CSV reader refused."""
     if reason == "unexpected end of data":
         return "bad quoting: a quote opened here is never closed (it runs to the end of the file)"
     span = f" (the quoted field runs on to line {end})" if end > start else ""
@@ -276,7 +251,6 @@ def _quoting_problem(reason: str, start: int, end: int) -> str:
 
 
 def _open_parquet(path: Path, name: str) -> pq.ParquetFile:
-    """Open a Parquet file, turning pyarrow's errors into a one-line file error."""
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
@@ -284,7 +258,6 @@ def _open_parquet(path: Path, name: str) -> pq.ParquetFile:
 
 
 def _parquet_records(path: Path, name: str) -> Iterator[tuple[int, Row | _BadRecord]]:
-    """Yield (1-based row number, row) batch by batch, so memory stays bounded."""
     parquet = _open_parquet(path, name)
     row_no = 0
     try:
@@ -296,11 +269,7 @@ def _parquet_records(path: Path, name: str) -> Iterator[tuple[int, Row | _BadRec
         parquet.close()
 
 
-# --------------------------------------------------------------------------- format detection
-
-
 def _first_json_keys(path: Path) -> set[str] | None:
-    """Keys of the first valid JSON object among the first lines, or None if there is none."""
     records = _jsonl_records(path)
     try:
         for _, record in islice(records, _DETECT_MAX_LINES):
@@ -312,7 +281,6 @@ def _first_json_keys(path: Path) -> set[str] | None:
 
 
 def _table_columns(path: Path, name: str, container: str) -> list[str]:
-    """Column names of a CSV header or Parquet schema, read without loading any data."""
     if container == "csv":
         return _read_csv_header(path, name)
     parquet = _open_parquet(path, name)
@@ -323,7 +291,6 @@ def _table_columns(path: Path, name: str, container: str) -> list[str]:
 
 
 def _format_from_keys(keys: Iterable[str], plain: str) -> str:
-    """Recognise a known dataset from its field names; fall back to the plain container."""
     keys = set(keys)
     if "input persona" in keys:
         return "personahub-synth"
@@ -337,12 +304,12 @@ def _format_from_keys(keys: Iterable[str], plain: str) -> str:
 
 
 class FormatNotKnown(PersonaFileError, UsageError):
-    """The file's name does not tell its format and ``--format`` does not say it: the command
-    line lacks a setting, so a usage error (exit 2), decided before the file is read."""
+    """The file's name does not tell its format and `--format` does not say it: a usage error (exit 2),
+    decided before the file is read."""
 
 
 def detect_format(path: str | Path) -> str:
-    """Guess the format from the extension and field names, so users rarely need ``--format``."""
+    """Guess the format from the extension and field names, so users rarely need `--format`."""
     name = str(path)
     path = Path(path)
     _check_file(path, name)
@@ -360,7 +327,6 @@ def detect_format(path: str | Path) -> str:
 
 
 def _resolve_container(fmt: str, path: Path, name: str) -> str:
-    """Decide how to read the bytes: plain formats are their own layout, others go by extension."""
     if fmt in ("jsonl", "csv", "parquet"):
         return fmt
     container = _container_of(path)
@@ -371,10 +337,7 @@ def _resolve_container(fmt: str, path: Path, name: str) -> str:
     return "jsonl"
 
 
-# --------------------------------------------------------------------------- record -> Persona
-
-
-def _natural(value: str) -> Any:
+def _natural(value: str) -> int | float | str:
     """Give a CSV cell its natural type: "42" -> 42, "1.5" -> 1.5; "02139" stays a string."""
     if _INT_RE.fullmatch(value):
         return int(value)
@@ -384,7 +347,6 @@ def _natural(value: str) -> Any:
 
 
 def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
-    """Return (field name, text) from the first candidate field present, validating it."""
     for name in candidates:  # a loop, not next(genexpr): this runs once per record
         if name in row:
             break
@@ -398,18 +360,13 @@ def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
         raise _BadRecord(f'field "{name}" is {_json_type(value)}, not a string')
     if not value or value.isspace():  # "only whitespace" without strip()'s copy
         raise _BadRecord(f'field "{name}" is empty')
-    problem = persona_text_problem(value)  # its size, or a NUL (core.validate)
+    problem = persona_text_problem(value)
     if problem is not None:
         raise _BadRecord(f'field "{name}": {problem}')
     return name, value
 
 
 def _other_fields(row: Row, exclude: str) -> dict[str, Any]:
-    """Every non-empty field except the text one, as attributes, with values as decoded.
-
-    JSON and Parquet already carry types. A row holding only the text (a Persona Hub line)
-    skips the comprehension.
-    """
     if len(row) == 1 and exclude in row:
         return {}
     return {key: value for key, value in row.items()
@@ -417,7 +374,6 @@ def _other_fields(row: Row, exclude: str) -> dict[str, Any]:
 
 
 def _natural_fields(row: Row, exclude: str) -> dict[str, Any]:
-    """``_other_fields`` for CSV cells, each given its natural type (``_natural``)."""
     return {key: _natural(value) for key, value in row.items()
             if key != exclude and value is not None and value != ""}
 
@@ -435,13 +391,11 @@ def _parse_labels(value: object) -> list[Any]:
 
 
 def _synth_attributes(row: Row) -> dict[str, Any]:
-    """Keep the synthesis task; the synthesized text is output, not a property of the persona."""
     task = row.get("description")
     return {"task": task} if task not in (None, "") else {}
 
 
 def _finepersonas_attributes(row: Row) -> dict[str, Any]:
-    """Keep the dataset's own id and topic labels; drop anything bulky such as embeddings."""
     attributes: dict[str, Any] = {}
     if row.get("id") not in (None, ""):
         attributes["source_id"] = row["id"]
@@ -452,7 +406,6 @@ def _finepersonas_attributes(row: Row) -> dict[str, Any]:
 
 def _attribute_builder(fmt: str, container: str,
                        stats: ImportStats) -> Callable[[Row, str], dict[str, Any]]:
-    """Pick how a format turns a record's non-text fields into attributes."""
     if fmt == "personahub-synth":
         return lambda row, _text_field: _synth_attributes(row)
     if fmt == "finepersonas":
@@ -464,8 +417,8 @@ def _attribute_builder(fmt: str, container: str,
 
 
 def _demographics(fields: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
-    """An attribute table's fields with the canonical demographic keys normalised or derived
-    (``personas.demographic_columns``); what did not map is counted in ``stats.unmapped``."""
+    """An attribute table's fields with the canonical demographic keys normalised; what did not map is
+    counted."""
     try:
         attributes, unmapped = normalise_row(fields)
     except DemographicProblem as exc:
@@ -474,13 +427,9 @@ def _demographics(fields: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
     return attributes
 
 
-# --------------------------------------------------------------------------- public API
-
-
 def _text_candidates(
     fmt: str, container: str, text_column: str | None, path: Path, name: str
 ) -> tuple[str, ...]:
-    """Fields that may hold the text; for tables, resolved once against the header/schema."""
     candidates = (text_column,) if text_column else _TEXT_FIELDS[fmt]
     if container == "jsonl":
         return candidates
@@ -495,7 +444,6 @@ def _text_candidates(
 
 
 def _check_parquet_text_type(path: Path, name: str, column: str) -> None:
-    """Reject a non-string text column up front instead of failing on every row."""
     parquet = _open_parquet(path, name)
     try:
         column_type = parquet.schema_arrow.field(column).type
@@ -508,7 +456,6 @@ def _check_parquet_text_type(path: Path, name: str, column: str) -> None:
 
 
 def _records(container: str, path: Path, name: str) -> Iterator[tuple[int, Row | _BadRecord]]:
-    """The streaming reader for a container."""
     if container == "jsonl":
         return _jsonl_records(path)
     if container == "csv":
@@ -517,15 +464,14 @@ def _records(container: str, path: Path, name: str) -> Iterator[tuple[int, Row |
 
 
 def seed_file() -> Path:
-    """The shipped seed persona file (``personas/data/seed_personas.jsonl``)."""
+    """The shipped seed persona file."""
     from importlib import resources
 
     return Path(str(resources.files("personahub.personas").joinpath("data/seed_personas.jsonl")))
 
 
 def is_seed_file(path: Path) -> bool:
-    """Whether ``path`` is the shipped seed file, or a copy of it byte for byte (a checkout's
-    ``personas/data/seed_personas.jsonl`` beside an installed package)."""
+    """Whether `path` is the shipped seed file, or a byte-for-byte copy of it."""
     seed = seed_file()
     try:
         if path.resolve() == seed.resolve():
@@ -548,15 +494,11 @@ def iter_personas(
 ) -> Iterator[Persona]:
     """Stream Personas from a file, with provenance (file and line/row) on each one.
 
-    For a Persona Hub synthesis file, ``synth_rows`` (when given) receives each imported record
-    whole, as it is yielded: its synthesized text is data the persona alone does not carry.
-
-    ``source`` (default: the path as given; the shipped seed file is ``seed`` by any path) names
-    where the personas came from in ``personas.source``.
-
-    File-level problems raise ``PersonaFileError`` (without line) right away; a bad record
-    raises ``PersonaFileError`` (with line) when reached, or is counted in ``stats`` and skipped
-    when ``skip_bad`` is true. Repeated texts are yielded too: deduplication happens later.
+    `synth_rows` receives each record of a Persona Hub synthesis file whole (its synthesized text is
+    data the persona does not carry). `source` names where the personas came from (the shipped seed
+    file is `seed` by any path). File-level problems raise `PersonaFileError` at once; a bad record
+    raises when reached, or is counted in `stats` and skipped with `skip_bad`. Repeated texts are
+    yielded too: deduplication happens later.
     """
     name = str(path)
     path = Path(path)
@@ -594,7 +536,6 @@ def _generate(
     stats: ImportStats,
     kept: list[KeptRow] | None = None,
 ) -> Iterator[Persona]:
-    """The lazy part of ``iter_personas``: read, validate, build, count."""
     with _closing_stream(records, name) as stream:
         for number, record in stream:
             stats.read += 1
@@ -624,8 +565,7 @@ _UNREADABLE = (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError, pa.
 
 @contextmanager
 def _unreadable_as_file_error(name: str) -> Iterator[None]:
-    """Bytes that cannot be read (bad gzip, CSV or UTF-8) as a one-line file error: an
-    EOFError from a truncated gzip would otherwise reach the CLI as "aborted"."""
+    """Bytes that cannot be read (bad gzip, CSV or UTF-8) as a one-line file error, not an EOFError."""
     try:
         yield
     except _UNREADABLE as exc:
@@ -636,10 +576,8 @@ def _unreadable_as_file_error(name: str) -> Iterator[None]:
 def _closing_stream(
     records: Iterator[tuple[int, Row | _BadRecord]], name: str
 ) -> Iterator[Iterator[tuple[int, Row | _BadRecord]]]:
-    """Close the reader with the generator; report unreadable bytes (bad gzip/CSV) as file errors.
-
-    Such damage breaks the stream itself, so it cannot be skipped like one bad record.
-    """
+    """Close the reader with the generator; report damaged bytes as file errors (they break the stream,
+    so they cannot be skipped like one bad record)."""
     try:
         yield records
     except _UNREADABLE as exc:
@@ -653,7 +591,7 @@ def _closing_stream(
 def iter_persona_batches(
     path: str | Path, *, batch_size: int = 10_000, **kwargs: Any
 ) -> Iterator[list[Persona]]:
-    """Group ``iter_personas`` output into lists, for bulk inserts into DuckDB and the graph."""
+    """Group `iter_personas` output into lists, for bulk inserts."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     personas = iter_personas(path, **kwargs)
@@ -661,25 +599,20 @@ def iter_persona_batches(
 
 
 def _batched(personas: Iterator[Persona], batch_size: int) -> Iterator[list[Persona]]:
-    """Yield lists of up to ``batch_size`` items; lazy like the iterator it wraps."""
     while batch := list(islice(personas, batch_size)):
         yield batch
 
 
 def container_of(path: str | Path) -> str | None:
-    """Physical layout of a file by its extension (``.gz`` ignored): jsonl, csv, parquet or None."""
+    """Physical layout of a file by its extension (.gz ignored): jsonl, csv, parquet or None."""
     return _container_of(Path(path))
 
 
 def iter_rows(
     path: str | Path, *, skip_bad: bool = False, stats: ImportStats | None = None
 ) -> Iterator[tuple[int, Row]]:
-    """Stream the raw records of a JSONL/CSV/Parquet file as (line or row number, field dict).
-
-    For corpora that are not persona files (text-to-persona reads texts with them). Streaming,
-    gzip and error reporting are those of ``iter_personas``; a bad record raises
-    ``PersonaFileError`` with its line, or is counted in ``stats`` and skipped with ``skip_bad``.
-    """
+    """Stream the raw records of a JSONL/CSV/Parquet file as (line or row number, field dict), with
+    `iter_personas`' streaming, gzip and error handling (text-to-persona reads corpora this way)."""
     name = str(path)
     path = Path(path)
     _check_file(path, name)
@@ -695,7 +628,6 @@ def iter_rows(
 
 def _generate_rows(records: Iterator[tuple[int, Row | _BadRecord]], name: str, skip_bad: bool,
                    stats: ImportStats) -> Iterator[tuple[int, Row]]:
-    """The lazy part of ``iter_rows``."""
     with _closing_stream(records, name) as stream:
         for number, record in stream:
             stats.read += 1

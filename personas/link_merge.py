@@ -1,11 +1,9 @@
 """Same-person merges during expansion: a new persona that is someone already known.
 
-MinHash catches a new persona written almost word for word like an old one. The same person can
-also come back described in other words; the embedding pool (cosine >= the threshold) or the
-link question (a candidate labelled ``same person``) says so. Such a persona is not added: its
-edges go to the person it is, and a ``persona_merges`` row keeps its text and why. Its text also
-stays in the expansion's MinHash index under its own id, and the merge row maps that id to the
-person, so a later near-copy of it lands on the same person after a resume as well.
+The same person can come back in other words; the embedding pool or the link question says so.
+Such a persona is not added: its edges go to the person it is, and a `persona_merges` row keeps
+its text and why. Its text stays in the MinHash index under its own id, so a later near-copy
+lands on the same person, after a resume too.
 """
 
 from __future__ import annotations
@@ -33,8 +31,8 @@ def resolve(aliases: Mapping[str, str], persona_id: str) -> str:
 
 def apply_merges(merges: Mapping[str, str], created: list[Persona], relations: list[Relation],
                  marks: list[dict[str, Any]]) -> tuple[list[Persona], list[Relation]]:
-    """A batch after its model-said merges: merged personas dropped, every edge touching one moved
-    to the person it is (self-loops and repeats dropped), frontier marks counted again."""
+    """A batch after its merges: merged personas dropped, their edges moved to the person they are
+    (self-loops and repeats dropped), frontier marks counted again."""
     if not merges:
         return created, relations
     moved: list[Relation] = []
@@ -57,7 +55,7 @@ def apply_merges(merges: Mapping[str, str], created: list[Persona], relations: l
 
 def load_aliases(con: duckdb.DuckDBPyConnection, expansion_id: str,
                  index: NearDuplicateIndex) -> dict[str, str]:
-    """An expansion's merges so far (id → person), their texts put back into ``index``."""
+    """An expansion's merges so far (id -> person), their texts put back into `index`."""
     rows = expansion_merges(con, expansion_id)
     index.add_many([(pid, text) for pid, text, _ in rows])
     return {pid: into for pid, _, into in rows}
@@ -65,7 +63,7 @@ def load_aliases(con: duckdb.DuckDBPyConnection, expansion_id: str,
 
 def merge_rows(expansion_id: str, first_position: int, hop: int,
                merges: Sequence[tuple[Persona, str, str, float | None]]) -> list[dict[str, Any]]:
-    """``persona_merges`` rows for ``(persona, merged into, method, score)`` in order."""
+    """`persona_merges` rows for `(persona, merged into, method, score)` in order."""
     return [{"expansion_id": expansion_id, "position": first_position + i,
              "persona_id": person.persona_id, "text": person.text, "merged_into": into,
              "method": method, "score": score, "hop": hop}

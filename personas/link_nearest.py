@@ -1,15 +1,9 @@
 """Nearest people by embedding, for triangle closing and same-person merges during expansion.
 
-The source's neighbourhood only ever proposes people in the same tree; people who are alike but
-reached from different seeds never meet. A pool of the expansion's personas embedded with an
-offline embedder (``hash``, lexical, or ``local``: no model calls, so nothing to account) proposes
-the nearest ones as link candidates, and a new persona at cosine >= the expansion's threshold is
-taken to be the same person as its nearest one (the embedding stage of dedup, applied as it is
-made).
-
-The pool holds only committed personas (the start set and every earlier batch's new ones) and
-ranks by (rounded cosine, id), so an interrupted expansion resumed from the database proposes
-the same people as an uninterrupted one.
+A source's neighbourhood only proposes people in the same tree. A pool of the expansion's
+committed personas, embedded offline, proposes the nearest ones too, and a new persona at cosine
+>= the threshold is merged into its nearest one. Ranking by (rounded cosine, id) makes a resumed
+expansion propose the same people.
 """
 
 from __future__ import annotations
@@ -26,15 +20,13 @@ from personahub.personas.store import texts_by_id
 
 OFFLINE_EMBEDDERS = ("hash", "local")
 DEFAULT_LINK_EMBEDDER = "hash"  # what `personas expand` uses unless told otherwise
-# and its candidates per new persona (``ExpandConfig`` itself defaults to 0, trees: a run's
-# setup expansions and expansions stored before links)
+# and its candidates per new persona (ExpandConfig itself defaults to 0: trees)
 DEFAULT_LINK_CANDIDATES = 4
-_DECIMALS = 5  # ranks ties (and float noise between runs) by id, not by bit patterns
+_DECIMALS = 5  # ranks ties (and float noise between runs) by id
 
 
 def pool_embedder(spec: str) -> Embedder:
-    """An embedder for the pool: only offline ones (``hash[:dim]``, ``local[:model]``), since
-    pool embeddings are not model calls on the job kernel."""
+    """An offline embedder for the pool: pool embeddings are not model calls on the job kernel."""
     if spec.strip().partition(":")[0].lower() not in OFFLINE_EMBEDDERS:
         raise UsageError(f"--link-embedder {spec!r}: use hash or local[:model] "
                               "(embeddings made during expansion are not accounted calls)")
@@ -55,11 +47,11 @@ class NearestPool:
         return len(self._ids)
 
     def judges(self, text: str) -> bool:
-        """Whether the embedder was trained on ``text``'s script (else it proposes nobody)."""
+        """Whether the embedder was trained on `text`'s script (else it proposes nobody)."""
         return covered(text, self._scripts)
 
     def add(self, people: Sequence[tuple[str, str]]) -> None:
-        """Add ``(persona_id, text)`` pairs not yet in the pool (texts it cannot judge are left out)."""
+        """Add `(persona_id, text)` pairs not yet in the pool (texts it cannot judge are left out)."""
         fresh = [(pid, text) for pid, text in dict(people).items()
                  if pid not in self._known and self.judges(text)]
         if not fresh:
@@ -71,7 +63,7 @@ class NearestPool:
 
     def nearest(self, texts: Sequence[str], k: int, exclude: Sequence[set[str]]
                 ) -> list[list[tuple[str, float]]]:
-        """For each text, up to ``k`` ``(persona_id, cosine)`` best first, skipping ``exclude[i]``."""
+        """For each text, up to `k` `(persona_id, cosine)` best first, skipping `exclude[i]`."""
         out: list[list[tuple[str, float]]] = [[] for _ in texts]
         judged = [i for i, text in enumerate(texts) if self.judges(text)]
         if not self._ids or not judged or k < 1:
@@ -90,7 +82,7 @@ class NearestPool:
 
 def load_pool(con: duckdb.DuckDBPyConnection, embedder: Embedder, persona_ids: Sequence[str]
               ) -> NearestPool:
-    """A pool of ``persona_ids`` (an expansion's committed personas) with their hub texts."""
+    """A pool of an expansion's committed personas with their hub texts."""
     pool = NearestPool(embedder)
     if persona_ids:
         rows = texts_by_id(con, persona_ids)

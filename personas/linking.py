@@ -1,17 +1,9 @@
-"""Triangle closing for persona-to-persona: does a new persona know people already near it?
+"""Triangle closing for persona-to-persona expansion: does a new persona know people already near it?
 
-Expansion alone grows trees: each new persona links only to the persona it was asked about.
-Real social graphs close triangles (a nurse's patient's daughter is also the nurse's
-neighbour), so after a new persona is made, the model is shown a few candidates from its
-source's neighbourhood (the source's relations in the hub, and the other people the same answer
-described, and with an embedder the nearest people of the whole expansion, see
-``personas.link_nearest``) and says which of them the new persona knows and how. Its yes-answers
-become ``relations`` rows with source ``expand:link``; a candidate labelled ``same person`` means
-the new persona is someone already in the hub, and it is merged into them instead.
-
-The schema asks for one entry per candidate, in order, each a yes/no and a relation label: a
-fixed-length list of booleans, which the offline engine fills deterministically from its seed
-and the messages, so offline expansions close some triangles too.
+Expansion alone grows trees; real social graphs close triangles. So the model is shown a few
+candidates near the new persona and says which it knows and how: yes-answers become relations
+(source `expand:link`), and `same person` merges it into the existing one. The schema is a
+fixed-length list, so the offline engine closes some triangles too.
 """
 
 from __future__ import annotations
@@ -43,7 +35,7 @@ class CandidateLink(BaseModel):
 
 @lru_cache(maxsize=32)
 def link_schema(count: int) -> type[BaseModel]:
-    """Schema with exactly ``count`` entries, one per candidate in order (min/max items pin it)."""
+    """Schema with exactly `count` entries, one per candidate in order."""
     if count < 1:
         raise ValueError("a link question needs at least one candidate")
     return create_model(
@@ -63,10 +55,8 @@ def hub_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]
 
 def pick_candidates(child: str, source: str, siblings: Sequence[str], neighbours: Sequence[str],
                     limit: int, nearest: Sequence[str] = ()) -> list[str]:
-    """Up to ``limit`` candidates for ``child``, taken in turn from its source's circle (the
-    people described alongside it first: they share its source, so each yes closes a triangle;
-    then the source's stored neighbours) and from the people nearest to it by embedding (who
-    may sit in another seed's tree)."""
+    """Up to `limit` candidates for `child`: the people described alongside it first (each yes closes a
+    triangle), then its source's neighbours, and the nearest people by embedding."""
     circle = [pid for pid in dict.fromkeys((*siblings, *neighbours)) if pid not in (child, source)]
     near = [pid for pid in dict.fromkeys(nearest) if pid not in (child, source)]
     picked: dict[str, None] = {}
@@ -79,7 +69,7 @@ def pick_candidates(child: str, source: str, siblings: Sequence[str], neighbours
 
 def link_relations(child: str, candidates: Sequence[str], links: Sequence[CandidateLink],
                    hop: int) -> list[Relation]:
-    """The edges a link answer adds: child → candidate for each yes, labelled and trimmed."""
+    """The edges a link answer adds: child -> candidate for each yes."""
     out: list[Relation] = []
     for candidate, link in zip(candidates, links, strict=False):
         label = _label(link)
@@ -106,7 +96,7 @@ def _label(link: CandidateLink) -> str:
 
 def texts_of(con: duckdb.DuckDBPyConnection, ids: Sequence[str],
              known: Mapping[str, str]) -> dict[str, str]:
-    """Persona texts of ``ids``: from ``known`` (this batch's new personas), else the hub."""
+    """Persona texts of `ids`: from `known` (this batch's new personas), else the hub."""
     missing = [i for i in ids if i not in known]
     found = dict(known)
     if missing:

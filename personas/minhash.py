@@ -1,42 +1,8 @@
-"""Stage 1 of persona dedup: vectorised MinHash + LSH over word n-grams.
+"""Stage 1 of persona dedup: vectorised MinHash + LSH over word n-grams, bit-identical to datasketch.
 
-Persona Hub drops near-duplicate personas with MinHash on 1-gram features, 128 permutations
-and a 0.9 threshold. Doing that one text at a time (one ``MinHash`` object per persona,
-128 hash evaluations per token) does not scale to a billion personas, so this module works on
-whole batches:
-
-* each distinct feature is hashed once (a vocabulary caches token hashes and, for its first
-  2^17 tokens, their 128 permuted values), so a text's signature is a gather + segmented
-  ``min`` in numpy, folded 2048 texts at a time into reused buffers (``np.take(mode="clip")``:
-  the default mode copies its output through a buffer);
-* LSH bands are bucketed by sorting band keys, not by Python dicts per band per item;
-* bands are chosen for recall (:func:`recall_lsh_params`: 16 x 8 at 0.9 proposes 99.99% of
-  the pairs at J = 0.9; datasketch's optimum, 5 x 25, proposes 31%), and candidate pairs are
-  verified by the exact Jaccard of their feature sets (kept beside the signatures, ~4 bytes a
-  word) before anything is marked: an estimate from 128 slots would miss about half of the
-  pairs right at 0.9 and admit some below it;
-* templated personas ("A {trait} {role} from {place}, ...") share most of their words, so
-  recall-minded bands put thousands of texts at J 0.4-0.8 in one bucket: with the old cap of 32
-  earlier texts per bucket that was 12M candidates at 100k texts, far slower than the stage issue
-  16 found (``bench/bench_minhash.py --corpus templated``). Three things keep the work near linear:
-  each later text is paired with the earliest 2 texts of a bucket (``max_bucket_pairs``; marks only
-  need the earliest kept source, and 16 bands give a near-duplicate 16 chances to meet it), texts
-  with identical signatures are paired with their group's first text directly (copies are found
-  whatever their buckets hold), and every band's pairs pass a pre-filter on the low bits of the
-  signature slots (:func:`prefilter_floor`: 4 bits of 64 slots first, then a byte of every slot; a
-  J >= threshold pair is rejected with probability < 1.1e-5) before the exact check. Measured on
-  bench_ray's templated 100k: cap 32 -> 2 cuts band pairs 12.7M -> 1.5M, the pre-filter leaves 45k
-  for the exact check (12k true). ``np.unique`` is avoided: a sort and a neighbour mask are an
-  order of magnitude faster on millions of pairs with numpy 2;
-* on varied text the bands propose each near-duplicate up to 16 times and little else, so
-  band pairs are deduplicated before the pre-filter, which then compares the few pairs' rows
-  directly; a band with more than n/8 pairs (templated text) is pre-filtered at once on packed
-  low bits. Either way the verified pairs are the same (the filter and the dedup commute);
-* duplicates are resolved first-seen, so a duplicate always points to an earlier text that is
-  itself kept.
-
-The incremental index (``personas/near_dup.py``) still uses datasketch's bands and estimated
-Jaccard: its flags feed runs, and changing them is a separate decision.
+Persona Hub's settings (1-grams, 128 permutations, 0.9), on whole batches in numpy. Bands are
+chosen for recall (16 x 8 proposes 99.99% of pairs at J = 0.9, datasketch's 5 x 25 only 31%) and
+candidates are verified by exact Jaccard; templated text is kept near linear (bench_minhash.py).
 """
 
 from __future__ import annotations
@@ -79,7 +45,7 @@ _MIX1 = _U64(0xFF51AFD7ED558CCD)
 _MIX2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 _EMPTY = np.iinfo(np.uint32).max
-_BATCH_TEXTS = 50_000  # texts tokenised at a time (the fold chunks them further for the cache)
+_BATCH_TEXTS = 50_000  # texts tokenised at a time
 _GATHER_ROWS = 1 << 17
 
 
@@ -88,15 +54,13 @@ class MinHashConfig:
     """Settings of stage 1; the defaults are the Persona Hub paper's.
 
     Attributes:
-        num_perm: number of hash permutations (signature length).
+        num_perm: Number of hash permutations (signature length).
         threshold: Jaccard similarity at or above which two texts are duplicates.
-        ngram: word n-gram size of the features (1 = bag of words, as in the paper).
-        seed: seeds the permutations; the same seed gives the same signatures everywhere.
-        max_bucket_pairs: each text in an LSH bucket is compared with at most this many of the
-            earliest texts of the bucket, which bounds the work on huge buckets (copies, or
-            templated texts). On templated personas without an id word, bands alone found
-            99.86% of the planted copies at 2 (99.1% at 1, all at 4); texts with identical
-            signatures are also paired apart from the buckets, which finds them all.
+        ngram: Word n-gram size of the features (1 = bag of words).
+        seed: Seeds the permutations; the same seed gives the same signatures everywhere.
+        max_bucket_pairs: Each text in an LSH bucket is compared with at most this many of the
+            bucket's earliest texts. On templated personas, 2 found 99.86% of planted copies
+            (99.1% at 1, all at 4); identical signatures are paired apart and all found.
     """
 
     num_perm: int = 128
@@ -124,7 +88,7 @@ def tokenize(text: str) -> list[str]:
 
 
 def _fmix64(x: np.ndarray) -> np.ndarray:
-    """Murmur3's 64-bit finaliser: spreads every input bit over the output (wrapping uint64)."""
+    """Murmur3's 64-bit finaliser (wrapping uint64)."""
     x = x ^ (x >> _U64(33))
     x = x * _MIX1
     x = x ^ (x >> _U64(33))
@@ -133,17 +97,13 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
 
 
 def token_hash(token: str) -> int:
-    """32-bit token hash: the first 4 bytes of SHA-1, little-endian (datasketch's default).
-
-    Using datasketch's hash family makes our signatures bit-identical to
-    ``datasketch.MinHash(num_perm, seed)`` fed the same tokens, so the two methods see the same
-    LSH candidates and differ only where we verify candidates.
-    """
+    """32-bit token hash: the first 4 bytes of SHA-1, little-endian (datasketch's default), so our
+    signatures match `datasketch.MinHash(num_perm, seed)` bit for bit."""
     return int.from_bytes(hashlib.sha1(token.encode("utf-8")).digest()[:4], "little")
 
 
 def _fmix32(x: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finaliser (wrapping uint32), applied before the permutations."""
+    """MurmurHash3's 32-bit finaliser (wrapping uint32)."""
     x = x ^ (x >> np.uint32(16))
     x = x * np.uint32(0x85EBCA6B)
     x = x ^ (x >> np.uint32(13))
@@ -153,9 +113,7 @@ def _fmix32(x: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Affine permutations h -> a*h + b mod 2^32 (``a`` odd), drawn as datasketch's
-    ``affine32`` scheme draws them from ``RandomState(seed)``, so the same seed gives the same
-    permutations in both."""
+    """Affine permutations h -> a*h + b mod 2^32, drawn as datasketch draws them from `seed`."""
     gen = np.random.RandomState(seed)
     a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
     b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
@@ -165,12 +123,8 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _permuted(
     hashes: np.ndarray, config: MinHashConfig, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """(len(hashes), num_perm) uint32 permuted values: a * fmix32(h) + b (mod 2^32), written
-    in place into ``out`` when given (the vocabulary's table: no temporary to copy).
-
-    ``hashes`` are feature hashes; only their low 32 bits are used (token hashes are 32-bit;
-    n-gram features are folded to 32 bits first).
-    """
+    """(len(hashes), num_perm) uint32 permuted values of the low 32 bits of `hashes`, written into
+    `out` when given."""
     a, b = _permutations(config.num_perm, config.seed)
     if out is None:
         out = np.empty((hashes.size, config.num_perm), dtype=np.uint32)
@@ -185,8 +139,6 @@ def _permuted(
 
 
 class _Ids(dict[str, int]):
-    """Token -> id map that numbers an unseen token on first lookup (no second pass) and
-    lists the tokens it numbered since :meth:`take_new`."""
 
     def __init__(self, first: dict[str, int]) -> None:
         super().__init__(first)
@@ -199,21 +151,17 @@ class _Ids(dict[str, int]):
         return new_id
 
     def take_new(self) -> list[str]:
-        """Tokens numbered since the last call, in id order. Slicing the dict from the old
-        size instead walks it from its start: quadratic on templated text, where each
-        persona's number is a new token."""
+        """Tokens numbered since the last call, in id order (walking the dict from its start instead was
+        quadratic on templated text)."""
         new, self._new = self._new, []
         return new
 
 
 class _Vocabulary:
-    """Token -> id, with each token's permuted values computed once, on first sight, for the
-    first ``_TABLE_ROWS`` tokens (:meth:`tail_rows` computes the rest's per batch).
+    """Token -> id, with each token's permuted values computed once for the first `_TABLE_ROWS` tokens.
 
-    The arrays grow by doubling their capacity, so a stream of batches copies the vocabulary
-    O(log V) times rather than once per batch. The cap keeps the table at 64 MiB: templated
-    personas bring a new token each ("resident no. 123456"), 900k at 1M texts, whose rows
-    (460 MiB, each used once) cost more to store and grow than to compute again.
+    Arrays grow by doubling. The cap keeps the table at 64 MiB: templated personas bring a new token
+    each (900k at 1M texts), whose rows cost more to store than to compute again.
     """
 
     def __init__(self, config: MinHashConfig) -> None:
@@ -231,7 +179,7 @@ class _Vocabulary:
 
     @property
     def table(self) -> np.ndarray:
-        """Permuted rows of ids below ``table_rows`` (n-grams: unused, one row)."""
+        """Permuted rows of ids below `table_rows`."""
         return self._table[: self.table_rows] if self.config.ngram == 1 else self._table
 
     @property
@@ -239,7 +187,7 @@ class _Vocabulary:
         return min(self.size, _TABLE_ROWS)
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
-        """Ids of ``tokens`` (int64), adding unseen tokens to the vocabulary."""
+        """Ids of `tokens` (int64), adding unseen tokens to the vocabulary."""
         known = self.size
         ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         total = len(self.ids)
@@ -263,8 +211,7 @@ class _Vocabulary:
 
 
 def _ascii_table() -> bytes:
-    """bytes.translate table: lower-case letters, keep word chars and the separator,
-    blank out every other ASCII char, so ``split()`` yields exactly the ``\\w+`` tokens."""
+    """bytes.translate table that leaves exactly the `\\w+` tokens, lower-cased, for `split()`."""
     table = bytearray(b" " * 256)
     for c in range(128):
         ch = chr(c)
@@ -278,7 +225,7 @@ _JOIN = f" {TEXT_SEPARATOR} "
 
 
 def batch_tokens(texts: Sequence[str]) -> list[str]:
-    """All lower-cased tokens of a batch, texts separated by a ``TEXT_SEPARATOR`` token."""
+    """All lower-cased tokens of a batch, texts separated by a `TEXT_SEPARATOR` token."""
     joined = _JOIN.join(texts)
     if joined.count(TEXT_SEPARATOR) != len(texts) - 1:  # a text carries the separator itself
         joined = _JOIN.join(t.replace(TEXT_SEPARATOR, " ") for t in texts)
@@ -288,7 +235,6 @@ def batch_tokens(texts: Sequence[str]) -> list[str]:
 
 
 def _batch_ids(texts: Sequence[str], vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of a whole batch plus each text's token count, without per-text calls."""
     ids = vocab.lookup(batch_tokens(texts))
     is_sep = ids == 0
     bounds = np.concatenate([[-1], np.flatnonzero(is_sep), [ids.size]])
@@ -298,16 +244,13 @@ def _batch_ids(texts: Sequence[str], vocab: _Vocabulary) -> tuple[np.ndarray, np
 def _ngram_features(
     token_hashes: np.ndarray, counts: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of word n-grams inside each text, and the per-text feature count.
-
-    A text shorter than ``n`` words contributes one feature made of all its words, so short
-    texts still get a signature.
-    """
+    """Hashes of word n-grams inside each text, and each text's feature count. A text shorter than `n`
+    words gives one feature of all its words."""
     total = token_hashes.size
     starts = np.cumsum(counts) - counts
     text_of = np.repeat(np.arange(counts.size), counts)
     pos_in_text = np.arange(total) - starts[text_of]
-    remaining = counts[text_of] - pos_in_text  # tokens from here to the text's end
+    remaining = counts[text_of] - pos_in_text
     combined = token_hashes.copy()
     with np.errstate(over="ignore"):
         for k in range(1, n):
@@ -327,14 +270,10 @@ _TABLE_ROWS = 1 << 17  # tokens whose permuted rows the vocabulary keeps (64 MiB
 def _segment_min(
     table: np.ndarray, index: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Per-text column-wise min of ``table[index]`` over each text's run of features, written
-    to ``out`` (allocated when not given).
+    """Per-text column-wise min of `table[index]` over each text's features, into `out`.
 
-    Texts are visited longest first, ``_SEGMENT_ROWS`` at a time, so step ``k`` folds the
-    ``k``-th feature of every text of the chunk that has one into a contiguous prefix of the
-    chunk's rows: one gather + ``np.minimum`` per step into buffers reused across steps, no
-    padding and no per-text Python work. Chunks that fit in cache and no fresh temporaries
-    make this faster than folding a whole batch at once (``bench/bench_minhash.py``).
+    Texts are folded longest first, `_SEGMENT_ROWS` at a time, into reused buffers: no padding, no
+    per-text Python work, faster than a whole batch at once (bench/bench_minhash.py).
     """
     n = counts.size
     width = table.shape[1]
@@ -351,11 +290,10 @@ def _segment_min(
         hi = min(n, lo + _SEGMENT_ROWS)
         chunk_counts, chunk_starts, rows = sorted_counts[lo:hi], starts[lo:hi], acc[: hi - lo]
         longest = int(chunk_counts[0])
-        # number of texts of the chunk with more than k features, for every k
         active = np.searchsorted(-chunk_counts, -np.arange(max(longest, 1)), side="left")
         have = int(active[0]) if longest else 0
-        rows[have:] = _EMPTY  # texts without a feature
-        # mode="clip": the ids are in range, and mode="raise" copies ``out`` through a buffer
+        rows[have:] = _EMPTY
+        # mode="clip": the ids are in range, and mode="raise" copies out through a buffer
         if have:
             np.take(table, index[chunk_starts[:have]], axis=0, out=rows[:have], mode="clip")
         for k in range(1, longest):
@@ -368,16 +306,11 @@ def _segment_min(
 
 @dataclass(frozen=True)
 class FeatureSets:
-    """Each text's features as the 32-bit values MinHash hashes, packed: text ``i`` owns
-    ``values[offsets[i]:offsets[i + 1]]`` (repeats included; Jaccard treats them as a set).
+    """Each text's features as packed 32-bit values, kept for the exact Jaccard check: an estimate from
+    128 slots misses about half of the pairs right at J = 0.9."""
 
-    Kept beside the signatures so candidates can be verified by their exact Jaccard: an
-    estimate from 128 slots has a standard error of ~0.027 at J = 0.9, so it misses about half
-    of the pairs right at the threshold and admits some below it.
-    """
-
-    values: np.ndarray  # uint32
-    offsets: np.ndarray  # int64, len(texts) + 1
+    values: np.ndarray
+    offsets: np.ndarray
 
     def __len__(self) -> int:
         return self.offsets.size - 1
@@ -390,7 +323,7 @@ class FeatureSets:
 
     @staticmethod
     def concat(parts: Sequence[FeatureSets]) -> FeatureSets:
-        """One ``FeatureSets`` of several, in order (batches of a stream)."""
+        """One `FeatureSets` of several, in order."""
         if not parts:
             return FeatureSets(np.empty(0, dtype=np.uint32), np.zeros(1, dtype=np.int64))
         counts = np.concatenate([np.diff(p.offsets) for p in parts])
@@ -400,10 +333,8 @@ class FeatureSets:
 def _signatures_of_ids(
     vocab: _Vocabulary, ids: np.ndarray, counts: np.ndarray, out: np.ndarray
 ) -> None:
-    """Signatures of a batch of 1-gram texts into ``out``: the segment min over the
-    vocabulary's table, and for ids past it (a large vocabulary's tail) over rows computed
-    for this batch's distinct tail ids, the two folded by ``np.minimum`` (min is associative,
-    so the signatures are the same)."""
+    """Signatures of a batch of 1-gram texts into `out`: table rows for known ids, per-batch rows for
+    the tail, folded by `np.minimum`."""
     tail = ids >= vocab.table_rows
     if not tail.any():
         _segment_min(vocab.table, ids, counts, out)
@@ -418,17 +349,15 @@ def _signatures_of_ids(
 
 
 def sketch(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, FeatureSets]:
-    """Signatures of ``texts`` (as :func:`signatures`) and their feature sets, in one pass."""
+    """Signatures of `texts` and their feature sets, in one pass."""
     sigs, feats = _sketch(texts, config, with_features=True)
     assert feats is not None
     return sigs, feats
 
 
 def signatures(texts: Sequence[str], config: MinHashConfig) -> np.ndarray:
-    """MinHash signatures of ``texts`` as an ``(n, num_perm)`` uint32 array.
-
-    A text without any word has an all-``0xFFFFFFFF`` signature and is never matched.
-    """
+    """MinHash signatures of `texts` as an (n, num_perm) uint32 array; a text without words is never
+    matched."""
     return _sketch(texts, config, with_features=False)[0]
 
 
@@ -444,14 +373,14 @@ def _sketch(
         ids, counts = _batch_ids(batch, vocab)
         if config.ngram == 1:
             _signatures_of_ids(vocab, ids, counts, out[lo : lo + len(batch)])
-            if with_features:  # token hashes are 32-bit: the values MinHash permutes
+            if with_features:
                 parts.append(FeatureSets.from_counts(vocab.hashes[ids], counts))
             continue
         feats, feat_counts = _ngram_features(vocab.hashes[ids], counts, config.ngram)
         uniq, inverse = np.unique(feats, return_inverse=True)
         table = _permuted(uniq, config)
         _segment_min(table, inverse.ravel(), feat_counts, out[lo : lo + len(batch)])
-        if with_features:  # MinHash permutes the low 32 bits of an n-gram's hash
+        if with_features:
             parts.append(FeatureSets.from_counts(feats & _U64(0xFFFFFFFF), feat_counts))
     return out, (FeatureSets.concat(parts) if with_features else None)
 
@@ -473,12 +402,7 @@ def lsh_params(
     false_positive_weight: float = 0.5,
     false_negative_weight: float = 0.5,
 ) -> tuple[int, int]:
-    """(bands, rows) minimising the weighted false-positive + false-negative areas.
-
-    Same criterion as datasketch's ``MinHashLSH`` so the two bucket texts alike:
-    the integral of the S-curve below the threshold (false positives) and of its
-    complement above it (false negatives).
-    """
+    """(bands, rows) minimising weighted false-positive + false-negative areas, as datasketch does."""
     grid = np.unique(np.concatenate([np.linspace(0.0, 1.0, 2001), [threshold]]))
     best, best_err = (1, 1), float("inf")
     for bands in range(1, num_perm + 1):
@@ -493,14 +417,9 @@ def lsh_params(
 
 @lru_cache(maxsize=64)
 def recall_lsh_params(threshold: float, num_perm: int, miss: float = 1e-3) -> tuple[int, int]:
-    """(bands, rows) for the batch stage: the longest rows whose bands still propose a pair
-    at Jaccard ``threshold`` with probability >= 1 - ``miss`` (128 perms at 0.9: 16 x 8).
-
-    datasketch's optimum (:func:`lsh_params`, 5 x 25 at 0.9) weighs misses and false
-    candidates alike, so it proposes only 31% of the pairs right at 0.9 (S-curve
-    1 - (1 - s^r)^b). Candidates here are verified by exact Jaccard, so a false candidate
-    costs a little time and a missed one costs recall; longer rows keep random pairs out.
-    """
+    """(bands, rows) for the batch stage: the longest rows whose bands still propose a pair at
+    `threshold` with probability >= 1 - `miss` (128 perms at 0.9: 16 x 8). A false candidate costs a
+    little time, a missed one recall."""
     for rows in range(num_perm, 0, -1):
         bands = num_perm // rows
         if 1.0 - (1.0 - threshold**rows) ** bands >= 1.0 - miss:
@@ -517,12 +436,8 @@ _KEY_CHUNK = 1 << 14  # texts per chunk of _keys_by_band: its transpose stays in
 
 
 def _band_words(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands, ceil(rows / 2)) uint64: each band's slots, two 32-bit slots per word.
-
-    With an even ``rows`` the words are a view of the signatures themselves (little-endian:
-    slot ``2j`` low, ``2j + 1`` high); otherwise they are built band by band, the last word
-    of a band holding its odd slot alone.
-    """
+    """(n, bands, ceil(rows / 2)) uint64: each band's slots, two 32-bit slots per word (a view when
+    `rows` is even)."""
     n = sigs.shape[0]
     per = (rows + 1) // 2
     if rows % 2 == 0 and sigs.dtype == np.uint32 and sigs.strides[1] == 4 and \
@@ -536,12 +451,7 @@ def _band_words(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands) uint64 keys, one per text and band; equal bands give equal keys.
-
-    A band's words (two slots each) are combined by a multiply-add with fixed odd constants and
-    mixed once by fmix64, chunk by chunk; a key collision only proposes a candidate, which
-    verification then judges.
-    """
+    """(n, bands) uint64 keys, one per text and band; a collision only proposes a candidate."""
     n = sigs.shape[0]
     words = _band_words(sigs, bands, rows)
     per = words.shape[2]
@@ -557,10 +467,8 @@ def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bands, n) band keys (the transpose of :func:`_band_keys`) and the (n,)
-    :func:`signature_keys`, computed ``_KEY_CHUNK`` texts at a time: one pass over the
-    signatures, each band's keys contiguous for its bucketing (reading one band a time from
-    the signatures, or a strided column of the (n, bands) keys, is slower)."""
+    """(bands, n) band keys and the (n,) signature keys in one chunked pass, each band's keys
+    contiguous for bucketing (faster than strided reads)."""
     n = sigs.shape[0]
     keys = np.empty((bands, n), dtype=np.uint64)
     signature = np.empty(n, dtype=np.uint64)
@@ -575,9 +483,7 @@ def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, 
 
 
 def _shared_keys(keys: np.ndarray) -> np.ndarray:
-    """Mask of keys that may occur more than once: a counting pass over the keys' low bits
-    (a superset of the true repeats), then, when it kept under half, one over the high bits
-    of the keys it kept (a fifth of them on varied text: halves what the sort gets), so only
+    """Mask of keys that may occur more than once, by counting passes over low and high bits, so only
     those few need sorting."""
     maybe = _repeated_bits(keys, high=False)
     kept = np.flatnonzero(maybe)
@@ -587,7 +493,6 @@ def _shared_keys(keys: np.ndarray) -> np.ndarray:
 
 
 def _repeated_bits(keys: np.ndarray, *, high: bool) -> np.ndarray:
-    """Mask of keys whose low (or high) bits, 4x as many slots as keys, repeat."""
     bits = max(10, (4 * keys.size).bit_length())
     shift = _U64(64 - bits if high else 0)
     slot = ((keys >> shift) & _U64((1 << bits) - 1)).astype(np.intp)
@@ -596,20 +501,18 @@ def _repeated_bits(keys: np.ndarray, *, high: bool) -> np.ndarray:
 
 
 def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
-    """(earlier, later) index pairs of texts sharing a key: each later text is paired
-    with up to ``max_pairs`` of the earliest texts of its bucket."""
+    """(earlier, later) pairs of texts sharing a key, each later with up to `max_pairs` earliest."""
     maybe = _shared_keys(keys)
     keys, members = keys[maybe], members[maybe]
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    idx = members[order]  # ascending within each bucket (stable sort of ascending members)
+    idx = members[order]
     new_group = np.ones(idx.size, dtype=bool)
     new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
     positions = np.arange(idx.size)
     group_start = np.maximum.accumulate(np.where(new_group, positions, 0))
     rank = positions - group_start
-    # the j-th earliest of each bucket with every later member past it: one masked pass per
-    # j (max_pairs is small) instead of repeating each member by its pair count
+    # one masked pass per j (max_pairs is small) instead of repeating each member
     earlier: list[np.ndarray] = []
     later: list[np.ndarray] = []
     at = np.flatnonzero(rank > 0)
@@ -629,7 +532,6 @@ def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.n
 
 
 def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Fraction of equal signature slots for each pair, computed in bounded chunks."""
     out = np.empty(len(pairs), dtype=np.float64)
     step = 1 << 18
     for lo in range(0, len(pairs), step):
@@ -643,12 +545,8 @@ _ROW_PAD = _U64(1 << 40)
 
 
 def exact_jaccard(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard of the feature sets of each (i, j) pair, vectorised in bounded chunks.
-
-    Pairs of short texts (both at most ``_ROW_FEATURES`` features, persona-length) are checked
-    row by row: each pair's values of both sides in one padded row, sorted along the row (a
-    short sort per pair is faster than one global sort); the rest as before.
-    """
+    """Exact Jaccard of the feature sets of each (i, j) pair. Short pairs are sorted row by row (faster
+    than one global sort), the rest by `_exact_jaccard_sorted`."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     out = np.empty(len(pairs), dtype=np.float64)
     lens = np.diff(features.offsets)
@@ -661,9 +559,7 @@ def exact_jaccard(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
 
 
 def _exact_jaccard_rows(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Row-wise exact Jaccard: each row holds ``value << 1 | side`` of both sets, padded; after
-    a sort along the row, an entry equal to its left neighbour is a repeat within a side, and
-    neighbours equal but for the side bit are a shared value."""
+    """Row-wise exact Jaccard over padded rows of `value << 1 | side`, sorted along the row."""
     out = np.empty(len(pairs), dtype=np.float64)
     lens = np.diff(features.offsets)
     step = 1 << 14
@@ -690,13 +586,8 @@ def _exact_jaccard_rows(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
 
 
 def _exact_jaccard_sorted(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard of the feature sets of each (i, j) pair, vectorised in bounded chunks
-    (any set sizes).
-
-    Every value of both sides is keyed ``pair << 33 | value << 1 | side`` and the keys sorted
-    once: equal neighbours are a repeat within a side (dropped), neighbours equal but for the
-    side bit are a shared value. No Python work per pair.
-    """
+    """Exact Jaccard for any set sizes: keys `pair << 33 | value << 1 | side` sorted once, no Python
+    work per pair."""
     out = np.empty(len(pairs), dtype=np.float64)
     lens = np.diff(features.offsets)
     step = 1 << 16
@@ -714,7 +605,7 @@ def _exact_jaccard_sorted(features: FeatureSets, pairs: np.ndarray) -> np.ndarra
         key = np.sort(np.concatenate(keys))
         first = np.ones(key.size, dtype=bool)
         first[1:] = key[1:] != key[:-1]
-        key = key[first]  # each side's set
+        key = key[first]
         pair = (key >> _U64(33)).astype(np.int64)
         sizes = np.bincount(pair, minlength=m)  # |A| + |B|
         shared = (key[1:] >> _U64(1)) == (key[:-1] >> _U64(1))
@@ -727,10 +618,7 @@ def _exact_jaccard_sorted(features: FeatureSets, pairs: np.ndarray) -> np.ndarra
 def candidate_pairs(
     sigs: np.ndarray, config: MinHashConfig, params: tuple[int, int] | None = None
 ) -> np.ndarray:
-    """Unique (earlier, later) pairs sharing at least one LSH band bucket, shape (m, 2).
-
-    ``params`` (bands, rows) defaults to :func:`recall_lsh_params`.
-    """
+    """Unique (earlier, later) pairs sharing at least one LSH band bucket, shape (m, 2)."""
     n = sigs.shape[0]
     bands, rows = params or recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY) if n else np.empty(0, dtype=np.int64)
@@ -741,8 +629,7 @@ def candidate_pairs(
 
 
 def _unique_pairs(found: Sequence[np.ndarray], n: int) -> np.ndarray:
-    """The distinct (earlier, later) pairs of ``found``, sorted. A sort and a neighbour mask:
-    ``np.unique`` (numpy 2) is an order of magnitude slower on millions of codes."""
+    """The distinct pairs of `found`, sorted: `np.unique` is ten times slower on millions of codes."""
     pairs = np.concatenate(found) if len(found) else np.empty((0, 2), dtype=np.int64)
     if pairs.size == 0:
         return np.empty((0, 2), dtype=np.int64)
@@ -754,30 +641,21 @@ def _unique_pairs(found: Sequence[np.ndarray], n: int) -> np.ndarray:
 
 
 def signature_keys(band_keys: np.ndarray) -> np.ndarray:
-    """One uint64 per text from its (n, bands) band keys, equal for equal banded signatures:
-    the keys weighted by odd constants, summed (wrapping) and mixed once. A collision only
-    proposes a candidate, which the exact check judges."""
+    """One uint64 per text, equal for equal banded signatures; a collision only proposes a candidate."""
     weights = _signature_weights(band_keys.shape[1])
     with np.errstate(over="ignore"):
         return _fmix64((band_keys * weights).sum(axis=1, dtype=np.uint64))
 
 
 def _signature_weights(bands: int) -> np.ndarray:
-    """The odd weight of each band's key in :func:`signature_keys`."""
     weights = _WORD_MULTIPLIERS[np.arange(bands) % _WORD_MULTIPLIERS.size]
     return weights + _U64(2) * np.arange(bands, dtype=np.uint64)  # stay odd
 
 
 def prefilter_floor(threshold: float, num_perm: int, miss: float = 1e-5) -> int:
-    """Fewest equal slots a pair needs to pass the pre-filter: the largest ``m`` with
-    P(Binomial(num_perm, threshold) < m) <= ``miss``.
-
-    A pair with Jaccard J has Binomial(num_perm, J) equal MinHash slots (more for J above the
-    threshold), so a pair at or above the threshold is rejected with probability <= ``miss``.
-    Comparing only the low byte of each slot adds chance matches (probability 1/256 per
-    unequal slot), which only lets more pairs through. At 0.9 and 128 slots: 99 (est 0.77);
-    pairs at J 0.7 pass with ~6%, at 0.5 with ~0%.
-    """
+    """Fewest equal slots a pair needs to pass the pre-filter: the largest `m` with
+    P(Binomial(num_perm, threshold) < m) <= `miss`, so a pair at the threshold is rejected with
+    probability <= `miss`. At 0.9 and 128 slots: 99; pairs at J 0.7 pass with ~6%."""
     p = float(threshold)
     cdf = 0.0
     for m in range(num_perm + 1):
@@ -789,12 +667,11 @@ def prefilter_floor(threshold: float, num_perm: int, miss: float = 1e-5) -> int:
 
 
 def _slot_bytes(sigs: np.ndarray, slots: int | None = None, bits: int = 8) -> np.ndarray:
-    """(n, words) uint64: the low ``bits`` (8 or 4) of each of the first ``slots`` slots,
-    packed into 64-bit words (padding is zero on both sides: equal, and subtracted)."""
+    """(n, words) uint64: the low `bits` of each of the first `slots` slots, packed."""
     n = sigs.shape[0]
     slots = sigs.shape[1] if slots is None else slots
     width = -(-slots // (64 // bits)) * (64 // bits)
-    low = sigs[:, :slots].astype(np.uint8)  # the low byte of each slot
+    low = sigs[:, :slots].astype(np.uint8)
     if width > slots:
         low = np.concatenate([low, np.zeros((n, width - slots), dtype=np.uint8)], axis=1)
     if bits == 4:
@@ -806,9 +683,8 @@ _FOLD = {8: ((4, 2, 1), _U64(0x0101010101010101)), 4: ((2, 1), _U64(0x1111111111
 
 
 def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 8) -> np.ndarray:
-    """Slots whose packed low bits are equal, per pair: XOR, fold each field to its low bit,
-    count the unequal fields (a few word operations instead of ``slots`` compares), in two
-    buffers reused chunk after chunk (fresh temporaries made this twice as slow)."""
+    """Equal packed fields per pair, by XOR and bit counts in reused buffers (fresh temporaries were
+    twice as slow)."""
     shifts, mask = _FOLD[bits]
     out = np.empty(len(pairs), dtype=np.int64)
     step = 1 << 13
@@ -817,14 +693,14 @@ def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 
     for lo in range(0, len(pairs), step):
         p = pairs[lo : lo + step]
         a, b = x[: len(p)], y[: len(p)]
-        np.take(packed, p[:, 0], axis=0, out=a, mode="clip")  # indices are in range
+        np.take(packed, p[:, 0], axis=0, out=a, mode="clip")
         np.take(packed, p[:, 1], axis=0, out=b, mode="clip")
         np.bitwise_xor(a, b, out=a)
         for shift in shifts:
             np.right_shift(a, _U64(shift), out=b)
             np.bitwise_or(a, b, out=a)
         np.bitwise_and(a, mask, out=a)
-        counts = np.bitwise_count(a)  # uint8, one column per word
+        counts = np.bitwise_count(a)
         total = counts[:, 0].astype(np.uint16)  # <= 1024 slots: no overflow
         for col in range(1, counts.shape[1]):  # faster than .sum(axis=1) on a few columns
             total += counts[:, col]
@@ -833,18 +709,11 @@ def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 
 
 
 def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndarray], np.ndarray]:
-    """The band pairs' pre-filter of :func:`verified_pairs`: ``keep(pairs)`` returns the (i, j)
-    row-index pairs of ``sigs`` with enough equal slot low bits (:func:`prefilter_floor`).
-
-    ``sigs`` may be the signatures or only their low bytes (:func:`slot_low_bytes`, what the
-    Ray shuffle ships): the filter reads nothing else, so both give the same pairs. A call
-    with fewer pairs than a quarter of the texts compares the pairs' rows directly; the
-    packed low bits of every text (a few word operations a pair) are built on the first call
-    with more, so a corpus whose bands propose few pairs never pays for packing its texts.
-    """
+    """The band pairs' pre-filter: `keep(pairs)` returns the pairs of `sigs` with enough equal low
+    bits. `sigs` may be the signatures or their low bytes (what the Ray shuffle ships). Every text's
+    bits are packed only once a call brings many pairs."""
     floor = prefilter_floor(float(config.threshold), config.num_perm)
-    # a first look at the low 4 bits of 64 slots (a quarter of the bytes) drops most pairs
-    # far below the threshold; chance matches (1/16) only let more through
+    # a first look at 4 bits of 64 slots drops most pairs far below the threshold
     head_slots = min(config.num_perm, 64)
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
     packed: list[np.ndarray] = []
@@ -864,9 +733,6 @@ def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndar
 def _equal_low_bits(
     sigs: np.ndarray, pairs: np.ndarray, head_slots: int, head_floor: int, floor: int
 ) -> np.ndarray:
-    """Mask of the pairs :func:`slot_prefilter`'s packed test keeps, from the pairs' rows:
-    at least ``head_floor`` of the first ``head_slots`` slots equal in their low 4 bits and
-    at least ``floor`` slots equal in their low byte."""
     out = np.empty(len(pairs), dtype=bool)
     step = 1 << 13
     for lo in range(0, len(pairs), step):
@@ -879,38 +745,31 @@ def _equal_low_bits(
 
 
 def slot_low_bytes(sigs: np.ndarray) -> np.ndarray:
-    """(n, num_perm) uint8: the low byte of every slot, all :func:`slot_prefilter` needs."""
+    """(n, num_perm) uint8: the low byte of every slot, all the pre-filter needs."""
     return sigs.astype(np.uint8)
 
 
 def bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
-    """(earlier, later) pairs of ``members`` (ascending) sharing a key, each later one with up
-    to ``max_pairs`` of the earliest of its bucket: the rule of :func:`verified_pairs`' bands
-    (``max_pairs=1`` on :func:`signature_keys` pairs identical signatures)."""
+    """(earlier, later) pairs of `members` sharing a key, each later one with up to `max_pairs` of the
+    earliest of its bucket."""
     return _bucket_pairs(keys, members, max_pairs)
 
 
 def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
-    """(n, bands) uint64 band keys of ``sigs`` under :func:`recall_lsh_params`, as
-    :func:`verified_pairs` buckets them."""
+    """(n, bands) uint64 band keys of `sigs`, as `verified_pairs` buckets them."""
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
-# The bands of a near-duplicate propose it up to 16 times, so on varied text (a band's pairs
-# a few % of the texts) band pairs are held, deduplicated and pre-filtered once: that spares
-# the pre-filter most of its gathers. On templated text a band proposes about one junk pair
-# (J 0.4-0.8) a text, nearly all distinct: a band with more than n / _JUNK_BAND pairs is
-# pre-filtered at once, and at most _PENDING_PAIRS are held either way.
+# On varied text band pairs are held, deduplicated and pre-filtered once (a near-duplicate is
+# proposed up to 16 times); on templated text a band's pairs are mostly distinct junk and are
+# pre-filtered at once.
 _JUNK_BAND = 8
 _PENDING_PAIRS = 1 << 22
 
 
 def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
-    """(earlier, later) pairs with exact Jaccard >= threshold, found as the batch stage finds
-    them: band buckets (:func:`recall_lsh_params`, each later text with the earliest
-    ``max_bucket_pairs`` of a bucket) plus groups of identical signatures (each text with its
-    group's first), the band pairs deduplicated and pre-filtered (:func:`prefilter_floor`)
-    whenever ``_PENDING_PAIRS`` pile up and at the end, then the exact check."""
+    """(earlier, later) pairs with exact Jaccard >= threshold: band buckets plus groups of identical
+    signatures, deduplicated, pre-filtered, then checked exactly."""
     n = sigs.shape[0]
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
@@ -921,11 +780,11 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     pending = 0
     for band in range(bands):
         pairs = _bucket_pairs(keys[band], members, config.max_bucket_pairs)
-        if len(pairs) * _JUNK_BAND > n:  # templated text: mostly junk, filter it at once
+        if len(pairs) * _JUNK_BAND > n:
             pairs = prefilter(pairs)
         band_found.append(pairs)
         pending += len(pairs)
-        if pending > _PENDING_PAIRS:  # compact before pairs pile up
+        if pending > _PENDING_PAIRS:
             band_found = [prefilter(_unique_pairs(band_found, n))]
             pending = len(band_found[0])
     found = [_bucket_pairs(signature, members, 1), prefilter(_unique_pairs(band_found, n))]
@@ -936,14 +795,11 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
 
 
 def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:
-    """-1 for kept texts, else the earliest *kept* earlier text a text is paired with.
-
-    Walking texts in order means a text matched only to an already-removed duplicate stays
-    kept, so kept texts never point anywhere and chains never form.
-    """
+    """-1 for kept texts, else the earliest kept earlier text a text is paired with. Kept texts never
+    point anywhere, so chains never form."""
     if len(pairs) == 0:
         return np.full(n, -1, dtype=np.int64)
-    order = np.lexsort((pairs[:, 0], pairs[:, 1]))  # by later, then earlier
+    order = np.lexsort((pairs[:, 0], pairs[:, 1]))
     earlier = pairs[order, 0].tolist()
     later = pairs[order, 1].tolist()
     marks: dict[int, int] = {}  # only texts in some pair; Python ints keep the loop cheap
@@ -961,14 +817,8 @@ def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:
 def duplicates_from_signatures(
     sigs: np.ndarray, config: MinHashConfig, features: FeatureSets | None = None
 ) -> np.ndarray:
-    """The marks of :func:`minhash_duplicates` from precomputed signatures.
-
-    Lets callers compute signatures batch by batch while streaming rows, keeping only the
-    signatures (``4 * num_perm`` bytes per text) and, given ``features`` (from :func:`sketch`),
-    the feature sets (~4 bytes per word) in memory instead of the texts. With ``features``
-    candidates are kept when their exact Jaccard reaches the threshold; without, when their
-    estimated Jaccard does (which misses about half of the pairs right at the threshold).
-    """
+    """The marks of `minhash_duplicates` from precomputed signatures, so a stream keeps only
+    signatures and feature sets in memory. Without `features` pairs are judged by estimated Jaccard."""
     n = sigs.shape[0]
     if n == 0:
         return np.empty(0, dtype=np.int64)
@@ -981,13 +831,8 @@ def duplicates_from_signatures(
 
 
 def minhash_duplicates(texts: Sequence[str], config: MinHashConfig = MinHashConfig()) -> np.ndarray:
-    """Near-duplicate marks for ``texts``: int64, -1 = kept, else index of the kept text.
-
-    The index always points to an earlier text whose feature set has exact Jaccard >=
-    ``config.threshold`` with this one (LSH bands chosen for recall propose the pairs), so
-    feeding texts in creation order keeps the first-seen persona of each near-duplicate
-    group. Deterministic for a given config.
-    """
+    """Near-duplicate marks for `texts`: int64, -1 = kept, else the index of an earlier kept text with
+    exact Jaccard >= threshold. Texts fed in creation order keep the first-seen persona."""
     if len(texts) == 0:
         return np.empty(0, dtype=np.int64)
     sigs, features = sketch(texts, config)

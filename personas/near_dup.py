@@ -1,38 +1,8 @@
-"""Incremental near-duplicate detection (MinHash LSH) for streams of texts.
+"""Incremental near-duplicate detection (MinHash LSH) for texts flagged as they arrive: a run's
+emissions, expansion's personas. The earliest text is kept.
 
-Used where items arrive one batch at a time and must be flagged at once: emissions in each
-simulation step, personas created by expansion. The paper's settings are the defaults: 1-gram
-(word) features, 128 permutations, Jaccard threshold 0.9. The earliest text is kept; later
-near-duplicates point to it.
-
-Signatures come from ``personas.minhash.signatures`` (vectorised, bit-identical to datasketch's
-``MinHash``), banded with datasketch's optimal (bands, rows) and verified by estimated Jaccard,
-so the flags equal those of ``datasketch.MinHashLSH`` plus verification (tested against
-``tests/_datasketch_index.py``), at about half the time and a quarter of the memory or less
-(``bench/bench_near_dup.py``); datasketch itself is not a runtime dependency.
-
-Memory. A run indexes every kept emission of every kind for the whole run, so what the index
-holds per text decides how memory grows with run length (bench/bench_memory.py). Per text it
-holds one 64-bit hash per LSH band, in two sorted numpy arrays, and its key, packed into one
-string per block of keys: no Python object per text and band (a bytes key, a bucket list, an
-int), which is what cost the most. The newest texts go to a small second pair of arrays that
-joins the large one when enough have gathered (merging each call into the large pair would
-copy it every time).
-A band hash only proposes a candidate: it counts when its band's values equal the query's, so
-the candidates, and the flags, are exactly those of exact band buckets.
-
-Verifying a candidate needs its whole signature (the estimated Jaccard compares all 128
-values), which would be most of what is left per text. Without a reader (persona expansion,
-synthesis jobs) signatures are kept as rows of uint32 blocks. Where the texts are kept anyway,
-as a run keeps its emissions in DuckDB, a ``texts`` reader lets the index keep only the newest
-``HOT`` signatures: a call reads back the older texts its band hashes propose and recomputes
-their signatures (deterministic, so the flags do not change), and the latest ``READ_CACHE`` of
-those stay, since the texts of a templated kind are proposed step after step. Reading back
-costs a query per call that proposes an older text, so the hot signatures spare the common
-case of a text near one of the last few steps.
-
-Evicting old texts would bound memory outright but changes flags (a text could no longer match
-one from long ago), so it is opt-in: ``max_items`` matches against the latest texts only.
+Flags equal datasketch's `MinHashLSH` plus verification, at half the time and a quarter of the
+memory (bench_near_dup.py, bench_memory.py): band hashes live in sorted numpy arrays.
 """
 
 from __future__ import annotations
@@ -52,22 +22,22 @@ _MIX2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 BLOCK = 1024  # texts per signature block: the unit of growth and of eviction
 MERGE = 2048  # texts in the small sorted level of newest texts before it joins the large one
-BULK = 65_536  # texts per chunk of a bulk load
+BULK = 65_536
 HOT = 4096  # with a reader: signatures of the newest texts kept, older ones read back
-READ_CACHE = 4096  # older signatures read back and kept for later calls (the most recently used)
+READ_CACHE = 4096  # older signatures read back and kept for later calls (LRU)
 
 TextReader = Callable[[Sequence[str]], Sequence[str]]
 
 
 def word_ngrams(text: str, n: int = 1) -> set[str]:
-    """Lower-cased word n-grams of ``text`` (1-grams by default, as in the paper)."""
+    """Lower-cased word n-grams of `text` (1-grams by default, as in the paper)."""
     words = tokenize(text)
     if n == 1:
         return set(words)
     return {" ".join(words[i : i + n]) for i in range(max(0, len(words) - n + 1))}
 
 
-def _fmix64(x: Any) -> Any:  # a uint64 array or scalar, same kind back
+def _fmix64(x: Any) -> Any:
     """Murmur3's 64-bit finaliser (wrapping uint64)."""
     x = x ^ (x >> _U64(33))
     x = x * _MIX1
@@ -120,7 +90,7 @@ class _Sorted:
         self.numbers = np.empty(0, dtype=np.int64)
 
     def add(self, hashes: np.ndarray, numbers: np.ndarray, first: int) -> None:
-        """Merge flat ``hashes`` of ``numbers``, dropping texts numbered below ``first``."""
+        """Merge flat `hashes` of `numbers`, dropping texts numbered below `first`."""
         keep = self.numbers >= first
         old_hashes, old_numbers = self.hashes[keep], self.numbers[keep]
         order = np.argsort(hashes, kind="stable")
@@ -129,7 +99,7 @@ class _Sorted:
         self.numbers = np.insert(old_numbers, at, numbers[order])
 
     def hits(self, flat: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """(position in ``flat``, numbers with that hash) for every hash of ``flat`` found."""
+        """(position in `flat`, numbers with that hash) for every hash of `flat` found."""
         if self.hashes.size == 0 or flat.size == 0:
             return []
         lo = np.searchsorted(self.hashes, flat, side="left")
@@ -138,12 +108,10 @@ class _Sorted:
 
 
 class NearDuplicateIndex:
-    """MinHash LSH over the texts seen so far; ``check_and_add`` flags and indexes in one go.
+    """MinHash LSH over the texts seen so far; `check_and_add` flags and indexes in one go.
 
-    ``max_items`` (None: no limit) makes a text match only the latest ``max_items`` texts indexed
-    before it and lets older ones go, bounding memory. ``texts`` reads back the texts of keys
-    indexed by earlier calls, in order (a run reads its emissions table); given it, the index
-    keeps no signatures between calls and re-derives those a call needs. See the module doc.
+    `max_items` makes a text match only the latest texts and lets older ones go. `texts` reads back
+    the texts of keys indexed earlier, so the index keeps few signatures between calls.
     """
 
     def __init__(self, *, threshold: float = 0.9, num_perm: int = 128, ngram: int = 1,
@@ -158,12 +126,12 @@ class NearDuplicateIndex:
         self.max_items = max_items
         self.bands, self.rows = lsh_params(threshold, num_perm)
         self._count = 0  # texts ever indexed: a text's number is its position in that order
-        self._first = 0  # number of the first text whose key is kept (a multiple of BLOCK)
-        self._hot = 0  # ... and of the first whose signature is (a multiple of BLOCK)
-        self._blocks: list[np.ndarray] = []  # signatures, BLOCK rows each (the last may be short)
+        self._first = 0  # first text whose key is kept (a multiple of BLOCK)
+        self._hot = 0  # ... and the first whose signature is
+        self._blocks: list[np.ndarray] = []
         self._reader = texts
-        self._held: dict[int, np.ndarray] = {}  # signatures read back for this call
-        self._read: OrderedDict[int, np.ndarray] = OrderedDict()  # read back lately (LRU)
+        self._held: dict[int, np.ndarray] = {}
+        self._read: OrderedDict[int, np.ndarray] = OrderedDict()
         self._keys = _Keys()
         self._merged = _Sorted()  # most texts' band hashes ...
         self._recent = _Sorted()  # ... and the newest texts', merged in when MERGE wait
@@ -172,7 +140,6 @@ class NearDuplicateIndex:
         return self._count - self._start()
 
     def _start(self) -> int:
-        """Number of the oldest text a new text may match."""
         return 0 if self.max_items is None else max(0, self._count - self.max_items)
 
     def _signature(self, number: int) -> np.ndarray:
@@ -184,7 +151,6 @@ class NearDuplicateIndex:
     def _key(self, number: int) -> str:
         return self._keys.get(*divmod(number - self._first, BLOCK))
 
-    # -- lookup --------------------------------------------------------------------------------
     def _proposed(self, hashes: np.ndarray) -> dict[int, list[tuple[int, list[int]]]]:
         """Row -> (band, numbers) of indexed texts sharing a band hash with the row."""
         flat = hashes.ravel()
@@ -218,8 +184,8 @@ class NearDuplicateIndex:
                 self._read.popitem(last=False)
 
     def _verify(self, sig: np.ndarray, proposed: list[tuple[int, list[int]]]) -> int | None:
-        """The earliest proposed text whose band values equal the query's and whose estimated
-        Jaccard reaches the threshold."""
+        """The earliest proposed text whose band values equal the query's and whose estimated Jaccard
+        reaches the threshold."""
         start, r = self._start(), self.rows
         candidates: set[int] = set()
         for band, numbers in proposed:
@@ -228,14 +194,12 @@ class NearDuplicateIndex:
                 if number >= start and number not in candidates \
                         and np.array_equal(self._signature(number)[lo:hi], sig[lo:hi]):
                     candidates.add(number)
-        for number in sorted(candidates):  # earliest first
+        for number in sorted(candidates):
             if float(np.mean(self._signature(number) == sig)) >= self.threshold:
                 return number
         return None
 
-    # -- storage -------------------------------------------------------------------------------
     def _store(self, key: str, sig: np.ndarray) -> int:
-        """Keep a text's key and signature; returns its number."""
         number = self._count
         self._keys.append(key)
         self._count += 1
@@ -250,15 +214,15 @@ class NearDuplicateIndex:
         return number
 
     def _settle(self, hashes: np.ndarray, numbers: list[int]) -> None:
-        """End of a call: index the hashes of its new texts; let texts out of reach go."""
+        """End of a call: index its new texts' hashes; let texts out of reach go."""
         self._held = {}
         start = self._start()
-        stale = (start - self._first) // BLOCK  # out of the window: neither key nor signature
+        stale = (start - self._first) // BLOCK
         if stale:
             self._keys.drop(stale)
             self._first += stale * BLOCK
         hot = start if self._reader is None else max(start, self._count - HOT)
-        cold = (hot - self._hot) // BLOCK  # signatures to read back from now on, or let go
+        cold = (hot - self._hot) // BLOCK
         if cold:
             del self._blocks[:cold]
             self._hot += cold * BLOCK
@@ -273,13 +237,11 @@ class NearDuplicateIndex:
             self._merged.add(self._recent.hashes, self._recent.numbers, self._first)
             self._recent = _Sorted()
 
-    # -- public --------------------------------------------------------------------------------
     def check_and_add_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
         """For each (key, text) in order: the key it duplicates, or None after indexing it."""
         sigs = signatures([text for _, text in items], self.config)
         hashes = band_hashes(sigs, self.bands, self.rows)
         words = (sigs != _EMPTY).any(axis=1).tolist()  # a text without words matches nothing
-        # the sorted levels do not change during the call
         proposed = {i: found for i, found in self._proposed(hashes).items() if words[i]}
         self._read_back(proposed)
         # a band hash another text of this call has too: the earlier one may be a candidate
@@ -327,11 +289,11 @@ class NearDuplicateIndex:
         return None if number is None else self._key(number)
 
     def add(self, key: str, text: str) -> None:
-        """Index ``text`` under ``key`` (keys must be unique)."""
+        """Index `text` under `key` (keys must be unique)."""
         self.add_many([(key, text)])
 
     def check_and_add(self, key: str, text: str) -> str | None:
-        """Return the key ``text`` duplicates, or index it under ``key`` and return None."""
+        """The key `text` duplicates, or None after indexing it under `key`."""
         return self.check_and_add_many([(key, text)])[0]
 
 

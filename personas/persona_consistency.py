@@ -1,13 +1,9 @@
 """Does a written persona contradict the attributes it was written from?
 
-A model asked to "write this person" (a woman aged 30-49, a Republican, in the South) may
-write a 62-year-old, a "he", a lifelong Democrat or someone living in Ohio. ``check_persona_text``
-lists such contradictions; a job rejects the answer (and the seam asks once more) when there is
-one. It looks for what the text states about the person, not about others: the first age given
-(not a "5-year-old daughter"), the person's own noun and the pronouns' majority, a stated party
-affiliation, ideology words, degree claims, the state the person lives in, a leading race or
-ethnicity word. It is a screen of explicit statements, built to let pass what it cannot read
-(silence contradicts nothing); income is not checked (amounts are too loosely phrased).
+A model asked to write a woman aged 30-49 in the South may write a 62-year-old man from Ohio.
+`check_persona_text` lists such contradictions from what the text states about the person
+itself (its first age, own noun and pronouns, party, ideology, degree, state, race). It lets pass
+what it cannot read; income is not checked, as amounts are too loosely phrased.
 """
 
 from __future__ import annotations
@@ -177,6 +173,6 @@ _CHECKS = (_age, _sex, _party, _ideology, _education, _region, _race)
 
 
 def check_persona_text(text: str, attributes: Mapping[str, object]) -> list[str]:
-    """Every contradiction found between ``text`` and the canonical ``attributes`` (empty: none)."""
+    """Every contradiction between `text` and the canonical `attributes` (empty: none)."""
     attrs = {k: str(v) for k, v in attributes.items() if v not in (None, "")}
     return [problem for check in _CHECKS if (problem := check(text, attrs)) is not None]

@@ -1,10 +1,8 @@
 """Persona text written offline from a person's attributes, by a fixed template.
 
-This is template text, not a model's: ``sample-population`` stores such personas with
-``attributes.text_origin = "template"`` (and source ``population``) so nothing downstream can
-take them for written descriptions. The template says only what the attributes say, in the
-vocabulary's labels, so ``persona_consistency.check_persona_text`` finds nothing in it to
-contradict them. Free attributes (occupation, religion) are listed after the demographics.
+Stored with `attributes.text_origin = "template"`, so nothing downstream takes it for a written
+description. It says only what the attributes say, so the consistency check finds nothing to
+contradict.
 """
 
 from __future__ import annotations
@@ -31,8 +29,8 @@ def _article(phrase: str) -> str:
 
 
 def _who(attrs: Mapping[str, str]) -> str:
-    """The first sentence: race or ethnicity, sex, age, region (a panelist, whatever is known:
-    "A woman." alone would be too short a persona for the quality gate)."""
+    """The first sentence: race or ethnicity, sex, age, region ("A woman." alone would be too short for
+    the quality gate)."""
     noun, young, *_ = _NOUNS.get(attrs.get("sex", ""), _NEUTRAL)
     age = attrs.get("age_group")
     head = young if age == "0-17" else noun
@@ -50,7 +48,6 @@ def _who(attrs: Mapping[str, str]) -> str:
 
 
 def _life(attrs: Mapping[str, str], subject: str, has: str, is_: str) -> list[str]:
-    """Sentences on education, income and marital status."""
     owned = []
     if attrs.get("education"):
         owned.append(label("education", attrs["education"]))
@@ -74,7 +71,7 @@ def _politics(attrs: Mapping[str, str], pronoun: str, is_: str) -> str | None:
 
 
 def template_text(attributes: Mapping[str, object]) -> str:
-    """The template persona for ``attributes`` (canonical keys and free others)."""
+    """The template persona for `attributes`."""
     attrs = {k: str(v) for k, v in attributes.items() if v not in (None, "")}
     *_, subject, pronoun, has, is_ = _NOUNS.get(attrs.get("sex", ""), _NEUTRAL)
     sentences = [_who(attrs), *_life(attrs, subject, has, is_)]

@@ -1,10 +1,6 @@
-"""What an imported Persona Hub synthesis row held besides its persona, kept so it can go back out.
-
-Persona Hub's synthesis files (``input persona``, ``synthesized text``, ``description``) are
-data, not only personas: the hub keeps each row whole in ``persona_texts`` so ``export
---source-file`` reproduces the file row for row, and ``synthesize --examples`` can use the rows
-as persona-enhanced demonstrations.
-"""
+"""What an imported Persona Hub synthesis row held besides its persona, kept whole in
+`persona_texts` so `export --source-file` reproduces the file row for row and `synthesize
+--examples` can use the rows as demonstrations."""
 
 from __future__ import annotations
 
@@ -44,7 +40,7 @@ def _text_or_none(value: object) -> str | None:
 
 
 def insert_source_texts(con: duckdb.DuckDBPyConnection, texts: Sequence[SourceText]) -> int:
-    """Keep rows (a re-import of the same file adds nothing); returns how many were given."""
+    """Keep rows (a re-import adds nothing); returns how many were given."""
     if not texts:
         return 0
     insert_columns(con, "persona_texts", {

@@ -1,18 +1,9 @@
-"""The inputs of ``personas sample-population``: marginal shares or a joint table, read strictly.
+"""The inputs of `personas sample-population`: marginal shares or a joint table, read strictly.
 
-Marginals (``--marginals FILE``) give each attribute's shares on its own:
-
-- CSV with the columns ``attribute, value`` and one of ``share`` (each attribute's shares sum to
-  1, within 0.01), ``count`` or ``weight`` (normalised per attribute);
-- JSON ``{"age_group": {"18-29": 0.21, ...}, "sex": {...}}`` (shares, summing to 1 likewise).
-
-A joint table (``--joint FILE``) is a CSV with one column per attribute and one of ``share``,
-``count`` or ``weight``: each row is one combination of values and its weight.
-
-Attributes named like a canonical key (``age_group``, ``sex``; OpinionQA's ``AGE``, ``SEX``)
-are stored under that key, and their values must be in its vocabulary (any known spelling:
-"Female", "18 to 29"); other attributes ("free others": occupation, religion) keep their
-names and values. Every problem is one error naming the file (and line, for CSV).
+Marginals are a CSV (`attribute, value` and `share`, `count` or `weight`) or JSON
+(`{"sex": {"female": 0.5, ...}}`); a joint table is a CSV with a column per attribute and a weight.
+Attributes named like a canonical key take its vocabulary; others keep their names and values.
+Every problem is one error naming the file (and line).
 """
 
 from __future__ import annotations
@@ -54,7 +45,6 @@ class Joint:
 
 
 def _key_of(name: str) -> str:
-    """The key an attribute name is stored under (its canonical key, else its own name)."""
     return canonical_key(name) or name.strip()
 
 
@@ -86,7 +76,7 @@ def _weight(raw: Any, column: str, name: str, line: int | None) -> float:
 
 
 def _normalised(weights: dict[str, float], column: str, what: str, name: str) -> dict[str, float]:
-    """Weights as shares: ``share`` columns must already sum to 1; counts and weights are scaled."""
+    """Weights as shares: `share` columns must already sum to 1; counts and weights are scaled."""
     total = sum(weights.values())
     if total <= 0:
         raise InputFileError(name, None, f"{what}: the {column}s sum to 0")
@@ -105,7 +95,6 @@ Rows = list[tuple[int, dict[str, str]]]  # (line, cells by column)
 
 
 def _csv_rows(path: Path, name: str, required: tuple[str, ...]) -> tuple[list[str], str, Rows]:
-    """The header, the weight column and the rows (with their line) of a CSV input."""
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, strict=True)
         try:
@@ -134,7 +123,7 @@ def _csv_rows(path: Path, name: str, required: tuple[str, ...]) -> tuple[list[st
 
 
 def read_marginals(path: str | Path) -> Marginals:
-    """Read a marginals file (CSV or JSON, by extension); see the module docstring."""
+    """Read a marginals file (CSV or JSON, by extension)."""
     name, path = str(path), Path(path)
     _check_file(path, name)
     if path.suffix.lower() == ".json":
@@ -178,7 +167,7 @@ def _marginals_json(path: Path, name: str) -> Marginals:
 
 
 def read_joint(path: str | Path) -> Joint:
-    """Read a joint table (CSV); see the module docstring."""
+    """Read a joint table (CSV)."""
     name, path = str(path), Path(path)
     _check_file(path, name)
     header, column, rows = _csv_rows(path, name, ())

@@ -1,15 +1,9 @@
-"""The quality gate for generated personas, and the ``rejected`` rows every gate writes.
+"""The quality gate for generated personas, and the `rejected` rows every gate writes.
 
-A small model asked for "a persona" may answer with a bare name ("Lilith Maddox"), an age
-("1.5 years old"), a heading ("1234567890 Patients") or chatter ("Sure! Here is a persona:").
-Personas made by text-to-persona and persona-to-persona pass ``screen_persona`` before they enter
-the hub; a rejected one is kept in ``rejected`` with its reason, never in ``personas``.
-
-The rules run in a fixed order and the first that fails names the reason (a short stable code
-plus a message); the thresholds are the constants below. Before the rules, only obviously safe
-cleaning is done (``clean_persona_text``): surrounding whitespace and quotes and a leading
-``Persona:`` label are stripped. Nothing here calls a model or a heavy library: the language
-rule looks at Unicode scripts only.
+A small model asked for "a persona" may answer with a bare name, an age, a heading or chatter
+("Sure! Here is a persona:"). Generated personas pass these rules before entering the hub; a
+rejected one is kept in `rejected` with its reason. The rules run in a fixed order and the first
+that fails names the reason. Nothing here calls a model: the language rule looks at scripts only.
 """
 
 from __future__ import annotations
@@ -24,21 +18,18 @@ from typing import Any
 
 import duckdb
 
-# --------------------------------------------------------------------------- thresholds
 MIN_CHARS = 15  # "A local historian" (17) passes; "I am a" does not
 MIN_WORDS = 3
 MAX_CHARS = 600  # a persona is a sentence or two; Persona Hub's run far below this
 MAX_WORDS = 100
 PERSONA_MAX_CHARS = 300  # the maxLength a model is asked to keep a persona within (one sentence)
-RELATION_MAX_CHARS = 40  # a relation label: one or two words ("patient", "night-shift colleague")
+RELATION_MAX_CHARS = 40  # a relation label: one or two words ("night-shift colleague")
 MIN_LETTER_SHARE = 0.7  # letters among the non-space characters
 MAX_DIGIT_SHARE = 0.25  # digits among letters and digits ("1234567890 Patients": 0.56)
 MIN_SCRIPT_SHARE = 0.75  # letters in the requested language's script, among all letters
 MAX_NAME_TOKENS = 5  # "Dr. Maria de la Cruz" is a bare name; longer runs are something else
 MAX_ECHO_SHARE = 0.8  # of a related persona's words found in the persona it was asked about
-TOP_REASONS = 3  # reasons named in a summary line
-
-# --------------------------------------------------------------------------- reasons
+TOP_REASONS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +43,12 @@ class QualityIssue:
         return f"{self.code}: {self.message}"
 
 
-# --------------------------------------------------------------------------- cleaning
-
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
 _LABEL = re.compile(r"^\s*(?:\*\*)?persona(?:\s*\d+)?(?:\*\*)?\s*[:：]\s*(?:\*\*)?", re.IGNORECASE)
 
 
 def clean_persona_text(text: str) -> str:
-    """Strip surrounding whitespace and quotes and a leading ``Persona:`` label (nothing else)."""
+    """Strip surrounding whitespace and quotes and a leading `Persona:` label (nothing else)."""
     previous = None
     text = text.strip()
     while text != previous:
@@ -71,14 +60,12 @@ def clean_persona_text(text: str) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- word lists
-
 _PLACEHOLDERS = frozenset({
     "n/a", "na", "none", "null", "nil", "unknown", "tbd", "todo", "-", "...", "persona",
     "a persona", "the persona", "person", "a person", "someone", "anyone", "no one", "nobody",
     "lorem ipsum", "not applicable", "not available", "same as above", "example", "placeholder",
 })
-# model chatter: an opening (tried at the start only: re.match) or a phrase anywhere
+# model chatter: an opening (at the start only) or a phrase anywhere
 _META_OPENING = re.compile(
     r"(?:sure|certainly|of course|okay|ok|absolutely|great question)\b"
     r"|(?:here(?:'s|’s| is| are)|below is|the following)\b"
@@ -108,7 +95,7 @@ _SMALL_WORDS = frozenset({"the", "a", "an", "and", "of", "in", "on", "at", "to",
 _FUNCTION_WORDS = _DANGLING | _SMALL_WORDS | frozenset(
     "from with by as who aged has have had her him she he they them its our your".split())
 
-# Nouns that name a person by role, relation or situation (singular; plurals are folded).
+# nouns that name a person by role, relation or situation (singular; plurals are folded)
 ROLE_WORDS = frozenset("""
 person people man woman men women someone somebody individual guy lady gentleman boy girl kid
 child children teen teenager adolescent toddler baby infant adult senior elder retiree pensioner
@@ -158,7 +145,7 @@ _NOT_ROLES = frozenset({"list", "mist", "twist", "exist", "assist", "resist", "i
                         "setlist", "amidst", "midst", "whilst", "against", "human", "german",
                         "roman", "ottoman", "inhuman", "superhuman", "career", "veneer",
                         "desist", "subsist"})
-# what says a text is about a person: a pronoun opening it (re.match) or a cue anywhere
+# what says a text is about a person: a pronoun opening it or a cue anywhere
 _PERSON_OPENING = re.compile(r"(?:i|i'm|i’m|she|he|they|we)\b", re.IGNORECASE)
 _PERSON_CUES = re.compile(
     r"\b(?:who|whose|whom)\b"
@@ -172,9 +159,8 @@ _PERSON_CUES = re.compile(
     r"|young|elderly|middle-aged|teenage|learning to|trying to|hoping to|struggling to|juggling"
     r"|raising|caring for|looking for|preparing for)\b",
     re.IGNORECASE)
-# The same cues matched case-sensitively in a lowercased text, for ASCII texts only: there
-# IGNORECASE finds nothing more (its extra folds, such as the long s and the dotless i, are not
-# ASCII), and re scans a case-sensitive pattern several times faster.
+# The same cues, case-sensitive on a lowercased ASCII text: IGNORECASE finds nothing more there
+# and re scans a case-sensitive pattern several times faster.
 _PERSON_OPENING_LOWER = re.compile(_PERSON_OPENING.pattern)
 _PERSON_CUES_LOWER = re.compile(_PERSON_CUES.pattern)
 _META_PHRASE_LOWER = re.compile(_META_PHRASE.pattern)
@@ -198,9 +184,8 @@ def _meta_phrase(text: str) -> bool:
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 
-# Languages the script rule knows: code or English name -> the Unicode script(s) they are
-# written in (the first word of a character's Unicode name). Latin-script languages are not
-# told apart: the rule catches an answer in the wrong script, not French for Spanish.
+# Languages the script rule knows -> their Unicode scripts. Latin-script languages are not told
+# apart: the rule catches an answer in the wrong script, not French for Spanish.
 _LATIN = ("LATIN",)
 _LANGUAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     *((code, name, _LATIN) for code, name in (
@@ -238,20 +223,17 @@ def _language_key(language: str) -> str:
 
 
 def language_name(language: str) -> str:
-    """The English name of ``language`` (a code such as ``en`` or a name), for prompts."""
+    """The English name of `language` (a code such as `en` or a name), for prompts."""
     return LANGUAGE_NAMES[_language_key(language)]
 
 
 def language_scripts(language: str) -> tuple[str, ...]:
-    """The scripts of ``language`` (a code such as ``en`` or a name such as ``English``)."""
+    """The scripts of `language` (a code or a name)."""
     return LANGUAGE_SCRIPTS[_language_key(language)]
 
 
-# --------------------------------------------------------------------------- measures
-
-
-# ASCII's letters, digits and what str.isspace calls space, as bytes: an ASCII text's counts are
-# its length less what bytes.translate leaves when they are deleted (one C pass each)
+# ASCII letters, digits and spaces as bytes: an ASCII text's counts are its length less what
+# bytes.translate leaves when they are deleted (one C pass each)
 _ASCII_LETTERS = bytes(c for c in range(128) if chr(c).isalpha())
 _ASCII_DIGITS = bytes(c for c in range(128) if chr(c).isdigit())
 _ASCII_SPACES = bytes(c for c in range(128) if chr(c).isspace())
@@ -267,7 +249,7 @@ def letter_share(text: str) -> float:
         raw = text.encode("ascii")
         non_space = len(raw) - _ascii_count(raw, _ASCII_SPACES)
         return _ascii_count(raw, _ASCII_LETTERS) / non_space if non_space else 1.0
-    non_space = len(text) - sum(map(str.isspace, text))  # a letter is never a space
+    non_space = len(text) - sum(map(str.isspace, text))
     return sum(map(str.isalpha, text)) / non_space if non_space else 1.0
 
 
@@ -278,13 +260,13 @@ def digit_share(text: str) -> float:
         digits = _ascii_count(raw, _ASCII_DIGITS)
         alnum = digits + _ascii_count(raw, _ASCII_LETTERS)
         return digits / alnum if alnum else 0.0
-    alnum = sum(map(str.isalnum, text))  # every digit is alphanumeric
+    alnum = sum(map(str.isalnum, text))
     return sum(map(str.isdigit, text)) / alnum if alnum else 0.0
 
 
 def script_share(text: str, scripts: tuple[str, ...]) -> float:
-    """Letters written in one of ``scripts`` among all letters (1.0 when there are none)."""
-    if text.isascii():  # every ASCII letter is Latin (the common case, without a name per letter)
+    """Letters written in one of `scripts` among all letters (1.0 when there are none)."""
+    if text.isascii():  # every ASCII letter is Latin (the common case)
         return 1.0 if "LATIN" in scripts or not any(map(str.isalpha, text)) else 0.0
     letters = [c for c in text if c.isalpha()]
     if not letters:
@@ -328,9 +310,6 @@ def is_role_word(word: str) -> bool:
     return False
 
 
-# --------------------------------------------------------------------------- the rules
-
-
 def _is_name_token(token: str) -> bool:
     bare = token.strip(".,;")
     if not bare:
@@ -346,7 +325,7 @@ def _is_name_token(token: str) -> bool:
 
 
 def _bare_name(tokens: list[str]) -> bool:
-    if not 0 < len(tokens) <= MAX_NAME_TOKENS:  # a description is longer than a name
+    if not 0 < len(tokens) <= MAX_NAME_TOKENS:
         return False
     return (any(t.strip(".,;").lower() not in _NAME_PARTS for t in tokens)
             and all(_is_name_token(t) for t in tokens))
@@ -356,8 +335,8 @@ _AGE_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[^\W\d_]+(?:/[^\W\d_]+)?")
 
 
 def _age_only(text: str) -> bool:
-    """Numbers and age words only, with one number at least ("42", "aged 42 years"); read token
-    by token, so a description stops at its first other word."""
+    """Numbers and age words only, with one number at least ("aged 42 years"); read token by token, so
+    a description stops at its first other word."""
     number = False
     for found in _AGE_TOKEN.finditer(text.lower()):
         token = found.group()
@@ -378,14 +357,13 @@ def _fragment(text: str) -> bool:
 
 
 def _has_role(text: str) -> bool:
-    """A person cue, or a word naming a role (the words are found only when no cue is)."""
     return (_person_cue(text)
             or any(is_role_word(w) for w in _WORD.findall(text)))
 
 
 def _judges_roles(text: str, language: str | None) -> bool:
-    """The role rule knows English words only: it applies to English or unspecified requests
-    answered in Latin script, and is skipped otherwise."""
+    """The role rule knows English words only, so it applies to English or unspecified requests
+    answered in Latin script."""
     if language is not None and language_name(language) != "English":
         return False
     return script_share(text, _LATIN) >= MIN_SCRIPT_SHARE
@@ -397,7 +375,7 @@ _CONTROL_CHAR = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _control(text: str, language: str | None) -> QualityIssue | None:
-    if _CONTROL_CHAR.search(text):  # NUL, ESC...: bytes, not a person
+    if _CONTROL_CHAR.search(text):
         return QualityIssue("control_chars", "holds control characters (binary data, not text)")
     return None
 
@@ -472,18 +450,15 @@ def _role(text: str, language: str | None) -> QualityIssue | None:
     return None
 
 
-# The rules in the order they run: binary data first, then specific junk shapes (so "42" is
-# mostly_digits, not too_short), the role rule last (it is the loosest).
+# The rules in order: binary data first, then specific junk shapes (so "42" is mostly_digits, not
+# too_short), the role rule last (it is the loosest).
 PERSONA_RULES: tuple[Rule, ...] = (_control, _placeholder, _meta, _mostly_digits, _name_only,
                                    _age_alone, _length, _letters, _language, _unfinished, _role)
 
 
 def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | None:
-    """The first persona rule ``text`` fails (see the module doc), or None when it passes.
-
-    ``text`` should be cleaned first (``clean_persona_text``); ``language`` (a code or name)
-    adds the script check when the persona was asked for in a given language.
-    """
+    """The first persona rule `text` fails, or None when it passes. Clean `text` first; `language`
+    adds the script check."""
     text = " ".join(text.split())
     if not text:
         return QualityIssue("empty", "the persona is empty")
@@ -494,9 +469,8 @@ def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | 
     return None
 
 
-# --------------------------------------------------------------------------- coherence
-# Form says a text could be a persona; coherence says it is one person. Cheap rules over the head
-# of the description (what comes before its first clause) and, for an expansion, its relation.
+# Coherence: form says a text could be a persona, coherence that it is one person. Cheap rules over
+# the head of the description and, for an expansion, its relation.
 
 _GROUP_OPENERS = re.compile(
     r"^(?:(?:a|an|the)\s+)?(?:group|team|family|couple|pair|crew|panel|community|class|club|"
@@ -510,20 +484,18 @@ _HEAD_END = re.compile(r"\s(?:who|whose|whom|which|that|with|from|in|at|on|of|fo
                        r"working|living|known)\b|[,;:.!?(]", re.IGNORECASE)
 _EITHER_OR = re.compile(r"([^\W\d_]+)\s*(?:\bor\b|\band/or\b|/)\s*(?:(?:a|an|the)\s+)?"
                         r"([^\W\d_]+)", re.IGNORECASE)
-MAX_RELATION_WORDS = 4  # "night-shift colleague", "former business partner"
+MAX_RELATION_WORDS = 4
 _RELATION_PLACEHOLDERS = frozenset({"relation", "relationship", "related", "other", "unknown",
                                     "none", "n/a", "na", "someone", "person", "same", "self"})
 
 
 def _head(text: str) -> str:
-    """The description's head noun phrase: ``A nurse or teacher`` of ``A nurse or teacher who
-    ...``."""
+    """The description's head noun phrase: "A nurse or teacher" of "A nurse or teacher who ..."."""
     found = _HEAD_END.search(text)
     return text[:found.start()] if found else text
 
 
 def _plural_role(word: str) -> bool:
-    """"nurses", "librarians" (``is_role_word`` folds plurals; this tells them apart)."""
     word = word.lower().strip("'’")
     return (word in _PLURAL_PEOPLE
             or (word.endswith("s") and word not in ROLE_WORDS and is_role_word(word)))
@@ -535,9 +507,9 @@ def _singular_role(word: str) -> bool:
 
 def _many_people(text: str) -> bool:
     """A group or a plural: "A group of nurses", "Patients of the clinic", "Two farmers"."""
-    if _GROUP_OPENERS.match(text):  # both of its branches are anchored at the start
+    if _GROUP_OPENERS.match(text):
         return True
-    words = _WORD.finditer(text)  # the first two words are all it reads
+    words = _WORD.finditer(text)
     found = next(words, None)
     if found is None:
         return False
@@ -556,8 +528,7 @@ def _either_or(text: str) -> bool:
 
 
 def relation_issue(relation: str) -> QualityIssue | None:
-    """A relation label that is not one relation: empty or a placeholder, a list or a choice
-    ("friend, colleague", "friend or colleague"), or a sentence rather than a label."""
+    """A relation label that is not one relation: a placeholder, a list or choice, or a sentence."""
     label = " ".join(relation.lower().split()).strip(" .")
     if not label or label in _RELATION_PLACEHOLDERS:
         return QualityIssue("bad_relation", f"relation {relation!r} names no relation")
@@ -572,13 +543,9 @@ def relation_issue(relation: str) -> QualityIssue | None:
 
 def coherence_issue(text: str, *, relation: str | None = None,
                     language: str | None = None) -> QualityIssue | None:
-    """The first coherence rule a persona that passed ``screen_persona`` fails, or None.
-
-    ``many_people``: it names a group or a plural, not one person. ``either_or``: its head offers
-    two roles as alternatives (the model could not decide who it is). ``bad_relation`` (with
-    ``relation``, an expansion's label): the label is not one relation. The word rules know
-    English only: skipped like the role rule (``_judges_roles``).
-    """
+    """The first coherence rule a persona fails, or None: `many_people` (a group or a plural),
+    `either_or` (two roles offered), `bad_relation` (an expansion's label is not one relation).
+    English only, like the role rule."""
     text = " ".join(text.split())
     if relation is not None:
         issue = relation_issue(relation)
@@ -599,14 +566,11 @@ def _content_words(text: str) -> list[str]:
 
 
 def echo_issue(text: str, shown: str) -> QualityIssue | None:
-    """A persona that only restates ``shown``: what the model was shown when asked for it (the
-    persona it was asked about and the task).
+    """A persona that only restates `shown` (the persona it was asked about and the task).
 
     A small model asked who is close to "A welder from Osaka aged 24 who loves gardening" often
-    answers "A welder from Osaka" (the same person: an expansion would merge it into its parent
-    and gain nothing) or copies the task ("A patient, colleague, supplier, family member"). Each
-    passes the rules above; neither describes anyone. Rejected when at least ``MAX_ECHO_SHARE`` of
-    its words (function words aside) are words of ``shown``.
+    answers "A welder from Osaka" or copies the task. Rejected when at least `MAX_ECHO_SHARE` of its
+    content words are words of `shown`.
     """
     words = _content_words(text)
     if not words:
@@ -618,19 +582,15 @@ def echo_issue(text: str, shown: str) -> QualityIssue | None:
     return None
 
 
-# where a clause ends inside a persona: a stop, comma, semicolon or closing bracket before a
-# space, or a spaced dash
+# where a clause ends: a stop, comma, semicolon or closing bracket before a space, or a spaced dash
 _CLAUSE_END = re.compile(r"[.;,:!?)](?=\s)|\s[-–—]\s")
 _MAX_TRIMS = 3
 
 
 def finish_persona(text: str, *, cut: bool = False) -> str:
-    """``text`` cut back to the end of its last whole clause when it is unfinished: it ends on a
-    comma or a dangling word (the ``fragment`` rule), or it reached its ``maxLength`` without a
-    final stop (``cut``: the grammar closed the string there, perhaps mid-word). Why: a small
-    model that runs on until the bound writes a good first clause and an unfinished tail ("A
-    ferry pilot who reads the tide tables daily, and who is currently working o"); the finished
-    part is the persona it meant, and what is left must still pass every rule."""
+    """`text` cut back to its last whole clause when it is unfinished (ends on a comma or dangling
+    word, or reached its maxLength). A small model that runs to the bound writes a good first clause
+    and a broken tail; the finished part is the persona it meant, and must still pass every rule."""
     if cut and text and text[-1] not in ".!?":
         text = _drop_tail(text)
     for _ in range(_MAX_TRIMS):
@@ -644,8 +604,7 @@ _TRAILING = " ,;:-–—(/&"
 
 
 def _drop_tail(text: str) -> str:
-    """``text`` without its unfinished end: its trailing punctuation if it ends on some, else its
-    last clause, else (one clause only) its last word."""
+    """`text` without its unfinished end: trailing punctuation, else its last clause, else its last word."""
     stripped = text.rstrip(_TRAILING)
     if stripped != text:
         return stripped
@@ -656,8 +615,7 @@ def _drop_tail(text: str) -> str:
 
 
 def max_length(item: object, name: str) -> int | None:
-    """The ``maxLength`` the schema of ``item`` (a pydantic model: the bounded class the model
-    answered) set on field ``name``, if any."""
+    """The maxLength the schema of `item` set on field `name`, if any."""
     info = getattr(type(item), "model_fields", {}).get(name)
     for meta in getattr(info, "metadata", ()):
         bound = getattr(meta, "max_length", None)
@@ -669,11 +627,8 @@ def max_length(item: object, name: str) -> int | None:
 def gate_persona(text: str, *, language: str | None = None, shown: str | None = None,
                  bound: int | None = None,
                  relation: str | None = None) -> tuple[str, QualityIssue | None]:
-    """``text`` cleaned (``clean_persona_text``), finished (``finish_persona``; ``bound``: the
-    ``maxLength`` it was asked within, so that a text that reached it is known cut) and the
-    first rule it fails, if any: form (``screen_persona``), then coherence (``coherence_issue``;
-    ``relation``: an expansion's label); with ``shown`` (the prompt a related persona was asked
-    with), an echo of it fails too."""
+    """`text` cleaned, finished (`bound`: the maxLength it was asked within) and the first rule it fails,
+    if any: form, coherence (`relation`: an expansion's label), then an echo of `shown`."""
     cleaned = finish_persona(clean_persona_text(text),
                              cut=bound is not None and len(text.strip()) >= bound)
     issue = screen_persona(cleaned, language=language)
@@ -686,9 +641,7 @@ def gate_persona(text: str, *, language: str | None = None, shown: str | None = 
 
 def gate_item(item: object, *, language: str | None = None,
               shown: str | None = None) -> tuple[str, QualityIssue | None]:
-    """``gate_persona`` of an answered item's ``persona``, bounded by the ``maxLength`` its
-    class (the bounded schema the model answered) set on it; an item with a ``relation`` (an
-    expansion's answer) has its label checked too."""
+    """`gate_persona` of an answered item's persona (bounded by its schema), its relation checked too."""
     relation = getattr(item, "relation", None)
     return gate_persona(str(getattr(item, "persona", "")), language=language, shown=shown,
                         bound=max_length(item, "persona"),
@@ -697,10 +650,8 @@ def gate_item(item: object, *, language: str | None = None,
 
 def gate_answer(field: str, language: str | None, value: object, *,
                 shown: str | None = None) -> str | None:
-    """The model seam's check of an answer listing personas (``value.<field>``, each with a
-    ``persona``): the first rejection when the gate keeps none of them, else None (``shown``:
-    see ``gate_persona``). A module-level function (``functools.partial`` it), so that the
-    check pickles to a Ray worker."""
+    """The model layer's check of an answer listing personas: the first rejection when the gate keeps
+    none of them, else None. Module-level (`functools.partial` it) so it pickles to a Ray worker."""
     issues = [gate_item(item, language=language, shown=shown)[1]
               for item in getattr(value, field, None) or ()]
     if not issues or any(issue is None for issue in issues):
@@ -708,18 +659,14 @@ def gate_answer(field: str, language: str | None, value: object, *,
     return str(issues[0])
 
 
-# --------------------------------------------------------------------------- rejected rows
-
 SOURCES = ("text_to_persona", "expand", "emission", "synthesis")
 
 
 def rejected_row(source: str, issue: QualityIssue, payload: object, *, key: str,
                  run_id: str | None = None, job_id: str | None = None, step: int | None = None,
                  persona_id: str | None = None, kind: str | None = None) -> dict[str, Any]:
-    """A ``rejected`` table row; ``key`` (unique within ``source``) makes the id stable.
-
-    Stable ids let a retried batch or a resumed job rewrite the same row instead of a twin.
-    """
+    """A `rejected` row; `key` (unique within `source`) makes the id stable, so a retried batch or
+    resumed job rewrites the same row."""
     if source not in SOURCES:
         raise ValueError(f"rejected source {source!r}: use one of {', '.join(SOURCES)}")
     digest = hashlib.sha1(f"{source}\0{key}".encode()).hexdigest()[:15]
@@ -731,7 +678,7 @@ def rejected_row(source: str, issue: QualityIssue, payload: object, *, key: str,
 
 def rejected_counts(con: duckdb.DuckDBPyConnection, *, source: str | None = None,
                     run_id: str | None = None, job_id: str | None = None) -> dict[str, int]:
-    """Rejected rows by reason (most frequent first) for the given source / run / job."""
+    """Rejected rows by reason (most frequent first) for a source, run or job."""
     where = {"source": source, "run_id": run_id, "job_id": job_id}
     given = {k: v for k, v in where.items() if v is not None}
     sql = "SELECT reason, count(*) FROM rejected"
@@ -742,7 +689,7 @@ def rejected_counts(con: duckdb.DuckDBPyConnection, *, source: str | None = None
 
 
 def tally(counts: Mapping[str, int], reasons: Iterable[str] = ()) -> dict[str, int]:
-    """``counts`` (reason -> n) plus one per reason in ``reasons``, most frequent first."""
+    """`counts` plus one per reason in `reasons`, most frequent first."""
     merged = dict(counts)
     for reason in reasons:
         merged[reason] = merged.get(reason, 0) + 1
@@ -750,8 +697,7 @@ def tally(counts: Mapping[str, int], reasons: Iterable[str] = ()) -> dict[str, i
 
 
 def rejection_text(counts: Mapping[str, int], what: str = "") -> str:
-    """``N WHAT (top reasons: a 2, b 1)``: the count, what it counts (``what``, if given) and
-    its most frequent reasons."""
+    """`N WHAT (top reasons: a 2, b 1)`."""
     total = sum(counts.values())
     count = f"{total} {what}" if what else str(total)
     if not total:
@@ -761,7 +707,5 @@ def rejection_text(counts: Mapping[str, int], what: str = "") -> str:
 
 
 def rejection_line(counts: Mapping[str, int], what: str) -> str:
-    """The summary line every command prints: ``WHAT rejected by the quality gate: N (...)``,
-    ``what`` saying what the gate counted (personas, items, emissions), so the line reads
-    beside the count of calls kept (an answer may hold several personas)."""
+    """The summary line every command prints: `WHAT rejected by the quality gate: N (...)`."""
     return f"{what} rejected by the quality gate: {rejection_text(counts)}"

@@ -1,9 +1,5 @@
-"""The persona record shared by every pipeline stage.
-
-A persona's id is derived from its normalised text, so the same description imported twice
-(from two files, or re-created by an interrupted job) is the same persona: exact duplicates
-collapse for free and re-running a job cannot create twins.
-"""
+"""The persona record shared by every pipeline stage. Its id derives from its normalised text, so
+the same description imported twice is one persona and a re-run job cannot create twins."""
 
 from __future__ import annotations
 
@@ -24,7 +20,7 @@ def persona_id_for(text: str) -> str:
 
 
 def _id_of_normalized(text: str) -> str:
-    """``persona_id_for`` of text already normalised: Persona skips normalising it twice."""
+    """`persona_id_for` of text already normalised."""
     digest = hashlib.sha1(text.casefold().encode("utf-8")).hexdigest()
     return "p" + digest[:15]
 
@@ -34,12 +30,12 @@ class Persona:
     """One persona description plus where it came from.
 
     Attributes:
-        text: the persona description, e.g. "a pediatric nurse who volunteers at a rural clinic".
-        source: where it came from: a file path, ``seed``, ``expand`` or ``text-to-persona``.
-        source_ref: position inside the source (``line 12``, ``row 7``, a text id).
-        attributes: structured fields kept from the source (age, occupation, labels, ...).
-        hop: persona-to-persona distance from an imported persona (0 for imported ones).
-        persona_id: derived from ``text`` when not given.
+        text: The persona description, e.g. "a pediatric nurse who volunteers at a rural clinic".
+        source: Where it came from: a file path, `seed`, `expand` or `text-to-persona`.
+        source_ref: Position inside the source (`line 12`, `row 7`, a text id).
+        attributes: Structured fields kept from the source (age, occupation, labels, ...).
+        hop: Persona-to-persona distance from an imported persona (0 for imported ones).
+        persona_id: Derived from `text` when not given.
     """
 
     text: str

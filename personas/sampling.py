@@ -1,21 +1,8 @@
 """Seeded samples of the hub, drawn in SQL: who a synthesis job or a scenario takes.
 
-A query is an SQL ``WHERE`` condition and/or carve conditions (``KEY OP VALUE``, as in
-``personas sample -w``), over the non-duplicate personas that passed the quality gate
-(``personas.hub_gate``: the ``gates`` a caller allows). A uniform sample orders the matching
-personas by ``md5(seed:persona_id)`` and takes the first ``n``: a seeded random permutation
-computed by DuckDB, so only the ``n`` chosen ids leave the database however large the hub is.
-The key depends on the seed and the persona id alone, so the same seed and the same personas
-give the same sample in the same order whatever the import order, and the sample of ``n`` is
-the head of the sample of ``n + 1``. ``head`` keeps the old order (hub order, ``seq``).
-
-Errors are one line naming the flag (or scenario field) and the bad part; a query that
-matches nothing is an error, never an empty sample.
-
-The conditions are written by users, so they never run on the caller's connection (a writer,
-with file access): ``personas.selection_sandbox`` evaluates them on a sandboxed in-memory connection
-(``personahub.core.sandbox``) over an Arrow copy of the ``personas`` columns they name; only the
-chosen ids come back.
+Ordering by `md5(seed:persona_id)` makes the sample independent of import order, keeps all but
+the chosen ids in the database, and makes the sample of `n` the head of that of `n + 1`. User
+conditions run in the sandbox; a query that matches nothing is an error.
 """
 
 from __future__ import annotations
@@ -39,8 +26,7 @@ SAMPLE_MODES = ("uniform", "head")
 
 @dataclass(frozen=True)
 class HubQuery:
-    """Which personas: an SQL condition and carve conditions (all must hold), and the names the
-    caller gives them in errors (CLI flags or scenario fields)."""
+    """Which personas: an SQL condition and carve conditions (all must hold), and their names in errors."""
 
     where: str | None = None
     carve: Sequence[str] = ()
@@ -48,8 +34,7 @@ class HubQuery:
     carve_label: str = "--carve"
 
     def conditions(self) -> list[tuple[str, str, list[Any]]]:
-        """``(label, sql, params)`` per condition; raises UsageError (a flag's or scenario
-        field's value: the CLI exits 2) naming a bad one."""
+        """`(label, sql, params)` per condition; raises UsageError naming a bad one."""
         parts: list[tuple[str, str, list[Any]]] = []
         if self.where is not None:
             if not self.where.strip():
@@ -60,7 +45,7 @@ class HubQuery:
             parts.append((f"{self.where_label} {self.where!r}", f"(\n{self.where}\n)", []))
         for text in self.carve:
             label = f"{self.carve_label} {text!r}"
-            sql, params = Condition.parse(text, flag=self.carve_label).sql()  # or ConditionError
+            sql, params = Condition.parse(text, flag=self.carve_label).sql()
             parts.append((label, sql, params))
         return parts
 
@@ -76,9 +61,8 @@ def check_query(query: HubQuery) -> None:
 
 def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,
              mode: str = "uniform", gates: Sequence[str] | None = DRAWN) -> list[str]:
-    """Ids of ``n`` (all when None) non-duplicate personas matching ``query`` and labelled one of
-    ``gates`` (``personas.hub_gate``; None: any label): a seeded uniform sample in key order, or
-    the first in hub order (``head``). Empty result is an error."""
+    """Ids of `n` (all when None) live personas matching `query` and labelled one of `gates`: a seeded
+    uniform sample, or the first in hub order (`head`). An empty result is an error."""
     if mode not in SAMPLE_MODES:
         raise UsageError(f"sample mode {mode!r}: choose one of {', '.join(SAMPLE_MODES)}")
     parts = query.conditions()
@@ -90,7 +74,6 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
         order, order_params = "md5(? || ':' || persona_id), persona_id", [str(seed)]
     else:
         order, order_params = "seq, persona_id", []
-    # each condition on lines of its own: a trailing comment in one cannot swallow the rest
     sql = f"SELECT persona_id FROM personas WHERE {_joined(clauses)} ORDER BY {order}"
     args = [*params, *order_params]
     if n is not None:
@@ -111,7 +94,7 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
 
 
 def draw_ids_exist(con: duckdb.DuckDBPyConnection, query: HubQuery) -> bool:
-    """Whether ``query`` matches any non-duplicate persona whatever its gate label."""
+    """Whether `query` matches any live persona whatever its gate label."""
     try:
         return bool(draw_ids(con, query, 1, gates=None))
     except PersonahubError:
@@ -119,8 +102,7 @@ def draw_ids_exist(con: duckdb.DuckDBPyConnection, query: HubQuery) -> bool:
 
 
 def matching_ids(con: duckdb.DuckDBPyConnection, query: HubQuery) -> list[str]:
-    """Ids of every persona (flagged near-duplicates too) matching ``query``'s conditions, in
-    hub order, evaluated in the sandbox; none is an empty list."""
+    """Ids of every persona (duplicates too) matching `query`, in hub order, evaluated in the sandbox."""
     parts = query.conditions()
     if not parts:
         return [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
@@ -144,9 +126,8 @@ def _selected(con: duckdb.DuckDBPyConnection, sql: str, args: list[Any],
 
 def _culprit(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str, list[Any]]],
              exc: duckdb.Error) -> str:
-    """One line naming the condition that fails on its own (the first), with DuckDB's reason.
-    Each is evaluated on rows (``LIMIT 1``, not 0): DuckDB 2 compiles a regex given as a
-    parameter only when a row reaches it."""
+    """One line naming the first condition that fails on its own, with DuckDB's reason. Evaluated on
+    rows (LIMIT 1, not 0): DuckDB 2 compiles a regex parameter only when a row reaches it."""
     for label, sql, params in parts:
         try:
             con.execute(f"SELECT persona_id FROM personas WHERE \n{sql}\n LIMIT 1", params).fetchall()
@@ -163,8 +144,7 @@ def _reason(exc: duckdb.Error) -> str:
 
 def gated_out(con: duckdb.DuckDBPyConnection, query: HubQuery,
               gates: Sequence[str] | None = DRAWN) -> str | None:
-    """``hub_gate.held_back``'s clause for ``query``: the non-duplicate personas it matches
-    that ``gates`` leave out, by label, and the flag that takes them (None: none left out)."""
+    """The live personas `query` matches that `gates` leave out, by label, and the flag that takes them."""
     if gates is None:
         return None
     drawn = set(draw_ids(con, query, None, mode="head", gates=gates))
@@ -174,7 +154,7 @@ def gated_out(con: duckdb.DuckDBPyConnection, query: HubQuery,
 
 def draw(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,
          mode: str = "uniform", gates: Sequence[str] | None = DRAWN) -> list[Persona]:
-    """The personas ``draw_ids`` picks, in its order (not hub order)."""
+    """The personas `draw_ids` picks, in its order."""
     ids = draw_ids(con, query, n, seed=seed, mode=mode, gates=gates)
     found = {p.persona_id: p for p in fetch_personas(con, ids)}
     return [found[i] for i in ids]

@@ -1,12 +1,9 @@
 """Which writing system a text is in, so an embedder judges only the texts it was trained on.
 
 all-MiniLM-L6-v2 was trained on English: Chinese or Thai personas of different people land at
-cosine > 0.9 with it. Script (ISO 15924: ``Latn``, ``Hani``, ``Thai``, ...) is the signal an
-embedder's training data fixes most plainly, and it needs no model: each character's script comes
-from fontTools' copy of the Unicode Character Database (``fontTools.unicodedata.script``).
-fontTools is maintained, tracks new Unicode versions, and is already installed with matplotlib; a
-statistical language detector (langdetect, lingua) would add a model or a large dependency to
-tell apart languages that share a script, which a Latin-only embedder handles the same way.
+cosine > 0.9 with it. The script needs no model: fontTools (maintained, installed with
+matplotlib) carries the Unicode script data. A language detector would add a model to tell apart
+languages that share a script, which a Latin-only embedder treats alike anyway.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ __all__ = [
     "script_counts",
 ]
 
-# Not a writing system: punctuation, digits, symbols (Common), combining marks (Inherited), unknown.
+# not a writing system: punctuation, digits, symbols (Common), combining marks (Inherited), unknown
 _NEUTRAL: Final = frozenset({"Zyyy", "Zinh", "Zzzz"})
 
 ANY_SCRIPT: Final = None
@@ -47,8 +44,7 @@ def _script(char: str) -> str:
 
 
 def script_counts(text: str) -> Counter[str]:
-    """How many characters of each script ``text`` has, leaving out neutral ones (digits,
-    punctuation, spaces, combining marks)."""
+    """How many characters of each script `text` has, neutral ones (digits, punctuation) left out."""
     if text.isascii():  # the common case, without a per-character lookup
         letters = sum(c.isalpha() for c in text)
         return Counter({"Latn": letters}) if letters else Counter()
@@ -59,14 +55,14 @@ def script_counts(text: str) -> Counter[str]:
 
 
 def dominant_script(text: str) -> str:
-    """The script most of ``text``'s letters are in (``Zyyy``, Common, when it has none)."""
+    """The script most of `text`'s letters are in (`Zyyy`, Common, when it has none)."""
     counts = script_counts(text)
     return counts.most_common(1)[0][0] if counts else "Zyyy"
 
 
 def covered(text: str, scripts: Iterable[str] | None) -> bool:
-    """Whether an embedder trained on ``scripts`` (``None``: any) should judge ``text``: at
-    least :data:`MIN_COVERED_SHARE` of its letters are in them (a text without letters is)."""
+    """Whether an embedder trained on `scripts` (None: any) should judge `text`: at least
+    `MIN_COVERED_SHARE` of its letters are in them."""
     if scripts is None:
         return True
     counts = script_counts(text)

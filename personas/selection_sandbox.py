@@ -1,13 +1,7 @@
-"""Where user-written selection conditions run (``--personas``, ``--carve``, ``personas sample``
-conditions, a scenario's ``where``): a sandboxed in-memory DuckDB connection
-(``personahub.core.sandbox.fragment_sandbox``) holding the ``personas`` columns they name, copied
-from the caller's connection as Arrow. The caller's connection (a writer, with file access)
-never runs them, so a condition such as ``(SELECT content FROM read_text('FILE')) LIKE 'x%'``
-cannot read a file one answer at a time.
-
-Only the columns a condition names are copied (``referenced_columns``): a million-persona hub
-copies four small columns for ``hop >= 1``, and the text only when a condition reads it.
-"""
+"""Where user-written selection conditions run: a sandboxed in-memory DuckDB connection holding an
+Arrow copy of the `personas` columns they name. The caller's connection never runs them, so a
+condition cannot read a file one answer at a time. Only named columns are copied: a
+million-persona hub copies four small columns for `hop >= 1`."""
 
 from __future__ import annotations
 
@@ -25,9 +19,8 @@ _KEY_COLUMNS = ("persona_id", "seq", "is_duplicate", "gate")  # what every selec
 @contextmanager
 def persona_sandbox(con: duckdb.DuckDBPyConnection,
                     fragments: Sequence[str]) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A sandboxed in-memory connection (no file system, no extensions, locked settings) whose
-    ``personas`` holds the columns of ``con``'s that SQL ``fragments`` name (all of them when a
-    fragment could name one indirectly), plus the key columns. Where user conditions run."""
+    """A sandboxed in-memory connection whose `personas` holds the columns the `fragments` name, plus the
+    key columns."""
     columns = persona_table_columns(con)
     keep = set(referenced_columns(fragments, columns)) | set(_KEY_COLUMNS)
     table = personas_arrow(con, [c for c in columns if c in keep])

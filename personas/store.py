@@ -1,11 +1,6 @@
-"""The persona hub's rows: personas written (only the new ones), read back in hub order, counted;
-the relationship graph's edges and an expansion's same-person merges.
-
-This module owns the SQL of ``personas``, ``relations`` and ``persona_merges``
-(tests/test_sql_owners.py checks it): other modules go through its functions, except the
-selection language that sampling and carving compile from user conditions. Writes are Arrow
-batches: a dict per row cost seconds per 100,000 personas.
-"""
+"""The persona hub's rows: personas (written once, read in hub order), relations and same-person
+merges. This module owns the SQL of those tables. Writes are Arrow batches: a dict per row cost
+seconds per 100,000 personas."""
 
 from __future__ import annotations
 
@@ -26,20 +21,18 @@ from personahub.personas.record import Persona
 if TYPE_CHECKING:
     import pandas as pd
 
-# A live persona is one not flagged as a duplicate: what dedup still judges, expansion indexes and
-# draws take. ``SURVIVORS`` is every live persona with its hub order (``seq``): the reads below
-# select from it, and an owner that joins its own rows to them in one statement takes it as a
-# subquery (``embedding_store``: stored vectors).
+# A live persona is one not flagged as a duplicate. SURVIVORS is every live persona with its hub
+# order (seq); other owners join their rows to it as a subquery.
 _LIVE = "NOT coalesce(is_duplicate, false)"
 SURVIVORS = f"SELECT persona_id, text, seq FROM personas WHERE {_LIVE}"
 
 
 def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dict[str, list[Any]]:
-    """Columns for the ``personas`` table, one row per distinct persona id (first wins); ``gate``
-    labels every row (None: each row's text is checked, ``gate_labels.checked_gate``)."""
+    """Columns for `personas`, one row per distinct id (first wins); `gate` labels every row (None:
+    each row's text is checked)."""
     people = list(personas)
     ids = [p.persona_id for p in people]
-    if len(set(ids)) < len(ids):  # repeats: keep each id's first persona
+    if len(set(ids)) < len(ids):
         first: dict[str, Persona] = {}
         for p in people:
             first.setdefault(p.persona_id, p)
@@ -58,36 +51,34 @@ def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dic
 
 
 def _persona_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
-    """``persona_columns`` as typed Arrow arrays (every value is a str, or an int for hop)."""
+    """`persona_columns` as typed Arrow arrays."""
     return {name: pa.array(values, type=pa.int32() if name == "hop" else pa.string())
             for name, values in columns.items()}
 
 
 def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
                     written_by: StructuredCaller | None = None, *, gate: str | None = None) -> int:
-    """Insert personas not yet in the hub; returns how many were new. Each row's ``gate`` is what
-    a draw reads (``personas.hub_gate``): a model's answers (``written_by``: the client that
-    answered, after the quality gate) are ``passed``, or ``offline`` from the offline engine;
-    rows written without a model (imports, seeds, a scenario's people) have their text checked;
-    ``gate`` sets it outright."""
+    """Insert personas not yet in the hub; returns how many were new. A model's answers are `passed`
+    (`offline` from the offline engine); rows written without a model have their text checked;
+    `gate` sets the label outright."""
     if gate is None and written_by is not None:
         gate = written_gate(written_by.is_offline)
     columns = persona_columns(personas, gate)
     if not columns["persona_id"]:
         return 0
     before = scalar(con, "SELECT count(*) FROM personas")
-    insert_columns(con, "personas", _persona_arrays(columns), new_by=("persona_id",))  # distinct ids
+    insert_columns(con, "personas", _persona_arrays(columns), new_by=("persona_id",))
     return scalar(con, "SELECT count(*) FROM personas") - before
 
 
 def fetch_personas(
     con: duckdb.DuckDBPyConnection, ids: Sequence[str] | None = None
 ) -> list[Persona]:
-    """Personas in hub order (``seq``), as ``Persona`` records.
+    """Personas in hub order, as `Persona` records.
 
     Args:
-        con: a connection to the DuckDB file (``personahub.connect``).
-        ids: keep only these persona ids (None: every persona).
+        con: A connection to the database (`personahub.connect`).
+        ids: Keep only these persona ids (None: every persona).
 
     Returns:
         The personas, in the order they entered the hub.
@@ -116,7 +107,7 @@ def flagged_duplicate_count(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
-    """Ids of the personas not flagged as duplicates, in hub order (the first ``limit``)."""
+    """Ids of the personas not flagged as duplicates, in hub order (the first `limit`)."""
     rows = con.execute(f"SELECT persona_id FROM ({SURVIVORS}) ORDER BY seq").fetchall()
     return [r[0] for r in rows][:limit]
 
@@ -127,29 +118,28 @@ def persona_count(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def population_persona_ids(con: duckdb.DuckDBPyConnection, population_id: str) -> set[str]:
-    """The ids of the personas written for population ``population_id`` (their attributes'
-    ``population``)."""
+    """The ids of the personas written for population `population_id`."""
     return {r[0] for r in con.execute(
         "SELECT persona_id FROM personas WHERE json_extract_string(attributes, '$.population') = ?",
         [population_id]).fetchall()}
 
 
 def source_counts(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> list[tuple[str, int]]:
-    """(source, personas) among ``persona_ids``, most first ('unknown' for no source)."""
+    """(source, personas) among `persona_ids`, most first."""
     return [(str(s), int(n)) for s, n in con.execute(
         "SELECT coalesce(source, 'unknown'), count(*) FROM personas WHERE list_contains(?, persona_id) "
         "GROUP BY 1 ORDER BY 2 DESC, 1", [list(persona_ids)]).fetchall()]
 
 
 def persona_sources(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
-    """``{persona_id: source}`` of the given personas (those found)."""
+    """`{persona_id: source}` of the given personas found."""
     return dict(con.execute(
         "SELECT persona_id, source FROM personas WHERE persona_id IN "
         "(SELECT unnest(?::VARCHAR[]))", [list(persona_ids)]).fetchall())
 
 
 def persona_text(con: duckdb.DuckDBPyConnection, persona_id: str) -> str | None:
-    """The text of persona ``persona_id`` (None when it is not in the hub)."""
+    """The text of persona `persona_id` (None when it is not in the hub)."""
     row = con.execute("SELECT text FROM personas WHERE persona_id = ?", [persona_id]).fetchone()
     return str(row[0]) if row else None
 
@@ -161,15 +151,14 @@ def flagged_duplicates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def personas_frame(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> pd.DataFrame:
-    """Every column of the personas among ``persona_ids``, in hub order."""
+    """Every column of the personas among `persona_ids`, in hub order."""
     return con.execute("SELECT * FROM personas WHERE list_contains(?, persona_id) ORDER BY seq",
                        [list(persona_ids)]).df()
 
 
 def relation_edges(con: duckdb.DuckDBPyConnection,
                    persona_ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """The relationship graph's edges (src, dst): all of them, or those between two of
-    ``persona_ids``."""
+    """The graph's edges (src, dst): all, or those between two of `persona_ids`."""
     if persona_ids is None:
         return [(str(s), str(d)) for s, d in con.execute("SELECT src, dst FROM relations").fetchall()]
     ids = list(persona_ids)
@@ -178,11 +167,9 @@ def relation_edges(con: duckdb.DuckDBPyConnection,
         [ids, ids]).fetchall()]
 
 
-# What a text-to-persona job or an expansion made (``CORPUS_PERSONAS``, ``child_personas``), one
-# row per persona in the preview's shape (kind, item_id, source_id, source, output, is_duplicate,
-# duplicate_of), for one job's corpus or expansion id (the one ? parameter);
-# ``analysis/preview.py`` samples them.
-# text-to-persona does not store its texts: the source column names the text by corpus and id
+# What a text-to-persona job or an expansion made, one row per persona in the preview's shape, for
+# one corpus or expansion id (the one ? parameter). Text-to-persona does not store its texts: the
+# source column names the text by corpus and id.
 CORPUS_PERSONAS = """
 SELECT coalesce(attributes->>'relation', 'persona'), persona_id, attributes->>'text_id',
        'text ' || coalesce(attributes->>'text_id', '?') || ' of ' || (attributes->>'corpus'), text,
@@ -192,12 +179,8 @@ FROM personas WHERE source = 'text-to-persona' AND attributes->>'corpus' = ?
 
 
 def child_personas(children: str) -> str:
-    """The preview's rows (as ``CORPUS_PERSONAS``: kind ``hop N``, the child's id, its parent's id
-    and text, the relation and the child's text, its duplicate flag) of the personas ``children``
-    made: a query of ``(parent, child, hop)`` taking the one ? parameter, such as
-    ``personas.expand.EXPANSION_CHILDREN`` (an expansion's), joined here to both personas.
-    ``hop`` is the job's own (1 to ``--hops``): a persona's stored hop counts from a seed, so an
-    expansion of personas an earlier one made would show ``hop 3`` under ``--hops 2``."""
+    """The preview's rows of the personas `children` made (a query of (parent, child, hop) taking one ?
+    parameter), joined here to both personas. `hop` is the job's own, not the stored hop from a seed."""
     return f"""
 WITH made AS ({children})
 SELECT 'hop ' || m.hop, c.persona_id, m.parent, coalesce(p.text, '?'),
@@ -207,17 +190,13 @@ FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.
 """
 
 
-# --------------------------------------------------------------------------- columns and gates
-
-
 def persona_table_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The ``personas`` table's column names, in table order."""
+    """The `personas` table's column names, in table order."""
     return list(con.sql("SELECT * FROM personas LIMIT 0").columns)
 
 
 def personas_arrow(con: duckdb.DuckDBPyConnection, columns: Sequence[str]) -> pa.Table:
-    """The ``columns`` (names of the table's, quoted here) of every persona, as one Arrow table
-    in the table's order (what ``personas.selection_sandbox`` copies into its sandbox)."""
+    """The `columns` of every persona as one Arrow table, in table order."""
     names = ", ".join(f'"{c}"' for c in columns)
     return con.sql(f"SELECT {names} FROM personas").to_arrow_table()
 
@@ -230,30 +209,27 @@ def gate_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
 
 
 def gates_of(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
-    """The gate label of each of ``persona_ids`` the hub holds."""
+    """The gate label of each of `persona_ids` the hub holds."""
     rows = con.execute("SELECT persona_id, gate FROM personas "
                        "WHERE persona_id IN (SELECT unnest(?))", [list(persona_ids)]).fetchall()
     return {pid: gate for pid, gate in rows}
 
 
 def failed_count(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> int:
-    """How many of ``persona_ids`` are labelled ``failed``."""
+    """How many of `persona_ids` are labelled `failed`."""
     # fetchall: DuckDB 2 keeps a result open after fetchone, refusing the connection's next work
     rows = con.execute("SELECT count(*) FROM personas WHERE gate = 'failed' AND persona_id IN "
                        "(SELECT unnest(?))", [list(persona_ids)]).fetchall()
     return int(rows[0][0]) if rows else 0
 
 
-# --------------------------------------------------------------------------- single reads
-
-
 def has_persona(con: duckdb.DuckDBPyConnection, persona_id: str) -> bool:
-    """Whether the hub holds persona ``persona_id`` (flagged duplicates too)."""
+    """Whether the hub holds persona `persona_id` (flagged duplicates too)."""
     return bool(con.execute("SELECT 1 FROM personas WHERE persona_id = ?", [persona_id]).fetchall())
 
 
 def texts_by_id(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
-    """The text of each of ``persona_ids`` the hub holds (ids it does not hold are left out)."""
+    """The text of each of `persona_ids` the hub holds."""
     return dict(con.execute("SELECT persona_id, text FROM personas WHERE persona_id IN "
                             "(SELECT unnest(?))", [list(persona_ids)]).fetchall())
 
@@ -270,9 +246,6 @@ def live_persona_texts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     return rows
 
 
-# --------------------------------------------------------------------------- dedup's survivors
-
-
 def survivor_count(con: duckdb.DuckDBPyConnection) -> int:
     """How many personas are not (yet) flagged as duplicates."""
     return int(scalar(con, f"SELECT count(*) FROM ({SURVIVORS})"))
@@ -280,8 +253,7 @@ def survivor_count(con: duckdb.DuckDBPyConnection) -> int:
 
 def survivor_batches(con: duckdb.DuckDBPyConnection,
                      batch_rows: int) -> Iterator[tuple[list[str], list[str]]]:
-    """(persona_ids, texts) of the personas not flagged as duplicates in ``seq`` order (then id),
-    streamed in Arrow batches of ``batch_rows``."""
+    """(persona_ids, texts) of the live personas in hub order, streamed in Arrow batches."""
     rel = con.sql(f"SELECT persona_id, text FROM ({SURVIVORS}) ORDER BY seq, persona_id")
     # duckdb 2 names it to_arrow_reader, 1.x fetch_arrow_reader
     to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
@@ -290,9 +262,8 @@ def survivor_batches(con: duckdb.DuckDBPyConnection,
 
 
 def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str) -> None:
-    """Flag each ``marks.persona_id`` as a duplicate of its ``marks.duplicate_of`` by dedup stage
-    ``stage``, unless already flagged: one UPDATE joined against ``marks`` registered as a view
-    (call inside the transaction the marks belong to)."""
+    """Flag each `marks.persona_id` as a duplicate of its `duplicate_of` by dedup stage `stage`,
+    unless already flagged: one UPDATE joined against `marks` (inside the marks' transaction)."""
     view = f"_dedup_marks_{stage}"
     con.register(view, marks)
     try:
@@ -311,27 +282,21 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str)
             con.unregister(view)
 
 
-# --------------------------------------------------------------------------- relations
-
-
 def add_relations(con: duckdb.DuckDBPyConnection,
                   columns: Mapping[str, Sequence[Any] | pa.Array | pa.ChunkedArray], *,
                   new_by: Sequence[str] = ()) -> int:
-    """Insert ``relations`` rows given as columns (src, dst, relation, hop, source), leaving the
-    stored ones as they are; ``new_by`` as in ``core.store.insert_columns``. Returns how many rows
-    were offered."""
+    """Insert relation rows given as columns, leaving stored ones; returns how many were offered."""
     return insert_columns(con, "relations", columns, ignore_conflicts=True, new_by=new_by)
 
 
 def relation_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-    """Every stored relation as (src, dst, relation, hop, source), ordered by src, dst, relation."""
+    """Every stored relation as (src, dst, relation, hop, source), ordered."""
     rows = con.execute("SELECT src, dst, relation, hop, source FROM relations ORDER BY src, dst, relation")
     return rows.fetchall()
 
 
 def adjacent_ids(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> list[str]:
-    """The ids one relation away from any of ``persona_ids``, in either direction (each once, in
-    no set order; ``persona_ids`` themselves too where related to one another)."""
+    """The ids one relation away from any of `persona_ids`, in either direction, in no set order."""
     con.register("_adjacent_of", pa.table({"id": list(persona_ids)}))
     try:
         rows = con.execute(
@@ -345,8 +310,7 @@ def adjacent_ids(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
 
 def relation_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]
                         ) -> dict[str, list[str]]:
-    """Each of ``persona_ids``'s stored relations in either direction, sorted by id, itself left
-    out (an id without relations is left out)."""
+    """Each of `persona_ids`'s relations in either direction, sorted by id, itself left out."""
     rows = con.execute(
         "SELECT p, list(DISTINCT q ORDER BY q) FROM ("
         " SELECT src AS p, dst AS q FROM relations WHERE src IN (SELECT unnest(?))"
@@ -356,14 +320,12 @@ def relation_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[st
 
 
 def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> pa.Table:
-    """The undirected simple graph among ``persona_ids`` (distinct) as positions into them: one
-    row (pa, pb, r) per related pair, ``pa`` the position of the lesser id, ``r`` the pair's
-    alphabetically first relation, ordered by the lesser id, then the greater."""
+    """The undirected simple graph among `persona_ids` as positions: one row (pa, pb, r) per related
+    pair, pa the lesser id, r the alphabetically first relation."""
     ids = list(persona_ids)
     con.register("_social_ids", pa.table({"id": ids, "pos": np.arange(len(ids), dtype=np.int64)}))
     try:
-        # each id's rank in id order stands in for the id: pairs are grouped and sorted as
-        # integers (by the lesser id, then the greater), not as strings
+        # id ranks stand in for ids: pairs are grouped and sorted as integers, not strings
         return con.sql("""
             WITH ranked AS (
                 SELECT id, pos, row_number() OVER (ORDER BY id) AS rk FROM _social_ids),
@@ -379,17 +341,14 @@ def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
         con.unregister("_social_ids")
 
 
-# --------------------------------------------------------------------------- same-person merges
-
-
 def add_merges(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``persona_merges`` rows (``personas.link_merge.merge_rows``), leaving stored ones."""
+    """Insert `persona_merges` rows, leaving stored ones."""
     insert_rows(con, "persona_merges", rows, ignore_conflicts=True)
 
 
 def expansion_merges(con: duckdb.DuckDBPyConnection,
                      expansion_id: str) -> list[tuple[str, str, str]]:
-    """(persona id, text, merged into) of expansion ``expansion_id``'s merges, in their order."""
+    """(persona id, text, merged into) of an expansion's merges, in their order."""
     rows: list[tuple[str, str, str]] = con.execute(
         "SELECT persona_id, text, merged_into FROM persona_merges "
         "WHERE expansion_id = ? ORDER BY position", [expansion_id]).fetchall()

@@ -1,10 +1,5 @@
-"""The ``text_jobs`` record: which text-to-persona job works on which corpus.
-
-One job per corpus name: a re-run over the corpus (or ``personas from-text --resume CORPUS``, or
-``personahub resume JOB_ID``) goes on with it, with the configuration it stored first. Its
-lifecycle and configuration are in ``jobs`` (``core.jobs_store``); this table maps the corpus
-name to the job id its model calls are tagged with.
-"""
+"""The `text_jobs` record: which text-to-persona job works on which corpus. One job per corpus: a
+re-run goes on with it, with the configuration it stored first."""
 
 from __future__ import annotations
 
@@ -33,7 +28,7 @@ class TextJob:
 
 
 def new_text_job_id() -> str:
-    """``text-`` + UTC time + random suffix (sortable, unique)."""
+    """`text-` + UTC time + random suffix (sortable, unique)."""
     return "text-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
@@ -43,20 +38,19 @@ def _job(con: duckdb.DuckDBPyConnection, job_id: str, corpus: str) -> TextJob | 
 
 
 def find_text_job(con: duckdb.DuckDBPyConnection, corpus: str) -> TextJob | None:
-    """The text-to-persona job over ``corpus``, if one was started."""
+    """The text-to-persona job over `corpus`, if one was started."""
     rows = con.execute("SELECT job_id FROM text_jobs WHERE corpus = ?", [corpus]).fetchall()
     return _job(con, rows[0][0], corpus) if rows else None
 
 
 def text_job_by_id(con: duckdb.DuckDBPyConnection, job_id: str) -> TextJob | None:
-    """The text-to-persona job ``job_id``, if there is one."""
+    """The text-to-persona job `job_id`, if there is one."""
     rows = con.execute("SELECT corpus FROM text_jobs WHERE job_id = ?", [job_id]).fetchall()
     return _job(con, job_id, rows[0][0]) if rows else None
 
 
 def start_text_job(con: duckdb.DuckDBPyConnection, corpus: str, config: Mapping[str, Any]) -> str:
-    """Record the job over ``corpus`` with ``config`` (seed from it), or mark the one started
-    before running again (its stored configuration stays); its job id."""
+    """Record the job over `corpus`, or mark the one started before running again; returns its id."""
     with transaction(con):
         known = con.execute("SELECT job_id FROM text_jobs WHERE corpus = ?", [corpus]).fetchall()
         if known:

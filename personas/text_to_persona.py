@@ -1,22 +1,8 @@
-"""Text-to-persona: from any text, ask who is likely to read / write / like / dislike it.
+"""Text-to-persona (Persona Hub section 2.1): ask who is likely to read, write, like or dislike a text.
 
-Persona Hub's first method (section 2.1): a web text implies the people around it, and a detailed,
-specialised text implies a fine-grained persona. Every text of a corpus is asked once per chosen
-relation. This module is the data side (corpora, the schema, screening answers, ``text_done``);
-the job that asks is the text-to-persona spec on the job kernel (``pipelines/text_to_persona.py``).
-
-Every answered persona passes the quality gate (``personas.quality``) first; one that fails is
-kept in ``rejected`` with its reason instead of entering the hub.
-
-Resumable: each batch is one transaction holding its personas, its rejected rows, the model-call
-records and one ``text_done`` row per (corpus, text id, relation) answered. A re-run skips what is done, and
-persona ids derive from the text, so an interrupted job finished by a re-run gives the same hub
-as an uninterrupted one.
-
-Corpora: JSONL / CSV / Parquet (one text per record, in ``--text-column``, default ``text``) or
-plain text (any other extension): one text per blank-line-separated paragraph (``split="line"``:
-one per non-blank line). A text's id is the ``--id-column`` value, else ``FILE:LINE`` (``FILE:ROW``
-for Parquet; for paragraphs, the line where the paragraph starts).
+This is the data side (corpora, schema, screening); the job is `pipelines/text_to_persona.py`.
+Persona ids derive from the text and each batch commits with its `text_done` rows, so a resumed
+job gives the same hub. Corpora are JSONL/CSV/Parquet or plain text (a text per paragraph).
 """
 
 from __future__ import annotations
@@ -43,7 +29,7 @@ from personahub.personas.quality import (
 from personahub.personas.record import Persona
 
 SOURCE = "text-to-persona"
-# who a text implies: the relations the prompts word (pipelines/prompts/personas.py TEXT_RELATIONS)
+# who a text implies: the relations the prompts word
 RELATIONS: tuple[str, ...] = ("read", "write", "like", "dislike")
 TEXT_FIELDS = ("text", "content", "body", "document")
 SPLITS = ("paragraph", "line")
@@ -53,16 +39,15 @@ MAX_CHARS = 6000
 class TextPersona(BaseModel):
     """One person likely to read / write / like / dislike a text."""
 
-    # one sentence: well inside the quality gate's MAX_CHARS and MAX_WORDS, so a bounded answer
-    # that runs to its maxLength is still a persona the gate can keep; bounded at one character
-    # a token (DIGITS), as a small model copying the text's times and figures writes them
+    # one sentence, well inside the gate's limits; bounded at one character a token, as a small model
+    # copying the text's figures writes them
     persona: Annotated[str, DIGITS] = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
                                             description="a specific one-sentence persona description")
 
 
 @lru_cache(maxsize=32)
 def text_personas_schema(count: int) -> type[BaseModel]:
-    """Schema asking for 1..``count`` personas."""
+    """Schema asking for 1..`count` personas."""
     if count < 1:
         raise ValueError(f"per-text must be >= 1, got {count}")
     return create_model(
@@ -92,18 +77,18 @@ class TextToPersonaSummary:
     personas: int = 0
     new_personas: int = 0
     batches: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)  # by reason (the quality gate)
-    # what the job is over (the job spec fills these in: pipelines/text_to_persona.py)
+    rejected: dict[str, int] = field(default_factory=dict)  # by reason
+    # what the job is over (the job spec fills these in)
     corpus: str = ""
     path: str = ""
     relations: int = 0
     bad_records: int = 0  # malformed records skipped (--skip-bad)
     bad_examples: list[str] = field(default_factory=list)
-    provider_batches: str | None = None  # --batch: what its provider batches did (one line)
+    provider_batches: str | None = None
 
 
 def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:
-    """``"read,like"`` (or a list) as a validated tuple of relations, in the given order."""
+    """`"read,like"` (or a list) as a validated tuple of relations, in order."""
     items = value.split(",") if isinstance(value, str) else list(value)
     relations = tuple(dict.fromkeys(r.strip().lower() for r in items if r.strip()))
     unknown = [r for r in relations if r not in RELATIONS]
@@ -111,9 +96,6 @@ def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"--relations: unknown {', '.join(unknown) or '(none)'}; "
                          f"choose from {', '.join(RELATIONS)}")
     return relations
-
-
-# --------------------------------------------------------------------------- reading corpora
 
 
 def iter_texts(
@@ -126,7 +108,7 @@ def iter_texts(
     skip_bad: bool = False,
     stats: ImportStats | None = None,
 ) -> Iterator[SourceText]:
-    """Stream the texts of a corpus file (see the module docstring for formats and ids)."""
+    """Stream the texts of a corpus file (formats and ids as the module says)."""
     path = Path(path)
     label = name or path.name
     if not path.is_file():
@@ -191,11 +173,8 @@ def _plain_texts(path: Path, label: str, split: str) -> Iterator[SourceText]:
             yield SourceText(f"{label}:{start}", "\n".join(lines).strip())
 
 
-# --------------------------------------------------------------------------- the job
-
-
 def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str]) -> set[tuple[str, str]]:
-    """(text_id, relation) pairs of ``text_ids`` already answered for ``corpus``."""
+    """(text_id, relation) pairs of `text_ids` already answered for `corpus`."""
     con.register("_t2p_ids", pa.table({"text_id": text_ids}))
     try:
         rows = con.execute(
@@ -207,8 +186,7 @@ def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str])
 
 
 def text_job_persona_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> list[str]:
-    """The ids of the personas text-to-persona job ``job_id``'s corpus produced, each once, in no
-    set order (a resumed or repeated job's corpus is the job's; none for an unknown job)."""
+    """The ids of the personas job `job_id`'s corpus produced, each once, in no set order."""
     return [r[0] for r in con.execute(
         "SELECT DISTINCT unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = "
         "(SELECT corpus FROM text_jobs WHERE job_id = ?)", [job_id]).fetchall()]
@@ -216,7 +194,7 @@ def text_job_persona_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> list[st
 
 def screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
             job: JobRef) -> tuple[list[Persona], list[dict[str, Any]]]:
-    """The answered personas that pass the quality gate, and ``rejected`` rows for the others."""
+    """The answered personas that pass the quality gate, and `rejected` rows for the others."""
     kept: list[Persona] = []
     refused: list[dict[str, Any]] = []
     for position, item in enumerate(items):

@@ -1,2 +1,2 @@
-"""The core every package may import: contracts, errors, the database and its schema, the job
-kernel, the event loop, interrupts and output guards. Imports nothing else of the project."""
+"""The core every package may import: contracts, errors, the database, the job kernel, the event
+loop. Imports nothing else of the project."""

@@ -1,9 +1,6 @@
-"""Reads of the call log (``llm_calls``): what a job's summary, its stop message and a run's
-prompt figures say of the model calls. Writes are the batch commit's (``core/commit.py``).
-
-A ``run_id`` argument names a run (its calls: ``llm_calls.run_id``, its own, its expansion's and
-its interviews') or another job (whose calls have no ``run_id``: ``job_id``), as
-``v_run_usage`` groups them: ``coalesce(run_id, job_id)``."""
+"""Reads of the call log (`llm_calls`): what job summaries, stop messages and run figures say of
+the model calls. A `run_id` argument names a run or another job, grouped as
+`coalesce(run_id, job_id)`."""
 
 from __future__ import annotations
 
@@ -20,14 +17,13 @@ __all__ = ["cached_calls", "call_counts", "calls_by_step", "calls_since", "commi
            "most_common_error_in", "most_common_job_error", "prefix_reused",
            "prompt_tokens_per_action", "run_call_totals", "unknown_usage", "unknown_usage_note"]
 
-#: the run a call counts under, else its job (the module docstring)
+#: the run a call counts under, else its job
 _OWNER = "coalesce(run_id, job_id)"
 
 
 def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
                 job_id: str | None = None) -> dict[str, int]:
-    """``llm_calls`` rows by status, of a run (or another job: the module's ``run_id``) or of
-    one job (``job_id``): what a job's summary reports."""
+    """`llm_calls` rows by status, of a run or job (`run_id`) or of one job (`job_id`)."""
     column, value = ("job_id", job_id) if job_id is not None else (_OWNER, run_id)
     rows = con.execute(f"SELECT status, count(*) FROM llm_calls WHERE {column} = ? "
                        "GROUP BY 1 ORDER BY 1", [value]).fetchall()
@@ -36,30 +32,27 @@ def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
 
 def unknown_usage(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
                   job_id: str | None = None) -> int:
-    """``llm_calls`` rows of a run or job (as ``call_counts``) whose token counts are unknown
-    (NULL): attempts out at a kill (``sent``) and answers whose server reported an impossible
-    figure (``contracts.token_count``). Billed, but in no token sum: a job's summary says so."""
+    """Rows of a run or job whose token counts are unknown (out at a kill, or an impossible figure):
+    billed, but in no token sum."""
     column, value = ("job_id", job_id) if job_id is not None else (_OWNER, run_id)
     return int(con.execute(f"SELECT count(*) FROM llm_calls WHERE {column} = ? AND "
                            "(tokens_in IS NULL OR tokens_out IS NULL)", [value]).fetchall()[0][0])
 
 
 def unknown_usage_note(count: int) -> str:
-    """What a summary's ``model calls`` line adds for ``count`` attempts of unknown tokens."""
+    """What a summary's model-calls line adds for `count` attempts of unknown tokens."""
     return f" ({count} with unknown token usage: not in the token counts)" if count else ""
 
 
 def committed_requests(con: duckdb.DuckDBPyConnection, job_id: str) -> set[tuple[str, str]]:
-    """(batch id, custom_id) of the job's batch requests whose answers are committed: what a
-    resumed ``--batch`` job never collects again."""
+    """(batch id, custom_id) of the job's committed batch requests: what a resume never collects again."""
     return {(b, c) for b, c in con.execute(
         "SELECT batch_id, custom_id FROM llm_calls WHERE job_id = ? AND batch_id IS NOT NULL "
         "AND custom_id IS NOT NULL", [job_id]).fetchall()}
 
 
 def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str) -> str:
-    """The most frequent error of a job's failed model attempts (``llm_calls`` tagged with the
-    job), for the one line that stops it."""
+    """The most frequent error of a job's failed model attempts."""
     rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE job_kind = ? AND job_id = ? "
                        "AND status <> 'ok' AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 "
                        "LIMIT 1", [kind, job_id]).fetchall()
@@ -67,9 +60,8 @@ def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str
 
 
 def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int] | None:
-    """(cached, prompt) tokens over the run's own attempts (its steps and its persona expansion,
-    not a later judge or interview) whose server reported prefix-cache reuse
-    (``llm_calls.cached_prompt_tokens``); None when none did."""
+    """(cached, prompt) tokens over the run's own attempts whose server reported prefix-cache reuse;
+    None when none did."""
     cached, prompt = con.execute(
         f"SELECT sum(cached_prompt_tokens), sum(tokens_in) FROM llm_calls WHERE {_OWNER} = ? AND "
         "cached_prompt_tokens IS NOT NULL AND coalesce(job_kind, 'run') IN ('run', 'expansion')",
@@ -80,9 +72,7 @@ def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int
 def prompt_tokens_per_action(con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
     """Mean prompt tokens of the run's answered actions and survey questions (None if unknown).
 
-    One ``ok`` attempt answers each action (a repaired answer's ``ok`` attempt carries the
-    repair prompt); calls outside steps (persona expansion) are left out. Offline runs count
-    4 characters a token, as the offline engine does.
+    Offline runs count 4 characters a token, as the offline engine does.
     """
     mean = con.execute(f"SELECT avg(tokens_in) FROM llm_calls WHERE {_OWNER} = ? AND status = 'ok' "
                        "AND step IS NOT NULL", [run_id]).fetchall()[0][0]
@@ -91,8 +81,7 @@ def prompt_tokens_per_action(con: duckdb.DuckDBPyConnection, run_id: str) -> flo
 
 def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
                          purpose: str | None = None) -> str:
-    """The most frequent error of a run's failed model calls (for the one-line stop message),
-    of calls for ``purpose`` only when given."""
+    """The most frequent error of a run's failed model calls (of `purpose` only, when given)."""
     rows = con.execute(f"SELECT error, count(*) AS n FROM llm_calls WHERE {_OWNER} = ? AND status <> 'ok' "
                        "AND error IS NOT NULL AND (? IS NULL OR purpose = ?) "
                        "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
@@ -102,8 +91,7 @@ def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
 
 def last_errors(con: duckdb.DuckDBPyConnection, purpose: str, persona_ids: Sequence[str], *,
                 run_id: str | None = None) -> dict[str, str | None]:
-    """Each persona's last failed ``purpose`` attempt's error (of ``run_id``'s calls when given):
-    how a persona that yielded nothing failed."""
+    """Each persona's last failed `purpose` attempt's error: how a persona that yielded nothing failed."""
     if not persona_ids:
         return {}
     marks = ", ".join("?" * len(persona_ids))
@@ -139,8 +127,7 @@ SELECT purpose, status, error, count(*) FROM last WHERE back = 1 GROUP BY 1, 2, 
 def last_attempt_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
                         job_kind: str | None = None,
                         job_id: str | None = None) -> list[tuple[str, str, str | None, int]]:
-    """(purpose, status, error, calls) of the last attempt of each call of a run (``run_id``)
-    or a job (``job_kind`` and ``job_id``): what the kept shares count (``analysis/kept.py``)."""
+    """(purpose, status, error, calls) of the last attempt of each call of a run or job."""
     params: list[str | None]
     if run_id is not None:
         where, params = f"{_OWNER} = ?", [run_id]
@@ -151,9 +138,8 @@ def last_attempt_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = 
 
 
 def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    """A run's (or job's) calls so far: attempts, failed attempts, tokens in and out, cached
-    answers, and the epoch seconds between its first and last call (``span_s``) and of its last
-    (``last_s``; None before the first)."""
+    """A run's (or job's) calls so far: attempts, failures, tokens, cached answers, and the seconds
+    between its first and last call."""
     cursor = con.execute(f"""
         SELECT count(*) AS calls,
                count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
@@ -168,7 +154,7 @@ def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, An
 
 
 def calls_since(con: duckdb.DuckDBPyConnection, run_id: str, epoch_s: float) -> int:
-    """A run's calls started after ``epoch_s`` (epoch seconds)."""
+    """A run's calls started after `epoch_s` (epoch seconds)."""
     return int(con.execute(f"SELECT count(*) FROM llm_calls WHERE {_OWNER} = ? AND epoch(started_at) > ?",
                            [run_id, epoch_s]).fetchall()[0][0])
 
@@ -188,8 +174,7 @@ def cached_calls(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
 
 def failed_call_groups(con: duckdb.DuckDBPyConnection, run_id: str | None,
                        limit: int = 20) -> list[tuple[str, str, str, int]]:
-    """A run's (or job's) failed attempts grouped by purpose, status and first error line:
-    (purpose, status, error line, attempts), most first (the first ``limit``)."""
+    """A run's (or job's) failed attempts grouped by purpose, status and first error line, most first."""
     return [(str(p), str(s), str(e), int(n)) for p, s, e, n in con.execute(
         "SELECT purpose, status, split_part(coalesce(error, ''), chr(10), 1) AS e, count(*) "
         f"FROM llm_calls WHERE {_OWNER} = ? AND status <> 'ok' "

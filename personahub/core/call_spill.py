@@ -1,49 +1,8 @@
-"""Call records that outlive a kill: each attempt appended to a small file as soon as it is final.
+"""Call records that outlive a kill: each final attempt is appended to a small file at once.
 
-A job commits a batch's call records with the batch's rows, in one transaction: an exact account
-of what was committed, but the attempts of a batch that never committed (a kill, an interrupt,
-a stop) would be lost, and billed calls go uncounted. So the seam also hands every attempt, once
-nothing will change it, to a ``RecordSink``; ``CallSpill`` is the one the job kernel uses: one
-JSON line per attempt, appended with a single ``write`` to a file opened ``O_APPEND``. A write
-reaches the operating system before the next attempt starts, so a ``kill -9`` loses nothing
-written (only a crash of the machine would: ``sync`` fsyncs, for a kernel that commits a batch).
-
-When an attempt is final (``contracts.CallRecord`` is changed by the layers above the endpoint
-until then):
-- a failed attempt that is asked again, or that ends the call, when the retry layer has decided
-  (``seam_retry``);
-- an answer the validating layer sends back for a second chance (``seam_validate``);
-- every other attempt when its call ends, with a value, without, or with an exception that
-  carries its records (``seam_accounting``, the top of the stack).
-
-Nothing final is written twice: the attempts written during a call are remembered by ``call_id``
-until the call ends. An HTTP attempt also gets a line as it goes out (``sent``: written by the
-endpoint just before the request, status ``sent``, tokens unknown), since the server has it and a
-paid API bills it whatever happens here: an attempt in flight at a kill keeps that line, and the
-kernel writes it to ``llm_calls`` as a ``sent`` row (a resume asks again, as a new attempt). The
-attempt's final line, written later, supersedes its ``sent`` line (``core.commit.commit_spilled``).
-
-The kernel's side (see docs/models.md, "When calls fail"): open one spill per job, next to the
-database (``spill_path``); ``LLMClient.spill_to(spill)`` while the job runs; at resume, and when
-a job stops, insert the lines whose ``call_id`` is not in ``llm_calls`` yet (``read``: the tags
-the kernel gave and the record: ``core.commit.commit_spilled``), then remove the file; after each
-commit, report the attempts it wrote (``committed``): the file is emptied whenever every line in
-it is committed, so it stays small.
-
-Calls made elsewhere (``--executor ray``: the job's calls run in worker processes, which a kill
-of the driver ends mid-batch) are spilled where they are made: each worker appends to a file of
-its own in the job's worker folder (``worker_folder``, created by the driver; ``WorkerSpill``
-travels to the workers and opens it there). Why not only ship each batch's records back with its
-answers, as the workers do anyway: a Ray task returns when all of its calls are done, so the
-attempts of the tasks in flight at a kill (a whole step's, for a run) would still be lost. The
-kernel reads the driver's file and every worker's (``read_job``; the driver's first, so where a
-call id is in both the record the driver's layers finished wins), and removes them together
-(``remove_job``). A worker file is not emptied as batches commit (a worker does not see the
-commits): it grows with the job, at about 300 bytes an attempt (twice that over HTTP: the
-``sent`` line and the final one), and the kernel reads it once at
-the job's end (``bench/bench_faults.py --spill``). On a cluster, a worker that does not see the
-folder (the database's folder is not on a shared filesystem) spills nothing, and the records
-shipped back with the answers are all there is, as before.
+Batch commits would lose the billed attempts of a batch that never commits, so each attempt goes
+to a JSON-lines file with one `O_APPEND` write (HTTP attempts also as they go out); the kernel
+commits what is left at resume or stop. Ray workers spill to files of their own.
 """
 
 from __future__ import annotations
@@ -65,21 +24,20 @@ _FIELDS = frozenset(f.name for f in fields(CallRecord))
 
 
 class RecordSink(Protocol):
-    """Where final call records go as soon as they are final (see the module doc)."""
+    """Where call records go as soon as they are final."""
 
     def sent(self, record: CallRecord) -> None:
-        """An attempt about to go out (its final record follows through ``early``/``done``)."""
+        """An attempt about to go out."""
 
     def early(self, records: Sequence[CallRecord]) -> None:
         """Attempts of a call still going on that no layer will change any more."""
 
     def done(self, records: Sequence[CallRecord]) -> None:
-        """Every attempt of a call that ended (those given to ``early`` among them)."""
+        """Every attempt of a call that ended (those given to `early` among them)."""
 
 
 class SinkSlot:
-    """The sink the seam's layers write to (None: none). One per client, shared by its layers,
-    so that ``LLMClient.spill_to`` switches all of them at once."""
+    """The sink the seam's layers write to (None: none); one per client, so `spill_to` switches them all."""
 
     __slots__ = ("sink",)
 
@@ -89,7 +47,7 @@ class SinkSlot:
 
 @dataclass(frozen=True)
 class SpilledCall:
-    """One line of a spill: the tags the job gave (its kind and id) and the attempt's record."""
+    """One line of a spill: the job's tags and the attempt's record."""
 
     tags: Mapping[str, Any]
     record: CallRecord
@@ -102,7 +60,7 @@ def spill_path(db: str | Path, job_id: str) -> Path:
 
 
 class CallSpill:
-    """Appends final call records to ``path`` as JSON lines tagged with ``tags`` (module doc)."""
+    """Appends final call records to `path` as JSON lines tagged with `tags`."""
 
     def __init__(self, path: str | Path, tags: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
@@ -110,7 +68,7 @@ class CallSpill:
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._head = b'{"tags":' + orjson.dumps(dict(tags or {})) + b',"record":'
         self._early: set[str] = set()
-        self._pending: set[str] = set()  # written, and not yet reported committed
+        self._pending: set[str] = set()
 
     def _write(self, records: Sequence[CallRecord]) -> None:
         if self._fd is None or not records:
@@ -121,9 +79,8 @@ class CallSpill:
         os.write(self._fd, b"".join(head + orjson.dumps(r.__dict__) + b"}\n" for r in records))
 
     def sent(self, record: CallRecord) -> None:
-        """Write an attempt as it goes out: status ``sent``, tokens unknown (module doc). One
-        ``write`` of a line of about 300 bytes, before the request: a kill after it leaves the
-        billed attempt on record."""
+        """Write an attempt as it goes out (status `sent`, tokens unknown), before the request, so a kill
+        after it leaves the billed attempt on record."""
         if self._fd is None:
             return
         self._pending.add(record.call_id)
@@ -131,13 +88,13 @@ class CallSpill:
         os.write(self._fd, self._head + orjson.dumps(line) + b"}\n")
 
     def early(self, records: Sequence[CallRecord]) -> None:
-        """Write attempts of a call still going on (remembered, so ``done`` skips them)."""
+        """Write attempts of a call still going on (remembered, so `done` skips them)."""
         fresh = [r for r in records if r.call_id not in self._early]
         self._early.update(r.call_id for r in fresh)
         self._write(fresh)
 
     def done(self, records: Sequence[CallRecord]) -> None:
-        """Write a finished call's attempts that ``early`` did not."""
+        """Write a finished call's attempts that `early` did not."""
         if self._early:
             written = self._early
             fresh = [r for r in records if r.call_id not in written]
@@ -146,25 +103,24 @@ class CallSpill:
         self._write(records)
 
     def sync(self) -> None:
-        """Flush what was written to the disk (a machine crash, not only a kill, spares it)."""
+        """Flush to the disk, so a machine crash spares it too."""
         if self._fd is not None:
             os.fsync(self._fd)
 
     def clear(self) -> None:
-        """Empty the file: every line in it is in ``llm_calls`` (committed or recovered)."""
+        """Empty the file: every line in it is in `llm_calls`."""
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
         self._pending.clear()
 
     def committed(self, call_ids: Iterable[str]) -> None:
-        """These attempts are in ``llm_calls`` now (a batch committed them); once every line
-        written is, the file is emptied, so it holds only what a kill could lose."""
+        """These attempts are committed; once every line is, the file is emptied, so it stays small."""
         self._pending.difference_update(call_ids)
         if not self._pending:
             self.clear()
 
     def close(self) -> None:
-        """Close the file (kept on disk: ``read`` and ``remove`` are the kernel's)."""
+        """Close the file (kept on disk)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -177,11 +133,8 @@ class CallSpill:
 
 
 def read(path: str | Path) -> list[SpilledCall]:
-    """The attempts a spill holds, in the order written (an attempt's ``sent`` line, then its
-    final one); none when the file is missing. A line cut short by a kill in mid-write (the
-    last one) is skipped; so is one that is not a record. Figures are as written: they become
-    ``llm_calls`` rows through ``core.commit.call_rows``, which stores an impossible one as
-    NULL."""
+    """The attempts a spill holds, in the order written; none when the file is missing. A line cut
+    short by a kill, or one that is not a record, is skipped."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -198,34 +151,32 @@ def read(path: str | Path) -> list[SpilledCall]:
 
 
 def remove(path: str | Path) -> None:
-    """Delete a spill once its job is over and every line is in ``llm_calls``."""
+    """Delete a spill whose lines are all in `llm_calls`."""
     Path(path).unlink(missing_ok=True)
 
 
 def worker_folder(db: str | Path, job_id: str) -> Path:
-    """Where a job's workers spill (a file each): next to the database, named after the job."""
+    """Where a job's workers spill (a file each), next to the database."""
     db = Path(db)
     return db.with_name(f"{db.name}.{job_id}.calls.d")
 
 
 @dataclass(frozen=True)
 class WorkerSpill:
-    """What a worker process needs to spill a job's attempts: the job's worker folder and its
-    tags (plain values: this travels to the workers by pickle)."""
+    """What a worker process needs to spill a job's attempts (plain values: it travels by pickle)."""
 
     folder: str
     tags: Mapping[str, Any]
 
     @classmethod
     def beside(cls, db: str | Path, job_id: str, tags: Mapping[str, Any]) -> WorkerSpill:
-        """The job's worker folder, created here on the driver (a worker never creates it)."""
+        """The job's worker folder, created on the driver (a worker never creates it)."""
         folder = worker_folder(db, job_id)
         folder.mkdir(exist_ok=True)
         return cls(str(folder), dict(tags))
 
     def open(self) -> CallSpill | None:
-        """This worker's own spill file in the folder; None when the worker does not see the
-        folder (another machine without the database's filesystem)."""
+        """This worker's spill file; None when the worker does not see the folder (another machine)."""
         folder = Path(self.folder)
         if not folder.is_dir():
             return None
@@ -234,7 +185,7 @@ class WorkerSpill:
 
 
 def read_job(db: str | Path, job_id: str) -> list[SpilledCall]:
-    """Every attempt job ``job_id``'s spills hold: the driver's file first, then each worker's."""
+    """Every attempt the job's spills hold: the driver's file first, then each worker's."""
     spilled = read(spill_path(db, job_id))
     folder = worker_folder(db, job_id)
     if folder.is_dir():
@@ -244,11 +195,11 @@ def read_job(db: str | Path, job_id: str) -> list[SpilledCall]:
 
 
 def remove_job(db: str | Path, job_id: str) -> None:
-    """Delete the driver's spill and the worker folder once every line is in ``llm_calls``."""
+    """Delete the driver's spill and the worker folder once every line is in `llm_calls`."""
     remove(spill_path(db, job_id))
     remove_workers(db, job_id)
 
 
 def remove_workers(db: str | Path, job_id: str) -> None:
-    """Delete the job's worker folder (its lines are in ``llm_calls``)."""
+    """Delete the job's worker folder."""
     shutil.rmtree(worker_folder(db, job_id), ignore_errors=True)

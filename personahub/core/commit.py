@@ -1,8 +1,5 @@
-"""The one batch commit every job writes through: a batch's rows with the model-call records and
-newly recorded cache answers its results carry, in one transaction; which job a call belongs to
-(``JobRef``: ``llm_calls.job_kind`` / ``job_id`` / ``model_name``); the one progress-hook
-signature. The kernel (``core/kernel.py``) calls it for every batch of a spec; jobs not yet specs
-call it themselves."""
+"""The one batch commit every job writes through: a batch's rows with its model-call records and new
+cache answers in one transaction, the `JobRef` that tags calls, and the progress-hook signature."""
 
 from __future__ import annotations
 
@@ -18,19 +15,17 @@ from personahub.core.jobs_store import touch_job
 from personahub.core.store import insert_rows, record_rows, transaction
 
 T = TypeVar("T")
-# run, synthesis, expansion, text_to_persona, dedup, interview, judge, or a registered spec's kind
 JobKind = str
-# One progress signature for every job: (phase, done, total or None when unknown).
+# one progress signature for every job: (phase, done, total or None when unknown)
 ProgressHook = Callable[[str, int, "int | None"], None]
-# Tables whose batch rows may repeat after a retried batch (their keys are stable ids).
+# tables whose batch rows may repeat after a retried batch (their keys are stable ids)
 IDEMPOTENT_TABLES = frozenset({"synth_items", "rejected", "text_done", "llm_cache", "judgments"})
 _TOKEN_COLUMNS = ("tokens_in", "tokens_out", "cached_prompt_tokens")
 
 
 @dataclass(frozen=True)
 class JobRef:
-    """Which job a call belongs to, and ``run_id`` the scenario run it is part of (None for the
-    calls of a job that is not part of a run: ``JobContext.ref``)."""
+    """Which job a call belongs to; `run_id` only when the call is part of a scenario run."""
 
     kind: JobKind
     job_id: str
@@ -38,40 +33,35 @@ class JobRef:
 
 
 def model_names(client: ServesModels) -> dict[int, str]:
-    """The served model's name per endpoint index (no URL, no credentials: nothing to parse)."""
+    """The served model's name per endpoint index."""
     return {i: e.model_name or e.label for i, e in enumerate(client.endpoints)}
 
 
 def call_rows(client: ServesModels, records: Iterable[CallRecord],
               job: JobRef | None) -> list[dict[str, Any]]:
-    """``llm_calls`` rows for ``records``, tagged with the job and the model name.
-
-    A record answered from the cache has no endpoint; its ``model`` is then the cache's model
-    name already. ``job=None`` writes untagged rows (calls outside any job, as in tests). Token
-    figures pass ``token_count`` here, the one way into ``llm_calls``: an impossible one (from
-    a server, or from a spill written before the check) is stored as NULL, never refused.
-    """
+    """`llm_calls` rows for `records`, tagged with the job and the model name. Every token figure goes
+    through `token_count` here: an impossible one is stored as NULL, never refused."""
     records = list(records)
-    names = model_names(client) if records else {}  # a batch without calls asks nothing of it
+    names = model_names(client) if records else {}
     rows = record_rows(records, run_id=job.run_id if job else None,
                        job_kind=job.kind if job else None, job_id=job.job_id if job else None)
     for row in rows:
         for name in _TOKEN_COLUMNS:
             row[name] = token_count(row.get(name))
         endpoint = row.get("endpoint")
-        label = row.pop("model")  # the record's engine label: the table's ``llm`` column
+        label = row.pop("model")  # the record's engine label: the table's llm column
         row["llm"] = label
         row["model_name"] = names.get(endpoint, label) if endpoint is not None else label
     return rows
 
 
 def records_of(results: Iterable[CarriesCalls]) -> list[CallRecord]:
-    """The call records the batch's results carry, in the results' order."""
+    """The call records the batch's results carry, in order."""
     return [record for result in results for record in result.records]
 
 
 def cache_rows_of(results: Iterable[CarriesCalls]) -> list[dict[str, Any]]:
-    """``llm_cache`` rows of the answers the batch's results recorded (none without a cache)."""
+    """`llm_cache` rows of the answers the batch's results recorded."""
     return record_rows(entry for result in results for entry in result.cache_entries)
 
 
@@ -79,15 +69,10 @@ def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Ser
                  rows: Mapping[str, Sequence[Mapping[str, Any]]], results: Sequence[CarriesCalls],
                  *, then: Callable[[], T] | None = None,
                  replacing: Sequence[str] = ()) -> T | None:
-    """Write a batch's rows (by table, in order) with the call records and new cache answers its
-    ``results`` carry, in one transaction; ``then`` runs inside it last (writes that are not
-    plain rows, such as persona upserts) and what it returns is returned. ``replacing``: call
-    ids of those records that are stored already from a call spill (``commit_spilled``; an
-    answer a Ray worker left in a shard is committed after its spilled record): their rows are
-    replaced by the batch's.
-
-    Records and cache entries come from the batch's own results, never from the client: two
-    jobs sharing one client write only their own calls."""
+    """Write a batch's rows, its results' call records and new cache answers in one transaction; `then`
+    runs last inside it and its value is returned. `replacing`: call ids already stored from a spill,
+    whose rows the batch's replace. Records come from the results, never the client, so two jobs
+    sharing a client write only their own calls."""
     with transaction(con):
         for table, table_rows in rows.items():
             insert_rows(con, table, table_rows, ignore_conflicts=table in IDEMPOTENT_TABLES)
@@ -96,44 +81,37 @@ def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Ser
                         [list(replacing)])
         write_calls(con, client, results, job)
         if job is not None:
-            touch_job(con, job.job_id)  # the job made progress (jobs.updated_at)
+            touch_job(con, job.job_id)
         return then() if then is not None else None
 
 
 def write_calls(con: duckdb.DuckDBPyConnection, client: ServesModels,
                 results: Iterable[CarriesCalls], job: JobRef | None) -> None:
-    """Write the call records and new cache answers ``results`` carry (model names from
-    ``client``), inside the caller's transaction: a batch's own calls, never the client's."""
+    """Write the call records and new cache answers `results` carry, in the caller's transaction."""
     insert_rows(con, "llm_calls", call_rows(client, records_of(results), job))
     insert_rows(con, "llm_cache", cache_rows_of(results), ignore_conflicts=True)
 
 
 def not_kept_call_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> frozenset[str]:
-    """The call ids of the job's ``llm_calls`` rows that are not kept answers (failed attempts
-    and discarded answers): the only rows a call spill can have written before their batch was
-    committed, a Ray shard's answers among them."""
+    """Call ids of the job's rows that are not kept answers: the only ones a spill can have written
+    before their batch committed."""
     return frozenset(row[0] for row in con.execute(
         "SELECT call_id FROM llm_calls WHERE job_id = ? AND status <> 'ok'", [job_id]).fetchall())
 
 
-#: ``llm_calls.status`` of an answer the job never committed (it stopped or was killed before
-#: the answer's batch was): billed, counted in the cost views, but not an answer the job kept
+#: llm_calls.status of an answer the job never committed: billed and counted, but not kept
 DISCARDED = "discarded"
 
 
 def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
                    spilled: Sequence[SpilledCall]) -> list[str]:
-    """Write to ``llm_calls`` the attempts of a call spill (``core.call_spill``) that no batch
-    committed, tagged as the spill's job; returns their call ids. A successful one is written
-    as ``discarded``: a resume asks it again, and the job's answers stay those it committed
-    (unless a batch commits the answer after all, as a Ray job's shards do: ``commit_batch``'s
-    ``replacing``). An attempt's final line supersedes its ``sent`` line; one with only a
-    ``sent`` line (out at a kill) is written as ``sent``, its tokens unknown."""
+    """Write the spilled attempts no batch committed, tagged as the spill's job; returns their call ids.
+    A successful one is written `discarded` (a resume asks it again); an attempt with only a `sent`
+    line is written `sent`, its tokens unknown."""
     if not spilled:
         return []
     ids = list({s.record.call_id for s in spilled})
-    # a semi-join (hashed), not list_contains per row: a Ray job's worker spills hold every
-    # attempt of the job, so ``ids`` can be as long as ``llm_calls``
+    # a semi-join, not list_contains per row: a Ray job's worker spills can be as long as llm_calls
     known = {row[0] for row in con.execute(
         "SELECT call_id FROM llm_calls WHERE call_id IN (SELECT unnest(?::VARCHAR[]))",
         [ids]).fetchall()}

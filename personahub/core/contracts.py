@@ -1,10 +1,8 @@
 """The contracts of the model seam: what a call asks, what it returns, and what answers it.
 
-Kept to a few imports (no LangChain, no HTTP client) so that callers, test doubles and the job
-loops can type against the seam without loading it. Every layer of the seam (an endpoint, or a
-wrapper around one: failover, limits, retry, cache, validation, accounting) is a
-``ModelEndpoint``: it takes a ``CallRequest`` and returns a ``StructuredResult`` whose records
-and cache entries travel with it.
+Kept to a few imports so callers and test doubles can type against the seam without loading it.
+Every layer (an endpoint, or a wrapper: failover, limits, retry, cache, validation, accounting)
+is a `ModelEndpoint`: a `CallRequest` in, a `StructuredResult` with its records out.
 """
 
 from __future__ import annotations
@@ -19,23 +17,20 @@ from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 T_co = TypeVar("T_co", bound=BaseModel, covariant=True)
-#: the record/replay cache's modes (``--cache``; ``personahub/models/cache.py``)
+#: the record/replay cache's modes (--cache)
 CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 
-#: the most tokens one attempt can report (far past any model's context window): a figure above
-#: it, below 0, or not a whole number is no real count (a broken server or proxy), and is
-#: stored as unknown (``llm_calls.tokens_in``/``tokens_out`` NULL), never as itself
+#: the most tokens one attempt can report: a larger, negative or fractional figure (a broken
+#: server) is stored as unknown (NULL)
 MAX_CALL_TOKENS = 10**9
-#: ``llm_calls.status`` of an attempt recorded as it went out, whose outcome never came back (a
-#: kill, a cancelled call): the server got it and a paid API bills it, its tokens are unknown
+#: llm_calls.status of an attempt that went out and whose outcome never came back (a kill)
 SENT = "sent"
 
 
 def token_count(value: object) -> int | None:
-    """A server's token figure as a count, or None (unknown) when it cannot be one: negative,
-    above ``MAX_CALL_TOKENS``, not a whole number. What a server reports is data, never a
-    reason for a job to stop: every figure written to ``llm_calls`` passes through here."""
+    """A server's token figure as a count, or None when it cannot be one. What a server reports is
+    data, never a reason for a job to stop."""
     if isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
@@ -46,23 +41,21 @@ def token_count(value: object) -> int | None:
 
 
 def new_call_id() -> str:
-    """16 random hex digits (a uuid4 costs several times more, and only half of it was kept)."""
+    """16 random hex digits (a uuid4 costs several times more)."""
     return os.urandom(8).hex()
 
 
 @dataclass
 class CallRecord:
-    """One attempt at one model call, as written to ``llm_calls``."""
+    """One attempt at one model call, as written to `llm_calls`."""
 
     purpose: str
     model: str
     attempt: int
-    # ok | error (endpoint) | invalid (cut off, not JSON, or rejected by a check) | sent (gone
-    # out, no outcome recorded: ``SENT``)
+    # ok | error (endpoint) | invalid (cut off, not JSON, or rejected) | sent (no outcome recorded)
     status: str
     latency_ms: float
-    # as the server reports them (0: it reported none); None: unknown, an impossible figure
-    # (``token_count``) or an attempt still out
+    # as the server reports them; None: unknown or still out
     tokens_in: int | None = 0
     tokens_out: int | None = 0
     error: str | None = None
@@ -73,12 +66,11 @@ class CallRecord:
     structured_mode: str | None = None
     max_tokens: int | None = None
     finish_reason: str | None = None
-    repaired: bool = False  # valid only after local repair (models.repair)
+    repaired: bool = False
     queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
-    # prompt tokens the server's prefix cache reused, as it reports them (None: not reported)
+    # prompt tokens the server's prefix cache reused (None: not reported)
     cached_prompt_tokens: int | None = None
-    # sent in a batch (models.provider_batch): the provider's batch id (or ``file:NAME`` for an
-    # imported results file) and the request's custom_id there; None for online attempts
+    # sent in a provider batch: its batch id (or file:NAME) and custom_id; None online
     batch_id: str | None = None
     custom_id: str | None = None
     call_id: str = field(default_factory=new_call_id)
@@ -87,13 +79,13 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One recorded answer, as written to ``llm_cache``."""
+    """One recorded answer, as written to `llm_cache`."""
 
     key: str
     model: str
     request: Mapping[str, Any]
     response: str | None
-    tokens_in: int | None  # None: unknown (as ``CallRecord``'s)
+    tokens_in: int | None
     tokens_out: int | None
     sample: int
     error: str | None = None
@@ -102,7 +94,7 @@ class CacheEntry:
 
 @dataclass(frozen=True)
 class Failure:
-    """A failed attempt, described for ``llm_calls.error`` and for what happens next."""
+    """A failed attempt, described for `llm_calls.error` and for what happens next."""
 
     description: str
     retryable: bool
@@ -110,9 +102,8 @@ class Failure:
     body: str = ""
     retry_after_s: float | None = None
     unreachable: bool = False
-    other_endpoint_up: bool = False  # set by failover: another endpoint may answer at once
-    # cut short of --timeout for taking far longer than the endpoint's recent answers
-    # (``models.seam_deadlines``): asked again at once, and not a sign of overload
+    other_endpoint_up: bool = False
+    # cut short for taking far longer than the endpoint's recent answers: asked again at once
     straggler: bool = False
 
     @property
@@ -125,12 +116,9 @@ class Failure:
 class CallRequest:
     """One structured call as it travels down the stack.
 
-    ``attempt`` numbers the next attempt (layers that ask again raise it); ``after`` is the
-    endpoint whose attempt just failed, so that a retry goes on to the next one. ``sample``
-    is 0 for a first answer and 1 for the fresh sample a weak answer earns (``seam_validate``):
-    it is part of the cache key and reaches the endpoint (an HTTP ``seed``; the offline engine's
-    digest), so the second attempt is neither a cache hit nor the same request. ``check`` is
-    the job's quality check of a valid answer (the reason it rejects it, or None).
+    `attempt` numbers the next attempt; `after` is the endpoint that just failed, so a retry moves on.
+    `sample` is 1 for the fresh sample a weak answer earns: it is in the cache key and reaches the
+    endpoint, so the second attempt is not the same request. `check` rejects a valid but poor answer.
     """
 
     schema: type[BaseModel]
@@ -143,7 +131,7 @@ class CallRequest:
     after: int | None = None
     sample: int = 0
     check: Callable[[Any], str | None] | None = None
-    stragglers: int = 0  # attempts of this call cut as stragglers so far (``seam_deadlines``)
+    stragglers: int = 0
 
     def record(self, **fields: Any) -> CallRecord:
         """A fresh record of one attempt at this request."""
@@ -158,8 +146,7 @@ class CallRequest:
 class StructuredResult(Generic[T]):
     """A validated answer (or None), the attempts it took, and the cache entries they made.
 
-    Below the validating layer ``value`` stays None and ``raw`` is the answer text; ``failure``
-    describes the last attempt when it failed in transport (None after an answer).
+    Below the validating layer `value` stays None and `raw` is the answer text.
     """
 
     value: T | None
@@ -175,7 +162,7 @@ class StructuredResult(Generic[T]):
 
     @property
     def truncated(self) -> bool:
-        """True when the server cut the answer off at ``max_tokens``."""
+        """True when the server cut the answer off at `max_tokens`."""
         return bool(self.records) and self.records[-1].finish_reason == "length"
 
 
@@ -191,7 +178,7 @@ class CallStats:
     started: float = field(default_factory=time.monotonic)
 
     def add(self, records: Sequence[CallRecord]) -> None:
-        """Count ``records`` (a finished call's attempts)."""
+        """Count `records` (a finished call's attempts)."""
         for record in records:
             self.attempts += 1
             self.tokens_in += record.tokens_in or 0
@@ -209,13 +196,7 @@ class CallStats:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an endpoint can do, declared by the endpoint (so no layer asks what class it is).
-
-    ``native_schemas``: takes the schema itself, no structured-mode negotiation;
-    ``in_process``: answers in this process (no connection pool, no concurrency limit);
-    ``deterministic``: the same request always gets the same answer (a resend is useless,
-    and the seed is part of the cache key).
-    """
+    """What an endpoint can do, declared by the endpoint so no layer asks what class it is."""
 
     native_schemas: bool = False
     in_process: bool = False
@@ -232,29 +213,28 @@ class ModelEndpoint(Protocol):
         ...
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """Make the call; transport failures come back in ``failure``, never raised."""
+        """Make the call; transport failures come back in `failure`, never raised."""
         ...
 
 
 class Endpoint(ModelEndpoint, Protocol):
-    """The stack's bottom: an endpoint proper, with what it serves and what it can do."""
+    """The stack's bottom: an endpoint proper."""
 
     @property
     def model_name(self) -> str:
-        """The served model's name (what the cache keys on; no URL, no credentials)."""
+        """The served model's name (what the cache keys on)."""
         ...
 
     base_url: str | None
     capabilities: Capabilities
 
     def current_mode(self) -> str:
-        """The structured-output mode it is asked in now (for the run's config)."""
+        """The structured-output mode it uses now."""
         ...
 
 
 class CarriesCalls(Protocol):
-    """Anything that carries the call records and new cache entries of the calls that made it
-    (a ``StructuredResult``, an agent's outcome, a step's result): what a batch commit writes."""
+    """Anything that carries the call records and cache entries of its calls: what a batch commit writes."""
 
     @property
     def records(self) -> Sequence[CallRecord]: ...
@@ -264,18 +244,15 @@ class CarriesCalls(Protocol):
 
 
 class ServesModels(Protocol):
-    """A client as the batch commit sees it: its endpoints name the model of each call record
-    (by ``CallRecord.endpoint``)."""
+    """A client as the batch commit sees it: its endpoints name each record's model."""
 
     @property
     def endpoints(self) -> Sequence[Endpoint]: ...
 
 
 class StructuredCaller(ServesModels, Protocol):
-    """The client façade the job loops and agents call (``models.LLMClient``; the tests'
-    ``FakeClient``). Call records and cache entries come back with each result, nowhere else.
-    A call passes its own ``max_tokens`` (None: the model layer's fallback; ``--max-tokens``
-    overrides it); ``purpose`` is only a label for its records and cache key."""
+    """The client the job loops and agents call. Records and cache entries come back with each result,
+    nowhere else; `purpose` only labels them."""
 
     @property
     def label(self) -> str: ...
@@ -294,16 +271,15 @@ class StructuredCaller(ServesModels, Protocol):
         ...
 
     def use_cache(self, cache: Any) -> None:
-        """Answer from (and record into) ``cache`` (an ``models.cache.ResponseCache``; None
-        turns caching off)."""
+        """Answer from and record into `cache` (None turns caching off)."""
         ...
 
     def structured_modes(self) -> dict[str, str]:
-        """The structured-output mode each endpoint uses now (for the run's config)."""
+        """The structured-output mode each endpoint uses now."""
         ...
 
     def concurrency_report(self) -> dict[str, Any]:
-        """``--concurrency`` and the limit it came to (for the run's config)."""
+        """The concurrency asked for and the limit it came to."""
         ...
 
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
@@ -313,11 +289,10 @@ class StructuredCaller(ServesModels, Protocol):
 
 
 def carry_records(exc: BaseException, earlier: Sequence[CallRecord]) -> None:
-    """Put ``earlier`` attempts in front of those an exception that ends a call carries, so the
-    accounting layer still counts every attempt of a call that raised."""
+    """Put `earlier` attempts in front of those an exception carries, so every attempt is counted."""
     exc.seam_records = [*earlier, *getattr(exc, "seam_records", [])]  # type: ignore[attr-defined]
 
 
 def carried_records(exc: BaseException) -> list[CallRecord]:
-    """The attempts an exception that ended a call carries (see ``carry_records``)."""
+    """The attempts an exception that ended a call carries."""
     return list(getattr(exc, "seam_records", []))

@@ -1,20 +1,8 @@
 """Recognise a damaged or foreign database file before anything writes to it.
 
-``personahub.core.store.connect`` runs these checks on an existing ``--db`` file, in this order, and
-each failure is one line naming the file:
-
-- the file is a DuckDB file at all (random bytes, an empty file or an SQLite file are not);
-- the personahub tables it holds have personahub's columns: a DuckDB file of another program
-  (say with a ``personas`` table of its own shape) is refused, not filled with ours next to it
-  (a personahub file of another schema version is refused before this: ``store.check_version``);
-- for writers, every stored block passes its checksum. DuckDB checks a block only when a query
-  reads it, and an insert reads little: a file with a damaged table block or index block took
-  new rows without a word. The blocks are checked here with DuckDB's own block checksum
-  (``Checksum`` in ``src/common/checksum.cpp``: 5381 xor-folded with every 64-bit word times
-  0xbf58476d1ce4e5b9, stored in the block's first 8 bytes). That layout is DuckDB's internal
-  one, so it is used only when the file's main header verifies with it; otherwise (a storage
-  format this code does not know) every table is read back instead, which covers table data but
-  not index blocks.
+DuckDB checks a block only when a query reads it, so a damaged file took inserts without a word.
+Here every block is checked with DuckDB's own checksum when the header verifies with it, else
+every table is read back; foreign files are refused by their columns.
 """
 
 from __future__ import annotations
@@ -38,7 +26,7 @@ _BLOCKS_PER_READ = 64  # 16 MiB at DuckDB's default 256 KiB blocks
 
 
 class DatabaseFileError(PersonahubError):
-    """``--db`` names a file that is not a usable personahub database (damaged or foreign)."""
+    """The database file is damaged or foreign."""
 
 
 def _fail(path: Path, reason: str) -> DatabaseFileError:
@@ -46,7 +34,7 @@ def _fail(path: Path, reason: str) -> DatabaseFileError:
 
 
 def check_header(path: Path) -> None:
-    """Refuse a file that does not start like a DuckDB database (before DuckDB opens it)."""
+    """Refuse a file that does not start like a DuckDB database."""
     with open(path, "rb") as f:
         head = f.read(HEADER_SIZE * HEADERS)
     if not head:
@@ -83,12 +71,10 @@ def format_is_known(path: Path) -> bool:
 
 
 def block_count(path: Path) -> int | None:
-    """The number of blocks the database holds, from its active database header (the one of
-    the two with a valid checksum and the higher iteration); None when neither verifies.
+    """The number of blocks the active database header counts; None when neither header verifies.
 
-    Bytes past those blocks belong to no checkpoint: a checkpoint writes its new blocks there
-    before it writes the header that counts them, so one that failed (a full disk, a kill)
-    leaves a tail that may end inside a block while the file and its WAL are whole.
+    Bytes past them belong to no checkpoint: a failed one (a full disk, a kill) leaves a tail that
+    may end inside a block while the file and its WAL are whole.
     """
     with open(path, "rb") as f:
         f.seek(HEADER_SIZE)
@@ -106,8 +92,7 @@ def block_count(path: Path) -> int | None:
 
 
 def _chunks(path: Path, block_size: int, blocks: int | None) -> Iterator[tuple[int, bytes]]:
-    """(number of the first block, bytes) of the first ``blocks`` blocks after the headers (all
-    of them when None), 16 MiB at a time."""
+    """(first block number, bytes) of the first `blocks` blocks after the headers, 16 MiB at a time."""
     with open(path, "rb") as f:
         f.seek(HEADER_SIZE * HEADERS)
         number = 0
@@ -123,18 +108,11 @@ def _chunks(path: Path, block_size: int, blocks: int | None) -> Iterator[tuple[i
 
 
 def check_blocks(path: Path, block_size: int) -> None:
-    """Refuse a file any block of which fails its checksum (or that ends inside a block the
-    database holds: truncated).
+    """Refuse a file any counted block of which fails its checksum, or that ends inside one.
 
-    Only the blocks the active header counts (``block_count``) are checked: a tail past them
-    is what a failed checkpoint wrote, and DuckDB reopens such a file with its WAL whole (issue
-    32: a run that filled its disk was refused as truncated). A whole file that holds fewer
-    blocks than its header counts is not refused: DuckDB trims free blocks off a file's end, so
-    a valid database can be shorter than its count; a cut at a block boundary reaches DuckDB's
-    own check. All-zero blocks are skipped:
-    DuckDB punches holes where it frees blocks, and they read as zeros (a block it wrote never
-    does: its checksum is not zero). Blocks are checked a chunk at a time with numpy (about a
-    second per GiB).
+    A tail past the counted blocks is what a failed checkpoint wrote, and DuckDB reopens it whole. A
+    file shorter than its count is fine (DuckDB trims free blocks off the end); all-zero blocks are
+    holes DuckDB punched where it freed blocks. About a second per GiB with numpy.
     """
     words_per_block = block_size // 8
     held = block_count(path)
@@ -157,8 +135,8 @@ def check_blocks(path: Path, block_size: int) -> None:
 
 
 def read_back(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Read every column of every table (DuckDB verifies each block it reads); the fallback
-    when the block layout is not the one ``check_blocks`` knows. Index blocks are not read."""
+    """Read every column of every table (DuckDB verifies each block it reads): the fallback when the
+    block layout is unknown. Index blocks are not read."""
     tables = [r[0] for r in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = 'main' AND NOT temporary").fetchall()]
@@ -173,12 +151,11 @@ def read_back(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (DuckDB's run over several)."""
+    """The first line of an error's message."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
 
 
-# the columns of the base tables (not views) of the open database's main schema
 _TABLE_COLUMNS = ("SELECT c.table_name, c.column_name FROM duckdb_columns() c "
                   "JOIN duckdb_tables() t USING (database_name, schema_name, table_name) "
                   "WHERE t.database_name = current_database() AND t.schema_name = 'main' "
@@ -187,8 +164,7 @@ _TABLE_COLUMNS = ("SELECT c.table_name, c.column_name FROM duckdb_columns() c "
 
 @functools.lru_cache(maxsize=1)
 def expected_tables() -> dict[str, frozenset[str]]:
-    """Per personahub table, its columns: read from ``schema.sql`` itself (built in memory), so
-    the check never drifts from the schema."""
+    """Per personahub table, its columns, read from `schema.sql` itself so the check never drifts."""
     sql = resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
     con = duckdb.connect(":memory:")
     try:
@@ -203,10 +179,10 @@ def expected_tables() -> dict[str, frozenset[str]]:
 
 
 def check_shape(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a DuckDB file that is not a personahub database (no schema is added to it)."""
+    """Refuse a DuckDB file that is not a personahub database."""
     rows = con.execute(_TABLE_COLUMNS).fetchall()
     if not rows:
-        return  # an empty DuckDB file: ours to fill
+        return
     present: dict[str, set[str]] = {}
     for table, column in rows:
         present.setdefault(table.lower(), set()).add(column.lower())

@@ -1,17 +1,9 @@
-"""A full disk stops a job as an interruption: one line, status ``interrupted``, resumable.
+"""A full disk stops a job as an interruption: one line, status `interrupted`, resumable.
 
-A full disk is not the job's fault and not the data's: once space is back the job goes on
-from its last commit. DuckDB reports it as an ``IOException`` (or a ``TransactionException``
-when a commit could not write its WAL) whose text carries the operating system's "No space left
-on device"; a checkpoint that runs out of space is a ``FatalException`` that invalidates the
-database, after which every statement on that instance fails with the first error quoted. The
-call spill and exports raise ``OSError`` with ``ENOSPC``.
-
-The kernel's guard turns such an error into ``DiskFull`` and marks the job ``interrupted`` on
-its connection; when the database instance was invalidated that cannot work, and the job is
-marked through a fresh connection once the job's own is closed (``mark_unmarked``): the few
-bytes that takes usually still fit, as a WAL page has room. When even that fails the job stays
-``running``, which a resume takes as well, and the line says so.
+It is not the job's fault: once space is back the job goes on from its last commit. DuckDB says
+"No space left on device" in an IO or transaction error, or invalidates the instance on a failed
+checkpoint; then the job is marked through a fresh connection, and if even that fails it stays
+`running`, which a resume takes too.
 """
 
 from __future__ import annotations
@@ -31,7 +23,7 @@ _FILE = re.compile(r'Could not (?:write|open|create|truncate|sync)[^"]*"([^"]+)"
 
 
 def is_disk_full(exc: BaseException | None) -> bool:
-    """True when ``exc``, or an error it was raised from or during, says the disk is full."""
+    """True when `exc`, or an error it was raised from or during, says the disk is full."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -62,12 +54,12 @@ def what_filled(exc: BaseException) -> str:
 
 
 class DiskFull(PersonahubError):
-    """A job (and the jobs it ran in) stopped by a full disk; ``str()`` is the line to print."""
+    """A job (and the jobs it ran in) stopped by a full disk; `str()` is the line to print."""
 
     def __init__(self, noun: str, job_id: str, reason: str, hint: str,
                  unmarked: list[str]) -> None:
         self.noun, self.job_id, self.reason, self.hint = noun, job_id, reason, hint
-        self.unmarked = unmarked  # jobs its connection could not mark ``interrupted``
+        self.unmarked = unmarked  # jobs its connection could not mark interrupted
         super().__init__(noun, job_id)
 
     def __str__(self) -> str:
@@ -77,8 +69,7 @@ class DiskFull(PersonahubError):
 
 
 def mark(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> bool:
-    """Mark ``job_id`` interrupted by a full disk on ``con``; False when the database cannot be
-    written now (an invalidated instance, or no room for even that)."""
+    """Mark `job_id` interrupted by a full disk; False when the database cannot be written now."""
     try:
         jobs_store.finish_job(con, job_id, "interrupted", f"disk full: {reason}")
     except duckdb.Error:
@@ -87,8 +78,8 @@ def mark(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> bool:
 
 
 def mark_unmarked(db: Path, stop: DiskFull) -> None:
-    """Mark the jobs of ``stop`` that their own connection could not, through a fresh one
-    (call once that connection is closed: DuckDB keeps one instance per file and process)."""
+    """Mark the jobs of `stop` that their own connection could not, through a fresh one (call once that
+    connection is closed: DuckDB keeps one instance per file and process)."""
     if not stop.unmarked:
         return
     try:

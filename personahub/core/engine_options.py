@@ -1,13 +1,6 @@
-"""The engine options, declared once: how a job asks its model (model, sampling, rate, timeouts,
-failure policy), where its calls run (cache, executor) and how they are sent (``--batch``).
-
-Each ``EngineOption`` names its config field, its command-line flag, its default, its help text
-and its bounds. The config dataclasses take their defaults from here
-(``pipelines.model_fields``, ``pipelines.provider_batch_jobs.BatchFields``), the CLI builds its
-shared typer options from here (``personahub.cli.common``), and the Python API refuses or fills
-the same names. A new sampling setting is one entry here (and its field on the config).
-Plain data: nothing here imports typer or a model client.
-"""
+"""The engine options, declared once: how a job asks its model, where its calls run and how they
+are sent. Config dataclasses take their defaults from here, the CLI builds its shared options
+from here, and the API fills the same names. Plain data: no typer, no model client."""
 
 from __future__ import annotations
 
@@ -25,16 +18,15 @@ BATCH_PANEL = "Batch"
 
 @dataclass(frozen=True)
 class EngineOption:
-    """One engine option: config ``field``, CLI ``flag`` (and parameter ``param``), the config's
-    ``default`` and the command's (``cli_default``: None where the command means "the job's" or
-    resolves it later, as ``--llm``), help text, panel and bounds (typer's ``min``/``max``)."""
+    """One engine option: config field, CLI flag, defaults, help text, panel and bounds. `cli_default`
+    is None where a command means "the job's"."""
 
     field: str
     flag: str
     default: Any
     help: str
     panel: str = MODEL_PANEL
-    cli_default: Any = ...  # ...: the same as ``default``
+    cli_default: Any = ...  # ...: the same as default
     low: float | None = None
     high: float | None = None
     envvar: str | None = None
@@ -42,7 +34,7 @@ class EngineOption:
 
     @property
     def param(self) -> str:
-        """The command function's parameter name (``--batch-poll`` -> ``batch_poll``)."""
+        """The command function's parameter name (`--batch-poll` -> `batch_poll`)."""
         return self.flag.lstrip("-").replace("-", "_")
 
     @property
@@ -51,7 +43,7 @@ class EngineOption:
         return self.default if self.cli_default is ... else self.cli_default
 
 
-# in the order ``--help`` lists them within their panel (``cli.common.engine_options``)
+# in the order --help lists them within their panel
 _OPTIONS = (
     EngineOption(
         "llm", "--llm", "offline", cli_default=None,
@@ -138,21 +130,21 @@ _OPTIONS = (
 ENGINE_OPTIONS: MappingProxyType[str, EngineOption] = MappingProxyType(
     {option.field: option for option in _OPTIONS})
 
-#: the same options by their command parameter name (``timeout``, ``batch_poll``, ...)
+#: the same options by their command parameter name
 BY_PARAM: MappingProxyType[str, EngineOption] = MappingProxyType(
     {option.param: option for option in _OPTIONS})
 
 #: the generation settings (part of what a job makes, not how it runs)
 SAMPLING = ("structured", "max_tokens", "temperature", "top_p")
-#: ``--batch`` and its options (``BatchFields``)
+#: --batch and its options
 BATCH = ("batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s")
 
 
 def default(field: str) -> Any:
-    """The config default of engine option ``field``."""
+    """The config default of engine option `field`."""
     return ENGINE_OPTIONS[field].default
 
 
 def defaults(*fields: str) -> dict[str, Any]:
-    """The config defaults of engine options ``fields``, by name (an API function's defaults)."""
+    """The config defaults of engine options `fields`, by name."""
     return {field: ENGINE_OPTIONS[field].default for field in fields}

@@ -6,22 +6,20 @@ class PersonahubError(Exception):
 
 
 class ResumableStop(PersonahubError):
-    """The endpoint or the failure policy stopped a job after its last commit: the job is
-    marked ``failed`` and a resume goes on from there (the kernel adds the resume command)."""
+    """The endpoint or the failure policy stopped a job after its last commit: marked `failed`, and a
+    resume goes on from there."""
 
 
 class AwaitingResults(ResumableStop):
-    """A job wrote its requests to a batch file (``--batch-file``) and waits for their results
-    (``personahub batch import``): marked ``awaiting_results``, not an error (exit 0)."""
+    """A job wrote its requests to a batch file and waits for their results: not an error (exit 0)."""
 
 
 class StillAwaiting(AwaitingResults):
-    """A job resumed while its batch file still waits for its results: nothing was asked or
-    written; not an error, but not done either (exit 3, so a script can tell: docs/cli.md)."""
+    """A job resumed while its batch file still waits: not an error, but not done (exit 3)."""
 
 
 class InputFileError(PersonahubError):
-    """An input file cannot be read: the message names the file and line (when there is one)."""
+    """An input file cannot be read: the message names the file and line."""
 
     def __init__(self, path: str, line: int | None, reason: str) -> None:
         self.path = path

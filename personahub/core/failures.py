@@ -1,15 +1,9 @@
 """The job-level failure policy: when a step or batch of model calls stops the job.
 
-Per step or batch (the kernel, ``core/kernel.py``, applies it after each commit):
-- endpoint failures (HTTP errors, timeouts, dropped connections) stop a job fast: a step or
-  batch in which more than half of the actions (at least ``ENDPOINT_FAIL_MIN``) failed at the
-  endpoint (the seam's ``FailFast`` stops earlier still, on an endpoint's first attempts);
-- model-quality failures (invalid JSON, cut off at max_tokens, rejected by a gate or a check)
-  were given a fresh sample by the seam and are counted: they stop a job only when a step's or
-  batch's failed share passes ``--max-failed-share`` with at least ``QUALITY_FAIL_MIN_ACTIONS``.
-
-How a failed call is classified and retried is the model seam's business
-(``personahub/models/failures.py``); this module only reads the errors the calls left.
+Endpoint failures (HTTP errors, timeouts) stop a job when more than half of a batch's actions
+failed at the endpoint. Quality failures (invalid JSON, cut off, rejected) already had a fresh
+sample, and stop it only when the failed share passes `--max-failed-share`. Classifying and
+retrying a call is the model layer's business; this module reads the errors calls left.
 """
 
 from __future__ import annotations
@@ -30,8 +24,8 @@ _ENDPOINT_ERROR = re.compile(r"(?:^|: )(?:HTTP \d{3}\b|timeout\b|connection erro
 
 
 class ModelRejected(ResumableStop):
-    """The endpoint rejects every request for one reason, or a step or batch failed the
-    policy: the job stops (resumable)."""
+    """The endpoint rejects every request for one reason, or a batch failed the policy: the job stops,
+    resumable."""
 
 
 def endpoint_error(error: str | None) -> bool:
@@ -40,14 +34,14 @@ def endpoint_error(error: str | None) -> bool:
 
 
 def check_max_failed_share(value: float) -> float:
-    """``--max-failed-share`` (a share in (0, 1]) or a usage error naming the flag."""
+    """`--max-failed-share` (a share in (0, 1]) or a usage error naming the flag."""
     if not 0 < value <= 1:
         raise UsageError(f"--max-failed-share must be > 0 and <= 1, got {value}")
     return float(value)
 
 
 def most_common_error(records: Sequence[Any]) -> str | None:
-    """The most frequent ``error`` among failed attempts (None when none failed)."""
+    """The most frequent `error` among failed attempts (None when none failed)."""
     errors = Counter(r.error for r in records if r.status != "ok" and r.error)
     return errors.most_common(1)[0][0] if errors else None
 
@@ -71,8 +65,7 @@ def _fix(error: str, records: Sequence[Any]) -> str:
 
 def batch_failure(what: str, actions: int, errors: Sequence[str | None], records: Sequence[Any],
                   max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> str | None:
-    """A one-line reason to stop after a step or batch of ``actions`` whose failed actions
-    failed with ``errors``, else None (see the module doc)."""
+    """A one-line reason to stop after a batch of `actions` whose failures were `errors`, else None."""
     failed = len(errors)
     endpoint = sum(endpoint_error(e) for e in errors)
     if endpoint >= ENDPOINT_FAIL_MIN and endpoint > actions * ENDPOINT_FAIL_SHARE:
@@ -90,8 +83,7 @@ def batch_failure(what: str, actions: int, errors: Sequence[str | None], records
 
 
 def call_error(result: Any) -> str | None:
-    """Why a call (a ``StructuredResult``) has no value: its last attempt's error; None when
-    it has one. (Here, not in the model seam: the persona jobs' data side counts it too.)"""
+    """Why a call has no value (its last attempt's error); None when it has one."""
     if getattr(result, "value", None) is not None:
         return None
     records = getattr(result, "records", None) or ()

@@ -1,16 +1,9 @@
-"""Ctrl-C and SIGTERM end a command the same way: the job is marked ``interrupted``, one line.
+"""Ctrl-C and SIGTERM end a command the same way: the job is marked `interrupted`, one line.
 
-Python turns SIGINT into ``KeyboardInterrupt``; SIGTERM would kill the process on the spot and
-leave a run or synthesis job ``running`` forever. ``sigterm_as_interrupt`` makes SIGTERM raise
-``Terminated``, a ``KeyboardInterrupt``, so every ``except KeyboardInterrupt`` that marks a job
-runs for both. A job that has been marked raises ``Stopped`` with the line to print (its id and
-how to resume); the CLI prints it and exits 130 (Ctrl-C) or 143 (SIGTERM), as shells do.
-
-A signal that lands while DuckDB runs a query does not come out as the interrupt: DuckDB stops
-the query and raises ``RuntimeError("Query interrupted")`` in its place, with no link to the
-signal. The handlers installed here remember the interrupt they raised, and
-``interrupts_from_queries`` turns DuckDB's error back into it, so the job is marked
-``interrupted`` (and resumable) rather than ``failed``.
+SIGTERM would kill the process on the spot and leave a job `running` forever, so it is raised as
+`Terminated`, a KeyboardInterrupt. A signal landing while DuckDB runs a query comes out as
+DuckDB's "Query interrupted" RuntimeError; `interrupts_from_queries` turns it back into the
+interrupt, so the job is resumable rather than failed.
 """
 
 from __future__ import annotations
@@ -32,7 +25,7 @@ _raised: list[KeyboardInterrupt] = []  # interrupts the handlers raised, newest 
 
 
 class Stopped(KeyboardInterrupt):
-    """An interrupt after which the job was marked ``interrupted``; ``str()`` is the line."""
+    """An interrupt after which the job was marked `interrupted`; `str()` is the line."""
 
     def __init__(self, message: str, cause: KeyboardInterrupt) -> None:
         super().__init__(message)
@@ -40,7 +33,7 @@ class Stopped(KeyboardInterrupt):
 
 
 def signal_name(exc: BaseException) -> str:
-    """How the interrupt came: ``SIGTERM`` or ``Ctrl-C``."""
+    """How the interrupt came: `SIGTERM` or `Ctrl-C`."""
     terminated = isinstance(exc, Terminated) or getattr(exc, "terminated", False)
     return "SIGTERM" if terminated else "Ctrl-C"
 
@@ -61,9 +54,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def interrupt_of(exc: BaseException) -> KeyboardInterrupt | None:
-    """The interrupt ``exc`` stands for: itself, or the signal DuckDB's error hid: "Query
-    interrupted", or (a signal landing while DuckDB reads Python's Arrow data) an error that
-    names the interrupt's class ("... Arrow data failed: Terminated")."""
+    """The interrupt `exc` stands for: itself, or the signal hidden in DuckDB's "Query interrupted" or
+    "... Arrow data failed: Terminated"."""
     if isinstance(exc, KeyboardInterrupt):
         return exc
     if _raised and isinstance(exc, RuntimeError | duckdb.Error):
@@ -87,7 +79,7 @@ def interrupts_from_queries() -> Iterator[None]:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block SIGTERM raises ``Terminated`` (main thread only; restored after)."""
+    """Within the block SIGTERM raises `Terminated` (main thread only; restored after)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -1,13 +1,8 @@
-"""The ``jobs`` table: one row per job of every kind, and every SQL statement on it.
+"""The `jobs` table: one row per job of every kind, and every SQL statement on it.
 
-A job's lifecycle lives here and nowhere else: its kind, status, stored configuration (redacted),
-seed, error, start, last progress and end, and the run or job it belongs to (``parent_id``: a
-run's setup expansion). What a kind keeps besides (a run's steps, a synthesis job's task, an
-expansion's hops, a dedup job's stages) stays in its own detail table (``runs``, ``synth_jobs``,
-``expansions``, ``text_jobs``, ``dedup_jobs``), keyed by the job id.
-
-Functions here run single statements and open no transaction: a caller that writes a job's row
-together with its detail rows wraps both in one (``core.store.transaction``).
+A job's lifecycle (kind, status, redacted config, seed, error, times, parent) lives here; what a
+kind keeps besides stays in its own detail table keyed by the job id. Functions run single
+statements; a caller writing a job's row with its detail rows wraps both in one transaction.
 """
 
 from __future__ import annotations
@@ -20,14 +15,13 @@ from typing import Any, Final
 
 import duckdb
 
-#: every status a job can have; the kernel (``core/kernel.py``) sets them
-#: a job that wrote its requests to a batch file (``--batch-file``) and waits for the results
+#: every status a job can have; awaiting_results: its requests wait in a batch file
 AWAITING: Final = "awaiting_results"
 STATUSES: Final = ("running", "finished", "partial", "failed", "interrupted", "superseded",
                    AWAITING)
-#: statuses of a job that may go on (resumed, or refused as a twin of a new one)
+#: statuses of a job that may go on
 UNFINISHED: Final = ("running", "interrupted", "failed", AWAITING)
-#: statuses of a job that is over: a resume says so and does nothing
+#: statuses of a job that is over
 ENDED: Final = ("finished", "partial", "superseded")
 
 _COLUMNS = ("job_id, kind, status, config, seed, error, started_at, updated_at, finished_at, "
@@ -41,7 +35,7 @@ def now() -> dt.datetime:
 
 @dataclass(frozen=True)
 class JobRow:
-    """One row of ``jobs``; ``config`` is the stored JSON, parsed."""
+    """One row of `jobs`; `config` is the stored JSON, parsed."""
 
     job_id: str
     kind: str
@@ -64,7 +58,7 @@ def _row(values: Sequence[Any]) -> JobRow:
 def create_job(con: duckdb.DuckDBPyConnection, job_id: str, kind: str,
                config: Mapping[str, Any], *, seed: int | None = None,
                parent_id: str | None = None) -> None:
-    """Record a new job, ``running`` from now (in the caller's transaction, with its detail rows)."""
+    """Record a new job, running from now (in the caller's transaction)."""
     stamp = now()
     con.execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, 'running', ?, ?, NULL, ?, ?, NULL, ?)",
                 [job_id, kind, json.dumps(dict(config), ensure_ascii=False, default=str), seed,
@@ -79,7 +73,7 @@ def mark_running(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
 
 def finish_job(con: duckdb.DuckDBPyConnection, job_id: str, status: str,
                error: str | None = None) -> None:
-    """End a job with ``status`` (see ``STATUSES``) and, when it stopped, why (cut to 1,000)."""
+    """End a job with `status` and, when it stopped, why (cut to 1,000 characters)."""
     if status not in STATUSES:
         raise ValueError(f"unknown job status {status!r}")
     stamp = now()
@@ -89,24 +83,24 @@ def finish_job(con: duckdb.DuckDBPyConnection, job_id: str, status: str,
 
 
 def touch_job(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
-    """Note progress (a committed batch or step): ``updated_at`` is now."""
+    """Note progress: `updated_at` is now."""
     con.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", [now(), job_id])
 
 
 def merge_job_config(con: duckdb.DuckDBPyConnection, job_id: str, items: Mapping[str, Any]) -> None:
-    """Add what a job learned while running (e.g. a run's structured-output modes) to its config."""
+    """Add what a job learned while running (a run's structured-output modes) to its config."""
     con.execute("UPDATE jobs SET config = json_merge_patch(coalesce(config, '{}'), ?) "
                 "WHERE job_id = ?", [json.dumps(dict(items), default=str), job_id])
 
 
 def set_job_config(con: duckdb.DuckDBPyConnection, job_id: str, config: Mapping[str, Any]) -> None:
-    """Replace a job's stored configuration (a resume that changed none of what the job makes)."""
+    """Replace a job's stored configuration."""
     con.execute("UPDATE jobs SET config = ? WHERE job_id = ?",
                 [json.dumps(dict(config), ensure_ascii=False, default=str), job_id])
 
 
 def find_job(con: duckdb.DuckDBPyConnection, job_id: str) -> JobRow | None:
-    """The job ``job_id`` (any kind, any status), or None."""
+    """The job `job_id` (any kind, any status), or None."""
     rows = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", [job_id]).fetchall()
     return _row(rows[0]) if rows else None
 
@@ -114,7 +108,7 @@ def find_job(con: duckdb.DuckDBPyConnection, job_id: str) -> JobRow | None:
 def list_jobs(con: duckdb.DuckDBPyConnection, *, kind: str | None = None,
               status: str | Sequence[str] | None = None,
               parent_id: str | None = None) -> list[JobRow]:
-    """Jobs, newest first (by start, then id), of ``kind`` / with ``status`` / under ``parent_id``."""
+    """Jobs, newest first, of `kind` / with `status` / under `parent_id`."""
     where, params = [], []
     if kind is not None:
         where.append("kind = ?")
@@ -139,14 +133,14 @@ def job_kinds(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def latest_job_id(con: duckdb.DuckDBPyConnection, kind: str) -> str | None:
-    """The id of the newest job of ``kind`` (the default run of reports and the live view)."""
+    """The id of the newest job of `kind`."""
     rows = con.execute("SELECT job_id FROM jobs WHERE kind = ? ORDER BY started_at DESC NULLS LAST, "
                        "job_id DESC LIMIT 1", [kind]).fetchall()
     return str(rows[0][0]) if rows else None
 
 
 def supersede_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> None:
-    """Mark unfinished jobs ``superseded`` (``--fresh`` started anew): never resumed again."""
+    """Mark unfinished jobs `superseded` (started anew): never resumed again."""
     if not job_ids:
         return
     stamp = now()

@@ -1,42 +1,9 @@
-"""The job kernel: every job is a spec, and ``run_job`` owns its whole life.
+"""The job kernel: every job kind is a `JobSpec`, and `run_job` runs any of them.
 
-A job kind is a ``JobSpec``: a frozen config type (validated in ``__post_init__``), ``prepare``
-(everything checkable before anything is recorded), ``start`` (the job's own detail rows, written
-with its ``jobs`` row), ``plan`` (the batches still to do), an ``Asker`` (what asks the model for
-a batch: picklable, nothing of the database, what a Ray worker rebuilds), ``commit`` (a batch's
-rows, as a ``BatchOutcome``) and ``summary``. ``run_job`` does the rest, once for every kind:
-
-1. opens the job: a new one (config validated; an unfinished twin — same identity fields —
-   refused unless ``fresh``, which marks it ``superseded``, or the spec's ``refuses_twins`` is
-   off) or a resumed one, whose stored
-   configuration comes first: identity fields are the job's, engine fields (``engine()``
-   metadata: model spec, concurrency, timeouts, cache, executor, batch size, ...) the caller's.
-   A finished job is not resumed: its summary comes back (``JobResult.ran`` False) and
-   nothing changes (a superseded one can still be resumed by its id);
-2. builds the model client from the config's model settings with the injected ``Models``,
-   after ``prepare`` passed: reachability checked (not for a replay), cache attached;
-3. records the job (``jobs`` row and detail rows in one transaction), or marks it running;
-4. runs its batches through the injected ``Executor`` (local, or Ray) on the job's one
-   ``JobLoop``, and commits each batch's rows with the call records and new cache entries its
-   results carry, in one transaction, in batch order;
-5. applies the failure policy after each commit (``core.failures.batch_failure``): a batch that
-   fails it stops the job ``failed`` and resumable; a job that kept nothing of what it asked
-   ends ``failed`` with its most common error; otherwise the spec's ``end_status`` names its
-   end (by default ``partial`` when it kept less than it asked, else ``finished``);
-6. turns Ctrl-C / SIGTERM into ``interrupted`` and ``Stopped`` (one line with the resume
-   command), and any other error into ``failed`` with the error (worded by the spec's
-   ``failure_text``); a job whose model calls stop completing stops the same way (the client's
-   watchdog on the job's loop: ``Stalled``), and the attempts its uncommitted batches made are
-   written to ``llm_calls`` from the job's call spill (``core.call_spill``), so no billed
-   attempt is lost to a stop or a kill; the spec's ``running`` context is held around the
-   batches (what it keeps for the job's length and puts back however the job ends);
-7. reports progress through one hook ``(phase, done, total)``;
-8. runs child jobs (``JobContext.run_child``: same connection, loop, client and executor, the
-   child's ``parent_id`` set), e.g. a run's setup expansion.
-
-Registry: ``register(spec)`` makes a kind known to ``personahub jobs`` and ``personahub resume``;
-``spec_for(kind)`` finds it. ``personahub.runtime`` wires the standard model factory, cache and
-executors in; nothing in this module imports more of the project than ``personahub.core``.
+A spec says what a job checks, plans, asks the model and commits; the kernel does the rest once
+for every kind: opening or resuming the job, building the model client, committing each batch in
+order in one transaction, the failure policy, Ctrl-C and stalls (resumable stops), progress, and
+child jobs. Nothing here imports more of the project than `personahub.core`.
 """
 
 from __future__ import annotations
@@ -81,14 +48,10 @@ R_co = TypeVar("R_co", covariant=True)
 S_co = TypeVar("S_co", covariant=True)
 
 
-
-# --- config fields ---------------------------------------------------------------------------
-
 def engine(default: Any = dataclasses.MISSING, *, identity: bool = False, secret: bool = False,
            default_factory: Any = dataclasses.MISSING) -> Any:
-    """A config field that says how the job runs, not what it makes: on resume the caller's
-    value wins over the stored one. ``identity``: it still tells two jobs apart (the model
-    spec); ``secret``: stored redacted (``Models.redact``), so a resume needs the caller's."""
+    """A config field that says how the job runs, not what it makes: on resume the caller's value wins.
+    `identity`: it still tells two jobs apart; `secret`: stored redacted, so a resume needs it again."""
     meta = {"engine": True, "identity": identity, "secret": secret}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
@@ -100,7 +63,7 @@ def _fields(config_type: type) -> tuple[dataclasses.Field[Any], ...]:
 
 
 def engine_fields(config_type: type) -> frozenset[str]:
-    """The fields a resume takes from the caller (``engine()`` metadata)."""
+    """The fields a resume takes from the caller."""
     return frozenset(f.name for f in _fields(config_type) if f.metadata.get("engine"))
 
 
@@ -111,7 +74,7 @@ def identity_fields(config_type: type) -> tuple[str, ...]:
 
 
 def check_cache_mode(mode: str) -> None:
-    """Refuse an unknown ``--cache`` value before anything is opened."""
+    """Refuse an unknown cache mode before anything is opened."""
     if mode not in CACHE_MODES:
         raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
 
@@ -119,11 +82,8 @@ def check_cache_mode(mode: str) -> None:
 # --- what a spec gives and gets --------------------------------------------------------------
 
 class Asker(Protocol[B_contra, R_co]):
-    """Asks the model for one batch: a pure function of the config, the seed and the batch
-    (it may hold constants derived from the context: world text, demonstrations, a task).
-    Picklable and free of the database: a Ray worker rebuilds it. An asker may also have
-    ``async committed()``, which the kernel awaits after each batch's commit (a batched asker
-    deletes its provider files then: ``pipelines/provider_batch_jobs.py``)."""
+    """Asks the model for one batch. Picklable and free of the database, so a Ray worker can rebuild it;
+    an optional `async committed()` runs after each batch's commit."""
 
     async def run_batch(self, batch: B_contra, caller: StructuredCaller) -> R_co: ...
 
@@ -133,11 +93,9 @@ A = TypeVar("A")  # the answer to one item
 
 
 class ShardCodec(Protocol[I_contra, A]):
-    """What an ``independent_batches`` spec's asker adds so its batches can be shipped to
-    workers (Ray: Ray Data ``map_batches``, answers as Parquet shards): its batches are
-    sequences of items, its results the items' answers in order, and each answer travels as
-    plain data. ``key`` is an item's stable key (across resumes: an answer a dead driver left
-    in a shard is committed, not asked again)."""
+    """What an independent-batches asker adds so its batches can be shipped to workers as plain data.
+    `key` is an item's stable key across resumes: an answer a dead driver left in a shard is committed,
+    not asked again."""
 
     def key(self, item: I_contra) -> str:
         """The item's stable key."""
@@ -152,7 +110,7 @@ class ShardCodec(Protocol[I_contra, A]):
         ...
 
     def load(self, item: I_contra, value: str, calls: list[StructuredResult[Any]]) -> A:
-        """``dump``'s text and the calls back as the answer to ``item``."""
+        """The answer to `item`, back from `dump`'s text and its calls."""
         ...
 
 
@@ -160,12 +118,9 @@ class ShardCodec(Protocol[I_contra, A]):
 class BatchOutcome:
     """What one batch (or a job's start) writes and how it went.
 
-    ``rows`` by table are inserted in order, with the call records and new cache entries that
-    ``calls`` carry, in one transaction; ``then`` runs inside it last (writes that are not plain
-    rows) and may return a value the spec needs. ``asked``/``kept``/``errors`` (one per failed
-    action) feed the failure policy and the job's end status. ``label`` names the batch in a
-    stop message (default ``batch N``); ``progress`` replaces the default report ``(kind, items
-    asked so far, ctx.total)``."""
+    `rows` (by table), the calls' records and cache entries, and `then` are written in one
+    transaction; `asked`/`kept`/`errors` feed the failure policy and the end status.
+    """
 
     rows: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     calls: Sequence[CarriesCalls] = ()
@@ -178,19 +133,19 @@ class BatchOutcome:
 
 
 class Models(Protocol):
-    """The model seam as the kernel sees it (``personahub.runtime`` gives the standard one)."""
+    """The model seam as the kernel sees it."""
 
     def build(self, settings: Any) -> StructuredCaller:
         """A client from a spec's model settings."""
         ...
 
     def check_reachable(self, client: StructuredCaller) -> None:
-        """Fail fast (one line) when no endpoint answers; warn about the ones that do not."""
+        """Fail fast when no endpoint answers; warn about the ones that do not."""
         ...
 
     def attach_cache(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller,
                      mode: str) -> None:
-        """Answer from and record into the database's cache (``off``: nothing)."""
+        """Answer from and record into the database's cache."""
         ...
 
     def redact(self, spec: str) -> str:
@@ -199,8 +154,7 @@ class Models(Protocol):
 
 
 class Executor(Protocol):
-    """Where a job's batches are asked: ``local`` or ``ray`` (``personahub/executors``). It changes only
-    where the calls run; rows are committed by the kernel, in batch order."""
+    """Where a job's batches are asked (local or Ray); rows are still committed by the kernel, in order."""
 
     name: str
 
@@ -214,51 +168,47 @@ class Executor(Protocol):
 
     def batches(self, spec: JobSpec[Any, B, R, Any], ctx: JobContext[Any], asker: Asker[B, R],
                 plan: Iterator[B]) -> Iterator[tuple[B, R]]:
-        """Each planned batch with its answers, in plan order; the next batch is pulled from
-        ``plan`` only after the previous one was committed (unless the spec's batches are
-        independent, which lets an executor ship them all at once)."""
+        """Each planned batch with its answers, in plan order. The next batch is planned only after the last
+        commit, unless the spec's batches are independent."""
         ...
 
     def finish(self, ctx: JobContext[Any]) -> None:
-        """The job ended well: every answer is committed (Ray: its shard folder goes)."""
+        """The job ended well: every answer is committed."""
         ...
 
 
 class JobSpec(Protocol[C, B, R, S_co]):
-    """A job kind (see the module doc). ``SpecBase`` gives the optional parts defaults."""
+    """A job kind. `SpecBase` gives the optional parts defaults."""
 
     @property
     def kind(self) -> str:
-        """The key in the registry and ``jobs.kind``."""
+        """The key in the registry and `jobs.kind`."""
         ...
 
     @property
     def config_type(self) -> type[C]:
-        """The frozen, kw_only config dataclass (validated in ``__post_init__``)."""
+        """The frozen, kw_only config dataclass."""
         ...
 
     @property
     def independent_batches(self) -> bool:
-        """True: every batch is planned ahead, so an executor may ship them all to workers
-        (Ray Data); False: the next batch is planned after the last commit (a run, an
-        expansion), so on Ray only the caller is remote."""
+        """True: every batch is planned ahead, so an executor may ship them all at once; False: each batch
+        is planned after the last commit."""
         ...
 
     @property
     def refuses_twins(self) -> bool:
-        """True: a new job is refused while an unfinished twin (same identity) exists, unless
-        ``fresh``; False: every new job stands on its own (two runs of one scenario are two
-        experiments, and a stopped one stays resumable beside a new one)."""
+        """True: a new job is refused while an unfinished twin (same identity) exists, unless `fresh`."""
         ...
 
     @property
     def noun(self) -> str:
-        """How messages name a job of this kind (``synthesis job``, ``run``)."""
+        """How messages name a job of this kind."""
         ...
 
     @property
     def unit(self) -> str:
-        """What it asks for, plural (``items``, ``answers``)."""
+        """What it asks for, plural."""
         ...
 
     def model_settings(self, config: C) -> Any | None: ...
@@ -283,7 +233,7 @@ class JobSpec(Protocol[C, B, R, S_co]):
 
 
 class SpecBase(Generic[C, B, R, S]):
-    """Defaults for the optional parts of a ``JobSpec``: subclass it and fill in the rest."""
+    """Defaults for the optional parts of a `JobSpec`."""
 
     kind: ClassVar[str]
     config_type: type[C]
@@ -292,42 +242,37 @@ class SpecBase(Generic[C, B, R, S]):
     noun: ClassVar[str] = "job"
     unit: ClassVar[str] = "items"
     id_prefix: ClassVar[str] = ""
-    # the progress hook hears each answered call as it arrives (not only each committed batch);
-    # False for a kind whose progress counts something else than its batches' items (steps)
+    # progress hears each answered call; False for a kind whose progress counts something else
     progress_per_answer: ClassVar[bool] = True
-    # False for a kind whose calls are not part of the run it belongs to (a judge of a run):
-    # they get no ``llm_calls.run_id`` (``JobContext.ref``)
+    # False for a kind whose calls are not part of the run it belongs to (a judge of a run)
     calls_in_run: ClassVar[bool] = True
 
     def model_settings(self, config: C) -> Any | None:
-        """What ``Models.build`` makes the client from (None: the job calls no model)."""
+        """What `Models.build` makes the client from (None: the job calls no model)."""
         return None
 
     def prepare(self, ctx: JobContext[C]) -> None:
-        """Check inputs before anything is recorded (nothing to check by default)."""
+        """Check inputs before anything is recorded."""
 
     def start(self, ctx: JobContext[C]) -> BatchOutcome:
-        """The job's own rows, written with its ``jobs`` row (none by default)."""
+        """The job's own rows, written with its `jobs` row."""
         return BatchOutcome()
 
     def new_id(self) -> str:
-        """``<prefix or kind>-`` + UTC time + a random suffix: sortable and unique."""
+        """`<prefix>-` + UTC time + a random suffix: sortable and unique."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-")
         return f"{self.id_prefix or self.kind}-{stamp}{uuid.uuid4().hex[:6]}"
 
     def job_id_for(self, config: C) -> str:
-        """A new job's id: ``new_id()``, unless the kind's id follows from its settings (a
-        judge: the same settings, the same judge, which a second start goes on with)."""
+        """A new job's id; a kind whose id follows from its settings (a judge) overrides it."""
         return self.new_id()
 
     def belongs_to(self, config: C) -> str | None:
-        """The run or job a (not child) job of this kind works on: its ``jobs.parent_id`` (a
-        judge's target, an interview's run, also its calls' ``llm_calls.run_id``); None: none."""
+        """The run or job this kind works on (its `jobs.parent_id`), or None."""
         return None
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A stored config as a resume reads it (as is by default; a run drops what is no
-        field of its config)."""
+        """A stored config as a resume reads it."""
         return stored
 
     def resume_hint(self, job_id: str, db: Path) -> str:
@@ -335,45 +280,38 @@ class SpecBase(Generic[C, B, R, S]):
         return f"personahub resume {job_id} --db {db}"
 
     def stop_note(self, ctx: JobContext[C]) -> str:
-        """What an interrupted job had done, for its one line (" (3 of 9 items written)")."""
+        """What an interrupted job had done, for its stop line."""
         return ""
 
     def report(self, summary: Any, db: Path) -> list[str]:
-        """What a job did, in lines for the console (``personahub resume``)."""
+        """What a job did, as console lines."""
         return [f"{self.noun}: {summary}"]
 
     def label(self, config: Mapping[str, Any]) -> str:
-        """A few words on what a job makes, from its stored config (``personahub jobs``)."""
+        """A few words on what a job makes, from its stored config."""
         return ""
 
     def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str:
-        """The status of a job that ran to its end and kept something: ``partial`` when it kept
-        less than it asked (items are missing), else ``finished``. A kind whose failed asks are
-        part of what it makes (a run's failed actions are counted, not missing) says
-        ``finished``."""
+        """The status of a job that ran to its end and kept something: `partial` when it kept less than it
+        asked, else `finished`."""
         return "finished" if kept >= asked else "partial"
 
     def nothing_kept(self, ctx: JobContext[C], asked: int) -> str:
-        """How the one line of a job that kept nothing says so, after ``<noun> <id>: ``."""
+        """How the line of a job that kept nothing says so."""
         return f"kept none of its {asked} {self.unit}"
 
     def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str:
-        """An unexpected error as its one line says it, after ``<noun> <id> `` and before
-        ``; resume with ...``: ``failed: Type: text`` by default (a run names its step and the
-        scenario code that raised)."""
+        """An unexpected error as the job's stop line says it."""
         return f"failed: {type(exc).__name__}: {exc}"
 
     def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]:
-        """What the spec holds while its batches run and puts back however the job ends
-        (a run: its garbage-collector policy, and the modes it learned, stored); nothing by
-        default."""
+        """A context held while the batches run, put back however the job ends."""
         return nullcontext()
 
 
 @dataclass(frozen=True)
 class JobResult(Generic[S]):
-    """How ``run_job`` ended: the job's id, its status and the spec's summary; ``ran`` is
-    False for a finished job asked to resume (nothing was asked, nothing changed)."""
+    """How `run_job` ended; `ran` is False for a finished job asked to resume."""
 
     job_id: str
     status: str
@@ -381,13 +319,11 @@ class JobResult(Generic[S]):
     ran: bool = True
 
 
-#: an executor, or what picks one from a job's (resolved) config
 ExecutorChoice = Executor | Callable[[Any], Executor]
 
 
 @dataclass(frozen=True)
 class _Env:
-    """What a job runs with (shared by its children)."""
 
     db: Path
     con: duckdb.DuckDBPyConnection
@@ -398,15 +334,13 @@ class _Env:
     on_ready: Callable[[StructuredCaller | None], None] | None = None
     on_start: Callable[[str, bool], None] | None = None
     parent: str | None = None
-    client: StructuredCaller | None = None  # a child's: its parent's client
+    client: StructuredCaller | None = None
 
 
 @dataclass(eq=False)
 class JobContext(Generic[C]):
-    """One job as its spec sees it. ``state`` is the spec's own (set in ``prepare``);
-    ``stored`` the configuration as stored (a spec may add keys to it in ``start``);
-    ``done_before`` what earlier runs of the job did and ``total`` what it has to do in all
-    (for progress and the end status: set them in ``plan`` or ``prepare``)."""
+    """One job as its spec sees it: its own `state`, the `stored` config, and `done_before`/`total` for
+    progress and the end status."""
 
     spec: JobSpec[C, Any, Any, Any]
     config: C
@@ -418,17 +352,15 @@ class JobContext(Generic[C]):
     state: Any = None
     done_before: int = 0
     total: int | None = None
-    status: str = "running"  # as the job was found (a resumed one), until it ends
-    spill: call_spill.CallSpill | None = None  # where its calls' attempts go while it runs
-    # call ids a resumed job may have committed from the spills of an earlier run
-    # (``_spilling``): a batch that commits one of those answers after all (from a Ray shard)
-    # replaces its row
+    status: str = "running"
+    spill: call_spill.CallSpill | None = None
+    # call ids an earlier run may have committed from its spills: a later commit of one replaces its row
     spilled_ids: frozenset[str] = frozenset()
-    asked: int = 0  # items this run of the job has committed so far (for progress)
+    asked: int = 0
     executor: Executor = field(init=False)
 
     def __post_init__(self) -> None:
-        choice = self.env.choice  # an executor, or a factory picking one from the config
+        choice = self.env.choice
         self.executor = (choice if hasattr(choice, "batches")  # type: ignore[assignment]
                          else choice(self.config))
 
@@ -447,10 +379,8 @@ class JobContext(Generic[C]):
 
     @property
     def ref(self) -> JobRef:
-        """How the job's model calls are tagged: ``llm_calls.job_kind`` / ``job_id``, and
-        ``run_id`` the scenario run they are part of (a run's own calls, its expansion's and its
-        interviews'); None for any other job's, a judge's too (it judges a run or a synthesis
-        job, it is not part of it: its calls are its own job's)."""
+        """How the job's model calls are tagged. `run_id` is set only for calls that are part of a scenario
+        run (its own, its expansion's, its interviews'); a judge's calls are its own job's."""
         kind = self.spec.kind
         in_run = getattr(self.spec, "calls_in_run", True)
         run_id = self.job_id if kind == "run" else self.parent_id if in_run else None
@@ -458,13 +388,13 @@ class JobContext(Generic[C]):
 
     @property
     def caller(self) -> StructuredCaller:
-        """The job's model client (after ``prepare``)."""
+        """The job's model client (after `prepare`)."""
         if self.client is None:
             raise PersonahubError(f"{self.spec.kind}: this job calls no model")
         return self.client
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the job's loop (e.g. calls a spec's ``start`` makes)."""
+        """Run a coroutine on the job's loop."""
         return self.env.loop.run(coro)
 
     def report(self, phase: str, done: int, total: int | None) -> None:
@@ -473,9 +403,7 @@ class JobContext(Generic[C]):
             self.env.progress(phase, done, total)
 
     def counting(self, caller: StructuredCaller, batch: Any) -> StructuredCaller:
-        """``caller``, reporting progress as each of a batch's calls is answered: the items
-        committed before it and the batch's calls answered so far (at most its size), so a
-        progress bar moves from the first answer, not when the batch lands (issue 44)."""
+        """`caller`, reporting progress as each call is answered, so a bar moves before the batch lands."""
         if (self.env.progress is None or not getattr(self.spec, "progress_per_answer", True)
                 or not isinstance(batch, Sequence)):
             return caller
@@ -483,15 +411,14 @@ class JobContext(Generic[C]):
 
     def run_child(self, spec: JobSpec[Any, Any, Any, S], config: Any, *,
                   resume: str | None = None) -> JobResult[S]:
-        """Run ``spec`` under this job: same connection, loop, client and executor."""
+        """Run `spec` under this job: same connection, loop, client and executor."""
         child = dataclasses.replace(self.env, parent=self.job_id, client=self.client,
                                     choice=self.executor, on_ready=None, on_start=None)
         return _run(spec, config, child, resume=resume, fresh=False)
 
 
 class _Counting:
-    """A model client that reports progress as each call is answered (``JobContext.counting``);
-    everything else is the client's own."""
+    """A model client that reports progress as each call is answered."""
 
     def __init__(self, caller: StructuredCaller, ctx: JobContext[Any], size: int) -> None:
         self._caller, self._ctx, self._size, self._answered = caller, ctx, size, 0
@@ -509,13 +436,11 @@ class _Counting:
                        ctx.total)
 
 
-# --- the registry ----------------------------------------------------------------------------
-
 _REGISTRY: dict[str, JobSpec[Any, Any, Any, Any]] = {}
 
 
 def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
-    """Make a kind known (``personahub jobs`` labels, ``personahub resume``); returns ``spec``."""
+    """Make a kind known to `personahub jobs` and `personahub resume`; returns `spec`."""
     known = _REGISTRY.get(spec.kind)
     if known is not None and type(known) is not type(spec):
         raise PersonahubError(f"job kind {spec.kind!r} is registered already ({type(known).__name__})")
@@ -524,7 +449,7 @@ def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
 
 
 def spec_for(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
-    """The registered spec of ``kind``, or None."""
+    """The registered spec of `kind`, or None."""
     return _REGISTRY.get(kind)
 
 
@@ -533,8 +458,6 @@ def registered() -> dict[str, JobSpec[Any, Any, Any, Any]]:
     return dict(_REGISTRY)
 
 
-# --- run_job ---------------------------------------------------------------------------------
-
 def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | Path, *,
             models: Models, executor: ExecutorChoice, resume: str | None = None,
             fresh: bool = False,
@@ -542,14 +465,12 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
             on_ready: Callable[[StructuredCaller | None], None] | None = None,
             on_start: Callable[[str, bool], None] | None = None,
             con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
-    """Run (or, with ``resume``, go on with) one job of ``spec`` in ``db`` (see the module doc).
+    """Run (or, with `resume`, go on with) one job of `spec` in `db`.
 
-    ``config`` is the job's config; on resume the caller's engine settings, as a whole config
-    (its engine fields are used) or a mapping of the ones given. ``executor`` is an executor or
-    a function picking one from the job's (resolved) config. ``on_ready(client)`` is called
-    once inputs and model are found good, before anything is recorded; ``on_start(job_id,
-    resumed)`` once the job is recorded, before its first batch. ``con``: a connection to
-    ``db`` the caller holds open (and closes), which the job runs on (a notebook's, a test's)."""
+    On resume `config` holds the caller's engine settings (a whole config or a mapping). `executor`
+    is an executor or a function picking one from the config. `on_ready` runs before anything is
+    recorded, `on_start` before the first batch. `con`: an open connection to run on.
+    """
     if con is not None:
         with job_loop() as loop:
             env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
@@ -561,7 +482,7 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
         try:
             env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
             return _run(spec, config, env, resume=resume, fresh=fresh)
-        except DiskFull as stop:  # marked through a fresh connection if its own could not
+        except DiskFull as stop:  # marked through a fresh connection: its own may have failed
             con.close()
             mark_unmarked(Path(db), stop)
             raise
@@ -583,8 +504,7 @@ def _nothing_recorded(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _remove_database(db: Path) -> None:
-    """A database this call created and recorded nothing in (its input was refused): gone, so a
-    bad input leaves no file behind."""
+    """Remove a database this call created and recorded nothing in, so a refused input leaves no file."""
     for path in (db, db.with_name(db.name + ".wal")):
         path.unlink(missing_ok=True)
 
@@ -598,13 +518,13 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
                               f"with {spec.resume_hint(twins[0], env.db)}, or pass --fresh")
     spec.prepare(ctx)
     ctx.client = env.client if env.client is not None else _client(spec, ctx)
-    if ctx.status == "finished":  # not resumed: its summary as it stands
+    if ctx.status == "finished":
         spec.plan(ctx)
         return JobResult(ctx.job_id, "finished", spec.summary(ctx), ran=False)
     ctx.executor.check(spec, ctx)
     if env.on_ready is not None:
         env.on_ready(ctx.client)
-    _record(spec, ctx, twins)  # an error before the job is recorded leaves nothing to mark
+    _record(spec, ctx, twins)
     if env.client is None:  # a child runs on its parent's loop, watched already
         env.loop.watch(getattr(ctx.client, "liveness", None))
     with _guard(spec, ctx), _spilling(ctx):
@@ -618,7 +538,6 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
 
 def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _Env,
           resume: str | None) -> JobContext[C]:
-    """The job's context: a new job's, or a resumed one's with its stored config first."""
     if resume is None:
         if not isinstance(config, spec.config_type):
             raise TypeError(f"{spec.kind}: a new job needs a {spec.config_type.__name__}")
@@ -643,11 +562,8 @@ def config_json(config: Any, models: Models) -> dict[str, Any]:
 
 def resumed_config(spec: JobSpec[C, Any, Any, Any], stored: Mapping[str, Any],
                    caller: C | Mapping[str, Any], job_id: str) -> C:
-    """The config a resume runs with: the job's identity fields; the caller's engine fields
-    (those given; else the stored value, else the default; a secret one is never taken from
-    the store, which holds it redacted). A what-the-job-makes field the caller names
-    differently is an error: the job is not the one asked for (for a whole config, only the
-    fields without a default count as named)."""
+    """The config a resume runs with: identity fields stored, engine fields the caller's (a secret one
+    never from the store). A differing identity field is an error: it is another job."""
     config_type = spec.config_type
     engines = engine_fields(config_type)
     whole = isinstance(caller, config_type)
@@ -671,7 +587,6 @@ def resumed_config(spec: JobSpec[C, Any, Any, Any], stored: Mapping[str, Any],
 
 
 def _typed(value: Any, hint: Any) -> Any:
-    """A stored JSON value as its field's type (JSON lists back to tuples)."""
     if isinstance(value, list) and hint is not None and (
             typing.get_origin(hint) is tuple or hint is tuple
             or any(typing.get_origin(a) is tuple for a in typing.get_args(hint))):
@@ -680,14 +595,12 @@ def _typed(value: Any, hint: Any) -> Any:
 
 
 def _twins(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> list[str]:
-    """Unfinished jobs of the kind with the same identity, newest first."""
     return unfinished_twins(spec, ctx.con, ctx.stored)
 
 
 def unfinished_twins(spec: JobSpec[Any, Any, Any, Any], con: duckdb.DuckDBPyConnection,
                      stored: Mapping[str, Any]) -> list[str]:
-    """The unfinished jobs of ``spec``'s kind whose identity fields equal those of ``stored`` (a
-    config as stored), newest first: what a spec that does not refuse twins goes on with."""
+    """Unfinished jobs of `spec`'s kind with the identity of `stored`, newest first."""
     names = identity_fields(spec.config_type)
     mine = {k: stored.get(k) for k in names}
     return [row.job_id for row in jobs_store.list_jobs(con, kind=spec.kind,
@@ -705,14 +618,13 @@ def _client(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> StructuredCa
     cache = str(getattr(ctx.config, "cache", "off"))
     check_cache_mode(cache)
     if cache != "replay" and not getattr(ctx.config, "batch_file", None):
-        # a replay calls no model; a batch file is run elsewhere
         models.check_reachable(client)
     models.attach_cache(ctx.con, client, cache)
     return client
 
 
 def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence[str]) -> None:
-    """A new job's ``jobs`` row and detail rows (one transaction); a resumed one runs again."""
+    """A new job's rows in one transaction; a resumed one is marked running."""
     if ctx.resumed:
         jobs_store.mark_running(ctx.con, ctx.job_id)
         return
@@ -730,8 +642,7 @@ def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence
 
 
 def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
-    """One batch's rows, call records and cache entries, in one transaction."""
-    if ctx.client is None:  # a job without a model: no call records to write
+    if ctx.client is None:
         with transaction(ctx.con):
             for table, rows in outcome.rows.items():
                 insert_rows(ctx.con, table, rows)
@@ -748,11 +659,9 @@ def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
 
 @contextmanager
 def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
-    """Every attempt of the job's calls into its call spill as soon as it is final (a client
-    with ``spill_to``, not a child's: its parent spills; on Ray each worker spills too, into
-    the job's worker folder: ``ctx.spill.tags`` travel to them); what a killed run left is
-    committed first, and what this run's batches did not commit when it ends (a stop, an
-    interrupt)."""
+    """Spill every final attempt of the job's calls as it happens, so no billed attempt is lost to a
+    stop or a kill: what a killed run left is committed first, and what this run did not commit when
+    it ends."""
     client = ctx.client
     spill_to = getattr(client, "spill_to", None)
     if client is None or spill_to is None or ctx.env.client is not None:
@@ -761,7 +670,7 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
     path = call_spill.spill_path(ctx.db, ctx.job_id)
     ctx.spilled_ids = frozenset(commit_spilled(ctx.con, client,
                                                call_spill.read_job(ctx.db, ctx.job_id)))
-    if ctx.resumed:  # and what the stop of an earlier run of the job committed from its spills
+    if ctx.resumed:
         ctx.spilled_ids |= not_kept_call_ids(ctx.con, ctx.job_id)
     call_spill.remove_workers(ctx.db, ctx.job_id)  # committed: a new run's workers start afresh
     ref = ctx.ref
@@ -783,16 +692,15 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
         except duckdb.Error:
             if not stopping:
                 raise
-            # the job is stopping already (a full disk, say): its error is the one to tell;
-            # the spill stays, and the resume commits it first
+            # the job is stopping already: its error is the one to tell; the resume commits the spill
         else:
             call_spill.remove_job(ctx.db, ctx.job_id)
 
 
 def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
-    """Plan, ask, commit, check: batch after batch; returns (asked, kept) of this run."""
+    """Plan, ask, commit, check, batch after batch; returns (asked, kept) of this run."""
     asker = spec.asker(ctx)
-    after_commit = getattr(asker, "committed", None)  # an asker holding something till then
+    after_commit = getattr(asker, "committed", None)
     plan = spec.plan(ctx)
     batches = ctx.executor.batches(spec, ctx, asker, plan)
     with _closing(batches, plan):
@@ -801,9 +709,8 @@ def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
 
 @contextmanager
 def _closing(*generators: Iterator[Any]) -> Iterator[None]:
-    """Close the plan (and the executor's generator over it) however the job ends, so what a
-    plan holds open while it waits at a batch (a cursor reading the batch's rows) is closed
-    now, not when the garbage collector comes by: a stopped job leaves no database open."""
+    """Close the plan however the job ends, so a cursor it holds open is closed now, not by the garbage
+    collector: a stopped job leaves no database open."""
     failing = True
     try:
         yield
@@ -815,35 +722,33 @@ def _closing(*generators: Iterator[Any]) -> Iterator[None]:
                 if close is not None:
                     close()
             except Exception:
-                if not failing:  # else the job's own error is the one to tell
+                if not failing:
                     raise
 
 
 def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
                    batches: Iterator[tuple[B, R]],
                    after_commit: Callable[[], Coroutine[Any, Any, Any]] | None) -> tuple[int, int]:
-    """The batches one after another: commit, the after-commit hook, progress, the policy."""
     asked = kept = 0
     share = float(getattr(ctx.config, "max_failed_share", DEFAULT_MAX_FAILED_SHARE))
     for number, (batch, result) in enumerate(batches, 1):
         outcome = spec.commit(ctx, batch, result)
         _write(ctx, outcome)
-        if after_commit is not None:  # a batched asker: its provider files go
+        if after_commit is not None:
             ctx.run(after_commit())
         asked, kept = asked + outcome.asked, kept + outcome.kept
         ctx.asked = asked
         ctx.report(*(outcome.progress or (spec.kind, ctx.done_before + asked, ctx.total)))
         reason = batch_failure(outcome.label or f"batch {number}", outcome.asked, outcome.errors,
                                records_of(outcome.calls), share)
-        if reason is not None:  # the batch is committed: the job stops resumable
+        if reason is not None:
             raise ModelRejected(f"{spec.noun} {ctx.job_id} stopped: {reason}; resume with "
                                 f"{spec.resume_hint(ctx.job_id, ctx.db)}")
     return asked, kept
 
 
 def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, kept: int) -> str:
-    """The job's end status: ``failed`` (one line, non-zero) when it kept nothing ever, else
-    the spec's ``end_status`` (``partial`` when it kept less than it asked, or ``finished``)."""
+    """The job's end status: `failed` when it never kept anything, else the spec's `end_status`."""
     if asked and not kept and not ctx.done_before:
         error = call_log.most_common_job_error(ctx.con, spec.kind, ctx.job_id)
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed",
@@ -859,12 +764,12 @@ def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, k
 
 @contextmanager
 def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None]:
-    """Ctrl-C / SIGTERM → ``interrupted`` and ``Stopped``; any other error → ``failed``."""
+    """Ctrl-C / SIGTERM → `interrupted` and `Stopped`; any other error → `failed`."""
     hint = spec.resume_hint(ctx.job_id, ctx.db)
     try:
         with interrupts_from_queries():
             yield
-    except AwaitingResults as exc:  # a batch file written: the job waits, resumable
+    except AwaitingResults as exc:
         jobs_store.finish_job(ctx.con, ctx.job_id, jobs_store.AWAITING, str(exc))
         raise
     except KeyboardInterrupt as exc:
@@ -873,7 +778,7 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
         raise Stopped(f"{spec.noun} {ctx.job_id} interrupted by {how}{spec.stop_note(ctx)}; "
                       f"resume with {hint}", exc) from None
     except BaseException as exc:
-        if is_disk_full(exc):  # not the job's fault: interrupted, resumable (core/diskfull.py)
+        if is_disk_full(exc):  # not the job's fault: interrupted, resumable
             inner = exc if isinstance(exc, DiskFull) else None
             reason = inner.reason if inner is not None else what_filled(exc)
             unmarked = list(inner.unmarked) if inner is not None else []
@@ -881,8 +786,8 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
                 unmarked.append(ctx.job_id)
             raise DiskFull(spec.noun, ctx.job_id, reason, hint, unmarked) from None
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed", f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, ResumableStop) and hint not in str(exc):  # still a ResumableStop:
-            # callers that go on themselves (an experiment's arm runs) recognise it by its type
+        # still a ResumableStop: callers that go on themselves (an experiment's arms) check its type
+        if isinstance(exc, ResumableStop) and hint not in str(exc):
             raise ResumableStop(f"{spec.noun} {ctx.job_id} stopped: {exc}; resume with "
                                 f"{hint}") from None
         if isinstance(exc, PersonahubError):
@@ -892,5 +797,5 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
 
 
 def iter_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    """``items`` in consecutive batches of ``size`` (the last may be shorter)."""
+    """`items` in consecutive batches of `size` (the last may be shorter)."""
     return (items[start:start + size] for start in range(0, len(items), size))

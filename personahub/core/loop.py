@@ -1,26 +1,8 @@
-"""The event loop model calls run on, with an executor that skips needless thread hops.
+"""The event loop model calls run on, tuned for many calls in flight.
 
-``ChatOpenAI`` builds each chat result in the loop's default executor: a hop to a worker thread and
-back for a little pure-Python work that holds the interpreter lock anyway. At 64 calls in flight
-the hops cost more than the work (lock hand-offs, wake-ups of the loop's self-pipe). ``RunLoop``
-runs such work in the calling thread and answers with a finished asyncio future (``InlineExecutor``
-does the same for code that submits to the executor itself). Name resolution
-(``socket.getaddrinfo`` / ``getnameinfo``) still goes to worker threads, since it can block on the
-network.
-
-While model calls run, ``steady_gc`` keeps the garbage collector off the heap built before them
-(``gc.freeze``) and collects the youngest generation every 10,000 allocations instead of 700:
-with hundreds of calls in flight each young collection re-scans every live request, and a full
-one the whole heap of imported modules (``bench/bench_concurrency.py`` shows the CPU per call).
-
-An interrupt (Ctrl-C, or SIGTERM turned into one by the CLI) leaves model calls in flight;
-``close_quietly`` cancels them and closes the loop without asyncio's "Task was destroyed but
-it is pending" and "exception was never retrieved" reports, one traceback per call.
-
-A job whose model calls stop completing must stop rather than hang: ``JobLoop.watch`` hands the
-loop the client's ``Watchdog`` (``models.liveness.Liveness``), and every coroutine the loop
-then runs to completion runs under it, so a batch, a step or a setup stuck on calls that never
-end raises ``Stalled`` (a resumable stop) once no call completed for the client's bound.
+`RunLoop` runs default-executor work inline (at 64 calls the thread hops cost more than the work),
+`steady_gc` keeps young collections from re-scanning every live request (bench_concurrency),
+`close_quietly` ends a loop after Ctrl-C, and `JobLoop.watch` turns stalled calls into `Stalled`.
 """
 
 from __future__ import annotations
@@ -44,7 +26,7 @@ class InlineExecutor(ThreadPoolExecutor):
     """Runs submitted work at once in the caller's thread, except name resolution."""
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """A finished future holding ``fn(*args, **kwargs)`` (or a thread's, for DNS)."""
+        """A finished future holding `fn(*args, **kwargs)` (or a thread's, for DNS)."""
         if fn in _BLOCKING:
             return super().submit(fn, *args, **kwargs)
         future: Future[T] = Future()
@@ -71,7 +53,7 @@ def steady_gc_start() -> None:
 
 
 def steady_gc_stop() -> None:
-    """Undo the outermost ``steady_gc_start``: thresholds back, frozen objects collectable."""
+    """Undo the outermost `steady_gc_start`."""
     global _steady_depth
     _steady_depth = max(0, _steady_depth - 1)
     if _steady_depth == 0 and _saved_threshold:
@@ -80,24 +62,17 @@ def steady_gc_stop() -> None:
 
 
 class Watchdog(Protocol):
-    """What stops work whose model calls stopped completing (``models.liveness``)."""
+    """What stops work whose model calls stopped completing."""
 
     async def guarded(self, work: Coroutine[Any, Any, T]) -> T:
-        """``await work``, raising a resumable stop when no call completes for too long."""
+        """`await work`, raising a resumable stop when no call completes for too long."""
         ...
 
 
 class RunLoop(asyncio.SelectorEventLoop):
-    """A selector event loop whose default-executor work (``run_in_executor(None, ...)``) runs
-    at once and answers with a finished asyncio future, name resolution excepted.
-
-    The ``InlineExecutor`` alone still answers with a ``concurrent.futures`` future, which
-    asyncio hands back to the loop thread-safely: a write to the loop's self-pipe, a read, and
-    three more turns of the loop for every call a chat model makes. An awaited finished asyncio
-    future costs none of them.
-
-    ``watched``: a coroutine run to completion runs under this watchdog (``JobLoop.watch``).
-    """
+    """A selector event loop whose default-executor work runs at once and answers with a finished
+    asyncio future: a concurrent future alone still costs a self-pipe write and three loop turns per
+    call. `watched`: the watchdog every coroutine run to completion runs under."""
 
     watched: Watchdog | None = None
 
@@ -119,13 +94,12 @@ class RunLoop(asyncio.SelectorEventLoop):
         return future
 
 
-# the job loops of each thread (by thread id), so another thread can wake them (``wake``)
+# the job loops of each thread, so another thread can wake them
 _LOOPS: dict[int, weakref.WeakSet[asyncio.AbstractEventLoop]] = {}
 
 
 def new_run_loop() -> asyncio.AbstractEventLoop:
-    """A fresh ``RunLoop`` whose default executor is an ``InlineExecutor`` (for code that
-    submits to the executor itself)."""
+    """A fresh `RunLoop` with an `InlineExecutor` as default executor."""
     loop = RunLoop()
     loop.set_default_executor(InlineExecutor(max_workers=4, thread_name_prefix="personahub-dns"))
     _LOOPS.setdefault(threading.get_ident(), weakref.WeakSet()).add(loop)
@@ -133,10 +107,9 @@ def new_run_loop() -> asyncio.AbstractEventLoop:
 
 
 def wake(thread_id: int) -> None:
-    """Wake the job loops of thread ``thread_id`` from another thread: a loop waiting for the
-    network runs Python again, so an interrupt sent to that thread is raised at once."""
+    """Wake thread `thread_id`'s job loops from another thread, so an interrupt sent to it is raised now."""
     for loop in list(_LOOPS.get(thread_id, ())):
-        with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing to wake
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(lambda: None)
 
 
@@ -151,7 +124,7 @@ def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
 
 
 def close_quietly(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel the loop's pending tasks, let them unwind, and close it (after an interrupt too)."""
+    """Cancel the loop's pending tasks, let them unwind, and close it."""
     if loop.is_closed():
         return
     loop.set_exception_handler(_quiet)
@@ -167,7 +140,7 @@ def close_quietly(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on a loop from ``new_run_loop``, closed quietly after an interrupt."""
+    """`asyncio.run` on a `RunLoop`, closed quietly after an interrupt."""
     steady_gc_start()
     try:
         with asyncio.Runner(loop_factory=new_run_loop) as runner:
@@ -181,8 +154,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class JobLoop:
-    """The one event loop a job's batches run on (setup, batches, child jobs), closed quietly
-    even after an interrupt; the collector is kept steady while it is open."""
+    """The one event loop a job's batches run on, closed quietly; the collector stays steady meanwhile."""
 
     def __init__(self) -> None:
         self.loop = new_run_loop()
@@ -190,12 +162,11 @@ class JobLoop:
         self._steady = True
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one batch (or setup) coroutine to completion on the job's loop."""
+        """Run one batch (or setup) coroutine to completion."""
         return self.loop.run_until_complete(coro)
 
     def watch(self, watchdog: Watchdog | None) -> None:
-        """Run every coroutine from now on under ``watchdog`` (a client's ``liveness``; None:
-        none), so that calls that never complete stop the job instead of hanging it."""
+        """Run every coroutine from now on under `watchdog`, so calls that never complete stop the job."""
         if isinstance(self.loop, RunLoop):
             self.loop.watched = watchdog
 
@@ -210,7 +181,7 @@ class JobLoop:
 
 @contextmanager
 def job_loop() -> Iterator[JobLoop]:
-    """``with job_loop() as loop: loop.run(batch())`` — one loop for the whole job."""
+    """One loop for the whole job: `with job_loop() as loop: loop.run(batch())`."""
     owned = JobLoop()
     try:
         yield owned

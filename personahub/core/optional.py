@@ -1,9 +1,5 @@
-"""Optional extras imported on first use, so that every module imports without them.
-
-``ray`` (the ``[ray]`` extra) is used by the Ray executor modules only; they name it at module
-level through this proxy, and the first attribute a command reaches imports Ray, or stops with
-one line saying which extra to install. Importing a module never needs an extra.
-"""
+"""Optional extras imported on first use, so every module imports without them. The first attribute
+a command reaches imports the extra or stops with one line saying which to install."""
 
 from __future__ import annotations
 
@@ -35,5 +31,5 @@ class OptionalModule:
         return getattr(self._load(), attribute)
 
 
-# typed Any: Ray's own types are not checked here (pyproject's mypy overrides)
+# typed Any: Ray's own types are not checked here
 ray: Any = OptionalModule("ray", "ray")

@@ -1,30 +1,8 @@
-"""Output files that never destroy inputs: checks for ``--out`` and an atomic, no-follow writer.
+"""Output files that never destroy inputs: checks for `--out` and an atomic, no-follow writer.
 
-Every command that writes an ``--out`` calls :func:`check_output` before doing any work (so a long
-job is not run only to be refused) and writes through :func:`atomic_file`:
-
-- an ``--out`` that is the database (or its ``.wal``), by any spelling - relative, through a
-  symlink or a hard link - is refused, with or without ``--force``;
-- an existing file is refused unless ``--force``; a folder given as a file (and a file given as a
-  folder) and a missing parent folder are one-line errors, not tracebacks;
-- ``--force`` replaces only a regular file (or a symbolic link, not its target): a device
-  (``/dev/null``, ``/dev/full``), a FIFO, a socket or a folder is refused, so a command run as
-  root cannot replace ``/dev/null`` with a file;
-- the folder must take a new file: it is probed up front (``/proc``, a read-only mount or a
-  folder without write permission is one line, not a traceback);
-- the temporary file has a random name in the target's folder and is created with ``O_EXCL``
-  (a symlink planted there is never followed), is fsynced, and then renamed onto the target; on
-  any error, Ctrl-C or SIGTERM (which the CLI turns into an interrupt) it is removed and the
-  target is left as it was. Without ``--force`` the rename is a hard link that fails if the
-  target appeared meanwhile, so a file created during a long job is not overwritten either;
-- a temporary name carries its writer's host and process id (``.NAME.<hex>.<host>-<pid>.tmp``),
-  so what a ``kill -9`` leaves behind is swept by the next write to the same folder: only names
-  of this shape, and only when their writer is dead (same host) or, for names from another host
-  or an older version (``.NAME.<hex>.tmp``), when untouched for an hour;
-- a folder output (``report``, ``export --format hf``) is written whole into a temporary folder
-  (:func:`staged_folder`) and then renamed into place, so it holds all of the new files or none.
-
-This lives in ``core`` (the lowest layer) so every writer, whatever its layer, can import it.
+`check_output` refuses the database, an existing file without `--force`, and devices; writes go
+to an `O_EXCL` temporary in the target's folder, renamed into place, so an error or Ctrl-C leaves
+the target as it was. Lives in `core` so every layer can use it.
 """
 
 from __future__ import annotations
@@ -58,12 +36,12 @@ _ROOM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    """True if ``a`` and ``b`` name one file: same real path, or (both existing) same inode."""
+    """True if `a` and `b` name one file: same real path, or same inode."""
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     try:
         return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
+    except OSError:
         return False
 
 
@@ -90,11 +68,11 @@ def _file_type(mode: int) -> str | None:
 
 
 def _refuse_special(path: Path, flag: str) -> None:
-    """Refuse to replace anything but a regular file or a symlink (``/dev/null`` stays)."""
+    """Refuse to replace anything but a regular file or a symlink."""
     try:
         mode = os.lstat(path).st_mode
     except OSError:
-        return  # nothing there (yet)
+        return
     what = _file_type(mode)
     if what is not None:
         raise UsageError(f"{flag} {path}: is {what}; --force replaces only a regular file")
@@ -115,8 +93,7 @@ def _require_folder(folder: Path, path: Path, flag: str) -> None:
 
 
 def _probe_folder(folder: Path, path: Path, flag: str) -> None:
-    """Create and remove a temporary file in ``folder``: refuse, before any work, a folder that
-    takes no new file (``/proc``, a read-only mount, no write permission)."""
+    """Refuse, before any work, a folder that takes no new file (`/proc`, a read-only mount)."""
     try:
         fd, tmp = _create_temp(folder / path.name)
     except OSError as exc:
@@ -129,12 +106,11 @@ def _probe_folder(folder: Path, path: Path, flag: str) -> None:
 def check_output(path: str | Path, *, db: str | Path | None, force: bool,
                  kind: OutputKind = "file", names: Sequence[str] = (),
                  flag: str = "--out") -> Path:
-    """Refuse an output that would destroy the database, an existing file without ``force``,
-    anything but a regular file (or a symlink) even with it, or a folder that takes no file.
+    """Refuse an output that would destroy the database or an existing file (without `force`), or
+    that is not a regular file, or sits in a folder that takes no file.
 
-    ``kind="dir"`` is a folder the command fills with ``names`` (created if missing, its parent
-    must exist); each of those files is checked like a file output. Returns ``path`` as a Path.
-    Raises UsageError (the CLI exits 2) with a one-line message naming ``flag`` and the path.
+    `kind="dir"` is a folder the command fills with `names`. Returns `path` as a Path; raises
+    UsageError with a one-line message naming `flag`.
     """
     path = Path(path)
     db_path = Path(db) if db is not None else None
@@ -148,7 +124,7 @@ def check_output(path: str | Path, *, db: str | Path | None, force: bool,
     if os.path.lexists(path) and not os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a file; give a folder")
     _require_folder(parent, path, flag)
-    _probe_folder(parent, path, flag)  # the new files are written in a folder beside it
+    _probe_folder(parent, path, flag)
     if not os.path.isdir(path):
         return path
     for name in names:
@@ -158,8 +134,7 @@ def check_output(path: str | Path, *, db: str | Path | None, force: bool,
 
 
 def _host_tag() -> str:
-    """Eight hex digits naming this machine in temporary names (its writers' pids mean nothing
-    on another host sharing the folder)."""
+    """Eight hex digits naming this machine in temporary names (a pid means nothing on another host)."""
     return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
@@ -167,12 +142,11 @@ HOST_TAG = _host_tag()
 
 
 def _temp_name(target: Path) -> Path:
-    """A fresh, unpredictable name next to ``target`` (hidden), naming its writer."""
     return target.with_name(f".{target.name}.{secrets.token_hex(8)}.{HOST_TAG}-{os.getpid()}.tmp")
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (True when that cannot be told)."""
+    """Whether process `pid` exists on this machine (True when that cannot be told)."""
     if os.name == "nt":
         return True
     try:
@@ -196,11 +170,9 @@ def _stale(match: re.Match[str], entry: os.DirEntry[str], now: float) -> bool:
 
 
 def sweep_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
-    """Remove the temporaries a killed writer left in ``folder``; returns what was removed.
+    """Remove the stale temporaries killed writers left in `folder`; returns what was removed.
 
-    Only our own names (``.NAME.<hex>[.<host>-<pid>].tmp``), only regular files and real
-    folders (never a symlink planted under such a name), and only stale ones (``_stale``).
-    Errors are ignored: sweeping is housekeeping, never a reason for a write to fail.
+    Only our own names, never a symlink; errors are ignored (housekeeping never fails a write).
     """
     now = time.time() if now is None else now
     removed: list[Path] = []
@@ -226,20 +198,18 @@ def sweep_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
 
 
 def _create_temp(target: Path) -> tuple[int, Path]:
-    """Create the temporary file exclusively (never opening or following an existing path),
-    after sweeping what killed writers left in the folder."""
+    """Create the temporary file exclusively, after sweeping what killed writers left."""
     sweep_temps(target.parent)
     for _ in range(_ATTEMPTS):
         tmp = _temp_name(target)
         try:
-            return os.open(tmp, _CREATE_FLAGS, 0o666), tmp  # the umask applies, as for open()
+            return os.open(tmp, _CREATE_FLAGS, 0o666), tmp
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no unused temporary name found", str(target))
 
 
 def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable; not every platform or filesystem allows it."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -249,7 +219,7 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
-    """Move ``tmp`` onto ``target``; without ``overwrite`` never replace an existing target."""
+    """Move `tmp` onto `target`; without `overwrite` never replace an existing target."""
     if overwrite:
         _refuse_special(target, str(target))  # the target may have changed since it was checked
         os.replace(tmp, target)
@@ -268,10 +238,9 @@ def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> Iterator[IO]:
-    """Yield a file to write ``path``'s new contents into; it replaces ``path`` only on success.
+    """Yield a file to write `path`'s new contents into; it replaces `path` only on success.
 
-    Text files are UTF-8. Writers that usually take a file name (pyarrow Parquet, networkx
-    GraphML, matplotlib ``savefig``) take this file object as well, so no path is reopened.
+    Text files are UTF-8; writers that take a file object (pyarrow, networkx, matplotlib) take it.
     """
     target = Path(path)
     try:
@@ -300,7 +269,7 @@ def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> I
             raise PersonahubError(f"{target}: cannot write it ({exc.strerror}); nothing was "
                                   "written") from None
         raise
-    except BaseException:  # an error of the writer, Ctrl-C, SIGTERM turned into an interrupt
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_folder(target.parent)
@@ -308,15 +277,11 @@ def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> I
 
 @contextlib.contextmanager
 def staged_folder(path: str | Path, *, overwrite: bool, names: Sequence[str]) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path`` to write a folder output into; on success
-    its files move into ``path``, on any error (or interrupt) it is removed and ``path`` is left
-    as it was.
+    """Yield an empty temporary folder beside `path` for a folder output; on success its files move
+    into `path`, on any error it is removed.
 
-    A missing ``path`` becomes the temporary folder by one rename: all the files appear at once.
-    An existing one (the caller checked it with ``check_output(kind="dir", names=names)``) gets
-    the new files by one rename each, only after every file was written; with ``overwrite``
-    the files named in ``names`` that this output did not write (an earlier report's survey
-    chart) are removed, so the folder never mixes two outputs. Files not in ``names`` are kept.
+    With `overwrite`, files in `names` that this output did not write are removed, so the folder never
+    mixes two outputs; files not in `names` are kept.
     """
     target = Path(path)
     sweep_temps(target.parent)
@@ -342,9 +307,8 @@ def staged_folder(path: str | Path, *, overwrite: bool, names: Sequence[str]) ->
 
 
 def _publish_folder(staged: Path, target: Path, overwrite: bool, names: Sequence[str]) -> None:
-    """Move a finished staged folder's files into ``target`` (see ``staged_folder``)."""
     try:
-        os.rename(staged, target)  # a missing (or empty) target: one atomic rename
+        os.rename(staged, target)
         return
     except OSError:
         if not os.path.isdir(target) or os.path.islink(target):
@@ -358,11 +322,11 @@ def _publish_folder(staged: Path, target: Path, overwrite: bool, names: Sequence
                                   "overwrite it")
     for name in written:
         destination = target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)  # data/ inside target
+        destination.parent.mkdir(parents=True, exist_ok=True)
         if overwrite:
             _refuse_special(destination, str(destination))
         os.replace(staged / name, destination)
-    if overwrite:  # an earlier output's files this one did not write
+    if overwrite:
         for name in {Path(n) for n in names} - set(written):
             with contextlib.suppress(OSError):
                 if (target / name).is_file() and not (target / name).is_symlink():

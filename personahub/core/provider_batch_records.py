@@ -1,12 +1,8 @@
-"""What a job keeps of its batches (``llm_batches``), so that a resume polls and never resubmits.
+"""What a job keeps of its provider batches (`llm_batches`), so a resume polls and never resubmits.
 
-A ``BatchHandle`` is one submission's state: the job's own key for it (deterministic: the job id,
-the round and the batch's place in it, so a resumed job asks for the same key again), the
-endpoint, the request ``custom_id``s in file order, and what the provider said (input, output
-and error file ids, the batch id, its status and counts). ``models.provider_batch`` fills it in and
-calls the job's ``on_handle`` hook after each change that must survive a crash (the upload, the
-create, each new status), which is where ``save_handle`` belongs; ``load_handles`` gives a
-resumed job its handles back. Plain data and SQL only: nothing of the SDK is imported here.
+A `BatchHandle` is one submission's state, keyed deterministically (job id, round, place) so a
+resumed job asks for the same key again. The job saves it after each change that must survive a
+crash (upload, create, each new status). Plain data and SQL only: nothing of the SDK.
 """
 
 from __future__ import annotations
@@ -21,22 +17,22 @@ import duckdb
 
 from personahub.core.errors import PersonahubError
 
-#: The statuses after which a batch changes no more (the Batch API's terminal ones).
+#: statuses after which a batch changes no more (the Batch API's terminal ones)
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
-#: A batch file written for another runner (``--batch-file``), waiting for its results.
+#: a batch file written for another runner (--batch-file), waiting for its results
 AWAITING_RESULTS = "awaiting_results"
 
 
 @dataclass(frozen=True)
 class BatchHandle:
-    """One batch of a job, as stored in ``llm_batches`` (see the module doc)."""
+    """One batch of a job, as stored in `llm_batches`."""
 
     key: str
     endpoint: int
     model: str
     custom_ids: tuple[str, ...]
     window: str = "24h"
-    structured_mode: str | None = None  # the mode every line was sent in (llm_calls' form)
+    structured_mode: str | None = None  # the mode every line was sent in
     job_kind: str | None = None
     job_id: str | None = None
     input_file_id: str | None = None
@@ -57,18 +53,17 @@ class BatchHandle:
 
     @property
     def from_file(self) -> bool:
-        """True for a batch file written for another runner (``--batch-file``)."""
+        """True for a batch file written for another runner."""
         return (self.batch_id or "").startswith("file:")
 
     @property
     def files_deleted(self) -> bool:
-        """True for a provider batch that ended and whose files were deleted once its results
-        were committed (a created batch always has its input file until then): nothing is
+        """True for a provider batch whose files were deleted once its results were committed: nothing is
         left to collect from it."""
         return self.done and self.input_file_id is None and not self.from_file
 
     def updated(self, **changes: Any) -> BatchHandle:
-        """A copy with ``changes``."""
+        """A copy with `changes`."""
         return replace(self, **changes)
 
 
@@ -91,8 +86,7 @@ _COLUMNS = ("batch_key", "job_kind", "job_id", "endpoint", "model", "structured_
 
 
 def save_handle(con: duckdb.DuckDBPyConnection, handle: BatchHandle) -> None:
-    """Insert or update ``handle``'s row (one statement: durable when it returns, outside
-    a transaction)."""
+    """Insert or update `handle`'s row (one statement: durable when it returns)."""
     row = (handle.key, handle.job_kind, handle.job_id, handle.endpoint, handle.model,
            handle.structured_mode, handle.batch_id, handle.input_file_id, handle.output_file_id,
            handle.error_file_id,
@@ -130,9 +124,8 @@ def _handle(row: Mapping[str, Any]) -> BatchHandle:
 
 def attach_results(con: duckdb.DuckDBPyConnection, job_kind: str | None, job_id: str,
                    custom_ids: list[str], output: str) -> BatchHandle:
-    """Mark the job's batch file whose requests ``custom_ids`` answer as ``completed``, its
-    results at ``output`` (``local:<path>``): what the resumed job collects. One line when the
-    job has no batch file waiting or the results answer none of its requests."""
+    """Mark the job's batch file that `custom_ids` answer as completed, its results at `output`; one
+    line when the job has no waiting batch file or the results answer none of its requests."""
     waiting = [h for h in load_handles(con, job_kind, job_id).values()
                if h.status == AWAITING_RESULTS]
     if not waiting:
@@ -153,8 +146,7 @@ def attach_results(con: duckdb.DuckDBPyConnection, job_kind: str | None, job_id:
 
 
 def open_batches(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[Any, ...]]:
-    """A job's batches that have not ended: (batch id or key, status, lines done, lines), oldest
-    first."""
+    """A job's batches that have not ended: (batch id or key, status, lines done, lines), oldest first."""
     return [tuple(row) for row in con.execute(
         "SELECT coalesce(batch_id, batch_key), status, completed + failed, requests "
         "FROM llm_batches WHERE job_id = ? AND status NOT IN ('completed', 'failed', "

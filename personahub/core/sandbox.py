@@ -1,31 +1,8 @@
-"""The one sandbox for SQL a user writes: ``personahub sql`` and the selection conditions of
-``synthesize``, ``interview``, scenarios and ``personas sample`` (DESIGN seam 7).
+"""The one sandbox for SQL a user writes: `personahub sql` and the selection conditions.
 
-What DuckDB 2.0 gives, and why each part below is needed (each was an escape):
-
-- ``enable_external_access = false`` still lets a connection read *and write* the files of
-  every database it has open: DuckDB puts the database file, its WAL (``.wal``,
-  ``.wal.checkpoint``, ``.wal.recovery``) and its temp folder in ``allowed_paths`` /
-  ``allowed_directories`` and no setting takes them out. ``COPY (SELECT 1) TO '<db>'
-  (USE_TMP_FILE false)`` overwrote the database, ``COPY ... TO '<db>.wal'`` planted a WAL.
-  So without file access the local file system itself is switched off
-  (``disabled_filesystems = 'LocalFileSystem'``) once the database is open: DuckDB keeps
-  reading its pages through the handle it opened before, and no statement can name a file.
-- Reading other files (``--allow-files``) needs external access on, and DuckDB has no
-  read-only file switch. So statements that write files (``COPY``, ``EXPORT DATABASE``,
-  ``IMPORT DATABASE``, ``COPY FROM DATABASE``) are refused by their parsed kind, and ``ATTACH``
-  is re-issued by us as ``READ_ONLY`` (its target may be any expression, so it is accepted
-  only as a quoted path, then checked again in ``duckdb_databases()``).
-- Writing (``--allow-writes DIR``) is confined by DuckDB itself: external access off and
-  ``allowed_directories = [DIR]``. Since DuckDB lets a connection write its own database's
-  files, the SQL then runs on a private copy of the database: it never has the file open.
-  DIR may not hold the database or a link to it (DuckDB cannot see hard links).
-- ``lock_configuration`` last: no ``SET``, ``RESET`` or ``PRAGMA`` undoes any of it. Extension
-  auto-install/auto-load, persistent secrets and Python replacement scans are off first.
-- A selection condition (``--personas``, ``--carve``, a scenario's ``where``) is a fragment
-  spliced into a query. It never runs on the caller's connection (a writer, with file access):
-  it runs on an in-memory connection with no file system, over an Arrow copy of only the
-  ``personas`` columns it names (``fragment_sandbox``).
+Each rule closed an escape found in DuckDB 2.0, which always lets a connection write its own
+database files: without file access the local file system is switched off, file-writing
+statements are refused by kind, ATTACH is read-only, and the configuration is locked last.
 """
 
 from __future__ import annotations
@@ -45,9 +22,7 @@ import pyarrow as pa
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
 
-# Settings applied before the lock, in this order: what may reach past the connection without
-# naming a file (extensions fetched or loaded by a query, secrets stored in ~/.duckdb, Python
-# variables of the calling frames scanned as tables).
+# settings applied before the lock: what may reach past the connection without naming a file
 _QUIET = (("autoinstall_known_extensions", "false"), ("autoload_known_extensions", "false"),
           ("allow_community_extensions", "false"), ("allow_persistent_secrets", "false"),
           ("python_enable_replacements", "false"))
@@ -59,9 +34,8 @@ class SandboxRefusal(PersonahubError):
 
 @dataclass(frozen=True)
 class FileAccess:
-    """What user SQL may do with files: nothing (default), read any file but the database's
-    own (``read``: ``--allow-files``), or read and write inside one folder (``write_dir``:
-    ``--allow-writes DIR``)."""
+    """What user SQL may do with files: nothing (default), read any file but the database's own, or
+    read and write inside one folder."""
 
     read: bool = False
     write_dir: Path | None = None
@@ -73,17 +47,13 @@ class FileAccess:
                                   "(put the files to read there)")
 
 
-# -- locking a connection ---------------------------------------------------------------------
-
 def lock_settings(con: duckdb.DuckDBPyConnection, *, external: bool = False,
                   no_files: bool = False, temp_dir: str = "",
                   allowed_dirs: Sequence[str] = ()) -> None:
-    """Close ``con`` off: extensions, secrets and replacement scans off, the temp folder set,
-    external access off unless ``external`` (``allowed_dirs`` stay reachable), the local file
-    system off when ``no_files``, then every setting locked.
+    """Close `con` off and lock every setting.
 
-    The order matters: DuckDB refuses to change the temp folder or the allowed folders once
-    external access is off, and refuses everything once the configuration is locked.
+    The order matters: DuckDB refuses to change the temp or allowed folders once external access is
+    off, and everything once the configuration is locked.
     """
     for name, value in _QUIET:
         con.execute(f"SET {name} = {value}")
@@ -98,22 +68,16 @@ def lock_settings(con: duckdb.DuckDBPyConnection, *, external: bool = False,
 
 
 def quoted(text: str) -> str:
-    """``text`` as an SQL string literal."""
+    """`text` as an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
-
-# -- personahub sql -----------------------------------------------------------------------------
 
 @contextmanager
 def user_sql_connection(db: str | Path, access: FileAccess,
                         prepare: Callable[[duckdb.DuckDBPyConnection], object] | None = None
                         ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to ``db`` for SQL a user wrote, locked down for ``access``;
-    ``prepare`` runs before the lock (the analysis views: TEMP views, nothing on disk).
-
-    Its temp folder is private and removed afterwards, never ``<db>.tmp``; with a
-    ``write_dir`` the connection holds a private copy of the database, never the file.
-    """
+    """A read-only connection to `db` for SQL a user wrote, locked for `access`; `prepare` runs before
+    the lock. With a `write_dir` it holds a private copy of the database, never the file."""
     db = Path(db)
     private = Path(tempfile.mkdtemp(prefix="personahub-sql-"))
     con: duckdb.DuckDBPyConnection | None = None
@@ -133,7 +97,7 @@ def user_sql_connection(db: str | Path, access: FileAccess,
             lock_settings(con, temp_dir=str(spill), allowed_dirs=allowed)
         elif access.read:
             lock_settings(con, external=True, temp_dir=str(spill))
-        else:  # no spilling either: the file system is off (see the module docstring)
+        else:  # no spilling either: the file system is off
             lock_settings(con, no_files=True)
         yield con
     finally:
@@ -144,9 +108,8 @@ def user_sql_connection(db: str | Path, access: FileAccess,
 
 def run_user_sql(con: duckdb.DuckDBPyConnection, query: str,
                  access: FileAccess) -> duckdb.DuckDBPyConnection:
-    """Run every statement of ``query`` on ``con`` (from ``user_sql_connection``); returns the
-    connection holding the last statement's result. Every statement is checked before the
-    first runs, so a refused one leaves nothing half done."""
+    """Run every statement of `query` on `con`; returns the connection holding the last result. All
+    statements are checked first, so a refused one leaves nothing half done."""
     for _ in user_sql_statements(con, query, access):
         pass
     return con
@@ -154,9 +117,8 @@ def run_user_sql(con: duckdb.DuckDBPyConnection, query: str,
 
 def user_sql_statements(con: duckdb.DuckDBPyConnection, query: str,
                         access: FileAccess) -> Iterator[str]:
-    """Run the statements of ``query`` on ``con`` one by one, checked as ``run_user_sql`` does;
-    after each, yield its kind (``SELECT``, ``CREATE``...) with its result ready to fetch from
-    ``con`` (fetch it before the next one runs)."""
+    """Run the statements of `query` one by one, checked; after each, yield its kind with its result
+    ready to fetch."""
     plan = [(_kind(statement), *checked_statement(con, statement, access))
             for statement in con.extract_statements(query)]
     if not plan:
@@ -187,12 +149,8 @@ _ALLOWED_KINDS = frozenset({
 
 def checked_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement,
                       access: FileAccess) -> tuple[str, bool]:
-    """(the SQL to run for ``statement``, whether it is an ATTACH that must come out
-    read-only), or SandboxRefusal.
-
-    Statement kinds come from DuckDB's own parser. Settings need no check here (they are
-    locked), and neither do file paths: DuckDB checks those against the locked settings.
-    """
+    """The SQL to run for `statement` and whether it is an ATTACH to re-issue read-only, or
+    SandboxRefusal. Statement kinds come from DuckDB's own parser; file paths are checked by DuckDB."""
     try:
         kind = statement.type.name
     except ValueError:  # UPDATE EXTENSIONS: a kind the Python API cannot name
@@ -240,11 +198,8 @@ def _writable_databases(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in rows}
 
 
-# -- tokens -------------------------------------------------------------------------------------
-
 def tokens(sql: str) -> list[tuple[str, str]]:
-    """(text, kind) of each token of ``sql`` by DuckDB's tokenizer, comments left out; kind is
-    identifier, numeric_const, string_const, operator or keyword."""
+    """(text, kind) of each token of `sql` by DuckDB's tokenizer, comments left out."""
     found = duckdb.tokenize(sql)
     out = []
     for i, (start, kind) in enumerate(found):
@@ -260,7 +215,6 @@ def _words(sql: str) -> list[str]:
 
 
 def _after_explain(sql: str) -> str:
-    """The statement an EXPLAIN [ANALYZE] [(options)] explains."""
     found = duckdb.tokenize(sql)
     texts = [sql[s: (found[i + 1][0] if i + 1 < len(found) else len(sql))].strip()
              for i, (s, _) in enumerate(found)]
@@ -282,8 +236,7 @@ _TRUE = {"TRUE", "1", "'TRUE'", "ON", "'1'"}
 
 
 def read_only_attach(sql: str) -> str:
-    """``ATTACH`` re-issued READ_ONLY, or SandboxRefusal: the path must be a quoted string,
-    the alias a name, and the options READ_ONLY or TYPE only."""
+    """ATTACH re-issued READ_ONLY, or SandboxRefusal: path a quoted string, options READ_ONLY or TYPE."""
     toks = [t for t in tokens(sql) if t[0] != ";"]
     words = [t.upper() for t, _ in toks]
     i = 1
@@ -312,8 +265,7 @@ def read_only_attach(sql: str) -> str:
 
 
 def _attach_options(toks: list[tuple[str, str]]) -> list[str]:
-    """The options of a read-only ATTACH to keep (TYPE), refusing anything that is not
-    READ_ONLY or TYPE."""
+    """The options of a read-only ATTACH to keep (TYPE); anything but READ_ONLY or TYPE is refused."""
     groups: list[list[str]] = [[]]
     for text, _ in toks:
         if text == ",":
@@ -339,21 +291,17 @@ def _attach_options(toks: list[tuple[str, str]]) -> list[str]:
     return kept
 
 
-# -- --allow-writes DIR -------------------------------------------------------------------------
-
 def _dir_entry(folder: Path) -> str:
     return str(Path(folder).resolve()) + os.sep
 
 
 def _database_files(db: Path) -> list[Path]:
-    """The database and the files DuckDB keeps beside it."""
     return [db, *(db.with_name(db.name + suffix)
                   for suffix in (".wal", ".wal.checkpoint", ".wal.recovery"))]
 
 
 def check_write_dir(folder: Path, db: Path) -> None:
-    """Refuse a ``--allow-writes`` folder that holds the database, its WAL or temp folder, or
-    a hard or symbolic link to any of them (one line naming it)."""
+    """Refuse a `--allow-writes` folder that holds the database, its WAL or temp folder, or a link to one."""
     label = f"--allow-writes {folder}"
     if not folder.is_dir():
         raise PersonahubError(f"{label}: no such folder (create it first)")
@@ -375,7 +323,7 @@ def check_write_dir(folder: Path, db: Path) -> None:
         try:
             info = entry.stat()
         except OSError:
-            continue  # a dangling link reaches nothing
+            continue
         target = entry.resolve()
         if (info.st_dev, info.st_ino) in identities or any(
                 target == p or target in p.parents or p in target.parents or p == target
@@ -385,14 +333,14 @@ def check_write_dir(folder: Path, db: Path) -> None:
 
 
 def _walk(root: Path) -> Iterable[Path]:
-    """Every entry under ``root`` (symbolic links listed, not followed)."""
+    """Every entry under `root` (symbolic links listed, not followed)."""
     for folder, dirs, files in os.walk(root, followlinks=False):
         for name in (*dirs, *files):
             yield Path(folder) / name
 
 
 def _snapshot(db: Path, into: Path) -> Path:
-    """A private copy of ``db`` (and its WAL) that the sandbox opens instead of the file."""
+    """A private copy of `db` (and its WAL) that the sandbox opens instead of the file."""
     if not db.is_file():
         raise PersonahubError(f"--db {db}: no such database (run a scenario first)")
     into.mkdir(parents=True)
@@ -408,8 +356,6 @@ def _snapshot(db: Path, into: Path) -> Path:
                               "with room") from None
     return copy
 
-
-# -- refusals -----------------------------------------------------------------------------------
 
 def refusal_text(exc: BaseException, access: FileAccess) -> str:
     """One line for a failed user statement, naming the way out when the sandbox refused it."""
@@ -428,12 +374,9 @@ def refusal_text(exc: BaseException, access: FileAccess) -> str:
     return text
 
 
-# -- selection conditions -----------------------------------------------------------------------
-
 def referenced_columns(fragments: Iterable[str], columns: Sequence[str]) -> list[str]:
-    """The ``columns`` that SQL ``fragments`` may read: those named as identifiers, or all of
-    them when a fragment could name one another way (``*``, ``#n``, ``COLUMNS(...)``, the
-    table's row as a value)."""
+    """The `columns` that SQL `fragments` may read: those named, or all when a fragment could reach one
+    another way (`*`, `#n`, `COLUMNS(...)`)."""
     wanted = {c.lower() for c in columns}
     named: set[str] = set()
     for fragment in fragments:
@@ -452,9 +395,8 @@ def referenced_columns(fragments: Iterable[str], columns: Sequence[str]) -> list
 def fragment_sandbox(tables: Mapping[str, pa.Table],
                      json_columns: Mapping[str, Sequence[str]] | None = None
                      ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory connection with no file system, no extensions and locked settings, on
-    which each of ``tables`` (Arrow) reads as a view of that name (``json_columns`` typed
-    JSON again). User-written conditions run here, never on a connection with file access."""
+    """An in-memory connection with no file system and locked settings, where each Arrow table reads as a
+    view. User-written conditions run here, never on a connection with file access."""
     con = duckdb.connect(":memory:")
     try:
         lock_settings(con, no_files=True)

@@ -1,7 +1,7 @@
 """DuckDB access shared by every layer: open a database, create the schema, batch-insert rows.
 
-Rows are written as Arrow batches (``INSERT ... SELECT`` from a registered table): a per-row
-``INSERT`` in a loop is orders of magnitude slower (see ``bench/bench_runlog_writes.py``).
+Rows are written as Arrow batches: a per-row INSERT in a loop is orders of magnitude slower
+(bench/bench_runlog_writes.py).
 """
 
 from __future__ import annotations
@@ -36,14 +36,13 @@ from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
 
-#: the shape of the file's tables (``schema_meta.schema_version``). ``schema.sql`` is its one
-#: definition; a file of another version is refused, never converted (``check_version``)
+#: the version of the file's tables (schema_meta.schema_version); a file of another version is
+#: refused, never converted
 SCHEMA_VERSION: Final = 1
 
 
-# schema_meta's key for the digest of the DDL a file was last brought up to: a file that holds
-# this version's digest (and schema version) has every table, so opening it runs no DDL
-# (about half of a writer's connect; bench/RESULTS.md, bench_connect)
+# schema_meta's key for the digest of the DDL a file was last brought up to: a file that holds it
+# runs no DDL on open (about half of a writer's connect; bench_connect)
 DDL_KEY = "schema_ddl"
 
 
@@ -62,7 +61,7 @@ def _schema_current(con: duckdb.DuckDBPyConnection, ddl: str) -> bool:
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The file's ``schema_meta.schema_version`` (None: the file has no such table or key)."""
+    """The file's schema version (None: the file has no such table or key)."""
     try:
         rows = con.execute("SELECT value FROM schema_meta WHERE key = 'schema_version'").fetchall()
     except duckdb.CatalogException:
@@ -71,10 +70,8 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a personahub file of another schema version, in one line, before anything reads or
-    writes it: before 1.0 there are no migrations, so its data is taken out with the personahub
-    that wrote it. An empty DuckDB file (no tables) is a new one and passes; a file without
-    ``schema_meta`` that holds other tables is refused as not personahub's (``check_shape``)."""
+    """Refuse a personahub file of another schema version in one line: before 1.0 there are no
+    migrations. An empty DuckDB file passes; a foreign file is refused as such."""
     try:
         found = schema_version(con)
     except duckdb.Error:  # a damaged file: the block checks that follow name the damage
@@ -82,10 +79,10 @@ def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     if found == str(SCHEMA_VERSION):
         return
     if found is None:
-        check_shape(con, path)  # a foreign file is refused as one
+        check_shape(con, path)
         if not con.execute("SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
                            "AND schema_name = 'main' AND NOT temporary LIMIT 1").fetchall():
-            return  # an empty DuckDB file: ours to fill
+            return
     version = "no schema version" if found is None else f"schema version {found}"
     raise DatabaseFileError(
         f"--db {path}: written by another personahub ({version}; this one reads schema version "
@@ -94,7 +91,7 @@ def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def schema_sql() -> str:
-    """The DDL of every table (``personahub/core/schema.sql``)."""
+    """The DDL of every table (`schema.sql`)."""
     return resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
@@ -107,14 +104,14 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as exc:
         if read_only and SAME_FILE_OTHER_CONFIG in str(exc):
-            # this process already holds the file read-write (``run --view``'s live view): DuckDB
-            # opens it once per process, so a reader shares that instance and only reads
+            # this process already holds the file read-write (a live view): DuckDB opens it once per
+            # process, so a reader shares that instance
             return duckdb.connect(str(path))
         if is_damage(exc):
             raise DatabaseFileError(f"--db {path}: the database file is damaged "
                                     f"({first_line(exc)}); nothing was written to it") from None
         holder = _lock_holder(str(exc))
-        if holder is not None:  # another process writes to it (a writer that lost the race too)
+        if holder is not None:  # another process writes to it
             raise DatabaseFileError(f"--db {path}: in use by another process ({holder} holds its "
                                     "lock); try again when it has finished") from None
         how = "read-only " if read_only else ""
@@ -122,8 +119,7 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def _lock_holder(message: str) -> str | None:
-    """Who holds the database's lock, from DuckDB's "Could not set lock" error (None if it is
-    another error): "PID 1234" when DuckDB names it."""
+    """Who holds the database's lock ("PID 1234"), from DuckDB's lock error; None for another error."""
     if "Could not set lock" not in message and "Conflicting lock" not in message:
         return None
     match = re.search(r"\(PID (\d+)\)", message)
@@ -131,16 +127,18 @@ def _lock_holder(message: str) -> str | None:
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (and for writers, create) the database at ``path``.
+    """Open (and for writers, create) the database at `path`.
 
-    A file of another schema version (``schema_meta.schema_version`` is not ``SCHEMA_VERSION``)
-    is refused by readers and writers alike, unchanged (``check_version``). A writer
-    also stores the analysis views in the file when it lacks this version's (``core.stored_views``);
-    a reader writes nothing and lays TEMP copies of them instead, so both see this version's.
+    An existing file is checked first and left untouched when refused: not DuckDB, another program's,
+    another schema version, or (for writers) a damaged block. A writer stores the analysis views in
+    the file; a reader lays TEMP copies instead.
 
-    An existing file is checked before anything is written to it (``personahub/core/dbcheck.py``):
-    a file that is not DuckDB, a DuckDB file of another program, or (for writers) a file with a
-    damaged block is refused with one line naming it, and left byte for byte as it was.
+    Args:
+        path: The database file.
+        read_only: Open without writing anything.
+
+    Returns:
+        An open DuckDB connection.
     """
     path = Path(path)
     if path.is_dir():
@@ -168,7 +166,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
             raise
         if read_only:
-            lay_views(probe)  # and with this version's analysis views (TEMP: nothing written)
+            lay_views(probe)  # TEMP views: nothing written
             return probe
         probe.close()
     elif not path.parent.is_dir():  # a typo'd folder is not created: the database would hide there
@@ -182,7 +180,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 con.execute(ddl)
                 con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
                             "(?, ?)", [str(SCHEMA_VERSION), DDL_KEY, _digest(ddl)])
-        sync_views(con)  # the analysis views, in the file for any DuckDB client (stored_views.py)
+        sync_views(con)  # the analysis views, in the file for any DuckDB client
     except BaseException:
         con.close()
         raise
@@ -222,7 +220,7 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
 
 
 def is_damage(exc: BaseException) -> bool:
-    """True for DuckDB's errors about a damaged file (a block that fails its checksum, ...)."""
+    """True for DuckDB's errors about a damaged file."""
     text = str(exc)
     return "Corrupt database file" in text or "not a valid DuckDB database file" in text
 
@@ -259,7 +257,7 @@ def insert_rows(
     *,
     ignore_conflicts: bool = False,
 ) -> int:
-    """Insert ``rows`` (dicts with the same keys) into ``table`` as one Arrow batch."""
+    """Insert `rows` (dicts with the same keys) into `table` as one Arrow batch."""
     if not rows:
         return 0
     return insert_columns(con, table, {c: [r.get(c) for r in rows] for c in rows[0]},
@@ -274,21 +272,16 @@ def insert_columns(
     ignore_conflicts: bool = False,
     new_by: Sequence[str] = (),
 ) -> int:
-    """Insert column lists or Arrow arrays (all the same length) into ``table`` as one Arrow batch.
+    """Insert column lists or Arrow arrays of one length into `table` as one Arrow batch.
 
-    ``new_by`` (the table's key columns, when the batch holds each key once) inserts only the
-    rows whose key is not stored yet, by an anti-join and a plain insert: what
-    ``ignore_conflicts`` gives such a batch, without a conflict check per row (a quarter faster
-    at a million personas).
-
-    Bulk writers (personas, relations, run agents) build columns directly: going through one
-    dict per row cost seconds per 100,000 rows. Mappings and lists become JSON text.
+    `new_by` (key columns) inserts only rows whose key is not stored yet, by an anti-join: a quarter
+    faster than a per-row conflict check at a million personas. Bulk writers build columns directly
+    because one dict per row cost seconds per 100,000 rows. Mappings and lists become JSON text.
     """
     data: dict[str, Sequence[Any] | pa.Array | pa.ChunkedArray] = {}
     for name, values in columns.items():
-        # Arrow columns go as they are: bulk writers build them without a Python object per row
-        # fast path: a column of plain scalars needs no per-value conversion (isinstance against
-        # the Mapping ABC cost about a second per 100k-row insert)
+        # Arrow columns go as they are; a column of plain scalars needs no per-value conversion
+        # (isinstance against the Mapping ABC cost about a second per 100k-row insert)
         if isinstance(values, pa.Array | pa.ChunkedArray) or set(map(type, values)) <= _SCALARS:
             data[name] = values
         else:
@@ -317,9 +310,9 @@ def insert_columns(
 
 
 def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
-    """Dataclass records as row dicts; float ``*_at`` epoch fields become timestamps."""
+    """Dataclass records as row dicts; float `*_at` epoch fields become timestamps."""
     rows = []
-    layouts: dict[type, tuple[list[str], list[str]]] = {}  # fields() per record type, not per row
+    layouts: dict[type, tuple[list[str], list[str]]] = {}
     for record in records:
         layout = layouts.get(type(record))
         if layout is None:

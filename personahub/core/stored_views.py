@@ -1,16 +1,9 @@
 """The analysis views stored in the database file, so any DuckDB client sees them.
 
-``analysis/views.sql`` (``v_run_cost``, ``v_duplicate_rate``, ...) is created in the file by
-every writer that opens it (``core.store.connect``), so the ``duckdb`` CLI, DBeaver or
-``duckdb.connect`` find the same views as ``personahub sql``. The file records which text of the
-views it holds (``schema_meta``: ``views_version``, a hash of the SQL, and ``views``, their
-names): a writer re-creates them only when the installed text differs, and drops views an older
-version stored that this one no longer has. A read-only connection never writes: when the
-file's views are not this text's (another version wrote it last, or none did since the views
-came), ``lay_views`` lays TEMP copies over them on that connection, so every reader sees the
-installed code's views (``analysis.views.install_views`` does the same on demand).
-
-The core reads ``views.sql`` as data from the analysis package; it imports no analysis code.
+Every writer creates `analysis/views.sql` in the file when the file holds another text of them
+(tracked by a hash in `schema_meta`). A read-only connection never writes: it lays TEMP copies
+over stale views, so every reader sees the installed code's views. The core reads `views.sql` as
+data; it imports no analysis code.
 """
 
 from __future__ import annotations
@@ -26,18 +19,18 @@ NAMES_KEY = "views"
 
 
 def views_text() -> str:
-    """The text of ``analysis/views.sql``, as installed."""
+    """The text of `analysis/views.sql`, as installed."""
     return resources.files("personahub.analysis").joinpath("views.sql").read_text(encoding="utf-8")
 
 
 def statements(text: str, *, temporary: bool) -> list[str]:
-    """The CREATE VIEW statements of ``text``, TEMP or stored in the file."""
+    """The CREATE VIEW statements of `text`, TEMP or stored."""
     text = text.replace("{temp}", "TEMP" if temporary else "")
     return [s.strip() for s in text.split("\n;") if "CREATE" in s]
 
 
 def view_names(text: str) -> list[str]:
-    """The names of the views ``text`` creates, in order."""
+    """The names of the views `text` creates, in order."""
     names = []
     for statement in statements(text, temporary=False):
         words = statement[statement.index("CREATE"):].split()
@@ -62,8 +55,8 @@ def _stored(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def sync_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
-    """On a writable connection: store the views of ``text`` (default: the installed
-    ``views.sql``) unless the file holds them already; True when they were (re-)created."""
+    """On a writable connection: store the views of `text` unless the file holds them already; True
+    when they were (re-)created."""
     text = views_text() if text is None else text
     wanted, names = version(text), view_names(text)
     if _meta(con, VERSION_KEY) == wanted and set(names) <= _stored(con):
@@ -88,9 +81,8 @@ _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
 
 
 def stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Empty TEMP copies of schema tables a file opened read-only lacks (an empty DuckDB file, or
-    one a writer has not brought up to this DDL yet), so every view exists and reads as empty;
-    returns their names."""
+    """Empty TEMP copies of schema tables a read-only file lacks, so every view reads as empty; returns
+    their names."""
     ddl = resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
     present = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables").fetchall()}
@@ -104,11 +96,7 @@ def stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def holds_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
-    """Whether the file behind ``con`` stores the views of ``text`` (default: the installed
-    ``views.sql``) already: TEMP copies over them would list every view twice (``show tables``).
-
-    The version alone is checked: a writer storing this text stored every view of it
-    (``sync_views``)."""
+    """Whether the file stores the views of `text` already (TEMP copies would list every view twice)."""
     text = views_text() if text is None else text
     try:
         return _meta(con, VERSION_KEY) == version(text)
@@ -117,8 +105,8 @@ def holds_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool
 
 
 def lay_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
-    """On a read-only connection: TEMP copies of the views of ``text`` (default: the installed
-    ``views.sql``) unless the file holds them; True when they were laid."""
+    """On a read-only connection: TEMP copies of the views of `text` unless the file holds them; True
+    when they were laid."""
     text = views_text() if text is None else text
     if holds_views(con, text):
         return False

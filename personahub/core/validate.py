@@ -1,18 +1,9 @@
 """Shared checks of what a user gives: flag and scenario values, and the files they name.
 
-Values are checked where the options are built (``RunConfig``, ``SynthConfig``, ``Scenario``,
-``Generation``, the importers), through these functions, so whatever builds them - the CLI, the
-Python API or the job kernel - refuses a bad value before anything is recorded. A bad value raises
-``UsageError`` (the CLI exits 2) with one line naming the setting; a file that is not text raises
-``PersonahubError`` naming the file (and the line, where there is one).
-
-The bounds are those of the database schema and of the libraries the values reach:
-
-- a seed is stored in a ``BIGINT`` column and seeds numpy's generators, which take no negative
-  number: ``0 .. 2**63 - 1``;
-- ``max_tokens`` is stored in an ``INTEGER`` column; no model writes a million tokens in one
-  answer, so anything above is a typo, not a setting;
-- every float is finite (``nan`` passes every ``<``/``>`` check, ``inf`` breaks sums and waits).
+Configs check their values through these functions, so the CLI, the Python API and the kernel
+all refuse a bad value before anything is recorded: `UsageError` for a value, `PersonahubError`
+naming the file for a file. Bounds follow the schema and the libraries the values reach (a seed
+fits a BIGINT and numpy; every float is finite, since nan passes every comparison).
 """
 
 from __future__ import annotations
@@ -32,23 +23,18 @@ MAX_SEED = 2**63 - 1
 MAX_TOKENS = 1_000_000
 # a world, a demonstrations file or a .sql file is read whole; a text this size is a mistake
 MAX_TEXT_FILE_BYTES = 64 * 1024 * 1024
-# an imported persona text: Persona Hub's are one or two sentences, Nemotron's longest a few
-# paragraphs (under 5,000 characters); 20,000 keeps every real dataset and refuses a whole book
+# an imported persona text: Nemotron's longest are under 5,000 characters; 20,000 refuses a book
 MAX_PERSONA_CHARS = 20_000
-# nesting of a record's JSON values (attributes, demonstrations): real records nest two or three
-# levels; Python's own parser gives up near 1,000 with a RecursionError
+# JSON nesting: real records nest two or three levels; Python's parser gives up near 1,000
 MAX_JSON_DEPTH = 64
 _SNIFF_BYTES = 8192  # where a NUL byte marks a binary file (as git and grep decide)
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-# --------------------------------------------------------------------------- values
-
-
-def check_int(value: Any, setting: str, *, low: int | None = None,
+def check_int(value: object, setting: str, *, low: int | None = None,
               high: int | None = None) -> int:
-    """``value`` as an int within ``low..high`` (a bool, a float or a string is refused)."""
+    """`value` as an int within `low..high` (a bool, a float or a string is refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{setting} must be an integer, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
@@ -62,19 +48,19 @@ def check_int(value: Any, setting: str, *, low: int | None = None,
     return value
 
 
-def check_seed(value: Any, setting: str = "--seed") -> int:
-    """A seed: an int within ``0 .. 2**63 - 1`` (what numpy takes and a BIGINT stores)."""
+def check_seed(value: object, setting: str = "--seed") -> int:
+    """A seed: an int within 0 .. 2**63 - 1 (what numpy takes and a BIGINT stores)."""
     return check_int(value, setting, low=0, high=MAX_SEED)
 
 
-def check_max_tokens(value: Any, setting: str = "--max-tokens") -> int | None:
-    """An answer's token limit: None (the kind's default) or an int within 1..MAX_TOKENS."""
+def check_max_tokens(value: object, setting: str = "--max-tokens") -> int | None:
+    """An answer's token limit: None (the default) or an int within 1..MAX_TOKENS."""
     return None if value is None else check_int(value, setting, low=1, high=MAX_TOKENS)
 
 
-def check_number(value: Any, setting: str, *, low: float | None = None,
+def check_number(value: object, setting: str, *, low: float | None = None,
                  high: float | None = None, above: float | None = None) -> float:
-    """``value`` as a finite float; ``low``/``high`` are inclusive bounds, ``above`` exclusive."""
+    """`value` as a finite float; `low`/`high` are inclusive bounds, `above` exclusive."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{setting} must be a number, got {value!r}")
     if not math.isfinite(value):
@@ -88,13 +74,13 @@ def check_number(value: Any, setting: str, *, low: float | None = None,
     return float(value)
 
 
-def check_optional_number(value: Any, setting: str, **bounds: float) -> float | None:
-    """``check_number`` for a setting that may be None."""
+def check_optional_number(value: object, setting: str, **bounds: float) -> float | None:
+    """`check_number` for a setting that may be None."""
     return None if value is None else check_number(value, setting, **bounds)
 
 
 def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[float, ...]:
-    """Relative weights: ``count`` finite numbers >= 0, not all zero."""
+    """Relative weights: `count` finite numbers >= 0, not all zero."""
     weights = tuple(values)
     if len(weights) != count:
         raise UsageError(f"{setting} must hold one weight per kind ({count}), got {len(weights)}")
@@ -105,14 +91,10 @@ def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[floa
     return weights
 
 
-# --------------------------------------------------------------------------- JSON values
-
-
-def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
-    """The nesting depth of a decoded JSON value (a scalar is 0, ``[1]`` is 1), counted up to
-    ``limit + 1`` (level by level, so a deep value costs no recursion)."""
+def json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> int:
+    """The nesting depth of a decoded JSON value, counted up to `limit + 1` without recursion."""
     depth = 0
-    level: list[Any] = [value]
+    level: list[object] = [value]
     while depth <= limit:
         containers = [item for item in level if isinstance(item, dict | list)]
         if not containers:
@@ -123,18 +105,14 @@ def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     return depth
 
 
-def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
-    """Why ``value`` nests too deeply to keep, or None (a flat list or object, the usual
-    attribute, costs one pass over its items)."""
+def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why `value` nests too deeply to keep, or None."""
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     if not any(isinstance(item, dict | list) for item in items):
         return None
     if json_depth(value, limit) > limit:
         return f"nested deeper than {limit} levels"
     return None
-
-
-# --------------------------------------------------------------------------- persona texts
 
 
 def persona_text_problem(text: str) -> str | None:
@@ -145,9 +123,6 @@ def persona_text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "the persona text holds a NUL character (binary data, not text)"
     return None
-
-
-# --------------------------------------------------------------------------- files
 
 
 def _file_error(setting: str, path: Path, reason: str) -> PersonahubError:
@@ -176,11 +151,8 @@ def _nul_problem(data: bytes, path: Path, setting: str, offset: int = 0) -> Pers
 
 def read_text_file(path: str | Path, setting: str, *,
                    max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
-    """A small text file (a world, demonstrations, a ``.sql`` file) read whole as UTF-8.
-
-    Refused in one line naming ``setting`` and the file: missing or unreadable, a folder, larger
-    than ``max_bytes``, binary (a NUL byte) or not UTF-8 (naming the line). A BOM is dropped.
-    """
+    """A small text file read whole as UTF-8 (BOM dropped); refused in one line naming `setting` and the
+    file when missing, a folder, too large, binary or not UTF-8."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -209,12 +181,8 @@ def _open_maybe_gzip(path: Path) -> Iterator[IO[bytes]]:
 
 
 def check_text_file(path: str | Path, setting: str, *, strict_utf8: bool = True) -> None:
-    """Read a (possibly gzipped) text file once, end to end, before a job starts on it.
-
-    Refused in one line naming ``setting`` and the file: a damaged or truncated gzip stream, a
-    binary file (a NUL byte), and - with ``strict_utf8`` - bytes that are not UTF-8 (naming the
-    line). A job would otherwise commit the texts before the damage and stop half-way.
-    """
+    """Read a (possibly gzipped) text file end to end before a job starts on it, refusing damage,
+    binary bytes or (with `strict_utf8`) bad UTF-8: a job would otherwise stop half-way."""
     path = Path(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, line = 0, 1
