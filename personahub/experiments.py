@@ -135,9 +135,6 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         llm: the model spec of every run.
         on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
             within-world replicate's one run); with ``parallel`` > 1 from the run's thread.
-        compare: an earlier experiment's id in ``db`` (e.g. the same one asking every agent,
-            where this one runs with ``archetypes``): ``agreement`` and ``agreement_verdict``
-            say whether each effect here lies within its interval (checked before any run).
         parallel: runs under way at once (threads of this process, see the module docstring);
             1 runs them one after another. It changes no run's rows.
         **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
@@ -343,6 +340,9 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
             within-world replicate's one run).
         parallel: arm runs under way at once (threads of this process, each run on its own
             connection to ``db``); the tables are those of the runs one after another.
+        compare: an earlier experiment's id in ``db`` (e.g. the same one asking every agent,
+            where this one runs with ``archetypes``): ``agreement`` and ``agreement_verdict``
+            say whether each effect here lies within its interval (checked before any run).
         **options: further ``RunConfig`` fields, handed to every arm run: ``steps``, the
             sampling options and the engine options (``timeout_s``, ``concurrency``, ``cache``,
             ``executor``, ...; those change no run's settings, see ``arm_settings``).
