@@ -607,6 +607,38 @@ def test_kept_share_over_the_module(llama: LlamaServer) -> None:
         + ", ".join(f"{kind} {k}/{n}" for kind, (k, n) in sorted(kinds.items())))
 
 
+def test_calibrate_opinionqa_wave_every_method_on_smollm2(llama: LlamaServer, tmp_path: Path) -> None:
+    """``calibrate`` of an OpinionQA wave folder (the self-made fixture) on SmolLM2 with every
+    elicitation method (llama-server only: about 25 calls): the console prints the table with
+    floor, ceiling, the three baselines and one row per method, the intervals, the effective
+    panel size and the verdict; every call is accounted for; the report draws it."""
+    if llama.server != "llama-server":
+        pytest.skip("the whole calibration table is measured on llama-server only")
+    from tests.pipelines.calibrate_fixtures import make_population
+
+    wave = Path(__file__).parents[1] / "analysis" / "fixtures" / "opinionqa_wave"
+    db = tmp_path / "wave.duckdb"
+    population = make_population(tmp_path, db, n=20)
+    code, output = invoke("calibrate", str(wave), "--population", population, "--n", "1",
+                          "--no-persona-n", "1", "--attribute", "SEX",
+                          "--elicit", "sample", "--elicit", "distribution",
+                          "--elicit", "few-shot:1", "--elicit", "logprobs",
+                          "--db", str(db), "--llm", llama.spec, "--timeout", "120")
+    assert_ends_clearly(code, output)
+    assert_accounted(db, llama, "purpose LIKE 'survey:calibrate%'", kept_floor=False)
+    if code != 0:
+        return
+    for shown in ("model[persona]", "model[distribution]", "model[few-shot:1]", "model[logprobs]",
+                  "uniform", "human_overall", "no_persona", "human_resample", "perfect_panel",
+                  "calls per method", "effective panel size", "95% intervals", "verdict:"):
+        assert shown in output, shown
+    job_id = output.split("calibration ", 1)[1].split()[0]
+    code, page = invoke("report", "--calibration", job_id, "--db", str(db), "--out",
+                        str(tmp_path / "report"))
+    assert code == 0, page
+    assert "Verdict" in (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+
+
 def test_calibrate_stated_distributions_on_smollm2(llama: LlamaServer, tmp_path: Path) -> None:
     """``calibrate --elicit distribution --elicit distribution:panel`` on SmolLM2 (llama-server
     only: four calls): one structured call per question x group and method, every call accounted
