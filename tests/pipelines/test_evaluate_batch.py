@@ -73,6 +73,9 @@ def test_a_batched_evaluation_writes_the_online_tables_each_client_its_own_ids(
                 "AND custom_id IS NOT NULL GROUP BY 1 ORDER BY 1", [batched.job_id])
     assert made == [("c0.", 5, 2), ("c1.", 5, 2), ("c2.", 5, 2)]
     assert "c0. batches: 2 created" in (batched.batches or "")
+    # once committed, each batch's provider files were deleted (the kernel's after-commit hook)
+    assert rows(dbs["batch"], "SELECT count(*), count(input_file_id), count(output_file_id) "
+                "FROM llm_batches WHERE job_id = ?", [batched.job_id]) == [(6, 0, 0)]
 
 
 @pytest.mark.slow
