@@ -605,9 +605,8 @@ def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path
 
 def _evaluating(job: str | int, solvers: tuple[str, ...], db: str | Path,
                 options: dict[str, Any]) -> EvalSummary:
-    from personahub.pipelines.evaluate import EvalConfig, refuse_unsupported
+    from personahub.pipelines.evaluate import EvalConfig
 
-    refuse_unsupported(options.pop("batch", False))
     known = {f.name for f in dataclasses.fields(EvalConfig)} - {"job", "solvers", "db"}
     refuse_unknown("evaluate", options, known)
     for key in ("models", "against"):

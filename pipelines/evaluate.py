@@ -87,13 +87,18 @@ from personahub.pipelines.prompts.evaluate import (
     solve_messages,
     solve_schema,
 )
+from personahub.pipelines.provider_batch_jobs import (
+    BatchFields,
+    batch_line,
+    batching_caller,
+)
 from personahub.tasks.answer_equivalence import equivalent
 from personahub.tasks.limits import default_max_tokens
 
 __all__ = ["EVALUATION", "EVAL_KIND", "EvalConfig", "EvalSummary", "HeldOutItem", "Score",
            "SplitSummary", "agreement_matrix", "answer_name", "eval_id_for", "evaluation_id_for",
            "evaluation_resume", "held_out_items", "score", "solve", "solver_answers",
-           "refuse_unsupported", "solver_settings", "spec_mode", "split_job", "summary_lines",
+           "BatchedEvalAsker", "solver_settings", "spec_mode", "split_job", "summary_lines",
            "undecided_pairs", "verify_items", "wilson"]
 
 EVAL_KIND = "evaluation"
@@ -462,18 +467,6 @@ def judge_verdicts(con: duckdb.DuckDBPyConnection, eval_id: str,
         [eval_id, judge]).fetchall()}
 
 
-def refuse_unsupported(batch: bool = False) -> None:
-    """Refuse, in one line, what an evaluation does not do yet rather than ignore it: provider
-    batches (``--batch``: its answers are asked online).
-
-    Args:
-        batch: whether provider batches were asked for.
-    """
-    if batch:
-        raise UsageError("evaluate: --batch is not supported yet; evaluations ask their solvers "
-                         "online")
-
-
 # -- 3. a model's score ------------------------------------------------------------------------
 
 
@@ -548,7 +541,7 @@ def contaminated(con: duckdb.DuckDBPyConnection, eval_id: str, job_id: str,
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalConfig:
+class EvalConfig(BatchFields):
     """One evaluation: the job, its split, its solvers and the models scored.
 
     ``solvers`` and ``models`` are engine fields that still name the job (``identity``): a
@@ -599,6 +592,10 @@ class EvalConfig:
             raise UsageError(f"--samples must be >= 1, got {self.samples}")
         check_int(self.batch_size, "batch size", low=1)
         check_executor(self.executor, workers=self.ray_workers)
+        if self.batch_file is not None:
+            raise UsageError("evaluate: --batch-file is not supported (an evaluation asks "
+                             "several endpoints); use --batch")
+        self.check_batch(executor=self.executor, cache="off")
 
     @property
     def eval_id(self) -> str:
@@ -655,6 +652,7 @@ class EvalSummary:
     judge: str | None = None
     judged: int = 0
     judged_equal: int = 0
+    batches: str | None = None  # what --batch's provider batches did (None: asked online)
 
     @property
     def verified_share(self) -> float | None:
@@ -721,7 +719,11 @@ class EvalAsker:
     async def run_batch(self, batch: Sequence[Ask],
                         caller: StructuredCaller) -> list[StructuredResult[Any]]:
         """The batch's answers, asked concurrently (the client bounds the calls in flight)."""
-        client = self.client_for(batch[0].spec, caller)
+        return await self.ask(batch, self.client_for(batch[0].spec, caller))
+
+    async def ask(self, batch: Sequence[Ask],
+                  client: StructuredCaller) -> list[StructuredResult[Any]]:
+        """The batch's answers (or verdicts), asked of ``client``."""
         if batch[0].role == "judge":
             return list(await asyncio.gather(*(
                 client.structured(EquivalenceVerdict, equivalence_messages(ask.text, ask.other),
@@ -735,6 +737,43 @@ class EvalAsker:
             for ask in batch)))
 
 
+class BatchedEvalAsker:
+    """``EvalAsker`` with each spec's calls sent as provider batches (``--batch``): one
+    ``BatchingCaller`` per client, each with its own ``custom_id`` prefix (``c0.``, ``c1.``...:
+    the client's place in ``EvaluationSpec._specs``, stable across a resume), since two
+    solvers asked the same item in the same prompting make the same call key. The job's stored
+    batches and committed requests are shared: a prefix finds only its own client's."""
+
+    def __init__(self, inner: EvalAsker, ctx: JobContext[EvalConfig], specs: Sequence[str]) -> None:
+        self.inner, self.ctx = inner, ctx
+        self.prefixes = {spec: f"c{i}." for i, spec in enumerate(specs)}
+        self.callers: dict[str, Any] = {}
+
+    async def run_batch(self, batch: Sequence[Ask],
+                        caller: StructuredCaller) -> list[StructuredResult[Any]]:
+        """The batch's answers, its calls sent as batches by its client's batching caller."""
+        base = _base(batch[0].spec)
+        batching = self.callers.get(base)
+        if batching is None:
+            batching = self.callers[base] = batching_caller(
+                self.ctx, self.inner.client_for(batch[0].spec, caller),
+                prefix=self.prefixes[base])
+        work = asyncio.ensure_future(self.inner.ask(batch, batching))
+        await batching.drive(work)
+        result: list[StructuredResult[Any]] = work.result()
+        return result
+
+    async def committed(self) -> None:
+        """The kernel committed a batch: the provider files of spent batches go (issue 29)."""
+        for batching in self.callers.values():
+            await batching.forget_spent()
+
+    def line(self) -> str | None:
+        """What this run's batches did, per client (None when none was made)."""
+        lines = [f"{self.prefixes[base]} {batch_line(c)}" for base, c in self.callers.items()]
+        return "; ".join(lines) or None
+
+
 @dataclass
 class EvalState:
     """One evaluation's own state (``JobContext.state``): the other specs' clients (by spec
@@ -743,6 +782,7 @@ class EvalState:
     clients: dict[str, StructuredCaller] = field(default_factory=dict)
     solved: dict[tuple[str, str], SolveSummary] = field(default_factory=dict)
     judged: int = 0  # the judge's verdicts this run stored
+    batched: BatchedEvalAsker | None = None  # the batched asker (--batch)
 
 
 def _eval_state(ctx: JobContext[EvalConfig]) -> EvalState:
@@ -874,6 +914,11 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
 
                 check_ray_client(client)
             state.clients[spec] = client
+        if config.batching:  # an in-process engine has no Batch API: refused before any call
+            from personahub.models.provider_batch import batch_endpoint
+
+            for asked in (ctx.client, *state.clients.values()):
+                batch_endpoint(cast(Any, asked))
         spilling = [c for c in state.clients.values() if ctx.spill is not None
                     and c is not ctx.client and hasattr(c, "spill_to")]
         for client in spilling:  # their attempts outlive a kill too
@@ -889,8 +934,14 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
         it runs."""
         return self._clients(ctx)
 
-    def asker(self, ctx: JobContext[EvalConfig]) -> EvalAsker:
-        return EvalAsker(ctx.config.solvers[0], _eval_state(ctx).clients)
+    def asker(self, ctx: JobContext[EvalConfig]) -> EvalAsker | BatchedEvalAsker:
+        """The asker; with ``--batch`` each spec's calls go as provider batches."""
+        state = _eval_state(ctx)
+        asker = EvalAsker(ctx.config.solvers[0], state.clients)
+        if not ctx.config.batching:
+            return asker
+        state.batched = BatchedEvalAsker(asker, ctx, self._specs(ctx.config))
+        return state.batched
 
     def commit(self, ctx: JobContext[EvalConfig], batch: Sequence[Ask],
                result: list[StructuredResult[Any]]) -> BatchOutcome:
@@ -952,7 +1003,8 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
                                for spec in config.models],
                               call_counts(con, job_id=ctx.job_id), job_id=ctx.job_id,
                               undecided=len(undecided_pairs(con, eval_id)), judge=judge,
-                              judged_equal=sum(verdicts.values()), judged=len(verdicts))
+                              judged_equal=sum(verdicts.values()), judged=len(verdicts),
+                              batches=state.batched.line() if state.batched else None)
         if config.models:
             summary.groups = group_scores(con, eval_id, models, same=same)
             summary.differences = model_differences(con, eval_id, models, seed=config.seed,
@@ -1013,4 +1065,6 @@ def summary_lines(summary: EvalSummary) -> list[str]:
         lines.extend(breakdown_lines(summary.groups, summary.differences))
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     lines.append(f"model calls: {calls}")
+    if summary.batches:
+        lines.append(summary.batches)
     return lines

@@ -86,6 +86,29 @@ def batch_status(ctx: JobContext[Any]) -> Callable[[str], None]:
     return lambda text: ctx.report(text, ctx.done_before, ctx.total)
 
 
+def batching_caller(ctx: JobContext[Any], client: Any, prefix: str = "") -> BatchingCaller:
+    """A ``BatchingCaller`` of ``client`` for the job: its batch settings, its stored handles,
+    its handles saved as they change and its batch states reported.
+
+    Args:
+        ctx: the job (its config has ``BatchFields``).
+        client: the client whose calls go as batches.
+        prefix: put before every ``custom_id``: a job asking several clients (an evaluation)
+            gives each its own, so two clients asked the same call never share an id.
+
+    Returns:
+        The caller (load the handles once per client: make it once).
+    """
+    config = ctx.config
+    return BatchingCaller(
+        client, job_book(ctx), job_kind=ctx.spec.kind, job_id=ctx.job_id,
+        size=int(getattr(config, "batch_size", MAX_REQUESTS)), window=config.batch_window,
+        fallback=config.batch_fallback, batch_file=config.batch_file,
+        poll_s=config.batch_poll_s, max_poll_s=max(60.0, config.batch_poll_s),
+        on_handle=lambda handle: save_handle(ctx.con, handle), on_status=batch_status(ctx),
+        prefix=prefix)
+
+
 class BatchedAsker(Generic[B, R]):
     """``inner`` with its calls sent as batches through one ``BatchingCaller`` per job."""
 
@@ -96,14 +119,7 @@ class BatchedAsker(Generic[B, R]):
     def make(self, client: Any) -> BatchingCaller:
         """The job's batching caller (the stored handles loaded once)."""
         if self.caller is None:
-            ctx, config = self.ctx, self.ctx.config
-            self.caller = BatchingCaller(
-                client, job_book(ctx), job_kind=ctx.spec.kind, job_id=ctx.job_id,
-                size=int(getattr(config, "batch_size", MAX_REQUESTS)), window=config.batch_window,
-                fallback=config.batch_fallback, batch_file=config.batch_file,
-                poll_s=config.batch_poll_s, max_poll_s=max(60.0, config.batch_poll_s),
-                on_handle=lambda handle: save_handle(ctx.con, handle),
-                on_status=batch_status(ctx))
+            self.caller = batching_caller(self.ctx, client)
         return self.caller
 
     async def committed(self) -> None:

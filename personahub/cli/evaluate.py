@@ -21,9 +21,8 @@ from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
-# --batch only to refuse provider batches in one line (not built yet)
-@engine_options("concurrency", "timeout_s", "executor", "batch",
-                without=("batch_window", "batch_fallback", "batch_file", "batch_poll_s"))
+# --batch: each solver's, model's and judge's calls as provider batches (no --batch-file)
+@engine_options("concurrency", "timeout_s", "executor", "batch", without=("batch_file",))
 def evaluate(
     job: Annotated[str | None, typer.Option(
         help="The synthesis job whose items are evaluated.")] = None,
@@ -72,21 +71,19 @@ def evaluate(
     on them with a 95% Wilson interval. Running it again reuses the stored split and answers.
 
     --executor ray runs every solver's, model's and judge's calls on one Ray actor pool; --batch
-    is refused for now (not built yet)."""
+    sends them as provider batches, each spec's to its own server (see docs/batch.md)."""
     from personahub.api import run_evaluation_config
     from personahub.core.errors import UsageError
     from personahub.pipelines.evaluate import (
         EvalConfig,
         EvalSummary,
-        refuse_unsupported,
         summary_lines,
     )
 
-    refuse_unsupported(engine.batch)  # taken to be refused in one line
-    settings = {k: v for k, v in engine.settings().items() if k != "batch"}
+    settings = {**engine.settings(), **engine.batching(batch_size, online_size=batch_size)}
     summary: EvalSummary
     if resume is not None:  # only how it runs is this command's: the rest is the job's
-        given = {"db": str(db), **settings, "batch_size": batch_size,
+        given = {"db": str(db), **settings,
                  **({"solvers": tuple(solver)} if solver else {}),
                  **({"models": tuple(model)} if model else {}),
                  **({"equivalence_judge": equivalence_judge} if equivalence_judge else {})}
@@ -100,7 +97,7 @@ def evaluate(
                             samples=samples, mode=mode,  # type: ignore[arg-type]  # checked by EvalConfig
                             against=tuple(str(p) for p in against or ()), ngram=ngram,
                             keep_contaminated=keep_contaminated, db=str(db),
-                            batch_size=batch_size, **settings)
+                            **settings)
         summary = run_evaluation_config(config)
     for line in summary_lines(summary):
         out.print(line, highlight=False, soft_wrap=True)

@@ -139,7 +139,7 @@ class BatchingCaller:
                  size: int = 1000, window: str = "24h", fallback: str = "batch",
                  batch_file: str | None = None, poll_s: float = 5.0, max_poll_s: float = 60.0,
                  on_handle: Callable[[BatchHandle], None] | None = None,
-                 on_status: Callable[[str], None] | None = None) -> None:
+                 on_status: Callable[[str], None] | None = None, prefix: str = "") -> None:
         check_fallback(fallback)
         if size < 1:
             raise LLMConfigError(f"--batch-size must be >= 1, got {size}")
@@ -147,6 +147,8 @@ class BatchingCaller:
         self.job_kind, self.job_id = job_kind, job_id
         self.size, self.fallback, self.batch_file = size, fallback, batch_file
         self.on_handle, self.on_status = on_handle, on_status
+        # before each call's key: keeps apart the ids of clients that share a job's batch book
+        self.prefix = prefix
         self.session = BatchSession(client, window=window, poll_s=poll_s, max_poll_s=max_poll_s,
                                     on_handle=self._keep)
         self.tally = BatchTally()
@@ -168,8 +170,8 @@ class BatchingCaller:
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
                          max_tokens: int | None = None) -> StructuredResult[T]:
         """Queue the call for the next batch and wait for its result."""
-        key = call_key(schema, messages, purpose=purpose, persona_id=persona_id, step=step,
-                       sample=sample)
+        key = self.prefix + call_key(schema, messages, purpose=purpose, persona_id=persona_id,
+                                     step=step, sample=sample)
         self._keys[key] += 1  # the same call twice in one job: a suffix keeps the ids apart
         if self._keys[key] > 1:
             key = f"{key}~{self._keys[key]}"
