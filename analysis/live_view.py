@@ -345,6 +345,19 @@ def start_view(source: ViewSource | None, port: int = 0, host: str = "127.0.0.1"
     return RunningView(f"http://{netloc}:{address[1]}/", server, thread, source)
 
 
+def _serve_until_interrupted(say: Callable[[str], None], what: str,
+                             stop: Callable[[], None]) -> None:
+    """Say ``what`` is over, keep serving until Ctrl-C or SIGTERM (quietly), then ``stop``."""
+    say(f"{what}; the view stays up until Ctrl-C")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
 class RunView:
     """The view a ``run --view`` serves from its own process: the port is taken when the command
     starts (a taken port is refused before anything is written), the server starts once the
@@ -378,14 +391,7 @@ class RunView:
         self.steering.finish()
         if self.handle is None:
             return
-        self.say("the run is over; the view stays up until Ctrl-C")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
+        _serve_until_interrupted(self.say, "the run is over", self.stop)
 
     def stop(self) -> None:
         """Stop serving (or give the reserved port back)."""
@@ -423,14 +429,7 @@ class ExperimentView:
         """Keep serving until Ctrl-C or SIGTERM (an interrupt ends it quietly)."""
         if self.handle is None:
             return
-        self.say("the experiment is over; the view stays up until Ctrl-C")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
+        _serve_until_interrupted(self.say, "the experiment is over", self.stop)
 
     def stop(self) -> None:
         """Stop serving."""
