@@ -147,11 +147,13 @@ class SocialEdges:
         return graph
 
 
-def social_edges(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> SocialEdges:
+def social_edges(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str],
+                 own_links: pa.Table | None = None) -> SocialEdges:
     """Undirected simple graph among `persona_ids` straight from the `relations` table, as arrays: one
-    edge per related pair, labelled with its alphabetically first relation; no Python object per edge."""
+    edge per related pair, labelled with its alphabetically first relation; no Python object per edge.
+    `own_links`: a run's own acquaintance links, in place of those stored by scenario runs."""
     ids = list(dict.fromkeys(persona_ids))
-    found = social_pairs(con, ids)
+    found = social_pairs(con, ids, own_links)
     return SocialEdges.from_positions(ids, found.column("pa").to_numpy(),
                                       found.column("pb").to_numpy(),
                                       found.column("r").combine_chunks())

@@ -319,19 +319,35 @@ def relation_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[st
     return {p: list(qs) for p, qs in rows}
 
 
-def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> pa.Table:
+#: the source of the acquaintance links a scenario run stores (``scenario:NAME``)
+SCENARIO_LINKS = "scenario:"
+
+
+def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str],
+                 own_links: pa.Table | None = None) -> pa.Table:
     """The undirected simple graph among `persona_ids` as positions: one row (pa, pb, r) per related
-    pair, pa the lesser id, r the alphabetically first relation."""
+    pair, pa the lesser id, r the alphabetically first relation.
+
+    With `own_links` (src, dst, relation), the acquaintance links that scenario runs stored are
+    left out and these are used instead: a run's graph holds its own seed's links, not those of
+    other runs in the same database."""
     ids = list(persona_ids)
     con.register("_social_ids", pa.table({"id": ids, "pos": np.arange(len(ids), dtype=np.int64)}))
+    links = "relations"
+    if own_links is not None:
+        links = (f"(SELECT src, dst, relation FROM relations "
+                 f"WHERE coalesce(source, '') NOT LIKE '{SCENARIO_LINKS}%' "
+                 "UNION ALL SELECT src, dst, relation FROM _own_links)")
     try:
+        if own_links is not None:
+            con.register("_own_links", own_links.select(["src", "dst", "relation"]))
         # id ranks stand in for ids: pairs are grouped and sorted as integers, not strings
-        return con.sql("""
+        return con.sql(f"""
             WITH ranked AS (
                 SELECT id, pos, row_number() OVER (ORDER BY id) AS rk FROM _social_ids),
             ends AS (
                 SELECT s.pos AS ps, d.pos AS pd, s.rk AS rs, d.rk AS rd, relation
-                FROM relations JOIN ranked s ON s.id = src JOIN ranked d ON d.id = dst
+                FROM {links} JOIN ranked s ON s.id = src JOIN ranked d ON d.id = dst
                 WHERE src <> dst)
             SELECT CASE WHEN rs < rd THEN ps ELSE pd END AS pa,
                    CASE WHEN rs < rd THEN pd ELSE ps END AS pb, min(relation) AS r
@@ -339,6 +355,8 @@ def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
             ORDER BY least(rs, rd), greatest(rs, rd)""").to_arrow_table()
     finally:
         con.unregister("_social_ids")
+        if own_links is not None:
+            con.unregister("_own_links")
 
 
 def add_merges(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:

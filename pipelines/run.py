@@ -514,7 +514,8 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     scenario = state.scenario_now
     if state.personas is not None:
         reached = _setup(ctx, scenario, state.personas)
-        agents, graph = runner.record_society(con, run_id, state.personas, reached)
+        own = runner.own_acquaintances(scenario, state.personas, config.run_seed)
+        agents, graph = runner.record_society(con, run_id, state.personas, reached, own)
         done = 0
     else:
         agents, graph = runner.restore_society(con, run_id)

@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect, transaction
@@ -41,7 +42,7 @@ from personahub.personas.importers import iter_personas
 from personahub.personas.near_dup import IndexesByKind
 from personahub.personas.record import Persona
 from personahub.personas.sampling import draw, gated_out
-from personahub.personas.store import fetch_personas
+from personahub.personas.store import SCENARIO_LINKS, fetch_personas
 from personahub.sim import store
 from personahub.sim.scenario import Scenario, check_references, check_steps
 from personahub.sim.society import SocietyModel, StepResult
@@ -177,13 +178,27 @@ def link_acquaintances(con: duckdb.DuckDBPyConnection, scenario: Scenario,
     growth = scenario.graph
     with transaction(con):
         save_acquaintances(con, [p.persona_id for p in personas], growth.acquaintances,
-                           growth.rewire, seed, f"scenario:{scenario.name}")
+                           growth.rewire, seed, f"{SCENARIO_LINKS}{scenario.name}")
+
+
+def own_acquaintances(scenario: Scenario, personas: Sequence[Persona], seed: int) -> pa.Table:
+    """The links ``link_acquaintances`` stores for this seed, as (src, dst, relation) columns.
+
+    A run's graph takes these, not every acquaintance link in the database: runs that share a
+    database (an experiment's arms and replicates) would otherwise see each other's links."""
+    ids = [p.persona_id for p in personas]
+    near, far = small_world_arrays(len(ids), scenario.graph.acquaintances, scenario.graph.rewire,
+                                   seed)
+    names = pa.array(ids, type=pa.string())
+    return pa.table({"src": names.take(pa.array(near)), "dst": names.take(pa.array(far)),
+                     "relation": pa.repeat(pa.scalar("acquaintance", pa.string()), near.size)})
 
 
 def record_society(con: duckdb.DuckDBPyConnection, run_id: str, personas: list[Persona],
-                   reached: Sequence[str]) -> tuple[list[Persona], SocialEdges]:
+                   reached: Sequence[str], own_links: pa.Table) -> tuple[list[Persona], SocialEdges]:
     """The run's agents (the scenario's personas, then whom the expansion reached) and their
-    starting graph, recorded in one transaction; agent ids are 1, 2, ... in that order."""
+    starting graph (the hub's links among them with ``own_links`` as the acquaintances),
+    recorded in one transaction; agent ids are 1, 2, ... in that order."""
     start_ids = [p.persona_id for p in personas]
     agent_ids = list(dict.fromkeys([*start_ids, *reached]))
     if len(agent_ids) == len(personas):  # no one reached: the agents are the personas, in order
@@ -194,7 +209,7 @@ def record_society(con: duckdb.DuckDBPyConnection, run_id: str, personas: list[P
                  for p in fetch_personas(con, [i for i in agent_ids if i not in known])}
         by_id = {**{p.persona_id: p for p in personas}, **extra}
         agents = [by_id[i] for i in agent_ids]
-    graph = social_edges(con, agent_ids)
+    graph = social_edges(con, agent_ids, own_links)
     with transaction(con):
         store.add_agents(con, run_id, graph.ids, np.arange(1, len(agents) + 1), graph.columns())
     return agents, graph

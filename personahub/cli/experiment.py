@@ -42,10 +42,9 @@ def experiment(
              "(as run --archetypes; default: the scenario's).")] = None,
     parallel: Annotated[int, typer.Option(
         "--parallel", min=1, metavar="N",
-        help="Arm runs under way at once (threads of this process, one database). Runs of "
-             "other replicates may add acquaintance links to a run's graph, so the tables can "
-             "differ from the runs one after another (docs/scenarios.md). With --executor ray "
-             "give --ray-workers so N runs' workers fit the cluster.")] = 1,
+        help="Arm runs under way at once (threads of this process, one database); the tables "
+             "are those of the runs one after another. With --executor ray give --ray-workers "
+             "so N runs' workers fit the cluster.")] = 1,
     compare: Annotated[str | None, typer.Option(
         "--compare", metavar="ID",
         help="An earlier experiment in the same database (e.g. the same one without "
