@@ -26,20 +26,18 @@ try:
 except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0+unknown"
 
-#: each job function -> its module; each comes with an ``_async`` twin of the same shape there
-_JOBS = {
-    "run_scenario": "personahub.api",
-    "synthesize": "personahub.api",
-    "text_to_persona": "personahub.api",
-    "expand": "personahub.api",
-    "dedup": "personahub.api",
-    "interview": "personahub.interviews",
-    "judge": "personahub.api",
-    "evaluate": "personahub.api",
-    "calibrate": "personahub.api",
-    "write_population": "personahub.api",
-    "resume": "personahub.any_job",
-}
+
+def _job_functions() -> dict[str, str]:
+    """Each job function -> its module: the shipped kinds' (``pipelines/labels.py``, a cheap
+    import: strings and labels), then ``resume``; each comes with an ``_async`` twin there."""
+    from personahub.pipelines.labels import SHIPPED
+
+    refs = [ref.split(":") for shipped in SHIPPED.values() for ref in shipped.api]
+    return {**{name: module for module, name in refs}, "resume": "personahub.any_job"}
+
+
+#: each job function -> its module (its ``_async`` twin is there too)
+_JOBS = _job_functions()
 
 #: name -> module that defines it; resolved on first attribute access.
 _PUBLIC = {

@@ -1,21 +1,27 @@
-"""The shipped job kinds, each named once (``SHIPPED``: the module that registers its spec, and
-its label), and the labels: a few words on what a job makes, read from its stored config (the
-``what`` column of ``personahub jobs`` and ``personahub.jobs()``).
+"""The shipped job kinds, each named once (``SHIPPED``: the module that registers its spec, its
+label, its command and its public job functions), and the labels: a few words on what a job
+makes, read from its stored config (the ``what`` column of ``personahub jobs`` and
+``personahub.jobs()``).
 
 The registry (``personahub.runtime.registered_spec`` / ``registered_kinds``) imports the modules
-``SHIPPED`` names, and ``personahub jobs`` labels rows and checks ``--kind`` from it; a test
-fails when the table and the registry disagree (``tests/test_shipped_kinds.py``). Kept apart from
-the specs so that listing jobs imports no model stack: every spec module imports LangGraph and
-LangChain, most of a listing's time before (``bench/bench_reads.py``). Each shipped spec's
-``label`` is its function here; a kind registered from outside keeps its own.
+``SHIPPED`` names, and ``personahub jobs`` labels rows and checks ``--kind`` from it; the command
+line (``personahub/cli/app.py``) registers each kind's command at its path, and ``personahub``
+exports each kind's job functions with their ``_async`` twins (``personahub/__init__.py``); a
+test fails when the table and the registry, the commands or the exports disagree
+(``tests/test_shipped_kinds.py``). Commands and functions are import strings
+(``"module:name"``), resolved by the command line and the package: this module imports neither
+(they are above the pipelines' layer) nor the specs, so that listing jobs imports no model
+stack: every spec module imports LangGraph and LangChain, most of a listing's time before
+(``bench/bench_reads.py``). It imports no ``dataclasses`` either (``import personahub`` reads
+the table: ``dataclasses`` would load ``inspect``). Each shipped spec's ``label`` is its
+function here; a kind registered from outside keeps its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 Config = Mapping[str, Any]
 
@@ -66,25 +72,49 @@ def evaluation(config: Config) -> str:
             + (f", {len(models)} model(s)" if models else ""))
 
 
-@dataclass(frozen=True)
-class ShippedKind:
+class ShippedKind(NamedTuple):
     """Where a shipped kind lives: ``module`` registers its spec on import; ``label`` gives a
-    few words on what a job of it makes, from its stored config (the spec's ``label`` too)."""
+    few words on what a job of it makes, from its stored config (the spec's ``label`` too);
+    ``command`` (``"module:function"``) is its command, registered at ``command_path`` (a group's
+    name first for a subcommand); ``api`` are its public job functions (``"module:function"``),
+    each exported by ``personahub`` with its ``_async`` twin from the same module."""
 
     module: str
     label: Callable[[Config], str]
+    command: str
+    command_path: tuple[str, ...]
+    api: tuple[str, ...] = ()
 
 
-#: every shipped kind: the one place a kind shipped with personahub is named
+#: every shipped kind: the one place a kind shipped with personahub is named (in the order
+#: ``personahub.__all__`` lists their job functions)
 SHIPPED: dict[str, ShippedKind] = {
-    "run": ShippedKind("personahub.pipelines.run", run),
-    "synthesis": ShippedKind("personahub.pipelines.synthesize", synthesis),
-    "expansion": ShippedKind("personahub.pipelines.expand", expansion),
-    "text_to_persona": ShippedKind("personahub.pipelines.text_to_persona", text_to_persona),
-    "dedup": ShippedKind("personahub.pipelines.dedup", dedup),
-    "judge": ShippedKind("personahub.pipelines.judge", judge),
-    "interview": ShippedKind("personahub.pipelines.interview", interview),
-    "calibration": ShippedKind("personahub.pipelines.calibrate", calibration),
-    "population_write": ShippedKind("personahub.pipelines.population_write", population_write),
-    "evaluation": ShippedKind("personahub.pipelines.evaluate", evaluation),
+    "run": ShippedKind("personahub.pipelines.run", run, "personahub.cli.run:run", ("run",),
+                       ("personahub.api:run_scenario",)),
+    "synthesis": ShippedKind("personahub.pipelines.synthesize", synthesis,
+                             "personahub.cli.synth:synthesize", ("synthesize",),
+                             ("personahub.api:synthesize",)),
+    "text_to_persona": ShippedKind("personahub.pipelines.text_to_persona", text_to_persona,
+                                   "personahub.cli.personas:personas_from_text",
+                                   ("personas", "from-text"), ("personahub.api:text_to_persona",)),
+    "expansion": ShippedKind("personahub.pipelines.expand", expansion,
+                             "personahub.cli.personas:personas_expand", ("personas", "expand"),
+                             ("personahub.api:expand",)),
+    "dedup": ShippedKind("personahub.pipelines.dedup", dedup, "personahub.cli.dedup:personas_dedup",
+                         ("personas", "dedup"), ("personahub.api:dedup",)),
+    "interview": ShippedKind("personahub.pipelines.interview", interview,
+                             "personahub.cli.interview:interview", ("interview",),
+                             ("personahub.interviews:interview",)),
+    "judge": ShippedKind("personahub.pipelines.judge", judge, "personahub.cli.judge:judge",
+                         ("judge",), ("personahub.api:judge",)),
+    "evaluation": ShippedKind("personahub.pipelines.evaluate", evaluation,
+                              "personahub.cli.evaluate:evaluate", ("evaluate",),
+                              ("personahub.api:evaluate",)),
+    "calibration": ShippedKind("personahub.pipelines.calibrate", calibration,
+                               "personahub.cli.calibrate:calibrate", ("calibrate",),
+                               ("personahub.api:calibrate",)),
+    "population_write": ShippedKind("personahub.pipelines.population_write", population_write,
+                                    "personahub.cli.population:personas_sample_population",
+                                    ("personas", "sample-population"),
+                                    ("personahub.api:write_population",)),
 }

@@ -1,8 +1,10 @@
 """A shipped job kind is named in one place, ``pipelines/labels.py`` (issue 43, item 3): the
 registry registers exactly the kinds of that table from the modules it names, with the labels
 it names; no other module registers a kernel spec of the package or lists the shipped kinds;
-a kind's result handle is the ``Job`` subclass that names the kind, else ``Job``; and each
-public job function's ``_async`` twin takes what the function takes.
+a kind's result handle is the ``Job`` subclass that names the kind, else ``Job``; each kind's
+command is registered at the table's path and its job functions are exported by ``personahub``
+(neither the command line nor the package lists them by hand); and each public job function's
+``_async`` twin takes what the function takes.
 """
 
 from __future__ import annotations
@@ -10,12 +12,18 @@ from __future__ import annotations
 import ast
 import inspect
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
 
 import personahub
 from personahub import results, runtime
+from personahub.cli import app as cli_app
 from personahub.core import kernel
-from personahub.pipelines.labels import SHIPPED
+from personahub.pipelines.labels import SHIPPED, ShippedKind
 
 PACKAGE = Path(personahub.__file__).resolve().parent
 
@@ -97,7 +105,7 @@ def test_the_registry_and_the_listing_name_no_kind_of_their_own() -> None:
 
 
 def test_a_kind_s_handle_is_the_job_subclass_naming_it() -> None:
-    own = {handle.kind: handle for handle in results.Job.__subclasses__()}  # type: ignore[attr-defined]
+    own = {handle.kind: handle for handle in results.Job.__subclasses__()}  # type: ignore[misc]
     assert len(own) == len(results.Job.__subclasses__())  # one handle per kind at most
     assert {k: h.__name__ for k, h in own.items()} == {
         "run": "Run", "judge": "Judged", "calibration": "Calibration"}
@@ -112,3 +120,101 @@ def test_every_job_function_has_an_async_twin_of_its_shape() -> None:
         sync, twin = getattr(personahub, name), getattr(personahub, f"{name}_async")
         assert inspect.iscoroutinefunction(twin) and not inspect.iscoroutinefunction(sync), name
         assert inspect.signature(twin).parameters == inspect.signature(sync).parameters, name
+
+
+def _registered(typer_app: typer.Typer, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every command the app registers, by its path, with the function it registers."""
+    found = {(*path, info.name or ""): info.callback for info in typer_app.registered_commands}
+    for group in typer_app.registered_groups:
+        assert group.typer_instance is not None and group.name
+        found |= _registered(group.typer_instance, (*path, group.name))
+    return found
+
+
+def missing_commands(table: Mapping[str, ShippedKind], typer_app: typer.Typer) -> list[str]:
+    """The kinds whose command is not registered at their path (or is another function)."""
+    registered = _registered(typer_app)
+    return [kind for kind, shipped in table.items()
+            if registered.get(shipped.command_path) is not cli_app.resolve(shipped.command)]
+
+
+def missing_exports(table: Mapping[str, ShippedKind], package: Any) -> list[str]:
+    """Each job function the table names that ``package`` does not export as that function,
+    with its ``_async`` twin from the same module."""
+    missing = []
+    for shipped in table.values():
+        for ref in shipped.api:
+            module, _, name = ref.partition(":")
+            for public in (name, f"{name}_async"):
+                own = getattr(__import__(module, fromlist=[public]), public, None)
+                if (own is None or public not in package.__all__ or public not in dir(package)
+                        or getattr(package, public, None) is not own):
+                    missing.append(f"{module}:{public}")
+    return missing
+
+
+def _row(kind: str, **changes: Any) -> dict[str, ShippedKind]:
+    return {f"{kind}_copy": SHIPPED[kind]._replace(**changes)}
+
+
+def test_each_kind_s_command_is_registered_at_the_table_s_path() -> None:
+    assert missing_commands(SHIPPED, cli_app.app) == []
+    paths = {shipped.command_path for shipped in SHIPPED.values()}
+    assert len(paths) == len(SHIPPED)  # one command per kind
+    assert paths == set(_registered(cli_app.app)) - set(cli_app.OWN)  # the rest are not jobs
+    assert len({shipped.command for shipped in SHIPPED.values()}) == len(SHIPPED)
+
+
+def test_a_kind_without_its_command_is_detected() -> None:
+    assert missing_commands(_row("dedup", command_path=("personas", "dedupe")), cli_app.app) == [
+        "dedup_copy"]
+    with pytest.raises(ImportError, match="shipped kind judge_copy: no command .*no_such_command"):
+        cli_app.kind_commands(_row("judge", command="personahub.cli.judge:no_such_command"))
+    with pytest.raises(ImportError, match="shipped kind judge_copy"):
+        cli_app.kind_commands(_row("judge", command="personahub.cli.no_such_module:judge"))
+
+
+def test_the_app_registers_commands_in_help_order_and_in_existing_groups() -> None:
+    """A command the order does not name comes last in its group; one in no group is refused."""
+    root, sub = typer.Typer(), typer.Typer()
+    root.add_typer(sub, name="g")
+    commands: dict[tuple[str, ...], Callable[..., Any]] = {
+        ("c",): lambda: None, ("g", "y"): lambda: None, ("a",): lambda: None,
+        ("b",): lambda: None, ("g", "x"): lambda: None}
+    cli_app.register({(): root, ("g",): sub}, commands, {(): ("b", "a")})
+    assert [info.name for info in root.registered_commands] == ["b", "a", "c"]
+    assert [info.name for info in sub.registered_commands] == ["y", "x"]
+    with pytest.raises(ValueError, match="no group 'h'"):
+        cli_app.register({(): root}, {("h", "z"): lambda: None}, {})
+
+
+def test_each_kind_s_job_functions_are_exported_with_their_twins() -> None:
+    assert missing_exports(SHIPPED, personahub) == []
+    named = [ref.partition(":")[2] for shipped in SHIPPED.values() for ref in shipped.api]
+    assert len(named) == len(set(named)) == len(SHIPPED)  # each kind has one job function
+    assert list(personahub._JOBS) == [*named, "resume"]  # the table's, then resume's
+
+
+def test_a_kind_without_its_job_function_is_detected() -> None:
+    fake = _row("interview", api=("personahub.interviews:no_such_job",))
+    assert missing_exports(fake, personahub) == [
+        "personahub.interviews:no_such_job", "personahub.interviews:no_such_job_async"]
+    moved = _row("interview", api=("personahub.api:interview",))  # not where the table says
+    assert missing_exports(moved, personahub) == [
+        "personahub.api:interview", "personahub.api:interview_async"]
+
+
+def test_no_hand_list_of_the_kinds_commands_or_functions_is_left() -> None:
+    """``cli/app.py`` names no kind's command function and ``personahub/__init__.py`` no kind's
+    job function: both come from the table."""
+    modules = _modules()
+    commands = {shipped.command.partition(":")[2] for shipped in SHIPPED.values()}
+    app_names = {node.attr for node in ast.walk(modules["personahub.cli.app"])
+                 if isinstance(node, ast.Attribute)}
+    app_names |= {alias.asname or alias.name for node in ast.walk(modules["personahub.cli.app"])
+                  if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert not app_names & commands, app_names & commands
+    functions = {ref.partition(":")[2] for shipped in SHIPPED.values() for ref in shipped.api}
+    strings = {node.value for node in ast.walk(modules["personahub"])
+               if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    assert not strings & {*functions, *(f"{f}_async" for f in functions)}

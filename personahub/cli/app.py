@@ -18,12 +18,16 @@ consoles, errors, client, progress, the JSON result), ``run``, ``experiment``,
 ``show`` (one item, emission or persona), ``hub`` (personas import, sample, stats,
 export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
 ``personas`` (personas expand, from-text).
+
+A shipped job kind's command is registered from its row in ``pipelines/labels.py`` (its import
+string and path); the other commands are listed here (``OWN``), and ``HELP_ORDER`` places both.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from importlib import import_module
 from typing import Annotated, Any
 
 import typer
@@ -35,13 +39,7 @@ from personahub.cli import (
     calibrate as cli_calibrate,
 )
 from personahub.cli import (
-    dedup as cli_dedup,
-)
-from personahub.cli import (
     doctor as cli_doctor,
-)
-from personahub.cli import (
-    evaluate as cli_evaluate,
 )
 from personahub.cli import (
     experiment as cli_experiment,
@@ -50,22 +48,7 @@ from personahub.cli import (
     hub as cli_hub,
 )
 from personahub.cli import (
-    interview as cli_interview,
-)
-from personahub.cli import (
     jobs as cli_jobs,
-)
-from personahub.cli import (
-    judge as cli_judge,
-)
-from personahub.cli import (
-    personas as cli_personas,
-)
-from personahub.cli import (
-    population as cli_population,
-)
-from personahub.cli import (
-    run as cli_run,
 )
 from personahub.cli import (
     serve as cli_serve,
@@ -85,6 +68,7 @@ from personahub.cli import (
 from personahub.cli.base import PersonahubGroup, PersonahubTyper, usage_message
 from personahub.cli.common import click_exceptions, error_line
 from personahub.cli.run import print_summary
+from personahub.pipelines.labels import SHIPPED, ShippedKind
 
 __all__ = ["app", "print_summary"]
 
@@ -147,40 +131,103 @@ def _root(version: Annotated[bool, typer.Option(
     """Persona-driven synthetic data and virtual-society simulation (offline by default)."""
 
 
-# Commands in the order ``--help`` lists them.
-app.command()(cli_run.run)
-app.command()(cli_experiment.experiment)
-app.command()(cli_sql.sql)
-app.command()(cli_serve.serve)
-app.command()(cli_synth.synthesize)
-app.command("export")(cli_synth.export_cmd)
-app.command()(cli_synth.report)
-app.command()(cli_synth.diversity)
-app.command()(cli_judge.judge)
-app.command()(cli_evaluate.evaluate)
-app.command()(cli_calibrate.calibrate)
-app.command()(cli_calibrate.calibrations)
-app.command()(cli_view.view)
-app.command()(cli_interview.interview)
-app.command()(cli_doctor.doctor)
-app.command()(cli_jobs.jobs)
-app.command()(cli_jobs.runs)
-app.command()(cli_jobs.resume)
-app.command()(cli_show.show)
+#: the commands that are no shipped kind's, by path (a kind's command comes from its row in
+#: ``pipelines/labels.py``)
+OWN: dict[tuple[str, ...], Callable[..., Any]] = {
+    ("experiment",): cli_experiment.experiment,
+    ("sql",): cli_sql.sql,
+    ("serve",): cli_serve.serve,
+    ("export",): cli_synth.export_cmd,
+    ("report",): cli_synth.report,
+    ("diversity",): cli_synth.diversity,
+    ("calibrations",): cli_calibrate.calibrations,
+    ("view",): cli_view.view,
+    ("doctor",): cli_doctor.doctor,
+    ("jobs",): cli_jobs.jobs,
+    ("runs",): cli_jobs.runs,
+    ("resume",): cli_jobs.resume,
+    ("show",): cli_show.show,
+    ("personas", "import"): cli_hub.personas_import,
+    ("personas", "sample"): cli_hub.personas_sample,
+    ("personas", "stats"): cli_hub.personas_stats,
+    ("personas", "export-graph"): cli_hub.personas_export_graph,
+    ("batch", "import"): cli_batch.batch_import,
+}
+
+#: each group's commands in the order ``--help`` lists them; a command not named here (a new
+#: shipped kind's) comes last in its group
+HELP_ORDER: dict[tuple[str, ...], tuple[str, ...]] = {
+    (): ("run", "experiment", "sql", "serve", "synthesize", "export", "report", "diversity",
+         "judge", "evaluate", "calibrate", "calibrations", "view", "interview", "doctor", "jobs",
+         "runs", "resume", "show"),
+    ("personas",): ("import", "expand", "from-text", "sample", "sample-population", "stats",
+                    "export-graph", "dedup"),
+}
+
+
+def resolve(ref: str) -> Any:
+    """The object an import string ``"module:name"`` names (the table's commands and job
+    functions are strings: ``pipelines`` may not import the command line or the API)."""
+    module, _, name = ref.partition(":")
+    return getattr(import_module(module), name)
+
+
+def kind_commands(table: Mapping[str, ShippedKind]) -> dict[tuple[str, ...], Callable[..., Any]]:
+    """Each shipped kind's command by its path, resolved from the table.
+
+    Args:
+        table: Kind -> its row (``pipelines.labels.SHIPPED``).
+
+    Returns:
+        Command path -> the command's function.
+
+    Raises:
+        ImportError: A row's command is missing (naming the kind), so a kind without its
+            command fails every use of the command line, not only the kind's.
+    """
+    found: dict[tuple[str, ...], Callable[..., Any]] = {}
+    for kind, shipped in table.items():
+        try:
+            found[shipped.command_path] = resolve(shipped.command)
+        except (ImportError, AttributeError) as exc:
+            raise ImportError(f"shipped kind {kind}: no command {shipped.command} ({exc})") from exc
+    return found
+
+
+def register(groups: Mapping[tuple[str, ...], typer.Typer],
+             commands: Mapping[tuple[str, ...], Callable[..., Any]],
+             order: Mapping[tuple[str, ...], tuple[str, ...]]) -> None:
+    """Register each command in its group, each group's in ``order`` (the others after, as
+    given).
+
+    Args:
+        groups: Group path -> its app (``()`` the root).
+        commands: Command path (its group's, then its name) -> its function.
+        order: Group path -> its command names in help order.
+
+    Raises:
+        ValueError: A command's group does not exist.
+    """
+    def rank(path: tuple[str, ...]) -> int:
+        names = order.get(path[:-1], ())
+        return names.index(path[-1]) if path[-1] in names else len(names)
+
+    for path in sorted(commands, key=rank):
+        group = groups.get(path[:-1])
+        if group is None:
+            raise ValueError(f"command {' '.join(path)}: no group {' '.join(path[:-1])!r}")
+        group.command(path[-1])(commands[path])
+
 
 personas_app = PersonahubTyper(help="Import, expand and inspect the persona hub.",
                                no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
-personas_app.command("import")(cli_hub.personas_import)
-personas_app.command("expand")(cli_personas.personas_expand)
-personas_app.command("from-text")(cli_personas.personas_from_text)
-personas_app.command("sample")(cli_hub.personas_sample)
-personas_app.command("sample-population")(cli_population.personas_sample_population)
-personas_app.command("stats")(cli_hub.personas_stats)
-personas_app.command("export-graph")(cli_hub.personas_export_graph)
-personas_app.command("dedup")(cli_dedup.personas_dedup)
-
 batch_app = PersonahubTyper(help="Batch files run elsewhere (--batch-file): import their results.",
                             no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
-batch_app.command("import")(cli_batch.batch_import)
+
+_KINDS = kind_commands(SHIPPED)
+if _KINDS.keys() & OWN.keys():  # one would hide the other
+    raise ValueError(f"a shipped kind's command is one of the app's own: {_KINDS.keys() & OWN.keys()}")
+register({(): app, ("personas",): personas_app, ("batch",): batch_app}, {**OWN, **_KINDS},
+         HELP_ORDER)
