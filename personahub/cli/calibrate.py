@@ -16,8 +16,6 @@ from personahub.cli.common import (
     Engine,
     JobHooks,
     JsonOption,
-    awaiting_results,
-    batch_progress,
     emit_job_json,
     engine_options,
     missing_argument,
@@ -25,7 +23,6 @@ from personahub.cli.common import (
     out,
     say,
     summary_counts,
-    unreachable,
 )
 from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB
@@ -111,7 +108,6 @@ def calibrate(
     question (one structured call each, the options as an enum), score their answers group by
     group (representativeness, dispersion, modal agreement) beside the uniform, human-overall
     and no-persona baselines, and print per-attribute representativeness."""
-    from personahub import runtime
     from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
 
     if resume is None and survey is None:
@@ -138,15 +134,8 @@ def calibrate(
         from personahub.analysis.survey_respondents import read_respondent_rows
 
         sample = read_respondent_rows(humans)
-    hooks = JobHooks("calibration", db)
-    label = f"calibrating {survey or resume}"
-    with hooks.progress() as bar, awaiting_results():
-        handle = bar.add_task(label, total=None)
-        result = runtime.run(CALIBRATION, config, db, resume=resume, fresh=fresh,
-                             on_ready=hooks.on_ready, on_start=hooks.on_start, warn=unreachable,
-                             progress=batch_progress(bar, handle, label))
-    if not result.ran:
-        say("calibration ", (result.job_id, "bold"), " already finished; nothing to resume")
+    result = JobHooks("calibration", db).run(CALIBRATION, config, resume=resume, fresh=fresh,
+                                             label=f"calibrating {survey or resume}")
     for line in CALIBRATION.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
     if sample is not None:

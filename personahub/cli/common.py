@@ -484,6 +484,32 @@ class JobHooks:
         """The progress display, with the client's counts once it is ready."""
         return job_progress(counts=self.counts)
 
+    def run(self, spec: Any, config: Any, *, resume: str | None, fresh: bool, label: str,
+            total: int | None = None) -> Any:
+        """Run a job kind under one progress bar, and say so when a resumed job had nothing left.
+
+        Args:
+            spec: the kind's job spec.
+            config: its config (or, on resume, the settings to check against the stored one).
+            resume: the job id to go on with.
+            fresh: start a new job even where one with these settings is unfinished.
+            label: the bar's label.
+            total: what the bar counts to (None: unknown).
+
+        Returns:
+            The kernel's result (``job_id``, ``summary``, ``ran``).
+        """
+        from personahub import runtime
+
+        with self.progress() as bar, awaiting_results():
+            handle = bar.add_task(label, total=total)
+            result = runtime.run(spec, config, self.db, resume=resume, fresh=fresh,
+                                 on_ready=self.on_ready, on_start=self.on_start, warn=unreachable,
+                                 progress=batch_progress(bar, handle, label))
+        if not result.ran:
+            say(f"{self.noun} ", (result.job_id, "bold"), " already finished; nothing to resume")
+        return result
+
 
 _ID_KEYS = {"run": "run_id", "judge": "judge_id", "expansion": "expansion_id",
             "interview": "batch_id"}

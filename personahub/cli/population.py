@@ -25,15 +25,12 @@ from personahub.cli.common import (
     Engine,
     JobHooks,
     JsonOption,
-    batch_progress,
     console,
     emit_job_json,
     engine_options,
     one_line_errors,
     out,
-    say,
     summary_counts,
-    unreachable,
 )
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import FORCE_HELP, atomic_file, check_output
@@ -195,15 +192,9 @@ def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: 
     else:
         config = population_write_config(marginals, joint, n, seed, resolve_spec(llm),
                                           {**engine.flags.settings(), **settings})
-    hooks = JobHooks("population job", db)
-    label = "writing personas"
-    with hooks.progress() as bar:
-        handle = bar.add_task(label, total=None if resume else n)
-        result = runtime.run(POPULATION_WRITE, config, db, resume=resume, fresh=fresh,
-                             on_ready=hooks.on_ready, on_start=hooks.on_start, warn=unreachable,
-                             progress=batch_progress(bar, handle, label))
-    if not result.ran:
-        say("population job ", (result.job_id, "bold"), " already finished; nothing to resume")
+    result = JobHooks("population job", db).run(POPULATION_WRITE, config, resume=resume,
+                                                fresh=fresh, label="writing personas",
+                                                total=None if resume else n)
     for line in POPULATION_WRITE.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
     if as_json:

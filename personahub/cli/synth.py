@@ -17,8 +17,6 @@ from personahub.cli.common import (
     JobHooks,
     JsonOption,
     PreviewOption,
-    awaiting_results,
-    batch_progress,
     embedder_spec,
     emit_job_json,
     engine_options,
@@ -27,7 +25,6 @@ from personahub.cli.common import (
     out,
     print_preview,
     say,
-    unreachable,
 )
 from personahub.core.errors import UsageError
 from personahub.core.outputs import FORCE_HELP, check_output
@@ -117,7 +114,6 @@ def synthesize(
 
     --per-persona K asks K items of each persona. A job that holds fewer items than it asked
     says why and exits 1, unless --allow-fewer."""
-    from personahub import runtime
     from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
 
     if list_templates:
@@ -141,15 +137,9 @@ def synthesize(
             prompting=prompting, examples=str(examples) if examples else None,
             world=str(world) if world else None, solve=solve, with_assistant=with_assistant,
             seed=seed, **engine.flags.settings(), **settings)
-    hooks = JobHooks("job", db)
-    with hooks.progress() as bar, awaiting_results():
-        handle = bar.add_task(f"synthesizing {task or resume}", total=n * per_persona)
-        result = runtime.run(SYNTHESIS, config, db, resume=resume, fresh=fresh, on_ready=hooks.on_ready,
-                             on_start=hooks.on_start, warn=unreachable,
-                             progress=batch_progress(bar, handle, f"synthesizing {task or resume}"))
+    result = JobHooks("job", db).run(SYNTHESIS, config, resume=resume, fresh=fresh,
+                                     label=f"synthesizing {task or resume}", total=n * per_persona)
     summary = result.summary
-    if not result.ran:
-        say("job ", (summary.job_id, "bold"), " already finished; nothing to resume")
     lines = [line for line in SYNTHESIS.report(summary, db) if line != summary.shortfall]
     for line in lines[:-1]:
         out.print(line, highlight=False, soft_wrap=True)
