@@ -1,14 +1,9 @@
 """A concurrency limit that can be lowered while calls wait on it, and grows back.
 
-Servers that answer one request at a time (llama.cpp, a small vLLM) queue the rest: with many
-calls in flight, the last ones wait out their timeout in the server's queue, are retried, and
-queue again. On a timeout the client lowers its limit to half the calls then in flight (at least
-one), so the requests that remain fit the server. A lowered limit grows back by one for each
-``limit`` answers (additive increase, as TCP after a loss) up to the limit it started
-with: a few timeouts (a hung request, a busy minute) do not leave the job at one call at a time
-for the rest of its life. ``asyncio.Semaphore`` cannot be resized, hence this small class; its
-uncontended path is a counter, as the semaphore's is.
-"""
+Servers that answer one request at a time queue the rest, and the last ones time out, retry and
+queue again. On a timeout the limit drops to half the calls in flight, then grows back by one per
+``limit`` answers up to where it started (as TCP after a loss), so a few timeouts do not leave a
+job at one call at a time. ``asyncio.Semaphore`` cannot be resized, hence this class."""
 
 from __future__ import annotations
 
@@ -38,8 +33,8 @@ class ConcurrencyLimit:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self._release()  # the slot was handed over just as the caller was cancelled
-            elif future in self._waiters:  # (a release may have passed over it already)
+                self._release()  # handed over as the caller was cancelled
+            elif future in self._waiters:
                 self._waiters.remove(future)
             raise
 
