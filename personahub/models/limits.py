@@ -34,7 +34,7 @@ class ConcurrencyLimit:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self._release()  # handed over as the caller was cancelled
-            elif future in self._waiters:
+            elif future in self._waiters:  # a release may have taken it already
                 self._waiters.remove(future)
             raise
 
