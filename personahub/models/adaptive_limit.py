@@ -1,12 +1,8 @@
 """``--concurrency auto``: a concurrency limit that finds what the server can take (AIMD).
 
-Too few calls in flight leave a server idle; too many queue inside it or are refused. As TCP's
-congestion window does, the limit starts at 2, grows by one per success until the first cut and
-then by one per window, only while latency holds and the window is used. A 429, 502-504 or
-timeout, or latency rising ``queue_factor`` above the best while the window is full, cuts it to
-``decrease`` times itself; one cut per round, between 1 and ``ceiling``. One late answer is capped
-(``OUTLIER_RATIO``) so a hung worker does not cut it. Decisions count calls, never read a clock,
-so tests drive it with a fake endpoint."""
+Like TCP's congestion window, it grows by one per success (per window after the first cut) while
+latency holds and the window is used, and is cut by ``decrease`` on a 429, 502-504, a timeout, or
+queueing latency; one cut per round. Decisions count calls, never read a clock, so tests drive it."""
 
 from __future__ import annotations
 

@@ -1,16 +1,10 @@
 """Bounded by construction: every string a model fills gets ``maxLength``, every array ``maxItems``,
 sized so that a whole answer fits in the call's ``max_tokens``.
 
-Grammar-constrained servers force an answer into the schema's shape but not to an end: a small
-model may repeat its last string until ``max_tokens`` and the JSON never closes. With every
-string and array bounded and the bounds summed to fit the budget, the JSON closes in time.
-``bounded`` puts the bounds on the pydantic fields, so the schema sent and the validation agree.
-
-``CHARS_PER_TOKEN = 3.0`` is a floor, not an average: measured with SmolLM2-135M's vocabulary
-(``bench/bench_chars_per_token.py``), prose runs 3.4-5.5 characters a token and math problems
-3.0-4.6. Digits are one token each, so fields that invite numbers are annotated ``DIGITS`` and
-bounded at one character a token. CJK text can still tokenise below that; such an answer may be
-cut at ``max_tokens`` and is recorded as a failure."""
+Grammar-constrained servers force the schema's shape but not an end: a small model may repeat its
+last string until cut, and the JSON never closes. ``CHARS_PER_TOKEN = 3.0`` is a floor measured
+with SmolLM2's vocabulary (``bench/bench_chars_per_token.py``: prose 3.4-5.5, math 3.0-4.6);
+digits are a token each, so ``DIGITS`` fields are bounded at one character a token."""
 
 from __future__ import annotations
 

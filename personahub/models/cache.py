@@ -1,12 +1,8 @@
 """Record / replay cache of model answers, kept in the ``llm_cache`` table.
 
-An answer is keyed by the model name (not the URL, so replicas share entries and a replay needs no
-server), the messages, the schema, the parameters and a sample index: the n-th asking of the same
-request in a run is sample n, so repeated prompts keep distinct answers. ``--cache record``
-answers hits and stores misses; ``replay`` calls no model and raises ``CacheMiss`` on a miss. The
-raw payload is stored, valid or not, so a replay repeats repairs; a call that failed for good is
-stored as a failure that only a replay reproduces. Entries are written by the job kernel, in the
-batch's transaction."""
+Keyed by model name (not URL, so replicas share entries), messages, schema, parameters and a
+sample index, so repeated prompts keep distinct answers. The raw payload is stored, valid or not,
+so a replay repeats repairs; the job kernel writes entries in the batch's transaction."""
 
 from __future__ import annotations
 

@@ -1,18 +1,8 @@
 """The one seam to language models: ``make_client(settings)`` and the client it returns.
 
-The client is a stack of small layers with one interface, outermost first::
-
-    Accounted   running totals, liveness
-    Validated   validate, check, one fresh sample; learn ignored modes
-    Cached      record / replay
-    Retrying    retries within a call's budget, refused-mode step-down, fail fast
-    Limited     concurrency and --rps limits (left out when unneeded)
-    Failover    round-robin over endpoints, skipping dead ones
-    endpoints   the offline engine or HTTP servers, from the --llm spec
-
-Every call carries ``max_tokens``, a schema bounded for it and a timeout. Every attempt gets a
-``CallRecord`` that the run log writes to ``llm_calls``; a job can spill final records to disk so
-a kill loses no billed attempt."""
+The client is a stack of layers with one interface, outermost first: accounting, validation,
+cache, retries, limits, failover, then the endpoints (offline engine or HTTP servers). Every call
+carries ``max_tokens``, a schema bounded for it and a timeout; every attempt gets a ``CallRecord``."""
 
 from __future__ import annotations
 

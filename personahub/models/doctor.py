@@ -1,10 +1,8 @@
 """``personahub doctor``: what an endpoint can do, measured before a million-call job.
 
-A handful of requests through the same client stack a job uses probe: which structured modes are
-accepted; whether a bounded string closes its JSON within ``max_tokens``; latency and throughput
-at concurrency 1, 2, 4, ... until throughput stops growing or requests fail; and the prefix-cache
-reuse the server reports. It recommends the smallest level within 5% of the best throughput.
-``problem`` says why the endpoint cannot serve a job. Labels and specs are redacted."""
+A handful of requests through a job's own client stack probe which structured modes work, whether
+bounded strings close, throughput per concurrency level, and prefix-cache reuse; it recommends
+the smallest level within 5% of the best throughput."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Embedders as the model seam builds them: ``make_embedder`` builds every embedder spec, and
-``OpenAIEmbedder`` is an OpenAI-compatible ``/embeddings`` model behind the seam's policy
-(timeout, retries, ``--rps``, record / replay, a call record per attempt).
-
-Embedders that call no model, and the ANN search, live on the data side (``personas``); a dedup
-job's client is an ``OpenAIEmbedder``, so the job kernel checks, caches and accounts it like a chat
-model."""
+"""Embedders as the model seam builds them: ``make_embedder`` for every spec, and ``OpenAIEmbedder``,
+an ``/embeddings`` model behind the seam's policy that a dedup job's kernel checks, caches and
+accounts like a chat model."""
 
 from __future__ import annotations
 

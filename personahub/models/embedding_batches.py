@@ -1,10 +1,7 @@
-"""``--batch`` for an embedding model: a dedup job's ``/v1/embeddings`` requests as provider batches
-(or a ``--batch-file``), answered from their results.
+"""``--batch`` for an embedding model: a dedup job's ``/v1/embeddings`` requests as provider batches.
 
-``BatchingEmbedder`` returns what the wrapped embedder returns online, but sends the requests as
-one batch. A request's ``custom_id`` is a digest of its texts and attempt, so a resume collects
-from a stored batch instead of sending twice. Failed requests are resent while they have resends
-left; one that still fails ends the stage as an online failure does."""
+``BatchingEmbedder`` returns what the wrapped embedder returns online. ``custom_id``s are digests
+of the texts, so a resume collects from a stored batch instead of sending twice."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """Embeddings (an OpenAI-compatible ``/embeddings``) through the seam's policy.
 
-The endpoint answers a ``CallRequest`` whose messages are the texts; its value is the vectors. It
-sits under the same layers as chat calls (timeout, retries, ``--rps``, fast stop, a record per
-attempt), with record / replay per text; each batch's records and cache entries come back on its
-result."""
+The texts travel as a ``CallRequest``'s messages under the same layers as chat calls, with record /
+replay per text."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """An OpenAI-compatible HTTP server (or OpenAI itself) as an endpoint, through ``ChatOpenAI``.
 
-Servers differ in the output-limit parameter and in the structured modes they accept. While
-``auto`` has not settled an endpoint's mode, one request at a time goes to it, so the first
-refusal moves every waiting call on instead of each of ``--concurrency`` calls being refused once.
-Each endpoint also estimates the prefix-cache reuse its prompts allow, for the run summary."""
+While ``auto`` has not settled an endpoint's mode, one request at a time goes to it, so the first
+refusal moves every waiting call on instead of each call being refused once."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """From an ``--llm`` spec to endpoints, with credentials kept to the endpoint they belong to.
 
-Specs: ``offline`` (optionally ``?seed=N``), ``openai:<model>``, an OpenAI-compatible URL (model
-from ``?model=NAME`` or ``PERSONAHUB_MODEL``), or several URLs separated by commas.
-``OPENAI_API_KEY`` goes only to OpenAI. Another server gets a key only when its URL names a key
-variable (``?api_key_env=NAME``, ending in ``_API_KEY`` or starting ``PERSONAHUB_KEY_``, so
-``HOME`` cannot be sent as a token), and not over plain http to a remote host without
-``allow_http_key=1``. Query values but ``model`` are redacted wherever a spec is shown or stored."""
+``OPENAI_API_KEY`` goes only to OpenAI; another server gets a key only from a variable its URL
+names (``?api_key_env=``, a ``*_API_KEY`` or ``PERSONAHUB_KEY_*`` name, so ``HOME`` cannot leak),
+never over plain http to a remote host without ``allow_http_key=1``. Stored specs are redacted."""
 
 from __future__ import annotations
 

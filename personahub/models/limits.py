@@ -1,9 +1,8 @@
 """A concurrency limit that can be lowered while calls wait on it, and grows back.
 
-Servers that answer one request at a time queue the rest, and the last ones time out, retry and
-queue again. On a timeout the limit drops to half the calls in flight, then grows back by one per
-``limit`` answers up to where it started (as TCP after a loss), so a few timeouts do not leave a
-job at one call at a time. ``asyncio.Semaphore`` cannot be resized, hence this class."""
+On a timeout it drops to half the calls in flight (a server answering one at a time queues the
+rest), then grows back by one per ``limit`` answers, so a few timeouts do not leave a job at one
+call at a time. ``asyncio.Semaphore`` cannot be resized, hence this class."""
 
 from __future__ import annotations
 

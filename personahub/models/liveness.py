@@ -1,10 +1,8 @@
 """Is the seam still getting answers? What a watchdog needs to stop a stalled job in one line.
 
-Every call's budget bounds its time, so while calls are in flight one completes at least every
-``stall_bound_s`` seconds. When none has, something below the budget is stuck (a held connection,
-a lost wake-up, a blocked loop) and the job is better stopped, resumably, than showing "0 calls"
-for ever. The clock restarts after an idle spell, so time between batches is not a stall. One
-timer per bound, re-armed only when it fires, so calls pay nothing for it."""
+Call budgets mean some call completes every ``stall_bound_s`` while calls are in flight; when none
+does, something is stuck and the job is better stopped, resumably, than showing "0 calls" for
+ever. Time between batches is not a stall."""
 
 from __future__ import annotations
 

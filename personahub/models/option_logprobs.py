@@ -1,9 +1,7 @@
 """Option probabilities from a server's token log-probabilities (one call, one answer token).
 
-The call asks for one token with ``top_logprobs`` and sums, per label, the probabilities of the
-first token's alternatives that are that label, renormalised over the labels (unlisted: 0).
-Attempts are recorded, retried and spilled as the seam's are. A server without log-probabilities
-raises ``LogprobsUnavailable``: no fallback could mean the same. Offline, a seeded Dirichlet draw."""
+Each label's probability sums the first token's alternatives that are that label, renormalised.
+A server without log-probabilities raises ``LogprobsUnavailable``: no fallback could mean the same."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """How a prompt carries a JSON schema when the request has none (the client's ``prompt`` mode).
 
-The schema sits in the system message or the last user message, after a line naming "JSON
-schema", in a fenced JSON block; ``render_schema_block`` writes it and ``find_prompt_schema``
-reads it back (the loopback server must answer with JSON that fits). Reading is tolerant: several
-messages and fence forms are tried, only objects that look like schemas count, and the
-``json_schema`` response format's wrappers are unwrapped."""
+The schema is a fenced JSON block after a line naming "JSON schema", in the system or last user
+message; ``render_schema_block`` writes it and ``find_prompt_schema`` reads it back, tolerantly."""
 
 from __future__ import annotations
 

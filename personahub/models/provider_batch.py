@@ -1,11 +1,8 @@
 """Structured calls sent as a provider batch (the OpenAI Batch API) or as a batch file.
 
-Each batch line is byte for byte the body an online call would post (the endpoint's own body
-builder), and each result line becomes the ``StructuredResult`` the online stack would return:
-validated and repaired by the seam's own judge, recorded with the batch id and ``custom_id``.
-Failed lines go out again, up to ``max_retries``, in a follow-up batch or online. Every new batch
-state is stored before going on, so a crash loses no batch id and a resume never creates a batch
-twice. The Batch API gives no refusal to learn the structured mode from, so a job learns it first."""
+Each line is the body an online call would post, and each result becomes the ``StructuredResult``
+the online stack would return. Every batch state is stored before going on, so a crash loses no
+batch id and a resume never creates one twice."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """A ``StructuredCaller`` that sends a job's calls as provider batches (``--batch``).
 
-The job's asker awaits many calls at once; ``BatchingCaller`` queues them, and ``drive`` runs the
-asker in rounds: once every coroutine waits on the queue, the queued calls go out as batches and
-each gets its ``StructuredResult`` back; what those answers set going makes the next round. The
-asker cannot tell a batch from an online call. A call's ``custom_id`` is a digest of what it
-asks, and every handle is stored before the provider hears of it, so a kill and a resume collect
-from the stored batch instead of creating a second one."""
+``BatchingCaller`` queues the asker's calls, and ``drive`` sends them in rounds once every
+coroutine waits; the asker cannot tell a batch from an online call. A call's ``custom_id`` is a
+digest of what it asks, so a kill and a resume collect from the stored batch instead of a new one."""
 
 from __future__ import annotations
 

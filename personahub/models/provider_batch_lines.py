@@ -1,8 +1,6 @@
 """The Batch API's JSONL files: request lines written, result lines read (no network here).
 
-A request line holds the same body an online call posts. A result line, as OpenAI and vLLM's
-``run_batch`` write them, has a ``response`` (status and body) or null for a request a cancelled
-or expired batch never ran, and an ``error`` (OpenAI puts a refusal's error in the body, vLLM here)."""
+Result lines are read as OpenAI and vLLM's ``run_batch`` write them."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Validate a structured answer, repairing it locally before any model call is spent on it.
 
-``json-repair`` fixes prose around JSON, fences, trailing commas and short brackets; pydantic's lax
-validation coerces obvious types. Only an answer that still fails earns the seam's one paid repair.
-An answer cut at ``max_tokens`` is never repaired (closing its brackets would pass half an answer
-as whole); one whose only fault is a string or list past its bound is clipped at a word boundary."""
+``json-repair`` and pydantic's lax validation mend the usual slips. An answer cut at
+``max_tokens`` is never repaired (that would pass half an answer as whole); one only past a bound
+is clipped at a word boundary."""
 
 from __future__ import annotations
 

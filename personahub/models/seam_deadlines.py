@@ -1,14 +1,9 @@
-"""Straggler deadlines: an attempt that takes far longer than the endpoint's recent answers is cut
-and asked again, long before ``--timeout``.
+"""Straggler deadlines: an attempt far slower than the endpoint's recent answers is cut and asked
+again, long before ``--timeout``.
 
-``--timeout`` must be generous, so a request the server silently dropped would hold its call, its
-slot and its step for the whole timeout: at a 10% hang rate a run took tens of times its
-fault-free time. Each endpoint keeps its recent pace (seconds per token) and per purpose its
-longest answers, and gives each attempt ``FACTOR`` x the pace's 90th percentile x the longest
-answer's tokens, between ``MIN_S`` and ``--timeout``, doubled per earlier cut of the call.
-Before ``WARM`` answers, attempts get ``--timeout`` (and are moved to a deadline once one
-exists); a structured-mode probe, which everything waits for, gets ``PROBE_S``. A cut attempt is
-a transient ``straggler`` failure, retried at once and not taken for overload."""
+A silently dropped request would otherwise hold its call and step for the whole timeout (at a 10%
+hang rate a run took tens of times its fault-free time). The deadline is ``FACTOR`` x the recent
+pace's 90th percentile x the purpose's longest answer, doubled per earlier cut of the call."""
 
 from __future__ import annotations
 
@@ -28,7 +23,9 @@ PROBE_S = 5.0  # a probe's deadline before any answer came (the rest wait for it
 
 
 class StragglerDeadlines:
-    """One endpoint's recent pace, and the deadline an attempt gets from it."""
+    """One endpoint's recent pace, and the deadline an attempt gets from it.
+
+    Until ``WARM`` answers attempts get ``--timeout``; a mode probe, which all wait for, ``PROBE_S``."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s

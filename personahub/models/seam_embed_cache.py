@@ -1,9 +1,7 @@
 """Record / replay of embeddings, one ``llm_cache`` entry per text.
 
-An embedding depends only on the model and one text, so it is keyed by exactly that: a replay
-hits whatever batches the texts come in, and a text is never sent twice while recording. Entries
-share the ``llm_cache`` table with chat answers, so the kernel's cache switch and commit take
-them alike. Failures are not cached: a failed batch stops the dedup job."""
+An embedding depends only on the model and one text, so a replay hits whatever batches the texts
+come in and a text is never sent twice. Failures are not cached: a failed batch stops the job."""
 
 from __future__ import annotations
 

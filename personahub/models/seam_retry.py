@@ -1,13 +1,9 @@
 """Retry what can succeed on retry, within the call's budget; step the structured mode down on a
 refusal; stop fast.
 
-Transient failures get jittered exponential backoff (honouring ``Retry-After``); a straggler is
-asked again at once. Each call has ``max_retries`` retries and ``budget_s`` seconds. The layer as
-a whole keeps the same budget since the last answer of any call: otherwise, with calls queued
+The layer also keeps the budget since the last answer of any call: otherwise, with calls queued
 behind a concurrency of 1, a dead server would let each call spend its budget in turn. A fault
-that outlasts the budget raises ``EndpointFailing`` and the job stops, resumably. A refusal naming
-schema keywords or the mode is asked again at once without them or in the next mode; any other
-rejection ends the call."""
+that outlasts the budget raises ``EndpointFailing`` and the job stops, resumably."""
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
 """Validate each answer against its schema and the job's check; give a weak answer one more try.
 
-An answer that is invalid after local repair, cut at ``max_tokens``, or rejected by the job's
-check earns exactly one more attempt: the repair prompt for an invalid one, a fresh sample of the
-original request for the others (showing a runaway back only lengthens the prompt). After a second
-failure the call ends with every attempt recorded. Under ``--structured auto``, answers with no
-JSON at all step the endpoint's mode down without spending the second chance."""
+An invalid (after local repair), cut-off or rejected answer earns one more attempt: the repair
+prompt for an invalid one, a fresh sample for the others. Answers with no JSON at all step an
+``auto`` endpoint's mode down without spending that chance."""
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
 """How a JSON schema is asked of a server: the one place that knows the structured-output modes.
 
-The modes are ``json_schema``, ``json_object`` with a schema (llama-cpp-python), ``tools`` (one
-forced function tool) and ``prompt`` (the schema in the prompt, parsed locally). ``auto`` starts
-at ``json_schema`` and steps down per endpoint when the server refuses a mode or ignores it.
-Schema keywords a server refuses by name are stripped from then on (bounds move into the
-description, validation still holds answers to them), and what was sent is recorded."""
+Modes: ``json_schema``, ``json_object`` with a schema, ``tools`` and ``prompt``. ``auto`` steps
+down per endpoint when a server refuses or ignores a mode; schema keywords refused by name are
+stripped from then on, and what was sent is recorded."""
 
 from __future__ import annotations
 

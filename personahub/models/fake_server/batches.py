@@ -1,10 +1,8 @@
 """The loopback server's ``/v1/batches``: the OpenAI Batch API over the same answers as online.
 
-Each line of an uploaded batch file is answered by the function that answers online requests, so
-a batch answer equals the online answer to the same body. Batches move through the API's statuses
-and write output and error files as the API and vLLM's ``run_batch`` do. Delays, line errors and
-whole-batch failures or expiries are drawn from hashes of the seed and creation ordinal, so they
-are deterministic; lines are answered spread over the delay, so a cancel part way keeps those."""
+Each line is answered by the online route's own function, and batches move through the API's
+statuses and files. Delays, line errors, failures and expiries are drawn from hashes of the seed
+and creation ordinal, so they are deterministic."""
 
 from __future__ import annotations
 

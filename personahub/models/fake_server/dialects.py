@@ -1,10 +1,8 @@
 """How the loopback server answers as particular OpenAI-compatible servers (its dialect).
 
 Each dialect decides what a chat request may carry, how a refusal looks and how an answer is
-shaped, so fast tests reach every path of a client that negotiates structured output per server.
-The rules were read in each server's source; each class states its own. All dialects cut an
-answer past the token limit to about 4 characters a token and answer JSON requests without a
-schema from a schema written in the prompt."""
+shaped, as read in each server's source, so fast tests reach every path of a client that
+negotiates structured output per server."""
 
 from __future__ import annotations
 

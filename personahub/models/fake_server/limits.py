@@ -1,8 +1,7 @@
 """Bounds on what one request may ask of the loopback server, checked before any work.
 
-The offline engine does what a request says: a ``dimensions`` of 10^9 built a 4 GB vector and a
-self-referencing ``$ref`` recursed until Python gave up. Real servers bound these, so each is a 400
-naming the bound. Checks use an explicit stack, so hostile nesting cannot exhaust Python's."""
+The offline engine does what a request says (a ``dimensions`` of 10^9 built a 4 GB vector), so each
+bound is a 400 naming it. Checks use an explicit stack, so hostile nesting cannot exhaust Python's."""
 
 from __future__ import annotations
 

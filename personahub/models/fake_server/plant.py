@@ -1,11 +1,8 @@
 """Planted answers: the loopback server answering marked prompts otherwise, by a known share.
 
-An experiment's machinery is right only if it finds an effect that is there, and offline no
-treatment has one. ``--plant "MARKER=OPTION:SHARE"`` answers ``OPTION`` to a share of the survey
-questions whose prompt holds ``MARKER``; the marker itself is invisible, so an arm answers as its
-control but for the plants. On a k-option survey the expected effect is ``SHARE * (1 - 1/k)``.
-Which questions are planted is a hash of prompt and seed, so runs are reproducible. Only the
-``answer`` field of the first choice is planted."""
+An experiment's machinery is right only if it finds an effect that is there. ``--plant
+"MARKER=OPTION:SHARE"`` answers ``OPTION`` to that share of survey questions whose prompt holds the
+(otherwise invisible) marker: on k options, an expected effect of ``SHARE * (1 - 1/k)``."""
 
 from __future__ import annotations
 

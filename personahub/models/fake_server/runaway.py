@@ -1,9 +1,7 @@
 """The loopback server's ``runaway`` fault: an answer whose last string never ends.
 
-It copies a small model under grammar-constrained decoding (SmolLM2-135M on ``llama-server``): the
-last string field repeats until ``max_tokens`` and the JSON is left open, unless the schema bounds
-it with ``maxLength``. Tokens are counted as the bounds assume, so a schema bounded for its budget
-always closes."""
+As a small model under a grammar does, the last string repeats until ``max_tokens`` unless the
+schema bounds it with ``maxLength``; tokens are counted as the bounds assume."""
 
 from __future__ import annotations
 

@@ -1,17 +1,10 @@
 """A loopback OpenAI-compatible server that answers from the offline engine.
 
-Tests, benchmarks and dry runs (``personahub serve``) point real clients at it, so the HTTP path
-(schemas, tool calls, usage, errors, streaming, embeddings, the Batch API) runs without a model.
-A dialect makes it accept and refuse as vLLM, llama-cpp-python, Ollama or a tools-only server do.
-Faults are injected per request from a seeded RNG: HTTP errors, malformed or runaway answers,
-hangs, impossible usage. A malformed answer is the intended one cut in half, and the repair prompt
-gets it unbroken (unless ``stubborn``), so a run through faults can equal a fault-free one.
-
-It binds loopback only, refuses requests a web page could forge, bounds request sizes, and never
-sends exception text. Connections are bounded as uvicorn and llama-server bound theirs: 3,000
-connections sending partial headers once held 3,004 threads, so heads have a deadline, idle
-connections close after ``keep_alive_s`` (longer than aiohttp's and httpx's idle expiry, so the
-client closes first), and past ``max_connections`` a new one gets a 503."""
+Tests, benchmarks and dry runs (``personahub serve``) point real clients at it, so the whole HTTP
+path runs without a model, in the dialects of real servers and with seeded fault injection. A
+malformed answer's repair prompt gets the intended answer, so a run through faults can equal a
+fault-free one. It binds loopback only, refuses forgeable requests, and bounds request sizes and
+connections (3,000 half-sent heads once held 3,004 threads)."""
 
 from __future__ import annotations
 

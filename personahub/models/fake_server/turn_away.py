@@ -1,8 +1,7 @@
 """Closing a connection turned away at ``--max-connections`` without losing its 503.
 
-Closing a socket with unread request bytes makes the kernel send a reset, which can discard the
-503 before the client reads it. So one shared thread drains such sockets until the client closes
-or ``LINGER_S`` passes: the accepting thread never waits, and a flood costs one thread."""
+Closing a socket with unread bytes sends a reset that can discard the 503, so one shared thread
+drains such sockets before closing them."""
 
 from __future__ import annotations
 
