@@ -193,9 +193,8 @@ class LLMClient:
                     max_tokens: int | None = None) -> CallRequest:
         """The request ``structured`` sends for these arguments (a batch sends the same).
 
-        ``sample`` > 0 asks another sample of the same prompt; callers use even numbers, leaving odd
-        ones
-        for the fresh sample a weak answer earns. ``--max-tokens`` overrides ``max_tokens``."""
+        ``sample`` > 0 asks another sample of the same prompt (callers use even numbers: odd ones are
+        for the fresh sample a weak answer earns). ``--max-tokens`` overrides ``max_tokens``."""
         max_tokens = self.generation.max_tokens_for(max_tokens)
         # bounds sized for this call's budget, so a grammar-constrained server closes the JSON in time
         return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
