@@ -175,12 +175,10 @@ def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> 
 
 def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequence[ResultLine],
             handle: BatchHandle) -> Collected:
-    """Apply one batch's ``results`` to the ``calls`` it carried (those whose ``custom_id`` is in
-    ``handle``).
+    """Apply one batch's ``results`` to the ``calls`` it carried (those whose ``custom_id`` is in ``handle``).
 
     Calls with no result line (a failed batch, a short results file) go out again like a transient
-    failure. A refusal naming the mode or schema keywords moves the endpoint on, without spending a
-    retry."""
+    failure. A refusal naming the mode or schema keywords moves the endpoint on, without spending a retry."""
     wire = batch_endpoint(client, handle.endpoint)
     found = by_custom_id(results)
     sent = set(handle.custom_ids)

@@ -20,8 +20,7 @@ class LLMConfigError(UsageError):
 
 
 class LLMUnavailable(ResumableStop):
-    """The model endpoint cannot be reached (connection refused, DNS failure...): the job stops,
-    resumable."""
+    """The model endpoint cannot be reached (connection refused, DNS failure...): the job stops, resumable."""
 
 
 class EndpointFailing(LLMUnavailable):
